@@ -1,0 +1,1 @@
+"""kiln's compiler: the IR, the op registry, autodiff and the passes."""

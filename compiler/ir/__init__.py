@@ -1,0 +1,8 @@
+"""The kiln IR: types, values, ops, graphs, and their text form."""
+
+from kiln.compiler.ir.builder import Builder
+from kiln.compiler.ir.core import Graph, Op, Value
+from kiln.compiler.ir.printer import print_graph
+from kiln.compiler.ir.types import DType, Dim, TensorType
+
+__all__ = ["Builder", "DType", "Dim", "Graph", "Op", "TensorType", "Value", "print_graph"]

@@ -1,0 +1,75 @@
+"""The builder: creates ops with inferred result types at an insertion point.
+
+``b.op("tensor.add", x, y)`` is the generic form; every registered op is also a
+method named after it without its dialect (``b.add(x, y)``, ``b.softmax(x,
+axis=-1)``), looked up in ``tensor``, then ``nn``, ``optim`` and ``comm``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from kiln.compiler.ir.core import Graph, Op, Value
+from kiln.compiler.ir.types import DType
+from kiln.compiler.ops.registry import OPS, infer_types, lookup
+
+DIALECT_ORDER = ("tensor", "nn", "optim", "comm")
+
+
+class Builder:
+    """Appends ops to ``graph`` (or inserts them before ``insert_before``)."""
+
+    def __init__(self, graph: Graph, insert_before: Op | None = None, location: str | None = None):
+        self.graph = graph
+        self.insert_before = insert_before
+        self.location = location
+        """Stamped on every op built, for error messages."""
+
+    def op(self, name: str, *operands: Value, name_hint: str | None = None, **attrs: Any) -> Any:
+        """Build op ``name``; returns its result, or a tuple of results for multi-result ops."""
+        op = self.create(name, list(operands), attrs, name_hint)
+        return op.results[0] if len(op.results) == 1 else tuple(op.results)
+
+    def create(self, name: str, operands: list[Value], attrs: dict[str, Any], name_hint: str | None = None) -> Op:
+        definition = lookup(name)
+        full_attrs = {key: canonical_attr(key, value) for key, value in {**definition.defaults, **attrs}.items()}
+        unknown = set(full_attrs) - set(definition.defaults)
+        if unknown:
+            raise TypeError(f"{name} has no attribute {', '.join(sorted(unknown))}; it takes {sorted(definition.defaults)}")
+        result_types = infer_types(name, [v.type for v in operands], full_attrs)
+        op = Op(name, operands, result_types, full_attrs, self.location)
+        if name_hint is not None:
+            for result in op.results:
+                result.name_hint = name_hint
+        index = None if self.insert_before is None else self.graph.ops.index(self.insert_before)
+        self.graph.insert(op, index)
+        return op
+
+    def constant(self, value: Any, dtype: DType | str | None = None, name_hint: str | None = None) -> Value:
+        array = np.asarray(value, dtype=None if dtype is None else DType.of(dtype).numpy)
+        return self.op("tensor.constant", value=array, name_hint=name_hint)
+
+    def scalar_like(self, value: float, like: Value) -> Value:
+        """A 0-d constant with ``like``'s dtype, which broadcasts against it."""
+        return self.constant(value, like.type.dtype)
+
+    def __getattr__(self, short_name: str) -> Any:
+        for dialect in DIALECT_ORDER:
+            name = f"{dialect}.{short_name}"
+            if name in OPS:
+                return lambda *operands, **attrs: self.op(name, *operands, **attrs)
+        raise AttributeError(f"Builder has no op named {short_name!r} in dialects {', '.join(DIALECT_ORDER)}")
+
+
+def canonical_attr(key: str, value: Any) -> Any:
+    """Attributes in one canonical form: lists become tuples, dtypes become ``DType``, numpy scalars become Python ones."""
+    if key == "dtype" and value is not None:
+        return DType.of(value)
+    if isinstance(value, (list, tuple)):
+        return tuple(canonical_attr("", item) for item in value)
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+

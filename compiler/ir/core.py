@@ -1,0 +1,138 @@
+"""The IR's three records: ``Value``, ``Op`` and ``Graph``.
+
+An ``Op`` is one generic record (name, operands, results, attrs); what an op
+means lives in tables keyed by its name (``kiln.compiler.ops.registry``), so
+printer, parser, verifier and passes stay generic. Every ``Value`` knows its
+producer and its uses, and the ``Graph`` keeps those use lists exact.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Iterator, Sequence
+
+from kiln.compiler.ir.types import TensorType
+
+
+class Value:
+    """An SSA value: a graph input or one result of an op. Hashes by identity."""
+
+    __slots__ = ("type", "producer", "index", "name_hint", "uses")
+
+    def __init__(self, type: TensorType, producer: "Op | None" = None, index: int = 0, name_hint: str | None = None):
+        self.type = type
+        self.producer = producer
+        """The op that defines this value, or ``None`` for a graph input."""
+        self.index = index
+        """Which result of ``producer`` this is."""
+        self.name_hint = name_hint
+        """A name the printer keeps where it can (``%h``)."""
+        self.uses: list[tuple[Op, int]] = []
+        """``(op, operand index)`` for every operand slot that reads this value."""
+
+    def __repr__(self) -> str:
+        return f"Value(%{self.name_hint or '?'}: {self.type})"
+
+
+class Op:
+    """One operation: ``results = name(operands) {attrs}``."""
+
+    __slots__ = ("name", "operands", "results", "attrs", "location")
+
+    def __init__(
+        self,
+        name: str,
+        operands: Sequence[Value],
+        result_types: Sequence[TensorType],
+        attrs: dict[str, Any] | None = None,
+        location: str | None = None,
+    ):
+        self.name = name
+        self.operands: list[Value] = []
+        self.results = [Value(t, self, i) for i, t in enumerate(result_types)]
+        self.attrs: dict[str, Any] = dict(attrs or {})
+        self.location = location
+        """Where the op came from in user code (``model.py:14 in forward``), for messages."""
+        for operand in operands:
+            self._attach(operand)
+
+    @property
+    def result(self) -> Value:
+        """The single result of a one-result op."""
+        if len(self.results) != 1:
+            raise ValueError(f"{self.name} has {len(self.results)} results; use .results")
+        return self.results[0]
+
+    def set_operand(self, index: int, value: Value) -> None:
+        old = self.operands[index]
+        old.uses.remove((self, index))
+        self.operands[index] = value
+        value.uses.append((self, index))
+
+    def drop_operands(self) -> None:
+        """Detach from every operand's use list (before erasing this op)."""
+        for index, operand in enumerate(self.operands):
+            operand.uses.remove((self, index))
+        self.operands = []
+
+    def _attach(self, value: Value) -> None:
+        if not isinstance(value, Value):
+            raise TypeError(f"operand of {self.name} must be a Value, got {type(value).__name__}")
+        value.uses.append((self, len(self.operands)))
+        self.operands.append(value)
+
+    def __repr__(self) -> str:
+        return f"Op({self.name}, {len(self.operands)} operands, {len(self.results)} results)"
+
+
+class Graph:
+    """A function in the IR: typed inputs, ops in a valid order, outputs."""
+
+    def __init__(self, name: str = "main", inputs: Iterable[Value] = (), ops: Iterable[Op] = (), outputs: Iterable[Value] = ()):
+        self.name = name
+        self.inputs: list[Value] = list(inputs)
+        self.ops: list[Op] = list(ops)
+        self.outputs: list[Value] = list(outputs)
+
+    def add_input(self, type: TensorType, name_hint: str | None = None) -> Value:
+        value = Value(type, None, len(self.inputs), name_hint)
+        self.inputs.append(value)
+        return value
+
+    def insert(self, op: Op, index: int | None = None) -> Op:
+        """Append ``op``, or insert it before position ``index``."""
+        self.ops.append(op) if index is None else self.ops.insert(index, op)
+        return op
+
+    def erase(self, op: Op) -> None:
+        """Remove an op whose results are unused."""
+        for result in op.results:
+            if result.uses or result in self.outputs:
+                raise ValueError(f"cannot erase {op.name}: its result is still used")
+        op.drop_operands()
+        self.ops.remove(op)
+
+    def replace_all_uses(self, old: Value, new: Value) -> None:
+        """Make every reader of ``old`` (ops and graph outputs) read ``new`` instead."""
+        for op, index in list(old.uses):
+            op.set_operand(index, new)
+        self.outputs = [new if value is old else value for value in self.outputs]
+
+    def values(self) -> Iterator[Value]:
+        yield from self.inputs
+        for op in self.ops:
+            yield from op.results
+
+    def users(self, value: Value) -> list[Op]:
+        """Distinct ops reading ``value``, in graph order of first use."""
+        seen: dict[int, Op] = {}
+        for op, _ in value.uses:
+            seen.setdefault(id(op), op)
+        return list(seen.values())
+
+    def __str__(self) -> str:
+        from kiln.compiler.ir.printer import print_graph
+
+        return print_graph(self)
+
+    def __repr__(self) -> str:
+        return f"Graph(@{self.name}, {len(self.inputs)} inputs, {len(self.ops)} ops, {len(self.outputs)} outputs)"

@@ -1,0 +1,153 @@
+"""Types of the kiln IR: element dtypes and tensor types with symbolic dims.
+
+A dim is an ``int`` or a symbol (a ``str`` such as ``"N"``), so one compiled
+graph serves every batch size: ``tensor<Nx784xf32>``.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+from typing import Union
+
+import numpy as np
+
+from kiln.compiler.errors import ShapeError
+
+Dim = Union[int, str]
+_SYMBOL = re.compile(r"[A-Za-wyz_][A-Za-wyz0-9_]*")
+
+
+class DType(enum.Enum):
+    """Element types. ``f16``/``bf16`` are reserved: they parse and print, no backend runs them yet."""
+
+    f16 = "f16"
+    bf16 = "bf16"
+    f32 = "f32"
+    f64 = "f64"
+    i32 = "i32"
+    i64 = "i64"
+    bool = "bool"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def is_float(self) -> bool:
+        return self in (DType.f16, DType.bf16, DType.f32, DType.f64)
+
+    @property
+    def is_int(self) -> bool:
+        return self in (DType.i32, DType.i64)
+
+    @property
+    def numpy(self) -> np.dtype:
+        if self is DType.bf16:
+            raise ShapeError("bf16 is reserved in kiln: no NumPy dtype backs it yet")
+        return np.dtype(_NUMPY_NAMES[self])
+
+    @staticmethod
+    def of(spec: "DType | str | np.dtype | type") -> "DType":
+        """Accepts ``DType.f32``, ``"f32"``, ``"float32"``, ``np.float32`` or ``np.dtype("float32")``."""
+        if isinstance(spec, DType):
+            return spec
+        if isinstance(spec, str) and spec in DType.__members__:
+            return DType[spec]
+        try:
+            name = np.dtype(spec).name
+        except TypeError:
+            raise ShapeError(f"unknown dtype {spec!r}; use one of {', '.join(DType.__members__)}") from None
+        for dtype, numpy_name in _NUMPY_NAMES.items():
+            if numpy_name == name:
+                return dtype
+        raise ShapeError(f"dtype {name} is not supported by kiln; use one of {', '.join(DType.__members__)}")
+
+
+_NUMPY_NAMES = {
+    DType.f16: "float16",
+    DType.f32: "float32",
+    DType.f64: "float64",
+    DType.i32: "int32",
+    DType.i64: "int64",
+    DType.bool: "bool",
+}
+
+
+@dataclass(frozen=True)
+class TensorType:
+    """A ranked tensor type; ``shape`` holds ints and symbol names."""
+
+    shape: tuple[Dim, ...]
+    """Dims in order; a ``str`` dim is a symbol bound when the graph runs."""
+    dtype: DType
+    """Element type."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shape", tuple(self.shape))
+        object.__setattr__(self, "dtype", DType.of(self.dtype))
+        for dim in self.shape:
+            if isinstance(dim, str) and _SYMBOL.fullmatch(dim):
+                continue
+            if isinstance(dim, bool) or not isinstance(dim, int) or dim < 0:
+                raise ShapeError(
+                    f"bad dim {dim!r} in shape {self.shape}: dims are ints >= 0 or symbol names "
+                    "(identifiers without the letter 'x', which separates dims in the text form, e.g. 'N')"
+                )
+
+    @property
+    def rank(self) -> int:
+        return len(self.shape)
+
+    @property
+    def is_static(self) -> bool:
+        return all(isinstance(dim, int) for dim in self.shape)
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        return tuple(dim for dim in self.shape if isinstance(dim, str))
+
+    def with_shape(self, shape: tuple[Dim, ...]) -> "TensorType":
+        return TensorType(shape, self.dtype)
+
+    def with_dtype(self, dtype: DType) -> "TensorType":
+        return TensorType(self.shape, dtype)
+
+    def __str__(self) -> str:
+        dims = "".join(f"{dim}x" for dim in self.shape)
+        return f"tensor<{dims}{self.dtype}>"
+
+
+def broadcast_shapes(*shapes: tuple[Dim, ...]) -> tuple[Dim, ...]:
+    """NumPy broadcasting over possibly symbolic dims; a symbol only matches itself or 1."""
+    rank = max((len(shape) for shape in shapes), default=0)
+    result: list[Dim] = []
+    for axis in range(rank):
+        dims = {shape[axis - rank + len(shape)] for shape in shapes if axis - rank + len(shape) >= 0}
+        dims.discard(1)
+        if len(dims) > 1:
+            raise ShapeError(f"shapes {' and '.join(format_shape(s) for s in shapes)} do not broadcast")
+        result.append(dims.pop() if dims else 1)
+    return tuple(result)
+
+
+def format_shape(shape: tuple[Dim, ...]) -> str:
+    return "(" + ", ".join(str(dim) for dim in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def normalize_axis(axis: int, rank: int) -> int:
+    if not -rank <= axis < max(rank, 1):
+        raise ShapeError(f"axis {axis} is out of range for a tensor of rank {rank}")
+    return axis % rank if rank else 0
+
+
+def normalize_axes(axes: int | tuple[int, ...] | list[int] | None, rank: int) -> tuple[int, ...]:
+    """Axes as a sorted tuple of non-negative ints; ``None`` means every axis."""
+    if axes is None:
+        return tuple(range(rank))
+    if isinstance(axes, int):
+        axes = (axes,)
+    normalized = tuple(sorted({normalize_axis(axis, rank) for axis in axes}))
+    if len(normalized) != len(tuple(axes)):
+        raise ShapeError(f"repeated axis in {tuple(axes)}")
+    return normalized

@@ -1,0 +1,193 @@
+"""The ``tensor`` dialect: primitives every backend lowers directly.
+
+Elementwise ops broadcast like NumPy; reductions take ``axes`` (``None`` for
+all) and ``keepdims``; movement ops change layout, not values.
+"""
+
+from __future__ import annotations
+
+import math
+import numpy as np
+
+from kiln.compiler.errors import ShapeError
+from kiln.compiler.ir.types import DType, Dim, TensorType, broadcast_shapes, format_shape, normalize_axes
+from kiln.compiler.ops.registry import register_op
+
+UNARY_ELEMENTWISE = ("neg", "exp", "log", "tanh", "sigmoid", "relu", "sqrt")
+BINARY_ELEMENTWISE = ("add", "sub", "mul", "div", "pow", "maximum", "minimum")
+COMPARISONS = ("equal", "not_equal", "less", "less_equal", "greater", "greater_equal")
+
+
+def _same_dtype(op: str, *types: TensorType) -> DType:
+    dtypes = {t.dtype for t in types}
+    if len(dtypes) != 1:
+        listed = " and ".join(str(t) for t in types)
+        raise ShapeError(f"{op} needs operands of one dtype, got {listed}; cast one of them first")
+    return dtypes.pop()
+
+
+def _float_operand(op: str, x: TensorType) -> TensorType:
+    if not x.dtype.is_float:
+        raise ShapeError(f"{op} needs a floating-point operand, got {x}")
+    return x
+
+
+def _unary_float_shape(op: str):
+    return lambda x: _float_operand(op, x)
+
+
+def _binary_shape(op: str):
+    def shape(x: TensorType, y: TensorType) -> TensorType:
+        dtype = _same_dtype(op, x, y)
+        return TensorType(_broadcast(op, x, y), dtype)
+
+    return shape
+
+
+def _comparison_shape(op: str):
+    def shape(x: TensorType, y: TensorType) -> TensorType:
+        _same_dtype(op, x, y)
+        return TensorType(_broadcast(op, x, y), DType.bool)
+
+    return shape
+
+
+def _broadcast(op: str, *types: TensorType) -> tuple[Dim, ...]:
+    try:
+        return broadcast_shapes(*(t.shape for t in types))
+    except ShapeError as error:
+        raise ShapeError(f"{op}: {error}") from None
+
+
+register_op("tensor.neg", traits={"elementwise"})(lambda x: x)
+for _name in UNARY_ELEMENTWISE[1:]:
+    register_op(f"tensor.{_name}", traits={"elementwise"})(_unary_float_shape(f"tensor.{_name}"))
+for _name in BINARY_ELEMENTWISE:
+    register_op(f"tensor.{_name}", traits={"elementwise"})(_binary_shape(f"tensor.{_name}"))
+for _name in COMPARISONS:
+    register_op(f"tensor.{_name}", traits={"elementwise", "non_differentiable"})(_comparison_shape(f"tensor.{_name}"))
+
+
+@register_op("tensor.where", traits={"elementwise"})
+def where_shape(condition: TensorType, x: TensorType, y: TensorType) -> TensorType:
+    if condition.dtype is not DType.bool:
+        raise ShapeError(f"tensor.where needs a bool condition, got {condition}")
+    return TensorType(_broadcast("tensor.where", condition, x, y), _same_dtype("tensor.where", x, y))
+
+
+@register_op("tensor.cast", traits={"elementwise"}, dtype=DType.f32)
+def cast_shape(x: TensorType, *, dtype: DType) -> TensorType:
+    return x.with_dtype(DType.of(dtype))
+
+
+@register_op("tensor.constant", value=None)
+def constant_shape(*, value: np.ndarray) -> TensorType:
+    if not isinstance(value, np.ndarray):
+        raise ShapeError(f"tensor.constant needs an ndarray value, got {type(value).__name__}")
+    return TensorType(value.shape, DType.of(value.dtype))
+
+
+@register_op("tensor.matmul")
+def matmul_shape(a: TensorType, b: TensorType) -> TensorType:
+    """NumPy ``matmul``: ``(..., m, k) @ (..., k, n) -> (..., m, n)``, batch dims broadcast, 1-D operands promoted."""
+    dtype = _same_dtype("tensor.matmul", a, b)
+    if a.rank == 0 or b.rank == 0:
+        raise ShapeError(f"tensor.matmul needs operands of rank >= 1, got {a} and {b}")
+    a_shape = a.shape if a.rank > 1 else (1,) + a.shape
+    b_shape = b.shape if b.rank > 1 else b.shape + (1,)
+    if a_shape[-1] != b_shape[-2]:
+        raise ShapeError(
+            f"tensor.matmul: contraction dims differ: {format_shape(a.shape)} @ {format_shape(b.shape)} "
+            f"({a_shape[-1]} != {b_shape[-2]})"
+        )
+    batch = _broadcast("tensor.matmul", TensorType(a_shape[:-2], dtype), TensorType(b_shape[:-2], dtype))
+    rows = (a_shape[-2],) if a.rank > 1 else ()
+    cols = (b_shape[-1],) if b.rank > 1 else ()
+    return TensorType(batch + rows + cols, dtype)
+
+
+def _reduce_shape(op: str):
+    def shape(x: TensorType, *, axes: tuple[int, ...] | None, keepdims: bool) -> TensorType:
+        reduced = normalize_axes(axes, x.rank)
+        if keepdims:
+            return x.with_shape(tuple(1 if i in reduced else d for i, d in enumerate(x.shape)))
+        return x.with_shape(tuple(d for i, d in enumerate(x.shape) if i not in reduced))
+
+    return shape
+
+
+for _name in ("reduce_sum", "reduce_mean", "reduce_max"):
+    register_op(f"tensor.{_name}", traits={"reduction"}, axes=None, keepdims=False)(_reduce_shape(f"tensor.{_name}"))
+
+
+@register_op("tensor.reshape", traits={"movement"}, shape=())
+def reshape_shape(x: TensorType, *, shape: tuple[Dim, ...]) -> TensorType:
+    target = resolve_reshape(x.shape, tuple(shape))
+    return x.with_shape(target)
+
+
+def resolve_reshape(source: tuple[Dim, ...], target: tuple[Dim, ...]) -> tuple[Dim, ...]:
+    """Fill in one ``-1`` in ``target`` and check the element counts agree, symbols included."""
+    source_ints, source_symbols = _split_dims(source)
+    known = tuple(d for d in target if d != -1)
+    target_ints, target_symbols = _split_dims(known)
+    holes = len(target) - len(known)
+    problem = f"cannot reshape {format_shape(source)} to {format_shape(target)}"
+    if holes > 1:
+        raise ShapeError(f"{problem}: at most one dim may be -1")
+    leftover = list(source_symbols)
+    for symbol in target_symbols:
+        if symbol not in leftover:
+            raise ShapeError(f"{problem}: symbol {symbol} is not a dim of the source")
+        leftover.remove(symbol)
+    if holes == 0:
+        if leftover or source_ints != target_ints:
+            raise ShapeError(f"{problem}: element counts differ")
+        return target
+    if target_ints == 0 or source_ints % target_ints:
+        raise ShapeError(f"{problem}: {source_ints} elements do not divide into {target_ints}")
+    quotient = source_ints // target_ints
+    if len(leftover) > 1 or (leftover and quotient != 1):
+        raise ShapeError(f"{problem}: the -1 dim would be a product of symbols; name it explicitly")
+    filled: Dim = leftover[0] if leftover else quotient
+    return tuple(filled if d == -1 else d for d in target)
+
+
+def _split_dims(dims: tuple[Dim, ...]) -> tuple[int, list[str]]:
+    return math.prod(d for d in dims if isinstance(d, int)), [d for d in dims if isinstance(d, str)]
+
+
+@register_op("tensor.transpose", traits={"movement"}, perm=None)
+def transpose_shape(x: TensorType, *, perm: tuple[int, ...] | None) -> TensorType:
+    perm = tuple(reversed(range(x.rank))) if perm is None else tuple(perm)
+    if sorted(perm) != list(range(x.rank)):
+        raise ShapeError(f"tensor.transpose: perm {perm} is not a permutation of the {x.rank} axes of {x}")
+    return x.with_shape(tuple(x.shape[i] for i in perm))
+
+
+@register_op("tensor.broadcast_to", traits={"movement"}, shape=())
+def broadcast_to_shape(x: TensorType, *, shape: tuple[Dim, ...]) -> TensorType:
+    shape = tuple(shape)
+    if len(shape) < x.rank:
+        raise ShapeError(f"tensor.broadcast_to: cannot broadcast {x} to fewer dims {format_shape(shape)}")
+    for dim, target in zip(reversed(x.shape), reversed(shape)):
+        if dim != 1 and dim != target:
+            raise ShapeError(f"tensor.broadcast_to: cannot broadcast {format_shape(x.shape)} to {format_shape(shape)}")
+    return x.with_shape(shape)
+
+
+@register_op("tensor.one_hot", traits={"non_differentiable"}, num_classes=0, dtype=DType.f32)
+def one_hot_shape(labels: TensorType, *, num_classes: int, dtype: DType) -> TensorType:
+    if not labels.dtype.is_int:
+        raise ShapeError(f"tensor.one_hot needs integer labels, got {labels}")
+    if num_classes <= 0:
+        raise ShapeError(f"tensor.one_hot needs num_classes > 0, got {num_classes}")
+    return TensorType(labels.shape + (num_classes,), DType.of(dtype))
+
+
+@register_op("tensor.numel", traits={"non_differentiable"}, axes=None, dtype=DType.f32)
+def numel_shape(x: TensorType, *, axes: tuple[int, ...] | None, dtype: DType) -> TensorType:
+    """The number of elements of ``x`` along ``axes`` (all by default) as a scalar; resolves symbolic dims at run time."""
+    normalize_axes(axes, x.rank)
+    return TensorType((), DType.of(dtype))
+

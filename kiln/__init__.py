@@ -1,0 +1,1 @@
+"""kiln: a deep-learning compiler in Python."""

@@ -1,0 +1,1 @@
+"""PyTorch-style names: kiln.nn.Module, kiln.nn.Linear, kiln.nn.functional."""
