@@ -1,1 +1,31 @@
-"""kiln: a deep-learning compiler in Python."""
+"""kiln: a deep-learning compiler in Python.
+
+```python
+import kiln
+import kiln.nn as nn
+import kiln.nn.functional as F
+
+model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
+step = kiln.compile_train_step(model, F.cross_entropy, kiln.optim.SGD(model.parameters(), lr=0.1))
+loss = step(x, y)
+print(step.graph)
+```
+"""
+
+from kiln.compiler import ops as _ops  # noqa: F401  (registers every op)
+from kiln.compiler.autodiff import differentiate
+from kiln.compiler.errors import InputError, KilnError, ShapeError, TraceError, VerificationError
+from kiln.compiler.ir import DType, Graph, TensorType
+from kiln.compiler.passes import PassManager
+from kiln.frontend.init import manual_seed
+from kiln.frontend.trace import TensorSpec, trace
+from kiln.runtime.train_step import TrainStep, compile_train_step
+from kiln import nn, optim  # noqa: E402  (after the core, which they re-export)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DType", "Graph", "InputError", "KilnError", "PassManager", "ShapeError", "TensorSpec", "TensorType",
+    "TraceError", "TrainStep", "VerificationError", "compile_train_step", "differentiate", "manual_seed",
+    "nn", "optim", "trace",
+]

@@ -136,3 +136,19 @@ class Graph:
 
     def __repr__(self) -> str:
         return f"Graph(@{self.name}, {len(self.inputs)} inputs, {len(self.ops)} ops, {len(self.outputs)} outputs)"
+
+
+def clone_graph(graph: Graph) -> Graph:
+    """A structural copy: new values and ops, same types, attrs, names and locations."""
+    copy = Graph(graph.name)
+    mapping: dict[Value, Value] = {}
+    for value in graph.inputs:
+        mapping[value] = copy.add_input(value.type, value.name_hint)
+    for op in graph.ops:
+        new = Op(op.name, [mapping[v] for v in op.operands], [r.type for r in op.results], op.attrs, op.location)
+        for old_result, new_result in zip(op.results, new.results):
+            new_result.name_hint = old_result.name_hint
+            mapping[old_result] = new_result
+        copy.ops.append(new)
+    copy.outputs = [mapping[v] for v in graph.outputs]
+    return copy

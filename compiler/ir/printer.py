@@ -36,7 +36,7 @@ def print_graph(graph: Graph, notes: Mapping[Op, str] | None = None) -> str:
         if notes and op in notes:
             lines.append("  " + "^" * (len(line) - 2))
             lines.extend(f"  error: {text}" for text in notes[op].splitlines())
-    outputs = ", ".join(f"%{names[v]}" for v in graph.outputs)
+    outputs = ", ".join(f"%{names.get(v, '<undefined>')}" for v in graph.outputs)
     output_types = ", ".join(str(v.type) for v in graph.outputs)
     lines.append(f"  return {outputs} : {output_types}" if graph.outputs else "  return")
     lines.append("}")

@@ -1,0 +1,56 @@
+"""decompose: expand composite ops into their primitives.
+
+By default every composite expands; a backend passes ``keep`` (the composites it
+lowers natively) so only the ones it lacks expand.
+
+```
+%y = "nn.softmax"(%x) {axis = -1}       ->   %m = "tensor.reduce_max"(%x) ...
+                                              %e = "tensor.exp"(...) ...
+                                              %y = "tensor.div"(%e, %s) ...
+```
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from kiln.compiler.ir.builder import Builder
+from kiln.compiler.ir.core import Graph, Op
+from kiln.compiler.ops.registry import lookup
+from kiln.compiler.passes.manager import Pass, register_pass
+
+
+@register_pass
+@dataclass(frozen=True)
+class Decompose(Pass):
+    name = "decompose"
+    keep: frozenset[str] = frozenset()
+    """Composite op names to leave alone (the backend lowers them)."""
+
+    def run(self, graph: Graph) -> bool:
+        return decompose_where(graph, lambda op: op.name not in self.keep)
+
+
+def decompose_where(graph: Graph, should_expand: Callable[[Op], bool]) -> bool:
+    """Expand every composite op for which ``should_expand`` holds, repeatedly, until none is left."""
+    changed = False
+    while True:
+        targets = [op for op in graph.ops if lookup(op.name).is_composite and should_expand(op)]
+        if not targets:
+            return changed
+        for op in targets:
+            decompose_op(graph, op)
+        changed = True
+
+
+def decompose_op(graph: Graph, op: Op) -> None:
+    """Replace ``op`` by its decomposition, inserted where it stood."""
+    builder = Builder(graph, insert_before=op, location=op.location)
+    results = lookup(op.name).decomposition(builder, *op.operands, **op.attrs)
+    results = results if isinstance(results, tuple) else (results,)
+    for old, new in zip(op.results, results):
+        if new.name_hint is None:
+            new.name_hint = old.name_hint
+        graph.replace_all_uses(old, new)
+    graph.erase(op)

@@ -1,0 +1,90 @@
+"""Layers with PyTorch's names, weight layouts and defaults."""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+from kiln.frontend import functional as F
+from kiln.frontend import init
+from kiln.frontend.module import Module, Parameter
+from kiln.frontend.tensor import Tensor
+
+
+class Linear(Module):
+    """``y = x W^T + b`` with ``weight`` of shape ``(out_features, in_features)``, as ``torch.nn.Linear``."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, dtype: str = "float32"):
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        self.weight = Parameter(init.linear_weight(out_features, in_features, dtype))
+        self.bias = Parameter(init.linear_bias(out_features, in_features, dtype)) if bias else None
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.linear(input, self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+class ReLU(Module):
+    def forward(self, input: Tensor) -> Tensor:
+        return F.relu(input)
+
+
+class Sigmoid(Module):
+    def forward(self, input: Tensor) -> Tensor:
+        return F.sigmoid(input)
+
+
+class Tanh(Module):
+    def forward(self, input: Tensor) -> Tensor:
+        return F.tanh(input)
+
+
+class Softmax(Module):
+    def __init__(self, dim: int = -1):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.softmax(input, self.dim)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"
+
+
+class Sequential(Module):
+    """Applies its layers in order; layers are named ``0``, ``1``, ... as in PyTorch."""
+
+    def __init__(self, *layers: Any):
+        super().__init__()
+        if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
+            layers = tuple(layers[0])
+        for index, layer in enumerate(layers):
+            setattr(self, str(index), layer)
+
+    def add(self, layer: Module) -> None:
+        """Append a layer (Keras's ``model.add``)."""
+        setattr(self, str(len(self._modules)), layer)
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(self._modules.values())
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __getitem__(self, index: int) -> Module:
+        return list(self._modules.values())[index]
+
+    def forward(self, input: Tensor) -> Tensor:
+        for layer in self._modules.values():
+            input = layer(input)
+        return input
+
+    def build(self, input_shape: tuple[Any, ...]) -> "Sequential":
+        """Create lazily-shaped weights (Keras ``Dense``) by tracing once with ``input_shape`` (batch dim excluded)."""
+        from kiln.frontend.trace import TensorSpec, trace
+
+        trace(self, TensorSpec(("N",) + tuple(input_shape), "float32"))
+        return self

@@ -1,0 +1,143 @@
+"""``Module`` and ``Parameter``: PyTorch's model-building API over traced tensors.
+
+A ``Parameter`` holds its concrete value as a NumPy array (``.data``); while
+tracing it stands for a graph input. ``state_dict()`` keys and shapes equal
+those of the same PyTorch model, so weights move both ways as arrays.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+
+from kiln.compiler.errors import KilnError
+from kiln.compiler.ir.core import Value
+from kiln.frontend.tensor import Tensor
+from kiln.frontend.trace import TraceContext
+
+
+class Parameter(Tensor):
+    """A trainable array; during tracing, the graph input that stands for it."""
+
+    def __init__(self, data: Any, requires_grad: bool = True):
+        array = np.asarray(data)
+        self.data = np.array(array, dtype=array.dtype if array.dtype.kind == "f" else np.float32)
+        self.requires_grad = requires_grad
+
+    @property
+    def value(self) -> Value:
+        return TraceContext.current().value_of(self)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.data.shape
+
+    def numpy(self) -> np.ndarray:
+        return self.data
+
+    def copy_(self, array: Any) -> "Parameter":
+        """Overwrite the value in place from an array of the same shape."""
+        array = np.asarray(array)
+        if array.shape != self.data.shape:
+            raise KilnError(f"cannot copy an array of shape {array.shape} into a parameter of shape {self.data.shape}")
+        np.copyto(self.data, array, casting="same_kind")
+        return self
+
+    def __repr__(self) -> str:
+        return f"Parameter(shape={self.data.shape}, dtype={self.data.dtype})"
+
+
+class Module:
+    """Base class of models and layers: subclass, assign layers and Parameters in ``__init__``, write ``forward``."""
+
+    def __init__(self) -> None:
+        object.__setattr__(self, "_parameters", OrderedDict())
+        object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "training", True)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if "_parameters" not in self.__dict__:
+            raise KilnError(f"{type(self).__name__}.__init__ must call super().__init__() before assigning {name!r}")
+        self._parameters.pop(name, None)
+        self._modules.pop(name, None)
+        if isinstance(value, Parameter):
+            self._parameters[name] = value
+        elif isinstance(value, Module):
+            self._modules[name] = value
+        object.__setattr__(self, name, value)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.forward(*args, **kwargs)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} must define forward()")
+
+    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
+        seen: set[int] = set()
+        for name, parameter in self._named_parameters_all(prefix):
+            if id(parameter) not in seen:
+                seen.add(id(parameter))
+                yield name, parameter
+
+    def _named_parameters_all(self, prefix: str) -> Iterator[tuple[str, Parameter]]:
+        for name, parameter in self._parameters.items():
+            yield prefix + name, parameter
+        for name, module in self._modules.items():
+            yield from module._named_parameters_all(f"{prefix}{name}.")
+
+    def parameters(self) -> Iterator[Parameter]:
+        for _, parameter in self.named_parameters():
+            yield parameter
+
+    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, "Module"]]:
+        yield prefix.rstrip("."), self
+        for name, module in self._modules.items():
+            yield from module.named_modules(f"{prefix}{name}.")
+
+    def children(self) -> Iterator["Module"]:
+        yield from self._modules.values()
+
+    def state_dict(self) -> "OrderedDict[str, np.ndarray]":
+        """Parameter arrays by dotted name (the arrays themselves, as PyTorch returns its tensors)."""
+        return OrderedDict((name, parameter.data) for name, parameter in self.named_parameters())
+
+    def load_state_dict(self, state: Mapping[str, Any], strict: bool = True) -> None:
+        """Copy arrays into the parameters in place; every key and shape is checked before anything is written."""
+        own = dict(self.named_parameters())
+        missing = sorted(set(own) - set(state))
+        unexpected = sorted(set(state) - set(own))
+        if strict and (missing or unexpected):
+            raise KilnError(f"load_state_dict: missing keys {missing}, unexpected keys {unexpected}")
+        arrays = {name: np.asarray(_to_numpy(value)) for name, value in state.items() if name in own}
+        for name, array in arrays.items():
+            if array.shape != own[name].data.shape:
+                raise KilnError(f"load_state_dict: {name} has shape {array.shape}, the model expects {own[name].data.shape}")
+        for name, array in arrays.items():
+            own[name].copy_(array)
+
+    def train(self, mode: bool = True) -> "Module":
+        for _, module in self.named_modules():
+            object.__setattr__(module, "training", mode)
+        return self
+
+    def eval(self) -> "Module":
+        return self.train(False)
+
+    def extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        lines = [f"{type(self).__name__}({self.extra_repr()}"]
+        for name, module in self._modules.items():
+            child = repr(module).replace("\n", "\n  ")
+            lines.append(f"  ({name}): {child}")
+        return lines[0] + ")" if len(lines) == 1 else "\n".join(lines) + "\n)"
+
+
+def _to_numpy(value: Any) -> Any:
+    """Accept torch tensors too, without importing torch."""
+    if hasattr(value, "detach") and hasattr(value, "numpy"):
+        return value.detach().cpu().numpy()
+    return value

@@ -1,0 +1,181 @@
+"""Tracing: run the user's Python once on symbolic tensors and record a Graph.
+
+```python
+graph = kiln.trace(model, kiln.TensorSpec(("N", 784), "float32"))
+print(graph)
+```
+
+A shape error while tracing names the user's file and line, the op and the
+shapes involved. Parameters a traced function touches become graph inputs
+(named by their ``state_dict`` key), so the same graph trains them.
+"""
+
+from __future__ import annotations
+
+import inspect
+import linecache
+import os
+import sys
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Iterator
+
+from kiln.compiler.errors import ShapeError, TraceError
+from kiln.compiler.ir.builder import Builder
+from kiln.compiler.ir.core import Graph, Value
+from kiln.compiler.ir.types import Dim, DType, TensorType
+
+if TYPE_CHECKING:
+    from kiln.frontend.module import Parameter
+    from kiln.frontend.tensor import Tensor
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_KILN_DIRS = tuple(os.path.join(_ROOT, name) + os.sep for name in ("compiler", "frontend", "backends", "runtime", "kiln"))
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """The type of a traced input: ``TensorSpec(("N", 784), "float32")``."""
+
+    shape: tuple[Dim, ...]
+    dtype: str | DType = "float32"
+
+    @property
+    def type(self) -> TensorType:
+        return TensorType(tuple(self.shape), DType.of(self.dtype))
+
+
+class TraceContext:
+    """The graph being recorded and the parameters it has seen."""
+
+    _local = threading.local()
+
+    def __init__(self, name: str):
+        self.graph = Graph(name)
+        self.builder = Builder(self.graph)
+        self.parameter_values: dict[int, Value] = {}
+        self.parameters: list["Parameter"] = []
+        self.parameter_names: dict[int, str] = {}
+        """Names for parameters, from the traced module's ``named_parameters``."""
+
+    @classmethod
+    def current(cls) -> "TraceContext":
+        stack = getattr(cls._local, "stack", [])
+        if not stack:
+            raise TraceError(
+                "this operation needs a symbolic tensor, but nothing is being traced; "
+                "call the model inside kiln.trace(...) or a compiled step"
+            )
+        return stack[-1]
+
+    @classmethod
+    def active(cls) -> bool:
+        return bool(getattr(cls._local, "stack", []))
+
+    def __enter__(self) -> "TraceContext":
+        self._local.__dict__.setdefault("stack", []).append(self)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._local.stack.pop()
+
+    def value_of(self, parameter: "Parameter") -> Value:
+        """The graph input standing for ``parameter``, created on first use."""
+        value = self.parameter_values.get(id(parameter))
+        if value is None:
+            name = self.parameter_names.get(id(parameter), f"param{len(self.parameters)}")
+            value = self.graph.add_input(TensorType(parameter.data.shape, DType.of(parameter.data.dtype)), name)
+            self.parameter_values[id(parameter)] = value
+            self.parameters.append(parameter)
+        return value
+
+    def emit(self, name: str, *operands: Value, **attrs: Any) -> Any:
+        """Build an op stamped with the user's source line; shape errors name that line."""
+        location = user_location()
+        self.builder.location = location.short if location else None
+        try:
+            return self.builder.op(name, *operands, **attrs)
+        except (ShapeError, TypeError) as error:
+            raise TraceError(f"{location.describe() if location else '<unknown>'}\n  {name}: {error}") from None
+
+
+@dataclass(frozen=True)
+class SourceLocation:
+    filename: str
+    line: int
+    function: str
+
+    @property
+    def short(self) -> str:
+        return f"{os.path.basename(self.filename)}:{self.line} in {self.function}"
+
+    def describe(self) -> str:
+        code = linecache.getline(self.filename, self.line).strip()
+        return f"{self.filename}:{self.line} in {self.function}" + (f": {code}" if code else "")
+
+
+def user_location() -> SourceLocation | None:
+    """The innermost stack frame outside kiln itself: the user's line that made this op."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        filename = os.path.abspath(frame.f_code.co_filename)
+        if not _inside_kiln(filename):
+            return SourceLocation(frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name)
+        frame = frame.f_back
+    return None
+
+
+def _inside_kiln(filename: str) -> bool:
+    """Kiln's own files: its four packages and the facade (installed, the facade folder holds them all)."""
+    facade = os.path.dirname(os.path.abspath(sys.modules["kiln"].__file__ or "")) + os.sep
+    return filename.startswith(_KILN_DIRS + (facade,))
+
+
+def trace(fn: Callable[..., Any], *specs: TensorSpec, name: str | None = None) -> Graph:
+    """Trace ``fn`` (a function or a Module) on symbolic inputs of the given specs; returns the Graph."""
+    from kiln.frontend.tensor import Tensor
+
+    graph_name = name or getattr(fn, "__name__", None) or type(fn).__name__
+    with TraceContext(graph_name) as context:
+        _name_parameters(context, fn)
+        inputs = [Tensor(context.graph.add_input(spec.type, input_name)) for spec, input_name in zip(specs, input_names(fn, len(specs)))]
+        result = fn(*inputs)
+        context.graph.outputs = [as_value(item, "the traced function's result") for item in flatten_outputs(result)]
+    return context.graph
+
+
+def _name_parameters(context: TraceContext, fn: Any) -> None:
+    module = getattr(fn, "__self__", fn)
+    named = getattr(module, "named_parameters", None)
+    if callable(named):
+        context.parameter_names.update({id(p): name for name, p in named()})
+
+
+def input_names(fn: Any, count: int) -> list[str]:
+    """Graph input names from the function's (or ``forward``'s) parameter names."""
+    target = getattr(fn, "forward", fn)
+    try:
+        parameters = [p.name for p in inspect.signature(target).parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    except (TypeError, ValueError):
+        parameters = []
+    names = parameters[:count]
+    return names + [f"input{i}" for i in range(len(names), count)]
+
+
+def flatten_outputs(result: Any) -> Iterator[Any]:
+    if isinstance(result, (tuple, list)):
+        for item in result:
+            yield from flatten_outputs(item)
+    else:
+        yield result
+
+
+def as_value(item: Any, what: str) -> Value:
+    from kiln.frontend.tensor import Tensor
+
+    if not isinstance(item, Tensor):
+        raise TraceError(f"{what} must be a kiln Tensor (or a tuple of them), got {type(item).__name__}")
+    return item.value
+
+
+__all__ = ["SourceLocation", "TensorSpec", "TraceContext", "trace", "user_location"]

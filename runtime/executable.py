@@ -1,0 +1,73 @@
+"""A compiled graph, callable on arrays, that checks what it is given.
+
+Symbolic dims (``N``) are bound from the arrays on each call, so one
+executable serves every batch size; a wrong rank, dim or dtype gets an
+``InputError`` naming the input, the expected type and what was received.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from kiln.compiler.errors import InputError
+from kiln.compiler.ir.core import Graph
+from kiln.compiler.ir.printer import assign_names
+from kiln.compiler.ir.types import TensorType
+
+
+class Executable:
+    """``executable(*arrays) -> tuple of arrays`` for one graph on one backend."""
+
+    def __init__(self, graph: Graph, function: Callable[..., tuple[Any, ...]], backend: str, source: str = ""):
+        self.graph = graph
+        self.function = function
+        self.backend = backend
+        self.source = source
+        """The generated code, for inspection."""
+        names = assign_names(graph)
+        self.input_names = [names[value] for value in graph.inputs]
+        self.input_types = [value.type for value in graph.inputs]
+        self.output_types = [value.type for value in graph.outputs]
+
+    def __call__(self, *arrays: Any) -> tuple[Any, ...]:
+        check_inputs(self.graph.name, self.input_names, self.input_types, arrays)
+        return self.function(*arrays)
+
+
+def check_inputs(graph_name: str, names: Sequence[str], types: Sequence[TensorType], arrays: Sequence[Any]) -> dict[str, int]:
+    """Check count, dtype and shape of every array; returns the bound symbolic dims."""
+    if len(arrays) != len(types):
+        raise InputError(f"@{graph_name} takes {len(types)} inputs ({', '.join(names)}), got {len(arrays)}")
+    bound: dict[str, int] = {}
+    for name, expected, array in zip(names, types, arrays):
+        _check_one(graph_name, name, expected, array, bound)
+    return bound
+
+
+def _check_one(graph_name: str, name: str, expected: TensorType, array: Any, bound: dict[str, int]) -> None:
+    dtype = getattr(array, "dtype", None)
+    shape = tuple(getattr(array, "shape", ()))
+    problem = None
+    if dtype is None or np.dtype(dtype) != expected.dtype.numpy:
+        problem = "dtype"
+    elif len(shape) != expected.rank:
+        problem = "rank"
+    else:
+        problem = _bind_dims(expected, shape, bound)
+    if problem:
+        received = f"{np.dtype(dtype).name if dtype is not None else type(array).__name__} array of shape {shape}"
+        raise InputError(
+            f"input %{name} of @{graph_name}: expected {expected}, got {received} (wrong {problem}); "
+            f"pass an array of that type (cast with .astype({expected.dtype.numpy.name!r}) if only the dtype differs)"
+        )
+
+
+def _bind_dims(expected: TensorType, shape: tuple[int, ...], bound: dict[str, int]) -> str | None:
+    for dim, size in zip(expected.shape, shape):
+        if isinstance(dim, int) and dim != size:
+            return "shape"
+        if isinstance(dim, str) and bound.setdefault(dim, size) != size:
+            return f"shape: {dim} is already {bound[dim]}"
+    return None
