@@ -19,13 +19,14 @@ from kiln.compiler.ir import DType, Graph, TensorType
 from kiln.compiler.passes import PassManager
 from kiln.frontend.init import manual_seed
 from kiln.frontend.trace import TensorSpec, trace
+from kiln.runtime.compiled_function import CompiledFunction, compile
 from kiln.runtime.train_step import TrainStep, compile_train_step
 from kiln import nn, optim  # noqa: E402  (after the core, which they re-export)
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "DType", "Graph", "InputError", "KilnError", "PassManager", "ShapeError", "TensorSpec", "TensorType",
-    "TraceError", "TrainStep", "VerificationError", "compile_train_step", "differentiate", "manual_seed",
+    "CompiledFunction", "DType", "Graph", "InputError", "KilnError", "PassManager", "ShapeError", "TensorSpec", "TensorType",
+    "TraceError", "TrainStep", "VerificationError", "compile", "compile_train_step", "differentiate", "manual_seed",
     "nn", "optim", "trace",
 ]

@@ -14,11 +14,11 @@ In graph order, stopping at the first problem, ``verify`` checks that
 The error names the op and prints the whole IR with the message under it:
 
 ```
-verification of @main failed at op #0 `%h = "tensor.exp"`: result type tensor<3xf64> ...
+verification of @main failed at op #0 `%h = "tensor.exp"`: result types (tensor<3xf64>) differ from ...
 func @main(%x: tensor<3xf32>) {
   %h = "tensor.exp"(%x) : (tensor<3xf32>) -> tensor<3xf64>
-  ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
-  error: result type tensor<3xf64> ...
+  ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
+  error: result types (tensor<3xf64>) differ from (tensor<3xf32>), which the shape rule of tensor.exp infers; ...
   return %h : tensor<3xf64>
 }
 ```
@@ -26,6 +26,7 @@ func @main(%x: tensor<3xf32>) {
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 
 from kiln.compiler.errors import VerificationError
@@ -116,9 +117,9 @@ class _Checker:
     def registration_problem(self, op: Op) -> str | None:
         if op.name in OPS:
             return None
-        dialect = op.name.split(".")[0] + "."
-        known = sorted(name for name in OPS if name.startswith(dialect)) or sorted(OPS)
-        return f"op {op.name!r} is not registered; register it with @register_op, or use one of: {', '.join(known)}"
+        guesses = difflib.get_close_matches(op.name, OPS, n=3)
+        hint = f"did you mean {' or '.join(guesses)}?" if guesses else f"registered ops: {', '.join(sorted(OPS))}"
+        return f"op {op.name!r} is not registered; register it with @register_op; {hint}"
 
     def operands_problem(self, op: Op) -> str | None:
         for index, operand in enumerate(op.operands):

@@ -65,7 +65,8 @@ class PassManager:
     print_ir_after_all: bool = False
     print_ir_after_change: bool = False
     """Print the IR only after passes that changed it."""
-    stream: TextIO = sys.stderr
+    stream: TextIO | None = None
+    """Where IR is printed; standard error by default."""
     timings: list[tuple[str, float, bool]] = field(default_factory=list)
     """``(pass name, seconds, changed)`` per pass run, in order."""
 
@@ -92,8 +93,9 @@ class PassManager:
             raise PassFailure(f"pass {pass_.name!r} failed on @{graph.name}: {error}\nreproducer: {path}") from error
         self.timings.append((pass_.name, time.perf_counter() - start, changed))
         if self.print_ir_after_all or (self.print_ir_after_change and changed):
-            print(f"// ----- IR after {pass_.name}{'' if changed else ' (unchanged)'} -----", file=self.stream)
-            print(print_graph(graph), file=self.stream)
+            stream = self.stream or sys.stderr
+            print(f"// ----- IR after {pass_.name}{'' if changed else ' (unchanged)'} -----", file=stream)
+            print(print_graph(graph), file=stream)
         return changed
 
     def timing_report(self) -> str:

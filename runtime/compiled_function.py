@@ -1,0 +1,71 @@
+"""``kiln.compile(model)``: a forward function compiled on first call, like ``torch.compile``.
+
+Parameters are graph inputs fed with their current arrays on every call, so
+the compiled function always sees the latest trained weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from kiln.backends import get_backend
+from kiln.compiler.ir.core import Graph
+from kiln.compiler.passes.manager import PassManager
+from kiln.frontend.module import Parameter
+from kiln.frontend.tensor import Tensor
+from kiln.frontend.trace import TraceContext, as_value, flatten_outputs, input_names
+from kiln.runtime.executable import Executable
+from kiln.runtime.train_step import batch_specs
+
+
+@dataclass
+class _Variant:
+    graph: Graph
+    executable: Executable
+    parameters: list[Parameter]
+
+
+@dataclass
+class CompiledFunction:
+    """Calls ``fn`` (a function or Module) on arrays through one compiled graph per input signature."""
+
+    fn: Callable[..., Any]
+    backend: str = "numpy"
+    pipeline: str = "cse,dce"
+    variants: dict[tuple[Any, ...], _Variant] = field(default_factory=dict)
+
+    def __call__(self, *arrays: Any) -> Any:
+        arrays_np = [np.asarray(a) for a in arrays]
+        key = tuple((a.shape[1:], a.dtype.str) for a in arrays_np)
+        if key not in self.variants:
+            self.variants[key] = self._compile(arrays_np)
+        variant = self.variants[key]
+        outputs = variant.executable(*arrays_np, *[p.data for p in variant.parameters])
+        outputs = tuple(np.asarray(o) for o in outputs)
+        return outputs[0] if len(outputs) == 1 else outputs
+
+    @property
+    def graph(self) -> Graph:
+        return list(self.variants.values())[-1].graph
+
+    def _compile(self, arrays: list[np.ndarray]) -> _Variant:
+        with TraceContext(getattr(self.fn, "__name__", type(self.fn).__name__)) as context:
+            named = getattr(self.fn, "named_parameters", None)
+            if callable(named):
+                context.parameter_names.update({id(p): name for name, p in named()})
+            specs = batch_specs(arrays)
+            names = input_names(self.fn, len(specs))
+            inputs = [Tensor(context.graph.add_input(spec.type, name)) for spec, name in zip(specs, names)]
+            result = self.fn(*inputs)
+            context.graph.outputs = [as_value(item, "the compiled function's result") for item in flatten_outputs(result)]
+        PassManager(self.pipeline).run(context.graph)
+        return _Variant(context.graph, get_backend(self.backend).compile(context.graph), context.parameters)
+
+
+def compile(fn: Callable[..., Any], backend: str = "numpy", pipeline: str = "cse,dce") -> CompiledFunction:
+    """Compile ``fn`` for ``backend``; it traces on the first call with each new input signature."""
+    get_backend(backend)
+    return CompiledFunction(fn, backend, pipeline)
