@@ -13,4 +13,12 @@ def get_backend(name: str) -> Any:
         from kiln.backends.numpy import NumpyBackend
 
         return NumpyBackend()
-    raise KilnError(f"unknown backend {name!r}; available: numpy")
+    if name == "onnxruntime":
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            raise KilnError("the onnxruntime backend needs the onnx extra: pip install 'kiln[onnx]'") from None
+        from kiln.backends.onnx.runtime import OnnxRuntimeBackend
+
+        return OnnxRuntimeBackend()
+    raise KilnError(f"unknown backend {name!r}; available: numpy, onnxruntime")

@@ -4,7 +4,9 @@
     python examples/mlp_digits.py --style keras   # the same model as Sequential([Dense(...)])
     python examples/mlp_digits.py --data DIR      # MNIST-format IDX files (784 inputs: 784-128-64-10)
 
-Prints progress, the training step's IR summary, and the held-out accuracy.
+Prints progress, the training step's IR summary and the held-out accuracy, then
+exports the trained model to ONNX (``--onnx PATH``, default ``mlp_digits.onnx``)
+and checks the file's accuracy in onnxruntime.
 """
 
 from __future__ import annotations
@@ -59,8 +61,8 @@ def accuracy(predict, x: np.ndarray, y: np.ndarray) -> float:
 
 
 def train(epochs: int = 20, batch_size: int = 32, lr: float = 0.1, style: str = "torch", data_dir: str | None = None,
-          seed: int = 0, verbose: bool = True) -> float:
-    """Train and return the held-out accuracy."""
+          seed: int = 0, verbose: bool = True, onnx_path: str | None = None) -> float:
+    """Train and return the held-out accuracy; export to ``onnx_path`` when given."""
     kiln.manual_seed(seed)
     x_train, y_train, x_test, y_test = load_data(data_dir)
     model = MLP(x_train.shape[1]) if style == "torch" else keras_mlp(x_train.shape[1])
@@ -79,7 +81,21 @@ def train(epochs: int = 20, batch_size: int = 32, lr: float = 0.1, style: str = 
     final = accuracy(predict, x_test, y_test)
     if verbose:
         print(f"held-out accuracy: {final:.4f}")
+    if onnx_path:
+        export(model, x_test, y_test, onnx_path, verbose)
     return final
+
+
+def export(model, x_test: np.ndarray, y_test: np.ndarray, path: str, verbose: bool) -> float:
+    """Write the trained model as ONNX and measure the file's accuracy in onnxruntime."""
+    import onnxruntime
+
+    kiln.export_onnx(model, [kiln.TensorSpec(("N", x_test.shape[1]), "float32")], path)
+    session = onnxruntime.InferenceSession(path)
+    onnx_accuracy = float((session.run(None, {session.get_inputs()[0].name: x_test})[0].argmax(axis=1) == y_test).mean())
+    if verbose:
+        print(f"exported {path}; onnxruntime held-out accuracy: {onnx_accuracy:.4f}")
+    return onnx_accuracy
 
 
 def main() -> None:
@@ -89,8 +105,9 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=0.1)
     parser.add_argument("--style", choices=("torch", "keras"), default="torch")
     parser.add_argument("--data", default=None, help="a folder of MNIST-format IDX files instead of the bundled digits")
+    parser.add_argument("--onnx", default="mlp_digits.onnx", help="where to export the trained model ('' to skip)")
     args = parser.parse_args()
-    train(args.epochs, args.batch_size, args.lr, args.style, args.data)
+    train(args.epochs, args.batch_size, args.lr, args.style, args.data, onnx_path=args.onnx)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from kiln.compiler.passes import PassManager
 from kiln.frontend.init import manual_seed
 from kiln.frontend.trace import TensorSpec, trace
 from kiln.runtime.compiled_function import CompiledFunction, compile
+from kiln.runtime.export import export_onnx
 from kiln.runtime.train_step import TrainStep, compile_train_step
 from kiln import nn, optim  # noqa: E402  (after the core, which they re-export)
 
@@ -27,6 +28,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CompiledFunction", "DType", "Graph", "InputError", "KilnError", "PassManager", "ShapeError", "TensorSpec", "TensorType",
-    "TraceError", "TrainStep", "VerificationError", "compile", "compile_train_step", "differentiate", "manual_seed",
+    "TraceError", "TrainStep", "VerificationError", "compile", "compile_train_step", "export_onnx", "differentiate", "manual_seed",
     "nn", "optim", "trace",
 ]

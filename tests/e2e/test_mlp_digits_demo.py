@@ -53,14 +53,16 @@ def test_idx_data_trains_the_784_128_64_10_model(tmp_path, compress):
     assert mlp_digits.train(epochs=3, data_dir=str(tmp_path), verbose=False) >= 0.9
 
 
-def test_demo_script_runs_and_prints_ir_summary():
+def test_demo_script_runs_prints_ir_summary_and_exports_onnx(tmp_path):
+    onnx_path = tmp_path / "digits.onnx"
     result = subprocess.run(
-        [sys.executable, os.path.join(REPO, "examples", "mlp_digits.py"), "--epochs", "3"],
+        [sys.executable, os.path.join(REPO, "examples", "mlp_digits.py"), "--epochs", "3", "--onnx", str(onnx_path)],
         capture_output=True, text=True, timeout=120, env={**os.environ, "OPENBLAS_NUM_THREADS": "1"},
     )
     assert result.returncode == 0, result.stderr
     assert "IR summary" in result.stdout and "optim.sgd_update" in result.stdout
     assert "held-out accuracy" in result.stdout
+    assert onnx_path.exists() and "onnxruntime held-out accuracy: 0.9" in result.stdout
 
 
 def test_missing_idx_file_names_it(tmp_path):

@@ -1,0 +1,141 @@
+"""Graph -> ONNX model: standard ops only (opset 18), symbolic dims as ``dim_param``.
+
+```python
+kiln.export_onnx(model, [kiln.TensorSpec(("N", 64), "float32")], "model.onnx")
+```
+
+Composites without an ONNX emitter are expanded into primitives first;
+symbolic dims in shapes become ``Shape``/``Concat`` subgraphs over the inputs
+that carry them, so one file serves every batch size.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from kiln.backends.onnx.lowering import ONNX
+from kiln.compiler.errors import LoweringError
+from kiln.compiler.ir.core import Graph, Value, clone_graph
+from kiln.compiler.ir.printer import assign_names
+from kiln.compiler.ir.types import Dim, DType
+from kiln.compiler.ops.registry import lookup
+from kiln.compiler.passes.dce import DCE
+from kiln.compiler.passes.decompose import decompose_where
+
+OPSET = 18
+IR_VERSION = 9  # loadable by every onnxruntime release that supports opset 18
+
+
+class ExportContext:
+    """Names, nodes and initializers of the model being built."""
+
+    def __init__(self, graph: Graph):
+        import onnx
+
+        self.onnx = onnx
+        self.graph = graph
+        self.nodes: list[Any] = []
+        self.initializers: list[Any] = []
+        self.counter = 0
+        self.names = assign_names(graph)
+        self.symbol_sources = _symbol_sources(graph, self.names)
+        self.symbol_tensors: dict[str, str] = {}
+
+    def fresh(self, hint: str = "t") -> str:
+        self.counter += 1
+        return f"_{hint}{self.counter}"
+
+    def node(self, op_type: str, inputs: Sequence[str], outputs: int = 1, **attrs: Any) -> Any:
+        """Append one ONNX node; returns its output name (or names, when ``outputs > 1``)."""
+        names = [self.fresh(op_type.lower()) for _ in range(outputs)]
+        self.nodes.append(self.onnx.helper.make_node(op_type, list(inputs), names, **attrs))
+        return names[0] if outputs == 1 else names
+
+    def constant(self, array: np.ndarray) -> str:
+        name = self.fresh("const")
+        self.initializers.append(self.onnx.numpy_helper.from_array(np.asarray(array), name))
+        return name
+
+    def onnx_dtype(self, dtype: DType) -> int:
+        return self.onnx.helper.np_dtype_to_tensor_dtype(dtype.numpy)
+
+    def shape_tensor(self, shape: Sequence[Dim]) -> str:
+        """A 1-D int64 tensor holding ``shape``, reading symbolic dims from the inputs that carry them."""
+        if all(isinstance(dim, int) for dim in shape):
+            return self.constant(np.array(shape, np.int64))
+        parts = [self._symbol_tensor(dim) if isinstance(dim, str) else self.constant(np.array([dim], np.int64)) for dim in shape]
+        return self.node("Concat", parts, axis=0)
+
+    def _symbol_tensor(self, symbol: str) -> str:
+        if symbol not in self.symbol_tensors:
+            if symbol not in self.symbol_sources:
+                raise LoweringError(f"symbolic dim {symbol} appears in no input of @{self.graph.name}; ONNX cannot compute it")
+            input_name, axis = self.symbol_sources[symbol]
+            self.symbol_tensors[symbol] = self.node("Shape", [input_name], start=axis, end=axis + 1)
+        return self.symbol_tensors[symbol]
+
+    def value_info(self, value: Value, name: str) -> Any:
+        return self.onnx.helper.make_tensor_value_info(name, self.onnx_dtype(value.type.dtype), list(value.type.shape))
+
+
+def _symbol_sources(graph: Graph, names: Mapping[Value, str]) -> dict[str, tuple[str, int]]:
+    sources: dict[str, tuple[str, int]] = {}
+    for value in graph.inputs:
+        for axis, dim in enumerate(value.type.shape):
+            if isinstance(dim, str):
+                sources.setdefault(dim, (names[value], axis))
+    return sources
+
+
+def graph_to_onnx(graph: Graph, initializers: Mapping[int, np.ndarray] | None = None, output_names: Sequence[str] | None = None) -> Any:
+    """An ONNX ModelProto computing ``graph``; inputs at the indices in ``initializers`` become weights."""
+    import onnx
+
+    graph = clone_graph(graph)
+    decompose_where(graph, lambda op: lookup(op.name).is_composite and op.name not in ONNX)
+    DCE().run(graph)
+    ctx = ExportContext(graph)
+    initializers = dict(initializers or {})
+    env = {value: ctx.names[value] for value in graph.inputs}
+    for op in graph.ops:
+        env.update(zip(op.results, ONNX.require(op, graph)(ctx, op, [env[v] for v in op.operands])))
+    for index, array in initializers.items():
+        ctx.initializers.append(onnx.numpy_helper.from_array(np.asarray(array), ctx.names[graph.inputs[index]]))
+    inputs = [ctx.value_info(v, ctx.names[v]) for i, v in enumerate(graph.inputs) if i not in initializers]
+    outputs = _outputs(ctx, graph, env, output_names)
+    body = onnx.helper.make_graph(ctx.nodes, graph.name, inputs, outputs, ctx.initializers)
+    model = onnx.helper.make_model(body, opset_imports=[onnx.helper.make_opsetid("", OPSET)], producer_name="kiln")
+    model.ir_version = IR_VERSION
+    return model
+
+
+def _outputs(ctx: ExportContext, graph: Graph, env: Mapping[Value, str], output_names: Sequence[str] | None) -> list[Any]:
+    """Each output under its own printed name (or ``output_names``), copied there by an Identity node."""
+    outputs, used = [], set(ctx.names[v] for v in graph.inputs)
+    for index, value in enumerate(graph.outputs):
+        name = output_names[index] if output_names else ctx.names[value]
+        while name in used:
+            name += "_out"
+        used.add(name)
+        ctx.nodes.append(ctx.onnx.helper.make_node("Identity", [env[value]], [name]))
+        outputs.append(ctx.value_info(value, name))
+    return outputs
+
+
+def save_model(model: Any, path: str) -> None:
+    """Write atomically: a temporary file in the same folder, then a rename, so a failed save loses nothing."""
+    import onnx
+
+    directory = os.path.dirname(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(prefix=".kiln-", suffix=".onnx", dir=directory)
+    os.close(handle)
+    try:
+        onnx.save_model(model, temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise

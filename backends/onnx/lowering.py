@@ -1,0 +1,132 @@
+"""The ONNX lowering table: each kiln op as standard ONNX nodes (opset 18).
+
+An emitter gets the export context, the op and its operand names and returns
+the names of its results. Composites without an emitter are expanded into
+primitives before export, so every graph kiln can run exports.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from kiln.backends.base import LoweringTable
+from kiln.compiler.ir.core import Op
+from kiln.compiler.ir.types import normalize_axes
+
+ONNX = LoweringTable("onnx")
+Emitter = Callable[[Any, Op, list[str]], list[str]]
+
+_ONE_TO_ONE = {
+    "tensor.neg": "Neg",
+    "tensor.exp": "Exp",
+    "tensor.log": "Log",
+    "tensor.tanh": "Tanh",
+    "tensor.sigmoid": "Sigmoid",
+    "tensor.relu": "Relu",
+    "tensor.sqrt": "Sqrt",
+    "tensor.add": "Add",
+    "tensor.sub": "Sub",
+    "tensor.mul": "Mul",
+    "tensor.div": "Div",
+    "tensor.pow": "Pow",
+    "tensor.maximum": "Max",
+    "tensor.minimum": "Min",
+    "tensor.equal": "Equal",
+    "tensor.less": "Less",
+    "tensor.less_equal": "LessOrEqual",
+    "tensor.greater": "Greater",
+    "tensor.greater_equal": "GreaterOrEqual",
+    "tensor.where": "Where",
+    "tensor.matmul": "MatMul",
+}
+
+
+def _one_to_one(onnx_type: str) -> Emitter:
+    return lambda ctx, op, inputs: [ctx.node(onnx_type, inputs)]
+
+
+for _name, _onnx_type in _ONE_TO_ONE.items():
+    ONNX.register(_name)(_one_to_one(_onnx_type))
+
+
+@ONNX.register("tensor.not_equal")
+def not_equal(ctx, op: Op, inputs: list[str]) -> list[str]:
+    return [ctx.node("Not", [ctx.node("Equal", inputs)])]
+
+
+@ONNX.register("tensor.cast")
+def cast(ctx, op: Op, inputs: list[str]) -> list[str]:
+    return [ctx.node("Cast", inputs, to=ctx.onnx_dtype(op.attrs["dtype"]))]
+
+
+@ONNX.register("tensor.constant")
+def constant(ctx, op: Op, inputs: list[str]) -> list[str]:
+    return [ctx.constant(op.attrs["value"])]
+
+
+def _reduce(onnx_type: str) -> Emitter:
+    def emit(ctx, op: Op, inputs: list[str]) -> list[str]:
+        x = op.operands[0]
+        axes = op.attrs["axes"]
+        extra = [] if axes is None else [ctx.constant(np.array(normalize_axes(axes, x.type.rank), np.int64))]
+        return [ctx.node(onnx_type, inputs + extra, keepdims=int(op.attrs["keepdims"]))]
+
+    return emit
+
+
+ONNX.register("tensor.reduce_sum")(_reduce("ReduceSum"))
+ONNX.register("tensor.reduce_mean")(_reduce("ReduceMean"))
+ONNX.register("tensor.reduce_max")(_reduce("ReduceMax"))
+
+
+@ONNX.register("tensor.reshape")
+def reshape(ctx, op: Op, inputs: list[str]) -> list[str]:
+    return [ctx.node("Reshape", [inputs[0], ctx.shape_tensor(op.result.type.shape)])]
+
+
+@ONNX.register("tensor.broadcast_to")
+def broadcast_to(ctx, op: Op, inputs: list[str]) -> list[str]:
+    return [ctx.node("Expand", [inputs[0], ctx.shape_tensor(op.result.type.shape)])]
+
+
+@ONNX.register("tensor.transpose")
+def transpose(ctx, op: Op, inputs: list[str]) -> list[str]:
+    perm = op.attrs["perm"] or tuple(reversed(range(op.operands[0].type.rank)))
+    return [ctx.node("Transpose", inputs, perm=list(perm))]
+
+
+@ONNX.register("tensor.one_hot")
+def one_hot(ctx, op: Op, inputs: list[str]) -> list[str]:
+    depth = ctx.constant(np.array(op.attrs["num_classes"], np.int64))
+    values = ctx.constant(np.array([0, 1], dtype=op.attrs["dtype"].numpy))
+    return [ctx.node("OneHot", [inputs[0], depth, values], axis=-1)]
+
+
+@ONNX.register("tensor.numel")
+def numel(ctx, op: Op, inputs: list[str]) -> list[str]:
+    # numel = prod(shape(x)[axes])
+    shape = ctx.node("Shape", inputs)
+    axes = op.attrs["axes"]
+    if axes is not None:
+        shape = ctx.node("Gather", [shape, ctx.constant(np.array(normalize_axes(axes, op.operands[0].type.rank), np.int64))])
+    count = ctx.node("ReduceProd", [shape], keepdims=0)
+    return [ctx.node("Cast", [count], to=ctx.onnx_dtype(op.attrs["dtype"]))]
+
+
+@ONNX.register("nn.softmax")
+def softmax(ctx, op: Op, inputs: list[str]) -> list[str]:
+    return [ctx.node("Softmax", inputs, axis=op.attrs["axis"])]
+
+
+@ONNX.register("nn.log_softmax")
+def log_softmax(ctx, op: Op, inputs: list[str]) -> list[str]:
+    return [ctx.node("LogSoftmax", inputs, axis=op.attrs["axis"])]
+
+
+@ONNX.register("optim.sgd_update")
+def sgd_update(ctx, op: Op, inputs: list[str]) -> list[str]:
+    # p' = p - lr * g
+    param, grad, lr = inputs
+    return [ctx.node("Sub", [param, ctx.node("Mul", [lr, grad])])]

@@ -1,0 +1,80 @@
+"""ONNX: inference export, the whole SGD training step in onnxruntime and the reference evaluator."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import kiln
+import kiln.nn as nn
+import kiln.nn.functional as F
+from kiln.backends.onnx.export import graph_to_onnx
+from oracles import require
+
+
+def mlp():
+    kiln.manual_seed(0)
+    return nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 16), nn.Tanh(), nn.Linear(16, 10), nn.Softmax())
+
+
+def test_inference_export_matches_numpy_at_several_batch_sizes(tmp_path):
+    onnx, ort = require("onnx"), require("onnxruntime")
+    from onnx.reference import ReferenceEvaluator
+
+    model = mlp()
+    path = str(tmp_path / "mlp.onnx")
+    proto = kiln.export_onnx(model, [kiln.TensorSpec(("N", 64), "float32")], path)
+    onnx.checker.check_model(onnx.load(path), full_check=True)
+    onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
+    assert [i.name for i in proto.graph.input] == ["input"]
+    assert [i.name for i in proto.graph.initializer if not i.name.startswith("_")] == ["0.weight", "0.bias", "2.weight", "2.bias", "4.weight", "4.bias"]
+    assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "N"
+    session, reference = ort.InferenceSession(path), ReferenceEvaluator(proto)
+    predict = kiln.compile(model)
+    for batch in (1, 5, 33):
+        x = np.random.default_rng(batch).standard_normal((batch, 64)).astype(np.float32)
+        expected = predict(x)
+        np.testing.assert_allclose(session.run(None, {"input": x})[0], expected, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(reference.run(None, {"input": x})[0], expected, rtol=1e-5, atol=1e-6)
+
+
+def make_step(backend):
+    kiln.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+    return model, kiln.compile_train_step(model, F.cross_entropy, kiln.optim.SGD(model.parameters(), lr=0.1), backend=backend)
+
+
+def batches(count, size=16):
+    rng = np.random.default_rng(0)
+    return [(rng.standard_normal((size, 64)).astype(np.float32), rng.integers(0, 10, size)) for _ in range(count)]
+
+
+def test_onnxruntime_backend_trains_like_numpy_for_50_sgd_steps():
+    require("onnxruntime")
+    (model, step), (ort_model, ort_step) = make_step("numpy"), make_step("onnxruntime")
+    for x, y in batches(50):
+        np.testing.assert_allclose(ort_step(x, y), step(x, y), rtol=1e-5)
+    for name, value in model.state_dict().items():
+        np.testing.assert_allclose(ort_model.state_dict()[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_training_step_graph_is_valid_standard_onnx_and_runs_in_the_reference_evaluator():
+    onnx = require("onnx")
+    from onnx.reference import ReferenceEvaluator
+
+    model, step = make_step("numpy")
+    x, y = batches(1)[0]
+    params = [p.data.copy() for p in step.optimizer.parameters()]
+    proto = graph_to_onnx(step.compile(*[kiln.TensorSpec(("N", 64)), kiln.TensorSpec(("N",), "int64")]).graph)
+    onnx.checker.check_model(proto, full_check=True)
+    assert {node.domain for node in proto.graph.node} <= {""}  # standard ops only
+    outputs = ReferenceEvaluator(proto).run(None, dict(zip([i.name for i in proto.graph.input], [x, y, *params, np.float32(0.1)])))
+    loss = step(x, y)
+    np.testing.assert_allclose(outputs[0], loss, rtol=1e-5)
+    for new, value in zip(outputs[1:], model.state_dict().values()):
+        np.testing.assert_allclose(new, value, rtol=1e-5, atol=1e-6)
+
+
+def test_unknown_backend_is_a_clear_error():
+    with pytest.raises(kiln.KilnError, match="available: numpy, onnxruntime"):
+        kiln.compile_train_step(mlp(), F.cross_entropy, kiln.optim.SGD(mlp().parameters()), backend="tpu")
