@@ -49,13 +49,13 @@ _TOKEN_PATTERNS = (
     ("value", r"%[A-Za-z0-9_.]+"),
     ("symbol", r"@[A-Za-z0-9_.$-]+"),
     ("string", r'"(?:[^"\\\n]|\\.)*"'),
-    ("number", r"-?(?:\d+(?:\.\d*)?(?:[eE][+-]?\d+)?|inf\b|nan\b)"),
+    ("number", r"-?(?:[0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?|inf\b|nan\b)"),
     ("word", r"[A-Za-z_][A-Za-z0-9_]*"),
     ("punct", r"->|[(){}\[\]<>,:=]"),
 )
 _TOKEN = re.compile("|".join(f"(?P<{kind}>{pattern})" for kind, pattern in _TOKEN_PATTERNS))
-_INTEGER = re.compile(r"-?\d+")
-_DIM = re.compile(r"\d+|[A-Za-z_][A-Za-z0-9_]*")
+_INTEGER = re.compile(r"-?[0-9]+")
+_DIM = re.compile(r"[0-9]+|[A-Za-z_][A-Za-z0-9_]*")
 _KEYWORD_KINDS = ("punct", "word")
 _SCALAR_HINT = "a number, true or false"
 _ATTR_HINT = "an attribute value: a number, a \"string\", true/false, a dtype, a [list] or dense<...>"
@@ -149,7 +149,17 @@ class _OpText:
 
 
 class _Parser:
-    """Recursive descent over the token list; one method per piece of the grammar."""
+    """Recursive descent over the token list; one method per piece of the grammar.
+
+    ```
+    function   := "func" @name "(" [%arg ":" type, ...] ")" "{" op* return "}"
+    op         := [%r, ... "="] "dialect.op" "(" [%a, ...] ")" ["{" [key "=" attr, ...] "}"]
+                  ":" "(" [type, ...] ")" "->" (type | "(" [type, ...] ")")
+    return     := "return" [%a, ... ":" type, ...]
+    attr       := int | float | true | false | "string" | dtype | "[" [attr, ...] "]" | dense
+    dense      := "dense" "<" (scalar | nested lists of scalars) ">"
+    ```
+    """
 
     def __init__(self, source: Source):
         self.source = source
@@ -290,7 +300,7 @@ class _Parser:
     def dim(self, text: str, offset: int) -> Dim:
         if not _DIM.fullmatch(text):
             raise self.source.error(offset, f"bad dim '{text}': a dim is an int >= 0 or a symbol without the letter x, like N")
-        return int(text) if text.isdigit() else text
+        return int(text) if text[0].isdigit() else text
 
     # Ops: %r = "dialect.op"(%a, %b) {attrs} : (types) -> type.
 
@@ -431,7 +441,7 @@ class _Parser:
             message = f"dense<...> does not match the result shape {list(shape)}; write one splat value or nested lists of that shape"
             raise self.error(dense.token, message)
         if not all(_fits_dtype(item, dtype) for item in _flatten(dense.elements)):
-            raise self.error(dense.token, f"dense<...> elements of a {dtype} tensor must be {_element_kind(dtype)}")
+            raise self.error(dense.token, f"dense<...> elements must be {_element_kind(dtype)} for dtype {dtype}")
         try:
             return _build_array(dense.elements, shape, dtype)
         except (OverflowError, ShapeError) as error:

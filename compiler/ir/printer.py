@@ -97,9 +97,17 @@ def format_attr(value: Any) -> str:
 
 def format_dense(array: np.ndarray) -> str:
     """``dense<0.5>`` for a splat, else ``dense<[[1.0, 2.0], ...]>``; the shape comes from the op's type."""
-    if array.size > 0 and (array == array.flat[0]).all() and not np.isnan(array.flat[0] if array.dtype.kind == "f" else 0):
+    if array.size > 0 and _is_splat(array):
         return f"dense<{_format_element(array.flat[0])}>"
     return f"dense<{_format_nested(array)}>"
+
+
+def _is_splat(array: np.ndarray) -> bool:
+    """Every element equals the first, sign of zero included (``[0.0, -0.0]`` is no splat); nan never splats."""
+    same = array == array.flat[0]
+    if array.dtype.kind == "f":
+        same &= np.signbit(array) == np.signbit(array.flat[0])
+    return bool(same.all())
 
 
 def _format_nested(array: np.ndarray) -> str:
