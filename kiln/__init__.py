@@ -14,13 +14,18 @@ print(step.graph)
 
 from kiln.compiler import ops as _ops  # noqa: F401  (registers every op)
 from kiln.compiler.autodiff import differentiate
-from kiln.compiler.errors import InputError, KilnError, ShapeError, TraceError, VerificationError
+from kiln.compiler.errors import CheckpointError, InputError, KilnError, ShapeError, TraceError, VerificationError
 from kiln.compiler.ir import DType, Graph, TensorType
 from kiln.compiler.passes import PassManager
 from kiln.frontend.init import manual_seed
 from kiln.frontend.trace import TensorSpec, trace
 from kiln.runtime.compiled_function import CompiledFunction, compile
+from kiln.runtime.grad import grad, value_and_grad
 from kiln.runtime.export import export_onnx
+from kiln.runtime.saliency import saliency
+from kiln.runtime.trainer import fit
+from kiln.runtime.parity import parity
+from kiln.runtime.checkpoint import load, save
 from kiln.runtime.train_step import TrainStep, compile_train_step
 from kiln import nn, optim  # noqa: E402  (after the core, which they re-export)
 
@@ -28,6 +33,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CompiledFunction", "DType", "Graph", "InputError", "KilnError", "PassManager", "ShapeError", "TensorSpec", "TensorType",
-    "TraceError", "TrainStep", "VerificationError", "compile", "compile_train_step", "export_onnx", "differentiate", "manual_seed",
-    "nn", "optim", "trace",
+    "TraceError", "TrainStep", "VerificationError", "compile", "compile_train_step", "export_onnx", "parity", "differentiate", "manual_seed",
+    "nn", "optim", "trace", "fit", "saliency", "grad", "value_and_grad",
+    "CheckpointError", "load", "save",
 ]

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from kiln.backends.onnx.export import graph_to_onnx, save_model
+from kiln.backends.onnx.export import EXTERNAL_DATA_THRESHOLD, graph_to_onnx, save_model
 from kiln.compiler.passes.manager import PassManager
 from kiln.frontend.trace import TensorSpec, TraceContext, as_value, flatten_outputs, input_names
 from kiln.frontend.tensor import Tensor
 
 
-def export_onnx(model: Any, input_specs: Sequence[TensorSpec], path: str, output_names: Sequence[str] | None = None) -> Any:
-    """Trace ``model`` in eval mode and write it with its weights as initializers; returns the ModelProto."""
+def export_onnx(model: Any, input_specs: Sequence[TensorSpec], path: str, output_names: Sequence[str] | None = None,
+                external_data_threshold: int = EXTERNAL_DATA_THRESHOLD) -> Any:
+    """Trace ``model`` (a Module or a function) in eval mode and write it with its weights as initializers.
+
+    Returns the ModelProto. Weights over ``external_data_threshold`` bytes (2 GB) go to ``<path>.data``.
+    """
     was_training = getattr(model, "training", False)
     if hasattr(model, "eval"):
         model.eval()
@@ -26,7 +30,7 @@ def export_onnx(model: Any, input_specs: Sequence[TensorSpec], path: str, output
         count = len(graph.outputs)
         output_names = ["output"] if count == 1 else [f"output{i}" for i in range(count)]
     onnx_model = graph_to_onnx(graph, {first + i: p.data for i, p in enumerate(parameters)}, output_names)
-    save_model(onnx_model, path)
+    save_model(onnx_model, path, external_data_threshold)
     return onnx_model
 
 

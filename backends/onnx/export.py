@@ -126,16 +126,31 @@ def _outputs(ctx: ExportContext, graph: Graph, env: Mapping[Value, str], output_
     return outputs
 
 
-def save_model(model: Any, path: str) -> None:
-    """Write atomically: a temporary file in the same folder, then a rename, so a failed save loses nothing."""
+EXTERNAL_DATA_THRESHOLD = 2**31 - 2**24
+"""Past this many bytes of weights (protobuf's 2 GB limit, less headroom) they go to an external data file."""
+
+
+def save_model(model: Any, path: str, external_data_threshold: int = EXTERNAL_DATA_THRESHOLD) -> None:
+    """Write atomically: into a temporary folder beside ``path``, then renamed, so a failed save loses nothing.
+
+    Weights larger than ``external_data_threshold`` bytes in all go to ``<path>.data`` beside the model.
+    """
     import onnx
 
     directory = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(prefix=".kiln-", suffix=".onnx", dir=directory)
-    os.close(handle)
-    try:
-        onnx.save_model(model, temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    external = sum(len(t.raw_data) or _tensor_bytes(t) for t in model.graph.initializer) > external_data_threshold
+    data_name = os.path.basename(path) + ".data"
+    with tempfile.TemporaryDirectory(prefix=".kiln-save-", dir=directory) as staging:
+        staged = os.path.join(staging, os.path.basename(path))
+        if external:
+            onnx.save_model(model, staged, save_as_external_data=True, all_tensors_to_one_file=True, location=data_name, size_threshold=0)
+            os.replace(os.path.join(staging, data_name), os.path.join(directory, data_name))
+        else:
+            onnx.save_model(model, staged)
+        os.replace(staged, path)
+
+
+def _tensor_bytes(tensor: Any) -> int:
+    from onnx import numpy_helper
+
+    return numpy_helper.to_array(tensor).nbytes

@@ -38,6 +38,32 @@ def test_inference_export_matches_numpy_at_several_batch_sizes(tmp_path):
         np.testing.assert_allclose(reference.run(None, {"input": x})[0], expected, rtol=1e-5, atol=1e-6)
 
 
+def test_large_weights_go_to_an_external_data_file(tmp_path):
+    ort = require("onnxruntime")
+    model = mlp()
+    path = tmp_path / "big.onnx"
+    kiln.export_onnx(model, [kiln.TensorSpec(("N", 64))], str(path), external_data_threshold=1000)
+    assert (tmp_path / "big.onnx.data").stat().st_size > 10000
+    assert path.stat().st_size < 5000
+    x = np.ones((2, 64), np.float32)
+    np.testing.assert_allclose(ort.InferenceSession(str(path)).run(None, {"input": x})[0], kiln.compile(model)(x), rtol=1e-5, atol=1e-6)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.onnx", "big.onnx.data"]  # no temporary left behind
+
+
+def test_a_function_of_several_inputs_exports_with_their_names(tmp_path):
+    ort = require("onnxruntime")
+
+    def blend(image, mask):
+        return F.sigmoid(image) * mask + (1 - mask) * image.tanh()
+
+    path = str(tmp_path / "blend.onnx")
+    kiln.export_onnx(blend, [kiln.TensorSpec(("N", 3)), kiln.TensorSpec(("N", 3))], path)
+    session = ort.InferenceSession(path)
+    assert [i.name for i in session.get_inputs()] == ["image", "mask"]
+    a, m = np.random.default_rng(0).standard_normal((2, 4, 3)).astype(np.float32)
+    np.testing.assert_allclose(session.run(None, {"image": a, "mask": m})[0], kiln.compile(blend)(a, m), rtol=1e-5, atol=1e-6)
+
+
 def make_step(backend):
     kiln.manual_seed(0)
     model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
