@@ -1,4 +1,4 @@
-"""The ONNX lowering table: each kiln op as standard ONNX nodes (opset 18).
+"""The ONNX lowering table: each kiln op as standard ONNX nodes (opset 20).
 
 An emitter gets the export context, the op and its operand names and returns
 the names of its results. Composites without an emitter are expanded into

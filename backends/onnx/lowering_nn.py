@@ -1,0 +1,222 @@
+"""ONNX emitters for the CNN and transformer op set: native ONNX ops where they exist
+(Conv, MaxPool, AveragePool, LayerNormalization, Gelu, Trilu), and the
+gradient primitives expressed through ConvTranspose, Conv and ScatterElements.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kiln.backends.onnx.lowering import ONNX
+from kiln.compiler.errors import LoweringError
+from kiln.compiler.ir.core import Op
+from kiln.compiler.ir.types import normalize_axis, normalize_axes
+
+
+def _unary(onnx_type: str):
+    return lambda ctx, op, inputs: [ctx.node(onnx_type, inputs)]
+
+
+ONNX.register("tensor.erf")(_unary("Erf"))
+ONNX.register("tensor.abs")(_unary("Abs"))
+
+
+@ONNX.register("tensor.rsqrt")
+def rsqrt(ctx, op: Op, inputs: list[str]) -> list[str]:
+    return [ctx.node("Reciprocal", [ctx.node("Sqrt", inputs)])]
+
+
+@ONNX.register("tensor.clip")
+def clip(ctx, op: Op, inputs: list[str]) -> list[str]:
+    dtype = op.result.type.dtype.numpy
+    bounds = [ctx.constant(np.array(op.attrs[k], dtype)) if op.attrs[k] is not None else "" for k in ("min", "max")]
+    return [ctx.node("Clip", inputs + bounds)]
+
+
+@ONNX.register("tensor.reduce_min")
+def reduce_min(ctx, op: Op, inputs: list[str]) -> list[str]:
+    axes = op.attrs["axes"]
+    extra = [] if axes is None else [ctx.constant(np.array(normalize_axes(axes, op.operands[0].type.rank), np.int64))]
+    return [ctx.node("ReduceMin", inputs + extra, keepdims=int(op.attrs["keepdims"]))]
+
+
+@ONNX.register("tensor.argmax")
+def argmax(ctx, op: Op, inputs: list[str]) -> list[str]:
+    return [ctx.node("ArgMax", inputs, axis=op.attrs["axis"], keepdims=int(op.attrs["keepdims"]))]
+
+
+@ONNX.register("tensor.take")
+def take(ctx, op: Op, inputs: list[str]) -> list[str]:
+    return [ctx.node("Gather", inputs, axis=op.attrs["axis"])]
+
+
+@ONNX.register("tensor.scatter_add")
+def scatter_add(ctx, op: Op, inputs: list[str]) -> list[str]:
+    # zeros(shape) with updates summed in at indices: ScatterElements(reduction=add) over indices broadcast to the updates
+    updates, indices = inputs
+    axis = normalize_axis(op.attrs["axis"], op.result.type.rank)
+    index_type = op.operands[1].type
+    before, after = op.result.type.shape[:axis], op.result.type.shape[axis + 1 :]
+    shaped = ctx.node("Reshape", [indices, ctx.shape_tensor((1,) * len(before) + index_type.shape + (1,) * len(after))])
+    broadcast = ctx.node("Expand", [shaped, ctx.shape_tensor(op.operands[0].type.shape)])
+    flat_indices = _merge_index_axes(ctx, broadcast, op, axis, index_type.rank)
+    flat_updates = _merge_index_axes(ctx, updates, op, axis, index_type.rank)
+    zeros = ctx.node("Expand", [ctx.constant(np.array(0, op.result.type.dtype.numpy)), ctx.shape_tensor(op.result.type.shape)])
+    return [ctx.node("ScatterElements", [zeros, flat_indices, flat_updates], axis=axis, reduction="add")]
+
+
+def _merge_index_axes(ctx, name: str, op: Op, axis: int, index_rank: int) -> str:
+    """Fold the indices' dims (at ``axis``) into one, so ScatterElements sees operands of the data's rank."""
+    if index_rank == 1:
+        return name
+    shape = op.operands[0].type.shape
+    merged = shape[:axis] + (-1,) + shape[axis + index_rank :]
+    if any(isinstance(d, str) for d in merged):
+        raise LoweringError("tensor.scatter_add with multi-dim indices over symbolic dims has no ONNX lowering")
+    return ctx.node("Reshape", [name, ctx.constant(np.array(merged, np.int64))])
+
+
+@ONNX.register("tensor.concat")
+def concat(ctx, op: Op, inputs: list[str]) -> list[str]:
+    return [ctx.node("Concat", inputs, axis=op.attrs["axis"])]
+
+
+@ONNX.register("tensor.slice")
+def slice_(ctx, op: Op, inputs: list[str]) -> list[str]:
+    parts = [np.array([op.attrs[k]], np.int64) for k in ("start", "stop")]
+    axis = np.array([normalize_axis(op.attrs["axis"], op.operands[0].type.rank)], np.int64)
+    names = [ctx.constant(a) for a in (*parts, axis, np.array([op.attrs["step"]], np.int64))]
+    return [ctx.node("Slice", inputs + names)]
+
+
+@ONNX.register("tensor.pad")
+def pad(ctx, op: Op, inputs: list[str]) -> list[str]:
+    if any(op.attrs["interior"]):
+        raise LoweringError("tensor.pad with interior padding has no ONNX lowering")
+    pads = ctx.constant(np.array(tuple(op.attrs["low"]) + tuple(op.attrs["high"]), np.int64))
+    value = ctx.constant(np.array(op.attrs["value"], op.result.type.dtype.numpy))
+    return [ctx.node("Pad", inputs + [pads, value], mode="constant")]
+
+
+@ONNX.register("tensor.expand_dims")
+def expand_dims(ctx, op: Op, inputs: list[str]) -> list[str]:
+    return [ctx.node("Unsqueeze", inputs + [ctx.constant(np.array(op.attrs["axes"], np.int64))])]
+
+
+@ONNX.register("tensor.squeeze")
+def squeeze(ctx, op: Op, inputs: list[str]) -> list[str]:
+    return [ctx.node("Squeeze", inputs + [ctx.constant(np.array(op.attrs["axes"], np.int64))])]
+
+
+def _trilu(upper: int):
+    def emit(ctx, op: Op, inputs: list[str]) -> list[str]:
+        return [ctx.node("Trilu", inputs + [ctx.constant(np.array(op.attrs["k"], np.int64))], upper=upper)]
+
+    return emit
+
+
+ONNX.register("tensor.triu")(_trilu(1))
+ONNX.register("tensor.tril")(_trilu(0))
+
+
+def _conv_attrs(op: Op) -> dict:
+    (ph, pw) = op.attrs["padding"]
+    return {"strides": list(op.attrs["stride"]), "pads": [ph, pw, ph, pw], "dilations": list(op.attrs["dilation"]), "group": op.attrs["groups"]}
+
+
+@ONNX.register("tensor.conv2d")
+def conv2d(ctx, op: Op, inputs: list[str]) -> list[str]:
+    return [ctx.node("Conv", inputs, **_conv_attrs(op))]
+
+
+@ONNX.register("tensor.conv2d_input_grad")
+def conv2d_input_grad(ctx, op: Op, inputs: list[str]) -> list[str]:
+    # the transpose of conv2d in its input is ConvTranspose with the same weight; output_padding recovers rows the stride dropped
+    attrs = _conv_attrs(op)
+    stride, dilation, (ph, pw) = op.attrs["stride"], op.attrs["dilation"], op.attrs["padding"]
+    kernel, out = op.operands[1].type.shape[2:], op.operands[0].type.shape[2:]
+    target = op.attrs["input_shape"][2:]
+    extra = [target[i] - ((out[i] - 1) * stride[i] - 2 * (ph, pw)[i] + dilation[i] * (kernel[i] - 1) + 1) for i in range(2)]
+    return [ctx.node("ConvTranspose", inputs, output_padding=extra, **attrs)]
+
+
+@ONNX.register("tensor.conv2d_weight_grad")
+def conv2d_weight_grad(ctx, op: Op, inputs: list[str]) -> list[str]:
+    # dw[o,c,i,j] = sum_{n,h,w} x_pad[n,c,s h + d i,s w + d j] g[n,o,h,w]: a convolution over the batch with
+    # x as (C, N, H, W), g as the kernel (O, N, OH, OW), stride d and dilation s; then cropped to (KH, KW)
+    if op.attrs["groups"] != 1:
+        raise LoweringError("tensor.conv2d_weight_grad with groups > 1 has no ONNX lowering yet")
+    x, g = inputs
+    (ph, pw) = op.attrs["padding"]
+    swapped = ctx.node(
+        "Conv", [ctx.node("Transpose", [x], perm=[1, 0, 2, 3]), ctx.node("Transpose", [g], perm=[1, 0, 2, 3])],
+        strides=list(op.attrs["dilation"]), dilations=list(op.attrs["stride"]), pads=[ph, pw, ph, pw],
+    )
+    kernel = op.attrs["weight_shape"][2:]
+    starts, ends, axes = (ctx.constant(np.array(v, np.int64)) for v in ([0, 0], list(kernel), [2, 3]))
+    return [ctx.node("Transpose", [ctx.node("Slice", [swapped, starts, ends, axes])], perm=[1, 0, 2, 3])]
+
+
+def _pool_attrs(op: Op) -> dict:
+    (ph, pw) = op.attrs["padding"]
+    return {"kernel_shape": list(op.attrs["kernel_size"]), "strides": list(op.attrs["stride"]), "pads": [ph, pw, ph, pw]}
+
+
+@ONNX.register("tensor.max_pool2d")
+def max_pool2d(ctx, op: Op, inputs: list[str]) -> list[str]:
+    return [ctx.node("MaxPool", inputs, **_pool_attrs(op))]
+
+
+@ONNX.register("tensor.avg_pool2d")
+def avg_pool2d(ctx, op: Op, inputs: list[str]) -> list[str]:
+    return [ctx.node("AveragePool", inputs, count_include_pad=1, **_pool_attrs(op))]
+
+
+def _argmax_indices(ctx, op: Op, x: str) -> str:
+    """Flat indices (into all of ``x``) of each window's largest element, from MaxPool's second output."""
+    _, indices = ctx.node("MaxPool", [x], outputs=2, **_pool_attrs(op))
+    return indices
+
+
+@ONNX.register("tensor.max_pool2d_grad")
+def max_pool2d_grad(ctx, op: Op, inputs: list[str]) -> list[str]:
+    # route each window's cotangent to its argmax: a scatter-add into the flattened input
+    x, g = inputs
+    flat = ctx.constant(np.array([-1], np.int64))
+    zeros = ctx.node("Expand", [ctx.constant(np.array([0], op.result.type.dtype.numpy)), ctx.node("Shape", [ctx.node("Reshape", [x, flat])])])
+    indices = ctx.node("Reshape", [_argmax_indices(ctx, op, x), flat])
+    scattered = ctx.node("ScatterElements", [zeros, indices, ctx.node("Reshape", [g, flat])], axis=0, reduction="add")
+    return [ctx.node("Reshape", [scattered, ctx.node("Shape", [x])])]
+
+
+@ONNX.register("tensor.max_pool2d_select")
+def max_pool2d_select(ctx, op: Op, inputs: list[str]) -> list[str]:
+    # c read at each window's argmax of x
+    x, c = inputs
+    flat = ctx.constant(np.array([-1], np.int64))
+    indices = _argmax_indices(ctx, op, x)
+    picked = ctx.node("Gather", [ctx.node("Reshape", [c, flat]), ctx.node("Reshape", [indices, flat])], axis=0)
+    return [ctx.node("Reshape", [picked, ctx.node("Shape", [indices])])]
+
+
+@ONNX.register("tensor.avg_pool2d_grad")
+def avg_pool2d_grad(ctx, op: Op, inputs: list[str]) -> list[str]:
+    # spread each window's cotangent evenly: a depthwise ConvTranspose with a constant 1/(kh kw) kernel
+    channels = op.attrs["input_shape"][1]
+    kh, kw = op.attrs["kernel_size"]
+    kernel = ctx.constant(np.full((channels, 1, kh, kw), 1.0 / (kh * kw), op.result.type.dtype.numpy))
+    stride, (ph, pw) = op.attrs["stride"], op.attrs["padding"]
+    out, target = op.operands[0].type.shape[2:], op.attrs["input_shape"][2:]
+    extra = [target[i] - ((out[i] - 1) * stride[i] - 2 * (ph, pw)[i] + op.attrs["kernel_size"][i]) for i in range(2)]
+    return [ctx.node("ConvTranspose", [inputs[0], kernel], strides=list(stride), pads=[ph, pw, ph, pw], group=channels, output_padding=extra)]
+
+
+@ONNX.register("nn.gelu")
+def gelu(ctx, op: Op, inputs: list[str]) -> list[str]:
+    return [ctx.node("Gelu", inputs, approximate=op.attrs["approximate"])]
+
+
+@ONNX.register("nn.layer_norm")
+def layer_norm(ctx, op: Op, inputs: list[str]) -> list[str]:
+    axis = op.operands[0].type.rank - op.operands[1].type.rank
+    return [ctx.node("LayerNormalization", inputs, axis=axis, epsilon=op.attrs["eps"])]

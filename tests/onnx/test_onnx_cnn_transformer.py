@@ -1,0 +1,88 @@
+"""ONNX export of CNNs and transformer blocks: native ops (Conv, MaxPool, LayerNormalization, Gelu), and
+training steps whose backward (conv and pool gradients, embedding scatter-add) runs in onnxruntime."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import kiln
+import kiln.nn as nn
+import kiln.nn.functional as F
+from kiln.backends.onnx.export import graph_to_onnx
+from oracles import require
+
+
+def cnn():
+    kiln.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(4, 6, 3, stride=2, padding=1, dilation=1), nn.Tanh(), nn.AvgPool2d(2),
+        nn.Flatten(), nn.Linear(6, 10),
+    )
+
+
+def test_cnn_inference_export_uses_native_ops_and_matches_numpy(tmp_path):
+    onnx, ort = require("onnx"), require("onnxruntime")
+    from onnx.reference import ReferenceEvaluator
+
+    model = cnn()
+    path = str(tmp_path / "cnn.onnx")
+    proto = kiln.export_onnx(model, [kiln.TensorSpec(("N", 1, 8, 8))], path)
+    onnx.checker.check_model(proto, full_check=True)
+    types = {node.op_type for node in proto.graph.node}
+    assert {"Conv", "MaxPool", "AveragePool"} <= types
+    x = np.random.default_rng(0).standard_normal((3, 1, 8, 8)).astype(np.float32)
+    expected = kiln.compile(model)(x)
+    np.testing.assert_allclose(ort.InferenceSession(path).run(None, {"input": x})[0], expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(ReferenceEvaluator(proto).run(None, {"input": x})[0], expected, rtol=1e-5, atol=1e-5)
+
+
+def make_cnn_step(backend):
+    model = cnn()
+    return model, kiln.compile_train_step(model, F.cross_entropy, kiln.optim.SGD(model.parameters(), lr=0.05), backend=backend)
+
+
+def test_cnn_training_step_runs_in_onnxruntime_like_numpy():
+    require("onnxruntime")
+    (model, step), (ort_model, ort_step) = make_cnn_step("numpy"), make_cnn_step("onnxruntime")
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        x, y = rng.standard_normal((6, 1, 8, 8)).astype(np.float32), rng.integers(0, 10, 6)
+        np.testing.assert_allclose(ort_step(x, y), step(x, y), rtol=1e-4)
+    for name, value in model.state_dict().items():
+        np.testing.assert_allclose(ort_model.state_dict()[name], value, rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+@pytest.mark.parametrize("stride, padding, dilation", [(1, 0, 1), (2, 1, 1), (1, 2, 2), (3, 1, 2)])
+def test_conv_gradients_lower_to_onnx_exactly(stride, padding, dilation):
+    require("onnxruntime")
+    kiln.manual_seed(1)
+    layer = nn.Conv2d(2, 3, 3, stride=stride, padding=padding, dilation=dilation)
+    model = nn.Sequential(layer, nn.Flatten())
+
+    def loss(out, target):
+        return F.mse_loss(out, target)
+
+    x = np.random.default_rng(2).standard_normal((2, 2, 9, 9)).astype(np.float32)
+    target = kiln.compile(model)(x) * 0.5
+    step = kiln.compile_train_step(model, loss, kiln.optim.SGD(model.parameters(), lr=0.1))
+    assert kiln.parity(step, [x, target], backends=["onnxruntime"]).ok
+
+
+def test_embedding_layer_norm_gelu_block_exports_and_trains_in_onnxruntime():
+    onnx = require("onnx")
+    require("onnxruntime")
+    kiln.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(11, 8), nn.LayerNorm(8), nn.Linear(8, 16), nn.GELU(), nn.Linear(16, 11))
+
+    def loss(logits, target):
+        return F.cross_entropy(logits.transpose(1, 2), target)  # PyTorch layout: (N, C, L)
+
+    tokens = np.random.default_rng(0).integers(0, 11, (4, 5))
+    step = kiln.compile_train_step(model, loss, kiln.optim.SGD(model.parameters(), lr=0.1))
+    assert kiln.parity(step, [tokens, (tokens + 1) % 11], backends=["onnxruntime"]).ok
+    proto = graph_to_onnx(step.compile(kiln.TensorSpec(("N", 5), "int64"), kiln.TensorSpec(("N", 5), "int64")).graph)
+    onnx.checker.check_model(proto, full_check=True)
+    types = {node.op_type for node in proto.graph.node}
+    assert {"LayerNormalization", "Gelu", "Gather", "ScatterElements"} <= types
