@@ -104,3 +104,26 @@ def test_training_step_graph_is_valid_standard_onnx_and_runs_in_the_reference_ev
 def test_unknown_backend_is_a_clear_error():
     with pytest.raises(kiln.KilnError, match="available: numpy, onnxruntime"):
         kiln.compile_train_step(mlp(), F.cross_entropy, kiln.optim.SGD(mlp().parameters()), backend="tpu")
+
+
+def test_gradient_of_a_function_exports_as_plain_onnx(tmp_path):
+    onnx, ort = require("onnx"), require("onnxruntime")
+    model = mlp()
+
+    def confidence(image):
+        return (model(image) * np.eye(10, dtype=np.float32)[3]).sum()  # class-3 probability summed over the batch
+
+    saliency = kiln.grad(confidence)
+    path = str(tmp_path / "saliency.onnx")
+    proto = kiln.export_onnx(saliency, [kiln.TensorSpec(("N", 64))], path)
+    onnx.checker.check_model(proto, full_check=True)
+    assert [i.name for i in proto.graph.input] == ["image"]
+    x = np.random.default_rng(0).standard_normal((4, 64)).astype(np.float32)
+    got = ort.InferenceSession(path).run(None, {"image": x})[0]
+    np.testing.assert_allclose(got, saliency(x), rtol=1e-5, atol=1e-6)
+    torch = require("torch")
+    reference = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 16), torch.nn.Tanh(), torch.nn.Linear(16, 10), torch.nn.Softmax(-1))
+    reference.load_state_dict({k: torch.tensor(v) for k, v in model.state_dict().items()})
+    image = torch.tensor(x, requires_grad=True)
+    reference(image)[:, 3].sum().backward()
+    np.testing.assert_allclose(got, image.grad.numpy(), rtol=1e-4, atol=1e-6)
