@@ -17,3 +17,8 @@ def require(module_name: str) -> ModuleType:
         if os.environ.get("KILN_REQUIRE_ORACLES") == "1":
             pytest.fail(f"oracle {module_name!r} is required (KILN_REQUIRE_ORACLES=1) but cannot be imported: {error}")
         pytest.skip(f"oracle {module_name!r} is not installed")
+
+
+def require_torch() -> ModuleType:
+    """``torch``, the CPU oracle for forward values and gradients (``require("torch")``)."""
+    return require("torch")

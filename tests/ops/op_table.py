@@ -19,6 +19,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from kiln.compiler.autodiff import differentiate
 from kiln.compiler.ir.builder import Builder
 from kiln.compiler.ir.core import Graph, Value
 from kiln.compiler.ir.types import DType, TensorType
@@ -121,6 +122,28 @@ def make_inputs(row: OpRow, case: Case, dtype: str, sizes: Mapping[str, int] = {
 
 def reference(row: OpRow, case: Case, arrays: Sequence[np.ndarray], sizes: Mapping[str, int] = {}) -> np.ndarray:
     return np.asarray(row.reference(*arrays, **concrete_attrs(case.attrs, sizes)))
+
+
+def weighted_sum(graph: Graph, value: Value, name: str) -> Value:
+    """``sum(value * w)`` with ``w`` a new graph input of ``value``'s type: every element counts with its own weight."""
+    b = Builder(graph)
+    return b.reduce_sum(b.mul(value, graph.add_input(value.type, name)))
+
+
+def gradient_graph(row: OpRow, case: Case, dtype: str) -> tuple[Graph, list[int]]:
+    """Outputs ``(op(x), d sum(op(x) * w)/dx for each float input x)``, and the indices of those inputs."""
+    graph, inputs, result = op_graph(row, case, dtype)
+    wrt = [i for i, v in enumerate(inputs) if v.type.dtype.is_float]
+    grads = differentiate(graph, weighted_sum(graph, result, "w"), [inputs[i] for i in wrt])
+    graph.outputs = [result, *grads]
+    return graph, wrt
+
+
+def extra_inputs(graph: Graph, given: Sequence[np.ndarray], sizes: Mapping[str, int], seed: str) -> list[np.ndarray]:
+    """Random normal arrays for the graph inputs after the ``given`` ones (the weights), seeded by ``seed``."""
+    rng = np.random.default_rng(zlib.crc32(seed.encode()))
+    later = graph.inputs[len(given) :]
+    return [rng.standard_normal(concrete(v.type.shape, sizes)).astype(v.type.dtype.numpy) for v in later]
 
 
 def size_bindings(case: Case) -> list[dict[str, int]]:
@@ -421,6 +444,10 @@ def _rows() -> list[OpRow]:
 
 
 OP_TABLE: list[OpRow] = _rows()
+
+from ops3.op_rows_extra import EXTRA_ROWS  # noqa: E402  (movement, conv and transformer rows; they import this module's helpers)
+
+OP_TABLE += EXTRA_ROWS
 ROWS: dict[str, OpRow] = {row.name: row for row in OP_TABLE}
 
 
