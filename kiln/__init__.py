@@ -21,7 +21,8 @@ from kiln.frontend.init import manual_seed
 from kiln.frontend.trace import TensorSpec, trace
 from kiln.runtime.compiled_function import CompiledFunction, compile
 from kiln.runtime.grad import grad, value_and_grad
-from kiln.runtime.export import export_onnx
+from kiln.runtime.export import export_onnx, import_onnx
+from kiln.runtime.onnx_train_step import export_onnx_train_step, load_onnx_train_step
 from kiln.runtime.saliency import saliency
 from kiln.runtime.trainer import fit
 from kiln.runtime.parity import parity
@@ -33,7 +34,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CompiledFunction", "DType", "Graph", "InputError", "KilnError", "PassManager", "ShapeError", "TensorSpec", "TensorType",
-    "TraceError", "TrainStep", "VerificationError", "compile", "compile_train_step", "export_onnx", "parity", "differentiate", "manual_seed",
+    "TraceError", "TrainStep", "VerificationError", "compile", "compile_train_step", "export_onnx", "export_onnx_train_step", "import_onnx", "load_onnx_train_step", "parity", "differentiate", "manual_seed",
     "nn", "optim", "trace", "fit", "saliency", "grad", "value_and_grad",
     "CheckpointError", "load", "save",
 ]

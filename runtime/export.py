@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from kiln.backends.onnx.export import EXTERNAL_DATA_THRESHOLD, graph_to_onnx, save_model
+from kiln.backends.onnx.importer import import_onnx
 from kiln.compiler.passes.manager import PassManager
 from kiln.frontend.trace import TensorSpec, TraceContext, as_value, flatten_outputs, input_names
 from kiln.frontend.tensor import Tensor

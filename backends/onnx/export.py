@@ -56,8 +56,9 @@ class ExportContext:
         return names[0] if outputs == 1 else names
 
     def constant(self, array: np.ndarray) -> str:
+        """A ``Constant`` node (not an initializer: initializers are the model's weights, which importers may train)."""
         name = self.fresh("const")
-        self.initializers.append(self.onnx.numpy_helper.from_array(np.asarray(array), name))
+        self.nodes.append(self.onnx.helper.make_node("Constant", [], [name], value=self.onnx.numpy_helper.from_array(np.asarray(array), name)))
         return name
 
     def onnx_dtype(self, dtype: DType) -> int:

@@ -397,3 +397,15 @@ def clip(ctx: ImportContext, node: Any, inputs: list[Any]) -> list[Any]:
     if high is not None:
         x = ctx.op("tensor.minimum", x, ctx.op("tensor.cast", high, dtype=x.type.dtype) if isinstance(high, Value) else np.asarray(high, x.type.dtype.numpy))
     return [x]
+
+
+@onnx_op("Not")
+def logical_not(ctx: ImportContext, node: Any, inputs: list[Any]) -> list[Any]:
+    # not x = (x == false)
+    return [ctx.op("tensor.equal", inputs[0], np.array(False))]
+
+
+@onnx_op("Reciprocal")
+def reciprocal(ctx: ImportContext, node: Any, inputs: list[Any]) -> list[Any]:
+    x = ctx.value(inputs[0])
+    return [ctx.op("tensor.div", np.array(1, x.type.dtype.numpy), x)]

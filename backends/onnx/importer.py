@@ -45,9 +45,11 @@ class ShapeValue:
 class ImportedModel:
     graph: Graph
     initializers: dict[str, np.ndarray] = field(default_factory=dict)
-    """Initializer arrays by name; they are the last graph inputs, in this order."""
+    """Initializers that are not model inputs, by name; trainable ones are the last graph inputs, in this order."""
     input_names: list[str] = field(default_factory=list)
     output_names: list[str] = field(default_factory=list)
+    defaults: dict[str, np.ndarray] = field(default_factory=dict)
+    """Model inputs that have an initializer (a default value a caller may override), by name."""
 
 
 Handler = Callable[["ImportContext", Any, list[Any]], list[Any]]
@@ -140,6 +142,9 @@ def import_onnx(model_or_path: Any, trainable_initializers: bool = True, static_
     ctx = ImportContext(model.graph.name, opset)
     initializers = _initializer_arrays(model)
     ctx.env.update(static_inputs or {})
+    declared = {i.name for i in model.graph.input}
+    defaults = {name: array for name, array in initializers.items() if name in declared and name not in (static_inputs or {})}
+    initializers = {name: array for name, array in initializers.items() if name not in declared}
     input_names = _declare_inputs(ctx, model, {**initializers, **(static_inputs or {})})
     for name, array in initializers.items():
         ctx.env[name] = ctx.graph.add_input(TensorType(array.shape, element_dtype_of(array, name)), name) if trainable_initializers and array.dtype.kind == "f" else array
@@ -148,7 +153,7 @@ def import_onnx(model_or_path: Any, trainable_initializers: bool = True, static_
     output_names = [o.name for o in model.graph.output]
     ctx.graph.outputs = [_output_value(ctx, name) for name in output_names]
     kept = {name: array for name, array in initializers.items() if isinstance(ctx.env.get(name), Value) and ctx.env[name] in ctx.graph.inputs}
-    return ImportedModel(ctx.graph, kept, input_names, output_names)
+    return ImportedModel(ctx.graph, kept, input_names, output_names, defaults)
 
 
 def element_dtype_of(array: np.ndarray, name: str) -> DType:

@@ -1,14 +1,21 @@
-"""The ``onnxruntime`` backend: a graph runs as one ONNX model in a stock InferenceSession."""
+"""The ``onnxruntime`` backend: a graph runs as one ONNX model in a stock InferenceSession.
+
+Donated inputs (a training step's parameters and optimizer state, ``graph.donations``)
+stay in onnxruntime between calls: outputs are bound with IO binding and kept as
+OrtValues, and a caller that passes ``RESIDENT`` for a donated input gets last
+call's result for it, with no host copy. The training step copies them back to
+NumPy only when someone reads them.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
 from kiln.backends.onnx.export import graph_to_onnx
 from kiln.compiler.ir.core import Graph
-from kiln.runtime.executable import Executable
+from kiln.runtime.executable import RESIDENT, Executable, check_inputs
 
 
 def providers() -> list[str]:
@@ -19,21 +26,76 @@ def providers() -> list[str]:
     return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
 
 
+class OnnxRuntimeExecutable(Executable):
+    """Runs the session with IO binding; results of donated pairs stay in onnxruntime as OrtValues."""
+
+    keeps_state = True
+    lazy_outputs = False
+    """When set (by a training step that syncs on demand), donated results come back as OrtValues, not arrays."""
+
+    def __init__(self, graph: Graph, model: Any, donations: dict[int, int]):
+        import onnxruntime
+
+        self.model = model
+        self.session = onnxruntime.InferenceSession(model.SerializeToString(), providers=providers())
+        self.device = "cuda" if self.session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
+        self.donations = dict(donations)
+        self.resident: dict[int, Any] = {}
+        """Input index -> the OrtValue the last call produced for it."""
+        self.onnx_inputs = [i.name for i in self.session.get_inputs()]
+        self.onnx_outputs = [o.name for o in self.session.get_outputs()]
+        super().__init__(graph, self._run, "onnxruntime")
+
+    def __call__(self, *arrays: Any) -> tuple[Any, ...]:
+        check_inputs(self.graph.name, self.input_names, self.input_types, [self._typed(i, a) for i, a in enumerate(arrays)])
+        return self._run(*arrays)
+
+    def _typed(self, index: int, array: Any) -> Any:
+        """What input checking sees: the resident value's type stands in for ``RESIDENT``."""
+        if array is RESIDENT:
+            return _TypeOnly(self.resident[index])
+        return array
+
+    def _run(self, *arrays: Any) -> tuple[Any, ...]:
+        binding = self.session.io_binding()
+        for index, (name, array) in enumerate(zip(self.onnx_inputs, arrays)):
+            if array is RESIDENT:
+                binding.bind_ortvalue_input(name, self.resident[index])
+            else:
+                binding.bind_cpu_input(name, np.ascontiguousarray(array))
+        for name in self.onnx_outputs:
+            binding.bind_output(name, self.device)
+        self.session.run_with_iobinding(binding)
+        outputs = binding.get_outputs()
+        for source, target in self.donations.items():
+            self.resident[source] = outputs[target]
+        kept = set(self.donations.values()) if self.lazy_outputs else set()
+        return tuple(value if index in kept else value.numpy() for index, value in enumerate(outputs))
+
+
+class _TypeOnly:
+    """Shape and dtype of an OrtValue, for input checking without a copy."""
+
+    def __init__(self, value: Any):
+        self.shape = tuple(value.shape())
+        self.dtype = _numpy_dtype(value.data_type())
+
+
+def _numpy_dtype(ort_type: str) -> np.dtype:
+    names = {"tensor(float)": "float32", "tensor(double)": "float64", "tensor(int32)": "int32", "tensor(int64)": "int64", "tensor(bool)": "bool"}
+    return np.dtype(names[ort_type])
+
+
+def to_numpy(value: Any) -> np.ndarray:
+    """A backend result as a NumPy array (OrtValues are copied to the host)."""
+    return value.numpy() if hasattr(value, "numpy") and not isinstance(value, np.ndarray) else np.asarray(value)
+
+
 class OnnxRuntimeBackend:
     name = "onnxruntime"
 
     def compile(self, graph: Graph) -> Executable:
-        import onnxruntime
+        return OnnxRuntimeExecutable(graph, graph_to_onnx(graph), getattr(graph, "donations", {}))
 
-        model = graph_to_onnx(graph)
-        session = onnxruntime.InferenceSession(model.SerializeToString(), providers=providers())
-        input_names = [i.name for i in session.get_inputs()]
 
-        def run(*arrays: Any) -> tuple[Any, ...]:
-            feeds = {name: np.asarray(array) for name, array in zip(input_names, arrays)}
-            return tuple(session.run(None, feeds))
-
-        executable = Executable(graph, run, self.name)
-        executable.model = model
-        executable.session = session
-        return executable
+__all__: Sequence[str] = ["OnnxRuntimeBackend", "OnnxRuntimeExecutable", "providers", "to_numpy"]
