@@ -45,7 +45,7 @@ def _unary(kiln_op: str):
 def _binary(kiln_op: str, numpy_fn: Any):
     def handle(ctx: ImportContext, node: Any, inputs: list[Any]) -> list[Any]:
         if all(_plain_known(i) for i in inputs):
-            return [numpy_fn(*[np.asarray(i) for i in inputs])]  # shape arithmetic stays static
+            return [numpy_fn(*[as_array(i, node.op_type) for i in inputs])]  # shape arithmetic stays static
         return [ctx.op(kiln_op, *inputs)]
 
     return handle
@@ -409,3 +409,182 @@ def logical_not(ctx: ImportContext, node: Any, inputs: list[Any]) -> list[Any]:
 def reciprocal(ctx: ImportContext, node: Any, inputs: list[Any]) -> list[Any]:
     x = ctx.value(inputs[0])
     return [ctx.op("tensor.div", np.array(1, x.type.dtype.numpy), x)]
+
+
+def _refuse(node: Any, why: str) -> OnnxImportError:
+    return OnnxImportError(f"{node.op_type} {why} is not supported by kiln's importer")
+
+
+def _symmetric_2d(node: Any, attrs: dict, x: Value) -> tuple[int, int]:
+    """The (h, w) padding of a 2-D window op; refuses what kiln's conv and pool ops cannot express."""
+    if x.type.rank != 4:
+        raise _refuse(node, f"on rank-{x.type.rank} input (only 2-D NCHW)")
+    auto_pad = attrs.get("auto_pad", b"NOTSET")
+    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+    if auto_pad not in ("NOTSET", "VALID"):
+        raise _refuse(node, f"with auto_pad={auto_pad}")
+    pads = list(attrs.get("pads", [0, 0, 0, 0])) if auto_pad == "NOTSET" else [0, 0, 0, 0]
+    if pads[:2] != pads[2:]:
+        raise _refuse(node, f"with asymmetric pads {pads}")
+    return pads[0], pads[1]
+
+
+@onnx_op("Conv")
+def conv(ctx: ImportContext, node: Any, inputs: list[Any]) -> list[Any]:
+    attrs = attributes(node)
+    x, weight = ctx.value(inputs[0]), ctx.value(inputs[1])
+    padding = _symmetric_2d(node, attrs, x)
+    out = ctx.op("tensor.conv2d", x, weight, stride=tuple(attrs.get("strides", (1, 1))), padding=padding,
+                 dilation=tuple(attrs.get("dilations", (1, 1))), groups=attrs.get("group", 1))
+    return [_add_channel_bias(ctx, out, inputs)]
+
+
+def _add_channel_bias(ctx: ImportContext, out: Value, inputs: list[Any]) -> Value:
+    if len(inputs) < 3 or inputs[2] is None:
+        return out
+    return ctx.op("tensor.add", out, ctx.op("tensor.reshape", inputs[2], shape=(1, out.type.shape[1], 1, 1)))
+
+
+@onnx_op("ConvTranspose")
+def conv_transpose(ctx: ImportContext, node: Any, inputs: list[Any]) -> list[Any]:
+    # ConvTranspose is conv2d's transpose in its input: out = (in - 1) s - 2 p + d (k - 1) + 1 + output_padding
+    attrs = attributes(node)
+    x, weight = ctx.value(inputs[0]), ctx.value(inputs[1])
+    padding = _symmetric_2d(node, attrs, x)
+    stride, dilation = tuple(attrs.get("strides", (1, 1))), tuple(attrs.get("dilations", (1, 1)))
+    groups = attrs.get("group", 1)
+    kernel = weight.type.shape[2:]
+    natural = [(x.type.shape[2 + i] - 1) * stride[i] - 2 * padding[i] + dilation[i] * (kernel[i] - 1) + 1 for i in range(2)]
+    extra = list(attrs.get("output_padding", (0, 0)))
+    if "output_shape" in attrs:
+        extra = [attrs["output_shape"][-2 + i] - natural[i] for i in range(2)]
+    if any(e < 0 or e >= max(stride[i], dilation[i]) for i, e in enumerate(extra)):
+        raise _refuse(node, f"with output padding {extra}")
+    input_shape = (x.type.shape[0], weight.type.shape[1] * groups) + tuple(n + e for n, e in zip(natural, extra))
+    out = ctx.op("tensor.conv2d_input_grad", x, weight, input_shape=input_shape, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    return [_add_channel_bias(ctx, out, inputs)]
+
+
+def _pool_settings(node: Any, attrs: dict, x: Value) -> dict:
+    if attrs.get("ceil_mode", 0) or any(d != 1 for d in attrs.get("dilations", (1, 1))) or attrs.get("storage_order", 0):
+        raise _refuse(node, "with ceil_mode, dilations or storage_order")
+    kernel = tuple(attrs["kernel_shape"])
+    if len(kernel) != 2:
+        raise _refuse(node, f"with a {len(kernel)}-D window (only 2-D)")
+    padding = _symmetric_2d(node, attrs, x)
+    if any(2 * p > k for p, k in zip(padding, kernel)):
+        raise _refuse(node, f"with pads {padding} over half the window {kernel}")
+    return {"kernel_size": kernel, "stride": tuple(attrs.get("strides", (1, 1))), "padding": padding}
+
+
+@onnx_op("MaxPool")
+def max_pool(ctx: ImportContext, node: Any, inputs: list[Any]) -> list[Any]:
+    if len(node.output) > 1 and node.output[1]:
+        raise _refuse(node, "with an Indices output")
+    x = ctx.value(inputs[0])
+    return [ctx.op("tensor.max_pool2d", x, **_pool_settings(node, attributes(node), x))]
+
+
+@onnx_op("AveragePool")
+def average_pool(ctx: ImportContext, node: Any, inputs: list[Any]) -> list[Any]:
+    attrs = attributes(node)
+    x = ctx.value(inputs[0])
+    settings = _pool_settings(node, attrs, x)
+    if any(settings["padding"]) and not attrs.get("count_include_pad", 0):
+        raise _refuse(node, "excluding padding from the count (count_include_pad=0) over padded windows")
+    return [ctx.op("tensor.avg_pool2d", x, **settings)]
+
+
+@onnx_op("Gelu")
+def gelu(ctx: ImportContext, node: Any, inputs: list[Any]) -> list[Any]:
+    approximate = attributes(node).get("approximate", b"none")
+    return [ctx.op("nn.gelu", inputs[0], approximate=approximate.decode() if isinstance(approximate, bytes) else approximate)]
+
+
+@onnx_op("LayerNormalization")
+def layer_normalization(ctx: ImportContext, node: Any, inputs: list[Any]) -> list[Any]:
+    # y = (x - mean) / sqrt(var + eps) * scale + bias over axes [axis, rank); Mean and InvStdDev as extra outputs
+    attrs = attributes(node)
+    x = ctx.value(inputs[0])
+    axis = attrs.get("axis", -1) % x.type.rank
+    axes, eps = tuple(range(axis, x.type.rank)), attrs.get("epsilon", 1e-5)
+    mean = ctx.op("tensor.reduce_mean", x, axes=axes, keepdims=True)
+    centered = ctx.op("tensor.sub", x, mean)
+    variance = ctx.op("tensor.reduce_mean", ctx.op("tensor.mul", centered, centered), axes=axes, keepdims=True)
+    inverse_std = ctx.op("tensor.div", np.array(1, x.type.dtype.numpy), ctx.op("tensor.sqrt", ctx.op("tensor.add", variance, np.array(eps, x.type.dtype.numpy))))
+    y = ctx.op("tensor.mul", ctx.op("tensor.mul", centered, inverse_std), inputs[1])
+    if len(inputs) > 2 and inputs[2] is not None:
+        y = ctx.op("tensor.add", y, inputs[2])
+    return [y, mean, inverse_std]
+
+
+@onnx_op("Slice")
+def slice_(ctx: ImportContext, node: Any, inputs: list[Any]) -> list[Any]:
+    x = ctx.value(inputs[0])
+    starts, ends = (as_array(i, "Slice bounds").reshape(-1) for i in inputs[1:3])
+    axes = as_array(inputs[3], "Slice axes").reshape(-1) if len(inputs) > 3 and inputs[3] is not None else np.arange(len(starts))
+    steps = as_array(inputs[4], "Slice steps").reshape(-1) if len(inputs) > 4 and inputs[4] is not None else np.ones(len(starts), np.int64)
+    for start, end, axis, step in zip(starts, ends, axes, steps):
+        axis = int(axis) % x.type.rank
+        if step < 1:
+            raise _refuse(node, f"with step {step} (only positive steps)")
+        size = x.type.shape[axis]
+        if isinstance(size, str):
+            raise _refuse(node, f"along the symbolic dim {size}")
+        begin, stop, _ = slice(int(start), int(end), int(step)).indices(size)
+        x = ctx.op("tensor.slice", x, axis=axis, start=begin, stop=max(begin, stop), step=int(step))
+    return [x]
+
+
+@onnx_op("Pad")
+def pad(ctx: ImportContext, node: Any, inputs: list[Any]) -> list[Any]:
+    attrs = attributes(node)
+    mode = attrs.get("mode", b"constant")
+    if (mode.decode() if isinstance(mode, bytes) else mode) != "constant":
+        raise _refuse(node, f"mode {mode!r} (only constant)")
+    x = ctx.value(inputs[0])
+    pads = as_array(inputs[1], "Pad pads").reshape(-1).tolist()
+    value = float(as_array(inputs[2], "Pad value").reshape(-1)[0]) if len(inputs) > 2 and inputs[2] is not None else 0.0
+    axes = as_array(inputs[3], "Pad axes").reshape(-1).tolist() if len(inputs) > 3 and inputs[3] is not None else list(range(x.type.rank))
+    low, high = [0] * x.type.rank, [0] * x.type.rank
+    for k, axis in enumerate(axes):
+        low[axis % x.type.rank], high[axis % x.type.rank] = pads[k], pads[k + len(axes)]
+    if min(low + high) < 0:
+        raise _refuse(node, f"with negative pads {pads} (cropping)")
+    return [ctx.op("tensor.pad", x, low=tuple(low), high=tuple(high), interior=(0,) * x.type.rank, value=value)]
+
+
+@onnx_op("ArgMax")
+def argmax(ctx: ImportContext, node: Any, inputs: list[Any]) -> list[Any]:
+    attrs = attributes(node)
+    if attrs.get("select_last_index", 0):
+        raise _refuse(node, "with select_last_index=1")
+    return [ctx.op("tensor.argmax", inputs[0], axis=attrs.get("axis", 0), keepdims=bool(attrs.get("keepdims", 1)))]
+
+
+@onnx_op("Trilu")
+def trilu(ctx: ImportContext, node: Any, inputs: list[Any]) -> list[Any]:
+    k = int(as_array(inputs[1], "Trilu k").reshape(-1)[0]) if len(inputs) > 1 and inputs[1] is not None else 0
+    return [ctx.op("tensor.triu" if attributes(node).get("upper", 1) else "tensor.tril", inputs[0], k=k)]
+
+
+@onnx_op("ScatterElements")
+def scatter_elements(ctx: ImportContext, node: Any, inputs: list[Any]) -> list[Any]:
+    # out = data + sum_i onehot(indices_i) * updates_i along axis (reduction="add" only)
+    attrs = attributes(node)
+    reduction = attrs.get("reduction", b"none")
+    if (reduction.decode() if isinstance(reduction, bytes) else reduction) != "add":
+        raise _refuse(node, f"with reduction={reduction!r} (only add)")
+    data, indices, updates = (ctx.value(i) for i in inputs)
+    axis = attrs.get("axis", 0) % data.type.rank
+    if any(a != b for i, (a, b) in enumerate(zip(indices.type.shape, data.type.shape)) if i != axis):
+        raise _refuse(node, f"with indices {indices.type} narrower than data {data.type} off the axis")
+    size = data.type.shape[axis]
+    labels = ctx.op("tensor.cast", indices, dtype="i64") if indices.type.dtype.name != "i64" else indices
+    labels = ctx.op("tensor.where", ctx.op("tensor.less", labels, np.array(0, np.int64)), ctx.op("tensor.add", labels, np.array(size, np.int64)), labels)
+    hot = ctx.op("tensor.one_hot", labels, num_classes=size, dtype=data.type.dtype)
+    summed = ctx.op("tensor.reduce_sum", ctx.op("tensor.mul", hot, ctx.op("tensor.reshape", updates, shape=updates.type.shape + (1,))), axes=(axis,))
+    rank = data.type.rank
+    perm = list(range(rank - 1))
+    perm.insert(axis, rank - 1)
+    return [ctx.op("tensor.add", data, ctx.op("tensor.transpose", summed, perm=tuple(perm)))]
