@@ -57,6 +57,23 @@ class TraceContext:
         self.parameters: list["Parameter"] = []
         self.parameter_names: dict[int, str] = {}
         """Names for parameters, from the traced module's ``named_parameters``."""
+        self.seed_input: Value | None = None
+        """The scalar int64 seed input of the random ops (dropout), created on first use; the caller feeds it."""
+        self.random_streams = 0
+        """How many random draws were traced: each gets its own ``stream``."""
+        self.buffer_updates: dict[int, tuple["Parameter", Value]] = {}
+        """New values of module buffers, by ``id`` of the buffer (the last update wins)."""
+
+    def update_buffer(self, buffer: "Parameter", value: Value) -> None:
+        """Record ``value`` as ``buffer``'s new value (BatchNorm's running statistics); the training step returns and writes it."""
+        self.buffer_updates[id(buffer)] = (buffer, value)
+
+    def random_seed(self) -> tuple[Value, int]:
+        """The graph's seed input (created on first use) and a fresh stream number for one more draw."""
+        if self.seed_input is None:
+            self.seed_input = self.graph.add_input(TensorType((), DType.i64), "rng_seed")
+        self.random_streams += 1
+        return self.seed_input, self.random_streams - 1
 
     @classmethod
     def current(cls) -> "TraceContext":
@@ -152,7 +169,10 @@ def _name_parameters(context: TraceContext, fn: Any) -> None:
 
 
 def input_names(fn: Any, count: int) -> list[str]:
-    """Graph input names from the function's (or ``forward``'s) parameter names."""
+    """Graph input names from the function's (or ``forward``'s) parameter names, or its ``input_names``."""
+    declared = getattr(fn, "input_names", None)
+    if isinstance(declared, (list, tuple)):
+        return list(declared[:count]) + [f"input{i}" for i in range(len(declared), count)]
     target = getattr(fn, "forward", fn)
     try:
         parameters = [p.name for p in inspect.signature(target).parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]

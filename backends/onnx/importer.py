@@ -51,6 +51,12 @@ class ImportedModel:
     defaults: dict[str, np.ndarray] = field(default_factory=dict)
     """Model inputs that have an initializer (a default value a caller may override), by name."""
 
+    def module(self) -> Any:
+        """A trainable Module running this graph: its trainable initializers become Parameters."""
+        from kiln.frontend.graph_module import GraphModule
+
+        return GraphModule(self.graph, self.initializers)
+
 
 Handler = Callable[["ImportContext", Any, list[Any]], list[Any]]
 HANDLERS: dict[str, Handler] = {}

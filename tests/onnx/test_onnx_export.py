@@ -127,3 +127,50 @@ def test_gradient_of_a_function_exports_as_plain_onnx(tmp_path):
     image = torch.tensor(x, requires_grad=True)
     reference(image)[:, 3].sum().backward()
     np.testing.assert_allclose(got, image.grad.numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_imported_model_fine_tunes_like_the_original_and_re_exports(tmp_path):
+    ort = require("onnxruntime")
+    model = mlp()
+    path = str(tmp_path / "mlp.onnx")
+    kiln.export_onnx(model, [kiln.TensorSpec(("N", 64))], path)
+    imported = kiln.import_onnx(path).module()
+    assert list(imported.state_dict()) == list(model.state_dict())
+
+    def loss(probabilities, target):
+        return F.mse_loss(probabilities, target)
+
+    steps = [kiln.compile_train_step(m, loss, kiln.optim.SGD(m.parameters(), lr=0.5)) for m in (model, imported)]
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        x, target = rng.standard_normal((8, 64)).astype(np.float32), rng.dirichlet(np.ones(10), 8).astype(np.float32)
+        losses = [step(x, target) for step in steps]
+        np.testing.assert_allclose(losses[1], losses[0], rtol=1e-5)
+    for name, value in model.state_dict().items():
+        np.testing.assert_allclose(imported.state_dict()[name], value, rtol=1e-5, atol=1e-7)
+    again = str(tmp_path / "again.onnx")
+    kiln.export_onnx(imported, [kiln.TensorSpec(("N", 64))], again)
+    x = rng.standard_normal((3, 64)).astype(np.float32)
+    np.testing.assert_allclose(ort.InferenceSession(again).run(None, {"input": x})[0], kiln.compile(model)(x), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "unsupported op", "missing input"])
+def test_bad_onnx_files_get_one_clear_error(tmp_path, damage):
+    onnx = require("onnx")
+    from onnx import helper
+
+    path = tmp_path / "bad.onnx"
+    if damage == "truncated":
+        kiln.export_onnx(mlp(), [kiln.TensorSpec(("N", 64))], str(path))
+        path.write_bytes(path.read_bytes()[:200])
+        expected = "not a readable ONNX model"
+    else:
+        op = "Hardmax" if damage == "unsupported op" else "Relu"
+        source = "x" if damage == "unsupported op" else "ghost"
+        graph = helper.make_graph([helper.make_node(op, [source], ["y"])], "g",
+                                  [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2])],
+                                  [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2])])
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)]), str(path))
+        expected = "opset 20.*cannot import ONNX op 'Hardmax'" if damage == "unsupported op" else "ghost"
+    with pytest.raises(kiln.KilnError, match=expected):
+        kiln.import_onnx(str(path))
