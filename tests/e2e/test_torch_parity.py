@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 import kiln
 import kiln.nn.functional as F
@@ -10,13 +11,16 @@ from models import MLP, copy_into_torch, digit_batches, torch_mlp
 from oracles import require
 
 
-def test_twenty_sgd_steps_match_pytorch():
+@pytest.mark.parametrize("backend", ["numpy", "onnxruntime"])
+def test_twenty_sgd_steps_match_pytorch(backend):
     torch = require("torch")
+    if backend == "onnxruntime":
+        require("onnxruntime")
     kiln.manual_seed(1)
     model = MLP()
     reference = torch_mlp(torch)
     copy_into_torch(torch, model, reference)
-    step = kiln.compile_train_step(model, F.cross_entropy, kiln.optim.SGD(model.parameters(), lr=0.1))
+    step = kiln.compile_train_step(model, F.cross_entropy, kiln.optim.SGD(model.parameters(), lr=0.1), backend=backend)
     torch_optimizer = torch.optim.SGD(reference.parameters(), lr=0.1)
     batches = digit_batches(20)
     batches[-1] = (batches[-1][0][:17], batches[-1][1][:17])  # a short last batch must not recompile

@@ -38,22 +38,6 @@ def test_cnn_inference_export_uses_native_ops_and_matches_numpy(tmp_path):
     np.testing.assert_allclose(ReferenceEvaluator(proto).run(None, {"input": x})[0], expected, rtol=1e-5, atol=1e-5)
 
 
-def make_cnn_step(backend):
-    model = cnn()
-    return model, kiln.compile_train_step(model, F.cross_entropy, kiln.optim.SGD(model.parameters(), lr=0.05), backend=backend)
-
-
-def test_cnn_training_step_runs_in_onnxruntime_like_numpy():
-    require("onnxruntime")
-    (model, step), (ort_model, ort_step) = make_cnn_step("numpy"), make_cnn_step("onnxruntime")
-    rng = np.random.default_rng(0)
-    for _ in range(20):
-        x, y = rng.standard_normal((6, 1, 8, 8)).astype(np.float32), rng.integers(0, 10, 6)
-        np.testing.assert_allclose(ort_step(x, y), step(x, y), rtol=1e-4)
-    for name, value in model.state_dict().items():
-        np.testing.assert_allclose(ort_model.state_dict()[name], value, rtol=1e-4, atol=1e-5, err_msg=name)
-
-
 @pytest.mark.parametrize("stride, padding, dilation", [(1, 0, 1), (2, 1, 1), (1, 2, 2), (3, 1, 2)])
 def test_conv_gradients_lower_to_onnx_exactly(stride, padding, dilation):
     require("onnxruntime")

@@ -75,15 +75,6 @@ def batches(count, size=16):
     return [(rng.standard_normal((size, 64)).astype(np.float32), rng.integers(0, 10, size)) for _ in range(count)]
 
 
-def test_onnxruntime_backend_trains_like_numpy_for_50_sgd_steps():
-    require("onnxruntime")
-    (model, step), (ort_model, ort_step) = make_step("numpy"), make_step("onnxruntime")
-    for x, y in batches(50):
-        np.testing.assert_allclose(ort_step(x, y), step(x, y), rtol=1e-5)
-    for name, value in model.state_dict().items():
-        np.testing.assert_allclose(ort_model.state_dict()[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
-
-
 def test_training_step_graph_is_valid_standard_onnx_and_runs_in_the_reference_evaluator():
     onnx = require("onnx")
     from onnx.reference import ReferenceEvaluator
