@@ -1,15 +1,26 @@
 """Generates one straight-line Python function for a whole graph.
 
 ```python
-def mlp(x, w1, b1):
-    N = x.shape[0]
-    h = k_tensor_matmul(x, w1)
+def graph_train_step(v_x, v_w1, v_b1, v_lr):
+    dim_N = v_x.shape[0]
+    _pool = _pools.get((dim_N,))
+    if _pool is None:
+        _pool = _allocate((dim_N,))
+    b0, b1, = _pool
+    np.matmul(v_x, v_0, out=b0)          # fused.matmul: matmul, add, relu
+    np.add(b0, v_b1, out=b0)
+    np.maximum(b0, 0, out=b1)
     ...
-    return (loss, w1_new)
+    np.subtract(v_w1, b2, out=v_w1)      # a donated parameter, updated in place
+    return (v_loss, v_w1, )
 ```
 
-Kernels and constant attributes are bound in the function's namespace, so
-a call costs one NumPy call per op and nothing else. Attributes that mention
+With a memory plan (``plan-memory``), every op with an ``out=`` form writes
+into a buffer preallocated once per binding of the symbolic dims; a fused op
+is its sub-ops' statements, so its intermediates live in reused buffers too.
+Without one, each op is one kernel call that allocates its result. Kernels
+and constant attributes are bound in the function's namespace, so a call
+costs one NumPy call per op and nothing else. Attributes that mention
 symbolic dims are emitted as tuple expressions over the bound dims.
 """
 
@@ -18,9 +29,15 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from kiln.backends.base import LoweringTable
+import numpy as np
+
+from kiln.backends.base import LoweringTable, missing_lowering
+from kiln.backends.numpy.out_kernels import IN_PLACE, OUT_KERNELS, VIEWS
 from kiln.compiler.ir.core import Graph, Op, Value
-from kiln.compiler.ir.printer import assign_names
+from kiln.compiler.ir.printer import assign_names, unique_name, print_graph
+from kiln.compiler.ir.types import TensorType
+from kiln.compiler.ops.registry import has_trait
+from kiln.compiler.passes.plan_memory import MemoryPlan, Policy, Step, plan_memory
 
 
 def generate(graph: Graph, table: LoweringTable) -> tuple[str, dict[str, Any]]:
@@ -52,12 +69,7 @@ def variable_names(graph: Graph) -> dict[Value, str]:
     names: dict[Value, str] = {}
     used: set[str] = set()
     for value, printed in assign_names(graph).items():
-        base = "v_" + re.sub(r"\W", "_", printed)
-        name, suffix = base, 1
-        while name in used:
-            name, suffix = f"{base}_{suffix}", suffix + 1
-        used.add(name)
-        names[value] = name
+        names[value] = unique_name("v_" + re.sub(r"\W", "_", printed), used)
     return names
 
 
@@ -86,7 +98,7 @@ def _emit_op(index: int, op: Op, names: dict[Value, str], table: LoweringTable, 
 
 def _attr_expression(value: Any, name: str, namespace: dict[str, Any]) -> str:
     """A literal for tuples that contain symbolic dims, else a namespace constant."""
-    if isinstance(value, tuple) and _mentions_symbol(value):
+    if isinstance(value, tuple) and (_mentions_symbol(value) or all(type(item) is int for item in value)):
         return "(" + "".join(f"{_dim_expression(item)}, " for item in value) + ")"
     namespace[name] = value
     return name
@@ -103,3 +115,129 @@ def _dim_expression(item: Any) -> str:
 def symbol_variable(symbol: str) -> str:
     return f"dim_{symbol}"
 
+
+# The planned generator: buffers from the memory plan, fused ops as out= statements.
+
+
+def generate_planned(graph: Graph, table: LoweringTable, plan: MemoryPlan) -> tuple[str, dict[str, Any]]:
+    """Like ``generate``, with results written into the plan's buffers (see the module docstring)."""
+    emitter = _PlannedEmitter(graph, table, plan)
+    lines = [f"def {function_name(graph)}({', '.join(emitter.names[v] for v in graph.inputs)}):"]
+    lines += _bind_symbols(graph, emitter.names) + emitter.pool_lines()
+    for index, op in enumerate(graph.ops):
+        lines += ["    " + line for line in emitter.op_lines(index, op)]
+    outputs = "".join(f"{emitter.expressions[plan.key_of[v]]}, " for v in graph.outputs)
+    lines.append(f"    return ({outputs})")
+    return "\n".join(lines) + "\n", emitter.namespace
+
+
+class _PlannedEmitter:
+    """Statement emission for one graph under one memory plan."""
+
+    def __init__(self, graph: Graph, table: LoweringTable, plan: MemoryPlan):
+        self.graph, self.table, self.plan = graph, table, plan
+        self.names = variable_names(graph)
+        self.namespace: dict[str, Any] = {"np": np, "_pools": {}}
+        self.expressions: dict[Any, str] = {v: self.names[v] for v in graph.inputs}
+        self.symbols = _symbols(graph)
+
+    def pool_lines(self) -> list[str]:
+        if not self.plan.buffers:
+            return []
+        self.namespace["_allocate"] = _allocator(self.plan.buffers, self.symbols)
+        key = "(" + "".join(f"{symbol_variable(s)}, " for s in self.symbols) + ")"
+        unpack = "".join(f"b{i}, " for i in range(len(self.plan.buffers)))
+        return [f"    _pool = _pools.get({key})", "    if _pool is None:", f"        _pool = _pools[{key}] = _allocate({key})",
+                f"    {unpack}= _pool"]
+
+    def op_lines(self, index: int, op: Op) -> list[str]:
+        if has_trait(op.name, "fused"):
+            lines = [f"# {op.name}: {', '.join(op.attrs['ops'])}"]
+            for sub_index in range(len(op.attrs["ops"])):
+                lines += self.step_lines(f"{index}_{sub_index}", self.plan.step_by_key[(op, sub_index)])
+            return lines
+        if len(op.results) == 1:
+            return self.step_lines(str(index), self.plan.step_by_key[op.result])
+        return self.call_lines(str(index), op.name, [self.expressions[self.plan.key_of[v]] for v in op.operands], op.attrs,
+                               list(op.results))
+
+    def step_lines(self, tag: str, step: Step) -> list[str]:
+        arguments = [self.expressions[key] for key in step.operands]
+        if step.kind == "constant":
+            self.expressions[step.key] = _attr_expression(step.attrs["value"], f"c{tag}", self.namespace)
+            return []
+        if step.kind == "opaque" and step.op_name in VIEWS:
+            name = self.expressions[step.key] = self.value_name(tag, step.key)
+            literal = lambda value: _attr_expression(value, f"a{tag}", self.namespace)  # noqa: E731  (one attribute each)
+            return [f"{name} = {VIEWS[step.op_name](arguments, step.attrs, literal)}"]
+        if step.kind == "opaque":
+            return self.call_lines(tag, step.op_name, arguments, step.attrs, [step.key])
+        out, lines = self.storage(tag, step)
+        self.expressions[step.key] = out
+        return lines + OUT_KERNELS[step.op_name](arguments, out, step.attrs)
+
+    def storage(self, tag: str, step: Step) -> tuple[str, list[str]]:
+        """Where ``step`` writes: its buffer, a donated input, or a fresh array (a graph output)."""
+        if step.key in self.plan.buffer_of:
+            return f"b{self.plan.buffer_of[step.key]}", []
+        if step.key in self.plan.donated:
+            return self.names[self.graph.inputs[self.plan.donated[step.key]]], []
+        name = self.value_name(tag, step.key)
+        shape = "(" + "".join(f"{_dim_expression(d)}, " for d in step.type.shape) + ")"
+        return name, [f"{name} = np.empty({shape}, {step.type.dtype.numpy.name!r})"]
+
+    def call_lines(self, tag: str, op_name: str, arguments: list[str], attrs: dict[str, Any], keys: list[Any]) -> list[str]:
+        kernel = self.table.get(op_name)
+        if kernel is None:
+            op = next((o for o in self.graph.ops if o.name == op_name), None)
+            raise missing_lowering(self.table.backend, op or Op(op_name, [], []), self.graph, self.table.names())
+        kernel_name = "k_" + op_name.replace(".", "_")
+        self.namespace[kernel_name] = kernel
+        for key, value in attrs.items():
+            arguments = arguments + [f"{key}={_attr_expression(value, f'a{tag}_{key}', self.namespace)}"]
+        names = [self.value_name(f"{tag}_{i}", key) for i, key in enumerate(keys)]
+        for key, name in zip(keys, names):
+            self.expressions[key] = name
+        results = ", ".join(names) + ("," if len(names) > 1 else "")
+        return [f"{results} = {kernel_name}({', '.join(arguments)})"]
+
+    def value_name(self, tag: str, key: Any) -> str:
+        return self.names[key] if isinstance(key, Value) else f"s{tag}"
+
+
+def _symbols(graph: Graph) -> list[str]:
+    seen: list[str] = []
+    for value in graph.inputs:
+        seen += [d for d in value.type.symbols if d not in seen]
+    return seen
+
+
+def _allocator(buffers: list[TensorType], symbols: list[str]):
+    """``allocate(dims)``: one array per planned buffer for these values of the symbolic dims."""
+
+    def allocate(dims: tuple[int, ...]) -> tuple[np.ndarray, ...]:
+        bound = dict(zip(symbols, dims))
+        return tuple(np.empty(tuple(bound.get(d, d) for d in t.shape), t.dtype.numpy) for t in buffers)
+
+    return allocate
+
+
+def compile_planned(graph: Graph, table: LoweringTable, donations: dict[int, int]) -> tuple[Any, str]:
+    """Plan, generate and compile; a graph that prints the same as an earlier one reuses its code (fresh buffers)."""
+    key = (print_graph(graph), tuple(sorted(donations.items())), id(table))
+    if key not in _CODE_CACHE:
+        source, namespace = generate_planned(graph, table, plan_memory(graph, numpy_policy(), donations))
+        _CODE_CACHE[key] = (source, namespace, compile(source, f"<kiln:{graph.name}>", "exec"))
+    source, template, code = _CODE_CACHE[key]
+    namespace = {**template, "_pools": {}}
+    exec(code, namespace)
+    return namespace[function_name(graph)], source
+
+
+_CODE_CACHE: dict[tuple[Any, ...], tuple[str, dict[str, Any], Any]] = {}
+"""Generated code by graph text: compiling the same model again costs a lookup (and an ``exec``)."""
+
+
+def numpy_policy() -> Policy:
+    """What the planned generator can do: ops with an ``out=`` emitter write into buffers."""
+    return Policy(writes_into=OUT_KERNELS.__contains__, in_place=IN_PLACE.__contains__)

@@ -51,6 +51,36 @@ def _binary(kiln_op: str, numpy_fn: Any):
     return handle
 
 
+def _text(attrs: dict, key: str, default: str) -> str:
+    """A string attribute (ONNX stores them as bytes)."""
+    value = attrs.get(key, default)
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _optional(inputs: list[Any], index: int) -> Any:
+    """An optional input: ``None`` when absent or left empty."""
+    return inputs[index] if len(inputs) > index else None
+
+
+def _int64_labels(ctx: ImportContext, indices: Any, size: int) -> Value:
+    """Indices as int64 with negative ones counted from ``size`` (ONNX allows both)."""
+    labels = ctx.value(indices)
+    if labels.type.dtype.name != "i64":
+        labels = ctx.op("tensor.cast", labels, dtype="i64")
+    negative = ctx.op("tensor.less", labels, np.array(0, np.int64))
+    return ctx.op("tensor.where", negative, ctx.op("tensor.add", labels, np.array(size, np.int64)), labels)
+
+
+def _classes_to_axis(ctx: ImportContext, x: Value, axis: int) -> Value:
+    """Move the last axis (one_hot's classes) to ``axis``."""
+    rank = x.type.rank
+    if axis % rank == rank - 1:
+        return x
+    perm = list(range(rank - 1))
+    perm.insert(axis % rank, rank - 1)
+    return ctx.op("tensor.transpose", x, perm=tuple(perm))
+
+
 def _plain_known(item: Any) -> bool:
     return known(item) and not (isinstance(item, ShapeValue) and not all(isinstance(d, int) for d in item.dims))
 
@@ -325,23 +355,11 @@ def one_hot(ctx: ImportContext, node: Any, inputs: list[Any]) -> list[Any]:
     # one_hot(i) * (on - off) + off, negative indices counted from depth, class axis moved to `axis`
     indices, depth, values = inputs
     depth = int(as_array(depth, "OneHot depth").reshape(-1)[0])
-    off, on = (np.asarray(v) for v in as_array(values, "OneHot values").reshape(-1))
-    labels = ctx.op("tensor.cast", indices, dtype="i64") if _dtype_of(ctx, indices).name != "i64" else ctx.value(indices)
-    wrapped = ctx.op("tensor.where", ctx.op("tensor.less", labels, np.array(0, np.int64)), ctx.op("tensor.add", labels, np.array(depth, np.int64)), labels)
-    dtype = values.dtype if isinstance(values, np.ndarray) else np.asarray(values).dtype
-    hot = ctx.op("tensor.one_hot", wrapped, num_classes=depth, dtype=element_dtype_numpy(dtype))
-    scaled = ctx.op("tensor.add", ctx.op("tensor.mul", hot, np.asarray(on - off, dtype)), np.asarray(off, dtype))
-    rank = scaled.type.rank
-    axis = attributes(node).get("axis", -1) % rank
-    if axis == rank - 1:
-        return [scaled]
-    perm = list(range(rank - 1))
-    perm.insert(axis, rank - 1)
-    return [ctx.op("tensor.transpose", scaled, perm=tuple(perm))]
-
-
-def element_dtype_numpy(dtype: np.dtype) -> str:
-    return np.dtype(dtype).name
+    values = as_array(values, "OneHot values").reshape(-1)
+    off, on = values
+    hot = ctx.op("tensor.one_hot", _int64_labels(ctx, indices, depth), num_classes=depth, dtype=values.dtype.name)
+    scaled = ctx.op("tensor.add", ctx.op("tensor.mul", hot, np.asarray(on - off, values.dtype)), np.asarray(off, values.dtype))
+    return [_classes_to_axis(ctx, scaled, attributes(node).get("axis", -1))]
 
 
 @onnx_op("SoftmaxCrossEntropyLoss")
@@ -349,29 +367,20 @@ def softmax_cross_entropy(ctx: ImportContext, node: Any, inputs: list[Any]) -> l
     # loss_i = -w[y_i] * log_softmax(x)_i[y_i], zero where y_i == ignore_index; mean divides by sum of weights
     attrs = attributes(node)
     scores, labels = ctx.value(inputs[0]), ctx.value(inputs[1])
-    weights = inputs[2] if len(inputs) > 2 else None
+    weights = _optional(inputs, 2)
     log_prob = ctx.op("nn.log_softmax", scores, axis=1)
     classes = scores.type.shape[1]
     labels = ctx.op("tensor.cast", labels, dtype="i64") if labels.type.dtype.name != "i64" else labels
-    hot = _class_axis_first(ctx, ctx.op("tensor.one_hot", labels, num_classes=classes, dtype=scores.type.dtype))
+    hot = _classes_to_axis(ctx, ctx.op("tensor.one_hot", labels, num_classes=classes, dtype=scores.type.dtype), 1)
     picked = ctx.op("tensor.neg", ctx.op("tensor.reduce_sum", ctx.op("tensor.mul", hot, log_prob), axes=(1,)))
     weight = _sample_weights(ctx, hot, labels, weights, attrs.get("ignore_index"), scores)
     loss = ctx.op("tensor.mul", picked, weight)
-    reduction = attrs.get("reduction", b"mean")
-    reduction = reduction.decode() if isinstance(reduction, bytes) else reduction
+    reduction = _text(attrs, "reduction", "mean")
     if reduction == "sum":
         loss = ctx.op("tensor.reduce_sum", loss)
     elif reduction == "mean":
         loss = ctx.op("tensor.div", ctx.op("tensor.reduce_sum", loss), ctx.op("tensor.reduce_sum", weight))
     return [loss, log_prob]
-
-
-def _class_axis_first(ctx: ImportContext, hot: Value) -> Value:
-    """one_hot puts classes last; SoftmaxCrossEntropyLoss has them at axis 1."""
-    rank = hot.type.rank
-    if rank == 2:
-        return hot
-    return ctx.op("tensor.transpose", hot, perm=(0, rank - 1) + tuple(range(1, rank - 1)))
 
 
 def _sample_weights(ctx: ImportContext, hot: Value, labels: Value, weights: Any, ignore_index: Any, scores: Value) -> Value:
@@ -390,8 +399,7 @@ def _sample_weights(ctx: ImportContext, hot: Value, labels: Value, weights: Any,
 @onnx_op("Clip")
 def clip(ctx: ImportContext, node: Any, inputs: list[Any]) -> list[Any]:
     x = ctx.value(inputs[0])
-    low = inputs[1] if len(inputs) > 1 else None
-    high = inputs[2] if len(inputs) > 2 else None
+    low, high = _optional(inputs, 1), _optional(inputs, 2)
     if low is not None:
         x = ctx.op("tensor.maximum", x, ctx.op("tensor.cast", low, dtype=x.type.dtype) if isinstance(low, Value) else np.asarray(low, x.type.dtype.numpy))
     if high is not None:
@@ -419,8 +427,7 @@ def _symmetric_2d(node: Any, attrs: dict, x: Value) -> tuple[int, int]:
     """The (h, w) padding of a 2-D window op; refuses what kiln's conv and pool ops cannot express."""
     if x.type.rank != 4:
         raise _refuse(node, f"on rank-{x.type.rank} input (only 2-D NCHW)")
-    auto_pad = attrs.get("auto_pad", b"NOTSET")
-    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+    auto_pad = _text(attrs, "auto_pad", "NOTSET")
     if auto_pad not in ("NOTSET", "VALID"):
         raise _refuse(node, f"with auto_pad={auto_pad}")
     pads = list(attrs.get("pads", [0, 0, 0, 0])) if auto_pad == "NOTSET" else [0, 0, 0, 0]
@@ -440,9 +447,10 @@ def conv(ctx: ImportContext, node: Any, inputs: list[Any]) -> list[Any]:
 
 
 def _add_channel_bias(ctx: ImportContext, out: Value, inputs: list[Any]) -> Value:
-    if len(inputs) < 3 or inputs[2] is None:
+    bias = _optional(inputs, 2)
+    if bias is None:
         return out
-    return ctx.op("tensor.add", out, ctx.op("tensor.reshape", inputs[2], shape=(1, out.type.shape[1], 1, 1)))
+    return ctx.op("tensor.add", out, ctx.op("tensor.reshape", bias, shape=(1, out.type.shape[1], 1, 1)))
 
 
 @onnx_op("ConvTranspose")
@@ -497,8 +505,7 @@ def average_pool(ctx: ImportContext, node: Any, inputs: list[Any]) -> list[Any]:
 
 @onnx_op("Gelu")
 def gelu(ctx: ImportContext, node: Any, inputs: list[Any]) -> list[Any]:
-    approximate = attributes(node).get("approximate", b"none")
-    return [ctx.op("nn.gelu", inputs[0], approximate=approximate.decode() if isinstance(approximate, bytes) else approximate)]
+    return [ctx.op("nn.gelu", inputs[0], approximate=_text(attributes(node), "approximate", "none"))]
 
 
 @onnx_op("LayerNormalization")
@@ -513,7 +520,7 @@ def layer_normalization(ctx: ImportContext, node: Any, inputs: list[Any]) -> lis
     variance = ctx.op("tensor.reduce_mean", ctx.op("tensor.mul", centered, centered), axes=axes, keepdims=True)
     inverse_std = ctx.op("tensor.div", np.array(1, x.type.dtype.numpy), ctx.op("tensor.sqrt", ctx.op("tensor.add", variance, np.array(eps, x.type.dtype.numpy))))
     y = ctx.op("tensor.mul", ctx.op("tensor.mul", centered, inverse_std), inputs[1])
-    if len(inputs) > 2 and inputs[2] is not None:
+    if _optional(inputs, 2) is not None:
         y = ctx.op("tensor.add", y, inputs[2])
     return [y, mean, inverse_std]
 
@@ -522,8 +529,8 @@ def layer_normalization(ctx: ImportContext, node: Any, inputs: list[Any]) -> lis
 def slice_(ctx: ImportContext, node: Any, inputs: list[Any]) -> list[Any]:
     x = ctx.value(inputs[0])
     starts, ends = (as_array(i, "Slice bounds").reshape(-1) for i in inputs[1:3])
-    axes = as_array(inputs[3], "Slice axes").reshape(-1) if len(inputs) > 3 and inputs[3] is not None else np.arange(len(starts))
-    steps = as_array(inputs[4], "Slice steps").reshape(-1) if len(inputs) > 4 and inputs[4] is not None else np.ones(len(starts), np.int64)
+    axes = as_array(inputs[3], "Slice axes").reshape(-1) if _optional(inputs, 3) is not None else np.arange(len(starts))
+    steps = as_array(inputs[4], "Slice steps").reshape(-1) if _optional(inputs, 4) is not None else np.ones(len(starts), np.int64)
     for start, end, axis, step in zip(starts, ends, axes, steps):
         axis = int(axis) % x.type.rank
         if step < 1:
@@ -539,13 +546,13 @@ def slice_(ctx: ImportContext, node: Any, inputs: list[Any]) -> list[Any]:
 @onnx_op("Pad")
 def pad(ctx: ImportContext, node: Any, inputs: list[Any]) -> list[Any]:
     attrs = attributes(node)
-    mode = attrs.get("mode", b"constant")
-    if (mode.decode() if isinstance(mode, bytes) else mode) != "constant":
+    mode = _text(attrs, "mode", "constant")
+    if mode != "constant":
         raise _refuse(node, f"mode {mode!r} (only constant)")
     x = ctx.value(inputs[0])
     pads = as_array(inputs[1], "Pad pads").reshape(-1).tolist()
-    value = float(as_array(inputs[2], "Pad value").reshape(-1)[0]) if len(inputs) > 2 and inputs[2] is not None else 0.0
-    axes = as_array(inputs[3], "Pad axes").reshape(-1).tolist() if len(inputs) > 3 and inputs[3] is not None else list(range(x.type.rank))
+    value = float(as_array(inputs[2], "Pad value").reshape(-1)[0]) if _optional(inputs, 2) is not None else 0.0
+    axes = as_array(inputs[3], "Pad axes").reshape(-1).tolist() if _optional(inputs, 3) is not None else list(range(x.type.rank))
     low, high = [0] * x.type.rank, [0] * x.type.rank
     for k, axis in enumerate(axes):
         low[axis % x.type.rank], high[axis % x.type.rank] = pads[k], pads[k + len(axes)]
@@ -564,7 +571,7 @@ def argmax(ctx: ImportContext, node: Any, inputs: list[Any]) -> list[Any]:
 
 @onnx_op("Trilu")
 def trilu(ctx: ImportContext, node: Any, inputs: list[Any]) -> list[Any]:
-    k = int(as_array(inputs[1], "Trilu k").reshape(-1)[0]) if len(inputs) > 1 and inputs[1] is not None else 0
+    k = int(as_array(inputs[1], "Trilu k").reshape(-1)[0]) if _optional(inputs, 1) is not None else 0
     return [ctx.op("tensor.triu" if attributes(node).get("upper", 1) else "tensor.tril", inputs[0], k=k)]
 
 
@@ -572,19 +579,14 @@ def trilu(ctx: ImportContext, node: Any, inputs: list[Any]) -> list[Any]:
 def scatter_elements(ctx: ImportContext, node: Any, inputs: list[Any]) -> list[Any]:
     # out = data + sum_i onehot(indices_i) * updates_i along axis (reduction="add" only)
     attrs = attributes(node)
-    reduction = attrs.get("reduction", b"none")
-    if (reduction.decode() if isinstance(reduction, bytes) else reduction) != "add":
+    reduction = _text(attrs, "reduction", "none")
+    if reduction != "add":
         raise _refuse(node, f"with reduction={reduction!r} (only add)")
     data, indices, updates = (ctx.value(i) for i in inputs)
     axis = attrs.get("axis", 0) % data.type.rank
     if any(a != b for i, (a, b) in enumerate(zip(indices.type.shape, data.type.shape)) if i != axis):
         raise _refuse(node, f"with indices {indices.type} narrower than data {data.type} off the axis")
     size = data.type.shape[axis]
-    labels = ctx.op("tensor.cast", indices, dtype="i64") if indices.type.dtype.name != "i64" else indices
-    labels = ctx.op("tensor.where", ctx.op("tensor.less", labels, np.array(0, np.int64)), ctx.op("tensor.add", labels, np.array(size, np.int64)), labels)
-    hot = ctx.op("tensor.one_hot", labels, num_classes=size, dtype=data.type.dtype)
+    hot = ctx.op("tensor.one_hot", _int64_labels(ctx, indices, size), num_classes=size, dtype=data.type.dtype)
     summed = ctx.op("tensor.reduce_sum", ctx.op("tensor.mul", hot, ctx.op("tensor.reshape", updates, shape=updates.type.shape + (1,))), axes=(axis,))
-    rank = data.type.rank
-    perm = list(range(rank - 1))
-    perm.insert(axis, rank - 1)
-    return [ctx.op("tensor.add", data, ctx.op("tensor.transpose", summed, perm=tuple(perm)))]
+    return [ctx.op("tensor.add", data, _classes_to_axis(ctx, summed, axis))]

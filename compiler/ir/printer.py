@@ -54,12 +54,17 @@ def assign_names(graph: Graph) -> dict[Value, str]:
             while str(counter) in used:
                 counter += 1
             base = str(counter)
-        name, suffix = base, 1
-        while name in used:
-            name, suffix = f"{base}_{suffix}", suffix + 1
-        used.add(name)
-        names[value] = name
+        names[value] = unique_name(base, used)
     return names
+
+
+def unique_name(base: str, used: set[str]) -> str:
+    """``base``, or ``base_1``, ``base_2``... whichever is free first; the name is added to ``used``."""
+    name, suffix = base, 1
+    while name in used:
+        name, suffix = f"{base}_{suffix}", suffix + 1
+    used.add(name)
+    return name
 
 
 def format_op(op: Op, names: Mapping[Value, str]) -> str:
