@@ -82,3 +82,50 @@ def train_test_split(x: np.ndarray, y: np.ndarray, test_fraction: float = 0.2, s
     cut = int(round(len(x) * (1 - test_fraction)))
     train, test = order[:cut], order[cut:]
     return x[train], y[train], x[test], y[test]
+
+
+def load_npz(path: str, keys: tuple[str, ...] = ("x", "y")) -> tuple[np.ndarray, ...]:
+    """The arrays ``keys`` of an ``.npz`` file, read with ``allow_pickle=False`` (object arrays are refused)."""
+    if not os.path.exists(path):
+        raise DataError(f"NPZ file {path} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            missing = [key for key in keys if key not in archive.files]
+            if missing:
+                raise DataError(f"{path} has no array {missing[0]!r}; it holds {archive.files}; pass keys=(...) naming them")
+            return tuple(archive[key] for key in keys)
+    except DataError:
+        raise
+    except Exception as error:  # zipfile, ValueError (pickled objects), OSError: all mean a bad file
+        raise DataError(f"{path} is not a readable NPZ file ({type(error).__name__}: {error})") from error
+
+
+def load_csv(path: str, label_column: int = -1, delimiter: str = ",", skip_header: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """A numeric CSV as float32 features and int64 labels (``label_column``); a header row is detected and skipped."""
+    if not os.path.exists(path):
+        raise DataError(f"CSV file {path} does not exist")
+    with open(path, encoding="utf-8") as file:
+        lines = [line for line in file.read().splitlines() if line.strip()]
+    if skip_header is None:
+        skip_header = bool(lines) and not _is_numeric_row(lines[0], delimiter)
+    rows = [_parse_row(line, delimiter, path, number) for number, line in enumerate(lines[int(skip_header):], 1 + int(skip_header))]
+    if not rows or len({len(row) for row in rows}) != 1:
+        raise DataError(f"{path}: expected rows of equally many numbers, found lengths {sorted({len(r) for r in rows})}")
+    table = np.array(rows, dtype=np.float64)
+    labels = table[:, label_column]
+    return np.delete(table, label_column % table.shape[1], axis=1).astype(np.float32), labels.astype(np.int64)
+
+
+def _is_numeric_row(line: str, delimiter: str) -> bool:
+    try:
+        [float(cell) for cell in line.split(delimiter)]
+        return True
+    except ValueError:
+        return False
+
+
+def _parse_row(line: str, delimiter: str, path: str, number: int) -> list[float]:
+    try:
+        return [float(cell) for cell in line.split(delimiter)]
+    except ValueError as error:
+        raise DataError(f"{path}:{number}: not a row of numbers ({error}): {line[:80]!r}") from error

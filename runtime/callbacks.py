@@ -1,0 +1,140 @@
+"""Callbacks for ``kiln.fit``: hooks at the start, after each step, after each epoch and at the end.
+
+```python
+kiln.fit(step, train, epochs=50, eval_loader=test,
+         callbacks=[EarlyStopping("val_loss", patience=3), LogWriter("run/log.jsonl"), LossCurve("run/loss.png")])
+```
+
+A callback sees the run (``run.step``, ``run.epoch``, ``run.history``) and
+may set ``run.should_stop = True`` to end training after the current epoch.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from kiln.compiler.errors import KilnError
+
+if TYPE_CHECKING:
+    from kiln.runtime.trainer import FitRun, History
+
+
+class Callback:
+    """Override the hooks you need; each does nothing by default."""
+
+    def on_train_begin(self, run: "FitRun") -> None:
+        pass
+
+    def on_step_end(self, run: "FitRun", record: dict[str, Any]) -> None:
+        pass
+
+    def on_epoch_end(self, run: "FitRun", record: dict[str, Any]) -> None:
+        pass
+
+    def on_train_end(self, run: "FitRun") -> None:
+        pass
+
+
+@dataclass
+class EarlyStopping(Callback):
+    """Stop when ``monitor`` (an epoch record key: ``val_loss``, ``val_accuracy``...) has not improved for ``patience`` epochs."""
+
+    monitor: str = "val_loss"
+    patience: int = 3
+    mode: str = "auto"
+    """``min``, ``max``, or ``auto``: max for accuracy-like names, min otherwise."""
+    min_delta: float = 0.0
+    best: float | None = None
+    wait: int = 0
+
+    def on_epoch_end(self, run: "FitRun", record: dict[str, Any]) -> None:
+        if self.monitor not in record:
+            raise KilnError(f"EarlyStopping monitors {self.monitor!r}, but the epoch record has only {sorted(record)}; pass eval_loader= for val_* keys")
+        value = record[self.monitor]
+        if self.best is None or self._improved(value):
+            self.best, self.wait = value, 0
+            return
+        self.wait += 1
+        if self.wait >= self.patience:
+            run.should_stop = True
+
+    def _improved(self, value: float) -> bool:
+        maximize = self.mode == "max" or (self.mode == "auto" and "acc" in self.monitor)
+        return value > self.best + self.min_delta if maximize else value < self.best - self.min_delta
+
+
+@dataclass
+class LogWriter(Callback):
+    """Append records to a JSONL file (every step and epoch) or a CSV file (one row per epoch), by extension."""
+
+    path: str
+    _columns: list[str] | None = field(default=None, repr=False)
+
+    def on_train_begin(self, run: "FitRun") -> None:
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+
+    def on_step_end(self, run: "FitRun", record: dict[str, Any]) -> None:
+        if not self._is_csv():
+            self._append_json({"kind": "step", **record})
+
+    def on_epoch_end(self, run: "FitRun", record: dict[str, Any]) -> None:
+        if self._is_csv():
+            self._append_csv(record)
+        else:
+            self._append_json({"kind": "epoch", **record})
+
+    def _is_csv(self) -> bool:
+        return self.path.endswith(".csv")
+
+    def _append_json(self, record: dict[str, Any]) -> None:
+        with open(self.path, "a", encoding="utf-8") as file:
+            file.write(json.dumps(record) + "\n")
+
+    def _append_csv(self, record: dict[str, Any]) -> None:
+        new_file = not os.path.exists(self.path) or os.path.getsize(self.path) == 0
+        self._columns = self._columns or list(record)
+        with open(self.path, "a", newline="", encoding="utf-8") as file:
+            writer = csv.DictWriter(file, fieldnames=self._columns, extrasaction="ignore")
+            if new_file:
+                writer.writeheader()
+            writer.writerow(record)
+
+
+@dataclass
+class LossCurve(Callback):
+    """Redraw the loss curve (training loss per step, validation loss per epoch) as a PNG after each epoch."""
+
+    path: str
+
+    def on_epoch_end(self, run: "FitRun", record: dict[str, Any]) -> None:
+        plot_loss_curve(run.history, self.path)
+
+
+def plot_loss_curve(history: "History", path: str) -> None:
+    """Write the training (per step) and validation (per epoch) loss of ``history`` to ``path`` (PNG)."""
+    figure = new_figure(figsize=(6, 4), dpi=100)
+    axes = figure.subplots()
+    axes.plot([r["step"] for r in history.steps], [r["loss"] for r in history.steps], lw=0.8, label="train loss")
+    validation = [(r["step"], r["val_loss"]) for r in history.epochs if math.isfinite(r.get("val_loss", math.nan))]
+    if validation:
+        axes.plot(*zip(*validation), marker="o", label="validation loss")
+    axes.set_xlabel("step")
+    axes.set_ylabel("loss")
+    axes.legend()
+    figure.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    figure.savefig(path)
+
+
+def new_figure(**options: Any) -> Any:
+    """A matplotlib ``Figure`` drawn off-screen (no pyplot, so no global backend state changes)."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as error:
+        raise KilnError("drawing plots needs matplotlib: pip install 'kiln[data]'") from error
+    return Figure(**options)

@@ -1,0 +1,168 @@
+"""Training checkpoints: the step's state plus a manifest and a checksum, kept as a rolling set of files.
+
+```python
+manager = CheckpointManager("runs/digits", keep=3)
+path = manager.save(step, {"epoch": 2, "batch": 10})   # runs/digits/checkpoint-00000130.npz
+progress = manager.restore(step)                        # newest valid checkpoint -> step; returns the progress dict
+```
+
+Each file is written by ``kiln.runtime.checkpoint.save`` (NPZ, ``allow_pickle=False``,
+temporary file + fsync + rename) and holds ``{"manifest": ..., "train": step.state_dict(),
+"progress": ...}``. The manifest records the model and optimizer configuration, the update
+count, the initialisation RNG state, the kiln version and a SHA-256 over everything else,
+so a truncated file or a flipped byte is reported by name instead of resuming from garbage.
+A new checkpoint gets a new name; older ones are pruned only after it is written and read
+back, so the last good checkpoint is never lost.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import re
+import warnings
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+
+from kiln.compiler.errors import CheckpointError
+from kiln.frontend import init
+from kiln.runtime import checkpoint
+
+FORMAT = "kiln-training-checkpoint"
+_NAME = re.compile(r"checkpoint-(\d+)\.npz$")
+
+
+def kiln_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("kiln")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def manifest_of(step: Any) -> dict[str, Any]:
+    """What the checkpoint was made from: configuration, update count, RNG state, kiln version."""
+    optimizer = step.optimizer
+    return {
+        "format": FORMAT,
+        "kiln_version": kiln_version(),
+        "model": {"class": type(step.model).__name__, "repr": repr(step.model)},
+        "optimizer": {"class": type(optimizer).__name__, "defaults": dict(optimizer.defaults)},
+        "step": int(optimizer.step_count),
+        "step_options": {"seed": getattr(step, "seed", 0), "loss_scale": getattr(step, "loss_scale", None)},
+        "rng": init.rng_state(),
+    }
+
+
+def save_training_checkpoint(path: str, step: Any, progress: Mapping[str, Any] | None = None) -> None:
+    """Write ``step``'s state, its manifest, ``progress`` (JSON-like) and the checksum to ``path`` atomically."""
+    tree = {"manifest": manifest_of(step), "train": step.state_dict(), "progress": dict(progress or {})}
+    tree["manifest"]["sha256"] = checksum(tree)
+    checkpoint.save(path, tree)
+
+
+def load_training_checkpoint(path: str) -> dict[str, Any]:
+    """The verified tree at ``path``; ``CheckpointError`` names the file when it is missing, truncated or altered."""
+    if not os.path.exists(path):
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        tree = checkpoint.load(path)
+    except CheckpointError:
+        raise
+    except Exception as error:  # a damaged zip can raise NotImplementedError, RuntimeError, zlib.error...
+        raise CheckpointError(f"{path} is not a readable kiln checkpoint ({type(error).__name__}: {error}); resume from an older checkpoint") from error
+    manifest = tree.get("manifest") if isinstance(tree, dict) else None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is a kiln file but not a training checkpoint (no {FORMAT!r} manifest); load it with kiln.runtime.checkpoint.load")
+    expected = manifest.pop("sha256", None)
+    if expected != checksum(tree):
+        raise CheckpointError(f"{path} is corrupted: its SHA-256 does not match the one recorded when it was written; resume from an older checkpoint")
+    return tree
+
+
+def restore_training_checkpoint(path: str, step: Any) -> dict[str, Any]:
+    """Load ``path`` into ``step`` (parameters, optimizer state, RNG, loss scale); returns the saved progress."""
+    tree = load_training_checkpoint(path)
+    manifest = tree["manifest"]
+    if manifest["optimizer"]["class"] != type(step.optimizer).__name__:
+        raise CheckpointError(f"{path} was written by a {manifest['optimizer']['class']} optimizer, this step uses {type(step.optimizer).__name__}")
+    try:
+        step.load_state_dict(tree["train"])
+    except Exception as error:  # a model or optimizer that does not fit the saved state: say which file
+        raise CheckpointError(f"{path} does not fit this model/optimizer: {error}") from error
+    init.set_rng_state(manifest["rng"])
+    if manifest["step_options"].get("loss_scale") is not None:
+        step.loss_scale = manifest["step_options"]["loss_scale"]
+    return tree["progress"]
+
+
+def checksum(tree: Any) -> str:
+    """SHA-256 over every array (path, dtype, shape, bytes) and every scalar of ``tree``, in order."""
+    digest = hashlib.sha256()
+    _feed(digest, tree, "")
+    return digest.hexdigest()
+
+
+def _feed(digest: Any, node: Any, path: str) -> None:
+    if isinstance(node, (np.ndarray, np.generic)):
+        array = np.ascontiguousarray(node)
+        digest.update(f"{path}|{array.dtype.str}|{array.shape}|".encode())
+        digest.update(array.tobytes())
+    elif isinstance(node, Mapping):
+        for key, value in node.items():
+            _feed(digest, value, f"{path}/{key}")
+    elif isinstance(node, (list, tuple)):
+        for index, value in enumerate(node):
+            _feed(digest, value, f"{path}/{index}")
+    else:
+        digest.update(f"{path}={json.dumps(node)}|".encode())
+
+
+@dataclass
+class CheckpointManager:
+    """Numbered checkpoints in ``directory``; ``keep`` newest are kept (0 keeps all)."""
+
+    directory: str
+    keep: int = 3
+
+    def path_for(self, update: int) -> str:
+        return os.path.join(self.directory, f"checkpoint-{update:08d}.npz")
+
+    def checkpoints(self) -> list[str]:
+        """Checkpoint files, oldest first (by update count)."""
+        paths = [p for p in glob.glob(os.path.join(self.directory, "checkpoint-*.npz")) if _NAME.search(p)]
+        return sorted(paths, key=lambda p: int(_NAME.search(p).group(1)))
+
+    def save(self, step: Any, progress: Mapping[str, Any] | None = None) -> str:
+        """Write a checkpoint for the step's current update count, verify it, then prune old ones."""
+        os.makedirs(self.directory, exist_ok=True)
+        path = self.path_for(int(step.optimizer.step_count))
+        save_training_checkpoint(path, step, progress)
+        load_training_checkpoint(path)  # read back before anything older is removed
+        self._prune()
+        return path
+
+    def latest_valid(self) -> str | None:
+        """The newest checkpoint that loads and verifies; a bad newer one is reported with a warning and skipped."""
+        for path in reversed(self.checkpoints()):
+            try:
+                load_training_checkpoint(path)
+                return path
+            except CheckpointError as error:
+                warnings.warn(f"skipping a bad checkpoint: {error}", stacklevel=2)
+        return None
+
+    def restore(self, step: Any, path: str | None = None) -> dict[str, Any] | None:
+        """Restore ``path`` (default: the newest valid checkpoint) into ``step``; None when there is none."""
+        path = path or self.latest_valid()
+        return None if path is None else restore_training_checkpoint(path, step)
+
+    def _prune(self) -> None:
+        if self.keep > 0:
+            for path in self.checkpoints()[: -self.keep]:
+                os.unlink(path)

@@ -1,0 +1,210 @@
+"""``kiln.fit``: the training loop around a compiled step, with evaluation, progress, logs and checkpoints.
+
+```python
+step = kiln.compile_train_step(model, F.cross_entropy, kiln.optim.SGD(model.parameters(), lr=0.1))
+history = kiln.fit(step, DataLoader(ArrayDataset(x, y), batch_size=32, shuffle=True), epochs=20,
+                   eval_loader=DataLoader(ArrayDataset(x_test, y_test), batch_size=256), metrics=["accuracy"],
+                   callbacks=[EarlyStopping("val_accuracy", patience=3)],
+                   checkpoint_dir="runs/digits", checkpoint_every=100, resume=True,
+                   log_path="runs/digits/log.jsonl", plot_path="runs/digits/loss.png")
+```
+
+Each batch from the loader is a tuple ``(*inputs, target)`` passed to
+``step(*batch)``. With ``checkpoint_dir`` a checkpoint is written every
+``checkpoint_every`` updates and at the end of every epoch; ``resume=True``
+continues from the newest valid one there: the parameters, optimizer state,
+RNG state and the loader position are restored, so the losses after a resume
+equal those of a run that was never interrupted.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from kiln.compiler.errors import KilnError
+from kiln.frontend.module import Module
+from kiln.runtime.callbacks import Callback, LogWriter, LossCurve
+from kiln.runtime.checkpoint_manager import CheckpointManager, load_training_checkpoint
+from kiln.runtime.compiled_function import CompiledFunction
+from kiln.runtime.data.loader import DataLoader, check_loader_state, loader_state
+from kiln.runtime.metrics import Metric, make_metrics
+
+
+@dataclass
+class History:
+    """What a run did: one record per step (``step``, ``epoch``, ``loss``) and per epoch (means, validation, metrics)."""
+
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+    stopped_early: bool = False
+
+    @property
+    def losses(self) -> list[float]:
+        return [record["loss"] for record in self.steps]
+
+
+@dataclass
+class FitRun:
+    """The state callbacks see: the step, where the run is, what it recorded, and the stop flag."""
+
+    step: Any
+    loader: DataLoader
+    epoch: int = 0
+    batch: int = 0
+    """Batches of ``epoch`` done (the loader resumes from this one)."""
+    history: History = field(default_factory=History)
+    should_stop: bool = False
+    epoch_losses: list[float] = field(default_factory=list)
+
+
+def fit(
+    step: Any, train_loader: DataLoader, epochs: int = 1, eval_loader: DataLoader | None = None, metrics: Sequence[Any] = (),
+    callbacks: Sequence[Callback] = (), checkpoint_dir: str | None = None, checkpoint_every: int | None = None,
+    keep_checkpoints: int = 3, resume: bool = False, log_path: str | None = None, plot_path: str | None = None,
+    progress: bool | None = None,
+) -> History:
+    """Train ``step`` over ``train_loader`` for ``epochs``; returns the ``History`` (see the module docstring)."""
+    if resume and checkpoint_dir is None:
+        raise KilnError("fit(resume=True) needs checkpoint_dir= naming the folder of the run's checkpoints")
+    run = FitRun(step, train_loader)
+    manager = CheckpointManager(checkpoint_dir, keep_checkpoints) if checkpoint_dir else None
+    if resume:
+        _resume(run, manager)
+    callbacks = list(callbacks) + ([LogWriter(log_path)] if log_path else []) + ([LossCurve(plot_path)] if plot_path else [])
+    evaluator = Evaluator(step, make_metrics(metrics)) if eval_loader is not None else None
+    for callback in callbacks:
+        callback.on_train_begin(run)
+    bar = _progress_bar(progress, len(train_loader) * epochs, len(train_loader) * run.epoch + run.batch)
+    try:
+        while run.epoch < epochs and not run.should_stop:
+            _train_epoch(run, callbacks, manager, checkpoint_every, bar)
+            if run.should_stop and run.batch < len(train_loader):
+                break  # a callback stopped mid-epoch: no epoch record for a partial epoch
+            _finish_epoch(run, evaluator, eval_loader, callbacks, manager)
+    finally:
+        if bar is not None:
+            bar.close()
+    run.history.stopped_early = run.should_stop
+    for callback in callbacks:
+        callback.on_train_end(run)
+    return run.history
+
+
+def _train_epoch(run: FitRun, callbacks: list[Callback], manager: CheckpointManager | None, every: int | None, bar: Any) -> None:
+    for batch in run.loader.iterate(run.epoch, start=run.batch):
+        started = time.perf_counter()
+        loss = run.step(*batch)
+        elapsed = time.perf_counter() - started
+        run.batch += 1
+        run.epoch_losses.append(loss)
+        record = {"step": int(run.step.optimizer.step_count), "epoch": run.epoch, "loss": loss}
+        run.history.steps.append(record)
+        _advance(bar, loss, len(batch[0]) / max(elapsed, 1e-9))
+        for callback in callbacks:
+            callback.on_step_end(run, record)
+        if manager is not None and every and record["step"] % every == 0 and run.batch < len(run.loader):
+            _save(run, manager)
+        if run.should_stop:
+            return
+
+
+def _finish_epoch(run: FitRun, evaluator: "Evaluator | None", eval_loader: DataLoader | None, callbacks: list[Callback],
+                  manager: CheckpointManager | None) -> None:
+    record = {"epoch": run.epoch, "step": int(run.step.optimizer.step_count), "loss": float(np.mean(run.epoch_losses)) if run.epoch_losses else math.nan}
+    if evaluator is not None:
+        record.update(evaluator.evaluate(eval_loader))
+    run.history.epochs.append(record)
+    run.epoch, run.batch, run.epoch_losses = run.epoch + 1, 0, []
+    for callback in callbacks:
+        callback.on_epoch_end(run, record)
+    if manager is not None:
+        _save(run, manager)
+
+
+def _save(run: FitRun, manager: CheckpointManager) -> None:
+    progress = {"loader": loader_state(run.loader, run.epoch, run.batch), "epoch_losses": list(run.epoch_losses),
+                "history": {"steps": run.history.steps, "epochs": run.history.epochs}}
+    manager.save(run.step, progress)
+
+
+def _resume(run: FitRun, manager: CheckpointManager) -> None:
+    path = manager.latest_valid()
+    if path is None:
+        return  # nothing saved yet: a fresh start
+    progress = load_training_checkpoint(path)["progress"]
+    check_loader_state(run.loader, progress["loader"], path)  # before anything is restored
+    manager.restore(run.step, path)
+    run.epoch, run.batch = progress["loader"]["epoch"], progress["loader"]["batch"]
+    run.epoch_losses = list(progress["epoch_losses"])
+    run.history = History(list(progress["history"]["steps"]), list(progress["history"]["epochs"]))
+
+
+# --- evaluation -----------------------------------------------------------------------------------
+
+
+class _WithLoss(Module):
+    """``(*inputs, target) -> (model outputs, loss)``: one compiled graph gives metrics their outputs and the loss."""
+
+    def __init__(self, model: Any, loss_fn: Any):
+        super().__init__()
+        self.model = model
+        object.__setattr__(self, "loss_fn", loss_fn)
+
+    def forward(self, *inputs: Any) -> Any:
+        outputs = self.model(*inputs[:-1])
+        return outputs, self.loss_fn(outputs, inputs[-1])
+
+
+class Evaluator:
+    """Mean loss and metrics of a step's model over a loader, in eval mode, through a compiled forward."""
+
+    def __init__(self, step: Any, metrics: list[Metric]):
+        self.step, self.metrics = step, metrics
+        self.function = CompiledFunction(_WithLoss(step.model, step.loss_fn), backend=step.backend)
+
+    def evaluate(self, loader: DataLoader) -> dict[str, float]:
+        model = self.step.model
+        was_training = getattr(model, "training", True)
+        model.eval()
+        try:
+            return self._evaluate(loader)
+        finally:
+            model.train(was_training)
+
+    def _evaluate(self, loader: DataLoader) -> dict[str, float]:
+        for metric in self.metrics:
+            metric.reset()
+        total, count = 0.0, 0
+        for batch in loader.iterate(0):
+            outputs, loss = self.function(*batch)
+            total, count = total + float(loss) * len(batch[0]), count + len(batch[0])
+            for metric in self.metrics:
+                metric.update(outputs, batch[-1])
+        return {"val_loss": total / max(count, 1), **{f"val_{m.name}": m.compute() for m in self.metrics}}
+
+
+# --- progress --------------------------------------------------------------------------------------
+
+
+def _progress_bar(progress: bool | None, total: int, done: int) -> Any:
+    """A tqdm bar when asked for (``progress=True``) or, by default, when tqdm is installed; None otherwise."""
+    if progress is False:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError as error:
+        if progress:
+            raise KilnError("fit(progress=True) needs tqdm: pip install 'kiln[data]'") from error
+        return None
+    return tqdm(total=total, initial=done, unit="step", dynamic_ncols=True, leave=True)
+
+
+def _advance(bar: Any, loss: float, samples_per_second: float) -> None:
+    if bar is not None:
+        bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{samples_per_second:,.0f}", refresh=False)
+        bar.update(1)
