@@ -1,0 +1,136 @@
+"""NumPy kernels of the extra ``tensor`` primitives and the transformer composites, in the one ``NUMPY`` table."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from kiln.backends.numpy.lowering import NUMPY
+
+NUMPY.register("tensor.abs")(np.abs)
+
+
+def _erf_kernel():
+    """NumPy has no erf: SciPy's when installed (vectorized), else ``math.erf`` per element (correctly rounded, slow)."""
+    try:
+        from scipy.special import erf as scipy_erf
+    except ImportError:
+        scalar = np.frompyfunc(math.erf, 1, 1)
+        return lambda x: np.asarray(scalar(x), dtype=np.asarray(x).dtype)
+    return lambda x: scipy_erf(x).astype(np.asarray(x).dtype, copy=False)
+
+
+NUMPY.register("tensor.erf")(erf := _erf_kernel())
+
+
+@NUMPY.register("tensor.rsqrt")
+def rsqrt(x):
+    return 1 / np.sqrt(x)
+
+
+@NUMPY.register("tensor.clip")
+def clip(x, *, min, max):
+    return np.clip(x, min, max).astype(x.dtype, copy=False)
+
+
+@NUMPY.register("tensor.reduce_min")
+def reduce_min(x, *, axes, keepdims: bool):
+    if np.size(x) == 0:  # an empty reduction gives the identity, +inf, as in ONNX
+        return np.min(x, axis=axes, keepdims=keepdims, initial=highest(x.dtype))
+    return np.min(x, axis=axes, keepdims=keepdims)
+
+
+def highest(dtype: np.dtype):
+    """The identity of min: inf, the largest integer, or True."""
+    if dtype.kind == "f":
+        return np.inf
+    return np.iinfo(dtype).max if dtype.kind in "iu" else True
+
+
+@NUMPY.register("tensor.argmax")
+def argmax(x, *, axis: int, keepdims: bool):
+    return np.argmax(x, axis=axis, keepdims=keepdims).astype(np.int64)
+
+
+@NUMPY.register("tensor.take")
+def take(x, indices, *, axis: int):
+    return np.take(x, indices, axis=axis)
+
+
+@NUMPY.register("tensor.scatter_add")
+def scatter_add(updates, indices, *, axis: int, shape):
+    out = np.zeros(shape, dtype=updates.dtype)
+    axis = axis % len(shape)
+    np.add.at(out, (slice(None),) * axis + (indices,), updates)
+    return out
+
+
+@NUMPY.register("tensor.concat")
+def concat(*xs, axis: int):
+    return np.concatenate(xs, axis=axis)
+
+
+@NUMPY.register("tensor.slice")
+def slice_(x, *, axis: int, start: int, stop: int, step: int):
+    return x[(slice(None),) * (axis % x.ndim) + (slice(start, stop, step),)]
+
+
+@NUMPY.register("tensor.pad")
+def pad(x, *, low, high, interior, value: float):
+    shape = tuple(lo + d + max(d - 1, 0) * mid + hi for d, lo, hi, mid in zip(x.shape, low, high, interior))
+    out = np.full(shape, value, dtype=x.dtype)
+    out[tuple(slice(lo, lo + max(d - 1, 0) * (mid + 1) + 1, mid + 1) for d, lo, mid in zip(x.shape, low, interior))] = x
+    return out
+
+
+@NUMPY.register("tensor.expand_dims")
+def expand_dims(x, *, axes):
+    return np.expand_dims(x, tuple(axes)) if axes else x
+
+
+@NUMPY.register("tensor.squeeze")
+def squeeze(x, *, axes):
+    return np.squeeze(x, tuple(axes)) if axes else x
+
+
+@NUMPY.register("tensor.triu")
+def triu(x, *, k: int):
+    return np.triu(x, k)
+
+
+@NUMPY.register("tensor.tril")
+def tril(x, *, k: int):
+    return np.tril(x, k)
+
+
+@NUMPY.register("nn.gelu")
+def gelu(x, *, approximate: str):
+    half = x.dtype.type(0.5)
+    if approximate == "tanh":
+        return half * x * (1 + np.tanh(x.dtype.type(math.sqrt(2 / math.pi)) * (x + x.dtype.type(0.044715) * x**3)))
+    return half * x * (1 + erf(x * x.dtype.type(1 / math.sqrt(2))))
+
+
+@NUMPY.register("nn.layer_norm")
+def layer_norm(x, weight, bias, *, eps: float):
+    axes = tuple(range(x.ndim - weight.ndim, x.ndim))
+    centered = x - x.mean(axis=axes, keepdims=True)
+    variance = (centered * centered).mean(axis=axes, keepdims=True)
+    return centered / np.sqrt(variance + x.dtype.type(eps)) * weight + bias
+
+
+@NUMPY.register("tensor.random_uniform")
+def random_uniform(seed, like, *, dtype, stream: int):
+    # Philox-4x64 keyed by (seed, stream): counter-based, so a draw depends on nothing but its key
+    key = np.array([int(seed) & 0xFFFFFFFFFFFFFFFF, stream], dtype=np.uint64)
+    return np.random.Generator(np.random.Philox(key=key)).random(np.shape(like), dtype=dtype.numpy)
+
+
+@NUMPY.register("nn.batch_norm")
+def batch_norm(x, weight, bias, *, eps: float):
+    axes = (0,) + tuple(range(2, x.ndim))
+    channel = (1, -1) + (1,) * (x.ndim - 2)
+    centered = x - x.mean(axis=axes, keepdims=True)
+    variance = (centered * centered).mean(axis=axes, keepdims=True)
+    return centered / np.sqrt(variance + x.dtype.type(eps)) * weight.reshape(channel) + bias.reshape(channel)

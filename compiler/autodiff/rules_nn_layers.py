@@ -1,0 +1,151 @@
+"""VJP rules of convolution, pooling and the transformer composites, in the one ``VJP_RULES`` table.
+
+``conv2d``, ``conv2d_input_grad`` and ``conv2d_weight_grad`` are bilinear and
+transpose one another: ``<conv(x, w), g> = <x, input_grad(g, w)> =
+<w, weight_grad(x, g)>``, so each rule below is the other two, and
+convolutions have derivatives of every order.
+"""
+
+from __future__ import annotations
+
+import math
+
+from kiln.compiler.autodiff.rules import Cotangents, vjp_rule
+from kiln.compiler.ir.builder import Builder
+from kiln.compiler.ir.core import Op, Value
+from kiln.compiler.ops.transformer import attention_scale, attention_weights, batch_axes, normalized_axes, per_channel, standardize
+
+CONV_ATTRS = ("stride", "padding", "dilation", "groups")
+POOL_ATTRS = ("kernel_size", "stride", "padding")
+
+
+def _conv_attrs(op: Op) -> dict:
+    return {key: op.attrs[key] for key in CONV_ATTRS}
+
+
+@vjp_rule("tensor.conv2d")
+def conv2d_vjp(b: Builder, op: Op, g: Value) -> Cotangents:
+    # y = conv(x, w):  dx = conv^T_w g,  dw = conv^T_x g
+    x, w = op.operands
+    dx = b.conv2d_input_grad(g, w, input_shape=x.type.shape, **_conv_attrs(op))
+    dw = b.conv2d_weight_grad(x, g, weight_shape=w.type.shape, **_conv_attrs(op))
+    return dx, dw
+
+
+@vjp_rule("tensor.conv2d_input_grad")
+def conv2d_input_grad_vjp(b: Builder, op: Op, c: Value) -> Cotangents:
+    # <c, conv^T_w g> = <conv(c, w), g>:  dg = conv(c, w),  dw = weight_grad(c, g)
+    g, w = op.operands
+    return b.conv2d(c, w, **_conv_attrs(op)), b.conv2d_weight_grad(c, g, weight_shape=w.type.shape, **_conv_attrs(op))
+
+
+@vjp_rule("tensor.conv2d_weight_grad")
+def conv2d_weight_grad_vjp(b: Builder, op: Op, c: Value) -> Cotangents:
+    # <c, weight_grad(x, g)> = <conv(x, c), g>:  dx = input_grad(g, c),  dg = conv(x, c)
+    x, g = op.operands
+    return b.conv2d_input_grad(g, c, input_shape=x.type.shape, **_conv_attrs(op)), b.conv2d(x, c, **_conv_attrs(op))
+
+
+@vjp_rule("tensor.max_pool2d")
+def max_pool2d_vjp(b: Builder, op: Op, g: Value) -> Cotangents:
+    # each window's cotangent goes to its (first) largest element
+    return (b.max_pool2d_grad(op.operands[0], g, **{key: op.attrs[key] for key in POOL_ATTRS}),)
+
+
+@vjp_rule("tensor.avg_pool2d")
+def avg_pool2d_vjp(b: Builder, op: Op, g: Value) -> Cotangents:
+    x = op.operands[0]
+    return (b.avg_pool2d_grad(g, input_shape=x.type.shape, **{key: op.attrs[key] for key in POOL_ATTRS}),)
+
+
+@vjp_rule("tensor.avg_pool2d_grad")
+def avg_pool2d_grad_vjp(b: Builder, op: Op, c: Value) -> Cotangents:
+    # avg_pool2d_grad is avg_pool2d's transpose, so its own transpose is avg_pool2d
+    return (b.avg_pool2d(c, **{key: op.attrs[key] for key in POOL_ATTRS}),)
+
+
+@vjp_rule("nn.gelu")
+def gelu_vjp(b: Builder, op: Op, g: Value) -> Cotangents:
+    x = op.operands[0]
+    one, half = b.scalar_like(1.0, x), b.scalar_like(0.5, x)
+    if op.attrs["approximate"] == "tanh":
+        # d/dx x/2 (1 + t) = (1 + t)/2 + x/2 (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2),  t = tanh(sqrt(2/pi)(x + 0.044715 x^3))
+        k = b.scalar_like(math.sqrt(2 / math.pi), x)
+        x2 = b.mul(x, x)
+        t = b.tanh(b.mul(k, b.add(x, b.mul(b.scalar_like(0.044715, x), b.mul(x2, x)))))
+        inner = b.mul(k, b.add(one, b.mul(b.scalar_like(3 * 0.044715, x), x2)))
+        slope = b.add(b.mul(half, b.add(one, t)), b.mul(b.mul(half, x), b.mul(b.sub(one, b.mul(t, t)), inner)))
+    else:
+        # d/dx x Phi(x) = Phi(x) + x phi(x),  Phi(x) = (1 + erf(x / sqrt 2)) / 2,  phi(x) = exp(-x^2/2) / sqrt(2 pi)
+        cdf = b.mul(half, b.add(one, b.erf(b.mul(x, b.scalar_like(1 / math.sqrt(2), x)))))
+        pdf = b.mul(b.scalar_like(1 / math.sqrt(2 * math.pi), x), b.exp(b.mul(b.scalar_like(-0.5, x), b.mul(x, x))))
+        slope = b.add(cdf, b.mul(x, pdf))
+    return (b.mul(g, slope),)
+
+
+@vjp_rule("nn.layer_norm")
+def layer_norm_vjp(b: Builder, op: Op, g: Value) -> Cotangents:
+    # xh = (x - mean) r:  dx = r (dxh - mean(dxh) - xh mean(dxh xh)),  dxh = g w;  dw = g xh, db = g (summed over the batch by the pass)
+    x, weight, _ = op.operands
+    axes = normalized_axes(x, weight)
+    normalized, inverse_std = standardize(b, x, axes, op.attrs["eps"])
+    d_normalized = b.mul(g, weight)
+    mean_d = b.reduce_mean(d_normalized, axes=axes, keepdims=True)
+    mean_dx = b.reduce_mean(b.mul(d_normalized, normalized), axes=axes, keepdims=True)
+    dx = b.mul(inverse_std, b.sub(b.sub(d_normalized, mean_d), b.mul(normalized, mean_dx)))
+    return dx, b.mul(g, normalized), g
+
+
+def _swap_last(b: Builder, x: Value) -> Value:
+    return b.transpose(x, perm=tuple(range(x.type.rank - 2)) + (x.type.rank - 1, x.type.rank - 2))
+
+
+@vjp_rule("nn.scaled_dot_product_attention")
+def attention_vjp(b: Builder, op: Op, g: Value) -> Cotangents:
+    # o = P v, P = softmax(S), S = q k^T c:  dv = P^T g,  dS = P (g v^T - rowsum(g v^T * P)),  dq = dS k c,  dk = dS^T q c
+    query, key, value, *mask = op.operands
+    weights = attention_weights(b, query, key, tuple(mask), op.attrs["causal"], op.attrs["scale"])
+    d_weights = b.matmul(g, _swap_last(b, value))
+    inner = b.reduce_sum(b.mul(d_weights, weights), axes=(-1,), keepdims=True)
+    d_scores = b.mul(b.mul(weights, b.sub(d_weights, inner)), b.scalar_like(attention_scale(query, op.attrs["scale"]), g))
+    dq = b.matmul(d_scores, key)
+    dk = b.matmul(_swap_last(b, d_scores), query)
+    dv = b.matmul(_swap_last(b, weights), g)
+    return (dq, dk, dv) + (None,) * len(mask)
+
+
+@vjp_rule("nn.dropout")
+def dropout_vjp(b: Builder, op: Op, g: Value) -> Cotangents:
+    # dropout is x * m with the same mask m, redrawn from the same (seed, stream): dx = g * m
+    x, seed = op.operands
+    p = op.attrs["p"]
+    draw = b.random_uniform(seed, x, dtype=x.type.dtype, stream=op.attrs["stream"])
+    keep = b.greater_equal(draw, b.scalar_like(p, draw))
+    return b.mul(g, b.where(keep, b.scalar_like(1 / (1 - p), g), b.scalar_like(0.0, g))), None
+
+
+@vjp_rule("tensor.max_pool2d_grad")
+def max_pool2d_grad_vjp(b: Builder, op: Op, c: Value) -> Cotangents:
+    # linear in g, piecewise constant in x: dg = c at each window's winner, dx = 0
+    x = op.operands[0]
+    return None, b.max_pool2d_select(x, c, **{key: op.attrs[key] for key in POOL_ATTRS})
+
+
+@vjp_rule("tensor.max_pool2d_select")
+def max_pool2d_select_vjp(b: Builder, op: Op, g: Value) -> Cotangents:
+    # select is the transpose of max_pool2d_grad in its cotangent
+    x = op.operands[0]
+    return None, b.max_pool2d_grad(x, g, **{key: op.attrs[key] for key in POOL_ATTRS})
+
+
+@vjp_rule("nn.batch_norm")
+def batch_norm_vjp(b: Builder, op: Op, g: Value) -> Cotangents:
+    # as layer_norm over the batch axes: dx = r (dxh - mean(dxh) - xh mean(dxh xh)),  dxh = g w;  dw = sum(g xh), db = sum(g)
+    x, weight, _ = op.operands
+    axes = batch_axes(x)
+    normalized, inverse_std = standardize(b, x, axes, op.attrs["eps"])
+    d_normalized = b.mul(g, per_channel(b, weight, x))
+    mean_d = b.reduce_mean(d_normalized, axes=axes, keepdims=True)
+    mean_dx = b.reduce_mean(b.mul(d_normalized, normalized), axes=axes, keepdims=True)
+    dx = b.mul(inverse_std, b.sub(b.sub(d_normalized, mean_d), b.mul(normalized, mean_dx)))
+    return dx, b.reduce_sum(b.mul(g, normalized), axes=axes), b.reduce_sum(g, axes=axes)

@@ -1,0 +1,142 @@
+"""``nn`` composites for transformers: gelu, layer_norm, scaled dot-product attention.
+
+Each has a decomposition into ``tensor`` primitives; the NumPy backend lowers
+gelu and layer_norm directly, and autodiff uses direct VJP rules for them.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from kiln.compiler.errors import ShapeError
+from kiln.compiler.ir.types import DType, TensorType, format_shape
+from kiln.compiler.ops.registry import register_decomposition, register_op
+
+if TYPE_CHECKING:
+    from kiln.compiler.ir.builder import Builder
+    from kiln.compiler.ir.core import Value
+
+GELU_APPROXIMATIONS = ("none", "tanh")
+MASKED_SCORE = -1e9
+"""What a masked attention score becomes: exp underflows to 0 in f32 and f64, and a fully masked row stays finite."""
+
+
+@register_op("nn.gelu", traits={"composite", "elementwise"}, approximate="none")
+def gelu_shape(x: TensorType, *, approximate: str) -> TensorType:
+    if approximate not in GELU_APPROXIMATIONS:
+        raise ShapeError(f"nn.gelu: approximate must be one of {GELU_APPROXIMATIONS}, got {approximate!r}")
+    if not x.dtype.is_float:
+        raise ShapeError(f"nn.gelu needs a floating-point operand, got {x}")
+    return x
+
+
+@register_decomposition("nn.gelu")
+def gelu_decomposition(b: "Builder", x: "Value", *, approximate: str) -> "Value":
+    half = b.scalar_like(0.5, x)
+    if approximate == "tanh":
+        # gelu(x) ~ x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+        cubic = b.add(x, b.mul(b.scalar_like(0.044715, x), b.mul(x, b.mul(x, x))))
+        inner = b.tanh(b.mul(b.scalar_like(math.sqrt(2 / math.pi), x), cubic))
+    else:
+        # gelu(x) = x/2 (1 + erf(x / sqrt 2))
+        inner = b.erf(b.mul(x, b.scalar_like(1 / math.sqrt(2), x)))
+    return b.mul(b.mul(x, half), b.add(b.scalar_like(1.0, x), inner))
+
+
+@register_op("nn.layer_norm", traits={"composite"}, eps=1e-5)
+def layer_norm_shape(x: TensorType, weight: TensorType, bias: TensorType, *, eps: float) -> TensorType:
+    """Normalize over the trailing ``weight.rank`` axes, then scale by ``weight`` and shift by ``bias``."""
+    normalized = x.shape[x.rank - weight.rank :] if weight.rank <= x.rank else None
+    if weight.rank == 0 or normalized != weight.shape or bias.shape != weight.shape or not x.dtype.is_float:
+        raise ShapeError(
+            f"nn.layer_norm needs float x whose trailing dims equal weight's and bias's; "
+            f"got x {x}, weight {format_shape(weight.shape)}, bias {format_shape(bias.shape)}"
+        )
+    if weight.dtype != x.dtype or bias.dtype != x.dtype:
+        raise ShapeError(f"nn.layer_norm needs x, weight and bias of one dtype, got {x}, {weight}, {bias}")
+    return x
+
+
+def normalized_axes(x: "Value", weight: "Value") -> tuple[int, ...]:
+    return tuple(range(x.type.rank - weight.type.rank, x.type.rank))
+
+
+def standardize(b: "Builder", x: "Value", axes: tuple[int, ...], eps: float) -> tuple["Value", "Value"]:
+    """``((x - mean) / sqrt(var + eps), 1 / sqrt(var + eps))`` over ``axes``, biased variance."""
+    centered = b.sub(x, b.reduce_mean(x, axes=axes, keepdims=True))
+    variance = b.reduce_mean(b.mul(centered, centered), axes=axes, keepdims=True)
+    inverse_std = b.rsqrt(b.add(variance, b.scalar_like(eps, x)))
+    return b.mul(centered, inverse_std), inverse_std
+
+
+@register_decomposition("nn.layer_norm")
+def layer_norm_decomposition(b: "Builder", x: "Value", weight: "Value", bias: "Value", *, eps: float) -> "Value":
+    # y = (x - mean) / sqrt(var + eps) * weight + bias
+    normalized, _ = standardize(b, x, normalized_axes(x, weight), eps)
+    return b.add(b.mul(normalized, weight), bias)
+
+
+@register_op("nn.scaled_dot_product_attention", traits={"composite"}, causal=False, scale=None)
+def attention_shape(query: TensorType, key: TensorType, value: TensorType, *mask: TensorType, causal: bool, scale: float | None) -> TensorType:
+    """``softmax(q k^T * scale + mask) v`` over ``(..., L, E)`` queries and ``(..., S, E)`` keys; an optional bool mask (True = attend) broadcasts to ``(..., L, S)``."""
+    if query.rank < 2 or key.rank < 2 or value.rank < 2 or query.shape[-1] != key.shape[-1] or key.shape[-2] != value.shape[-2]:
+        raise ShapeError(f"nn.scaled_dot_product_attention needs q (..., L, E), k (..., S, E), v (..., S, Ev); got {query}, {key}, {value}")
+    if len(mask) > 1 or (mask and mask[0].dtype is not DType.bool):
+        raise ShapeError(f"nn.scaled_dot_product_attention takes at most one bool mask, got {', '.join(map(str, mask))}")
+    if causal and (isinstance(query.shape[-2], str) or isinstance(key.shape[-2], str)):
+        raise ShapeError(f"nn.scaled_dot_product_attention: a causal mask needs static sequence lengths, got {query} and {key}")
+    return query.with_shape(query.shape[:-1] + value.shape[-1:])
+
+
+@register_decomposition("nn.scaled_dot_product_attention")
+def attention_decomposition(b: "Builder", query: "Value", key: "Value", value: "Value", *mask: "Value", causal: bool, scale: float | None) -> "Value":
+    # attention = softmax(q k^T / sqrt(E), masked where not attended) v
+    return b.matmul(attention_weights(b, query, key, mask, causal, scale), value)
+
+
+def attention_weights(b: "Builder", query: "Value", key: "Value", mask: tuple["Value", ...], causal: bool, scale: float | None) -> "Value":
+    """``softmax(where(keep, q k^T * scale, -1e9))`` over the keys: ``(..., L, S)``."""
+    perm = tuple(range(key.type.rank - 2)) + (key.type.rank - 1, key.type.rank - 2)
+    scores = b.mul(b.matmul(query, b.transpose(key, perm=perm)), b.scalar_like(attention_scale(query, scale), query))
+    for keep in list(mask) + ([causal_mask(b, query.type.shape[-2], key.type.shape[-2])] if causal else []):
+        scores = b.where(keep, scores, b.scalar_like(MASKED_SCORE, scores))
+    return b.softmax(scores, axis=-1)
+
+
+def attention_scale(query: "Value", scale: float | None) -> float:
+    return scale if scale is not None else 1 / math.sqrt(query.type.shape[-1])
+
+
+def causal_mask(b: "Builder", queries: int, keys: int) -> "Value":
+    """``(L, S)`` bool, True where key ``j <= i``: PyTorch's ``is_causal`` (top-left aligned)."""
+    return b.constant(np.tril(np.ones((queries, keys), dtype=bool)))
+
+
+@register_op("nn.batch_norm", traits={"composite"}, eps=1e-5)
+def batch_norm_shape(x: TensorType, weight: TensorType, bias: TensorType, *, eps: float) -> TensorType:
+    """Training-mode batch norm: normalize each channel (axis 1) over every other axis with the batch's own statistics."""
+    if x.rank < 2 or not x.dtype.is_float or weight.shape != (x.shape[1],) or bias.shape != weight.shape:
+        raise ShapeError(f"nn.batch_norm needs float x (N, C, ...) and weight, bias of shape (C,); got x {x}, weight {weight}, bias {bias}")
+    if weight.dtype != x.dtype or bias.dtype != x.dtype:
+        raise ShapeError(f"nn.batch_norm needs x, weight and bias of one dtype, got {x}, {weight}, {bias}")
+    return x
+
+
+def batch_axes(x: "Value") -> tuple[int, ...]:
+    """Every axis but the channel axis 1."""
+    return (0,) + tuple(range(2, x.type.rank))
+
+
+def per_channel(b: "Builder", v: "Value", x: "Value") -> "Value":
+    """A ``(C,)`` vector reshaped to ``(C, 1, ...)`` so it broadcasts along axis 1 of ``x``."""
+    return b.reshape(v, shape=v.type.shape + (1,) * (x.type.rank - 2))
+
+
+@register_decomposition("nn.batch_norm")
+def batch_norm_decomposition(b: "Builder", x: "Value", weight: "Value", bias: "Value", *, eps: float) -> "Value":
+    # y = (x - mean_c) / sqrt(var_c + eps) * weight_c + bias_c, statistics over (N, H, W), biased variance
+    normalized, _ = standardize(b, x, batch_axes(x), eps)
+    return b.add(b.mul(normalized, per_channel(b, weight, x)), per_channel(b, bias, x))

@@ -1,0 +1,280 @@
+"""``F.*`` for CNNs and transformers, with PyTorch's names, argument orders and defaults.
+
+Re-exported by ``frontend/functional.py``: ``F.gelu``, ``F.layer_norm``,
+``F.embedding``, ``F.scaled_dot_product_attention``, ``F.conv2d``,
+``F.max_pool2d``, ``F.cat``, ``F.pad``... Indexing (``x[:, 1:5:2]``) lowers
+to ``tensor.slice``, ``tensor.squeeze`` and ``tensor.expand_dims``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from kiln.compiler.errors import TraceError
+from kiln.compiler.ir.types import DType, normalize_axis
+from kiln.frontend.tensor import Tensor, apply
+
+
+def _pair(value: int | Sequence[int]) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
+
+
+# Elementwise ----------------------------------------------------------------
+
+
+def abs(input: Tensor) -> Tensor:  # noqa: A001  (PyTorch's name)
+    return apply("tensor.abs", input)
+
+
+def erf(input: Tensor) -> Tensor:
+    return apply("tensor.erf", input)
+
+
+def rsqrt(input: Tensor) -> Tensor:
+    return apply("tensor.rsqrt", input)
+
+
+def clamp(input: Tensor, min: float | None = None, max: float | None = None) -> Tensor:  # noqa: A002
+    return apply("tensor.clip", input, min=min, max=max)
+
+
+clip = clamp
+
+
+def gelu(input: Tensor, approximate: str = "none") -> Tensor:
+    return apply("nn.gelu", input, approximate=approximate)
+
+
+def argmax(input: Tensor, dim: int = -1, keepdim: bool = False) -> Tensor:
+    return apply("tensor.argmax", input, axis=dim, keepdims=keepdim)
+
+
+def amin(input: Tensor, dim: int | tuple[int, ...] | None = None, keepdim: bool = False) -> Tensor:
+    return apply("tensor.reduce_min", input, axes=dim, keepdims=keepdim)
+
+
+def one_hot(tensor: Tensor, num_classes: int, dtype: Any = "int64") -> Tensor:
+    """PyTorch gives int64; pass ``dtype="float32"`` to multiply with logits."""
+    return apply("tensor.one_hot", tensor, num_classes=num_classes, dtype=DType.of(dtype))
+
+
+def triu(input: Tensor, diagonal: int = 0) -> Tensor:
+    return apply("tensor.triu", input, k=diagonal)
+
+
+def tril(input: Tensor, diagonal: int = 0) -> Tensor:
+    return apply("tensor.tril", input, k=diagonal)
+
+
+# Normalization, embedding, attention ------------------------------------------
+
+
+def layer_norm(input: Tensor, normalized_shape: Sequence[int], weight: Tensor | None = None, bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:
+    """Normalize over the trailing ``normalized_shape`` dims; a missing weight is ones, a missing bias zeros."""
+    shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    weight = weight if weight is not None else _filled(1.0, shape, input)
+    bias = bias if bias is not None else _filled(0.0, shape, input)
+    return apply("nn.layer_norm", input, weight, bias, eps=eps)
+
+
+def _filled(value: float, shape: tuple[int, ...], like: Tensor) -> Tensor:
+    return apply("tensor.constant", value=np.full(shape, value, dtype=like.dtype.numpy))
+
+
+def embedding(input: Tensor, weight: Tensor) -> Tensor:
+    """Rows of ``weight`` picked by integer ``input``: ``(..., ) -> (..., embedding_dim)``."""
+    return apply("tensor.take", weight, input, axis=0)
+
+
+def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn_mask: Tensor | None = None, dropout_p: float = 0.0,
+                                 is_causal: bool = False, scale: float | None = None) -> Tensor:
+    """``softmax(q k^T * scale) v``; a bool ``attn_mask`` is True where a query may attend, as PyTorch."""
+    if dropout_p:
+        raise TraceError("scaled_dot_product_attention: attention dropout is not supported yet; pass dropout_p=0.0")
+    masks = () if attn_mask is None else (attn_mask,)
+    if attn_mask is not None and attn_mask.dtype is not DType.bool:
+        raise TraceError(f"scaled_dot_product_attention needs a bool attn_mask (True = attend), got {attn_mask.type}")
+    return apply("nn.scaled_dot_product_attention", query, key, value, *masks, causal=is_causal, scale=scale)
+
+
+def logical_not(input: Tensor) -> Tensor:
+    return apply("tensor.equal", input, np.asarray(False))
+
+
+# Convolution and pooling ------------------------------------------------------
+
+
+def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1) -> Tensor:
+    output = apply("tensor.conv2d", input, weight, stride=_pair(stride), padding=_pair(padding), dilation=_pair(dilation), groups=groups)
+    return output if bias is None else output + bias.reshape(1, -1, 1, 1)
+
+
+def max_pool2d(input: Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0) -> Tensor:
+    kernel = _pair(kernel_size)
+    return apply("tensor.max_pool2d", input, kernel_size=kernel, stride=_pair(stride) if stride else kernel, padding=_pair(padding))
+
+
+def avg_pool2d(input: Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0) -> Tensor:
+    kernel = _pair(kernel_size)
+    return apply("tensor.avg_pool2d", input, kernel_size=kernel, stride=_pair(stride) if stride else kernel, padding=_pair(padding))
+
+
+# Movement ---------------------------------------------------------------------
+
+
+def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
+    return apply("tensor.concat", *tensors, axis=dim)
+
+
+concat = cat
+
+
+def narrow(input: Tensor, dim: int, start: int, length: int) -> Tensor:
+    return apply("tensor.slice", input, axis=dim, start=start, stop=start + length, step=1)
+
+
+def split(tensor: Tensor, split_size_or_sections: int | Sequence[int], dim: int = 0) -> tuple[Tensor, ...]:
+    """PyTorch's ``split``: pieces of ``split_size`` (the last may be shorter) or of the listed sizes."""
+    size = tensor.shape[dim]
+    if isinstance(size, str):
+        raise TraceError(f"split: axis {dim} of {tensor.type} is symbolic; split a static axis")
+    sizes = split_size_or_sections
+    if isinstance(sizes, int):
+        sizes = [min(sizes, size - start) for start in range(0, size, sizes)]
+    starts = np.cumsum([0] + list(sizes))
+    return tuple(narrow(tensor, dim, int(start), int(length)) for start, length in zip(starts, sizes))
+
+
+def chunk(input: Tensor, chunks: int, dim: int = 0) -> tuple[Tensor, ...]:
+    size = input.shape[dim]
+    return split(input, -(-size // chunks), dim)
+
+
+def unsqueeze(input: Tensor, dim: int) -> Tensor:
+    return apply("tensor.expand_dims", input, axes=(dim,))
+
+
+def squeeze(input: Tensor, dim: int | tuple[int, ...] | None = None) -> Tensor:
+    axes = tuple(i for i, d in enumerate(input.shape) if d == 1) if dim is None else (dim,) if isinstance(dim, int) else tuple(dim)
+    return apply("tensor.squeeze", input, axes=axes)
+
+
+def flatten(input: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
+    """Merge dims ``start_dim..end_dim``; they must be static (the batch dim stays symbolic outside them)."""
+    start, end = normalize_axis(start_dim, input.ndim), normalize_axis(end_dim, input.ndim)
+    merged = input.shape[start : end + 1]
+    if any(isinstance(d, str) for d in merged):
+        raise TraceError(f"flatten: dims {start}..{end} of {input.type} include a symbolic dim; flatten static dims only")
+    return input.reshape(input.shape[:start] + (int(np.prod(merged)),) + input.shape[end + 1 :])
+
+
+def pad(input: Tensor, pad: Sequence[int], value: float = 0.0) -> Tensor:
+    """PyTorch's constant ``pad``: ``(left, right)`` pairs starting from the last dim; non-negative."""
+    if len(pad) % 2 or len(pad) // 2 > input.ndim or min(pad, default=0) < 0:
+        raise TraceError(f"pad: {tuple(pad)} must be non-negative (before, after) pairs for at most {input.ndim} dims")
+    low, high = [0] * input.ndim, [0] * input.ndim
+    for index in range(len(pad) // 2):
+        low[input.ndim - 1 - index], high[input.ndim - 1 - index] = pad[2 * index], pad[2 * index + 1]
+    return apply("tensor.pad", input, low=tuple(low), high=tuple(high), interior=(0,) * input.ndim, value=float(value))
+
+
+def getitem(input: Tensor, index: Any) -> Tensor:
+    """Basic indexing: ints, slices (any step > 0), ``None`` and ``...``; each lowers to one slice/squeeze/expand_dims op."""
+    items = list(index) if isinstance(index, tuple) else [index]
+    if any(item is Ellipsis for item in items):
+        at = items.index(Ellipsis)
+        fill = input.ndim - sum(1 for item in items if item is not None and item is not Ellipsis)
+        items = items[:at] + [slice(None)] * fill + items[at + 1 :]
+    result, axis, dropped, inserted = input, 0, [], []
+    for item in items:
+        if item is None:
+            inserted.append(axis + len(inserted) - len(dropped))
+            continue
+        result = _index_axis(result, axis, item)
+        if isinstance(item, (int, np.integer)):
+            dropped.append(axis)
+        axis += 1
+    result = squeeze(result, tuple(dropped)) if dropped else result
+    return apply("tensor.expand_dims", result, axes=tuple(inserted)) if inserted else result
+
+
+def _index_axis(input: Tensor, axis: int, item: Any) -> Tensor:
+    if axis >= input.ndim:
+        raise TraceError(f"too many indices for {input.type}")
+    size = input.shape[axis]
+    if isinstance(item, slice) and item == slice(None):
+        return input
+    if isinstance(size, str):
+        raise TraceError(f"cannot index the symbolic dim {size} of {input.type} with {item!r}")
+    if isinstance(item, (int, np.integer)):
+        if not -size <= item < size:
+            raise IndexError(f"index {item} is out of range for axis {axis} of size {size}")  # IndexError ends iteration, as for sequences
+        item = slice(int(item) % size, int(item) % size + 1)
+    if not isinstance(item, slice):
+        raise TraceError(f"unsupported index {item!r}: use ints, slices, None or ... (gather with F.embedding or Tensor.take)")
+    start, stop, step = item.indices(size)
+    if step < 1:
+        raise TraceError(f"slice steps must be positive, got {step}")
+    return apply("tensor.slice", input, axis=axis, start=start, stop=max(start, stop), step=step)
+
+
+def dropout(input: Tensor, p: float = 0.5, training: bool = True, seed: Tensor | None = None) -> Tensor:
+    """Zero elements with probability ``p`` and scale the rest by ``1/(1-p)``; traces nothing unless training with ``p > 0``.
+
+    The mask comes from ``seed`` (a scalar int64 tensor) or else from the traced graph's ``rng_seed`` input,
+    which ``compile_train_step`` feeds with a fresh seed each step.
+    """
+    if not training or p == 0:
+        return input
+    from kiln.frontend.trace import TraceContext
+
+    context = TraceContext.current()
+    if seed is None:
+        seed_value, stream = context.random_seed()
+        seed = Tensor(seed_value)
+    else:
+        stream, context.random_streams = context.random_streams, context.random_streams + 1
+    return apply("nn.dropout", input, seed, p=p, stream=stream)
+
+
+def batch_norm(input: Tensor, running_mean: Tensor | None, running_var: Tensor | None, weight: Tensor | None = None, bias: Tensor | None = None,
+               training: bool = False, momentum: float = 0.1, eps: float = 1e-5) -> Tensor:
+    """PyTorch's ``batch_norm`` over channel axis 1. In training, batch statistics normalize and, if running
+    statistics are given (module ``Buffer``s), their updated values are recorded for the training step to write back."""
+    channels = (input.shape[1],)
+    weight = weight if weight is not None else _filled(1.0, channels, input)
+    bias = bias if bias is not None else _filled(0.0, channels, input)
+    if training:
+        output = apply("nn.batch_norm", input, weight, bias, eps=eps)
+        if running_mean is not None and running_var is not None:
+            _update_running_statistics(input, running_mean, running_var, momentum)
+        return output
+    if running_mean is None or running_var is None:
+        raise TraceError("batch_norm in eval mode needs running_mean and running_var")
+    # y = (x - running_mean) / sqrt(running_var + eps) * weight + bias
+    shape = (-1,) + (1,) * (input.ndim - 2)
+    scale = rsqrt(running_var + eps) * weight
+    return (input - running_mean.reshape(shape)) * scale.reshape(shape) + bias.reshape(shape)
+
+
+def _update_running_statistics(input: Tensor, running_mean: Tensor, running_var: Tensor, momentum: float) -> None:
+    """``running = (1 - momentum) running + momentum batch``, the variance unbiased (``n / (n - 1)``), as PyTorch."""
+    from kiln.frontend.trace import TraceContext
+
+    axes = (0,) + tuple(range(2, input.ndim))
+    mean = input.mean(axes)
+    centered = input - mean.reshape((-1,) + (1,) * (input.ndim - 2))
+    count = apply("tensor.numel", input, axes=axes, dtype=input.dtype)
+    variance = (centered * centered).sum(axes) / (count - 1.0)
+    context = TraceContext.current()
+    context.update_buffer(running_mean, ((1 - momentum) * running_mean + momentum * mean).value)
+    context.update_buffer(running_var, ((1 - momentum) * running_var + momentum * variance).value)
+
+
+__all__ = [
+    "abs", "amin", "argmax", "avg_pool2d", "batch_norm", "cat", "chunk", "clamp", "clip", "concat", "conv2d", "dropout", "embedding",
+    "erf", "flatten", "gelu", "getitem", "layer_norm", "logical_not", "max_pool2d", "narrow", "one_hot", "pad", "rsqrt",
+    "scaled_dot_product_attention", "split", "squeeze", "tril", "triu", "unsqueeze",
+]

@@ -1,0 +1,223 @@
+"""Transformer layers with PyTorch's names, ``state_dict`` keys, weight layouts and defaults.
+
+``MultiheadAttention``, ``TransformerEncoderLayer`` and
+``TransformerDecoderLayer`` take ``batch_first`` tensors ``(N, L, E)`` (the
+only layout kiln supports) and load a PyTorch layer's ``state_dict`` as is.
+``train()``/``eval()`` change what is traced: dropout is emitted only while
+training with ``p > 0``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from kiln.compiler.errors import TraceError
+from kiln.frontend import functional as F
+from kiln.frontend import init
+from kiln.frontend.layers import Linear
+from kiln.frontend.module import Module, Parameter
+from kiln.frontend.tensor import Tensor
+
+
+class Embedding(Module):
+    """A lookup table ``weight[(num_embeddings, embedding_dim)]``, initialised N(0, 1) as ``torch.nn.Embedding``."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, dtype: str = "float32"):
+        super().__init__()
+        self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
+        self.weight = Parameter(init.normal((num_embeddings, embedding_dim), 1.0, dtype))
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.embedding(input, self.weight)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_dim}"
+
+
+class LayerNorm(Module):
+    def __init__(self, normalized_shape: int | tuple[int, ...], eps: float = 1e-5, elementwise_affine: bool = True, dtype: str = "float32"):
+        super().__init__()
+        self.normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+        self.eps = eps
+        self.weight = Parameter(np.ones(self.normalized_shape, dtype)) if elementwise_affine else None
+        self.bias = Parameter(np.zeros(self.normalized_shape, dtype)) if elementwise_affine else None
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
+
+    def extra_repr(self) -> str:
+        return f"{self.normalized_shape}, eps={self.eps}"
+
+
+class Dropout(Module):
+    """Identity in eval mode or with ``p = 0`` (nothing is traced); in training, ``F.dropout``."""
+
+    def __init__(self, p: float = 0.5):
+        super().__init__()
+        if not 0 <= p < 1:
+            raise ValueError(f"Dropout probability must be in [0, 1), got {p}")
+        self.p = p
+
+    def forward(self, input: Tensor) -> Tensor:
+        if not self.training or self.p == 0:
+            return input
+        return F.dropout(input, self.p, training=True)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class GELU(Module):
+    def __init__(self, approximate: str = "none"):
+        super().__init__()
+        self.approximate = approximate
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.gelu(input, self.approximate)
+
+
+class Flatten(Module):
+    def __init__(self, start_dim: int = 1, end_dim: int = -1):
+        super().__init__()
+        self.start_dim, self.end_dim = start_dim, end_dim
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.flatten(input, self.start_dim, self.end_dim)
+
+
+def _split_heads(x: Tensor, heads: int) -> Tensor:
+    """``(N, L, E) -> (N, heads, L, E / heads)``."""
+    n, length, embed = x.shape
+    return x.reshape(n, length, heads, embed // heads).permute(0, 2, 1, 3)
+
+
+def _merge_heads(x: Tensor) -> Tensor:
+    n, heads, length, head_dim = x.shape
+    return x.permute(0, 2, 1, 3).reshape(n, length, heads * head_dim)
+
+
+def attention_keep_mask(key_padding_mask: Tensor | None, attn_mask: Tensor | None) -> Tensor | None:
+    """PyTorch's "True = masked out" masks, as one "True = attend" mask broadcasting to ``(N, heads, L, S)``."""
+    keep = None
+    if key_padding_mask is not None:
+        n, keys = key_padding_mask.shape
+        keep = F.logical_not(key_padding_mask).reshape(n, 1, 1, keys)
+    if attn_mask is not None:
+        allowed = F.logical_not(attn_mask)
+        keep = allowed if keep is None else F.where(keep, allowed, np.asarray(False))
+    return keep
+
+
+class MultiheadAttention(Module):
+    """``torch.nn.MultiheadAttention(embed_dim, num_heads, batch_first=True)``: packed ``in_proj_weight (3E, E)`` and ``out_proj``."""
+
+    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True, batch_first: bool = True, dtype: str = "float32"):
+        super().__init__()
+        if embed_dim % num_heads:
+            raise ValueError(f"embed_dim {embed_dim} must be divisible by num_heads {num_heads}")
+        if not batch_first:
+            raise ValueError("kiln's MultiheadAttention takes batch_first=True tensors (N, L, E) only")
+        if dropout:
+            raise ValueError("attention dropout is not supported yet; use dropout=0.0")
+        self.embed_dim, self.num_heads = embed_dim, num_heads
+        self.in_proj_weight = Parameter(init.xavier_uniform((3 * embed_dim, embed_dim), dtype))
+        self.in_proj_bias = Parameter(np.zeros(3 * embed_dim, dtype)) if bias else None
+        self.out_proj = Linear(embed_dim, embed_dim, bias=bias, dtype=dtype)
+        if bias:
+            self.out_proj.bias.data[...] = 0
+
+    def forward(self, query: Tensor, key: Tensor, value: Tensor, key_padding_mask: Tensor | None = None, need_weights: bool = False,
+                attn_mask: Tensor | None = None, is_causal: bool = False) -> tuple[Tensor, None]:
+        """Returns ``(output, None)``: attention weights are not materialised (``need_weights`` must be False)."""
+        if need_weights:
+            raise TraceError("MultiheadAttention: need_weights=True is not supported; pass need_weights=False")
+        projected = [self._project(x, index) for index, x in enumerate((query, key, value))]
+        q, k, v = (_split_heads(x, self.num_heads) for x in projected)
+        keep = attention_keep_mask(key_padding_mask, attn_mask)
+        causal = is_causal and attn_mask is None
+        output = F.scaled_dot_product_attention(q, k, v, attn_mask=keep, is_causal=causal)
+        return self.out_proj(_merge_heads(output)), None
+
+    def _project(self, x: Tensor, index: int) -> Tensor:
+        rows = slice(index * self.embed_dim, (index + 1) * self.embed_dim)
+        bias = None if self.in_proj_bias is None else self.in_proj_bias[rows]
+        return F.linear(x, self.in_proj_weight[rows], bias)
+
+    def extra_repr(self) -> str:
+        return f"embed_dim={self.embed_dim}, num_heads={self.num_heads}"
+
+
+MultiHeadAttention = MultiheadAttention
+
+ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu}
+
+
+def _activation(activation: Any) -> Any:
+    if callable(activation):
+        return activation
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)} or a callable, got {activation!r}")
+    return ACTIVATIONS[activation]
+
+
+class _FeedForward(Module):
+    def _init_feedforward(self, d_model: int, dim_feedforward: int, dropout: float, activation: Any, dtype: str) -> None:
+        self.linear1 = Linear(d_model, dim_feedforward, dtype=dtype)
+        self.dropout = Dropout(dropout)
+        self.linear2 = Linear(dim_feedforward, d_model, dtype=dtype)
+        self.activation_fn = _activation(activation)
+
+    def _feedforward(self, x: Tensor) -> Tensor:
+        return self.linear2(self.dropout(self.activation_fn(self.linear1(x))))
+
+
+class TransformerEncoderLayer(_FeedForward):
+    """``torch.nn.TransformerEncoderLayer(..., batch_first=True)``; ``norm_first=True`` is the pre-norm block."""
+
+    def __init__(self, d_model: int, nhead: int, dim_feedforward: int = 2048, dropout: float = 0.1, activation: Any = "relu",
+                 layer_norm_eps: float = 1e-5, batch_first: bool = True, norm_first: bool = False, dtype: str = "float32"):
+        super().__init__()
+        self.self_attn = MultiheadAttention(d_model, nhead, batch_first=batch_first, dtype=dtype)
+        self._init_feedforward(d_model, dim_feedforward, dropout, activation, dtype)
+        self.norm_first = norm_first
+        self.norm1, self.norm2 = LayerNorm(d_model, layer_norm_eps, dtype=dtype), LayerNorm(d_model, layer_norm_eps, dtype=dtype)
+        self.dropout1, self.dropout2 = Dropout(dropout), Dropout(dropout)
+
+    def forward(self, src: Tensor, src_mask: Tensor | None = None, src_key_padding_mask: Tensor | None = None, is_causal: bool = False) -> Tensor:
+        attend = lambda x: self.dropout1(self.self_attn(x, x, x, src_key_padding_mask, False, src_mask, is_causal)[0])  # noqa: E731
+        feed = lambda x: self.dropout2(self._feedforward(x))  # noqa: E731
+        if self.norm_first:
+            src = src + attend(self.norm1(src))
+            return src + feed(self.norm2(src))
+        src = self.norm1(src + attend(src))
+        return self.norm2(src + feed(src))
+
+
+class TransformerDecoderLayer(_FeedForward):
+    """``torch.nn.TransformerDecoderLayer(..., batch_first=True)``: self-attention, cross-attention on ``memory``, feed-forward."""
+
+    def __init__(self, d_model: int, nhead: int, dim_feedforward: int = 2048, dropout: float = 0.1, activation: Any = "relu",
+                 layer_norm_eps: float = 1e-5, batch_first: bool = True, norm_first: bool = False, dtype: str = "float32"):
+        super().__init__()
+        self.self_attn = MultiheadAttention(d_model, nhead, batch_first=batch_first, dtype=dtype)
+        self.multihead_attn = MultiheadAttention(d_model, nhead, batch_first=batch_first, dtype=dtype)
+        self._init_feedforward(d_model, dim_feedforward, dropout, activation, dtype)
+        self.norm_first = norm_first
+        self.norm1, self.norm2, self.norm3 = (LayerNorm(d_model, layer_norm_eps, dtype=dtype) for _ in range(3))
+        self.dropout1, self.dropout2, self.dropout3 = Dropout(dropout), Dropout(dropout), Dropout(dropout)
+
+    def forward(self, tgt: Tensor, memory: Tensor, tgt_mask: Tensor | None = None, memory_mask: Tensor | None = None,
+                tgt_key_padding_mask: Tensor | None = None, memory_key_padding_mask: Tensor | None = None,
+                tgt_is_causal: bool = False, memory_is_causal: bool = False) -> Tensor:
+        attend = lambda x: self.dropout1(self.self_attn(x, x, x, tgt_key_padding_mask, False, tgt_mask, tgt_is_causal)[0])  # noqa: E731
+        cross = lambda x: self.dropout2(self.multihead_attn(x, memory, memory, memory_key_padding_mask, False, memory_mask, memory_is_causal)[0])  # noqa: E731
+        feed = lambda x: self.dropout3(self._feedforward(x))  # noqa: E731
+        if self.norm_first:
+            tgt = tgt + attend(self.norm1(tgt))
+            tgt = tgt + cross(self.norm2(tgt))
+            return tgt + feed(self.norm3(tgt))
+        tgt = self.norm1(tgt + attend(tgt))
+        tgt = self.norm2(tgt + cross(tgt))
+        return self.norm3(tgt + feed(tgt))
