@@ -70,3 +70,50 @@ def test_embedding_layer_norm_gelu_block_exports_and_trains_in_onnxruntime():
     onnx.checker.check_model(proto, full_check=True)
     types = {node.op_type for node in proto.graph.node}
     assert {"LayerNormalization", "Gelu", "Gather", "ScatterElements"} <= types
+
+
+def tiny_gpt():
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "examples"))
+    from gpt_tiny import GPT
+
+    kiln.manual_seed(0)
+    return GPT(vocab_size=13, context=6, d_model=16, heads=2, layers=2)
+
+
+def test_tiny_gpt_inference_export_matches_numpy_at_several_batch_sizes(tmp_path):
+    onnx, ort = require("onnx"), require("onnxruntime")
+    from onnx.reference import ReferenceEvaluator
+
+    model = tiny_gpt().eval()
+    path = str(tmp_path / "gpt.onnx")
+    proto = kiln.export_onnx(model, [kiln.TensorSpec(("N", 6), "int64")], path)
+    onnx.checker.check_model(proto, full_check=True)
+    assert {"LayerNormalization", "Gelu", "Softmax", "Gather"} <= {node.op_type for node in proto.graph.node}
+    session, reference, predict = ort.InferenceSession(path), ReferenceEvaluator(proto), kiln.compile(model)
+    for batch in (1, 3, 7):
+        tokens = np.random.default_rng(batch).integers(0, 13, (batch, 6))
+        expected = predict(tokens)
+        np.testing.assert_allclose(session.run(None, {"tokens": tokens})[0], expected, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(reference.run(None, {"tokens": tokens})[0], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_tiny_gpt_sgd_training_in_onnxruntime_matches_numpy_for_50_steps():
+    require("onnxruntime")
+
+    def loss(logits, target):
+        return F.cross_entropy(logits.transpose(1, 2), target)
+
+    results = []
+    for backend in ("numpy", "onnxruntime"):
+        model = tiny_gpt()
+        step = kiln.compile_train_step(model, loss, kiln.optim.SGD(model.parameters(), lr=0.1), backend=backend)
+        rng = np.random.default_rng(0)
+        losses = [step(tokens[:, :-1], tokens[:, 1:]) for tokens in (rng.integers(0, 13, (4, 7)) for _ in range(50))]
+        results.append((losses, {k: v.copy() for k, v in model.state_dict().items()}))
+    (losses, params), (ort_losses, ort_params) = results
+    np.testing.assert_allclose(ort_losses, losses, rtol=1e-5)
+    for name, value in params.items():
+        np.testing.assert_allclose(ort_params[name], value, rtol=1e-4, atol=1e-5, err_msg=name)
