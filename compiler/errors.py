@@ -29,3 +29,7 @@ class LoweringError(KilnError):
 
 class InputError(KilnError, TypeError):
     """A compiled function was called with arrays of the wrong type."""
+
+
+class CheckpointError(KilnError):
+    """A checkpoint could not be written or read, or does not fit what it is loaded into."""

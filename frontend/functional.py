@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from kiln.compiler.errors import TraceError
 from kiln.frontend.tensor import Tensor, apply
 
 
@@ -58,12 +57,5 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     return output if bias is None else output + bias
 
 
-def cross_entropy(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
-    """Softmax cross-entropy of ``(N, C)`` logits against ``(N,)`` integer class indices."""
-    return apply("nn.cross_entropy", input, target, reduction=reduction)
-
-
-def mse_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
-    if input.shape != target.shape:
-        raise TraceError(f"mse_loss: input {input.type} and target {target.type} differ in shape; reshape one (PyTorch would broadcast and warn)")
-    return apply("nn.mse", input, target, reduction=reduction)
+from kiln.frontend.functional_losses import *  # noqa: E402,F401,F403  (losses: cross_entropy, mse_loss, l1_loss, ...)
+from kiln.frontend.functional_nn import *  # noqa: E402,F401,F403  (CNN and transformer functions: gelu, layer_norm, conv2d, ...)

@@ -27,6 +27,24 @@ class Parameter(Tensor):
         self.requires_grad = requires_grad
 
     @property
+    def data(self) -> np.ndarray:
+        """The value as a NumPy array. A training step that keeps parameters on a device (onnxruntime,
+        CuPy) brings the value back first; reading it also tells the step to upload it again before its
+        next call, so writes through ``.data`` are never lost."""
+        pending = self.__dict__.get("_pending_sync")
+        if pending is not None:
+            self._pending_sync = None
+            pending()
+        self.version = self.__dict__.get("version", 0) + 1
+        return self._data
+
+    @data.setter
+    def data(self, array: np.ndarray) -> None:
+        self._pending_sync = None
+        self._data = array
+        self.version = self.__dict__.get("version", 0) + 1
+
+    @property
     def value(self) -> Value:
         return TraceContext.current().value_of(self)
 
@@ -49,12 +67,28 @@ class Parameter(Tensor):
         return f"Parameter(shape={self.data.shape}, dtype={self.data.dtype})"
 
 
+class Buffer(Parameter):
+    """A non-trainable array a module keeps (BatchNorm's running statistics), saved in ``state_dict``.
+
+    While tracing it is a graph input like a frozen parameter; a layer in training mode may give it a new
+    value (``TraceContext.update_buffer``), which the training step returns and writes back.
+    """
+
+    def __init__(self, data: Any):
+        self.data = np.array(data)  # keeps its dtype: counters stay int64
+        self.requires_grad = False
+
+    def __repr__(self) -> str:
+        return f"Buffer(shape={self.data.shape}, dtype={self.data.dtype})"
+
+
 class Module:
     """Base class of models and layers: subclass, assign layers and Parameters in ``__init__``, write ``forward``."""
 
     def __init__(self) -> None:
         object.__setattr__(self, "_parameters", OrderedDict())
         object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "_buffers", OrderedDict())
         object.__setattr__(self, "training", True)
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -62,7 +96,10 @@ class Module:
             raise KilnError(f"{type(self).__name__}.__init__ must call super().__init__() before assigning {name!r}")
         self._parameters.pop(name, None)
         self._modules.pop(name, None)
-        if isinstance(value, Parameter):
+        self._buffers.pop(name, None)
+        if isinstance(value, Buffer):
+            self._buffers[name] = value
+        elif isinstance(value, Parameter):
             self._parameters[name] = value
         elif isinstance(value, Module):
             self._modules[name] = value
@@ -96,16 +133,26 @@ class Module:
         for name, module in self._modules.items():
             yield from module.named_modules(f"{prefix}{name}.")
 
+    def named_buffers(self, prefix: str = "") -> Iterator[tuple[str, Buffer]]:
+        for name, buffer in self._buffers.items():
+            yield prefix + name, buffer
+        for name, module in self._modules.items():
+            yield from module.named_buffers(f"{prefix}{name}.")
+
+    def register_buffer(self, name: str, array: Any) -> None:
+        """Keep ``array`` as a non-trainable ``Buffer`` named ``name`` (PyTorch's ``register_buffer``)."""
+        setattr(self, name, Buffer(array))
+
     def children(self) -> Iterator["Module"]:
         yield from self._modules.values()
 
     def state_dict(self) -> "OrderedDict[str, np.ndarray]":
-        """Parameter arrays by dotted name (the arrays themselves, as PyTorch returns its tensors)."""
-        return OrderedDict((name, parameter.data) for name, parameter in self.named_parameters())
+        """Parameter, then buffer arrays by dotted name (the arrays themselves, as PyTorch returns its tensors)."""
+        return OrderedDict((name, parameter.data) for name, parameter in [*self.named_parameters(), *self.named_buffers()])
 
     def load_state_dict(self, state: Mapping[str, Any], strict: bool = True) -> None:
         """Copy arrays into the parameters in place; every key and shape is checked before anything is written."""
-        own = dict(self.named_parameters())
+        own = dict(self.named_parameters()) | dict(self.named_buffers())
         missing = sorted(set(own) - set(state))
         unexpected = sorted(set(state) - set(own))
         if strict and (missing or unexpected):

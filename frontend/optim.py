@@ -1,34 +1,46 @@
-"""Optimizers with ``torch.optim``'s names and arguments; each emits ``optim.*`` ops into the step.
+"""Optimizers with ``torch.optim``'s names, arguments and semantics; each emits one ``optim.*`` op per parameter.
 
-An optimizer keeps its hyper-parameters in ``param_groups`` (as PyTorch) and
-its per-parameter state as NumPy arrays in ``state``. When a training step is
-compiled, ``emit_update`` appends the update ops for one parameter; the
-learning rate is a graph input, so changing it never recompiles.
+An optimizer keeps its hyper-parameters in ``param_groups`` (as PyTorch), its
+per-parameter state as NumPy arrays in ``state`` and the number of updates
+done in ``step_count``. When a training step is compiled, ``emit_update``
+appends the update op of one parameter. The learning rate and the step
+counter are graph inputs, so changing them never recompiles; the other
+options are attributes of the op, and changing one recompiles the step.
+
+```python
+decay, no_decay = [], []
+for name, p in model.named_parameters():
+    (no_decay if name.endswith("bias") else decay).append(p)
+optimizer = kiln.optim.AdamW([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}], lr=1e-3)
+```
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
-from kiln.compiler.errors import KilnError
+from kiln.compiler.errors import CheckpointError, KilnError
 from kiln.compiler.ir.builder import Builder
 from kiln.compiler.ir.core import Value
 from kiln.frontend.module import Parameter
 
+Update = tuple[Value, dict[str, Value]]
+
 
 class Optimizer:
-    """Base class: parameter groups, per-parameter state, and the ops of one update."""
+    """Base class: parameter groups, per-parameter state, the step counter, and the ops of one update."""
 
-    state_names: tuple[str, ...] = ()
-    """Names of the per-parameter state arrays (``momentum_buffer``, ``exp_avg``...)."""
     graph_hyperparameters: tuple[str, ...] = ("lr",)
     """Group hyper-parameters fed as graph inputs each step (changing them never recompiles)."""
 
     def __init__(self, params: Iterable[Any], defaults: dict[str, Any]):
         self.defaults = dict(defaults)
         self.param_groups: list[dict[str, Any]] = []
+        self.state: dict[int, dict[str, np.ndarray]] = {}
+        self.step_count = 0
+        """Updates done so far; the compiled step reads ``step_count + 1`` as its ``step`` input."""
         groups = list(params)
         if not groups:
             raise KilnError(
@@ -39,14 +51,23 @@ class Optimizer:
             groups = [{"params": groups}]
         for group in groups:
             self.add_param_group(group)
-        self.state: dict[int, dict[str, np.ndarray]] = {}
 
     def add_param_group(self, group: dict[str, Any]) -> None:
-        params = list(group["params"])
+        """Add a group; options it does not name take the optimizer's defaults."""
+        params = [group["params"]] if isinstance(group["params"], Parameter) else list(group["params"])
         for param in params:
             if not isinstance(param, Parameter):
                 raise KilnError(f"optimizers take kiln Parameters, got {type(param).__name__}")
-        self.param_groups.append({**self.defaults, **group, "params": params})
+        seen = {id(p) for p in self.parameters()}
+        if any(id(p) in seen for p in params) or len({id(p) for p in params}) != len(params):
+            raise KilnError("some parameters appear in more than one parameter group (or twice in one); list each once")
+        full = {**self.defaults, **group, "params": params}
+        self.check_group(full)
+        self.param_groups.append(full)
+
+    def check_group(self, group: dict[str, Any]) -> None:
+        """Raise ``KilnError`` for invalid options (a negative lr, nesterov without momentum...)."""
+        _non_negative(type(self).__name__, group, "lr", "weight_decay")
 
     def parameters(self) -> list[Parameter]:
         return [p for group in self.param_groups for p in group["params"]]
@@ -54,30 +75,275 @@ class Optimizer:
     def group_of(self, param: Parameter) -> dict[str, Any]:
         return next(group for group in self.param_groups if any(p is param for p in group["params"]))
 
+    def state_names(self, group: dict[str, Any]) -> tuple[str, ...]:
+        """Names of the state arrays of each parameter in ``group``, in the update op's operand order."""
+        return ()
+
+    def initial_state(self, param: Parameter, group: dict[str, Any]) -> dict[str, np.ndarray]:
+        """A parameter's state before its first update (zeros, as ``torch.optim``)."""
+        return {name: np.zeros_like(param.data) for name in self.state_names(group)}
+
     def state_of(self, param: Parameter) -> dict[str, np.ndarray]:
-        """This parameter's state arrays, created (zeros) on first use."""
+        """This parameter's state arrays, created on first use."""
         if id(param) not in self.state:
-            self.state[id(param)] = {name: np.zeros_like(param.data) for name in self.state_names}
+            self.state[id(param)] = self.initial_state(param, self.group_of(param))
         return self.state[id(param)]
+
+    def signature(self) -> tuple[Any, ...]:
+        """What a compiled update fixes: group membership and every option that is not a graph input."""
+        fixed = sorted(set(self.defaults) - set(self.graph_hyperparameters))
+        return tuple(
+            (tuple(id(p) for p in group["params"]), tuple((key, _hashable(group[key])) for key in fixed))
+            for group in self.param_groups
+        )
 
     def emit_update(
         self, b: Builder, param: Value, grad: Value, state: dict[str, Value], hyper: dict[str, Value], group: dict[str, Any]
-    ) -> tuple[Value, dict[str, Value]]:
-        """Append the ops updating one parameter; returns the new parameter and new state values."""
+    ) -> Update:
+        """Append the ops updating one parameter; returns the new parameter and its new state values.
+
+        ``hyper`` holds the group's graph hyper-parameters (``lr``) and the 1-based ``step`` counter
+        (a graph input only when some update reads it).
+        """
         raise NotImplementedError
+
+    # --- state_dict ----------------------------------------------------------------------------
+
+    def state_dict(self, names: Mapping[int, str] | None = None) -> dict[str, Any]:
+        """``{"state": {param key: {name: array}}, "param_groups": [...], "step": int}``.
+
+        Parameters are keyed by ``names[id(param)]`` (the model's parameter names) where given,
+        else by their position in the optimizer, as PyTorch does. Arrays are the live ones.
+        """
+        key = _keyer(self.parameters(), names)
+        return {
+            "state": {key(p): dict(self.state[id(p)]) for p in self.parameters() if id(p) in self.state},
+            "param_groups": [{**_options(group), "params": [key(p) for p in group["params"]]} for group in self.param_groups],
+            "step": self.step_count,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any], names: Mapping[int, str] | None = None) -> None:
+        """Restore groups' options, state arrays and the step counter; everything is checked before anything is written."""
+        self.prepare_load(state, names)()
+
+    def prepare_load(self, state: Mapping[str, Any], names: Mapping[int, str] | None = None) -> Callable[[], None]:
+        """Check ``state`` against this optimizer; returns the function that writes it."""
+        missing = sorted({"state", "param_groups", "step"} - set(state))
+        if missing:
+            raise CheckpointError(f"an optimizer state has 'state', 'param_groups' and 'step' entries; this one lacks {missing}")
+        key = _keyer(self.parameters(), names)
+        saved_groups = list(state["param_groups"])
+        if len(saved_groups) != len(self.param_groups):
+            raise CheckpointError(f"optimizer state has {len(saved_groups)} parameter groups, this optimizer {len(self.param_groups)}")
+        options = [_loaded_options(index, group, saved, key) for index, (group, saved) in enumerate(zip(self.param_groups, saved_groups))]
+        arrays = {}
+        for group, loaded in zip(self.param_groups, options):
+            for param in group["params"]:
+                arrays[id(param)] = self._loaded_state(param, {**group, **loaded}, state["state"], key)
+        step = int(state["step"])
+
+        def write() -> None:
+            for group, loaded in zip(self.param_groups, options):
+                group.update(loaded)
+            self.state = {pid: _into(self.state.get(pid), value) for pid, value in arrays.items() if value is not None}
+            self.step_count = step
+
+        return write
+
+    def _loaded_state(
+        self, param: Parameter, group: dict[str, Any], saved: Mapping[str, Any], key: Callable[[Parameter], str]
+    ) -> dict[str, np.ndarray] | None:
+        """A parameter's saved state arrays, checked and cast to its dtype (``None``: not saved, start fresh)."""
+        entry = saved.get(key(param))
+        if entry is None:
+            return None
+        expected = set(self.state_names(group))
+        if set(entry) != expected:
+            raise CheckpointError(
+                f"optimizer state of {key(param)!r} holds {sorted(entry)}; {type(self).__name__} with these options expects {sorted(expected)}"
+            )
+        loaded = {}
+        for name, array in entry.items():
+            array = np.asarray(array)
+            if array.shape != param.data.shape:
+                raise CheckpointError(f"optimizer state {key(param)}.{name} has shape {array.shape}, the parameter {param.data.shape}")
+            loaded[name] = np.array(array, dtype=param.data.dtype)
+        return loaded
 
     def __repr__(self) -> str:
         settings = ", ".join(f"{k}={v}" for k, v in self.defaults.items())
         return f"{type(self).__name__}({settings})"
 
 
-class SGD(Optimizer):
-    """Stochastic gradient descent: ``p <- p - lr * g``."""
+def _non_negative(owner: str, group: dict[str, Any], *names: str) -> None:
+    for name in names:
+        if group[name] < 0:
+            raise KilnError(f"{owner}: invalid {name} {group[name]}; it must be >= 0")
 
-    def __init__(self, params: Iterable[Any], lr: float = 1e-3):
-        if lr < 0:
-            raise KilnError(f"SGD: invalid learning rate {lr}; it must be >= 0")
-        super().__init__(params, {"lr": lr})
+
+def _hashable(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _options(group: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in group.items() if key != "params"}
+
+
+def _keyer(parameters: list[Parameter], names: Mapping[int, str] | None) -> Callable[[Parameter], str]:
+    positions = {id(p): str(i) for i, p in enumerate(parameters)}
+    return lambda p: (names or {}).get(id(p), positions[id(p)])
+
+
+def _loaded_options(index: int, group: dict[str, Any], saved: Mapping[str, Any], key: Callable[[Parameter], str]) -> dict[str, Any]:
+    """The saved options of a group, after checking it holds the same parameters; tuples stay tuples."""
+    ours = [key(p) for p in group["params"]]
+    if list(saved["params"]) != ours:
+        raise CheckpointError(f"parameter group {index} holds {list(saved['params'])} in the saved state but {ours} here")
+    options = {name: value for name, value in saved.items() if name != "params"}
+    return {name: tuple(value) if isinstance(group.get(name), tuple) else value for name, value in options.items()}
+
+
+def _into(current: dict[str, np.ndarray] | None, loaded: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The loaded state, copied into the current arrays where they have the same names (in place, as parameters load)."""
+    if current is None or set(current) != set(loaded):
+        return loaded
+    for name, array in loaded.items():
+        np.copyto(current[name], array)
+    return current
+
+
+def _direction(b: Builder, grad: Value, group: dict[str, Any]) -> Value:
+    """The gradient to descend: negated when the group maximizes."""
+    return b.neg(grad) if group.get("maximize") else grad
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with optional momentum, dampening, Nesterov and L2 weight decay (``torch.optim.SGD``).
+
+    Without momentum each update is ``optim.sgd_update``; with it, ``optim.sgd_momentum_update``.
+    """
+
+    def __init__(
+        self, params: Iterable[Any], lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
+        weight_decay: float = 0.0, nesterov: bool = False, *, maximize: bool = False,
+    ):
+        defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov, maximize=maximize)
+        super().__init__(params, defaults)
+
+    def check_group(self, group: dict[str, Any]) -> None:
+        _non_negative("SGD", group, "lr", "momentum", "weight_decay")
+        if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
+            raise KilnError("SGD: nesterov momentum requires momentum > 0 and dampening = 0")
+
+    def state_names(self, group: dict[str, Any]) -> tuple[str, ...]:
+        return ("momentum_buffer",) if group["momentum"] != 0 else ()
 
     def emit_update(self, b, param, grad, state, hyper, group):
-        return b.sgd_update(param, grad, hyper["lr"]), {}
+        grad = _direction(b, grad, group)
+        if group["momentum"] == 0:
+            return b.sgd_update(param, grad, hyper["lr"], weight_decay=group["weight_decay"]), {}
+        options = {name: group[name] for name in ("momentum", "dampening", "nesterov", "weight_decay")}
+        new_param, new_buf = b.sgd_momentum_update(param, grad, state["momentum_buffer"], hyper["lr"], hyper["step"], **options)
+        return new_param, {"momentum_buffer": new_buf}
+
+
+class GD(SGD):
+    """Full-batch gradient descent: ``SGD`` whose every step sees the whole data set as one batch.
+
+    The update is SGD's (same options); what makes it gradient descent is the
+    call, ``step(x_all, y_all)``, so each update follows the exact gradient of
+    the training loss. The symbolic batch dim means any data set size works.
+    """
+
+
+class Adam(Optimizer):
+    """Adam (``torch.optim.Adam``): L2 ``weight_decay`` added to the gradient, optional AMSGrad; one ``optim.adam_update`` per parameter."""
+
+    decoupled = False
+
+    def __init__(
+        self, params: Iterable[Any], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+        weight_decay: float = 0.0, amsgrad: bool = False, *, maximize: bool = False,
+    ):
+        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize)
+        super().__init__(params, defaults)
+
+    def check_group(self, group: dict[str, Any]) -> None:
+        name = type(self).__name__
+        _non_negative(name, group, "lr", "eps", "weight_decay")
+        if not all(0.0 <= beta < 1.0 for beta in group["betas"]) or len(group["betas"]) != 2:
+            raise KilnError(f"{name}: invalid betas {group['betas']}; both must be in [0, 1)")
+
+    def state_names(self, group: dict[str, Any]) -> tuple[str, ...]:
+        return ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if group["amsgrad"] else ())
+
+    def emit_update(self, b, param, grad, state, hyper, group):
+        names = self.state_names(group)
+        beta1, beta2 = group["betas"]
+        results = b.adam_update(
+            param, _direction(b, grad, group), *[state[name] for name in names], hyper["lr"], hyper["step"],
+            beta1=beta1, beta2=beta2, eps=group["eps"], weight_decay=group["weight_decay"], amsgrad=group["amsgrad"], decoupled=self.decoupled,
+        )
+        return results[0], dict(zip(names, results[1:]))
+
+
+class AdamW(Adam):
+    """AdamW (``torch.optim.AdamW``): Adam with decoupled weight decay ``p <- p (1 - lr wd)``; ``weight_decay`` defaults to 0.01."""
+
+    decoupled = True
+
+    def __init__(
+        self, params: Iterable[Any], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+        weight_decay: float = 1e-2, amsgrad: bool = False, *, maximize: bool = False,
+    ):
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize)
+
+
+class RMSprop(Optimizer):
+    """RMSprop (``torch.optim.RMSprop``): optional momentum and centering; one ``optim.rmsprop_update`` per parameter."""
+
+    def __init__(
+        self, params: Iterable[Any], lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8, weight_decay: float = 0.0,
+        momentum: float = 0.0, centered: bool = False, *, maximize: bool = False,
+    ):
+        defaults = dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum, centered=centered, maximize=maximize)
+        super().__init__(params, defaults)
+
+    def check_group(self, group: dict[str, Any]) -> None:
+        _non_negative("RMSprop", group, "lr", "alpha", "eps", "weight_decay", "momentum")
+
+    def state_names(self, group: dict[str, Any]) -> tuple[str, ...]:
+        return ("square_avg",) + (("grad_avg",) if group["centered"] else ()) + (("momentum_buffer",) if group["momentum"] > 0 else ())
+
+    def emit_update(self, b, param, grad, state, hyper, group):
+        names = self.state_names(group)
+        options = {name: group[name] for name in ("alpha", "eps", "weight_decay", "momentum", "centered")}
+        results = b.rmsprop_update(param, _direction(b, grad, group), *[state[name] for name in names], hyper["lr"], **options)
+        return results[0], dict(zip(names, results[1:]))
+
+
+class Adagrad(Optimizer):
+    """Adagrad (``torch.optim.Adagrad``): ``lr_decay``, ``initial_accumulator_value``; one ``optim.adagrad_update`` per parameter."""
+
+    def __init__(
+        self, params: Iterable[Any], lr: float = 1e-2, lr_decay: float = 0.0, weight_decay: float = 0.0,
+        initial_accumulator_value: float = 0.0, eps: float = 1e-10, *, maximize: bool = False,
+    ):
+        defaults = dict(
+            lr=lr, lr_decay=lr_decay, weight_decay=weight_decay, initial_accumulator_value=initial_accumulator_value, eps=eps, maximize=maximize
+        )
+        super().__init__(params, defaults)
+
+    def check_group(self, group: dict[str, Any]) -> None:
+        _non_negative("Adagrad", group, "lr", "lr_decay", "weight_decay", "initial_accumulator_value", "eps")
+
+    def state_names(self, group: dict[str, Any]) -> tuple[str, ...]:
+        return ("sum",)
+
+    def initial_state(self, param: Parameter, group: dict[str, Any]) -> dict[str, np.ndarray]:
+        return {"sum": np.full_like(param.data, group["initial_accumulator_value"])}
+
+    def emit_update(self, b, param, grad, state, hyper, group):
+        options = {name: group[name] for name in ("lr_decay", "eps", "weight_decay")}
+        new_param, new_sum = b.adagrad_update(param, _direction(b, grad, group), state["sum"], hyper["lr"], hyper["step"], **options)
+        return new_param, {"sum": new_sum}

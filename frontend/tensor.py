@@ -192,6 +192,49 @@ class Tensor:
 
     expand = broadcast_to
 
+    # indexing and the CNN/transformer methods (``frontend/functional_nn.py``) ------
+    def __getitem__(self, index: Any) -> "Tensor":
+        from kiln.frontend.functional_nn import getitem
+
+        return getitem(self, index)
+
+    def abs(self) -> "Tensor":
+        return apply("tensor.abs", self)
+
+    def argmax(self, dim: int = -1, keepdim: bool = False) -> "Tensor":
+        return apply("tensor.argmax", self, axis=dim, keepdims=keepdim)
+
+    def amin(self, dim: int | tuple[int, ...] | None = None, keepdim: bool = False) -> "Tensor":
+        return apply("tensor.reduce_min", self, axes=dim, keepdims=keepdim)
+
+    min = amin
+
+    def clamp(self, min: float | None = None, max: float | None = None) -> "Tensor":  # noqa: A002
+        return apply("tensor.clip", self, min=min, max=max)
+
+    def unsqueeze(self, dim: int) -> "Tensor":
+        return apply("tensor.expand_dims", self, axes=(dim,))
+
+    def squeeze(self, dim: int | tuple[int, ...] | None = None) -> "Tensor":
+        from kiln.frontend.functional_nn import squeeze
+
+        return squeeze(self, dim)
+
+    def flatten(self, start_dim: int = 0, end_dim: int = -1) -> "Tensor":
+        from kiln.frontend.functional_nn import flatten
+
+        return flatten(self, start_dim, end_dim)
+
+    def split(self, split_size: Any, dim: int = 0) -> tuple["Tensor", ...]:
+        from kiln.frontend.functional_nn import split
+
+        return split(self, split_size, dim)
+
+    def chunk(self, chunks: int, dim: int = 0) -> tuple["Tensor", ...]:
+        from kiln.frontend.functional_nn import chunk
+
+        return chunk(self, chunks, dim)
+
 
 def _flatten_args(args: tuple[Any, ...]) -> list[Any]:
     """``f(2, 3)`` and ``f((2, 3))`` both mean the tuple ``(2, 3)``."""

@@ -12,13 +12,14 @@ from typing import Any, Callable
 import numpy as np
 
 from kiln.backends import get_backend
+from kiln.compiler.errors import KilnError
 from kiln.compiler.ir.core import Graph
 from kiln.compiler.passes.manager import PassManager
 from kiln.frontend.module import Parameter
 from kiln.frontend.tensor import Tensor
 from kiln.frontend.trace import TraceContext, as_value, flatten_outputs, input_names
 from kiln.runtime.executable import Executable
-from kiln.runtime.train_step import batch_specs
+from kiln.runtime.train_step import DEFAULT_PIPELINE, batch_specs
 
 
 @dataclass
@@ -26,6 +27,8 @@ class _Variant:
     graph: Graph
     executable: Executable
     parameters: list[Parameter]
+    buffers: list[Parameter] = field(default_factory=list)
+    """Buffers updated by the call (BatchNorm's running statistics in training mode): the last outputs, written back."""
 
 
 @dataclass
@@ -34,7 +37,7 @@ class CompiledFunction:
 
     fn: Callable[..., Any]
     backend: str = "numpy"
-    pipeline: str = "cse,dce"
+    pipeline: str = DEFAULT_PIPELINE
     variants: dict[tuple[Any, ...], _Variant] = field(default_factory=dict)
 
     def __call__(self, *arrays: Any) -> Any:
@@ -45,6 +48,10 @@ class CompiledFunction:
         variant = self.variants[key]
         outputs = variant.executable(*arrays_np, *[p.data for p in variant.parameters])
         outputs = tuple(np.asarray(o) for o in outputs)
+        if variant.buffers:
+            outputs, updates = outputs[: -len(variant.buffers)], outputs[-len(variant.buffers) :]
+            for buffer, update in zip(variant.buffers, updates):
+                np.copyto(buffer.data, update)
         return outputs[0] if len(outputs) == 1 else outputs
 
     @property
@@ -61,11 +68,18 @@ class CompiledFunction:
             inputs = [Tensor(context.graph.add_input(spec.type, name)) for spec, name in zip(specs, names)]
             result = self.fn(*inputs)
             context.graph.outputs = [as_value(item, "the compiled function's result") for item in flatten_outputs(result)]
+            context.graph.outputs += [value for _, value in context.buffer_updates.values()]
         PassManager(self.pipeline).run(context.graph)
-        return _Variant(context.graph, get_backend(self.backend).compile(context.graph), context.parameters)
+        if context.seed_input is not None:
+            raise KilnError(
+                f"kiln.compile traced random ops (dropout in training mode) in {context.graph.name}; "
+                "call model.eval() first, or train it with kiln.compile_train_step, which feeds the seed"
+            )
+        buffers = [buffer for buffer, _ in context.buffer_updates.values()]
+        return _Variant(context.graph, get_backend(self.backend).compile(context.graph), context.parameters, buffers)
 
 
-def compile(fn: Callable[..., Any], backend: str = "numpy", pipeline: str = "cse,dce") -> CompiledFunction:
+def compile(fn: Callable[..., Any], backend: str = "numpy", pipeline: str = DEFAULT_PIPELINE) -> CompiledFunction:
     """Compile ``fn`` for ``backend``; it traces on the first call with each new input signature."""
     get_backend(backend)
     return CompiledFunction(fn, backend, pipeline)

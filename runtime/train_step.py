@@ -1,50 +1,68 @@
-"""The compiled training step: forward, backward and optimizer update as one graph.
+"""The compiled training step: forward, backward, gradient transforms and optimizer update as one graph.
 
 ```python
-step = kiln.compile_train_step(model, F.cross_entropy, kiln.optim.SGD(model.parameters(), lr=0.1))
+step = kiln.compile_train_step(model, F.cross_entropy, kiln.optim.Adam(model.parameters(), lr=1e-3),
+                               clip_grad_norm=1.0, accumulate=4)
 loss = step(x, y)     # compiles on the first call; the batch dim is symbolic
+step.save("run.npz")  # model, optimizer state and step counter; step.load("run.npz") resumes exactly
 ```
 
-The graph maps ``(batch, params, optimizer state, hyper-parameters) -> (loss,
-new params, new state)``. After each call the new values are written into the
-parameters' and the optimizer's arrays in place, so ``model.state_dict()``
-sees them. A new compile happens only for a new non-batch shape or dtype.
+The graph maps ``(batch, params, optimizer state, lr, step) -> (loss, new
+params, new state)`` (see ``runtime/step_graph.py``). After each call the new
+values are written into the parameters' and the optimizer's arrays in place,
+so ``model.state_dict()`` sees them, and ``optimizer.step_count`` goes up by
+one. A new compile happens only for a new non-batch shape or dtype, or when an
+optimizer option that is not a graph input (momentum, betas, groups) changes.
+
+Options:
+
+- ``clip_grad_norm=max_norm``: rescale all gradients by ``min(1, max_norm / (norm + 1e-6))``
+  of their global 2-norm (``torch.nn.utils.clip_grad_norm_``).
+- ``clip_grad_value=v``: clamp each gradient to ``[-v, v]`` (applied before the norm clip).
+- ``accumulate=k``: each call's batch splits into ``k`` equal micro-batches inside the one
+  graph (k forward/backward passes, one update); the loss and gradients are the means over
+  micro-batches, as ``(loss / k).backward()`` per micro-batch does in PyTorch.
+- ``loss_scale=s``: the loss is multiplied by ``step.loss_scale`` (a graph input, so a
+  dynamic scaler can change it without recompiling) before autodiff and the gradients are
+  divided by it; the returned loss is unscaled. There is no inf/nan check yet.
+- ``pipeline``, ``verify_each``, ``print_ir_after_all``: the pass manager's.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from kiln.backends import get_backend
-from kiln.compiler.autodiff.differentiate import differentiate
-from kiln.compiler.errors import InputError
-from kiln.compiler.ir.core import Graph, Value
-from kiln.compiler.ir.types import DType, TensorType
+from kiln.compiler.errors import CheckpointError, InputError, KilnError
+from kiln.compiler.ir.core import Graph
+from kiln.compiler.ir.types import DType
 from kiln.compiler.passes.manager import PassManager
-from kiln.frontend.module import Module, Parameter
+from kiln.frontend.module import Module
 from kiln.frontend.optim import Optimizer
 from kiln.frontend.tensor import Tensor
-from kiln.frontend.trace import TensorSpec, TraceContext, as_value, input_names
+from kiln.frontend.trace import TensorSpec
+from kiln.runtime import checkpoint
 from kiln.runtime.executable import Executable
+from kiln.runtime.donation import step_donations
+from kiln.runtime.step_graph import GradientOptions, StepGraph, build_step_graph
 
-DEFAULT_PIPELINE = "cse,dce"
+DEFAULT_PIPELINE = "canonicalize,constant-fold,cse,dce"
+"""Graph-level cleanup; backends lower further (the NumPy backend fuses and plans memory on its copy)."""
 
 
 @dataclass
 class CompiledStep:
-    """One compiled variant: its graph, executable and where each graph input comes from."""
+    """One compiled variant: the step graph (and where its inputs come from) and its executable."""
 
-    graph: Graph
+    step_graph: StepGraph
     executable: Executable
-    parameters: list[Parameter]
-    """Trained parameters, in the optimizer's order; the graph returns a new value for each."""
-    frozen: list[Parameter]
-    """Parameters the model reads that the optimizer does not train (inputs only)."""
-    hyper_inputs: list[tuple[int, str]]
-    """``(group index, hyper-parameter name)`` per hyper-parameter input, in graph order."""
+
+    @property
+    def graph(self) -> Graph:
+        return self.step_graph.graph
 
 
 @dataclass
@@ -56,18 +74,35 @@ class TrainStep:
     pipeline: str = DEFAULT_PIPELINE
     verify_each: bool = False
     print_ir_after_all: bool = False
+    clip_grad_norm: float | None = None
+    clip_grad_value: float | None = None
+    accumulate: int = 1
+    loss_scale: float | None = None
+    """The current loss scale (a graph input: change it between steps freely), or None for none."""
+    seed: int = 0
+    """Seeds the random ops (dropout): step ``k`` draws from ``rng_seed = seed * 2**20 + k``, so a step replays given its seed."""
     compiled: dict[tuple[Any, ...], CompiledStep] = field(default_factory=dict)
     compile_count: int = 0
-    """How many times a graph was traced and compiled (a new input signature each)."""
+    """How many times a graph was traced and compiled (a new input signature or optimizer option each)."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.accumulate, int) or self.accumulate < 1:
+            raise KilnError(f"accumulate must be a whole number of micro-batches >= 1, got {self.accumulate!r}")
+        for name in ("clip_grad_norm", "clip_grad_value", "loss_scale"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise KilnError(f"{name} must be > 0 (or None to turn it off), got {value!r}")
+
+    @property
+    def options(self) -> GradientOptions:
+        return GradientOptions(self.accumulate, self.loss_scale is not None, self.clip_grad_value, self.clip_grad_norm)
 
     def __call__(self, *batch: Any) -> float:
         arrays = [np.asarray(array) for array in batch]
         compiled = self._compiled_for(arrays)
-        feeds = arrays + [p.data for p in compiled.parameters + compiled.frozen]
-        feeds += [self.optimizer.state_of(p)[name] for p in compiled.parameters for name in self.optimizer.state_names]
-        feeds += [self._hyper_array(group, name, compiled) for group, name in compiled.hyper_inputs]
-        outputs = compiled.executable(*feeds)
-        self._write_back(compiled, outputs[1:])
+        outputs = compiled.executable(*self._feeds(compiled.step_graph, split_micro_batches(arrays, self.accumulate)))
+        self._write_back(compiled.step_graph, outputs[1:])
+        self.optimizer.step_count += 1
         return float(outputs[0])
 
     @property
@@ -80,30 +115,71 @@ class TrainStep:
     def compile(self, *specs: TensorSpec) -> CompiledStep:
         """Trace and compile for these batch specs (the first dim of each is usually ``"N"``)."""
         self.compile_count += 1
-        graph, parameters, frozen, hyper_inputs = build_step_graph(self.model, self.loss_fn, self.optimizer, specs)
-        PassManager(self.pipeline, verify_each=self.verify_each, print_ir_after_all=self.print_ir_after_all).run(graph)
-        executable = get_backend(self.backend).compile(graph)
-        return CompiledStep(graph, executable, parameters, frozen, hyper_inputs)
+        step_graph = build_step_graph(self.model, self.loss_fn, self.optimizer, specs, self.options)
+        PassManager(self.pipeline, verify_each=self.verify_each, print_ir_after_all=self.print_ir_after_all).run(step_graph.graph)
+        step_graph.graph.donations = step_donations(step_graph, len(specs) * self.accumulate)  # updated in place
+        return CompiledStep(step_graph, get_backend(self.backend).compile(step_graph.graph))
 
     def _compiled_for(self, arrays: Sequence[np.ndarray]) -> CompiledStep:
-        key = tuple((a.shape[1:], a.dtype.str) for a in arrays)
+        key = (tuple((a.shape[1:], a.dtype.str) for a in arrays), self.optimizer.signature())
         if key not in self.compiled:
-            self.compiled[key] = self.compile(*batch_specs(arrays))
+            self.compiled[key] = self.compile(*batch_specs(arrays))  # specs (and their checks) only when compiling
         return self.compiled[key]
 
-    def _hyper_array(self, group: int, name: str, compiled: CompiledStep) -> np.ndarray:
-        dtype = compiled.parameters[0].data.dtype if compiled.parameters else np.float32
-        return np.asarray(self.optimizer.param_groups[group][name], dtype=dtype)
+    def _feeds(self, step_graph: StepGraph, micro_batches: list[np.ndarray]) -> list[np.ndarray]:
+        """The arrays for every graph input, in the graph's order."""
+        feeds = micro_batches + [p.data for p in step_graph.parameters + step_graph.frozen]
+        if step_graph.reads_seed:
+            feeds.append(np.asarray(self.seed * 2**20 + self.optimizer.step_count, dtype=np.int64))
+        feeds += [self.optimizer.state_of(p)[name] for p, names in zip(step_graph.parameters, step_graph.state_names) for name in names]
+        if self.loss_scale is not None:
+            feeds.append(np.asarray(self.loss_scale, dtype=step_graph.graph.outputs[0].type.dtype.numpy))
+        for group, name in step_graph.hyper_inputs:
+            params = self.optimizer.param_groups[group]["params"]
+            feeds.append(np.asarray(self.optimizer.param_groups[group][name], dtype=params[0].data.dtype if params else np.float32))
+        if step_graph.reads_step:
+            feeds.append(np.asarray(self.optimizer.step_count + 1, dtype=np.int64))
+        return feeds
 
-    def _write_back(self, compiled: CompiledStep, outputs: Sequence[Any]) -> None:
-        count = len(compiled.parameters)
-        for param, new in zip(compiled.parameters, outputs[:count]):
+    def _write_back(self, step_graph: StepGraph, outputs: Sequence[Any]) -> None:
+        count = len(step_graph.parameters)
+        for param, new in zip(step_graph.parameters, outputs[:count]):
             np.copyto(param.data, new)
         states = iter(outputs[count:])
-        for param in compiled.parameters:
+        for param, names in zip(step_graph.parameters, step_graph.state_names):
             state = self.optimizer.state_of(param)
-            for name in self.optimizer.state_names:
+            for name in names:
                 np.copyto(state[name], next(states))
+        for buffer in step_graph.buffers:  # running statistics, after the optimizer state
+            np.copyto(buffer.data, next(states))
+
+    # --- state ---------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """``{"model": {name: array}, "optimizer": {"state": {name: {state name: array}}, "param_groups": [...], "step": int}}``.
+
+        The arrays are the live ones (as PyTorch's ``state_dict``): copy them to keep a snapshot in memory.
+        """
+        return {"model": dict(self.model.state_dict()), "optimizer": self.optimizer.state_dict(self._parameter_names())}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore parameters, optimizer state and step counter in place; all is checked before anything is written."""
+        missing = sorted({"model", "optimizer"} - set(state))
+        if missing:
+            raise CheckpointError(f"a training-step state needs 'model' and 'optimizer' entries; it lacks {missing}")
+        write_optimizer = self.optimizer.prepare_load(state["optimizer"], self._parameter_names())
+        self.model.load_state_dict(state["model"])
+        write_optimizer()
+
+    def save(self, path: str) -> None:
+        """Write ``state_dict()`` to ``path`` atomically (``kiln.save``); ``step.load(path)`` restores it."""
+        checkpoint.save(path, self.state_dict())
+
+    def load(self, path: str) -> None:
+        self.load_state_dict(checkpoint.load(path))
+
+    def _parameter_names(self) -> dict[int, str]:
+        return {id(p): name for name, p in self.model.named_parameters()}
 
 
 def batch_specs(arrays: Sequence[np.ndarray]) -> list[TensorSpec]:
@@ -116,57 +192,35 @@ def batch_specs(arrays: Sequence[np.ndarray]) -> list[TensorSpec]:
     return specs
 
 
-def build_step_graph(
-    model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, specs: Sequence[TensorSpec]
-) -> tuple[Graph, list[Parameter], list[Parameter], list[tuple[int, str]]]:
-    """Trace ``loss_fn(model(*inputs), target)``, differentiate it, and append the optimizer update."""
-    with TraceContext("train_step") as context:
-        context.parameter_names.update({id(p): name for name, p in model.named_parameters()})
-        names = input_names(model, len(specs) - 1) + ["target"]
-        inputs = [Tensor(context.graph.add_input(spec.type, name)) for spec, name in zip(specs, names)]
-        loss = as_value(loss_fn(model(*inputs[:-1]), inputs[-1]), "the loss function's result")
-        loss.name_hint = loss.name_hint or "loss"
-        parameters = optimizer.parameters()
-        param_values = [context.value_of(p) for p in parameters]
-        trained = set(map(id, parameters))
-        frozen = [p for p in context.parameters if id(p) not in trained]
-    graph = context.graph
-    # batch inputs, then trained parameters in the optimizer's order, then frozen ones
-    graph.inputs = graph.inputs[: len(specs)] + param_values + [context.value_of(p) for p in frozen]
-    grads = differentiate(graph, loss, param_values)
-    new_params, new_states, hyper_inputs = _emit_updates(graph, optimizer, parameters, param_values, grads)
-    graph.outputs = [loss, *new_params, *new_states]
-    return graph, parameters, frozen, hyper_inputs
-
-
-def _emit_updates(graph: Graph, optimizer: Optimizer, parameters: list[Parameter], values: list[Value], grads: list[Value]):
-    from kiln.compiler.ir.builder import Builder
-
-    builder = Builder(graph, location="optimizer")
-    states = [
-        {name: graph.add_input(value.type, f"{value.name_hint}.{name}") for name in optimizer.state_names}
-        for value in values
-    ]
-    hyper, hyper_inputs = {}, []
-    for index, group in enumerate(optimizer.param_groups):
-        for name in optimizer.graph_hyperparameters:
-            dtype = values[0].type.dtype if values else DType.f32
-            hyper[(index, name)] = graph.add_input(TensorType((), dtype), name if index == 0 else f"{name}{index}")
-            hyper_inputs.append((index, name))
-    new_params, new_states = [], []
-    for param, value, grad, state in zip(parameters, values, grads, states):
-        group_index = optimizer.param_groups.index(optimizer.group_of(param))
-        group_hyper = {name: hyper[(group_index, name)] for name in optimizer.graph_hyperparameters}
-        new_param, new_state = optimizer.emit_update(builder, value, grad, state, group_hyper, optimizer.param_groups[group_index])
-        new_param.name_hint = f"{value.name_hint}.new"
-        new_params.append(new_param)
-        new_states.extend(new_state[name] for name in optimizer.state_names)
-    return new_params, new_states, hyper_inputs
+def split_micro_batches(arrays: Sequence[np.ndarray], count: int) -> list[np.ndarray]:
+    """Each input cut into ``count`` equal row blocks, ordered micro-batch by micro-batch (views, no copies)."""
+    if count == 1:
+        return list(arrays)
+    sizes = {len(array) for array in arrays}
+    size = sizes.pop()
+    if sizes or size % count:
+        raise InputError(
+            f"accumulate={count}: the batch inputs have {sorted({len(a) for a in arrays})} rows, which do not split into "
+            f"{count} equal micro-batches; pass batches whose size is a multiple of {count} (drop a short last batch)"
+        )
+    rows = size // count
+    return [array[k * rows : (k + 1) * rows] for k in range(count) for array in arrays]
 
 
 def compile_train_step(
     model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, backend: str = "numpy", **options: Any
 ) -> TrainStep:
-    """A callable ``step(*inputs, target) -> loss`` that trains ``model`` in place; compiles on the first call."""
+    """A callable ``step(*inputs, target) -> loss`` that trains ``model`` in place; compiles on the first call.
+
+    ``options``: ``clip_grad_norm``, ``clip_grad_value``, ``accumulate``, ``loss_scale``, ``pipeline``,
+    ``verify_each``, ``print_ir_after_all`` (see the module docstring).
+    """
     get_backend(backend)  # fail now, not at the first batch, on an unknown backend
+    known = {"pipeline", "verify_each", "print_ir_after_all", "clip_grad_norm", "clip_grad_value", "accumulate", "loss_scale", "seed"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise KilnError(f"compile_train_step has no option {', '.join(unknown)}; the options are {sorted(known)}")
     return TrainStep(model, loss_fn, optimizer, backend, **options)
+
+
+__all__ = ["CompiledStep", "TrainStep", "batch_specs", "build_step_graph", "compile_train_step", "split_micro_batches"]

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from kiln.backends.numpy.codegen import compile_function
+from kiln.backends.numpy.codegen import compile_function, compile_planned
+from kiln.backends.numpy.fusion import lower_for_fusion
 from kiln.backends.numpy.lowering import NUMPY
+from kiln.backends.numpy import lowering_conv, lowering_movement  # noqa: F401  (register their kernels into NUMPY)
+from kiln.backends.numpy import lowering_losses, lowering_optim  # noqa: F401  (register their kernels into NUMPY)
+from kiln.backends.numpy import lowering_comm  # noqa: F401  (registers the comm kernels into NUMPY)
 from kiln.compiler.ir.core import Graph, clone_graph
 from kiln.compiler.ops.registry import lookup
 from kiln.compiler.passes.dce import DCE
@@ -14,13 +18,24 @@ from kiln.runtime.executable import Executable
 class NumpyBackend:
     name = "numpy"
     table = NUMPY
+    plan_memory = True
+    """Generate code over preallocated buffers (the memory plan); False: one allocating kernel call per op."""
 
     def compile(self, graph: Graph) -> Executable:
-        """Lower a copy of ``graph``: composites without a kernel expand, then one function is generated."""
+        """Lower a copy of ``graph``: composites without a kernel expand, then one function is generated.
+
+        ``graph.donations`` (``{input index: output index}``, set by the training step) lets
+        outputs be written into those inputs' arrays in place.
+        """
+        donations = dict(getattr(graph, "donations", {}))
         graph = clone_graph(graph)
         decompose_where(graph, lambda op: op.name not in self.table and lookup(op.name).is_composite)
         DCE().run(graph)
-        function, source = compile_function(graph, self.table)
+        if not self.plan_memory:
+            function, source = compile_function(graph, self.table)
+            return Executable(graph, function, self.name, source)
+        lower_for_fusion(graph)
+        function, source = compile_planned(graph, self.table, donations)
         return Executable(graph, function, self.name, source)
 
 

@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 from kiln.backends.base import LoweringTable
-from kiln.compiler.ir.types import DType
+from kiln.compiler.ir.types import DType, normalize_axes
 
 NUMPY = LoweringTable("numpy")
 
@@ -70,7 +70,8 @@ def constant(*, value: np.ndarray):
 
 @NUMPY.register("tensor.reduce_sum")
 def reduce_sum(x, *, axes, keepdims: bool):
-    return np.sum(x, axis=axes, keepdims=keepdims)
+    # dtype=: NumPy would widen int32 sums to int64, against the IR type
+    return np.sum(x, axis=axes, keepdims=keepdims, dtype=x.dtype)
 
 
 @NUMPY.register("tensor.reduce_mean")
@@ -80,7 +81,15 @@ def reduce_mean(x, *, axes, keepdims: bool):
 
 @NUMPY.register("tensor.reduce_max")
 def reduce_max(x, *, axes, keepdims: bool):
-    return np.max(x, axis=axes, keepdims=keepdims)
+    # an empty reduction gives the identity, -inf (the lowest value), as in ONNX
+    return np.max(x, axis=axes, keepdims=keepdims, initial=lowest(x.dtype)) if np.size(x) == 0 else np.max(x, axis=axes, keepdims=keepdims)
+
+
+def lowest(dtype: np.dtype):
+    """The identity of max: -inf, the smallest integer, or False."""
+    if dtype.kind == "f":
+        return -np.inf
+    return np.iinfo(dtype).min if dtype.kind in "iu" else False
 
 
 @NUMPY.register("tensor.reshape")
@@ -105,7 +114,7 @@ def one_hot(labels, *, num_classes: int, dtype: DType):
 
 @NUMPY.register("tensor.numel")
 def numel(x, *, axes, dtype: DType):
-    axes = range(np.ndim(x)) if axes is None else axes
+    axes = normalize_axes(axes, np.ndim(x))
     return np.asarray(math.prod(np.shape(x)[axis] for axis in axes), dtype=dtype.numpy)
 
 
@@ -120,27 +129,3 @@ def softmax(x, *, axis: int):
 def log_softmax(x, *, axis: int):
     shifted = x - np.max(x, axis=axis, keepdims=True)
     return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
-
-
-@NUMPY.register("nn.cross_entropy")
-def cross_entropy(logits, labels, *, reduction: str):
-    # loss_i = logsumexp(x_i) - x_i[y_i]
-    per_sample = -np.take_along_axis(log_softmax(logits, axis=1), labels[:, None], axis=1)[:, 0]
-    return _reduce(per_sample, reduction)
-
-
-@NUMPY.register("nn.mse")
-def mse(prediction, target, *, reduction: str):
-    difference = prediction - target
-    return _reduce(difference * difference, reduction)
-
-
-def _reduce(per_element, reduction: str):
-    if reduction == "none":
-        return per_element
-    return np.mean(per_element) if reduction == "mean" else np.sum(per_element)
-
-
-@NUMPY.register("optim.sgd_update")
-def sgd_update(param, grad, lr):
-    return param - lr * grad

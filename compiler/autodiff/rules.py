@@ -236,37 +236,3 @@ def log_softmax_vjp(b: Builder, op: Op, g: Value) -> Cotangents:
     x, axis = op.operands[0], op.attrs["axis"]
     total = b.reduce_sum(g, axes=(axis,), keepdims=True)
     return (b.sub(g, b.mul(b.softmax(x, axis=axis), total)),)
-
-
-@vjp_rule("nn.cross_entropy")
-def cross_entropy_vjp(b: Builder, op: Op, g: Value) -> Cotangents:
-    # d loss_i / d x_i = softmax(x_i) - onehot(y_i), scaled by the reduction
-    logits, labels = op.operands
-    targets = b.one_hot(labels, num_classes=logits.type.shape[1], dtype=logits.type.dtype)
-    difference = b.sub(b.softmax(logits, axis=1), targets)
-    return b.mul(difference, _per_sample_scale(b, g, labels, op.attrs["reduction"])), None
-
-
-@vjp_rule("nn.mse")
-def mse_vjp(b: Builder, op: Op, g: Value) -> Cotangents:
-    # d mean((p - t)^2) = 2 (p - t) / count
-    prediction, target = op.operands
-    difference = b.sub(prediction, target)
-    scale = _loss_scale(b, g, prediction, op.attrs["reduction"])
-    dp = b.mul(b.mul(difference, b.scalar_like(2.0, difference)), scale)
-    return dp, b.neg(dp)
-
-
-def _per_sample_scale(b: Builder, g: Value, labels: Value, reduction: str) -> Value:
-    """The reduced loss's cotangent as a ``(N, 1)`` or scalar factor on each sample's row."""
-    if reduction == "none":
-        return b.reshape(g, shape=g.type.shape + (1,))
-    if reduction == "sum":
-        return g
-    return b.div(g, b.numel(labels, dtype=g.type.dtype))
-
-
-def _loss_scale(b: Builder, g: Value, like: Value, reduction: str) -> Value:
-    if reduction == "mean":
-        return b.div(g, b.numel(like, dtype=g.type.dtype))
-    return g

@@ -16,6 +16,8 @@ from kiln.compiler.ops.registry import register_op
 UNARY_ELEMENTWISE = ("neg", "exp", "log", "tanh", "sigmoid", "relu", "sqrt")
 BINARY_ELEMENTWISE = ("add", "sub", "mul", "div", "pow", "maximum", "minimum")
 COMPARISONS = ("equal", "not_equal", "less", "less_equal", "greater", "greater_equal")
+FLOAT_ONLY = ("tensor.div", "tensor.reduce_mean")
+"""Ops whose integer form would change dtype (true division, a mean): integers are cast first."""
 
 
 def _same_dtype(op: str, *types: TensorType) -> DType:
@@ -39,6 +41,8 @@ def _unary_float_shape(op: str):
 def _binary_shape(op: str):
     def shape(x: TensorType, y: TensorType) -> TensorType:
         dtype = _same_dtype(op, x, y)
+        if op in FLOAT_ONLY:
+            _float_operand(op, x)
         return TensorType(_broadcast(op, x, y), dtype)
 
     return shape
@@ -108,6 +112,8 @@ def matmul_shape(a: TensorType, b: TensorType) -> TensorType:
 
 def _reduce_shape(op: str):
     def shape(x: TensorType, *, axes: tuple[int, ...] | None, keepdims: bool) -> TensorType:
+        if op in FLOAT_ONLY:
+            _float_operand(op, x)
         reduced = normalize_axes(axes, x.rank)
         if keepdims:
             return x.with_shape(tuple(1 if i in reduced else d for i, d in enumerate(x.shape)))

@@ -12,6 +12,7 @@ writes a reproducer (the input IR and the pipeline) and says where.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import tempfile
@@ -44,13 +45,51 @@ def register_pass(cls: type[Pass]) -> type[Pass]:
 
 
 def parse_pipeline(pipeline: str | list[Pass]) -> list[Pass]:
+    """``"canonicalize,cse,plan-memory{donate=2:1}"`` -> pass instances; ``{key=value ...}`` sets dataclass options."""
     if not isinstance(pipeline, str):
         return list(pipeline)
-    names = [name.strip() for name in pipeline.split(",") if name.strip()]
-    unknown = [name for name in names if name not in PASSES]
+    entries = [entry.strip() for entry in _split_top_level(pipeline) if entry.strip()]
+    unknown = [entry.split("{")[0] for entry in entries if entry.split("{")[0] not in PASSES]
     if unknown:
         raise KilnError(f"unknown pass {', '.join(unknown)} in pipeline {pipeline!r}; registered: {', '.join(sorted(PASSES))}")
-    return [PASSES[name]() for name in names]
+    return [_instantiate(entry) for entry in entries]
+
+
+def _split_top_level(pipeline: str) -> list[str]:
+    """Split at commas outside ``{...}`` (an option value may hold commas)."""
+    parts, depth, current = [], 0, ""
+    for char in pipeline:
+        depth += {"{": 1, "}": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    return parts + [current]
+
+
+def _instantiate(entry: str) -> Pass:
+    name, _, rest = entry.partition("{")
+    cls = PASSES[name.strip()]
+    options: dict[str, object] = {}
+    for item in rest.rstrip("}").split():
+        key, _, text = item.partition("=")
+        fields = {f.name: f for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
+        if key.replace("-", "_") not in fields:
+            raise KilnError(f"pass {name!r} has no option {key!r}; options: {', '.join(fields) or 'none'}")
+        default = fields[key.replace("-", "_")].default
+        collection = isinstance(default, (frozenset, tuple))
+        options[key.replace("-", "_")] = type(default)(text.split(",")) if collection else _option_value(text)
+    return cls(**options)
+
+
+def _option_value(text: str) -> object:
+    if text in ("true", "false"):
+        return text == "true"
+    try:
+        return int(text)
+    except ValueError:
+        return text
 
 
 class PassFailure(KilnError):

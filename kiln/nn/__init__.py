@@ -2,7 +2,17 @@
 
 from kiln.frontend.keras import Dense
 from kiln.frontend.layers import Linear, ReLU, Sequential, Sigmoid, Softmax, Tanh
-from kiln.frontend.module import Module, Parameter
+from kiln.frontend.layers_conv import AvgPool2d, BatchNorm2d, Conv2d, MaxPool2d
+from kiln.frontend.layers_transformer import (
+    GELU, Dropout, Embedding, Flatten, LayerNorm, MultiheadAttention, MultiHeadAttention, TransformerDecoderLayer, TransformerEncoderLayer,
+)
+from kiln.frontend.losses import BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, MSELoss, NLLLoss, SmoothL1Loss
+from kiln.frontend.module import Buffer, Module, Parameter
 from kiln.nn import functional
 
-__all__ = ["Dense", "Linear", "Module", "Parameter", "ReLU", "Sequential", "Sigmoid", "Softmax", "Tanh", "functional"]
+__all__ = [
+    "Buffer", "Dense", "Linear", "Module", "Parameter", "ReLU", "Sequential", "Sigmoid", "Softmax", "Tanh", "functional",
+    "AvgPool2d", "BatchNorm2d", "Conv2d", "Dropout", "Embedding", "Flatten", "GELU", "LayerNorm", "MaxPool2d", "MultiHeadAttention", "MultiheadAttention",
+    "TransformerDecoderLayer", "TransformerEncoderLayer",
+    "BCEWithLogitsLoss", "CrossEntropyLoss", "HuberLoss", "L1Loss", "MSELoss", "NLLLoss", "SmoothL1Loss",
+]

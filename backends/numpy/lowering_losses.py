@@ -1,0 +1,117 @@
+"""NumPy kernels of the loss composites: one pass each, no one-hot matrices.
+
+The class losses gather ``s[i, y_i]`` with ``take_along_axis`` and check the
+labels (a label outside ``[0, C)`` that is not ``ignore_index`` is an error
+naming it, as in PyTorch, where the decomposition would silently count it 0).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kiln.backends.numpy.lowering import NUMPY, log_softmax
+from kiln.compiler.errors import InputError
+
+
+def _reduce(per_element, reduction: str):
+    if reduction == "none":
+        return per_element
+    return np.mean(per_element) if reduction == "mean" else np.sum(per_element)
+
+
+def _reduce_class_loss(per_sample, divisor, reduction: str):
+    if reduction == "mean" and divisor is not None:
+        return np.sum(per_sample) / divisor
+    return _reduce(per_sample, reduction)
+
+
+def _class_weight(weight, rank: int):
+    """A ``(C,)`` weight shaped to broadcast over ``(N, C, d...)`` scores."""
+    return weight.reshape(weight.shape + (1,) * (rank - 2))
+
+
+def _label_loss(op: str, scores, labels, weight, ignore_index: int, smoothing: float):
+    """``-sum_c q_ic s_ic`` per sample for integer labels, and the mean's divisor ``sum_i keep_i w_{y_i}``."""
+    classes = scores.shape[1]
+    keep = labels != ignore_index
+    _check_labels(op, labels, keep, classes, ignore_index)
+    safe = np.where(keep, labels, 0)
+    picked = np.take_along_axis(scores, np.expand_dims(safe, 1), axis=1).squeeze(1)
+    sample_weight = keep.astype(scores.dtype) if weight is None else np.where(keep, weight[safe], scores.dtype.type(0))
+    per_sample = -(picked * sample_weight)
+    if smoothing:
+        weighted = scores if weight is None else scores * _class_weight(weight, scores.ndim)
+        smooth = -np.sum(weighted, axis=1) * keep
+        per_sample = (1 - smoothing) * per_sample + (smoothing / classes) * smooth
+    return per_sample, np.sum(sample_weight)
+
+
+def _check_labels(op: str, labels, keep, classes: int, ignore_index: int) -> None:
+    bad = keep & ((labels < 0) | (labels >= classes))
+    if bad.any():
+        position = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise InputError(
+            f"{op}: label {labels[position]} at {position} is outside [0, {classes}) and is not ignore_index ({ignore_index}); "
+            "labels are class indices (pass ignore_index= for padding)"
+        )
+
+
+def _probability_loss(log_probs, target, weight, smoothing: float):
+    # -sum_c log_p_c (t_c (1 - eps) + eps / C) w_c, in PyTorch's order
+    if smoothing:
+        target = target * (1 - smoothing) + smoothing / log_probs.shape[1]
+    product = log_probs * target
+    if weight is not None:
+        product = product * _class_weight(weight, log_probs.ndim)
+    return -np.sum(product, axis=1)
+
+
+@NUMPY.register("nn.cross_entropy")
+def cross_entropy(logits, target, weight=None, *, reduction: str, ignore_index: int = -100, label_smoothing: float = 0.0):
+    # loss_i = logsumexp(x_i) - x_i[y_i]  (plus the label-smoothing term)
+    log_probs = log_softmax(logits, axis=1)
+    if target.dtype.kind == "f":
+        return _reduce(_probability_loss(log_probs, target, weight, label_smoothing), reduction)
+    per_sample, divisor = _label_loss("nn.cross_entropy", log_probs, target, weight, ignore_index, label_smoothing)
+    return _reduce_class_loss(per_sample, divisor, reduction)
+
+
+@NUMPY.register("nn.nll")
+def nll(log_probs, labels, weight=None, *, reduction: str, ignore_index: int = -100):
+    per_sample, divisor = _label_loss("nn.nll", log_probs, labels, weight, ignore_index, 0.0)
+    return _reduce_class_loss(per_sample, divisor, reduction)
+
+
+@NUMPY.register("nn.mse")
+def mse(prediction, target, *, reduction: str):
+    difference = prediction - target
+    return _reduce(difference * difference, reduction)
+
+
+@NUMPY.register("nn.l1")
+def l1(prediction, target, *, reduction: str):
+    return _reduce(np.abs(prediction - target), reduction)
+
+
+@NUMPY.register("nn.smooth_l1")
+def smooth_l1(prediction, target, *, reduction: str, beta: float):
+    # |d| < beta: 0.5 d^2 / beta, else |d| - 0.5 beta
+    z = np.abs(prediction - target)
+    loss = z if beta == 0 else np.where(z < beta, 0.5 * z * z / beta, z - 0.5 * beta)
+    return _reduce(loss, reduction)
+
+
+@NUMPY.register("nn.huber")
+def huber(prediction, target, *, reduction: str, delta: float):
+    # |d| < delta: 0.5 d^2, else delta (|d| - 0.5 delta)
+    z = np.abs(prediction - target)
+    return _reduce(np.where(z < delta, 0.5 * z * z, delta * (z - 0.5 * delta)), reduction)
+
+
+@NUMPY.register("nn.bce_with_logits")
+def bce_with_logits(logits, target, pos_weight=None, *, reduction: str):
+    # (1 - t) x - lw log_sigmoid(x),  lw = 1 + (pos_weight - 1) t
+    log_sigmoid = np.minimum(logits, 0) - np.log1p(np.exp(-np.abs(logits)))
+    if pos_weight is not None:
+        log_sigmoid = log_sigmoid * ((pos_weight - 1) * target + 1)
+    return _reduce((1 - target) * logits - log_sigmoid, reduction)

@@ -1,0 +1,99 @@
+"""NumPy statements that write an op's result into given storage (``out=``), for the planned code generator.
+
+An emitter takes the operand expressions, the output expression and the op's
+attributes, and returns statements. Ops listed in ``IN_PLACE`` may write into
+the storage of an operand of the same type (NumPy ufuncs read each element
+before writing it). Ops without an emitter are called through the lowering
+table and allocate their result.
+
+```python
+OUT_KERNELS["tensor.relu"](["b3"], "b3", {})  ->  ["np.maximum(b3, 0, out=b3)"]
+```
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+Emitter = Callable[[list[str], str, dict[str, Any]], list[str]]
+
+# No emitter for tensor.where: NumPy's masked writes (copyto(where=)) run ~3x slower than np.where allocating.
+
+UFUNCS = {
+    "tensor.neg": "np.negative",
+    "tensor.exp": "np.exp",
+    "tensor.log": "np.log",
+    "tensor.tanh": "np.tanh",
+    "tensor.sqrt": "np.sqrt",
+    "tensor.add": "np.add",
+    "tensor.sub": "np.subtract",
+    "tensor.mul": "np.multiply",
+    "tensor.div": "np.divide",
+    "tensor.pow": "np.power",
+    "tensor.maximum": "np.maximum",
+    "tensor.minimum": "np.minimum",
+    "tensor.equal": "np.equal",
+    "tensor.not_equal": "np.not_equal",
+    "tensor.less": "np.less",
+    "tensor.less_equal": "np.less_equal",
+    "tensor.greater": "np.greater",
+    "tensor.greater_equal": "np.greater_equal",
+}
+REDUCTIONS = {"tensor.reduce_sum": "np.add.reduce", "tensor.reduce_mean": "np.mean"}
+"""``np.add.reduce`` is what ``np.sum`` calls, without its Python wrapper. ``reduce_max`` keeps its kernel (an empty
+reduction gives the dtype's lowest value there)."""
+
+
+def _ufunc(function: str) -> Emitter:
+    return lambda args, out, attrs: [f"{function}({', '.join(args)}, out={out})"]
+
+
+def _reduction(function: str) -> Emitter:
+    def emit(args: list[str], out: str, attrs: dict[str, Any]) -> list[str]:
+        axes = attrs["axes"] if attrs["axes"] is None or isinstance(attrs["axes"], int) else tuple(attrs["axes"])
+        return [f"{function}({args[0]}, axis={axes!r}, keepdims={bool(attrs['keepdims'])}, out={out})"]
+
+    return emit
+
+
+def _relu(args: list[str], out: str, attrs: dict[str, Any]) -> list[str]:
+    return [f"np.maximum({args[0]}, 0, out={out})"]
+
+
+def _sigmoid(args: list[str], out: str, attrs: dict[str, Any]) -> list[str]:
+    # sigmoid(x) = (tanh(x/2) + 1) / 2, as the lowering table computes it
+    return [f"np.multiply({args[0]}, 0.5, out={out})", f"np.tanh({out}, out={out})",
+            f"np.add({out}, 1, out={out})", f"np.multiply({out}, 0.5, out={out})"]
+
+
+def _cast(args: list[str], out: str, attrs: dict[str, Any]) -> list[str]:
+    return [f"np.copyto({out}, {args[0]}, casting='unsafe')"]
+
+
+OUT_KERNELS: dict[str, Emitter] = {
+    **{name: _ufunc(function) for name, function in UFUNCS.items()},
+    **{name: _reduction(function) for name, function in REDUCTIONS.items()},
+    "tensor.matmul": _ufunc("np.matmul"),
+    "tensor.relu": _relu,
+    "tensor.sigmoid": _sigmoid,
+    "tensor.cast": _cast,
+}
+IN_PLACE = frozenset(UFUNCS) | {"tensor.relu", "tensor.sigmoid"}
+"""Emitters that may overwrite an operand of the result's type (never matmul, reductions or cast)."""
+
+
+def _transpose_view(args: list[str], attrs: dict[str, Any], literal: Callable[[Any], str]) -> str:
+    perm = attrs["perm"]
+    reverse = perm is None or tuple(perm) == tuple(reversed(range(len(perm))))
+    return f"{args[0]}.T" if reverse else f"{args[0]}.transpose({literal(tuple(perm))})"
+
+
+def _reshape_view(args: list[str], attrs: dict[str, Any], literal: Callable[[Any], str]) -> str:
+    return f"{args[0]}.reshape({literal(attrs['shape'])})"
+
+
+VIEWS: dict[str, Callable[[list[str], dict[str, Any], Callable[[Any], str]], str]] = {
+    "tensor.transpose": _transpose_view,
+    "tensor.reshape": _reshape_view,
+}
+"""Movement ops emitted as an inline method call (a view, as their kernels return), not a kernel call."""

@@ -1,0 +1,120 @@
+"""Checkpoints: a tree of dicts, lists and arrays in one NPZ file, written atomically.
+
+```python
+kiln.save("run.npz", {"train": step.state_dict(), "scheduler": scheduler.state_dict()})
+state = kiln.load("run.npz")
+```
+
+Arrays are NPZ members (``allow_pickle=False`` both ways, so loading runs no
+code); the tree around them (dicts, lists, tuples, numbers, strings, None) is
+JSON in the member ``__kiln__``. Python floats round-trip exactly. The file
+is written to a temporary name in the same folder, flushed to disk and
+renamed over the target, so a failed save leaves the previous checkpoint as
+it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from typing import Any, Mapping
+
+import numpy as np
+
+from kiln.compiler.errors import CheckpointError
+
+FORMAT = "kiln-checkpoint"
+VERSION = 1
+META = "__kiln__"
+SCALARS = (bool, int, float, str, type(None))
+
+
+def save(path: str | os.PathLike, tree: Any) -> None:
+    """Write ``tree`` to ``path`` (an ``.npz`` file) atomically."""
+    arrays: dict[str, np.ndarray] = {}
+    skeleton = _flatten(tree, arrays, "state")
+    meta = json.dumps({"format": FORMAT, "version": VERSION, "tree": skeleton})
+    arrays[META] = np.frombuffer(meta.encode(), dtype=np.uint8)
+    _write_atomically(os.fspath(path), arrays)
+
+
+def load(path: str | os.PathLike) -> Any:
+    """The tree saved at ``path``; a file that is not a kiln checkpoint raises ``CheckpointError``."""
+    path = os.fspath(path)
+    try:
+        with np.load(path, allow_pickle=False) as members:
+            meta = json.loads(bytes(members[META]).decode())
+            if meta.get("format") != FORMAT or meta.get("version") != VERSION:
+                raise ValueError(f"format {meta.get('format')!r} version {meta.get('version')!r}, expected {FORMAT!r} version {VERSION}")
+            return _unflatten(meta["tree"], members)
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as error:
+        raise CheckpointError(
+            f"{path} is not a readable kiln checkpoint: {error}; was it written by kiln.save (or step.save) and copied whole?"
+        ) from None
+
+
+def _flatten(node: Any, arrays: dict[str, np.ndarray], where: str) -> Any:
+    """The JSON skeleton of ``node``; arrays go to ``arrays`` under fresh names."""
+    if isinstance(node, (np.ndarray, np.generic)):
+        name = f"a{len(arrays)}"
+        arrays[name] = np.asarray(node)
+        if arrays[name].dtype.hasobject:
+            raise CheckpointError(f"cannot save {where}: object arrays would need pickle; convert it to a numeric array")
+        return {"array": name}
+    if isinstance(node, SCALARS):
+        return {"value": node}
+    if isinstance(node, Mapping):
+        for key in node:
+            if not isinstance(key, (str, int)) or isinstance(key, bool):
+                raise CheckpointError(f"cannot save {where}: dict key {key!r} is not a str or int")
+        return {"dict": [[key, _flatten(value, arrays, f"{where}[{key!r}]")] for key, value in node.items()]}
+    if isinstance(node, (list, tuple)):
+        items = [_flatten(item, arrays, f"{where}[{i}]") for i, item in enumerate(node)]
+        return {"tuple" if isinstance(node, tuple) else "list": items}
+    raise CheckpointError(f"cannot save {where}: a {type(node).__name__} is not an array, number, string, list or dict")
+
+
+def _unflatten(node: Mapping[str, Any], members: Any) -> Any:
+    (kind, content), = node.items()
+    if kind == "array":
+        return members[content]
+    if kind == "value":
+        return content
+    if kind == "dict":
+        return {key: _unflatten(value, members) for key, value in content}
+    items = [_unflatten(item, members) for item in content]
+    return tuple(items) if kind == "tuple" else items
+
+
+def _write_atomically(path: str, arrays: dict[str, np.ndarray]) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            np.savez(file, allow_pickle=False, **arrays)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+    _sync_folder(folder)
+
+
+def _sync_folder(folder: str) -> None:
+    """Make the rename itself durable where the platform allows opening folders."""
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)

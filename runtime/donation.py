@@ -1,0 +1,28 @@
+"""Which inputs of a training step the backend may overwrite: each parameter and optimizer-state array.
+
+The runtime copies every new parameter and state back into the array it fed,
+so the backend may as well write it there directly (JAX's ``donate_argnums``).
+Backends read the map from ``graph.donations``; those that ignore it copy.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from kiln.runtime.step_graph import StepGraph
+
+
+def step_donations(step_graph: "StepGraph", batch_inputs: int) -> dict[int, int]:
+    """``{input index: output index}``: parameter ``i`` feeds input ``batch_inputs + i`` and comes back as output ``1 + i``;
+    the optimizer states follow the frozen parameters (and the seed) as inputs and the new parameters as outputs."""
+    graph = step_graph.graph
+    count = len(step_graph.parameters)
+    states = sum(len(names) for names in step_graph.state_names)
+    first_state = batch_inputs + count + len(step_graph.frozen) + (1 if step_graph.reads_seed else 0)
+    pairs = [(batch_inputs + i, 1 + i) for i in range(count)] + [(first_state + j, 1 + count + j) for j in range(states)]
+    return {source: target for source, target in pairs if _same_type(graph, source, target)}
+
+
+def _same_type(graph, source: int, target: int) -> bool:
+    return source < len(graph.inputs) and target < len(graph.outputs) and graph.inputs[source].type == graph.outputs[target].type

@@ -1,0 +1,169 @@
+"""Builds the training-step graph: forward, backward, gradient transforms and optimizer update.
+
+```
+(batch, params, frozen params, optimizer state, [loss_scale], lr per group, [step])
+    -> (loss, new params, new optimizer state)
+```
+
+In order: the loss is traced once per micro-batch and averaged; a loss scale
+multiplies it before autodiff and ``optim.unscale_grad`` divides it out of
+each gradient; ``optim.clip_grad_value`` clamps each gradient;
+``optim.clip_grad_norm`` rescales them all by their global norm; the
+optimizer appends one update op per parameter. ``step`` (the 1-based number
+of this update) is an input only where an update reads it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from kiln.compiler.autodiff.differentiate import differentiate
+from kiln.compiler.ir.builder import Builder
+from kiln.compiler.ir.core import Graph, Value
+from kiln.compiler.ir.types import DType, TensorType
+from kiln.frontend.module import Module, Parameter
+from kiln.frontend.optim import Optimizer
+from kiln.frontend.tensor import Tensor
+from kiln.frontend.trace import TensorSpec, TraceContext, as_value, input_names
+
+
+@dataclass(frozen=True)
+class GradientOptions:
+    """The gradient transforms compiled into the step (``compile_train_step`` options)."""
+
+    accumulate: int = 1
+    """Micro-batches per update: the batch splits into this many equal parts, each traced, one update."""
+    loss_scale: bool = False
+    """Whether the graph takes a ``loss_scale`` input that multiplies the loss and divides the gradients."""
+    clip_grad_value: float | None = None
+    clip_grad_norm: float | None = None
+
+
+@dataclass
+class StepGraph:
+    """The step's graph and where each of its inputs and outputs comes from."""
+
+    graph: Graph
+    parameters: list[Parameter]
+    """Trained parameters, in the optimizer's order; the graph returns a new value for each."""
+    frozen: list[Parameter]
+    """Parameters the model reads that the optimizer does not train (inputs only)."""
+    state_names: list[tuple[str, ...]]
+    """Per trained parameter, its optimizer state names: inputs after the frozen parameters, outputs after the new parameters."""
+    hyper_inputs: list[tuple[int, str]]
+    """``(group index, hyper-parameter name)`` per hyper-parameter input, in graph order."""
+    reads_step: bool
+    """Whether the last input is the ``step`` counter."""
+    reads_seed: bool = False
+    buffers: list[Parameter] = field(default_factory=list)
+    """Module buffers the step updates (BatchNorm's running statistics): their new values are the last outputs."""
+    """Whether the model traced random ops (dropout): then the input right after the frozen parameters is the int64 ``rng_seed``."""
+
+
+def build_step_graph(
+    model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, specs: Sequence[TensorSpec], options: GradientOptions = GradientOptions()
+) -> StepGraph:
+    """Trace ``loss_fn(model(*inputs), target)`` per micro-batch, differentiate, transform the gradients, append the update."""
+    graph, loss, parameters, frozen, buffer_updates = _trace_loss(model, loss_fn, optimizer, specs, options.accumulate)
+    reads_seed = len(graph.inputs) > len(specs) * options.accumulate + len(parameters) + len(frozen)
+    values = graph.inputs[len(specs) * options.accumulate :][: len(parameters)]
+    state_names = [optimizer.state_names(optimizer.group_of(p)) for p in parameters]
+    states = [{name: graph.add_input(v.type, f"{v.name_hint}.{name}") for name in names} for v, names in zip(values, state_names)]
+    scale = graph.add_input(TensorType((), loss.type.dtype), "loss_scale") if options.loss_scale else None
+    hyper, hyper_inputs = _hyper_inputs(graph, optimizer, parameters)
+    step = graph.add_input(TensorType((), DType.i64), "step")
+    grads = transform_gradients(graph, loss, values, scale, options)
+    new_params, new_states = _emit_updates(graph, optimizer, parameters, values, grads, states, hyper, step)
+    graph.outputs = [loss, *new_params, *new_states, *(value for _, value in buffer_updates)]
+    reads_step = bool(step.uses)
+    if not reads_step:
+        graph.inputs.remove(step)
+    return StepGraph(graph, parameters, frozen, state_names, hyper_inputs, reads_step, reads_seed, [buffer for buffer, _ in buffer_updates])
+
+
+def _trace_loss(
+    model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, specs: Sequence[TensorSpec], micro_batches: int
+) -> tuple[Graph, Value, list[Parameter], list[Parameter], list[tuple[Parameter, Value]]]:
+    """The mean loss over the micro-batches; inputs are the batches, then trained, then frozen parameters (and buffers).
+
+    Also returns the buffers the model updated while tracing, with their new values.
+    """
+    with TraceContext("train_step") as context:
+        context.parameter_names.update({id(p): name for name, p in model.named_parameters()})
+        names = input_names(model, len(specs) - 1) + ["target"]
+        batch_inputs, losses = [], []
+        for index in range(micro_batches):
+            suffix = "" if micro_batches == 1 else f".{index}"
+            inputs = [Tensor(context.graph.add_input(spec.type, name + suffix)) for spec, name in zip(specs, names)]
+            batch_inputs += [tensor.value for tensor in inputs]
+            losses.append(as_value(loss_fn(model(*inputs[:-1]), inputs[-1]), "the loss function's result"))
+        parameters = optimizer.parameters()
+        param_values = [context.value_of(p) for p in parameters]
+        trained = set(map(id, parameters))
+        frozen = [p for p in context.parameters if id(p) not in trained]
+    graph = context.graph
+    graph.inputs = batch_inputs + param_values + [context.value_of(p) for p in frozen]
+    graph.inputs += [context.seed_input] if context.seed_input is not None else []  # dropout's seed, fed per step
+    loss = _mean(Builder(graph, location="accumulate"), losses)
+    loss.name_hint = loss.name_hint or "loss"
+    return graph, loss, parameters, frozen, list(context.buffer_updates.values())
+
+
+def _mean(b: Builder, losses: list[Value]) -> Value:
+    # (l_0 + ... + l_{k-1}) / k: each micro-batch's gradient weighs 1/k, as loss / k per backward in PyTorch
+    if len(losses) == 1:
+        return losses[0]
+    total = losses[0]
+    for loss in losses[1:]:
+        total = b.add(total, loss)
+    return b.div(total, b.scalar_like(float(len(losses)), total))
+
+
+def _hyper_inputs(
+    graph: Graph, optimizer: Optimizer, parameters: list[Parameter]
+) -> tuple[dict[tuple[int, str], Value], list[tuple[int, str]]]:
+    """One scalar input per group and graph hyper-parameter (``lr``, ``lr1``, ...), in the group's parameter dtype."""
+    hyper, order = {}, []
+    for index, group in enumerate(optimizer.param_groups):
+        dtype = DType.of(group["params"][0].data.dtype) if group["params"] else DType.f32
+        for name in optimizer.graph_hyperparameters:
+            hyper[(index, name)] = graph.add_input(TensorType((), dtype), name if index == 0 else f"{name}{index}")
+            order.append((index, name))
+    return hyper, order
+
+
+def transform_gradients(graph: Graph, loss: Value, params: list[Value], scale: Value | None, options: GradientOptions) -> list[Value]:
+    """Differentiate the (scaled) loss, then unscale, clip by value and clip by global norm."""
+    b = Builder(graph, location="gradients")
+    objective = loss if scale is None else b.mul(loss, scale)
+    grads = differentiate(graph, objective, params)
+    graph.gradients = list(grads)  # the raw gradients, for passes that act on them (data-parallel's allreduce)
+    if scale is not None:
+        grads = [b.unscale_grad(g, scale) for g in grads]
+    if options.clip_grad_value is not None:
+        grads = [b.clip_grad_value(g, clip_value=options.clip_grad_value) for g in grads]
+    if options.clip_grad_norm is not None and grads:
+        clipped = b.clip_grad_norm(*grads, max_norm=options.clip_grad_norm)
+        grads = list(clipped) if isinstance(clipped, tuple) else [clipped]
+    return grads
+
+
+def _emit_updates(
+    graph: Graph, optimizer: Optimizer, parameters: list[Parameter], values: list[Value], grads: list[Value],
+    states: list[dict[str, Value]], hyper: dict[tuple[int, str], Value], step: Value,
+) -> tuple[list[Value], list[Value]]:
+    builder = Builder(graph, location="optimizer")
+    new_params, new_states = [], []
+    for param, value, grad, state in zip(parameters, values, grads, states):
+        group = optimizer.group_of(param)
+        index = next(i for i, g in enumerate(optimizer.param_groups) if g is group)
+        group_hyper = {name: hyper[(index, name)] for name in optimizer.graph_hyperparameters} | {"step": step}
+        grad.name_hint = grad.name_hint or f"{value.name_hint}.grad"
+        new_param, new_state = optimizer.emit_update(builder, value, grad, state, group_hyper, group)
+        new_param.name_hint = f"{value.name_hint}.new"
+        for name in state:
+            new_state[name].name_hint = f"{value.name_hint}.{name}.new"
+            new_states.append(new_state[name])
+        new_params.append(new_param)
+    return new_params, new_states
