@@ -1,0 +1,33 @@
+"""Distributed training on MPI (mpi4py) and NCCL (CuPy): data and pipeline parallelism compiled into the step.
+
+```python
+# mpiexec -n 2 python -m mpi4py train.py      (-m mpi4py: one failing rank aborts them all)
+import kiln.distributed as dist
+
+comm = dist.init()                                   # MPI.COMM_WORLD; mpi4py is imported only now
+step = dist.DataParallel(kiln.compile_train_step(model, F.cross_entropy, opt))
+loader = DataLoader(dataset, batch_size=512, rank=comm.rank, world_size=comm.size)
+for xb, yb in loader:
+    loss = step(xb, yb)                              # gradients averaged in buckets; same params on every rank
+step.save("run.npz")                                 # rank 0 writes
+
+pipe = dist.PipelineParallel(model, F.cross_entropy, opt, stages=2, micro_batches=4)
+loss = pipe(x, y)                                    # each rank runs and holds only its stage
+```
+
+The compiler does the work: ``data-parallel`` inserts bucketed
+``comm.allreduce`` ops on the gradients, ``pipeline-split`` keeps one stage of
+the step with ``comm.send``/``comm.recv`` at its borders; the ``comm`` ops'
+kernels call the communicator ``init`` made current.
+"""
+
+from kiln.runtime.distributed.communicator import (
+    Communicator, DistributedError, MPICommunicator, NCCLCommunicator, broadcast_arrays, current, init, is_initialized, shutdown, use,
+)
+from kiln.runtime.distributed.data_parallel import DataParallel
+from kiln.runtime.distributed.pipeline_parallel import PipelineParallel
+
+__all__ = [
+    "Communicator", "DataParallel", "DistributedError", "MPICommunicator", "NCCLCommunicator", "PipelineParallel", "broadcast_arrays",
+    "current", "init", "is_initialized", "shutdown", "use",
+]

@@ -1,0 +1,46 @@
+"""``DataParallel``: a compiled training step run by every rank on its shard of each batch.
+
+```python
+step = DataParallel(kiln.compile_train_step(model, F.cross_entropy, kiln.optim.Adam(model.parameters())))
+loss = step(x_shard, y_shard)    # the global mean loss; parameters stay identical on every rank
+```
+
+Wrapping prepends ``data-parallel{world-size=W ...}`` to the step's pass
+pipeline (the gradients are averaged in flat buckets inside the graph, see
+``compiler/passes/data_parallel.py``) and broadcasts rank 0's parameters and
+buffers, so every rank starts alike. Shards must be equally long (the
+``DataLoader``'s ``rank``/``world_size`` sharding makes them so). Only rank 0
+writes checkpoints.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kiln.runtime.distributed.communicator import Communicator, DistributedError, broadcast_arrays, current
+from kiln.runtime.train_step import TrainStep
+
+
+class DataParallel:
+    """Wraps a ``TrainStep`` that has not run yet; calls, ``graph``, ``state_dict`` and the rest go to it."""
+
+    def __init__(self, step: TrainStep, comm: Communicator | None = None, bucket_bytes: int = 25 * 2**20, average_loss: bool = True):
+        if step.compiled:
+            raise DistributedError("DataParallel must wrap a training step before its first call (it changes how the step compiles)")
+        self.step = step
+        self.comm = comm or current()
+        options = f"world-size={self.comm.size} bucket-bytes={bucket_bytes} average-loss={'true' if average_loss else 'false'}"
+        step.pipeline = f"data-parallel{{{options}}}," + step.pipeline
+        broadcast_arrays([array for _, array in step.model.state_dict().items()], root=0, comm=self.comm)
+
+    def __call__(self, *batch: Any) -> float:
+        return self.step(*batch)
+
+    def save(self, path: str) -> None:
+        """Rank 0 writes the checkpoint (every rank holds the same state); the others wait for it."""
+        if self.comm.rank == 0:
+            self.step.save(path)
+        self.comm.barrier()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.step, name)

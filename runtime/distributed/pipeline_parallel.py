@@ -1,0 +1,145 @@
+"""``PipelineParallel``: one training step split into stages across ranks, GPipe-style micro-batches.
+
+```python
+pipe = PipelineParallel(model, F.cross_entropy, kiln.optim.SGD(model.parameters(), lr=0.1), stages=2, micro_batches=4)
+loss = pipe(x, y)    # every rank passes the same batch; rank r runs stage r only
+```
+
+The step graph is built with ``accumulate=micro_batches`` (so the update is
+the single-process step with gradient accumulation), then
+``pipeline-split{stages=S rank=r}`` keeps this rank's stage with sends and
+receives at its borders (see ``compiler/passes/pipeline_split.py``). Each rank
+feeds, updates and creates optimizer state for its stage's parameters only;
+the last stage's loss is broadcast so every rank returns it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from kiln.backends import get_backend
+from kiln.compiler.errors import KilnError
+from kiln.compiler.ir.core import Graph
+from kiln.compiler.passes.manager import PassManager
+from kiln.frontend.module import Module, Parameter
+from kiln.frontend.optim import Optimizer
+from kiln.frontend.tensor import Tensor
+from kiln.runtime.distributed.communicator import Communicator, current
+from kiln.runtime.donation import step_donations
+from kiln.runtime.executable import Executable
+from kiln.runtime.step_graph import GradientOptions, StepGraph, build_step_graph
+from kiln.runtime.train_step import DEFAULT_PIPELINE, batch_specs, split_micro_batches
+
+Feed = Callable[[], np.ndarray]
+
+
+@dataclass
+class PipelineParallel:
+    model: Module
+    loss_fn: Callable[..., Tensor]
+    optimizer: Optimizer
+    stages: int = 2
+    micro_batches: int = 4
+    cuts: tuple[str, ...] = ()
+    """Layer names that begin stages 1.. (``("fc3",)``); empty: balanced by estimated FLOPs."""
+    comm: Communicator | None = None
+    pipeline: str = DEFAULT_PIPELINE
+    """Cleanup passes run after the split."""
+    step_graph: StepGraph | None = None
+    executable: Executable | None = None
+    signature: Any = None
+    print_ir: bool = False
+    """Print this rank's graph after the split (to standard error)."""
+    local: list[Parameter] = field(default_factory=list)
+    """The parameters this rank's stage trains."""
+
+    def __post_init__(self) -> None:
+        self.comm = self.comm or current()
+        if self.comm.size != self.stages:
+            raise KilnError(f"PipelineParallel: stages={self.stages} needs as many ranks, but this job has {self.comm.size}; launch mpiexec -n {self.stages}")
+
+    @property
+    def graph(self) -> Graph:
+        if self.step_graph is None:
+            raise KilnError("the pipeline step has not been compiled yet: call it on a batch first")
+        return self.step_graph.graph
+
+    def __call__(self, *batch: Any) -> float:
+        arrays = [np.asarray(array) for array in batch]
+        self._compile_for(arrays)
+        feeds = self._feeds(split_micro_batches(arrays, self.micro_batches))
+        outputs = self.executable(*(feeds[i]() for i in self.graph.stage_inputs))
+        self._write_back(dict(zip(self.graph.stage_outputs, outputs)))
+        self.optimizer.step_count += 1
+        return self._loss(outputs)
+
+    def _compile_for(self, arrays: Sequence[np.ndarray]) -> None:
+        signature = (tuple((a.shape[1:], a.dtype.str) for a in arrays), self.optimizer.signature())
+        if signature == self.signature:
+            return
+        step_graph = build_step_graph(self.model, self.loss_fn, self.optimizer, batch_specs(arrays), GradientOptions(self.micro_batches))
+        joint_donations = step_donations(step_graph, len(arrays) * self.micro_batches)
+        cuts = f" cuts={','.join(self.cuts)}" if self.cuts else ""
+        split = f"pipeline-split{{stages={self.stages} rank={self.comm.rank}{cuts}}}"
+        PassManager(f"{split},{self.pipeline}", print_ir_after_all=False).run(step_graph.graph)
+        graph = step_graph.graph
+        graph.donations = _stage_donations(joint_donations, graph.stage_inputs, graph.stage_outputs)
+        if self.print_ir:
+            print(f"// ----- rank {self.comm.rank}: IR after pipeline-split -----\n{graph}", flush=True)
+        kept = set(graph.stage_outputs)
+        self.local = [p for i, p in enumerate(step_graph.parameters) if 1 + i in kept]
+        self.step_graph, self.signature = step_graph, signature
+        self.executable = get_backend("numpy").compile(graph)
+
+    def _feeds(self, micro_batches: list[np.ndarray]) -> list[Feed]:
+        """One thunk per input of the joint graph, in its order (as ``TrainStep._feeds``); only the stage's are called."""
+        step_graph = self.step_graph
+        assert step_graph is not None
+        feeds: list[Feed] = [lambda a=a: a for a in micro_batches]
+        feeds += [lambda p=p: p.data for p in step_graph.parameters + step_graph.frozen]
+        if step_graph.reads_seed:
+            feeds.append(lambda: np.asarray(self.optimizer.step_count, dtype=np.int64))
+        for param, names in zip(step_graph.parameters, step_graph.state_names):
+            feeds += [lambda p=param, n=name: self.optimizer.state_of(p)[n] for name in names]
+        for group, name in step_graph.hyper_inputs:
+            feeds.append(lambda g=group, n=name: self._hyper(g, n))
+        if step_graph.reads_step:
+            feeds.append(lambda: np.asarray(self.optimizer.step_count + 1, dtype=np.int64))
+        return feeds
+
+    def _hyper(self, group: int, name: str) -> np.ndarray:
+        params = self.optimizer.param_groups[group]["params"]
+        return np.asarray(self.optimizer.param_groups[group][name], dtype=params[0].data.dtype if params else np.float32)
+
+    def _write_back(self, outputs: dict[int, Any]) -> None:
+        """Joint output ``1 + i`` is parameter ``i``'s new value; the optimizer states follow, then the buffers."""
+        step_graph = self.step_graph
+        assert step_graph is not None
+        targets: list[Callable[[], np.ndarray]] = [lambda p=p: p.data for p in step_graph.parameters]
+        for param, names in zip(step_graph.parameters, step_graph.state_names):
+            targets += [lambda p=param, n=name: self.optimizer.state_of(p)[n] for name in names]
+        targets += [lambda b=b: b.data for b in step_graph.buffers]
+        for index, value in outputs.items():
+            if index > 0:
+                np.copyto(targets[index - 1](), value)
+
+    def _loss(self, outputs: Sequence[Any]) -> float:
+        """The last stage computed the loss; every rank gets it."""
+        last = self.stages - 1
+        loss = np.asarray(outputs[0] if self.comm.rank == last else 0.0, dtype=np.float64)
+        return float(self.comm.broadcast(loss, last))
+
+    def parameter_bytes(self) -> int:
+        """Bytes of the parameters and optimizer state this rank holds for its stage."""
+        state = [a for p in self.local for a in self.optimizer.state.get(id(p), {}).values()]
+        return sum(p.data.nbytes for p in self.local) + sum(a.nbytes for a in state)
+
+
+def _stage_donations(joint: dict[int, int], inputs: list[int], outputs: list[int]) -> dict[int, int]:
+    """The joint graph's ``{input: output}`` donations, renumbered for the stage's graph."""
+    input_at = {joint_index: i for i, joint_index in enumerate(inputs)}
+    output_at = {joint_index: i for i, joint_index in enumerate(outputs)}
+    return {input_at[i]: output_at[o] for i, o in joint.items() if i in input_at and o in output_at}

@@ -1,0 +1,51 @@
+"""The model, data and optimizers the distributed tests and their MPI workers share (same init on every process)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+import kiln
+import kiln.nn as nn
+import kiln.nn.functional as F
+
+SIZES = (20, 32, 32, 24, 5)
+"""A 4-layer MLP: in, three hidden widths, classes."""
+BATCH = 32
+STEPS = 20
+
+
+class MLP4(nn.Module):
+    def __init__(self, dtype: str = "float32") -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(SIZES[0], SIZES[1], dtype=dtype), nn.Linear(SIZES[1], SIZES[2], dtype=dtype)
+        self.fc3, self.fc4 = nn.Linear(SIZES[2], SIZES[3], dtype=dtype), nn.Linear(SIZES[3], SIZES[4], dtype=dtype)
+
+    def forward(self, x):
+        return self.fc4(F.relu(self.fc3(F.relu(self.fc2(F.relu(self.fc1(x)))))))
+
+
+def make_model(seed: int = 0, dtype: str = "float32") -> MLP4:
+    kiln.manual_seed(seed)
+    return MLP4(dtype)
+
+
+def make_optimizer(name: str, model: MLP4):
+    if name == "sgd":
+        return kiln.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    return kiln.optim.Adam(model.parameters(), lr=1e-2)
+
+
+def dataset(steps: int = STEPS, batch: int = BATCH, dtype: str = "float32") -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((steps * batch, SIZES[0])).astype(dtype)
+    y = rng.integers(0, SIZES[-1], steps * batch).astype(np.int64)
+    return x, y
+
+
+def train_single(name: str, dtype: str = "float32", accumulate: int = 1, steps: int = STEPS) -> dict[str, np.ndarray]:
+    """The reference: one process, full batches, ``steps`` steps; returns the final parameters and the losses."""
+    model = make_model(0, dtype)
+    step = kiln.compile_train_step(model, F.cross_entropy, make_optimizer(name, model), accumulate=accumulate)
+    x, y = dataset(dtype=dtype)
+    losses = [step(x[k * BATCH : (k + 1) * BATCH], y[k * BATCH : (k + 1) * BATCH]) for k in range(steps)]
+    return {"losses": np.array(losses), **{key: value.copy() for key, value in model.state_dict().items()}}
