@@ -47,6 +47,7 @@ from kiln.frontend.trace import TensorSpec
 from kiln.runtime import checkpoint
 from kiln.runtime.executable import Executable
 from kiln.runtime.donation import step_donations
+from kiln.runtime.resident import ResidentState
 from kiln.runtime.step_graph import GradientOptions, StepGraph, build_step_graph
 
 DEFAULT_PIPELINE = "canonicalize,constant-fold,cse,dce"
@@ -84,6 +85,7 @@ class TrainStep:
     compiled: dict[tuple[Any, ...], CompiledStep] = field(default_factory=dict)
     compile_count: int = 0
     """How many times a graph was traced and compiled (a new input signature or optimizer option each)."""
+    _resident: ResidentState = field(default_factory=ResidentState, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.accumulate, int) or self.accumulate < 1:
@@ -100,10 +102,26 @@ class TrainStep:
     def __call__(self, *batch: Any) -> float:
         arrays = [np.asarray(array) for array in batch]
         compiled = self._compiled_for(arrays)
-        outputs = compiled.executable(*self._feeds(compiled.step_graph, split_micro_batches(arrays, self.accumulate)))
+        micro_batches = split_micro_batches(arrays, self.accumulate)
+        feeds = self._feeds(compiled.step_graph, micro_batches)
+        outputs = self._run(compiled, feeds, len(micro_batches))
         self._write_back(compiled.step_graph, outputs[1:])
         self.optimizer.step_count += 1
         return float(outputs[0])
+
+    def _run(self, compiled: CompiledStep, feeds: list[Any], batch_count: int) -> list[Any]:
+        """Run the executable; on a backend that keeps state on its device, parameters and state stay there."""
+        executable = compiled.executable
+        if not getattr(executable, "keeps_state", False):
+            return list(executable(*feeds))
+        executable.lazy_outputs = True
+        owners = {batch_count + i: p for i, p in enumerate(compiled.step_graph.parameters)}
+        fed = self._resident.substitute(executable, owners, feeds)
+        return self._resident.hold(executable, owners, fed, executable(*fed))
+
+    def sync(self) -> None:
+        """Bring parameters and optimizer state kept on a device back into their NumPy arrays."""
+        self._resident.sync()
 
     @property
     def graph(self) -> Graph:
@@ -128,7 +146,7 @@ class TrainStep:
 
     def _feeds(self, step_graph: StepGraph, micro_batches: list[np.ndarray]) -> list[np.ndarray]:
         """The arrays for every graph input, in the graph's order."""
-        feeds = micro_batches + [p.data for p in step_graph.parameters + step_graph.frozen]
+        feeds = micro_batches + [p._data for p in step_graph.parameters + step_graph.frozen]  # _data: no device sync
         if step_graph.reads_seed:
             feeds.append(np.asarray(self.seed * 2**20 + self.optimizer.step_count, dtype=np.int64))
         feeds += [self.optimizer.state_of(p)[name] for p, names in zip(step_graph.parameters, step_graph.state_names) for name in names]
@@ -136,7 +154,7 @@ class TrainStep:
             feeds.append(np.asarray(self.loss_scale, dtype=step_graph.graph.outputs[0].type.dtype.numpy))
         for group, name in step_graph.hyper_inputs:
             params = self.optimizer.param_groups[group]["params"]
-            feeds.append(np.asarray(self.optimizer.param_groups[group][name], dtype=params[0].data.dtype if params else np.float32))
+            feeds.append(np.asarray(self.optimizer.param_groups[group][name], dtype=params[0]._data.dtype if params else np.float32))
         if step_graph.reads_step:
             feeds.append(np.asarray(self.optimizer.step_count + 1, dtype=np.int64))
         return feeds
@@ -144,12 +162,15 @@ class TrainStep:
     def _write_back(self, step_graph: StepGraph, outputs: Sequence[Any]) -> None:
         count = len(step_graph.parameters)
         for param, new in zip(step_graph.parameters, outputs[:count]):
-            np.copyto(param.data, new)
+            if new is not None:  # None: the value stays on the device until read (ResidentState)
+                np.copyto(param._data, new)
         states = iter(outputs[count:])
         for param, names in zip(step_graph.parameters, step_graph.state_names):
             state = self.optimizer.state_of(param)
             for name in names:
-                np.copyto(state[name], next(states))
+                new = next(states)
+                if new is not None:
+                    np.copyto(state[name], new)
         for buffer in step_graph.buffers:  # running statistics, after the optimizer state
             np.copyto(buffer.data, next(states))
 
@@ -160,6 +181,7 @@ class TrainStep:
 
         The arrays are the live ones (as PyTorch's ``state_dict``): copy them to keep a snapshot in memory.
         """
+        self.sync()
         return {"model": dict(self.model.state_dict()), "optimizer": self.optimizer.state_dict(self._parameter_names())}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -167,6 +189,7 @@ class TrainStep:
         missing = sorted({"model", "optimizer"} - set(state))
         if missing:
             raise CheckpointError(f"a training-step state needs 'model' and 'optimizer' entries; it lacks {missing}")
+        self._resident.invalidate()
         write_optimizer = self.optimizer.prepare_load(state["optimizer"], self._parameter_names())
         self.model.load_state_dict(state["model"])
         write_optimizer()

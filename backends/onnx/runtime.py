@@ -9,6 +9,7 @@ NumPy only when someone reads them.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Sequence
 
 import numpy as np
@@ -16,6 +17,9 @@ import numpy as np
 from kiln.backends.onnx.export import graph_to_onnx
 from kiln.compiler.ir.core import Graph
 from kiln.runtime.executable import RESIDENT, Executable, check_inputs
+
+
+LOGGER = logging.getLogger("kiln")
 
 
 def providers() -> list[str]:
@@ -39,6 +43,7 @@ class OnnxRuntimeExecutable(Executable):
         self.model = model
         self.session = onnxruntime.InferenceSession(model.SerializeToString(), providers=providers())
         self.device = "cuda" if self.session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
+        LOGGER.info("onnxruntime backend: @%s runs on %s", graph.name, self.session.get_providers()[0])
         self.donations = dict(donations)
         self.resident: dict[int, Any] = {}
         """Input index -> the OrtValue the last call produced for it."""
