@@ -13,6 +13,7 @@ have their own tests. ``test_forward.py`` checks the table against ``OPS``.
 
 from __future__ import annotations
 
+import itertools
 import zlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
@@ -443,7 +444,70 @@ def _rows() -> list[OpRow]:
     ]
 
 
-OP_TABLE: list[OpRow] = _rows()
+# Losses beyond cross-entropy and MSE (PyTorch's definitions).
+
+
+def _l1(prediction, target, *, reduction):
+    return _loss_reduction(np.abs(prediction - target), reduction)
+
+
+def _smooth_l1(prediction, target, *, reduction, beta):
+    z = np.abs(prediction - target)
+    return _loss_reduction(np.where(z < beta, 0.5 * z * z / beta, z - 0.5 * beta), reduction)
+
+
+def _huber(prediction, target, *, reduction, delta):
+    z = np.abs(prediction - target)
+    return _loss_reduction(np.where(z < delta, 0.5 * z * z, delta * (z - 0.5 * delta)), reduction)
+
+
+def _nll(log_probs, labels, *, reduction, ignore_index):
+    kept = labels != ignore_index
+    picked = -log_probs[np.arange(len(labels)), np.where(kept, labels, 0)] * kept
+    return picked.sum() / kept.sum() if reduction == "mean" else _loss_reduction(picked, reduction)
+
+
+def _bce_with_logits(logits, target, *, reduction):
+    # max(x, 0) - x t + log(1 + exp(-|x|))
+    return _loss_reduction(np.maximum(logits, 0) - logits * target + np.log1p(np.exp(-np.abs(logits))), reduction)
+
+
+def logits_and_probabilities(rng: np.random.Generator, shapes, dtypes, attrs) -> list[np.ndarray]:
+    return [rng.standard_normal(shapes[0]) * 2, rng.uniform(0, 1, shapes[1])]
+
+
+def log_probs_and_labels(rng: np.random.Generator, shapes, dtypes, attrs) -> list[np.ndarray]:
+    scores, labels = shapes
+    return [rng.standard_normal(scores) - 2, rng.integers(0, scores[1], labels)]
+
+
+LOSS_REDUCTIONS = ("mean", "sum", "none")
+LOSS_PAIRS = (((3, 4), (3, 4)), ((5,), (5,)), (("N", 3), ("N", 3)))
+
+
+def _pair_cases(**options: tuple[Any, ...]) -> tuple[Case, ...]:
+    """Every prediction/target shape pair, reduction and combination of ``options``."""
+    names, values = list(options), list(itertools.product(*options.values()))
+    return tuple(Case(shapes, {"reduction": r, **dict(zip(names, v))}) for shapes in LOSS_PAIRS for r in LOSS_REDUCTIONS for v in values)
+
+
+NLL_CASES = tuple(
+    Case(shapes, {"reduction": r, "ignore_index": ignore}, operand_dtypes=(None, "i64"))
+    for shapes in (((6, 4), (6,)), (("N", 3), ("N",))) for r in LOSS_REDUCTIONS for ignore in (-100, 1)
+)
+
+
+def _loss_rows() -> list[OpRow]:
+    return [
+        OpRow("nn.l1", _l1, _pair_cases(), normal),
+        OpRow("nn.smooth_l1", _smooth_l1, _pair_cases(beta=(1.0, 0.5)), normal),
+        OpRow("nn.huber", _huber, _pair_cases(delta=(1.0, 2.0)), normal),
+        OpRow("nn.nll", _nll, NLL_CASES, log_probs_and_labels),
+        OpRow("nn.bce_with_logits", _bce_with_logits, _pair_cases(), logits_and_probabilities),
+    ]
+
+
+OP_TABLE: list[OpRow] = _rows() + _loss_rows()
 
 from ops3.op_rows_extra import EXTRA_ROWS  # noqa: E402  (movement, conv and transformer rows; they import this module's helpers)
 
