@@ -12,7 +12,15 @@ print(step.graph)
 ```
 """
 
-from kiln.compiler import ops as _ops  # noqa: F401  (registers every op)
+import os as _os
+
+# In a source checkout (``python -m kiln.cli`` from the repository root, where this folder
+# shadows an installed kiln) the subpackages are this folder's siblings: compiler/, frontend/...
+_CHECKOUT = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
+if _os.path.isfile(_os.path.join(_CHECKOUT, "pyproject.toml")) and _os.path.isdir(_os.path.join(_CHECKOUT, "compiler")):
+    __path__.append(_CHECKOUT)
+
+from kiln.compiler import ops as _ops  # noqa: E402,F401  (registers every op)
 from kiln.compiler.autodiff import differentiate
 from kiln.compiler.errors import CheckpointError, InputError, KilnError, ShapeError, TraceError, VerificationError
 from kiln.compiler.ir import DType, Graph, TensorType
