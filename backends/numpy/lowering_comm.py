@@ -31,3 +31,8 @@ def send(x: Any, *, peer: int, tag: int) -> Any:
 @NUMPY.register("comm.recv")
 def recv(*, peer: int, tag: int, shape: tuple[int, ...], dtype: DType) -> Any:
     return current().recv(tuple(shape), DType.of(dtype).numpy, peer, tag)
+
+
+@NUMPY.register("comm.replicate")
+def replicate(x: Any, *, world_size: int) -> Any:
+    return x  # identity forward; only its VJP communicates

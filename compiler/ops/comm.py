@@ -5,6 +5,7 @@
 %h.sent = "comm.send"(%h) {peer = 1, tag = 0} : (tensor<Nx64xf32>) -> tensor<Nx64xf32>
 %h = "comm.recv"() {peer = 0, tag = 0, shape = ["N", 64], dtype = f32} : () -> tensor<Nx64xf32>
 %w = "comm.broadcast"(%w) {root = 0} : (tensor<64x32xf32>) -> tensor<64x32xf32>
+%x.all = "comm.replicate"(%x) {world_size = 2} : (tensor<Nx64xf32>) -> tensor<Nx64xf32>
 ```
 
 Every rank runs its own graph; the ops of one collective (or of one
@@ -13,6 +14,7 @@ which the passes that insert them guarantee. ``comm.send`` returns its operand
 unchanged, so the send is an ordinary value the memory planner orders and
 keeps alive. None of these ops is pure: dead-code elimination and CSE must
 never drop or merge a transfer on one rank that its peer still waits for.
+``comm.replicate`` moves nothing forward (it is pure); its VJP is an allreduce.
 The runtime binds them to MPI or NCCL (``kiln.runtime.distributed``).
 """
 
@@ -57,6 +59,12 @@ def recv_shape(*, peer: int, tag: int, shape: tuple[Dim, ...], dtype: DType) -> 
     """Receive from rank ``peer`` under ``tag`` a tensor of ``shape`` and ``dtype`` (symbolic dims bind from the graph's inputs)."""
     _check_rank("comm.recv", "peer", peer)
     return TensorType(tuple(shape), DType.of(dtype))
+
+
+@register_op("comm.replicate", world_size=0)
+def replicate_shape(x: TensorType, *, world_size: int) -> TensorType:
+    """Identity forward; the VJP sums the cotangent over ranks (Megatron's ``f``, before a column-split layer)."""
+    return x
 
 
 def _check_rank(op: str, attr: str, rank: int) -> None:

@@ -80,6 +80,9 @@ def gradient_values(graph: Graph) -> list[Value]:
     """The recorded raw gradients, or the gradient operand of each optimizer update."""
     recorded = getattr(graph, "gradients", None)
     if recorded is not None:
+        present = {id(op) for op in graph.ops}
+        if any(v.producer is not None and id(v.producer) not in present for v in recorded):
+            raise KilnError("data-parallel: a recorded gradient was rewritten by an earlier pass; put data-parallel first in the pipeline")
         return list(recorded)
     return [op.operands[1] for op in graph.ops if op.name.startswith("optim.") and op.name.endswith("_update")]
 

@@ -4,8 +4,8 @@ The trained parameters are grouped into layers by name (``fc1.weight`` and
 ``fc1.bias`` are layer ``fc1``), in the order the forward pass first reads
 them, and consecutive layers form ``stages`` stages: at the user's ``cuts``
 (the layers that begin stages 1, 2, ...) or balanced by estimated FLOPs (a
-dense layer's forward costs 2 multiply-adds... per weight per example, so a
-layer costs 2 x its parameter count). Every op then gets a stage:
+dense layer does one multiply and one add per weight and example, so a layer
+costs 2 x its parameter count). Every op then gets a stage:
 
 - a forward op (one the loss depends on) runs on the latest stage of its operands;
 - any other op (backward, optimizer update) runs where all its operands already are,
@@ -43,6 +43,7 @@ import math
 from dataclasses import dataclass
 
 from kiln.compiler.errors import KilnError
+from kiln.compiler.ir.builder import Builder
 from kiln.compiler.ir.core import Graph, Op, Value
 from kiln.compiler.passes.dce import DCE
 from kiln.compiler.passes.manager import Pass, register_pass
@@ -212,8 +213,6 @@ def _bring_operands(
 
 def _transfer(graph: Graph, before: Op, value: Value, source: int, target: int, tag: int, stage_of: dict[int, int]) -> Value:
     """``comm.send`` on ``source`` and the matching ``comm.recv`` on ``target``, both right before ``before``."""
-    from kiln.compiler.ir.builder import Builder
-
     builder = Builder(graph, insert_before=before, location="pipeline-split")
     sent = builder.op("comm.send", value, peer=target, tag=tag)
     sent.name_hint = value.name_hint and f"{value.name_hint}.sent"

@@ -13,6 +13,8 @@ step.save("run.npz")                                 # rank 0 writes
 
 pipe = dist.PipelineParallel(model, F.cross_entropy, opt, stages=2, micro_batches=4)
 loss = pipe(x, y)                                    # each rank runs and holds only its stage
+
+fc1, fc2 = dist.ColumnParallelLinear(784, 128), dist.RowParallelLinear(128, 10)   # tensor parallel layers
 ```
 
 The compiler does the work: ``data-parallel`` inserts bucketed
@@ -26,8 +28,9 @@ from kiln.runtime.distributed.communicator import (
 )
 from kiln.runtime.distributed.data_parallel import DataParallel
 from kiln.runtime.distributed.pipeline_parallel import PipelineParallel
+from kiln.runtime.distributed.tensor_parallel import ColumnParallelLinear, RowParallelLinear
 
 __all__ = [
-    "Communicator", "DataParallel", "DistributedError", "MPICommunicator", "NCCLCommunicator", "PipelineParallel", "broadcast_arrays",
+    "ColumnParallelLinear", "RowParallelLinear", "Communicator", "DataParallel", "DistributedError", "MPICommunicator", "NCCLCommunicator", "PipelineParallel", "broadcast_arrays",
     "current", "init", "is_initialized", "shutdown", "use",
 ]

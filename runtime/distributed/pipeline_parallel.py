@@ -51,8 +51,6 @@ class PipelineParallel:
     step_graph: StepGraph | None = None
     executable: Executable | None = None
     signature: Any = None
-    print_ir: bool = False
-    """Print this rank's graph after the split (to standard error)."""
     local: list[Parameter] = field(default_factory=list)
     """The parameters this rank's stage trains."""
 
@@ -84,11 +82,9 @@ class PipelineParallel:
         joint_donations = step_donations(step_graph, len(arrays) * self.micro_batches)
         cuts = f" cuts={','.join(self.cuts)}" if self.cuts else ""
         split = f"pipeline-split{{stages={self.stages} rank={self.comm.rank}{cuts}}}"
-        PassManager(f"{split},{self.pipeline}", print_ir_after_all=False).run(step_graph.graph)
+        PassManager(f"{split},{self.pipeline}").run(step_graph.graph)
         graph = step_graph.graph
         graph.donations = _stage_donations(joint_donations, graph.stage_inputs, graph.stage_outputs)
-        if self.print_ir:
-            print(f"// ----- rank {self.comm.rank}: IR after pipeline-split -----\n{graph}", flush=True)
         kept = set(graph.stage_outputs)
         self.local = [p for i, p in enumerate(step_graph.parameters) if 1 + i in kept]
         self.step_graph, self.signature = step_graph, signature

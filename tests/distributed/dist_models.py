@@ -49,3 +49,23 @@ def train_single(name: str, dtype: str = "float32", accumulate: int = 1, steps: 
     x, y = dataset(dtype=dtype)
     losses = [step(x[k * BATCH : (k + 1) * BATCH], y[k * BATCH : (k + 1) * BATCH]) for k in range(steps)]
     return {"losses": np.array(losses), **{key: value.copy() for key, value in model.state_dict().items()}}
+
+
+class MLP2(nn.Module):
+    """The unsplit twin of the tensor-parallel worker's model."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(SIZES[0], SIZES[1]), nn.Linear(SIZES[1], SIZES[-1])
+
+    def forward(self, x):
+        return self.fc2(F.relu(self.fc1(x)))
+
+
+def train_two_layers(steps: int) -> dict[str, np.ndarray]:
+    kiln.manual_seed(0)
+    model = MLP2()
+    step = kiln.compile_train_step(model, F.cross_entropy, kiln.optim.SGD(model.parameters(), lr=0.1, momentum=0.9))
+    x, y = dataset()
+    losses = [step(x[k * BATCH : (k + 1) * BATCH], y[k * BATCH : (k + 1) * BATCH]) for k in range(steps)]
+    return {"losses": np.array(losses), **{key: value.copy() for key, value in model.state_dict().items()}}

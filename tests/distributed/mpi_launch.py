@@ -29,7 +29,7 @@ def run_mpi(script: str, *args: str, ranks: int = 2, timeout: float = 60.0) -> s
     """``mpiexec -n ranks python -m mpi4py script args``; on timeout the process group is killed and the test fails."""
     require("mpi4py")
     command = [mpiexec(), "-n", str(ranks), sys.executable, "-m", "mpi4py", str(HERE / script), *args]
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE)}
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))}
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, env=env)
     try:
         stdout, stderr = process.communicate(timeout=timeout)

@@ -16,6 +16,7 @@ from kiln.compiler.ir.parser import parse
 from kiln.compiler.ir.printer import print_graph
 from kiln.compiler.passes import PassManager
 from kiln.compiler.passes.pipeline_split import balanced_starts
+from kiln.backends.numpy import NumpyBackend
 from kiln.frontend.trace import TensorSpec
 from kiln.runtime.step_graph import GradientOptions, build_step_graph
 
@@ -142,3 +143,24 @@ def test_world_size_mismatch_is_reported():
 def test_mpi4py_is_imported_only_when_distributed_mode_starts():
     code = "import sys, kiln, kiln.distributed; assert 'mpi4py' not in sys.modules, 'mpi4py imported eagerly'"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_comm_vjps_follow_the_replicated_loss_convention():
+    from kiln.compiler.autodiff import differentiate
+    from kiln.compiler.ir import Builder, Graph, TensorType
+
+    graph = Graph("tp")
+    x = graph.add_input(TensorType(("N", 3), "float32"), "x")
+    b = Builder(graph)
+    shared = b.op("comm.replicate", x, world_size=2)
+    total = b.op("comm.allreduce", b.mul(shared, shared), op="mean", world_size=2)
+    (dx,) = differentiate(graph, b.reduce_sum(total), [x])
+    backward = [op for op in graph.ops if op.location == "vjp of comm.replicate"]
+    assert [(op.name, op.attrs["op"]) for op in backward] == [("comm.allreduce", "sum")]  # d/dx sums over the ranks
+    graph.outputs = [dx]
+    dist.use(LoopbackComm())  # the loopback allreduce returns its operand: dx = d(x*x)/dx / 2 ranks = x
+    try:
+        (value,) = NumpyBackend().compile(graph)(np.ones((2, 3), np.float32))
+    finally:
+        dist.shutdown()
+    np.testing.assert_allclose(value, np.full((2, 3), 1.0, np.float32))

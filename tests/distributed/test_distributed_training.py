@@ -7,7 +7,7 @@ import pytest
 
 import kiln
 
-from dist_models import train_single
+from dist_models import train_single, train_two_layers
 from mpi_launch import run_mpi
 
 
@@ -57,10 +57,16 @@ def test_data_parallel_ir_on_the_ranks_has_bucketed_allreduces(data_parallel_run
     assert '"tensor.concat"' in stdout and 'op = "mean", world_size = 2' in stdout
 
 
+@pytest.fixture(scope="module")
+def pipeline_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pipeline")
+    _assert_ran(run_mpi("pp_parity_worker.py", str(out), "float32", "20", timeout=60))
+    return out
+
+
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
-def test_pipeline_parallel_matches_gradient_accumulation(tmp_path, optimizer):
-    result = run_mpi("pp_parity_worker.py", str(tmp_path), "float32", "20", timeout=60)
-    _assert_ran(result)
+def test_pipeline_parallel_matches_gradient_accumulation(pipeline_run, optimizer):
+    tmp_path = pipeline_run
     reference = train_single(optimizer, "float32", accumulate=4)
     stages = {0: {"fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"}, 1: {"fc3.weight", "fc3.bias", "fc4.weight", "fc4.bias"}}
     for rank, names in stages.items():
@@ -82,3 +88,21 @@ def test_a_failing_rank_ends_the_job_with_its_error():
     result = run_mpi("fail_worker.py", timeout=30)
     assert result.returncode != 0
     assert "ValueError: rank 1 hit a bad batch on purpose" in result.stderr
+
+
+def test_tensor_parallel_linear_pair_matches_the_unsplit_model(tmp_path):
+    result = run_mpi("tp_parity_worker.py", str(tmp_path), "float32", timeout=60)
+    _assert_ran(result)
+    assert '"comm.replicate"' in result.stdout and 'op = "sum", world_size = 2' in result.stdout
+    ranks = [np.load(tmp_path / f"tp_rank{r}.npz") for r in (0, 1)]
+    joined = {
+        "fc1.weight": np.concatenate([r["fc1.weight"] for r in ranks], axis=0),  # column split: output rows
+        "fc1.bias": np.concatenate([r["fc1.bias"] for r in ranks]),
+        "fc2.weight": np.concatenate([r["fc2.weight"] for r in ranks], axis=1),  # row split: input columns
+        "fc2.bias": ranks[0]["fc2.bias"],
+    }
+    np.testing.assert_array_equal(ranks[0]["fc2.bias"], ranks[1]["fc2.bias"])
+    reference = train_two_layers(steps=10)
+    np.testing.assert_allclose(ranks[0]["losses"], reference["losses"], rtol=1e-5)
+    for name, value in joined.items():
+        np.testing.assert_allclose(value, reference[name], rtol=1e-5, atol=1e-7, err_msg=name)
