@@ -16,6 +16,10 @@ from oracles import require
 from training_parity import Run, assert_same_step, digit_like_batches, max_deviation, train_side_by_side
 
 STEPS = 100
+DATA_SEED = 1
+"""Seed 0's batches put one hidden unit's pre-activation within float noise of ReLU's kink at step 21 of the
+no-decay-on-biases SGD run: whether it fires then depends on summation order (NumPy's vs onnxruntime's vs
+torch's), and a flipped unit moves a whole weight row. Any seed without such a tie tests the same thing."""
 
 GRID = [
     Run("SGD", dict(lr=0.1)),
@@ -46,7 +50,7 @@ def torch():
 @pytest.mark.parametrize("run", GRID, ids=lambda run: run.id)
 def test_float32_matches_torch_at_every_step(torch, run: Run):
     deviations = []
-    for index, (ours, theirs) in enumerate(train_side_by_side(torch, run, digit_like_batches(STEPS))):
+    for index, (ours, theirs) in enumerate(train_side_by_side(torch, run, digit_like_batches(STEPS, seed=DATA_SEED))):
         assert_same_step(ours, theirs, run, index)
         deviations.append(max_deviation(ours, theirs))
     assert max(deviations) < 1e-4  # far inside the tolerance: no weight took a noise-driven step of lr
@@ -82,3 +86,14 @@ def test_maximize_climbs_the_loss_as_torch_does(torch, run: Run):
         assert_same_step(ours, theirs, run, index)
         losses.append(ours.loss)
     assert losses[-1] > losses[0]
+
+
+ORT_GRID = [Run(run.optimizer, run.arguments, {**run.options, "backend": "onnxruntime"}, run.groups) for run in GRID]
+
+
+@pytest.mark.parametrize("run", ORT_GRID, ids=lambda run: run.id)
+def test_onnxruntime_backend_matches_torch_at_every_step(torch, run: Run):
+    """The same grid with the step compiled to ONNX and run by onnxruntime, parameters kept there between steps."""
+    require("onnxruntime")
+    for index, (ours, theirs) in enumerate(train_side_by_side(torch, run, digit_like_batches(STEPS, seed=DATA_SEED))):
+        assert_same_step(ours, theirs, run, index)
