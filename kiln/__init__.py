@@ -27,22 +27,23 @@ from kiln.compiler.ir import DType, Graph, TensorType
 from kiln.compiler.passes import PassManager
 from kiln.frontend.init import manual_seed
 from kiln.frontend.trace import TensorSpec, trace
-from kiln.runtime.compiled_function import CompiledFunction, compile
-from kiln.runtime.grad import grad, value_and_grad
-from kiln.runtime.export import export_onnx, import_onnx
-from kiln.runtime.onnx_train_step import export_onnx_train_step, load_onnx_train_step
-from kiln.runtime.saliency import saliency
-from kiln.runtime.trainer import fit
-from kiln.runtime.parity import parity
 from kiln.runtime.checkpoint import load, save
+from kiln.runtime.compiled_function import CompiledFunction, compile
+from kiln.runtime.export import export_onnx, import_onnx
+from kiln.runtime.grad import grad, value_and_grad
+from kiln.runtime.onnx_train_step import export_onnx_train_step, load_onnx_train_step
+from kiln.runtime.parity import parity
+from kiln.runtime.saliency import saliency
 from kiln.runtime.train_step import TrainStep, compile_train_step
+from kiln.runtime.trainer import fit
 from kiln import nn, optim  # noqa: E402  (after the core, which they re-export)
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "CompiledFunction", "DType", "Graph", "InputError", "KilnError", "PassManager", "ShapeError", "TensorSpec", "TensorType",
-    "TraceError", "TrainStep", "VerificationError", "compile", "compile_train_step", "export_onnx", "export_onnx_train_step", "import_onnx", "load_onnx_train_step", "parity", "differentiate", "manual_seed",
-    "nn", "optim", "trace", "fit", "saliency", "grad", "value_and_grad",
-    "CheckpointError", "load", "save",
+    "CheckpointError", "compile", "compile_train_step", "CompiledFunction", "differentiate", "DType",
+    "export_onnx", "export_onnx_train_step", "fit", "grad", "Graph", "import_onnx", "InputError", "KilnError",
+    "load", "load_onnx_train_step", "manual_seed", "nn", "optim", "parity", "PassManager", "saliency", "save",
+    "ShapeError", "TensorSpec", "TensorType", "trace", "TraceError", "TrainStep", "value_and_grad",
+    "VerificationError",
 ]
