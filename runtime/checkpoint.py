@@ -18,7 +18,9 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import struct
 import zipfile
+import zlib
 from typing import Any, Mapping
 
 import numpy as np
@@ -51,7 +53,8 @@ def load(path: str | os.PathLike) -> Any:
             return _unflatten(meta["tree"], members)
     except FileNotFoundError:
         raise
-    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as error:
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile, NotImplementedError, zlib.error, struct.error) as error:
+        # a damaged zip fails in many ways (a bad CRC, an unknown compression method, a short header): one message for all
         raise CheckpointError(
             f"{path} is not a readable kiln checkpoint: {error}; was it written by kiln.save (or step.save) and copied whole?"
         ) from None
