@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import struct
+import tempfile
 import zipfile
 import zlib
 from typing import Any, Mapping
