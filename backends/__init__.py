@@ -14,8 +14,12 @@ from kiln.compiler.errors import KilnError
 BACKENDS = {
     "numpy": ("kiln.backends.numpy", "NumpyBackend", (), ""),
     "onnxruntime": ("kiln.backends.onnx.runtime", "OnnxRuntimeBackend", ("onnx", "onnxruntime"), "pip install 'kiln[onnx]'"),
+    "cupy": ("kiln.backends.cupy", "CupyBackend", (), "pip install 'kiln[cuda12]' (or 'kiln[cuda13]')"),
 }
 """name -> (module, class, packages it needs, how to install them)."""
+
+PROBES = {"cupy": ("kiln.backends.cupy", "device_problem")}
+"""name -> (module, function): a check beyond imports (a GPU present); it returns the problem or ``None``."""
 
 
 def get_backend(name: str) -> Any:
@@ -37,6 +41,9 @@ def why_unavailable(name: str) -> str | None:
             importlib.import_module(package)
         except ImportError as error:
             return f"{package} is not importable ({error}); {install}"
+    if name in PROBES:
+        module, function = PROBES[name]
+        return getattr(importlib.import_module(module), function)()
     return None
 
 

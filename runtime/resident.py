@@ -1,4 +1,4 @@
-"""Training state that stays on a device between steps (onnxruntime's OrtValues; CuPy arrays later).
+"""Training state that stays on a device between steps (onnxruntime's OrtValues, CuPy arrays).
 
 A backend whose executable ``keeps_state`` returns its donated results (new
 parameters and optimizer state) as device handles and accepts ``RESIDENT`` for
@@ -20,7 +20,11 @@ from kiln.runtime.executable import RESIDENT
 
 
 def _copy_back(target: np.ndarray, handle: Any) -> None:
-    np.copyto(target, handle.numpy() if hasattr(handle, "numpy") else np.asarray(handle))
+    if hasattr(handle, "numpy"):  # an OrtValue
+        handle = handle.numpy()
+    elif hasattr(handle, "get") and not isinstance(handle, np.ndarray):  # a CuPy array: device -> host
+        handle = handle.get()
+    np.copyto(target, np.asarray(handle))
 
 
 class ResidentState:

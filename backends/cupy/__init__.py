@@ -1,0 +1,67 @@
+"""The CuPy backend: the same compiled steps on an NVIDIA GPU, fusion groups as generated CUDA kernels.
+
+CuPy is imported lazily (``pip install 'kiln[cuda12]'`` or ``'kiln[cuda13]'``):
+importing this package, generating kernel source (``codegen``) and planning
+launches (``plan``) work on any machine; ``compile`` needs CuPy and a GPU.
+
+Matmuls run through cuBLAS with TF32 off, so float32 results match float32
+references; ``CupyBackend(tf32=True)`` or ``KILN_CUPY_TF32=1`` turns it on.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from kiln.backends.cupy.codegen import ElementwiseSource, ReductionSource, elementwise_kernel_source, group_kernels
+from kiln.backends.cupy.plan import KernelLaunch, kernel_plan, lower_for_cupy
+from kiln.backends.numpy.codegen import function_name
+from kiln.compiler.ir.core import Graph
+
+
+def device_problem() -> str | None:
+    """``None`` when CuPy imports and sees a CUDA device, else why not and what to do (never raises)."""
+    try:
+        import cupy
+    except Exception as error:  # an ImportError, or a CUDA library that fails to load
+        return f"cupy is not importable ({type(error).__name__}: {error}); pip install 'kiln[cuda12]' or 'kiln[cuda13]'"
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as error:  # no driver: CUDARuntimeError
+        return f"cupy imports but finds no usable CUDA driver ({type(error).__name__}: {error}); run on a machine with an NVIDIA GPU"
+    return None if count > 0 else "cupy imports but this machine has no CUDA device; run on a machine with an NVIDIA GPU"
+
+
+def set_tf32(cupy: Any, enabled: bool) -> None:
+    """float32 GEMMs in TF32 (tensor cores, ~10 mantissa bits) or in full float32 (the default)."""
+    import numpy as np
+    from cupy._core import _routines_linalg as linalg
+
+    linalg.set_compute_type(np.float32, linalg.COMPUTE_TYPE_TF32 if enabled else linalg.COMPUTE_TYPE_FP32)
+
+
+class CupyBackend:
+    name = "cupy"
+
+    def __init__(self, tf32: bool | None = None):
+        self.tf32 = os.environ.get("KILN_CUPY_TF32") == "1" if tf32 is None else tf32
+
+    def compile(self, graph: Graph) -> Any:
+        """Lower a copy of ``graph`` (fusion as on NumPy), bind generated kernels, and generate one function."""
+        import cupy
+
+        from kiln.backends.cupy.executable import CupyExecutable, generate
+        from kiln.backends.cupy.lowering import cupy_table
+
+        set_tf32(cupy, self.tf32)
+        donations = dict(getattr(graph, "donations", {}))
+        lowered = lower_for_cupy(graph)
+        source, namespace = generate(cupy, lowered, cupy_table())
+        exec(compile(source, f"<kiln-cupy:{lowered.name}>", "exec"), namespace)  # noqa: S102  (our generated code)
+        return CupyExecutable(cupy, lowered, namespace[function_name(lowered)], source, donations)
+
+
+__all__ = [
+    "CupyBackend", "ElementwiseSource", "KernelLaunch", "ReductionSource", "device_problem", "elementwise_kernel_source",
+    "group_kernels", "kernel_plan", "lower_for_cupy",
+]

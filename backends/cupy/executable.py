@@ -1,0 +1,86 @@
+"""The CuPy executable: one generated Python function per graph, fused ops as generated-kernel launchers.
+
+```python
+def graph_train_step(v_x, v_w1, v_b1, v_lr):
+    dim_N = v_x.shape[0]
+    v_h, = f3(v_x, v_w1, v_b1)           # fused.matmul: cuBLAS GEMM, then one epilogue kernel (add, relu)
+    v_loss = k_nn_cross_entropy(v_logits, v_y, reduction=a7_reduction)
+    ...
+```
+
+Parameters and optimizer state stay on the GPU between calls (``keeps_state``):
+donated results are kept as CuPy arrays, and ``RESIDENT`` for a donated input
+means "last call's result". Arrays come from CuPy's memory pool, so a step
+allocates no device memory after the first. Kernel launches are asynchronous:
+with ``lazy_outputs`` (set by a training step) only the 0-d results come back
+(as ``LazyScalar``), and the host waits only when one is read.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from kiln.backends.base import LoweringTable
+from kiln.backends.cupy.launch import launcher
+from kiln.backends.cupy.plan import KernelLaunch, kernel_plan
+from kiln.backends.numpy.codegen import _bind_symbols, _emit_op, function_name, variable_names
+from kiln.compiler.ir.core import Graph, Op, Value
+from kiln.compiler.ops.registry import has_trait
+from kiln.runtime.executable import RESIDENT, Executable
+from kiln.runtime.lazy import LazyScalar
+
+
+def generate(cupy: Any, graph: Graph, table: LoweringTable) -> tuple[str, dict[str, Any]]:
+    """The step function's source and namespace; constants are uploaded once, here."""
+    names = variable_names(graph)
+    namespace: dict[str, Any] = {}
+    lines = [f"def {function_name(graph)}({', '.join(names[v] for v in graph.inputs)}):"] + _bind_symbols(graph, names)
+    for index, op in enumerate(graph.ops):
+        lines.append("    " + _emit(cupy, index, op, names, table, graph, namespace))
+    lines.append(f"    return ({''.join(f'{names[v]}, ' for v in graph.outputs)})")
+    for key, value in namespace.items():
+        if isinstance(value, np.ndarray):
+            namespace[key] = cupy.asarray(value)
+    return "\n".join(lines) + "\n", namespace
+
+
+def _emit(cupy: Any, index: int, op: Op, names: dict[Value, str], table: LoweringTable, graph: Graph, namespace: dict[str, Any]) -> str:
+    if not has_trait(op.name, "fused"):
+        return _emit_op(index, op, names, table, graph, namespace)
+    namespace[f"f{index}"] = launcher(cupy, op)
+    results = ", ".join(names[r] for r in op.results) + ("," if len(op.results) > 1 else "")
+    return f"{results} = f{index}({', '.join(names[v] for v in op.operands)})  # {op.name}: {', '.join(op.attrs['ops'])}"
+
+
+class CupyExecutable(Executable):
+    """Runs the generated function on CuPy arrays; donated results stay on the device."""
+
+    keeps_state = True
+    asynchronous = True
+    lazy_outputs = False
+    """When set (by a training step), donated results stay CuPy arrays and 0-d results come back as ``LazyScalar``."""
+
+    def __init__(self, cupy: Any, graph: Graph, function: Callable[..., tuple[Any, ...]], source: str, donations: dict[int, int]):
+        upload = cupy.asarray  # a no-op for arrays already on the device
+        super().__init__(graph, lambda *arrays: function(*[upload(a) for a in arrays]), "cupy", source)
+        self.cupy = cupy
+        self.donations = dict(donations)
+        self.resident: dict[int, Any] = {}
+        """Input index -> the CuPy array the last call produced for it."""
+        self.kernels: list[KernelLaunch] = kernel_plan(graph)
+        """Every kernel one call launches (GEMMs, generated fused kernels, library kernels), in order."""
+
+    def __call__(self, *arrays: Any) -> tuple[Any, ...]:
+        outputs = super().__call__(*[self.resident[i] if a is RESIDENT else a for i, a in enumerate(arrays)])  # checked once per signature
+        for source, target in self.donations.items():
+            self.resident[source] = outputs[target]
+        return tuple(self._returned(index, value) for index, value in enumerate(outputs))
+
+    def _returned(self, index: int, value: Any) -> Any:
+        if not self.lazy_outputs:
+            return self.cupy.asnumpy(value)
+        if index in self.donations.values():
+            return value
+        return LazyScalar(value) if getattr(value, "ndim", 0) == 0 else self.cupy.asnumpy(value)

@@ -1,0 +1,136 @@
+"""CUDA C expressions for the elementwise sub-ops of a fusion group: one rule a line.
+
+A rule takes the operand expressions, the sub-op's attributes and the C type
+of its result, and returns one C expression. Literals are cast to the result
+type (``(float)0.5``), so one rule serves float and double; the CUDA math
+headers overload ``exp``, ``tanh``, ``erf``, ... for both.
+
+```python
+C_EXPRESSIONS["tensor.relu"](["t2"], {}, "float")  ->  "(t2 > (float)0 ? t2 : (float)0)"
+```
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from kiln.compiler.errors import LoweringError
+from kiln.compiler.ir.types import DType
+
+Rule = Callable[[list[str], dict[str, Any], str], str]
+
+C_TYPES = {DType.f32: "float", DType.f64: "double", DType.i32: "int", DType.i64: "long long", DType.bool: "bool"}
+"""IR dtype -> the C type a kernel computes in."""
+
+CUPY_TYPES = {DType.f32: "float32", DType.f64: "float64", DType.i32: "int32", DType.i64: "int64", DType.bool: "bool"}
+"""IR dtype -> the type name CuPy's kernel parameter lists use."""
+
+INTEGER_TYPES = ("int", "long long", "bool")
+
+SQRT_HALF = 0.7071067811865476
+SQRT_TWO_OVER_PI = 0.7978845608028654
+
+
+def _binary(symbol: str) -> Rule:
+    return lambda a, attrs, t: f"({a[0]} {symbol} {a[1]})"
+
+
+def _call(function: str) -> Rule:
+    return lambda a, attrs, t: f"{function}({', '.join(a)})"
+
+
+def _pow(a: list[str], attrs: dict[str, Any], t: str) -> str:
+    # integer powers through double: CUDA has no pow(int, int)
+    if t in INTEGER_TYPES:
+        return f"({t})pow((double){a[0]}, (double){a[1]})"
+    return f"pow({a[0]}, {a[1]})"
+
+
+def _clip(a: list[str], attrs: dict[str, Any], t: str) -> str:
+    # clip(x) = min(max(x, lo), hi), either bound optional
+    expression = a[0]
+    if attrs.get("min") is not None:
+        expression = f"max({expression}, ({t}){attrs['min']!r})"
+    if attrs.get("max") is not None:
+        expression = f"min({expression}, ({t}){attrs['max']!r})"
+    return expression
+
+
+def _gelu(a: list[str], attrs: dict[str, Any], t: str) -> str:
+    x = a[0]
+    if attrs.get("approximate") == "tanh":
+        # 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+        return f"(({t})0.5 * {x} * (({t})1 + tanh(({t}){SQRT_TWO_OVER_PI} * ({x} + ({t})0.044715 * {x} * {x} * {x}))))"
+    # 0.5 x (1 + erf(x / sqrt 2))
+    return f"(({t})0.5 * {x} * (({t})1 + erf({x} * ({t}){SQRT_HALF})))"
+
+
+def _cast(a: list[str], attrs: dict[str, Any], t: str) -> str:
+    return f"({a[0]} != 0)" if t == "bool" else f"({t})({a[0]})"
+
+
+C_EXPRESSIONS: dict[str, Rule] = {
+    "tensor.add": _binary("+"),                                                      # a + b
+    "tensor.sub": _binary("-"),                                                      # a - b
+    "tensor.mul": _binary("*"),                                                      # a * b
+    "tensor.div": _binary("/"),                                                      # a / b
+    "tensor.pow": _pow,                                                              # a ** b
+    "tensor.maximum": _call("max"),                                                  # max(a, b)
+    "tensor.minimum": _call("min"),                                                  # min(a, b)
+    "tensor.equal": _binary("=="),                                                   # a == b
+    "tensor.not_equal": _binary("!="),                                               # a != b
+    "tensor.less": _binary("<"),                                                     # a < b
+    "tensor.less_equal": _binary("<="),                                              # a <= b
+    "tensor.greater": _binary(">"),                                                  # a > b
+    "tensor.greater_equal": _binary(">="),                                           # a >= b
+    "tensor.neg": lambda a, attrs, t: f"(-{a[0]})",                                  # -a
+    "tensor.exp": _call("exp"),                                                      # e^a
+    "tensor.log": _call("log"),                                                      # ln a
+    "tensor.tanh": _call("tanh"),                                                    # tanh a
+    "tensor.sqrt": _call("sqrt"),                                                    # sqrt a
+    "tensor.rsqrt": lambda a, attrs, t: f"(({t})1 / sqrt({a[0]}))",                  # 1 / sqrt a (as NumPy rounds it)
+    "tensor.erf": _call("erf"),                                                      # erf a
+    "tensor.abs": lambda a, attrs, t: f"abs({a[0]})" if t in INTEGER_TYPES else f"fabs({a[0]})",  # |a|
+    "tensor.relu": lambda a, attrs, t: f"({a[0]} > ({t})0 ? {a[0]} : ({t})0)",      # max(a, 0)
+    "tensor.sigmoid": lambda a, attrs, t: f"((tanh({a[0]} * ({t})0.5) + ({t})1) * ({t})0.5)",  # (tanh(a/2) + 1) / 2
+    "tensor.where": lambda a, attrs, t: f"({a[0]} ? {a[1]} : {a[2]})",               # c ? a : b
+    "tensor.cast": _cast,                                                            # (T) a
+    "tensor.clip": _clip,                                                            # min(max(a, lo), hi)
+    "nn.gelu": _gelu,                                                                # a Phi(a)
+}
+
+
+def c_expression(op_name: str, operands: list[str], attrs: dict[str, Any], dtype: DType) -> str:
+    """The C expression computing ``op_name``; an error naming the op when no rule exists."""
+    rule = C_EXPRESSIONS.get(op_name)
+    if rule is None:
+        raise LoweringError(
+            f"cupy backend: no CUDA expression for elementwise op {op_name!r} in a fusion group; "
+            f"add a rule to C_EXPRESSIONS in backends/cupy/expressions.py (known: {', '.join(sorted(C_EXPRESSIONS))})"
+        )
+    return rule(operands, attrs, c_type(dtype))
+
+
+def c_type(dtype: DType) -> str:
+    if dtype not in C_TYPES:
+        raise LoweringError(f"cupy backend: no CUDA kernels for dtype {dtype} yet; use f32, f64, i32, i64 or bool")
+    return C_TYPES[dtype]
+
+
+REDUCTIONS = {
+    # op -> (reduce_expr, identity by C type, whether the result divides by the count)
+    "tensor.reduce_sum": ("a + b", lambda t: f"({t})0", False),                     # sum
+    "tensor.reduce_mean": ("a + b", lambda t: f"({t})0", True),                     # sum / count
+    "tensor.reduce_max": ("max(a, b)", lambda t: _extreme(t, low=True), False),     # max, identity -inf
+    "tensor.reduce_min": ("min(a, b)", lambda t: _extreme(t, low=False), False),    # min, identity +inf
+}
+
+
+def _extreme(t: str, low: bool) -> str:
+    """-inf / +inf through CUDA intrinsics (no header needed under NVRTC), or the integer type's limits."""
+    infinities = {"float": ("__int_as_float(0xff800000)", "__int_as_float(0x7f800000)"),
+                  "double": ("__longlong_as_double(0xfff0000000000000ULL)", "__longlong_as_double(0x7ff0000000000000ULL)"),
+                  "int": ("(-2147483647 - 1)", "2147483647"),
+                  "long long": ("(-9223372036854775807LL - 1)", "9223372036854775807LL"),
+                  "bool": ("false", "true")}
+    return infinities[t][0 if low else 1]

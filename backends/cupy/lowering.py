@@ -1,0 +1,244 @@
+"""The CuPy lowering table: NumPy's kernels re-bound to CuPy, CuPy functions for the ufuncs, a few overrides.
+
+Where CuPy mirrors NumPy, the NumPy kernel's own code runs on the GPU: each
+NumPy lowering module is re-bound with ``np`` meaning CuPy (an array module
+that falls back to NumPy only for names CuPy lacks, such as ``np.dtype``
+helpers), so conv, pooling, the losses and the optimizer kernels need no
+second copy. Softmax, log-softmax (also inside cross-entropy) and layer norm
+are fused row kernels (``row_kernels.py``). Ufuncs, reductions and the matmul call CuPy directly (one less
+dispatch; ``matmul`` is cuBLAS). The overrides are the kernels that build
+host arrays on purpose: casts through ``np.asarray``, ``numel``, ``one_hot``,
+``erf`` and the exact GELU (SciPy's erf), the Philox random draw (kept on the host so a seed gives the
+same numbers on every backend) and the comm ops (MPI moves host buffers).
+
+The table needs CuPy, so it is built on first use (``cupy_table()``);
+``CUPY_OP_NAMES`` says what it covers without importing CuPy. On the device,
+cross-entropy does not range-check its labels (the check would make every
+step wait for the GPU): an out-of-range label gives a wrong loss, not an error.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import types
+from functools import lru_cache
+from typing import Any, Callable
+
+import numpy as np
+
+from kiln.backends.base import LoweringTable
+from kiln.backends.numpy import NUMPY
+from kiln.backends.numpy import lowering, lowering_losses, lowering_movement
+from kiln.backends.cupy.row_kernels import THREADS, layer_norm_source, row_op_fuses, softmax_source
+from kiln.compiler.ir.types import DType, normalize_axes
+
+NUMPY_PACKAGE = "kiln.backends.numpy"
+NOT_REBOUND = frozenset({"codegen", "fusion", "out_kernels", "lowering_comm"})
+"""NumPy-backend modules that hold no device kernels (code generation; comm kernels run on the host)."""
+
+CUPY_FUNCTIONS = {
+    "tensor.neg": "negative", "tensor.exp": "exp", "tensor.log": "log", "tensor.tanh": "tanh", "tensor.sqrt": "sqrt",
+    "tensor.add": "add", "tensor.sub": "subtract", "tensor.mul": "multiply", "tensor.div": "divide", "tensor.pow": "power",
+    "tensor.maximum": "maximum", "tensor.minimum": "minimum", "tensor.equal": "equal", "tensor.not_equal": "not_equal",
+    "tensor.less": "less", "tensor.less_equal": "less_equal", "tensor.greater": "greater",
+    "tensor.greater_equal": "greater_equal", "tensor.matmul": "matmul", "tensor.abs": "abs", "tensor.where": "where",
+}
+"""Ops that are one CuPy function (``tensor.matmul`` is cuBLAS)."""
+
+HOST_OPS = ("tensor.random_uniform", "comm.allreduce", "comm.broadcast", "comm.send", "comm.recv")
+"""Kernels that run on host copies of their operands, their results uploaded."""
+
+FUSED_NAMES = ("fused.elementwise", "fused.matmul")
+"""Launched by generated kernels (``launch.py``), not through the table."""
+
+CUPY_OP_NAMES = frozenset(NUMPY.names()) | frozenset(FUSED_NAMES)
+"""Every op the CuPy table lowers: NumPy's ops (re-bound or overridden) and the fusion groups."""
+
+
+class ArrayModule(types.ModuleType):
+    """``np`` for re-bound kernels: CuPy's attribute where CuPy has one, else NumPy's."""
+
+    def __init__(self, cupy: Any, stride_tricks: Any):
+        super().__init__("kiln_cupy_as_numpy")
+        self._cupy, self._stride_tricks = cupy, stride_tricks
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._cupy, name) if hasattr(self._cupy, name) else getattr(np, name)
+        setattr(self, name, value)  # later lookups skip __getattr__
+        return value
+
+
+def kernel_modules() -> tuple[types.ModuleType, ...]:
+    """Every loaded module of the NumPy backend that defines kernels (or helpers they call), to re-bind together."""
+    prefix = NUMPY_PACKAGE + "."
+    return tuple(module for name, module in sorted(sys.modules.items())
+                 if name.startswith(prefix) and name[len(prefix):] not in NOT_REBOUND and module is not None)
+
+
+def rebind(
+    modules: tuple[types.ModuleType, ...], array_module: ArrayModule, replacements: dict[str, dict[str, Any]] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Each module's namespace with ``np`` (and ``as_strided``) bound to CuPy; its functions, and the ones it
+    imports from the other modules, re-bound so they call each other's CuPy forms."""
+    spaces = {module.__name__: {**vars(module), "np": array_module} for module in modules}
+    for space in spaces.values():
+        if "as_strided" in space:
+            space["as_strided"] = array_module._stride_tricks.as_strided
+    originals = {module.__name__: dict(vars(module)) for module in modules}
+    for module_name, space in spaces.items():
+        for name, value in originals[module_name].items():
+            if isinstance(value, types.FunctionType) and value.__module__ in spaces:
+                space[name] = _rebound(value, spaces)
+        space.update({**DEVICE_REPLACEMENTS.get(module_name, {}), **(replacements or {}).get(module_name, {})})
+    return spaces
+
+
+def _rebound(function: types.FunctionType, spaces: dict[str, dict[str, Any]]) -> types.FunctionType:
+    """``function`` running in its module's re-bound namespace; functions captured in its closure re-bound too."""
+    closure = None
+    if function.__closure__:
+        closure = tuple(types.CellType(_rebound(c.cell_contents, spaces) if _reboundable(c, spaces) else c.cell_contents)
+                        for c in function.__closure__)
+    copy = types.FunctionType(function.__code__, spaces[function.__module__], function.__name__, function.__defaults__, closure)
+    copy.__kwdefaults__ = function.__kwdefaults__
+    return copy
+
+
+def _reboundable(cell: types.CellType, spaces: dict[str, dict[str, Any]]) -> bool:
+    try:
+        value = cell.cell_contents
+    except ValueError:  # an empty cell
+        return False
+    return isinstance(value, types.FunctionType) and value.__module__ in spaces
+
+
+def _rebound_kernels(array_module: ArrayModule, replacements: dict[str, dict[str, Any]] | None = None) -> dict[str, Callable[..., Any]]:
+    """Op name -> the re-bound form of NumPy's kernel, for every kernel defined in a re-bound module."""
+    spaces = rebind(kernel_modules(), array_module, replacements)
+    rebound: dict[str, Callable[..., Any]] = {}
+    for op_name in NUMPY.names():
+        kernel = NUMPY.get(op_name)
+        if isinstance(kernel, types.FunctionType) and kernel.__module__ in spaces:
+            rebound[op_name] = _rebound(kernel, spaces)
+    return rebound
+
+
+def _labels_unchecked(op: str, labels: Any, keep: Any, classes: int, ignore_index: int) -> None:
+    """On the GPU the label range check would make every step wait for the device (``bad.any()``); it is skipped."""
+
+
+DEVICE_REPLACEMENTS = {lowering_losses.__name__: {"_check_labels": _labels_unchecked}}
+"""Helpers of re-bound modules replaced on the device: checks that would synchronise every step."""
+
+
+def _on_host(kernel: Callable[..., Any], cupy: Any) -> Callable[..., Any]:
+    def run(*arrays: Any, **attrs: Any) -> Any:
+        host = [cupy.asnumpy(a) if isinstance(a, cupy.ndarray) else a for a in arrays]
+        result = kernel(*host, **attrs)
+        return cupy.asarray(result) if isinstance(result, np.ndarray) else result
+
+    return run
+
+
+def _overrides(cupy: Any, fallback: dict[str, Callable[..., Any]]) -> dict[str, Callable[..., Any]]:
+    def cast(x: Any, *, dtype: DType) -> Any:
+        return x.astype(DType.of(dtype).numpy, copy=False)
+
+    def numel(x: Any, *, axes: Any, dtype: DType) -> Any:
+        count = math.prod(x.shape[axis] for axis in normalize_axes(axes, x.ndim))
+        return cupy.asarray(count, dtype=DType.of(dtype).numpy)
+
+    def one_hot(labels: Any, *, num_classes: int, dtype: DType) -> Any:
+        return (labels[..., None] == cupy.arange(num_classes)).astype(DType.of(dtype).numpy)
+
+    def erf(x: Any) -> Any:
+        from cupyx.scipy.special import erf as cupy_erf
+
+        return cupy_erf(x).astype(x.dtype, copy=False)
+
+    def reduce_sum(x: Any, *, axes: Any, keepdims: bool) -> Any:
+        return cupy.sum(x, axis=axes, keepdims=keepdims, dtype=x.dtype)
+
+    def relu(x: Any) -> Any:
+        return cupy.maximum(x, x.dtype.type(0))
+
+    def gelu(x: Any, *, approximate: str) -> Any:
+        # x Phi(x) = x/2 (1 + erf(x / sqrt 2)); the tanh form is NumPy's kernel (NumPy's exact one imports SciPy's erf)
+        if approximate == "tanh":
+            return fallback["nn.gelu"](x, approximate=approximate)
+        return x.dtype.type(0.5) * x * (1 + erf(x * x.dtype.type(1 / math.sqrt(2))))
+
+    kernels = {"tensor.cast": cast, "tensor.numel": numel, "tensor.one_hot": one_hot, "tensor.erf": erf, "nn.gelu": gelu,
+               "tensor.reduce_sum": reduce_sum, "tensor.relu": relu, "tensor.constant": cupy.asarray}
+    return kernels | {name: _on_host(NUMPY.get(name), cupy) for name in HOST_OPS if NUMPY.get(name) is not None}
+
+
+@lru_cache(maxsize=1)
+def cupy_table() -> LoweringTable:
+    """The CuPy table (imports CuPy): NumPy's parent entries stay as the fallback for anything not listed here."""
+    import cupy
+    import cupy.lib.stride_tricks as stride_tricks
+
+    table = LoweringTable("cupy", parent=NUMPY)
+    array_module = ArrayModule(cupy, stride_tricks)
+    plain = _rebound_kernels(array_module)
+    rows = row_kernels(cupy, plain)
+    overrides = _overrides(cupy, plain)
+    replacements = {
+        lowering.__name__: {"log_softmax": rows["nn.log_softmax"]},
+        lowering_losses.__name__: {"log_softmax": rows["nn.log_softmax"]},
+        lowering_movement.__name__: {"erf": overrides["tensor.erf"]},
+    }
+    table.kernels.update(_rebound_kernels(array_module, replacements))  # cross-entropy reads its log-softmax from a row kernel
+    table.kernels.update({name: getattr(cupy, function) for name, function in CUPY_FUNCTIONS.items()})
+    table.kernels.update(overrides | rows)
+    for name in FUSED_NAMES:
+        table.kernels[name] = _launched_by_generated_code(name)
+    return table
+
+
+def row_kernels(cupy: Any, fallback: dict[str, Callable[..., Any]]) -> dict[str, Callable[..., Any]]:
+    """Softmax, log-softmax and layer norm as one row kernel each where they fit (``row_op_fuses``), else ``fallback``'s."""
+    from kiln.backends.cupy.launch import compiled
+
+    def launch(source: Any, rows: int, *args: Any) -> None:
+        compiled(cupy, source)((rows,), (THREADS,), args)
+
+    def softmax(log: bool) -> Callable[..., Any]:
+        name = "nn.log_softmax" if log else "nn.softmax"
+
+        def kernel(x: Any, *, axis: int) -> Any:
+            if x.size == 0 or not row_op_fuses(name, axis, x.ndim, DType.of(x.dtype)):
+                return fallback[name](x, axis=axis)
+            rows = cupy.ascontiguousarray(cupy.moveaxis(x, axis, -1))  # a copy only when axis is not the last
+            y = cupy.empty_like(rows)
+            launch(softmax_source(DType.of(x.dtype), log), rows.size // rows.shape[-1], rows, y, np.int64(rows.shape[-1]))
+            return cupy.moveaxis(y, -1, axis)
+
+        return kernel
+
+    def layer_norm(x: Any, weight: Any, bias: Any, *, eps: float) -> Any:
+        if x.size == 0 or not row_op_fuses("nn.layer_norm", None, x.ndim, DType.of(x.dtype)):
+            return fallback["nn.layer_norm"](x, weight, bias, eps=eps)
+        x, y, cols = cupy.ascontiguousarray(x), cupy.empty(x.shape, x.dtype), max(weight.size, 1)
+        weight, bias = cupy.ascontiguousarray(weight), cupy.ascontiguousarray(bias)
+        launch(layer_norm_source(DType.of(x.dtype)), x.size // cols, x, weight, bias, y, np.int64(cols), x.dtype.type(eps))
+        return y
+
+    return {"nn.softmax": softmax(False), "nn.log_softmax": softmax(True), "nn.layer_norm": layer_norm}
+
+
+def static_table() -> LoweringTable:
+    """The table's shape without CuPy: NumPy's entries plus the fused ops (for planning and coverage)."""
+    table = LoweringTable("cupy", parent=NUMPY)
+    for name in FUSED_NAMES:
+        table.kernels[name] = _launched_by_generated_code(name)
+    return table
+
+
+def _launched_by_generated_code(name: str) -> Callable[..., Any]:
+    def kernel(*arrays: Any, **attrs: Any) -> Any:
+        raise RuntimeError(f"{name} runs as a generated CUDA kernel bound at compile time, not through the table")
+
+    return kernel

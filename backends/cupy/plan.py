@@ -1,0 +1,94 @@
+"""The CuPy backend's lowering of a graph, and the list of kernels its executable launches (no GPU needed).
+
+```python
+lowered = lower_for_cupy(step.graph)     # optimizer updates expanded, elementwise groups and epilogues fused
+kernel_plan(lowered)                     # [KernelLaunch("gemm", "fused.matmul", "cublas_gemm"),
+                                         #  KernelLaunch("elementwise", "fused.matmul", "kiln_epilogue_add_relu_..."), ...]
+```
+
+A library op (a CuPy function or a re-bound NumPy kernel) counts as one
+launch; composite library kernels (a loss, layer norm) may launch a few.
+Views (reshape, transpose, broadcast) and constants (uploaded at compile
+time) launch nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kiln.backends.cupy.codegen import ReductionSource, group_kernels
+from kiln.backends.cupy.lowering import CUPY_OP_NAMES
+from kiln.backends.cupy.row_kernels import row_op_fuses
+from kiln.compiler.ir.core import Graph, Op, clone_graph
+from kiln.compiler.ops.registry import has_trait, lookup
+from kiln.compiler.passes.decompose import decompose_where
+from kiln.compiler.passes.manager import PassManager
+
+ROW_OPS = frozenset({"nn.softmax", "nn.log_softmax", "nn.layer_norm"})
+"""Ops with a fused row kernel (``row_kernels.py``) where ``row_op_fuses`` says so."""
+
+VIEW_OPS = frozenset({"tensor.reshape", "tensor.transpose", "tensor.broadcast_to", "tensor.expand_dims", "tensor.squeeze", "tensor.slice"})
+"""Ops CuPy computes as views of their operand: no kernel."""
+
+
+@dataclass(frozen=True)
+class KernelLaunch:
+    kind: str
+    """``gemm`` (cuBLAS), ``elementwise`` / ``reduction`` / ``row`` (generated), or ``library`` (a CuPy function)."""
+    op: str
+    """The graph op it belongs to."""
+    name: str
+    """The kernel's name: the generated kernel's, ``cublas_gemm``, or the op's."""
+
+
+CUPY_PIPELINE = "canonicalize,cse,dce,fuse-elementwise,fuse-epilogue"
+"""Run on the backend's copy after the optimizer updates expand."""
+
+
+def expands_for_cupy(op: Op) -> bool:
+    """Optimizer updates: elementwise arithmetic that fuses into the gradient's kernels once expanded. (Unlike on
+    NumPy, layer norm stays one row kernel and GELU one expression inside a fused kernel.)"""
+    return op.name.startswith("optim.") and op.name.endswith("_update") and lookup(op.name).is_composite
+
+
+def lower_for_cupy(graph: Graph) -> Graph:
+    """A lowered copy: composites without a kernel expand, optimizer updates expand, then fusion."""
+    graph = clone_graph(graph)
+    decompose_where(graph, lambda op: (op.name not in CUPY_OP_NAMES and lookup(op.name).is_composite) or expands_for_cupy(op))
+    PassManager(CUPY_PIPELINE).run(graph)
+    return graph
+
+
+def kernel_plan(graph: Graph) -> list[KernelLaunch]:
+    """Every kernel one call of the executable for ``graph`` (already lowered) launches, in order."""
+    launches: list[KernelLaunch] = []
+    for op in graph.ops:
+        launches += op_launches(op)
+    return launches
+
+
+def op_launches(op: Op) -> list[KernelLaunch]:
+    if op.name == "tensor.constant" or op.name in VIEW_OPS:
+        return []
+    if op.name == "tensor.matmul":
+        return [KernelLaunch("gemm", op.name, "cublas_gemm")]
+    if op.name in ROW_OPS and row_op_fuses(op.name, op.attrs.get("axis"), op.operands[0].type.rank, op.operands[0].type.dtype):
+        return [KernelLaunch("row", op.name, op.name.replace("nn.", "kiln_"))]
+    if not has_trait(op.name, "fused"):
+        return [KernelLaunch("library", op.name, op.name)]
+    gemm = [KernelLaunch("gemm", op.name, "cublas_gemm")] if op.name == "fused.matmul" else []
+    return gemm + [KernelLaunch(_kind(source), op.name, source.name) for source in group_kernels(op).sources()]
+
+
+def _kind(source: object) -> str:
+    return "reduction" if isinstance(source, ReductionSource) else "elementwise"
+
+
+def kernel_counts(plan: list[KernelLaunch]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for launch in plan:
+        counts[launch.kind] = counts.get(launch.kind, 0) + 1
+    return counts
+
+
+__all__ = ["KernelLaunch", "kernel_counts", "kernel_plan", "lower_for_cupy", "op_launches"]

@@ -1,0 +1,109 @@
+"""Fused row kernels: softmax, log-softmax and layer norm over the trailing axis, one CUDA block per row.
+
+Each is one ``RawKernel`` launch where the re-bound NumPy kernel would launch
+five to eight (max, subtract, exp, sum, divide, ...): a block of 256 threads
+strides over its row, and tree reductions in shared memory give the row's
+max and sum (or mean and variance). Rows are contiguous: the launcher moves
+the softmax axis last and makes the input contiguous first (one copy when the
+axis is not already last). Cross-entropy gets its log-softmax from here.
+
+```
+softmax_source(DType.f32)  ->  RawSource("kiln_softmax_f32", 'extern "C" __global__ void kiln_softmax_f32(...) {...}')
+```
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kiln.backends.cupy.expressions import _extreme, c_type
+from kiln.compiler.ir.types import DType
+
+THREADS = 256
+"""Threads per block (a power of two: the tree reductions halve it)."""
+
+
+@dataclass(frozen=True)
+class RawSource:
+    """The arguments of ``cupy.RawKernel(code, name)``: launched as ``kernel((rows,), (THREADS,), args)``."""
+
+    name: str
+    code: str
+
+    def text(self) -> str:
+        return f"// row kernel {self.name}: one block of {THREADS} threads per row\n{self.code}"
+
+
+def _block_reduce(t: str) -> str:
+    """``kiln_block_sum`` / ``kiln_block_max``: every thread of the block gets the reduction of ``value``."""
+    functions = []
+    for name, combine in (("sum", "a + b"), ("max", "max(a, b)")):
+        functions.append(f"""__device__ {t} kiln_block_{name}_{t.replace(' ', '_')}({t} value, {t}* scratch) {{
+    scratch[threadIdx.x] = value;
+    __syncthreads();
+    for (int stride = blockDim.x / 2; stride > 0; stride >>= 1) {{
+        if (threadIdx.x < stride) {{
+            const {t} a = scratch[threadIdx.x];
+            const {t} b = scratch[threadIdx.x + stride];
+            scratch[threadIdx.x] = {combine};
+        }}
+        __syncthreads();
+    }}
+    const {t} result = scratch[0];
+    __syncthreads();
+    return result;
+}}""")
+    return "\n".join(functions)
+
+
+def softmax_source(dtype: DType, log: bool = False) -> RawSource:
+    """``softmax(x) = exp(x - max) / sum(exp(x - max))`` (or ``x - max - log(sum)``) over each row."""
+    t = c_type(dtype)
+    name = f"kiln_{'log_' if log else ''}softmax_{dtype}"
+    write = "in[j] - row_max - log(row_sum)" if log else "exp(in[j] - row_max) / row_sum"
+    code = f"""{_block_reduce(t)}
+extern "C" __global__ void {name}(const {t}* x, {t}* y, long long cols) {{
+    __shared__ {t} scratch[{THREADS}];
+    const {t}* in = x + blockIdx.x * cols;
+    {t}* out = y + blockIdx.x * cols;
+    {t} local = {_extreme(t, low=True)};
+    for (long long j = threadIdx.x; j < cols; j += blockDim.x) local = max(local, in[j]);
+    const {t} row_max = kiln_block_max_{t}(local, scratch);
+    {t} sum = 0;
+    for (long long j = threadIdx.x; j < cols; j += blockDim.x) sum += exp(in[j] - row_max);
+    const {t} row_sum = kiln_block_sum_{t}(sum, scratch);
+    for (long long j = threadIdx.x; j < cols; j += blockDim.x) out[j] = {write};
+}}
+"""
+    return RawSource(name, code)
+
+
+def layer_norm_source(dtype: DType) -> RawSource:
+    """``(x - mean) / sqrt(var + eps) * weight + bias`` over each row (the trailing dims that weight covers)."""
+    t = c_type(dtype)
+    name = f"kiln_layer_norm_{dtype}"
+    code = f"""{_block_reduce(t)}
+extern "C" __global__ void {name}(const {t}* x, const {t}* weight, const {t}* bias, {t}* y, long long cols, {t} eps) {{
+    __shared__ {t} scratch[{THREADS}];
+    const {t}* in = x + blockIdx.x * cols;
+    {t}* out = y + blockIdx.x * cols;
+    {t} sum = 0;
+    for (long long j = threadIdx.x; j < cols; j += blockDim.x) sum += in[j];
+    const {t} mean = kiln_block_sum_{t}(sum, scratch) / ({t})cols;
+    {t} squares = 0;
+    for (long long j = threadIdx.x; j < cols; j += blockDim.x) squares += (in[j] - mean) * (in[j] - mean);
+    const {t} variance = kiln_block_sum_{t}(squares, scratch) / ({t})cols;
+    const {t} scale = ({t})1 / sqrt(variance + eps);
+    for (long long j = threadIdx.x; j < cols; j += blockDim.x) out[j] = (in[j] - mean) * scale * weight[j] + bias[j];
+}}
+"""
+    return RawSource(name, code)
+
+
+def row_op_fuses(op_name: str, axis: int | None, rank: int, dtype: DType) -> bool:
+    """Whether ``op_name`` runs as one row kernel here: softmax over any axis (moved last), layer norm; f32 or f64."""
+    if dtype not in (DType.f32, DType.f64):
+        return False
+    if op_name in ("nn.softmax", "nn.log_softmax"):
+        return rank > 0 and axis is not None
+    return op_name == "nn.layer_norm"

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The device check of the CuPy backend, on a machine with an NVIDIA GPU and no network.
+#
+#   bash benchmarks/gpu_check.sh            # from the repository root; finishes within 5 minutes
+#
+# Needs (already installed there): Python 3.12, numpy, cupy-cuda13x (or cupy-cuda12x), torch, onnx, onnxruntime,
+# pytest. It installs kiln itself without dependencies or network, runs the CuPy backend's test suite with the GPU
+# required (a skip for want of a GPU fails instead), then benchmarks kiln-cupy against PyTorch eager and
+# torch.compile on W1 (batch 128 and 4096) and a GPT-2-small-shaped step, printing one table.
+# Environment: PYTHON (default python3), TOTAL_S (default 285, the whole run's limit in seconds).
+
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+TOTAL_S=${TOTAL_S:-285}
+START=$SECONDS
+left() { echo $(( TOTAL_S - (SECONDS - START) )); }
+
+echo "== installing kiln (no dependencies, no build isolation: no network needed)"
+install() { timeout 90 "$PYTHON" -m pip install -q --no-deps --no-build-isolation . ; }
+# a distribution's own Python may be "externally managed" (PEP 668): on a throwaway device machine, install anyway
+if ! install && ! PIP_BREAK_SYSTEM_PACKAGES=1 install; then
+    echo "gpu_check: 'pip install --no-deps --no-build-isolation .' failed; is setuptools installed?" >&2
+    exit 1
+fi
+"$PYTHON" -c 'import kiln.backends as b, cupy; print("backends:", b.available()); print("cupy", cupy.__version__, "on", cupy.cuda.runtime.getDeviceProperties(0)["name"].decode())'
+
+echo "== CuPy backend tests (GPU required), $(left) s left"
+KILN_REQUIRE_GPU=1 timeout $(( $(left) * 55 / 100 )) "$PYTHON" -m pytest -q -p no:cacheprovider -o addopts="" -rfE --durations=10 tests/backends_cupy
+tests_rc=$?
+[ $tests_rc -eq 124 ] && echo "gpu_check: the tests ran past their share of the time limit" >&2
+
+echo "== benchmark, $(left) s left"
+budget=$(( $(left) - 40 ))
+timeout $(( $(left) - 5 )) "$PYTHON" benchmarks/gpu_benchmark.py --budget-s $(( budget > 10 ? budget : 10 ))
+bench_rc=$?
+[ $bench_rc -eq 124 ] && echo "gpu_check: the benchmark ran past the time limit" >&2
+
+echo "== done in $(( SECONDS - START )) s: tests exit $tests_rc, benchmark exit $bench_rc"
+[ $tests_rc -eq 0 ] && [ $bench_rc -eq 0 ]

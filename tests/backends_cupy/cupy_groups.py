@@ -1,0 +1,61 @@
+"""Representative fusion groups for the CuPy backend's tests: each a tiny graph lowered as the backend lowers it."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from kiln.backends.cupy.plan import lower_for_cupy
+from kiln.compiler.ir import Builder, DType, Graph, TensorType
+from kiln.compiler.ir.core import Op
+from kiln.compiler.ops.registry import has_trait
+
+F32 = DType.f32
+
+
+def _graph(name: str, types: list[TensorType], body: Callable[..., list]) -> Graph:
+    graph = Graph(name)
+    inputs = [graph.add_input(t, f"x{i}") for i, t in enumerate(types)]
+    graph.outputs = list(body(Builder(graph), *inputs))
+    return graph
+
+
+def add_relu_broadcast() -> Graph:
+    # relu(x + bias), bias (128,) broadcast over (N, 128)
+    return _graph("add_relu", [TensorType(("N", 128), F32), TensorType((128,), F32)], lambda b, x, bias: [b.op("tensor.relu", b.op("tensor.add", x, bias))])
+
+
+def sgd_update() -> Graph:
+    types = [TensorType((64, 10), F32), TensorType((64, 10), F32), TensorType((), F32)]
+    return _graph("sgd", types, lambda b, w, g, lr: [b.op("optim.sgd_update", w, g, lr)])
+
+
+def adam_update() -> Graph:
+    types = [TensorType((64, 10), F32)] * 4 + [TensorType((), F32), TensorType((), DType.i64)]
+    return _graph("adam", types, lambda b, w, g, m, v, lr, step: list(b.op("optim.adam_update", w, g, m, v, lr, step, decoupled=True, weight_decay=0.01)))
+
+
+def exp_sum_reduction() -> Graph:
+    # sum(exp(x - shift), axis=1): a group sunk by a reduction
+    types = [TensorType(("N", 10), F32), TensorType(("N", 1), F32)]
+    return _graph("exp_sum", types, lambda b, x, s: [b.op("tensor.reduce_sum", b.op("tensor.exp", b.op("tensor.sub", x, s)), axes=(1,), keepdims=True)])
+
+
+def matmul_epilogue() -> Graph:
+    # relu(x @ w + bias)
+    types = [TensorType(("N", 784), F32), TensorType((784, 128), F32), TensorType((128,), F32)]
+    return _graph("dense", types, lambda b, x, w, bias: [b.op("tensor.relu", b.op("tensor.add", b.op("tensor.matmul", x, w), bias))])
+
+
+GROUPS = {
+    "add_relu_broadcast": add_relu_broadcast,
+    "sgd_update": sgd_update,
+    "adam_update": adam_update,
+    "exp_sum_reduction": exp_sum_reduction,
+    "matmul_epilogue": matmul_epilogue,
+}
+"""Golden-file stem -> the graph whose fused ops it pins."""
+
+
+def fused_ops(graph: Graph) -> list[Op]:
+    """The fused ops of ``graph`` after the CuPy backend's lowering."""
+    return [op for op in lower_for_cupy(graph).ops if has_trait(op.name, "fused")]

@@ -1,0 +1,220 @@
+"""A stand-in ``cupy`` module on NumPy, so the CuPy backend's runtime runs (and is tested) on a machine without a GPU.
+
+Device arrays are ``DeviceArray``, a NumPy subclass that refuses host arrays in its operations, as CuPy does
+(``TypeError: Unsupported type <class 'numpy.ndarray'>``): a kernel that builds a host array where it should
+build a device one fails here as it would on the GPU. ``ElementwiseKernel`` and ``ReductionKernel`` translate the generated CUDA body into
+NumPy expressions (the generated code is regular: one ``const T tN = expr;`` per line, casts, ternaries and
+math calls) and evaluate them over broadcast inputs. What it cannot check is the CUDA itself: the golden files
+and the nvcc test do that, and the GPU tests check both together.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
+import types
+from typing import Any
+
+import numpy as np
+
+class DeviceArray(np.ndarray):
+    """An array "on the device": operations with host (plain NumPy) arrays raise, results stay on the device."""
+
+    def get(self) -> np.ndarray:
+        return np.array(self.view(np.ndarray))
+
+    def __array_ufunc__(self, ufunc: Any, method: str, *inputs: Any, **kwargs: Any) -> Any:
+        _refuse_host(inputs + tuple(kwargs.get("out", ())), ufunc.__name__)
+        plain = [x.view(np.ndarray) if isinstance(x, DeviceArray) else x for x in inputs]
+        if "out" in kwargs:
+            kwargs["out"] = tuple(o.view(np.ndarray) if isinstance(o, DeviceArray) else o for o in kwargs["out"])
+        result = getattr(ufunc, method)(*plain, **kwargs)
+        if "out" in kwargs and result is not None:
+            return _device(result) if not isinstance(result, tuple) else result
+        return _device(result)
+
+    def __array_function__(self, func: Any, types: Any, args: Any, kwargs: Any) -> Any:
+        _refuse_host(_flat(args) + _flat(tuple(kwargs.values())), func.__name__)
+        return _device(func(*_plain(args), **{k: _plain(v) for k, v in kwargs.items()}))  # NumPy's own insides unpoliced
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    return value.view(np.ndarray) if isinstance(value, DeviceArray) else value
+
+
+def _flat(items: tuple[Any, ...]) -> tuple[Any, ...]:
+    out: tuple[Any, ...] = ()
+    for item in items:
+        out += _flat(tuple(item)) if isinstance(item, (list, tuple)) else (item,)
+    return out
+
+
+def _refuse_host(values: tuple[Any, ...], where: str) -> None:
+    for value in values:
+        if isinstance(value, np.ndarray) and not isinstance(value, DeviceArray):
+            raise TypeError(f"Unsupported type {type(value)} in {where}: a host array reached a device operation")
+
+
+def _device(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return tuple(_device(v) for v in value)
+    return value.view(DeviceArray) if isinstance(value, np.ndarray) and not isinstance(value, DeviceArray) else value
+
+
+def _on_device(function: Any) -> Any:
+    """A NumPy function as CuPy's: its array results are device arrays."""
+    return lambda *args, **kwargs: _device(function(*_plain(args), **{k: _plain(v) for k, v in kwargs.items()}))
+
+
+def asarray(value: Any, dtype: Any = None) -> DeviceArray:
+    return np.array(value.view(np.ndarray) if isinstance(value, DeviceArray) else value, dtype=dtype, copy=None).view(DeviceArray)
+
+
+def asnumpy(value: Any) -> np.ndarray:
+    return np.array(value.view(np.ndarray)) if isinstance(value, DeviceArray) else np.asarray(value)
+
+
+def _numpy_attribute(name: str) -> Any:
+    value = getattr(np, name)
+    if callable(value) and not isinstance(value, (type, np.ufunc)):
+        return _on_device(value)
+    return value
+
+
+C_DTYPES = {"float": np.float32, "double": np.float64, "int": np.int32, "long long": np.int64, "bool": np.bool_}
+CUPY_DTYPES = {"float32": np.float32, "float64": np.float64, "int32": np.int32, "int64": np.int64, "bool": np.bool_}
+TYPE = r"(float|double|int|long long|bool)"
+FUNCTIONS = {"max": "np.maximum", "min": "np.minimum", "exp": "np.exp", "log": "np.log", "tanh": "np.tanh", "sqrt": "np.sqrt",
+             "fabs": "np.abs", "abs": "np.abs", "pow": "np.power", "erf": "_erf"}
+
+
+def _cast(name: str):
+    dtype = C_DTYPES[name]
+    return lambda value: np.asarray(value).astype(dtype)[()]
+
+
+def _erf(x):
+    return np.vectorize(math.erf, otypes=[np.asarray(x).dtype])(x)
+
+
+def translate(expression: str) -> str:
+    """One generated C expression as a NumPy expression."""
+    text = re.sub(r"__int_as_float\(0xff800000\)|__longlong_as_double\(0xfff0000000000000ULL\)", "(-np.inf)", expression)
+    text = re.sub(r"__int_as_float\(0x7f800000\)|__longlong_as_double\(0x7ff0000000000000ULL\)", "(np.inf)", text)
+    text = re.sub(rf"\({TYPE}\)\(", lambda m: f"_cast_{m.group(1).replace(' ', '_')}(", text)
+    text = re.sub(rf"\({TYPE}\)([\w.eE+-]+?)(?=[\s),;]|$)", lambda m: f"_cast_{m.group(1).replace(' ', '_')}({m.group(2)})", text)
+    text = re.sub(r"\(([^?;]+?) \? (\S+) : (\S+?)\)(?=[\s),;]|$)", r"np.where(\1, \2, \3)", text)
+    for c_name, numpy_name in FUNCTIONS.items():
+        text = re.sub(rf"(?<![\w.]){c_name}\(", numpy_name + "(", text)
+    return text.replace("LL", "").replace("true", "True").replace("false", "False")
+
+
+NAMESPACE = {"np": np, "_erf": _erf, **{f"_cast_{name.replace(' ', '_')}": _cast(name) for name in C_DTYPES}}
+
+
+def _run_body(body: str, values: dict[str, Any]) -> dict[str, Any]:
+    scope = {**NAMESPACE, **values}
+    for line in body.splitlines():
+        line = line.strip().rstrip(";")
+        match = re.fullmatch(rf"const {TYPE} (\w+) = (.+)", line)
+        if match:
+            scope[match.group(2)] = _cast(match.group(1))(eval(translate(match.group(3)), scope))
+        elif line.startswith("return "):
+            scope["__return__"] = eval(translate(line[len("return "):]), scope)
+        elif line:
+            target, expression = line.split(" = ", 1)
+            scope[target] = eval(translate(expression), scope)
+    return scope
+
+
+def _params(spec: str) -> list[tuple[Any, str]]:
+    return [(CUPY_DTYPES[p.split()[0]], p.split()[1]) for p in spec.split(", ") if p]
+
+
+class ElementwiseKernel:
+    def __init__(self, in_params: str, out_params: str, body: str, name: str, preamble: str = ""):
+        self.ins, self.outs, self.body, self.name = _params(in_params), _params(out_params), body, name
+
+    def __call__(self, *arrays: Any) -> Any:
+        assert len(arrays) == len(self.ins), f"{self.name}: {len(arrays)} arrays for {len(self.ins)} inputs"
+        assert all(isinstance(a, (DeviceArray, np.generic, int, float)) for a in arrays), f"{self.name}: inputs must be device arrays or scalars"
+        shape = np.broadcast_shapes(*(a.shape for a in arrays))
+        values = {name: np.broadcast_to(np.asarray(a, dtype), shape) for (dtype, name), a in zip(self.ins, arrays)}
+        scope = _run_body(self.body, values)
+        outputs = tuple(np.array(np.broadcast_to(scope[name], shape), dtype=dtype).view(DeviceArray) for dtype, name in self.outs)
+        return outputs if len(outputs) > 1 else outputs[0]
+
+
+class ReductionKernel:
+    def __init__(self, in_params, out_params, map_expr, reduce_expr, post_map_expr, identity, name, reduce_type=None, preamble=""):
+        self.ins, self.outs, self.name = _params(in_params), _params(out_params), name
+        self.map_expr, self.reduce_expr, self.post = map_expr, reduce_expr, post_map_expr
+        self.functions = _device_functions(preamble)
+
+    def __call__(self, *arrays: Any, axis: Any = None, keepdims: bool = False) -> Any:
+        assert all(isinstance(a, (DeviceArray, np.generic, int, float)) for a in arrays), f"{self.name}: inputs must be device arrays or scalars"
+        shape = np.broadcast_shapes(*(a.shape for a in arrays))
+        values = {name: np.broadcast_to(np.asarray(a, dtype), shape) for (dtype, name), a in zip(self.ins, arrays)}
+        mapped = eval(translate(self.map_expr), {**NAMESPACE, **self.functions, **values})
+        reduce = {"a + b": np.sum, "max(a, b)": np.max, "min(a, b)": np.min}[self.reduce_expr]
+        reduced = reduce(np.broadcast_to(mapped, shape), axis=axis, keepdims=keepdims)
+        if "_in_ind.size()" in self.post:
+            reduced = reduced / (np.prod(shape) / max(reduced.size, 1))
+        return np.asarray(reduced, dtype=self.outs[0][0]).view(DeviceArray)
+
+
+class RawKernel:
+    """Row kernels by name, computed in NumPy from the same arguments the launcher passes (rows, then threads)."""
+
+    def __init__(self, code: str, name: str):
+        assert f"void {name}(" in code, f"{name} is not defined in its source"
+        self.name = name
+
+    def __call__(self, grid: tuple[int], block: tuple[int], args: tuple[Any, ...]) -> None:
+        assert block == (256,) and all(isinstance(a, (DeviceArray, np.generic)) for a in args), f"{self.name}: {[type(a) for a in args]}"
+        assert all(a.flags.c_contiguous for a in args if isinstance(a, np.ndarray))
+        if "layer_norm" in self.name:
+            x, weight, bias, y, cols, eps = (a.view(np.ndarray) if isinstance(a, DeviceArray) else a for a in args)
+            rows = x.reshape(grid[0], int(cols))
+            centered = rows - rows.mean(axis=1, keepdims=True)
+            normalized = centered / np.sqrt((centered * centered).mean(axis=1, keepdims=True) + eps)
+            y.view(np.ndarray).reshape(grid[0], int(cols))[...] = normalized * weight.reshape(-1) + bias.reshape(-1)
+            return
+        x, y, cols = (a.view(np.ndarray) if isinstance(a, DeviceArray) else a for a in args)
+        rows = x.reshape(grid[0], int(cols))
+        shifted = rows - rows.max(axis=1, keepdims=True)
+        total = np.exp(shifted).sum(axis=1, keepdims=True)
+        y.view(np.ndarray).reshape(grid[0], int(cols))[...] = shifted - np.log(total) if "log_softmax" in self.name else np.exp(shifted) / total
+
+
+def _device_functions(preamble: str) -> dict[str, Any]:
+    functions = {}
+    for match in re.finditer(rf"__device__ {TYPE} (\w+)\(([^)]*)\) \{{\n(.*?)\n\}}", preamble, re.S):
+        names = [p.split()[-1] for p in match.group(3).split(", ") if p]
+        body = match.group(4)
+        functions[match.group(2)] = (lambda names, body: lambda *args: _run_body(body, dict(zip(names, args)))["__return__"])(names, body)
+    return functions
+
+
+def install(monkeypatch: Any) -> types.ModuleType:
+    """Put the fake ``cupy`` (and the submodules the backend imports) into ``sys.modules`` for one test."""
+    cupy = types.ModuleType("cupy")
+    cupy.__getattr__ = _numpy_attribute  # everything else is NumPy's, making device arrays
+    cupy.ndarray, cupy.asarray, cupy.asnumpy = DeviceArray, asarray, asnumpy
+    cupy.ElementwiseKernel, cupy.ReductionKernel, cupy.RawKernel = ElementwiseKernel, ReductionKernel, RawKernel
+    cupy.lib = types.SimpleNamespace(stride_tricks=np.lib.stride_tricks)
+    cupy.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=lambda: 1))
+    linalg = types.ModuleType("cupy._core._routines_linalg")
+    linalg.COMPUTE_TYPE_TF32, linalg.COMPUTE_TYPE_FP32, linalg.set_compute_type = 7, 4, lambda dtype, kind: None
+    core = types.ModuleType("cupy._core")
+    core._routines_linalg = linalg
+    special = types.ModuleType("cupyx.scipy.special")
+    special.erf = _on_device(lambda x: _erf(np.asarray(x)))
+    for name, module in {"cupy": cupy, "cupy._core": core, "cupy._core._routines_linalg": linalg, "cupy.lib": cupy.lib,
+                         "cupy.lib.stride_tricks": np.lib.stride_tricks, "cupyx": types.ModuleType("cupyx"),
+                         "cupyx.scipy": types.ModuleType("cupyx.scipy"), "cupyx.scipy.special": special}.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    return cupy

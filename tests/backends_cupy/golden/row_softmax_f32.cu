@@ -1,0 +1,43 @@
+// row kernel kiln_softmax_f32: one block of 256 threads per row
+__device__ float kiln_block_sum_float(float value, float* scratch) {
+    scratch[threadIdx.x] = value;
+    __syncthreads();
+    for (int stride = blockDim.x / 2; stride > 0; stride >>= 1) {
+        if (threadIdx.x < stride) {
+            const float a = scratch[threadIdx.x];
+            const float b = scratch[threadIdx.x + stride];
+            scratch[threadIdx.x] = a + b;
+        }
+        __syncthreads();
+    }
+    const float result = scratch[0];
+    __syncthreads();
+    return result;
+}
+__device__ float kiln_block_max_float(float value, float* scratch) {
+    scratch[threadIdx.x] = value;
+    __syncthreads();
+    for (int stride = blockDim.x / 2; stride > 0; stride >>= 1) {
+        if (threadIdx.x < stride) {
+            const float a = scratch[threadIdx.x];
+            const float b = scratch[threadIdx.x + stride];
+            scratch[threadIdx.x] = max(a, b);
+        }
+        __syncthreads();
+    }
+    const float result = scratch[0];
+    __syncthreads();
+    return result;
+}
+extern "C" __global__ void kiln_softmax_f32(const float* x, float* y, long long cols) {
+    __shared__ float scratch[256];
+    const float* in = x + blockIdx.x * cols;
+    float* out = y + blockIdx.x * cols;
+    float local = __int_as_float(0xff800000);
+    for (long long j = threadIdx.x; j < cols; j += blockDim.x) local = max(local, in[j]);
+    const float row_max = kiln_block_max_float(local, scratch);
+    float sum = 0;
+    for (long long j = threadIdx.x; j < cols; j += blockDim.x) sum += exp(in[j] - row_max);
+    const float row_sum = kiln_block_sum_float(sum, scratch);
+    for (long long j = threadIdx.x; j < cols; j += blockDim.x) out[j] = exp(in[j] - row_max) / row_sum;
+}

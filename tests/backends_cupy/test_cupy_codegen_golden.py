@@ -1,0 +1,111 @@
+"""The generated CUDA source of representative fusion groups, pinned as text (tests/backends_cupy/golden/*.cu).
+
+Regenerate after an intended change with ``KILN_REGENERATE_GOLDEN=1 pytest tests/backends_cupy``. Where NVRTC
+(through CuPy) or nvcc is available, each generated body is also compiled as a standalone CUDA translation unit.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+import subprocess
+
+import pytest
+
+from cupy_groups import GROUPS, fused_ops
+from kiln.backends.cupy.codegen import ElementwiseSource, ReductionSource, group_kernels, standalone_source
+from kiln.backends.cupy.row_kernels import layer_norm_source, softmax_source
+from kiln.compiler.errors import LoweringError
+from kiln.compiler.ir.types import DType
+
+GOLDEN = pathlib.Path(__file__).parent / "golden"
+
+
+ROW_KERNELS = {
+    "row_softmax_f32": lambda: softmax_source(DType.f32),
+    "row_log_softmax_f64": lambda: softmax_source(DType.f64, log=True),
+    "row_layer_norm_f32": lambda: layer_norm_source(DType.f32),
+}
+"""Golden-file stem -> a fused row kernel (softmax, log-softmax, layer norm)."""
+
+
+def rendered(stem: str) -> str:
+    if stem in ROW_KERNELS:
+        return ROW_KERNELS[stem]().text()
+    sources = [source for op in fused_ops(GROUPS[stem]()) for source in group_kernels(op).sources()]
+    return "\n".join(source.text() for source in sources)
+
+
+@pytest.mark.parametrize("stem", sorted(GROUPS) + sorted(ROW_KERNELS))
+def test_generated_source_matches_golden(stem: str):
+    path = GOLDEN / f"{stem}.cu"
+    text = rendered(stem)
+    if os.environ.get("KILN_REGENERATE_GOLDEN") == "1":
+        path.write_text(text)
+    assert path.exists(), f"{path} is missing; run with KILN_REGENERATE_GOLDEN=1 to write it"
+    assert text == path.read_text(), f"generated CUDA for {stem} changed; if intended, regenerate with KILN_REGENERATE_GOLDEN=1"
+
+
+def test_each_group_is_one_fused_op_with_the_expected_kernels():
+    kinds = {stem: [type(s).__name__ for op in fused_ops(make()) for s in group_kernels(op).sources()] for stem, make in GROUPS.items()}
+    assert kinds == {
+        "add_relu_broadcast": ["ElementwiseSource"],
+        "sgd_update": ["ElementwiseSource"],
+        "adam_update": ["ElementwiseSource"],  # new param, m and v: three outputs of one kernel
+        "exp_sum_reduction": ["ReductionSource"],
+        "matmul_epilogue": ["ElementwiseSource"],  # after the cuBLAS GEMM
+    }
+
+
+def test_kernel_names_are_stable_per_structure_and_differ_across_structures():
+    first, again = rendered("add_relu_broadcast"), rendered("add_relu_broadcast")
+    assert first == again
+    assert rendered("sgd_update").splitlines()[0] != first.splitlines()[0]
+
+
+def test_unknown_elementwise_op_is_a_clear_error():
+    from kiln.backends.cupy.expressions import c_expression
+    from kiln.compiler.ir.types import DType
+
+    with pytest.raises(LoweringError, match="no CUDA expression for elementwise op 'tensor.frobnicate'.*C_EXPRESSIONS"):
+        c_expression("tensor.frobnicate", ["x0"], {}, DType.f32)
+
+
+def _compiler():
+    """``(kind, compile(source, name))`` for NVRTC through CuPy or nvcc, or ``None``."""
+    try:
+        from cupy.cuda import compiler as cupy_compiler
+
+        return "nvrtc", lambda source, name: cupy_compiler.compile_using_nvrtc(source, name=name)
+    except Exception:
+        pass
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        return "nvcc", lambda source, name: subprocess.run([nvcc, "-x", "cu", "-c", "-", "-o", os.devnull], input=source, text=True, check=True, capture_output=True)
+    return None
+
+
+def _translation_unit(source: ElementwiseSource | ReductionSource) -> str:
+    if isinstance(source, ElementwiseSource):
+        return standalone_source(source)
+    return standalone_source(ElementwiseSource(source.name, source.in_params, source.out_params, f"y0 = {source.map_expr};", source.preamble))
+
+
+@pytest.mark.parametrize("stem", sorted(GROUPS))
+def test_generated_source_compiles_as_cuda(stem: str):
+    compiler = _compiler()
+    if compiler is None:
+        pytest.skip("no CUDA compiler here (neither CuPy's NVRTC nor nvcc)")
+    for op in fused_ops(GROUPS[stem]()):
+        for source in group_kernels(op).sources():
+            compiler[1](_translation_unit(source), source.name)
+
+
+@pytest.mark.parametrize("stem", sorted(ROW_KERNELS))
+def test_row_kernels_compile_as_cuda(stem: str):
+    compiler = _compiler()
+    if compiler is None:
+        pytest.skip("no CUDA compiler here (neither CuPy's NVRTC nor nvcc)")
+    source = ROW_KERNELS[stem]()
+    compiler[1](source.code, source.name)

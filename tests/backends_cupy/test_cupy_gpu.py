@@ -1,0 +1,100 @@
+"""The CuPy backend on a GPU: every op of the op table, the fused groups, and training parity with NumPy.
+
+Without CuPy and a CUDA device every test here skips with one line saying why (``KILN_REQUIRE_GPU=1``, as
+benchmarks/gpu_check.sh sets it, turns that skip into a failure).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from cupy_groups import GROUPS
+from cupy_models import MODELS, comparable, step_for
+from kiln.backends.cupy import CupyBackend, device_problem, kernel_plan
+from kiln.backends.numpy import NumpyBackend
+from kiln.runtime.lazy import LazyScalar
+from ops.op_table import cases, concrete, make_inputs, op_graph, reference, size_bindings
+
+PROBLEM = device_problem()
+if PROBLEM and os.environ.get("KILN_REQUIRE_GPU") == "1":
+    raise RuntimeError(f"KILN_REQUIRE_GPU=1 but the cupy backend cannot run: {PROBLEM}")
+pytestmark = pytest.mark.skipif(PROBLEM is not None, reason=f"needs a GPU: {PROBLEM}")
+
+TOLERANCES = {np.dtype("float32"): {"rtol": 2e-5, "atol": 2e-5}, np.dtype("float64"): {"rtol": 1e-10, "atol": 1e-10}}
+STEPS = 50
+
+
+@pytest.mark.parametrize(("row", "case", "dtype"), cases())
+def test_forward_matches_reference_on_cupy(row, case, dtype):
+    graph, _, result = op_graph(row, case, dtype)
+    executable = CupyBackend().compile(graph)
+    for sizes in size_bindings(case):
+        arrays = make_inputs(row, case, dtype, sizes)
+        expected = reference(row, case, arrays, sizes)
+        (actual,) = executable(*arrays)
+        assert concrete(result.type.shape, sizes) == np.shape(actual)
+        assert np.asarray(actual).dtype == result.type.dtype.numpy
+        if np.asarray(actual).dtype in TOLERANCES:
+            np.testing.assert_allclose(actual, expected, **TOLERANCES[np.asarray(actual).dtype])
+        else:
+            np.testing.assert_array_equal(actual, expected)
+
+
+@pytest.mark.parametrize("stem", sorted(GROUPS))
+def test_fused_groups_match_numpy(stem):
+    graph = GROUPS[stem]()
+    rng = np.random.default_rng(0)
+    arrays = [_random(rng, value.type) for value in graph.inputs]
+    expected = NumpyBackend().compile(graph)(*arrays)
+    actual = CupyBackend().compile(graph)(*arrays)
+    for got, want in zip(actual, expected):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def _random(rng, type_):
+    shape = tuple(8 if isinstance(d, str) else d for d in type_.shape)
+    if type_.dtype.is_int:
+        return np.asarray(rng.integers(1, 5, shape), dtype=type_.dtype.numpy)
+    return np.asarray(rng.random(shape) + 0.5, dtype=type_.dtype.numpy)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_training_matches_numpy_for_50_steps(name):
+    runs = {}
+    for backend in ("numpy", "cupy"):
+        model, step, rng = step_for(name, backend)
+        losses = [float(step(*MODELS[name][1](rng))) for _ in range(STEPS)]
+        runs[backend] = (losses, comparable({k: v.copy() for k, v in model.state_dict().items()}))
+    np.testing.assert_allclose(runs["cupy"][0], runs["numpy"][0], rtol=2e-3, atol=1e-4)
+    for key, value in runs["numpy"][1].items():
+        np.testing.assert_allclose(runs["cupy"][1][key], value, rtol=2e-3, atol=2e-4, err_msg=key)
+
+
+def test_step_returns_a_lazy_loss_and_keeps_parameters_on_the_device():
+    model, step, rng = step_for("mlp", "cupy")
+    loss = step(*MODELS["mlp"][1](rng))
+    assert isinstance(loss, LazyScalar) and np.isfinite(float(loss))
+    executable = list(step.compiled.values())[-1].executable
+    assert executable.resident, "donated parameters stay on the device"
+    before = next(iter(model.parameters())).data.copy()  # reading .data syncs
+    step(*MODELS["mlp"][1](rng))
+    assert not np.array_equal(next(iter(model.parameters())).data, before)
+
+
+def test_executable_lists_the_kernels_it_launches():
+    _, step, rng = step_for("mlp", "cupy")
+    step(*MODELS["mlp"][1](rng))
+    executable = list(step.compiled.values())[-1].executable
+    assert executable.kernels == kernel_plan(executable.graph) and len(executable.kernels) <= 30
+
+
+def test_tf32_option_compiles_and_stays_close():
+    graph = GROUPS["matmul_epilogue"]()
+    rng = np.random.default_rng(0)
+    arrays = [_random(rng, value.type) for value in graph.inputs]
+    (strict,), (tf32,) = CupyBackend(tf32=False).compile(graph)(*arrays), CupyBackend(tf32=True).compile(graph)(*arrays)
+    CupyBackend(tf32=False).compile(graph)  # back to full float32 for later tests
+    np.testing.assert_allclose(tf32, strict, rtol=2e-2)

@@ -1,0 +1,71 @@
+"""The CuPy backend's kernel plan, without a GPU: how many kernels a step launches, and that every group generates CUDA."""
+
+from __future__ import annotations
+
+import collections
+import shutil
+import subprocess
+import os
+
+import pytest
+
+import kiln
+from cupy_models import step_graph
+from kiln.backends.cupy import kernel_plan, lower_for_cupy
+from kiln.backends.cupy.codegen import ElementwiseSource, group_kernels, standalone_source
+from kiln.compiler.ops.registry import has_trait
+
+LAYERS = 3
+KERNELS_PER_LAYER = 10
+"""W1's budget: per dense layer its forward GEMM + epilogue, two backward GEMMs, the relu/bias-gradient kernels and the
+update kernels (the loss's few kernels are shared out over the layers)."""
+
+
+def plan_counts(graph: kiln.Graph) -> collections.Counter:
+    return collections.Counter(launch.kind for launch in kernel_plan(lower_for_cupy(graph)))
+
+
+def test_w1_step_launches_a_small_fixed_number_of_kernels_per_layer():
+    plan = kernel_plan(lower_for_cupy(step_graph("mlp")))
+    counts = collections.Counter(launch.kind for launch in plan)
+    assert len(plan) <= KERNELS_PER_LAYER * LAYERS, [(l.kind, l.op, l.name) for l in plan]
+    assert counts["gemm"] == 3 * LAYERS - 1, counts  # forward, weight gradient, input gradient (none for the first layer)
+    library = sorted(l.op for l in plan if l.kind == "library")
+    assert not [name for name in library if name.startswith("optim.") or has_trait(name, "elementwise")], library
+    assert counts["elementwise"] + counts["reduction"] >= 12, "the epilogues, relu backward, bias gradients and updates are generated"
+
+
+def test_w1_with_adam_keeps_every_update_in_generated_kernels():
+    plan = kernel_plan(lower_for_cupy(step_graph("mlp", optimizer=lambda params: kiln.optim.Adam(params, lr=1e-3))))
+    assert not [l for l in plan if l.op.startswith("optim.") or (l.kind == "library" and has_trait(l.op, "elementwise"))]
+    assert len(plan) <= 14 * LAYERS, [(l.kind, l.op, l.name) for l in plan]
+
+
+def _model_sources(name: str) -> list:
+    graph = lower_for_cupy(step_graph(name))
+    return [source for op in graph.ops if has_trait(op.name, "fused") for source in group_kernels(op).sources()]
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn", "gpt"])
+def test_every_fusion_group_of_a_model_generates_cuda(name: str):
+    sources = _model_sources(name)
+    assert sources, f"{name}: no fused kernels"
+    assert len({s.name for s in sources}) == len({s for s in sources}), "one name per distinct kernel source"
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn", "gpt"])
+def test_every_generated_kernel_of_a_model_compiles_with_nvcc(name: str, tmp_path):
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        pytest.skip("nvcc is not installed here")
+    units, seen = [], set()
+    for source in _model_sources(name):
+        if source.name in seen:
+            continue
+        seen.add(source.name)
+        body = source if isinstance(source, ElementwiseSource) else ElementwiseSource(source.name, source.in_params, source.out_params, f"y0 = {source.map_expr};", source.preamble)
+        units.append(standalone_source(body))
+    path = tmp_path / f"{name}.cu"
+    path.write_text("\n".join(units))
+    result = subprocess.run([nvcc, "-c", str(path), "-o", os.devnull], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]

@@ -1,0 +1,101 @@
+"""The CuPy backend's runtime (table, launchers, generated step function, resident state, lazy loss) on a NumPy
+stand-in for CuPy (fake_cupy.py), which also evaluates the generated kernel bodies: everything but CUDA itself."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fake_cupy
+from cupy_groups import GROUPS
+from cupy_models import MODELS, comparable, step_for
+from kiln.backends.cupy import CupyBackend, kernel_plan
+from kiln.backends.cupy import launch
+from kiln.backends.cupy.lowering import cupy_table
+from kiln.backends.numpy import NumpyBackend
+from kiln.runtime.lazy import LazyScalar
+from ops.op_table import cases, make_inputs, op_graph, reference, size_bindings
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    cupy_table.cache_clear()
+    launch._KERNELS.clear()
+    yield fake_cupy.install(monkeypatch)
+    cupy_table.cache_clear()
+    launch._KERNELS.clear()
+
+
+@pytest.mark.parametrize(("c", "python"), [
+    ("(t2 > (float)0 ? t2 : (float)0)", "np.where(t2 > _cast_float(0), t2, _cast_float(0))"),
+    ("(float)(t16)", "_cast_float(t16)"),
+    ("max(x0, (long long)3)", "np.maximum(x0, _cast_long_long(3))"),
+    ("((tanh(x0 * (double)0.5) + (double)1) * (double)0.5)", "((np.tanh(x0 * _cast_double(0.5)) + _cast_double(1)) * _cast_double(0.5))"),
+])
+def test_translation_of_generated_c(c, python):
+    assert fake_cupy.translate(c) == python
+
+
+@pytest.mark.parametrize("stem", sorted(GROUPS))
+def test_fused_groups_match_numpy(fake, stem):
+    graph = GROUPS[stem]()
+    rng = np.random.default_rng(0)
+    arrays = [_random(rng, value.type) for value in graph.inputs]
+    expected = NumpyBackend().compile(graph)(*arrays)
+    actual = CupyBackend().compile(graph)(*arrays)
+    for got, want in zip(actual, expected):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+
+
+def _random(rng, type_):
+    shape = tuple(8 if isinstance(d, str) else d for d in type_.shape)
+    if type_.dtype.is_int:
+        return np.asarray(rng.integers(1, 5, shape), dtype=type_.dtype.numpy)
+    return np.asarray(rng.random(shape) + 0.5, dtype=type_.dtype.numpy)
+
+
+@pytest.mark.parametrize(("row", "case", "dtype"), cases())
+def test_op_table_runs_through_the_cupy_table(fake, row, case, dtype):
+    graph, _, result = op_graph(row, case, dtype)
+    executable = CupyBackend().compile(graph)
+    for sizes in size_bindings(case):
+        arrays = make_inputs(row, case, dtype, sizes)
+        (actual,) = executable(*arrays)
+        assert np.asarray(actual).dtype == result.type.dtype.numpy
+        np.testing.assert_allclose(actual, reference(row, case, arrays, sizes), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_training_matches_numpy(fake, name):
+    runs = {}
+    for backend in ("numpy", "cupy"):
+        model, step, rng = step_for(name, backend)
+        losses = [float(step(*MODELS[name][1](rng))) for _ in range(5)]
+        runs[backend] = (losses, comparable({k: v.copy() for k, v in model.state_dict().items()}))
+    np.testing.assert_allclose(runs["cupy"][0], runs["numpy"][0], rtol=1e-5)
+    for key, value in runs["numpy"][1].items():
+        np.testing.assert_allclose(runs["cupy"][1][key], value, rtol=1e-4, atol=1e-6, err_msg=key)
+
+
+def test_loss_is_lazy_and_state_stays_resident_until_read(fake):
+    model, step, rng = step_for("mlp", "cupy")
+    first = next(iter(model.parameters())).data.copy()
+    loss = step(*MODELS["mlp"][1](rng))
+    assert isinstance(loss, LazyScalar) and not loss.ready
+    executable = list(step.compiled.values())[-1].executable
+    assert set(executable.resident) == set(executable.donations)
+    step(*MODELS["mlp"][1](rng))  # fed RESIDENT for every donated input
+    assert not np.array_equal(next(iter(model.parameters())).data, first)  # reading .data copies back
+    assert executable.kernels == kernel_plan(executable.graph) and len(executable.kernels) <= 30  # W1's budget
+    assert np.isfinite(float(loss)) and loss.ready
+
+
+def test_the_stand_in_refuses_host_arrays_as_cupy_does(fake):
+    """So the tests above would catch a kernel that builds a host array (NumPy's one_hot compares with np.arange)."""
+    from kiln.compiler.ir.types import DType
+
+    labels = fake.asarray(np.array([0, 2, 1]))
+    with pytest.raises(TypeError, match="host array reached a device operation"):
+        NumpyBackend.table.get("tensor.one_hot")(labels, num_classes=3, dtype=DType.f32)
+    one_hot = cupy_table().get("tensor.one_hot")(labels, num_classes=3, dtype=DType.f32)
+    assert isinstance(one_hot, fake.ndarray) and one_hot.get().tolist() == [[1, 0, 0], [0, 0, 1], [0, 1, 0]]

@@ -1,0 +1,76 @@
+"""benchmarks/gpu_benchmark.py and gpu_check.sh without a GPU: they parse, and fail with one clear message."""
+
+from __future__ import annotations
+
+import importlib.util
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+BENCHMARKS = pathlib.Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def load_benchmark():
+    spec = importlib.util.spec_from_file_location("gpu_benchmark", BENCHMARKS / "gpu_benchmark.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["gpu_benchmark"] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_arguments_parse_and_unknown_workloads_are_refused():
+    benchmark = load_benchmark()
+    args = benchmark.parse_args([])
+    assert args.workloads == ["w1-128", "w1-4096", "gpt2-small"] and "torch-compile" in args.implementations
+    assert len(benchmark.plan(args)) == 9
+    assert benchmark.GPT2_SMALL["layers"] == 12 and benchmark.GPT2_SMALL["context"] == 1024 and benchmark.GPT2_SMALL["batch"] == 8
+    with pytest.raises(SystemExit, match="unknown w9"):
+        benchmark.parse_args(["--workloads", "w1-128,w9"])
+
+
+def test_without_a_gpu_the_benchmark_says_why_and_exits_2(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "cupy", None)
+    assert load_benchmark().main(["--workloads", "w1-128"]) == 2
+    assert "gpu_benchmark needs CuPy and an NVIDIA GPU: cupy is not importable" in capsys.readouterr().err
+
+
+def test_rows_format_with_ratios_to_torch_eager():
+    benchmark = load_benchmark()
+    eager, kiln_row = benchmark.Row("w1-128", "torch-eager", 2.0), benchmark.Row("w1-128", "kiln-cupy", 1.0)
+    line = benchmark.format_row(kiln_row, [eager, kiln_row])
+    assert "kiln-cupy" in line and "1.000 ms/step" in line and "0.50x" in line
+    skipped = benchmark.Row("gpt2-small", "torch-compile", None, "skipped: past the 170 s budget")
+    assert "skipped" in benchmark.format_row(skipped, [skipped])
+
+
+def test_gpu_check_script_is_valid_bash_and_installs_without_network():
+    bash = shutil.which("bash")
+    if bash is None:
+        pytest.skip("bash is not installed here")
+    script = BENCHMARKS / "gpu_check.sh"
+    subprocess.run([bash, "-n", str(script)], check=True)
+    text = script.read_text()
+    assert "pip install -q --no-deps --no-build-isolation ." in text and "KILN_REQUIRE_GPU=1" in text
+    assert "timeout" in text and "gpu_benchmark.py" in text
+
+
+def test_kiln_rows_build_and_step_on_the_numpy_stand_in_for_cupy(monkeypatch):
+    import fake_cupy
+    from kiln.backends.cupy import launch
+    from kiln.backends.cupy.lowering import cupy_table
+    from kiln.runtime.lazy import LazyScalar
+
+    cupy_table.cache_clear()
+    launch._KERNELS.clear()
+    try:
+        cupy = fake_cupy.install(monkeypatch)
+        benchmark = load_benchmark()
+        assert isinstance(benchmark.kiln_w1(cupy, 16)(), LazyScalar)
+        tiny = {**benchmark.GPT2_SMALL, "vocab": 13, "context": 8, "d_model": 16, "heads": 2, "layers": 1, "batch": 2}
+        assert float(benchmark.kiln_gpt(cupy, tiny)()) > 0
+    finally:
+        cupy_table.cache_clear()
+        launch._KERNELS.clear()
