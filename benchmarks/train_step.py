@@ -1,16 +1,21 @@
 """Training-step benchmark: kiln-numpy side by side with PyTorch eager, torch.compile and hand-written NumPy.
 
-    python benchmarks/train_step.py                  # W1-W3, 1 thread, prints a table, writes benchmarks/results.json
+    python benchmarks/train_step.py                  # W1-W4, 1 thread, prints tables, writes benchmarks/results.json
     python benchmarks/train_step.py --threads 2 --steps 300 --json out.json --workloads W1
 
-Workloads (MLP 784-128-64-10, ReLU, softmax cross-entropy):
+Workloads (W1-W3: MLP 784-128-64-10, ReLU, softmax cross-entropy):
   W1  SGD lr 0.01, batch 128      W2  the same at batch 1024      W3  W1 with Adam (lr 1e-3)
+  W4  GPT-style LM (examples/gpt_tiny.py): vocab 256, context 64, d_model 128, 4 heads, 2 layers, MLP 512,
+      GELU (GPT-2's tanh approximation, in kiln and torch alike), pre-LN, AdamW lr 1e-3 wd 0.01, batch 16
+      (no hand-written NumPy version)
 
 Per-step median wall time over ``--steps`` timed steps (after a warm-up) of
-the same batch. Also: compile time (trace + passes + codegen, then the same
-model again: the code cache), achieved GFLOP/s against the machine's float32
-GEMM rate measured in this run. Thread pools are pinned before NumPy and
-PyTorch load; the settings are printed and saved.
+the same batch, the candidates interleaved in rounds. Also: kiln's compile
+time (trace + passes + codegen; then the same model again: the code cache),
+compile time by phase of the W4 model at 2 to 24 layers, achieved GFLOP/s
+(matmul FLOPs) against the machine's float32 GEMM rate measured in this run,
+and the memory plan's bytes against one allocation per intermediate. Thread
+pools are pinned before NumPy and PyTorch load; the settings are printed and saved.
 """
 
 from __future__ import annotations
@@ -32,7 +37,8 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=20)
-    parser.add_argument("--workloads", default="W1,W2,W3")
+    parser.add_argument("--workloads", default="W1,W2,W3,W4")
+    parser.add_argument("--compile-layers", default="2,6,12,24", help="W4 depths whose compile time is measured ('' for none)")
     parser.add_argument("--json", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results.json"))
     parser.add_argument("--no-torch-compile", action="store_true", help="skip torch.compile (it needs a C compiler)")
     return parser.parse_args()
@@ -68,6 +74,7 @@ WORKLOADS = {
     "W1": Workload("W1", 128, "sgd", 0.01),
     "W2": Workload("W2", 1024, "sgd", 0.01),
     "W3": Workload("W3", 128, "adam", 1e-3),
+    "W4": Workload("W4", 16, "adamw", 1e-3),
 }
 
 
@@ -240,12 +247,22 @@ def _adam(params, grads, means, squares, t: int, lr, beta1=0.9, beta2=0.999, eps
 # --- the run ----------------------------------------------------------------------------------
 
 
+def memory_bytes(step, batch: int) -> dict[str, int]:
+    """The memory plan of the step's generated code: bytes of its buffers against one allocation per value."""
+    from kiln.compiler.passes.plan_memory import bytes_summary
+
+    return bytes_summary(list(step.compiled.values())[-1].executable.graph.memory_plan, {"N": batch})
+
+
 def run_workload(workload: Workload, args: argparse.Namespace) -> dict[str, object]:
+    if workload.name == "W4":
+        return run_gpt_workload(workload, args)
     row: dict[str, object] = {"workload": workload.name, "batch": workload.batch, "optimizer": workload.optimizer}
     from kiln.backends.numpy import NumpyBackend
 
     candidates: dict[str, Callable[[], object] | None] = {}
-    candidates["kiln-numpy"], row["kiln_compile_s"], _ = kiln_step(workload, DEFAULT_PIPELINE)
+    candidates["kiln-numpy"], row["kiln_compile_s"], step = kiln_step(workload, DEFAULT_PIPELINE)
+    row["memory_bytes"] = memory_bytes(step, workload.batch)
     row["kiln_recompile_s"] = kiln_recompile_seconds(workload)
     candidates["kiln-numpy (cse,dce; unplanned)"] = kiln_step(workload, "cse,dce", planned=False)[0]
     NumpyBackend.plan_memory = True
@@ -257,6 +274,40 @@ def run_workload(workload: Workload, args: argparse.Namespace) -> dict[str, obje
     row["median_step_s"] = timings
     row["gflops"] = {name: (step_flops(workload.batch) / t / 1e9 if t else None) for name, t in timings.items()}
     return row
+
+
+def run_gpt_workload(workload: Workload, args: argparse.Namespace) -> dict[str, object]:
+    from gpt_workload import GPTConfig, gpt_flops, kiln_gpt_step, torch_gpt_step
+
+    config = GPTConfig(batch=workload.batch, lr=workload.lr)
+    row: dict[str, object] = {"workload": workload.name, "batch": workload.batch, "optimizer": workload.optimizer,
+                              "model": "GPT vocab 256, context 64, d_model 128, 4 heads, 2 layers, MLP 512, GELU tanh, pre-LN"}
+    start = time.perf_counter()
+    kiln_candidate, model, step = kiln_gpt_step(config)
+    row["kiln_compile_s"] = time.perf_counter() - start  # the first call: compile and one step
+    row["kiln_recompile_s"] = _seconds(lambda: kiln_gpt_step(config))
+    row["memory_bytes"] = memory_bytes(step, workload.batch)
+    candidates: dict[str, Callable[[], object] | None] = {"kiln-numpy": kiln_candidate, "numpy (hand-written)": None}
+    candidates["torch eager"] = _guarded(lambda: torch_gpt_step(model, config, args.threads))
+    if not args.no_torch_compile:
+        candidates["torch.compile"] = _guarded(lambda: torch_gpt_step(model, config, args.threads, compiled=True))
+    timings = interleaved_medians(candidates, max(args.steps // 5, 25), max(args.warmup // 4, 3))
+    row["median_step_s"] = timings
+    row["gflops"] = {name: (gpt_flops(config) / t / 1e9 if t else None) for name, t in timings.items()}
+    return row
+
+
+def _seconds(action: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    action()
+    return time.perf_counter() - start
+
+
+def compile_scaling(layer_counts: list[int]) -> list[dict[str, float]]:
+    """Compile time by phase of the W4 model at each depth (a first compile: the code cache is cleared)."""
+    from gpt_workload import GPTConfig, compile_phases
+
+    return [compile_phases(GPTConfig(layers=layers)) for layers in layer_counts]
 
 
 def interleaved_medians(candidates: dict[str, Callable[[], object] | None], steps: int, warmup: int, rounds: int = 5) -> dict[str, float | None]:
@@ -294,10 +345,27 @@ def print_table(rows: list[dict[str, object]], gemm: float) -> None:
                 print(f"{row['workload']:<9}{name:<34}{'n/a':>10}")
                 continue
             gflops = row["gflops"][name]
-            versus_torch = f"{seconds / torch_eager:>9.2f}x" if torch_eager else f"{'n/a':>10}"
-            print(f"{row['workload']:<9}{name:<34}{seconds * 1e3:>10.3f}{seconds / reference:>9.2f}x{versus_torch}"
+            print(f"{row['workload']:<9}{name:<34}{seconds * 1e3:>10.3f}{_ratio(seconds, reference)}{_ratio(seconds, torch_eager)}"
                   f"{gflops:>9.1f}{100 * gflops / gemm:>7.1f}%")
-        print(f"{'':<9}kiln compile {row['kiln_compile_s'] * 1e3:.1f} ms, same model again {row['kiln_recompile_s'] * 1e3:.1f} ms")
+        memory = row["memory_bytes"]
+        print(f"{'':<9}kiln compile {row['kiln_compile_s'] * 1e3:.1f} ms (first call), same model again "
+              f"{row['kiln_recompile_s'] * 1e3:.1f} ms; memory plan {memory['pooled'] / 2**20:.2f} MiB of buffers "
+              f"(peak live {memory['peak'] / 2**20:.2f}) vs {memory['unplanned'] / 2**20:.2f} MiB one allocation per "
+              f"value: -{100 * (1 - memory['pooled'] / memory['unplanned']):.0f}%")
+
+
+def _ratio(seconds: float, reference: float | None) -> str:
+    return f"{seconds / reference:>9.2f}x" if reference else f"{'n/a':>10}"
+
+
+def print_compile_scaling(scaling: list[dict[str, float]]) -> None:
+    if not scaling:
+        return
+    print(f"\nW4 compile time by depth (first compile: trace + autodiff, graph passes, backend lowering/fusion/plan/codegen)")
+    print(f"{'layers':>6}{'ops':>7}{'trace ms':>10}{'passes ms':>11}{'backend ms':>12}{'total ms':>10}{'us/op':>8}")
+    for entry in scaling:
+        print(f"{entry['layers']:>6}{entry['ops']:>7}{entry['trace_s'] * 1e3:>10.1f}{entry['passes_s'] * 1e3:>11.1f}"
+              f"{entry['backend_s'] * 1e3:>12.1f}{entry['total_s'] * 1e3:>10.1f}{entry['total_s'] / entry['ops'] * 1e6:>8.0f}")
 
 
 def main(args: argparse.Namespace) -> None:
@@ -305,12 +373,23 @@ def main(args: argparse.Namespace) -> None:
     print(f"threads pinned: {PINNED}; numpy {np.__version__}; {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cpus; float32 GEMM 1024^3: {gemm:.1f} GFLOP/s")
     rows = [run_workload(WORKLOADS[name.strip()], args) for name in args.workloads.split(",")]
+    scaling = compile_scaling([int(n) for n in args.compile_layers.split(",") if n.strip()])
     print_table(rows, gemm)
-    report = {"threads": PINNED, "gemm_gflops": gemm, "numpy": np.__version__, "python": sys.version.split()[0],
-              "machine": platform.platform(), "pipeline": DEFAULT_PIPELINE, "rows": rows}
+    print_compile_scaling(scaling)
+    report = {"threads": PINNED, "gemm_gflops": gemm, "numpy": np.__version__, "torch": _torch_version(),
+              "python": sys.version.split()[0], "machine": platform.platform(), "cpus": os.cpu_count(),
+              "pipeline": DEFAULT_PIPELINE, "rows": rows, "compile_scaling": scaling}
     with open(args.json, "w") as file:
         json.dump(report, file, indent=2)
     print(f"wrote {args.json}")
+
+
+def _torch_version() -> str | None:
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch.__version__
 
 
 if __name__ == "__main__":

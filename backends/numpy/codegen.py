@@ -27,11 +27,14 @@ symbolic dims are emitted as tuple expressions over the bound dims.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from typing import Any
 
 import numpy as np
 
 from kiln.backends.base import LoweringTable, missing_lowering
+from kiln.backends.numpy import out_nn
+from kiln.backends.numpy.lowering_losses import softmax_cross_entropy_into
 from kiln.backends.numpy.out_kernels import IN_PLACE, OUT_KERNELS, VIEWS
 from kiln.compiler.ir.core import Graph, Op, Value
 from kiln.compiler.ir.printer import assign_names, unique_name, print_graph
@@ -137,9 +140,14 @@ class _PlannedEmitter:
     def __init__(self, graph: Graph, table: LoweringTable, plan: MemoryPlan):
         self.graph, self.table, self.plan = graph, table, plan
         self.names = variable_names(graph)
-        self.namespace: dict[str, Any] = {"np": np, "_pools": {}}
+        self.namespace: dict[str, Any] = {"np": np, "_nn": out_nn, "_pools": {}}
         self.expressions: dict[Any, str] = {v: self.names[v] for v in graph.inputs}
         self.symbols = _symbols(graph)
+        self.summed = batch_summed_matmuls(plan, {plan.key_of[v] for v in graph.outputs})
+        self.folded = set(self.summed.values())
+        self.loss_of_softmax = losses_with_softmax(plan)
+        self.deferred = set(self.loss_of_softmax.values())
+        self.namespace["_softmax_cross_entropy"] = softmax_cross_entropy_into
 
     def pool_lines(self) -> list[str]:
         if not self.plan.buffers:
@@ -162,6 +170,9 @@ class _PlannedEmitter:
                                list(op.results))
 
     def step_lines(self, tag: str, step: Step) -> list[str]:
+        combined = self.combined_lines(tag, step)
+        if combined is not None:
+            return combined
         arguments = [self.expressions[key] for key in step.operands]
         if step.kind == "constant":
             self.expressions[step.key] = _attr_expression(step.attrs["value"], f"c{tag}", self.namespace)
@@ -175,6 +186,28 @@ class _PlannedEmitter:
         out, lines = self.storage(tag, step)
         self.expressions[step.key] = out
         return lines + OUT_KERNELS[step.op_name](arguments, out, step.attrs)
+
+    def combined_lines(self, tag: str, step: Step) -> list[str] | None:
+        """Steps computed together with another one (``batch_summed_matmuls``, ``losses_with_softmax``), else None."""
+        if step.key in self.folded or step.key in self.deferred:
+            return []  # computed with the reduce_sum that follows, or with the softmax of its logits
+        if step.key in self.loss_of_softmax:
+            return self.loss_with_softmax_lines(tag, step, self.plan.step_by_key[self.loss_of_softmax[step.key]])
+        if step.key in self.summed:
+            out, lines = self.storage(tag, step)
+            self.expressions[step.key] = out
+            a, b = (self.expressions[key] for key in self.plan.step_by_key[self.summed[step.key]].operands)
+            return lines + [f"_nn.batch_summed_matmul_into({a}, {b}, {out})"]
+        return None
+
+    def loss_with_softmax_lines(self, tag: str, softmax: Step, loss: Step) -> list[str]:
+        out, lines = self.storage(tag, softmax)
+        self.expressions[softmax.key] = out
+        name = self.expressions[loss.key] = self.value_name(f"{tag}_loss", loss.key)
+        arguments = [self.expressions[key] for key in loss.operands]
+        for key, value in loss.attrs.items():
+            arguments.append(f"{key}={_attr_expression(value, f'a{tag}_loss_{key}', self.namespace)}")
+        return lines + [f"{name} = _softmax_cross_entropy({', '.join(arguments)}, out={out})"]
 
     def storage(self, tag: str, step: Step) -> tuple[str, list[str]]:
         """Where ``step`` writes: its buffer, a donated input, or a fresh array (a graph output)."""
@@ -205,6 +238,60 @@ class _PlannedEmitter:
         return self.names[key] if isinstance(key, Value) else f"s{tag}"
 
 
+def batch_summed_matmuls(plan: MemoryPlan, outputs: set[Any]) -> dict[Any, Any]:
+    """``reduce_sum`` key -> the batched ``matmul`` right before it that only it reads, for ``sum_n a[n] @ b[n]``.
+
+    That is how a weight's gradient looks under a batch of sequences (``(N, T, K)`` inputs); one 2-D matmul over
+    the stacked rows computes it, one GEMM instead of N plus a reduction (25% faster on W4's shapes).
+    """
+    readers = Counter(operand for step in plan.steps for operand in step.operands)
+    found = {}
+    for before, step in zip(plan.steps, plan.steps[1:]):
+        if _sums_batch(step) and step.operands[0] == before.key and _plain_batched_matmul(plan, before) \
+                and readers[before.key] == 1 and before.key not in outputs:
+            found[step.key] = before.key
+    return found
+
+
+def losses_with_softmax(plan: MemoryPlan) -> dict[Any, Any]:
+    """``nn.softmax`` key -> the ``nn.cross_entropy`` of the same logits before it (the softmax is its gradient's),
+    when nothing reads the loss before the graph returns and its operands are still intact at the softmax: both
+    then come from one kernel that shares the max, exp and sum (``softmax_cross_entropy_into``)."""
+    readers = Counter(operand for step in plan.steps for operand in step.operands)
+    losses: dict[Any, tuple[int, Step]] = {}
+    found = {}
+    for index, step in enumerate(plan.steps):
+        if step.op_name == "nn.cross_entropy" and step.kind == "opaque" and readers[step.key] == 0:
+            losses.setdefault(step.operands[0], (index, step))
+        elif step.op_name == "nn.softmax" and step.kind == "buffer" and step.operands[0] in losses \
+                and step.attrs["axis"] % step.type.rank == 1:
+            _, loss = losses.pop(step.operands[0])
+            if all(_intact_until(plan, key, index) for key in loss.operands[1:]):
+                found[step.key] = loss.key
+    return found
+
+
+def _intact_until(plan: MemoryPlan, key: Any, index: int) -> bool:
+    """No step overwrites the storage of ``key`` before step ``index``: a graph input nothing is written into, or live till then."""
+    donated = set(plan.donated.values())
+    return all((root in plan.inputs and plan.inputs.index(root) not in donated) or plan.last_use.get(root, -1) >= index
+               for root in plan.roots[key])
+
+
+def _sums_batch(step: Step) -> bool:
+    axes = step.attrs.get("axes")
+    return step.op_name == "tensor.reduce_sum" and step.kind == "buffer" and axes is not None \
+        and tuple(np.atleast_1d(axes)) == (0,) and not step.attrs["keepdims"]
+
+
+def _plain_batched_matmul(plan: MemoryPlan, step: Step) -> bool:
+    """A matmul of two rank-3 operands with the same batch dim (no broadcasting) into a plannable buffer."""
+    if step.op_name != "tensor.matmul" or step.kind != "buffer" or step.type.rank != 3:
+        return False
+    a, b = (plan.type_of(key) for key in step.operands)
+    return a.rank == b.rank == 3 and a.shape[0] == b.shape[0]
+
+
 def _symbols(graph: Graph) -> list[str]:
     seen: list[str] = []
     for value in graph.inputs:
@@ -223,18 +310,22 @@ def _allocator(buffers: list[TensorType], symbols: list[str]):
 
 
 def compile_planned(graph: Graph, table: LoweringTable, donations: dict[int, int]) -> tuple[Any, str]:
-    """Plan, generate and compile; a graph that prints the same as an earlier one reuses its code (fresh buffers)."""
+    """Plan, generate and compile; a graph that prints the same as an earlier one reuses its code (fresh buffers).
+
+    Sets ``graph.memory_plan`` (the plan the code follows; from the first such graph on a cache hit).
+    """
     key = (print_graph(graph), tuple(sorted(donations.items())), id(table))
     if key not in _CODE_CACHE:
-        source, namespace = generate_planned(graph, table, plan_memory(graph, numpy_policy(), donations))
-        _CODE_CACHE[key] = (source, namespace, compile(source, f"<kiln:{graph.name}>", "exec"))
-    source, template, code = _CODE_CACHE[key]
+        plan = plan_memory(graph, numpy_policy(), donations)
+        source, namespace = generate_planned(graph, table, plan)
+        _CODE_CACHE[key] = (source, namespace, compile(source, f"<kiln:{graph.name}>", "exec"), plan)
+    source, template, code, graph.memory_plan = _CODE_CACHE[key]  # type: ignore[attr-defined]
     namespace = {**template, "_pools": {}}
     exec(code, namespace)
     return namespace[function_name(graph)], source
 
 
-_CODE_CACHE: dict[tuple[Any, ...], tuple[str, dict[str, Any], Any]] = {}
+_CODE_CACHE: dict[tuple[Any, ...], tuple[str, dict[str, Any], Any, MemoryPlan]] = {}
 """Generated code by graph text: compiling the same model again costs a lookup (and an ``exec``)."""
 
 

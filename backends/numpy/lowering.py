@@ -11,6 +11,7 @@ import math
 import numpy as np
 
 from kiln.backends.base import LoweringTable
+from kiln.backends.numpy.out_nn import softmax_into
 from kiln.compiler.ir.types import DType, normalize_axes
 
 NUMPY = LoweringTable("numpy")
@@ -120,12 +121,12 @@ def numel(x, *, axes, dtype: DType):
 
 @NUMPY.register("nn.softmax")
 def softmax(x, *, axis: int):
-    # softmax = exp(x - max) / sum(exp(x - max))
-    shifted_exp = np.exp(x - np.max(x, axis=axis, keepdims=True))
-    return shifted_exp / np.sum(shifted_exp, axis=axis, keepdims=True)
+    return softmax_into(x, np.empty_like(x), axis)
 
 
 @NUMPY.register("nn.log_softmax")
 def log_softmax(x, *, axis: int):
-    shifted = x - np.max(x, axis=axis, keepdims=True)
-    return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
+    # log_softmax = (x - max) - log(sum(exp(x - max))), written over one temporary
+    shifted = np.subtract(x, np.maximum.reduce(x, axis=axis, keepdims=True))
+    total = np.add.reduce(np.exp(shifted), axis=axis, keepdims=True)
+    return np.subtract(shifted, np.log(total, out=total), out=shifted)

@@ -7,6 +7,7 @@ naming it, as in PyTorch, where the decomposition would silently count it 0).
 
 from __future__ import annotations
 
+import numpy as host_numpy
 import numpy as np
 
 from kiln.backends.numpy.lowering import NUMPY, log_softmax
@@ -33,6 +34,10 @@ def _class_weight(weight, rank: int):
 def _label_loss(op: str, scores, labels, weight, ignore_index: int, smoothing: float):
     """``-sum_c q_ic s_ic`` per sample for integer labels, and the mean's divisor ``sum_i keep_i w_{y_i}``."""
     classes = scores.shape[1]
+    if weight is None and not smoothing and _all_valid(labels, classes, ignore_index):
+        picked = scores[np.arange(len(labels)), labels] if scores.ndim == 2 else \
+            np.take_along_axis(scores, np.expand_dims(labels, 1), axis=1).squeeze(1)
+        return np.negative(picked, out=picked), scores.dtype.type(labels.size)
     keep = labels != ignore_index
     _check_labels(op, labels, keep, classes, ignore_index)
     safe = np.where(keep, labels, 0)
@@ -44,6 +49,16 @@ def _label_loss(op: str, scores, labels, weight, ignore_index: int, smoothing: f
         smooth = -np.sum(weighted, axis=1) * keep
         per_sample = (1 - smoothing) * per_sample + (smoothing / classes) * smooth
     return per_sample, np.sum(sample_weight)
+
+
+def _all_valid(labels, classes: int, ignore_index: int) -> bool:
+    """Every label is a class in ``[0, C)`` and none is ``ignore_index``: two reductions instead of the masks.
+
+    Host arrays only (``host_numpy``: this module is re-bound to CuPy, where the check would wait for the device).
+    """
+    if not isinstance(labels, host_numpy.ndarray) or labels.size == 0 or 0 <= ignore_index < classes:
+        return False
+    return 0 <= np.minimum.reduce(labels, axis=None) and np.maximum.reduce(labels, axis=None) < classes
 
 
 def _check_labels(op: str, labels, keep, classes: int, ignore_index: int) -> None:
@@ -69,7 +84,23 @@ def _probability_loss(log_probs, target, weight, smoothing: float):
 @NUMPY.register("nn.cross_entropy")
 def cross_entropy(logits, target, weight=None, *, reduction: str, ignore_index: int = -100, label_smoothing: float = 0.0):
     # loss_i = logsumexp(x_i) - x_i[y_i]  (plus the label-smoothing term)
-    log_probs = log_softmax(logits, axis=1)
+    return _cross_entropy_of(log_softmax(logits, axis=1), target, weight, reduction, ignore_index, label_smoothing)
+
+
+def softmax_cross_entropy_into(logits, target, weight=None, *, out, reduction: str, ignore_index: int = -100,
+                               label_smoothing: float = 0.0):
+    """``nn.cross_entropy``'s loss, and ``softmax(logits, axis=1)`` into ``out`` (the gradient's), sharing max, exp and sum.
+
+    The same operations as the two kernels, in the same order: equal results.
+    """
+    shifted = np.subtract(logits, np.maximum.reduce(logits, axis=1, keepdims=True))
+    total = np.add.reduce(np.exp(shifted, out=out), axis=1, keepdims=True)
+    np.divide(out, total, out=out)
+    log_probs = np.subtract(shifted, np.log(total, out=total), out=shifted)
+    return _cross_entropy_of(log_probs, target, weight, reduction, ignore_index, label_smoothing)
+
+
+def _cross_entropy_of(log_probs, target, weight, reduction: str, ignore_index: int, label_smoothing: float):
     if target.dtype.kind == "f":
         return _reduce(_probability_loss(log_probs, target, weight, label_smoothing), reduction)
     per_sample, divisor = _label_loss("nn.cross_entropy", log_probs, target, weight, ignore_index, label_smoothing)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as host_numpy
 import numpy as np
 
 from kiln.backends.numpy.lowering import NUMPY
+from kiln.backends.numpy.out_nn import fresh, gelu_into, layer_norm_into
 
 NUMPY.register("tensor.abs")(np.abs)
 
@@ -62,7 +64,19 @@ def take(x, indices, *, axis: int):
 def scatter_add(updates, indices, *, axis: int, shape):
     out = np.zeros(shape, dtype=updates.dtype)
     axis = axis % len(shape)
+    if axis == 0 and isinstance(indices, host_numpy.ndarray) and indices.size and np.minimum.reduce(indices, axis=None) >= 0:
+        return _scatter_rows(out, indices.ravel(), updates.reshape((indices.size,) + tuple(shape[1:])))
     np.add.at(out, (slice(None),) * axis + (indices,), updates)
+    return out
+
+
+def _scatter_rows(out, indices, rows):
+    # out[i] += sum of the rows with index i: a stable sort groups them, add.reduceat sums each run (2.5x np.add.at).
+    # Host arrays with indices >= 0 only (add.at wraps negative ones; on a device the check would synchronise)
+    order = np.argsort(indices, kind="stable")
+    ordered = indices[order]
+    starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
+    out[ordered[starts]] = np.add.reduceat(rows[order], starts, axis=0)
     return out
 
 
@@ -104,20 +118,13 @@ def tril(x, *, k: int):
     return np.tril(x, k)
 
 
-@NUMPY.register("nn.gelu")
-def gelu(x, *, approximate: str):
-    half = x.dtype.type(0.5)
-    if approximate == "tanh":
-        return half * x * (1 + np.tanh(x.dtype.type(math.sqrt(2 / math.pi)) * (x + x.dtype.type(0.044715) * x**3)))
-    return half * x * (1 + erf(x * x.dtype.type(1 / math.sqrt(2))))
+NUMPY.register("nn.gelu")(fresh(gelu_into))
+NUMPY.register("nn.layer_norm")(fresh(layer_norm_into))
 
 
-@NUMPY.register("nn.layer_norm")
-def layer_norm(x, weight, bias, *, eps: float):
-    axes = tuple(range(x.ndim - weight.ndim, x.ndim))
-    centered = x - x.mean(axis=axes, keepdims=True)
-    variance = (centered * centered).mean(axis=axes, keepdims=True)
-    return centered / np.sqrt(variance + x.dtype.type(eps)) * weight + bias
+def gelu_erf(x):
+    # x Phi(x) = x/2 (1 + erf(x / sqrt 2))
+    return x.dtype.type(0.5) * x * (1 + erf(x * x.dtype.type(1 / math.sqrt(2))))
 
 
 @NUMPY.register("tensor.random_uniform")

@@ -70,6 +70,21 @@ def _cast(args: list[str], out: str, attrs: dict[str, Any]) -> list[str]:
     return [f"np.copyto({out}, {args[0]}, casting='unsafe')"]
 
 
+def _one_hot(args: list[str], out: str, attrs: dict[str, Any]) -> list[str]:
+    # onehot(y)_c = [y == c]; the comparison's bools cast safely into the float output
+    return [f"np.equal({args[0]}[..., None], np.arange({int(attrs['num_classes'])}), out={out})"]
+
+
+def _into(function: str, *attributes: str) -> Emitter:
+    """A call of ``out_nn.<function>(operands..., out, attribute=...)`` (bound as ``_nn`` in the generated code)."""
+
+    def emit(args: list[str], out: str, attrs: dict[str, Any]) -> list[str]:
+        keywords = "".join(f", {name}={attrs[name]!r}" for name in attributes)
+        return [f"_nn.{function}({', '.join(args)}, {out}{keywords})"]
+
+    return emit
+
+
 OUT_KERNELS: dict[str, Emitter] = {
     **{name: _ufunc(function) for name, function in UFUNCS.items()},
     **{name: _reduction(function) for name, function in REDUCTIONS.items()},
@@ -77,6 +92,10 @@ OUT_KERNELS: dict[str, Emitter] = {
     "tensor.relu": _relu,
     "tensor.sigmoid": _sigmoid,
     "tensor.cast": _cast,
+    "tensor.one_hot": _one_hot,
+    "nn.softmax": _into("softmax_into", "axis"),
+    "nn.gelu": _into("gelu_into", "approximate"),
+    "nn.layer_norm": _into("layer_norm_into", "eps"),
 }
 IN_PLACE = frozenset(UFUNCS) | {"tensor.relu", "tensor.sigmoid"}
 """Emitters that may overwrite an operand of the result's type (never matmul, reductions or cast)."""

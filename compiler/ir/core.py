@@ -115,7 +115,8 @@ class Graph:
         """Make every reader of ``old`` (ops and graph outputs) read ``new`` instead."""
         for op, index in list(old.uses):
             op.set_operand(index, new)
-        self.outputs = [new if value is old else value for value in self.outputs]
+        if any(value is old for value in self.outputs):  # rebuild only when needed: passes call this per op
+            self.outputs = [new if value is old else value for value in self.outputs]
 
     def values(self) -> Iterator[Value]:
         yield from self.inputs

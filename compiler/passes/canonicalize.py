@@ -25,6 +25,7 @@ from kiln.compiler.ir.types import TensorType
 from kiln.compiler.ops.registry import has_trait, infer_types
 from kiln.compiler.passes.dce import DCE
 from kiln.compiler.passes.manager import Pass, register_pass
+from kiln.compiler.passes.rewrite import replace_uses
 
 Rewrite = Callable[[Builder, Op], "Value | None"]
 
@@ -180,8 +181,8 @@ class Canonicalize(Pass):
 
     def _sweep(self, graph: Graph) -> bool:
         changed = False
-        for op in list(graph.ops):
-            if op in graph.ops and len(op.results) == 1:
+        for op in list(graph.ops):  # rules insert replacements and rewire uses; none erases an op (DCE does, after)
+            if len(op.results) == 1:
                 changed |= apply_rules(graph, op)
         return changed
 
@@ -196,6 +197,6 @@ def apply_rules(graph: Graph, op: Op) -> bool:
         if replacement is not op.result:
             if replacement.name_hint is None and replacement.producer is not None:
                 replacement.name_hint = op.result.name_hint
-            graph.replace_all_uses(op.result, replacement)
+            replace_uses(graph, op.result, replacement)
         return True
     return False

@@ -25,6 +25,7 @@ from kiln.compiler.ir.core import Graph, Op
 from kiln.compiler.ops.registry import has_trait
 from kiln.compiler.passes.dce import DCE
 from kiln.compiler.passes.manager import Pass, register_pass
+from kiln.compiler.passes.rewrite import replace_uses
 
 
 @register_pass
@@ -58,7 +59,7 @@ def fold(graph: Graph, op: Op) -> bool:
         return False
     builder = Builder(graph, insert_before=op, location=op.location)
     for result, value in zip(op.results, values):
-        graph.replace_all_uses(result, builder.constant(value, result.type.dtype, name_hint=result.name_hint))
+        replace_uses(graph, result, builder.constant(value, result.type.dtype, name_hint=result.name_hint))
     return True
 
 

@@ -14,7 +14,7 @@ from typing import Any, Hashable
 
 import numpy as np
 
-from kiln.compiler.ir.core import Graph, Op
+from kiln.compiler.ir.core import Graph, Op, Value
 from kiln.compiler.ir.types import DType
 from kiln.compiler.ops.registry import has_trait
 from kiln.compiler.passes.manager import Pass, register_pass
@@ -27,23 +27,44 @@ class CSE(Pass):
 
     def run(self, graph: Graph) -> bool:
         seen: dict[Hashable, Op] = {}
-        changed = False
-        for op in list(graph.ops):
+        replaced: dict[Value, Value] = {}
+        for op in graph.ops:
             if not has_trait(op.name, "pure"):
                 continue
-            key = op_key(op)
-            twin = seen.setdefault(key, op)
+            twin = seen.setdefault(op_key(op), op)
             if twin is not op:
                 for old, new in zip(op.results, twin.results):
-                    graph.replace_all_uses(old, new)
-                graph.erase(op)
-                changed = True
-        return changed
+                    _rewire_readers(old, new)
+                    replaced[old] = new
+        if not replaced:
+            return False
+        _erase_all(graph, {value.producer for value in replaced}, replaced)
+        return True
+
+
+def _rewire_readers(old: Value, new: Value) -> None:
+    for user, index in list(old.uses):
+        user.set_operand(index, new)
+
+
+def _erase_all(graph: Graph, dead: set[Op], replaced: dict[Value, Value]) -> None:
+    """Drop the merged duplicates in one rebuild of the op list (``graph.erase`` each would be quadratic)."""
+    graph.outputs = [replaced.get(value, value) for value in graph.outputs]
+    for op in dead:
+        op.drop_operands()
+    graph.ops = [op for op in graph.ops if op not in dead]
+
+
+COMMUTATIVE = frozenset({"tensor.add", "tensor.mul", "tensor.maximum", "tensor.minimum", "tensor.equal", "tensor.not_equal"})
+"""Binary ops whose operand order does not matter (``x * y`` and ``y * x`` merge); IEEE add and mul commute exactly."""
 
 
 def op_key(op: Op) -> Hashable:
     """What makes two pure ops compute the same thing."""
-    return (op.name, tuple(map(id, op.operands)), tuple((k, hashable_attr(v)) for k, v in op.attrs.items()))
+    operands = tuple(map(id, op.operands))
+    if op.name in COMMUTATIVE:
+        operands = tuple(sorted(operands))
+    return (op.name, operands, tuple((k, hashable_attr(v)) for k, v in op.attrs.items()))
 
 
 def hashable_attr(value: Any) -> Hashable:

@@ -19,6 +19,7 @@ from kiln.compiler.ir.builder import Builder
 from kiln.compiler.ir.core import Graph, Op
 from kiln.compiler.ops.registry import lookup
 from kiln.compiler.passes.manager import Pass, register_pass
+from kiln.compiler.passes.rewrite import replace_uses
 
 
 @register_pass
@@ -36,21 +37,37 @@ def decompose_where(graph: Graph, should_expand: Callable[[Op], bool]) -> bool:
     """Expand every composite op for which ``should_expand`` holds, repeatedly, until none is left."""
     changed = False
     while True:
-        targets = [op for op in graph.ops if lookup(op.name).is_composite and should_expand(op)]
+        targets = {op for op in graph.ops if lookup(op.name).is_composite and should_expand(op)}
         if not targets:
             return changed
-        for op in targets:
-            decompose_op(graph, op)
+        _expand_all(graph, targets)
         changed = True
+
+
+def _expand_all(graph: Graph, targets: set[Op]) -> None:
+    """One rebuild of the op list, each target's decomposition appended where it stood.
+
+    (``decompose_op`` per target would search the list for every insertion: quadratic in the graph's size.)
+    """
+    ops, graph.ops = graph.ops, []
+    for op in ops:
+        if op in targets:
+            _replace_by_decomposition(graph, op, Builder(graph, location=op.location))
+            op.drop_operands()  # erased: it is not in the rebuilt list, and nothing reads its results now
+        else:
+            graph.ops.append(op)
 
 
 def decompose_op(graph: Graph, op: Op) -> None:
     """Replace ``op`` by its decomposition, inserted where it stood."""
-    builder = Builder(graph, insert_before=op, location=op.location)
+    _replace_by_decomposition(graph, op, Builder(graph, insert_before=op, location=op.location))
+    graph.erase(op)
+
+
+def _replace_by_decomposition(graph: Graph, op: Op, builder: Builder) -> None:
     results = lookup(op.name).decomposition(builder, *op.operands, **op.attrs)
     results = results if isinstance(results, tuple) else (results,)
     for old, new in zip(op.results, results):
         if new.name_hint is None:
             new.name_hint = old.name_hint
-        graph.replace_all_uses(old, new)
-    graph.erase(op)
+        replace_uses(graph, old, new)

@@ -25,6 +25,7 @@ from kiln.compiler.ir.core import Graph, Op, Value
 from kiln.compiler.ops.fused import encode_params
 from kiln.compiler.ops.registry import has_trait
 from kiln.compiler.passes.manager import Pass, register_pass
+from kiln.compiler.passes.rewrite import replace_uses
 
 
 @dataclass(eq=False)
@@ -32,6 +33,20 @@ class Group:
     members: list[Op] = field(default_factory=list)
     closed: bool = False
     """A reduction sinks the group: nothing joins after it."""
+    member_set: set[Op] = field(default_factory=set)
+    readers: set[Op] = field(default_factory=set)
+    """Ops outside the group that read a member's result (what decides where the group may still grow)."""
+
+    def add(self, op: Op) -> None:
+        self.members.append(op)
+        self.member_set.add(op)
+        self.readers.discard(op)
+        self.readers.update(user for result in op.results for user, _ in result.uses if user not in self.member_set)
+
+    def absorb(self, other: "Group") -> None:
+        self.members.extend(other.members)
+        self.member_set |= other.member_set
+        self.readers = (self.readers | other.readers) - self.member_set
 
 
 @register_pass
@@ -41,8 +56,7 @@ class FuseElementwise(Pass):
 
     def run(self, graph: Graph) -> bool:
         groups = elementwise_groups(graph)
-        for members in groups:
-            outline(graph, members, "fused.elementwise")
+        outline_all(graph, groups, "fused.elementwise")
         return bool(groups)
 
 
@@ -66,11 +80,10 @@ def elementwise_groups(graph: Graph) -> list[list[Op]]:
         chosen = _choose(op, _operand_groups(op, group_of), position)
         if chosen is None and kind == "reduction":
             continue  # a reduction only ever sinks a group
-        group = _merge(chosen or [], groups)
-        group.members.append(op)
+        group = _merge(chosen or [], groups, group_of)
+        group.add(op)
         group.closed = kind == "reduction"
-        for member in group.members:
-            group_of[member] = group
+        group_of[op] = group
     return [sorted(g.members, key=position.__getitem__) for g in groups if len(g.members) > 1]
 
 
@@ -90,53 +103,75 @@ def _choose(op: Op, candidates: list[Group], position: dict[Op, int]) -> list[Gr
 
 def _can_join(option: list[Group], op: Op, position: dict[Op, int]) -> bool:
     """Legal when no outside reader of a member's value runs before ``op`` (the fused op's place)."""
-    members = {member for group in option for member in group.members} | {op}
-    for member in members - {op}:
-        for result in member.results:
-            for user, _ in result.uses:
-                if user not in members and position[user] < position[op]:
-                    return False
+    place = position[op]
+    for group in option:
+        for reader in group.readers:
+            if position[reader] < place and not any(reader in other.member_set for other in option):
+                return False
     return True
 
 
-def _merge(option: list[Group], groups: list[Group]) -> Group:
+def _merge(option: list[Group], groups: list[Group], group_of: dict[Op, Group]) -> Group:
     if not option:
         groups.append(Group())
         return groups[-1]
-    keep, *others = option
+    keep, *others = option  # the largest first (_operand_groups): only the smaller groups' members move
     for other in others:
-        keep.members.extend(other.members)
+        keep.absorb(other)
         groups.remove(other)
+        for member in other.members:
+            group_of[member] = keep
     return keep
 
 
 def outline(graph: Graph, members: list[Op], fused_name: str) -> Op:
     """Replace ``members`` (in program order) by one fused op placed where the last member stood."""
+    fused = _build_fused(graph, Builder(graph, insert_before=members[-1], location=members[-1].location), members, fused_name)
+    for op in reversed(members):
+        graph.erase(op)
+    return fused
+
+
+def outline_all(graph: Graph, groups: list[list[Op]], fused_name: str) -> None:
+    """``outline`` every group (disjoint, members in program order) in one rebuild of the op list."""
+    last = {members[-1]: members for members in groups}
+    inside = {op for members in groups for op in members}
+    ops, graph.ops = graph.ops, []
+    for op in ops:
+        if op in last:
+            members = last[op]
+            _build_fused(graph, Builder(graph, location=op.location), members, fused_name)  # appended here
+            for member in reversed(members):
+                member.drop_operands()  # erased: not in the rebuilt list, read only by members
+        elif op not in inside:
+            graph.ops.append(op)
+
+
+def _build_fused(graph: Graph, builder: Builder, members: list[Op], fused_name: str) -> Op:
+    inside = set(members)
     slots: dict[Value, int] = {}
     externals: list[Value] = []
     for op in members:
         for value in op.operands:
-            if value.producer not in members and value not in slots:
+            if value.producer not in inside and value not in slots:
                 slots[value] = len(externals)
                 externals.append(value)
     for index, op in enumerate(members):
         slots[op.result] = len(externals) + index
-    inside = set(members)
-    yielded = [op.result for op in members if _used_outside(graph, op.result, inside)]
+    outputs = set(graph.outputs)
+    yielded = [op.result for op in members if _used_outside(outputs, op.result, inside)]
     attrs = {
         "ops": tuple(op.name for op in members),
         "args": tuple(tuple(slots[v] for v in op.operands) for op in members),
         "params": tuple(encode_params(op.attrs) for op in members),
         "yields": tuple(slots[v] for v in yielded),
     }
-    fused = Builder(graph, insert_before=members[-1], location=members[-1].location).create(fused_name, externals, attrs)
+    fused = builder.create(fused_name, externals, attrs)
     for old, new in zip(yielded, fused.results):
         new.name_hint = old.name_hint
-        graph.replace_all_uses(old, new)
-    for op in reversed(members):
-        graph.erase(op)
+        replace_uses(graph, old, new)
     return fused
 
 
-def _used_outside(graph: Graph, value: Value, inside: set[Op]) -> bool:
-    return value in graph.outputs or any(user not in inside for user, _ in value.uses)
+def _used_outside(outputs: set[Value], value: Value, inside: set[Op]) -> bool:
+    return value in outputs or any(user not in inside for user, _ in value.uses)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Callable, ClassVar, TextIO
 
 from kiln.compiler.errors import KilnError
-from kiln.compiler.ir.core import Graph
+from kiln.compiler.ir.core import Graph, clone_graph
 from kiln.compiler.ir.printer import print_graph
 
 
@@ -119,7 +119,7 @@ class PassManager:
         return changed_any
 
     def _run_one(self, pass_: Pass, graph: Graph) -> bool:
-        before = print_graph(graph)
+        before = clone_graph(graph)  # printed for the reproducer only on failure (printing is the costlier)
         start = time.perf_counter()
         try:
             changed = pass_.run(graph)
@@ -128,7 +128,7 @@ class PassManager:
 
                 verify(graph)
         except Exception as error:
-            path = write_reproducer(before, pass_.name)
+            path = write_reproducer(print_graph(before), pass_.name)
             raise PassFailure(f"pass {pass_.name!r} failed on @{graph.name}: {error}\nreproducer: {path}") from error
         self.timings.append((pass_.name, time.perf_counter() - start, changed))
         if self.print_ir_after_all or (self.print_ir_after_change and changed):

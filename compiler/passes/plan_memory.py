@@ -289,6 +289,14 @@ def plan_report(plan: MemoryPlan, symbols: dict[str, int]) -> str:
     return "\n".join(lines)
 
 
+def bytes_summary(plan: MemoryPlan, symbols: dict[str, int]) -> dict[str, int]:
+    """For the values the plan places in buffers: ``unplanned`` (one allocation each, as code without a plan
+    makes), ``pooled`` (the plan's buffers, what stays allocated) and ``peak`` (the most of those live at once)."""
+    planned = [step for step in plan.steps if step.key in plan.buffer_of]
+    return {"unplanned": sum(type_bytes(step.type, symbols) for step in planned),
+            "pooled": sum(type_bytes(t, symbols) for t in plan.buffers), "peak": peak_bytes(plan, symbols)}
+
+
 def peak_bytes(plan: MemoryPlan, symbols: dict[str, int]) -> int:
     """The most bytes of planned buffers live at once."""
     first: dict[int, int] = {}

@@ -1,0 +1,70 @@
+"""Kernels of the nn composites that write their result into given storage (``out``), in place over it.
+
+The lowering table's kernels call them with a fresh array; the planned code
+generator calls them with a buffer of the memory plan (``OUT_KERNELS``), so a
+large activation (a GELU, an attention softmax, a LayerNorm) is not a fresh
+allocation, with its page faults, on every step. ``out`` must not alias ``x``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+
+
+def softmax_into(x: np.ndarray, out: np.ndarray, axis: int) -> np.ndarray:
+    # softmax = exp(x - max) / sum(exp(x - max))
+    np.subtract(x, np.maximum.reduce(x, axis=axis, keepdims=True), out=out)
+    np.exp(out, out=out)
+    return np.divide(out, np.add.reduce(out, axis=axis, keepdims=True), out=out)
+
+
+def gelu_into(x: np.ndarray, out: np.ndarray, approximate: str) -> np.ndarray:
+    if approximate == "tanh":
+        return gelu_tanh_into(x, out)
+    from kiln.backends.numpy.lowering_movement import gelu_erf  # the exact GELU allocates (NumPy has no erf)
+
+    np.copyto(out, gelu_erf(x))
+    return out
+
+
+def gelu_tanh_into(x: np.ndarray, out: np.ndarray) -> np.ndarray:
+    # x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))); x * x * x, not x**3 (pow is 5x slower)
+    np.multiply(x, x, out=out)
+    out *= x
+    out *= x.dtype.type(0.044715)
+    out += x
+    out *= x.dtype.type(math.sqrt(2 / math.pi))
+    np.tanh(out, out=out)
+    out += 1
+    out *= x
+    out *= x.dtype.type(0.5)  # exact: the same as (x / 2) (1 + t)
+    return out
+
+
+def layer_norm_into(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, out: np.ndarray, eps: float) -> np.ndarray:
+    # (x - mean) / sqrt(var + eps) * w + b over the trailing weight.ndim axes
+    axes = tuple(range(x.ndim - weight.ndim, x.ndim))
+    np.subtract(x, x.mean(axis=axes, keepdims=True), out=out)
+    variance = np.square(out).mean(axis=axes, keepdims=True)
+    variance += x.dtype.type(eps)
+    out /= np.sqrt(variance, out=variance)
+    out *= weight
+    out += bias
+    return out
+
+
+def batch_summed_matmul_into(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
+    # sum_n a[n] @ b[n] = [a[0] ... a[N-1]] @ [b[0]; ...; b[N-1]]: one GEMM over the stacked rows (views when strides allow)
+    return np.matmul(a.transpose(1, 0, 2).reshape(a.shape[1], -1), b.reshape(-1, b.shape[2]), out=out)
+
+
+def fresh(into: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
+    """The allocating kernel of an ``*_into`` one (same operands first, then the attributes by keyword)."""
+
+    def kernel(x: np.ndarray, *operands: np.ndarray, **attrs) -> np.ndarray:
+        return into(x, *operands, np.empty_like(x), **attrs)
+
+    return kernel

@@ -1,0 +1,77 @@
+"""The NumPy backend's own rewrites and kernels: each computes what the op it replaces computes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import kiln
+import kiln.nn as nn
+import kiln.nn.functional as F
+from kiln.backends.numpy import lowering, lowering_losses, lowering_movement
+from kiln.backends.numpy.out_nn import batch_summed_matmul_into, gelu_into, layer_norm_into, softmax_into
+
+
+def test_scatter_add_sums_repeated_rows_as_add_at_does():
+    rng = np.random.default_rng(0)
+    indices, updates = rng.integers(0, 7, (5, 9)), rng.standard_normal((5, 9, 3)).astype(np.float32)
+    expected = np.zeros((7, 3), np.float32)
+    np.add.at(expected, indices, updates)
+    got = lowering_movement.scatter_add(updates, indices, axis=0, shape=(7, 3))
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+    negative = lowering_movement.scatter_add(updates[:1, :2], np.array([[-1, 6]]), axis=0, shape=(7, 3))
+    np.testing.assert_allclose(negative[6], updates[0, 0] + updates[0, 1], rtol=1e-6)  # -1 and 6 are one row
+
+
+def test_batch_summed_matmul_is_the_sum_of_the_batch_of_products():
+    rng = np.random.default_rng(1)
+    a, b = rng.standard_normal((4, 6, 5)), rng.standard_normal((4, 5, 3))
+    out = np.empty((6, 3))
+    np.testing.assert_allclose(batch_summed_matmul_into(a, b, out), np.einsum("nik,nkj->ij", a, b), rtol=1e-12)
+    transposed = rng.standard_normal((4, 5, 6)).transpose(0, 2, 1)  # a weight gradient's x^T, a view
+    np.testing.assert_allclose(batch_summed_matmul_into(transposed, b, out), np.einsum("nik,nkj->ij", transposed, b), rtol=1e-12)
+
+
+@pytest.mark.parametrize("approximate", ["tanh", "none"])
+def test_into_kernels_match_their_formulas(approximate):
+    x = np.random.default_rng(2).standard_normal((3, 4, 8))
+    shifted = np.exp(x - x.max(axis=-1, keepdims=True))
+    np.testing.assert_allclose(softmax_into(x, np.empty_like(x), -1), shifted / shifted.sum(axis=-1, keepdims=True), rtol=1e-12)
+    erf = np.vectorize(__import__("math").erf)
+    gelu = 0.5 * x * (1 + (np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)) if approximate == "tanh" else erf(x / np.sqrt(2))))
+    np.testing.assert_allclose(gelu_into(x, np.empty_like(x), approximate), gelu, rtol=1e-12, atol=1e-15)
+    w, b = np.linspace(0.5, 2, 8), np.linspace(-1, 1, 8)
+    normalized = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-5)
+    np.testing.assert_allclose(layer_norm_into(x, w, b, np.empty_like(x), 1e-5), normalized * w + b, rtol=1e-12)
+
+
+def _step(model, loss_fn):
+    return kiln.compile_train_step(model, loss_fn, kiln.optim.SGD(model.parameters(), lr=0.0))
+
+
+def _source(step) -> str:
+    return list(step.compiled.values())[-1].executable.source
+
+
+def test_relu_backward_runs_as_a_multiply_by_the_mask():
+    kiln.manual_seed(0)
+    model = nn.Sequential([nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3)])
+    x, y = np.random.default_rng(3).standard_normal((6, 5)).astype(np.float32), np.array([0, 1, 2, 0, 1, 2])
+    step = _step(model, F.cross_entropy)
+    step(x, y)
+    assert "k_tensor_where" not in _source(step)  # where(x > 0, g, 0) -> g * [x > 0]
+
+
+def test_loss_and_its_gradients_softmax_come_from_one_kernel_with_equal_results():
+    rng = np.random.default_rng(5)
+    logits, labels = rng.standard_normal((6, 5, 3)).astype(np.float32), rng.integers(0, 5, (6, 3))
+    attrs = dict(reduction="mean", ignore_index=-100, label_smoothing=0.0)
+    out = np.empty_like(logits)
+    loss = lowering_losses.softmax_cross_entropy_into(logits, labels, out=out, **attrs)
+    assert loss == lowering_losses.cross_entropy(logits, labels, **attrs)
+    np.testing.assert_array_equal(out, lowering.softmax(logits, axis=1))
+    kiln.manual_seed(0)
+    model = nn.Sequential([nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3)])
+    step = _step(model, F.cross_entropy)
+    step(rng.standard_normal((6, 5)).astype(np.float32), np.array([0, 1, 2, 0, 1, 2]))
+    assert "_softmax_cross_entropy(" in _source(step) and "k_nn_softmax" not in _source(step)

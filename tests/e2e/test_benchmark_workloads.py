@@ -1,0 +1,39 @@
+"""The benchmark's workloads compute what they claim (no timing here: performance lives in benchmarks/)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from oracles import require
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "benchmarks"))
+import gpt_workload  # noqa: E402
+import train_step as benchmark  # noqa: E402
+
+
+def test_w4_in_kiln_and_torch_takes_the_same_steps():
+    require("torch")
+    config = gpt_workload.GPTConfig(batch=4)
+    model, step = gpt_workload.kiln_gpt(config)
+    x, y = gpt_workload.gpt_batch(config)
+    torch_step = gpt_workload.torch_gpt_step(model, config, threads=1)
+    for _ in range(3):
+        np.testing.assert_allclose(step(x, y), float(torch_step().detach()), rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["W1", "W3"])
+def test_the_memory_plan_keeps_under_70_percent_of_one_allocation_per_value(name):
+    workload = benchmark.WORKLOADS[name]
+    _, _, step = benchmark.kiln_step(workload, benchmark.DEFAULT_PIPELINE)
+    memory = benchmark.memory_bytes(step, workload.batch)
+    assert memory["peak"] <= memory["pooled"] <= 0.7 * memory["unplanned"], memory
+
+
+def test_compile_phases_name_every_phase_and_count_ops():
+    phases = gpt_workload.compile_phases(gpt_workload.GPTConfig(layers=1))
+    assert phases["ops"] > phases["lowered_ops"] > 0
+    assert phases["total_s"] >= phases["trace_s"] + phases["passes_s"] + phases["backend_s"] - 1e-9
