@@ -361,7 +361,7 @@ def _ratio(seconds: float, reference: float | None) -> str:
 def print_compile_scaling(scaling: list[dict[str, float]]) -> None:
     if not scaling:
         return
-    print(f"\nW4 compile time by depth (first compile: trace + autodiff, graph passes, backend lowering/fusion/plan/codegen)")
+    print("\nW4 compile time by depth (first compile: trace + autodiff, graph passes, backend lowering/fusion/plan/codegen)")
     print(f"{'layers':>6}{'ops':>7}{'trace ms':>10}{'passes ms':>11}{'backend ms':>12}{'total ms':>10}{'us/op':>8}")
     for entry in scaling:
         print(f"{entry['layers']:>6}{entry['ops']:>7}{entry['trace_s'] * 1e3:>10.1f}{entry['passes_s'] * 1e3:>11.1f}"

@@ -18,7 +18,6 @@ import numpy as np
 
 import kiln
 import kiln.nn as nn
-import kiln.nn.functional as F
 from kiln.runtime.data import CharTokenizer, lm_loss, lm_windows, load_pydoc_corpus
 
 

@@ -27,7 +27,6 @@ from kiln.compiler.ir.types import Dim, DType, TensorType
 
 if TYPE_CHECKING:
     from kiln.frontend.module import Parameter
-    from kiln.frontend.tensor import Tensor
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _KILN_DIRS = tuple(os.path.join(_ROOT, name) + os.sep for name in ("compiler", "frontend", "backends", "runtime", "kiln"))

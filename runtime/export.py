@@ -45,3 +45,6 @@ def _trace_with_parameters(model: Any, specs: Sequence[TensorSpec]):
         result = model(*inputs)
         context.graph.outputs = [as_value(item, "the model's output") for item in flatten_outputs(result)]
     return context.graph, context.parameters
+
+
+__all__ = ["export_onnx", "import_onnx"]

@@ -59,3 +59,29 @@ GROUPS = {
 def fused_ops(graph: Graph) -> list[Op]:
     """The fused ops of ``graph`` after the CuPy backend's lowering."""
     return [op for op in lower_for_cupy(graph).ops if has_trait(op.name, "fused")]
+
+
+def random_inputs(graph: Graph, seed: int = 0) -> list:
+    """Positive floats (safe for log and division) and small positive integers; symbolic dims become 8."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    arrays = []
+    for value in graph.inputs:
+        shape = tuple(8 if isinstance(d, str) else d for d in value.type.shape)
+        data = rng.integers(1, 5, shape) if value.type.dtype.is_int else rng.random(shape) + 0.5
+        arrays.append(np.asarray(data, dtype=value.type.dtype.numpy))
+    return arrays
+
+
+def assert_group_matches_numpy(stem: str, rtol: float, atol: float) -> None:
+    """The fused group ``stem`` on the CuPy backend equals the NumPy backend on the same inputs."""
+    import numpy as np
+
+    from kiln.backends.cupy import CupyBackend
+    from kiln.backends.numpy import NumpyBackend
+
+    graph = GROUPS[stem]()
+    arrays = random_inputs(graph)
+    for got, want in zip(CupyBackend().compile(graph)(*arrays), NumpyBackend().compile(graph)(*arrays)):
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=atol)

@@ -11,10 +11,9 @@ import os
 import numpy as np
 import pytest
 
-from cupy_groups import GROUPS
+from cupy_groups import GROUPS, assert_group_matches_numpy, random_inputs
 from cupy_models import MODELS, comparable, step_for
 from kiln.backends.cupy import CupyBackend, device_problem, kernel_plan
-from kiln.backends.numpy import NumpyBackend
 from kiln.runtime.lazy import LazyScalar
 from ops.op_table import cases, concrete, make_inputs, op_graph, reference, size_bindings
 
@@ -45,20 +44,7 @@ def test_forward_matches_reference_on_cupy(row, case, dtype):
 
 @pytest.mark.parametrize("stem", sorted(GROUPS))
 def test_fused_groups_match_numpy(stem):
-    graph = GROUPS[stem]()
-    rng = np.random.default_rng(0)
-    arrays = [_random(rng, value.type) for value in graph.inputs]
-    expected = NumpyBackend().compile(graph)(*arrays)
-    actual = CupyBackend().compile(graph)(*arrays)
-    for got, want in zip(actual, expected):
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
-
-
-def _random(rng, type_):
-    shape = tuple(8 if isinstance(d, str) else d for d in type_.shape)
-    if type_.dtype.is_int:
-        return np.asarray(rng.integers(1, 5, shape), dtype=type_.dtype.numpy)
-    return np.asarray(rng.random(shape) + 0.5, dtype=type_.dtype.numpy)
+    assert_group_matches_numpy(stem, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -93,8 +79,7 @@ def test_executable_lists_the_kernels_it_launches():
 
 def test_tf32_option_compiles_and_stays_close():
     graph = GROUPS["matmul_epilogue"]()
-    rng = np.random.default_rng(0)
-    arrays = [_random(rng, value.type) for value in graph.inputs]
+    arrays = random_inputs(graph)
     (strict,), (tf32,) = CupyBackend(tf32=False).compile(graph)(*arrays), CupyBackend(tf32=True).compile(graph)(*arrays)
     CupyBackend(tf32=False).compile(graph)  # back to full float32 for later tests
     np.testing.assert_allclose(tf32, strict, rtol=2e-2)

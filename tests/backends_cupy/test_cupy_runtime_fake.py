@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import fake_cupy
-from cupy_groups import GROUPS
+from cupy_groups import GROUPS, assert_group_matches_numpy
 from cupy_models import MODELS, comparable, step_for
 from kiln.backends.cupy import CupyBackend, kernel_plan
 from kiln.backends.cupy import launch
@@ -38,20 +38,7 @@ def test_translation_of_generated_c(c, python):
 
 @pytest.mark.parametrize("stem", sorted(GROUPS))
 def test_fused_groups_match_numpy(fake, stem):
-    graph = GROUPS[stem]()
-    rng = np.random.default_rng(0)
-    arrays = [_random(rng, value.type) for value in graph.inputs]
-    expected = NumpyBackend().compile(graph)(*arrays)
-    actual = CupyBackend().compile(graph)(*arrays)
-    for got, want in zip(actual, expected):
-        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
-
-
-def _random(rng, type_):
-    shape = tuple(8 if isinstance(d, str) else d for d in type_.shape)
-    if type_.dtype.is_int:
-        return np.asarray(rng.integers(1, 5, shape), dtype=type_.dtype.numpy)
-    return np.asarray(rng.random(shape) + 0.5, dtype=type_.dtype.numpy)
+    assert_group_matches_numpy(stem, rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize(("row", "case", "dtype"), cases())
