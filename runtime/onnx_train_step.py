@@ -30,11 +30,18 @@ from kiln.compiler.ir.printer import assign_names
 METADATA_KEY = "kiln.train_step"
 
 
-def export_onnx_train_step(step: Any, path: str) -> Any:
-    """Write the step's most recent compiled graph with its current state as initializers; returns the ModelProto."""
+def export_onnx_train_step(step: Any, path: str, batch_size: int | None = None) -> Any:
+    """Write the step's most recent compiled graph with its current state as initializers; returns the ModelProto.
+
+    The batch dim stays symbolic unless ``batch_size`` fixes it. A static batch is what
+    ``load_onnx_train_step`` needs for steps with convolutions: their weight gradient is an ONNX
+    ``Conv`` over the batch axis, which kiln imports only when that axis is static.
+    """
     if not step.compiled:
         raise KilnError("export_onnx_train_step: the step has not been compiled yet; call it on one batch first")
     compiled = list(step.compiled.values())[-1]
+    if batch_size is not None:
+        compiled = step.compile(*_static_batch_specs(step, compiled, batch_size))
     step_graph, graph = compiled.step_graph, compiled.graph
     sync = getattr(step, "sync", None)
     if callable(sync):
@@ -48,6 +55,15 @@ def export_onnx_train_step(step: Any, path: str) -> Any:
     model.metadata_props.add(key=METADATA_KEY, value=json.dumps(metadata))
     save_model(model, path)
     return model
+
+
+def _static_batch_specs(step: Any, compiled: Any, batch_size: int) -> list[Any]:
+    """The compiled step's batch specs with the batch dim (rows per micro-batch) fixed at ``batch_size``."""
+    from kiln.frontend.trace import TensorSpec
+
+    inputs = compiled.graph.inputs
+    batch = inputs[: len(inputs) - len(step._feeds(compiled.step_graph, []))]
+    return [TensorSpec((batch_size,) + tuple(v.type.shape[1:]), v.type.dtype) for v in batch[: len(batch) // step.accumulate]]
 
 
 def _add_defaults(model: Any, defaults: dict[str, np.ndarray]) -> None:

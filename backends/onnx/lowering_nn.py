@@ -172,31 +172,72 @@ def avg_pool2d(ctx, op: Op, inputs: list[str]) -> list[str]:
     return [ctx.node("AveragePool", inputs, count_include_pad=1, **_pool_attrs(op))]
 
 
-def _argmax_indices(ctx, op: Op, x: str) -> str:
-    """Flat indices (into all of ``x``) of each window's largest element, from MaxPool's second output."""
-    _, indices = ctx.node("MaxPool", [x], outputs=2, **_pool_attrs(op))
-    return indices
+def _window_selections(ctx, op: Op, x: str) -> list[tuple[tuple[int, int], str]]:
+    """Per kernel offset (i, j): a float mask of the windows whose first largest element sits there.
+
+    Built from standard ops only (Pad, Slice, MaxPool, Equal), so the exported step imports back into kiln;
+    offsets are visited in row-major order and an earlier match wins, PyTorch's tie rule.
+    """
+    dtype = op.operands[0].type.dtype.numpy
+    (kh, kw), stride, (ph, pw) = op.attrs["kernel_size"], op.attrs["stride"], op.attrs["padding"]
+    pooled = ctx.node("MaxPool", [x], **_pool_attrs(op))
+    padded = ctx.node("Pad", [x, ctx.constant(np.array([0, 0, ph, pw, 0, 0, ph, pw], np.int64)), ctx.constant(np.array(-np.inf, dtype))])
+    rows, cols = _pooled_size(op)
+    taken, selections = None, []
+    for i in range(kh):
+        for j in range(kw):
+            window = _strided_slice(ctx, padded, (i, j), (rows, cols), stride)
+            match = ctx.node("Cast", [ctx.node("Equal", [window, pooled])], to=ctx.onnx_dtype(op.operands[0].type.dtype))
+            selected = match if taken is None else ctx.node("Mul", [match, ctx.node("Sub", [ctx.constant(np.array(1, dtype)), taken])])
+            taken = selected if taken is None else ctx.node("Add", [taken, selected])
+            selections.append(((i, j), selected))
+    return selections
+
+
+def _pooled_size(op: Op) -> tuple[int, int]:
+    x_type = op.operands[0].type
+    (kh, kw), stride, (ph, pw) = op.attrs["kernel_size"], op.attrs["stride"], op.attrs["padding"]
+    return tuple((x_type.shape[2 + a] + 2 * (ph, pw)[a] - (kh, kw)[a]) // stride[a] + 1 for a in range(2))
+
+
+def _strided_slice(ctx, x: str, offset: tuple[int, int], size: tuple[int, int], stride) -> str:
+    """``x[:, :, i::s][:, :, :rows]`` (and the same for columns): the window elements at one kernel offset."""
+    starts = np.array(offset, np.int64)
+    ends = np.array([offset[a] + stride[a] * (size[a] - 1) + 1 for a in range(2)], np.int64)
+    names = [ctx.constant(a) for a in (starts, ends, np.array([2, 3], np.int64), np.array(stride, np.int64))]
+    return ctx.node("Slice", [x] + names)
+
+
+def _place_at_offset(ctx, op: Op, values: str, offset: tuple[int, int], input_shape) -> str:
+    """Scatter per-window values back to their (offset) position in the input: a depthwise ConvTranspose with a one-hot kernel."""
+    channels = input_shape[1]
+    (kh, kw), stride, (ph, pw) = op.attrs["kernel_size"], op.attrs["stride"], op.attrs["padding"]
+    kernel = np.zeros((channels, 1, kh, kw), op.operands[0].type.dtype.numpy)
+    kernel[:, :, offset[0], offset[1]] = 1
+    out = _pooled_size(op)
+    extra = [input_shape[2 + a] - ((out[a] - 1) * stride[a] - 2 * (ph, pw)[a] + (kh, kw)[a]) for a in range(2)]
+    return ctx.node("ConvTranspose", [values, ctx.constant(kernel)], strides=list(stride), pads=[ph, pw, ph, pw], group=channels, output_padding=extra)
 
 
 @ONNX.register("tensor.max_pool2d_grad")
 def max_pool2d_grad(ctx, op: Op, inputs: list[str]) -> list[str]:
-    # route each window's cotangent to its argmax: a scatter-add into the flattened input
+    # dx = sum over kernel offsets of (g * [offset holds the window's first max]) placed back at that offset
     x, g = inputs
-    flat = ctx.constant(np.array([-1], np.int64))
-    zeros = ctx.node("Expand", [ctx.constant(np.array([0], op.result.type.dtype.numpy)), ctx.node("Shape", [ctx.node("Reshape", [x, flat])])])
-    indices = ctx.node("Reshape", [_argmax_indices(ctx, op, x), flat])
-    scattered = ctx.node("ScatterElements", [zeros, indices, ctx.node("Reshape", [g, flat])], axis=0, reduction="add")
-    return [ctx.node("Reshape", [scattered, ctx.node("Shape", [x])])]
+    parts = [_place_at_offset(ctx, op, ctx.node("Mul", [g, selected]), offset, op.operands[0].type.shape)
+             for offset, selected in _window_selections(ctx, op, x)]
+    return [ctx.node("Sum", parts)]
 
 
 @ONNX.register("tensor.max_pool2d_select")
 def max_pool2d_select(ctx, op: Op, inputs: list[str]) -> list[str]:
-    # c read at each window's argmax of x
+    # c read at each window's first max of x: sum over offsets of c's window element times the selection
     x, c = inputs
-    flat = ctx.constant(np.array([-1], np.int64))
-    indices = _argmax_indices(ctx, op, x)
-    picked = ctx.node("Gather", [ctx.node("Reshape", [c, flat]), ctx.node("Reshape", [indices, flat])], axis=0)
-    return [ctx.node("Reshape", [picked, ctx.node("Shape", [indices])])]
+    (ph, pw) = op.attrs["padding"]
+    padded = ctx.node("Pad", [c, ctx.constant(np.array([0, 0, ph, pw, 0, 0, ph, pw], np.int64))])
+    size = _pooled_size(op)
+    parts = [ctx.node("Mul", [_strided_slice(ctx, padded, offset, size, op.attrs["stride"]), selected])
+             for offset, selected in _window_selections(ctx, op, x)]
+    return [ctx.node("Sum", parts)]
 
 
 @ONNX.register("tensor.avg_pool2d_grad")

@@ -32,10 +32,12 @@ def test_cnn_inference_export_uses_native_ops_and_matches_numpy(tmp_path):
     onnx.checker.check_model(proto, full_check=True)
     types = {node.op_type for node in proto.graph.node}
     assert {"Conv", "MaxPool", "AveragePool"} <= types
-    x = np.random.default_rng(0).standard_normal((3, 1, 8, 8)).astype(np.float32)
-    expected = kiln.compile(model)(x)
-    np.testing.assert_allclose(ort.InferenceSession(path).run(None, {"input": x})[0], expected, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(ReferenceEvaluator(proto).run(None, {"input": x})[0], expected, rtol=1e-5, atol=1e-5)
+    session, reference, predict = ort.InferenceSession(path), ReferenceEvaluator(proto), kiln.compile(model)
+    for batch in (1, 3, 8):
+        x = np.random.default_rng(batch).standard_normal((batch, 1, 8, 8)).astype(np.float32)
+        expected = predict(x)
+        np.testing.assert_allclose(session.run(None, {"input": x})[0], expected, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(reference.run(None, {"input": x})[0], expected, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("stride, padding, dilation", [(1, 0, 1), (2, 1, 1), (1, 2, 2), (3, 1, 2)])
@@ -117,3 +119,36 @@ def test_tiny_gpt_sgd_training_in_onnxruntime_matches_numpy_for_50_steps():
     np.testing.assert_allclose(ort_losses, losses, rtol=1e-5)
     for name, value in params.items():
         np.testing.assert_allclose(ort_params[name], value, rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+@pytest.mark.parametrize("kernel, stride, padding", [(2, 2, 0), (3, 2, 1), (3, 1, 1)])
+def test_max_pool_gradients_lower_to_standard_onnx_ops(kernel, stride, padding):
+    require("onnxruntime")
+    from kiln.compiler.ir import Builder, Graph, TensorType
+
+    graph = Graph("pool")
+    x, c = (graph.add_input(TensorType(("N", 2, 7, 7), "f32"), name) for name in ("x", "c"))
+    b = Builder(graph)
+    settings = dict(kernel_size=(kernel, kernel), stride=(stride, stride), padding=(padding, padding))
+    pooled = b.max_pool2d(x, **settings)
+    graph.outputs = [b.max_pool2d_grad(x, b.mul(pooled, pooled), **settings), b.max_pool2d_select(x, c, **settings)]
+    rng = np.random.default_rng(kernel)
+    image = rng.integers(-3, 3, (3, 2, 7, 7)).astype(np.float32)  # few values: windows with tied maxima
+    report = kiln.parity(graph, [image, rng.standard_normal((3, 2, 7, 7)).astype(np.float32)], backends=["onnxruntime"])
+    assert report.ok, str(report)
+
+
+def test_cnn_training_step_file_resumes_on_both_backends(tmp_path):
+    require("onnxruntime")
+    model = cnn()
+    step = kiln.compile_train_step(model, F.cross_entropy, kiln.optim.SGD(model.parameters(), lr=0.05, momentum=0.9))
+    rng = np.random.default_rng(0)
+    data = [(rng.standard_normal((4, 1, 8, 8)).astype(np.float32), rng.integers(0, 10, 4)) for _ in range(10)]
+    for batch in data[:5]:
+        step(*batch)
+    path = str(tmp_path / "cnn_step.onnx")
+    kiln.export_onnx_train_step(step, path, batch_size=4)  # conv weight gradients import with a static batch
+    expected = [step(*batch) for batch in data[5:]]
+    for backend in ("numpy", "onnxruntime"):
+        resumed = kiln.load_onnx_train_step(path, backend=backend)
+        np.testing.assert_allclose([resumed(*batch) for batch in data[5:]], expected, rtol=1e-5)
