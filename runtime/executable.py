@@ -90,6 +90,6 @@ def _bind_dims(expected: TensorType, shape: tuple[int, ...], bound: dict[str, in
     for dim, size in zip(expected.shape, shape):
         if isinstance(dim, int) and dim != size:
             return "shape"
-        if isinstance(dim, str) and bound.setdefault(dim, size) != size:
+        if isinstance(dim, str) and "*" not in dim and bound.setdefault(dim, size) != size:
             return f"shape: {dim} is already {bound[dim]}"
     return None

@@ -38,7 +38,7 @@ from kiln.backends.numpy.lowering_losses import softmax_cross_entropy_into
 from kiln.backends.numpy.out_kernels import IN_PLACE, OUT_KERNELS, VIEWS
 from kiln.compiler.ir.core import Graph, Op, Value
 from kiln.compiler.ir.printer import assign_names, unique_name, print_graph
-from kiln.compiler.ir.types import TensorType
+from kiln.compiler.ir.types import TensorType, dim_factors, dim_value
 from kiln.compiler.ops.registry import has_trait
 from kiln.compiler.passes.plan_memory import MemoryPlan, Policy, Step, plan_memory
 
@@ -80,7 +80,7 @@ def _bind_symbols(graph: Graph, names: dict[Value, str]) -> list[str]:
     lines, seen = [], set()
     for value in graph.inputs:
         for axis, dim in enumerate(value.type.shape):
-            if isinstance(dim, str) and dim not in seen:
+            if isinstance(dim, str) and "*" not in dim and dim not in seen:  # products are computed from their symbols
                 seen.add(dim)
                 lines.append(f"    {symbol_variable(dim)} = {names[value]}.shape[{axis}]")
     return lines
@@ -112,7 +112,11 @@ def _mentions_symbol(value: Any) -> bool:
 
 
 def _dim_expression(item: Any) -> str:
-    return symbol_variable(item) if isinstance(item, str) else repr(item)
+    if not isinstance(item, str):
+        return repr(item)
+    factor, symbols = dim_factors(item)
+    terms = ([str(factor)] if factor != 1 else []) + [symbol_variable(symbol) for symbol in symbols]
+    return terms[0] if len(terms) == 1 else "(" + "*".join(terms) + ")"
 
 
 def symbol_variable(symbol: str) -> str:
@@ -304,7 +308,7 @@ def _allocator(buffers: list[TensorType], symbols: list[str]):
 
     def allocate(dims: tuple[int, ...]) -> tuple[np.ndarray, ...]:
         bound = dict(zip(symbols, dims))
-        return tuple(np.empty(tuple(bound.get(d, d) for d in t.shape), t.dtype.numpy) for t in buffers)
+        return tuple(np.empty(tuple(dim_value(d, bound) for d in t.shape), t.dtype.numpy) for t in buffers)
 
     return allocate
 

@@ -21,7 +21,7 @@ from kiln.backends.onnx.lowering import ONNX
 from kiln.compiler.errors import LoweringError
 from kiln.compiler.ir.core import Graph, Value, clone_graph
 from kiln.compiler.ir.printer import assign_names
-from kiln.compiler.ir.types import Dim, DType
+from kiln.compiler.ir.types import Dim, DType, dim_factors
 from kiln.compiler.ops.registry import lookup
 from kiln.compiler.passes.dce import DCE
 from kiln.compiler.passes.decompose import decompose_where
@@ -68,8 +68,16 @@ class ExportContext:
         """A 1-D int64 tensor holding ``shape``, reading symbolic dims from the inputs that carry them."""
         if all(isinstance(dim, int) for dim in shape):
             return self.constant(np.array(shape, np.int64))
-        parts = [self._symbol_tensor(dim) if isinstance(dim, str) else self.constant(np.array([dim], np.int64)) for dim in shape]
+        parts = [self._dim_tensor(dim) if isinstance(dim, str) else self.constant(np.array([dim], np.int64)) for dim in shape]
         return self.node("Concat", parts, axis=0)
+
+    def _dim_tensor(self, dim: str) -> str:
+        """A one-element int64 tensor holding a symbolic dim: a symbol, or a product (``5*N``) of them."""
+        factor, symbols = dim_factors(dim)
+        tensor = self._symbol_tensor(symbols[0])
+        for symbol in symbols[1:]:
+            tensor = self.node("Mul", [tensor, self._symbol_tensor(symbol)])
+        return tensor if factor == 1 else self.node("Mul", [tensor, self.constant(np.array([factor], np.int64))])
 
     def _symbol_tensor(self, symbol: str) -> str:
         if symbol not in self.symbol_tensors:

@@ -55,7 +55,7 @@ _TOKEN_PATTERNS = (
 )
 _TOKEN = re.compile("|".join(f"(?P<{kind}>{pattern})" for kind, pattern in _TOKEN_PATTERNS))
 _INTEGER = re.compile(r"-?[0-9]+")
-_DIM = re.compile(r"[0-9]+|[A-Za-z_][A-Za-z0-9_]*")
+_DIM = re.compile(r"[0-9]+|([0-9]+\*)?[A-Za-z_][A-Za-z0-9_]*(\*[A-Za-z_][A-Za-z0-9_]*)*")
 _KEYWORD_KINDS = ("punct", "word")
 _SCALAR_HINT = "a number, true or false"
 _ATTR_HINT = "an attribute value: a number, a \"string\", true/false, a dtype, a [list] or dense<...>"
@@ -299,8 +299,8 @@ class _Parser:
 
     def dim(self, text: str, offset: int) -> Dim:
         if not _DIM.fullmatch(text):
-            raise self.source.error(offset, f"bad dim '{text}': a dim is an int >= 0 or a symbol without the letter x, like N")
-        return int(text) if text[0].isdigit() else text
+            raise self.source.error(offset, f"bad dim '{text}': a dim is an int >= 0, a symbol without the letter x like N, or a product like 5*N")
+        return int(text) if text.isdigit() else text
 
     # Ops: %r = "dialect.op"(%a, %b) {attrs} : (types) -> type.
 

@@ -17,6 +17,8 @@ from kiln.compiler.errors import ShapeError
 
 Dim = Union[int, str]
 _SYMBOL = re.compile(r"[A-Za-wyz_][A-Za-wyz0-9_]*")
+_PRODUCT = re.compile(rf"([0-9]+\*)?{_SYMBOL.pattern}(\*{_SYMBOL.pattern})*")
+"""A symbolic dim: a symbol (``N``) or a product of symbols with an optional integer factor (``5*N``, ``N*T``)."""
 
 
 class DType(enum.Enum):
@@ -87,12 +89,13 @@ class TensorType:
         object.__setattr__(self, "shape", tuple(self.shape))
         object.__setattr__(self, "dtype", DType.of(self.dtype))
         for dim in self.shape:
-            if isinstance(dim, str) and _SYMBOL.fullmatch(dim):
+            if isinstance(dim, str) and _PRODUCT.fullmatch(dim) and dim_product((dim,)) == dim:
                 continue
             if isinstance(dim, bool) or not isinstance(dim, int) or dim < 0:
                 raise ShapeError(
-                    f"bad dim {dim!r} in shape {self.shape}: dims are ints >= 0 or symbol names "
-                    "(identifiers without the letter 'x', which separates dims in the text form, e.g. 'N')"
+                    f"bad dim {dim!r} in shape {self.shape}: dims are ints >= 0, symbol names (identifiers without "
+                    "the letter 'x', which separates dims in the text form, e.g. 'N') or their products in "
+                    "canonical form ('5*N', 'N*T': the factor first, symbols sorted)"
                 )
 
     @property
@@ -105,7 +108,11 @@ class TensorType:
 
     @property
     def symbols(self) -> tuple[str, ...]:
-        return tuple(dim for dim in self.shape if isinstance(dim, str))
+        """The symbols the shape mentions, each once, products taken apart (``5*N`` mentions ``N``)."""
+        found: list[str] = []
+        for dim in self.shape:
+            found += [name for name in dim_factors(dim)[1] if name not in found]
+        return tuple(found)
 
     def with_shape(self, shape: tuple[Dim, ...]) -> "TensorType":
         return TensorType(shape, self.dtype)
@@ -151,3 +158,33 @@ def normalize_axes(axes: int | tuple[int, ...] | list[int] | None, rank: int) ->
     if len(normalized) != len(tuple(axes)):
         raise ShapeError(f"repeated axis in {tuple(axes)}")
     return normalized
+
+
+def dim_factors(dim: Dim) -> tuple[int, tuple[str, ...]]:
+    """``(integer factor, symbols)`` of a dim: ``5*N*T`` -> ``(5, ("N", "T"))``, ``7`` -> ``(7, ())``."""
+    if isinstance(dim, int):
+        return dim, ()
+    parts = dim.split("*")
+    if parts[0].isdigit():
+        return int(parts[0]), tuple(parts[1:])
+    return 1, tuple(parts)
+
+
+def dim_product(dims: "tuple[Dim, ...] | list[Dim]") -> Dim:
+    """The product of dims, symbolic ones kept as a canonical product (``(N, 5)`` -> ``5*N``)."""
+    factor, symbols = 1, []
+    for dim in dims:
+        dim_factor, dim_symbols = dim_factors(dim)
+        factor *= dim_factor
+        symbols += dim_symbols
+    if not symbols or factor == 0:
+        return factor
+    return "*".join(([str(factor)] if factor != 1 else []) + sorted(symbols))
+
+
+def dim_value(dim: Dim, bindings: "dict[str, int]", default: int | None = None) -> int:
+    """A dim's size once its symbols are bound (``default`` for unbound ones, else a KeyError)."""
+    factor, symbols = dim_factors(dim)
+    for name in symbols:
+        factor *= bindings[name] if default is None else bindings.get(name, default)
+    return factor

@@ -6,11 +6,10 @@ all) and ``keepdims``; movement ops change layout, not values.
 
 from __future__ import annotations
 
-import math
 import numpy as np
 
 from kiln.compiler.errors import ShapeError
-from kiln.compiler.ir.types import DType, Dim, TensorType, broadcast_shapes, format_shape, normalize_axes
+from kiln.compiler.ir.types import DType, Dim, TensorType, broadcast_shapes, dim_factors, dim_product, format_shape, normalize_axes
 from kiln.compiler.ops.registry import register_op
 
 UNARY_ELEMENTWISE = ("neg", "exp", "log", "tanh", "sigmoid", "relu", "sqrt")
@@ -133,34 +132,29 @@ def reshape_shape(x: TensorType, *, shape: tuple[Dim, ...]) -> TensorType:
 
 
 def resolve_reshape(source: tuple[Dim, ...], target: tuple[Dim, ...]) -> tuple[Dim, ...]:
-    """Fill in one ``-1`` in ``target`` and check the element counts agree, symbols included."""
-    source_ints, source_symbols = _split_dims(source)
-    known = tuple(d for d in target if d != -1)
-    target_ints, target_symbols = _split_dims(known)
-    holes = len(target) - len(known)
+    """Fill in one ``-1`` in ``target`` and check the element counts agree, symbols included.
+
+    A ``-1`` over symbolic dims becomes their product: ``(N, 5, 11) -> (-1, 11)`` gives ``(5*N, 11)``.
+    """
     problem = f"cannot reshape {format_shape(source)} to {format_shape(target)}"
-    if holes > 1:
+    known = tuple(d for d in target if d != -1)
+    if len(target) - len(known) > 1:
         raise ShapeError(f"{problem}: at most one dim may be -1")
+    source_factor, source_symbols = dim_factors(dim_product(source))
+    target_factor, target_symbols = dim_factors(dim_product(known))
     leftover = list(source_symbols)
     for symbol in target_symbols:
         if symbol not in leftover:
             raise ShapeError(f"{problem}: symbol {symbol} is not a dim of the source")
         leftover.remove(symbol)
-    if holes == 0:
-        if leftover or source_ints != target_ints:
+    if len(known) == len(target):
+        if leftover or source_factor != target_factor:
             raise ShapeError(f"{problem}: element counts differ")
         return target
-    if target_ints == 0 or source_ints % target_ints:
-        raise ShapeError(f"{problem}: {source_ints} elements do not divide into {target_ints}")
-    quotient = source_ints // target_ints
-    if len(leftover) > 1 or (leftover and quotient != 1):
-        raise ShapeError(f"{problem}: the -1 dim would be a product of symbols; name it explicitly")
-    filled: Dim = leftover[0] if leftover else quotient
+    if target_factor == 0 or source_factor % target_factor:
+        raise ShapeError(f"{problem}: {source_factor} elements do not divide into {target_factor}")
+    filled = dim_product([source_factor // target_factor, *leftover])
     return tuple(filled if d == -1 else d for d in target)
-
-
-def _split_dims(dims: tuple[Dim, ...]) -> tuple[int, list[str]]:
-    return math.prod(d for d in dims if isinstance(d, int)), [d for d in dims if isinstance(d, str)]
 
 
 @register_op("tensor.transpose", traits={"movement"}, perm=None)

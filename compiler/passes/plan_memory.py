@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable
 
 from kiln.compiler.ir.core import Graph, Op, Value
-from kiln.compiler.ir.types import TensorType
+from kiln.compiler.ir.types import TensorType, dim_value
 from kiln.compiler.ops.fused import sub_op_attrs
 from kiln.compiler.ops.registry import has_trait, infer_types
 from kiln.compiler.passes.manager import Pass, register_pass
@@ -267,7 +267,7 @@ def _release(plan: MemoryPlan, index: int, step: Step, free: dict[TensorType, li
 
 
 def type_bytes(type: TensorType, symbols: dict[str, int]) -> int:
-    dims = [symbols.get(d, 1) if isinstance(d, str) else d for d in type.shape]
+    dims = [dim_value(d, symbols, default=1) for d in type.shape]
     return math.prod(dims) * type.dtype.numpy.itemsize
 
 
