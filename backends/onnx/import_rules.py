@@ -95,9 +95,15 @@ for _type, (_op, _fn) in _BINARY.items():
 @onnx_op("Div")
 def div(ctx: ImportContext, node: Any, inputs: list[Any]) -> list[Any]:
     x, y = inputs
-    if _dtype_of(ctx, x).is_int:
-        raise OnnxImportError("integer Div (truncating) has no kiln op; cast to float first")
-    return [ctx.op("tensor.div", x, y)]
+    if all(_plain_known(i) for i in inputs):  # shape arithmetic stays static; integers truncate toward zero
+        a, b = (as_array(i, "Div") for i in inputs)
+        return [np.fix(np.true_divide(a, b)).astype(a.dtype) if a.dtype.kind in "iu" else np.divide(a, b)]
+    dtype = _dtype_of(ctx, x)
+    if not dtype.is_int:
+        return [ctx.op("tensor.div", x, y)]
+    # integer Div truncates toward zero: divide in f64 (exact below 2**53), cast back (casts truncate)
+    quotient = ctx.op("tensor.div", ctx.op("tensor.cast", x, dtype="f64"), ctx.op("tensor.cast", y, dtype="f64"))
+    return [ctx.op("tensor.cast", quotient, dtype=dtype)]
 
 
 def _dtype_of(ctx: ImportContext, item: Any):
@@ -112,21 +118,23 @@ def power(ctx: ImportContext, node: Any, inputs: list[Any]) -> list[Any]:
     return [ctx.op("tensor.pow", base, exponent)]
 
 
-def _variadic(kiln_op: str):
+def _variadic(kiln_op: str, numpy_fn: Any):
     def handle(ctx: ImportContext, node: Any, inputs: list[Any]) -> list[Any]:
+        if all(_plain_known(i) for i in inputs):  # shape arithmetic stays static
+            return [fold(numpy_fn, [as_array(i, node.op_type) for i in inputs])]
         return [fold(lambda a, b: ctx.op(kiln_op, a, b), [ctx.value(i) for i in inputs])]
 
     return handle
 
 
-onnx_op("Max")(_variadic("tensor.maximum"))
-onnx_op("Min")(_variadic("tensor.minimum"))
-onnx_op("Sum")(_variadic("tensor.add"))
+onnx_op("Max")(_variadic("tensor.maximum", np.maximum))
+onnx_op("Min")(_variadic("tensor.minimum", np.minimum))
+onnx_op("Sum")(_variadic("tensor.add", np.add))
 
 
 @onnx_op("Mean")
 def mean(ctx: ImportContext, node: Any, inputs: list[Any]) -> list[Any]:
-    total = _variadic("tensor.add")(ctx, node, inputs)[0]
+    total = ctx.value(_variadic("tensor.add", np.add)(ctx, node, inputs)[0])
     return [ctx.op("tensor.div", total, np.array(len(inputs), total.type.dtype.numpy))]
 
 
@@ -527,6 +535,8 @@ def layer_normalization(ctx: ImportContext, node: Any, inputs: list[Any]) -> lis
 
 @onnx_op("Slice")
 def slice_(ctx: ImportContext, node: Any, inputs: list[Any]) -> list[Any]:
+    if _plain_known(inputs[0]) and all(_plain_known(i) for i in inputs[1:] if i is not None):
+        return [_static_slice(inputs)]
     x = ctx.value(inputs[0])
     starts, ends = (as_array(i, "Slice bounds").reshape(-1) for i in inputs[1:3])
     axes = as_array(inputs[3], "Slice axes").reshape(-1) if _optional(inputs, 3) is not None else np.arange(len(starts))
@@ -541,6 +551,18 @@ def slice_(ctx: ImportContext, node: Any, inputs: list[Any]) -> list[Any]:
         begin, stop, _ = slice(int(start), int(end), int(step)).indices(size)
         x = ctx.op("tensor.slice", x, axis=axis, start=begin, stop=max(begin, stop), step=int(step))
     return [x]
+
+
+def _static_slice(inputs: list[Any]) -> np.ndarray:
+    """Slice of a known array (shape arithmetic), numpy's slicing semantics, negative steps included."""
+    data = as_array(inputs[0], "Slice data")
+    starts, ends = (as_array(i, "Slice bounds").reshape(-1) for i in inputs[1:3])
+    axes = as_array(inputs[3], "Slice axes").reshape(-1) if _optional(inputs, 3) is not None else range(len(starts))
+    steps = as_array(inputs[4], "Slice steps").reshape(-1) if _optional(inputs, 4) is not None else [1] * len(starts)
+    index = [slice(None)] * data.ndim
+    for start, end, axis, step in zip(starts, ends, axes, steps):
+        index[int(axis)] = slice(int(start), int(end), int(step))  # Python's clamping is ONNX's
+    return data[tuple(index)]
 
 
 @onnx_op("Pad")
