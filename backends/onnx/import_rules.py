@@ -543,14 +543,20 @@ def slice_(ctx: ImportContext, node: Any, inputs: list[Any]) -> list[Any]:
     steps = as_array(inputs[4], "Slice steps").reshape(-1) if _optional(inputs, 4) is not None else np.ones(len(starts), np.int64)
     for start, end, axis, step in zip(starts, ends, axes, steps):
         axis = int(axis) % x.type.rank
-        if step < 1:
-            raise _refuse(node, f"with step {step} (only positive steps)")
         size = x.type.shape[axis]
         if isinstance(size, str):
             raise _refuse(node, f"along the symbolic dim {size}")
+        if step < 1:  # backwards: gather the positions Python's slicing picks
+            x = _take_positions(ctx, x, axis, np.arange(size)[int(start) : int(end) : int(step)])
+            continue
         begin, stop, _ = slice(int(start), int(end), int(step)).indices(size)
         x = ctx.op("tensor.slice", x, axis=axis, start=begin, stop=max(begin, stop), step=int(step))
     return [x]
+
+
+def _take_positions(ctx: ImportContext, x: Value, axis: int, positions: np.ndarray) -> Value:
+    """``x`` re-indexed along ``axis`` by static positions (reversal, edge/reflect/wrap padding)."""
+    return ctx.op("tensor.take", x, np.asarray(positions, np.int64), axis=axis)
 
 
 def _static_slice(inputs: list[Any]) -> np.ndarray:
@@ -569,8 +575,8 @@ def _static_slice(inputs: list[Any]) -> np.ndarray:
 def pad(ctx: ImportContext, node: Any, inputs: list[Any]) -> list[Any]:
     attrs = attributes(node)
     mode = _text(attrs, "mode", "constant")
-    if mode != "constant":
-        raise _refuse(node, f"mode {mode!r} (only constant)")
+    if mode not in PAD_MODES:
+        raise _refuse(node, f"mode {mode!r}")
     x = ctx.value(inputs[0])
     pads = as_array(inputs[1], "Pad pads").reshape(-1).tolist()
     value = float(as_array(inputs[2], "Pad value").reshape(-1)[0]) if _optional(inputs, 2) is not None else 0.0
@@ -580,15 +586,41 @@ def pad(ctx: ImportContext, node: Any, inputs: list[Any]) -> list[Any]:
         low[axis % x.type.rank], high[axis % x.type.rank] = pads[k], pads[k + len(axes)]
     if min(low + high) < 0:
         raise _refuse(node, f"with negative pads {pads} (cropping)")
+    if mode != "constant":
+        for axis in range(x.type.rank):
+            if low[axis] or high[axis]:
+                x = _take_positions(ctx, x, axis, PAD_MODES[mode](np.arange(-low[axis], x.type.shape[axis] + high[axis]), x.type.shape[axis]))
+        return [x]
     return [ctx.op("tensor.pad", x, low=tuple(low), high=tuple(high), interior=(0,) * x.type.rank, value=value)]
+
+
+def _reflect(positions: np.ndarray, size: int) -> np.ndarray:
+    period = 2 * (size - 1) or 1
+    folded = np.abs(positions) % period
+    return np.where(folded >= size, period - folded, folded)
+
+
+PAD_MODES = {
+    "constant": None,
+    "edge": lambda positions, size: np.clip(positions, 0, size - 1),  # repeat the border element
+    "reflect": _reflect,  # mirror without repeating the border
+    "wrap": lambda positions, size: positions % size,  # periodic
+}
+"""How each Pad mode maps a padded position to a source position (``constant`` uses the pad op)."""
 
 
 @onnx_op("ArgMax")
 def argmax(ctx: ImportContext, node: Any, inputs: list[Any]) -> list[Any]:
     attrs = attributes(node)
-    if attrs.get("select_last_index", 0):
-        raise _refuse(node, "with select_last_index=1")
-    return [ctx.op("tensor.argmax", inputs[0], axis=attrs.get("axis", 0), keepdims=bool(attrs.get("keepdims", 1)))]
+    x, axis, keepdims = ctx.value(inputs[0]), attributes(node).get("axis", 0), bool(attrs.get("keepdims", 1))
+    if not attrs.get("select_last_index", 0):
+        return [ctx.op("tensor.argmax", x, axis=axis, keepdims=keepdims)]
+    # the last largest: the first largest of the reversed axis, counted from the end
+    size = x.type.shape[axis % x.type.rank]
+    if isinstance(size, str):
+        raise _refuse(node, f"with select_last_index=1 along the symbolic dim {size}")
+    reversed_x = _take_positions(ctx, x, axis % x.type.rank, np.arange(size)[::-1])
+    return [ctx.op("tensor.sub", np.array(size - 1, np.int64), ctx.op("tensor.argmax", reversed_x, axis=axis, keepdims=keepdims))]
 
 
 @onnx_op("Trilu")
