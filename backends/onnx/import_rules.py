@@ -481,34 +481,91 @@ def conv_transpose(ctx: ImportContext, node: Any, inputs: list[Any]) -> list[Any
     return [_add_channel_bias(ctx, out, inputs)]
 
 
-def _pool_settings(node: Any, attrs: dict, x: Value) -> dict:
-    if attrs.get("ceil_mode", 0) or any(d != 1 for d in attrs.get("dilations", (1, 1))) or attrs.get("storage_order", 0):
-        raise _refuse(node, "with ceil_mode, dilations or storage_order")
+def _explicit_pads(node: Any, attrs: dict, sizes: tuple[int, ...], kernel: tuple[int, ...], stride: tuple[int, ...], dilation: tuple[int, ...]) -> list[tuple[int, int]]:
+    """(begin, end) padding per spatial axis, auto_pad resolved (SAME_UPPER puts the odd cell at the end)."""
+    auto_pad = _text(attrs, "auto_pad", "NOTSET")
+    rank = len(sizes)
+    if auto_pad == "VALID":
+        return [(0, 0)] * rank
+    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        pads = []
+        for size, k, s, d in zip(sizes, kernel, stride, dilation):
+            total = max((-(-size // s) - 1) * s + (k - 1) * d + 1 - size, 0)
+            small = total // 2
+            pads.append((small, total - small) if auto_pad == "SAME_UPPER" else (total - small, small))
+        return pads
+    flat = list(attrs.get("pads", [0] * 2 * rank))
+    return list(zip(flat[:rank], flat[rank:]))
+
+
+def _ceil_extra(size: int, k: int, s: int, begin: int, end: int) -> int:
+    """Cells to add at the end for ceil_mode; a last window starting in the end padding is dropped (ONNX, PyTorch)."""
+    out = -(-(size + begin + end - k) // s) + 1
+    if (out - 1) * s >= size + begin:
+        out -= 1
+    return max(0, (out - 1) * s + k - (size + begin + end))
+
+
+def _pool(ctx: ImportContext, node: Any, x: Value, kind: str) -> Value:
+    attrs = attributes(node)
+    if any(d != 1 for d in attrs.get("dilations", ())) or attrs.get("storage_order", 0):
+        raise _refuse(node, "with dilations or storage_order")
     kernel = tuple(attrs["kernel_shape"])
-    if len(kernel) != 2:
-        raise _refuse(node, f"with a {len(kernel)}-D window (only 2-D)")
-    padding = _symmetric_2d(node, attrs, x)
-    if any(2 * p > k for p, k in zip(padding, kernel)):
-        raise _refuse(node, f"with pads {padding} over half the window {kernel}")
-    return {"kernel_size": kernel, "stride": tuple(attrs.get("strides", (1, 1))), "padding": padding}
+    if len(kernel) not in (1, 2) or x.type.rank != len(kernel) + 2:
+        raise _refuse(node, f"with a {len(kernel)}-D window (only 1-D and 2-D)")
+    if len(kernel) == 1:  # 1-D as 2-D over a height of 1
+        flat = ctx.op("tensor.reshape", x, shape=x.type.shape[:2] + (1,) + x.type.shape[2:])
+        one_d = {**attrs, "kernel_shape": (1,) + kernel, "strides": (1,) + tuple(attrs.get("strides", (1,))),
+                 "pads": _pads_2d_from_1d(attrs.get("pads"))}
+        pooled = _pool_2d(ctx, node, flat, kind, one_d)
+        return ctx.op("tensor.reshape", pooled, shape=pooled.type.shape[:2] + pooled.type.shape[3:])
+    return _pool_2d(ctx, node, x, kind, attrs)
+
+
+def _pads_2d_from_1d(pads: Any) -> tuple[int, ...]:
+    begin, end = tuple(pads) if pads else (0, 0)
+    return (0, begin, 0, end)
+
+
+def _pool_2d(ctx: ImportContext, node: Any, x: Value, kind: str, attrs: dict) -> Value:
+    kernel, stride = tuple(attrs["kernel_shape"]), tuple(attrs.get("strides", (1, 1)))
+    sizes = x.type.shape[2:]
+    pads = _explicit_pads(node, attrs, sizes, kernel, stride, (1, 1))
+    extra = [_ceil_extra(sizes[a], kernel[a], stride[a], *pads[a]) if attrs.get("ceil_mode", 0) else 0 for a in range(2)]
+    symmetric = all(b == e and 2 * b <= k for (b, e), k in zip(pads, kernel)) and not any(extra)
+    excluded = kind == "avg" and any(b or e for b, e in pads) and not attrs.get("count_include_pad", 0)
+    if symmetric and not excluded:
+        op = "tensor.max_pool2d" if kind == "max" else "tensor.avg_pool2d"
+        return ctx.op(op, x, kernel_size=kernel, stride=stride, padding=(pads[0][0], pads[1][0]))
+    return _padded_pool(ctx, x, kind, kernel, stride, pads, extra, bool(attrs.get("count_include_pad", 0)))
+
+
+def _padded_pool(ctx: ImportContext, x: Value, kind: str, kernel, stride, pads, extra, count_pads: bool) -> Value:
+    """Pools with padding kiln's ops cannot express: pad explicitly, pool unpadded; averages divide by a pooled mask."""
+    dtype = x.type.dtype.numpy
+    low = (0, 0, pads[0][0], pads[1][0])
+    high = (0, 0, pads[0][1] + extra[0], pads[1][1] + extra[1])
+    fill = -np.inf if kind == "max" else 0.0
+    padded = ctx.op("tensor.pad", x, low=low, high=high, interior=(0,) * 4, value=fill)
+    settings = dict(kernel_size=kernel, stride=stride, padding=(0, 0))
+    if kind == "max":
+        return ctx.op("tensor.max_pool2d", padded, **settings)
+    ones = ctx.op("tensor.broadcast_to", np.array(1, dtype), shape=x.type.shape)
+    counted = ctx.op("tensor.pad", ones, low=low, high=(0, 0, pads[0][1], pads[1][1]), interior=(0,) * 4, value=1.0 if count_pads else 0.0)
+    mask = ctx.op("tensor.pad", counted, low=(0,) * 4, high=(0, 0, extra[0], extra[1]), interior=(0,) * 4, value=0.0)
+    return ctx.op("tensor.div", ctx.op("tensor.avg_pool2d", padded, **settings), ctx.op("tensor.avg_pool2d", mask, **settings))
 
 
 @onnx_op("MaxPool")
 def max_pool(ctx: ImportContext, node: Any, inputs: list[Any]) -> list[Any]:
     if len(node.output) > 1 and node.output[1]:
         raise _refuse(node, "with an Indices output")
-    x = ctx.value(inputs[0])
-    return [ctx.op("tensor.max_pool2d", x, **_pool_settings(node, attributes(node), x))]
+    return [_pool(ctx, node, ctx.value(inputs[0]), "max")]
 
 
 @onnx_op("AveragePool")
 def average_pool(ctx: ImportContext, node: Any, inputs: list[Any]) -> list[Any]:
-    attrs = attributes(node)
-    x = ctx.value(inputs[0])
-    settings = _pool_settings(node, attrs, x)
-    if any(settings["padding"]) and not attrs.get("count_include_pad", 0):
-        raise _refuse(node, "excluding padding from the count (count_include_pad=0) over padded windows")
-    return [ctx.op("tensor.avg_pool2d", x, **settings)]
+    return [_pool(ctx, node, ctx.value(inputs[0]), "avg")]
 
 
 @onnx_op("Gelu")
