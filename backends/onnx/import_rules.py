@@ -448,17 +448,40 @@ def _symmetric_2d(node: Any, attrs: dict, x: Value) -> tuple[int, int]:
 def conv(ctx: ImportContext, node: Any, inputs: list[Any]) -> list[Any]:
     attrs = attributes(node)
     x, weight = ctx.value(inputs[0]), ctx.value(inputs[1])
-    padding = _symmetric_2d(node, attrs, x)
-    out = ctx.op("tensor.conv2d", x, weight, stride=tuple(attrs.get("strides", (1, 1))), padding=padding,
-                 dilation=tuple(attrs.get("dilations", (1, 1))), groups=attrs.get("group", 1))
+    if x.type.rank == 3:  # 1-D as 2-D over a height of 1
+        x2 = ctx.op("tensor.reshape", x, shape=x.type.shape[:2] + (1,) + x.type.shape[2:])
+        w2 = ctx.op("tensor.reshape", weight, shape=weight.type.shape[:2] + (1,) + weight.type.shape[2:])
+        out = _conv_2d(ctx, node, _attrs_2d_from_1d(attrs), x2, w2)
+        out = ctx.op("tensor.reshape", out, shape=out.type.shape[:2] + out.type.shape[3:])
+    else:
+        out = _conv_2d(ctx, node, attrs, x, weight)
     return [_add_channel_bias(ctx, out, inputs)]
+
+
+def _attrs_2d_from_1d(attrs: dict) -> dict:
+    """A 1-D window's attributes for the same op over a height of 1."""
+    begin, end = tuple(attrs.get("pads", (0, 0)))
+    return {**attrs, "strides": (1,) + tuple(attrs.get("strides", (1,))), "dilations": (1,) + tuple(attrs.get("dilations", (1,))),
+            "pads": (0, begin, 0, end), **({"kernel_shape": (1,) + tuple(attrs["kernel_shape"])} if "kernel_shape" in attrs else {})}
+
+
+def _conv_2d(ctx: ImportContext, node: Any, attrs: dict, x: Value, weight: Value) -> Value:
+    """conv2d, with padding it cannot express (auto_pad SAME_*, asymmetric) applied as an explicit zero pad first."""
+    if x.type.rank != 4:
+        raise _refuse(node, f"on rank-{x.type.rank} input (only 1-D and 2-D)")
+    stride, dilation = tuple(attrs.get("strides", (1, 1))), tuple(attrs.get("dilations", (1, 1)))
+    pads = _explicit_pads(node, attrs, x.type.shape[2:], weight.type.shape[2:], stride, dilation)
+    if any(b != e for b, e in pads):
+        x = ctx.op("tensor.pad", x, low=(0, 0, pads[0][0], pads[1][0]), high=(0, 0, pads[0][1], pads[1][1]), interior=(0,) * 4, value=0.0)
+        pads = [(0, 0), (0, 0)]
+    return ctx.op("tensor.conv2d", x, weight, stride=stride, padding=(pads[0][0], pads[1][0]), dilation=dilation, groups=attrs.get("group", 1))
 
 
 def _add_channel_bias(ctx: ImportContext, out: Value, inputs: list[Any]) -> Value:
     bias = _optional(inputs, 2)
     if bias is None:
         return out
-    return ctx.op("tensor.add", out, ctx.op("tensor.reshape", bias, shape=(1, out.type.shape[1], 1, 1)))
+    return ctx.op("tensor.add", out, ctx.op("tensor.reshape", bias, shape=(1, out.type.shape[1]) + (1,) * (out.type.rank - 2)))
 
 
 @onnx_op("ConvTranspose")
@@ -688,11 +711,11 @@ def trilu(ctx: ImportContext, node: Any, inputs: list[Any]) -> list[Any]:
 
 @onnx_op("ScatterElements")
 def scatter_elements(ctx: ImportContext, node: Any, inputs: list[Any]) -> list[Any]:
-    # out = data + sum_i onehot(indices_i) * updates_i along axis (reduction="add" only)
+    # add: out = data + sum_i onehot(indices_i) * updates_i along axis; none: the update where written
     attrs = attributes(node)
     reduction = _text(attrs, "reduction", "none")
-    if reduction != "add":
-        raise _refuse(node, f"with reduction={reduction!r} (only add)")
+    if reduction not in ("add", "none"):
+        raise _refuse(node, f"with reduction={reduction!r} (only none and add)")
     data, indices, updates = (ctx.value(i) for i in inputs)
     axis = attrs.get("axis", 0) % data.type.rank
     if any(a != b for i, (a, b) in enumerate(zip(indices.type.shape, data.type.shape)) if i != axis):
@@ -700,4 +723,9 @@ def scatter_elements(ctx: ImportContext, node: Any, inputs: list[Any]) -> list[A
     size = data.type.shape[axis]
     hot = ctx.op("tensor.one_hot", _int64_labels(ctx, indices, size), num_classes=size, dtype=data.type.dtype)
     summed = ctx.op("tensor.reduce_sum", ctx.op("tensor.mul", hot, ctx.op("tensor.reshape", updates, shape=updates.type.shape + (1,))), axes=(axis,))
-    return [ctx.op("tensor.add", data, _classes_to_axis(ctx, summed, axis))]
+    scattered = _classes_to_axis(ctx, summed, axis)
+    if reduction == "add":
+        return [ctx.op("tensor.add", data, scattered)]
+    # none: written positions take the update (ONNX leaves duplicate indices undefined), the rest keep data
+    hit = _classes_to_axis(ctx, ctx.op("tensor.reduce_max", hot, axes=(axis,)), axis)
+    return [ctx.op("tensor.where", ctx.op("tensor.greater", hit, np.array(0, data.type.dtype.numpy)), scattered, data)]
