@@ -149,6 +149,12 @@ def _inside_kiln(filename: str) -> bool:
 
 def trace(fn: Callable[..., Any], *specs: TensorSpec, name: str | None = None) -> Graph:
     """Trace ``fn`` (a function or a Module) on symbolic inputs of the given specs; returns the Graph."""
+    return trace_context(fn, *specs, name=name).graph
+
+
+def trace_context(fn: Callable[..., Any], *specs: TensorSpec, name: str | None = None, what: str = "the traced function's result") -> TraceContext:
+    """Trace ``fn`` and return the finished context: the graph, the parameters it read (the graph inputs after
+    the specs, in ``context.parameters`` order), buffer updates and the seed input, for callers that feed them."""
     from kiln.frontend.tensor import Tensor
 
     graph_name = name or getattr(fn, "__name__", None) or type(fn).__name__
@@ -156,8 +162,8 @@ def trace(fn: Callable[..., Any], *specs: TensorSpec, name: str | None = None) -
         _name_parameters(context, fn)
         inputs = [Tensor(context.graph.add_input(spec.type, input_name)) for spec, input_name in zip(specs, input_names(fn, len(specs)))]
         result = fn(*inputs)
-        context.graph.outputs = [as_value(item, "the traced function's result") for item in flatten_outputs(result)]
-    return context.graph
+        context.graph.outputs = [as_value(item, what) for item in flatten_outputs(result)]
+    return context
 
 
 def _name_parameters(context: TraceContext, fn: Any) -> None:
@@ -197,4 +203,4 @@ def as_value(item: Any, what: str) -> Value:
     return item.value
 
 
-__all__ = ["SourceLocation", "TensorSpec", "TraceContext", "trace", "user_location"]
+__all__ = ["SourceLocation", "TensorSpec", "TraceContext", "trace", "trace_context", "user_location"]

@@ -16,8 +16,7 @@ from kiln.compiler.errors import KilnError
 from kiln.compiler.ir.core import Graph
 from kiln.compiler.passes.manager import PassManager
 from kiln.frontend.module import Parameter
-from kiln.frontend.tensor import Tensor
-from kiln.frontend.trace import TraceContext, as_value, flatten_outputs, input_names
+from kiln.frontend.trace import trace_context
 from kiln.runtime.executable import Executable
 from kiln.runtime.train_step import DEFAULT_PIPELINE, batch_specs
 
@@ -59,16 +58,8 @@ class CompiledFunction:
         return list(self.variants.values())[-1].graph
 
     def _compile(self, arrays: list[np.ndarray]) -> _Variant:
-        with TraceContext(getattr(self.fn, "__name__", type(self.fn).__name__)) as context:
-            named = getattr(self.fn, "named_parameters", None)
-            if callable(named):
-                context.parameter_names.update({id(p): name for name, p in named()})
-            specs = batch_specs(arrays)
-            names = input_names(self.fn, len(specs))
-            inputs = [Tensor(context.graph.add_input(spec.type, name)) for spec, name in zip(specs, names)]
-            result = self.fn(*inputs)
-            context.graph.outputs = [as_value(item, "the compiled function's result") for item in flatten_outputs(result)]
-            context.graph.outputs += [value for _, value in context.buffer_updates.values()]
+        context = trace_context(self.fn, *batch_specs(arrays), what="the compiled function's result")
+        context.graph.outputs += [value for _, value in context.buffer_updates.values()]
         PassManager(self.pipeline).run(context.graph)
         if context.seed_input is not None:
             raise KilnError(
