@@ -21,9 +21,9 @@ import numpy as np
 
 from kiln.backends import get_backend
 from kiln.compiler.autodiff.differentiate import AutodiffError, differentiate
-from kiln.compiler.ir.types import DType, TensorType
+from kiln.compiler.ir.types import DType
 from kiln.frontend.tensor import Tensor
-from kiln.frontend.trace import TraceContext, as_value, flatten_outputs
+from kiln.frontend.trace import TensorSpec, TraceContext, trace_context
 from kiln.runtime.executable import Executable
 
 
@@ -68,10 +68,8 @@ class GradFunction:
         return (outputs[0], result) if self.with_value else result
 
     def _compile(self, arrays: Sequence[np.ndarray]) -> tuple[Executable, list[Any]]:
-        with TraceContext(f"grad_{getattr(self.fn, '__name__', 'fn')}") as context:
-            inputs = [Tensor(context.graph.add_input(TensorType(a.shape, DType.of(a.dtype)), f"x{i}")) for i, a in enumerate(arrays)]
-            result = self.trace_into(*inputs)
-            context.graph.outputs = [as_value(item, "kiln.grad's result") for item in flatten_outputs(result)]
+        specs = [TensorSpec(a.shape, DType.of(a.dtype)) for a in arrays]
+        context = trace_context(self.trace_into, *specs, name=self.__name__, what="kiln.grad's result")
         return get_backend(self.backend).compile(context.graph), list(context.parameters)
 
 
