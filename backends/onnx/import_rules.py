@@ -51,13 +51,13 @@ def _binary(kiln_op: str, numpy_fn: Any):
     return handle
 
 
-def _text(attrs: dict, key: str, default: str) -> str:
+def text_attr(attrs: dict, key: str, default: str) -> str:
     """A string attribute (ONNX stores them as bytes)."""
     value = attrs.get(key, default)
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _optional(inputs: list[Any], index: int) -> Any:
+def optional_input(inputs: list[Any], index: int) -> Any:
     """An optional input: ``None`` when absent or left empty."""
     return inputs[index] if len(inputs) > index else None
 
@@ -375,7 +375,7 @@ def softmax_cross_entropy(ctx: ImportContext, node: Any, inputs: list[Any]) -> l
     # loss_i = -w[y_i] * log_softmax(x)_i[y_i], zero where y_i == ignore_index; mean divides by sum of weights
     attrs = attributes(node)
     scores, labels = ctx.value(inputs[0]), ctx.value(inputs[1])
-    weights = _optional(inputs, 2)
+    weights = optional_input(inputs, 2)
     log_prob = ctx.op("nn.log_softmax", scores, axis=1)
     classes = scores.type.shape[1]
     labels = ctx.op("tensor.cast", labels, dtype="i64") if labels.type.dtype.name != "i64" else labels
@@ -383,7 +383,7 @@ def softmax_cross_entropy(ctx: ImportContext, node: Any, inputs: list[Any]) -> l
     picked = ctx.op("tensor.neg", ctx.op("tensor.reduce_sum", ctx.op("tensor.mul", hot, log_prob), axes=(1,)))
     weight = _sample_weights(ctx, hot, labels, weights, attrs.get("ignore_index"), scores)
     loss = ctx.op("tensor.mul", picked, weight)
-    reduction = _text(attrs, "reduction", "mean")
+    reduction = text_attr(attrs, "reduction", "mean")
     if reduction == "sum":
         loss = ctx.op("tensor.reduce_sum", loss)
     elif reduction == "mean":
@@ -407,7 +407,7 @@ def _sample_weights(ctx: ImportContext, hot: Value, labels: Value, weights: Any,
 @onnx_op("Clip")
 def clip(ctx: ImportContext, node: Any, inputs: list[Any]) -> list[Any]:
     x = ctx.value(inputs[0])
-    low, high = _optional(inputs, 1), _optional(inputs, 2)
+    low, high = optional_input(inputs, 1), optional_input(inputs, 2)
     if low is not None:
         x = ctx.op("tensor.maximum", x, ctx.op("tensor.cast", low, dtype=x.type.dtype) if isinstance(low, Value) else np.asarray(low, x.type.dtype.numpy))
     if high is not None:
@@ -427,173 +427,13 @@ def reciprocal(ctx: ImportContext, node: Any, inputs: list[Any]) -> list[Any]:
     return [ctx.op("tensor.div", np.array(1, x.type.dtype.numpy), x)]
 
 
-def _refuse(node: Any, why: str) -> OnnxImportError:
+def refuse(node: Any, why: str) -> OnnxImportError:
     return OnnxImportError(f"{node.op_type} {why} is not supported by kiln's importer")
-
-
-def _symmetric_2d(node: Any, attrs: dict, x: Value) -> tuple[int, int]:
-    """The (h, w) padding of a 2-D window op; refuses what kiln's conv and pool ops cannot express."""
-    if x.type.rank != 4:
-        raise _refuse(node, f"on rank-{x.type.rank} input (only 2-D NCHW)")
-    auto_pad = _text(attrs, "auto_pad", "NOTSET")
-    if auto_pad not in ("NOTSET", "VALID"):
-        raise _refuse(node, f"with auto_pad={auto_pad}")
-    pads = list(attrs.get("pads", [0, 0, 0, 0])) if auto_pad == "NOTSET" else [0, 0, 0, 0]
-    if pads[:2] != pads[2:]:
-        raise _refuse(node, f"with asymmetric pads {pads}")
-    return pads[0], pads[1]
-
-
-@onnx_op("Conv")
-def conv(ctx: ImportContext, node: Any, inputs: list[Any]) -> list[Any]:
-    attrs = attributes(node)
-    x, weight = ctx.value(inputs[0]), ctx.value(inputs[1])
-    if x.type.rank == 3:  # 1-D as 2-D over a height of 1
-        x2 = ctx.op("tensor.reshape", x, shape=x.type.shape[:2] + (1,) + x.type.shape[2:])
-        w2 = ctx.op("tensor.reshape", weight, shape=weight.type.shape[:2] + (1,) + weight.type.shape[2:])
-        out = _conv_2d(ctx, node, _attrs_2d_from_1d(attrs), x2, w2)
-        out = ctx.op("tensor.reshape", out, shape=out.type.shape[:2] + out.type.shape[3:])
-    else:
-        out = _conv_2d(ctx, node, attrs, x, weight)
-    return [_add_channel_bias(ctx, out, inputs)]
-
-
-def _attrs_2d_from_1d(attrs: dict) -> dict:
-    """A 1-D window's attributes for the same op over a height of 1."""
-    begin, end = tuple(attrs.get("pads", (0, 0)))
-    return {**attrs, "strides": (1,) + tuple(attrs.get("strides", (1,))), "dilations": (1,) + tuple(attrs.get("dilations", (1,))),
-            "pads": (0, begin, 0, end), **({"kernel_shape": (1,) + tuple(attrs["kernel_shape"])} if "kernel_shape" in attrs else {})}
-
-
-def _conv_2d(ctx: ImportContext, node: Any, attrs: dict, x: Value, weight: Value) -> Value:
-    """conv2d, with padding it cannot express (auto_pad SAME_*, asymmetric) applied as an explicit zero pad first."""
-    if x.type.rank != 4:
-        raise _refuse(node, f"on rank-{x.type.rank} input (only 1-D and 2-D)")
-    stride, dilation = tuple(attrs.get("strides", (1, 1))), tuple(attrs.get("dilations", (1, 1)))
-    pads = _explicit_pads(node, attrs, x.type.shape[2:], weight.type.shape[2:], stride, dilation)
-    if any(b != e for b, e in pads):
-        x = ctx.op("tensor.pad", x, low=(0, 0, pads[0][0], pads[1][0]), high=(0, 0, pads[0][1], pads[1][1]), interior=(0,) * 4, value=0.0)
-        pads = [(0, 0), (0, 0)]
-    return ctx.op("tensor.conv2d", x, weight, stride=stride, padding=(pads[0][0], pads[1][0]), dilation=dilation, groups=attrs.get("group", 1))
-
-
-def _add_channel_bias(ctx: ImportContext, out: Value, inputs: list[Any]) -> Value:
-    bias = _optional(inputs, 2)
-    if bias is None:
-        return out
-    return ctx.op("tensor.add", out, ctx.op("tensor.reshape", bias, shape=(1, out.type.shape[1]) + (1,) * (out.type.rank - 2)))
-
-
-@onnx_op("ConvTranspose")
-def conv_transpose(ctx: ImportContext, node: Any, inputs: list[Any]) -> list[Any]:
-    # ConvTranspose is conv2d's transpose in its input: out = (in - 1) s - 2 p + d (k - 1) + 1 + output_padding
-    attrs = attributes(node)
-    x, weight = ctx.value(inputs[0]), ctx.value(inputs[1])
-    padding = _symmetric_2d(node, attrs, x)
-    stride, dilation = tuple(attrs.get("strides", (1, 1))), tuple(attrs.get("dilations", (1, 1)))
-    groups = attrs.get("group", 1)
-    kernel = weight.type.shape[2:]
-    natural = [(x.type.shape[2 + i] - 1) * stride[i] - 2 * padding[i] + dilation[i] * (kernel[i] - 1) + 1 for i in range(2)]
-    extra = list(attrs.get("output_padding", (0, 0)))
-    if "output_shape" in attrs:
-        extra = [attrs["output_shape"][-2 + i] - natural[i] for i in range(2)]
-    if any(e < 0 or e >= max(stride[i], dilation[i]) for i, e in enumerate(extra)):
-        raise _refuse(node, f"with output padding {extra}")
-    input_shape = (x.type.shape[0], weight.type.shape[1] * groups) + tuple(n + e for n, e in zip(natural, extra))
-    out = ctx.op("tensor.conv2d_input_grad", x, weight, input_shape=input_shape, stride=stride, padding=padding, dilation=dilation, groups=groups)
-    return [_add_channel_bias(ctx, out, inputs)]
-
-
-def _explicit_pads(node: Any, attrs: dict, sizes: tuple[int, ...], kernel: tuple[int, ...], stride: tuple[int, ...], dilation: tuple[int, ...]) -> list[tuple[int, int]]:
-    """(begin, end) padding per spatial axis, auto_pad resolved (SAME_UPPER puts the odd cell at the end)."""
-    auto_pad = _text(attrs, "auto_pad", "NOTSET")
-    rank = len(sizes)
-    if auto_pad == "VALID":
-        return [(0, 0)] * rank
-    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-        pads = []
-        for size, k, s, d in zip(sizes, kernel, stride, dilation):
-            total = max((-(-size // s) - 1) * s + (k - 1) * d + 1 - size, 0)
-            small = total // 2
-            pads.append((small, total - small) if auto_pad == "SAME_UPPER" else (total - small, small))
-        return pads
-    flat = list(attrs.get("pads", [0] * 2 * rank))
-    return list(zip(flat[:rank], flat[rank:]))
-
-
-def _ceil_extra(size: int, k: int, s: int, begin: int, end: int) -> int:
-    """Cells to add at the end for ceil_mode; a last window starting in the end padding is dropped (ONNX, PyTorch)."""
-    out = -(-(size + begin + end - k) // s) + 1
-    if (out - 1) * s >= size + begin:
-        out -= 1
-    return max(0, (out - 1) * s + k - (size + begin + end))
-
-
-def _pool(ctx: ImportContext, node: Any, x: Value, kind: str) -> Value:
-    attrs = attributes(node)
-    if any(d != 1 for d in attrs.get("dilations", ())) or attrs.get("storage_order", 0):
-        raise _refuse(node, "with dilations or storage_order")
-    kernel = tuple(attrs["kernel_shape"])
-    if len(kernel) not in (1, 2) or x.type.rank != len(kernel) + 2:
-        raise _refuse(node, f"with a {len(kernel)}-D window (only 1-D and 2-D)")
-    if len(kernel) == 1:  # 1-D as 2-D over a height of 1
-        flat = ctx.op("tensor.reshape", x, shape=x.type.shape[:2] + (1,) + x.type.shape[2:])
-        one_d = {**attrs, "kernel_shape": (1,) + kernel, "strides": (1,) + tuple(attrs.get("strides", (1,))),
-                 "pads": _pads_2d_from_1d(attrs.get("pads"))}
-        pooled = _pool_2d(ctx, node, flat, kind, one_d)
-        return ctx.op("tensor.reshape", pooled, shape=pooled.type.shape[:2] + pooled.type.shape[3:])
-    return _pool_2d(ctx, node, x, kind, attrs)
-
-
-def _pads_2d_from_1d(pads: Any) -> tuple[int, ...]:
-    begin, end = tuple(pads) if pads else (0, 0)
-    return (0, begin, 0, end)
-
-
-def _pool_2d(ctx: ImportContext, node: Any, x: Value, kind: str, attrs: dict) -> Value:
-    kernel, stride = tuple(attrs["kernel_shape"]), tuple(attrs.get("strides", (1, 1)))
-    sizes = x.type.shape[2:]
-    pads = _explicit_pads(node, attrs, sizes, kernel, stride, (1, 1))
-    extra = [_ceil_extra(sizes[a], kernel[a], stride[a], *pads[a]) if attrs.get("ceil_mode", 0) else 0 for a in range(2)]
-    symmetric = all(b == e and 2 * b <= k for (b, e), k in zip(pads, kernel)) and not any(extra)
-    excluded = kind == "avg" and any(b or e for b, e in pads) and not attrs.get("count_include_pad", 0)
-    if symmetric and not excluded:
-        op = "tensor.max_pool2d" if kind == "max" else "tensor.avg_pool2d"
-        return ctx.op(op, x, kernel_size=kernel, stride=stride, padding=(pads[0][0], pads[1][0]))
-    return _padded_pool(ctx, x, kind, kernel, stride, pads, extra, bool(attrs.get("count_include_pad", 0)))
-
-
-def _padded_pool(ctx: ImportContext, x: Value, kind: str, kernel, stride, pads, extra, count_pads: bool) -> Value:
-    """Pools with padding kiln's ops cannot express: pad explicitly, pool unpadded; averages divide by a pooled mask."""
-    dtype = x.type.dtype.numpy
-    low = (0, 0, pads[0][0], pads[1][0])
-    high = (0, 0, pads[0][1] + extra[0], pads[1][1] + extra[1])
-    fill = -np.inf if kind == "max" else 0.0
-    padded = ctx.op("tensor.pad", x, low=low, high=high, interior=(0,) * 4, value=fill)
-    settings = dict(kernel_size=kernel, stride=stride, padding=(0, 0))
-    if kind == "max":
-        return ctx.op("tensor.max_pool2d", padded, **settings)
-    ones = ctx.op("tensor.broadcast_to", np.array(1, dtype), shape=x.type.shape)
-    counted = ctx.op("tensor.pad", ones, low=low, high=(0, 0, pads[0][1], pads[1][1]), interior=(0,) * 4, value=1.0 if count_pads else 0.0)
-    mask = ctx.op("tensor.pad", counted, low=(0,) * 4, high=(0, 0, extra[0], extra[1]), interior=(0,) * 4, value=0.0)
-    return ctx.op("tensor.div", ctx.op("tensor.avg_pool2d", padded, **settings), ctx.op("tensor.avg_pool2d", mask, **settings))
-
-
-@onnx_op("MaxPool")
-def max_pool(ctx: ImportContext, node: Any, inputs: list[Any]) -> list[Any]:
-    if len(node.output) > 1 and node.output[1]:
-        raise _refuse(node, "with an Indices output")
-    return [_pool(ctx, node, ctx.value(inputs[0]), "max")]
-
-
-@onnx_op("AveragePool")
-def average_pool(ctx: ImportContext, node: Any, inputs: list[Any]) -> list[Any]:
-    return [_pool(ctx, node, ctx.value(inputs[0]), "avg")]
 
 
 @onnx_op("Gelu")
 def gelu(ctx: ImportContext, node: Any, inputs: list[Any]) -> list[Any]:
-    return [ctx.op("nn.gelu", inputs[0], approximate=_text(attributes(node), "approximate", "none"))]
+    return [ctx.op("nn.gelu", inputs[0], approximate=text_attr(attributes(node), "approximate", "none"))]
 
 
 @onnx_op("LayerNormalization")
@@ -608,7 +448,7 @@ def layer_normalization(ctx: ImportContext, node: Any, inputs: list[Any]) -> lis
     variance = ctx.op("tensor.reduce_mean", ctx.op("tensor.mul", centered, centered), axes=axes, keepdims=True)
     inverse_std = ctx.op("tensor.div", np.array(1, x.type.dtype.numpy), ctx.op("tensor.sqrt", ctx.op("tensor.add", variance, np.array(eps, x.type.dtype.numpy))))
     y = ctx.op("tensor.mul", ctx.op("tensor.mul", centered, inverse_std), inputs[1])
-    if _optional(inputs, 2) is not None:
+    if optional_input(inputs, 2) is not None:
         y = ctx.op("tensor.add", y, inputs[2])
     return [y, mean, inverse_std]
 
@@ -619,13 +459,13 @@ def slice_(ctx: ImportContext, node: Any, inputs: list[Any]) -> list[Any]:
         return [_static_slice(inputs)]
     x = ctx.value(inputs[0])
     starts, ends = (as_array(i, "Slice bounds").reshape(-1) for i in inputs[1:3])
-    axes = as_array(inputs[3], "Slice axes").reshape(-1) if _optional(inputs, 3) is not None else np.arange(len(starts))
-    steps = as_array(inputs[4], "Slice steps").reshape(-1) if _optional(inputs, 4) is not None else np.ones(len(starts), np.int64)
+    axes = as_array(inputs[3], "Slice axes").reshape(-1) if optional_input(inputs, 3) is not None else np.arange(len(starts))
+    steps = as_array(inputs[4], "Slice steps").reshape(-1) if optional_input(inputs, 4) is not None else np.ones(len(starts), np.int64)
     for start, end, axis, step in zip(starts, ends, axes, steps):
         axis = int(axis) % x.type.rank
         size = x.type.shape[axis]
         if isinstance(size, str):
-            raise _refuse(node, f"along the symbolic dim {size}")
+            raise refuse(node, f"along the symbolic dim {size}")
         if step < 1:  # backwards: gather the positions Python's slicing picks
             x = _take_positions(ctx, x, axis, np.arange(size)[int(start) : int(end) : int(step)])
             continue
@@ -643,8 +483,8 @@ def _static_slice(inputs: list[Any]) -> np.ndarray:
     """Slice of a known array (shape arithmetic), numpy's slicing semantics, negative steps included."""
     data = as_array(inputs[0], "Slice data")
     starts, ends = (as_array(i, "Slice bounds").reshape(-1) for i in inputs[1:3])
-    axes = as_array(inputs[3], "Slice axes").reshape(-1) if _optional(inputs, 3) is not None else range(len(starts))
-    steps = as_array(inputs[4], "Slice steps").reshape(-1) if _optional(inputs, 4) is not None else [1] * len(starts)
+    axes = as_array(inputs[3], "Slice axes").reshape(-1) if optional_input(inputs, 3) is not None else range(len(starts))
+    steps = as_array(inputs[4], "Slice steps").reshape(-1) if optional_input(inputs, 4) is not None else [1] * len(starts)
     index = [slice(None)] * data.ndim
     for start, end, axis, step in zip(starts, ends, axes, steps):
         index[int(axis)] = slice(int(start), int(end), int(step))  # Python's clamping is ONNX's
@@ -654,18 +494,18 @@ def _static_slice(inputs: list[Any]) -> np.ndarray:
 @onnx_op("Pad")
 def pad(ctx: ImportContext, node: Any, inputs: list[Any]) -> list[Any]:
     attrs = attributes(node)
-    mode = _text(attrs, "mode", "constant")
+    mode = text_attr(attrs, "mode", "constant")
     if mode not in PAD_MODES:
-        raise _refuse(node, f"mode {mode!r}")
+        raise refuse(node, f"mode {mode!r}")
     x = ctx.value(inputs[0])
     pads = as_array(inputs[1], "Pad pads").reshape(-1).tolist()
-    value = float(as_array(inputs[2], "Pad value").reshape(-1)[0]) if _optional(inputs, 2) is not None else 0.0
-    axes = as_array(inputs[3], "Pad axes").reshape(-1).tolist() if _optional(inputs, 3) is not None else list(range(x.type.rank))
+    value = float(as_array(inputs[2], "Pad value").reshape(-1)[0]) if optional_input(inputs, 2) is not None else 0.0
+    axes = as_array(inputs[3], "Pad axes").reshape(-1).tolist() if optional_input(inputs, 3) is not None else list(range(x.type.rank))
     low, high = [0] * x.type.rank, [0] * x.type.rank
     for k, axis in enumerate(axes):
         low[axis % x.type.rank], high[axis % x.type.rank] = pads[k], pads[k + len(axes)]
     if min(low + high) < 0:
-        raise _refuse(node, f"with negative pads {pads} (cropping)")
+        raise refuse(node, f"with negative pads {pads} (cropping)")
     if mode != "constant":
         for axis in range(x.type.rank):
             if low[axis] or high[axis]:
@@ -698,14 +538,14 @@ def argmax(ctx: ImportContext, node: Any, inputs: list[Any]) -> list[Any]:
     # the last largest: the first largest of the reversed axis, counted from the end
     size = x.type.shape[axis % x.type.rank]
     if isinstance(size, str):
-        raise _refuse(node, f"with select_last_index=1 along the symbolic dim {size}")
+        raise refuse(node, f"with select_last_index=1 along the symbolic dim {size}")
     reversed_x = _take_positions(ctx, x, axis % x.type.rank, np.arange(size)[::-1])
     return [ctx.op("tensor.sub", np.array(size - 1, np.int64), ctx.op("tensor.argmax", reversed_x, axis=axis, keepdims=keepdims))]
 
 
 @onnx_op("Trilu")
 def trilu(ctx: ImportContext, node: Any, inputs: list[Any]) -> list[Any]:
-    k = int(as_array(inputs[1], "Trilu k").reshape(-1)[0]) if _optional(inputs, 1) is not None else 0
+    k = int(as_array(inputs[1], "Trilu k").reshape(-1)[0]) if optional_input(inputs, 1) is not None else 0
     return [ctx.op("tensor.triu" if attributes(node).get("upper", 1) else "tensor.tril", inputs[0], k=k)]
 
 
@@ -713,13 +553,13 @@ def trilu(ctx: ImportContext, node: Any, inputs: list[Any]) -> list[Any]:
 def scatter_elements(ctx: ImportContext, node: Any, inputs: list[Any]) -> list[Any]:
     # add: out = data + sum_i onehot(indices_i) * updates_i along axis; none: the update where written
     attrs = attributes(node)
-    reduction = _text(attrs, "reduction", "none")
+    reduction = text_attr(attrs, "reduction", "none")
     if reduction not in ("add", "none"):
-        raise _refuse(node, f"with reduction={reduction!r} (only none and add)")
+        raise refuse(node, f"with reduction={reduction!r} (only none and add)")
     data, indices, updates = (ctx.value(i) for i in inputs)
     axis = attrs.get("axis", 0) % data.type.rank
     if any(a != b for i, (a, b) in enumerate(zip(indices.type.shape, data.type.shape)) if i != axis):
-        raise _refuse(node, f"with indices {indices.type} narrower than data {data.type} off the axis")
+        raise refuse(node, f"with indices {indices.type} narrower than data {data.type} off the axis")
     size = data.type.shape[axis]
     hot = ctx.op("tensor.one_hot", _int64_labels(ctx, indices, size), num_classes=size, dtype=data.type.dtype)
     summed = ctx.op("tensor.reduce_sum", ctx.op("tensor.mul", hot, ctx.op("tensor.reshape", updates, shape=updates.type.shape + (1,))), axes=(axis,))

@@ -251,4 +251,4 @@ def _identifier(name: str) -> str:
     return re.sub(r"\W", "_", name)
 
 
-from kiln.backends.onnx import import_rules  # noqa: E402,F401  (fills HANDLERS)
+from kiln.backends.onnx import import_rules, import_rules_windows  # noqa: E402,F401  (fill HANDLERS)
