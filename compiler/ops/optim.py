@@ -49,6 +49,17 @@ def check_step(op: str, step: TensorType) -> None:
         raise ShapeError(f"{op}: the step counter is a 0-d integer (the 1-based number of this update), got {step}")
 
 
+def update_types(op: str, param: TensorType, grad: TensorType, states: "list[TensorType] | tuple[TensorType, ...]",
+                 lr: TensorType, step: TensorType | None = None) -> tuple[TensorType, ...]:
+    """Check an update's operands (gradient and state like the parameter, ``lr`` a scalar, ``step`` a counter);
+    returns the result types: the new parameter, then one per state."""
+    check_like(op, param, grad, *states)
+    check_scalar(op, param, lr)
+    if step is not None:
+        check_step(op, step)
+    return (param,) * (1 + len(states))
+
+
 def split_operands(op: str, operands: tuple, states: int, scalars: int) -> tuple[list, list]:
     """``(state operands, scalar operands)`` after ``param, grad``, checking the count the attributes imply."""
     if len(operands) != states + scalars:
@@ -109,9 +120,7 @@ def as_dtype_of(b: "Builder", scalar: "Value", like: "Value") -> "Value":
 @register_op("optim.sgd_update", traits=UPDATE, weight_decay=0.0)
 def sgd_update_shape(param: TensorType, grad: TensorType, lr: TensorType, *, weight_decay: float) -> TensorType:
     """Plain SGD: ``p - lr * (g + weight_decay * p)``."""
-    check_like("optim.sgd_update", param, grad)
-    check_scalar("optim.sgd_update", param, lr)
-    return param
+    return update_types("optim.sgd_update", param, grad, (), lr)[0]
 
 
 @register_decomposition("optim.sgd_update")
@@ -125,10 +134,7 @@ def sgd_momentum_update_shape(
     param: TensorType, grad: TensorType, buf: TensorType, lr: TensorType, step: TensorType, **options: float
 ) -> tuple[TensorType, TensorType]:
     """SGD with a momentum buffer: ``(p, g, buf, lr, step) -> (p', buf')``."""
-    check_like("optim.sgd_momentum_update", param, grad, buf)
-    check_scalar("optim.sgd_momentum_update", param, lr)
-    check_step("optim.sgd_momentum_update", step)
-    return param, param
+    return update_types("optim.sgd_momentum_update", param, grad, (buf,), lr, step)
 
 
 @register_decomposition("optim.sgd_momentum_update")
@@ -152,10 +158,7 @@ def sgd_momentum_update_decomposition(
 def adam_update_shape(param: TensorType, grad: TensorType, *rest: TensorType, amsgrad: bool, **options: float) -> tuple[TensorType, ...]:
     """Adam (``decoupled``: AdamW): ``(p, g, m, v, [vmax,] lr, step) -> (p', m', v'[, vmax'])``."""
     states, (lr, step) = split_operands("optim.adam_update", rest, 3 if amsgrad else 2, 2)
-    check_like("optim.adam_update", param, grad, *states)
-    check_scalar("optim.adam_update", param, lr)
-    check_step("optim.adam_update", step)
-    return (param,) * (1 + len(states))
+    return update_types("optim.adam_update", param, grad, states, lr, step)
 
 
 @register_decomposition("optim.adam_update")
@@ -196,9 +199,7 @@ def rmsprop_update_shape(
 ) -> tuple[TensorType, ...]:
     """RMSprop: ``(p, g, square_avg, [grad_avg,] [momentum_buffer,] lr) -> (p', state'...)``."""
     states, (lr,) = split_operands("optim.rmsprop_update", rest, rmsprop_state_count(centered, momentum), 1)
-    check_like("optim.rmsprop_update", param, grad, *states)
-    check_scalar("optim.rmsprop_update", param, lr)
-    return (param,) * (1 + len(states))
+    return update_types("optim.rmsprop_update", param, grad, states, lr)
 
 
 @register_decomposition("optim.rmsprop_update")
@@ -234,10 +235,7 @@ def adagrad_update_shape(
     param: TensorType, grad: TensorType, state_sum: TensorType, lr: TensorType, step: TensorType, **options: float
 ) -> tuple[TensorType, TensorType]:
     """Adagrad: ``(p, g, sum, lr, step) -> (p', sum')``."""
-    check_like("optim.adagrad_update", param, grad, state_sum)
-    check_scalar("optim.adagrad_update", param, lr)
-    check_step("optim.adagrad_update", step)
-    return param, param
+    return update_types("optim.adagrad_update", param, grad, (state_sum,), lr, step)
 
 
 @register_decomposition("optim.adagrad_update")
