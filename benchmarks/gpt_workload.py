@@ -19,6 +19,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples"))
 from gpt_tiny import GPT  # noqa: E402  (examples/ is not a package)
+from torch_peer import torch_training_step  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -108,15 +109,7 @@ def torch_gpt_step(model: Any, config: GPTConfig, threads: int, compiled: bool =
     x, y = (torch.from_numpy(a) for a in gpt_batch(config))
     loss_of = (lambda inputs, targets: torch.nn.functional.cross_entropy(net(inputs).reshape(-1, config.vocab), targets.reshape(-1)))
     forward = torch.compile(loss_of) if compiled else loss_of
-
-    def step():
-        optimizer.zero_grad(set_to_none=True)
-        loss = forward(x, y)
-        loss.backward()
-        optimizer.step()
-        return loss
-
-    return step
+    return torch_training_step(optimizer, forward, x, y)
 
 
 def _torch_gpt(torch: Any, config: GPTConfig) -> Any:

@@ -58,6 +58,7 @@ from typing import Callable  # noqa: E402
 import numpy as np  # noqa: E402
 
 from kiln.runtime.train_step import DEFAULT_PIPELINE  # noqa: E402
+from torch_peer import torch_training_step  # noqa: E402
 
 SIZES = (784, 128, 64, 10)
 
@@ -182,14 +183,7 @@ def torch_step(workload: Workload, compiled: bool, threads: int):
     loss_fn = torch.nn.CrossEntropyLoss()
     x, y = (torch.from_numpy(a) for a in batch(workload))
     forward = torch.compile(lambda inputs, targets: loss_fn(model(inputs), targets)) if compiled else (lambda i, t: loss_fn(model(i), t))
-
-    def step():
-        optimizer.zero_grad(set_to_none=True)
-        loss = forward(x, y)
-        loss.backward()
-        optimizer.step()
-        return loss
-
+    step = torch_training_step(optimizer, forward, x, y)
     start = time.perf_counter()
     step()
     return step, time.perf_counter() - start
