@@ -46,8 +46,11 @@ CUPY_PIPELINE = "canonicalize,cse,dce,fuse-elementwise,fuse-epilogue"
 
 
 def expands_for_cupy(op: Op) -> bool:
-    """Optimizer updates: elementwise arithmetic that fuses into the gradient's kernels once expanded. (Unlike on
-    NumPy, layer norm stays one row kernel and GELU one expression inside a fused kernel.)"""
+    """Optimizer updates and the cross-entropy gradient: elementwise arithmetic (around a softmax row kernel) that
+    fuses into the neighbouring kernels once expanded. (Unlike on NumPy, layer norm stays one row kernel and GELU
+    one expression inside a fused kernel.)"""
+    if op.name == "nn.cross_entropy_grad":
+        return True
     return op.name.startswith("optim.") and op.name.endswith("_update") and lookup(op.name).is_composite
 
 

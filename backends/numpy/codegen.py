@@ -34,7 +34,7 @@ import numpy as np
 
 from kiln.backends.base import LoweringTable, missing_lowering
 from kiln.backends.numpy import out_nn
-from kiln.backends.numpy.lowering_losses import softmax_cross_entropy_into
+from kiln.backends.numpy.lowering_losses import cross_entropy_grad_into, softmax_cross_entropy_grad_into
 from kiln.backends.numpy.out_kernels import IN_PLACE, OUT_KERNELS, VIEWS
 from kiln.compiler.ir.core import Graph, Op, Value
 from kiln.compiler.ir.printer import assign_names, unique_name, print_graph
@@ -149,9 +149,9 @@ class _PlannedEmitter:
         self.symbols = _symbols(graph)
         self.summed = batch_summed_matmuls(plan, {plan.key_of[v] for v in graph.outputs})
         self.folded = set(self.summed.values())
-        self.loss_of_softmax = losses_with_softmax(plan)
-        self.deferred = set(self.loss_of_softmax.values())
-        self.namespace["_softmax_cross_entropy"] = softmax_cross_entropy_into
+        self.loss_of_gradient = losses_with_gradient(plan)
+        self.deferred = set(self.loss_of_gradient.values())
+        self.namespace.update(_softmax_cross_entropy=softmax_cross_entropy_grad_into, _cross_entropy_grad=cross_entropy_grad_into)
 
     def pool_lines(self) -> list[str]:
         if not self.plan.buffers:
@@ -192,11 +192,11 @@ class _PlannedEmitter:
         return lines + OUT_KERNELS[step.op_name](arguments, out, step.attrs)
 
     def combined_lines(self, tag: str, step: Step) -> list[str] | None:
-        """Steps computed together with another one (``batch_summed_matmuls``, ``losses_with_softmax``), else None."""
+        """Steps computed together with another one (``batch_summed_matmuls``, ``losses_with_gradient``), else None."""
         if step.key in self.folded or step.key in self.deferred:
-            return []  # computed with the reduce_sum that follows, or with the softmax of its logits
-        if step.key in self.loss_of_softmax:
-            return self.loss_with_softmax_lines(tag, step, self.plan.step_by_key[self.loss_of_softmax[step.key]])
+            return []  # computed with the reduce_sum that follows, or with the loss's gradient
+        if step.key in self.loss_of_gradient:
+            return self.loss_with_gradient_lines(tag, step, self.plan.step_by_key[self.loss_of_gradient[step.key]])
         if step.key in self.summed:
             out, lines = self.storage(tag, step)
             self.expressions[step.key] = out
@@ -204,11 +204,11 @@ class _PlannedEmitter:
             return lines + [f"_nn.batch_summed_matmul_into({a}, {b}, {out})"]
         return None
 
-    def loss_with_softmax_lines(self, tag: str, softmax: Step, loss: Step) -> list[str]:
-        out, lines = self.storage(tag, softmax)
-        self.expressions[softmax.key] = out
+    def loss_with_gradient_lines(self, tag: str, gradient: Step, loss: Step) -> list[str]:
+        out, lines = self.storage(tag, gradient)
+        self.expressions[gradient.key] = out
         name = self.expressions[loss.key] = self.value_name(f"{tag}_loss", loss.key)
-        arguments = [self.expressions[key] for key in loss.operands]
+        arguments = [self.expressions[key] for key in gradient.operands]
         for key, value in loss.attrs.items():
             arguments.append(f"{key}={_attr_expression(value, f'a{tag}_loss_{key}', self.namespace)}")
         return lines + [f"{name} = _softmax_cross_entropy({', '.join(arguments)}, out={out})"]
@@ -257,22 +257,26 @@ def batch_summed_matmuls(plan: MemoryPlan, outputs: set[Any]) -> dict[Any, Any]:
     return found
 
 
-def losses_with_softmax(plan: MemoryPlan) -> dict[Any, Any]:
-    """``nn.softmax`` key -> the ``nn.cross_entropy`` of the same logits before it (the softmax is its gradient's),
-    when nothing reads the loss before the graph returns and its operands are still intact at the softmax: both
-    then come from one kernel that shares the max, exp and sum (``softmax_cross_entropy_into``)."""
+def losses_with_gradient(plan: MemoryPlan) -> dict[Any, Any]:
+    """``nn.cross_entropy_grad`` key -> the ``nn.cross_entropy`` of the same operands before it, when nothing reads the
+    loss before the graph returns and its operands are still intact at the gradient: both then come from one kernel
+    that shares the max, exp and sum (``softmax_cross_entropy_grad_into``)."""
     readers = Counter(operand for step in plan.steps for operand in step.operands)
-    losses: dict[Any, tuple[int, Step]] = {}
+    losses: dict[Any, Step] = {}
     found = {}
     for index, step in enumerate(plan.steps):
         if step.op_name == "nn.cross_entropy" and step.kind == "opaque" and readers[step.key] == 0:
-            losses.setdefault(step.operands[0], (index, step))
-        elif step.op_name == "nn.softmax" and step.kind == "buffer" and step.operands[0] in losses \
-                and step.attrs["axis"] % step.type.rank == 1:
-            _, loss = losses.pop(step.operands[0])
-            if all(_intact_until(plan, key, index) for key in loss.operands[1:]):
+            losses.setdefault(tuple(step.operands), step)
+        elif step.op_name == "nn.cross_entropy_grad" and step.kind == "buffer" and _loss_operands(step) in losses:
+            loss = losses.pop(_loss_operands(step))
+            if loss.attrs == step.attrs and all(_intact_until(plan, key, index) for key in loss.operands):
                 found[step.key] = loss.key
     return found
+
+
+def _loss_operands(gradient: Step) -> tuple[Any, ...]:
+    """The loss's operands (logits, target, the class weight if any): the gradient's without its cotangent, the third."""
+    return tuple(gradient.operands[:2]) + tuple(gradient.operands[3:])
 
 
 def _intact_until(plan: MemoryPlan, key: Any, index: int) -> bool:

@@ -87,17 +87,82 @@ def cross_entropy(logits, target, weight=None, *, reduction: str, ignore_index: 
     return _cross_entropy_of(log_softmax(logits, axis=1), target, weight, reduction, ignore_index, label_smoothing)
 
 
-def softmax_cross_entropy_into(logits, target, weight=None, *, out, reduction: str, ignore_index: int = -100,
-                               label_smoothing: float = 0.0):
-    """``nn.cross_entropy``'s loss, and ``softmax(logits, axis=1)`` into ``out`` (the gradient's), sharing max, exp and sum.
+@NUMPY.register("nn.cross_entropy_grad")
+def cross_entropy_grad(logits, target, cotangent, weight=None, *, reduction: str, ignore_index: int = -100,
+                       label_smoothing: float = 0.0):
+    return cross_entropy_grad_into(logits, target, cotangent, weight, out=np.empty_like(logits), reduction=reduction,
+                                   ignore_index=ignore_index, label_smoothing=label_smoothing)
 
-    The same operations as the two kernels, in the same order: equal results.
+
+def cross_entropy_grad_into(logits, target, cotangent, weight=None, *, out, reduction: str, ignore_index: int = -100,
+                            label_smoothing: float = 0.0):
+    _gradient_into(out, _exp_shifted_into(logits, out)[1], target, cotangent, weight, reduction, ignore_index, label_smoothing)
+    return out
+
+
+def softmax_cross_entropy_grad_into(logits, target, cotangent, weight=None, *, out, reduction: str, ignore_index: int = -100,
+                                    label_smoothing: float = 0.0):
+    """``nn.cross_entropy``'s loss (returned) and ``nn.cross_entropy_grad`` into ``out``, sharing max, exp and sum.
+
+    The loss takes the cross-entropy kernel's operations in its order (equal results); plain labels (no weight,
+    smoothing or ignored sample) gather ``x[y] - max`` instead of writing the whole log-softmax.
     """
-    shifted = np.subtract(logits, np.maximum.reduce(logits, axis=1, keepdims=True))
-    total = np.add.reduce(np.exp(shifted, out=out), axis=1, keepdims=True)
-    np.divide(out, total, out=out)
-    log_probs = np.subtract(shifted, np.log(total, out=total), out=shifted)
-    return _cross_entropy_of(log_probs, target, weight, reduction, ignore_index, label_smoothing)
+    top, total = _exp_shifted_into(logits, out)
+    if weight is None and not label_smoothing and target.dtype.kind != "f" and _all_valid(target, logits.shape[1], ignore_index):
+        labels = np.expand_dims(target, 1)
+        log_p = np.subtract(np.subtract(np.take_along_axis(logits, labels, axis=1), top), np.log(total))
+        loss = _reduce_class_loss(np.negative(log_p, out=log_p).squeeze(1), logits.dtype.type(target.size), reduction)
+    else:
+        loss = _cross_entropy_of(np.subtract(np.subtract(logits, top), np.log(total)), target, weight, reduction, ignore_index,
+                                 label_smoothing)
+    _gradient_into(out, total, target, cotangent, weight, reduction, ignore_index, label_smoothing)
+    return loss
+
+
+def _exp_shifted_into(logits, out):
+    """``exp(x - max)`` over the class axis 1 into ``out``; returns the max and the sum (kept dims)."""
+    top = np.maximum.reduce(logits, axis=1, keepdims=True)
+    np.exp(np.subtract(logits, top, out=out), out=out)
+    return top, np.add.reduce(out, axis=1, keepdims=True)
+
+
+def _gradient_into(out, total, target, cotangent, weight, reduction: str, ignore_index: int, smoothing: float) -> None:
+    """``out = exp(x - max)`` becomes ``(softmax(x) sum_c q_c - q) scale``: plain labels subtract ``scale`` at ``y``."""
+    classes = out.shape[1]
+    if weight is None and not smoothing and target.dtype.kind != "f" and _all_valid(target, classes, ignore_index):
+        scale = _sample_scale(cotangent, target.shape, out.dtype.type(target.size), reduction)
+        np.multiply(out, np.divide(scale, total), out=out)
+        labels = np.expand_dims(target, 1)
+        np.put_along_axis(out, labels, np.take_along_axis(out, labels, axis=1) - scale, axis=1)
+        return
+    targets, divisor = _class_targets(target, classes, out.dtype, weight, ignore_index, smoothing)
+    count = divisor if divisor is not None else out.dtype.type(out.size // classes)
+    scale = _sample_scale(cotangent, out.shape[:1] + out.shape[2:], count, reduction)
+    np.multiply(out, np.divide(np.sum(targets, axis=1, keepdims=True), total), out=out)
+    np.multiply(np.subtract(out, targets, out=out), scale, out=out)
+
+
+def _sample_scale(cotangent, sample_shape: tuple, count, reduction: str):
+    """The reduced loss's cotangent as a factor on each ``(N, 1, d...)`` sample slice (``nn.per_sample_scale``)."""
+    if reduction == "none":
+        return cotangent.reshape(sample_shape[:1] + (1,) + sample_shape[1:])
+    return cotangent if reduction == "sum" else cotangent / count
+
+
+def _class_targets(target, classes: int, dtype, weight, ignore_index: int, smoothing: float):
+    """``q`` in the scores' shape and the mean's divisor (``None``: the sample count), as ``nn.class_targets``."""
+    if target.dtype.kind == "f":
+        targets = target * (1 - smoothing) + smoothing / classes if smoothing else target
+        return (targets if weight is None else targets * _class_weight(weight, target.ndim)), None
+    keep = np.expand_dims(target != ignore_index, 1)
+    _check_labels("nn.cross_entropy", target, keep.squeeze(1), classes, ignore_index)
+    one_hot = (np.expand_dims(target, 1) == np.arange(classes).reshape((classes,) + (1,) * (target.ndim - 1))).astype(dtype)
+    targets = one_hot * (1 - smoothing) + smoothing / classes if smoothing else one_hot
+    if weight is None:
+        return targets * keep, dtype.type(np.sum(keep))
+    class_weight = _class_weight(weight, one_hot.ndim)
+    sample_weight = keep * np.sum(one_hot * class_weight, axis=1, keepdims=True)
+    return targets * class_weight * keep, np.sum(sample_weight)
 
 
 def _cross_entropy_of(log_probs, target, weight, reduction: str, ignore_index: int, label_smoothing: float):

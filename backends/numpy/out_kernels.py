@@ -85,6 +85,12 @@ def _into(function: str, *attributes: str) -> Emitter:
     return emit
 
 
+def _cross_entropy_grad(args: list[str], out: str, attrs: dict[str, Any]) -> list[str]:
+    # lowering_losses.cross_entropy_grad_into, bound as _cross_entropy_grad in the generated code
+    keywords = "".join(f", {name}={attrs[name]!r}" for name in ("reduction", "ignore_index", "label_smoothing"))
+    return [f"_cross_entropy_grad({', '.join(args)}, out={out}{keywords})"]
+
+
 OUT_KERNELS: dict[str, Emitter] = {
     **{name: _ufunc(function) for name, function in UFUNCS.items()},
     **{name: _reduction(function) for name, function in REDUCTIONS.items()},
@@ -96,6 +102,7 @@ OUT_KERNELS: dict[str, Emitter] = {
     "nn.softmax": _into("softmax_into", "axis"),
     "nn.gelu": _into("gelu_into", "approximate"),
     "nn.layer_norm": _into("layer_norm_into", "eps"),
+    "nn.cross_entropy_grad": _cross_entropy_grad,
 }
 IN_PLACE = frozenset(UFUNCS) | {"tensor.relu", "tensor.sigmoid"}
 """Emitters that may overwrite an operand of the result's type (never matmul, reductions or cast)."""

@@ -1,8 +1,9 @@
 """VJP rules of the loss composites, in the one ``VJP_RULES`` table.
 
 A direct rule is cheaper than differentiating the decomposition: the
-cross-entropy gradient is ``softmax(x) sum(q) - q`` in one expression instead
-of the backward of log-softmax, one-hot and the reductions. Weights
+cross-entropy gradient is one op, ``nn.cross_entropy_grad``, whose
+decomposition is ``(softmax(x) sum(q) - q) scale`` instead of the backward of
+log-softmax, one-hot and the reductions. Weights
 (``weight``, ``pos_weight``) are constants of the loss and get no cotangent.
 """
 
@@ -13,25 +14,23 @@ from typing import Callable
 from kiln.compiler.autodiff.rules import Cotangents, vjp_rule
 from kiln.compiler.ir.builder import Builder
 from kiln.compiler.ir.core import Op, Value
-from kiln.compiler.ops.nn import class_targets, log_sigmoid, positive_weight
+from kiln.compiler.ops.nn import class_targets, log_sigmoid, per_sample_scale, positive_weight
 
 
 @vjp_rule("nn.cross_entropy")
 def cross_entropy_vjp(b: Builder, op: Op, g: Value) -> Cotangents:
-    # d loss_i / d x_i = softmax(x_i) sum_c q_ic - q_i, scaled by the reduction
+    # d loss_i / d x_i = softmax(x_i) sum_c q_ic - q_i, scaled by the reduction: one op (see nn.cross_entropy_grad)
     logits, target, *weight = op.operands
-    smoothing = op.attrs["label_smoothing"]
-    targets, divisor = class_targets(b, logits, target, weight, op.attrs["ignore_index"], smoothing)
-    scale = _per_sample_scale(b, g, logits, divisor, op.attrs["reduction"])
-    mass = b.reduce_sum(targets, axes=(1,), keepdims=True)
-    d_logits = b.mul(b.sub(b.mul(b.softmax(logits, axis=1), mass), targets), scale)
-    return (d_logits, _probability_target_vjp(b, logits, target, weight, smoothing, scale), *[None] * len(weight))
+    d_logits = b.cross_entropy_grad(logits, target, g, *weight, **op.attrs)
+    d_target = None
+    if target.type.dtype.is_float:  # probability targets: no ignore_index, the mean divides by the sample count
+        scale = per_sample_scale(b, g, logits, None, op.attrs["reduction"])
+        d_target = _probability_target_vjp(b, logits, weight, op.attrs["label_smoothing"], scale)
+    return (d_logits, d_target, *[None] * len(weight))
 
 
-def _probability_target_vjp(b: Builder, logits: Value, target: Value, weight: list[Value], smoothing: float, scale: Value) -> Value | None:
-    # d loss_i / d t_ic = -(1 - eps) w_c log_softmax(x_i)_c   (integer labels have none)
-    if not target.type.dtype.is_float:
-        return None
+def _probability_target_vjp(b: Builder, logits: Value, weight: list[Value], smoothing: float, scale: Value) -> Value:
+    # d loss_i / d t_ic = -(1 - eps) w_c log_softmax(x_i)_c
     factor = b.scalar_like(-(1 - smoothing), logits)
     if weight:
         factor = b.mul(factor, b.reshape(weight[0], shape=logits.type.shape[1:2] + (1,) * (logits.type.rank - 2)))
@@ -43,19 +42,8 @@ def nll_vjp(b: Builder, op: Op, g: Value) -> Cotangents:
     # d loss_i / d s_i = -q_i
     scores, labels, *weight = op.operands
     targets, divisor = class_targets(b, scores, labels, weight, op.attrs["ignore_index"], 0.0)
-    scale = _per_sample_scale(b, g, scores, divisor, op.attrs["reduction"])
+    scale = per_sample_scale(b, g, scores, divisor, op.attrs["reduction"])
     return (b.mul(b.neg(targets), scale), None, *[None] * len(weight))
-
-
-def _per_sample_scale(b: Builder, g: Value, scores: Value, divisor: Value | None, reduction: str) -> Value:
-    """The reduced loss's cotangent as a factor on each sample's ``(N, 1, d...)`` slice of the scores."""
-    if reduction == "none":
-        return b.reshape(g, shape=g.type.shape[:1] + (1,) + g.type.shape[1:])
-    if reduction == "sum":
-        return g
-    if divisor is None:
-        divisor = b.numel(scores, axes=tuple(axis for axis in range(scores.type.rank) if axis != 1), dtype=g.type.dtype)
-    return b.div(g, divisor)
 
 
 def _sign(b: Builder, d: Value) -> Value:

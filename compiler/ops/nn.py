@@ -113,6 +113,45 @@ def cross_entropy_decomposition(
     return reduce_class_loss(b, per_sample, divisor, reduction)
 
 
+@register_op("nn.cross_entropy_grad", traits={"composite"}, reduction="mean", ignore_index=-100, label_smoothing=0.0)
+def cross_entropy_grad_shape(
+    logits: TensorType, target: TensorType, cotangent: TensorType, *weight: TensorType, reduction: str, ignore_index: int,
+    label_smoothing: float
+) -> TensorType:
+    """``nn.cross_entropy``'s gradient with respect to its logits, given the loss's cotangent; the optional class weight last.
+
+    Autodiff's rule emits it as one op, so that a backend can compute it together with the loss (one max, exp and
+    sum for both); its decomposition is the rule's expression.
+    """
+    loss = cross_entropy_shape(logits, target, *weight, reduction=reduction, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    if cotangent != loss:
+        raise ShapeError(f"nn.cross_entropy_grad: the cotangent must have the loss's type {loss}, got {cotangent}")
+    return logits
+
+
+@register_decomposition("nn.cross_entropy_grad")
+def cross_entropy_grad_decomposition(
+    b: "Builder", logits: "Value", target: "Value", cotangent: "Value", *weight: "Value", reduction: str, ignore_index: int,
+    label_smoothing: float
+) -> "Value":
+    # d loss_i / d x_i = (softmax(x_i) sum_c q_ic - q_i) scale_i
+    targets, divisor = class_targets(b, logits, target, weight, ignore_index, label_smoothing)
+    scale = per_sample_scale(b, cotangent, logits, divisor, reduction)
+    mass = b.reduce_sum(targets, axes=(1,), keepdims=True)
+    return b.mul(b.sub(b.mul(b.softmax(logits, axis=1), mass), targets), scale)
+
+
+def per_sample_scale(b: "Builder", cotangent: "Value", scores: "Value", divisor: "Value | None", reduction: str) -> "Value":
+    """A reduced class loss's cotangent as a factor on each sample's ``(N, 1, d...)`` slice of the scores."""
+    if reduction == "none":
+        return b.reshape(cotangent, shape=cotangent.type.shape[:1] + (1,) + cotangent.type.shape[1:])
+    if reduction == "sum":
+        return cotangent
+    if divisor is None:
+        divisor = b.numel(scores, axes=tuple(axis for axis in range(scores.type.rank) if axis != 1), dtype=cotangent.type.dtype)
+    return b.div(cotangent, divisor)
+
+
 @register_op("nn.nll", traits={"composite"}, reduction="mean", ignore_index=-100)
 def nll_shape(log_probs: TensorType, labels: TensorType, *weight: TensorType, reduction: str, ignore_index: int) -> TensorType:
     """Negative log-likelihood of ``(N, C, d...)`` log-probabilities at ``(N, d...)`` integer labels; optional ``(C,)`` weight."""

@@ -47,10 +47,11 @@ def test_w1_step_after_fusion_has_few_kernels():
     counts = kernels(lowered(step))
     assert counts["fused.matmul"] == 6, counts  # three dense layers (+bias, +relu), three weight gradients + SGD update
     assert counts["tensor.matmul"] == 2, counts  # the two input gradients
-    assert counts["fused.elementwise"] == 8, counts  # relu backward + bias gradient (x2), bias updates (x3), loss parts
+    assert counts["fused.elementwise"] == 5, counts  # relu backward + bias gradient (x2), bias updates (x3)
+    assert counts["nn.cross_entropy"] == counts["nn.cross_entropy_grad"] == 1, counts  # one kernel computes both
     assert not any(name.startswith("optim.") or name in ("tensor.add", "tensor.relu", "tensor.where") for name in counts), counts
-    assert sum(counts.values()) <= 20, counts
-    assert sum(kernels(step.graph).values()) >= 30, "before the backend's fusion the step has half again as many kernels"
+    assert sum(counts.values()) <= 17, counts
+    assert sum(kernels(step.graph).values()) >= 1.5 * sum(counts.values()), "before the backend's fusion the step has half again as many kernels"
 
 
 def test_parameters_are_updated_in_place_by_the_generated_code():

@@ -136,7 +136,7 @@ def gradient_graph(row: OpRow, case: Case, dtype: str) -> tuple[Graph, list[int]
     graph, inputs, result = op_graph(row, case, dtype)
     wrt = [i for i, v in enumerate(inputs) if v.type.dtype.is_float]
     grads = differentiate(graph, weighted_sum(graph, result, "w"), [inputs[i] for i in wrt])
-    graph.outputs = [result, *grads]
+    graph.outputs = [graph.outputs[0], *grads]  # op(x) as autodiff left it (a composite without a rule is expanded)
     return graph, wrt
 
 
@@ -202,8 +202,10 @@ def condition_first(rng: np.random.Generator, shapes, dtypes, attrs) -> list[np.
 
 
 def labels_for_logits(rng: np.random.Generator, shapes, dtypes, attrs) -> list[np.ndarray]:
-    logits_shape, labels_shape = shapes
-    return [rng.standard_normal(logits_shape) * 2, rng.integers(0, logits_shape[1], labels_shape)]
+    """Logits, labels in range, then a cotangent of the loss if the op takes one (``nn.cross_entropy_grad``)."""
+    logits_shape, labels_shape, *cotangent_shape = shapes
+    return [rng.standard_normal(logits_shape) * 2, rng.integers(0, logits_shape[1], labels_shape)] + \
+        [rng.uniform(0.5, 2.0, shape) for shape in cotangent_shape]
 
 
 def class_labels(rng: np.random.Generator, shapes, dtypes, attrs) -> list[np.ndarray]:
@@ -239,6 +241,12 @@ def _loss_reduction(per_sample, reduction):
 def _cross_entropy(logits, labels, *, reduction):
     rows = np.arange(logits.shape[0])
     return _loss_reduction(-_log_softmax(logits, axis=1)[rows, labels], reduction)
+
+
+def _cross_entropy_grad(logits, labels, cotangent, *, reduction):
+    # d/dx mean_i (logsumexp(x_i) - x_i[y_i]) = (softmax(x_i) - onehot(y_i)) / n, times the cotangent
+    scale = {"mean": cotangent / labels.size, "sum": cotangent, "none": cotangent[:, None] if cotangent.ndim else cotangent}[reduction]
+    return (_softmax(logits, axis=1) - np.eye(logits.shape[1])[labels]) * scale
 
 
 def _mse(prediction, target, *, reduction):
@@ -387,6 +395,12 @@ CROSS_ENTROPY_CASES = tuple(
     for reduction in ("mean", "sum", "none")
 )
 
+CROSS_ENTROPY_GRAD_CASES = tuple(
+    Case(((n, 5), (n,), (n,) if reduction == "none" else ()), {"reduction": reduction}, operand_dtypes=(None, "i64", None))
+    for n in (4, "N")
+    for reduction in ("mean", "sum", "none")
+)
+
 MSE_CASES = tuple(
     Case((shape, shape), {"reduction": reduction}) for shape in ((3, 4), (5,), (), ("N", 3)) for reduction in ("mean", "sum", "none")
 )
@@ -440,6 +454,7 @@ def _rows() -> list[OpRow]:
         OpRow("nn.softmax", _softmax, SOFTMAX_CASES, normal),
         OpRow("nn.log_softmax", _log_softmax, SOFTMAX_CASES, normal),
         OpRow("nn.cross_entropy", _cross_entropy, CROSS_ENTROPY_CASES, labels_for_logits),
+        OpRow("nn.cross_entropy_grad", _cross_entropy_grad, CROSS_ENTROPY_GRAD_CASES, labels_for_logits),
         OpRow("nn.mse", _mse, MSE_CASES, normal),
     ]
 
