@@ -8,10 +8,11 @@ allocation, with its page faults, on every step. ``out`` must not alias ``x``.
 
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import numpy as np
+
+from kiln.compiler.ops.transformer import GELU_EXP_CAP, GELU_TANH_CUBIC, GELU_TANH_LINEAR
 
 
 def softmax_into(x: np.ndarray, out: np.ndarray, axis: int) -> np.ndarray:
@@ -31,17 +32,15 @@ def gelu_into(x: np.ndarray, out: np.ndarray, approximate: str) -> np.ndarray:
 
 
 def gelu_tanh_into(x: np.ndarray, out: np.ndarray) -> np.ndarray:
-    # x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))); x * x * x, not x**3 (pow is 5x slower)
+    # x / (1 + exp(min(-u, 80))),  -u = x (-a - b x^2): nn.gelu's decomposition (compiler/ops/transformer.py)
     np.multiply(x, x, out=out)
+    out *= x.dtype.type(-GELU_TANH_CUBIC)
+    out += x.dtype.type(-GELU_TANH_LINEAR)
     out *= x
-    out *= x.dtype.type(0.044715)
-    out += x
-    out *= x.dtype.type(math.sqrt(2 / math.pi))
-    np.tanh(out, out=out)
+    np.minimum(out, GELU_EXP_CAP, out=out)
+    np.exp(out, out=out)
     out += 1
-    out *= x
-    out *= x.dtype.type(0.5)  # exact: the same as (x / 2) (1 + t)
-    return out
+    return np.divide(x, out, out=out)
 
 
 def layer_norm_into(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, out: np.ndarray, eps: float) -> np.ndarray:

@@ -13,7 +13,8 @@ import math
 from kiln.compiler.autodiff.rules import Cotangents, vjp_rule
 from kiln.compiler.ir.builder import Builder
 from kiln.compiler.ir.core import Op, Value
-from kiln.compiler.ops.transformer import attention_scale, attention_weights, batch_axes, normalized_axes, per_channel, standardize
+from kiln.compiler.ops.transformer import (GELU_TANH_CUBIC, GELU_TANH_LINEAR, attention_scale, attention_weights, batch_axes,
+                                           gelu_tanh_denominator, normalized_axes, per_channel, standardize)
 
 CONV_ATTRS = ("stride", "padding", "dilation", "groups")
 POOL_ATTRS = ("kernel_size", "stride", "padding")
@@ -69,12 +70,10 @@ def gelu_vjp(b: Builder, op: Op, g: Value) -> Cotangents:
     x = op.operands[0]
     one, half = b.scalar_like(1.0, x), b.scalar_like(0.5, x)
     if op.attrs["approximate"] == "tanh":
-        # d/dx x/2 (1 + t) = (1 + t)/2 + x/2 (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2),  t = tanh(sqrt(2/pi)(x + 0.044715 x^3))
-        k = b.scalar_like(math.sqrt(2 / math.pi), x)
-        x2 = b.mul(x, x)
-        t = b.tanh(b.mul(k, b.add(x, b.mul(b.scalar_like(0.044715, x), b.mul(x2, x)))))
-        inner = b.mul(k, b.add(one, b.mul(b.scalar_like(3 * 0.044715, x), x2)))
-        slope = b.add(b.mul(half, b.add(one, t)), b.mul(b.mul(half, x), b.mul(b.sub(one, b.mul(t, t)), inner)))
+        # d/dx x s(u) = s + x s (1 - s) u',  s = sigmoid(u) = 1 / (1 + exp(-u)),  u' = 2 sqrt(2/pi) (1 + 3 * 0.044715 x^2)
+        s = b.div(one, gelu_tanh_denominator(b, x))
+        du = b.add(b.mul(b.mul(x, x), b.scalar_like(3 * GELU_TANH_CUBIC, x)), b.scalar_like(GELU_TANH_LINEAR, x))
+        slope = b.add(s, b.mul(b.mul(x, b.mul(s, b.sub(one, s))), du))
     else:
         # d/dx x Phi(x) = Phi(x) + x phi(x),  Phi(x) = (1 + erf(x / sqrt 2)) / 2,  phi(x) = exp(-x^2/2) / sqrt(2 pi)
         cdf = b.mul(half, b.add(one, b.erf(b.mul(x, b.scalar_like(1 / math.sqrt(2), x)))))
