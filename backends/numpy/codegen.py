@@ -35,10 +35,10 @@ import numpy as np
 from kiln.backends.base import LoweringTable, missing_lowering
 from kiln.backends.numpy import out_nn
 from kiln.backends.numpy.lowering_losses import cross_entropy_grad_into, softmax_cross_entropy_grad_into
-from kiln.backends.numpy.out_kernels import IN_PLACE, OUT_KERNELS, VIEWS
+from kiln.backends.numpy.out_kernels import IN_PLACE, OUT_KERNELS, VIEWS, row_reduction
 from kiln.compiler.ir.core import Graph, Op, Value
 from kiln.compiler.ir.printer import assign_names, unique_name, print_graph
-from kiln.compiler.ir.types import TensorType, dim_factors, dim_value
+from kiln.compiler.ir.types import TensorType, dim_factors, dim_value, normalize_axes
 from kiln.compiler.ops.registry import has_trait
 from kiln.compiler.passes.plan_memory import MemoryPlan, Policy, Step, plan_memory
 
@@ -189,7 +189,20 @@ class _PlannedEmitter:
             return self.call_lines(tag, step.op_name, arguments, step.attrs, [step.key])
         out, lines = self.storage(tag, step)
         self.expressions[step.key] = out
+        if self.reduces_rows_of_buffer(step):
+            width, dtype = self.plan.type_of(step.operands[0]).shape[-1], step.type.dtype.numpy
+            ones = f"_ones_{width}_{dtype}"
+            self.namespace[ones] = np.ones((width, 1), dtype)
+            return lines + row_reduction(arguments[0], out, width, ones, step.op_name == "tensor.reduce_mean")
         return lines + OUT_KERNELS[step.op_name](arguments, out, step.attrs)
+
+    def reduces_rows_of_buffer(self, step: Step) -> bool:
+        """A float sum or mean over just the last (static) axis of a planned buffer (contiguous): ``row_reduction``."""
+        if step.op_name not in ("tensor.reduce_sum", "tensor.reduce_mean") or step.attrs["axes"] is None:
+            return False
+        x = self.plan.type_of(step.operands[0])
+        return step.operands[0] in self.plan.buffer_of and x.dtype.is_float and x.rank >= 2 \
+            and isinstance(x.shape[-1], int) and x.shape[-1] > 1 and normalize_axes(step.attrs["axes"], x.rank) == (x.rank - 1,)
 
     def combined_lines(self, tag: str, step: Step) -> list[str] | None:
         """Steps computed together with another one (``batch_summed_matmuls``, ``losses_with_gradient``), else None."""

@@ -19,7 +19,16 @@ def softmax_into(x: np.ndarray, out: np.ndarray, axis: int) -> np.ndarray:
     # softmax = exp(x - max) / sum(exp(x - max))
     np.subtract(x, np.maximum.reduce(x, axis=axis, keepdims=True), out=out)
     np.exp(out, out=out)
-    return np.divide(out, np.add.reduce(out, axis=axis, keepdims=True), out=out)
+    return np.divide(out, row_sums(out) if axis in (-1, out.ndim - 1) else np.add.reduce(out, axis=axis, keepdims=True), out=out)
+
+
+def row_sums(x: np.ndarray) -> np.ndarray:
+    """``x.sum(-1, keepdims=True)``; for a C-contiguous float ``x`` as a product with a ones vector (BLAS reduces
+    short rows ~3x faster than NumPy, see ``out_kernels.row_reduction``)."""
+    width = x.shape[-1]
+    if not x.flags.c_contiguous or x.dtype.kind != "f" or width < 2:
+        return np.add.reduce(x, axis=-1, keepdims=True)
+    return np.matmul(x.reshape(-1, width), np.ones((width, 1), x.dtype)).reshape(x.shape[:-1] + (1,))
 
 
 def gelu_into(x: np.ndarray, out: np.ndarray, approximate: str) -> np.ndarray:
