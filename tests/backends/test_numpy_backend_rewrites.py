@@ -78,3 +78,29 @@ def test_loss_and_its_gradient_come_from_one_kernel_with_the_loss_kernels_result
     assert "np.equal" not in _source(step)  # no one-hot matrix for plain labels
 
 
+
+
+@pytest.mark.parametrize("dtype", ["f32", "f64"])
+@pytest.mark.parametrize("op", ["reduce_sum", "reduce_mean"])
+@pytest.mark.parametrize("keepdims", [True, False])
+def test_row_sums_of_a_buffer_run_as_a_product_with_ones(op, dtype, keepdims):
+    from kiln.backends.numpy import NumpyBackend
+    from kiln.compiler.ir import Builder, Graph, TensorType
+
+    graph = Graph("rows")
+    x = graph.add_input(TensorType(("N", 3, 7), dtype), "x")
+    b = Builder(graph)
+    graph.outputs = [getattr(b, op)(b.mul(x, x), axes=(-1,), keepdims=keepdims)]
+    executable = NumpyBackend().compile(graph)
+    assert "np.matmul(" in executable.source  # the row reduction of the buffer x * x
+    for n in (0, 1, 5):
+        value = np.random.default_rng(n).standard_normal((n, 3, 7)).astype(dtype.replace("f", "float"))
+        want = getattr(np, op.split("_")[1])(value * value, axis=-1, keepdims=keepdims)
+        np.testing.assert_allclose(executable(value)[0], want, rtol=1e-6 if dtype == "f32" else 1e-13)
+
+
+def test_softmax_rows_of_a_strided_view_are_summed_by_numpy():
+    x = np.random.default_rng(0).standard_normal((4, 5, 6)).transpose(0, 2, 1)
+    want = np.exp(x) / np.exp(x).sum(-1, keepdims=True)
+    np.testing.assert_allclose(softmax_into(x, np.empty_like(x), axis=-1), want, rtol=1e-13)
+    np.testing.assert_allclose(softmax_into(x, np.empty(x.shape), axis=2), want, rtol=1e-13)
