@@ -8,7 +8,9 @@
 others waiting.) Data parallel: each rank trains on its shard of every batch
 (``DataLoader(rank=, world_size=)``), the compiled step averages the gradients
 in bucketed allreduces, rank 0 writes the checkpoint. Pipeline parallel: every
-rank sees the whole batch, rank ``r`` runs and holds only stage ``r``.
+rank sees the whole batch, rank ``r`` runs and holds only stage ``r``; the
+checkpoint gathers the stages on rank 0 into one file that a single-process
+``TrainStep`` (or a pipeline) loads.
 """
 
 from __future__ import annotations
@@ -72,8 +74,8 @@ def main() -> None:
             print(f"epoch {epoch + 1:2d}  loss {np.mean(losses):.4f}", flush=True)
     if args.print_ir and comm.rank == 0:
         print(step.graph)
+    step.save(args.checkpoint)  # every rank calls it; rank 0 writes (pipeline: after gathering every stage)
     if args.mode == "data":
-        step.save(args.checkpoint)
         if comm.rank == 0:
             print(f"{comm.size} ranks, {time.perf_counter() - start:.2f} s; held-out accuracy {accuracy(model, x_test, y_test):.3f}; "
                   f"checkpoint {args.checkpoint}")

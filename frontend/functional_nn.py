@@ -14,6 +14,7 @@ import numpy as np
 
 from kiln.compiler.errors import TraceError
 from kiln.compiler.ir.types import DType, normalize_axis
+from kiln.frontend.sync_batch_norm import record_running_statistics, sync_batch_norm
 from kiln.frontend.tensor import Tensor, apply
 
 
@@ -242,11 +243,18 @@ def dropout(input: Tensor, p: float = 0.5, training: bool = True, seed: Tensor |
 def batch_norm(input: Tensor, running_mean: Tensor | None, running_var: Tensor | None, weight: Tensor | None = None, bias: Tensor | None = None,
                training: bool = False, momentum: float = 0.1, eps: float = 1e-5) -> Tensor:
     """PyTorch's ``batch_norm`` over channel axis 1. In training, batch statistics normalize and, if running
-    statistics are given (module ``Buffer``s), their updated values are recorded for the training step to write back."""
+    statistics are given (module ``Buffer``s), their updated values are recorded for the training step to write back.
+    Traced for a batch sharded over data-parallel ranks (``DataParallel``), the statistics are the global batch's
+    (``SyncBatchNorm``, see ``frontend/sync_batch_norm.py``)."""
+    from kiln.frontend.trace import TraceContext
+
     channels = (input.shape[1],)
     weight = weight if weight is not None else _filled(1.0, channels, input)
     bias = bias if bias is not None else _filled(0.0, channels, input)
     if training:
+        ranks = TraceContext.current().data_parallel_ranks
+        if ranks > 1:
+            return sync_batch_norm(input, running_mean, running_var, weight, bias, momentum, eps, ranks)
         output = apply("nn.batch_norm", input, weight, bias, eps=eps)
         if running_mean is not None and running_var is not None:
             _update_running_statistics(input, running_mean, running_var, momentum)
@@ -261,16 +269,11 @@ def batch_norm(input: Tensor, running_mean: Tensor | None, running_var: Tensor |
 
 def _update_running_statistics(input: Tensor, running_mean: Tensor, running_var: Tensor, momentum: float) -> None:
     """``running = (1 - momentum) running + momentum batch``, the variance unbiased (``n / (n - 1)``), as PyTorch."""
-    from kiln.frontend.trace import TraceContext
-
     axes = (0,) + tuple(range(2, input.ndim))
     mean = input.mean(axes)
     centered = input - mean.reshape((-1,) + (1,) * (input.ndim - 2))
     count = apply("tensor.numel", input, axes=axes, dtype=input.dtype)
-    variance = (centered * centered).sum(axes) / (count - 1.0)
-    context = TraceContext.current()
-    context.update_buffer(running_mean, ((1 - momentum) * running_mean + momentum * mean).value)
-    context.update_buffer(running_var, ((1 - momentum) * running_var + momentum * variance).value)
+    record_running_statistics(running_mean, running_var, mean, (centered * centered).sum(axes) / (count - 1.0), momentum)
 
 
 __all__ = [

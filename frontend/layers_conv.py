@@ -60,6 +60,7 @@ class BatchNorm2d(Module):
 
     In training mode each step normalizes with the batch's statistics and returns the updated running
     statistics as extra outputs, which ``compile_train_step`` writes back; eval mode uses the running ones.
+    Under ``kiln.distributed.DataParallel`` the batch is the global one, all ranks' shards (``SyncBatchNorm``).
     """
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True, dtype: str = "float32"):

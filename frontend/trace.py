@@ -62,6 +62,8 @@ class TraceContext:
         """How many random draws were traced: each gets its own ``stream``."""
         self.buffer_updates: dict[int, tuple["Parameter", Value]] = {}
         """New values of module buffers, by ``id`` of the buffer (the last update wins)."""
+        self.data_parallel_ranks = 1
+        """Ranks the traced batch is one shard of (``DataParallel`` sets it): batch statistics (BatchNorm) reduce over all of them."""
 
     def update_buffer(self, buffer: "Parameter", value: Value) -> None:
         """Record ``value`` as ``buffer``'s new value (BatchNorm's running statistics); the training step returns and writes it."""

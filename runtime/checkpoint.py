@@ -15,6 +15,7 @@ it was.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import struct
@@ -44,9 +45,17 @@ def save(path: str | os.PathLike, tree: Any) -> None:
 
 def load(path: str | os.PathLike) -> Any:
     """The tree saved at ``path``; a file that is not a kiln checkpoint raises ``CheckpointError``."""
-    path = os.fspath(path)
+    return _read(os.fspath(path), os.fspath(path))
+
+
+def loads(content: bytes | memoryview, name: str) -> Any:
+    """The tree in ``content``, a checkpoint file's bytes (read on one rank and broadcast); ``name`` says which file in errors."""
+    return _read(io.BytesIO(content), name)
+
+
+def _read(source: str | io.BytesIO, path: str) -> Any:
     try:
-        with np.load(path, allow_pickle=False) as members:
+        with np.load(source, allow_pickle=False) as members:
             meta = json.loads(bytes(members[META]).decode())
             if meta.get("format") != FORMAT or meta.get("version") != VERSION:
                 raise ValueError(f"format {meta.get('format')!r} version {meta.get('version')!r}, expected {FORMAT!r} version {VERSION}")

@@ -38,6 +38,9 @@ class GradientOptions:
     """Whether the graph takes a ``loss_scale`` input that multiplies the loss and divides the gradients."""
     clip_grad_value: float | None = None
     clip_grad_norm: float | None = None
+    data_parallel_ranks: int = 1
+    """Ranks each batch is sharded over (``DataParallel`` sets it): BatchNorm in training normalizes with, and
+    updates its running statistics from, the statistics of all the ranks' shards (``SyncBatchNorm``)."""
 
 
 @dataclass
@@ -56,16 +59,16 @@ class StepGraph:
     reads_step: bool
     """Whether the last input is the ``step`` counter."""
     reads_seed: bool = False
+    """Whether the model traced random ops (dropout): then the input right after the frozen parameters is the int64 ``rng_seed``."""
     buffers: list[Parameter] = field(default_factory=list)
     """Module buffers the step updates (BatchNorm's running statistics): their new values are the last outputs."""
-    """Whether the model traced random ops (dropout): then the input right after the frozen parameters is the int64 ``rng_seed``."""
 
 
 def build_step_graph(
     model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, specs: Sequence[TensorSpec], options: GradientOptions = GradientOptions()
 ) -> StepGraph:
     """Trace ``loss_fn(model(*inputs), target)`` per micro-batch, differentiate, transform the gradients, append the update."""
-    graph, loss, parameters, frozen, buffer_updates = _trace_loss(model, loss_fn, optimizer, specs, options.accumulate)
+    graph, loss, parameters, frozen, buffer_updates = _trace_loss(model, loss_fn, optimizer, specs, options)
     reads_seed = len(graph.inputs) > len(specs) * options.accumulate + len(parameters) + len(frozen)
     values = graph.inputs[len(specs) * options.accumulate :][: len(parameters)]
     state_names = [optimizer.state_names(optimizer.group_of(p)) for p in parameters]
@@ -83,18 +86,19 @@ def build_step_graph(
 
 
 def _trace_loss(
-    model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, specs: Sequence[TensorSpec], micro_batches: int
+    model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, specs: Sequence[TensorSpec], options: GradientOptions
 ) -> tuple[Graph, Value, list[Parameter], list[Parameter], list[tuple[Parameter, Value]]]:
     """The mean loss over the micro-batches; inputs are the batches, then trained, then frozen parameters (and buffers).
 
     Also returns the buffers the model updated while tracing, with their new values.
     """
     with TraceContext("train_step") as context:
-        context.parameter_names.update({id(p): name for name, p in model.named_parameters()})
+        context.parameter_names.update({id(p): name for name, p in [*model.named_parameters(), *model.named_buffers()]})
+        context.data_parallel_ranks = options.data_parallel_ranks
         names = input_names(model, len(specs) - 1) + ["target"]
         batch_inputs, losses = [], []
-        for index in range(micro_batches):
-            suffix = "" if micro_batches == 1 else f".{index}"
+        for index in range(options.accumulate):
+            suffix = "" if options.accumulate == 1 else f".{index}"
             inputs = [Tensor(context.graph.add_input(spec.type, name + suffix)) for spec, name in zip(specs, names)]
             batch_inputs += [tensor.value for tensor in inputs]
             losses.append(as_value(loss_fn(model(*inputs[:-1]), inputs[-1]), "the loss function's result"))

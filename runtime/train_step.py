@@ -85,6 +85,8 @@ class TrainStep:
     """The current loss scale (a graph input: change it between steps freely), or None for none."""
     seed: int = 0
     """Seeds the random ops (dropout): step ``k`` draws from ``rng_seed = seed * 2**20 + k``, so a step replays given its seed."""
+    data_parallel_ranks: int = 1
+    """Ranks each batch is sharded over; ``kiln.distributed.DataParallel`` sets it so BatchNorm uses the global batch's statistics."""
     compiled: dict[tuple[Any, ...], CompiledStep] = field(default_factory=dict)
     compile_count: int = 0
     """How many times a graph was traced and compiled (a new input signature or optimizer option each)."""
@@ -100,7 +102,7 @@ class TrainStep:
 
     @property
     def options(self) -> GradientOptions:
-        return GradientOptions(self.accumulate, self.loss_scale is not None, self.clip_grad_value, self.clip_grad_norm)
+        return GradientOptions(self.accumulate, self.loss_scale is not None, self.clip_grad_value, self.clip_grad_norm, self.data_parallel_ranks)
 
     def __call__(self, *batch: Any) -> float:
         arrays = [array if hasattr(array, "__cuda_array_interface__") else np.asarray(array) for array in batch]  # device batches stay
@@ -186,17 +188,13 @@ class TrainStep:
         The arrays are the live ones (as PyTorch's ``state_dict``): copy them to keep a snapshot in memory.
         """
         self.sync()
-        return {"model": dict(self.model.state_dict()), "optimizer": self.optimizer.state_dict(self._parameter_names())}
+        return training_state(self.model, self.optimizer)
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore parameters, optimizer state and step counter in place; all is checked before anything is written."""
-        missing = sorted({"model", "optimizer"} - set(state))
-        if missing:
-            raise CheckpointError(f"a training-step state needs 'model' and 'optimizer' entries; it lacks {missing}")
+        write = prepare_training_state_load(self.model, self.optimizer, state)
         self._resident.invalidate()
-        write_optimizer = self.optimizer.prepare_load(state["optimizer"], self._parameter_names())
-        self.model.load_state_dict(state["model"])
-        write_optimizer()
+        write()
 
     def save(self, path: str) -> None:
         """Write ``state_dict()`` to ``path`` atomically (``kiln.save``); ``step.load(path)`` restores it."""
@@ -205,8 +203,32 @@ class TrainStep:
     def load(self, path: str) -> None:
         self.load_state_dict(checkpoint.load(path))
 
-    def _parameter_names(self) -> dict[int, str]:
-        return {id(p): name for name, p in self.model.named_parameters()}
+
+def parameter_names(model: Module) -> dict[int, str]:
+    """``id(parameter) -> name``: optimizer state is saved under the model's parameter names."""
+    return {id(p): name for name, p in model.named_parameters()}
+
+
+def training_state(model: Module, optimizer: Optimizer) -> dict[str, Any]:
+    """``{"model": ..., "optimizer": ...}``, the tree ``TrainStep.save`` writes (live arrays, not copies)."""
+    return {"model": dict(model.state_dict()), "optimizer": optimizer.state_dict(parameter_names(model))}
+
+
+def prepare_training_state_load(model: Module, optimizer: Optimizer, state: Mapping[str, Any]) -> Callable[[], None]:
+    """Check a ``training_state`` tree against the model and optimizer; returns the function that writes it in place.
+
+    The model's keys and shapes are checked inside the returned function, before it writes anything.
+    """
+    missing = sorted({"model", "optimizer"} - set(state))
+    if missing:
+        raise CheckpointError(f"a training-step state needs 'model' and 'optimizer' entries; it lacks {missing}")
+    write_optimizer = optimizer.prepare_load(state["optimizer"], parameter_names(model))
+
+    def write() -> None:
+        model.load_state_dict(state["model"])
+        write_optimizer()
+
+    return write
 
 
 @contextmanager
@@ -263,4 +285,7 @@ def compile_train_step(
     return TrainStep(model, loss_fn, optimizer, backend, **options)
 
 
-__all__ = ["CompiledStep", "TrainStep", "batch_specs", "build_step_graph", "compile_train_step", "split_micro_batches"]
+__all__ = [
+    "CompiledStep", "TrainStep", "batch_specs", "build_step_graph", "compile_train_step", "parameter_names", "prepare_training_state_load",
+    "split_micro_batches", "training_state",
+]

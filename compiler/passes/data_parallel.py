@@ -20,6 +20,12 @@ loss joins the last bucket, so every rank reports the global loss.
                                             %new = "optim.sgd_update"(%fc.weight, %4, %lr)
 ```
 
+BatchNorm is not this pass's work: its statistics must be global already in
+the forward pass, so ``DataParallel`` traces it with ``comm`` sums over the
+ranks (``frontend/sync_batch_norm.py``). A training-mode ``nn.batch_norm``
+left in the graph would normalize with one shard's statistics; the pass
+refuses it unless ``local-batch-norm=true``.
+
 The gradients are those the step-graph builder records on ``graph.gradients``;
 a graph without that record (one parsed from text) uses the gradient operand
 (the second) of every ``optim.*_update`` op.
@@ -47,6 +53,9 @@ class DataParallel(Pass):
     """The most bytes one allreduce carries (PyTorch DDP's default, 25 MiB); a larger tensor gets a bucket alone."""
     average_loss: bool = True
     """Average the loss (the first output) too, in the last bucket."""
+    local_batch_norm: bool = False
+    """Accept ``nn.batch_norm`` ops, whose statistics are those of this rank's shard (running statistics then differ
+    between ranks). Off: such a graph is refused; ``DataParallel`` traces BatchNorm over the global batch instead."""
 
     def run(self, graph: Graph) -> bool:
         if self.world_size < 1:
@@ -54,6 +63,8 @@ class DataParallel(Pass):
         gradients = _unique(gradient_values(graph))
         if not gradients or self.world_size == 1:
             return False
+        if not self.local_batch_norm:
+            _refuse_local_batch_norm(graph, self.world_size)
         extra = [graph.outputs[0]] if self.average_loss and graph.outputs and graph.outputs[0].type.shape == () else []
         first = _first_reader(graph, gradients)
         earlier = {id(op) for op in graph.ops[: graph.ops.index(first) if first is not None else len(graph.ops)]}
@@ -132,6 +143,19 @@ def _first_reader(graph: Graph, values: list[Value]) -> Op | None:
             "is computed; run data-parallel on the step graph as built, before passes that reorder it"
         )
     return first
+
+
+def _refuse_local_batch_norm(graph: Graph, world_size: int) -> None:
+    """A training-mode ``nn.batch_norm`` sees one shard: its statistics (and the running ones) would differ per rank."""
+    for index, op in enumerate(graph.ops):
+        if op.name == "nn.batch_norm":
+            where = f" from {op.location}" if op.location else ""
+            raise KilnError(
+                f"data-parallel: nn.batch_norm (op #{index} in @{graph.name}{where}) normalizes with the statistics of this rank's "
+                "shard only, so each rank would train differently and the running statistics would drift apart; wrap the step in "
+                f"kiln.distributed.DataParallel (it traces BatchNorm over the global batch), or build the step graph with "
+                f"data_parallel_ranks={world_size}, or pass local-batch-norm=true to accept per-rank statistics"
+            )
 
 
 def _redirect(graph: Graph, old: Value, new: Value, skip: set[int]) -> None:

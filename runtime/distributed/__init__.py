@@ -13,6 +13,8 @@ step.save("run.npz")                                 # rank 0 writes
 
 pipe = dist.PipelineParallel(model, F.cross_entropy, opt, stages=2, micro_batches=4)
 loss = pipe(x, y)                                    # each rank runs and holds only its stage
+pipe.save("pipe.npz")                                # every rank calls it: rank 0 gathers the stages, writes one file
+pipe.load("pipe.npz")                                # resumes exactly; TrainStep.load reads the same file
 
 fc1, fc2 = dist.ColumnParallelLinear(784, 128), dist.RowParallelLinear(128, 10)   # tensor parallel layers
 ```
@@ -20,7 +22,9 @@ fc1, fc2 = dist.ColumnParallelLinear(784, 128), dist.RowParallelLinear(128, 10) 
 The compiler does the work: ``data-parallel`` inserts bucketed
 ``comm.allreduce`` ops on the gradients, ``pipeline-split`` keeps one stage of
 the step with ``comm.send``/``comm.recv`` at its borders; the ``comm`` ops'
-kernels call the communicator ``init`` made current.
+kernels call the communicator ``init`` made current. Under ``DataParallel``,
+BatchNorm is traced with the global batch's statistics (``SyncBatchNorm``,
+``frontend/sync_batch_norm.py``).
 """
 
 from kiln.runtime.distributed.communicator import (

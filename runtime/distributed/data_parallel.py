@@ -11,6 +11,15 @@ pipeline (the gradients are averaged in flat buckets inside the graph, see
 buffers, so every rank starts alike. Shards must be equally long (the
 ``DataLoader``'s ``rank``/``world_size`` sharding makes them so). Only rank 0
 writes checkpoints.
+
+BatchNorm has ``SyncBatchNorm`` semantics: the step is traced with
+``data_parallel_ranks=W``, so in training mode every BatchNorm normalizes with
+the mean and variance of the global batch (all ranks' shards, two small
+``comm.allreduce`` ops per layer forward and two back, see
+``frontend/sync_batch_norm.py``) and updates ``running_mean``/``running_var``
+from them. W ranks with shards of a batch then take exactly the step one
+process takes with the whole batch, parameters and running statistics alike,
+and the running statistics stay identical on every rank.
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ class DataParallel:
         self.comm = comm or current()
         options = f"world-size={self.comm.size} bucket-bytes={bucket_bytes} average-loss={'true' if average_loss else 'false'}"
         step.pipeline = f"data-parallel{{{options}}}," + step.pipeline
+        step.data_parallel_ranks = self.comm.size  # BatchNorm traces with the global batch's statistics (SyncBatchNorm)
         broadcast_arrays([array for _, array in step.model.state_dict().items()], root=0, comm=self.comm)
 
     def __call__(self, *batch: Any) -> float:

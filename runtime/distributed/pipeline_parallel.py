@@ -3,6 +3,7 @@
 ```python
 pipe = PipelineParallel(model, F.cross_entropy, kiln.optim.SGD(model.parameters(), lr=0.1), stages=2, micro_batches=4)
 loss = pipe(x, y)    # every rank passes the same batch; rank r runs stage r only
+pipe.save("run.npz") # every rank calls it; rank 0 gathers the stages and writes one file; pipe.load("run.npz") resumes
 ```
 
 The step graph is built with ``accumulate=micro_batches`` (so the update is
@@ -11,12 +12,16 @@ the single-process step with gradient accumulation), then
 receives at its borders (see ``compiler/passes/pipeline_split.py``). Each rank
 feeds, updates and creates optimizer state for its stage's parameters only;
 the last stage's loss is broadcast so every rank returns it.
+
+``pipe.save(path)`` gathers the stages on rank 0 and writes one file in
+``TrainStep.save``'s format; ``pipe.load(path)`` resumes from such a file
+exactly (see ``runtime/distributed/pipeline_checkpoint.py``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -27,11 +32,12 @@ from kiln.compiler.passes.manager import PassManager
 from kiln.frontend.module import Module, Parameter
 from kiln.frontend.optim import Optimizer
 from kiln.frontend.tensor import Tensor
+from kiln.runtime.distributed import pipeline_checkpoint
 from kiln.runtime.distributed.communicator import Communicator, current
 from kiln.runtime.donation import step_donations
 from kiln.runtime.executable import Executable
 from kiln.runtime.step_graph import GradientOptions, StepGraph, build_step_graph
-from kiln.runtime.train_step import DEFAULT_PIPELINE, batch_specs, split_micro_batches
+from kiln.runtime.train_step import DEFAULT_PIPELINE, batch_specs, prepare_training_state_load, split_micro_batches
 
 Feed = Callable[[], np.ndarray]
 
@@ -53,6 +59,8 @@ class PipelineParallel:
     signature: Any = None
     local: list[Parameter] = field(default_factory=list)
     """The parameters this rank's stage trains."""
+    local_buffers: list[Parameter] = field(default_factory=list)
+    """The buffers (BatchNorm's running statistics) this rank's stage updates."""
 
     def __post_init__(self) -> None:
         self.comm = self.comm or current()
@@ -87,8 +95,11 @@ class PipelineParallel:
         graph.donations = _stage_donations(joint_donations, graph.stage_inputs, graph.stage_outputs)
         kept = set(graph.stage_outputs)
         self.local = [p for i, p in enumerate(step_graph.parameters) if 1 + i in kept]
+        first_buffer = 1 + len(step_graph.parameters) + sum(map(len, step_graph.state_names))  # outputs: loss, params, states, buffers
+        self.local_buffers = [b for j, b in enumerate(step_graph.buffers) if first_buffer + j in kept]
         self.step_graph, self.signature = step_graph, signature
         self.executable = get_backend("numpy").compile(graph)
+        self._keep_stage_optimizer_state()
 
     def _feeds(self, micro_batches: list[np.ndarray]) -> list[Feed]:
         """One thunk per input of the joint graph, in its order (as ``TrainStep._feeds``); only the stage's are called."""
@@ -127,6 +138,42 @@ class PipelineParallel:
         last = self.stages - 1
         loss = np.asarray(outputs[0] if self.comm.rank == last else 0.0, dtype=np.float64)
         return float(self.comm.broadcast(loss, last))
+
+    def _keep_stage_optimizer_state(self) -> None:
+        """Drop optimizer state of other stages' parameters (a loaded checkpoint brings all of it)."""
+        local = {id(p) for p in self.local}
+        self.optimizer.state = {key: state for key, state in self.optimizer.state.items() if key in local}
+
+    # --- state ---------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any] | None:
+        """The whole model's ``TrainStep.state_dict()``, gathered from the stages, on rank 0; ``None`` on the others.
+
+        Every rank must call it (the stages send their parameters and optimizer state to rank 0).
+        """
+        return pipeline_checkpoint.gather_state(self)
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Load a whole-model ``TrainStep.state_dict()`` tree (every rank passes the same); each rank keeps its stage's optimizer state.
+
+        Everything is checked before anything is written, alike on every rank, so a mismatch raises on all of them.
+        """
+        prepare_training_state_load(self.model, self.optimizer, state)()
+        if self.step_graph is not None:
+            self._keep_stage_optimizer_state()
+
+    def save(self, path: str) -> None:
+        """Write the whole training state to ``path`` (``TrainStep.save``'s format), gathered and written by rank 0, atomically.
+
+        Every rank calls it; a failed write raises on every rank and leaves an earlier file at ``path`` as it was. A
+        single-process ``TrainStep`` (``accumulate=micro_batches`` for the same updates) or a pipeline with any number of
+        stages loads the file.
+        """
+        pipeline_checkpoint.save(self, path)
+
+    def load(self, path: str) -> None:
+        """Resume from ``path`` (written by ``save`` or by ``TrainStep.save``): rank 0 reads it and broadcasts it; every rank calls it."""
+        pipeline_checkpoint.load(self, path)
 
     def parameter_bytes(self) -> int:
         """Bytes of the parameters and optimizer state this rank holds for its stage."""

@@ -69,3 +69,43 @@ def train_two_layers(steps: int) -> dict[str, np.ndarray]:
     x, y = dataset()
     losses = [step(x[k * BATCH : (k + 1) * BATCH], y[k * BATCH : (k + 1) * BATCH]) for k in range(steps)]
     return {"losses": np.array(losses), **{key: value.copy() for key, value in model.state_dict().items()}}
+
+
+class ConvBN(nn.Module):
+    """Two conv + BatchNorm2d blocks and a classifier: BatchNorm's batch statistics under data parallelism."""
+
+    def __init__(self, dtype: str = "float64") -> None:
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(1, 4, 3, padding=1, dtype=dtype), nn.BatchNorm2d(4, dtype=dtype)
+        self.conv2, self.bn2 = nn.Conv2d(4, 6, 3, padding=1, dtype=dtype), nn.BatchNorm2d(6, dtype=dtype)
+        self.fc = nn.Linear(6 * 4 * 4, SIZES[-1], dtype=dtype)
+
+    def forward(self, x):
+        h = F.relu(self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x))))))
+        return self.fc(h.reshape(-1, 6 * 4 * 4))
+
+
+def make_conv_bn(seed: int = 0) -> ConvBN:
+    kiln.manual_seed(seed)
+    return ConvBN()
+
+
+def image_dataset(steps: int = STEPS, batch: int = BATCH) -> tuple[np.ndarray, np.ndarray]:
+    """4x4 one-channel float64 images with an offset and scale, so the batch statistics are far from (0, 1)."""
+    rng = np.random.default_rng(1)
+    x = 3.0 + 2.0 * rng.standard_normal((steps * batch, 1, 4, 4))
+    y = rng.integers(0, SIZES[-1], steps * batch).astype(np.int64)
+    return x, y
+
+
+def sgd(model: nn.Module):
+    return kiln.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+
+
+def train_conv_bn_single(steps: int) -> dict[str, np.ndarray]:
+    """The BatchNorm reference: one process, full batches; final parameters, running statistics and losses."""
+    model = make_conv_bn(0)
+    step = kiln.compile_train_step(model, F.cross_entropy, sgd(model))
+    x, y = image_dataset()
+    losses = [step(x[k * BATCH : (k + 1) * BATCH], y[k * BATCH : (k + 1) * BATCH]) for k in range(steps)]
+    return {"losses": np.array(losses), **{key: value.copy() for key, value in model.state_dict().items()}}

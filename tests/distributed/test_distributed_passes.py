@@ -20,7 +20,7 @@ from kiln.backends.numpy import NumpyBackend
 from kiln.frontend.trace import TensorSpec
 from kiln.runtime.step_graph import GradientOptions, build_step_graph
 
-from dist_models import SIZES, dataset, make_model, make_optimizer, train_single
+from dist_models import SIZES, dataset, make_conv_bn, make_model, make_optimizer, sgd, train_single
 
 SPECS = [TensorSpec(("N", SIZES[0]), "float32"), TensorSpec(("N",), "int64")]
 PARAMETERS = [f"fc{i}.{kind}" for i in range(1, 5) for kind in ("weight", "bias")]
@@ -58,6 +58,44 @@ def test_data_parallel_without_recorded_gradients_uses_the_update_operands():
     graph = parse(text)  # a parsed graph carries no gradient record
     PassManager("data-parallel{world-size=4},dce", verify_each=True).run(graph)
     assert _count(graph, "comm.allreduce") == 1 and "world_size = 4" in print_graph(graph)
+
+
+IMAGE_SPECS = [TensorSpec(("N", 1, 4, 4), "float64"), TensorSpec(("N",), "int64")]
+
+
+def _conv_bn_graph(pipeline: str, data_parallel_ranks: int = 1):
+    model = make_conv_bn()
+    step_graph = build_step_graph(model, F.cross_entropy, sgd(model), IMAGE_SPECS, GradientOptions(data_parallel_ranks=data_parallel_ranks))
+    PassManager(pipeline, verify_each=True).run(step_graph.graph)
+    return step_graph.graph
+
+
+def test_batch_norm_traced_for_data_parallel_reduces_its_statistics_over_the_ranks():
+    graph = _conv_bn_graph("data-parallel{world-size=2},canonicalize,cse,dce", data_parallel_ranks=2)
+    text = print_graph(graph)
+    assert _count(graph, "nn.batch_norm") == 0 and _count(graph, "comm.replicate") == 4  # 2 layers x (sums + count, squares)
+    sums = [op for op in graph.ops if op.name == "comm.allreduce" and op.attrs["op"] == "sum"]
+    assert len(sums) == 8  # forward: 2 per layer; backward: replicate's VJP sums the cotangents, 2 per layer
+    assert '%bn1.batch_totals = "comm.allreduce"' in text and "tensor<5xf64>" in text  # 4 channel sums and the count
+    assert print_graph(parse(text)) == text
+
+
+def test_data_parallel_refuses_batch_norm_with_one_shards_statistics():
+    with pytest.raises(KilnError, match=r"nn.batch_norm \(op #\d+ in @train_step from .*\) normalizes with the statistics of this rank's shard"):
+        _conv_bn_graph("data-parallel{world-size=2}")
+    graph = _conv_bn_graph("data-parallel{world-size=2 local-batch-norm=true}")  # per-rank statistics, asked for
+    assert _count(graph, "nn.batch_norm") == 2 and _count(graph, "comm.allreduce") == 1
+
+
+def test_data_parallel_wrapper_traces_batch_norm_over_the_ranks():
+    dist.use(LoopbackComm())
+    try:
+        model = make_conv_bn()
+        step = dist.DataParallel(kiln.compile_train_step(model, F.cross_entropy, sgd(model)))
+        graph = step.compile(*IMAGE_SPECS).graph
+    finally:
+        dist.shutdown()
+    assert step.data_parallel_ranks == 2 and _count(graph, "nn.batch_norm") == 0 and _count(graph, "comm.replicate") == 4
 
 
 @pytest.mark.parametrize("rank, mine", [(0, PARAMETERS[:4]), (1, PARAMETERS[4:])])

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 import kiln
+import kiln.nn.functional as F
 
-from dist_models import train_single, train_two_layers
+from dist_models import BATCH, dataset, make_model, make_optimizer, train_conv_bn_single, train_single, train_two_layers
 from mpi_launch import run_mpi
 
 
@@ -57,6 +58,24 @@ def test_data_parallel_ir_on_the_ranks_has_bucketed_allreduces(data_parallel_run
     assert '"tensor.concat"' in stdout and 'op = "mean", world_size = 2' in stdout
 
 
+BN_STEPS = 8
+
+
+def test_data_parallel_batch_norm_uses_the_global_batch_statistics(tmp_path):
+    """SyncBatchNorm semantics: 2 ranks with half batches take the 1-process full-batch step, running statistics included."""
+    result = run_mpi("dp_batch_norm_worker.py", str(tmp_path), str(BN_STEPS), timeout=90)
+    _assert_ran(result)
+    for layer in ("bn1", "bn2"):  # the per-channel sums (with the count) and the centered squares cross the ranks
+        assert f'%{layer}.batch_totals = "comm.allreduce"' in result.stdout and f'%{layer}.batch_squares = "comm.allreduce"' in result.stdout
+    assert '"nn.batch_norm"' not in result.stdout  # no op left normalizing with one shard's statistics
+    reference = train_conv_bn_single(BN_STEPS)
+    ranks = [np.load(tmp_path / f"bn_rank{r}.npz") for r in (0, 1)]
+    assert set(reference) >= {"bn1.running_mean", "bn1.running_var", "bn2.running_mean", "bn2.running_var"}
+    for name, expected in reference.items():
+        np.testing.assert_allclose(ranks[0][name], expected, rtol=1e-5, err_msg=f"rank 0 {name} differs from the full-batch step")
+        np.testing.assert_array_equal(ranks[0][name], ranks[1][name], err_msg=f"ranks disagree on {name}")
+
+
 @pytest.fixture(scope="module")
 def pipeline_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("pipeline")
@@ -82,6 +101,78 @@ def test_pipeline_parallel_matches_gradient_accumulation(pipeline_run, optimizer
         ir = (tmp_path / f"{optimizer}_rank{rank}.ir").read_text()
         other = stages[1 - rank]
         assert all(f"%{name}:" in ir for name in names) and not any(f"%{name}" in ir for name in other)
+
+
+RESUME_AT, MORE = 6, 4
+
+
+@pytest.fixture(scope="module")
+def pipeline_checkpoint_run(tmp_path_factory):
+    """Two mpiexec runs: train and save, then load into fresh pipelines and go on."""
+    out = tmp_path_factory.mktemp("pipeline_checkpoint")
+    _assert_ran(run_mpi("pp_checkpoint_worker.py", "train", str(out), str(RESUME_AT), str(MORE), timeout=90))
+    resumed = run_mpi("pp_checkpoint_worker.py", "resume", str(out), str(RESUME_AT), str(MORE), timeout=90)
+    _assert_ran(resumed)
+    return out, resumed.stdout
+
+
+def _flat(tree, prefix=""):
+    """``{"model/fc1.weight": array, "optimizer/state/fc1.weight/exp_avg": array, "optimizer/step": 10, ...}``."""
+    if isinstance(tree, dict):
+        return {key: value for name, child in tree.items() for key, value in _flat(child, f"{prefix}{name}/").items()}
+    if isinstance(tree, list):
+        return {key: value for index, child in enumerate(tree) for key, value in _flat(child, f"{prefix}{index}/").items()}
+    return {prefix.rstrip("/"): tree}
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_pipeline_checkpoint_resumes_bit_for_bit(pipeline_checkpoint_run, optimizer):
+    """N steps, save, load in a new mpiexec run, M steps == N + M steps uninterrupted: parameters, state and losses."""
+    out, _ = pipeline_checkpoint_run
+    full, resumed = _flat(kiln.load(out / f"{optimizer}_full.npz")), _flat(kiln.load(out / f"{optimizer}_resumed.npz"))
+    assert set(full) == set(resumed) and full["optimizer/step"] == RESUME_AT + MORE
+    states = {"sgd": ("momentum_buffer",), "adam": ("exp_avg", "exp_avg_sq")}[optimizer]
+    for layer in ("fc1", "fc4"):  # one file holds both stages: parameters and optimizer state of each
+        assert all(f"optimizer/state/{layer}.weight/{state}" in full for state in states)
+    for key, value in full.items():
+        np.testing.assert_array_equal(resumed[key], value, err_msg=f"{optimizer}: {key} differs after the resume")
+    for rank in (0, 1):
+        uninterrupted = np.load(out / f"{optimizer}_train_losses_rank{rank}.npy")
+        np.testing.assert_array_equal(np.load(out / f"{optimizer}_resume_losses_rank{rank}.npy"), uninterrupted[RESUME_AT:])
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_pipeline_checkpoint_is_a_train_step_checkpoint(pipeline_checkpoint_run, optimizer):
+    """The gathered file equals the single-process step with accumulation after N steps, and TrainStep.load resumes from it."""
+    out, _ = pipeline_checkpoint_run
+    reference = train_single(optimizer, "float64", accumulate=4, steps=RESUME_AT)
+    saved = kiln.load(out / f"{optimizer}_after_n.npz")
+    for name, value in saved["model"].items():
+        np.testing.assert_allclose(value, reference[name], rtol=1e-5, err_msg=f"{optimizer}: {name}")
+    model = make_model(seed=3, dtype="float64")
+    step = kiln.compile_train_step(model, F.cross_entropy, make_optimizer(optimizer, model), accumulate=4)
+    step.load(str(out / f"{optimizer}_after_n.npz"))
+    x, y = dataset(dtype="float64")
+    for k in range(RESUME_AT, RESUME_AT + MORE):
+        step(x[k * BATCH : (k + 1) * BATCH], y[k * BATCH : (k + 1) * BATCH])
+    full = kiln.load(out / f"{optimizer}_full.npz")
+    for name, value in model.state_dict().items():
+        np.testing.assert_allclose(value, full["model"][name], rtol=1e-5, err_msg=f"{optimizer}: {name} after TrainStep resumed")
+
+
+def test_pipeline_checkpoint_failures_raise_on_every_rank(pipeline_checkpoint_run):
+    out, stdout = pipeline_checkpoint_run
+    assert "rank 0 load of a missing file: FileNotFoundError" in stdout
+    assert "rank 1 load of a missing file: DistributedError: rank 0 could not read" in stdout
+    assert "rank 0 save into a missing folder: FileNotFoundError" in stdout
+    assert "rank 1 save into a missing folder: DistributedError: rank 0 could not write" in stdout
+    assert not list(out.glob("**/.*.tmp"))  # no temporary file left behind
+
+
+def test_pipeline_load_keeps_each_stages_optimizer_state_only(pipeline_checkpoint_run):
+    _, stdout = pipeline_checkpoint_run
+    for rank in (0, 1):  # the file brings all 8 parameters' state; once compiled, each rank keeps its stage's 4
+        assert all(f"rank {rank} {name}: optimizer state for 4 of 8 parameters" in stdout for name in ("sgd", "adam"))
 
 
 def test_a_failing_rank_ends_the_job_with_its_error():

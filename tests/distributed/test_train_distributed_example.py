@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import kiln
+
 from mpi_launch import run_mpi
 
 EXAMPLE = str(Path(__file__).parents[2] / "examples" / "train_distributed.py")
@@ -18,8 +20,11 @@ def test_data_parallel_example_trains_and_rank0_checkpoints(tmp_path):
     assert len(losses) == 3 and losses[-1] < losses[0]
 
 
-def test_pipeline_example_puts_one_stage_on_each_rank():
-    result = run_mpi(EXAMPLE, "--mode", "pipeline", "--epochs", "2", timeout=60)
+def test_pipeline_example_puts_one_stage_on_each_rank(tmp_path):
+    checkpoint = tmp_path / "pipeline.npz"
+    result = run_mpi(EXAMPLE, "--mode", "pipeline", "--epochs", "2", "--checkpoint", str(checkpoint), timeout=60)
     assert result.returncode == 0, result.stderr
     assert "rank 0: stage 0 holds fc1.weight, fc1.bias (" in result.stdout
     assert "rank 1: stage 1 holds fc2.weight" in result.stdout
+    saved = kiln.load(str(checkpoint))  # one file with both stages' parameters and optimizer state
+    assert {f"fc{i}.{kind}" for i in range(1, 5) for kind in ("weight", "bias")} == set(saved["model"]) == set(saved["optimizer"]["state"])
