@@ -220,10 +220,12 @@ if "tensor.reduce_min" in OPS:
 
 @onnx_op("ReduceProd")
 def reduce_prod(ctx: ImportContext, node: Any, inputs: list[Any]) -> list[Any]:
-    """Only over shapes (``numel``): a product of dims, symbolic ones included."""
+    """A product: over shapes (``numel``, symbolic dims included) or known arrays while importing, else ``tensor.reduce_prod``."""
     item = inputs[0]
     if isinstance(item, ShapeValue) and item.source is not None and not all(isinstance(d, int) for d in item.dims):
         return [ctx.op("tensor.numel", item.source, axes=item.axes, dtype="i64")]
+    if isinstance(item, Value):
+        return _reduce("tensor.reduce_prod")(ctx, node, inputs)
     array = as_array(item, "ReduceProd input")
     axes = _reduce_axes(ctx, node, inputs, array.ndim)
     return [np.prod(array, axis=axes, keepdims=bool(attributes(node).get("keepdims", 1)))]
@@ -549,23 +551,42 @@ def trilu(ctx: ImportContext, node: Any, inputs: list[Any]) -> list[Any]:
     return [ctx.op("tensor.triu" if attributes(node).get("upper", 1) else "tensor.tril", inputs[0], k=k)]
 
 
+SCATTER_REDUCTIONS = {
+    "add": ("tensor.reduce_sum", "tensor.add"),
+    "mul": ("tensor.reduce_prod", "tensor.mul"),
+    "max": ("tensor.reduce_max", "tensor.maximum"),
+    "min": ("tensor.reduce_min", "tensor.minimum"),
+}
+"""How ScatterElements combines the updates that land on one cell (duplicates included), then those with the data."""
+
+
 @onnx_op("ScatterElements")
 def scatter_elements(ctx: ImportContext, node: Any, inputs: list[Any]) -> list[Any]:
-    # add: out = data + sum_i onehot(indices_i) * updates_i along axis; none: the update where written
+    # hit[..., i, ..., p] = (indices[..., i, ...] == p) along axis; cell p combines the updates with hit over i, then data
     attrs = attributes(node)
     reduction = text_attr(attrs, "reduction", "none")
-    if reduction not in ("add", "none"):
-        raise refuse(node, f"with reduction={reduction!r} (only none and add)")
+    if reduction not in ("none", *SCATTER_REDUCTIONS):
+        raise refuse(node, f"with reduction={reduction!r}")
     data, indices, updates = (ctx.value(i) for i in inputs)
     axis = attrs.get("axis", 0) % data.type.rank
     if any(a != b for i, (a, b) in enumerate(zip(indices.type.shape, data.type.shape)) if i != axis):
         raise refuse(node, f"with indices {indices.type} narrower than data {data.type} off the axis")
-    size = data.type.shape[axis]
+    size, dtype = data.type.shape[axis], data.type.dtype.numpy
     hot = ctx.op("tensor.one_hot", _int64_labels(ctx, indices, size), num_classes=size, dtype=data.type.dtype)
-    summed = ctx.op("tensor.reduce_sum", ctx.op("tensor.mul", hot, ctx.op("tensor.reshape", updates, shape=updates.type.shape + (1,))), axes=(axis,))
-    scattered = _classes_to_axis(ctx, summed, axis)
-    if reduction == "add":
-        return [ctx.op("tensor.add", data, scattered)]
-    # none: written positions take the update (ONNX leaves duplicate indices undefined), the rest keep data
-    hit = _classes_to_axis(ctx, ctx.op("tensor.reduce_max", hot, axes=(axis,)), axis)
-    return [ctx.op("tensor.where", ctx.op("tensor.greater", hit, np.array(0, data.type.dtype.numpy)), scattered, data)]
+    hit = ctx.op("tensor.greater", hot, np.array(0, dtype))
+    reduce_op, combine_op = SCATTER_REDUCTIONS[reduction if reduction != "none" else "add"]  # none scatters a sum
+    landed = ctx.op("tensor.where", hit, ctx.op("tensor.reshape", updates, shape=updates.type.shape + (1,)), _identity(reduction, dtype))
+    scattered = _classes_to_axis(ctx, ctx.op(reduce_op, landed, axes=(axis,)), axis)
+    if reduction != "none":
+        return [ctx.op(combine_op, data, scattered)]
+    # none: written cells take their update (ONNX leaves duplicate indices undefined; here they add), the rest keep data
+    written = _classes_to_axis(ctx, ctx.op("tensor.reduce_max", hot, axes=(axis,)), axis)
+    return [ctx.op("tensor.where", ctx.op("tensor.greater", written, np.array(0, dtype)), scattered, data)]
+
+
+def _identity(reduction: str, dtype: np.dtype) -> np.ndarray:
+    """What a cell no update lands on contributes: 0 to a sum, 1 to a product, the far end to a max or a min."""
+    if reduction not in ("max", "min"):
+        return np.array(1 if reduction == "mul" else 0, dtype)
+    lowest, highest = (-np.inf, np.inf) if dtype.kind == "f" else (np.iinfo(dtype).min, np.iinfo(dtype).max)
+    return np.array(lowest if reduction == "max" else highest, dtype)

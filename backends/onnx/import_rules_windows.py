@@ -1,8 +1,11 @@
-"""ONNX import of the window ops: Conv, ConvTranspose, MaxPool, AveragePool (1-D and 2-D).
+"""ONNX import of the window ops: Conv (1-D, 2-D), ConvTranspose (1-D to 3-D), MaxPool and AveragePool (any rank).
 
 Padding kiln's ops cannot express directly (``auto_pad=SAME_*``, asymmetric or
 wide pads, ``ceil_mode``, padding left out of an average) becomes an explicit
 ``tensor.pad`` before the op; 1-D windows run as 2-D over a height of 1.
+Pools kiln has no op for (dilated, 3-D, with ``Indices``) fold strided slices
+(``import_pool_slices.py``); ConvTranspose's geometry and its 3-D form are in
+``import_conv_transpose.py``.
 """
 
 from __future__ import annotations
@@ -11,22 +14,11 @@ from typing import Any
 
 import numpy as np
 
+from kiln.backends.onnx.import_conv_transpose import TransposedAxis, transposed_2d, transposed_3d, transposed_axes
+from kiln.backends.onnx.import_pool_slices import Window, window_argmax, window_max, window_mean
 from kiln.backends.onnx.import_rules import optional_input, refuse, text_attr
 from kiln.backends.onnx.importer import ImportContext, attributes, onnx_op
 from kiln.compiler.ir.core import Value
-
-
-def _symmetric_2d(node: Any, attrs: dict, x: Value) -> tuple[int, int]:
-    """The (h, w) padding of a 2-D window op; refuses what kiln's conv and pool ops cannot express."""
-    if x.type.rank != 4:
-        raise refuse(node, f"on rank-{x.type.rank} input (only 2-D NCHW)")
-    auto_pad = text_attr(attrs, "auto_pad", "NOTSET")
-    if auto_pad not in ("NOTSET", "VALID"):
-        raise refuse(node, f"with auto_pad={auto_pad}")
-    pads = list(attrs.get("pads", [0, 0, 0, 0])) if auto_pad == "NOTSET" else [0, 0, 0, 0]
-    if pads[:2] != pads[2:]:
-        raise refuse(node, f"with asymmetric pads {pads}")
-    return pads[0], pads[1]
 
 
 @onnx_op("Conv")
@@ -71,22 +63,25 @@ def _add_channel_bias(ctx: ImportContext, out: Value, inputs: list[Any]) -> Valu
 
 @onnx_op("ConvTranspose")
 def conv_transpose(ctx: ImportContext, node: Any, inputs: list[Any]) -> list[Any]:
-    # ConvTranspose is conv2d's transpose in its input: out = (in - 1) s - 2 p + d (k - 1) + 1 + output_padding
+    # the transpose of a convolution in its input: each axis's full output has (in - 1) s + d (k - 1) + 1 cells,
+    # of which ONNX keeps [begin, begin + length) (zeros past either end: output_padding, output_shape)
     attrs = attributes(node)
     x, weight = ctx.value(inputs[0]), ctx.value(inputs[1])
-    padding = _symmetric_2d(node, attrs, x)
-    stride, dilation = tuple(attrs.get("strides", (1, 1))), tuple(attrs.get("dilations", (1, 1)))
-    groups = attrs.get("group", 1)
-    kernel = weight.type.shape[2:]
-    natural = [(x.type.shape[2 + i] - 1) * stride[i] - 2 * padding[i] + dilation[i] * (kernel[i] - 1) + 1 for i in range(2)]
-    extra = list(attrs.get("output_padding", (0, 0)))
-    if "output_shape" in attrs:
-        extra = [attrs["output_shape"][-2 + i] - natural[i] for i in range(2)]
-    if any(e < 0 or e >= max(stride[i], dilation[i]) for i, e in enumerate(extra)):
-        raise refuse(node, f"with output padding {extra}")
-    input_shape = (x.type.shape[0], weight.type.shape[1] * groups) + tuple(n + e for n, e in zip(natural, extra))
-    out = ctx.op("tensor.conv2d_input_grad", x, weight, input_shape=input_shape, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    axes, groups = transposed_axes(node, attrs, x, weight), attrs.get("group", 1)
+    if x.type.rank == 3:  # 1-D as 2-D over a height of 1
+        out = transposed_2d(ctx, _unit_height(ctx, x), _unit_height(ctx, weight), [TransposedAxis(1, 1, 1, 1, 0, 1)] + axes, groups)
+        out = ctx.op("tensor.reshape", out, shape=out.type.shape[:2] + out.type.shape[3:])
+    elif x.type.rank == 4:
+        out = transposed_2d(ctx, x, weight, axes, groups)
+    elif x.type.rank == 5:
+        out = transposed_3d(ctx, x, weight, axes, groups)
+    else:
+        raise refuse(node, f"on a rank-{x.type.rank} input (only 1-D, 2-D and 3-D)")
     return [_add_channel_bias(ctx, out, inputs)]
+
+
+def _unit_height(ctx: ImportContext, x: Value) -> Value:
+    return ctx.op("tensor.reshape", x, shape=x.type.shape[:2] + (1,) + x.type.shape[2:])
 
 
 def _explicit_pads(node: Any, attrs: dict, sizes: tuple[int, ...], kernel: tuple[int, ...], stride: tuple[int, ...], dilation: tuple[int, ...]) -> list[tuple[int, int]]:
@@ -106,21 +101,27 @@ def _explicit_pads(node: Any, attrs: dict, sizes: tuple[int, ...], kernel: tuple
     return list(zip(flat[:rank], flat[rank:]))
 
 
-def _ceil_extra(size: int, k: int, s: int, begin: int, end: int) -> int:
-    """Cells to add at the end for ceil_mode; a last window starting in the end padding is dropped (ONNX, PyTorch)."""
-    out = -(-(size + begin + end - k) // s) + 1
+def _ceil_extra(size: int, span: int, s: int, begin: int, end: int) -> int:
+    """Cells to add at the end for ceil_mode, a window covering ``span`` cells.
+
+    A last window starting in the end padding is dropped (ONNX, PyTorch).
+    """
+    out = -(-(size + begin + end - span) // s) + 1
     if (out - 1) * s >= size + begin:
         out -= 1
-    return max(0, (out - 1) * s + k - (size + begin + end))
+    return max(0, (out - 1) * s + span - (size + begin + end))
 
 
 def _pool(ctx: ImportContext, node: Any, x: Value, kind: str) -> Value:
     attrs = attributes(node)
-    if any(d != 1 for d in attrs.get("dilations", ())) or attrs.get("storage_order", 0):
-        raise refuse(node, "with dilations or storage_order")
     kernel = tuple(attrs["kernel_shape"])
-    if len(kernel) not in (1, 2) or x.type.rank != len(kernel) + 2:
-        raise refuse(node, f"with a {len(kernel)}-D window (only 1-D and 2-D)")
+    if x.type.rank != len(kernel) + 2:
+        raise refuse(node, f"with a {len(kernel)}-D window on a rank-{x.type.rank} input")
+    if len(kernel) > 2 or any(d != 1 for d in attrs.get("dilations", ())):  # kiln's pool ops are 2-D and undilated
+        windows = pool_windows(node, attrs, x)
+        if kind == "max":
+            return window_max(ctx, x, windows)
+        return window_mean(ctx, x, windows, bool(attrs.get("count_include_pad", 0)))
     if len(kernel) == 1:  # 1-D as 2-D over a height of 1
         flat = ctx.op("tensor.reshape", x, shape=x.type.shape[:2] + (1,) + x.type.shape[2:])
         one_d = {**attrs, "kernel_shape": (1,) + kernel, "strides": (1,) + tuple(attrs.get("strides", (1,))),
@@ -128,6 +129,21 @@ def _pool(ctx: ImportContext, node: Any, x: Value, kind: str) -> Value:
         pooled = _pool_2d(ctx, node, flat, kind, one_d)
         return ctx.op("tensor.reshape", pooled, shape=pooled.type.shape[:2] + pooled.type.shape[3:])
     return _pool_2d(ctx, node, x, kind, attrs)
+
+
+def pool_windows(node: Any, attrs: dict, x: Value) -> list[Window]:
+    """The pool's window along each spatial axis: auto_pad resolved, ceil_mode as extra cells at the end."""
+    sizes, kernel = x.type.shape[2:], tuple(attrs["kernel_shape"])
+    if not all(isinstance(size, int) for size in sizes):
+        raise refuse(node, f"over the symbolic spatial dims of {x.type}")
+    stride = tuple(attrs.get("strides", (1,) * len(kernel)))
+    dilation = tuple(attrs.get("dilations", (1,) * len(kernel)))
+    pads = _explicit_pads(node, attrs, sizes, kernel, stride, dilation)
+    windows = []
+    for size, k, s, d, (begin, end) in zip(sizes, kernel, stride, dilation, pads):
+        extra = _ceil_extra(size, (k - 1) * d + 1, s, begin, end) if attrs.get("ceil_mode", 0) else 0
+        windows.append(Window(size, k, s, d, begin, end, extra))
+    return windows
 
 
 def _pads_2d_from_1d(pads: Any) -> tuple[int, ...]:
@@ -166,9 +182,11 @@ def _padded_pool(ctx: ImportContext, x: Value, kind: str, kernel, stride, pads, 
 
 @onnx_op("MaxPool")
 def max_pool(ctx: ImportContext, node: Any, inputs: list[Any]) -> list[Any]:
-    if len(node.output) > 1 and node.output[1]:
-        raise refuse(node, "with an Indices output")
-    return [_pool(ctx, node, ctx.value(inputs[0]), "max")]
+    x = ctx.value(inputs[0])
+    if len(node.output) > 1 and node.output[1]:  # Indices: the argmax rides along the sliced max
+        attrs = attributes(node)
+        return list(window_argmax(ctx, x, pool_windows(node, attrs, x), attrs.get("storage_order", 0)))
+    return [_pool(ctx, node, x, "max")]
 
 
 @onnx_op("AveragePool")

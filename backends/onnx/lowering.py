@@ -79,6 +79,7 @@ def _reduce(onnx_type: str) -> Emitter:
 ONNX.register("tensor.reduce_sum")(_reduce("ReduceSum"))
 ONNX.register("tensor.reduce_mean")(_reduce("ReduceMean"))
 ONNX.register("tensor.reduce_max")(_reduce("ReduceMax"))
+ONNX.register("tensor.reduce_prod")(_reduce("ReduceProd"))
 
 
 @ONNX.register("tensor.reshape")

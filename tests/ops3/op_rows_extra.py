@@ -1,4 +1,4 @@
-"""Op-table rows of the movement, convolution and transformer ops (``compiler/ops/{movement,conv,transformer}.py``).
+"""Op-table rows of the movement, convolution, transformer and product ops (``compiler/ops/{movement,conv,transformer,reduce_prod}.py``).
 
 ``tests/ops/op_table.py`` appends them to its table, so ``test_forward.py``
 runs them on the NumPy backend (and checks composites against their
@@ -42,6 +42,14 @@ def away_from_bounds(rng, shapes, dtypes, attrs):
     for bound in (attrs["min"], attrs["max"]):
         if bound is not None and np.issubdtype(dtypes[0], np.floating):
             x = np.where(np.abs(x - bound) < 0.05, bound + 0.1, x)
+    return [x]
+
+
+def with_zeros(rng, shapes, dtypes, attrs):
+    """Values in [-2, 2] with exact zeros at flat positions 0, 4 and 9: a (2, 3, 4) product over axis 1 has a group with two zeros and one with one."""
+    (shape,) = shapes
+    x = np.array(rng.uniform(-2, 2, shape) if np.issubdtype(dtypes[0], np.floating) else rng.integers(-2, 3, shape))
+    np.put(x, [i for i in (0, 4, 9) if i < x.size], 0)
     return [x]
 
 
@@ -331,6 +339,7 @@ def extra_rows() -> list[OpRow]:
         OpRow("tensor.rsqrt", lambda x: 1 / np.sqrt(x), UNARY_CASES, positive),
         OpRow("tensor.clip", lambda x, *, min, max: np.clip(x, min, max), CLIP_CASES, away_from_bounds),
         OpRow("tensor.reduce_min", lambda x, *, axes, keepdims: np.min(x, axis=axes, keepdims=keepdims), reductions, distinct, dtypes=FLOATS_AND_INTS),
+        OpRow("tensor.reduce_prod", lambda x, *, axes, keepdims: np.prod(x, axis=axes, keepdims=keepdims).astype(x.dtype), reductions, with_zeros, dtypes=FLOATS_AND_INTS),
         OpRow("tensor.argmax", lambda x, *, axis, keepdims: np.argmax(x, axis=axis, keepdims=keepdims), ARGMAX_CASES, distinct, False, FLOATS_AND_INTS),
         OpRow("tensor.take", _take, TAKE_CASES, with_indices, dtypes=FLOATS_AND_INTS, operand_dtypes=(None, "i64")),
         OpRow("tensor.scatter_add", _scatter_add, SCATTER_CASES, with_indices, dtypes=FLOATS_AND_INTS, operand_dtypes=(None, "i32")),
