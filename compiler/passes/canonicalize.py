@@ -137,6 +137,48 @@ def _unbroadcast_type(operand: Value) -> TensorType | None:
     return None
 
 
+def _zero_pad_axis(value: Value) -> int | None:
+    """The one axis a zero-valued ``tensor.pad`` without interior fill widens, else ``None``."""
+    producer = value.producer
+    if producer is None or producer.name != "tensor.pad" or producer.attrs["value"] != 0 or any(producer.attrs["interior"]):
+        return None
+    widened = [axis for axis, (lo, hi) in enumerate(zip(producer.attrs["low"], producer.attrs["high"])) if lo or hi]
+    return widened[0] if len(widened) == 1 else None
+
+
+def sum_of_adjacent_pads(b: Builder, op: Op) -> Value | None:
+    """Two zero pads along one axis whose data ranges meet (the gradient of slices of one tensor: a fused QKV
+    weight) are one pad of their concatenation: one copy instead of two zero-filled arrays and an add."""
+    axes = [_zero_pad_axis(v) for v in op.operands]
+    if axes[0] is None or axes[0] != axes[1] or not op.operands[0].type == op.operands[1].type == op.result.type:
+        return None
+    axis = axes[0]
+    first, second = sorted((v.producer for v in op.operands), key=lambda pad: pad.attrs["low"][axis])
+    if first.attrs["low"][axis] + first.operands[0].type.shape[axis] != second.attrs["low"][axis]:
+        return None
+    low, high = list(first.attrs["low"]), list(second.attrs["high"])
+    joined = b.concat(first.operands[0], second.operands[0], axis=axis)
+    return b.pad(joined, low=tuple(low), high=tuple(high), interior=first.attrs["interior"], value=0.0)
+
+
+def no_padding(b: Builder, op: Op) -> Value | None:
+    return op.operands[0] if not any(op.attrs["low"] + op.attrs["high"] + op.attrs["interior"]) else None
+
+
+def concat_of_concat(b: Builder, op: Op) -> Value | None:
+    """Splice an operand that is a concat along the same axis into this one."""
+    axis = op.attrs["axis"] % op.result.type.rank
+    parts, spliced = [], False
+    for operand in op.operands:
+        inner = operand.producer
+        if inner is not None and inner.name == "tensor.concat" and inner.attrs["axis"] % op.result.type.rank == axis:
+            parts += inner.operands
+            spliced = True
+        else:
+            parts.append(operand)
+    return b.concat(*parts, axis=op.attrs["axis"]) if spliced else None
+
+
 ELEMENTWISE_RULES: tuple[Rewrite, ...] = (fold_broadcast_operands,)
 """Rules every elementwise op gets, after its own."""
 
@@ -154,6 +196,9 @@ RULES: tuple[tuple[str, Rewrite], ...] = (
     ("tensor.reshape", reshape_of_reshape),            # reshape(reshape(x, s), t) -> reshape(x, t)
     ("tensor.broadcast_to", same_shape),               # broadcast_to(x, shape(x)) -> x
     ("tensor.cast", same_dtype_cast),                  # cast(x: T, T) -> x
+    ("tensor.add", sum_of_adjacent_pads),              # pad(a, [l, ...]) + pad(b, [l + |a|, ...]) -> pad(concat(a, b))
+    ("tensor.pad", no_padding),                        # pad(x, 0, 0, 0) -> x
+    ("tensor.concat", concat_of_concat),               # concat(concat(a, b), c) -> concat(a, b, c)  (same axis)
 )
 """Op-specific rules, one a line; ``ELEMENTWISE_RULES`` add: f(broadcast_to(x), y) -> f(x, y), f(splat c, y) -> f(c 0-d, y)."""
 
