@@ -189,12 +189,19 @@ class _PlannedEmitter:
             return self.call_lines(tag, step.op_name, arguments, step.attrs, [step.key])
         out, lines = self.storage(tag, step)
         self.expressions[step.key] = out
+        return lines + (self.shape_specialized_lines(step, arguments, out) or OUT_KERNELS[step.op_name](arguments, out, step.attrs))
+
+    def shape_specialized_lines(self, step: Step, arguments: list[str], out: str) -> list[str] | None:
+        """Faster statements for some operand types: row sums as a GEMV, a stack of matrices times a matrix as one GEMM."""
         if self.reduces_rows_of_buffer(step):
             width, dtype = self.plan.type_of(step.operands[0]).shape[-1], step.type.dtype.numpy
             ones = f"_ones_{width}_{dtype}"
             self.namespace[ones] = np.ones((width, 1), dtype)
-            return lines + row_reduction(arguments[0], out, width, ones, step.op_name == "tensor.reduce_mean")
-        return lines + OUT_KERNELS[step.op_name](arguments, out, step.attrs)
+            return row_reduction(arguments[0], out, width, ones, step.op_name == "tensor.reduce_mean")
+        left, right = (self.plan.type_of(key).rank for key in step.operands[:2]) if step.op_name == "tensor.matmul" else (0, 0)
+        if left > 2 and right == 2:
+            return [f"_nn.stacked_matmul_into({arguments[0]}, {arguments[1]}, {out})"]
+        return None
 
     def reduces_rows_of_buffer(self, step: Step) -> bool:
         """A float sum or mean over just the last (static) axis of a planned buffer (contiguous): ``row_reduction``."""

@@ -64,6 +64,15 @@ def layer_norm_into(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, out: np
     return out
 
 
+def stacked_matmul_into(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``a @ b`` for a stack of matrices ``a`` and one matrix ``b``: one GEMM over the stacked rows when ``a`` and ``out``
+    are contiguous (NumPy calls BLAS once per matrix of the stack, ~20% slower for the 64-row matrices of a GPT step)."""
+    if not (a.flags.c_contiguous and out.flags.c_contiguous):
+        return np.matmul(a, b, out=out)
+    np.matmul(a.reshape(-1, a.shape[-1]), b, out=out.reshape(-1, out.shape[-1]))
+    return out
+
+
 def batch_summed_matmul_into(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
     # sum_n a[n] @ b[n] = [a[0] ... a[N-1]] @ [b[0]; ...; b[N-1]]: one GEMM over the stacked rows (views when strides allow)
     return np.matmul(a.transpose(1, 0, 2).reshape(a.shape[1], -1), b.reshape(-1, b.shape[2]), out=out)

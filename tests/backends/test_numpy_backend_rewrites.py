@@ -104,3 +104,18 @@ def test_softmax_rows_of_a_strided_view_are_summed_by_numpy():
     want = np.exp(x) / np.exp(x).sum(-1, keepdims=True)
     np.testing.assert_allclose(softmax_into(x, np.empty_like(x), axis=-1), want, rtol=1e-13)
     np.testing.assert_allclose(softmax_into(x, np.empty(x.shape), axis=2), want, rtol=1e-13)
+
+
+@pytest.mark.parametrize("contiguous", [True, False])
+def test_a_stack_of_matrices_times_a_matrix_is_one_gemm_with_numpys_result(contiguous):
+    from kiln.backends.numpy.out_nn import stacked_matmul_into
+
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((3, 4, 5, 6)) if contiguous else rng.standard_normal((3, 4, 6, 5)).swapaxes(-1, -2)
+    b = rng.standard_normal((6, 7))
+    np.testing.assert_allclose(stacked_matmul_into(a, b, np.empty((3, 4, 5, 7))), a @ b, rtol=1e-13)
+    np.testing.assert_allclose(stacked_matmul_into(a[:0], b, np.empty((0, 4, 5, 7))), np.empty((0, 4, 5, 7)))
+    kiln.manual_seed(0)
+    step = _step(nn.Sequential([nn.Linear(6, 7), nn.ReLU(), nn.Linear(7, 2)]), F.mse_loss)
+    step(a.reshape(12, 5, 6).astype(np.float32), np.zeros((12, 5, 2), np.float32))
+    assert "_nn.stacked_matmul_into(" in _source(step)
