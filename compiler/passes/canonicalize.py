@@ -21,7 +21,7 @@ from typing import Callable
 
 from kiln.compiler.ir.builder import Builder
 from kiln.compiler.ir.core import Graph, Op, Value
-from kiln.compiler.ir.types import TensorType
+from kiln.compiler.ir.types import TensorType, normalize_axes
 from kiln.compiler.ops.registry import has_trait, infer_types
 from kiln.compiler.passes.dce import DCE
 from kiln.compiler.passes.manager import Pass, register_pass
@@ -95,6 +95,30 @@ def transpose_of_matmul(b: Builder, op: Op) -> Value | None:
     if not any(v.producer is not None and v.producer.name == "tensor.transpose" for v in (left, right)):
         return None
     return b.matmul(b.transpose(right, perm=(1, 0)), b.transpose(left, perm=(1, 0)))
+
+
+def _produced_by(value: Value, name: str, single_use: bool = True) -> Op | None:
+    producer = value.producer
+    if producer is None or producer.name != name or (single_use and len(value.uses) != 1):
+        return None
+    return producer
+
+
+def transpose_of_summed_matmul(b: Builder, op: Op) -> Value | None:
+    """``(sum_n A_n @ B_n)^T -> sum_n B_n^T @ A_n^T`` when ``A`` or ``B`` is a transpose (it cancels): the weight
+    gradient of a Linear on ``(N, T, d)`` comes out in the weight's layout, not as a strided view that every
+    optimizer statement then reads 16x slower."""
+    summed = _produced_by(op.operands[0], "tensor.reduce_sum")
+    if _perm(op) != (1, 0) or summed is None or summed.attrs["keepdims"] or summed.operands[0].type.rank != 3:
+        return None
+    product = _produced_by(summed.operands[0], "tensor.matmul")
+    if product is None or normalize_axes(summed.attrs["axes"], 3) != (0,) or product.operands[1].type.rank != 3:
+        return None
+    left, right = product.operands
+    if not any(_produced_by(v, "tensor.transpose", single_use=False) for v in (left, right)):
+        return None
+    swap = (0, 2, 1)
+    return b.reduce_sum(b.matmul(b.transpose(right, perm=swap), b.transpose(left, perm=swap)), axes=(0,), keepdims=False)
 
 
 def same_shape(b: Builder, op: Op) -> Value | None:
@@ -192,6 +216,7 @@ RULES: tuple[tuple[str, Rewrite], ...] = (
     ("tensor.transpose", identity_transpose),          # transpose(x, identity) -> x
     ("tensor.transpose", transpose_of_transpose),      # transpose(transpose(x, p), q) -> transpose(x, p . q)
     ("tensor.transpose", transpose_of_matmul),         # (A @ B^T)^T -> B @ A^T   (one transpose cancels)
+    ("tensor.transpose", transpose_of_summed_matmul),  # (sum_n A_n @ B_n^T)^T -> sum_n B_n @ A_n^T
     ("tensor.reshape", same_shape),                    # reshape(x, shape(x)) -> x
     ("tensor.reshape", reshape_of_reshape),            # reshape(reshape(x, s), t) -> reshape(x, t)
     ("tensor.broadcast_to", same_shape),               # broadcast_to(x, shape(x)) -> x
