@@ -92,10 +92,7 @@ class Optimizer:
     def signature(self) -> tuple[Any, ...]:
         """What a compiled update fixes: group membership and every option that is not a graph input."""
         fixed = sorted(set(self.defaults) - set(self.graph_hyperparameters))
-        return tuple(
-            (tuple(id(p) for p in group["params"]), tuple((key, _hashable(group[key])) for key in fixed))
-            for group in self.param_groups
-        )
+        return tuple((tuple(map(id, group["params"])), tuple([_hashable(group[key]) for key in fixed])) for group in self.param_groups)
 
     def emit_update(
         self, b: Builder, param: Value, grad: Value, state: dict[str, Value], hyper: dict[str, Value], group: dict[str, Any]

@@ -145,7 +145,7 @@ class TrainStep:
             return CompiledStep(step_graph, get_backend(self.backend).compile(step_graph.graph))
 
     def _compiled_for(self, arrays: Sequence[np.ndarray]) -> CompiledStep:
-        key = (tuple((a.shape[1:], a.dtype.str) for a in arrays), self.optimizer.signature())
+        key = (tuple([(a.shape[1:], a.dtype) for a in arrays]), self.optimizer.signature())
         if key not in self.compiled:
             self.compiled[key] = self.compile(*batch_specs(arrays))  # specs (and their checks) only when compiling
         return self.compiled[key]

@@ -96,7 +96,8 @@ def cross_entropy_grad(logits, target, cotangent, weight=None, *, reduction: str
 
 def cross_entropy_grad_into(logits, target, cotangent, weight=None, *, out, reduction: str, ignore_index: int = -100,
                             label_smoothing: float = 0.0):
-    _gradient_into(out, _exp_shifted_into(logits, out)[1], target, cotangent, weight, reduction, ignore_index, label_smoothing)
+    plain = _plain_labels(target, weight, label_smoothing, ignore_index, logits.shape[1])
+    _gradient_into(out, _exp_shifted_into(logits, out)[1], target, cotangent, weight, reduction, ignore_index, label_smoothing, plain)
     return out
 
 
@@ -108,15 +109,25 @@ def softmax_cross_entropy_grad_into(logits, target, cotangent, weight=None, *, o
     smoothing or ignored sample) gather ``x[y] - max`` instead of writing the whole log-softmax.
     """
     top, total = _exp_shifted_into(logits, out)
-    if weight is None and not label_smoothing and target.dtype.kind != "f" and _all_valid(target, logits.shape[1], ignore_index):
-        labels = np.expand_dims(target, 1)
-        log_p = np.subtract(np.subtract(np.take_along_axis(logits, labels, axis=1), top), np.log(total))
-        loss = _reduce_class_loss(np.negative(log_p, out=log_p).squeeze(1), logits.dtype.type(target.size), reduction)
+    plain = _plain_labels(target, weight, label_smoothing, ignore_index, logits.shape[1])
+    if plain is not None:
+        log_p = np.subtract(np.subtract(logits[plain], top[:, 0]), np.log(total[:, 0]))
+        loss = _reduce_class_loss(np.negative(log_p, out=log_p), logits.dtype.type(target.size), reduction)
     else:
         loss = _cross_entropy_of(np.subtract(np.subtract(logits, top), np.log(total)), target, weight, reduction, ignore_index,
                                  label_smoothing)
-    _gradient_into(out, total, target, cotangent, weight, reduction, ignore_index, label_smoothing)
+    _gradient_into(out, total, target, cotangent, weight, reduction, ignore_index, label_smoothing, plain)
     return loss
+
+
+def _plain_labels(target, weight, smoothing: float, ignore_index: int, classes: int):
+    """For integer labels all in ``[0, C)`` and no weight or smoothing, the index of ``x[n, y_n, d...]``; else ``None``."""
+    if weight is not None or smoothing or target.dtype.kind == "f" or not _all_valid(target, classes, ignore_index):
+        return None
+    if target.ndim == 1:
+        return np.arange(len(target)), target
+    grids = np.ogrid[tuple(slice(size) for size in target.shape)]
+    return grids[0], target, *grids[1:]
 
 
 def _exp_shifted_into(logits, out):
@@ -126,17 +137,15 @@ def _exp_shifted_into(logits, out):
     return top, np.add.reduce(out, axis=1, keepdims=True)
 
 
-def _gradient_into(out, total, target, cotangent, weight, reduction: str, ignore_index: int, smoothing: float) -> None:
+def _gradient_into(out, total, target, cotangent, weight, reduction: str, ignore_index: int, smoothing: float, plain) -> None:
     """``out = exp(x - max)`` becomes ``(softmax(x) sum_c q_c - q) scale``: plain labels subtract ``scale`` at ``y``."""
-    classes = out.shape[1]
-    if weight is None and not smoothing and target.dtype.kind != "f" and _all_valid(target, classes, ignore_index):
+    if plain is not None:
         scale = _sample_scale(cotangent, target.shape, out.dtype.type(target.size), reduction)
         np.multiply(out, np.divide(scale, total), out=out)
-        labels = np.expand_dims(target, 1)
-        np.put_along_axis(out, labels, np.take_along_axis(out, labels, axis=1) - scale, axis=1)
+        out[plain] -= scale[:, 0] if reduction == "none" else scale
         return
-    targets, divisor = _class_targets(target, classes, out.dtype, weight, ignore_index, smoothing)
-    count = divisor if divisor is not None else out.dtype.type(out.size // classes)
+    targets, divisor = _class_targets(target, out.shape[1], out.dtype, weight, ignore_index, smoothing)
+    count = divisor if divisor is not None else out.dtype.type(out.size // out.shape[1])
     scale = _sample_scale(cotangent, out.shape[:1] + out.shape[2:], count, reduction)
     np.multiply(out, np.divide(np.sum(targets, axis=1, keepdims=True), total), out=out)
     np.multiply(np.subtract(out, targets, out=out), scale, out=out)
