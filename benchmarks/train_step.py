@@ -297,11 +297,18 @@ def _seconds(action: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def compile_scaling(layer_counts: list[int]) -> list[dict[str, float]]:
-    """Compile time by phase of the W4 model at each depth (a first compile: the code cache is cleared)."""
+def compile_scaling(layer_counts: list[int], repeats: int = 2) -> list[dict[str, float]]:
+    """Compile time by phase of the W4 model at each depth (a first compile: the code cache is cleared), the faster of
+    ``repeats`` compiles, each after a full garbage collection (so no depth pays for the garbage of the one before)."""
+    import gc
+
     from gpt_workload import GPTConfig, compile_phases
 
-    return [compile_phases(GPTConfig(layers=layers)) for layers in layer_counts]
+    def once(layers: int) -> dict[str, float]:
+        gc.collect()
+        return compile_phases(GPTConfig(layers=layers))
+
+    return [min((once(layers) for _ in range(repeats)), key=lambda phases: phases["total_s"]) for layers in layer_counts]
 
 
 def interleaved_medians(candidates: dict[str, Callable[[], object] | None], steps: int, warmup: int, rounds: int = 5) -> dict[str, float | None]:
