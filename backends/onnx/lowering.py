@@ -66,20 +66,22 @@ def constant(ctx, op: Op, inputs: list[str]) -> list[str]:
     return [ctx.constant(op.attrs["value"])]
 
 
-def _reduce(onnx_type: str) -> Emitter:
+def reduce_emitter(onnx_type: str) -> Emitter:
     def emit(ctx, op: Op, inputs: list[str]) -> list[str]:
         x = op.operands[0]
         axes = op.attrs["axes"]
+        if axes is not None and not normalize_axes(axes, x.type.rank):
+            return [ctx.node("Identity", inputs)]  # no axes: kiln's reduction is the identity, ONNX's empty axes reduce all
         extra = [] if axes is None else [ctx.constant(np.array(normalize_axes(axes, x.type.rank), np.int64))]
         return [ctx.node(onnx_type, inputs + extra, keepdims=int(op.attrs["keepdims"]))]
 
     return emit
 
 
-ONNX.register("tensor.reduce_sum")(_reduce("ReduceSum"))
-ONNX.register("tensor.reduce_mean")(_reduce("ReduceMean"))
-ONNX.register("tensor.reduce_max")(_reduce("ReduceMax"))
-ONNX.register("tensor.reduce_prod")(_reduce("ReduceProd"))
+ONNX.register("tensor.reduce_sum")(reduce_emitter("ReduceSum"))
+ONNX.register("tensor.reduce_mean")(reduce_emitter("ReduceMean"))
+ONNX.register("tensor.reduce_max")(reduce_emitter("ReduceMax"))
+ONNX.register("tensor.reduce_prod")(reduce_emitter("ReduceProd"))
 
 
 @ONNX.register("tensor.reshape")

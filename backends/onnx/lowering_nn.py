@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from kiln.backends.onnx.lowering import ONNX
+from kiln.backends.onnx.lowering import ONNX, reduce_emitter
 from kiln.compiler.errors import LoweringError
 from kiln.compiler.ir.core import Op
-from kiln.compiler.ir.types import normalize_axis, normalize_axes
+from kiln.compiler.ir.types import normalize_axis
 
 
 def _unary(onnx_type: str):
@@ -33,11 +33,7 @@ def clip(ctx, op: Op, inputs: list[str]) -> list[str]:
     return [ctx.node("Clip", inputs + bounds)]
 
 
-@ONNX.register("tensor.reduce_min")
-def reduce_min(ctx, op: Op, inputs: list[str]) -> list[str]:
-    axes = op.attrs["axes"]
-    extra = [] if axes is None else [ctx.constant(np.array(normalize_axes(axes, op.operands[0].type.rank), np.int64))]
-    return [ctx.node("ReduceMin", inputs + extra, keepdims=int(op.attrs["keepdims"]))]
+ONNX.register("tensor.reduce_min")(reduce_emitter("ReduceMin"))
 
 
 @ONNX.register("tensor.argmax")

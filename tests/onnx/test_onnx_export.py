@@ -165,3 +165,22 @@ def test_bad_onnx_files_get_one_clear_error(tmp_path, damage):
         expected = "opset 20.*cannot import ONNX op 'Hardmax'" if damage == "unsupported op" else "ghost"
     with pytest.raises(kiln.KilnError, match=expected):
         kiln.import_onnx(str(path))
+
+
+@pytest.mark.parametrize("op", ["reduce_sum", "reduce_mean", "reduce_max", "reduce_min", "reduce_prod"])
+@pytest.mark.parametrize("axes", [(), (1,), None])
+def test_reductions_export_with_kilns_axes_meaning(op, axes):
+    """``axes=()`` reduces nothing in kiln; ONNX reads an empty axes input as "all axes", so it exports as Identity."""
+    onnx, ort = require("onnx"), require("onnxruntime")
+    from kiln.backends.numpy import NumpyBackend
+    from kiln.compiler.ir import Builder, Graph, TensorType
+
+    graph = Graph("reduce")
+    x = graph.add_input(TensorType((2, 3, 4), "float32"), "x")
+    graph.outputs = [getattr(Builder(graph), op)(x, axes=axes, keepdims=False)]
+    proto = graph_to_onnx(graph)
+    onnx.checker.check_model(proto, full_check=True)
+    value = np.random.default_rng(0).standard_normal((2, 3, 4)).astype(np.float32)
+    (want,) = NumpyBackend().compile(graph)(value)
+    (got,) = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": value})
+    np.testing.assert_allclose(got, want, rtol=1e-6)
