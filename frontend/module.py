@@ -46,7 +46,7 @@ class Parameter(Tensor):
 
     @property
     def value(self) -> Value:
-        return TraceContext.current().value_of(self)
+        return TraceContext.current().current_value_of(self)
 
     @property
     def shape(self) -> tuple[int, ...]:

@@ -107,6 +107,15 @@ class TraceContext:
             self.parameters.append(parameter)
         return value
 
+    def current_value_of(self, parameter: "Parameter") -> Value:
+        """What reading ``parameter`` gives at this point of the trace: a buffer's latest recorded update, else its input.
+
+        A second forward in one trace (a micro-batch of ``accumulate=k``, a module applied twice) so sees the running
+        statistics the first one left, as PyTorch's sequential forwards do.
+        """
+        update = self.buffer_updates.get(id(parameter))
+        return update[1] if update is not None else self.value_of(parameter)
+
     def emit(self, name: str, *operands: Value, **attrs: Any) -> Any:
         """Build an op stamped with the user's source line; shape errors name that line."""
         location = user_location()
