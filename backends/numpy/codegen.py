@@ -3,9 +3,10 @@
 ```python
 def graph_train_step(v_x, v_w1, v_b1, v_lr):
     dim_N = v_x.shape[0]
+    _pools = _per_thread.__dict__
     _pool = _pools.get((dim_N,))
     if _pool is None:
-        _pool = _allocate((dim_N,))
+        _pool = _pools[(dim_N,)] = _allocate((dim_N,))
     b0, b1, = _pool
     np.matmul(v_x, v_0, out=b0)          # fused.matmul: matmul, add, relu
     np.add(b0, v_b1, out=b0)
@@ -16,7 +17,8 @@ def graph_train_step(v_x, v_w1, v_b1, v_lr):
 ```
 
 With a memory plan (``plan-memory``), every op with an ``out=`` form writes
-into a buffer preallocated once per binding of the symbolic dims; a fused op
+into a buffer preallocated once per binding of the symbolic dims (and per
+thread: calls from two threads at once never share a buffer); a fused op
 is its sub-ops' statements, so its intermediates live in reused buffers too.
 Without one, each op is one kernel call that allocates its result. Kernels
 and constant attributes are bound in the function's namespace, so a call
@@ -27,6 +29,7 @@ symbolic dims are emitted as tuple expressions over the bound dims.
 from __future__ import annotations
 
 import re
+import threading
 from collections import Counter
 from typing import Any
 
@@ -144,7 +147,7 @@ class _PlannedEmitter:
     def __init__(self, graph: Graph, table: LoweringTable, plan: MemoryPlan):
         self.graph, self.table, self.plan = graph, table, plan
         self.names = variable_names(graph)
-        self.namespace: dict[str, Any] = {"np": np, "_nn": out_nn, "_pools": {}}
+        self.namespace: dict[str, Any] = {"np": np, "_nn": out_nn}
         self.expressions: dict[Any, str] = {v: self.names[v] for v in graph.inputs}
         self.symbols = _symbols(graph)
         self.summed = batch_summed_matmuls(plan, {plan.key_of[v] for v in graph.outputs})
@@ -159,8 +162,8 @@ class _PlannedEmitter:
         self.namespace["_allocate"] = _allocator(self.plan.buffers, self.symbols)
         key = "(" + "".join(f"{symbol_variable(s)}, " for s in self.symbols) + ")"
         unpack = "".join(f"b{i}, " for i in range(len(self.plan.buffers)))
-        return [f"    _pool = _pools.get({key})", "    if _pool is None:", f"        _pool = _pools[{key}] = _allocate({key})",
-                f"    {unpack}= _pool"]
+        return ["    _pools = _per_thread.__dict__", f"    _pool = _pools.get({key})", "    if _pool is None:",
+                f"        _pool = _pools[{key}] = _allocate({key})", f"    {unpack}= _pool"]
 
     def op_lines(self, index: int, op: Op) -> list[str]:
         if has_trait(op.name, "fused"):
@@ -348,7 +351,7 @@ def compile_planned(graph: Graph, table: LoweringTable, donations: dict[int, int
         source, namespace = generate_planned(graph, table, plan)
         _CODE_CACHE[key] = (source, namespace, compile(source, f"<kiln:{graph.name}>", "exec"), plan)
     source, template, code, graph.memory_plan = _CODE_CACHE[key]  # type: ignore[attr-defined]
-    namespace = {**template, "_pools": {}}
+    namespace = {**template, "_per_thread": threading.local()}  # buffers per thread: concurrent calls never share one
     exec(code, namespace)
     return namespace[function_name(graph)], source
 

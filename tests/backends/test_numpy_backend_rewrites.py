@@ -119,3 +119,20 @@ def test_a_stack_of_matrices_times_a_matrix_is_one_gemm_with_numpys_result(conti
     step = _step(nn.Sequential([nn.Linear(6, 7), nn.ReLU(), nn.Linear(7, 2)]), F.mse_loss)
     step(a.reshape(12, 5, 6).astype(np.float32), np.zeros((12, 5, 2), np.float32))
     assert "_nn.stacked_matmul_into(" in _source(step)
+
+
+def test_concurrent_calls_from_threads_do_not_share_buffers():
+    """Each thread gets its own planned buffers: NumPy releases the GIL inside large ufuncs and matmuls, so shared
+    buffers would mix two calls' intermediates."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    kiln.manual_seed(0)
+    model = nn.Sequential([nn.Linear(256, 256), nn.Tanh(), nn.Linear(256, 256), nn.Tanh(), nn.Linear(256, 8)])
+    forward = kiln.compile(model)
+    inputs = [np.random.default_rng(seed).standard_normal((512, 256)).astype(np.float32) for seed in range(8)]
+    expected = [np.array(forward(x)) for x in inputs]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        for _ in range(5):
+            results = list(pool.map(lambda x: np.array(forward(x)), inputs * 4))
+            for got, want in zip(results, expected * 4):
+                np.testing.assert_array_equal(got, want)
