@@ -1,0 +1,103 @@
+"""A CUDA compiler for checking generated kernels where no GPU is at hand.
+
+In order: CuPy's NVRTC (a GPU machine), NVRTC from the ``nvidia-cuda-nvrtc-cu12`` wheel through ctypes (the
+``test`` extra installs it: NVRTC compiles to PTX with no GPU and no driver), or ``nvcc``. Without any of them
+the tests skip, unless ``KILN_REQUIRE_ORACLES=1`` (CI), where they fail.
+
+```python
+compile_cuda = cuda_compiler()
+compile_cuda('extern "C" __global__ void k(float* y) { y[0] = 1.0f; }', "k")   # raises CudaCompileError with the log
+```
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import pathlib
+import shutil
+import subprocess
+from typing import Callable
+
+import pytest
+
+from kiln.backends.cupy.codegen import ElementwiseSource, ReductionSource, standalone_source
+
+ARCHITECTURE = "compute_90"
+"""The H200 the device check runs on; any architecture CUDA 12 knows would do for a validity check."""
+
+
+class CudaCompileError(AssertionError):
+    """The compiler rejected a generated kernel; the message is its log."""
+
+
+def cuda_compiler() -> Callable[[str, str], None]:
+    """``compile(source, name)``, raising ``CudaCompileError`` with the compiler's log; skips (or fails) without one."""
+    for find in (_cupy_nvrtc, _wheel_nvrtc, _nvcc):
+        compile_cuda = find()
+        if compile_cuda is not None:
+            return compile_cuda
+    message = "no CUDA compiler here (CuPy's NVRTC, the nvidia-cuda-nvrtc-cu12 wheel, nvcc); pip install '.[test]'"
+    if os.environ.get("KILN_REQUIRE_ORACLES") == "1":
+        pytest.fail(f"{message} (KILN_REQUIRE_ORACLES=1)")
+    pytest.skip(message)
+
+
+def translation_unit(source: ElementwiseSource | ReductionSource) -> str:
+    """A generated kernel as a complete CUDA file (a reduction: its map expression, one element a thread)."""
+    if isinstance(source, ReductionSource):
+        source = ElementwiseSource(source.name, source.in_params, source.out_params, f"y0 = {source.map_expr};", source.preamble)
+    return standalone_source(source)
+
+
+def _cupy_nvrtc() -> Callable[[str, str], None] | None:
+    try:
+        from cupy.cuda import compiler
+    except Exception:  # no CuPy, or no CUDA runtime under it
+        return None
+    return lambda source, name: compiler.compile_using_nvrtc(source, name=name)
+
+
+def _wheel_nvrtc() -> Callable[[str, str], None] | None:
+    try:
+        import nvidia.cuda_nvrtc
+    except ImportError:
+        return None
+    libraries = sorted(pathlib.Path(list(nvidia.cuda_nvrtc.__path__)[0], "lib").glob("libnvrtc.so.*"))
+    return _ctypes_nvrtc(ctypes.CDLL(str(libraries[0]))) if libraries else None
+
+
+def _ctypes_nvrtc(library: ctypes.CDLL) -> Callable[[str, str], None]:
+    def compile_cuda(source: str, name: str) -> None:
+        program = ctypes.c_void_p()
+        if library.nvrtcCreateProgram(ctypes.byref(program), source.encode(), f"{name}.cu".encode(), 0, None, None):
+            raise CudaCompileError(f"{name}: nvrtcCreateProgram failed")
+        try:
+            options = (ctypes.c_char_p * 1)(f"--gpu-architecture={ARCHITECTURE}".encode())
+            if library.nvrtcCompileProgram(program, 1, options):
+                raise CudaCompileError(f"{name} is not valid CUDA:\n{_log(library, program)}\n{source}")
+        finally:
+            library.nvrtcDestroyProgram(ctypes.byref(program))
+
+    return compile_cuda
+
+
+def _log(library: ctypes.CDLL, program: ctypes.c_void_p) -> str:
+    size = ctypes.c_size_t()
+    library.nvrtcGetProgramLogSize(program, ctypes.byref(size))
+    log = ctypes.create_string_buffer(size.value)
+    library.nvrtcGetProgramLog(program, log)
+    return log.value.decode(errors="replace")
+
+
+def _nvcc() -> Callable[[str, str], None] | None:
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        return None
+
+    def compile_cuda(source: str, name: str) -> None:
+        result = subprocess.run([nvcc, "-x", "cu", "-c", "-", "-o", os.devnull], input=source, text=True, capture_output=True)
+        if result.returncode:
+            raise CudaCompileError(f"{name} is not valid CUDA:\n{result.stderr[-3000:]}")
+
+    return compile_cuda
