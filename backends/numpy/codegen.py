@@ -207,11 +207,12 @@ class _PlannedEmitter:
         return None
 
     def reduces_rows_of_buffer(self, step: Step) -> bool:
-        """A float sum or mean over just the last (static) axis of a planned buffer (contiguous): ``row_reduction``."""
+        """A float sum or mean over just the last (static) axis of a planned buffer into one (both contiguous, so the
+        reshapes of ``row_reduction`` are views): ``row_reduction``."""
         if step.op_name not in ("tensor.reduce_sum", "tensor.reduce_mean") or step.attrs["axes"] is None:
             return False
         x = self.plan.type_of(step.operands[0])
-        return step.operands[0] in self.plan.buffer_of and x.dtype.is_float and x.rank >= 2 \
+        return step.operands[0] in self.plan.buffer_of and step.key in self.plan.buffer_of and x.dtype.is_float and x.rank >= 2 \
             and isinstance(x.shape[-1], int) and x.shape[-1] > 1 and normalize_axes(step.attrs["axes"], x.rank) == (x.rank - 1,)
 
     def combined_lines(self, tag: str, step: Step) -> list[str] | None:
