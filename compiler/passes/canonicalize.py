@@ -172,17 +172,32 @@ def _zero_pad_axis(value: Value) -> int | None:
 
 def sum_of_adjacent_pads(b: Builder, op: Op) -> Value | None:
     """Two zero pads along one axis whose data ranges meet (the gradient of slices of one tensor: a fused QKV
-    weight) are one pad of their concatenation: one copy instead of two zero-filled arrays and an add."""
-    axes = [_zero_pad_axis(v) for v in op.operands]
-    if axes[0] is None or axes[0] != axes[1] or not op.operands[0].type == op.operands[1].type == op.result.type:
+    weight) are one pad of their concatenation: one copy instead of two zero-filled arrays and an add. Also through
+    one inner add, ``(a + pad_q) + pad_p -> a + pad(concat)``, so a sum of such pads in any order folds."""
+    left, right = op.operands
+    joined = _joined_pads(b, left, right, op.result.type)
+    if joined is not None:
+        return joined
+    for pad, other in ((left, right), (right, left)):
+        inner = _produced_by(other, "tensor.add")
+        for index in (0, 1) if inner is not None and _zero_pad_axis(pad) is not None else ():
+            joined = _joined_pads(b, pad, inner.operands[index], op.result.type)
+            if joined is not None:
+                return b.add(inner.operands[1 - index], joined)
+    return None
+
+
+def _joined_pads(b: Builder, p: Value, q: Value, result: TensorType) -> Value | None:
+    """``pad(concat(a, b))`` for zero pads ``p`` of ``a`` and ``q`` of ``b`` (either order) that meet along their one
+    widened axis, both of type ``result``; else ``None``."""
+    axis = _zero_pad_axis(p)
+    if axis is None or axis != _zero_pad_axis(q) or not p.type == q.type == result:
         return None
-    axis = axes[0]
-    first, second = sorted((v.producer for v in op.operands), key=lambda pad: pad.attrs["low"][axis])
+    first, second = sorted((p.producer, q.producer), key=lambda pad: pad.attrs["low"][axis])
     if first.attrs["low"][axis] + first.operands[0].type.shape[axis] != second.attrs["low"][axis]:
         return None
-    low, high = list(first.attrs["low"]), list(second.attrs["high"])
     joined = b.concat(first.operands[0], second.operands[0], axis=axis)
-    return b.pad(joined, low=tuple(low), high=tuple(high), interior=first.attrs["interior"], value=0.0)
+    return b.pad(joined, low=first.attrs["low"], high=second.attrs["high"], interior=first.attrs["interior"], value=0.0)
 
 
 def no_padding(b: Builder, op: Op) -> Value | None:
