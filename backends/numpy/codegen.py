@@ -201,8 +201,7 @@ class _PlannedEmitter:
             ones = f"_ones_{width}_{dtype}"
             self.namespace[ones] = np.ones((width, 1), dtype)
             return row_reduction(arguments[0], out, width, ones, step.op_name == "tensor.reduce_mean")
-        left, right = (self.plan.type_of(key).rank for key in step.operands[:2]) if step.op_name == "tensor.matmul" else (0, 0)
-        if left > 2 and right == 2:
+        if step.op_name == "tensor.matmul" and self.plan.type_of(step.operands[0]).rank > 2 and self.plan.type_of(step.operands[1]).rank == 2:
             return [f"_nn.stacked_matmul_into({arguments[0]}, {arguments[1]}, {out})"]
         return None
 
