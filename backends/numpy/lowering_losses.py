@@ -34,9 +34,9 @@ def _class_weight(weight, rank: int):
 def _label_loss(op: str, scores, labels, weight, ignore_index: int, smoothing: float):
     """``-sum_c q_ic s_ic`` per sample for integer labels, and the mean's divisor ``sum_i keep_i w_{y_i}``."""
     classes = scores.shape[1]
-    if weight is None and not smoothing and _all_valid(labels, classes, ignore_index):
-        picked = scores[np.arange(len(labels)), labels] if scores.ndim == 2 else \
-            np.take_along_axis(scores, np.expand_dims(labels, 1), axis=1).squeeze(1)
+    plain = _plain_labels(labels, weight, smoothing, ignore_index, classes)
+    if plain is not None:
+        picked = scores[plain]
         return np.negative(picked, out=picked), scores.dtype.type(labels.size)
     keep = labels != ignore_index
     _check_labels(op, labels, keep, classes, ignore_index)
