@@ -8,7 +8,7 @@ import pytest
 import kiln
 import kiln.nn as nn
 import kiln.nn.functional as F
-from kiln.backends.numpy import lowering, lowering_losses, lowering_movement
+from kiln.backends.numpy import lowering_losses, lowering_movement
 from kiln.backends.numpy.out_nn import batch_summed_matmul_into, gelu_into, layer_norm_into, softmax_into
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import kiln.distributed as dist
 import kiln.nn.functional as F
 
-from dist_models import BATCH, STEPS, dataset, make_model, make_optimizer
+from dist_models import BATCH, dataset, make_model, make_optimizer
 
 out, dtype, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
 comm = dist.init()
