@@ -11,7 +11,8 @@ the single-process step with gradient accumulation), then
 ``pipeline-split{stages=S rank=r}`` keeps this rank's stage with sends and
 receives at its borders (see ``compiler/passes/pipeline_split.py``). Each rank
 feeds, updates and creates optimizer state for its stage's parameters only;
-the last stage's loss is broadcast so every rank returns it.
+the last stage's loss is broadcast so every rank returns it. At construction
+every rank takes rank 0's parameters and buffers, as under ``DataParallel``.
 
 ``pipe.save(path)`` gathers the stages on rank 0 and writes one file in
 ``TrainStep.save``'s format; ``pipe.load(path)`` resumes from such a file
@@ -33,7 +34,7 @@ from kiln.frontend.module import Module, Parameter
 from kiln.frontend.optim import Optimizer
 from kiln.frontend.tensor import Tensor
 from kiln.runtime.distributed import pipeline_checkpoint
-from kiln.runtime.distributed.communicator import Communicator, current
+from kiln.runtime.distributed.communicator import Communicator, broadcast_arrays, current
 from kiln.runtime.donation import step_donations
 from kiln.runtime.executable import Executable
 from kiln.runtime.step_graph import GradientOptions, StepGraph, build_step_graph
@@ -66,6 +67,8 @@ class PipelineParallel:
         self.comm = self.comm or current()
         if self.comm.size != self.stages:
             raise KilnError(f"PipelineParallel: stages={self.stages} needs as many ranks, but this job has {self.comm.size}; launch mpiexec -n {self.stages}")
+        # every stage starts from rank 0's model (as DataParallel): the run is the single-process run of that model
+        broadcast_arrays([array for _, array in self.model.state_dict().items()], root=0, comm=self.comm)
 
     @property
     def graph(self) -> Graph:

@@ -13,7 +13,7 @@ out, dtype, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
 comm = dist.init()
 x, y = dataset(dtype=dtype)
 for name in ("sgd", "adam"):
-    model = make_model(0, dtype)
+    model = make_model(7 * comm.rank, dtype)  # ranks differ: the pipeline starts every stage from rank 0's model
     pipe = dist.PipelineParallel(model, F.cross_entropy, make_optimizer(name, model), stages=2, micro_batches=4)
     losses = [pipe(x[k * BATCH : (k + 1) * BATCH], y[k * BATCH : (k + 1) * BATCH]) for k in range(steps)]
     local = {n: p.data for n, p in model.named_parameters() if any(p is q for q in pipe.local)}
