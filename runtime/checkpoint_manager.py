@@ -139,13 +139,25 @@ class CheckpointManager:
         return sorted(paths, key=lambda p: int(_NAME.search(p).group(1)))
 
     def save(self, step: Any, progress: Mapping[str, Any] | None = None) -> str:
-        """Write a checkpoint for the step's current update count, verify it, then prune old ones."""
-        os.makedirs(self.directory, exist_ok=True)
+        """Write a checkpoint for the step's current update count, verify it, then prune old ones.
+
+        A data-parallel step (``replicated``: every rank holds the same state) is written by rank 0 alone; the other
+        ranks wait for it and raise too if it failed.
+        """
         path = self.path_for(int(step.optimizer.step_count))
+        if getattr(step, "replicated", False):
+            from kiln.runtime.distributed.communicator import on_rank0
+
+            on_rank0(step.comm, lambda: self._write(path, step, progress), f"write checkpoint {path}")
+        else:
+            self._write(path, step, progress)
+        return path
+
+    def _write(self, path: str, step: Any, progress: Mapping[str, Any] | None) -> None:
+        os.makedirs(self.directory, exist_ok=True)
         save_training_checkpoint(path, step, progress)
         load_training_checkpoint(path)  # read back before anything older is removed
         self._prune()
-        return path
 
     def latest_valid(self) -> str | None:
         """The newest checkpoint that loads and verifies; a bad newer one is reported with a warning and skipped."""

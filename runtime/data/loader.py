@@ -204,9 +204,13 @@ def loader_state(loader: DataLoader, epoch: int, batch: int) -> dict[str, Any]:
 
 
 def check_loader_state(loader: DataLoader, saved: dict[str, Any], source: str) -> None:
-    """Raise ``DataError`` when ``loader`` would not replay the order ``saved`` was recorded with."""
+    """Raise ``DataError`` when ``loader`` would not replay the order ``saved`` was recorded with.
+
+    The rank is not compared: under data parallelism rank 0 writes the checkpoint, and every rank of the same
+    ``world_size`` resumes its own shard of the same order from it.
+    """
     current = loader_state(loader, saved["epoch"], saved["batch"])
-    differing = [key for key in current if saved.get(key) != current[key]]
+    differing = [key for key in current if key != "rank" and saved.get(key) != current[key]]
     if differing:
         details = ", ".join(f"{key}: saved {saved.get(key)!r}, now {current[key]!r}" for key in differing)
         raise DataError(f"{source} was written with a different data loader ({details}); resume with the same loader settings")

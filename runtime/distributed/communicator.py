@@ -208,3 +208,18 @@ def broadcast_arrays(arrays: Sequence[np.ndarray], root: int = 0, comm: Communic
         else:
             np.copyto(array, communicator.broadcast(array, root))
 
+
+def on_rank0(comm: Communicator, action: Callable[[], None], what: str) -> None:
+    """Run ``action`` on rank 0; if it raised there every rank raises (rank 0 its own error), so no rank waits for it."""
+    error: BaseException | None = None
+    if comm.rank == 0:
+        try:
+            action()
+        except Exception as caught:  # reported on every rank below
+            error = caught
+    failed = np.array([error is not None], dtype=np.int64)
+    broadcast_arrays([failed], root=0, comm=comm)
+    if error is not None:
+        raise error
+    if failed[0]:
+        raise DistributedError(f"rank 0 could not {what}; its error says why (nothing was changed on this rank)")

@@ -26,12 +26,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from kiln.runtime.distributed.communicator import Communicator, DistributedError, broadcast_arrays, current
+from kiln.runtime.distributed.communicator import Communicator, DistributedError, broadcast_arrays, current, on_rank0
 from kiln.runtime.train_step import TrainStep
 
 
 class DataParallel:
     """Wraps a ``TrainStep`` that has not run yet; calls, ``graph``, ``state_dict`` and the rest go to it."""
+
+    replicated = True
+    """Every rank holds the whole, identical state: rank 0 alone writes checkpoints (``save``, ``kiln.fit``'s)."""
 
     def __init__(self, step: TrainStep, comm: Communicator | None = None, bucket_bytes: int = 25 * 2**20, average_loss: bool = True):
         if step.compiled:
@@ -47,10 +50,9 @@ class DataParallel:
         return self.step(*batch)
 
     def save(self, path: str) -> None:
-        """Rank 0 writes the checkpoint (every rank holds the same state); the others wait for it."""
-        if self.comm.rank == 0:
-            self.step.save(path)
-        self.comm.barrier()
+        """Rank 0 writes the checkpoint (every rank holds the same state); the others wait for it, and raise too if it
+        failed (no rank is left waiting)."""
+        on_rank0(self.comm, lambda: self.step.save(path), f"write {path}")
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.step, name)

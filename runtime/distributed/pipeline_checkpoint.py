@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from kiln.runtime import checkpoint
-from kiln.runtime.distributed.communicator import Communicator, DistributedError, broadcast_arrays
+from kiln.runtime.distributed.communicator import Communicator, broadcast_arrays, on_rank0
 from kiln.runtime.train_step import parameter_names
 
 if TYPE_CHECKING:
@@ -46,12 +46,12 @@ CHUNK_BYTES = 2**30
 def save(pipe: "PipelineParallel", path: str | os.PathLike) -> None:
     """Gather the whole training state on rank 0 and write it there atomically; every rank raises if the write failed."""
     tree = gather_state(pipe)
-    _on_rank0(pipe.comm, lambda: checkpoint.save(path, tree), f"write {os.fspath(path)}")
+    on_rank0(pipe.comm, lambda: checkpoint.save(path, tree), f"write {os.fspath(path)}")
 
 
 def load(pipe: "PipelineParallel", path: str | os.PathLike) -> None:
     """Read ``path`` on rank 0, broadcast it, and load it on every rank (``pipe.load_state_dict``)."""
-    content = _read_on_rank0(pipe.comm, os.fspath(path))
+    content = _readon_rank0(pipe.comm, os.fspath(path))
     pipe.load_state_dict(checkpoint.loads(memoryview(content), os.fspath(path)))
 
 
@@ -104,7 +104,7 @@ def _to_rank0(comm: Communicator, owner: int, read: Callable[[], np.ndarray], li
     return None
 
 
-def _read_on_rank0(comm: Communicator, path: str) -> np.ndarray:
+def _readon_rank0(comm: Communicator, path: str) -> np.ndarray:
     """The file's bytes on every rank: rank 0 reads them, then broadcasts the length and the bytes."""
     content = np.empty(0, np.uint8)
 
@@ -112,7 +112,7 @@ def _read_on_rank0(comm: Communicator, path: str) -> np.ndarray:
         nonlocal content
         content = np.fromfile(path, dtype=np.uint8)
 
-    _on_rank0(comm, read, f"read {path}")
+    on_rank0(comm, read, f"read {path}")
     length = np.array([content.size], dtype=np.int64)
     broadcast_arrays([length], root=0, comm=comm)
     if comm.rank != 0:
@@ -120,22 +120,6 @@ def _read_on_rank0(comm: Communicator, path: str) -> np.ndarray:
     for start in range(0, content.size, CHUNK_BYTES):
         broadcast_arrays([content[start : start + CHUNK_BYTES]], root=0, comm=comm)
     return content
-
-
-def _on_rank0(comm: Communicator, action: Callable[[], None], what: str) -> None:
-    """Run ``action`` on rank 0; if it raised there every rank raises (rank 0 its own error), so no rank waits for it."""
-    error: BaseException | None = None
-    if comm.rank == 0:
-        try:
-            action()
-        except Exception as caught:  # reported on every rank below
-            error = caught
-    failed = np.array([error is not None], dtype=np.int64)
-    broadcast_arrays([failed], root=0, comm=comm)
-    if error is not None:
-        raise error
-    if failed[0]:
-        raise DistributedError(f"rank 0 could not {what}; its error says why (nothing was changed on this rank)")
 
 
 def _host(array: Any) -> np.ndarray:

@@ -157,7 +157,8 @@ def test_data_parallel_step_runs_the_comm_kernels_through_the_current_communicat
     reference = train_single("adam", steps=3)
     for name, value in model.state_dict().items():
         np.testing.assert_allclose(value, reference[name], rtol=1e-6)
-    assert comm.calls.count("allreduce") == 3 and comm.calls.count("broadcast") == 8  # one bucket a step; params at start
+    assert comm.calls.count("allreduce") == 3  # one bucket a step
+    assert comm.calls.count("broadcast") == 8 + 1  # parameters at start, then whether rank 0 wrote the checkpoint
     assert (tmp_path / "run.npz").exists()
 
 

@@ -197,3 +197,18 @@ def test_tensor_parallel_linear_pair_matches_the_unsplit_model(tmp_path):
     np.testing.assert_allclose(ranks[0]["losses"], reference["losses"], rtol=1e-5)
     for name, value in joined.items():
         np.testing.assert_allclose(value, reference[name], rtol=1e-5, atol=1e-7, err_msg=name)
+
+
+def test_fit_of_a_data_parallel_step_checkpoints_on_rank_0_only_and_resumes(tmp_path):
+    _assert_ran(run_mpi("dp_fit_worker.py", str(tmp_path), timeout=90))
+    ranks = [np.load(tmp_path / f"rank{r}.npz") for r in (0, 1)]
+    assert int(ranks[0]["writes"]) > 0 and int(ranks[1]["writes"]) == 0  # rank 0 writes, rank 1 waits for it
+    assert [int(r["epochs"]) for r in ranks] == [3, 3]  # both resumed from rank 0's files and trained on to epoch 3
+    assert len(list((tmp_path / "checkpoints").glob("checkpoint-*.npz"))) == 3  # pruned to keep_checkpoints, once
+
+
+def test_a_checkpoint_rank_0_cannot_write_fails_every_rank_without_a_hang(tmp_path):
+    _assert_ran(run_mpi("dp_fit_worker.py", str(tmp_path), "unwritable", timeout=60))
+    errors = [(tmp_path / f"error{r}.txt").read_text() for r in (0, 1)]
+    assert "a_file" in errors[0]  # rank 0's own error names the path it could not write
+    assert errors[1].startswith("DistributedError: rank 0 could not write checkpoint")
