@@ -75,6 +75,8 @@ def fit(
     manager = CheckpointManager(checkpoint_dir, keep_checkpoints) if checkpoint_dir else None
     if resume:
         _resume(run, manager)
+    if getattr(step, "replicated", False) and step.comm.rank != 0:  # data parallel: rank 0 logs, plots and shows progress
+        log_path, plot_path, progress = None, None, False
     callbacks = list(callbacks) + ([LogWriter(log_path)] if log_path else []) + ([LossCurve(plot_path)] if plot_path else [])
     evaluator = Evaluator(step, make_metrics(metrics)) if eval_loader is not None else None
     for callback in callbacks:

@@ -34,7 +34,8 @@ def run(epochs: int, resume: bool):
     model = make_model(seed=0)
     step = dist.DataParallel(kiln.compile_train_step(model, F.cross_entropy, make_optimizer("sgd", model)))
     loader = DataLoader(ArrayDataset(x, y), batch_size=BATCH // comm.size, rank=comm.rank, world_size=comm.size, prefetch=0)
-    return kiln.fit(step, loader, epochs=epochs, checkpoint_dir=folder, checkpoint_every=3, resume=resume, progress=False)
+    return kiln.fit(step, loader, epochs=epochs, checkpoint_dir=folder, checkpoint_every=3, resume=resume,
+                    log_path=f"{out}/log.jsonl")
 
 
 if not unwritable:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -205,6 +207,9 @@ def test_fit_of_a_data_parallel_step_checkpoints_on_rank_0_only_and_resumes(tmp_
     assert int(ranks[0]["writes"]) > 0 and int(ranks[1]["writes"]) == 0  # rank 0 writes, rank 1 waits for it
     assert [int(r["epochs"]) for r in ranks] == [3, 3]  # both resumed from rank 0's files and trained on to epoch 3
     assert len(list((tmp_path / "checkpoints").glob("checkpoint-*.npz"))) == 3  # pruned to keep_checkpoints, once
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in records if r["kind"] == "step"]
+    assert steps == list(range(1, len(steps) + 1)) and sum(r["kind"] == "epoch" for r in records) == 3  # rank 0's log only
 
 
 def test_a_checkpoint_rank_0_cannot_write_fails_every_rank_without_a_hang(tmp_path):
