@@ -37,6 +37,8 @@ class Optimizer:
 
     def __init__(self, params: Iterable[Any], defaults: dict[str, Any]):
         self.defaults = dict(defaults)
+        self.fixed_options = sorted(set(self.defaults) - set(self.graph_hyperparameters))
+        """Options a compiled update fixes (a change recompiles): every default but the graph hyper-parameters."""
         self.param_groups: list[dict[str, Any]] = []
         self.state: dict[int, dict[str, np.ndarray]] = {}
         self.step_count = 0
@@ -91,8 +93,8 @@ class Optimizer:
 
     def signature(self) -> tuple[Any, ...]:
         """What a compiled update fixes: group membership and every option that is not a graph input."""
-        fixed = sorted(set(self.defaults) - set(self.graph_hyperparameters))
-        return tuple((tuple(map(id, group["params"])), tuple([_hashable(group[key]) for key in fixed])) for group in self.param_groups)
+        return tuple((tuple(map(id, group["params"])), tuple([_hashable(group[key]) for key in self.fixed_options]))
+                     for group in self.param_groups)
 
     def emit_update(
         self, b: Builder, param: Value, grad: Value, state: dict[str, Value], hyper: dict[str, Value], group: dict[str, Any]

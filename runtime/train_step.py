@@ -172,6 +172,8 @@ class TrainStep:
                 np.copyto(param._data, new)
         states = iter(outputs[count:])
         for param, names in zip(step_graph.parameters, step_graph.state_names):
+            if not names:
+                continue  # plain SGD keeps no state: no lookup per parameter and step
             state = self.optimizer.state_of(param)
             for name in names:
                 new = next(states)
