@@ -11,11 +11,11 @@ from kiln.compiler.ir.core import Graph, Value
 from kiln.compiler.ir.types import DType, TensorType
 
 FULL_PIPELINE = "canonicalize,constant-fold,cse,decompose,canonicalize,cse,dce,fuse-elementwise,fuse-epilogue,plan-memory"
-INPUT_SHAPES = (("N", 4), (4,), ("N", 1), (4, 4))
+INPUT_SHAPES = (("N", 4), (4,), ("N", 1), (4, 4), ("N", 3, 4))
 CONSTANT_SHAPES = ((), (4,), (1, 4))
 UNARY = ("tensor.neg", "tensor.tanh", "tensor.sigmoid", "tensor.relu", "tensor.exp")
 BINARY = ("tensor.add", "tensor.sub", "tensor.mul", "tensor.maximum", "tensor.minimum")
-KINDS = ("unary", "binary", "constant", "reduce", "transpose", "reshape", "broadcast", "matmul", "where", "softmax")
+KINDS = ("unary", "binary", "constant", "reduce", "transpose", "reshape", "broadcast", "matmul", "where", "softmax", "split_join", "linear")
 
 
 def random_graph(data: st.DataObject, max_ops: int = 14) -> Graph:
@@ -68,8 +68,25 @@ def _emit(b: Builder, kind: str, data: st.DataObject, values: list[Value]) -> Va
     if kind == "where":
         x, y = pick(), pick()
         return b.where(b.greater(x, y), x, y)
+    if kind == "split_join":
+        return _split_and_join(b, pick())
+    if kind == "linear":  # x @ W for x of any rank >= 2 (a stack of matrices times one: one GEMM in the NumPy code)
+        x = pick()
+        return b.matmul(x, values[INPUT_SHAPES.index((4, 4))]) if x.type.rank >= 2 and x.type.shape[-1] == 4 else None
     x = pick()
     return b.softmax(x, axis=-1) if x.type.rank >= 1 else None
+
+
+def _split_and_join(b: Builder, x: Value) -> Value | None:
+    """``x`` cut in two along its last axis and put back as the sum of the zero-padded halves (a slice's gradient)."""
+    width = x.type.shape[-1] if x.type.rank else None
+    if not isinstance(width, int) or width < 2:
+        return None
+    axis, cut, none = x.type.rank - 1, width // 2, (0,) * x.type.rank
+    first, second = (b.slice(x, axis=axis, start=start, stop=stop, step=1) for start, stop in ((0, cut), (cut, width)))
+    widen = lambda before, after: (none[:-1] + (before,), none[:-1] + (after,))  # noqa: E731
+    (low1, high1), (low2, high2) = widen(0, width - cut), widen(cut, 0)
+    return b.add(b.pad(second, low=low2, high=high2, interior=none, value=0.0), b.pad(first, low=low1, high=high1, interior=none, value=0.0))
 
 
 def random_inputs(graph: Graph, batch: int, seed: int) -> list[np.ndarray]:
