@@ -196,23 +196,20 @@ class _PlannedEmitter:
 
     def shape_specialized_lines(self, step: Step, arguments: list[str], out: str) -> list[str] | None:
         """Faster statements for some operand types: row sums as a GEMV, a stack of matrices times a matrix as one GEMM."""
-        if self.reduces_rows_of_buffer(step):
-            width, dtype = self.plan.type_of(step.operands[0]).shape[-1], step.type.dtype.numpy
-            ones = f"_ones_{width}_{dtype}"
-            self.namespace[ones] = np.ones((width, 1), dtype)
-            return row_reduction(arguments[0], out, width, ones, step.op_name == "tensor.reduce_mean")
+        if self.reduces_rows(step):
+            width = self.plan.type_of(step.operands[0]).shape[-1]
+            return row_reduction(arguments[0], out, width, step.op_name == "tensor.reduce_mean")
         if step.op_name == "tensor.matmul" and self.plan.type_of(step.operands[0]).rank > 2 and self.plan.type_of(step.operands[1]).rank == 2:
             return [f"_nn.stacked_matmul_into({arguments[0]}, {arguments[1]}, {out})"]
         return None
 
-    def reduces_rows_of_buffer(self, step: Step) -> bool:
-        """A float sum or mean over just the last (static) axis of a planned buffer into one (both contiguous, so the
-        reshapes of ``row_reduction`` are views): ``row_reduction``."""
+    def reduces_rows(self, step: Step) -> bool:
+        """A float sum or mean over just the last (static) axis: ``row_reduction`` (contiguity is checked at run time)."""
         if step.op_name not in ("tensor.reduce_sum", "tensor.reduce_mean") or step.attrs["axes"] is None:
             return False
         x = self.plan.type_of(step.operands[0])
-        return step.operands[0] in self.plan.buffer_of and step.key in self.plan.buffer_of and x.dtype.is_float and x.rank >= 2 \
-            and isinstance(x.shape[-1], int) and x.shape[-1] > 1 and normalize_axes(step.attrs["axes"], x.rank) == (x.rank - 1,)
+        return x.dtype.is_float and x.rank >= 2 and isinstance(x.shape[-1], int) and x.shape[-1] > 1 \
+            and normalize_axes(step.attrs["axes"], x.rank) == (x.rank - 1,)
 
     def combined_lines(self, tag: str, step: Step) -> list[str] | None:
         """Steps computed together with another one (``batch_summed_matmuls``, ``losses_with_gradient``), else None."""

@@ -91,13 +91,26 @@ def test_row_sums_of_a_buffer_run_as_a_product_with_ones(op, dtype, keepdims):
     x = graph.add_input(TensorType(("N", 3, 7), dtype), "x")
     b = Builder(graph)
     rows = getattr(b, op)(b.mul(x, x), axes=(-1,), keepdims=keepdims)
-    graph.outputs = [b.exp(rows)]  # the reduction writes a planned buffer, not the (freshly allocated) output
+    graph.outputs = [b.exp(rows)]
     executable = NumpyBackend().compile(graph)
-    assert "np.matmul(" in executable.source  # the row reduction of the buffer x * x
+    assert "_nn.row_sums_into(" in executable.source  # the row reduction of the buffer x * x
     for n in (0, 1, 5):
         value = np.random.default_rng(n).standard_normal((n, 3, 7)).astype(dtype.replace("f", "float"))
         want = np.exp(getattr(np, op.split("_")[1])(value * value, axis=-1, keepdims=keepdims))
         np.testing.assert_allclose(executable(value)[0], want, rtol=1e-6 if dtype == "f32" else 1e-13)
+
+
+def test_row_sums_are_a_product_with_ones_where_contiguous_and_numpys_elsewhere(monkeypatch):
+    from kiln.backends.numpy.out_nn import row_sums_into
+
+    x = np.random.default_rng(2).standard_normal((3, 4, 5))
+    calls = []
+    matmul = np.matmul
+    monkeypatch.setattr(np, "matmul", lambda *a, **k: calls.append(a[0].shape) or matmul(*a, **k))
+    np.testing.assert_allclose(row_sums_into(x, np.empty((3, 4))), x.sum(-1), rtol=1e-13)
+    assert calls == [(12, 5)]  # one GEMV over every row
+    np.testing.assert_allclose(row_sums_into(x.swapaxes(0, 1), np.empty((4, 3, 1))), x.swapaxes(0, 1).sum(-1, keepdims=True), rtol=1e-13)
+    assert len(calls) == 1  # a strided view: NumPy's reduction
 
 
 def test_softmax_rows_of_a_strided_view_are_summed_by_numpy():
