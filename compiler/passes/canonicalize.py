@@ -163,8 +163,8 @@ def _unbroadcast_type(operand: Value) -> TensorType | None:
 
 def _zero_pad_axis(value: Value) -> int | None:
     """The one axis a zero-valued ``tensor.pad`` without interior fill widens, else ``None``."""
-    producer = value.producer
-    if producer is None or producer.name != "tensor.pad" or producer.attrs["value"] != 0 or any(producer.attrs["interior"]):
+    producer = _produced_by(value, "tensor.pad", single_use=False)
+    if producer is None or producer.attrs["value"] != 0 or any(producer.attrs["interior"]):
         return None
     widened = [axis for axis, (lo, hi) in enumerate(zip(producer.attrs["low"], producer.attrs["high"])) if lo or hi]
     return widened[0] if len(widened) == 1 else None
@@ -209,8 +209,8 @@ def concat_of_concat(b: Builder, op: Op) -> Value | None:
     axis = op.attrs["axis"] % op.result.type.rank
     parts, spliced = [], False
     for operand in op.operands:
-        inner = operand.producer
-        if inner is not None and inner.name == "tensor.concat" and inner.attrs["axis"] % op.result.type.rank == axis:
+        inner = _produced_by(operand, "tensor.concat", single_use=False)
+        if inner is not None and inner.attrs["axis"] % op.result.type.rank == axis:
             parts += inner.operands
             spliced = True
         else:
