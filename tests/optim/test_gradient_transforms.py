@@ -13,7 +13,6 @@ import pytest
 import kiln
 import kiln.nn as nn
 import kiln.nn.functional as F
-from oracles import require
 from training_parity import Run, assert_same_step, digit_like_batches, train_side_by_side
 
 RUNS = [
@@ -24,13 +23,6 @@ RUNS = [
     Run("SGD", dict(lr=0.1), dict(loss_scale=1024.0)),
     Run("AdamW", dict(lr=1e-3), dict(loss_scale=3.0, accumulate=2, clip_grad_norm=1.0)),
 ]
-
-
-@pytest.fixture(scope="module")
-def torch():
-    torch = require("torch")
-    torch.set_num_threads(1)
-    return torch
 
 
 @pytest.mark.parametrize("run", RUNS, ids=lambda run: run.id)

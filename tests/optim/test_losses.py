@@ -20,7 +20,6 @@ from kiln.backends.numpy import NumpyBackend
 from kiln.compiler.autodiff import differentiate
 from kiln.compiler.ir import Builder
 from kiln.compiler.passes.decompose import Decompose
-from oracles import require
 
 REDUCTIONS = ("mean", "sum", "none")
 N, C = 7, 5
@@ -114,11 +113,6 @@ CASES = [
         (LOGITS * 4, BINARY_TARGET), wrt=(0, 1),
     ),
 ]
-
-
-@pytest.fixture(scope="module")
-def torch():
-    return require("torch")
 
 
 def kiln_value_and_grads(case: LossCase, reduction: str, cotangent: np.ndarray, decompose: bool) -> list[np.ndarray]:

@@ -40,13 +40,6 @@ GRID = [
 ]
 
 
-@pytest.fixture(scope="module")
-def torch():
-    torch = require("torch")
-    torch.set_num_threads(1)
-    return torch
-
-
 @pytest.mark.parametrize("run", GRID, ids=lambda run: run.id)
 def test_float32_matches_torch_at_every_step(torch, run: Run):
     deviations = []

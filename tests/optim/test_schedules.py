@@ -34,11 +34,6 @@ SCHEDULES = {
 }
 
 
-@pytest.fixture(scope="module")
-def torch():
-    return require("torch")
-
-
 def two_group_optimizers(torch):
     ours = [kiln.nn.Parameter(np.zeros(2, np.float32)) for _ in range(2)]
     theirs = [torch.nn.Parameter(torch.zeros(2)) for _ in range(2)]
