@@ -30,8 +30,10 @@ import numpy as np
 from kiln.backends.base import LoweringTable
 from kiln.backends.numpy import NUMPY
 from kiln.backends.numpy import lowering, lowering_losses, lowering_movement
+from kiln.backends.numpy.lowering_comm import comm_kernels
 from kiln.backends.cupy.row_kernels import THREADS, layer_norm_source, row_op_fuses, softmax_source
 from kiln.compiler.ir.types import DType, normalize_axes
+from kiln.runtime.distributed.communicator import current
 
 NUMPY_PACKAGE = "kiln.backends.numpy"
 NOT_REBOUND = frozenset({"codegen", "fusion", "out_kernels", "lowering_comm"})
@@ -46,7 +48,7 @@ CUPY_FUNCTIONS = {
 }
 """Ops that are one CuPy function (``tensor.matmul`` is cuBLAS)."""
 
-HOST_OPS = ("tensor.random_uniform", "comm.allreduce", "comm.broadcast", "comm.send", "comm.recv")
+HOST_OPS = ("tensor.random_uniform",)
 """Kernels that run on host copies of their operands, their results uploaded."""
 
 FUSED_NAMES = ("fused.elementwise", "fused.matmul")
@@ -171,7 +173,18 @@ def _overrides(cupy: Any, fallback: dict[str, Callable[..., Any]]) -> dict[str, 
 
     kernels = {"tensor.cast": cast, "tensor.numel": numel, "tensor.one_hot": one_hot, "tensor.erf": erf, "nn.gelu": gelu,
                "tensor.reduce_sum": reduce_sum, "tensor.relu": relu, "tensor.constant": cupy.asarray}
-    return kernels | {name: _on_host(NUMPY.get(name), cupy) for name in HOST_OPS if NUMPY.get(name) is not None}
+    return kernels | {name: _on_host(NUMPY.get(name), cupy) for name in HOST_OPS} | _comm(cupy)
+
+
+def _comm(cupy: Any) -> dict[str, Callable[..., Any]]:
+    """The comm kernels: device arrays straight to a communicator that takes them (NCCL), host copies to MPI."""
+    direct = comm_kernels(lambda result: result)
+
+    def kernel(name: str) -> Callable[..., Any]:
+        staged = _on_host(NUMPY.get(name), cupy)
+        return lambda *arrays, **attrs: (direct[name] if getattr(current(), "device_arrays", False) else staged)(*arrays, **attrs)
+
+    return {name: kernel(name) for name in direct}
 
 
 @lru_cache(maxsize=1)

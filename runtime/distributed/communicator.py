@@ -28,6 +28,8 @@ class Communicator(Protocol):
 
     rank: int
     size: int
+    device_arrays: bool
+    """Whether it moves device (CuPy) arrays as they are: NCCL does; MPI moves host buffers."""
 
     def allreduce(self, x: Any, op: str) -> Any: ...
 
@@ -53,6 +55,8 @@ def _import_mpi() -> Any:
 
 class MPICommunicator:
     """MPI through mpi4py's buffer interface: arrays go to MPI as they are, without pickling."""
+
+    device_arrays = False
 
     def __init__(self, comm: Any = None):
         self.MPI = _import_mpi()
@@ -94,7 +98,14 @@ class MPICommunicator:
 
 
 class NCCLCommunicator(MPICommunicator):
-    """NCCL on CuPy arrays; MPI carries the NCCL unique id and the host-side control. Untested without a GPU."""
+    """NCCL on CuPy arrays; MPI carries the NCCL unique id and the host-side control (``broadcast_into``, ``barrier``).
+
+    Collectives take CuPy arrays and give CuPy arrays (a host operand is uploaded first); the NumPy backend's
+    comm kernels bring results back with ``to_host``. Tested on a NumPy stand-in for CuPy and NCCL over MPI
+    (``tests/distributed/fake_nccl.py``); the real NCCL needs a GPU per rank.
+    """
+
+    device_arrays = True
 
     def __init__(self, comm: Any = None):
         super().__init__(comm)
@@ -199,6 +210,11 @@ def shutdown() -> None:
     _CURRENT = None
 
 
+def to_host(array: Any) -> np.ndarray:
+    """A NumPy array from a communicator's result (NCCL's are CuPy arrays)."""
+    return np.asarray(array.get() if hasattr(array, "__cuda_array_interface__") else array)
+
+
 def broadcast_arrays(arrays: Sequence[np.ndarray], root: int = 0, comm: Communicator | None = None) -> None:
     """Overwrite each array in place with rank ``root``'s (parameters at the start: every rank starts alike)."""
     communicator = comm or current()
@@ -206,7 +222,7 @@ def broadcast_arrays(arrays: Sequence[np.ndarray], root: int = 0, comm: Communic
         if array.flags.c_contiguous and hasattr(communicator, "broadcast_into"):
             communicator.broadcast_into(array, root)  # type: ignore[attr-defined]
         else:
-            np.copyto(array, communicator.broadcast(array, root))
+            np.copyto(array, to_host(communicator.broadcast(array, root)))
 
 
 def on_rank0(comm: Communicator, action: Callable[[], None], what: str) -> None:

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from kiln.runtime import checkpoint
-from kiln.runtime.distributed.communicator import Communicator, broadcast_arrays, on_rank0
+from kiln.runtime.distributed.communicator import Communicator, broadcast_arrays, on_rank0, to_host
 from kiln.runtime.train_step import parameter_names
 
 if TYPE_CHECKING:
@@ -89,7 +89,7 @@ def entry_owners(pipe: "PipelineParallel") -> dict[str, int]:
     entries = [*pipe.model.named_parameters(), *pipe.model.named_buffers()]
     held = {id(p) for p in pipe.local + pipe.local_buffers}
     claims = np.array([comm.rank if id(p) in held else comm.size for _, p in entries], dtype=np.int64)
-    lowest = _host(comm.allreduce(claims, "min"))
+    lowest = to_host(comm.allreduce(claims, "min"))
     return {name: int(rank) if rank < comm.size else 0 for (name, _), rank in zip(entries, lowest)}
 
 
@@ -100,7 +100,7 @@ def _to_rank0(comm: Communicator, owner: int, read: Callable[[], np.ndarray], li
     if comm.rank == owner:
         comm.send(read(), 0, GATHER_TAG)
     elif comm.rank == 0:
-        return _host(comm.recv(like.shape, like.dtype, owner, GATHER_TAG))
+        return to_host(comm.recv(like.shape, like.dtype, owner, GATHER_TAG))
     return None
 
 
@@ -120,8 +120,3 @@ def _readon_rank0(comm: Communicator, path: str) -> np.ndarray:
     for start in range(0, content.size, CHUNK_BYTES):
         broadcast_arrays([content[start : start + CHUNK_BYTES]], root=0, comm=comm)
     return content
-
-
-def _host(array: Any) -> np.ndarray:
-    """A NumPy array from a communicator's result (NCCL returns CuPy arrays)."""
-    return np.asarray(array.get() if hasattr(array, "__cuda_array_interface__") else array)

@@ -24,6 +24,16 @@ class DeviceArray(np.ndarray):
     def get(self) -> np.ndarray:
         return np.array(self.view(np.ndarray))
 
+    @property
+    def data(self) -> types.SimpleNamespace:  # type: ignore[override]
+        """CuPy's ``MemoryPointer``: ``.ptr`` is the address the NCCL calls take (here host memory)."""
+        return types.SimpleNamespace(ptr=self.ctypes.data)
+
+    @property
+    def __cuda_array_interface__(self) -> dict[str, Any]:
+        return {"shape": self.shape, "typestr": self.dtype.str, "data": (self.ctypes.data, False), "version": 3,
+                "strides": None if self.flags.c_contiguous else self.strides}
+
     def __array_ufunc__(self, ufunc: Any, method: str, *inputs: Any, **kwargs: Any) -> Any:
         _refuse_host(inputs + tuple(kwargs.get("out", ())), ufunc.__name__)
         plain = [x.view(np.ndarray) if isinstance(x, DeviceArray) else x for x in inputs]

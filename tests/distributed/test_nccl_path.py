@@ -1,0 +1,59 @@
+"""The NCCL path (``kiln.distributed.init("nccl")``) on 2 MPI ranks, on stand-ins for CuPy and NCCL
+(``fake_nccl.py``: NCCL's calls carried out by MPI on the memory at the addresses they are given).
+
+What this covers without GPUs: the unique id's broadcast, the communicator's pointers, counts, dtype and op
+enums, device arrays reaching NCCL with no host round trip on the CuPy backend, results coming back to the
+NumPy backend, and the pipeline's sends and receives, all checked by training to the single-process result;
+and the CuPy backend over MPI, whose comm operands go through host copies.
+What it cannot cover is NCCL itself and the GPU kernels (benchmarks/gpu_check.sh on GPUs).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from dist_models import train_single
+from mpi_launch import run_mpi
+
+
+@pytest.fixture(scope="module")
+def nccl_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("nccl")
+    result = run_mpi("nccl_worker.py", str(out), timeout=120)
+    assert result.returncode == 0, f"MPI job failed (exit {result.returncode})\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    return out
+
+
+def _assert_parameters(saved, reference, names, what: str) -> None:
+    np.testing.assert_allclose(saved["losses"], reference["losses"], rtol=1e-9, err_msg=f"{what}: losses")
+    for name in names:
+        np.testing.assert_allclose(saved[name], reference[name], rtol=1e-9, atol=1e-12, err_msg=f"{what}: {name}")
+
+
+@pytest.mark.parametrize(("optimizer", "backend", "transport"), [
+    ("sgd", "cupy", "nccl"), ("adam", "cupy", "nccl"), ("sgd", "numpy", "nccl"), ("adam", "cupy", "mpi"),
+])
+def test_data_parallel_matches_one_process_with_the_full_batch(nccl_run, optimizer, backend, transport):
+    reference = train_single(optimizer, "float64")
+    ranks = [np.load(nccl_run / f"dp_{optimizer}_{backend}_{transport}_rank{r}.npz") for r in (0, 1)]
+    _assert_parameters(ranks[0], reference, set(reference) - {"losses"}, f"{optimizer} on {backend} over {transport}")
+    for name in ranks[0].files:
+        np.testing.assert_array_equal(ranks[0][name], ranks[1][name], err_msg=f"ranks disagree on {name}")
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_pipeline_over_nccl_matches_gradient_accumulation(nccl_run, optimizer):
+    reference = train_single(optimizer, "float64", accumulate=4)
+    for rank in (0, 1):
+        saved = np.load(nccl_run / f"pp_{optimizer}_rank{rank}.npz")
+        _assert_parameters(saved, reference, set(saved.files) - {"losses"}, f"pipeline {optimizer} rank {rank}")
+
+
+def test_nccl_moves_device_arrays_and_every_kind_of_call_ran(nccl_run):
+    for rank in (0, 1):
+        calls = json.loads((nccl_run / f"calls_rank{rank}.json").read_text())
+        assert calls["allreduce_operands"] == {"cupy": ["DeviceArray"], "numpy": ["ndarray"]}, "CuPy's gradients stay on the device"
+        assert {"allReduce", "bcast", "send", "recv"} <= set(calls["nccl"]), calls
