@@ -8,23 +8,61 @@ print(f"{loss:.4f}")       # now the host synchronises and copies one number
 
 ``float()``, ``format``, comparisons, arithmetic with numbers and
 ``np.asarray`` all read the value (once; it is cached).
+
+Checks of the inputs that would make the host wait (a label outside the
+classes) are deferred the same way: a kernel computes the verdict on the
+device and registers it (``defer_check``); the step hands its checks to the
+scalars it returns, and reading one raises the input error, as PyTorch's
+device-side asserts surface at the next synchronisation.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy as np
+
+
+@dataclass(frozen=True)
+class DeferredCheck:
+    """``failed``: a 0-d device boolean; ``explain()`` raises the error that says what and where (host copies)."""
+
+    failed: Any
+    explain: Callable[[], None]
+
+    def run(self) -> None:
+        if bool(self.failed.get() if hasattr(self.failed, "get") else self.failed):
+            self.explain()
+
+
+_PENDING = threading.local()
+
+
+def defer_check(failed: Any, explain: Callable[[], None]) -> None:
+    """Register a check for the step running on this thread (see ``take_checks``)."""
+    if not hasattr(_PENDING, "checks"):
+        _PENDING.checks = []
+    _PENDING.checks.append(DeferredCheck(failed, explain))
+
+
+def take_checks() -> tuple[DeferredCheck, ...]:
+    """The checks registered on this thread since the last call, which it forgets."""
+    checks = tuple(getattr(_PENDING, "checks", ()))
+    _PENDING.checks = []
+    return checks
 
 
 class LazyScalar:
     """A 0-d device array (CuPy) read on demand; behaves as a Python float wherever one is read."""
 
-    __slots__ = ("_handle", "_value")
+    __slots__ = ("_handle", "_value", "_checks")
 
-    def __init__(self, handle: Any):
+    def __init__(self, handle: Any, checks: tuple[DeferredCheck, ...] = ()):
         self._handle = handle
         self._value: float | None = None
+        self._checks = checks
 
     @property
     def ready(self) -> bool:
@@ -32,10 +70,13 @@ class LazyScalar:
         return self._value is not None
 
     def item(self) -> float:
+        """The value; raises the first failed deferred check of the step that made it (on every read)."""
         if self._value is None:
             handle = self._handle
             self._value = float(handle.get() if hasattr(handle, "get") else np.asarray(handle))
             self._handle = None
+        for check in self._checks:
+            check.run()
         return self._value
 
     def __float__(self) -> float:

@@ -13,11 +13,16 @@ donated results are kept as CuPy arrays, and ``RESIDENT`` for a donated input
 means "last call's result". Arrays come from CuPy's memory pool, so a step
 allocates no device memory after the first. Kernel launches are asynchronous:
 with ``lazy_outputs`` (set by a training step) only the 0-d results come back
-(as ``LazyScalar``), and the host waits only when one is read.
+(as ``LazyScalar``), and the host waits only when one is read. Class labels
+fed from the host are range-checked there before the upload (a bad label
+raises before anything runs); checks that kernels deferred on device labels
+(``defer_check``) travel with those scalars and raise when one is read;
+without a lazy result they run when the call returns.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -26,10 +31,11 @@ from kiln.backends.base import LoweringTable
 from kiln.backends.cupy.launch import launcher
 from kiln.backends.cupy.plan import KernelLaunch, kernel_plan
 from kiln.backends.numpy.codegen import _bind_symbols, _emit_op, function_name, variable_names
+from kiln.backends.numpy.lowering_losses import check_labels
 from kiln.compiler.ir.core import Graph, Op, Value
 from kiln.compiler.ops.registry import has_trait
 from kiln.runtime.executable import RESIDENT, Executable
-from kiln.runtime.lazy import LazyScalar
+from kiln.runtime.lazy import DeferredCheck, LazyScalar, take_checks
 
 
 def generate(cupy: Any, graph: Graph, table: LoweringTable) -> tuple[str, dict[str, Any]]:
@@ -54,6 +60,38 @@ def _emit(cupy: Any, index: int, op: Op, names: dict[Value, str], table: Lowerin
     return f"{results} = f{index}({', '.join(names[v] for v in op.operands)})  # {op.name}: {', '.join(op.attrs['ops'])}"
 
 
+LABEL_OPS = ("nn.cross_entropy", "nn.cross_entropy_grad", "nn.nll")
+"""Losses whose operand 1 holds class indices when it is an integer tensor."""
+
+
+@dataclass(frozen=True)
+class LabelInput:
+    """A graph input that holds the class labels of ``op`` (``classes`` from its scores' static shape)."""
+
+    index: int
+    op: str
+    classes: int
+    ignore_index: int
+
+    def check(self, labels: np.ndarray) -> None:
+        check_labels(self.op, labels, labels != self.ignore_index, self.classes, self.ignore_index)
+
+
+def label_inputs(graph: Graph) -> tuple[LabelInput, ...]:
+    """The graph inputs that reach a loss's labels directly or through reshapes."""
+    found = []
+    for op in graph.ops:
+        if op.name not in LABEL_OPS or op.operands[1].type.dtype.numpy.kind not in "iu":
+            continue
+        labels, scores = op.operands[1], op.operands[0].type.shape
+        while labels.producer is not None and labels.producer.name == "tensor.reshape":
+            labels = labels.producer.operands[0]
+        classes = scores[1] if len(scores) > 1 else scores[0]
+        if labels in graph.inputs and isinstance(classes, int):
+            found.append(LabelInput(graph.inputs.index(labels), op.name, classes, op.attrs["ignore_index"]))
+    return tuple(found)
+
+
 class CupyExecutable(Executable):
     """Runs the generated function on CuPy arrays; donated results stay on the device."""
 
@@ -71,16 +109,26 @@ class CupyExecutable(Executable):
         """Input index -> the CuPy array the last call produced for it."""
         self.kernels: list[KernelLaunch] = kernel_plan(graph)
         """Every kernel one call launches (GEMMs, generated fused kernels, library kernels), in order."""
+        self.labels = label_inputs(graph)
 
     def __call__(self, *arrays: Any) -> tuple[Any, ...]:
+        for label in self.labels:
+            if isinstance(arrays[label.index], np.ndarray) and not isinstance(arrays[label.index], self.cupy.ndarray):
+                label.check(arrays[label.index])  # on the host, before anything runs
+        take_checks()  # a call that raised may have left some
         outputs = super().__call__(*[self.resident[i] if a is RESIDENT else a for i, a in enumerate(arrays)])  # checked once per signature
         for source, target in self.donations.items():
             self.resident[source] = outputs[target]
-        return tuple(self._returned(index, value) for index, value in enumerate(outputs))
+        checks = take_checks()
+        returned = tuple(self._returned(index, value, checks) for index, value in enumerate(outputs))
+        if not self.lazy_outputs or not any(isinstance(value, LazyScalar) for value in returned):
+            for check in checks:  # nothing is left to read later: the results came back, so the host waited anyway
+                check.run()
+        return returned
 
-    def _returned(self, index: int, value: Any) -> Any:
+    def _returned(self, index: int, value: Any, checks: tuple[DeferredCheck, ...]) -> Any:
         if not self.lazy_outputs:
             return self.cupy.asnumpy(value)
         if index in self.donations.values():
             return value
-        return LazyScalar(value) if getattr(value, "ndim", 0) == 0 else self.cupy.asnumpy(value)
+        return LazyScalar(value, checks) if getattr(value, "ndim", 0) == 0 else self.cupy.asnumpy(value)

@@ -13,8 +13,10 @@ same numbers on every backend) and the comm ops (MPI moves host buffers).
 
 The table needs CuPy, so it is built on first use (``cupy_table()``);
 ``CUPY_OP_NAMES`` says what it covers without importing CuPy. On the device,
-cross-entropy does not range-check its labels (the check would make every
-step wait for the GPU): an out-of-range label gives a wrong loss, not an error.
+cross-entropy's labels are range-checked on the host before they are uploaded
+(``CupyExecutable``); labels already on the device are checked without waiting
+for it: the verdict stays there and the error is raised when the step's loss is
+read (``kiln.runtime.lazy.defer_check``), after that step ran.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from kiln.backends.numpy.lowering_comm import comm_kernels
 from kiln.backends.cupy.row_kernels import THREADS, layer_norm_source, row_op_fuses, softmax_source
 from kiln.compiler.ir.types import DType, normalize_axes
 from kiln.runtime.distributed.communicator import current
+from kiln.runtime.lazy import defer_check
 
 NUMPY_PACKAGE = "kiln.backends.numpy"
 NOT_REBOUND = frozenset({"codegen", "fusion", "out_kernels", "lowering_comm"})
@@ -126,11 +129,14 @@ def _rebound_kernels(array_module: ArrayModule, replacements: dict[str, dict[str
     return rebound
 
 
-def _labels_unchecked(op: str, labels: Any, keep: Any, classes: int, ignore_index: int) -> None:
-    """On the GPU the label range check would make every step wait for the device (``bad.any()``); it is skipped."""
+def _labels_checked_later(op: str, labels: Any, keep: Any, classes: int, ignore_index: int) -> None:
+    """The label range check without waiting for the device: the verdict stays there until the loss is read."""
+    failed = (keep & ((labels < 0) | (labels >= classes))).any()
+    host = lowering_losses.check_labels  # NumPy's check on host copies says which label, where
+    defer_check(failed, lambda: host(op, labels.get(), keep.get(), classes, ignore_index))
 
 
-DEVICE_REPLACEMENTS = {lowering_losses.__name__: {"_check_labels": _labels_unchecked}}
+DEVICE_REPLACEMENTS = {lowering_losses.__name__: {"check_labels": _labels_checked_later}}
 """Helpers of re-bound modules replaced on the device: checks that would synchronise every step."""
 
 

@@ -39,7 +39,7 @@ def _label_loss(op: str, scores, labels, weight, ignore_index: int, smoothing: f
         picked = scores[plain]
         return np.negative(picked, out=picked), scores.dtype.type(labels.size)
     keep = labels != ignore_index
-    _check_labels(op, labels, keep, classes, ignore_index)
+    check_labels(op, labels, keep, classes, ignore_index)
     safe = np.where(keep, labels, 0)
     picked = np.take_along_axis(scores, np.expand_dims(safe, 1), axis=1).squeeze(1)
     sample_weight = keep.astype(scores.dtype) if weight is None else np.where(keep, weight[safe], scores.dtype.type(0))
@@ -61,7 +61,7 @@ def _all_valid(labels, classes: int, ignore_index: int) -> bool:
     return 0 <= np.minimum.reduce(labels, axis=None) and np.maximum.reduce(labels, axis=None) < classes
 
 
-def _check_labels(op: str, labels, keep, classes: int, ignore_index: int) -> None:
+def check_labels(op: str, labels, keep, classes: int, ignore_index: int) -> None:
     bad = keep & ((labels < 0) | (labels >= classes))
     if bad.any():
         position = tuple(int(i) for i in np.argwhere(bad)[0])
@@ -164,7 +164,7 @@ def _class_targets(target, classes: int, dtype, weight, ignore_index: int, smoot
         targets = target * (1 - smoothing) + smoothing / classes if smoothing else target
         return (targets if weight is None else targets * _class_weight(weight, target.ndim)), None
     keep = np.expand_dims(target != ignore_index, 1)
-    _check_labels("nn.cross_entropy", target, keep.squeeze(1), classes, ignore_index)
+    check_labels("nn.cross_entropy", target, keep.squeeze(1), classes, ignore_index)
     one_hot = (np.expand_dims(target, 1) == np.arange(classes).reshape((classes,) + (1,) * (target.ndim - 1))).astype(dtype)
     targets = one_hot * (1 - smoothing) + smoothing / classes if smoothing else one_hot
     if weight is None:

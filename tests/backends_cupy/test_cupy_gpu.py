@@ -83,3 +83,18 @@ def test_tf32_option_compiles_and_stays_close():
     (strict,), (tf32,) = CupyBackend(tf32=False).compile(graph)(*arrays), CupyBackend(tf32=True).compile(graph)(*arrays)
     CupyBackend(tf32=False).compile(graph)  # back to full float32 for later tests
     np.testing.assert_allclose(tf32, strict, rtol=2e-2)
+
+
+def test_labels_outside_the_classes_raise_before_the_step_from_the_host_and_when_read_from_the_device():
+    import cupy
+
+    from kiln.compiler.errors import InputError
+
+    _, step, rng = step_for("mlp", "cupy")
+    x, y = MODELS["mlp"][1](rng)
+    y[7] = 10
+    with pytest.raises(InputError, match=r"label 10 at \(7,\)"):
+        step(x, y)
+    loss = step(x, cupy.asarray(y))
+    with pytest.raises(InputError, match=r"label 10 at \(7,\)"):
+        float(loss)

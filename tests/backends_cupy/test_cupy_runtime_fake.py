@@ -7,12 +7,15 @@ import numpy as np
 import pytest
 
 import fake_cupy
+import kiln
+import kiln.nn.functional as F
 from cupy_groups import GROUPS, assert_group_matches_numpy
 from cupy_models import MODELS, comparable, step_for
 from kiln.backends.cupy import CupyBackend, kernel_plan
 from kiln.backends.cupy import launch
 from kiln.backends.cupy.lowering import cupy_table
 from kiln.backends.numpy import NumpyBackend
+from kiln.compiler.errors import InputError
 from kiln.runtime.lazy import LazyScalar
 from ops.op_table import cases, make_inputs, op_graph, reference, size_bindings
 
@@ -86,3 +89,42 @@ def test_the_stand_in_refuses_host_arrays_as_cupy_does(fake):
         NumpyBackend.table.get("tensor.one_hot")(labels, num_classes=3, dtype=DType.f32)
     one_hot = cupy_table().get("tensor.one_hot")(labels, num_classes=3, dtype=DType.f32)
     assert isinstance(one_hot, fake.ndarray) and one_hot.get().tolist() == [[1, 0, 0], [0, 0, 1], [0, 1, 0]]
+
+
+def _compiled_mlp_step():
+    """W1's step on the CuPy backend after one call, and its parameters then."""
+    model, step, rng = step_for("mlp", "cupy")
+    x, y = MODELS["mlp"][1](rng)
+    step(x, y)  # compiled, parameters resident on the device
+    before = {k: v.copy() for k, v in model.state_dict().items()}
+    return model, step, x, before
+
+
+def test_a_host_label_outside_the_classes_raises_before_the_step_runs(fake):
+    model, step, x, before = _compiled_mlp_step()
+    labels = np.zeros(len(x), dtype=np.int64)
+    labels[5] = 10  # 10 classes: 0..9
+    with pytest.raises(InputError, match=r"label 10 at \(5,\) is outside \[0, 10\)"):
+        step(x, labels)
+    for key, value in model.state_dict().items():
+        np.testing.assert_array_equal(value, before[key], err_msg=f"{key} changed by a step that was refused")
+
+
+def test_a_device_label_outside_the_classes_raises_when_the_loss_is_read(fake):
+    _, step, x, _ = _compiled_mlp_step()
+    labels = np.zeros(len(x), dtype=np.int64)
+    labels[3] = -2
+    loss = step(x, fake.asarray(labels))  # queued: checking now would wait for the device
+    with pytest.raises(InputError, match=r"label -2 at \(3,\) is outside \[0, 10\)"):
+        float(loss)
+    assert np.isfinite(float(step(x, fake.asarray(np.zeros(len(x), dtype=np.int64)))))  # the next step's checks are its own
+
+
+def test_ignored_labels_are_not_errors_on_the_device(fake):
+    kiln.manual_seed(0)
+    model = MODELS["gpt"][0]()
+    step = kiln.compile_train_step(model, lambda logits, y: F.cross_entropy(logits.transpose(1, 2), y, ignore_index=-1),
+                                   kiln.optim.SGD(model.parameters(), lr=0.1), backend="cupy")
+    x, y = MODELS["gpt"][1](np.random.default_rng(0))
+    y[:, -2:] = -1  # padding
+    assert np.isfinite(float(step(x, y))) and np.isfinite(float(step(x, fake.asarray(y))))
