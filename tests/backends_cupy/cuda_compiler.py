@@ -31,10 +31,13 @@ class CudaCompileError(AssertionError):
     """The compiler rejected a generated kernel; the message is its log."""
 
 
-def cuda_compiler() -> Callable[[str, str], None]:
-    """``compile(source, name)``, raising ``CudaCompileError`` with the compiler's log; skips (or fails) without one."""
+def cuda_compiler(options: tuple[str, ...] = ()) -> Callable[[str, str], None]:
+    """``compile(source, name)``, raising ``CudaCompileError`` with the compiler's log; skips (or fails) without one.
+
+    ``options``: more compiler flags (``-I`` include directories, ``--std=c++17``).
+    """
     for find in (_cupy_nvrtc, _wheel_nvrtc, _nvcc):
-        compile_cuda = find()
+        compile_cuda = find(options)
         if compile_cuda is not None:
             return compile_cuda
     message = "no CUDA compiler here (CuPy's NVRTC, the nvidia-cuda-nvrtc-cu12 wheel, nvcc); pip install '.[test]'"
@@ -50,31 +53,34 @@ def translation_unit(source: ElementwiseSource | ReductionSource) -> str:
     return standalone_source(source)
 
 
-def _cupy_nvrtc() -> Callable[[str, str], None] | None:
-    try:
-        from cupy.cuda import compiler
-    except Exception:  # no CuPy, or no CUDA runtime under it
+def _cupy_nvrtc(options: tuple[str, ...]) -> Callable[[str, str], None] | None:
+    from kiln.backends.cupy import device_problem
+
+    if device_problem() is not None:  # CuPy's NVRTC asks the driver for the architecture
         return None
-    return lambda source, name: compiler.compile_using_nvrtc(source, name=name)
+    from cupy.cuda import compiler
+
+    return lambda source, name: compiler.compile_using_nvrtc(source, options=options, name=name)
 
 
-def _wheel_nvrtc() -> Callable[[str, str], None] | None:
+def _wheel_nvrtc(options: tuple[str, ...]) -> Callable[[str, str], None] | None:
     try:
         import nvidia.cuda_nvrtc
     except ImportError:
         return None
     libraries = sorted(pathlib.Path(list(nvidia.cuda_nvrtc.__path__)[0], "lib").glob("libnvrtc.so.*"))
-    return _ctypes_nvrtc(ctypes.CDLL(str(libraries[0]))) if libraries else None
+    return _ctypes_nvrtc(ctypes.CDLL(str(libraries[0])), options) if libraries else None
 
 
-def _ctypes_nvrtc(library: ctypes.CDLL) -> Callable[[str, str], None]:
+def _ctypes_nvrtc(library: ctypes.CDLL, extra: tuple[str, ...]) -> Callable[[str, str], None]:
     def compile_cuda(source: str, name: str) -> None:
         program = ctypes.c_void_p()
         if library.nvrtcCreateProgram(ctypes.byref(program), source.encode(), f"{name}.cu".encode(), 0, None, None):
             raise CudaCompileError(f"{name}: nvrtcCreateProgram failed")
         try:
-            options = (ctypes.c_char_p * 1)(f"--gpu-architecture={ARCHITECTURE}".encode())
-            if library.nvrtcCompileProgram(program, 1, options):
+            flags = [f"--gpu-architecture={ARCHITECTURE}", *extra]
+            options = (ctypes.c_char_p * len(flags))(*[flag.encode() for flag in flags])
+            if library.nvrtcCompileProgram(program, len(flags), options):
                 raise CudaCompileError(f"{name} is not valid CUDA:\n{_log(library, program)}\n{source}")
         finally:
             library.nvrtcDestroyProgram(ctypes.byref(program))
@@ -90,13 +96,14 @@ def _log(library: ctypes.CDLL, program: ctypes.c_void_p) -> str:
     return log.value.decode(errors="replace")
 
 
-def _nvcc() -> Callable[[str, str], None] | None:
+def _nvcc(options: tuple[str, ...]) -> Callable[[str, str], None] | None:
     nvcc = shutil.which("nvcc")
     if nvcc is None:
         return None
 
     def compile_cuda(source: str, name: str) -> None:
-        result = subprocess.run([nvcc, "-x", "cu", "-c", "-", "-o", os.devnull], input=source, text=True, capture_output=True)
+        command = [nvcc, "-x", "cu", *options, "-c", "-", "-o", os.devnull]
+        result = subprocess.run(command, input=source, text=True, capture_output=True)
         if result.returncode:
             raise CudaCompileError(f"{name} is not valid CUDA:\n{result.stderr[-3000:]}")
 

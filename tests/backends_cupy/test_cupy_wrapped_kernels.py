@@ -1,0 +1,96 @@
+"""Every generated kernel of the MLP, CNN and GPT steps as CuPy itself wraps it, compiled with CuPy's headers.
+
+``test_cupy_kernel_plan.py`` compiles each kernel body in a translation unit of our own. On a GPU, CuPy
+puts the body inside its own kernel: ``CArray``/``CIndexer`` parameters, references bound per element,
+its reduction loop with ``REDUCE``/``POST_MAP`` macros, and its headers (``cupy/carray.cuh``,
+``cupy/complex.cuh``, ...) before it. Here CuPy's own code generators render each kernel for strided
+3-D operands (the general indexing path), and NVRTC compiles the result with CuPy's headers and
+compiler options: what CuPy would compile at the first launch, without a GPU. The generators are CuPy
+internals (``cupy._core._kernel``, ``cupy._core._reduction``); without CuPy (it comes with the ``cuda12``
+and ``cuda13`` extras) the tests skip with one line.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cuda_compiler import CudaCompileError, cuda_compiler
+from cupy_models import step_graph
+from kiln.backends.cupy.codegen import ElementwiseSource, ReductionSource, group_kernels
+from kiln.backends.cupy.plan import lower_for_cupy
+from kiln.backends.cupy.row_kernels import layer_norm_source, softmax_source
+from kiln.compiler.ir.types import DType
+from kiln.compiler.ops.registry import has_trait
+
+try:
+    import cupy
+    from cupy._core import _kernel, _reduction, core
+except Exception as error:  # noqa: BLE001  (a missing CUDA library fails with other errors than ImportError)
+    pytestmark = pytest.mark.skip(reason=f"CuPy is not importable ({type(error).__name__}): pip install '.[cuda12]' to render kernels as CuPy does")
+
+NDARRAY, INDEXER, SCALAR = 1, 2, 3
+"""CuPy's argument kinds (``_ArgInfo.arg_kind``)."""
+
+
+def _operand(dtype: np.dtype, ndim: int) -> "_kernel._ArgInfo":
+    return _kernel._ArgInfo(NDARRAY, cupy.ndarray, np.dtype(dtype), ndim, False, False)  # strided: the general path
+
+
+def _indexer(ndim: int) -> "_kernel._ArgInfo":
+    return _kernel._ArgInfo(INDEXER, object, None, ndim, True, False)
+
+
+def elementwise_code(source: ElementwiseSource, ndim: int = 3) -> str:
+    kernel = cupy.ElementwiseKernel(source.in_params, source.out_params, source.body, source.name, preamble=source.preamble)
+    infos = tuple(_operand(p.dtype, ndim) for p in kernel.params[:-1]) + (_indexer(ndim),)
+    return _kernel._get_elementwise_kernel_code(infos, _kernel._TypeMap(()), kernel.params, kernel.operation, kernel.name, kernel.preamble)
+
+
+def reduction_code(source: ReductionSource, in_ndim: int = 3, out_ndim: int = 2) -> str:
+    kernel = cupy.ReductionKernel(source.in_params, source.out_params, source.map_expr, source.reduce_expr, source.post_map_expr,
+                                  source.identity, source.name, reduce_type=source.reduce_type, preamble=source.preamble)
+    params, nin, nout = kernel._params, kernel.nin, kernel.nout
+    infos = tuple(_operand(p.dtype, in_ndim) for p in params[:nin]) + tuple(_operand(p.dtype, out_ndim) for p in params[nin : nin + nout])
+    infos += (_indexer(in_ndim), _indexer(out_ndim), _kernel._ArgInfo(SCALAR, np.int32, np.dtype(np.int32), 0, True, False))
+    index_type = _kernel._TypeMap((("IndexT", "int32"),))  # CuPy's choice below 2**31 elements per output
+    return _reduction._ReductionKernel_get_cached_function_code(
+        nin, nout, params, infos, index_type, source.name, 256, source.reduce_type, source.identity,
+        source.map_expr, source.reduce_expr, source.post_map_expr, source.preamble, ())
+
+
+def as_cupy_compiles(code: str) -> str:
+    return "".join(f"#include <{header}>\n" for header in core._cupy_header_list) + code
+
+
+def _cupy_options() -> tuple[str, ...]:
+    return tuple(option for option in core.assemble_cupy_compiler_options(()) if not option.startswith("-I/usr/local/cuda"))
+
+
+def _model_sources(name: str) -> dict[str, ElementwiseSource | ReductionSource]:
+    graph = lower_for_cupy(step_graph(name))
+    return {source.name: source for op in graph.ops if has_trait(op.name, "fused") for source in group_kernels(op).sources()}
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn", "gpt"])
+def test_every_kernel_of_a_model_compiles_as_cupy_wraps_it(name: str):
+    compile_cuda = cuda_compiler(_cupy_options())
+    sources = _model_sources(name)
+    assert any(isinstance(s, ReductionSource) for s in sources.values()) and any(isinstance(s, ElementwiseSource) for s in sources.values())
+    for source in sources.values():
+        code = elementwise_code(source) if isinstance(source, ElementwiseSource) else reduction_code(source)
+        assert f"void {source.name}(" in code and "CIndexer" in code
+        compile_cuda(as_cupy_compiles(code), source.name)
+
+
+@pytest.mark.parametrize("dtype", [DType.f32, DType.f64])
+def test_row_kernels_compile_with_cupys_headers(dtype: DType):
+    compile_cuda = cuda_compiler(_cupy_options())
+    for source in (softmax_source(dtype), softmax_source(dtype, log=True), layer_norm_source(dtype)):
+        compile_cuda(as_cupy_compiles(source.code), source.name)
+
+
+def test_a_body_that_is_not_valid_in_cupys_wrapper_is_rejected():
+    bad = ElementwiseSource("kiln_bad", "float32 x0", "float32 y0", "const float t0 = undefined_function(x0);\ny0 = t0;", "")
+    with pytest.raises(CudaCompileError, match="undefined_function"):
+        cuda_compiler(_cupy_options())(as_cupy_compiles(elementwise_code(bad)), bad.name)
