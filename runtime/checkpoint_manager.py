@@ -13,6 +13,12 @@ count, the initialisation RNG state, the kiln version and a SHA-256 over everyth
 so a truncated file or a flipped byte is reported by name instead of resuming from garbage.
 A new checkpoint gets a new name; older ones are pruned only after it is written and read
 back, so the last good checkpoint is never lost.
+
+A distributed step (one with ``replicated``: ``DataParallel``, ``PipelineParallel``) is
+checkpointed by rank 0 alone, and every rank must call ``save``: a pipeline's
+``state_dict()`` gathers the stages on rank 0 (a collective), and if rank 0 fails to
+write, every rank raises. Every rank restores from rank 0's file, so the folder must be
+one all ranks see (a shared file system); ``resume_point`` checks that they agree.
 """
 
 from __future__ import annotations
@@ -59,9 +65,14 @@ def manifest_of(step: Any) -> dict[str, Any]:
     }
 
 
-def save_training_checkpoint(path: str, step: Any, progress: Mapping[str, Any] | None = None) -> None:
-    """Write ``step``'s state, its manifest, ``progress`` (JSON-like) and the checksum to ``path`` atomically."""
-    tree = {"manifest": manifest_of(step), "train": step.state_dict(), "progress": dict(progress or {})}
+def save_training_checkpoint(path: str, step: Any, progress: Mapping[str, Any] | None = None,
+                             state: Mapping[str, Any] | None = None) -> None:
+    """Write ``step``'s state, its manifest, ``progress`` (JSON-like) and the checksum to ``path`` atomically.
+
+    ``state``: ``step.state_dict()`` when it was already taken (a pipeline's, gathered on rank 0 by every rank).
+    """
+    train = step.state_dict() if state is None else state
+    tree = {"manifest": manifest_of(step), "train": train, "progress": dict(progress or {})}
     tree["manifest"]["sha256"] = checksum(tree)
     checkpoint.save(path, tree)
 
@@ -123,6 +134,16 @@ def _feed(digest: Any, node: Any, path: str) -> None:
         digest.update(f"{path}={json.dumps(node)}|".encode())
 
 
+def distributed_comm(step: Any) -> Any:
+    """The communicator of a distributed step, whose rank 0 alone writes checkpoints, logs and plots; None for one process.
+
+    A distributed step says how its state lies with ``replicated``: ``True`` for ``DataParallel`` (every rank holds
+    the whole, identical state), ``False`` for ``PipelineParallel`` (each rank holds its stage; ``state_dict()``
+    gathers the stages on rank 0 and every rank must call it).
+    """
+    return step.comm if hasattr(step, "replicated") else None
+
+
 @dataclass
 class CheckpointManager:
     """Numbered checkpoints in ``directory``; ``keep`` newest are kept (0 keeps all)."""
@@ -141,21 +162,24 @@ class CheckpointManager:
     def save(self, step: Any, progress: Mapping[str, Any] | None = None) -> str:
         """Write a checkpoint for the step's current update count, verify it, then prune old ones.
 
-        A data-parallel step (``replicated``: every rank holds the same state) is written by rank 0 alone; the other
-        ranks wait for it and raise too if it failed.
+        A distributed step is written by rank 0 alone and every rank calls this: a data-parallel step's ranks hold the
+        same state; a pipeline's stages are first gathered on rank 0, every rank sending its own. The other ranks wait
+        for the write and raise too if it failed.
         """
         path = self.path_for(int(step.optimizer.step_count))
-        if getattr(step, "replicated", False):
-            from kiln.runtime.distributed.communicator import on_rank0
-
-            on_rank0(step.comm, lambda: self._write(path, step, progress), f"write checkpoint {path}")
-        else:
+        comm = distributed_comm(step)
+        if comm is None:
             self._write(path, step, progress)
+            return path
+        from kiln.runtime.distributed.communicator import on_rank0
+
+        state = None if step.replicated else step.state_dict()  # the pipeline's gather: on every rank, the whole state on rank 0
+        on_rank0(comm, lambda: self._write(path, step, progress, state), f"write checkpoint {path}")
         return path
 
-    def _write(self, path: str, step: Any, progress: Mapping[str, Any] | None) -> None:
+    def _write(self, path: str, step: Any, progress: Mapping[str, Any] | None, state: Mapping[str, Any] | None = None) -> None:
         os.makedirs(self.directory, exist_ok=True)
-        save_training_checkpoint(path, step, progress)
+        save_training_checkpoint(path, step, progress, state)
         load_training_checkpoint(path)  # read back before anything older is removed
         self._prune()
 
@@ -168,6 +192,31 @@ class CheckpointManager:
             except CheckpointError as error:
                 warnings.warn(f"skipping a bad checkpoint: {error}", stacklevel=2)
         return None
+
+    def resume_point(self, step: Any) -> str | None:
+        """``latest_valid()``, the same on every rank of a distributed step (every rank calls it), else ``DistributedError`` on all.
+
+        Each rank reads rank 0's files itself: ranks that do not share the folder would resume from different points
+        (or one from none) and then wait for each other forever.
+        """
+        path = self.latest_valid()
+        comm = distributed_comm(step)
+        if comm is not None:
+            self._check_same_on_every_rank(comm, path)
+        return path
+
+    def _check_same_on_every_rank(self, comm: Any, path: str | None) -> None:
+        from kiln.runtime.distributed.communicator import DistributedError, to_host
+
+        update = -1 if path is None else int(_NAME.search(path).group(1))  # -1: no checkpoint
+        highest, minus_lowest = to_host(comm.allreduce(np.array([update, -update], dtype=np.int64), "max")).tolist()
+        if highest != -minus_lowest:
+            found = "no checkpoint" if path is None else os.path.basename(path)
+            raise DistributedError(
+                f"rank {comm.rank} found {found} in {self.directory}, but the ranks' newest checkpoints range from update "
+                f"{-minus_lowest} to {highest} (-1: none); every rank resumes from rank 0's file, so checkpoint_dir must be "
+                "a folder all ranks share"
+            )
 
     def restore(self, step: Any, path: str | None = None) -> dict[str, Any] | None:
         """Restore ``path`` (default: the newest valid checkpoint) into ``step``; None when there is none."""

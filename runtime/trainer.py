@@ -15,6 +15,19 @@ Each batch from the loader is a tuple ``(*inputs, target)`` passed to
 continues from the newest valid one there: the parameters, optimizer state,
 RNG state and the loader position are restored, so the losses after a resume
 equal those of a run that was never interrupted.
+
+Distributed steps: every rank calls ``fit``; rank 0 alone writes the log,
+plot and checkpoints and shows progress, and every rank resumes from rank 0's
+checkpoint (``checkpoint_dir`` must be a folder all ranks see). A
+``DataParallel`` step takes each rank's shard (``DataLoader(..., rank=,
+world_size=)``). A ``PipelineParallel`` step takes the whole batch on every
+rank, so every rank iterates the same unsharded loader; the last stage
+computes the loss and the pipeline broadcasts it, so every rank's ``History``
+holds it and rank 0 reports it. Its checkpoints hold the whole model's state,
+gathered from the stages on rank 0 (the file a single-process ``TrainStep``
+with ``accumulate=micro_batches`` resumes from too); with ``eval_loader``,
+rank 0 evaluates the gathered model and broadcasts the numbers, so callbacks
+such as ``EarlyStopping`` decide alike on every rank.
 """
 
 from __future__ import annotations
@@ -29,7 +42,7 @@ import numpy as np
 from kiln.compiler.errors import KilnError
 from kiln.frontend.module import Module
 from kiln.runtime.callbacks import Callback, LogWriter, LossCurve
-from kiln.runtime.checkpoint_manager import CheckpointManager, load_training_checkpoint
+from kiln.runtime.checkpoint_manager import CheckpointManager, distributed_comm, load_training_checkpoint
 from kiln.runtime.compiled_function import CompiledFunction
 from kiln.runtime.data.loader import DataLoader, check_loader_state, loader_state
 from kiln.runtime.metrics import Metric, make_metrics
@@ -71,11 +84,15 @@ def fit(
     """Train ``step`` over ``train_loader`` for ``epochs``; returns the ``History`` (see the module docstring)."""
     if resume and checkpoint_dir is None:
         raise KilnError("fit(resume=True) needs checkpoint_dir= naming the folder of the run's checkpoints")
+    comm = distributed_comm(step)
+    if comm is not None and not step.replicated and train_loader.world_size > 1:
+        raise KilnError(f"fit: a PipelineParallel step takes the whole batch on every rank, but the loader serves each rank a shard "
+                        f"(rank={train_loader.rank}, world_size={train_loader.world_size}); build it without rank= and world_size=")
     run = FitRun(step, train_loader)
     manager = CheckpointManager(checkpoint_dir, keep_checkpoints) if checkpoint_dir else None
     if resume:
         _resume(run, manager)
-    if getattr(step, "replicated", False) and step.comm.rank != 0:  # data parallel: rank 0 logs, plots and shows progress
+    if comm is not None and comm.rank != 0:  # distributed: rank 0 logs, plots and shows progress
         log_path, plot_path, progress = None, None, False
     callbacks = list(callbacks) + ([LogWriter(log_path)] if log_path else []) + ([LossCurve(plot_path)] if plot_path else [])
     evaluator = Evaluator(step, make_metrics(metrics)) if eval_loader is not None else None
@@ -135,7 +152,7 @@ def _save(run: FitRun, manager: CheckpointManager) -> None:
 
 
 def _resume(run: FitRun, manager: CheckpointManager) -> None:
-    path = manager.latest_valid()
+    path = manager.resume_point(run.step)
     if path is None:
         return  # nothing saved yet: a fresh start
     progress = load_training_checkpoint(path)["progress"]
@@ -163,13 +180,38 @@ class _WithLoss(Module):
 
 
 class Evaluator:
-    """Mean loss and metrics of a step's model over a loader, in eval mode, through a compiled forward."""
+    """Mean loss and metrics of a step's model over a loader, in eval mode, through a compiled forward.
+
+    A pipeline's model is whole on no rank: rank 0 gathers the stages into its copy, evaluates, and broadcasts the numbers.
+    """
 
     def __init__(self, step: Any, metrics: list[Metric]):
         self.step, self.metrics = step, metrics
-        self.function = CompiledFunction(_WithLoss(step.model, step.loss_fn), backend=step.backend)
+        self.function = CompiledFunction(_WithLoss(step.model, step.loss_fn), backend=getattr(step, "backend", "numpy"))
 
     def evaluate(self, loader: DataLoader) -> dict[str, float]:
+        comm = distributed_comm(self.step)
+        if comm is None or self.step.replicated:
+            return self._evaluate_in_eval_mode(loader)
+        return self._evaluate_on_rank0(comm, loader)
+
+    def _evaluate_on_rank0(self, comm: Any, loader: DataLoader) -> dict[str, float]:
+        from kiln.runtime.distributed.communicator import broadcast_arrays, on_rank0
+
+        state = self.step.state_dict()  # every rank sends its stage; the whole state on rank 0
+        names = ["val_loss", *(f"val_{metric.name}" for metric in self.metrics)]
+        values = np.zeros(len(names), dtype=np.float64)
+
+        def evaluate() -> None:
+            self.step.model.load_state_dict(state["model"])  # rank 0 runs stage 0 only: the other stages' copies are spare
+            result = self._evaluate_in_eval_mode(loader)
+            values[:] = [result[name] for name in names]
+
+        on_rank0(comm, evaluate, "evaluate the gathered model")
+        broadcast_arrays([values], root=0, comm=comm)
+        return {name: float(value) for name, value in zip(names, values)}
+
+    def _evaluate_in_eval_mode(self, loader: DataLoader) -> dict[str, float]:
         model = self.step.model
         was_training = getattr(model, "training", True)
         model.eval()

@@ -17,6 +17,10 @@ every rank takes rank 0's parameters and buffers, as under ``DataParallel``.
 ``pipe.save(path)`` gathers the stages on rank 0 and writes one file in
 ``TrainStep.save``'s format; ``pipe.load(path)`` resumes from such a file
 exactly (see ``runtime/distributed/pipeline_checkpoint.py``).
+
+``kiln.fit(pipe, loader, checkpoint_dir=...)`` runs on every rank with the
+same, unsharded loader: rank 0 logs and writes the rolling checkpoints (the
+gathered state), and every rank resumes its stage from them.
 """
 
 from __future__ import annotations
@@ -45,6 +49,10 @@ Feed = Callable[[], np.ndarray]
 
 @dataclass
 class PipelineParallel:
+    replicated = False
+    """Each rank holds only its stage's newest state: ``state_dict()`` gathers it on rank 0, which alone writes checkpoints
+    (``save``, ``kiln.fit``'s); every rank must take part."""
+
     model: Module
     loss_fn: Callable[..., Tensor]
     optimizer: Optimizer
