@@ -23,11 +23,19 @@ from kiln.backends.cupy.row_kernels import layer_norm_source, softmax_source
 from kiln.compiler.ir.types import DType
 from kiln.compiler.ops.registry import has_trait
 
+INTERNALS = ("_kernel._get_elementwise_kernel_code", "_kernel._ArgInfo", "_kernel._TypeMap",
+             "_reduction._ReductionKernel_get_cached_function_code", "core._cupy_header_list", "core.assemble_cupy_compiler_options")
+"""The CuPy internals used here (CuPy 14); another CuPy may lack them."""
+
 try:
     import cupy
     from cupy._core import _kernel, _reduction, core
 except Exception as error:  # noqa: BLE001  (a missing CUDA library fails with other errors than ImportError)
     pytestmark = pytest.mark.skip(reason=f"CuPy is not importable ({type(error).__name__}): pip install '.[cuda12]' to render kernels as CuPy does")
+else:
+    _missing = [name for name in INTERNALS if not hasattr({"_kernel": _kernel, "_reduction": _reduction, "core": core}[name.split(".")[0]], name.split(".")[1])]
+    if _missing:
+        pytestmark = pytest.mark.skip(reason=f"CuPy {cupy.__version__} lacks the code-generator internals {_missing} this check uses")
 
 NDARRAY, INDEXER, SCALAR = 1, 2, 3
 """CuPy's argument kinds (``_ArgInfo.arg_kind``)."""
