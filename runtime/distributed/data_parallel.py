@@ -31,7 +31,8 @@ from kiln.runtime.train_step import TrainStep
 
 
 class DataParallel:
-    """Wraps a ``TrainStep`` that has not run yet; calls, ``graph``, ``state_dict`` and the rest go to it."""
+    """Wraps a ``TrainStep`` that has not run yet; calls, ``graph``, ``state_dict`` and the rest go to it
+    (attributes set on the wrapper, such as ``loss_scale``, are set on the step)."""
 
     replicated = True
     """Every rank holds the whole, identical state: rank 0 alone writes checkpoints (``save``, ``kiln.fit``'s)."""
@@ -56,3 +57,10 @@ class DataParallel:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.step, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """The wrapper's own ``step`` and ``comm``; anything else (``loss_scale``, ...) is the step's."""
+        if name in ("step", "comm"):
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self.step, name, value)

@@ -38,3 +38,8 @@ def run_mpi(script: str, *args: str, ranks: int = 2, timeout: float = 60.0) -> s
         stdout, stderr = process.communicate()
         pytest.fail(f"{script} on {ranks} ranks did not finish within {timeout} s (killed)\nstdout:\n{stdout}\nstderr:\n{stderr}")
     return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
+def assert_ran(result: subprocess.CompletedProcess) -> None:
+    """The MPI job exited 0; otherwise the test fails showing both ranks' output."""
+    assert result.returncode == 0, f"MPI job failed (exit {result.returncode})\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"

@@ -11,18 +11,15 @@ import kiln
 import kiln.nn.functional as F
 
 from dist_models import BATCH, dataset, make_model, make_optimizer, train_conv_bn_single, train_single, train_two_layers
-from mpi_launch import run_mpi
+from mpi_launch import assert_ran, run_mpi
 
-
-def _assert_ran(result) -> None:
-    assert result.returncode == 0, f"MPI job failed (exit {result.returncode})\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
 
 
 @pytest.fixture(scope="module")
 def data_parallel_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("data_parallel")
     result = run_mpi("dp_parity_worker.py", str(out), timeout=90)
-    _assert_ran(result)
+    assert_ran(result)
     return out, result.stdout
 
 
@@ -66,7 +63,7 @@ BN_STEPS = 8
 def test_data_parallel_batch_norm_uses_the_global_batch_statistics(tmp_path):
     """SyncBatchNorm semantics: 2 ranks with half batches take the 1-process full-batch step, running statistics included."""
     result = run_mpi("dp_batch_norm_worker.py", str(tmp_path), str(BN_STEPS), timeout=90)
-    _assert_ran(result)
+    assert_ran(result)
     for layer in ("bn1", "bn2"):  # the per-channel sums (with the count) and the centered squares cross the ranks
         assert f'%{layer}.batch_totals = "comm.allreduce"' in result.stdout and f'%{layer}.batch_squares = "comm.allreduce"' in result.stdout
     assert '"nn.batch_norm"' not in result.stdout  # no op left normalizing with one shard's statistics
@@ -81,7 +78,7 @@ def test_data_parallel_batch_norm_uses_the_global_batch_statistics(tmp_path):
 @pytest.fixture(scope="module")
 def pipeline_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("pipeline")
-    _assert_ran(run_mpi("pp_parity_worker.py", str(out), "float32", "20", timeout=60))
+    assert_ran(run_mpi("pp_parity_worker.py", str(out), "float32", "20", timeout=60))
     return out
 
 
@@ -112,9 +109,9 @@ RESUME_AT, MORE = 6, 4
 def pipeline_checkpoint_run(tmp_path_factory):
     """Two mpiexec runs: train and save, then load into fresh pipelines and go on."""
     out = tmp_path_factory.mktemp("pipeline_checkpoint")
-    _assert_ran(run_mpi("pp_checkpoint_worker.py", "train", str(out), str(RESUME_AT), str(MORE), timeout=90))
+    assert_ran(run_mpi("pp_checkpoint_worker.py", "train", str(out), str(RESUME_AT), str(MORE), timeout=90))
     resumed = run_mpi("pp_checkpoint_worker.py", "resume", str(out), str(RESUME_AT), str(MORE), timeout=90)
-    _assert_ran(resumed)
+    assert_ran(resumed)
     return out, resumed.stdout
 
 
@@ -185,7 +182,7 @@ def test_a_failing_rank_ends_the_job_with_its_error():
 
 def test_tensor_parallel_linear_pair_matches_the_unsplit_model(tmp_path):
     result = run_mpi("tp_parity_worker.py", str(tmp_path), "float32", timeout=60)
-    _assert_ran(result)
+    assert_ran(result)
     assert '"comm.replicate"' in result.stdout and 'op = "sum", world_size = 2' in result.stdout
     ranks = [np.load(tmp_path / f"tp_rank{r}.npz") for r in (0, 1)]
     joined = {
@@ -202,7 +199,7 @@ def test_tensor_parallel_linear_pair_matches_the_unsplit_model(tmp_path):
 
 
 def test_fit_of_a_data_parallel_step_checkpoints_on_rank_0_only_and_resumes(tmp_path):
-    _assert_ran(run_mpi("dp_fit_worker.py", str(tmp_path), timeout=90))
+    assert_ran(run_mpi("dp_fit_worker.py", str(tmp_path), timeout=90))
     ranks = [np.load(tmp_path / f"rank{r}.npz") for r in (0, 1)]
     assert int(ranks[0]["writes"]) > 0 and int(ranks[1]["writes"]) == 0  # rank 0 writes, rank 1 waits for it
     assert [int(r["epochs"]) for r in ranks] == [3, 3]  # both resumed from rank 0's files and trained on to epoch 3
@@ -213,7 +210,7 @@ def test_fit_of_a_data_parallel_step_checkpoints_on_rank_0_only_and_resumes(tmp_
 
 
 def test_a_checkpoint_rank_0_cannot_write_fails_every_rank_without_a_hang(tmp_path):
-    _assert_ran(run_mpi("dp_fit_worker.py", str(tmp_path), "unwritable", timeout=60))
+    assert_ran(run_mpi("dp_fit_worker.py", str(tmp_path), "unwritable", timeout=60))
     errors = [(tmp_path / f"error{r}.txt").read_text() for r in (0, 1)]
     assert "a_file" in errors[0]  # rank 0's own error names the path it could not write
     assert errors[1].startswith("DistributedError: rank 0 could not write checkpoint")

@@ -16,14 +16,14 @@ import numpy as np
 import pytest
 
 from dist_models import train_single
-from mpi_launch import run_mpi
+from mpi_launch import assert_ran, run_mpi
 
 
 @pytest.fixture(scope="module")
 def nccl_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("nccl")
     result = run_mpi("nccl_worker.py", str(out), timeout=120)
-    assert result.returncode == 0, f"MPI job failed (exit {result.returncode})\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    assert_ran(result)
     return out
 
 

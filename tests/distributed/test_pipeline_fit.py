@@ -16,14 +16,11 @@ from kiln.runtime.metrics import make_metrics
 from kiln.runtime.trainer import Evaluator
 
 from dist_models import make_model, make_optimizer
-from mpi_launch import run_mpi
+from mpi_launch import assert_ran, run_mpi
 from pp_fit_worker import BATCHES, CRASH_AT, EPOCHS, MICRO_BATCHES, loaders
 
 UPDATES = EPOCHS * BATCHES
 
-
-def _assert_ran(result) -> None:
-    assert result.returncode == 0, f"MPI job failed (exit {result.returncode})\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
 
 
 def _report(out, mode: str, rank: int) -> dict:
@@ -52,8 +49,8 @@ def _single_process_step():
 def pipeline_fit_run(tmp_path_factory):
     """Two mpiexec jobs: an uninterrupted fit and one that crashes at update CRASH_AT; then the resume of the latter."""
     out = tmp_path_factory.mktemp("pipeline_fit")
-    _assert_ran(run_mpi("pp_fit_worker.py", "first", str(out), timeout=90))
-    _assert_ran(run_mpi("pp_fit_worker.py", "resume", str(out), timeout=90))
+    assert_ran(run_mpi("pp_fit_worker.py", "first", str(out), timeout=90))
+    assert_ran(run_mpi("pp_fit_worker.py", "resume", str(out), timeout=90))
     return out
 
 
@@ -92,7 +89,7 @@ def test_fit_of_a_pipeline_writes_checkpoints_log_and_plot_on_rank_0_only(pipeli
 
 
 def test_fit_of_a_pipeline_fails_on_every_rank_without_a_hang(tmp_path):
-    _assert_ran(run_mpi("pp_fit_worker.py", "failures", str(tmp_path), timeout=60))
+    assert_ran(run_mpi("pp_fit_worker.py", "failures", str(tmp_path), timeout=60))
     errors = [_report(tmp_path, "failures", r)["errors"] for r in (0, 1)]
     assert errors[0]["unwritable"].startswith("FileExistsError") and "a_file" in errors[0]["unwritable"]  # rank 0's own error
     assert errors[1]["unwritable"].startswith("DistributedError: rank 0 could not write checkpoint")

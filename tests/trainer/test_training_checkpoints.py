@@ -166,3 +166,28 @@ def test_a_checkpoint_that_does_not_fit_is_reported(saved):
     checkpoint.save(other, {"just": np.zeros(3)})
     with pytest.raises(CheckpointError, match="not a training checkpoint"):
         load_training_checkpoint(other)
+
+
+class OneRank:
+    """A communicator of one rank (no MPI): what DataParallel needs to wrap a step in-process."""
+
+    rank, size, device_arrays = 0, 1, False
+
+    def broadcast_into(self, x, root):
+        pass
+
+
+def test_a_data_parallel_step_restores_its_loss_scale_into_the_wrapped_step(tmp_path):
+    from kiln.distributed import DataParallel
+
+    kiln.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 6), nn.Tanh(), nn.Linear(6, 3))
+    step = kiln.compile_train_step(model, F.cross_entropy, kiln.optim.SGD(model.parameters(), lr=0.05), loss_scale=8.0)
+    path = str(tmp_path / "scaled.npz")
+    save_training_checkpoint(path, step, {"epoch": 0, "batch": 0})
+    kiln.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 6), nn.Tanh(), nn.Linear(6, 3))
+    wrapped = DataParallel(kiln.compile_train_step(model, F.cross_entropy, kiln.optim.SGD(model.parameters(), lr=0.05), loss_scale=1.0),
+                           comm=OneRank())
+    restore_training_checkpoint(path, wrapped)
+    assert wrapped.step.loss_scale == 8.0 and "loss_scale" not in vars(wrapped)
