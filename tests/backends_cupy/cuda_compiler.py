@@ -60,7 +60,18 @@ def _cupy_nvrtc(options: tuple[str, ...]) -> Callable[[str, str], None] | None:
         return None
     from cupy.cuda import compiler
 
-    return lambda source, name: compiler.compile_using_nvrtc(source, options=options, name=name)
+    def compile_cuda(source: str, name: str) -> None:
+        try:
+            compiler.compile_using_nvrtc(source, **cupy_nvrtc_arguments(name, options))
+        except compiler.CompileException as error:
+            raise CudaCompileError(f"{name} is not valid CUDA:\n{error}\n{source}") from None
+
+    return compile_cuda
+
+
+def cupy_nvrtc_arguments(name: str, options: tuple[str, ...]) -> dict[str, object]:
+    """The keywords of ``cupy.cuda.compiler.compile_using_nvrtc(source, ...)`` (the architecture: the device's)."""
+    return {"options": options, "filename": f"{name}.cu"}
 
 
 def _wheel_nvrtc(options: tuple[str, ...]) -> Callable[[str, str], None] | None:

@@ -102,3 +102,14 @@ def test_a_body_that_is_not_valid_in_cupys_wrapper_is_rejected():
     bad = ElementwiseSource("kiln_bad", "float32 x0", "float32 y0", "const float t0 = undefined_function(x0);\ny0 = t0;", "")
     with pytest.raises(CudaCompileError, match="undefined_function"):
         cuda_compiler(_cupy_options())(as_cupy_compiles(elementwise_code(bad)), bad.name)
+
+
+def test_the_compiler_helper_calls_cupys_nvrtc_with_arguments_it_takes():
+    """On a GPU machine ``cuda_compiler`` compiles through CuPy's NVRTC; its keywords must fit CuPy's signature."""
+    import inspect
+
+    from cupy.cuda import compiler
+
+    from cuda_compiler import cupy_nvrtc_arguments
+
+    inspect.signature(compiler.compile_using_nvrtc).bind("source", **cupy_nvrtc_arguments("kernel", ("--std=c++17",)))
