@@ -11,12 +11,15 @@ and the nvcc test do that, and the GPU tests check both together.
 from __future__ import annotations
 
 import math
+import os
 import re
 import sys
 import types
 from typing import Any
 
 import numpy as np
+
+import cpu_cuda
 
 class DeviceArray(np.ndarray):
     """An array "on the device": operations with host (plain NumPy) arrays raise, results stay on the device."""
@@ -177,15 +180,22 @@ class ReductionKernel:
 
 
 class RawKernel:
-    """Row kernels by name, computed in NumPy from the same arguments the launcher passes (rows, then threads)."""
+    """Row kernels by name, computed in NumPy from the same arguments the launcher passes (rows, then threads).
+
+    The arguments are checked against the kernel's own parameter list (count, array dtypes, scalar dtypes: CuPy
+    passes a NumPy scalar by its dtype). ``KILN_FAKE_CUPY_RUN_CUDA=1`` runs the CUDA source itself on the CPU
+    (cpu_cuda.py) instead of the NumPy recomputation: exact, but ~10 ms a row, too slow for every run."""
 
     def __init__(self, code: str, name: str):
         assert f"void {name}(" in code, f"{name} is not defined in its source"
-        self.name = name
+        self.code, self.name, self.params = code, name, cpu_cuda.kernel_params(code, name)
 
     def __call__(self, grid: tuple[int], block: tuple[int], args: tuple[Any, ...]) -> None:
         assert block == (256,) and all(isinstance(a, (DeviceArray, np.generic)) for a in args), f"{self.name}: {[type(a) for a in args]}"
         assert all(a.flags.c_contiguous for a in args if isinstance(a, np.ndarray))
+        cpu_cuda.checked_arguments(self.name, self.params, _plain(tuple(args)))
+        if os.environ.get("KILN_FAKE_CUPY_RUN_CUDA") == "1":
+            return cpu_cuda.run_raw_kernel(self.code, self.name, grid, block, _plain(tuple(args)))
         if "layer_norm" in self.name:
             x, weight, bias, y, cols, eps = (a.view(np.ndarray) if isinstance(a, DeviceArray) else a for a in args)
             rows = x.reshape(grid[0], int(cols))

@@ -1,0 +1,110 @@
+"""The CUDA row kernels (row_kernels.py) executed: their exact source, run on the CPU by cpu_cuda.py, against NumPy in float64.
+
+The NVRTC test only proves they compile and the fake CuPy recomputes them in NumPy; here the generated code itself
+runs, one thread per CUDA thread and a barrier per ``__syncthreads()``, with the launch the backend makes: one block
+of ``THREADS`` per row, ``(x, y, int64 cols)`` or ``(x, weight, bias, y, int64 cols, eps of x's dtype)``. Row
+lengths cover a row shorter than the block (threads with nothing to read), exactly one block, one past it, and
+several strides; a broken tree reduction must fail here (the mutation tests), so a pass is not vacuous.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import pytest
+
+from cpu_cuda import run_raw_kernel
+from kiln.backends.cupy.row_kernels import THREADS, RawSource, layer_norm_source, softmax_source
+from kiln.compiler.ir.types import DType
+
+SHAPES = [(1, 1), (7, 3), (3, 255), (1, 256), (7, 257), (3, 1000)]
+"""(rows, cols): every row length with one row count (each launch costs about 10 ms a row: 21 barriers of 256 threads)."""
+DTYPES = {DType.f32: np.float32, DType.f64: np.float64}
+TOLERANCE = {DType.f32: {"rtol": 1e-5, "atol": 1e-6}, DType.f64: {"rtol": 1e-12, "atol": 1e-13}}
+EPS = 1e-5
+
+
+def softmax_reference(x: np.ndarray, log: bool) -> np.ndarray:
+    shifted = x.astype(np.float64) - x.max(axis=1, keepdims=True)
+    log_sum = np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    return shifted - log_sum if log else np.exp(shifted - log_sum)
+
+
+def layer_norm_reference(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float64)
+    centered = x - x.mean(axis=1, keepdims=True)
+    return centered / np.sqrt((centered * centered).mean(axis=1, keepdims=True) + EPS) * weight + bias
+
+
+def run_softmax(source: RawSource, x: np.ndarray) -> np.ndarray:
+    y = np.empty_like(x)
+    run_raw_kernel(source.code, source.name, (x.shape[0],), (THREADS,), (x, y, np.int64(x.shape[1])))
+    return y
+
+
+def run_layer_norm(source: RawSource, x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    y = np.empty_like(x)
+    args = (x, weight, bias, y, np.int64(x.shape[1]), x.dtype.type(EPS))
+    run_raw_kernel(source.code, source.name, (x.shape[0],), (THREADS,), args)
+    return y
+
+
+def rows(shape: tuple[int, int], dtype: DType, scale: float = 1.0, seed: int = 0) -> np.ndarray:
+    return (np.random.default_rng(seed).standard_normal(shape) * scale).astype(DTYPES[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("log", [False, True], ids=["softmax", "log_softmax"])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda shape: f"{shape[0]}x{shape[1]}")
+def test_softmax_kernel_matches_numpy(dtype: DType, log: bool, shape: tuple[int, int]):
+    x = rows(shape, dtype)
+    np.testing.assert_allclose(run_softmax(softmax_source(dtype, log), x), softmax_reference(x, log), **TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("log", [False, True], ids=["softmax", "log_softmax"])
+def test_softmax_kernel_subtracts_the_row_max(dtype: DType, log: bool):
+    """Values around 1e3 overflow ``exp`` in float32 and float64 unless the kernel shifts by the row's max first."""
+    x = rows((3, 1000), dtype, scale=3.0) + np.array([[1e3], [-1e3], [5e2]], DTYPES[dtype])
+    y = run_softmax(softmax_source(dtype, log), x)
+    assert np.isfinite(y).all()
+    np.testing.assert_allclose(y, softmax_reference(x, log), **TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda shape: f"{shape[0]}x{shape[1]}")
+def test_layer_norm_kernel_matches_numpy(dtype: DType, shape: tuple[int, int]):
+    """Off-centre rows (mean 3, std 2): the mean is subtracted before the variance is taken."""
+    weight, bias = rows((1, shape[1]), dtype, seed=1).reshape(-1), rows((1, shape[1]), dtype, seed=2).reshape(-1)
+    x = rows(shape, dtype, scale=2.0) + 3
+    expected = layer_norm_reference(x, weight, bias)
+    np.testing.assert_allclose(run_layer_norm(layer_norm_source(dtype), x, weight, bias), expected, **TOLERANCE[dtype])
+
+
+BROKEN: dict[str, Callable[[str], str]] = {
+    "tree skips levels": lambda code: code.replace("stride >>= 1", "stride >>= 2"),
+    "no barrier after a tree step": lambda code: code.replace("}\n        __syncthreads();\n    }", "}\n    }"),
+    "result read without the closing barrier": lambda code: code.replace("scratch[0];\n    __syncthreads();", "scratch[0];"),
+}
+"""Mutations of the real source, each a bug the tree reduction could have; the emulator must see each one."""
+
+
+@pytest.mark.parametrize("mutation", BROKEN)
+def test_a_broken_reduction_is_caught(mutation: str):
+    source = softmax_source(DType.f64)
+    broken = RawSource(source.name, BROKEN[mutation](source.code))
+    assert broken.code != source.code, f"the mutation '{mutation}' no longer applies to the source"
+    x = rows((3, 1000), DType.f64)
+    wrong = (not np.allclose(run_softmax(broken, x), softmax_reference(x, False)) for _ in range(5))
+    assert any(wrong), f"'{mutation}' went unnoticed: the emulator would pass a broken kernel"
+
+
+def test_arguments_must_have_the_kernels_types():
+    """CuPy passes a NumPy scalar by its own dtype: a float64 ``eps`` for a float kernel would be read as garbage."""
+    source, x = layer_norm_source(DType.f32), rows((2, 4), DType.f32)
+    weight, bias, y = np.ones(4, np.float32), np.zeros(4, np.float32), np.empty_like(x)
+    with pytest.raises(AssertionError, match="eps"):
+        run_raw_kernel(source.code, source.name, (2,), (THREADS,), (x, weight, bias, y, np.int64(4), np.float64(EPS)))
+    with pytest.raises(AssertionError, match="cols"):
+        run_raw_kernel(source.code, source.name, (2,), (THREADS,), (x, weight, bias, y, 4, np.float32(EPS)))
