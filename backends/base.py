@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Protocol
 
+import numpy as np
+
 from kiln.compiler.errors import LoweringError
 from kiln.compiler.ir.core import Graph, Op
 
@@ -64,3 +66,12 @@ class Backend(Protocol):
     name: str
 
     def compile(self, graph: Graph) -> Callable[..., tuple[Any, ...]]: ...
+
+
+def is_host_array(value: Any) -> bool:
+    """A NumPy array in host memory; a device array (CuPy's: ``__cuda_array_interface__``) is not.
+
+    NumPy kernels re-bound to CuPy use it to take host-only shortcuts (a check that would make the host wait
+    for the device) only where the data is already on the host.
+    """
+    return isinstance(value, np.ndarray) and not hasattr(value, "__cuda_array_interface__")

@@ -7,9 +7,9 @@ naming it, as in PyTorch, where the decomposition would silently count it 0).
 
 from __future__ import annotations
 
-import numpy as host_numpy
 import numpy as np
 
+from kiln.backends.base import is_host_array
 from kiln.backends.numpy.lowering import NUMPY, log_softmax
 from kiln.compiler.errors import InputError
 
@@ -54,9 +54,9 @@ def _label_loss(op: str, scores, labels, weight, ignore_index: int, smoothing: f
 def _all_valid(labels, classes: int, ignore_index: int) -> bool:
     """Every label is a class in ``[0, C)`` and none is ``ignore_index``: two reductions instead of the masks.
 
-    Host arrays only (``host_numpy``: this module is re-bound to CuPy, where the check would wait for the device).
+    Host arrays only (this module is re-bound to CuPy, where the check would wait for the device).
     """
-    if not isinstance(labels, host_numpy.ndarray) or labels.size == 0 or 0 <= ignore_index < classes:
+    if not is_host_array(labels) or labels.size == 0 or 0 <= ignore_index < classes:
         return False
     return 0 <= np.minimum.reduce(labels, axis=None) and np.maximum.reduce(labels, axis=None) < classes
 

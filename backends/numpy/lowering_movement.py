@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import math
 
-import numpy as host_numpy
 import numpy as np
 
+from kiln.backends.base import is_host_array
 from kiln.backends.numpy.lowering import NUMPY
 from kiln.backends.numpy.out_nn import fresh, gelu_into, layer_norm_into
 
@@ -64,7 +64,7 @@ def take(x, indices, *, axis: int):
 def scatter_add(updates, indices, *, axis: int, shape):
     out = np.zeros(shape, dtype=updates.dtype)
     axis = axis % len(shape)
-    if axis == 0 and isinstance(indices, host_numpy.ndarray) and indices.size and np.minimum.reduce(indices, axis=None) >= 0:
+    if axis == 0 and is_host_array(indices) and indices.size and np.minimum.reduce(indices, axis=None) >= 0:
         return _scatter_rows(out, indices.ravel(), updates.reshape((indices.size,) + tuple(shape[1:])))
     np.add.at(out, (slice(None),) * axis + (indices,), updates)
     return out

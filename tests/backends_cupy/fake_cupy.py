@@ -21,11 +21,31 @@ import numpy as np
 
 import cpu_cuda
 
+SYNCS: list[str] = []
+"""Each read of device data by the host (``get``, ``bool``, ``float``, ``item``, ``asnumpy``, ...), in order: on a GPU
+each waits for the device to finish its queued work. Tests clear it and look."""
+
+
+def _synchronizing(name: str) -> Any:
+    original = getattr(np.ndarray, name)
+
+    def read(self: np.ndarray, *args: Any, **kwargs: Any) -> Any:
+        SYNCS.append(name)
+        return original(self.view(np.ndarray), *args, **kwargs)
+
+    return read
+
+
 class DeviceArray(np.ndarray):
-    """An array "on the device": operations with host (plain NumPy) arrays raise, results stay on the device."""
+    """An array "on the device": operations with host (plain NumPy) arrays raise, results stay on the device (0-d
+    results too: CuPy's reductions give 0-d arrays, not host scalars), and the host reading one is recorded (SYNCS)."""
 
     def get(self) -> np.ndarray:
+        SYNCS.append("get")
         return np.array(self.view(np.ndarray))
+
+    __bool__, __float__, __int__, __index__ = (_synchronizing(name) for name in ("__bool__", "__float__", "__int__", "__index__"))
+    item, tolist = _synchronizing("item"), _synchronizing("tolist")
 
     @property
     def data(self) -> types.SimpleNamespace:  # type: ignore[override]
@@ -74,6 +94,8 @@ def _refuse_host(values: tuple[Any, ...], where: str) -> None:
 def _device(value: Any) -> Any:
     if isinstance(value, tuple):
         return tuple(_device(v) for v in value)
+    if isinstance(value, np.generic):
+        return np.asarray(value).view(DeviceArray)
     return value.view(DeviceArray) if isinstance(value, np.ndarray) and not isinstance(value, DeviceArray) else value
 
 
@@ -87,7 +109,10 @@ def asarray(value: Any, dtype: Any = None) -> DeviceArray:
 
 
 def asnumpy(value: Any) -> np.ndarray:
-    return np.array(value.view(np.ndarray)) if isinstance(value, DeviceArray) else np.asarray(value)
+    if isinstance(value, DeviceArray):
+        SYNCS.append("asnumpy")
+        return np.array(value.view(np.ndarray))
+    return np.asarray(value)
 
 
 def _numpy_attribute(name: str) -> Any:

@@ -128,3 +128,24 @@ def test_ignored_labels_are_not_errors_on_the_device(fake):
     x, y = MODELS["gpt"][1](np.random.default_rng(0))
     y[:, -2:] = -1  # padding
     assert np.isfinite(float(step(x, y))) and np.isfinite(float(step(x, fake.asarray(y))))
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_a_training_step_never_makes_the_host_wait_for_the_device(fake, name):
+    """Every host read of device data inside a step (a ``bool`` of a device array, a ``float``, a download) would stall
+    the GPU queue each step; the stand-in records them. Reading the loss afterwards is the one wait (then the deferred
+    label checks' verdicts come down, with nothing left to wait for)."""
+    _, step, rng = step_for(name, "cupy")
+    step(*MODELS[name][1](rng))  # compiles, uploads the parameters
+    fake_cupy.SYNCS.clear()
+    loss = step(*MODELS[name][1](rng))
+    assert fake_cupy.SYNCS == [], f"{name}: the step read device data on the host: {fake_cupy.SYNCS}"
+    assert np.isfinite(float(loss)) and set(fake_cupy.SYNCS) == {"get"}
+
+
+def test_the_stand_in_records_host_reads_of_device_data(fake):
+    x = fake.asarray(np.array([1.0, -2.0]))
+    fake_cupy.SYNCS.clear()
+    total = x.sum()  # stays on the device, 0-d
+    assert isinstance(total, fake.ndarray) and fake_cupy.SYNCS == []
+    assert float(total) == -1.0 and bool((x > 0).any()) and fake_cupy.SYNCS == ["__float__", "__bool__"]
