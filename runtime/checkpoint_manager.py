@@ -14,11 +14,13 @@ so a truncated file or a flipped byte is reported by name instead of resuming fr
 A new checkpoint gets a new name; older ones are pruned only after it is written and read
 back, so the last good checkpoint is never lost.
 
-A distributed step (one with ``replicated``: ``DataParallel``, ``PipelineParallel``) is
-checkpointed by rank 0 alone, and every rank must call ``save``: a pipeline's
-``state_dict()`` gathers the stages on rank 0 (a collective), and if rank 0 fails to
-write, every rank raises. Every rank restores from rank 0's file, so the folder must be
-one all ranks see (a shared file system); ``resume_point`` checks that they agree.
+A distributed step (``DataParallel``, ``PipelineParallel``, or a plain step whose model holds
+tensor-parallel layers; see ``parallelism``) is checkpointed by rank 0 alone, and every rank
+must call ``save``: a pipeline's ``state_dict()`` gathers the stages on rank 0 (a collective),
+tensor-parallel shards are joined there into the unsplit layers, and if rank 0 fails to
+write, every rank raises. Every rank restores from rank 0's file (a tensor-parallel rank
+keeps its shard of it), so the folder must be one all ranks see (a shared file system);
+``resume_point`` checks that they agree.
 """
 
 from __future__ import annotations
@@ -69,7 +71,8 @@ def save_training_checkpoint(path: str, step: Any, progress: Mapping[str, Any] |
                              state: Mapping[str, Any] | None = None) -> None:
     """Write ``step``'s state, its manifest, ``progress`` (JSON-like) and the checksum to ``path`` atomically.
 
-    ``state``: ``step.state_dict()`` when it was already taken (a pipeline's, gathered on rank 0 by every rank).
+    ``state``: the whole state when it was already gathered on rank 0 by every rank (``gathered_state``: a pipeline's
+    stages, tensor-parallel shards).
     """
     train = step.state_dict() if state is None else state
     tree = {"manifest": manifest_of(step), "train": train, "progress": dict(progress or {})}
@@ -103,7 +106,7 @@ def restore_training_checkpoint(path: str, step: Any) -> dict[str, Any]:
     if manifest["optimizer"]["class"] != type(step.optimizer).__name__:
         raise CheckpointError(f"{path} was written by a {manifest['optimizer']['class']} optimizer, this step uses {type(step.optimizer).__name__}")
     try:
-        step.load_state_dict(tree["train"])
+        step.load_state_dict(_own_part(step, tree["train"]))
     except Exception as error:  # a model or optimizer that does not fit the saved state: say which file
         raise CheckpointError(f"{path} does not fit this model/optimizer: {error}") from error
     init.set_rng_state(manifest["rng"])
@@ -137,11 +140,50 @@ def _feed(digest: Any, node: Any, path: str) -> None:
 def distributed_comm(step: Any) -> Any:
     """The communicator of a distributed step, whose rank 0 alone writes checkpoints, logs and plots; None for one process.
 
-    A distributed step says how its state lies with ``replicated``: ``True`` for ``DataParallel`` (every rank holds
-    the whole, identical state), ``False`` for ``PipelineParallel`` (each rank holds its stage; ``state_dict()``
-    gathers the stages on rank 0 and every rank must call it).
+    A wrapper's (``DataParallel``, ``PipelineParallel``: those with ``replicated``), else the one the tensor-parallel
+    layers of a plain step's model are split over.
     """
-    return step.comm if hasattr(step, "replicated") else None
+    if hasattr(step, "replicated"):
+        return step.comm
+    from kiln.runtime.distributed.tensor_parallel import tensor_parallel_comm
+
+    return tensor_parallel_comm(getattr(step, "model", None))
+
+
+def parallelism(step: Any) -> str | None:
+    """How a step's state lies across ranks: None for one process, else
+
+    - ``"data"``: ``DataParallel`` (``replicated = True``), every rank holds the whole, identical state;
+    - ``"pipeline"``: ``PipelineParallel`` (``replicated = False``), each rank holds its stage; ``state_dict()`` gathers
+      the stages on rank 0 and every rank must call it;
+    - ``"tensor"``: a plain step whose model holds tensor-parallel layers (``ColumnParallelLinear``...), each rank holds
+      its shard of those layers and the whole of the rest; ``gather_training_state`` joins the shards on rank 0.
+    """
+    if hasattr(step, "replicated"):
+        return "data" if step.replicated else "pipeline"
+    return None if distributed_comm(step) is None else "tensor"
+
+
+def gathered_state(step: Any) -> Mapping[str, Any] | None:
+    """The whole training state on rank 0 where no rank holds it (every rank must call this); None where
+    ``step.state_dict()`` on rank 0 is the whole (one process, data parallel)."""
+    kind = parallelism(step)
+    if kind == "pipeline":
+        return step.state_dict()  # the stages' gather: on every rank, the whole state on rank 0
+    if kind == "tensor":
+        from kiln.runtime.distributed.tensor_parallel import gather_training_state
+
+        return gather_training_state(step.state_dict(), step.model, distributed_comm(step))
+    return None
+
+
+def _own_part(step: Any, train: Mapping[str, Any]) -> Mapping[str, Any]:
+    """What ``step.load_state_dict`` takes from a checkpoint's whole state: a tensor-parallel rank its shards."""
+    if parallelism(step) != "tensor":
+        return train
+    from kiln.runtime.distributed.tensor_parallel import local_training_state
+
+    return local_training_state(train, step.model, distributed_comm(step))
 
 
 @dataclass
@@ -163,8 +205,8 @@ class CheckpointManager:
         """Write a checkpoint for the step's current update count, verify it, then prune old ones.
 
         A distributed step is written by rank 0 alone and every rank calls this: a data-parallel step's ranks hold the
-        same state; a pipeline's stages are first gathered on rank 0, every rank sending its own. The other ranks wait
-        for the write and raise too if it failed.
+        same state; a pipeline's stages and tensor-parallel shards are first gathered on rank 0, every rank sending its
+        own. The other ranks wait for the write and raise too if it failed.
         """
         path = self.path_for(int(step.optimizer.step_count))
         comm = distributed_comm(step)
@@ -173,7 +215,7 @@ class CheckpointManager:
             return path
         from kiln.runtime.distributed.communicator import on_rank0
 
-        state = None if step.replicated else step.state_dict()  # the pipeline's gather: on every rank, the whole state on rank 0
+        state = gathered_state(step)
         on_rank0(comm, lambda: self._write(path, step, progress, state), f"write checkpoint {path}")
         return path
 

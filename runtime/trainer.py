@@ -27,7 +27,12 @@ holds it and rank 0 reports it. Its checkpoints hold the whole model's state,
 gathered from the stages on rank 0 (the file a single-process ``TrainStep``
 with ``accumulate=micro_batches`` resumes from too); with ``eval_loader``,
 rank 0 evaluates the gathered model and broadcasts the numbers, so callbacks
-such as ``EarlyStopping`` decide alike on every rank.
+such as ``EarlyStopping`` decide alike on every rank. A plain step whose model
+holds tensor-parallel layers (``ColumnParallelLinear``, ``RowParallelLinear``)
+also takes the whole batch on every rank; its checkpoints hold the unsplit
+model (the shards joined on rank 0: the file the model with ``nn.Linear`` in
+place of the split layers loads), every rank resuming its shard from them,
+and every rank evaluates, its split forward running with the others'.
 """
 
 from __future__ import annotations
@@ -42,10 +47,14 @@ import numpy as np
 from kiln.compiler.errors import KilnError
 from kiln.frontend.module import Module
 from kiln.runtime.callbacks import Callback, LogWriter, LossCurve
-from kiln.runtime.checkpoint_manager import CheckpointManager, distributed_comm, load_training_checkpoint
+from kiln.runtime.checkpoint_manager import CheckpointManager, distributed_comm, load_training_checkpoint, parallelism
 from kiln.runtime.compiled_function import CompiledFunction
 from kiln.runtime.data.loader import DataLoader, check_loader_state, loader_state
 from kiln.runtime.metrics import Metric, make_metrics
+
+
+_WHOLE_BATCH = {"pipeline": "PipelineParallel step", "tensor": "step with tensor-parallel layers"}
+"""The parallelisms whose ranks all take the whole batch (``checkpoint_manager.parallelism``)."""
 
 
 @dataclass
@@ -85,8 +94,9 @@ def fit(
     if resume and checkpoint_dir is None:
         raise KilnError("fit(resume=True) needs checkpoint_dir= naming the folder of the run's checkpoints")
     comm = distributed_comm(step)
-    if comm is not None and not step.replicated and train_loader.world_size > 1:
-        raise KilnError(f"fit: a PipelineParallel step takes the whole batch on every rank, but the loader serves each rank a shard "
+    kind = parallelism(step)
+    if kind in _WHOLE_BATCH and train_loader.world_size > 1:
+        raise KilnError(f"fit: a {_WHOLE_BATCH[kind]} takes the whole batch on every rank, but the loader serves each rank a shard "
                         f"(rank={train_loader.rank}, world_size={train_loader.world_size}); build it without rank= and world_size=")
     run = FitRun(step, train_loader)
     manager = CheckpointManager(checkpoint_dir, keep_checkpoints) if checkpoint_dir else None
@@ -183,6 +193,7 @@ class Evaluator:
     """Mean loss and metrics of a step's model over a loader, in eval mode, through a compiled forward.
 
     A pipeline's model is whole on no rank: rank 0 gathers the stages into its copy, evaluates, and broadcasts the numbers.
+    A tensor-parallel model's forward is split: every rank evaluates, each running its shards, and gets the same numbers.
     """
 
     def __init__(self, step: Any, metrics: list[Metric]):
@@ -190,10 +201,9 @@ class Evaluator:
         self.function = CompiledFunction(_WithLoss(step.model, step.loss_fn), backend=getattr(step, "backend", "numpy"))
 
     def evaluate(self, loader: DataLoader) -> dict[str, float]:
-        comm = distributed_comm(self.step)
-        if comm is None or self.step.replicated:
+        if parallelism(self.step) != "pipeline":
             return self._evaluate_in_eval_mode(loader)
-        return self._evaluate_on_rank0(comm, loader)
+        return self._evaluate_on_rank0(distributed_comm(self.step), loader)
 
     def _evaluate_on_rank0(self, comm: Any, loader: DataLoader) -> dict[str, float]:
         from kiln.runtime.distributed.communicator import broadcast_arrays, on_rank0
