@@ -8,8 +8,10 @@ second copy. Softmax, log-softmax (also inside cross-entropy) and layer norm
 are fused row kernels (``row_kernels.py``). Ufuncs, reductions and the matmul call CuPy directly (one less
 dispatch; ``matmul`` is cuBLAS). The overrides are the kernels that build
 host arrays on purpose: casts through ``np.asarray``, ``numel``, ``one_hot``,
-``erf`` and the exact GELU (SciPy's erf), the Philox random draw (kept on the host so a seed gives the
-same numbers on every backend) and the comm ops (MPI moves host buffers).
+``erf`` and the exact GELU (SciPy's erf), the Philox random draw (``philox.py``: NumPy's
+Philox-4x64 stream computed on the device, so a seed gives the same numbers on every backend)
+and the comm ops (under MPI through host copies, as MPI moves host buffers; under NCCL the
+device arrays as they are).
 
 The table needs CuPy, so it is built on first use (``cupy_table()``);
 ``CUPY_OP_NAMES`` says what it covers without importing CuPy. On the device,
@@ -33,6 +35,7 @@ from kiln.backends.base import LoweringTable
 from kiln.backends.numpy import NUMPY
 from kiln.backends.numpy import lowering, lowering_losses, lowering_movement
 from kiln.backends.numpy.lowering_comm import comm_kernels
+from kiln.backends.cupy.philox import launch_shape, philox_uniform_source
 from kiln.backends.cupy.row_kernels import THREADS, layer_norm_source, row_op_fuses, softmax_source
 from kiln.compiler.ir.types import DType, normalize_axes
 from kiln.runtime.distributed.communicator import current
@@ -50,9 +53,6 @@ CUPY_FUNCTIONS = {
     "tensor.greater_equal": "greater_equal", "tensor.matmul": "matmul", "tensor.abs": "abs", "tensor.where": "where",
 }
 """Ops that are one CuPy function (``tensor.matmul`` is cuBLAS)."""
-
-HOST_OPS = ("tensor.random_uniform",)
-"""Kernels that run on host copies of their operands, their results uploaded."""
 
 FUSED_NAMES = ("fused.elementwise", "fused.matmul")
 """Launched by generated kernels (``launch.py``), not through the table."""
@@ -179,7 +179,27 @@ def _overrides(cupy: Any, fallback: dict[str, Callable[..., Any]]) -> dict[str, 
 
     kernels = {"tensor.cast": cast, "tensor.numel": numel, "tensor.one_hot": one_hot, "tensor.erf": erf, "nn.gelu": gelu,
                "tensor.reduce_sum": reduce_sum, "tensor.relu": relu, "tensor.constant": cupy.asarray}
-    return kernels | {name: _on_host(NUMPY.get(name), cupy) for name in HOST_OPS} | _comm(cupy)
+    return kernels | {"tensor.random_uniform": _random_uniform(cupy)} | _comm(cupy)
+
+
+def _random_uniform(cupy: Any) -> Callable[..., Any]:
+    """The Philox draw as one device kernel in f32 and f64 (``philox.py``); other float dtypes draw on the host."""
+    from kiln.backends.cupy.launch import compiled
+
+    staged = _on_host(NUMPY.get("tensor.random_uniform"), cupy)
+
+    def kernel(seed: Any, like: Any, *, dtype: DType, stream: int) -> Any:
+        dtype = DType.of(dtype)
+        if dtype not in (DType.f32, DType.f64):
+            return staged(seed, like, dtype=dtype, stream=stream)
+        out = cupy.empty(like.shape, dtype.numpy)
+        if out.size:
+            seed = cupy.ascontiguousarray(cupy.asarray(seed).astype(np.int64).reshape(1))
+            draw = compiled(cupy, philox_uniform_source(dtype))
+            draw(*launch_shape(out.size, THREADS), (seed, out, np.int64(out.size), np.uint64(stream)))
+        return out
+
+    return kernel
 
 
 def _comm(cupy: Any) -> dict[str, Callable[..., Any]]:

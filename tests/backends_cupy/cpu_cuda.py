@@ -7,7 +7,8 @@ shared memory), ``threadIdx`` is ``thread_local``, ``blockIdx`` is per thread to
 ``std::barrier`` of the block's threads, and ``max``/``min``/``exp``/``log``/``sqrt`` get CUDA's float and
 double overloads. Everything sits in ``namespace kiln_cuda``, so these names hide the C library's ``::exp``
 (double only) instead of clashing with it; ``extern "C"`` keeps the kernel's symbol plain. Only what the row
-kernels use is emulated: 1-D launches, no warp intrinsics, atomics or dynamic shared memory.
+kernels and the Philox draw use is emulated (``__umul64hi`` too): 1-D launches, no warp intrinsics, atomics or
+dynamic shared memory.
 
 A generated ``launch_<name>(grid, block, <kernel params>)`` starts ``block`` threads once (not per block: starting
 256 threads costs about as much as a row); each runs the kernel for every block in turn, with a barrier between
@@ -73,6 +74,9 @@ dim3 blockDim, gridDim;
 inline void __syncthreads() { kiln_cuda_syncthreads(); }
 inline float __int_as_float(int bits) { return __builtin_bit_cast(float, bits); }
 inline double __longlong_as_double(long long bits) { return __builtin_bit_cast(double, bits); }
+inline unsigned long long __umul64hi(unsigned long long a, unsigned long long b) {
+    return (unsigned long long)(((unsigned __int128)a * b) >> 64);
+}
 inline float max(float a, float b) { return __builtin_fmaxf(a, b); }
 inline double max(double a, double b) { return __builtin_fmax(a, b); }
 inline float min(float a, float b) { return __builtin_fminf(a, b); }
@@ -104,7 +108,8 @@ namespace kiln_cuda {
 """Prepended to the kernel source: CUDA's names for C++, inside ``kiln_cuda`` (the source is compiled in that namespace)."""
 
 C_TYPES = {"float": (np.float32, ctypes.c_float), "double": (np.float64, ctypes.c_double),
-           "long long": (np.int64, ctypes.c_longlong), "int": (np.int32, ctypes.c_int), "bool": (np.bool_, ctypes.c_bool)}
+           "long long": (np.int64, ctypes.c_longlong), "unsigned long long": (np.uint64, ctypes.c_ulonglong),
+           "int": (np.int32, ctypes.c_int), "bool": (np.bool_, ctypes.c_bool)}
 """A kernel parameter's C type (``const`` and ``*`` aside) -> the NumPy dtype it must be given as, and its ctypes type."""
 
 FLAGS = ("-O1", "-std=c++20", "-shared", "-fPIC", "-pthread")

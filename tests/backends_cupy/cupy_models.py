@@ -39,11 +39,11 @@ def cnn_batch(rng: np.random.Generator, size: int = 16) -> tuple[np.ndarray, np.
 GPT_SHAPE = {"vocab": 11, "context": 8, "d_model": 16, "heads": 2, "layers": 2}
 
 
-def gpt() -> nn.Module:
+def gpt(dropout: float = 0.0) -> nn.Module:
     import gpt_tiny
 
     s = GPT_SHAPE
-    return gpt_tiny.GPT(s["vocab"], s["context"], s["d_model"], s["heads"], s["layers"])
+    return gpt_tiny.GPT(s["vocab"], s["context"], s["d_model"], s["heads"], s["layers"], dropout=dropout)
 
 
 def gpt_batch(rng: np.random.Generator, size: int = 4) -> tuple[np.ndarray, np.ndarray]:
@@ -55,6 +55,7 @@ MODELS: dict[str, tuple[Callable[[], nn.Module], Callable[..., tuple[np.ndarray,
     "mlp": (w1, w1_batch, F.cross_entropy, lambda params: kiln.optim.SGD(params, lr=0.05)),
     "cnn": (cnn, cnn_batch, F.cross_entropy, lambda params: kiln.optim.SGD(params, lr=0.05, momentum=0.9)),
     "gpt": (gpt, gpt_batch, lm_loss, lambda params: kiln.optim.Adam(params, lr=3e-3)),
+    "gpt_dropout": (lambda: gpt(dropout=0.1), gpt_batch, lm_loss, lambda params: kiln.optim.Adam(params, lr=3e-3)),
 }
 """name -> (model, batch(rng), loss, optimizer(params))."""
 

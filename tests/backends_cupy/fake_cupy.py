@@ -209,7 +209,8 @@ class RawKernel:
 
     The arguments are checked against the kernel's own parameter list (count, array dtypes, scalar dtypes: CuPy
     passes a NumPy scalar by its dtype). ``KILN_FAKE_CUPY_RUN_CUDA=1`` runs the CUDA source itself on the CPU
-    (cpu_cuda.py) instead of the NumPy recomputation: exact, but ~10 ms a row, too slow for every run."""
+    (cpu_cuda.py) instead of the NumPy recomputation: exact, but ~10 ms a row, too slow for every run. The Philox
+    draw always runs its CUDA on the CPU (it has no barriers, so it is fast there)."""
 
     def __init__(self, code: str, name: str):
         assert f"void {name}(" in code, f"{name} is not defined in its source"
@@ -219,7 +220,7 @@ class RawKernel:
         assert block == (256,) and all(isinstance(a, (DeviceArray, np.generic)) for a in args), f"{self.name}: {[type(a) for a in args]}"
         assert all(a.flags.c_contiguous for a in args if isinstance(a, np.ndarray))
         cpu_cuda.checked_arguments(self.name, self.params, _plain(tuple(args)))
-        if os.environ.get("KILN_FAKE_CUPY_RUN_CUDA") == "1":
+        if os.environ.get("KILN_FAKE_CUPY_RUN_CUDA") == "1" or "philox" in self.name:
             return cpu_cuda.run_raw_kernel(self.code, self.name, grid, block, _plain(tuple(args)))
         if "layer_norm" in self.name:
             x, weight, bias, y, cols, eps = (a.view(np.ndarray) if isinstance(a, DeviceArray) else a for a in args)

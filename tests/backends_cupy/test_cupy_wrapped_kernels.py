@@ -18,6 +18,7 @@ import pytest
 from cuda_compiler import CudaCompileError, cuda_compiler
 from cupy_models import step_graph
 from kiln.backends.cupy.codegen import ElementwiseSource, ReductionSource, group_kernels
+from kiln.backends.cupy.philox import philox_uniform_source
 from kiln.backends.cupy.plan import lower_for_cupy
 from kiln.backends.cupy.row_kernels import layer_norm_source, softmax_source
 from kiln.compiler.ir.types import DType
@@ -92,9 +93,9 @@ def test_every_kernel_of_a_model_compiles_as_cupy_wraps_it(name: str):
 
 
 @pytest.mark.parametrize("dtype", [DType.f32, DType.f64])
-def test_row_kernels_compile_with_cupys_headers(dtype: DType):
+def test_raw_kernels_compile_with_cupys_headers(dtype: DType):
     compile_cuda = cuda_compiler(_cupy_options())
-    for source in (softmax_source(dtype), softmax_source(dtype, log=True), layer_norm_source(dtype)):
+    for source in (softmax_source(dtype), softmax_source(dtype, log=True), layer_norm_source(dtype), philox_uniform_source(dtype)):
         compile_cuda(as_cupy_compiles(source.code), source.name)
 
 
