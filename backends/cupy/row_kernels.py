@@ -60,7 +60,8 @@ def softmax_source(dtype: DType, log: bool = False) -> RawSource:
     """``softmax(x) = exp(x - max) / sum(exp(x - max))`` (or ``x - max - log(sum)``) over each row."""
     t = c_type(dtype)
     name = f"kiln_{'log_' if log else ''}softmax_{dtype}"
-    write = "in[j] - row_max - log(row_sum)" if log else "exp(in[j] - row_max) / row_sum"
+    scale, write = (f"const {t} log_sum = log(row_sum);", "in[j] - row_max - log_sum") if log else \
+        (f"const {t} inverse_sum = ({t})1 / row_sum;", "exp(in[j] - row_max) * inverse_sum")
     code = f"""{_block_reduce(t)}
 extern "C" __global__ void {name}(const {t}* x, {t}* y, long long cols) {{
     __shared__ {t} scratch[{THREADS}];
@@ -72,6 +73,7 @@ extern "C" __global__ void {name}(const {t}* x, {t}* y, long long cols) {{
     {t} sum = 0;
     for (long long j = threadIdx.x; j < cols; j += blockDim.x) sum += exp(in[j] - row_max);
     const {t} row_sum = kiln_block_sum_{t}(sum, scratch);
+    {scale}
     for (long long j = threadIdx.x; j < cols; j += blockDim.x) out[j] = {write};
 }}
 """

@@ -39,5 +39,6 @@ extern "C" __global__ void kiln_log_softmax_f64(const double* x, double* y, long
     double sum = 0;
     for (long long j = threadIdx.x; j < cols; j += blockDim.x) sum += exp(in[j] - row_max);
     const double row_sum = kiln_block_sum_double(sum, scratch);
-    for (long long j = threadIdx.x; j < cols; j += blockDim.x) out[j] = in[j] - row_max - log(row_sum);
+    const double log_sum = log(row_sum);
+    for (long long j = threadIdx.x; j < cols; j += blockDim.x) out[j] = in[j] - row_max - log_sum;
 }

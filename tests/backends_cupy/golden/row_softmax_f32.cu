@@ -39,5 +39,6 @@ extern "C" __global__ void kiln_softmax_f32(const float* x, float* y, long long 
     float sum = 0;
     for (long long j = threadIdx.x; j < cols; j += blockDim.x) sum += exp(in[j] - row_max);
     const float row_sum = kiln_block_sum_float(sum, scratch);
-    for (long long j = threadIdx.x; j < cols; j += blockDim.x) out[j] = exp(in[j] - row_max) / row_sum;
+    const float inverse_sum = (float)1 / row_sum;
+    for (long long j = threadIdx.x; j < cols; j += blockDim.x) out[j] = exp(in[j] - row_max) * inverse_sum;
 }
