@@ -21,6 +21,11 @@ ranks; none is left waiting), and each rank then keeps the optimizer state of
 its own stage only: at once when the pipeline has compiled, else when it
 compiles, so until the first step after a load every rank briefly holds all
 of it.
+
+Two transfers here serve the other distributed checkpoints too:
+``move_to_rank0`` (one array from its owner to rank 0; tensor parallelism
+joins its shards with it) and ``read_on_rank0`` (a file's bytes read by rank 0
+and broadcast, so only rank 0 needs to see the file).
 """
 
 from __future__ import annotations
@@ -51,7 +56,7 @@ def save(pipe: "PipelineParallel", path: str | os.PathLike) -> None:
 
 def load(pipe: "PipelineParallel", path: str | os.PathLike) -> None:
     """Read ``path`` on rank 0, broadcast it, and load it on every rank (``pipe.load_state_dict``)."""
-    content = _readon_rank0(pipe.comm, os.fspath(path))
+    content = read_on_rank0(pipe.comm, os.fspath(path))
     pipe.load_state_dict(checkpoint.loads(memoryview(content), os.fspath(path)))
 
 
@@ -59,7 +64,7 @@ def gather_state(pipe: "PipelineParallel") -> dict[str, Any] | None:
     """``TrainStep.state_dict()`` of the whole model on rank 0, ``None`` on the other ranks; every rank must call it."""
     comm, model, optimizer = pipe.comm, pipe.model, pipe.optimizer
     owners = entry_owners(pipe)
-    model_state = {name: _to_rank0(comm, owners[name], lambda a=array: a, array) for name, array in model.state_dict().items()}
+    model_state = {name: move_to_rank0(comm, owners[name], lambda a=array: a, array) for name, array in model.state_dict().items()}
     names = parameter_names(model)
     stage_states = _other_stages_optimizer_state(pipe, owners, names)
     if comm.rank != 0:
@@ -79,7 +84,7 @@ def _other_stages_optimizer_state(pipe: "PipelineParallel", owners: dict[str, in
         owner = owners.get(name, 0) if name is not None else 0
         if owner != 0:  # optimizer state has its parameter's shape and dtype (Optimizer.initial_state, prepare_load)
             state_names = optimizer.state_names(optimizer.group_of(param))
-            gathered[name] = {key: _to_rank0(comm, owner, lambda p=param, k=key: optimizer.state_of(p)[k], param.data) for key in state_names}
+            gathered[name] = {key: move_to_rank0(comm, owner, lambda p=param, k=key: optimizer.state_of(p)[k], param.data) for key in state_names}
     return gathered
 
 
@@ -93,8 +98,12 @@ def entry_owners(pipe: "PipelineParallel") -> dict[str, int]:
     return {name: int(rank) if rank < comm.size else 0 for (name, _), rank in zip(entries, lowest)}
 
 
-def _to_rank0(comm: Communicator, owner: int, read: Callable[[], np.ndarray], like: np.ndarray) -> np.ndarray | None:
-    """On rank 0 the owner's array (shape and dtype of ``like``), sent by the owner; ``None`` on the other ranks."""
+def move_to_rank0(comm: Communicator, owner: int, read: Callable[[], np.ndarray], like: np.ndarray) -> np.ndarray | None:
+    """Rank ``owner``'s array on rank 0 (shape and dtype of ``like``), ``None`` on the other ranks; every rank calls it.
+
+    ``read`` runs on the owner only, which sends the result to rank 0 point to point (``GATHER_TAG``); rank 0, when it
+    owns the array, reads it itself. Call it in the same order on every rank: MPI keeps one sender's messages in order.
+    """
     if owner == 0:
         return read() if comm.rank == 0 else None
     if comm.rank == owner:
@@ -104,8 +113,10 @@ def _to_rank0(comm: Communicator, owner: int, read: Callable[[], np.ndarray], li
     return None
 
 
-def _readon_rank0(comm: Communicator, path: str) -> np.ndarray:
-    """The file's bytes on every rank: rank 0 reads them, then broadcasts the length and the bytes."""
+def read_on_rank0(comm: Communicator, path: str) -> np.ndarray:
+    """The bytes of the file ``path`` on every rank (``uint8``): rank 0 reads them, then broadcasts the length and the
+    bytes in pieces of at most ``CHUNK_BYTES``, so only rank 0 needs to see the file. Every rank calls it; if rank 0
+    cannot read the file, it raises its own error (``FileNotFoundError``...) and the other ranks ``DistributedError``."""
     content = np.empty(0, np.uint8)
 
     def read() -> None:

@@ -41,7 +41,7 @@ from kiln.frontend import init
 from kiln.frontend.module import Module, Parameter
 from kiln.frontend.tensor import Tensor, apply
 from kiln.runtime.distributed.communicator import Communicator, DistributedError, current
-from kiln.runtime.distributed.pipeline_checkpoint import _to_rank0
+from kiln.runtime.distributed.pipeline_checkpoint import move_to_rank0
 
 
 def shard(array: np.ndarray, axis: int, rank: int, size: int) -> np.ndarray:
@@ -166,5 +166,5 @@ def _gathered(comm: Communicator, array: np.ndarray, axis: int | None) -> np.nda
     """On rank 0 the unsplit array: its own block and every other rank's along ``axis`` (a whole array as it is)."""
     if axis is None:
         return array if comm.rank == 0 else None
-    blocks = [_to_rank0(comm, rank, lambda: array, array) for rank in range(comm.size)]  # equal blocks: shape of our own
+    blocks = [move_to_rank0(comm, rank, lambda: array, array) for rank in range(comm.size)]  # equal blocks: shape of our own
     return np.concatenate(blocks, axis) if comm.rank == 0 else None
