@@ -199,11 +199,36 @@ class TrainStep:
         write()
 
     def save(self, path: str) -> None:
-        """Write ``state_dict()`` to ``path`` atomically (``kiln.save``); ``step.load(path)`` restores it."""
-        checkpoint.save(path, self.state_dict())
+        """Write ``state_dict()`` to ``path`` atomically (``kiln.save``); ``step.load(path)`` restores it.
+
+        A model with tensor-parallel layers (``ColumnParallelLinear``...) is saved unsplit: every rank calls this, rank 0
+        joins the shards and alone writes the file (the one the unsplit model's step writes), and every rank raises if
+        that write failed.
+        """
+        comm = self._tensor_parallel_comm()
+        if comm is None:
+            checkpoint.save(path, self.state_dict())
+            return
+        from kiln.runtime.distributed.tensor_parallel import save_unsplit
+
+        save_unsplit(self, path, comm)
 
     def load(self, path: str) -> None:
-        self.load_state_dict(checkpoint.load(path))
+        """Restore what ``save`` wrote. With tensor-parallel layers every rank calls this: rank 0 reads the unsplit file
+        and broadcasts it (the other ranks need not see it), and each rank keeps its shards."""
+        comm = self._tensor_parallel_comm()
+        if comm is None:
+            self.load_state_dict(checkpoint.load(path))
+            return
+        from kiln.runtime.distributed.tensor_parallel import load_unsplit
+
+        load_unsplit(self, path, comm)
+
+    def _tensor_parallel_comm(self) -> Any:
+        """The communicator the model's tensor-parallel layers are split over; None for an ordinary model."""
+        from kiln.runtime.distributed.tensor_parallel import tensor_parallel_comm  # lazily: the distributed package imports this module
+
+        return tensor_parallel_comm(self.model)
 
 
 def parameter_names(model: Module) -> dict[int, str]:

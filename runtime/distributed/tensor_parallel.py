@@ -23,7 +23,9 @@ shape) into the unsplit arrays on rank 0, so rank 0 writes one file in
 ``TrainStep.save``'s format that the unsplit model (``nn.Linear`` in place of
 each split layer, same names) loads and a deployment or export reads as it
 is; ``local_training_state`` cuts such a tree back into this rank's shards on
-resume, on any number of ranks the layers split into. Shard files per rank
+resume, on any number of ranks the layers split into. ``step.save(path)`` and
+``step.load(path)`` of such a step do the same for one file (``save_unsplit``,
+``load_unsplit``; every rank calls them). Shard files per rank
 would avoid the gather, but then no one file holds the model and a resume
 needs the same number of ranks; the price of one file is that rank 0 holds
 the whole training state while it writes (a model too large for one host
@@ -32,7 +34,8 @@ would need per-rank files).
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Mapping
+import os
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 import numpy as np
 
@@ -40,8 +43,12 @@ from kiln.frontend import functional as F
 from kiln.frontend import init
 from kiln.frontend.module import Module, Parameter
 from kiln.frontend.tensor import Tensor, apply
-from kiln.runtime.distributed.communicator import Communicator, DistributedError, current
-from kiln.runtime.distributed.pipeline_checkpoint import move_to_rank0
+from kiln.runtime import checkpoint
+from kiln.runtime.distributed.communicator import Communicator, DistributedError, current, on_rank0
+from kiln.runtime.distributed.pipeline_checkpoint import move_to_rank0, read_on_rank0
+
+if TYPE_CHECKING:
+    from kiln.runtime.train_step import TrainStep
 
 
 def shard(array: np.ndarray, axis: int, rank: int, size: int) -> np.ndarray:
@@ -154,6 +161,21 @@ def local_training_state(state: Mapping[str, Any], model: Module, comm: Communic
         "model": {name: local(name, array) for name, array in state["model"].items()},
         "optimizer": {**optimizer, "state": {name: {key: local(name, a) for key, a in arrays.items()} for name, arrays in optimizer["state"].items()}},
     }
+
+
+def save_unsplit(step: "TrainStep", path: str | os.PathLike, comm: Communicator) -> None:
+    """``step.save(path)`` of a model with tensor-parallel layers: every rank sends its shards to rank 0, which writes
+    the joined state atomically (the file the unsplit model's step writes); every rank raises if that write failed."""
+    state = gather_training_state(step.state_dict(), step.model, comm)
+    on_rank0(comm, lambda: checkpoint.save(path, state), f"write {os.fspath(path)}")
+
+
+def load_unsplit(step: "TrainStep", path: str | os.PathLike, comm: Communicator) -> None:
+    """``step.load(path)`` of a model with tensor-parallel layers: rank 0 reads the unsplit file and broadcasts it (the
+    other ranks need not see it), and every rank loads its shards of it. Every rank calls it and checks alike."""
+    content = read_on_rank0(comm, os.fspath(path))
+    state = checkpoint.loads(memoryview(content), os.fspath(path))
+    step.load_state_dict(local_training_state(state, step.model, comm))
 
 
 def _tensor_parallel_layers(model: Any) -> list[tuple[str, TensorParallelModule]]:

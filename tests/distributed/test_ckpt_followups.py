@@ -1,0 +1,117 @@
+"""Distributed checkpoints, on 2 MPI ranks: ``step.save`` / ``step.load`` of a step with tensor-parallel layers (one
+unsplit file, written by rank 0)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import kiln
+import kiln.nn.functional as F
+from kiln.runtime.distributed.tensor_parallel import shard
+
+from ckpt_tp_save_worker import MORE, SAVE_AT
+from dist_models import BATCH, MLP2, dataset, make_optimizer
+from mpi_launch import assert_ran, run_mpi
+from test_tp_fit import RANKS, SPLIT_AXES, _joined
+
+# --- step.save / step.load with tensor-parallel layers -------------------------------------------------
+
+
+def _report(out, mode: str, rank: int) -> dict:
+    return json.loads((out / f"{mode}_rank{rank}.json").read_text())
+
+
+def _shards(out, run: str) -> list[dict[str, np.ndarray]]:
+    return [dict(np.load(out / f"{run}_rank{rank}.npz")) for rank in range(RANKS)]
+
+
+def _single_process_step(seed: int):
+    kiln.manual_seed(seed)
+    model = MLP2()
+    return model, kiln.compile_train_step(model, F.cross_entropy, make_optimizer("adam", model))
+
+
+def _trained_single_process_file(path) -> dict:
+    """A file ``step.save`` of the unsplit ``MLP2`` writes after 2 updates (other values than the split run's); its tree."""
+    _, step = _single_process_step(seed=7)
+    x, y = dataset()
+    for k in range(2):
+        step(x[k * BATCH : (k + 1) * BATCH], y[k * BATCH : (k + 1) * BATCH])
+    step.save(str(path))
+    return kiln.load(path)
+
+
+@pytest.fixture(scope="module")
+def tensor_parallel_save_run(tmp_path_factory):
+    """A job that trains, saves, trains on (and saves where rank 0 cannot write); then a new job that loads and trains on."""
+    out = tmp_path_factory.mktemp("tensor_parallel_save")
+    assert_ran(run_mpi("ckpt_tp_save_worker.py", "save", str(out), timeout=60))
+    _trained_single_process_file(out / "single.npz")
+    assert_ran(run_mpi("ckpt_tp_save_worker.py", "load", str(out), timeout=60))
+    return out
+
+
+def test_a_tensor_parallel_step_saved_and_loaded_in_a_new_job_trains_on_bit_for_bit(tensor_parallel_save_run):
+    out = tensor_parallel_save_run
+    uninterrupted, resumed = _shards(out, "uninterrupted"), _shards(out, "resumed")
+    for rank in range(RANKS):
+        assert int(resumed[rank]["step"]) == int(uninterrupted[rank]["step"]) == SAVE_AT + MORE
+        assert set(resumed[rank]) == set(uninterrupted[rank])
+        for key, value in uninterrupted[rank].items():
+            np.testing.assert_array_equal(resumed[rank][key], value, err_msg=f"rank {rank}: {key} after step.load in a new job")
+        assert _report(out, "load", rank)["losses"] == _report(out, "save", rank)["losses"]
+
+
+def test_a_tensor_parallel_step_save_is_one_unsplit_file_written_by_rank_0(tensor_parallel_save_run):
+    out = tensor_parallel_save_run
+    assert _report(out, "save", 0)["writes"][0] == str(out / "step.npz")  # then the attempt into a_file
+    assert _report(out, "save", 1)["writes"] == [] and _report(out, "load", 1)["writes"] == []
+    assert not list(out.glob("**/.*.tmp"))  # written atomically: no temporary file left behind
+    saved = _shards(out, "saved")
+    tree = kiln.load(out / "step.npz")
+    for name, value in tree["model"].items():  # the joined shards, parameters and optimizer state alike
+        np.testing.assert_array_equal(value, _joined(saved, name), err_msg=name)
+        for key, state in tree["optimizer"]["state"][name].items():
+            np.testing.assert_array_equal(state, _joined(saved, f"{name}.{key}"), err_msg=f"{name}.{key}")
+    assert tree["optimizer"]["step"] == SAVE_AT
+
+    model, step = _single_process_step(seed=3)  # the unsplit model's step loads it as its own
+    step.load(str(out / "step.npz"))
+    assert step.optimizer.step_count == SAVE_AT
+    for name, value in model.state_dict().items():
+        np.testing.assert_array_equal(value, _joined(saved, name), err_msg=f"{name} in the unsplit model")
+
+
+def test_a_tensor_parallel_step_file_has_the_single_process_format_both_ways(tensor_parallel_save_run):
+    out = tensor_parallel_save_run
+    split, single = kiln.load(out / "step.npz"), kiln.load(out / "single.npz")
+
+    def layout(tree):
+        return {
+            "model": {name: (a.shape, a.dtype) for name, a in tree["model"].items()},
+            "state": {name: {key: (a.shape, a.dtype) for key, a in s.items()} for name, s in tree["optimizer"]["state"].items()},
+            "rest": {key: value for key, value in tree["optimizer"].items() if key not in ("state", "step")},
+        }
+
+    assert layout(split) == layout(single)
+    from_single = _shards(out, "from_single")  # the split step loaded the single-process file: each rank its shard
+    for rank in range(RANKS):
+        for name, value in single["model"].items():
+            expected = shard(value, SPLIT_AXES[name], rank, RANKS) if name in SPLIT_AXES else value
+            np.testing.assert_array_equal(from_single[rank][name], expected, err_msg=f"rank {rank}: {name}")
+            for key, state in single["optimizer"]["state"][name].items():
+                expected = shard(state, SPLIT_AXES[name], rank, RANKS) if name in SPLIT_AXES else state
+                np.testing.assert_array_equal(from_single[rank][f"{name}.{key}"], expected, err_msg=f"rank {rank}: {name}.{key}")
+        assert int(from_single[rank]["step"]) == single["optimizer"]["step"] == 2
+
+
+def test_tensor_parallel_step_save_and_load_failures_raise_on_every_rank(tensor_parallel_save_run):
+    out = tensor_parallel_save_run
+    saves, loads = [_report(out, "save", r)["errors"] for r in (0, 1)], [_report(out, "load", r)["errors"] for r in (0, 1)]
+    assert saves[0]["unwritable"].startswith("NotADirectoryError") and "a_file" in saves[0]["unwritable"]  # rank 0's own error
+    assert saves[1]["unwritable"].startswith(f"DistributedError: rank 0 could not write {out / 'a_file' / 'step.npz'}")
+    assert loads[0]["missing"].startswith("FileNotFoundError") and "missing.npz" in loads[0]["missing"]
+    assert loads[1]["missing"].startswith(f"DistributedError: rank 0 could not read {out / 'missing.npz'}")
