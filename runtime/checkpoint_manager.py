@@ -18,9 +18,11 @@ A distributed step (``DataParallel``, ``PipelineParallel``, or a plain step whos
 tensor-parallel layers; see ``parallelism``) is checkpointed by rank 0 alone, and every rank
 must call ``save``: a pipeline's ``state_dict()`` gathers the stages on rank 0 (a collective),
 tensor-parallel shards are joined there into the unsplit layers, and if rank 0 fails to
-write, every rank raises. Every rank restores from rank 0's file (a tensor-parallel rank
-keeps its shard of it), so the folder must be one all ranks see (a shared file system);
-``resume_point`` checks that they agree.
+write, every rank raises. Every rank restores from rank 0's file, and only rank 0 needs to see
+the folder: rank 0 picks the newest valid checkpoint and broadcasts its update count
+(``resume_point``), then reads the file and broadcasts its bytes; every rank verifies them
+(manifest, checksum) alike, so a bad file raises the same error on all, and restores them
+(a tensor-parallel rank keeps its shard).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import os
 import re
 import warnings
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -80,16 +82,13 @@ def save_training_checkpoint(path: str, step: Any, progress: Mapping[str, Any] |
     checkpoint.save(path, tree)
 
 
-def load_training_checkpoint(path: str) -> dict[str, Any]:
-    """The verified tree at ``path``; ``CheckpointError`` names the file when it is missing, truncated or altered."""
-    if not os.path.exists(path):
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    try:
-        tree = checkpoint.load(path)
-    except CheckpointError:
-        raise
-    except Exception as error:  # a damaged zip can raise NotImplementedError, RuntimeError, zlib.error...
-        raise CheckpointError(f"{path} is not a readable kiln checkpoint ({type(error).__name__}: {error}); resume from an older checkpoint") from error
+def load_training_checkpoint(path: str, comm: Any = None) -> dict[str, Any]:
+    """The verified tree at ``path``; ``CheckpointError`` names the file when it is missing, truncated or altered.
+
+    ``comm``: a distributed step's communicator (``distributed_comm``; every rank calls this): rank 0 reads the file and
+    broadcasts its bytes, so only rank 0 needs to see it, and every rank verifies those bytes alike.
+    """
+    tree = _read(path) if comm is None else _read_on_rank0(path, comm)
     manifest = tree.get("manifest") if isinstance(tree, dict) else None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise CheckpointError(f"{path} is a kiln file but not a training checkpoint (no {FORMAT!r} manifest); load it with kiln.runtime.checkpoint.load")
@@ -99,9 +98,39 @@ def load_training_checkpoint(path: str) -> dict[str, Any]:
     return tree
 
 
-def restore_training_checkpoint(path: str, step: Any) -> dict[str, Any]:
-    """Load ``path`` into ``step`` (parameters, optimizer state, RNG, loss scale); returns the saved progress."""
-    tree = load_training_checkpoint(path)
+def _read(path: str) -> Any:
+    if not os.path.exists(path):
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    return _parsed(path, lambda: checkpoint.load(path))
+
+
+def _read_on_rank0(path: str, comm: Any) -> Any:
+    """The tree of rank 0's file on every rank (the other ranks need not see it)."""
+    from kiln.runtime.distributed.pipeline_checkpoint import read_on_rank0
+
+    try:
+        content = read_on_rank0(comm, path)
+    except FileNotFoundError:  # rank 0's own error; the other ranks raise DistributedError, "rank 0 could not read ..."
+        raise CheckpointError(f"checkpoint {path} does not exist") from None
+    return _parsed(path, lambda: checkpoint.loads(memoryview(content), path))
+
+
+def _parsed(path: str, read: Callable[[], Any]) -> Any:
+    try:
+        return read()
+    except CheckpointError:
+        raise
+    except Exception as error:  # a damaged zip can raise NotImplementedError, RuntimeError, zlib.error...
+        raise CheckpointError(f"{path} is not a readable kiln checkpoint ({type(error).__name__}: {error}); resume from an older checkpoint") from error
+
+
+def restore_training_checkpoint(path: str, step: Any, tree: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Load ``path`` into ``step`` (parameters, optimizer state, RNG, loss scale); returns the saved progress.
+
+    A distributed step's ranks all call it, and rank 0 reads the file for them (``load_training_checkpoint``).
+    ``tree``: the file's verified tree when it was already read (``load_training_checkpoint``), so it is not read twice.
+    """
+    tree = load_training_checkpoint(path, distributed_comm(step)) if tree is None else tree
     manifest = tree["manifest"]
     if manifest["optimizer"]["class"] != type(step.optimizer).__name__:
         raise CheckpointError(f"{path} was written by a {manifest['optimizer']['class']} optimizer, this step uses {type(step.optimizer).__name__}")
@@ -236,33 +265,36 @@ class CheckpointManager:
         return None
 
     def resume_point(self, step: Any) -> str | None:
-        """``latest_valid()``, the same on every rank of a distributed step (every rank calls it), else ``DistributedError`` on all.
+        """``latest_valid()``; for a distributed step (every rank calls it) rank 0's, the same on every rank.
 
-        Each rank reads rank 0's files itself: ranks that do not share the folder would resume from different points
-        (or one from none) and then wait for each other forever.
+        Rank 0 alone looks in the folder and broadcasts the chosen update count (-1: none), so the ranks resume from one
+        point even where only rank 0 sees the folder; the other ranks name the file by that count (``path_for``).
         """
-        path = self.latest_valid()
         comm = distributed_comm(step)
-        if comm is not None:
-            self._check_same_on_every_rank(comm, path)
-        return path
+        if comm is None:
+            return self.latest_valid()
+        from kiln.runtime.distributed.communicator import broadcast_arrays, on_rank0
 
-    def _check_same_on_every_rank(self, comm: Any, path: str | None) -> None:
-        from kiln.runtime.distributed.communicator import DistributedError, to_host
+        chosen: str | None = None  # on rank 0
+        update = np.array([-1], dtype=np.int64)
 
-        update = -1 if path is None else int(_NAME.search(path).group(1))  # -1: no checkpoint
-        highest, minus_lowest = to_host(comm.allreduce(np.array([update, -update], dtype=np.int64), "max")).tolist()
-        if highest != -minus_lowest:
-            found = "no checkpoint" if path is None else os.path.basename(path)
-            raise DistributedError(
-                f"rank {comm.rank} found {found} in {self.directory}, but the ranks' newest checkpoints range from update "
-                f"{-minus_lowest} to {highest} (-1: none); every rank resumes from rank 0's file, so checkpoint_dir must be "
-                "a folder all ranks share"
-            )
+        def choose() -> None:
+            nonlocal chosen
+            chosen = self.latest_valid()
+            update[0] = -1 if chosen is None else int(_NAME.search(chosen).group(1))
+
+        on_rank0(comm, choose, f"find the newest valid checkpoint in {self.directory}")
+        broadcast_arrays([update], root=0, comm=comm)
+        if comm.rank == 0 or update[0] < 0:
+            return chosen
+        return self.path_for(int(update[0]))
 
     def restore(self, step: Any, path: str | None = None) -> dict[str, Any] | None:
-        """Restore ``path`` (default: the newest valid checkpoint) into ``step``; None when there is none."""
-        path = path or self.latest_valid()
+        """Restore ``path`` (default: ``resume_point``, the newest valid checkpoint) into ``step``; None when there is none.
+
+        A distributed step's ranks all call it; rank 0 reads the file for them.
+        """
+        path = path or self.resume_point(step)
         return None if path is None else restore_training_checkpoint(path, step)
 
     def _prune(self) -> None:

@@ -18,7 +18,8 @@ equal those of a run that was never interrupted.
 
 Distributed steps: every rank calls ``fit``; rank 0 alone writes the log,
 plot and checkpoints and shows progress, and every rank resumes from rank 0's
-checkpoint (``checkpoint_dir`` must be a folder all ranks see). A
+checkpoint, which rank 0 chooses, reads and broadcasts (only rank 0 needs to
+see ``checkpoint_dir``). A
 ``DataParallel`` step takes each rank's shard (``DataLoader(..., rank=,
 world_size=)``). A ``PipelineParallel`` step takes the whole batch on every
 rank, so every rank iterates the same unsharded loader; the last stage
@@ -47,7 +48,9 @@ import numpy as np
 from kiln.compiler.errors import KilnError
 from kiln.frontend.module import Module
 from kiln.runtime.callbacks import Callback, LogWriter, LossCurve
-from kiln.runtime.checkpoint_manager import CheckpointManager, distributed_comm, load_training_checkpoint, parallelism
+from kiln.runtime.checkpoint_manager import (
+    CheckpointManager, distributed_comm, load_training_checkpoint, parallelism, restore_training_checkpoint,
+)
 from kiln.runtime.compiled_function import CompiledFunction
 from kiln.runtime.data.loader import DataLoader, check_loader_state, loader_state
 from kiln.runtime.metrics import Metric, make_metrics
@@ -162,12 +165,13 @@ def _save(run: FitRun, manager: CheckpointManager) -> None:
 
 
 def _resume(run: FitRun, manager: CheckpointManager) -> None:
-    path = manager.resume_point(run.step)
+    path = manager.resume_point(run.step)  # distributed: rank 0's choice on every rank
     if path is None:
         return  # nothing saved yet: a fresh start
-    progress = load_training_checkpoint(path)["progress"]
+    tree = load_training_checkpoint(path, distributed_comm(run.step))  # distributed: rank 0 reads it for every rank
+    progress = tree["progress"]
     check_loader_state(run.loader, progress["loader"], path)  # before anything is restored
-    manager.restore(run.step, path)
+    restore_training_checkpoint(path, run.step, tree)
     run.epoch, run.batch = progress["loader"]["epoch"], progress["loader"]["batch"]
     run.epoch_losses = list(progress["epoch_losses"])
     run.history = History(list(progress["history"]["steps"]), list(progress["history"]["epochs"]))

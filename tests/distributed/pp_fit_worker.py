@@ -4,9 +4,10 @@
 ``pipe.save`` to ``OUT/full_final.npz``; then a fit into ``OUT/run`` that crashes at update ``CRASH_AT``.
 ``... resume OUT``: a new pipeline (other initial values) resumes ``OUT/run`` and trains to ``EPOCHS`` epochs; saved to
 ``OUT/resumed_final.npz``.
-``... failures OUT``: the checkpoint folder is a file, so rank 0 cannot write; then each rank resumes from its own
-folder, only rank 0's holding a checkpoint (no shared file system); then a loader sharded per rank (as for
-``DataParallel``). Every rank must raise each time, none wait.
+``... failures OUT``: the checkpoint folder is a file, so rank 0 cannot write (every rank must raise, none wait); then
+each rank names its own folder (no shared file system): a fit of one epoch writes checkpoints into rank 0's alone, and
+a new step (other initial values) resumes from it to epoch 2, rank 1's folder never made (rank 0 reads the checkpoint
+for both), to equal a fit of 2 epochs without checkpoints; then a loader sharded per rank (as for ``DataParallel``), which every rank must refuse.
 
 Each rank writes ``{mode}_rank{r}.json``: its histories, the files ``kiln.runtime.checkpoint.save`` wrote on it, how
 often it drew the loss curve, whether it showed a progress bar, and the errors it raised. The test imports the
@@ -102,9 +103,11 @@ def main(mode: str, out: str) -> None:
             open(f"{out}/a_file", "w").close()
         comm.barrier()
         attempt(report, "unwritable", lambda: fit(pipeline(seed=0), f"{out}/a_file", epochs=1))
-        own = f"{out}/unshared{comm.rank}"  # rank 0 writes its checkpoints here; rank 1's folder stays empty
+        own = f"{out}/unshared{comm.rank}"  # rank 0 writes its checkpoints here; rank 1's folder is never made
         attempt(report, "first unshared", lambda: fit(pipeline(seed=0), own, epochs=1))
-        attempt(report, "unshared resume", lambda: fit(pipeline(seed=0), own, epochs=2, resume=True))
+        histories = report["histories"]
+        histories["uninterrupted"] = fit(pipeline(seed=0), None, epochs=2)
+        attempt(report, "unshared resume", lambda: histories.update(unshared=fit(pipeline(seed=5), own, epochs=2, resume=True)))
         sharded = dataclasses.replace(loaders()[0], rank=comm.rank, world_size=comm.size)
         attempt(report, "sharded loader", lambda: kiln.fit(pipeline(seed=0), sharded, progress=False))
     with open(f"{out}/{mode}_rank{comm.rank}.json", "w") as file:

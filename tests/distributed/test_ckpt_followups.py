@@ -1,5 +1,6 @@
 """Distributed checkpoints, on 2 MPI ranks: ``step.save`` / ``step.load`` of a step with tensor-parallel layers (one
-unsplit file, written by rank 0)."""
+unsplit file, written by rank 0), and ``kiln.fit`` resuming from a checkpoint folder only rank 0 sees (data, pipeline
+and tensor parallelism)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import kiln
 import kiln.nn.functional as F
 from kiln.runtime.distributed.tensor_parallel import shard
 
+from ckpt_rank0_folder_worker import CRASH_AT, EPOCHS, KINDS
 from ckpt_tp_save_worker import MORE, SAVE_AT
 from dist_models import BATCH, MLP2, dataset, make_optimizer
 from mpi_launch import assert_ran, run_mpi
@@ -115,3 +117,34 @@ def test_tensor_parallel_step_save_and_load_failures_raise_on_every_rank(tensor_
     assert saves[1]["unwritable"].startswith(f"DistributedError: rank 0 could not write {out / 'a_file' / 'step.npz'}")
     assert loads[0]["missing"].startswith("FileNotFoundError") and "missing.npz" in loads[0]["missing"]
     assert loads[1]["missing"].startswith(f"DistributedError: rank 0 could not read {out / 'missing.npz'}")
+
+
+# --- kiln.fit resuming from a folder only rank 0 sees --------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def rank0_folder_run(tmp_path_factory):
+    """Per kind: an uninterrupted fit and one into per-rank folders that crashes; then, in a new job, the resume."""
+    out = tmp_path_factory.mktemp("rank0_folder")
+    assert_ran(run_mpi("ckpt_rank0_folder_worker.py", "first", str(out), timeout=120))
+    assert not any((out / kind / "rank1").exists() for kind in KINDS)  # rank 1 never made its folder
+    assert_ran(run_mpi("ckpt_rank0_folder_worker.py", "resume", str(out), timeout=120))
+    return out
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_fit_resumes_from_a_checkpoint_folder_only_rank_0_sees(rank0_folder_run, kind):
+    out = rank0_folder_run
+    for rank in range(RANKS):
+        assert _report(out, "first", rank)["errors"][f"{kind} crash"] == f"Crash: crash at update {CRASH_AT}"
+        full = _report(out, "first", rank)["histories"][f"{kind} full"]
+        assert _report(out, "resume", rank)["histories"][f"{kind} resumed"] == full, f"rank {rank}: the resumed history differs"
+        assert [r["step"] for r in full["steps"]] == list(range(1, EPOCHS * 5 + 1))
+    assert list((out / kind / "rank1").iterdir()) == []  # rank 1's folder stayed empty: it resumed from rank 0's file
+    assert (out / kind / "rank0" / "checkpoint-00000006.npz").exists()  # the one the resume started from
+    for rank in range(1 if kind == "pipeline" else RANKS):  # a pipeline's whole state is on rank 0 only
+        full, resumed = np.load(out / f"{kind}_full_rank{rank}.npz"), np.load(out / f"{kind}_resumed_rank{rank}.npz")
+        assert set(resumed) == set(full) and int(full["step"]) == EPOCHS * 5
+        for key in full:
+            np.testing.assert_array_equal(resumed[key], full[key], err_msg=f"{kind}, rank {rank}: {key}")
+    assert not list(out.glob("**/.*.tmp"))

@@ -119,18 +119,36 @@ def test_a_tensor_parallel_checkpoint_holds_the_unsplit_model(tensor_parallel_fi
         np.testing.assert_allclose(value, _joined(full, name), rtol=1e-5, atol=1e-6, err_msg=f"{name} after the single-process resume")
 
 
-def test_fit_with_tensor_parallel_layers_fails_on_every_rank_without_a_hang(tmp_path):
-    assert_ran(run_mpi("tp_fit_worker.py", "failures", str(tmp_path), timeout=60))
+@pytest.fixture(scope="module")
+def tensor_parallel_failures_run(tmp_path_factory):
+    """One job: a folder rank 0 cannot write, per-rank folders (a fit, then a resume), a loader sharded per rank."""
+    out = tmp_path_factory.mktemp("failures")
+    assert_ran(run_mpi("tp_fit_worker.py", "failures", str(out), timeout=60))
+    return out
+
+
+def test_fit_with_tensor_parallel_layers_fails_on_every_rank_without_a_hang(tensor_parallel_failures_run):
+    tmp_path = tensor_parallel_failures_run
     errors = [_report(tmp_path, "failures", r)["errors"] for r in (0, 1)]
     assert errors[0]["unwritable"].startswith("FileExistsError") and "a_file" in errors[0]["unwritable"]  # rank 0's own error
     assert errors[1]["unwritable"].startswith("DistributedError: rank 0 could not write checkpoint")
-    assert "first unshared" not in errors[0] and "first unshared" not in errors[1]
-    found = ("checkpoint-00000005.npz", "no checkpoint")  # each rank saw its own folder: they would resume from different points
     for rank in (0, 1):
-        assert errors[rank]["unshared resume"].startswith(f"DistributedError: rank {rank} found {found[rank]} in ")
-        assert "range from update -1 to 5" in errors[rank]["unshared resume"]
         assert errors[rank]["sharded loader"].startswith("KilnError: fit: a step with tensor-parallel layers takes the whole batch on every rank")
     assert not list(tmp_path.glob("**/.*.tmp"))  # no temporary file left behind
+
+
+def test_fit_resumes_from_a_folder_only_rank_0_sees(tensor_parallel_failures_run):
+    """Each rank names its own checkpoint folder: rank 0 chooses the checkpoint, reads it and sends it to rank 1, whose
+    folder does not exist. (It used to be refused: every rank read the folder itself.)"""
+    tmp_path = tensor_parallel_failures_run
+    reports = [_report(tmp_path, "failures", r) for r in (0, 1)]
+    for report in reports:
+        assert "first unshared" not in report["errors"] and "unshared resume" not in report["errors"]
+        assert report["histories"]["unshared"] == report["histories"]["uninterrupted"] == reports[0]["histories"]["uninterrupted"]
+        assert [r["step"] for r in report["histories"]["unshared"]["steps"]] == list(range(1, 2 * BATCHES + 1))
+    assert not (tmp_path / "unshared1").exists()
+    written = [path.rsplit("/", 1)[1] for path in reports[0]["writes"] if "/unshared0/" in path]
+    assert written == [f"checkpoint-{update:08d}.npz" for update in (3, 5, 6, 9, 10)]  # epoch 1, then the resume from update 5
 
 
 # --- in one process: finding the layers and their communicator -------------------------------------
