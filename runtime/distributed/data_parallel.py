@@ -26,7 +26,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from kiln.runtime import checkpoint
 from kiln.runtime.distributed.communicator import Communicator, DistributedError, broadcast_arrays, current, on_rank0
+from kiln.runtime.distributed.pipeline_checkpoint import read_on_rank0
+from kiln.runtime.distributed.tensor_parallel import tensor_parallel_comm
 from kiln.runtime.train_step import TrainStep
 
 
@@ -40,6 +43,11 @@ class DataParallel:
     def __init__(self, step: TrainStep, comm: Communicator | None = None, bucket_bytes: int = 25 * 2**20, average_loss: bool = True):
         if step.compiled:
             raise DistributedError("DataParallel must wrap a training step before its first call (it changes how the step compiles)")
+        if tensor_parallel_comm(step.model) is not None:
+            raise DistributedError(
+                "DataParallel cannot wrap a model with tensor-parallel layers (ColumnParallelLinear, RowParallelLinear): both "
+                "would split over the same ranks; train it as a plain step, whose layers already communicate"
+            )
         self.step = step
         self.comm = comm or current()
         options = f"world-size={self.comm.size} bucket-bytes={bucket_bytes} average-loss={'true' if average_loss else 'false'}"
@@ -54,6 +62,11 @@ class DataParallel:
         """Rank 0 writes the checkpoint (every rank holds the same state); the others wait for it, and raise too if it
         failed (no rank is left waiting)."""
         on_rank0(self.comm, lambda: self.step.save(path), f"write {path}")
+
+    def load(self, path: str) -> None:
+        """Every rank calls it: rank 0 reads the file and broadcasts it (the other ranks need not see it), every rank
+        loads the same state."""
+        self.step.load_state_dict(checkpoint.loads(memoryview(read_on_rank0(self.comm, path)), path))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.step, name)

@@ -214,3 +214,26 @@ def test_a_checkpoint_rank_0_cannot_write_fails_every_rank_without_a_hang(tmp_pa
     errors = [(tmp_path / f"error{r}.txt").read_text() for r in (0, 1)]
     assert "a_file" in errors[0]  # rank 0's own error names the path it could not write
     assert errors[1].startswith("DistributedError: rank 0 could not write checkpoint")
+
+
+def test_data_parallel_load_reads_rank_0s_file_and_resumes_exactly(tmp_path):
+    """Save after 5 steps into a folder only rank 0 has, load in a new job (rank 1 cannot see the file), 5 more steps:
+    equal to 10 uninterrupted steps, bit for bit, on both ranks."""
+    assert_ran(run_mpi("dp_save_load_worker.py", "save", str(tmp_path), timeout=60))
+    assert not (tmp_path / "rank1").exists()
+    assert_ran(run_mpi("dp_save_load_worker.py", "load", str(tmp_path), timeout=60))
+    for rank in (0, 1):
+        uninterrupted, resumed = np.load(tmp_path / f"uninterrupted_rank{rank}.npz"), np.load(tmp_path / f"resumed_rank{rank}.npz")
+        assert int(resumed["step"]) == 10
+        for name in uninterrupted.files:
+            np.testing.assert_array_equal(resumed[name], uninterrupted[name], err_msg=f"rank {rank} {name}")
+
+
+def test_data_parallel_refuses_a_model_with_tensor_parallel_layers():
+    from kiln.distributed import ColumnParallelLinear, DataParallel, DistributedError
+    from one_rank import OneRank
+
+    model = kiln.nn.Sequential(ColumnParallelLinear(4, 6, comm=OneRank()), kiln.nn.ReLU(), kiln.nn.Linear(6, 2))
+    step = kiln.compile_train_step(model, F.cross_entropy, kiln.optim.SGD(model.parameters(), lr=0.1))
+    with pytest.raises(DistributedError, match="tensor-parallel layers"):
+        DataParallel(step, comm=OneRank())

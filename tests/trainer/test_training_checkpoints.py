@@ -168,17 +168,9 @@ def test_a_checkpoint_that_does_not_fit_is_reported(saved):
         load_training_checkpoint(other)
 
 
-class OneRank:
-    """A communicator of one rank (no MPI): what DataParallel needs to wrap a step in-process."""
-
-    rank, size, device_arrays = 0, 1, False
-
-    def broadcast_into(self, x, root):
-        pass
-
-
 def test_a_data_parallel_step_restores_its_loss_scale_into_the_wrapped_step(tmp_path):
     from kiln.distributed import DataParallel
+    from one_rank import OneRank
 
     kiln.manual_seed(0)
     model = nn.Sequential(nn.Linear(5, 6), nn.Tanh(), nn.Linear(6, 3))
