@@ -6,3 +6,19 @@ class OneRank:
 
     def broadcast_into(self, x, root):
         pass
+
+
+class OneRankMPI:
+    """What ``MPICommunicator``/``NCCLCommunicator`` call on an mpi4py communicator, for one process without MPI."""
+
+    def Get_rank(self):
+        return 0
+
+    def Get_size(self):
+        return 1
+
+    def Bcast(self, buffer, root=0):
+        pass
+
+    def Barrier(self):
+        pass

@@ -10,6 +10,7 @@ MPI. mpi4py is imported only when a communicator is made.
 from __future__ import annotations
 
 import sys
+from functools import cached_property
 from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
@@ -59,11 +60,15 @@ class MPICommunicator:
     device_arrays = False
 
     def __init__(self, comm: Any = None):
-        self.MPI = _import_mpi()
-        self.comm = comm if comm is not None else self.MPI.COMM_WORLD
+        """``comm``: an mpi4py communicator (default ``MPI.COMM_WORLD``), or any object with its buffer methods."""
+        self.comm = comm if comm is not None else _import_mpi().COMM_WORLD
         self.rank: int = self.comm.Get_rank()
         self.size: int = self.comm.Get_size()
-        self.ops = {"sum": self.MPI.SUM, "mean": self.MPI.SUM, "max": self.MPI.MAX, "min": self.MPI.MIN}
+
+    @cached_property
+    def ops(self) -> dict[str, Any]:
+        MPI = _import_mpi()
+        return {"sum": MPI.SUM, "mean": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN}
 
     def allreduce(self, x: np.ndarray, op: str) -> np.ndarray:
         send = np.ascontiguousarray(x)

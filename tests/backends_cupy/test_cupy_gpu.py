@@ -86,6 +86,32 @@ def test_labels_outside_the_classes_raise_before_the_step_from_the_host_and_when
         float(loss)
 
 
+def test_data_parallel_over_nccl_on_one_gpu_matches_the_plain_step():
+    """The real NCCL calls (unique id, communicator, allreduce on device pointers, broadcast) with one rank: the
+    device machine has one GPU, and NCCL puts one rank on a GPU. The two-rank logic is tested on stand-ins
+    (tests/distributed/test_nccl_path.py)."""
+    import kiln
+    import kiln.distributed as dist
+    import kiln.nn.functional as F
+    from cupy.cuda import nccl
+    from one_rank import OneRankMPI
+
+    if not getattr(nccl, "available", True):
+        pytest.skip("CuPy finds no NCCL library here (pip install nvidia-nccl-cu12 or -cu13)")
+    comm = dist.use(dist.NCCLCommunicator(comm=OneRankMPI()))
+    try:
+        np.testing.assert_array_equal(comm.allreduce(np.arange(4.0), "sum").get(), np.arange(4.0))
+        runs = {}
+        for wrapped in (False, True):
+            model, step, rng = step_for("mlp", "cupy")
+            step = dist.DataParallel(step, comm=comm) if wrapped else step
+            runs[wrapped] = ([float(step(*MODELS["mlp"][1](rng))) for _ in range(5)], {k: v.copy() for k, v in model.state_dict().items()})
+        np.testing.assert_allclose(runs[True][0], runs[False][0], rtol=1e-6)
+        for key, value in runs[False][1].items():
+            np.testing.assert_allclose(runs[True][1][key], value, rtol=1e-5, atol=1e-7, err_msg=key)
+    finally:
+        dist.shutdown()
+
 @pytest.mark.parametrize(("row", "case", "dtype"), cases())
 def test_forward_matches_reference_on_cupy(row, case, dtype):
     graph, _, result = op_graph(row, case, dtype)
@@ -100,3 +126,4 @@ def test_forward_matches_reference_on_cupy(row, case, dtype):
             np.testing.assert_allclose(actual, expected, **TOLERANCES[np.asarray(actual).dtype])
         else:
             np.testing.assert_array_equal(actual, expected)
+
