@@ -11,7 +11,6 @@ step (``model/{name}``, ``optimizer/{name}/{state name}``, ``step``): a data-par
 tensor-parallel rank's shards, a pipeline's whole state gathered on rank 0 (rank 1 writes none).
 """
 
-import json
 import os
 import sys
 
@@ -20,12 +19,11 @@ import numpy as np
 import kiln
 import kiln.distributed as dist
 import kiln.nn.functional as F
-from kiln.runtime.data import ArrayDataset, DataLoader
 
-import pp_fit_worker
-import tp_fit_worker
-from dist_models import BATCH, dataset, make_model, make_optimizer
-from pp_fit_worker import BATCHES, CrashAt, attempt
+from dist_models import make_model, make_optimizer
+from fit_checks import CrashAt, attempt, loaders, write_report
+from pp_fit_worker import pipeline
+from tp_fit_worker import tensor_parallel_step
 
 EPOCHS, EVERY, CRASH_AT = 2, 3, 7
 """2 epochs of 5 batches, a checkpoint every 3 updates (and at each epoch's end), a crash at update 7 (mid-epoch 1):
@@ -38,22 +36,14 @@ def data_parallel(seed: int):
     return dist.DataParallel(kiln.compile_train_step(model, F.cross_entropy, make_optimizer("adam", model)))
 
 
-def data_parallel_loaders(comm) -> tuple[DataLoader, DataLoader]:
-    """``pp_fit_worker``'s batches, each rank served its half of every batch."""
-    x, y = dataset(steps=BATCHES + 2)
-    rows = BATCHES * BATCH
-    train = DataLoader(ArrayDataset(x[:rows], y[:rows]), batch_size=BATCH // comm.size, shuffle=True, seed=0, prefetch=0,
-                       rank=comm.rank, world_size=comm.size)
-    return train, DataLoader(ArrayDataset(x[rows:], y[rows:]), batch_size=BATCH)
-
-
 def make(kind: str, seed: int, comm):
-    """The step of ``kind`` and its training and evaluation loaders."""
+    """The step of ``kind`` and its training and evaluation loaders (``fit_checks``' batches; data parallel: each rank
+    served its half of every batch)."""
     if kind == "data":
-        return data_parallel(seed), *data_parallel_loaders(comm)
+        return data_parallel(seed), *loaders(comm.rank, comm.size)
     if kind == "pipeline":
-        return pp_fit_worker.pipeline(seed), *pp_fit_worker.loaders()
-    return tp_fit_worker.tensor_parallel_step(seed), *tp_fit_worker.loaders()
+        return pipeline(seed), *loaders()
+    return tensor_parallel_step(seed), *loaders()
 
 
 def fit(kind: str, seed: int, comm, folder: str | None, **options) -> tuple[object, dict]:
@@ -87,8 +77,7 @@ def main(mode: str, out: str) -> None:
                 os.makedirs(folder)  # empty: rank 1 sees no checkpoint
             step, report["histories"][f"{kind} resumed"] = fit(kind, 5, comm, folder, resume=True)
             save_state(step, f"{out}/{kind}_resumed_rank{comm.rank}.npz")
-    with open(f"{out}/{mode}_rank{comm.rank}.json", "w") as file:
-        json.dump(report, file)
+    write_report(report, out, mode, comm.rank)
 
 
 if __name__ == "__main__":

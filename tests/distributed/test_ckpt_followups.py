@@ -4,36 +4,20 @@ and tensor parallelism)."""
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
 import kiln
-import kiln.nn.functional as F
 from kiln.runtime.distributed.tensor_parallel import shard
 
 from ckpt_rank0_folder_worker import CRASH_AT, EPOCHS, KINDS
 from ckpt_tp_save_worker import MORE, SAVE_AT
-from dist_models import BATCH, MLP2, dataset, make_optimizer
+from dist_models import BATCH, dataset
+from fit_checks import read_report
 from mpi_launch import assert_ran, run_mpi
-from test_tp_fit import RANKS, SPLIT_AXES, _joined
+from test_tp_fit import RANKS, SPLIT_AXES, _joined, _shards, _single_process_step
 
 # --- step.save / step.load with tensor-parallel layers -------------------------------------------------
-
-
-def _report(out, mode: str, rank: int) -> dict:
-    return json.loads((out / f"{mode}_rank{rank}.json").read_text())
-
-
-def _shards(out, run: str) -> list[dict[str, np.ndarray]]:
-    return [dict(np.load(out / f"{run}_rank{rank}.npz")) for rank in range(RANKS)]
-
-
-def _single_process_step(seed: int):
-    kiln.manual_seed(seed)
-    model = MLP2()
-    return model, kiln.compile_train_step(model, F.cross_entropy, make_optimizer("adam", model))
 
 
 def _trained_single_process_file(path) -> dict:
@@ -64,13 +48,13 @@ def test_a_tensor_parallel_step_saved_and_loaded_in_a_new_job_trains_on_bit_for_
         assert set(resumed[rank]) == set(uninterrupted[rank])
         for key, value in uninterrupted[rank].items():
             np.testing.assert_array_equal(resumed[rank][key], value, err_msg=f"rank {rank}: {key} after step.load in a new job")
-        assert _report(out, "load", rank)["losses"] == _report(out, "save", rank)["losses"]
+        assert read_report(out, "load", rank)["losses"] == read_report(out, "save", rank)["losses"]
 
 
 def test_a_tensor_parallel_step_save_is_one_unsplit_file_written_by_rank_0(tensor_parallel_save_run):
     out = tensor_parallel_save_run
-    assert _report(out, "save", 0)["writes"][0] == str(out / "step.npz")  # then the attempt into a_file
-    assert _report(out, "save", 1)["writes"] == [] and _report(out, "load", 1)["writes"] == []
+    assert read_report(out, "save", 0)["writes"][0] == str(out / "step.npz")  # then the attempt into a_file
+    assert read_report(out, "save", 1)["writes"] == [] and read_report(out, "load", 1)["writes"] == []
     assert not list(out.glob("**/.*.tmp"))  # written atomically: no temporary file left behind
     saved = _shards(out, "saved")
     tree = kiln.load(out / "step.npz")
@@ -112,7 +96,7 @@ def test_a_tensor_parallel_step_file_has_the_single_process_format_both_ways(ten
 
 def test_tensor_parallel_step_save_and_load_failures_raise_on_every_rank(tensor_parallel_save_run):
     out = tensor_parallel_save_run
-    saves, loads = [_report(out, "save", r)["errors"] for r in (0, 1)], [_report(out, "load", r)["errors"] for r in (0, 1)]
+    saves, loads = [read_report(out, "save", r)["errors"] for r in (0, 1)], [read_report(out, "load", r)["errors"] for r in (0, 1)]
     assert saves[0]["unwritable"].startswith("NotADirectoryError") and "a_file" in saves[0]["unwritable"]  # rank 0's own error
     assert saves[1]["unwritable"].startswith(f"DistributedError: rank 0 could not write {out / 'a_file' / 'step.npz'}")
     assert loads[0]["missing"].startswith("FileNotFoundError") and "missing.npz" in loads[0]["missing"]
@@ -136,9 +120,9 @@ def rank0_folder_run(tmp_path_factory):
 def test_fit_resumes_from_a_checkpoint_folder_only_rank_0_sees(rank0_folder_run, kind):
     out = rank0_folder_run
     for rank in range(RANKS):
-        assert _report(out, "first", rank)["errors"][f"{kind} crash"] == f"Crash: crash at update {CRASH_AT}"
-        full = _report(out, "first", rank)["histories"][f"{kind} full"]
-        assert _report(out, "resume", rank)["histories"][f"{kind} resumed"] == full, f"rank {rank}: the resumed history differs"
+        assert read_report(out, "first", rank)["errors"][f"{kind} crash"] == f"Crash: crash at update {CRASH_AT}"
+        full = read_report(out, "first", rank)["histories"][f"{kind} full"]
+        assert read_report(out, "resume", rank)["histories"][f"{kind} resumed"] == full, f"rank {rank}: the resumed history differs"
         assert [r["step"] for r in full["steps"]] == list(range(1, EPOCHS * 5 + 1))
     assert list((out / kind / "rank1").iterdir()) == []  # rank 1's folder stayed empty: it resumed from rank 0's file
     assert (out / kind / "rank0" / "checkpoint-00000006.npz").exists()  # the one the resume started from
