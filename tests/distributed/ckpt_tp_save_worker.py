@@ -21,7 +21,8 @@ import kiln.distributed as dist
 from kiln.runtime import checkpoint
 
 from dist_models import BATCH, dataset
-from tp_fit_worker import attempt, save_shards, tensor_parallel_step
+from fit_checks import attempt
+from tp_fit_worker import save_shards, tensor_parallel_step
 
 SAVE_AT, MORE = 4, 3
 

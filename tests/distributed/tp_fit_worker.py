@@ -3,7 +3,7 @@
 ``python -m mpi4py tp_fit_worker.py MODE OUT`` runs ``fit_checks``' job ``MODE`` (``first``, ``resume`` or
 ``failures``, described there) on that step; for the final state of a run (``full``, ``resumed``) each rank saves its
 shards and their optimizer state to ``OUT/{run}_rank{r}.npz``. ``ckpt_tp_save_worker`` imports ``SplitMLP``,
-``tensor_parallel_step``, ``save_shards`` and ``attempt`` (the job runs only under ``__main__``).
+``tensor_parallel_step`` and ``save_shards`` (the job runs only under ``__main__``).
 """
 
 import sys
@@ -16,7 +16,7 @@ import kiln.nn as nn
 import kiln.nn.functional as F
 
 from dist_models import SIZES, make_optimizer
-from fit_checks import attempt, run_worker  # noqa: F401  (attempt: for ckpt_tp_save_worker)
+from fit_checks import run_worker
 
 
 class SplitMLP(nn.Module):
