@@ -63,6 +63,8 @@ class CompiledStep:
 
     step_graph: StepGraph
     executable: Executable
+    comm: Any = None
+    """The communicator of the model's tensor-parallel layers (their collectives run on it); None for most models."""
 
     @property
     def graph(self) -> Graph:
@@ -109,7 +111,13 @@ class TrainStep:
         compiled = self._compiled_for(arrays)
         micro_batches = split_micro_batches(arrays, self.accumulate)
         feeds = self._feeds(compiled.step_graph, micro_batches)
-        outputs = self._run(compiled, feeds, len(micro_batches))
+        if compiled.comm is None:
+            outputs = self._run(compiled, feeds, len(micro_batches))
+        else:
+            from kiln.runtime.distributed.communicator import using  # lazily: the distributed package imports this module
+
+            with using(compiled.comm):  # the tensor-parallel layers' collectives run on their communicator
+                outputs = self._run(compiled, feeds, len(micro_batches))
         self._write_back(compiled.step_graph, outputs[1:])
         self.optimizer.step_count += 1
         return outputs[0] if isinstance(outputs[0], LazyScalar) else float(outputs[0])  # asynchronous backends: read on demand
@@ -142,7 +150,7 @@ class TrainStep:
             step_graph = build_step_graph(self.model, self.loss_fn, self.optimizer, specs, self.options)
             PassManager(self.pipeline, verify_each=self.verify_each, print_ir_after_all=self.print_ir_after_all).run(step_graph.graph)
             step_graph.graph.donations = step_donations(step_graph, len(specs) * self.accumulate)  # updated in place
-            return CompiledStep(step_graph, get_backend(self.backend).compile(step_graph.graph))
+            return CompiledStep(step_graph, get_backend(self.backend).compile(step_graph.graph), self._tensor_parallel_comm())
 
     def _compiled_for(self, arrays: Sequence[np.ndarray]) -> CompiledStep:
         key = (tuple([(a.shape[1:], a.dtype) for a in arrays]), self.optimizer.signature())

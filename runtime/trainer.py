@@ -205,9 +205,15 @@ class Evaluator:
         self.function = CompiledFunction(_WithLoss(step.model, step.loss_fn), backend=getattr(step, "backend", "numpy"))
 
     def evaluate(self, loader: DataLoader) -> dict[str, float]:
-        if parallelism(self.step) != "pipeline":
-            return self._evaluate_in_eval_mode(loader)
-        return self._evaluate_on_rank0(distributed_comm(self.step), loader)
+        kind = parallelism(self.step)
+        if kind == "pipeline":
+            return self._evaluate_on_rank0(distributed_comm(self.step), loader)
+        if kind == "tensor":
+            from kiln.runtime.distributed.communicator import using
+
+            with using(distributed_comm(self.step)):  # the split layers' collectives run on their communicator
+                return self._evaluate_in_eval_mode(loader)
+        return self._evaluate_in_eval_mode(loader)
 
     def _evaluate_on_rank0(self, comm: Any, loader: DataLoader) -> dict[str, float]:
         from kiln.runtime.distributed.communicator import broadcast_arrays, on_rank0

@@ -10,8 +10,9 @@ MPI. mpi4py is imported only when a communicator is made.
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 from functools import cached_property
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 
@@ -189,6 +190,18 @@ def use(communicator: Communicator) -> Communicator:
     global _CURRENT
     _CURRENT = communicator
     return communicator
+
+
+@contextmanager
+def using(communicator: Communicator) -> Iterator[Communicator]:
+    """``communicator`` is the current one inside the block, so the comm ops of a step run on the communicator its
+    wrapper or layers were given (``DataParallel(step, comm=...)``), whatever ``init``/``use`` set."""
+    global _CURRENT
+    previous, _CURRENT = _CURRENT, communicator
+    try:
+        yield communicator
+    finally:
+        _CURRENT = previous
 
 
 def current(world_size: int = 0) -> Communicator:

@@ -27,7 +27,7 @@ from __future__ import annotations
 from typing import Any
 
 from kiln.runtime import checkpoint
-from kiln.runtime.distributed.communicator import Communicator, DistributedError, broadcast_arrays, current, on_rank0
+from kiln.runtime.distributed.communicator import Communicator, DistributedError, broadcast_arrays, current, on_rank0, using
 from kiln.runtime.distributed.pipeline_checkpoint import read_on_rank0
 from kiln.runtime.distributed.tensor_parallel import tensor_parallel_comm
 from kiln.runtime.train_step import TrainStep
@@ -56,7 +56,8 @@ class DataParallel:
         broadcast_arrays([array for _, array in step.model.state_dict().items()], root=0, comm=self.comm)
 
     def __call__(self, *batch: Any) -> float:
-        return self.step(*batch)
+        with using(self.comm):  # the gradients' allreduce runs on this wrapper's communicator
+            return self.step(*batch)
 
     def save(self, path: str) -> None:
         """Rank 0 writes the checkpoint (every rank holds the same state); the others wait for it, and raise too if it

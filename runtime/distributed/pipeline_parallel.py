@@ -38,7 +38,7 @@ from kiln.frontend.module import Module, Parameter
 from kiln.frontend.optim import Optimizer
 from kiln.frontend.tensor import Tensor
 from kiln.runtime.distributed import pipeline_checkpoint
-from kiln.runtime.distributed.communicator import Communicator, broadcast_arrays, current
+from kiln.runtime.distributed.communicator import Communicator, broadcast_arrays, current, using
 from kiln.runtime.donation import step_donations
 from kiln.runtime.executable import Executable
 from kiln.runtime.step_graph import GradientOptions, StepGraph, build_step_graph
@@ -85,6 +85,10 @@ class PipelineParallel:
         return self.step_graph.graph
 
     def __call__(self, *batch: Any) -> float:
+        with using(self.comm):  # the stage's sends and receives run on this pipeline's communicator
+            return self._step(batch)
+
+    def _step(self, batch: Sequence[Any]) -> float:
         arrays = [np.asarray(array) for array in batch]
         self._compile_for(arrays)
         feeds = self._feeds(split_micro_batches(arrays, self.micro_batches))
