@@ -120,6 +120,8 @@ class NCCLCommunicator(MPICommunicator):
             from cupy.cuda import nccl
         except ImportError as error:
             raise DistributedError(f"the NCCL backend needs CuPy with NCCL ({error}); install cupy-cuda12x, or use init('mpi')") from None
+        if not getattr(nccl, "available", True):  # CuPy imports without the NCCL library, its calls then missing
+            raise DistributedError("CuPy finds no NCCL library: pip install nvidia-nccl-cu12 (or -cu13, as your CuPy), or use init('mpi')")
         self.cupy, self.nccl = cupy, nccl
         cupy.cuda.Device(self.rank % cupy.cuda.runtime.getDeviceCount()).use()
         unique_id = np.array(nccl.get_unique_id() if self.rank == 0 else (0,) * 128, dtype=np.int64)

@@ -99,11 +99,13 @@ class _SysModules:
         mapping[key] = value
 
 
-def install() -> types.ModuleType:
-    """The fake ``cupy`` with NCCL, in ``sys.modules``; returns it."""
-    cupy = fake_cupy.install(_SysModules())
+def install(patch: Any = _SysModules()) -> types.ModuleType:
+    """The fake ``cupy`` with NCCL, in ``sys.modules``; returns it. ``patch``: pytest's ``monkeypatch`` in a test (the
+    modules go again after it), else they stay for the script."""
+    cupy = fake_cupy.install(patch)
     nccl = _nccl_module()
     cupy.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=lambda: 1), nccl=nccl, Device=_Device,
                                       get_current_stream=lambda: types.SimpleNamespace(ptr=0))
-    sys.modules["cupy.cuda"], sys.modules["cupy.cuda.nccl"] = cupy.cuda, nccl
+    patch.setitem(sys.modules, "cupy.cuda", cupy.cuda)
+    patch.setitem(sys.modules, "cupy.cuda.nccl", nccl)
     return cupy

@@ -57,3 +57,15 @@ def test_nccl_moves_device_arrays_and_every_kind_of_call_ran(nccl_run):
         calls = json.loads((nccl_run / f"calls_rank{rank}.json").read_text())
         assert calls["allreduce_operands"] == {"cupy": ["DeviceArray"], "numpy": ["ndarray"]}, "CuPy's gradients stay on the device"
         assert {"allReduce", "bcast", "send", "recv"} <= set(calls["nccl"]), calls
+
+
+def test_nccl_without_the_library_is_a_clear_error(monkeypatch):
+    """CuPy imports without NCCL (``cupy.cuda.nccl.available`` is False and its calls are missing)."""
+    import fake_nccl
+    from kiln.distributed import DistributedError, NCCLCommunicator
+    from one_rank import OneRankMPI
+
+    cupy = fake_nccl.install(monkeypatch)
+    cupy.cuda.nccl.available = False
+    with pytest.raises(DistributedError, match="no NCCL library: pip install nvidia-nccl-cu12"):
+        NCCLCommunicator(comm=OneRankMPI())
