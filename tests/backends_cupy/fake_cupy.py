@@ -172,6 +172,14 @@ def _params(spec: str) -> list[tuple[Any, str]]:
     return [(CUPY_DTYPES[p.split()[0]], p.split()[1]) for p in spec.split(", ") if p]
 
 
+def _check_array_types(name: str, params: list[tuple[Any, str]], arrays: tuple[Any, ...]) -> None:
+    """CuPy's rule for typed parameters: an array argument must have exactly the declared dtype (0-d arrays too);
+    scalars are cast. Otherwise ``TypeError: Type is mismatched`` on the GPU."""
+    for (dtype, param), a in zip(params, arrays):
+        if isinstance(a, DeviceArray) and a.dtype != np.dtype(dtype):
+            raise TypeError(f"Type is mismatched. {param} {a.dtype} {np.dtype(dtype)} (kernel {name})")
+
+
 class ElementwiseKernel:
     def __init__(self, in_params: str, out_params: str, body: str, name: str, preamble: str = ""):
         self.ins, self.outs, self.body, self.name = _params(in_params), _params(out_params), body, name
@@ -179,7 +187,8 @@ class ElementwiseKernel:
     def __call__(self, *arrays: Any) -> Any:
         assert len(arrays) == len(self.ins), f"{self.name}: {len(arrays)} arrays for {len(self.ins)} inputs"
         assert all(isinstance(a, (DeviceArray, np.generic, int, float)) for a in arrays), f"{self.name}: inputs must be device arrays or scalars"
-        shape = np.broadcast_shapes(*(a.shape for a in arrays))
+        _check_array_types(self.name, self.ins, arrays)
+        shape = np.broadcast_shapes(*(np.shape(a) for a in arrays))
         values = {name: np.broadcast_to(np.asarray(a, dtype), shape) for (dtype, name), a in zip(self.ins, arrays)}
         scope = _run_body(self.body, values)
         outputs = tuple(np.array(np.broadcast_to(scope[name], shape), dtype=dtype).view(DeviceArray) for dtype, name in self.outs)
@@ -194,7 +203,8 @@ class ReductionKernel:
 
     def __call__(self, *arrays: Any, axis: Any = None, keepdims: bool = False) -> Any:
         assert all(isinstance(a, (DeviceArray, np.generic, int, float)) for a in arrays), f"{self.name}: inputs must be device arrays or scalars"
-        shape = np.broadcast_shapes(*(a.shape for a in arrays))
+        _check_array_types(self.name, self.ins, arrays)
+        shape = np.broadcast_shapes(*(np.shape(a) for a in arrays))
         values = {name: np.broadcast_to(np.asarray(a, dtype), shape) for (dtype, name), a in zip(self.ins, arrays)}
         mapped = eval(translate(self.map_expr), {**NAMESPACE, **self.functions, **values})
         reduce = {"a + b": np.sum, "max(a, b)": np.max, "min(a, b)": np.min}[self.reduce_expr]

@@ -149,3 +149,14 @@ def test_the_stand_in_records_host_reads_of_device_data(fake):
     total = x.sum()  # stays on the device, 0-d
     assert isinstance(total, fake.ndarray) and fake_cupy.SYNCS == []
     assert float(total) == -1.0 and bool((x > 0).any()) and fake_cupy.SYNCS == ["__float__", "__bool__"]
+
+
+def test_the_stand_in_refuses_an_array_of_another_dtype_as_cupy_does(fake):
+    """CuPy requires an array given for a typed parameter to have exactly its dtype (scalars are cast); the training and
+    op-table tests above run every generated kernel under that rule."""
+    kernel = fake.ElementwiseKernel("float32 x0", "float32 y0", "y0 = x0;", "kiln_copy")
+    with pytest.raises(TypeError, match="Type is mismatched"):
+        kernel(fake.asarray(np.zeros(3, np.float64)))
+    with pytest.raises(TypeError, match="Type is mismatched"):
+        kernel(fake.asarray(np.float64(2.0)))  # a 0-d array is an array
+    assert kernel(np.float64(2.0)).dtype == np.float32  # a scalar is cast
