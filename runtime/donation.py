@@ -1,4 +1,4 @@
-"""Which inputs of a training step the backend may overwrite: each parameter and optimizer-state array.
+"""Which inputs of a training step the backend may overwrite: each parameter, optimizer-state and updated buffer array.
 
 The runtime copies every new parameter and state back into the array it fed,
 so the backend may as well write it there directly (JAX's ``donate_argnums``).
@@ -15,13 +15,24 @@ if TYPE_CHECKING:
 
 def step_donations(step_graph: "StepGraph", batch_inputs: int) -> dict[int, int]:
     """``{input index: output index}``: parameter ``i`` feeds input ``batch_inputs + i`` and comes back as output ``1 + i``;
-    the optimizer states follow the frozen parameters (and the seed) as inputs and the new parameters as outputs."""
+    the optimizer states follow the frozen parameters (and the seed) as inputs and the new parameters as outputs; a
+    buffer the step updates (BatchNorm's running statistics) is read among the frozen parameters and comes back among
+    the last outputs."""
     graph = step_graph.graph
     count = len(step_graph.parameters)
     states = sum(len(names) for names in step_graph.state_names)
     first_state = batch_inputs + count + len(step_graph.frozen) + (1 if step_graph.reads_seed else 0)
     pairs = [(batch_inputs + i, 1 + i) for i in range(count)] + [(first_state + j, 1 + count + j) for j in range(states)]
+    pairs += list(buffer_donations(step_graph, batch_inputs).items())
     return {source: target for source, target in pairs if _same_type(graph, source, target)}
+
+
+def buffer_donations(step_graph: "StepGraph", batch_inputs: int) -> dict[int, int]:
+    """``{input index: output index}`` of the buffers the step updates."""
+    first_frozen = batch_inputs + len(step_graph.parameters)
+    first_buffer_output = len(step_graph.graph.outputs) - len(step_graph.buffers)
+    frozen_at = {id(p): first_frozen + i for i, p in enumerate(step_graph.frozen)}
+    return {frozen_at[id(b)]: first_buffer_output + j for j, b in enumerate(step_graph.buffers) if id(b) in frozen_at}
 
 
 def _same_type(graph, source: int, target: int) -> bool:

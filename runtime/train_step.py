@@ -129,6 +129,8 @@ class TrainStep:
             return list(executable(*feeds))
         executable.lazy_outputs = True
         owners = {batch_count + i: p for i, p in enumerate(compiled.step_graph.parameters)}
+        buffers = {id(b): b for b in compiled.step_graph.buffers}
+        owners |= {i: buffers[id(p)] for i, p in enumerate(compiled.step_graph.frozen, batch_count + len(owners)) if id(p) in buffers}
         fed = self._resident.substitute(executable, owners, feeds)
         return self._resident.hold(executable, owners, fed, executable(*fed))
 
@@ -188,7 +190,9 @@ class TrainStep:
                 if new is not None and new is not state[name]:
                     np.copyto(state[name], new)
         for buffer in step_graph.buffers:  # running statistics, after the optimizer state
-            np.copyto(buffer.data, next(states))
+            new = next(states)
+            if new is not None and new is not buffer._data:  # None: kept on the device; itself: donated
+                np.copyto(buffer._data, new)
 
     # --- state ---------------------------------------------------------------------------------
 

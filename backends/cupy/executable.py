@@ -12,8 +12,8 @@ Parameters and optimizer state stay on the GPU between calls (``keeps_state``):
 donated results are kept as CuPy arrays, and ``RESIDENT`` for a donated input
 means "last call's result". Arrays come from CuPy's memory pool, so a step
 allocates no device memory after the first. Kernel launches are asynchronous:
-with ``lazy_outputs`` (set by a training step) only the 0-d results come back
-(as ``LazyScalar``), and the host waits only when one is read. Class labels
+with ``lazy_outputs`` (set by a training step) only the 0-d float results (the
+loss) come back as ``LazyScalar``, and the host waits only when one is read. Class labels
 fed from the host are range-checked there before the upload (a bad label
 raises before anything runs); checks that kernels deferred on device labels
 (``defer_check``) travel with those scalars and raise when one is read;
@@ -98,7 +98,7 @@ class CupyExecutable(Executable):
     keeps_state = True
     asynchronous = True
     lazy_outputs = False
-    """When set (by a training step), donated results stay CuPy arrays and 0-d results come back as ``LazyScalar``."""
+    """When set (by a training step), donated results stay CuPy arrays and 0-d float results come back as ``LazyScalar``."""
 
     def __init__(self, cupy: Any, graph: Graph, function: Callable[..., tuple[Any, ...]], source: str, donations: dict[int, int]):
         upload = cupy.asarray  # a no-op for arrays already on the device
@@ -131,4 +131,5 @@ class CupyExecutable(Executable):
             return self.cupy.asnumpy(value)
         if index in self.donations.values():
             return value
-        return LazyScalar(value, checks) if getattr(value, "ndim", 0) == 0 else self.cupy.asnumpy(value)
+        lazy = getattr(value, "ndim", 0) == 0 and value.dtype.kind == "f"  # the loss; an integer counter comes back as it is
+        return LazyScalar(value, checks) if lazy else self.cupy.asnumpy(value)

@@ -67,7 +67,7 @@ class OnnxRuntimeExecutable(Executable):
             if array is RESIDENT:
                 binding.bind_ortvalue_input(name, self.resident[index])
             else:
-                binding.bind_cpu_input(name, np.ascontiguousarray(array))
+                binding.bind_cpu_input(name, np.asarray(array, order="C"))  # not ascontiguousarray: it makes a 0-d array 1-d
         for name in self.onnx_outputs:
             binding.bind_output(name, self.device)
         self.session.run_with_iobinding(binding)

@@ -72,7 +72,7 @@ class MPICommunicator:
         return {"sum": MPI.SUM, "mean": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN}
 
     def allreduce(self, x: np.ndarray, op: str) -> np.ndarray:
-        send = np.ascontiguousarray(x)
+        send = np.asarray(x, order="C")  # not ascontiguousarray: it makes a 0-d array 1-d
         result = np.empty_like(send)
         self.comm.Allreduce(send, result, op=self.ops[op])
         if op == "mean":
@@ -89,7 +89,7 @@ class MPICommunicator:
         self.comm.Bcast(x, root=root)
 
     def send(self, x: np.ndarray, peer: int, tag: int) -> None:
-        self.comm.Send(np.ascontiguousarray(x), dest=peer, tag=tag)
+        self.comm.Send(np.asarray(x, order="C"), dest=peer, tag=tag)
 
     def recv(self, shape: tuple[int, ...], dtype: np.dtype, peer: int, tag: int) -> np.ndarray:
         buffer = np.empty(shape, dtype)
@@ -134,7 +134,7 @@ class NCCLCommunicator(MPICommunicator):
         return getattr(self.nccl, names[np.dtype(dtype).name])
 
     def allreduce(self, x: Any, op: str) -> Any:
-        send = self.cupy.ascontiguousarray(x)
+        send = self.cupy.asarray(x, order="C")
         result = self.cupy.empty_like(send)
         stream = self.cupy.cuda.get_current_stream().ptr
         self.nccl_comm.allReduce(send.data.ptr, result.data.ptr, send.size, self._nccl_dtype(send.dtype), self.nccl_ops[op], stream)
@@ -149,7 +149,7 @@ class NCCLCommunicator(MPICommunicator):
         return buffer
 
     def send(self, x: Any, peer: int, tag: int) -> None:
-        send = self.cupy.ascontiguousarray(x)
+        send = self.cupy.asarray(x, order="C")
         self.nccl_comm.send(send.data.ptr, send.size, self._nccl_dtype(send.dtype), peer, self.cupy.cuda.get_current_stream().ptr)
 
     def recv(self, shape: tuple[int, ...], dtype: np.dtype, peer: int, tag: int) -> Any:

@@ -36,6 +36,11 @@ def cnn_batch(rng: np.random.Generator, size: int = 16) -> tuple[np.ndarray, np.
     return rng.random((size, 1, 8, 8), dtype=np.float32), rng.integers(0, 10, size)
 
 
+def cnn_bn() -> nn.Module:
+    """A convolution with BatchNorm: running statistics and the update counter are buffers the step updates."""
+    return nn.Sequential([nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 10)])
+
+
 GPT_SHAPE = {"vocab": 11, "context": 8, "d_model": 16, "heads": 2, "layers": 2}
 
 
@@ -54,6 +59,7 @@ def gpt_batch(rng: np.random.Generator, size: int = 4) -> tuple[np.ndarray, np.n
 MODELS: dict[str, tuple[Callable[[], nn.Module], Callable[..., tuple[np.ndarray, np.ndarray]], Callable[..., Any], Callable[..., Any]]] = {
     "mlp": (w1, w1_batch, F.cross_entropy, lambda params: kiln.optim.SGD(params, lr=0.05)),
     "cnn": (cnn, cnn_batch, F.cross_entropy, lambda params: kiln.optim.SGD(params, lr=0.05, momentum=0.9)),
+    "cnn_bn": (cnn_bn, cnn_batch, F.cross_entropy, lambda params: kiln.optim.SGD(params, lr=0.05, momentum=0.9)),
     "gpt": (gpt, gpt_batch, lm_loss, lambda params: kiln.optim.Adam(params, lr=3e-3)),
     "gpt_dropout": (lambda: gpt(dropout=0.1), gpt_batch, lm_loss, lambda params: kiln.optim.Adam(params, lr=3e-3)),
 }

@@ -104,8 +104,8 @@ def _on_device(function: Any) -> Any:
     return lambda *args, **kwargs: _device(function(*_plain(args), **{k: _plain(v) for k, v in kwargs.items()}))
 
 
-def asarray(value: Any, dtype: Any = None) -> DeviceArray:
-    return np.array(value.view(np.ndarray) if isinstance(value, DeviceArray) else value, dtype=dtype, copy=None).view(DeviceArray)
+def asarray(value: Any, dtype: Any = None, order: Any = None) -> DeviceArray:
+    return np.array(value.view(np.ndarray) if isinstance(value, DeviceArray) else value, dtype=dtype, copy=None, order=order).view(DeviceArray)
 
 
 def asnumpy(value: Any) -> np.ndarray:

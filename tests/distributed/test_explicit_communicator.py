@@ -51,3 +51,11 @@ def test_fit_evaluates_a_tensor_parallel_model_on_its_layers_communicator(no_cur
     history = kiln.fit(step, DataLoader(ArrayDataset(x, y), batch_size=4, prefetch=0), epochs=1,
                        eval_loader=DataLoader(ArrayDataset(x, y), batch_size=4, prefetch=0), progress=False)
     assert np.isfinite(history.epochs[-1]["val_loss"]) and not dist.is_initialized()
+
+
+def test_mpi_collectives_keep_a_0_d_operand_0_d():
+    """``np.ascontiguousarray`` makes a 0-d array 1-d; a comm op on a scalar (a loss, a counter) must stay a scalar."""
+    from one_rank import OneRankMPI
+
+    comm = dist.MPICommunicator(comm=OneRankMPI())
+    assert comm.allreduce(np.array(3.0), "sum").shape == () and comm.allreduce(np.array(3.0), "mean").shape == ()

@@ -72,3 +72,32 @@ def test_optimizer_state_comes_back_with_state_dict():
     for name, entries in theirs.items():
         for key, value in entries.items():
             np.testing.assert_allclose(ours[name][key], value, rtol=1e-5, atol=1e-7, err_msg=f"{name}.{key}")
+
+
+def _batch_norm_run(backend, write_at=None):
+    kiln.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 10))
+    step = kiln.compile_train_step(model, F.cross_entropy, kiln.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), backend=backend)
+    rng = np.random.default_rng(0)
+    losses = []
+    for k in range(4):
+        losses.append(float(step(rng.random((16, 1, 8, 8), dtype=np.float32), rng.integers(0, 10, 16))))
+        if k == write_at:
+            model[1].running_mean.data[...] = 5.0  # a host write between steps reaches the next step
+    return losses, {name: value.copy() for name, value in model.state_dict().items()}, step
+
+
+def test_batch_norm_buffers_stay_in_onnxruntime_and_match_numpy():
+    """Running statistics and the 0-d update counter are donated like parameters: they stay in onnxruntime between
+    steps, appear when read, and a host write is uploaded. (0-d inputs are bound as 0-d: ``np.ascontiguousarray``
+    made the counter 1-d, which onnxruntime then returned.)"""
+    require("onnxruntime")
+    for write_at in (None, 1):
+        (losses, state, _), (ort_losses, ort_state, ort_step) = _batch_norm_run("numpy", write_at), _batch_norm_run("onnxruntime", write_at)
+        np.testing.assert_allclose(ort_losses, losses, rtol=1e-5)
+        for name, value in state.items():
+            np.testing.assert_allclose(ort_state[name], value, rtol=1e-4, atol=1e-6, err_msg=f"{name} (host write after step {write_at})")
+        assert ort_state["1.num_batches_tracked"].shape == () and int(ort_state["1.num_batches_tracked"]) == 4
+    executable = next(iter(ort_step.compiled.values())).executable
+    buffers = {i for i, value in enumerate(executable.graph.inputs) if "running" in (value.name_hint or "") or "num_batches" in (value.name_hint or "")}
+    assert buffers and buffers <= set(executable.donations), "BatchNorm's buffers are donated"
