@@ -1,0 +1,106 @@
+"""Layers, optimizers and step options on the CuPy backend's runtime (the NumPy stand-in for CuPy, fake_cupy.py):
+three steps equal the NumPy backend's, and no step reads device data on the host.
+
+``test_cupy_runtime_fake.py`` trains the benchmark models; this covers what they do not use: pooling, sigmoid,
+LayerNorm, dropout, attention and a Transformer encoder layer, gradient accumulation and clipping, loss scaling,
+label smoothing, and every optimizer.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fake_cupy
+import kiln
+import kiln.nn as nn
+import kiln.nn.functional as F
+from kiln.backends.cupy import launch
+from kiln.backends.cupy.lowering import cupy_table
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    cupy_table.cache_clear()
+    launch._KERNELS.clear()
+    yield fake_cupy.install(monkeypatch)
+    cupy_table.cache_clear()
+    launch._KERNELS.clear()
+
+
+def images(rng):
+    return rng.random((8, 1, 8, 8), dtype=np.float32), rng.integers(0, 10, 8)
+
+
+def vectors(rng):
+    return rng.standard_normal((8, 12)).astype(np.float32), rng.integers(0, 5, 8)
+
+
+def sequences(rng):
+    return rng.standard_normal((4, 6, 16)).astype(np.float32), rng.integers(0, 5, 4)
+
+
+class PooledSequence(nn.Module):
+    """A sequence layer, the mean over positions, a classifier."""
+
+    def __init__(self, layer):
+        super().__init__()
+        self.layer, self.head = layer, nn.Linear(16, 5)
+
+    def forward(self, x):
+        out = self.layer(x, x, x)[0] if isinstance(self.layer, nn.MultiheadAttention) else self.layer(x)
+        return self.head(out.mean(1))
+
+
+def mlp():
+    return nn.Sequential(nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 5))
+
+
+MODELS = {
+    "max_pool": (lambda: nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(64, 10)), images),
+    "avg_pool_strided_conv": (lambda: nn.Sequential(nn.Conv2d(1, 4, 3, stride=2), nn.Tanh(), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(4, 10)), images),
+    "layer_norm_gelu_sigmoid": (lambda: nn.Sequential(nn.Linear(12, 16), nn.LayerNorm(16), nn.GELU(), nn.Linear(16, 16), nn.Sigmoid(), nn.Linear(16, 5)), vectors),
+    "dropout": (lambda: nn.Sequential(nn.Linear(12, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 5)), vectors),
+    "attention": (lambda: PooledSequence(nn.MultiheadAttention(16, 2, batch_first=True)), sequences),
+    "encoder_layer": (lambda: PooledSequence(nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True)), sequences),
+}
+OPTIONS = {"accumulate": {"accumulate": 2}, "clip_grad_norm": {"clip_grad_norm": 0.1}, "clip_grad_value": {"clip_grad_value": 0.01},
+           "loss_scale": {"loss_scale": 128.0}}
+OPTIMIZERS = {
+    "sgd_nesterov_decay": lambda p: kiln.optim.SGD(p, lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-3),
+    "gd": lambda p: kiln.optim.GD(p, lr=0.1), "adamw": lambda p: kiln.optim.AdamW(p, lr=1e-2),
+    "adam_amsgrad": lambda p: kiln.optim.Adam(p, lr=1e-2, amsgrad=True), "rmsprop": lambda p: kiln.optim.RMSprop(p, lr=1e-2),
+    "adagrad": lambda p: kiln.optim.Adagrad(p, lr=1e-1),
+}
+CASES = [(m, "sgd_nesterov_decay", {}, F.cross_entropy) for m in MODELS]
+CASES += [("mlp", "sgd_nesterov_decay", options, F.cross_entropy) for options in OPTIONS.values()]
+CASES += [("mlp", optimizer, {}, F.cross_entropy) for optimizer in OPTIMIZERS if optimizer != "sgd_nesterov_decay"]
+CASES += [("mlp", "adamw", {}, lambda logits, y: F.cross_entropy(logits, y, label_smoothing=0.1))]
+NAMES = [f"{m}-{o}-{'-'.join(opts) or 'plain'}" for m, o, opts, _ in CASES[:-1]] + ["mlp-adamw-label_smoothing"]
+
+
+def train(backend, model_name, optimizer, options, loss, syncs=None):
+    make, batch = MODELS.get(model_name, (mlp, vectors))
+    kiln.manual_seed(0)
+    model = make()
+    step = kiln.compile_train_step(model, loss, OPTIMIZERS[optimizer](model.parameters()), backend=backend, **options)
+    rng = np.random.default_rng(1)
+    losses = []
+    for k in range(3):
+        fake_cupy.SYNCS.clear()
+        loss_value = step(*batch(rng))
+        if k == 2 and syncs is not None:
+            syncs.extend(fake_cupy.SYNCS)  # the last step, compiled and resident
+        losses.append(float(loss_value))
+    return losses, {name: value.copy() for name, value in model.state_dict().items()}
+
+
+@pytest.mark.parametrize(("model_name", "optimizer", "options", "loss"), CASES, ids=NAMES)
+def test_three_steps_equal_numpys_and_never_wait_for_the_device(fake, model_name, optimizer, options, loss):
+    syncs: list[str] = []
+    (losses, state), (cupy_losses, cupy_state) = train("numpy", model_name, optimizer, options, loss), \
+        train("cupy", model_name, optimizer, options, loss, syncs)
+    np.testing.assert_allclose(cupy_losses, losses, rtol=1e-4)
+    for name, value in state.items():
+        np.testing.assert_allclose(cupy_state[name], value, rtol=1e-3, atol=1e-5, err_msg=name)
+    assert syncs == [], f"the step read device data on the host: {syncs}"
