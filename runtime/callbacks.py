@@ -93,7 +93,7 @@ class LogWriter(Callback):
 
     def _append_json(self, record: dict[str, Any]) -> None:
         with open(self.path, "a", encoding="utf-8") as file:
-            file.write(json.dumps(record) + "\n")
+            file.write(json.dumps(record, default=float) + "\n")  # default: a loss still on a device is read here
 
     def _append_csv(self, record: dict[str, Any]) -> None:
         new_file = not os.path.exists(self.path) or os.path.getsize(self.path) == 0

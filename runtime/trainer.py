@@ -53,6 +53,7 @@ from kiln.runtime.checkpoint_manager import (
 )
 from kiln.runtime.compiled_function import CompiledFunction
 from kiln.runtime.data.loader import DataLoader, check_loader_state, loader_state
+from kiln.runtime.lazy import LazyScalar, read
 from kiln.runtime.metrics import Metric, make_metrics
 
 
@@ -70,7 +71,7 @@ class History:
 
     @property
     def losses(self) -> list[float]:
-        return [record["loss"] for record in self.steps]
+        return [float(record["loss"]) for record in self.steps]
 
 
 @dataclass
@@ -159,8 +160,9 @@ def _finish_epoch(run: FitRun, evaluator: "Evaluator | None", eval_loader: DataL
 
 
 def _save(run: FitRun, manager: CheckpointManager) -> None:
-    progress = {"loader": loader_state(run.loader, run.epoch, run.batch), "epoch_losses": list(run.epoch_losses),
-                "history": {"steps": run.history.steps, "epochs": run.history.epochs}}
+    steps = [{**record, "loss": read(record["loss"])} for record in run.history.steps]  # a device's losses, read now
+    progress = {"loader": loader_state(run.loader, run.epoch, run.batch), "epoch_losses": [read(loss) for loss in run.epoch_losses],
+                "history": {"steps": steps, "epochs": run.history.epochs}}
     manager.save(run.step, progress)
 
 
@@ -268,7 +270,13 @@ def _progress_bar(progress: bool | None, total: int, done: int) -> Any:
     return tqdm(total=total, initial=done, unit="step", dynamic_ncols=True, leave=True)
 
 
-def _advance(bar: Any, loss: float, samples_per_second: float) -> None:
-    if bar is not None:
+POSTFIX_EVERY = 10
+"""A loss still on a device (``LazyScalar``) is shown every this many steps: reading it makes the host wait."""
+
+
+def _advance(bar: Any, loss: Any, samples_per_second: float) -> None:
+    if bar is None:
+        return
+    if not isinstance(loss, LazyScalar) or loss.ready or bar.n % POSTFIX_EVERY == 0:
         bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{samples_per_second:,.0f}", refresh=False)
-        bar.update(1)
+    bar.update(1)

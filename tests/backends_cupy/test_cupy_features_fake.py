@@ -104,3 +104,34 @@ def test_three_steps_equal_numpys_and_never_wait_for_the_device(fake, model_name
     for name, value in state.items():
         np.testing.assert_allclose(cupy_state[name], value, rtol=1e-3, atol=1e-5, err_msg=name)
     assert syncs == [], f"the step read device data on the host: {syncs}"
+
+
+def test_fit_with_checkpoints_log_and_validation_on_cupy_matches_numpy(fake, tmp_path):
+    """The step's losses stay on the device: fit's history, log, progress bar and checkpoints read them when they
+    need them (a checkpoint's JSON and the log could not hold a device scalar before)."""
+    import json
+
+    from kiln.runtime.data import ArrayDataset, DataLoader
+
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((64, 12)).astype(np.float32), rng.integers(0, 5, 64)
+
+    def fit(backend):
+        kiln.manual_seed(0)
+        model = mlp()
+        step = kiln.compile_train_step(model, F.cross_entropy, kiln.optim.Adam(model.parameters(), lr=1e-2), backend=backend)
+        history = kiln.fit(step, DataLoader(ArrayDataset(x, y), batch_size=16, prefetch=0), epochs=2, metrics=["accuracy"],
+                           eval_loader=DataLoader(ArrayDataset(x, y), batch_size=16, prefetch=0), checkpoint_dir=str(tmp_path / backend),
+                           checkpoint_every=3, log_path=str(tmp_path / f"{backend}.jsonl"), progress=backend == "cupy")
+        return history, {name: value.copy() for name, value in model.state_dict().items()}
+
+    (history, state), (cupy_history, cupy_state) = fit("numpy"), fit("cupy")
+    np.testing.assert_allclose(cupy_history.losses, history.losses, rtol=1e-5)
+    for numpy_epoch, cupy_epoch in zip(history.epochs, cupy_history.epochs):
+        assert numpy_epoch.keys() == cupy_epoch.keys()
+        np.testing.assert_allclose([cupy_epoch[k] for k in numpy_epoch], [numpy_epoch[k] for k in numpy_epoch], rtol=1e-5)
+    for name, value in state.items():
+        np.testing.assert_allclose(cupy_state[name], value, rtol=1e-4, atol=1e-6, err_msg=name)
+    logged = [json.loads(line) for line in (tmp_path / "cupy.jsonl").read_text().splitlines()]
+    assert [r["loss"] for r in logged if r["kind"] == "step"] == pytest.approx(cupy_history.losses)
+    assert sorted(p.name for p in (tmp_path / "cupy").iterdir())[-1] == "checkpoint-00000008.npz"
