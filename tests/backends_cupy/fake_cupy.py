@@ -173,11 +173,14 @@ def _params(spec: str) -> list[tuple[Any, str]]:
 
 
 def _check_array_types(name: str, params: list[tuple[Any, str]], arrays: tuple[Any, ...]) -> None:
-    """CuPy's rule for typed parameters: an array argument must have exactly the declared dtype (0-d arrays too);
-    scalars are cast. Otherwise ``TypeError: Type is mismatched`` on the GPU."""
+    """CuPy's rules for its kernels' arguments: an array given for a typed parameter must have exactly its dtype (0-d
+    arrays too; scalars are cast), else ``TypeError: Type is mismatched``; and at least one argument must be an array
+    (the loop's size), else ``ValueError: Loop size is undecided``."""
     for (dtype, param), a in zip(params, arrays):
         if isinstance(a, DeviceArray) and a.dtype != np.dtype(dtype):
             raise TypeError(f"Type is mismatched. {param} {a.dtype} {np.dtype(dtype)} (kernel {name})")
+    if not any(isinstance(a, DeviceArray) for a in arrays):
+        raise ValueError(f"Loop size is undecided. (kernel {name}: CuPy needs at least one array argument)")
 
 
 class ElementwiseKernel:

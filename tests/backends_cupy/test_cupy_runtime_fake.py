@@ -152,11 +152,14 @@ def test_the_stand_in_records_host_reads_of_device_data(fake):
 
 
 def test_the_stand_in_refuses_an_array_of_another_dtype_as_cupy_does(fake):
-    """CuPy requires an array given for a typed parameter to have exactly its dtype (scalars are cast); the training and
-    op-table tests above run every generated kernel under that rule."""
+    """CuPy requires an array given for a typed parameter to have exactly its dtype (scalars are cast) and at least one
+    array argument; the training and op-table tests above run every generated kernel under those rules."""
     kernel = fake.ElementwiseKernel("float32 x0", "float32 y0", "y0 = x0;", "kiln_copy")
     with pytest.raises(TypeError, match="Type is mismatched"):
         kernel(fake.asarray(np.zeros(3, np.float64)))
     with pytest.raises(TypeError, match="Type is mismatched"):
         kernel(fake.asarray(np.float64(2.0)))  # a 0-d array is an array
-    assert kernel(np.float64(2.0)).dtype == np.float32  # a scalar is cast
+    with pytest.raises(ValueError, match="Loop size is undecided"):
+        kernel(np.float64(2.0))  # no array: CuPy cannot size the loop
+    add = fake.ElementwiseKernel("float32 x0, float32 x1", "float32 y0", "y0 = x0 + x1;", "kiln_add")
+    assert add(fake.asarray(np.ones(2, np.float32)), np.float64(2.0)).dtype == np.float32  # a scalar is cast
