@@ -226,7 +226,7 @@ OPTIONAL = (
     # (import name, distribution name, where it comes from)
     ("onnx", "onnx", "onnx"), ("onnxruntime", "onnxruntime", "onnx"), ("tokenizers", "tokenizers", "data"), ("tqdm", "tqdm", "data"),
     ("matplotlib", "matplotlib", "data"), ("sklearn", "scikit-learn", "examples"), ("torch", "torch", "test"),
-    ("cupy", "cupy", "a CUDA machine"),
+    ("cupy", "cupy", "a CUDA machine"), ("mpi4py", "mpi4py", "distributed"),
 )
 
 
@@ -239,15 +239,27 @@ def doctor_command(args: argparse.Namespace, rest: list[str]) -> int:
     import kiln
 
     print(f"kiln {kiln.__version__}, Python {platform.python_version()}, NumPy {np.__version__}")
+    from kiln.backends import available
+
     print("backends:")
-    for backend in ("numpy", "onnxruntime"):
-        print(f"  {backend:<14}{_backend_status(backend)}")
+    for backend, problem in available().items():
+        print(f"  {backend:<14}{_backend_status(backend) if problem is None else f'not available: {problem}'}")
     print("optional packages:")
     for module, distribution, extra in OPTIONAL:
         print(f"  {module:<14}{_package_status(module, distribution, extra)}")
+    print(f"  {'nccl':<14}{_nccl_status()}")
     dot = shutil.which("dot")
     print(f"  {'graphviz dot':<14}{dot or 'missing (kiln viz draws with networkx + matplotlib instead)'}")
     return 0
+
+
+def _nccl_status() -> str:
+    """Whether ``kiln.distributed.init("nccl")`` could start: CuPy with its NCCL library."""
+    try:
+        from cupy.cuda import nccl
+    except Exception:  # no CuPy, or no CUDA under it
+        return "missing (needs CuPy: pip install 'kiln[cuda12]' or 'kiln[cuda13]')"
+    return "ok" if getattr(nccl, "available", True) else "missing (CuPy finds no NCCL library: pip install nvidia-nccl-cu12 or -cu13)"
 
 
 def _backend_status(backend: str) -> str:

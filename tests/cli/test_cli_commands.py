@@ -102,6 +102,8 @@ def test_bench_and_doctor(capsys):
     doctor = kiln_command("doctor")
     assert doctor.returncode == 0, doctor.stderr
     assert "numpy         ok" in doctor.stdout and "matplotlib" in doctor.stdout and "graphviz dot" in doctor.stdout
+    assert "cupy          not available: cupy is not importable" in doctor.stdout or "cupy          ok" in doctor.stdout
+    assert "mpi4py" in doctor.stdout and "nccl" in doctor.stdout
 
 
 def test_errors_are_one_line(tmp_path, capsys):
