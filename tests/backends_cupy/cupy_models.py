@@ -92,3 +92,23 @@ def comparable(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             value = np.concatenate([value[:third], value[2 * third :]])
         out[name] = value
     return out
+
+
+def kernel_sources(graph: kiln.Graph) -> dict[str, Any]:
+    """Name -> source of every generated kernel (elementwise and reduction) the CuPy backend launches for ``graph``."""
+    from kiln.backends.cupy import lower_for_cupy
+    from kiln.backends.cupy.codegen import group_kernels
+    from kiln.compiler.ops.registry import has_trait
+
+    lowered = lower_for_cupy(graph)
+    return {source.name: source for op in lowered.ops if has_trait(op.name, "fused") for source in group_kernels(op).sources()}
+
+
+def op_table_kernel_sources() -> dict[str, Any]:
+    """The generated kernels of every case of the op table (``tests/ops/op_table.py``), in each of its dtypes."""
+    from ops.op_table import cases, op_graph
+
+    sources: dict[str, Any] = {}
+    for case in cases():
+        sources |= kernel_sources(op_graph(*case.values)[0])
+    return sources

@@ -8,7 +8,7 @@ import pytest
 
 import kiln
 from cuda_compiler import cuda_compiler, translation_unit
-from cupy_models import step_graph
+from cupy_models import op_table_kernel_sources, step_graph
 from kiln.backends.cupy import kernel_plan, lower_for_cupy
 from kiln.backends.cupy.codegen import group_kernels
 from kiln.compiler.ops.registry import has_trait
@@ -42,6 +42,14 @@ def test_w1_with_adam_keeps_every_update_in_generated_kernels():
 def _model_sources(name: str) -> list:
     graph = lower_for_cupy(step_graph(name))
     return [source for op in graph.ops if has_trait(op.name, "fused") for source in group_kernels(op).sources()]
+
+
+def test_every_generated_kernel_of_the_op_table_compiles_as_cuda():
+    """Each op of the op set, in each of its dtypes (integer and boolean groups too), as the GPU tests launch them."""
+    compile_cuda, sources = cuda_compiler(), op_table_kernel_sources()
+    assert len(sources) >= 30
+    for source in sources.values():
+        compile_cuda(translation_unit(source), source.name)
 
 
 @pytest.mark.parametrize("name", ["mlp", "cnn", "gpt"])

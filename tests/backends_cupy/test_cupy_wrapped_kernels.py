@@ -16,13 +16,11 @@ import numpy as np
 import pytest
 
 from cuda_compiler import CudaCompileError, cuda_compiler
-from cupy_models import step_graph
-from kiln.backends.cupy.codegen import ElementwiseSource, ReductionSource, group_kernels
+from cupy_models import kernel_sources, op_table_kernel_sources, step_graph
+from kiln.backends.cupy.codegen import ElementwiseSource, ReductionSource
 from kiln.backends.cupy.philox import philox_uniform_source
-from kiln.backends.cupy.plan import lower_for_cupy
 from kiln.backends.cupy.row_kernels import layer_norm_source, softmax_source
 from kiln.compiler.ir.types import DType
-from kiln.compiler.ops.registry import has_trait
 
 INTERNALS = ("_kernel._get_elementwise_kernel_code", "_kernel._ArgInfo", "_kernel._TypeMap",
              "_reduction._ReductionKernel_get_cached_function_code", "core._cupy_header_list", "core.assemble_cupy_compiler_options")
@@ -76,15 +74,11 @@ def _cupy_options() -> tuple[str, ...]:
     return tuple(option for option in core.assemble_cupy_compiler_options(()) if not option.startswith("-I/usr/local/cuda"))
 
 
-def _model_sources(name: str) -> dict[str, ElementwiseSource | ReductionSource]:
-    graph = lower_for_cupy(step_graph(name))
-    return {source.name: source for op in graph.ops if has_trait(op.name, "fused") for source in group_kernels(op).sources()}
-
-
-@pytest.mark.parametrize("name", ["mlp", "cnn", "gpt"])
-def test_every_kernel_of_a_model_compiles_as_cupy_wraps_it(name: str):
+@pytest.mark.parametrize("name", ["mlp", "cnn", "gpt", "op_table"])
+def test_every_kernel_compiles_as_cupy_wraps_it(name: str):
+    """The kernels of the three benchmark models' steps, and of every op-table case (as the GPU tests launch them)."""
     compile_cuda = cuda_compiler(_cupy_options())
-    sources = _model_sources(name)
+    sources = op_table_kernel_sources() if name == "op_table" else kernel_sources(step_graph(name))
     assert any(isinstance(s, ReductionSource) for s in sources.values()) and any(isinstance(s, ElementwiseSource) for s in sources.values())
     for source in sources.values():
         code = elementwise_code(source) if isinstance(source, ElementwiseSource) else reduction_code(source)
