@@ -1,0 +1,51 @@
+"""Every ``np.<name>`` the re-bound NumPy kernels use exists in CuPy, read from their source (all code paths).
+
+On the device the NumPy backend's kernel modules run with ``np`` bound to CuPy, falling back to NumPy for names
+CuPy lacks (``lowering.ArrayModule``); a NumPy function reached that way would get a device array and fail on the
+GPU. The two NumPy-only names are in kernels the CuPy table replaces. Without CuPy the test skips with one line.
+"""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+
+import pytest
+
+from kiln.backends.cupy.lowering import NOT_REBOUND
+
+cupy = pytest.importorskip("cupy", reason="CuPy is not importable: pip install '.[cuda12]' to check its names")
+
+NUMPY_BACKEND = pathlib.Path(__file__).resolve().parents[2] / "backends" / "numpy"
+REPLACED_ON_THE_DEVICE = {
+    "frompyfunc": "tensor.erf without SciPy: the CuPy table uses cupyx.scipy.special.erf",
+    "random.Philox": "tensor.random_uniform: the CuPy table draws with backends/cupy/philox.py",
+}
+
+
+def numpy_names(path: pathlib.Path) -> set[str]:
+    """``name`` for each ``np.name`` and ``name.attr`` for each ``np.name.attr`` in the file."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "np":
+            names.add(node.attr)
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) and getattr(node.value.value, "id", None) == "np":
+            names.add(f"{node.value.attr}.{node.attr}")
+    return names
+
+
+def in_cupy(name: str) -> bool:
+    value = cupy
+    for part in name.split("."):
+        if not hasattr(value, part):
+            return False
+        value = getattr(value, part)
+    return True
+
+
+def test_every_numpy_name_of_the_rebound_kernels_exists_in_cupy():
+    modules = [p for p in sorted(NUMPY_BACKEND.glob("*.py")) if p.stem not in NOT_REBOUND | {"__init__"}]
+    used = {name: path.stem for path in modules for name in numpy_names(path)}
+    assert len(used) > 50
+    missing = {name: where for name, where in used.items() if not in_cupy(name) and name not in REPLACED_ON_THE_DEVICE}
+    assert not missing, f"NumPy names CuPy {cupy.__version__} lacks (they would run on the host): {missing}"
