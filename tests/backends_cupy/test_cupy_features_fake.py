@@ -15,17 +15,6 @@ import fake_cupy
 import kiln
 import kiln.nn as nn
 import kiln.nn.functional as F
-from kiln.backends.cupy import launch
-from kiln.backends.cupy.lowering import cupy_table
-
-
-@pytest.fixture
-def fake(monkeypatch):
-    cupy_table.cache_clear()
-    launch._KERNELS.clear()
-    yield fake_cupy.install(monkeypatch)
-    cupy_table.cache_clear()
-    launch._KERNELS.clear()
 
 
 def images(rng):

@@ -90,9 +90,7 @@ def test_data_parallel_over_nccl_on_one_gpu_matches_the_plain_step():
     """The real NCCL calls (unique id, communicator, allreduce on device pointers, broadcast) with one rank: the
     device machine has one GPU, and NCCL puts one rank on a GPU. The two-rank logic is tested on stand-ins
     (tests/distributed/test_nccl_path.py)."""
-    import kiln
     import kiln.distributed as dist
-    import kiln.nn.functional as F
     from cupy.cuda import nccl
     from one_rank import OneRankMPI
 

@@ -12,21 +12,11 @@ import kiln.nn.functional as F
 from cupy_groups import GROUPS, assert_group_matches_numpy
 from cupy_models import MODELS, comparable, step_for
 from kiln.backends.cupy import CupyBackend, kernel_plan
-from kiln.backends.cupy import launch
 from kiln.backends.cupy.lowering import cupy_table
 from kiln.backends.numpy import NumpyBackend
 from kiln.compiler.errors import InputError
 from kiln.runtime.lazy import LazyScalar
 from ops.op_table import cases, make_inputs, op_graph, reference, size_bindings
-
-
-@pytest.fixture
-def fake(monkeypatch):
-    cupy_table.cache_clear()
-    launch._KERNELS.clear()
-    yield fake_cupy.install(monkeypatch)
-    cupy_table.cache_clear()
-    launch._KERNELS.clear()
 
 
 @pytest.mark.parametrize(("c", "python"), [

@@ -25,28 +25,29 @@ def _batch():
     return rng.standard_normal((8, 4)).astype(np.float32), rng.integers(0, 2, 8)
 
 
+def _sgd_step(model):
+    return kiln.compile_train_step(model, F.cross_entropy, kiln.optim.SGD(model.parameters(), lr=0.1))
+
+
+def _split_mlp(comm):
+    return nn.Sequential(dist.ColumnParallelLinear(4, 6, comm=comm), nn.ReLU(), dist.RowParallelLinear(6, 2, comm=comm))
+
+
 def test_data_parallel_runs_its_allreduce_on_the_communicator_it_was_given(no_current_communicator):
     comm = OneRank(size=2)  # one rank inserts no allreduce
-    model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2))
-    step = dist.DataParallel(kiln.compile_train_step(model, F.cross_entropy, kiln.optim.SGD(model.parameters(), lr=0.1)), comm=comm)
-    assert np.isfinite(step(*_batch()))
-    assert "allreduce mean" in comm.calls and not dist.is_initialized()
+    step = dist.DataParallel(_sgd_step(nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2))), comm=comm)
+    assert np.isfinite(step(*_batch())) and "allreduce mean" in comm.calls and not dist.is_initialized()
 
 
 def test_tensor_parallel_layers_run_their_collectives_on_their_communicator(no_current_communicator):
     comm = OneRank()
-    model = nn.Sequential(dist.ColumnParallelLinear(4, 6, comm=comm), nn.ReLU(), dist.RowParallelLinear(6, 2, comm=comm))
-    step = kiln.compile_train_step(model, F.cross_entropy, kiln.optim.SGD(model.parameters(), lr=0.1))
-    assert np.isfinite(step(*_batch()))
-    assert "allreduce sum" in comm.calls and not dist.is_initialized()
+    assert np.isfinite(_sgd_step(_split_mlp(comm))(*_batch())) and "allreduce sum" in comm.calls and not dist.is_initialized()
 
 
 def test_fit_evaluates_a_tensor_parallel_model_on_its_layers_communicator(no_current_communicator):
     from kiln.runtime.data import ArrayDataset, DataLoader
 
-    comm = OneRank()
-    model = nn.Sequential(dist.ColumnParallelLinear(4, 6, comm=comm), nn.ReLU(), dist.RowParallelLinear(6, 2, comm=comm))
-    step = kiln.compile_train_step(model, F.cross_entropy, kiln.optim.SGD(model.parameters(), lr=0.1))
+    step = _sgd_step(_split_mlp(OneRank()))
     x, y = _batch()
     history = kiln.fit(step, DataLoader(ArrayDataset(x, y), batch_size=4, prefetch=0), epochs=1,
                        eval_loader=DataLoader(ArrayDataset(x, y), batch_size=4, prefetch=0), progress=False)
