@@ -57,20 +57,10 @@ def test_gpu_check_script_is_valid_bash_and_installs_without_network():
     assert "timeout" in text and "gpu_benchmark.py" in text
 
 
-def test_kiln_rows_build_and_step_on_the_numpy_stand_in_for_cupy(monkeypatch):
-    import fake_cupy
-    from kiln.backends.cupy import launch
-    from kiln.backends.cupy.lowering import cupy_table
+def test_kiln_rows_build_and_step_on_the_numpy_stand_in_for_cupy(fake):
     from kiln.runtime.lazy import LazyScalar
 
-    cupy_table.cache_clear()
-    launch._KERNELS.clear()
-    try:
-        cupy = fake_cupy.install(monkeypatch)
-        benchmark = load_benchmark()
-        assert isinstance(benchmark.kiln_w1(cupy, 16)(), LazyScalar)
-        tiny = {**benchmark.GPT2_SMALL, "vocab": 13, "context": 8, "d_model": 16, "heads": 2, "layers": 1, "batch": 2}
-        assert float(benchmark.kiln_gpt(cupy, tiny)()) > 0
-    finally:
-        cupy_table.cache_clear()
-        launch._KERNELS.clear()
+    benchmark = load_benchmark()
+    assert isinstance(benchmark.kiln_w1(fake, 16)(), LazyScalar)
+    tiny = {**benchmark.GPT2_SMALL, "vocab": 13, "context": 8, "d_model": 16, "heads": 2, "layers": 1, "batch": 2}
+    assert float(benchmark.kiln_gpt(fake, tiny)()) > 0
