@@ -11,6 +11,18 @@ scale) is an ONNX input whose initializer holds its current value, so a stock
 ``InferenceSession`` runs the step with the batch alone, and
 ``load_onnx_train_step`` resumes from those values on any backend. The file's
 metadata (``kiln.train_step``, JSON) says which output updates which input.
+
+A step with dropout has one more input per random draw, ``uniform.<stream>``,
+after the others and with no default: ONNX cannot compute NumPy's Philox
+stream, which kiln's masks come from, so the draws are fed. The metadata
+``kiln.random_inputs`` (see ``kiln.backends.onnx.export``) lists each one's
+seed input, stream, dtype and shape (``N`` is the batch input's first dim);
+``load_onnx_train_step`` fills them itself. To run the file in a stock
+``InferenceSession``, feed the batch and, for step ``k`` (``k`` steps done;
+the ``rng_seed`` default is the next step's seed), ``rng_seed = seed * 2**20 + k`` and::
+
+    key = np.array([rng_seed & 0xFFFF_FFFF_FFFF_FFFF, stream], np.uint64)
+    feeds["uniform.<stream>"] = np.random.Generator(np.random.Philox(key=key)).random(shape, dtype=dtype)
 """
 
 from __future__ import annotations
@@ -22,10 +34,12 @@ from typing import Any
 import numpy as np
 
 from kiln.backends import get_backend
-from kiln.backends.onnx.export import graph_to_onnx, save_model
+from kiln.backends.onnx.export import RANDOM_INPUTS_KEY, RandomInput, graph_to_onnx, random_inputs, save_model
+from kiln.backends.onnx.runtime import draw_random_inputs
 from kiln.backends.onnx.importer import import_onnx
 from kiln.compiler.errors import KilnError
 from kiln.compiler.ir.printer import assign_names
+from kiln.runtime.executable import check_inputs
 
 METADATA_KEY = "kiln.train_step"
 
@@ -116,6 +130,8 @@ class OnnxTrainStep:
     metadata: dict[str, Any]
     step_count: int = 0
     output_names: list[str] = field(default_factory=list)
+    random_inputs: list[RandomInput] = field(default_factory=list)
+    """The random draws (dropout) the file takes as inputs, last; filled from the seed on each call."""
 
     def __call__(self, *batch: Any) -> float:
         arrays = [np.asarray(a) for a in batch]
@@ -131,13 +147,18 @@ class OnnxTrainStep:
 
         feeds = split_micro_batches(batch, self.metadata["accumulate"])
         step_input, seed_input = self.metadata["step_input"], self.metadata["seed_input"]
-        for name in self.input_names[len(feeds):]:
+        count = len(self.input_names) - len(self.random_inputs)
+        for name in self.input_names[len(feeds):count]:
             if name == step_input:
                 feeds.append(np.asarray(self.step_count + 1, np.int64))
             elif name == seed_input:
                 feeds.append(np.asarray(self.metadata["seed"] * 2**20 + self.step_count, np.int64))
             else:
                 feeds.append(self.values[name])
+        if self.random_inputs:
+            executable = self.executable
+            bound = check_inputs(executable.graph.name, executable.input_names[:count], executable.input_types[:count], feeds)
+            feeds += draw_random_inputs(self.random_inputs, dict(zip(self.input_names, feeds)), bound)
         return feeds
 
     def set_hyperparameter(self, name: str, value: float) -> None:
@@ -164,4 +185,7 @@ def load_onnx_train_step(path: str, backend: str = "numpy") -> OnnxTrainStep:
     values = {name: np.array(array, copy=True) for name, array in imported.defaults.items()}
     executable = get_backend(backend).compile(imported.graph)
     names = [v.name_hint for v in imported.graph.inputs]
-    return OnnxTrainStep(executable, names, values, metadata, metadata["step_count"], imported.output_names)
+    draws = random_inputs(model)
+    if [d.name for d in draws] != names[len(names) - len(draws):]:
+        raise KilnError(f"{path}: the random inputs {[d.name for d in draws]} of its {RANDOM_INPUTS_KEY} metadata are not its last inputs ({names})")
+    return OnnxTrainStep(executable, names, values, metadata, metadata["step_count"], imported.output_names, draws)

@@ -7,12 +7,31 @@ kiln.export_onnx(model, [kiln.TensorSpec(("N", 64), "float32")], "model.onnx")
 Composites without an ONNX emitter are expanded into primitives first;
 symbolic dims in shapes become ``Shape``/``Concat`` subgraphs over the inputs
 that carry them, so one file serves every batch size.
+
+Random draws are inputs (JAX's "randomness as an input"): ONNX cannot compute
+NumPy's Philox-4x64 stream, which every kiln backend draws from, so each
+``tensor.random_uniform`` becomes a graph input, ``uniform.<stream>``, after the
+graph's own inputs. The model's ``kiln.random_inputs`` metadata (JSON) says how
+to fill each one, which is how kiln's onnxruntime backend and
+``load_onnx_train_step`` fill them::
+
+    {"inputs": [{"name": "uniform.0", "seed_input": "rng_seed", "stream": 0,
+                 "dtype": "float32", "shape": ["N", 128]}],
+     "symbols": {"N": ["input", 0]}}      # N = input.shape[0]
+
+    key = np.array([int(feeds[seed_input]) & 0xFFFF_FFFF_FFFF_FFFF, stream], np.uint64)
+    feeds[name] = np.random.Generator(np.random.Philox(key=key)).random(shape, dtype=dtype)
+
+with ``shape`` resolved from the fed inputs (``symbols`` names an input and axis
+for each symbol; a dim like ``5*N`` is a product).
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+import json
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -21,13 +40,46 @@ from kiln.backends.onnx.lowering import ONNX
 from kiln.compiler.errors import LoweringError
 from kiln.compiler.ir.core import Graph, Value, clone_graph
 from kiln.compiler.ir.printer import assign_names
-from kiln.compiler.ir.types import Dim, DType, dim_factors
+from kiln.compiler.ir.types import Dim, DType, dim_factors, dim_value
 from kiln.compiler.ops.registry import lookup
 from kiln.compiler.passes.dce import DCE
 from kiln.compiler.passes.decompose import decompose_where
 
 OPSET = 20
 IR_VERSION = 9  # opset 20 came with IR 9; current onnxruntime loads it
+RANDOM_INPUTS_KEY = "kiln.random_inputs"
+"""Metadata key: the graph inputs that hold random draws and how to fill them (see the module docstring)."""
+
+
+@dataclass(frozen=True)
+class RandomInput:
+    """A graph input holding ``tensor.random_uniform(seed_input, like, dtype=dtype, stream=stream)``, shaped ``shape``."""
+
+    name: str
+    seed_input: str
+    stream: int
+    dtype: str
+    """A NumPy dtype name (``float32``)."""
+    shape: tuple[Dim, ...]
+
+    def resolved_shape(self, bindings: Mapping[str, int]) -> tuple[int, ...]:
+        """The concrete shape, given the symbolic dims bound from the inputs (``check_inputs`` returns them)."""
+        return tuple(dim_value(dim, dict(bindings)) for dim in self.shape)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "seed_input": self.seed_input, "stream": self.stream, "dtype": self.dtype, "shape": list(self.shape)}
+
+    @staticmethod
+    def from_json(entry: Mapping[str, Any]) -> "RandomInput":
+        return RandomInput(entry["name"], entry["seed_input"], int(entry["stream"]), entry["dtype"], tuple(entry["shape"]))
+
+
+def random_inputs(model: Any) -> list[RandomInput]:
+    """The random-draw inputs a model exported by kiln declares (none for most models), in input order."""
+    entries = {p.key: p.value for p in model.metadata_props}
+    if RANDOM_INPUTS_KEY not in entries:
+        return []
+    return [RandomInput.from_json(entry) for entry in json.loads(entries[RANDOM_INPUTS_KEY])["inputs"]]
 
 
 class ExportContext:
@@ -44,6 +96,9 @@ class ExportContext:
         self.names = assign_names(graph)
         self.symbol_sources = _symbol_sources(graph, self.names)
         self.symbol_tensors: dict[str, str] = {}
+        self.random_inputs: dict[tuple[Any, ...], RandomInput] = {}
+        """Draws that became graph inputs, keyed by what they draw (the same key is the same numbers)."""
+        self.random_input_infos: list[Any] = []
 
     def fresh(self, hint: str = "t") -> str:
         self.counter += 1
@@ -87,6 +142,32 @@ class ExportContext:
             self.symbol_tensors[symbol] = self.node("Shape", [input_name], start=axis, end=axis + 1)
         return self.symbol_tensors[symbol]
 
+    def random_input(self, op: Any, seed: str) -> str:
+        """A graph input standing for the draw of ``op`` (``tensor.random_uniform``): ONNX cannot compute NumPy's Philox stream."""
+        if op.operands[0] not in self.graph.inputs:
+            raise LoweringError(
+                f"tensor.random_uniform in @{self.graph.name} draws from %{self.names[op.operands[0]]}, which is not an input of the graph; "
+                "the ONNX export turns each draw into an input filled from its seed input, so the seed must be a graph input (as a training step's rng_seed is)"
+            )
+        result = op.results[0]
+        draw = RandomInput("", seed, int(op.attrs["stream"]), result.type.dtype.numpy.name, tuple(result.type.shape))
+        key = (draw.seed_input, draw.stream, draw.dtype, draw.shape)
+        if key not in self.random_inputs:
+            used = set(self.names.values()) | {r.name for r in self.random_inputs.values()}
+            name, index = f"uniform.{draw.stream}", 1
+            while name in used:
+                name, index = f"uniform.{draw.stream}.{index}", index + 1
+            self.random_inputs[key] = RandomInput(name, *key)
+            self.random_input_infos.append(self.value_info(result, name))
+        return self.random_inputs[key].name
+
+    def random_metadata(self) -> str:
+        """The ``kiln.random_inputs`` metadata: each draw input, and which input axis gives each symbolic dim of their shapes."""
+        draws = list(self.random_inputs.values())
+        symbols = sorted({symbol for draw in draws for dim in draw.shape for symbol in dim_factors(dim)[1]})
+        sources = {symbol: list(self.symbol_sources[symbol]) for symbol in symbols if symbol in self.symbol_sources}
+        return json.dumps({"inputs": [draw.to_json() for draw in draws], "symbols": sources})
+
     def value_info(self, value: Value, name: str) -> Any:
         return self.onnx.helper.make_tensor_value_info(name, self.onnx_dtype(value.type.dtype), list(value.type.shape))
 
@@ -116,9 +197,11 @@ def graph_to_onnx(graph: Graph, initializers: Mapping[int, np.ndarray] | None = 
         ctx.initializers.append(onnx.numpy_helper.from_array(np.asarray(array), ctx.names[graph.inputs[index]]))
     inputs = [ctx.value_info(v, ctx.names[v]) for i, v in enumerate(graph.inputs) if i not in initializers]
     outputs = _outputs(ctx, graph, env, output_names)
-    body = onnx.helper.make_graph(ctx.nodes, graph.name, inputs, outputs, ctx.initializers)
+    body = onnx.helper.make_graph(ctx.nodes, graph.name, inputs + ctx.random_input_infos, outputs, ctx.initializers)
     model = onnx.helper.make_model(body, opset_imports=[onnx.helper.make_opsetid("", OPSET)], producer_name="kiln")
     model.ir_version = IR_VERSION
+    if ctx.random_inputs:
+        model.metadata_props.add(key=RANDOM_INPUTS_KEY, value=ctx.random_metadata())
     return model
 
 

@@ -84,6 +84,12 @@ ONNX.register("tensor.reduce_max")(reduce_emitter("ReduceMax"))
 ONNX.register("tensor.reduce_prod")(reduce_emitter("ReduceProd"))
 
 
+@ONNX.register("tensor.random_uniform")
+def random_uniform(ctx, op: Op, inputs: list[str]) -> list[str]:
+    # ONNX cannot draw NumPy's Philox-4x64 stream: the draw becomes a graph input, filled by whoever runs the model (export.py)
+    return [ctx.random_input(op, inputs[0])]
+
+
 @ONNX.register("tensor.reshape")
 def reshape(ctx, op: Op, inputs: list[str]) -> list[str]:
     return [ctx.node("Reshape", [inputs[0], ctx.shape_tensor(op.result.type.shape)])]

@@ -5,6 +5,11 @@ stay in onnxruntime between calls: outputs are bound with IO binding and kept as
 OrtValues, and a caller that passes ``RESIDENT`` for a donated input gets last
 call's result for it, with no host copy. The training step copies them back to
 NumPy only when someone reads them.
+
+Random draws (dropout) are extra inputs of the exported model (see export.py):
+each call fills them from the seed input's value with the NumPy backend's own
+kernel, so a seed gives the same masks here as on NumPy and CuPy. Callers pass
+only the graph's own inputs.
 """
 
 from __future__ import annotations
@@ -14,8 +19,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from kiln.backends.onnx.export import graph_to_onnx
+from kiln.backends.onnx.export import RandomInput, graph_to_onnx, random_inputs
+from kiln.compiler.errors import InputError
 from kiln.compiler.ir.core import Graph
+from kiln.compiler.ir.types import DType
 from kiln.runtime.executable import RESIDENT, Executable, check_inputs
 
 
@@ -49,10 +56,14 @@ class OnnxRuntimeExecutable(Executable):
         """Input index -> the OrtValue the last call produced for it."""
         self.onnx_inputs = [i.name for i in self.session.get_inputs()]
         self.onnx_outputs = [o.name for o in self.session.get_outputs()]
+        self.random_inputs = random_inputs(model)
+        """The draws the model takes as inputs after the graph's own, filled on each call."""
         super().__init__(graph, self._run, "onnxruntime")
 
     def __call__(self, *arrays: Any) -> tuple[Any, ...]:
-        check_inputs(self.graph.name, self.input_names, self.input_types, [self._typed(i, a) for i, a in enumerate(arrays)])
+        bound = check_inputs(self.graph.name, self.input_names, self.input_types, [self._typed(i, a) for i, a in enumerate(arrays)])
+        if self.random_inputs:
+            arrays += tuple(draw_random_inputs(self.random_inputs, dict(zip(self.input_names, arrays)), bound))
         return self._run(*arrays)
 
     def _typed(self, index: int, array: Any) -> Any:
@@ -76,6 +87,21 @@ class OnnxRuntimeExecutable(Executable):
             self.resident[source] = outputs[target]
         kept = set(self.donations.values()) if self.lazy_outputs else set()
         return tuple(value if index in kept else value.numpy() for index, value in enumerate(outputs))
+
+
+def draw_random_inputs(draws: Sequence[RandomInput], feeds: dict[str, Any], bound: dict[str, int]) -> list[np.ndarray]:
+    """The value of each draw input: the NumPy backend's ``tensor.random_uniform`` of its seed input, shaped by the bound dims."""
+    from kiln.backends.numpy.lowering_movement import random_uniform
+
+    values = []
+    for draw in draws:
+        seed = feeds[draw.seed_input]
+        if seed is RESIDENT:
+            raise InputError(f"input %{draw.seed_input} seeds the draw {draw.name}: pass its value, not RESIDENT")
+        dtype = DType.of(draw.dtype)
+        like = np.broadcast_to(np.zeros((), dtype.numpy), draw.resolved_shape(bound))  # a shape, no memory
+        values.append(random_uniform(np.asarray(seed), like, dtype=dtype, stream=draw.stream))
+    return values
 
 
 class _TypeOnly:
@@ -103,4 +129,4 @@ class OnnxRuntimeBackend:
         return OnnxRuntimeExecutable(graph, graph_to_onnx(graph), getattr(graph, "donations", {}))
 
 
-__all__: Sequence[str] = ["OnnxRuntimeBackend", "OnnxRuntimeExecutable", "providers", "to_numpy"]
+__all__: Sequence[str] = ["OnnxRuntimeBackend", "OnnxRuntimeExecutable", "draw_random_inputs", "providers", "to_numpy"]
