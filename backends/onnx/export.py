@@ -28,9 +28,9 @@ for each symbol; a dim like ``5*N`` is a product).
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
-import json
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
