@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from kiln.compiler.errors import KilnError
+from kiln.runtime.lazy import LazyScalar
 
 if TYPE_CHECKING:
     from kiln.runtime.trainer import FitRun, History
@@ -70,23 +71,45 @@ class EarlyStopping(Callback):
 
 @dataclass
 class LogWriter(Callback):
-    """Append records to a JSONL file (every step and epoch) or a CSV file (one row per epoch), by extension."""
+    """Append records to a JSONL file (every step and epoch) or a CSV file (one row per epoch), by extension.
+
+    A step whose loss is still on a device (``LazyScalar``, the CuPy backend) is written one step later, when the
+    next step is already queued: reading it then waits only for that step, and the device is never left idle. The
+    held record is written at the epoch's end, at the end of training, and by ``fit`` when training stops on an error.
+    """
 
     path: str
     _columns: list[str] | None = field(default=None, repr=False)
+    _held: dict[str, Any] | None = field(default=None, repr=False)
 
     def on_train_begin(self, run: "FitRun") -> None:
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
 
     def on_step_end(self, run: "FitRun", record: dict[str, Any]) -> None:
-        if not self._is_csv():
+        if self._is_csv():
+            return
+        self.flush()
+        loss = record.get("loss")
+        if isinstance(loss, LazyScalar) and not loss.ready:
+            self._held = record
+        else:
             self._append_json({"kind": "step", **record})
 
     def on_epoch_end(self, run: "FitRun", record: dict[str, Any]) -> None:
+        self.flush()
         if self._is_csv():
             self._append_csv(record)
         else:
             self._append_json({"kind": "epoch", **record})
+
+    def on_train_end(self, run: "FitRun") -> None:
+        self.flush()
+
+    def flush(self) -> None:
+        """Write the step record held back (if any)."""
+        if self._held is not None:
+            record, self._held = self._held, None
+            self._append_json({"kind": "step", **record})
 
     def _is_csv(self) -> bool:
         return self.path.endswith(".csv")

@@ -122,6 +122,9 @@ def fit(
     finally:
         if bar is not None:
             bar.close()
+        for callback in callbacks:
+            if isinstance(callback, LogWriter):
+                callback.flush()  # a step record held back for a device's loss, even when training stopped on an error
     run.history.stopped_early = run.should_stop
     for callback in callbacks:
         callback.on_train_end(run)

@@ -124,3 +124,26 @@ def test_fit_with_checkpoints_log_and_validation_on_cupy_matches_numpy(fake, tmp
     logged = [json.loads(line) for line in (tmp_path / "cupy.jsonl").read_text().splitlines()]
     assert [r["loss"] for r in logged if r["kind"] == "step"] == pytest.approx(cupy_history.losses)
     assert sorted(p.name for p in (tmp_path / "cupy").iterdir())[-1] == "checkpoint-00000008.npz"
+
+
+def test_a_fit_stopped_by_an_error_still_logs_every_finished_step(fake, tmp_path):
+    """The log holds a device loss's record back one step; an error ending the run must not lose it."""
+    import json
+
+    from kiln.runtime.callbacks import Callback
+    from kiln.runtime.data import ArrayDataset, DataLoader
+
+    class FailAtStep3(Callback):
+        def on_step_end(self, run, record):
+            if record["step"] == 3:
+                raise RuntimeError("stop here")
+
+    rng = np.random.default_rng(0)
+    kiln.manual_seed(0)
+    model = mlp()
+    step = kiln.compile_train_step(model, F.cross_entropy, kiln.optim.SGD(model.parameters(), lr=0.1), backend="cupy")
+    loader = DataLoader(ArrayDataset(rng.standard_normal((64, 12)).astype(np.float32), rng.integers(0, 5, 64)), batch_size=16, prefetch=0)
+    with pytest.raises(RuntimeError, match="stop here"):
+        kiln.fit(step, loader, epochs=1, callbacks=[FailAtStep3()], log_path=str(tmp_path / "log.jsonl"), progress=False)
+    logged = [json.loads(line)["step"] for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert logged == [1, 2]  # step 3's callbacks raised before the log saw it

@@ -109,3 +109,23 @@ def test_resume_needs_a_folder_and_the_same_loader(tmp_path):
     other = DataLoader(train.dataset, batch_size=32, shuffle=True)
     with pytest.raises(DataError, match="batch_size: saved 16, now 32"):
         kiln.fit(make_step(), other, epochs=2, checkpoint_dir=str(tmp_path), resume=True, progress=False)
+
+
+def test_log_writer_writes_a_device_loss_one_step_later_so_the_device_never_waits(tmp_path):
+    """With the loss still on a device (a ``LazyScalar``), step k's record is written at step k + 1: reading it then
+    waits for step k only, while step k + 1 is queued. The epoch's end writes the held record first."""
+    import json
+
+    from kiln.runtime.callbacks import LogWriter
+    from kiln.runtime.lazy import LazyScalar
+
+    writer = LogWriter(str(tmp_path / "log.jsonl"))
+    writer.on_train_begin(None)
+    records = [{"step": k, "epoch": 0, "loss": LazyScalar(np.asarray(float(k)))} for k in (1, 2)]
+    lines = lambda: [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()] if (tmp_path / "log.jsonl").exists() else []
+    writer.on_step_end(None, records[0])
+    assert lines() == [] and not records[0]["loss"].ready
+    writer.on_step_end(None, records[1])
+    assert [r["step"] for r in lines()] == [1] and records[0]["loss"].ready and not records[1]["loss"].ready
+    writer.on_epoch_end(None, {"epoch": 0, "step": 2, "loss": 1.5})
+    assert [(r["kind"], r["step"], r["loss"]) for r in lines()] == [("step", 1, 1.0), ("step", 2, 2.0), ("epoch", 2, 1.5)]
