@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from kiln.backends.base import LoweringTable
+from kiln.backends.base import LoweringTable, is_host_array
 from kiln.backends.cupy.launch import launcher
 from kiln.backends.cupy.plan import KernelLaunch, kernel_plan
 from kiln.backends.numpy.codegen import _bind_symbols, _emit_op, function_name, variable_names
@@ -113,7 +113,7 @@ class CupyExecutable(Executable):
 
     def __call__(self, *arrays: Any) -> tuple[Any, ...]:
         for label in self.labels:
-            if isinstance(arrays[label.index], np.ndarray) and not isinstance(arrays[label.index], self.cupy.ndarray):
+            if is_host_array(arrays[label.index]):
                 label.check(arrays[label.index])  # on the host, before anything runs
         take_checks()  # a call that raised may have left some
         outputs = super().__call__(*[self.resident[i] if a is RESIDENT else a for i, a in enumerate(arrays)])  # checked once per signature
