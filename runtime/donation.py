@@ -7,7 +7,7 @@ Backends read the map from ``graph.donations``; those that ignore it copy.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from kiln.runtime.step_graph import StepGraph
@@ -29,10 +29,16 @@ def step_donations(step_graph: "StepGraph", batch_inputs: int) -> dict[int, int]
 
 def buffer_donations(step_graph: "StepGraph", batch_inputs: int) -> dict[int, int]:
     """``{input index: output index}`` of the buffers the step updates."""
-    first_frozen = batch_inputs + len(step_graph.parameters)
     first_buffer_output = len(step_graph.graph.outputs) - len(step_graph.buffers)
-    frozen_at = {id(p): first_frozen + i for i, p in enumerate(step_graph.frozen)}
-    return {frozen_at[id(b)]: first_buffer_output + j for j, b in enumerate(step_graph.buffers) if id(b) in frozen_at}
+    output_of = {id(b): first_buffer_output + j for j, b in enumerate(step_graph.buffers)}
+    return {index: output_of[id(buffer)] for index, buffer in buffer_inputs(step_graph, batch_inputs).items()}
+
+
+def buffer_inputs(step_graph: "StepGraph", batch_inputs: int) -> dict[int, Any]:
+    """``{input index: buffer}`` of the buffers the step updates, read among the frozen parameters."""
+    updated = {id(b) for b in step_graph.buffers}
+    first_frozen = batch_inputs + len(step_graph.parameters)
+    return {first_frozen + i: p for i, p in enumerate(step_graph.frozen) if id(p) in updated}
 
 
 def _same_type(graph, source: int, target: int) -> bool:

@@ -48,7 +48,7 @@ from kiln.frontend.tensor import Tensor
 from kiln.frontend.trace import TensorSpec
 from kiln.runtime import checkpoint
 from kiln.runtime.executable import Executable
-from kiln.runtime.donation import step_donations
+from kiln.runtime.donation import buffer_inputs, step_donations
 from kiln.runtime.lazy import LazyScalar
 from kiln.runtime.resident import ResidentState
 from kiln.runtime.step_graph import GradientOptions, StepGraph, build_step_graph
@@ -129,8 +129,7 @@ class TrainStep:
             return list(executable(*feeds))
         executable.lazy_outputs = True
         owners = {batch_count + i: p for i, p in enumerate(compiled.step_graph.parameters)}
-        buffers = {id(b): b for b in compiled.step_graph.buffers}
-        owners |= {i: buffers[id(p)] for i, p in enumerate(compiled.step_graph.frozen, batch_count + len(owners)) if id(p) in buffers}
+        owners |= buffer_inputs(compiled.step_graph, batch_count)
         fed = self._resident.substitute(executable, owners, feeds)
         return self._resident.hold(executable, owners, fed, executable(*fed))
 
