@@ -87,8 +87,9 @@ def test_labels_outside_the_classes_raise_before_the_step_from_the_host_and_when
 
 
 def test_data_parallel_over_nccl_on_one_gpu_matches_the_plain_step():
-    """The real NCCL calls (unique id, communicator, allreduce on device pointers, broadcast) with one rank: the
-    device machine has one GPU, and NCCL puts one rank on a GPU. The two-rank logic is tested on stand-ins
+    """The real NCCL calls (unique id, communicator, allreduce and broadcast on device pointers) with one rank: the
+    device machine has one GPU, and NCCL puts one rank on a GPU. DataParallel over it (one rank: no gradient
+    allreduce in the graph) equals the plain step. The two-rank logic is tested on stand-ins
     (tests/distributed/test_nccl_path.py)."""
     import kiln.distributed as dist
     from cupy.cuda import nccl
@@ -99,6 +100,7 @@ def test_data_parallel_over_nccl_on_one_gpu_matches_the_plain_step():
     comm = dist.use(dist.NCCLCommunicator(comm=OneRankMPI()))
     try:
         np.testing.assert_array_equal(comm.allreduce(np.arange(4.0), "sum").get(), np.arange(4.0))
+        np.testing.assert_array_equal(comm.broadcast(np.arange(3, dtype=np.float32), 0).get(), np.arange(3, dtype=np.float32))
         runs = {}
         for wrapped in (False, True):
             model, step, rng = step_for("mlp", "cupy")
