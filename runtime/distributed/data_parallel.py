@@ -26,9 +26,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from kiln.runtime import checkpoint
 from kiln.runtime.distributed.communicator import Communicator, DistributedError, broadcast_arrays, current, on_rank0, using
-from kiln.runtime.distributed.pipeline_checkpoint import read_on_rank0
+from kiln.runtime.distributed.pipeline_checkpoint import load_on_rank0
 from kiln.runtime.distributed.tensor_parallel import tensor_parallel_comm
 from kiln.runtime.train_step import TrainStep
 
@@ -67,7 +66,7 @@ class DataParallel:
     def load(self, path: str) -> None:
         """Every rank calls it: rank 0 reads the file and broadcasts it (the other ranks need not see it), every rank
         loads the same state."""
-        self.step.load_state_dict(checkpoint.loads(memoryview(read_on_rank0(self.comm, path)), path))
+        self.step.load_state_dict(load_on_rank0(self.comm, path))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.step, name)

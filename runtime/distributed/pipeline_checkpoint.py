@@ -56,8 +56,12 @@ def save(pipe: "PipelineParallel", path: str | os.PathLike) -> None:
 
 def load(pipe: "PipelineParallel", path: str | os.PathLike) -> None:
     """Read ``path`` on rank 0, broadcast it, and load it on every rank (``pipe.load_state_dict``)."""
-    content = read_on_rank0(pipe.comm, os.fspath(path))
-    pipe.load_state_dict(checkpoint.loads(memoryview(content), os.fspath(path)))
+    pipe.load_state_dict(load_on_rank0(pipe.comm, path))
+
+
+def load_on_rank0(comm: Communicator, path: str | os.PathLike) -> Any:
+    """``checkpoint.load(path)`` on every rank, rank 0 reading the file for all (``read_on_rank0``)."""
+    return checkpoint.loads(memoryview(read_on_rank0(comm, os.fspath(path))), os.fspath(path))
 
 
 def gather_state(pipe: "PipelineParallel") -> dict[str, Any] | None:

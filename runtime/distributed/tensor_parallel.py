@@ -45,7 +45,7 @@ from kiln.frontend.module import Module, Parameter
 from kiln.frontend.tensor import Tensor, apply
 from kiln.runtime import checkpoint
 from kiln.runtime.distributed.communicator import Communicator, DistributedError, current, on_rank0
-from kiln.runtime.distributed.pipeline_checkpoint import move_to_rank0, read_on_rank0
+from kiln.runtime.distributed.pipeline_checkpoint import load_on_rank0, move_to_rank0
 
 if TYPE_CHECKING:
     from kiln.runtime.train_step import TrainStep
@@ -173,9 +173,7 @@ def save_unsplit(step: "TrainStep", path: str | os.PathLike, comm: Communicator)
 def load_unsplit(step: "TrainStep", path: str | os.PathLike, comm: Communicator) -> None:
     """``step.load(path)`` of a model with tensor-parallel layers: rank 0 reads the unsplit file and broadcasts it (the
     other ranks need not see it), and every rank loads its shards of it. Every rank calls it and checks alike."""
-    content = read_on_rank0(comm, os.fspath(path))
-    state = checkpoint.loads(memoryview(content), os.fspath(path))
-    step.load_state_dict(local_training_state(state, step.model, comm))
+    step.load_state_dict(local_training_state(load_on_rank0(comm, path), step.model, comm))
 
 
 def _tensor_parallel_layers(model: Any) -> list[tuple[str, TensorParallelModule]]:
