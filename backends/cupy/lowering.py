@@ -194,7 +194,7 @@ def _random_uniform(cupy: Any) -> Callable[..., Any]:
             return staged(seed, like, dtype=dtype, stream=stream)
         out = cupy.empty(like.shape, dtype.numpy)
         if out.size:
-            seed = cupy.ascontiguousarray(cupy.asarray(seed).astype(np.int64).reshape(1))
+            seed = cupy.asarray(seed).astype(np.int64).reshape(1)  # astype copies: contiguous
             draw = compiled(cupy, philox_uniform_source(dtype))
             draw(*launch_shape(out.size, THREADS), (seed, out, np.int64(out.size), np.uint64(stream)))
         return out

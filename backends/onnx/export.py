@@ -98,7 +98,6 @@ class ExportContext:
         self.symbol_tensors: dict[str, str] = {}
         self.random_inputs: dict[tuple[Any, ...], RandomInput] = {}
         """Draws that became graph inputs, keyed by what they draw (the same key is the same numbers)."""
-        self.random_input_infos: list[Any] = []
 
     def fresh(self, hint: str = "t") -> str:
         self.counter += 1
@@ -149,16 +148,14 @@ class ExportContext:
                 f"tensor.random_uniform in @{self.graph.name} draws from %{self.names[op.operands[0]]}, which is not an input of the graph; "
                 "the ONNX export turns each draw into an input filled from its seed input, so the seed must be a graph input (as a training step's rng_seed is)"
             )
-        result = op.results[0]
-        draw = RandomInput("", seed, int(op.attrs["stream"]), result.type.dtype.numpy.name, tuple(result.type.shape))
-        key = (draw.seed_input, draw.stream, draw.dtype, draw.shape)
+        result, stream = op.results[0], int(op.attrs["stream"])
+        key = (seed, stream, result.type.dtype.numpy.name, tuple(result.type.shape))  # seed input, stream, dtype, shape
         if key not in self.random_inputs:
             used = set(self.names.values()) | {r.name for r in self.random_inputs.values()}
-            name, index = f"uniform.{draw.stream}", 1
+            name, index = f"uniform.{stream}", 1
             while name in used:
-                name, index = f"uniform.{draw.stream}.{index}", index + 1
+                name, index = f"uniform.{stream}.{index}", index + 1
             self.random_inputs[key] = RandomInput(name, *key)
-            self.random_input_infos.append(self.value_info(result, name))
         return self.random_inputs[key].name
 
     def random_metadata(self) -> str:
@@ -197,7 +194,8 @@ def graph_to_onnx(graph: Graph, initializers: Mapping[int, np.ndarray] | None = 
         ctx.initializers.append(onnx.numpy_helper.from_array(np.asarray(array), ctx.names[graph.inputs[index]]))
     inputs = [ctx.value_info(v, ctx.names[v]) for i, v in enumerate(graph.inputs) if i not in initializers]
     outputs = _outputs(ctx, graph, env, output_names)
-    body = onnx.helper.make_graph(ctx.nodes, graph.name, inputs + ctx.random_input_infos, outputs, ctx.initializers)
+    draws = [onnx.helper.make_tensor_value_info(d.name, ctx.onnx_dtype(DType.of(d.dtype)), list(d.shape)) for d in ctx.random_inputs.values()]
+    body = onnx.helper.make_graph(ctx.nodes, graph.name, inputs + draws, outputs, ctx.initializers)
     model = onnx.helper.make_model(body, opset_imports=[onnx.helper.make_opsetid("", OPSET)], producer_name="kiln")
     model.ir_version = IR_VERSION
     if ctx.random_inputs:
