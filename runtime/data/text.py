@@ -239,5 +239,6 @@ def lm_loss(logits: Any, labels: Any, ignore_index: int = IGNORE_INDEX) -> Any:
     """Mean next-token cross-entropy of ``(N, T, V)`` logits against ``(N, T)`` labels; ``ignore_index`` labels (padding) are skipped."""
     from kiln.frontend.tensor import apply
 
-    # nn.cross_entropy takes the classes on axis 1, as PyTorch: (N, V, T)
-    return apply("nn.cross_entropy", logits.permute(0, 2, 1), labels, reduction="mean", ignore_index=ignore_index)
+    # one row per token: the classes contiguous on the last axis (a (N, V, T) view would make every row strided)
+    rows = logits.reshape(-1, logits.shape[-1])
+    return apply("nn.cross_entropy", rows, labels.reshape(-1), reduction="mean", ignore_index=ignore_index)

@@ -128,3 +128,14 @@ def test_padded_and_unpadded_batches_give_the_same_loss_and_update():
     assert first_a == pytest.approx(first_b, rel=1e-6) and second_a == pytest.approx(second_b, rel=1e-6)
     for name in params_a:
         np.testing.assert_allclose(params_a[name], params_b[name], rtol=1e-5, atol=1e-7)
+
+
+def test_lm_loss_takes_one_contiguous_row_of_classes_per_token():
+    # (N*T, V) rows, not a (N, V, T) view: a strided class axis makes every softmax row a gather (and a copy on CuPy)
+    model = TinyLM()
+    step = kiln.compile_train_step(model, lm_loss, kiln.optim.SGD(model.parameters(), lr=0.1))
+    tokens = np.ones((3, 5), dtype=np.int64)
+    step(tokens, tokens)
+    (loss,) = [op for op in step.graph.ops if op.name == "nn.cross_entropy"]
+    logits = loss.operands[0]
+    assert logits.type.rank == 2 and logits.type.shape[-1] == 32 and logits.producer.name == "tensor.reshape"
