@@ -13,7 +13,7 @@ import math
 from kiln.compiler.autodiff.rules import Cotangents, vjp_rule
 from kiln.compiler.ir.builder import Builder
 from kiln.compiler.ir.core import Op, Value
-from kiln.compiler.ops.transformer import (GELU_TANH_CUBIC, GELU_TANH_LINEAR, attention_scale, attention_weights, batch_axes,
+from kiln.compiler.ops.transformer import (GELU_TANH_CUBIC, GELU_TANH_LINEAR, batch_axes,
                                            gelu_tanh_denominator, normalized_axes, per_channel, standardize)
 
 CONV_ATTRS = ("stride", "padding", "dilation", "groups")
@@ -95,22 +95,12 @@ def layer_norm_vjp(b: Builder, op: Op, g: Value) -> Cotangents:
     return dx, b.mul(g, normalized), g
 
 
-def _swap_last(b: Builder, x: Value) -> Value:
-    return b.transpose(x, perm=tuple(range(x.type.rank - 2)) + (x.type.rank - 1, x.type.rank - 2))
-
-
 @vjp_rule("nn.scaled_dot_product_attention")
 def attention_vjp(b: Builder, op: Op, g: Value) -> Cotangents:
-    # o = P v, P = softmax(S), S = q k^T c:  dv = P^T g,  dS = P (g v^T - rowsum(g v^T * P)),  dq = dS k c,  dk = dS^T q c
+    # one op for the whole backward (its decomposition is the math), so a backend may lower it as a unit
     query, key, value, *mask = op.operands
-    weights = attention_weights(b, query, key, tuple(mask), op.attrs["causal"], op.attrs["scale"])
-    d_weights = b.matmul(g, _swap_last(b, value))
-    inner = b.reduce_sum(b.mul(d_weights, weights), axes=(-1,), keepdims=True)
-    d_scores = b.mul(b.mul(weights, b.sub(d_weights, inner)), b.scalar_like(attention_scale(query, op.attrs["scale"]), g))
-    dq = b.matmul(d_scores, key)
-    dk = b.matmul(_swap_last(b, d_scores), query)
-    dv = b.matmul(_swap_last(b, weights), g)
-    return (dq, dk, dv) + (None,) * len(mask)
+    grads = b.op("nn.scaled_dot_product_attention_grad", query, key, value, g, *mask, **op.attrs)
+    return tuple(grads) + (None,) * len(mask)
 
 
 @vjp_rule("nn.dropout")

@@ -108,10 +108,39 @@ def attention_decomposition(b: "Builder", query: "Value", key: "Value", value: "
     return b.matmul(attention_weights(b, query, key, mask, causal, scale), value)
 
 
+@register_op("nn.scaled_dot_product_attention_grad", traits={"composite"}, causal=False, scale=None)
+def attention_grad_shape(query: TensorType, key: TensorType, value: TensorType, cotangent: TensorType, *mask: TensorType,
+                         causal: bool, scale: float | None) -> tuple[TensorType, TensorType, TensorType]:
+    """``(dq, dk, dv)`` of ``nn.scaled_dot_product_attention`` for the cotangent of its output (one op, so a backend can
+    lower the attention's backward as a unit)."""
+    output = attention_shape(query, key, value, *mask, causal=causal, scale=scale)
+    if cotangent != output:
+        raise ShapeError(f"nn.scaled_dot_product_attention_grad: the cotangent must have the output's type {output}, got {cotangent}")
+    return query, key, value
+
+
+@register_decomposition("nn.scaled_dot_product_attention_grad")
+def attention_grad_decomposition(b: "Builder", query: "Value", key: "Value", value: "Value", g: "Value", *mask: "Value",
+                                 causal: bool, scale: float | None) -> tuple["Value", "Value", "Value"]:
+    # o = P v, P = softmax(S), S = q k^T c:  dv = P^T g,  dS = P (g v^T - rowsum(g v^T * P)),  dq = dS k c,  dk = dS^T q c
+    from kiln.compiler.autodiff.differentiate import unbroadcast
+
+    weights = attention_weights(b, query, key, mask, causal, scale)
+    d_weights = b.matmul(g, swap_last(b, value))
+    inner = b.reduce_sum(b.mul(d_weights, weights), axes=(-1,), keepdims=True)
+    d_scores = b.mul(b.mul(weights, b.sub(d_weights, inner)), b.scalar_like(attention_scale(query, scale), g))
+    grads = b.matmul(d_scores, key), b.matmul(swap_last(b, d_scores), query), b.matmul(swap_last(b, weights), g)
+    return tuple(unbroadcast(b, grad, operand.type) for grad, operand in zip(grads, (query, key, value)))
+
+
+def swap_last(b: "Builder", x: "Value") -> "Value":
+    """``x`` with its last two axes swapped."""
+    return b.transpose(x, perm=tuple(range(x.type.rank - 2)) + (x.type.rank - 1, x.type.rank - 2))
+
+
 def attention_weights(b: "Builder", query: "Value", key: "Value", mask: tuple["Value", ...], causal: bool, scale: float | None) -> "Value":
     """``softmax(where(keep, q k^T * scale, -1e9))`` over the keys: ``(..., L, S)``."""
-    perm = tuple(range(key.type.rank - 2)) + (key.type.rank - 1, key.type.rank - 2)
-    scores = b.mul(b.matmul(query, b.transpose(key, perm=perm)), b.scalar_like(attention_scale(query, scale), query))
+    scores = b.mul(b.matmul(query, swap_last(b, key)), b.scalar_like(attention_scale(query, scale), query))
     for keep in list(mask) + ([causal_mask(b, query.type.shape[-2], key.type.shape[-2])] if causal else []):
         scores = b.where(keep, scores, b.scalar_like(MASKED_SCORE, scores))
     return b.softmax(scores, axis=-1)
