@@ -2,6 +2,7 @@
 
 from kiln.compiler.passes import (  # noqa: F401  (registers the passes)
     canonicalize,
+    chunk_causal_attention,
     constant_fold,
     cse,
     data_parallel,

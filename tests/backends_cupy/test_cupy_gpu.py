@@ -14,6 +14,7 @@ import pytest
 from cupy_groups import GROUPS, assert_group_matches_numpy, random_inputs
 from cupy_models import MODELS, comparable, step_for
 from kiln.backends.cupy import CupyBackend, device_problem, kernel_plan
+from kiln.backends.cupy import plan as cupy_plan
 from kiln.runtime.lazy import LazyScalar
 from ops.op_table import cases, concrete, make_inputs, op_graph, reference, size_bindings
 
@@ -43,6 +44,11 @@ def test_training_matches_numpy_for_50_steps(name):
     np.testing.assert_allclose(runs["cupy"][0], runs["numpy"][0], rtol=2e-3, atol=1e-4)
     for key, value in runs["numpy"][1].items():
         np.testing.assert_allclose(runs["cupy"][1][key], value, rtol=2e-3, atol=2e-4, err_msg=key)
+
+
+def test_chunked_causal_attention_matches_numpy_for_50_steps(monkeypatch):
+    monkeypatch.setattr(cupy_plan, "CAUSAL_CHUNK", 3)  # the tiny GPT's 8 positions in query chunks of 3, 3 and 2
+    test_training_matches_numpy_for_50_steps("gpt")
 
 
 def test_step_returns_a_lazy_loss_and_keeps_parameters_on_the_device():

@@ -10,6 +10,7 @@ import kiln
 from cuda_compiler import cuda_compiler, translation_unit
 from cupy_models import op_table_kernel_sources, step_graph
 from kiln.backends.cupy import kernel_plan, lower_for_cupy
+from kiln.backends.cupy import plan as cupy_plan
 from kiln.backends.cupy.codegen import group_kernels
 from kiln.compiler.ops.registry import has_trait
 
@@ -39,7 +40,13 @@ def test_w1_with_adam_keeps_every_update_in_generated_kernels():
     assert len(plan) <= 14 * LAYERS, [(l.kind, l.op, l.name) for l in plan]
 
 
-def _model_sources(name: str) -> list:
+MODEL_LOWERINGS = [("mlp", None), ("cnn", None), ("gpt", None), ("gpt", 3)]
+"""Model and causal-attention chunk: the tiny GPT lowered whole and in chunks of 3 of its 8 positions."""
+
+
+def _model_sources(name: str, chunk: int | None, monkeypatch: pytest.MonkeyPatch) -> list:
+    if chunk is not None:
+        monkeypatch.setattr(cupy_plan, "CAUSAL_CHUNK", chunk)
     graph = lower_for_cupy(step_graph(name))
     return [source for op in graph.ops if has_trait(op.name, "fused") for source in group_kernels(op).sources()]
 
@@ -52,17 +59,17 @@ def test_every_generated_kernel_of_the_op_table_compiles_as_cuda():
         compile_cuda(translation_unit(source), source.name)
 
 
-@pytest.mark.parametrize("name", ["mlp", "cnn", "gpt"])
-def test_every_fusion_group_of_a_model_generates_cuda(name: str):
-    sources = _model_sources(name)
+@pytest.mark.parametrize(("name", "chunk"), MODEL_LOWERINGS)
+def test_every_fusion_group_of_a_model_generates_cuda(name: str, chunk: int | None, monkeypatch):
+    sources = _model_sources(name, chunk, monkeypatch)
     assert sources, f"{name}: no fused kernels"
     assert len({s.name for s in sources}) == len({s for s in sources}), "one name per distinct kernel source"
 
 
-@pytest.mark.parametrize("name", ["mlp", "cnn", "gpt"])
-def test_every_generated_kernel_of_a_model_compiles_as_cuda(name: str):
+@pytest.mark.parametrize(("name", "chunk"), MODEL_LOWERINGS)
+def test_every_generated_kernel_of_a_model_compiles_as_cuda(name: str, chunk: int | None, monkeypatch):
     compile_cuda, seen = cuda_compiler(), set()
-    for source in _model_sources(name):
+    for source in _model_sources(name, chunk, monkeypatch):
         if source.name in seen:
             continue
         seen.add(source.name)
