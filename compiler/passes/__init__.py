@@ -8,6 +8,7 @@ from kiln.compiler.passes import (  # noqa: F401  (registers the passes)
     data_parallel,
     dce,
     decompose,
+    fold_batch_sum_matmul,
     fuse_elementwise,
     fuse_epilogue,
     pipeline_split,

@@ -8,7 +8,7 @@ import pytest
 
 import kiln
 from cuda_compiler import cuda_compiler, translation_unit
-from cupy_models import op_table_kernel_sources, step_graph
+from cupy_models import GPT_SHAPE, op_table_kernel_sources, step_graph
 from kiln.backends.cupy import kernel_plan, lower_for_cupy
 from kiln.backends.cupy import plan as cupy_plan
 from kiln.backends.cupy.codegen import group_kernels
@@ -38,6 +38,16 @@ def test_w1_with_adam_keeps_every_update_in_generated_kernels():
     plan = kernel_plan(lower_for_cupy(step_graph("mlp", optimizer=lambda params: kiln.optim.Adam(params, lr=1e-3))))
     assert not [l for l in plan if l.op.startswith("optim.") or (l.kind == "library" and has_trait(l.op, "elementwise"))]
     assert len(plan) <= 14 * LAYERS, [(l.kind, l.op, l.name) for l in plan]
+
+
+def test_a_sequence_models_weight_gradients_are_one_gemm_each():
+    """``sum_n x[n]^T g[n]`` over a batch of sequences is one GEMM over the stacked rows, not N GEMMs and a sum."""
+    lowered = lower_for_cupy(step_graph("gpt"))
+    summed_products = [op for op in lowered.ops if op.name == "tensor.reduce_sum" and op.operands[0].producer.name == "tensor.matmul"
+                       and op.attrs["axes"] == (0,)]
+    assert not summed_products
+    weights = [op for op in lowered.ops if op.name in ("tensor.matmul", "fused.matmul") and op.results[0].type.rank == 2]
+    assert len(weights) >= 4 * GPT_SHAPE["layers"] + 1  # each block's projections and MLP, and the head
 
 
 MODEL_LOWERINGS = [("mlp", None), ("cnn", None), ("gpt", None), ("gpt", 3)]
