@@ -40,6 +40,20 @@ def softmax_decomposition(b: "Builder", x: "Value", *, axis: int) -> "Value":
     return b.div(shifted_exp, b.reduce_sum(shifted_exp, axes=(axis,), keepdims=True))
 
 
+@register_op("nn.softmax_grad", traits={"composite"}, axis=-1)
+def softmax_grad_shape(y: TensorType, g: TensorType, *, axis: int) -> TensorType:
+    """The VJP of ``y = softmax(x)`` for the cotangent ``g`` of ``y``: ``y * (g - sum(g * y))`` along ``axis``."""
+    if y != g:
+        raise ShapeError(f"nn.softmax_grad needs the softmax and its cotangent of one type, got {y} and {g}")
+    return _softmax_shape("nn.softmax_grad")(y, axis=axis)
+
+
+@register_decomposition("nn.softmax_grad")
+def softmax_grad_decomposition(b: "Builder", y: "Value", g: "Value", *, axis: int) -> "Value":
+    # dx = y * (g - sum(g * y))
+    return b.mul(y, b.sub(g, b.reduce_sum(b.mul(g, y), axes=(axis,), keepdims=True)))
+
+
 @register_decomposition("nn.log_softmax")
 def log_softmax_decomposition(b: "Builder", x: "Value", *, axis: int) -> "Value":
     # log_softmax(x) = (x - max) - log(sum(exp(x - max)))

@@ -122,14 +122,14 @@ def attention_grad_shape(query: TensorType, key: TensorType, value: TensorType, 
 @register_decomposition("nn.scaled_dot_product_attention_grad")
 def attention_grad_decomposition(b: "Builder", query: "Value", key: "Value", value: "Value", g: "Value", *mask: "Value",
                                  causal: bool, scale: float | None) -> tuple["Value", "Value", "Value"]:
-    # o = P v, P = softmax(S), S = q k^T c:  dv = P^T g,  dS = P (g v^T - rowsum(g v^T * P)),  dq = dS k c,  dk = dS^T q c
+    # o = P v, P = softmax(S), S = q k^T c:  dv = P^T g,  dS = softmax_grad(P, g v^T),  dq = (dS k) c,  dk = (dS^T q) c
+    # (c scales the (L, E) products, not the (L, S) scores)
     from kiln.compiler.autodiff.differentiate import unbroadcast
 
     weights = attention_weights(b, query, key, mask, causal, scale)
-    d_weights = b.matmul(g, swap_last(b, value))
-    inner = b.reduce_sum(b.mul(d_weights, weights), axes=(-1,), keepdims=True)
-    d_scores = b.mul(b.mul(weights, b.sub(d_weights, inner)), b.scalar_like(attention_scale(query, scale), g))
-    grads = b.matmul(d_scores, key), b.matmul(swap_last(b, d_scores), query), b.matmul(swap_last(b, weights), g)
+    d_scores = b.softmax_grad(weights, b.matmul(g, swap_last(b, value)), axis=-1)
+    c = b.scalar_like(attention_scale(query, scale), g)
+    grads = b.mul(b.matmul(d_scores, key), c), b.mul(b.matmul(swap_last(b, d_scores), query), c), b.matmul(swap_last(b, weights), g)
     return tuple(unbroadcast(b, grad, operand.type) for grad, operand in zip(grads, (query, key, value)))
 
 

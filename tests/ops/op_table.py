@@ -208,6 +208,13 @@ def labels_for_logits(rng: np.random.Generator, shapes, dtypes, attrs) -> list[n
         [rng.uniform(0.5, 2.0, shape) for shape in cotangent_shape]
 
 
+def softmax_and_cotangent(rng: np.random.Generator, shapes, dtypes, attrs) -> list[np.ndarray]:
+    """A softmax along the case's axis (positive, summing to one) and a cotangent for it."""
+    logits = rng.standard_normal(shapes[0]) * 2
+    e = np.exp(logits - logits.max(axis=attrs["axis"], keepdims=True))
+    return [e / e.sum(axis=attrs["axis"], keepdims=True), rng.standard_normal(shapes[1])]
+
+
 def class_labels(rng: np.random.Generator, shapes, dtypes, attrs) -> list[np.ndarray]:
     return [rng.integers(0, attrs["num_classes"], shapes[0])]
 
@@ -247,6 +254,13 @@ def _cross_entropy_grad(logits, labels, cotangent, *, reduction):
     # d/dx mean_i (logsumexp(x_i) - x_i[y_i]) = (softmax(x_i) - onehot(y_i)) / n, times the cotangent
     scale = {"mean": cotangent / labels.size, "sum": cotangent, "none": cotangent[:, None] if cotangent.ndim else cotangent}[reduction]
     return (_softmax(logits, axis=1) - np.eye(logits.shape[1])[labels]) * scale
+
+
+def _softmax_grad(y, g, *, axis):
+    # the Jacobian of softmax is diag(y) - y y^T along the axis; dx = J^T g
+    moved_y, moved_g = np.moveaxis(y, axis, -1), np.moveaxis(g, axis, -1)
+    jacobian = moved_y[..., :, None] * np.eye(moved_y.shape[-1]) - moved_y[..., :, None] * moved_y[..., None, :]
+    return np.moveaxis(np.einsum("...ij,...i->...j", jacobian, moved_g), -1, axis)
 
 
 def _mse(prediction, target, *, reduction):
@@ -326,6 +340,13 @@ def reduction_cases() -> tuple[Case, ...]:
     )
 
 
+SOFTMAX_GRAD_CASES = (
+    Case(((3, 5), (3, 5)), {"axis": -1}),
+    Case(((2, 3, 4), (2, 3, 4)), {"axis": 1}),
+    Case(((5,), (5,)), {"axis": 0}),
+    Case((("N", 4), ("N", 4)), {"axis": -1}),
+    Case((("N", 4), ("N", 4)), {"axis": 0}),
+)
 SOFTMAX_CASES = (
     Case(((3, 5),), {"axis": -1}),
     Case(((3, 5),), {"axis": 0}),
@@ -453,6 +474,7 @@ def _rows() -> list[OpRow]:
         OpRow("tensor.numel", _numel, NUMEL_CASES, normal, False, ("f32", "i64")),
         OpRow("nn.softmax", _softmax, SOFTMAX_CASES, normal),
         OpRow("nn.log_softmax", _log_softmax, SOFTMAX_CASES, normal),
+        OpRow("nn.softmax_grad", _softmax_grad, SOFTMAX_GRAD_CASES, softmax_and_cotangent),
         OpRow("nn.cross_entropy", _cross_entropy, CROSS_ENTROPY_CASES, labels_for_logits),
         OpRow("nn.cross_entropy_grad", _cross_entropy_grad, CROSS_ENTROPY_GRAD_CASES, labels_for_logits),
         OpRow("nn.mse", _mse, MSE_CASES, normal),
