@@ -4,7 +4,7 @@ Where CuPy mirrors NumPy, the NumPy kernel's own code runs on the GPU: each
 NumPy lowering module is re-bound with ``np`` meaning CuPy (an array module
 that falls back to NumPy only for names CuPy lacks, such as ``np.dtype``
 helpers), so conv, pooling, the losses and the optimizer kernels need no
-second copy. Softmax, log-softmax (also inside cross-entropy) and layer norm
+second copy. Softmax, its gradient, log-softmax (also inside cross-entropy) and layer norm
 are fused row kernels (``row_kernels.py``). Ufuncs, reductions and the matmul call CuPy directly (one less
 dispatch; ``matmul`` is cuBLAS). The overrides are the kernels that build
 host arrays on purpose: casts through ``np.asarray``, ``numel``, ``one_hot``,
@@ -36,7 +36,7 @@ from kiln.backends.numpy import NUMPY
 from kiln.backends.numpy import lowering, lowering_losses, lowering_movement
 from kiln.backends.numpy.lowering_comm import comm_kernels
 from kiln.backends.cupy.philox import launch_shape, philox_uniform_source
-from kiln.backends.cupy.row_kernels import THREADS, layer_norm_source, row_op_fuses, softmax_source
+from kiln.backends.cupy.row_kernels import THREADS, layer_norm_source, row_op_fuses, softmax_grad_source, softmax_source
 from kiln.compiler.ir.types import DType, normalize_axes
 from kiln.runtime.distributed.communicator import current
 from kiln.runtime.lazy import defer_check
@@ -57,8 +57,11 @@ CUPY_FUNCTIONS = {
 FUSED_NAMES = ("fused.elementwise", "fused.matmul")
 """Launched by generated kernels (``launch.py``), not through the table."""
 
-CUPY_OP_NAMES = frozenset(NUMPY.names()) | frozenset(FUSED_NAMES)
-"""Every op the CuPy table lowers: NumPy's ops (re-bound or overridden) and the fusion groups."""
+ROW_KERNEL_NAMES = ("nn.softmax_grad",)
+"""Composites NumPy expands but CuPy runs as one row kernel (``row_kernels.py``)."""
+
+CUPY_OP_NAMES = frozenset(NUMPY.names()) | frozenset(FUSED_NAMES) | frozenset(ROW_KERNEL_NAMES)
+"""Every op the CuPy table lowers: NumPy's ops (re-bound or overridden), the fusion groups and the row kernels."""
 
 
 class ArrayModule(types.ModuleType):
@@ -257,6 +260,14 @@ def row_kernels(cupy: Any, fallback: dict[str, Callable[..., Any]]) -> dict[str,
 
         return kernel
 
+    def softmax_grad(y: Any, g: Any, *, axis: int) -> Any:
+        if y.size == 0 or not row_op_fuses("nn.softmax_grad", axis, y.ndim, DType.of(y.dtype)):
+            return y * (g - (g * y).sum(axis=axis, keepdims=True))
+        rows_y, rows_g = (cupy.ascontiguousarray(cupy.moveaxis(a, axis, -1)) for a in (y, g))  # copies only off the last axis
+        dx = cupy.empty_like(rows_y)
+        launch(softmax_grad_source(DType.of(y.dtype)), rows_y.size // rows_y.shape[-1], rows_y, rows_g, dx, np.int64(rows_y.shape[-1]))
+        return cupy.moveaxis(dx, -1, axis)
+
     def layer_norm(x: Any, weight: Any, bias: Any, *, eps: float) -> Any:
         if x.size == 0 or not row_op_fuses("nn.layer_norm", None, x.ndim, DType.of(x.dtype)):
             return fallback["nn.layer_norm"](x, weight, bias, eps=eps)
@@ -265,19 +276,20 @@ def row_kernels(cupy: Any, fallback: dict[str, Callable[..., Any]]) -> dict[str,
         launch(layer_norm_source(DType.of(x.dtype)), x.size // cols, x, weight, bias, y, np.int64(cols), x.dtype.type(eps))
         return y
 
-    return {"nn.softmax": softmax(False), "nn.log_softmax": softmax(True), "nn.layer_norm": layer_norm}
+    return {"nn.softmax": softmax(False), "nn.log_softmax": softmax(True), "nn.softmax_grad": softmax_grad, "nn.layer_norm": layer_norm}
 
 
 def static_table() -> LoweringTable:
-    """The table's shape without CuPy: NumPy's entries plus the fused ops (for planning and coverage)."""
+    """The table's shape without CuPy: NumPy's entries plus the fused ops and row kernels (for planning and coverage)."""
     table = LoweringTable("cupy", parent=NUMPY)
-    for name in FUSED_NAMES:
+    for name in FUSED_NAMES + ROW_KERNEL_NAMES:
         table.kernels[name] = _launched_by_generated_code(name)
     return table
 
 
 def _launched_by_generated_code(name: str) -> Callable[..., Any]:
     def kernel(*arrays: Any, **attrs: Any) -> Any:
-        raise RuntimeError(f"{name} runs as a generated CUDA kernel bound at compile time, not through the table")
+        raise RuntimeError(f"{name} runs as a generated CUDA kernel (bound at compile time, or a row kernel of cupy_table()), "
+                           "not through the static table")
 
     return kernel

@@ -24,7 +24,7 @@ from kiln.compiler.ops.registry import has_trait, lookup
 from kiln.compiler.passes.decompose import decompose_where
 from kiln.compiler.passes.manager import PassManager
 
-ROW_OPS = frozenset({"nn.softmax", "nn.log_softmax", "nn.layer_norm"})
+ROW_OPS = frozenset({"nn.softmax", "nn.log_softmax", "nn.softmax_grad", "nn.layer_norm"})
 """Ops with a fused row kernel (``row_kernels.py``) where ``row_op_fuses`` says so."""
 
 VIEW_OPS = frozenset({"tensor.reshape", "tensor.transpose", "tensor.broadcast_to", "tensor.expand_dims", "tensor.squeeze", "tensor.slice"})

@@ -1,4 +1,4 @@
-"""Fused row kernels: softmax, log-softmax and layer norm over the trailing axis, one CUDA block per row.
+"""Fused row kernels: softmax, log-softmax, the softmax's gradient and layer norm over the trailing axis, one CUDA block per row.
 
 Each is one ``RawKernel`` launch where the re-bound NumPy kernel would launch
 five to eight (max, subtract, exp, sum, divide, ...): a block of 256 threads
@@ -80,6 +80,23 @@ extern "C" __global__ void {name}(const {t}* x, {t}* y, long long cols) {{
     return RawSource(name, code)
 
 
+def softmax_grad_source(dtype: DType) -> RawSource:
+    """``y * (g - sum(g * y))`` over each row: the VJP of ``y = softmax(x)``, one read of ``y`` and ``g`` per pass."""
+    t = c_type(dtype)
+    name = f"kiln_softmax_grad_{dtype}"
+    code = f"""{_block_reduce(t)}
+extern "C" __global__ void {name}(const {t}* y, const {t}* g, {t}* dx, long long cols) {{
+    __shared__ {t} scratch[{THREADS}];
+    const long long offset = blockIdx.x * cols;
+    {t} dot = 0;
+    for (long long j = threadIdx.x; j < cols; j += blockDim.x) dot += g[offset + j] * y[offset + j];
+    const {t} row_dot = kiln_block_sum_{t}(dot, scratch);
+    for (long long j = threadIdx.x; j < cols; j += blockDim.x) dx[offset + j] = y[offset + j] * (g[offset + j] - row_dot);
+}}
+"""
+    return RawSource(name, code)
+
+
 def layer_norm_source(dtype: DType) -> RawSource:
     """``(x - mean) / sqrt(var + eps) * weight + bias`` over each row (the trailing dims that weight covers)."""
     t = c_type(dtype)
@@ -106,6 +123,6 @@ def row_op_fuses(op_name: str, axis: int | None, rank: int, dtype: DType) -> boo
     """Whether ``op_name`` runs as one row kernel here: softmax over any axis (moved last), layer norm; f32 or f64."""
     if dtype not in (DType.f32, DType.f64):
         return False
-    if op_name in ("nn.softmax", "nn.log_softmax"):
+    if op_name in ("nn.softmax", "nn.log_softmax", "nn.softmax_grad"):
         return rank > 0 and axis is not None
     return op_name == "nn.layer_norm"

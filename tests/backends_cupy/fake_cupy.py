@@ -242,6 +242,11 @@ class RawKernel:
             normalized = centered / np.sqrt((centered * centered).mean(axis=1, keepdims=True) + eps)
             y.view(np.ndarray).reshape(grid[0], int(cols))[...] = normalized * weight.reshape(-1) + bias.reshape(-1)
             return
+        if "softmax_grad" in self.name:
+            y, g, dx, cols = (a.view(np.ndarray) if isinstance(a, DeviceArray) else a for a in args)
+            y, g = y.reshape(grid[0], int(cols)), g.reshape(grid[0], int(cols))
+            dx.reshape(grid[0], int(cols))[...] = y * (g - (g * y).sum(axis=1, keepdims=True))
+            return
         x, y, cols = (a.view(np.ndarray) if isinstance(a, DeviceArray) else a for a in args)
         rows = x.reshape(grid[0], int(cols))
         shifted = rows - rows.max(axis=1, keepdims=True)

@@ -15,7 +15,7 @@ from cuda_compiler import CudaCompileError, cuda_compiler, translation_unit
 from cupy_groups import GROUPS, fused_ops
 from kiln.backends.cupy.codegen import group_kernels
 from kiln.backends.cupy.philox import philox_uniform_source
-from kiln.backends.cupy.row_kernels import layer_norm_source, softmax_source
+from kiln.backends.cupy.row_kernels import layer_norm_source, softmax_grad_source, softmax_source
 from kiln.compiler.errors import LoweringError
 from kiln.compiler.ir.types import DType
 
@@ -26,10 +26,11 @@ ROW_KERNELS = {
     "row_softmax_f32": lambda: softmax_source(DType.f32),
     "row_log_softmax_f64": lambda: softmax_source(DType.f64, log=True),
     "row_layer_norm_f32": lambda: layer_norm_source(DType.f32),
+    "row_softmax_grad_f32": lambda: softmax_grad_source(DType.f32),
     "philox_uniform_f32": lambda: philox_uniform_source(DType.f32),
     "philox_uniform_f64": lambda: philox_uniform_source(DType.f64),
 }
-"""Golden-file stem -> a hand-written raw kernel (softmax, log-softmax, layer norm rows; the Philox draw)."""
+"""Golden-file stem -> a hand-written raw kernel (softmax, log-softmax, softmax gradient, layer norm rows; the Philox draw)."""
 
 
 def rendered(stem: str) -> str:

@@ -2,7 +2,7 @@
 
 The NVRTC test only proves they compile and the fake CuPy recomputes them in NumPy; here the generated code itself
 runs, one thread per CUDA thread and a barrier per ``__syncthreads()``, with the launch the backend makes: one block
-of ``THREADS`` per row, ``(x, y, int64 cols)`` or ``(x, weight, bias, y, int64 cols, eps of x's dtype)``. Row
+of ``THREADS`` per row, ``(x, y, int64 cols)``, ``(y, g, dx, int64 cols)`` or ``(x, weight, bias, y, int64 cols, eps of x's dtype)``. Row
 lengths cover a row shorter than the block (threads with nothing to read), exactly one block, one past it, and
 several strides; a broken tree reduction must fail here (the mutation tests), so a pass is not vacuous.
 """
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from cpu_cuda import run_raw_kernel
-from kiln.backends.cupy.row_kernels import THREADS, RawSource, layer_norm_source, softmax_source
+from kiln.backends.cupy.row_kernels import THREADS, RawSource, layer_norm_source, softmax_grad_source, softmax_source
 from kiln.compiler.ir.types import DType
 
 SHAPES = [(1, 1), (7, 3), (3, 255), (1, 256), (7, 257), (3, 1000)]
@@ -80,6 +80,18 @@ def test_layer_norm_kernel_matches_numpy(dtype: DType, shape: tuple[int, int]):
     x = rows(shape, dtype, scale=2.0) + 3
     expected = layer_norm_reference(x, weight, bias)
     np.testing.assert_allclose(run_layer_norm(layer_norm_source(dtype), x, weight, bias), expected, **TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda shape: f"{shape[0]}x{shape[1]}")
+def test_softmax_grad_kernel_matches_numpy(dtype: DType, shape: tuple[int, int]):
+    """``y * (g - sum(g y))`` per row, for a real softmax ``y`` and a cotangent ``g`` off zero mean."""
+    y = softmax_reference(rows(shape, dtype, scale=2.0), log=False).astype(DTYPES[dtype])
+    g = rows(shape, dtype, seed=1) + 0.5
+    dx = np.empty_like(y)
+    run_raw_kernel(softmax_grad_source(dtype).code, softmax_grad_source(dtype).name, (shape[0],), (THREADS,), (y, g, dx, np.int64(shape[1])))
+    y64, g64 = y.astype(np.float64), g.astype(np.float64)
+    np.testing.assert_allclose(dx, y64 * (g64 - (g64 * y64).sum(axis=1, keepdims=True)), **TOLERANCE[dtype])
 
 
 BROKEN: dict[str, Callable[[str], str]] = {
