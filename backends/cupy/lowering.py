@@ -4,8 +4,8 @@ Where CuPy mirrors NumPy, the NumPy kernel's own code runs on the GPU: each
 NumPy lowering module is re-bound with ``np`` meaning CuPy (an array module
 that falls back to NumPy only for names CuPy lacks, such as ``np.dtype``
 helpers), so conv, pooling, the losses and the optimizer kernels need no
-second copy. Softmax, its gradient, log-softmax (also inside cross-entropy) and layer norm
-are fused row kernels (``row_kernels.py``). Ufuncs, reductions and the matmul call CuPy directly (one less
+second copy. Softmax, its gradient, log-softmax and layer norm are fused row kernels
+(``row_kernels.py``), and so is cross-entropy over integer labels, loss and gradient (``loss_kernels.py``). Ufuncs, reductions and the matmul call CuPy directly (one less
 dispatch; ``matmul`` is cuBLAS). The overrides are the kernels that build
 host arrays on purpose: casts through ``np.asarray``, ``numel``, ``one_hot``,
 ``erf`` and the exact GELU (SciPy's erf), the Philox random draw (``philox.py``: NumPy's
@@ -35,6 +35,7 @@ from kiln.backends.base import LoweringTable
 from kiln.backends.numpy import NUMPY
 from kiln.backends.numpy import lowering, lowering_losses, lowering_movement
 from kiln.backends.numpy.lowering_comm import comm_kernels
+from kiln.backends.cupy.loss_kernels import cross_entropy_kernels
 from kiln.backends.cupy.philox import launch_shape, philox_uniform_source
 from kiln.backends.cupy.row_kernels import THREADS, layer_norm_source, row_op_fuses, softmax_grad_source, softmax_source
 from kiln.compiler.ir.types import DType, normalize_axes
@@ -235,17 +236,26 @@ def cupy_table() -> LoweringTable:
     table.kernels.update(_rebound_kernels(array_module, replacements))  # cross-entropy reads its log-softmax from a row kernel
     table.kernels.update({name: getattr(cupy, function) for name, function in CUPY_FUNCTIONS.items()})
     table.kernels.update(overrides | rows)
+    table.kernels.update(cross_entropy_kernels(cupy, dict(table.kernels), row_launcher(cupy), _labels_checked_later))
     for name in FUSED_NAMES:
         table.kernels[name] = _launched_by_generated_code(name)
     return table
 
 
-def row_kernels(cupy: Any, fallback: dict[str, Callable[..., Any]]) -> dict[str, Callable[..., Any]]:
-    """Softmax, log-softmax and layer norm as one row kernel each where they fit (``row_op_fuses``), else ``fallback``'s."""
+def row_launcher(cupy: Any) -> Callable[..., None]:
+    """``launch(source, rows, *args)``: a raw row kernel, one block of ``THREADS`` per row."""
     from kiln.backends.cupy.launch import compiled
 
     def launch(source: Any, rows: int, *args: Any) -> None:
         compiled(cupy, source)((rows,), (THREADS,), args)
+
+    return launch
+
+
+def row_kernels(cupy: Any, fallback: dict[str, Callable[..., Any]]) -> dict[str, Callable[..., Any]]:
+    """Softmax, its gradient, log-softmax and layer norm as one row kernel each where they fit (``row_op_fuses``), else
+    ``fallback``'s."""
+    launch = row_launcher(cupy)
 
     def softmax(log: bool) -> Callable[..., Any]:
         name = "nn.log_softmax" if log else "nn.softmax"

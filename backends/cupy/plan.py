@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kiln.backends.cupy.codegen import ReductionSource, group_kernels
+from kiln.backends.cupy.loss_kernels import cross_entropy_rows_apply
 from kiln.backends.cupy.lowering import CUPY_OP_NAMES
 from kiln.backends.cupy.row_kernels import row_op_fuses
 from kiln.compiler.ir.core import Graph, Op, clone_graph
@@ -46,11 +47,11 @@ CUPY_PIPELINE = "canonicalize,cse,dce,fold-batch-sum-matmul,canonicalize,fuse-el
 
 
 def expands_for_cupy(op: Op) -> bool:
-    """Optimizer updates and the cross-entropy gradient: elementwise arithmetic (around a softmax row kernel) that
-    fuses into the neighbouring kernels once expanded. (Unlike on NumPy, layer norm stays one row kernel and GELU
-    one expression inside a fused kernel.)"""
+    """Optimizer updates, and the cross-entropy gradient where its row kernel does not apply (class weights,
+    probability targets, more than two axes): elementwise arithmetic that fuses into the neighbouring kernels once
+    expanded. (Unlike on NumPy, layer norm stays one row kernel and GELU one expression inside a fused kernel.)"""
     if op.name == "nn.cross_entropy_grad":
-        return True
+        return not cross_entropy_rows_apply(op.operands[0].type, op.operands[1].type, weighted=len(op.operands) > 3)
     return op.name.startswith("optim.") and op.name.endswith("_update") and lookup(op.name).is_composite
 
 
@@ -82,6 +83,11 @@ def op_launches(op: Op) -> list[KernelLaunch]:
         return []
     if op.name == "tensor.matmul":
         return [KernelLaunch("gemm", op.name, "cublas_gemm")]
+    if op.name in ("nn.cross_entropy", "nn.cross_entropy_grad") and cross_entropy_rows_apply(
+            op.operands[0].type, op.operands[1].type, weighted=len(op.operands) > (3 if op.name.endswith("grad") else 2)):
+        reduced = op.attrs["reduction"] == "mean" or (op.attrs["reduction"] == "sum" and op.name == "nn.cross_entropy")
+        return [KernelLaunch("row", op.name, op.name.replace("nn.", "kiln_") + "_rows")] + \
+            [KernelLaunch("library", op.name, "reduction")] * reduced  # the rows' sum, or the mean's kept count
     if op.name in ROW_OPS and row_op_fuses(op.name, op.attrs.get("axis"), op.operands[0].type.rank, op.operands[0].type.dtype):
         return [KernelLaunch("row", op.name, op.name.replace("nn.", "kiln_"))]
     if not has_trait(op.name, "fused"):

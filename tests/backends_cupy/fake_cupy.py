@@ -242,6 +242,8 @@ class RawKernel:
             normalized = centered / np.sqrt((centered * centered).mean(axis=1, keepdims=True) + eps)
             y.view(np.ndarray).reshape(grid[0], int(cols))[...] = normalized * weight.reshape(-1) + bias.reshape(-1)
             return
+        if "cross_entropy" in self.name:
+            return _cross_entropy_rows(self.name, grid[0], [a.view(np.ndarray) if isinstance(a, DeviceArray) else a for a in args])
         if "softmax_grad" in self.name:
             y, g, dx, cols = (a.view(np.ndarray) if isinstance(a, DeviceArray) else a for a in args)
             y, g = y.reshape(grid[0], int(cols)), g.reshape(grid[0], int(cols))
@@ -252,6 +254,26 @@ class RawKernel:
         shifted = rows - rows.max(axis=1, keepdims=True)
         total = np.exp(shifted).sum(axis=1, keepdims=True)
         y.view(np.ndarray).reshape(grid[0], int(cols))[...] = shifted - np.log(total) if "log_softmax" in self.name else np.exp(shifted) / total
+
+
+def _cross_entropy_rows(name: str, rows: int, args: list) -> None:
+    """loss_kernels.py's row kernels recomputed: per-row losses, or the gradient rows (``scale[i * stride]`` per row)."""
+    if "grad" in name:
+        x, labels, scale, stride, out, cols, ignore_index, smoothing = args
+    else:
+        x, labels, out, cols, ignore_index, smoothing = args
+    x = x.reshape(rows, int(cols))
+    kept = labels != ignore_index
+    safe = np.where(kept & (labels >= 0) & (labels < cols), labels, 0)
+    top = x.max(axis=1, keepdims=True)
+    log_total = np.log(np.exp(x - top).sum(axis=1, keepdims=True))
+    if "grad" in name:
+        target = np.eye(int(cols), dtype=x.dtype)[safe] * (1 - smoothing) + smoothing / cols
+        factor = np.where(kept, scale[np.arange(rows) * int(stride)], 0).astype(x.dtype)
+        out.reshape(rows, int(cols))[...] = (np.exp(x - top - log_total) - target) * factor[:, None]
+    else:
+        loss = (top + log_total)[:, 0] - (1 - smoothing) * x[np.arange(rows), safe] - smoothing * x.mean(axis=1)
+        out[...] = np.where(kept, loss, 0)
 
 
 def _device_functions(preamble: str) -> dict[str, Any]:
