@@ -57,7 +57,7 @@ def expands_for_cupy(op: Op) -> bool:
 
 CAUSAL_CHUNK = 256
 """Query rows per chunk of a long causal attention (``chunk-causal-attention``): at GPT-2's 1024 positions the four
-chunks' scores are 10/16 of the square, as are the attention's GEMM work and memory traffic."""
+chunks' scores are 10/16 of the square, as are the attention's GEMM work and memory traffic (0: no chunks)."""
 
 
 def lower_for_cupy(graph: Graph) -> Graph:

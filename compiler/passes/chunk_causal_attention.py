@@ -41,7 +41,7 @@ ATTENTION_GRAD = "nn.scaled_dot_product_attention_grad"
 class ChunkCausalAttention(Pass):
     name = "chunk-causal-attention"
     chunk: int = 256
-    """Query rows per chunk; attentions shorter than two chunks stay whole."""
+    """Query rows per chunk; attentions shorter than two chunks stay whole (0: every attention stays whole)."""
 
     def run(self, graph: Graph) -> bool:
         targets = [op for op in graph.ops if op.name in (ATTENTION, ATTENTION_GRAD) and splits(op, self.chunk)]

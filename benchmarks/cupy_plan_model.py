@@ -1,0 +1,115 @@
+"""What the CuPy backend launches and moves for one GPT training step, computed from its lowered graph (no GPU).
+
+    python benchmarks/cupy_plan_model.py                      # the GPT-2-small step of gpu_benchmark.py
+    python benchmarks/cupy_plan_model.py --chunk 0            # causal attention unchunked, for comparison
+    python benchmarks/cupy_plan_model.py --context 64 --layers 2 --d-model 128 --heads 4 --vocab 256 --batch 16
+
+A model, not a measurement: each launch is charged the bytes of its operands and results once (a lower bound that
+ignores re-reads inside a kernel and cache hits between kernels), and each GEMM ``2 M N K`` FLOPs. It tells what a
+lowering change saves before a GPU run measures it; ``gpu_check.sh`` measures the step itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import math
+import os
+import sys
+from typing import Any
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [os.path.join(ROOT, "examples"), os.path.join(ROOT, "benchmarks")]
+
+from gpu_benchmark import GPT2_SMALL  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for name in ("vocab", "context", "layers", "heads", "batch"):
+        parser.add_argument(f"--{name}", type=int, default=GPT2_SMALL[name])
+    parser.add_argument("--d-model", type=int, default=GPT2_SMALL["d_model"])
+    parser.add_argument("--chunk", type=int, default=None, help="causal-attention query chunk (0: whole; default: the backend's)")
+    return parser.parse_args(argv)
+
+
+def lowered_step(args: argparse.Namespace) -> Any:
+    """The GPT step graph as the CuPy backend lowers it (traced with kiln's NumPy-side builder; nothing runs)."""
+    import numpy as np
+
+    import kiln
+    from gpt_tiny import GPT
+    from kiln.backends.cupy import lower_for_cupy, plan
+    from kiln.compiler.passes.manager import PassManager
+    from kiln.runtime.data import lm_loss
+    from kiln.runtime.step_graph import build_step_graph
+    from kiln.runtime.train_step import batch_specs, collection_paused
+
+    kiln.manual_seed(0)
+    model = GPT(args.vocab, args.context, args.d_model, args.heads, args.layers)
+    optimizer = kiln.optim.AdamW(model.parameters(), lr=GPT2_SMALL["lr"], weight_decay=GPT2_SMALL["weight_decay"])
+    step = kiln.compile_train_step(model, lm_loss, optimizer)
+    tokens = np.zeros((args.batch, args.context), np.int64)
+    with collection_paused():
+        graph = build_step_graph(model, lm_loss, optimizer, batch_specs([tokens, tokens]), step.options).graph
+        PassManager(step.pipeline).run(graph)
+    if args.chunk is not None:
+        plan.CAUSAL_CHUNK = args.chunk  # 0: every attention whole
+    return lower_for_cupy(graph)
+
+
+def size(dim: Any, batch: int) -> int:
+    """A dim's value with the batch symbol ``N`` bound (``1024*N`` included)."""
+    return dim if isinstance(dim, int) else math.prod(int(f) if f != "N" else batch for f in str(dim).split("*"))
+
+
+def nbytes(value: Any, batch: int) -> int:
+    return math.prod(size(d, batch) for d in value.type.shape) * value.type.dtype.numpy.itemsize
+
+
+def category(op: Any, args: argparse.Namespace) -> str:
+    """``attention scores`` (anything holding a (query, key) score matrix: per head, neither axis the head width),
+    ``logits`` (vocabulary-wide), or ``other``."""
+    values, width = list(op.operands) + list(op.results), args.d_model // args.heads
+    if any(v.type.rank == 4 and v.type.shape[1] == args.heads and width not in v.type.shape[-2:] for v in values):
+        return "attention scores"
+    return "logits" if any(v.type.rank >= 1 and v.type.shape[-1] == args.vocab for v in values) else "other"
+
+
+def gemm_flops(op: Any, batch: int) -> int:
+    if op.name not in ("tensor.matmul", "fused.matmul"):
+        return 0
+    inner = size(op.operands[0].type.shape[-1], batch)
+    return 2 * inner * math.prod(size(d, batch) for d in op.results[0].type.shape)
+
+
+def model(args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """Per category: launches, GB moved, GEMM TFLOP."""
+    from kiln.backends.cupy.plan import op_launches
+
+    table: dict[str, dict[str, float]] = collections.defaultdict(lambda: {"launches": 0, "GB": 0.0, "TFLOP": 0.0})
+    for op in lowered_step(args).ops:
+        launches = op_launches(op)
+        if not launches:
+            continue
+        row = table[category(op, args)]
+        row["launches"] += len(launches)
+        row["GB"] += sum(nbytes(v, args.batch) for v in list(op.operands) + list(op.results)) / 1e9
+        row["TFLOP"] += gemm_flops(op, args.batch) / 1e12
+    table["total"] = {key: sum(row[key] for row in list(table.values())) for key in ("launches", "GB", "TFLOP")}
+    return dict(table)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    rows = model(args)
+    print(f"CuPy step model: GPT {args.layers} layers, d_model {args.d_model}, {args.heads} heads, context {args.context}, "
+          f"batch {args.batch}, vocab {args.vocab}; causal chunk {args.chunk if args.chunk is not None else 'default'}")
+    print(f"{'':18s} {'launches':>9s} {'GB moved':>9s} {'GEMM TFLOP':>11s}")
+    for name, row in rows.items():
+        print(f"{name:18s} {row['launches']:9.0f} {row['GB']:9.2f} {row['TFLOP']:11.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
