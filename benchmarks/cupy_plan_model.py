@@ -39,7 +39,8 @@ def lowered_step(args: argparse.Namespace) -> Any:
 
     import kiln
     from gpt_tiny import GPT
-    from kiln.backends.cupy import lower_for_cupy, plan
+    from kiln.backends.cupy import lower_for_cupy
+    from kiln.compiler.passes import chunk_causal_attention
     from kiln.compiler.passes.manager import PassManager
     from kiln.runtime.data import lm_loss
     from kiln.runtime.step_graph import build_step_graph
@@ -54,7 +55,7 @@ def lowered_step(args: argparse.Namespace) -> Any:
         graph = build_step_graph(model, lm_loss, optimizer, batch_specs([tokens, tokens]), step.options).graph
         PassManager(step.pipeline).run(graph)
     if args.chunk is not None:
-        plan.CAUSAL_CHUNK = args.chunk  # 0: every attention whole
+        chunk_causal_attention.CAUSAL_CHUNK = args.chunk  # 0: every attention whole
     return lower_for_cupy(graph)
 
 

@@ -22,6 +22,7 @@ from kiln.backends.cupy.lowering import CUPY_OP_NAMES
 from kiln.backends.cupy.row_kernels import row_op_fuses
 from kiln.compiler.ir.core import Graph, Op, clone_graph
 from kiln.compiler.ops.registry import has_trait, lookup
+from kiln.compiler.passes.chunk_causal_attention import split_long_causal_attention
 from kiln.compiler.passes.decompose import decompose_where
 from kiln.compiler.passes.manager import PassManager
 
@@ -55,16 +56,11 @@ def expands_for_cupy(op: Op) -> bool:
     return op.name.startswith("optim.") and op.name.endswith("_update") and lookup(op.name).is_composite
 
 
-CAUSAL_CHUNK = 256
-"""Query rows per chunk of a long causal attention (``chunk-causal-attention``): at GPT-2's 1024 positions the four
-chunks' scores are 10/16 of the square, as are the attention's GEMM work and memory traffic (0: no chunks)."""
-
-
 def lower_for_cupy(graph: Graph) -> Graph:
     """A lowered copy: long causal attentions split into chunks, composites without a kernel expand, optimizer
     updates expand, then fusion."""
     graph = clone_graph(graph)
-    PassManager(f"chunk-causal-attention{{chunk={CAUSAL_CHUNK}}}").run(graph)
+    split_long_causal_attention(graph)
     decompose_where(graph, lambda op: (op.name not in CUPY_OP_NAMES and lookup(op.name).is_composite) or expands_for_cupy(op))
     PassManager(CUPY_PIPELINE).run(graph)
     return graph

@@ -12,6 +12,7 @@ from kiln.backends.numpy import lowering_reduce_prod  # noqa: F401  (registers i
 from kiln.compiler.ir.core import Graph, clone_graph
 from kiln.compiler.ops.registry import lookup
 from kiln.compiler.passes.dce import DCE
+from kiln.compiler.passes.chunk_causal_attention import split_long_causal_attention
 from kiln.compiler.passes.decompose import decompose_where
 from kiln.runtime.executable import Executable
 
@@ -23,13 +24,15 @@ class NumpyBackend:
     """Generate code over preallocated buffers (the memory plan); False: one allocating kernel call per op."""
 
     def compile(self, graph: Graph) -> Executable:
-        """Lower a copy of ``graph``: composites without a kernel expand, then one function is generated.
+        """Lower a copy of ``graph``: long causal attentions split into query chunks (``chunk-causal-attention``),
+        composites without a kernel expand, then one function is generated.
 
         ``graph.donations`` (``{input index: output index}``, set by the training step) lets
         outputs be written into those inputs' arrays in place.
         """
         donations = dict(getattr(graph, "donations", {}))
         graph = clone_graph(graph)
+        split_long_causal_attention(graph)
         decompose_where(graph, lambda op: op.name not in self.table and lookup(op.name).is_composite)
         DCE().run(graph)
         if not self.plan_memory:

@@ -14,7 +14,7 @@ import pytest
 from cupy_groups import GROUPS, assert_group_matches_numpy, random_inputs
 from cupy_models import MODELS, comparable, step_for
 from kiln.backends.cupy import CupyBackend, device_problem, kernel_plan
-from kiln.backends.cupy import plan as cupy_plan
+from kiln.compiler.passes import chunk_causal_attention
 from kiln.runtime.lazy import LazyScalar
 from ops.op_table import cases, concrete, make_inputs, op_graph, reference, size_bindings
 
@@ -47,7 +47,7 @@ def test_training_matches_numpy_for_50_steps(name):
 
 
 def test_chunked_causal_attention_matches_numpy_for_50_steps(monkeypatch):
-    monkeypatch.setattr(cupy_plan, "CAUSAL_CHUNK", 3)  # the tiny GPT's 8 positions in query chunks of 3, 3 and 2
+    monkeypatch.setattr(chunk_causal_attention, "CAUSAL_CHUNK", 3)  # the tiny GPT's 8 positions in query chunks of 3, 3 and 2
     test_training_matches_numpy_for_50_steps("gpt")
 
 

@@ -10,7 +10,7 @@ import kiln
 from cuda_compiler import cuda_compiler, translation_unit
 from cupy_models import GPT_SHAPE, op_table_kernel_sources, step_graph
 from kiln.backends.cupy import kernel_plan, lower_for_cupy
-from kiln.backends.cupy import plan as cupy_plan
+from kiln.compiler.passes import chunk_causal_attention
 from kiln.backends.cupy.codegen import group_kernels
 from kiln.compiler.ops.registry import has_trait
 
@@ -56,7 +56,7 @@ MODEL_LOWERINGS = [("mlp", None), ("cnn", None), ("gpt", None), ("gpt", 3)]
 
 def _model_sources(name: str, chunk: int | None, monkeypatch: pytest.MonkeyPatch) -> list:
     if chunk is not None:
-        monkeypatch.setattr(cupy_plan, "CAUSAL_CHUNK", chunk)
+        monkeypatch.setattr(chunk_causal_attention, "CAUSAL_CHUNK", chunk)
     graph = lower_for_cupy(step_graph(name))
     return [source for op in graph.ops if has_trait(op.name, "fused") for source in group_kernels(op).sources()]
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from kiln.backends.cupy import plan as cupy_plan
+from kiln.compiler.passes import chunk_causal_attention
 
 SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "cupy_plan_model.py"
 TINY = ["--vocab", "64", "--context", "16", "--layers", "1", "--d-model", "10", "--heads", "2", "--batch", "2"]
@@ -17,7 +17,7 @@ TINY = ["--vocab", "64", "--context", "16", "--layers", "1", "--d-model", "10", 
 
 @pytest.fixture
 def plan_model(monkeypatch):
-    monkeypatch.setattr(cupy_plan, "CAUSAL_CHUNK", cupy_plan.CAUSAL_CHUNK)  # the script sets it; restored after
+    monkeypatch.setattr(chunk_causal_attention, "CAUSAL_CHUNK", chunk_causal_attention.CAUSAL_CHUNK)  # the script sets it; restored after
     spec = importlib.util.spec_from_file_location("cupy_plan_model", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -12,7 +12,7 @@ import kiln.nn.functional as F
 from cupy_groups import GROUPS, assert_group_matches_numpy
 from cupy_models import GPT_SHAPE, MODELS, comparable, step_for, step_graph
 from kiln.backends.cupy import CupyBackend, kernel_plan, lower_for_cupy
-from kiln.backends.cupy import plan as cupy_plan
+from kiln.compiler.passes import chunk_causal_attention
 from kiln.backends.cupy.lowering import cupy_table
 from kiln.backends.numpy import NumpyBackend
 from kiln.compiler.errors import InputError
@@ -60,7 +60,7 @@ def test_training_matches_numpy(fake, name):
 
 def test_chunked_causal_attention_trains_as_numpy(fake, monkeypatch):
     whole = lower_for_cupy(step_graph("gpt"))
-    monkeypatch.setattr(cupy_plan, "CAUSAL_CHUNK", 3)  # context 8: query chunks of 3, 3 and 2 rows
+    monkeypatch.setattr(chunk_causal_attention, "CAUSAL_CHUNK", 3)  # context 8: query chunks of 3, 3 and 2 rows
     chunked = lower_for_cupy(step_graph("gpt"))
     softmaxes = [sum(op.name == "nn.softmax" for op in graph.ops) for graph in (whole, chunked)]
     assert softmaxes[1] - softmaxes[0] == 2 * GPT_SHAPE["layers"]  # three per attention instead of one

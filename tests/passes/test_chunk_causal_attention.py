@@ -10,11 +10,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import kiln
+import kiln.nn as nn
 from kiln.backends.numpy import NumpyBackend
 from kiln.compiler.ir import Builder, Graph
 from kiln.compiler.ir.types import TensorType
-from kiln.compiler.passes import PassManager
+from kiln.compiler.passes import PassManager, chunk_causal_attention
 from kiln.compiler.passes.chunk_causal_attention import chunk_bounds
+from kiln.runtime.data import lm_loss
+from oracles import require
 
 GRAD = "nn.scaled_dot_product_attention_grad"
 
@@ -83,3 +87,41 @@ def test_the_forward_and_backward_chunks_share_their_slices_and_masks():
     for op in chunked.ops:
         if op.name in ("nn.scaled_dot_product_attention", GRAD) and len(op.operands) > (3 if op.name.endswith("attention") else 4):
             assert op.operands[-1].producer in constants
+
+
+class CausalLM(nn.Module):
+    """Embedding, one causal self-attention and a head: the smallest model whose step has a causal attention."""
+
+    def __init__(self, vocab: int = 11, width: int = 8):
+        super().__init__()
+        self.embedding = nn.Embedding(vocab, width)
+        self.attention = nn.MultiheadAttention(width, 2, batch_first=True)
+        self.head = nn.Linear(width, vocab)
+
+    def forward(self, tokens):
+        h = self.embedding(tokens)
+        return self.head(h + self.attention(h, h, h, need_weights=False, is_causal=True)[0])
+
+
+@pytest.mark.parametrize("backend", ["numpy", "onnxruntime"])
+def test_a_causal_model_trains_the_same_in_chunks(backend, monkeypatch):
+    """The backends split long causal attentions (``CAUSAL_CHUNK``, read when they compile): 9 positions in chunks of
+    4 train as the whole attention does (onnxruntime exports the graph unsplit: the reference there). SGD, not Adam:
+    the key bias has a zero gradient in exact arithmetic, which Adam would turn into steps of lr from rounding noise."""
+    if backend == "onnxruntime":
+        require("onnxruntime")
+    tokens = np.random.default_rng(0).integers(0, 11, (3, 10))
+    runs = []
+    for chunk in (0, 4):
+        monkeypatch.setattr(chunk_causal_attention, "CAUSAL_CHUNK", chunk)
+        kiln.manual_seed(0)
+        model = CausalLM()
+        step = kiln.compile_train_step(model, lm_loss, kiln.optim.SGD(model.parameters(), lr=0.5), backend=backend)
+        losses = [step(tokens[:, :-1], tokens[:, 1:]) for _ in range(4)]
+        runs.append((losses, {k: v.copy() for k, v in model.state_dict().items()}))
+        if backend == "numpy":
+            lowered = list(step.compiled.values())[-1].executable.graph
+            assert sum(op.name == "nn.softmax" for op in lowered.ops) == (3 if chunk else 1)  # [0, 4), [4, 8), [8, 9)
+    np.testing.assert_allclose(runs[1][0], runs[0][0], rtol=1e-5)
+    for key, value in runs[0][1].items():
+        np.testing.assert_allclose(runs[1][1][key], value, rtol=1e-4, atol=1e-6, err_msg=key)
