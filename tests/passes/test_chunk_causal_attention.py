@@ -103,25 +103,25 @@ class CausalLM(nn.Module):
         return self.head(h + self.attention(h, h, h, need_weights=False, is_causal=True)[0])
 
 
-@pytest.mark.parametrize("backend", ["numpy", "onnxruntime"])
-def test_a_causal_model_trains_the_same_in_chunks(backend, monkeypatch):
-    """The backends split long causal attentions (``CAUSAL_CHUNK``, read when they compile): 9 positions in chunks of
-    4 train as the whole attention does (onnxruntime exports the graph unsplit: the reference there). SGD, not Adam:
-    the key bias has a zero gradient in exact arithmetic, which Adam would turn into steps of lr from rounding noise."""
-    if backend == "onnxruntime":
-        require("onnxruntime")
+def test_a_causal_model_trains_the_same_in_chunks(monkeypatch):
+    """The NumPy backend splits long causal attentions (``CAUSAL_CHUNK``, read when it compiles): 9 positions in
+    chunks of 4 train as the whole attention does on NumPy and in onnxruntime (whose export stays unsplit). SGD, not
+    Adam: the key bias has a zero gradient in exact arithmetic, which Adam would turn into steps of lr from noise."""
+    require("onnxruntime")
     tokens = np.random.default_rng(0).integers(0, 11, (3, 10))
-    runs = []
-    for chunk in (0, 4):
+    runs = {}
+    for backend, chunk in (("numpy", 0), ("numpy", 4), ("onnxruntime", 4)):
         monkeypatch.setattr(chunk_causal_attention, "CAUSAL_CHUNK", chunk)
         kiln.manual_seed(0)
         model = CausalLM()
         step = kiln.compile_train_step(model, lm_loss, kiln.optim.SGD(model.parameters(), lr=0.5), backend=backend)
         losses = [step(tokens[:, :-1], tokens[:, 1:]) for _ in range(4)]
-        runs.append((losses, {k: v.copy() for k, v in model.state_dict().items()}))
+        runs[backend, chunk] = (losses, {k: v.copy() for k, v in model.state_dict().items()})
         if backend == "numpy":
             lowered = list(step.compiled.values())[-1].executable.graph
             assert sum(op.name == "nn.softmax" for op in lowered.ops) == (3 if chunk else 1)  # [0, 4), [4, 8), [8, 9)
-    np.testing.assert_allclose(runs[1][0], runs[0][0], rtol=1e-5)
-    for key, value in runs[0][1].items():
-        np.testing.assert_allclose(runs[1][1][key], value, rtol=1e-4, atol=1e-6, err_msg=key)
+    chunked = runs["numpy", 4]
+    for reference in (runs["numpy", 0], runs["onnxruntime", 4]):
+        np.testing.assert_allclose(chunked[0], reference[0], rtol=1e-5)
+        for key, value in reference[1].items():
+            np.testing.assert_allclose(chunked[1][key], value, rtol=1e-4, atol=1e-6, err_msg=key)
