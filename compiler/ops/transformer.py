@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from kiln.compiler.errors import ShapeError
-from kiln.compiler.ir.types import DType, TensorType, format_shape
+from kiln.compiler.ir.types import DType, TensorType, broadcast_shapes, format_shape
 from kiln.compiler.ops.registry import register_decomposition, register_op
 
 if TYPE_CHECKING:
@@ -139,11 +139,30 @@ def swap_last(b: "Builder", x: "Value") -> "Value":
 
 
 def attention_weights(b: "Builder", query: "Value", key: "Value", mask: tuple["Value", ...], causal: bool, scale: float | None) -> "Value":
-    """``softmax(where(keep, q k^T * scale, -1e9))`` over the keys: ``(..., L, S)``."""
-    scores = b.mul(b.matmul(query, swap_last(b, key)), b.scalar_like(attention_scale(query, scale), query))
-    for keep in list(mask) + ([causal_mask(b, query.type.shape[-2], key.type.shape[-2])] if causal else []):
+    """``softmax(where(keep, (q scale) k^T, -1e9))`` over the keys: ``(..., L, S)`` (the scale on the ``(L, E)`` queries,
+    not the ``(L, S)`` scores)."""
+    scores = b.matmul(b.mul(query, b.scalar_like(attention_scale(query, scale), query)), swap_last(b, key))
+    masks = list(mask) + ([causal_mask(b, query.type.shape[-2], key.type.shape[-2])] if causal else [])
+    if not masks:
+        return b.softmax(scores, axis=-1)
+    for keep in masks[:-1]:
         scores = b.where(keep, scores, b.scalar_like(MASKED_SCORE, scores))
-    return b.softmax(scores, axis=-1)
+    return b.masked_softmax(scores, masks[-1])
+
+
+@register_op("nn.masked_softmax", traits={"composite"})
+def masked_softmax_shape(x: TensorType, keep: TensorType) -> TensorType:
+    """``softmax(where(keep, x, -1e9))`` over the last axis: attention weights with masked keys (``keep`` False)."""
+    if not x.dtype.is_float or keep.dtype is not DType.bool or keep.rank > x.rank:
+        raise ShapeError(f"nn.masked_softmax needs float scores and a bool mask of at most their rank, got {x} and {keep}")
+    if broadcast_shapes(x.shape, keep.shape) != x.shape:
+        raise ShapeError(f"nn.masked_softmax: the mask {keep} does not broadcast to the scores {x}")
+    return x
+
+
+@register_decomposition("nn.masked_softmax")
+def masked_softmax_decomposition(b: "Builder", x: "Value", keep: "Value") -> "Value":
+    return b.softmax(b.where(keep, x, b.scalar_like(MASKED_SCORE, x)), axis=-1)
 
 
 def attention_scale(query: "Value", scale: float | None) -> float:

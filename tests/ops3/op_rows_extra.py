@@ -36,6 +36,13 @@ def attention_inputs(rng, shapes, dtypes, attrs):
     return arrays
 
 
+def scores_and_keep(rng, shapes, dtypes, attrs):
+    """Scores and a bool mask that keeps the first key of every row (no row fully masked)."""
+    keep = rng.random(shapes[1]) < 0.6
+    keep[..., 0] = True
+    return [rng.standard_normal(shapes[0]) * 2, keep]
+
+
 def away_from_bounds(rng, shapes, dtypes, attrs):
     """Values at least 0.05 from clip's bounds, so finite differences never straddle a kink."""
     (x,) = normal(rng, shapes, dtypes, attrs)
@@ -91,6 +98,12 @@ def _attention(q, k, v, *mask, causal, scale):
     scores = np.where(keep, scores, -np.inf)
     weights = np.exp(scores - scores.max(axis=-1, keepdims=True))
     return (weights / weights.sum(axis=-1, keepdims=True)) @ v
+
+
+def _masked_softmax(x, keep):
+    scores = np.where(keep, x, -np.inf)  # masked keys weigh exactly 0
+    weights = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    return weights / weights.sum(axis=-1, keepdims=True)
 
 
 def _take(x, indices, *, axis):
@@ -275,6 +288,12 @@ ATTENTION_CASES = (
     Case(((1, 4, 2), (1, 4, 2), (1, 4, 2), (4, 4)), {"causal": True, "scale": 0.3}, operand_dtypes=(None, None, None, "bool")),
     Case((("N", 3, 4), ("N", 3, 4), ("N", 3, 4)), {"causal": True, "scale": 0.5}),
 )
+MASKED_SOFTMAX_CASES = (
+    Case(((3, 5), (3, 5))),
+    Case(((2, 3, 4), (3, 4))),  # one mask for every batch: attention's causal mask
+    Case(((2, 2, 3, 5), (2, 1, 1, 5))),  # a key padding mask
+    Case((("N", 4), (4,))),
+)
 CONV_GEOMETRIES = (
     {"stride": (1, 1), "padding": (0, 0), "dilation": (1, 1), "groups": 1},
     {"stride": (2, 1), "padding": (1, 2), "dilation": (1, 1), "groups": 1},
@@ -353,6 +372,7 @@ def extra_rows() -> list[OpRow]:
         OpRow("nn.gelu", _gelu, GELU_CASES, normal),
         OpRow("nn.layer_norm", _layer_norm, LAYER_NORM_CASES, normal),
         OpRow("nn.scaled_dot_product_attention", _attention, ATTENTION_CASES, attention_inputs),
+        OpRow("nn.masked_softmax", _masked_softmax, MASKED_SOFTMAX_CASES, scores_and_keep, operand_dtypes=(None, "bool")),
         *conv_rows(),
         *pool_rows(),
     ]
