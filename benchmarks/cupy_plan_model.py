@@ -4,8 +4,9 @@
     python benchmarks/cupy_plan_model.py --chunk 0            # causal attention unchunked, for comparison
     python benchmarks/cupy_plan_model.py --context 64 --layers 2 --d-model 128 --heads 4 --vocab 256 --batch 16
 
-A model, not a measurement: each launch is charged the bytes of its operands and results once (a lower bound that
-ignores re-reads inside a kernel and cache hits between kernels), and each GEMM ``2 M N K`` FLOPs. It tells what a
+A model, not a measurement: each op is charged the bytes of its operands and results once, plus a GEMM's product
+written and read back when an epilogue kernel follows it (a lower bound that ignores re-reads inside a kernel and
+cache hits between kernels), and each GEMM ``2 M N K`` FLOPs. It tells what a
 lowering change saves before a GPU run measures it; ``gpu_check.sh`` measures the step itself.
 """
 
@@ -77,6 +78,14 @@ def category(op: Any, args: argparse.Namespace) -> str:
     return "logits" if any(v.type.rank >= 1 and v.type.shape[-1] == args.vocab for v in values) else "other"
 
 
+def moved(op: Any, launches: list, batch: int) -> int:
+    """Bytes of the op's operands and results; a GEMM with an epilogue kernel also writes its product and reads it back."""
+    total = sum(nbytes(v, batch) for v in list(op.operands) + list(op.results))
+    if op.name == "fused.matmul" and len(launches) > 1:
+        total += 2 * nbytes(op.results[0], batch)
+    return total
+
+
 def gemm_flops(op: Any, batch: int) -> int:
     if op.name not in ("tensor.matmul", "fused.matmul"):
         return 0
@@ -95,7 +104,7 @@ def model(args: argparse.Namespace) -> dict[str, dict[str, float]]:
             continue
         row = table[category(op, args)]
         row["launches"] += len(launches)
-        row["GB"] += sum(nbytes(v, args.batch) for v in list(op.operands) + list(op.results)) / 1e9
+        row["GB"] += moved(op, launches, args.batch) / 1e9
         row["TFLOP"] += gemm_flops(op, args.batch) / 1e12
     table["total"] = {key: sum(row[key] for row in list(table.values())) for key in ("launches", "GB", "TFLOP")}
     return dict(table)

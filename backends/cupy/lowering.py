@@ -4,7 +4,7 @@ Where CuPy mirrors NumPy, the NumPy kernel's own code runs on the GPU: each
 NumPy lowering module is re-bound with ``np`` meaning CuPy (an array module
 that falls back to NumPy only for names CuPy lacks, such as ``np.dtype``
 helpers), so conv, pooling, the losses and the optimizer kernels need no
-second copy. Softmax, its gradient, log-softmax and layer norm are fused row kernels
+second copy. Softmax (also masked), its gradient, log-softmax and layer norm are fused row kernels
 (``row_kernels.py``), and so is cross-entropy over integer labels, loss and gradient (``loss_kernels.py``). Ufuncs, reductions and the matmul call CuPy directly (one less
 dispatch; ``matmul`` is cuBLAS). The overrides are the kernels that build
 host arrays on purpose: casts through ``np.asarray``, ``numel``, ``one_hot``,
@@ -37,8 +37,10 @@ from kiln.backends.numpy import lowering, lowering_losses, lowering_movement
 from kiln.backends.numpy.lowering_comm import comm_kernels
 from kiln.backends.cupy.loss_kernels import cross_entropy_kernels
 from kiln.backends.cupy.philox import launch_shape, philox_uniform_source
-from kiln.backends.cupy.row_kernels import THREADS, layer_norm_source, row_op_fuses, softmax_grad_source, softmax_source
-from kiln.compiler.ir.types import DType, normalize_axes
+from kiln.backends.cupy.row_kernels import (THREADS, layer_norm_source, masked_rows_apply, masked_softmax_source, row_op_fuses,
+                                            softmax_grad_source, softmax_source)
+from kiln.compiler.ir.types import DType, TensorType, normalize_axes
+from kiln.compiler.ops.transformer import MASKED_SCORE
 from kiln.runtime.distributed.communicator import current
 from kiln.runtime.lazy import defer_check
 
@@ -58,7 +60,7 @@ CUPY_FUNCTIONS = {
 FUSED_NAMES = ("fused.elementwise", "fused.matmul")
 """Launched by generated kernels (``launch.py``), not through the table."""
 
-ROW_KERNEL_NAMES = ("nn.softmax_grad",)
+ROW_KERNEL_NAMES = ("nn.softmax_grad", "nn.masked_softmax")
 """Composites NumPy expands but CuPy runs as one row kernel (``row_kernels.py``)."""
 
 CUPY_OP_NAMES = frozenset(NUMPY.names()) | frozenset(FUSED_NAMES) | frozenset(ROW_KERNEL_NAMES)
@@ -278,6 +280,16 @@ def row_kernels(cupy: Any, fallback: dict[str, Callable[..., Any]]) -> dict[str,
         launch(softmax_grad_source(DType.of(y.dtype)), rows_y.size // rows_y.shape[-1], rows_y, rows_g, dx, np.int64(rows_y.shape[-1]))
         return cupy.moveaxis(dx, -1, axis)
 
+    def masked_softmax(x: Any, keep: Any) -> Any:
+        types = TensorType(x.shape, DType.of(x.dtype)), TensorType(keep.shape, DType.bool)
+        if x.size == 0 or not masked_rows_apply(*types):
+            return softmax(False)(cupy.where(keep, x, x.dtype.type(MASKED_SCORE)), axis=-1)
+        x, cols = cupy.ascontiguousarray(x), x.shape[-1]
+        mask = cupy.ascontiguousarray(keep).reshape(-1, cols)
+        y = cupy.empty_like(x)
+        launch(masked_softmax_source(DType.of(x.dtype)), x.size // cols, x, mask, y, np.int64(cols), np.int64(mask.shape[0]))
+        return y
+
     def layer_norm(x: Any, weight: Any, bias: Any, *, eps: float) -> Any:
         if x.size == 0 or not row_op_fuses("nn.layer_norm", None, x.ndim, DType.of(x.dtype)):
             return fallback["nn.layer_norm"](x, weight, bias, eps=eps)
@@ -286,7 +298,8 @@ def row_kernels(cupy: Any, fallback: dict[str, Callable[..., Any]]) -> dict[str,
         launch(layer_norm_source(DType.of(x.dtype)), x.size // cols, x, weight, bias, y, np.int64(cols), x.dtype.type(eps))
         return y
 
-    return {"nn.softmax": softmax(False), "nn.log_softmax": softmax(True), "nn.softmax_grad": softmax_grad, "nn.layer_norm": layer_norm}
+    return {"nn.softmax": softmax(False), "nn.log_softmax": softmax(True), "nn.softmax_grad": softmax_grad,
+            "nn.masked_softmax": masked_softmax, "nn.layer_norm": layer_norm}
 
 
 def static_table() -> LoweringTable:

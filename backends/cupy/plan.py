@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from kiln.backends.cupy.codegen import ReductionSource, group_kernels
 from kiln.backends.cupy.loss_kernels import cross_entropy_rows_apply
 from kiln.backends.cupy.lowering import CUPY_OP_NAMES
-from kiln.backends.cupy.row_kernels import row_op_fuses
+from kiln.backends.cupy.row_kernels import masked_rows_apply, row_op_fuses
 from kiln.compiler.ir.core import Graph, Op, clone_graph
 from kiln.compiler.ops.registry import has_trait, lookup
 from kiln.compiler.passes.chunk_causal_attention import split_long_causal_attention
@@ -84,6 +84,10 @@ def op_launches(op: Op) -> list[KernelLaunch]:
         reduced = op.attrs["reduction"] == "mean" or (op.attrs["reduction"] == "sum" and op.name == "nn.cross_entropy")
         return [KernelLaunch("row", op.name, op.name.replace("nn.", "kiln_") + "_rows")] + \
             [KernelLaunch("library", op.name, "reduction")] * reduced  # the rows' sum, or the mean's kept count
+    if op.name == "nn.masked_softmax":
+        fits = masked_rows_apply(op.operands[0].type, op.operands[1].type)
+        return [KernelLaunch("row", op.name, "kiln_masked_softmax")] if fits else [KernelLaunch("library", "tensor.where", "where"),
+                                                                                    KernelLaunch("row", op.name, "kiln_softmax")]
     if op.name in ROW_OPS and row_op_fuses(op.name, op.attrs.get("axis"), op.operands[0].type.rank, op.operands[0].type.dtype):
         return [KernelLaunch("row", op.name, op.name.replace("nn.", "kiln_"))]
     if not has_trait(op.name, "fused"):

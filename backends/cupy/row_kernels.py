@@ -1,4 +1,5 @@
-"""Fused row kernels: softmax, log-softmax, the softmax's gradient and layer norm over the trailing axis, one CUDA block per row.
+"""Fused row kernels: softmax (also masked), log-softmax, the softmax's gradient and layer norm over the trailing axis,
+one CUDA block per row.
 
 Each is one ``RawKernel`` launch where the re-bound NumPy kernel would launch
 five to eight (max, subtract, exp, sum, divide, ...): a block of 256 threads
@@ -17,7 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kiln.backends.cupy.expressions import _extreme, c_type
-from kiln.compiler.ir.types import DType
+from kiln.compiler.ir.types import DType, TensorType
+from kiln.compiler.ops.transformer import MASKED_SCORE
 
 THREADS = 256
 """Threads per block (a power of two: the tree reductions halve it)."""
@@ -78,6 +80,38 @@ extern "C" __global__ void {name}(const {t}* x, {t}* y, long long cols) {{
 }}
 """
     return RawSource(name, code)
+
+
+def masked_softmax_source(dtype: DType) -> RawSource:
+    """``softmax(where(keep, x, -1e9))`` over each row (``nn.masked_softmax``), the mask row ``blockIdx.x % mask_rows``: one
+    ``(mask_rows, cols)`` mask for every batch and head, read beside the scores (no masked copy of them is written)."""
+    t = c_type(dtype)
+    name = f"kiln_masked_softmax_{dtype}"
+    code = f"""{_block_reduce(t)}
+extern "C" __global__ void {name}(const {t}* x, const bool* keep, {t}* y, long long cols, long long mask_rows) {{
+    __shared__ {t} scratch[{THREADS}];
+    const {t}* in = x + blockIdx.x * cols;
+    const bool* kept = keep + (blockIdx.x % mask_rows) * cols;
+    {t}* out = y + blockIdx.x * cols;
+    const {t} masked = ({t}){MASKED_SCORE};
+    {t} local = {_extreme(t, low=True)};
+    for (long long j = threadIdx.x; j < cols; j += blockDim.x) local = max(local, kept[j] ? in[j] : masked);
+    const {t} row_max = kiln_block_max_{t}(local, scratch);
+    {t} sum = 0;
+    for (long long j = threadIdx.x; j < cols; j += blockDim.x) sum += exp((kept[j] ? in[j] : masked) - row_max);
+    const {t} inverse_sum = ({t})1 / kiln_block_sum_{t}(sum, scratch);
+    for (long long j = threadIdx.x; j < cols; j += blockDim.x) out[j] = exp((kept[j] ? in[j] : masked) - row_max) * inverse_sum;
+}}
+"""
+    return RawSource(name, code)
+
+
+def masked_rows_apply(x: TensorType, keep: TensorType) -> bool:
+    """The masked row kernel's case: f32/f64 scores and one ``(L, S)`` (or ``(S,)``) mask shared by every leading index."""
+    if x.dtype not in (DType.f32, DType.f64) or x.rank < 1 or keep.rank < 1 or keep.shape[-1] != x.shape[-1]:
+        return False
+    leading = keep.shape[:-2] if keep.rank >= 2 else ()
+    return all(d == 1 for d in leading) and (keep.rank < 2 or x.rank >= 2 and keep.shape[-2] == x.shape[-2])
 
 
 def softmax_grad_source(dtype: DType) -> RawSource:

@@ -244,6 +244,14 @@ class RawKernel:
             return
         if "cross_entropy" in self.name:
             return _cross_entropy_rows(self.name, grid[0], [a.view(np.ndarray) if isinstance(a, DeviceArray) else a for a in args])
+        if "masked_softmax" in self.name:
+            x, keep, y, cols, mask_rows = (a.view(np.ndarray) if isinstance(a, DeviceArray) else a for a in args)
+            rows = x.reshape(grid[0], int(cols))
+            kept = keep.reshape(int(mask_rows), int(cols))[np.arange(grid[0]) % int(mask_rows)]
+            scores = np.where(kept, rows, rows.dtype.type(-1e9))
+            shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
+            y.reshape(grid[0], int(cols))[...] = shifted / shifted.sum(axis=1, keepdims=True)
+            return
         if "softmax_grad" in self.name:
             y, g, dx, cols = (a.view(np.ndarray) if isinstance(a, DeviceArray) else a for a in args)
             y, g = y.reshape(grid[0], int(cols)), g.reshape(grid[0], int(cols))

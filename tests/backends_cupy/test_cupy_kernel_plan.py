@@ -64,7 +64,7 @@ def _model_sources(name: str, chunk: int | None, monkeypatch: pytest.MonkeyPatch
 def test_every_generated_kernel_of_the_op_table_compiles_as_cuda():
     """Each op of the op set, in each of its dtypes (integer and boolean groups too), as the GPU tests launch them."""
     compile_cuda, sources = cuda_compiler(), op_table_kernel_sources()
-    assert len(sources) >= 15  # most ops are library calls or row kernels; the rest (expanded composites) generate these
+    assert len(sources) >= 5  # not vacuous: most ops are library calls or row kernels; expanded composites generate these
     for source in sources.values():
         compile_cuda(translation_unit(source), source.name)
 

@@ -2,7 +2,7 @@
 
 The NVRTC test only proves they compile and the fake CuPy recomputes them in NumPy; here the generated code itself
 runs, one thread per CUDA thread and a barrier per ``__syncthreads()``, with the launch the backend makes: one block
-of ``THREADS`` per row, ``(x, y, int64 cols)``, ``(y, g, dx, int64 cols)`` or ``(x, weight, bias, y, int64 cols, eps of x's dtype)``. Row
+of ``THREADS`` per row, ``(x, y, int64 cols)``, ``(x, keep, y, int64 cols, int64 mask_rows)``, ``(y, g, dx, int64 cols)`` or ``(x, weight, bias, y, int64 cols, eps of x's dtype)``. Row
 lengths cover a row shorter than the block (threads with nothing to read), exactly one block, one past it, and
 several strides; a broken tree reduction must fail here (the mutation tests), so a pass is not vacuous.
 """
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from cpu_cuda import run_raw_kernel
-from kiln.backends.cupy.row_kernels import THREADS, RawSource, layer_norm_source, softmax_grad_source, softmax_source
+from kiln.backends.cupy.row_kernels import THREADS, RawSource, layer_norm_source, masked_softmax_source, softmax_grad_source, softmax_source
 from kiln.compiler.ir.types import DType
 
 SHAPES = [(1, 1), (7, 3), (3, 255), (1, 256), (7, 257), (3, 1000)]
@@ -92,6 +92,20 @@ def test_softmax_grad_kernel_matches_numpy(dtype: DType, shape: tuple[int, int])
     run_raw_kernel(softmax_grad_source(dtype).code, softmax_grad_source(dtype).name, (shape[0],), (THREADS,), (y, g, dx, np.int64(shape[1])))
     y64, g64 = y.astype(np.float64), g.astype(np.float64)
     np.testing.assert_allclose(dx, y64 * (g64 - (g64 * y64).sum(axis=1, keepdims=True)), **TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("shape", "mask_rows"), [((6, 3), 3), ((4, 257), 2), ((3, 1000), 1)], ids=["6x3", "4x257", "3x1000"])
+def test_masked_softmax_kernel_matches_numpy(dtype: DType, shape: tuple[int, int], mask_rows: int):
+    """Row ``r`` reads mask row ``r % mask_rows``; masked keys weigh nothing (the first key of each row is kept)."""
+    x = rows(shape, dtype, scale=2.0)
+    keep = np.random.default_rng(3).random((mask_rows, shape[1])) < 0.6
+    keep[:, 0] = True
+    source, y = masked_softmax_source(dtype), np.empty_like(x)
+    run_raw_kernel(source.code, source.name, (shape[0],), (THREADS,), (x, keep, y, np.int64(shape[1]), np.int64(mask_rows)))
+    expected = softmax_reference(np.where(keep[np.arange(shape[0]) % mask_rows], x.astype(np.float64), -np.inf), log=False)
+    np.testing.assert_allclose(y, expected, **TOLERANCE[dtype])
+    assert not y[~keep[np.arange(shape[0]) % mask_rows]].any()
 
 
 BROKEN: dict[str, Callable[[str], str]] = {
