@@ -43,6 +43,8 @@ from kiln.compiler.ir.printer import assign_names
 from kiln.compiler.ir.types import Dim, DType, dim_factors, dim_value
 from kiln.compiler.ops.registry import lookup
 from kiln.compiler.passes.dce import DCE
+from kiln.compiler.passes.chunk_causal_attention import split_long_causal_attention
+from kiln.compiler.passes.cse import CSE
 from kiln.compiler.passes.decompose import decompose_where
 
 OPSET = 20
@@ -183,7 +185,9 @@ def graph_to_onnx(graph: Graph, initializers: Mapping[int, np.ndarray] | None = 
     import onnx
 
     graph = clone_graph(graph)
+    split_long_causal_attention(graph)
     decompose_where(graph, lambda op: lookup(op.name).is_composite and op.name not in ONNX)
+    CSE().run(graph)  # a backward's recomputed attention weights meet the forward's (onnxruntime would merge them too)
     DCE().run(graph)
     ctx = ExportContext(graph)
     initializers = dict(initializers or {})

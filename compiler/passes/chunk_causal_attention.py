@@ -18,9 +18,10 @@ block's ``dk`` / ``dv`` sums the chunks that saw it.
 ```
 
 Only causal attentions without another mask, over ``L = S >= 2 chunk``
-(static), are split; the NumPy and CuPy backends run this before their lowering
-(``CAUSAL_CHUNK``). On NumPy (1 thread) a 2-layer GPT step at 512, 1024 and 2048
-positions took 9%, 25% and 44% less time.
+(static), are split; the NumPy and CuPy backends and the ONNX export run this
+before their lowering (``CAUSAL_CHUNK``). On one thread a 2-layer GPT step at 512,
+1024 and 2048 positions took 9%, 25% and 44% less time on NumPy, and at 1024
+positions 36% less in onnxruntime (484 -> 309 ms).
 """
 
 from __future__ import annotations

@@ -104,13 +104,13 @@ class CausalLM(nn.Module):
 
 
 def test_a_causal_model_trains_the_same_in_chunks(monkeypatch):
-    """The NumPy backend splits long causal attentions (``CAUSAL_CHUNK``, read when it compiles): 9 positions in
-    chunks of 4 train as the whole attention does on NumPy and in onnxruntime (whose export stays unsplit). SGD, not
-    Adam: the key bias has a zero gradient in exact arithmetic, which Adam would turn into steps of lr from noise."""
+    """The backends split long causal attentions (``CAUSAL_CHUNK``, read when they compile): 9 positions in chunks of 4
+    train as the whole attention does, on NumPy and in onnxruntime. SGD, not Adam: the key bias has a zero gradient in
+    exact arithmetic, which Adam would turn into steps of lr from rounding noise."""
     require("onnxruntime")
     tokens = np.random.default_rng(0).integers(0, 11, (3, 10))
     runs = {}
-    for backend, chunk in (("numpy", 0), ("numpy", 4), ("onnxruntime", 4)):
+    for backend, chunk in (("numpy", 0), ("numpy", 4), ("onnxruntime", 0), ("onnxruntime", 4)):
         monkeypatch.setattr(chunk_causal_attention, "CAUSAL_CHUNK", chunk)
         kiln.manual_seed(0)
         model = CausalLM()
@@ -120,8 +120,22 @@ def test_a_causal_model_trains_the_same_in_chunks(monkeypatch):
         if backend == "numpy":
             lowered = list(step.compiled.values())[-1].executable.graph
             assert sum(op.name == "nn.softmax" for op in lowered.ops) == (3 if chunk else 1)  # [0, 4), [4, 8), [8, 9)
-    chunked = runs["numpy", 4]
-    for reference in (runs["numpy", 0], runs["onnxruntime", 4]):
-        np.testing.assert_allclose(chunked[0], reference[0], rtol=1e-5)
-        for key, value in reference[1].items():
-            np.testing.assert_allclose(chunked[1][key], value, rtol=1e-4, atol=1e-6, err_msg=key)
+    reference = runs["numpy", 0]
+    for key in (("numpy", 4), ("onnxruntime", 0), ("onnxruntime", 4)):
+        np.testing.assert_allclose(runs[key][0], reference[0], rtol=1e-5, err_msg=str(key))
+        for name, value in reference[1].items():
+            np.testing.assert_allclose(runs[key][1][name], value, rtol=1e-4, atol=1e-6, err_msg=f"{key} {name}")
+
+
+def test_the_onnx_export_splits_and_shares_the_recomputed_weights(monkeypatch):
+    """Exported in chunks of 4: three Softmax nodes for 9 positions, forward and backward together (the backward's
+    recomputed weights merge with the forward's)."""
+    require("onnx")
+    from kiln.backends.onnx.export import graph_to_onnx
+
+    graph = _attention_graph((2,), 9, 4)
+    softmaxes = []
+    for chunk in (0, 4):
+        monkeypatch.setattr(chunk_causal_attention, "CAUSAL_CHUNK", chunk)
+        softmaxes.append(sum(node.op_type == "Softmax" for node in graph_to_onnx(graph).graph.node))
+    assert softmaxes == [1, 3]
