@@ -1,7 +1,9 @@
-"""``nn`` composites for transformers: gelu, layer_norm, scaled dot-product attention.
+"""``nn`` composites for transformers: gelu, layer_norm, scaled dot-product attention (and its backward as one op),
+the masked softmax of its weights.
 
 Each has a decomposition into ``tensor`` primitives; the NumPy backend lowers
-gelu and layer_norm directly, and autodiff uses direct VJP rules for them.
+gelu and layer_norm directly, and autodiff uses direct VJP rules for them. The
+CuPy backend runs the masked softmax as one row kernel.
 """
 
 from __future__ import annotations

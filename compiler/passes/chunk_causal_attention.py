@@ -52,7 +52,7 @@ class ChunkCausalAttention(Pass):
 
     def run(self, graph: Graph) -> bool:
         targets = [op for op in graph.ops if op.name in (ATTENTION, ATTENTION_GRAD) and splits(op, self.chunk)]
-        pieces = Pieces(graph)
+        pieces = Pieces()
         for op in targets:
             b = Builder(graph, insert_before=op, location=op.location)
             results = split_forward(b, op, self.chunk, pieces) if op.name == ATTENTION else split_backward(b, op, self.chunk, pieces)
@@ -85,7 +85,6 @@ class Pieces:
     """Slices and masks built once per graph, so the forward's and the backward's chunks read the same values (and CSE
     can share the recomputed attention weights)."""
 
-    graph: Graph
     built: dict[tuple, Value] = field(default_factory=dict)
 
     def rows(self, b: Builder, x: Value, begin: int, end: int) -> Value:
