@@ -23,7 +23,7 @@ from typing import Any, Callable
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "examples"))
+sys.path[:0] = [os.path.join(ROOT, "examples"), os.path.join(ROOT, "benchmarks")]
 
 WORKLOADS = ("w1-128", "w1-4096", "gpt2-small")
 IMPLEMENTATIONS = ("kiln-cupy", "torch-eager", "torch-compile")
@@ -251,11 +251,30 @@ def run(args: argparse.Namespace) -> list[Row]:
     return rows
 
 
-def format_row(row: Row, rows: list[Row]) -> str:
+def format_row(row: Row, rows: list[Row], gemm_tflop: float | None = None) -> str:
+    """One table line: the time, the ratio to torch-eager's (once that row exists) and, given the step's matmul
+    work, the achieved matmul TFLOP/s."""
     eager = next((r.ms_per_step for r in rows if r.workload == row.workload and r.implementation == "torch-eager"), None)
     ms = f"{row.ms_per_step:10.3f}" if row.ms_per_step is not None else f"{'-':>10}"
     ratio = f"{row.ms_per_step / eager:8.2f}x" if row.ms_per_step and eager else f"{'':>9}"
-    return f"{row.workload:<12} {row.implementation:<14} {ms} ms/step {ratio}  {row.note}"
+    rate = f"{gemm_tflop / row.ms_per_step * 1e3:8.1f}" if gemm_tflop and row.ms_per_step else f"{'':>8}"
+    return f"{row.workload:<12} {row.implementation:<14} {ms} ms/step {ratio} {rate}  {row.note}"
+
+
+def matmul_tflop(workload: str, args: argparse.Namespace) -> float:
+    """Matmul work of one step, 3x the forward's (input and weight gradients), as ``gpt_flops`` counts it."""
+    if workload == "gpt2-small":
+        from gpt_workload import GPTConfig, gpt_flops
+
+        config = {**GPT2_SMALL, "layers": args.gpt_layers}
+        return gpt_flops(GPTConfig(**{key: config[key] for key in ("vocab", "context", "d_model", "heads", "layers", "batch")})) / 1e12
+    sizes = (784, 128, 64, 10)
+    return 3 * 2 * int(workload.split("-")[1]) * sum(a * b for a, b in zip(sizes, sizes[1:])) / 1e12
+
+
+def summary(rows: list[Row], args: argparse.Namespace) -> list[str]:
+    """Every row again once all are in (a kiln row is timed before torch-eager's, so its ratio shows only here)."""
+    return [format_row(row, rows, matmul_tflop(row.workload, args)) for row in rows]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -266,7 +285,10 @@ def main(argv: list[str] | None = None) -> int:
     except BenchmarkError as error:
         print(error, file=sys.stderr)
         return 2
-    print("\n(ratios: time over torch-eager's on the same workload; lower is faster)")
+    print(f"\n{'workload':<12} {'implementation':<14} {'time':>10}         {'vs eager':>9} {'TFLOP/s':>8}")
+    print("\n".join(summary(rows, args)))
+    print("\n(ratios: time over torch-eager's on the same workload; lower is faster. TFLOP/s: the step's matmul work,"
+          " 3x the forward's, over its time)")
     return 1 if any(r.note.startswith("failed") and r.implementation == "kiln-cupy" for r in rows) else 0
 
 

@@ -46,6 +46,19 @@ def test_rows_format_with_ratios_to_torch_eager():
     assert "skipped" in benchmark.format_row(skipped, [skipped])
 
 
+def test_the_summary_repeats_every_row_with_its_ratio_and_matmul_rate():
+    """kiln-cupy is timed before torch-eager, so its ratio first appears in the summary."""
+    benchmark = load_benchmark()
+    args = benchmark.parse_args([])
+    rows = [benchmark.Row("gpt2-small", "kiln-cupy", 200.0), benchmark.Row("gpt2-small", "torch-eager", 250.0)]
+    assert "0.80x" not in benchmark.format_row(rows[0], rows[:1])
+    kiln_line = benchmark.summary(rows, args)[0]
+    tflop = benchmark.matmul_tflop("gpt2-small", args)
+    assert "0.80x" in kiln_line and f"{tflop / 0.2:8.1f}" in kiln_line
+    assert 6 < tflop < 7.5  # GPT-2 small at 8 x 1024 tokens: 7.0 TFLOP of matmuls a step, the full attention counted
+    assert benchmark.matmul_tflop("w1-128", args) == pytest.approx(3 * 2 * 128 * (784 * 128 + 128 * 64 + 64 * 10) / 1e12)
+
+
 def test_gpu_check_script_is_valid_bash_and_installs_without_network():
     bash = shutil.which("bash")
     if bash is None:
