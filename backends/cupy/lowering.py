@@ -235,7 +235,7 @@ def cupy_table() -> LoweringTable:
         lowering_losses.__name__: {"log_softmax": rows["nn.log_softmax"]},
         lowering_movement.__name__: {"erf": overrides["tensor.erf"]},
     }
-    table.kernels.update(_rebound_kernels(array_module, replacements))  # cross-entropy reads its log-softmax from a row kernel
+    table.kernels.update(_rebound_kernels(array_module, replacements))  # the general cross-entropy reads its log-softmax from a row kernel
     table.kernels.update({name: getattr(cupy, function) for name, function in CUPY_FUNCTIONS.items()})
     table.kernels.update(overrides | rows)
     table.kernels.update(cross_entropy_kernels(cupy, dict(table.kernels), row_launcher(cupy), _labels_checked_later))
@@ -255,7 +255,7 @@ def row_launcher(cupy: Any) -> Callable[..., None]:
 
 
 def row_kernels(cupy: Any, fallback: dict[str, Callable[..., Any]]) -> dict[str, Callable[..., Any]]:
-    """Softmax, its gradient, log-softmax and layer norm as one row kernel each where they fit (``row_op_fuses``), else
+    """Softmax (also masked), its gradient, log-softmax and layer norm as one row kernel each where they fit (``row_op_fuses``), else
     ``fallback``'s."""
     launch = row_launcher(cupy)
 
