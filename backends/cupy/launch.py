@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from kiln.backends.cupy.codegen import ElementwiseSource, ReductionSource, group_kernels
+from kiln.backends.cupy.gemm import device_matmul
 from kiln.backends.cupy.row_kernels import RawSource
 from kiln.compiler.ir.core import Op
 
@@ -42,7 +43,7 @@ def launcher(cupy: Any, op: Op) -> Launcher:
     group = group_kernels(op)
     count = len(op.attrs["yields"])
     calls = [(_callable(cupy, call.source), call.reads, call.writes) for call in group.calls]
-    matmul = cupy.matmul
+    matmul = device_matmul(cupy)
 
     def launch(*arrays: Any) -> Any:
         slots, results = dict(enumerate(arrays)), [None] * count

@@ -6,7 +6,7 @@ that falls back to NumPy only for names CuPy lacks, such as ``np.dtype``
 helpers), so conv, pooling, the losses and the optimizer kernels need no
 second copy. Softmax (also masked), its gradient, log-softmax and layer norm are fused row kernels
 (``row_kernels.py``), and so is cross-entropy over integer labels, loss and gradient (``loss_kernels.py``). Ufuncs, reductions and the matmul call CuPy directly (one less
-dispatch; ``matmul`` is cuBLAS). The overrides are the kernels that build
+dispatch); matmuls go to cuBLAS reading transposed and sliced operands in place (``gemm.py``). The overrides are the kernels that build
 host arrays on purpose: casts through ``np.asarray``, ``numel``, ``one_hot``,
 ``erf`` and the exact GELU (SciPy's erf), the Philox random draw (``philox.py``: NumPy's
 Philox-4x64 stream computed on the device, so a seed gives the same numbers on every backend)
@@ -35,6 +35,7 @@ from kiln.backends.base import LoweringTable
 from kiln.backends.numpy import NUMPY
 from kiln.backends.numpy import lowering, lowering_losses, lowering_movement
 from kiln.backends.numpy.lowering_comm import comm_kernels
+from kiln.backends.cupy.gemm import device_matmul
 from kiln.backends.cupy.loss_kernels import cross_entropy_kernels
 from kiln.backends.cupy.philox import launch_shape, philox_uniform_source
 from kiln.backends.cupy.row_kernels import (THREADS, layer_norm_source, masked_rows_apply, masked_softmax_source, row_op_fuses,
@@ -53,9 +54,9 @@ CUPY_FUNCTIONS = {
     "tensor.add": "add", "tensor.sub": "subtract", "tensor.mul": "multiply", "tensor.div": "divide", "tensor.pow": "power",
     "tensor.maximum": "maximum", "tensor.minimum": "minimum", "tensor.equal": "equal", "tensor.not_equal": "not_equal",
     "tensor.less": "less", "tensor.less_equal": "less_equal", "tensor.greater": "greater",
-    "tensor.greater_equal": "greater_equal", "tensor.matmul": "matmul", "tensor.abs": "abs", "tensor.where": "where",
+    "tensor.greater_equal": "greater_equal", "tensor.abs": "abs", "tensor.where": "where",
 }
-"""Ops that are one CuPy function (``tensor.matmul`` is cuBLAS)."""
+"""Ops that are one CuPy function (``tensor.matmul`` is ``gemm.batched_matmul``: cuBLAS, reading operands in place)."""
 
 FUSED_NAMES = ("fused.elementwise", "fused.matmul")
 """Launched by generated kernels (``launch.py``), not through the table."""
@@ -184,7 +185,7 @@ def _overrides(cupy: Any, fallback: dict[str, Callable[..., Any]]) -> dict[str, 
         return x.dtype.type(0.5) * x * (1 + erf(x * x.dtype.type(1 / math.sqrt(2))))
 
     kernels = {"tensor.cast": cast, "tensor.numel": numel, "tensor.one_hot": one_hot, "tensor.erf": erf, "nn.gelu": gelu,
-               "tensor.reduce_sum": reduce_sum, "tensor.relu": relu, "tensor.constant": cupy.asarray}
+               "tensor.reduce_sum": reduce_sum, "tensor.relu": relu, "tensor.constant": cupy.asarray, "tensor.matmul": device_matmul(cupy)}
     return kernels | {"tensor.random_uniform": _random_uniform(cupy)} | _comm(cupy)
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 import cpu_cuda
+import fake_cublas
 
 SYNCS: list[str] = []
 """Each read of device data by the host (``get``, ``bool``, ``float``, ``item``, ``asnumpy``, ...), in order: on a GPU
@@ -300,14 +301,20 @@ def install(monkeypatch: Any) -> types.ModuleType:
     cupy.ndarray, cupy.asarray, cupy.asnumpy = DeviceArray, asarray, asnumpy
     cupy.ElementwiseKernel, cupy.ReductionKernel, cupy.RawKernel = ElementwiseKernel, ReductionKernel, RawKernel
     cupy.lib = types.SimpleNamespace(stride_tricks=np.lib.stride_tricks)
-    cupy.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=lambda: 1))
+    device = types.ModuleType("cupy.cuda.device")
+    device.get_cublas_handle = lambda: "cublas-handle"
+    cupy.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=lambda: 1), device=device)
     linalg = types.ModuleType("cupy._core._routines_linalg")
-    linalg.COMPUTE_TYPE_TF32, linalg.COMPUTE_TYPE_FP32, linalg.set_compute_type = 7, 4, lambda dtype, kind: None
+    compute_types = {np.dtype(np.float32): 4}
+    linalg.COMPUTE_TYPE_TF32, linalg.COMPUTE_TYPE_FP32 = 7, 4
+    linalg.set_compute_type = lambda dtype, kind: compute_types.__setitem__(np.dtype(dtype), kind)
+    linalg.get_compute_type = lambda dtype: compute_types[np.dtype(dtype)]
     core = types.ModuleType("cupy._core")
     core._routines_linalg = linalg
     special = types.ModuleType("cupyx.scipy.special")
     special.erf = _on_device(lambda x: _erf(np.asarray(x)))
-    for name, module in {"cupy": cupy, "cupy._core": core, "cupy._core._routines_linalg": linalg, "cupy.lib": cupy.lib,
+    for name, module in {**fake_cublas.modules(), "cupy.cuda": cupy.cuda, "cupy.cuda.device": device,
+                         "cupy": cupy, "cupy._core": core, "cupy._core._routines_linalg": linalg, "cupy.lib": cupy.lib,
                          "cupy.lib.stride_tricks": np.lib.stride_tricks, "cupyx": types.ModuleType("cupyx"),
                          "cupyx.scipy": types.ModuleType("cupyx.scipy"), "cupyx.scipy.special": special}.items():
         monkeypatch.setitem(sys.modules, name, module)

@@ -13,6 +13,7 @@ import pytest
 
 from cupy_groups import GROUPS, assert_group_matches_numpy, random_inputs
 from cupy_models import MODELS, comparable, step_for
+from gemm_layouts import LAYOUTS
 from kiln.backends.cupy import CupyBackend, device_problem, kernel_plan
 from kiln.compiler.passes import chunk_causal_attention
 from kiln.runtime.lazy import LazyScalar
@@ -49,6 +50,17 @@ def test_training_matches_numpy_for_50_steps(name):
 def test_chunked_causal_attention_matches_numpy_for_50_steps(monkeypatch):
     monkeypatch.setattr(chunk_causal_attention, "CAUSAL_CHUNK", 3)  # the tiny GPT's 8 positions in query chunks of 3, 3 and 2
     test_training_matches_numpy_for_50_steps("gpt")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", sorted(LAYOUTS))
+def test_batched_matmul_reads_each_layout_as_cupy_matmul_computes_it(name, dtype):
+    import cupy
+
+    from kiln.backends.cupy.gemm import batched_matmul
+
+    a, b = LAYOUTS[name][0](cupy, np.random.default_rng(0), dtype)
+    np.testing.assert_allclose(cupy.asnumpy(batched_matmul(cupy, a, b)), cupy.asnumpy(cupy.matmul(a, b)), **TOLERANCES[np.dtype(dtype)])
 
 
 def test_step_returns_a_lazy_loss_and_keeps_parameters_on_the_device():

@@ -112,3 +112,20 @@ def test_the_compiler_helper_calls_cupys_nvrtc_with_arguments_it_takes():
     from cuda_compiler import cupy_nvrtc_arguments
 
     inspect.signature(compiler.compile_using_nvrtc).bind("source", **cupy_nvrtc_arguments("kernel", ("--std=c++17",)))
+
+
+def test_the_cublas_stand_in_has_cupys_signature_and_constants():
+    """gemm.py calls ``gemmStridedBatchedEx`` positionally: the stand-in (fake_cublas.py) and CuPy's binding must agree on
+    the parameter list and on the enum values (needs CuPy's cuBLAS library)."""
+    import inspect
+
+    import fake_cublas
+
+    try:
+        from cupy_backends.cuda.libs import cublas
+    except ImportError as error:
+        pytest.skip(f"CuPy's cuBLAS binding does not load here ({error}); pip install nvidia-cublas-cu12")
+    real = cublas.gemmStridedBatchedEx.__doc__.split("(", 1)[1].split(")", 1)[0].split(", ")
+    assert [p.split()[-1] for p in real] == list(inspect.signature(fake_cublas.gemmStridedBatchedEx).parameters)
+    for name in ("CUBLAS_COMPUTE_32F", "CUBLAS_COMPUTE_32F_FAST_TF32", "CUBLAS_COMPUTE_64F", "CUBLAS_GEMM_DEFAULT"):
+        assert getattr(cublas, name) == getattr(fake_cublas, name), name
