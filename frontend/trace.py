@@ -102,7 +102,7 @@ class TraceContext:
         value = self.parameter_values.get(id(parameter))
         if value is None:
             name = self.parameter_names.get(id(parameter), f"param{len(self.parameters)}")
-            value = self.graph.add_input(TensorType(parameter.data.shape, DType.of(parameter.data.dtype)), name)
+            value = self.graph.add_input(TensorType.of_array(parameter.data), name)
             self.parameter_values[id(parameter)] = value
             self.parameters.append(parameter)
         return value

@@ -121,8 +121,7 @@ def cross_entropy_kernels(cupy: Any, fallback: dict[str, Callable[..., Any]], la
     (the re-bound NumPy kernels); ``check_labels(op, labels, keep, classes, ignore_index)`` range-checks the labels."""
 
     def applies(logits: Any, target: Any, weight: Any) -> bool:
-        return logits.size > 0 and cross_entropy_rows_apply(
-            TensorType(logits.shape, DType.of(logits.dtype)), TensorType(target.shape, DType.of(target.dtype)), weight is not None)
+        return logits.size > 0 and cross_entropy_rows_apply(TensorType.of_array(logits), TensorType.of_array(target), weight is not None)
 
     def labels_of(op: str, logits: Any, target: Any, ignore_index: int) -> Any:
         check_labels(op, target, target != ignore_index, logits.shape[1], ignore_index)

@@ -282,8 +282,7 @@ def row_kernels(cupy: Any, fallback: dict[str, Callable[..., Any]]) -> dict[str,
         return cupy.moveaxis(dx, -1, axis)
 
     def masked_softmax(x: Any, keep: Any) -> Any:
-        types = TensorType(x.shape, DType.of(x.dtype)), TensorType(keep.shape, DType.bool)
-        if x.size == 0 or not masked_rows_apply(*types):
+        if x.size == 0 or not masked_rows_apply(TensorType.of_array(x), TensorType.of_array(keep)):
             return softmax(False)(cupy.where(keep, x, x.dtype.type(MASKED_SCORE)), axis=-1)
         x, cols = cupy.ascontiguousarray(x), x.shape[-1]
         mask = cupy.ascontiguousarray(keep).reshape(-1, cols)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
-from typing import Union
+from typing import Any, Union
 
 import numpy as np
 
@@ -97,6 +97,11 @@ class TensorType:
                     "the letter 'x', which separates dims in the text form, e.g. 'N') or their products in "
                     "canonical form ('5*N', 'N*T': the factor first, symbols sorted)"
                 )
+
+    @classmethod
+    def of_array(cls, array: Any) -> "TensorType":
+        """The static type of an array (NumPy's, CuPy's, anything with ``shape`` and ``dtype``)."""
+        return cls(tuple(array.shape), DType.of(array.dtype))
 
     @property
     def rank(self) -> int:

@@ -87,7 +87,7 @@ def cast_shape(x: TensorType, *, dtype: DType) -> TensorType:
 def constant_shape(*, value: np.ndarray) -> TensorType:
     if not isinstance(value, np.ndarray):
         raise ShapeError(f"tensor.constant needs an ndarray value, got {type(value).__name__}")
-    return TensorType(value.shape, DType.of(value.dtype))
+    return TensorType.of_array(value)
 
 
 @register_op("tensor.matmul")
