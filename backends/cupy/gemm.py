@@ -115,3 +115,28 @@ def compute_type(cublas: Any, dtype: np.dtype) -> int:
 def device_matmul(cupy: Any) -> Callable[[Any, Any], Any]:
     """The CuPy backend's ``tensor.matmul`` (and the GEMM of ``fused.matmul``)."""
     return lambda a, b: batched_matmul(cupy, a, b)
+
+
+def batch_walkable(shape: tuple[int, ...], strides: list[int]) -> bool:
+    """Whether one stride walks the batch (leading) axes of a ``shape`` with these element ``strides``."""
+    return len(shape) < 3 or merged_batch_stride(tuple(shape[:-2]), list(strides[:-2]), tuple(shape[:-2])) is not None
+
+
+def transpose_copies(shape: tuple[int, ...], perm: tuple[int, ...] | None) -> bool:
+    """Whether ``device_transpose`` copies the transpose of a C-contiguous ``shape``: when the transposed batch axes
+    take more than one stride, as splitting heads does (``(N, T, H, E) -> (N, H, T, E)``). ``None``: axes reversed."""
+    perm = tuple(reversed(range(len(shape)))) if perm is None else perm
+    strides = [math.prod(shape[i + 1:]) for i in range(len(shape))]
+    return not batch_walkable(tuple(shape[p] for p in perm), [strides[p] for p in perm])
+
+
+def device_transpose(cupy: Any) -> Callable[..., Any]:
+    """The CuPy backend's ``tensor.transpose``: a view, unless its batch axes take more than one stride (split heads).
+    Every batched matmul reading such a view would copy it, so it is made contiguous once here; cuBLAS then reads it
+    and its row slices (attention chunks) in place."""
+
+    def transpose(x: Any, *, perm: tuple[int, ...] | None) -> Any:
+        view = cupy.transpose(x, perm)
+        return view if batch_walkable(view.shape, [s // view.itemsize for s in view.strides]) else cupy.ascontiguousarray(view)
+
+    return transpose

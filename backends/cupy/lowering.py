@@ -35,7 +35,7 @@ from kiln.backends.base import LoweringTable
 from kiln.backends.numpy import NUMPY
 from kiln.backends.numpy import lowering, lowering_losses, lowering_movement
 from kiln.backends.numpy.lowering_comm import comm_kernels
-from kiln.backends.cupy.gemm import device_matmul
+from kiln.backends.cupy.gemm import device_matmul, device_transpose
 from kiln.backends.cupy.loss_kernels import cross_entropy_kernels
 from kiln.backends.cupy.philox import launch_shape, philox_uniform_source
 from kiln.backends.cupy.row_kernels import (THREADS, layer_norm_source, masked_rows_apply, masked_softmax_source, row_op_fuses,
@@ -185,7 +185,8 @@ def _overrides(cupy: Any, fallback: dict[str, Callable[..., Any]]) -> dict[str, 
         return x.dtype.type(0.5) * x * (1 + erf(x * x.dtype.type(1 / math.sqrt(2))))
 
     kernels = {"tensor.cast": cast, "tensor.numel": numel, "tensor.one_hot": one_hot, "tensor.erf": erf, "nn.gelu": gelu,
-               "tensor.reduce_sum": reduce_sum, "tensor.relu": relu, "tensor.constant": cupy.asarray, "tensor.matmul": device_matmul(cupy)}
+               "tensor.reduce_sum": reduce_sum, "tensor.relu": relu, "tensor.constant": cupy.asarray, "tensor.matmul": device_matmul(cupy),
+               "tensor.transpose": device_transpose(cupy)}
     return kernels | {"tensor.random_uniform": _random_uniform(cupy)} | _comm(cupy)
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kiln.backends.cupy.codegen import ReductionSource, group_kernels
+from kiln.backends.cupy.gemm import transpose_copies
 from kiln.backends.cupy.loss_kernels import cross_entropy_rows_apply
 from kiln.backends.cupy.lowering import CUPY_OP_NAMES
 from kiln.backends.cupy.row_kernels import masked_rows_apply, row_op_fuses
@@ -30,7 +31,7 @@ ROW_OPS = frozenset({"nn.softmax", "nn.log_softmax", "nn.softmax_grad", "nn.laye
 """Ops with a fused row kernel (``row_kernels.py``) where ``row_op_fuses`` says so."""
 
 VIEW_OPS = frozenset({"tensor.reshape", "tensor.transpose", "tensor.broadcast_to", "tensor.expand_dims", "tensor.squeeze", "tensor.slice"})
-"""Ops CuPy computes as views of their operand: no kernel."""
+"""Ops CuPy computes as views of their operand: no kernel (a transpose into split heads excepted: ``gemm.device_transpose``)."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,8 @@ def kernel_plan(graph: Graph) -> list[KernelLaunch]:
 
 
 def op_launches(op: Op) -> list[KernelLaunch]:
+    if op.name == "tensor.transpose" and transpose_copies(_stand_in_shape(op.operands[0].type.shape), op.attrs["perm"]):
+        return [KernelLaunch("library", op.name, "copy")]  # made contiguous once for the matmuls (gemm.device_transpose)
     if op.name == "tensor.constant" or op.name in VIEW_OPS:
         return []
     if op.name == "tensor.matmul":
@@ -94,6 +97,11 @@ def op_launches(op: Op) -> list[KernelLaunch]:
         return [KernelLaunch("library", op.name, op.name)]
     gemm = [KernelLaunch("gemm", op.name, "cublas_gemm")] if op.name == "fused.matmul" else []
     return gemm + [KernelLaunch(_kind(source), op.name, source.name) for source in group_kernels(op).sources()]
+
+
+def _stand_in_shape(shape: tuple) -> tuple[int, ...]:
+    """Symbolic dims as 2 (a batch of more than one), for layout questions that need numbers."""
+    return tuple(d if isinstance(d, int) else 2 for d in shape)
 
 
 def _kind(source: object) -> str:

@@ -57,3 +57,34 @@ def test_batch_strides_merge_only_when_one_stride_walks_them():
 def test_a_matrix_without_a_unit_stride_is_not_read_in_place(fake):
     x = fake.asarray(np.ones((2, 6, 6), np.float32))[:, ::2, ::2]
     assert matrix_layout(x, (2,)) is None
+
+
+@pytest.mark.parametrize("chunk", [0, 3])
+def test_a_gpt_step_copies_no_matmul_operand(fake, monkeypatch, chunk):
+    """Every batched product of the tiny GPT's step (whole and in attention chunks) is read in place by cuBLAS:
+    ``cupy.matmul``, which would copy, sees only 2-D products. Heads are split once, contiguously."""
+    from cupy_models import MODELS, step_for
+    from kiln.compiler.passes import chunk_causal_attention
+
+    monkeypatch.setattr(chunk_causal_attention, "CAUSAL_CHUNK", chunk)
+    batched = []
+    plain = fake.matmul
+    monkeypatch.setattr(fake, "matmul", lambda a, b: batched.append((a.shape, b.shape)) or plain(a, b) if a.ndim > 2 or b.ndim > 2 else plain(a, b))
+    _, step, rng = step_for("gpt", "cupy")
+    fake_cublas.CALLS.clear()
+    float(step(*MODELS["gpt"][1](rng)))
+    assert not batched, batched
+    assert len(fake_cublas.CALLS) >= 6 * 2  # per layer: scores, weights times values, and four in the backward
+
+
+def test_only_a_transpose_into_split_heads_is_made_contiguous(fake):
+    from kiln.backends.cupy.gemm import device_transpose
+
+    transpose = device_transpose(fake)
+    x = fake.asarray(np.arange(2 * 3 * 4 * 5, dtype=np.float32).reshape(2, 3, 4, 5))
+    heads = transpose(x, perm=(0, 2, 1, 3))
+    swapped = transpose(x, perm=(0, 1, 3, 2))
+    stacked = transpose(x.reshape(2, 12, 5), perm=(2, 0, 1))  # (K, N, T): one batch axis, reshaped to (K, N T) as a view
+    assert heads.flags.c_contiguous and not swapped.flags.c_contiguous and np.shares_memory(swapped, x)
+    assert np.shares_memory(stacked, x) and np.shares_memory(stacked.reshape(5, 24), x)
+    np.testing.assert_array_equal(fake.asnumpy(heads), np.transpose(fake.asnumpy(x), (0, 2, 1, 3)))
