@@ -3,6 +3,8 @@ GPT-2-small-shaped step (12 layers, d_model 768, 12 heads, context 1024, batch 8
 
     python benchmarks/gpu_benchmark.py                        # all workloads, prints one table
     python benchmarks/gpu_benchmark.py --workloads w1-128 --steps 50 --budget-s 60
+    python benchmarks/gpu_benchmark.py --workloads gpt2-small --implementations kiln-cupy,kiln-cupy-whole,torch-eager
+                                                              # what chunked causal attention buys
 
 Each row is timed with CUDA events around ``--steps`` steps after ``--warmup`` steps (compilation and kernel
 builds happen in the warm-up), so it measures what the GPU timeline sees, host gaps included. Batches live on
@@ -27,6 +29,9 @@ sys.path[:0] = [os.path.join(ROOT, "examples"), os.path.join(ROOT, "benchmarks")
 
 WORKLOADS = ("w1-128", "w1-4096", "gpt2-small")
 IMPLEMENTATIONS = ("kiln-cupy", "torch-eager", "torch-compile")
+EXTRA_IMPLEMENTATIONS = ("kiln-cupy-whole",)
+"""Asked for by name only (outside the 5-minute default): kiln-cupy with causal attention unchunked (``CAUSAL_CHUNK = 0``),
+to measure what ``chunk-causal-attention`` buys."""
 GPT2_SMALL = {"vocab": 50257, "context": 1024, "d_model": 768, "heads": 12, "layers": 12, "batch": 8, "lr": 3e-4, "weight_decay": 0.1}
 
 
@@ -45,7 +50,8 @@ class Row:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workloads", default=",".join(WORKLOADS), help=f"comma-separated, from {', '.join(WORKLOADS)}")
-    parser.add_argument("--implementations", default=",".join(IMPLEMENTATIONS), help=f"comma-separated, from {', '.join(IMPLEMENTATIONS)}")
+    parser.add_argument("--implementations", default=",".join(IMPLEMENTATIONS),
+                        help=f"comma-separated, from {', '.join(IMPLEMENTATIONS + EXTRA_IMPLEMENTATIONS)}")
     parser.add_argument("--steps", type=int, default=20, help="timed steps per W1 row")
     parser.add_argument("--gpt-steps", type=int, default=5, help="timed steps per GPT row")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (compiles)")
@@ -53,7 +59,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--budget-s", type=float, default=170.0, help="skip rows that would start after this many seconds")
     args = parser.parse_args(argv)
     args.workloads = _choices(args.workloads, WORKLOADS, "--workloads")
-    args.implementations = _choices(args.implementations, IMPLEMENTATIONS, "--implementations")
+    args.implementations = _choices(args.implementations, IMPLEMENTATIONS + EXTRA_IMPLEMENTATIONS, "--implementations")
     return args
 
 
@@ -217,16 +223,23 @@ def _torch_gpt(torch: Any, config: dict[str, Any]) -> Any:
 
 
 def plan(args: argparse.Namespace) -> list[tuple[str, str]]:
-    return [(w, i) for w in args.workloads for i in IMPLEMENTATIONS if i in args.implementations]
+    return [(w, i) for w in args.workloads for i in IMPLEMENTATIONS + EXTRA_IMPLEMENTATIONS if i in args.implementations]
 
 
 def measure(workload: str, implementation: str, args: argparse.Namespace, cupy: Any) -> float:
     gpt = workload == "gpt2-small"
     config = {**GPT2_SMALL, "layers": args.gpt_layers}
     steps = args.gpt_steps if gpt else args.steps
-    if implementation == "kiln-cupy":
-        step = kiln_gpt(cupy, config) if gpt else kiln_w1(cupy, int(workload.split("-")[1]))
-        return time_steps(step, steps, args.warmup, cupy_events(cupy))
+    if implementation.startswith("kiln-cupy"):
+        from kiln.compiler.passes import chunk_causal_attention
+
+        default = chunk_causal_attention.CAUSAL_CHUNK
+        chunk_causal_attention.CAUSAL_CHUNK = 0 if implementation == "kiln-cupy-whole" else default  # read when compiling
+        try:
+            step = kiln_gpt(cupy, config) if gpt else kiln_w1(cupy, int(workload.split("-")[1]))
+            return time_steps(step, steps, args.warmup, cupy_events(cupy))
+        finally:
+            chunk_causal_attention.CAUSAL_CHUNK = default
     import torch
 
     compiled = implementation == "torch-compile"

@@ -31,6 +31,24 @@ def test_arguments_parse_and_unknown_workloads_are_refused():
         benchmark.parse_args(["--workloads", "w1-128,w9"])
 
 
+def test_the_unchunked_kiln_row_is_asked_for_by_name_and_restores_the_chunk(monkeypatch):
+    """``kiln-cupy-whole`` compiles with CAUSAL_CHUNK 0 (to measure what chunking buys) and leaves it as it was."""
+    from kiln.compiler.passes import chunk_causal_attention
+
+    benchmark = load_benchmark()
+    assert "kiln-cupy-whole" not in benchmark.parse_args([]).implementations
+    args = benchmark.parse_args(["--workloads", "gpt2-small", "--implementations", "kiln-cupy,kiln-cupy-whole"])
+    assert benchmark.plan(args) == [("gpt2-small", "kiln-cupy"), ("gpt2-small", "kiln-cupy-whole")]
+    seen = []
+    monkeypatch.setattr(benchmark, "kiln_gpt", lambda cupy, config: seen.append(chunk_causal_attention.CAUSAL_CHUNK))
+    monkeypatch.setattr(benchmark, "time_steps", lambda *a: 1.0)
+    monkeypatch.setattr(benchmark, "cupy_events", lambda cupy: None)
+    before = chunk_causal_attention.CAUSAL_CHUNK
+    for implementation in ("kiln-cupy-whole", "kiln-cupy"):
+        benchmark.measure("gpt2-small", implementation, args, cupy=None)
+    assert seen == [0, before] and chunk_causal_attention.CAUSAL_CHUNK == before
+
+
 def test_without_a_gpu_the_benchmark_says_why_and_exits_2(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "cupy", None)
     assert load_benchmark().main(["--workloads", "w1-128"]) == 2
