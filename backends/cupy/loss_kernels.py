@@ -22,7 +22,7 @@ from typing import Any, Callable
 import numpy as np
 
 from kiln.backends.cupy.expressions import c_type
-from kiln.backends.cupy.row_kernels import THREADS, RawSource, _block_reduce
+from kiln.backends.cupy.row_kernels import THREADS, RawSource, block_reduce
 from kiln.compiler.ir.types import DType, TensorType
 
 LOWEST = {"float": "(-3.402823466e+38f)", "double": "(-1.7976931348623157e+308)"}
@@ -78,7 +78,7 @@ def cross_entropy_loss_source(dtype: DType) -> RawSource:
     """Per-row losses: ``(x, labels int64, loss, cols, ignore_index, smoothing)``, one block per row."""
     t = c_type(dtype)
     name = f"kiln_cross_entropy_rows_{dtype}"
-    code = f"""{_block_reduce(t)}
+    code = f"""{block_reduce(t)}
 {_block_logsumexp(t)}
 extern "C" __global__ void {name}(const {t}* x, const long long* labels, {t}* loss, long long cols, long long ignore_index, {t} smoothing) {{
 {_row_logsumexp(t, summed=True)}

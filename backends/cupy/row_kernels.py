@@ -36,7 +36,7 @@ class RawSource:
         return f"// row kernel {self.name}: one block of {THREADS} threads per row\n{self.code}"
 
 
-def _block_reduce(t: str) -> str:
+def block_reduce(t: str) -> str:
     """``kiln_block_sum`` / ``kiln_block_max``: every thread of the block gets the reduction of ``value``."""
     functions = []
     for name, combine in (("sum", "a + b"), ("max", "max(a, b)")):
@@ -61,46 +61,37 @@ def _block_reduce(t: str) -> str:
 def softmax_source(dtype: DType, log: bool = False) -> RawSource:
     """``softmax(x) = exp(x - max) / sum(exp(x - max))`` (or ``x - max - log(sum)``) over each row."""
     t = c_type(dtype)
-    name = f"kiln_{'log_' if log else ''}softmax_{dtype}"
-    scale, write = (f"const {t} log_sum = log(row_sum);", "in[j] - row_max - log_sum") if log else \
-        (f"const {t} inverse_sum = ({t})1 / row_sum;", "exp(in[j] - row_max) * inverse_sum")
-    code = f"""{_block_reduce(t)}
-extern "C" __global__ void {name}(const {t}* x, {t}* y, long long cols) {{
-    __shared__ {t} scratch[{THREADS}];
-    const {t}* in = x + blockIdx.x * cols;
-    {t}* out = y + blockIdx.x * cols;
-    {t} local = {_extreme(t, low=True)};
-    for (long long j = threadIdx.x; j < cols; j += blockDim.x) local = max(local, in[j]);
-    const {t} row_max = kiln_block_max_{t}(local, scratch);
-    {t} sum = 0;
-    for (long long j = threadIdx.x; j < cols; j += blockDim.x) sum += exp(in[j] - row_max);
-    const {t} row_sum = kiln_block_sum_{t}(sum, scratch);
-    {scale}
-    for (long long j = threadIdx.x; j < cols; j += blockDim.x) out[j] = {write};
-}}
-"""
-    return RawSource(name, code)
+    return _softmax_rows(t, f"kiln_{'log_' if log else ''}softmax_{dtype}", f"const {t}* x, {t}* y, long long cols", "in[j]", log)
 
 
 def masked_softmax_source(dtype: DType) -> RawSource:
     """``softmax(where(keep, x, -1e9))`` over each row (``nn.masked_softmax``), the mask row ``blockIdx.x % mask_rows``: one
     ``(mask_rows, cols)`` mask for every batch and head, read beside the scores (no masked copy of them is written)."""
     t = c_type(dtype)
-    name = f"kiln_masked_softmax_{dtype}"
-    code = f"""{_block_reduce(t)}
-extern "C" __global__ void {name}(const {t}* x, const bool* keep, {t}* y, long long cols, long long mask_rows) {{
+    params = f"const {t}* x, const bool* keep, {t}* y, long long cols, long long mask_rows"
+    prologue = f"""    const bool* kept = keep + (blockIdx.x % mask_rows) * cols;
+    const {t} masked = ({t}){MASKED_SCORE};
+"""
+    return _softmax_rows(t, f"kiln_masked_softmax_{dtype}", params, "(kept[j] ? in[j] : masked)", prologue=prologue)
+
+
+def _softmax_rows(t: str, name: str, params: str, value: str, log: bool = False, prologue: str = "") -> RawSource:
+    """The three passes of a row softmax (max, sum of exponentials, write) over ``value``, element ``j`` of the row."""
+    scale, write = (f"const {t} log_sum = log(row_sum);", f"{value} - row_max - log_sum") if log else \
+        (f"const {t} inverse_sum = ({t})1 / row_sum;", f"exp({value} - row_max) * inverse_sum")
+    code = f"""{block_reduce(t)}
+extern "C" __global__ void {name}({params}) {{
     __shared__ {t} scratch[{THREADS}];
     const {t}* in = x + blockIdx.x * cols;
-    const bool* kept = keep + (blockIdx.x % mask_rows) * cols;
     {t}* out = y + blockIdx.x * cols;
-    const {t} masked = ({t}){MASKED_SCORE};
-    {t} local = {_extreme(t, low=True)};
-    for (long long j = threadIdx.x; j < cols; j += blockDim.x) local = max(local, kept[j] ? in[j] : masked);
+{prologue}    {t} local = {_extreme(t, low=True)};
+    for (long long j = threadIdx.x; j < cols; j += blockDim.x) local = max(local, {value});
     const {t} row_max = kiln_block_max_{t}(local, scratch);
     {t} sum = 0;
-    for (long long j = threadIdx.x; j < cols; j += blockDim.x) sum += exp((kept[j] ? in[j] : masked) - row_max);
-    const {t} inverse_sum = ({t})1 / kiln_block_sum_{t}(sum, scratch);
-    for (long long j = threadIdx.x; j < cols; j += blockDim.x) out[j] = exp((kept[j] ? in[j] : masked) - row_max) * inverse_sum;
+    for (long long j = threadIdx.x; j < cols; j += blockDim.x) sum += exp({value} - row_max);
+    const {t} row_sum = kiln_block_sum_{t}(sum, scratch);
+    {scale}
+    for (long long j = threadIdx.x; j < cols; j += blockDim.x) out[j] = {write};
 }}
 """
     return RawSource(name, code)
@@ -118,7 +109,7 @@ def softmax_grad_source(dtype: DType) -> RawSource:
     """``y * (g - sum(g * y))`` over each row: the VJP of ``y = softmax(x)``, one read of ``y`` and ``g`` per pass."""
     t = c_type(dtype)
     name = f"kiln_softmax_grad_{dtype}"
-    code = f"""{_block_reduce(t)}
+    code = f"""{block_reduce(t)}
 extern "C" __global__ void {name}(const {t}* y, const {t}* g, {t}* dx, long long cols) {{
     __shared__ {t} scratch[{THREADS}];
     const long long offset = blockIdx.x * cols;
@@ -135,7 +126,7 @@ def layer_norm_source(dtype: DType) -> RawSource:
     """``(x - mean) / sqrt(var + eps) * weight + bias`` over each row (the trailing dims that weight covers)."""
     t = c_type(dtype)
     name = f"kiln_layer_norm_{dtype}"
-    code = f"""{_block_reduce(t)}
+    code = f"""{block_reduce(t)}
 extern "C" __global__ void {name}(const {t}* x, const {t}* weight, const {t}* bias, {t}* y, long long cols, {t} eps) {{
     __shared__ {t} scratch[{THREADS}];
     const {t}* in = x + blockIdx.x * cols;

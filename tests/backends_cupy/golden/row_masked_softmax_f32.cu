@@ -32,14 +32,15 @@ __device__ float kiln_block_max_float(float value, float* scratch) {
 extern "C" __global__ void kiln_masked_softmax_f32(const float* x, const bool* keep, float* y, long long cols, long long mask_rows) {
     __shared__ float scratch[256];
     const float* in = x + blockIdx.x * cols;
-    const bool* kept = keep + (blockIdx.x % mask_rows) * cols;
     float* out = y + blockIdx.x * cols;
+    const bool* kept = keep + (blockIdx.x % mask_rows) * cols;
     const float masked = (float)-1000000000.0;
     float local = __int_as_float(0xff800000);
-    for (long long j = threadIdx.x; j < cols; j += blockDim.x) local = max(local, kept[j] ? in[j] : masked);
+    for (long long j = threadIdx.x; j < cols; j += blockDim.x) local = max(local, (kept[j] ? in[j] : masked));
     const float row_max = kiln_block_max_float(local, scratch);
     float sum = 0;
     for (long long j = threadIdx.x; j < cols; j += blockDim.x) sum += exp((kept[j] ? in[j] : masked) - row_max);
-    const float inverse_sum = (float)1 / kiln_block_sum_float(sum, scratch);
+    const float row_sum = kiln_block_sum_float(sum, scratch);
+    const float inverse_sum = (float)1 / row_sum;
     for (long long j = threadIdx.x; j < cols; j += blockDim.x) out[j] = exp((kept[j] ? in[j] : masked) - row_max) * inverse_sum;
 }
