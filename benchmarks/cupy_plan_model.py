@@ -62,7 +62,9 @@ def lowered_step(args: argparse.Namespace) -> Any:
 
 def size(dim: Any, batch: int) -> int:
     """A dim's value with the batch symbol ``N`` bound (``1024*N`` included)."""
-    return dim if isinstance(dim, int) else math.prod(int(f) if f != "N" else batch for f in str(dim).split("*"))
+    from kiln.compiler.ir.types import dim_value
+
+    return dim_value(dim, {"N": batch})
 
 
 def nbytes(value: Any, batch: int) -> int:

@@ -22,6 +22,7 @@ from kiln.backends.cupy.loss_kernels import cross_entropy_rows_apply
 from kiln.backends.cupy.lowering import CUPY_OP_NAMES
 from kiln.backends.cupy.row_kernels import masked_rows_apply, row_op_fuses
 from kiln.compiler.ir.core import Graph, Op, clone_graph
+from kiln.compiler.ir.types import dim_value
 from kiln.compiler.ops.registry import has_trait, lookup
 from kiln.compiler.passes.chunk_causal_attention import split_long_causal_attention
 from kiln.compiler.passes.decompose import decompose_where
@@ -101,7 +102,7 @@ def op_launches(op: Op) -> list[KernelLaunch]:
 
 def _stand_in_shape(shape: tuple) -> tuple[int, ...]:
     """Symbolic dims as 2 (a batch of more than one), for layout questions that need numbers."""
-    return tuple(d if isinstance(d, int) else 2 for d in shape)
+    return tuple(dim_value(d, {}, default=2) for d in shape)
 
 
 def _kind(source: object) -> str:
