@@ -13,8 +13,7 @@ import math
 from kiln.compiler.autodiff.rules import Cotangents, vjp_rule
 from kiln.compiler.ir.builder import Builder
 from kiln.compiler.ir.core import Op, Value
-from kiln.compiler.ops.transformer import (GELU_TANH_CUBIC, GELU_TANH_LINEAR, batch_axes,
-                                           gelu_tanh_denominator, normalized_axes, per_channel, standardize)
+from kiln.compiler.ops.transformer import GELU_TANH_CUBIC, GELU_TANH_LINEAR, batch_axes, gelu_tanh_denominator, per_channel, standardize_grad
 
 CONV_ATTRS = ("stride", "padding", "dilation", "groups")
 POOL_ATTRS = ("kernel_size", "stride", "padding")
@@ -84,15 +83,9 @@ def gelu_vjp(b: Builder, op: Op, g: Value) -> Cotangents:
 
 @vjp_rule("nn.layer_norm")
 def layer_norm_vjp(b: Builder, op: Op, g: Value) -> Cotangents:
-    # xh = (x - mean) r:  dx = r (dxh - mean(dxh) - xh mean(dxh xh)),  dxh = g w;  dw = g xh, db = g (summed over the batch by the pass)
+    # one op for the whole backward (its decomposition is the math), so a backend may lower it as one row kernel
     x, weight, _ = op.operands
-    axes = normalized_axes(x, weight)
-    normalized, inverse_std = standardize(b, x, axes, op.attrs["eps"])
-    d_normalized = b.mul(g, weight)
-    mean_d = b.reduce_mean(d_normalized, axes=axes, keepdims=True)
-    mean_dx = b.reduce_mean(b.mul(d_normalized, normalized), axes=axes, keepdims=True)
-    dx = b.mul(inverse_std, b.sub(b.sub(d_normalized, mean_d), b.mul(normalized, mean_dx)))
-    return dx, b.mul(g, normalized), g
+    return tuple(b.op("nn.layer_norm_grad", x, weight, g, eps=op.attrs["eps"]))
 
 
 @vjp_rule("nn.scaled_dot_product_attention")
@@ -129,12 +122,8 @@ def max_pool2d_select_vjp(b: Builder, op: Op, g: Value) -> Cotangents:
 
 @vjp_rule("nn.batch_norm")
 def batch_norm_vjp(b: Builder, op: Op, g: Value) -> Cotangents:
-    # as layer_norm over the batch axes: dx = r (dxh - mean(dxh) - xh mean(dxh xh)),  dxh = g w;  dw = sum(g xh), db = sum(g)
+    # layer norm's backward over the batch axes, the weight per channel
     x, weight, _ = op.operands
     axes = batch_axes(x)
-    normalized, inverse_std = standardize(b, x, axes, op.attrs["eps"])
-    d_normalized = b.mul(g, per_channel(b, weight, x))
-    mean_d = b.reduce_mean(d_normalized, axes=axes, keepdims=True)
-    mean_dx = b.reduce_mean(b.mul(d_normalized, normalized), axes=axes, keepdims=True)
-    dx = b.mul(inverse_std, b.sub(b.sub(d_normalized, mean_d), b.mul(normalized, mean_dx)))
-    return dx, b.reduce_sum(b.mul(g, normalized), axes=axes), b.reduce_sum(g, axes=axes)
+    dx, g_normalized = standardize_grad(b, x, per_channel(b, weight, x), g, axes, op.attrs["eps"])
+    return dx, b.reduce_sum(g_normalized, axes=axes), b.reduce_sum(g, axes=axes)

@@ -1,5 +1,5 @@
-"""``nn`` composites for transformers: gelu, layer_norm, scaled dot-product attention (and its backward as one op),
-the masked softmax of its weights.
+"""``nn`` composites for transformers: gelu, layer_norm, scaled dot-product attention (layer norm's and attention's
+backward each as one op), the masked softmax of its weights.
 
 Each has a decomposition into ``tensor`` primitives; the NumPy backend lowers
 gelu and layer_norm directly, and autodiff uses direct VJP rules for them. The
@@ -90,6 +90,36 @@ def layer_norm_decomposition(b: "Builder", x: "Value", weight: "Value", bias: "V
     # y = (x - mean) / sqrt(var + eps) * weight + bias
     normalized, _ = standardize(b, x, normalized_axes(x, weight), eps)
     return b.add(b.mul(normalized, weight), bias)
+
+
+@register_op("nn.layer_norm_grad", traits={"composite"}, eps=1e-5)
+def layer_norm_grad_shape(x: TensorType, weight: TensorType, cotangent: TensorType, *, eps: float) -> tuple[TensorType, TensorType, TensorType]:
+    """``(dx, dweight, dbias)`` of ``nn.layer_norm`` for the cotangent of its output, the parameters' summed over the
+    leading axes (one op, so a backend can lower the backward as one row kernel)."""
+    layer_norm_shape(x, weight, weight, eps=eps)
+    if cotangent != x:
+        raise ShapeError(f"nn.layer_norm_grad: the cotangent must have x's type {x}, got {cotangent}")
+    return x, weight, weight
+
+
+@register_decomposition("nn.layer_norm_grad")
+def layer_norm_grad_decomposition(b: "Builder", x: "Value", weight: "Value", g: "Value", *, eps: float) -> tuple["Value", "Value", "Value"]:
+    dx, g_normalized = standardize_grad(b, x, weight, g, normalized_axes(x, weight), eps)
+    leading = tuple(range(x.type.rank - weight.type.rank))
+    if not leading:
+        return dx, g_normalized, g
+    return dx, b.reduce_sum(g_normalized, axes=leading), b.reduce_sum(g, axes=leading)
+
+
+def standardize_grad(b: "Builder", x: "Value", weight: "Value", g: "Value", axes: tuple[int, ...], eps: float) -> tuple["Value", "Value"]:
+    """``(dx, g * xh)`` for ``y = xh * weight + bias``, ``xh = standardize(x)`` over ``axes`` (weight broadcast to x):
+    ``dx = r (dxh - mean(dxh) - xh mean(dxh xh))``, ``dxh = g w``; weight's and bias's gradients are ``g xh`` and ``g``
+    summed over the other axes."""
+    normalized, inverse_std = standardize(b, x, axes, eps)
+    d_normalized = b.mul(g, weight)
+    mean_d = b.reduce_mean(d_normalized, axes=axes, keepdims=True)
+    mean_dx = b.reduce_mean(b.mul(d_normalized, normalized), axes=axes, keepdims=True)
+    return b.mul(inverse_std, b.sub(b.sub(d_normalized, mean_d), b.mul(normalized, mean_dx))), b.mul(g, normalized)
 
 
 @register_op("nn.scaled_dot_product_attention", traits={"composite"}, causal=False, scale=None)
