@@ -38,8 +38,8 @@ from kiln.backends.numpy.lowering_comm import comm_kernels
 from kiln.backends.cupy.gemm import device_matmul, device_transpose
 from kiln.backends.cupy.loss_kernels import cross_entropy_kernels
 from kiln.backends.cupy.philox import launch_shape, philox_uniform_source
-from kiln.backends.cupy.row_kernels import (THREADS, layer_norm_source, masked_rows_apply, masked_softmax_source, row_op_fuses,
-                                            softmax_grad_source, softmax_source)
+from kiln.backends.cupy.row_kernels import (THREADS, layer_norm_grad_blocks, layer_norm_grad_source, layer_norm_source, masked_rows_apply,
+                                            masked_softmax_source, row_op_fuses, softmax_grad_source, softmax_source)
 from kiln.compiler.ir.types import DType, TensorType, normalize_axes
 from kiln.compiler.ops.transformer import MASKED_SCORE
 from kiln.runtime.distributed.communicator import current
@@ -61,7 +61,7 @@ CUPY_FUNCTIONS = {
 FUSED_NAMES = ("fused.elementwise", "fused.matmul")
 """Launched by generated kernels (``launch.py``), not through the table."""
 
-ROW_KERNEL_NAMES = ("nn.softmax_grad", "nn.masked_softmax")
+ROW_KERNEL_NAMES = ("nn.softmax_grad", "nn.masked_softmax", "nn.layer_norm_grad")
 """Composites NumPy expands but CuPy runs as one row kernel (``row_kernels.py``)."""
 
 CUPY_OP_NAMES = frozenset(NUMPY.names()) | frozenset(FUSED_NAMES) | frozenset(ROW_KERNEL_NAMES)
@@ -247,11 +247,12 @@ def cupy_table() -> LoweringTable:
 
 
 def row_launcher(cupy: Any) -> Callable[..., None]:
-    """``launch(source, rows, *args)``: a raw row kernel, one block of ``THREADS`` per row."""
+    """``launch(source, blocks, *args)``: a raw row kernel, ``blocks`` blocks of ``THREADS`` (one per row, but for layer
+    norm's gradient)."""
     from kiln.backends.cupy.launch import compiled
 
-    def launch(source: Any, rows: int, *args: Any) -> None:
-        compiled(cupy, source)((rows,), (THREADS,), args)
+    def launch(source: Any, blocks: int, *args: Any) -> None:
+        compiled(cupy, source)((blocks,), (THREADS,), args)
 
     return launch
 
@@ -299,8 +300,32 @@ def row_kernels(cupy: Any, fallback: dict[str, Callable[..., Any]]) -> dict[str,
         launch(layer_norm_source(DType.of(x.dtype)), x.size // cols, x, weight, bias, y, np.int64(cols), x.dtype.type(eps))
         return y
 
+    def layer_norm_grad(x: Any, weight: Any, g: Any, *, eps: float) -> tuple[Any, Any, Any]:
+        if x.size == 0 or not row_op_fuses("nn.layer_norm_grad", None, x.ndim, DType.of(x.dtype)):
+            return _layer_norm_grad_expanded(cupy, x, weight, g, eps)
+        x, g, weight = cupy.ascontiguousarray(x), cupy.ascontiguousarray(g), cupy.ascontiguousarray(weight)
+        cols = max(weight.size, 1)
+        rows = x.size // cols
+        blocks, rows_per_block = layer_norm_grad_blocks(rows)
+        dx, partials = cupy.empty(x.shape, x.dtype), cupy.empty((2, blocks, cols), x.dtype)
+        launch(layer_norm_grad_source(DType.of(x.dtype)), blocks, x, weight, g, dx, partials[0], partials[1],
+                      np.int64(rows), np.int64(cols), np.int64(rows_per_block), x.dtype.type(eps))
+        sums = partials.sum(axis=1)
+        return dx, sums[0].reshape(weight.shape), sums[1].reshape(weight.shape)
+
     return {"nn.softmax": softmax(False), "nn.log_softmax": softmax(True), "nn.softmax_grad": softmax_grad,
-            "nn.masked_softmax": masked_softmax, "nn.layer_norm": layer_norm}
+            "nn.masked_softmax": masked_softmax, "nn.layer_norm": layer_norm, "nn.layer_norm_grad": layer_norm_grad}
+
+
+def _layer_norm_grad_expanded(cupy: Any, x: Any, weight: Any, g: Any, eps: float) -> tuple[Any, Any, Any]:
+    """``nn.layer_norm_grad``'s decomposition in CuPy array calls (an empty x, or a dtype without the row kernel)."""
+    axes, leading = tuple(range(x.ndim - weight.ndim, x.ndim)), tuple(range(x.ndim - weight.ndim))
+    centered = x - x.mean(axis=axes, keepdims=True)
+    inverse_std = 1 / cupy.sqrt((centered * centered).mean(axis=axes, keepdims=True) + x.dtype.type(eps))
+    normalized, d_normalized = centered * inverse_std, g * weight
+    dx = inverse_std * (d_normalized - d_normalized.mean(axis=axes, keepdims=True)
+                        - normalized * (d_normalized * normalized).mean(axis=axes, keepdims=True))
+    return dx, (g * normalized).sum(axis=leading), g.sum(axis=leading)
 
 
 def static_table() -> LoweringTable:

@@ -28,7 +28,7 @@ from kiln.compiler.passes.chunk_causal_attention import split_long_causal_attent
 from kiln.compiler.passes.decompose import decompose_where
 from kiln.compiler.passes.manager import PassManager
 
-ROW_OPS = frozenset({"nn.softmax", "nn.log_softmax", "nn.softmax_grad", "nn.layer_norm"})
+ROW_OPS = frozenset({"nn.softmax", "nn.log_softmax", "nn.softmax_grad", "nn.layer_norm", "nn.layer_norm_grad"})
 """Ops with a fused row kernel (``row_kernels.py``) where ``row_op_fuses`` says so."""
 
 VIEW_OPS = frozenset({"tensor.reshape", "tensor.transpose", "tensor.broadcast_to", "tensor.expand_dims", "tensor.squeeze", "tensor.slice"})
@@ -93,7 +93,8 @@ def op_launches(op: Op) -> list[KernelLaunch]:
         return [KernelLaunch("row", op.name, "kiln_masked_softmax")] if fits else [KernelLaunch("library", "tensor.where", "where"),
                                                                                     KernelLaunch("row", op.name, "kiln_softmax")]
     if op.name in ROW_OPS and row_op_fuses(op.name, op.attrs.get("axis"), op.operands[0].type.rank, op.operands[0].type.dtype):
-        return [KernelLaunch("row", op.name, op.name.replace("nn.", "kiln_"))]
+        partial_sums = [KernelLaunch("library", op.name, "reduction")] if op.name == "nn.layer_norm_grad" else []
+        return [KernelLaunch("row", op.name, op.name.replace("nn.", "kiln_"))] + partial_sums
     if not has_trait(op.name, "fused"):
         return [KernelLaunch("library", op.name, op.name)]
     gemm = [KernelLaunch("gemm", op.name, "cublas_gemm")] if op.name == "fused.matmul" else []

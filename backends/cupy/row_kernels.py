@@ -1,5 +1,5 @@
-"""Fused row kernels: softmax (also masked), log-softmax, the softmax's gradient and layer norm over the trailing axis,
-one CUDA block per row.
+"""Fused row kernels: softmax (also masked), log-softmax, the softmax's gradient and layer norm (and its gradient) over
+the trailing axis, one CUDA block per row (layer norm's gradient: a few rows a block).
 
 Each is one ``RawKernel`` launch where the re-bound NumPy kernel would launch
 five to eight (max, subtract, exp, sum, divide, ...): a block of 256 threads
@@ -144,10 +144,68 @@ extern "C" __global__ void {name}(const {t}* x, const {t}* weight, const {t}* bi
     return RawSource(name, code)
 
 
+GRAD_BLOCKS = 1024
+"""At most this many blocks for layer norm's backward: each sums its rows' weight and bias gradients into one partial row,
+and the partials (``blocks x cols``, a few MB) are summed after; 1024 blocks of 256 threads about fill an H100/H200."""
+
+
+def layer_norm_grad_blocks(rows: int) -> tuple[int, int]:
+    """``(blocks, rows_per_block)`` of the layer-norm backward's launch over ``rows`` rows (``rows >= 1``)."""
+    rows_per_block = -(-rows // min(rows, GRAD_BLOCKS))
+    return -(-rows // rows_per_block), rows_per_block
+
+
+def layer_norm_grad_source(dtype: DType) -> RawSource:
+    """``nn.layer_norm_grad`` over each row, ``rows_per_block`` rows a block: ``dx = r (dxh - mean(dxh) - xh mean(dxh xh))``,
+    ``dxh = g w``, and the block's partial sums of ``g xh`` and ``g`` (the weight's and bias's gradients), one row of each
+    per block. Reads ``x`` and ``g`` (three passes over a row that stays in cache), writes ``dx``: no normalized copy."""
+    t = c_type(dtype)
+    name = f"kiln_layer_norm_grad_{dtype}"
+    code = f"""{block_reduce(t)}
+extern "C" __global__ void {name}(const {t}* x, const {t}* weight, const {t}* g, {t}* dx, {t}* partial_weight, {t}* partial_bias,
+                                  long long rows, long long cols, long long rows_per_block, {t} eps) {{
+    __shared__ {t} scratch[{THREADS}];
+    {t}* d_weight = partial_weight + blockIdx.x * cols;
+    {t}* d_bias = partial_bias + blockIdx.x * cols;
+    for (long long j = threadIdx.x; j < cols; j += blockDim.x) {{ d_weight[j] = 0; d_bias[j] = 0; }}
+    const long long first = blockIdx.x * rows_per_block;
+    const long long end = first + rows_per_block < rows ? first + rows_per_block : rows;
+    for (long long row = first; row < end; ++row) {{
+        const {t}* in = x + row * cols;
+        const {t}* grad = g + row * cols;
+        {t}* out = dx + row * cols;
+        {t} sum = 0;
+        for (long long j = threadIdx.x; j < cols; j += blockDim.x) sum += in[j];
+        const {t} mean = kiln_block_sum_{t}(sum, scratch) / ({t})cols;
+        {t} squares = 0;
+        {t} dot = 0;
+        {t} centered_dot = 0;
+        for (long long j = threadIdx.x; j < cols; j += blockDim.x) {{
+            const {t} centered = in[j] - mean;
+            const {t} d_normalized = grad[j] * weight[j];
+            squares += centered * centered;
+            dot += d_normalized;
+            centered_dot += d_normalized * centered;
+        }}
+        const {t} inverse_std = ({t})1 / sqrt(kiln_block_sum_{t}(squares, scratch) / ({t})cols + eps);
+        const {t} mean_d = kiln_block_sum_{t}(dot, scratch) / ({t})cols;
+        const {t} mean_dx = kiln_block_sum_{t}(centered_dot, scratch) / ({t})cols * inverse_std;
+        for (long long j = threadIdx.x; j < cols; j += blockDim.x) {{
+            const {t} normalized = (in[j] - mean) * inverse_std;
+            out[j] = inverse_std * (grad[j] * weight[j] - mean_d - normalized * mean_dx);
+            d_weight[j] += grad[j] * normalized;
+            d_bias[j] += grad[j];
+        }}
+    }}
+}}
+"""
+    return RawSource(name, code)
+
+
 def row_op_fuses(op_name: str, axis: int | None, rank: int, dtype: DType) -> bool:
     """Whether ``op_name`` runs as one row kernel here: softmax over any axis (moved last), layer norm; f32 or f64."""
     if dtype not in (DType.f32, DType.f64):
         return False
     if op_name in ("nn.softmax", "nn.log_softmax", "nn.softmax_grad"):
         return rank > 0 and axis is not None
-    return op_name == "nn.layer_norm"
+    return op_name in ("nn.layer_norm", "nn.layer_norm_grad")

@@ -76,12 +76,29 @@ def random_inputs(graph: Graph, seed: int = 0) -> list:
 
 def assert_group_matches_numpy(stem: str, rtol: float, atol: float) -> None:
     """The fused group ``stem`` on the CuPy backend equals the NumPy backend on the same inputs."""
+    assert_graph_matches_numpy(GROUPS[stem](), rtol, atol)
+
+
+def assert_graph_matches_numpy(graph: Graph, rtol: float, atol: float) -> None:
+    """``graph`` on the CuPy backend equals the NumPy backend on the same ``random_inputs``."""
     import numpy as np
 
     from kiln.backends.cupy import CupyBackend
     from kiln.backends.numpy import NumpyBackend
 
-    graph = GROUPS[stem]()
     arrays = random_inputs(graph)
     for got, want in zip(CupyBackend().compile(graph)(*arrays), NumpyBackend().compile(graph)(*arrays)):
         np.testing.assert_allclose(got, want, rtol=rtol, atol=atol)
+
+
+LAYER_NORM_GRAD_CASES = [((1500, 6), (6,)), ((2, 700, 3, 4), (3, 4)), ((0, 5), (5,))]
+"""(x, weight) shapes of ``nn.layer_norm_grad``: past 1024 rows a block of its row kernel sums two rows' weight and
+bias gradients; a two-axis weight; no rows at all (the expanded fallback)."""
+LAYER_NORM_GRAD_TOLERANCE = {DType.f32: 1e-4, DType.f64: 1e-10}
+"""rtol and atol: f32 dx loses ~100 ulp of its terms to cancellation in 6-wide rows of values in [0.5, 1.5] (the two sides
+sum in different orders)."""
+
+
+def layer_norm_grad(x_shape: tuple, weight_shape: tuple, dtype: DType) -> Graph:
+    types = [TensorType(x_shape, dtype), TensorType(weight_shape, dtype), TensorType(x_shape, dtype)]
+    return _graph("layer_norm_grad", types, lambda b, x, weight, g: list(b.op("nn.layer_norm_grad", x, weight, g, eps=1e-5)))

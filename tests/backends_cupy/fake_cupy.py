@@ -236,6 +236,8 @@ class RawKernel:
         cpu_cuda.checked_arguments(self.name, self.params, _plain(tuple(args)))
         if os.environ.get("KILN_FAKE_CUPY_RUN_CUDA") == "1" or "philox" in self.name:
             return cpu_cuda.run_raw_kernel(self.code, self.name, grid, block, _plain(tuple(args)))
+        if "layer_norm_grad" in self.name:
+            return _layer_norm_grad_rows(grid[0], [a.view(np.ndarray) if isinstance(a, DeviceArray) else a for a in args])
         if "layer_norm" in self.name:
             x, weight, bias, y, cols, eps = (a.view(np.ndarray) if isinstance(a, DeviceArray) else a for a in args)
             rows = x.reshape(grid[0], int(cols))
@@ -263,6 +265,21 @@ class RawKernel:
         shifted = rows - rows.max(axis=1, keepdims=True)
         total = np.exp(shifted).sum(axis=1, keepdims=True)
         y.view(np.ndarray).reshape(grid[0], int(cols))[...] = shifted - np.log(total) if "log_softmax" in self.name else np.exp(shifted) / total
+
+
+def _layer_norm_grad_rows(blocks: int, args: list) -> None:
+    """row_kernels.layer_norm_grad_source recomputed: dx, and each block's partial sums of ``g xh`` and ``g`` over its rows."""
+    x, weight, g, dx, partial_weight, partial_bias, rows, cols, rows_per_block, eps = args
+    x, g = x.reshape(int(rows), int(cols)), g.reshape(int(rows), int(cols))
+    centered = x - x.mean(axis=1, keepdims=True)
+    inverse_std = 1 / np.sqrt((centered * centered).mean(axis=1, keepdims=True) + eps)
+    normalized, d_normalized = centered * inverse_std, g * weight.reshape(-1)
+    dx.reshape(int(rows), int(cols))[...] = inverse_std * (d_normalized - d_normalized.mean(axis=1, keepdims=True)
+                                                           - normalized * (d_normalized * normalized).mean(axis=1, keepdims=True))
+    for block in range(blocks):
+        own = slice(block * int(rows_per_block), (block + 1) * int(rows_per_block))
+        partial_weight.reshape(blocks, int(cols))[block] = (g * normalized)[own].sum(axis=0)
+        partial_bias.reshape(blocks, int(cols))[block] = g[own].sum(axis=0)
 
 
 def _cross_entropy_rows(name: str, rows: int, args: list) -> None:

@@ -16,7 +16,7 @@ from cupy_groups import GROUPS, fused_ops
 from kiln.backends.cupy.codegen import group_kernels
 from kiln.backends.cupy.loss_kernels import cross_entropy_grad_source, cross_entropy_loss_source
 from kiln.backends.cupy.philox import philox_uniform_source
-from kiln.backends.cupy.row_kernels import layer_norm_source, masked_softmax_source, softmax_grad_source, softmax_source
+from kiln.backends.cupy.row_kernels import layer_norm_grad_source, layer_norm_source, masked_softmax_source, softmax_grad_source, softmax_source
 from kiln.compiler.errors import LoweringError
 from kiln.compiler.ir.types import DType
 
@@ -27,6 +27,7 @@ ROW_KERNELS = {
     "row_softmax_f32": lambda: softmax_source(DType.f32),
     "row_log_softmax_f64": lambda: softmax_source(DType.f64, log=True),
     "row_layer_norm_f32": lambda: layer_norm_source(DType.f32),
+    "row_layer_norm_grad_f32": lambda: layer_norm_grad_source(DType.f32),
     "row_softmax_grad_f32": lambda: softmax_grad_source(DType.f32),
     "row_masked_softmax_f32": lambda: masked_softmax_source(DType.f32),
     "row_cross_entropy_f32": lambda: cross_entropy_loss_source(DType.f32),
@@ -34,8 +35,8 @@ ROW_KERNELS = {
     "philox_uniform_f32": lambda: philox_uniform_source(DType.f32),
     "philox_uniform_f64": lambda: philox_uniform_source(DType.f64),
 }
-"""Golden-file stem -> a hand-written raw kernel (softmax, log-softmax, softmax gradient, layer norm and cross-entropy
-rows; the Philox draw)."""
+"""Golden-file stem -> a hand-written raw kernel (softmax, log-softmax, softmax gradient, layer norm and its gradient,
+cross-entropy rows; the Philox draw)."""
 
 
 def rendered(stem: str) -> str:

@@ -11,10 +11,11 @@ import os
 import numpy as np
 import pytest
 
-from cupy_groups import GROUPS, assert_group_matches_numpy, random_inputs
+from cupy_groups import GROUPS, LAYER_NORM_GRAD_CASES, LAYER_NORM_GRAD_TOLERANCE, assert_graph_matches_numpy, assert_group_matches_numpy, layer_norm_grad, random_inputs
 from cupy_models import MODELS, comparable, step_for
 from gemm_layouts import LAYOUTS
 from kiln.backends.cupy import CupyBackend, device_problem, kernel_plan
+from kiln.compiler.ir import DType
 from kiln.compiler.passes import chunk_causal_attention
 from kiln.runtime.lazy import LazyScalar
 from ops.op_table import cases, concrete, make_inputs, op_graph, reference, size_bindings
@@ -33,6 +34,13 @@ STEPS = 50
 @pytest.mark.parametrize("stem", sorted(GROUPS))
 def test_fused_groups_match_numpy(stem):
     assert_group_matches_numpy(stem, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(("x_shape", "weight_shape"), LAYER_NORM_GRAD_CASES, ids=["two-rows-a-block", "two-axis-weight", "empty"])
+@pytest.mark.parametrize("dtype", [DType.f32, DType.f64])
+def test_layer_norm_grad_matches_numpy(x_shape, weight_shape, dtype):
+    tolerance = LAYER_NORM_GRAD_TOLERANCE[dtype]
+    assert_graph_matches_numpy(layer_norm_grad(x_shape, weight_shape, dtype), rtol=tolerance, atol=tolerance)
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))

@@ -50,6 +50,16 @@ def test_a_sequence_models_weight_gradients_are_one_gemm_each():
     assert len(weights) >= 4 * GPT_SHAPE["layers"] + 1  # each block's projections and MLP, and the head
 
 
+def test_each_layer_norms_backward_is_one_row_kernel_and_one_sum():
+    """The GPT's layer norms (two a block, one final) each run backward as ``kiln_layer_norm_grad`` and the sum of its
+    blocks' partial weight and bias gradients."""
+    plan = kernel_plan(lower_for_cupy(step_graph("gpt")))
+    norms = 2 * GPT_SHAPE["layers"] + 1
+    backward = [(l.kind, l.name) for l in plan if l.op == "nn.layer_norm_grad"]
+    assert backward == [("row", "kiln_layer_norm_grad"), ("library", "reduction")] * norms
+    assert sum(l.name == "kiln_layer_norm" for l in plan) == norms
+
+
 MODEL_LOWERINGS = [("mlp", None), ("cnn", None), ("gpt", None), ("gpt", 3)]
 """Model and causal-attention chunk: the tiny GPT lowered whole and in chunks of 3 of its 8 positions."""
 

@@ -9,13 +9,14 @@ import pytest
 import fake_cupy
 import kiln
 import kiln.nn.functional as F
-from cupy_groups import GROUPS, assert_group_matches_numpy
+from cupy_groups import GROUPS, LAYER_NORM_GRAD_CASES, LAYER_NORM_GRAD_TOLERANCE, assert_graph_matches_numpy, assert_group_matches_numpy, layer_norm_grad
 from cupy_models import GPT_SHAPE, MODELS, comparable, step_for, step_graph
 from kiln.backends.cupy import CupyBackend, kernel_plan, lower_for_cupy
 from kiln.compiler.passes import chunk_causal_attention
 from kiln.backends.cupy.lowering import cupy_table
 from kiln.backends.numpy import NumpyBackend
 from kiln.compiler.errors import InputError
+from kiln.compiler.ir import DType
 from kiln.runtime.lazy import LazyScalar
 from ops.op_table import cases, make_inputs, op_graph, reference, size_bindings
 
@@ -65,6 +66,13 @@ def test_chunked_causal_attention_trains_as_numpy(fake, monkeypatch):
     softmaxes = [sum(op.name in ("nn.softmax", "nn.masked_softmax") for op in graph.ops) for graph in (whole, chunked)]
     assert softmaxes[1] - softmaxes[0] == 2 * GPT_SHAPE["layers"]  # three per attention instead of one
     test_training_matches_numpy(fake, "gpt")
+
+
+@pytest.mark.parametrize(("x_shape", "weight_shape"), LAYER_NORM_GRAD_CASES, ids=["two-rows-a-block", "two-axis-weight", "empty"])
+@pytest.mark.parametrize("dtype", [DType.f32, DType.f64])
+def test_layer_norm_grad_matches_numpy(fake, x_shape, weight_shape, dtype):
+    tolerance = LAYER_NORM_GRAD_TOLERANCE[dtype]
+    assert_graph_matches_numpy(layer_norm_grad(x_shape, weight_shape, dtype), rtol=tolerance, atol=tolerance)
 
 
 def test_loss_is_lazy_and_state_stays_resident_until_read(fake):

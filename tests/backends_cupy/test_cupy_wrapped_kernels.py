@@ -20,7 +20,7 @@ from cupy_models import kernel_sources, op_table_kernel_sources, step_graph
 from kiln.backends.cupy.codegen import ElementwiseSource, ReductionSource
 from kiln.backends.cupy.loss_kernels import cross_entropy_grad_source, cross_entropy_loss_source
 from kiln.backends.cupy.philox import philox_uniform_source
-from kiln.backends.cupy.row_kernels import layer_norm_source, masked_softmax_source, softmax_grad_source, softmax_source
+from kiln.backends.cupy.row_kernels import layer_norm_grad_source, layer_norm_source, masked_softmax_source, softmax_grad_source, softmax_source
 from kiln.compiler.ir.types import DType
 
 INTERNALS = ("_kernel._get_elementwise_kernel_code", "_kernel._ArgInfo", "_kernel._TypeMap",
@@ -92,7 +92,7 @@ def test_every_kernel_compiles_as_cupy_wraps_it(name: str):
 def test_raw_kernels_compile_with_cupys_headers(dtype: DType):
     compile_cuda = cuda_compiler(_cupy_options())
     for source in (softmax_source(dtype), softmax_source(dtype, log=True), softmax_grad_source(dtype), masked_softmax_source(dtype),
-                   layer_norm_source(dtype),
+                   layer_norm_source(dtype), layer_norm_grad_source(dtype),
                    cross_entropy_loss_source(dtype), cross_entropy_grad_source(dtype), philox_uniform_source(dtype)):
         compile_cuda(as_cupy_compiles(source.code), source.name)
 

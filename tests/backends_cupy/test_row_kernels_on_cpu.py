@@ -2,7 +2,8 @@
 
 The NVRTC test only proves they compile and the fake CuPy recomputes them in NumPy; here the generated code itself
 runs, one thread per CUDA thread and a barrier per ``__syncthreads()``, with the launch the backend makes: one block
-of ``THREADS`` per row, ``(x, y, int64 cols)``, ``(x, keep, y, int64 cols, int64 mask_rows)``, ``(y, g, dx, int64 cols)`` or ``(x, weight, bias, y, int64 cols, eps of x's dtype)``. Row
+of ``THREADS`` per row, ``(x, y, int64 cols)``, ``(x, keep, y, int64 cols, int64 mask_rows)``, ``(y, g, dx, int64 cols)`` or ``(x, weight, bias, y, int64 cols, eps of x's dtype)``;
+layer norm's gradient a block per ``rows_per_block`` rows. Row
 lengths cover a row shorter than the block (threads with nothing to read), exactly one block, one past it, and
 several strides; a broken tree reduction must fail here (the mutation tests), so a pass is not vacuous.
 """
@@ -15,7 +16,8 @@ import numpy as np
 import pytest
 
 from cpu_cuda import run_raw_kernel
-from kiln.backends.cupy.row_kernels import THREADS, RawSource, layer_norm_source, masked_softmax_source, softmax_grad_source, softmax_source
+from kiln.backends.cupy.row_kernels import (THREADS, RawSource, layer_norm_grad_blocks, layer_norm_grad_source, layer_norm_source,
+                                            masked_softmax_source, softmax_grad_source, softmax_source)
 from kiln.compiler.ir.types import DType
 
 SHAPES = [(1, 1), (7, 3), (3, 255), (1, 256), (7, 257), (3, 1000)]
@@ -92,6 +94,47 @@ def test_softmax_grad_kernel_matches_numpy(dtype: DType, shape: tuple[int, int])
     run_raw_kernel(softmax_grad_source(dtype).code, softmax_grad_source(dtype).name, (shape[0],), (THREADS,), (y, g, dx, np.int64(shape[1])))
     y64, g64 = y.astype(np.float64), g.astype(np.float64)
     np.testing.assert_allclose(dx, y64 * (g64 - (g64 * y64).sum(axis=1, keepdims=True)), **TOLERANCE[dtype])
+
+
+def layer_norm_grad_reference(x: np.ndarray, weight: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """dx and the per-row ``g xh`` and ``g`` of ``nn.layer_norm_grad``, in float64 (written out independently of the kernel's
+    algebra: dx from the Jacobian of the standardization, ``(I - 1/n - xh xh^T / n) r``, applied to ``g w``)."""
+    x, g = x.astype(np.float64), g.astype(np.float64)
+    n = x.shape[1]
+    centered = x - x.mean(axis=1, keepdims=True)
+    r = 1 / np.sqrt((centered * centered).mean(axis=1, keepdims=True) + EPS)
+    normalized = centered * r
+    jacobians = (np.eye(n) - 1 / n - normalized[:, :, None] * normalized[:, None, :] / n) * r[:, :, None]
+    return np.einsum("rij,rj->ri", jacobians, g * weight), g * normalized, g
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("shape", "rows_per_block"), [((7, 3), 3), ((3, 255), 1), ((7, 257), 2), ((4, 1000), 4)],
+                         ids=["7x3-by3", "3x255-by1", "7x257-by2", "4x1000-by4"])
+def test_layer_norm_grad_kernel_matches_numpy(dtype: DType, shape: tuple[int, int], rows_per_block: int):
+    """dx per row, and each block's partial sums of the weight's and bias's gradients over its rows (the last block
+    short when ``rows_per_block`` does not divide the rows)."""
+    rows_count, cols = shape
+    blocks = -(-rows_count // rows_per_block)
+    x, g = rows(shape, dtype, scale=2.0) + 3, rows(shape, dtype, seed=1) + 0.5
+    weight = rows((1, cols), dtype, seed=2).reshape(-1)
+    dx, partials = np.empty_like(x), np.full((2, blocks, cols), np.nan, x.dtype)
+    source = layer_norm_grad_source(dtype)
+    args = (x, weight, g, dx, partials[0], partials[1], np.int64(rows_count), np.int64(cols), np.int64(rows_per_block), x.dtype.type(EPS))
+    run_raw_kernel(source.code, source.name, (blocks,), (THREADS,), args)
+    expected_dx, g_normalized, g64 = layer_norm_grad_reference(x, weight, g)
+    np.testing.assert_allclose(dx, expected_dx, **TOLERANCE[dtype])
+    for block in range(blocks):
+        own = slice(block * rows_per_block, (block + 1) * rows_per_block)
+        np.testing.assert_allclose(partials[0, block], g_normalized[own].sum(axis=0), **TOLERANCE[dtype])
+        np.testing.assert_allclose(partials[1, block], g64[own].sum(axis=0), **TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize(("rows_count", "expected"), [(1, (1, 1)), (5, (5, 1)), (1024, (1024, 1)), (1025, (513, 2)), (8192, (1024, 8))])
+def test_layer_norm_grad_blocks_cover_every_row_once(rows_count: int, expected: tuple[int, int]):
+    blocks, rows_per_block = layer_norm_grad_blocks(rows_count)
+    assert (blocks, rows_per_block) == expected
+    assert (blocks - 1) * rows_per_block < rows_count <= blocks * rows_per_block
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
