@@ -6,7 +6,7 @@ type (``(float)0.5``), so one rule serves float and double; the CUDA math
 headers overload ``exp``, ``tanh``, ``erf``, ... for both.
 
 ```python
-C_EXPRESSIONS["tensor.relu"](["t2"], {}, "float")  ->  "(t2 > (float)0 ? t2 : (float)0)"
+C_EXPRESSIONS["tensor.relu"](["t2"], {}, "float")  ->  "(t2 < (float)0 ? (float)0 : t2)"
 ```
 """
 
@@ -46,13 +46,24 @@ def _pow(a: list[str], attrs: dict[str, Any], t: str) -> str:
     return f"pow({a[0]}, {a[1]})"
 
 
+def nan_max(a: str, b: str) -> str:
+    """``max(a, b)`` that is NaN when either is, as NumPy's ``maximum`` and PyTorch's (CUDA's ``max`` is ``fmaxf``,
+    which drops a NaN operand: a diverging activation would pass a ReLU as 0). Also right for integers."""
+    return f"({b} != {b} ? {b} : ({a} < {b} ? {b} : {a}))"
+
+
+def nan_min(a: str, b: str) -> str:
+    """``min(a, b)``, NaN when either is (see ``nan_max``)."""
+    return f"({b} != {b} ? {b} : ({b} < {a} ? {b} : {a}))"
+
+
 def _clip(a: list[str], attrs: dict[str, Any], t: str) -> str:
-    # clip(x) = min(max(x, lo), hi), either bound optional
+    # clip(x) = min(max(x, lo), hi), either bound optional; a NaN x stays NaN
     expression = a[0]
     if attrs.get("min") is not None:
-        expression = f"max({expression}, ({t}){attrs['min']!r})"
+        expression = nan_max(f"({t}){attrs['min']!r}", expression)
     if attrs.get("max") is not None:
-        expression = f"min({expression}, ({t}){attrs['max']!r})"
+        expression = nan_min(f"({t}){attrs['max']!r}", expression)
     return expression
 
 
@@ -75,8 +86,8 @@ C_EXPRESSIONS: dict[str, Rule] = {
     "tensor.mul": _binary("*"),                                                      # a * b
     "tensor.div": _binary("/"),                                                      # a / b
     "tensor.pow": _pow,                                                              # a ** b
-    "tensor.maximum": _call("max"),                                                  # max(a, b)
-    "tensor.minimum": _call("min"),                                                  # min(a, b)
+    "tensor.maximum": lambda a, attrs, t: nan_max(a[0], a[1]),                      # max(a, b), NaN if either is
+    "tensor.minimum": lambda a, attrs, t: nan_min(a[0], a[1]),                      # min(a, b), NaN if either is
     "tensor.equal": _binary("=="),                                                   # a == b
     "tensor.not_equal": _binary("!="),                                               # a != b
     "tensor.less": _binary("<"),                                                     # a < b
@@ -91,7 +102,7 @@ C_EXPRESSIONS: dict[str, Rule] = {
     "tensor.rsqrt": lambda a, attrs, t: f"(({t})1 / sqrt({a[0]}))",                  # 1 / sqrt a (as NumPy rounds it)
     "tensor.erf": _call("erf"),                                                      # erf a
     "tensor.abs": lambda a, attrs, t: f"abs({a[0]})" if t in INTEGER_TYPES else f"fabs({a[0]})",  # |a|
-    "tensor.relu": lambda a, attrs, t: f"({a[0]} > ({t})0 ? {a[0]} : ({t})0)",      # max(a, 0)
+    "tensor.relu": lambda a, attrs, t: f"({a[0]} < ({t})0 ? ({t})0 : {a[0]})",      # max(a, 0), NaN stays NaN
     "tensor.sigmoid": lambda a, attrs, t: f"((tanh({a[0]} * ({t})0.5) + ({t})1) * ({t})0.5)",  # (tanh(a/2) + 1) / 2
     "tensor.where": lambda a, attrs, t: f"({a[0]} ? {a[1]} : {a[2]})",               # c ? a : b
     "tensor.cast": _cast,                                                            # (T) a
@@ -121,8 +132,8 @@ REDUCTIONS = {
     # op -> (reduce_expr, identity by C type, whether the result divides by the count)
     "tensor.reduce_sum": ("a + b", lambda t: f"({t})0", False),                     # sum
     "tensor.reduce_mean": ("a + b", lambda t: f"({t})0", True),                     # sum / count
-    "tensor.reduce_max": ("max(a, b)", lambda t: _extreme(t, low=True), False),     # max, identity -inf
-    "tensor.reduce_min": ("min(a, b)", lambda t: _extreme(t, low=False), False),    # min, identity +inf
+    "tensor.reduce_max": (nan_max("a", "b"), lambda t: _extreme(t, low=True), False),  # max (NaN if any), identity -inf
+    "tensor.reduce_min": (nan_min("a", "b"), lambda t: _extreme(t, low=False), False),  # min (NaN if any), identity +inf
 }
 
 

@@ -4,10 +4,11 @@ The NVRTC check (cuda_compiler.py) proves a row kernel is valid CUDA; this runs 
 ``RawSource.code`` the backend generates, unmodified, with a header prepended: ``__global__``/``__device__`` are
 nothing, ``__shared__`` is ``static`` (blocks run one after another, so a function-static array is the block's
 shared memory), ``threadIdx`` is ``thread_local``, ``blockIdx`` is per thread too, ``__syncthreads()`` is a
-``std::barrier`` of the block's threads, and ``max``/``min``/``exp``/``log``/``sqrt`` get CUDA's float and
-double overloads. Everything sits in ``namespace kiln_cuda``, so these names hide the C library's ``::exp``
+``std::barrier`` of the block's threads, and ``max``/``min``/``exp``/``log``/``sqrt``/``tanh``/``erf``/``pow``/``fabs``
+get CUDA's float and double overloads (``max``/``min`` as ``fmaxf``/``fmax``, which drop a NaN operand, as on the
+GPU), ``max``/``min``/``abs`` its int and long long ones. Everything sits in ``namespace kiln_cuda``, so these names hide the C library's ``::exp``
 (double only) instead of clashing with it; ``extern "C"`` keeps the kernel's symbol plain. Only what the row
-kernels and the Philox draw use is emulated (``__umul64hi`` too): 1-D launches, no warp intrinsics, atomics or
+kernels, the Philox draw and the elementwise expressions use is emulated (``__umul64hi`` too): 1-D launches, no warp intrinsics, atomics or
 dynamic shared memory.
 
 A generated ``launch_<name>(grid, block, <kernel params>)`` starts ``block`` threads once (not per block: starting
@@ -81,6 +82,20 @@ inline float max(float a, float b) { return __builtin_fmaxf(a, b); }
 inline double max(double a, double b) { return __builtin_fmax(a, b); }
 inline float min(float a, float b) { return __builtin_fminf(a, b); }
 inline double min(double a, double b) { return __builtin_fmin(a, b); }
+inline int max(int a, int b) { return a > b ? a : b; }
+inline long long max(long long a, long long b) { return a > b ? a : b; }
+inline int min(int a, int b) { return a < b ? a : b; }
+inline long long min(long long a, long long b) { return a < b ? a : b; }
+inline int abs(int x) { return x < 0 ? -x : x; }
+inline long long abs(long long x) { return x < 0 ? -x : x; }
+inline float fabs(float x) { return __builtin_fabsf(x); }
+inline double fabs(double x) { return __builtin_fabs(x); }
+inline float tanh(float x) { return __builtin_tanhf(x); }
+inline double tanh(double x) { return __builtin_tanh(x); }
+inline float erf(float x) { return __builtin_erff(x); }
+inline double erf(double x) { return __builtin_erf(x); }
+inline float pow(float a, float b) { return __builtin_powf(a, b); }
+inline double pow(double a, double b) { return __builtin_pow(a, b); }
 inline float exp(float x) { return __builtin_expf(x); }
 inline double exp(double x) { return __builtin_exp(x); }
 inline float log(float x) { return __builtin_logf(x); }

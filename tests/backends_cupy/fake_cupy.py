@@ -21,6 +21,7 @@ import numpy as np
 
 import cpu_cuda
 import fake_cublas
+from kiln.backends.cupy.expressions import nan_max, nan_min
 
 SYNCS: list[str] = []
 """Each read of device data by the host (``get``, ``bool``, ``float``, ``item``, ``asnumpy``, ...), in order: on a GPU
@@ -145,10 +146,37 @@ def translate(expression: str) -> str:
     text = re.sub(r"__int_as_float\(0x7f800000\)|__longlong_as_double\(0x7ff0000000000000ULL\)", "(np.inf)", text)
     text = re.sub(rf"\({TYPE}\)\(", lambda m: f"_cast_{m.group(1).replace(' ', '_')}(", text)
     text = re.sub(rf"\({TYPE}\)([\w.eE+-]+?)(?=[\s),;]|$)", lambda m: f"_cast_{m.group(1).replace(' ', '_')}({m.group(2)})", text)
-    text = re.sub(r"\(([^?;]+?) \? (\S+) : (\S+?)\)(?=[\s),;]|$)", r"np.where(\1, \2, \3)", text)
+    text = _ternaries_as_where(text)
     for c_name, numpy_name in FUNCTIONS.items():
         text = re.sub(rf"(?<![\w.]){c_name}\(", numpy_name + "(", text)
     return text.replace("LL", "").replace("true", "True").replace("false", "False")
+
+
+def _ternaries_as_where(text: str) -> str:
+    """Each parenthesized ``(c ? a : b)`` as ``np.where(c, a, b)``, innermost first (generated code parenthesizes every
+    ternary; its operands may be ternaries or calls themselves)."""
+    while True:
+        group = _innermost_ternary(text)
+        if group is None:
+            return text
+        start, end, question, colon = group
+        condition, chosen, other = text[start + 1:question], text[question + 1:colon], text[colon + 1:end]
+        text = f"{text[:start]}np.where({condition.strip()}, {chosen.strip()}, {other.strip()}){text[end + 1:]}"
+
+
+def _innermost_ternary(text: str) -> tuple[int, int, int, int] | None:
+    """``(open, close, ?, :)`` positions of the first parenthesized group to close that has a ternary at its top level."""
+    opened: list[list[int]] = []  # per open group: its start, then the positions of its top-level ? and :
+    for i, char in enumerate(text):
+        if char == "(":
+            opened.append([i])
+        elif char in "?:" and opened:
+            opened[-1].append(i)
+        elif char == ")" and opened:
+            group = opened.pop()
+            if len(group) == 3 and text[group[1]] == "?" and text[group[2]] == ":":
+                return group[0], i, group[1], group[2]
+    return None
 
 
 NAMESPACE = {"np": np, "_erf": _erf, **{f"_cast_{name.replace(' ', '_')}": _cast(name) for name in C_DTYPES}}
@@ -211,7 +239,7 @@ class ReductionKernel:
         shape = np.broadcast_shapes(*(np.shape(a) for a in arrays))
         values = {name: np.broadcast_to(np.asarray(a, dtype), shape) for (dtype, name), a in zip(self.ins, arrays)}
         mapped = eval(translate(self.map_expr), {**NAMESPACE, **self.functions, **values})
-        reduce = {"a + b": np.sum, "max(a, b)": np.max, "min(a, b)": np.min}[self.reduce_expr]
+        reduce = {"a + b": np.sum, nan_max("a", "b"): np.max, nan_min("a", "b"): np.min}[self.reduce_expr]
         reduced = reduce(np.broadcast_to(mapped, shape), axis=axis, keepdims=keepdims)
         if "_in_ind.size()" in self.post:
             reduced = reduced / (np.prod(shape) / max(reduced.size, 1))

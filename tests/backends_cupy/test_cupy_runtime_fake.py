@@ -23,6 +23,8 @@ from ops.op_table import cases, make_inputs, op_graph, reference, size_bindings
 
 @pytest.mark.parametrize(("c", "python"), [
     ("(t2 > (float)0 ? t2 : (float)0)", "np.where(t2 > _cast_float(0), t2, _cast_float(0))"),
+    ("(x1 != x1 ? x1 : (x0 < x1 ? x1 : x0))", "np.where(x1 != x1, x1, np.where(x0 < x1, x1, x0))"),
+    ("(t1 != t1 ? t1 : (exp(t1) < t1 ? t1 : exp(t1)))", "np.where(t1 != t1, t1, np.where(np.exp(t1) < t1, t1, np.exp(t1)))"),
     ("(float)(t16)", "_cast_float(t16)"),
     ("max(x0, (long long)3)", "np.maximum(x0, _cast_long_long(3))"),
     ("((tanh(x0 * (double)0.5) + (double)1) * (double)0.5)", "((np.tanh(x0 * _cast_double(0.5)) + _cast_double(1)) * _cast_double(0.5))"),

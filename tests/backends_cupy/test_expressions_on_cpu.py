@@ -1,0 +1,156 @@
+"""Every CUDA expression rule (expressions.py) run as C on the CPU, against the NumPy backend's kernel of its op.
+
+The fake CuPy evaluates generated kernel bodies by translating them into NumPy, so it inherits NumPy's meaning of
+``max`` or a cast; here the C itself runs (cpu_cuda.py: g++ behind CUDA's overloads, ``max`` as ``fmaxf``, which drops
+a NaN operand), so a rule whose CUDA meaning differs from the op's fails. Each rule runs as the one statement of an
+elementwise kernel (``standalone_source``: one thread an element) over every pair of special values: NaN, +-inf,
++-0, +-1, halves, huge and tiny; integers small and extreme (no zero divisor and no negative integer power: undefined
+in C, refused by NumPy). The reductions' combining expressions run as a fold over the same values.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from cpu_cuda import run_raw_kernel
+from kiln.backends.cupy.codegen import ElementwiseSource, standalone_source
+from kiln.backends.cupy.expressions import C_TYPES, CUPY_TYPES, REDUCTIONS, c_expression
+from kiln.backends.numpy import NUMPY
+from kiln.compiler.ir.types import DType
+
+FLOAT_SPECIALS = [np.nan, np.inf, -np.inf, 0.0, -0.0, 1.0, -1.0, 0.5, -2.5, 3.0, 1e30, -1e-30, 20.0, -100.0]
+INT_SPECIALS = [-100, -3, -1, 0, 1, 2, 7, 1000]
+FLOATS, INTS = (DType.f32, DType.f64), (DType.i32, DType.i64)
+TOLERANCE = {DType.f32: {"rtol": 2e-6, "atol": 1e-7}, DType.f64: {"rtol": 1e-14, "atol": 1e-14}}
+"""A few ulps (g++'s libm and NumPy round transcendentals differently), and results near 0 compared absolutely."""
+
+UNARY = ["tensor.neg", "tensor.exp", "tensor.log", "tensor.tanh", "tensor.sqrt", "tensor.rsqrt", "tensor.erf", "tensor.abs",
+         "tensor.relu", "tensor.sigmoid"]
+BINARY = ["tensor.add", "tensor.sub", "tensor.mul", "tensor.div", "tensor.pow", "tensor.maximum", "tensor.minimum"]
+COMPARISONS = ["tensor.equal", "tensor.not_equal", "tensor.less", "tensor.less_equal", "tensor.greater", "tensor.greater_equal"]
+INTEGER_RULES = {"tensor.neg", "tensor.abs", "tensor.relu", "tensor.add", "tensor.sub", "tensor.mul", "tensor.maximum", "tensor.minimum"}
+"""The arithmetic ops that take integers (the others are float-only in the IR)."""
+ARITHMETIC = [(op, dtype) for op in UNARY + BINARY for dtype in FLOATS + INTS if dtype in FLOATS or op in INTEGER_RULES]
+
+
+def run_expression(op_name: str, operands: list[np.ndarray], result: DType, attrs: dict | None = None) -> np.ndarray:
+    """The C expression of ``op_name`` over ``operands`` (arrays of one length), run as CUDA on the CPU."""
+    attrs = attrs or {}
+    names = [f"x{i}" for i in range(len(operands))]
+    in_params = ", ".join(f"{CUPY_TYPES[DType.of(a.dtype)]} {n}" for a, n in zip(operands, names))
+    body = f"y0 = {c_expression(op_name, names, attrs, result)};"
+    source = ElementwiseSource(f"kiln_rule_{op_name.split('.')[1]}_{result}", in_params, f"{CUPY_TYPES[result]} y0", body)
+    out = np.empty(len(operands[0]), result.numpy)
+    run_raw_kernel(standalone_source(source), source.name, (-(-len(out) // 32),), (32,), (*operands, out, np.int64(len(out))))
+    return out
+
+
+def specials(dtype: DType, arity: int) -> list[np.ndarray]:
+    values = FLOAT_SPECIALS if dtype.is_float else INT_SPECIALS
+    columns = zip(*itertools.product(values, repeat=arity))
+    return [np.array(column, dtype.numpy) for column in columns]
+
+
+def assert_same(actual: np.ndarray, expected: np.ndarray, dtype: DType, where: str) -> None:
+    assert actual.dtype == expected.dtype, f"{where}: {actual.dtype} vs {expected.dtype}"
+    tolerance = TOLERANCE.get(dtype, {"rtol": 0, "atol": 0})
+    np.testing.assert_allclose(actual, expected, equal_nan=True, err_msg=where, **tolerance)
+
+
+def numpy_kernel(op_name: str, *arrays: np.ndarray, **attrs) -> np.ndarray:
+    with np.errstate(all="ignore"):
+        return np.asarray(NUMPY.get(op_name)(*arrays, **attrs))
+
+
+@pytest.mark.parametrize(("op_name", "dtype"), ARITHMETIC, ids=lambda v: str(v))
+def test_arithmetic_rule_means_what_numpy_means(op_name: str, dtype: DType):
+    operands = specials(dtype, 2 if op_name in BINARY else 1)
+    assert_same(run_expression(op_name, operands, dtype), numpy_kernel(op_name, *operands), dtype, f"{op_name} {dtype}")
+
+
+@pytest.mark.parametrize("dtype", FLOATS + INTS)
+@pytest.mark.parametrize("op_name", COMPARISONS)
+def test_comparison_rule_means_what_numpy_means(op_name: str, dtype: DType):
+    operands = specials(dtype, 2)
+    assert_same(run_expression(op_name, operands, DType.bool), numpy_kernel(op_name, *operands), DType.bool, op_name)
+
+
+@pytest.mark.parametrize("dtype", FLOATS + INTS)
+def test_where_rule_picks_as_numpy_does(dtype: DType):
+    x, y = specials(dtype, 2)
+    condition = np.arange(len(x)) % 3 == 0
+    assert_same(run_expression("tensor.where", [condition, x, y], dtype), numpy_kernel("tensor.where", condition, x, y), dtype, "where")
+
+
+@pytest.mark.parametrize("bounds", [(-1.0, 2.0), (None, 0.5), (0.0, None)], ids=["both", "max", "min"])
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_clip_rule_means_what_numpy_means(dtype: DType, bounds: tuple):
+    (x,) = specials(dtype, 1)
+    attrs = {"min": bounds[0], "max": bounds[1]}
+    assert_same(run_expression("tensor.clip", [x], dtype, attrs), numpy_kernel("tensor.clip", x, **attrs), dtype, f"clip{bounds}")
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_gelu_rule_means_what_numpy_means(dtype: DType, approximate: str):
+    """-inf left out of the tanh GELU: 0.5 x (1 + tanh(u)) is NaN there on CUDA, as in PyTorch, while NumPy's
+    ``x / (1 + exp(min(-u, 80)))`` gives -inf (the limit is 0)."""
+    (x,) = specials(dtype, 1)
+    if approximate == "tanh":
+        x = x[x != -np.inf]
+    assert_same(run_expression("nn.gelu", [x], dtype, {"approximate": approximate}),
+                numpy_kernel("nn.gelu", x, approximate=approximate), dtype, f"gelu {approximate}")
+
+
+@pytest.mark.parametrize(("source", "target"), [(s, t) for s in FLOATS + INTS + (DType.bool,) for t in FLOATS + INTS + (DType.bool,)],
+                         ids=lambda d: str(d))
+def test_cast_rule_converts_as_numpy_does(source: DType, target: DType):
+    """Floats that do not fit the integer target (NaN, inf, 1e30) are left out: undefined in C, and NumPy's answer is
+    its platform's."""
+    if source is DType.bool:
+        (x,) = [np.array([True, False, True])]
+    else:
+        (x,) = specials(source, 1)
+        if source.is_float and target in INTS:
+            x = x[np.isfinite(x) & (np.abs(x) < 1e9)]
+    assert_same(run_expression("tensor.cast", [x], target, {"dtype": target}), numpy_kernel("tensor.cast", x, dtype=target),
+                target, f"cast {source} -> {target}")
+
+
+REDUCE_OPS = ["tensor.reduce_max", "tensor.reduce_min", "tensor.reduce_sum"]
+
+
+def fold_source(reduce_expr: str, identity: str, t: str, name: str) -> str:
+    """A one-thread kernel folding ``x`` with the reduction's combining expression, as CuPy's ReductionKernel combines
+    partial results (``a`` the accumulator, ``b`` the next value)."""
+    return f"""extern "C" __global__ void {name}(const {t}* x, {t}* y, long long n) {{
+    {t} accumulator = {identity};
+    for (long long i = 0; i < n; ++i) {{
+        const {t} a = accumulator;
+        const {t} b = x[i];
+        accumulator = {reduce_expr};
+    }}
+    y[0] = accumulator;
+}}
+"""
+
+
+@pytest.mark.parametrize("dtype", FLOATS + INTS)
+@pytest.mark.parametrize("op_name", REDUCE_OPS)
+def test_reduction_combines_as_numpy_reduces(op_name: str, dtype: DType):
+    """Every value alone after the identity, every ordered pair, and the whole list (a NaN anywhere makes NumPy's
+    max and min NaN)."""
+    reduce_expr, identity, _ = REDUCTIONS[op_name]
+    t = C_TYPES[dtype]
+    name = f"kiln_fold_{op_name.split('.')[1]}_{dtype}"
+    code = fold_source(reduce_expr, identity(t), t, name)
+    (values,) = specials(dtype, 1)
+    for run in [values[[i]] for i in range(len(values))] + list(zip(*specials(dtype, 2))) + [values]:
+        x = np.ascontiguousarray(run, dtype.numpy)
+        y = np.empty(1, dtype.numpy)
+        run_raw_kernel(code, name, (1,), (1,), (x, y, np.int64(len(x))))
+        expected = numpy_kernel(op_name, x, axes=(0,), keepdims=True)
+        assert_same(y, expected, dtype, f"{op_name} of {x}")
