@@ -10,6 +10,7 @@ in C, refused by NumPy). The reductions' combining expressions run as a fold ove
 
 from __future__ import annotations
 
+import functools
 import itertools
 
 import numpy as np
@@ -154,3 +155,43 @@ def test_reduction_combines_as_numpy_reduces(op_name: str, dtype: DType):
         run_raw_kernel(code, name, (1,), (1,), (x, y, np.int64(len(x))))
         expected = numpy_kernel(op_name, x, axes=(0,), keepdims=True)
         assert_same(y, expected, dtype, f"{op_name} of {x}")
+
+
+@functools.lru_cache(maxsize=None)
+def generated_sources() -> dict[str, ElementwiseSource]:
+    """Every generated elementwise kernel of the op table's cases and of the three test models' training steps."""
+    from cupy_models import MODELS, kernel_sources, op_table_kernel_sources, step_graph
+
+    sources = op_table_kernel_sources()
+    for name in sorted(MODELS):
+        sources |= kernel_sources(step_graph(name))
+    return {name: source for name, source in sorted(sources.items()) if isinstance(source, ElementwiseSource)}
+
+
+def random_operand(rng: np.random.Generator, cupy_type: str, n: int) -> np.ndarray:
+    dtype = np.dtype(cupy_type)
+    if dtype.kind == "f":
+        return (rng.standard_normal(n) * 2).astype(dtype)
+    return rng.random(n) < 0.5 if dtype.kind == "b" else rng.integers(1, 5, n).astype(dtype)
+
+
+@pytest.mark.parametrize("name", sorted(generated_sources()))
+def test_generated_kernel_computes_what_the_fake_cupy_computes(name: str):
+    """The whole generated body (temporaries, casts between types, every rule) as C, against the NumPy translation
+    that the fake CuPy's parity tests run: the two readings of one source agree, so a passing fake test means the
+    CUDA computes the same."""
+    import fake_cupy
+
+    source = generated_sources()[name]
+    rng = np.random.default_rng(0)
+    n = 50
+    operands = [random_operand(rng, kind, n) for kind, _ in (p.split() for p in source.in_params.split(", ") if p)]
+    outputs = [np.empty(n, np.dtype(kind)) for kind, _ in (p.split() for p in source.out_params.split(", "))]
+    run_raw_kernel(standalone_source(source), source.name, (-(-n // 32),), (32,), (*operands, *outputs, np.int64(n)))
+    with np.errstate(all="ignore"):
+        expected = fake_cupy.ElementwiseKernel(source.in_params, source.out_params, source.body, source.name, source.preamble)(
+            *(o.view(fake_cupy.DeviceArray) for o in operands))
+    for actual, want in zip(outputs, expected if isinstance(expected, tuple) else (expected,)):
+        dtype = DType.of(actual.dtype)
+        np.testing.assert_allclose(actual, np.asarray(want), equal_nan=True, err_msg=name,
+                                   **{DType.f32: {"rtol": 1e-5, "atol": 1e-6}, DType.f64: {"rtol": 1e-12, "atol": 1e-12}}.get(dtype, {}))
