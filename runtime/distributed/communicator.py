@@ -103,6 +103,19 @@ class MPICommunicator:
         self.comm.Abort(code)
 
 
+def node_rank(comm: Any) -> int:
+    """This rank's index among the ranks on its node (MPI's shared-memory split): a rank takes its node's GPU of that
+    index, whichever way ``mpiexec`` placed the ranks (``--map-by node`` puts world ranks 0, 2, 4, ... on the first
+    node). A stand-in communicator without ``Split_type`` (one process) gives its world rank."""
+    if not hasattr(comm, "Split_type"):
+        return comm.Get_rank()
+    node = comm.Split_type(_import_mpi().COMM_TYPE_SHARED, key=comm.Get_rank())
+    try:
+        return node.Get_rank()
+    finally:
+        node.Free()
+
+
 class NCCLCommunicator(MPICommunicator):
     """NCCL on CuPy arrays; MPI carries the NCCL unique id and the host-side control (``broadcast_into``, ``barrier``).
 
@@ -123,7 +136,7 @@ class NCCLCommunicator(MPICommunicator):
         if not getattr(nccl, "available", True):  # CuPy imports without the NCCL library, its calls then missing
             raise DistributedError("CuPy finds no NCCL library: pip install nvidia-nccl-cu12 (or -cu13, as your CuPy), or use init('mpi')")
         self.cupy, self.nccl = cupy, nccl
-        cupy.cuda.Device(self.rank % cupy.cuda.runtime.getDeviceCount()).use()
+        cupy.cuda.Device(node_rank(self.comm) % cupy.cuda.runtime.getDeviceCount()).use()
         unique_id = np.array(nccl.get_unique_id() if self.rank == 0 else (0,) * 128, dtype=np.int64)
         self.comm.Bcast(unique_id, root=0)
         self.nccl_comm = nccl.NcclCommunicator(self.size, tuple(int(v) for v in unique_id), self.rank)

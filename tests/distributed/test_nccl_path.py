@@ -69,3 +69,55 @@ def test_nccl_without_the_library_is_a_clear_error(monkeypatch):
     cupy.cuda.nccl.available = False
     with pytest.raises(DistributedError, match="no NCCL library: pip install nvidia-nccl-cu12"):
         NCCLCommunicator(comm=OneRankMPI())
+
+
+class _NodeSplitComm:
+    """World rank ``world_rank`` of a job whose ranks sit ``per_node`` to a node round-robin (``mpiexec --map-by
+    node``): world ranks 0, 2, 4, 6 on node 0 of two nodes. ``Split_type`` answers as MPI's shared-memory split."""
+
+    def __init__(self, world_rank: int, nodes: int):
+        self.world_rank, self.nodes, self.freed = world_rank, nodes, False
+
+    def Get_rank(self):
+        return self.world_rank
+
+    def Get_size(self):
+        return 8
+
+    def Split_type(self, split_type, key=0):
+        from mpi4py import MPI
+
+        assert split_type == MPI.COMM_TYPE_SHARED and key == self.world_rank
+        return _NodeComm(self, self.world_rank // self.nodes)
+
+    def Bcast(self, buffer, root=0):
+        pass
+
+
+class _NodeComm:
+    def __init__(self, world: _NodeSplitComm, rank: int):
+        self.world, self.rank = world, rank
+
+    def Get_rank(self):
+        return self.rank
+
+    def Free(self):
+        self.world.freed = True
+
+
+@pytest.mark.parametrize(("world_rank", "device"), [(0, 0), (2, 1), (5, 2), (7, 3)])
+def test_each_rank_takes_its_nodes_gpu_by_its_rank_on_the_node(monkeypatch, world_rank, device):
+    """Two nodes of four GPUs, ranks placed round-robin: world rank 2 is node 0's second rank, so GPU 1 (``rank % 4``
+    would give GPU 2, which world rank 4 also takes)."""
+    import fake_nccl
+    from kiln.distributed import NCCLCommunicator
+
+    cupy = fake_nccl.install(monkeypatch)
+    chosen = []
+    monkeypatch.setattr(cupy.cuda, "runtime", type("Runtime", (), {"getDeviceCount": staticmethod(lambda: 4)}))
+    monkeypatch.setattr(cupy.cuda, "Device", lambda index: type("Device", (), {"use": lambda self: chosen.append(index)})())
+    monkeypatch.setattr(cupy.cuda.nccl, "NcclCommunicator", lambda size, unique_id, rank: (size, rank))
+    comm = _NodeSplitComm(world_rank, nodes=2)
+    communicator = NCCLCommunicator(comm=comm)
+    assert chosen == [device] and comm.freed
+    assert communicator.nccl_comm == (8, world_rank)
