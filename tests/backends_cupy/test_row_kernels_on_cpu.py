@@ -177,3 +177,53 @@ def test_arguments_must_have_the_kernels_types():
         run_raw_kernel(source.code, source.name, (2,), (THREADS,), (x, weight, bias, y, np.int64(4), np.float64(EPS)))
     with pytest.raises(AssertionError, match="cols"):
         run_raw_kernel(source.code, source.name, (2,), (THREADS,), (x, weight, bias, y, 4, np.float32(EPS)))
+
+
+SPECIAL_ROWS = np.array([
+    [1.0, np.nan, 2.0, 0.5, -1.0],  # a NaN: the whole row NaN, as NumPy's max and sum make it
+    [1.0, np.inf, 0.0, 0.5, -1.0],  # +inf: inf - inf in the shift
+    [-np.inf, -np.inf, -np.inf, -np.inf, -np.inf],  # fully masked
+    [-np.inf, 0.5, -np.inf, 2.0, 0.0],  # partly masked: those weigh 0
+    [3.0, 3.0, 3.0, 3.0, 3.0],  # constant: zero variance, the normalized row is 0 (eps keeps it finite)
+    [1e30, -1e30, 0.0, 1.0, 2.0],  # huge: squares overflow float32
+])
+"""Rows of special values, each kernel's answer to be NumPy backend's (NaN where it has NaN, inf where it has inf)."""
+
+
+def numpy_backend(op_name: str, arrays: list[np.ndarray], **attrs) -> list[np.ndarray]:
+    """``op_name`` on these arrays through the NumPy backend (a one-op graph: composites run as it runs them)."""
+    from kiln.backends.numpy import NumpyBackend
+    from kiln.compiler.ir import Builder, Graph, TensorType
+
+    graph = Graph("one_op")
+    inputs = [graph.add_input(TensorType(a.shape, DType.of(a.dtype))) for a in arrays]
+    results = Builder(graph).op(op_name, *inputs, **attrs)
+    graph.outputs = list(results) if isinstance(results, (list, tuple)) else [results]
+    with np.errstate(all="ignore"):
+        return [np.asarray(r) for r in NumpyBackend().compile(graph)(*arrays)]
+
+
+def assert_like_numpy(actual: np.ndarray, expected: np.ndarray, dtype: DType, what: str) -> None:
+    np.testing.assert_allclose(actual, expected, equal_nan=True, err_msg=what, **TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_row_kernels_answer_special_rows_as_the_numpy_backend(dtype: DType):
+    x = SPECIAL_ROWS.astype(DTYPES[dtype])
+    rows_count, cols = x.shape
+    weight, bias = np.linspace(0.5, 1.5, cols).astype(x.dtype), np.linspace(-1, 1, cols).astype(x.dtype)
+    for log in (False, True):
+        name = "nn.log_softmax" if log else "nn.softmax"
+        assert_like_numpy(run_softmax(softmax_source(dtype, log), x), numpy_backend(name, [x], axis=-1)[0], dtype, name)
+    assert_like_numpy(run_layer_norm(layer_norm_source(dtype), x, weight, bias),
+                      numpy_backend("nn.layer_norm", [x, weight, bias], eps=EPS)[0], dtype, "nn.layer_norm")
+    y, g = numpy_backend("nn.softmax", [x], axis=-1)[0], np.linspace(-2, 2, x.size).reshape(x.shape).astype(x.dtype)
+    dx = np.empty_like(y)
+    run_raw_kernel(softmax_grad_source(dtype).code, softmax_grad_source(dtype).name, (rows_count,), (THREADS,), (y, g, dx, np.int64(cols)))
+    assert_like_numpy(dx, numpy_backend("nn.softmax_grad", [y, g], axis=-1)[0], dtype, "nn.softmax_grad")
+    dx, partials = np.empty_like(x), np.empty((2, rows_count, cols), x.dtype)
+    args = (x, weight, g, dx, partials[0], partials[1], np.int64(rows_count), np.int64(cols), np.int64(1), x.dtype.type(EPS))
+    run_raw_kernel(layer_norm_grad_source(dtype).code, layer_norm_grad_source(dtype).name, (rows_count,), (THREADS,), args)
+    expected_dx, expected_weight, expected_bias = numpy_backend("nn.layer_norm_grad", [x, weight, g], eps=EPS)
+    assert_like_numpy(dx, expected_dx, dtype, "nn.layer_norm_grad dx")
+    assert_like_numpy(partials.sum(axis=1), np.stack([expected_weight, expected_bias]), dtype, "nn.layer_norm_grad dw, db")
