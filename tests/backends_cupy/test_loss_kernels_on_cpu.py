@@ -92,3 +92,20 @@ def test_minus_infinity_logits_and_a_label_out_of_range():
     np.testing.assert_allclose(loss[0], expected_loss[0], rtol=1e-12)
     np.testing.assert_allclose(grad[0], expected_grad[0], rtol=1e-12, atol=1e-15)
     assert np.isnan(loss[2])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_nan_and_inf_logits_answer_as_the_numpy_backend(dtype: DType):
+    """A NaN logit anywhere in a row (before, at or after the label) or a +inf one makes the row's loss and gradient
+    NaN, as on the NumPy backend: the running max (CUDA's max drops a NaN) must not hide it."""
+    from test_row_kernels_on_cpu import numpy_backend
+
+    x = np.array([[1, np.nan, 2, 0.5], [np.nan, 1, 2, 0.5], [1, 2, 3, np.nan], [1, np.inf, 0, 0.5], [np.inf, 1, 2, 3], [0, 1, 2, 3]],
+                 DTYPES[dtype])
+    labels, scale = np.array([0, 1, 2, 0, 1, 3], np.int64), np.ones(6, DTYPES[dtype])
+    loss, grad = _run(dtype, x, labels, 0.0, scale, stride=1)
+    (expected_loss,) = numpy_backend("nn.cross_entropy", [x, labels], reduction="none")
+    (expected_grad,) = numpy_backend("nn.cross_entropy_grad", [x, labels, scale], reduction="none")
+    assert np.isnan(loss[:5]).all() and np.isfinite(loss[5])
+    np.testing.assert_allclose(loss, expected_loss, equal_nan=True, **TOLERANCE[dtype])
+    np.testing.assert_allclose(grad, expected_grad, equal_nan=True, **TOLERANCE[dtype])
