@@ -6,7 +6,8 @@
 # Needs (already installed there): Python 3.12, numpy, cupy-cuda13x (or cupy-cuda12x), torch, onnx, onnxruntime,
 # pytest. It installs kiln itself without dependencies or network, runs the CuPy backend's test suite with the GPU
 # required (a skip for want of a GPU fails instead), then benchmarks kiln-cupy against PyTorch eager and
-# torch.compile on W1 (batch 128 and 4096) and a GPT-2-small-shaped step, printing one table.
+# torch.compile on W1 (batch 128 and 4096) and a GPT-2-small-shaped step, printing one table; with time left, the
+# GPU time of each op of kiln's GPT step (benchmarks/gpu_profile.py, informational: it does not change the exit status).
 # Environment: PYTHON (default python3), TOTAL_S (default 285, the whole run's limit in seconds).
 
 set -uo pipefail
@@ -37,6 +38,13 @@ budget=$(( $(left) - 40 ))
 timeout $(( $(left) - 5 )) "$PYTHON" benchmarks/gpu_benchmark.py --budget-s $(( budget > 10 ? budget : 10 ))
 bench_rc=$?
 [ $bench_rc -eq 124 ] && echo "gpu_check: the benchmark ran past the time limit" >&2
+
+echo "== per-op GPU time of the kiln-cupy GPT step (informational), $(left) s left"
+if [ "$(left)" -gt 45 ]; then
+    timeout $(( $(left) - 5 )) "$PYTHON" benchmarks/gpu_profile.py --top 30 || echo "gpu_check: gpu_profile.py did not finish (exit $?)" >&2
+else
+    echo "gpu_check: too little time left for benchmarks/gpu_profile.py; run it on its own"
+fi
 
 echo "== done in $(( SECONDS - START )) s: tests exit $tests_rc, benchmark exit $bench_rc"
 [ $tests_rc -eq 0 ] && [ $bench_rc -eq 0 ]

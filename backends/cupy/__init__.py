@@ -6,6 +6,9 @@ launches (``plan``) work on any machine; ``compile`` needs CuPy and a GPU.
 
 Matmuls run through cuBLAS with TF32 off, so float32 results match float32
 references; ``CupyBackend(tf32=True)`` or ``KILN_CUPY_TF32=1`` turns it on.
+``CupyBackend(profile=True)`` or ``KILN_CUPY_PROFILE=1`` builds steps that record
+a CUDA event after every op, so ``executable.op_times()`` gives each op's GPU
+time (``benchmarks/gpu_profile.py``).
 """
 
 from __future__ import annotations
@@ -43,22 +46,24 @@ def set_tf32(cupy: Any, enabled: bool) -> None:
 class CupyBackend:
     name = "cupy"
 
-    def __init__(self, tf32: bool | None = None):
+    def __init__(self, tf32: bool | None = None, profile: bool | None = None):
         self.tf32 = os.environ.get("KILN_CUPY_TF32") == "1" if tf32 is None else tf32
+        self.profile = os.environ.get("KILN_CUPY_PROFILE") == "1" if profile is None else profile
+        """Record a CUDA event after every op, for ``CupyExecutable.op_times`` (``benchmarks/gpu_profile.py``)."""
 
     def compile(self, graph: Graph) -> Any:
         """Lower a copy of ``graph`` (fusion as on NumPy), bind generated kernels, and generate one function."""
         import cupy
 
-        from kiln.backends.cupy.executable import CupyExecutable, generate
+        from kiln.backends.cupy.executable import OP_EVENTS, CupyExecutable, generate
         from kiln.backends.cupy.lowering import cupy_table
 
         set_tf32(cupy, self.tf32)
         donations = dict(getattr(graph, "donations", {}))
         lowered = lower_for_cupy(graph)
-        source, namespace = generate(cupy, lowered, cupy_table())
+        source, namespace = generate(cupy, lowered, cupy_table(), profile=self.profile)
         exec(compile(source, f"<kiln-cupy:{lowered.name}>", "exec"), namespace)  # noqa: S102  (our generated code)
-        return CupyExecutable(cupy, lowered, namespace[function_name(lowered)], source, donations)
+        return CupyExecutable(cupy, lowered, namespace[function_name(lowered)], source, donations, namespace.get(OP_EVENTS))
 
 
 __all__ = [

@@ -38,13 +38,23 @@ from kiln.runtime.executable import RESIDENT, Executable
 from kiln.runtime.lazy import DeferredCheck, LazyScalar, take_checks
 
 
-def generate(cupy: Any, graph: Graph, table: LoweringTable) -> tuple[str, dict[str, Any]]:
-    """The step function's source and namespace; constants are uploaded once, here."""
+OP_EVENTS = "_op_events"
+"""In a profiling build, the namespace's CUDA events: one before the first op and one after each op."""
+
+
+def generate(cupy: Any, graph: Graph, table: LoweringTable, profile: bool = False) -> tuple[str, dict[str, Any]]:
+    """The step function's source and namespace; constants are uploaded once, here. ``profile``: a CUDA event is
+    recorded after every op (``CupyExecutable.op_times``), for measuring, never by default."""
     names = variable_names(graph)
     namespace: dict[str, Any] = {}
     lines = [f"def {function_name(graph)}({', '.join(names[v] for v in graph.inputs)}):"] + _bind_symbols(graph, names)
+    if profile:
+        namespace[OP_EVENTS] = [cupy.cuda.Event() for _ in range(len(graph.ops) + 1)]
+        lines.append(f"    {OP_EVENTS}[0].record()")
     for index, op in enumerate(graph.ops):
         lines.append("    " + _emit(cupy, index, op, names, table, graph, namespace))
+        if profile:
+            lines.append(f"    {OP_EVENTS}[{index + 1}].record()")
     lines.append(f"    return ({''.join(f'{names[v]}, ' for v in graph.outputs)})")
     for key, value in namespace.items():
         if isinstance(value, np.ndarray):
@@ -100,7 +110,8 @@ class CupyExecutable(Executable):
     lazy_outputs = False
     """When set (by a training step), donated results stay CuPy arrays and 0-d float results come back as ``LazyScalar``."""
 
-    def __init__(self, cupy: Any, graph: Graph, function: Callable[..., tuple[Any, ...]], source: str, donations: dict[int, int]):
+    def __init__(self, cupy: Any, graph: Graph, function: Callable[..., tuple[Any, ...]], source: str, donations: dict[int, int],
+                 op_events: list[Any] | None = None):
         upload = cupy.asarray  # a no-op for arrays already on the device
         super().__init__(graph, lambda *arrays: function(*[upload(a) for a in arrays]), "cupy", source)
         self.cupy = cupy
@@ -110,6 +121,8 @@ class CupyExecutable(Executable):
         self.kernels: list[KernelLaunch] = kernel_plan(graph)
         """Every kernel one call launches (GEMMs, generated fused kernels, library kernels), in order."""
         self.labels = label_inputs(graph)
+        self.op_events = op_events
+        """A profiling build's events (``generate(profile=True)``), else ``None``."""
 
     def __call__(self, *arrays: Any) -> tuple[Any, ...]:
         for label in self.labels:
@@ -133,3 +146,21 @@ class CupyExecutable(Executable):
             return value
         lazy = getattr(value, "ndim", 0) == 0 and value.dtype.kind == "f"  # the loss; an integer counter comes back as it is
         return LazyScalar(value, checks) if lazy else self.cupy.asnumpy(value)
+
+    def op_times(self) -> list[OpTime]:
+        """GPU milliseconds of each op in the last call of a profiling build (waits for the call to finish): the time
+        between the events recorded before and after the op's line, so a view or constant shows about 0."""
+        if self.op_events is None:
+            raise RuntimeError("op_times needs a profiling build: CupyBackend(profile=True) or KILN_CUPY_PROFILE=1")
+        self.op_events[-1].synchronize()
+        elapsed = self.cupy.cuda.get_elapsed_time
+        return [OpTime(index, op, elapsed(self.op_events[index], self.op_events[index + 1])) for index, op in enumerate(self.graph.ops)]
+
+
+@dataclass(frozen=True)
+class OpTime:
+    index: int
+    """The op's position in the lowered graph."""
+    op: Op
+    ms: float
+

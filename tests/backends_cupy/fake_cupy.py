@@ -14,6 +14,7 @@ import math
 import os
 import re
 import sys
+import time
 import types
 from typing import Any
 
@@ -339,6 +340,19 @@ def _device_functions(preamble: str) -> dict[str, Any]:
     return functions
 
 
+class Event:
+    """``cupy.cuda.Event``: ``record`` notes the host clock (the stand-in runs every kernel as it is called)."""
+
+    def __init__(self) -> None:
+        self.recorded: float | None = None
+
+    def record(self) -> None:
+        self.recorded = time.perf_counter()
+
+    def synchronize(self) -> None:
+        assert self.recorded is not None, "synchronize on an event never recorded"
+
+
 def install(monkeypatch: Any) -> types.ModuleType:
     """Put the fake ``cupy`` (and the submodules the backend imports) into ``sys.modules`` for one test."""
     cupy = types.ModuleType("cupy")
@@ -348,7 +362,8 @@ def install(monkeypatch: Any) -> types.ModuleType:
     cupy.lib = types.SimpleNamespace(stride_tricks=np.lib.stride_tricks)
     device = types.ModuleType("cupy.cuda.device")
     device.get_cublas_handle = lambda: "cublas-handle"
-    cupy.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=lambda: 1), device=device)
+    cupy.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=lambda: 1), device=device, Event=Event,
+                                      get_elapsed_time=lambda start, end: (end.recorded - start.recorded) * 1e3)
     linalg = types.ModuleType("cupy._core._routines_linalg")
     compute_types = {np.dtype(np.float32): 4}
     linalg.COMPUTE_TYPE_TF32, linalg.COMPUTE_TYPE_FP32 = 7, 4
