@@ -6,8 +6,9 @@
 
 A model, not a measurement: each op is charged the bytes of its operands and results once, plus a GEMM's product
 written and read back when an epilogue kernel follows it (a lower bound that ignores re-reads inside a kernel and
-cache hits between kernels), and each GEMM ``2 M N K`` FLOPs. It tells what a
-lowering change saves before a GPU run measures it; ``gpu_check.sh`` measures the step itself.
+cache hits between kernels), and each GEMM ``2 M N K`` FLOPs. Last, the device memory of the step's intermediates:
+all of them together, and the most live at once (the generated step drops each after its last use). It tells what
+a lowering change saves before a GPU run measures it; ``gpu_check.sh`` measures the step itself.
 """
 
 from __future__ import annotations
@@ -95,12 +96,12 @@ def gemm_flops(op: Any, batch: int) -> int:
     return 2 * inner * math.prod(size(d, batch) for d in op.results[0].type.shape)
 
 
-def model(args: argparse.Namespace) -> dict[str, dict[str, float]]:
-    """Per category: launches, GB moved, GEMM TFLOP."""
+def model(args: argparse.Namespace, graph: Any = None) -> dict[str, dict[str, float]]:
+    """Per category: launches, GB moved, GEMM TFLOP (of ``graph``, the lowered step; built from ``args`` if not given)."""
     from kiln.backends.cupy.plan import op_launches
 
     table: dict[str, dict[str, float]] = collections.defaultdict(lambda: {"launches": 0, "GB": 0.0, "TFLOP": 0.0})
-    for op in lowered_step(args).ops:
+    for op in (graph if graph is not None else lowered_step(args)).ops:
         launches = op_launches(op)
         if not launches:
             continue
@@ -112,14 +113,47 @@ def model(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     return dict(table)
 
 
+def device_memory(graph: Any, batch: int) -> dict[str, float]:
+    """GB of the step's intermediates: all its results together, and at most live at once when each variable is
+    dropped after its last use (``executable.dying_after``; a view keeps its base alive). Inputs (parameters, state,
+    the batch) and a kernel's own scratch are not counted."""
+    from kiln.backends.cupy.executable import dying_after
+    from kiln.backends.cupy.plan import VIEW_OPS, op_launches
+
+    base: dict[Any, Any] = {}
+    size_of: dict[Any, int] = {}
+    holders: dict[Any, int] = collections.Counter()
+    live = peak = allocated = 0
+    for op, dying in zip(graph.ops, dying_after(graph)):
+        aliases = op.name == "tensor.constant" or (op.name in VIEW_OPS and not op_launches(op))
+        for result in op.results:
+            base[result] = base.get(op.operands[0]) if aliases and op.operands else (None if aliases else result)
+            if base[result] is result:
+                size_of[result] = nbytes(result, batch)
+                live, allocated = live + size_of[result], allocated + size_of[result]
+            if base[result] is not None:
+                holders[base[result]] += 1
+        peak = max(peak, live)
+        for value in dying:
+            owner = base.get(value)
+            if owner is not None:
+                holders[owner] -= 1
+                live -= size_of[owner] if holders[owner] == 0 else 0
+    return {"allocated": allocated / 1e9, "peak live": peak / 1e9}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    rows = model(args)
+    graph = lowered_step(args)
+    rows = model(args, graph)
     print(f"CuPy step model: GPT {args.layers} layers, d_model {args.d_model}, {args.heads} heads, context {args.context}, "
           f"batch {args.batch}, vocab {args.vocab}; causal chunk {args.chunk if args.chunk is not None else 'default'}")
     print(f"{'':18s} {'launches':>9s} {'GB moved':>9s} {'GEMM TFLOP':>11s}")
     for name, row in rows.items():
         print(f"{name:18s} {row['launches']:9.0f} {row['GB']:9.2f} {row['TFLOP']:11.3f}")
+    memory = device_memory(graph, args.batch)
+    print(f"intermediates: {memory['allocated']:.2f} GB in all, at most {memory['peak live']:.2f} GB live at once "
+          "(each dropped after its last use)")
     return 0
 
 

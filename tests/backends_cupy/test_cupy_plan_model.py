@@ -38,3 +38,12 @@ def test_chunked_causal_attention_moves_less_and_multiplies_less(plan_model, cap
 def test_sizes_bind_the_batch_symbol(plan_model):
     assert plan_model.size("1024*N", 8) == 8192 and plan_model.size(7, 8) == 7 and plan_model.size("N", 3) == 3
     sys.modules.pop("cupy_plan_model", None)
+
+
+def test_intermediates_held_at_once_are_far_fewer_than_all_of_them(plan_model, capsys):
+    """Dropping each value after its last use: at most the live set at once, not the step's every intermediate."""
+    args = plan_model.parse_args(TINY + ["--layers", "4"])
+    memory = plan_model.device_memory(plan_model.lowered_step(args), args.batch)
+    assert 0 < memory["peak live"] < 0.6 * memory["allocated"]
+    assert plan_model.main(TINY) == 0
+    assert "at most" in capsys.readouterr().out
