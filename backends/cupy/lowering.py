@@ -301,31 +301,21 @@ def row_kernels(cupy: Any, fallback: dict[str, Callable[..., Any]]) -> dict[str,
         return y
 
     def layer_norm_grad(x: Any, weight: Any, g: Any, *, eps: float) -> tuple[Any, Any, Any]:
-        if x.size == 0 or not row_op_fuses("nn.layer_norm_grad", None, x.ndim, DType.of(x.dtype)):
-            return _layer_norm_grad_expanded(cupy, x, weight, g, eps)
+        # f32 and f64 only: other dtypes expand before fusion (plan.expands_for_cupy)
+        if x.size == 0:
+            return cupy.empty_like(x), cupy.zeros(weight.shape, x.dtype), cupy.zeros(weight.shape, x.dtype)
         x, g, weight = cupy.ascontiguousarray(x), cupy.ascontiguousarray(g), cupy.ascontiguousarray(weight)
         cols = max(weight.size, 1)
         rows = x.size // cols
         blocks, rows_per_block = layer_norm_grad_blocks(rows)
         dx, partials = cupy.empty(x.shape, x.dtype), cupy.empty((2, blocks, cols), x.dtype)
         launch(layer_norm_grad_source(DType.of(x.dtype)), blocks, x, weight, g, dx, partials[0], partials[1],
-                      np.int64(rows), np.int64(cols), np.int64(rows_per_block), x.dtype.type(eps))
+               np.int64(rows), np.int64(cols), np.int64(rows_per_block), x.dtype.type(eps))
         sums = partials.sum(axis=1)
         return dx, sums[0].reshape(weight.shape), sums[1].reshape(weight.shape)
 
     return {"nn.softmax": softmax(False), "nn.log_softmax": softmax(True), "nn.softmax_grad": softmax_grad,
             "nn.masked_softmax": masked_softmax, "nn.layer_norm": layer_norm, "nn.layer_norm_grad": layer_norm_grad}
-
-
-def _layer_norm_grad_expanded(cupy: Any, x: Any, weight: Any, g: Any, eps: float) -> tuple[Any, Any, Any]:
-    """``nn.layer_norm_grad``'s decomposition in CuPy array calls (an empty x, or a dtype without the row kernel)."""
-    axes, leading = tuple(range(x.ndim - weight.ndim, x.ndim)), tuple(range(x.ndim - weight.ndim))
-    centered = x - x.mean(axis=axes, keepdims=True)
-    inverse_std = 1 / cupy.sqrt((centered * centered).mean(axis=axes, keepdims=True) + x.dtype.type(eps))
-    normalized, d_normalized = centered * inverse_std, g * weight
-    dx = inverse_std * (d_normalized - d_normalized.mean(axis=axes, keepdims=True)
-                        - normalized * (d_normalized * normalized).mean(axis=axes, keepdims=True))
-    return dx, (g * normalized).sum(axis=leading), g.sum(axis=leading)
 
 
 def static_table() -> LoweringTable:

@@ -50,11 +50,14 @@ CUPY_PIPELINE = "canonicalize,cse,dce,fold-batch-sum-matmul,canonicalize,fuse-el
 
 
 def expands_for_cupy(op: Op) -> bool:
-    """Optimizer updates, and the cross-entropy gradient where its row kernel does not apply (class weights,
-    probability targets, more than two axes): elementwise arithmetic that fuses into the neighbouring kernels once
-    expanded. (Unlike on NumPy, layer norm stays one row kernel and GELU one expression inside a fused kernel.)"""
+    """Optimizer updates, and the cross-entropy gradient and layer norm's where their row kernels do not apply (class
+    weights, probability targets, more than two axes; a dtype other than f32 and f64): elementwise arithmetic that
+    fuses into the neighbouring kernels once expanded. (Unlike on NumPy, layer norm stays one row kernel and GELU
+    one expression inside a fused kernel.)"""
     if op.name == "nn.cross_entropy_grad":
         return not cross_entropy_rows_apply(op.operands[0].type, op.operands[1].type, weighted=len(op.operands) > 3)
+    if op.name == "nn.layer_norm_grad":
+        return not row_op_fuses(op.name, None, op.operands[0].type.rank, op.operands[0].type.dtype)
     return op.name.startswith("optim.") and op.name.endswith("_update") and lookup(op.name).is_composite
 
 

@@ -60,6 +60,20 @@ def test_each_layer_norms_backward_is_one_row_kernel_and_one_sum():
     assert sum(l.name == "kiln_layer_norm" for l in plan) == norms
 
 
+def test_layer_norms_backward_expands_where_its_row_kernel_does_not_apply():
+    """The row kernel is f32 and f64; another float dtype (f16, which the IR types) gets the decomposition, fused."""
+    from kiln.compiler.ir import Builder, DType, Graph, TensorType
+
+    lowered = {}
+    for dtype in (DType.f32, DType.f16):
+        graph = Graph("layer_norm_grad")
+        x, weight, g = (graph.add_input(TensorType(shape, dtype)) for shape in (("N", 8), (8,), ("N", 8)))
+        graph.outputs = list(Builder(graph).op("nn.layer_norm_grad", x, weight, g, eps=1e-5))
+        lowered[dtype] = [op.name for op in lower_for_cupy(graph).ops]
+    assert lowered[DType.f32] == ["nn.layer_norm_grad"]
+    assert "nn.layer_norm_grad" not in lowered[DType.f16] and "fused.elementwise" in lowered[DType.f16]
+
+
 MODEL_LOWERINGS = [("mlp", None), ("cnn", None), ("gpt", None), ("gpt", 3)]
 """Model and causal-attention chunk: the tiny GPT lowered whole and in chunks of 3 of its 8 positions."""
 
