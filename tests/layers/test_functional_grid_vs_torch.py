@@ -51,6 +51,16 @@ def test_pool_grid(kind, kernel, stride, padding):
     _assert_kiln_matches(lambda t: getattr(F, kind)(t, kernel, stride, padding), [x], expected, weights, grads)
 
 
+@pytest.mark.parametrize(("kernel", "stride", "padding"), [(2, None, 0), (3, 2, 1), ((2, 3), (1, 2), (1, 1)), (3, 1, 0)])
+def test_max_pool_ties_go_to_the_first_largest_as_in_torch(kernel, stride, padding):
+    """Values from {-1, 0, 1}: most windows hold their maximum more than once, and the first (row-major) takes the
+    gradient, in overlapping and tiling windows alike."""
+    torch = require("torch")
+    x = RNG.integers(-1, 2, X.shape).astype(np.float64)
+    expected, weights, grads = _torch_value_and_grads(torch, lambda t: torch.nn.functional.max_pool2d(t, kernel, stride, padding), x)
+    _assert_kiln_matches(lambda t: F.max_pool2d(t, kernel, stride, padding), [x], expected, weights, grads)
+
+
 MOVEMENT = {
     "getitem": (lambda x: x[:, 1:4:2, ..., None, -1], lambda x: x[:, 1:4:2, ..., None, -1]),
     "cat_split": (lambda x: F.cat(list(x.split([1, 3], dim=1))[::-1], dim=1), lambda x: __import__("torch").cat(list(x.split([1, 3], dim=1))[::-1], dim=1)),
