@@ -1,13 +1,15 @@
 """Training-step benchmark: kiln-numpy side by side with PyTorch eager, torch.compile and hand-written NumPy.
 
-    python benchmarks/train_step.py                  # W1-W4, 1 thread, prints tables, writes benchmarks/results.json
+    python benchmarks/train_step.py                  # W1-W5, 1 thread, prints tables, writes benchmarks/results.json
     python benchmarks/train_step.py --threads 2 --steps 300 --json out.json --workloads W1
 
 Workloads (W1-W3: MLP 784-128-64-10, ReLU, softmax cross-entropy):
   W1  SGD lr 0.01, batch 128      W2  the same at batch 1024      W3  W1 with Adam (lr 1e-3)
   W4  GPT-style LM (examples/gpt_tiny.py): vocab 256, context 64, d_model 128, 4 heads, 2 layers, MLP 512,
       GELU (GPT-2's tanh approximation, in kiln and torch alike), pre-LN, AdamW lr 1e-3 wd 0.01, batch 16
-      (no hand-written NumPy version)
+  W5  CNN (examples/cnn_digits.py): 8x8 inputs, conv 1-16-32 3x3 pad 1, ReLU, 2x2 max pool, linear, SGD lr 0.05
+      momentum 0.9, batch 256
+      (W4 and W5: no hand-written NumPy version)
 
 Per-step median wall time over ``--steps`` timed steps (after a warm-up) of
 the same batch, the candidates interleaved in rounds. Also: kiln's compile
@@ -37,7 +39,7 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=20)
-    parser.add_argument("--workloads", default="W1,W2,W3,W4")
+    parser.add_argument("--workloads", default="W1,W2,W3,W4,W5")
     parser.add_argument("--compile-layers", default="2,6,12,24", help="W4 depths whose compile time is measured ('' for none)")
     parser.add_argument("--json", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results.json"))
     parser.add_argument("--no-torch-compile", action="store_true", help="skip torch.compile (it needs a C compiler)")
@@ -53,7 +55,7 @@ import platform  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
-from typing import Callable  # noqa: E402
+from typing import Any, Callable  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -76,6 +78,7 @@ WORKLOADS = {
     "W2": Workload("W2", 1024, "sgd", 0.01),
     "W3": Workload("W3", 128, "adam", 1e-3),
     "W4": Workload("W4", 16, "adamw", 1e-3),
+    "W5": Workload("W5", 256, "sgd-momentum", 0.05),
 }
 
 
@@ -249,8 +252,8 @@ def memory_bytes(step, batch: int) -> dict[str, int]:
 
 
 def run_workload(workload: Workload, args: argparse.Namespace) -> dict[str, object]:
-    if workload.name == "W4":
-        return run_gpt_workload(workload, args)
+    if workload.name in ("W4", "W5"):
+        return run_model_workload(workload, args)
     row: dict[str, object] = {"workload": workload.name, "batch": workload.batch, "optimizer": workload.optimizer}
     from kiln.backends.numpy import NumpyBackend
 
@@ -270,24 +273,35 @@ def run_workload(workload: Workload, args: argparse.Namespace) -> dict[str, obje
     return row
 
 
-def run_gpt_workload(workload: Workload, args: argparse.Namespace) -> dict[str, object]:
-    from gpt_workload import GPTConfig, gpt_flops, kiln_gpt_step, torch_gpt_step
+def model_workload(workload: Workload) -> tuple[str, Any, Callable[..., Any], Callable[..., Any], Callable[[Any], int]]:
+    """W4's or W5's description, config, kiln step builder, torch step builder and FLOPs: one shape for both."""
+    if workload.name == "W4":
+        from gpt_workload import GPTConfig, gpt_flops, kiln_gpt_step, torch_gpt_step
 
-    config = GPTConfig(batch=workload.batch, lr=workload.lr)
-    row: dict[str, object] = {"workload": workload.name, "batch": workload.batch, "optimizer": workload.optimizer,
-                              "model": "GPT vocab 256, context 64, d_model 128, 4 heads, 2 layers, MLP 512, GELU tanh, pre-LN"}
+        return ("GPT vocab 256, context 64, d_model 128, 4 heads, 2 layers, MLP 512, GELU tanh, pre-LN",
+                GPTConfig(batch=workload.batch, lr=workload.lr), kiln_gpt_step, torch_gpt_step, gpt_flops)
+    from cnn_workload import CNNConfig, cnn_flops, kiln_cnn_step, torch_cnn_step
+
+    return ("CNN of examples/cnn_digits.py: conv 1-16-32 3x3, ReLU, max pool 2, linear; 8x8 inputs",
+            CNNConfig(batch=workload.batch, lr=workload.lr), kiln_cnn_step, torch_cnn_step, cnn_flops)
+
+
+def run_model_workload(workload: Workload, args: argparse.Namespace) -> dict[str, object]:
+    """A model without a hand-written NumPy version (W4 the GPT, W5 the CNN): kiln against torch eager and compile."""
+    description, config, kiln_builder, torch_builder, flops = model_workload(workload)
+    row: dict[str, object] = {"workload": workload.name, "batch": workload.batch, "optimizer": workload.optimizer, "model": description}
     start = time.perf_counter()
-    kiln_candidate, model, step = kiln_gpt_step(config)
+    kiln_candidate, model, step = kiln_builder(config)
     row["kiln_compile_s"] = time.perf_counter() - start  # the first call: compile and one step
-    row["kiln_recompile_s"] = _seconds(lambda: kiln_gpt_step(config))
+    row["kiln_recompile_s"] = _seconds(lambda: kiln_builder(config))
     row["memory_bytes"] = memory_bytes(step, workload.batch)
     candidates: dict[str, Callable[[], object] | None] = {"kiln-numpy": kiln_candidate, "numpy (hand-written)": None}
-    candidates["torch eager"] = _guarded(lambda: torch_gpt_step(model, config, args.threads))
+    candidates["torch eager"] = _guarded(lambda: torch_builder(model, config, args.threads))
     if not args.no_torch_compile:
-        candidates["torch.compile"] = _guarded(lambda: torch_gpt_step(model, config, args.threads, compiled=True))
+        candidates["torch.compile"] = _guarded(lambda: torch_builder(model, config, args.threads, compiled=True))
     timings = interleaved_medians(candidates, max(args.steps // 5, 25), max(args.warmup // 4, 3))
     row["median_step_s"] = timings
-    row["gflops"] = {name: (gpt_flops(config) / t / 1e9 if t else None) for name, t in timings.items()}
+    row["gflops"] = {name: (flops(config) / t / 1e9 if t else None) for name, t in timings.items()}
     return row
 
 

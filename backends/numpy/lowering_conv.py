@@ -73,20 +73,20 @@ def _weight_matrices(weight, groups: int):
     return np.ascontiguousarray(grouped).reshape(groups, kh * kw * c, o // groups)
 
 
-def _cotangent_rows(g, groups: int):
-    """``(groups, N OH OW, O/groups)`` of an ``(N, O, OH, OW)`` cotangent."""
+def _channel_rows(g, groups: int):
+    """``(groups, O/groups, N OH OW)`` of an ``(N, O, OH, OW)`` array: a copy whose inner runs are whole
+    ``OH OW`` planes (channels-last rows would copy one element at a time); GEMMs read it transposed where needed."""
     n, o, oh, ow = g.shape
-    grouped = g.reshape(n, groups, o // groups, oh, ow).transpose(1, 0, 3, 4, 2)
-    return np.ascontiguousarray(grouped).reshape(groups, n * oh * ow, o // groups)
+    return np.ascontiguousarray(g.transpose(1, 0, 2, 3)).reshape(groups, o // groups, n * oh * ow)
 
 
 @NUMPY.register("tensor.conv2d")
 def conv2d(x, weight, *, stride, padding, dilation, groups: int):
-    # y[n, o, h, w] = sum_k cols[n h w, k] W[k, o], per group
+    # y[n, o, h, w] = sum_k W[o, k] cols[n h w, k], per group: (O/g, K) @ (K, N OH OW), then back to NCHW
     cols, (oh, ow) = _columns(x, weight.shape[2:], stride, dilation, padding, groups)
-    out = np.matmul(cols, _weight_matrices(weight, groups))  # (groups, N OH OW, O/groups)
-    out = out.reshape(groups, x.shape[0], oh, ow, -1).transpose(1, 0, 4, 2, 3)
-    return np.ascontiguousarray(out, dtype=x.dtype).reshape(x.shape[0], weight.shape[0], oh, ow)
+    out = np.matmul(_weight_matrices(weight, groups).transpose(0, 2, 1), cols.transpose(0, 2, 1))  # (groups, O/groups, N OH OW)
+    out = out.reshape(weight.shape[0], x.shape[0], oh, ow).transpose(1, 0, 2, 3)
+    return np.ascontiguousarray(out, dtype=x.dtype)
 
 
 @NUMPY.register("tensor.conv2d_input_grad")
@@ -94,7 +94,7 @@ def conv2d_input_grad(g, weight, *, input_shape, stride, padding, dilation, grou
     # dcols = g W^T per group; each kernel offset's columns go back, added, where the forward read them
     n, c, h, w = input_shape
     (kh, kw), (oh, ow) = weight.shape[2:], g.shape[2:]
-    dcols = np.matmul(_cotangent_rows(g, groups), _weight_matrices(weight, groups).transpose(0, 2, 1))
+    dcols = np.matmul(_channel_rows(g, groups).transpose(0, 2, 1), _weight_matrices(weight, groups).transpose(0, 2, 1))
     dcols = dcols.reshape(groups, n, oh, ow, kh, kw, c // groups)
     out = np.zeros((n, h + 2 * padding[0], w + 2 * padding[1], groups, c // groups), dtype=g.dtype)
     for i in range(kh):
@@ -107,12 +107,11 @@ def conv2d_input_grad(g, weight, *, input_shape, stride, padding, dilation, grou
 
 @NUMPY.register("tensor.conv2d_weight_grad")
 def conv2d_weight_grad(x, g, *, weight_shape, stride, padding, dilation, groups: int):
-    # dW[k, o] = sum_{n h w} cols[n h w, k] g[n h w, o], per group
+    # dW[o, k] = sum_{n h w} g[o, n h w] cols[n h w, k], per group: (O/g, N OH OW) @ (N OH OW, K)
     o, c, kh, kw = weight_shape
     cols, _ = _columns(x, (kh, kw), stride, dilation, padding, groups)
-    out = np.matmul(cols.transpose(0, 2, 1), _cotangent_rows(g, groups))  # (groups, KH KW C/groups, O/groups)
-    out = out.reshape(groups, kh, kw, c, o // groups).transpose(0, 4, 3, 1, 2)
-    return np.ascontiguousarray(out, dtype=x.dtype).reshape(weight_shape)
+    out = np.matmul(_channel_rows(g, groups), cols)  # (groups, O/groups, KH KW C/groups)
+    return np.ascontiguousarray(out.reshape(o, kh, kw, c).transpose(0, 3, 1, 2), dtype=x.dtype)
 
 
 # Pooling: one strided view per kernel offset.
