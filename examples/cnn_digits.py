@@ -1,6 +1,6 @@
 """A small CNN on the bundled 8x8 digits, compiled by kiln: Conv2d, ReLU, MaxPool2d, Linear.
 
-    python examples/cnn_digits.py            # ~10 s on a laptop CPU; prints the held-out accuracy (>= 0.97)
+    python examples/cnn_digits.py            # ~4 s here (1.4 s of training); prints the held-out accuracy (>= 0.97)
 
 The images are reshaped to NCHW ``(N, 1, 8, 8)``; two 3x3 convolutions with
 padding 1, each followed by ReLU and 2x2 max pooling (8 -> 4 -> 2), then a
