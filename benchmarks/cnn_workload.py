@@ -44,14 +44,19 @@ def cnn_flops(config: CNNConfig) -> int:
     return 3 * (sum(convolutions) + head) - convolutions[0]
 
 
-def kiln_cnn_step(config: CNNConfig) -> tuple[Callable[[], object], Any, Any]:
-    """The kiln step (compiled by its first call), the model and the step object."""
+def kiln_cnn(config: CNNConfig) -> tuple[Any, Any]:
+    """The model and its compiled (not yet traced) SGD-with-momentum training step."""
     import kiln
     import kiln.nn.functional as F
 
     kiln.manual_seed(0)
     model = cnn(CHANNELS[1:], CLASSES)
-    step = kiln.compile_train_step(model, F.cross_entropy, kiln.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum))
+    return model, kiln.compile_train_step(model, F.cross_entropy, kiln.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum))
+
+
+def kiln_cnn_step(config: CNNConfig) -> tuple[Callable[[], object], Any, Any]:
+    """The kiln step (compiled by its first call), the model and the step object."""
+    model, step = kiln_cnn(config)
     x, y = cnn_batch(config)
     step(x, y)
     return (lambda: step(x, y)), model, step

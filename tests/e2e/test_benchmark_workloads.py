@@ -11,6 +11,7 @@ import pytest
 from oracles import require
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "benchmarks"))
+import cnn_workload  # noqa: E402
 import gpt_workload  # noqa: E402
 import train_step as benchmark  # noqa: E402
 
@@ -23,6 +24,20 @@ def test_w4_in_kiln_and_torch_takes_the_same_steps():
     torch_step = gpt_workload.torch_gpt_step(model, config, threads=1)
     for _ in range(3):
         np.testing.assert_allclose(step(x, y), float(torch_step().detach()), rtol=1e-5)
+
+
+def test_w5_in_kiln_and_torch_takes_the_same_steps():
+    """The CNN from the same weights, SGD with momentum: the same losses step by step; the FLOP count is the layers'."""
+    require("torch")
+    config = cnn_workload.CNNConfig(batch=16)
+    model, step = cnn_workload.kiln_cnn(config)
+    x, y = cnn_workload.cnn_batch(config)
+    torch_step = cnn_workload.torch_cnn_step(model, config, threads=1)
+    for _ in range(3):
+        np.testing.assert_allclose(float(step(x, y)), float(torch_step().detach()), rtol=1e-5)
+    n = config.batch
+    forward = 2 * n * (64 * 16 * 9 + 16 * 32 * 144 + 128 * 10)
+    assert cnn_workload.cnn_flops(config) == 3 * forward - 2 * n * 64 * 16 * 9
 
 
 @pytest.mark.parametrize("name", ["W1", "W3"])
