@@ -117,8 +117,15 @@ def conv2d_weight_grad(x, g, *, weight_shape, stride, padding, dilation, groups:
 # Pooling: one strided view per kernel offset.
 
 
-def _pool_out_hw(x, kernel_size, stride, padding) -> tuple[int, int]:
-    return tuple(_out_size(size + 2 * p, k, s, 1) for size, k, s, p in zip(x.shape[2:], kernel_size, stride, padding))
+def _pool_views(x, kernel_size, stride, padding, fill=0.0):
+    """Each kernel offset's ``(N, C, OH, OW)`` view of ``x`` padded with ``fill``: the pools' ``_offset_views``."""
+    out_hw = tuple(_out_size(size + 2 * p, k, s, 1) for size, k, s, p in zip(x.shape[2:], kernel_size, stride, padding))
+    return _offset_views(_padded(x, padding, fill), kernel_size, stride, (1, 1), out_hw)
+
+
+def _padded_shape(shape, padding) -> tuple[int, int, int, int]:
+    n, c, h, w = shape
+    return n, c, h + 2 * padding[0], w + 2 * padding[1]
 
 
 def _scatter_windows(per_offset, padded_shape, kernel, stride, padding, dtype):
@@ -139,7 +146,7 @@ def _scatter_windows(per_offset, padded_shape, kernel, stride, padding, dtype):
 @NUMPY.register("tensor.max_pool2d")
 def max_pool2d(x, *, kernel_size, stride, padding):
     # the largest of each window (NaN if it holds one), an elementwise maximum over the kernel offsets
-    views = _offset_views(_padded(x, padding, -np.inf), kernel_size, stride, (1, 1), _pool_out_hw(x, kernel_size, stride, padding))
+    views = _pool_views(x, kernel_size, stride, padding, -np.inf)
     out = np.array(next(views)[1])
     for _, view in views:
         np.maximum(out, view, out=out)
@@ -150,7 +157,7 @@ def _winners(x, kernel_size, stride, padding):
     """Per window, the flat index ``i * KW + j`` of its first largest element (row-major; a NaN counts as largest, the
     first one wins), as PyTorch and ``argmax``: the last offset that beat the best so far (comparisons and
     maxima over strided views; a masked ``copyto`` per offset was 4x slower)."""
-    views = _offset_views(_padded(x, padding, -np.inf), kernel_size, stride, (1, 1), _pool_out_hw(x, kernel_size, stride, padding))
+    views = _pool_views(x, kernel_size, stride, padding, -np.inf)
     best = np.array(next(views)[1])
     winner = np.zeros(best.shape, dtype=np.int32)
     better, index = np.empty(best.shape, dtype=bool), np.empty(best.shape, dtype=np.int32)
@@ -167,9 +174,8 @@ def _winners(x, kernel_size, stride, padding):
 def max_pool2d_grad(x, g, *, kernel_size, stride, padding):
     # the first largest element of each window (row-major) takes the window's cotangent, as PyTorch
     winner = _winners(x, kernel_size, stride, padding)
-    padded_shape = (x.shape[0], x.shape[1], x.shape[2] + 2 * padding[0], x.shape[3] + 2 * padding[1])
     per_offset = lambda i, j: np.where(winner == i * kernel_size[1] + j, g, g.dtype.type(0))  # noqa: E731  (0, not 0 * g: g may be inf)
-    return _scatter_windows(per_offset, padded_shape, kernel_size, stride, padding, g.dtype)
+    return _scatter_windows(per_offset, _padded_shape(x.shape, padding), kernel_size, stride, padding, g.dtype)
 
 
 @NUMPY.register("tensor.max_pool2d_select")
@@ -185,7 +191,7 @@ def max_pool2d_select(x, c, *, kernel_size, stride, padding):
 @NUMPY.register("tensor.avg_pool2d")
 def avg_pool2d(x, *, kernel_size, stride, padding):
     # the window's sum over the kernel offsets, divided by the kernel's size (padding counts, as PyTorch's default)
-    views = _offset_views(_padded(x, padding), kernel_size, stride, (1, 1), _pool_out_hw(x, kernel_size, stride, padding))
+    views = _pool_views(x, kernel_size, stride, padding)
     out = np.array(next(views)[1])
     for _, view in views:
         out += view
@@ -195,7 +201,5 @@ def avg_pool2d(x, *, kernel_size, stride, padding):
 
 @NUMPY.register("tensor.avg_pool2d_grad")
 def avg_pool2d_grad(g, *, input_shape, kernel_size, stride, padding):
-    n, c, h, w = input_shape
     share = g / g.dtype.type(kernel_size[0] * kernel_size[1])
-    padded_shape = (n, c, h + 2 * padding[0], w + 2 * padding[1])
-    return _scatter_windows(lambda i, j: share, padded_shape, kernel_size, stride, padding, g.dtype)
+    return _scatter_windows(lambda i, j: share, _padded_shape(input_shape, padding), kernel_size, stride, padding, g.dtype)
