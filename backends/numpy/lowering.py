@@ -83,7 +83,15 @@ def reduce_mean(x, *, axes, keepdims: bool):
 @NUMPY.register("tensor.reduce_max")
 def reduce_max(x, *, axes, keepdims: bool):
     # an empty reduction gives the identity, -inf (the lowest value), as in ONNX
-    return np.max(x, axis=axes, keepdims=keepdims, initial=lowest(x.dtype)) if np.size(x) == 0 else np.max(x, axis=axes, keepdims=keepdims)
+    return empty_reduction(x, axes, keepdims, lowest(x.dtype)) if np.size(x) == 0 else np.max(x, axis=axes, keepdims=keepdims)
+
+
+def empty_reduction(x, axes, keepdims: bool, identity):
+    """What reducing an empty ``x`` gives: ``identity`` in the reduced shape (NumPy's ``initial=``, which CuPy's max
+    and min do not take)."""
+    reduced = normalize_axes(axes, x.ndim)
+    shape = tuple(1 if axis in reduced else size for axis, size in enumerate(x.shape) if keepdims or axis not in reduced)
+    return np.full(shape, identity, dtype=x.dtype)
 
 
 def lowest(dtype: np.dtype):

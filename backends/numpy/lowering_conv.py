@@ -62,7 +62,7 @@ def _columns(x, kernel, stride, dilation, padding, groups: int):
     sn, sh, sw, sc = xh.strides
     shape = (groups, n, oh, ow) + tuple(kernel) + (c // groups,)
     strides = (sc * (c // groups), sn, sh * stride[0], sw * stride[1], sh * dilation[0], sw * dilation[1], sc)
-    view = as_strided(xh, shape, strides, writeable=False)
+    view = as_strided(xh, shape, strides)  # read only (no writeable=: CuPy's as_strided does not take it)
     return np.ascontiguousarray(view).reshape(groups, n * oh * ow, -1), (oh, ow)
 
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from kiln.backends.base import is_host_array
-from kiln.backends.numpy.lowering import NUMPY
+from kiln.backends.numpy.lowering import NUMPY, empty_reduction
 from kiln.backends.numpy.out_nn import fresh, gelu_into, layer_norm_into
 
 NUMPY.register("tensor.abs")(np.abs)
@@ -39,7 +39,7 @@ def clip(x, *, min, max):
 @NUMPY.register("tensor.reduce_min")
 def reduce_min(x, *, axes, keepdims: bool):
     if np.size(x) == 0:  # an empty reduction gives the identity, +inf, as in ONNX
-        return np.min(x, axis=axes, keepdims=keepdims, initial=highest(x.dtype))
+        return empty_reduction(x, axes, keepdims, highest(x.dtype))
     return np.min(x, axis=axes, keepdims=keepdims)
 
 

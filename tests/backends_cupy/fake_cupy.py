@@ -340,6 +340,11 @@ def _device_functions(preamble: str) -> dict[str, Any]:
     return functions
 
 
+def _as_strided(x: Any, shape: Any = None, strides: Any = None) -> DeviceArray:
+    """``cupy.lib.stride_tricks.as_strided``: CuPy's signature, which has no ``writeable``."""
+    return _device(np.lib.stride_tricks.as_strided(_plain(x), shape, strides))
+
+
 class Event:
     """``cupy.cuda.Event``: ``record`` notes the host clock (the stand-in runs every kernel as it is called)."""
 
@@ -359,7 +364,9 @@ def install(monkeypatch: Any) -> types.ModuleType:
     cupy.__getattr__ = _numpy_attribute  # everything else is NumPy's, making device arrays
     cupy.ndarray, cupy.asarray, cupy.asnumpy = DeviceArray, asarray, asnumpy
     cupy.ElementwiseKernel, cupy.ReductionKernel, cupy.RawKernel = ElementwiseKernel, ReductionKernel, RawKernel
-    cupy.lib = types.SimpleNamespace(stride_tricks=np.lib.stride_tricks)
+    stride_tricks = types.ModuleType("cupy.lib.stride_tricks")
+    stride_tricks.as_strided = _as_strided
+    cupy.lib = types.SimpleNamespace(stride_tricks=stride_tricks)
     device = types.ModuleType("cupy.cuda.device")
     device.get_cublas_handle = lambda: "cublas-handle"
     cupy.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=lambda: 1), device=device, Event=Event,
@@ -375,7 +382,7 @@ def install(monkeypatch: Any) -> types.ModuleType:
     special.erf = _on_device(lambda x: _erf(np.asarray(x)))
     for name, module in {**fake_cublas.modules(), "cupy.cuda": cupy.cuda, "cupy.cuda.device": device,
                          "cupy": cupy, "cupy._core": core, "cupy._core._routines_linalg": linalg, "cupy.lib": cupy.lib,
-                         "cupy.lib.stride_tricks": np.lib.stride_tricks, "cupyx": types.ModuleType("cupyx"),
+                         "cupy.lib.stride_tricks": stride_tricks, "cupyx": types.ModuleType("cupyx"),
                          "cupyx.scipy": types.ModuleType("cupyx.scipy"), "cupyx.scipy.special": special}.items():
         monkeypatch.setitem(sys.modules, name, module)
     return cupy
