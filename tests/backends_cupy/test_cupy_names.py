@@ -51,9 +51,9 @@ def test_every_numpy_name_of_the_rebound_kernels_exists_in_cupy():
     assert not missing, f"NumPy names CuPy {cupy.__version__} lacks (they would run on the host): {missing}"
 
 
-def keyword_calls(path: pathlib.Path) -> list[tuple[str, str, int]]:
-    """``(name, keyword, line)`` for each keyword argument of a call to ``np.name(...)`` (or ``np.name.attr``), and of
-    ``as_strided`` (imported by name and re-bound to CuPy's)."""
+def keyword_calls(path: pathlib.Path, module: str = "np") -> list[tuple[str, str, int]]:
+    """``(name, keyword, line)`` for each keyword argument of a call to ``module.name(...)`` (or
+    ``module.name.attr``), and of ``as_strided`` (imported by name and re-bound to CuPy's)."""
     calls = []
     for node in ast.walk(ast.parse(path.read_text())):
         if not isinstance(node, ast.Call):
@@ -61,9 +61,9 @@ def keyword_calls(path: pathlib.Path) -> list[tuple[str, str, int]]:
         function, name = node.func, None
         if isinstance(function, ast.Name) and function.id == "as_strided":
             name = "lib.stride_tricks.as_strided"
-        elif isinstance(function, ast.Attribute) and isinstance(function.value, ast.Name) and function.value.id == "np":
+        elif isinstance(function, ast.Attribute) and isinstance(function.value, ast.Name) and function.value.id == module:
             name = function.attr
-        elif isinstance(function, ast.Attribute) and getattr(getattr(function.value, "value", None), "id", None) == "np":
+        elif isinstance(function, ast.Attribute) and getattr(getattr(function.value, "value", None), "id", None) == module:
             name = f"{function.value.attr}.{function.attr}"
         calls += [(name, keyword.arg, node.lineno) for keyword in node.keywords if name and keyword.arg]
     return calls
@@ -82,16 +82,18 @@ def accepts(function: object, keyword: str) -> bool:
 
 def test_every_keyword_the_rebound_kernels_pass_is_one_cupy_takes():
     """On the device a NumPy-only keyword raises TypeError (``as_strided(..., writeable=False)`` did, in the
-    convolutions); the stand-in for CuPy runs NumPy's functions, so only CuPy's own signatures can tell."""
-    modules = [p for p in sorted(NUMPY_BACKEND.glob("*.py")) if p.stem not in NOT_REBOUND | {"__init__"}]
+    convolutions); the stand-in for CuPy runs NumPy's functions, so only CuPy's own signatures can tell. The CuPy
+    backend's own ``cupy.*`` calls are read too."""
+    modules = [(p, "np") for p in sorted(NUMPY_BACKEND.glob("*.py")) if p.stem not in NOT_REBOUND | {"__init__"}]
+    modules += [(p, "cupy") for p in sorted((NUMPY_BACKEND.parent / "cupy").glob("*.py"))]
     refused = []
-    for path in modules:
-        for name, keyword, line in keyword_calls(path):
+    for path, module in modules:
+        for name, keyword, line in keyword_calls(path, module):
             if name in REPLACED_ON_THE_DEVICE or not in_cupy(name):
                 continue
             function = cupy
             for part in name.split("."):
                 function = getattr(function, part)
             if not accepts(function, keyword):
-                refused.append(f"{path.name}:{line} np.{name}(..., {keyword}=)")
+                refused.append(f"{path.name}:{line} {module}.{name}(..., {keyword}=)")
     assert not refused, f"keywords CuPy {cupy.__version__} does not take: {refused}"
