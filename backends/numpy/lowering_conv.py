@@ -128,17 +128,16 @@ def _padded_shape(shape, padding) -> tuple[int, int, int, int]:
     return n, c, h + 2 * padding[0], w + 2 * padding[1]
 
 
-def _scatter_windows(per_offset, padded_shape, kernel, stride, padding, dtype):
-    """Sum ``per_offset(i, j)`` (shape ``(N, C, OH, OW)``) into the padded input at each kernel offset, then crop."""
-    out = np.zeros(padded_shape, dtype=dtype)
-    first = per_offset(0, 0)
+def _scatter_windows(per_offset, g, padded_shape, kernel, stride, padding):
+    """Sum ``per_offset(i, j)`` (shaped like the pool's output ``g``) into the padded input at each kernel offset,
+    then crop."""
+    out = np.zeros(padded_shape, dtype=g.dtype)
     disjoint = tuple(kernel) == tuple(stride)  # windows that tile: each element is written once, no sum needed
-    for (i, j), view in _offset_views(out, kernel, stride, (1, 1), first.shape[2:]):
-        part = first if (i, j) == (0, 0) else per_offset(i, j)
+    for (i, j), view in _offset_views(out, kernel, stride, (1, 1), g.shape[2:]):
         if disjoint:
-            view[...] = part
+            view[...] = per_offset(i, j)
         else:
-            view += part
+            view += per_offset(i, j)
     (ph, pw) = padding
     return np.ascontiguousarray(out[:, :, ph : padded_shape[2] - ph, pw : padded_shape[3] - pw])
 
@@ -175,7 +174,7 @@ def max_pool2d_grad(x, g, *, kernel_size, stride, padding):
     # the first largest element of each window (row-major) takes the window's cotangent, as PyTorch
     winner = _winners(x, kernel_size, stride, padding)
     per_offset = lambda i, j: np.where(winner == i * kernel_size[1] + j, g, g.dtype.type(0))  # noqa: E731  (0, not 0 * g: g may be inf)
-    return _scatter_windows(per_offset, _padded_shape(x.shape, padding), kernel_size, stride, padding, g.dtype)
+    return _scatter_windows(per_offset, g, _padded_shape(x.shape, padding), kernel_size, stride, padding)
 
 
 @NUMPY.register("tensor.max_pool2d_select")
@@ -202,4 +201,4 @@ def avg_pool2d(x, *, kernel_size, stride, padding):
 @NUMPY.register("tensor.avg_pool2d_grad")
 def avg_pool2d_grad(g, *, input_shape, kernel_size, stride, padding):
     share = g / g.dtype.type(kernel_size[0] * kernel_size[1])
-    return _scatter_windows(lambda i, j: share, _padded_shape(input_shape, padding), kernel_size, stride, padding, g.dtype)
+    return _scatter_windows(lambda i, j: share, g, _padded_shape(input_shape, padding), kernel_size, stride, padding)
