@@ -91,16 +91,19 @@ def conv2d(x, weight, *, stride, padding, dilation, groups: int):
 
 @NUMPY.register("tensor.conv2d_input_grad")
 def conv2d_input_grad(g, weight, *, input_shape, stride, padding, dilation, groups: int):
-    # dcols = g W^T per group; each kernel offset's columns go back, added, where the forward read them
+    # dcols = g W_k^T per group and kernel offset k, offsets outermost: each offset's (N, OH, OW, C/g) block is
+    # contiguous, added back where the forward read it in runs of OW C/g (the GEMM's own (KH, KW, C) order left
+    # runs of C/g, and the adds took twice the GEMM's time)
     n, c, h, w = input_shape
-    (kh, kw), (oh, ow) = weight.shape[2:], g.shape[2:]
-    dcols = np.matmul(_channel_rows(g, groups).transpose(0, 2, 1), _weight_matrices(weight, groups).transpose(0, 2, 1))
-    dcols = dcols.reshape(groups, n, oh, ow, kh, kw, c // groups)
+    o, (kh, kw), (oh, ow) = weight.shape[0], weight.shape[2:], g.shape[2:]
+    offsets = weight.reshape(groups, o // groups, c // groups, kh * kw).transpose(0, 3, 1, 2)  # (groups, KH KW, O/g, C/g)
+    dcols = np.matmul(_channel_rows(g, groups).transpose(0, 2, 1)[:, None], offsets)  # (groups, KH KW, N OH OW, C/g)
+    dcols = dcols.reshape(groups, kh, kw, n, oh, ow, c // groups)
     out = np.zeros((n, h + 2 * padding[0], w + 2 * padding[1], groups, c // groups), dtype=g.dtype)
     for i in range(kh):
         for j in range(kw):
             rows, cols = _window_slice(i, dilation[0], stride[0], oh), _window_slice(j, dilation[1], stride[1], ow)
-            out[:, rows, cols] += dcols[:, :, :, :, i, j].transpose(1, 2, 3, 0, 4)
+            out[:, rows, cols] += dcols[:, i, j].transpose(1, 2, 3, 0, 4)
     out = out[:, padding[0] : padding[0] + h, padding[1] : padding[1] + w].reshape(n, h, w, c)
     return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
 
@@ -154,26 +157,39 @@ def max_pool2d(x, *, kernel_size, stride, padding):
 
 def _winners(x, kernel_size, stride, padding):
     """Per window, the flat index ``i * KW + j`` of its first largest element (row-major; a NaN counts as largest, the
-    first one wins), as PyTorch and ``argmax``: the last offset that beat the best so far (comparisons and
-    maxima over strided views; a masked ``copyto`` per offset was 4x slower)."""
+    first one wins), as PyTorch and ``argmax``: the last offset that changed the running maximum while it was no
+    NaN. Each offset's strided view is read once, by the maximum; the rest runs on contiguous arrays (strided
+    reads cost ~10x more at a CNN's 2-4 wide rows; a masked ``copyto`` per offset was 4x slower)."""
     views = _pool_views(x, kernel_size, stride, padding, -np.inf)
     best = np.array(next(views)[1])
-    winner = np.zeros(best.shape, dtype=np.int32)
-    better, index = np.empty(best.shape, dtype=bool), np.empty(best.shape, dtype=np.int32)
+    previous, winner = np.empty_like(best), np.zeros(best.shape, dtype=np.int32)
+    better, settled, index = np.empty(best.shape, dtype=bool), np.empty(best.shape, dtype=bool), np.empty(best.shape, dtype=np.int32)
     for (i, j), view in views:
-        # beats the best: larger, or a NaN, and the best is no NaN yet: not (view <= best), and best == best
-        np.logical_not(np.less_equal(view, best, out=better), out=better)
-        np.logical_and(better, np.equal(best, best), out=better)
-        np.maximum(best, view, out=best)  # NaN once either is: the best stays the first NaN's
+        best, previous = previous, best
+        np.maximum(previous, view, out=best)  # NaN once either is: the best stays the first NaN's
+        # beat the best: the maximum moved (a NaN moves it too), and the best was no NaN yet (NaN != NaN)
+        np.logical_and(np.not_equal(best, previous, out=better), np.equal(previous, previous, out=settled), out=better)
         np.maximum(winner, np.multiply(better, i * kernel_size[1] + j, out=index), out=winner)
     return winner
+
+
+def _bits_dtype(dtype):
+    return np.dtype(f"i{np.dtype(dtype).itemsize}")
+
+
+def _kept(values, mask):
+    """``values`` where ``mask``, else +0, bit-exact (inf and NaN pass, -0.0 stays) and branch-free: the values'
+    bits and 0 or ~0. ``np.where`` on a mask as random as a window's winners mispredicts a branch per element and
+    ran 7-10x slower."""
+    bits = values.view(_bits_dtype(values.dtype))
+    return np.bitwise_and(bits, -mask.astype(bits.dtype)).view(values.dtype)
 
 
 @NUMPY.register("tensor.max_pool2d_grad")
 def max_pool2d_grad(x, g, *, kernel_size, stride, padding):
     # the first largest element of each window (row-major) takes the window's cotangent, as PyTorch
     winner = _winners(x, kernel_size, stride, padding)
-    per_offset = lambda i, j: np.where(winner == i * kernel_size[1] + j, g, g.dtype.type(0))  # noqa: E731  (0, not 0 * g: g may be inf)
+    per_offset = lambda i, j: _kept(g, winner == i * kernel_size[1] + j)  # noqa: E731
     return _scatter_windows(per_offset, g, _padded_shape(x.shape, padding), kernel_size, stride, padding)
 
 
@@ -181,10 +197,10 @@ def max_pool2d_grad(x, g, *, kernel_size, stride, padding):
 def max_pool2d_select(x, c, *, kernel_size, stride, padding):
     # each window's element of c where x's window has its winner
     winner = _winners(x, kernel_size, stride, padding)
-    out = np.zeros(winner.shape, dtype=c.dtype)
+    bits = np.zeros(winner.shape, dtype=_bits_dtype(c.dtype))
     for (i, j), view in _offset_views(_padded(c, padding), kernel_size, stride, (1, 1), winner.shape[2:]):
-        np.copyto(out, view, where=winner == i * kernel_size[1] + j)
-    return out
+        np.bitwise_or(bits, _kept(view, winner == i * kernel_size[1] + j).view(bits.dtype), out=bits)  # one offset wins
+    return bits.view(c.dtype)
 
 
 @NUMPY.register("tensor.avg_pool2d")

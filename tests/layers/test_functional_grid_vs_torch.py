@@ -61,6 +61,37 @@ def test_max_pool_ties_go_to_the_first_largest_as_in_torch(kernel, stride, paddi
     _assert_kiln_matches(lambda t: F.max_pool2d(t, kernel, stride, padding), [x], expected, weights, grads)
 
 
+
+@pytest.mark.parametrize(("kernel", "stride", "padding"), [(2, None, 0), (3, 1, 1)])
+def test_max_pool_gradient_passes_inf_and_nan_only_to_the_winners_as_in_torch(kernel, stride, padding):
+    """A window's cotangent goes to its winner alone: an inf or NaN one leaves the other elements exactly 0, not
+    0 * inf = NaN (the kernel keeps the cotangent's bits by a mask instead of multiplying)."""
+    torch = require("torch")
+    x = RNG.permutation(X.size).reshape(X.shape) * 0.1
+    pooled = torch.nn.functional.max_pool2d(torch.tensor(x), kernel, stride, padding)
+    weights = RNG.standard_normal(tuple(pooled.shape))
+    weights.flat[::3], weights.flat[1::7] = np.inf, np.nan
+    t = torch.tensor(x, requires_grad=True)
+    (torch.nn.functional.max_pool2d(t, kernel, stride, padding) * torch.tensor(weights)).sum().backward()
+    ours = kiln.grad(lambda v: (F.max_pool2d(v, kernel, stride, padding) * weights).sum())(x)
+    np.testing.assert_allclose(ours, t.grad.numpy(), rtol=1e-12, atol=0)  # overlapping windows: sums, in another order
+    assert np.isinf(ours).any() and np.isnan(ours).any() and (ours == 0).sum() == (t.grad.numpy() == 0).sum()
+
+
+def test_max_pool_select_reads_the_winners_bit_for_bit():
+    """The second-order kernel (``c`` at each window's winner) returns -0.0, inf and NaN untouched."""
+    from kiln.backends.numpy.lowering_conv import max_pool2d_select
+
+    x = RNG.permutation(X.size).reshape(X.shape).astype(np.float32)
+    c = RNG.standard_normal(X.shape).astype(np.float32)
+    c.flat[::5], c.flat[1::5], c.flat[2::5] = -0.0, np.inf, np.nan
+    got = max_pool2d_select(x, c, kernel_size=(2, 2), stride=(2, 2), padding=(0, 0))
+    windows = x[:, :, :6, :6].reshape(2, 4, 3, 2, 3, 2).transpose(0, 1, 2, 4, 3, 5).reshape(2, 4, 3, 3, 4)
+    winner = windows.argmax(-1)
+    values = c[:, :, :6, :6].reshape(2, 4, 3, 2, 3, 2).transpose(0, 1, 2, 4, 3, 5).reshape(2, 4, 3, 3, 4)
+    want = np.take_along_axis(values, winner[..., None], -1)[..., 0]
+    np.testing.assert_array_equal(got.view(np.int32), want.view(np.int32))
+
 MOVEMENT = {
     "getitem": (lambda x: x[:, 1:4:2, ..., None, -1], lambda x: x[:, 1:4:2, ..., None, -1]),
     "cat_split": (lambda x: F.cat(list(x.split([1, 3], dim=1))[::-1], dim=1), lambda x: __import__("torch").cat(list(x.split([1, 3], dim=1))[::-1], dim=1)),
