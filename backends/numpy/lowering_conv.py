@@ -80,6 +80,11 @@ def _channel_rows(g, groups: int):
     return np.ascontiguousarray(g.transpose(1, 0, 2, 3)).reshape(groups, o // groups, n * oh * ow)
 
 
+@NUMPY.register("tensor.conv2d_columns")
+def conv2d_columns(x, *, kernel, stride, padding, dilation, groups: int):
+    return _columns(x, kernel, stride, dilation, padding, groups)[0]
+
+
 @NUMPY.register("tensor.conv2d")
 def conv2d(x, weight, *, stride, padding, dilation, groups: int):
     # y[n, o, h, w] = sum_k W[o, k] cols[n h w, k], per group: (O/g, K) @ (K, N OH OW), then back to NCHW

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from kiln.compiler.autodiff.rules import Cotangents, vjp_rule
 from kiln.compiler.ir.builder import Builder
 from kiln.compiler.ir.core import Op, Value
+from kiln.compiler.ops.conv import output_size
 from kiln.compiler.ops.transformer import GELU_TANH_CUBIC, GELU_TANH_LINEAR, batch_axes, gelu_tanh_denominator, per_channel, standardize_grad
 
 CONV_ATTRS = ("stride", "padding", "dilation", "groups")
@@ -44,6 +47,23 @@ def conv2d_weight_grad_vjp(b: Builder, op: Op, c: Value) -> Cotangents:
     # <c, weight_grad(x, g)> = <conv(x, c), g>:  dx = input_grad(g, c),  dg = conv(x, c)
     x, g = op.operands
     return b.conv2d_input_grad(g, c, input_shape=x.type.shape, **_conv_attrs(op)), b.conv2d(x, c, **_conv_attrs(op))
+
+
+@vjp_rule("tensor.conv2d_columns")
+def conv2d_columns_vjp(b: Builder, op: Op, c: Value) -> Cotangents:
+    # im2col is conv2d with a one-hot weight (output channel (g, k) reads window element k of group g), so its
+    # transpose is that weight's input_grad, the columns' cotangent read as an (N, groups K, OH, OW) image
+    (x,) = op.operands
+    (kh, kw), groups = op.attrs["kernel"], op.attrs["groups"]
+    n, channels = x.type.shape[:2]
+    k = kh * kw * (channels // groups)
+    oh, ow = (output_size(x.type.shape[2 + i], (kh, kw)[i], *(op.attrs[key][i] for key in ("stride", "padding", "dilation")))
+              for i in range(2))
+    image = b.transpose(b.reshape(c, shape=(groups, n, oh, ow, k)), perm=(1, 0, 4, 2, 3))
+    image = b.reshape(image, shape=(n, groups * k, oh, ow))
+    one_hot = np.tile(np.eye(k).reshape(k, kh, kw, channels // groups).transpose(0, 3, 1, 2), (groups, 1, 1, 1))
+    weight = b.constant(one_hot.astype(x.type.dtype.numpy), x.type.dtype)
+    return (b.conv2d_input_grad(image, weight, input_shape=x.type.shape, **_conv_attrs(op)),)
 
 
 @vjp_rule("tensor.max_pool2d")

@@ -11,7 +11,7 @@ zero ``padding``, ``avg_pool2d`` counting the padding).
 from __future__ import annotations
 
 from kiln.compiler.errors import ShapeError
-from kiln.compiler.ir.types import Dim, TensorType, format_shape
+from kiln.compiler.ir.types import Dim, TensorType, dim_product, format_shape
 from kiln.compiler.ops.registry import register_op
 
 CONV_DEFAULTS = {"stride": (1, 1), "padding": (0, 0), "dilation": (1, 1), "groups": 1}
@@ -66,6 +66,19 @@ def conv2d_weight_grad_shape(x: TensorType, g: TensorType, *, weight_shape, stri
     _match("tensor.conv2d_weight_grad", g, expected)
     return x.with_shape(tuple(weight_shape))
 
+
+
+@register_op("tensor.conv2d_columns", kernel=(), **CONV_DEFAULTS)
+def conv2d_columns_shape(x: TensorType, *, kernel, stride, padding, dilation, groups: int) -> TensorType:
+    """im2col: ``(groups, N OH OW, KH KW C/groups)``, each output position's window with channels last (the
+    columns' order ``(i, j, c)``). A backend op: ``conv-to-gemm`` writes the convolution and its weight gradient as
+    GEMMs over it, so the two share one copy of the windows."""
+    _image("tensor.conv2d_columns", x)
+    channels = x.shape[1]
+    if len(tuple(kernel)) != 2 or isinstance(channels, str) or channels % groups:
+        raise ShapeError(f"tensor.conv2d_columns needs a (KH, KW) kernel and channels divisible by groups={groups}, got {x}")
+    spatial = tuple(output_size(x.shape[2 + i], kernel[i], stride[i], padding[i], dilation[i]) for i in range(2))
+    return x.with_shape((groups, dim_product((x.shape[0],) + spatial), kernel[0] * kernel[1] * (channels // groups)))
 
 def _match(op: str, g: TensorType, expected: TensorType) -> None:
     if g.shape != expected.shape or g.dtype != expected.dtype:

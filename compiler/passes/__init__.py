@@ -4,6 +4,7 @@ from kiln.compiler.passes import (  # noqa: F401  (registers the passes)
     canonicalize,
     chunk_causal_attention,
     constant_fold,
+    conv_to_gemm,
     cse,
     data_parallel,
     dce,

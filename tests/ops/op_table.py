@@ -23,7 +23,7 @@ import numpy as np
 from kiln.compiler.autodiff import differentiate
 from kiln.compiler.ir.builder import Builder
 from kiln.compiler.ir.core import Graph, Value
-from kiln.compiler.ir.types import DType, TensorType
+from kiln.compiler.ir.types import DType, TensorType, dim_factors, dim_value
 
 Shape = tuple[Any, ...]
 """Dims are ints or the symbol ``"N"``."""
@@ -84,10 +84,12 @@ def _attr_id(value: Any) -> str:
 
 
 def concrete(value: Any, sizes: Mapping[str, int]) -> Any:
-    """Replace symbols by their sizes in a shape or an attribute."""
+    """Replace symbols by their sizes in a shape or an attribute, products of them too (``16*N``)."""
     if isinstance(value, tuple):
         return tuple(concrete(item, sizes) for item in value)
-    return sizes[value] if isinstance(value, str) and value in sizes else value
+    if isinstance(value, str) and all(symbol in sizes for symbol in dim_factors(value)[1]):
+        return dim_value(value, dict(sizes))
+    return value
 
 
 def concrete_attrs(attrs: Mapping[str, Any], sizes: Mapping[str, int]) -> dict[str, Any]:

@@ -155,6 +155,19 @@ def _conv_reference(x, w, *, stride, padding, dilation, groups):
     return out
 
 
+
+def _conv_columns(x, *, kernel, stride, padding, dilation, groups):
+    """Each output position's window, one row per position, channels last: ``(groups, N OH OW, KH KW C/groups)``."""
+    n, c, h, width = x.shape
+    (kh, kw), cg = kernel, c // groups
+    xp = np.pad(x, ((0, 0), (0, 0), (padding[0],) * 2, (padding[1],) * 2))
+    oh = (h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+    ow = (width + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    out = np.zeros((groups, n, oh, ow, kh, kw, cg), x.dtype)
+    for group, r, s, i, j in itertools.product(range(groups), range(oh), range(ow), range(kh), range(kw)):
+        out[group, :, r, s, i, j] = xp[:, group * cg : (group + 1) * cg, r * stride[0] + i * dilation[0], s * stride[1] + j * dilation[1]]
+    return out.reshape(groups, n * oh * ow, kh * kw * cg)
+
 def _linear_transpose(forward, input_shape, cotangent):
     """``A^T g`` for the linear map ``forward`` on ``input_shape``, column by column from basis vectors."""
     result = np.zeros(math.prod(input_shape))
@@ -322,6 +335,7 @@ def conv_rows() -> list[OpRow]:
         OpRow("tensor.conv2d", _conv_reference, tuple(forward), normal),
         OpRow("tensor.conv2d_input_grad", _conv_input_grad, tuple(input_grad), normal),
         OpRow("tensor.conv2d_weight_grad", _conv_weight_grad, tuple(weight_grad), normal),
+        OpRow("tensor.conv2d_columns", _conv_columns, tuple(Case((x,), {"kernel": w[2:], **attrs}) for _, x, w, _, attrs in _conv_cases()), normal),
     ]
 
 
