@@ -15,6 +15,7 @@ from kiln.compiler.passes.dce import DCE
 from kiln.compiler.passes.chunk_causal_attention import split_long_causal_attention
 from kiln.compiler.passes.decompose import decompose_where
 from kiln.runtime.executable import Executable
+from kiln.runtime.host_memory import keep_freed_host_memory
 
 
 class NumpyBackend:
@@ -30,6 +31,7 @@ class NumpyBackend:
         ``graph.donations`` (``{input index: output index}``, set by the training step) lets
         outputs be written into those inputs' arrays in place.
         """
+        keep_freed_host_memory()  # a step's temporaries then reuse warm pages (runtime/host_memory.py)
         donations = dict(getattr(graph, "donations", {}))
         graph = clone_graph(graph)
         split_long_causal_attention(graph)
