@@ -7,12 +7,13 @@ executable serves every batch size; a wrong rank, dim or dtype gets an
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from kiln.compiler.errors import InputError
-from kiln.compiler.ir.core import Graph
+from kiln.compiler.ir.core import Graph, Op
 from kiln.compiler.ir.printer import assign_names
 from kiln.compiler.ir.types import TensorType
 
@@ -30,12 +31,15 @@ RESIDENT = _Resident()
 class Executable:
     """``executable(*arrays) -> tuple of arrays`` for one graph on one backend."""
 
-    def __init__(self, graph: Graph, function: Callable[..., tuple[Any, ...]], backend: str, source: str = ""):
+    def __init__(self, graph: Graph, function: Callable[..., tuple[Any, ...]], backend: str, source: str = "",
+                 op_seconds: list[float] | None = None):
         self.graph = graph
         self.function = function
         self.backend = backend
         self.source = source
         """The generated code, for inspection."""
+        self.op_seconds = op_seconds
+        """A profiling build's wall time of each op of ``graph`` in the last call (the generated code writes it)."""
         names = assign_names(graph)
         self.input_names = [names[value] for value in graph.inputs]
         self.input_types = [value.type for value in graph.inputs]
@@ -49,6 +53,21 @@ class Executable:
             if signature is not None and len(self._checked) < 64:
                 self._checked.add(signature)  # the same dtypes and shapes pass again: skip the checks (a hot loop)
         return self.function(*arrays)
+
+    def op_times(self) -> list["OpTime"]:
+        """Each op's milliseconds in the last call of a profiling build (``NumpyBackend(profile=True)``)."""
+        if self.op_seconds is None:
+            raise RuntimeError(f"op_times needs a profiling build of the {self.backend} backend: "
+                               f"NumpyBackend(profile=True) or KILN_NUMPY_PROFILE=1")
+        return [OpTime(index, op, 1e3 * seconds) for index, (op, seconds) in enumerate(zip(self.graph.ops, self.op_seconds))]
+
+
+@dataclass(frozen=True)
+class OpTime:
+    index: int
+    """The op's position in the lowered graph."""
+    op: Op
+    ms: float
 
 
 def _signature(arrays: Sequence[Any]) -> tuple[Any, ...] | None:

@@ -37,7 +37,7 @@ from kiln.backends.numpy.codegen import _bind_symbols, _emit_op, function_name, 
 from kiln.backends.numpy.lowering_losses import check_labels
 from kiln.compiler.ir.core import Graph, Op, Value
 from kiln.compiler.ops.registry import has_trait
-from kiln.runtime.executable import RESIDENT, Executable
+from kiln.runtime.executable import RESIDENT, Executable, OpTime
 from kiln.runtime.lazy import DeferredCheck, LazyScalar, take_checks
 
 
@@ -178,12 +178,4 @@ class CupyExecutable(Executable):
         self.op_events[-1].synchronize()
         elapsed = self.cupy.cuda.get_elapsed_time
         return [OpTime(index, op, elapsed(self.op_events[index], self.op_events[index + 1])) for index, op in enumerate(self.graph.ops)]
-
-
-@dataclass(frozen=True)
-class OpTime:
-    index: int
-    """The op's position in the lowered graph."""
-    op: Op
-    ms: float
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from kiln.backends.numpy.codegen import compile_function, compile_planned
 from kiln.backends.numpy.fusion import lower_for_fusion
 from kiln.backends.numpy.lowering import NUMPY
@@ -24,6 +26,10 @@ class NumpyBackend:
     plan_memory = True
     """Generate code over preallocated buffers (the memory plan); False: one allocating kernel call per op."""
 
+    def __init__(self, profile: bool | None = None):
+        self.profile = os.environ.get("KILN_NUMPY_PROFILE") == "1" if profile is None else profile
+        """Time every op of the planned code (``Executable.op_times``; ``benchmarks/cpu_profile.py``), never by default."""
+
     def compile(self, graph: Graph) -> Executable:
         """Lower a copy of ``graph``: long causal attentions split into query chunks (``chunk-causal-attention``),
         composites without a kernel expand, then one function is generated.
@@ -41,8 +47,8 @@ class NumpyBackend:
             function, source = compile_function(graph, self.table)
             return Executable(graph, function, self.name, source)
         lower_for_fusion(graph)
-        function, source = compile_planned(graph, self.table, donations)
-        return Executable(graph, function, self.name, source)
+        function, source, op_seconds = compile_planned(graph, self.table, donations, self.profile)
+        return Executable(graph, function, self.name, source, op_seconds)
 
 
 __all__ = ["NUMPY", "NumpyBackend"]

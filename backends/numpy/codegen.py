@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections import Counter
 from typing import Any
 
@@ -129,13 +130,16 @@ def symbol_variable(symbol: str) -> str:
 # The planned generator: buffers from the memory plan, fused ops as out= statements.
 
 
-def generate_planned(graph: Graph, table: LoweringTable, plan: MemoryPlan) -> tuple[str, dict[str, Any]]:
-    """Like ``generate``, with results written into the plan's buffers (see the module docstring)."""
+def generate_planned(graph: Graph, table: LoweringTable, plan: MemoryPlan, profile: bool = False) -> tuple[str, dict[str, Any]]:
+    """Like ``generate``, with results written into the plan's buffers (see the module docstring). ``profile``: each
+    op's wall time goes into the namespace's ``_op_seconds`` list (``Executable.op_times``), for measuring only."""
     emitter = _PlannedEmitter(graph, table, plan)
     lines = [f"def {function_name(graph)}({', '.join(emitter.names[v] for v in graph.inputs)}):"]
-    lines += _bind_symbols(graph, emitter.names) + emitter.pool_lines()
+    lines += _bind_symbols(graph, emitter.names) + emitter.pool_lines() + (["    _t0 = _clock()"] if profile else [])
     for index, op in enumerate(graph.ops):
         lines += ["    " + line for line in emitter.op_lines(index, op)]
+        if profile:
+            lines.append(f"    _t1 = _clock(); _op_seconds[{index}] = _t1 - _t0; _t0 = _t1")
     outputs = "".join(f"{emitter.expressions[plan.key_of[v]]}, " for v in graph.outputs)
     lines.append(f"    return ({outputs})")
     return "\n".join(lines) + "\n", emitter.namespace
@@ -337,20 +341,24 @@ def _allocator(buffers: list[TensorType], symbols: list[str]):
     return allocate
 
 
-def compile_planned(graph: Graph, table: LoweringTable, donations: dict[int, int]) -> tuple[Any, str]:
+def compile_planned(graph: Graph, table: LoweringTable, donations: dict[int, int],
+                    profile: bool = False) -> tuple[Any, str, list[float] | None]:
     """Plan, generate and compile; a graph that prints the same as an earlier one reuses its code (fresh buffers).
+    Returns the function, its source and, in a profiling build, the list its calls write each op's seconds into.
 
     Sets ``graph.memory_plan`` (the plan the code follows; from the first such graph on a cache hit).
     """
-    key = (print_graph(graph), tuple(sorted(donations.items())), id(table))
+    key = (print_graph(graph), tuple(sorted(donations.items())), id(table), profile)
     if key not in _CODE_CACHE:
         plan = plan_memory(graph, numpy_policy(), donations)
-        source, namespace = generate_planned(graph, table, plan)
+        source, namespace = generate_planned(graph, table, plan, profile)
         _CODE_CACHE[key] = (source, namespace, compile(source, f"<kiln:{graph.name}>", "exec"), plan)
     source, template, code, graph.memory_plan = _CODE_CACHE[key]  # type: ignore[attr-defined]
     namespace = {**template, "_per_thread": threading.local()}  # buffers per thread: concurrent calls never share one
+    op_seconds = [0.0] * len(graph.ops) if profile else None
+    namespace.update(_clock=time.perf_counter, _op_seconds=op_seconds)
     exec(code, namespace)
-    return namespace[function_name(graph)], source
+    return namespace[function_name(graph)], source, op_seconds
 
 
 _CODE_CACHE: dict[tuple[Any, ...], tuple[str, dict[str, Any], Any, MemoryPlan]] = {}

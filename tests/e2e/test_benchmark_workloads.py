@@ -52,3 +52,16 @@ def test_compile_phases_name_every_phase_and_count_ops():
     phases = gpt_workload.compile_phases(gpt_workload.GPTConfig(layers=1))
     assert phases["ops"] > phases["lowered_ops"] > 0
     assert phases["total_s"] >= phases["trace_s"] + phases["passes_s"] + phases["backend_s"] - 1e-9
+
+
+def test_the_cpu_profile_accounts_for_every_op_of_the_cnn_step():
+    """benchmarks/cpu_profile.py on W5: one time per op of the lowered step, summed by kind; the profiling switch is
+    off again once the step is built."""
+    import cpu_profile
+
+    run, executable = cpu_profile.profiled_step("W5")
+    times = cpu_profile.median_times(run, executable, steps=2, warmup=1)
+    assert len(times) == len(executable.graph.ops) and "KILN_NUMPY_PROFILE" not in os.environ
+    lines = cpu_profile.report(times, top=5)
+    assert lines[0].startswith("step: ") and any("tensor.max_pool2d_grad" in line for line in lines)
+    assert any(line.strip().endswith("tensor.conv2d_columns") for line in lines)
