@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from kiln.backends import available_backends, get_backend
+from kiln.compiler.errors import LoweringError
 from kiln.compiler.ir.core import Graph, clone_graph
 from kiln.compiler.ir.printer import assign_names, format_op
 
@@ -40,16 +41,19 @@ class ParityReport:
     first_divergence: Divergence | None = None
     rtol: float = 1e-5
     atol: float = 1e-6
+    unsupported: dict[str, str] = field(default_factory=dict)
+    """Backend -> why it cannot run the graph (an op it has no lowering for): no parity shown there."""
 
     @property
     def ok(self) -> bool:
-        return self.first_divergence is None
+        return self.first_divergence is None and not self.unsupported
 
     def __str__(self) -> str:
         lines = [f"parity against {self.reference} (rtol {self.rtol}, atol {self.atol}):"]
         for backend, diffs in self.differences.items():
             worst = max(range(len(diffs)), key=diffs.__getitem__) if diffs else 0
             lines.append(f"  {backend:<12} max |diff| {max(diffs, default=0.0):.3g} (worst output %{self.output_names[worst]})")
+        lines += [f"  {backend:<12} cannot run this graph: {reason}" for backend, reason in self.unsupported.items()]
         if self.first_divergence:
             d = self.first_divergence
             lines.append(f"  first divergence on {d.backend}: op #{d.op_index} (|diff| {d.max_difference:.3g})\n    {d.op_text}")
@@ -69,7 +73,11 @@ def parity(graph: Any, feeds: Sequence[Any], backends: Sequence[str] | None = No
     report = ParityReport(reference, output_names=[names[v] for v in graph.outputs], rtol=rtol, atol=atol)
     expected = _run(reference, graph, feeds)
     for backend in backends or [b for b in available_backends() if b != reference]:
-        got = _run(backend, graph, feeds)
+        try:
+            got = _run(backend, graph, feeds)
+        except LoweringError as error:
+            report.unsupported[backend] = str(error)
+            continue
         report.differences[backend] = [_max_difference(g, e) for g, e in zip(got, expected)]
         if report.first_divergence is None and not all(_close(g, e, rtol, atol) for g, e in zip(got, expected)):
             report.first_divergence = first_divergence(graph, feeds, backend, reference, rtol, atol)

@@ -139,10 +139,18 @@ def conv2d_input_grad(ctx, op: Op, inputs: list[str]) -> list[str]:
 @ONNX.register("tensor.conv2d_weight_grad")
 def conv2d_weight_grad(ctx, op: Op, inputs: list[str]) -> list[str]:
     # dw[o,c,i,j] = sum_{n,h,w} x_pad[n,c,s h + d i,s w + d j] g[n,o,h,w]: a convolution over the batch with
-    # x as (C, N, H, W), g as the kernel (O, N, OH, OW), stride d and dilation s; then cropped to (KH, KW)
-    if op.attrs["groups"] != 1:
-        raise LoweringError("tensor.conv2d_weight_grad with groups > 1 has no ONNX lowering yet")
+    # x as (C, N, H, W), g as the kernel (O, N, OH, OW), stride d and dilation s; then cropped to (KH, KW).
+    # Groups: each group's channels of x against its output channels of g, the results stacked along O
     x, g = inputs
+    groups, (o, c) = op.attrs["groups"], op.attrs["weight_shape"][:2]
+    if groups == 1:
+        return [_ungrouped_weight_grad(ctx, op, x, g)]
+    x_parts = ctx.node("Split", [x, ctx.constant(np.full(groups, c, np.int64))], outputs=groups, axis=1)
+    g_parts = ctx.node("Split", [g, ctx.constant(np.full(groups, o // groups, np.int64))], outputs=groups, axis=1)
+    return [ctx.node("Concat", [_ungrouped_weight_grad(ctx, op, xs, gs) for xs, gs in zip(x_parts, g_parts)], axis=0)]
+
+
+def _ungrouped_weight_grad(ctx, op: Op, x: str, g: str) -> str:
     (ph, pw) = op.attrs["padding"]
     swapped = ctx.node(
         "Conv", [ctx.node("Transpose", [x], perm=[1, 0, 2, 3]), ctx.node("Transpose", [g], perm=[1, 0, 2, 3])],
@@ -150,7 +158,7 @@ def conv2d_weight_grad(ctx, op: Op, inputs: list[str]) -> list[str]:
     )
     kernel = op.attrs["weight_shape"][2:]
     starts, ends, axes = (ctx.constant(np.array(v, np.int64)) for v in ([0, 0], list(kernel), [2, 3]))
-    return [ctx.node("Transpose", [ctx.node("Slice", [swapped, starts, ends, axes])], perm=[1, 0, 2, 3])]
+    return ctx.node("Transpose", [ctx.node("Slice", [swapped, starts, ends, axes])], perm=[1, 0, 2, 3])
 
 
 def _pool_attrs(op: Op) -> dict:

@@ -40,17 +40,18 @@ def test_cnn_inference_export_uses_native_ops_and_matches_numpy(tmp_path):
         np.testing.assert_allclose(reference.run(None, {"input": x})[0], expected, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("stride, padding, dilation", [(1, 0, 1), (2, 1, 1), (1, 2, 2), (3, 1, 2)])
-def test_conv_gradients_lower_to_onnx_exactly(stride, padding, dilation):
+@pytest.mark.parametrize("stride, padding, dilation, groups", [(1, 0, 1, 1), (2, 1, 1, 1), (1, 2, 2, 1), (3, 1, 2, 1), (1, 1, 1, 2), (2, 0, 2, 4)])
+def test_conv_gradients_lower_to_onnx_exactly(stride, padding, dilation, groups):
+    """Grouped convolutions too (4 groups of one channel: depthwise): the weight gradient is one convolution per group."""
     require("onnxruntime")
     kiln.manual_seed(1)
-    layer = nn.Conv2d(2, 3, 3, stride=stride, padding=padding, dilation=dilation)
+    layer = nn.Conv2d(4, 4 * (1 + (groups == 2)), 3, stride=stride, padding=padding, dilation=dilation, groups=groups)
     model = nn.Sequential(layer, nn.Flatten())
 
     def loss(out, target):
         return F.mse_loss(out, target)
 
-    x = np.random.default_rng(2).standard_normal((2, 2, 9, 9)).astype(np.float32)
+    x = np.random.default_rng(2).standard_normal((2, 4, 9, 9)).astype(np.float32)
     target = kiln.compile(model)(x) * 0.5
     step = kiln.compile_train_step(model, loss, kiln.optim.SGD(model.parameters(), lr=0.1))
     assert kiln.parity(step, [x, target], backends=["onnxruntime"]).ok

@@ -54,3 +54,14 @@ def test_a_wrong_lowering_is_traced_to_the_first_diverging_op(monkeypatch):
     assert not report.ok
     assert '"tensor.tanh"' in report.first_divergence.op_text
     assert "first divergence on onnxruntime" in str(report)
+
+
+def test_a_backend_without_a_lowering_is_reported_not_raised(monkeypatch):
+    """An op the backend cannot lower: the report says which backend and why, and parity is not ok."""
+    require("onnxruntime")
+    graph, feeds = step_graph_and_feeds()
+    monkeypatch.delitem(ONNX.kernels, "tensor.tanh")
+    report = kiln.parity(graph, feeds, backends=["onnxruntime"])
+    assert not report.ok and report.first_divergence is None and set(report.unsupported) == {"onnxruntime"}
+    assert "tensor.tanh" in report.unsupported["onnxruntime"]
+    assert "onnxruntime  cannot run this graph" in str(report)
