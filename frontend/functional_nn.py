@@ -14,6 +14,7 @@ import numpy as np
 
 from kiln.compiler.errors import TraceError
 from kiln.compiler.ir.types import DType, normalize_axis
+from kiln.compiler.ops.transformer import MASKED_SCORE
 from kiln.frontend.sync_batch_norm import record_running_statistics, sync_batch_norm
 from kiln.frontend.tensor import Tensor, apply
 
@@ -91,13 +92,31 @@ def embedding(input: Tensor, weight: Tensor) -> Tensor:
 
 def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn_mask: Tensor | None = None, dropout_p: float = 0.0,
                                  is_causal: bool = False, scale: float | None = None) -> Tensor:
-    """``softmax(q k^T * scale) v``; a bool ``attn_mask`` is True where a query may attend, as PyTorch."""
-    if dropout_p:
-        raise TraceError("scaled_dot_product_attention: attention dropout is not supported yet; pass dropout_p=0.0")
-    masks = () if attn_mask is None else (attn_mask,)
+    """``softmax(q k^T * scale) v``; a bool ``attn_mask`` is True where a query may attend, as PyTorch. ``dropout_p``
+    drops attention weights (always, as PyTorch's: a module passes 0 in eval mode)."""
     if attn_mask is not None and attn_mask.dtype is not DType.bool:
         raise TraceError(f"scaled_dot_product_attention needs a bool attn_mask (True = attend), got {attn_mask.type}")
+    if not 0 <= dropout_p < 1:
+        raise TraceError(f"scaled_dot_product_attention: dropout_p must be in [0, 1), got {dropout_p}")
+    if dropout_p:
+        return _attention_with_dropout(query, key, value, attn_mask, dropout_p, is_causal, scale)
+    masks = () if attn_mask is None else (attn_mask,)
     return apply("nn.scaled_dot_product_attention", query, key, value, *masks, causal=is_causal, scale=scale)
+
+
+def _attention_with_dropout(query: Tensor, key: Tensor, value: Tensor, keep: Tensor | None, p: float, causal: bool,
+                            scale: float | None) -> Tensor:
+    """PyTorch's math path, the fused op's decomposition with dropout between the softmax and the weighted sum:
+    ``dropout(softmax(where(keep, (q scale) k^T, -1e9))) v``, each op a primitive with its own gradient."""
+    queries, keys = query.shape[-2], key.shape[-2]
+    if causal and (isinstance(queries, str) or isinstance(keys, str)):
+        raise TraceError(f"scaled_dot_product_attention: a causal mask needs static sequence lengths, got {query.type} and {key.type}")
+    scores = (query * (scale if scale is not None else 1 / np.sqrt(query.shape[-1]))) @ key.transpose(-2, -1)
+    masks = ([keep] if keep is not None else []) + ([apply("tensor.constant", value=np.tril(np.ones((queries, keys), bool)))] if causal else [])
+    for mask in masks[:-1]:
+        scores = apply("tensor.where", mask, scores, np.asarray(MASKED_SCORE, scores.dtype.numpy))
+    weights = apply("nn.masked_softmax", scores, masks[-1]) if masks else apply("nn.softmax", scores, axis=-1)
+    return dropout(weights, p) @ value
 
 
 def logical_not(input: Tensor) -> Tensor:

@@ -119,9 +119,9 @@ class MultiheadAttention(Module):
             raise ValueError(f"embed_dim {embed_dim} must be divisible by num_heads {num_heads}")
         if not batch_first:
             raise ValueError("kiln's MultiheadAttention takes batch_first=True tensors (N, L, E) only")
-        if dropout:
-            raise ValueError("attention dropout is not supported yet; use dropout=0.0")
-        self.embed_dim, self.num_heads = embed_dim, num_heads
+        if not 0 <= dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.embed_dim, self.num_heads, self.dropout = embed_dim, num_heads, dropout
         self.in_proj_weight = Parameter(init.xavier_uniform((3 * embed_dim, embed_dim), dtype))
         self.in_proj_bias = Parameter(np.zeros(3 * embed_dim, dtype)) if bias else None
         self.out_proj = Linear(embed_dim, embed_dim, bias=bias, dtype=dtype)
@@ -137,7 +137,7 @@ class MultiheadAttention(Module):
         q, k, v = (_split_heads(x, self.num_heads) for x in projected)
         keep = attention_keep_mask(key_padding_mask, attn_mask)
         causal = is_causal and attn_mask is None
-        output = F.scaled_dot_product_attention(q, k, v, attn_mask=keep, is_causal=causal)
+        output = F.scaled_dot_product_attention(q, k, v, attn_mask=keep, dropout_p=self.dropout if self.training else 0.0, is_causal=causal)
         return self.out_proj(_merge_heads(output)), None
 
     def _project(self, x: Tensor, index: int) -> Tensor:
@@ -146,7 +146,7 @@ class MultiheadAttention(Module):
         return F.linear(x, self.in_proj_weight[rows], bias)
 
     def extra_repr(self) -> str:
-        return f"embed_dim={self.embed_dim}, num_heads={self.num_heads}"
+        return f"embed_dim={self.embed_dim}, num_heads={self.num_heads}" + (f", dropout={self.dropout}" if self.dropout else "")
 
 
 MultiHeadAttention = MultiheadAttention
@@ -179,7 +179,7 @@ class TransformerEncoderLayer(_FeedForward):
     def __init__(self, d_model: int, nhead: int, dim_feedforward: int = 2048, dropout: float = 0.1, activation: Any = "relu",
                  layer_norm_eps: float = 1e-5, batch_first: bool = True, norm_first: bool = False, dtype: str = "float32"):
         super().__init__()
-        self.self_attn = MultiheadAttention(d_model, nhead, batch_first=batch_first, dtype=dtype)
+        self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout, batch_first=batch_first, dtype=dtype)
         self._init_feedforward(d_model, dim_feedforward, dropout, activation, dtype)
         self.norm_first = norm_first
         self.norm1, self.norm2 = LayerNorm(d_model, layer_norm_eps, dtype=dtype), LayerNorm(d_model, layer_norm_eps, dtype=dtype)
@@ -201,8 +201,8 @@ class TransformerDecoderLayer(_FeedForward):
     def __init__(self, d_model: int, nhead: int, dim_feedforward: int = 2048, dropout: float = 0.1, activation: Any = "relu",
                  layer_norm_eps: float = 1e-5, batch_first: bool = True, norm_first: bool = False, dtype: str = "float32"):
         super().__init__()
-        self.self_attn = MultiheadAttention(d_model, nhead, batch_first=batch_first, dtype=dtype)
-        self.multihead_attn = MultiheadAttention(d_model, nhead, batch_first=batch_first, dtype=dtype)
+        self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout, batch_first=batch_first, dtype=dtype)
+        self.multihead_attn = MultiheadAttention(d_model, nhead, dropout=dropout, batch_first=batch_first, dtype=dtype)
         self._init_feedforward(d_model, dim_feedforward, dropout, activation, dtype)
         self.norm_first = norm_first
         self.norm1, self.norm2, self.norm3 = (LayerNorm(d_model, layer_norm_eps, dtype=dtype) for _ in range(3))

@@ -52,6 +52,7 @@ MODELS = {
     "dropout": (lambda: nn.Sequential(nn.Linear(12, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 5)), vectors),
     "attention": (lambda: PooledSequence(nn.MultiheadAttention(16, 2, batch_first=True)), sequences),
     "encoder_layer": (lambda: PooledSequence(nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True)), sequences),
+    "attention_dropout": (lambda: PooledSequence(nn.TransformerEncoderLayer(16, 2, 32, dropout=0.2, batch_first=True)), sequences),
 }
 OPTIONS = {"accumulate": {"accumulate": 2}, "clip_grad_norm": {"clip_grad_norm": 0.1}, "clip_grad_value": {"clip_grad_value": 0.01},
            "loss_scale": {"loss_scale": 128.0}}

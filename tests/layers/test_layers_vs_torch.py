@@ -128,7 +128,9 @@ def test_train_and_eval_trace_different_graphs():
     model = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.1, batch_first=True, norm_first=True)
     train_ops = [op.name for op in kiln.trace(model.train(), kiln.TensorSpec((2, 3, 8))).ops]
     eval_ops = [op.name for op in kiln.trace(model.eval(), kiln.TensorSpec((2, 3, 8))).ops]
-    assert train_ops.count("nn.dropout") == 3 and "nn.dropout" not in eval_ops
+    # as PyTorch's layer: the attention weights', the feed-forward's, and the two residual branches'
+    assert train_ops.count("nn.dropout") == 4 and "nn.dropout" not in eval_ops
+    assert "nn.scaled_dot_product_attention" in eval_ops and "nn.scaled_dot_product_attention" not in train_ops
 
 
 def test_batch_norm2d_training_and_eval_match_torch():
