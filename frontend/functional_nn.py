@@ -99,15 +99,16 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn
     if not 0 <= dropout_p < 1:
         raise TraceError(f"scaled_dot_product_attention: dropout_p must be in [0, 1), got {dropout_p}")
     if dropout_p:
-        return _attention_with_dropout(query, key, value, attn_mask, dropout_p, is_causal, scale)
+        return attention_with_weights(query, key, value, attn_mask, dropout_p, is_causal, scale)[0]
     masks = () if attn_mask is None else (attn_mask,)
     return apply("nn.scaled_dot_product_attention", query, key, value, *masks, causal=is_causal, scale=scale)
 
 
-def _attention_with_dropout(query: Tensor, key: Tensor, value: Tensor, keep: Tensor | None, p: float, causal: bool,
-                            scale: float | None) -> Tensor:
-    """PyTorch's math path, the fused op's decomposition with dropout between the softmax and the weighted sum:
-    ``dropout(softmax(where(keep, (q scale) k^T, -1e9))) v``, each op a primitive with its own gradient."""
+def attention_with_weights(query: Tensor, key: Tensor, value: Tensor, keep: Tensor | None, p: float, causal: bool,
+                           scale: float | None = None) -> tuple[Tensor, Tensor]:
+    """``(output, weights)``: PyTorch's math path, the fused op's decomposition with dropout between the softmax and
+    the weighted sum, ``weights = dropout(softmax(where(keep, (q scale) k^T, -1e9)))``, ``output = weights v``; each op
+    a primitive with its own gradient. For attention dropout and ``MultiheadAttention(need_weights=True)``."""
     queries, keys = query.shape[-2], key.shape[-2]
     if causal and (isinstance(queries, str) or isinstance(keys, str)):
         raise TraceError(f"scaled_dot_product_attention: a causal mask needs static sequence lengths, got {query.type} and {key.type}")
@@ -115,8 +116,8 @@ def _attention_with_dropout(query: Tensor, key: Tensor, value: Tensor, keep: Ten
     masks = ([keep] if keep is not None else []) + ([apply("tensor.constant", value=np.tril(np.ones((queries, keys), bool)))] if causal else [])
     for mask in masks[:-1]:
         scores = apply("tensor.where", mask, scores, np.asarray(MASKED_SCORE, scores.dtype.numpy))
-    weights = apply("nn.masked_softmax", scores, masks[-1]) if masks else apply("nn.softmax", scores, axis=-1)
-    return dropout(weights, p) @ value
+    weights = dropout(apply("nn.masked_softmax", scores, masks[-1]) if masks else apply("nn.softmax", scores, axis=-1), p)
+    return weights @ value, weights
 
 
 def logical_not(input: Tensor) -> Tensor:

@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from kiln.compiler.errors import TraceError
 from kiln.frontend import functional as F
 from kiln.frontend import init
+from kiln.frontend.functional_nn import attention_with_weights
 from kiln.frontend.layers import Linear
 from kiln.frontend.module import Module, Parameter
 from kiln.frontend.tensor import Tensor
@@ -128,17 +128,20 @@ class MultiheadAttention(Module):
         if bias:
             self.out_proj.bias.data[...] = 0
 
-    def forward(self, query: Tensor, key: Tensor, value: Tensor, key_padding_mask: Tensor | None = None, need_weights: bool = False,
-                attn_mask: Tensor | None = None, is_causal: bool = False) -> tuple[Tensor, None]:
-        """Returns ``(output, None)``: attention weights are not materialised (``need_weights`` must be False)."""
-        if need_weights:
-            raise TraceError("MultiheadAttention: need_weights=True is not supported; pass need_weights=False")
+    def forward(self, query: Tensor, key: Tensor, value: Tensor, key_padding_mask: Tensor | None = None, need_weights: bool = True,
+                attn_mask: Tensor | None = None, average_attn_weights: bool = True, is_causal: bool = False) -> tuple[Tensor, Tensor | None]:
+        """``(output, weights)`` as PyTorch's: the attention weights (after dropout), averaged over the heads
+        ``(N, L, S)`` or per head ``(N, heads, L, S)``; ``need_weights=False`` returns ``(output, None)`` and keeps
+        attention one fused op (pass it when the weights are not read, as in PyTorch)."""
         projected = [self._project(x, index) for index, x in enumerate((query, key, value))]
         q, k, v = (_split_heads(x, self.num_heads) for x in projected)
         keep = attention_keep_mask(key_padding_mask, attn_mask)
-        causal = is_causal and attn_mask is None
-        output = F.scaled_dot_product_attention(q, k, v, attn_mask=keep, dropout_p=self.dropout if self.training else 0.0, is_causal=causal)
-        return self.out_proj(_merge_heads(output)), None
+        causal, dropout = is_causal and attn_mask is None, self.dropout if self.training else 0.0
+        if not need_weights:
+            output = F.scaled_dot_product_attention(q, k, v, attn_mask=keep, dropout_p=dropout, is_causal=causal)
+            return self.out_proj(_merge_heads(output)), None
+        output, weights = attention_with_weights(q, k, v, keep, dropout, causal)
+        return self.out_proj(_merge_heads(output)), weights.mean(1) if average_attn_weights else weights
 
     def _project(self, x: Tensor, index: int) -> Tensor:
         rows = slice(index * self.embed_dim, (index + 1) * self.embed_dim)
@@ -186,7 +189,7 @@ class TransformerEncoderLayer(_FeedForward):
         self.dropout1, self.dropout2 = Dropout(dropout), Dropout(dropout)
 
     def forward(self, src: Tensor, src_mask: Tensor | None = None, src_key_padding_mask: Tensor | None = None, is_causal: bool = False) -> Tensor:
-        attend = lambda x: self.dropout1(self.self_attn(x, x, x, src_key_padding_mask, False, src_mask, is_causal)[0])  # noqa: E731
+        attend = lambda x: self.dropout1(self.self_attn(x, x, x, src_key_padding_mask, False, src_mask, is_causal=is_causal)[0])  # noqa: E731
         feed = lambda x: self.dropout2(self._feedforward(x))  # noqa: E731
         if self.norm_first:
             src = src + attend(self.norm1(src))
@@ -211,8 +214,8 @@ class TransformerDecoderLayer(_FeedForward):
     def forward(self, tgt: Tensor, memory: Tensor, tgt_mask: Tensor | None = None, memory_mask: Tensor | None = None,
                 tgt_key_padding_mask: Tensor | None = None, memory_key_padding_mask: Tensor | None = None,
                 tgt_is_causal: bool = False, memory_is_causal: bool = False) -> Tensor:
-        attend = lambda x: self.dropout1(self.self_attn(x, x, x, tgt_key_padding_mask, False, tgt_mask, tgt_is_causal)[0])  # noqa: E731
-        cross = lambda x: self.dropout2(self.multihead_attn(x, memory, memory, memory_key_padding_mask, False, memory_mask, memory_is_causal)[0])  # noqa: E731
+        attend = lambda x: self.dropout1(self.self_attn(x, x, x, tgt_key_padding_mask, False, tgt_mask, is_causal=tgt_is_causal)[0])  # noqa: E731
+        cross = lambda x: self.dropout2(self.multihead_attn(x, memory, memory, memory_key_padding_mask, False, memory_mask, is_causal=memory_is_causal)[0])  # noqa: E731
         feed = lambda x: self.dropout3(self._feedforward(x))  # noqa: E731
         if self.norm_first:
             tgt = tgt + attend(self.norm1(tgt))

@@ -7,6 +7,7 @@ import pytest
 
 import kiln
 import kiln.nn as nn
+import kiln.nn.functional as F
 from layer_parity import assert_layer_matches_torch
 from oracles import require
 
@@ -101,6 +102,27 @@ def test_multihead_attention_causal_cross():
     causal = np.triu(np.ones((4, 4), dtype=bool), 1)  # True = masked out, PyTorch's convention
     call = lambda m, q, kv, mask: m(q, kv, kv, attn_mask=mask, need_weights=False)[0]  # noqa: E731
     assert_layer_matches_torch(torch, module, reference, [normal(3, 4, 6), normal(3, 4, 6), causal], call=call)
+
+
+@pytest.mark.parametrize("average", [True, False])
+def test_multihead_attention_returns_its_weights_as_torch(average):
+    """PyTorch's default ``need_weights=True``: the weights averaged over the heads (or per head), with a padding and an
+    attention mask; output and weights both compared, gradients flowing through both."""
+    torch = require("torch")
+    kiln.manual_seed(6)
+    module, reference = nn.MultiheadAttention(8, 2), torch.nn.MultiheadAttention(8, 2, batch_first=True)
+    padding = np.array([[False] * 5, [False, False, False, True, True]])
+    causal = np.triu(np.ones((5, 5), dtype=bool), 1)
+    call = lambda m, x, pad, mask: _output_and_weights(m(x, x, x, key_padding_mask=pad, attn_mask=mask, average_attn_weights=average))  # noqa: E731
+    assert_layer_matches_torch(torch, module, reference, [normal(2, 5, 8), padding, causal], call=call)
+
+
+def _output_and_weights(result):
+    """The output and the weights as one ``(N, -1)`` tensor: one comparison and one backward cover both."""
+    output, weights = result
+    n = output.shape[0]
+    cat = __import__("torch").cat if type(output).__module__.startswith("torch") else F.cat
+    return cat([output.reshape(n, -1), weights.reshape(n, -1)], 1)
 
 
 @pytest.mark.parametrize("norm_first", [True, False])
