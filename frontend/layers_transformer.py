@@ -1,8 +1,9 @@
 """Transformer layers with PyTorch's names, ``state_dict`` keys, weight layouts and defaults.
 
 ``MultiheadAttention``, ``TransformerEncoderLayer`` and
-``TransformerDecoderLayer`` take ``batch_first`` tensors ``(N, L, E)`` (the
-only layout kiln supports) and load a PyTorch layer's ``state_dict`` as is.
+``TransformerDecoderLayer`` take sequence-first tensors ``(L, N, E)`` by
+default, as PyTorch's, and ``(N, L, E)`` with ``batch_first=True``; they load
+a PyTorch layer's ``state_dict`` as is.
 ``train()``/``eval()`` change what is traced: dropout is emitted only while
 training with ``p > 0``.
 """
@@ -111,14 +112,14 @@ def attention_keep_mask(key_padding_mask: Tensor | None, attn_mask: Tensor | Non
 
 
 class MultiheadAttention(Module):
-    """``torch.nn.MultiheadAttention(embed_dim, num_heads, batch_first=True)``: packed ``in_proj_weight (3E, E)`` and ``out_proj``."""
+    """``torch.nn.MultiheadAttention``: packed ``in_proj_weight (3E, E)`` and ``out_proj``; ``(L, N, E)`` inputs and
+    output, or ``(N, L, E)`` with ``batch_first=True``."""
 
-    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True, batch_first: bool = True, dtype: str = "float32"):
+    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True, batch_first: bool = False, dtype: str = "float32"):
         super().__init__()
         if embed_dim % num_heads:
             raise ValueError(f"embed_dim {embed_dim} must be divisible by num_heads {num_heads}")
-        if not batch_first:
-            raise ValueError("kiln's MultiheadAttention takes batch_first=True tensors (N, L, E) only")
+        self.batch_first = batch_first
         if not 0 <= dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.embed_dim, self.num_heads, self.dropout = embed_dim, num_heads, dropout
@@ -133,15 +134,20 @@ class MultiheadAttention(Module):
         """``(output, weights)`` as PyTorch's: the attention weights (after dropout), averaged over the heads
         ``(N, L, S)`` or per head ``(N, heads, L, S)``; ``need_weights=False`` returns ``(output, None)`` and keeps
         attention one fused op (pass it when the weights are not read, as in PyTorch)."""
+        if not self.batch_first:  # (L, N, E): attend within each sequence, batch first inside
+            query, key, value = (x.transpose(0, 1) for x in (query, key, value))
         projected = [self._project(x, index) for index, x in enumerate((query, key, value))]
         q, k, v = (_split_heads(x, self.num_heads) for x in projected)
         keep = attention_keep_mask(key_padding_mask, attn_mask)
         causal, dropout = is_causal and attn_mask is None, self.dropout if self.training else 0.0
         if not need_weights:
-            output = F.scaled_dot_product_attention(q, k, v, attn_mask=keep, dropout_p=dropout, is_causal=causal)
-            return self.out_proj(_merge_heads(output)), None
+            return self._output(F.scaled_dot_product_attention(q, k, v, attn_mask=keep, dropout_p=dropout, is_causal=causal)), None
         output, weights = attention_with_weights(q, k, v, keep, dropout, causal)
-        return self.out_proj(_merge_heads(output)), weights.mean(1) if average_attn_weights else weights
+        return self._output(output), weights.mean(1) if average_attn_weights else weights
+
+    def _output(self, heads: Tensor) -> Tensor:
+        output = self.out_proj(_merge_heads(heads))
+        return output if self.batch_first else output.transpose(0, 1)
 
     def _project(self, x: Tensor, index: int) -> Tensor:
         rows = slice(index * self.embed_dim, (index + 1) * self.embed_dim)
@@ -149,7 +155,8 @@ class MultiheadAttention(Module):
         return F.linear(x, self.in_proj_weight[rows], bias)
 
     def extra_repr(self) -> str:
-        return f"embed_dim={self.embed_dim}, num_heads={self.num_heads}" + (f", dropout={self.dropout}" if self.dropout else "")
+        return f"embed_dim={self.embed_dim}, num_heads={self.num_heads}" + (f", dropout={self.dropout}" if self.dropout else "") \
+            + (", batch_first=True" if self.batch_first else "")
 
 
 MultiHeadAttention = MultiheadAttention
@@ -177,10 +184,10 @@ class _FeedForward(Module):
 
 
 class TransformerEncoderLayer(_FeedForward):
-    """``torch.nn.TransformerEncoderLayer(..., batch_first=True)``; ``norm_first=True`` is the pre-norm block."""
+    """``torch.nn.TransformerEncoderLayer``; ``norm_first=True`` is the pre-norm block."""
 
     def __init__(self, d_model: int, nhead: int, dim_feedforward: int = 2048, dropout: float = 0.1, activation: Any = "relu",
-                 layer_norm_eps: float = 1e-5, batch_first: bool = True, norm_first: bool = False, dtype: str = "float32"):
+                 layer_norm_eps: float = 1e-5, batch_first: bool = False, norm_first: bool = False, dtype: str = "float32"):
         super().__init__()
         self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout, batch_first=batch_first, dtype=dtype)
         self._init_feedforward(d_model, dim_feedforward, dropout, activation, dtype)
@@ -199,10 +206,10 @@ class TransformerEncoderLayer(_FeedForward):
 
 
 class TransformerDecoderLayer(_FeedForward):
-    """``torch.nn.TransformerDecoderLayer(..., batch_first=True)``: self-attention, cross-attention on ``memory``, feed-forward."""
+    """``torch.nn.TransformerDecoderLayer``: self-attention, cross-attention on ``memory``, feed-forward."""
 
     def __init__(self, d_model: int, nhead: int, dim_feedforward: int = 2048, dropout: float = 0.1, activation: Any = "relu",
-                 layer_norm_eps: float = 1e-5, batch_first: bool = True, norm_first: bool = False, dtype: str = "float32"):
+                 layer_norm_eps: float = 1e-5, batch_first: bool = False, norm_first: bool = False, dtype: str = "float32"):
         super().__init__()
         self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout, batch_first=batch_first, dtype=dtype)
         self.multihead_attn = MultiheadAttention(d_model, nhead, dropout=dropout, batch_first=batch_first, dtype=dtype)

@@ -90,7 +90,7 @@ def _mha_call(module, x, padding):
 def test_multihead_attention_with_padding_mask():
     torch = require("torch")
     kiln.manual_seed(2)
-    module, reference = nn.MultiheadAttention(8, 2), torch.nn.MultiheadAttention(8, 2, batch_first=True)
+    module, reference = nn.MultiheadAttention(8, 2, batch_first=True), torch.nn.MultiheadAttention(8, 2, batch_first=True)
     padding = np.array([[False] * 5, [False, False, False, True, True]])
     assert_layer_matches_torch(torch, module, reference, [normal(2, 5, 8), padding], call=_mha_call)
 
@@ -98,7 +98,7 @@ def test_multihead_attention_with_padding_mask():
 def test_multihead_attention_causal_cross():
     torch = require("torch")
     kiln.manual_seed(3)
-    module, reference = nn.MultiheadAttention(6, 3), torch.nn.MultiheadAttention(6, 3, batch_first=True)
+    module, reference = nn.MultiheadAttention(6, 3, batch_first=True), torch.nn.MultiheadAttention(6, 3, batch_first=True)
     causal = np.triu(np.ones((4, 4), dtype=bool), 1)  # True = masked out, PyTorch's convention
     call = lambda m, q, kv, mask: m(q, kv, kv, attn_mask=mask, need_weights=False)[0]  # noqa: E731
     assert_layer_matches_torch(torch, module, reference, [normal(3, 4, 6), normal(3, 4, 6), causal], call=call)
@@ -110,11 +110,28 @@ def test_multihead_attention_returns_its_weights_as_torch(average):
     attention mask; output and weights both compared, gradients flowing through both."""
     torch = require("torch")
     kiln.manual_seed(6)
-    module, reference = nn.MultiheadAttention(8, 2), torch.nn.MultiheadAttention(8, 2, batch_first=True)
+    module, reference = nn.MultiheadAttention(8, 2, batch_first=True), torch.nn.MultiheadAttention(8, 2, batch_first=True)
     padding = np.array([[False] * 5, [False, False, False, True, True]])
     causal = np.triu(np.ones((5, 5), dtype=bool), 1)
     call = lambda m, x, pad, mask: _output_and_weights(m(x, x, x, key_padding_mask=pad, attn_mask=mask, average_attn_weights=average))  # noqa: E731
     assert_layer_matches_torch(torch, module, reference, [normal(2, 5, 8), padding, causal], call=call)
+
+
+def test_sequence_first_layers_match_torch_defaults():
+    """PyTorch's default layout, ``(L, N, E)``: attention runs within each sequence, masks stay ``(N, S)``, the weights
+    come back batch first; an encoder and a decoder layer built with PyTorch's defaults (no ``batch_first``) too."""
+    torch = require("torch")
+    kiln.manual_seed(7)
+    padding = np.array([[False] * 5, [False, False, False, True, True]])
+    call = lambda m, x, pad: _output_and_weights(m(x, x, x, key_padding_mask=pad))  # noqa: E731
+    assert_layer_matches_torch(torch, nn.MultiheadAttention(8, 2), torch.nn.MultiheadAttention(8, 2), [normal(5, 2, 8), padding], call=call)
+    options = {"dim_feedforward": 16, "dropout": 0.0}
+    encoder = lambda m, x, pad: m(x, src_key_padding_mask=pad)  # noqa: E731
+    assert_layer_matches_torch(torch, nn.TransformerEncoderLayer(8, 2, **options), torch.nn.TransformerEncoderLayer(8, 2, **options),
+                               [normal(5, 2, 8), padding], call=encoder)
+    decoder = lambda m, tgt, memory: m(tgt, memory)  # noqa: E731
+    assert_layer_matches_torch(torch, nn.TransformerDecoderLayer(8, 2, **options), torch.nn.TransformerDecoderLayer(8, 2, **options),
+                               [normal(4, 2, 8), normal(5, 2, 8)], call=decoder)
 
 
 def _output_and_weights(result):
