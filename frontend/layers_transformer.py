@@ -10,12 +10,14 @@ training with ``p > 0``.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
 
 from kiln.frontend import functional as F
 from kiln.frontend import init
+from kiln.frontend.containers import ModuleList
 from kiln.frontend.functional_nn import attention_with_weights
 from kiln.frontend.layers import Linear
 from kiln.frontend.module import Module, Parameter
@@ -86,6 +88,21 @@ class Flatten(Module):
 
     def forward(self, input: Tensor) -> Tensor:
         return F.flatten(input, self.start_dim, self.end_dim)
+
+
+class Unflatten(Module):
+    """``torch.nn.Unflatten(dim, unflattened_size)``: dim ``dim`` becomes the dims ``unflattened_size`` (one may be -1)."""
+
+    def __init__(self, dim: int, unflattened_size: tuple[int, ...]):
+        super().__init__()
+        self.dim, self.unflattened_size = dim, tuple(unflattened_size)
+
+    def forward(self, input: Tensor) -> Tensor:
+        dim = self.dim % len(input.shape)
+        return input.reshape(*input.shape[:dim], *self.unflattened_size, *input.shape[dim + 1 :])
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, unflattened_size={self.unflattened_size}"
 
 
 def _split_heads(x: Tensor, heads: int) -> Tensor:
@@ -231,3 +248,35 @@ class TransformerDecoderLayer(_FeedForward):
         tgt = self.norm1(tgt + attend(tgt))
         tgt = self.norm2(tgt + cross(tgt))
         return self.norm3(tgt + feed(tgt))
+
+
+class TransformerEncoder(Module):
+    """``torch.nn.TransformerEncoder``: ``num_layers`` copies of ``encoder_layer`` (``layers.0``, ... in the
+    ``state_dict``; copies, so all start from the layer's weights, as PyTorch's), then an optional ``norm``."""
+
+    def __init__(self, encoder_layer: TransformerEncoderLayer, num_layers: int, norm: Module | None = None, **_ignored: Any):
+        super().__init__()
+        self.layers = ModuleList(copy.deepcopy(encoder_layer) for _ in range(num_layers))
+        self.num_layers, self.norm = num_layers, norm
+
+    def forward(self, src: Tensor, mask: Tensor | None = None, src_key_padding_mask: Tensor | None = None,
+                is_causal: bool | None = None) -> Tensor:
+        for layer in self.layers:
+            src = layer(src, src_mask=mask, src_key_padding_mask=src_key_padding_mask, is_causal=bool(is_causal))
+        return src if self.norm is None else self.norm(src)
+
+
+class TransformerDecoder(Module):
+    """``torch.nn.TransformerDecoder``: ``num_layers`` copies of ``decoder_layer`` over ``memory``, then an optional ``norm``."""
+
+    def __init__(self, decoder_layer: TransformerDecoderLayer, num_layers: int, norm: Module | None = None):
+        super().__init__()
+        self.layers = ModuleList(copy.deepcopy(decoder_layer) for _ in range(num_layers))
+        self.num_layers, self.norm = num_layers, norm
+
+    def forward(self, tgt: Tensor, memory: Tensor, tgt_mask: Tensor | None = None, memory_mask: Tensor | None = None,
+                tgt_key_padding_mask: Tensor | None = None, memory_key_padding_mask: Tensor | None = None,
+                tgt_is_causal: bool | None = None, memory_is_causal: bool = False) -> Tensor:
+        for layer in self.layers:
+            tgt = layer(tgt, memory, tgt_mask, memory_mask, tgt_key_padding_mask, memory_key_padding_mask, bool(tgt_is_causal), memory_is_causal)
+        return tgt if self.norm is None else self.norm(tgt)

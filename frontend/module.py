@@ -8,7 +8,7 @@ those of the same PyTorch model, so weights move both ways as arrays.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
@@ -94,16 +94,19 @@ class Module:
     def __setattr__(self, name: str, value: Any) -> None:
         if "_parameters" not in self.__dict__:
             raise KilnError(f"{type(self).__name__}.__init__ must call super().__init__() before assigning {name!r}")
-        self._parameters.pop(name, None)
-        self._modules.pop(name, None)
-        self._buffers.pop(name, None)
-        if isinstance(value, Buffer):
-            self._buffers[name] = value
-        elif isinstance(value, Parameter):
-            self._parameters[name] = value
-        elif isinstance(value, Module):
-            self._modules[name] = value
+        registry = self._buffers if isinstance(value, Buffer) else self._parameters if isinstance(value, Parameter) \
+            else self._modules if isinstance(value, Module) else None
+        for other in (self._parameters, self._modules, self._buffers):
+            if other is not registry:
+                other.pop(name, None)
+        if registry is not None:
+            registry[name] = value  # a replaced entry keeps its place in the order, as PyTorch's
         object.__setattr__(self, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        for registry in (self._parameters, self._modules, self._buffers):
+            registry.pop(name, None)
+        object.__delattr__(self, name)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.forward(*args, **kwargs)
@@ -145,6 +148,24 @@ class Module:
 
     def children(self) -> Iterator["Module"]:
         yield from self._modules.values()
+
+    def named_children(self) -> Iterator[tuple[str, "Module"]]:
+        yield from self._modules.items()
+
+    def modules(self) -> Iterator["Module"]:
+        for _, module in self.named_modules():
+            yield module
+
+    def add_module(self, name: str, module: "Module | None") -> None:
+        """Register ``module`` as the child ``name`` (``setattr`` with a name that need not be an identifier)."""
+        setattr(self, name, module)
+
+    def apply(self, fn: Callable[["Module"], Any]) -> "Module":
+        """Call ``fn`` on every submodule, children first, then on this module (PyTorch's order, as for weight init)."""
+        for module in self.children():
+            module.apply(fn)
+        fn(self)
+        return self
 
     def state_dict(self) -> "OrderedDict[str, np.ndarray]":
         """Parameter, then buffer arrays by dotted name (the arrays themselves, as PyTorch returns its tensors)."""

@@ -3,8 +3,10 @@
 from kiln.frontend.keras import Dense
 from kiln.frontend.layers import Linear, ReLU, Sequential, Sigmoid, Softmax, Tanh
 from kiln.frontend.layers_conv import AvgPool2d, BatchNorm2d, Conv2d, MaxPool2d
+from kiln.frontend.containers import ModuleDict, ModuleList
 from kiln.frontend.layers_transformer import (
-    GELU, Dropout, Embedding, Flatten, LayerNorm, MultiheadAttention, MultiHeadAttention, TransformerDecoderLayer, TransformerEncoderLayer,
+    GELU, Dropout, Embedding, Flatten, LayerNorm, MultiheadAttention, MultiHeadAttention, TransformerDecoder, TransformerDecoderLayer,
+    TransformerEncoder, TransformerEncoderLayer, Unflatten,
 )
 from kiln.frontend.losses import BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, MSELoss, NLLLoss, SmoothL1Loss
 from kiln.frontend.module import Buffer, Module, Parameter
@@ -13,6 +15,6 @@ from kiln.nn import functional
 __all__ = [
     "Buffer", "Dense", "Linear", "Module", "Parameter", "ReLU", "Sequential", "Sigmoid", "Softmax", "Tanh", "functional",
     "AvgPool2d", "BatchNorm2d", "Conv2d", "Dropout", "Embedding", "Flatten", "GELU", "LayerNorm", "MaxPool2d", "MultiHeadAttention", "MultiheadAttention",
-    "TransformerDecoderLayer", "TransformerEncoderLayer",
+    "TransformerDecoder", "TransformerDecoderLayer", "TransformerEncoder", "TransformerEncoderLayer", "Unflatten", "ModuleDict", "ModuleList",
     "BCEWithLogitsLoss", "CrossEntropyLoss", "HuberLoss", "L1Loss", "MSELoss", "NLLLoss", "SmoothL1Loss",
 ]
