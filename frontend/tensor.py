@@ -244,9 +244,11 @@ def _flatten_args(args: tuple[Any, ...]) -> list[Any]:
 
 
 def apply(op_name: str, *operands: Any, **attrs: Any) -> Any:
-    """Emit ``op_name`` on tensors (numbers become constants of the tensors' dtype); returns Tensor(s)."""
+    """Emit ``op_name`` on tensors (numbers become constants of the tensors' dtype, a non-bool one first: the values'
+    of ``where(mask, x, 0.5)``, not the mask's); returns Tensor(s)."""
     context = TraceContext.current()
-    dtype = next((o.dtype for o in operands if isinstance(o, Tensor)), DType.f32)
+    dtypes = [o.dtype for o in operands if isinstance(o, Tensor)]
+    dtype = next((d for d in dtypes if d is not DType.bool), dtypes[0] if dtypes else DType.f32)
     values = [to_value(context, o, dtype) for o in operands]
     result = context.emit(op_name, *values, **attrs)
     return tuple(Tensor(r) for r in result) if isinstance(result, tuple) else Tensor(result)
