@@ -59,3 +59,6 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
 
 from kiln.frontend.functional_losses import *  # noqa: E402,F401,F403  (losses: cross_entropy, mse_loss, l1_loss, ...)
 from kiln.frontend.functional_nn import *  # noqa: E402,F401,F403  (CNN and transformer functions: gelu, layer_norm, conv2d, ...)
+from kiln.frontend.functional_activation import *  # noqa: E402,F401,F403  (silu, leaky_relu, elu, softplus, mish, ...)
+from kiln.frontend.functional_norm import *  # noqa: E402,F401,F403  (group_norm, rms_norm, ...)
+from kiln.frontend.functional_conv import *  # noqa: E402,F401,F403  (conv1d, conv_transpose2d, adaptive_avg_pool2d, ...)

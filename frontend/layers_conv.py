@@ -38,6 +38,71 @@ class Conv2d(Module):
         return f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
 
 
+class Conv1d(Module):
+    """``weight (out_channels, in_channels / groups, K)``, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) as ``torch.nn.Conv1d``.
+
+    ``padding`` may be an int, ``"valid"`` or ``"same"`` (stride 1), as PyTorch's; see ``F.conv1d``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1, padding: Any = 0, dilation: Any = 1,
+                 groups: int = 1, bias: bool = True, dtype: str = "float32"):
+        super().__init__()
+        _check_groups(in_channels, out_channels, groups)
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.kernel_size, self.stride, self.dilation = _single(kernel_size), _single(stride), _single(dilation)
+        self.padding = padding if isinstance(padding, str) else _single(padding)
+        bound = 1 / math.sqrt(in_channels // groups * self.kernel_size[0])
+        self.weight = Parameter(init.uniform((out_channels, in_channels // groups) + self.kernel_size, bound, dtype))
+        self.bias = Parameter(init.uniform((out_channels,), bound, dtype)) if bias else None
+
+    def forward(self, input: Tensor) -> Tensor:
+        padding = self.padding if isinstance(self.padding, str) else self.padding[0]
+        return F.conv1d(input, self.weight, self.bias, self.stride[0], padding, self.dilation[0], self.groups)
+
+    def extra_repr(self) -> str:
+        return f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class ConvTranspose2d(Module):
+    """``weight (in_channels, out_channels / groups, KH, KW)``, PyTorch's layout, and its initialisation:
+    U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with ``fan_in = out_channels / groups * KH * KW`` (the weight's dim 1, as
+    ``torch.nn.ConvTranspose2d`` computes it). ``forward`` takes no ``output_size``: pick ``output_padding`` instead.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1, padding: Any = 0, output_padding: Any = 0,
+                 groups: int = 1, bias: bool = True, dilation: Any = 1, dtype: str = "float32"):
+        super().__init__()
+        _check_groups(in_channels, out_channels, groups)
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.kernel_size, self.stride, self.padding = _pair(kernel_size), _pair(stride), _pair(padding)
+        self.output_padding, self.dilation = _pair(output_padding), _pair(dilation)
+        if any(p >= max(s, d) for p, s, d in zip(self.output_padding, self.stride, self.dilation)):
+            raise ValueError(f"output_padding {self.output_padding} must be smaller than stride {self.stride} or dilation {self.dilation}")
+        bound = 1 / math.sqrt(out_channels // groups * self.kernel_size[0] * self.kernel_size[1])
+        self.weight = Parameter(init.uniform((in_channels, out_channels // groups) + self.kernel_size, bound, dtype))
+        self.bias = Parameter(init.uniform((out_channels,), bound, dtype)) if bias else None
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.conv_transpose2d(input, self.weight, self.bias, self.stride, self.padding, self.output_padding, self.groups, self.dilation)
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"padding={self.padding}, output_padding={self.output_padding}")
+
+
+def _check_groups(in_channels: int, out_channels: int, groups: int) -> None:
+    if in_channels % groups or out_channels % groups:
+        raise ValueError(f"in_channels {in_channels} and out_channels {out_channels} must be divisible by groups {groups}")
+
+
+def _single(value: Any) -> tuple[int]:
+    """PyTorch's 1-d arguments: ``3`` and ``(3,)`` are both stored as ``(3,)``."""
+    values = (value,) if isinstance(value, (int, np.integer)) else tuple(value)
+    if len(values) != 1:
+        raise ValueError(f"a 1-d size must be an int or a 1-tuple, got {value!r}")
+    return (int(values[0]),)
+
+
 class MaxPool2d(Module):
     def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0):
         super().__init__()
@@ -81,3 +146,25 @@ class BatchNorm2d(Module):
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
+
+
+class AdaptiveAvgPool2d(Module):
+    """``torch.nn.AdaptiveAvgPool2d``: ``output_size`` an int or ``(OH, OW)``, ``None`` keeping that dim; see ``F.adaptive_avg_pool2d``."""
+
+    def __init__(self, output_size: Any):
+        super().__init__()
+        self.output_size = output_size
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.adaptive_avg_pool2d(input, self.output_size)
+
+    def extra_repr(self) -> str:
+        return f"output_size={self.output_size}"
+
+
+class AdaptiveMaxPool2d(AdaptiveAvgPool2d):
+    """``torch.nn.AdaptiveMaxPool2d`` for output sizes that divide the input's (others raise at trace time);
+    no ``return_indices``."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.adaptive_max_pool2d(input, self.output_size)

@@ -2,7 +2,9 @@
 
 from kiln.frontend.keras import Dense
 from kiln.frontend.layers import Linear, ReLU, Sequential, Sigmoid, Softmax, Tanh
-from kiln.frontend.layers_conv import AvgPool2d, BatchNorm2d, Conv2d, MaxPool2d
+from kiln.frontend.layers_conv import (
+    AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, BatchNorm2d, Conv1d, Conv2d, ConvTranspose2d, MaxPool2d,
+)
 from kiln.frontend.containers import ModuleDict, ModuleList
 from kiln.frontend.layers_transformer import (
     GELU, Dropout, Embedding, Flatten, LayerNorm, MultiheadAttention, MultiHeadAttention, TransformerDecoder, TransformerDecoderLayer,
@@ -10,11 +12,15 @@ from kiln.frontend.layers_transformer import (
 )
 from kiln.frontend.losses import BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, MSELoss, NLLLoss, SmoothL1Loss
 from kiln.frontend.module import Buffer, Module, Parameter
+from kiln.frontend import layers_activation, layers_norm
+from kiln.frontend.layers_activation import *  # noqa: F401,F403
+from kiln.frontend.layers_norm import *  # noqa: F401,F403
 from kiln.nn import functional
 
 __all__ = [
     "Buffer", "Dense", "Linear", "Module", "Parameter", "ReLU", "Sequential", "Sigmoid", "Softmax", "Tanh", "functional",
-    "AvgPool2d", "BatchNorm2d", "Conv2d", "Dropout", "Embedding", "Flatten", "GELU", "LayerNorm", "MaxPool2d", "MultiHeadAttention", "MultiheadAttention",
+    "AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "AvgPool2d", "BatchNorm2d", "Conv1d", "Conv2d", "ConvTranspose2d", "Dropout", "Embedding", "Flatten", "GELU", "LayerNorm", "MaxPool2d", "MultiHeadAttention", "MultiheadAttention",
     "TransformerDecoder", "TransformerDecoderLayer", "TransformerEncoder", "TransformerEncoderLayer", "Unflatten", "ModuleDict", "ModuleList",
     "BCEWithLogitsLoss", "CrossEntropyLoss", "HuberLoss", "L1Loss", "MSELoss", "NLLLoss", "SmoothL1Loss",
 ]
+__all__ += layers_activation.__all__ + layers_norm.__all__

@@ -1,0 +1,159 @@
+"""PyTorch's activation functions (``F.silu``, ``F.leaky_relu``, ``F.elu``, ``F.softplus``...), built from traced primitives.
+
+Each one matches ``torch.nn.functional`` in value and in gradient, including PyTorch's choice at the kinks, which a
+``where`` makes explicit: the branch that owns the kink point is the branch whose derivative PyTorch reports there.
+
+```
+leaky_relu, elu, celu, selu   x > 0 ? x : negative branch           (at 0: the negative branch's slope)
+hardtanh, relu6               clamp; slope 0 on and outside the bounds
+hardswish                     x <= -3 ? 0 : x < 3 ? x (x + 3) / 6 : x
+softplus                      beta x > threshold ? x : log(1 + exp(beta x)) / beta
+```
+
+Two rules keep values and gradients finite and accurate for any finite input, in float32 and float64 alike:
+
+- ``exp`` only ever sees non-positive arguments (``exp(-|x|)``, ``exp(min(x, 0))``), so no branch overflows. A
+  ``where`` sends a zero cotangent to its untaken branch, and ``0 * inf`` would make the gradient NaN.
+- ``log(1 + u)`` and ``exp(x) - 1`` cancel near 0 (``elu(-1e-8)`` would lose half its digits), and kiln has no
+  ``log1p`` or ``expm1`` op, so ``_log1p`` and ``_expm1`` below compute them from ``log``, ``exp`` and ``tanh`` to a few
+  ulps, with gradients as accurate. ``_sigmoid`` exists for the same reason: ``F.sigmoid`` lowers to
+  ``(tanh(x / 2) + 1) / 2`` on NumPy, which loses relative accuracy for very negative ``x`` (``sigmoid(-30)``: 1e-4).
+
+The ``inplace`` flags are accepted so PyTorch code runs unchanged; a traced graph is pure either way (the memory planner
+reuses buffers in place on its own).
+"""
+
+from __future__ import annotations
+
+from kiln.frontend.functional_nn import abs
+from kiln.frontend.tensor import Tensor, apply
+
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_SCALE = 1.0507009873554804934193349852946
+
+
+# Accurate building blocks -------------------------------------------------------
+
+
+def _where(condition: Tensor, input: Tensor | float, other: Tensor | float) -> Tensor:
+    """``F.where`` (numbers take the tensor branch's dtype), without importing ``functional``, which imports this."""
+    return apply("tensor.where", condition, input, other)
+
+
+def _negative_magnitude(input: Tensor) -> Tensor:
+    """``-|x|`` with slope +1 at 0 (``tensor.abs`` has slope 0 there, which would zero softplus's gradient at 0)."""
+    return _where(input > 0, -input, input)
+
+
+def _log1p(input: Tensor) -> Tensor:
+    """``log(1 + u)`` for ``u >= 0`` to a few ulps (Goldberg): ``log(w) u / (w - 1)`` with ``w = 1 + u`` rounded, whose
+    rounding error cancels between numerator and denominator; ``u`` itself where ``w`` rounds to 1. The denominator
+    is kept away from 0 in the untaken branch, so its gradient stays 0, not NaN."""
+    w = input + 1.0
+    rounds_to_one = w.eq(1.0)
+    denominator = _where(rounds_to_one, 1.0, w - 1.0)
+    return _where(rounds_to_one, input, w.log() * (input / denominator))
+
+
+def _expm1(input: Tensor) -> Tensor:
+    """``exp(x) - 1`` without cancellation: ``2 t / (1 - t)`` with ``t = tanh(x / 2)`` for ``|x| < 1`` (the identity
+    ``exp(x) = (1 + t) / (1 - t)``; ``1 - t`` is in (0.5, 1.5) there), ``exp(x) - 1`` beyond, where nothing cancels and
+    the gradient ``exp(x)`` keeps its relative accuracy as it underflows. ``tanh`` sees 0 outside ``|x| < 1``."""
+    small = abs(input) < 1.0
+    t = (_where(small, input, 0.0) * 0.5).tanh()
+    return _where(small, 2.0 * t / (1.0 - t), input.exp() - 1.0)
+
+
+def _sigmoid(input: Tensor) -> Tensor:
+    """``1 / (1 + exp(-x))`` from ``e = exp(-|x|)``: ``1 / (1 + e)`` for ``x > 0``, ``e / (1 + e)`` otherwise, both
+    accurate to an ulp (the small tail keeps its relative accuracy) and free of overflow."""
+    e = _negative_magnitude(input).exp()
+    return _where(input > 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def _softplus(input: Tensor) -> Tensor:
+    """``log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|))``: no overflow, full accuracy in both tails, and slope
+    ``sigmoid(x)`` everywhere (1/2 at 0)."""
+    return _where(input > 0, input, 0.0) + _log1p(_negative_magnitude(input).exp())
+
+
+# Smooth activations -----------------------------------------------------------------
+
+
+def silu(input: Tensor, inplace: bool = False) -> Tensor:
+    """``x sigmoid(x)`` (swish)."""
+    return input * _sigmoid(input)
+
+
+def mish(input: Tensor, inplace: bool = False) -> Tensor:
+    """``x tanh(softplus(x))``."""
+    return input * _softplus(input).tanh()
+
+
+def softplus(input: Tensor, beta: float = 1.0, threshold: float = 20.0) -> Tensor:
+    """``log(1 + exp(beta x)) / beta``, and ``x`` itself where ``beta x > threshold`` (slope exactly 1 there), as
+    PyTorch; computed stably, so very negative ``x`` gives a tiny positive value, not 0 * inf."""
+    scaled = input * beta
+    return _where(scaled > threshold, input, _softplus(scaled) / beta)
+
+
+def logsigmoid(input: Tensor) -> Tensor:
+    """``log(sigmoid(x)) = -softplus(-x)``, stable for large ``|x|``."""
+    return -_softplus(-input)
+
+
+def softsign(input: Tensor) -> Tensor:
+    """``x / (1 + |x|)``."""
+    return input / (abs(input) + 1.0)
+
+
+# Exponential linear units -----------------------------------------------------------
+
+
+def elu(input: Tensor, alpha: float = 1.0, inplace: bool = False) -> Tensor:
+    """``x`` for ``x > 0``, ``alpha (exp(x) - 1)`` otherwise; slope ``alpha`` at 0, as PyTorch."""
+    return _where(input > 0, input, alpha * _expm1(_where(input > 0, 0.0, input)))
+
+
+def celu(input: Tensor, alpha: float = 1.0, inplace: bool = False) -> Tensor:
+    """``x`` for ``x > 0``, ``alpha (exp(x / alpha) - 1)`` otherwise; slope 1 at 0, as PyTorch."""
+    if alpha == 0:
+        raise ValueError("celu: alpha cannot be 0 (it divides x), as in PyTorch")
+    return _where(input > 0, input, alpha * _expm1(_where(input > 0, 0.0, input) / alpha))
+
+
+def selu(input: Tensor, inplace: bool = False) -> Tensor:
+    """``scale * elu(x, alpha)`` with the self-normalizing constants of Klambauer et al. (2017)."""
+    return SELU_SCALE * elu(input, SELU_ALPHA)
+
+
+# Piecewise-linear activations --------------------------------------------------------
+
+
+def leaky_relu(input: Tensor, negative_slope: float = 0.01, inplace: bool = False) -> Tensor:
+    """``x`` for ``x > 0``, ``negative_slope x`` otherwise; slope ``negative_slope`` at 0, as PyTorch."""
+    return _where(input > 0, input, input * negative_slope)
+
+
+def hardtanh(input: Tensor, min_val: float = -1.0, max_val: float = 1.0, inplace: bool = False) -> Tensor:
+    """``x`` clamped to ``[min_val, max_val]``; slope 0 on the bounds, as PyTorch (``F.clamp`` passes the gradient
+    there, so this is its own ``where``)."""
+    if min_val > max_val:
+        raise ValueError(f"hardtanh: min_val ({min_val}) cannot be greater than max_val ({max_val})")
+    return _where(input <= min_val, min_val, _where(input >= max_val, max_val, input))
+
+
+def relu6(input: Tensor, inplace: bool = False) -> Tensor:
+    """``min(max(x, 0), 6)`` = ``hardtanh(x, 0, 6)``; slope 0 at 0 and at 6, as PyTorch."""
+    return hardtanh(input, 0.0, 6.0)
+
+
+def hardswish(input: Tensor, inplace: bool = False) -> Tensor:
+    """``x relu6(x + 3) / 6``: 0 for ``x <= -3``, ``x (x + 3) / 6`` for ``-3 < x < 3``, ``x`` from 3 on; PyTorch's slopes
+    at the kinks (0 at -3, 1 at 3) are those of the outer pieces."""
+    return _where(input <= -3.0, 0.0, _where(input < 3.0, input * (input + 3.0) / 6.0, input))
+
+
+__all__ = [
+    "celu", "elu", "hardswish", "hardtanh", "leaky_relu", "logsigmoid", "mish", "relu6", "selu", "silu", "softplus", "softsign",
+]

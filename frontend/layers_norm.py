@@ -1,0 +1,113 @@
+"""Normalization layers with PyTorch's names, arguments, defaults and ``state_dict`` keys: ``GroupNorm``, ``RMSNorm``,
+``BatchNorm1d`` and ``InstanceNorm2d``.
+
+``GroupNorm`` and ``RMSNorm`` call ``F.group_norm`` and ``F.rms_norm`` (``frontend/functional_norm.py``);
+``InstanceNorm2d`` is group norm with one group per channel. ``BatchNorm1d`` is ``BatchNorm2d`` (``frontend/layers_conv.py``)
+on its input viewed as ``(N, C, L, 1)``: the statistics over ``(N, L, 1)`` are those over ``(N, L)``, so training mode,
+the running statistics it records, eval mode and ``SyncBatchNorm`` under ``DataParallel`` all come from there.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kiln.frontend import functional as F
+from kiln.frontend.functional_norm import trace_error
+from kiln.frontend.layers_conv import BatchNorm2d
+from kiln.frontend.module import Module, Parameter
+from kiln.frontend.tensor import Tensor
+
+
+class GroupNorm(Module):
+    """``torch.nn.GroupNorm``: normalize ``(N, C, *)`` over each group of ``C / num_groups`` channels and ``*``; with
+    ``affine``, per-channel ``weight`` (ones) and ``bias`` (zeros)."""
+
+    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, affine: bool = True, dtype: str = "float32"):
+        super().__init__()
+        if num_groups < 1 or num_channels % num_groups:
+            raise ValueError(f"GroupNorm: num_channels {num_channels} must be divisible by num_groups {num_groups}")
+        self.num_groups, self.num_channels, self.eps, self.affine = num_groups, num_channels, eps, affine
+        self.weight = Parameter(np.ones(num_channels, dtype)) if affine else None
+        self.bias = Parameter(np.zeros(num_channels, dtype)) if affine else None
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.group_norm(input, self.num_groups, self.weight, self.bias, self.eps)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}"
+
+
+class RMSNorm(Module):
+    """``torch.nn.RMSNorm``: ``x / sqrt(mean(x^2) + eps) * weight`` over the trailing ``normalized_shape`` dims (no bias);
+    ``eps=None`` is the machine epsilon of the input's dtype."""
+
+    def __init__(self, normalized_shape: int | tuple[int, ...], eps: float | None = None, elementwise_affine: bool = True,
+                 dtype: str = "float32"):
+        super().__init__()
+        self.normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+        self.eps, self.elementwise_affine = eps, elementwise_affine
+        self.weight = Parameter(np.ones(self.normalized_shape, dtype)) if elementwise_affine else None
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.rms_norm(input, self.normalized_shape, self.weight, self.eps)
+
+    def extra_repr(self) -> str:
+        return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
+
+
+class BatchNorm1d(BatchNorm2d):
+    """``torch.nn.BatchNorm1d`` over ``(N, C)`` or ``(N, C, L)``: ``BatchNorm2d`` on the input viewed as ``(N, C, L, 1)``.
+
+    With ``track_running_stats=False`` there are no buffers (``state_dict`` holds ``weight`` and ``bias`` only) and every
+    forward, eval mode included, normalizes with the batch's statistics, as PyTorch's.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True, track_running_stats: bool = True,
+                 dtype: str = "float32"):
+        if momentum is None:
+            raise ValueError("BatchNorm1d: momentum=None (a cumulative moving average) is not supported; pass a float such as 0.1")
+        super().__init__(num_features, eps, momentum, affine, dtype)
+        self.affine, self.track_running_stats = affine, track_running_stats
+        if not track_running_stats:
+            self.running_mean = self.running_var = self.num_batches_tracked = None
+
+    def forward(self, input: Tensor) -> Tensor:
+        if input.ndim not in (2, 3) or input.shape[1] != self.num_features:
+            features = self.num_features
+            raise trace_error(f"BatchNorm1d({features}) expects an (N, {features}) or (N, {features}, L) input, got {input.type}")
+        if not self.track_running_stats:
+            return F.batch_norm(input, None, None, self.weight, self.bias, True, self.momentum, self.eps)
+        length = input.shape[2] if input.ndim == 3 else 1
+        return super().forward(input.reshape(input.shape[0], self.num_features, length, 1)).reshape(input.shape)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, affine={self.affine}, track_running_stats={self.track_running_stats}"
+
+
+class InstanceNorm2d(Module):
+    """``torch.nn.InstanceNorm2d`` without running statistics: each sample's channels normalized over ``(H, W)``, which is
+    group norm with one group per channel; with ``affine``, per-channel ``weight`` (ones) and ``bias`` (zeros). An
+    unbatched ``(C, H, W)`` input works too. ``momentum`` is accepted for PyTorch's signature; no statistics use it."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = False, track_running_stats: bool = False,
+                 dtype: str = "float32"):
+        super().__init__()
+        if track_running_stats:
+            raise ValueError("InstanceNorm2d(track_running_stats=True) is not supported: kiln's instance norm keeps no running "
+                             "statistics and always normalizes with each sample's own; pass track_running_stats=False")
+        self.num_features, self.eps, self.momentum, self.affine = num_features, eps, momentum, affine
+        self.weight = Parameter(np.ones(num_features, dtype)) if affine else None
+        self.bias = Parameter(np.zeros(num_features, dtype)) if affine else None
+
+    def forward(self, input: Tensor) -> Tensor:
+        if input.ndim == 3:
+            return self.forward(input.unsqueeze(0)).squeeze(0)
+        if input.ndim != 4:
+            raise trace_error(f"InstanceNorm2d expects an (N, C, H, W) or (C, H, W) input, got {input.type}")
+        return F.group_norm(input, input.shape[1], self.weight, self.bias, self.eps)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, eps={self.eps}, affine={self.affine}"
+
+
+__all__ = ["BatchNorm1d", "GroupNorm", "InstanceNorm2d", "RMSNorm"]
