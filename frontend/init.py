@@ -51,3 +51,118 @@ def rng_state() -> dict:
 def set_rng_state(state: dict) -> None:
     """Restore a state from ``rng_state()``: later initialisations draw what they would have drawn."""
     _generator.bit_generator.state = state
+
+
+# torch.nn.init: in place on a Parameter (or an array), drawing from the generator above ------------------------
+
+GAINS = {"linear": 1.0, "conv1d": 1.0, "conv2d": 1.0, "conv3d": 1.0, "conv_transpose1d": 1.0, "conv_transpose2d": 1.0,
+         "conv_transpose3d": 1.0, "sigmoid": 1.0, "tanh": 5.0 / 3, "relu": math.sqrt(2.0), "selu": 3.0 / 4}
+
+
+def calculate_gain(nonlinearity: str, param: float | None = None) -> float:
+    """The recommended gain for ``nonlinearity``, as ``torch.nn.init.calculate_gain``."""
+    if nonlinearity == "leaky_relu":
+        slope = 0.01 if param is None else param
+        if isinstance(slope, bool) or not isinstance(slope, (int, float)):
+            raise ValueError(f"negative_slope {slope!r} is not a valid number")
+        return math.sqrt(2.0 / (1 + slope**2))
+    if nonlinearity not in GAINS:
+        raise ValueError(f"unsupported nonlinearity {nonlinearity!r}; one of {sorted(GAINS) + ['leaky_relu']}")
+    return GAINS[nonlinearity]
+
+
+def fan_in_and_fan_out(shape: tuple[int, ...]) -> tuple[int, int]:
+    """``(fan_in, fan_out)`` of a weight: ``(size(1), size(0))`` times the receptive field (the kernel's size)."""
+    if len(shape) < 2:
+        raise ValueError(f"fan in and fan out need a weight of at least 2 dims, got shape {shape}")
+    receptive = int(np.prod(shape[2:])) if len(shape) > 2 else 1
+    return shape[1] * receptive, shape[0] * receptive
+
+
+def _fill(tensor, values: np.ndarray):
+    """Write ``values`` into ``tensor`` (a Parameter or an array) in place, in its dtype; return ``tensor``."""
+    target = tensor.data if hasattr(tensor, "copy_") else tensor
+    target[...] = values.astype(target.dtype)
+    return tensor
+
+
+def _shape(tensor) -> tuple[int, ...]:
+    return tuple((tensor.data if hasattr(tensor, "copy_") else tensor).shape)
+
+
+def uniform_(tensor, a: float = 0.0, b: float = 1.0):
+    return _fill(tensor, _generator.uniform(a, b, size=_shape(tensor)))
+
+
+def normal_(tensor, mean: float = 0.0, std: float = 1.0):
+    return _fill(tensor, mean + std * _generator.standard_normal(size=_shape(tensor)))
+
+
+def trunc_normal_(tensor, mean: float = 0.0, std: float = 1.0, a: float = -2.0, b: float = 2.0):
+    """N(mean, std^2) restricted to [a, b]: draws outside are drawn again (exact, unlike an inverse-CDF in float32)."""
+    shape = _shape(tensor)
+    values = mean + std * _generator.standard_normal(size=shape)
+    outside = (values < a) | (values > b)
+    while outside.any():
+        values[outside] = mean + std * _generator.standard_normal(size=int(outside.sum()))
+        outside = (values < a) | (values > b)
+    return _fill(tensor, values)
+
+
+def constant_(tensor, val: float):
+    return _fill(tensor, np.full(_shape(tensor), val))
+
+
+def ones_(tensor):
+    return constant_(tensor, 1.0)
+
+
+def zeros_(tensor):
+    return constant_(tensor, 0.0)
+
+
+def eye_(tensor):
+    shape = _shape(tensor)
+    if len(shape) != 2:
+        raise ValueError(f"eye_ fills a matrix, got shape {shape}")
+    return _fill(tensor, np.eye(*shape))
+
+
+def xavier_uniform_(tensor, gain: float = 1.0):
+    fan_in, fan_out = fan_in_and_fan_out(_shape(tensor))
+    bound = gain * math.sqrt(6.0 / (fan_in + fan_out))
+    return uniform_(tensor, -bound, bound)
+
+
+def xavier_normal_(tensor, gain: float = 1.0):
+    fan_in, fan_out = fan_in_and_fan_out(_shape(tensor))
+    return normal_(tensor, 0.0, gain * math.sqrt(2.0 / (fan_in + fan_out)))
+
+
+def _kaiming_std(shape: tuple[int, ...], a: float, mode: str, nonlinearity: str) -> float:
+    if mode not in ("fan_in", "fan_out"):
+        raise ValueError(f"mode must be 'fan_in' or 'fan_out', got {mode!r}")
+    fan = fan_in_and_fan_out(shape)[0 if mode == "fan_in" else 1]
+    return calculate_gain(nonlinearity, a) / math.sqrt(fan)
+
+
+def kaiming_uniform_(tensor, a: float = 0.0, mode: str = "fan_in", nonlinearity: str = "leaky_relu"):
+    bound = math.sqrt(3.0) * _kaiming_std(_shape(tensor), a, mode, nonlinearity)
+    return uniform_(tensor, -bound, bound)
+
+
+def kaiming_normal_(tensor, a: float = 0.0, mode: str = "fan_in", nonlinearity: str = "leaky_relu"):
+    return normal_(tensor, 0.0, _kaiming_std(_shape(tensor), a, mode, nonlinearity))
+
+
+def orthogonal_(tensor, gain: float = 1.0):
+    """A (semi-)orthogonal matrix from the QR decomposition of a normal one (signs fixed by R's diagonal), reshaped
+    to the weight, as ``torch.nn.init.orthogonal_``."""
+    shape = _shape(tensor)
+    if len(shape) < 2:
+        raise ValueError(f"orthogonal_ needs at least 2 dims, got shape {shape}")
+    rows, cols = shape[0], int(np.prod(shape[1:]))
+    flat = _generator.standard_normal(size=(rows, cols))
+    q, r = np.linalg.qr(flat.T if rows < cols else flat)
+    q = q * np.sign(np.diag(r))
+    return _fill(tensor, gain * (q.T if rows < cols else q).reshape(shape))

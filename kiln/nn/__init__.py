@@ -15,10 +15,10 @@ from kiln.frontend.module import Buffer, Module, Parameter
 from kiln.frontend import layers_activation, layers_norm
 from kiln.frontend.layers_activation import *  # noqa: F401,F403
 from kiln.frontend.layers_norm import *  # noqa: F401,F403
-from kiln.nn import functional
+from kiln.nn import functional, init
 
 __all__ = [
-    "Buffer", "Dense", "Linear", "Module", "Parameter", "ReLU", "Sequential", "Sigmoid", "Softmax", "Tanh", "functional",
+    "Buffer", "Dense", "Linear", "Module", "Parameter", "ReLU", "Sequential", "Sigmoid", "Softmax", "Tanh", "functional", "init",
     "AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "AvgPool2d", "BatchNorm2d", "Conv1d", "Conv2d", "ConvTranspose2d", "Dropout", "Embedding", "Flatten", "GELU", "LayerNorm", "MaxPool2d", "MultiHeadAttention", "MultiheadAttention",
     "TransformerDecoder", "TransformerDecoderLayer", "TransformerEncoder", "TransformerEncoderLayer", "Unflatten", "ModuleDict", "ModuleList",
     "BCEWithLogitsLoss", "CrossEntropyLoss", "HuberLoss", "L1Loss", "MSELoss", "NLLLoss", "SmoothL1Loss",
