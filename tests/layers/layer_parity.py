@@ -51,3 +51,23 @@ def assert_layer_matches_torch(torch, module: Any, reference: Any, arrays: Seque
         np.testing.assert_allclose(grad, torch_params[name].grad.numpy(), rtol=rtol, atol=atol, err_msg=name)
     for grad, tensor in zip(input_grads, [t for t in tensors if t.requires_grad]):
         np.testing.assert_allclose(grad, tensor.grad.numpy(), rtol=rtol, atol=atol, err_msg="input gradient")
+
+
+def sgd_losses_in_lockstep(torch, model: Any, reference: Any, x: np.ndarray, y: np.ndarray, lr: float, steps: int) -> list[float]:
+    """Train ``model`` (compiled kiln step) and its PyTorch twin ``reference`` (weights copied in first) with SGD on
+    one batch and cross-entropy, asserting every step's loss agrees; returns kiln's losses."""
+    import kiln
+    import kiln.nn.functional as F
+
+    reference.load_state_dict({k: torch.tensor(np.array(v)) for k, v in model.state_dict().items()})
+    step = kiln.compile_train_step(model, F.cross_entropy, kiln.optim.SGD(model.parameters(), lr=lr))
+    optimizer = torch.optim.SGD(reference.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        losses.append(float(step(x, y)))
+        optimizer.zero_grad()
+        torch_loss = torch.nn.functional.cross_entropy(reference(torch.tensor(x)), torch.tensor(y))
+        torch_loss.backward()
+        optimizer.step()
+        np.testing.assert_allclose(losses[-1], torch_loss.item(), rtol=1e-4)
+    return losses

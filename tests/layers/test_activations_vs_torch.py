@@ -10,7 +10,7 @@ import kiln
 import kiln.nn as nn
 import kiln.nn.functional as F
 from kiln.backends.numpy import NumpyBackend
-from layer_parity import assert_layer_matches_torch
+from layer_parity import assert_layer_matches_torch, sgd_losses_in_lockstep
 from oracles import require
 
 KINKS = [-6.0, -3.0, -2.0, -1.0, 0.0, 1.0, 2.5, 3.0, 6.0, 10.0, 20.0]  # leaky/elu 0, hardtanh bounds, relu6, hardswish, softplus thresholds
@@ -152,20 +152,10 @@ def test_compiled_training_step_matches_torch_and_loss_falls():
     torch = require("torch")
     kiln.manual_seed(0)
     model, reference = _mlp(nn), _mlp(torch.nn)
-    reference.load_state_dict({k: torch.tensor(np.array(v)) for k, v in model.state_dict().items()})
-    step = kiln.compile_train_step(model, F.cross_entropy, kiln.optim.SGD(model.parameters(), lr=0.5))
-    optimizer = torch.optim.SGD(reference.parameters(), lr=0.5)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((32, 5)).astype(np.float32)
     y = (x[:, 0] > 0).astype(np.int64) + (x[:, 1] > 0.5)
-    losses = []
-    for _ in range(25):
-        losses.append(float(step(x, y)))
-        optimizer.zero_grad()
-        torch_loss = torch.nn.functional.cross_entropy(reference(torch.tensor(x)), torch.tensor(y))
-        torch_loss.backward()
-        optimizer.step()
-        np.testing.assert_allclose(losses[-1], torch_loss.item(), rtol=1e-4)
+    losses = sgd_losses_in_lockstep(torch, model, reference, x, y, lr=0.5, steps=25)
     assert all(np.diff(losses) < 0) and losses[-1] < 0.6 * losses[0], losses
 
 

@@ -17,7 +17,7 @@ from kiln.compiler.autodiff import differentiate
 from kiln.compiler.errors import TraceError
 from kiln.frontend.tensor import Tensor
 from kiln.frontend.trace import TraceContext
-from layer_parity import assert_layer_matches_torch
+from layer_parity import assert_layer_matches_torch, sgd_losses_in_lockstep
 from oracles import require
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel:UserWarning")  # PyTorch's note on its own copy
@@ -233,18 +233,9 @@ def test_compiled_training_step_follows_torch_and_lowers_the_loss():
     kiln.manual_seed(7)
     model = UpsampleConvHead()
     reference = torch_twin(model)
-    step = kiln.compile_train_step(model, F.cross_entropy, kiln.optim.SGD(model.parameters(), lr=0.2))
-    optimizer = torch.optim.SGD(reference.parameters(), lr=0.2)
     x = np.random.default_rng(2).standard_normal((8, 1, 6, 6)).astype(np.float32)
     y = np.random.default_rng(1).integers(0, 3, 8)
-    losses = []
-    for _ in range(15):
-        losses.append(float(step(x, y)))
-        optimizer.zero_grad()
-        torch_loss = torch.nn.functional.cross_entropy(reference(torch.tensor(x)), torch.tensor(y))
-        torch_loss.backward()
-        optimizer.step()
-        np.testing.assert_allclose(losses[-1], torch_loss.item(), rtol=1e-4)
+    losses = sgd_losses_in_lockstep(torch, model, reference, x, y, lr=0.2, steps=15)
     assert all(later < earlier for earlier, later in zip(losses, losses[1:])) and losses[-1] < 0.95 * losses[0], losses
     for name, value in reference.state_dict().items():
         np.testing.assert_allclose(model.state_dict()[name], value.numpy(), rtol=1e-3, atol=1e-5, err_msg=name)

@@ -10,7 +10,7 @@ import pytest
 import kiln
 import kiln.nn as nn
 import kiln.nn.functional as F
-from layer_parity import assert_layer_matches_torch
+from layer_parity import assert_layer_matches_torch, sgd_losses_in_lockstep
 from oracles import require
 
 DTYPES = ["float32", "float64"]
@@ -212,18 +212,8 @@ def test_compiled_training_step_matches_torch_and_the_loss_decreases():
     torch = require("torch")
     kiln.manual_seed(0)
     model, reference = small_cnn(kiln), small_cnn(torch)
-    reference.load_state_dict({k: torch.tensor(np.array(v)) for k, v in model.state_dict().items()})
-    step = kiln.compile_train_step(model, F.cross_entropy, kiln.optim.SGD(model.parameters(), lr=0.1))
-    optimizer = torch.optim.SGD(reference.parameters(), lr=0.1)
     x, y = normal(8, 2, 4, 4, seed=3), np.random.default_rng(3).integers(0, 3, 8)
-    losses = []
-    for _ in range(8):
-        losses.append(float(step(x, y)))
-        optimizer.zero_grad()
-        torch_loss = torch.nn.functional.cross_entropy(reference(torch.tensor(x)), torch.tensor(y))
-        torch_loss.backward()
-        optimizer.step()
-        np.testing.assert_allclose(losses[-1], torch_loss.item(), rtol=1e-4)
+    losses = sgd_losses_in_lockstep(torch, model, reference, x, y, lr=0.1, steps=8)
     assert losses[-1] < 0.7 * losses[0], losses
     for name, value in reference.state_dict().items():  # parameters and BatchNorm1d's running statistics
         np.testing.assert_allclose(model.state_dict()[name], value.numpy(), rtol=1e-4, atol=1e-5, err_msg=name)
