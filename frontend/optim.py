@@ -180,6 +180,13 @@ def _non_negative(owner: str, group: dict[str, Any], *names: str) -> None:
             raise KilnError(f"{owner}: invalid {name} {group[name]}; it must be >= 0")
 
 
+def _check_adam_like(owner: str, group: dict[str, Any]) -> None:
+    """lr, eps and weight_decay >= 0; two betas in [0, 1)."""
+    _non_negative(owner, group, "lr", "eps", "weight_decay")
+    if len(group["betas"]) != 2 or not all(0.0 <= beta < 1.0 for beta in group["betas"]):
+        raise KilnError(f"{owner}: invalid betas {group['betas']}; both must be in [0, 1)")
+
+
 def _hashable(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
@@ -268,10 +275,7 @@ class Adam(Optimizer):
         super().__init__(params, defaults)
 
     def check_group(self, group: dict[str, Any]) -> None:
-        name = type(self).__name__
-        _non_negative(name, group, "lr", "eps", "weight_decay")
-        if not all(0.0 <= beta < 1.0 for beta in group["betas"]) or len(group["betas"]) != 2:
-            raise KilnError(f"{name}: invalid betas {group['betas']}; both must be in [0, 1)")
+        _check_adam_like(type(self).__name__, group)
 
     def state_names(self, group: dict[str, Any]) -> tuple[str, ...]:
         return ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if group["amsgrad"] else ())
@@ -346,3 +350,117 @@ class Adagrad(Optimizer):
         options = {name: group[name] for name in ("lr_decay", "eps", "weight_decay")}
         new_param, new_sum = b.adagrad_update(param, _direction(b, grad, group), state["sum"], hyper["lr"], hyper["step"], **options)
         return new_param, {"sum": new_sum}
+
+
+class Adamax(Optimizer):
+    """Adamax (``torch.optim.Adamax``): Adam with the infinity norm ``exp_inf`` for the second moment; one ``optim.adamax_update`` per parameter."""
+
+    def __init__(
+        self, params: Iterable[Any], lr: float = 2e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+        weight_decay: float = 0.0, *, maximize: bool = False,
+    ):
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, maximize=maximize))
+
+    def check_group(self, group: dict[str, Any]) -> None:
+        _check_adam_like("Adamax", group)
+
+    def state_names(self, group: dict[str, Any]) -> tuple[str, ...]:
+        return ("exp_avg", "exp_inf")
+
+    def emit_update(self, b, param, grad, state, hyper, group):
+        beta1, beta2 = group["betas"]
+        new_param, new_avg, new_inf = b.adamax_update(
+            param, _direction(b, grad, group), state["exp_avg"], state["exp_inf"], hyper["lr"], hyper["step"],
+            beta1=beta1, beta2=beta2, eps=group["eps"], weight_decay=group["weight_decay"],
+        )
+        return new_param, {"exp_avg": new_avg, "exp_inf": new_inf}
+
+
+class NAdam(Optimizer):
+    """NAdam (``torch.optim.NAdam``): Adam with Nesterov momentum on a warming schedule ``mu_t``; one ``optim.nadam_update`` per parameter.
+
+    ``mu_product`` (the product ``mu_1 ... mu_t``) is a scalar per parameter in PyTorch; here it is an array
+    shaped like the parameter, every element that scalar, in the parameter's dtype (optimizer state is shaped
+    like its parameter). It starts at ones.
+    """
+
+    def __init__(
+        self, params: Iterable[Any], lr: float = 2e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+        weight_decay: float = 0.0, momentum_decay: float = 4e-3, decoupled_weight_decay: bool = False, *, maximize: bool = False,
+    ):
+        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, momentum_decay=momentum_decay,
+                        decoupled_weight_decay=decoupled_weight_decay, maximize=maximize)
+        super().__init__(params, defaults)
+
+    def check_group(self, group: dict[str, Any]) -> None:
+        _check_adam_like("NAdam", group)
+        _non_negative("NAdam", group, "momentum_decay")
+
+    def state_names(self, group: dict[str, Any]) -> tuple[str, ...]:
+        return ("mu_product", "exp_avg", "exp_avg_sq")
+
+    def initial_state(self, param: Parameter, group: dict[str, Any]) -> dict[str, np.ndarray]:
+        return {**super().initial_state(param, group), "mu_product": np.ones_like(param.data)}
+
+    def emit_update(self, b, param, grad, state, hyper, group):
+        names = self.state_names(group)
+        beta1, beta2 = group["betas"]
+        results = b.nadam_update(
+            param, _direction(b, grad, group), *[state[name] for name in names], hyper["lr"], hyper["step"],
+            beta1=beta1, beta2=beta2, eps=group["eps"], weight_decay=group["weight_decay"],
+            momentum_decay=group["momentum_decay"], decoupled=group["decoupled_weight_decay"],
+        )
+        return results[0], dict(zip(names, results[1:]))
+
+
+class RAdam(Optimizer):
+    """RAdam (``torch.optim.RAdam``): Adam whose adaptive step is switched on, rectified, once the variance of its
+    second moment is tractable (``rho_t > 5``, a ``where`` on the step input); one ``optim.radam_update`` per parameter."""
+
+    def __init__(
+        self, params: Iterable[Any], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+        weight_decay: float = 0.0, decoupled_weight_decay: bool = False, *, maximize: bool = False,
+    ):
+        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+                        decoupled_weight_decay=decoupled_weight_decay, maximize=maximize)
+        super().__init__(params, defaults)
+
+    def check_group(self, group: dict[str, Any]) -> None:
+        _check_adam_like("RAdam", group)
+
+    def state_names(self, group: dict[str, Any]) -> tuple[str, ...]:
+        return ("exp_avg", "exp_avg_sq")
+
+    def emit_update(self, b, param, grad, state, hyper, group):
+        beta1, beta2 = group["betas"]
+        new_param, new_avg, new_avg_sq = b.radam_update(
+            param, _direction(b, grad, group), state["exp_avg"], state["exp_avg_sq"], hyper["lr"], hyper["step"],
+            beta1=beta1, beta2=beta2, eps=group["eps"], weight_decay=group["weight_decay"], decoupled=group["decoupled_weight_decay"],
+        )
+        return new_param, {"exp_avg": new_avg, "exp_avg_sq": new_avg_sq}
+
+
+class Adadelta(Optimizer):
+    """Adadelta (``torch.optim.Adadelta``): steps scaled by the ratio of running RMS of updates and of gradients;
+    one ``optim.adadelta_update`` per parameter."""
+
+    def __init__(
+        self, params: Iterable[Any], lr: float = 1.0, rho: float = 0.9, eps: float = 1e-6, weight_decay: float = 0.0,
+        *, maximize: bool = False,
+    ):
+        super().__init__(params, dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize))
+
+    def check_group(self, group: dict[str, Any]) -> None:
+        _non_negative("Adadelta", group, "lr", "eps", "weight_decay")
+        if not 0.0 <= group["rho"] <= 1.0:
+            raise KilnError(f"Adadelta: invalid rho {group['rho']}; it must be in [0, 1]")
+
+    def state_names(self, group: dict[str, Any]) -> tuple[str, ...]:
+        return ("square_avg", "acc_delta")
+
+    def emit_update(self, b, param, grad, state, hyper, group):
+        options = {name: group[name] for name in ("rho", "eps", "weight_decay")}
+        new_param, new_square_avg, new_acc_delta = b.adadelta_update(
+            param, _direction(b, grad, group), state["square_avg"], state["acc_delta"], hyper["lr"], **options
+        )
+        return new_param, {"square_avg": new_square_avg, "acc_delta": new_acc_delta}

@@ -13,7 +13,10 @@ The decompositions follow ``torch.optim``'s single-tensor code operation by
 operation (``buf.mul_(m).add_(g, alpha=1 - d)`` is ``buf * m + (1 - d) * g``),
 so float32 results agree with PyTorch's to rounding. Scalar factors that
 PyTorch computes on the host in double precision (bias corrections, Adagrad's
-decayed lr) are computed here in f64 and cast to the parameter's dtype.
+decayed lr, RAdam's rectification, NAdam's momentum schedule) are computed here
+in f64 from the ``step`` operand and cast to the parameter's dtype; a choice
+PyTorch makes with a Python ``if`` on such a scalar is a ``tensor.where``, so one
+compiled step serves every step number.
 """
 
 from __future__ import annotations
@@ -114,6 +117,22 @@ def as_dtype_of(b: "Builder", scalar: "Value", like: "Value") -> "Value":
     return scalar if scalar.type.dtype is like.type.dtype else b.cast(scalar, dtype=like.type.dtype)
 
 
+def add_scaled_ratio(b: "Builder", param: "Value", scale: "Value", numerator: "Value", denominator: "Value") -> "Value":
+    # p + (s n) / d with the f64 scale s rounded to p's dtype   (torch: param.addcdiv_(n, d, value=s))
+    return b.add(param, b.div(b.mul(as_dtype_of(b, scale, param), numerator), denominator))
+
+
+def decay_weights(
+    b: "Builder", param: "Value", grad: "Value", lr: "Value", weight_decay: float, decoupled: bool
+) -> tuple["Value", "Value"]:
+    """``(param, grad)`` after weight decay: decoupled ``p (1 - lr wd)`` (AdamW's), else L2 ``g + wd p``."""
+    if not (decoupled and weight_decay):
+        return param, with_l2(b, grad, param, weight_decay)
+    # p (1 - lr wd), the factor in f64   (torch: param.mul_(1 - lr * weight_decay))
+    factor = b.sub(f64(b, 1.0), b.mul(host_scalar(b, lr), f64(b, weight_decay)))
+    return b.mul(param, as_dtype_of(b, factor, param)), grad
+
+
 # --- SGD -----------------------------------------------------------------------------------------
 
 
@@ -167,11 +186,7 @@ def adam_update_decomposition(
     beta1: float, beta2: float, eps: float, weight_decay: float, amsgrad: bool, decoupled: bool,
 ) -> tuple["Value", ...]:
     exp_avg, exp_avg_sq, *max_sq, lr, step = rest
-    if decoupled and weight_decay:
-        # p <- p (1 - lr wd)
-        param = b.mul(param, as_dtype_of(b, b.sub(f64(b, 1.0), b.mul(host_scalar(b, lr), f64(b, weight_decay))), param))
-    else:
-        grad = with_l2(b, grad, param, weight_decay)
+    param, grad = decay_weights(b, param, grad, lr, weight_decay, decoupled)
     new_avg = lerp(b, exp_avg, grad, 1 - beta1)
     new_avg_sq = decayed_average_of_squares(b, exp_avg_sq, grad, beta2)
     # step_size = lr / (1 - beta1^t);  denom = sqrt(v) / sqrt(1 - beta2^t) + eps
@@ -180,9 +195,8 @@ def adam_update_decomposition(
     new_max = [b.maximum(max_sq[0], new_avg_sq)] if amsgrad else []
     second = new_max[0] if amsgrad else new_avg_sq
     denom = b.add(b.div(b.sqrt(second), correction2_sqrt), constant(b, eps, param))
-    # p' = p + (-step_size m') / denom   (torch: param.addcdiv_(m, denom, value=-step_size))
-    new_param = b.add(param, b.div(b.mul(as_dtype_of(b, b.neg(step_size), param), new_avg), denom))
-    return (new_param, new_avg, new_avg_sq, *new_max)
+    # p' = p + (-step_size m') / denom
+    return (add_scaled_ratio(b, param, b.neg(step_size), new_avg, denom), new_avg, new_avg_sq, *new_max)
 
 
 # --- RMSprop -------------------------------------------------------------------------------------
@@ -250,7 +264,148 @@ def adagrad_update_decomposition(
     # sum' = sum + g g;  p' = p + (-clr g) / (sqrt(sum') + eps)
     new_sum = b.add(state_sum, b.mul(b.mul(constant(b, 1.0, grad), grad), grad))
     std = b.add(b.sqrt(new_sum), constant(b, eps, param))
-    return b.add(param, b.div(b.mul(as_dtype_of(b, b.neg(clr), param), grad), std)), new_sum
+    return add_scaled_ratio(b, param, b.neg(clr), grad, std), new_sum
+
+
+# --- Adamax --------------------------------------------------------------------------------------
+
+
+@register_op("optim.adamax_update", traits=UPDATE, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0)
+def adamax_update_shape(
+    param: TensorType, grad: TensorType, exp_avg: TensorType, exp_inf: TensorType, lr: TensorType, step: TensorType, **options: float
+) -> tuple[TensorType, TensorType, TensorType]:
+    """Adamax, Adam with an infinity norm: ``(p, g, m, u, lr, step) -> (p', m', u')``."""
+    return update_types("optim.adamax_update", param, grad, (exp_avg, exp_inf), lr, step)
+
+
+@register_decomposition("optim.adamax_update")
+def adamax_update_decomposition(
+    b: "Builder", param: "Value", grad: "Value", exp_avg: "Value", exp_inf: "Value", lr: "Value", step: "Value",
+    *, beta1: float, beta2: float, eps: float, weight_decay: float,
+) -> tuple["Value", "Value", "Value"]:
+    grad = with_l2(b, grad, param, weight_decay)
+    new_avg = lerp(b, exp_avg, grad, 1 - beta1)
+    # u' = max(u beta2, |g| + eps)
+    new_inf = b.maximum(b.mul(exp_inf, constant(b, beta2, exp_inf)), b.add(b.abs(grad), constant(b, eps, grad)))
+    # clr = lr / (1 - beta1^t), in f64;  p' = p + (-clr m') / u'
+    clr = b.div(host_scalar(b, lr), bias_correction(b, beta1, step))
+    return add_scaled_ratio(b, param, b.neg(clr), new_avg, new_inf), new_avg, new_inf
+
+
+# --- NAdam ---------------------------------------------------------------------------------------
+
+
+@register_op("optim.nadam_update", traits=UPDATE, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, momentum_decay=4e-3, decoupled=False)
+def nadam_update_shape(
+    param: TensorType, grad: TensorType, mu_product: TensorType, exp_avg: TensorType, exp_avg_sq: TensorType,
+    lr: TensorType, step: TensorType, **options: float,
+) -> tuple[TensorType, TensorType, TensorType, TensorType]:
+    """NAdam (``decoupled``: decoupled weight decay): ``(p, g, mu_product, m, v, lr, step) -> (p', mu_product', m', v')``.
+
+    ``mu_product`` is the running product of the momentum schedule, ``mu_1 ... mu_t``; PyTorch keeps it as one
+    scalar per parameter, here every element of a parameter-shaped state holds it (state is shaped like its parameter).
+    """
+    return update_types("optim.nadam_update", param, grad, (mu_product, exp_avg, exp_avg_sq), lr, step)
+
+
+def momentum_schedule(b: "Builder", beta1: float, momentum_decay: float, step: "Value") -> "Value":
+    # mu_t = beta1 (1 - 0.5 * 0.96^(t psi)), in f64 from the f64 step t
+    warmup = b.pow(f64(b, 0.96), b.mul(step, f64(b, momentum_decay)))
+    return b.mul(f64(b, beta1), b.sub(f64(b, 1.0), b.mul(f64(b, 0.5), warmup)))
+
+
+@register_decomposition("optim.nadam_update")
+def nadam_update_decomposition(
+    b: "Builder", param: "Value", grad: "Value", mu_product: "Value", exp_avg: "Value", exp_avg_sq: "Value", lr: "Value", step: "Value",
+    *, beta1: float, beta2: float, eps: float, weight_decay: float, momentum_decay: float, decoupled: bool,
+) -> tuple["Value", ...]:
+    param, grad = decay_weights(b, param, grad, lr, weight_decay, decoupled)
+    t = host_scalar(b, step)
+    mu = momentum_schedule(b, beta1, momentum_decay, t)
+    mu_next = momentum_schedule(b, beta1, momentum_decay, b.add(t, f64(b, 1.0)))
+    # prod' = prod mu, in the state's dtype   (torch: mu_product *= mu)
+    new_mu_product = b.mul(mu_product, as_dtype_of(b, mu, mu_product))
+    new_avg = lerp(b, exp_avg, grad, 1 - beta1)
+    new_avg_sq = decayed_average_of_squares(b, exp_avg_sq, grad, beta2)
+    # denom = sqrt(v' / (1 - beta2^t)) + eps
+    correction2 = as_dtype_of(b, bias_correction(b, beta2, step), param)
+    denom = b.add(b.sqrt(b.div(new_avg_sq, correction2)), constant(b, eps, param))
+    # p' = p + (-lr (1 - mu) / (1 - prod')) g / denom + (-lr mu_next / (1 - prod' mu_next)) m' / denom, factors in f64
+    product = b.cast(new_mu_product, dtype=DType.f64)  # one value repeated: the factors are equal across elements
+    negative_lr = b.neg(host_scalar(b, lr))
+    grad_scale = b.div(b.mul(negative_lr, b.sub(f64(b, 1.0), mu)), b.sub(f64(b, 1.0), product))
+    avg_scale = b.div(b.mul(negative_lr, mu_next), b.sub(f64(b, 1.0), b.mul(product, mu_next)))
+    new_param = add_scaled_ratio(b, add_scaled_ratio(b, param, grad_scale, grad, denom), avg_scale, new_avg, denom)
+    return new_param, new_mu_product, new_avg, new_avg_sq
+
+
+# --- RAdam ---------------------------------------------------------------------------------------
+
+
+@register_op("optim.radam_update", traits=UPDATE, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, decoupled=False)
+def radam_update_shape(
+    param: TensorType, grad: TensorType, exp_avg: TensorType, exp_avg_sq: TensorType, lr: TensorType, step: TensorType, **options: float
+) -> tuple[TensorType, TensorType, TensorType]:
+    """RAdam (``decoupled``: decoupled weight decay): ``(p, g, m, v, lr, step) -> (p', m', v')``."""
+    return update_types("optim.radam_update", param, grad, (exp_avg, exp_avg_sq), lr, step)
+
+
+def rectification(b: "Builder", beta2: float, step: "Value", correction2: "Value") -> tuple["Value", "Value"]:
+    """``(rho_t > 5, r_t)`` in f64: whether the variance is tractable yet, and the rectification factor (1 until then)."""
+    rho_inf = 2 / (1 - beta2) - 1
+    t = host_scalar(b, step)
+    # rho_t = rho_inf - 2 t beta2^t / (1 - beta2^t)
+    rho = b.sub(f64(b, rho_inf), b.div(b.mul(b.mul(f64(b, 2.0), t), b.pow(f64(b, beta2), t)), correction2))
+    tractable = b.greater(rho, f64(b, 5.0))
+    # r_t = ((rho_t - 4)(rho_t - 2) rho_inf / ((rho_inf - 4)(rho_inf - 2) rho_t))^0.5, of 1 while rho_t <= 5 (keeps it real)
+    ratio = b.div(b.mul(b.mul(b.sub(rho, f64(b, 4.0)), b.sub(rho, f64(b, 2.0))), f64(b, rho_inf)),
+                  b.mul(f64(b, (rho_inf - 4) * (rho_inf - 2)), rho))
+    return tractable, b.pow(b.where(tractable, ratio, f64(b, 1.0)), f64(b, 0.5))
+
+
+@register_decomposition("optim.radam_update")
+def radam_update_decomposition(
+    b: "Builder", param: "Value", grad: "Value", exp_avg: "Value", exp_avg_sq: "Value", lr: "Value", step: "Value",
+    *, beta1: float, beta2: float, eps: float, weight_decay: float, decoupled: bool,
+) -> tuple["Value", "Value", "Value"]:
+    param, grad = decay_weights(b, param, grad, lr, weight_decay, decoupled)
+    new_avg = lerp(b, exp_avg, grad, 1 - beta1)
+    new_avg_sq = decayed_average_of_squares(b, exp_avg_sq, grad, beta2)
+    correction2 = bias_correction(b, beta2, step)
+    tractable, rect = rectification(b, beta2, step, correction2)
+    # plain = m' / (1 - beta1^t) * lr;  adaptive = (1 / (sqrt(v') + eps)) * sqrt(1 - beta2^t)
+    plain = b.mul(b.div(new_avg, as_dtype_of(b, bias_correction(b, beta1, step), param)), lr)
+    inverse = b.div(constant(b, 1.0, param), b.add(b.sqrt(new_avg_sq), constant(b, eps, param)))
+    adaptive = b.mul(inverse, as_dtype_of(b, b.pow(correction2, f64(b, 0.5)), param))
+    # p' = p - (plain adaptive r_t if rho_t > 5 else plain)
+    rectified = b.mul(b.mul(plain, adaptive), as_dtype_of(b, rect, param))
+    return b.sub(param, b.where(tractable, rectified, plain)), new_avg, new_avg_sq
+
+
+# --- Adadelta ------------------------------------------------------------------------------------
+
+
+@register_op("optim.adadelta_update", traits=UPDATE, rho=0.9, eps=1e-6, weight_decay=0.0)
+def adadelta_update_shape(
+    param: TensorType, grad: TensorType, square_avg: TensorType, acc_delta: TensorType, lr: TensorType, **options: float
+) -> tuple[TensorType, TensorType, TensorType]:
+    """Adadelta: ``(p, g, square_avg, acc_delta, lr) -> (p', square_avg', acc_delta')``."""
+    return update_types("optim.adadelta_update", param, grad, (square_avg, acc_delta), lr)
+
+
+@register_decomposition("optim.adadelta_update")
+def adadelta_update_decomposition(
+    b: "Builder", param: "Value", grad: "Value", square_avg: "Value", acc_delta: "Value", lr: "Value",
+    *, rho: float, eps: float, weight_decay: float,
+) -> tuple["Value", "Value", "Value"]:
+    grad = with_l2(b, grad, param, weight_decay)
+    new_square_avg = decayed_average_of_squares(b, square_avg, grad, rho)
+    # delta = sqrt(acc + eps) / sqrt(v' + eps) * g;  acc' = acc rho + (1 - rho) delta delta
+    std = b.sqrt(b.add(new_square_avg, constant(b, eps, param)))
+    delta = b.mul(b.div(b.sqrt(b.add(acc_delta, constant(b, eps, param))), std), grad)
+    new_acc_delta = decayed_average_of_squares(b, acc_delta, delta, rho)
+    # p' = p + (-lr) delta
+    return b.add(param, b.mul(b.neg(lr), delta)), new_square_avg, new_acc_delta
 
 
 # --- gradient transforms -------------------------------------------------------------------------
