@@ -1,18 +1,31 @@
 """The traced ``Tensor``: a symbolic value with Python operators.
 
 Every operator emits one IR op into the graph being traced. Python numbers
-mix in as constants of the tensor's dtype, as in PyTorch.
+mix in as constants of the tensor's dtype, as in PyTorch. Methods take
+PyTorch's names, signatures and results (``x.max(1)`` is a ``(values,
+indices)`` pair, ``x.argmax()`` indexes the flattened tensor); the composite
+ones (``var``, ``norm``, ``logsumexp``, ``repeat``...) live in
+``frontend/functional.py`` as the ``torch.*`` functions they are.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
+from kiln.compiler.errors import TraceError
 from kiln.compiler.ir.core import Value
 from kiln.compiler.ir.types import Dim, DType, TensorType
-from kiln.frontend.trace import TraceContext
+from kiln.frontend.trace import TraceContext, user_location
+
+
+class ValuesIndices(NamedTuple):
+    """What ``x.max(dim)`` and ``x.min(dim)`` return, as PyTorch's ``torch.return_types.max``: a pair that unpacks
+    (``values, indices = x.max(1)``) and names its fields."""
+
+    values: "Tensor"
+    indices: "Tensor"
 
 
 class Tensor:
@@ -48,6 +61,21 @@ class Tensor:
 
     def size(self, axis: int | None = None) -> Any:
         return self.shape if axis is None else self.shape[axis]
+
+    def numel(self) -> Any:
+        """The element count: an int for a static shape; with symbolic dims, a 0-d tensor counting them at run time
+        (in the tensor's dtype if it is floating, so ``x.sum() / x.numel()`` traces; else int64)."""
+        if all(isinstance(d, int) for d in self.shape):
+            return int(np.prod(self.shape, dtype=np.int64))
+        return apply("tensor.numel", self, axes=None, dtype=self.dtype if self.dtype.is_float else DType.i64)
+
+    def __len__(self) -> int:
+        """The size of the first dim, as PyTorch; a symbolic one has no Python int, so it is an error."""
+        if not self.shape:
+            raise TypeError(f"len() of a 0-d tensor ({self.type})")
+        if not isinstance(self.shape[0], int):
+            raise _error(f"len() of {self.type}: its first dim {self.shape[0]} is symbolic; use x.shape[0] or x.numel()")
+        return self.shape[0]
 
     def __repr__(self) -> str:
         return f"Tensor({self.type})"
@@ -95,6 +123,51 @@ class Tensor:
     def __pos__(self) -> "Tensor":
         return self
 
+    neg = __neg__
+
+    def add(self, other: Any, *, alpha: Any = 1) -> "Tensor":
+        """``self + alpha * other``."""
+        return self + (other if _is_one(alpha) else other * alpha)
+
+    def sub(self, other: Any, *, alpha: Any = 1) -> "Tensor":
+        """``self - alpha * other``."""
+        return self - (other if _is_one(alpha) else other * alpha)
+
+    def mul(self, other: Any) -> "Tensor":
+        return self * other
+
+    def div(self, other: Any, *, rounding_mode: str | None = None) -> "Tensor":
+        if rounding_mode is not None:
+            raise _error(f"div(rounding_mode={rounding_mode!r}) needs a floor or trunc op, which kiln lacks; only true division (None) traces")
+        return self / other
+
+    def pow(self, exponent: Any) -> "Tensor":
+        return apply("tensor.pow", self, exponent)
+
+    def square(self) -> "Tensor":
+        return self * self
+
+    def reciprocal(self) -> "Tensor":
+        return 1.0 / _floating(self)
+
+    def rsqrt(self) -> "Tensor":
+        return apply("tensor.rsqrt", _floating(self))
+
+    def sign(self) -> "Tensor":
+        """-1, 0 or 1 (0 for NaN, as PyTorch); a select between constants, so its gradient is 0, as PyTorch's."""
+        if self.dtype is DType.bool:
+            return self
+        one, minus_one, zero = (apply("tensor.constant", value=np.asarray(v, self.dtype.numpy)) for v in (1, -1, 0))
+        return apply("tensor.where", self > 0, one, apply("tensor.where", self < 0, minus_one, zero))
+
+    def lerp(self, end: Any, weight: Any) -> "Tensor":
+        """``self + weight (end - self)``, from the nearer end as PyTorch computes it (``lerp(a, b, 1)`` is exactly ``b``)."""
+        difference = end - self
+        if not isinstance(weight, Tensor):
+            return self + difference * weight if abs(weight) < 0.5 else end - difference * (1 - weight)
+        near_start = apply("tensor.less", apply("tensor.abs", weight), 0.5)
+        return apply("tensor.where", near_start, self + difference * weight, end - difference * (1 - weight))
+
     # comparisons give bool tensors -----------------------------------------
     def __lt__(self, other: Any) -> "Tensor":
         return apply("tensor.less", self, other)
@@ -117,8 +190,6 @@ class Tensor:
     __hash__ = object.__hash__
 
     def __bool__(self) -> bool:
-        from kiln.compiler.errors import TraceError
-
         raise TraceError(
             "a traced Tensor has no concrete truth value: Python control flow on tensor values "
             "cannot be traced; use kiln.where(condition, a, b) instead"
@@ -129,12 +200,21 @@ class Tensor:
     def T(self) -> "Tensor":
         return self.transpose()
 
+    def detach(self) -> "Tensor":
+        """The same values with no gradient flowing back through them (``tensor.stop_gradient``), as PyTorch's."""
+        return apply("tensor.stop_gradient", self)
+
     def transpose(self, dim0: int | None = None, dim1: int | None = None) -> "Tensor":
         """``x.transpose()`` reverses the axes; ``x.transpose(0, 1)`` swaps two, as in PyTorch."""
         perm = list(reversed(range(self.ndim)))
-        if dim0 is not None and dim1 is not None:
+        if dim0 is not None or dim1 is not None:
+            from kiln.frontend.functional import _dims
+
+            if dim0 is None or dim1 is None:
+                raise _error(f"transpose swaps two dims: give both, got {dim0} and {dim1}")
             perm = list(range(self.ndim))
-            perm[dim0], perm[dim1] = perm[dim1], perm[dim0]
+            (first,), (second,) = _dims("transpose", self, dim0), _dims("transpose", self, dim1)
+            perm[first], perm[second] = perm[second], perm[first]
         return apply("tensor.transpose", self, perm=tuple(perm))
 
     def permute(self, *dims: int) -> "Tensor":
@@ -152,6 +232,66 @@ class Tensor:
 
     view = reshape
 
+    def view_as(self, other: "Tensor") -> "Tensor":
+        return self.reshape(other.shape)
+
+    reshape_as = view_as
+
+    def expand_as(self, other: "Tensor") -> "Tensor":
+        return self.broadcast_to(other.shape)
+
+    def type_as(self, other: "Tensor") -> "Tensor":
+        return self if self.dtype is other.dtype else self.to(other.dtype)
+
+    def swapaxes(self, axis0: int, axis1: int) -> "Tensor":
+        return self.transpose(axis0, axis1)
+
+    swapdims = swapaxes
+
+    def movedim(self, source: int | tuple[int, ...], destination: int | tuple[int, ...]) -> "Tensor":
+        from kiln.frontend.functional import movedim
+
+        return movedim(self, source, destination)
+
+    moveaxis = movedim
+
+    def repeat(self, *sizes: Any) -> "Tensor":
+        from kiln.frontend.functional import _repeat
+
+        return _repeat(self, *sizes)
+
+    def flip(self, *dims: Any) -> "Tensor":
+        from kiln.frontend.functional import flip
+
+        return flip(self, tuple(_flatten_args(dims)))
+
+    def narrow(self, dim: int, start: int, length: int) -> "Tensor":
+        from kiln.frontend.functional import _narrow
+
+        return _narrow(self, dim, start, length)
+
+    def unbind(self, dim: int = 0) -> tuple["Tensor", ...]:
+        from kiln.frontend.functional import unbind
+
+        return unbind(self, dim)
+
+    def matmul(self, other: "Tensor") -> "Tensor":
+        return self @ other
+
+    def mm(self, mat2: "Tensor") -> "Tensor":
+        _check_rank("mm", 2, self, mat2)
+        return self @ mat2
+
+    def bmm(self, mat2: "Tensor") -> "Tensor":
+        _check_rank("bmm", 3, self, mat2)
+        return self @ mat2
+
+    def softmax(self, dim: int, dtype: Any = None) -> "Tensor":
+        return apply("nn.softmax", self if dtype is None else self.to(dtype), axis=dim)
+
+    def log_softmax(self, dim: int, dtype: Any = None) -> "Tensor":
+        return apply("nn.log_softmax", self if dtype is None else self.to(dtype), axis=dim)
+
     def sum(self, dim: int | tuple[int, ...] | None = None, keepdim: bool = False) -> "Tensor":
         return apply("tensor.reduce_sum", self, axes=dim, keepdims=keepdim)
 
@@ -161,7 +301,53 @@ class Tensor:
     def amax(self, dim: int | tuple[int, ...] | None = None, keepdim: bool = False) -> "Tensor":
         return apply("tensor.reduce_max", self, axes=dim, keepdims=keepdim)
 
-    max = amax
+    def max(self, dim: "int | Tensor | None" = None, keepdim: bool = False) -> "Tensor | ValuesIndices":
+        """PyTorch's three ``max``: ``x.max()`` the largest element (ties share the gradient), ``x.max(dim)`` the pair
+        ``(values, indices)`` (the first largest takes the gradient), ``x.max(other)`` the elementwise maximum."""
+        from kiln.frontend.functional import _extremum
+
+        return _extremum("max", self, dim, keepdim)
+
+    def min(self, dim: "int | Tensor | None" = None, keepdim: bool = False) -> "Tensor | ValuesIndices":
+        """``max``'s mirror: ``x.min()``, ``x.min(dim) -> (values, indices)``, ``x.min(other)``."""
+        from kiln.frontend.functional import _extremum
+
+        return _extremum("min", self, dim, keepdim)
+
+    def prod(self, dim: int | None = None, keepdim: bool = False, dtype: Any = None) -> "Tensor":
+        from kiln.frontend.functional import prod
+
+        return prod(self, dim, keepdim, dtype=dtype)
+
+    def var(self, dim: Any = None, unbiased: bool | None = None, keepdim: bool = False, *, correction: float | None = None) -> "Tensor":
+        from kiln.frontend.functional import var
+
+        return var(self, dim, unbiased, keepdim, correction=correction)
+
+    def std(self, dim: Any = None, unbiased: bool | None = None, keepdim: bool = False, *, correction: float | None = None) -> "Tensor":
+        from kiln.frontend.functional import std
+
+        return std(self, dim, unbiased, keepdim, correction=correction)
+
+    def norm(self, p: Any = "fro", dim: Any = None, keepdim: bool = False, dtype: Any = None) -> "Tensor":
+        from kiln.frontend.functional import norm
+
+        return norm(self, p, dim, keepdim, dtype)
+
+    def logsumexp(self, dim: Any, keepdim: bool = False) -> "Tensor":
+        from kiln.frontend.functional import logsumexp
+
+        return logsumexp(self, dim, keepdim)
+
+    def all(self, dim: Any = None, keepdim: bool = False) -> "Tensor":
+        from kiln.frontend.functional import _all_or_any
+
+        return _all_or_any("all", self, dim, keepdim)
+
+    def any(self, dim: Any = None, keepdim: bool = False) -> "Tensor":
+        from kiln.frontend.functional import _all_or_any
+
+        return _all_or_any("any", self, dim, keepdim)
 
     def exp(self) -> "Tensor":
         return apply("tensor.exp", self)
@@ -201,16 +387,52 @@ class Tensor:
     def abs(self) -> "Tensor":
         return apply("tensor.abs", self)
 
-    def argmax(self, dim: int = -1, keepdim: bool = False) -> "Tensor":
-        return apply("tensor.argmax", self, axis=dim, keepdims=keepdim)
+    def argmax(self, dim: int | None = None, keepdim: bool = False) -> "Tensor":
+        """The index of the first largest element along ``dim``; of the flattened tensor without one, as PyTorch."""
+        from kiln.frontend.functional import _argmax
+
+        return _argmax(self, dim, keepdim)
+
+    def argmin(self, dim: int | None = None, keepdim: bool = False) -> "Tensor":
+        from kiln.frontend.functional import argmin
+
+        return argmin(self, dim, keepdim)
 
     def amin(self, dim: int | tuple[int, ...] | None = None, keepdim: bool = False) -> "Tensor":
         return apply("tensor.reduce_min", self, axes=dim, keepdims=keepdim)
 
-    min = amin
+    def clamp(self, min: Any = None, max: Any = None) -> "Tensor":  # noqa: A002
+        """``min(max(x, min), max)``. Number bounds are one ``tensor.clip``; a tensor bound is a ``where``, which
+        broadcasts and, as PyTorch, sends the gradient to the bound where it wins, to ``x`` elsewhere."""
+        if not isinstance(min, Tensor) and not isinstance(max, Tensor):
+            return apply("tensor.clip", self, min=min, max=max)
+        result = self
+        if min is not None:
+            result = apply("tensor.where", apply("tensor.less", result, min), min, result)
+        if max is not None:
+            result = apply("tensor.where", apply("tensor.greater", result, max), max, result)
+        return result
 
-    def clamp(self, min: float | None = None, max: float | None = None) -> "Tensor":  # noqa: A002
-        return apply("tensor.clip", self, min=min, max=max)
+    clip = clamp
+
+    def clamp_min(self, min: Any) -> "Tensor":  # noqa: A002
+        return self.clamp(min=min)
+
+    def clamp_max(self, max: Any) -> "Tensor":  # noqa: A002
+        return self.clamp(max=max)
+
+    def where(self, condition: "Tensor", other: Any) -> "Tensor":
+        """``torch.where(condition, self, other)``."""
+        return apply("tensor.where", condition, self, other)
+
+    def masked_fill(self, mask: "Tensor", value: Any) -> "Tensor":
+        """``value`` where ``mask`` (which broadcasts to this tensor's shape) is True; the gradient flows elsewhere."""
+        if isinstance(value, Tensor) and value.dtype is not self.dtype:
+            value = value.to(self.dtype)
+        result = apply("tensor.where", mask, value, self)
+        if result.shape != self.shape:
+            raise _error(f"masked_fill: mask {mask.type} and value must broadcast to {self.type}, not widen it to {result.type}")
+        return result
 
     def unsqueeze(self, dim: int) -> "Tensor":
         return apply("tensor.expand_dims", self, axes=(dim,))
@@ -234,6 +456,26 @@ class Tensor:
         from kiln.frontend.functional_nn import chunk
 
         return chunk(self, chunks, dim)
+
+
+def _error(message: str) -> TraceError:
+    """A trace error that names the user's line, like the ones ops raise."""
+    location = user_location()
+    return TraceError(f"{location.describe() if location else '<unknown>'}\n  {message}")
+
+
+def _is_one(value: Any) -> bool:
+    return not isinstance(value, Tensor) and value == 1
+
+
+def _floating(x: Tensor) -> Tensor:
+    """``x``, cast to float32 if it is not floating (PyTorch's promotion for ``reciprocal``, ``rsqrt``...)."""
+    return x if x.dtype.is_float else x.to(DType.f32)
+
+
+def _check_rank(method: str, rank: int, *tensors: Tensor) -> None:
+    if any(t.ndim != rank for t in tensors):
+        raise _error(f"{method} needs {rank}-D operands, got {' and '.join(str(t.type) for t in tensors)}; use matmul to broadcast")
 
 
 def _flatten_args(args: tuple[Any, ...]) -> list[Any]:

@@ -10,7 +10,7 @@ import numpy as np
 
 from kiln.compiler.errors import ShapeError
 from kiln.compiler.ir.types import DType, Dim, TensorType, broadcast_shapes, dim_factors, dim_product, format_shape, normalize_axes
-from kiln.compiler.ops.registry import register_op
+from kiln.compiler.ops.registry import register_decomposition, register_op
 
 UNARY_ELEMENTWISE = ("neg", "exp", "log", "tanh", "sigmoid", "relu", "sqrt")
 BINARY_ELEMENTWISE = ("add", "sub", "mul", "div", "pow", "maximum", "minimum")
@@ -174,6 +174,18 @@ def broadcast_to_shape(x: TensorType, *, shape: tuple[Dim, ...]) -> TensorType:
         if dim != 1 and dim != target:
             raise ShapeError(f"tensor.broadcast_to: cannot broadcast {format_shape(x.shape)} to {format_shape(shape)}")
     return x.with_shape(shape)
+
+
+@register_op("tensor.stop_gradient", traits={"composite", "non_differentiable"})
+def stop_gradient_shape(x: TensorType) -> TensorType:
+    """``x`` as it is, through which no gradient flows (``Tensor.detach()``, JAX's ``stop_gradient``): autodiff takes
+    the result for a constant. It only means something to autodiff, so every backend expands it to ``x`` itself."""
+    return x
+
+
+@register_decomposition("tensor.stop_gradient")
+def stop_gradient_decomposition(b, x):
+    return x
 
 
 @register_op("tensor.one_hot", traits={"non_differentiable"}, num_classes=0, dtype=DType.f32)

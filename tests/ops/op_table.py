@@ -474,6 +474,7 @@ def _rows() -> list[OpRow]:
         OpRow("tensor.broadcast_to", lambda x, *, shape: np.broadcast_to(x, shape), BROADCAST_TO_CASES, normal, dtypes=FLOATS_AND_INTS),
         OpRow("tensor.one_hot", _one_hot, ONE_HOT_CASES, class_labels, False, ("i32", "i64")),
         OpRow("tensor.numel", _numel, NUMEL_CASES, normal, False, ("f32", "i64")),
+        OpRow("tensor.stop_gradient", lambda x: x, UNARY_CASES, normal, False),
         OpRow("nn.softmax", _softmax, SOFTMAX_CASES, normal),
         OpRow("nn.log_softmax", _log_softmax, SOFTMAX_CASES, normal),
         OpRow("nn.softmax_grad", _softmax_grad, SOFTMAX_GRAD_CASES, softmax_and_cotangent),
