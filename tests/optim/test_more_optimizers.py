@@ -24,7 +24,7 @@ import pytest
 import kiln
 import kiln.nn as nn
 import kiln.nn.functional as F
-from e2e.models import MLP, copy_into_torch, torch_mlp
+from e2e.models import MLP
 from kiln.backends.numpy import NumpyBackend
 from kiln.backends.numpy.fusion import expands_for_fusion, lower_for_fusion
 from kiln.compiler.errors import KilnError
@@ -32,7 +32,7 @@ from kiln.compiler.ir import Builder, Graph, TensorType
 from kiln.compiler.ir.core import clone_graph
 from kiln.compiler.passes.decompose import Decompose
 from oracles import require
-from training_parity import Run, Side, digit_like_batches, parameter_groups, torch_step
+from training_parity import Run, Side, digit_like_batches, side_by_side, torch_step
 
 STEPS = 25
 DATA_SEED = 1
@@ -77,18 +77,7 @@ def train_with_state(
 ) -> Iterator[tuple[Side, Side, dict[str, dict[str, np.ndarray]], dict[str, dict[str, np.ndarray]]]]:
     """``train_side_by_side`` that also yields both optimizers' state after every step, keyed by parameter position
     (PyTorch's ``step`` entries checked against kiln's ``step_count`` and left out)."""
-    kiln.manual_seed(0)
-    model = MLP()
-    for parameter in model.parameters():
-        parameter.data = parameter.data.astype(dtype)
-    reference = torch_mlp(torch).to(getattr(torch, dtype))
-    copy_into_torch(torch, model, reference)
-    lr = run.arguments.get("lr", 1e-3)
-    optimizer = getattr(kiln.optim, run.optimizer)(parameter_groups(list(model.named_parameters()), run.groups, lr), **run.arguments)
-    torch_optimizer = getattr(torch.optim, run.optimizer)(
-        parameter_groups(list(reference.named_parameters()), run.groups, lr), foreach=False, **run.arguments
-    )
-    step = kiln.compile_train_step(model, F.cross_entropy, optimizer, **run.options)
+    model, reference, optimizer, torch_optimizer, step = side_by_side(torch, run, dtype)
     for x, y in batches:
         loss, torch_loss = step(x, y), torch_step(torch, reference, torch_optimizer, x, y, run.options)
         theirs = {}

@@ -59,7 +59,9 @@ def parameter_groups(named: list[tuple[str, Any]], how: str | None, lr: float) -
     return [{"params": weights}, {"params": biases, "weight_decay": 0.0, "lr": lr / 2}]
 
 
-def train_side_by_side(torch: Any, run: Run, batches: list[tuple[np.ndarray, np.ndarray]], dtype: str = "float32") -> Iterator[tuple[Side, Side]]:
+def side_by_side(torch: Any, run: Run, dtype: str = "float32") -> tuple[Any, Any, Any, Any, Any]:
+    """``(model, reference, optimizer, torch_optimizer, step)``: the MLP in kiln and in PyTorch from the same weights in
+    ``dtype``, each with ``run``'s optimizer, and kiln's compiled step."""
     kiln.manual_seed(0)
     model = MLP()
     if dtype != "float32":
@@ -70,7 +72,11 @@ def train_side_by_side(torch: Any, run: Run, batches: list[tuple[np.ndarray, np.
     lr = run.arguments.get("lr", 1e-3)
     optimizer = getattr(kiln.optim, run.optimizer)(parameter_groups(list(model.named_parameters()), run.groups, lr), **run.arguments)
     torch_optimizer = getattr(torch.optim, TORCH_NAMES.get(run.optimizer, run.optimizer))(parameter_groups(list(reference.named_parameters()), run.groups, lr), foreach=False, **run.arguments)
-    step = kiln.compile_train_step(model, F.cross_entropy, optimizer, **run.options)
+    return model, reference, optimizer, torch_optimizer, kiln.compile_train_step(model, F.cross_entropy, optimizer, **run.options)
+
+
+def train_side_by_side(torch: Any, run: Run, batches: list[tuple[np.ndarray, np.ndarray]], dtype: str = "float32") -> Iterator[tuple[Side, Side]]:
+    model, reference, optimizer, torch_optimizer, step = side_by_side(torch, run, dtype)
     for x, y in batches:
         loss = step(x, y)
         torch_loss = torch_step(torch, reference, torch_optimizer, x, y, run.options)
