@@ -10,6 +10,7 @@ MPI. mpi4py is imported only when a communicator is made.
 from __future__ import annotations
 
 import sys
+import time
 from contextlib import contextmanager
 from functools import cached_property
 from typing import Any, Callable, Iterator, Protocol, Sequence
@@ -188,6 +189,12 @@ def init(backend: str = "mpi", comm: Any = None, abort_on_error: bool = True) ->
     return _CURRENT
 
 
+ABORT_GRACE_S = 1.0
+"""How long a failing rank waits between writing its error and aborting the job: mpiexec forwards each rank's output
+through its process manager, and an abort tears the job down at once, dropping what is still in flight (under load,
+only the traceback's first line reached the terminal). Paid only by a job that is failing anyway."""
+
+
 def _abort_on_uncaught_exception(communicator: Communicator) -> None:
     previous = sys.excepthook
 
@@ -195,6 +202,7 @@ def _abort_on_uncaught_exception(communicator: Communicator) -> None:
         previous(kind, error, traceback)
         print(f"kiln.distributed: rank {communicator.rank} failed; aborting all {communicator.size} ranks", file=sys.stderr, flush=True)
         sys.stderr.flush()
+        time.sleep(ABORT_GRACE_S)
         getattr(communicator, "abort", lambda code: None)(1)
 
     sys.excepthook = hook
