@@ -74,6 +74,11 @@ class Optimizer:
     def parameters(self) -> list[Parameter]:
         return [p for group in self.param_groups for p in group["params"]]
 
+    def trained_parameters(self) -> list[Parameter]:
+        """The parameters a step updates: those with ``requires_grad``. As in PyTorch, a frozen parameter gets no
+        gradient, so no update, no weight decay and no state; turning it back on recompiles the step."""
+        return [p for p in self.parameters() if p.requires_grad]
+
     def group_of(self, param: Parameter) -> dict[str, Any]:
         return next(group for group in self.param_groups if any(p is param for p in group["params"]))
 
@@ -92,8 +97,10 @@ class Optimizer:
         return self.state[id(param)]
 
     def signature(self) -> tuple[Any, ...]:
-        """What a compiled update fixes: group membership and every option that is not a graph input."""
-        return tuple((tuple(map(id, group["params"])), tuple([_hashable(group[key]) for key in self.fixed_options]))
+        """What a compiled update fixes: group membership, which parameters train (requires_grad), and every option that is
+        not a graph input."""
+        return tuple((tuple(map(id, group["params"])), tuple(bool(p.requires_grad) for p in group["params"]),
+                      tuple([_hashable(group[key]) for key in self.fixed_options]))
                      for group in self.param_groups)
 
     def emit_update(

@@ -102,7 +102,7 @@ def _trace_loss(
             inputs = [Tensor(context.graph.add_input(spec.type, name + suffix)) for spec, name in zip(specs, names)]
             batch_inputs += [tensor.value for tensor in inputs]
             losses.append(as_value(loss_fn(model(*inputs[:-1]), inputs[-1]), "the loss function's result"))
-        parameters = optimizer.parameters()
+        parameters = optimizer.trained_parameters()  # requires_grad=False: frozen, as in PyTorch
         param_values = [context.value_of(p) for p in parameters]
         trained = set(map(id, parameters))
         frozen = [p for p in context.parameters if id(p) not in trained]
