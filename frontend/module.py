@@ -146,6 +146,57 @@ class Module:
         """Keep ``array`` as a non-trainable ``Buffer`` named ``name`` (PyTorch's ``register_buffer``)."""
         setattr(self, name, Buffer(array))
 
+    def register_parameter(self, name: str, parameter: "Parameter | None") -> None:
+        """Register ``parameter`` as ``name`` (PyTorch's ``register_parameter``)."""
+        if parameter is not None and not isinstance(parameter, Parameter):
+            raise KilnError(f"register_parameter({name!r}) takes a kiln Parameter, got {type(parameter).__name__}")
+        setattr(self, name, parameter)
+
+    def buffers(self) -> Iterator[Buffer]:
+        for _, buffer in self.named_buffers():
+            yield buffer
+
+    def get_submodule(self, target: str) -> "Module":
+        """The submodule at the dotted path ``target`` (``"encoder.layers.0"``); ``""`` is this module."""
+        module = self
+        for name in target.split(".") if target else []:
+            if name not in module._modules:
+                raise AttributeError(f"{type(module).__name__} has no submodule {name!r} (looking up {target!r})")
+            module = module._modules[name]
+        return module
+
+    def get_parameter(self, target: str) -> "Parameter":
+        path, _, name = target.rpartition(".")
+        module = self.get_submodule(path)
+        if name not in module._parameters:
+            raise AttributeError(f"{type(module).__name__} has no parameter {name!r} (looking up {target!r})")
+        return module._parameters[name]
+
+    def requires_grad_(self, requires_grad: bool = True) -> "Module":
+        """Freeze (False) or unfreeze every parameter: a training step leaves frozen ones as they are."""
+        for parameter in self.parameters():
+            parameter.requires_grad = requires_grad
+        return self
+
+    def to(self, dtype: Any = None, **_ignored: Any) -> "Module":
+        """Cast every floating parameter and buffer to ``dtype`` in place (``"float64"``, ``np.float64``, a torch dtype
+        name); devices are the backend's choice in kiln (``compile_train_step(..., backend=)``), so a device is ignored."""
+        target = _float_dtype(dtype)
+        if target is not None:
+            for tensor in [*self.parameters(), *self.buffers()]:
+                if tensor.data.dtype.kind == "f":
+                    tensor.data = tensor.data.astype(target)
+        return self
+
+    def double(self) -> "Module":
+        return self.to(np.float64)
+
+    def float(self) -> "Module":
+        return self.to(np.float32)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Nothing to clear: a compiled step computes its gradients inside the step (PyTorch code calling it runs as is)."""
+
     def children(self) -> Iterator["Module"]:
         yield from self._modules.values()
 
@@ -209,3 +260,19 @@ def _to_numpy(value: Any) -> Any:
     if hasattr(value, "detach") and hasattr(value, "numpy"):
         return value.detach().cpu().numpy()
     return value
+
+
+def _float_dtype(dtype: Any) -> np.dtype | None:
+    """The NumPy float dtype ``Module.to`` casts to, or None for a device (``"cpu"``, ``"cuda"``), which kiln ignores."""
+    if dtype is None or (isinstance(dtype, str) and dtype.split(":")[0] in ("cpu", "cuda", "meta")):
+        return None
+    if isinstance(dtype, str) or str(dtype).startswith("torch."):  # a name, or a torch dtype (torch.float64)
+        name = str(dtype).removeprefix("torch.")
+        dtype = {"double": "float64", "float": "float32"}.get(name, name)
+    try:
+        result = np.dtype(dtype)
+    except TypeError:
+        raise KilnError(f"Module.to: cannot cast to {dtype!r}; give a float dtype such as 'float32' or 'float64'") from None
+    if result.kind != "f":
+        raise KilnError(f"Module.to: parameters stay floating point; got {dtype!r}")
+    return result

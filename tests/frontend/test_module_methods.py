@@ -1,0 +1,55 @@
+"""Module methods PyTorch code calls: dtype casts, freezing, lookups by dotted path, registering parameters."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import kiln
+import kiln.nn as nn
+import kiln.nn.functional as F
+
+
+def _model():
+    kiln.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
+
+
+def test_double_casts_parameters_and_buffers_and_the_step_runs_in_float64():
+    model = _model().double()
+    assert {p.data.dtype for p in model.parameters()} == {np.dtype(np.float64)}
+    assert model[1].running_mean.data.dtype == np.float64 and model[1].num_batches_tracked.data.dtype.kind == "i"  # counters stay integers
+    step = kiln.compile_train_step(model, F.cross_entropy, kiln.optim.SGD(model.parameters(), lr=0.1))
+    loss = step(np.random.default_rng(0).standard_normal((5, 4)), np.array([0, 1, 2, 0, 1]))
+    assert np.asarray(loss).dtype == np.float64
+    assert model.float() is model and {p.data.dtype for p in model.parameters()} == {np.dtype(np.float32)}
+    assert model.to("cpu") is model and model.to(dtype="torch.float64")[0].weight.data.dtype == np.float64
+    with pytest.raises(kiln.KilnError, match="stay floating point"):
+        model.to("int32")
+
+
+def test_requires_grad_false_freezes_the_whole_module_in_a_step():
+    model = _model()
+    model[0].requires_grad_(False)
+    before = {name: value.copy() for name, value in model.state_dict().items()}
+    step = kiln.compile_train_step(model, F.cross_entropy, kiln.optim.SGD(model.parameters(), lr=0.5))
+    step(np.random.default_rng(1).standard_normal((6, 4)).astype(np.float32), np.arange(6) % 3)
+    np.testing.assert_array_equal(model[0].weight.data, before["0.weight"])
+    np.testing.assert_array_equal(model[0].bias.data, before["0.bias"])
+    assert not np.array_equal(model[3].weight.data, before["3.weight"])
+
+
+def test_lookups_by_dotted_path_and_registration():
+    model = _model()
+    assert model.get_submodule("1") is model[1] and model.get_submodule("") is model
+    assert model.get_parameter("3.bias") is model[3].bias
+    with pytest.raises(AttributeError, match="no submodule '7'"):
+        model.get_submodule("7")
+    with pytest.raises(AttributeError, match="no parameter 'gain'"):
+        model.get_parameter("0.gain")
+    head = model[3]
+    head.register_parameter("scale", nn.Parameter(np.ones(3, np.float32)))
+    assert "3.scale" in model.state_dict() and len(list(model.buffers())) == 3  # BatchNorm's three buffers
+    with pytest.raises(kiln.KilnError, match="kiln Parameter"):
+        head.register_parameter("offset", np.zeros(3))
+    assert model.zero_grad() is None
