@@ -62,6 +62,6 @@ def test_the_cpu_profile_accounts_for_every_op_of_the_cnn_step():
     run, executable = cpu_profile.profiled_step("W5")
     times = cpu_profile.median_times(run, executable, steps=2, warmup=1)
     assert len(times) == len(executable.graph.ops) and "KILN_NUMPY_PROFILE" not in os.environ
-    lines = cpu_profile.report(times, top=5)
+    lines = cpu_profile.report(times, top=len(times))  # every kind and op listed: which rank first is timing, not tested
     assert lines[0].startswith("step: ") and any("tensor.max_pool2d_grad" in line for line in lines)
     assert any(line.strip().endswith("tensor.conv2d_columns") for line in lines)
