@@ -15,10 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from kiln.compiler.errors import TraceError
 from kiln.frontend.functional_activation import _log1p, _softplus, logsigmoid
 from kiln.frontend.tensor import Tensor, apply
-from kiln.frontend.trace import user_location
+from kiln.frontend.trace import located_error
 
 __all__ = [
     "binary_cross_entropy", "binary_cross_entropy_with_logits", "cosine_embedding_loss", "cross_entropy", "gaussian_nll_loss",
@@ -85,7 +84,7 @@ def binary_cross_entropy_with_logits(
     if weight is None:
         return apply("nn.bce_with_logits", input, target, *pos_weights, reduction=reduction)
     if reduction not in ("mean", "sum", "none"):
-        raise _error(f"binary_cross_entropy_with_logits: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+        raise located_error(f"binary_cross_entropy_with_logits: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
     (weight,) = _constants("binary_cross_entropy_with_logits", input, weight=weight)
     loss = apply("nn.bce_with_logits", input, target, *pos_weights, reduction="none") * weight
     return loss if reduction == "none" else loss.mean() if reduction == "mean" else loss.sum()
@@ -161,7 +160,7 @@ def gaussian_nll_loss(input: Tensor, target: Tensor, var: Tensor | float, full: 
     _check_reduction("gaussian_nll_loss", reduction)
     if not isinstance(var, Tensor):
         if var < 0:
-            raise _error(f"gaussian_nll_loss: var is {var}; it must be non-negative")
+            raise located_error(f"gaussian_nll_loss: var is {var}; it must be non-negative")
         var = max(float(var), eps)
     else:
         var = _clamp_below_keeping_gradient(_variance_like(input, var), eps)
@@ -177,7 +176,7 @@ def margin_ranking_loss(input1: Tensor, input2: Tensor, target: Tensor, margin: 
     """``max(0, -target (input1 - input2) + margin)``: ``target`` 1 asks ``input1`` to rank above ``input2``, -1 below."""
     _check_reduction("margin_ranking_loss", reduction)
     if not input1.ndim == input2.ndim == target.ndim:
-        raise _error(f"margin_ranking_loss: input1 {input1.type}, input2 {input2.type} and target {target.type} need the same rank")
+        raise located_error(f"margin_ranking_loss: input1 {input1.type}, input2 {input2.type} and target {target.type} need the same rank")
     return _reduce(_clamp_at_0(-target * (input1 - input2) + margin), reduction)
 
 
@@ -213,7 +212,7 @@ def cosine_embedding_loss(input1: Tensor, input2: Tensor, target: Tensor, margin
     last dim of ``(N, D)`` (or ``(D,)``) inputs, with PyTorch's 1e-12 added to each squared norm."""
     _check_reduction("cosine_embedding_loss", reduction)
     if input1.shape != input2.shape or target.ndim != input1.ndim - 1 or target.ndim > 1:
-        raise _error(
+        raise located_error(
             f"cosine_embedding_loss: needs inputs of one shape (N, D) or (D,) and targets (N,) or (); got {input1.type}, {input2.type}, {target.type}"
         )
     squared_norm1 = (input1 * input1).sum(-1) + TORCH_EPSILON
@@ -231,11 +230,11 @@ def triplet_margin_loss(
     ``||x1 - x2 + eps||_p`` over the last dim; ``swap`` uses ``d(positive, negative)`` when it is the smaller."""
     _check_reduction("triplet_margin_loss", reduction)
     if margin <= 0:
-        raise _error(f"triplet_margin_loss: margin must be greater than 0, got {margin}")
+        raise located_error(f"triplet_margin_loss: margin must be greater than 0, got {margin}")
     if not p > 0:
-        raise _error(f"triplet_margin_loss: the norm's p must be positive (or inf), got {p}")
+        raise located_error(f"triplet_margin_loss: the norm's p must be positive (or inf), got {p}")
     if not anchor.ndim == positive.ndim == negative.ndim:
-        raise _error(f"triplet_margin_loss: anchor {anchor.type}, positive {positive.type} and negative {negative.type} need the same rank")
+        raise located_error(f"triplet_margin_loss: anchor {anchor.type}, positive {positive.type} and negative {negative.type} need the same rank")
     to_positive = _pairwise_distance(anchor, positive, p, eps)
     to_negative = _pairwise_distance(anchor, negative, p, eps)
     if swap:
@@ -250,10 +249,10 @@ def multi_margin_loss(
     ``sum_{j != y} max(0, margin - x_y + x_j)^p / C``, times ``weight[y]``; ``p`` is 1 or 2."""
     _check_reduction("multi_margin_loss", reduction)
     if p not in (1, 2):
-        raise _error(f"multi_margin_loss: only p == 1 and p == 2 are supported, got {p}")
+        raise located_error(f"multi_margin_loss: only p == 1 and p == 2 are supported, got {p}")
     classes = input.shape[-1] if input.ndim else None
     if input.ndim not in (1, 2) or target.ndim != input.ndim - 1 or not isinstance(classes, int) or not target.dtype.is_int:
-        raise _error(
+        raise located_error(
             f"multi_margin_loss: needs scores (N, C) or (C,) with a static C and integer labels (N,) or (); got {input.type} and {target.type}"
         )
     label = apply("tensor.one_hot", target, num_classes=classes, dtype="float32").to(input.dtype)  # exact; ONNX Runtime has no float64 OneHot
@@ -300,7 +299,7 @@ def _variance_like(input: Tensor, var: Tensor) -> Tensor:
     differing = [size for size, want in zip(var.shape, input.shape) if size != want]
     if var.ndim == input.ndim and differing == [1]:
         return var
-    raise _error(
+    raise located_error(
         f"gaussian_nll_loss: var {var.type} fits neither input {input.type}, its shape without the last dim, nor that shape with one dim of 1"
     )
 
@@ -326,7 +325,7 @@ def _dim_size(input: Tensor, axis: int) -> Tensor | int:
 
 def _check_reduction(function: str, reduction: str, allowed: tuple[str, ...] = ("mean", "sum", "none")) -> None:
     if reduction not in allowed:
-        raise _error(f"{function}: reduction must be one of {allowed}, got {reduction!r}")
+        raise located_error(f"{function}: reduction must be one of {allowed}, got {reduction!r}")
 
 
 def _reduce(loss: Tensor, reduction: str) -> Tensor:
@@ -340,17 +339,13 @@ def _constants(function: str, input: Tensor, **arrays: Any) -> list[np.ndarray]:
         if value is None:
             continue
         if isinstance(value, Tensor):
-            raise _error(f"{function}: {name} is a constant of the loss; pass an array (e.g. {name}.numpy()), not a traced tensor")
+            raise located_error(f"{function}: {name} is a constant of the loss; pass an array (e.g. {name}.numpy()), not a traced tensor")
         constants.append(np.asarray(value, dtype=input.dtype.numpy))
     return constants
 
 
 def _same_shape(function: str, input: Tensor, target: Tensor) -> None:
     if input.shape != target.shape:
-        raise _error(f"{function}: input {input.type} and target {target.type} differ in shape; reshape one (PyTorch would broadcast and warn)")
+        raise located_error(f"{function}: input {input.type} and target {target.type} differ in shape; reshape one (PyTorch would broadcast and warn)")
 
 
-def _error(message: str) -> TraceError:
-    """A trace error that names the user's line, like the ones ops raise."""
-    location = user_location()
-    return TraceError(f"{location.describe() if location else '<unknown>'}\n  {message}")

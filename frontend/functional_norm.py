@@ -19,10 +19,9 @@ from typing import Sequence
 
 import numpy as np
 
-from kiln.compiler.errors import TraceError
 from kiln.frontend.functional_nn import layer_norm, rsqrt
 from kiln.frontend.tensor import Tensor
-from kiln.frontend.trace import user_location
+from kiln.frontend.trace import located_error
 
 
 def group_norm(input: Tensor, num_groups: int, weight: Tensor | None = None, bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:
@@ -30,10 +29,10 @@ def group_norm(input: Tensor, num_groups: int, weight: Tensor | None = None, bia
     shift each channel by ``weight[c]`` and ``bias[c]`` (either may be missing), as ``torch.nn.functional.group_norm``."""
     channels = input.shape[1] if input.ndim >= 2 else None
     if not isinstance(channels, int) or num_groups < 1 or channels % num_groups:
-        raise trace_error(f"group_norm needs an (N, C, *) input whose C is a static multiple of num_groups={num_groups}, got {input.type}")
+        raise located_error(f"group_norm needs an (N, C, *) input whose C is a static multiple of num_groups={num_groups}, got {input.type}")
     for name, parameter in (("weight", weight), ("bias", bias)):
         if parameter is not None and tuple(parameter.shape) != (channels,):
-            raise trace_error(f"group_norm: {name} must have shape ({channels},) for the input {input.type}, got {parameter.type}")
+            raise located_error(f"group_norm: {name} must have shape ({channels},) for the input {input.type}, got {parameter.type}")
     grouped = input.reshape(input.shape[0], num_groups, -1)
     normalized = _standardize_last_axis(grouped, eps).reshape(input.shape)
     channel = (-1,) + (1,) * (input.ndim - 2)  # (C,) -> (C, 1, ...), broadcasting along axis 1
@@ -57,19 +56,15 @@ def rms_norm(input: Tensor, normalized_shape: int | Sequence[int], weight: Tenso
     ``torch.nn.functional.rms_norm``: no centering, no bias; ``eps=None`` is the machine epsilon of ``input``'s dtype."""
     shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
     if not shape or len(shape) > input.ndim or tuple(input.shape[input.ndim - len(shape) :]) != shape:
-        raise trace_error(f"rms_norm: normalized_shape {shape} must equal the trailing dims of the input {input.type}")
+        raise located_error(f"rms_norm: normalized_shape {shape} must equal the trailing dims of the input {input.type}")
     if weight is not None and tuple(weight.shape) != shape:
-        raise trace_error(f"rms_norm: weight must have the normalized_shape {shape}, got {weight.type}")
+        raise located_error(f"rms_norm: weight must have the normalized_shape {shape}, got {weight.type}")
     eps = float(np.finfo(input.dtype.numpy).eps) if eps is None else eps
     axes = tuple(range(input.ndim - len(shape), input.ndim))
     output = input * rsqrt((input * input).mean(axes, keepdim=True) + eps)
     return output if weight is None else output * weight
 
 
-def trace_error(message: str) -> TraceError:
-    """A ``TraceError`` that names the user's source line, as the shape errors of traced ops do."""
-    location = user_location()
-    return TraceError(f"{location.describe()}\n  {message}" if location else message)
 
 
 __all__ = ["group_norm", "rms_norm"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from kiln.frontend import functional as F
-from kiln.frontend.functional_norm import trace_error
+from kiln.frontend.trace import located_error
 from kiln.frontend.layers_conv import BatchNorm2d
 from kiln.frontend.module import Module, Parameter
 from kiln.frontend.tensor import Tensor
@@ -74,7 +74,7 @@ class BatchNorm1d(BatchNorm2d):
     def forward(self, input: Tensor) -> Tensor:
         if input.ndim not in (2, 3) or input.shape[1] != self.num_features:
             features = self.num_features
-            raise trace_error(f"BatchNorm1d({features}) expects an (N, {features}) or (N, {features}, L) input, got {input.type}")
+            raise located_error(f"BatchNorm1d({features}) expects an (N, {features}) or (N, {features}, L) input, got {input.type}")
         if not self.track_running_stats:
             return F.batch_norm(input, None, None, self.weight, self.bias, True, self.momentum, self.eps)
         length = input.shape[2] if input.ndim == 3 else 1
@@ -103,7 +103,7 @@ class InstanceNorm2d(Module):
         if input.ndim == 3:
             return self.forward(input.unsqueeze(0)).squeeze(0)
         if input.ndim != 4:
-            raise trace_error(f"InstanceNorm2d expects an (N, C, H, W) or (C, H, W) input, got {input.type}")
+            raise located_error(f"InstanceNorm2d expects an (N, C, H, W) or (C, H, W) input, got {input.type}")
         return F.group_norm(input, input.shape[1], self.weight, self.bias, self.eps)
 
     def extra_repr(self) -> str:

@@ -17,7 +17,7 @@ import numpy as np
 from kiln.compiler.errors import TraceError
 from kiln.compiler.ir.core import Value
 from kiln.compiler.ir.types import Dim, DType, TensorType
-from kiln.frontend.trace import TraceContext, user_location
+from kiln.frontend.trace import TraceContext, located_error
 
 
 class ValuesIndices(NamedTuple):
@@ -460,8 +460,7 @@ class Tensor:
 
 def _error(message: str) -> TraceError:
     """A trace error that names the user's line, like the ones ops raise."""
-    location = user_location()
-    return TraceError(f"{location.describe() if location else '<unknown>'}\n  {message}")
+    return located_error(message)
 
 
 def _is_one(value: Any) -> bool:

@@ -94,8 +94,10 @@ class TraceContext:
         self._local.__dict__.setdefault("stack", []).append(self)
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, kind: Any, error: Any, traceback: Any) -> None:
         self._local.stack.pop()
+        if isinstance(error, TraceError) and not getattr(error, "located", False):
+            _locate(error, traceback)  # raised without the user's line (a check in a layer or function): add it
 
     def value_of(self, parameter: "Parameter") -> Value:
         """The graph input standing for ``parameter``, created on first use."""
@@ -123,7 +125,7 @@ class TraceContext:
         try:
             return self.builder.op(name, *operands, **attrs)
         except (ShapeError, TypeError) as error:
-            raise TraceError(f"{location.describe() if location else '<unknown>'}\n  {name}: {error}") from None
+            raise located_error(f"{name}: {error}", location) from None
 
 
 @dataclass(frozen=True)
@@ -150,6 +152,27 @@ def user_location() -> SourceLocation | None:
             return SourceLocation(frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name)
         frame = frame.f_back
     return None
+
+
+def located_error(message: str, location: "SourceLocation | None" = None) -> TraceError:
+    """A ``TraceError`` that names the user's source line (``location``, else the innermost frame outside kiln)."""
+    location = location or user_location()
+    error = TraceError(f"{location.describe() if location else '<unknown>'}\n  {message}")
+    error.located = True  # type: ignore[attr-defined]
+    return error
+
+
+def _locate(error: TraceError, traceback: Any) -> None:
+    """Prefix ``error``'s message with the innermost frame of ``traceback`` outside kiln: the user's line."""
+    location = None
+    while traceback is not None:
+        code = traceback.tb_frame.f_code
+        if not _inside_kiln(os.path.abspath(code.co_filename)):
+            location = SourceLocation(code.co_filename, traceback.tb_lineno, code.co_name)
+        traceback = traceback.tb_next
+    if location is not None:
+        error.args = (f"{location.describe()}\n  {error.args[0] if error.args else ''}",) + error.args[1:]
+    error.located = True  # type: ignore[attr-defined]
 
 
 def _inside_kiln(filename: str) -> bool:
