@@ -19,7 +19,8 @@ from __future__ import annotations
 import math
 import types
 from collections import Counter
-from typing import Any, Callable, Iterable, Sequence
+from functools import partial
+from typing import Any, Callable, Iterable, Sequence, SupportsFloat
 
 from kiln.compiler.errors import KilnError
 from kiln.frontend.optim import Optimizer
@@ -88,7 +89,7 @@ class LambdaLR(LRScheduler):
     def __init__(self, optimizer: Optimizer, lr_lambda: Callable[[int], float] | Sequence[Callable[[int], float]], last_epoch: int = -1):
         lambdas = list(lr_lambda) if isinstance(lr_lambda, (list, tuple)) else [lr_lambda] * len(optimizer.param_groups)
         if len(lambdas) != len(optimizer.param_groups):
-            raise KilnError(f"LambdaLR: expected {len(optimizer.param_groups)} lr_lambdas (one per group), got {len(lambdas)}")
+            raise KilnError(f"{type(self).__name__}: expected {len(optimizer.param_groups)} lr_lambdas (one per group), got {len(lambdas)}")
         self.lr_lambdas = lambdas
         super().__init__(optimizer, last_epoch)
 
@@ -274,6 +275,397 @@ class SequentialLR(LRScheduler):
         self.__dict__.update(state)
 
 
+class MultiplicativeLR(LambdaLR):
+    """``lr = lr * lr_lambda(epoch)`` each step: any Python function of the step number gives the factor (one per group, or one for all)."""
+
+    def get_lr(self) -> list[float]:
+        if self._is_initial:
+            return self._lrs()
+        return [group["lr"] * function(self.last_epoch) for function, group in zip(self.lr_lambdas, self.optimizer.param_groups)]
+
+
+class PolynomialLR(LRScheduler):
+    """``lr = base_lr * (1 - epoch / total_iters) ** power`` for ``total_iters`` steps, then constant."""
+
+    def __init__(self, optimizer: Optimizer, total_iters: int = 5, power: float = 1.0, last_epoch: int = -1):
+        self.total_iters = total_iters
+        self.power = power
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self) -> list[float]:
+        if self._is_initial or self.last_epoch > self.total_iters:
+            return self._lrs()
+        decay = ((1.0 - self.last_epoch / self.total_iters) / (1.0 - (self.last_epoch - 1) / self.total_iters)) ** self.power
+        return [lr * decay for lr in self._lrs()]
+
+    def _closed_form_lr(self) -> list[float]:
+        return [base_lr * (1.0 - min(self.total_iters, self.last_epoch) / self.total_iters) ** self.power for base_lr in self.base_lrs]
+
+
+class CosineAnnealingWarmRestarts(LRScheduler):
+    """SGDR: cosine from the base lr to ``eta_min`` over ``T_0`` steps, then restart, each period ``T_mult`` times longer.
+
+    ``step()`` advances one step; ``step(epoch)`` jumps to ``epoch``, which may be
+    fractional (``epoch + batch / batches_per_epoch``), as in PyTorch.
+    """
+
+    def __init__(self, optimizer: Optimizer, T_0: int, T_mult: int = 1, eta_min: float = 0.0, last_epoch: int = -1):
+        if not isinstance(T_0, int) or T_0 <= 0:
+            raise KilnError(f"CosineAnnealingWarmRestarts: T_0 must be a positive integer, got {T_0!r}")
+        if not isinstance(T_mult, int) or T_mult < 1:
+            raise KilnError(f"CosineAnnealingWarmRestarts: T_mult must be an integer >= 1, got {T_mult!r}")
+        self.T_0 = T_0
+        self.T_i = T_0
+        self.T_mult = T_mult
+        self.eta_min = eta_min
+        self.T_cur = last_epoch
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self) -> list[float]:
+        cosine = 1 + math.cos(math.pi * self.T_cur / self.T_i)
+        return [self.eta_min + (base_lr - self.eta_min) * cosine / 2 for base_lr in self.base_lrs]
+
+    def step(self, epoch: float | None = None) -> None:
+        self._step_count += 1
+        if epoch is None and self.last_epoch < 0:
+            epoch = 0
+        if epoch is None:
+            epoch = self.last_epoch + 1
+            self.T_cur = self.T_cur + 1
+            if self.T_cur >= self.T_i:
+                self.T_cur = self.T_cur % self.T_i
+                self.T_i = self.T_i * self.T_mult
+        else:
+            if epoch < 0:
+                raise KilnError(f"CosineAnnealingWarmRestarts: expected a non-negative epoch, got {epoch}")
+            if epoch >= self.T_0:
+                if self.T_mult == 1:
+                    self.T_cur = epoch % self.T_0
+                else:
+                    n = int(math.log((epoch / self.T_0 * (self.T_mult - 1) + 1), self.T_mult))
+                    self.T_cur = epoch - self.T_0 * (self.T_mult**n - 1) / (self.T_mult - 1)
+                    self.T_i = self.T_0 * self.T_mult**n
+            else:
+                self.T_i = self.T_0
+                self.T_cur = epoch
+        self.last_epoch = math.floor(epoch)
+        for group, lr in zip(self.optimizer.param_groups, self.get_lr()):
+            group["lr"] = lr
+        self._last_lr = self._lrs()
+
+
+def _per_group(name: str, optimizer: Optimizer, value: float | Sequence[float]) -> list[float]:
+    """One value per parameter group: a scalar repeated, or a list of exactly that many."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != len(optimizer.param_groups):
+            raise KilnError(f"{name}: expected {len(optimizer.param_groups)} values (one per group), got {len(value)}")
+        return list(value)
+    return [value] * len(optimizer.param_groups)
+
+
+def _refuse_cycle_momentum(name: str, optimizer: Optimizer, cycle_momentum: bool) -> None:
+    """Momentum cycling would rewrite a fixed option every step, recompiling every step; kiln refuses it."""
+    if not cycle_momentum:
+        return
+    options = [key for key in ("momentum", "betas") if key in optimizer.fixed_options] or ["momentum/betas"]
+    raise KilnError(
+        f"{name}: cycle_momentum=True is not supported: {type(optimizer).__name__}'s {' and '.join(options)} is a fixed option "
+        "baked into the compiled step (only 'lr' is a graph input), so changing it every step would recompile every step; "
+        "pass cycle_momentum=False (the learning rate still cycles)"
+    )
+
+
+class OneCycleLR(LRScheduler):
+    """The 1cycle policy: the lr rises from ``max_lr / div_factor`` to ``max_lr``, then anneals far below the start.
+
+    Over ``total_steps`` (or ``epochs * steps_per_epoch``) steps: up for
+    ``pct_start`` of them, then down to ``initial_lr / final_div_factor``
+    (``three_phase``: down to the initial lr symmetrically, then to the minimum).
+    Call ``step()`` after every batch. ``cycle_momentum`` must be False: kiln
+    compiles momentum/betas into the step, so cycling them would recompile.
+    """
+
+    def __init__(
+        self, optimizer: Optimizer, max_lr: float | Sequence[float], total_steps: int | None = None, epochs: int | None = None,
+        steps_per_epoch: int | None = None, pct_start: float = 0.3, anneal_strategy: str = "cos", cycle_momentum: bool = True,
+        base_momentum: float | Sequence[float] = 0.85, max_momentum: float | Sequence[float] = 0.95, div_factor: float = 25.0,
+        final_div_factor: float = 1e4, three_phase: bool = False, last_epoch: int = -1,
+    ):
+        if not isinstance(optimizer, Optimizer):
+            raise KilnError(f"OneCycleLR needs a kiln optimizer, got {type(optimizer).__name__}")
+        self.optimizer = optimizer
+        if total_steps is not None:
+            if not isinstance(total_steps, int) or total_steps <= 0:
+                raise KilnError(f"OneCycleLR: total_steps must be a positive integer, got {total_steps!r}")
+            self.total_steps = total_steps
+        elif epochs is not None and steps_per_epoch is not None:
+            if not isinstance(epochs, int) or epochs <= 0 or not isinstance(steps_per_epoch, int) or steps_per_epoch <= 0:
+                raise KilnError(f"OneCycleLR: epochs and steps_per_epoch must be positive integers, got {epochs!r} and {steps_per_epoch!r}")
+            self.total_steps = epochs * steps_per_epoch
+        else:
+            raise KilnError("OneCycleLR: give total_steps, or both epochs and steps_per_epoch")
+        if not isinstance(pct_start, float) or not 0 <= pct_start <= 1:
+            raise KilnError(f"OneCycleLR: pct_start must be a float in [0, 1], got {pct_start!r}")
+        if anneal_strategy not in ("cos", "linear"):
+            raise KilnError(f"OneCycleLR: anneal_strategy must be 'cos' or 'linear', got {anneal_strategy!r}")
+        _refuse_cycle_momentum("OneCycleLR", optimizer, cycle_momentum)
+        # (end step, start key, end key) per phase, as PyTorch's _schedule_phases
+        if three_phase:
+            self._schedule_phases = [
+                (float(pct_start * self.total_steps) - 1, "initial_lr", "max_lr"),
+                (float(2 * pct_start * self.total_steps) - 2, "max_lr", "initial_lr"),
+                (self.total_steps - 1, "initial_lr", "min_lr"),
+            ]
+        else:
+            self._schedule_phases = [
+                (float(pct_start * self.total_steps) - 1, "initial_lr", "max_lr"),
+                (self.total_steps - 1, "max_lr", "min_lr"),
+            ]
+        self._anneal_func_type = anneal_strategy
+        self.cycle_momentum = cycle_momentum
+        max_lrs = _per_group("OneCycleLR max_lr", optimizer, max_lr)
+        if last_epoch == -1:
+            for group, top in zip(optimizer.param_groups, max_lrs):
+                group["initial_lr"] = top / div_factor
+                group["max_lr"] = top
+                group["min_lr"] = group["initial_lr"] / final_div_factor
+        super().__init__(optimizer, last_epoch)
+
+    def _anneal(self, start: float, end: float, pct: float) -> float:
+        if self._anneal_func_type == "cos":
+            return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)
+        return (end - start) * pct + start
+
+    def get_lr(self) -> list[float]:
+        step = self.last_epoch
+        if step > self.total_steps:
+            raise KilnError(f"OneCycleLR: stepped {step} times, past total_steps={self.total_steps}")
+        lrs = []
+        for group in self.optimizer.param_groups:
+            start_step = 0.0
+            for index, (end_step, start_key, end_key) in enumerate(self._schedule_phases):
+                if step <= end_step or index == len(self._schedule_phases) - 1:
+                    lrs.append(self._anneal(group[start_key], group[end_key], (step - start_step) / (end_step - start_step)))
+                    break
+                start_step = end_step
+        return lrs
+
+
+class CyclicLR(LRScheduler):
+    """Cycle the lr between ``base_lr`` and ``max_lr`` (triangular, triangular2, exp_range, or a custom ``scale_fn``).
+
+    Call ``step()`` after every batch. ``cycle_momentum`` must be False: kiln
+    compiles momentum/betas into the step, so cycling them would recompile.
+    """
+
+    def __init__(
+        self, optimizer: Optimizer, base_lr: float | Sequence[float], max_lr: float | Sequence[float], step_size_up: int = 2000,
+        step_size_down: int | None = None, mode: str = "triangular", gamma: float = 1.0, scale_fn: Callable[[float], float] | None = None,
+        scale_mode: str = "cycle", cycle_momentum: bool = True, base_momentum: float | Sequence[float] = 0.8,
+        max_momentum: float | Sequence[float] = 0.9, last_epoch: int = -1,
+    ):
+        if not isinstance(optimizer, Optimizer):
+            raise KilnError(f"CyclicLR needs a kiln optimizer, got {type(optimizer).__name__}")
+        self.optimizer = optimizer
+        base_lrs = _per_group("CyclicLR base_lr", optimizer, base_lr)
+        self.max_lrs = _per_group("CyclicLR max_lr", optimizer, max_lr)
+        if mode not in ("triangular", "triangular2", "exp_range") and scale_fn is None:
+            raise KilnError(f"CyclicLR: mode must be 'triangular', 'triangular2' or 'exp_range' (or give scale_fn), got {mode!r}")
+        _refuse_cycle_momentum("CyclicLR", optimizer, cycle_momentum)
+        if last_epoch == -1:
+            for lr, group in zip(base_lrs, optimizer.param_groups):
+                group["lr"] = lr
+        step_size_up = float(step_size_up)
+        step_size_down = float(step_size_down) if step_size_down is not None else step_size_up
+        self.total_size = step_size_up + step_size_down
+        self.step_ratio = step_size_up / self.total_size
+        self.mode = mode
+        self.gamma = gamma
+        self._scale_fn_custom = scale_fn
+        self.scale_mode = scale_mode
+        self._init_scale_fn()
+        self.cycle_momentum = cycle_momentum
+        super().__init__(optimizer, last_epoch)
+        self.base_lrs = base_lrs
+
+    def _init_scale_fn(self) -> None:
+        if self._scale_fn_custom is not None:
+            return
+        if self.mode == "triangular":
+            self._scale_fn_ref = _triangular_scale
+            self.scale_mode = "cycle"
+        elif self.mode == "triangular2":
+            self._scale_fn_ref = _triangular2_scale
+            self.scale_mode = "cycle"
+        elif self.mode == "exp_range":
+            self._scale_fn_ref = partial(_exp_range_scale, self.gamma)
+            self.scale_mode = "iterations"
+
+    def scale_fn(self, x: float) -> float:
+        return self._scale_fn_custom(x) if self._scale_fn_custom is not None else self._scale_fn_ref(x)
+
+    def get_lr(self) -> list[float]:
+        cycle = math.floor(1 + self.last_epoch / self.total_size)
+        x = 1.0 + self.last_epoch / self.total_size - cycle
+        scale_factor = x / self.step_ratio if x <= self.step_ratio else (x - 1) / (self.step_ratio - 1)
+        scale = self.scale_fn(cycle) if self.scale_mode == "cycle" else self.scale_fn(self.last_epoch)
+        return [base_lr + (max_lr - base_lr) * scale_factor * scale for base_lr, max_lr in zip(self.base_lrs, self.max_lrs)]
+
+    def state_dict(self) -> dict[str, Any]:
+        # the scale function is code: only a callable object's attributes are saved, as in PyTorch
+        state = {key: value for key, value in self.__dict__.items() if key not in ("optimizer", "_scale_fn_ref", "_scale_fn_custom")}
+        custom = self._scale_fn_custom
+        state["_scale_fn_custom"] = None if custom is None or isinstance(custom, types.FunctionType) else dict(custom.__dict__)
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        saved = state.pop("_scale_fn_custom", None)
+        self.__dict__.update(state)
+        if saved is not None:
+            self._scale_fn_custom.__dict__.update(saved)
+        self._init_scale_fn()
+
+
+def _triangular_scale(x: float) -> float:
+    return 1.0
+
+
+def _triangular2_scale(x: float) -> float:
+    return 1 / (2.0 ** (x - 1))
+
+
+def _exp_range_scale(gamma: float, x: float) -> float:
+    return gamma**x
+
+
+class ReduceLROnPlateau(LRScheduler):
+    """Multiply the lr by ``factor`` once the metric given to ``step(metric)`` stops improving for ``patience`` steps.
+
+    The metric may be a Python number or a kiln lazy scalar (the loss a
+    compiled step returns): ``float()`` reads it.
+    """
+
+    def __init__(
+        self, optimizer: Optimizer, mode: str = "min", factor: float = 0.1, patience: int = 10, threshold: float = 1e-4,
+        threshold_mode: str = "rel", cooldown: int = 0, min_lr: float | Sequence[float] = 0, eps: float = 1e-8,
+    ):
+        if factor >= 1.0:
+            raise KilnError(f"ReduceLROnPlateau: factor must be < 1.0, got {factor}")
+        if not isinstance(optimizer, Optimizer):
+            raise KilnError(f"ReduceLROnPlateau needs a kiln optimizer, got {type(optimizer).__name__}")
+        self.factor = factor
+        self.optimizer = optimizer
+        if isinstance(min_lr, (list, tuple)):
+            self.default_min_lr = None
+            self.min_lrs = _per_group("ReduceLROnPlateau min_lr", optimizer, min_lr)
+        else:
+            self.default_min_lr = min_lr
+            self.min_lrs = [min_lr] * len(optimizer.param_groups)
+        self.patience = patience
+        self.cooldown = cooldown
+        self.eps = eps
+        self.last_epoch = 0
+        self._last_lr = self._lrs()
+        self._init_is_better(mode, threshold, threshold_mode)
+        self._reset()
+
+    def _reset(self) -> None:
+        self.best = self.mode_worse
+        self.cooldown_counter = 0
+        self.num_bad_epochs = 0
+
+    def step(self, metrics: SupportsFloat) -> None:  # type: ignore[override]
+        current = float(metrics)
+        self.last_epoch += 1
+        if self._is_better(current, self.best):
+            self.best = current
+            self.num_bad_epochs = 0
+        else:
+            self.num_bad_epochs += 1
+        if self.in_cooldown:
+            self.cooldown_counter -= 1
+            self.num_bad_epochs = 0  # bad epochs in cooldown do not count
+        if self.num_bad_epochs > self.patience:
+            self._reduce_lr()
+            self.cooldown_counter = self.cooldown
+            self.num_bad_epochs = 0
+        self._last_lr = self._lrs()
+
+    def _reduce_lr(self) -> None:
+        if len(self.optimizer.param_groups) != len(self.min_lrs):
+            if self.default_min_lr is None:
+                raise KilnError(
+                    f"ReduceLROnPlateau: the optimizer has {len(self.optimizer.param_groups)} param groups but min_lr lists {len(self.min_lrs)}"
+                )
+            self.min_lrs = [self.default_min_lr] * len(self.optimizer.param_groups)
+        for group, min_lr in zip(self.optimizer.param_groups, self.min_lrs):
+            old_lr = float(group["lr"])
+            new_lr = max(old_lr * self.factor, min_lr)
+            if old_lr - new_lr > self.eps:
+                group["lr"] = new_lr
+
+    @property
+    def in_cooldown(self) -> bool:
+        return self.cooldown_counter > 0
+
+    def _is_better(self, a: float, best: float) -> bool:
+        if self.mode == "min" and self.threshold_mode == "rel":
+            return a < best * (1.0 - self.threshold)
+        if self.mode == "min":
+            return a < best - self.threshold
+        if self.threshold_mode == "rel":
+            return a > best * (self.threshold + 1.0)
+        return a > best + self.threshold
+
+    def _init_is_better(self, mode: str, threshold: float, threshold_mode: str) -> None:
+        if mode not in ("min", "max"):
+            raise KilnError(f"ReduceLROnPlateau: mode must be 'min' or 'max', got {mode!r}")
+        if threshold_mode not in ("rel", "abs"):
+            raise KilnError(f"ReduceLROnPlateau: threshold_mode must be 'rel' or 'abs', got {threshold_mode!r}")
+        self.mode_worse = math.inf if mode == "min" else -math.inf
+        self.mode = mode
+        self.threshold = threshold
+        self.threshold_mode = threshold_mode
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._init_is_better(self.mode, self.threshold, self.threshold_mode)
+
+
+class ChainedScheduler(LRScheduler):
+    """Step every one of ``schedulers`` at each ``step()``, their chainable updates composing (e.g. a constant warm-up times a decay)."""
+
+    def __init__(self, schedulers: Sequence[LRScheduler], optimizer: Optimizer | None = None):
+        if not schedulers:
+            raise KilnError("ChainedScheduler: expects at least one scheduler")
+        optimizer = optimizer or schedulers[0].optimizer
+        for index, scheduler in enumerate(schedulers):
+            if isinstance(scheduler, ReduceLROnPlateau):
+                raise KilnError(f"ChainedScheduler: scheduler {index} is a ReduceLROnPlateau, whose step needs a metric; step it yourself")
+            if scheduler.optimizer is not optimizer:
+                raise KilnError(f"ChainedScheduler: scheduler {index} ({type(scheduler).__name__}) belongs to another optimizer")
+        self._schedulers = list(schedulers)
+        self.optimizer = optimizer
+        self._last_lr = self._lrs()
+
+    def step(self) -> None:
+        for scheduler in self._schedulers:
+            scheduler.step()
+        self._last_lr = self._lrs()
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {key: value for key, value in self.__dict__.items() if key not in ("optimizer", "_schedulers")}
+        state["_schedulers"] = [scheduler.state_dict() for scheduler in self._schedulers]
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        for scheduler, saved in zip(self._schedulers, state.pop("_schedulers")):
+            scheduler.load_state_dict(saved)
+        self.__dict__.update(state)
+
+
 def _undo_step(scheduler: LRScheduler) -> None:
     """Step a scheduler's epoch back by one (a nested sequence: its schedulers', as PyTorch's ``recursive_undo``)."""
     if isinstance(scheduler, SequentialLR):
@@ -296,6 +688,7 @@ def warmup_cosine(optimizer: Optimizer, warmup_steps: int, total_steps: int, eta
 
 
 __all__ = [
-    "ConstantLR", "CosineAnnealingLR", "ExponentialLR", "LRScheduler", "LambdaLR", "LinearLR", "MultiStepLR", "SequentialLR", "StepLR",
-    "warmup_cosine",
+    "ChainedScheduler", "ConstantLR", "CosineAnnealingLR", "CosineAnnealingWarmRestarts", "CyclicLR", "ExponentialLR", "LRScheduler",
+    "LambdaLR", "LinearLR", "MultiStepLR", "MultiplicativeLR", "OneCycleLR", "PolynomialLR", "ReduceLROnPlateau", "SequentialLR",
+    "StepLR", "warmup_cosine",
 ]
