@@ -9,7 +9,8 @@ import numpy as np
 
 from kiln.compiler.errors import ShapeError
 from kiln.compiler.ir.types import DType, broadcast_shapes, dim_product, normalize_axes
-from kiln.frontend.tensor import Tensor, ValuesIndices, _error, apply
+from kiln.frontend.tensor import Tensor, ValuesIndices, apply
+from kiln.frontend.trace import located_error
 
 
 def relu(input: Tensor) -> Tensor:
@@ -75,16 +76,16 @@ def _dims(function: str, input: Tensor, dim: Any) -> tuple[int, ...]:
         return tuple(range(input.ndim))
     dims = (dim,) if isinstance(dim, (int, np.integer)) else tuple(dim) if isinstance(dim, (tuple, list)) else None
     if dims is None or not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) for d in dims):
-        raise _error(f"{function}: dim must be an int or a tuple of ints, got {dim!r}")
+        raise located_error(f"{function}: dim must be an int or a tuple of ints, got {dim!r}")
     try:
         return normalize_axes(tuple(int(d) for d in dims), input.ndim)
     except ShapeError as error:
-        raise _error(f"{function}: dim {dim!r} does not fit {input.type} ({error}); dims run from {-input.ndim} to {input.ndim - 1}") from None
+        raise located_error(f"{function}: dim {dim!r} does not fit {input.type} ({error}); dims run from {-input.ndim} to {input.ndim - 1}") from None
 
 
 def _one_dim(function: str, input: Tensor, dim: Any) -> int:
     if not isinstance(dim, (int, np.integer)) or isinstance(dim, bool):
-        raise _error(f"{function}: dim must be one int, got {dim!r}")
+        raise located_error(f"{function}: dim must be one int, got {dim!r}")
     if input.ndim == 0 and dim in (0, -1):
         return 0
     return _dims(function, input, dim)[0]
@@ -92,7 +93,7 @@ def _one_dim(function: str, input: Tensor, dim: Any) -> int:
 
 def _float_input(function: str, input: Tensor) -> None:
     if not input.dtype.is_float:
-        raise _error(f"{function} needs a floating-point tensor, got {input.type}; cast it first (x.float())")
+        raise located_error(f"{function} needs a floating-point tensor, got {input.type}; cast it first (x.float())")
 
 
 def _root(total: Tensor, p: float) -> Tensor:
@@ -137,7 +138,7 @@ def _extremum(kind: str, input: Tensor, dim: Any, keepdim: bool) -> Tensor | Val
     would make NaN."""
     if isinstance(dim, Tensor):
         if keepdim:
-            raise _error(f"{kind}(other) is elementwise; keepdim does not apply")
+            raise located_error(f"{kind}(other) is elementwise; keepdim does not apply")
         return apply("tensor.maximum" if kind == "max" else "tensor.minimum", input, dim)
     if dim is None:
         return apply("tensor.reduce_max" if kind == "max" else "tensor.reduce_min", input, axes=None, keepdims=keepdim)
@@ -150,7 +151,7 @@ def _extremum(kind: str, input: Tensor, dim: Any, keepdim: bool) -> Tensor | Val
     else:
         size = input.shape[axis]
         if not isinstance(size, int):
-            raise _error(f"{kind}(dim={dim}) of {input.type}: dim {axis} is symbolic ({size}), and routing the gradient to "
+            raise located_error(f"{kind}(dim={dim}) of {input.type}: dim {axis} is symbolic ({size}), and routing the gradient to "
                          f"the index needs its size; use amax/amin (ties share the gradient) or a static dim")
         positions = np.arange(size, dtype=np.int64).reshape((size,) + (1,) * (input.ndim - 1 - axis))
         others = apply("tensor.not_equal", apply("tensor.constant", value=positions), indices)
@@ -180,7 +181,7 @@ def prod(input: Tensor, dim: Any = None, keepdim: bool = False, *, dtype: Any = 
 
 def _correction(function: str, unbiased: bool | None, correction: float | None) -> float:
     if unbiased is not None and correction is not None:
-        raise _error(f"{function}: give unbiased or correction, not both")
+        raise located_error(f"{function}: give unbiased or correction, not both")
     if correction is not None:
         return float(correction)
     return 1.0 if unbiased is None or unbiased else 0.0
@@ -234,7 +235,7 @@ def norm(input: Tensor, p: Any = "fro", dim: Any = None, keepdim: bool = False, 
     _float_input("norm", input)
     if isinstance(p, str) and p != "fro":
         lacking = " (the nuclear norm needs an SVD, which kiln lacks)" if p == "nuc" else ""
-        raise _error(f"norm: p must be a number or 'fro', got {p!r}{lacking}")
+        raise located_error(f"norm: p must be a number or 'fro', got {p!r}{lacking}")
     dims = _dims("norm", input, dim)
     p = 2.0 if p == "fro" else float(p)
     magnitude = apply("tensor.abs", input)
@@ -263,11 +264,11 @@ def movedim(input: Tensor, source: int | Sequence[int], destination: int | Seque
     sources = (source,) if isinstance(source, int) else tuple(source)
     destinations = (destination,) if isinstance(destination, int) else tuple(destination)
     if len(sources) != len(destinations):
-        raise _error(f"movedim: source {source} and destination {destination} name different numbers of dims")
+        raise located_error(f"movedim: source {source} and destination {destination} name different numbers of dims")
     moved = [_dims("movedim", input, d)[0] for d in sources]
     placed = [_dims("movedim", input, d)[0] for d in destinations]
     if len(set(moved)) != len(moved) or len(set(placed)) != len(placed):
-        raise _error(f"movedim: repeated dim in source {source} or destination {destination}")
+        raise located_error(f"movedim: repeated dim in source {source} or destination {destination}")
     perm: list[int | None] = [None] * input.ndim
     for s, d in zip(moved, placed):
         perm[d] = s
@@ -281,7 +282,7 @@ def flip(input: Tensor, dims: int | Sequence[int]) -> Tensor:
     for axis in _dims("flip", input, dims):
         size = input.shape[axis]
         if not isinstance(size, int):
-            raise _error(f"flip: dim {axis} of {input.type} is symbolic; only static dims can be reversed")
+            raise located_error(f"flip: dim {axis} of {input.type} is symbolic; only static dims can be reversed")
         input = apply("tensor.take", input, apply("tensor.constant", value=np.arange(size - 1, -1, -1, dtype=np.int64)), axis=axis)
     return input
 
@@ -291,7 +292,7 @@ def _repeat(input: Tensor, *sizes: Any) -> Tensor:
     gets a size-1 axis before it, broadcast to the count, then merged: one reshape, one broadcast, one reshape."""
     sizes = tuple(sizes[0]) if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)) else sizes
     if len(sizes) < input.ndim or not all(isinstance(r, (int, np.integer)) and r >= 0 for r in sizes):
-        raise _error(f"repeat: needs a non-negative count per dim of {input.type} (at least {input.ndim}), got {sizes}")
+        raise located_error(f"repeat: needs a non-negative count per dim of {input.type} (at least {input.ndim}), got {sizes}")
     shape = (1,) * (len(sizes) - input.ndim) + tuple(input.shape)
     spread, tiled, merged = [], [], []
     for count, size in zip(sizes, shape):
@@ -306,10 +307,10 @@ def _narrow(input: Tensor, dim: int, start: int, length: int) -> Tensor:
     axis = _one_dim("narrow", input, dim)
     size = input.shape[axis]
     if not isinstance(size, int):
-        raise _error(f"narrow: dim {axis} of {input.type} is symbolic; narrow a static dim")
+        raise located_error(f"narrow: dim {axis} of {input.type} is symbolic; narrow a static dim")
     begin = start + size if start < 0 else start
     if not 0 <= begin <= size or length < 0 or begin + length > size:
-        raise _error(f"narrow: start {start} and length {length} do not fit dim {axis} of size {size} in {input.type}")
+        raise located_error(f"narrow: start {start} and length {length} do not fit dim {axis} of size {size} in {input.type}")
     return apply("tensor.slice", input, axis=axis, start=begin, stop=begin + length, step=1)
 
 
@@ -318,7 +319,7 @@ def unbind(input: Tensor, dim: int = 0) -> tuple[Tensor, ...]:
     axis = _one_dim("unbind", input, dim)
     size = input.shape[axis]
     if not isinstance(size, int):
-        raise _error(f"unbind: dim {axis} of {input.type} is symbolic; unbind a static dim")
+        raise located_error(f"unbind: dim {axis} of {input.type} is symbolic; unbind a static dim")
     return tuple(apply("tensor.squeeze", _narrow(input, axis, index, 1), axes=(axis,)) for index in range(size))
 
 
@@ -339,7 +340,7 @@ def cosine_similarity(x1: Tensor, x2: Tensor, dim: int = 1, eps: float = 1e-8) -
     try:
         shape = broadcast_shapes(x1.shape, x2.shape)
     except ShapeError as error:
-        raise _error(f"cosine_similarity: {x1.type} and {x2.type} do not broadcast ({error})") from None
+        raise located_error(f"cosine_similarity: {x1.type} and {x2.type} do not broadcast ({error})") from None
     x1, x2 = (x if x.shape == shape else x.broadcast_to(shape) for x in (x1, x2))
     axis = _one_dim("cosine_similarity", x1, dim)
     unit1 = x1 / norm(x1, 2, axis, keepdim=True).clamp(min=eps)

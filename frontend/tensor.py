@@ -74,7 +74,7 @@ class Tensor:
         if not self.shape:
             raise TypeError(f"len() of a 0-d tensor ({self.type})")
         if not isinstance(self.shape[0], int):
-            raise _error(f"len() of {self.type}: its first dim {self.shape[0]} is symbolic; use x.shape[0] or x.numel()")
+            raise located_error(f"len() of {self.type}: its first dim {self.shape[0]} is symbolic; use x.shape[0] or x.numel()")
         return self.shape[0]
 
     def __repr__(self) -> str:
@@ -138,7 +138,7 @@ class Tensor:
 
     def div(self, other: Any, *, rounding_mode: str | None = None) -> "Tensor":
         if rounding_mode is not None:
-            raise _error(f"div(rounding_mode={rounding_mode!r}) needs a floor or trunc op, which kiln lacks; only true division (None) traces")
+            raise located_error(f"div(rounding_mode={rounding_mode!r}) needs a floor or trunc op, which kiln lacks; only true division (None) traces")
         return self / other
 
     def pow(self, exponent: Any) -> "Tensor":
@@ -211,7 +211,7 @@ class Tensor:
             from kiln.frontend.functional import _dims
 
             if dim0 is None or dim1 is None:
-                raise _error(f"transpose swaps two dims: give both, got {dim0} and {dim1}")
+                raise located_error(f"transpose swaps two dims: give both, got {dim0} and {dim1}")
             perm = list(range(self.ndim))
             (first,), (second,) = _dims("transpose", self, dim0), _dims("transpose", self, dim1)
             perm[first], perm[second] = perm[second], perm[first]
@@ -431,7 +431,7 @@ class Tensor:
             value = value.to(self.dtype)
         result = apply("tensor.where", mask, value, self)
         if result.shape != self.shape:
-            raise _error(f"masked_fill: mask {mask.type} and value must broadcast to {self.type}, not widen it to {result.type}")
+            raise located_error(f"masked_fill: mask {mask.type} and value must broadcast to {self.type}, not widen it to {result.type}")
         return result
 
     def unsqueeze(self, dim: int) -> "Tensor":
@@ -458,11 +458,6 @@ class Tensor:
         return chunk(self, chunks, dim)
 
 
-def _error(message: str) -> TraceError:
-    """A trace error that names the user's line, like the ones ops raise."""
-    return located_error(message)
-
-
 def _is_one(value: Any) -> bool:
     return not isinstance(value, Tensor) and value == 1
 
@@ -474,7 +469,7 @@ def _floating(x: Tensor) -> Tensor:
 
 def _check_rank(method: str, rank: int, *tensors: Tensor) -> None:
     if any(t.ndim != rank for t in tensors):
-        raise _error(f"{method} needs {rank}-D operands, got {' and '.join(str(t.type) for t in tensors)}; use matmul to broadcast")
+        raise located_error(f"{method} needs {rank}-D operands, got {' and '.join(str(t.type) for t in tensors)}; use matmul to broadcast")
 
 
 def _flatten_args(args: tuple[Any, ...]) -> list[Any]:
