@@ -152,6 +152,17 @@ def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
 concat = cat
 
 
+def stack(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
+    """PyTorch's ``stack``: equal-shaped tensors joined along a new axis ``dim`` (``cat`` of each unsqueezed)."""
+    if not tensors:
+        raise TraceError("stack: expected a non-empty sequence of tensors")
+    shapes = {tuple(t.shape) for t in tensors}
+    if len(shapes) > 1:
+        raise TraceError(f"stack: every tensor must have the same shape, got {sorted(shapes, key=str)}")
+    axis = normalize_axis(dim, tensors[0].ndim + 1)
+    return cat([unsqueeze(t, axis) for t in tensors], dim=axis)
+
+
 def narrow(input: Tensor, dim: int, start: int, length: int) -> Tensor:
     return apply("tensor.slice", input, axis=dim, start=start, stop=start + length, step=1)
 
@@ -299,5 +310,5 @@ def _update_running_statistics(input: Tensor, running_mean: Tensor, running_var:
 __all__ = [
     "abs", "amin", "argmax", "avg_pool2d", "batch_norm", "cat", "chunk", "clamp", "clip", "concat", "conv2d", "dropout", "embedding",
     "erf", "flatten", "gelu", "getitem", "layer_norm", "logical_not", "max_pool2d", "narrow", "one_hot", "pad", "rsqrt",
-    "scaled_dot_product_attention", "split", "squeeze", "tril", "triu", "unsqueeze",
+    "scaled_dot_product_attention", "split", "squeeze", "stack", "tril", "triu", "unsqueeze",
 ]

@@ -95,6 +95,7 @@ def test_max_pool_select_reads_the_winners_bit_for_bit():
 MOVEMENT = {
     "getitem": (lambda x: x[:, 1:4:2, ..., None, -1], lambda x: x[:, 1:4:2, ..., None, -1]),
     "cat_split": (lambda x: F.cat(list(x.split([1, 3], dim=1))[::-1], dim=1), lambda x: __import__("torch").cat(list(x.split([1, 3], dim=1))[::-1], dim=1)),
+    "stack": (lambda x: F.stack([x[:, 0], x[:, 2] * 2, x[:, 1]], dim=-2), lambda x: __import__("torch").stack([x[:, 0], x[:, 2] * 2, x[:, 1]], dim=-2)),
     "chunk": (lambda x: x.chunk(3, dim=2)[1], lambda x: x.chunk(3, dim=2)[1]),
     "pad": (lambda x: F.pad(x, (1, 2, 0, 3), value=0.5), lambda x: __import__("torch").nn.functional.pad(x, (1, 2, 0, 3), value=0.5)),
     "squeeze": (lambda x: x[:, :1].squeeze(1).unsqueeze(-1), lambda x: x[:, :1].squeeze(1).unsqueeze(-1)),
