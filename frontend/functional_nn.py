@@ -202,8 +202,14 @@ def flatten(input: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
     return input.reshape(input.shape[:start] + (int(np.prod(merged)),) + input.shape[end + 1 :])
 
 
-def pad(input: Tensor, pad: Sequence[int], value: float = 0.0) -> Tensor:
-    """PyTorch's constant ``pad``: ``(left, right)`` pairs starting from the last dim; non-negative."""
+def pad(input: Tensor, pad: Sequence[int], mode: str = "constant", value: float | None = None) -> Tensor:
+    """PyTorch's ``pad``: ``(left, right)`` pairs starting from the last dim. ``constant`` pads (non-negative) are one
+    ``tensor.pad`` op; ``reflect``, ``replicate`` and ``circular`` are built in ``frontend/functional_spatial.py``."""
+    if mode != "constant":
+        from kiln.frontend.functional_spatial import pad_from_edges
+
+        return pad_from_edges(input, pad, mode)
+    value = 0.0 if value is None else value
     if len(pad) % 2 or len(pad) // 2 > input.ndim or min(pad, default=0) < 0:
         raise TraceError(f"pad: {tuple(pad)} must be non-negative (before, after) pairs for at most {input.ndim} dims")
     low, high = [0] * input.ndim, [0] * input.ndim
