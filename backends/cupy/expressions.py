@@ -76,6 +76,16 @@ def _gelu(a: list[str], attrs: dict[str, Any], t: str) -> str:
     return f"(({t})0.5 * {x} * (({t})1 + erf({x} * ({t}){SQRT_HALF})))"
 
 
+SIGMOID_EXPONENT_LIMIT = {"float": 88.0, "double": 709.0}
+"""As the NumPy backend's (``out_nn.SIGMOID_EXPONENT_LIMIT``): ``-a`` is clamped where ``exp`` stays finite."""
+
+
+def _sigmoid(a: list[str], attrs: dict[str, Any], t: str) -> str:
+    # 1 / (1 + exp(min(-a, limit))): a few ulps relative to the result in both tails; NaN stays NaN
+    limit = f"({t}){SIGMOID_EXPONENT_LIMIT[t]!r}"
+    return f"(({t})1 / (({t})1 + exp(({a[0]} < -{limit} ? {limit} : -{a[0]}))))"
+
+
 def _cast(a: list[str], attrs: dict[str, Any], t: str) -> str:
     return f"({a[0]} != 0)" if t == "bool" else f"({t})({a[0]})"
 
@@ -103,7 +113,7 @@ C_EXPRESSIONS: dict[str, Rule] = {
     "tensor.erf": _call("erf"),                                                      # erf a
     "tensor.abs": lambda a, attrs, t: f"abs({a[0]})" if t in INTEGER_TYPES else f"fabs({a[0]})",  # |a|
     "tensor.relu": lambda a, attrs, t: f"({a[0]} < ({t})0 ? ({t})0 : {a[0]})",      # max(a, 0), NaN stays NaN
-    "tensor.sigmoid": lambda a, attrs, t: f"((tanh({a[0]} * ({t})0.5) + ({t})1) * ({t})0.5)",  # (tanh(a/2) + 1) / 2
+    "tensor.sigmoid": _sigmoid,                                                      # 1 / (1 + e^-a)
     "tensor.where": lambda a, attrs, t: f"({a[0]} ? {a[1]} : {a[2]})",               # c ? a : b
     "tensor.cast": _cast,                                                            # (T) a
     "tensor.clip": _clip,                                                            # min(max(a, lo), hi)

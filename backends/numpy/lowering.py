@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 from kiln.backends.base import LoweringTable
-from kiln.backends.numpy.out_nn import softmax_into
+from kiln.backends.numpy.out_nn import fresh, sigmoid_into, softmax_into
 from kiln.compiler.ir.types import DType, normalize_axes
 
 NUMPY = LoweringTable("numpy")
@@ -43,10 +43,7 @@ for _name, _ufunc in {**_UNARY, **_BINARY}.items():
     NUMPY.register(_name)(_ufunc)
 
 
-@NUMPY.register("tensor.sigmoid")
-def sigmoid(x):
-    # sigmoid(x) = (tanh(x/2) + 1) / 2: no overflow for large |x|
-    return (np.tanh(x * x.dtype.type(0.5)) + 1) * x.dtype.type(0.5)
+NUMPY.register("tensor.sigmoid")(fresh(sigmoid_into))
 
 
 @NUMPY.register("tensor.relu")

@@ -66,12 +66,6 @@ def _relu(args: list[str], out: str, attrs: dict[str, Any]) -> list[str]:
     return [f"np.maximum({args[0]}, 0, out={out})"]
 
 
-def _sigmoid(args: list[str], out: str, attrs: dict[str, Any]) -> list[str]:
-    # sigmoid(x) = (tanh(x/2) + 1) / 2, as the lowering table computes it
-    return [f"np.multiply({args[0]}, 0.5, out={out})", f"np.tanh({out}, out={out})",
-            f"np.add({out}, 1, out={out})", f"np.multiply({out}, 0.5, out={out})"]
-
-
 def _cast(args: list[str], out: str, attrs: dict[str, Any]) -> list[str]:
     return [f"np.copyto({out}, {args[0]}, casting='unsafe')"]
 
@@ -102,7 +96,7 @@ OUT_KERNELS: dict[str, Emitter] = {
     **{name: _reduction(function) for name, function in REDUCTIONS.items()},
     "tensor.matmul": _ufunc("np.matmul"),
     "tensor.relu": _relu,
-    "tensor.sigmoid": _sigmoid,
+    "tensor.sigmoid": _into("sigmoid_into"),
     "tensor.cast": _cast,
     "tensor.one_hot": _one_hot,
     "nn.softmax": _into("softmax_into", "axis"),

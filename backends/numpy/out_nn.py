@@ -40,6 +40,21 @@ def _ones(width: int, dtype: np.dtype) -> np.ndarray:
     return np.ones((width, 1), dtype)
 
 
+SIGMOID_EXPONENT_LIMIT = {np.dtype(np.float16): 11.0, np.dtype(np.float32): 88.0, np.dtype(np.float64): 709.0}
+"""The largest ``-x`` whose ``exp`` is finite in each dtype. ``sigmoid`` clamps there, so ``exp`` never overflows or
+warns; below ``-limit`` it returns ``sigmoid(-limit)`` (about 6e-39 in float32, 1e-308 in float64) for a smaller value."""
+
+
+def sigmoid_into(x: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``1 / (1 + exp(-x))``: a few ulps relative to the result everywhere, both tails included (``(tanh(x/2) + 1) / 2``
+    is an ulp of 1 off, so ``sigmoid(-30)`` had no correct digit). ``out`` may be ``x``."""
+    np.negative(x, out=out)
+    np.minimum(out, SIGMOID_EXPONENT_LIMIT[out.dtype], out=out)
+    np.exp(out, out=out)
+    out += 1
+    return np.reciprocal(out, out=out)
+
+
 def gelu_into(x: np.ndarray, out: np.ndarray, approximate: str) -> np.ndarray:
     if approximate == "tanh":
         return gelu_tanh_into(x, out)

@@ -9,7 +9,9 @@ import kiln
 import kiln.nn as nn
 import kiln.nn.functional as F
 from kiln.backends.numpy import lowering_losses, lowering_movement
-from kiln.backends.numpy.out_nn import batch_summed_matmul_into, gelu_into, layer_norm_into, softmax_into
+from kiln.backends.numpy import NUMPY
+from kiln.backends.numpy.out_nn import SIGMOID_EXPONENT_LIMIT, batch_summed_matmul_into, gelu_into, layer_norm_into, sigmoid_into, softmax_into
+from oracles import require
 
 
 def test_scatter_add_sums_repeated_rows_as_add_at_does():
@@ -150,3 +152,30 @@ def test_concurrent_calls_from_threads_do_not_share_buffers():
             results = list(pool.map(lambda x: np.array(forward(x)), inputs * 4))
             for got, want in zip(results, expected * 4):
                 np.testing.assert_array_equal(got, want)
+
+
+SIGMOID_TAILS = {"float32": np.linspace(-87, 30, 4001), "float64": np.linspace(-700, 40, 4001)}
+
+
+@pytest.mark.parametrize("dtype", sorted(SIGMOID_TAILS))
+def test_sigmoid_keeps_its_relative_accuracy_in_both_tails(dtype):
+    """``sigmoid(-30)`` is 9.4e-14: ``(tanh(x/2) + 1) / 2`` gave it to an ulp of 1 (no correct digit); every kernel of
+    the op (the lowering table's, the planned code's ``out=`` one) is now within a few ulps of the float64 oracle
+    (torch's, which is accurate) relative to the result, down to where ``exp`` would overflow."""
+    torch = require("torch")
+    x = SIGMOID_TAILS[dtype].astype(dtype)
+    expected = torch.sigmoid(torch.tensor(x.astype(np.float64))).numpy()
+    planned = kiln.compile(F.sigmoid)(x)
+    for got in (NUMPY.get("tensor.sigmoid")(x), planned, sigmoid_into(x.copy(), np.empty_like(x))):
+        assert got.dtype == x.dtype
+        np.testing.assert_allclose(got, expected, rtol=4 * np.finfo(dtype).eps, atol=0)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_sigmoid_of_the_extremes_and_nan(dtype):
+    x = np.array([np.nan, np.inf, -np.inf, -1e30, 1e30, 0.0], dtype)
+    with np.errstate(over="raise", invalid="raise"):  # no overflow on the way (exp(-1e30) underflows to 0, as it should)
+        got = sigmoid_into(x, np.empty_like(x))
+    limit = SIGMOID_EXPONENT_LIMIT[np.dtype(dtype)]
+    np.testing.assert_array_equal(got[1:], np.array([1, 1 / (1 + np.exp(limit)), 1 / (1 + np.exp(limit)), 1, 0.5], dtype))
+    assert np.isnan(got[0])

@@ -106,6 +106,18 @@ def test_gelu_rule_means_what_numpy_means(dtype: DType, approximate: str):
                 numpy_kernel("nn.gelu", x, approximate=approximate), dtype, f"gelu {approximate}")
 
 
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_sigmoid_rule_keeps_its_relative_accuracy_in_the_negative_tail(dtype: DType):
+    """``1 / (1 + exp(-a))`` with ``-a`` clamped where exp stays finite: within a few ulps of a float64 (long double
+    for float64) reference relative to the result, down to -87 (float32) / -700 (float64), where ``(tanh(a/2) + 1) / 2``
+    had no correct digit below about -17 / -37."""
+    low = -87.0 if dtype is DType.f32 else -700.0
+    x = np.linspace(low, 30.0, 2001).astype(dtype.numpy)
+    wide = x.astype(np.longdouble)
+    expected = (1 / (1 + np.exp(-wide))).astype(np.float64)
+    np.testing.assert_allclose(run_expression("tensor.sigmoid", [x], dtype), expected, rtol=4 * np.finfo(dtype.numpy).eps, atol=0)
+
+
 @pytest.mark.parametrize(("source", "target"), [(s, t) for s in FLOATS + INTS + (DType.bool,) for t in FLOATS + INTS + (DType.bool,)],
                          ids=lambda d: str(d))
 def test_cast_rule_converts_as_numpy_does(source: DType, target: DType):
