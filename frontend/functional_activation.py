@@ -16,8 +16,7 @@ Two rules keep values and gradients finite and accurate for any finite input, in
   ``where`` sends a zero cotangent to its untaken branch, and ``0 * inf`` would make the gradient NaN.
 - ``log(1 + u)`` and ``exp(x) - 1`` cancel near 0 (``elu(-1e-8)`` would lose half its digits), and kiln has no
   ``log1p`` or ``expm1`` op, so ``_log1p`` and ``_expm1`` below compute them from ``log``, ``exp`` and ``tanh`` to a few
-  ulps, with gradients as accurate. ``_sigmoid`` exists for the same reason: ``F.sigmoid`` lowers to
-  ``(tanh(x / 2) + 1) / 2`` on NumPy, which loses relative accuracy for very negative ``x`` (``sigmoid(-30)``: 1e-4).
+  ulps, with gradients as accurate. (``tensor.sigmoid`` itself is accurate in both tails on every backend.)
 
 The ``inplace`` flags are accepted so PyTorch code runs unchanged; a traced graph is pure either way (the memory planner
 reuses buffers in place on its own).
@@ -65,10 +64,7 @@ def _expm1(input: Tensor) -> Tensor:
 
 
 def _sigmoid(input: Tensor) -> Tensor:
-    """``1 / (1 + exp(-x))`` from ``e = exp(-|x|)``: ``1 / (1 + e)`` for ``x > 0``, ``e / (1 + e)`` otherwise, both
-    accurate to an ulp (the small tail keeps its relative accuracy) and free of overflow."""
-    e = _negative_magnitude(input).exp()
-    return _where(input > 0, 1.0 / (1.0 + e), e / (1.0 + e))
+    return apply("tensor.sigmoid", input)
 
 
 def _softplus(input: Tensor) -> Tensor:
