@@ -85,9 +85,34 @@ def _filled(value: float, shape: tuple[int, ...], like: Tensor) -> Tensor:
     return apply("tensor.constant", value=np.full(shape, value, dtype=like.dtype.numpy))
 
 
-def embedding(input: Tensor, weight: Tensor) -> Tensor:
-    """Rows of ``weight`` picked by integer ``input``: ``(..., ) -> (..., embedding_dim)``."""
-    return apply("tensor.take", weight, input, axis=0)
+def embedding(input: Tensor, weight: Tensor, padding_idx: int | None = None, max_norm: float | None = None, norm_type: float = 2.0,
+              scale_grad_by_freq: bool = False, sparse: bool = False) -> Tensor:
+    """Rows of ``weight`` picked by integer ``input``: ``(..., ) -> (..., embedding_dim)``. The ``padding_idx`` row
+    gets no gradient, as in PyTorch: positions holding it read the row through ``stop_gradient``."""
+    _check_embedding_options(max_norm, scale_grad_by_freq, sparse)
+    rows = apply("tensor.take", weight, input, axis=0)
+    if padding_idx is None:
+        return rows
+    padding_idx = embedding_padding_index(padding_idx, weight.shape[0])
+    keep = input.ne(padding_idx).unsqueeze(-1)
+    return apply("tensor.where", keep, rows, rows.detach())
+
+
+def _check_embedding_options(max_norm: float | None, scale_grad_by_freq: bool, sparse: bool) -> None:
+    if max_norm is not None:
+        raise TraceError("embedding: max_norm renormalizes the weight in place during the forward pass in PyTorch; a "
+                         "traced graph is pure, so renormalize the rows between steps (kiln.nn.init-style, on weight.data)")
+    if scale_grad_by_freq:
+        raise TraceError("embedding: scale_grad_by_freq is not supported; scale the loss per token instead")
+    if sparse:
+        raise TraceError("embedding: sparse=True gradients are not supported; kiln computes the dense gradient (sparse=False)")
+
+
+def embedding_padding_index(padding_idx: int, num_embeddings: int) -> int:
+    """``padding_idx`` in ``[0, num_embeddings)``; negative counts from the end, as PyTorch's."""
+    if not -num_embeddings <= padding_idx < num_embeddings:
+        raise TraceError(f"embedding: padding_idx {padding_idx} must be within num_embeddings {num_embeddings}")
+    return padding_idx % num_embeddings
 
 
 def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn_mask: Tensor | None = None, dropout_p: float = 0.0,

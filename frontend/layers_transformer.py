@@ -18,34 +18,59 @@ import numpy as np
 from kiln.frontend import functional as F
 from kiln.frontend import init
 from kiln.frontend.containers import ModuleList
-from kiln.frontend.functional_nn import attention_with_weights
+from kiln.frontend.functional_nn import attention_with_weights, embedding_padding_index
 from kiln.frontend.layers import Linear
 from kiln.frontend.module import Module, Parameter
 from kiln.frontend.tensor import Tensor
 
 
 class Embedding(Module):
-    """A lookup table ``weight[(num_embeddings, embedding_dim)]``, initialised N(0, 1) as ``torch.nn.Embedding``."""
+    """``torch.nn.Embedding``: a lookup table ``weight[(num_embeddings, embedding_dim)]``, initialised N(0, 1) with the
+    ``padding_idx`` row zero; that row gets no gradient. ``max_norm``, ``scale_grad_by_freq`` and ``sparse`` are
+    refused when traced (see ``F.embedding``)."""
 
-    def __init__(self, num_embeddings: int, embedding_dim: int, dtype: str = "float32"):
+    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None = None, max_norm: float | None = None,
+                 norm_type: float = 2.0, scale_grad_by_freq: bool = False, sparse: bool = False, _weight: Any = None,
+                 _freeze: bool = False, dtype: str = "float32"):
         super().__init__()
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
-        self.weight = Parameter(init.normal((num_embeddings, embedding_dim), 1.0, dtype))
+        self.padding_idx = None if padding_idx is None else embedding_padding_index(padding_idx, num_embeddings)
+        self.max_norm, self.norm_type, self.scale_grad_by_freq, self.sparse = max_norm, norm_type, scale_grad_by_freq, sparse
+        if _weight is None:
+            _weight = init.normal((num_embeddings, embedding_dim), 1.0, dtype)
+            if self.padding_idx is not None:
+                _weight[self.padding_idx] = 0
+        elif np.shape(_weight) != (num_embeddings, embedding_dim):
+            raise ValueError(f"Embedding: _weight has shape {np.shape(_weight)}, expected {(num_embeddings, embedding_dim)}")
+        self.weight = Parameter(np.array(_weight))  # a copy, in the given array's dtype
+        self.weight.requires_grad = not _freeze
+
+    @classmethod
+    def from_pretrained(cls, embeddings: Any, freeze: bool = True, padding_idx: int | None = None, max_norm: float | None = None,
+                        norm_type: float = 2.0, scale_grad_by_freq: bool = False, sparse: bool = False) -> "Embedding":
+        """An ``Embedding`` holding a copy of the 2-D ``embeddings``, frozen by default, as PyTorch's."""
+        embeddings = np.asarray(embeddings)
+        if embeddings.ndim != 2:
+            raise ValueError(f"Embedding.from_pretrained: embeddings must be 2-D, got shape {embeddings.shape}")
+        return cls(*embeddings.shape, padding_idx=padding_idx, max_norm=max_norm, norm_type=norm_type,
+                   scale_grad_by_freq=scale_grad_by_freq, sparse=sparse, _weight=embeddings, _freeze=freeze)
 
     def forward(self, input: Tensor) -> Tensor:
-        return F.embedding(input, self.weight)
+        return F.embedding(input, self.weight, self.padding_idx, self.max_norm, self.norm_type, self.scale_grad_by_freq, self.sparse)
 
     def extra_repr(self) -> str:
-        return f"{self.num_embeddings}, {self.embedding_dim}"
+        padding = "" if self.padding_idx is None else f", padding_idx={self.padding_idx}"
+        return f"{self.num_embeddings}, {self.embedding_dim}{padding}"
 
 
 class LayerNorm(Module):
-    def __init__(self, normalized_shape: int | tuple[int, ...], eps: float = 1e-5, elementwise_affine: bool = True, dtype: str = "float32"):
+    def __init__(self, normalized_shape: int | tuple[int, ...], eps: float = 1e-5, elementwise_affine: bool = True, bias: bool = True,
+                 dtype: str = "float32"):
         super().__init__()
         self.normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
         self.eps = eps
         self.weight = Parameter(np.ones(self.normalized_shape, dtype)) if elementwise_affine else None
-        self.bias = Parameter(np.zeros(self.normalized_shape, dtype)) if elementwise_affine else None
+        self.bias = Parameter(np.zeros(self.normalized_shape, dtype)) if elementwise_affine and bias else None
 
     def forward(self, input: Tensor) -> Tensor:
         return F.layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)

@@ -37,8 +37,8 @@ def assert_layer_matches_torch(torch, module: Any, reference: Any, arrays: Seque
     call = call or (lambda m, *xs: m(*xs))
     torch_call = torch_call or call
     reference.load_state_dict({k: torch.tensor(np.array(v)) for k, v in module.state_dict().items()})
-    output_shape = np.shape(torch_call(reference, *[torch.tensor(a) for a in arrays]).detach().numpy())
-    weights = np.random.default_rng(11).standard_normal(output_shape).astype(arrays[0].dtype if arrays[0].dtype.kind == "f" else np.float32)
+    probe = torch_call(reference, *[torch.tensor(a) for a in arrays]).detach().numpy()
+    weights = np.random.default_rng(11).standard_normal(probe.shape).astype(probe.dtype)
     output, grads, input_grads = kiln_outputs_and_grads(module, call, arrays, weights)
     tensors = [torch.tensor(a, requires_grad=a.dtype.kind == "f") for a in arrays]
     reference.zero_grad()
