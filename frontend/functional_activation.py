@@ -63,10 +63,6 @@ def _expm1(input: Tensor) -> Tensor:
     return _where(small, 2.0 * t / (1.0 - t), input.exp() - 1.0)
 
 
-def _sigmoid(input: Tensor) -> Tensor:
-    return apply("tensor.sigmoid", input)
-
-
 def _softplus(input: Tensor) -> Tensor:
     """``log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|))``: no overflow, full accuracy in both tails, and slope
     ``sigmoid(x)`` everywhere (1/2 at 0)."""
@@ -78,7 +74,7 @@ def _softplus(input: Tensor) -> Tensor:
 
 def silu(input: Tensor, inplace: bool = False) -> Tensor:
     """``x sigmoid(x)`` (swish)."""
-    return input * _sigmoid(input)
+    return input * apply("tensor.sigmoid", input)
 
 
 def mish(input: Tensor, inplace: bool = False) -> Tensor:
