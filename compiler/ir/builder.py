@@ -43,8 +43,10 @@ class Builder:
         if name_hint is not None:
             for result in op.results:
                 result.name_hint = name_hint
-        index = None if self.insert_before is None else self.graph.ops.index(self.insert_before)
-        self.graph.insert(op, index)
+        if self.insert_before is None:
+            self.graph.insert(op)
+        else:
+            self.graph.insert_before(op, self.insert_before)
         return op
 
     def constant(self, value: Any, dtype: DType | str | None = None, name_hint: str | None = None) -> Value:

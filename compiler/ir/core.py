@@ -85,13 +85,57 @@ class Op:
 
 
 class Graph:
-    """A function in the IR: typed inputs, ops in a valid order, outputs."""
+    """A function in the IR: typed inputs, ops in a valid order, outputs.
+
+    ``insert_before(op, anchor)`` defers the insertion: ``ops`` places every deferred op when next read, in one pass.
+    A rewrite sweep that inserts replacements before thousands of ops would otherwise search and shift the list once
+    per insertion (quadratic: 5 s of a 27k-op unrolled LSTM step's compile went to ``list.index``).
+    """
 
     def __init__(self, name: str = "main", inputs: Iterable[Value] = (), ops: Iterable[Op] = (), outputs: Iterable[Value] = ()):
         self.name = name
         self.inputs: list[Value] = list(inputs)
-        self.ops: list[Op] = list(ops)
+        self._ops: list[Op] = list(ops)
+        self._deferred: dict[Op, list[Op]] = {}
+        """Anchor -> ops to insert right before it, in creation order (an anchor may itself be deferred)."""
         self.outputs: list[Value] = list(outputs)
+
+    @property
+    def ops(self) -> list[Op]:
+        """The ops in program order (the list itself: passes may edit it)."""
+        if self._deferred:
+            self._place_deferred()
+        return self._ops
+
+    @ops.setter
+    def ops(self, ops: list[Op]) -> None:
+        if self._deferred:
+            raise ValueError("Graph.ops was replaced while insertions were deferred; read graph.ops first to place them")
+        self._ops = ops
+
+    def insert_before(self, op: Op, anchor: Op) -> Op:
+        """Insert ``op`` right before ``anchor`` (after ops inserted before it earlier), placed when ``ops`` is next read."""
+        self._deferred.setdefault(anchor, []).append(op)
+        return op
+
+    def _place_deferred(self) -> None:
+        deferred, self._deferred = self._deferred, {}
+        placed: list[Op] = []
+
+        def place(op: Op) -> None:
+            for earlier in deferred.pop(op, ()):
+                place(earlier)
+            placed.append(op)
+
+        for op in self._ops:
+            if op in deferred:
+                place(op)
+            else:
+                placed.append(op)
+        if deferred:
+            lost = next(iter(deferred.values()))[0]
+            raise ValueError(f"{lost.name} was inserted before an op that is not in @{self.name}")
+        self._ops = placed
 
     def add_input(self, type: TensorType, name_hint: str | None = None) -> Value:
         value = Value(type, None, len(self.inputs), name_hint)
@@ -99,8 +143,8 @@ class Graph:
         return value
 
     def insert(self, op: Op, index: int | None = None) -> Op:
-        """Append ``op``, or insert it before position ``index``."""
-        self.ops.append(op) if index is None else self.ops.insert(index, op)
+        """Append ``op`` (deferred insertions stay pending), or insert it before position ``index`` of ``ops``."""
+        self._ops.append(op) if index is None else self.ops.insert(index, op)
         return op
 
     def erase(self, op: Op) -> None:
@@ -109,7 +153,12 @@ class Graph:
             if result.uses or result in self.outputs:
                 raise ValueError(f"cannot erase {op.name}: its result is still used")
         op.drop_operands()
-        self.ops.remove(op)
+        try:
+            index = self._ops.index(op)
+        except ValueError:  # deferred itself: place it first
+            self._place_deferred()
+            index = self._ops.index(op)
+        self._ops[index : index + 1] = self._deferred.pop(op, [])  # what was to go before it takes its place
 
     def replace_all_uses(self, old: Value, new: Value) -> None:
         """Make every reader of ``old`` (ops and graph outputs) read ``new`` instead."""

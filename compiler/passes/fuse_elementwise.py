@@ -124,30 +124,23 @@ def _merge(option: list[Group], groups: list[Group], group_of: dict[Op, Group]) 
     return keep
 
 
-def outline(graph: Graph, members: list[Op], fused_name: str) -> Op:
-    """Replace ``members`` (in program order) by one fused op placed where the last member stood."""
-    fused = _build_fused(graph, Builder(graph, insert_before=members[-1], location=members[-1].location), members, fused_name)
-    for op in reversed(members):
-        graph.erase(op)
-    return fused
-
-
 def outline_all(graph: Graph, groups: list[list[Op]], fused_name: str) -> None:
-    """``outline`` every group (disjoint, members in program order) in one rebuild of the op list."""
+    """Replace every group (disjoint, members in program order) by one fused op where its last member stood, in one
+    rebuild of the op list."""
     last = {members[-1]: members for members in groups}
     inside = {op for members in groups for op in members}
     ops, graph.ops = graph.ops, []
     for op in ops:
         if op in last:
             members = last[op]
-            _build_fused(graph, Builder(graph, location=op.location), members, fused_name)  # appended here
+            build_fused(graph, Builder(graph, location=op.location), members, fused_name)  # appended here
             for member in reversed(members):
                 member.drop_operands()  # erased: not in the rebuilt list, read only by members
         elif op not in inside:
             graph.ops.append(op)
 
 
-def _build_fused(graph: Graph, builder: Builder, members: list[Op], fused_name: str) -> Op:
+def build_fused(graph: Graph, builder: Builder, members: list[Op], fused_name: str) -> Op:
     inside = set(members)
     slots: dict[Value, int] = {}
     externals: list[Value] = []
