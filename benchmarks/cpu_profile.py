@@ -1,7 +1,7 @@
 """Where kiln-numpy's training step spends its time: the wall time of every op of a profiling build.
 
     python benchmarks/cpu_profile.py                 # W5, the CNN of train_step.py
-    python benchmarks/cpu_profile.py --workload W4 --top 30
+    python benchmarks/cpu_profile.py --workload W4 --top 30     # or W6, the LSTM
 
 The step is compiled with ``KILN_NUMPY_PROFILE=1``: the generated code reads a clock after every op of the lowered
 graph (a fused group is one op) and ``Executable.op_times()`` returns the last call's times. Each op's median over
@@ -23,7 +23,7 @@ import sys
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workload", choices=("W4", "W5"), default="W5")
+    parser.add_argument("--workload", choices=("W4", "W5", "W6"), default="W5")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=10)
@@ -39,6 +39,10 @@ def profiled_step(workload: str):
             from gpt_workload import GPTConfig, kiln_gpt_step
 
             run, _, step = kiln_gpt_step(GPTConfig())
+        elif workload == "W6":
+            from lstm_workload import LSTMConfig, kiln_lstm_step
+
+            run, _, step = kiln_lstm_step(LSTMConfig())
         else:
             from cnn_workload import CNNConfig, kiln_cnn_step
 

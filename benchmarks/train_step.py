@@ -1,6 +1,6 @@
 """Training-step benchmark: kiln-numpy side by side with PyTorch eager, torch.compile and hand-written NumPy.
 
-    python benchmarks/train_step.py                  # W1-W5, 1 thread, prints tables, writes benchmarks/results.json
+    python benchmarks/train_step.py                  # W1-W6, 1 thread, prints tables, writes benchmarks/results.json
     python benchmarks/train_step.py --threads 2 --steps 300 --json out.json --workloads W1
 
 Workloads (W1-W3: MLP 784-128-64-10, ReLU, softmax cross-entropy):
@@ -9,7 +9,9 @@ Workloads (W1-W3: MLP 784-128-64-10, ReLU, softmax cross-entropy):
       GELU (GPT-2's tanh approximation, in kiln and torch alike), pre-LN, AdamW lr 1e-3 wd 0.01, batch 16
   W5  CNN (examples/cnn_digits.py): 8x8 inputs, conv 1-16-32 3x3 pad 1, ReLU, 2x2 max pool, linear, SGD lr 0.05
       momentum 0.9, batch 256
-      (W4 and W5: no hand-written NumPy version)
+  W6  character LSTM LM (lstm_workload.py): vocab 64, embedding 32, 2-layer LSTM hidden 128, sequence 64, linear
+      head at every step, Adam lr 1e-3, batch 32 (kiln unrolls the time loop; torch runs its fused CPU LSTM)
+      (W4-W6: no hand-written NumPy version)
 
 Per-step median wall time over ``--steps`` timed steps (after a warm-up) of
 the same batch, the candidates interleaved in rounds. Also: kiln's compile
@@ -39,7 +41,7 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=20)
-    parser.add_argument("--workloads", default="W1,W2,W3,W4,W5")
+    parser.add_argument("--workloads", default="W1,W2,W3,W4,W5,W6")
     parser.add_argument("--compile-layers", default="2,6,12,24", help="W4 depths whose compile time is measured ('' for none)")
     parser.add_argument("--json", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results.json"))
     parser.add_argument("--no-torch-compile", action="store_true", help="skip torch.compile (it needs a C compiler)")
@@ -79,6 +81,7 @@ WORKLOADS = {
     "W3": Workload("W3", 128, "adam", 1e-3),
     "W4": Workload("W4", 16, "adamw", 1e-3),
     "W5": Workload("W5", 256, "sgd-momentum", 0.05),
+    "W6": Workload("W6", 32, "adam", 1e-3),
 }
 
 
@@ -252,7 +255,7 @@ def memory_bytes(step, batch: int) -> dict[str, int]:
 
 
 def run_workload(workload: Workload, args: argparse.Namespace) -> dict[str, object]:
-    if workload.name in ("W4", "W5"):
+    if workload.name in ("W4", "W5", "W6"):
         return run_model_workload(workload, args)
     row: dict[str, object] = {"workload": workload.name, "batch": workload.batch, "optimizer": workload.optimizer}
     from kiln.backends.numpy import NumpyBackend
@@ -274,7 +277,12 @@ def run_workload(workload: Workload, args: argparse.Namespace) -> dict[str, obje
 
 
 def model_workload(workload: Workload) -> tuple[str, Any, Callable[..., Any], Callable[..., Any], Callable[[Any], int]]:
-    """W4's or W5's description, config, kiln step builder, torch step builder and FLOPs: one shape for both."""
+    """W4's, W5's or W6's description, config, kiln step builder, torch step builder and FLOPs: one shape for all."""
+    if workload.name == "W6":
+        from lstm_workload import LSTMConfig, kiln_lstm_step, lstm_flops, torch_lstm_step
+
+        return ("character LSTM LM: vocab 64, embedding 32, 2-layer LSTM hidden 128, sequence 64, linear head",
+                LSTMConfig(batch=workload.batch, lr=workload.lr), kiln_lstm_step, torch_lstm_step, lstm_flops)
     if workload.name == "W4":
         from gpt_workload import GPTConfig, gpt_flops, kiln_gpt_step, torch_gpt_step
 
@@ -287,7 +295,8 @@ def model_workload(workload: Workload) -> tuple[str, Any, Callable[..., Any], Ca
 
 
 def run_model_workload(workload: Workload, args: argparse.Namespace) -> dict[str, object]:
-    """A model without a hand-written NumPy version (W4 the GPT, W5 the CNN): kiln against torch eager and compile."""
+    """A model without a hand-written NumPy version (W4 the GPT, W5 the CNN, W6 the LSTM): kiln against torch eager
+    and compile."""
     description, config, kiln_builder, torch_builder, flops = model_workload(workload)
     row: dict[str, object] = {"workload": workload.name, "batch": workload.batch, "optimizer": workload.optimizer, "model": description}
     start = time.perf_counter()

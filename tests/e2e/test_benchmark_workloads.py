@@ -13,6 +13,7 @@ from oracles import require
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "benchmarks"))
 import cnn_workload  # noqa: E402
 import gpt_workload  # noqa: E402
+import lstm_workload  # noqa: E402
 import train_step as benchmark  # noqa: E402
 
 
@@ -38,6 +39,21 @@ def test_w5_in_kiln_and_torch_takes_the_same_steps():
     n = config.batch
     forward = 2 * n * (64 * 16 * 9 + 16 * 32 * 144 + 128 * 10)
     assert cnn_workload.cnn_flops(config) == 3 * forward - 2 * n * 64 * 16 * 9
+
+
+def test_w6_in_kiln_and_torch_takes_the_same_steps():
+    """The LSTM language model from the same weights, Adam: the same losses step by step (a short sequence keeps the
+    unrolled graph small); the FLOP count is the gates' and the head's matmuls, 3x the forward's."""
+    require("torch")
+    config = lstm_workload.LSTMConfig(batch=4, length=6, hidden=16)
+    model, step = lstm_workload.kiln_lstm(config)
+    x, y = lstm_workload.lstm_batch(config)
+    torch_step = lstm_workload.torch_lstm_step(model, config, threads=1)
+    for _ in range(3):
+        np.testing.assert_allclose(float(step(x, y)), float(torch_step().detach()), rtol=1e-5)
+    tokens, gates = 4 * 6, 4 * 16
+    forward = 2 * tokens * gates * ((32 + 16) + (16 + 16)) + 2 * tokens * 16 * 64
+    assert lstm_workload.lstm_flops(config) == 3 * forward
 
 
 @pytest.mark.parametrize("name", ["W1", "W3"])
