@@ -17,6 +17,7 @@ from kiln.compiler.ir.types import DType, normalize_axis
 from kiln.compiler.ops.transformer import MASKED_SCORE
 from kiln.frontend.sync_batch_norm import record_running_statistics, sync_batch_norm
 from kiln.frontend.tensor import Tensor, apply
+from kiln.frontend.trace import located_error
 
 
 def _pair(value: int | Sequence[int]) -> tuple[int, int]:
@@ -228,19 +229,56 @@ def flatten(input: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
 
 
 def pad(input: Tensor, pad: Sequence[int], mode: str = "constant", value: float | None = None) -> Tensor:
-    """PyTorch's ``pad``: ``(left, right)`` pairs starting from the last dim. ``constant`` pads (non-negative) are one
-    ``tensor.pad`` op; ``reflect``, ``replicate`` and ``circular`` are built in ``frontend/functional_spatial.py``."""
+    """PyTorch's ``pad``: ``(before, after)`` pairs starting from the last dim.
+
+    ``constant`` mode fills with ``value`` (default 0); a negative pad crops, as in PyTorch. The fill is one
+    ``tensor.pad`` of the positive pads, then a ``tensor.slice`` per cropped axis (each side of an axis is padded or
+    cropped, never both, so the order does not matter; filling first never pads an axis the crop emptied).
+    ``reflect``, ``replicate`` and ``circular`` fill from the input's own edges (``frontend/functional_spatial.py``),
+    so, as PyTorch, they refuse a nonzero ``value``.
+    """
     if mode != "constant":
+        if value is not None and value != 0:
+            raise located_error(f"pad(mode={mode!r}) fills from the input's edges and takes no value, got value={value!r}; "
+                                f"drop value, or use mode='constant' to fill with it")
         from kiln.frontend.functional_spatial import pad_from_edges
 
         return pad_from_edges(input, pad, mode)
-    value = 0.0 if value is None else value
-    if len(pad) % 2 or len(pad) // 2 > input.ndim or min(pad, default=0) < 0:
-        raise TraceError(f"pad: {tuple(pad)} must be non-negative (before, after) pairs for at most {input.ndim} dims")
-    low, high = [0] * input.ndim, [0] * input.ndim
-    for index in range(len(pad) // 2):
-        low[input.ndim - 1 - index], high[input.ndim - 1 - index] = pad[2 * index], pad[2 * index + 1]
-    return apply("tensor.pad", input, low=tuple(low), high=tuple(high), interior=(0,) * input.ndim, value=float(value))
+    pairs = _constant_pad_pairs(input, pad)
+    low, high = tuple(max(before, 0) for before, _ in pairs), tuple(max(after, 0) for _, after in pairs)
+    value = 0.0 if value is None else float(value)
+    if any(low + high):
+        input = apply("tensor.pad", input, low=low, high=high, interior=(0,) * input.ndim, value=value)
+    return _crop(input, pairs)
+
+
+def _constant_pad_pairs(input: Tensor, pad: Sequence[int]) -> list[tuple[int, int]]:
+    """``F.pad``'s flat ``(before, after)`` pairs, last dim first, as one pair per axis in axis order (zeros where
+    none is given), checked as PyTorch checks them: a crop may empty an axis but not cut past it."""
+    pads = [int(p) for p in pad]
+    if len(pads) % 2 or len(pads) // 2 > input.ndim:
+        raise located_error(f"pad: {tuple(pads)} must be (before, after) pairs, from the last dim on, for at most the "
+                            f"{input.ndim} dims of {input.type}")
+    pairs = [(0, 0)] * (input.ndim - len(pads) // 2) + [(pads[i], pads[i + 1]) for i in range(len(pads) - 2, -1, -2)]
+    for axis, (size, (before, after)) in enumerate(zip(input.shape, pairs)):
+        if isinstance(size, str):
+            if before or after:
+                raise located_error(f"pad: cannot pad or crop the symbolic dim {size} (dim {axis} of {input.type}); "
+                                    f"give it the pair (0, 0) or pad only static dims")
+        elif size + min(before, 0) + min(after, 0) < 0:
+            raise located_error(f"pad: the negative padding ({before}, {after}) crops more than the {size} elements of "
+                                f"dim {axis} of {input.type}")
+    return pairs
+
+
+def _crop(input: Tensor, pairs: list[tuple[int, int]]) -> Tensor:
+    """Drop ``-before`` leading and ``-after`` trailing elements of each axis with a negative pad (a narrow)."""
+    result = input
+    for axis, (before, after) in enumerate(pairs):
+        if before < 0 or after < 0:
+            size = result.shape[axis]
+            result = apply("tensor.slice", result, axis=axis, start=max(-before, 0), stop=size - max(-after, 0), step=1)
+    return result
 
 
 def getitem(input: Tensor, index: Any) -> Tensor:

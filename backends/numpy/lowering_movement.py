@@ -62,21 +62,32 @@ def take(x, indices, *, axis: int):
 
 @NUMPY.register("tensor.scatter_add")
 def scatter_add(updates, indices, *, axis: int, shape):
-    out = np.zeros(shape, dtype=updates.dtype)
-    axis = axis % len(shape)
-    if axis == 0 and is_host_array(indices) and indices.size and np.minimum.reduce(indices, axis=None) >= 0:
-        return _scatter_rows(out, indices.ravel(), updates.reshape((indices.size,) + tuple(shape[1:])))
+    axis, shape = axis % len(shape), tuple(shape)
+    size = shape[axis]
+    if is_host_array(indices) and indices.size and -size <= indices.min() and indices.max() < size:
+        flat = indices.ravel() % size  # add.at's wrap of a negative index
+        return _scatter_along(updates.reshape(shape[:axis] + (flat.size,) + shape[axis + 1 :]), flat, axis, shape)
+    out = np.zeros(shape, dtype=updates.dtype)  # a device array, no indices, or one out of range (add.at raises IndexError)
     np.add.at(out, (slice(None),) * axis + (indices,), updates)
     return out
 
 
-def _scatter_rows(out, indices, rows):
-    # out[i] += sum of the rows with index i: a stable sort groups them, add.reduceat sums each run (2.5x np.add.at).
-    # Host arrays with indices >= 0 only (add.at wraps negative ones; on a device the check would synchronise)
+def _scatter_along(slices, indices, axis: int, shape: tuple[int, ...]):
+    """Zeros of ``shape``, plus at each ``i`` along ``axis`` the sum of the ``slices`` (along ``axis``) indexed ``i``.
+
+    A stable sort groups equal indices and ``add.reduceat`` sums each run in order: what ``np.add.at`` does, 2 to 6
+    times faster on any axis (add.at walks the elements one by one). Each sum reads only its own slices, so an inf or
+    NaN stays in its cell. When every index in ``[0, shape[axis])`` appears, the sums are the whole result. Host arrays
+    with indices in ``[0, shape[axis])`` only (on a device, checking them would make the host wait).
+    """
     order = np.argsort(indices, kind="stable")
     ordered = indices[order]
     starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
-    out[ordered[starts]] = np.add.reduceat(rows[order], starts, axis=0)
+    sums = np.add.reduceat(np.take(slices, order, axis=axis), starts, axis=axis, dtype=slices.dtype)
+    if starts.size == shape[axis]:
+        return sums
+    out = np.zeros(shape, dtype=slices.dtype)
+    out[(slice(None),) * axis + (ordered[starts],)] = sums
     return out
 
 

@@ -87,11 +87,28 @@ def slice_(ctx, op: Op, inputs: list[str]) -> list[str]:
 
 @ONNX.register("tensor.pad")
 def pad(ctx, op: Op, inputs: list[str]) -> list[str]:
-    if any(op.attrs["interior"]):
-        raise LoweringError("tensor.pad with interior padding has no ONNX lowering")
-    pads = ctx.constant(np.array(tuple(op.attrs["low"]) + tuple(op.attrs["high"]), np.int64))
+    # ONNX's Pad fills only the edges; interior fill (a strided slice's gradient) spreads the elements apart first
     value = ctx.constant(np.array(op.attrs["value"], op.result.type.dtype.numpy))
-    return [ctx.node("Pad", inputs + [pads, value], mode="constant")]
+    x = _spread(ctx, op, inputs[0], value) if any(op.attrs["interior"]) else inputs[0]
+    pads = ctx.constant(np.array(tuple(op.attrs["low"]) + tuple(op.attrs["high"]), np.int64))
+    return [ctx.node("Pad", [x, pads, value], mode="constant")]
+
+
+def _spread(ctx, op: Op, x: str, value: str) -> str:
+    """Put ``interior`` fill elements between neighbours along each axis that has some: one Pad appends a fill
+    element to each such axis (of size ``d``, so the fill sits at index ``d``), then one Gather per axis reads the
+    element ``i`` at position ``i (interior + 1)`` and index ``d`` everywhere between. Interior padding needs static
+    dims (``tensor.pad``'s shape rule), so the indices are constants; the other dims may be symbolic."""
+    shape, interior = op.operands[0].type.shape, op.attrs["interior"]
+    axes = [axis for axis, fill in enumerate(interior) if fill]
+    ends = np.zeros(2 * len(shape), np.int64)
+    ends[[len(shape) + axis for axis in axes]] = 1
+    x = ctx.node("Pad", [x, ctx.constant(ends), value], mode="constant")
+    for axis in axes:
+        size, step = shape[axis], interior[axis] + 1
+        positions = np.arange(max(size + (size - 1) * interior[axis], 0), dtype=np.int64)
+        x = ctx.node("Gather", [x, ctx.constant(np.where(positions % step == 0, positions // step, size))], axis=axis)
+    return x
 
 
 @ONNX.register("tensor.expand_dims")

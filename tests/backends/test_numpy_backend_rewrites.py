@@ -179,3 +179,77 @@ def test_sigmoid_of_the_extremes_and_nan(dtype):
     limit = SIGMOID_EXPONENT_LIMIT[np.dtype(dtype)]
     np.testing.assert_array_equal(got[1:], np.array([1, 1 / (1 + np.exp(limit)), 1 / (1 + np.exp(limit)), 1, 0.5], dtype))
     assert np.isnan(got[0])
+
+
+def _add_at(updates, indices, axis, shape):
+    expected = np.zeros(shape, updates.dtype)
+    np.add.at(expected, (slice(None),) * (axis % len(shape)) + (indices,), updates)
+    return expected
+
+
+# (output shape, axis, indices): every axis, 1-D and 2-D indices, repeats, negative indices (add.at wraps them),
+# cells no index reaches and indices that reach every cell
+SCATTERS = {
+    "axis_1_repeats": ((4, 7, 3), 1, np.array([0, 3, 3, 6, 0, 3, 1])),
+    "axis_2_of_4": ((2, 3, 5, 4), 2, np.array([4, 4, 4, 0, 2])),
+    "last_axis": ((3, 2, 6), -1, np.array([5, 0, 5, 1, 1, 2, 3, 4, 0])),
+    "last_axis_every_cell": ((3, 4), 1, np.array([3, 2, 1, 0, 2, 3])),
+    "two_dim_indices_axis_1": ((3, 6, 2), 1, np.array([[5, 0, 5], [2, 2, 4]])),
+    "two_dim_indices_last_axis": ((2, 5), 1, np.array([[0, 4], [4, 1], [1, 1]])),
+    "negative_indices_axis_1": ((2, 6, 3), 1, np.array([-1, 5, 0, -6, 2, -2, -2])),
+    "negative_indices_axis_0": ((6, 3), 0, np.array([[-1, 5], [0, -6]])),
+    "one_index": ((2, 3, 4), 2, np.array([2])),
+}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "int32"])
+@pytest.mark.parametrize("case", list(SCATTERS))
+def test_scatter_add_on_any_axis_is_add_at(case, dtype):
+    shape, axis, indices = SCATTERS[case]
+    at = axis % len(shape)
+    updates = (np.random.default_rng(4).standard_normal(shape[:at] + indices.shape + shape[at + 1 :]) * 10).astype(dtype)
+    got = lowering_movement.scatter_add(updates, indices, axis=axis, shape=shape)
+    assert got.dtype == updates.dtype and got.shape == shape
+    np.testing.assert_allclose(got, _add_at(updates, indices, axis, shape), rtol=1e-12 if dtype != "float32" else 1e-6)
+
+
+def test_scatter_add_keeps_infinities_and_nans_in_their_cells_as_add_at_does():
+    indices = np.array([2, 0, 2, 3, 0, 2])
+    updates = np.random.default_rng(5).standard_normal((3, 6, 2))
+    updates[0, 0, 1], updates[1, 3, 0], updates[2, 1, 0], updates[2, 4, 0] = np.inf, np.nan, np.inf, -np.inf  # inf - inf in cell 0
+    with np.errstate(invalid="ignore"):
+        got = lowering_movement.scatter_add(updates, indices, axis=1, shape=(3, 4, 2))
+        expected = _add_at(updates, indices, 1, (3, 4, 2))
+    np.testing.assert_allclose(got, expected, rtol=1e-12)  # NaN where add.at has NaN, inf where it has inf
+    assert list(zip(*np.nonzero(np.isnan(got)))) == [(1, 3, 0), (2, 0, 0)] and list(zip(*np.nonzero(np.isinf(got)))) == [(0, 2, 1)]
+
+
+@pytest.mark.parametrize("index", [4, -5])
+def test_scatter_add_of_an_index_out_of_range_raises_as_add_at_does(index):
+    with pytest.raises(IndexError):
+        lowering_movement.scatter_add(np.ones((2, 3)), np.array([0, index, 1]), axis=1, shape=(2, 4))
+
+
+class _NumpyWithoutAddAt:
+    """``np`` whose ``np.add.at`` fails the test."""
+
+    class add:
+        reduceat = staticmethod(np.add.reduceat)
+
+        @staticmethod
+        def at(*args):
+            raise AssertionError("scatter_add fell back to np.add.at")
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+
+def test_scatter_add_off_axis_0_sums_without_add_at(monkeypatch):
+    """``np.add.at`` walks the elements one by one; host arrays with indices in range never reach it, on any axis."""
+    monkeypatch.setattr(lowering_movement, "np", _NumpyWithoutAddAt())
+    for case in ("axis_1_repeats", "last_axis", "two_dim_indices_axis_1", "negative_indices_axis_1"):
+        shape, axis, indices = SCATTERS[case]
+        at = axis % len(shape)
+        updates = np.random.default_rng(6).standard_normal(shape[:at] + indices.shape + shape[at + 1 :])
+        np.testing.assert_allclose(lowering_movement.scatter_add(updates, indices, axis=axis, shape=shape),
+                                   _add_at(updates, indices, axis, shape), rtol=1e-12)
