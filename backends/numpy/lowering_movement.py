@@ -105,7 +105,7 @@ def slice_(x, *, axis: int, start: int, stop: int, step: int):
 def pad(x, *, low, high, interior, value: float):
     shape = tuple(lo + d + max(d - 1, 0) * mid + hi for d, lo, hi, mid in zip(x.shape, low, high, interior))
     out = np.full(shape, value, dtype=x.dtype)
-    out[tuple(slice(lo, lo + max(d - 1, 0) * (mid + 1) + 1, mid + 1) for d, lo, mid in zip(x.shape, low, interior))] = x
+    out[tuple(slice(lo, lo + (d - 1) * (mid + 1) + 1 if d else lo, mid + 1) for d, lo, mid in zip(x.shape, low, interior))] = x
     return out
 
 

@@ -253,3 +253,12 @@ def test_scatter_add_off_axis_0_sums_without_add_at(monkeypatch):
         updates = np.random.default_rng(6).standard_normal(shape[:at] + indices.shape + shape[at + 1 :])
         np.testing.assert_allclose(lowering_movement.scatter_add(updates, indices, axis=axis, shape=shape),
                                    _add_at(updates, indices, axis, shape), rtol=1e-12)
+
+
+def test_pad_of_an_empty_axis_is_all_fill():
+    """An axis a crop emptied, padded again: the fill only (the destination slice of no elements is empty)."""
+    x = np.ones((2, 0, 3), np.float32)
+    got = lowering_movement.pad(x, low=(0, 1, 0), high=(0, 2, 1), interior=(0, 1, 0), value=7.0)
+    np.testing.assert_array_equal(got, np.full((2, 3, 4), 7, np.float32))
+    np.testing.assert_array_equal(lowering_movement.pad(np.arange(3.0), low=(1,), high=(0,), interior=(2,), value=0.0),
+                                  [0, 0, 0, 0, 1, 0, 0, 2])
