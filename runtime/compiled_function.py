@@ -18,7 +18,8 @@ from kiln.compiler.passes.manager import PassManager
 from kiln.frontend.module import Parameter
 from kiln.frontend.trace import trace_context
 from kiln.runtime.executable import Executable
-from kiln.runtime.train_step import DEFAULT_PIPELINE, batch_specs
+from kiln.runtime.batch_dims import BatchDim, batch_signature, batch_specs
+from kiln.runtime.train_step import DEFAULT_PIPELINE
 
 
 @dataclass
@@ -37,11 +38,13 @@ class CompiledFunction:
     fn: Callable[..., Any]
     backend: str = "numpy"
     pipeline: str = DEFAULT_PIPELINE
+    batch_dim: BatchDim = 0
+    """Each input's symbolic batch dim (``runtime/batch_dims.py``): another size there reuses the compiled graph."""
     variants: dict[tuple[Any, ...], _Variant] = field(default_factory=dict)
 
     def __call__(self, *arrays: Any) -> Any:
         arrays_np = [np.asarray(a) for a in arrays]
-        key = tuple((a.shape[1:], a.dtype.str) for a in arrays_np)
+        key = batch_signature(arrays_np, self.batch_dim)
         if key not in self.variants:
             self.variants[key] = self._compile(arrays_np)
         variant = self.variants[key]
@@ -58,7 +61,7 @@ class CompiledFunction:
         return list(self.variants.values())[-1].graph
 
     def _compile(self, arrays: list[np.ndarray]) -> _Variant:
-        context = trace_context(self.fn, *batch_specs(arrays), what="the compiled function's result")
+        context = trace_context(self.fn, *batch_specs(arrays, self.batch_dim), what="the compiled function's result")
         context.graph.outputs += [value for _, value in context.buffer_updates.values()]
         PassManager(self.pipeline).run(context.graph)
         if context.seed_input is not None:
@@ -70,7 +73,8 @@ class CompiledFunction:
         return _Variant(context.graph, get_backend(self.backend).compile(context.graph), context.parameters, buffers)
 
 
-def compile(fn: Callable[..., Any], backend: str = "numpy", pipeline: str = DEFAULT_PIPELINE) -> CompiledFunction:
-    """Compile ``fn`` for ``backend``; it traces on the first call with each new input signature."""
+def compile(fn: Callable[..., Any], backend: str = "numpy", pipeline: str = DEFAULT_PIPELINE, batch_dim: BatchDim = 0) -> CompiledFunction:
+    """Compile ``fn`` for ``backend``; it traces on the first call with each new input signature. ``batch_dim`` names
+    each input's batch dim (0 by default; 1 for sequence-first inputs; ``None`` for static shapes)."""
     get_backend(backend)
-    return CompiledFunction(fn, backend, pipeline)
+    return CompiledFunction(fn, backend, pipeline, batch_dim)

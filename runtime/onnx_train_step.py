@@ -74,10 +74,12 @@ def export_onnx_train_step(step: Any, path: str, batch_size: int | None = None) 
 def _static_batch_specs(step: Any, compiled: Any, batch_size: int) -> list[Any]:
     """The compiled step's batch specs with the batch dim (rows per micro-batch) fixed at ``batch_size``."""
     from kiln.frontend.trace import TensorSpec
+    from kiln.runtime.batch_dims import BATCH
 
     inputs = compiled.graph.inputs
     batch = inputs[: len(inputs) - len(step._feeds(compiled.step_graph, []))]
-    return [TensorSpec((batch_size,) + tuple(v.type.shape[1:]), v.type.dtype) for v in batch[: len(batch) // step.accumulate]]
+    fixed = lambda shape: tuple(batch_size if dim == BATCH else dim for dim in shape)  # noqa: E731  (wherever batch_dim put it)
+    return [TensorSpec(fixed(v.type.shape), v.type.dtype) for v in batch[: len(batch) // step.accumulate]]
 
 
 def _add_defaults(model: Any, defaults: dict[str, np.ndarray]) -> None:
@@ -102,7 +104,12 @@ def _metadata(step: Any, step_graph: Any, names: dict, batch_count: int) -> dict
         "step_count": int(step.optimizer.step_count),
         "hyper_inputs": {names[v]: list(role) for v, role in zip(_hyper_values(step_graph), step_graph.hyper_inputs)},
         "accumulate": int(getattr(step, "accumulate", 1)),
+        "batch_dim": _json_batch_dim(getattr(step, "batch_dim", 0)),
     }
+
+
+def _json_batch_dim(batch_dim: Any) -> Any:
+    return batch_dim if batch_dim is None or isinstance(batch_dim, int) else [None if d is None else int(d) for d in batch_dim]
 
 
 def _update_sources(step_graph: Any, batch_count: int) -> list[int]:
@@ -145,7 +152,7 @@ class OnnxTrainStep:
     def _feeds(self, batch: list[np.ndarray]) -> list[np.ndarray]:
         from kiln.runtime.train_step import split_micro_batches
 
-        feeds = split_micro_batches(batch, self.metadata["accumulate"])
+        feeds = split_micro_batches(batch, self.metadata["accumulate"], self.metadata.get("batch_dim", 0))  # files before batch_dim: 0
         step_input, seed_input = self.metadata["step_input"], self.metadata["seed_input"]
         count = len(self.input_names) - len(self.random_inputs)
         for name in self.input_names[len(feeds):count]:

@@ -103,7 +103,7 @@ def step_graph_and_feeds(step: Any, batch: Sequence[Any]) -> tuple[Graph, list[A
 
     arrays = [np.asarray(array) for array in batch]
     compiled = step._compiled_for(arrays)
-    return compiled.graph, step._feeds(compiled.step_graph, split_micro_batches(arrays, step.accumulate))
+    return compiled.graph, step._feeds(compiled.step_graph, split_micro_batches(arrays, step.accumulate, step.batch_dim))
 
 
 def _run(backend: str, graph: Graph, feeds: Sequence[Any]) -> list[np.ndarray]:

@@ -25,6 +25,9 @@ Options:
 - ``loss_scale=s``: the loss is multiplied by ``step.loss_scale`` (a graph input, so a
   dynamic scaler can change it without recompiling) before autodiff and the gradients are
   divided by it; the returned loss is unscaled. There is no inf/nan check yet.
+- ``batch_dim``: each input's batch dim (default 0; ``1`` for sequence-first ``(L, N, ...)`` inputs, a tuple for one
+  per input, ``None`` for static shapes): the graph's symbolic dim, and the dim ``accumulate`` splits
+  (``runtime/batch_dims.py``).
 - ``pipeline``, ``verify_each``, ``print_ir_after_all``: the pass manager's.
 """
 
@@ -40,7 +43,6 @@ import numpy as np
 from kiln.backends import get_backend
 from kiln.compiler.errors import CheckpointError, InputError, KilnError
 from kiln.compiler.ir.core import Graph
-from kiln.compiler.ir.types import DType
 from kiln.compiler.passes.manager import PassManager
 from kiln.frontend.module import Module
 from kiln.frontend.optim import Optimizer
@@ -48,6 +50,7 @@ from kiln.frontend.tensor import Tensor
 from kiln.frontend.trace import TensorSpec
 from kiln.runtime import checkpoint
 from kiln.runtime.executable import Executable
+from kiln.runtime.batch_dims import BatchDim, batch_signature, batch_specs, split_micro_batches
 from kiln.runtime.donation import buffer_inputs, step_donations
 from kiln.runtime.lazy import LazyScalar
 from kiln.runtime.resident import ResidentState
@@ -89,6 +92,8 @@ class TrainStep:
     """Seeds the random ops (dropout): step ``k`` draws from ``rng_seed = seed * 2**20 + k``, so a step replays given its seed."""
     data_parallel_ranks: int = 1
     """Ranks each batch is sharded over; ``kiln.distributed.DataParallel`` sets it so BatchNorm uses the global batch's statistics."""
+    batch_dim: BatchDim = 0
+    """Each input's batch dim, symbolic in the graph and split by ``accumulate`` (``runtime/batch_dims.py``)."""
     compiled: dict[tuple[Any, ...], CompiledStep] = field(default_factory=dict)
     compile_count: int = 0
     """How many times a graph was traced and compiled (a new input signature or optimizer option each)."""
@@ -109,7 +114,7 @@ class TrainStep:
     def __call__(self, *batch: Any) -> float:
         arrays = [array if hasattr(array, "__cuda_array_interface__") else np.asarray(array) for array in batch]  # device batches stay
         compiled = self._compiled_for(arrays)
-        micro_batches = split_micro_batches(arrays, self.accumulate)
+        micro_batches = split_micro_batches(arrays, self.accumulate, self.batch_dim)
         feeds = self._feeds(compiled.step_graph, micro_batches)
         if compiled.comm is None:
             outputs = self._run(compiled, feeds, len(micro_batches))
@@ -154,9 +159,9 @@ class TrainStep:
             return CompiledStep(step_graph, get_backend(self.backend).compile(step_graph.graph), self._tensor_parallel_comm())
 
     def _compiled_for(self, arrays: Sequence[np.ndarray]) -> CompiledStep:
-        key = (tuple([(a.shape[1:], a.dtype) for a in arrays]), self.optimizer.signature())
+        key = (batch_signature(arrays, self.batch_dim), self.optimizer.signature())
         if key not in self.compiled:
-            self.compiled[key] = self.compile(*batch_specs(arrays))  # specs (and their checks) only when compiling
+            self.compiled[key] = self.compile(*batch_specs(arrays, self.batch_dim))  # specs (and their checks) only when compiling
         return self.compiled[key]
 
     def _feeds(self, step_graph: StepGraph, micro_batches: list[np.ndarray]) -> list[np.ndarray]:
@@ -282,41 +287,17 @@ def collection_paused() -> Iterator[None]:
             gc.enable()
 
 
-def batch_specs(arrays: Sequence[np.ndarray]) -> list[TensorSpec]:
-    """Specs with a symbolic batch dim ``N``, so a smaller last batch does not recompile."""
-    specs = []
-    for index, array in enumerate(arrays):
-        if array.ndim == 0:
-            raise InputError(f"batch input {index} is a 0-d array; every batch input needs a leading batch dim")
-        specs.append(TensorSpec(("N",) + array.shape[1:], DType.of(array.dtype)))
-    return specs
-
-
-def split_micro_batches(arrays: Sequence[np.ndarray], count: int) -> list[np.ndarray]:
-    """Each input cut into ``count`` equal row blocks, ordered micro-batch by micro-batch (views, no copies)."""
-    if count == 1:
-        return list(arrays)
-    sizes = {len(array) for array in arrays}
-    size = sizes.pop()
-    if sizes or size % count:
-        raise InputError(
-            f"accumulate={count}: the batch inputs have {sorted({len(a) for a in arrays})} rows, which do not split into "
-            f"{count} equal micro-batches; pass batches whose size is a multiple of {count} (drop a short last batch)"
-        )
-    rows = size // count
-    return [array[k * rows : (k + 1) * rows] for k in range(count) for array in arrays]
-
-
 def compile_train_step(
     model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, backend: str = "numpy", **options: Any
 ) -> TrainStep:
     """A callable ``step(*inputs, target) -> loss`` that trains ``model`` in place; compiles on the first call.
 
-    ``options``: ``clip_grad_norm``, ``clip_grad_value``, ``accumulate``, ``loss_scale``, ``pipeline``,
+    ``options``: ``clip_grad_norm``, ``clip_grad_value``, ``accumulate``, ``loss_scale``, ``batch_dim``, ``pipeline``,
     ``verify_each``, ``print_ir_after_all`` (see the module docstring).
     """
     get_backend(backend)  # fail now, not at the first batch, on an unknown backend
-    known = {"pipeline", "verify_each", "print_ir_after_all", "clip_grad_norm", "clip_grad_value", "accumulate", "loss_scale", "seed"}
+    known = {"pipeline", "verify_each", "print_ir_after_all", "clip_grad_norm", "clip_grad_value", "accumulate", "loss_scale", "seed",
+             "batch_dim"}
     unknown = sorted(set(options) - known)
     if unknown:
         raise KilnError(f"compile_train_step has no option {', '.join(unknown)}; the options are {sorted(known)}")
