@@ -245,8 +245,8 @@ class RNNBase(Module):
         time_axis = 1 if input.ndim == 3 and self.batch_first else 0
         length = input.shape[time_axis]
         if not isinstance(length, int):
-            hint = (" (kiln.compile and compile_train_step make the leading dim a symbolic batch: build the layer with batch_first=True and "
-                    "feed (N, L, H_in))") if time_axis == 0 and input.ndim == 3 else ""
+            hint = (" (kiln.compile and compile_train_step make dim 0 the symbolic batch unless told otherwise: pass batch_dim=1 for "
+                    "sequence-first inputs, or build the layer with batch_first=True and feed (N, L, H_in))") if time_axis == 0 and input.ndim == 3 else ""
             raise located_error(f"{owner} unrolls its time loop when traced, so the sequence length must be static: dim {time_axis} "
                                 f"of {input.type} is the symbolic {length!r}; trace with a fixed length (pad to one length){hint}")
         if length == 0:

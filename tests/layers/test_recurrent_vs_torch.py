@@ -276,7 +276,7 @@ def test_wrong_inputs_are_trace_errors_that_say_what_to_do():
         kiln.trace(lstm, kiln.TensorSpec((LENGTH, 2, 3)))
     with pytest.raises(kiln.TraceError, match="expected a 3-D input"):
         kiln.trace(lstm, kiln.TensorSpec((LENGTH, 2, 1, 4)))
-    with pytest.raises(kiln.TraceError, match="sequence length must be static.*batch_first=True"):
+    with pytest.raises(kiln.TraceError, match="sequence length must be static.*pass batch_dim=1.*batch_first=True"):
         kiln.trace(lstm, kiln.TensorSpec(("N", 2, 4)))
     with pytest.raises(kiln.TraceError, match="sequence length must be static"):
         kiln.trace(nn.GRU(4, 6, batch_first=True), kiln.TensorSpec((2, "L", 4)))
