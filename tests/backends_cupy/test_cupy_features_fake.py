@@ -2,8 +2,8 @@
 three steps equal the NumPy backend's, and no step reads device data on the host.
 
 ``test_cupy_runtime_fake.py`` trains the benchmark models; this covers what they do not use: pooling, sigmoid,
-LayerNorm, dropout, attention and a Transformer encoder layer, gradient accumulation and clipping, loss scaling,
-label smoothing, and every optimizer.
+LayerNorm, dropout, attention and a Transformer encoder layer, recurrent layers, upsampling and edge pads, gradient
+accumulation and clipping, loss scaling, label smoothing, and every optimizer.
 """
 
 from __future__ import annotations
@@ -41,6 +41,23 @@ class PooledSequence(nn.Module):
         return self.head(out.mean(1))
 
 
+class LastStep(nn.Module):
+    """A recurrent layer over ``(N, L, 16)``, its last step's output, a classifier."""
+
+    def __init__(self, layer, features):
+        super().__init__()
+        self.layer, self.head = layer, nn.Linear(features, 5)
+
+    def forward(self, x):
+        return self.head(self.layer(x)[0][:, -1])
+
+
+def spatial():
+    """Upsampling, an edge pad, a pixel shuffle and channel dropout (gathers and scatter-adds on inner axes)."""
+    return nn.Sequential(nn.Upsample(scale_factor=2, mode="bilinear"), nn.ReflectionPad2d(1), nn.Conv2d(1, 4, 3), nn.Dropout2d(0.25),
+                         nn.PixelShuffle(2), nn.MaxPool2d(4), nn.Flatten(), nn.Linear(64, 10))
+
+
 def mlp():
     return nn.Sequential(nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 5))
 
@@ -53,6 +70,9 @@ MODELS = {
     "attention": (lambda: PooledSequence(nn.MultiheadAttention(16, 2, batch_first=True)), sequences),
     "encoder_layer": (lambda: PooledSequence(nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True)), sequences),
     "attention_dropout": (lambda: PooledSequence(nn.TransformerEncoderLayer(16, 2, 32, dropout=0.2, batch_first=True)), sequences),
+    "lstm": (lambda: LastStep(nn.LSTM(16, 8, num_layers=2, batch_first=True), 8), sequences),
+    "gru_bidirectional": (lambda: LastStep(nn.GRU(16, 8, batch_first=True, bidirectional=True), 16), sequences),
+    "spatial": (spatial, images),
 }
 OPTIONS = {"accumulate": {"accumulate": 2}, "clip_grad_norm": {"clip_grad_norm": 0.1}, "clip_grad_value": {"clip_grad_value": 0.01},
            "loss_scale": {"loss_scale": 128.0}}
