@@ -55,10 +55,15 @@ class Softmax(Module):
 
 
 class Sequential(Module):
-    """Applies its layers in order; layers are named ``0``, ``1``, ... as in PyTorch."""
+    """Applies its layers in order; layers are named ``0``, ``1``, ... as in PyTorch, or by the keys of one
+    ``OrderedDict`` of layers (``Sequential(OrderedDict(conv=..., relu=...))``, ``conv.weight`` in the ``state_dict``)."""
 
     def __init__(self, *layers: Any):
         super().__init__()
+        if len(layers) == 1 and isinstance(layers[0], dict):
+            for name, layer in layers[0].items():
+                setattr(self, name, layer)
+            return
         if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
             layers = tuple(layers[0])
         for index, layer in enumerate(layers):

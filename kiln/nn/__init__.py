@@ -16,11 +16,12 @@ from kiln.frontend.losses import (
     TripletMarginLoss,
 )
 from kiln.frontend.module import Buffer, Module, Parameter
-from kiln.frontend import layers_activation, layers_norm, layers_recurrent, layers_spatial
+from kiln.frontend import layers_activation, layers_more, layers_norm, layers_recurrent, layers_spatial
 from kiln.frontend.layers_activation import *  # noqa: F401,F403
 from kiln.frontend.layers_norm import *  # noqa: F401,F403
 from kiln.frontend.layers_recurrent import *  # noqa: F401,F403
 from kiln.frontend.layers_spatial import *  # noqa: F401,F403
+from kiln.frontend.layers_more import *  # noqa: F401,F403
 from kiln.nn import functional, init
 
 __all__ = [
@@ -31,4 +32,4 @@ __all__ = [
     "BCELoss", "CosineEmbeddingLoss", "GaussianNLLLoss", "HingeEmbeddingLoss", "KLDivLoss", "MarginRankingLoss", "MultiLabelSoftMarginLoss",
     "MultiMarginLoss", "PoissonNLLLoss", "SoftMarginLoss", "TripletMarginLoss",
 ]
-__all__ += layers_activation.__all__ + layers_norm.__all__ + layers_recurrent.__all__ + layers_spatial.__all__
+__all__ += layers_activation.__all__ + layers_norm.__all__ + layers_recurrent.__all__ + layers_spatial.__all__ + layers_more.__all__
