@@ -1,14 +1,17 @@
-"""``ModuleList`` and ``ModuleDict``: modules held in a list or a dict, registered so their parameters are the model's.
+"""``ModuleList``/``ModuleDict`` and ``ParameterList``/``ParameterDict``: modules or parameters held in a list or a
+dict, registered so their parameters are the model's.
 
-As PyTorch's: a list's modules are named ``0``, ``1``, ... (``layers.0.weight`` in the ``state_dict``), a dict's by
-their keys; neither has a ``forward`` (the owning module decides how to call them).
+As PyTorch's: a list's entries are named ``0``, ``1``, ... (``layers.0.weight``, ``params.0`` in the ``state_dict``),
+a dict's by their keys; none has a ``forward`` (the owning module decides how to use them).
 """
 
 from __future__ import annotations
 
 from typing import Any, Iterable, Iterator, Mapping
 
-from kiln.frontend.module import Module
+import numpy as np
+
+from kiln.frontend.module import Buffer, Module, Parameter, _to_numpy
 
 
 class ModuleList(Module):
@@ -116,3 +119,132 @@ class ModuleDict(Module):
 def _check_module(module: Any, where: Any) -> None:
     if not isinstance(module, Module):
         raise TypeError(f"a module container holds kiln Modules; entry {where!r} is a {type(module).__name__}")
+
+
+def _as_parameter(value: Any, where: Any) -> Parameter:
+    """A ``Parameter`` as is; an array (NumPy, nested lists, a torch tensor) becomes a new trainable one, as
+    PyTorch's containers wrap plain tensors."""
+    if isinstance(value, Buffer):
+        raise TypeError(f"a parameter container holds trainable Parameters; entry {where!r} is a Buffer")
+    if isinstance(value, Parameter):
+        return value
+    array = np.asarray(_to_numpy(value))
+    if array.dtype.kind not in "fiub":
+        raise TypeError(f"a parameter container holds Parameters or numeric arrays; entry {where!r} is a {type(value).__name__}")
+    return Parameter(array)
+
+
+class ParameterList(Module):
+    """``torch.nn.ParameterList``: parameters named ``0``, ``1``, ... (``params.0`` in the ``state_dict``); indexing,
+    slicing (a new list of the same parameters), ``append``, ``extend``, ``+=``."""
+
+    def __init__(self, values: Iterable[Any] | None = None):
+        super().__init__()
+        if values is not None:
+            self.extend(values)
+
+    def append(self, value: Any) -> "ParameterList":
+        setattr(self, str(len(self)), _as_parameter(value, len(self)))
+        return self
+
+    def extend(self, values: Iterable[Any]) -> "ParameterList":
+        for value in values:
+            self.append(value)
+        return self
+
+    def __iadd__(self, values: Iterable[Any]) -> "ParameterList":
+        return self.extend(values)
+
+    def __getitem__(self, index: int | slice) -> Any:
+        parameters = list(self._parameters.values())
+        return ParameterList(parameters[index]) if isinstance(index, slice) else parameters[self._position(index)]
+
+    def __setitem__(self, index: int, value: Any) -> None:
+        setattr(self, str(self._position(index)), _as_parameter(value, index))
+
+    def __len__(self) -> int:
+        return len(self._parameters)
+
+    def __iter__(self) -> Iterator[Parameter]:
+        return iter(list(self._parameters.values()))
+
+    def _position(self, index: int) -> int:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} is out of range for a ParameterList of {len(self)} parameters")
+        return index % len(self)
+
+    def __repr__(self) -> str:
+        return _parameters_repr(self)
+
+
+class ParameterDict(Module):
+    """``torch.nn.ParameterDict``: string keys in insertion order (``params.<key>`` in the ``state_dict``), ``[]``,
+    ``in``, ``keys``/``values``/``items``, ``get``, ``update``, ``pop``, ``setdefault``, ``clear``."""
+
+    def __init__(self, parameters: Mapping[str, Any] | Iterable[tuple[str, Any]] | None = None):
+        super().__init__()
+        if parameters is not None:
+            self.update(parameters)
+
+    def __getitem__(self, key: str) -> Parameter:
+        return self._parameters[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if not isinstance(key, str) or not key or "." in key:
+            raise KeyError(f"ParameterDict keys are non-empty strings without '.', got {key!r}")
+        if key not in self._parameters and hasattr(self, key):
+            raise KeyError(f"ParameterDict: the key {key!r} would hide the attribute of that name; pick another key")
+        setattr(self, key, _as_parameter(value, key))
+
+    def __delitem__(self, key: str) -> None:
+        if key not in self._parameters:
+            raise KeyError(key)
+        delattr(self, key)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._parameters
+
+    def __len__(self) -> int:
+        return len(self._parameters)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._parameters))
+
+    def keys(self) -> Iterable[str]:
+        return self._parameters.keys()
+
+    def values(self) -> Iterable[Parameter]:
+        return self._parameters.values()
+
+    def items(self) -> Iterable[tuple[str, Parameter]]:
+        return self._parameters.items()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._parameters.get(key, default)
+
+    def pop(self, key: str) -> Parameter:
+        parameter = self[key]
+        del self[key]
+        return parameter
+
+    def setdefault(self, key: str, default: Any = None) -> Parameter:
+        if key not in self:
+            self[key] = default
+        return self[key]
+
+    def clear(self) -> None:
+        for key in list(self):
+            del self[key]
+
+    def update(self, parameters: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> None:
+        for key, value in (parameters.items() if isinstance(parameters, Mapping) else parameters):
+            self[key] = value
+
+    def __repr__(self) -> str:
+        return _parameters_repr(self)
+
+
+def _parameters_repr(container: Module) -> str:
+    """PyTorch's layout: one ``(name): Parameter ...`` line per entry."""
+    lines = [f"  ({name}): Parameter of shape {tuple(p.shape)} ({p.data.dtype})" for name, p in container._parameters.items()]
+    return f"{type(container).__name__}(" + ("\n" + "\n".join(lines) + "\n" if lines else "") + ")"

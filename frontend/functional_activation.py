@@ -8,6 +8,11 @@ leaky_relu, elu, celu, selu   x > 0 ? x : negative branch           (at 0: the n
 hardtanh, relu6               clamp; slope 0 on and outside the bounds
 hardswish                     x <= -3 ? 0 : x < 3 ? x (x + 3) / 6 : x
 softplus                      beta x > threshold ? x : log(1 + exp(beta x)) / beta
+prelu(x, w)                   x > 0 ? x : w x                          (at 0: slope w; w per channel, dim 1)
+threshold(x, t, v)            x > t ? x : v                            (at t: slope 0)
+softshrink(x, l)              x > l ? x - l : x < -l ? x + l : 0       (at +-l: slope 0)
+hardshrink(x, l)              x > l or x < -l ? x : 0                  (at +-l: slope 0)
+rrelu(x, lo, hi)              x > 0 ? x : a x, a ~ U(lo, hi) while training (kiln's draws), (lo + hi) / 2 in eval
 ```
 
 Two rules keep values and gradients finite and accurate for any finite input, in float32 and float64 alike:
@@ -24,8 +29,11 @@ reuses buffers in place on its own).
 
 from __future__ import annotations
 
+from typing import Any
+
 from kiln.frontend.functional_nn import abs
 from kiln.frontend.tensor import Tensor, apply
+from kiln.frontend.trace import TraceContext, located_error
 
 SELU_ALPHA = 1.6732632423543772848170429916717
 SELU_SCALE = 1.0507009873554804934193349852946
@@ -146,6 +154,73 @@ def hardswish(input: Tensor, inplace: bool = False) -> Tensor:
     return _where(input <= -3.0, 0.0, _where(input < 3.0, input * (input + 3.0) / 6.0, input))
 
 
+def prelu(input: Tensor, weight: Tensor) -> Tensor:
+    """``x > 0 ? x : weight x`` with one ``weight`` for all, or one per channel (dim 1), as PyTorch's ``prelu``."""
+    if weight.ndim > 1:
+        raise located_error(f"prelu: weight must be a scalar or 1-D, got {weight.type}")
+    count = weight.shape[0] if weight.ndim == 1 else 1
+    if count != 1:
+        channels = input.shape[1] if input.ndim > 1 else 1
+        if input.ndim == 0 or channels != count:
+            raise located_error(f"prelu: weight has {count} parameters but {input.type} has {channels} channels (dim 1); "
+                                f"give one parameter per channel, or one for all (PReLU(num_parameters=1))")
+    if input.ndim != weight.ndim:
+        shape = [1] * input.ndim
+        if input.ndim > 1:
+            shape[1] = count
+        weight = weight.reshape(tuple(shape))
+    return _where(input > 0, input, weight * input)
+
+
+def softmin(input: Tensor, dim: int | None = None, _stacklevel: int = 3, dtype: Any = None) -> Tensor:
+    """``softmax(-x, dim)``. PyTorch's ``dim=None`` guesses the axis from the rank and is deprecated; kiln asks for it
+    (as ``nn.LogSoftmax``). ``dtype`` casts the input first, as PyTorch."""
+    if dim is None:
+        raise located_error("softmin needs dim, the axis to normalize (e.g. F.softmin(x, dim=-1)); "
+                            "PyTorch's implicit choice for dim=None is deprecated")
+    if dtype is not None:
+        input = input.to(dtype)
+    return apply("nn.softmax", -input, axis=dim)
+
+
+def threshold(input: Tensor, threshold: float, value: float, inplace: bool = False) -> Tensor:
+    """``x > threshold ? x : value``; slope 0 at ``threshold``, as PyTorch."""
+    return _where(input > threshold, input, value)
+
+
+def tanhshrink(input: Tensor) -> Tensor:
+    """``x - tanh(x)``."""
+    return input - input.tanh()
+
+
+def softshrink(input: Tensor, lambd: float = 0.5) -> Tensor:
+    """``x - lambd`` above ``lambd``, ``x + lambd`` below ``-lambd``, 0 between (slope 0 at the bounds), as PyTorch."""
+    if lambd < 0:
+        raise located_error(f"softshrink: lambd must be at least 0, got {lambd} (as PyTorch)")
+    return _where(input > lambd, input - lambd, _where(input < -lambd, input + lambd, 0.0))
+
+
+def hardshrink(input: Tensor, lambd: float = 0.5) -> Tensor:
+    """``x`` outside ``[-lambd, lambd]``, 0 on it (slope 0 at the bounds), as PyTorch."""
+    return _where(input > lambd, input, _where(input < -lambd, input, 0.0))
+
+
+def rrelu(input: Tensor, lower: float = 1.0 / 8, upper: float = 1.0 / 3, training: bool = False, inplace: bool = False) -> Tensor:
+    """Randomized leaky ReLU (Xu et al., 2015): ``x > 0 ? x : a x``. While training each element draws its own slope
+    ``a ~ U(lower, upper)`` from the traced graph's ``rng_seed`` (as dropout does; the numbers are kiln's, not
+    PyTorch's); in eval ``a = (lower + upper) / 2``, ``leaky_relu``, as PyTorch."""
+    if lower > upper:
+        raise located_error(f"rrelu: lower ({lower}) must not exceed upper ({upper}), as in PyTorch")
+    if not training:
+        return leaky_relu(input, (lower + upper) / 2)
+    if not input.dtype.is_float:
+        raise located_error(f"rrelu needs a floating-point input, got {input.type}")
+    seed, stream = TraceContext.current().random_seed()
+    draw = apply("tensor.random_uniform", Tensor(seed), input, dtype=input.dtype, stream=stream)
+    return _where(input > 0, input, input * (draw * (upper - lower) + lower))
+
+
 __all__ = [
-    "celu", "elu", "hardswish", "hardtanh", "leaky_relu", "logsigmoid", "mish", "relu6", "selu", "silu", "softplus", "softsign",
+    "celu", "elu", "hardshrink", "hardswish", "hardtanh", "leaky_relu", "logsigmoid", "mish", "prelu", "relu6", "rrelu", "selu", "silu",
+    "softmin", "softplus", "softshrink", "softsign", "tanhshrink", "threshold",
 ]

@@ -1,4 +1,5 @@
-"""Layers with PyTorch's names, weight layouts and defaults."""
+"""Layers with PyTorch's names, weight layouts and defaults: ``Linear``, the basic activations, ``Sequential``, and the
+distance modules ``CosineSimilarity`` and ``PairwiseDistance``."""
 
 from __future__ import annotations
 
@@ -93,3 +94,25 @@ class Sequential(Module):
 
         trace(self, TensorSpec(("N",) + tuple(input_shape), "float32"))
         return self
+
+
+class CosineSimilarity(Module):
+    """``F.cosine_similarity(x1, x2, dim, eps)``."""
+
+    def __init__(self, dim: int = 1, eps: float = 1e-8):
+        super().__init__()
+        self.dim, self.eps = dim, eps
+
+    def forward(self, x1: Tensor, x2: Tensor) -> Tensor:
+        return F.cosine_similarity(x1, x2, self.dim, self.eps)
+
+
+class PairwiseDistance(Module):
+    """``F.pairwise_distance(x1, x2, p, eps, keepdim)``: the ``p``-norm of ``x1 - x2 + eps`` over the last dim."""
+
+    def __init__(self, p: float = 2.0, eps: float = 1e-6, keepdim: bool = False):
+        super().__init__()
+        self.norm, self.eps, self.keepdim = p, eps, keepdim
+
+    def forward(self, x1: Tensor, x2: Tensor) -> Tensor:
+        return F.pairwise_distance(x1, x2, self.norm, self.eps, self.keepdim)

@@ -1,16 +1,19 @@
 """Activation modules with PyTorch's names, constructor arguments and reprs (``nn.SiLU``, ``nn.LeakyReLU(0.2)``...).
 
-Each wraps its ``F.*`` function (``frontend/functional_activation.py``); ``Identity`` and ``LogSoftmax`` complete the
-set. ``inplace`` flags are accepted and shown as PyTorch shows them; the traced graph is pure either way.
+Each wraps its ``F.*`` function (``frontend/functional_activation.py``); ``Identity``, ``LogSoftmax``, ``Softmin`` and
+``Softmax2d`` complete the set, and ``PReLU`` holds its learned slopes as ``weight``. ``inplace`` flags are accepted and shown as PyTorch shows them; the traced graph is pure either way.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from kiln.frontend import functional as F
-from kiln.frontend.module import Module
+from kiln.frontend.module import Module, Parameter
 from kiln.frontend.tensor import Tensor
+from kiln.frontend.trace import located_error
 
 
 class _InplaceActivation(Module):
@@ -150,7 +153,104 @@ class Identity(Module):
         return input
 
 
+class PReLU(Module):
+    """``torch.nn.PReLU``: ``weight`` of shape ``(num_parameters,)`` filled with ``init``; one slope for all channels,
+    or one per channel (dim 1 of the input, which must then have ``num_parameters`` channels)."""
+
+    def __init__(self, num_parameters: int = 1, init: float = 0.25, dtype: str = "float32"):
+        super().__init__()
+        if num_parameters < 1:
+            raise ValueError(f"PReLU: num_parameters must be at least 1, got {num_parameters}")
+        self.num_parameters, self.init = num_parameters, init
+        self.weight = Parameter(np.full(num_parameters, init, dtype))
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.prelu(input, self.weight)
+
+    def extra_repr(self) -> str:
+        return f"num_parameters={self.num_parameters}"
+
+
+class Softmin(Module):
+    """``softmax(-x)`` over ``dim``; kiln asks for ``dim`` (PyTorch's implicit ``dim=None`` is deprecated)."""
+
+    def __init__(self, dim: int | None = None):
+        super().__init__()
+        if dim is None:
+            raise ValueError("Softmin needs dim, the axis to normalize (e.g. nn.Softmin(dim=-1)); "
+                             "PyTorch's implicit choice for dim=None is deprecated")
+        self.dim = dim
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.softmin(input, self.dim)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"
+
+
+class Softmax2d(Module):
+    """Softmax over the channels of ``(N, C, H, W)`` or ``(C, H, W)``: dim -3."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        if input.ndim not in (3, 4):
+            raise located_error(f"Softmax2d expects a (N, C, H, W) or (C, H, W) input, got {input.type}")
+        return F.softmax(input, -3)
+
+
+class Threshold(Module):
+    """``x > threshold ? x : value``."""
+
+    def __init__(self, threshold: float, value: float, inplace: bool = False):
+        super().__init__()
+        self.threshold, self.value, self.inplace = threshold, value, inplace
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.threshold(input, self.threshold, self.value)
+
+    def extra_repr(self) -> str:
+        return f"threshold={self.threshold}, value={self.value}" + (", inplace=True" if self.inplace else "")
+
+
+class Tanhshrink(Module):
+    def forward(self, input: Tensor) -> Tensor:
+        return F.tanhshrink(input)
+
+
+class Softshrink(Module):
+    def __init__(self, lambd: float = 0.5):
+        super().__init__()
+        self.lambd = lambd
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.softshrink(input, self.lambd)
+
+    def extra_repr(self) -> str:
+        return str(self.lambd)
+
+
+class Hardshrink(Softshrink):
+    def forward(self, input: Tensor) -> Tensor:
+        return F.hardshrink(input, self.lambd)
+
+
+class RReLU(Module):
+    """Randomized leaky ReLU: a slope drawn from U(lower, upper) per element while training (kiln's draws, from the
+    step's seed), ``(lower + upper) / 2`` in eval mode."""
+
+    def __init__(self, lower: float = 1.0 / 8, upper: float = 1.0 / 3, inplace: bool = False):
+        super().__init__()
+        if lower > upper:
+            raise ValueError(f"RReLU: lower ({lower}) must not exceed upper ({upper})")
+        self.lower, self.upper, self.inplace = lower, upper, inplace
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.rrelu(input, self.lower, self.upper, self.training)
+
+    def extra_repr(self) -> str:
+        return f"lower={self.lower}, upper={self.upper}" + (", inplace=True" if self.inplace else "")
+
+
 __all__ = [
-    "CELU", "ELU", "Hardswish", "Hardtanh", "Identity", "LeakyReLU", "LogSigmoid", "LogSoftmax", "Mish", "ReLU6", "SELU", "SiLU",
-    "Softplus", "Softsign",
+    "CELU", "ELU", "Hardshrink", "Hardswish", "Hardtanh", "Identity", "LeakyReLU", "LogSigmoid", "LogSoftmax", "Mish", "PReLU", "ReLU6",
+    "RReLU", "SELU", "SiLU", "Softmax2d", "Softmin", "Softplus", "Softshrink", "Softsign", "Tanhshrink", "Threshold",
 ]

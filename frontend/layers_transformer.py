@@ -3,7 +3,8 @@
 ``MultiheadAttention``, ``TransformerEncoderLayer`` and
 ``TransformerDecoderLayer`` take sequence-first tensors ``(L, N, E)`` by
 default, as PyTorch's, and ``(N, L, E)`` with ``batch_first=True``; they load
-a PyTorch layer's ``state_dict`` as is.
+a PyTorch layer's ``state_dict`` as is. ``Transformer`` is PyTorch's whole
+encoder-decoder built from them (its masks converted to kiln's bool form).
 ``train()``/``eval()`` change what is traced: dropout is emitted only while
 training with ``p > 0``.
 """
@@ -15,13 +16,15 @@ from typing import Any
 
 import numpy as np
 
+from kiln.compiler.ir.types import DType
 from kiln.frontend import functional as F
 from kiln.frontend import init
 from kiln.frontend.containers import ModuleList
 from kiln.frontend.functional_nn import attention_with_weights, embedding_padding_index
 from kiln.frontend.layers import Linear
-from kiln.frontend.module import Module, Parameter
-from kiln.frontend.tensor import Tensor
+from kiln.frontend.module import Module, Parameter, _float_dtype, _to_numpy
+from kiln.frontend.tensor import Tensor, apply
+from kiln.frontend.trace import located_error
 
 
 class Embedding(Module):
@@ -305,3 +308,105 @@ class TransformerDecoder(Module):
         for layer in self.layers:
             tgt = layer(tgt, memory, tgt_mask, memory_mask, tgt_key_padding_mask, memory_key_padding_mask, bool(tgt_is_causal), memory_is_causal)
         return tgt if self.norm is None else self.norm(tgt)
+
+
+class Transformer(Module):
+    """``torch.nn.Transformer``: an encoder over ``src`` and a decoder over ``tgt`` that attends to the encoder's
+    output, each ``num_*_layers`` layers and a final ``LayerNorm`` (``encoder.layers.0...``, ``encoder.norm``,
+    ``decoder.layers.0...``, ``decoder.norm`` in the ``state_dict``, as PyTorch's). Every weight matrix starts
+    Xavier-uniform, as PyTorch's ``_reset_parameters``. ``(S, N, E)`` inputs, or ``(N, S, E)`` with ``batch_first``.
+
+    Masks are PyTorch's: bool with True = masked out, or float as ``generate_square_subsequent_mask`` makes them, 0
+    to attend and -inf to block. kiln's attention only blocks, so a float mask given as an array must hold nothing
+    else (others are refused); a float mask that is a traced input blocks where it is -inf, its other values ignored.
+    """
+
+    def __init__(self, d_model: int = 512, nhead: int = 8, num_encoder_layers: int = 6, num_decoder_layers: int = 6,
+                 dim_feedforward: int = 2048, dropout: float = 0.1, activation: Any = "relu", custom_encoder: Module | None = None,
+                 custom_decoder: Module | None = None, layer_norm_eps: float = 1e-5, batch_first: bool = False, norm_first: bool = False,
+                 bias: bool = True, dtype: str = "float32"):
+        super().__init__()
+        layer_options = dict(dim_feedforward=dim_feedforward, dropout=dropout, activation=activation, layer_norm_eps=layer_norm_eps,
+                             batch_first=batch_first, norm_first=norm_first, dtype=dtype)
+        self.encoder = custom_encoder if custom_encoder is not None else TransformerEncoder(
+            _with_bias(TransformerEncoderLayer(d_model, nhead, **layer_options), bias), num_encoder_layers,
+            LayerNorm(d_model, layer_norm_eps, bias=bias, dtype=dtype))
+        self.decoder = custom_decoder if custom_decoder is not None else TransformerDecoder(
+            _with_bias(TransformerDecoderLayer(d_model, nhead, **layer_options), bias), num_decoder_layers,
+            LayerNorm(d_model, layer_norm_eps, bias=bias, dtype=dtype))
+        for parameter in self.parameters():
+            if parameter.data.ndim > 1:
+                init.xavier_uniform_(parameter)
+        self.d_model, self.nhead, self.batch_first = d_model, nhead, batch_first
+
+    def forward(self, src: Tensor, tgt: Tensor, src_mask: Any = None, tgt_mask: Any = None, memory_mask: Any = None,
+                src_key_padding_mask: Any = None, tgt_key_padding_mask: Any = None, memory_key_padding_mask: Any = None,
+                src_is_causal: bool | None = None, tgt_is_causal: bool | None = None, memory_is_causal: bool = False) -> Tensor:
+        """``(T, N, E)`` (``(N, T, E)`` with ``batch_first``): the decoder's output for ``tgt`` given ``src``.
+        ``*_mask`` are ``(T or S, S or T)``, ``*_key_padding_mask`` ``(N, S or T)``; see the class docstring."""
+        self._check_inputs(src, tgt)
+        masks = _boolean_masks(src_mask=src_mask, tgt_mask=tgt_mask, memory_mask=memory_mask, src_key_padding_mask=src_key_padding_mask,
+                               tgt_key_padding_mask=tgt_key_padding_mask, memory_key_padding_mask=memory_key_padding_mask)
+        memory = self.encoder(src, mask=masks["src_mask"], src_key_padding_mask=masks["src_key_padding_mask"], is_causal=src_is_causal)
+        return self.decoder(tgt, memory, tgt_mask=masks["tgt_mask"], memory_mask=masks["memory_mask"],
+                            tgt_key_padding_mask=masks["tgt_key_padding_mask"], memory_key_padding_mask=masks["memory_key_padding_mask"],
+                            tgt_is_causal=tgt_is_causal, memory_is_causal=memory_is_causal)
+
+    @staticmethod
+    def generate_square_subsequent_mask(sz: int, device: Any = None, dtype: Any = None) -> np.ndarray:
+        """``(sz, sz)``, -inf above the diagonal and 0 elsewhere (float32 unless ``dtype``), as PyTorch's: position
+        ``i`` attends to positions ``0..i``. A NumPy array; ``device`` is ignored."""
+        return np.triu(np.full((sz, sz), -np.inf, _float_dtype(dtype) or np.float32), 1)
+
+    def _check_inputs(self, src: Tensor, tgt: Tensor) -> None:
+        if src.ndim != 3 or tgt.ndim != 3:
+            layout = "(N, S, E)" if self.batch_first else "(S, N, E)"
+            raise located_error(f"Transformer expects batched {layout} src and tgt, got {src.type} and {tgt.type}")
+        batch = 0 if self.batch_first else 1
+        if src.shape[batch] != tgt.shape[batch]:
+            raise located_error(f"Transformer: the batch sizes of src {src.type} and tgt {tgt.type} (dim {batch}) must be equal")
+        if src.shape[-1] != self.d_model or tgt.shape[-1] != self.d_model:
+            raise located_error(f"Transformer: the features of src {src.type} and tgt {tgt.type} must equal d_model={self.d_model}")
+
+    def extra_repr(self) -> str:
+        return f"d_model={self.d_model}, nhead={self.nhead}" + (", batch_first=True" if self.batch_first else "")
+
+
+def _with_bias(layer: Module, bias: bool) -> Module:
+    """PyTorch's ``bias=False`` for a transformer layer: no bias in its linear maps, attention and layer norms
+    (kiln's layers take no ``bias`` flag, so the biases are removed here; the layers treat a missing one as zero)."""
+    if not bias:
+        for _, module in layer.named_modules():
+            for name in ("bias", "in_proj_bias"):
+                if name in module._parameters:
+                    setattr(module, name, None)
+    return layer
+
+
+def _boolean_masks(**masks: Any) -> dict[str, Tensor | None]:
+    return {name: boolean_attention_mask(name, mask) for name, mask in masks.items()}
+
+
+def boolean_attention_mask(name: str, mask: Any) -> Tensor | None:
+    """A PyTorch attention or key-padding mask as kiln's attention takes it: bool, True = masked out.
+
+    A bool mask is kept; a float one (PyTorch adds it to the scores) blocks where it is -inf. Given as an array,
+    a float mask must hold only 0 and -inf, since kiln's attention cannot add other values; a traced float mask
+    cannot be checked, so it blocks where it is -inf and its other values are ignored."""
+    if mask is None:
+        return None
+    if isinstance(mask, Tensor):
+        if mask.dtype is DType.bool:
+            return mask
+        if not mask.dtype.is_float:
+            raise located_error(f"Transformer: {name} must be a bool or float mask, got {mask.type}")
+        return mask.eq(-np.inf)
+    array = np.asarray(_to_numpy(mask))
+    if array.dtype.kind == "f":
+        if np.any((array != 0) & ~np.isneginf(array)):
+            raise located_error(f"Transformer: the float {name} holds values other than 0 and -inf; PyTorch adds them to the "
+                                f"attention scores, but kiln's attention masks only block. Pass a bool mask (True = masked out)")
+        array = np.isneginf(array)
+    if array.dtype != bool:
+        raise located_error(f"Transformer: {name} must be a bool or float mask, got an array of {array.dtype}")
+    return apply("tensor.constant", value=array)

@@ -1,13 +1,13 @@
 """``kiln.nn``: PyTorch's names for modules and layers (``kiln.nn.Linear``), plus Keras's ``Dense``."""
 
 from kiln.frontend.keras import Dense
-from kiln.frontend.layers import Linear, ReLU, Sequential, Sigmoid, Softmax, Tanh
+from kiln.frontend.layers import CosineSimilarity, Linear, PairwiseDistance, ReLU, Sequential, Sigmoid, Softmax, Tanh
 from kiln.frontend.layers_conv import (
     AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, BatchNorm2d, Conv1d, Conv2d, ConvTranspose2d, MaxPool2d,
 )
-from kiln.frontend.containers import ModuleDict, ModuleList
+from kiln.frontend.containers import ModuleDict, ModuleList, ParameterDict, ParameterList
 from kiln.frontend.layers_transformer import (
-    GELU, Dropout, Embedding, Flatten, LayerNorm, MultiheadAttention, MultiHeadAttention, TransformerDecoder, TransformerDecoderLayer,
+    GELU, Dropout, Embedding, Flatten, LayerNorm, MultiheadAttention, MultiHeadAttention, Transformer, TransformerDecoder, TransformerDecoderLayer,
     TransformerEncoder, TransformerEncoderLayer, Unflatten,
 )
 from kiln.frontend.losses import (
@@ -16,20 +16,21 @@ from kiln.frontend.losses import (
     TripletMarginLoss,
 )
 from kiln.frontend.module import Buffer, Module, Parameter
-from kiln.frontend import layers_activation, layers_more, layers_norm, layers_recurrent, layers_spatial
+from kiln.frontend import layers_activation, layers_norm, layers_pool1d, layers_recurrent, layers_spatial
 from kiln.frontend.layers_activation import *  # noqa: F401,F403
 from kiln.frontend.layers_norm import *  # noqa: F401,F403
 from kiln.frontend.layers_recurrent import *  # noqa: F401,F403
 from kiln.frontend.layers_spatial import *  # noqa: F401,F403
-from kiln.frontend.layers_more import *  # noqa: F401,F403
+from kiln.frontend.layers_pool1d import *  # noqa: F401,F403
 from kiln.nn import functional, init
 
 __all__ = [
     "Buffer", "Dense", "Linear", "Module", "Parameter", "ReLU", "Sequential", "Sigmoid", "Softmax", "Tanh", "functional", "init",
     "AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "AvgPool2d", "BatchNorm2d", "Conv1d", "Conv2d", "ConvTranspose2d", "Dropout", "Embedding", "Flatten", "GELU", "LayerNorm", "MaxPool2d", "MultiHeadAttention", "MultiheadAttention",
-    "TransformerDecoder", "TransformerDecoderLayer", "TransformerEncoder", "TransformerEncoderLayer", "Unflatten", "ModuleDict", "ModuleList",
+    "Transformer", "TransformerDecoder", "TransformerDecoderLayer", "TransformerEncoder", "TransformerEncoderLayer", "Unflatten", "ModuleDict",
+    "ModuleList", "ParameterDict", "ParameterList", "CosineSimilarity", "PairwiseDistance",
     "BCEWithLogitsLoss", "CrossEntropyLoss", "HuberLoss", "L1Loss", "MSELoss", "NLLLoss", "SmoothL1Loss",
     "BCELoss", "CosineEmbeddingLoss", "GaussianNLLLoss", "HingeEmbeddingLoss", "KLDivLoss", "MarginRankingLoss", "MultiLabelSoftMarginLoss",
     "MultiMarginLoss", "PoissonNLLLoss", "SoftMarginLoss", "TripletMarginLoss",
 ]
-__all__ += layers_activation.__all__ + layers_norm.__all__ + layers_recurrent.__all__ + layers_spatial.__all__ + layers_more.__all__
+__all__ += layers_activation.__all__ + layers_norm.__all__ + layers_recurrent.__all__ + layers_spatial.__all__ + layers_pool1d.__all__

@@ -1,23 +1,11 @@
-"""``F.*`` for 1-D pooling and the remaining activations, with PyTorch's names, argument orders and defaults.
+"""``F.max_pool1d``, ``F.avg_pool1d``, ``F.adaptive_avg_pool1d`` and ``F.adaptive_max_pool1d``, with PyTorch's names,
+argument orders and defaults (the layers are in ``frontend/layers_pool1d.py``).
 
-Re-exported by ``frontend/functional.py``. Nothing here adds an op; each function is written in ops that every
-backend, the autodiff rules and ONNX export already serve:
-
-- The 1-D pools view ``(N, C, L)`` as the unit-height image ``(N, C, 1, L)`` and pool it with the 2-D ops, as
-  ``F.conv1d`` does. PyTorch's extras the 2-D ops lack are built around them: ``ceil_mode``'s last, partial window
-  pads the right end (with -inf for max, with zeros for the average, whose divisor a constant then corrects);
-  ``count_include_pad=False`` is that same divisor correction; a dilated max pool and an uneven adaptive max
-  gather each window's elements (``tensor.take``) and take the first largest (``Tensor.max(dim)``).
-- ``prelu``, ``threshold``, the shrinks and ``rrelu`` are ``where`` over their pieces, so each gradient at a kink
-  is PyTorch's (the piece named in the table below owns the kink).
-
-```
-prelu(x, w)            x > 0 ? x : w x                          (at 0: slope w)
-threshold(x, t, v)     x > t ? x : v                            (at t: slope 0)
-softshrink(x, l)       x > l ? x - l : x < -l ? x + l : 0       (at +-l: slope 0)
-hardshrink(x, l)       x > l or x < -l ? x : 0                  (at +-l: slope 0)
-rrelu(x, lo, hi)       x > 0 ? x : a x, a ~ U(lo, hi) while training, (lo + hi) / 2 in eval
-```
+Nothing here adds an op: the 1-D pools view ``(N, C, L)`` as the unit-height image ``(N, C, 1, L)`` and pool it with the
+2-D ops, as ``F.conv1d`` does. PyTorch's extras the 2-D ops lack are built around them: ``ceil_mode``'s last, partial
+window pads the right end (with -inf for max, with zeros for the average, whose divisor a constant then corrects);
+``count_include_pad=False`` is that same divisor correction; a dilated max pool and an uneven adaptive max gather each
+window's elements (``tensor.take``) and take the first largest (``Tensor.max(dim)``).
 """
 
 from __future__ import annotations
@@ -28,11 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from kiln.frontend.functional_activation import leaky_relu
 from kiln.frontend.functional_conv import adaptive_avg_pool2d, adaptive_max_pool2d
 from kiln.frontend.functional_nn import avg_pool2d, max_pool2d, pad
 from kiln.frontend.tensor import Tensor, apply
-from kiln.frontend.trace import TraceContext, located_error
+from kiln.frontend.trace import located_error
 
 
 # 1-D pooling geometry ---------------------------------------------------------------
@@ -205,80 +192,4 @@ def _adaptive_indices(length: int, size: int) -> np.ndarray:
     return np.minimum(starts[:, None] + np.arange(width)[None, :], stops[:, None] - 1)
 
 
-# Activations --------------------------------------------------------------------------
-
-
-def _where(condition: Tensor, input: Tensor | float, other: Tensor | float) -> Tensor:
-    return apply("tensor.where", condition, input, other)
-
-
-def prelu(input: Tensor, weight: Tensor) -> Tensor:
-    """``x > 0 ? x : weight x`` with one ``weight`` for all, or one per channel (dim 1), as PyTorch's ``prelu``."""
-    if weight.ndim > 1:
-        raise located_error(f"prelu: weight must be a scalar or 1-D, got {weight.type}")
-    count = weight.shape[0] if weight.ndim == 1 else 1
-    if count != 1:
-        channels = input.shape[1] if input.ndim > 1 else 1
-        if input.ndim == 0 or channels != count:
-            raise located_error(f"prelu: weight has {count} parameters but {input.type} has {channels} channels (dim 1); "
-                                f"give one parameter per channel, or one for all (PReLU(num_parameters=1))")
-    if input.ndim != weight.ndim:
-        shape = [1] * input.ndim
-        if input.ndim > 1:
-            shape[1] = count
-        weight = weight.reshape(tuple(shape))
-    return _where(input > 0, input, weight * input)
-
-
-def softmin(input: Tensor, dim: int | None = None, _stacklevel: int = 3, dtype: Any = None) -> Tensor:
-    """``softmax(-x, dim)``. PyTorch's ``dim=None`` guesses the axis from the rank and is deprecated; kiln asks for it
-    (as ``nn.LogSoftmax``). ``dtype`` casts the input first, as PyTorch."""
-    if dim is None:
-        raise located_error("softmin needs dim, the axis to normalize (e.g. F.softmin(x, dim=-1)); "
-                            "PyTorch's implicit choice for dim=None is deprecated")
-    if dtype is not None:
-        input = input.to(dtype)
-    return apply("nn.softmax", -input, axis=dim)
-
-
-def threshold(input: Tensor, threshold: float, value: float, inplace: bool = False) -> Tensor:
-    """``x > threshold ? x : value``; slope 0 at ``threshold``, as PyTorch."""
-    return _where(input > threshold, input, value)
-
-
-def tanhshrink(input: Tensor) -> Tensor:
-    """``x - tanh(x)``."""
-    return input - input.tanh()
-
-
-def softshrink(input: Tensor, lambd: float = 0.5) -> Tensor:
-    """``x - lambd`` above ``lambd``, ``x + lambd`` below ``-lambd``, 0 between (slope 0 at the bounds), as PyTorch."""
-    if lambd < 0:
-        raise located_error(f"softshrink: lambd must be at least 0, got {lambd} (as PyTorch)")
-    return _where(input > lambd, input - lambd, _where(input < -lambd, input + lambd, 0.0))
-
-
-def hardshrink(input: Tensor, lambd: float = 0.5) -> Tensor:
-    """``x`` outside ``[-lambd, lambd]``, 0 on it (slope 0 at the bounds), as PyTorch."""
-    return _where(input > lambd, input, _where(input < -lambd, input, 0.0))
-
-
-def rrelu(input: Tensor, lower: float = 1.0 / 8, upper: float = 1.0 / 3, training: bool = False, inplace: bool = False) -> Tensor:
-    """Randomized leaky ReLU (Xu et al., 2015): ``x > 0 ? x : a x``. While training each element draws its own slope
-    ``a ~ U(lower, upper)`` from the traced graph's ``rng_seed`` (as dropout does; the numbers are kiln's, not
-    PyTorch's); in eval ``a = (lower + upper) / 2``, ``leaky_relu``, as PyTorch."""
-    if lower > upper:
-        raise located_error(f"rrelu: lower ({lower}) must not exceed upper ({upper}), as in PyTorch")
-    if not training:
-        return leaky_relu(input, (lower + upper) / 2)
-    if not input.dtype.is_float:
-        raise located_error(f"rrelu needs a floating-point input, got {input.type}")
-    seed, stream = TraceContext.current().random_seed()
-    draw = apply("tensor.random_uniform", Tensor(seed), input, dtype=input.dtype, stream=stream)
-    return _where(input > 0, input, input * (draw * (upper - lower) + lower))
-
-
-__all__ = [
-    "adaptive_avg_pool1d", "adaptive_max_pool1d", "avg_pool1d", "hardshrink", "max_pool1d", "prelu", "rrelu", "softmin",
-    "softshrink", "tanhshrink", "threshold",
-]
+__all__ = ["adaptive_avg_pool1d", "adaptive_max_pool1d", "avg_pool1d", "max_pool1d"]
