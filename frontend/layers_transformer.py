@@ -144,8 +144,13 @@ def _merge_heads(x: Tensor) -> Tensor:
     return x.permute(0, 2, 1, 3).reshape(n, length, heads * head_dim)
 
 
-def attention_keep_mask(key_padding_mask: Tensor | None, attn_mask: Tensor | None) -> Tensor | None:
-    """PyTorch's "True = masked out" masks, as one "True = attend" mask broadcasting to ``(N, heads, L, S)``."""
+def attention_keep_mask(key_padding_mask: Any, attn_mask: Any, num_heads: int = 1) -> Tensor | None:
+    """PyTorch's "True = masked out" masks (bool, or float with -inf to block; tensors or arrays), as one "True =
+    attend" mask broadcasting to ``(N, heads, L, S)``. A 3-D ``attn_mask`` is PyTorch's per-head ``(N * heads, L, S)``."""
+    key_padding_mask = boolean_attention_mask("key_padding_mask", key_padding_mask)
+    attn_mask = boolean_attention_mask("attn_mask", attn_mask)
+    if attn_mask is not None and attn_mask.ndim == 3:
+        attn_mask = attn_mask.reshape((-1, num_heads) + tuple(attn_mask.shape[1:]))
     keep = None
     if key_padding_mask is not None:
         n, keys = key_padding_mask.shape
@@ -183,7 +188,7 @@ class MultiheadAttention(Module):
             query, key, value = (x.transpose(0, 1) for x in (query, key, value))
         projected = [self._project(x, index) for index, x in enumerate((query, key, value))]
         q, k, v = (_split_heads(x, self.num_heads) for x in projected)
-        keep = attention_keep_mask(key_padding_mask, attn_mask)
+        keep = attention_keep_mask(key_padding_mask, attn_mask, self.num_heads)
         causal, dropout = is_causal and attn_mask is None, self.dropout if self.training else 0.0
         if not need_weights:
             return self._output(F.scaled_dot_product_attention(q, k, v, attn_mask=keep, dropout_p=dropout, is_causal=causal)), None
@@ -218,10 +223,10 @@ def _activation(activation: Any) -> Any:
 
 
 class _FeedForward(Module):
-    def _init_feedforward(self, d_model: int, dim_feedforward: int, dropout: float, activation: Any, dtype: str) -> None:
-        self.linear1 = Linear(d_model, dim_feedforward, dtype=dtype)
+    def _init_feedforward(self, d_model: int, dim_feedforward: int, dropout: float, activation: Any, bias: bool, dtype: str) -> None:
+        self.linear1 = Linear(d_model, dim_feedforward, bias=bias, dtype=dtype)
         self.dropout = Dropout(dropout)
-        self.linear2 = Linear(dim_feedforward, d_model, dtype=dtype)
+        self.linear2 = Linear(dim_feedforward, d_model, bias=bias, dtype=dtype)
         self.activation_fn = _activation(activation)
 
     def _feedforward(self, x: Tensor) -> Tensor:
@@ -229,15 +234,16 @@ class _FeedForward(Module):
 
 
 class TransformerEncoderLayer(_FeedForward):
-    """``torch.nn.TransformerEncoderLayer``; ``norm_first=True`` is the pre-norm block."""
+    """``torch.nn.TransformerEncoderLayer``; ``norm_first=True`` is the pre-norm block; ``bias=False`` drops every
+    bias (attention, feed-forward, layer norms), as PyTorch's."""
 
     def __init__(self, d_model: int, nhead: int, dim_feedforward: int = 2048, dropout: float = 0.1, activation: Any = "relu",
-                 layer_norm_eps: float = 1e-5, batch_first: bool = False, norm_first: bool = False, dtype: str = "float32"):
+                 layer_norm_eps: float = 1e-5, batch_first: bool = False, norm_first: bool = False, bias: bool = True, dtype: str = "float32"):
         super().__init__()
-        self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout, batch_first=batch_first, dtype=dtype)
-        self._init_feedforward(d_model, dim_feedforward, dropout, activation, dtype)
+        self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout, bias=bias, batch_first=batch_first, dtype=dtype)
+        self._init_feedforward(d_model, dim_feedforward, dropout, activation, bias, dtype)
         self.norm_first = norm_first
-        self.norm1, self.norm2 = LayerNorm(d_model, layer_norm_eps, dtype=dtype), LayerNorm(d_model, layer_norm_eps, dtype=dtype)
+        self.norm1, self.norm2 = (LayerNorm(d_model, layer_norm_eps, bias=bias, dtype=dtype) for _ in range(2))
         self.dropout1, self.dropout2 = Dropout(dropout), Dropout(dropout)
 
     def forward(self, src: Tensor, src_mask: Tensor | None = None, src_key_padding_mask: Tensor | None = None, is_causal: bool = False) -> Tensor:
@@ -251,16 +257,17 @@ class TransformerEncoderLayer(_FeedForward):
 
 
 class TransformerDecoderLayer(_FeedForward):
-    """``torch.nn.TransformerDecoderLayer``: self-attention, cross-attention on ``memory``, feed-forward."""
+    """``torch.nn.TransformerDecoderLayer``: self-attention, cross-attention on ``memory``, feed-forward; ``bias`` as
+    the encoder layer's."""
 
     def __init__(self, d_model: int, nhead: int, dim_feedforward: int = 2048, dropout: float = 0.1, activation: Any = "relu",
-                 layer_norm_eps: float = 1e-5, batch_first: bool = False, norm_first: bool = False, dtype: str = "float32"):
+                 layer_norm_eps: float = 1e-5, batch_first: bool = False, norm_first: bool = False, bias: bool = True, dtype: str = "float32"):
         super().__init__()
-        self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout, batch_first=batch_first, dtype=dtype)
-        self.multihead_attn = MultiheadAttention(d_model, nhead, dropout=dropout, batch_first=batch_first, dtype=dtype)
-        self._init_feedforward(d_model, dim_feedforward, dropout, activation, dtype)
+        self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout, bias=bias, batch_first=batch_first, dtype=dtype)
+        self.multihead_attn = MultiheadAttention(d_model, nhead, dropout=dropout, bias=bias, batch_first=batch_first, dtype=dtype)
+        self._init_feedforward(d_model, dim_feedforward, dropout, activation, bias, dtype)
         self.norm_first = norm_first
-        self.norm1, self.norm2, self.norm3 = (LayerNorm(d_model, layer_norm_eps, dtype=dtype) for _ in range(3))
+        self.norm1, self.norm2, self.norm3 = (LayerNorm(d_model, layer_norm_eps, bias=bias, dtype=dtype) for _ in range(3))
         self.dropout1, self.dropout2, self.dropout3 = Dropout(dropout), Dropout(dropout), Dropout(dropout)
 
     def forward(self, tgt: Tensor, memory: Tensor, tgt_mask: Tensor | None = None, memory_mask: Tensor | None = None,
@@ -327,13 +334,11 @@ class Transformer(Module):
                  bias: bool = True, dtype: str = "float32"):
         super().__init__()
         layer_options = dict(dim_feedforward=dim_feedforward, dropout=dropout, activation=activation, layer_norm_eps=layer_norm_eps,
-                             batch_first=batch_first, norm_first=norm_first, dtype=dtype)
+                             batch_first=batch_first, norm_first=norm_first, bias=bias, dtype=dtype)
         self.encoder = custom_encoder if custom_encoder is not None else TransformerEncoder(
-            _with_bias(TransformerEncoderLayer(d_model, nhead, **layer_options), bias), num_encoder_layers,
-            LayerNorm(d_model, layer_norm_eps, bias=bias, dtype=dtype))
+            TransformerEncoderLayer(d_model, nhead, **layer_options), num_encoder_layers, LayerNorm(d_model, layer_norm_eps, bias=bias, dtype=dtype))
         self.decoder = custom_decoder if custom_decoder is not None else TransformerDecoder(
-            _with_bias(TransformerDecoderLayer(d_model, nhead, **layer_options), bias), num_decoder_layers,
-            LayerNorm(d_model, layer_norm_eps, bias=bias, dtype=dtype))
+            TransformerDecoderLayer(d_model, nhead, **layer_options), num_decoder_layers, LayerNorm(d_model, layer_norm_eps, bias=bias, dtype=dtype))
         for parameter in self.parameters():
             if parameter.data.ndim > 1:
                 init.xavier_uniform_(parameter)
@@ -372,17 +377,6 @@ class Transformer(Module):
         return f"d_model={self.d_model}, nhead={self.nhead}" + (", batch_first=True" if self.batch_first else "")
 
 
-def _with_bias(layer: Module, bias: bool) -> Module:
-    """PyTorch's ``bias=False`` for a transformer layer: no bias in its linear maps, attention and layer norms
-    (kiln's layers take no ``bias`` flag, so the biases are removed here; the layers treat a missing one as zero)."""
-    if not bias:
-        for _, module in layer.named_modules():
-            for name in ("bias", "in_proj_bias"):
-                if name in module._parameters:
-                    setattr(module, name, None)
-    return layer
-
-
 def _boolean_masks(**masks: Any) -> dict[str, Tensor | None]:
     return {name: boolean_attention_mask(name, mask) for name, mask in masks.items()}
 
@@ -399,14 +393,14 @@ def boolean_attention_mask(name: str, mask: Any) -> Tensor | None:
         if mask.dtype is DType.bool:
             return mask
         if not mask.dtype.is_float:
-            raise located_error(f"Transformer: {name} must be a bool or float mask, got {mask.type}")
+            raise located_error(f"attention: {name} must be a bool or float mask, got {mask.type}")
         return mask.eq(-np.inf)
     array = np.asarray(_to_numpy(mask))
     if array.dtype.kind == "f":
         if np.any((array != 0) & ~np.isneginf(array)):
-            raise located_error(f"Transformer: the float {name} holds values other than 0 and -inf; PyTorch adds them to the "
+            raise located_error(f"attention: the float {name} holds values other than 0 and -inf; PyTorch adds them to the "
                                 f"attention scores, but kiln's attention masks only block. Pass a bool mask (True = masked out)")
         array = np.isneginf(array)
     if array.dtype != bool:
-        raise located_error(f"Transformer: {name} must be a bool or float mask, got an array of {array.dtype}")
+        raise located_error(f"attention: {name} must be a bool or float mask, got an array of {array.dtype}")
     return apply("tensor.constant", value=array)
