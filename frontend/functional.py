@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, Sequence
 
 import numpy as np
@@ -49,12 +50,23 @@ def where(condition: Tensor, input: Any, other: Any) -> Tensor:
     return apply("tensor.where", condition, input, other)
 
 
-def softmax(input: Tensor, dim: int = -1) -> Tensor:
-    return apply("nn.softmax", input, axis=dim)
+def softmax(input: Tensor, dim: int | None = None) -> Tensor:
+    return apply("nn.softmax", input, axis=implicit_softmax_dim("softmax", input, dim))
 
 
-def log_softmax(input: Tensor, dim: int = -1) -> Tensor:
-    return apply("nn.log_softmax", input, axis=dim)
+def log_softmax(input: Tensor, dim: int | None = None) -> Tensor:
+    return apply("nn.log_softmax", input, axis=implicit_softmax_dim("log_softmax", input, dim))
+
+
+def implicit_softmax_dim(function: str, input: Tensor, dim: int | None) -> int:
+    """``dim``, or without one PyTorch's deprecated implicit choice, with its warning: dim 0 for a 0-, 1- or 3-d input
+    (an unbatched vector, or a sequence-first batch), else dim 1 (the class dim of ``(N, C, ...)``)."""
+    if dim is not None:
+        return dim
+    implicit = 0 if input.ndim in (0, 1, 3) else 1
+    warnings.warn(f"Implicit dimension choice for {function} has been deprecated (as in PyTorch); it picked dim={implicit} for "
+                  f"{input.type}. Change the call to include dim={implicit} as an argument.", UserWarning, stacklevel=3)
+    return implicit
 
 
 def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:

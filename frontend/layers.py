@@ -44,7 +44,9 @@ class Tanh(Module):
 
 
 class Softmax(Module):
-    def __init__(self, dim: int = -1):
+    """``torch.nn.Softmax``: without ``dim``, PyTorch's deprecated implicit choice (``F.softmax``), with its warning."""
+
+    def __init__(self, dim: int | None = None):
         super().__init__()
         self.dim = dim
 

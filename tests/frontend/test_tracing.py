@@ -9,6 +9,7 @@ import kiln
 import kiln.nn as nn
 import kiln.nn.functional as F
 from kiln import TensorSpec
+from oracles import require
 
 
 def test_operators_trace_to_ops_and_compute_like_numpy():
@@ -78,7 +79,19 @@ def test_functional_names_and_defaults_follow_pytorch():
         return (F.softmax(x), F.log_softmax(x, dim=0), F.sigmoid(x), F.tanh(x), F.relu(x),
                 F.cross_entropy(x, y), F.cross_entropy(x, y, reduction="sum"), F.mse_loss(x, x * 2))
 
-    graph = kiln.trace(fn, TensorSpec(("N", 5)), TensorSpec(("N",), "int64"))
+    with pytest.warns(UserWarning, match="Implicit dimension choice for softmax has been deprecated.*dim=1"):
+        graph = kiln.trace(fn, TensorSpec(("N", 5)), TensorSpec(("N",), "int64"))
     text = str(graph)
-    assert '"nn.softmax"(%x) {axis = -1}' in text and '{axis = 0}' in text
+    assert '"nn.softmax"(%x) {axis = 1}' in text and '{axis = 0}' in text
     assert 'reduction = "mean"' in text and 'reduction = "sum"' in text and '"nn.mse"' in text
+
+
+@pytest.mark.parametrize(("shape", "implicit"), [((4,), 0), ((2, 4), 1), ((3, 2, 4), 0), ((2, 3, 4, 5), 1)])
+def test_softmax_without_dim_picks_torchs_implicit_dim_and_warns(shape, implicit):
+    torch = require("torch")
+    x = np.random.default_rng(0).standard_normal(shape)
+    with pytest.warns(UserWarning, match=f"dim={implicit}"):
+        got = kiln.compile(lambda t: nn.Softmax()(t), batch_dim=None)(x)
+    with pytest.warns(UserWarning):
+        expected = torch.nn.Softmax()(torch.tensor(x)).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-12)

@@ -14,7 +14,7 @@ from oracles import require
 
 def mlp():
     kiln.manual_seed(0)
-    return nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 16), nn.Tanh(), nn.Linear(16, 10), nn.Softmax())
+    return nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 16), nn.Tanh(), nn.Linear(16, 10), nn.Softmax(dim=1))
 
 
 def test_inference_export_matches_numpy_at_several_batch_sizes(tmp_path):
