@@ -4,8 +4,9 @@ relu), ``LSTM`` and ``GRU`` over a sequence, and the one-step cells ``RNNCell``,
 The time loop is unrolled at trace time, so the sequence length must be static; the batch may be symbolic. Each
 layer and direction projects the whole sequence through ``weight_ih`` in one ``F.linear`` (as cuDNN does), then
 each step adds ``F.linear(h, weight_hh, bias_hh)`` and applies its gates. A missing initial state is zeros broadcast
-to the batch, built from the input so that a symbolic batch dim works. The step functions below are the math of
-PyTorch's documentation, written once and shared by the layers and the cells:
+to the batch, built from the input so that a symbolic batch dim works. Given a ``PackedSequence``
+(``frontend/rnn_utils.py``), the layers mask: a row past its length keeps its state and outputs zeros. The step
+functions below are the math of PyTorch's documentation, written once and shared by the layers and the cells:
 
     RNN:  h' = tanh(W_ih x + b_ih + W_hh h + b_hh)                     (relu instead of tanh with nonlinearity="relu")
     LSTM: i, f, g, o = chunks of W_ih x + b_ih + W_hh h + b_hh          (gate order i, f, g, o)
@@ -19,13 +20,14 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Sequence
 
 from kiln.compiler.ir.types import format_shape
 from kiln.frontend import functional as F
 from kiln.frontend import init
 from kiln.frontend.functional_nn import _filled
 from kiln.frontend.module import Module, Parameter
+from kiln.frontend.rnn_utils import PackedSequence, lengths_tensor, step_masks
 from kiln.frontend.tensor import Tensor
 from kiln.frontend.trace import located_error
 
@@ -98,16 +100,26 @@ RECURRENCES = {
 
 
 def unroll(step: Callable[[Tensor, State, DirectionWeights], State], input_gates: Tensor, state: State, weights: DirectionWeights,
-           reverse: bool) -> tuple[Tensor, State]:
+           reverse: bool, masks: Sequence[Tensor] | None = None) -> tuple[Tensor, State]:
     """Run ``step`` along axis 0 (time) of ``input_gates`` ``(L, N, gates * hidden)``, last to first if ``reverse``:
-    the hidden states stacked in time order ``(L, N, hidden)`` whichever the direction, and the final state."""
+    the hidden states stacked in time order ``(L, N, hidden)`` whichever the direction, and the final state. With
+    ``masks`` (per step, which rows still run: bool ``(N, 1)``) a stopped row keeps its state and outputs zeros."""
     per_step = input_gates.unbind(0)
     times = range(len(per_step))
     hidden_at: dict[int, Tensor] = {}
     for time in reversed(times) if reverse else times:
-        state = step(per_step[time], state, weights)
-        hidden_at[time] = state[0]
+        new = step(per_step[time], state, weights)
+        if masks is None:
+            state, hidden_at[time] = new, new[0]
+        else:
+            state, hidden_at[time] = masked_step(masks[time], new, state)
     return F.stack([hidden_at[time] for time in times]), state
+
+
+def masked_step(running: Tensor, new: State, old: State) -> tuple[State, Tensor]:
+    """The state after a step where only the ``running`` rows advance, and the step's output (zero elsewhere). A
+    reverse pass starts with every row stopped, so each row's first real step is its last element, from ``h_0``."""
+    return tuple(F.where(running, after, before) for after, before in zip(new, old)), F.where(running, new[0], 0.0)
 
 
 def zeros(shape: tuple[Any, ...], like: Tensor) -> Tensor:
@@ -224,7 +236,9 @@ class RNNBase(Module):
     def flatten_parameters(self) -> None:
         """Nothing to do: kiln keeps no cuDNN weight buffer (PyTorch code that calls this runs as is)."""
 
-    def forward(self, input: Tensor, hx: Any = None) -> tuple[Tensor, Tensor | State]:
+    def forward(self, input: Tensor | PackedSequence, hx: Any = None) -> tuple[Tensor | PackedSequence, Tensor | State]:
+        if isinstance(input, PackedSequence):
+            return self._forward_packed(input, hx)
         batched = self._check_input(input)
         sequence = (input.transpose(0, 1) if self.batch_first else input) if batched else input.unsqueeze(1)
         output, final = self._run_layers(sequence, self._initial_state(hx, sequence, batched))
@@ -232,17 +246,30 @@ class RNNBase(Module):
             return output.squeeze(1), pack_state(self.recurrence, tuple(state.squeeze(1) for state in final))
         return (output.transpose(0, 1) if self.batch_first else output), pack_state(self.recurrence, final)
 
+    def _forward_packed(self, packed: PackedSequence, hx: Any) -> tuple[PackedSequence, Tensor | State]:
+        """A padded batch with lengths (``data`` time-major whatever ``batch_first``): every step masked by
+        ``t < lengths``; the output is a ``PackedSequence`` with the same lengths."""
+        if packed.data.ndim != 3:
+            raise located_error(f"{type(self).__name__}(input_size={self.input_size}): a PackedSequence must hold a padded batch "
+                                f"(L, N, H_in), got {packed.data.type}")
+        self._check_input(packed.data, time_major=True)
+        packed = PackedSequence(packed.data, lengths_tensor(type(self).__name__, packed.lengths, packed.data))  # one built by hand too
+        initial = self._initial_state(hx, packed.data, batched=True)
+        output, final = self._run_layers(packed.data, initial, step_masks(packed))
+        return PackedSequence(output, packed.lengths), pack_state(self.recurrence, final)
+
     def _layout(self) -> str:
         return "(N, L, H_in)" if self.batch_first else "(L, N, H_in)"
 
-    def _check_input(self, input: Tensor) -> bool:
-        """Whether ``input`` is batched; a TraceError for a wrong rank, feature size or a symbolic or empty time axis."""
+    def _check_input(self, input: Tensor, time_major: bool = False) -> bool:
+        """Whether ``input`` is batched; a TraceError for a wrong rank, feature size or a symbolic or empty time axis.
+        ``time_major``: a packed sequence's data, ``(L, N, H_in)`` whatever ``batch_first``."""
         owner = f"{type(self).__name__}(input_size={self.input_size})"
         if input.ndim not in (2, 3):
             raise located_error(f"{owner}: expected a 3-D input {self._layout()} or a 2-D unbatched (L, H_in), got {input.type}")
         if input.shape[-1] != self.input_size:
             raise located_error(f"{owner}: the input's last dim must be its {self.input_size} features, got {input.type}")
-        time_axis = 1 if input.ndim == 3 and self.batch_first else 0
+        time_axis = 1 if input.ndim == 3 and self.batch_first and not time_major else 0
         length = input.shape[time_axis]
         if not isinstance(length, int):
             hint = (" (kiln.compile and compile_train_step make dim 0 the symbolic batch unless told otherwise: pass batch_dim=1 for "
@@ -266,16 +293,17 @@ class RNNBase(Module):
             return tuple(check_state(owner, name, state, (layers, sequence.shape[1], size)) for name, state, size in zip(names, given, sizes))
         return tuple(check_state(owner, name, state, (layers, size)).unsqueeze(1) for name, state, size in zip(names, given, sizes))
 
-    def _run_layers(self, sequence: Tensor, initial: State) -> tuple[Tensor, State]:
-        """The last layer's hidden states ``(L, N, D * H_out)`` and the final states stacked ``(D * num_layers, N, size)``."""
+    def _run_layers(self, sequence: Tensor, initial: State, masks: Sequence[Tensor] | None = None) -> tuple[Tensor, State]:
+        """The last layer's hidden states ``(L, N, D * H_out)`` and the final states stacked ``(D * num_layers, N, size)``;
+        ``masks`` (``unroll``'s) for a packed sequence."""
         finals: list[State] = []
         for layer in range(self.num_layers):
             if layer:
                 sequence = F.dropout(sequence, self.dropout, training=self.training)
-            sequence = self._run_layer(layer, sequence, initial, finals)
+            sequence = self._run_layer(layer, sequence, initial, finals, masks)
         return sequence, tuple(F.stack([final[which] for final in finals]) for which in range(self.recurrence.states))
 
-    def _run_layer(self, layer: int, sequence: Tensor, initial: State, finals: list[State]) -> Tensor:
+    def _run_layer(self, layer: int, sequence: Tensor, initial: State, finals: list[State], masks: Sequence[Tensor] | None) -> Tensor:
         """One layer over ``sequence`` ``(L, N, features)``: its directions' hidden states concatenated
         ``(L, N, D * H_out)``; each direction's final state is appended to ``finals``."""
         outputs = []
@@ -283,7 +311,7 @@ class RNNBase(Module):
             weights = self._weights(layer, direction)
             state = tuple(part[layer * self._directions + direction] for part in initial)
             output, final = unroll(self.recurrence.step, F.linear(sequence, weights.input, weights.input_bias), state, weights,
-                                   reverse=direction == 1)
+                                   reverse=direction == 1, masks=masks)
             outputs.append(output)
             finals.append(final)
         return F.cat(outputs, dim=2) if len(outputs) > 1 else outputs[0]
@@ -351,6 +379,9 @@ class RNNCellBase(Module):
 
     def _check_input(self, input: Tensor) -> bool:
         owner = f"{type(self).__name__}(input_size={self.input_size})"
+        if isinstance(input, PackedSequence):
+            raise located_error(f"{owner}: a cell runs one time step and takes no PackedSequence; feed the step's input (N, "
+                                f"{self.input_size}), or run the sequence through {type(self).__name__.removesuffix('Cell')}")
         if input.ndim not in (1, 2) or input.shape[-1] != self.input_size:
             raise located_error(f"{owner}: expected an input (N, {self.input_size}) or unbatched ({self.input_size},), got {input.type}")
         return input.ndim == 2

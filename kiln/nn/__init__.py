@@ -22,10 +22,10 @@ from kiln.frontend.layers_norm import *  # noqa: F401,F403
 from kiln.frontend.layers_recurrent import *  # noqa: F401,F403
 from kiln.frontend.layers_spatial import *  # noqa: F401,F403
 from kiln.frontend.layers_pool1d import *  # noqa: F401,F403
-from kiln.nn import functional, init
+from kiln.nn import functional, init, utils
 
 __all__ = [
-    "Buffer", "Dense", "Linear", "Module", "Parameter", "ReLU", "Sequential", "Sigmoid", "Softmax", "Tanh", "functional", "init",
+    "Buffer", "Dense", "Linear", "Module", "Parameter", "ReLU", "Sequential", "Sigmoid", "Softmax", "Tanh", "functional", "init", "utils",
     "AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "AvgPool2d", "BatchNorm2d", "Conv1d", "Conv2d", "ConvTranspose2d", "Dropout", "Embedding", "Flatten", "GELU", "LayerNorm", "MaxPool2d", "MultiHeadAttention", "MultiheadAttention",
     "Transformer", "TransformerDecoder", "TransformerDecoderLayer", "TransformerEncoder", "TransformerEncoderLayer", "Unflatten", "ModuleDict",
     "ModuleList", "ParameterDict", "ParameterList", "CosineSimilarity", "PairwiseDistance",
