@@ -8,6 +8,7 @@ to ``tensor.slice``, ``tensor.squeeze`` and ``tensor.expand_dims``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -150,7 +151,7 @@ def logical_not(input: Tensor) -> Tensor:
     return apply("tensor.equal", input, np.asarray(False))
 
 
-# Convolution and pooling ------------------------------------------------------
+# Convolution ------------------------------------------------------------------
 
 
 def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1) -> Tensor:
@@ -158,14 +159,201 @@ def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: An
     return output if bias is None else output + bias.reshape(1, -1, 1, 1)
 
 
-def max_pool2d(input: Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0) -> Tensor:
-    kernel = _pair(kernel_size)
-    return apply("tensor.max_pool2d", input, kernel_size=kernel, stride=_pair(stride) if stride else kernel, padding=_pair(padding))
+# Pooling ----------------------------------------------------------------------
+# PyTorch's 2-D pools on the two ops ``tensor.max_pool2d`` and ``tensor.avg_pool2d`` (symmetric padding at most half
+# the kernel, -inf for max; the average divides by the kernel's size). A plain call stays that one op; PyTorch's other
+# options are built around it: ``ceil_mode``'s partial last windows pad the bottom and right ends too (-inf for max,
+# zeros for the average); where the average's divisor differs from the kernel's size (``ceil_mode``'s clipped windows,
+# ``count_include_pad=False``, ``divisor_override``) a constant per window rescales it; a dilated max pool, and one
+# returning indices, gathers each window's elements (``tensor.take``) and takes their first largest. The 1-D pools
+# (``frontend/functional_pool1d.py``) are ``max_pool_nchw``/``avg_pool_nchw`` over a unit-height image.
 
 
-def avg_pool2d(input: Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0) -> Tensor:
-    kernel = _pair(kernel_size)
-    return apply("tensor.avg_pool2d", input, kernel_size=kernel, stride=_pair(stride) if stride else kernel, padding=_pair(padding))
+def max_pool2d(input: Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1, ceil_mode: bool = False,
+               return_indices: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+    """``(N, C, H, W)`` or unbatched ``(C, H, W)``: the largest element of each window (padding counts as -inf), as
+    PyTorch; the first largest (row-major) takes the gradient. ``return_indices=True`` also gives each winner's flat
+    index into its input plane (``h W + w``), PyTorch's ``(output, indices)``."""
+    image = _pool_image("max_pool2d", input)
+    kernel, stride, padding = _pool_sizes("max_pool2d", kernel_size, stride, padding)
+    dilation = _pool_pair("max_pool2d", "dilation", dilation)
+    pooled = max_pool_nchw("max_pool2d", image, kernel, stride, padding, dilation, ceil_mode, return_indices)
+    return tuple(_like_pool_input(t, input) for t in pooled) if return_indices else _like_pool_input(pooled, input)
+
+
+def avg_pool2d(input: Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0, ceil_mode: bool = False,
+               count_include_pad: bool = True, divisor_override: int | None = None) -> Tensor:
+    """``(N, C, H, W)`` or unbatched ``(C, H, W)``: the mean of each window with PyTorch's divisor (the window clipped
+    to the padded input, or to the input itself without ``count_include_pad``; ``divisor_override`` if given)."""
+    image = _pool_image("avg_pool2d", input)
+    kernel, stride, padding = _pool_sizes("avg_pool2d", kernel_size, stride, padding)
+    pooled = avg_pool_nchw("avg_pool2d", image, kernel, stride, padding, ceil_mode, count_include_pad, divisor_override)
+    return _like_pool_input(pooled, input)
+
+
+def max_pool_nchw(function: str, image: Tensor, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int],
+                  dilation: tuple[int, int], ceil_mode: bool, return_indices: bool) -> Tensor | tuple[Tensor, Tensor]:
+    """``F.max_pool2d`` on a checked ``(N, C, H, W)`` image with its sizes as pairs; errors name ``function``."""
+    rows, cols = _pool_axes(function, image, kernel, stride, padding, dilation, ceil_mode)
+    if return_indices or dilation != (1, 1):
+        return _gathered_max(image, rows, cols, return_indices)
+    if rows.overhang or cols.overhang:
+        image = pad(image, (0, cols.overhang, 0, rows.overhang), value=-np.inf)
+    return apply("tensor.max_pool2d", image, kernel_size=kernel, stride=stride, padding=padding)
+
+
+def avg_pool_nchw(function: str, image: Tensor, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int],
+                  ceil_mode: bool, count_include_pad: bool, divisor_override: int | None) -> Tensor:
+    """``F.avg_pool2d`` on a checked ``(N, C, H, W)`` image with its sizes as pairs: ``tensor.avg_pool2d`` divides each
+    window by ``KH KW``, then, where PyTorch's divisor differs, a constant ``KH KW / divisor`` rescales it."""
+    if divisor_override is not None and (not isinstance(divisor_override, (int, np.integer)) or isinstance(divisor_override, bool)
+                                         or divisor_override == 0):
+        raise located_error(f"{function}: divisor_override must be a nonzero int or None, got {divisor_override!r}")
+    rows, cols = _pool_axes(function, image, kernel, stride, padding, (1, 1), ceil_mode)
+    if rows.overhang or cols.overhang:
+        image = pad(image, (0, cols.overhang, 0, rows.overhang))
+    pooled = apply("tensor.avg_pool2d", image, kernel_size=kernel, stride=stride, padding=padding)
+    if divisor_override is not None:
+        divisors = np.asarray(int(divisor_override))
+    else:
+        divisors = np.outer(rows.divisors(count_include_pad), cols.divisors(count_include_pad))
+    scales = kernel[0] * kernel[1] / divisors
+    if np.any(scales != 1):
+        pooled = pooled * apply("tensor.constant", value=np.asarray(scales, image.dtype.numpy))
+    return pooled
+
+
+def _pool_image(function: str, input: Tensor) -> Tensor:
+    """``input`` as ``(N, C, H, W)``: PyTorch's 2-D pools also take an unbatched ``(C, H, W)``. H and W must be static."""
+    if input.ndim not in (3, 4):
+        raise located_error(f"{function} expects an (N, C, H, W) or unbatched (C, H, W) input, got {input.type}")
+    if any(isinstance(size, str) for size in input.shape[-2:]):
+        raise located_error(f"{function} needs static H and W, got {input.type}")
+    if not input.dtype.is_float:
+        raise located_error(f"{function} needs a floating-point input, got {input.type}; cast it first (x.float())")
+    return input if input.ndim == 4 else input.unsqueeze(0)
+
+
+def _like_pool_input(output: Tensor, input: Tensor) -> Tensor:
+    """Drop the batch dim ``_pool_image`` added to an unbatched input."""
+    return output if input.ndim == 4 else output.squeeze(0)
+
+
+def _pool_sizes(function: str, kernel_size: Any, stride: Any, padding: Any) -> tuple[tuple[int, int], ...]:
+    """``(kernel, stride, padding)`` as pairs; an omitted (None or empty) stride is the kernel, as PyTorch's."""
+    kernel = _pool_pair(function, "kernel_size", kernel_size)
+    omitted = stride is None or (isinstance(stride, (tuple, list)) and not stride)
+    return kernel, kernel if omitted else _pool_pair(function, "stride", stride), _pool_pair(function, "padding", padding)
+
+
+def _pool_pair(function: str, name: str, value: Any) -> tuple[int, int]:
+    """PyTorch's 2-d pool sizes: an int, or a tuple of one or two ints, as ``(height, width)``."""
+    values = (value,) if isinstance(value, (int, np.integer)) else tuple(value) if isinstance(value, (tuple, list)) else ()
+    if len(values) not in (1, 2) or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) for v in values):
+        raise located_error(f"{function}: {name} must be an int or a tuple of one or two ints, got {value!r}")
+    return int(values[0]), int(values[-1])
+
+
+@dataclass(frozen=True)
+class _PoolAxis:
+    """One spatial axis of PyTorch's pooling windows: window ``o`` reads positions ``o stride - padding + j dilation``
+    (``j < kernel``) of an axis of ``length``, those outside ``[0, length)`` in the padding; ``count`` windows
+    (``ceil_mode`` keeps a last, partial one)."""
+
+    length: int
+    kernel: int
+    stride: int
+    padding: int
+    dilation: int
+    count: int
+
+    @property
+    def overhang(self) -> int:
+        """How far ``ceil_mode``'s last window reaches past the end padding: elements to pad there too."""
+        reach = (self.count - 1) * self.stride + self.dilation * (self.kernel - 1) + 1
+        return max(0, reach - (self.length + 2 * self.padding))
+
+    def starts(self) -> np.ndarray:
+        return np.arange(self.count) * self.stride - self.padding
+
+    def positions(self) -> np.ndarray:
+        """``(count, kernel)``: each window's positions on the axis."""
+        return self.starts()[:, None] + np.arange(self.kernel)[None, :] * self.dilation
+
+    def first_nonnegative(self) -> np.ndarray:
+        """Each window's first position ``>= 0`` (past the end if the dilation steps over the whole axis)."""
+        starts = self.starts()
+        return starts + np.maximum(0, -(starts // self.dilation)) * self.dilation
+
+    def divisors(self, count_include_pad: bool) -> np.ndarray:
+        """PyTorch's ``avg_pool`` divisor per window along this axis: the window clipped to the padded axis, or,
+        without ``count_include_pad``, to the axis itself."""
+        starts = self.starts()
+        stops = np.minimum(starts + self.kernel, self.length + self.padding)
+        if count_include_pad:
+            return stops - starts
+        return np.minimum(stops, self.length) - np.maximum(starts, 0)
+
+
+def _pool_axes(function: str, image: Tensor, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int],
+               dilation: tuple[int, int], ceil_mode: bool) -> tuple[_PoolAxis, _PoolAxis]:
+    """The windows along H (dim -2) and W (dim -1) of ``image``, checked as PyTorch checks them."""
+    return tuple(_pool_axis(function, axis - 2, int(image.shape[axis + 2]), kernel[axis], stride[axis], padding[axis],
+                            dilation[axis], ceil_mode) for axis in range(2))
+
+
+def _pool_axis(function: str, dim: int, length: int, kernel: int, stride: int, padding: int, dilation: int,
+               ceil_mode: bool) -> _PoolAxis:
+    """PyTorch's ``pool2d_shape_check`` and ``pooling_output_shape`` for one axis: with ``ceil_mode`` a last window
+    may run past the end, as long as it starts inside the input or its left padding."""
+    if kernel <= 0 or stride <= 0 or dilation <= 0 or padding < 0:
+        raise located_error(f"{function}: kernel_size {kernel}, stride {stride} and dilation {dilation} along dim {dim} must be "
+                            f"positive and padding {padding} non-negative")
+    if padding > kernel // 2:  # PyTorch's rule, whatever the dilation (which implies its other: half the window's reach)
+        raise located_error(f"{function}: padding {padding} along dim {dim} must be at most half of kernel_size {kernel}, as "
+                            f"PyTorch requires; pad the input with F.pad first for more")
+    span = length + 2 * padding - dilation * (kernel - 1) - 1
+    count = (span + (stride - 1 if ceil_mode else 0)) // stride + 1
+    if ceil_mode and (count - 1) * stride >= length + padding:
+        count -= 1  # it would start in the end padding
+    if count <= 0:
+        raise located_error(f"{function}: a window of {kernel} (dilation {dilation}) does not fit dim {dim} of size {length} padded "
+                            f"by {padding}; use a smaller kernel_size or dilation, or more padding")
+    return _PoolAxis(length, kernel, stride, padding, dilation, count)
+
+
+def _gathered_max(image: Tensor, rows: _PoolAxis, cols: _PoolAxis, return_indices: bool) -> Tensor | tuple[Tensor, Tensor]:
+    """The max pool as a gather: each window's elements taken from the flattened plane (``tensor.take``), their
+    first largest (``Tensor.max(dim)``) the value that takes the gradient. A slot in the padding reads the window's
+    first element instead, which changes neither the max nor where it first occurs, so the padding needs no -inf and,
+    as PyTorch, an all -inf window's index and gradient go to its first element. The indices are a constant table
+    read at the winning slots."""
+    batch, channels, plane = image.shape[0], image.shape[1], rows.length * cols.length
+    reads, indices = _window_reads(rows, cols)
+    flat = image.reshape(batch, channels, plane)
+    if (reads == plane).any():
+        flat = pad(flat, (0, 1), value=-np.inf)  # what a window of padding only reads
+    windows = apply("tensor.take", flat, apply("tensor.constant", value=reads.reshape(-1)), axis=2)
+    values, slots = windows.reshape(batch, channels, rows.count, cols.count, rows.kernel * cols.kernel).max(-1)
+    if not return_indices:
+        return values
+    window_starts = np.arange(rows.count * cols.count, dtype=np.int64).reshape(rows.count, cols.count) * (rows.kernel * cols.kernel)
+    table = apply("tensor.constant", value=indices.reshape(-1))
+    return values, apply("tensor.take", table, slots + apply("tensor.constant", value=window_starts), axis=0)
+
+
+def _window_reads(rows: _PoolAxis, cols: _PoolAxis) -> tuple[np.ndarray, np.ndarray]:
+    """``(OH, OW, KH KW)`` twice, slots row-major: where each window slot reads in the flattened plane, and PyTorch's
+    index for it. Inside the input both are the slot's own ``h W + w``; in the padding both are the window's first
+    element, PyTorch's starting index ``h0 W + w0`` (``h0``, ``w0`` its first rows and columns ``>= 0``). For a window
+    of padding only that index lies past the plane, as PyTorch's, and the slots read ``H W``: an appended -inf."""
+    height, width = rows.length, cols.length
+    r, c = rows.positions()[:, None, :, None], cols.positions()[None, :, None, :]
+    inside = (r >= 0) & (r < height) & (c >= 0) & (c < width)
+    first = rows.first_nonnegative()[:, None, None, None] * width + cols.first_nonnegative()[None, :, None, None]
+    indices = np.where(inside, r * width + c, first).reshape(rows.count, cols.count, -1).astype(np.int64)
+    empty = ~inside.any(axis=(2, 3))
+    return np.where(empty[..., None], height * width, indices).astype(np.int64), indices
 
 
 # Movement ---------------------------------------------------------------------

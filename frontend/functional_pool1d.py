@@ -1,28 +1,25 @@
 """``F.max_pool1d``, ``F.avg_pool1d``, ``F.adaptive_avg_pool1d`` and ``F.adaptive_max_pool1d``, with PyTorch's names,
 argument orders and defaults (the layers are in ``frontend/layers_pool1d.py``).
 
-Nothing here adds an op: the 1-D pools view ``(N, C, L)`` as the unit-height image ``(N, C, 1, L)`` and pool it with the
-2-D ops, as ``F.conv1d`` does. PyTorch's extras the 2-D ops lack are built around them: ``ceil_mode``'s last, partial
-window pads the right end (with -inf for max, with zeros for the average, whose divisor a constant then corrects);
-``count_include_pad=False`` is that same divisor correction; a dilated max pool and an uneven adaptive max gather each
-window's elements (``tensor.take``) and take the first largest (``Tensor.max(dim)``).
+Nothing here adds an op: the 1-D pools view ``(N, C, L)`` as the unit-height image ``(N, C, 1, L)`` and pool it as
+``F.max_pool2d`` and ``F.avg_pool2d`` do (``frontend/functional_nn.py`` holds the windows' geometry: ``ceil_mode``,
+``count_include_pad``, dilation), as ``F.conv1d`` convolves. An uneven adaptive max gathers each window's elements
+(``tensor.take``) and takes the first largest (``Tensor.max(dim)``).
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from kiln.frontend.functional_conv import adaptive_avg_pool2d, adaptive_max_pool2d
-from kiln.frontend.functional_nn import avg_pool2d, max_pool2d, pad
+from kiln.frontend.functional_nn import avg_pool_nchw, max_pool_nchw
 from kiln.frontend.tensor import Tensor, apply
 from kiln.frontend.trace import located_error
 
 
-# 1-D pooling geometry ---------------------------------------------------------------
+# 1-D pooling arguments --------------------------------------------------------------
 
 
 def _one(function: str, name: str, value: Any) -> int:
@@ -49,72 +46,14 @@ def _like_input(output: Tensor, input: Tensor) -> Tensor:
     return output if input.ndim == 3 else output.squeeze(0)
 
 
-@dataclass(frozen=True)
-class _Windows:
-    """PyTorch's 1-D pooling windows: window ``o`` covers positions ``o stride + j dilation`` (``j < kernel``) of the
-    input padded by ``padding`` on both sides; ``count`` windows (``ceil_mode`` keeps a last, partial one)."""
-
-    length: int
-    kernel: int
-    stride: int
-    padding: int
-    dilation: int
-    count: int
-
-    @property
-    def overhang(self) -> int:
-        """How far ``ceil_mode``'s last window reaches past the right padding: elements to pad there too."""
-        reach = (self.count - 1) * self.stride + self.dilation * (self.kernel - 1) + 1
-        return max(0, reach - (self.length + 2 * self.padding))
-
-    def indices(self) -> np.ndarray:
-        """``(count, kernel)``: each window's positions in the input padded by ``padding`` (and ``overhang``)."""
-        return np.arange(self.count)[:, None] * self.stride + np.arange(self.kernel)[None, :] * self.dilation
-
-    def divisors(self, count_include_pad: bool) -> np.ndarray:
-        """PyTorch's ``avg_pool`` divisor per window: its span clipped to the padded input, or, without
-        ``count_include_pad``, to the input itself."""
-        start = np.arange(self.count) * self.stride - self.padding
-        stop = np.minimum(start + self.kernel, self.length + self.padding)
-        if count_include_pad:
-            return stop - start
-        return np.minimum(stop, self.length) - np.maximum(start, 0)
-
-
-def _windows(function: str, input: Tensor, kernel_size: Any, stride: Any, padding: Any, dilation: Any, ceil_mode: bool) -> _Windows:
-    """The windows of ``input``'s last axis, checked as PyTorch checks them."""
+def _sizes(function: str, kernel_size: Any, stride: Any, padding: Any, dilation: Any = 1) -> tuple[tuple[int, int], ...]:
+    """``(kernel, stride, padding, dilation)`` as the unit-height image's ``(1, x)`` pairs (``(0, x)`` for the padding);
+    an omitted (None or empty) stride is the kernel, as PyTorch's."""
     kernel = _one(function, "kernel_size", kernel_size)
-    stride = kernel if stride is None or (isinstance(stride, (tuple, list)) and not stride) else _one(function, "stride", stride)
+    omitted = stride is None or (isinstance(stride, (tuple, list)) and not stride)
+    stride = kernel if omitted else _one(function, "stride", stride)
     padding, dilation = _one(function, "padding", padding), _one(function, "dilation", dilation)
-    if kernel <= 0 or stride <= 0 or dilation <= 0 or padding < 0:
-        raise located_error(f"{function}: kernel_size ({kernel}), stride ({stride}) and dilation ({dilation}) must be positive "
-                            f"and padding ({padding}) non-negative")
-    if padding > kernel // 2:
-        raise located_error(f"{function}: padding {padding} must be at most half of kernel_size {kernel} (as PyTorch)")
-    length = int(input.shape[-1])
-    count = _pooled_length(length, kernel, stride, padding, dilation, ceil_mode)
-    if count <= 0:
-        raise located_error(f"{function}: a window of {kernel} (dilation {dilation}) does not fit the length {length} of "
-                            f"{input.type} padded by {padding}")
-    return _Windows(length, kernel, stride, padding, dilation, count)
-
-
-def _pooled_length(length: int, kernel: int, stride: int, padding: int, dilation: int, ceil_mode: bool) -> int:
-    """PyTorch's ``pooling_output_shape``: with ``ceil_mode`` a last window may start past the end, as long as it
-    starts inside the input or its left padding."""
-    span = length + 2 * padding - dilation * (kernel - 1) - 1
-    count = (span + (stride - 1 if ceil_mode else 0)) // stride + 1
-    if ceil_mode and (count - 1) * stride >= length + padding:
-        count -= 1
-    return count
-
-
-def _max_over_windows(input: Tensor, indices: np.ndarray) -> Tensor:
-    """``(N, C, L) -> (N, C, windows)``: the largest of each row of ``indices`` (positions on the last axis); the
-    first largest takes the gradient, as PyTorch's pools route it."""
-    count, kernel = indices.shape
-    gathered = apply("tensor.take", input, apply("tensor.constant", value=indices.reshape(-1).astype(np.int64)), axis=2)
-    return gathered.reshape(input.shape[0], input.shape[1], count, kernel).max(-1)[0]
+    return (1, kernel), (1, stride), (0, padding), (1, dilation)
 
 
 # 1-D pooling --------------------------------------------------------------------------
@@ -122,40 +61,26 @@ def _max_over_windows(input: Tensor, indices: np.ndarray) -> Tensor:
 
 def max_pool1d(input: Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1, ceil_mode: bool = False,
                return_indices: bool = False) -> Tensor:
-    """``(N, C, L) -> (N, C, L_out)``, the largest element of each window (padding counts as -inf), as PyTorch.
-
-    Without dilation this is ``tensor.max_pool2d`` over ``(N, C, 1, L)``; ``ceil_mode``'s partial last window pads
-    the right end with -inf first. A dilated window gathers its elements and takes their max."""
+    """``(N, C, L) -> (N, C, L_out)``, the largest element of each window (padding counts as -inf), as PyTorch:
+    ``F.max_pool2d``'s windows over ``(N, C, 1, L)``."""
     if return_indices:
-        raise located_error("max_pool1d: return_indices=True is not supported; take indices with argmax")
-    batched = _batched("max_pool1d", input)
-    windows = _windows("max_pool1d", input, kernel_size, stride, padding, dilation, ceil_mode)
-    if windows.dilation != 1:
-        padded = pad(batched, (windows.padding, windows.padding + windows.overhang), value=-math.inf)
-        return _like_input(_max_over_windows(padded, windows.indices()), input)
-    image = batched.unsqueeze(2)
-    if windows.overhang:
-        image = pad(image, (0, windows.overhang), value=-math.inf)
-    pooled = max_pool2d(image, (1, windows.kernel), (1, windows.stride), (0, windows.padding))
+        raise located_error("max_pool1d: return_indices=True is not supported; F.max_pool2d(x.unsqueeze(-2), (1, kernel_size), "
+                            "(1, stride), (0, padding), (1, dilation), ceil_mode, return_indices=True) gives PyTorch's indices "
+                            "(squeeze dim -2 of both results)")
+    image = _batched("max_pool1d", input).unsqueeze(2)
+    pooled = max_pool_nchw("max_pool1d", image, *_sizes("max_pool1d", kernel_size, stride, padding, dilation), ceil_mode, False)
     return _like_input(pooled.squeeze(2), input)
 
 
 def avg_pool1d(input: Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0, ceil_mode: bool = False,
                count_include_pad: bool = True) -> Tensor:
     """``(N, C, L) -> (N, C, L_out)``, the mean of each window, with PyTorch's divisor: the kernel size, less what
-    ``ceil_mode``'s last window reaches past the padding, and less the padding without ``count_include_pad``.
-
-    ``tensor.avg_pool2d`` over ``(N, C, 1, L)`` (zero-padded on the right for ``ceil_mode``) divides every window by
-    the kernel size; where PyTorch's divisor differs, a constant ``kernel / divisor`` per window rescales it."""
+    ``ceil_mode``'s last window reaches past the padding, and less the padding without ``count_include_pad``:
+    ``F.avg_pool2d``'s windows over ``(N, C, 1, L)``."""
     image = _batched("avg_pool1d", input).unsqueeze(2)
-    windows = _windows("avg_pool1d", input, kernel_size, stride, padding, 1, ceil_mode)
-    if windows.overhang:
-        image = pad(image, (0, windows.overhang))
-    pooled = avg_pool2d(image, (1, windows.kernel), (1, windows.stride), (0, windows.padding)).squeeze(2)
-    divisors = windows.divisors(count_include_pad)
-    if np.any(divisors != windows.kernel):
-        pooled = pooled * apply("tensor.constant", value=(windows.kernel / divisors).astype(input.dtype.numpy))
-    return _like_input(pooled, input)
+    kernel, stride, padding, _ = _sizes("avg_pool1d", kernel_size, stride, padding)
+    pooled = avg_pool_nchw("avg_pool1d", image, kernel, stride, padding, ceil_mode, count_include_pad, None)
+    return _like_input(pooled.squeeze(2), input)
 
 
 def adaptive_avg_pool1d(input: Tensor, output_size: Any) -> Tensor:
@@ -182,6 +107,14 @@ def adaptive_max_pool1d(input: Tensor, output_size: Any, return_indices: bool = 
     if length % size == 0:
         return _like_input(adaptive_max_pool2d(batched.unsqueeze(2), (1, size)).squeeze(2), input)
     return _like_input(_max_over_windows(batched, _adaptive_indices(length, size)), input)
+
+
+def _max_over_windows(input: Tensor, indices: np.ndarray) -> Tensor:
+    """``(N, C, L) -> (N, C, windows)``: the largest of each row of ``indices`` (positions on the last axis); the
+    first largest takes the gradient, as PyTorch's pools route it."""
+    count, kernel = indices.shape
+    gathered = apply("tensor.take", input, apply("tensor.constant", value=indices.reshape(-1).astype(np.int64)), axis=2)
+    return gathered.reshape(input.shape[0], input.shape[1], count, kernel).max(-1)[0]
 
 
 def _adaptive_indices(length: int, size: int) -> np.ndarray:
