@@ -62,13 +62,13 @@ def _sizes(function: str, kernel_size: Any, stride: Any, padding: Any, dilation:
 def max_pool1d(input: Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1, ceil_mode: bool = False,
                return_indices: bool = False) -> Tensor:
     """``(N, C, L) -> (N, C, L_out)``, the largest element of each window (padding counts as -inf), as PyTorch:
-    ``F.max_pool2d``'s windows over ``(N, C, 1, L)``."""
-    if return_indices:
-        raise located_error("max_pool1d: return_indices=True is not supported; F.max_pool2d(x.unsqueeze(-2), (1, kernel_size), "
-                            "(1, stride), (0, padding), (1, dilation), ceil_mode, return_indices=True) gives PyTorch's indices "
-                            "(squeeze dim -2 of both results)")
+    ``F.max_pool2d``'s windows over ``(N, C, 1, L)``; with ``return_indices``, also each winner's position in ``L``
+    (its index in the unit-height plane)."""
     image = _batched("max_pool1d", input).unsqueeze(2)
-    pooled = max_pool_nchw("max_pool1d", image, *_sizes("max_pool1d", kernel_size, stride, padding, dilation), ceil_mode, False)
+    pooled = max_pool_nchw("max_pool1d", image, *_sizes("max_pool1d", kernel_size, stride, padding, dilation), ceil_mode, return_indices)
+    if return_indices:
+        values, indices = pooled
+        return _like_input(values.squeeze(2), input), _like_input(indices.squeeze(2), input)
     return _like_input(pooled.squeeze(2), input)
 
 

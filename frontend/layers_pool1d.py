@@ -13,7 +13,7 @@ from kiln.frontend.tensor import Tensor
 
 
 class MaxPool1d(Module):
-    """``torch.nn.MaxPool1d``; ``return_indices=True`` is refused when traced (see ``F.max_pool1d``)."""
+    """``torch.nn.MaxPool1d``; ``return_indices=True`` returns ``(output, indices)`` (see ``F.max_pool1d``)."""
 
     def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1, return_indices: bool = False,
                  ceil_mode: bool = False):

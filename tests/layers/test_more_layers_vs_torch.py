@@ -149,7 +149,6 @@ def test_pools_refuse_what_they_cannot_do():
         (nn.MaxPool1d(2), kiln.TensorSpec(("N", 3, 8, 8)), r"\(N, C, L\)"),
         (nn.AvgPool1d(2), kiln.TensorSpec((8,)), r"\(N, C, L\)"),
         (nn.AdaptiveAvgPool1d(2), kiln.TensorSpec(("N", 3, "L")), "static length"),
-        (nn.MaxPool1d(2, return_indices=True), spec, "return_indices"),
         (nn.AdaptiveMaxPool1d(2, return_indices=True), spec, "return_indices"),
         (nn.MaxPool1d(2, padding=2), spec, "at most half"),
         (nn.AvgPool1d(3, padding=2), spec, "at most half"),
@@ -539,3 +538,15 @@ def test_model_with_1d_pools_and_prelu_exports_to_onnx_and_matches_onnxruntime(t
         expected = reference(torch.tensor(x)).detach().numpy()
         np.testing.assert_allclose(predict(x), expected, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(session.run(None, {"input": x})[0], expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("options", [dict(kernel_size=3, stride=2, padding=1), dict(kernel_size=2, dilation=2, ceil_mode=True)])
+def test_max_pool1d_returns_torchs_indices(options):
+    torch = require("torch")
+    x = np.random.default_rng(4).standard_normal((2, 3, 9))
+    values, indices = kiln.compile(lambda t: F.max_pool1d(t, return_indices=True, **options))(x)
+    expected_values, expected_indices = torch.nn.functional.max_pool1d(torch.tensor(x), return_indices=True, **options)
+    np.testing.assert_array_equal(values, expected_values.numpy())
+    np.testing.assert_array_equal(indices, expected_indices.numpy())
+    unbatched = kiln.compile(lambda t: nn.MaxPool1d(return_indices=True, **options)(t)[1], batch_dim=None)(x[0])
+    np.testing.assert_array_equal(unbatched, expected_indices.numpy()[0])
