@@ -162,8 +162,8 @@ def max_pool2d(x, *, kernel_size, stride, padding):
 
 def _winners(x, kernel_size, stride, padding):
     """Per window, the flat index ``i * KW + j`` of its first largest element (row-major; a NaN counts as largest, the
-    first one wins), as PyTorch and ``argmax``: the last offset that changed the running maximum while it was no
-    NaN. Each offset's strided view is read once, by the maximum; the rest runs on contiguous arrays (strided
+    first one wins), as ``argmax`` and PyTorch (whose CPU kernel, unlike this, takes the last NaN of a window holding
+    several): the last offset that changed the running maximum while it was no NaN. Each offset's strided view is read once, by the maximum; the rest runs on contiguous arrays (strided
     reads cost ~10x more at a CNN's 2-4 wide rows; a masked ``copyto`` per offset was 4x slower)."""
     views = _pool_views(x, kernel_size, stride, padding, -np.inf)
     best = np.array(next(views)[1])
