@@ -19,7 +19,7 @@ import numpy as np
 
 import kiln
 import kiln.nn as nn
-from kiln.runtime.data import IGNORE_INDEX, CharTokenizer, lm_loss, load_pydoc_corpus
+from kiln.runtime.data import IGNORE_INDEX, CharTokenizer, lm_loss, load_pydoc_corpus, unigram_entropy
 
 
 class BERT(nn.Module):
@@ -69,9 +69,7 @@ def train(steps: int = 400, batch_size: int = 32, length: int = 48, d_model: int
     model = BERT(tokenizer.vocab_size + 1, length, tokenizer.pad_id, d_model, heads, layers)
     step = kiln.compile_train_step(model, lm_loss, kiln.optim.Adam(model.parameters(), lr=lr), seed=seed)
     rng = np.random.default_rng(seed)
-    real = tokens[tokens != tokenizer.pad_id]
-    frequencies = np.bincount(real) / len(real)
-    entropy = float(-(frequencies[frequencies > 0] * np.log(frequencies[frequencies > 0])).sum())
+    entropy = unigram_entropy(tokens[tokens != tokenizer.pad_id])
     losses, start = [], time.perf_counter()
     for index in range(steps):
         inputs, labels = mask_tokens(tokens[rng.integers(0, len(tokens), batch_size)], tokenizer.pad_id, mask_id, rng)

@@ -18,7 +18,7 @@ import numpy as np
 
 import kiln
 import kiln.nn as nn
-from kiln.runtime.data import CharTokenizer, lm_loss, lm_windows, load_pydoc_corpus
+from kiln.runtime.data import CharTokenizer, char_corpus, lm_loss, lm_windows, unigram_entropy
 
 
 class Block(nn.Module):
@@ -53,13 +53,6 @@ class GPT(nn.Module):
         return self.head(self.norm(self.blocks(x)))
 
 
-def unigram_entropy(ids: np.ndarray) -> float:
-    """The cross-entropy (nats/char) of the best context-free model: the character frequencies."""
-    frequencies = np.bincount(ids) / len(ids)
-    frequencies = frequencies[frequencies > 0]
-    return float(-(frequencies * np.log(frequencies)).sum())
-
-
 def sample(model: GPT, tokenizer: CharTokenizer, prompt: np.ndarray, length: int, temperature: float = 0.8, seed: int = 0) -> str:
     """Generate ``length`` characters after ``prompt`` (at least ``context`` ids), always feeding one full window: one compile."""
     predict = kiln.compile(model.eval())
@@ -73,17 +66,11 @@ def sample(model: GPT, tokenizer: CharTokenizer, prompt: np.ndarray, length: int
     return tokenizer.decode(ids[len(prompt) :])
 
 
-def load_corpus(characters: int) -> tuple[CharTokenizer, np.ndarray]:
-    text = load_pydoc_corpus()[:characters]
-    tokenizer = CharTokenizer.train([text])
-    return tokenizer, np.asarray(tokenizer.encode(text), dtype=np.int64)
-
-
 def train(steps: int = 600, batch_size: int = 32, context: int = 32, d_model: int = 64, heads: int = 4, layers: int = 2, lr: float = 3e-3,
           characters: int = 200_000, seed: int = 0, verbose: bool = True, sample_length: int = 300) -> dict[str, float]:
     """Train; returns the unigram entropy, the first and last training losses and the held-out loss (nats/char)."""
     kiln.manual_seed(seed)
-    tokenizer, ids = load_corpus(characters)
+    tokenizer, ids = char_corpus(characters)
     split = int(len(ids) * 0.9)
     inputs, labels = lm_windows(ids[:split], context, stride=context // 2)
     held_inputs, held_labels = lm_windows(ids[split:], context)

@@ -19,7 +19,7 @@ import numpy as np
 
 import kiln
 import kiln.nn as nn
-from kiln.runtime.data import CharTokenizer, lm_loss, lm_windows, load_pydoc_corpus
+from kiln.runtime.data import CharTokenizer, char_corpus, lm_loss, lm_windows, unigram_entropy
 
 
 class CharLSTM(nn.Module):
@@ -34,13 +34,6 @@ class CharLSTM(nn.Module):
         hidden, new_state = self.lstm(self.embedding(tokens), state)
         logits = self.head(hidden)
         return logits if state is None else (logits, *new_state)
-
-
-def unigram_entropy(ids: np.ndarray) -> float:
-    """The cross-entropy (nats/char) of the best context-free model: the character frequencies."""
-    frequencies = np.bincount(ids) / len(ids)
-    frequencies = frequencies[frequencies > 0]
-    return float(-(frequencies * np.log(frequencies)).sum())
 
 
 def sample(model: CharLSTM, tokenizer: CharTokenizer, prompt: np.ndarray, length: int, temperature: float = 0.8, seed: int = 0) -> str:
@@ -61,12 +54,6 @@ def sample(model: CharLSTM, tokenizer: CharTokenizer, prompt: np.ndarray, length
     return tokenizer.decode(ids)
 
 
-def load_corpus(characters: int) -> tuple[CharTokenizer, np.ndarray]:
-    text = load_pydoc_corpus()[:characters]
-    tokenizer = CharTokenizer.train([text])
-    return tokenizer, np.asarray(tokenizer.encode(text), dtype=np.int64)
-
-
 def evaluate(model: CharLSTM, inputs: np.ndarray, labels: np.ndarray) -> float:
     loss = kiln.compile(lambda tokens, targets: lm_loss(model(tokens), targets))
     model.eval()
@@ -79,7 +66,7 @@ def train(steps: int = 500, batch_size: int = 32, context: int = 32, hidden: int
           characters: int = 200_000, seed: int = 0, verbose: bool = True, sample_length: int = 300) -> dict[str, float]:
     """Train; returns the unigram entropy, the first and last training losses and the held-out loss (nats/char)."""
     kiln.manual_seed(seed)
-    tokenizer, ids = load_corpus(characters)
+    tokenizer, ids = char_corpus(characters)
     split = int(len(ids) * 0.9)
     inputs, labels = lm_windows(ids[:split], context, stride=context // 2)
     held_inputs, held_labels = lm_windows(ids[split:], context)

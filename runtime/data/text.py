@@ -39,6 +39,21 @@ def load_pydoc_corpus() -> str:
     return "\n\n".join(topics[key] for key in sorted(topics))
 
 
+def char_corpus(characters: int) -> tuple["CharTokenizer", np.ndarray]:
+    """The first ``characters`` of ``load_pydoc_corpus()``, a ``CharTokenizer`` trained on them and their ids (int64)."""
+    text = load_pydoc_corpus()[:characters]
+    tokenizer = CharTokenizer.train([text])
+    return tokenizer, np.asarray(tokenizer.encode(text), dtype=np.int64)
+
+
+def unigram_entropy(ids: np.ndarray) -> float:
+    """The cross-entropy (nats per token) of the best context-free model of ``ids``: their frequencies. A language
+    model's loss below it is what its context bought."""
+    frequencies = np.bincount(np.ravel(ids)) / np.size(ids)
+    frequencies = frequencies[frequencies > 0]
+    return float(-(frequencies * np.log(frequencies)).sum())
+
+
 def _require_tokenizers() -> Any:
     try:
         import tokenizers

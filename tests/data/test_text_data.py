@@ -139,3 +139,19 @@ def test_lm_loss_takes_one_contiguous_row_of_classes_per_token():
     (loss,) = [op for op in step.graph.ops if op.name == "nn.cross_entropy"]
     logits = loss.operands[0]
     assert logits.type.rank == 2 and logits.type.shape[-1] == 32 and logits.producer.name == "tensor.reshape"
+
+
+def test_unigram_entropy_is_the_entropy_of_the_token_frequencies():
+    from kiln.runtime.data import unigram_entropy
+
+    assert unigram_entropy(np.array([3, 3, 3])) == 0.0
+    np.testing.assert_allclose(unigram_entropy(np.array([[0, 1], [2, 3]])), np.log(4), rtol=1e-12)
+    np.testing.assert_allclose(unigram_entropy(np.array([5, 5, 5, 9])), -(0.75 * np.log(0.75) + 0.25 * np.log(0.25)), rtol=1e-12)
+
+
+def test_char_corpus_ids_decode_to_the_start_of_the_pydoc_corpus():
+    from kiln.runtime.data import char_corpus, load_pydoc_corpus
+
+    tokenizer, ids = char_corpus(2_000)
+    assert ids.dtype == np.int64 and len(ids) == 2_000
+    assert tokenizer.decode(ids.tolist()) == load_pydoc_corpus()[:2_000]

@@ -37,7 +37,7 @@ def test_stepping_with_the_carried_state_equals_the_whole_sequence():
 
 
 def test_sample_decodes_the_requested_number_of_draws_and_restores_training_mode():
-    tokenizer, ids = lstm_chars.load_corpus(5_000)
+    tokenizer, ids = lstm_chars.char_corpus(5_000)
     kiln.manual_seed(1)
     model = lstm_chars.CharLSTM(tokenizer.vocab_size, hidden=16, layers=1)
     text = lstm_chars.sample(model, tokenizer, ids[:12], length=25)
