@@ -103,8 +103,10 @@ def _single(value: Any) -> tuple[int]:
     return (int(values[0]),)
 
 
-class MaxPool2d(Module):
-    """``torch.nn.MaxPool2d``, every option; see ``F.max_pool2d`` (``return_indices=True`` returns ``(output, indices)``)."""
+class MaxPoolNd(Module):
+    """PyTorch's ``_MaxPoolNd``: the options stored as given, applied by the ``F`` function named ``function``."""
+
+    function = "max_pool2d"
 
     def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1, return_indices: bool = False,
                  ceil_mode: bool = False):
@@ -113,11 +115,18 @@ class MaxPool2d(Module):
         self.padding, self.dilation, self.return_indices, self.ceil_mode = padding, dilation, return_indices, ceil_mode
 
     def forward(self, input: Tensor) -> Tensor:
-        return F.max_pool2d(input, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode, self.return_indices)
+        pool = getattr(F, self.function)
+        return pool(input, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode, self.return_indices)
 
     def extra_repr(self) -> str:
         return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, dilation={self.dilation}, "
                 f"ceil_mode={self.ceil_mode}")
+
+
+class MaxPool2d(MaxPoolNd):
+    """``torch.nn.MaxPool2d``, every option; see ``F.max_pool2d`` (``return_indices=True`` returns ``(output, indices)``)."""
+
+    function = "max_pool2d"
 
 
 class AvgPool2d(Module):

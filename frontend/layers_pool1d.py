@@ -6,27 +6,16 @@ from __future__ import annotations
 from typing import Any
 
 from kiln.frontend import functional as F
-from kiln.frontend.layers_conv import _single
+from kiln.frontend.layers_conv import MaxPoolNd, _single
 from kiln.frontend.module import Module
 from kiln.frontend.tensor import Tensor
 
 
 
-class MaxPool1d(Module):
+class MaxPool1d(MaxPoolNd):
     """``torch.nn.MaxPool1d``; ``return_indices=True`` returns ``(output, indices)`` (see ``F.max_pool1d``)."""
 
-    def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1, return_indices: bool = False,
-                 ceil_mode: bool = False):
-        super().__init__()
-        self.kernel_size, self.stride = kernel_size, stride if stride is not None else kernel_size
-        self.padding, self.dilation, self.return_indices, self.ceil_mode = padding, dilation, return_indices, ceil_mode
-
-    def forward(self, input: Tensor) -> Tensor:
-        return F.max_pool1d(input, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode, self.return_indices)
-
-    def extra_repr(self) -> str:
-        return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, dilation={self.dilation}, "
-                f"ceil_mode={self.ceil_mode}")
+    function = "max_pool1d"
 
 
 class AvgPool1d(Module):
