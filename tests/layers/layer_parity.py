@@ -71,3 +71,24 @@ def sgd_losses_in_lockstep(torch, model: Any, reference: Any, x: np.ndarray, y: 
         optimizer.step()
         np.testing.assert_allclose(losses[-1], torch_loss.item(), rtol=1e-4)
     return losses
+
+
+def normal(*shape, dtype="float32", seed=0):
+    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+
+
+def tolerances(dtype):
+    """The comparison tolerances of a dtype: the defaults in float32, 1e-10 relative in float64."""
+    return dict(rtol=1e-10, atol=1e-12) if dtype == "float64" else {}
+
+
+def randomize(module, seed=1):
+    """Random parameters, so that a dropped, swapped or mis-broadcast weight or bias shows."""
+    for index, parameter in enumerate(module.parameters()):
+        parameter.data[...] = normal(*parameter.data.shape, dtype=parameter.data.dtype, seed=seed + index)
+    return module
+
+
+def as_dtype(reference, dtype):
+    """A PyTorch module in ``dtype`` (its default float32, or float64)."""
+    return reference.double() if dtype == "float64" else reference

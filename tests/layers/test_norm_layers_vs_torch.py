@@ -10,29 +10,10 @@ import pytest
 import kiln
 import kiln.nn as nn
 import kiln.nn.functional as F
-from layer_parity import assert_layer_matches_torch, sgd_losses_in_lockstep
+from layer_parity import as_dtype, assert_layer_matches_torch, normal, randomize, sgd_losses_in_lockstep, tolerances
 from oracles import require
 
 DTYPES = ["float32", "float64"]
-
-
-def normal(*shape, dtype="float32", seed=0):
-    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
-
-
-def tolerances(dtype):
-    return dict(rtol=1e-10, atol=1e-12) if dtype == "float64" else {}
-
-
-def randomize(module, seed=1):
-    """Random parameters, so that a dropped, swapped or mis-broadcast weight or bias shows."""
-    for index, parameter in enumerate(module.parameters()):
-        parameter.data[...] = normal(*parameter.data.shape, dtype=parameter.data.dtype, seed=seed + index)
-    return module
-
-
-def as_dtype(reference, dtype):
-    return reference.double() if dtype == "float64" else reference
 
 
 # GroupNorm -------------------------------------------------------------------------------------------
