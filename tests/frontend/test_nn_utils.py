@@ -1,0 +1,41 @@
+"""``kiln.nn.utils``: parameters to and from one vector as PyTorch's, and the clipping helpers' pointers to the
+compiled step's options."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import kiln
+import kiln.nn as nn
+from oracles import require
+
+
+def test_parameters_to_vector_and_back_as_torch():
+    torch = require("torch")
+    kiln.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    reference = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    reference.load_state_dict({k: torch.tensor(np.array(v)) for k, v in model.state_dict().items()})
+    vector = nn.utils.parameters_to_vector(model.parameters())
+    np.testing.assert_array_equal(vector, torch.nn.utils.parameters_to_vector(reference.parameters()).detach().numpy())
+    vector[...] = np.arange(vector.size)  # a copy: the parameters did not change
+    assert not np.array_equal(nn.utils.parameters_to_vector(model.parameters()), vector)
+    nn.utils.vector_to_parameters(vector, model.parameters())
+    torch.nn.utils.vector_to_parameters(torch.tensor(vector), reference.parameters())
+    for name, value in model.state_dict().items():
+        np.testing.assert_array_equal(value, reference.state_dict()[name].numpy(), err_msg=name)
+    assert model[0].weight.data.dtype == np.float32
+
+
+def test_vector_to_parameters_checks_the_size():
+    model = nn.Linear(3, 2)
+    with pytest.raises(ValueError, match="the vector has 7 elements, the parameters 8"):
+        nn.utils.vector_to_parameters(np.zeros(7), model.parameters())
+
+
+@pytest.mark.parametrize(("helper", "argument", "option"), [("clip_grad_norm_", 1.0, "clip_grad_norm=1.0"),
+                                                            ("clip_grad_value_", 0.5, "clip_grad_value=0.5")])
+def test_clipping_helpers_name_the_compiled_steps_option(helper, argument, option):
+    with pytest.raises(kiln.KilnError, match=f"pass {option} to kiln.compile_train_step"):
+        getattr(nn.utils, helper)(nn.Linear(2, 2).parameters(), argument)
