@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import subprocess
 import sys
@@ -61,6 +62,50 @@ def test_a_failing_pass_writes_a_reproducer_that_replays():
     text = open(path).read()
     assert text.startswith("// RUN: kiln-opt %s -p test-breaks") and '"tensor.exp"(%x)' in text
     parse(text)  # the reproducer is valid input IR
+
+
+DUPLICATED = """func @f(%x: tensor<3xf32>) {
+  %a = "tensor.exp"(%x) : (tensor<3xf32>) -> tensor<3xf32>
+  %b = "tensor.exp"(%x) : (tensor<3xf32>) -> tensor<3xf32>
+  %c = "tensor.add"(%a, %b) : (tensor<3xf32>, tensor<3xf32>) -> tensor<3xf32>
+  return %c : tensor<3xf32>
+}
+"""
+
+
+@dataclass(frozen=True)
+class BreaksOnce(Pass):
+    """Fails the first time it runs, then does nothing: a pass that fails only sometimes."""
+
+    name = "test-breaks-once"
+    runs: list = dataclasses.field(default_factory=list)
+
+    def run(self, graph: Graph) -> bool:
+        self.runs.append(1)
+        if len(self.runs) == 2:
+            raise RuntimeError("second run")
+        return False
+
+
+def test_the_reproducer_holds_what_the_failing_pass_received_after_the_earlier_passes():
+    """The manager copies the graph once per pipeline; on a failure it replays the earlier passes on that copy."""
+    PASSES["test-breaks"] = Breaks
+    try:
+        with pytest.raises(PassFailure) as failure:
+            PassManager("cse,dce,test-breaks", verify_each=True).run(parse(DUPLICATED))
+    finally:
+        del PASSES["test-breaks"]
+    text = open(str(failure.value).rsplit("reproducer: ", 1)[1].strip()).read()
+    assert text.startswith("// RUN: kiln-opt %s -p test-breaks") and text.count('"tensor.exp"') == 1  # after cse
+
+
+def test_a_replay_that_fails_writes_the_pipelines_input_and_every_pass_up_to_the_failure():
+    manager = PassManager("cse", verify_each=True)
+    manager.passes = [manager.passes[0], BreaksOnce(), Breaks()]
+    with pytest.raises(PassFailure) as failure:
+        manager.run(parse(DUPLICATED))
+    text = open(str(failure.value).rsplit("reproducer: ", 1)[1].strip()).read()
+    assert text.startswith("// RUN: kiln-opt %s -p cse,test-breaks-once,test-breaks") and text.count('"tensor.exp"') == 2
 
 
 def test_kiln_opt_runs_as_a_module(tmp_path):
