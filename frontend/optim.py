@@ -34,6 +34,9 @@ class Optimizer:
 
     graph_hyperparameters: tuple[str, ...] = ("lr",)
     """Group hyper-parameters fed as graph inputs each step (changing them never recompiles)."""
+    scalar_states: frozenset[str] = frozenset()
+    """States that are one number per parameter in PyTorch (0-d there, parameter-shaped here): a saved 0-d value loads
+    broadcast, so a ``torch.optim`` ``state_dict`` converted to arrays loads as is."""
 
     def __init__(self, params: Iterable[Any], defaults: dict[str, Any]):
         self.defaults = dict(defaults)
@@ -171,6 +174,8 @@ class Optimizer:
         loaded = {}
         for name, array in entry.items():
             array = np.asarray(array)
+            if array.ndim == 0 and name in self.scalar_states:
+                array = np.broadcast_to(array, param.data.shape)
             if array.shape != param.data.shape:
                 raise CheckpointError(f"optimizer state {key(param)}.{name} has shape {array.shape}, the parameter {param.data.shape}")
             loaded[name] = np.array(array, dtype=param.data.dtype)
@@ -388,8 +393,10 @@ class NAdam(Optimizer):
 
     ``mu_product`` (the product ``mu_1 ... mu_t``) is a scalar per parameter in PyTorch; here it is an array
     shaped like the parameter, every element that scalar, in the parameter's dtype (optimizer state is shaped
-    like its parameter). It starts at ones.
+    like its parameter). It starts at ones. A PyTorch ``state_dict``'s 0-d ``mu_product`` loads broadcast.
     """
+
+    scalar_states = frozenset({"mu_product"})
 
     def __init__(
         self, params: Iterable[Any], lr: float = 2e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,

@@ -314,3 +314,27 @@ def test_nadam_mu_product_starts_at_one_and_is_one_value_per_parameter():
         mu_product = optimizer.state_of(parameter)["mu_product"]
         assert mu_product.shape == parameter.data.shape and mu_product.dtype == np.float32
         np.testing.assert_array_equal(mu_product, np.float32(product))
+
+
+def test_a_torch_nadam_state_dict_loads_and_the_run_continues_in_lockstep():
+    """PyTorch keeps ``mu_product`` 0-d: its optimizer state, converted to arrays, loads (broadcast to each parameter)
+    into a fresh kiln optimizer, and both continue with the same losses and parameters."""
+    torch = require("torch")
+    run = Run("NAdam", dict(lr=1e-2, weight_decay=1e-2))
+    batches = digit_like_batches(6, seed=DATA_SEED)
+    model, reference, optimizer, torch_optimizer, step = side_by_side(torch, run)
+    for x, y in batches[:3]:
+        torch_step(torch, reference, torch_optimizer, x, y, run.options)
+    theirs = torch_optimizer.state_dict()
+    assert theirs["state"][0]["mu_product"].ndim == 0
+    model.load_state_dict({k: v.numpy() for k, v in reference.state_dict().items()})
+    optimizer.load_state_dict({
+        "state": {str(k): {name: v.numpy() for name, v in entry.items() if name != "step"} for k, entry in theirs["state"].items()},
+        "param_groups": [{**{k: v for k, v in g.items() if k in optimizer.defaults}, "params": [str(i) for i in g["params"]]}
+                         for g in theirs["param_groups"]],
+        "step": int(theirs["state"][0]["step"]),
+    })
+    for x, y in batches[3:]:
+        np.testing.assert_allclose(step(x, y), torch_step(torch, reference, torch_optimizer, x, y, run.options), rtol=1e-5)
+    for name, value in reference.state_dict().items():
+        np.testing.assert_allclose(model.state_dict()[name], value.numpy(), rtol=1e-4, atol=1e-6, err_msg=name)
