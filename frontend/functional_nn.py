@@ -174,21 +174,21 @@ def max_pool2d(input: Tensor, kernel_size: Any, stride: Any = None, padding: Any
     """``(N, C, H, W)`` or unbatched ``(C, H, W)``: the largest element of each window (padding counts as -inf), as
     PyTorch; the first largest (row-major) takes the gradient. ``return_indices=True`` also gives each winner's flat
     index into its input plane (``h W + w``), PyTorch's ``(output, indices)``."""
-    image = _pool_image("max_pool2d", input)
+    image = batched_pool_input("max_pool2d", input)
     kernel, stride, padding = _pool_sizes("max_pool2d", kernel_size, stride, padding)
     dilation = _pool_pair("max_pool2d", "dilation", dilation)
     pooled = max_pool_nchw("max_pool2d", image, kernel, stride, padding, dilation, ceil_mode, return_indices)
-    return tuple(_like_pool_input(t, input) for t in pooled) if return_indices else _like_pool_input(pooled, input)
+    return tuple(like_pool_input(t, input) for t in pooled) if return_indices else like_pool_input(pooled, input)
 
 
 def avg_pool2d(input: Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0, ceil_mode: bool = False,
                count_include_pad: bool = True, divisor_override: int | None = None) -> Tensor:
     """``(N, C, H, W)`` or unbatched ``(C, H, W)``: the mean of each window with PyTorch's divisor (the window clipped
     to the padded input, or to the input itself without ``count_include_pad``; ``divisor_override`` if given)."""
-    image = _pool_image("avg_pool2d", input)
+    image = batched_pool_input("avg_pool2d", input)
     kernel, stride, padding = _pool_sizes("avg_pool2d", kernel_size, stride, padding)
     pooled = avg_pool_nchw("avg_pool2d", image, kernel, stride, padding, ceil_mode, count_include_pad, divisor_override)
-    return _like_pool_input(pooled, input)
+    return like_pool_input(pooled, input)
 
 
 def max_pool_nchw(function: str, image: Tensor, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int],
@@ -223,20 +223,26 @@ def avg_pool_nchw(function: str, image: Tensor, kernel: tuple[int, int], stride:
     return pooled
 
 
-def _pool_image(function: str, input: Tensor) -> Tensor:
-    """``input`` as ``(N, C, H, W)``: PyTorch's 2-D pools also take an unbatched ``(C, H, W)``. H and W must be static."""
-    if input.ndim not in (3, 4):
-        raise located_error(f"{function} expects an (N, C, H, W) or unbatched (C, H, W) input, got {input.type}")
-    if any(isinstance(size, str) for size in input.shape[-2:]):
-        raise located_error(f"{function} needs static H and W, got {input.type}")
+POOL_LAYOUTS = {1: ("(N, C, L)", "(C, L)", "a static length L"), 2: ("(N, C, H, W)", "(C, H, W)", "static H and W")}
+"""Per number of spatial dims: the batched and unbatched layouts a pool takes, and what must be static."""
+
+
+def batched_pool_input(function: str, input: Tensor, spatial: int = 2) -> Tensor:
+    """``input`` as ``(N, C, *spatial)``: PyTorch's pools also take an unbatched ``(C, *spatial)``. The spatial dims
+    must be static and the input floating-point."""
+    batched, unbatched, static = POOL_LAYOUTS[spatial]
+    if input.ndim not in (spatial + 1, spatial + 2):
+        raise located_error(f"{function} expects an {batched} or unbatched {unbatched} input, got {input.type}")
+    if any(isinstance(size, str) for size in input.shape[-spatial:]):
+        raise located_error(f"{function} needs {static}, got {input.type}")
     if not input.dtype.is_float:
         raise located_error(f"{function} needs a floating-point input, got {input.type}; cast it first (x.float())")
-    return input if input.ndim == 4 else input.unsqueeze(0)
+    return input if input.ndim == spatial + 2 else input.unsqueeze(0)
 
 
-def _like_pool_input(output: Tensor, input: Tensor) -> Tensor:
-    """Drop the batch dim ``_pool_image`` added to an unbatched input."""
-    return output if input.ndim == 4 else output.squeeze(0)
+def like_pool_input(output: Tensor, input: Tensor, spatial: int = 2) -> Tensor:
+    """Drop the batch dim ``batched_pool_input`` added to an unbatched input."""
+    return output if input.ndim == spatial + 2 else output.squeeze(0)
 
 
 def _pool_sizes(function: str, kernel_size: Any, stride: Any, padding: Any) -> tuple[tuple[int, int], ...]:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from kiln.frontend.functional_conv import adaptive_avg_pool2d, adaptive_max_pool2d
-from kiln.frontend.functional_nn import avg_pool_nchw, max_pool_nchw
+from kiln.frontend.functional_nn import avg_pool_nchw, batched_pool_input, like_pool_input, max_pool_nchw
 from kiln.frontend.tensor import Tensor, apply
 from kiln.frontend.trace import located_error
 
@@ -28,22 +28,6 @@ def _one(function: str, name: str, value: Any) -> int:
     if values is None or len(values) != 1 or not isinstance(values[0], (int, np.integer)) or isinstance(values[0], bool):
         raise located_error(f"{function}: {name} must be an int or a 1-tuple of ints, got {value!r}")
     return int(values[0])
-
-
-def _batched(function: str, input: Tensor) -> Tensor:
-    """``input`` as ``(N, C, L)``: PyTorch's 1-D pools also take an unbatched ``(C, L)``. ``L`` must be static."""
-    if input.ndim not in (2, 3):
-        raise located_error(f"{function} expects an (N, C, L) or unbatched (C, L) input, got {input.type}")
-    if isinstance(input.shape[-1], str):
-        raise located_error(f"{function} needs a static length L, got {input.type}")
-    if not input.dtype.is_float:
-        raise located_error(f"{function} needs a floating-point input, got {input.type}; cast it first (x.float())")
-    return input if input.ndim == 3 else input.unsqueeze(0)
-
-
-def _like_input(output: Tensor, input: Tensor) -> Tensor:
-    """Drop the batch dim ``_batched`` added to an unbatched input."""
-    return output if input.ndim == 3 else output.squeeze(0)
 
 
 def _sizes(function: str, kernel_size: Any, stride: Any, padding: Any, dilation: Any = 1) -> tuple[tuple[int, int], ...]:
@@ -64,12 +48,12 @@ def max_pool1d(input: Tensor, kernel_size: Any, stride: Any = None, padding: Any
     """``(N, C, L) -> (N, C, L_out)``, the largest element of each window (padding counts as -inf), as PyTorch:
     ``F.max_pool2d``'s windows over ``(N, C, 1, L)``; with ``return_indices``, also each winner's position in ``L``
     (its index in the unit-height plane)."""
-    image = _batched("max_pool1d", input).unsqueeze(2)
+    image = batched_pool_input("max_pool1d", input, 1).unsqueeze(2)
     pooled = max_pool_nchw("max_pool1d", image, *_sizes("max_pool1d", kernel_size, stride, padding, dilation), ceil_mode, return_indices)
     if return_indices:
         values, indices = pooled
-        return _like_input(values.squeeze(2), input), _like_input(indices.squeeze(2), input)
-    return _like_input(pooled.squeeze(2), input)
+        return like_pool_input(values.squeeze(2), input, 1), like_pool_input(indices.squeeze(2), input, 1)
+    return like_pool_input(pooled.squeeze(2), input, 1)
 
 
 def avg_pool1d(input: Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0, ceil_mode: bool = False,
@@ -77,10 +61,10 @@ def avg_pool1d(input: Tensor, kernel_size: Any, stride: Any = None, padding: Any
     """``(N, C, L) -> (N, C, L_out)``, the mean of each window, with PyTorch's divisor: the kernel size, less what
     ``ceil_mode``'s last window reaches past the padding, and less the padding without ``count_include_pad``:
     ``F.avg_pool2d``'s windows over ``(N, C, 1, L)``."""
-    image = _batched("avg_pool1d", input).unsqueeze(2)
+    image = batched_pool_input("avg_pool1d", input, 1).unsqueeze(2)
     kernel, stride, padding, _ = _sizes("avg_pool1d", kernel_size, stride, padding)
     pooled = avg_pool_nchw("avg_pool1d", image, kernel, stride, padding, ceil_mode, count_include_pad, None)
-    return _like_input(pooled.squeeze(2), input)
+    return like_pool_input(pooled.squeeze(2), input, 1)
 
 
 def adaptive_avg_pool1d(input: Tensor, output_size: Any) -> Tensor:
@@ -89,8 +73,8 @@ def adaptive_avg_pool1d(input: Tensor, output_size: Any) -> Tensor:
     size = _one("adaptive_avg_pool1d", "output_size", output_size)
     if size <= 0:
         raise located_error(f"adaptive_avg_pool1d: output_size must be positive, got {output_size!r}")
-    pooled = adaptive_avg_pool2d(_batched("adaptive_avg_pool1d", input).unsqueeze(2), (1, size))
-    return _like_input(pooled.squeeze(2), input)
+    pooled = adaptive_avg_pool2d(batched_pool_input("adaptive_avg_pool1d", input, 1).unsqueeze(2), (1, size))
+    return like_pool_input(pooled.squeeze(2), input, 1)
 
 
 def adaptive_max_pool1d(input: Tensor, output_size: Any, return_indices: bool = False) -> Tensor:
@@ -100,13 +84,13 @@ def adaptive_max_pool1d(input: Tensor, output_size: Any, return_indices: bool = 
     if return_indices:
         raise located_error("adaptive_max_pool1d: return_indices=True is not supported; take indices with argmax")
     size = _one("adaptive_max_pool1d", "output_size", output_size)
-    batched = _batched("adaptive_max_pool1d", input)
+    batched = batched_pool_input("adaptive_max_pool1d", input, 1)
     if size <= 0:
         raise located_error(f"adaptive_max_pool1d: output_size must be positive, got {output_size!r}")
     length = int(batched.shape[2])
     if length % size == 0:
-        return _like_input(adaptive_max_pool2d(batched.unsqueeze(2), (1, size)).squeeze(2), input)
-    return _like_input(_max_over_windows(batched, _adaptive_indices(length, size)), input)
+        return like_pool_input(adaptive_max_pool2d(batched.unsqueeze(2), (1, size)).squeeze(2), input, 1)
+    return like_pool_input(_max_over_windows(batched, _adaptive_indices(length, size)), input, 1)
 
 
 def _max_over_windows(input: Tensor, indices: np.ndarray) -> Tensor:
