@@ -14,6 +14,7 @@ import numpy as np
 
 from kiln.compiler.errors import KilnError
 from kiln.compiler.ir.core import Value
+from kiln.compiler.ir.types import DType
 from kiln.frontend.tensor import Tensor
 from kiln.frontend.trace import TraceContext
 
@@ -51,6 +52,20 @@ class Parameter(Tensor):
     @property
     def shape(self) -> tuple[int, ...]:
         return self.data.shape
+
+    @property
+    def dtype(self) -> DType:
+        """The value's dtype, traced or not (``next(model.parameters()).dtype``)."""
+        return DType.of(self._data.dtype)
+
+    def detach(self) -> Any:
+        """Traced, the value with no gradient (``Tensor.detach``); otherwise a non-trainable ``Parameter`` sharing this
+        one's array, as PyTorch's ``detach`` shares storage (``p.detach().numpy()``)."""
+        if TraceContext.active():
+            return super().detach()
+        detached = Parameter.__new__(Parameter)
+        detached._data, detached.requires_grad = self.data, False
+        return detached
 
     def numpy(self) -> np.ndarray:
         return self.data
@@ -193,6 +208,21 @@ class Module:
 
     def float(self) -> "Module":
         return self.to(np.float32)
+
+    def cpu(self) -> "Module":
+        """``self``: parameters are host arrays; the device is the compiled step's backend (``backend="cupy"``)."""
+        return self
+
+    def cuda(self, device: Any = None) -> "Module":
+        """``self``, as ``to("cuda")``: kiln puts a model on a GPU by compiling for one (``backend="cupy"``), which keeps
+        the parameters on the device between steps; here they stay arrays."""
+        return self
+
+    def half(self) -> "Module":
+        raise KilnError("kiln computes in float32 or float64 (float16 and bfloat16 are not IR dtypes); keep the model in "
+                        "float32 (model.float()) or use model.double()")
+
+    bfloat16 = half
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Nothing to clear: a compiled step computes its gradients inside the step (PyTorch code calling it runs as is)."""

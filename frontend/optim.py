@@ -93,6 +93,9 @@ class Optimizer:
         """A parameter's state before its first update (zeros, as ``torch.optim``)."""
         return {name: np.zeros_like(param.data) for name in self.state_names(group)}
 
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Nothing to clear: a compiled step computes its gradients inside the step (PyTorch loops calling it run as is)."""
+
     def state_of(self, param: Parameter) -> dict[str, np.ndarray]:
         """This parameter's state arrays, created on first use."""
         if id(param) not in self.state:

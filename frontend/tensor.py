@@ -487,6 +487,8 @@ def apply(op_name: str, *operands: Any, **attrs: Any) -> Any:
     dtype = next((d for d in dtypes if d is not DType.bool), dtypes[0] if dtypes else DType.f32)
     values = [to_value(context, o, dtype) for o in operands]
     result = context.emit(op_name, *values, **attrs)
+    if not context.grad_enabled:
+        result = tuple(map(context.without_gradient, result)) if isinstance(result, tuple) else context.without_gradient(result)
     return tuple(Tensor(r) for r in result) if isinstance(result, tuple) else Tensor(result)
 
 

@@ -64,6 +64,12 @@ class TraceContext:
         """New values of module buffers, by ``id`` of the buffer (the last update wins)."""
         self.data_parallel_ranks = 1
         """Ranks the traced batch is one shard of (``DataParallel`` sets it): batch statistics (BatchNorm) reduce over all of them."""
+        self.grad_enabled = True
+        """False inside ``kiln.no_grad()``: every floating result traced then is a ``tensor.stop_gradient``."""
+
+    def without_gradient(self, value: Value) -> Value:
+        """``value`` behind a ``tensor.stop_gradient`` if it is floating (what ``kiln.no_grad`` traces)."""
+        return self.emit("tensor.stop_gradient", value) if value.type.dtype.is_float else value
 
     def update_buffer(self, buffer: "Parameter", value: Value) -> None:
         """Record ``value`` as ``buffer``'s new value (BatchNorm's running statistics); the training step returns and writes it."""

@@ -25,6 +25,7 @@ from kiln.compiler.autodiff import differentiate
 from kiln.compiler.errors import CheckpointError, InputError, KilnError, ShapeError, TraceError, VerificationError
 from kiln.compiler.ir import DType, Graph, TensorType
 from kiln.compiler.passes import PassManager
+from kiln.frontend.grad_mode import no_grad
 from kiln.frontend.init import manual_seed
 from kiln.frontend.trace import TensorSpec, trace
 from kiln.runtime.checkpoint import load, save
@@ -43,7 +44,7 @@ __version__ = "0.1.0"
 __all__ = [
     "CheckpointError", "compile", "compile_train_step", "CompiledFunction", "differentiate", "DType",
     "export_onnx", "export_onnx_train_step", "fit", "grad", "Graph", "import_onnx", "InputError", "KilnError",
-    "load", "load_onnx_train_step", "manual_seed", "nn", "optim", "parity", "PassManager", "saliency", "save",
+    "load", "load_onnx_train_step", "manual_seed", "nn", "no_grad", "optim", "parity", "PassManager", "saliency", "save",
     "ShapeError", "TensorSpec", "TensorType", "trace", "TraceError", "TrainStep", "value_and_grad",
     "VerificationError",
 ]
