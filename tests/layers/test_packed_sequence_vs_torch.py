@@ -12,7 +12,7 @@ import kiln
 import kiln.nn as nn
 import kiln.nn.functional as F
 import kiln.nn.utils.rnn as rnn_utils
-from layer_parity import assert_layer_matches_torch
+from layer_parity import assert_layer_matches_torch, normal, tolerances
 from oracles import require
 
 INPUT_SIZE, HIDDEN_SIZE, LENGTH = 3, 4, 5
@@ -25,14 +25,6 @@ CASES = {
     "bidirectional": {"bidirectional": True},
     "two_layers_bidirectional_batch_first": {"num_layers": 2, "bidirectional": True, "batch_first": True},
 }
-
-
-def normal(*shape, dtype="float32", seed=0):
-    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
-
-
-def tolerances(dtype):
-    return dict(rtol=1e-10, atol=1e-12) if dtype == "float64" else {}
 
 
 def packed_call(library, states, batch_first, constant_lengths=None, **pad_options):

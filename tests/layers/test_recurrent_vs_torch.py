@@ -14,23 +14,11 @@ import pytest
 import kiln
 import kiln.nn as nn
 import kiln.nn.functional as F
-from layer_parity import assert_layer_matches_torch, sgd_losses_in_lockstep
+from layer_parity import as_dtype, assert_layer_matches_torch, normal, sgd_losses_in_lockstep, tolerances
 from oracles import require
 
 DTYPES = ["float32", "float64"]
 INPUT_SIZE, HIDDEN_SIZE, LENGTH, BATCH = 3, 4, 5, 2
-
-
-def normal(*shape, dtype="float32", seed=0):
-    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
-
-
-def tolerances(dtype):
-    return dict(rtol=1e-10, atol=1e-12) if dtype == "float64" else {}
-
-
-def as_dtype(reference, dtype):
-    return reference.double() if dtype == "float64" else reference
 
 
 # The kinds: kiln's class, PyTorch's, the constructor's extra arguments, and how many states (h, or h and c).
