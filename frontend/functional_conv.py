@@ -16,22 +16,22 @@ unchanged:
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from kiln.compiler.errors import TraceError
 from kiln.frontend.functional_nn import _pair, avg_pool2d, max_pool2d, pad
 from kiln.frontend.tensor import Tensor, apply
+from kiln.frontend.trace import located_error
 
 
-def _single(value: int | Sequence[int], name: str) -> int:
-    """``3`` and ``(3,)`` both mean 3, as PyTorch's 1-d arguments."""
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if len(value) != 1:
-        raise TraceError(f"conv1d: {name} must be an int or a 1-tuple, got {value!r}")
-    return int(value[0])
+def single_size(function: str, name: str, value: Any) -> int:
+    """PyTorch's 1-d size arguments (conv1d's, the 1-d pools'): ``3`` and ``(3,)`` both mean 3."""
+    values = (value,) if isinstance(value, (int, np.integer)) else tuple(value) if isinstance(value, (tuple, list)) else None
+    if values is None or len(values) != 1 or not isinstance(values[0], (int, np.integer)) or isinstance(values[0], bool):
+        raise located_error(f"{function}: {name} must be an int or a 1-tuple of ints, got {value!r}")
+    return int(values[0])
 
 
 # Conv1d ------------------------------------------------------------------------
@@ -45,7 +45,7 @@ def conv1d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: An
     """
     if input.ndim != 3 or weight.ndim != 3:
         raise TraceError(f"conv1d expects an (N, C, L) input and an (O, C/groups, K) weight, got {input.type} and {weight.type}")
-    stride, dilation = _single(stride, "stride"), _single(dilation, "dilation")
+    stride, dilation = single_size("conv1d", "stride", stride), single_size("conv1d", "dilation", dilation)
     input, padding = _resolve_padding(input, padding, weight.shape[2], stride, dilation)
     output = apply("tensor.conv2d", input.unsqueeze(2), weight.unsqueeze(2), stride=(1, stride), padding=(0, padding),
                    dilation=(1, dilation), groups=groups).squeeze(2)
@@ -57,7 +57,7 @@ def _resolve_padding(input: Tensor, padding: Any, kernel: int, stride: int, dila
     length, stride 1 only). ``"same"`` needs ``dilation (K - 1)`` zeros in all; an odd total puts the extra one on the
     right, as PyTorch, by padding the input itself."""
     if not isinstance(padding, str):
-        return input, _single(padding, "padding")
+        return input, single_size("conv1d", "padding", padding)
     if padding == "valid":
         return input, 0
     if padding != "same":

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from kiln.frontend.functional_conv import adaptive_avg_pool2d, adaptive_max_pool2d
+from kiln.frontend.functional_conv import adaptive_avg_pool2d, adaptive_max_pool2d, single_size
 from kiln.frontend.functional_nn import avg_pool_nchw, batched_pool_input, like_pool_input, max_pool_nchw
 from kiln.frontend.tensor import Tensor, apply
 from kiln.frontend.trace import located_error
@@ -22,21 +22,13 @@ from kiln.frontend.trace import located_error
 # 1-D pooling arguments --------------------------------------------------------------
 
 
-def _one(function: str, name: str, value: Any) -> int:
-    """PyTorch's 1-d size arguments: ``3`` and ``(3,)`` both mean 3."""
-    values = (value,) if isinstance(value, (int, np.integer)) else tuple(value) if isinstance(value, (tuple, list)) else None
-    if values is None or len(values) != 1 or not isinstance(values[0], (int, np.integer)) or isinstance(values[0], bool):
-        raise located_error(f"{function}: {name} must be an int or a 1-tuple of ints, got {value!r}")
-    return int(values[0])
-
-
 def _sizes(function: str, kernel_size: Any, stride: Any, padding: Any, dilation: Any = 1) -> tuple[tuple[int, int], ...]:
     """``(kernel, stride, padding, dilation)`` as the unit-height image's ``(1, x)`` pairs (``(0, x)`` for the padding);
     an omitted (None or empty) stride is the kernel, as PyTorch's."""
-    kernel = _one(function, "kernel_size", kernel_size)
+    kernel = single_size(function, "kernel_size", kernel_size)
     omitted = stride is None or (isinstance(stride, (tuple, list)) and not stride)
-    stride = kernel if omitted else _one(function, "stride", stride)
-    padding, dilation = _one(function, "padding", padding), _one(function, "dilation", dilation)
+    stride = kernel if omitted else single_size(function, "stride", stride)
+    padding, dilation = single_size(function, "padding", padding), single_size(function, "dilation", dilation)
     return (1, kernel), (1, stride), (0, padding), (1, dilation)
 
 
@@ -70,7 +62,7 @@ def avg_pool1d(input: Tensor, kernel_size: Any, stride: Any = None, padding: Any
 def adaptive_avg_pool1d(input: Tensor, output_size: Any) -> Tensor:
     """``(N, C, L) -> (N, C, output_size)``: cell ``i`` averages ``floor(i L / O) .. ceil((i + 1) L / O)``, as PyTorch;
     ``F.adaptive_avg_pool2d`` over ``(N, C, 1, L)``."""
-    size = _one("adaptive_avg_pool1d", "output_size", output_size)
+    size = single_size("adaptive_avg_pool1d", "output_size", output_size)
     if size <= 0:
         raise located_error(f"adaptive_avg_pool1d: output_size must be positive, got {output_size!r}")
     pooled = adaptive_avg_pool2d(batched_pool_input("adaptive_avg_pool1d", input, 1).unsqueeze(2), (1, size))
@@ -83,7 +75,7 @@ def adaptive_max_pool1d(input: Tensor, output_size: Any, return_indices: bool = 
     ones padded by repeating their last element (which changes neither the max nor where its gradient goes)."""
     if return_indices:
         raise located_error("adaptive_max_pool1d: return_indices=True is not supported; take indices with argmax")
-    size = _one("adaptive_max_pool1d", "output_size", output_size)
+    size = single_size("adaptive_max_pool1d", "output_size", output_size)
     batched = batched_pool_input("adaptive_max_pool1d", input, 1)
     if size <= 0:
         raise located_error(f"adaptive_max_pool1d: output_size must be positive, got {output_size!r}")
