@@ -42,7 +42,7 @@ from kiln.compiler.passes.decompose import decompose_where
 from kiln.compiler.passes.manager import PassManager
 from kiln.compiler.passes.rewrite import replace_uses
 
-LOWERING_PIPELINE = "canonicalize,conv-to-gemm,cse,dce,fuse-elementwise,fuse-epilogue"
+LOWERING_PIPELINE = "canonicalize,conv-to-gemm,stack-summed-products,cse,dce,fuse-elementwise,fuse-epilogue"
 """Run after the expansion; ``plan-memory`` follows inside code generation."""
 
 
