@@ -492,7 +492,10 @@ def getitem(input: Tensor, index: Any) -> Tensor:
             dropped.append(axis)
         axis += 1
     result = squeeze(result, tuple(dropped)) if dropped else result
-    return apply("tensor.expand_dims", result, axes=tuple(inserted)) if inserted else result
+    result = apply("tensor.expand_dims", result, axes=tuple(inserted)) if inserted else result
+    if result is not input:
+        result._indexed_from = (input, index)  # an in-place write to it writes input[index] (frontend/tensor_inplace.py)
+    return result
 
 
 def _index_axis(input: Tensor, axis: int, item: Any) -> Tensor:

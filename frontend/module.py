@@ -71,7 +71,10 @@ class Parameter(Tensor):
         return self.data
 
     def copy_(self, array: Any) -> "Parameter":
-        """Overwrite the value in place from an array of the same shape."""
+        """Overwrite the value in place from an array of the same shape. Traced, a buffer's new value is ``array``
+        (``self.running.copy_(new)``, which the training step writes back); a parameter refuses."""
+        if TraceContext.active():
+            return super().copy_(array)
         array = np.asarray(array)
         if array.shape != self.data.shape:
             raise KilnError(f"cannot copy an array of shape {array.shape} into a parameter of shape {self.data.shape}")

@@ -17,6 +17,8 @@ import numpy as np
 from kiln.compiler.errors import TraceError
 from kiln.compiler.ir.core import Value
 from kiln.compiler.ir.types import Dim, DType, TensorType
+from kiln.frontend.tensor_inplace import VIEW_OPS, InPlaceMethods, check_fresh, link_view
+from kiln.frontend.tensor_methods import TorchMethods
 from kiln.frontend.trace import TraceContext, located_error
 
 
@@ -28,8 +30,9 @@ class ValuesIndices(NamedTuple):
     indices: "Tensor"
 
 
-class Tensor:
-    """A symbolic tensor during tracing."""
+class Tensor(InPlaceMethods, TorchMethods):
+    """A symbolic tensor during tracing; in-place methods rebind it (``frontend/tensor_inplace.py``), more of PyTorch's
+    methods are in ``frontend/tensor_methods.py``."""
 
     __array_priority__ = 1000  # numpy arrays on the left defer to our reflected operators
 
@@ -489,11 +492,17 @@ def apply(op_name: str, *operands: Any, **attrs: Any) -> Any:
     result = context.emit(op_name, *values, **attrs)
     if not context.grad_enabled:
         result = tuple(map(context.without_gradient, result)) if isinstance(result, tuple) else context.without_gradient(result)
-    return tuple(Tensor(r) for r in result) if isinstance(result, tuple) else Tensor(result)
+    if isinstance(result, tuple):
+        return tuple(Tensor(r) for r in result)
+    tensor = Tensor(result)
+    if op_name in VIEW_OPS and isinstance(operands[0], Tensor):
+        link_view(tensor, operands[0])
+    return tensor
 
 
 def to_value(context: TraceContext, operand: Any, dtype: DType) -> Value:
     if isinstance(operand, Tensor):
+        check_fresh(operand)
         return operand.value
     array = np.asarray(operand)
     if array.dtype.kind in "fiub" and array.ndim == 0:

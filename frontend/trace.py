@@ -237,9 +237,11 @@ def flatten_outputs(result: Any) -> Iterator[Any]:
 
 def as_value(item: Any, what: str) -> Value:
     from kiln.frontend.tensor import Tensor
+    from kiln.frontend.tensor_inplace import check_fresh
 
     if not isinstance(item, Tensor):
         raise TraceError(f"{what} must be a kiln Tensor (or a tuple of them), got {type(item).__name__}")
+    check_fresh(item)
     return item.value
 
 

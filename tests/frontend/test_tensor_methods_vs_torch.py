@@ -17,42 +17,12 @@ import kiln
 import kiln.nn.functional as F
 from kiln.backends.numpy import NumpyBackend
 from oracles import require
+from tensor_parity import _check
 
 RNG = np.random.default_rng(0)
 X = RNG.standard_normal((3, 4, 5))
 Y = RNG.standard_normal((3, 4, 5))
 INF = math.inf
-
-
-def _outputs(value):
-    return tuple(value) if isinstance(value, tuple) else (value,)
-
-
-def _torch_value_and_grads(torch, fn, *arrays):
-    """PyTorch's outputs (every one of a tuple: values and indices) and the gradient of ``sum(first output * w)``."""
-    tensors = [torch.tensor(a, requires_grad=True) for a in arrays]
-    outputs = _outputs(fn(*tensors))
-    weights = np.random.default_rng(5).standard_normal(tuple(outputs[0].shape))
-    if outputs[0].requires_grad:
-        (outputs[0] * torch.tensor(weights)).sum().backward()
-    grads = [t.grad.numpy() if t.grad is not None else np.zeros_like(a) for t, a in zip(tensors, arrays)]
-    return [o.detach().numpy() for o in outputs], weights, grads
-
-
-def _check(fn, torch_fn, *arrays, grad=True):
-    torch = require("torch")
-    expected, weights, grads = _torch_value_and_grads(torch, torch_fn, *arrays)
-    graph = kiln.trace(fn, *[kiln.TensorSpec(a.shape, "float64") for a in arrays])
-    values = NumpyBackend().compile(graph)(*arrays)
-    assert len(values) == len(expected)
-    for got, want in zip(values, expected):
-        assert got.shape == want.shape
-        assert got.dtype == want.dtype, (got.dtype, want.dtype)
-        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
-    if grad:
-        ours = kiln.grad(lambda *xs: (_outputs(fn(*xs))[0] * weights).sum(), argnums=tuple(range(len(arrays))))(*arrays)
-        for got, want in zip(_outputs(ours), grads):
-            np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
 
 
 def _same(name, *args, **kwargs):

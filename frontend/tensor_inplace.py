@@ -1,0 +1,267 @@
+"""In-place tensor methods on a pure graph: ``x.add_(y)``, ``x.masked_fill_(m, v)``, ``x += y``, ``x[i] = v``.
+
+A traced graph has no mutation. An in-place method computes its result out of place and rebinds the tensor to it
+(the memory planner reuses the old buffer in place on its own), so PyTorch code that mutates its own intermediates
+traces unchanged and gets the same values and gradients:
+
+```
+scores.masked_fill_(~mask, -inf)      ->   %scores.1 = "tensor.where"(%mask.not, -inf, %scores)
+out[:, 0] = cls                       ->   %out.1 = "tensor.where"(%column0, "tensor.pad"(%cls...), %out)
+```
+
+As in PyTorch, the result keeps the tensor's shape and dtype (a float result is cast back into a float tensor; one
+that would widen the shape, or write floats into an integer tensor, is an error).
+
+What PyTorch shares between a view and its base cannot all be rebound. After ``y = x[0]; y.add_(1)`` PyTorch's ``x``
+has changed too, and after ``x.add_(1)`` so has ``y``. A write to a view made by basic indexing (``x[0].zero_()``,
+``x[:, 1:3].mul_(2)``) is the index assignment ``x[0] = ...``: the base gets the new values, and other views indexed
+from the base at places the write missed stay valid (``x[0]`` after a write to ``x[1]``). Every other write marks
+the rest of the tensor's view family (the base and the views made from it by indexing, reshape, transpose,
+squeeze/unsqueeze, expand) stale, and reading a stale tensor is an error that names the line of the write. A program
+either computes what PyTorch computes or stops with that error; it never silently computes something else.
+
+Parameters are the model's state, not intermediates. Inside a traced function an in-place write to one is an error
+(a compiled step owns the update); outside a trace (initialisation code, ``with kiln.no_grad():``) ``fill_``,
+``zero_``, ``copy_``, ``add_``, ``sub_``, ``mul_``, ``div_`` and ``clamp_`` write the parameter's array, as PyTorch's do.
+A buffer written in place inside a trace (an EMA of statistics, ``self.running.mul_(0.9).add_(0.1 * m)``, or a
+queue, ``self.queue[i:j] = keys``) gets the result as its new value, which the training step writes back, as
+BatchNorm's running statistics are.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any, Callable
+
+import numpy as np
+
+from kiln.frontend.trace import TraceContext, located_error, user_location
+
+VIEW_OPS = frozenset({"tensor.reshape", "tensor.transpose", "tensor.slice", "tensor.squeeze", "tensor.expand_dims", "tensor.broadcast_to"})
+"""Ops whose result PyTorch makes a view of their first operand (``reshape`` and ``flatten`` may be one)."""
+
+
+class ViewFamily:
+    """A base tensor and the views made from it, weakly held: what a PyTorch write through one of them changes."""
+
+    def __init__(self, of_parameter: bool = False) -> None:
+        self.members: weakref.WeakSet[Any] = weakref.WeakSet()
+        self.of_parameter = of_parameter
+        """Views of a parameter, which is not a member (a parameter outlives the trace, a stale mark would too)."""
+
+
+def link_view(view: Any, base: Any) -> None:
+    """Record that ``view`` (a result of a ``VIEW_OPS`` op) shares ``base``'s storage in PyTorch."""
+    from kiln.frontend.module import Parameter
+
+    family = base.__dict__.get("_family")
+    if family is None:
+        family = ViewFamily(of_parameter=isinstance(base, Parameter))
+        if not family.of_parameter:
+            base._family = family
+            family.members.add(base)
+    view._family = family
+    family.members.add(view)
+
+
+def check_fresh(tensor: Any) -> None:
+    """Refuse to read a tensor whose PyTorch storage was written through another member of its view family."""
+    written_at = tensor.__dict__.get("_stale")
+    if written_at is not None:
+        raise located_error(
+            f"this {tensor.type} shares its storage (in PyTorch) with a tensor written in place at {written_at}; "
+            "kiln does not write through views, so its value here would differ from PyTorch's. Write out of place "
+            "(y = x + 1) or into the base itself (x[i] = v) before taking views")
+
+
+def rebind(tensor: Any, result: Any, method: str, written: Any = None) -> Any:
+    """Make ``tensor`` hold ``result`` (PyTorch's in-place write); the rest of its view family goes stale. A buffer
+    records ``result`` as its new value, which the training step writes back (a parameter refuses)."""
+    from kiln.frontend.module import Buffer, Parameter
+
+    if isinstance(tensor, Parameter):
+        if not isinstance(tensor, Buffer):
+            raise located_error(f"{method} on a parameter inside a traced function: a compiled step updates parameters "
+                                "through its optimizer; compute a new tensor instead (w2 = w * 2)")
+        TraceContext.current().update_buffer(tensor, kept_type(tensor, result, method).value)
+        return tensor
+    check_fresh(tensor)
+    result = kept_type(tensor, result, method)
+    if "_indexed_from" in tensor.__dict__:
+        return write_through_index(tensor, result, method)
+    family = tensor.__dict__.get("_family")
+    if family is not None and family.of_parameter:
+        raise located_error(f"{method} writes through a view of a parameter or buffer: kiln does not write through views; "
+                            "write the whole tensor (buffer.copy_(new)) or compute a new tensor")
+    if family is not None:
+        location = user_location()
+        written_at = location.describe() if location is not None else "an earlier line"
+        for member in list(family.members):
+            if member is not tensor and not untouched(member, tensor, written):
+                member._stale = written_at
+        family.members.discard(tensor)
+        tensor._family = None
+    tensor._value = result.value
+    return tensor
+
+
+def write_through_index(view: Any, result: Any, method: str) -> Any:
+    """A write to ``base[index]`` (made by basic indexing) is the index assignment ``base[index] = result``: the base
+    and the view both hold the new values, the base's other views go stale."""
+    from kiln.frontend.tensor_setitem import assigned
+
+    base, index = view._indexed_from
+    rebind(base, assigned(base, index, result), method, written=index)
+    view._value, view._stale = result.value, None
+    link_view(view, base)
+    return view
+
+
+def untouched(member: Any, base: Any, written: Any) -> bool:
+    """Whether ``member`` is ``base[index]`` for an index that selects none of the elements ``base[written]`` did."""
+    from kiln.frontend.tensor_setitem import disjoint
+
+    indexed_from = member.__dict__.get("_indexed_from")
+    return written is not None and indexed_from is not None and indexed_from[0] is base and disjoint(base, written, indexed_from[1])
+
+
+def kept_type(tensor: Any, result: Any, method: str) -> Any:
+    """``result`` in ``tensor``'s shape and dtype, as PyTorch's in-place ops write it."""
+    if result.shape != tensor.shape:
+        raise located_error(f"{method}: the result {result.type} does not fit the tensor {tensor.type} written in place; "
+                            "in-place ops keep the tensor's shape (use the out-of-place form to broadcast)")
+    if result.dtype is tensor.dtype:
+        return result
+    if result.dtype.is_float and not tensor.dtype.is_float:
+        raise located_error(f"{method}: a {result.dtype} result cannot be written into the {tensor.dtype} tensor {tensor.type}; "
+                            "use the out-of-place form, or cast the tensor first")
+    return result.to(tensor.dtype)
+
+
+def in_place(tensor: Any, method: str, traced: Callable[[Any], Any], untraced: Callable[[np.ndarray], np.ndarray] | None = None) -> Any:
+    """Apply ``traced`` (Tensor -> Tensor) in place; on a parameter outside a trace, ``untraced`` on its array."""
+    from kiln.frontend.module import Parameter
+
+    if isinstance(tensor, Parameter) and not TraceContext.active():
+        if untraced is None:
+            raise located_error(f"{method} on a parameter outside a trace is not supported; assign parameter.data instead")
+        data = tensor.data
+        data[...] = untraced(data)
+        return tensor
+    return rebind(tensor, traced(tensor), method)
+
+
+class InPlaceMethods:
+    """PyTorch's in-place methods; ``Tensor`` inherits them."""
+
+    def add_(self, other: Any, *, alpha: Any = 1) -> Any:
+        other = _float_like(self, other)
+        scaled = other if _is_one(alpha) else other * alpha
+        return in_place(self, "add_", lambda x: x + scaled, lambda a: a + np.asarray(scaled))
+
+    def sub_(self, other: Any, *, alpha: Any = 1) -> Any:
+        other = _float_like(self, other)
+        scaled = other if _is_one(alpha) else other * alpha
+        return in_place(self, "sub_", lambda x: x - scaled, lambda a: a - np.asarray(scaled))
+
+    def mul_(self, other: Any) -> Any:
+        other = _float_like(self, other)
+        return in_place(self, "mul_", lambda x: x * other, lambda a: a * np.asarray(other))
+
+    def div_(self, other: Any) -> Any:
+        other = _float_like(self, other)
+        return in_place(self, "div_", lambda x: x / other, lambda a: a / np.asarray(other))
+
+    def pow_(self, exponent: Any) -> Any:
+        return in_place(self, "pow_", lambda x: x ** exponent)
+
+    def neg_(self) -> Any:
+        return in_place(self, "neg_", lambda x: -x)
+
+    def clamp_(self, min: Any = None, max: Any = None) -> Any:  # noqa: A002
+        return in_place(self, "clamp_", lambda x: x.clamp(min, max), lambda a: np.clip(a, min, max))
+
+    clip_ = clamp_
+
+    def clamp_min_(self, min: Any) -> Any:  # noqa: A002
+        return self.clamp_(min=min)
+
+    def clamp_max_(self, max: Any) -> Any:  # noqa: A002
+        return self.clamp_(max=max)
+
+    def fill_(self, value: Any) -> Any:
+        return in_place(self, "fill_", lambda x: x.masked_fill(_true_like(x), value), lambda a: np.full_like(a, value))
+
+    def zero_(self) -> Any:
+        return self.fill_(0)
+
+    def copy_(self, source: Any) -> Any:
+        """This tensor's values become ``source``'s (broadcast to its shape, cast to its dtype)."""
+        return in_place(self, "copy_", lambda x: _broadcast_source(x, source), lambda a: np.broadcast_to(np.asarray(source), a.shape))
+
+    def masked_fill_(self, mask: Any, value: Any) -> Any:
+        return in_place(self, "masked_fill_", lambda x: x.masked_fill(mask, value))
+
+    def lerp_(self, end: Any, weight: Any) -> Any:
+        return in_place(self, "lerp_", lambda x: x.lerp(_float_like(x, end), _float_like(x, weight)))
+
+    def relu_(self) -> Any:
+        return in_place(self, "relu_", lambda x: x.relu())
+
+    def sigmoid_(self) -> Any:
+        return in_place(self, "sigmoid_", lambda x: x.sigmoid())
+
+    def tanh_(self) -> Any:
+        return in_place(self, "tanh_", lambda x: x.tanh())
+
+    def exp_(self) -> Any:
+        return in_place(self, "exp_", lambda x: x.exp())
+
+    def log_(self) -> Any:
+        return in_place(self, "log_", lambda x: x.log())
+
+    def sqrt_(self) -> Any:
+        return in_place(self, "sqrt_", lambda x: x.sqrt())
+
+    def abs_(self) -> Any:
+        return in_place(self, "abs_", lambda x: x.abs())
+
+    __iadd__, __isub__, __imul__, __itruediv__ = add_, sub_, mul_, div_
+
+    def __setitem__(self, index: Any, value: Any) -> None:
+        from kiln.frontend.tensor_setitem import assigned
+
+        rebind(self, assigned(self, index, value), "index assignment")
+
+
+def _is_one(value: Any) -> bool:
+    from kiln.frontend.tensor import Tensor
+
+    return not isinstance(value, Tensor) and value == 1
+
+
+def _float_like(tensor: Any, other: Any) -> Any:
+    """A floating tensor operand in ``tensor``'s floating dtype: the result is written in that dtype anyway (PyTorch
+    computes ``f32.add_(f64)`` in float64 and rounds once; kiln rounds the operand first)."""
+    from kiln.frontend.tensor import Tensor
+
+    if isinstance(other, Tensor) and other.dtype.is_float and tensor.dtype.is_float and other.dtype is not tensor.dtype:
+        return other.to(tensor.dtype)
+    return other
+
+
+def _true_like(x: Any) -> Any:
+    """A bool scalar True, which broadcasts to ``x``."""
+    from kiln.frontend.tensor import apply
+
+    return apply("tensor.constant", value=np.asarray(True))
+
+
+def _broadcast_source(x: Any, source: Any) -> Any:
+    from kiln.frontend.tensor import Tensor, apply
+
+    if not isinstance(source, Tensor):
+        source = apply("tensor.constant", value=np.asarray(source, dtype=x.dtype.numpy))
+    source = source if source.dtype is x.dtype else source.to(x.dtype)
+    return source if source.shape == x.shape else source.broadcast_to(x.shape)
+

@@ -1,0 +1,194 @@
+"""``x[index] = value`` as pure ops: the value padded out to ``x``'s shape, chosen where a constant mask marks the box.
+
+Basic indices (ints, slices with a positive step, ``None``, ``...``) select a box with a stride per axis. The value
+is broadcast to the selection's shape (as PyTorch broadcasts it), padded to ``x``'s shape (interior padding fills a
+step's gaps) and chosen by a mask of the box, so the gradient reaches ``x`` outside the box and the value inside it,
+as PyTorch's. A bool mask (``x[x < 0] = 0``, of ``x``'s shape or of its leading dims) is one ``where``. Integer
+tensors as indices would scatter values to data-dependent places: an error says what to use instead.
+
+```
+x[:, 1:4:2] = v      ->   %m = "tensor.constant"() {value = [[F, T, F, T, F]]}    (a 1 x 5 mask of the box)
+  (x: Nx5)               %p = "tensor.pad"(broadcast(v, Nx2)) {low = [0, 1], high = [0, 1], interior = [0, 1]}
+                         %x.1 = "tensor.where"(%m, %p, %x)
+```
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from kiln.compiler.ir.types import DType, Dim
+from kiln.frontend.tensor import Tensor, apply
+from kiln.frontend.trace import located_error
+
+
+def assigned(x: Tensor, index: Any, value: Any) -> Tensor:
+    """``x`` with ``x[index] = value`` applied, out of place."""
+    if isinstance(index, Tensor):
+        if index.dtype is DType.bool:
+            return masked_assignment(x, index, value)
+        raise located_error(f"x[index] = value with an {index.dtype} index tensor would scatter to data-dependent places, "
+                            "which kiln does not trace; use a bool mask (x[mask] = v), F.one_hot and where, or basic indices")
+    selections, order = basic_selections(x, index)
+    source = value_of(x, value)
+    if all(selection is None for selection in selections):
+        return broadcast_value(source, tuple(x.shape))
+    if any(selection is not None and selection.count == 0 for selection in selections):
+        return x
+    box = box_shaped(source, selections, order, x)
+    return apply("tensor.where", box_mask(x, selections), placed(box, selections, x), x)
+
+
+class Selection(NamedTuple):
+    """What an index picks on one axis of ``x``: ``count`` elements from ``start``, ``step`` apart."""
+
+    start: int
+    count: int
+    step: int
+    by_int: bool
+    """An int index: the axis is left out of the selection's shape."""
+
+
+NEW_AXIS = -1
+"""In a selection's axis order: an axis that an index of None inserts."""
+
+
+def basic_selections(x: Tensor, index: Any) -> tuple[list[Selection | None], list[int]]:
+    """Per axis of ``x`` its ``Selection``, or None for the whole axis; and the selection's axes in order, as axes of
+    ``x`` or ``NEW_AXIS`` (an int-indexed axis is not among them)."""
+    items = _expanded_items(x, index)
+    selections: list[Selection | None] = []
+    order: list[int] = []
+    for item in items:
+        if item is None:
+            order.append(NEW_AXIS)
+            continue
+        selection = axis_selection(x, len(selections), item)
+        if selection is None or not selection.by_int:
+            order.append(len(selections))
+        selections.append(selection)
+    return selections, order
+
+
+def _expanded_items(x: Tensor, index: Any) -> list[Any]:
+    """The index as one item per axis of ``x`` (plus the Nones): the ellipsis and the missing trailing axes filled."""
+    items = list(index) if isinstance(index, tuple) else [index]
+    if any(isinstance(item, (list, np.ndarray, Tensor)) for item in items):
+        raise located_error("x[index] = value takes ints, slices, None and ... (or one bool mask tensor); lists, arrays and "
+                            "tensors of indices would scatter")
+    if sum(item is Ellipsis for item in items) > 1:
+        raise located_error("an index can have only one ellipsis (...)")
+    axes = sum(1 for item in items if item is not None and item is not Ellipsis)
+    if axes > x.ndim:
+        raise located_error(f"too many indices for {x.type}: {index!r}")
+    if Ellipsis in items:
+        at = items.index(Ellipsis)
+        return items[:at] + [slice(None)] * (x.ndim - axes) + items[at + 1:]
+    return items + [slice(None)] * (x.ndim - axes)
+
+
+def axis_selection(x: Tensor, axis: int, item: Any) -> Selection | None:
+    size = x.shape[axis]
+    if isinstance(item, slice) and item == slice(None):
+        return None
+    if isinstance(size, str):
+        raise located_error(f"cannot index the symbolic dim {size} of {x.type} with {item!r} in an assignment")
+    if isinstance(item, (int, np.integer)) and not isinstance(item, bool):
+        if not -size <= item < size:
+            raise located_error(f"index {item} is out of range for axis {axis} of size {size}")
+        return Selection(int(item) % size, 1, 1, True)
+    if not isinstance(item, slice):
+        raise located_error(f"unsupported index {item!r} in an assignment: use ints, slices, None, ... or a bool mask tensor")
+    start, stop, step = item.indices(size)
+    if step < 1:
+        raise located_error(f"slice steps must be positive, got {step}")
+    return Selection(start, len(range(start, stop, step)), step, False)
+
+
+def value_of(x: Tensor, value: Any) -> Tensor:
+    """The assigned value as a tensor of ``x``'s dtype."""
+    if isinstance(value, Tensor):
+        return value if value.dtype is x.dtype else value.to(x.dtype)
+    return apply("tensor.constant", value=np.asarray(value, dtype=x.dtype.numpy))
+
+
+def broadcast_value(source: Tensor, shape: tuple[Dim, ...]) -> Tensor:
+    """``source`` broadcast to ``shape``, after dropping leading size-1 axes beyond its rank (PyTorch allows them)."""
+    extra = source.ndim - len(shape)
+    if extra > 0 and all(d == 1 for d in source.shape[:extra]):
+        source = apply("tensor.squeeze", source, axes=tuple(range(extra)))
+    if source.shape == shape:
+        return source
+    if source.ndim > len(shape) or not _broadcasts(source.shape, shape):
+        raise located_error(f"x[index] = value: a value of shape {source.type} does not broadcast to the selection's shape {shape}")
+    return source.broadcast_to(shape)
+
+
+def _broadcasts(source: tuple[Dim, ...], target: tuple[Dim, ...]) -> bool:
+    return all(s == 1 or s == t for s, t in zip(reversed(source), reversed(target)))
+
+
+def box_shaped(source: Tensor, selections: list[Selection | None], order: list[int], x: Tensor) -> Tensor:
+    """The value broadcast to the selection's shape, then with one axis per axis of ``x`` (size 1 where an int picks)."""
+    shape = tuple(1 if axis == NEW_AXIS else x.shape[axis] if selections[axis] is None else selections[axis].count
+                  for axis in order)
+    value = broadcast_value(source, shape)
+    inserted = tuple(i for i, axis in enumerate(order) if axis == NEW_AXIS)
+    value = apply("tensor.squeeze", value, axes=inserted) if inserted else value
+    picked = tuple(axis for axis, selection in enumerate(selections) if selection is not None and selection.by_int)
+    return apply("tensor.expand_dims", value, axes=picked) if picked else value
+
+
+def placed(box: Tensor, selections: list[Selection | None], x: Tensor) -> Tensor:
+    """The box padded out to ``x``'s shape, its elements at the selected places (the rest is masked off)."""
+    low, high, interior = [], [], []
+    for size, selection in zip(x.shape, selections):
+        if selection is None:
+            low.append(0), high.append(0), interior.append(0)
+            continue
+        last = selection.start + (selection.count - 1) * selection.step
+        low.append(selection.start), high.append(size - 1 - last), interior.append(selection.step - 1)
+    return apply("tensor.pad", box, low=tuple(low), high=tuple(high), interior=tuple(interior))
+
+
+def box_mask(x: Tensor, selections: list[Selection | None]) -> Tensor:
+    """A bool constant, True on the selected box: size 1 on whole axes, which it broadcasts along."""
+    mask = np.ones(tuple(1 if s is None else size for size, s in zip(x.shape, selections)), dtype=bool)
+    for axis, selection in enumerate(selections):
+        if selection is not None:
+            picked = np.zeros(mask.shape[axis], dtype=bool)
+            picked[selection.start:selection.start + selection.count * selection.step:selection.step] = True
+            mask &= picked.reshape((-1,) + (1,) * (x.ndim - axis - 1))
+    return apply("tensor.constant", value=mask)
+
+
+def masked_assignment(x: Tensor, mask: Tensor, value: Any) -> Tensor:
+    """``x[mask] = value`` for a bool ``mask`` of ``x``'s shape or its leading dims: a scalar, or a value that
+    broadcasts to the trailing dims (each selected row gets it)."""
+    if mask.shape != x.shape[:mask.ndim]:
+        raise located_error(f"x[mask] = value: the mask {mask.type} must have the shape of {x.type} or of its leading dims")
+    leading = mask.ndim
+    if leading < x.ndim:
+        mask = apply("tensor.expand_dims", mask, axes=tuple(range(leading, x.ndim)))
+    source = value_of(x, value)
+    if source.ndim > x.ndim - leading and source.ndim > 0 and source.shape != (1,):
+        raise located_error(f"x[mask] = value takes a scalar or a value for each selected row ({x.shape[leading:]}), "
+                            f"not {source.type}: the number of selected elements is not known while tracing")
+    return apply("tensor.where", mask, source, x)
+
+
+def disjoint(x: Tensor, first: Any, second: Any) -> bool:
+    """Whether basic indices ``first`` and ``second`` of ``x`` select no element in common (False when unsure)."""
+    if isinstance(first, Tensor) or isinstance(second, Tensor):
+        return False
+    try:
+        (a, _), (b, _) = basic_selections(x, first), basic_selections(x, second)
+    except Exception:
+        return False
+    return any(s is not None and t is not None and not _positions(s) & _positions(t) for s, t in zip(a, b))
+
+
+def _positions(selection: Selection) -> set[int]:
+    return set(range(selection.start, selection.start + selection.count * selection.step, selection.step))

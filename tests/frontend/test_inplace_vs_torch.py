@@ -1,0 +1,280 @@
+"""In-place methods, ``+=`` and index assignment (``frontend/tensor_inplace.py``, ``frontend/tensor_setitem.py``)
+against PyTorch in float64: the same function runs on kiln and torch tensors, values and every gradient (of the
+input and of the assigned value) to rtol 1e-10. Writes through views: through an index they reach the base, as in
+PyTorch; any other aliasing that PyTorch would see is an error naming the write's line. Parameters refuse in-place
+writes inside a trace and take them outside; a buffer written in a traced forward gets the new value, as PyTorch's
+does, step after step."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import kiln
+import kiln.nn as nn
+from kiln.compiler.errors import TraceError
+from oracles import require
+from tensor_parity import _check
+
+RNG = np.random.default_rng(3)
+X = RNG.standard_normal((4, 5, 6))
+
+
+def _assigning(index, value_shape):
+    """``y = x * 1; y[index] = v; return y * x`` and an array ``v`` of ``value_shape``."""
+
+    def fn(x, v):
+        y = x * 1.0
+        y[index] = v
+        return y * x
+
+    return fn, RNG.standard_normal(value_shape)
+
+
+ASSIGNMENTS = {
+    "slice_with_step": ((slice(None), slice(1, 4, 2)), (4, 2, 6)),
+    "int_none_int": ((1, None, 2), (6,)),
+    "ellipsis_last": ((Ellipsis, -1), (4, 5)),
+    "negative_start_broadcast_value": ((slice(-2, None), slice(None), slice(None, None, 3)), (1,)),
+    "int_with_leading_one_in_value": ((0,), (1, 5, 6)),
+    "mixed": ((slice(1, 3), 2, slice(0, 6, 4)), (2, 2)),
+    "none_first": ((None, 3), (1, 5, 6)),
+}
+
+
+@pytest.mark.parametrize("case", ASSIGNMENTS)
+def test_index_assignment_matches_torch(case):
+    fn, value = _assigning(*ASSIGNMENTS[case])
+    _check(fn, fn, X, value)
+
+
+def test_mask_assignment_matches_torch():
+    def every_element(x, v):
+        y = x * 1.0
+        y[x > 0.5] = v.sum()
+        return y * x
+
+    def rows(x, v):
+        y = x * 1.0
+        y[x[:, 0, 0] > 0] = v
+        return y * x
+
+    _check(every_element, every_element, X, RNG.standard_normal(3))
+    _check(rows, rows, X, RNG.standard_normal((5, 6)))
+
+
+def _in_place_chain(last):
+    """Arithmetic in place, then ``last`` (PyTorch saves those ops' results for the backward, so they end a chain)."""
+
+    def chain(x, v):
+        y = x.clone()
+        y.mul_(2).add_(v, alpha=0.5)
+        y.clamp_(-1.5, 1.5)
+        y.masked_fill_(x < -1, 3.0)
+        y -= v
+        y *= 1.5
+        y /= 2
+        y += 1
+        y.lerp_(v, 0.3)
+        y.clamp_min_(-0.9)
+        y.sub_(x, alpha=0.25)
+        y.neg_()
+        return getattr(y.abs_() if last == "sqrt_" else y, last)()
+
+    return chain
+
+
+@pytest.mark.parametrize("last", ["relu_", "sigmoid_", "tanh_", "exp_", "sqrt_", "abs_"])
+def test_chained_in_place_methods_match_torch(last):
+    _check(_in_place_chain(last), _in_place_chain(last), X, RNG.standard_normal((5, 6)))
+
+
+def _writes_through_indexed_views(x, v):
+    y = x * 1.0
+    y[0].fill_(2.0)
+    y[:, 1:3].mul_(3.0)
+    row = y[1]
+    row.add_(v)
+    row[2].zero_()  # a view of a view: reaches y through row
+    y[2, :, ::2].copy_(v[:, ::2])
+    return y * x + row.sum()
+
+
+def test_writes_through_indexed_views_reach_the_base_as_in_torch():
+    _check(_writes_through_indexed_views, _writes_through_indexed_views, X, RNG.standard_normal((5, 6)))
+
+
+def test_in_place_results_keep_shape_and_dtype_as_in_torch():
+    torch = require("torch")
+
+    def widening(x):
+        y = x * 1.0
+        y.add_(x.unsqueeze(0))
+        return y
+
+    def float_into_long(x):
+        y = (x > 0).long()
+        y.add_(0.5 * x)
+        return y
+
+    for fn in (widening, float_into_long):
+        with pytest.raises(RuntimeError):
+            fn(torch.tensor(X))
+        with pytest.raises(TraceError, match="in place|written into|one dtype"):
+            kiln.trace(fn, kiln.TensorSpec(X.shape, "float64"))
+
+    def float_into_float32(x):  # a float64 operand is cast into the float32 tensor, as in PyTorch
+        y = x.to("float32") * 1.0
+        y.add_(x)
+        return y
+
+    graph = kiln.trace(float_into_float32, kiln.TensorSpec(X.shape, "float64"))
+    assert str(graph.outputs[0].type.dtype) == "f32"
+
+
+def _stale_read_cases():
+    def write_reshaped_then_read_base(x):
+        y = x * 1.0
+        flat = y.reshape(-1)
+        flat.add_(1.0)
+        return y.sum()
+
+    def write_base_then_read_view(x):
+        y = x * 1.0
+        view = y[0]
+        y.mul_(2.0)
+        return view.sum()
+
+    def write_transposed_then_read_base(x):
+        y = x * 1.0
+        y.transpose(0, 1).zero_()
+        return y
+
+    return [write_reshaped_then_read_base, write_base_then_read_view, write_transposed_then_read_base]
+
+
+@pytest.mark.parametrize("fn", _stale_read_cases(), ids=lambda fn: fn.__name__)
+def test_reading_a_tensor_that_pytorch_would_have_changed_through_a_view_is_an_error(fn):
+    with pytest.raises(TraceError, match=r"written in place at .*test_inplace_vs_torch\.py:\d+") as error:
+        kiln.trace(fn, kiln.TensorSpec(X.shape, "float64"))
+    assert "kiln does not write through views" in str(error.value)
+
+
+def test_index_assignment_errors_say_what_to_do():
+    def scatter(x):
+        y = x * 1.0
+        y[(x[:, 0, 0] > 0).long()] = 0.0
+        return y
+
+    def wrong_value(x):
+        y = x * 1.0
+        y[0] = x[:, :2]
+        return y
+
+    def symbolic(x):
+        y = x * 1.0
+        y[1] = 0.0
+        return y
+
+    with pytest.raises(TraceError, match="scatter"):
+        kiln.trace(scatter, kiln.TensorSpec(X.shape, "float64"))
+    with pytest.raises(TraceError, match="does not broadcast"):
+        kiln.trace(wrong_value, kiln.TensorSpec(X.shape, "float64"))
+    with pytest.raises(TraceError, match="symbolic dim N"):
+        kiln.trace(symbolic, kiln.TensorSpec(("N", 5, 6), "float64"))
+
+
+def test_a_symbolic_batch_takes_assignments_on_its_other_axes():
+    def fn(x):
+        y = x * 1.0
+        y[:, 0] = 1.0
+        y[..., 1:3] += 2.0
+        return y
+
+    graph = kiln.trace(fn, kiln.TensorSpec(("N", 5, 6), "float64"))
+    run = kiln.backends.numpy.NumpyBackend().compile(graph)
+    for batch in (1, 3):
+        x = RNG.standard_normal((batch, 5, 6))
+        expected = x.copy()
+        expected[:, 0] = 1.0
+        expected[..., 1:3] += 2.0
+        np.testing.assert_array_equal(run(x)[0], expected)
+
+
+class _WithState(nn.Module):
+    """A layer that keeps an exponential average of its inputs and the last batch's first row in buffers, written
+    in place in ``forward`` as PyTorch code does."""
+
+    def __init__(self, torch_nn=nn):
+        super().__init__()
+        self.linear = torch_nn.Linear(3, 2)
+
+    def forward(self, x):
+        self.average.mul_(0.9).add_(0.1 * x.mean(0).detach())
+        self.first[0] = x[0].detach()
+        return self.linear(x - self.average)
+
+
+def _torch_with_state(torch, kiln_model):
+    class TorchWithState(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(3, 2)
+            self.register_buffer("average", torch.zeros(3, dtype=torch.float64))
+            self.register_buffer("first", torch.zeros(2, 3, dtype=torch.float64))
+
+        forward = _WithState.forward
+
+    model = TorchWithState().double()
+    with torch.no_grad():
+        model.linear.weight.copy_(torch.tensor(kiln_model.linear.weight.data))
+        model.linear.bias.copy_(torch.tensor(kiln_model.linear.bias.data))
+    return model
+
+
+def test_buffers_written_in_place_in_forward_advance_every_step_as_in_torch():
+    torch = require("torch")
+    kiln.manual_seed(0)
+    model = _WithState().double()
+    model.register_buffer("average", np.zeros(3))
+    model.register_buffer("first", np.zeros((2, 3)))
+    twin = _torch_with_state(torch, model)
+    step = kiln.compile_train_step(model, lambda out, y: ((out - y) ** 2).mean(), kiln.optim.SGD(model.parameters(), lr=0.1),
+                                   batch_dim=None)
+    optimizer = torch.optim.SGD(twin.parameters(), lr=0.1)
+    for index in range(3):
+        x, y = RNG.standard_normal((4, 3)) + index, RNG.standard_normal((4, 2))
+        loss = float(step(x, y))
+        optimizer.zero_grad()
+        twin_loss = ((twin(torch.tensor(x)) - torch.tensor(y)) ** 2).mean()
+        twin_loss.backward()
+        optimizer.step()
+        np.testing.assert_allclose(loss, twin_loss.item(), rtol=1e-10)
+        np.testing.assert_allclose(model.average.data, twin.average.numpy(), rtol=1e-10)
+        np.testing.assert_allclose(model.first.data, twin.first.numpy(), rtol=1e-10)
+        np.testing.assert_allclose(model.linear.weight.data, twin.linear.weight.detach().numpy(), rtol=1e-10)
+
+
+def test_parameters_refuse_in_place_writes_inside_a_trace_and_take_them_outside():
+    layer = nn.Linear(3, 2)
+
+    def scale_weight(x):
+        layer.weight.mul_(2.0)
+        return layer(x)
+
+    def through_a_view(x):
+        layer.weight.T.zero_()
+        return layer(x)
+
+    with pytest.raises(TraceError, match="updates parameters through its optimizer"):
+        kiln.trace(scale_weight, kiln.TensorSpec((4, 3)))
+    with pytest.raises(TraceError, match="view of a parameter"):
+        kiln.trace(through_a_view, kiln.TensorSpec((4, 3)))
+    layer.bias.zero_()
+    np.testing.assert_array_equal(layer.bias.data, np.zeros(2, np.float32))
+    layer.bias.fill_(0.5).add_(1.0).mul_(2.0).sub_(0.5).div_(2.0)
+    np.testing.assert_allclose(layer.bias.data, np.full(2, 1.25, np.float32))
+    layer.weight.clamp_(-0.1, 0.1)
+    assert np.abs(layer.weight.data).max() <= np.float32(0.1)
+    layer.weight.copy_(np.ones((2, 3)))
+    np.testing.assert_array_equal(layer.weight.data, np.ones((2, 3), np.float32))
