@@ -1,0 +1,101 @@
+"""The Tensor methods of ``frontend/tensor_methods.py`` against PyTorch in float64: values (dtype included) and
+gradients to rtol 1e-10, with the same function run on kiln and torch tensors; and the errors of what a trace cannot
+give (``item``, ``nonzero``...)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import kiln
+from kiln.backends.numpy import NumpyBackend
+from kiln.compiler.errors import TraceError
+from tensor_parity import _check
+
+RNG = np.random.default_rng(7)
+X = RNG.standard_normal((3, 4, 5))
+Y = RNG.standard_normal((3, 4, 5))
+SPECIAL = np.array([[0.0, -1.5, math.inf], [-math.inf, math.nan, 2.0]])
+
+VALUE_METHODS = {  # name: (function of x, y), differentiable
+    "comparisons": (lambda x, y: (x.gt(y), x.ge(0.1), x.lt(y), x.le(-0.2), x.greater(y), x.less_equal(y)), False),
+    "bool_logic": (lambda x, y: ((x > 0) & (y > 0), (x > 0) | (y < 0), (x > 0) ^ (y > 0), ~(x > y), (x > 0).logical_and(y < 1),
+                                 x.logical_not(), x.logical_or(y > 0), (x > 0).logical_xor(y > 0)), False),
+    "casts": (lambda x, y: ((x * 3).long(), (x * 3).int(), x.bool(), (x > 0).double(), (x > 0).long().double()), False),
+    "clone_and_contiguous": (lambda x, y: x.clone() * 2 + x.contiguous() * y, True),
+    "new_tensors": (lambda x, y: x + x.new_zeros(3, 4, 5) + x.new_ones((4, 5)) * 2 + x.new_full((5,), 0.5) + x.new_tensor([1.0, 2.0, 3.0, 4.0, 5.0]), True),
+    "index_select": (lambda x, y: x.index_select(1, _index(x, [3, 0, 3])) * 2, True),
+    "gather_last": (lambda x, y: x.gather(2, _index(x, RNG.integers(0, 5, (3, 4, 2)))), True),
+    "gather_middle_smaller_index": (lambda x, y: x.gather(1, _index(x, RNG.integers(0, 4, (2, 6, 3)))), True),
+    "gather_first": (lambda x, y: x.gather(0, _index(x, RNG.integers(0, 3, (3, 4, 5)))), True),
+    "roll": (lambda x, y: (x.roll(2, 1), x.roll(-1, 2), x.roll((1, 3), (0, 2)), x.roll(7), x.roll(0, 1)), True),
+    "repeat_interleave": (lambda x, y: (x.repeat_interleave(2, 1), x.repeat_interleave(3), x.repeat_interleave(2, -1)), True),
+    "tile": (lambda x, y: (x.tile(2, 1, 1), x.tile((2,)), x.tile(2, 1, 1, 1)), True),
+    "unflatten": (lambda x, y: x.unflatten(1, (2, 2)) * 3, True),
+    "transposes": (lambda x, y: (x[0].t() * 2, x.mT, x[0, 0].t()), True),
+    "triangles": (lambda x, y: (x.tril(), x.triu(1), x.tril(-1)), True),
+    "extrema": (lambda x, y: (x.maximum(y), x.minimum(y * 0.5)), True),
+    "products": (lambda x, y: (x[0, 0].outer(y[0, 1]), x[0, 0].dot(y[1, 1])), True),
+}
+
+
+def _index(like, indices):
+    """An int64 index tensor on kiln or torch, as ``like`` is."""
+    if isinstance(like, kiln.frontend.tensor.Tensor):
+        return like.new_tensor(np.asarray(indices), dtype="int64")
+    import torch
+
+    return torch.tensor(np.asarray(indices), dtype=torch.int64)
+
+
+@pytest.mark.parametrize("name", VALUE_METHODS)
+def test_methods_match_torch(name):
+    fn, differentiable = VALUE_METHODS[name]
+    state = RNG.bit_generator.state  # the kiln and the torch call draw the same random indices
+    kiln_fn = fn
+
+    def torch_fn(x, y):
+        RNG.bit_generator.state = state
+        return fn(x, y)
+
+    def traced(x, y):
+        RNG.bit_generator.state = state
+        return kiln_fn(x, y)
+
+    _check(traced, torch_fn, X, Y, grad=differentiable)
+
+
+def test_special_values_match_torch():
+    fn = lambda x: (x.isnan(), x.isinf(), x.isfinite(), (x > 0).long().isinf(), (x > 0).long().isfinite())  # noqa: E731
+    _check(fn, fn, SPECIAL, grad=False)
+
+
+def test_new_full_takes_a_symbolic_batch():
+    graph = kiln.trace(lambda x: x + x.new_zeros(x.shape[0], 1) + x.new_full((x.shape[0], 3), 2.0), kiln.TensorSpec(("N", 3)))
+    run = NumpyBackend().compile(graph)
+    for batch in (1, 4):
+        x = RNG.standard_normal((batch, 3)).astype(np.float32)
+        np.testing.assert_array_equal(run(x)[0], x + 2)
+
+
+ERRORS = {
+    "item": (lambda x: x.sum().item(), "exists only when the compiled function runs"),
+    "tolist": (lambda x: x.tolist(), "exist only when the compiled function runs"),
+    "numpy": (lambda x: x.numpy(), "compiled functions return NumPy arrays"),
+    "nonzero": (lambda x: x.nonzero(), "data-dependent shape"),
+    "masked_select": (lambda x: x.masked_select(x > 0), "data-dependent shape"),
+    "half": (lambda x: x.half(), "float16"),
+    "bitwise_on_floats": (lambda x: x & (x > 0), "bool logic only"),
+    "t_of_3d": (lambda x: x.t(), "at most 2 dims"),
+    "repeat_interleave_tensor": (lambda x: x.repeat_interleave(x.long()), "int count"),
+}
+
+
+@pytest.mark.parametrize("name", ERRORS)
+def test_what_a_trace_cannot_give_is_an_error_at_the_users_line(name):
+    fn, message = ERRORS[name]
+    with pytest.raises(TraceError, match=message) as error:
+        kiln.trace(fn, kiln.TensorSpec((3, 4, 5)))
+    assert "test_more_tensor_methods_vs_torch.py" in str(error.value)
