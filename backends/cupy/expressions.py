@@ -111,6 +111,11 @@ C_EXPRESSIONS: dict[str, Rule] = {
     "tensor.sqrt": _call("sqrt"),                                                    # sqrt a
     "tensor.rsqrt": lambda a, attrs, t: f"(({t})1 / sqrt({a[0]}))",                  # 1 / sqrt a (as NumPy rounds it)
     "tensor.erf": _call("erf"),                                                      # erf a
+    "tensor.sin": _call("sin"),                                                      # sin a
+    "tensor.cos": _call("cos"),                                                      # cos a
+    "tensor.floor": _call("floor"),                                                  # the integral value <= a
+    "tensor.ceil": _call("ceil"),                                                    # the integral value >= a
+    "tensor.round": _call("rint"),                                                   # nearest, half to even (CUDA's round: away from 0)
     "tensor.abs": lambda a, attrs, t: f"abs({a[0]})" if t in INTEGER_TYPES else f"fabs({a[0]})",  # |a|
     "tensor.relu": lambda a, attrs, t: f"({a[0]} < ({t})0 ? ({t})0 : {a[0]})",      # max(a, 0), NaN stays NaN
     "tensor.sigmoid": _sigmoid,                                                      # 1 / (1 + e^-a)

@@ -11,6 +11,11 @@ from kiln.backends.numpy.lowering import NUMPY, empty_reduction
 from kiln.backends.numpy.out_nn import fresh, gelu_into, layer_norm_into
 
 NUMPY.register("tensor.abs")(np.abs)
+NUMPY.register("tensor.sin")(np.sin)
+NUMPY.register("tensor.cos")(np.cos)
+NUMPY.register("tensor.floor")(np.floor)
+NUMPY.register("tensor.ceil")(np.ceil)
+NUMPY.register("tensor.round")(np.rint)  # half to even, as ONNX's Round (np.round's decimals=0 is rint too)
 
 
 def _erf_kernel():
@@ -29,6 +34,14 @@ NUMPY.register("tensor.erf")(erf := _erf_kernel())
 @NUMPY.register("tensor.rsqrt")
 def rsqrt(x):
     return 1 / np.sqrt(x)
+
+
+@NUMPY.register("tensor.cumsum")
+def cumsum(x, *, axis: int, reverse: bool):
+    # dtype=: NumPy would widen int32 sums to int64
+    if reverse:
+        return np.flip(np.cumsum(np.flip(x, axis), axis=axis, dtype=x.dtype), axis)
+    return np.cumsum(x, axis=axis, dtype=x.dtype)
 
 
 @NUMPY.register("tensor.clip")

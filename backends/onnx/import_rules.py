@@ -29,7 +29,8 @@ from kiln.compiler.ops.registry import OPS
 
 _UNARY = {
     "Neg": "tensor.neg", "Exp": "tensor.exp", "Log": "tensor.log", "Tanh": "tensor.tanh", "Sigmoid": "tensor.sigmoid",
-    "Relu": "tensor.relu", "Sqrt": "tensor.sqrt", "Abs": "tensor.abs", "Erf": "tensor.erf",
+    "Relu": "tensor.relu", "Sqrt": "tensor.sqrt", "Abs": "tensor.abs", "Erf": "tensor.erf", "Sin": "tensor.sin",
+    "Cos": "tensor.cos", "Floor": "tensor.floor", "Ceil": "tensor.ceil", "Round": "tensor.round",
 }
 _BINARY = {
     "Add": ("tensor.add", np.add), "Sub": ("tensor.sub", np.subtract), "Mul": ("tensor.mul", np.multiply),
@@ -549,6 +550,29 @@ def argmax(ctx: ImportContext, node: Any, inputs: list[Any]) -> list[Any]:
 def trilu(ctx: ImportContext, node: Any, inputs: list[Any]) -> list[Any]:
     k = int(as_array(inputs[1], "Trilu k").reshape(-1)[0]) if optional_input(inputs, 1) is not None else 0
     return [ctx.op("tensor.triu" if attributes(node).get("upper", 1) else "tensor.tril", inputs[0], k=k)]
+
+
+@onnx_op("CumSum")
+def cumsum(ctx: ImportContext, node: Any, inputs: list[Any]) -> list[Any]:
+    attrs = attributes(node)
+    x, reverse = ctx.value(inputs[0]), bool(attrs.get("reverse", 0))
+    axis = int(as_array(inputs[1], "CumSum axis").reshape(-1)[0]) % x.type.rank
+    total = ctx.op("tensor.cumsum", x, axis=axis, reverse=reverse)
+    return [_exclusive(ctx, node, total, axis, reverse) if attrs.get("exclusive", 0) else total]
+
+
+def _exclusive(ctx: ImportContext, node: Any, total: Value, axis: int, reverse: bool) -> Value:
+    """The exclusive scan: the inclusive one shifted one place along ``axis`` (away from where it starts), 0 shifted in."""
+    size = total.type.shape[axis]
+    if isinstance(size, str):
+        raise refuse(node, f"with exclusive=1 along the symbolic dim {size}")
+    if size == 0:
+        return total
+    rank, start = total.type.rank, int(reverse)
+    kept = ctx.op("tensor.slice", total, axis=axis, start=start, stop=start + size - 1, step=1)
+    low, high = [0] * rank, [0] * rank
+    (high if reverse else low)[axis] = 1
+    return ctx.op("tensor.pad", kept, low=tuple(low), high=tuple(high), interior=(0,) * rank, value=0.0)
 
 
 SCATTER_REDUCTIONS = {

@@ -19,6 +19,17 @@ def _unary(onnx_type: str):
 
 ONNX.register("tensor.erf")(_unary("Erf"))
 ONNX.register("tensor.abs")(_unary("Abs"))
+ONNX.register("tensor.sin")(_unary("Sin"))
+ONNX.register("tensor.cos")(_unary("Cos"))
+ONNX.register("tensor.floor")(_unary("Floor"))
+ONNX.register("tensor.ceil")(_unary("Ceil"))
+ONNX.register("tensor.round")(_unary("Round"))  # half to even, as tensor.round
+
+
+@ONNX.register("tensor.cumsum")
+def cumsum(ctx, op: Op, inputs: list[str]) -> list[str]:
+    axis = ctx.constant(np.array(normalize_axis(op.attrs["axis"], op.result.type.rank), np.int64))  # a 0-d int64 input
+    return [ctx.node("CumSum", [inputs[0], axis], exclusive=0, reverse=int(op.attrs["reverse"]))]
 
 
 @ONNX.register("tensor.rsqrt")

@@ -1,7 +1,8 @@
 """VJP rules of the extra ``tensor`` primitives (``compiler/ops/movement.py``), in the one ``VJP_RULES`` table.
 
 Pairs of ops transpose each other, so every rule here is built from
-differentiable ops: take <-> scatter_add, slice <-> pad, expand_dims <-> squeeze.
+differentiable ops: take <-> scatter_add, slice <-> pad, expand_dims <-> squeeze,
+cumsum <-> its reverse (``compiler/ops/scan.py``).
 """
 
 from __future__ import annotations
@@ -38,6 +39,31 @@ def rsqrt_vjp(b: Builder, op: Op, g: Value) -> Cotangents:
     # d x^(-1/2) = -1/2 x^(-3/2) = -y^3 / 2
     y = op.result
     return (b.mul(g, b.mul(b.scalar_like(-0.5, y), b.mul(y, b.mul(y, y)))),)
+
+
+@vjp_rule("tensor.sin")
+def sin_vjp(b: Builder, op: Op, g: Value) -> Cotangents:
+    # d sin(x) = cos(x)
+    return (b.mul(g, b.cos(op.operands[0])),)
+
+
+@vjp_rule("tensor.cos")
+def cos_vjp(b: Builder, op: Op, g: Value) -> Cotangents:
+    # d cos(x) = -sin(x)
+    return (b.mul(g, b.neg(b.sin(op.operands[0]))),)
+
+
+@vjp_rule("tensor.floor", "tensor.ceil", "tensor.round")
+def rounding_vjp(b: Builder, op: Op, g: Value) -> Cotangents:
+    # a step function: 0 almost everywhere; zeros (not g * 0, which is NaN at an infinite g), as PyTorch's
+    x = op.operands[0]
+    return (b.broadcast_to(_zero(b, x), shape=x.type.shape),)
+
+
+@vjp_rule("tensor.cumsum")
+def cumsum_vjp(b: Builder, op: Op, g: Value) -> Cotangents:
+    # y_i = sum_{j <= i} x_j, so dx_j = sum_{i >= j} g_i: the cumsum of g run the other way
+    return (b.cumsum(g, axis=op.attrs["axis"], reverse=not op.attrs["reverse"]),)
 
 
 @vjp_rule("tensor.clip")

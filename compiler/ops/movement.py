@@ -13,11 +13,13 @@ from kiln.compiler.ir.types import DType, Dim, TensorType, format_shape, normali
 from kiln.compiler.ops.registry import register_op
 from kiln.compiler.ops.tensor import _reduce_shape, _unary_float_shape
 
-EXTRA_UNARY = ("abs", "erf", "rsqrt")
+EXTRA_UNARY = ("abs", "erf", "rsqrt", "sin", "cos", "floor", "ceil", "round")
+"""All float-only but ``abs``. ``floor``/``ceil``/``round`` give the integral float below, above, nearest (half to even,
+as NumPy's ``rint`` and ONNX's Round), in the operand's dtype, with a zero gradient."""
 
 register_op("tensor.abs", traits={"elementwise"})(lambda x: x)
-register_op("tensor.erf", traits={"elementwise"})(_unary_float_shape("tensor.erf"))
-register_op("tensor.rsqrt", traits={"elementwise"})(_unary_float_shape("tensor.rsqrt"))
+for _name in EXTRA_UNARY[1:]:
+    register_op(f"tensor.{_name}", traits={"elementwise"})(_unary_float_shape(f"tensor.{_name}"))
 register_op("tensor.reduce_min", traits={"reduction"}, axes=None, keepdims=False)(_reduce_shape("tensor.reduce_min"))
 
 

@@ -25,6 +25,7 @@ ORACLE_OPS = (
     "nn.log_softmax",
     "nn.cross_entropy",
     "nn.mse",
+    *(f"tensor.{name}" for name in ("sin", "cos", "floor", "ceil", "round", "cumsum")),
 )
 
 
@@ -58,6 +59,12 @@ def torch_function(torch, name: str):
         "nn.log_softmax": lambda x, *, axis: torch.log_softmax(x, dim=axis),
         "nn.cross_entropy": lambda x, y, *, reduction: functional.cross_entropy(x, y.long(), reduction=reduction),
         "nn.mse": lambda p, t, *, reduction: functional.mse_loss(p, t, reduction=reduction),
+        "tensor.sin": torch.sin,
+        "tensor.cos": torch.cos,
+        "tensor.floor": torch.floor,
+        "tensor.ceil": torch.ceil,
+        "tensor.round": torch.round,
+        "tensor.cumsum": lambda x, *, axis, reverse: torch.flip(torch.cumsum(torch.flip(x, (axis,)), axis), (axis,)) if reverse else torch.cumsum(x, axis),
     }
     return table[name]
 

@@ -5,8 +5,8 @@ The NVRTC check (cuda_compiler.py) proves a row kernel is valid CUDA; this runs 
 nothing, ``__shared__`` is ``static`` (blocks run one after another, so a function-static array is the block's
 shared memory), ``threadIdx`` is ``thread_local``, ``blockIdx`` is per thread too, ``__syncthreads()`` is a
 ``std::barrier`` of the block's threads, and ``max``/``min``/``exp``/``log``/``sqrt``/``tanh``/``erf``/``pow``/``fabs``
-get CUDA's float and double overloads (``max``/``min`` as ``fmaxf``/``fmax``, which drop a NaN operand, as on the
-GPU), ``max``/``min``/``abs`` its int and long long ones. Everything sits in ``namespace kiln_cuda``, so these names hide the C library's ``::exp``
+and ``sin``/``cos``/``floor``/``ceil``/``rint`` get CUDA's float and double overloads (``max``/``min`` as
+``fmaxf``/``fmax``, which drop a NaN operand, as on the GPU), ``max``/``min``/``abs`` its int and long long ones. Everything sits in ``namespace kiln_cuda``, so these names hide the C library's ``::exp``
 (double only) instead of clashing with it; ``extern "C"`` keeps the kernel's symbol plain. Only what the row
 kernels, the Philox draw and the elementwise expressions use is emulated (``__umul64hi`` too): 1-D launches, no warp intrinsics, atomics or
 dynamic shared memory.
@@ -102,6 +102,16 @@ inline float log(float x) { return __builtin_logf(x); }
 inline double log(double x) { return __builtin_log(x); }
 inline float sqrt(float x) { return __builtin_sqrtf(x); }
 inline double sqrt(double x) { return __builtin_sqrt(x); }
+inline float sin(float x) { return __builtin_sinf(x); }
+inline double sin(double x) { return __builtin_sin(x); }
+inline float cos(float x) { return __builtin_cosf(x); }
+inline double cos(double x) { return __builtin_cos(x); }
+inline float floor(float x) { return __builtin_floorf(x); }
+inline double floor(double x) { return __builtin_floor(x); }
+inline float ceil(float x) { return __builtin_ceilf(x); }
+inline double ceil(double x) { return __builtin_ceil(x); }
+inline float rint(float x) { return __builtin_rintf(x); }
+inline double rint(double x) { return __builtin_rint(x); }
 
 template <class Kernel>
 void launch(unsigned grid, unsigned block, Kernel kernel) {

@@ -129,7 +129,8 @@ C_DTYPES = {"float": np.float32, "double": np.float64, "int": np.int32, "long lo
 CUPY_DTYPES = {"float32": np.float32, "float64": np.float64, "int32": np.int32, "int64": np.int64, "bool": np.bool_}
 TYPE = r"(float|double|int|long long|bool)"
 FUNCTIONS = {"max": "np.maximum", "min": "np.minimum", "exp": "np.exp", "log": "np.log", "tanh": "np.tanh", "sqrt": "np.sqrt",
-             "fabs": "np.abs", "abs": "np.abs", "pow": "np.power", "erf": "_erf"}
+             "fabs": "np.abs", "abs": "np.abs", "pow": "np.power", "erf": "_erf", "sin": "np.sin", "cos": "np.cos",
+             "floor": "np.floor", "ceil": "np.ceil", "rint": "np.rint"}
 
 
 def _cast(name: str):

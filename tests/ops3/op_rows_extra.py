@@ -66,6 +66,14 @@ def integral(rng, shapes, dtypes, attrs):
     return [first] + [rng.standard_normal(shape) for shape in shapes[1:]]
 
 
+def off_steps(rng, shapes, dtypes, attrs):
+    """Values whose distance to every integer and half-integer is at least 0.1: floor, ceil and round are flat around
+    each, so a finite difference sees their zero gradient (exact halves: ``test_rounding_and_scan.py``)."""
+    (shape,) = shapes
+    fraction = rng.uniform(0.1, 0.4, shape) + rng.choice([0.0, 0.5], shape)
+    return [rng.integers(-4, 4, shape) + fraction]
+
+
 # References.
 
 _erf = np.vectorize(math.erf, otypes=[np.float64])
@@ -73,6 +81,16 @@ _erf = np.vectorize(math.erf, otypes=[np.float64])
 
 def _erf_reference(x):
     return _erf(x).astype(x.dtype)
+
+
+def _cumsum(x, *, axis, reverse):
+    """Running totals along ``axis`` in ``x``'s dtype, from the front (or the back, with ``reverse``)."""
+    moved = np.moveaxis(x, axis, 0)
+    out, total = np.empty_like(moved), np.zeros(moved.shape[1:], x.dtype)
+    for i in reversed(range(len(moved))) if reverse else range(len(moved)):
+        total = total + moved[i]
+        out[i] = total
+    return np.moveaxis(out, 0, axis)
 
 
 def _gelu(x, *, approximate):
@@ -288,6 +306,16 @@ ARGMAX_CASES = (
     Case(((2, 3, 4),), {"axis": 1, "keepdims": False}),
     Case((("N", 5),), {"axis": 1, "keepdims": False}),
 )
+CUMSUM_CASES = (
+    Case(((5,),), {"axis": 0, "reverse": False}),
+    Case(((3, 4),), {"axis": -1, "reverse": True}),
+    Case(((2, 3, 4),), {"axis": 1, "reverse": False}),
+    Case(((2, 3, 4),), {"axis": -3, "reverse": True}),
+    Case(((3, 0),), {"axis": 1, "reverse": True}),
+    Case((("N", 3),), {"axis": 1, "reverse": False}),
+    Case((("N", 3),), {"axis": 0, "reverse": True}),  # the scanned axis symbolic too
+    Case((("N", 2, 3),), {"axis": -1, "reverse": True}),
+)
 GELU_CASES = tuple(Case(case.shapes, {"approximate": approximate}) for case in UNARY_CASES for approximate in ("none", "tanh"))
 LAYER_NORM_CASES = (
     Case(((3, 5), (5,), (5,)), {"eps": 1e-5}),
@@ -370,6 +398,12 @@ def extra_rows() -> list[OpRow]:
         OpRow("tensor.abs", np.abs, UNARY_CASES, away_from_zero, dtypes=FLOATS_AND_INTS),
         OpRow("tensor.erf", _erf_reference, UNARY_CASES, normal),
         OpRow("tensor.rsqrt", lambda x: 1 / np.sqrt(x), UNARY_CASES, positive),
+        OpRow("tensor.sin", np.sin, UNARY_CASES, normal),
+        OpRow("tensor.cos", np.cos, UNARY_CASES, normal),
+        OpRow("tensor.floor", np.floor, UNARY_CASES, off_steps),
+        OpRow("tensor.ceil", np.ceil, UNARY_CASES, off_steps),
+        OpRow("tensor.round", np.rint, UNARY_CASES, off_steps),
+        OpRow("tensor.cumsum", _cumsum, CUMSUM_CASES, normal, dtypes=FLOATS_AND_INTS),
         OpRow("tensor.clip", lambda x, *, min, max: np.clip(x, min, max), CLIP_CASES, away_from_bounds),
         OpRow("tensor.reduce_min", lambda x, *, axes, keepdims: np.min(x, axis=axes, keepdims=keepdims), reductions, distinct, dtypes=FLOATS_AND_INTS),
         OpRow("tensor.reduce_prod", lambda x, *, axes, keepdims: np.prod(x, axis=axes, keepdims=keepdims).astype(x.dtype), reductions, with_zeros, dtypes=FLOATS_AND_INTS),

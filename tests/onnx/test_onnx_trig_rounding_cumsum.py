@@ -1,0 +1,141 @@
+"""``tensor.sin``/``cos``/``floor``/``ceil``/``round`` and ``tensor.cumsum`` through ONNX, both ways.
+
+Export: every op-table case of the six ops becomes Sin, Cos, Floor, Ceil, Round and CumSum (axis a constant int64
+input, ``reverse`` an attribute), and onnxruntime and onnx's reference evaluator give the op table's reference, symbolic
+dims included; a gradient through all of them (cumsum's VJP is the reverse cumsum) runs in onnxruntime too. Import:
+one-node models, CumSum's ``exclusive`` included, against both oracles. Round is half to even everywhere.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ops.op_table import ROWS, Case, OpRow, cases, concrete, make_inputs, op_graph, reference
+from onnx_nodes import FLOAT, INT32, assert_matches_oracle, one_node_model
+from kiln.backends.numpy import NumpyBackend
+from kiln.backends.onnx.export import graph_to_onnx
+from kiln.compiler.autodiff import differentiate
+from kiln.compiler.ir import Builder, Graph, TensorType
+from oracles import require
+
+OPS = ("tensor.sin", "tensor.cos", "tensor.floor", "tensor.ceil", "tensor.round", "tensor.cumsum")
+ONNX_TYPES = {"tensor.sin": "Sin", "tensor.cos": "Cos", "tensor.floor": "Floor", "tensor.ceil": "Ceil", "tensor.round": "Round",
+              "tensor.cumsum": "CumSum"}
+TOLERANCE = {"float32": {"rtol": 1e-6, "atol": 1e-6}, "float64": {"rtol": 1e-12, "atol": 1e-12}}
+HALVES = np.array([-3.5, -2.5, -1.5, -0.5, 0.5, 1.5, 2.5, 3.5, -0.49, 0.51, 2.0, -7.0])
+HALF_TO_EVEN = np.array([-4.0, -2.0, -2.0, -0.0, 0.0, 2.0, 2.0, 4.0, -0.0, 1.0, 2.0, -7.0])
+
+
+def sessions(graph: Graph):
+    """The exported model, checked as standard ONNX, in onnxruntime and in the reference evaluator."""
+    onnx, ort = require("onnx"), require("onnxruntime")
+    from onnx.reference import ReferenceEvaluator
+
+    proto = graph_to_onnx(graph)
+    onnx.checker.check_model(proto, full_check=True)
+    assert {node.domain for node in proto.graph.node} <= {""}
+    names = [i.name for i in proto.graph.input]
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    return proto, names, {"onnxruntime": session, "reference evaluator": ReferenceEvaluator(proto)}
+
+
+@pytest.mark.parametrize(("row", "case", "dtype"), cases([ROWS[name] for name in OPS]))
+def test_export_matches_the_op_table_reference(row: OpRow, case: Case, dtype: str):
+    graph, _, _ = op_graph(row, case, dtype)
+    proto, names, oracles = sessions(graph)
+    assert ONNX_TYPES[row.name] in {node.op_type for node in proto.graph.node}
+    for sizes in ({"N": 1}, {"N": 4}) if case.symbolic else ({},):
+        arrays = make_inputs(row, case, dtype, sizes)
+        expected = reference(row, case, arrays, sizes)
+        for oracle, session in oracles.items():
+            (got,) = session.run(None, dict(zip(names, arrays)))
+            assert got.dtype == expected.dtype and got.shape == expected.shape == concrete(graph.outputs[0].type.shape, sizes)
+            np.testing.assert_allclose(got, expected, err_msg=oracle, **TOLERANCE.get(str(expected.dtype), {"rtol": 0, "atol": 0}))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_round_exports_half_to_even(dtype: str):
+    graph = Graph("round")
+    graph.outputs = [Builder(graph).round(graph.add_input(TensorType(("N",), dtype), "x"))]
+    _, names, oracles = sessions(graph)
+    x = HALVES.astype(dtype)
+    (kiln_result,) = NumpyBackend().compile(graph)(x)
+    np.testing.assert_array_equal(kiln_result, HALF_TO_EVEN.astype(dtype))
+    for oracle, session in oracles.items():
+        np.testing.assert_array_equal(session.run(None, {names[0]: x})[0], HALF_TO_EVEN.astype(dtype), err_msg=oracle)
+
+
+def _gradient_graph() -> Graph:
+    """``d sum(w * cumsum(sin(x) * round(x) + cos(x) * (floor(x) - ceil(x)), ...))/dx`` with cumsums both ways and
+    along the symbolic axis: cos and sin in the backward, the cumsums reversed, the step functions' zeros."""
+    graph = Graph("scan_gradient")
+    x = graph.add_input(TensorType(("N", 3), "float32"), "x")
+    weights = graph.add_input(TensorType(("N", 3), "float32"), "w")
+    b = Builder(graph)
+    mixed = b.add(b.mul(b.sin(x), b.round(x)), b.mul(b.cos(x), b.sub(b.floor(x), b.ceil(x))))
+    scanned = b.cumsum(b.cumsum(mixed, axis=1), axis=0, reverse=True)
+    loss = b.reduce_sum(b.mul(scanned, weights), axes=None)
+    graph.outputs = [loss, *differentiate(graph, loss, [x])]
+    return graph
+
+
+def test_gradient_through_the_new_ops_runs_in_onnxruntime():
+    graph = _gradient_graph()
+    _, names, oracles = sessions(graph)
+    run = NumpyBackend().compile(graph)
+    for batch in (1, 5):
+        rng = np.random.default_rng(batch)
+        x = (rng.integers(-3, 3, (batch, 3)) + rng.uniform(0.1, 0.4, (batch, 3))).astype(np.float32)
+        w = rng.standard_normal((batch, 3)).astype(np.float32)
+        expected = run(x, w)  # the NumPy backend's gradients, which test_grad_ops3.py checks by finite differences
+        for oracle, session in oracles.items():
+            for got, want in zip(session.run(None, dict(zip(names, [x, w]))), expected):
+                np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=oracle)
+
+
+def _with_constant(model, name: str, value: np.ndarray):
+    """``name`` turned from a graph input into an initializer (a constant, as the importer needs CumSum's axis)."""
+    from onnx import numpy_helper
+
+    model.graph.initializer.append(numpy_helper.from_array(value, name))
+    inputs = [i for i in model.graph.input if i.name != name]
+    del model.graph.input[:]
+    model.graph.input.extend(inputs)
+    return model
+
+
+@pytest.mark.parametrize("exclusive", [0, 1])
+@pytest.mark.parametrize("reverse", [0, 1])
+@pytest.mark.parametrize("axis", [0, -1, 1])
+@pytest.mark.parametrize("dtype", [np.float32, np.int32])
+def test_cumsum_imports_with_every_attribute(axis, reverse, exclusive, dtype):
+    x = np.random.default_rng(axis + 3).integers(-9, 10, (3, 4, 2)).astype(dtype)
+    model = one_node_model("CumSum", {"x": x, "axis": np.array(axis, np.int64)}, {"y": FLOAT if dtype == np.float32 else INT32},
+                           rank=3, exclusive=exclusive, reverse=reverse)
+    model = _with_constant(model, "axis", np.array(axis, np.int64))
+    for oracle in ("reference", "onnxruntime"):
+        assert_matches_oracle(model, {"x": x}, rtol=0, atol=0, oracle=oracle)
+
+
+@pytest.mark.parametrize("op_type", ["Sin", "Cos", "Floor", "Ceil", "Round"])
+def test_unary_ops_import(op_type: str):
+    x = np.concatenate([HALVES, np.random.default_rng(0).standard_normal(8) * 4]).astype(np.float32)
+    model = one_node_model(op_type, {"x": x}, {"y": FLOAT})
+    for oracle in ("reference", "onnxruntime"):
+        assert_matches_oracle(model, {"x": x}, oracle=oracle)
+
+
+def test_exclusive_cumsum_along_a_symbolic_dim_is_refused_by_name():
+    from onnx import TensorProto, helper
+
+    from kiln.backends.onnx.importer import OnnxImportError
+    from kiln.backends.onnx.backend import KilnBackend
+
+    node = helper.make_node("CumSum", ["x", "axis"], ["y"], exclusive=1)
+    graph = helper.make_graph([node], "cumsum", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+                              [helper.make_tensor("axis", TensorProto.INT64, [], [0])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 22)])
+    with pytest.raises(OnnxImportError, match="CumSum with exclusive=1 along the symbolic dim N is not supported"):
+        KilnBackend.prepare(model).run([np.ones((2, 3), np.float32)])
