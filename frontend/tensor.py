@@ -486,6 +486,8 @@ def apply(op_name: str, *operands: Any, **attrs: Any) -> Any:
     """Emit ``op_name`` on tensors (numbers become constants of the tensors' dtype, a non-bool one first: the values'
     of ``where(mask, x, 0.5)``, not the mask's); returns Tensor(s)."""
     context = TraceContext.current()
+    if op_name in PROMOTING_OPS:
+        operands = promoted(op_name, operands)
     dtypes = [o.dtype for o in operands if isinstance(o, Tensor)]
     dtype = next((d for d in dtypes if d is not DType.bool), dtypes[0] if dtypes else DType.f32)
     values = [to_value(context, o, dtype) for o in operands]
@@ -498,6 +500,41 @@ def apply(op_name: str, *operands: Any, **attrs: Any) -> Any:
     if op_name in VIEW_OPS and isinstance(operands[0], Tensor):
         link_view(tensor, operands[0])
     return tensor
+
+
+PROMOTING_OPS = frozenset({"tensor.add", "tensor.sub", "tensor.mul", "tensor.div", "tensor.pow", "tensor.maximum", "tensor.minimum",
+                           "tensor.less", "tensor.less_equal", "tensor.greater", "tensor.greater_equal", "tensor.equal",
+                           "tensor.not_equal", "tensor.where"})
+
+
+def promoted(op_name: str, operands: tuple[Any, ...]) -> tuple[Any, ...]:
+    """PyTorch's type promotion for arithmetic, comparisons and ``where``'s values (its condition stays bool): tensors
+    of mixed dtypes compute in the widest (float over int over bool: ``x_f64 + torch.zeros(3)``, ``counts * x``);
+    integer or bool tensors meeting a Python float (``lengths * 0.5``) or divided (true division) in float32; bool
+    tensors meeting a Python int (``mask * 2``) in int64. A Python number alone takes the tensors' dtype."""
+    first = 1 if op_name == "tensor.where" else 0
+    values = operands[first:]
+    tensors = [o for o in values if isinstance(o, Tensor)]
+    if not tensors:
+        return operands
+    target = _promoted_dtype(op_name, [t.dtype for t in tensors], [o for o in values if isinstance(o, (int, float))])
+    if all(t.dtype is target for t in tensors):
+        return operands
+    return operands[:first] + tuple(o.to(target) if isinstance(o, Tensor) and o.dtype is not target else o for o in values)
+
+
+PROMOTION_ORDER = (DType.bool, DType.i32, DType.i64, DType.f32, DType.f64)
+
+
+def _promoted_dtype(op_name: str, dtypes: list[DType], numbers: list[Any]) -> DType:
+    widest = max(dtypes, key=lambda d: PROMOTION_ORDER.index(d) if d in PROMOTION_ORDER else -1)
+    if widest.is_float:
+        return widest
+    if op_name == "tensor.div" or any(isinstance(n, float) for n in numbers):
+        return DType.f32
+    if widest is DType.bool and any(not isinstance(n, bool) for n in numbers):
+        return DType.i64
+    return widest
 
 
 def to_value(context: TraceContext, operand: Any, dtype: DType) -> Value:

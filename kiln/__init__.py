@@ -38,6 +38,11 @@ from kiln.runtime.saliency import saliency
 from kiln.runtime.train_step import TrainStep, compile_train_step
 from kiln.runtime.trainer import fit
 from kiln import nn, optim  # noqa: E402  (after the core, which they re-export)
+from kiln.frontend import torch_functions as _torch_functions
+from kiln.frontend.torch_functions import *  # noqa: F401,F403  (torch.zeros, torch.cat... as kiln.zeros, kiln.cat)
+
+globals().update(_torch_functions.FORWARDERS)  # kiln.exp(x) is x.exp(), as torch.exp(x)
+globals().update(_torch_functions.DTYPES)  # kiln.float32, kiln.long, ... as torch's
 
 __version__ = "0.1.0"
 
@@ -46,5 +51,6 @@ __all__ = [
     "export_onnx", "export_onnx_train_step", "fit", "grad", "Graph", "import_onnx", "InputError", "KilnError",
     "load", "load_onnx_train_step", "manual_seed", "nn", "no_grad", "optim", "parity", "PassManager", "saliency", "save",
     "ShapeError", "TensorSpec", "TensorType", "trace", "TraceError", "TrainStep", "value_and_grad",
-    "VerificationError",
+    "VerificationError", *_torch_functions.__all__, *_torch_functions.FORWARDERS,
+    *_torch_functions.DTYPES,
 ]

@@ -1,0 +1,187 @@
+"""``torch.*``'s tensor functions as ``kiln.*``: creation (``zeros``, ``arange``, ``eye``, ``tensor``, ``randn_like``...),
+joins (``cat``, ``stack``), ``where``, and the functional forms of the Tensor methods (``kiln.exp(x)`` is ``x.exp()``).
+
+Traced, a creation function gives a constant (``kiln.zeros(x.shape[0], 4)`` may take the symbolic batch dim, broadcast
+at run time); outside a trace it gives a NumPy array, kiln's eager value. Dtypes default as PyTorch's: float32 for
+floats, int64 for integers (``arange(5)``), and an array's own dtype (``tensor(np_array)``). ``device`` and
+``requires_grad`` are accepted and ignored: the backend places tensors, and the compiled step differentiates by its
+parameters. Random draws (``rand_like``, ``randn_like``, ``rand``, ``randn``) trace from the step's seed, as dropout,
+so ``kiln.compile_train_step`` gives fresh numbers each step.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import numpy as np
+
+from kiln.compiler.ir.types import DType
+from kiln.frontend.tensor import Tensor, apply
+from kiln.frontend.trace import TraceContext, located_error
+
+
+def _dtype(dtype: Any, default: str) -> np.dtype:
+    return np.dtype(DType.of(default if dtype is None else dtype).numpy)
+
+
+def _sizes(size: tuple[Any, ...]) -> tuple[Any, ...]:
+    return tuple(size[0]) if len(size) == 1 and isinstance(size[0], (tuple, list)) else tuple(size)
+
+
+def _created(array: np.ndarray) -> Any:
+    """A constant tensor when tracing, else the array itself."""
+    return apply("tensor.constant", value=array) if TraceContext.active() else array
+
+
+def full(size: Any, fill_value: Any, *, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Any:
+    shape = _sizes((size,) if isinstance(size, int) else tuple(size))
+    default = "bool" if isinstance(fill_value, bool) else "int64" if isinstance(fill_value, int) else "float32"
+    scalar = np.asarray(fill_value, dtype=_dtype(dtype, default))
+    if all(isinstance(d, int) for d in shape):
+        return _created(np.full(shape, scalar))
+    return _created(scalar).broadcast_to(shape)
+
+
+def zeros(*size: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Any:
+    return full(_sizes(size), 0.0, dtype=dtype)
+
+
+def ones(*size: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Any:
+    return full(_sizes(size), 1.0, dtype=dtype)
+
+
+empty = zeros
+
+
+def full_like(input: Any, fill_value: Any, *, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Any:
+    if isinstance(input, Tensor):
+        return input.new_full(input.shape, fill_value, dtype=dtype)
+    return np.full_like(np.asarray(input), fill_value, dtype=None if dtype is None else _dtype(dtype, "float32"))
+
+
+def zeros_like(input: Any, *, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Any:
+    return full_like(input, 0, dtype=dtype)
+
+
+def ones_like(input: Any, *, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Any:
+    return full_like(input, 1, dtype=dtype)
+
+
+empty_like = zeros_like
+
+
+def arange(start: Any, end: Any = None, step: Any = 1, *, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Any:
+    """``[start, end)`` by ``step``; int64 when every bound is an int, else float32 (a static length: plain numbers)."""
+    if end is None:
+        start, end = 0, start
+    if not all(isinstance(v, (int, float, np.number)) for v in (start, end, step)):
+        raise located_error("arange takes numbers: a length from a symbolic dim is not known while tracing")
+    integral = all(isinstance(v, (int, np.integer)) for v in (start, end, step))
+    return _created(np.arange(start, end, step).astype(_dtype(dtype, "int64" if integral else "float32")))
+
+
+def linspace(start: float, end: float, steps: int, *, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Any:
+    return _created(np.linspace(start, end, steps).astype(_dtype(dtype, "float32")))
+
+
+def eye(n: int, m: int | None = None, *, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Any:
+    return _created(np.eye(n, m, dtype=_dtype(dtype, "float32")))
+
+
+def tensor(data: Any, *, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Any:
+    """``data`` as a constant: Python floats as float32, ints as int64, bools as bool; an array keeps its dtype."""
+    array = np.asarray(data)
+    if dtype is not None:
+        array = array.astype(_dtype(dtype, "float32"))
+    elif not isinstance(data, np.ndarray) and array.dtype.kind in "fi":
+        array = array.astype(np.float32 if array.dtype.kind == "f" else np.int64)
+    return _created(array)
+
+
+as_tensor = tensor
+
+
+def from_numpy(array: np.ndarray) -> Any:
+    return _created(np.asarray(array))
+
+
+def rand_like(input: Tensor, *, dtype: Any = None) -> Tensor:
+    """Uniform on [0, 1), from the traced step's seed (a fresh draw per step)."""
+    seed, stream = _seed("rand_like")
+    return apply("tensor.random_uniform", seed, input, dtype=input.dtype if dtype is None else DType.of(dtype), stream=stream)
+
+
+def randn_like(input: Tensor, *, dtype: Any = None) -> Tensor:
+    """Standard normal by Box-Muller on two uniform draws: ``sqrt(-2 log(1 - u)) cos(2 pi v)``."""
+    u, v = rand_like(input, dtype=dtype), rand_like(input, dtype=dtype)
+    return ((1.0 - u).log() * -2.0).sqrt() * apply("tensor.cos", v * (2 * math.pi))
+
+
+def rand(*size: Any, dtype: Any = None) -> Tensor:
+    return rand_like(zeros(*size, dtype=dtype))
+
+
+def randn(*size: Any, dtype: Any = None) -> Tensor:
+    return randn_like(zeros(*size, dtype=dtype))
+
+
+def _seed(function: str) -> tuple[Tensor, int]:
+    if not TraceContext.active():
+        raise located_error(f"kiln.{function} draws inside a traced function (a training step feeds its seed); outside "
+                            "one use numpy.random")
+    seed, stream = TraceContext.current().random_seed()
+    return Tensor(seed), stream
+
+
+def _forwarder(name: str) -> Callable[..., Any]:
+    def function(input: Tensor, *args: Any, **kwargs: Any) -> Any:
+        return getattr(input, name)(*args, **kwargs)
+
+    function.__name__ = function.__qualname__ = name
+    function.__doc__ = f"``torch.{name}(input, ...)``: ``input.{name}(...)``."
+    return function
+
+
+FORWARDED = (
+    "abs", "add", "all", "amax", "amin", "any", "argmax", "argmin", "bmm", "chunk", "clamp", "clip", "clone", "cos", "cumsum",
+    "div", "dot", "eq", "exp", "flatten", "flip", "gather", "ge", "gt", "index_select", "isfinite", "isinf", "isnan", "le",
+    "lerp", "log", "log_softmax", "logical_and", "logical_not", "logical_or", "logical_xor", "logsumexp", "lt", "masked_fill",
+    "matmul", "max", "maximum", "mean", "min", "minimum", "mm", "movedim", "mul", "narrow", "ne", "neg", "norm", "outer",
+    "permute", "pow", "prod", "reciprocal", "relu", "repeat_interleave", "reshape", "roll", "rsqrt", "sigmoid", "sign", "sin",
+    "softmax", "split", "sqrt", "square", "squeeze", "std", "sub", "sum", "t", "tanh", "tile", "transpose", "tril", "triu",
+    "unbind", "unflatten", "unsqueeze", "var", "floor", "ceil", "round",
+)
+DTYPES = {"float32": DType.f32, "float": DType.f32, "float64": DType.f64, "double": DType.f64, "int32": DType.i32, "int": DType.i32,
+          "int64": DType.i64, "long": DType.i64, "bool": DType.bool}
+"""``torch.float32``, ``torch.long``... as ``kiln.float32``, ``kiln.long``."""
+
+FORWARDERS = {name: _forwarder(name) for name in FORWARDED}
+"""``kiln/__init__.py`` exports these; they stay out of this module's globals, where ``sum`` or ``all`` would shadow
+the builtins its own code calls."""
+
+
+def cat(tensors: Any, dim: int = 0) -> Tensor:
+    from kiln.frontend.functional_nn import cat as cat_tensors
+
+    return cat_tensors(tensors, dim)
+
+
+concat = concatenate = cat
+
+
+def stack(tensors: Any, dim: int = 0) -> Tensor:
+    from kiln.frontend.functional_nn import stack as stack_tensors
+
+    return stack_tensors(tensors, dim)
+
+
+def where(condition: Tensor, input: Any, other: Any) -> Tensor:
+    return apply("tensor.where", condition, input, other)
+
+
+__all__ = [
+    "arange", "as_tensor", "cat", "concat", "concatenate", "empty", "empty_like", "eye", "from_numpy", "full", "full_like",
+    "linspace", "ones", "ones_like", "rand", "rand_like", "randn", "randn_like", "stack", "tensor", "where", "zeros",
+    "zeros_like",
+]
