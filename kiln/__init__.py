@@ -39,8 +39,8 @@ from kiln.runtime.train_step import TrainStep, compile_train_step
 from kiln.runtime.trainer import fit
 from kiln import nn, optim  # noqa: E402  (after the core, which they re-export)
 from kiln.frontend import torch_functions as _torch_functions
-from kiln.frontend.torch_functions import *  # noqa: F401,F403  (torch.zeros, torch.cat... as kiln.zeros, kiln.cat)
 
+globals().update({name: getattr(_torch_functions, name) for name in _torch_functions.__all__})  # kiln.zeros, kiln.cat...
 globals().update(_torch_functions.FORWARDERS)  # kiln.exp(x) is x.exp(), as torch.exp(x)
 globals().update(_torch_functions.DTYPES)  # kiln.float32, kiln.long, ... as torch's
 
