@@ -140,9 +140,14 @@ class Tensor(InPlaceMethods, TorchMethods):
         return self * other
 
     def div(self, other: Any, *, rounding_mode: str | None = None) -> "Tensor":
-        if rounding_mode is not None:
-            raise located_error(f"div(rounding_mode={rounding_mode!r}) needs a floor or trunc op, which kiln lacks; only true division (None) traces")
-        return self / other
+        """True division, or rounded toward ``"floor"`` or ``"trunc"`` as PyTorch's (integers stay integers)."""
+        if rounding_mode is None:
+            return self / other
+        if rounding_mode not in ("floor", "trunc"):
+            raise located_error(f"div: rounding_mode must be None, 'floor' or 'trunc', got {rounding_mode!r}")
+        from kiln.frontend.tensor_methods import _rounded_division
+
+        return _rounded_division(self, other, rounding_mode)
 
     def pow(self, exponent: Any) -> "Tensor":
         return apply("tensor.pow", self, exponent)

@@ -214,6 +214,64 @@ class TorchMethods:
     def dot(self, other: Any) -> Any:
         return (self * other).sum()
 
+    # math over the trigonometric, rounding and scan ops ---------------------
+    def sin(self) -> Any:
+        return _apply("tensor.sin", _floating(self))
+
+    def cos(self) -> Any:
+        return _apply("tensor.cos", _floating(self))
+
+    def floor(self) -> Any:
+        return _apply("tensor.floor", self) if self.dtype.is_float else self
+
+    def ceil(self) -> Any:
+        return _apply("tensor.ceil", self) if self.dtype.is_float else self
+
+    def round(self, decimals: int = 0) -> Any:
+        """Half to even, as PyTorch's; with ``decimals``, of ``x * 10**decimals`` scaled back."""
+        if not self.dtype.is_float:
+            return self
+        if decimals == 0:
+            return _apply("tensor.round", self)
+        scale = 10.0 ** decimals
+        return _apply("tensor.round", self * scale) / scale
+
+    def trunc(self) -> Any:
+        """Toward zero: the floor of positive, the ceiling of negative values."""
+        return _apply("tensor.where", self < 0, self.ceil(), self.floor()) if self.dtype.is_float else self
+
+    fix = trunc
+
+    def frac(self) -> Any:
+        return self - self.trunc()
+
+    def cumsum(self, dim: int, *, dtype: Any = None) -> Any:
+        """Running sums along ``dim``; bool and int32 sum in int64, as PyTorch's."""
+        source = self.to(dtype) if dtype is not None else self.long() if self.dtype in (DType.bool, DType.i32) else self
+        return _apply("tensor.cumsum", source, axis=dim)
+
+    def floor_divide(self, other: Any) -> Any:
+        """``floor(self / other)``, in the promoted dtype (integers through float64, exact below 2**53)."""
+        return _rounded_division(self, other, "floor")
+
+    __floordiv__ = floor_divide
+
+    def __rfloordiv__(self, other: Any) -> Any:
+        return _rounded_division(self.new_tensor(other), self, "floor")
+
+    def remainder(self, other: Any) -> Any:
+        """``self - floor(self / other) * other``: the sign of the divisor, as Python's and PyTorch's ``%``."""
+        return self - self.floor_divide(other) * other
+
+    __mod__ = remainder
+
+    def __rmod__(self, other: Any) -> Any:
+        return self.new_tensor(other).remainder(self)
+
+    def fmod(self, other: Any) -> Any:
+        """``self - trunc(self / other) * other``: the sign of the dividend, as C's ``fmod``."""
+        return self - _rounded_division(self, other, "trunc") * other
+
     # what a trace cannot give ------------------------------------------------
     def item(self) -> Any:
         raise located_error(f"item() of a traced {self.type}: its value exists only when the compiled function runs; "
@@ -236,6 +294,23 @@ class TorchMethods:
     def masked_select(self, mask: Any) -> Any:
         raise located_error("masked_select() has a data-dependent shape, which kiln does not trace; use "
                             "where(mask, x, 0) and reduce, or masked_fill")
+
+
+def _floating(x: Any) -> Any:
+    return x if x.dtype.is_float else x.to(DType.f32)
+
+
+def _rounded_division(x: Any, y: Any, mode: str) -> Any:
+    """``x / y`` rounded by ``mode`` (floor or trunc), in PyTorch's result dtype: integers (a Python int takes ``x``'s
+    dtype) divide exactly in float64 and come back as int64, or int32 if both are."""
+    is_tensor = isinstance(y, _tensor_class())
+    other = y.dtype if is_tensor else DType.f32 if isinstance(y, float) else x.dtype
+    if x.dtype.is_float or other.is_float:
+        quotient = x / y
+        return quotient.floor() if mode == "floor" else quotient.trunc()
+    quotient = x.double() / (y.double() if is_tensor else float(y))
+    rounded = quotient.floor() if mode == "floor" else quotient.trunc()
+    return rounded.to(DType.i32 if x.dtype is other is DType.i32 else DType.i64)
 
 
 def _as_bool(value: Any) -> Any:

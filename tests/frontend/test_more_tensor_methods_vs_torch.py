@@ -38,6 +38,14 @@ VALUE_METHODS = {  # name: (function of x, y), differentiable
     "triangles": (lambda x, y: (x.tril(), x.triu(1), x.tril(-1)), True),
     "extrema": (lambda x, y: (x.maximum(y), x.minimum(y * 0.5)), True),
     "products": (lambda x, y: (x[0, 0].outer(y[0, 1]), x[0, 0].dot(y[1, 1])), True),
+    "trigonometry": (lambda x, y: x.sin() * y + x.cos(), True),
+    "rounding": (lambda x, y: ((x * 3).frac() * y + (x * 3).floor() + (x * 3).ceil() + (x * 3).round() + (x * 3).trunc(),
+                               x.round(decimals=1), (x * 3).long().floor()), True),
+    "cumsum": (lambda x, y: (x.cumsum(1) * y, x.cumsum(-1), (x > 0).cumsum(2), (x > 0).int().cumsum(0)), True),
+    "float_division": (lambda x, y: (x.remainder(y.detach()) + x.fmod(0.4) * y + x % 0.7, 1.5 % (x.abs() + 0.1), x // 0.3,
+                                     x.div(y, rounding_mode="floor"), x.div(y, rounding_mode="trunc"), 2.0 // (x.abs() + 0.1)), True),
+    "integer_division": (lambda x, y: ((x * 5).long() // 2, (x * 5).long() % 3, (x * 5).long().div(2, rounding_mode="trunc"),
+                                       (x * 5).int() // (y * 5).int().clamp(1, 3), (x * 5).int().fmod(3), -7 // (y * 5).long().clamp(1, 3)), False),
 }
 
 
@@ -70,6 +78,11 @@ def test_methods_match_torch(name):
 def test_special_values_match_torch():
     fn = lambda x: (x.isnan(), x.isinf(), x.isfinite(), (x > 0).long().isinf(), (x > 0).long().isfinite())  # noqa: E731
     _check(fn, fn, SPECIAL, grad=False)
+
+
+def test_integer_inputs_of_float_functions_compute_in_float32_and_cumsum_takes_a_dtype():
+    graph = kiln.trace(lambda x: ((x > 0).long().cos(), x.cumsum(0, dtype=kiln.float64), (x > 0).int().cumsum(0)), kiln.TensorSpec((2, 3)))
+    assert [str(v.type.dtype) for v in graph.outputs] == ["f32", "f64", "i64"]
 
 
 def test_new_full_takes_a_symbolic_batch():

@@ -510,7 +510,7 @@ def _trace(fn, *shapes, dtype="float64"):
     (lambda t: t.mm(t.unsqueeze(0)), r"mm needs 2-D operands"),
     (lambda t: t.bmm(t), r"bmm needs 3-D operands"),
     (lambda t: t.masked_fill(t.unsqueeze(0) > 0, 1.0), r"masked_fill: mask .* must broadcast to tensor<3x4xf64>"),
-    (lambda t: t.div(2.0, rounding_mode="floor"), r"rounding_mode='floor'"),
+    (lambda t: t.div(2.0, rounding_mode="round"), r"rounding_mode must be None, 'floor' or 'trunc', got 'round'"),
     (lambda t: F.cosine_similarity(t, t[:2]), r"cosine_similarity: .* do not broadcast"),
 ])
 def test_bad_arguments_say_what_is_wrong(fn, message):
