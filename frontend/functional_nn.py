@@ -518,7 +518,7 @@ def _index_axis(input: Tensor, axis: int, item: Any) -> Tensor:
     return apply("tensor.slice", input, axis=axis, start=start, stop=max(start, stop), step=step)
 
 
-def dropout(input: Tensor, p: float = 0.5, training: bool = True, seed: Tensor | None = None) -> Tensor:
+def dropout(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool = False, *, seed: Tensor | None = None) -> Tensor:
     """Zero elements with probability ``p`` and scale the rest by ``1/(1-p)``; traces nothing unless training with ``p > 0``.
 
     The mask comes from ``seed`` (a scalar int64 tensor) or else from the traced graph's ``rng_seed`` input,

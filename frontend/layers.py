@@ -7,6 +7,7 @@ from typing import Any, Iterator
 
 from kiln.frontend import functional as F
 from kiln.frontend import init
+from kiln.frontend.layers_activation import _InplaceActivation
 from kiln.frontend.module import Module, Parameter
 from kiln.frontend.tensor import Tensor
 
@@ -28,7 +29,9 @@ class Linear(Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
-class ReLU(Module):
+class ReLU(_InplaceActivation):
+    """``nn.ReLU(inplace=True)`` as PyTorch's; the traced graph is pure either way."""
+
     def forward(self, input: Tensor) -> Tensor:
         return F.relu(input)
 

@@ -85,11 +85,11 @@ class LayerNorm(Module):
 class Dropout(Module):
     """Identity in eval mode or with ``p = 0`` (nothing is traced); in training, ``F.dropout``."""
 
-    def __init__(self, p: float = 0.5):
+    def __init__(self, p: float = 0.5, inplace: bool = False):
         super().__init__()
         if not 0 <= p < 1:
             raise ValueError(f"Dropout probability must be in [0, 1), got {p}")
-        self.p = p
+        self.p, self.inplace = p, inplace
 
     def forward(self, input: Tensor) -> Tensor:
         if not self.training or self.p == 0:
@@ -97,7 +97,7 @@ class Dropout(Module):
         return F.dropout(input, self.p, training=True)
 
     def extra_repr(self) -> str:
-        return f"p={self.p}"
+        return f"p={self.p}, inplace={self.inplace}"
 
 
 class GELU(Module):

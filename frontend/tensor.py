@@ -382,7 +382,13 @@ class Tensor(InPlaceMethods, TorchMethods):
         return self.to(DType.f32)
 
     def broadcast_to(self, *shape: Any) -> "Tensor":
-        return apply("tensor.broadcast_to", self, shape=tuple(_flatten_args(shape)))
+        """``shape`` may hold -1: that dim keeps its size (aligned from the right), as PyTorch's ``expand``."""
+        target = tuple(_flatten_args(shape))
+        offset = len(target) - self.ndim
+        if any(isinstance(d, int) and d == -1 and i < offset for i, d in enumerate(target)):
+            raise located_error(f"expand: -1 is not allowed for a new leading dim, in {target} for {self.type}")
+        target = tuple(self.shape[i - offset] if isinstance(d, int) and d == -1 else d for i, d in enumerate(target))
+        return apply("tensor.broadcast_to", self, shape=target)
 
     expand = broadcast_to
 

@@ -180,8 +180,14 @@ def where(condition: Tensor, input: Any, other: Any) -> Tensor:
     return apply("tensor.where", condition, input, other)
 
 
+def einsum(equation: str, *operands: Any) -> Tensor:
+    from kiln.frontend.functional_einsum import einsum as traced_einsum
+
+    return traced_einsum(equation, *operands)
+
+
 __all__ = [
-    "arange", "as_tensor", "cat", "concat", "concatenate", "empty", "empty_like", "eye", "from_numpy", "full", "full_like",
+    "arange", "as_tensor", "cat", "concat", "concatenate", "einsum", "empty", "empty_like", "eye", "from_numpy", "full", "full_like",
     "linspace", "ones", "ones_like", "rand", "rand_like", "randn", "randn_like", "stack", "tensor", "where", "zeros",
     "zeros_like",
 ]
