@@ -195,6 +195,19 @@ class Tensor(InPlaceMethods, TorchMethods):
     def ne(self, other: Any) -> "Tensor":
         return apply("tensor.not_equal", self, other)
 
+    def __eq__(self, other: Any) -> Any:  # type: ignore[override]
+        """Elementwise, as PyTorch's (``mask == 0``). Outside a trace, or against something that is not a number,
+        array or tensor (``t in [None, ...]``), identity as for any object, so parameters stay usable in lists and
+        sets."""
+        if not _comparable(other):
+            return NotImplemented
+        return self.eq(other)
+
+    def __ne__(self, other: Any) -> Any:  # type: ignore[override]
+        if not _comparable(other):
+            return NotImplemented
+        return self.ne(other)
+
     __hash__ = object.__hash__
 
     def __bool__(self) -> bool:
@@ -470,6 +483,11 @@ class Tensor(InPlaceMethods, TorchMethods):
         from kiln.frontend.functional_nn import chunk
 
         return chunk(self, chunks, dim)
+
+
+def _comparable(other: Any) -> bool:
+    """Whether ``tensor == other`` compares elementwise: while tracing, against a tensor, array or number."""
+    return TraceContext.active() and isinstance(other, (Tensor, np.ndarray, np.generic, int, float, bool))
 
 
 def _is_one(value: Any) -> bool:

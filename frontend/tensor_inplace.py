@@ -45,7 +45,8 @@ class ViewFamily:
     """A base tensor and the views made from it, weakly held: what a PyTorch write through one of them changes."""
 
     def __init__(self, of_parameter: bool = False) -> None:
-        self.members: weakref.WeakSet[Any] = weakref.WeakSet()
+        self.members: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
+        """By ``id``: a ``WeakSet`` would compare tensors with ``==``, which is elementwise."""
         self.of_parameter = of_parameter
         """Views of a parameter, which is not a member (a parameter outlives the trace, a stale mark would too)."""
 
@@ -59,9 +60,9 @@ def link_view(view: Any, base: Any) -> None:
         family = ViewFamily(of_parameter=isinstance(base, Parameter))
         if not family.of_parameter:
             base._family = family
-            family.members.add(base)
+            family.members[id(base)] = base
     view._family = family
-    family.members.add(view)
+    family.members[id(view)] = view
 
 
 def check_fresh(tensor: Any) -> None:
@@ -96,10 +97,10 @@ def rebind(tensor: Any, result: Any, method: str, written: Any = None) -> Any:
     if family is not None:
         location = user_location()
         written_at = location.describe() if location is not None else "an earlier line"
-        for member in list(family.members):
+        for member in list(family.members.values()):
             if member is not tensor and not untouched(member, tensor, written):
                 member._stale = written_at
-        family.members.discard(tensor)
+        family.members.pop(id(tensor), None)
         tensor._family = None
     tensor._value = result.value
     return tensor

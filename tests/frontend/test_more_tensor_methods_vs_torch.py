@@ -38,6 +38,7 @@ VALUE_METHODS = {  # name: (function of x, y), differentiable
     "triangles": (lambda x, y: (x.tril(), x.triu(1), x.tril(-1)), True),
     "extrema": (lambda x, y: (x.maximum(y), x.minimum(y * 0.5)), True),
     "products": (lambda x, y: (x[0, 0].outer(y[0, 1]), x[0, 0].dot(y[1, 1])), True),
+    "equality": (lambda x, y: (x == y, x != 0.5, (x > 0) == (y > 0), (x * 2).round() == 0, x[0] != y[0]), False),
     "trigonometry": (lambda x, y: x.sin() * y + x.cos(), True),
     "rounding": (lambda x, y: ((x * 3).frac() * y + (x * 3).floor() + (x * 3).ceil() + (x * 3).round() + (x * 3).trunc(),
                                x.round(decimals=1), (x * 3).long().floor()), True),
@@ -112,3 +113,16 @@ def test_what_a_trace_cannot_give_is_an_error_at_the_users_line(name):
     with pytest.raises(TraceError, match=message) as error:
         kiln.trace(fn, kiln.TensorSpec((3, 4, 5)))
     assert "test_more_tensor_methods_vs_torch.py" in str(error.value)
+
+
+def test_equality_is_identity_outside_a_trace_and_for_non_numbers():
+    layer = kiln.nn.Linear(2, 2)
+    assert layer.weight in [layer.bias, layer.weight] and layer.weight != layer.bias and layer.weight == layer.weight
+    assert len({layer.weight, layer.bias, layer.weight}) == 2
+
+    def membership(x):
+        assert x in [None, "x", x] and x != None and not (x == "x")  # noqa: E711
+        return x == 0
+
+    graph = kiln.trace(membership, kiln.TensorSpec((2,)))
+    assert str(graph.outputs[0].type.dtype) == "bool"
