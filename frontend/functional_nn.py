@@ -155,8 +155,42 @@ def logical_not(input: Tensor) -> Tensor:
 
 
 def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1) -> Tensor:
+    """``(N, C, H, W)`` (or unbatched ``(C, H, W)``) by weight ``(O, C/groups, KH, KW)``; ``padding`` may be ints,
+    ``"valid"`` or ``"same"`` (stride 1; an odd total puts the extra zero at the end, as PyTorch)."""
+    if input.ndim == 3:
+        return conv2d(input.unsqueeze(0), weight, bias, stride, padding, dilation, groups).squeeze(0)
+    input, padding = same_padding("conv2d", input, padding, tuple(weight.shape[2:]), _pair(stride), _pair(dilation))
     output = apply("tensor.conv2d", input, weight, stride=_pair(stride), padding=_pair(padding), dilation=_pair(dilation), groups=groups)
     return output if bias is None else output + bias.reshape(1, -1, 1, 1)
+
+
+def same_padding(function: str, input: Tensor, padding: Any, kernel: tuple[int, ...], stride: tuple[int, ...],
+                 dilation: tuple[int, ...]) -> tuple[Tensor, Any]:
+    """``(input, symmetric padding)`` for PyTorch's ``"valid"`` (none) and ``"same"`` (output size = input size):
+    ``dilation (K - 1)`` zeros per axis, half on each side; an odd total pads the input's end once more itself."""
+    if not isinstance(padding, str):
+        return input, padding
+    if padding == "valid":
+        return input, 0
+    if padding != "same":
+        raise located_error(f"{function}: padding must be ints, 'valid' or 'same', got {padding!r}")
+    if any(s != 1 for s in stride):
+        raise located_error(f"{function}: padding='same' needs stride 1, got stride {stride} (as PyTorch)")
+    totals = [d * (k - 1) for k, d in zip(kernel, dilation)]
+    if any(total % 2 for total in totals):
+        input = pad(input, tuple(v for total in reversed(totals) for v in (0, total % 2)))
+    return input, tuple(total // 2 for total in totals)
+
+
+def edge_pads(padding: Any, kernel: tuple[int, ...], dilation: tuple[int, ...]) -> tuple[int, ...]:
+    """``F.pad``'s pads (last axis first) for a convolution's ``padding`` (ints, ``"valid"`` or ``"same"``), for
+    PyTorch's ``padding_mode`` other than zeros, which pads the input first and convolves without padding."""
+    if padding == "valid":
+        return (0,) * (2 * len(kernel))
+    if padding == "same":
+        totals = [d * (k - 1) for k, d in zip(kernel, dilation)]
+        return tuple(v for total in reversed(totals) for v in (total // 2, total - total // 2))
+    return tuple(v for p in reversed(padding) for v in (p, p))
 
 
 # Pooling ----------------------------------------------------------------------

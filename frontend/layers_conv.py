@@ -10,7 +10,7 @@ import numpy as np
 from kiln.compiler.errors import TraceError
 from kiln.frontend import functional as F
 from kiln.frontend import init
-from kiln.frontend.functional_nn import _pair
+from kiln.frontend.functional_nn import _pair, edge_pads
 from kiln.frontend.module import Module, Parameter
 from kiln.frontend.tensor import Tensor
 from kiln.frontend.trace import TraceContext
@@ -20,22 +20,27 @@ class Conv2d(Module):
     """``weight (out_channels, in_channels / groups, KH, KW)``, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) as ``torch.nn.Conv2d``."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1, padding: Any = 0, dilation: Any = 1,
-                 groups: int = 1, bias: bool = True, dtype: str = "float32"):
+                 groups: int = 1, bias: bool = True, padding_mode: str = "zeros", dtype: str = "float32"):
         super().__init__()
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"in_channels {in_channels} and out_channels {out_channels} must be divisible by groups {groups}")
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
-        self.kernel_size, self.stride, self.padding, self.dilation = _pair(kernel_size), _pair(stride), _pair(padding), _pair(dilation)
+        self.kernel_size, self.stride, self.dilation = _pair(kernel_size), _pair(stride), _pair(dilation)
+        self.padding = padding if isinstance(padding, str) else _pair(padding)
+        self.padding_mode = _check_padding_mode(padding_mode)
         fan_in = in_channels // groups * self.kernel_size[0] * self.kernel_size[1]
         bound = 1 / math.sqrt(fan_in)
         self.weight = Parameter(init.uniform((out_channels, in_channels // groups) + self.kernel_size, bound, dtype))
         self.bias = Parameter(init.uniform((out_channels,), bound, dtype)) if bias else None
 
     def forward(self, input: Tensor) -> Tensor:
-        return F.conv2d(input, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        if self.padding_mode == "zeros":
+            return F.conv2d(input, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        padded = F.pad(input, edge_pads(self.padding, self.kernel_size, self.dilation), mode=self.padding_mode)
+        return F.conv2d(padded, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
 
     def extra_repr(self) -> str:
-        return f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+        return conv_repr(self)
 
 
 class Conv1d(Module):
@@ -45,22 +50,26 @@ class Conv1d(Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1, padding: Any = 0, dilation: Any = 1,
-                 groups: int = 1, bias: bool = True, dtype: str = "float32"):
+                 groups: int = 1, bias: bool = True, padding_mode: str = "zeros", dtype: str = "float32"):
         super().__init__()
         _check_groups(in_channels, out_channels, groups)
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
         self.kernel_size, self.stride, self.dilation = _single(kernel_size), _single(stride), _single(dilation)
         self.padding = padding if isinstance(padding, str) else _single(padding)
+        self.padding_mode = _check_padding_mode(padding_mode)
         bound = 1 / math.sqrt(in_channels // groups * self.kernel_size[0])
         self.weight = Parameter(init.uniform((out_channels, in_channels // groups) + self.kernel_size, bound, dtype))
         self.bias = Parameter(init.uniform((out_channels,), bound, dtype)) if bias else None
 
     def forward(self, input: Tensor) -> Tensor:
         padding = self.padding if isinstance(self.padding, str) else self.padding[0]
-        return F.conv1d(input, self.weight, self.bias, self.stride[0], padding, self.dilation[0], self.groups)
+        if self.padding_mode == "zeros":
+            return F.conv1d(input, self.weight, self.bias, self.stride[0], padding, self.dilation[0], self.groups)
+        padded = F.pad(input, edge_pads(self.padding, self.kernel_size, self.dilation), mode=self.padding_mode)
+        return F.conv1d(padded, self.weight, self.bias, self.stride[0], 0, self.dilation[0], self.groups)
 
     def extra_repr(self) -> str:
-        return f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+        return conv_repr(self)
 
 
 class ConvTranspose2d(Module):
@@ -194,3 +203,27 @@ class AdaptiveMaxPool2d(AdaptiveAvgPool2d):
 
     def forward(self, input: Tensor) -> Tensor:
         return F.adaptive_max_pool2d(input, self.output_size)
+
+
+PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+
+
+def _check_padding_mode(padding_mode: str) -> str:
+    if padding_mode not in PADDING_MODES:
+        raise ValueError(f"padding_mode must be one of {', '.join(map(repr, PADDING_MODES))}, got {padding_mode!r}")
+    return padding_mode
+
+
+def conv_repr(conv: Module) -> str:
+    """PyTorch's ``_ConvNd.extra_repr``: the sizes, then each option that differs from its default."""
+    text = f"{conv.in_channels}, {conv.out_channels}, kernel_size={conv.kernel_size}, stride={conv.stride}"
+    dims = len(conv.kernel_size)
+    if conv.padding != (0,) * dims:
+        text += f", padding={conv.padding}"
+    if conv.dilation != (1,) * dims:
+        text += f", dilation={conv.dilation}"
+    if conv.groups != 1:
+        text += f", groups={conv.groups}"
+    if conv.bias is None:
+        text += ", bias=False"
+    return text + ("" if conv.padding_mode == "zeros" else f", padding_mode={conv.padding_mode}")
