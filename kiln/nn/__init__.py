@@ -34,3 +34,8 @@ __all__ = [
     "MultiMarginLoss", "PoissonNLLLoss", "SoftMarginLoss", "TripletMarginLoss",
 ]
 __all__ += layers_activation.__all__ + layers_norm.__all__ + layers_recurrent.__all__ + layers_spatial.__all__ + layers_pool1d.__all__
+
+from kiln.frontend import layers_conv3d  # noqa: E402
+from kiln.frontend.layers_conv3d import *  # noqa: E402,F401,F403  (Conv3d, MaxPool3d, AvgPool3d, BatchNorm3d, ...)
+
+__all__ += layers_conv3d.__all__

@@ -1,0 +1,216 @@
+"""3-D convolution and pooling (``(N, C, D, H, W)``) on the 2-D ops: depth becomes part of the batch.
+
+A 3-D convolution's output plane ``d`` sums, over the kernel's depth ``kd``, 2-D convolutions of input plane
+``d stride + kd dilation``. kiln takes, for each ``kd``, the input planes that offset reads (a strided slice along
+depth), joins the ``KD`` slices as channels (group-major, so ``groups`` carries over) and runs one 2-D convolution
+over ``N D_out`` images with the weight's depth folded into its input channels: one GEMM whose inner dimension is
+``C KD KH KW``, as a 3-D im2col's. Pools take the max (or the sum) over ``kd`` of 2-D pools of the same slices.
+
+```
+conv3d(x: N x C x D x H x W, w: O x C x KD x KH x KW)
+  ->  planes_kd = x[:, :, kd*dil : ... : stride]            (N, C, D_out, H, W), one per kd
+      columns   = stack(planes_kd) as (N D_out, KD C, H, W)
+      "tensor.conv2d"(columns, w as (O, KD C, KH, KW))       then back to (N, O, D_out, H_out, W_out)
+```
+
+Depth padding is zeros (``-inf`` for max pools) added before; height and width padding is the 2-D op's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from kiln.frontend.functional_conv import adaptive_avg_pool2d
+from kiln.frontend.functional_nn import avg_pool2d, conv2d, max_pool2d, pad, same_padding
+from kiln.frontend.tensor import Tensor
+from kiln.frontend.trace import located_error
+
+
+def triple(function: str, name: str, value: Any) -> tuple[int, int, int]:
+    """PyTorch's 3-d size arguments: ``3`` means ``(3, 3, 3)``."""
+    values = (value,) * 3 if isinstance(value, (int, np.integer)) else tuple(value) if isinstance(value, (tuple, list)) else ()
+    if len(values) != 3 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values):
+        raise located_error(f"{function}: {name} must be an int or a triple of ints, got {value!r}")
+    return tuple(int(v) for v in values)  # type: ignore[return-value]
+
+
+def batched_volume(function: str, input: Tensor) -> Tensor:
+    """``(N, C, D, H, W)``, or an unbatched ``(C, D, H, W)`` as a batch of one; depth, height and width static."""
+    if input.ndim not in (4, 5):
+        raise located_error(f"{function} expects an (N, C, D, H, W) or (C, D, H, W) input, got {input.type}")
+    volume = input.unsqueeze(0) if input.ndim == 4 else input
+    if any(isinstance(d, str) for d in volume.shape[2:]):
+        raise located_error(f"{function} needs static depth, height and width, got {input.type}")
+    return volume
+
+
+def like_input(output: Tensor, input: Tensor) -> Tensor:
+    return output.squeeze(0) if input.ndim == 4 else output
+
+
+def depth_planes(volume: Tensor, kernel: int, stride: int, dilation: int, function: str) -> list[Tensor]:
+    """For each kernel depth offset, the input planes it reads: ``(N, C, D_out, H, W)`` each."""
+    depth = volume.shape[2]
+    out = (depth - dilation * (kernel - 1) - 1) // stride + 1
+    if out <= 0:
+        raise located_error(f"{function}: depth {depth} is smaller than the dilated kernel's {dilation * (kernel - 1) + 1}")
+    return [volume[:, :, k * dilation: k * dilation + (out - 1) * stride + 1: stride] for k in range(kernel)]
+
+
+def planes_as_images(planes: Tensor) -> Tensor:
+    """``(N, C, D, H, W) -> (N D, C, H, W)``."""
+    n, c, d, h, w = planes.shape
+    return planes.permute(0, 2, 1, 3, 4).reshape(-1, c, h, w)
+
+
+def images_as_volume(images: Tensor, depth: int) -> Tensor:
+    """``(N D, C, H, W) -> (N, C, D, H, W)``."""
+    _, c, h, w = images.shape
+    return images.reshape(-1, depth, c, h, w).permute(0, 2, 1, 3, 4)
+
+
+def conv3d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1,
+           groups: int = 1) -> Tensor:
+    """``(N, C, D, H, W)`` by weight ``(O, C/groups, KD, KH, KW)``; ``padding`` ints, ``"valid"`` or ``"same"``."""
+    volume = batched_volume("conv3d", input)
+    if weight.ndim != 5 or weight.shape[1] * groups != volume.shape[1] or weight.shape[0] % groups:
+        raise located_error(f"conv3d: weight {weight.type} (O, C/groups, KD, KH, KW) does not fit input {input.type} with groups={groups}")
+    stride, dilation = triple("conv3d", "stride", stride), triple("conv3d", "dilation", dilation)
+    kernel = tuple(int(k) for k in weight.shape[2:])
+    volume, padding = same_padding("conv3d", volume, padding, kernel, stride, dilation)
+    padding = triple("conv3d", "padding", padding)
+    if padding[0]:
+        volume = pad(volume, (0, 0, 0, 0, padding[0], padding[0]))
+    planes = depth_planes(volume, kernel[0], stride[0], dilation[0], "conv3d")
+    columns = grouped_channels([planes_as_images(p) for p in planes], groups)
+    folded = grouped_weight(weight, groups)
+    images = conv2d(columns, folded, None, stride[1:], padding[1:], dilation[1:], groups)
+    output = images_as_volume(images, planes[0].shape[2])
+    output = output if bias is None else output + bias.reshape(1, -1, 1, 1, 1)
+    return like_input(output, input)
+
+
+def grouped_channels(images: list[Tensor], groups: int) -> Tensor:
+    """``KD`` images ``(B, C, H, W)`` as ``(B, groups KD C/groups, H, W)``: each group's channels, offset by offset."""
+    from kiln.frontend.functional_nn import stack
+
+    b_c_h_w = images[0].shape
+    channels = b_c_h_w[1]
+    stacked = stack(images, 1)  # (B, KD, C, H, W)
+    kd = len(images)
+    split = stacked.reshape(-1, kd, groups, channels // groups, b_c_h_w[2], b_c_h_w[3]).permute(0, 2, 1, 3, 4, 5)
+    return split.reshape(-1, groups * kd * (channels // groups), b_c_h_w[2], b_c_h_w[3])
+
+
+def grouped_weight(weight: Tensor, groups: int) -> Tensor:
+    """``(O, C/groups, KD, KH, KW) -> (O, KD C/groups, KH, KW)``, input channels ordered ``(kd, c)`` as the columns."""
+    o, c, kd, kh, kw = weight.shape
+    return weight.permute(0, 2, 1, 3, 4).reshape(o, kd * c, kh, kw)
+
+
+def max_pool3d(input: Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1, ceil_mode: bool = False,
+               return_indices: bool = False) -> Tensor:
+    """The largest element of each ``(KD, KH, KW)`` window (padding counts as -inf), as PyTorch's."""
+    if return_indices:
+        raise located_error("max_pool3d: return_indices=True is not supported; kiln's 3-D pools return values only")
+    volume, kernel, stride, padding = _pool_geometry("max_pool3d", input, kernel_size, stride, padding)
+    dilation = triple("max_pool3d", "dilation", dilation)
+    if padding[0]:
+        volume = pad(volume, (0, 0, 0, 0, padding[0], padding[0]), value=-np.inf)
+    planes = _ceil_planes(volume, kernel[0], stride[0], dilation[0], ceil_mode, padding[0], "max_pool3d")
+    pooled = [max_pool2d(planes_as_images(p), kernel[1:], stride[1:], padding[1:], dilation[1:], ceil_mode) for p in planes]
+    result = pooled[0]
+    for other in pooled[1:]:
+        result = result.maximum(other)
+    return like_input(images_as_volume(result, planes[0].shape[2]), input)
+
+
+def avg_pool3d(input: Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0, ceil_mode: bool = False,
+               count_include_pad: bool = True, divisor_override: int | None = None) -> Tensor:
+    """The mean of each ``(KD, KH, KW)`` window, zero padding counted in the divisor (PyTorch's default)."""
+    if ceil_mode or not count_include_pad or divisor_override is not None:
+        raise located_error("avg_pool3d supports ceil_mode=False, count_include_pad=True and no divisor_override; "
+                            "pad the input explicitly for other windows")
+    volume, kernel, stride, padding = _pool_geometry("avg_pool3d", input, kernel_size, stride, padding)
+    if padding[0]:
+        volume = pad(volume, (0, 0, 0, 0, padding[0], padding[0]))
+    planes = depth_planes(volume, kernel[0], stride[0], 1, "avg_pool3d")
+    pooled = [avg_pool2d(planes_as_images(p), kernel[1:], stride[1:], padding[1:]) for p in planes]
+    total = pooled[0]
+    for other in pooled[1:]:
+        total = total + other
+    return like_input(images_as_volume(total / kernel[0], planes[0].shape[2]), input)
+
+
+def _pool_geometry(function: str, input: Tensor, kernel_size: Any, stride: Any, padding: Any):
+    volume = batched_volume(function, input)
+    kernel = triple(function, "kernel_size", kernel_size)
+    stride = kernel if stride is None or (isinstance(stride, (tuple, list)) and not stride) else triple(function, "stride", stride)
+    padding = triple(function, "padding", padding)
+    if any(2 * p > k for p, k in zip(padding, kernel)):
+        raise located_error(f"{function}: padding {padding} must be at most half the kernel {kernel} (as PyTorch)")
+    return volume, kernel, stride, padding
+
+
+def _ceil_planes(volume: Tensor, kernel: int, stride: int, dilation: int, ceil_mode: bool, padding: int, function: str) -> list[Tensor]:
+    """``depth_planes`` of a max pool; with ``ceil_mode``, a last partial window along depth reads -inf past the end."""
+    depth = volume.shape[2]  # padding included
+    span = dilation * (kernel - 1) + 1
+    if ceil_mode:
+        out = -(-(depth - span) // stride) + 1
+        if (out - 1) * stride >= depth - padding:
+            out -= 1  # PyTorch: the last window must start inside the input or its left padding
+        extra = (out - 1) * stride + span - depth
+        if extra > 0:
+            volume = pad(volume, (0, 0, 0, 0, 0, extra), value=-np.inf)
+    return depth_planes(volume, kernel, stride, dilation, function)
+
+
+def adaptive_avg_pool3d(input: Tensor, output_size: Any) -> Tensor:
+    """PyTorch's adaptive average over ``(D, H, W)``: depth by a constant averaging matrix, then the 2-D pool."""
+    from kiln.frontend.functional_conv import _averaging_matrix
+    from kiln.frontend.functional_einsum import einsum
+
+    volume, out = _adaptive_geometry("adaptive_avg_pool3d", input, output_size)
+    depth = volume.shape[2]
+    if out[0] != depth:
+        volume = einsum("od,ncdhw->ncohw", volume.new_tensor(_averaging_matrix(depth, out[0], volume.dtype.numpy)), volume)
+    return like_input(_planewise(volume, lambda images: adaptive_avg_pool2d(images, out[1:])), input)
+
+
+def adaptive_max_pool3d(input: Tensor, output_size: Any, return_indices: bool = False) -> Tensor:
+    """PyTorch's adaptive max over ``(D, H, W)``, any output size: a max is separable over a box, so each axis in
+    turn takes the max of each of PyTorch's windows ``floor(i S / O) .. ceil((i + 1) S / O)``."""
+    if return_indices:
+        raise located_error("adaptive_max_pool3d: return_indices=True is not supported")
+    from kiln.frontend.functional_nn import cat
+
+    volume, out = _adaptive_geometry("adaptive_max_pool3d", input, output_size)
+    for axis, count in zip((2, 3, 4), out):
+        size = volume.shape[axis]
+        if count != size:
+            windows = [volume.narrow(axis, i * size // count, -(-(i + 1) * size // count) - i * size // count).amax(axis, keepdim=True)
+                       for i in range(count)]
+            volume = cat(windows, axis) if count > 1 else windows[0]
+    return like_input(volume, input)
+
+
+def _planewise(volume: Tensor, pool: Any) -> Tensor:
+    """A 2-D pool applied to every depth plane of ``volume``."""
+    return images_as_volume(pool(planes_as_images(volume)), volume.shape[2])
+
+
+def _adaptive_geometry(function: str, input: Tensor, output_size: Any) -> tuple[Tensor, tuple[int, int, int]]:
+    volume = batched_volume(function, input)
+    sizes = (output_size,) * 3 if output_size is None or isinstance(output_size, (int, np.integer)) else tuple(output_size)
+    if len(sizes) != 3:
+        raise located_error(f"{function}: output_size must be an int or a triple, got {output_size!r}")
+    out = tuple(int(s if o is None else o) for s, o in zip(volume.shape[2:], sizes))
+    if min(out) <= 0:
+        raise located_error(f"{function}: output_size {output_size!r} must be positive")
+    return volume, out  # type: ignore[return-value]
+
+
+__all__ = ["adaptive_avg_pool3d", "adaptive_max_pool3d", "avg_pool3d", "conv3d", "max_pool3d"]

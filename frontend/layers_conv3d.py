@@ -1,0 +1,113 @@
+"""3-D layers with PyTorch's names, arguments, parameters and reprs: ``Conv3d``, ``MaxPool3d``, ``AvgPool3d``, the
+adaptive 3-D pools, ``BatchNorm3d`` and ``Dropout3d``; the arithmetic is ``frontend/functional_conv3d.py``'s."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from kiln.frontend import functional_conv3d as F3
+from kiln.frontend import init
+from kiln.frontend.functional_spatial import _channel_dropout
+from kiln.frontend.layers_conv import BatchNorm2d, _check_groups, conv_repr
+from kiln.frontend.layers_spatial import _ChannelDropout
+from kiln.frontend.module import Module, Parameter
+from kiln.frontend.tensor import Tensor
+from kiln.frontend.trace import located_error
+
+
+class Conv3d(Module):
+    """``weight (out_channels, in_channels / groups, KD, KH, KW)``, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) as PyTorch's;
+    ``padding`` ints, ``"valid"`` or ``"same"``; ``padding_mode`` zeros only."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1, padding: Any = 0, dilation: Any = 1,
+                 groups: int = 1, bias: bool = True, padding_mode: str = "zeros", dtype: str = "float32"):
+        super().__init__()
+        _check_groups(in_channels, out_channels, groups)
+        if padding_mode != "zeros":
+            raise ValueError(f"Conv3d supports padding_mode='zeros' only, got {padding_mode!r}; pad the input with F.pad first")
+        self.in_channels, self.out_channels, self.groups, self.padding_mode = in_channels, out_channels, groups, padding_mode
+        self.kernel_size = F3.triple("Conv3d", "kernel_size", kernel_size)
+        self.stride, self.dilation = F3.triple("Conv3d", "stride", stride), F3.triple("Conv3d", "dilation", dilation)
+        self.padding = padding if isinstance(padding, str) else F3.triple("Conv3d", "padding", padding)
+        bound = 1 / math.sqrt(in_channels // groups * math.prod(self.kernel_size))
+        self.weight = Parameter(init.uniform((out_channels, in_channels // groups) + self.kernel_size, bound, dtype))
+        self.bias = Parameter(init.uniform((out_channels,), bound, dtype)) if bias else None
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F3.conv3d(input, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+    def extra_repr(self) -> str:
+        return conv_repr(self)
+
+
+class MaxPool3d(Module):
+    def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1, return_indices: bool = False,
+                 ceil_mode: bool = False):
+        super().__init__()
+        self.kernel_size, self.stride, self.padding, self.dilation = kernel_size, stride if stride is not None else kernel_size, padding, dilation
+        self.return_indices, self.ceil_mode = return_indices, ceil_mode
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F3.max_pool3d(input, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode, self.return_indices)
+
+    def extra_repr(self) -> str:
+        return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, dilation={self.dilation}, "
+                f"ceil_mode={self.ceil_mode}")
+
+
+class AvgPool3d(Module):
+    def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0, ceil_mode: bool = False, count_include_pad: bool = True,
+                 divisor_override: int | None = None):
+        super().__init__()
+        self.kernel_size, self.stride, self.padding = kernel_size, stride if stride is not None else kernel_size, padding
+        self.ceil_mode, self.count_include_pad, self.divisor_override = ceil_mode, count_include_pad, divisor_override
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F3.avg_pool3d(input, self.kernel_size, self.stride, self.padding, self.ceil_mode, self.count_include_pad,
+                             self.divisor_override)
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class AdaptiveAvgPool3d(Module):
+    def __init__(self, output_size: Any):
+        super().__init__()
+        self.output_size = output_size
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F3.adaptive_avg_pool3d(input, self.output_size)
+
+    def extra_repr(self) -> str:
+        return f"output_size={self.output_size}"
+
+
+class AdaptiveMaxPool3d(AdaptiveAvgPool3d):
+    def __init__(self, output_size: Any, return_indices: bool = False):
+        super().__init__(output_size)
+        self.return_indices = return_indices
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F3.adaptive_max_pool3d(input, self.output_size, self.return_indices)
+
+
+class BatchNorm3d(BatchNorm2d):
+    """``torch.nn.BatchNorm3d`` on ``(N, C, D, H, W)``: BatchNorm2d's statistics over ``(N, D, H W)``, the same numbers."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        if input.ndim != 5:
+            raise located_error(f"BatchNorm3d expects an (N, C, D, H, W) input, got {input.type}")
+        return super().forward(input.flatten(3)).unflatten(3, tuple(input.shape[3:]))
+
+
+class Dropout3d(_ChannelDropout):
+    """Channel dropout on ``(N, C, D, H, W)`` or ``(C, D, H, W)``."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        if input.ndim == 4:
+            return _channel_dropout(input.unsqueeze(0), self.p, self.training).squeeze(0)
+        return _channel_dropout(input, self.p, self.training)
+
+
+__all__ = ["AdaptiveAvgPool3d", "AdaptiveMaxPool3d", "AvgPool3d", "BatchNorm3d", "Conv3d", "Dropout3d", "MaxPool3d"]
