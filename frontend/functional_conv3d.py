@@ -110,6 +110,48 @@ def grouped_weight(weight: Tensor, groups: int) -> Tensor:
     return weight.permute(0, 2, 1, 3, 4).reshape(o, kd * c, kh, kw)
 
 
+def conv_transpose3d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Any = 1, padding: Any = 0, output_padding: Any = 0,
+                     groups: int = 1, dilation: Any = 1) -> Tensor:
+    """PyTorch's ``conv_transpose3d``, weight ``(C_in, C_out/groups, KD, KH, KW)``. Every input plane's 2-D transposed
+    convolution, with the kernel's depth folded into the output channels (one GEMM), lands at output depth
+    ``d stride + kd dilation - padding``: each ``kd``'s planes are placed by an interior pad (``stride - 1`` zeros
+    between them), summed, and cropped by ``padding`` (``output_padding`` extends the end)."""
+    from kiln.frontend.functional_conv import conv_transpose2d
+
+    volume = batched_volume("conv_transpose3d", input)
+    if weight.ndim != 5 or weight.shape[0] != volume.shape[1] or weight.shape[0] % groups:
+        raise located_error(f"conv_transpose3d: weight {weight.type} (C_in, C_out/groups, KD, KH, KW) does not fit input {input.type} "
+                            f"with groups={groups}")
+    stride, padding = triple("conv_transpose3d", "stride", stride), triple("conv_transpose3d", "padding", padding)
+    output_padding, dilation = triple("conv_transpose3d", "output_padding", output_padding), triple("conv_transpose3d", "dilation", dilation)
+    c_in, c_group, kd, kh, kw = weight.shape
+    folded = weight.permute(0, 2, 1, 3, 4).reshape(c_in, kd * c_group, kh, kw)
+    images = conv_transpose2d(planes_as_images(volume), folded, None, stride[1:], padding[1:], output_padding[1:], groups, dilation[1:])
+    _, _, height, width = images.shape
+    per_offset = images.reshape(-1, groups, kd, c_group, height, width)
+    depth = volume.shape[2]
+    full = (depth - 1) * stride[0] + dilation[0] * (kd - 1) + 1 + output_padding[0]
+    total = None
+    for k in range(kd):
+        planes = images_as_volume(per_offset[:, :, k].reshape(-1, groups * c_group, height, width), depth)
+        placed = _placed_along_depth(planes, k * dilation[0], stride[0], full)
+        total = placed if total is None else total + placed
+    output = total[:, :, padding[0]: full - padding[0]]
+    if output.shape[2] <= 0:
+        raise located_error(f"conv_transpose3d: padding {padding[0]} leaves no output depth from {depth} input planes")
+    output = output if bias is None else output + bias.reshape(1, -1, 1, 1, 1)
+    return like_input(output, input)
+
+
+def _placed_along_depth(planes: Tensor, offset: int, stride: int, full: int) -> Tensor:
+    """``planes`` at depths ``offset, offset + stride, ...`` of a ``full``-deep volume, zeros elsewhere."""
+    from kiln.frontend.tensor import apply
+
+    last = offset + (planes.shape[2] - 1) * stride
+    low, high, interior = (0, 0, offset, 0, 0), (0, 0, full - 1 - last, 0, 0), (0, 0, stride - 1, 0, 0)
+    return apply("tensor.pad", planes, low=low, high=high, interior=interior)
+
+
 def max_pool3d(input: Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1, ceil_mode: bool = False,
                return_indices: bool = False) -> Tensor:
     """The largest element of each ``(KD, KH, KW)`` window (padding counts as -inf), as PyTorch's."""
@@ -213,4 +255,4 @@ def _adaptive_geometry(function: str, input: Tensor, output_size: Any) -> tuple[
     return volume, out  # type: ignore[return-value]
 
 
-__all__ = ["adaptive_avg_pool3d", "adaptive_max_pool3d", "avg_pool3d", "conv3d", "max_pool3d"]
+__all__ = ["adaptive_avg_pool3d", "adaptive_max_pool3d", "avg_pool3d", "conv3d", "conv_transpose3d", "max_pool3d"]

@@ -41,6 +41,38 @@ class Conv3d(Module):
         return conv_repr(self)
 
 
+class ConvTranspose3d(Module):
+    """``weight (in_channels, out_channels / groups, KD, KH, KW)`` and its initialisation as PyTorch's
+    (``fan_in = out_channels / groups * KD KH KW``); ``forward`` takes no ``output_size``: pick ``output_padding``."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1, padding: Any = 0, output_padding: Any = 0,
+                 groups: int = 1, bias: bool = True, dilation: Any = 1, padding_mode: str = "zeros", dtype: str = "float32"):
+        super().__init__()
+        _check_groups(in_channels, out_channels, groups)
+        if padding_mode != "zeros":
+            raise ValueError(f"ConvTranspose3d supports padding_mode='zeros' only, got {padding_mode!r}")
+        self.in_channels, self.out_channels, self.groups, self.padding_mode = in_channels, out_channels, groups, padding_mode
+        sizes = {name: F3.triple("ConvTranspose3d", name, value) for name, value in
+                 (("kernel_size", kernel_size), ("stride", stride), ("padding", padding), ("output_padding", output_padding), ("dilation", dilation))}
+        self.kernel_size, self.stride, self.padding = sizes["kernel_size"], sizes["stride"], sizes["padding"]
+        self.output_padding, self.dilation = sizes["output_padding"], sizes["dilation"]
+        if any(p >= max(s, d) for p, s, d in zip(self.output_padding, self.stride, self.dilation)):
+            raise ValueError(f"output_padding {self.output_padding} must be smaller than stride {self.stride} or dilation {self.dilation}")
+        bound = 1 / math.sqrt(out_channels // groups * math.prod(self.kernel_size))
+        self.weight = Parameter(init.uniform((in_channels, out_channels // groups) + self.kernel_size, bound, dtype))
+        self.bias = Parameter(init.uniform((out_channels,), bound, dtype)) if bias else None
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F3.conv_transpose3d(input, self.weight, self.bias, self.stride, self.padding, self.output_padding, self.groups, self.dilation)
+
+    def extra_repr(self) -> str:
+        text = conv_repr(self)
+        if self.output_padding != (0, 0, 0):
+            at = text.find(", groups=") if ", groups=" in text else text.find(", bias=") if ", bias=" in text else len(text)
+            text = text[:at] + f", output_padding={self.output_padding}" + text[at:]
+        return text
+
+
 class MaxPool3d(Module):
     def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1, return_indices: bool = False,
                  ceil_mode: bool = False):
@@ -110,4 +142,4 @@ class Dropout3d(_ChannelDropout):
         return _channel_dropout(input, self.p, self.training)
 
 
-__all__ = ["AdaptiveAvgPool3d", "AdaptiveMaxPool3d", "AvgPool3d", "BatchNorm3d", "Conv3d", "Dropout3d", "MaxPool3d"]
+__all__ = ["AdaptiveAvgPool3d", "AdaptiveMaxPool3d", "AvgPool3d", "BatchNorm3d", "Conv3d", "ConvTranspose3d", "Dropout3d", "MaxPool3d"]

@@ -1,5 +1,5 @@
 """The 3-D layers (``frontend/layers_conv3d.py``) against PyTorch in float64: ``Conv3d`` (stride, padding, "same",
-dilation, groups, no bias), ``MaxPool3d`` (dilation, ceil_mode), ``AvgPool3d``, the adaptive pools at any output
+dilation, groups, no bias), ``ConvTranspose3d`` (output_padding too), ``MaxPool3d`` (dilation, ceil_mode), ``AvgPool3d``, the adaptive pools at any output
 size and ``BatchNorm3d``: outputs, parameter and input gradients to rtol 1e-10, reprs as PyTorch's. A 3-D CNN
 trains in lockstep with PyTorch, runs at two batch sizes from one compile, and exports to ONNX (onnxruntime and the
 reference evaluator agree); unbatched inputs, ``Dropout3d``'s channel structure and the refused options."""
@@ -31,6 +31,24 @@ def test_conv3d_matches_torch(case):
     ours, theirs = nn.Conv3d(*arguments, dtype="float64", **options), torch.nn.Conv3d(*arguments, dtype=torch.float64, **options)
     assert repr(ours) == repr(theirs)
     assert_layer_matches_torch(torch, ours, theirs, [normal(*VOLUME, dtype="float64")])
+
+
+TRANSPOSED = {
+    "plain": ((4, 6, 3), {}),
+    "strided_output_padding_grouped": ((4, 6, (2, 3, 2)), {"stride": (2, 1, 2), "padding": (1, 0, 1), "output_padding": (1, 0, 1), "groups": 2}),
+    "dilated_padded_no_bias": ((4, 2, 3), {"stride": 2, "dilation": (2, 1, 1), "padding": 2, "bias": False}),
+    "output_padding_beyond_padding": ((4, 6, 2), {"stride": 3, "output_padding": 2}),
+}
+
+
+@pytest.mark.parametrize("case", TRANSPOSED)
+def test_conv_transpose3d_matches_torch(case):
+    torch = require("torch")
+    arguments, options = TRANSPOSED[case]
+    ours = nn.ConvTranspose3d(*arguments, dtype="float64", **options)
+    theirs = torch.nn.ConvTranspose3d(*arguments, dtype=torch.float64, **options)
+    assert repr(ours) == repr(theirs)
+    assert_layer_matches_torch(torch, ours, theirs, [normal(2, 4, 3, 4, 5, dtype="float64")])
 
 
 POOLS = {
@@ -70,7 +88,8 @@ def test_batch_norm3d_matches_torch_in_training_and_eval():
 def _cnn(library):
     return library.Sequential(
         library.Conv3d(2, 4, 3, padding=1), library.BatchNorm3d(4), library.ReLU(), library.MaxPool3d(2),
-        library.Conv3d(4, 6, (2, 3, 3), groups=2), library.ReLU(), library.AdaptiveAvgPool3d(1), library.Flatten(),
+        library.ConvTranspose3d(4, 4, 2, stride=2), library.Conv3d(4, 6, (2, 3, 3), stride=2, groups=2), library.ReLU(),
+        library.AdaptiveAvgPool3d(1), library.Flatten(),
         library.Linear(6, 3),
     )
 
