@@ -89,9 +89,18 @@ class Optimizer:
         """Names of the state arrays of each parameter in ``group``, in the update op's operand order."""
         return ()
 
+    def param_state_names(self, param: Parameter, group: dict[str, Any]) -> tuple[str, ...]:
+        """Names of ``param``'s state arrays: ``state_names(group)``, unless the parameter's rank changes them
+        (Adafactor factors the second moment of a matrix, not of a vector)."""
+        return self.state_names(group)
+
+    def state_shape(self, param: Parameter, name: str) -> tuple[int, ...]:
+        """The shape of ``param``'s state array ``name``: the parameter's, unless factored (Adafactor's row and column moments)."""
+        return tuple(param.data.shape)
+
     def initial_state(self, param: Parameter, group: dict[str, Any]) -> dict[str, np.ndarray]:
         """A parameter's state before its first update (zeros, as ``torch.optim``)."""
-        return {name: np.zeros_like(param.data) for name in self.state_names(group)}
+        return {name: np.zeros(self.state_shape(param, name), param.data.dtype) for name in self.param_state_names(param, group)}
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Nothing to clear: a compiled step computes its gradients inside the step (PyTorch loops calling it run as is)."""
@@ -169,20 +178,22 @@ class Optimizer:
         entry = saved.get(key(param))
         if entry is None:
             return None
-        expected = set(self.state_names(group))
+        expected = set(self.param_state_names(param, group))
         if set(entry) != expected:
             raise CheckpointError(
                 f"optimizer state of {key(param)!r} holds {sorted(entry)}; {type(self).__name__} with these options expects {sorted(expected)}"
             )
-        loaded = {}
-        for name, array in entry.items():
-            array = np.asarray(array)
-            if array.ndim == 0 and name in self.scalar_states:
-                array = np.broadcast_to(array, param.data.shape)
-            if array.shape != param.data.shape:
-                raise CheckpointError(f"optimizer state {key(param)}.{name} has shape {array.shape}, the parameter {param.data.shape}")
-            loaded[name] = np.array(array, dtype=param.data.dtype)
-        return loaded
+        return {name: self._loaded_array(param, name, np.asarray(array), key) for name, array in entry.items()}
+
+    def _loaded_array(self, param: Parameter, name: str, array: np.ndarray, key: Callable[[Parameter], str]) -> np.ndarray:
+        """One saved state array in ``param``'s dtype, checked against the shape it keeps (a saved 0-d scalar state broadcast)."""
+        shape = self.state_shape(param, name)
+        if array.ndim == 0 and name in self.scalar_states:
+            array = np.broadcast_to(array, shape)
+        if array.shape != shape:
+            kept = "" if shape == param.data.shape else f" (this state {shape})"
+            raise CheckpointError(f"optimizer state {key(param)}.{name} has shape {array.shape}, the parameter {param.data.shape}{kept}")
+        return np.array(array, dtype=param.data.dtype)
 
     def __repr__(self) -> str:
         settings = ", ".join(f"{k}={v}" for k, v in self.defaults.items())
@@ -481,3 +492,126 @@ class Adadelta(Optimizer):
             param, _direction(b, grad, group), state["square_avg"], state["acc_delta"], hyper["lr"], **options
         )
         return new_param, {"square_avg": new_square_avg, "acc_delta": new_acc_delta}
+
+
+class Rprop(Optimizer):
+    """Rprop (``torch.optim.Rprop``): each weight moves by its own step size against the sign of its gradient; the step
+    size grows by ``etas[1]`` while the gradient keeps its sign, shrinks by ``etas[0]`` when it flips (and that step is
+    skipped), within ``step_sizes``. One ``optim.rprop_update`` per parameter.
+
+    As in PyTorch, ``lr`` is only the step sizes' initial value, read when a parameter's state is created (its first
+    update): a schedule changes ``lr`` without changing the steps after that.
+    """
+
+    def __init__(
+        self, params: Iterable[Any], lr: float = 1e-2, etas: tuple[float, float] = (0.5, 1.2), step_sizes: tuple[float, float] = (1e-6, 50),
+        *, maximize: bool = False,
+    ):
+        super().__init__(params, dict(lr=lr, etas=tuple(etas), step_sizes=tuple(step_sizes), maximize=maximize))
+
+    def check_group(self, group: dict[str, Any]) -> None:
+        _non_negative("Rprop", group, "lr")
+        etaminus, etaplus = group["etas"]
+        if not 0.0 < etaminus < 1.0 < etaplus:
+            raise KilnError(f"Rprop: invalid etas {group['etas']}; they must satisfy 0 < etas[0] < 1 < etas[1]")
+
+    def state_names(self, group: dict[str, Any]) -> tuple[str, ...]:
+        return ("prev", "step_size")
+
+    def initial_state(self, param: Parameter, group: dict[str, Any]) -> dict[str, np.ndarray]:
+        return {"prev": np.zeros_like(param.data), "step_size": np.full_like(param.data, group["lr"])}
+
+    def emit_update(self, b, param, grad, state, hyper, group):
+        (etaminus, etaplus), (step_size_min, step_size_max) = group["etas"], group["step_sizes"]
+        new_param, new_prev, new_step_size = b.rprop_update(
+            param, _direction(b, grad, group), state["prev"], state["step_size"],
+            etaminus=etaminus, etaplus=etaplus, step_size_min=step_size_min, step_size_max=step_size_max,
+        )
+        return new_param, {"prev": new_prev, "step_size": new_step_size}
+
+
+class ASGD(Optimizer):
+    """Averaged SGD (``torch.optim.ASGD``): SGD with a decaying step ``eta`` and a decay term ``lambd``, and ``ax``, the
+    running average of the parameter from step ``t0`` on (before it, the parameter itself). One ``optim.asgd_update``
+    per parameter.
+
+    ``eta`` (the step this update takes; ``lr`` when the state is created) and ``mu`` (the averaging weight) are
+    scalars per parameter in PyTorch; here arrays shaped like the parameter, every element that scalar (as NAdam's
+    ``mu_product``). A PyTorch ``state_dict``'s 0-d ``eta`` and ``mu`` load broadcast. ``maximize`` is keyword-only
+    here: PyTorch's positional slot before it is ``foreach``.
+    """
+
+    scalar_states = frozenset({"eta", "mu"})
+
+    def __init__(
+        self, params: Iterable[Any], lr: float = 1e-2, lambd: float = 1e-4, alpha: float = 0.75, t0: float = 1e6,
+        weight_decay: float = 0, *, maximize: bool = False,
+    ):
+        super().__init__(params, dict(lr=lr, lambd=lambd, alpha=alpha, t0=t0, weight_decay=weight_decay, maximize=maximize))
+
+    def state_names(self, group: dict[str, Any]) -> tuple[str, ...]:
+        return ("eta", "mu", "ax")
+
+    def initial_state(self, param: Parameter, group: dict[str, Any]) -> dict[str, np.ndarray]:
+        return {"eta": np.full_like(param.data, group["lr"]), "mu": np.ones_like(param.data), "ax": np.zeros_like(param.data)}
+
+    def emit_update(self, b, param, grad, state, hyper, group):
+        options = {name: group[name] for name in ("lambd", "alpha", "t0", "weight_decay")}
+        new_param, new_eta, new_mu, new_ax = b.asgd_update(
+            param, _direction(b, grad, group), state["eta"], state["mu"], state["ax"], hyper["lr"], hyper["step"], **options
+        )
+        return new_param, {"eta": new_eta, "mu": new_mu, "ax": new_ax}
+
+
+class Adafactor(Optimizer):
+    """Adafactor (``torch.optim.Adafactor``): Adam-like steps without a first moment, whose second moment is factored
+    for a parameter of two or more dims: ``row_var`` (the mean square over the last dim, shaped like the parameter with
+    that dim 1) and ``col_var`` (over the next-to-last dim); a vector (or scalar) keeps an unfactored ``variance``.
+    The step is ``min(lr, 1/sqrt(t))`` relative to the parameter's RMS (at least ``eps[1]``), the update clipped to RMS
+    ``d``; weight decay is decoupled. ``eps[0]`` (None: the dtype's machine epsilon) floors the second moment. One
+    ``optim.adafactor_update`` per parameter.
+    """
+
+    def __init__(
+        self, params: Iterable[Any], lr: float = 1e-2, beta2_decay: float = -0.8, eps: tuple[float | None, float] = (None, 1e-3),
+        d: float = 1.0, weight_decay: float = 0.0, *, maximize: bool = False,
+    ):
+        super().__init__(params, dict(lr=lr, beta2_decay=beta2_decay, eps=tuple(eps), d=d, weight_decay=weight_decay, maximize=maximize))
+
+    def check_group(self, group: dict[str, Any]) -> None:
+        _non_negative("Adafactor", group, "lr", "weight_decay")
+        eps1, eps2 = group["eps"]
+        if group["beta2_decay"] > 0:
+            raise KilnError(f"Adafactor: invalid beta2_decay {group['beta2_decay']}; it must be <= 0")
+        if (eps1 is not None and eps1 < 0) or eps2 < 0:
+            raise KilnError(f"Adafactor: invalid eps {group['eps']}; both must be >= 0 (the first may be None)")
+        if group["d"] < 1:
+            raise KilnError(f"Adafactor: invalid d {group['d']}; the clipping threshold must be >= 1")
+
+    def state_names(self, group: dict[str, Any]) -> tuple[str, ...]:
+        """Every name a parameter of this group may keep; each keeps ``param_state_names``."""
+        return ("row_var", "col_var", "variance")
+
+    def param_state_names(self, param: Parameter, group: dict[str, Any]) -> tuple[str, ...]:
+        return _second_moment_names(param.data.ndim)
+
+    def state_shape(self, param: Parameter, name: str) -> tuple[int, ...]:
+        shape = list(param.data.shape)
+        if name in ("row_var", "col_var"):
+            shape[-1 if name == "row_var" else -2] = 1
+        return tuple(shape)
+
+    def emit_update(self, b, param, grad, state, hyper, group):
+        names = _second_moment_names(param.type.rank)
+        eps1, eps2 = group["eps"]
+        results = b.adafactor_update(
+            param, _direction(b, grad, group), *[state[name] for name in names], hyper["lr"], hyper["step"],
+            beta2_decay=group["beta2_decay"], eps1=float(np.finfo(param.type.dtype.numpy).eps) if eps1 is None else eps1, eps2=eps2,
+            d=group["d"], weight_decay=group["weight_decay"],
+        )
+        return results[0], dict(zip(names, results[1:]))
+
+
+def _second_moment_names(rank: int) -> tuple[str, ...]:
+    """Adafactor's state: factored row and column moments for two or more dims (as PyTorch: ``grad.dim() > 1``), else one."""
+    return ("row_var", "col_var") if rank > 1 else ("variance",)

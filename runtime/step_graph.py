@@ -71,8 +71,9 @@ def build_step_graph(
     graph, loss, parameters, frozen, buffer_updates = _trace_loss(model, loss_fn, optimizer, specs, options)
     reads_seed = len(graph.inputs) > len(specs) * options.accumulate + len(parameters) + len(frozen)
     values = graph.inputs[len(specs) * options.accumulate :][: len(parameters)]
-    state_names = [optimizer.state_names(optimizer.group_of(p)) for p in parameters]
-    states = [{name: graph.add_input(v.type, f"{v.name_hint}.{name}") for name in names} for v, names in zip(values, state_names)]
+    state_names = [optimizer.param_state_names(p, optimizer.group_of(p)) for p in parameters]
+    states = [{name: graph.add_input(v.type.with_shape(optimizer.state_shape(p, name)), f"{v.name_hint}.{name}") for name in names}
+              for p, v, names in zip(parameters, values, state_names)]
     scale = graph.add_input(TensorType((), loss.type.dtype), "loss_scale") if options.loss_scale else None
     hyper, hyper_inputs = _hyper_inputs(graph, optimizer, parameters)
     step = graph.add_input(TensorType((), DType.i64), "step")

@@ -21,6 +21,7 @@ compiled step serves every step number.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 from kiln.compiler.errors import ShapeError
@@ -406,6 +407,167 @@ def adadelta_update_decomposition(
     new_acc_delta = decayed_average_of_squares(b, acc_delta, delta, rho)
     # p' = p + (-lr) delta
     return b.add(param, b.mul(b.neg(lr), delta)), new_square_avg, new_acc_delta
+
+
+# --- Rprop ---------------------------------------------------------------------------------------
+
+
+@register_op("optim.rprop_update", traits=UPDATE, etaminus=0.5, etaplus=1.2, step_size_min=1e-6, step_size_max=50.0)
+def rprop_update_shape(
+    param: TensorType, grad: TensorType, prev: TensorType, step_size: TensorType, **options: float
+) -> tuple[TensorType, TensorType, TensorType]:
+    """Rprop: ``(p, g, prev, step_size) -> (p', prev', step_size')``; neither lr (only the step sizes' initial value)
+    nor the step number enters the update."""
+    check_like("optim.rprop_update", param, grad, prev, step_size)
+    return param, param, param
+
+
+def sign(b: "Builder", x: "Value") -> "Value":
+    # 1, -1 or 0 as x > 0, x < 0 or neither   (torch.sign)
+    zero = constant(b, 0.0, x)
+    return b.where(b.greater(x, zero), constant(b, 1.0, x), b.where(b.less(x, zero), constant(b, -1.0, x), zero))
+
+
+@register_decomposition("optim.rprop_update")
+def rprop_update_decomposition(
+    b: "Builder", param: "Value", grad: "Value", prev: "Value", step_size: "Value",
+    *, etaminus: float, etaplus: float, step_size_min: float, step_size_max: float,
+) -> tuple["Value", "Value", "Value"]:
+    # factor = etaplus, etaminus or 1 as g prev > 0, < 0 or 0   (torch: sign = grad.mul(prev).sign(), then replaced)
+    product = b.mul(grad, prev)
+    zero = constant(b, 0.0, grad)
+    flipped = b.less(product, zero)
+    factor = b.where(b.greater(product, zero), constant(b, etaplus, grad), b.where(flipped, constant(b, etaminus, grad), constant(b, 1.0, grad)))
+    # s' = clamp(s factor, min, max);  g' = 0 where the sign flipped, else g
+    grown = b.mul(step_size, factor)
+    new_step_size = b.minimum(b.maximum(grown, constant(b, step_size_min, grown)), constant(b, step_size_max, grown))
+    new_grad = b.where(flipped, zero, grad)
+    # p' = p - sign(g') s'   (torch: param.addcmul_(grad.sign(), step_size, value=-1));  prev' = g'
+    return b.sub(param, b.mul(sign(b, new_grad), new_step_size)), new_grad, new_step_size
+
+
+# --- ASGD ----------------------------------------------------------------------------------------
+
+
+@register_op("optim.asgd_update", traits=UPDATE, lambd=1e-4, alpha=0.75, t0=1e6, weight_decay=0.0)
+def asgd_update_shape(
+    param: TensorType, grad: TensorType, eta: TensorType, mu: TensorType, ax: TensorType, lr: TensorType, step: TensorType, **options: float
+) -> tuple[TensorType, TensorType, TensorType, TensorType]:
+    """Averaged SGD: ``(p, g, eta, mu, ax, lr, step) -> (p', eta', mu', ax')``.
+
+    ``eta`` (this update's step) and ``mu`` (the averaging weight) are one scalar per parameter in PyTorch; here every
+    element of a parameter-shaped state holds it, as NAdam's ``mu_product``.
+    """
+    return update_types("optim.asgd_update", param, grad, (eta, mu, ax), lr, step)
+
+
+def filled_like(b: "Builder", scalar: "Value", like: "Value") -> "Value":
+    """A 0-d f64 host scalar rounded to ``like``'s dtype and broadcast to its shape (a scalar kept per element)."""
+    return b.broadcast_to(as_dtype_of(b, scalar, like), shape=like.type.shape)
+
+
+@register_decomposition("optim.asgd_update")
+def asgd_update_decomposition(
+    b: "Builder", param: "Value", grad: "Value", eta: "Value", mu: "Value", ax: "Value", lr: "Value", step: "Value",
+    *, lambd: float, alpha: float, t0: float, weight_decay: float,
+) -> tuple["Value", "Value", "Value", "Value"]:
+    grad = with_l2(b, grad, param, weight_decay)
+    # p' = p (1 - lambd eta) + (-eta) g, the factor in f64   (torch: param.mul_(1 - lambd * eta); param.add_(grad, alpha=-eta))
+    decay = b.sub(f64(b, 1.0), b.mul(f64(b, lambd), host_scalar(b, eta)))
+    new_param = b.add(b.mul(param, as_dtype_of(b, decay, param)), b.mul(b.neg(eta), grad))
+    # ax' = p' while mu is 1 (before t0), else ax + (p' - ax) mu
+    averaged = b.add(ax, b.mul(b.sub(new_param, ax), mu))
+    new_ax = b.where(b.equal(mu, constant(b, 1.0, mu)), new_param, averaged)
+    # eta' = lr / (1 + lambd lr t)^alpha;  mu' = 1 / max(1, t - t0), in f64
+    t = host_scalar(b, step)
+    rate = host_scalar(b, lr)
+    new_eta = b.div(rate, b.pow(b.add(f64(b, 1.0), b.mul(b.mul(f64(b, lambd), rate), t)), f64(b, alpha)))
+    new_mu = b.div(f64(b, 1.0), b.maximum(f64(b, 1.0), b.sub(t, f64(b, t0))))
+    return new_param, filled_like(b, new_eta, param), filled_like(b, new_mu, param), new_ax
+
+
+# --- Adafactor -----------------------------------------------------------------------------------
+
+
+def factored_shapes(param: TensorType) -> tuple[TensorType, TensorType]:
+    """Adafactor's row and column moments of a parameter of rank >= 2: its shape with the last, then the next-to-last, dim 1."""
+    row, col = list(param.shape), list(param.shape)
+    row[-1], col[-2] = 1, 1
+    return param.with_shape(tuple(row)), param.with_shape(tuple(col))
+
+
+@register_op("optim.adafactor_update", traits=UPDATE, beta2_decay=-0.8, eps1=1e-7, eps2=1e-3, d=1.0, weight_decay=0.0)
+def adafactor_update_shape(param: TensorType, grad: TensorType, *rest: TensorType, **options: float) -> tuple[TensorType, ...]:
+    """Adafactor: ``(p, g, row_var, col_var, lr, step) -> (p', row_var', col_var')`` for a parameter of rank >= 2 (the
+    second moment factored: ``row_var`` shaped like ``p`` with the last dim 1, ``col_var`` with the next-to-last 1);
+    ``(p, g, variance, lr, step) -> (p', variance')`` for a vector or scalar."""
+    factored = param.rank > 1
+    states, (lr, step) = split_operands("optim.adafactor_update", rest, 2 if factored else 1, 2)
+    check_like("optim.adafactor_update", param, grad)
+    expected = factored_shapes(param) if factored else (param,)
+    for state, kept in zip(states, expected):
+        if state != kept:
+            raise ShapeError(f"optim.adafactor_update: expected a second moment of type {kept} for a parameter {param}, got {state}")
+    check_scalar("optim.adafactor_update", param, lr)
+    check_step("optim.adafactor_update", step)
+    return (param, *states)
+
+
+def lerp_by(b: "Builder", start: "Value", end: "Value", weight: "Value") -> "Value":
+    """``torch.lerp`` with a weight computed in f64 (0-d), rounded to ``start``'s dtype as PyTorch rounds a scalar weight;
+    its two formulas selected on the weight."""
+    w = as_dtype_of(b, weight, start)
+    low = b.add(start, b.mul(w, b.sub(end, start)))
+    high = b.sub(end, b.mul(b.sub(end, start), b.sub(constant(b, 1.0, start), w)))
+    return b.where(b.less(b.abs(w), constant(b, 0.5, start)), low, high)
+
+
+def norm_over(b: "Builder", x: "Value", scale: float) -> "Value":
+    # ||x||_2 / (sqrt(numel) scale), in f64   (torch: x.norm(2).item() / ((x.numel() ** 0.5) * scale))
+    norm = host_scalar(b, b.sqrt(b.reduce_sum(b.mul(x, x))))
+    return b.div(norm, f64(b, math.prod(x.type.shape) ** 0.5 * scale))
+
+
+def mean_square_along(b: "Builder", grad: "Value", axis: int) -> "Value":
+    # ||g||^2 / n along one axis, kept   (torch: torch.norm(grad, dim=axis, keepdim=True).square_().div_(n))
+    norm = b.sqrt(b.reduce_sum(b.mul(grad, grad), axes=(axis,), keepdims=True))
+    return b.div(b.mul(norm, norm), constant(b, float(grad.type.shape[axis]), grad))
+
+
+def factored_estimate(
+    b: "Builder", grad: "Value", row_var: "Value", col_var: "Value", weight: "Value", eps1: float
+) -> tuple["Value", "Value", "Value"]:
+    """``(row_var', col_var', v)``: the moments moved toward this gradient's row and column mean squares, and the second
+    moment they estimate, ``row_var' col_var' / max(mean(row_var'), eps1)``."""
+    rank = grad.type.rank
+    new_row = lerp_by(b, row_var, mean_square_along(b, grad, rank - 1), weight)
+    new_col = lerp_by(b, col_var, mean_square_along(b, grad, rank - 2), weight)
+    # torch: (row_var @ col_var).div_(row_var.mean(dim=-2, keepdim=True).clamp_(min=eps1)); the matmul has one term
+    row_mean = b.maximum(b.reduce_mean(new_row, axes=(rank - 2,), keepdims=True), constant(b, eps1, grad))
+    return new_row, new_col, b.div(b.mul(new_row, new_col), row_mean)
+
+
+@register_decomposition("optim.adafactor_update")
+def adafactor_update_decomposition(
+    b: "Builder", param: "Value", grad: "Value", *rest: "Value", beta2_decay: float, eps1: float, eps2: float, d: float, weight_decay: float,
+) -> tuple["Value", ...]:
+    *states, lr, step = rest
+    t, rate = host_scalar(b, step), host_scalar(b, lr)
+    # 1 - beta2_t = t^beta2_decay;  alpha = max(eps2, rms(p)) min(lr, 1 / t^0.5), in f64 (before weight decay)
+    weight = b.pow(t, f64(b, beta2_decay))
+    relative = b.minimum(rate, b.div(f64(b, 1.0), b.pow(t, f64(b, 0.5))))
+    alpha = b.mul(b.maximum(f64(b, eps2), norm_over(b, param, 1.0)), relative)
+    param, _ = decay_weights(b, param, grad, lr, weight_decay, decoupled=True)
+    if len(states) == 2:
+        *new_states, estimate = factored_estimate(b, grad, states[0], states[1], weight, eps1)
+    else:
+        new_states = [lerp_by(b, states[0], b.mul(grad, grad), weight)]
+        estimate = new_states[0]
+    # u = g / sqrt(max(v, eps1^2));  p' = p + (-alpha / max(1, rms(u) / d)) u   (torch: var.clamp_(min=eps1 * eps1).rsqrt_())
+    update = b.mul(b.div(constant(b, 1.0, grad), b.sqrt(b.maximum(estimate, constant(b, eps1 * eps1, grad)))), grad)
+    clipped = b.maximum(f64(b, 1.0), norm_over(b, update, d))
+    new_param = b.add(param, b.mul(as_dtype_of(b, b.neg(b.div(alpha, clipped)), param), update))
+    return (new_param, *new_states)
 
 
 # --- gradient transforms -------------------------------------------------------------------------

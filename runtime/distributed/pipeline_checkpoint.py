@@ -86,9 +86,10 @@ def _other_stages_optimizer_state(pipe: "PipelineParallel", owners: dict[str, in
     for param in optimizer.parameters():
         name = names.get(id(param))
         owner = owners.get(name, 0) if name is not None else 0
-        if owner != 0:  # optimizer state has its parameter's shape and dtype (Optimizer.initial_state, prepare_load)
-            state_names = optimizer.state_names(optimizer.group_of(param))
-            gathered[name] = {key: move_to_rank0(comm, owner, lambda p=param, k=key: optimizer.state_of(p)[k], param.data) for key in state_names}
+        if owner != 0:  # optimizer state has its parameter's dtype, and its shape unless factored (Optimizer.state_shape)
+            state_names = optimizer.param_state_names(param, optimizer.group_of(param))
+            gathered[name] = {key: move_to_rank0(comm, owner, lambda p=param, k=key: optimizer.state_of(p)[k],
+                                                 np.empty(optimizer.state_shape(param, key), param.data.dtype)) for key in state_names}
     return gathered
 
 
