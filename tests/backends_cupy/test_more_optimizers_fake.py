@@ -1,7 +1,7 @@
-"""Adamax, NAdam, RAdam and Adadelta on the CuPy backend's runtime (the NumPy stand-in for CuPy, fake_cupy.py):
-eight steps equal the NumPy backend's (RAdam switches to its rectified step at step 6), the updates fuse into
-the kernels Adam's do, and no step reads device data on the host (RAdam's switch and NAdam's
-``mu_product`` stay on the device)."""
+"""Adamax, NAdam, RAdam, Adadelta, Rprop, ASGD and Adafactor on the CuPy backend's runtime (the NumPy stand-in for
+CuPy, fake_cupy.py): eight steps equal the NumPy backend's (RAdam switches to its rectified step at step 6, ASGD starts
+averaging at step 5), the first four's updates fuse into the kernels Adam's do, and no step reads device data on the
+host (RAdam's switch, NAdam's ``mu_product``, ASGD's ``eta`` and ``mu``, Adafactor's norms stay on the device)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,12 @@ OPTIMIZERS = {
     "radam_decoupled": lambda p: kiln.optim.RAdam(p, lr=1e-2, weight_decay=1e-2, decoupled_weight_decay=True),
     "adadelta": lambda p: kiln.optim.Adadelta(p, lr=1.0, weight_decay=1e-2),
 }
+UNLIKE_ADAM = {
+    "rprop_maximize": lambda p: kiln.optim.Rprop(p, lr=1e-2, step_sizes=(1e-4, 5e-2), maximize=True),
+    "asgd": lambda p: kiln.optim.ASGD(p, lr=5e-2, t0=3, weight_decay=1e-2),
+    "adafactor": lambda p: kiln.optim.Adafactor(p, lr=2e-2, weight_decay=1e-2),
+}
+"""Updates that fuse otherwise (Adafactor reduces the whole gradient and parameter)."""
 
 
 def mlp() -> nn.Module:
@@ -32,7 +38,7 @@ def mlp() -> nn.Module:
 
 def train(backend: str, optimizer_name: str, syncs: list[str] | None = None) -> tuple[list[float], dict[str, np.ndarray], dict]:
     model = mlp()
-    optimizer = OPTIMIZERS[optimizer_name](model.parameters())
+    optimizer = {**OPTIMIZERS, **UNLIKE_ADAM}[optimizer_name](model.parameters())
     step = kiln.compile_train_step(model, F.cross_entropy, optimizer, backend=backend)
     rng = np.random.default_rng(1)
     losses = []
@@ -46,7 +52,7 @@ def train(backend: str, optimizer_name: str, syncs: list[str] | None = None) -> 
     return losses, {k: v.copy() for k, v in state["model"].items()}, state["optimizer"]["state"]
 
 
-@pytest.mark.parametrize("optimizer_name", OPTIMIZERS)
+@pytest.mark.parametrize("optimizer_name", [*OPTIMIZERS, *UNLIKE_ADAM])
 def test_steps_equal_numpys_and_never_wait_for_the_device(fake, optimizer_name):
     syncs: list[str] = []
     losses, params, state = train("numpy", optimizer_name)
