@@ -372,4 +372,7 @@ from kiln.frontend.functional_norm import *  # noqa: E402,F401,F403  (group_norm
 from kiln.frontend.functional_conv import *  # noqa: E402,F401,F403  (conv1d, conv_transpose2d, adaptive_avg_pool2d, ...)
 from kiln.frontend.functional_spatial import *  # noqa: E402,F401,F403  (interpolate, pixel_shuffle, unfold, fold, ...)
 from kiln.frontend.functional_pool1d import *  # noqa: E402,F401,F403  (max_pool1d, avg_pool1d, adaptive_*_pool1d)
+from kiln.frontend.functional_extra import *  # noqa: E402,F401,F403  (conv_transpose1d, embedding_bag, lp_pool2d, max_unpool2d, ...)
+from kiln.frontend.functional_extra_random import *  # noqa: E402,F401,F403  (alpha_dropout, feature_alpha_dropout, gumbel_softmax)
+from kiln.frontend.functional_extra_losses import *  # noqa: E402,F401,F403  (pdist, multilabel_margin_loss, ...; cdist is kiln.cdist)
 from kiln.frontend.functional_conv3d import *  # noqa: E402,F401,F403  (conv3d, max_pool3d, avg_pool3d, adaptive_*_pool3d)

@@ -16,12 +16,13 @@ from kiln.frontend.losses import (
     TripletMarginLoss,
 )
 from kiln.frontend.module import Buffer, Module, Parameter
-from kiln.frontend import layers_activation, layers_norm, layers_pool1d, layers_recurrent, layers_spatial
+from kiln.frontend import layers_activation, layers_extra, layers_norm, layers_pool1d, layers_recurrent, layers_spatial
 from kiln.frontend.layers_activation import *  # noqa: F401,F403
 from kiln.frontend.layers_norm import *  # noqa: F401,F403
 from kiln.frontend.layers_recurrent import *  # noqa: F401,F403
 from kiln.frontend.layers_spatial import *  # noqa: F401,F403
 from kiln.frontend.layers_pool1d import *  # noqa: F401,F403
+from kiln.frontend.layers_extra import *  # noqa: F401,F403
 from kiln.nn import functional, init, utils
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "MultiMarginLoss", "PoissonNLLLoss", "SoftMarginLoss", "TripletMarginLoss",
 ]
 __all__ += layers_activation.__all__ + layers_norm.__all__ + layers_recurrent.__all__ + layers_spatial.__all__ + layers_pool1d.__all__
+__all__ += layers_extra.__all__
 
 from kiln.frontend import layers_conv3d  # noqa: E402
 from kiln.frontend.layers_conv3d import *  # noqa: E402,F401,F403  (Conv3d, MaxPool3d, AvgPool3d, BatchNorm3d, ...)

@@ -1,0 +1,295 @@
+"""``F.conv_transpose1d``, ``F.instance_norm``, ``F.local_response_norm``, ``F.lp_pool1d/2d``, ``F.max_unpool1d/2d``,
+``F.embedding_bag`` and the deprecated ``F.upsample*``, with PyTorch's names, argument orders and defaults (the layers
+are in ``frontend/layers_extra.py``).
+
+Nothing here adds an op; each is a few existing functions:
+
+- ``conv_transpose1d`` is ``conv_transpose2d`` over a unit-height image, as ``conv1d`` is ``conv2d``.
+- ``instance_norm`` is group norm with one group per channel; its running statistics, when given, move by the
+  batch's mean of the per-instance statistics, as PyTorch's.
+- ``local_response_norm`` sums the squares of a channel window from ``size`` shifted slices of the zero-padded input.
+- ``lp_pool`` is PyTorch's formula over ``avg_pool``: ``(sign(f) relu(|f|) K)^(1/p)`` with ``f`` the mean of ``x^p``.
+- ``max_unpool`` places each value at its index by a one-hot comparison with the output positions (``(N, C, L, O)``),
+  so a symbolic batch stays symbolic; a position several indices hit takes the last value, as PyTorch's CPU kernel,
+  and each of them the gradient there, as PyTorch's backward (a gather).
+- ``embedding_bag`` reduces the looked-up rows over a bag-membership matrix built by comparing the positions with
+  ``offsets``: ``(B, T)``, static in shape whatever the offsets hold.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any, Sequence
+
+import numpy as np
+
+from kiln.frontend.functional_conv import conv_transpose2d, single_size
+from kiln.frontend.functional_nn import _pair, avg_pool2d, batched_pool_input, embedding_padding_index, max_pool2d, pad
+from kiln.frontend.functional_norm import group_norm
+from kiln.frontend.functional_pool1d import avg_pool1d, max_pool1d
+from kiln.frontend.sync_batch_norm import record_running_statistics
+from kiln.frontend.tensor import Tensor, apply
+from kiln.frontend.trace import located_error
+
+
+def _constant(value: Any, dtype: Any = np.int64) -> Tensor:
+    return apply("tensor.constant", value=np.asarray(value, dtype))
+
+
+# ConvTranspose1d -----------------------------------------------------------------------------------------------------
+
+
+def conv_transpose1d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Any = 1, padding: Any = 0, output_padding: Any = 0,
+                     groups: int = 1, dilation: Any = 1) -> Tensor:
+    """``(N, C_in, L) -> (N, C_out, L_out)`` (or unbatched ``(C_in, L)``) with PyTorch's weight ``(C_in, C_out/groups, K)``
+    and ``L_out = (L - 1) stride - 2 padding + dilation (K - 1) + output_padding + 1``: ``conv_transpose2d`` over the
+    unit-height image ``(N, C_in, 1, L)``."""
+    if input.ndim not in (2, 3) or weight.ndim != 3:
+        raise located_error(f"conv_transpose1d expects an (N, C_in, L) or (C_in, L) input and a (C_in, C_out/groups, K) weight, "
+                            f"got {input.type} and {weight.type}")
+    if input.ndim == 2:
+        return conv_transpose1d(input.unsqueeze(0), weight, bias, stride, padding, output_padding, groups, dilation).squeeze(0)
+    stride, padding = single_size("conv_transpose1d", "stride", stride), single_size("conv_transpose1d", "padding", padding)
+    output_padding = single_size("conv_transpose1d", "output_padding", output_padding)
+    dilation = single_size("conv_transpose1d", "dilation", dilation)
+    if not 0 <= output_padding < max(stride, dilation):
+        raise located_error(f"conv_transpose1d: output_padding {output_padding} must be non-negative and smaller than stride "
+                            f"{stride} or dilation {dilation} (as PyTorch)")
+    output = conv_transpose2d(input.unsqueeze(2), weight.unsqueeze(2), None, (1, stride), (0, padding), (0, output_padding), groups,
+                              (1, dilation)).squeeze(2)
+    return output if bias is None else output + bias.reshape(1, -1, 1)
+
+
+# Instance norm -------------------------------------------------------------------------------------------------------
+
+
+def instance_norm(input: Tensor, running_mean: Tensor | None = None, running_var: Tensor | None = None, weight: Tensor | None = None,
+                  bias: Tensor | None = None, use_input_stats: bool = True, momentum: float = 0.1, eps: float = 1e-5) -> Tensor:
+    """Normalize each ``(n, c)`` of ``(N, C, *)`` over ``*`` (group norm, one group per channel), as PyTorch's. Given
+    running statistics, ``use_input_stats`` also records them moved by ``momentum`` towards the batch's mean of the
+    per-instance means and unbiased variances; ``use_input_stats=False`` normalizes with them instead."""
+    if input.ndim < 3:
+        raise located_error(f"instance_norm expects an (N, C, *) input with at least one spatial dim, got {input.type}")
+    if not use_input_stats:
+        if running_mean is None or running_var is None:
+            raise located_error("instance_norm: use_input_stats=False needs running_mean and running_var")
+        from kiln.frontend.functional_nn import batch_norm
+
+        return batch_norm(input, running_mean, running_var, weight, bias, False, momentum, eps)
+    if running_mean is not None and running_var is not None:
+        axes = tuple(range(2, input.ndim))
+        count = apply("tensor.numel", input, axes=axes, dtype=input.dtype)
+        per_instance = input.mean(axes, keepdim=True)
+        centered = input - per_instance
+        unbiased = (centered * centered).sum(axes) / (count - 1.0)
+        record_running_statistics(running_mean, running_var, per_instance.reshape(input.shape[:2]).mean(0), unbiased.mean(0), momentum)
+    return group_norm(input, input.shape[1], weight, bias, eps)
+
+
+# Local response norm -------------------------------------------------------------------------------------------------
+
+
+def local_response_norm(input: Tensor, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0) -> Tensor:
+    """``x / (k + alpha mean(x^2 over the channel window))^beta``, the window ``size`` channels from ``c - size // 2``
+    (zeros past the ends count), as PyTorch's."""
+    if input.ndim < 3:
+        raise located_error(f"local_response_norm: expected 3D or higher dimensionality input (got {input.ndim} dimensions)")
+    channels = input.shape[1]
+    if not isinstance(channels, int):
+        raise located_error(f"local_response_norm needs a static channel dim, got {input.type}")
+    squares = pad(input * input, (0, 0) * (input.ndim - 2) + (size // 2, (size - 1) // 2))
+    window = apply("tensor.slice", squares, axis=1, start=0, stop=channels, step=1)
+    for shift in range(1, size):
+        window = window + apply("tensor.slice", squares, axis=1, start=shift, stop=shift + channels, step=1)
+    return input / (window * (alpha / size) + k) ** beta
+
+
+# Power-average pooling -----------------------------------------------------------------------------------------------
+
+
+def lp_pool1d(input: Tensor, norm_type: float, kernel_size: Any, stride: Any = None, ceil_mode: bool = False) -> Tensor:
+    """``(sum over each window of x^p)^(1/p)`` over ``(N, C, L)``, as PyTorch: the ``avg_pool1d`` of ``x^p`` times the
+    kernel size, through ``sign(f) relu(|f|)``; ``p = +-inf`` is the max (min) of ``|x|``."""
+    if math.isinf(norm_type):
+        pooled = max_pool1d(input.abs() if norm_type > 0 else -input.abs(), kernel_size, stride, 0, 1, ceil_mode)
+        return pooled if norm_type > 0 else -pooled
+    kernel = single_size("lp_pool1d", "kernel_size", kernel_size)
+    return _lp_root(avg_pool1d(input ** float(norm_type), kernel_size, stride, 0, ceil_mode), kernel, norm_type)
+
+
+def lp_pool2d(input: Tensor, norm_type: float, kernel_size: Any, stride: Any = None, ceil_mode: bool = False) -> Tensor:
+    """``(sum over each window of x^p)^(1/p)`` over ``(N, C, H, W)``, as PyTorch: the ``avg_pool2d`` of ``x^p`` times
+    ``KH KW``, through ``sign(f) relu(|f|)``; ``p = +-inf`` is the max (min) of ``|x|``."""
+    if math.isinf(norm_type):
+        pooled = max_pool2d(input.abs() if norm_type > 0 else -input.abs(), kernel_size, stride, 0, 1, ceil_mode)
+        return pooled if norm_type > 0 else -pooled
+    height, width = _pair(kernel_size)
+    return _lp_root(avg_pool2d(input ** float(norm_type), kernel_size, stride, 0, ceil_mode), height * width, norm_type)
+
+
+def _lp_root(mean: Tensor, count: int, norm_type: float) -> Tensor:
+    return (mean.sign() * apply("tensor.relu", mean.abs()) * float(count)) ** (1.0 / norm_type)
+
+
+# Max unpooling -------------------------------------------------------------------------------------------------------
+
+
+def max_unpool1d(input: Tensor, indices: Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0,
+                 output_size: Any = None) -> Tensor:
+    """The partial inverse of ``max_pool1d(..., return_indices=True)``: ``(N, C, L) -> (N, C, L_out)``, each value at its
+    index, zeros elsewhere; ``L_out = (L - 1) stride - 2 padding + kernel_size`` unless ``output_size`` says otherwise."""
+    geometry = [(single_size("max_unpool1d", name, value),) for name, value in
+                (("kernel_size", kernel_size), ("stride", kernel_size if stride is None else stride), ("padding", padding))]
+    return _unpool("max_unpool1d", input, indices, *geometry, output_size)
+
+
+def max_unpool2d(input: Tensor, indices: Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0,
+                 output_size: Any = None) -> Tensor:
+    """The partial inverse of ``max_pool2d(..., return_indices=True)``: ``(N, C, H, W) -> (N, C, H_out, W_out)``, each
+    value at its flat index ``h W_out + w``, zeros elsewhere; sizes as ``max_unpool1d``'s on each axis."""
+    geometry = [_pair(value) for value in (kernel_size, kernel_size if stride is None else stride, padding)]
+    return _unpool("max_unpool2d", input, indices, *geometry, output_size)
+
+
+def _unpool(function: str, input: Tensor, indices: Tensor, kernel: tuple, stride: tuple, padding: tuple, output_size: Any) -> Tensor:
+    spatial = len(kernel)
+    batched = batched_pool_input(function, input, spatial)
+    if tuple(indices.shape) != tuple(input.shape) or not indices.dtype.is_int:
+        raise located_error(f"{function}: indices {indices.type} must be integers shaped as the input {input.type}")
+    size = _unpool_size(function, input, kernel, stride, padding, output_size)
+    batch, channels, plane = batched.shape[0], batched.shape[1], int(np.prod(batched.shape[2:]))
+    values = batched.reshape(batch, channels, plane, 1)
+    hits = indices.reshape(batch, channels, plane, 1).eq(_constant(np.arange(int(np.prod(size)))))
+    last = _constant(np.arange(plane).reshape(plane, 1))
+    last = hits & last.eq(apply("tensor.where", hits, last, -1).amax(2, keepdim=True))
+    every = apply("tensor.where", hits, values, 0.0).sum(2)
+    kept = apply("tensor.where", last, values, 0.0).sum(2).detach()
+    output = kept + (every - every.detach())  # the last write's value; each written value's gradient, PyTorch's gather
+    output = output.reshape((batch, channels) + tuple(size))
+    return output if input.ndim == spatial + 2 else output.squeeze(0)
+
+
+def _unpool_size(function: str, input: Tensor, kernel: tuple, stride: tuple, padding: tuple, output_size: Any) -> tuple[int, ...]:
+    """PyTorch's ``_unpool_output_size``: ``(L - 1) stride - 2 padding + kernel`` per axis, or ``output_size`` (its last
+    dims) if within ``stride`` of that."""
+    lengths = input.shape[-len(kernel):]
+    default = tuple((n - 1) * s + k - 2 * p for n, k, s, p in zip(lengths, kernel, stride, padding))
+    if output_size is None:
+        return default
+    size = (output_size,) if isinstance(output_size, (int, np.integer)) else tuple(output_size)
+    size = size[2:] if len(size) == len(kernel) + 2 else size
+    if len(size) != len(kernel):
+        raise located_error(f"{function}: output_size should be a sequence containing {len(kernel)} or {len(kernel) + 2} elements, "
+                            f"but it has a length of '{len(size)}'")
+    for axis, (want, usual, step) in enumerate(zip(size, default, stride)):
+        if not usual - step < want < usual + step:
+            raise located_error(f'{function}: invalid output_size "{list(size)}" (dim {axis} must be between {usual - step} '
+                                f'and {usual + step})')
+    return tuple(int(s) for s in size)
+
+
+# EmbeddingBag --------------------------------------------------------------------------------------------------------
+
+
+def embedding_bag(input: Tensor, weight: Tensor, offsets: Any = None, max_norm: float | None = None, norm_type: float = 2,
+                  scale_grad_by_freq: bool = False, mode: str = "mean", sparse: bool = False, per_sample_weights: Tensor | None = None,
+                  include_last_offset: bool = False, padding_idx: int | None = None) -> Tensor:
+    """The sum, mean or max of bags of ``weight``'s rows: ``(B, L)`` indices (each row a bag), or ``(T,)`` indices with
+    ``offsets`` (``B`` bag starts, or ``B + 1`` with ``include_last_offset``). ``per_sample_weights`` scales each row
+    (``mode='sum'``); ``padding_idx`` entries leave their bag and the mean's count; an empty bag gives zeros."""
+    _check_bag_options(input, weight, mode, max_norm, scale_grad_by_freq, sparse, per_sample_weights)
+    rows = apply("tensor.take", weight, input, axis=0)
+    if input.ndim == 2:
+        if offsets is not None:
+            raise located_error("embedding_bag: if input is 2D, then offsets has to be None, as input is treated is a mini-batch of "
+                                "fixed length sequences")
+        included = _constant(np.ones((1, 1)), bool).broadcast_to(tuple(input.shape))
+        samples = input
+    else:
+        included = _bag_membership(input, offsets, include_last_offset)
+        rows, samples = rows.unsqueeze(0), input.unsqueeze(0)
+        per_sample_weights = None if per_sample_weights is None else per_sample_weights.unsqueeze(0)
+    if padding_idx is not None:
+        included = included & samples.ne(embedding_padding_index(padding_idx, weight.shape[0]))
+    return _reduce_bags(rows, included, mode, per_sample_weights)
+
+
+def _check_bag_options(input, weight, mode, max_norm, scale_grad_by_freq, sparse, per_sample_weights) -> None:
+    if mode not in ("sum", "mean", "max"):
+        raise located_error(f"embedding_bag: mode has to be one of sum, mean or max, got {mode!r}")
+    if max_norm is not None or scale_grad_by_freq or sparse:
+        raise located_error("embedding_bag: max_norm (an in-place renormalization), scale_grad_by_freq and sparse=True are not "
+                            "supported; leave them at None, False and False")
+    if weight.ndim != 2 or input.ndim not in (1, 2) or not input.dtype.is_int:
+        raise located_error(f"embedding_bag expects integer (B, L) or (T,) indices and a 2-D weight, got {input.type} and {weight.type}")
+    if per_sample_weights is not None and (mode != "sum" or tuple(per_sample_weights.shape) != tuple(input.shape)):
+        raise located_error(f"embedding_bag: per_sample_weights {per_sample_weights.type} must have the input's shape {input.type}, "
+                            f"and is only supported for mode='sum' (got mode={mode!r})")
+
+
+def _bag_membership(input: Tensor, offsets: Any, include_last_offset: bool) -> Tensor:
+    """``(B, T)``: whether position ``t`` of the flat input lies in bag ``b``, ``offsets[b] <= t < end[b]`` with ``end``
+    the next offset (the input's end for the last bag without ``include_last_offset``; with it the last offset should be
+    the input's length, as PyTorch requires: its CPU kernels disagree on what lies past it)."""
+    if offsets is None:
+        raise located_error("embedding_bag: a 1-D input needs offsets, a 1-D tensor of the bags' starts")
+    offsets = offsets if isinstance(offsets, Tensor) else _constant(offsets)
+    total = input.shape[0]
+    if offsets.ndim != 1 or not isinstance(offsets.shape[0], int) or not isinstance(total, int) or not offsets.dtype.is_int:
+        raise located_error(f"embedding_bag: offsets must be a 1-D integer tensor of static length and the input's length static, "
+                            f"got offsets {offsets.type} and input {input.type}")
+    offsets = offsets.long()
+    count = offsets.shape[0]
+    starts = offsets[: count - 1] if include_last_offset else offsets
+    ends = offsets[1:] if include_last_offset else apply("tensor.concat", offsets[1:], _constant([total]), axis=0)
+    positions = _constant(np.arange(total)[None, :])
+    return (starts.unsqueeze(1) <= positions) & (positions < ends.unsqueeze(1))
+
+
+def _reduce_bags(rows: Tensor, included: Tensor, mode: str, per_sample_weights: Tensor | None) -> Tensor:
+    """``rows (B or 1, L, D)`` reduced over ``L`` where ``included (B, L)``."""
+    mask = included.unsqueeze(-1)
+    if mode == "max":
+        candidates = apply("tensor.where", mask, rows, -math.inf)
+        empty = included.any(-1, keepdim=True).logical_not().unsqueeze(-1)
+        return apply("tensor.where", empty, 0.0, candidates).max(-2)[0]  # an empty bag's max is over zeros
+    if per_sample_weights is not None:
+        rows = rows * per_sample_weights.unsqueeze(-1)
+    total = apply("tensor.where", mask, rows, 0.0).sum(-2)
+    if mode == "sum":
+        return total
+    return total / included.to(rows.dtype).sum(-1, keepdim=True).clamp(min=1.0)
+
+
+# Deprecated upsampling -----------------------------------------------------------------------------------------------
+
+
+def upsample(input: Tensor, size: Any = None, scale_factor: Any = None, mode: str = "nearest", align_corners: bool | None = None) -> Tensor:
+    """Deprecated ``F.interpolate``, warning as PyTorch does."""
+    warnings.warn("nn.functional.upsample is deprecated. Use nn.functional.interpolate instead.", stacklevel=2)
+    return _interpolate(input, size, scale_factor, mode, align_corners)
+
+
+def upsample_nearest(input: Tensor, size: Any = None, scale_factor: Any = None) -> Tensor:
+    """Deprecated ``F.interpolate(..., mode='nearest')``, warning as PyTorch does."""
+    warnings.warn("nn.functional.upsample_nearest is deprecated. Use nn.functional.interpolate instead.", stacklevel=2)
+    return _interpolate(input, size, scale_factor, "nearest", None)
+
+
+def upsample_bilinear(input: Tensor, size: Any = None, scale_factor: Any = None) -> Tensor:
+    """Deprecated ``F.interpolate(..., mode='bilinear', align_corners=True)``, warning as PyTorch does."""
+    warnings.warn("nn.functional.upsample_bilinear is deprecated. Use nn.functional.interpolate instead.", stacklevel=2)
+    return _interpolate(input, size, scale_factor, "bilinear", True)
+
+
+def _interpolate(input: Tensor, size: Any, scale_factor: Any, mode: str, align_corners: bool | None) -> Tensor:
+    from kiln.frontend.functional_spatial import interpolate
+
+    return interpolate(input, size, scale_factor, mode, align_corners)
+
+
+__all__: Sequence[str] = [
+    "conv_transpose1d", "embedding_bag", "instance_norm", "local_response_norm", "lp_pool1d", "lp_pool2d", "max_unpool1d", "max_unpool2d",
+    "upsample", "upsample_bilinear", "upsample_nearest",
+]
