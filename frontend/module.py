@@ -15,6 +15,7 @@ import numpy as np
 from kiln.compiler.errors import KilnError
 from kiln.compiler.ir.core import Value
 from kiln.compiler.ir.types import DType
+from kiln.frontend.module_hooks import HookMethods, call_with_hooks
 from kiln.frontend.tensor import Tensor
 from kiln.frontend.trace import TraceContext
 
@@ -100,8 +101,9 @@ class Buffer(Parameter):
         return f"Buffer(shape={self.data.shape}, dtype={self.data.dtype})"
 
 
-class Module:
-    """Base class of models and layers: subclass, assign layers and Parameters in ``__init__``, write ``forward``."""
+class Module(HookMethods):
+    """Base class of models and layers: subclass, assign layers and Parameters in ``__init__``, write ``forward``;
+    forward hooks as PyTorch's (``frontend/module_hooks.py``)."""
 
     def __init__(self) -> None:
         object.__setattr__(self, "_parameters", OrderedDict())
@@ -127,6 +129,8 @@ class Module:
         object.__delattr__(self, name)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if "_forward_hooks" in self.__dict__ or "_forward_pre_hooks" in self.__dict__:
+            return call_with_hooks(self, args, kwargs)
         return self.forward(*args, **kwargs)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
