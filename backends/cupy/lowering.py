@@ -11,7 +11,8 @@ host arrays on purpose: casts through ``np.asarray``, ``numel``, ``one_hot``,
 ``erf`` and the exact GELU (SciPy's erf), the Philox random draw (``philox.py``: NumPy's
 Philox-4x64 stream computed on the device, so a seed gives the same numbers on every backend)
 and the comm ops (under MPI through host copies, as MPI moves host buffers; under NCCL the
-device arrays as they are).
+device arrays as they are). ``tensor.argsort``'s re-bound kernel sorts with CuPy's argsort, stable without NumPy's
+``kind="stable"``.
 
 The table needs CuPy, so it is built on first use (``cupy_table()``);
 ``CUPY_OP_NAMES`` says what it covers without importing CuPy. On the device,
@@ -148,6 +149,12 @@ DEVICE_REPLACEMENTS = {lowering_losses.__name__: {"check_labels": _labels_checke
 """Helpers of re-bound modules replaced on the device: checks that would synchronise every step."""
 
 
+def _stable_argsort(cupy: Any) -> Callable[..., Any]:
+    """``tensor.argsort``'s sort: CuPy's argsort is always stable (Thrust's stable sort, NaNs last as in NumPy) and takes
+    no ``kind="stable"``: CuPy 8's has no ``kind``, later ones document only ``None`` (meaning stable)."""
+    return lambda x, axis: cupy.argsort(x, axis=axis)
+
+
 def _on_host(kernel: Callable[..., Any], cupy: Any) -> Callable[..., Any]:
     def run(*arrays: Any, **attrs: Any) -> Any:
         host = [cupy.asnumpy(a) if isinstance(a, cupy.ndarray) else a for a in arrays]
@@ -236,7 +243,7 @@ def cupy_table() -> LoweringTable:
     replacements = {
         lowering.__name__: {"log_softmax": rows["nn.log_softmax"]},
         lowering_losses.__name__: {"log_softmax": rows["nn.log_softmax"]},
-        lowering_movement.__name__: {"erf": overrides["tensor.erf"]},
+        lowering_movement.__name__: {"erf": overrides["tensor.erf"], "stable_argsort": _stable_argsort(cupy)},
     }
     table.kernels.update(_rebound_kernels(array_module, replacements))  # the general cross-entropy reads its log-softmax from a row kernel
     table.kernels.update({name: getattr(cupy, function) for name, function in CUPY_FUNCTIONS.items()})

@@ -44,6 +44,22 @@ def cumsum(x, *, axis: int, reverse: bool):
     return np.cumsum(x, axis=axis, dtype=x.dtype)
 
 
+@NUMPY.register("tensor.argsort")
+def argsort(x, *, axis: int, descending: bool):
+    """Stable both ways (ties in their original order), NaN the largest: last ascending, first descending."""
+    if not descending:
+        return stable_argsort(x, axis).astype(np.int64, copy=False)
+    # ascending over the reversed axis, read backwards: the values descend, NaNs first, and ties (reversed twice) keep
+    # their order; i in the reversed axis is n - 1 - i in x
+    backwards = np.flip(stable_argsort(np.flip(x, axis), axis), axis).astype(np.int64)
+    return (x.shape[axis] - 1) - backwards
+
+
+def stable_argsort(x, axis: int):
+    """NumPy's stable sort, NaNs last (the CuPy table swaps in CuPy's argsort, stable without a ``kind``)."""
+    return np.argsort(x, axis=axis, kind="stable")
+
+
 @NUMPY.register("tensor.clip")
 def clip(x, *, min, max):
     return np.clip(x, min, max).astype(x.dtype, copy=False)

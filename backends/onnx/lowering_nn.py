@@ -32,6 +32,16 @@ def cumsum(ctx, op: Op, inputs: list[str]) -> list[str]:
     return [ctx.node("CumSum", [inputs[0], axis], exclusive=0, reverse=int(op.attrs["reverse"]))]
 
 
+@ONNX.register("tensor.argsort")
+def argsort(ctx, op: Op, inputs: list[str]) -> list[str]:
+    # every element kept (k = the static size of the sorted axis), in order; TopK breaks ties by the lower index both
+    # ways, and onnxruntime and onnx's reference sort NaN as the largest, as tensor.argsort (compiler/ops/scan.py)
+    axis = normalize_axis(op.attrs["axis"], op.result.type.rank)
+    k = ctx.constant(np.array([op.result.type.shape[axis]], np.int64))
+    _, indices = ctx.node("TopK", [inputs[0], k], outputs=2, axis=axis, largest=int(op.attrs["descending"]), sorted=1)
+    return [indices]
+
+
 @ONNX.register("tensor.rsqrt")
 def rsqrt(ctx, op: Op, inputs: list[str]) -> list[str]:
     return [ctx.node("Reciprocal", [ctx.node("Sqrt", inputs)])]

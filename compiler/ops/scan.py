@@ -1,13 +1,23 @@
-"""Scans: ``tensor.cumsum``, the inclusive running sum along one axis.
+"""Ops along one axis: ``tensor.cumsum``, the inclusive running sum, and ``tensor.argsort``, the sorting order.
 
 ```
 %y = "tensor.cumsum"(%x) {axis = 1, reverse = false} : (tensor<Nx4xf32>) -> tensor<Nx4xf32>
+%i = "tensor.argsort"(%x) {axis = 1, descending = false} : (tensor<Nx4xf32>) -> tensor<Nx4xi64>
 ```
 
 ``y[..., i, ...] = x[..., 0, ...] + ... + x[..., i, ...]`` along ``axis``;
 with ``reverse`` the sum runs from the end: ``x[..., i, ...] + ... + x[..., n-1, ...]``.
 The result has the operand's type, so any dim may be symbolic, the scanned one too.
 Its VJP is the cumsum of the cotangent the other way.
+
+``tensor.argsort`` is PyTorch's ``torch.sort(x, dim=axis, descending=descending, stable=True).indices``: int64 indices
+that order ``x`` along ``axis``, ascending or descending, STABLE both ways (equal elements keep their original order;
+descending is not ascending read backwards, which would reverse the ties), NaN the largest value (last ascending,
+first descending; NaNs in their original order), -0.0 equal to 0.0. It has no gradient (``non_differentiable``, as
+``tensor.argmax``). The sorted axis must be static (ONNX's TopK takes its size as ``k``); the other dims may be symbolic.
+ONNX exports it as ``TopK(x, k = that size, largest = descending, sorted = 1)``'s Indices. The ONNX spec breaks ties by
+the lower index (stable both ways) but says nothing of NaN; onnxruntime 1.32 and onnx 1.23's reference evaluator both
+sort NaN as the largest, as PyTorch does (``tests/onnx/test_onnx_argsort.py`` holds them to it).
 """
 
 from __future__ import annotations
@@ -24,3 +34,14 @@ def cumsum_shape(x: TensorType, *, axis: int, reverse: bool) -> TensorType:
         raise ShapeError(f"tensor.cumsum needs a numeric operand of rank >= 1, got {x}")
     normalize_axis(axis, x.rank)
     return x
+
+
+@register_op("tensor.argsort", traits={"non_differentiable"}, axis=-1, descending=False)
+def argsort_shape(x: TensorType, *, axis: int, descending: bool) -> TensorType:
+    """``x``'s shape in int64 (numeric ``x``, rank >= 1); the sorted axis static, ``axis`` from the end when negative."""
+    if x.rank == 0 or x.dtype is DType.bool:
+        raise ShapeError(f"tensor.argsort needs a numeric operand of rank >= 1, got {x}")
+    size = x.shape[normalize_axis(axis, x.rank)]
+    if isinstance(size, str):
+        raise ShapeError(f"tensor.argsort needs a static size along the sorted axis {axis}, got the symbolic dim {size} in {x}")
+    return TensorType(x.shape, DType.i64)

@@ -118,6 +118,14 @@ def asnumpy(value: Any) -> np.ndarray:
     return np.asarray(value)
 
 
+def argsort(a: Any, axis: int = -1, kind: None = None) -> DeviceArray:
+    """CuPy's argsort: always stable (NaNs last), ``kind`` only ``None`` (CuPy 8 has no ``kind`` at all), so a kernel
+    passing NumPy's ``kind="stable"`` on the device fails here too."""
+    if kind is not None:
+        raise TypeError(f"argsort(kind={kind!r}): CuPy's argsort is always stable and takes no other kind")
+    return _device(np.argsort(_plain(a), axis=axis, kind="stable"))
+
+
 def _numpy_attribute(name: str) -> Any:
     value = getattr(np, name)
     if callable(value) and not isinstance(value, (type, np.ufunc)):
@@ -363,7 +371,7 @@ def install(monkeypatch: Any) -> types.ModuleType:
     """Put the fake ``cupy`` (and the submodules the backend imports) into ``sys.modules`` for one test."""
     cupy = types.ModuleType("cupy")
     cupy.__getattr__ = _numpy_attribute  # everything else is NumPy's, making device arrays
-    cupy.ndarray, cupy.asarray, cupy.asnumpy = DeviceArray, asarray, asnumpy
+    cupy.ndarray, cupy.asarray, cupy.asnumpy, cupy.argsort = DeviceArray, asarray, asnumpy, argsort
     cupy.ElementwiseKernel, cupy.ReductionKernel, cupy.RawKernel = ElementwiseKernel, ReductionKernel, RawKernel
     stride_tricks = types.ModuleType("cupy.lib.stride_tricks")
     stride_tricks.as_strided = _as_strided

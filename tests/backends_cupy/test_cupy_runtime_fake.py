@@ -16,7 +16,7 @@ from kiln.compiler.passes import chunk_causal_attention
 from kiln.backends.cupy.lowering import cupy_table
 from kiln.backends.numpy import NumpyBackend
 from kiln.compiler.errors import InputError
-from kiln.compiler.ir import DType
+from kiln.compiler.ir import Builder, DType, Graph, TensorType
 from kiln.runtime.lazy import LazyScalar
 from ops.op_table import cases, make_inputs, op_graph, reference, size_bindings
 
@@ -47,6 +47,21 @@ def test_op_table_runs_through_the_cupy_table(fake, row, case, dtype):
         (actual,) = executable(*arrays)
         assert np.asarray(actual).dtype == result.type.dtype.numpy
         np.testing.assert_allclose(actual, reference(row, case, arrays, sizes), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("descending", [False, True])
+def test_argsort_sorts_on_the_device_with_cupys_argsort(fake, monkeypatch, descending):
+    """tensor.argsort's re-bound kernel calls CuPy's argsort (stable, no ``kind``), ties and NaNs kept in order over
+    lanes long enough for NumPy's default quicksort to reorder them."""
+    calls = []
+    monkeypatch.setattr(fake, "argsort", lambda a, axis=-1, **kind: calls.append(kind) or fake_cupy.argsort(a, axis, **kind))
+    graph = Graph("argsort")
+    graph.outputs = [Builder(graph).argsort(graph.add_input(TensorType(("N", 60), DType.f32), "x"), descending=descending)]
+    x = np.random.default_rng(int(descending)).choice([np.nan, -1.0, 0.0, 2.0], (3, 60)).astype(np.float32)
+    (actual,) = CupyBackend().compile(graph)(x)
+    (expected,) = NumpyBackend().compile(graph)(x)
+    assert calls == [{}] and np.asarray(actual).dtype == np.int64
+    np.testing.assert_array_equal(actual, expected)
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))

@@ -74,6 +74,18 @@ def off_steps(rng, shapes, dtypes, attrs):
     return [rng.integers(-4, 4, shape) + fraction]
 
 
+SORT_POOL = np.array([np.nan, -np.inf, np.inf, 0.0, -0.0, 1.5, -1.5, 2.0, 2.0, -3.0])
+"""Sort keys with ties (0.0 and -0.0 are equal too), NaNs and infinities."""
+
+
+def sort_keys(rng, shapes, dtypes, attrs):
+    """Floats drawn half from ``SORT_POOL`` (ties, NaN, +-inf), half normal; ints from a small range: many ties."""
+    (shape,), (dtype,) = shapes, dtypes
+    if np.issubdtype(dtype, np.integer):
+        return [rng.integers(-3, 4, shape)]
+    return [np.where(rng.random(shape) < 0.5, rng.choice(SORT_POOL, shape), rng.standard_normal(shape))]
+
+
 # References.
 
 _erf = np.vectorize(math.erf, otypes=[np.float64])
@@ -91,6 +103,18 @@ def _cumsum(x, *, axis, reverse):
         total = total + moved[i]
         out[i] = total
     return np.moveaxis(out, 0, axis)
+
+
+def _argsort(x, *, axis, descending):
+    """Each lane along ``axis`` ordered by Python's stable ``sorted`` (``reverse`` keeps ties in order too), with NaN
+    above every number."""
+    moved = np.moveaxis(x, axis, -1)
+    out = np.empty(moved.shape, np.int64)
+    for lane in np.ndindex(moved.shape[:-1]):
+        values = moved[lane]
+        key = lambda i: (1, 0.0) if values[i] != values[i] else (0, values[i])  # noqa: E731
+        out[lane] = sorted(range(len(values)), key=key, reverse=descending)
+    return np.moveaxis(out, -1, axis)
 
 
 def _gelu(x, *, approximate):
@@ -316,6 +340,18 @@ CUMSUM_CASES = (
     Case((("N", 3),), {"axis": 0, "reverse": True}),  # the scanned axis symbolic too
     Case((("N", 2, 3),), {"axis": -1, "reverse": True}),
 )
+ARGSORT_CASES = (
+    Case(((7,),), {"axis": 0, "descending": False}),
+    Case(((7,),), {"axis": -1, "descending": True}),
+    Case(((3, 9),), {"axis": -1, "descending": True}),
+    Case(((4, 5, 3),), {"axis": 1, "descending": False}),
+    Case(((4, 5, 3),), {"axis": -3, "descending": True}),
+    Case(((2, 40),), {"axis": 1, "descending": False}),  # longer than NumPy's insertion-sort runs: its quicksort is not stable
+    Case(((3, 0),), {"axis": 1, "descending": True}),
+    Case((("N", 6),), {"axis": 1, "descending": True}),
+    Case((("N", 2, 33),), {"axis": -1, "descending": False}),
+    Case(((25, "N"),), {"axis": 0, "descending": True}),
+)
 GELU_CASES = tuple(Case(case.shapes, {"approximate": approximate}) for case in UNARY_CASES for approximate in ("none", "tanh"))
 LAYER_NORM_CASES = (
     Case(((3, 5), (5,), (5,)), {"eps": 1e-5}),
@@ -407,6 +443,7 @@ def extra_rows() -> list[OpRow]:
         OpRow("tensor.clip", lambda x, *, min, max: np.clip(x, min, max), CLIP_CASES, away_from_bounds),
         OpRow("tensor.reduce_min", lambda x, *, axes, keepdims: np.min(x, axis=axes, keepdims=keepdims), reductions, distinct, dtypes=FLOATS_AND_INTS),
         OpRow("tensor.reduce_prod", lambda x, *, axes, keepdims: np.prod(x, axis=axes, keepdims=keepdims).astype(x.dtype), reductions, with_zeros, dtypes=FLOATS_AND_INTS),
+        OpRow("tensor.argsort", _argsort, ARGSORT_CASES, sort_keys, False, FLOATS_AND_INTS),
         OpRow("tensor.argmax", lambda x, *, axis, keepdims: np.argmax(x, axis=axis, keepdims=keepdims), ARGMAX_CASES, distinct, False, FLOATS_AND_INTS),
         OpRow("tensor.take", _take, TAKE_CASES, with_indices, dtypes=FLOATS_AND_INTS, operand_dtypes=(None, "i64")),
         OpRow("tensor.scatter_add", _scatter_add, SCATTER_CASES, with_indices, dtypes=FLOATS_AND_INTS, operand_dtypes=(None, "i32")),
