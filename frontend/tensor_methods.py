@@ -139,17 +139,44 @@ class TorchMethods:
         return _apply("tensor.take", self, index, axis=dim)
 
     def gather(self, dim: int, index: Any) -> Any:
-        """``out[i][j] = self[i][index[i][j]]`` along ``dim`` (PyTorch's ``gather``): each index picks by a one-hot
-        select and a sum over ``dim`` (``where``, so a NaN elsewhere in the row stays out of the result)."""
-        from kiln.frontend.functional import movedim
-
+        """``out[i][j] = self[i][index[i][j]]`` along ``dim`` (PyTorch's ``gather``). Static shapes take from the
+        flattened tensor at ``index * stride + offset`` (one ``tensor.take``, whose gradient scatters back); with
+        a symbolic dim, a one-hot select and a sum over ``dim`` (``where``, so a NaN elsewhere stays out)."""
         axis = dim % self.ndim
         if index.ndim != self.ndim:
             raise located_error(f"gather: the index {index.type} needs the rank of {self.type}")
-        source = movedim(_leading_slices(self, index, axis), axis, -1)
-        picks = _apply("tensor.one_hot", movedim(index, axis, -1), num_classes=self.shape[axis], dtype=DType.bool)
-        chosen = _apply("tensor.where", picks, source.unsqueeze(-2), 0.0).sum(-1)
-        return movedim(chosen, -1, axis)
+        source = _leading_slices(self, index, axis)
+        if all(isinstance(d, int) for d in source.shape + index.shape):
+            return _flat_gather(source, axis, index)
+        return _one_hot_gather(source, axis, index)
+
+    def take_along_dim(self, indices: Any, dim: int) -> Any:
+        return self.gather(dim, indices)
+
+    # sorting ----------------------------------------------------------------
+    def argsort(self, dim: int = -1, descending: bool = False, stable: bool = False) -> Any:
+        """The indices that sort along ``dim`` (always stable; NaN largest, as PyTorch's)."""
+        return _apply("tensor.argsort", self, axis=dim, descending=descending)
+
+    def sort(self, dim: int = -1, descending: bool = False, stable: bool = False) -> Any:
+        """``(values, indices)`` as PyTorch's; the values' gradient goes back to where each came from."""
+        from kiln.frontend.tensor import ValuesIndices
+
+        indices = self.argsort(dim, descending)
+        return ValuesIndices(self.gather(dim, indices), indices)
+
+    def msort(self) -> Any:
+        return self.sort(0).values
+
+    def topk(self, k: int, dim: int = -1, largest: bool = True, sorted: bool = True) -> Any:
+        """The ``k`` largest (or smallest) along ``dim`` and their indices, in order; ties by the lower index."""
+        from kiln.frontend.tensor import ValuesIndices
+
+        size = self.shape[dim]
+        if not isinstance(k, int) or not isinstance(size, int) or not 0 <= k <= size:
+            raise located_error(f"topk: k={k!r} must be an int in [0, {size}] for dim {dim} of {self.type}")
+        indices = self.argsort(dim, descending=largest).narrow(dim, 0, k)
+        return ValuesIndices(self.gather(dim, indices), indices)
 
     def roll(self, shifts: Any, dims: Any = None) -> Any:
         """Elements shifted by ``shifts`` along ``dims`` (wrapping around); without ``dims``, of the flattened tensor."""
@@ -335,6 +362,24 @@ def _sizes(size: Any) -> Any:
     if len(size) == 1 and isinstance(size[0], (tuple, list)):
         return size[0]
     return size
+
+
+def _flat_gather(x: Any, axis: int, index: Any) -> Any:
+    """``gather`` on static shapes: a ``take`` from the flattened ``x`` at ``index * stride + offset``."""
+    strides = np.cumprod((1,) + tuple(reversed(x.shape[1:])))[::-1]
+    offsets = sum(np.arange(size).reshape((-1,) + (1,) * (index.ndim - d - 1)) * int(strides[d])
+                  for d, size in enumerate(index.shape) if d != axis)
+    flat = index.long() * int(strides[axis]) + _apply("tensor.constant", value=np.asarray(offsets, np.int64))
+    return _apply("tensor.take", x.reshape(-1), flat, axis=0)
+
+
+def _one_hot_gather(x: Any, axis: int, index: Any) -> Any:
+    from kiln.frontend.functional import movedim
+
+    source = movedim(x, axis, -1)
+    picks = _apply("tensor.one_hot", movedim(index, axis, -1), num_classes=x.shape[axis], dtype=DType.bool)
+    chosen = _apply("tensor.where", picks, source.unsqueeze(-2), 0.0).sum(-1)
+    return movedim(chosen, -1, axis)
 
 
 def _leading_slices(x: Any, index: Any, axis: int) -> Any:

@@ -144,12 +144,13 @@ def _forwarder(name: str) -> Callable[..., Any]:
 
 
 FORWARDED = (
-    "abs", "add", "all", "amax", "amin", "any", "argmax", "argmin", "bmm", "chunk", "clamp", "clip", "clone", "cos", "cumsum",
+    "abs", "add", "all", "amax", "amin", "any", "argmax", "argmin", "argsort", "bmm", "chunk", "clamp", "clip", "clone", "cos", "cumsum",
     "div", "dot", "eq", "exp", "flatten", "flip", "gather", "ge", "gt", "index_select", "isfinite", "isinf", "isnan", "le",
     "lerp", "log", "log_softmax", "logical_and", "logical_not", "logical_or", "logical_xor", "logsumexp", "lt", "masked_fill",
     "matmul", "max", "maximum", "mean", "min", "minimum", "mm", "movedim", "mul", "narrow", "ne", "neg", "norm", "outer",
     "permute", "pow", "prod", "reciprocal", "relu", "repeat_interleave", "reshape", "roll", "rsqrt", "sigmoid", "sign", "sin",
-    "softmax", "split", "sqrt", "square", "squeeze", "std", "sub", "sum", "t", "tanh", "tile", "transpose", "tril", "triu",
+    "softmax", "sort", "split", "sqrt", "square", "squeeze", "std", "sub", "sum", "t", "take_along_dim", "tanh", "tile", "topk",
+    "transpose", "tril", "triu", "msort",
     "unbind", "unflatten", "unsqueeze", "var", "floor", "ceil", "round",
 )
 DTYPES = {"float32": DType.f32, "float": DType.f32, "float64": DType.f64, "double": DType.f64, "int32": DType.i32, "int": DType.i32,

@@ -12,6 +12,7 @@ import pytest
 import kiln
 from kiln.backends.numpy import NumpyBackend
 from kiln.compiler.errors import TraceError
+from oracles import require
 from tensor_parity import _check
 
 RNG = np.random.default_rng(7)
@@ -39,6 +40,8 @@ VALUE_METHODS = {  # name: (function of x, y), differentiable
     "extrema": (lambda x, y: (x.maximum(y), x.minimum(y * 0.5)), True),
     "products": (lambda x, y: (x[0, 0].outer(y[0, 1]), x[0, 0].dot(y[1, 1])), True),
     "equality": (lambda x, y: (x == y, x != 0.5, (x > 0) == (y > 0), (x * 2).round() == 0, x[0] != y[0]), False),
+    "sorting": (lambda x, y: (x.sort(1).values * y, x.sort(-1, descending=True)[1], x.argsort(0), x.topk(2).values,
+                              x.topk(3, dim=1, largest=False)[1], x.msort(), x.take_along_dim(x.argsort(2), 2)), True),
     "trigonometry": (lambda x, y: x.sin() * y + x.cos(), True),
     "rounding": (lambda x, y: ((x * 3).frac() * y + (x * 3).floor() + (x * 3).ceil() + (x * 3).round() + (x * 3).trunc(),
                                x.round(decimals=1), (x * 3).long().floor()), True),
@@ -126,3 +129,19 @@ def test_equality_is_identity_outside_a_trace_and_for_non_numbers():
 
     graph = kiln.trace(membership, kiln.TensorSpec((2,)))
     assert str(graph.outputs[0].type.dtype) == "bool"
+
+
+def test_sorting_ties_keep_their_order_as_torch_stable_sort():
+    require("torch")
+    ties = np.array([[2.0, 1.0, 2.0, np.nan, 1.0, -np.inf], [0.0, -0.0, 3.0, 3.0, 3.0, 0.0]])
+    fn = lambda x: (x.sort(dim=-1, stable=True)[1], x.sort(dim=-1, descending=True, stable=True)[1],  # noqa: E731
+                    x.argsort(dim=-1, stable=True), x.sort(dim=0, stable=True).values)
+    _check(fn, fn, ties, grad=False)
+
+
+def test_gather_on_a_symbolic_batch_selects_as_numpy():
+    graph = kiln.trace(lambda x, i: x.gather(1, i), kiln.TensorSpec(("N", 5)), kiln.TensorSpec(("N", 3), "int64"))
+    run = NumpyBackend().compile(graph)
+    for batch in (1, 4):
+        x, index = RNG.standard_normal((batch, 5)).astype(np.float32), RNG.integers(0, 5, (batch, 3))
+        np.testing.assert_array_equal(run(x, index)[0], np.take_along_axis(x, index, 1))
