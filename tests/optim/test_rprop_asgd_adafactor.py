@@ -194,6 +194,27 @@ def test_asgd_update_matches_torch_and_averages_after_t0(torch, options):
     assert np.all(history[-1][1] == history[-1][1].flat[0])  # eta is one value per parameter
 
 
+def test_asgd_before_averaging_ax_is_the_parameter_itself():
+    """While ``mu`` is 1, ``ax`` is a copy of the new parameter (PyTorch's ``ax.copy_(param)``), not ``ax + (p - ax)``,
+    which loses the parameter next to a large ``ax`` (a loaded state)."""
+    update = update_function("asgd_update", (3,), [(3,)] * 3, scalars=True, lambd=1e-4, alpha=0.75, t0=1e6, weight_decay=0.0)
+    param, grad = np.array([1e-3, -2.0, 3e-7]), np.array([0.5, -0.25, 1.0])
+    new_param, _, _, new_ax = (np.asarray(a) for a in update(param, grad, np.full(3, 0.1), np.ones(3), np.full(3, 1e20), np.asarray(0.1), np.asarray(7, np.int64)))
+    np.testing.assert_array_equal(new_ax, new_param)
+
+
+def test_adafactor_first_step_moments_are_this_gradients_whatever_the_state(torch):
+    """At step 1 the moments' weight ``1 - beta2_1 = 1``: torch.lerp's ``end - (end - start)(1 - w)`` gives the new mean
+    squares exactly, where ``start + w (end - start)`` would lose them next to a large state (a loaded one)."""
+    update = update_function("adafactor_update", (3, 4), factored((3, 4)), scalars=True,
+                             beta2_decay=-0.8, eps1=1e-30, eps2=1e-3, d=1.0, weight_decay=0.0)
+    grad = np.random.default_rng(4).standard_normal((3, 4)) * 1e-3
+    _, row, col = (np.asarray(a) for a in update(np.ones((3, 4)), grad, np.full((3, 1), 1e20), np.full((1, 4), 1e20), np.asarray(0.01), np.asarray(1, np.int64)))
+    g = torch.tensor(grad)
+    np.testing.assert_allclose(row, (torch.norm(g, dim=-1, keepdim=True).square() / 4).numpy(), rtol=1e-12)
+    np.testing.assert_allclose(col, (torch.norm(g, dim=-2, keepdim=True).square() / 3).numpy(), rtol=1e-12)
+
+
 # --- state_dict interop, schedules, options ----------------------------------------------------------
 
 
