@@ -95,8 +95,7 @@ class ConvTranspose2d(Module):
         return F.conv_transpose2d(input, self.weight, self.bias, self.stride, self.padding, self.output_padding, self.groups, self.dilation)
 
     def extra_repr(self) -> str:
-        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
-                f"padding={self.padding}, output_padding={self.output_padding}")
+        return conv_repr(self)
 
 
 def _check_groups(in_channels: int, out_channels: int, groups: int) -> None:
@@ -215,15 +214,17 @@ def _check_padding_mode(padding_mode: str) -> str:
 
 
 def conv_repr(conv: Module) -> str:
-    """PyTorch's ``_ConvNd.extra_repr``: the sizes, then each option that differs from its default."""
+    """PyTorch's ``_ConvNd.extra_repr`` (convolutions and transposed ones): the sizes, then each option that differs
+    from its default."""
     text = f"{conv.in_channels}, {conv.out_channels}, kernel_size={conv.kernel_size}, stride={conv.stride}"
     dims = len(conv.kernel_size)
-    if conv.padding != (0,) * dims:
-        text += f", padding={conv.padding}"
-    if conv.dilation != (1,) * dims:
-        text += f", dilation={conv.dilation}"
+    for name, default in (("padding", (0,) * dims), ("dilation", (1,) * dims), ("output_padding", (0,) * dims)):
+        value = getattr(conv, name, default)
+        if value != default:
+            text += f", {name}={value}"
     if conv.groups != 1:
         text += f", groups={conv.groups}"
     if conv.bias is None:
         text += ", bias=False"
-    return text + ("" if conv.padding_mode == "zeros" else f", padding_mode={conv.padding_mode}")
+    mode = getattr(conv, "padding_mode", "zeros")
+    return text + ("" if mode == "zeros" else f", padding_mode={mode}")

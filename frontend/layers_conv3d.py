@@ -66,11 +66,7 @@ class ConvTranspose3d(Module):
         return F3.conv_transpose3d(input, self.weight, self.bias, self.stride, self.padding, self.output_padding, self.groups, self.dilation)
 
     def extra_repr(self) -> str:
-        text = conv_repr(self)
-        if self.output_padding != (0, 0, 0):
-            at = text.find(", groups=") if ", groups=" in text else text.find(", bias=") if ", bias=" in text else len(text)
-            text = text[:at] + f", output_padding={self.output_padding}" + text[at:]
-        return text
+        return conv_repr(self)
 
 
 class MaxPool3d(Module):

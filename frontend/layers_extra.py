@@ -1,5 +1,5 @@
 """More ``torch.nn`` layers with PyTorch's names, arguments, defaults, reprs and ``state_dict`` keys: ``ConvTranspose1d``,
-``InstanceNorm1d``, ``AlphaDropout``, ``FeatureAlphaDropout``, ``EmbeddingBag``, ``LocalResponseNorm``, ``LPPool1d/2d``,
+``InstanceNorm1d``/``2d``/``3d``, ``AlphaDropout``, ``FeatureAlphaDropout``, ``EmbeddingBag``, ``LocalResponseNorm``, ``LPPool1d/2d``,
 ``MaxUnpool1d/2d``, ``TripletMarginWithDistanceLoss`` and ``MultiLabelMarginLoss``.
 
 Each wraps its ``F.*`` function (``frontend/functional_extra*.py``).
@@ -16,7 +16,7 @@ import numpy as np
 from kiln.frontend import functional as F
 from kiln.frontend import init
 from kiln.frontend.functional_nn import _pair, embedding_padding_index
-from kiln.frontend.layers_conv import _check_groups, _single
+from kiln.frontend.layers_conv import _check_groups, _single, conv_repr
 from kiln.frontend.module import Module, Parameter
 from kiln.frontend.tensor import Tensor
 from kiln.frontend.trace import located_error
@@ -46,20 +46,17 @@ class ConvTranspose1d(Module):
         return F.conv_transpose1d(input, self.weight, self.bias, self.stride, self.padding, self.output_padding, self.groups, self.dilation)
 
     def extra_repr(self) -> str:
-        """PyTorch's ``_ConvNd.extra_repr``: the options that differ from their defaults."""
-        text = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
-        for name, default in (("padding", (0,)), ("dilation", (1,)), ("output_padding", (0,))):
-            if getattr(self, name) != default:
-                text += f", {name}={getattr(self, name)}"
-        text += f", groups={self.groups}" if self.groups != 1 else ""
-        return text + (", bias=False" if self.bias is None else "")
+        return conv_repr(self)
 
 
-class InstanceNorm1d(Module):
-    """``torch.nn.InstanceNorm1d``: each sample's channels of ``(N, C, L)`` (or ``(C, L)``) normalized over ``L``; with
-    ``affine``, per-channel ``weight`` (ones) and ``bias`` (zeros, unless ``bias=False``). With ``track_running_stats``
-    the buffers ``running_mean``, ``running_var`` and ``num_batches_tracked`` exist: training mode records the running
-    statistics (see ``F.instance_norm``), eval mode normalizes with them, as PyTorch's."""
+class _InstanceNorm(Module):
+    """``torch.nn.InstanceNorm{1,2,3}d``: each sample's channels of ``(N, C, *spatial)`` (or unbatched ``(C, *spatial)``)
+    normalized over the spatial dims; with ``affine``, per-channel ``weight`` (ones) and ``bias`` (zeros, unless
+    ``bias=False``). With ``track_running_stats`` the buffers ``running_mean``, ``running_var`` and
+    ``num_batches_tracked`` exist: training mode records the running statistics (see ``F.instance_norm``), eval mode
+    normalizes with them, as PyTorch's."""
+
+    spatial = 1
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = False,
                  track_running_stats: bool = False, dtype: str = "float32", *, bias: bool = True):
@@ -76,14 +73,16 @@ class InstanceNorm1d(Module):
             self.running_mean = self.running_var = self.num_batches_tracked = None
 
     def forward(self, input: Tensor) -> Tensor:
-        if input.ndim not in (2, 3):
-            raise located_error(f"InstanceNorm1d: expected 2D or 3D input (got {input.ndim}D input)")
-        if input.shape[-2] != self.num_features:
-            message = f"InstanceNorm1d: expected input's size at dim={input.ndim - 2} to match num_features ({self.num_features}), but got: {input.shape[-2]}."
+        name, batched = type(self).__name__, self.spatial + 2
+        if input.ndim not in (batched - 1, batched):
+            raise located_error(f"{name}: expected {batched - 1}D or {batched}D input (got {input.ndim}D input)")
+        if input.shape[-self.spatial - 1] != self.num_features:
+            message = (f"{name}: expected input's size at dim={input.ndim - self.spatial - 1} to match num_features "
+                       f"({self.num_features}), but got: {input.shape[-self.spatial - 1]}.")
             if self.affine:
                 raise located_error(message)
             warnings.warn(message, stacklevel=2)
-        if input.ndim == 2:
+        if input.ndim == batched - 1:
             return self.forward(input.unsqueeze(0)).squeeze(0)
         momentum = self.momentum if self.momentum is not None else 0.0
         return F.instance_norm(input, self.running_mean, self.running_var, self.weight, self.bias,
@@ -92,6 +91,18 @@ class InstanceNorm1d(Module):
     def extra_repr(self) -> str:
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, bias={self.bias is not None}, "
                 f"track_running_stats={self.track_running_stats}")
+
+
+class InstanceNorm1d(_InstanceNorm):
+    spatial = 1
+
+
+class InstanceNorm2d(_InstanceNorm):
+    spatial = 2
+
+
+class InstanceNorm3d(_InstanceNorm):
+    spatial = 3
 
 
 class AlphaDropout(Module):
@@ -244,6 +255,6 @@ class MultiLabelMarginLoss(Module):
 
 
 __all__ = [
-    "AlphaDropout", "ConvTranspose1d", "EmbeddingBag", "FeatureAlphaDropout", "InstanceNorm1d", "LPPool1d", "LPPool2d", "LocalResponseNorm",
+    "AlphaDropout", "ConvTranspose1d", "EmbeddingBag", "FeatureAlphaDropout", "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "LPPool1d", "LPPool2d", "LocalResponseNorm",
     "MaxUnpool1d", "MaxUnpool2d", "MultiLabelMarginLoss", "TripletMarginWithDistanceLoss",
 ]

@@ -1,8 +1,8 @@
-"""Normalization layers with PyTorch's names, arguments, defaults and ``state_dict`` keys: ``GroupNorm``, ``RMSNorm``,
-``BatchNorm1d`` and ``InstanceNorm2d``.
+"""Normalization layers with PyTorch's names, arguments, defaults and ``state_dict`` keys: ``GroupNorm``, ``RMSNorm`` and
+``BatchNorm1d`` (the instance norms are in ``frontend/layers_extra.py``).
 
-``GroupNorm`` and ``RMSNorm`` call ``F.group_norm`` and ``F.rms_norm`` (``frontend/functional_norm.py``);
-``InstanceNorm2d`` is group norm with one group per channel. ``BatchNorm1d`` is ``BatchNorm2d`` (``frontend/layers_conv.py``)
+``GroupNorm`` and ``RMSNorm`` call ``F.group_norm`` and ``F.rms_norm`` (``frontend/functional_norm.py``).
+``BatchNorm1d`` is ``BatchNorm2d`` (``frontend/layers_conv.py``)
 on its input viewed as ``(N, C, L, 1)``: the statistics over ``(N, L, 1)`` are those over ``(N, L)``, so training mode,
 the running statistics it records, eval mode and ``SyncBatchNorm`` under ``DataParallel`` all come from there.
 """
@@ -84,30 +84,4 @@ class BatchNorm1d(BatchNorm2d):
         return f"{super().extra_repr()}, affine={self.affine}, track_running_stats={self.track_running_stats}"
 
 
-class InstanceNorm2d(Module):
-    """``torch.nn.InstanceNorm2d`` without running statistics: each sample's channels normalized over ``(H, W)``, which is
-    group norm with one group per channel; with ``affine``, per-channel ``weight`` (ones) and ``bias`` (zeros). An
-    unbatched ``(C, H, W)`` input works too. ``momentum`` is accepted for PyTorch's signature; no statistics use it."""
-
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = False, track_running_stats: bool = False,
-                 dtype: str = "float32"):
-        super().__init__()
-        if track_running_stats:
-            raise ValueError("InstanceNorm2d(track_running_stats=True) is not supported: kiln's instance norm keeps no running "
-                             "statistics and always normalizes with each sample's own; pass track_running_stats=False")
-        self.num_features, self.eps, self.momentum, self.affine = num_features, eps, momentum, affine
-        self.weight = Parameter(np.ones(num_features, dtype)) if affine else None
-        self.bias = Parameter(np.zeros(num_features, dtype)) if affine else None
-
-    def forward(self, input: Tensor) -> Tensor:
-        if input.ndim == 3:
-            return self.forward(input.unsqueeze(0)).squeeze(0)
-        if input.ndim != 4:
-            raise located_error(f"InstanceNorm2d expects an (N, C, H, W) or (C, H, W) input, got {input.type}")
-        return F.group_norm(input, input.shape[1], self.weight, self.bias, self.eps)
-
-    def extra_repr(self) -> str:
-        return f"{self.num_features}, eps={self.eps}, affine={self.affine}"
-
-
-__all__ = ["BatchNorm1d", "GroupNorm", "InstanceNorm2d", "RMSNorm"]
+__all__ = ["BatchNorm1d", "GroupNorm", "RMSNorm"]

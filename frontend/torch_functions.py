@@ -181,6 +181,13 @@ def where(condition: Tensor, input: Any, other: Any) -> Tensor:
     return apply("tensor.where", condition, input, other)
 
 
+def cdist(x1: Tensor, x2: Tensor, p: float = 2.0, compute_mode: str = "use_mm_for_euclid_dist_if_necessary") -> Tensor:
+    """``torch.cdist``: the ``p``-norm distance between every pair of rows, from the differences (exact)."""
+    from kiln.frontend.functional_extra_losses import cdist as distances
+
+    return distances(x1, x2, p, compute_mode)
+
+
 def einsum(equation: str, *operands: Any) -> Tensor:
     from kiln.frontend.functional_einsum import einsum as traced_einsum
 
@@ -188,7 +195,7 @@ def einsum(equation: str, *operands: Any) -> Tensor:
 
 
 __all__ = [
-    "arange", "as_tensor", "cat", "concat", "concatenate", "einsum", "empty", "empty_like", "eye", "from_numpy", "full", "full_like",
+    "arange", "as_tensor", "cat", "cdist", "concat", "concatenate", "einsum", "empty", "empty_like", "eye", "from_numpy", "full", "full_like",
     "linspace", "ones", "ones_like", "rand", "rand_like", "randn", "randn_like", "stack", "tensor", "where", "zeros",
     "zeros_like",
 ]

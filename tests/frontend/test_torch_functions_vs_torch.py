@@ -107,6 +107,12 @@ def test_random_draws_outside_a_trace_say_to_use_numpy():
         kiln.randn(3)
 
 
+def test_cdist_is_torchs():
+    torch = require("torch")
+    x1, x2 = RNG.standard_normal((2, 5, 3)), RNG.standard_normal((2, 4, 3))
+    _check(lambda a, b: kiln.cdist(a, b), lambda a, b: torch.cdist(a, b), x1, x2)
+
+
 def test_the_functional_forms_are_the_methods():
     for name in ("exp", "sum", "amax", "softmax", "transpose", "roll", "gather", "cumsum", "sin", "floor"):
         assert getattr(kiln, name).__name__ == name and name in kiln.__all__

@@ -172,9 +172,27 @@ def test_instance_norm2d_matches_torch(shape, affine, dtype):
     assert_layer_matches_torch(torch, module, reference, [normal(*shape, dtype=dtype) * 3 + 1], **tolerances(dtype))
 
 
-def test_instance_norm2d_refuses_running_statistics():
-    with pytest.raises(ValueError, match="track_running_stats=True"):
-        nn.InstanceNorm2d(3, track_running_stats=True)
+@pytest.mark.parametrize("cls", ["InstanceNorm2d", "InstanceNorm3d"])
+def test_instance_norms_track_running_statistics_as_torch(cls):
+    torch = require("torch")
+    module = getattr(nn, cls)(3, affine=True, track_running_stats=True, momentum=0.3, dtype="float64")
+    reference = getattr(torch.nn, cls)(3, affine=True, track_running_stats=True, momentum=0.3, dtype=torch.float64)
+    assert repr(module) == repr(reference) and set(module.state_dict()) == set(reference.state_dict())
+    shape = (2, 3) + (4, 5, 3)[: 2 if cls == "InstanceNorm2d" else 3]
+    step = kiln.compile_train_step(module, lambda out, y: ((out - y) ** 2).mean(), kiln.optim.SGD(module.parameters(), lr=0.1))
+    optimizer = torch.optim.SGD(reference.parameters(), lr=0.1)
+    for seed in range(3):
+        x, y = normal(*shape, dtype="float64", seed=seed) * 2 + 1, normal(*shape, dtype="float64", seed=seed + 9)
+        loss = float(step(x, y))
+        optimizer.zero_grad()
+        twin = ((reference(torch.tensor(x)) - torch.tensor(y)) ** 2).mean()
+        twin.backward()
+        optimizer.step()
+        np.testing.assert_allclose(loss, twin.item(), rtol=1e-10)
+        np.testing.assert_allclose(module.running_mean.data, reference.running_mean.numpy(), rtol=1e-10)
+        np.testing.assert_allclose(module.running_var.data, reference.running_var.numpy(), rtol=1e-10)
+    module.eval(), reference.eval()
+    assert_layer_matches_torch(torch, module, reference, [normal(*shape, dtype="float64", seed=7)])
 
 
 # Training and export ---------------------------------------------------------------------------------
