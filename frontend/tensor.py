@@ -18,6 +18,7 @@ from kiln.compiler.errors import TraceError
 from kiln.compiler.ir.core import Value
 from kiln.compiler.ir.types import Dim, DType, TensorType
 from kiln.frontend.tensor_inplace import VIEW_OPS, InPlaceMethods, check_fresh, link_view
+from kiln.frontend.tensor_math import MathMethods
 from kiln.frontend.tensor_methods import TorchMethods
 from kiln.frontend.trace import TraceContext, located_error
 
@@ -30,9 +31,9 @@ class ValuesIndices(NamedTuple):
     indices: "Tensor"
 
 
-class Tensor(InPlaceMethods, TorchMethods):
+class Tensor(InPlaceMethods, TorchMethods, MathMethods):
     """A symbolic tensor during tracing; in-place methods rebind it (``frontend/tensor_inplace.py``), more of PyTorch's
-    methods are in ``frontend/tensor_methods.py``."""
+    methods are in ``frontend/tensor_methods.py`` and ``frontend/tensor_math.py``."""
 
     __array_priority__ = 1000  # numpy arrays on the left defer to our reflected operators
 

@@ -150,7 +150,9 @@ FORWARDED = (
     "matmul", "max", "maximum", "mean", "min", "minimum", "mm", "movedim", "mul", "narrow", "ne", "neg", "norm", "outer",
     "permute", "pow", "prod", "reciprocal", "relu", "repeat_interleave", "reshape", "roll", "rsqrt", "sigmoid", "sign", "sin",
     "softmax", "sort", "split", "sqrt", "square", "squeeze", "std", "sub", "sum", "t", "take_along_dim", "tanh", "tile", "topk",
-    "transpose", "tril", "triu", "msort",
+    "transpose", "tril", "triu", "msort", "log1p", "expm1", "log2", "log10", "exp2", "sinh", "cosh", "tan", "erf", "hypot",
+    "logaddexp", "heaviside", "nan_to_num", "addcmul", "addcdiv", "addmm", "baddbmm", "diag", "diagonal", "diff", "kron", "take",
+    "kthvalue", "median", "numel", "broadcast_to", "expand_as",
     "unbind", "unflatten", "unsqueeze", "var", "floor", "ceil", "round",
 )
 DTYPES = {"float32": DType.f32, "float": DType.f32, "float64": DType.f64, "double": DType.f64, "int32": DType.i32, "int": DType.i32,
@@ -188,6 +190,62 @@ def cdist(x1: Tensor, x2: Tensor, p: float = 2.0, compute_mode: str = "use_mm_fo
     return distances(x1, x2, p, compute_mode)
 
 
+def meshgrid(*tensors: Any, indexing: str = "ij") -> tuple[Tensor, ...]:
+    """Coordinate grids from 1-D tensors: ``"ij"`` (matrix) or ``"xy"`` (Cartesian: the first two swapped)."""
+    if len(tensors) == 1 and isinstance(tensors[0], (list, tuple)):
+        tensors = tuple(tensors[0])
+    if indexing not in ("ij", "xy"):
+        raise located_error(f"meshgrid: indexing must be 'ij' or 'xy', got {indexing!r}")
+    order = list(range(len(tensors)))
+    if indexing == "xy" and len(tensors) >= 2:
+        order[0], order[1] = 1, 0
+    shape = tuple(tensors[i].shape[0] for i in order)
+    grids = []
+    for axis, index in enumerate(order):
+        view = tensors[index].reshape(tuple(-1 if a == axis else 1 for a in range(len(order))))
+        grids.append(view.broadcast_to(shape))
+    if indexing == "xy" and len(tensors) >= 2:
+        grids[0], grids[1] = grids[1], grids[0]
+    return tuple(grids)
+
+
+def randint(low: int, high: int | None = None, size: Any = None, *, dtype: Any = None) -> Tensor:
+    """Integers uniform in ``[low, high)`` from the traced step's seed (``randint(high, size)`` too)."""
+    if high is None or (size is None and isinstance(high, (tuple, list))):
+        low, high, size = 0, low, high
+    draw = rand(*tuple(size), dtype="float64")
+    return (draw * (high - low)).floor().to(DType.of("int64" if dtype is None else dtype)) + low
+
+
+def searchsorted(sorted_sequence: Tensor, values: Any, *, right: bool = False, side: str | None = None) -> Tensor:
+    """Where each value would be inserted to keep each row of ``sorted_sequence`` sorted: the count of elements below
+    it (``right``/``side="right"``: at or below), as int64."""
+    right = right or side == "right"
+    inner = sorted_sequence.unsqueeze(-2)
+    probe = values.unsqueeze(-1) if isinstance(values, Tensor) else apply("tensor.constant", value=np.asarray(values, sorted_sequence.dtype.numpy)).unsqueeze(-1)
+    below = (inner <= probe) if right else (inner < probe)
+    return below.long().sum(-1)
+
+
+def bucketize(input: Tensor, boundaries: Tensor, *, right: bool = False) -> Tensor:
+    """The bucket of each element among 1-D ``boundaries``: the count of boundaries below it (at or below with ``right``)."""
+    flat = input.reshape(-1, 1) if input.ndim else input.reshape(1, 1)
+    below = (boundaries <= flat) if right else (boundaries < flat)
+    return below.long().sum(-1).reshape(input.shape)
+
+
+def trapezoid(y: Tensor, x: Tensor | None = None, *, dx: float = 1.0, dim: int = -1) -> Tensor:
+    """The trapezoidal rule along ``dim``: spacing ``dx``, or the sample points ``x``."""
+    size = y.shape[dim]
+    pairs = (y.narrow(dim, 1, size - 1) + y.narrow(dim, 0, size - 1)) * 0.5
+    if x is None:
+        return pairs.sum(dim) * dx
+    return (pairs * x.diff(dim=-1 if x.ndim == 1 else dim)).sum(dim)
+
+
+trapz = trapezoid
+
+
 def einsum(equation: str, *operands: Any) -> Tensor:
     from kiln.frontend.functional_einsum import einsum as traced_einsum
 
@@ -195,7 +253,8 @@ def einsum(equation: str, *operands: Any) -> Tensor:
 
 
 __all__ = [
-    "arange", "as_tensor", "cat", "cdist", "concat", "concatenate", "einsum", "empty", "empty_like", "eye", "from_numpy", "full", "full_like",
-    "linspace", "ones", "ones_like", "rand", "rand_like", "randn", "randn_like", "stack", "tensor", "where", "zeros",
+    "arange", "as_tensor", "bucketize", "cat", "cdist", "concat", "concatenate", "einsum", "empty", "empty_like", "eye", "from_numpy", "full", "full_like",
+    "linspace", "meshgrid", "ones", "ones_like", "rand", "rand_like", "randint", "randn", "randn_like", "searchsorted", "stack",
+    "tensor", "trapezoid", "trapz", "where", "zeros",
     "zeros_like",
 ]
