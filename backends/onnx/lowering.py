@@ -13,7 +13,7 @@ import numpy as np
 
 from kiln.backends.base import LoweringTable
 from kiln.compiler.ir.core import Op
-from kiln.compiler.ir.types import normalize_axes
+from kiln.compiler.ir.types import DType, normalize_axes
 
 ONNX = LoweringTable("onnx")
 Emitter = Callable[[Any, Op, list[str]], list[str]]
@@ -108,9 +108,13 @@ def transpose(ctx, op: Op, inputs: list[str]) -> list[str]:
 
 @ONNX.register("tensor.one_hot")
 def one_hot(ctx, op: Op, inputs: list[str]) -> list[str]:
+    # onnxruntime's OneHot takes int64 indices to int64 or float32 (not bool or float64): those come from int64 by a Cast
     depth = ctx.constant(np.array(op.attrs["num_classes"], np.int64))
-    values = ctx.constant(np.array([0, 1], dtype=op.attrs["dtype"].numpy))
-    return [ctx.node("OneHot", [inputs[0], depth, values], axis=-1)]
+    indices = inputs[0] if op.operands[0].type.dtype is DType.i64 else ctx.node("Cast", inputs, to=ctx.onnx_dtype(DType.i64))
+    direct = op.attrs["dtype"] in (DType.i64, DType.f32)
+    values = ctx.constant(np.array([0, 1], dtype=op.attrs["dtype"].numpy if direct else np.int64))
+    hot = ctx.node("OneHot", [indices, depth, values], axis=-1)
+    return [hot if direct else ctx.node("Cast", [hot], to=ctx.onnx_dtype(op.attrs["dtype"]))]
 
 
 @ONNX.register("tensor.numel")
