@@ -56,6 +56,7 @@ GRID = [
 STATE_NAMES = {
     "Adamax": {"exp_avg", "exp_inf"}, "NAdam": {"mu_product", "exp_avg", "exp_avg_sq"},
     "RAdam": {"exp_avg", "exp_avg_sq"}, "Adadelta": {"square_avg", "acc_delta"},
+    "Rprop": {"prev", "step_size"}, "ASGD": {"eta", "mu", "ax"}, "Adafactor": {"row_var", "col_var"},  # the first parameter's, a matrix
 }
 UPDATE_OPS = {"Adamax": "optim.adamax_update", "NAdam": "optim.nadam_update", "RAdam": "optim.radam_update", "Adadelta": "optim.adadelta_update"}
 
@@ -173,6 +174,9 @@ RESUMED = [
     Run("NAdam", dict(lr=1e-2, weight_decay=1e-2, decoupled_weight_decay=True)),
     Run("RAdam", dict(lr=1e-2, weight_decay=1e-2)),
     Run("Adadelta", dict(lr=1.0, rho=0.8)),
+    Run("Rprop", dict(lr=1e-2)),
+    Run("ASGD", dict(lr=5e-2, t0=2)),  # averaging before the save and after
+    Run("Adafactor", {}),  # eps (None, 1e-3) saved and restored
 ]
 
 
