@@ -39,3 +39,12 @@ def _check(fn, torch_fn, *arrays, grad=True):
         ours = kiln.grad(lambda *xs: (_outputs(fn(*xs))[0] * weights).sum(), argnums=tuple(range(len(arrays))))(*arrays)
         for got, want in zip(_outputs(ours), grads):
             np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
+def assert_fills_a_symbolic_batch(fn, width: int, added: float) -> None:
+    """``fn`` traced on ``(N, width)`` float32 gives ``x + added`` at two batch sizes from one graph."""
+    graph = kiln.trace(fn, kiln.TensorSpec(("N", width)))
+    run = NumpyBackend().compile(graph)
+    for batch in (1, 4):
+        x = np.random.default_rng(batch).standard_normal((batch, width)).astype(np.float32)
+        np.testing.assert_array_equal(run(x)[0], x + added)

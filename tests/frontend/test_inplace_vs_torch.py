@@ -13,6 +13,7 @@ import pytest
 import kiln
 import kiln.nn as nn
 from kiln.compiler.errors import TraceError
+from lockstep import mse_sgd_in_lockstep
 from oracles import require
 from tensor_parity import _check
 
@@ -239,17 +240,8 @@ def test_buffers_written_in_place_in_forward_advance_every_step_as_in_torch():
     model.register_buffer("average", np.zeros(3))
     model.register_buffer("first", np.zeros((2, 3)))
     twin = _torch_with_state(torch, model)
-    step = kiln.compile_train_step(model, lambda out, y: ((out - y) ** 2).mean(), kiln.optim.SGD(model.parameters(), lr=0.1),
-                                   batch_dim=None)
-    optimizer = torch.optim.SGD(twin.parameters(), lr=0.1)
-    for index in range(3):
-        x, y = RNG.standard_normal((4, 3)) + index, RNG.standard_normal((4, 2))
-        loss = float(step(x, y))
-        optimizer.zero_grad()
-        twin_loss = ((twin(torch.tensor(x)) - torch.tensor(y)) ** 2).mean()
-        twin_loss.backward()
-        optimizer.step()
-        np.testing.assert_allclose(loss, twin_loss.item(), rtol=1e-10)
+    batches = [(RNG.standard_normal((4, 3)) + index, RNG.standard_normal((4, 2))) for index in range(3)]
+    for _ in mse_sgd_in_lockstep(torch, model, twin, batches, batch_dim=None):
         np.testing.assert_allclose(model.average.data, twin.average.numpy(), rtol=1e-10)
         np.testing.assert_allclose(model.first.data, twin.first.numpy(), rtol=1e-10)
         np.testing.assert_allclose(model.linear.weight.data, twin.linear.weight.detach().numpy(), rtol=1e-10)

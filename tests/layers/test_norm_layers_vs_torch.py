@@ -11,6 +11,7 @@ import kiln
 import kiln.nn as nn
 import kiln.nn.functional as F
 from layer_parity import as_dtype, assert_layer_matches_torch, normal, randomize, sgd_losses_in_lockstep, tolerances
+from lockstep import mse_sgd_in_lockstep
 from oracles import require
 
 DTYPES = ["float32", "float64"]
@@ -179,16 +180,8 @@ def test_instance_norms_track_running_statistics_as_torch(cls):
     reference = getattr(torch.nn, cls)(3, affine=True, track_running_stats=True, momentum=0.3, dtype=torch.float64)
     assert repr(module) == repr(reference) and set(module.state_dict()) == set(reference.state_dict())
     shape = (2, 3) + (4, 5, 3)[: 2 if cls == "InstanceNorm2d" else 3]
-    step = kiln.compile_train_step(module, lambda out, y: ((out - y) ** 2).mean(), kiln.optim.SGD(module.parameters(), lr=0.1))
-    optimizer = torch.optim.SGD(reference.parameters(), lr=0.1)
-    for seed in range(3):
-        x, y = normal(*shape, dtype="float64", seed=seed) * 2 + 1, normal(*shape, dtype="float64", seed=seed + 9)
-        loss = float(step(x, y))
-        optimizer.zero_grad()
-        twin = ((reference(torch.tensor(x)) - torch.tensor(y)) ** 2).mean()
-        twin.backward()
-        optimizer.step()
-        np.testing.assert_allclose(loss, twin.item(), rtol=1e-10)
+    batches = [(normal(*shape, dtype="float64", seed=seed) * 2 + 1, normal(*shape, dtype="float64", seed=seed + 9)) for seed in range(3)]
+    for _ in mse_sgd_in_lockstep(torch, module, reference, batches):
         np.testing.assert_allclose(module.running_mean.data, reference.running_mean.numpy(), rtol=1e-10)
         np.testing.assert_allclose(module.running_var.data, reference.running_var.numpy(), rtol=1e-10)
     module.eval(), reference.eval()
