@@ -205,10 +205,15 @@ class Module(HookMethods):
         name); devices are the backend's choice in kiln (``compile_train_step(..., backend=)``), so a device is ignored."""
         target = _float_dtype(dtype)
         if target is not None:
-            for tensor in [*self.parameters(), *self.buffers()]:
-                if tensor.data.dtype.kind == "f":
-                    tensor.data = tensor.data.astype(target)
+            for module in self.modules():
+                module._cast_floats(target)
         return self
+
+    def _cast_floats(self, target: np.dtype) -> None:
+        """Cast this module's own floating parameters and buffers (a lazy module remembers ``target`` for its first call)."""
+        for tensor in [*self._parameters.values(), *self._buffers.values()]:
+            if tensor.data.dtype.kind == "f":
+                tensor.data = tensor.data.astype(target)
 
     def double(self) -> "Module":
         return self.to(np.float64)
