@@ -169,6 +169,24 @@ def max_pool3d(input: Tensor, kernel_size: Any, stride: Any = None, padding: Any
     return like_input(images_as_volume(result, planes[0].shape[2]), input)
 
 
+def max_pool3d_with_indices(input: Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1,
+                            ceil_mode: bool = False, return_indices: bool = False) -> Tensor:
+    """PyTorch's name for ``max_pool3d(..., return_indices=True)``, which kiln refuses (its 3-D pools give values only)."""
+    return max_pool3d(input, kernel_size, stride, padding, dilation, ceil_mode, True)
+
+
+def dropout3d(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool = False) -> Tensor:
+    """Zero whole channels of ``(N, C, D, H, W)`` (or unbatched ``(C, D, H, W)``) with probability ``p``, the rest scaled
+    by ``1 / (1 - p)``; one draw per channel, broadcast over the volume (``nn.Dropout3d``'s)."""
+    from kiln.frontend.functional_spatial import _channel_dropout
+
+    if input.ndim not in (4, 5):
+        raise located_error(f"dropout3d expects an (N, C, D, H, W) or (C, D, H, W) input, got {input.type}")
+    if input.ndim == 4:
+        return _channel_dropout(input.unsqueeze(0), p, training).squeeze(0)
+    return _channel_dropout(input, p, training)
+
+
 def avg_pool3d(input: Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0, ceil_mode: bool = False,
                count_include_pad: bool = True, divisor_override: int | None = None) -> Tensor:
     """The mean of each ``(KD, KH, KW)`` window, zero padding counted in the divisor (PyTorch's default)."""
@@ -255,4 +273,5 @@ def _adaptive_geometry(function: str, input: Tensor, output_size: Any) -> tuple[
     return volume, out  # type: ignore[return-value]
 
 
-__all__ = ["adaptive_avg_pool3d", "adaptive_max_pool3d", "avg_pool3d", "conv3d", "conv_transpose3d", "max_pool3d"]
+__all__ = ["adaptive_avg_pool3d", "adaptive_max_pool3d", "avg_pool3d", "conv3d", "conv_transpose3d", "dropout3d", "max_pool3d",
+           "max_pool3d_with_indices"]

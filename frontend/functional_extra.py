@@ -25,7 +25,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from kiln.frontend.functional_conv import conv_transpose2d, single_size
-from kiln.frontend.functional_nn import _pair, avg_pool2d, batched_pool_input, embedding_padding_index, max_pool2d, pad
+from kiln.frontend.functional_conv3d import avg_pool3d, batched_volume, max_pool3d, triple
+from kiln.frontend.functional_nn import _pair, avg_pool2d, batched_pool_input, embedding_padding_index, like_pool_input, max_pool2d, pad
 from kiln.frontend.functional_norm import group_norm
 from kiln.frontend.functional_pool1d import avg_pool1d, max_pool1d
 from kiln.frontend.sync_batch_norm import record_running_statistics
@@ -128,6 +129,16 @@ def lp_pool2d(input: Tensor, norm_type: float, kernel_size: Any, stride: Any = N
     return _lp_root(avg_pool2d(input ** float(norm_type), kernel_size, stride, 0, ceil_mode), height * width, norm_type)
 
 
+def lp_pool3d(input: Tensor, norm_type: float, kernel_size: Any, stride: Any = None, ceil_mode: bool = False) -> Tensor:
+    """``(sum over each window of x^p)^(1/p)`` over ``(N, C, D, H, W)``, as PyTorch: the ``avg_pool3d`` of ``x^p`` times
+    ``KD KH KW``, through ``sign(f) relu(|f|)``; ``p = +-inf`` is the max (min) of ``|x|``."""
+    if math.isinf(norm_type):
+        pooled = max_pool3d(input.abs() if norm_type > 0 else -input.abs(), kernel_size, stride, 0, 1, ceil_mode)
+        return pooled if norm_type > 0 else -pooled
+    kernel = triple("lp_pool3d", "kernel_size", kernel_size)
+    return _lp_root(avg_pool3d(input ** float(norm_type), kernel_size, stride, 0, ceil_mode), math.prod(kernel), norm_type)
+
+
 def _lp_root(mean: Tensor, count: int, norm_type: float) -> Tensor:
     return (mean.sign() * apply("tensor.relu", mean.abs()) * float(count)) ** (1.0 / norm_type)
 
@@ -152,9 +163,18 @@ def max_unpool2d(input: Tensor, indices: Tensor, kernel_size: Any, stride: Any =
     return _unpool("max_unpool2d", input, indices, *geometry, output_size)
 
 
+def max_unpool3d(input: Tensor, indices: Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0,
+                 output_size: Any = None) -> Tensor:
+    """The partial inverse of ``max_pool3d``'s indices: ``(N, C, D, H, W) -> (N, C, D_out, H_out, W_out)``, each value at
+    its flat index ``(d H_out + h) W_out + w``, zeros elsewhere; sizes as ``max_unpool1d``'s on each axis."""
+    geometry = [triple("max_unpool3d", name, value) for name, value in
+                (("kernel_size", kernel_size), ("stride", kernel_size if stride is None else stride), ("padding", padding))]
+    return _unpool("max_unpool3d", input, indices, *geometry, output_size)
+
+
 def _unpool(function: str, input: Tensor, indices: Tensor, kernel: tuple, stride: tuple, padding: tuple, output_size: Any) -> Tensor:
     spatial = len(kernel)
-    batched = batched_pool_input(function, input, spatial)
+    batched = batched_volume(function, input) if spatial == 3 else batched_pool_input(function, input, spatial)
     if tuple(indices.shape) != tuple(input.shape) or not indices.dtype.is_int:
         raise located_error(f"{function}: indices {indices.type} must be integers shaped as the input {input.type}")
     size = _unpool_size(function, input, kernel, stride, padding, output_size)
@@ -187,6 +207,73 @@ def _unpool_size(function: str, input: Tensor, kernel: tuple, stride: tuple, pad
             raise located_error(f'{function}: invalid output_size "{list(size)}" (dim {axis} must be between {usual - step} '
                                 f'and {usual + step})')
     return tuple(int(s) for s in size)
+
+
+# Pools with indices (PyTorch's ``*_with_indices`` names) ----------------------------------------------------------
+
+
+def max_pool1d_with_indices(input: Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1,
+                            ceil_mode: bool = False, return_indices: bool = False) -> tuple[Tensor, Tensor]:
+    """``F.max_pool1d(..., return_indices=True)``: the values and each winner's position; ``return_indices`` is ignored,
+    as PyTorch's."""
+    return max_pool1d(input, kernel_size, stride, padding, dilation, ceil_mode, True)
+
+
+def max_pool2d_with_indices(input: Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1,
+                            ceil_mode: bool = False, return_indices: bool = False) -> tuple[Tensor, Tensor]:
+    """``F.max_pool2d(..., return_indices=True)``: the values and each winner's flat index ``h W + w``."""
+    return max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, True)
+
+
+def adaptive_max_pool1d_with_indices(input: Tensor, output_size: Any, return_indices: bool = False) -> tuple[Tensor, Tensor]:
+    """``(N, C, L) -> (N, C, O)`` values and int64 positions: cell ``i`` is the first largest of PyTorch's window
+    ``floor(i L / O) .. ceil((i + 1) L / O)``; see ``_adaptive_max_with_indices``."""
+    batched = batched_pool_input("adaptive_max_pool1d", input, 1)
+    size = single_size("adaptive_max_pool1d", "output_size", output_size)
+    values, indices = _adaptive_max_with_indices("adaptive_max_pool1d", batched, (size,))
+    return like_pool_input(values, input, 1), like_pool_input(indices, input, 1)
+
+
+def adaptive_max_pool2d_with_indices(input: Tensor, output_size: Any, return_indices: bool = False) -> tuple[Tensor, Tensor]:
+    """``(N, C, H, W) -> (N, C, OH, OW)`` values and int64 flat indices ``h W + w``, any output size (``None`` keeps a
+    dim); see ``_adaptive_max_with_indices``."""
+    batched = batched_pool_input("adaptive_max_pool2d", input, 2)
+    sizes = _pair(output_size) if output_size is not None and not isinstance(output_size, (tuple, list)) else tuple(output_size or (None, None))
+    if len(sizes) != 2:
+        raise located_error(f"adaptive_max_pool2d: output_size must be an int or an (OH, OW) pair, got {output_size!r}")
+    out = tuple(int(s if o is None else o) for s, o in zip(batched.shape[2:], sizes))
+    values, indices = _adaptive_max_with_indices("adaptive_max_pool2d", batched, out)
+    return like_pool_input(values, input), like_pool_input(indices, input)
+
+
+def _adaptive_max_with_indices(function: str, batched: Tensor, out: tuple[int, ...]) -> tuple[Tensor, Tensor]:
+    """Every window's positions gathered from the flattened plane (``(N, C, cells, widest)``, a shorter window padded by
+    repeating a position right after itself, which moves neither the first largest nor its gradient), then ``max``:
+    the values, and the argmax read back through the table of positions."""
+    if min(out) <= 0:
+        raise located_error(f"{function}: output_size {out} must be positive")
+    table = _adaptive_window_table(tuple(int(s) for s in batched.shape[2:]), out)
+    batch, channels = batched.shape[0], batched.shape[1]
+    plane = batched.reshape(batch, channels, -1)
+    gathered = apply("tensor.take", plane, _constant(table.reshape(-1)), axis=2).reshape(batch, channels, table.shape[0], table.shape[1])
+    values, winner = gathered.max(-1)
+    flat = winner + _constant(np.arange(table.shape[0]) * table.shape[1])
+    indices = apply("tensor.take", _constant(table.reshape(-1)), flat, axis=0)
+    return values.reshape((batch, channels) + out), indices.reshape((batch, channels) + out)
+
+
+def _adaptive_window_table(size: tuple[int, ...], out: tuple[int, ...]) -> np.ndarray:
+    """``(prod(out), widest window)``: the flat positions of each of PyTorch's adaptive windows in row-major order."""
+    from kiln.frontend.functional_pool1d import _adaptive_indices
+
+    per_axis = [_adaptive_indices(s, o) for s, o in zip(size, out)]  # (o, width), each row padded with its last position
+    strides = np.cumprod((1,) + size[:0:-1])[::-1]
+    rows = None
+    for positions, stride in zip(per_axis, strides):
+        scaled = positions * int(stride)
+        rows = scaled if rows is None else (rows[:, None, :, None] + scaled[None, :, None, :]).reshape(
+            rows.shape[0] * scaled.shape[0], rows.shape[1] * scaled.shape[1])
+    return rows.astype(np.int64)
 
 
 # EmbeddingBag --------------------------------------------------------------------------------------------------------
@@ -290,6 +377,7 @@ def _interpolate(input: Tensor, size: Any, scale_factor: Any, mode: str, align_c
 
 
 __all__: Sequence[str] = [
-    "conv_transpose1d", "embedding_bag", "instance_norm", "local_response_norm", "lp_pool1d", "lp_pool2d", "max_unpool1d", "max_unpool2d",
-    "upsample", "upsample_bilinear", "upsample_nearest",
+    "adaptive_max_pool1d_with_indices", "adaptive_max_pool2d_with_indices", "conv_transpose1d", "embedding_bag", "instance_norm",
+    "local_response_norm", "lp_pool1d", "lp_pool2d", "lp_pool3d", "max_pool1d_with_indices", "max_pool2d_with_indices", "max_unpool1d",
+    "max_unpool2d", "max_unpool3d", "upsample", "upsample_bilinear", "upsample_nearest",
 ]

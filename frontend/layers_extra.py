@@ -16,7 +16,9 @@ import numpy as np
 from kiln.frontend import functional as F
 from kiln.frontend import init
 from kiln.frontend.functional_nn import _pair, embedding_padding_index
-from kiln.frontend.layers_conv import _check_groups, _single, conv_repr
+from kiln.frontend.functional_conv3d import triple
+from kiln.frontend.layers_conv import BatchNorm2d, _check_groups, _single, conv_repr
+from kiln.frontend.losses import NLLLoss
 from kiln.frontend.module import Module, Parameter
 from kiln.frontend.tensor import Tensor
 from kiln.frontend.trace import located_error
@@ -200,6 +202,12 @@ class LPPool2d(LPPool1d):
     function = "lp_pool2d"
 
 
+class LPPool3d(LPPool1d):
+    """``torch.nn.LPPool3d``: see ``F.lp_pool3d``."""
+
+    function = "lp_pool3d"
+
+
 class MaxUnpool1d(Module):
     """``torch.nn.MaxUnpool1d``: ``forward(input, indices, output_size=None)`` is ``F.max_unpool1d``; sizes kept as tuples."""
 
@@ -222,6 +230,69 @@ class MaxUnpool2d(MaxUnpool1d):
     """``torch.nn.MaxUnpool2d``: see ``F.max_unpool2d``."""
 
     function, size = "max_unpool2d", staticmethod(_pair)
+
+
+class MaxUnpool3d(MaxUnpool1d):
+    """``torch.nn.MaxUnpool3d``: see ``F.max_unpool3d``."""
+
+    function, size = "max_unpool3d", staticmethod(lambda value: triple("MaxUnpool3d", "size", value))
+
+
+class SyncBatchNorm(BatchNorm2d):
+    """``torch.nn.SyncBatchNorm`` over any ``(N, C, *)`` input: ``BatchNorm2d`` on the input viewed as ``(N, C, L, 1)``.
+    kiln's batch norms already synchronize: under ``kiln.distributed.DataParallel`` the training statistics are the
+    global batch's (``frontend/sync_batch_norm.py``), so ``process_group`` is kept for PyTorch code and not used."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
+                 track_running_stats: bool = True, process_group: Any = None, device: Any = None, dtype: Any = None, *, bias: bool = True):
+        if momentum is None or (affine and not bias):
+            raise ValueError("SyncBatchNorm: momentum=None (a cumulative average) and affine without a bias are not supported in kiln")
+        super().__init__(num_features, eps, momentum, affine, "float32" if dtype is None else np.dtype(dtype).name)
+        self.affine, self.track_running_stats, self.process_group = affine, track_running_stats, process_group
+        if not track_running_stats:
+            self.running_mean = self.running_var = self.num_batches_tracked = None
+
+    def forward(self, input: Tensor) -> Tensor:
+        if input.ndim < 2 or input.shape[1] != self.num_features:
+            raise located_error(f"SyncBatchNorm({self.num_features}) expects an (N, {self.num_features}, *) input, got {input.type}")
+        if not self.track_running_stats:
+            return F.batch_norm(input, None, None, self.weight, self.bias, True, self.momentum, self.eps)
+        length = math.prod(input.shape[2:])
+        if not isinstance(length, int):
+            raise located_error(f"SyncBatchNorm needs static dims after the channels, got {input.type}")
+        return super().forward(input.reshape(input.shape[0], self.num_features, length, 1)).reshape(input.shape)
+
+    def extra_repr(self) -> str:
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, bias={self.bias is not None}, "
+                f"track_running_stats={self.track_running_stats}")
+
+    @classmethod
+    def convert_sync_batchnorm(cls, module: Module, process_group: Any = None) -> Module:
+        """``module`` with every batch norm in it (``BatchNorm1d/2d/3d``) replaced by a ``SyncBatchNorm`` sharing its
+        parameters, buffers and mode; a batch norm itself comes back as a new ``SyncBatchNorm``, as PyTorch's."""
+        output = module
+        if isinstance(module, BatchNorm2d):
+            affine = module.weight is not None
+            output = cls(module.num_features, module.eps, module.momentum, affine, getattr(module, "track_running_stats", True), process_group)
+            for name in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"):
+                value = getattr(module, name, None)
+                if value is not None:
+                    setattr(output, name, value)
+            object.__setattr__(output, "training", module.training)
+        for name, child in module.named_children():
+            output.add_module(name, cls.convert_sync_batchnorm(child, process_group))
+        return output
+
+
+class NLLLoss2d(NLLLoss):
+    """``torch.nn.NLLLoss2d``: the deprecated name of ``NLLLoss`` (which takes ``(N, C, H, W)`` input already), with
+    PyTorch's legacy ``size_average``/``reduce`` arguments folded into ``reduction`` as PyTorch folds them."""
+
+    def __init__(self, weight: Any = None, size_average: bool | None = None, ignore_index: int = -100, reduce: bool | None = None,
+                 reduction: str = "mean"):
+        if size_average is not None or reduce is not None:
+            reduction = "none" if reduce is False else "sum" if size_average is False else "mean"
+        super().__init__(weight, ignore_index, reduction)
 
 
 class TripletMarginWithDistanceLoss(Module):
@@ -255,6 +326,6 @@ class MultiLabelMarginLoss(Module):
 
 
 __all__ = [
-    "AlphaDropout", "ConvTranspose1d", "EmbeddingBag", "FeatureAlphaDropout", "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "LPPool1d", "LPPool2d", "LocalResponseNorm",
-    "MaxUnpool1d", "MaxUnpool2d", "MultiLabelMarginLoss", "TripletMarginWithDistanceLoss",
+    "AlphaDropout", "ConvTranspose1d", "EmbeddingBag", "FeatureAlphaDropout", "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "LPPool1d", "LPPool2d", "LPPool3d",
+    "LocalResponseNorm", "MaxUnpool1d", "MaxUnpool2d", "MaxUnpool3d", "NLLLoss2d", "SyncBatchNorm", "MultiLabelMarginLoss", "TripletMarginWithDistanceLoss",
 ]
