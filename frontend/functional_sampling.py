@@ -1,0 +1,177 @@
+"""Spatial transformers: ``F.affine_grid`` (2-D and 3-D) and ``F.grid_sample`` on 4-D input, PyTorch's semantics,
+built from existing ops (no new op).
+
+``affine_grid`` multiplies PyTorch's base grid (a constant of ``(x, y[, z], 1)`` rows over the output's pixels) by
+``theta``. ``grid_sample`` follows PyTorch's CPU kernel step by step:
+
+```
+ix = unnormalize(grid.x, W)          ((x + 1) / 2) (W - 1)  with align_corners, ((x + 1) W - 1) / 2 without
+ix = border: clip to [0, W - 1];  reflection: reflect about the edges (pixel centers or borders), then clip
+bilinear: the 4 taps floor(ix) + {0, 1} weighted by their distances;  nearest: the tap nearbyint(ix) (half to even)
+bicubic:  the 4 x 4 taps floor(ix) - 1 .. + 2 (each tap's coordinate padded as above), cubic convolution A = -0.75
+a tap outside the image reads 0
+```
+
+Each tap reads the input flattened to ``(N, C, H W)`` at ``iy W + ix`` with ``Tensor.gather`` (one ``take`` from the
+flattened input when every dim is static; a one-hot when the batch dim is symbolic, which costs ``H W`` per sampled
+point). Gradients come from autodiff: the input's is the gathers' scatter, the grid's flows through the tap weights
+(floor, round and the integer tap coordinates carry none), as PyTorch's backward computes them. 5-D input raises.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from kiln.frontend.tensor import Tensor, apply
+from kiln.frontend.trace import located_error
+
+MODES = ("bilinear", "nearest", "bicubic")
+PADDING_MODES = ("zeros", "border", "reflection")
+CUBIC_A = -0.75
+
+
+def affine_grid(theta: Tensor, size: Sequence[int], align_corners: bool | None = None) -> Tensor:
+    """The sampling grid ``(N, H, W, 2)`` of the affine maps ``theta (N, 2, 3)`` for ``size (N, C, H, W)``, or
+    ``(N, D, H, W, 3)`` of ``theta (N, 3, 4)`` for ``size (N, C, D, H, W)``, as PyTorch's."""
+    size = tuple(int(s) for s in size)
+    spatial = len(size) - 2
+    if spatial not in (2, 3) or theta.ndim != 3 or tuple(theta.shape[1:]) != (spatial, spatial + 1):
+        raise located_error(f"affine_grid: expected a (N, 2, 3) theta with a 4-D size or a (N, 3, 4) theta with a 5-D size, got theta "
+                            f"{theta.type} and size {list(size)}")
+    if not theta.dtype.is_float:
+        raise located_error(f"affine_grid: expected a floating-point theta, got {theta.type}")
+    if isinstance(theta.shape[0], int) and theta.shape[0] != size[0]:
+        raise located_error(f"affine_grid: theta's batch {theta.shape[0]} does not match size[0] = {size[0]}")
+    if min(size[2:]) <= 0:
+        raise located_error(f"affine_grid: expected non-zero, positive output size, got {list(size)}")
+    base = _base_grid(size[2:], bool(align_corners), theta.dtype.numpy)  # (P, spatial + 1)
+    points = (theta.unsqueeze(1) * apply("tensor.constant", value=base[None, :, None, :])).sum(-1)  # (N, P, spatial)
+    return points.reshape((theta.shape[0],) + size[2:] + (spatial,))
+
+
+def _base_grid(sizes: tuple[int, ...], align_corners: bool, dtype: Any) -> np.ndarray:
+    """Rows ``(x, y[, z], 1)`` over the output's pixels in row-major order (``x`` along the last dim)."""
+    axes = np.meshgrid(*[_steps(n, align_corners) for n in sizes], indexing="ij")  # (D,) H, W
+    columns = [axis.reshape(-1) for axis in reversed(axes)] + [np.ones(int(np.prod(sizes)))]
+    return np.stack(columns, -1).astype(dtype)
+
+
+def _steps(count: int, align_corners: bool) -> np.ndarray:
+    """PyTorch's ``linspace(-1, 1, count)``, scaled by ``(count - 1) / count`` without align_corners; 0 for one step."""
+    if count <= 1:
+        return np.zeros(max(count, 1))
+    steps = np.linspace(-1.0, 1.0, count)
+    return steps if align_corners else steps * (count - 1) / count
+
+
+def grid_sample(input: Tensor, grid: Tensor, mode: str = "bilinear", padding_mode: str = "zeros", align_corners: bool | None = None) -> Tensor:
+    """Sample ``input (N, C, H, W)`` at ``grid (N, H_out, W_out, 2)`` (``x, y`` in [-1, 1], outside allowed): the
+    output is ``(N, C, H_out, W_out)``. See the module docstring for the steps."""
+    _check_sampling(input, grid, mode, padding_mode)
+    align_corners = bool(align_corners)
+    height, width = int(input.shape[2]), int(input.shape[3])
+    x, y = grid[..., 0], grid[..., 1]
+    read = _tap_reader(input)
+    if mode == "bicubic":
+        return _bicubic(read, _unnormalize(x, width, align_corners), _unnormalize(y, height, align_corners),
+                        lambda c: _padded(c, width, padding_mode, align_corners), lambda c: _padded(c, height, padding_mode, align_corners))
+    ix = _padded(_unnormalize(x, width, align_corners), width, padding_mode, align_corners)
+    iy = _padded(_unnormalize(y, height, align_corners), height, padding_mode, align_corners)
+    if mode == "nearest":
+        return read(ix.round(), iy.round())
+    x0, y0 = ix.floor(), iy.floor()
+    x1, y1 = x0 + 1.0, y0 + 1.0
+    total = None
+    for tap_x, tap_y, weight in ((x0, y0, (x1 - ix) * (y1 - iy)), (x1, y0, (ix - x0) * (y1 - iy)),
+                                 (x0, y1, (x1 - ix) * (iy - y0)), (x1, y1, (ix - x0) * (iy - y0))):
+        term = read(tap_x, tap_y) * weight.unsqueeze(1)
+        total = term if total is None else total + term
+    return total
+
+
+def _check_sampling(input: Tensor, grid: Tensor, mode: str, padding_mode: str) -> None:
+    if mode not in MODES:
+        raise located_error(f"grid_sample: expected mode to be 'bilinear', 'nearest' or 'bicubic', but got: '{mode}'")
+    if padding_mode not in PADDING_MODES:
+        raise located_error(f"grid_sample: expected padding_mode to be 'zeros', 'border', or 'reflection', but got: '{padding_mode}'")
+    if input.ndim == 5:
+        raise located_error(f"grid_sample on 5-D (volumetric) input is not supported in kiln, got {input.type}; sample each depth "
+                            "plane with a 4-D grid instead")
+    if input.ndim != 4 or grid.ndim != 4 or grid.shape[-1] != 2:
+        raise located_error(f"grid_sample expects a 4-D input (N, C, H, W) and a grid (N, H_out, W_out, 2), got {input.type} and {grid.type}")
+    if any(isinstance(d, str) for d in input.shape[1:]) or not input.dtype.is_float or grid.dtype != input.dtype:
+        raise located_error(f"grid_sample needs static C, H and W and a grid of the input's floating dtype, got {input.type} and {grid.type}")
+    if isinstance(input.shape[0], int) and isinstance(grid.shape[0], int) and input.shape[0] != grid.shape[0]:
+        raise located_error(f"grid_sample: expected grid and input to have the same batch size, got {input.type} and {grid.type}")
+
+
+def _unnormalize(coordinate: Tensor, size: int, align_corners: bool) -> Tensor:
+    """[-1, 1] to pixel indices: the corner pixels' centers with ``align_corners``, their outer edges without."""
+    if align_corners:
+        return (coordinate + 1.0) / 2.0 * (size - 1)
+    return ((coordinate + 1.0) * size - 1.0) / 2.0
+
+
+def _padded(coordinate: Tensor, size: int, padding_mode: str, align_corners: bool) -> Tensor:
+    """PyTorch's ``compute_coordinates``: as is (zeros), clipped (border), or reflected then clipped (reflection)."""
+    if padding_mode == "zeros":
+        return coordinate
+    if padding_mode == "reflection":
+        coordinate = _reflect(coordinate, 0, 2 * (size - 1)) if align_corners else _reflect(coordinate, -1, 2 * size - 1)
+    return coordinate.clamp(0.0, float(size - 1))
+
+
+def _reflect(coordinate: Tensor, twice_low: int, twice_high: int) -> Tensor:
+    """Reflect about ``twice_low / 2`` and ``twice_high / 2`` until inside, as PyTorch's ``reflect_coordinates``."""
+    if twice_low == twice_high:
+        return coordinate * 0.0
+    low, span = twice_low / 2, (twice_high - twice_low) / 2
+    distance = (coordinate - low).abs()
+    extra = distance.fmod(span)
+    flips = (distance / span).floor()
+    return apply("tensor.where", (flips % 2.0).eq(0.0), extra + low, span - extra + low)
+
+
+def _tap_reader(input: Tensor) -> Callable[[Tensor, Tensor], Tensor]:
+    """``read(ix, iy)``: the input's pixels at integer-valued coordinates ``(N, H_out, W_out)``, ``(N, C, H_out, W_out)``
+    out, zeros where a tap lies outside the image."""
+    batch, channels, height, width = input.shape
+    flat = input.reshape(batch, channels, height * width)
+
+    def read(ix: Tensor, iy: Tensor) -> Tensor:
+        inside = (ix >= 0.0) & (ix <= width - 1.0) & (iy >= 0.0) & (iy <= height - 1.0)
+        index = (iy.clamp(0.0, height - 1.0) * width + ix.clamp(0.0, width - 1.0)).long()
+        points = index.shape[1:]
+        index = index.reshape(index.shape[0], 1, -1).expand(-1, channels, -1)
+        values = flat.gather(2, index).reshape((index.shape[0], channels) + tuple(points))
+        return apply("tensor.where", inside.unsqueeze(1), values, 0.0)
+
+    return read
+
+
+def _bicubic(read: Callable[[Tensor, Tensor], Tensor], ix: Tensor, iy: Tensor, pad_x: Callable[[Tensor], Tensor],
+             pad_y: Callable[[Tensor], Tensor]) -> Tensor:
+    """PyTorch's bicubic: 4 rows of 4 taps around ``floor``, each row interpolated along x, then the rows along y."""
+    x0, y0 = ix.floor(), iy.floor()
+    wx, wy = _cubic_weights(ix - x0), _cubic_weights(iy - y0)
+    total = None
+    for row, row_weight in enumerate(wy):
+        tap_y = pad_y(y0 + float(row - 1))
+        line = None
+        for column, weight in enumerate(wx):
+            term = read(pad_x(x0 + float(column - 1)), tap_y) * weight.unsqueeze(1)
+            line = term if line is None else line + term
+        total = line * row_weight.unsqueeze(1) if total is None else total + line * row_weight.unsqueeze(1)
+    return total
+
+
+def _cubic_weights(t: Tensor) -> list[Tensor]:
+    """The cubic convolution weights of the taps at ``-1, 0, 1, 2`` from ``floor`` for the fraction ``t``."""
+    far = lambda x: ((CUBIC_A * x - 5.0 * CUBIC_A) * x + 8.0 * CUBIC_A) * x - 4.0 * CUBIC_A  # noqa: E731  1 < |x| < 2
+    near = lambda x: ((CUBIC_A + 2.0) * x - (CUBIC_A + 3.0)) * x * x + 1.0  # noqa: E731  |x| <= 1
+    return [far(t + 1.0), near(t), near(1.0 - t), far(2.0 - t)]
+
+
+__all__ = ["affine_grid", "grid_sample"]
