@@ -376,4 +376,5 @@ from kiln.frontend.functional_extra import *  # noqa: E402,F401,F403  (conv_tran
 from kiln.frontend.functional_extra_random import *  # noqa: E402,F401,F403  (alpha_dropout, feature_alpha_dropout, gumbel_softmax)
 from kiln.frontend.functional_extra_losses import *  # noqa: E402,F401,F403  (pdist, multilabel_margin_loss, ...; cdist is kiln.cdist)
 from kiln.frontend.functional_conv3d import *  # noqa: E402,F401,F403  (conv3d, max_pool3d, avg_pool3d, adaptive_*_pool3d)
+from kiln.frontend.functional_ctc import *  # noqa: E402,F401,F403  (ctc_loss)
 from kiln.frontend.functional_sampling import *  # noqa: E402,F401,F403  (affine_grid, grid_sample)

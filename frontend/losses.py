@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from kiln.frontend import functional_losses as F
+from kiln.frontend.functional_ctc import ctc_loss
 from kiln.frontend.module import Module
 from kiln.frontend.tensor import Tensor
 
@@ -185,3 +186,18 @@ class MultiMarginLoss(_Loss):
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         return F.multi_margin_loss(input, target, p=self.p, margin=self.margin, weight=self.weight, reduction=self.reduction)
+
+
+class CTCLoss(_Loss):
+    """``F.ctc_loss`` (``frontend/functional_ctc.py``): ``loss(log_probs, targets, input_lengths, target_lengths)``."""
+
+    def __init__(self, blank: int = 0, reduction: str = "mean", zero_infinity: bool = False):
+        super().__init__(reduction)
+        self.blank = blank
+        self.zero_infinity = zero_infinity
+
+    def forward(self, log_probs: Tensor, targets: Any, input_lengths: Any, target_lengths: Any) -> Tensor:
+        return ctc_loss(log_probs, targets, input_lengths, target_lengths, self.blank, self.reduction, self.zero_infinity)
+
+    def extra_repr(self) -> str:
+        return f"blank={self.blank}, reduction={self.reduction!r}, zero_infinity={self.zero_infinity}"

@@ -13,7 +13,7 @@ from kiln.frontend.layers_transformer import (
 from kiln.frontend.losses import (
     BCELoss, BCEWithLogitsLoss, CosineEmbeddingLoss, CrossEntropyLoss, GaussianNLLLoss, HingeEmbeddingLoss, HuberLoss, KLDivLoss, L1Loss,
     MarginRankingLoss, MSELoss, MultiLabelSoftMarginLoss, MultiMarginLoss, NLLLoss, PoissonNLLLoss, SmoothL1Loss, SoftMarginLoss,
-    TripletMarginLoss,
+    TripletMarginLoss, CTCLoss,
 )
 from kiln.frontend.module import Buffer, Module, Parameter
 from kiln.frontend import layers_activation, layers_extra, layers_norm, layers_pool1d, layers_recurrent, layers_spatial
@@ -32,7 +32,7 @@ __all__ = [
     "ModuleList", "ParameterDict", "ParameterList", "CosineSimilarity", "PairwiseDistance",
     "BCEWithLogitsLoss", "CrossEntropyLoss", "HuberLoss", "L1Loss", "MSELoss", "NLLLoss", "SmoothL1Loss",
     "BCELoss", "CosineEmbeddingLoss", "GaussianNLLLoss", "HingeEmbeddingLoss", "KLDivLoss", "MarginRankingLoss", "MultiLabelSoftMarginLoss",
-    "MultiMarginLoss", "PoissonNLLLoss", "SoftMarginLoss", "TripletMarginLoss",
+    "MultiMarginLoss", "PoissonNLLLoss", "SoftMarginLoss", "TripletMarginLoss", "CTCLoss",
 ]
 __all__ += layers_activation.__all__ + layers_norm.__all__ + layers_recurrent.__all__ + layers_spatial.__all__ + layers_pool1d.__all__
 __all__ += layers_extra.__all__
