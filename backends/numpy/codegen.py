@@ -42,7 +42,7 @@ from kiln.backends.numpy.lowering_losses import cross_entropy_grad_into, softmax
 from kiln.backends.numpy.out_kernels import IN_PLACE, OUT_KERNELS, VIEWS, row_reduction
 from kiln.compiler.ir.core import Graph, Op, Value
 from kiln.compiler.ir.printer import assign_names, unique_name, print_graph
-from kiln.compiler.ir.types import TensorType, dim_factors, dim_value, normalize_axes
+from kiln.compiler.ir.types import DType, TensorType, dim_factors, dim_value, normalize_axes
 from kiln.compiler.ops.registry import has_trait
 from kiln.compiler.passes.plan_memory import MemoryPlan, Policy, Step, plan_memory
 
@@ -205,7 +205,20 @@ class _PlannedEmitter:
             return row_reduction(arguments[0], out, width, step.op_name == "tensor.reduce_mean")
         if step.op_name == "tensor.matmul" and self.plan.type_of(step.operands[0]).rank > 2 and self.plan.type_of(step.operands[1]).rank == 2:
             return [f"_nn.stacked_matmul_into({arguments[0]}, {arguments[1]}, {out})"]
+        if self.selects_or_zero(step):
+            bits = f"np.int{8 * step.type.dtype.numpy.itemsize}"
+            return [f"np.bitwise_and({arguments[1]}.view({bits}), np.negative({arguments[0]}, dtype={bits}), out={out}.view({bits}))"]
         return None
+
+    def selects_or_zero(self, step: Step) -> bool:
+        """``where(c, x, 0)`` with ``x`` and ``c`` of the result's shape: ``x``'s bits AND a mask of all-ones where ``c``
+        (``out_nn.where_into``'s fast path, decided here once: same-size ints view any float array)."""
+        if step.op_name != "tensor.where" or step.type.dtype not in (DType.f32, DType.f64):
+            return False
+        condition, x, y = step.operands
+        zero = self.plan.step_by_key.get(y)
+        return zero is not None and zero.kind == "constant" and zero.type.rank == 0 and not np.any(zero.attrs["value"]) \
+            and self.plan.type_of(x) == step.type and self.plan.type_of(condition).shape == step.type.shape
 
     def reduces_rows(self, step: Step) -> bool:
         """A float sum or mean over just the last (static) axis: ``row_reduction`` (contiguity is checked at run time)."""

@@ -14,33 +14,19 @@ faster here, and a kernel is what their tests pin.
                                                       {ops = ["tensor.matmul", "tensor.mul", "tensor.sub"], ...}
 ```
 
-One rewrite comes first (measured on the W1 benchmark step):
-
-```
-%d = "tensor.where"(%c, %g, 0.0)    ->    %d = "tensor.mul"(%g, "tensor.cast"(%c))   (ReLU's backward)
-```
-
-NumPy's ``where`` costs 4-10x a multiply by the mask (it branches per
-element), and the results are equal except where ``%c`` is false and ``%g``
-is inf or NaN: ``where`` gives 0, the product NaN. (PyTorch's ReLU backward
-gives 0; the hand-written NumPy step multiplies, as here.) The same rewrite
-of the causal-attention mask (``where(m, x, -1e9)`` as ``x * m + b``) measured
-no faster on W4, so it is not done.
+``where(c, x, 0)`` (ReLU's backward, a mask) is not rewritten: the code
+generator writes it as ``x``'s bits AND a mask of all-ones where ``c``
+(``_PlannedEmitter.selects_or_zero`` in ``codegen.py``), exact where a multiply by the mask would
+turn an inf or NaN in the dropped branch into NaN, at ~1.6x a multiply's cost
+(W1 step +1-2% against the multiply, in one process).
 """
 
 from __future__ import annotations
 
-from typing import Callable
-
-import numpy as np
-
-from kiln.compiler.ir.builder import Builder
-from kiln.compiler.ir.core import Graph, Op, Value
-from kiln.compiler.ir.types import DType
+from kiln.compiler.ir.core import Graph, Op
 from kiln.compiler.ops.registry import lookup
 from kiln.compiler.passes.decompose import decompose_where
 from kiln.compiler.passes.manager import PassManager
-from kiln.compiler.passes.rewrite import replace_uses
 
 LOWERING_PIPELINE = "canonicalize,conv-to-gemm,stack-summed-products,cse,dce,fuse-elementwise,fuse-epilogue"
 """Run after the expansion; ``plan-memory`` follows inside code generation."""
@@ -55,31 +41,5 @@ def expands_for_fusion(op: Op) -> bool:
 
 
 def lower_for_fusion(graph: Graph) -> None:
-    mask_where_zero(graph)
     decompose_where(graph, expands_for_fusion)
     PassManager(LOWERING_PIPELINE).run(graph)
-
-
-def mask_where_zero(graph: Graph) -> None:
-    """``where(c, g, 0) -> g * cast(c)`` where ``g`` has the result's type (see the module docstring)."""
-    for op in list(graph.ops):
-        if op.name == "tensor.where" and op.operands[1].type == op.result.type and _is_zero_scalar(op.operands[2]):
-            condition, value = op.operands[0], op.operands[1]
-            _rewrite(graph, op, lambda b: b.mul(value, b.cast(condition, dtype=value.type.dtype)))
-
-
-def _rewrite(graph: Graph, op: Op, build: Callable[[Builder], Value]) -> None:
-    """Replace ``op``'s one result by what ``build`` emits right before it."""
-    replacement = build(Builder(graph, insert_before=op, location=op.location))
-    replacement.name_hint = op.result.name_hint
-    replace_uses(graph, op.result, replacement)
-    graph.erase(op)
-
-
-def _is_constant(value: Value) -> bool:
-    return value.producer is not None and value.producer.name == "tensor.constant"
-
-
-def _is_zero_scalar(value: Value) -> bool:
-    return _is_constant(value) and value.type.rank == 0 and not np.any(value.producer.attrs["value"]) \
-        and value.type.dtype is not DType.bool

@@ -9,7 +9,7 @@ import kiln
 import kiln.nn as nn
 import kiln.nn.functional as F
 from kiln.backends.numpy import lowering_losses, lowering_movement
-from kiln.backends.numpy import NUMPY
+from kiln.backends.numpy import NUMPY, NumpyBackend
 from kiln.backends.numpy.out_nn import SIGMOID_EXPONENT_LIMIT, batch_summed_matmul_into, gelu_into, layer_norm_into, sigmoid_into, softmax_into
 from oracles import require
 
@@ -55,13 +55,29 @@ def _source(step) -> str:
     return list(step.compiled.values())[-1].executable.source
 
 
-def test_relu_backward_runs_as_a_multiply_by_the_mask():
+def test_relu_backward_runs_as_a_bit_mask():
     kiln.manual_seed(0)
     model = nn.Sequential([nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3)])
     x, y = np.random.default_rng(3).standard_normal((6, 5)).astype(np.float32), np.array([0, 1, 2, 0, 1, 2])
     step = _step(model, F.cross_entropy)
     step(x, y)
-    assert "k_tensor_where" not in _source(step)  # where(x > 0, g, 0) -> g * [x > 0]
+    source = _source(step)
+    assert "k_tensor_where" not in source and "np.bitwise_and(" in source  # where(x > 0, g, 0): g's bits AND [x > 0]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("planned", [True, False])
+def test_selecting_or_zero_drops_infinities_and_nans_exactly(dtype, planned, monkeypatch):
+    """``where(c, x, 0)`` is 0 where ``c`` is false even if ``x`` is inf or NaN there (a multiply by the mask gives NaN):
+    masking is how CTC, gathers and attention keep impossible values out. Both code generators, both float widths,
+    a transposed (non-contiguous) ``x`` too."""
+    monkeypatch.setattr(NumpyBackend, "plan_memory", planned)
+    graph = kiln.trace(lambda x, c: (F.where(c, x * 1.0, 0.0), F.where(c, x.T.T * 1.0, 0.0) + 0.0, F.where(c, x.transpose(0, 1), 0.0)),
+                       kiln.TensorSpec((3, 3), dtype), kiln.TensorSpec((3, 3), "bool"))
+    x = np.array([[np.inf, -np.inf, np.nan], [1.5, -0.0, 2.0], [np.nan, 3.0, -4.0]], dtype)
+    condition = np.array([[False, False, False], [True, True, False], [True, False, True]])
+    for got, source in zip(NumpyBackend().compile(graph)(x, condition), (x, x, x.T)):
+        np.testing.assert_array_equal(got, np.where(condition, source, 0.0).astype(dtype))
 
 
 def test_loss_and_its_gradient_come_from_one_kernel_with_the_loss_kernels_result():
