@@ -116,6 +116,10 @@ class LazyModuleMixin:
         self._refuse_before_call("buffers")
         return iter(())
 
+    def _state_items(self, prefix: str) -> Iterator[tuple[str, Parameter]]:
+        self._refuse_before_call("state_dict entries")
+        return iter(())
+
     def _refuse_before_call(self, what: str) -> None:
         """Inside a trace there is nothing yet to name (the first call creates them); elsewhere, say what to do."""
         if not TraceContext.active():

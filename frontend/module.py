@@ -261,13 +261,22 @@ class Module(HookMethods):
         return self
 
     def state_dict(self) -> "OrderedDict[str, np.ndarray]":
-        """Parameter, then buffer arrays by dotted name (the arrays themselves, as PyTorch returns its tensors)."""
-        return OrderedDict((name, parameter.data) for name, parameter in [*self.named_parameters(), *self.named_buffers()])
+        """The arrays by dotted name in PyTorch's order (each module's parameters, its buffers, then its children's);
+        a parameter shared by two modules (tied embeddings) appears under both names, as in PyTorch."""
+        return OrderedDict((name, value.data) for name, value in self._state_items(""))
+
+    def _state_items(self, prefix: str) -> Iterator[tuple[str, Parameter]]:
+        for registry in (self._parameters, self._buffers):
+            yield from ((prefix + name, value) for name, value in registry.items() if value is not None)
+        for name, module in self._modules.items():
+            yield from module._state_items(f"{prefix}{name}.")
 
     def load_state_dict(self, state: Mapping[str, Any], strict: bool = True) -> None:
-        """Copy arrays into the parameters in place; every key and shape is checked before anything is written."""
-        own = dict(self.named_parameters()) | dict(self.named_buffers())
-        missing = sorted(set(own) - set(state))
+        """Copy arrays into the parameters in place; every key and shape is checked before anything is written. A
+        shared parameter needs only one of its names (a checkpoint that lists tied weights once still loads)."""
+        own = dict(self._state_items(""))
+        loaded = {id(own[name]) for name in state if name in own}
+        missing = sorted(name for name in set(own) - set(state) if id(own[name]) not in loaded)
         unexpected = sorted(set(state) - set(own))
         if strict and (missing or unexpected):
             raise KilnError(f"load_state_dict: missing keys {missing}, unexpected keys {unexpected}")
