@@ -47,3 +47,19 @@ def assert_matches_oracle(model, inputs: dict[str, np.ndarray], rtol: float = 1e
     for actual, wanted in zip(got, expected):
         assert actual.dtype == wanted.dtype and actual.shape == wanted.shape
         np.testing.assert_allclose(actual, wanted, rtol=rtol, atol=atol)
+
+
+def exported_sessions(graph):
+    """A kiln graph exported to ONNX, checked as standard ONNX (no custom domains), with onnxruntime and the reference
+    evaluator on it: ``(proto, input names, {oracle name: session})``."""
+    from kiln.backends.onnx.export import graph_to_onnx
+
+    onnx, ort = require("onnx"), require("onnxruntime")
+    from onnx.reference import ReferenceEvaluator
+
+    proto = graph_to_onnx(graph)
+    onnx.checker.check_model(proto, full_check=True)
+    assert {node.domain for node in proto.graph.node} <= {""}
+    names = [i.name for i in proto.graph.input]
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    return proto, names, {"onnxruntime": session, "reference evaluator": ReferenceEvaluator(proto)}

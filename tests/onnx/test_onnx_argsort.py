@@ -14,26 +14,12 @@ import pytest
 
 from ops.op_table import ROWS, Case, OpRow, cases, concrete, make_inputs, op_graph, reference
 from kiln.backends.numpy import NumpyBackend
-from kiln.backends.onnx.export import graph_to_onnx
 from kiln.compiler.ir import Builder, Graph, TensorType
-from oracles import require
+from onnx_nodes import exported_sessions
 
 KEYS = np.array([2.0, np.nan, -0.0, 2.0, -np.inf, 0.0, np.nan, np.inf, -1.0, 2.0, 0.0])
 ORDERS = {False: [4, 8, 2, 5, 10, 0, 3, 9, 7, 1, 6], True: [1, 6, 7, 0, 3, 9, 2, 5, 10, 8, 4]}
 """Written out, as in tests/ops3/test_argsort.py: ties and NaNs in their original order both ways."""
-
-
-def sessions(graph: Graph):
-    """The exported model, checked as standard ONNX, in onnxruntime and in the reference evaluator."""
-    onnx, ort = require("onnx"), require("onnxruntime")
-    from onnx.reference import ReferenceEvaluator
-
-    proto = graph_to_onnx(graph)
-    onnx.checker.check_model(proto, full_check=True)
-    assert {node.domain for node in proto.graph.node} <= {""}
-    names = [i.name for i in proto.graph.input]
-    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-    return proto, names, {"onnxruntime": session, "reference evaluator": ReferenceEvaluator(proto)}
 
 
 def one_op(shape, dtype: str, **attrs) -> Graph:
@@ -45,7 +31,7 @@ def one_op(shape, dtype: str, **attrs) -> Graph:
 @pytest.mark.parametrize(("row", "case", "dtype"), cases([ROWS["tensor.argsort"]]))
 def test_export_matches_the_op_table_reference(row: OpRow, case: Case, dtype: str):
     graph, _, _ = op_graph(row, case, dtype)
-    proto, names, oracles = sessions(graph)
+    proto, names, oracles = exported_sessions(graph)
     (top_k,) = [node for node in proto.graph.node if node.op_type == "TopK"]
     attrs = {a.name: a.i for a in top_k.attribute}
     assert attrs["largest"] == int(case.attrs["descending"]) and attrs["sorted"] == 1
@@ -62,7 +48,7 @@ def test_export_matches_the_op_table_reference(row: OpRow, case: Case, dtype: st
 @pytest.mark.parametrize("dtype", ["f32", "f64"])
 def test_ties_and_nan_order_as_pytorch_in_both_runtimes(dtype: str, descending: bool):
     graph = one_op(("N", len(KEYS)), dtype, axis=-1, descending=descending)
-    _, names, oracles = sessions(graph)
+    _, names, oracles = exported_sessions(graph)
     x = np.stack([KEYS, KEYS, KEYS]).astype(np.float32 if dtype == "f32" else np.float64)
     (kiln_result,) = NumpyBackend().compile(graph)(x)
     np.testing.assert_array_equal(kiln_result, [ORDERS[descending]] * 3)
@@ -77,7 +63,7 @@ def test_long_lanes_of_ties_sort_stably_in_both_runtimes(axis: int, descending: 
     shape = [3, 3]
     shape[axis] = 500
     graph = one_op(tuple(shape), "f32", axis=axis, descending=descending)
-    _, names, oracles = sessions(graph)
+    _, names, oracles = exported_sessions(graph)
     x = np.random.default_rng(axis + 2 * descending).choice([np.nan, -1.0, 0.0, 1.0, 3.0], shape).astype(np.float32)
     (expected,) = NumpyBackend().compile(graph)(x)
     np.testing.assert_array_equal(expected, reference(ROWS["tensor.argsort"], Case((tuple(shape),), {"axis": axis, "descending": descending}), [x]))

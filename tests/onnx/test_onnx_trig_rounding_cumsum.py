@@ -12,12 +12,10 @@ import numpy as np
 import pytest
 
 from ops.op_table import ROWS, Case, OpRow, cases, concrete, make_inputs, op_graph, reference
-from onnx_nodes import FLOAT, INT32, assert_matches_oracle, one_node_model
+from onnx_nodes import FLOAT, INT32, assert_matches_oracle, exported_sessions, one_node_model
 from kiln.backends.numpy import NumpyBackend
-from kiln.backends.onnx.export import graph_to_onnx
 from kiln.compiler.autodiff import differentiate
 from kiln.compiler.ir import Builder, Graph, TensorType
-from oracles import require
 
 OPS = ("tensor.sin", "tensor.cos", "tensor.floor", "tensor.ceil", "tensor.round", "tensor.cumsum")
 ONNX_TYPES = {"tensor.sin": "Sin", "tensor.cos": "Cos", "tensor.floor": "Floor", "tensor.ceil": "Ceil", "tensor.round": "Round",
@@ -27,23 +25,10 @@ HALVES = np.array([-3.5, -2.5, -1.5, -0.5, 0.5, 1.5, 2.5, 3.5, -0.49, 0.51, 2.0,
 HALF_TO_EVEN = np.array([-4.0, -2.0, -2.0, -0.0, 0.0, 2.0, 2.0, 4.0, -0.0, 1.0, 2.0, -7.0])
 
 
-def sessions(graph: Graph):
-    """The exported model, checked as standard ONNX, in onnxruntime and in the reference evaluator."""
-    onnx, ort = require("onnx"), require("onnxruntime")
-    from onnx.reference import ReferenceEvaluator
-
-    proto = graph_to_onnx(graph)
-    onnx.checker.check_model(proto, full_check=True)
-    assert {node.domain for node in proto.graph.node} <= {""}
-    names = [i.name for i in proto.graph.input]
-    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-    return proto, names, {"onnxruntime": session, "reference evaluator": ReferenceEvaluator(proto)}
-
-
 @pytest.mark.parametrize(("row", "case", "dtype"), cases([ROWS[name] for name in OPS]))
 def test_export_matches_the_op_table_reference(row: OpRow, case: Case, dtype: str):
     graph, _, _ = op_graph(row, case, dtype)
-    proto, names, oracles = sessions(graph)
+    proto, names, oracles = exported_sessions(graph)
     assert ONNX_TYPES[row.name] in {node.op_type for node in proto.graph.node}
     for sizes in ({"N": 1}, {"N": 4}) if case.symbolic else ({},):
         arrays = make_inputs(row, case, dtype, sizes)
@@ -58,7 +43,7 @@ def test_export_matches_the_op_table_reference(row: OpRow, case: Case, dtype: st
 def test_round_exports_half_to_even(dtype: str):
     graph = Graph("round")
     graph.outputs = [Builder(graph).round(graph.add_input(TensorType(("N",), dtype), "x"))]
-    _, names, oracles = sessions(graph)
+    _, names, oracles = exported_sessions(graph)
     x = HALVES.astype(dtype)
     (kiln_result,) = NumpyBackend().compile(graph)(x)
     np.testing.assert_array_equal(kiln_result, HALF_TO_EVEN.astype(dtype))
@@ -82,7 +67,7 @@ def _gradient_graph() -> Graph:
 
 def test_gradient_through_the_new_ops_runs_in_onnxruntime():
     graph = _gradient_graph()
-    _, names, oracles = sessions(graph)
+    _, names, oracles = exported_sessions(graph)
     run = NumpyBackend().compile(graph)
     for batch in (1, 5):
         rng = np.random.default_rng(batch)

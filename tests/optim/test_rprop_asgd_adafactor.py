@@ -25,8 +25,7 @@ from kiln.backends.numpy import NumpyBackend
 from kiln.compiler.errors import CheckpointError, KilnError
 from kiln.compiler.ir import Builder, Graph, TensorType
 from kiln.compiler.passes.decompose import Decompose
-from oracles import require
-from test_more_optimizers import assert_same_state, lowered_op_census, torch_default_dtype, train_with_state, training
+from test_more_optimizers import assert_same_state, lowered_op_census, onnxruntime_and_numpy_in_lockstep, torch_default_dtype, train_with_state, training
 from training_parity import Run, digit_like_batches, side_by_side, torch_step
 
 DATA_SEED = 2
@@ -323,15 +322,9 @@ ORT_RUNS = [
 @pytest.mark.parametrize("run", ORT_RUNS, ids=lambda run: run.optimizer)
 def test_onnxruntime_step_matches_numpy(run: Run):
     """The whole step, update included, exported to ONNX and run by onnxruntime (10 steps: ASGD averages from step 5)."""
-    require("onnxruntime")
-    batches = digit_like_batches(10, seed=DATA_SEED)
-    numpy_step, _, numpy_model = training(run, seed=0)
-    ort_step, ort_optimizer, ort_model = training(run, seed=0, backend="onnxruntime")
-    for index, (x, y) in enumerate(batches):
-        np.testing.assert_allclose(ort_step(x, y), numpy_step(x, y), rtol=1e-5, err_msg=f"loss at step {index}")
-    ours, theirs = ort_model.state_dict(), numpy_model.state_dict()
-    for name, value in theirs.items():
-        np.testing.assert_allclose(ours[name], value, rtol=1e-5, atol=5e-5, err_msg=name)
+    # Rprop's step is the sign of a product of gradients: float32 rounding that differs between onnxruntime and NumPy
+    # can flip it where that product is ~0 (data seed 1 flips one weight of 640 by one step size, 0.01)
+    ort_step, ort_optimizer, numpy_step = onnxruntime_and_numpy_in_lockstep(run, data_seed=DATA_SEED)
     ort_state = ort_step.state_dict()["optimizer"]["state"]
     for key, entry in numpy_step.state_dict()["optimizer"]["state"].items():
         for name, value in entry.items():
