@@ -107,12 +107,17 @@ def max_parameter_deviation(ours: Side, theirs: Side) -> float:
 
 @pytest.mark.parametrize("run", GRID, ids=lambda run: run.id)
 def test_float32_parameters_and_state_match_torch_at_every_step(torch, run: Run):
-    for index, (ours, theirs, our_state, their_state) in enumerate(train_with_state(torch, run, digit_like_batches(STEPS, seed=DATA_SEED))):
+    assert_float32_lockstep(torch, run, digit_like_batches(STEPS, seed=DATA_SEED), STATE_NAMES[run.optimizer])
+
+
+def assert_float32_lockstep(torch: Any, run: Run, batches: Any, state_names: set[str]) -> None:
+    """Loss, parameters and optimizer state equal torch's after every step, at float32's tolerances."""
+    for index, (ours, theirs, our_state, their_state) in enumerate(train_with_state(torch, run, batches)):
         np.testing.assert_allclose(ours.loss, theirs.loss, rtol=1e-5, err_msg=f"loss at step {index}")
         for name, value in theirs.params.items():
             np.testing.assert_allclose(ours.params[name], value, rtol=1e-5, atol=5e-5, err_msg=f"{name} after step {index}")
         assert_same_state(our_state, their_state, rtol=1e-5, scaled_atol=1e-4, index=index)
-        assert set(our_state["0"]) == STATE_NAMES[run.optimizer]
+        assert set(our_state["0"]) == state_names
 
 
 @pytest.mark.parametrize("run", GRID, ids=lambda run: run.id)

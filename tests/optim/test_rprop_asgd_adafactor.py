@@ -25,7 +25,7 @@ from kiln.backends.numpy import NumpyBackend
 from kiln.compiler.errors import CheckpointError, KilnError
 from kiln.compiler.ir import Builder, Graph, TensorType
 from kiln.compiler.passes.decompose import Decompose
-from test_more_optimizers import assert_same_state, lowered_op_census, onnxruntime_and_numpy_in_lockstep, torch_default_dtype, train_with_state, training
+from test_more_optimizers import assert_float32_lockstep, assert_same_state, lowered_op_census, onnxruntime_and_numpy_in_lockstep, torch_default_dtype, train_with_state, training
 from training_parity import Run, digit_like_batches, side_by_side, torch_step
 
 DATA_SEED = 2
@@ -47,12 +47,7 @@ STATE_NAMES = {"Rprop": {"prev", "step_size"}, "ASGD": {"eta", "mu", "ax"}, "Ada
 
 @pytest.mark.parametrize("run", GRID, ids=lambda run: run.id)
 def test_float32_parameters_and_state_match_torch_at_every_step(torch, run: Run):
-    for index, (ours, theirs, our_state, their_state) in enumerate(train_with_state(torch, run, digit_like_batches(25, seed=DATA_SEED))):
-        np.testing.assert_allclose(ours.loss, theirs.loss, rtol=1e-5, err_msg=f"loss at step {index}")
-        for name, value in theirs.params.items():
-            np.testing.assert_allclose(ours.params[name], value, rtol=1e-5, atol=5e-5, err_msg=f"{name} after step {index}")
-        assert_same_state(our_state, their_state, rtol=1e-5, scaled_atol=1e-4, index=index)
-        assert set(our_state["0"]) == STATE_NAMES[run.optimizer]
+    assert_float32_lockstep(torch, run, digit_like_batches(25, seed=DATA_SEED), STATE_NAMES[run.optimizer])
 
 
 @pytest.mark.parametrize("run", GRID, ids=lambda run: run.id)
