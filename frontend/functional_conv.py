@@ -141,15 +141,16 @@ def adaptive_avg_pool2d(input: Tensor, output_size: Any) -> Tensor:
     return input
 
 
-def adaptive_max_pool2d(input: Tensor, output_size: Any, return_indices: bool = False) -> Tensor:
-    """PyTorch's adaptive max for windows that tile the image (``H`` a multiple of ``OH``, ``W`` of ``OW``):
-    ``max_pool2d`` with kernel = stride = ``H / OH``. Other sizes raise, as do ``return_indices``."""
-    if return_indices:
-        raise TraceError("adaptive_max_pool2d: return_indices=True is not supported; take indices with argmax")
+def adaptive_max_pool2d(input: Tensor, output_size: Any, return_indices: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+    """PyTorch's adaptive max. Windows that tile the image (``H`` a multiple of ``OH``, ``W`` of ``OW``) are
+    ``max_pool2d`` with kernel = stride = ``H / OH``; other sizes, and ``return_indices``, gather each window
+    (``F.adaptive_max_pool2d_with_indices``)."""
+    from kiln.frontend.functional_extra import adaptive_max_pool2d_with_indices
+
     size, out = _adaptive_geometry("adaptive_max_pool2d", input, output_size)
-    if any(s % o for s, o in zip(size, out)):
-        raise TraceError(f"adaptive_max_pool2d supports only output sizes that divide the input's: {out} does not divide "
-                         f"{size} of {input.type}; use adaptive_avg_pool2d or crop the input to a multiple")
+    if return_indices or any(s % o for s, o in zip(size, out)):
+        pooled = adaptive_max_pool2d_with_indices(input, output_size)
+        return pooled if return_indices else pooled[0]
     kernel = tuple(s // o for s, o in zip(size, out))
     return max_pool2d(input, kernel, kernel)
 

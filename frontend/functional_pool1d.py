@@ -69,12 +69,15 @@ def adaptive_avg_pool1d(input: Tensor, output_size: Any) -> Tensor:
     return like_pool_input(pooled.squeeze(2), input, 1)
 
 
-def adaptive_max_pool1d(input: Tensor, output_size: Any, return_indices: bool = False) -> Tensor:
+def adaptive_max_pool1d(input: Tensor, output_size: Any, return_indices: bool = False) -> Tensor | tuple[Tensor, Tensor]:
     """``(N, C, L) -> (N, C, output_size)``: cell ``i`` is the max of ``floor(i L / O) .. ceil((i + 1) L / O)``, as
     PyTorch, for any ``output_size``. Windows that tile ``L`` are ``max_pool2d``; uneven ones are gathered, the shorter
-    ones padded by repeating their last element (which changes neither the max nor where its gradient goes)."""
+    ones padded by repeating their last element (which changes neither the max nor where its gradient goes).
+    ``return_indices`` gives PyTorch's ``(values, indices)`` (``F.adaptive_max_pool1d_with_indices``)."""
     if return_indices:
-        raise located_error("adaptive_max_pool1d: return_indices=True is not supported; take indices with argmax")
+        from kiln.frontend.functional_extra import adaptive_max_pool1d_with_indices
+
+        return adaptive_max_pool1d_with_indices(input, output_size)
     size = single_size("adaptive_max_pool1d", "output_size", output_size)
     batched = batched_pool_input("adaptive_max_pool1d", input, 1)
     if size <= 0:

@@ -197,11 +197,14 @@ class AdaptiveAvgPool2d(Module):
 
 
 class AdaptiveMaxPool2d(AdaptiveAvgPool2d):
-    """``torch.nn.AdaptiveMaxPool2d`` for output sizes that divide the input's (others raise at trace time);
-    no ``return_indices``."""
+    """``torch.nn.AdaptiveMaxPool2d`` at any output size; ``return_indices=True`` gives ``(values, indices)``."""
+
+    def __init__(self, output_size: Any, return_indices: bool = False):
+        super().__init__(output_size)
+        self.return_indices = return_indices
 
     def forward(self, input: Tensor) -> Tensor:
-        return F.adaptive_max_pool2d(input, self.output_size)
+        return F.adaptive_max_pool2d(input, self.output_size, self.return_indices)
 
 
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")

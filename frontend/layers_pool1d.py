@@ -49,7 +49,7 @@ class AdaptiveAvgPool1d(Module):
 
 
 class AdaptiveMaxPool1d(AdaptiveAvgPool1d):
-    """``torch.nn.AdaptiveMaxPool1d(output_size)``, any output size; ``return_indices=True`` is refused when traced."""
+    """``torch.nn.AdaptiveMaxPool1d(output_size)``, any output size; ``return_indices=True`` gives ``(values, indices)``."""
 
     def __init__(self, output_size: Any, return_indices: bool = False):
         super().__init__(output_size)

@@ -148,3 +148,19 @@ def test_nll_loss2d_is_nll_loss(legacy):
     logits = normal(2, 4, 3, 5, dtype="float64")
     target = np.random.default_rng(0).integers(0, 4, (2, 3, 5))
     assert_layer_matches_torch(torch, ours, theirs, [logits, target], **F64)
+
+
+@pytest.mark.parametrize(("dims", "size"), [(2, (3, 5)), (2, (2, 4)), (2, (None, 3)), (1, 3), (1, 4)])
+@pytest.mark.parametrize("return_indices", [False, True])
+def test_adaptive_max_pool_modules_take_any_size_and_return_indices_as_torch(dims, size, return_indices):
+    """``nn.AdaptiveMaxPool1d/2d`` and their ``F`` functions: uneven windows (they refused before unless the size divided
+    the input's) and ``return_indices=True``, values, indices and the input gradient as PyTorch's."""
+    torch = require("torch")
+    name = f"AdaptiveMaxPool{dims}d"
+    ours, theirs = getattr(nn, name)(size, return_indices=return_indices), getattr(torch.nn, name)(size, return_indices=return_indices)
+    x = normal(*((2, 3, 7, 8) if dims == 2 else (2, 3, 10)), dtype="float64")
+    values = (lambda module, t: module(t)[0]) if return_indices else None
+    assert_layer_matches_torch(torch, ours, theirs, [x], call=values)
+    if return_indices:
+        indices = kiln.compile(lambda t: ours(t)[1], batch_dim=None)(x)
+        np.testing.assert_array_equal(indices, theirs(torch.tensor(x))[1].numpy())
