@@ -152,11 +152,6 @@ def test_adaptive_max_pool2d_float64(output_size):
     assert_layer_matches_torch(torch, nn.AdaptiveMaxPool2d(output_size), torch.nn.AdaptiveMaxPool2d(output_size), [x], **F64)
 
 
-def test_adaptive_max_pool2d_rejects_uneven_windows():
-    with pytest.raises(TraceError, match="divide"):
-        kiln.trace(nn.AdaptiveMaxPool2d((3, 4)), kiln.TensorSpec((1, 2, 7, 6)))
-
-
 # Symbolic batch, training, ONNX ---------------------------------------------------
 
 

@@ -130,7 +130,6 @@ def test_pools_refuse_what_they_cannot_do():
         (nn.MaxPool1d(2), kiln.TensorSpec(("N", 3, 8, 8)), r"\(N, C, L\)"),
         (nn.AvgPool1d(2), kiln.TensorSpec((8,)), r"\(N, C, L\)"),
         (nn.AdaptiveAvgPool1d(2), kiln.TensorSpec(("N", 3, "L")), "static length"),
-        (nn.AdaptiveMaxPool1d(2, return_indices=True), spec, "return_indices"),
         (nn.MaxPool1d(2, padding=2), spec, "at most half"),
         (nn.AvgPool1d(3, padding=2), spec, "at most half"),
         (nn.MaxPool1d(9), spec, "does not fit"),
