@@ -32,7 +32,7 @@ def test_the_error_names_the_users_line_once(fn, specs, line, what):
     with pytest.raises(TraceError) as caught:
         kiln.trace(fn, *[kiln.TensorSpec(shape) for shape in specs])
     message = str(caught.value)
-    assert f"test_trace_error_locations.py:" in message and line in message and what in message
+    assert "test_trace_error_locations.py:" in message and line in message and what in message
     assert message.count("test_trace_error_locations.py:") == 1  # located once, not again on the way out
 
 
