@@ -25,7 +25,7 @@ from kiln.backends.numpy import NumpyBackend
 from kiln.compiler.errors import CheckpointError, KilnError
 from kiln.compiler.ir import Builder, Graph, TensorType
 from kiln.compiler.passes.decompose import Decompose
-from test_more_optimizers import assert_float32_lockstep, assert_same_state, lowered_op_census, onnxruntime_and_numpy_in_lockstep, torch_default_dtype, train_with_state, training
+from test_more_optimizers import assert_constructor_matches_torch, assert_float32_lockstep, assert_same_state, lowered_op_census, onnxruntime_and_numpy_in_lockstep, torch_default_dtype, train_with_state, training
 from training_parity import Run, digit_like_batches, side_by_side, torch_step
 
 DATA_SEED = 2
@@ -340,12 +340,7 @@ def test_numpy_backend_expands_each_update_into_fused_kernels(name):
 @pytest.mark.parametrize("name", ["Rprop", "ASGD", "Adafactor"])
 def test_constructor_arguments_and_defaults_are_torchs(torch, name):
     """Same names, order and defaults; ``maximize`` keyword-only (ASGD's too: PyTorch puts ``foreach`` before it)."""
-    ours = inspect.signature(getattr(kiln.optim, name)).parameters
-    theirs = inspect.signature(getattr(torch.optim, name)).parameters
-    shared = [p for p in theirs if p not in ("foreach", "capturable", "differentiable")]
-    assert list(ours) == shared
-    for parameter in shared[1:]:
-        assert ours[parameter].default == theirs[parameter].default, parameter
+    ours = assert_constructor_matches_torch(torch, name, same_kinds=False)
     assert ours["maximize"].kind is inspect.Parameter.KEYWORD_ONLY
 
 
