@@ -19,7 +19,7 @@ from kiln.compiler.ir.core import Value
 from kiln.compiler.ir.types import Dim, DType, TensorType
 from kiln.frontend.tensor_inplace import VIEW_OPS, InPlaceMethods, check_fresh, link_view
 from kiln.frontend.tensor_math import MathMethods
-from kiln.frontend.tensor_methods import TorchMethods
+from kiln.frontend.tensor_methods import TorchMethods, _flatten_args, _floating, _is_one
 from kiln.frontend.trace import TraceContext, located_error
 
 
@@ -491,25 +491,9 @@ def _comparable(other: Any) -> bool:
     return TraceContext.active() and isinstance(other, (Tensor, np.ndarray, np.generic, int, float, bool))
 
 
-def _is_one(value: Any) -> bool:
-    return not isinstance(value, Tensor) and value == 1
-
-
-def _floating(x: Tensor) -> Tensor:
-    """``x``, cast to float32 if it is not floating (PyTorch's promotion for ``reciprocal``, ``rsqrt``...)."""
-    return x if x.dtype.is_float else x.to(DType.f32)
-
-
 def _check_rank(method: str, rank: int, *tensors: Tensor) -> None:
     if any(t.ndim != rank for t in tensors):
         raise located_error(f"{method} needs {rank}-D operands, got {' and '.join(str(t.type) for t in tensors)}; use matmul to broadcast")
-
-
-def _flatten_args(args: tuple[Any, ...]) -> list[Any]:
-    """``f(2, 3)`` and ``f((2, 3))`` both mean the tuple ``(2, 3)``."""
-    if len(args) == 1 and isinstance(args[0], (tuple, list)):
-        return list(args[0])
-    return list(args)
 
 
 def apply(op_name: str, *operands: Any, **attrs: Any) -> Any:

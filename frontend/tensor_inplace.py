@@ -35,6 +35,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from kiln.frontend.tensor_methods import _is_one
 from kiln.frontend.trace import TraceContext, located_error, user_location
 
 VIEW_OPS = frozenset({"tensor.reshape", "tensor.transpose", "tensor.slice", "tensor.squeeze", "tensor.expand_dims", "tensor.broadcast_to"})
@@ -233,12 +234,6 @@ class InPlaceMethods:
         from kiln.frontend.tensor_setitem import assigned
 
         rebind(self, assigned(self, index, value), "index assignment")
-
-
-def _is_one(value: Any) -> bool:
-    from kiln.frontend.tensor import Tensor
-
-    return not isinstance(value, Tensor) and value == 1
 
 
 def _float_like(tensor: Any, other: Any) -> Any:

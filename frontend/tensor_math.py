@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from kiln.compiler.ir.types import DType
+from kiln.frontend.tensor_methods import _floating
 from kiln.frontend.trace import located_error
 
 
@@ -25,46 +26,42 @@ def _apply(*args: Any, **attrs: Any) -> Any:
     return apply(*args, **attrs)
 
 
-def _float(x: Any) -> Any:
-    return x if x.dtype.is_float else x.to(DType.f32)
-
-
 class MathMethods:
     """See the module docstring."""
 
     def log1p(self) -> Any:
         from kiln.frontend.functional_activation import _log1p
 
-        return _log1p(_float(self))
+        return _log1p(_floating(self))
 
     def expm1(self) -> Any:
         from kiln.frontend.functional_activation import _expm1
 
-        return _expm1(_float(self))
+        return _expm1(_floating(self))
 
     def log2(self) -> Any:
-        return _float(self).log() * (1 / math.log(2))
+        return _floating(self).log() * (1 / math.log(2))
 
     def log10(self) -> Any:
-        return _float(self).log() * (1 / math.log(10))
+        return _floating(self).log() * (1 / math.log(10))
 
     def exp2(self) -> Any:
-        return (_float(self) * math.log(2)).exp()
+        return (_floating(self) * math.log(2)).exp()
 
     def sinh(self) -> Any:
-        x = _float(self)
+        x = _floating(self)
         return (x.expm1() - (-x).expm1()) * 0.5
 
     def cosh(self) -> Any:
-        x = _float(self)
+        x = _floating(self)
         return (x.exp() + (-x).exp()) * 0.5
 
     def tan(self) -> Any:
-        x = _float(self)
+        x = _floating(self)
         return x.sin() / x.cos()
 
     def erf(self) -> Any:
-        return _apply("tensor.erf", _float(self))
+        return _apply("tensor.erf", _floating(self))
 
     def hypot(self, other: Any) -> Any:
         """``sqrt(x^2 + y^2)`` scaled by the larger magnitude, so it neither overflows nor underflows (0 at 0, 0)."""

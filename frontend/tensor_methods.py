@@ -117,7 +117,7 @@ class TorchMethods:
     def new_full(self, size: Any, fill_value: Any, *, dtype: Any = None) -> Any:
         """``fill_value`` in this tensor's dtype (or ``dtype``); ``size`` may hold this tensor's symbolic dims."""
         target = self.dtype if dtype is None else DType.of(dtype)
-        shape = tuple(_sizes(size))
+        shape = _flatten_args(size)
         scalar = _apply("tensor.constant", value=np.asarray(fill_value, dtype=target.numpy))
         return scalar.broadcast_to(shape) if shape else scalar
 
@@ -207,7 +207,7 @@ class TorchMethods:
         return widened.reshape(tuple(shape[:axis]) + (_times(shape[axis], repeats),) + tuple(shape[axis + 1:]))
 
     def tile(self, *dims: Any) -> Any:
-        reps = list(_sizes(dims))
+        reps = list(_flatten_args(dims))
         return self.repeat(*([1] * (self.ndim - len(reps)) + reps))
 
     def unflatten(self, dim: int, sizes: Any) -> Any:
@@ -324,7 +324,12 @@ class TorchMethods:
 
 
 def _floating(x: Any) -> Any:
+    """``x``, cast to float32 if it is not floating (PyTorch's promotion for ``reciprocal``, ``rsqrt``, ``sin``...)."""
     return x if x.dtype.is_float else x.to(DType.f32)
+
+
+def _is_one(value: Any) -> bool:
+    return not isinstance(value, _tensor_class()) and value == 1
 
 
 def _rounded_division(x: Any, y: Any, mode: str) -> Any:
@@ -357,11 +362,11 @@ def _all_false(x: Any) -> Any:
     return x.new_full(x.shape, False, dtype=DType.bool)
 
 
-def _sizes(size: Any) -> Any:
-    """``f(2, 3)``, ``f((2, 3))`` and ``f([2, 3])`` all mean ``(2, 3)``."""
-    if len(size) == 1 and isinstance(size[0], (tuple, list)):
-        return size[0]
-    return size
+def _flatten_args(args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``f(2, 3)``, ``f((2, 3))`` and ``f([2, 3])`` all mean the tuple ``(2, 3)``."""
+    if len(args) == 1 and isinstance(args[0], (tuple, list)):
+        return tuple(args[0])
+    return tuple(args)
 
 
 def _flat_gather(x: Any, axis: int, index: Any) -> Any:

@@ -18,15 +18,12 @@ import numpy as np
 
 from kiln.compiler.ir.types import DType
 from kiln.frontend.tensor import Tensor, apply
+from kiln.frontend.tensor_methods import _flatten_args
 from kiln.frontend.trace import TraceContext, located_error
 
 
 def _dtype(dtype: Any, default: str) -> np.dtype:
     return np.dtype(DType.of(default if dtype is None else dtype).numpy)
-
-
-def _sizes(size: tuple[Any, ...]) -> tuple[Any, ...]:
-    return tuple(size[0]) if len(size) == 1 and isinstance(size[0], (tuple, list)) else tuple(size)
 
 
 def _created(array: np.ndarray) -> Any:
@@ -35,7 +32,7 @@ def _created(array: np.ndarray) -> Any:
 
 
 def full(size: Any, fill_value: Any, *, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Any:
-    shape = _sizes((size,) if isinstance(size, int) else tuple(size))
+    shape = _flatten_args((size,) if isinstance(size, int) else tuple(size))
     default = "bool" if isinstance(fill_value, bool) else "int64" if isinstance(fill_value, int) else "float32"
     scalar = np.asarray(fill_value, dtype=_dtype(dtype, default))
     if all(isinstance(d, int) for d in shape):
@@ -44,11 +41,11 @@ def full(size: Any, fill_value: Any, *, dtype: Any = None, device: Any = None, r
 
 
 def zeros(*size: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Any:
-    return full(_sizes(size), 0.0, dtype=dtype)
+    return full(_flatten_args(size), 0.0, dtype=dtype)
 
 
 def ones(*size: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Any:
-    return full(_sizes(size), 1.0, dtype=dtype)
+    return full(_flatten_args(size), 1.0, dtype=dtype)
 
 
 empty = zeros
