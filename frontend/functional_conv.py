@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from kiln.compiler.errors import TraceError
-from kiln.frontend.functional_nn import _pair, avg_pool2d, max_pool2d, pad
+from kiln.frontend.functional_nn import _pair, avg_pool2d, max_pool2d, pad, same_padding
 from kiln.frontend.tensor import Tensor, apply
 from kiln.frontend.trace import located_error
 
@@ -53,19 +53,12 @@ def conv1d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: An
 
 
 def _resolve_padding(input: Tensor, padding: Any, kernel: int, stride: int, dilation: int) -> tuple[Tensor, int]:
-    """``(input, symmetric padding)`` for an int or PyTorch's ``"valid"`` (none) and ``"same"`` (output length = input
-    length, stride 1 only). ``"same"`` needs ``dilation (K - 1)`` zeros in all; an odd total puts the extra one on the
-    right, as PyTorch, by padding the input itself."""
+    """``(input, symmetric padding)`` for an int or PyTorch's ``"valid"`` and ``"same"`` (``same_padding``: stride 1
+    only; an odd total pads the input's end once more itself, as PyTorch)."""
     if not isinstance(padding, str):
         return input, single_size("conv1d", "padding", padding)
-    if padding == "valid":
-        return input, 0
-    if padding != "same":
-        raise TraceError(f"conv1d: padding must be an int, 'valid' or 'same', got {padding!r}")
-    if stride != 1:
-        raise TraceError(f"conv1d: padding='same' needs stride 1, got stride {stride} (as PyTorch)")
-    total = dilation * (kernel - 1)
-    return (pad(input, (0, 1)) if total % 2 else input), total // 2
+    input, symmetric = same_padding("conv1d", input, padding, (kernel,), (stride,), (dilation,))
+    return input, symmetric if isinstance(symmetric, int) else symmetric[0]
 
 
 # ConvTranspose2d -----------------------------------------------------------------
