@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import kiln
+from lockstep import sgd_in_lockstep
 from oracles import require
 
 
@@ -188,22 +189,14 @@ def test_the_same_source_trains_in_lockstep_on_kiln_and_torch(name):
     ours.apply(_init_weights(None, 1))
     theirs = build(*_libraries("torch"))
     theirs.load_state_dict({key: torch.tensor(np.array(value)) for key, value in ours.state_dict().items()})
-    step = kiln.compile_train_step(ours, kiln.nn.functional.cross_entropy, kiln.optim.SGD(ours.parameters(), lr=0.05), batch_dim=None)
-    optimizer = torch.optim.SGD(theirs.parameters(), lr=0.05)
     rng = np.random.default_rng(0)
-    for _ in range(3):
-        x, y = make_input(rng), rng.integers(0, classes, targets)
-        loss = float(step(x, y))
-        optimizer.zero_grad()
-        expected = torch.nn.functional.cross_entropy(theirs(torch.tensor(x)), torch.tensor(y))
-        expected.backward()
-        optimizer.step()
-        np.testing.assert_allclose(loss, expected.item(), rtol=2e-4)
+    batches = [(make_input(rng), rng.integers(0, classes, targets)) for _ in range(3)]
+    assert len(list(sgd_in_lockstep(torch, ours, theirs, batches, "cross_entropy", lr=0.05, rtol=2e-4, batch_dim=None))) == 3
 
 
 @pytest.mark.parametrize("name", ["resnet", "gpt"])
 def test_state_dict_keys_come_in_torchs_order_with_tied_weights_under_both_names(name):
-    torch = require("torch")
+    require("torch")
     build = MODELS[name][0]
     ours, theirs = build(*_libraries("kiln")), build(*_libraries("torch"))
     assert list(ours.state_dict()) == list(theirs.state_dict())

@@ -56,21 +56,10 @@ def assert_layer_matches_torch(torch, module: Any, reference: Any, arrays: Seque
 def sgd_losses_in_lockstep(torch, model: Any, reference: Any, x: np.ndarray, y: np.ndarray, lr: float, steps: int) -> list[float]:
     """Train ``model`` (compiled kiln step) and its PyTorch twin ``reference`` (weights copied in first) with SGD on
     one batch and cross-entropy, asserting every step's loss agrees; returns kiln's losses."""
-    import kiln
-    import kiln.nn.functional as F
+    from lockstep import sgd_in_lockstep
 
     reference.load_state_dict({k: torch.tensor(np.array(v)) for k, v in model.state_dict().items()})
-    step = kiln.compile_train_step(model, F.cross_entropy, kiln.optim.SGD(model.parameters(), lr=lr))
-    optimizer = torch.optim.SGD(reference.parameters(), lr=lr)
-    losses = []
-    for _ in range(steps):
-        losses.append(float(step(x, y)))
-        optimizer.zero_grad()
-        torch_loss = torch.nn.functional.cross_entropy(reference(torch.tensor(x)), torch.tensor(y))
-        torch_loss.backward()
-        optimizer.step()
-        np.testing.assert_allclose(losses[-1], torch_loss.item(), rtol=1e-4)
-    return losses
+    return list(sgd_in_lockstep(torch, model, reference, [(x, y)] * steps, "cross_entropy", lr, rtol=1e-4))
 
 
 def normal(*shape, dtype="float32", seed=0):
