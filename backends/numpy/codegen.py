@@ -212,7 +212,8 @@ class _PlannedEmitter:
 
     def selects_or_zero(self, step: Step) -> bool:
         """``where(c, x, 0)`` with ``x`` and ``c`` of the result's shape: ``x``'s bits AND a mask of all-ones where ``c``
-        (``out_nn.where_into``'s fast path, decided here once: same-size ints view any float array)."""
+        (``lowering_conv._kept``'s trick, written into the planned buffer): exact where a multiply by the mask turns an
+        inf or NaN into NaN, branch-free where ``np.where`` is 4-15x slower. Same-size ints view any float array."""
         if step.op_name != "tensor.where" or step.type.dtype not in (DType.f32, DType.f64):
             return False
         condition, x, y = step.operands

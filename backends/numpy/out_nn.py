@@ -16,18 +16,9 @@ import numpy as np
 from kiln.compiler.ops.transformer import GELU_EXP_CAP, GELU_TANH_CUBIC, GELU_TANH_LINEAR
 
 
-MASK_INTS = {4: np.int32, 8: np.int64}
-
-
 def where_into(condition: np.ndarray, x: np.ndarray, y: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """``where(condition, x, y)`` into ``out``. Choosing ``x`` or 0 (ReLU's backward, a mask) is two branch-free
-    passes over the bits: ``x`` AND all-ones where ``condition`` holds, zeros elsewhere. That is exact (an inf or NaN
-    where ``condition`` is false gives 0, which a multiply by the mask would turn into NaN) and costs ~1.6x a multiply,
-    where ``np.where`` branches per element (4-15x on a random mask). Other selections are ``np.where``'s."""
-    bits = MASK_INTS.get(out.dtype.itemsize)
-    if bits is not None and out.dtype.kind == "f" and np.ndim(y) == 0 and y == 0 and x.shape == out.shape == np.shape(condition) \
-            and x.dtype == out.dtype and x.flags.c_contiguous and out.flags.c_contiguous:
-        return np.bitwise_and(x.view(bits), np.negative(condition, dtype=bits), out=out.view(bits)).view(out.dtype)
+    """``where(condition, x, y)`` into ``out``. The code generator writes ``where(c, x, 0)`` itself, as a bit mask
+    (``selects_or_zero`` in ``codegen.py``); this is every other selection."""
     np.copyto(out, np.where(condition, x, y))
     return out
 
