@@ -11,6 +11,8 @@ the single-process step with gradient accumulation), then
 ``pipeline-split{stages=S rank=r}`` keeps this rank's stage with sends and
 receives at its borders (see ``compiler/passes/pipeline_split.py``). Each rank
 feeds, updates and creates optimizer state for its stage's parameters only;
+micro-batches are cut along each input's ``batch_dim`` (``1`` for sequence-first
+inputs), as ``TrainStep``'s ``accumulate`` cuts them;
 the last stage's loss is broadcast so every rank returns it. At construction
 every rank takes rank 0's parameters and buffers, as under ``DataParallel``.
 
@@ -39,10 +41,11 @@ from kiln.frontend.optim import Optimizer
 from kiln.frontend.tensor import Tensor
 from kiln.runtime.distributed import pipeline_checkpoint
 from kiln.runtime.distributed.communicator import Communicator, broadcast_arrays, current, using
+from kiln.runtime.batch_dims import BatchDim, batch_signature, batch_specs, split_micro_batches
 from kiln.runtime.donation import step_donations
 from kiln.runtime.executable import Executable
 from kiln.runtime.step_graph import GradientOptions, StepGraph, build_step_graph
-from kiln.runtime.train_step import DEFAULT_PIPELINE, batch_specs, prepare_training_state_load, split_micro_batches
+from kiln.runtime.train_step import DEFAULT_PIPELINE, prepare_training_state_load
 
 Feed = Callable[[], np.ndarray]
 
@@ -60,6 +63,8 @@ class PipelineParallel:
     micro_batches: int = 4
     cuts: tuple[str, ...] = ()
     """Layer names that begin stages 1.. (``("fc3",)``); empty: balanced by estimated FLOPs."""
+    batch_dim: BatchDim = 0
+    """Each input's batch dim, split into the micro-batches (``runtime/batch_dims.py``; ``1`` for sequence-first)."""
     comm: Communicator | None = None
     pipeline: str = DEFAULT_PIPELINE
     """Cleanup passes run after the split."""
@@ -91,17 +96,17 @@ class PipelineParallel:
     def _step(self, batch: Sequence[Any]) -> float:
         arrays = [np.asarray(array) for array in batch]
         self._compile_for(arrays)
-        feeds = self._feeds(split_micro_batches(arrays, self.micro_batches))
+        feeds = self._feeds(split_micro_batches(arrays, self.micro_batches, self.batch_dim))
         outputs = self.executable(*(feeds[i]() for i in self.graph.stage_inputs))
         self._write_back(dict(zip(self.graph.stage_outputs, outputs)))
         self.optimizer.step_count += 1
         return self._loss(outputs)
 
     def _compile_for(self, arrays: Sequence[np.ndarray]) -> None:
-        signature = (tuple((a.shape[1:], a.dtype.str) for a in arrays), self.optimizer.signature())
+        signature = (batch_signature(arrays, self.batch_dim), self.optimizer.signature())
         if signature == self.signature:
             return
-        step_graph = build_step_graph(self.model, self.loss_fn, self.optimizer, batch_specs(arrays), GradientOptions(self.micro_batches))
+        step_graph = build_step_graph(self.model, self.loss_fn, self.optimizer, batch_specs(arrays, self.batch_dim), GradientOptions(self.micro_batches))
         joint_donations = step_donations(step_graph, len(arrays) * self.micro_batches)
         cuts = f" cuts={','.join(self.cuts)}" if self.cuts else ""
         split = f"pipeline-split{{stages={self.stages} rank={self.comm.rank}{cuts}}}"

@@ -42,6 +42,30 @@ def dataset(steps: int = STEPS, batch: int = BATCH, dtype: str = "float32") -> t
     return x, y
 
 
+SEQUENCE = 2
+"""Steps per sequence of the sequence-first ``(L, N, F)`` variant: ``dataset``'s rows regrouped."""
+
+
+def sequence_first(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``x`` ``(L, N, F)`` and ``y`` ``(L, N)`` from ``dataset``'s rows, the batch at dim 1 (``N = rows / L``)."""
+    return x.reshape(SEQUENCE, -1, x.shape[1]), y.reshape(SEQUENCE, -1)
+
+
+def sequence_first_loss(logits, labels):
+    """Cross-entropy over every ``(step, sequence)`` of sequence-first logits ``(L, N, C)`` and labels ``(L, N)``."""
+    return F.cross_entropy(logits.reshape(-1, SIZES[-1]), labels.reshape(-1))
+
+
+def train_sequence_first(accumulate: int = 4) -> dict[str, np.ndarray]:
+    """The reference of the sequence-first pipeline: one process, ``batch_dim=1``, SGD, a batch of ``BATCH`` sequences
+    per step until the data runs out."""
+    model = make_model(0)
+    step = kiln.compile_train_step(model, sequence_first_loss, make_optimizer("sgd", model), accumulate=accumulate, batch_dim=1)
+    xs, ys = sequence_first(*dataset())
+    losses = [step(xs[:, k : k + BATCH], ys[:, k : k + BATCH]) for k in range(0, xs.shape[1], BATCH)]
+    return {"losses": np.array(losses), **{key: value.copy() for key, value in model.state_dict().items()}}
+
+
 def train_single(name: str, dtype: str = "float32", accumulate: int = 1, steps: int = STEPS) -> dict[str, np.ndarray]:
     """The reference: one process, full batches, ``steps`` steps; returns the final parameters and the losses."""
     model = make_model(0, dtype)

@@ -1,4 +1,5 @@
-"""MPI worker: the 4-layer MLP split over 2 ranks with 4 micro-batches; saves each rank's stage and its IR."""
+"""MPI worker: the 4-layer MLP split over 2 ranks with 4 micro-batches; saves each rank's stage and its IR. Then the
+same on sequence-first inputs (``batch_dim=1``), whose micro-batches are cut along dim 1."""
 
 import sys
 
@@ -7,7 +8,7 @@ import numpy as np
 import kiln.distributed as dist
 import kiln.nn.functional as F
 
-from dist_models import BATCH, dataset, make_model, make_optimizer
+from dist_models import BATCH, dataset, make_model, make_optimizer, sequence_first, sequence_first_loss
 
 out, dtype, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
 comm = dist.init()
@@ -21,3 +22,10 @@ for name in ("sgd", "adam"):
              state_params=np.array(len(pipe.optimizer.state)), **local)
     with open(f"{out}/{name}_rank{comm.rank}.ir", "w") as file:
         file.write(str(pipe.graph))
+
+model = make_model(7 * comm.rank, dtype)
+pipe = dist.PipelineParallel(model, sequence_first_loss, make_optimizer("sgd", model), stages=2, micro_batches=4, batch_dim=1)
+xs, ys = sequence_first(x, y)
+losses = [pipe(xs[:, k : k + BATCH], ys[:, k : k + BATCH]) for k in range(0, xs.shape[1], BATCH)]
+local = {n: p.data for n, p in model.named_parameters() if any(p is q for q in pipe.local)}
+np.savez(f"{out}/sequence_first_rank{comm.rank}.npz", losses=np.array(losses), **local)

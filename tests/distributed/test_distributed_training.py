@@ -10,7 +10,7 @@ import pytest
 import kiln
 import kiln.nn.functional as F
 
-from dist_models import BATCH, dataset, make_model, make_optimizer, train_conv_bn_single, train_single, train_two_layers
+from dist_models import BATCH, dataset, make_model, make_optimizer, train_conv_bn_single, train_sequence_first, train_single, train_two_layers
 from mpi_launch import assert_ran, run_mpi
 
 
@@ -100,6 +100,17 @@ def test_pipeline_parallel_matches_gradient_accumulation(pipeline_run, optimizer
         ir = (tmp_path / f"{optimizer}_rank{rank}.ir").read_text()
         other = stages[1 - rank]
         assert all(f"%{name}:" in ir for name in names) and not any(f"%{name}" in ir for name in other)
+
+
+def test_pipeline_parallel_splits_sequence_first_micro_batches_along_batch_dim(pipeline_run):
+    """``batch_dim=1``: each ``(L, N, F)`` batch is cut into micro-batches along N, as ``TrainStep(batch_dim=1,
+    accumulate=4)`` cuts it (along L, of size 2, it would not split into 4)."""
+    reference = train_sequence_first()
+    for rank, names in {0: ("fc1.weight", "fc2.bias"), 1: ("fc3.weight", "fc4.bias")}.items():
+        saved = np.load(pipeline_run / f"sequence_first_rank{rank}.npz")
+        np.testing.assert_allclose(saved["losses"], reference["losses"], rtol=1e-5)
+        for name in names:
+            np.testing.assert_allclose(saved[name], reference[name], rtol=1e-5, atol=1e-7, err_msg=f"rank {rank} {name}")
 
 
 RESUME_AT, MORE = 6, 4
