@@ -15,10 +15,12 @@ of this update) is an input only where an update reads it.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from kiln.compiler.autodiff.differentiate import differentiate
+from kiln.compiler.errors import InputError
 from kiln.compiler.ir.builder import Builder
 from kiln.compiler.ir.core import Graph, Value
 from kiln.compiler.ir.types import DType, TensorType
@@ -86,6 +88,21 @@ def build_step_graph(
     return StepGraph(graph, parameters, frozen, state_names, hyper_inputs, reads_step, reads_seed, [buffer for buffer, _ in buffer_updates])
 
 
+def _check_model_inputs(model: Module, count: int) -> None:
+    """An ``InputError`` before tracing when ``model.forward`` cannot take the ``count`` arrays before the target (a
+    step called without its target, or with one array too many), instead of the forward's own ``TypeError``."""
+    forward = getattr(model, "forward", model)
+    try:
+        inspect.signature(forward).bind(*range(count))
+    except TypeError as error:
+        raise InputError(
+            f"the training step got {count + 1} batch array(s): the model's input(s), then the target; but "
+            f"{type(model).__name__}.forward does not take {count} positional argument(s) ({error}); call step(*model_inputs, target)"
+        ) from None
+    except ValueError:  # no signature to check: the trace finds out
+        pass
+
+
 def _trace_loss(
     model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, specs: Sequence[TensorSpec], options: GradientOptions
 ) -> tuple[Graph, Value, list[Parameter], list[Parameter], list[tuple[Parameter, Value]]]:
@@ -93,6 +110,7 @@ def _trace_loss(
 
     Also returns the buffers the model updated while tracing, with their new values.
     """
+    _check_model_inputs(model, len(specs) - 1)
     with TraceContext("train_step") as context:
         context.parameter_names.update({id(p): name for name, p in [*model.named_parameters(), *model.named_buffers()]})
         context.data_parallel_ranks = options.data_parallel_ranks

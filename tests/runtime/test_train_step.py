@@ -69,6 +69,16 @@ def test_wrong_dtype_or_shape_gets_a_clear_error_naming_both_types():
         step(np.float32(1.0), y)
 
 
+def test_a_step_without_its_target_or_with_one_array_too_many_says_what_it_takes():
+    _, step = make_step()
+    x, y = batch()
+    with pytest.raises(kiln.InputError, match=r"got 1 batch array\(s\).*Sequential.forward does not take 0.*step\(\*model_inputs, target\)"):
+        step(x)
+    with pytest.raises(kiln.InputError, match=r"got 3 batch array\(s\).*does not take 2"):
+        step(x, x, y)
+    assert step(x, y) > 0  # nothing was left half-compiled
+
+
 def test_pipeline_options_verify_and_print(capsys):
     _, step = make_step(verify_each=True, print_ir_after_all=True)
     step(*batch())
