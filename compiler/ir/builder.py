@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from kiln.compiler.ir.core import Graph, Op, Value
+from kiln.compiler.ir.core import Graph, Op, Region, Value
 from kiln.compiler.ir.types import DType
 from kiln.compiler.ops.registry import OPS, infer_types, lookup
 
@@ -21,11 +21,14 @@ DIALECT_ORDER = ("tensor", "nn", "optim", "comm")
 class Builder:
     """Appends ops to ``graph`` (or inserts them before ``insert_before``)."""
 
-    def __init__(self, graph: Graph, insert_before: Op | None = None, location: str | None = None):
+    def __init__(self, graph: Graph, insert_before: Op | None = None, location: str | None = None, region: Region | None = None):
         self.graph = graph
         self.insert_before = insert_before
         self.location = location
         """Stamped on every op built, for error messages."""
+        self.region = region if region is not None else getattr(insert_before, "region", None)
+        """Stamped on every op built: the trace's open checkpoint region. Ops built before an anchor default to the
+        anchor's region: they are its rewrite (a decomposition, a canonical form), so they stay in its region."""
 
     def op(self, name: str, *operands: Value, name_hint: str | None = None, **attrs: Any) -> Any:
         """Build op ``name``; returns its result, or a tuple of results for multi-result ops."""
@@ -39,7 +42,7 @@ class Builder:
         if unknown:
             raise TypeError(f"{name} has no attribute {', '.join(sorted(unknown))}; it takes {sorted(definition.defaults)}")
         result_types = infer_types(name, [v.type for v in operands], full_attrs)
-        op = Op(name, operands, result_types, full_attrs, self.location)
+        op = Op(name, operands, result_types, full_attrs, self.location, self.region)
         if name_hint is not None:
             for result in op.results:
                 result.name_hint = name_hint

@@ -8,9 +8,31 @@ producer and its uses, and the ``Graph`` keeps those use lists exact.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator, Literal, Sequence
 
 from kiln.compiler.ir.types import TensorType
+
+RegionRole = Literal["checkpoint", "output", "recompute"]
+
+
+@dataclass(frozen=True)
+class Region:
+    """The activation-checkpoint region an op belongs to (``kiln.utils.checkpoint``), printed after its type.
+
+    ``checkpoint(3)``: traced inside region 3; its results are not kept for the backward (``rematerialize``
+    recomputes them there). ``checkpoint(3, output)``: inside it too, but its results are what the region returns,
+    which stay saved. ``recompute(3)``: a copy ``rematerialize`` made in the backward; CSE never merges it into
+    the forward's op.
+    """
+
+    id: int
+    role: RegionRole = "checkpoint"
+
+    def __str__(self) -> str:
+        if self.role == "recompute":
+            return f"recompute({self.id})"
+        return f"checkpoint({self.id}{', output' if self.role == 'output' else ''})"
 
 
 class Value:
@@ -36,7 +58,7 @@ class Value:
 class Op:
     """One operation: ``results = name(operands) {attrs}``."""
 
-    __slots__ = ("name", "operands", "results", "attrs", "location")
+    __slots__ = ("name", "operands", "results", "attrs", "location", "region")
 
     def __init__(
         self,
@@ -45,6 +67,7 @@ class Op:
         result_types: Sequence[TensorType],
         attrs: dict[str, Any] | None = None,
         location: str | None = None,
+        region: Region | None = None,
     ):
         self.name = name
         self.operands: list[Value] = []
@@ -52,6 +75,8 @@ class Op:
         self.attrs: dict[str, Any] = dict(attrs or {})
         self.location = location
         """Where the op came from in user code (``model.py:14 in forward``), for messages."""
+        self.region = region
+        """Its activation-checkpoint region, if it was traced inside ``kiln.utils.checkpoint.checkpoint`` or recomputes one."""
         for operand in operands:
             self._attach(operand)
 
@@ -189,13 +214,13 @@ class Graph:
 
 
 def clone_graph(graph: Graph) -> Graph:
-    """A structural copy: new values and ops, same types, attrs, names and locations."""
+    """A structural copy: new values and ops, same types, attrs, names, locations and checkpoint regions."""
     copy = Graph(graph.name)
     mapping: dict[Value, Value] = {}
     for value in graph.inputs:
         mapping[value] = copy.add_input(value.type, value.name_hint)
     for op in graph.ops:
-        new = Op(op.name, [mapping[v] for v in op.operands], [r.type for r in op.results], op.attrs, op.location)
+        new = Op(op.name, [mapping[v] for v in op.operands], [r.type for r in op.results], op.attrs, op.location, op.region)
         for old_result, new_result in zip(op.results, new.results):
             new_result.name_hint = old_result.name_hint
             mapping[old_result] = new_result

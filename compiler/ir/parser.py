@@ -37,7 +37,7 @@ import numpy as np
 
 from kiln.compiler.errors import ParseError, ShapeError
 from kiln.compiler.ir.builder import canonical_attr
-from kiln.compiler.ir.core import Graph, Op, Value
+from kiln.compiler.ir.core import Graph, Op, Region, Value
 from kiln.compiler.ir.types import DType, Dim, TensorType
 from kiln.compiler.ops.registry import OPS, infer_types, lookup
 
@@ -154,7 +154,8 @@ class _Parser:
     ```
     function   := "func" @name "(" [%arg ":" type, ...] ")" "{" op* return "}"
     op         := [%r, ... "="] "dialect.op" "(" [%a, ...] ")" ["{" [key "=" attr, ...] "}"]
-                  ":" "(" [type, ...] ")" "->" (type | "(" [type, ...] ")")
+                  ":" "(" [type, ...] ")" "->" (type | "(" [type, ...] ")") [region]
+    region     := "checkpoint" "(" int ["," "output"] ")" | "recompute" "(" int ")"
     return     := "return" [%a, ... ":" type, ...]
     attr       := int | float | true | false | "string" | dtype | "[" [attr, ...] "]" | dense
     dense      := "dense" "<" (scalar | nested lists of scalars) ">"
@@ -317,7 +318,8 @@ class _Parser:
         self.expect("(", "before the operand types")
         self.check_types(operands, self.parse_list(self.parse_type_token, ")"), f"the signature of {name}", signature)
         self.expect("->", "before the result types")
-        self.build_op(_OpText(name_token, name, operands, attrs, results, self.parse_result_types()))
+        op = self.build_op(_OpText(name_token, name, operands, attrs, results, self.parse_result_types()))
+        op.region = self.parse_region()
 
     def parse_result_name(self) -> Token:
         return self.expect_kind("value", "a result name like %r")
@@ -326,6 +328,22 @@ class _Parser:
         if self.accept("("):
             return self.parse_list(self.parse_type_token, ")")
         return [self.parse_type_token()]
+
+    def parse_region(self) -> Region | None:
+        """``checkpoint(3)``, ``checkpoint(3, output)`` or ``recompute(3)`` after an op's types, if there."""
+        if not (self.at("checkpoint") or self.at("recompute")):
+            return None
+        keyword = self.advance().text
+        self.expect("(", f"after {keyword}")
+        number = self.expect_kind("number", "a region number")
+        if not _INTEGER.fullmatch(number.text) or int(number.text) < 0:
+            raise self.error(number, f"a checkpoint region number is an int >= 0, not {number.text}")
+        role = "recompute" if keyword == "recompute" else "checkpoint"
+        if keyword == "checkpoint" and self.accept(","):
+            self.expect("output", "(the only role written after a checkpoint region's number)")
+            role = "output"
+        self.expect(")", f"to close {keyword}(...)")
+        return Region(int(number.text), role)
 
     def op_name(self, token: Token) -> str:
         name = self.string(token)
@@ -336,7 +354,7 @@ class _Parser:
             raise self.error(token, f"unknown op {token.text}; did you mean {' or '.join(json.dumps(g) for g in guesses)}?")
         raise self.error(token, f"unknown op {token.text}; registered ops: {', '.join(sorted(OPS))}")
 
-    def build_op(self, text: _OpText) -> None:
+    def build_op(self, text: _OpText) -> Op:
         """Check the op against its shape rule, then append it to the graph and name its results."""
         result_types = [self.tensor_type(token) for token in text.result_types]
         if len(text.results) != len(result_types):
@@ -348,6 +366,7 @@ class _Parser:
         op = Op(text.name, operands, result_types, attrs, self.source.location(text.name_token.offset))
         for token, result in zip(text.results, self.graph.insert(op).results):
             self.define(token, result)
+        return op
 
     def infer(self, text: _OpText, operands: list[Value], attrs: dict[str, Any]) -> tuple[TensorType, ...]:
         try:

@@ -8,7 +8,9 @@ func @mlp(%x: tensor<Nx784xf32>, %w1: tensor<784x128xf32>) {
 ```
 
 Name hints are kept (made unique with ``_1``, ``_2``...); values without a
-hint get numbers. ``parse(print(g))`` prints identically.
+hint get numbers. An op traced inside ``kiln.utils.checkpoint`` (or recomputed
+for one) ends with its region: ``... -> tensor<Nx128xf32> checkpoint(0)``.
+``parse(print(g))`` prints identically.
 """
 
 from __future__ import annotations
@@ -76,7 +78,8 @@ def format_op(op: Op, names: Mapping[Value, str]) -> str:
     if len(op.results) != 1:
         result_types = f"({result_types})"
     prefix = f"{results} = " if op.results else ""
-    return f'{prefix}"{op.name}"({operands}){attrs} : ({operand_types}) -> {result_types}'
+    region = f" {op.region}" if op.region is not None else ""
+    return f'{prefix}"{op.name}"({operands}){attrs} : ({operand_types}) -> {result_types}{region}'
 
 
 def format_attrs(attrs: Mapping[str, Any]) -> str:

@@ -14,6 +14,7 @@ from kiln.compiler.passes import (  # noqa: F401  (registers the passes)
     fuse_epilogue,
     pipeline_split,
     plan_memory,
+    rematerialize,
     stack_summed_products,
 )
 from kiln.compiler.passes.manager import PASSES, Pass, PassFailure, PassManager, parse_pipeline, register_pass

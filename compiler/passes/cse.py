@@ -1,5 +1,8 @@
 """cse: common-subexpression elimination. Pure ops with equal names, operands and attrs merge.
 
+Only within one checkpoint region marker (``find_twin``): ``rematerialize``'s recomputed copies stay apart
+from the forward ops they copy.
+
 ```
 %a = "tensor.exp"(%x) ...
 %b = "tensor.exp"(%x) ...      ->   %a = "tensor.exp"(%x) ...
@@ -31,7 +34,7 @@ class CSE(Pass):
         for op in graph.ops:
             if not has_trait(op.name, "pure"):
                 continue
-            twin = seen.setdefault(op_key(op), op)
+            twin = find_twin(seen, op_key(op), op)
             if twin is not op:
                 for old, new in zip(op.results, twin.results):
                     _rewire_readers(old, new)
@@ -40,6 +43,22 @@ class CSE(Pass):
             return False
         _erase_all(graph, {value.producer for value in replaced}, replaced)
         return True
+
+
+def find_twin(seen: dict[Hashable, Op], key: Hashable, op: Op) -> Op:
+    """The earlier op ``op`` merges into, or ``op`` itself (then remembered).
+
+    Ops merge only under one checkpoint region marker: a backward op merged into a checkpointed forward op would keep
+    its value alive until the backward, and a ``recompute(k)`` copy merged into the forward's op would undo
+    ``rematerialize``. An unmarked op may still reuse a value that lives anyway: a region's output or a recomputed copy.
+    """
+    twin = seen.get((key, "kept")) or seen.get((key, None)) if op.region is None else seen.get((key, op.region))
+    if twin is not None:
+        return twin
+    seen[(key, op.region)] = op
+    if op.region is not None and op.region.role in ("output", "recompute"):
+        seen.setdefault((key, "kept"), op)
+    return op
 
 
 def _rewire_readers(old: Value, new: Value) -> None:

@@ -52,7 +52,7 @@ def _expand_all(graph: Graph, targets: set[Op]) -> None:
     ops, graph.ops = graph.ops, []
     for op in ops:
         if op in targets:
-            _replace_by_decomposition(graph, op, Builder(graph, location=op.location))
+            _replace_by_decomposition(graph, op, Builder(graph, location=op.location, region=op.region))
             op.drop_operands()  # erased: it is not in the rebuilt list, and nothing reads its results now
         else:
             graph.ops.append(op)
