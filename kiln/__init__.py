@@ -37,6 +37,7 @@ from kiln.runtime.parity import parity
 from kiln.runtime.saliency import saliency
 from kiln.runtime.train_step import TrainStep, compile_train_step
 from kiln.runtime.trainer import fit
+from kiln.runtime.vmap import vmap
 from kiln import nn, optim  # noqa: E402  (after the core, which they re-export)
 from kiln.frontend import torch_functions as _torch_functions
 
@@ -47,6 +48,7 @@ globals().update(_torch_functions.DTYPES)  # kiln.float32, kiln.long, ... as tor
 __version__ = "0.1.0"
 
 __all__ = [
+    "vmap",
     "CheckpointError", "compile", "compile_train_step", "CompiledFunction", "differentiate", "DType",
     "export_onnx", "export_onnx_train_step", "fit", "grad", "Graph", "import_onnx", "InputError", "KilnError",
     "load", "load_onnx_train_step", "manual_seed", "nn", "no_grad", "optim", "parity", "PassManager", "saliency", "save",
