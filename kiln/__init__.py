@@ -32,6 +32,7 @@ from kiln.runtime.checkpoint import load, save
 from kiln.runtime.compiled_function import CompiledFunction, compile
 from kiln.runtime.export import export_onnx, import_onnx
 from kiln.runtime.grad import grad, value_and_grad
+from kiln.runtime.jacobian import hessian, jacfwd, jacrev
 from kiln.runtime.onnx_train_step import export_onnx_train_step, load_onnx_train_step
 from kiln.runtime.parity import parity
 from kiln.runtime.saliency import saliency
@@ -48,7 +49,7 @@ globals().update(_torch_functions.DTYPES)  # kiln.float32, kiln.long, ... as tor
 __version__ = "0.1.0"
 
 __all__ = [
-    "vmap",
+    "hessian", "jacfwd", "jacrev", "vmap",
     "CheckpointError", "compile", "compile_train_step", "CompiledFunction", "differentiate", "DType",
     "export_onnx", "export_onnx_train_step", "fit", "grad", "Graph", "import_onnx", "InputError", "KilnError",
     "load", "load_onnx_train_step", "manual_seed", "nn", "no_grad", "optim", "parity", "PassManager", "saliency", "save",
