@@ -116,6 +116,9 @@ C_EXPRESSIONS: dict[str, Rule] = {
     "tensor.floor": _call("floor"),                                                  # the integral value <= a
     "tensor.ceil": _call("ceil"),                                                    # the integral value >= a
     "tensor.round": _call("rint"),                                                   # nearest, half to even (CUDA's round: away from 0)
+    "tensor.atan": _call("atan"),                                                    # arctan a, in [-pi/2, pi/2]
+    "tensor.asin": _call("asin"),                                                    # arcsin a, NaN outside [-1, 1]
+    "tensor.acos": _call("acos"),                                                    # arccos a, in [0, pi]
     "tensor.abs": lambda a, attrs, t: f"abs({a[0]})" if t in INTEGER_TYPES else f"fabs({a[0]})",  # |a|
     "tensor.relu": lambda a, attrs, t: f"({a[0]} < ({t})0 ? ({t})0 : {a[0]})",      # max(a, 0), NaN stays NaN
     "tensor.sigmoid": _sigmoid,                                                      # 1 / (1 + e^-a)

@@ -57,6 +57,7 @@ CUPY_FUNCTIONS = {
     "tensor.less": "less", "tensor.less_equal": "less_equal", "tensor.greater": "greater",
     "tensor.greater_equal": "greater_equal", "tensor.abs": "abs", "tensor.where": "where",
     "tensor.sin": "sin", "tensor.cos": "cos", "tensor.floor": "floor", "tensor.ceil": "ceil", "tensor.round": "rint",
+    "tensor.atan": "arctan", "tensor.asin": "arcsin", "tensor.acos": "arccos",
 }
 """Ops that are one CuPy function (``tensor.matmul`` is ``gemm.batched_matmul``: cuBLAS, reading operands in place)."""
 

@@ -16,6 +16,9 @@ NUMPY.register("tensor.cos")(np.cos)
 NUMPY.register("tensor.floor")(np.floor)
 NUMPY.register("tensor.ceil")(np.ceil)
 NUMPY.register("tensor.round")(np.rint)  # half to even, as ONNX's Round (np.round's decimals=0 is rint too)
+NUMPY.register("tensor.atan")(np.arctan)
+NUMPY.register("tensor.asin")(np.arcsin)
+NUMPY.register("tensor.acos")(np.arccos)
 
 
 def _erf_kernel():
@@ -42,6 +45,14 @@ def cumsum(x, *, axis: int, reverse: bool):
     if reverse:
         return np.flip(np.cumsum(np.flip(x, axis), axis=axis, dtype=x.dtype), axis)
     return np.cumsum(x, axis=axis, dtype=x.dtype)
+
+
+@NUMPY.register("tensor.cumprod")
+def cumprod(x, *, axis: int, reverse: bool):
+    # one product after another along the axis, as PyTorch's CPU kernel and ONNX's Scan (backends/onnx) multiply
+    if reverse:
+        return np.flip(np.cumprod(np.flip(x, axis), axis=axis, dtype=x.dtype), axis)
+    return np.cumprod(x, axis=axis, dtype=x.dtype)
 
 
 @NUMPY.register("tensor.argsort")

@@ -30,7 +30,8 @@ from kiln.compiler.ops.registry import OPS
 _UNARY = {
     "Neg": "tensor.neg", "Exp": "tensor.exp", "Log": "tensor.log", "Tanh": "tensor.tanh", "Sigmoid": "tensor.sigmoid",
     "Relu": "tensor.relu", "Sqrt": "tensor.sqrt", "Abs": "tensor.abs", "Erf": "tensor.erf", "Sin": "tensor.sin",
-    "Cos": "tensor.cos", "Floor": "tensor.floor", "Ceil": "tensor.ceil", "Round": "tensor.round",
+    "Cos": "tensor.cos", "Floor": "tensor.floor", "Ceil": "tensor.ceil", "Round": "tensor.round", "Atan": "tensor.atan",
+    "Asin": "tensor.asin", "Acos": "tensor.acos",
 }
 _BINARY = {
     "Add": ("tensor.add", np.add), "Sub": ("tensor.sub", np.subtract), "Mul": ("tensor.mul", np.multiply),

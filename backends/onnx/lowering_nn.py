@@ -10,7 +10,7 @@ import numpy as np
 from kiln.backends.onnx.lowering import ONNX, reduce_emitter
 from kiln.compiler.errors import LoweringError
 from kiln.compiler.ir.core import Op
-from kiln.compiler.ir.types import normalize_axis
+from kiln.compiler.ir.types import DType, normalize_axis
 
 
 def _unary(onnx_type: str):
@@ -26,10 +26,113 @@ ONNX.register("tensor.ceil")(_unary("Ceil"))
 ONNX.register("tensor.round")(_unary("Round"))  # half to even, as tensor.round
 
 
+@ONNX.register("tensor.atan")
+def atan(ctx, op: Op, inputs: list[str]) -> list[str]:
+    return [_atan_float64(ctx, inputs[0]) if op.result.type.dtype is DType.f64 else ctx.node("Atan", inputs)]
+
+
+@ONNX.register("tensor.asin")
+def asin(ctx, op: Op, inputs: list[str]) -> list[str]:
+    # asin x = atan(x / sqrt((1 - x)(1 + x))): 1 -+ x is exact near +-1, where the argument grows (inf at +-1, NaN beyond)
+    if op.result.type.dtype is not DType.f64:
+        return [ctx.node("Asin", inputs)]
+    x, one = inputs[0], ctx.constant(np.array(1.0))
+    cosine = ctx.node("Sqrt", [ctx.node("Mul", [ctx.node("Sub", [one, x]), ctx.node("Add", [one, x])])])
+    return [_atan_float64(ctx, ctx.node("Div", [x, cosine]))]
+
+
+@ONNX.register("tensor.acos")
+def acos(ctx, op: Op, inputs: list[str]) -> list[str]:
+    # acos x = 2 atan(sqrt((1 - x) / (1 + x))): small results near 1 keep their relative accuracy; pi at -1
+    if op.result.type.dtype is not DType.f64:
+        return [ctx.node("Acos", inputs)]
+    x, one = inputs[0], ctx.constant(np.array(1.0))
+    half_tangent = ctx.node("Sqrt", [ctx.node("Div", [ctx.node("Sub", [one, x]), ctx.node("Add", [one, x])])])
+    return [ctx.node("Mul", [ctx.constant(np.array(2.0)), _atan_float64(ctx, half_tangent)])]
+
+
+ATAN_P = (-8.750608600031904122785e-1, -1.615753718733365076637e1, -7.500855792314704667340e1, -1.228866684490136173410e2,
+          -6.485021904942025371773e1)
+ATAN_Q = (2.485846490142306297962e1, 1.650270098316988542046e2, 4.328810604912902668951e2, 4.853903996359136964868e2,
+          1.945506571482613964425e2)
+"""Cephes' ``atan`` (double): ``atan x = x + x z P(z) / Q(z)``, ``z = x^2``, on ``|x| <= 0.66``; ``Q`` is monic."""
+TAN_3PI_8, PI_2_LOW = 2.41421356237309504880, 6.123233995736765886130e-17
+"""``tan(3 pi / 8)`` and the bits of pi/2 below its float64 value."""
+
+
+def _atan_float64(ctx, x: str) -> str:
+    """Cephes' float64 ``atan`` (about 1 ulp) from ops onnxruntime runs in float64: its Atan, Asin and Acos take float32
+    only. ``|x|`` is reduced into [0, 0.66] by ``atan x = pi/2 - atan(1/x)`` above ``tan(3 pi / 8)`` and ``pi/4 +
+    atan((x - 1)/(x + 1))`` above 0.66; small ``x`` keep their sign and the rest take it back. +-inf give
+    +-pi/2, NaN NaN."""
+    def constant(value: float) -> str:
+        return ctx.constant(np.array(value, np.float64))
+
+    magnitude = ctx.node("Abs", [x])
+    large, middle = (ctx.node("Greater", [magnitude, constant(bound)]) for bound in (TAN_3PI_8, 0.66))
+    inverse = ctx.node("Neg", [ctx.node("Div", [constant(1.0), magnitude])])
+    shifted = ctx.node("Div", [ctx.node("Sub", [magnitude, constant(1.0)]), ctx.node("Add", [magnitude, constant(1.0)])])
+    reduced = ctx.node("Where", [large, inverse, ctx.node("Where", [middle, shifted, x])])
+    square = ctx.node("Mul", [reduced, reduced])
+    ratio = ctx.node("Div", [_horner(ctx, square, ATAN_P, monic=False), _horner(ctx, square, ATAN_Q, monic=True)])
+    small = ctx.node("Add", [ctx.node("Mul", [reduced, ctx.node("Mul", [square, ratio])]), reduced])  # x + x z P/Q
+    low_bits = ctx.node("Where", [large, constant(PI_2_LOW), constant(0.5 * PI_2_LOW)])
+    base = ctx.node("Where", [large, constant(np.pi / 2), constant(np.pi / 4)])
+    unsigned = ctx.node("Add", [base, ctx.node("Add", [small, low_bits])])
+    signed = ctx.node("Where", [ctx.node("Less", [x, constant(0.0)]), ctx.node("Neg", [unsigned]), unsigned])
+    return ctx.node("Where", [middle, signed, ctx.node("Where", [ctx.node("Equal", [x, constant(0.0)]), x, small])])  # atan(-0) = -0
+
+
+def _horner(ctx, z: str, coefficients: tuple[float, ...], monic: bool) -> str:
+    """``c0 z^n + ... + cn`` (with a leading 1: ``z^(n+1) + c0 z^n + ...`` when ``monic``) by Horner's rule."""
+    total = ctx.node("Add", [z, ctx.constant(np.array(coefficients[0]))]) if monic else ctx.constant(np.array(coefficients[0]))
+    for coefficient in coefficients[1:]:
+        total = ctx.node("Add", [ctx.node("Mul", [total, z]), ctx.constant(np.array(coefficient))])
+    return total
+
+
 @ONNX.register("tensor.cumsum")
 def cumsum(ctx, op: Op, inputs: list[str]) -> list[str]:
     axis = ctx.constant(np.array(normalize_axis(op.attrs["axis"], op.result.type.rank), np.int64))  # a 0-d int64 input
     return [ctx.node("CumSum", [inputs[0], axis], exclusive=0, reverse=int(op.attrs["reverse"]))]
+
+
+@ONNX.register("tensor.cumprod")
+def cumprod(ctx, op: Op, inputs: list[str]) -> list[str]:
+    """ONNX has no CumProd, and ``exp(cumsum(log x))`` is wrong for zeros and negatives: a ``Scan`` multiplies one slice
+    after another, as NumPy does (the same roundings). The scanned axis is moved first and walked forward (what the
+    reference evaluator's Scan supports), reversed by a negative-step Slice; one slice of ones is appended, since a Scan
+    of no iterations fails in onnxruntime, and its product dropped afterwards."""
+    rank = op.result.type.rank
+    axis = normalize_axis(op.attrs["axis"], rank)
+    order = [axis, *(i for i in range(rank) if i != axis)]
+    moved = ctx.node("Transpose", inputs, perm=order) if axis else inputs[0]
+    moved = _reversed_first_axis(ctx, moved) if op.attrs["reverse"] else moved
+    ones = _ones(ctx, op.result.type.dtype, ctx.node("Shape", [moved], start=1))
+    padded = ctx.node("Concat", [moved, ctx.node("Unsqueeze", [ones, ctx.constant(np.array([0], np.int64))])], axis=0)
+    _, products = ctx.node("Scan", [ones, padded], outputs=2, body=_product_step(ctx, op.result.type.dtype, rank - 1), num_scan_inputs=1)
+    last = [ctx.constant(np.array([value], np.int64)) for value in (0, -1, 0)]
+    products = ctx.node("Slice", [products, *last])
+    products = _reversed_first_axis(ctx, products) if op.attrs["reverse"] else products
+    return [ctx.node("Transpose", [products], perm=[int(i) for i in np.argsort(order)]) if axis else products]
+
+
+def _reversed_first_axis(ctx, name: str) -> str:
+    starts, ends, axes, steps = (ctx.constant(np.array([value], np.int64)) for value in (-1, np.iinfo(np.int64).min, 0, -1))
+    return ctx.node("Slice", [name, starts, ends, axes, steps])
+
+
+def _ones(ctx, dtype, shape: str) -> str:
+    return ctx.node("ConstantOfShape", [shape], value=ctx.onnx.numpy_helper.from_array(np.ones(1, dtype.numpy)))
+
+
+def _product_step(ctx, dtype, rank: int):
+    """The Scan body: ``(product, slice) -> (product * slice, product * slice)``, names fresh in the whole model."""
+    helper = ctx.onnx.helper
+    product, piece, new, out = (ctx.fresh(hint) for hint in ("product", "slice", "new_product", "scanned"))
+    typed = [helper.make_tensor_value_info(name, ctx.onnx_dtype(dtype), [None] * rank) for name in (product, piece, new, out)]
+    nodes = [helper.make_node("Mul", [product, piece], [new]), helper.make_node("Identity", [new], [out])]
+    return helper.make_graph(nodes, ctx.fresh("cumprod_step"), typed[:2], typed[2:])
 
 
 @ONNX.register("tensor.argsort")

@@ -2,7 +2,7 @@
 
 Pairs of ops transpose each other, so every rule here is built from
 differentiable ops: take <-> scatter_add, slice <-> pad, expand_dims <-> squeeze,
-cumsum <-> its reverse (``compiler/ops/scan.py``).
+cumsum <-> its reverse (``compiler/ops/scan.py``). cumprod's rule is a masked one, exact where the operand has zeros.
 """
 
 from __future__ import annotations
@@ -64,6 +64,48 @@ def rounding_vjp(b: Builder, op: Op, g: Value) -> Cotangents:
 def cumsum_vjp(b: Builder, op: Op, g: Value) -> Cotangents:
     # y_i = sum_{j <= i} x_j, so dx_j = sum_{i >= j} g_i: the cumsum of g run the other way
     return (b.cumsum(g, axis=op.attrs["axis"], reverse=not op.attrs["reverse"]),)
+
+
+@vjp_rule("tensor.atan")
+def atan_vjp(b: Builder, op: Op, g: Value) -> Cotangents:
+    # d atan(x) = 1 / (1 + x^2), 0 at +-inf
+    x = op.operands[0]
+    return (b.div(g, b.add(b.mul(x, x), b.scalar_like(1.0, x))),)
+
+
+@vjp_rule("tensor.asin")
+def asin_vjp(b: Builder, op: Op, g: Value) -> Cotangents:
+    # d asin(x) = 1 / sqrt(1 - x^2), inf at +-1 and NaN beyond, as PyTorch's
+    return (b.mul(g, _inverse_cosine_of_asin(b, op.operands[0])),)
+
+
+@vjp_rule("tensor.acos")
+def acos_vjp(b: Builder, op: Op, g: Value) -> Cotangents:
+    # d acos(x) = -1 / sqrt(1 - x^2)
+    return (b.mul(b.neg(g), _inverse_cosine_of_asin(b, op.operands[0])),)
+
+
+def _inverse_cosine_of_asin(b: Builder, x: Value) -> Value:
+    """``1 / sqrt(1 - x^2)``: ``1 / cos(asin(x))``."""
+    return b.rsqrt(b.sub(b.scalar_like(1.0, x), b.mul(x, x)))
+
+
+@vjp_rule("tensor.cumprod")
+def cumprod_vjp(b: Builder, op: Op, g: Value) -> Cotangents:
+    # y_i = prod_{j <= i} x_j, so dx_k = sum_{i >= k} g_i prod_{j <= i, j != k} x_j (j <= i: in the scan's order).
+    # Where x_k != 0 that is sum_{i >= k} g_i y_i / x_k. At the first zero z it is sum_{i >= z} g_i y'_i, with y' the
+    # cumprod of x with that zero read as 1; at later zeros it is 0 (x_z is a factor). No division by a zero, and
+    # every branch is a polynomial in x near the point, so differentiating again is exact with at most one zero.
+    x, axis, reverse = op.operands[0], op.attrs["axis"], op.attrs["reverse"]
+    zero, one = _zero(b, x), b.scalar_like(1.0, x)
+    nonzero = b.not_equal(x, zero)
+    zeros_so_far = b.cumsum(b.where(nonzero, zero, one), axis=axis, reverse=reverse)
+    first_zero = b.equal(b.where(nonzero, zero, zeros_so_far), one)
+    back = not reverse  # sum_{i >= k}: the cumsum the other way
+    divided = b.div(b.cumsum(b.mul(g, op.result), axis=axis, reverse=back), b.where(nonzero, x, one))
+    skipped = b.cumprod(b.where(first_zero, one, x), axis=axis, reverse=reverse)
+    at_first_zero = b.cumsum(b.mul(g, skipped), axis=axis, reverse=back)
+    return (b.where(nonzero, divided, b.where(first_zero, at_first_zero, zero)),)
 
 
 @vjp_rule("tensor.clip")

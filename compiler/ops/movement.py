@@ -13,9 +13,10 @@ from kiln.compiler.ir.types import DType, Dim, TensorType, format_shape, normali
 from kiln.compiler.ops.registry import register_op
 from kiln.compiler.ops.tensor import _reduce_shape, _unary_float_shape
 
-EXTRA_UNARY = ("abs", "erf", "rsqrt", "sin", "cos", "floor", "ceil", "round")
+EXTRA_UNARY = ("abs", "erf", "rsqrt", "sin", "cos", "floor", "ceil", "round", "atan", "asin", "acos")
 """All float-only but ``abs``. ``floor``/``ceil``/``round`` give the integral float below, above, nearest (half to even,
-as NumPy's ``rint`` and ONNX's Round), in the operand's dtype, with a zero gradient."""
+as NumPy's ``rint`` and ONNX's Round), in the operand's dtype, with a zero gradient. ``atan``/``asin``/``acos`` are the
+principal values (C's, NumPy's ``arctan``..., ONNX's Atan...): NaN outside [-1, 1] for ``asin``/``acos``."""
 
 register_op("tensor.abs", traits={"elementwise"})(lambda x: x)
 for _name in EXTRA_UNARY[1:]:

@@ -1,14 +1,17 @@
-"""Ops along one axis: ``tensor.cumsum``, the inclusive running sum, and ``tensor.argsort``, the sorting order.
+"""Ops along one axis: ``tensor.cumsum`` and ``tensor.cumprod``, the inclusive running sum and product, and
+``tensor.argsort``, the sorting order.
 
 ```
 %y = "tensor.cumsum"(%x) {axis = 1, reverse = false} : (tensor<Nx4xf32>) -> tensor<Nx4xf32>
+%p = "tensor.cumprod"(%x) {axis = 1, reverse = true} : (tensor<Nx4xf32>) -> tensor<Nx4xf32>
 %i = "tensor.argsort"(%x) {axis = 1, descending = false} : (tensor<Nx4xf32>) -> tensor<Nx4xi64>
 ```
 
 ``y[..., i, ...] = x[..., 0, ...] + ... + x[..., i, ...]`` along ``axis``;
 with ``reverse`` the sum runs from the end: ``x[..., i, ...] + ... + x[..., n-1, ...]``.
 The result has the operand's type, so any dim may be symbolic, the scanned one too.
-Its VJP is the cumsum of the cotangent the other way.
+Its VJP is the cumsum of the cotangent the other way. ``tensor.cumprod`` is the same scan with products (an empty
+product is 1); its VJP (``compiler/autodiff/rules_movement.py``) is exact where the operand has zeros.
 
 ``tensor.argsort`` is PyTorch's ``torch.sort(x, dim=axis, descending=descending, stable=True).indices``: int64 indices
 that order ``x`` along ``axis``, ascending or descending, STABLE both ways (equal elements keep their original order;
@@ -22,18 +25,27 @@ sort NaN as the largest, as PyTorch does (``tests/onnx/test_onnx_argsort.py`` ho
 
 from __future__ import annotations
 
+from typing import Callable
+
 from kiln.compiler.errors import ShapeError
 from kiln.compiler.ir.types import DType, TensorType, normalize_axis
 from kiln.compiler.ops.registry import register_op
 
 
-@register_op("tensor.cumsum", axis=-1, reverse=False)
-def cumsum_shape(x: TensorType, *, axis: int, reverse: bool) -> TensorType:
-    """Same type as ``x`` (numeric, rank >= 1); ``axis`` counts from the end when negative."""
-    if x.rank == 0 or x.dtype is DType.bool:
-        raise ShapeError(f"tensor.cumsum needs a numeric operand of rank >= 1, got {x}")
-    normalize_axis(axis, x.rank)
-    return x
+def _scan_shape(name: str) -> Callable[..., TensorType]:
+    def shape(x: TensorType, *, axis: int, reverse: bool) -> TensorType:
+        """Same type as ``x`` (numeric, rank >= 1); ``axis`` counts from the end when negative."""
+        if x.rank == 0 or x.dtype is DType.bool:
+            fix = "cast it to an integer or float dtype" if x.dtype is DType.bool else "reshape it to one element, (1,)"
+            raise ShapeError(f"{name} needs a numeric operand of rank >= 1, got {x}; {fix}")
+        normalize_axis(axis, x.rank)
+        return x
+
+    return shape
+
+
+cumsum_shape = register_op("tensor.cumsum", axis=-1, reverse=False)(_scan_shape("tensor.cumsum"))
+cumprod_shape = register_op("tensor.cumprod", axis=-1, reverse=False)(_scan_shape("tensor.cumprod"))
 
 
 @register_op("tensor.argsort", traits={"non_differentiable"}, axis=-1, descending=False)

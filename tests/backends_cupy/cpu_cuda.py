@@ -5,7 +5,7 @@ The NVRTC check (cuda_compiler.py) proves a row kernel is valid CUDA; this runs 
 nothing, ``__shared__`` is ``static`` (blocks run one after another, so a function-static array is the block's
 shared memory), ``threadIdx`` is ``thread_local``, ``blockIdx`` is per thread too, ``__syncthreads()`` is a
 ``std::barrier`` of the block's threads, and ``max``/``min``/``exp``/``log``/``sqrt``/``tanh``/``erf``/``pow``/``fabs``
-and ``sin``/``cos``/``floor``/``ceil``/``rint`` get CUDA's float and double overloads (``max``/``min`` as
+and ``sin``/``cos``/``floor``/``ceil``/``rint``/``atan``/``asin``/``acos`` get CUDA's float and double overloads (``max``/``min`` as
 ``fmaxf``/``fmax``, which drop a NaN operand, as on the GPU), ``max``/``min``/``abs`` its int and long long ones. Everything sits in ``namespace kiln_cuda``, so these names hide the C library's ``::exp``
 (double only) instead of clashing with it; ``extern "C"`` keeps the kernel's symbol plain. Only what the row
 kernels, the Philox draw and the elementwise expressions use is emulated (``__umul64hi`` too): 1-D launches, no warp intrinsics, atomics or
@@ -112,6 +112,12 @@ inline float ceil(float x) { return __builtin_ceilf(x); }
 inline double ceil(double x) { return __builtin_ceil(x); }
 inline float rint(float x) { return __builtin_rintf(x); }
 inline double rint(double x) { return __builtin_rint(x); }
+inline float atan(float x) { return __builtin_atanf(x); }
+inline double atan(double x) { return __builtin_atan(x); }
+inline float asin(float x) { return __builtin_asinf(x); }
+inline double asin(double x) { return __builtin_asin(x); }
+inline float acos(float x) { return __builtin_acosf(x); }
+inline double acos(double x) { return __builtin_acos(x); }
 
 template <class Kernel>
 void launch(unsigned grid, unsigned block, Kernel kernel) {

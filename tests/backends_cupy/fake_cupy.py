@@ -138,7 +138,8 @@ CUPY_DTYPES = {"float32": np.float32, "float64": np.float64, "int32": np.int32, 
 TYPE = r"(float|double|int|long long|bool)"
 FUNCTIONS = {"max": "np.maximum", "min": "np.minimum", "exp": "np.exp", "log": "np.log", "tanh": "np.tanh", "sqrt": "np.sqrt",
              "fabs": "np.abs", "abs": "np.abs", "pow": "np.power", "erf": "_erf", "sin": "np.sin", "cos": "np.cos",
-             "floor": "np.floor", "ceil": "np.ceil", "rint": "np.rint"}
+             "floor": "np.floor", "ceil": "np.ceil", "rint": "np.rint", "atan": "np.arctan", "asin": "np.arcsin",
+             "acos": "np.arccos"}
 
 
 def _cast(name: str):

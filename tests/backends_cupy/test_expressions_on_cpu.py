@@ -29,7 +29,8 @@ TOLERANCE = {DType.f32: {"rtol": 2e-6, "atol": 1e-7}, DType.f64: {"rtol": 1e-14,
 """A few ulps (g++'s libm and NumPy round transcendentals differently), and results near 0 compared absolutely."""
 
 UNARY = ["tensor.neg", "tensor.exp", "tensor.log", "tensor.tanh", "tensor.sqrt", "tensor.rsqrt", "tensor.erf", "tensor.abs",
-         "tensor.relu", "tensor.sigmoid", "tensor.sin", "tensor.cos", "tensor.floor", "tensor.ceil", "tensor.round"]
+         "tensor.relu", "tensor.sigmoid", "tensor.sin", "tensor.cos", "tensor.floor", "tensor.ceil", "tensor.round",
+         "tensor.atan", "tensor.asin", "tensor.acos"]
 BINARY = ["tensor.add", "tensor.sub", "tensor.mul", "tensor.div", "tensor.pow", "tensor.maximum", "tensor.minimum"]
 COMPARISONS = ["tensor.equal", "tensor.not_equal", "tensor.less", "tensor.less_equal", "tensor.greater", "tensor.greater_equal"]
 INTEGER_RULES = {"tensor.neg", "tensor.abs", "tensor.relu", "tensor.add", "tensor.sub", "tensor.mul", "tensor.maximum", "tensor.minimum"}

@@ -74,6 +74,26 @@ def off_steps(rng, shapes, dtypes, attrs):
     return [rng.integers(-4, 4, shape) + fraction]
 
 
+def inside_unit(rng, shapes, dtypes, attrs):
+    """Values in (-0.95, 0.95): asin and acos are smooth there (their slopes blow up at +-1)."""
+    return [rng.uniform(-0.95, 0.95, shape) for shape in shapes]
+
+
+def one_zero_per_row(rng, shapes, dtypes, attrs):
+    """Magnitudes 0.5 to 1.5 of either sign (ints -3..3) with one exact zero in about half of the lanes along the scanned
+    axis: cumprod's gradient there is not the division formula, and with one zero a lane is still smooth to second
+    order under the rule (several zeros a lane: ``test_cumprod.py``)."""
+    (shape,), (dtype,) = shapes, dtypes
+    if np.issubdtype(dtype, np.integer):
+        return [rng.integers(-3, 4, shape)]
+    lanes = np.moveaxis(rng.uniform(0.5, 1.5, shape) * rng.choice([-1.0, 1.0], shape), attrs["axis"], -1).copy()
+    if lanes.shape[-1]:
+        for lane in np.ndindex(*lanes.shape[:-1]):
+            if rng.random() < 0.5:
+                lanes[lane + (rng.integers(lanes.shape[-1]),)] = 0.0
+    return [np.moveaxis(lanes, -1, attrs["axis"])]
+
+
 SORT_POOL = np.array([np.nan, -np.inf, np.inf, 0.0, -0.0, 1.5, -1.5, 2.0, 2.0, -3.0])
 """Sort keys with ties (0.0 and -0.0 are equal too), NaNs and infinities."""
 
@@ -95,14 +115,21 @@ def _erf_reference(x):
     return _erf(x).astype(x.dtype)
 
 
-def _cumsum(x, *, axis, reverse):
-    """Running totals along ``axis`` in ``x``'s dtype, from the front (or the back, with ``reverse``)."""
-    moved = np.moveaxis(x, axis, 0)
-    out, total = np.empty_like(moved), np.zeros(moved.shape[1:], x.dtype)
-    for i in reversed(range(len(moved))) if reverse else range(len(moved)):
-        total = total + moved[i]
-        out[i] = total
-    return np.moveaxis(out, 0, axis)
+def _running(combine, start: int):
+    def scan(x, *, axis, reverse):
+        """Running totals (or products) along ``axis`` in ``x``'s dtype, from the front (or the back, with ``reverse``)."""
+        moved = np.moveaxis(x, axis, 0)
+        out, total = np.empty_like(moved), np.full(moved.shape[1:], start, x.dtype)
+        for i in reversed(range(len(moved))) if reverse else range(len(moved)):
+            total = combine(total, moved[i])
+            out[i] = total
+        return np.moveaxis(out, 0, axis)
+
+    return scan
+
+
+_cumsum = _running(lambda total, x: total + x, 0)
+_cumprod = _running(lambda total, x: total * x, 1)
 
 
 def _argsort(x, *, axis, descending):
@@ -440,6 +467,10 @@ def extra_rows() -> list[OpRow]:
         OpRow("tensor.ceil", np.ceil, UNARY_CASES, off_steps),
         OpRow("tensor.round", np.rint, UNARY_CASES, off_steps),
         OpRow("tensor.cumsum", _cumsum, CUMSUM_CASES, normal, dtypes=FLOATS_AND_INTS),
+        OpRow("tensor.cumprod", _cumprod, CUMSUM_CASES, one_zero_per_row, dtypes=FLOATS_AND_INTS),
+        OpRow("tensor.atan", np.arctan, UNARY_CASES, normal),
+        OpRow("tensor.asin", np.arcsin, UNARY_CASES, inside_unit),
+        OpRow("tensor.acos", np.arccos, UNARY_CASES, inside_unit),
         OpRow("tensor.clip", lambda x, *, min, max: np.clip(x, min, max), CLIP_CASES, away_from_bounds),
         OpRow("tensor.reduce_min", lambda x, *, axes, keepdims: np.min(x, axis=axes, keepdims=keepdims), reductions, distinct, dtypes=FLOATS_AND_INTS),
         OpRow("tensor.reduce_prod", lambda x, *, axes, keepdims: np.prod(x, axis=axes, keepdims=keepdims).astype(x.dtype), reductions, with_zeros, dtypes=FLOATS_AND_INTS),
