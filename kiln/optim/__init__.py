@@ -1,9 +1,10 @@
 """``kiln.optim``: optimizers with ``torch.optim``'s names and arguments; schedules in ``kiln.optim.lr_scheduler``."""
 
 from kiln.frontend.optim import ASGD, GD, SGD, Adadelta, Adafactor, Adagrad, Adam, Adamax, AdamW, NAdam, Optimizer, RAdam, RMSprop, Rprop
+from kiln.frontend.optim_muon import Muon
 from kiln.optim import lr_scheduler
 
 __all__ = [
-    "ASGD", "Adadelta", "Adafactor", "Adagrad", "Adam", "Adamax", "AdamW", "GD", "NAdam", "Optimizer", "RAdam", "RMSprop", "Rprop", "SGD",
+    "ASGD", "Adadelta", "Adafactor", "Adagrad", "Adam", "Adamax", "AdamW", "GD", "Muon", "NAdam", "Optimizer", "RAdam", "RMSprop", "Rprop", "SGD",
     "lr_scheduler",
 ]
