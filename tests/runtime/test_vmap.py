@@ -325,6 +325,25 @@ def test_vmap_of_a_module_inside_kiln_compile_with_a_symbolic_batch():
     assert compiled.graph.inputs[0].type.shape == ("N", 3)
 
 
+def test_batched_graphs_verify_and_keep_a_symbolic_batch():
+    from kiln.compiler.ir.verifier import verify
+
+    def loss(w, x, y):
+        return KF.cross_entropy((x @ w).unsqueeze(0), y.unsqueeze(0))
+
+    specs = kiln.TensorSpec((3, 4), "f64"), kiln.TensorSpec(("N", 3), "f64"), kiln.TensorSpec(("N",), "i64")
+    graph = kiln.trace(kiln.vmap(kiln.grad(loss), (None, 0, 0)), *specs)
+    verify(graph)  # use lists exact too: the per-example graphs' reads of outer values are dropped
+    assert graph.outputs[0].type.shape == ("N", 3, 4)
+    nested = kiln.trace(lambda a, b: kiln.vmap(lambda u: kiln.vmap(lambda v: u * v)(b))(a), *specs[1:2] * 2)
+    verify(nested)
+
+
+def test_identity_and_negative_out_axes():
+    x = rng().normal(size=(2, 3, 4))
+    np.testing.assert_array_equal(kiln.vmap(lambda a: a, in_axes=1, out_axes=-1)(x), np.moveaxis(x, 1, -1))
+
+
 def test_nested_tuple_arguments_and_results():
     x, (w, b) = rng().normal(size=(4, 3)), (rng(1).normal(size=(3,)), rng(2).normal(size=(2, 4)))
     got = kiln.vmap(lambda x, wb: (x * wb[0], (wb[1].sum(),)), in_axes=(0, (None, 1)))(x, (w, b))
