@@ -1,10 +1,11 @@
 """``kiln.optim``: optimizers with ``torch.optim``'s names and arguments; schedules in ``kiln.optim.lr_scheduler``."""
 
 from kiln.frontend.optim import ASGD, GD, SGD, Adadelta, Adafactor, Adagrad, Adam, Adamax, AdamW, NAdam, Optimizer, RAdam, RMSprop, Rprop
+from kiln.frontend.optim_combined import Combined
 from kiln.frontend.optim_muon import Muon
 from kiln.optim import lr_scheduler
 
 __all__ = [
-    "ASGD", "Adadelta", "Adafactor", "Adagrad", "Adam", "Adamax", "AdamW", "GD", "Muon", "NAdam", "Optimizer", "RAdam", "RMSprop", "Rprop", "SGD",
+    "ASGD", "Adadelta", "Adafactor", "Adagrad", "Adam", "Adamax", "AdamW", "Combined", "GD", "Muon", "NAdam", "Optimizer", "RAdam", "RMSprop", "Rprop", "SGD",
     "lr_scheduler",
 ]
