@@ -351,17 +351,51 @@ def test_nested_tuple_arguments_and_results():
     np.testing.assert_allclose(got[1][0], b.sum(0), **TIGHT)
 
 
+def small_cnn(F, x, w1, w2):
+    h = F.max_pool2d(F.conv2d(x, w1, padding=1).relu(), 2)
+    return F.avg_pool2d(F.conv2d(h, w2, groups=2), 2).tanh()
+
+
+def cnn_params(seed=0):
+    return [rng(seed).normal(size=(4, 2, 3, 3)) * 0.3, rng(seed + 1).normal(size=(4, 2, 3, 3)) * 0.3]
+
+
+def test_convolution_and_pooling_with_shared_and_per_example_weights():
+    images, (w1, w2) = rng().normal(size=(3, 2, 2, 8, 8)), cnn_params()
+    ops = ["tensor.conv2d", "tensor.max_pool2d", "tensor.avg_pool2d"]
+    check(lambda lib, F: (lambda x, a, b: small_cnn(F, x, a, b)), (images, w1, w2), (0, None, None), ops=ops)
+    per_example = np.stack([w1, w1 * 0.5, -w1])
+    check(lambda lib, F: (lambda x, a, b: small_cnn(F, x, a, b)), (images, per_example, w2), (0, 0, None))
+
+
+def test_cnn_per_example_gradients_match_torch_func():
+    images, params = rng().normal(size=(3, 2, 2, 8, 8)), cnn_params()
+    in_axes = (0, None, None)
+
+    def loss(F):
+        return lambda x, w1, w2: (small_cnn(F, x, w1, w2) ** 2).sum()
+
+    got = kiln.vmap(kiln.grad(loss(KF), argnums=(0, 1, 2)), in_axes)(images, *params)
+    expected = torch.func.vmap(torch.func.grad(loss(TF), argnums=(0, 1, 2)), in_axes)(*map(torch.tensor, (images, *params)))
+    assert_close(got, expected)
+    backward = {"tensor.conv2d_weight_grad", "tensor.conv2d_input_grad", "tensor.max_pool2d_grad", "tensor.avg_pool2d_grad"}
+    assert backward <= traced_ops(kiln.grad(loss(KF), argnums=(0, 1, 2)), (images, *params), in_axes)
+
+
 # --- errors ----------------------------------------------------------------------------------------------------------
 
 
-def test_an_op_without_a_rule_names_the_op_and_the_users_line():
-    images, kernel = rng().normal(size=(2, 1, 3, 6, 6)), rng(1).normal(size=(2, 3, 3, 3))
+def test_an_op_without_a_rule_names_the_op_and_the_users_line(monkeypatch):
+    from kiln.compiler.batching import BATCHING_RULES
 
-    def conv(x, k):
-        return KF.conv2d(x, k)  # the line the error names
+    monkeypatch.delitem(BATCHING_RULES, "tensor.cumsum")
 
-    with pytest.raises(kiln.TraceError, match=r"(?s)tensor\.conv2d.*test_vmap\.py:\d+ in conv.*batching_rule"):
-        kiln.vmap(conv, (0, None))(images, kernel)
+    def running(x):
+        return x.cumsum(0)  # the line the error names
+
+    expected = r"(?s)no batching rule for 'tensor\.cumsum'.*test_vmap\.py:\d+ in running.*batching_rule"
+    with pytest.raises(kiln.TraceError, match=expected):
+        kiln.vmap(running)(np.ones((2, 3)))
 
 
 def test_bad_in_axes_and_batch_sizes_are_refused_clearly():
