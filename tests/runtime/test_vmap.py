@@ -145,16 +145,17 @@ def test_reductions_shift_their_axes():
                                       "tensor.reduce_prod"])
 
 
-def test_argmax_cumsum_argsort_and_softmaxes():
+def test_argmax_cumsum_cumprod_argsort_and_softmaxes():
     x = rng().normal(size=(4, 3, 5))
 
     def make(lib, F):
         def fn(x):
             order = x.argsort(0).double() + x.argmax(-1, keepdim=True).double()
-            return x.cumsum(1) + order + F.softmax(x, dim=0) - F.log_softmax(x, dim=-1)
+            return x.cumsum(1) + x.cumprod(-1) + order + F.softmax(x, dim=0) - F.log_softmax(x, dim=-1)
         return fn
 
-    check(make, (x,), in_axes=2, ops=["tensor.argsort", "tensor.argmax", "tensor.cumsum", "nn.softmax", "nn.log_softmax"])
+    ops = ["tensor.argsort", "tensor.argmax", "tensor.cumsum", "tensor.cumprod", "nn.softmax", "nn.log_softmax"]
+    check(make, (x,), in_axes=2, ops=ops)
 
 
 def test_movement_ops():
