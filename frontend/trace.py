@@ -66,6 +66,8 @@ class TraceContext:
         """Ranks the traced batch is one shard of (``DataParallel`` sets it): batch statistics (BatchNorm) reduce over all of them."""
         self.grad_enabled = True
         """False inside ``kiln.no_grad()``: every floating result traced then is a ``tensor.stop_gradient``."""
+        self.checkpoint_regions = 0
+        """How many ``kiln.utils.checkpoint`` regions were traced: each gets its own number (``builder.region``)."""
 
     def without_gradient(self, value: Value) -> Value:
         """``value`` behind a ``tensor.stop_gradient`` if it is floating (what ``kiln.no_grad`` traces)."""

@@ -39,7 +39,7 @@ from kiln.runtime.saliency import saliency
 from kiln.runtime.train_step import TrainStep, compile_train_step
 from kiln.runtime.trainer import fit
 from kiln.runtime.vmap import vmap
-from kiln import nn, optim  # noqa: E402  (after the core, which they re-export)
+from kiln import nn, optim, utils  # noqa: E402  (after the core, which they re-export)
 from kiln.frontend import torch_functions as _torch_functions
 
 globals().update({name: getattr(_torch_functions, name) for name in _torch_functions.__all__})  # kiln.zeros, kiln.cat...
@@ -53,7 +53,7 @@ __all__ = [
     "CheckpointError", "compile", "compile_train_step", "CompiledFunction", "differentiate", "DType",
     "export_onnx", "export_onnx_train_step", "fit", "grad", "Graph", "import_onnx", "InputError", "KilnError",
     "load", "load_onnx_train_step", "manual_seed", "nn", "no_grad", "optim", "parity", "PassManager", "saliency", "save",
-    "ShapeError", "TensorSpec", "TensorType", "trace", "TraceError", "TrainStep", "value_and_grad",
+    "ShapeError", "TensorSpec", "TensorType", "trace", "TraceError", "TrainStep", "utils", "value_and_grad",
     "VerificationError", *_torch_functions.__all__, *_torch_functions.FORWARDERS,
     *_torch_functions.DTYPES,
 ]

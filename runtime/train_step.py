@@ -56,7 +56,7 @@ from kiln.runtime.lazy import LazyScalar
 from kiln.runtime.resident import ResidentState
 from kiln.runtime.step_graph import GradientOptions, StepGraph, build_step_graph
 
-DEFAULT_PIPELINE = "canonicalize,constant-fold,cse,dce"
+DEFAULT_PIPELINE = "canonicalize,constant-fold,cse,rematerialize,dce"
 """Graph-level cleanup; backends lower further (the NumPy backend fuses and plans memory on its copy)."""
 
 

@@ -45,7 +45,7 @@ class KernelLaunch:
     """The kernel's name: the generated kernel's, ``cublas_gemm``, or the op's."""
 
 
-CUPY_PIPELINE = "canonicalize,conv-to-gemm,stack-summed-products,cse,dce,fold-batch-sum-matmul,canonicalize,fuse-elementwise,fuse-epilogue"
+CUPY_PIPELINE = "canonicalize,conv-to-gemm,stack-summed-products,cse,rematerialize,dce,fold-batch-sum-matmul,canonicalize,fuse-elementwise,fuse-epilogue"
 """Run on the backend's copy after the optimizer updates expand."""
 
 

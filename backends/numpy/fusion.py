@@ -28,7 +28,7 @@ from kiln.compiler.ops.registry import lookup
 from kiln.compiler.passes.decompose import decompose_where
 from kiln.compiler.passes.manager import PassManager
 
-LOWERING_PIPELINE = "canonicalize,conv-to-gemm,stack-summed-products,cse,dce,fuse-elementwise,fuse-epilogue"
+LOWERING_PIPELINE = "canonicalize,conv-to-gemm,stack-summed-products,cse,rematerialize,dce,fuse-elementwise,fuse-epilogue"
 """Run after the expansion; ``plan-memory`` follows inside code generation."""
 
 
