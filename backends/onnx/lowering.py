@@ -38,7 +38,6 @@ _ONE_TO_ONE = {
     "tensor.less_equal": "LessOrEqual",
     "tensor.greater": "Greater",
     "tensor.greater_equal": "GreaterOrEqual",
-    "tensor.where": "Where",
     "tensor.matmul": "MatMul",
 }
 
@@ -54,6 +53,15 @@ for _name, _onnx_type in _ONE_TO_ONE.items():
 @ONNX.register("tensor.not_equal")
 def not_equal(ctx, op: Op, inputs: list[str]) -> list[str]:
     return [ctx.node("Not", [ctx.node("Equal", inputs)])]
+
+
+@ONNX.register("tensor.where")
+def where(ctx, op: Op, inputs: list[str]) -> list[str]:
+    if op.result.type.dtype is not DType.bool:
+        return [ctx.node("Where", inputs)]
+    # onnxruntime has no bool Where (masks joined with | and &): (c and a) or (not c and b)
+    condition, chosen, other = inputs
+    return [ctx.node("Or", [ctx.node("And", [condition, chosen]), ctx.node("And", [ctx.node("Not", [condition]), other])])]
 
 
 @ONNX.register("tensor.cast")

@@ -184,3 +184,21 @@ def test_reductions_export_with_kilns_axes_meaning(op, axes):
     (want,) = NumpyBackend().compile(graph)(value)
     (got,) = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": value})
     np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_bool_masks_joined_with_or_and_and_run_in_onnxruntime():
+    """``m1 | m2`` and ``m1 & m2`` trace to a bool-valued ``tensor.where``; onnxruntime has no bool Where, so it exports
+    as ``Or(And(c, a), And(Not(c), b))``: both oracles give kiln's masks, broadcasting included."""
+    from onnx_nodes import exported_sessions
+
+    graph = kiln.trace(lambda x, row: ((x > 0) | (x < -1), (x > 0) & (row > 0.5), ~(x > 0) | (row > 0)),
+                       kiln.TensorSpec(("N", 3), "float32"), kiln.TensorSpec((3,), "float32"))
+    proto, names, oracles = exported_sessions(graph)
+    assert not any(node.op_type == "Where" for node in proto.graph.node)
+    x = np.array([[0.5, -2.0, -0.5], [0.0, 3.0, -1.0]], np.float32)
+    row = np.array([1.0, 0.0, -1.0], np.float32)
+    expected = [(x > 0) | (x < -1), (x > 0) & (row > 0.5), ~(x > 0) | (row > 0)]
+    for oracle, session in oracles.items():
+        for got, want in zip(session.run(None, dict(zip(names, [x, row]))), expected):
+            assert got.dtype == np.bool_
+            np.testing.assert_array_equal(got, want, err_msg=oracle)
