@@ -1,11 +1,13 @@
 """More of PyTorch's elementwise math and small linear algebra, as Tensor methods over existing ops: ``log1p``,
 ``expm1``, ``log2``, ``log10``, ``exp2``, ``sinh``, ``cosh``, ``tan``, ``erf``, ``hypot``, ``logaddexp``, ``heaviside``,
-``nan_to_num``, ``addcmul``/``addcdiv``/``addmm``/``baddbmm``, ``diag``/``diagonal``, ``diff``, ``kron``, ``take``,
+``nan_to_num``, ``atan``/``asin``/``acos`` (the IR's ops) and ``atan2``, ``asinh``/``acosh``/``atanh`` (all with their
+``arc*`` aliases), ``addcmul``/``addcdiv``/``addmm``/``baddbmm``, ``diag``/``diagonal``, ``diff``, ``kron``, ``take``,
 ``kthvalue``/``median``. ``Tensor`` inherits them; ``kiln.*`` has their functional forms.
 
 Accuracy follows PyTorch where cancellation would lose digits: ``log1p``/``expm1`` use the compensated forms of
 ``frontend/functional_activation.py``, ``sinh`` is ``(expm1(x) - expm1(-x)) / 2``, ``hypot`` scales by the larger
-magnitude (no overflow), ``logaddexp`` is ``max + log1p(exp(-|x - y|))``.
+magnitude (no overflow), ``logaddexp`` is ``max + log1p(exp(-|x - y|))``, ``asinh``/``acosh``/``atanh`` are log1p
+forms near 0 (and near 1 for ``acosh``) and ``log(2x)`` far out, selected with inputs that keep every branch finite.
 """
 
 from __future__ import annotations
@@ -62,6 +64,74 @@ class MathMethods:
 
     def erf(self) -> Any:
         return _apply("tensor.erf", _floating(self))
+
+    # inverse trigonometric and hyperbolic functions ------------------------
+    def atan(self) -> Any:
+        return _apply("tensor.atan", _floating(self))
+
+    def asin(self) -> Any:
+        return _apply("tensor.asin", _floating(self))
+
+    def acos(self) -> Any:
+        return _apply("tensor.acos", _floating(self))
+
+    arctan, arcsin, arccos = atan, asin, acos
+
+    def atan2(self, other: Any) -> Any:
+        """The angle of the point ``(other, self)`` in [-pi, pi], as C's and PyTorch's ``atan2``: the quadrant from both
+        signs (-0.0's too: ``atan2(+-0, -0) = +-pi``), +-pi/4 or +-3pi/4 for two infinities, NaN from NaN. From
+        ``atan`` of a ratio at most 1 in magnitude, so no slope overflows: ``atan(y / x)``, turned by +-pi when ``x`` is
+        negative, where ``|y| <= |x|``, else ``+-pi/2 - atan(x / y)``; each branch sees inputs that keep it finite where
+        it is not taken. The slope at the origin is ``(1 / x, 0)`` at +0 (PyTorch's is NaN)."""
+        y, x = _promoted(_floating(self), _floating(other if hasattr(other, "dtype") else self.new_tensor(other)))
+        both_infinite = (y.abs() == math.inf) & (x.abs() == math.inf)
+        origin = (y == 0) & (x == 0)
+        steep = y.abs() > x.abs()  # never at the origin, for two infinities or NaN
+        flat = ~(steep | both_infinite | origin)
+        y_negative, x_negative = _sign_bit(y), _sign_bit(x)
+        half_turn = _apply("tensor.where", y_negative, y.new_tensor(-math.pi), y.new_tensor(math.pi))
+        flat_angle = (_apply("tensor.where", flat, y, 0.0) / _apply("tensor.where", flat, x, 1.0)).atan()
+        flat_angle = _apply("tensor.where", x_negative, flat_angle + half_turn, flat_angle)  # not + 0: atan2(-0, 1) is -0
+        steep_angle = half_turn * 0.5 - (_apply("tensor.where", steep, x, 0.0) / _apply("tensor.where", steep, y, 1.0)).atan()
+        corner = _apply("tensor.where", x_negative, half_turn * 0.75, half_turn * 0.25)
+        at_origin = _apply("tensor.where", x_negative, half_turn, y)
+        special = _apply("tensor.where", both_infinite, corner, at_origin)
+        return _apply("tensor.where", steep, steep_angle, _apply("tensor.where", flat, flat_angle, special))
+
+    arctan2 = atan2
+
+    def asinh(self) -> Any:
+        """``log1p(a + a^2 / (1 + sqrt(1 + a^2)))`` of ``a = |x|`` (no cancellation near 0), ``log(a) + log 2`` above
+        2**28 (where ``a^2`` could overflow and ``1 / a^2`` is below an ulp); odd, -0.0 kept."""
+        x = _floating(self)
+        magnitude = _magnitude(x)
+        large = magnitude > _HUGE
+        near = _apply("tensor.where", large, 1.0, magnitude)
+        near = (near + near * near / (1.0 + (1.0 + near * near).sqrt())).log1p()
+        far = _apply("tensor.where", large, magnitude, _HUGE).log() + math.log(2)
+        return _odd(x, _apply("tensor.where", large, far, near))
+
+    def acosh(self) -> Any:
+        """``log1p(t + sqrt(t (t + 2)))`` of ``t = x - 1`` (exact near 1, so small results and the slope ``1 / sqrt(t (t +
+        2))`` keep their digits; inf at 1), ``log(x) + log 2`` above 2**28; NaN below 1, its gradient too."""
+        x = _floating(self)
+        large = x > _HUGE
+        t = _apply("tensor.where", large, 1.0, x) - 1.0
+        near = (t + t.sqrt() * (t + 2.0).sqrt()).log1p()  # not sqrt(t (t + 2)): its slope at t = 0 would be inf * 0
+        return _apply("tensor.where", large, _apply("tensor.where", large, x, _HUGE).log() + math.log(2), near)
+
+    def atanh(self) -> Any:
+        """``log1p(2a / (1 - a)) / 2`` of ``a = |x|`` below 1/2 (no cancellation near 0), ``(log(1 + a) - log(1 - a)) / 2``
+        above (+-inf at +-1 with an infinite slope, NaN beyond); odd, -0.0 kept."""
+        x = _floating(self)
+        magnitude = _magnitude(x)
+        small = magnitude < 0.5
+        low, high = _apply("tensor.where", small, magnitude, 0.0), _apply("tensor.where", small, 0.5, magnitude)
+        near = (2.0 * low / (1.0 - low)).log1p()
+        far = (1.0 + high).log() - (1.0 - high).log()
+        return _odd(x, _apply("tensor.where", small, near, far) * 0.5)
+
+    arcsinh, arccosh, arctanh = asinh, acosh, atanh
 
     def hypot(self, other: Any) -> Any:
         """``sqrt(x^2 + y^2)`` scaled by the larger magnitude, so it neither overflows nor underflows (0 at 0, 0)."""
@@ -180,6 +250,32 @@ class MathMethods:
             flat = self.reshape(-1)
             return flat.kthvalue((flat.shape[0] + 1) // 2, 0).values
         return self.kthvalue((self.shape[dim] + 1) // 2, dim, keepdim)
+
+
+_HUGE = 2.0**28
+"""Above it ``asinh``/``acosh`` are ``log(2a)`` to the last bit (in float64 too)."""
+
+
+def _sign_bit(x: Any) -> Any:
+    """True where ``x`` is negative, -0.0 included (``1 / -0.0`` is ``-inf``; NumPy warns about that division)."""
+    return (x < 0) | ((x == 0) & (1.0 / x < 0))  # no select of x first: onnxruntime's Where drops the sign of a -0.0
+
+
+def _magnitude(x: Any) -> Any:
+    """``|x|`` whose gradient is NaN at NaN (``tensor.abs``'s is 0 there; PyTorch's asinh and atanh give NaN)."""
+    return _apply("tensor.where", x < 0, -x, x)
+
+
+def _promoted(y: Any, x: Any) -> tuple[Any, Any]:
+    """Both in float64 if either is (PyTorch's promotion of two float tensors)."""
+    if y.dtype is x.dtype:
+        return y, x
+    return y.to(DType.f64), x.to(DType.f64)
+
+
+def _odd(x: Any, magnitude: Any) -> Any:
+    """``f(x)`` of an odd ``f`` from ``f(|x|)``: negated where ``x < 0``, and ``x`` itself at +-0 (keeping its sign)."""
+    return _apply("tensor.where", x < 0, -magnitude, _apply("tensor.where", x == 0, x, magnitude))
 
 
 def _scaled(x: Any, factor: float) -> Any:

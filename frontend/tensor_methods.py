@@ -274,8 +274,12 @@ class TorchMethods:
 
     def cumsum(self, dim: int, *, dtype: Any = None) -> Any:
         """Running sums along ``dim``; bool and int32 sum in int64, as PyTorch's."""
-        source = self.to(dtype) if dtype is not None else self.long() if self.dtype in (DType.bool, DType.i32) else self
-        return _apply("tensor.cumsum", source, axis=dim)
+        return _apply("tensor.cumsum", _scanned(self, dtype), axis=dim)
+
+    def cumprod(self, dim: int, *, dtype: Any = None) -> Any:
+        """Running products along ``dim``; bool and int32 multiply in int64, as PyTorch's. The gradient is exact where
+        ``self`` has zeros (``compiler/autodiff/rules_movement.py``)."""
+        return _apply("tensor.cumprod", _scanned(self, dtype), axis=dim)
 
     def floor_divide(self, other: Any) -> Any:
         """``floor(self / other)``, in the promoted dtype (integers through float64, exact below 2**53)."""
@@ -330,6 +334,11 @@ def _floating(x: Any) -> Any:
 
 def _is_one(value: Any) -> bool:
     return not isinstance(value, _tensor_class()) and value == 1
+
+
+def _scanned(x: Any, dtype: Any) -> Any:
+    """What ``cumsum``/``cumprod`` run over: ``x`` in ``dtype`` if given, else bool and int32 widened to int64."""
+    return x.to(dtype) if dtype is not None else x.long() if x.dtype in (DType.bool, DType.i32) else x
 
 
 def _rounded_division(x: Any, y: Any, mode: str) -> Any:
