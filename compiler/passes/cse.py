@@ -21,6 +21,7 @@ from kiln.compiler.ir.core import Graph, Op, Value
 from kiln.compiler.ir.types import DType
 from kiln.compiler.ops.registry import has_trait
 from kiln.compiler.passes.manager import Pass, register_pass
+from kiln.compiler.passes.rematerialize import KEPT_FREELY
 
 
 @register_pass
@@ -50,13 +51,15 @@ def find_twin(seen: dict[Hashable, Op], key: Hashable, op: Op) -> Op:
 
     Ops merge only under one checkpoint region marker: a backward op merged into a checkpointed forward op would keep
     its value alive until the backward, and a ``recompute(k)`` copy merged into the forward's op would undo
-    ``rematerialize``. An unmarked op may still reuse a value that lives anyway: a region's output or a recomputed copy.
+    ``rematerialize``. An unmarked op may still reuse a value that lives anyway: a region's output or a recomputed copy;
+    constants merge with any (``rematerialize.KEPT_FREELY``).
     """
-    twin = seen.get((key, "kept")) or seen.get((key, None)) if op.region is None else seen.get((key, op.region))
+    region = None if op.name in KEPT_FREELY else op.region  # constants merge across markers
+    twin = seen.get((key, "kept")) or seen.get((key, None)) if region is None else seen.get((key, region))
     if twin is not None:
         return twin
-    seen[(key, op.region)] = op
-    if op.region is not None and op.region.role in ("output", "recompute"):
+    seen[(key, region)] = op
+    if region is not None and region.role in ("output", "recompute"):
         seen.setdefault((key, "kept"), op)
     return op
 

@@ -6,7 +6,7 @@ Ops traced inside ``kiln.utils.checkpoint.checkpoint`` carry ``checkpoint(k)``
 an internal value by an op outside region ``k`` (a VJP rule reading an
 activation) is redirected to a copy, ``recompute(k)``, of the region ops that
 compute it from the region's saved values: its inputs, its outputs, graph
-outputs and the results of impure ops. Each copy is placed just before the
+outputs, constants and the results of impure ops. Each copy is placed just before the
 first op that reads it, so the forward's internal values die inside the
 forward and the recomputed ones live only across their stretch of the
 backward. Random ops draw from a seed operand and a stream (no state), so a
@@ -33,6 +33,11 @@ from dataclasses import dataclass
 from kiln.compiler.ir.core import Graph, Op, Region, Value
 from kiln.compiler.ops.registry import has_trait
 from kiln.compiler.passes.manager import Pass, register_pass
+
+KEPT_FREELY = frozenset({"tensor.constant"})
+"""Ops whose results are kept, never recomputed, and merge across region markers in ``cse``: a constant holds no
+activation (the memory plan gives it no buffer), and a recomputed copy reading the forward's keeps ``cse``'s merges
+of the ops downstream (an attention gradient's softmax with the recomputed one)."""
 
 LateUse = tuple[Op, int, Value]
 """``(reader, operand index, internal value)``: a read of a region's internal value from outside the region."""
@@ -73,11 +78,12 @@ def rematerialize_region(graph: Graph, region: int, members: list[Op]) -> bool:
 
 
 def internal_values(graph: Graph, members: list[Op]) -> dict[Value, None]:
-    """Results of the region's pure, non-output ops that are not graph outputs (what need not stay alive), in order."""
+    """Results of the region's pure, non-output ops that are not graph outputs or constants (what need not stay
+    alive), in order."""
     outputs = set(graph.outputs)
     return {
         result: None for op in members if op.region.role == "checkpoint" and has_trait(op.name, "pure")  # type: ignore[union-attr]
-        for result in op.results if result not in outputs
+        and op.name not in KEPT_FREELY for result in op.results if result not in outputs
     }
 
 
