@@ -236,8 +236,9 @@ def _loaded_options(index: int, group: dict[str, Any], saved: Mapping[str, Any],
 
 
 def _into(current: dict[str, np.ndarray] | None, loaded: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The loaded state, copied into the current arrays where they have the same names (in place, as parameters load)."""
-    if current is None or set(current) != set(loaded):
+    """The loaded state, copied into the current arrays where they have the same names and shapes (in place, as
+    parameters load); L-BFGS's history arrays change shape as the history fills, so such a state is replaced."""
+    if current is None or set(current) != set(loaded) or any(current[name].shape != array.shape for name, array in loaded.items()):
         return loaded
     for name, array in loaded.items():
         np.copyto(current[name], array)
