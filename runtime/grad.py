@@ -21,10 +21,17 @@ import numpy as np
 
 from kiln.backends import get_backend
 from kiln.compiler.autodiff.differentiate import AutodiffError, differentiate
+from kiln.compiler.errors import KilnError
 from kiln.compiler.ir.types import DType
+from kiln.compiler.passes.manager import PassManager
+from kiln.frontend.module import Module, Parameter
+from kiln.frontend.optim import Optimizer
 from kiln.frontend.tensor import Tensor
 from kiln.frontend.trace import TensorSpec, TraceContext, trace_context
+from kiln.runtime.batch_dims import batch_signature, batch_specs
 from kiln.runtime.executable import Executable
+from kiln.runtime.step_graph import GradientOptions, _trace_loss, transform_gradients
+from kiln.runtime.train_step import DEFAULT_PIPELINE, collection_paused
 
 
 @dataclass
@@ -87,3 +94,66 @@ def grad(fn: Callable[..., Any], argnums: int | Sequence[int] = 0, backend: str 
 def value_and_grad(fn: Callable[..., Any], argnums: int | Sequence[int] = 0, backend: str = "numpy") -> GradFunction:
     """``(fn(*args), grad(fn)(*args))`` from one graph."""
     return GradFunction(fn, (argnums,) if isinstance(argnums, int) else tuple(argnums), True, backend)
+
+
+@dataclass
+class _LossGraph:
+    """A compiled loss-and-gradient graph and where its inputs and outputs come from."""
+
+    executable: Executable
+    parameters: list[Parameter]
+    """Trained parameters: graph inputs after the batch, and their gradients the outputs after the loss."""
+    frozen: list[Parameter]
+    """Parameters the model reads that are not trained (inputs after the trained ones)."""
+    buffers: list[Parameter]
+    """Buffers the forward updates (BatchNorm's running statistics): their new values are the last outputs."""
+
+
+@dataclass
+class LossAndGrad:
+    """``(loss, gradients)`` of ``loss_fn(model(*inputs), target)`` at the parameters' current values, one compiled
+    graph per batch signature, run as often as asked: the closure L-BFGS re-evaluates (``kiln.optim.LBFGS``).
+
+    The gradients come in ``optimizer.parameters()`` order, as arrays; a frozen parameter (``requires_grad=False``)
+    gets zeros, as PyTorch's L-BFGS reads a ``None`` gradient. Buffers the forward updates (BatchNorm's running
+    statistics) are written back after every call, as each of PyTorch's closure calls updates them.
+    """
+
+    model: Module
+    loss_fn: Callable[..., Tensor]
+    optimizer: Optimizer
+    backend: str = "numpy"
+    compiled: dict[tuple[Any, ...], _LossGraph] = field(default_factory=dict)
+
+    def __call__(self, *batch: Any) -> tuple[float, list[np.ndarray]]:
+        arrays = [np.asarray(array) for array in batch]
+        key = (batch_signature(arrays), tuple(bool(p.requires_grad) for p in self.optimizer.parameters()))
+        if key not in self.compiled:
+            self.compiled[key] = self._compile(arrays)
+        compiled = self.compiled[key]
+        outputs = [np.asarray(o) for o in compiled.executable(*arrays, *[p.data for p in compiled.parameters + compiled.frozen])]
+        for buffer, value in zip(compiled.buffers, outputs[1 + len(compiled.parameters) :]):
+            np.copyto(buffer.data, value)
+        grads = {id(p): g for p, g in zip(compiled.parameters, outputs[1:])}
+        return float(outputs[0]), [grads[id(p)] if id(p) in grads else np.zeros_like(p.data) for p in self.optimizer.parameters()]
+
+    def _compile(self, arrays: Sequence[np.ndarray]) -> _LossGraph:
+        """The training step's loss tracing and gradients (``runtime/step_graph.py``), returning the gradients instead of
+        an update."""
+        with collection_paused():
+            graph, loss, parameters, frozen, buffer_updates = _trace_loss(self.model, self.loss_fn, self.optimizer, batch_specs(arrays), GradientOptions())
+            if len(graph.inputs) > len(arrays) + len(parameters) + len(frozen):
+                raise KilnError("loss_and_grad traced random ops (dropout in training mode), but L-BFGS re-evaluates the loss and "
+                                "needs the same function each time; call model.eval() first")
+            values = graph.inputs[len(arrays) :][: len(parameters)]
+            grads = transform_gradients(graph, loss, values, None, GradientOptions())
+            graph.outputs = [loss, *grads, *(value for _, value in buffer_updates)]
+            PassManager(DEFAULT_PIPELINE).run(graph)
+            executable = get_backend(self.backend).compile(graph)
+        return _LossGraph(executable, parameters, frozen, [buffer for buffer, _ in buffer_updates])
+
+
+def loss_and_grad(model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, backend: str = "numpy") -> LossAndGrad:
+    """``evaluate(*inputs, target) -> (loss, gradients)`` for ``optimizer``'s parameters; see ``LossAndGrad``."""
+    get_backend(backend)  # fail now, not at the first batch, on an unknown backend
+    return LossAndGrad(model, loss_fn, optimizer, backend)
