@@ -12,10 +12,15 @@ from kiln.compiler.errors import ShapeError
 from kiln.compiler.ir.types import DType, broadcast_shapes, dim_product, normalize_axes
 from kiln.frontend.tensor import Tensor, ValuesIndices, apply
 from kiln.frontend.trace import located_error
+from kiln.frontend.tensor_inplace import honors_inplace, in_place_variant
 
 
-def relu(input: Tensor) -> Tensor:
+@honors_inplace
+def relu(input: Tensor, inplace: bool = False) -> Tensor:
     return apply("tensor.relu", input)
+
+
+relu_ = in_place_variant(relu)
 
 
 def sigmoid(input: Tensor) -> Tensor:

@@ -23,8 +23,9 @@ Two rules keep values and gradients finite and accurate for any finite input, in
   ``log1p`` or ``expm1`` op, so ``_log1p`` and ``_expm1`` below compute them from ``log``, ``exp`` and ``tanh`` to a few
   ulps, with gradients as accurate. (``tensor.sigmoid`` itself is accurate in both tails on every backend.)
 
-The ``inplace`` flags are accepted so PyTorch code runs unchanged; a traced graph is pure either way (the memory planner
-reuses buffers in place on its own).
+``inplace=True`` writes the result into the input as PyTorch's does (``tensor_inplace.honors_inplace``: the input is
+rebound, so code that reads it afterwards sees the activation); the traced graph stays pure, and the memory planner
+reuses buffers in place on its own. ``F.relu_``, ``F.elu_``, ``F.leaky_relu_``... are the ``inplace=True`` forms.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from typing import Any
 from kiln.frontend.functional_nn import abs
 from kiln.frontend.tensor import Tensor, apply
 from kiln.frontend.trace import TraceContext, located_error
+from kiln.frontend.tensor_inplace import honors_inplace, in_place_variant
 
 SELU_ALPHA = 1.6732632423543772848170429916717
 SELU_SCALE = 1.0507009873554804934193349852946
@@ -80,11 +82,13 @@ def _softplus(input: Tensor) -> Tensor:
 # Smooth activations -----------------------------------------------------------------
 
 
+@honors_inplace
 def silu(input: Tensor, inplace: bool = False) -> Tensor:
     """``x sigmoid(x)`` (swish)."""
     return input * apply("tensor.sigmoid", input)
 
 
+@honors_inplace
 def mish(input: Tensor, inplace: bool = False) -> Tensor:
     """``x tanh(softplus(x))``."""
     return input * _softplus(input).tanh()
@@ -110,11 +114,13 @@ def softsign(input: Tensor) -> Tensor:
 # Exponential linear units -----------------------------------------------------------
 
 
+@honors_inplace
 def elu(input: Tensor, alpha: float = 1.0, inplace: bool = False) -> Tensor:
     """``x`` for ``x > 0``, ``alpha (exp(x) - 1)`` otherwise; slope ``alpha`` at 0, as PyTorch."""
     return _where(input > 0, input, alpha * _expm1(_where(input > 0, 0.0, input)))
 
 
+@honors_inplace
 def celu(input: Tensor, alpha: float = 1.0, inplace: bool = False) -> Tensor:
     """``x`` for ``x > 0``, ``alpha (exp(x / alpha) - 1)`` otherwise; slope 1 at 0, as PyTorch."""
     if alpha == 0:
@@ -122,6 +128,7 @@ def celu(input: Tensor, alpha: float = 1.0, inplace: bool = False) -> Tensor:
     return _where(input > 0, input, alpha * _expm1(_where(input > 0, 0.0, input) / alpha))
 
 
+@honors_inplace
 def selu(input: Tensor, inplace: bool = False) -> Tensor:
     """``scale * elu(x, alpha)`` with the self-normalizing constants of Klambauer et al. (2017)."""
     return SELU_SCALE * elu(input, SELU_ALPHA)
@@ -130,11 +137,13 @@ def selu(input: Tensor, inplace: bool = False) -> Tensor:
 # Piecewise-linear activations --------------------------------------------------------
 
 
+@honors_inplace
 def leaky_relu(input: Tensor, negative_slope: float = 0.01, inplace: bool = False) -> Tensor:
     """``x`` for ``x > 0``, ``negative_slope x`` otherwise; slope ``negative_slope`` at 0, as PyTorch."""
     return _where(input > 0, input, input * negative_slope)
 
 
+@honors_inplace
 def hardtanh(input: Tensor, min_val: float = -1.0, max_val: float = 1.0, inplace: bool = False) -> Tensor:
     """``x`` clamped to ``[min_val, max_val]``; slope 0 on the bounds, as PyTorch (``F.clamp`` passes the gradient
     there, so this is its own ``where``)."""
@@ -143,11 +152,13 @@ def hardtanh(input: Tensor, min_val: float = -1.0, max_val: float = 1.0, inplace
     return _where(input <= min_val, min_val, _where(input >= max_val, max_val, input))
 
 
+@honors_inplace
 def relu6(input: Tensor, inplace: bool = False) -> Tensor:
     """``min(max(x, 0), 6)`` = ``hardtanh(x, 0, 6)``; slope 0 at 0 and at 6, as PyTorch."""
     return hardtanh(input, 0.0, 6.0)
 
 
+@honors_inplace
 def hardswish(input: Tensor, inplace: bool = False) -> Tensor:
     """``x relu6(x + 3) / 6``: 0 for ``x <= -3``, ``x (x + 3) / 6`` for ``-3 < x < 3``, ``x`` from 3 on; PyTorch's slopes
     at the kinks (0 at -3, 1 at 3) are those of the outer pieces."""
@@ -183,6 +194,7 @@ def softmin(input: Tensor, dim: int | None = None, _stacklevel: int = 3, dtype: 
     return apply("nn.softmax", -input, axis=dim)
 
 
+@honors_inplace
 def threshold(input: Tensor, threshold: float, value: float, inplace: bool = False) -> Tensor:
     """``x > threshold ? x : value``; slope 0 at ``threshold``, as PyTorch."""
     return _where(input > threshold, input, value)
@@ -205,6 +217,7 @@ def hardshrink(input: Tensor, lambd: float = 0.5) -> Tensor:
     return _where(input > lambd, input, _where(input < -lambd, input, 0.0))
 
 
+@honors_inplace
 def rrelu(input: Tensor, lower: float = 1.0 / 8, upper: float = 1.0 / 3, training: bool = False, inplace: bool = False) -> Tensor:
     """Randomized leaky ReLU (Xu et al., 2015): ``x > 0 ? x : a x``. While training each element draws its own slope
     ``a ~ U(lower, upper)`` from the traced graph's ``rng_seed`` (as dropout does; the numbers are kiln's, not
@@ -220,7 +233,9 @@ def rrelu(input: Tensor, lower: float = 1.0 / 8, upper: float = 1.0 / 3, trainin
     return _where(input > 0, input, input * (draw * (upper - lower) + lower))
 
 
+elu_, celu_, selu_, leaky_relu_, hardtanh_, threshold_, rrelu_ = map(in_place_variant, (elu, celu, selu, leaky_relu, hardtanh, threshold, rrelu))
+
 __all__ = [
-    "celu", "elu", "hardshrink", "hardswish", "hardtanh", "leaky_relu", "logsigmoid", "mish", "prelu", "relu6", "rrelu", "selu", "silu",
+    "celu", "celu_", "elu", "elu_", "hardtanh_", "leaky_relu_", "rrelu_", "selu_", "threshold_", "hardshrink", "hardswish", "hardtanh", "leaky_relu", "logsigmoid", "mish", "prelu", "relu6", "rrelu", "selu", "silu",
     "softmin", "softplus", "softshrink", "softsign", "tanhshrink", "threshold",
 ]

@@ -26,6 +26,7 @@ from kiln.frontend.functional_conv import adaptive_avg_pool2d
 from kiln.frontend.functional_nn import avg_pool2d, conv2d, max_pool2d, pad, same_padding
 from kiln.frontend.tensor import Tensor
 from kiln.frontend.trace import located_error
+from kiln.frontend.tensor_inplace import honors_inplace
 
 
 def triple(function: str, name: str, value: Any) -> tuple[int, int, int]:
@@ -175,6 +176,7 @@ def max_pool3d_with_indices(input: Tensor, kernel_size: Any, stride: Any = None,
     return max_pool3d(input, kernel_size, stride, padding, dilation, ceil_mode, True)
 
 
+@honors_inplace
 def dropout3d(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool = False) -> Tensor:
     """Zero whole channels of ``(N, C, D, H, W)`` (or unbatched ``(C, D, H, W)``) with probability ``p``, the rest scaled
     by ``1 / (1 - p)``; one draw per channel, broadcast over the volume (``nn.Dropout3d``'s)."""

@@ -20,6 +20,7 @@ import numpy as np
 from kiln.frontend.functional_activation import SELU_ALPHA, SELU_SCALE
 from kiln.frontend.tensor import Tensor, apply
 from kiln.frontend.trace import TraceContext, located_error
+from kiln.frontend.tensor_inplace import honors_inplace
 
 ALPHA_PRIME = SELU_ALPHA * SELU_SCALE
 """SELU's negative saturation value, ``-scale * alpha``, negated: where alpha dropout sends the dropped elements before
@@ -35,12 +36,14 @@ def _uniform(like: Tensor, dtype) -> Tensor:
 # Alpha dropout -------------------------------------------------------------------------------------------------------
 
 
+@honors_inplace
 def alpha_dropout(input: Tensor, p: float = 0.5, training: bool = False, inplace: bool = False) -> Tensor:
     """Dropout for SELU networks: each element dropped with probability ``p`` to SELU's saturation value, then an affine
     map restores mean 0 and variance 1 of a normalized input; the identity unless training with ``p > 0``."""
     return _alpha_dropout("alpha_dropout", input, p, training, lambda: input)
 
 
+@honors_inplace
 def feature_alpha_dropout(input: Tensor, p: float = 0.5, training: bool = False, inplace: bool = False) -> Tensor:
     """``alpha_dropout`` with one draw per channel of ``(N, C, *)``: whole channels are dropped together."""
     if input.ndim < 2:

@@ -19,6 +19,7 @@ from kiln.compiler.ops.transformer import MASKED_SCORE
 from kiln.frontend.sync_batch_norm import record_running_statistics, sync_batch_norm
 from kiln.frontend.tensor import Tensor, apply
 from kiln.frontend.trace import located_error
+from kiln.frontend.tensor_inplace import honors_inplace
 
 
 def _pair(value: int | Sequence[int]) -> tuple[int, int]:
@@ -552,6 +553,7 @@ def _index_axis(input: Tensor, axis: int, item: Any) -> Tensor:
     return apply("tensor.slice", input, axis=axis, start=start, stop=max(start, stop), step=step)
 
 
+@honors_inplace
 def dropout(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool = False, *, seed: Tensor | None = None) -> Tensor:
     """Zero elements with probability ``p`` and scale the rest by ``1/(1-p)``; traces nothing unless training with ``p > 0``.
 

@@ -31,6 +31,7 @@ from kiln.frontend.functional_conv import adaptive_avg_pool2d
 from kiln.frontend.functional_nn import _pair, dropout, pad
 from kiln.frontend.tensor import Tensor, apply
 from kiln.frontend.trace import located_error
+from kiln.frontend.tensor_inplace import honors_inplace
 
 
 def _take(input: Tensor, indices: Sequence[int], axis: int) -> Tensor:
@@ -409,6 +410,7 @@ def glu(input: Tensor, dim: int = -1) -> Tensor:
     return first * apply("tensor.sigmoid", second)
 
 
+@honors_inplace
 def hardsigmoid(input: Tensor, inplace: bool = False) -> Tensor:
     """``relu6(x + 3) / 6``: 0 up to -3, 1 from 3 on; slope 0 at both kinks, as PyTorch."""
     return apply("tensor.where", input <= -3.0, 0.0, apply("tensor.where", input >= 3.0, 1.0, (input + 3.0) / 6.0))
@@ -417,6 +419,7 @@ def hardsigmoid(input: Tensor, inplace: bool = False) -> Tensor:
 # Channel dropout -------------------------------------------------------------------------------------------------------
 
 
+@honors_inplace
 def dropout1d(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool = False) -> Tensor:
     """Zero whole channels of ``(N, C, L)`` (or ``(C, L)``) with probability ``p``, the rest scaled by ``1 / (1 - p)``."""
     if input.ndim not in (2, 3):
@@ -426,6 +429,7 @@ def dropout1d(input: Tensor, p: float = 0.5, training: bool = True, inplace: boo
     return _channel_dropout(input, p, training)
 
 
+@honors_inplace
 def dropout2d(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool = False) -> Tensor:
     """Zero whole channels of ``(N, C, H, W)`` with probability ``p``, the rest scaled by ``1 / (1 - p)``. As PyTorch,
     a 3-D input is read as ``(N, C, L)`` (channel-wise 1-D dropout)."""

@@ -30,10 +30,10 @@ class Linear(Module):
 
 
 class ReLU(_InplaceActivation):
-    """``nn.ReLU(inplace=True)`` as PyTorch's; the traced graph is pure either way."""
+    """``nn.ReLU(inplace=True)`` as PyTorch's: the input is rebound to the result, so later reads of it see the ReLU."""
 
     def forward(self, input: Tensor) -> Tensor:
-        return F.relu(input)
+        return F.relu(input, inplace=self.inplace)
 
 
 class Sigmoid(Module):

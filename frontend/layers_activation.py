@@ -1,7 +1,7 @@
 """Activation modules with PyTorch's names, constructor arguments and reprs (``nn.SiLU``, ``nn.LeakyReLU(0.2)``...).
 
 Each wraps its ``F.*`` function (``frontend/functional_activation.py``); ``Identity``, ``LogSoftmax``, ``Softmin`` and
-``Softmax2d`` complete the set, and ``PReLU`` holds its learned slopes as ``weight``. ``inplace`` flags are accepted and shown as PyTorch shows them; the traced graph is pure either way.
+``Softmax2d`` complete the set, and ``PReLU`` holds its learned slopes as ``weight``. ``inplace=True`` writes into the input as PyTorch's does (later reads of it see the activation) and is shown as PyTorch shows it.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from kiln.frontend.trace import located_error
 
 
 class _InplaceActivation(Module):
-    """An activation PyTorch gives an ``inplace`` flag: kept for the repr and for code written for PyTorch."""
+    """An activation PyTorch gives an ``inplace`` flag, passed to its functional form (which writes into the input)."""
 
     def __init__(self, inplace: bool = False):
         super().__init__()
@@ -32,27 +32,27 @@ class _InplaceActivation(Module):
 
 class SiLU(_InplaceActivation):
     def forward(self, input: Tensor) -> Tensor:
-        return F.silu(input)
+        return F.silu(input, inplace=self.inplace)
 
 
 class Mish(_InplaceActivation):
     def forward(self, input: Tensor) -> Tensor:
-        return F.mish(input)
+        return F.mish(input, inplace=self.inplace)
 
 
 class SELU(_InplaceActivation):
     def forward(self, input: Tensor) -> Tensor:
-        return F.selu(input)
+        return F.selu(input, inplace=self.inplace)
 
 
 class ReLU6(_InplaceActivation):
     def forward(self, input: Tensor) -> Tensor:
-        return F.relu6(input)
+        return F.relu6(input, inplace=self.inplace)
 
 
 class Hardswish(_InplaceActivation):
     def forward(self, input: Tensor) -> Tensor:
-        return F.hardswish(input)
+        return F.hardswish(input, inplace=self.inplace)
 
     def extra_repr(self) -> str:
         return ""  # PyTorch's Hardswish does not show its inplace flag
@@ -64,7 +64,7 @@ class LeakyReLU(_InplaceActivation):
         self.negative_slope = negative_slope
 
     def forward(self, input: Tensor) -> Tensor:
-        return F.leaky_relu(input, self.negative_slope)
+        return F.leaky_relu(input, self.negative_slope, inplace=self.inplace)
 
     def extra_repr(self) -> str:
         return f"negative_slope={self.negative_slope}{self._inplace_suffix()}"
@@ -76,7 +76,7 @@ class ELU(_InplaceActivation):
         self.alpha = alpha
 
     def forward(self, input: Tensor) -> Tensor:
-        return F.elu(input, self.alpha)
+        return F.elu(input, self.alpha, inplace=self.inplace)
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}{self._inplace_suffix()}"
@@ -84,7 +84,7 @@ class ELU(_InplaceActivation):
 
 class CELU(ELU):
     def forward(self, input: Tensor) -> Tensor:
-        return F.celu(input, self.alpha)
+        return F.celu(input, self.alpha, inplace=self.inplace)
 
 
 class Hardtanh(_InplaceActivation):
@@ -96,7 +96,7 @@ class Hardtanh(_InplaceActivation):
         self.max_val = max_val
 
     def forward(self, input: Tensor) -> Tensor:
-        return F.hardtanh(input, self.min_val, self.max_val)
+        return F.hardtanh(input, self.min_val, self.max_val, inplace=self.inplace)
 
     def extra_repr(self) -> str:
         return f"min_val={self.min_val}, max_val={self.max_val}{self._inplace_suffix()}"
@@ -205,7 +205,7 @@ class Threshold(Module):
         self.threshold, self.value, self.inplace = threshold, value, inplace
 
     def forward(self, input: Tensor) -> Tensor:
-        return F.threshold(input, self.threshold, self.value)
+        return F.threshold(input, self.threshold, self.value, inplace=self.inplace)
 
     def extra_repr(self) -> str:
         return f"threshold={self.threshold}, value={self.value}" + (", inplace=True" if self.inplace else "")
@@ -244,7 +244,7 @@ class RReLU(Module):
         self.lower, self.upper, self.inplace = lower, upper, inplace
 
     def forward(self, input: Tensor) -> Tensor:
-        return F.rrelu(input, self.lower, self.upper, self.training)
+        return F.rrelu(input, self.lower, self.upper, self.training, inplace=self.inplace)
 
     def extra_repr(self) -> str:
         return f"lower={self.lower}, upper={self.upper}" + (", inplace=True" if self.inplace else "")

@@ -8,7 +8,6 @@ from typing import Any
 
 from kiln.frontend import functional_conv3d as F3
 from kiln.frontend import init
-from kiln.frontend.functional_spatial import _channel_dropout
 from kiln.frontend.layers_conv import BatchNorm2d, _check_groups, conv_repr
 from kiln.frontend.layers_spatial import _ChannelDropout
 from kiln.frontend.module import Module, Parameter
@@ -133,9 +132,7 @@ class Dropout3d(_ChannelDropout):
     """Channel dropout on ``(N, C, D, H, W)`` or ``(C, D, H, W)``."""
 
     def forward(self, input: Tensor) -> Tensor:
-        if input.ndim == 4:
-            return _channel_dropout(input.unsqueeze(0), self.p, self.training).squeeze(0)
-        return _channel_dropout(input, self.p, self.training)
+        return F3.dropout3d(input, self.p, self.training, inplace=self.inplace)
 
 
 __all__ = ["AdaptiveAvgPool3d", "AdaptiveMaxPool3d", "AvgPool3d", "BatchNorm3d", "Conv3d", "ConvTranspose3d", "Dropout3d", "MaxPool3d"]

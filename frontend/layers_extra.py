@@ -119,7 +119,7 @@ class AlphaDropout(Module):
         self.p, self.inplace = p, inplace
 
     def forward(self, input: Tensor) -> Tensor:
-        return getattr(F, self.function)(input, self.p, self.training)
+        return getattr(F, self.function)(input, self.p, self.training, inplace=self.inplace)
 
     def extra_repr(self) -> str:
         return f"p={self.p}, inplace={self.inplace}"

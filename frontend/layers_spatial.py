@@ -261,14 +261,14 @@ class GLU(Module):
 
 
 class Hardsigmoid(Module):
-    """``relu6(x + 3) / 6``; ``inplace`` is accepted for PyTorch's signature (the traced graph is pure either way)."""
+    """``relu6(x + 3) / 6``; ``inplace=True`` writes into the input, as PyTorch's."""
 
     def __init__(self, inplace: bool = False):
         super().__init__()
         self.inplace = inplace
 
     def forward(self, input: Tensor) -> Tensor:
-        return F.hardsigmoid(input)
+        return F.hardsigmoid(input, inplace=self.inplace)
 
 
 class _ChannelDropout(Module):
@@ -288,14 +288,14 @@ class Dropout1d(_ChannelDropout):
     """Channel dropout on ``(N, C, L)`` or ``(C, L)``."""
 
     def forward(self, input: Tensor) -> Tensor:
-        return F.dropout1d(input, self.p, self.training)
+        return F.dropout1d(input, self.p, self.training, inplace=self.inplace)
 
 
 class Dropout2d(_ChannelDropout):
     """Channel dropout on ``(N, C, H, W)`` (a 3-D input is read as ``(N, C, L)``, as PyTorch)."""
 
     def forward(self, input: Tensor) -> Tensor:
-        return F.dropout2d(input, self.p, self.training)
+        return F.dropout2d(input, self.p, self.training, inplace=self.inplace)
 
 
 # Bilinear -------------------------------------------------------------------------------------------------------------

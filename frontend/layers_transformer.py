@@ -94,7 +94,7 @@ class Dropout(Module):
     def forward(self, input: Tensor) -> Tensor:
         if not self.training or self.p == 0:
             return input
-        return F.dropout(input, self.p, training=True)
+        return F.dropout(input, self.p, training=True, inplace=self.inplace)
 
     def extra_repr(self) -> str:
         return f"p={self.p}, inplace={self.inplace}"

@@ -30,6 +30,8 @@ BatchNorm's running statistics are.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import weakref
 from typing import Any, Callable
 
@@ -261,3 +263,34 @@ def _broadcast_source(x: Any, source: Any) -> Any:
     source = source if source.dtype is x.dtype else source.to(x.dtype)
     return source if source.shape == x.shape else source.broadcast_to(x.shape)
 
+
+
+def honors_inplace(function: Callable[..., Any]) -> Callable[..., Any]:
+    """PyTorch's ``inplace=True`` for a functional op (``F.relu(x, inplace=True)``, ``nn.ReLU(inplace=True)``): the
+    result is written into ``input`` (rebound, as ``relu_``), so later reads of ``input`` see it, as in PyTorch."""
+    signature = inspect.signature(function)
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        bound = signature.bind(*args, **kwargs)
+        if not bound.arguments.get("inplace", False):
+            return function(*args, **kwargs)
+        bound.arguments["inplace"] = False
+        result = function(*bound.args, **bound.kwargs)
+        input = bound.arguments["input"]
+        from kiln.frontend.tensor import Tensor
+
+        return rebind(input, result, f"{function.__name__}(inplace=True)") if isinstance(input, Tensor) and TraceContext.active() else result
+
+    return wrapper
+
+
+def in_place_variant(function: Callable[..., Any]) -> Callable[..., Any]:
+    """``F.relu_`` from ``F.relu``: the same op with ``inplace=True``."""
+
+    def variant(input: Any, *args: Any, **kwargs: Any) -> Any:
+        return function(input, *args, inplace=True, **kwargs)
+
+    variant.__name__ = variant.__qualname__ = f"{function.__name__}_"
+    variant.__doc__ = f"``{function.__name__}(input, ..., inplace=True)``: the result written into ``input``, as PyTorch's."
+    return variant

@@ -20,11 +20,11 @@ def kiln_outputs_and_grads(module: Any, call: Callable[..., Any], arrays: Sequen
     with TraceContext("parity") as context:
         context.parameter_names.update({id(p): name for name, p in module.named_parameters()})
         inputs = [Tensor(context.graph.add_input(TensorType(a.shape, DType.of(a.dtype)), f"x{i}")) for i, a in enumerate(arrays)]
+        float_inputs = [t.value for t in inputs if t.dtype.is_float]  # before the call: an inplace=True layer rebinds its input
         output = call(module, *inputs)
         loss = (output * weights).sum()
         named = list(module.named_parameters())
-        float_inputs = [t for t in inputs if t.dtype.is_float]
-        wrt = [context.value_of(p) for _, p in named] + [t.value for t in float_inputs]
+        wrt = [context.value_of(p) for _, p in named] + float_inputs
         grads = differentiate(context.graph, loss.value, wrt)
         context.graph.outputs = [output.value, *grads]
     results = NumpyBackend().compile(context.graph)(*arrays, *[p.data for p in context.parameters])
