@@ -8,7 +8,7 @@ the optimizer that holds it:
 matrices = [p for p in model.parameters() if p.ndim == 2]
 others = [p for p in model.parameters() if p.ndim != 2]
 muon, adamw = kiln.optim.Muon(matrices, lr=0.02), kiln.optim.AdamW(others, lr=3e-4)
-step = kiln.compile_train_step(model, F.cross_entropy, kiln.optim.Combined(muon, adamw))
+step = kiln.compile_train_step(model, F.cross_entropy, [muon, adamw])   # a list is kiln.optim.Combined(muon, adamw)
 schedule = kiln.optim.lr_scheduler.CosineAnnealingLR(adamw, T_max=100)   # schedules attach to either one
 ```
 

@@ -46,6 +46,7 @@ from kiln.compiler.ir.core import Graph
 from kiln.compiler.passes.manager import PassManager
 from kiln.frontend.module import Module
 from kiln.frontend.optim import Optimizer
+from kiln.frontend.optim_combined import Combined
 from kiln.frontend.tensor import Tensor
 from kiln.frontend.trace import TensorSpec
 from kiln.runtime import checkpoint
@@ -288,9 +289,11 @@ def collection_paused() -> Iterator[None]:
 
 
 def compile_train_step(
-    model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer, backend: str = "numpy", **options: Any
+    model: Module, loss_fn: Callable[..., Tensor], optimizer: Optimizer | Sequence[Optimizer], backend: str = "numpy", **options: Any
 ) -> TrainStep:
     """A callable ``step(*inputs, target) -> loss`` that trains ``model`` in place; compiles on the first call.
+
+    ``optimizer``: one optimizer, or several over disjoint parameters (``[muon, adamw]``: ``kiln.optim.Combined``).
 
     ``options``: ``clip_grad_norm``, ``clip_grad_value``, ``accumulate``, ``loss_scale``, ``batch_dim``, ``pipeline``,
     ``verify_each``, ``print_ir_after_all`` (see the module docstring).
@@ -301,6 +304,8 @@ def compile_train_step(
     unknown = sorted(set(options) - known)
     if unknown:
         raise KilnError(f"compile_train_step has no option {', '.join(unknown)}; the options are {sorted(known)}")
+    if isinstance(optimizer, (list, tuple)):
+        optimizer = Combined(*optimizer)
     return TrainStep(model, loss_fn, optimizer, backend, **options)
 
 

@@ -86,6 +86,16 @@ def test_a_saved_combined_run_resumes_exactly(tmp_path):
     assert [sorted(entry) for entry in state["state"].values()] == [["momentum_buffer"]] * 2 + [["exp_avg", "exp_avg_sq"]] * 2
 
 
+def test_compile_train_step_takes_a_list_of_optimizers(torch):
+    model, _ = mlp_with_biases(torch)
+    muon, adamw = split(kiln.optim, model.parameters())
+    step = kiln.compile_train_step(model, F.cross_entropy, [muon, adamw])
+    assert isinstance(step.optimizer, kiln.optim.Combined) and step.optimizer.optimizers == [muon, adamw]
+    x, y = batches(1)[0]
+    step(x, y)
+    assert muon.step_count == adamw.step_count == 1
+
+
 def test_overlapping_or_uncompiled_members_are_refused():
     model = nn.Sequential(nn.Linear(4, 3))
     weight, bias = model.parameters()
