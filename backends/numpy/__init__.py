@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+from typing import Any, Callable
+
+import numpy as np
 
 from kiln.backends.numpy.codegen import compile_function, compile_planned
 from kiln.backends.numpy.fusion import lower_for_fusion
@@ -26,9 +29,15 @@ class NumpyBackend:
     plan_memory = True
     """Generate code over preallocated buffers (the memory plan); False: one allocating kernel call per op."""
 
-    def __init__(self, profile: bool | None = None):
+    def __init__(self, profile: bool | None = None, float_errors: str | None = None):
         self.profile = os.environ.get("KILN_NUMPY_PROFILE") == "1" if profile is None else profile
         """Time every op of the planned code (``Executable.op_times``; ``benchmarks/cpu_profile.py``), never by default."""
+        self.float_errors = float_errors or os.environ.get("KILN_NUMPY_FLOAT_ERRORS", "ignore")
+        """What NumPy does on a division by zero, an overflow or an invalid operation inside compiled code, as
+        ``np.errstate(all=...)``: ``"ignore"`` (the default: inf and NaN appear silently, as in PyTorch and JAX),
+        ``"warn"`` (NumPy's default) or ``"raise"`` (a ``FloatingPointError`` at the first such op: a NaN hunt)."""
+        if self.float_errors not in FLOAT_ERRORS:
+            raise ValueError(f"NumpyBackend: float_errors must be one of {FLOAT_ERRORS}, got {self.float_errors!r}")
 
     def compile(self, graph: Graph) -> Executable:
         """Lower a copy of ``graph``: long causal attentions split into query chunks (``chunk-causal-attention``),
@@ -45,10 +54,23 @@ class NumpyBackend:
         DCE().run(graph)
         if not self.plan_memory:
             function, source = compile_function(graph, self.table)
-            return Executable(graph, function, self.name, source)
+            return Executable(graph, under_errstate(function, self.float_errors), self.name, source)
         lower_for_fusion(graph)
         function, source, op_seconds = compile_planned(graph, self.table, donations, self.profile)
-        return Executable(graph, function, self.name, source, op_seconds)
+        return Executable(graph, under_errstate(function, self.float_errors), self.name, source, op_seconds)
+
+
+FLOAT_ERRORS = ("ignore", "warn", "raise")
+
+
+def under_errstate(function: Callable[..., Any], float_errors: str) -> Callable[..., Any]:
+    """``function`` run under ``np.errstate(all=float_errors)`` (about a microsecond a call)."""
+
+    def run(*arrays: Any) -> Any:
+        with np.errstate(all=float_errors):
+            return function(*arrays)
+
+    return run
 
 
 __all__ = ["NUMPY", "NumpyBackend"]
