@@ -27,6 +27,7 @@ from kiln.compiler.ops.registry import has_trait, lookup
 from kiln.compiler.passes.chunk_causal_attention import split_long_causal_attention
 from kiln.compiler.passes.decompose import decompose_where
 from kiln.compiler.passes.manager import PassManager
+from kiln.compiler.passes.schedule_updates import ScheduleUpdates
 
 ROW_OPS = frozenset({"nn.softmax", "nn.log_softmax", "nn.softmax_grad", "nn.layer_norm", "nn.layer_norm_grad"})
 """Ops with a fused row kernel (``row_kernels.py``) where ``row_op_fuses`` says so."""
@@ -66,6 +67,7 @@ def lower_for_cupy(graph: Graph) -> Graph:
     updates expand, then fusion."""
     graph = clone_graph(graph)
     split_long_causal_attention(graph)
+    ScheduleUpdates().run(graph)  # before the updates expand: each then fuses where its gradient is ready
     decompose_where(graph, lambda op: (op.name not in CUPY_OP_NAMES and lookup(op.name).is_composite) or expands_for_cupy(op))
     PassManager(CUPY_PIPELINE).run(graph)
     return graph

@@ -27,6 +27,7 @@ from kiln.compiler.ir.core import Graph, Op
 from kiln.compiler.ops.registry import lookup
 from kiln.compiler.passes.decompose import decompose_where
 from kiln.compiler.passes.manager import PassManager
+from kiln.compiler.passes.schedule_updates import ScheduleUpdates
 
 LOWERING_PIPELINE = "canonicalize,conv-to-gemm,stack-summed-products,cse,rematerialize,dce,fuse-elementwise,fuse-epilogue"
 """Run after the expansion; ``plan-memory`` follows inside code generation."""
@@ -41,5 +42,6 @@ def expands_for_fusion(op: Op) -> bool:
 
 
 def lower_for_fusion(graph: Graph) -> None:
+    ScheduleUpdates().run(graph)  # before the updates expand: each then fuses where its gradient is ready
     decompose_where(graph, expands_for_fusion)
     PassManager(LOWERING_PIPELINE).run(graph)

@@ -15,6 +15,7 @@ from kiln.compiler.passes import (  # noqa: F401  (registers the passes)
     pipeline_split,
     plan_memory,
     rematerialize,
+    schedule_updates,
     stack_summed_products,
 )
 from kiln.compiler.passes.manager import PASSES, Pass, PassFailure, PassManager, parse_pipeline, register_pass
