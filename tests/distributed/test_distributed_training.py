@@ -113,6 +113,24 @@ def test_pipeline_parallel_splits_sequence_first_micro_batches_along_batch_dim(p
             np.testing.assert_allclose(saved[name], reference[name], rtol=1e-5, atol=1e-7, err_msg=f"rank {rank} {name}")
 
 
+def test_a_combined_optimizer_trains_under_both_parallelisms(tmp_path):
+    """Muon + AdamW (kiln.optim.Combined) on 2 ranks: the pipeline matches one process with accumulate=4, data
+    parallelism one process with the full batch."""
+    assert_ran(run_mpi("combined_optimizer_worker.py", str(tmp_path), "5", timeout=90))
+    saved = np.load(tmp_path / "combined.npz")
+    for accumulate, key in ((4, "pipeline"), (1, "data_parallel")):
+        model = make_model(0)
+        parameters = list(model.parameters())
+        step = kiln.compile_train_step(model, F.cross_entropy, [kiln.optim.Muon([p for p in parameters if p.ndim == 2], lr=0.02),
+                                                               kiln.optim.AdamW([p for p in parameters if p.ndim != 2], lr=1e-2)],
+                                       accumulate=accumulate)
+        x, y = dataset()
+        losses = [step(x[k * BATCH : (k + 1) * BATCH], y[k * BATCH : (k + 1) * BATCH]) for k in range(5)]
+        np.testing.assert_allclose(saved[key], losses, rtol=1e-5, err_msg=key)
+    for name, value in model.state_dict().items():
+        np.testing.assert_allclose(saved[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
 RESUME_AT, MORE = 6, 4
 
 
