@@ -200,10 +200,13 @@ class Module(HookMethods):
             parameter.requires_grad = requires_grad
         return self
 
-    def to(self, dtype: Any = None, **_ignored: Any) -> "Module":
-        """Cast every floating parameter and buffer to ``dtype`` in place (``"float64"``, ``np.float64``, a torch dtype
-        name); devices are the backend's choice in kiln (``compile_train_step(..., backend=)``), so a device is ignored."""
-        target = _float_dtype(dtype)
+    def to(self, *args: Any, **kwargs: Any) -> "Module":
+        """Cast every floating parameter and buffer in place to the dtype PyTorch's ``to`` arguments name
+        (``to("float64")``, ``to(device, torch.float64)``, ``to(dtype=...)``, ``to(tensor)``); devices are the
+        backend's choice in kiln (``compile_train_step(..., backend=)``), so a device is ignored."""
+        from kiln.frontend.tensor_device import dtype_of_to
+
+        target = _float_dtype(dtype_of_to(args, kwargs))
         if target is not None:
             for module in self.modules():
                 module._cast_floats(target)
@@ -315,8 +318,10 @@ def _to_numpy(value: Any) -> Any:
 
 def _float_dtype(dtype: Any) -> np.dtype | None:
     """The NumPy float dtype ``Module.to`` casts to, or None for a device (``"cpu"``, ``"cuda"``), which kiln ignores."""
-    if dtype is None or (isinstance(dtype, str) and dtype.split(":")[0] in ("cpu", "cuda", "meta")):
+    if dtype is None:
         return None
+    if isinstance(dtype, DType):
+        dtype = dtype.numpy
     if isinstance(dtype, str) or str(dtype).startswith("torch."):  # a name, or a torch dtype (torch.float64)
         name = str(dtype).removeprefix("torch.")
         dtype = {"double": "float64", "float": "float32"}.get(name, name)

@@ -17,6 +17,7 @@ import numpy as np
 from kiln.compiler.errors import TraceError
 from kiln.compiler.ir.core import Value
 from kiln.compiler.ir.types import Dim, DType, TensorType
+from kiln.frontend.tensor_device import DeviceMethods, dtype_of_to
 from kiln.frontend.tensor_inplace import VIEW_OPS, InPlaceMethods, check_fresh, link_view
 from kiln.frontend.tensor_math import MathMethods
 from kiln.frontend.tensor_methods import TorchMethods, _flatten_args, _floating, _is_one
@@ -31,7 +32,7 @@ class ValuesIndices(NamedTuple):
     indices: "Tensor"
 
 
-class Tensor(InPlaceMethods, TorchMethods, MathMethods):
+class Tensor(InPlaceMethods, TorchMethods, MathMethods, DeviceMethods):
     """A symbolic tensor during tracing; in-place methods rebind it (``frontend/tensor_inplace.py``), more of PyTorch's
     methods are in ``frontend/tensor_methods.py`` and ``frontend/tensor_math.py``."""
 
@@ -389,8 +390,11 @@ class Tensor(InPlaceMethods, TorchMethods, MathMethods):
     def relu(self) -> "Tensor":
         return apply("tensor.relu", self)
 
-    def to(self, dtype: Any) -> "Tensor":
-        return apply("tensor.cast", self, dtype=DType.of(dtype))
+    def to(self, *args: Any, **kwargs: Any) -> "Tensor":
+        """PyTorch's ``to``: ``to(dtype)``, ``to(device)``, ``to(device, dtype)``, ``to(other)``, ``dtype=``; a device
+        changes nothing (``frontend/tensor_device.py``)."""
+        dtype = dtype_of_to(args, kwargs)
+        return self if dtype is None else apply("tensor.cast", self, dtype=DType.of(dtype))
 
     def float(self) -> "Tensor":
         return self.to(DType.f32)

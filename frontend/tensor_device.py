@@ -1,0 +1,119 @@
+"""Devices the PyTorch way, in a compiler that places data by backend: ``x.device``, ``x.to(device)``, ``kiln.device``.
+
+A kiln program runs where its compiled step runs (``compile_train_step(..., backend="cupy")`` puts parameters,
+state and every intermediate on the GPU), so a traced tensor has no device of its own to move between. PyTorch code
+still asks for one: ``torch.arange(T, device=idx.device)``, ``x.to(device)``, ``model.to(device)``,
+``device = "cuda" if torch.cuda.is_available() else "cpu"``. Those calls run unchanged: ``Tensor.device`` is
+``kiln.device("cpu")`` (what the traced program sees; the backend decides where it runs), and ``to`` takes
+PyTorch's every form, casting when it names a dtype and ignoring the device.
+
+```python
+x.to(device)                 # x
+x.to(device, torch.float64)  # x.double()
+x.to(other)                  # other's dtype
+x.to(dtype=kiln.float16)     # the dtype's error: kiln computes in float32 or float64
+```
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+DEVICE_TYPES = ("cpu", "cuda", "meta", "mps", "xpu")
+
+
+class device:  # noqa: N801  (torch.device's name)
+    """``torch.device``: a type (``"cpu"``, ``"cuda"``...) and an optional index; compares equal to its string."""
+
+    def __init__(self, type: Any, index: int | None = None):  # noqa: A002  (torch's argument name)
+        if isinstance(type, device):
+            type, index = type.type, type.index if index is None else index
+        if isinstance(type, int):
+            type, index = "cuda", type
+        name, _, number = str(type).partition(":")
+        if name not in DEVICE_TYPES:
+            raise ValueError(f"kiln.device: unknown device type {name!r}; expected one of {DEVICE_TYPES}, optionally with ':index'")
+        self.type = name
+        self.index = int(number) if number else index
+
+    def __str__(self) -> str:
+        return self.type if self.index is None else f"{self.type}:{self.index}"
+
+    def __repr__(self) -> str:
+        return f"device(type={self.type!r}" + ("" if self.index is None else f", index={self.index}") + ")"
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, str):
+            other = device(other)
+        return isinstance(other, device) and (self.type, self.index) == (other.type, other.index)
+
+    def __hash__(self) -> int:
+        return hash((self.type, self.index))
+
+
+CPU = device("cpu")
+
+
+def is_device(value: Any) -> bool:
+    """Whether ``value`` names a device: a ``kiln.device``, a torch device, or a string like ``"cuda:0"``."""
+    if isinstance(value, device) or type(value).__name__ == "device":
+        return True
+    return isinstance(value, str) and value.partition(":")[0] in DEVICE_TYPES
+
+
+def dtype_of_to(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """The dtype named by PyTorch's ``to(...)`` arguments, or None: ``to(device)``, ``to(dtype)``,
+    ``to(device, dtype)``, ``to(tensor)``, with ``dtype=``, ``device=``, ``non_blocking=``, ``copy=`` and
+    ``memory_format=`` (the device and the flags do not change a traced value)."""
+    unknown = set(kwargs) - {"dtype", "device", "non_blocking", "copy", "memory_format"}
+    if unknown:
+        raise TypeError(f"to() got unexpected keyword arguments {sorted(unknown)}")
+    dtype = kwargs.get("dtype")
+    positional = [a for a in args if not is_device(a) and not isinstance(a, bool)]
+    if len(positional) > 1:
+        raise TypeError(f"to() takes a device, a dtype or a tensor (and flags), got {args!r}")
+    if positional:
+        if dtype is not None:
+            raise TypeError("to() got the dtype twice: positionally and as dtype=")
+        dtype = positional[0]
+    from kiln.frontend.tensor import Tensor
+
+    return dtype.dtype if isinstance(dtype, Tensor) else dtype
+
+
+class DeviceMethods:
+    """``Tensor``'s device API: one device, the backend's; see the module docstring."""
+
+    @property
+    def device(self) -> device:
+        return CPU
+
+    @property
+    def is_cuda(self) -> bool:
+        return False
+
+    def cpu(self, *args: Any, **kwargs: Any) -> Any:
+        return self
+
+    def cuda(self, *args: Any, **kwargs: Any) -> Any:
+        """``self``: kiln places data by backend (``compile_train_step(..., backend="cupy")``), not per tensor."""
+        return self
+
+    def is_floating_point(self) -> bool:
+        return self.dtype.is_float  # type: ignore[attr-defined]
+
+    def is_complex(self) -> bool:
+        return False
+
+    def is_contiguous(self, memory_format: Any = None) -> bool:
+        """True: a traced value has no strides; the backend lays values out (``contiguous()`` is the identity)."""
+        return True
+
+    def element_size(self) -> int:
+        return self.dtype.numpy.itemsize  # type: ignore[attr-defined]
+
+    def nelement(self) -> Any:
+        return self.numel()  # type: ignore[attr-defined]
+
+    def ndimension(self) -> int:
+        return self.ndim  # type: ignore[attr-defined]

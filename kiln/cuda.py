@@ -1,0 +1,43 @@
+"""``kiln.cuda``: the ``torch.cuda`` questions PyTorch scripts ask, answered by the CuPy backend.
+
+``"cuda" if kiln.cuda.is_available() else "cpu"`` works as in PyTorch; in kiln the GPU is chosen by compiling with
+``backend="cupy"`` (``kiln.backends.available()`` says why a backend cannot run), and a device passed to ``to`` or
+``device=`` changes nothing (``frontend/tensor_device.py``).
+"""
+
+from __future__ import annotations
+
+from kiln.backends import why_unavailable
+
+
+def is_available() -> bool:
+    """Whether the CuPy backend runs here: CuPy imports and sees a GPU."""
+    return why_unavailable("cupy") is None
+
+
+def device_count() -> int:
+    if not is_available():
+        return 0
+    import cupy
+
+    return int(cupy.cuda.runtime.getDeviceCount())
+
+
+def synchronize() -> None:
+    """Wait for the GPU's queued work (CuPy's current device), as ``torch.cuda.synchronize``; nothing without one."""
+    if is_available():
+        import cupy
+
+        cupy.cuda.runtime.deviceSynchronize()
+
+
+def manual_seed(seed: int) -> None:
+    """``kiln.manual_seed``: kiln draws every random number from one seed, whatever the backend."""
+    from kiln.frontend.init import manual_seed as seed_everything
+
+    seed_everything(seed)
+
+
+manual_seed_all = manual_seed
+
+__all__ = ["device_count", "is_available", "manual_seed", "manual_seed_all", "synchronize"]
