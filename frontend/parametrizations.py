@@ -18,7 +18,6 @@ Each is a parametrization module (``frontend/parametrize.py``) with PyTorch's ar
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np

@@ -384,3 +384,17 @@ def test_a_shape_error_in_a_parametrization_names_its_line():
     layer = nn.Linear(3, 2)
     with pytest.raises(KilnError, match=r"test_parametrizations.py:\d+ in forward"):
         parametrize.register_parametrization(layer, "weight", Bad())
+
+
+def test_orthogonal_without_trivialization_keeps_the_original():
+    torch = _torch()
+    ours = nn.Linear(4, 4).double()
+    theirs = torch.nn.Linear(4, 4)
+    _to_torch(torch, ours, theirs)
+    orthogonal(ours, orthogonal_map="cayley", use_trivialization=False)
+    torch.nn.utils.parametrizations.orthogonal(theirs, orthogonal_map="cayley", use_trivialization=False)
+    assert list(ours.state_dict()) == list(theirs.state_dict()) == ["bias", "parametrizations.weight.original"]
+    _assert_same_state(theirs, ours)
+    _assert_matches(torch, ours, theirs, normal(3, 4, dtype="float64"))
+    with pytest.raises(NotImplementedError, match="use_trivialization=False"):
+        ours.weight = np.eye(4)
