@@ -31,6 +31,7 @@ from kiln.frontend.trace import TensorSpec, trace
 from kiln.runtime.checkpoint import load, save
 from kiln.runtime.compiled_function import CompiledFunction, compile
 from kiln.runtime.export import export_onnx, import_onnx
+from kiln.runtime.forward_mode import jvp, vjp
 from kiln.runtime.grad import grad, value_and_grad
 from kiln.runtime.jacobian import hessian, jacfwd, jacrev
 from kiln.runtime.onnx_train_step import export_onnx_train_step, load_onnx_train_step
@@ -50,7 +51,7 @@ globals().update(_torch_functions.DTYPES)  # kiln.float32, kiln.long, ... as tor
 __version__ = "0.1.0"
 
 __all__ = [
-    "hessian", "jacfwd", "jacrev", "vmap",
+    "hessian", "jacfwd", "jacrev", "jvp", "vjp", "vmap",
     "CheckpointError", "compile", "cuda", "device", "compile_train_step", "CompiledFunction", "differentiate", "DType",
     "export_onnx", "export_onnx_train_step", "fit", "grad", "Graph", "import_onnx", "InputError", "KilnError",
     "load", "load_onnx_train_step", "manual_seed", "nn", "no_grad", "optim", "parity", "PassManager", "saliency", "save",

@@ -91,3 +91,29 @@ def test_per_example_jacobians_by_vmap_of_jacrev_and_jacrev_inside_compile():
 def test_integer_outputs_are_refused():
     with pytest.raises(kiln.KilnError, match="floating-point Tensors of static shapes"):
         kiln.jacrev(lambda x: x.argmax())(np.ones(3))
+
+
+def test_hessian_through_a_composite_gradient():
+    """layer_norm's gradient is one composite op (nn.layer_norm_grad) without a VJP rule: autodiff expands it in place
+    while differentiating, and the Hessian used to come out as zeros."""
+    x = rng().normal(size=(2, 4))
+
+    def f(F):
+        return lambda x: (F.layer_norm(x, (4,)) ** 3).sum()
+
+    assert_close(kiln.hessian(f(KF))(x), torch.func.hessian(f(TF))(*as_torch(x)))
+    assert_close(kiln.jacfwd(kiln.grad(f(KF)))(x), torch.func.hessian(f(TF))(*as_torch(x)))
+
+
+def test_jacfwd_builds_columns_and_jacrev_rows():
+    """A wide output of a narrow input: jacfwd pushes 2 one-hot tangents forward, jacrev pulls 30 cotangents back."""
+    x = rng().normal(size=2)
+
+    def wide(x):
+        return (x.unsqueeze(0) * kiln.tensor(np.linspace(-1, 1, 30)).unsqueeze(1)).sin().sum(1)
+
+    spec = kiln.TensorSpec((2,), "float64")
+    largest = {name: max(int(np.size(op.attrs["value"])) for op in kiln.trace(transform(wide), spec).ops if op.name == "tensor.constant")
+               for name, transform in (("jacfwd", kiln.jacfwd), ("jacrev", kiln.jacrev))}
+    assert largest == {"jacfwd": 30, "jacrev": 900}  # the linspace's 30 against the (30, 30) identity
+    np.testing.assert_allclose(kiln.jacfwd(wide)(x), kiln.jacrev(wide)(x), **TIGHT)
