@@ -233,7 +233,8 @@ def register_parametrization(module: Module, tensor_name: str, parametrization: 
         parametrizations = ParametrizationList([parametrization], original, unsafe=unsafe)
         delattr(module, tensor_name)
         if not is_parametrized(module):
-            _inject_new_class(module)
+            if not injected(module):
+                _inject_new_class(module)
             module.parametrizations = ModuleDict()
         _inject_property(module, tensor_name)
         module.parametrizations[tensor_name] = parametrizations
@@ -290,13 +291,19 @@ def remove_parametrizations(module: Module, tensor_name: str, leave_parametrized
     setattr(module, tensor_name, original)
     if not is_parametrized(module):
         delattr(module, "parametrizations")
-        object.__setattr__(module, "__class__", type(module).__bases__[0])
+        if not module.__dict__.get("_legacy_weight_norms"):  # the legacy weight_norm's property lives there too
+            object.__setattr__(module, "__class__", type(module).__bases__[0])
     return module
 
 
 def type_before_parametrizations(module: Module) -> type:
     """The module's class before parametrizations swapped it for ``Parametrized<Class>``."""
-    return type(module).__bases__[0] if is_parametrized(module) else type(module)
+    return type(module).__bases__[0] if injected(module) else type(module)
+
+
+def injected(module: Module) -> bool:
+    """Whether ``module``'s class is its own ``Parametrized<Class>``."""
+    return bool(type(module).__dict__.get("_kiln_parametrized", False))
 
 
 # The parametrized class and its properties ------------------------------------------------------------------------
@@ -327,7 +334,7 @@ def _inject_new_class(module: Module) -> None:
         replica.__dict__.update(deepcopy(self.__dict__, memo))
         return replica
 
-    namespace = {"__setattr__": __setattr__, "__getstate__": __getstate__, "__module__": cls.__module__}
+    namespace = {"__setattr__": __setattr__, "__getstate__": __getstate__, "__module__": cls.__module__, "_kiln_parametrized": True}
     if not hasattr(cls, "__deepcopy__"):
         namespace["__deepcopy__"] = __deepcopy__
     object.__setattr__(module, "__class__", type(f"Parametrized{cls.__name__}", (cls,), namespace))

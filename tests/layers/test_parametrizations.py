@@ -5,8 +5,6 @@ chains, caching, and the errors."""
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import pytest
 
@@ -100,7 +98,8 @@ def test_values_and_gradients_match_torch(layer, kind, training):
 def _assert_matches(torch, ours, theirs, x, call=lambda module, x: module(x)):
     """Output and gradients w.r.t. every original of ``sum(call(module, x) * weights)``, one forward each (the
     shared harness runs torch twice, and a spectral norm in training mode iterates on each)."""
-    weights = normal(*call(copy.deepcopy(theirs), torch.tensor(x)).shape, dtype="float64", seed=11)
+    shape = kiln.trace(lambda x: call(ours, x), kiln.TensorSpec(x.shape, "float64")).outputs[0].type.shape  # no buffer writes
+    weights = normal(*shape, dtype="float64", seed=11)
     output, grads, _ = kiln_outputs_and_grads(ours, call, [x], weights)
     expected = call(theirs, torch.tensor(x))
     (expected * torch.tensor(weights)).sum().backward()
@@ -398,3 +397,31 @@ def test_orthogonal_without_trivialization_keeps_the_original():
     _assert_matches(torch, ours, theirs, normal(3, 4, dtype="float64"))
     with pytest.raises(NotImplementedError, match="use_trivialization=False"):
         ours.weight = np.eye(4)
+
+
+@pytest.mark.parametrize("layer", ["linear", "conv2d"])
+@pytest.mark.parametrize("dim", [0, 1, None])
+def test_legacy_weight_norm_matches_torch(layer, dim):
+    torch = _torch()
+    build, input_shape = LAYERS[layer]
+    ours, theirs = build(nn).double(), build(torch.nn)
+    _to_torch(torch, ours, theirs)
+    kiln.nn.utils.weight_norm(ours, dim=dim)
+    torch.nn.utils.weight_norm(theirs, dim=dim)
+    assert list(ours.state_dict()) == list(theirs.state_dict()) == ["bias", "weight_g", "weight_v"]
+    _assert_same_state(theirs, ours)
+    randomize(ours, seed=6)
+    _to_torch(torch, ours, theirs)
+    x = normal(*input_shape, dtype="float64", seed=8)
+    _assert_matches(torch, ours, theirs, x)
+    np.testing.assert_allclose(ours.weight, theirs.weight.detach().numpy(), **F64)
+    spectral_norm(ours, name="bias")  # a parametrization of another tensor of the same module, removed after
+    kiln.nn.utils.remove_weight_norm(ours)
+    torch.nn.utils.remove_weight_norm(theirs)
+    assert parametrize.is_parametrized(ours, "bias") and type(ours).__name__.startswith("Parametrized")
+    parametrize.remove_parametrizations(ours, "bias", leave_parametrized=False)
+    assert type(ours) is type(build(nn)) and list(ours.state_dict()) == ["weight", "bias"]
+    for key, value in theirs.state_dict().items():
+        np.testing.assert_allclose(ours.state_dict()[key], value.numpy(), err_msg=key, **F64)
+    with pytest.raises(ValueError, match="weight_norm of 'weight' not found"):
+        kiln.nn.utils.remove_weight_norm(ours)
