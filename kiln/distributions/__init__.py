@@ -1,0 +1,25 @@
+"""``kiln.distributions``: ``torch.distributions``' families for VAEs, policies and probabilistic losses, traced.
+
+```python
+from kiln.distributions import Categorical, Normal, kl_divergence
+
+posterior = Normal(mu, logvar.mul(0.5).exp())
+z = posterior.rsample()                                   # gradients flow to mu and logvar
+kl = kl_divergence(posterior, Normal(0.0, 1.0)).sum(-1)   # closed form
+policy_loss = -(Categorical(logits=logits).log_prob(actions) * returns).mean()
+```
+
+Use them inside a traced function (a Module's forward, a loss given to ``kiln.compile_train_step``); see
+``kiln/frontend/distributions.py`` for parameters, checks and draws.
+"""
+
+from kiln.frontend.distributions import Constraint, Distribution, InvalidParameterError
+from kiln.frontend.distributions_continuous import Exponential, Laplace, Normal, Uniform
+from kiln.frontend.distributions_discrete import Bernoulli, Categorical
+from kiln.frontend.distributions_independent import Independent
+from kiln.frontend.distributions_kl import kl_divergence, register_kl
+
+__all__ = [
+    "Bernoulli", "Categorical", "Constraint", "Distribution", "Exponential", "Independent", "InvalidParameterError", "Laplace",
+    "Normal", "Uniform", "kl_divergence", "register_kl",
+]
