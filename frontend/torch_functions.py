@@ -151,7 +151,7 @@ FORWARDED = (
     "logaddexp", "heaviside", "nan_to_num", "addcmul", "addcdiv", "addmm", "baddbmm", "diag", "diagonal", "diff", "kron", "take",
     "kthvalue", "median", "numel", "broadcast_to", "expand_as",
     "unbind", "unflatten", "unsqueeze", "var", "floor", "ceil", "round", "cumprod", "atan", "asin", "acos", "arctan", "arcsin",
-    "arccos", "atan2", "arctan2", "asinh", "acosh", "atanh", "arcsinh", "arccosh", "arctanh",
+    "arccos", "atan2", "arctan2", "asinh", "acosh", "atanh", "arcsinh", "arccosh", "arctanh", "cummax", "cummin", "logcumsumexp",
 )
 DTYPES = {"float32": DType.f32, "float": DType.f32, "float64": DType.f64, "double": DType.f64, "int32": DType.i32, "int": DType.i32,
           "int64": DType.i64, "long": DType.i64, "bool": DType.bool}
