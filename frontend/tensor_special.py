@@ -7,14 +7,11 @@ import math
 from typing import Any, Callable
 
 
-
 def _where(condition: Any, x: Any, y: Any) -> Any:
     from kiln.frontend.tensor import apply
 
     return apply("tensor.where", condition, x, y)
 
-
-# special-function helpers -------------------------------------------------------------
 
 _ERFC_FAR = 2.0
 """From here on ``erfc`` comes from the continued fraction: ``1 - erf`` loses ``log10(1 / erfc)`` digits."""
