@@ -43,7 +43,7 @@ def differentiate(graph: Graph, of: Value, wrt: Sequence[Value], seed: Value | N
     """
     if seed is None and (of.type.shape != () or not of.type.dtype.is_float):
         raise AutodiffError(f"autodiff needs a floating-point scalar to differentiate, got {of.type}; reduce it first (e.g. .sum())")
-    _expand_composites_without_rules(graph, of, wrt)
+    of, wrt = _expand_composites_without_rules(graph, of, wrt)
     path = ops_between(graph, wrt, of)
     varying = {id(v) for v in wrt} | {id(r) for op in path for r in op.results}
     builder = Builder(graph, location="autodiff")
@@ -70,13 +70,18 @@ def ops_between(graph: Graph, wrt: Sequence[Value], of: Value) -> list[Op]:
     return path[::-1]
 
 
-def _expand_composites_without_rules(graph: Graph, of: Value, wrt: Sequence[Value]) -> None:
+def _expand_composites_without_rules(graph: Graph, of: Value, wrt: Sequence[Value]) -> tuple[Value, list[Value]]:
+    """Expand the composites on the path that have no VJP rule; ``of`` and ``wrt`` follow their results to the values
+    replacing them (``of`` made by ``nn.layer_norm_grad`` in a Hessian: its seed would otherwise reach nothing)."""
+    wrt = list(wrt)
     while True:
         pending = [op for op in ops_between(graph, wrt, of) if op.name not in VJP_RULES and lookup(op.name).is_composite]
         if not pending:
-            return
+            return of, wrt
         for op in pending:
-            decompose_op(graph, op)
+            replaced = dict(zip(map(id, op.results), decompose_op(graph, op)))
+            of = replaced.get(id(of), of)
+            wrt = [replaced.get(id(value), value) for value in wrt]
 
 
 def _backpropagate(builder: Builder, graph: Graph, op: Op, cotangents: dict[Value, Value], varying: set[int]) -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from kiln.compiler.ir.builder import Builder
-from kiln.compiler.ir.core import Graph, Op
+from kiln.compiler.ir.core import Graph, Op, Value
 from kiln.compiler.ops.registry import lookup
 from kiln.compiler.passes.manager import Pass, register_pass
 from kiln.compiler.passes.rewrite import replace_uses
@@ -58,16 +58,18 @@ def _expand_all(graph: Graph, targets: set[Op]) -> None:
             graph.ops.append(op)
 
 
-def decompose_op(graph: Graph, op: Op) -> None:
-    """Replace ``op`` by its decomposition, inserted where it stood."""
-    _replace_by_decomposition(graph, op, Builder(graph, insert_before=op, location=op.location))
+def decompose_op(graph: Graph, op: Op) -> tuple[Value, ...]:
+    """Replace ``op`` by its decomposition, inserted where it stood; returns the values that replace its results."""
+    results = _replace_by_decomposition(graph, op, Builder(graph, insert_before=op, location=op.location))
     graph.erase(op)
+    return results
 
 
-def _replace_by_decomposition(graph: Graph, op: Op, builder: Builder) -> None:
+def _replace_by_decomposition(graph: Graph, op: Op, builder: Builder) -> tuple[Value, ...]:
     results = lookup(op.name).decomposition(builder, *op.operands, **op.attrs)
     results = results if isinstance(results, tuple) else (results,)
     for old, new in zip(op.results, results):
         if new.name_hint is None:
             new.name_hint = old.name_hint
         replace_uses(graph, old, new)
+    return results

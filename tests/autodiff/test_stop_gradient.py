@@ -39,3 +39,31 @@ def test_a_training_step_with_a_detached_target_matches_torch():
         np.testing.assert_allclose(ours, theirs.item(), rtol=1e-5)
     for name, value in reference.state_dict().items():
         np.testing.assert_allclose(model.state_dict()[name], value.numpy(), rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_a_seeded_differentiation_of_a_composite_result_without_a_rule_follows_its_expansion():
+    """``of`` produced by ``nn.layer_norm_grad`` (no VJP rule: autodiff expands it in place): the seed must reach the
+    expansion, so H v of a layer-norm loss is torch's, not zeros."""
+    torch = require("torch")
+    from kiln.backends.numpy import NumpyBackend
+    from kiln.compiler.autodiff import differentiate
+    from kiln.compiler.ir.types import TensorType
+    from kiln.frontend.tensor import Tensor
+    from kiln.frontend.trace import TraceContext
+
+    x = np.random.default_rng(0).normal(size=(2, 4))
+    v = np.random.default_rng(1).normal(size=(2, 4))
+    with TraceContext("hvp") as context:
+        value = context.graph.add_input(TensorType((2, 4), "float64"), "x")
+        loss = (F.layer_norm(Tensor(value), (4,)) ** 3).sum()
+        (gradient,) = differentiate(context.graph, loss.value, [value])
+        assert gradient.producer.name == "nn.layer_norm_grad"
+        seed = kiln.tensor(v).value
+        (hessian_vector,) = differentiate(context.graph, gradient, [value], seed=seed)
+        context.graph.outputs = [hessian_vector]
+    (got,) = NumpyBackend().compile(context.graph)(x)
+    tx = torch.tensor(x, requires_grad=True)
+    (g,) = torch.autograd.grad((torch.nn.functional.layer_norm(tx, (4,)) ** 3).sum(), tx, create_graph=True)
+    (expected,) = torch.autograd.grad(g, tx, grad_outputs=torch.tensor(v))
+    np.testing.assert_allclose(got, expected.numpy(), rtol=1e-10, atol=1e-12)
+    assert np.abs(got).max() > 0.1
