@@ -22,6 +22,7 @@ import numpy as np
 from kiln.backends import get_backend
 from kiln.compiler.autodiff.differentiate import AutodiffError, differentiate
 from kiln.compiler.errors import KilnError
+from kiln.compiler.ir.builder import Builder
 from kiln.compiler.ir.types import DType
 from kiln.compiler.passes.manager import PassManager
 from kiln.frontend.module import Module, Parameter
@@ -30,6 +31,7 @@ from kiln.frontend.tensor import Tensor
 from kiln.frontend.trace import TensorSpec, TraceContext, trace_context
 from kiln.runtime.batch_dims import batch_signature, batch_specs
 from kiln.runtime.executable import Executable
+from kiln.runtime.forward_mode import alias
 from kiln.runtime.step_graph import GradientOptions, _trace_loss, transform_gradients
 from kiln.runtime.train_step import DEFAULT_PIPELINE, collection_paused
 
@@ -54,11 +56,17 @@ class GradFunction:
         return self._run(*args)
 
     def trace_into(self, *args: Any) -> Any:
-        """Emit ``fn`` and its backward into the graph being traced; returns Tensors."""
+        """Emit ``fn`` and its backward into the graph being traced; returns Tensors. ``fn`` sees fresh aliases of the
+        arguments it is differentiated with respect to, so a value it closes over is a constant to it even when that
+        value is the argument itself (``grad(lambda z: (z * x).sum())(x)`` is ``x``, as in JAX and torch.func)."""
+        builder = Builder(TraceContext.current().graph)
+        args = list(args)
+        for index in self.argnums:
+            args[index] = Tensor(alias(builder, _as_tensor(args, index).value))
         value = self.fn(*args)
         if not isinstance(value, Tensor) or value.shape != () or not value.dtype.is_float:
             raise AutodiffError(f"kiln.grad needs fn to return a floating-point scalar Tensor, got {value!r}; reduce it (e.g. .sum())")
-        wrt = [_as_tensor(args, index).value for index in self.argnums]
+        wrt = [args[index].value for index in self.argnums]
         grads = tuple(Tensor(g) for g in differentiate(TraceContext.current().graph, value.value, wrt))
         result = grads[0] if len(grads) == 1 else grads
         return (value, result) if self.with_value else result

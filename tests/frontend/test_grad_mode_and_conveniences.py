@@ -100,3 +100,15 @@ def test_training_loop_conveniences_behave_as_pytorch_code_expects():
     assert detached.numpy() is model.weight.data and not detached.requires_grad and model.weight.requires_grad
     with pytest.raises(kiln.KilnError, match="float32 or float64"):
         model.half()
+
+
+def test_grad_treats_a_closed_over_copy_of_its_argument_as_a_constant():
+    """``grad(lambda z: (z * 2x).sum())(x)`` is ``2x``, as in JAX and torch.func: ``fn`` differentiates only its own
+    argument, not the same traced value it closes over (it read both before: ``4x``)."""
+    torch = require("torch")
+    x = np.array([1.0, -2.0, 0.5])
+    inner = kiln.compile(lambda x: kiln.grad(lambda z: (z * (2 * x)).sum())(x))(x)
+    expected = torch.func.grad(lambda z: (z * (2 * torch.tensor(x))).sum())(torch.tensor(x))
+    np.testing.assert_allclose(inner, expected.numpy(), rtol=1e-12)
+    nested = kiln.grad(lambda x: kiln.grad(lambda z: (z * x.sin()).sum())(x).sum())(x)
+    np.testing.assert_allclose(nested, np.cos(x), rtol=1e-12)  # d/dx sum(sin x), the inner gradient being sin x
