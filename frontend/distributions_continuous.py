@@ -10,8 +10,8 @@ Laplace       -log(2s) - |x - m| / s                    m - s sign(v) log1p(-|v|
 Exponential   log r - r x                               -log(1 - u) / r                -log1p(-p) / r
 ```
 
-``erfinv`` (for ``Normal.icdf``) has no IR op: Giles' single-precision approximation, a Halley step on it (no
-gradient), then one Newton step on ``erf`` whose slope ``sqrt(pi)/2 exp(x^2)`` is the exact derivative.
+``Normal.icdf`` uses ``Tensor.erfinv`` (``frontend/tensor_special.py``: Giles' approximation refined by Newton steps
+on ``erf``, the last one differentiated, so its slope is the exact ``sqrt(pi)/2 exp(x^2)``).
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ class Normal(Distribution):
 
     def icdf(self, value: Any) -> Tensor:
         value = self._value(value, "icdf", unit_interval)
-        return self.loc + self.scale * erfinv(2 * value - 1) * math.sqrt(2)
+        return self.loc + self.scale * (2 * value - 1).erfinv() * math.sqrt(2)
 
     def entropy(self) -> Tensor:
         return 0.5 + 0.5 * math.log(2 * math.pi) + self.scale.log()
@@ -177,38 +177,4 @@ class Exponential(Distribution):
         return 1.0 - self.rate.log()
 
 
-# erfinv ------------------------------------------------------------------------------------------------------------
-
-_CENTRAL = (2.81022636e-08, 3.43273939e-07, -3.5233877e-06, -4.39150654e-06, 0.00021858087, -0.00125372503,
-            -0.00417768164, 0.246640727, 1.50140941)
-_TAIL = (-0.000200214257, 0.000100950558, 0.00134934322, -0.00367342844, 0.00573950773, -0.0076224613, 0.00943887047,
-         1.00167406, 2.83297682)
-"""Giles, "Approximating the erfinv function" (GPU Computing Gems, 2011): polynomials in ``w = -log(1 - y^2)``
-(central ``w < 5``, in ``w - 2.5``; tail, in ``sqrt(w) - 3``), ``erfinv(y) ~ p(w) y`` to about 1e-7 relative."""
-
-
-def _polynomial(coefficients: tuple[float, ...], w: Tensor) -> Tensor:
-    result = w * 0.0 + coefficients[0]
-    for coefficient in coefficients[1:]:
-        result = result * w + coefficient
-    return result
-
-
-def erfinv(y: Tensor) -> Tensor:
-    """The inverse error function on (-1, 1); +-inf at +-1 and NaN outside, as ``torch.erfinv``. The gradient is
-    ``sqrt(pi)/2 exp(x^2)``, exact: it comes from a last Newton step taken from a detached, converged ``x``."""
-    inside = y.abs() < 1
-    safe = _where(inside, y, 0.0).detach()
-    w = -((1 - safe) * (1 + safe)).log()
-    central = _polynomial(_CENTRAL, _where(w < 5, w, 2.5) - 2.5)
-    tail = _polynomial(_TAIL, _where(w < 5, 9.0, w).sqrt() - 3)
-    x = _where(w < 5, central, tail) * safe
-    step = (x.erf() - safe) / (2 / math.sqrt(math.pi) * (-x * x).exp())
-    x = (x - step / (1 + x * step)).detach()  # Halley: 1e-7 -> well below the dtype's rounding
-    slope = 2 / math.sqrt(math.pi) * (-x * x).exp()
-    x = x - (x.erf() - _where(inside, y, 0.0)) / slope
-    edge = _where(y.abs() == 1, y.detach() * math.inf, y.detach() * math.nan)  # detached: 0 * inf would be a NaN slope
-    return _where(inside, x, edge)
-
-
-__all__ = ["Exponential", "Laplace", "Normal", "Uniform", "erfinv"]
+__all__ = ["Exponential", "Laplace", "Normal", "Uniform"]

@@ -785,7 +785,7 @@ for _name in _IN_PLACE:
 EXTRA_FORWARDED = (
     "scatter", "scatter_add", "index_add", "index_fill", "index_copy", "masked_scatter", "nonzero_static",
     "fliplr", "flipud", "rot90", "tensor_split", "hsplit", "vsplit", "dsplit", "split_with_sizes", "ravel", "select",
-    "narrow_copy", "diag_embed", "diagflat", "trace", "swapdims", "swapaxes",
+    "narrow_copy", "diag_embed", "diagflat", "swapdims", "swapaxes",
     "erfc", "erfinv", "lgamma", "digamma", "xlogy", "logit", "sinc", "deg2rad", "rad2deg", "float_power", "copysign",
     "signbit", "sgn", "isclose", "isposinf", "isneginf", "isreal", "fmax", "fmin", "logaddexp2",
     "multiply", "subtract", "divide", "true_divide", "negative", "positive", "not_equal", "absolute", "greater",
@@ -794,5 +794,6 @@ EXTRA_FORWARDED = (
     "nansum", "nanmean", "count_nonzero", "aminmax", "quantile", "mv", "inner", "vdot", "addmv", "addr", "ger", "dist",
     "cross", "cov", "corrcoef", "unique", "unique_consecutive", "bincount", "histc", "allclose", "equal",
 )
-"""The ``torch.xxx(input, ...)`` functions that are ``input.xxx(...)`` here, for ``kiln.xxx``; each is a ``torch``
-function (tested) not in ``torch_functions.FORWARDED``."""
+"""The ``torch.xxx(input, ...)`` functions that are ``input.xxx(...)`` here, exported as ``kiln.xxx``
+(``torch_functions.FORWARDERS``); each is a ``torch`` function (tested) not in ``torch_functions.FORWARDED``.
+``torch.trace`` is left out: ``kiln.trace`` is the tracer (``x.trace()`` is the method)."""

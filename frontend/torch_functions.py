@@ -18,6 +18,7 @@ import numpy as np
 
 from kiln.compiler.ir.types import DType
 from kiln.frontend.tensor import Tensor, apply
+from kiln.frontend.tensor_extras import EXTRA_FORWARDED
 from kiln.frontend.tensor_methods import _flatten_args
 from kiln.frontend.trace import TraceContext, located_error
 
@@ -157,7 +158,7 @@ DTYPES = {"float32": DType.f32, "float": DType.f32, "float64": DType.f64, "doubl
           "int64": DType.i64, "long": DType.i64, "bool": DType.bool}
 """``torch.float32``, ``torch.long``... as ``kiln.float32``, ``kiln.long``."""
 
-FORWARDERS = {name: _forwarder(name) for name in FORWARDED}
+FORWARDERS = {name: _forwarder(name) for name in FORWARDED + EXTRA_FORWARDED}
 """``kiln/__init__.py`` exports these; they stay out of this module's globals, where ``sum`` or ``all`` would shadow
 the builtins its own code calls."""
 

@@ -185,8 +185,11 @@ def test_discrete_kl_is_infinite_or_zero_at_the_support_edges_as_torchs():
 
 
 def test_erfinv_is_torchs_across_its_range():
+    """``Normal.icdf``'s ``Tensor.erfinv``, over the range ``icdf`` gives it."""
     torch = require("torch")
-    from kiln.frontend.distributions_continuous import erfinv
+
+    def erfinv(t):
+        return t.erfinv()
 
     y = np.concatenate([np.linspace(-0.999999, 0.999999, 2001), [-1.0, 1.0, 0.0, 1e-300, -1.5, 2.0]])
     ours, expected = kiln.compile(erfinv, batch_dim=None)(y), torch.erfinv(torch.tensor(y)).numpy()

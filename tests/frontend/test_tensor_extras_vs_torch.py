@@ -551,3 +551,13 @@ def test_extra_forwarded_names_torch_functions():
     torch = require("torch")
     assert [name for name in EXTRA_FORWARDED if not callable(getattr(torch, name, None))] == []
     assert [name for name in EXTRA_FORWARDED if not hasattr(Tensor, name)] == []
+
+
+def test_the_extra_functions_are_kiln_functions_and_kiln_trace_stays_the_tracer():
+    x = np.array([[0.25, -0.5], [0.75, 0.1]])
+    got = kiln.compile(lambda t: kiln.erfinv(t) + kiln.fliplr(t) + kiln.nansum(t))(x)
+    torch = require("torch")
+    t = torch.tensor(x)
+    np.testing.assert_allclose(got, (torch.erfinv(t) + torch.fliplr(t) + torch.nansum(t)).numpy(), rtol=1e-12)
+    assert all(callable(getattr(kiln, name)) for name in EXTRA_FORWARDED)
+    assert kiln.trace.__module__ == "kiln.frontend.trace"
