@@ -21,10 +21,19 @@ from oracles import require
 F64 = dict(rtol=1e-10, atol=1e-12)
 
 
-def _torch():
+@pytest.fixture(autouse=True)
+def _torch_in_float64():
+    """PyTorch's default dtype float64 for this file's twins, restored after each test (it is process-wide: other
+    files' float32 twins would get float64 biases)."""
     torch = require("torch")
+    before = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
-    return torch
+    yield
+    torch.set_default_dtype(before)
+
+
+def _torch():
+    return require("torch")
 
 
 def _to_torch(torch, module, twin):
