@@ -173,8 +173,7 @@ class _Transform(TracedTransform):
     compiled: dict[tuple[Any, ...], Compiled] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.__wrapped__ = self.fn
-        self.__name__ = f"{self.name}_{getattr(self.fn, '__name__', 'fn')}"
+        self.name_after(self.fn, self.name)
 
     def trace_into(self, *args: Any) -> Any:
         return self.trace(self, *args)

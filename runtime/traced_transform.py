@@ -31,6 +31,12 @@ class TracedTransform:
     def trace_into(self, *args: Any) -> Any:
         raise NotImplementedError
 
+    def name_after(self, fn: Any, prefix: str) -> None:
+        """``__name__`` ``prefix_<fn's name>`` (the compiled graph's name) and ``__wrapped__`` ``fn`` (whose signature
+        gives input names on export)."""
+        self.__wrapped__ = fn
+        self.__name__ = f"{prefix}_{getattr(fn, '__name__', 'fn')}"
+
     def __call__(self, *args: Any) -> Any:
         if any(isinstance(leaf, Tensor) for leaf in flatten(args)[0]):
             return self.trace_into(*args)

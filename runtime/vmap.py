@@ -56,8 +56,7 @@ class VmapFunction(TracedTransform):
     compiled: dict[tuple[Any, ...], Compiled] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.__wrapped__ = self.fn
-        self.__name__ = f"vmap_{getattr(self.fn, '__name__', 'fn')}"
+        self.name_after(self.fn, "vmap")
         if isinstance(self.out_axes, bool) or not isinstance(self.out_axes, int):
             raise located_error(f"kiln.vmap: out_axes must be an int, got {self.out_axes!r}")
 
