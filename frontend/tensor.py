@@ -563,4 +563,9 @@ def to_value(context: TraceContext, operand: Any, dtype: DType) -> Value:
     array = np.asarray(operand)
     if array.dtype.kind in "fiub" and array.ndim == 0:
         array = array.astype(dtype.numpy)  # Python scalars are weakly typed, as in PyTorch
+    if array.dtype.kind in "US":
+        raise located_error(
+            f"{operand!r} is a symbolic dim (a batch size kiln traces once for every size), not a number: it has no value "
+            "while tracing. Divide by it through a reduction (loss.mean() instead of loss.sum() / x.shape[0]), or "
+            "compile with batch_dim=None to trace static shapes")
     return context.emit("tensor.constant", value=array)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 import kiln
 import kiln.nn.functional as F
@@ -15,3 +16,9 @@ def test_where_with_a_number_takes_the_values_dtype_not_the_masks():
     assert where(x).dtype == np.float32
     grad = kiln.grad(lambda t: F.where(t > 0, t * t, -1.5).sum())(x.astype(np.float64))
     np.testing.assert_array_equal(grad, np.where(x > 0, 2 * x, 0.0))
+
+
+def test_dividing_by_a_symbolic_batch_size_says_what_to_do_instead():
+    with pytest.raises(kiln.TraceError, match=r"'N' is a symbolic dim .*\(loss.mean\(\) instead of loss.sum\(\) / x.shape\[0\]"):
+        kiln.compile(lambda x: x.sum() / x.shape[0])(np.ones((3, 2)))
+    assert kiln.compile(lambda x: x.sum() / x.shape[0], batch_dim=None)(np.ones((3, 2))) == 2.0
