@@ -12,8 +12,8 @@ as PyTorch's ``validate_args=False`` does. Reading a parameter or calling a meth
 that says so (as ``F.*`` and ``kiln.randn`` outside a trace: there is no eager mode).
 
 Draws (``sample``, ``rsample``) come from the traced step's seed (``tensor.random_uniform``, as dropout and
-``kiln.randn_like``): ``kiln.compile_train_step`` gives fresh numbers each step. The numbers are kiln's, the
-statistics PyTorch's.
+``kiln.randn_like``): ``kiln.compile_train_step`` gives fresh numbers each step, ``kiln.compile(fn, seed=0)`` each
+call. The numbers are kiln's, the statistics PyTorch's.
 """
 
 from __future__ import annotations

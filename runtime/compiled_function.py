@@ -29,6 +29,8 @@ class _Variant:
     parameters: list[Parameter]
     buffers: list[Parameter] = field(default_factory=list)
     """Buffers updated by the call (BatchNorm's running statistics in training mode): the last outputs, written back."""
+    reads_seed: bool = False
+    """Whether the graph draws random numbers: its last input is then the int64 ``rng_seed``."""
 
 
 @dataclass
@@ -40,6 +42,12 @@ class CompiledFunction:
     pipeline: str = DEFAULT_PIPELINE
     batch_dim: BatchDim = 0
     """Each input's symbolic batch dim (``runtime/batch_dims.py``): another size there reuses the compiled graph."""
+    seed: int | None = None
+    """Random ops (``Distribution.sample``, ``rand_like``, dropout in training mode) draw from ``seed * 2**20 + k`` on
+    the ``k``-th call, so each call draws anew and a run replays given its seed. ``None`` refuses them: a model left in
+    training mode at inference is an error, not silently random."""
+    calls: int = 0
+    """Calls that drew random numbers so far (the ``k`` above)."""
     variants: dict[tuple[Any, ...], _Variant] = field(default_factory=dict)
 
     def __call__(self, *arrays: Any) -> Any:
@@ -48,7 +56,11 @@ class CompiledFunction:
         if key not in self.variants:
             self.variants[key] = self._compile(arrays_np)
         variant = self.variants[key]
-        outputs = variant.executable(*arrays_np, *[p.data for p in variant.parameters])
+        feeds = [*arrays_np, *[p.data for p in variant.parameters]]
+        if variant.reads_seed:
+            feeds.append(np.asarray(self.seed * 2**20 + self.calls, dtype=np.int64))  # type: ignore[operator]
+            self.calls += 1
+        outputs = variant.executable(*feeds)
         outputs = tuple(np.asarray(o) for o in outputs)
         if variant.buffers:
             outputs, updates = outputs[: -len(variant.buffers)], outputs[-len(variant.buffers) :]
@@ -63,18 +75,25 @@ class CompiledFunction:
     def _compile(self, arrays: list[np.ndarray]) -> _Variant:
         context = trace_context(self.fn, *batch_specs(arrays, self.batch_dim), what="the compiled function's result")
         context.graph.outputs += [value for _, value in context.buffer_updates.values()]
+        seed = context.seed_input
+        if seed is not None:
+            if self.seed is None:
+                raise KilnError(
+                    f"kiln.compile traced random ops (dropout in training mode, a sample) in {context.graph.name}; call "
+                    "model.eval() first, or pass kiln.compile(fn, seed=0) to draw (each call anew), or train it with "
+                    "kiln.compile_train_step, which feeds the seed")
+            context.graph.inputs.remove(seed)
+            context.graph.inputs.append(seed)  # after the arrays and the parameters, as the call feeds them
         PassManager(self.pipeline).run(context.graph)
-        if context.seed_input is not None:
-            raise KilnError(
-                f"kiln.compile traced random ops (dropout in training mode) in {context.graph.name}; "
-                "call model.eval() first, or train it with kiln.compile_train_step, which feeds the seed"
-            )
         buffers = [buffer for buffer, _ in context.buffer_updates.values()]
-        return _Variant(context.graph, get_backend(self.backend).compile(context.graph), context.parameters, buffers)
+        executable = get_backend(self.backend).compile(context.graph)
+        return _Variant(context.graph, executable, context.parameters, buffers, seed is not None)
 
 
-def compile(fn: Callable[..., Any], backend: str = "numpy", pipeline: str = DEFAULT_PIPELINE, batch_dim: BatchDim = 0) -> CompiledFunction:
+def compile(fn: Callable[..., Any], backend: str = "numpy", pipeline: str = DEFAULT_PIPELINE, batch_dim: BatchDim = 0,
+            seed: int | None = None) -> CompiledFunction:
     """Compile ``fn`` for ``backend``; it traces on the first call with each new input signature. ``batch_dim`` names
-    each input's batch dim (0 by default; 1 for sequence-first inputs; ``None`` for static shapes)."""
+    each input's batch dim (0 by default; 1 for sequence-first inputs; ``None`` for static shapes). ``seed`` lets
+    ``fn`` draw random numbers (a policy's ``Categorical(logits).sample()``), fresh on every call."""
     get_backend(backend)
-    return CompiledFunction(fn, backend, pipeline, batch_dim)
+    return CompiledFunction(fn, backend, pipeline, batch_dim, seed)
