@@ -383,3 +383,4 @@ from kiln.frontend.functional_extra_losses import *  # noqa: E402,F401,F403  (pd
 from kiln.frontend.functional_conv3d import *  # noqa: E402,F401,F403  (conv3d, max_pool3d, avg_pool3d, adaptive_*_pool3d)
 from kiln.frontend.functional_ctc import *  # noqa: E402,F401,F403  (ctc_loss)
 from kiln.frontend.functional_sampling import *  # noqa: E402,F401,F403  (affine_grid, grid_sample)
+from kiln.frontend.functional_more import *  # noqa: E402,F401,F403  (fractional_max_pool2d/3d, multi_head_attention_forward, ...)

@@ -46,3 +46,8 @@ from kiln.frontend import layers_lazy  # noqa: E402
 from kiln.frontend.layers_lazy import *  # noqa: E402,F401,F403  (LazyLinear, LazyConv*d, LazyConvTranspose*d, LazyBatchNorm*d, ...)
 
 __all__ += layers_lazy.__all__
+
+from kiln.frontend import layers_more  # noqa: E402
+from kiln.frontend.layers_more import *  # noqa: E402,F401,F403  (AdaptiveLogSoftmaxWithLoss, FractionalMaxPool2d/3d, CrossMapLRN2d)
+
+__all__ += layers_more.__all__
