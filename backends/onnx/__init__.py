@@ -1,6 +1,7 @@
 """ONNX: export kiln graphs as standard ONNX models, run them in onnxruntime, import ONNX models (all lazy)."""
 
 from kiln.backends.onnx import lowering_nn  # noqa: F401  (registers the CNN and transformer emitters)
+from kiln.backends.onnx import lowering_linalg  # noqa: F401  (registers Det and the linalg refusals)
 from kiln.backends.onnx.lowering import ONNX
 
 __all__ = ["ONNX"]

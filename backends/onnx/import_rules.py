@@ -31,7 +31,7 @@ _UNARY = {
     "Neg": "tensor.neg", "Exp": "tensor.exp", "Log": "tensor.log", "Tanh": "tensor.tanh", "Sigmoid": "tensor.sigmoid",
     "Relu": "tensor.relu", "Sqrt": "tensor.sqrt", "Abs": "tensor.abs", "Erf": "tensor.erf", "Sin": "tensor.sin",
     "Cos": "tensor.cos", "Floor": "tensor.floor", "Ceil": "tensor.ceil", "Round": "tensor.round", "Atan": "tensor.atan",
-    "Asin": "tensor.asin", "Acos": "tensor.acos",
+    "Asin": "tensor.asin", "Acos": "tensor.acos", "Det": "linalg.det",
 }
 _BINARY = {
     "Add": ("tensor.add", np.add), "Sub": ("tensor.sub", np.subtract), "Mul": ("tensor.mul", np.multiply),

@@ -4,6 +4,7 @@ from kiln.compiler.autodiff import rules_movement, rules_nn_layers  # noqa: F401
 from kiln.compiler.autodiff import rules_losses  # noqa: F401  (registers the loss rules into VJP_RULES)
 from kiln.compiler.autodiff import rules_comm  # noqa: F401  (registers the comm rules into VJP_RULES)
 from kiln.compiler.autodiff import rules_reduce_prod  # noqa: F401  (registers its rule into VJP_RULES)
+from kiln.compiler.autodiff import rules_linalg  # noqa: F401  (registers the linalg rules into VJP_RULES)
 from kiln.compiler.autodiff.differentiate import Autodiff, AutodiffError, differentiate, unbroadcast
 from kiln.compiler.autodiff.rules import VJP_RULES, vjp_rule
 

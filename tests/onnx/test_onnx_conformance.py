@@ -5,9 +5,9 @@ but f32, f64, i32, i64, bool: f16, bf16, fp8, int4, uint8, strings...) or an ONN
 kiln does not import; both rules live in ``KilnBackend.is_compatible``. A compatible
 case either passes, or the importer refuses it with one clear ``OnnxImportError``
 naming an attribute value kiln cannot express; any other outcome fails this test.
-With onnx 1.23 every compatible case passes (518, none refused): dilated, 1-D and 3-D
+With onnx 1.23 every compatible case passes (520, none refused): dilated, 1-D and 3-D
 windows, MaxPool's Indices, ConvTranspose's auto_pad, ScatterElements' mul/max/min,
-Sin/Cos/Floor/Ceil/Round/Atan/Asin/Acos and CumSum (exclusive and reverse) included. The refusals, if a newer onnx adds cases, are listed in the printed summary.
+Sin/Cos/Floor/Ceil/Round/Atan/Asin/Acos, Det and CumSum (exclusive and reverse) included. The refusals, if a newer onnx adds cases, are listed in the printed summary.
 """
 
 from __future__ import annotations

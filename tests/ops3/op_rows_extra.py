@@ -548,3 +548,7 @@ BATCH_NORM_CASES = (
     Case((("N", 2, 3), (2,), (2,)), {"eps": 1e-5}),
 )
 EXTRA_ROWS.append(OpRow("nn.batch_norm", _batch_norm, BATCH_NORM_CASES, normal))
+
+from ops3.op_rows_linalg import LINALG_ROWS  # noqa: E402  (the linalg dialect's rows)
+
+EXTRA_ROWS += LINALG_ROWS

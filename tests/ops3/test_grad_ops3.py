@@ -19,7 +19,8 @@ from kiln.compiler.autodiff import differentiate
 from kiln.compiler.ir import Builder
 
 STEP = 1e-6
-SECOND_ORDER = ("tensor.erf", "tensor.rsqrt", "tensor.sin", "tensor.cos", "tensor.round", "tensor.cumsum", "tensor.cumprod", "tensor.atan",
+SECOND_ORDER = ("linalg.inv", "linalg.solve", "linalg.det", "linalg.logabsdet", "linalg.cholesky", "linalg.solve_triangular",
+                "tensor.erf", "tensor.rsqrt", "tensor.sin", "tensor.cos", "tensor.round", "tensor.cumsum", "tensor.cumprod", "tensor.atan",
                 "tensor.asin", "tensor.acos", "tensor.take", "tensor.scatter_add",
                 "tensor.concat", "tensor.slice", "tensor.pad", "tensor.conv2d", "tensor.conv2d_input_grad", "tensor.conv2d_weight_grad", "tensor.avg_pool2d", "nn.gelu", "nn.layer_norm",
                 "nn.scaled_dot_product_attention", "tensor.matmul", "tensor.max_pool2d", "nn.dropout", "nn.batch_norm")
