@@ -241,3 +241,43 @@ def test_native_channel_shuffle_and_channel_shuffle_match_torch():
                          (F.channel_shuffle, torch.nn.functional.channel_shuffle)]:
         np.testing.assert_array_equal(kiln.compile(lambda t: ours(t, 3))(x), theirs(torch.tensor(x), 3).numpy())
     assert repr(nn.ChannelShuffle(3)) == repr(torch.nn.ChannelShuffle(3))
+
+
+def test_multi_head_attention_forward_with_separate_projection_weights():
+    torch = require("torch")
+    q, k, v = normal(3, 2, 8, dtype="float64"), normal(4, 2, 6, dtype="float64", seed=1), normal(4, 2, 5, dtype="float64", seed=2)
+    module = randomize(nn.MultiheadAttention(8, 2, dtype="float64"))
+    reference = torch.nn.MultiheadAttention(8, 2, kdim=6, vdim=5).double()
+    weights = {name: normal(*shape, dtype="float64", seed=i) for i, (name, shape) in
+               enumerate([("q_proj_weight", (8, 8)), ("k_proj_weight", (8, 6)), ("v_proj_weight", (8, 5))])}
+    for name, array in weights.items():
+        setattr(module, name, nn.Parameter(array))
+    reference.load_state_dict({**{n: torch.tensor(a) for n, a in weights.items()},
+                               **{n: torch.tensor(np.array(a)) for n, a in module.state_dict().items() if n != "in_proj_weight"}})
+
+    def call(m, q, k, v, functional=F):
+        return _output_and_weights(functional.multi_head_attention_forward(
+            q, k, v, 8, 2, None, m.in_proj_bias, None, None, False, 0.0, m.out_proj.weight, m.out_proj.bias,
+            use_separate_proj_weight=True, q_proj_weight=m.q_proj_weight, k_proj_weight=m.k_proj_weight, v_proj_weight=m.v_proj_weight))
+
+    probe = call(reference, *(torch.tensor(a) for a in (q, k, v)), functional=torch.nn.functional)
+    output = kiln_outputs_and_grads(module, call, [q, k, v], np.ones(probe.shape))[0]
+    np.testing.assert_allclose(output, probe.detach().numpy(), **EXACT)
+
+
+def test_fractional_max_pool2d_float32_windows_match_torch():
+    torch = require("torch")
+    x, u = normal(3, 4, 17, 13), _samples(3, 4, 2).astype("float32")
+    pooled = kiln.compile(lambda t: F.fractional_max_pool2d(t, (3, 2), (7, 9), return_indices=True, _random_samples=u), batch_dim=None)(x)
+    expected = torch.nn.functional.fractional_max_pool2d(torch.tensor(x), (3, 2), (7, 9), return_indices=True, _random_samples=torch.tensor(u))
+    np.testing.assert_array_equal(pooled[0], expected[0].numpy())
+    np.testing.assert_array_equal(pooled[1], expected[1].numpy())
+
+
+def test_adaptive_log_softmax_loads_a_torch_state_dict():
+    torch = require("torch")
+    reference = torch.nn.AdaptiveLogSoftmaxWithLoss(16, 20, [5, 9, 14], div_value=2.0).double()
+    module = nn.AdaptiveLogSoftmaxWithLoss(16, 20, [5, 9, 14], div_value=2.0, dtype="float64")
+    module.load_state_dict({name: value.numpy() for name, value in reference.state_dict().items()})
+    x = normal(5, 16, dtype="float64")
+    np.testing.assert_allclose(kiln.compile(module.log_prob)(x), reference.log_prob(torch.tensor(x)).detach().numpy(), **EXACT)
