@@ -1,0 +1,138 @@
+"""``torch.linalg``'s core as ``kiln.linalg`` functions and ``Tensor`` methods, over the ``linalg`` dialect.
+
+- ``inv``, ``solve`` (``left=False`` too; a vector right-hand side as PyTorch tells one), ``det``, ``slogdet``,
+  ``cholesky`` (``upper=True`` too), ``solve_triangular`` (``upper``, ``left``, ``unitriangular``): one IR op each
+  (``compiler/ops/linalg.py``), a right-sided solve as a transposed left one; batched over leading dims (symbolic
+  ones too), the matrix size static.
+- ``vector_norm``, ``matrix_norm`` (``'fro'``, 1, -1, inf, -inf; ``'nuc'``, 2 and -2 need singular values, which kiln
+  lacks, and say so) and ``norm``: reductions over existing ops (``F.norm``).
+- ``Tensor.inverse``, ``det``, ``logdet`` (NaN for a negative determinant, as PyTorch), ``slogdet``, ``cholesky``.
+
+Gradients are the ops' VJPs (``compiler/autodiff/rules_linalg.py``): ``det``'s goes through ``inv``, so it follows
+PyTorch only away from singular matrices; ``cholesky``'s is PyTorch's symmetric one.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+from kiln.frontend.trace import located_error
+
+
+def _apply(*args: Any, **attrs: Any) -> Any:
+    from kiln.frontend.tensor import apply
+
+    return apply(*args, **attrs)
+
+
+class SlogdetResult(NamedTuple):
+    """``torch.linalg.slogdet``'s pair: ``sign`` (0 for a singular matrix) and ``logabsdet`` (-inf for one)."""
+
+    sign: Any
+    logabsdet: Any
+
+
+def inv(A: Any) -> Any:
+    """``A^-1`` of every ``(n, n)`` matrix in ``A``; a singular one raises ``kiln.linalg.LinAlgError`` when run."""
+    return _apply("linalg.inv", A)
+
+
+def _is_vector(A: Any, B: Any) -> bool:
+    """PyTorch's rule: ``B`` is a (batch of) vector(s) when 1-D or of ``A``'s shape without its last dim."""
+    return B.ndim == 1 or (B.ndim == A.ndim - 1 and tuple(B.shape) == tuple(A.shape[:-1]))
+
+
+def solve(A: Any, B: Any, *, left: bool = True) -> Any:
+    """``X`` with ``A X = B`` (``left=False``: ``X A = B``, solved as ``A^T X^T = B^T``); batch dims broadcast."""
+    if _is_vector(A, B):
+        return _apply("linalg.solve", A if left else A.mT, B.unsqueeze(-1)).squeeze(-1)
+    return _apply("linalg.solve", A, B) if left else _apply("linalg.solve", A.mT, B.mT).mT
+
+
+def det(A: Any) -> Any:
+    """``det A`` of every matrix (LU: exact zeros for exactly singular matrices)."""
+    return _apply("linalg.det", A)
+
+
+def slogdet(A: Any) -> SlogdetResult:
+    """``(sign, log|det A|)``: ``log|det|`` stays finite where ``det`` over- or underflows."""
+    return SlogdetResult(_apply("linalg.det_sign", A), _apply("linalg.logabsdet", A))
+
+
+def logdet(A: Any) -> Any:
+    """``log det A``: NaN where the determinant is negative, -inf where it is 0 (as PyTorch)."""
+    sign, logabsdet = slogdet(A)
+    return _apply("tensor.where", _apply("tensor.less", sign, 0.0), math.nan, logabsdet)
+
+
+def cholesky(A: Any, *, upper: bool = False) -> Any:
+    """``L`` lower with ``A = L L^T`` (``upper``: ``U = L^T``); ``A`` symmetric positive definite."""
+    lower = _apply("linalg.cholesky", A)
+    return lower.mT if upper else lower
+
+
+def solve_triangular(A: Any, B: Any, *, upper: bool, left: bool = True, unitriangular: bool = False) -> Any:
+    """``X`` with ``T X = B`` (``left=False``: ``X T = B``), ``T`` the upper or lower triangle of ``A`` (the other
+    entries are not read), its diagonal read as ones with ``unitriangular``."""
+    if left:
+        return _apply("linalg.solve_triangular", A, B, upper=upper, unitriangular=unitriangular)
+    # X T = B  <=>  T^T X^T = B^T, and T^T is the other triangle
+    return _apply("linalg.solve_triangular", A.mT, B.mT, upper=not upper, unitriangular=unitriangular).mT
+
+
+def vector_norm(x: Any, ord: float = 2, dim: Any = None, keepdim: bool = False, *, dtype: Any = None) -> Any:
+    """The ``ord``-norm of ``x`` flattened (or over ``dim``): 2, 1, inf, -inf, 0 and any other number."""
+    from kiln.frontend.functional import norm
+
+    if isinstance(ord, str):
+        raise located_error(f"linalg.vector_norm: ord must be a number, got {ord!r} (matrix norms: linalg.matrix_norm)")
+    return norm(x, ord, dim, keepdim, dtype)
+
+
+def matrix_norm(A: Any, ord: Any = "fro", dim: tuple[int, int] = (-2, -1), keepdim: bool = False, *, dtype: Any = None) -> Any:
+    """``'fro'``; 1 / -1: the largest / smallest column sum of ``|A|``; inf / -inf: the same over rows."""
+    if dtype is not None:
+        A = A.to(dtype)
+    if A.ndim < 2 or len(dim) != 2:
+        raise located_error(f"linalg.matrix_norm needs a matrix (rank >= 2) and two dims, got {A.type} and dim={dim}")
+    rows, columns = (d % A.ndim for d in dim)
+    if ord == "fro":
+        return vector_norm(A, 2, (rows, columns), keepdim)
+    if ord not in (1, -1, math.inf, -math.inf):
+        raise located_error(f"linalg.matrix_norm: ord={ord!r} needs singular values, which kiln lacks; "
+                            "use 'fro', 1, -1, inf or -inf")
+    summed, extreme = (rows, columns) if abs(ord) == 1 else (columns, rows)  # 1: sum down each column, then the extreme
+    sums = A.abs().sum(summed, keepdim=True)
+    result = sums.amax(extreme, keepdim=True) if ord > 0 else sums.amin(extreme, keepdim=True)
+    return result if keepdim else result.squeeze((rows, columns))
+
+
+def norm(A: Any, ord: Any = None, dim: Any = None, keepdim: bool = False, *, dtype: Any = None) -> Any:
+    """``matrix_norm`` for a string ``ord``, two dims, or a 2-D ``A`` with an ``ord`` and no ``dim``; else ``vector_norm``
+    (``ord=None``: the 2-norm, of every element when ``dim`` is ``None``)."""
+    two_dims = isinstance(dim, (tuple, list)) and len(dim) == 2
+    if isinstance(ord, str) or two_dims or (dim is None and ord is not None and A.ndim == 2):
+        return matrix_norm(A, "fro" if ord is None else ord, tuple(dim) if two_dims else (-2, -1), keepdim, dtype=dtype)
+    if dim is None and ord is not None and A.ndim != 1:
+        raise located_error(f"linalg.norm: with ord={ord!r} and no dim, A must be 1-D or 2-D, got {A.type}")
+    return vector_norm(A, 2 if ord is None else ord, dim, keepdim, dtype=dtype)
+
+
+class LinalgMethods:
+    """``Tensor``'s linear-algebra methods (PyTorch's names)."""
+
+    def inverse(self) -> Any:
+        return inv(self)
+
+    def det(self) -> Any:
+        return det(self)
+
+    def logdet(self) -> Any:
+        return logdet(self)
+
+    def slogdet(self) -> SlogdetResult:
+        return slogdet(self)
+
+    def cholesky(self, upper: bool = False) -> Any:
+        return cholesky(self, upper=upper)

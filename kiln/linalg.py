@@ -1,0 +1,16 @@
+"""``kiln.linalg``: PyTorch's ``torch.linalg`` core (``frontend/tensor_linalg.py``).
+
+```python
+import kiln
+x = kiln.linalg.solve(A, b)                  # A (..., n, n), b (..., n) or (..., n, k)
+sign, logabsdet = kiln.linalg.slogdet(A)
+L = kiln.linalg.cholesky(A @ A.mT + eye)
+```
+"""
+
+from kiln.backends.numpy.lowering_linalg import LinAlgError
+from kiln.frontend.tensor_linalg import (SlogdetResult, cholesky, det, inv, matrix_norm, norm, slogdet, solve, solve_triangular,
+                                         vector_norm)
+
+__all__ = ["LinAlgError", "SlogdetResult", "cholesky", "det", "inv", "matrix_norm", "norm", "slogdet", "solve",
+           "solve_triangular", "vector_norm"]
