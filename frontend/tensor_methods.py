@@ -392,8 +392,9 @@ def _one_hot_gather(x: Any, axis: int, index: Any) -> Any:
 
     source = movedim(x, axis, -1)
     picks = _apply("tensor.one_hot", movedim(index, axis, -1), num_classes=x.shape[axis], dtype=DType.bool)
-    chosen = _apply("tensor.where", picks, source.unsqueeze(-2), 0.0).sum(-1)
-    return movedim(chosen, -1, axis)
+    zero = 0.0 if x.dtype.is_float else 0  # a float zero would promote an integer source to float32
+    chosen = _apply("tensor.where", picks, source.unsqueeze(-2), zero).sum(-1)
+    return movedim(chosen if chosen.dtype is x.dtype else chosen.to(x.dtype), -1, axis)  # a bool sum counts in int64
 
 
 def _leading_slices(x: Any, index: Any, axis: int) -> Any:

@@ -141,3 +141,13 @@ def test_gather_on_a_symbolic_batch_selects_as_numpy():
     for batch in (1, 4):
         x, index = RNG.standard_normal((batch, 5)).astype(np.float32), RNG.integers(0, 5, (batch, 3))
         np.testing.assert_array_equal(run(x, index)[0], np.take_along_axis(x, index, 1))
+
+
+@pytest.mark.parametrize("dtype", ["int64", "int32", "bool"])
+def test_gather_on_a_symbolic_batch_keeps_an_integer_or_bool_source_dtype(dtype):
+    graph = kiln.trace(lambda x, i: x.gather(1, i), kiln.TensorSpec(("N", 5), dtype), kiln.TensorSpec(("N", 3), "int64"))
+    run = NumpyBackend().compile(graph)
+    x, index = RNG.integers(-9, 9, (4, 5)).astype(dtype), RNG.integers(0, 5, (4, 3))
+    got = run(x, index)[0]
+    assert got.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(got, np.take_along_axis(x, index, 1))
