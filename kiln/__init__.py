@@ -40,7 +40,7 @@ from kiln.runtime.saliency import saliency
 from kiln.runtime.train_step import TrainStep, compile_train_step
 from kiln.runtime.trainer import fit
 from kiln.runtime.vmap import vmap
-from kiln import cuda, distributions, nn, optim, utils  # noqa: E402  (after the core, which they re-export)
+from kiln import cuda, distributions, linalg, nn, optim, utils  # noqa: E402  (after the core, which they re-export)
 from kiln.frontend.tensor_device import device  # noqa: E402  (torch.device: kiln.device('cuda'))
 from kiln.frontend import torch_functions as _torch_functions
 
@@ -52,7 +52,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "hessian", "jacfwd", "jacrev", "jvp", "vjp", "vmap",
-    "CheckpointError", "compile", "cuda", "device", "distributions", "compile_train_step", "CompiledFunction", "differentiate", "DType",
+    "CheckpointError", "compile", "cuda", "device", "distributions", "linalg", "compile_train_step", "CompiledFunction", "differentiate", "DType",
     "export_onnx", "export_onnx_train_step", "fit", "grad", "Graph", "import_onnx", "InputError", "KilnError",
     "load", "load_onnx_train_step", "manual_seed", "nn", "no_grad", "optim", "parity", "PassManager", "saliency", "save",
     "ShapeError", "TensorSpec", "TensorType", "trace", "TraceError", "TrainStep", "utils", "value_and_grad",

@@ -32,7 +32,9 @@ def _square(op: str, a: TensorType) -> int:
     if not a.dtype.is_float:
         raise ShapeError(f"{op} needs a float matrix, got {a}; cast it to float32 or float64")
     if a.rank < 2 or a.shape[-1] != a.shape[-2]:
-        raise ShapeError(f"{op} needs square matrices (..., n, n), got {a}")
+        hint = ("; a symbolic dim among the last two is a batch dim (kiln.compile makes dim 0 one): pass batch_dim=None "
+                "for a single matrix" if a.rank >= 2 and not all(isinstance(d, int) for d in a.shape[-2:]) else "")
+        raise ShapeError(f"{op} needs square matrices (..., n, n), got {a}{hint}")
     if not isinstance(a.shape[-1], int):
         raise ShapeError(f"{op} needs a static matrix size n, got {a}; only the leading (batch) dims may be symbolic")
     return a.shape[-1]

@@ -69,6 +69,7 @@ def _build(name: str, *types_: TensorType, **attrs):
     ("linalg.det", [TensorType((3,), DType.f32)], "square matrices"),
     ("linalg.cholesky", [TensorType((2, 3, 3), DType.i64)], "cast it to float32"),
     ("linalg.inv", [TensorType(("N", "M", "M"), DType.f32)], "static matrix size"),
+    ("linalg.inv", [TensorType(("N", 2), DType.f64)], "pass batch_dim=None for a single matrix"),
     ("linalg.solve", [TensorType((3, 3), DType.f32), TensorType((4, 2), DType.f32)], r"must be \(\.\.\., 3, k\)"),
     ("linalg.solve", [TensorType((3, 3), DType.f32), TensorType((3,), DType.f32)], r"must be \(\.\.\., 3, k\)"),
     ("linalg.solve", [TensorType((3, 3), DType.f32), TensorType((3, 2), DType.f64)], "one dtype"),
