@@ -172,7 +172,8 @@ class Distribution:
         ok = np.asarray(constraint.check(np.asarray(array, dtype=np.float64)))
         if ok.all():
             return
-        bad = np.asarray(array)[~ok] if constraint.event_dim == 0 else np.asarray(array)[np.broadcast_to(~ok[..., None], array.shape)]
+        events = (~ok).reshape(ok.shape + (1,) * constraint.event_dim)  # a bad vector or matrix shows all its values
+        bad = np.asarray(array)[np.broadcast_to(events, np.shape(array))]
         found = np.array2string(bad.ravel()[:6], precision=6) + (" ..." if bad.size > 6 else "")
         raise self._invalid(
             f"expected {name} (shape {format_shape(array.shape)}) to be {constraint.describe}, but found invalid "

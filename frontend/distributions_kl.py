@@ -23,6 +23,7 @@ from kiln.frontend.distributions import Distribution, broadcast, constant, sum_r
 from kiln.frontend.distributions_continuous import Exponential, Laplace, Normal, Uniform
 from kiln.frontend.distributions_discrete import Bernoulli, Categorical
 from kiln.frontend.distributions_independent import Independent
+from kiln.frontend.distributions_multivariate import MultivariateNormal, half_log_det, mahalanobis
 from kiln.frontend.functional_activation import softplus
 from kiln.frontend.tensor import Tensor, apply
 
@@ -178,4 +179,17 @@ def _kl_infinity(p: Distribution, q: Distribution) -> Tensor:
     return _infinite_like(p)
 
 
+@register_kl(MultivariateNormal, MultivariateNormal)
+def _kl_multivariate_normal(p: MultivariateNormal, q: MultivariateNormal) -> Tensor:
+    """PyTorch's: half the log-determinant difference plus ``(|Lq^-1 Lp|_F^2 + |Lq^-1 (loc_q - loc_p)|^2 - n) / 2``."""
+    from kiln import linalg
+
+    if p.event_shape != q.event_shape:
+        raise ValueError("KL-divergence between two Multivariate Normals with different event shapes cannot be computed")
+    trace = linalg.solve_triangular(q.scale_tril, p.scale_tril, upper=False).pow(2).sum((-2, -1))
+    distance = mahalanobis(q.scale_tril, q.loc - p.loc)
+    return half_log_det(q.scale_tril) - half_log_det(p.scale_tril) + 0.5 * (trace + distance - p.event_shape[0])
+
+
 __all__ = ["kl_divergence", "register_kl"]
+

@@ -18,8 +18,9 @@ from kiln.frontend.distributions_continuous import Exponential, Laplace, Normal,
 from kiln.frontend.distributions_discrete import Bernoulli, Categorical
 from kiln.frontend.distributions_independent import Independent
 from kiln.frontend.distributions_kl import kl_divergence, register_kl
+from kiln.frontend.distributions_multivariate import MultivariateNormal
 
 __all__ = [
     "Bernoulli", "Categorical", "Constraint", "Distribution", "Exponential", "Independent", "InvalidParameterError", "Laplace",
-    "Normal", "Uniform", "kl_divergence", "register_kl",
+    "MultivariateNormal", "Normal", "Uniform", "kl_divergence", "register_kl",
 ]
