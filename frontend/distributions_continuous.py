@@ -27,8 +27,9 @@ from kiln.frontend.tensor import Tensor, apply
 _where = lambda condition, a, b: apply("tensor.where", condition, a, b)  # noqa: E731
 
 
-class Normal(Distribution):
-    """``Normal(loc, scale)``: the Gaussian with mean ``loc`` and standard deviation ``scale``."""
+class _LocationScale(Distribution):
+    """A real-valued family with a location (its mean and mode) and a positive scale: Normal's and Laplace's shared
+    parameters."""
 
     arg_constraints = {"loc": real, "scale": positive}
     support = real
@@ -41,6 +42,11 @@ class Normal(Distribution):
     scale = property(lambda self: self._parameter("scale"))
     mean = property(lambda self: self.loc)
     mode = property(lambda self: self.loc)
+
+
+class Normal(_LocationScale):
+    """``Normal(loc, scale)``: the Gaussian with mean ``loc`` and standard deviation ``scale``."""
+
     stddev = property(lambda self: self.scale)
     variance = property(lambda self: self.stddev.pow(2))
 
@@ -105,20 +111,9 @@ class Uniform(Distribution):
         return (self.high - self.low).log()
 
 
-class Laplace(Distribution):
+class Laplace(_LocationScale):
     """``Laplace(loc, scale)``: density ``exp(-|x - loc| / scale) / (2 scale)``."""
 
-    arg_constraints = {"loc": real, "scale": positive}
-    support = real
-    has_rsample = True
-
-    def __init__(self, loc: Any, scale: Any, validate_args: bool | None = None):
-        self._set_parameters(validate_args, loc=loc, scale=scale)
-
-    loc = property(lambda self: self._parameter("loc"))
-    scale = property(lambda self: self._parameter("scale"))
-    mean = property(lambda self: self.loc)
-    mode = property(lambda self: self.loc)
     variance = property(lambda self: 2 * self.scale.pow(2))
     stddev = property(lambda self: (2 ** 0.5) * self.scale)
 
