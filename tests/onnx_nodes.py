@@ -63,3 +63,51 @@ def exported_sessions(graph):
     names = [i.name for i in proto.graph.input]
     session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     return proto, names, {"onnxruntime": session, "reference evaluator": ReferenceEvaluator(proto)}
+
+
+def scan_gradient_graph(name: str, dtype: str, width: int, mixed, scan: str):
+    """``(loss, d loss/dx)`` of ``loss = sum(w * scan(scan(mixed(b, x), axis=1), axis=0, reverse=True))`` over
+    ``x, w`` of shape ``(N, width)``: the backward of ``mixed``'s ops and of ``scan`` (``"cumsum"``, ``"cumprod"``)
+    both ways, along the symbolic axis and a static one."""
+    from kiln.compiler.autodiff import differentiate
+    from kiln.compiler.ir import Graph, TensorType
+    from kiln.compiler.ir.builder import Builder
+
+    graph = Graph(name)
+    x = graph.add_input(TensorType(("N", width), dtype), "x")
+    weights = graph.add_input(TensorType(("N", width), dtype), "w")
+    b = Builder(graph)
+    scanned = getattr(b, scan)(getattr(b, scan)(mixed(b, x), axis=1), axis=0, reverse=True)
+    loss = b.reduce_sum(b.mul(scanned, weights), axes=None)
+    graph.outputs = [loss, *differentiate(graph, loss, [x])]
+    return graph
+
+
+def assert_exported_graph_matches_numpy(graph, feeds, rtol: float, atol: float) -> None:
+    """``graph`` exported and run by onnxruntime and the reference evaluator on each list of ``feeds``, against the
+    NumPy backend's outputs for them (which the op-table tests check against torch)."""
+    from kiln.backends.numpy import NumpyBackend
+
+    _, names, oracles = exported_sessions(graph)
+    run = NumpyBackend().compile(graph)
+    for arrays in feeds:
+        expected = run(*arrays)
+        for oracle, session in oracles.items():
+            for got, want in zip(session.run(None, dict(zip(names, arrays))), expected):
+                np.testing.assert_allclose(got, want, rtol=rtol, atol=atol, err_msg=oracle)
+
+
+def assert_op_row_exports(graph, row, case, dtype: str, tolerance: dict[str, dict[str, float]]):
+    """An op-table row's graph exported and run by both oracles at one and four rows of a symbolic batch (or once),
+    against the row's reference with ``tolerance`` per result dtype (exact for others); returns the ONNX model."""
+    from ops.op_table import concrete, make_inputs, reference
+
+    proto, names, oracles = exported_sessions(graph)
+    for sizes in ({"N": 1}, {"N": 4}) if case.symbolic else ({},):
+        arrays = make_inputs(row, case, dtype, sizes)
+        expected = reference(row, case, arrays, sizes)
+        for oracle, session in oracles.items():
+            (got,) = session.run(None, dict(zip(names, arrays)))
+            assert got.dtype == expected.dtype and got.shape == expected.shape == concrete(graph.outputs[0].type.shape, sizes)
+            np.testing.assert_allclose(got, expected, err_msg=oracle, **tolerance.get(str(expected.dtype), {"rtol": 0, "atol": 0}))
+    return proto

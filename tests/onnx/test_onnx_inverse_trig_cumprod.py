@@ -15,10 +15,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ops.op_table import ROWS, Case, OpRow, cases, concrete, make_inputs, op_graph, reference
-from onnx_nodes import FLOAT, assert_matches_oracle, exported_sessions, one_node_model
+from ops.op_table import ROWS, Case, OpRow, cases, op_graph
+from onnx_nodes import (FLOAT, assert_exported_graph_matches_numpy, assert_matches_oracle, assert_op_row_exports, exported_sessions,
+                        one_node_model, scan_gradient_graph)
 from kiln.backends.numpy import NumpyBackend
-from kiln.compiler.autodiff import differentiate
 from kiln.compiler.ir import Builder, Graph, TensorType
 
 OPS = ("tensor.atan", "tensor.asin", "tensor.acos", "tensor.cumprod")
@@ -31,16 +31,9 @@ TOLERANCE = {"float32": {"rtol": 1e-6, "atol": 1e-6}, "float64": {"rtol": 1e-12,
 @pytest.mark.parametrize(("row", "case", "dtype"), cases([ROWS[name] for name in OPS]))
 def test_export_matches_the_op_table_reference(row: OpRow, case: Case, dtype: str):
     graph, _, _ = op_graph(row, case, dtype)
-    proto, names, oracles = exported_sessions(graph)
+    proto = assert_op_row_exports(graph, row, case, dtype, TOLERANCE)
     native = ONNX_TYPES[row.name] not in FLOAT32_ONLY or dtype == "f32"
     assert (ONNX_TYPES[row.name] in {node.op_type for node in proto.graph.node}) == native
-    for sizes in ({"N": 1}, {"N": 4}) if case.symbolic else ({},):
-        arrays = make_inputs(row, case, dtype, sizes)
-        expected = reference(row, case, arrays, sizes)
-        for oracle, session in oracles.items():
-            (got,) = session.run(None, dict(zip(names, arrays)))
-            assert got.dtype == expected.dtype and got.shape == expected.shape == concrete(graph.outputs[0].type.shape, sizes)
-            np.testing.assert_allclose(got, expected, err_msg=oracle, **TOLERANCE.get(str(expected.dtype), {"rtol": 0, "atol": 0}))
 
 
 SPECIALS = np.array([0.0, -0.0, 1.0, -1.0, np.inf, -np.inf, np.nan, 0.66, -0.66, 2.414213562373095, 2.4142135623730954,
@@ -98,32 +91,22 @@ def test_cumprod_of_a_static_empty_axis_exports():
         assert session.run(None, {names[0]: np.ones((2, 0, 3), np.float32)})[0].shape == (2, 0, 3), oracle
 
 
-def _gradient_graph() -> Graph:
-    """``d sum(w * cumprod(atan(x) + asin(x / 4) * acos(x / 4), ...))/dx`` along the symbolic axis and the static one."""
-    graph = Graph("cumprod_gradient")
-    x = graph.add_input(TensorType(("N", 4), "float64"), "x")
-    weights = graph.add_input(TensorType(("N", 4), "float64"), "w")
-    b = Builder(graph)
+def _mixed(b, x):
+    """``atan(x) + asin(x / 4) acos(x / 4)``."""
     quarter = b.mul(x, b.scalar_like(0.25, x))
-    mixed = b.add(b.atan(x), b.mul(b.asin(quarter), b.acos(quarter)))
-    scanned = b.cumprod(b.cumprod(mixed, axis=1), axis=0, reverse=True)
-    loss = b.reduce_sum(b.mul(scanned, weights), axes=None)
-    graph.outputs = [loss, *differentiate(graph, loss, [x])]
-    return graph
+    return b.add(b.atan(x), b.mul(b.asin(quarter), b.acos(quarter)))
+
+
+def _feeds(batch: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(batch)
+    x, w = rng.uniform(-2, 2, (batch, 4)), rng.standard_normal((batch, 4))
+    x[0, 1] = x[batch - 1, 3] = 0.0  # atan(0) + asin(0) acos(0) = 0: zeros inside both cumprods
+    return [x, w]
 
 
 def test_gradient_through_the_new_ops_runs_in_both_oracles():
-    graph = _gradient_graph()
-    _, names, oracles = exported_sessions(graph)
-    run = NumpyBackend().compile(graph)
-    for batch in (1, 3):
-        rng = np.random.default_rng(batch)
-        x, w = rng.uniform(-2, 2, (batch, 4)), rng.standard_normal((batch, 4))
-        x[0, 1] = x[batch - 1, 3] = 0.0  # atan(0) + asin(0) acos(0) = 0: zeros inside both cumprods
-        expected = run(x, w)  # the NumPy backend's gradients, which the op-table tests check against torch
-        for oracle, session in oracles.items():
-            for got, want in zip(session.run(None, dict(zip(names, [x, w]))), expected):
-                np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12, err_msg=oracle)
+    graph = scan_gradient_graph("cumprod_gradient", "float64", 4, _mixed, "cumprod")
+    assert_exported_graph_matches_numpy(graph, [_feeds(1), _feeds(3)], rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("op_type", ["Atan", "Asin", "Acos"])

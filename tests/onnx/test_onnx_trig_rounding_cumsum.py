@@ -11,10 +11,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ops.op_table import ROWS, Case, OpRow, cases, concrete, make_inputs, op_graph, reference
-from onnx_nodes import FLOAT, INT32, assert_matches_oracle, exported_sessions, one_node_model
+from ops.op_table import ROWS, Case, OpRow, cases, op_graph
+from onnx_nodes import (FLOAT, INT32, assert_exported_graph_matches_numpy, assert_matches_oracle, assert_op_row_exports, exported_sessions,
+                        one_node_model, scan_gradient_graph)
 from kiln.backends.numpy import NumpyBackend
-from kiln.compiler.autodiff import differentiate
 from kiln.compiler.ir import Builder, Graph, TensorType
 
 OPS = ("tensor.sin", "tensor.cos", "tensor.floor", "tensor.ceil", "tensor.round", "tensor.cumsum")
@@ -28,15 +28,8 @@ HALF_TO_EVEN = np.array([-4.0, -2.0, -2.0, -0.0, 0.0, 2.0, 2.0, 4.0, -0.0, 1.0, 
 @pytest.mark.parametrize(("row", "case", "dtype"), cases([ROWS[name] for name in OPS]))
 def test_export_matches_the_op_table_reference(row: OpRow, case: Case, dtype: str):
     graph, _, _ = op_graph(row, case, dtype)
-    proto, names, oracles = exported_sessions(graph)
+    proto = assert_op_row_exports(graph, row, case, dtype, TOLERANCE)
     assert ONNX_TYPES[row.name] in {node.op_type for node in proto.graph.node}
-    for sizes in ({"N": 1}, {"N": 4}) if case.symbolic else ({},):
-        arrays = make_inputs(row, case, dtype, sizes)
-        expected = reference(row, case, arrays, sizes)
-        for oracle, session in oracles.items():
-            (got,) = session.run(None, dict(zip(names, arrays)))
-            assert got.dtype == expected.dtype and got.shape == expected.shape == concrete(graph.outputs[0].type.shape, sizes)
-            np.testing.assert_allclose(got, expected, err_msg=oracle, **TOLERANCE.get(str(expected.dtype), {"rtol": 0, "atol": 0}))
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -51,32 +44,20 @@ def test_round_exports_half_to_even(dtype: str):
         np.testing.assert_array_equal(session.run(None, {names[0]: x})[0], HALF_TO_EVEN.astype(dtype), err_msg=oracle)
 
 
-def _gradient_graph() -> Graph:
-    """``d sum(w * cumsum(sin(x) * round(x) + cos(x) * (floor(x) - ceil(x)), ...))/dx`` with cumsums both ways and
-    along the symbolic axis: cos and sin in the backward, the cumsums reversed, the step functions' zeros."""
-    graph = Graph("scan_gradient")
-    x = graph.add_input(TensorType(("N", 3), "float32"), "x")
-    weights = graph.add_input(TensorType(("N", 3), "float32"), "w")
-    b = Builder(graph)
-    mixed = b.add(b.mul(b.sin(x), b.round(x)), b.mul(b.cos(x), b.sub(b.floor(x), b.ceil(x))))
-    scanned = b.cumsum(b.cumsum(mixed, axis=1), axis=0, reverse=True)
-    loss = b.reduce_sum(b.mul(scanned, weights), axes=None)
-    graph.outputs = [loss, *differentiate(graph, loss, [x])]
-    return graph
+def _mixed(b, x):
+    """``sin(x) round(x) + cos(x) (floor(x) - ceil(x))``: cos and sin in the backward, the step functions' zeros."""
+    return b.add(b.mul(b.sin(x), b.round(x)), b.mul(b.cos(x), b.sub(b.floor(x), b.ceil(x))))
+
+
+def _feeds(batch: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(batch)
+    x = (rng.integers(-3, 3, (batch, 3)) + rng.uniform(0.1, 0.4, (batch, 3))).astype(np.float32)
+    return [x, rng.standard_normal((batch, 3)).astype(np.float32)]
 
 
 def test_gradient_through_the_new_ops_runs_in_onnxruntime():
-    graph = _gradient_graph()
-    _, names, oracles = exported_sessions(graph)
-    run = NumpyBackend().compile(graph)
-    for batch in (1, 5):
-        rng = np.random.default_rng(batch)
-        x = (rng.integers(-3, 3, (batch, 3)) + rng.uniform(0.1, 0.4, (batch, 3))).astype(np.float32)
-        w = rng.standard_normal((batch, 3)).astype(np.float32)
-        expected = run(x, w)  # the NumPy backend's gradients, which test_grad_ops3.py checks by finite differences
-        for oracle, session in oracles.items():
-            for got, want in zip(session.run(None, dict(zip(names, [x, w]))), expected):
-                np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=oracle)
+    graph = scan_gradient_graph("scan_gradient", "float32", 3, _mixed, "cumsum")
+    assert_exported_graph_matches_numpy(graph, [_feeds(1), _feeds(5)], rtol=1e-5, atol=1e-5)
 
 
 def _with_constant(model, name: str, value: np.ndarray):
