@@ -242,11 +242,12 @@ def adaptive_avg_pool3d(input: Tensor, output_size: Any) -> Tensor:
     return like_input(_planewise(volume, lambda images: adaptive_avg_pool2d(images, out[1:])), input)
 
 
-def adaptive_max_pool3d(input: Tensor, output_size: Any, return_indices: bool = False) -> Tensor:
+def adaptive_max_pool3d(input: Tensor, output_size: Any, return_indices: bool = False) -> Any:
     """PyTorch's adaptive max over ``(D, H, W)``, any output size: a max is separable over a box, so each axis in
-    turn takes the max of each of PyTorch's windows ``floor(i S / O) .. ceil((i + 1) S / O)``."""
+    turn takes the max of each of PyTorch's windows ``floor(i S / O) .. ceil((i + 1) S / O)``. With
+    ``return_indices``, ``adaptive_max_pool3d_with_indices``'s values and flat indices."""
     if return_indices:
-        raise located_error("adaptive_max_pool3d: return_indices=True is not supported")
+        return adaptive_max_pool3d_with_indices(input, output_size)
     from kiln.frontend.functional_nn import cat
 
     volume, out = _adaptive_geometry("adaptive_max_pool3d", input, output_size)
@@ -264,6 +265,16 @@ def _planewise(volume: Tensor, pool: Any) -> Tensor:
     return images_as_volume(pool(planes_as_images(volume)), volume.shape[2])
 
 
+def adaptive_max_pool3d_with_indices(input: Tensor, output_size: Any, return_indices: bool = False) -> tuple[Tensor, Tensor]:
+    """``(N, C, D, H, W) -> (N, C, OD, OH, OW)`` values and int64 flat indices ``(d H + h) W + w`` of each window's
+    first largest, as PyTorch's (``None`` in ``output_size`` keeps a dim): the 2-D form's window table in 3-D."""
+    from kiln.frontend.functional_extra import _adaptive_max_with_indices
+
+    volume, out = _adaptive_geometry("adaptive_max_pool3d", input, output_size)
+    values, indices = _adaptive_max_with_indices("adaptive_max_pool3d", volume, out)
+    return like_input(values, input), like_input(indices, input)
+
+
 def _adaptive_geometry(function: str, input: Tensor, output_size: Any) -> tuple[Tensor, tuple[int, int, int]]:
     volume = batched_volume(function, input)
     sizes = (output_size,) * 3 if output_size is None or isinstance(output_size, (int, np.integer)) else tuple(output_size)
@@ -275,5 +286,5 @@ def _adaptive_geometry(function: str, input: Tensor, output_size: Any) -> tuple[
     return volume, out  # type: ignore[return-value]
 
 
-__all__ = ["adaptive_avg_pool3d", "adaptive_max_pool3d", "avg_pool3d", "conv3d", "conv_transpose3d", "dropout3d", "max_pool3d",
+__all__ = ["adaptive_avg_pool3d", "adaptive_max_pool3d", "adaptive_max_pool3d_with_indices", "avg_pool3d", "conv3d", "conv_transpose3d", "dropout3d", "max_pool3d",
            "max_pool3d_with_indices"]

@@ -38,6 +38,9 @@ POOLS_WITH_INDICES = {
     "adaptive2d_uneven": ("adaptive_max_pool2d_with_indices", (2, 3, 7, 5), ((3, 4),), {}),
     "adaptive2d_none_dim": ("adaptive_max_pool2d_with_indices", (2, 2, 6, 5), ((4, None),), {}),
     "adaptive2d_tiles": ("adaptive_max_pool2d_with_indices", (2, 2, 6, 4), (2,), {}),
+    "adaptive3d_uneven": ("adaptive_max_pool3d_with_indices", (2, 2, 5, 7, 4), ((2, 3, 3),), {}),
+    "adaptive3d_none_dim_unbatched": ("adaptive_max_pool3d_with_indices", (2, 4, 6, 5), ((None, 4, 2),), {}),
+    "adaptive3d_return_indices": ("adaptive_max_pool3d", (1, 3, 4, 4, 6), (2,), {"return_indices": True}),
 }
 
 
