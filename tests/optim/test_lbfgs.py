@@ -152,11 +152,8 @@ class Sides:
     torch_state: dict[str, Any]
 
 
-def lockstep(torch: Any, pair: Pair, options: dict[str, Any], steps: int, optimizer: Any = None, torch_optimizer: Any = None) -> Iterator[Sides]:
-    """Both optimizers stepping on the full batch, ``steps`` times (from the given optimizers, e.g. reloaded ones)."""
-    optimizer = optimizer or kiln.optim.LBFGS(pair.model.parameters(), **options)
-    evaluate = kiln.optim.loss_and_grad(pair.model, pair.loss_fn, optimizer)
-    torch_optimizer = torch_optimizer or torch.optim.LBFGS(pair.reference.parameters(), **options)
+def torch_closure(torch: Any, pair: Pair, torch_optimizer: Any) -> Any:
+    """PyTorch's L-BFGS closure: the full batch's loss, its gradients left in ``.grad``."""
     x, y = torch.tensor(pair.inputs), torch.tensor(pair.target)
 
     def closure() -> Any:
@@ -164,6 +161,16 @@ def lockstep(torch: Any, pair: Pair, options: dict[str, Any], steps: int, optimi
         loss = pair.torch_loss(pair.reference(x), y)
         loss.backward()
         return loss
+
+    return closure
+
+
+def lockstep(torch: Any, pair: Pair, options: dict[str, Any], steps: int, optimizer: Any = None, torch_optimizer: Any = None) -> Iterator[Sides]:
+    """Both optimizers stepping on the full batch, ``steps`` times (from the given optimizers, e.g. reloaded ones)."""
+    optimizer = optimizer or kiln.optim.LBFGS(pair.model.parameters(), **options)
+    evaluate = kiln.optim.loss_and_grad(pair.model, pair.loss_fn, optimizer)
+    torch_optimizer = torch_optimizer or torch.optim.LBFGS(pair.reference.parameters(), **options)
+    closure = torch_closure(torch, pair, torch_optimizer)
 
     for _ in range(steps):
         loss = optimizer.step(lambda: evaluate(pair.inputs, pair.target))
@@ -328,13 +335,7 @@ def test_a_torch_state_dict_loads_and_both_continue_in_lockstep(torch):
     options = dict(history_size=3, max_iter=5, line_search_fn=WOLFE)
     pair = mlp(torch)
     torch_optimizer = torch.optim.LBFGS(pair.reference.parameters(), **options)
-    x, y = torch.tensor(pair.inputs), torch.tensor(pair.target)
-
-    def closure() -> Any:
-        torch_optimizer.zero_grad()
-        loss = pair.torch_loss(pair.reference(x), y)
-        loss.backward()
-        return loss
+    closure = torch_closure(torch, pair, torch_optimizer)
 
     for _ in range(2):
         torch_optimizer.step(closure)
