@@ -11,8 +11,9 @@ Both work on arrays (trace, compile, run) and on traced Tensors (inside ``kiln.c
 transformation. Primals may be tuples and lists of arrays; results nest as ``fn``'s do. ``fn`` sees fresh aliases of
 the primals: a value it closes over is a constant to the product even if it was computed from a primal, as in JAX.
 
-**vjp.** Traced, ``fn`` is traced into the graph and ``vjp_fn(u)`` appends its backward seeded with ``u`` (one
-backward walk per output with a cotangent). On arrays, the outputs come from one compiled graph, and ``vjp_fn``
+**vjp.** Traced, ``fn`` is traced into the graph and ``vjp_fn(u)`` appends its backward seeded with ``u``: one
+backward walk for all the outputs with a cotangent (``differentiate_outputs``), so ops the outputs share are
+differentiated once, not once per output. On arrays, the outputs come from one compiled graph, and ``vjp_fn``
 compiles ``(primals, u) -> u^T J`` on its first call (that graph recomputes the forward; no residuals are kept
 between the calls).
 
@@ -36,7 +37,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from kiln.compiler.autodiff.differentiate import differentiate
+from kiln.compiler.autodiff.differentiate import differentiate_outputs
 from kiln.compiler.ir.builder import Builder
 from kiln.compiler.ir.core import Graph, Value
 from kiln.compiler.ir.types import format_shape
@@ -70,7 +71,8 @@ def trace_fn(fn: Callable[..., Any], primals: Sequence[Any], has_aux: bool, who:
             raise located_error(f"{who}(..., has_aux=True) needs fn to return a pair (output, aux), got {type(result).__name__}")
         result, aux = result
     outputs, output_structure = flatten(result)
-    outputs = [Tensor(alias(builder, as_value(output, f"{who}: fn's result"))) for output in outputs]  # valid after any vjp_fn call
+    # the caller's handles stay valid after a vjp_fn call expands the composite (without a VJP rule) that made one
+    outputs = [Tensor(alias(builder, as_value(output, f"{who}: fn's result"))) for output in outputs]
     return Traced(aliases, structure, outputs, output_structure, aux)
 
 
@@ -84,23 +86,18 @@ def _primal(leaf: Any, index: int, who: str) -> Tensor:
 
 def alias(builder: Builder, value: Value) -> Value:
     """``value`` under a new name (a same-shape broadcast, which canonicalize removes after autodiff). Differentiating
-    with respect to an alias sees only the uses made of it, not other uses of the primal in the enclosing trace; and
-    differentiating an alias stays valid when autodiff expands the composite that produced ``value`` in place
-    (``nn.layer_norm_grad`` has no VJP rule: ``differentiate`` replaces it by its primitives and ``value`` is then
-    produced by nothing, so a seed put on it would reach nothing and every result would be zeros)."""
+    with respect to an alias sees only the uses made of it, not other uses of the primal in the enclosing trace; and an
+    alias of a result stays a valid handle when autodiff expands the composite that produced ``value`` in place
+    (``nn.layer_norm_grad`` has no VJP rule: ``differentiate`` replaces it by its primitives, follows the replacement
+    itself, but ``value`` is then produced by nothing, and a Tensor the caller holds on it would dangle)."""
     return builder.broadcast_to(value, shape=value.type.shape)
 
 
 def pull_back(graph: Graph, outputs: Sequence[Value], cotangents: Sequence[Value | None], wrt: Sequence[Value]) -> list[Value]:
-    """``sum_k u_k^T J_k`` for each of ``wrt``: one backward walk per output whose cotangent ``u_k`` is not ``None``,
-    each seeded with its cotangent, summed."""
-    builder = Builder(graph, location="autodiff")
-    seeded = [(alias(builder, output), cotangent) for output, cotangent in zip(outputs, cotangents) if cotangent is not None]
-    total: list[Value] | None = None
-    for output, cotangent in seeded:  # all aliased first: a walk may expand the composite making the next output
-        grads = differentiate(graph, output, wrt, seed=cotangent)
-        total = grads if total is None else [builder.add(a, b) for a, b in zip(total, grads)]
-    return total if total is not None else [zeros(builder, value) for value in wrt]
+    """``sum_k u_k^T J_k`` for each of ``wrt``, from one backward walk seeded with every cotangent ``u_k`` that is not
+    ``None`` (integer outputs have none); zeros when none is."""
+    seeded = [(output, cotangent) for output, cotangent in zip(outputs, cotangents) if cotangent is not None]
+    return differentiate_outputs(graph, [output for output, _ in seeded], wrt, [cotangent for _, cotangent in seeded])
 
 
 def zeros(builder: Builder, like: Value) -> Value:

@@ -9,7 +9,11 @@ The Jacobian of ``out = fn(x)`` holds one vector-Jacobian product per element
 of ``out``: ``J[i] = e_i^T J``. ``jacrev`` traces ``fn`` and its backward with
 the cotangent ``e_i`` as an input, then ``kiln.vmap`` batches that pullback over
 the rows of the identity: one graph computes every row at once. The result has
-the output's shape followed by the input's (``out.shape + x.shape``).
+the output's shape followed by the input's (``out.shape + x.shape``). With
+several outputs the rows are those of all of them together (JAX's standard
+basis): ``fn`` is traced once, its backward is one walk from every output
+(``differentiate_outputs``), batched over the outputs' total size, and each
+output's Jacobian is its block of rows.
 
 ``jacfwd`` is column by column: ``J[..., j] = J e_j``, one forward-mode product
 (``kiln.jvp``) per element of the input, batched by ``kiln.vmap`` over the
@@ -32,11 +36,11 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from kiln.compiler.autodiff.differentiate import AutodiffError, differentiate
+from kiln.compiler.autodiff.differentiate import AutodiffError, differentiate_outputs
 from kiln.compiler.ir.types import TensorType
 from kiln.frontend.tensor import Tensor
 from kiln.frontend.trace import TraceContext
-from kiln.runtime.forward_mode import alias, jvp
+from kiln.runtime.forward_mode import jvp
 from kiln.runtime.grad import _as_tensor, grad
 from kiln.runtime.pytree import Structure, flatten, unflatten
 from kiln.runtime.traced_transform import Compiled, TracedTransform
@@ -59,23 +63,27 @@ class JacobianFunction(TracedTransform):
     def trace_into(self, *args: Any) -> Any:
         """Emit every row's VJP, batched, into the graph being traced; returns the Jacobian Tensors."""
         types, structure = output_types(self.fn, args)
-        jacobians = [self._jacobian(args, index, out_type) for index, out_type in enumerate(types)]
+        argnums = (self.argnums,) if isinstance(self.argnums, int) else tuple(self.argnums)
+        rows = vmap(self._pullback(argnums), in_axes=(0,) + (None,) * len(args))(identity_rows(types), *args)
+        jacobians = [self._jacobian(args, argnums, rows, start, out_type) for start, out_type in zip(row_starts(types), types)]
         return unflatten(structure, jacobians)
 
-    def _jacobian(self, args: Sequence[Any], index: int, out_type: TensorType) -> Any:
-        """Output ``index``'s Jacobian: one ``out.shape + x.shape`` Tensor per argument (one Tensor for an int argnums)."""
-        argnums = (self.argnums,) if isinstance(self.argnums, int) else tuple(self.argnums)
-        rows = vmap(self._pullback(index, argnums), in_axes=(0,) + (None,) * len(args))(identity(out_type), *args)
-        jacobians = tuple(row.reshape(out_type.shape + args[j].shape) for row, j in zip(rows, argnums))
+    def _jacobian(self, args: Sequence[Any], argnums: tuple[int, ...], rows: Sequence[Tensor], start: int,
+                  out_type: TensorType) -> Any:
+        """The output's Jacobian, its rows ``start:`` of ``rows``: one ``out.shape + x.shape`` Tensor per argument
+        (one Tensor for an int argnums)."""
+        count = _size(out_type)
+        mine = [row if row.shape[0] == count else row[start : start + count] for row in rows]
+        jacobians = tuple(row.reshape(out_type.shape + args[j].shape) for row, j in zip(mine, argnums))
         return jacobians[0] if isinstance(self.argnums, int) else jacobians
 
-    def _pullback(self, index: int, argnums: tuple[int, ...]) -> Callable[..., tuple[Tensor, ...]]:
-        def pullback(cotangent: Tensor, *primals: Any) -> tuple[Tensor, ...]:
-            # e^T J: the backward of fn's output `index` seeded with the cotangent e
-            context = TraceContext.current()
-            out = alias(context.builder, flatten(self.fn(*primals))[0][index].value)  # stays valid if autodiff expands its producer
+    def _pullback(self, argnums: tuple[int, ...]) -> Callable[..., tuple[Tensor, ...]]:
+        def pullback(cotangents: tuple[Tensor, ...], *primals: Any) -> tuple[Tensor, ...]:
+            # e^T J: one backward walk from every output of fn, each seeded with its part of the cotangent e
+            outputs = [output.value for output in flatten(self.fn(*primals))[0]]
             wrt = [_as_tensor(primals, j).value for j in argnums]
-            return tuple(Tensor(g) for g in differentiate(context.graph, out, wrt, seed=cotangent.value))
+            seeds = [cotangent.value for cotangent in cotangents]
+            return tuple(Tensor(g) for g in differentiate_outputs(TraceContext.current().graph, outputs, wrt, seeds))
 
         return pullback
 
@@ -127,9 +135,25 @@ def output_types(fn: Callable[..., Any], args: Sequence[Any], who: str = "kiln.j
 
 def identity(out_type: TensorType) -> Tensor:
     """The cotangents ``e_i``, one per element of the output: ``(n,) + out.shape``."""
-    count = int(np.prod(out_type.shape, dtype=np.int64))
-    basis = np.eye(count, dtype=out_type.dtype.numpy).reshape((count,) + out_type.shape)
-    return Tensor(TraceContext.current().builder.constant(basis))
+    return identity_rows([out_type])[0]
+
+
+def identity_rows(out_types: Sequence[TensorType]) -> tuple[Tensor, ...]:
+    """The cotangents ``e_i`` of all the outputs together (JAX's ``_std_basis``): ``n`` rows, ``n`` the outputs' total
+    size, one ``(n,) + out.shape`` Tensor per output; row ``i`` is one-hot in the output holding element ``i`` and
+    zero in the others."""
+    total, builder = sum(map(_size, out_types)), TraceContext.current().builder
+    return tuple(Tensor(builder.constant(np.eye(total, _size(out_type), -start, out_type.dtype.numpy).reshape((total,) + out_type.shape)))
+                 for start, out_type in zip(row_starts(out_types), out_types))
+
+
+def row_starts(out_types: Sequence[TensorType]) -> list[int]:
+    """Where each output's rows start among ``identity_rows``'s."""
+    return [int(start) for start in np.cumsum([0] + [_size(out_type) for out_type in out_types[:-1]])]
+
+
+def _size(out_type: TensorType) -> int:
+    return int(np.prod(out_type.shape, dtype=np.int64))
 
 
 def jacrev(fn: Callable[..., Any], argnums: int | Sequence[int] = 0, backend: str = "numpy") -> JacobianFunction:

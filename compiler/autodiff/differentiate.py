@@ -14,6 +14,15 @@ func @f(%x: tensor<3xf32>) {              func @f(%x: tensor<3xf32>) {
   return %s                                 ... backward: 1 -> broadcast -> g*x + g*x
 }                                           return %s, %dx
 ```
+
+``differentiate_outputs(graph, [y1, y2], wrt, [u1, u2])`` is ``sum_k u_k^T dy_k/dwrt`` from ONE reverse walk
+(``torch.autograd.grad(outputs, inputs, grad_outputs)``; JAX's ``vjp`` of a tuple output): every output starts with its
+cotangent and the walk sums them where the outputs share ops, so a subgraph shared by k outputs gets one backward, not
+k. (``kiln.vjp``, ``kiln.jvp`` and ``kiln.jacrev`` of several outputs call it.)
+
+```python
+dx, dw = differentiate_outputs(graph, [logits, loss], [x, w], [u, None])   # None: 1, for a scalar output
+```
 """
 
 from __future__ import annotations
@@ -41,27 +50,50 @@ def differentiate(graph: Graph, of: Value, wrt: Sequence[Value], seed: Value | N
 
     ``of`` must be a floating-point scalar unless a ``seed`` cotangent of its type is given.
     """
-    if seed is None and (of.type.shape != () or not of.type.dtype.is_float):
-        raise AutodiffError(f"autodiff needs a floating-point scalar to differentiate, got {of.type}; reduce it first (e.g. .sum())")
-    of, wrt = _expand_composites_without_rules(graph, of, wrt)
-    path = ops_between(graph, wrt, of)
+    return differentiate_outputs(graph, [of], wrt, [seed])
+
+
+def differentiate_outputs(graph: Graph, outputs: Sequence[Value], wrt: Sequence[Value],
+                          seeds: Sequence[Value | None]) -> list[Value]:
+    """Append ``sum_k seeds[k]^T d outputs[k] / d wrt`` for each of ``wrt``, from one reverse walk; returns them in order.
+
+    Each seed is a cotangent of its output's type, or ``None`` for a floating-point scalar output (then 1). An output
+    may repeat (its seeds add up) or be one of ``wrt``; one that no ``wrt`` reaches contributes nothing.
+    """
+    if len(seeds) != len(outputs):
+        raise AutodiffError(f"differentiate_outputs needs one seed per output, got {len(seeds)} for {len(outputs)} outputs")
+    for index, (output, seed) in enumerate(zip(outputs, seeds)):
+        _check_seed(index, output, seed)
+    outputs, wrt = _expand_composites_without_rules(graph, outputs, wrt)
+    path = ops_between(graph, wrt, outputs)
     varying = {id(v) for v in wrt} | {id(r) for op in path for r in op.results}
     builder = Builder(graph, location="autodiff")
-    cotangents: dict[Value, Value] = {of: seed if seed is not None else builder.constant(1.0, of.type.dtype, name_hint="seed")}
+    cotangents: dict[Value, Value] = {}
+    for output, seed in zip(outputs, seeds):
+        _accumulate(builder, cotangents, output, seed if seed is not None else builder.constant(1.0, output.type.dtype, name_hint="seed"))
     for op in reversed(path):
         _backpropagate(builder, graph, op, cotangents, varying)
     return [cotangents.get(value) or _zeros(builder, value.type) for value in wrt]
 
 
-def ops_between(graph: Graph, wrt: Sequence[Value], of: Value) -> list[Op]:
-    """Differentiable ops that depend on some ``wrt`` and that ``of`` depends on, in graph order."""
+def _check_seed(index: int, output: Value, seed: Value | None) -> None:
+    if seed is None and (output.type.shape != () or not output.type.dtype.is_float):
+        raise AutodiffError(f"autodiff needs a floating-point scalar to differentiate, got {output.type}"
+                            f"{f' (output {index})' if index else ''}; reduce it first (e.g. .sum()) or give it a seed")
+    if seed is not None and (seed.type.shape != output.type.shape or seed.type.dtype != output.type.dtype):
+        raise AutodiffError(f"the seed of output {index} is {seed.type}, but the output is {output.type}; a seed (the "
+                            "output's cotangent) must have its output's shape and dtype")
+
+
+def ops_between(graph: Graph, wrt: Sequence[Value], of: Value | Sequence[Value]) -> list[Op]:
+    """Differentiable ops that depend on some ``wrt`` and that ``of`` (one value or several) depends on, in graph order."""
     varying = set(map(id, wrt))
     forward = []
     for op in graph.ops:
         if not has_trait(op.name, "non_differentiable") and any(id(v) in varying for v in op.operands):
             forward.append(op)
             varying.update(id(r) for r in op.results if r.type.dtype.is_float)
-    needed = {id(of)}
+    needed = {id(of)} if isinstance(of, Value) else set(map(id, of))
     path = []
     for op in reversed(forward):
         if any(id(r) in needed for r in op.results):
@@ -70,17 +102,18 @@ def ops_between(graph: Graph, wrt: Sequence[Value], of: Value) -> list[Op]:
     return path[::-1]
 
 
-def _expand_composites_without_rules(graph: Graph, of: Value, wrt: Sequence[Value]) -> tuple[Value, list[Value]]:
-    """Expand the composites on the path that have no VJP rule; ``of`` and ``wrt`` follow their results to the values
-    replacing them (``of`` made by ``nn.layer_norm_grad`` in a Hessian: its seed would otherwise reach nothing)."""
-    wrt = list(wrt)
+def _expand_composites_without_rules(graph: Graph, outputs: Sequence[Value], wrt: Sequence[Value]) -> tuple[list[Value], list[Value]]:
+    """Expand the composites on the path that have no VJP rule; ``outputs`` and ``wrt`` follow their results to the
+    values replacing them (an output made by ``nn.layer_norm_grad`` in a Hessian: its seed would otherwise reach
+    nothing, and with several outputs one expansion may replace the producer of another)."""
+    outputs, wrt = list(outputs), list(wrt)
     while True:
-        pending = [op for op in ops_between(graph, wrt, of) if op.name not in VJP_RULES and lookup(op.name).is_composite]
+        pending = [op for op in ops_between(graph, wrt, outputs) if op.name not in VJP_RULES and lookup(op.name).is_composite]
         if not pending:
-            return of, wrt
+            return outputs, wrt
         for op in pending:
             replaced = dict(zip(map(id, op.results), decompose_op(graph, op)))
-            of = replaced.get(id(of), of)
+            outputs = [replaced.get(id(value), value) for value in outputs]
             wrt = [replaced.get(id(value), value) for value in wrt]
 
 
@@ -96,9 +129,13 @@ def _backpropagate(builder: Builder, graph: Graph, op: Op, cotangents: dict[Valu
     for operand, cotangent in zip(op.operands, rule(builder, op, g)):
         if cotangent is None or id(operand) not in varying or not operand.type.dtype.is_float:
             continue
-        cotangent = unbroadcast(builder, cotangent, operand.type)
-        previous = cotangents.get(operand)
-        cotangents[operand] = cotangent if previous is None else builder.add(previous, cotangent)
+        _accumulate(builder, cotangents, operand, unbroadcast(builder, cotangent, operand.type))
+
+
+def _accumulate(builder: Builder, cotangents: dict[Value, Value], value: Value, cotangent: Value) -> None:
+    """Fan-in: a value read by several ops (or seeded as several outputs) gets the sum of their cotangents."""
+    previous = cotangents.get(value)
+    cotangents[value] = cotangent if previous is None else builder.add(previous, cotangent)
 
 
 def unbroadcast(builder: Builder, cotangent: Value, target: TensorType) -> Value:
