@@ -14,6 +14,7 @@ from kiln.compiler.ir.core import Op
 from kiln.compiler.ir.types import DType
 
 NO_ONNX_OP = ("linalg.inv", "linalg.solve", "linalg.cholesky", "linalg.solve_triangular")
+NO_ONNX_OP += ("linalg.eigh", "linalg.svd")  # the spectral ops (compiler/ops/linalg_spectral.py): no ONNX op either
 
 
 def _where(op: Op) -> str:
