@@ -191,7 +191,8 @@ class _PlannedEmitter:
         if step.kind == "opaque" and step.op_name in VIEWS:
             name = self.expressions[step.key] = self.value_name(tag, step.key)
             literal = lambda value: _attr_expression(value, f"a{tag}", self.namespace)  # noqa: E731  (one attribute each)
-            return [f"{name} = {VIEWS[step.op_name](arguments, step.attrs, literal)}"]
+            rank = self.plan.type_of(step.operands[0]).rank
+            return [f"{name} = {VIEWS[step.op_name](arguments, step.attrs, literal, rank)}"]
         if step.kind == "opaque":
             return self.call_lines(tag, step.op_name, arguments, step.attrs, [step.key])
         out, lines = self.storage(tag, step)
