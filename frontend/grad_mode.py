@@ -29,18 +29,14 @@ class no_grad:  # noqa: N801  (PyTorch's name)
         self._saved: list[tuple[TraceContext, bool]] = []
 
     def __enter__(self) -> "no_grad":
-        if TraceContext.active():
-            context = TraceContext.current()
-            self._saved.append((context, context.grad_enabled))
-            context.grad_enabled = False
-        else:
-            self._saved.append((None, True))  # type: ignore[arg-type]
+        context = TraceContext.current()  # outside a trace, the eager context: eager results then carry no gradient
+        self._saved.append((context, context.grad_enabled))
+        context.grad_enabled = False
         return self
 
     def __exit__(self, *exception: Any) -> None:
         context, enabled = self._saved.pop()
-        if context is not None:
-            context.grad_enabled = enabled
+        context.grad_enabled = enabled
 
     def __call__(self, function: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(function)

@@ -23,6 +23,10 @@ from kiln.frontend.trace import TraceContext
 class Parameter(Tensor):
     """A trainable array; during tracing, the graph input that stands for it."""
 
+    grad: np.ndarray | None = None
+    """The gradient an eager ``loss.backward()`` accumulated (``runtime/eager_backward.py``); None until then, and
+    after ``zero_grad()``. A compiled training step computes its gradients inside the step and leaves this alone."""
+
     def __init__(self, data: Any, requires_grad: bool = True):
         array = np.asarray(data)
         self.data = np.array(array, dtype=array.dtype if array.dtype.kind == "f" else np.float32)
@@ -84,6 +88,15 @@ class Parameter(Tensor):
 
     def __repr__(self) -> str:
         return f"Parameter(shape={self.data.shape}, dtype={self.data.dtype})"
+
+
+def clear_grads(parameters: Any, set_to_none: bool) -> None:
+    """``zero_grad``: each parameter's ``.grad`` to None, or to zeros (``set_to_none=False``) where it has one."""
+    for parameter in parameters:
+        if set_to_none or parameter.grad is None:
+            parameter.grad = None
+        else:
+            parameter.grad[...] = 0
 
 
 class Buffer(Parameter):
@@ -240,7 +253,8 @@ class Module(HookMethods):
     bfloat16 = half
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        """Nothing to clear: a compiled step computes its gradients inside the step (PyTorch code calling it runs as is)."""
+        """Clear the ``.grad`` eager ``backward()`` calls accumulate (a compiled step computes its gradients inside the step)."""
+        clear_grads(self.parameters(), set_to_none)
 
     def children(self) -> Iterator["Module"]:
         yield from self._modules.values()

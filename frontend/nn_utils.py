@@ -1,6 +1,6 @@
 """``torch.nn.utils``'s parameter helpers, for kiln's eager arrays: ``parameters_to_vector`` and
-``vector_to_parameters``; and ``clip_grad_norm_``/``clip_grad_value_``, which have no eager gradients to clip in kiln
-and say where the clipping goes instead (``kiln.compile_train_step``'s options, the same arithmetic as PyTorch's)."""
+``vector_to_parameters``; and ``clip_grad_norm_``/``clip_grad_value_`` on the ``.grad`` an eager ``loss.backward()``
+leaves (a compiled step clips inside its graph instead: ``kiln.compile_train_step``'s options, the same arithmetic)."""
 
 from __future__ import annotations
 
@@ -35,15 +35,39 @@ def vector_to_parameters(vector: Any, parameters: Iterable[Parameter]) -> None:
         start += size
 
 
-def clip_grad_norm_(parameters: Any, max_norm: float, norm_type: float = 2.0, *args: Any, **kwargs: Any) -> None:
-    raise KilnError("clip_grad_norm_: kiln has no eager gradients to clip; a compiled step clips inside its graph: pass "
-                    f"clip_grad_norm={max_norm!r} to kiln.compile_train_step (PyTorch's rescale by min(1, max_norm / (norm + 1e-6)) "
-                    "of the global 2-norm)" + ("" if norm_type == 2.0 else f"; only the 2-norm is supported, not {norm_type!r}"))
+def clip_grad_norm_(parameters: Any, max_norm: float, norm_type: float = 2.0, error_if_nonfinite: bool = False,
+                    foreach: Any = None) -> np.ndarray:
+    """Rescale the eager ``.grad`` of ``parameters`` (after ``loss.backward()``) by ``min(1, max_norm / (norm + 1e-6))``
+    of their joint ``norm_type``-norm, in place; returns that norm, as PyTorch's."""
+    grads = _grads(parameters, "clip_grad_norm_", f"clip_grad_norm={max_norm!r}",
+                   "PyTorch's rescale by min(1, max_norm / (norm + 1e-6)) of the global 2-norm")
+    if not grads:
+        return np.asarray(0.0, np.float32)
+    norms = [np.linalg.norm(g.ravel(), ord=norm_type) for g in grads]
+    total = np.linalg.norm(np.asarray(norms), ord=norm_type)
+    if error_if_nonfinite and not np.isfinite(total):
+        raise RuntimeError(f"the total norm of order {norm_type} of the gradients is non-finite ({total}), so it cannot be clipped")
+    scale = min(1.0, float(max_norm) / (float(total) + 1e-6))
+    for grad in grads:
+        grad *= grad.dtype.type(scale)
+    return np.asarray(total, grads[0].dtype)
 
 
-def clip_grad_value_(parameters: Any, clip_value: float, *args: Any, **kwargs: Any) -> None:
-    raise KilnError("clip_grad_value_: kiln has no eager gradients to clip; a compiled step clips inside its graph: pass "
-                    f"clip_grad_value={clip_value!r} to kiln.compile_train_step (each gradient clamped to [-v, v], as PyTorch)")
+def clip_grad_value_(parameters: Any, clip_value: float, foreach: Any = None) -> None:
+    """Clamp each eager ``.grad`` of ``parameters`` to ``[-clip_value, clip_value]``, in place, as PyTorch's."""
+    for grad in _grads(parameters, "clip_grad_value_", f"clip_grad_value={clip_value!r}",
+                       "each gradient clamped to [-v, v], as PyTorch"):
+        np.clip(grad, -clip_value, clip_value, out=grad)
+
+
+def _grads(parameters: Any, helper: str, option: str, what: str) -> list[np.ndarray]:
+    """The ``.grad`` arrays of ``parameters`` that have one; none at all is an error that says where clipping goes."""
+    parameters = [parameters] if isinstance(parameters, Parameter) else list(parameters)
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if parameters and not grads:
+        raise KilnError(f"{helper}: no parameter has a .grad to clip: call loss.backward() first in an eager loop; a compiled "
+                        f"step clips inside its graph: pass {option} to kiln.compile_train_step ({what})")
+    return grads
 
 
 __all__ = ["clip_grad_norm_", "clip_grad_value_", "parameters_to_vector", "vector_to_parameters"]

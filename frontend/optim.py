@@ -24,7 +24,7 @@ import numpy as np
 from kiln.compiler.errors import CheckpointError, KilnError
 from kiln.compiler.ir.builder import Builder
 from kiln.compiler.ir.core import Value
-from kiln.frontend.module import Parameter
+from kiln.frontend.module import Parameter, clear_grads
 
 Update = tuple[Value, dict[str, Value]]
 
@@ -103,7 +103,18 @@ class Optimizer:
         return {name: np.zeros(self.state_shape(param, name), param.data.dtype) for name in self.param_state_names(param, group)}
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        """Nothing to clear: a compiled step computes its gradients inside the step (PyTorch loops calling it run as is)."""
+        """Clear the ``.grad`` eager ``backward()`` calls accumulate (a compiled step computes its gradients inside the step)."""
+        clear_grads(self.parameters(), set_to_none)
+
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """An eager update from each parameter's ``.grad`` (after ``loss.backward()``), as ``torch.optim``'s ``step``:
+        the optimizer's update ops, compiled once (``runtime/eager_optim.py``). Parameters without a gradient are left
+        alone. ``closure`` (re-evaluating the loss and calling ``backward``) is called first; its loss is returned."""
+        from kiln.runtime.eager_optim import apply_gradients  # lazily: the runtime builds on the frontend
+
+        loss = closure() if closure is not None else None
+        apply_gradients(self)
+        return loss
 
     def state_of(self, param: Parameter) -> dict[str, np.ndarray]:
         """This parameter's state arrays, created on first use."""

@@ -17,7 +17,9 @@ import numpy as np
 from kiln.compiler.errors import TraceError
 from kiln.compiler.ir.core import Value
 from kiln.compiler.ir.types import Dim, DType, TensorType
+from kiln.frontend.eager_values import eager_array
 from kiln.frontend.tensor_device import DeviceMethods, dtype_of_to
+from kiln.frontend.tensor_eager import EagerMethods
 from kiln.frontend.tensor_extras import ExtraMethods
 from kiln.frontend.tensor_inplace import VIEW_OPS, InPlaceMethods, check_fresh, link_view
 from kiln.frontend.tensor_linalg import LinalgMethods
@@ -34,7 +36,7 @@ class ValuesIndices(NamedTuple):
     indices: "Tensor"
 
 
-class Tensor(InPlaceMethods, TorchMethods, MathMethods, DeviceMethods, ExtraMethods, LinalgMethods):
+class Tensor(EagerMethods, InPlaceMethods, TorchMethods, MathMethods, DeviceMethods, ExtraMethods, LinalgMethods):
     """A symbolic tensor during tracing; in-place methods rebind it (``frontend/tensor_inplace.py``), more of PyTorch's
     methods are in ``frontend/tensor_methods.py`` and ``frontend/tensor_math.py``."""
 
@@ -85,7 +87,11 @@ class Tensor(InPlaceMethods, TorchMethods, MathMethods, DeviceMethods, ExtraMeth
         return self.shape[0]
 
     def __repr__(self) -> str:
-        return f"Tensor({self.type})"
+        array = eager_array(self)
+        if array is None:
+            return f"Tensor({self.type})"
+        body = np.array2string(array, separator=", ", prefix="tensor(", threshold=1000)
+        return f"tensor({body}{'' if array.dtype in (np.float32, np.int64, np.bool_) else f', dtype=kiln.{array.dtype}'})"
 
     # arithmetic -----------------------------------------------------------
     def __add__(self, other: Any) -> "Tensor":
@@ -203,18 +209,23 @@ class Tensor(InPlaceMethods, TorchMethods, MathMethods, DeviceMethods, ExtraMeth
         """Elementwise, as PyTorch's (``mask == 0``). Outside a trace, or against something that is not a number,
         array or tensor (``t in [None, ...]``), identity as for any object, so parameters stay usable in lists and
         sets."""
-        if not _comparable(other):
+        if not _comparable(self, other):
             return NotImplemented
         return self.eq(other)
 
     def __ne__(self, other: Any) -> Any:  # type: ignore[override]
-        if not _comparable(other):
+        if not _comparable(self, other):
             return NotImplemented
         return self.ne(other)
 
     __hash__ = object.__hash__
 
     def __bool__(self) -> bool:
+        array = eager_array(self)
+        if array is not None:
+            if array.size != 1:
+                raise RuntimeError(f"the truth value of a Tensor with {array.size} elements is ambiguous; use .any() or .all()")
+            return bool(array)
         raise TraceError(
             "a traced Tensor has no concrete truth value: Python control flow on tensor values "
             "cannot be traced; use kiln.where(condition, a, b) instead"
@@ -492,9 +503,11 @@ class Tensor(InPlaceMethods, TorchMethods, MathMethods, DeviceMethods, ExtraMeth
         return chunk(self, chunks, dim)
 
 
-def _comparable(other: Any) -> bool:
-    """Whether ``tensor == other`` compares elementwise: while tracing, against a tensor, array or number."""
-    return TraceContext.active() and isinstance(other, (Tensor, np.ndarray, np.generic, int, float, bool))
+def _comparable(tensor: Tensor, other: Any) -> bool:
+    """Whether ``tensor == other`` compares elementwise: against a tensor, array or number, while tracing or when either
+    side is an eager tensor (a ``Parameter`` outside a trace compares by identity, so it stays usable in lists and sets)."""
+    eager = eager_array(tensor) is not None or (isinstance(other, Tensor) and eager_array(other) is not None)
+    return (TraceContext.active() or eager) and isinstance(other, (Tensor, np.ndarray, np.generic, int, float, bool))
 
 
 def _check_rank(method: str, rank: int, *tensors: Tensor) -> None:
@@ -560,7 +573,8 @@ def _promoted_dtype(op_name: str, dtypes: list[DType], numbers: list[Any]) -> DT
 def to_value(context: TraceContext, operand: Any, dtype: DType) -> Value:
     if isinstance(operand, Tensor):
         check_fresh(operand)
-        return operand.value
+        array = None if context.eager else eager_array(operand)
+        return operand.value if array is None else context.emit("tensor.constant", value=array)  # an eager tensor in a trace
     array = np.asarray(operand)
     if array.dtype.kind in "fiub" and array.ndim == 0:
         array = array.astype(dtype.numpy)  # Python scalars are weakly typed, as in PyTorch

@@ -49,6 +49,11 @@ class TraceContext:
 
     _local = threading.local()
 
+    eager = False
+    """True for the eager context (``runtime/eager.py``): its ops run as they are built."""
+    fallback: Callable[[], "TraceContext"] | None = None
+    """What ``current()`` gives outside any trace: the eager context, once ``kiln.runtime`` installs it."""
+
     def __init__(self, name: str):
         self.graph = Graph(name)
         self.builder = Builder(self.graph)
@@ -87,6 +92,8 @@ class TraceContext:
     @classmethod
     def current(cls) -> "TraceContext":
         stack = getattr(cls._local, "stack", [])
+        if not stack and cls.fallback is not None:
+            return cls.fallback()
         if not stack:
             raise TraceError(
                 "this operation needs a symbolic tensor, but nothing is being traced; "

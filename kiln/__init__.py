@@ -40,6 +40,9 @@ from kiln.runtime.saliency import saliency
 from kiln.runtime.train_step import TrainStep, compile_train_step
 from kiln.runtime.trainer import fit
 from kiln.runtime.vmap import vmap
+from kiln.runtime.eager import install as _install_eager
+
+_install_eager()  # outside a trace, ops run eagerly (loss.backward(), optimizer.step())
 from kiln import cuda, distributions, linalg, nn, optim, utils  # noqa: E402  (after the core, which they re-export)
 from kiln.frontend.tensor_device import device  # noqa: E402  (torch.device: kiln.device('cuda'))
 from kiln.frontend import torch_functions as _torch_functions

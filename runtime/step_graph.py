@@ -19,6 +19,8 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
+import numpy as np
+
 from kiln.compiler.autodiff.differentiate import differentiate
 from kiln.compiler.errors import InputError
 from kiln.compiler.ir.builder import Builder
@@ -154,6 +156,15 @@ def _hyper_inputs(
             hyper[(index, name)] = graph.add_input(TensorType((), dtype), name if index == 0 else f"{name}{index}")
             order.append((index, name))
     return hyper, order
+
+
+def hyper_feeds(optimizer: Optimizer, hyper_inputs: list[tuple[int, str]]) -> list[np.ndarray]:
+    """The current value of each hyper-parameter input (``lr`` of each group, after any scheduler), in graph order."""
+    feeds = []
+    for group, name in hyper_inputs:
+        params = optimizer.param_groups[group]["params"]
+        feeds.append(np.asarray(optimizer.param_groups[group][name], dtype=params[0]._data.dtype if params else np.float32))
+    return feeds
 
 
 def transform_gradients(graph: Graph, loss: Value, params: list[Value], scale: Value | None, options: GradientOptions) -> list[Value]:

@@ -55,7 +55,7 @@ from kiln.runtime.batch_dims import BatchDim, batch_signature, batch_specs, spli
 from kiln.runtime.donation import buffer_inputs, step_donations
 from kiln.runtime.lazy import LazyScalar
 from kiln.runtime.resident import ResidentState
-from kiln.runtime.step_graph import GradientOptions, StepGraph, build_step_graph
+from kiln.runtime.step_graph import GradientOptions, StepGraph, build_step_graph, hyper_feeds
 
 DEFAULT_PIPELINE = "canonicalize,constant-fold,cse,rematerialize,dce"
 """Graph-level cleanup; backends lower further (the NumPy backend fuses and plans memory on its copy)."""
@@ -173,9 +173,7 @@ class TrainStep:
         feeds += [self.optimizer.state_of(p)[name] for p, names in zip(step_graph.parameters, step_graph.state_names) for name in names]
         if self.loss_scale is not None:
             feeds.append(np.asarray(self.loss_scale, dtype=step_graph.graph.outputs[0].type.dtype.numpy))
-        for group, name in step_graph.hyper_inputs:
-            params = self.optimizer.param_groups[group]["params"]
-            feeds.append(np.asarray(self.optimizer.param_groups[group][name], dtype=params[0]._data.dtype if params else np.float32))
+        feeds += hyper_feeds(self.optimizer, step_graph.hyper_inputs)
         if step_graph.reads_step:
             feeds.append(np.asarray(self.optimizer.step_count + 1, dtype=np.int64))
         return feeds

@@ -38,7 +38,7 @@ class Region:
 class Value:
     """An SSA value: a graph input or one result of an op. Hashes by identity."""
 
-    __slots__ = ("type", "producer", "index", "name_hint", "uses")
+    __slots__ = ("type", "producer", "index", "name_hint", "uses", "__weakref__")  # weakly keyed: eager arrays
 
     def __init__(self, type: TensorType, producer: "Op | None" = None, index: int = 0, name_hint: str | None = None):
         self.type = type

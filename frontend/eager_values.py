@@ -1,0 +1,43 @@
+"""The concrete arrays behind eager tensors, keyed weakly by their IR values.
+
+Outside a trace, kiln runs PyTorch-style code eagerly (``runtime/eager.py``):
+each op is built as in a trace and run at once, and its results' arrays are
+kept here. A value is dropped with the last tensor (or later op) that refers
+to it, so an eager loop holds only what the user's variables keep alive.
+
+```python
+out = model(x)                  # an eager Tensor: array_of(out.value) is its array
+out.numpy(), out.item()          # read it
+```
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from kiln.compiler.ir.core import Value
+
+if TYPE_CHECKING:
+    from kiln.frontend.module import Parameter
+
+ARRAYS: "weakref.WeakKeyDictionary[Value, np.ndarray]" = weakref.WeakKeyDictionary()
+"""Each eager value's array: an op's result, a parameter's array (at the time it was read) or a fed array."""
+PARAMETERS: "weakref.WeakKeyDictionary[Value, Parameter]" = weakref.WeakKeyDictionary()
+"""The parameter each eager leaf value reads (``loss.backward()`` accumulates its gradient into ``parameter.grad``)."""
+
+
+def array_of(value: Value) -> np.ndarray | None:
+    """``value``'s array if it is an eager value, else None (a traced value has none)."""
+    return ARRAYS.get(value)
+
+
+def eager_array(tensor: Any) -> np.ndarray | None:
+    """The array of an eager ``Tensor`` (not a ``Parameter``, which has ``.data``), else None."""
+    value = tensor.__dict__.get("_value")
+    return None if value is None else ARRAYS.get(value)
+
+
+__all__ = ["ARRAYS", "PARAMETERS", "array_of", "eager_array"]

@@ -1,0 +1,149 @@
+"""Eager mode: outside a trace, PyTorch-style code runs op by op, as in PyTorch.
+
+```python
+model = MLP()
+optimizer = kiln.optim.Adam(model.parameters(), lr=1e-3)
+for x, y in loader:
+    optimizer.zero_grad()
+    loss = F.cross_entropy(model(x), y)   # each op runs now: loss.item() is a number
+    loss.backward()                       # parameter.grad, from the compiled backward of this graph
+    optimizer.step()                      # the optimizer's compiled update, from .grad
+```
+
+Every op is built exactly as a trace builds it (same shape checks, same
+errors naming the user's line) and then run at once by the NumPy backend: a
+one-op graph compiled once per op signature and cached. The op's results
+keep their arrays (``frontend/eager_values.py``) and a link to the op, which
+links to its operands: that chain is the autograd graph, freed with the
+tensors that hold it, as PyTorch's. Nothing is kept in a global tape.
+
+``loss.backward()`` rebuilds the chain as one graph, differentiates it with
+the autodiff pass and runs the compiled result (``runtime/eager_backward.py``).
+A training step compiled with ``kiln.compile_train_step`` does the same work
+as one fused function and is the fast path; eager mode is for porting,
+debugging and notebooks.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Hashable
+
+import numpy as np
+
+from kiln.backends.numpy import NumpyBackend
+from kiln.compiler.ir.builder import Builder
+from kiln.compiler.ir.core import Graph, Op, Value
+from kiln.compiler.ir.types import DType, TensorType
+from kiln.compiler.passes.cse import hashable_attr
+from kiln.frontend import init
+from kiln.frontend.eager_values import ARRAYS, PARAMETERS
+from kiln.frontend.module import Parameter
+from kiln.frontend.trace import TraceContext, located_error
+from kiln.runtime.executable import Executable
+
+
+class EagerContext(TraceContext):
+    """The context ``TraceContext.current()`` gives outside any trace: each op it builds runs at once."""
+
+    eager = True
+
+    def __init__(self) -> None:
+        super().__init__("eager")
+
+    def emit(self, name: str, *operands: Value, **attrs: Any) -> Any:
+        arrays = [_operand_array(name, value) for value in operands]
+        result = super().emit(name, *operands, **attrs)
+        op = self.graph.ops.pop()  # the graph keeps nothing: the results link to the op, the op to its operands
+        for index, operand in enumerate(op.operands):
+            operand.uses.remove((op, index))
+        for value, array in zip(op.results, run_op(op, arrays)):
+            ARRAYS[value] = array
+        op.results = []  # no cycle (value -> op -> results -> value): arrays go as soon as their tensors do
+        return result
+
+    def without_gradient(self, value: Value) -> Value:
+        """Under ``kiln.no_grad()``: a new leaf with the same array, so no chain is kept (as PyTorch's no_grad)."""
+        leaf = Value(value.type, None, 0, value.name_hint)
+        ARRAYS[leaf] = ARRAYS[value]
+        return leaf
+
+    def value_of(self, parameter: Parameter) -> Value:
+        """A new leaf per read, holding the parameter's array as it is now (``.grad`` goes to the parameter)."""
+        array = parameter.data
+        value = Value(TensorType.of_array(array), None, 0, self.parameter_names.get(id(parameter)))
+        ARRAYS[value], PARAMETERS[value] = array, parameter
+        return value
+
+    def current_value_of(self, parameter: Parameter) -> Value:
+        return self.value_of(parameter)  # buffer updates are written at once (update_buffer)
+
+    def update_buffer(self, buffer: Parameter, value: Value) -> None:
+        """A buffer's new value (BatchNorm's running statistics in training mode) is written now, as PyTorch's."""
+        np.copyto(buffer.data, ARRAYS[value], casting="same_kind")
+
+    def random_seed(self) -> tuple[Value, int]:
+        """A fresh seed per random op, drawn from kiln's generator (``kiln.manual_seed`` makes eager dropout repeat)."""
+        seed = Value(TensorType((), DType.i64), None, 0, "rng_seed")
+        ARRAYS[seed] = np.asarray(init._generator.integers(0, 2**62), dtype=np.int64)
+        return seed, 0
+
+
+def _operand_array(name: str, value: Value) -> np.ndarray:
+    array = ARRAYS.get(value)
+    if array is None:
+        raise located_error(f"{name}: an operand is a traced tensor, which has no value outside its trace; return it from "
+                            "the traced function (kiln.compile) instead of keeping it")
+    return array
+
+
+_EXECUTABLES: dict[Hashable, Executable] = {}
+EXECUTABLES_LIMIT = 4096
+"""One-op functions kept (by op signature: a new batch size is a new signature); the oldest goes first."""
+_BACKEND = NumpyBackend()
+_BACKEND.plan_memory = False  # one allocating kernel per op: results never share a reused buffer
+
+
+def run_op(op: Op, arrays: list[np.ndarray]) -> tuple[np.ndarray, ...]:
+    """``op``'s result arrays for these operand arrays (a constant is its own value)."""
+    if op.name == "tensor.constant":
+        return (op.attrs["value"],)
+    key = op_signature(op)
+    executable = _EXECUTABLES.get(key)
+    if executable is None:
+        if len(_EXECUTABLES) >= EXECUTABLES_LIMIT:
+            del _EXECUTABLES[next(iter(_EXECUTABLES))]
+        executable = _EXECUTABLES[key] = _BACKEND.compile(_one_op_graph(op))
+    return tuple(np.asarray(result) for result in executable(*arrays))
+
+
+def op_signature(op: Op) -> Hashable:
+    """What a compiled one-op graph depends on: the op, its attributes and its operands' types."""
+    return (op.name, tuple((key, hashable_attr(value)) for key, value in op.attrs.items()), tuple(v.type for v in op.operands))
+
+
+def _one_op_graph(op: Op) -> Graph:
+    graph = Graph(op.name.replace(".", "_"))
+    inputs = [graph.add_input(value.type) for value in op.operands]
+    results = Builder(graph).op(op.name, *inputs, **op.attrs)
+    graph.outputs = list(results) if isinstance(results, tuple) else [results]
+    return graph
+
+
+_LOCAL = threading.local()
+
+
+def eager_context() -> TraceContext:
+    """This thread's eager context (one per thread, as trace contexts are)."""
+    context = getattr(_LOCAL, "context", None)
+    if context is None:
+        context = _LOCAL.context = EagerContext()
+    return context
+
+
+def install() -> None:
+    """Make ``TraceContext.current()`` give the eager context outside a trace (``kiln.runtime`` does it on import)."""
+    TraceContext.fallback = eager_context
+
+
+__all__ = ["EagerContext", "eager_context", "install", "op_signature", "run_op"]

@@ -1,0 +1,100 @@
+"""``optimizer.step()`` in eager mode: the optimizer's own update ops, compiled once, applied to ``.grad``.
+
+```
+(params, grads, optimizer state, lr per group, [step]) -> (new params, new state)
+```
+
+The graph is the update part of a compiled training step (the same
+``emit_update`` ops, so eager and compiled training agree bit for bit),
+cached per optimizer by its signature and by which parameters have a
+gradient; the learning rate and step counter are inputs, so a scheduler never
+recompiles it.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+from typing import Hashable
+
+import numpy as np
+
+from kiln.backends import get_backend
+from kiln.compiler.ir.core import Graph
+from kiln.compiler.ir.types import DType, TensorType
+from kiln.compiler.passes.manager import PassManager
+from kiln.frontend.module import Parameter
+from kiln.frontend.optim import Optimizer
+from kiln.runtime.executable import Executable
+from kiln.runtime.step_graph import _emit_updates, _hyper_inputs, hyper_feeds
+from kiln.runtime.train_step import DEFAULT_PIPELINE
+
+
+@dataclass
+class EagerUpdate:
+    executable: Executable
+    parameters: list[Parameter]
+    state_names: list[tuple[str, ...]]
+    hyper_inputs: list[tuple[int, str]]
+    reads_step: bool
+
+
+_UPDATES: "weakref.WeakKeyDictionary[Optimizer, dict[Hashable, EagerUpdate]]" = weakref.WeakKeyDictionary()
+
+
+def apply_gradients(optimizer: Optimizer) -> None:
+    """One update of every trained parameter that has a ``.grad``; counts the step."""
+    parameters = [p for p in optimizer.trained_parameters() if p.grad is not None]
+    if not parameters:
+        return
+    cache = _UPDATES.setdefault(optimizer, {})
+    key = (optimizer.signature(), tuple(map(id, parameters)))
+    update = cache.get(key)
+    if update is None:
+        update = cache[key] = _compile_update(optimizer, parameters)
+    feeds = [p._data for p in parameters] + [_grad_of(p) for p in parameters]
+    feeds += [optimizer.state_of(p)[name] for p, names in zip(parameters, update.state_names) for name in names]
+    feeds += hyper_feeds(optimizer, update.hyper_inputs)
+    if update.reads_step:
+        feeds.append(np.asarray(optimizer.step_count + 1, dtype=np.int64))
+    outputs = iter(update.executable(*feeds))
+    for parameter in parameters:
+        np.copyto(parameter._data, next(outputs))
+    for parameter, names in zip(parameters, update.state_names):
+        state = optimizer.state_of(parameter)
+        for name in names:
+            np.copyto(state[name], next(outputs))
+    optimizer.step_count += 1
+
+
+def _grad_of(parameter: Parameter) -> np.ndarray:
+    grad = np.asarray(parameter.grad)
+    if grad.shape != parameter._data.shape:
+        raise ValueError(f"a parameter of shape {parameter._data.shape} has a .grad of shape {grad.shape}")
+    return grad.astype(parameter._data.dtype, copy=False)
+
+
+def _compile_update(optimizer: Optimizer, parameters: list[Parameter]) -> EagerUpdate:
+    graph = Graph("eager_update")
+    names = {id(p): name for name, p in _named(optimizer)}
+    values = [graph.add_input(TensorType.of_array(p._data), names[id(p)]) for p in parameters]
+    grads = [graph.add_input(v.type, f"{v.name_hint}.grad") for v in values]
+    state_names = [optimizer.param_state_names(p, optimizer.group_of(p)) for p in parameters]
+    states = [{name: graph.add_input(v.type.with_shape(optimizer.state_shape(p, name)), f"{v.name_hint}.{name}") for name in names}
+              for p, v, names in zip(parameters, values, state_names)]
+    hyper, hyper_inputs = _hyper_inputs(graph, optimizer, parameters)
+    step = graph.add_input(TensorType((), DType.i64), "step")
+    new_params, new_states = _emit_updates(graph, optimizer, parameters, values, grads, states, hyper, step)
+    graph.outputs = [*new_params, *new_states]
+    reads_step = bool(step.uses)
+    if not reads_step:
+        graph.inputs.remove(step)
+    PassManager(DEFAULT_PIPELINE).run(graph)
+    return EagerUpdate(get_backend("numpy").compile(graph), parameters, state_names, hyper_inputs, reads_step)
+
+
+def _named(optimizer: Optimizer) -> list[tuple[str, Parameter]]:
+    return [(f"param{index}", p) for index, p in enumerate(optimizer.parameters())]
+
+
+__all__ = ["apply_gradients"]
