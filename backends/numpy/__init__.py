@@ -15,6 +15,7 @@ from kiln.backends.numpy import lowering_losses, lowering_optim  # noqa: F401  (
 from kiln.backends.numpy import lowering_comm  # noqa: F401  (registers the comm kernels into NUMPY)
 from kiln.backends.numpy import lowering_reduce_prod  # noqa: F401  (registers its kernel into NUMPY)
 from kiln.backends.numpy import lowering_linalg  # noqa: F401  (registers the linalg kernels into NUMPY)
+from kiln.backends.numpy import lowering_linalg_factor  # noqa: F401  (registers the QR, LU and matrix_exp kernels)
 from kiln.backends.numpy import lowering_linalg_spectral  # noqa: F401  (registers eigh's and svd's kernels into NUMPY)
 from kiln.compiler.ir.core import Graph, clone_graph
 from kiln.compiler.ops.registry import lookup

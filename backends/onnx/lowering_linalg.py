@@ -3,7 +3,8 @@
 ONNX's only linear-algebra op is ``Det`` (opset 11; onnxruntime runs it in float32 only). ``linalg.det`` is
 ``Det``, ``det_sign`` its ``Sign`` and ``logabsdet`` ``Log(Abs(Det))`` (which over- or underflows where the
 determinant leaves float range, unlike LAPACK's slogdet). ``inv``, ``solve``, ``cholesky`` and
-``solve_triangular`` have no ONNX op: exporting one raises an error naming it, as does a float64 determinant.
+``solve_triangular`` (and the factorizations: QR, LU, ``matrix_exp``) have no ONNX op: exporting one raises an
+error naming it, as does a float64 determinant.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from kiln.compiler.ir.core import Op
 from kiln.compiler.ir.types import DType
 
 NO_ONNX_OP = ("linalg.inv", "linalg.solve", "linalg.cholesky", "linalg.solve_triangular")
+NO_ONNX_OP += ("linalg.qr_q", "linalg.qr_r", "linalg.lu_factor", "linalg.lu_pivots", "linalg.pivots_to_permutation",
+               "linalg.matrix_exp", "linalg.cholesky_info", "linalg.checked")  # compiler/ops/linalg_factor.py
 NO_ONNX_OP += ("linalg.eigh", "linalg.svd")  # the spectral ops (compiler/ops/linalg_spectral.py): no ONNX op either
 
 

@@ -123,3 +123,127 @@ LINALG_ROWS = [
     OpRow("linalg.cholesky", _cholesky_batched, SQUARE_CASES, positive_definite),
     OpRow("linalg.solve_triangular", _solve_triangular, TRIANGULAR_CASES, well_conditioned),
 ]
+
+
+# The factorizations (compiler/ops/linalg_factor.py): textbook loops, one matrix at a time.
+
+
+def _householder_qr(a, *, mode):
+    # LAPACK's reflectors: H = I - tau v v^T with v[0] = 1, R[j, j] = -sign(x_0) |x|; none (tau = 0) for a zero tail
+    m, n = a.shape
+    r, q = np.array(a, np.float64), np.eye(m)
+    for j in range(min(m, n)):
+        x = r[j:, j].copy()
+        tail = float(np.linalg.norm(x[1:]))
+        if tail == 0:
+            continue
+        beta = -math.copysign(math.hypot(x[0], tail), x[0])
+        v = np.concatenate([[1.0], x[1:] / (x[0] - beta)])
+        tau = (beta - x[0]) / beta
+        r[j:, :] -= tau * np.outer(v, v @ r[j:, :])
+        q[:, j:] -= tau * np.outer(q[:, j:] @ v, v)
+    k = m if mode == "complete" else min(m, n)
+    return q[:, :k], np.triu(r)[:k, :]
+
+
+def _pivoted_lu(a):
+    # Doolittle with partial pivoting: swap in the row of the largest |a[i, j]|, eliminate below; 1-based pivots
+    lu, (m, n) = np.array(a, np.float64), a.shape
+    pivots = []
+    for j in range(min(m, n)):
+        p = j + int(np.argmax(np.abs(lu[j:, j])))
+        pivots.append(p + 1)
+        lu[[j, p]] = lu[[p, j]]
+        for i in range(j + 1, m):
+            lu[i, j] = lu[i, j] / lu[j, j] if lu[j, j] != 0 else lu[i, j]
+            lu[i, j + 1 :] -= lu[i, j] * lu[j, j + 1 :]
+    return lu, np.array(pivots)
+
+
+def _permutation(pivots, *, size):
+    # row i swapped with row pivots[i] - 1, in turn, starting from 0 .. size - 1
+    perm = list(range(size))
+    for i, p in enumerate(pivots):
+        perm[i], perm[p - 1] = perm[p - 1], perm[i]
+    return np.array(perm)
+
+
+def _taylor_exp(a):
+    # exp(A) = (sum_k<30 (A / 2^s)^k / k!)^(2^s), |A / 2^s| <= 1/2
+    a = np.asarray(a, np.float64)
+    squarings = max(0, math.ceil(math.log2(max(np.abs(a).sum(0).max(), 1e-300) * 2)))
+    x, term, total = a / 2.0**squarings, np.eye(len(a)), np.eye(len(a))
+    for k in range(1, 30):
+        term = term @ x / k
+        total = total + term
+    for _ in range(squarings):
+        total = total @ total
+    return total
+
+
+def _first_indefinite_minor(a):
+    # Sylvester: the first k whose leading k x k minor of (A + A^T) / 2 is not positive (0: all are)
+    symmetric = (np.asarray(a, np.float64) + np.asarray(a, np.float64).T) / 2
+    return next((k for k in range(1, len(a) + 1) if _leibniz(symmetric[:k, :k]) <= 0), 0)
+
+
+def _per_matrix_of(function, dtype, core_rank: int = 2):
+    """``function`` on every core (a matrix, or a vector of pivots with ``core_rank=1``), the result in ``dtype``."""
+    def batched(a, **attrs):
+        batch = a.shape[: a.ndim - core_rank]
+        results = [function(a[index], **attrs) for index in np.ndindex(*batch)]
+        return np.array(results).reshape(batch + np.shape(results[0])).astype(dtype)
+
+    return batched
+
+
+def full_rank(rng, shapes, dtypes, attrs):
+    """``(..., m, n)`` matrices with +-2 on the main diagonal over entries of scale 0.5: well conditioned, square or not."""
+    (shape,) = shapes
+    return [rng.standard_normal(shape) * 0.5 + np.eye(*shape[-2:]) * rng.choice([-2.0, 2.0], shape[:-2] + (1, shape[-1]))]
+
+
+def random_pivots(rng, shapes, dtypes, attrs):
+    """Valid LU pivots: ``pivots[i]`` in ``[i + 1, size]``."""
+    (shape,) = shapes
+    return [rng.integers(np.arange(1, shape[-1] + 1), attrs["size"] + 1, shape)]
+
+
+def symmetric_mixed(rng, shapes, dtypes, attrs):
+    """Symmetric, diagonal +-2 over entries of scale 0.5: some positive definite, some failing at a leading minor."""
+    a = _diagonally_heavy(rng, shapes[0])
+    return [(a + np.swapaxes(a, -1, -2)) / 2]
+
+
+def passing_check(rng, shapes, dtypes, attrs):
+    """A standard normal ``x`` and all-zero ``info`` (the check passes)."""
+    return [rng.standard_normal(shapes[0]), np.zeros(shapes[1])]
+
+
+_qr_q = _per_matrix(lambda a, *, mode: _householder_qr(a, mode=mode)[0])
+_qr_r = _per_matrix(lambda a, *, mode: _householder_qr(a, mode=mode)[1])
+_lu_factor = _per_matrix(lambda a: _pivoted_lu(a)[0])
+_lu_pivots = _per_matrix_of(lambda a: _pivoted_lu(a)[1], np.int32)
+_matrix_exp = _per_matrix(_taylor_exp)
+_cholesky_info = _per_matrix_of(_first_indefinite_minor, np.int32)
+
+QR_CASES = tuple(
+    Case((shape,), {"mode": mode})
+    for shape, mode in ((("N", 4, 3), "reduced"), ((3, 3), "complete"), ((2, 3, 5), "reduced"), (("N", 2, 4), "complete"),
+                        ((1, 1), "reduced"), ((5, 2), "reduced"))
+)
+RECTANGULAR_CASES = tuple(Case((shape,)) for shape in ((3, 3), ("N", 4, 4), (2, 5, 3), ("N", 3, 5), (1, 1)))
+PERMUTATION_CASES = (Case((("N", 4),), {"size": 4}), Case(((2, 3),), {"size": 5}), Case(((1,),), {"size": 1}))
+CHECKED_CASES = (Case((("N", 3, 3), ("N",)), operand_dtypes=(None, "i32")), Case(((2, 3), ()), operand_dtypes=(None, "i32")))
+
+LINALG_ROWS += [
+    OpRow("linalg.qr_q", _qr_q, QR_CASES, full_rank),
+    OpRow("linalg.qr_r", _qr_r, QR_CASES, full_rank),
+    OpRow("linalg.lu_factor", _lu_factor, RECTANGULAR_CASES, full_rank),
+    OpRow("linalg.lu_pivots", _lu_pivots, RECTANGULAR_CASES, full_rank, differentiable=False),
+    OpRow("linalg.pivots_to_permutation", _per_matrix_of(_permutation, np.int64, core_rank=1), PERMUTATION_CASES, random_pivots,
+          differentiable=False, dtypes=("i32", "i64")),
+    OpRow("linalg.matrix_exp", _matrix_exp, SQUARE_CASES, well_conditioned),
+    OpRow("linalg.cholesky_info", _cholesky_info, SQUARE_CASES, symmetric_mixed, differentiable=False),
+    OpRow("linalg.checked", lambda x, info, **attrs: x, CHECKED_CASES, passing_check),
+]
