@@ -10,10 +10,9 @@ Accuracy follows PyTorch where cancellation would lose digits: ``log1p``/``expm1
 magnitude (no overflow), ``logaddexp`` is ``max + log1p(exp(-|x - y|))``, ``asinh``/``acosh``/``atanh`` are log1p
 forms near 0 (and near 1 for ``acosh``) and ``log(2x)`` far out, selected with inputs that keep every branch finite.
 
-The running scans without an IR op of their own (``cummax``, ``cummin``, ``logcumsumexp``) are log-depth scans
-(Hillis-Steele): ``ceil(log2 n)`` steps, step ``k`` combining every element with the one ``2**k`` before it, so they
-need a static length along ``dim`` (the other dims may be symbolic) and export to ONNX as plain slices, concats and
-selects.
+The running scans are IR ops (``compiler/ops/scan.py``), each one linear pass on NumPy: ``logcumsumexp`` is
+``tensor.logcumsumexp`` (any dim symbolic, the scanned one too), and ``cummax``/``cummin`` take their indices from
+``tensor.cumargmax``/``cumargmin`` and gather the values (``gather`` needs a static length along the scanned dim).
 """
 
 from __future__ import annotations
@@ -262,68 +261,39 @@ class MathMethods:
         """``(values, indices)`` of the running maximum along ``dim``, as PyTorch's: the index of the latest occurrence
         on ties, and once a NaN is seen NaN with the index of the latest NaN. The values are ``self`` gathered at the
         indices, so the gradient reaches exactly the selected elements (PyTorch's scatter-add)."""
-        return _running_extreme(self, dim, "cummax", lambda new, old: new >= old)
+        return _running_extreme(self, dim, "cummax")
 
     def cummin(self, dim: int) -> Any:
         """``(values, indices)`` of the running minimum along ``dim``: ``cummax``'s rules with ``<=``."""
-        return _running_extreme(self, dim, "cummin", lambda new, old: new <= old)
+        return _running_extreme(self, dim, "cummin")
 
     def logcumsumexp(self, dim: int) -> Any:
-        """``log(cumsum(exp(x)))`` along ``dim`` with no overflow or underflow: every scan step is a ``logaddexp``
-        (``max + log1p(exp(-|a - b|))``), so inputs 1e3 apart keep their digits; integers promote to float32."""
+        """``log(cumsum(exp(x)))`` along ``dim`` with no overflow or underflow (``tensor.logcumsumexp``: a running
+        ``logaddexp``, so inputs 1e3 apart keep their digits); integers promote to float32."""
         x = _floating(self)
-        axis, size = _scan_axis(x, dim, "logcumsumexp")
-        total, step = x, 1
-        while step < size:
-            reached = _apply("tensor.constant", value=_along(np.arange(size) >= step, axis, x.ndim))
-            total = _apply("tensor.where", reached, total.logaddexp(_earlier(total, axis, step)), total)
-            step *= 2
-        return total
+        return _apply("tensor.logcumsumexp", x, axis=_scan_axis(x, dim, "logcumsumexp"))
 
 
-def _running_extreme(x: Any, dim: int, name: str, wins: Any) -> Any:
-    """The running extreme's indices by a scan over (key, index) pairs: the later pair wins when ``wins(later key,
-    earlier key)`` or its key is NaN, which is associative (a lexicographic maximum with NaN on top and the later index
-    breaking ties); then the values gathered from ``x``."""
+def _running_extreme(x: Any, dim: int, name: str) -> Any:
+    """The indices from ``tensor.cumargmax``/``cumargmin`` (bools scanned as integers), the values ``x`` gathered there."""
     from kiln.frontend.tensor import ValuesIndices
 
-    axis, size = _scan_axis(x, dim, name)
+    axis = _scan_axis(x, dim, name)
+    if not isinstance(x.shape[axis], int):
+        raise located_error(f"{name} along the symbolic dim {x.shape[axis]} of {x.type} is not supported: its values "
+                            "are gathered at the indices, which needs a static length along dim; scan along a static dim")
     key = x.long() if x.dtype is DType.bool else x
-    index = _apply("tensor.broadcast_to", _apply("tensor.constant", value=_along(np.arange(size), axis, x.ndim)), shape=x.shape)
-    step = 1
-    while step < size:  # positions before `step` meet themselves: an element beats itself, so they stay
-        earlier_key, earlier_index = _earlier(key, axis, step), _earlier(index, axis, step)
-        later = wins(key, earlier_key) | key.isnan() if key.dtype.is_float else wins(key, earlier_key)
-        key = _apply("tensor.where", later, key, earlier_key)
-        index = _apply("tensor.where", later, index, earlier_index)
-        step *= 2
+    index = _apply(f"tensor.cumarg{name[3:]}", key, axis=axis)
     return ValuesIndices(x.gather(axis, index), index)
 
 
-def _scan_axis(x: Any, dim: int, name: str) -> tuple[int, int]:
-    """``dim`` from the front, and the static length along it (the number of scan steps depends on it)."""
+def _scan_axis(x: Any, dim: int, name: str) -> int:
+    """``dim`` counted from the front (any length, symbolic too)."""
     if x.ndim == 0:
         raise located_error(f"{name} needs a tensor of rank >= 1, got {x.type}; reshape it to (1,)")
     if not -x.ndim <= dim < x.ndim:
-        raise located_error(f"{name}: dim {dim} is out of range for {x.type}")
-    axis = dim % x.ndim
-    if not isinstance(x.shape[axis], int):
-        raise located_error(f"{name} along the symbolic dim {x.shape[axis]} of {x.type} is not supported: the scan's "
-                            "steps depend on its length; scan along a static dim")
-    return axis, x.shape[axis]
-
-
-def _earlier(x: Any, axis: int, step: int) -> Any:
-    """Each element's value ``step`` places earlier along ``axis``; the first ``step`` positions keep their own."""
-    from kiln.frontend.functional_nn import cat
-
-    size = x.shape[axis]
-    return cat([x.narrow(axis, 0, step), x.narrow(axis, 0, size - step)], axis)
-
-
-def _along(values: np.ndarray, axis: int, rank: int) -> np.ndarray:
-    """A 1-D array shaped to broadcast along ``axis`` of a rank-``rank`` tensor."""
-    return values.reshape((-1,) + (1,) * (rank - axis - 1))
+        raise located_error(f"{name}: dim {dim} is out of range for {x.type}; pass a dim in [{-x.ndim}, {x.ndim - 1}]")
+    return dim % x.ndim
 
 
 _HUGE = 2.0**28

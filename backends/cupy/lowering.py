@@ -34,11 +34,12 @@ import numpy as np
 
 from kiln.backends.base import LoweringTable
 from kiln.backends.numpy import NUMPY
-from kiln.backends.numpy import lowering, lowering_losses, lowering_movement
+from kiln.backends.numpy import lowering, lowering_losses, lowering_movement, lowering_scan
 from kiln.backends.numpy.lowering_comm import comm_kernels
 from kiln.backends.cupy.gemm import device_matmul, device_transpose
 from kiln.backends.cupy.loss_kernels import cross_entropy_kernels
 from kiln.backends.cupy.philox import launch_shape, philox_uniform_source
+from kiln.backends.cupy.running_scans import log_depth_running
 from kiln.backends.cupy.row_kernels import (THREADS, layer_norm_grad_blocks, layer_norm_grad_source, layer_norm_source, masked_rows_apply,
                                             masked_softmax_source, row_op_fuses, softmax_grad_source, softmax_source)
 from kiln.compiler.ir.types import DType, TensorType, normalize_axes
@@ -245,6 +246,7 @@ def cupy_table() -> LoweringTable:
         lowering.__name__: {"log_softmax": rows["nn.log_softmax"]},
         lowering_losses.__name__: {"log_softmax": rows["nn.log_softmax"]},
         lowering_movement.__name__: {"erf": overrides["tensor.erf"], "stable_argsort": _stable_argsort(cupy)},
+        lowering_scan.__name__: {"running": log_depth_running(cupy)},
     }
     table.kernels.update(_rebound_kernels(array_module, replacements))  # the general cross-entropy reads its log-softmax from a row kernel
     table.kernels.update({name: getattr(cupy, function) for name, function in CUPY_FUNCTIONS.items()})

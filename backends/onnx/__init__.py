@@ -2,6 +2,7 @@
 
 from kiln.backends.onnx import lowering_nn  # noqa: F401  (registers the CNN and transformer emitters)
 from kiln.backends.onnx import lowering_linalg  # noqa: F401  (registers Det and the linalg refusals)
+from kiln.backends.onnx import lowering_scan  # noqa: F401  (registers the running scans' Scan emitters)
 from kiln.backends.onnx.lowering import ONNX
 
 __all__ = ["ONNX"]

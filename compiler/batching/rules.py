@@ -121,7 +121,8 @@ def reduce_batch(b: Builder, op: Op, x: Batched) -> Value:
     return b.op(op.name, x.values[0], **{**op.attrs, "axes": shifted(op.attrs["axes"], x.rank(0))})
 
 
-@batching_rule("tensor.argmax", "tensor.cumsum", "tensor.cumprod", "tensor.argsort", "nn.softmax", "nn.log_softmax")
+@batching_rule("tensor.argmax", "tensor.cumsum", "tensor.cumprod", "tensor.argsort", "nn.softmax", "nn.log_softmax",
+               "tensor.logcumsumexp", "tensor.cumargmax", "tensor.cumargmin")
 def axis_batch(b: Builder, op: Op, x: Batched) -> Value:
     return b.op(op.name, x.values[0], **{**op.attrs, "axis": shifted_axis(op.attrs["axis"], x.rank(0))})
 

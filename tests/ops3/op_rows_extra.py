@@ -79,6 +79,13 @@ def inside_unit(rng, shapes, dtypes, attrs):
     return [rng.uniform(-0.95, 0.95, shape) for shape in shapes]
 
 
+def values_and_log_totals(rng, shapes, dtypes, attrs):
+    """Normal values and a running logsumexp along the scanned axis (non-decreasing, as a logcumsumexp's result)."""
+    y = np.moveaxis(np.logaddexp.accumulate(np.moveaxis(rng.standard_normal(shapes[1]), attrs["axis"], -1), axis=-1), -1, attrs["axis"])
+    y = np.flip(y, attrs["axis"]) if attrs["reverse"] else y
+    return [rng.standard_normal(shapes[0]), y]
+
+
 def one_zero_per_row(rng, shapes, dtypes, attrs):
     """Magnitudes 0.5 to 1.5 of either sign (ints -3..3) with one exact zero in about half of the lanes along the scanned
     axis: cumprod's gradient there is not the division formula, and with one zero a lane is still smooth to second
@@ -130,6 +137,33 @@ def _running(combine, start: int):
 
 _cumsum = _running(lambda total, x: total + x, 0)
 _cumprod = _running(lambda total, x: total * x, 1)
+_logcumsumexp = _running(np.logaddexp, -np.inf)
+
+
+def _decayed_cumsum(g, y, *, axis, reverse):
+    """``t_i = sum_{j <= i} g_j exp(y_j - y_i)`` (``reverse``: ``j >= i``) term by term."""
+    gm, ym = np.moveaxis(g, axis, -1), np.moveaxis(y, axis, -1)
+    n = gm.shape[-1]
+    before = np.arange(n)[None, :] >= np.arange(n)[:, None] if reverse else np.arange(n)[None, :] <= np.arange(n)[:, None]
+    gap = ym[..., None, :] - ym[..., :, None]  # [..., i, j]: y_j - y_i
+    weights = np.where(before, np.exp(np.where(before, gap, 0.0)), 0.0)
+    return np.moveaxis(np.einsum("...ij,...j->...i", weights, gm).astype(g.dtype), -1, axis)
+
+
+def _running_index(takes_over):
+    def scan(x, *, axis):
+        """torch.cummax/cummin's indices by a loop: the element at ``i`` takes over when ``takes_over(x_i, extreme)``
+        (a tie too: the latest wins) or it is NaN; a NaN extreme is kept by every number."""
+        moved = np.moveaxis(x, axis, -1)
+        out = np.zeros(moved.shape, np.int64)
+        for lane in np.ndindex(moved.shape[:-1]):
+            best = 0
+            for i, value in enumerate(moved[lane]):
+                best = i if value != value or takes_over(value, moved[lane][best]) else best
+                out[lane + (i,)] = best
+        return np.moveaxis(out, -1, axis)
+
+    return scan
 
 
 def _argsort(x, *, axis, descending):
@@ -367,6 +401,7 @@ CUMSUM_CASES = (
     Case((("N", 3),), {"axis": 0, "reverse": True}),  # the scanned axis symbolic too
     Case((("N", 2, 3),), {"axis": -1, "reverse": True}),
 )
+RUNNING_INDEX_CASES = tuple(Case(case.shapes, {"axis": case.attrs["axis"]}) for case in CUMSUM_CASES)
 ARGSORT_CASES = (
     Case(((7,),), {"axis": 0, "descending": False}),
     Case(((7,),), {"axis": -1, "descending": True}),
@@ -475,6 +510,10 @@ def extra_rows() -> list[OpRow]:
         OpRow("tensor.reduce_min", lambda x, *, axes, keepdims: np.min(x, axis=axes, keepdims=keepdims), reductions, distinct, dtypes=FLOATS_AND_INTS),
         OpRow("tensor.reduce_prod", lambda x, *, axes, keepdims: np.prod(x, axis=axes, keepdims=keepdims).astype(x.dtype), reductions, with_zeros, dtypes=FLOATS_AND_INTS),
         OpRow("tensor.argsort", _argsort, ARGSORT_CASES, sort_keys, False, FLOATS_AND_INTS),
+        OpRow("tensor.logcumsumexp", _logcumsumexp, CUMSUM_CASES, normal),
+        OpRow("tensor.decayed_cumsum", _decayed_cumsum, tuple(Case(case.shapes * 2, case.attrs) for case in CUMSUM_CASES), values_and_log_totals),
+        OpRow("tensor.cumargmax", _running_index(lambda value, best: value >= best), RUNNING_INDEX_CASES, sort_keys, False, FLOATS_AND_INTS),
+        OpRow("tensor.cumargmin", _running_index(lambda value, best: value <= best), RUNNING_INDEX_CASES, sort_keys, False, FLOATS_AND_INTS),
         OpRow("tensor.argmax", lambda x, *, axis, keepdims: np.argmax(x, axis=axis, keepdims=keepdims), ARGMAX_CASES, distinct, False, FLOATS_AND_INTS),
         OpRow("tensor.take", _take, TAKE_CASES, with_indices, dtypes=FLOATS_AND_INTS, operand_dtypes=(None, "i64")),
         OpRow("tensor.scatter_add", _scatter_add, SCATTER_CASES, with_indices, dtypes=FLOATS_AND_INTS, operand_dtypes=(None, "i32")),
