@@ -12,6 +12,7 @@ shapes involved. Parameters a traced function touches become graph inputs
 
 from __future__ import annotations
 
+import functools
 import inspect
 import linecache
 import os
@@ -162,8 +163,7 @@ def user_location() -> SourceLocation | None:
     """The innermost stack frame outside kiln itself: the user's line that made this op."""
     frame = sys._getframe(1)
     while frame is not None:
-        filename = os.path.abspath(frame.f_code.co_filename)
-        if not _inside_kiln(filename):
+        if not _code_inside_kiln(frame.f_code.co_filename):
             return SourceLocation(frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name)
         frame = frame.f_back
     return None
@@ -182,12 +182,18 @@ def _locate(error: TraceError, traceback: Any) -> None:
     location = None
     while traceback is not None:
         code = traceback.tb_frame.f_code
-        if not _inside_kiln(os.path.abspath(code.co_filename)):
+        if not _code_inside_kiln(code.co_filename):
             location = SourceLocation(code.co_filename, traceback.tb_lineno, code.co_name)
         traceback = traceback.tb_next
     if location is not None:
         error.args = (f"{location.describe()}\n  {error.args[0] if error.args else ''}",) + error.args[1:]
     error.located = True  # type: ignore[attr-defined]
+
+
+@functools.lru_cache(maxsize=4096)
+def _code_inside_kiln(code_filename: str) -> bool:
+    """``_inside_kiln`` of a code object's file, remembered: every traced (and eager) op walks the stack through it."""
+    return _inside_kiln(os.path.abspath(code_filename))
 
 
 def _inside_kiln(filename: str) -> bool:

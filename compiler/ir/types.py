@@ -54,6 +54,9 @@ class DType(enum.Enum):
         """Accepts ``DType.f32``, ``"f32"``, ``"float32"``, ``np.float32`` or ``np.dtype("float32")``."""
         if isinstance(spec, DType):
             return spec
+        known = _BY_NUMPY_DTYPE.get(spec) if isinstance(spec, np.dtype) else None
+        if known is not None:
+            return known  # the hot path: every traced op and array check asks for an array's dtype
         if isinstance(spec, str) and spec in DType.__members__:
             return DType[spec]
         try:
@@ -74,6 +77,7 @@ _NUMPY_NAMES = {
     DType.i64: "int64",
     DType.bool: "bool",
 }
+_BY_NUMPY_DTYPE = {np.dtype(name): dtype for dtype, name in _NUMPY_NAMES.items()}
 
 
 @dataclass(frozen=True)
