@@ -48,13 +48,15 @@ from kiln.compiler.errors import CheckpointError, KilnError
 from kiln.frontend.module import Parameter
 from kiln.frontend.optim import Optimizer, _non_negative
 from kiln.frontend.optim_line_search import strong_wolfe
+from kiln.frontend.tensor import Tensor
 
 Closure = Callable[[], tuple[Any, Sequence[Any]]]
 COUNTERS = ("func_evals", "n_iter")
 HISTORY = ("d", "t", "old_dirs", "old_stps", "ro", "H_diag", "prev_flat_grad", "prev_loss")
 """State names after the first iteration (PyTorch's, which sets them all at once)."""
 CLOSURE_HELP = ("build it with evaluate = kiln.optim.loss_and_grad(model, loss_fn, optimizer) and call "
-                "optimizer.step(lambda: evaluate(x, y))")
+                "optimizer.step(lambda: evaluate(x, y)), or write PyTorch's closure (zero_grad, loss, loss.backward(), "
+                "return loss), which runs eagerly")
 
 
 @dataclass
@@ -170,7 +172,14 @@ def flat_dtype(params: list[Parameter]) -> np.dtype:
 
 
 def closure_result(result: Any, params: list[Parameter]) -> tuple[float, list[np.ndarray]]:
-    """The closure's ``(loss, gradients)``, checked: one real gradient per parameter, shaped like it (``None``: zeros)."""
+    """The closure's ``(loss, gradients)``, checked: one real gradient per parameter, shaped like it (``None``: zeros).
+    PyTorch's closure (``zero_grad(); loss = ...; loss.backward(); return loss``, in eager mode) returns the loss alone:
+    the gradients are then the parameters' ``.grad``."""
+    if isinstance(result, (Tensor, float, np.floating, np.ndarray)):
+        if all(p.grad is None for p in params):
+            raise KilnError("LBFGS.step's closure returned the loss alone, but no parameter has a .grad: call "
+                            f"loss.backward() in it before returning the loss (PyTorch's closure), or return (loss, gradients): {CLOSURE_HELP}")
+        result = (result, [p.grad for p in params])
     if not isinstance(result, (tuple, list)) or len(result) != 2:
         raise KilnError(f"LBFGS.step's closure must return (loss, gradients), got {type(result).__name__}; {CLOSURE_HELP}")
     loss, grads = result[0], list(result[1])

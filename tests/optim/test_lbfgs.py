@@ -408,7 +408,8 @@ def test_a_compiled_training_step_refuses_it_and_names_step_closure():
 @pytest.mark.parametrize(
     ("closure", "message"),
     [
-        (lambda params: 1.0, r"must return \(loss, gradients\), got float"),
+        (lambda params: 1.0, r"returned the loss alone, but no parameter has a .grad: call loss.backward\(\)"),
+        (lambda params: "1.0", r"must return \(loss, gradients\), got str"),
         (lambda params: (1.0, [np.zeros(p.data.shape) for p in params[:1]]), "returned 1 gradients for 2 parameters"),
         (lambda params: (1.0, [np.zeros((1,)) for p in params]), "a gradient of shape"),
         (lambda params: (1.0, [np.ones(p.data.shape, complex) for p in params]), "one real gradient per parameter"),

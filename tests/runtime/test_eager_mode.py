@@ -220,3 +220,32 @@ def test_errors_say_what_to_do():
         kept[0].numpy()
     with pytest.raises(kiln.TraceError, match="a traced tensor, which has no value outside its trace"):
         kept[0] + 1
+
+
+def test_lbfgs_takes_pytorchs_own_closure():
+    torch = require_torch()
+    kiln.manual_seed(11)
+    model = MLP().double()
+    twin = _torch_twin(torch, model)
+    x, y = digit_batches(1, 64)[0]
+    x = x.astype(np.float64)
+    options = dict(history_size=3, max_iter=6, line_search_fn="strong_wolfe")
+    optimizer = kiln.optim.LBFGS(model.parameters(), **options)
+    torch_optimizer = torch.optim.LBFGS(twin.parameters(), **options)
+
+    def closure():
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        return loss
+
+    def torch_closure():
+        torch_optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(twin(torch.tensor(x)), torch.tensor(y))
+        loss.backward()
+        return loss
+
+    for _ in range(3):
+        assert optimizer.step(closure) == pytest.approx(torch_optimizer.step(torch_closure).item(), rel=1e-10)
+    for p, q in zip(model.parameters(), twin.parameters()):
+        np.testing.assert_allclose(p.data, q.detach().numpy(), rtol=1e-8, atol=1e-10)
