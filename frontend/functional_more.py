@@ -171,7 +171,9 @@ def multi_head_attention_forward(query: Tensor, key: Tensor, value: Tensor, embe
                                  average_attn_weights: bool = True, is_causal: bool = False) -> tuple[Tensor, Tensor | None]:
     """``torch.nn.functional.multi_head_attention_forward``: ``(output, weights)`` of ``MultiheadAttention``'s math on
     the given weights, for ``(L, N, E)`` inputs (or unbatched ``(L, E)``); ``bias_k``/``bias_v`` append a key and a
-    value, ``add_zero_attn`` a zero one, as PyTorch's. ``static_k``/``static_v`` are not supported."""
+    value, ``add_zero_attn`` a zero one, as PyTorch's. ``static_k``/``static_v`` (``(N * num_heads, S, E / num_heads)``,
+    unbatched ``(num_heads, S, E / num_heads)``) replace the projected, head-split keys/values (no projection is
+    computed for them); a zero key/value is still appended after them, and they refuse ``bias_k``/``bias_v``."""
     if query.ndim == 2:
         masks = key_padding_mask if key_padding_mask is None else _as_bool("key_padding_mask", key_padding_mask).unsqueeze(0)
         output, weights = multi_head_attention_forward(
@@ -179,21 +181,26 @@ def multi_head_attention_forward(query: Tensor, key: Tensor, value: Tensor, embe
             bias_k, bias_v, add_zero_attn, dropout_p, out_proj_weight, out_proj_bias, training, masks, need_weights, attn_mask,
             use_separate_proj_weight, q_proj_weight, k_proj_weight, v_proj_weight, static_k, static_v, average_attn_weights, is_causal)
         return output.squeeze(1), None if weights is None else weights.squeeze(0)
-    embed_dim = _check_attention("multi_head_attention_forward", query, key, value, embed_dim_to_check, num_heads, static_k, static_v)
+    embed_dim = _check_attention("multi_head_attention_forward", query, key, value, embed_dim_to_check, num_heads)
     if is_causal and attn_mask is None:
         raise located_error("multi_head_attention_forward: Need attn_mask if specifying the is_causal hint (PyTorch's rule); "
                             "pass the causal mask as attn_mask")
     weights_of = _projection_weights(embed_dim, in_proj_weight, use_separate_proj_weight, q_proj_weight, k_proj_weight, v_proj_weight)
     biases = [None] * 3 if in_proj_bias is None else [in_proj_bias[i * embed_dim:(i + 1) * embed_dim] for i in range(3)]
-    q, k, v = (linear(x.transpose(0, 1), w, b) for x, w, b in zip((query, key, value), weights_of, biases))  # (N, L, E)
+    statics = (None, _static_heads("static_k", static_k, query, num_heads), _static_heads("static_v", static_v, query, num_heads))
+    q, k, v = (linear(x.transpose(0, 1), w, b) if static is None else None  # (N, L, E)
+               for x, w, b, static in zip((query, key, value), weights_of, biases, statics))
     key_padding_mask, attn_mask = _as_bool("key_padding_mask", key_padding_mask), _as_bool("attn_mask", attn_mask)
     if (bias_k is None) != (bias_v is None):
         raise located_error("multi_head_attention_forward: bias_k and bias_v must be given together")
     if bias_k is not None:
+        if static_k is not None or static_v is not None:
+            raise located_error("multi_head_attention_forward: bias_k and bias_v cannot be added to a static key or value "
+                                "(PyTorch's rule); append the bias to static_k and static_v yourself")
         k, v = (cat([x, apply("tensor.broadcast_to", bias.reshape(1, 1, embed_dim), shape=(x.shape[0], 1, embed_dim))], 1)
                 for x, bias in ((k, bias_k), (v, bias_v)))
         key_padding_mask, attn_mask = _pad_mask(key_padding_mask), _pad_mask(attn_mask)
-    q, k, v = (_heads(x, num_heads) for x in (q, k, v))
+    q, k, v = (_heads(x, num_heads) if static is None else static for x, static in zip((q, k, v), statics))
     if add_zero_attn:
         k, v = (cat([x, x[:, :, :1] * 0.0], 2) for x in (k, v))
         key_padding_mask, attn_mask = _pad_mask(key_padding_mask), _pad_mask(attn_mask)
@@ -208,8 +215,7 @@ def multi_head_attention_forward(query: Tensor, key: Tensor, value: Tensor, embe
     return _attention_output(heads, out_proj_weight, out_proj_bias), weights.mean(1) if average_attn_weights else weights
 
 
-def _check_attention(function: str, query: Tensor, key: Tensor, value: Tensor, embed_dim_to_check: int, num_heads: int,
-                     static_k: Any, static_v: Any) -> int:
+def _check_attention(function: str, query: Tensor, key: Tensor, value: Tensor, embed_dim_to_check: int, num_heads: int) -> int:
     if query.ndim != 3 or key.ndim != 3 or value.ndim != 3:
         raise located_error(f"{function}: query, key and value must all be (L, N, E) or all unbatched (L, E), "
                             f"got {query.type}, {key.type}, {value.type}")
@@ -220,10 +226,21 @@ def _check_attention(function: str, query: Tensor, key: Tensor, value: Tensor, e
         raise located_error(f"{function}: embed_dim {embed_dim} not divisible by num_heads {num_heads}")
     if key.shape[0] != value.shape[0]:
         raise located_error(f"{function}: key's sequence and batch dims {key.type} do not match value's {value.type}")
-    if static_k is not None or static_v is not None:
-        raise located_error(f"{function}: static_k and static_v are not supported by kiln; project the keys and values "
-                            "with the weights instead")
     return embed_dim
+
+
+def _static_heads(name: str, static: Any, query: Tensor, num_heads: int) -> Tensor | None:
+    """A static key or value ``(N * num_heads, S, head_dim)`` as ``(N, num_heads, S, head_dim)`` (row ``n * num_heads +
+    h`` is head ``h`` of example ``n``, as PyTorch lays them out), after checking its shape against ``query``'s."""
+    if static is None:
+        return None
+    batch, head_dim = query.shape[1], query.shape[2] // num_heads
+    rows = batch * num_heads if isinstance(batch, int) else f"{batch} * {num_heads}"
+    static = static if isinstance(static, Tensor) else query.new_tensor(static)
+    if static.ndim != 3 or static.shape[2] != head_dim or (isinstance(batch, int) and static.shape[0] != rows):
+        raise located_error(f"multi_head_attention_forward: {name} must be (N * num_heads, S, E / num_heads) = ({rows}, S, "
+                            f"{head_dim}) for the query {query.type} and {num_heads} heads, got {static.type}")
+    return static.reshape((batch if isinstance(batch, int) else -1, num_heads) + tuple(static.shape[1:]))
 
 
 def _projection_weights(embed_dim: int, in_proj_weight: Any, separate: bool, q_weight: Any, k_weight: Any, v_weight: Any) -> list:

@@ -4,8 +4,8 @@
   ``cholesky`` (``upper=True`` too), ``solve_triangular`` (``upper``, ``left``, ``unitriangular``): one IR op each
   (``compiler/ops/linalg.py``), a right-sided solve as a transposed left one; batched over leading dims (symbolic
   ones too), the matrix size static.
-- ``vector_norm``, ``matrix_norm`` (``'fro'``, 1, -1, inf, -inf; ``'nuc'``, 2 and -2 need singular values, which kiln
-  lacks, and say so) and ``norm``: reductions over existing ops (``F.norm``).
+- ``vector_norm``, ``matrix_norm`` (``'fro'``, 1, -1, inf, -inf; ``'nuc'``, 2 and -2 from the singular values,
+  ``frontend/linalg_spectral.py``) and ``norm``: reductions over existing ops (``F.norm``).
 - ``Tensor.inverse``, ``det``, ``logdet`` (NaN for a negative determinant, as PyTorch), ``slogdet``, ``cholesky``.
 
 Gradients are the ops' VJPs (``compiler/autodiff/rules_linalg.py``): ``det``'s goes through ``inv``, so it follows
@@ -91,7 +91,8 @@ def vector_norm(x: Any, ord: float = 2, dim: Any = None, keepdim: bool = False, 
 
 
 def matrix_norm(A: Any, ord: Any = "fro", dim: tuple[int, int] = (-2, -1), keepdim: bool = False, *, dtype: Any = None) -> Any:
-    """``'fro'``; 1 / -1: the largest / smallest column sum of ``|A|``; inf / -inf: the same over rows."""
+    """``'fro'``; 1 / -1: the largest / smallest column sum of ``|A|``; inf / -inf: the same over rows; ``'nuc'``, 2 / -2:
+    the sum, the largest / smallest of the singular values (``linalg_spectral.singular_value_norm``)."""
     if dtype is not None:
         A = A.to(dtype)
     if A.ndim < 2 or len(dim) != 2:
@@ -99,9 +100,12 @@ def matrix_norm(A: Any, ord: Any = "fro", dim: tuple[int, int] = (-2, -1), keepd
     rows, columns = (d % A.ndim for d in dim)
     if ord == "fro":
         return vector_norm(A, 2, (rows, columns), keepdim)
+    if ord in ("nuc", 2, -2):
+        from kiln.frontend.linalg_spectral import singular_value_norm
+
+        return singular_value_norm(A, ord, rows, columns, keepdim)
     if ord not in (1, -1, math.inf, -math.inf):
-        raise located_error(f"linalg.matrix_norm: ord={ord!r} needs singular values, which kiln lacks; "
-                            "use 'fro', 1, -1, inf or -inf")
+        raise located_error(f"linalg.matrix_norm: ord must be 'fro', 'nuc', 2, -2, 1, -1, inf or -inf, got {ord!r}")
     summed, extreme = (rows, columns) if abs(ord) == 1 else (columns, rows)  # 1: sum down each column, then the extreme
     sums = A.abs().sum(summed, keepdim=True)
     result = sums.amax(extreme, keepdim=True) if ord > 0 else sums.amin(extreme, keepdim=True)
@@ -136,3 +140,14 @@ class LinalgMethods:
 
     def cholesky(self, upper: bool = False) -> Any:
         return cholesky(self, upper=upper)
+
+    def svd(self, some: bool = True, compute_uv: bool = True) -> Any:
+        """``torch.svd``'s legacy form: ``(U, S, V)``, ``V`` not ``Vh`` (``kiln.linalg.svd`` gives ``Vh``)."""
+        from kiln.frontend.linalg_spectral import svd_legacy
+
+        return svd_legacy(self, some, compute_uv)
+
+    def pinverse(self, rcond: float = 1e-15) -> Any:
+        from kiln.frontend.linalg_spectral import pinverse
+
+        return pinverse(self, rcond)

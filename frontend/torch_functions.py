@@ -18,6 +18,7 @@ import numpy as np
 
 from kiln.compiler.ir.types import DType
 from kiln.frontend.tensor import Tensor, apply
+from kiln.frontend.linalg_spectral import SPECTRAL_FORWARDED, nuclear_norm
 from kiln.frontend.tensor_extras import EXTRA_FORWARDED
 from kiln.frontend.tensor_methods import _flatten_args
 from kiln.frontend.trace import TraceContext, located_error
@@ -161,6 +162,7 @@ DTYPES = {"float32": DType.f32, "float": DType.f32, "float64": DType.f64, "doubl
 FORWARDERS = {name: _forwarder(name) for name in FORWARDED + EXTRA_FORWARDED}
 """``kiln/__init__.py`` exports these; they stay out of this module's globals, where ``sum`` or ``all`` would shadow
 the builtins its own code calls."""
+FORWARDERS.update({name: _forwarder(name) for name in SPECTRAL_FORWARDED})  # kiln.svd, kiln.pinverse
 
 
 def cat(tensors: Any, dim: int = 0) -> Tensor:
@@ -257,3 +259,4 @@ __all__ = [
     "tensor", "trapezoid", "trapz", "where", "zeros",
     "zeros_like",
 ]
+__all__ += ["nuclear_norm"]  # frontend/linalg_spectral.py

@@ -5,12 +5,16 @@ import kiln
 x = kiln.linalg.solve(A, b)                  # A (..., n, n), b (..., n) or (..., n, k)
 sign, logabsdet = kiln.linalg.slogdet(A)
 L = kiln.linalg.cholesky(A @ A.mT + eye)
+U, S, Vh = kiln.linalg.svd(A, full_matrices=False)
 ```
 """
 
 from kiln.backends.numpy.lowering_linalg import LinAlgError
 from kiln.frontend.tensor_linalg import (SlogdetResult, cholesky, det, inv, matrix_norm, norm, slogdet, solve, solve_triangular,
                                          vector_norm)
+from kiln.frontend.linalg_spectral import (EighResult, LstsqResult, SVDResult, cond, eigh, eigvalsh, lstsq, matrix_rank, pinv, svd,
+                                          svdvals)
 
 __all__ = ["LinAlgError", "SlogdetResult", "cholesky", "det", "inv", "matrix_norm", "norm", "slogdet", "solve",
            "solve_triangular", "vector_norm"]
+__all__ += ["EighResult", "LstsqResult", "SVDResult", "cond", "eigh", "eigvalsh", "lstsq", "matrix_rank", "pinv", "svd", "svdvals"]
