@@ -190,6 +190,8 @@ class Distribution:
     def _traced(self, name: str, compute: Callable[[], Tensor]) -> Tensor:
         """``compute()`` once per trace (and grad mode): what PyTorch's ``lazy_property`` caches per instance."""
         context = self._context(name)
+        if context.eager:
+            return compute()  # eager: its parameters may be read anew (a Parameter), so nothing is kept
         if self._cache_context is None or self._cache_context() is not context:
             self._cache, self._cache_context = {}, weakref.ref(context)
         key = (name, context.grad_enabled)
@@ -198,11 +200,7 @@ class Distribution:
         return self._cache[key]
 
     def _context(self, what: str) -> TraceContext:
-        if not TraceContext.active():
-            raise located_error(
-                f"{type(self).__name__}.{what} computes with traced tensors, but nothing is being traced: use the "
-                "distribution inside a traced function (a Module's forward, a loss given to kiln.compile_train_step, "
-                "kiln.compile, kiln.grad); outside one, use torch.distributions or scipy.stats on NumPy arrays")
+        """The trace being recorded, or outside one the eager context (``runtime/eager.py``): ``log_prob`` then runs at once."""
         return TraceContext.current()
 
     @property

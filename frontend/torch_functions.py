@@ -126,9 +126,7 @@ def randn(*size: Any, dtype: Any = None) -> Tensor:
 
 
 def _seed(function: str) -> tuple[Tensor, int]:
-    if not TraceContext.active():
-        raise located_error(f"kiln.{function} draws inside a traced function (a training step feeds its seed); outside "
-                            "one use numpy.random")
+    """The traced step's seed and a fresh stream; outside a trace, a fresh seed from kiln's generator (eager mode)."""
     seed, stream = TraceContext.current().random_seed()
     return Tensor(seed), stream
 
