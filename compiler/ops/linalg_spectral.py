@@ -20,23 +20,11 @@ from __future__ import annotations
 from kiln.compiler.errors import ShapeError
 from kiln.compiler.ir.types import TensorType
 from kiln.compiler.ops.linalg import _square
+from kiln.compiler.ops.linalg_factor import _matrix
 from kiln.compiler.ops.registry import register_op
 
 TRIANGLES = ("L", "U")
 """``UPLO``'s values, as LAPACK's and PyTorch's: the triangle read."""
-
-
-def _matrix(op: str, a: TensorType) -> tuple[int, int]:
-    """``(m, n)`` of a float ``(..., m, n)`` operand with static ``m`` and ``n``; a ShapeError saying what to do otherwise."""
-    if not a.dtype.is_float:
-        raise ShapeError(f"{op} needs a float matrix, got {a}; cast it to float32 or float64")
-    if a.rank < 2:
-        raise ShapeError(f"{op} needs matrices (..., m, n), got {a}")
-    m, n = a.shape[-2:]
-    if not (isinstance(m, int) and isinstance(n, int)):
-        raise ShapeError(f"{op} needs static matrix dims (m, n), got {a}; only the leading (batch) dims may be symbolic "
-                         "(kiln.compile makes dim 0 one: pass batch_dim=None for a single matrix)")
-    return m, n
 
 
 @register_op("linalg.eigh", UPLO="L")
