@@ -39,12 +39,12 @@ import numpy as np
 from kiln.backends.base import LoweringTable, missing_lowering
 from kiln.backends.numpy import out_nn
 from kiln.backends.numpy.lowering_losses import cross_entropy_grad_into, softmax_cross_entropy_grad_into
-from kiln.backends.numpy.out_kernels import IN_PLACE, OUT_KERNELS, VIEWS, row_reduction
+from kiln.backends.numpy.out_kernels import IN_PLACE, OUT_KERNELS, VIEWS, index_expression, row_reduction
 from kiln.compiler.ir.core import Graph, Op, Value
 from kiln.compiler.ir.printer import assign_names, unique_name, print_graph
 from kiln.compiler.ir.types import DType, TensorType, dim_factors, dim_value, normalize_axes
 from kiln.compiler.ops.registry import has_trait
-from kiln.compiler.passes.plan_memory import MemoryPlan, Policy, Step, plan_memory
+from kiln.compiler.passes.plan_memory import MemoryPlan, Policy, Region, Step, plan_memory
 
 
 def generate(graph: Graph, table: LoweringTable) -> tuple[str, dict[str, Any]]:
@@ -156,6 +156,7 @@ class _PlannedEmitter:
         self.symbols = _symbols(graph)
         self.summed = batch_summed_matmuls(plan, {plan.key_of[v] for v in graph.outputs})
         self.folded = set(self.summed.values())
+        self.concats_with_parts = {region.concat for region in plan.region_of.values()}
         self.loss_of_gradient = losses_with_gradient(plan)
         self.deferred = set(self.loss_of_gradient.values())
         self.namespace.update(_softmax_cross_entropy=softmax_cross_entropy_grad_into, _cross_entropy_grad=cross_entropy_grad_into)
@@ -197,7 +198,8 @@ class _PlannedEmitter:
             return self.call_lines(tag, step.op_name, arguments, step.attrs, [step.key])
         out, lines = self.storage(tag, step)
         self.expressions[step.key] = out
-        return lines + (self.shape_specialized_lines(step, arguments, out) or OUT_KERNELS[step.op_name](arguments, out, step.attrs))
+        specialized = self.shape_specialized_lines(step, arguments, out)
+        return lines + (OUT_KERNELS[step.op_name](arguments, out, step.attrs) if specialized is None else specialized)
 
     def shape_specialized_lines(self, step: Step, arguments: list[str], out: str) -> list[str] | None:
         """Faster statements for some operand types: row sums as a GEMV, a stack of matrices times a matrix as one GEMM."""
@@ -206,10 +208,30 @@ class _PlannedEmitter:
             return row_reduction(arguments[0], out, width, step.op_name == "tensor.reduce_mean")
         if step.op_name == "tensor.matmul" and self.plan.type_of(step.operands[0]).rank > 2 and self.plan.type_of(step.operands[1]).rank == 2:
             return [f"_nn.stacked_matmul_into({arguments[0]}, {arguments[1]}, {out})"]
+        if step.op_name == "tensor.concat" and step.key in self.concats_with_parts:
+            return self.concat_rest_lines(step, arguments, out)
         if self.selects_or_zero(step):
             bits = f"np.int{8 * step.type.dtype.numpy.itemsize}"
             return [f"np.bitwise_and({arguments[1]}.view({bits}), np.negative({arguments[0]}, dtype={bits}), out={out}.view({bits}))"]
         return None
+
+    def concat_rest_lines(self, step: Step, arguments: list[str], out: str) -> list[str]:
+        """A concat some of whose operands were computed into their parts of ``out``: copy only the others."""
+        axis, start, lines = step.attrs["axis"] % step.type.rank, 0, []
+        for key, argument in zip(step.operands, arguments):
+            stop = start + self.plan.type_of(key).shape[axis]
+            if not self.is_part_of(key, step.key):
+                lines.append(f"np.copyto({index_expression(out, {axis: f'{start}:{stop}'}, step.type.rank)}, {argument})")
+            start = stop
+        return lines
+
+    def is_part_of(self, operand: Any, concat: Any) -> bool:
+        """``operand`` of ``concat`` was computed into its part of the concat's buffer (itself, or what it expands)."""
+        step = self.plan.step_by_key.get(operand)
+        if operand not in self.plan.region_of and step is not None and step.op_name == "tensor.expand_dims":
+            operand = step.operands[0]
+        region = self.plan.region_of.get(operand)
+        return region is not None and region.concat == concat
 
     def selects_or_zero(self, step: Step) -> bool:
         """``where(c, x, 0)`` with ``x`` and ``c`` of the result's shape: ``x``'s bits AND a mask of all-ones where ``c``
@@ -253,7 +275,11 @@ class _PlannedEmitter:
         return lines + [f"{name} = _softmax_cross_entropy({', '.join(arguments)}, out={out})"]
 
     def storage(self, tag: str, step: Step) -> tuple[str, list[str]]:
-        """Where ``step`` writes: its buffer, a donated input, or a fresh array (a graph output)."""
+        """Where ``step`` writes: its buffer, its part of a concat's buffer, a donated input, or a fresh array (a graph
+        output)."""
+        if step.key in self.plan.region_of:
+            name = self.value_name(tag, step.key)
+            return name, [f"{name} = {region_expression(self.plan, self.plan.region_of[step.key])}"]
         if step.key in self.plan.buffer_of:
             return f"b{self.plan.buffer_of[step.key]}", []
         if step.key in self.plan.donated:
@@ -279,6 +305,12 @@ class _PlannedEmitter:
 
     def value_name(self, tag: str, key: Any) -> str:
         return self.names[key] if isinstance(key, Value) else f"s{tag}"
+
+
+def region_expression(plan: MemoryPlan, region: Region) -> str:
+    """The view of the concat's buffer that a ``Region`` names: ``b3[5]`` (a stacked value) or ``b3[:, 4:8]``."""
+    part = f"{region.start}" if region.squeezed else f"{region.start}:{region.stop}"
+    return index_expression(f"b{plan.buffer_of[region.concat]}", {region.axis: part}, plan.type_of(region.concat).rank)
 
 
 def batch_summed_matmuls(plan: MemoryPlan, outputs: set[Any]) -> dict[Any, Any]:
@@ -382,4 +414,4 @@ _CODE_CACHE: dict[tuple[Any, ...], tuple[str, dict[str, Any], Any, MemoryPlan]] 
 
 def numpy_policy() -> Policy:
     """What the planned generator can do: ops with an ``out=`` emitter write into buffers."""
-    return Policy(writes_into=OUT_KERNELS.__contains__, in_place=IN_PLACE.__contains__)
+    return Policy(writes_into=OUT_KERNELS.__contains__, in_place=IN_PLACE.__contains__, concat_regions=True)

@@ -97,6 +97,10 @@ def _cross_entropy_grad(args: list[str], out: str, attrs: dict[str, Any]) -> lis
     return [f"_cross_entropy_grad({', '.join(args)}, out={out}{keywords})"]
 
 
+def _concatenate(args: list[str], out: str, attrs: dict[str, Any]) -> list[str]:
+    return [f"np.concatenate(({''.join(arg + ', ' for arg in args)}), axis={int(attrs['axis'])}, out={out})"]
+
+
 OUT_KERNELS: dict[str, Emitter] = {
     **{name: _ufunc(function) for name, function in UFUNCS.items()},
     **{name: _reduction(function) for name, function in REDUCTIONS.items()},
@@ -110,6 +114,7 @@ OUT_KERNELS: dict[str, Emitter] = {
     "nn.gelu": _into("gelu_into", "approximate"),
     "nn.layer_norm": _into("layer_norm_into", "eps"),
     "nn.cross_entropy_grad": _cross_entropy_grad,
+    "tensor.concat": _concatenate,
 }
 IN_PLACE = frozenset(UFUNCS) | {"tensor.relu", "tensor.sigmoid"}
 """Emitters that may overwrite an operand of the result's type (never matmul, reductions or cast)."""
@@ -125,7 +130,7 @@ def _reshape_view(args: list[str], attrs: dict[str, Any], literal: Callable[[Any
     return f"{args[0]}.reshape({literal(attrs['shape'])})"
 
 
-def _indexed(x: str, items: dict[int, str], rank: int) -> str:
+def index_expression(x: str, items: dict[int, str], rank: int) -> str:
     """``x[...]`` with ``items[axis]`` at those axes (of ``rank``) and ``:`` between; trailing ``:`` left out."""
     last = max((axis % rank for axis in items), default=-1)
     return f"{x}[{', '.join(items.get(axis, ':') for axis in range(last + 1))}]" if items else x
@@ -134,18 +139,18 @@ def _indexed(x: str, items: dict[int, str], rank: int) -> str:
 def _slice_view(args: list[str], attrs: dict[str, Any], literal: Callable[[Any], str], rank: int) -> str:
     # x[:, ..., start:stop:step] at the slice's axis (static bounds, checked by the shape rule)
     start, stop, step = (int(attrs[key]) for key in ("start", "stop", "step"))
-    return _indexed(args[0], {attrs["axis"] % rank: f"{start}:{stop}" + (f":{step}" if step != 1 else "")}, rank)
+    return index_expression(args[0], {attrs["axis"] % rank: f"{start}:{stop}" + (f":{step}" if step != 1 else "")}, rank)
 
 
 def _squeeze_view(args: list[str], attrs: dict[str, Any], literal: Callable[[Any], str], rank: int) -> str:
     # x[:, 0] drops a size-1 axis (the shape rule checked the sizes), as np.squeeze does, ~5x faster
-    return _indexed(args[0], {axis % rank: "0" for axis in attrs["axes"]}, rank)
+    return index_expression(args[0], {axis % rank: "0" for axis in attrs["axes"]}, rank)
 
 
 def _expand_dims_view(args: list[str], attrs: dict[str, Any], literal: Callable[[Any], str], rank: int) -> str:
     # x[:, None] inserts an axis at that position of the result: axes count in the result's rank
     result_rank = rank + len(attrs["axes"])
-    return _indexed(args[0], {axis % result_rank: "None" for axis in attrs["axes"]}, result_rank)
+    return index_expression(args[0], {axis % result_rank: "None" for axis in attrs["axes"]}, result_rank)
 
 
 VIEWS: dict[str, Callable[[list[str], dict[str, Any], Callable[[Any], str], int], str]] = {

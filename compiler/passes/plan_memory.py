@@ -16,12 +16,26 @@ storage is live from its definition to the last read of any value that may
 alias it; a dying operand's buffer is reused in place by elementwise steps of
 the same type; graph outputs get fresh storage per call unless a donated input
 of the same type is dead by then (a parameter updated in place).
+
+Where the backend allows it (``Policy.concat_regions``), a value that a
+``tensor.concat`` reads (directly, or stacked by an ``expand_dims`` over the
+concat's axis) is computed straight into its contiguous part of the concat's
+buffer, so the concat copies nothing: an unrolled RNN's per-step outputs land
+in the stacked array its next layer and its weight gradients read.
+
+```
+%h0 = "tensor.tanh"(%a) ...               // plan: %s -> b0, allocated at %h0
+%h1 = "tensor.tanh"(%b) ...               //   %h0 -> b0[0], %h1 -> b0[1] (concat parts)
+%e0 = "tensor.expand_dims"(%h0) {axes = [0]}
+%e1 = "tensor.expand_dims"(%h1) {axes = [0]}
+%s = "tensor.concat"(%e0, %e1) {axis = 0} //   copies nothing
+```
 """
 
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable
 
@@ -56,6 +70,22 @@ class Policy:
 
     writes_into: Callable[[str], bool]
     in_place: Callable[[str], bool]
+    concat_regions: bool = False
+    """A concat's operands may be computed into their parts of its buffer (``concat_regions``): the backend writes
+    a ``Region`` key through an indexed view of the concat's storage and a concat only copies its other operands."""
+
+
+@dataclass(frozen=True)
+class Region:
+    """The part of a concat's buffer that one value is computed into: ``[start:stop]`` along ``axis`` (every axis
+    before it has size 1, so the part is contiguous), or the single index ``start`` there (that axis dropped) when
+    the concat reads the value through an ``expand_dims`` over its axis."""
+
+    concat: Key
+    axis: int
+    start: int
+    stop: int
+    squeezed: bool
 
 
 DEFAULT_POLICY = Policy(
@@ -80,6 +110,8 @@ class MemoryPlan:
     """Buffer steps whose storage is allocated per call (graph outputs)."""
     in_place: set[Key] = field(default_factory=set)
     """Keys that took over a dying operand's buffer."""
+    region_of: dict[Key, Region] = field(default_factory=dict)
+    """Keys computed into part of a concat's buffer (``Policy.concat_regions``); not in ``buffer_of``."""
     roots: dict[Key, frozenset[Key]] = field(default_factory=dict)
     """The storages each key may point into (``storage_roots``)."""
     last_use: dict[Key, int] = field(default_factory=dict)
@@ -194,9 +226,13 @@ def plan_memory(graph: Graph, policy: Policy = DEFAULT_POLICY, donations: dict[i
     outputs = [key_of[v] for v in graph.outputs]
     plan.last_use = last_uses(steps, plan.roots, outputs)
     targets = _donation_targets(graph, outputs, donations or {})
+    if policy.concat_regions:
+        plan.region_of = concat_regions(plan)
     free: dict[TensorType, list[int]] = defaultdict(list)
     for index, step in enumerate(steps):
-        if step.kind == "buffer":
+        if step.key in plan.region_of:
+            _allocate(plan, plan.region_of[step.key].concat, free)  # the concat's buffer, from its first part on
+        elif step.kind == "buffer" and step.key not in plan.buffer_of:
             _place(plan, index, step, targets, free)
         _release(plan, index, step, free)
     return plan
@@ -224,11 +260,20 @@ def _place(plan: MemoryPlan, index: int, step: Step, targets: dict[Key, int], fr
     if reused is not None:
         plan.buffer_of[step.key] = plan.buffer_of[reused]
         plan.in_place.add(step.key)
-    elif free[step.type]:
-        plan.buffer_of[step.key] = free[step.type].pop()
     else:
-        plan.buffer_of[step.key] = len(plan.buffers)
-        plan.buffers.append(step.type)
+        _allocate(plan, step.key, free)
+
+
+def _allocate(plan: MemoryPlan, key: Key, free: dict[TensorType, list[int]]) -> None:
+    """A free buffer of ``key``'s type, or a new one (nothing if ``key`` has one already)."""
+    if key in plan.buffer_of:
+        return
+    type = plan.type_of(key)
+    if free[type]:
+        plan.buffer_of[key] = free[type].pop()
+    else:
+        plan.buffer_of[key] = len(plan.buffers)
+        plan.buffers.append(type)
 
 
 def _in_place_candidate(plan: MemoryPlan, index: int, step: Step) -> Key | None:
@@ -246,6 +291,56 @@ def _may_overwrite(plan: MemoryPlan, index: int, step: Step, storage: Key) -> bo
     if not readers:
         return True
     return step.in_place and all(operand == storage for operand in readers)
+
+
+# Concat regions.
+
+
+def concat_regions(plan: MemoryPlan) -> dict[Key, Region]:
+    """Values each computed into its part of a concat's buffer (``Policy.concat_regions``). A concat whose buffer
+    is planned takes an operand computed by a buffer step that nothing returns and no other concat took, when the
+    parts are contiguous (every axis before the concat's has size 1) and their sizes on the axis static. Each
+    concat's storage then lives as long as any of its parts is read (``last_use`` extended)."""
+    regions: dict[Key, Region] = {}
+    for step in plan.steps:
+        if step.op_name == "tensor.concat" and step.kind == "buffer" and plan.last_use[step.key] < len(plan.steps):
+            regions.update(_concat_parts(plan, step, regions))
+    for key, region in regions.items():
+        plan.last_use[region.concat] = max(plan.last_use[region.concat], plan.last_use[key])
+    return regions
+
+
+def _concat_parts(plan: MemoryPlan, concat: Step, taken: dict[Key, Region]) -> dict[Key, Region]:
+    axis = concat.attrs["axis"] % concat.type.rank
+    if any(dim != 1 for dim in concat.type.shape[:axis]):
+        return {}  # the parts would not be contiguous
+    parts: dict[Key, Region] = {}
+    repeated, concats = Counter(concat.operands), {region.concat for region in taken.values()}
+    start = 0
+    for operand in concat.operands:
+        size = plan.type_of(operand).shape[axis]
+        if not isinstance(size, int):
+            break  # the offsets after a symbolic size are not static
+        value, squeezed = _stacked_value(plan, operand, axis)
+        if repeated[operand] == 1 and value not in concats and _may_be_part(plan, value, taken, parts):
+            parts[value] = Region(concat.key, axis, start, start + size, squeezed)
+        start += size
+    return parts
+
+
+def _stacked_value(plan: MemoryPlan, operand: Key, axis: int) -> tuple[Key, bool]:
+    """``(x, True)`` for an operand ``expand_dims(x)`` over exactly the concat's axis, else ``(operand, False)``."""
+    step = plan.step_by_key.get(operand)
+    if step is not None and step.op_name == "tensor.expand_dims" and step.kind == "opaque":
+        if tuple(a % step.type.rank for a in step.attrs["axes"]) == (axis,):
+            return step.operands[0], True
+    return operand, False
+
+
+def _may_be_part(plan: MemoryPlan, key: Key, taken: dict[Key, Region], parts: dict[Key, Region]) -> bool:
+    """Computed by a buffer step (no graph input), not returned, not yet a part (a concat with parts is none)."""
+    step = plan.step_by_key.get(key)
+    return step is not None and step.kind == "buffer" and plan.last_use[key] < len(plan.steps) and key not in taken and key not in parts
 
 
 def _release(plan: MemoryPlan, index: int, step: Step, free: dict[TensorType, list[int]]) -> None:
@@ -274,7 +369,7 @@ def type_bytes(type: TensorType, symbols: dict[str, int]) -> int:
 def plan_report(plan: MemoryPlan, symbols: dict[str, int]) -> str:
     """Buffers, what lives in each, and bytes: pooled vs one allocation per value (symbols at ``symbols``, default 1)."""
     names = _key_names(plan)
-    planned = [step for step in plan.steps if step.key in plan.buffer_of]
+    planned = [step for step in plan.steps if buffer_holding(plan, step.key) is not None]
     pooled = sum(type_bytes(t, symbols) for t in plan.buffers)
     naive = sum(type_bytes(step.type, symbols) for step in planned)
     shown = ", ".join(f"{k}={v}" for k, v in sorted(symbols.items())) or "symbols=1"
@@ -282,7 +377,7 @@ def plan_report(plan: MemoryPlan, symbols: dict[str, int]) -> str:
              f"{len(plan.donated)} donated, {len(plan.fresh)} fresh outputs",
              f"// peak bytes: {peak_bytes(plan, symbols)} (pooled {pooled}, unplanned {naive}; {shown})"]
     for buffer, type in enumerate(plan.buffers):
-        holders = ", ".join(names[s.key] for s in planned if plan.buffer_of[s.key] == buffer)
+        holders = ", ".join(names[s.key] for s in planned if buffer_holding(plan, s.key) == buffer)
         lines.append(f"//   b{buffer}: {type} <- {holders}")
     for key, source in plan.donated.items():
         lines.append(f"//   {names[key]} -> input #{source} (in place)")
@@ -292,9 +387,15 @@ def plan_report(plan: MemoryPlan, symbols: dict[str, int]) -> str:
 def bytes_summary(plan: MemoryPlan, symbols: dict[str, int]) -> dict[str, int]:
     """For the values the plan places in buffers: ``unplanned`` (one allocation each, as code without a plan
     makes), ``pooled`` (the plan's buffers, what stays allocated) and ``peak`` (the most of those live at once)."""
-    planned = [step for step in plan.steps if step.key in plan.buffer_of]
+    planned = [step for step in plan.steps if buffer_holding(plan, step.key) is not None]
     return {"unplanned": sum(type_bytes(step.type, symbols) for step in planned),
             "pooled": sum(type_bytes(t, symbols) for t in plan.buffers), "peak": peak_bytes(plan, symbols)}
+
+
+def buffer_holding(plan: MemoryPlan, key: Key) -> int | None:
+    """The planned buffer ``key`` lives in: its own, or its concat's (a ``Region``); None if it has none."""
+    region = plan.region_of.get(key)
+    return plan.buffer_of.get(key if region is None else region.concat)
 
 
 def peak_bytes(plan: MemoryPlan, symbols: dict[str, int]) -> int:
@@ -302,7 +403,7 @@ def peak_bytes(plan: MemoryPlan, symbols: dict[str, int]) -> int:
     first: dict[int, int] = {}
     last: dict[int, int] = {}
     for index, step in enumerate(plan.steps):
-        buffer = plan.buffer_of.get(step.key)
+        buffer = buffer_holding(plan, step.key)
         if buffer is not None:
             first.setdefault(buffer, index)
             last[buffer] = max(last.get(buffer, index), plan.last_use[step.key])
