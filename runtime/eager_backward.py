@@ -16,13 +16,13 @@ so a new batch of the same shape reuses the compiled function; 0-d constants
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Hashable, Iterable
 
 import numpy as np
 
 from kiln.backends import get_backend
 from kiln.compiler.autodiff.differentiate import differentiate
-from kiln.compiler.errors import KilnError
 from kiln.compiler.ir.builder import Builder
 from kiln.compiler.ir.core import Graph, Op, Value
 from kiln.compiler.ir.types import TensorType
@@ -39,61 +39,85 @@ COMPILED_LIMIT = 64
 """Compiled backwards kept (by chain structure); a 0-d constant that changes every step makes a new one each time."""
 
 
-class EagerGraph:
-    """The loss's chain as a graph: ``feeds`` for its inputs, ``trained`` parameter per differentiated input (``wrt``),
-    and ``key``, what a compiled backward of it depends on."""
+@dataclass
+class EagerInput:
+    """One input of the chain's graph: a leaf (a parameter's or fed array) or a fed constant, and what it is fed."""
+
+    type: TensorType
+    name: str | None
+    array: np.ndarray
+    trained: Parameter | None
+
+
+class EagerChain:
+    """The loss's op chain: its ``inputs`` (with the arrays to feed), and ``key``, what a compiled backward of it
+    depends on (op signatures and wiring, input types, which inputs are differentiated). ``graph()`` builds it, only when
+    the key is new: a training loop's later steps only walk the chain."""
 
     def __init__(self, loss: Value, wanted: set[int] | None):
-        self.graph = Graph("eager_backward")
-        self.feeds: list[np.ndarray] = []
-        self.trained: list[Parameter] = []
-        self.wrt: list[Value] = []
-        self.key: list[Hashable] = []
-        self._results: dict[tuple[int, int], Value] = {}
-        """``(id(op), result index)`` -> the copy (an eager op's ``results`` is cleared once it has run)."""
-        self._leaves: dict[Value, Value] = {}
-        self._numbers: dict[Value, int] = {}
+        self.ops = chain_of(loss)
+        self.inputs: list[EagerInput] = []
+        self._input_of: dict[int, int] = {}
+        """``id`` of a leaf value, or of a fed constant op -> its input index."""
+        self._position = {id(op): index for index, op in enumerate(self.ops)}
         self._wanted = wanted
-        for op in chain_of(loss):
-            self._copy(op)
-        self.loss = self._copied(loss)
+        wiring = [self._wiring(op) for op in self.ops]
+        self.loss = loss
+        self.key = (tuple(wiring), self._reference(loss), tuple((i.type, i.trained is not None) for i in self.inputs))
 
-    def _copied(self, value: Value) -> Value:
-        return self._leaf(value) if value.producer is None else self._results[(id(value.producer), value.index)]
+    def _wiring(self, op: Op) -> Hashable:
+        if _fed(op):
+            self._input_of[id(op)] = self._add(TensorType.of_array(op.attrs["value"]), None, np.asarray(op.attrs["value"]), None)
+            return "fed"
+        return op_signature(op), tuple(self._reference(v) for v in op.operands)
 
-    def _copy(self, op: Op) -> None:
-        value = op.attrs["value"] if op.name == "tensor.constant" else None
-        if value is not None and np.ndim(value) > 0:  # a fed array: an input, so the next batch reuses the graph
-            array = np.asarray(value)
-            self._results[(id(op), 0)] = self._input(TensorType.of_array(array), None, array, None)
-            return
-        operands = [self._copied(v) for v in op.operands]
-        results = Builder(self.graph, location=op.location).op(op.name, *operands, **op.attrs)
-        self.key.append((op_signature(op), tuple(self._numbers[v] for v in operands)))
-        for index, result in enumerate(results if isinstance(results, tuple) else (results,)):
-            self._number(result)
-            self._results[(id(op), index)] = result
+    def _reference(self, value: Value) -> Hashable:
+        op = value.producer
+        if op is None:
+            return "input", self._leaf(value)
+        return ("input", self._input_of[id(op)]) if id(op) in self._input_of else ("op", self._position[id(op)], value.index)
 
-    def _leaf(self, value: Value) -> Value:
-        if value not in self._leaves:
+    def _leaf(self, value: Value) -> int:
+        if id(value) not in self._input_of:
             parameter = PARAMETERS.get(value)
             trained = parameter is not None and parameter.requires_grad and value.type.dtype.is_float and \
                 (self._wanted is None or id(parameter) in self._wanted)
-            self._leaves[value] = self._input(value.type, value.name_hint, ARRAYS[value], parameter if trained else None)
-        return self._leaves[value]
+            self._input_of[id(value)] = self._add(value.type, value.name_hint, ARRAYS[value], parameter if trained else None)
+        return self._input_of[id(value)]
 
-    def _input(self, type: TensorType, name: str | None, array: np.ndarray, trained: Parameter | None) -> Value:
-        new = self.graph.add_input(type, name)
-        self.feeds.append(array)
-        self.key.append(("input", type, trained is not None))
-        self._number(new)
-        if trained is not None:
-            self.trained.append(trained)
-            self.wrt.append(new)
-        return new
+    def _add(self, type: TensorType, name: str | None, array: np.ndarray, trained: Parameter | None) -> int:
+        self.inputs.append(EagerInput(type, name, array, trained))
+        return len(self.inputs) - 1
 
-    def _number(self, value: Value) -> None:
-        self._numbers[value] = len(self._numbers)
+    @property
+    def trained(self) -> list[Parameter]:
+        return [i.trained for i in self.inputs if i.trained is not None]
+
+    def graph(self, seeded: bool) -> Graph:
+        """The chain as a graph with its backward appended: outputs are the gradients of the trained inputs, in order."""
+        graph = Graph("eager_backward")
+        inputs = [graph.add_input(i.type, i.name) for i in self.inputs]
+        results: dict[tuple[int, int], Value] = {}
+
+        def copied(value: Value) -> Value:
+            kind, *where = self._reference(value)
+            return inputs[where[0]] if kind == "input" else results[(where[0], where[1])]
+
+        for position, op in enumerate(self.ops):
+            if id(op) in self._input_of:
+                continue
+            made = Builder(graph, location=op.location).op(op.name, *map(copied, op.operands), **op.attrs)
+            for index, result in enumerate(made if isinstance(made, tuple) else (made,)):
+                results[(position, index)] = result
+        loss = copied(self.loss)
+        seed = graph.add_input(loss.type, "gradient") if seeded else None
+        graph.outputs = differentiate(graph, loss, [v for v, i in zip(inputs, self.inputs) if i.trained is not None], seed)
+        return graph
+
+
+def _fed(op: Op) -> bool:
+    """A constant array of rank > 0 (a batch the user passed): an input, so the next batch reuses the compiled graph."""
+    return op.name == "tensor.constant" and np.ndim(op.attrs["value"]) > 0
 
 
 def chain_of(loss: Value) -> list[Op]:
@@ -117,19 +141,20 @@ def chain_of(loss: Value) -> list[Op]:
 def backward(loss: Any, gradient: Any = None, inputs: Iterable[Parameter] | None = None) -> None:
     """Add d(loss)/d(parameter) (weighted by ``gradient`` for a non-scalar loss) to each trained parameter's ``.grad``."""
     wanted = None if inputs is None else {id(p) for p in ([inputs] if isinstance(inputs, Parameter) else inputs)}
-    chain = EagerGraph(loss.value, wanted)
-    if not chain.wrt:
+    chain = EagerChain(loss.value, wanted)
+    trained = chain.trained
+    if not trained:
         raise located_error("backward(): the tensor does not depend on any parameter that requires a gradient (a float "
                             "kiln.nn.Parameter with requires_grad=True), so there is nothing to differentiate")
     seed = _seed(loss, gradient)
-    key = (tuple(chain.key), chain._numbers[chain.loss], seed is not None)
+    key = (chain.key, seed is not None)
     executable = _COMPILED.get(key)
     if executable is None:
         if len(_COMPILED) >= COMPILED_LIMIT:
             del _COMPILED[next(iter(_COMPILED))]  # the oldest: a loop reuses one or two
-        executable = _COMPILED[key] = _compile(chain, seed is not None)
-    grads = executable(*chain.feeds, *([] if seed is None else [seed]))
-    for parameter, grad in zip(chain.trained, grads):
+        executable = _COMPILED[key] = _compile(chain.graph(seed is not None))
+    grads = executable(*[i.array for i in chain.inputs], *([] if seed is None else [seed]))
+    for parameter, grad in zip(trained, grads):
         _accumulate(parameter, np.asarray(grad))
 
 
@@ -146,10 +171,7 @@ def _seed(loss: Any, gradient: Any) -> np.ndarray | None:
     return seed
 
 
-def _compile(chain: EagerGraph, seeded: bool) -> Executable:
-    graph = chain.graph
-    seed = graph.add_input(chain.loss.type, "gradient") if seeded else None
-    graph.outputs = differentiate(graph, chain.loss, chain.wrt, seed)
+def _compile(graph: Graph) -> Executable:
     PassManager(DEFAULT_PIPELINE).run(graph)
     return get_backend("numpy").compile(graph)
 

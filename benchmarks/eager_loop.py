@@ -1,0 +1,112 @@
+"""Eager mode against the compiled step and PyTorch eager: the same training step three ways, in one run.
+
+    python benchmarks/eager_loop.py                  # W1-sized MLP and the W5 CNN, batch 128 and 256, 1 thread
+    python benchmarks/eager_loop.py --steps 200 --threads 2
+
+Per workload: kiln's eager loop (``optimizer.zero_grad(); loss =
+F.cross_entropy(model(x), y); loss.backward(); optimizer.step()``, each op
+run at once and the backward and update compiled once and cached,
+``runtime/eager.py``), kiln's compiled step (``kiln.compile_train_step``: the
+same work as one fused, memory-planned function) and PyTorch's eager loop,
+from the same initial weights, SGD with momentum. Median step times measured
+in alternating rounds (``train_step.interleaved_medians``); ratios are over
+PyTorch eager's time (below 1: faster). Thread pools are pinned before NumPy
+loads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any, Callable
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--warmup", type=int, default=5)
+    return parser.parse_args(argv)
+
+
+def eager_step(model: Any, optimizer: Any, x: Any, y: Any) -> Callable[[], float]:
+    """PyTorch's loop body, run by kiln's eager mode."""
+    import kiln.nn.functional as F
+
+    def step() -> float:
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    return step
+
+
+def mlp_candidates() -> dict[str, Callable[[], object]]:
+    import numpy as np
+
+    import kiln
+    import kiln.nn as nn
+    import kiln.nn.functional as F
+    from torch_peer import torch_training_step
+
+    import torch
+
+    def mlp() -> Any:
+        kiln.manual_seed(0)
+        return nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 10))
+
+    rng = np.random.default_rng(0)
+    x, y = rng.random((128, 64), dtype=np.float32), rng.integers(0, 10, 128)
+    eager_model, compiled_model = mlp(), mlp()
+    compiled = kiln.compile_train_step(compiled_model, F.cross_entropy, kiln.optim.SGD(compiled_model.parameters(), lr=0.1, momentum=0.9))
+    net = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10))
+    net.load_state_dict({name: torch.from_numpy(np.array(value)) for name, value in eager_model.state_dict().items()})
+    loss_of = lambda inputs, targets: torch.nn.functional.cross_entropy(net(inputs), targets)  # noqa: E731
+    return {"kiln eager": eager_step(eager_model, kiln.optim.SGD(eager_model.parameters(), lr=0.1, momentum=0.9), x, y),
+            "kiln compiled": lambda: compiled(x, y),
+            "torch eager": torch_training_step(torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9), loss_of,
+                                               torch.from_numpy(x), torch.from_numpy(y))}
+
+
+def cnn_candidates(threads: int) -> dict[str, Callable[[], object]]:
+    import kiln
+    from cnn_workload import CNNConfig, cnn_batch, kiln_cnn, kiln_cnn_step, torch_cnn_step
+
+    config = CNNConfig()
+    compiled, model, _ = kiln_cnn_step(config)
+    eager_model, _ = kiln_cnn(config)
+    x, y = cnn_batch(config)
+    optimizer = kiln.optim.SGD(eager_model.parameters(), lr=config.lr, momentum=config.momentum)
+    return {"kiln eager": eager_step(eager_model, optimizer, x, y), "kiln compiled": compiled,
+            "torch eager": torch_cnn_step(model, config, threads)}
+
+
+def report(name: str, seconds: dict[str, float | None]) -> str:
+    torch_seconds = seconds["torch eager"] or float("nan")
+    cells = " | ".join(f"{seconds[key] * 1e3:8.2f} ({seconds[key] / torch_seconds:4.2f}x)" for key in ("kiln eager", "kiln compiled"))
+    return f"{name:<22} | {cells} | {torch_seconds * 1e3:8.2f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS"):
+        os.environ[name] = str(args.threads)
+    sys.path[:0] = [os.path.dirname(os.path.abspath(__file__))]
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from train_step import interleaved_medians
+
+    print(f"one training step, {args.threads} thread(s), median of {args.steps} steps; (ratio to torch eager)")
+    print("workload               | kiln eager ms     | kiln compiled ms  | torch eager ms")
+    print("---------------------- | ----------------: | ----------------: | -------------:")
+    for name, candidates in (("MLP 64-128-64-10, 128", mlp_candidates()), ("W5 CNN, 256", cnn_candidates(args.threads))):
+        print(report(name, interleaved_medians(candidates, args.steps, args.warmup)), flush=True)  # type: ignore[arg-type]
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
