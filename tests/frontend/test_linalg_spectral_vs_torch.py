@@ -163,6 +163,18 @@ def test_one_graph_serves_every_batch_size():
             np.testing.assert_allclose(got, want.numpy(), rtol=1e-10, atol=1e-12)
 
 
+def test_forward_mode_and_the_hessian_match_torch():
+    """``kiln.jvp`` and ``kiln.hessian`` run through the VJPs (a VJP of a VJP), against autograd's jvp and hessian."""
+    torch = require("torch")
+    tangent = RNG.standard_normal(TALL[0].shape)
+    _, ours = kiln.jvp(lambda x: kiln.linalg.svdvals(x), (TALL[0],), (tangent,))
+    _, theirs = torch.autograd.functional.jvp(torch.linalg.svdvals, torch.tensor(TALL[0]), torch.tensor(tangent))
+    np.testing.assert_allclose(ours, theirs.numpy(), rtol=1e-10, atol=1e-12)
+    largest = lambda lib: lambda x: lib.linalg.eigvalsh(x + x.mT)[..., -1] + (lib.linalg.eigh(x @ x.mT).eigenvectors ** 2)[0, 1]
+    hessian = torch.autograd.functional.hessian(largest(torch), torch.tensor(SQUARE[1]))
+    np.testing.assert_allclose(kiln.hessian(largest(kiln))(SQUARE[1]), hessian.numpy(), rtol=1e-9, atol=1e-11)
+
+
 def test_float32_stays_float32():
     torch = require("torch")
     a = TALL.astype(np.float32)
