@@ -95,7 +95,17 @@ def tensor(data: Any, *, dtype: Any = None, device: Any = None, requires_grad: b
         array = array.astype(_dtype(dtype, "float32"))
     elif not isinstance(data, np.ndarray) and array.dtype.kind in "fi":
         array = array.astype(np.float32 if array.dtype.kind == "f" else np.int64)
-    return _created(array)
+    return _leaf(array) if requires_grad and not TraceContext.active() else _created(array)
+
+
+def _leaf(array: np.ndarray) -> Any:
+    """``kiln.tensor(data, requires_grad=True)`` outside a trace: a ``Parameter``, whose ``.grad`` an eager ``backward()``
+    fills (PyTorch's leaf tensor)."""
+    from kiln.frontend.module import Parameter  # lazily: module builds on this file's Tensor
+
+    if array.dtype.kind != "f":
+        raise located_error(f"only floating-point tensors can require gradients, got {array.dtype}; pass dtype=kiln.float32")
+    return Parameter(array)
 
 
 as_tensor = tensor

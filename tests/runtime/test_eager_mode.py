@@ -249,3 +249,14 @@ def test_lbfgs_takes_pytorchs_own_closure():
         assert optimizer.step(closure) == pytest.approx(torch_optimizer.step(torch_closure).item(), rel=1e-10)
     for p, q in zip(model.parameters(), twin.parameters()):
         np.testing.assert_allclose(p.data, q.detach().numpy(), rtol=1e-8, atol=1e-10)
+
+
+def test_a_tensor_that_requires_grad_is_a_leaf_with_a_grad():
+    torch = require_torch()
+    x = kiln.tensor([[0.5, -1.0, 2.0]], dtype=kiln.float64, requires_grad=True)
+    torch_x = torch.tensor([[0.5, -1.0, 2.0]], dtype=torch.float64, requires_grad=True)
+    (x.tanh() * x).sum().backward()
+    (torch_x.tanh() * torch_x).sum().backward()
+    np.testing.assert_allclose(x.grad, torch_x.grad.numpy(), rtol=1e-13)
+    with pytest.raises(kiln.TraceError, match="only floating-point tensors can require gradients"):
+        kiln.tensor([1, 2], requires_grad=True)
