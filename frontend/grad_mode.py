@@ -47,4 +47,108 @@ class no_grad:  # noqa: N801  (PyTorch's name)
         return without_gradients
 
 
-__all__ = ["no_grad"]
+class set_grad_enabled:  # noqa: N801  (PyTorch's name)
+    """``torch.set_grad_enabled(mode)``: sets the mode when called (a function) and restores the previous one when
+    used as a context manager or a decorator. ``False`` is ``no_grad``, in a trace and eagerly."""
+
+    def __init__(self, mode: bool) -> None:
+        self._previous = is_grad_enabled()
+        self._mode = bool(mode)
+        _set_mode(self._mode)
+
+    def __enter__(self) -> "set_grad_enabled":
+        return self
+
+    def __exit__(self, *exception: Any) -> None:
+        _set_mode(self._previous)
+
+    def __call__(self, function: Callable[..., Any]) -> Callable[..., Any]:
+        _set_mode(self._previous)  # as a decorator the mode applies only while the function runs
+        mode = self._mode
+
+        @functools.wraps(function)
+        def with_mode(*args: Any, **kwargs: Any) -> Any:
+            with set_grad_enabled(mode):
+                return function(*args, **kwargs)
+
+        return with_mode
+
+
+class enable_grad(no_grad):  # noqa: N801  (PyTorch's name)
+    """``torch.enable_grad()``: results traced inside carry gradients again, inside a ``no_grad`` too."""
+
+    def __enter__(self) -> "enable_grad":
+        self._saved.append(_switched(True))
+        return self
+
+    def __exit__(self, *exception: Any) -> None:
+        _restore(self._saved.pop())
+
+    def __call__(self, function: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(function)
+        def with_gradients(*args: Any, **kwargs: Any) -> Any:
+            with enable_grad():
+                return function(*args, **kwargs)
+
+        return with_gradients
+
+
+class inference_mode(no_grad):  # noqa: N801  (PyTorch's name)
+    """``torch.inference_mode(mode=True)``: ``no_grad`` (a compiled program has no autograd bookkeeping to skip);
+    ``inference_mode(False)`` changes nothing."""
+
+    def __init__(self, mode: bool = True) -> None:
+        super().__init__()
+        self._mode = bool(mode)
+
+    def __enter__(self) -> "inference_mode":
+        self._saved.append(_switched(not self._mode and is_grad_enabled()))
+        _inference[0] = self._mode
+        return self
+
+    def __exit__(self, *exception: Any) -> None:
+        _restore(self._saved.pop())
+        _inference[0] = False
+
+    def __call__(self, function: Callable[..., Any]) -> Callable[..., Any]:
+        mode = self._mode
+
+        @functools.wraps(function)
+        def inferring(*args: Any, **kwargs: Any) -> Any:
+            with inference_mode(mode):
+                return function(*args, **kwargs)
+
+        return inferring
+
+
+_inference = [False]
+"""Whether an ``inference_mode`` block is open (a list: module state)."""
+
+
+def is_grad_enabled() -> bool:
+    """Whether results made now carry gradients: in a trace, the trace's mode; outside one, the eager context's."""
+    return TraceContext.current().grad_enabled
+
+
+def is_inference_mode_enabled() -> bool:
+    return _inference[0]
+
+
+def _set_mode(mode: bool) -> None:
+    TraceContext.current().grad_enabled = mode
+
+
+def _switched(mode: bool) -> tuple[TraceContext, bool]:
+    """Set the mode, returning what restores the previous one."""
+    context = TraceContext.current()
+    saved = (context, context.grad_enabled)
+    context.grad_enabled = mode
+    return saved
+
+
+def _restore(saved: tuple[TraceContext, bool]) -> None:
+    context, mode = saved
+    context.grad_enabled = mode
+
+
+__all__ = ["enable_grad", "inference_mode", "is_grad_enabled", "is_inference_mode_enabled", "no_grad", "set_grad_enabled"]

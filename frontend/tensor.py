@@ -24,6 +24,7 @@ from kiln.frontend.tensor_extras import ExtraMethods
 from kiln.frontend.tensor_inplace import VIEW_OPS, InPlaceMethods, check_fresh, link_view
 from kiln.frontend.tensor_linalg import LinalgMethods
 from kiln.frontend.tensor_math import MathMethods
+from kiln.frontend.tensor_more import MoreMethods
 from kiln.frontend.tensor_methods import TorchMethods, _flatten_args, _floating, _is_one
 from kiln.frontend.trace import TraceContext, located_error
 
@@ -36,7 +37,7 @@ class ValuesIndices(NamedTuple):
     indices: "Tensor"
 
 
-class Tensor(EagerMethods, InPlaceMethods, TorchMethods, MathMethods, DeviceMethods, ExtraMethods, LinalgMethods):
+class Tensor(EagerMethods, InPlaceMethods, TorchMethods, MathMethods, DeviceMethods, ExtraMethods, LinalgMethods, MoreMethods):
     """A symbolic tensor during tracing; in-place methods rebind it (``frontend/tensor_inplace.py``), more of PyTorch's
     methods are in ``frontend/tensor_methods.py`` and ``frontend/tensor_math.py``."""
 

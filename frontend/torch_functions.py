@@ -21,10 +21,12 @@ from kiln.frontend.tensor import Tensor, apply
 from kiln.frontend.linalg_spectral import SPECTRAL_FORWARDED, nuclear_norm
 from kiln.frontend.tensor_extras import EXTRA_FORWARDED
 from kiln.frontend.tensor_methods import _flatten_args
+from kiln.frontend.torch_dtypes import get_default_dtype
 from kiln.frontend.trace import TraceContext, located_error
 
 
 def _dtype(dtype: Any, default: str) -> np.dtype:
+    default = get_default_dtype() if default == "float32" else default  # kiln.set_default_dtype
     return np.dtype(DType.of(default if dtype is None else dtype).numpy)
 
 
@@ -94,7 +96,7 @@ def tensor(data: Any, *, dtype: Any = None, device: Any = None, requires_grad: b
     if dtype is not None:
         array = array.astype(_dtype(dtype, "float32"))
     elif not isinstance(data, np.ndarray) and array.dtype.kind in "fi":
-        array = array.astype(np.float32 if array.dtype.kind == "f" else np.int64)
+        array = array.astype(get_default_dtype().numpy if array.dtype.kind == "f" else np.int64)
     return _leaf(array) if requires_grad and not TraceContext.active() else _created(array)
 
 

@@ -46,10 +46,12 @@ _install_eager()  # outside a trace, ops run eagerly (loss.backward(), optimizer
 from kiln import cuda, distributions, linalg, nn, optim, utils  # noqa: E402  (after the core, which they re-export)
 from kiln.frontend.tensor_device import device  # noqa: E402  (torch.device: kiln.device('cuda'))
 from kiln.frontend import torch_functions as _torch_functions
+from kiln.frontend import torch_more as _torch_more
 
 globals().update({name: getattr(_torch_functions, name) for name in _torch_functions.__all__})  # kiln.zeros, kiln.cat...
 globals().update(_torch_functions.FORWARDERS)  # kiln.exp(x) is x.exp(), as torch.exp(x)
 globals().update(_torch_functions.DTYPES)  # kiln.float32, kiln.long, ... as torch's
+globals().update(_torch_more.exports())  # kiln.conv2d, kiln.hstack, kiln.finfo, kiln.exp_, ... (frontend/torch_more.py)
 
 __version__ = "0.1.0"
 
@@ -60,5 +62,5 @@ __all__ = [
     "load", "load_onnx_train_step", "manual_seed", "nn", "no_grad", "optim", "parity", "PassManager", "saliency", "save",
     "ShapeError", "TensorSpec", "TensorType", "trace", "TraceError", "TrainStep", "utils", "value_and_grad",
     "VerificationError", *_torch_functions.__all__, *_torch_functions.FORWARDERS,
-    *_torch_functions.DTYPES,
+    *_torch_functions.DTYPES, *_torch_more.exports(),
 ]

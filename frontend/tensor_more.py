@@ -1,0 +1,509 @@
+"""More of PyTorch's ``Tensor`` methods, each a few existing ops (no new IR op):
+
+- scatter writes: ``scatter_reduce`` (``sum``/``prod``/``mean``/``amax``/``amin``, ``include_self``), ``index_reduce``,
+  ``index_put`` (integer index tensors, ``accumulate``), ``select_scatter``/``slice_scatter``/``diagonal_scatter``,
+  ``fill_diagonal_``;
+- statistics: ``nanmedian``, ``nanquantile``, ``mode``, ``renorm``, ``sum_to_size``, ``addbmm``;
+- special functions (kernels in ``frontend/tensor_more_special.py``): ``i0``, ``polygamma``, ``mvlgamma``,
+  ``igamma``/``igammac``, ``frexp``, ``ldexp``, ``nextafter``, ``gcd``/``lcm``, the bit shifts;
+- ``hardshrink``/``prelu`` as methods, the metadata ``itemsize``, ``nbytes``, ``is_signed``, ``is_same_size``,
+  ``new_empty``, and ``byte``/``char``/``short`` (dtypes the IR lacks: an error, as ``half()``);
+- the in-place ``xxx_`` of each, generated from ``_IN_PLACE`` as ``tensor_extras.py`` does.
+
+```python
+counts.scatter_reduce(0, index, src, "amax", include_self=False)
+x.nanmedian(1).values, x.nanquantile(0.25, dim=0)
+x.index_put((rows, cols), v, accumulate=True)
+x.diagonal_scatter(d, 1)
+```
+
+Ties. ``mode`` returns the smallest most frequent value and the last index holding it, ``nanmedian`` the lower
+median, as PyTorch's CPU kernels. ``index_put`` without ``accumulate`` writes the mean of duplicate writes (PyTorch
+leaves which one wins unspecified), as ``index_copy`` does.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import numpy as np
+
+from kiln.compiler.ir.types import DType
+from kiln.frontend import tensor_more_special as special
+from kiln.frontend.tensor_extras import MinMax, _constant, _cut, _is_tensor, _mean_of_writes, _vector_index, _where
+from kiln.frontend.tensor_inplace import in_place
+from kiln.frontend.tensor_methods import _flatten_args, _floating
+from kiln.frontend.trace import located_error
+
+_REDUCES = ("sum", "prod", "mean", "amax", "amin")
+
+
+class MoreMethods:
+    """See the module docstring; ``Tensor`` inherits these last, so a method defined elsewhere wins."""
+
+    # scatter writes ------------------------------------------------------------------------------------------------
+    def scatter_reduce(self, dim: int, index: Any, src: Any, reduce: str, *, include_self: bool = True) -> Any:
+        """``src[i][j]`` combined by ``reduce`` into ``self[index[i][j]][j]`` (``dim = 0``); places no index names keep
+        ``self``. Without ``include_self`` the written places start from the reduction's identity."""
+        _check_reduce("scatter_reduce", reduce, _REDUCES)
+        axis = dim % self.ndim
+        hits = _scatter_hits(self, axis, index)
+        values = _moved_values(_cut(src.to(self.dtype), index.shape), axis)
+        return _combined(self, hits, values, reduce, include_self, lambda r: r.movedim(-1, axis))
+
+    def index_reduce(self, dim: int, index: Any, source: Any, reduce: str, *, include_self: bool = True) -> Any:
+        """The slices of ``source`` along ``dim`` combined by ``reduce`` (``prod``/``mean``/``amax``/``amin``) into
+        the slices ``index`` of ``self``."""
+        _check_reduce("index_reduce", reduce, _REDUCES[1:])
+        axis = dim % self.ndim
+        index = _vector_index("index_reduce", index)
+        hits = _apply("tensor.one_hot", index, num_classes=_static_dim("index_reduce", self, axis), dtype=DType.bool)
+        hits = hits.reshape(tuple(hits.shape) + (1,) * (self.ndim - 1))
+        values = source.to(self.dtype).movedim(axis, 0).unsqueeze(1)
+        return _combined(self, hits, values, reduce, include_self, lambda r: r.movedim(0, axis), at=0)
+
+    def index_put(self, indices: Any, values: Any, accumulate: bool = False) -> Any:
+        """``self[indices] = values`` (``+=`` with ``accumulate``) for a tuple of integer index tensors (broadcast
+        together, indexing the leading dims), or one bool mask."""
+        indices = tuple(indices)
+        if len(indices) == 1 and _is_tensor(indices[0]) and indices[0].dtype is DType.bool and not accumulate:
+            result = self.clone()
+            result[indices[0]] = values
+            return result
+        flat, rest = _flat_leading_index(self, indices)
+        source = _as_tensor(values, self.dtype).broadcast_to(tuple(flat.shape) + rest).reshape((-1,) + rest)
+        rows = self.reshape((-1,) + rest)
+        total = _apply("tensor.scatter_add", source, flat.reshape(-1), axis=0, shape=tuple(rows.shape))
+        if accumulate:
+            return (rows + total).reshape(self.shape)
+        ones = _constant(1, _wide(self)).broadcast_to((flat.reshape(-1).shape[0],))
+        counts = _apply("tensor.scatter_add", ones, flat.reshape(-1), axis=0, shape=(rows.shape[0],))
+        counts = counts.reshape((-1,) + (1,) * len(rest))
+        written = _mean_of_writes(total.to(_wide(self)), counts).to(self.dtype)
+        return _where(counts > 0, written, rows).reshape(self.shape)
+
+    def index_put_(self, indices: Any, values: Any, accumulate: bool = False) -> Any:
+        return in_place(self, "index_put_", lambda x: x.index_put(indices, values, accumulate))
+
+    def select_scatter(self, src: Any, dim: int, index: int) -> Any:
+        """``self`` with ``src`` written at ``index`` along ``dim`` (the inverse of ``select``)."""
+        return _assigned(self, (slice(None),) * (dim % self.ndim) + (index,), src)
+
+    def slice_scatter(self, src: Any, dim: int = 0, start: int | None = None, end: int | None = None, step: int = 1) -> Any:
+        """``self`` with ``src`` written into ``[start:end:step]`` along ``dim``."""
+        return _assigned(self, (slice(None),) * (dim % self.ndim) + (slice(start, end, step),), src)
+
+    def diagonal_scatter(self, src: Any, offset: int = 0, dim1: int = 0, dim2: int = 1) -> Any:
+        """``self`` with ``src`` written onto the diagonal ``diagonal(offset, dim1, dim2)`` reads."""
+        moved = self.movedim((dim1 % self.ndim, dim2 % self.ndim), (-2, -1))
+        rows, columns = _static_dim("diagonal_scatter", moved, -2), _static_dim("diagonal_scatter", moved, -1)
+        places = np.eye(rows, columns, offset, dtype=bool)
+        picks = np.stack(_one_hots(places))  # (diagonal length, rows, columns): where each diagonal element goes
+        embedded = (src.to(self.dtype).unsqueeze(-1).unsqueeze(-1) * _constant(picks, self.dtype)).sum(-3)
+        written = _where(_constant(places), embedded, moved)
+        return written.movedim((-2, -1), (dim1 % self.ndim, dim2 % self.ndim))
+
+    def fill_diagonal_(self, fill_value: Any, wrap: bool = False) -> Any:
+        """``fill_value`` on the main diagonal (all dims equal, or a tall matrix, whose diagonal restarts after
+        ``columns + 1`` rows with ``wrap``), in place; NumPy's ``fill_diagonal``, as PyTorch's."""
+        shape = _static_shape("fill_diagonal_", self)
+        if len(shape) < 2 or (len(shape) > 2 and len(set(shape)) != 1):
+            raise located_error(f"fill_diagonal_ needs a matrix or a tensor with all dims equal, got {self.type}")
+        places = np.zeros(shape, bool)
+        np.fill_diagonal(places, True, wrap=wrap)
+        return in_place(self, "fill_diagonal_", lambda x: _where(_constant(places), _as_tensor(fill_value, x.dtype), x))
+
+    # statistics ----------------------------------------------------------------------------------------------------
+    def nanmedian(self, dim: int | None = None, keepdim: bool = False) -> Any:
+        """The lower median of the non-NaN elements (NaN where all are); with ``dim``, ``(values, indices)``."""
+        from kiln.frontend.tensor import ValuesIndices
+
+        flat = dim is None
+        x = self.reshape(-1) if flat else self
+        axis = -1 if flat else dim
+        order, valid = _nan_last_order(x, axis)
+        rank = ((valid - 1).clamp(min=0) // 2).unsqueeze(axis)
+        position = order.take_along_dim(rank, axis)
+        values = x.take_along_dim(position, axis)  # NaN where the row has no number: its NaNs start at rank 0
+        if flat:
+            return values.reshape(())
+        if not keepdim:
+            values, position = values.squeeze(axis), position.squeeze(axis)
+        return ValuesIndices(values, position)
+
+    def nanquantile(self, q: Any, dim: int | None = None, keepdim: bool = False, *, interpolation: str = "linear") -> Any:
+        """``quantile`` over the non-NaN elements only: the rank ``q (count - 1)`` among them (NaN where all are)."""
+        if interpolation not in ("linear", "lower", "higher", "midpoint", "nearest"):
+            raise located_error(f"nanquantile: interpolation must be linear, lower, higher, midpoint or nearest, got {interpolation!r}")
+        x = self.reshape(-1) if dim is None else self.movedim(dim, -1)
+        order, valid = _nan_last_order(x, -1)
+        ordered = x.take_along_dim(order, -1)
+        levels = np.atleast_1d(np.asarray(q, dtype=x.dtype.numpy))
+        picks = [_quantile_at(ordered, valid, float(level), interpolation) for level in levels]
+        result = _stack_levels(picks)
+        if keepdim:
+            result = result.reshape((len(levels),) + (1,) * self.ndim) if dim is None else result.unsqueeze(dim % self.ndim + 1)
+        return result[0] if np.ndim(q) == 0 else result
+
+    def mode(self, dim: int = -1, keepdim: bool = False) -> Any:
+        """The most frequent value along ``dim`` (the smallest of equally frequent ones) and the last index of it."""
+        from kiln.frontend.tensor import ValuesIndices
+
+        x = self.movedim(dim, -1)
+        length = _static_dim("mode", x, -1)
+        counts = (x.unsqueeze(-1) == x.unsqueeze(-2)).long().sum(-1)
+        frequent = counts == counts.amax(-1, keepdim=True)
+        values = _where(frequent, x.detach(), math.inf if x.dtype.is_float else np.iinfo(x.dtype.numpy).max).amin(-1, keepdim=True)
+        positions = _constant(np.arange(length, dtype=np.int64))
+        index = _where(x == values, positions, -1).amax(-1, keepdim=True)
+        values = x.take_along_dim(index, -1)
+        values, index = values.movedim(-1, dim), index.movedim(-1, dim)
+        if not keepdim:
+            values, index = values.squeeze(dim), index.squeeze(dim)
+        return ValuesIndices(values, index)
+
+    def renorm(self, p: float, dim: int, maxnorm: float) -> Any:
+        """Each slice along ``dim`` whose ``p``-norm exceeds ``maxnorm`` scaled down to it (norm + 1e-7, as PyTorch's)."""
+        others = tuple(d for d in range(self.ndim) if d != dim % self.ndim)
+        norms = self.abs().pow(p).sum(others, keepdim=True).pow(1.0 / p)
+        return self * _where(norms > maxnorm, maxnorm / (norms + 1e-7), 1.0)
+
+    def sum_to_size(self, *size: Any) -> Any:
+        """Summed down to ``size`` (which ``self`` broadcasts from): the leading dims away, dims of size 1 kept."""
+        shape = tuple(_flatten_args(size))
+        lead = self.ndim - len(shape)
+        if lead < 0 or any(s != 1 and s != d for s, d in zip(shape, self.shape[lead:])):
+            raise located_error(f"sum_to_size: {self.type} does not broadcast from the size {shape}")
+        result = self.sum(tuple(range(lead))) if lead else self
+        squeezed = tuple(d for d, (s, have) in enumerate(zip(shape, result.shape)) if s == 1 and have != 1)
+        return result.sum(squeezed, keepdim=True) if squeezed else result
+
+    def addbmm(self, batch1: Any, batch2: Any, *, beta: float = 1, alpha: float = 1) -> Any:
+        """``beta self + alpha sum_b batch1[b] @ batch2[b]`` (``self`` ignored when ``beta`` is 0, NaN included)."""
+        product = batch1.bmm(batch2).sum(0)
+        product = product * alpha if alpha != 1 else product
+        if beta == 0:
+            return product.broadcast_to(tuple(self.shape)) if self.ndim == 2 else product
+        return (self * beta if beta != 1 else self) + product
+
+    # special functions ---------------------------------------------------------------------------------------------
+    def i0(self) -> Any:
+        return special.i0(_floating(self))
+
+    def polygamma(self, n: int) -> Any:
+        if not isinstance(n, int) or n < 0:
+            raise located_error(f"polygamma: n must be a non-negative int, got {n!r}")
+        return special.polygamma(n, _floating(self))
+
+    def mvlgamma(self, p: int) -> Any:
+        """The multivariate log-gamma ``p (p - 1) / 4 log pi + sum_j lgamma(x - j / 2)``; every element must exceed
+        ``(p - 1) / 2`` (PyTorch checks the values eagerly; here they are unknown, so the result is NaN or inf there)."""
+        x = _floating(self)
+        total = x.lgamma()
+        for j in range(1, p):
+            total = total + (x - j / 2).lgamma()
+        return total + p * (p - 1) / 4 * math.log(math.pi)
+
+    def igamma(self, other: Any) -> Any:
+        """The regularized lower incomplete gamma ``P(self, other)``; differentiable in ``other`` only, as PyTorch's."""
+        a, x = _float_operands(self, other)
+        return special.lower_regularized_gamma(a, x)
+
+    def igammac(self, other: Any) -> Any:
+        """The regularized upper incomplete gamma ``Q(self, other) = 1 - P``, without its cancellation."""
+        a, x = _float_operands(self, other)
+        return special.upper_regularized_gamma(a, x)
+
+    def frexp(self) -> MantissaExponent:
+        mantissa, exponent = special.frexp(_require_float("frexp", self))
+        return MantissaExponent(mantissa, exponent)
+
+    def ldexp(self, other: Any) -> Any:
+        """``self * 2^other``."""
+        x = _floating(self)
+        two = _constant(2.0, x.dtype)
+        return x * two.pow(other.to(x.dtype) if _is_tensor(other) else float(other))
+
+    def nextafter(self, other: Any) -> Any:
+        x, y = _float_operands(self, other)
+        return special.nextafter(x.detach(), y.detach())
+
+    def gcd(self, other: Any) -> Any:
+        a, b = _integer_operands("gcd", self, other)
+        return special.gcd(a, b)
+
+    def lcm(self, other: Any) -> Any:
+        """``|a b| / gcd(a, b)``, 0 where either is."""
+        a, b = _integer_operands("lcm", self, other)
+        divisor = special.gcd(a, b)
+        return _where(divisor == 0, 0, (a.div(_where(divisor == 0, 1, divisor), rounding_mode="trunc") * b).abs())
+
+    def bitwise_left_shift(self, other: Any) -> Any:
+        """``self * 2^other`` for integers (bits shifted past the top are lost, as in two's complement)."""
+        a, shift = _integer_operands("bitwise_left_shift", self, other)
+        return a * _constant(2, a.dtype).pow(shift)
+
+    def bitwise_right_shift(self, other: Any) -> Any:
+        """``floor(self / 2^other)`` for integers: the arithmetic shift (negative numbers stay negative)."""
+        a, shift = _integer_operands("bitwise_right_shift", self, other)
+        return a.div(_constant(2, a.dtype).pow(shift), rounding_mode="floor")
+
+    # activations as methods ----------------------------------------------------------------------------------------
+    def hardshrink(self, lambd: float = 0.5) -> Any:
+        from kiln.frontend.functional import hardshrink
+
+        return hardshrink(self, lambd)
+
+    def prelu(self, weight: Any) -> Any:
+        from kiln.frontend.functional import prelu
+
+        return prelu(self, weight)
+
+    # sampling (frontend/torch_random.py) ----------------------------------------------------------------------------
+    def bernoulli(self, p: float | None = None, *, generator: Any = None) -> Any:
+        from kiln.frontend.torch_random import bernoulli
+
+        return bernoulli(self, p)
+
+    def multinomial(self, num_samples: int, replacement: bool = False, *, generator: Any = None) -> Any:
+        from kiln.frontend.torch_random import multinomial
+
+        return multinomial(self, num_samples, replacement)
+
+    # metadata ------------------------------------------------------------------------------------------------------
+    @property
+    def itemsize(self) -> int:
+        return self.dtype.numpy.itemsize  # type: ignore[attr-defined]
+
+    @property
+    def nbytes(self) -> Any:
+        """The bytes of the elements: an int for a static shape (a 0-d tensor with symbolic dims, as ``numel``)."""
+        return self.numel() * self.itemsize  # type: ignore[attr-defined]
+
+    def is_signed(self) -> bool:
+        return self.dtype is not DType.bool  # type: ignore[attr-defined]
+
+    def is_same_size(self, other: Any) -> bool:
+        return tuple(self.shape) == tuple(other.shape)  # type: ignore[attr-defined]
+
+    def new_empty(self, *size: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Any:
+        """Zeros: a traced program has no uninitialised memory to give."""
+        return self.new_zeros(*size, dtype=dtype)  # type: ignore[attr-defined]
+
+    def byte(self) -> Any:
+        raise _missing_dtype("byte", "uint8")
+
+    def char(self) -> Any:
+        raise _missing_dtype("char", "int8")
+
+    def short(self) -> Any:
+        raise _missing_dtype("short", "int16")
+
+
+class MantissaExponent(tuple):
+    """What ``x.frexp()`` returns, as PyTorch's ``torch.return_types.frexp``: ``(mantissa, exponent)``."""
+
+    def __new__(cls, mantissa: Any, exponent: Any) -> "MantissaExponent":
+        return super().__new__(cls, (mantissa, exponent))
+
+    @property
+    def mantissa(self) -> Any:
+        return self[0]
+
+    @property
+    def exponent(self) -> Any:
+        return self[1]
+
+
+def _apply(*args: Any, **attrs: Any) -> Any:
+    from kiln.frontend.tensor import apply
+
+    return apply(*args, **attrs)
+
+
+def _missing_dtype(method: str, dtype: str) -> Exception:
+    return located_error(f"{method}(): {dtype} is not an IR dtype of kiln; use int() (int32) or long() (int64)")
+
+
+def _check_reduce(method: str, reduce: str, allowed: tuple[str, ...]) -> None:
+    if reduce not in allowed:
+        raise located_error(f"{method}: reduce must be one of {', '.join(allowed)}, got {reduce!r}")
+
+
+def _static_dim(method: str, x: Any, axis: int) -> int:
+    size = x.shape[axis]
+    if not isinstance(size, int):
+        raise located_error(f"{method} needs dim {axis} of {x.type} static (it is a one-hot width or a mask's size)")
+    return size
+
+
+def _static_shape(method: str, x: Any) -> tuple[int, ...]:
+    if not all(isinstance(d, int) for d in x.shape):
+        raise located_error(f"{method} needs a static shape, got {x.type}")
+    return tuple(x.shape)
+
+
+def _as_tensor(value: Any, dtype: DType) -> Any:
+    return value.to(dtype) if _is_tensor(value) else _constant(value, dtype)
+
+
+def _wide(x: Any) -> DType:
+    return x.dtype if x.dtype.is_float else DType.i64
+
+
+def _one_hots(places: np.ndarray) -> list[np.ndarray]:
+    """One boolean matrix per True place of ``places``, in row-major order."""
+    result = []
+    for row, column in zip(*np.nonzero(places)):
+        single = np.zeros(places.shape)
+        single[row, column] = 1.0
+        result.append(single)
+    return result
+
+
+def _assigned(x: Any, index: tuple[Any, ...], src: Any) -> Any:
+    from kiln.frontend.tensor_setitem import assigned
+
+    return assigned(x, index, src)
+
+
+# scatter_reduce / index_reduce ----------------------------------------------------------------------------------------
+
+
+def _scatter_hits(x: Any, axis: int, index: Any) -> Any:
+    """``(*index.shape moved, size)`` bools: where each index element lands along ``axis`` (the rest must match)."""
+    size = _static_dim("scatter_reduce", x, axis)
+    if index.ndim != x.ndim or any(a != b for d, (a, b) in enumerate(zip(index.shape, x.shape)) if d != axis):
+        raise located_error(f"scatter_reduce: the index {index.type} must match {x.type} on every dim but {axis}")
+    return _apply("tensor.one_hot", index.movedim(axis, -1), num_classes=size, dtype=DType.bool)
+
+
+def _moved_values(source: Any, axis: int) -> Any:
+    return source.movedim(axis, -1).unsqueeze(-1)
+
+
+_IDENTITIES = {"sum": 0.0, "mean": 0.0, "prod": 1.0, "amax": -math.inf, "amin": math.inf}
+
+
+def _combined(x: Any, hits: Any, values: Any, reduce: str, include_self: bool, back: Callable[[Any], Any], at: int = -2) -> Any:
+    """The written values reduced over the writes (axis ``at`` of ``hits``/``values``), combined with ``x`` where
+    something was written; ``back`` moves the reduced result to ``x``'s layout."""
+    identity = _IDENTITIES[reduce]
+    if not x.dtype.is_float and math.isinf(identity):
+        identity = np.iinfo(x.dtype.numpy).min if identity < 0 else np.iinfo(x.dtype.numpy).max
+    spread = _where(hits, values, _constant(identity, x.dtype))
+    reducer = {"sum": "sum", "mean": "sum", "prod": "prod", "amax": "amax", "amin": "amin"}[reduce]
+    written = back(getattr(spread, reducer)(at))
+    counts = back(hits.long().sum(at))
+    if include_self:
+        written = {"sum": x + written, "mean": x + written, "prod": x * written,
+                   "amax": x.maximum(written), "amin": x.minimum(written)}[reduce]
+    if reduce == "mean":
+        written = _mean_of_writes(written, counts + int(include_self))
+    return _where(counts > 0, written, x)
+
+
+# index_put ------------------------------------------------------------------------------------------------------------
+
+
+def _flat_leading_index(x: Any, indices: tuple[Any, ...]) -> tuple[Any, tuple[Any, ...]]:
+    """The index tensors broadcast together and folded into one index of ``x``'s leading dims flattened, and the
+    shape of the dims they leave."""
+    if not indices or len(indices) > x.ndim or not all(_is_tensor(i) and not i.dtype.is_float for i in indices):
+        raise located_error(f"index_put takes a tuple of up to {x.ndim} integer index tensors (or one bool mask), got {indices!r}")
+    if any(i.dtype is DType.bool for i in indices):
+        raise located_error("index_put with accumulate=True (or more than one index) takes integer index tensors; turn "
+                            "a bool mask into a where(mask, x + v, x)")
+    lead = _static_shape("index_put", x)[: len(indices)]
+    broadcast = np.broadcast_shapes(*(tuple(i.shape) for i in indices))
+    flat = None
+    for index, size in zip(indices, lead):
+        wrapped = _where(index < 0, index.long() + size, index.long()).broadcast_to(broadcast)
+        flat = wrapped if flat is None else flat * size + wrapped
+    return flat, tuple(x.shape[len(indices):])
+
+
+# nan statistics -------------------------------------------------------------------------------------------------------
+
+
+def _nan_last_order(x: Any, axis: int) -> tuple[Any, Any]:
+    """The sorting order along ``axis`` with NaNs after every number, and the count of non-NaN elements."""
+    missing = x.isnan()
+    keys = _where(missing, 0.0, x.detach())
+    order = _stable_by_flag(keys.argsort(axis, stable=True), missing.to(keys.dtype), axis)
+    return order, (~missing).long().sum(axis)
+
+
+def _stable_by_flag(order: Any, flag: Any, axis: int) -> Any:
+    """``order`` re-sorted stably by ``flag`` (0 before 1): the NaNs moved behind the numbers, both in order."""
+    moved = flag.take_along_dim(order, axis)
+    return order.take_along_dim(moved.argsort(axis, stable=True), axis)
+
+
+def _quantile_at(ordered: Any, valid: Any, level: float, interpolation: str) -> Any:
+    """The ``level`` quantile of each row's first ``valid`` elements of ``ordered`` (sorted, NaNs last)."""
+    rank = (valid.to(ordered.dtype) - 1.0).clamp(min=0.0) * level
+    lower, upper = rank.floor(), rank.ceil()
+    pick = {"lower": lower, "higher": upper, "nearest": rank.round()}.get(interpolation)
+    if pick is not None:
+        value = _gathered(ordered, pick)
+    else:
+        below, above = _gathered(ordered, lower), _gathered(ordered, upper)
+        weight = (rank - lower) if interpolation == "linear" else 0.5
+        value = below + (above - below) * weight
+    return value  # NaN where the row has no number: its NaNs start at rank 0
+
+
+def _gathered(ordered: Any, position: Any) -> Any:
+    return ordered.take_along_dim(position.long().unsqueeze(-1), -1).squeeze(-1)
+
+
+def _stack_levels(picks: list[Any]) -> Any:
+    from kiln.frontend.functional_nn import stack
+
+    return stack(picks, 0)
+
+
+# operands -------------------------------------------------------------------------------------------------------------
+
+
+def _float_operands(x: Any, y: Any) -> tuple[Any, Any]:
+    from kiln.frontend.tensor_extras import _float_pair
+
+    return _float_pair(x, y)
+
+
+def _require_float(method: str, x: Any) -> Any:
+    if not x.dtype.is_float:
+        raise located_error(f"{method} takes a floating tensor, got {x.type}; cast it first (x.double())")
+    return x
+
+
+def _integer_operands(method: str, x: Any, y: Any) -> tuple[Any, Any]:
+    y = y if _is_tensor(y) else _constant(y, x.dtype)
+    if x.dtype.is_float or y.dtype.is_float or x.dtype is DType.bool:
+        raise located_error(f"{method} takes integer tensors, got {x.type} and {y.type}")
+    wide = DType.i64 if DType.i64 in (x.dtype, y.dtype) else x.dtype
+    return x.to(wide), y.to(wide)
+
+
+# in-place forms -------------------------------------------------------------------------------------------------------
+
+_IN_PLACE = ("scatter_reduce", "index_reduce", "renorm", "addbmm", "i0", "polygamma", "mvlgamma", "igamma", "igammac",
+             "ldexp", "nextafter", "gcd", "lcm", "bitwise_left_shift", "bitwise_right_shift", "bitwise_and",
+             "bitwise_or", "bitwise_xor", "bitwise_not")
+"""Methods whose in-place ``name_`` form is ``in_place`` of ``name``; one already defined elsewhere wins."""
+
+
+def _in_place_form(name: str) -> Callable[..., Any]:
+    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return in_place(self, f"{name}_", lambda x: getattr(x, name)(*args, **kwargs))
+
+    method.__name__ = method.__qualname__ = f"{name}_"
+    method.__doc__ = f"``{name}``, written into this tensor (it keeps its shape and dtype), as PyTorch's ``{name}_``."
+    return method
+
+
+for _name in _IN_PLACE:
+    setattr(MoreMethods, f"{_name}_", _in_place_form(_name))

@@ -1,0 +1,141 @@
+"""``torch``'s dtype queries for kiln's dtypes (bool, int32, int64, float32, float64): ``is_tensor``,
+``result_type``, ``promote_types``, ``can_cast``, ``finfo``/``iinfo`` and the default float dtype.
+
+```python
+kiln.result_type(int_tensor, 2.5)         # kiln.float32: a Python float takes the default float dtype
+kiln.promote_types(kiln.int64, kiln.float32)   # kiln.float32, as torch's (a float of any width wins)
+kiln.finfo(kiln.float64).eps              # 2.220446049250313e-16
+kiln.set_default_dtype(kiln.float64)      # kiln.tensor([1.5]), kiln.zeros(3)... now float64
+```
+
+Promotion is PyTorch's: a floating dtype beats an integer one beats bool whatever their widths; within a kind the
+wider wins; and a tensor with dims outranks a 0-d tensor, which outranks a Python number, unless the lower-ranked
+operand is of a higher kind (then its kind decides, at the default width for a Python number).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from kiln.compiler.ir.types import DType
+from kiln.frontend.trace import located_error
+
+_KIND = {DType.bool: 0, DType.i32: 1, DType.i64: 1, DType.f32: 2, DType.f64: 2}
+_WIDTH = {DType.bool: 1, DType.i32: 4, DType.i64: 8, DType.f32: 4, DType.f64: 8}
+
+_default_float = [DType.f32]
+"""The default float dtype (a one-element list: module state that ``set_default_dtype`` replaces)."""
+
+
+def get_default_dtype() -> DType:
+    return _default_float[0]
+
+
+def set_default_dtype(d: Any) -> None:
+    """The dtype of Python floats made into tensors (``kiln.tensor``, ``zeros``, ``arange`` with float bounds...):
+    float32 or float64, the two float dtypes kiln computes in."""
+    dtype = DType.of(d)
+    if dtype not in (DType.f32, DType.f64):
+        raise located_error(f"set_default_dtype takes float32 or float64 (kiln's float dtypes), got {d!r}")
+    _default_float[0] = dtype
+
+
+def is_tensor(obj: Any) -> bool:
+    from kiln.frontend.tensor import Tensor
+
+    return isinstance(obj, Tensor)
+
+
+def promote_types(type1: Any, type2: Any) -> DType:
+    """The smallest dtype both cast to safely: the higher kind (bool < int < float), then the wider."""
+    a, b = DType.of(type1), DType.of(type2)
+    _check_kind(a), _check_kind(b)
+    if _KIND[a] != _KIND[b]:
+        return a if _KIND[a] > _KIND[b] else b
+    return a if _WIDTH[a] >= _WIDTH[b] else b
+
+
+def can_cast(from_: Any, to: Any) -> bool:
+    """PyTorch's casting rule: anything but a float to an integer or bool, or an integer to bool."""
+    source, target = DType.of(from_), DType.of(to)
+    _check_kind(source), _check_kind(target)
+    return _KIND[source] <= _KIND[target]
+
+
+def result_type(*operands: Any) -> DType:
+    """The dtype of an arithmetic op on ``operands`` (tensors and Python numbers), by the rule above."""
+    ranked = [_ranked(operand) for operand in operands]
+    kind = max(_KIND[dtype] for dtype, _ in ranked)
+    top = max(rank for dtype, rank in ranked if _KIND[dtype] == kind)
+    candidates = [dtype for dtype, rank in ranked if _KIND[dtype] == kind and rank == top]
+    result = candidates[0]
+    for dtype in candidates[1:]:
+        result = promote_types(result, dtype)
+    return result
+
+
+def _ranked(operand: Any) -> tuple[DType, int]:
+    """An operand's dtype and rank: 2 a tensor with dims, 1 a 0-d tensor, 0 a Python number (at the default width)."""
+    if is_tensor(operand):
+        return operand.dtype, 2 if operand.ndim else 1
+    if isinstance(operand, (bool, np.bool_)):
+        return DType.bool, 0
+    if isinstance(operand, (int, np.integer)):
+        return DType.i64, 0
+    if isinstance(operand, (float, np.floating)):
+        return get_default_dtype(), 0
+    if isinstance(operand, np.ndarray):
+        return DType.of(operand.dtype), 2 if operand.ndim else 1
+    raise located_error(f"result_type takes tensors and Python numbers, got {type(operand).__name__}")
+
+
+def _check_kind(dtype: DType) -> None:
+    if dtype not in _KIND:
+        raise located_error(f"{dtype} is not a dtype kiln computes in; use bool, int32, int64, float32 or float64")
+
+
+class finfo(NamedTuple):  # noqa: N801  (torch's name)
+    """``torch.finfo``: the limits of a float dtype (the default one without an argument)."""
+
+    bits: int
+    eps: float
+    max: float
+    min: float
+    tiny: float
+    smallest_normal: float
+    resolution: float
+    dtype: str
+
+    @classmethod
+    def of(cls, type: Any = None) -> "finfo":  # noqa: A002
+        dtype = get_default_dtype() if type is None else DType.of(type)
+        if not dtype.is_float or dtype not in _KIND:
+            raise located_error(f"finfo takes a float dtype (float32 or float64), got {type!r}; iinfo is for integers")
+        info = np.finfo(dtype.numpy)
+        return cls(info.bits, float(info.eps), float(info.max), float(info.min), float(info.tiny),
+                   float(info.smallest_normal), 10.0 ** -info.precision, info.dtype.name)
+
+
+class iinfo(NamedTuple):  # noqa: N801  (torch's name)
+    """``torch.iinfo``: the limits of an integer dtype."""
+
+    bits: int
+    max: int
+    min: int
+    dtype: str
+
+    @classmethod
+    def of(cls, type: Any) -> "iinfo":  # noqa: A002
+        dtype = DType.of(type)
+        if not dtype.is_int:
+            raise located_error(f"iinfo takes an integer dtype (int32 or int64), got {type!r}; finfo is for floats")
+        info = np.iinfo(dtype.numpy)
+        return cls(info.bits, int(info.max), int(info.min), info.dtype.name)
+
+
+FUNCTIONS = {"finfo": finfo.of, "iinfo": iinfo.of}
+"""``kiln.finfo(kiln.float32)`` is ``finfo.of(...)`` (a NamedTuple's constructor takes its fields)."""
+
+__all__ = ["can_cast", "get_default_dtype", "is_tensor", "promote_types", "result_type", "set_default_dtype"]
