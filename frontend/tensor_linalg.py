@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
+from kiln.frontend.linalg_factor import FactorMethods
 from kiln.frontend.trace import located_error
 
 
@@ -123,7 +124,7 @@ def norm(A: Any, ord: Any = None, dim: Any = None, keepdim: bool = False, *, dty
     return vector_norm(A, 2 if ord is None else ord, dim, keepdim, dtype=dtype)
 
 
-class LinalgMethods:
+class LinalgMethods(FactorMethods):
     """``Tensor``'s linear-algebra methods (PyTorch's names)."""
 
     def inverse(self) -> Any:

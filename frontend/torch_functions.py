@@ -19,6 +19,7 @@ import numpy as np
 from kiln.compiler.ir.types import DType
 from kiln.frontend.tensor import Tensor, apply
 from kiln.frontend.linalg_spectral import SPECTRAL_FORWARDED, nuclear_norm
+from kiln.frontend.linalg_factor import FACTOR_FORWARDED, chain_matmul, lu_unpack
 from kiln.frontend.tensor_extras import EXTRA_FORWARDED
 from kiln.frontend.tensor_methods import _flatten_args
 from kiln.frontend.torch_dtypes import get_default_dtype
@@ -172,6 +173,7 @@ DTYPES = {"float32": DType.f32, "float": DType.f32, "float64": DType.f64, "doubl
 FORWARDERS = {name: _forwarder(name) for name in FORWARDED + EXTRA_FORWARDED}
 """``kiln/__init__.py`` exports these; they stay out of this module's globals, where ``sum`` or ``all`` would shadow
 the builtins its own code calls."""
+FORWARDERS.update({name: _forwarder(name) for name in FACTOR_FORWARDED})  # kiln.qr, kiln.det, kiln.inverse, ...
 FORWARDERS.update({name: _forwarder(name) for name in SPECTRAL_FORWARDED})  # kiln.svd, kiln.pinverse
 
 
@@ -269,4 +271,5 @@ __all__ = [
     "tensor", "trapezoid", "trapz", "where", "zeros",
     "zeros_like",
 ]
+__all__ += ["chain_matmul", "lu_unpack"]  # frontend/linalg_factor.py
 __all__ += ["nuclear_norm"]  # frontend/linalg_spectral.py

@@ -98,7 +98,7 @@ def matrix_exp(a):
     u = x @ (x6 @ (b[13] * x6 + b[11] * x4 + b[9] * x2) + b[7] * x6 + b[5] * x4 + b[3] * x2 + b[1] * identity)
     v = x6 @ (b[12] * x6 + b[10] * x4 + b[8] * x2) + b[6] * x6 + b[4] * x4 + b[2] * x2 + b[0] * identity
     result = np.linalg.solve(v - u, v + u)
-    for index in range(int(squarings.max(initial=0))):
+    for index in range(int(squarings.max()) if squarings.size else 0):  # CuPy's max takes no initial=
         result = np.where((squarings > index)[..., None, None], result @ result, result)
     return result
 

@@ -1,0 +1,459 @@
+"""``torch.linalg``'s factorizations and the rest of its matrix functions, as ``kiln.linalg`` functions and ``Tensor``
+methods (PyTorch's names, signatures and named-tuple results).
+
+```python
+import kiln
+Q, R = kiln.linalg.qr(A)                          # mode "reduced", "complete" or "r"
+LU, pivots = kiln.linalg.lu_factor(A)             # pivots int32, 1-based, as PyTorch's
+X = kiln.linalg.lu_solve(LU, pivots, B)           # left=False, adjoint=True too
+P, L, U = kiln.linalg.lu(A)
+E = kiln.linalg.matrix_exp(A)
+```
+
+- One IR op each (``compiler/ops/linalg_factor.py``): ``qr`` (``qr_q`` and ``qr_r``), ``lu_factor`` (``lu_factor``
+  and ``lu_pivots``), ``matrix_exp``. ``lu_factor``'s ``info`` is read off ``U``'s diagonal (LAPACK's: the first
+  exact zero, 1-based), ``lu_unpack``'s ``P`` comes from ``pivots_to_permutation``; ``lu``, ``lu_solve`` (two
+  ``solve_triangular``), ``cholesky_solve``, ``cholesky_inverse`` and ``householder_product`` are compositions, and
+  so are ``matrix_power``, ``multi_dot``, ``vander``, ``tensorinv``, ``tensorsolve``, ``vecdot``, ``cross``,
+  ``diagonal`` and ``matmul``.
+- ``cholesky_ex``, ``inv_ex``, ``solve_ex`` and ``lu_factor_ex`` return ``info`` (0 where the matrix was fine) and,
+  with ``check_errors=True``, raise ``kiln.linalg.LinAlgError`` when run (``linalg.checked``). Where ``info > 0``
+  the result is NaN (PyTorch leaves what LAPACK stopped at).
+- ``eig``/``eigvals`` refuse: kiln has no complex dtype; ``eigh`` covers symmetric matrices.
+
+Gradients follow PyTorch's: the ops' VJPs (``compiler/autodiff/rules_linalg_factor.py``; ``qr`` in mode ``"r"``
+and ``"complete"`` with more rows than columns refuse, as PyTorch), autodiff through the compositions.
+``cholesky_solve`` and ``cholesky_inverse`` read only the factor's triangle but, as PyTorch's, send the gradient to
+the whole ``input2`` (the factor's other triangle is passed through ``detach``, so ``T`` equals the triangle and
+``dT = dL``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple, Sequence
+
+from kiln.frontend import tensor_linalg as core
+from kiln.frontend.trace import located_error
+
+LU_FACTOR_FAILURE = ("U[{info},{info}] is zero (1-based), so lu_solve would divide by zero; to factor a singular matrix "
+                     "call linalg.lu_factor_ex (it returns info instead of raising) or linalg.lu")
+SINGULAR_FAILURE = "the matrix is singular (U[{info},{info}] of its LU is zero, 1-based); check the input matrices"
+CHOLESKY_FAILURE = ("the leading minor of order {info} is not positive-definite, so the matrix has no Cholesky factor; "
+                    "check the input matrices")
+
+
+class QRResult(NamedTuple):
+    Q: Any
+    R: Any
+
+
+class LUFactorResult(NamedTuple):
+    LU: Any
+    pivots: Any
+
+
+class LUFactorExResult(NamedTuple):
+    LU: Any
+    pivots: Any
+    info: Any
+
+
+class LUResult(NamedTuple):
+    """``torch.linalg.lu``'s and ``torch.lu_unpack``'s ``(P, L, U)``, ``A = P L U``."""
+
+    P: Any
+    L: Any
+    U: Any
+
+
+class InvExResult(NamedTuple):
+    inverse: Any
+    info: Any
+
+
+class CholeskyExResult(NamedTuple):
+    L: Any
+    info: Any
+
+
+class SolveExResult(NamedTuple):
+    result: Any
+    info: Any
+
+
+class TriangularSolveResult(NamedTuple):
+    solution: Any
+    cloned_coefficient: Any
+
+
+def _apply(*args: Any, **attrs: Any) -> Any:
+    from kiln.frontend.tensor import apply
+
+    return apply(*args, **attrs)
+
+
+def _eye(n: int, dtype: Any, m: int | None = None) -> Any:
+    from kiln.frontend.torch_functions import eye
+
+    return eye(n, m, dtype=dtype)
+
+
+def _square_size(function: str, A: Any) -> int:
+    if A.ndim < 2 or A.shape[-1] != A.shape[-2]:
+        raise located_error(f"{function} needs square matrices (..., n, n), got {A.type}")
+    return A.shape[-1]
+
+
+# QR --------------------------------------------------------------------------------------------------------------
+
+
+def qr(A: Any, mode: str = "reduced") -> QRResult:
+    """``A = Q R``, ``Q`` with orthonormal columns, ``R`` upper triangular (LAPACK's signs, as PyTorch's). ``mode``:
+    ``"reduced"`` (``k = min(m, n)`` columns of ``Q``), ``"complete"`` (``Q`` square) or ``"r"`` (``Q`` empty)."""
+    if mode not in ("reduced", "complete", "r"):
+        raise located_error(f"linalg.qr: mode must be 'reduced', 'complete' or 'r', got {mode!r}")
+    if mode == "r":
+        from kiln.frontend.torch_functions import zeros
+
+        return QRResult(zeros(0, dtype=A.dtype), _apply("linalg.qr_r", A, mode="r"))
+    return QRResult(_apply("linalg.qr_q", A, mode=mode), _apply("linalg.qr_r", A, mode=mode))
+
+
+# LU --------------------------------------------------------------------------------------------------------------
+
+
+def _no_pivoting(function: str, pivot: bool) -> None:
+    if not pivot:
+        raise located_error(f"{function}: LU without pivoting is not implemented (nor is it in PyTorch on the CPU); "
+                            "pass pivot=True")
+
+
+def lu_info(LU: Any) -> Any:
+    """LAPACK's ``info`` of a packed LU: the 1-based index of the first exact zero on ``U``'s diagonal, else 0."""
+    zero = LU.diagonal(0, -2, -1) == 0
+    return _apply("tensor.where", zero.any(-1), zero.int().argmax(-1) + 1, 0).int()
+
+
+def _checked(x: Any, info: Any, function: str, failure: str) -> Any:
+    return _apply("linalg.checked", x, info, function=function, failure=failure)
+
+
+def lu_factor_ex(A: Any, *, pivot: bool = True, check_errors: bool = False) -> LUFactorExResult:
+    """``(LU, pivots, info)``: ``L`` (unit diagonal, not stored) and ``U`` packed, LAPACK's 1-based int32 row swaps,
+    and ``info`` (0, or the first zero of ``U``'s diagonal)."""
+    _no_pivoting("linalg.lu_factor_ex", pivot)
+    LU = _apply("linalg.lu_factor", A)
+    info = lu_info(LU)
+    if check_errors:
+        LU = _checked(LU, info, "linalg.lu_factor_ex", LU_FACTOR_FAILURE)
+    return LUFactorExResult(LU, _apply("linalg.lu_pivots", A), info)
+
+
+def lu_factor(A: Any, *, pivot: bool = True) -> LUFactorResult:
+    """``(LU, pivots)``; a matrix with a zero on ``U``'s diagonal raises ``kiln.linalg.LinAlgError`` when run."""
+    _no_pivoting("linalg.lu_factor", pivot)
+    LU, pivots, info = lu_factor_ex(A)
+    return LUFactorResult(_checked(LU, info, "linalg.lu_factor", LU_FACTOR_FAILURE), pivots)
+
+
+def permutation_matrix(pivots: Any, size: int, dtype: Any) -> Any:
+    """``P`` (``(..., size, size)``) of ``A = P L U`` from LU pivots: ``P[i, j] = 1`` where row ``j`` of ``L U`` is
+    row ``i`` of ``A``."""
+    from kiln.frontend.torch_functions import arange
+
+    perm = _apply("linalg.pivots_to_permutation", pivots, size=size)
+    return (perm.unsqueeze(-2) == arange(size).unsqueeze(-1)).to(dtype)
+
+
+def lu_unpack(LU_data: Any, LU_pivots: Any, unpack_data: bool = True, unpack_pivots: bool = True) -> LUResult:
+    """``(P, L, U)`` of a packed LU (``torch.lu_unpack``); what is not unpacked is an empty tensor."""
+    from kiln.frontend.torch_functions import zeros
+
+    m, n = LU_data.shape[-2:]
+    k = min(m, n)
+    empty = zeros(0, dtype=LU_data.dtype)
+    P = permutation_matrix(LU_pivots, m, LU_data.dtype) if unpack_pivots else empty
+    if not unpack_data:
+        return LUResult(P, empty, empty)
+    L = LU_data.tril(-1)[..., :, :k] + _eye(m, LU_data.dtype, k)
+    return LUResult(P, L, LU_data.triu()[..., :k, :])
+
+
+def lu(A: Any, *, pivot: bool = True) -> LUResult:
+    """``(P, L, U)`` with ``A = P L U`` (a singular ``A`` too: ``U`` then has a zero on its diagonal)."""
+    _no_pivoting("linalg.lu", pivot)
+    LU, pivots, _ = lu_factor_ex(A)
+    return lu_unpack(LU, pivots)
+
+
+def lu_solve(LU: Any, pivots: Any, B: Any, *, left: bool = True, adjoint: bool = False) -> Any:
+    """``X`` with ``A X = B`` for ``A = P L U`` given by ``lu_factor`` (``adjoint``: ``A^T X = B``; ``left=False``:
+    ``X A = B``, solved as ``A^T X^T = B^T``)."""
+    n = _square_size("linalg.lu_solve", LU)
+    if not left:
+        return lu_solve(LU, pivots, B.mT, adjoint=not adjoint).mT
+    P = permutation_matrix(pivots, n, LU.dtype)
+    if adjoint:  # U^T L^T P^T X = B
+        z = core.solve_triangular(LU.mT, B, upper=False)  # U^-T B
+        return P @ core.solve_triangular(LU.mT, z, upper=True, unitriangular=True)
+    y = core.solve_triangular(LU, P.mT @ B, upper=False, unitriangular=True)  # L^-1 P^T B
+    return core.solve_triangular(LU, y, upper=True)
+
+
+# The *_ex forms: info, NaN where it is nonzero, and check_errors --------------------------------------------------
+
+
+def _where_fine(info: Any, A: Any) -> Any:
+    """``A`` where ``info == 0``, the identity elsewhere (so the factorization runs), per matrix."""
+    return _apply("tensor.where", (info == 0).unsqueeze(-1).unsqueeze(-1), A, _eye(A.shape[-1], A.dtype))
+
+
+def _nan_where_failed(info: Any, x: Any) -> Any:
+    return _apply("tensor.where", (info != 0).unsqueeze(-1).unsqueeze(-1), math.nan, x)
+
+
+def _finish(function: str, result: Any, info: Any, check_errors: bool, failure: str) -> Any:
+    result = _nan_where_failed(info, result)
+    return _checked(result, info, function, failure) if check_errors else result
+
+
+def cholesky_ex(A: Any, *, upper: bool = False, check_errors: bool = False) -> CholeskyExResult:
+    """``(L, info)``: ``info`` is the order of the first leading minor that is not positive definite (0: none)."""
+    _square_size("linalg.cholesky_ex", A)
+    info = _apply("linalg.cholesky_info", A)
+    lower = _finish("linalg.cholesky_ex", core.cholesky(_where_fine(info, A)), info, check_errors, CHOLESKY_FAILURE)
+    return CholeskyExResult(lower.mT if upper else lower, info)
+
+
+def inv_ex(A: Any, *, check_errors: bool = False) -> InvExResult:
+    """``(A^-1, info)``, ``info`` the LU's (0 for an invertible matrix)."""
+    info = lu_info(_apply("linalg.lu_factor", A))
+    return InvExResult(_finish("linalg.inv_ex", core.inv(_where_fine(info, A)), info, check_errors, SINGULAR_FAILURE), info)
+
+
+def solve_ex(A: Any, B: Any, *, left: bool = True, check_errors: bool = False) -> SolveExResult:
+    """``(X, info)`` with ``A X = B`` (``left=False``: ``X A = B``), ``info`` the LU's."""
+    info = lu_info(_apply("linalg.lu_factor", A))
+    solved = core.solve(_where_fine(info, A), B, left=left)
+    if solved.ndim == A.ndim - 1:  # a vector right-hand side: one number per row, no matrix dim to mask
+        solved_info = info.unsqueeze(-1) if info.ndim else info
+        masked = _apply("tensor.where", solved_info != 0, math.nan, solved)
+        return SolveExResult(_checked(masked, info, "linalg.solve_ex", SINGULAR_FAILURE) if check_errors else masked, info)
+    return SolveExResult(_finish("linalg.solve_ex", solved, info, check_errors, SINGULAR_FAILURE), info)
+
+
+# Cholesky solves and the legacy triangular solve ---------------------------------------------------------------
+
+
+def _factor_triangle(L: Any, upper: bool) -> Any:
+    """The factor's triangle, with the gradient of the whole input (the other triangle enters as ``x - detach(x)``)."""
+    other = L.tril(-1) if upper else L.triu(1)
+    return L - other.detach()
+
+
+def cholesky_solve(B: Any, L: Any, upper: bool = False) -> Any:
+    """``X`` with ``A X = B``, ``A = L L^T`` (``upper``: ``A = U^T U``) from its Cholesky factor (``torch.cholesky_solve``)."""
+    _square_size("cholesky_solve", L)
+    factor = _factor_triangle(L, upper)
+    return core.solve(factor.mT @ factor if upper else factor @ factor.mT, B)
+
+
+def cholesky_inverse(L: Any, upper: bool = False) -> Any:
+    """``A^-1`` for ``A = L L^T`` (``upper``: ``U^T U``) from its Cholesky factor (``torch.cholesky_inverse``)."""
+    n = _square_size("cholesky_inverse", L)
+    return cholesky_solve(_eye(n, L.dtype).expand_as(L), L, upper)
+
+
+def triangular_solve(b: Any, A: Any, upper: bool = True, transpose: bool = False, unitriangular: bool = False) -> TriangularSolveResult:
+    """``torch.triangular_solve``: ``(X, A.clone())`` with ``T X = b`` (``transpose``: ``T^T X = b``), ``T`` a triangle of ``A``."""
+    T, upper = (A.mT, not upper) if transpose else (A, upper)
+    return TriangularSolveResult(core.solve_triangular(T, b, upper=upper, unitriangular=unitriangular), A.clone())
+
+
+# Matrix functions ------------------------------------------------------------------------------------------------
+
+
+def matrix_exp(A: Any) -> Any:
+    """``exp(A) = sum_k A^k / k!`` of every square matrix (scaling and squaring, Pade 13)."""
+    return _apply("linalg.matrix_exp", A)
+
+
+def matrix_power(A: Any, n: int) -> Any:
+    """``A^n`` by repeated squaring; ``n = 0`` the identity, a negative ``n`` a power of ``inv(A)``."""
+    if not isinstance(n, int) or isinstance(n, bool):
+        raise located_error(f"linalg.matrix_power: n must be an int, got {n!r}")
+    size = _square_size("linalg.matrix_power", A)
+    if n == 0:
+        return _eye(size, A.dtype).expand_as(A)
+    base, power, result = core.inv(A) if n < 0 else A, abs(n), None
+    while True:  # binary powers, least significant bit first (PyTorch's order of products)
+        if power & 1:
+            result = base if result is None else result @ base
+        power >>= 1
+        if not power:
+            return result
+        base = base @ base
+
+
+def _chain_order(dims: Sequence[int]) -> list[list[int]]:
+    """``split[i][j]``: where the cheapest product of matrices ``i..j`` splits (the textbook matrix-chain program)."""
+    count = len(dims) - 1
+    cost = [[0] * count for _ in range(count)]
+    split = [[0] * count for _ in range(count)]
+    for length in range(1, count):
+        for i in range(count - length):
+            j = i + length
+            cost[i][j], split[i][j] = min((cost[i][k] + cost[k + 1][j] + dims[i] * dims[k + 1] * dims[j + 1], k) for k in range(i, j))
+    return split
+
+
+def _chain_product(matrices: Sequence[Any], split: list[list[int]], i: int, j: int) -> Any:
+    if i == j:
+        return matrices[i]
+    k = split[i][j]
+    return _chain_product(matrices, split, i, k) @ _chain_product(matrices, split, k + 1, j)
+
+
+def multi_dot(tensors: Sequence[Any]) -> Any:
+    """The product of 2-D matrices in the cheapest order; the first may be a 1-D row, the last a 1-D column."""
+    tensors = list(tensors)
+    if len(tensors) < 2:
+        raise located_error(f"linalg.multi_dot needs at least 2 tensors, got {len(tensors)}")
+    first, last = tensors[0].ndim == 1, tensors[-1].ndim == 1
+    matrices = [tensors[0].unsqueeze(0) if first else tensors[0], *tensors[1:-1], tensors[-1].unsqueeze(-1) if last else tensors[-1]]
+    for index, matrix in enumerate(matrices):
+        if matrix.ndim != 2:
+            raise located_error(f"linalg.multi_dot: tensor {index} must be 2-D (the first and last may be 1-D), got {tensors[index].type}")
+    product = _chain_product(matrices, _chain_order([m.shape[0] for m in matrices] + [matrices[-1].shape[1]]), 0, len(matrices) - 1)
+    if first:
+        product = product.squeeze(0)
+    return product.squeeze(-1) if last else product
+
+
+def chain_matmul(*matrices: Any) -> Any:
+    """``torch.chain_matmul``: the product of 2-D matrices (``linalg.multi_dot``)."""
+    for index, matrix in enumerate(matrices):
+        if matrix.ndim != 2:
+            raise located_error(f"chain_matmul: matrix {index} must be 2-D, got {matrix.type}")
+    return matrices[0].clone() if len(matrices) == 1 else multi_dot(matrices)
+
+
+def householder_product(A: Any, tau: Any) -> Any:
+    """The first ``n`` columns of ``H_1 ... H_k``, ``H_i = I - tau_i v_i v_i^T`` with ``v_i`` column ``i`` of ``A``
+    below the diagonal and 1 on it (LAPACK's orgqr); ``A`` is ``(..., m, n)``, ``tau`` ``(..., k)``, ``k <= n <= m``."""
+    if A.ndim < 2 or tau.ndim != A.ndim - 1 or not tau.shape[-1] <= A.shape[-1] <= A.shape[-2]:
+        raise located_error(f"linalg.householder_product needs A (..., m, n) and tau (..., k) with k <= n <= m, "
+                            f"got {A.type} and {tau.type}")
+    m, n = A.shape[-2:]
+    below = A.tril(-1) + _eye(m, A.dtype, n)  # column i: the reflector v_i
+    result = _eye(m, A.dtype, n)
+    for i in reversed(range(tau.shape[-1])):  # H_1 (H_2 (... (H_k I)))
+        v = below[..., :, i : i + 1]
+        result = result - tau[..., i : i + 1].unsqueeze(-1) * (v @ (v.mT @ result))
+    return result
+
+
+def vander(x: Any, *, N: int | None = None) -> Any:
+    """``x[..., i] ** j`` for ``j < N`` (``N`` defaults to ``x.shape[-1]``), built by products (exact gradients at 0)."""
+    from kiln.frontend.torch_functions import stack
+
+    columns = x.shape[-1] if N is None else N
+    if columns <= 1:
+        raise located_error(f"linalg.vander: N must be greater than 1, got {columns}")
+    powers = [x * 0 + 1, x]
+    while len(powers) < columns:
+        powers.append(powers[-1] * x)
+    return stack(powers, -1)
+
+
+def _product(dims: Sequence[int]) -> int:
+    return math.prod(dims)
+
+
+def tensorinv(A: Any, ind: int = 2) -> Any:
+    """The inverse of ``A`` as a linear map from its last dims to its first ``ind``: ``A.shape[ind:] + A.shape[:ind]``."""
+    rows, columns = tuple(A.shape[:ind]), tuple(A.shape[ind:])
+    if ind <= 0 or _product(rows) != _product(columns):
+        raise located_error(f"linalg.tensorinv: the product of the first ind={ind} dims of {A.type} must equal that of "
+                            "the rest (ind > 0)")
+    return core.inv(A.reshape(_product(rows), _product(columns))).reshape(*columns, *rows)
+
+
+def tensorsolve(A: Any, B: Any, dims: Sequence[int] | None = None) -> Any:
+    """``X`` with ``tensordot(A, X, X.ndim) = B``; ``dims`` of ``A`` move to the end first."""
+    if dims is not None:
+        dims = [d % A.ndim for d in dims]
+        A = A.permute(*[d for d in range(A.ndim) if d not in dims], *dims)
+    result_shape = tuple(A.shape[B.ndim :])
+    if tuple(A.shape[: B.ndim]) != tuple(B.shape) or _product(result_shape) != _product(B.shape):
+        raise located_error(f"linalg.tensorsolve: A {A.type} must start with B's shape {tuple(B.shape)} and its other "
+                            "dims must have as many elements")
+    size = _product(B.shape)
+    return core.solve(A.reshape(size, size), B.reshape(size)).reshape(*result_shape)
+
+
+def vecdot(x: Any, y: Any, *, dim: int = -1) -> Any:
+    """``sum(x * y)`` along ``dim`` (real tensors: no conjugate)."""
+    return (x * y).sum(dim)
+
+
+def cross(input: Any, other: Any, *, dim: int = -1) -> Any:
+    """The cross product of 3-vectors along ``dim`` (``-1`` by default, unlike ``Tensor.cross``)."""
+    return input.cross(other, dim=dim)
+
+
+def diagonal(A: Any, *, offset: int = 0, dim1: int = -2, dim2: int = -1) -> Any:
+    return A.diagonal(offset, dim1, dim2)
+
+
+def matmul(input: Any, other: Any) -> Any:
+    return input @ other
+
+
+def eig(A: Any) -> Any:
+    raise located_error("linalg.eig: the eigenvalues of a general real matrix are complex, and kiln has no complex "
+                        "dtype; for a symmetric matrix use kiln.linalg.eigh (or eigvalsh)")
+
+
+def eigvals(A: Any) -> Any:
+    raise located_error("linalg.eigvals: the eigenvalues of a general real matrix are complex, and kiln has no complex "
+                        "dtype; for a symmetric matrix use kiln.linalg.eigvalsh (or eigh)")
+
+
+class FactorMethods:
+    """``Tensor``'s factorization methods (PyTorch's names; the legacy forms of ``qr``, ``lu``, ``lu_solve``,
+    ``triangular_solve``)."""
+
+    def qr(self, some: bool = True) -> QRResult:
+        return qr(self, "reduced" if some else "complete")
+
+    def lu(self, pivot: bool = True, get_infos: bool = False) -> Any:
+        """``torch.lu``: ``(LU, pivots)`` (raising for a singular matrix when run), or ``(LU, pivots, infos)``."""
+        return lu_factor_ex(self, pivot=pivot) if get_infos else tuple(lu_factor(self, pivot=pivot))
+
+    def lu_solve(self, LU_data: Any, LU_pivots: Any) -> Any:
+        return lu_solve(LU_data, LU_pivots, self)
+
+    def matrix_exp(self) -> Any:
+        return matrix_exp(self)
+
+    def matrix_power(self, n: int) -> Any:
+        return matrix_power(self, n)
+
+    def cholesky_solve(self, input2: Any, upper: bool = False) -> Any:
+        return cholesky_solve(self, input2, upper)
+
+    def cholesky_inverse(self, upper: bool = False) -> Any:
+        return cholesky_inverse(self, upper)
+
+    def triangular_solve(self, A: Any, upper: bool = True, transpose: bool = False, unitriangular: bool = False) -> TriangularSolveResult:
+        return triangular_solve(self, A, upper, transpose, unitriangular)
+
+    def orgqr(self, input2: Any) -> Any:
+        return householder_product(self, input2)
+
+
+FACTOR_FORWARDED = ("qr", "lu", "lu_solve", "matrix_exp", "matrix_power", "cholesky_solve", "cholesky_inverse",
+                    "triangular_solve", "orgqr", "det", "logdet", "slogdet", "inverse", "cholesky")
+"""``torch.xxx(input, ...)`` linear-algebra functions that are ``input.xxx(...)`` here, exported as ``kiln.xxx``."""
