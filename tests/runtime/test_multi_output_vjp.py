@@ -158,3 +158,22 @@ def test_vmap_of_a_several_output_vjp_and_jacrev_inside_compile():
     assert_close(got, torch.func.vmap(per_example(torch, TF), in_dims=(0, 0, None, None))(*as_torch((xs, us, w, b))))
     compiled = kiln.compile(lambda x, w, b: kiln.jacrev(make(kiln, KF), 1)(x, w, b), batch_dim=None)
     assert_close(compiled(xs[0], w, b), torch.func.jacrev(make(torch, TF), 1)(*as_torch((xs[0], w, b))))
+
+
+def test_the_outputs_stay_valid_after_vjp_fn_expands_the_composite_that_made_them():
+    """fn's outputs are made by ``nn.layer_norm_grad`` (no VJP rule), which vjp_fn's walk expands in place: the outputs
+    ``kiln.vjp`` returned, used after ``vjp_fn``, must still be values of the graph (they alias fn's results)."""
+    x, w, u, v = (rng(50 + index).normal(size=shape) for index, shape in enumerate([(3, 4), (4,), (3, 4), (4,)]))
+
+    def gradient(lib, F):
+        transform = torch.func if lib is torch else kiln
+        return transform.grad(lambda x, w: (F.layer_norm(x, (4,), w) ** 3).sum(), argnums=(0, 1))
+
+    def products(x, w, u, v):
+        out, vjp_fn = kiln.vjp(gradient(kiln, KF), x, w)
+        pulled = vjp_fn((u, v))
+        return out, pulled
+
+    expected_out, expected_vjp = torch.func.vjp(gradient(torch, TF), *as_torch((x, w)))
+    got = kiln.compile(products, batch_dim=None)(x, w, u, v)
+    assert_close(tuple(got), (*expected_out, *expected_vjp(as_torch((u, v)))))  # compile returns the leaves, flat
