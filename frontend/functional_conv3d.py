@@ -155,9 +155,10 @@ def _placed_along_depth(planes: Tensor, offset: int, stride: int, full: int) -> 
 
 def max_pool3d(input: Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1, ceil_mode: bool = False,
                return_indices: bool = False) -> Tensor:
-    """The largest element of each ``(KD, KH, KW)`` window (padding counts as -inf), as PyTorch's."""
+    """The largest element of each ``(KD, KH, KW)`` window (padding counts as -inf), as PyTorch's; with
+    ``return_indices``, ``max_pool3d_with_indices``'s ``(values, indices)``."""
     if return_indices:
-        raise located_error("max_pool3d: return_indices=True is not supported; kiln's 3-D pools return values only")
+        return max_pool3d_with_indices(input, kernel_size, stride, padding, dilation, ceil_mode)
     volume, kernel, stride, padding = _pool_geometry("max_pool3d", input, kernel_size, stride, padding)
     dilation = triple("max_pool3d", "dilation", dilation)
     if padding[0]:
@@ -171,9 +172,19 @@ def max_pool3d(input: Tensor, kernel_size: Any, stride: Any = None, padding: Any
 
 
 def max_pool3d_with_indices(input: Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1,
-                            ceil_mode: bool = False, return_indices: bool = False) -> Tensor:
-    """PyTorch's name for ``max_pool3d(..., return_indices=True)``, which kiln refuses (its 3-D pools give values only)."""
-    return max_pool3d(input, kernel_size, stride, padding, dilation, ceil_mode, True)
+                            ceil_mode: bool = False, return_indices: bool = False) -> tuple[Tensor, Tensor]:
+    """``F.max_pool3d(..., return_indices=True)``: the values and each window's first largest as an int64 flat index
+    ``(d H + h) W + w`` into its input volume, PyTorch's (``return_indices`` is ignored, as there). The 2-D pool's
+    gather (``functional_nn._gathered_max``) over three axes, each checked as PyTorch checks it; ``F.max_unpool3d``
+    inverts it."""
+    from kiln.frontend.functional_nn import _gathered_max, _pool_axis
+
+    volume, kernel, stride, padding = _pool_geometry("max_pool3d", input, kernel_size, stride, padding)
+    dilation = triple("max_pool3d", "dilation", dilation)
+    axes = tuple(_pool_axis("max_pool3d", axis - 3, int(volume.shape[axis + 2]), kernel[axis], stride[axis], padding[axis],
+                            dilation[axis], ceil_mode) for axis in range(3))
+    values, indices = _gathered_max(volume, axes, True)
+    return like_input(values, input), like_input(indices, input)
 
 
 @honors_inplace

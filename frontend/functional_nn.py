@@ -231,7 +231,7 @@ def max_pool_nchw(function: str, image: Tensor, kernel: tuple[int, int], stride:
     """``F.max_pool2d`` on a checked ``(N, C, H, W)`` image with its sizes as pairs; errors name ``function``."""
     rows, cols = _pool_axes(function, image, kernel, stride, padding, dilation, ceil_mode)
     if return_indices or dilation != (1, 1):
-        return _gathered_max(image, rows, cols, return_indices)
+        return _gathered_max(image, (rows, cols), return_indices)
     if rows.overhang or cols.overhang:
         image = pad(image, (0, cols.overhang, 0, rows.overhang), value=-np.inf)
     return apply("tensor.max_pool2d", image, kernel_size=kernel, stride=stride, padding=padding)
@@ -363,38 +363,50 @@ def _pool_axis(function: str, dim: int, length: int, kernel: int, stride: int, p
     return _PoolAxis(length, kernel, stride, padding, dilation, count)
 
 
-def _gathered_max(image: Tensor, rows: _PoolAxis, cols: _PoolAxis, return_indices: bool) -> Tensor | tuple[Tensor, Tensor]:
-    """The max pool as a gather: each window's elements taken from the flattened plane (``tensor.take``), their
-    first largest (``Tensor.max(dim)``) the value that takes the gradient. A slot in the padding reads the window's
-    first element instead, which changes neither the max nor where it first occurs, so the padding needs no -inf and,
-    as PyTorch, an all -inf window's index and gradient go to its first element. The indices are a constant table
-    read at the winning slots."""
-    batch, channels, plane = image.shape[0], image.shape[1], rows.length * cols.length
-    reads, indices = _window_reads(rows, cols)
-    flat = image.reshape(batch, channels, plane)
-    if (reads == plane).any():
+def _gathered_max(image: Tensor, axes: Sequence[_PoolAxis], return_indices: bool) -> Tensor | tuple[Tensor, Tensor]:
+    """The max pool as a gather over the spatial ``axes`` of ``(N, C, *spatial)`` (two for ``max_pool2d``, three for
+    ``max_pool3d``): each window's elements taken from the flattened volume (``tensor.take``), their first largest
+    (``Tensor.max(dim)``) the value that takes the gradient. A slot in the padding reads the window's first element
+    instead, which changes neither the max nor where it first occurs, so the padding needs no -inf and, as PyTorch,
+    an all -inf window's index and gradient go to its first element. The indices are a constant table read at the
+    winning slots."""
+    batch, channels, volume = image.shape[0], image.shape[1], int(np.prod([axis.length for axis in axes]))
+    counts, window = tuple(axis.count for axis in axes), int(np.prod([axis.kernel for axis in axes]))
+    reads, indices = _window_reads(axes)
+    flat = image.reshape(batch, channels, volume)
+    if (reads == volume).any():
         flat = pad(flat, (0, 1), value=-np.inf)  # what a window of padding only reads
     windows = apply("tensor.take", flat, apply("tensor.constant", value=reads.reshape(-1)), axis=2)
-    values, slots = windows.reshape(batch, channels, rows.count, cols.count, rows.kernel * cols.kernel).max(-1)
+    values, slots = windows.reshape((batch, channels) + counts + (window,)).max(-1)
     if not return_indices:
         return values
-    window_starts = np.arange(rows.count * cols.count, dtype=np.int64).reshape(rows.count, cols.count) * (rows.kernel * cols.kernel)
+    window_starts = np.arange(int(np.prod(counts)), dtype=np.int64).reshape(counts) * window
     table = apply("tensor.constant", value=indices.reshape(-1))
     return values, apply("tensor.take", table, slots + apply("tensor.constant", value=window_starts), axis=0)
 
 
-def _window_reads(rows: _PoolAxis, cols: _PoolAxis) -> tuple[np.ndarray, np.ndarray]:
-    """``(OH, OW, KH KW)`` twice, slots row-major: where each window slot reads in the flattened plane, and PyTorch's
-    index for it. Inside the input both are the slot's own ``h W + w``; in the padding both are the window's first
-    element, PyTorch's starting index ``h0 W + w0`` (``h0``, ``w0`` its first rows and columns ``>= 0``). For a window
-    of padding only that index lies past the plane, as PyTorch's, and the slots read ``H W``: an appended -inf."""
-    height, width = rows.length, cols.length
-    r, c = rows.positions()[:, None, :, None], cols.positions()[None, :, None, :]
-    inside = (r >= 0) & (r < height) & (c >= 0) & (c < width)
-    first = rows.first_nonnegative()[:, None, None, None] * width + cols.first_nonnegative()[None, :, None, None]
-    indices = np.where(inside, r * width + c, first).reshape(rows.count, cols.count, -1).astype(np.int64)
-    empty = ~inside.any(axis=(2, 3))
-    return np.where(empty[..., None], height * width, indices).astype(np.int64), indices
+def _window_reads(axes: Sequence[_PoolAxis]) -> tuple[np.ndarray, np.ndarray]:
+    """``(O_1, ..., O_k, K_1 ... K_k)`` twice, slots row-major: where each window slot reads in the flattened volume,
+    and PyTorch's index for it. Inside the input both are the slot's own row-major flat index (``h W + w`` in 2-D);
+    in the padding both are the window's first element, PyTorch's starting index (its first positions ``>= 0`` on
+    every axis). For a window of padding only that index lies past the volume, as PyTorch's, and the slots read the
+    volume's size: an appended -inf."""
+    rank, lengths = len(axes), [axis.length for axis in axes]
+    strides = np.cumprod((1,) + tuple(lengths[:0:-1]))[::-1]
+    counts = tuple(axis.count for axis in axes)
+    inside, flat, first = np.ones((1,) * 2 * rank, bool), 0, 0
+    for index, (axis, stride) in enumerate(zip(axes, strides)):
+        shape = [1] * 2 * rank
+        shape[index], shape[rank + index] = axis.count, axis.kernel
+        positions = axis.positions().reshape(shape)
+        inside = inside & (positions >= 0) & (positions < axis.length)
+        flat = flat + positions * int(stride)
+        first = first + axis.first_nonnegative().reshape(shape[:rank] + [1] * rank) * int(stride)
+    full = counts + tuple(axis.kernel for axis in axes)
+    inside = np.broadcast_to(inside, full)
+    indices = np.broadcast_to(np.where(inside, flat, first), full).reshape(counts + (-1,)).astype(np.int64)
+    empty = ~inside.reshape(counts + (-1,)).any(-1)
+    return np.where(empty[..., None], int(np.prod(lengths)), indices).astype(np.int64), indices
 
 
 # Movement ---------------------------------------------------------------------
