@@ -271,6 +271,48 @@ class MoreMethods:
 
         return multinomial(self, num_samples, replacement)
 
+    # in-place sampling: a parameter outside a trace draws from kiln's initialisation generator -----------------------
+    def uniform_(self, from_: float = 0.0, to: float = 1.0, *, generator: Any = None) -> Any:
+        return _draw_into(self, "uniform_", lambda u: u * (to - from_) + from_, lambda rng, shape: rng.uniform(from_, to, shape))
+
+    def normal_(self, mean: float = 0.0, std: float = 1.0, *, generator: Any = None) -> Any:
+        from kiln.frontend.torch_functions import randn_like
+
+        return in_place(self, "normal_", lambda x: (randn_like(x) * std + mean).detach(),
+                        lambda array: _generator().normal(mean, std, array.shape).astype(array.dtype))
+
+    def log_normal_(self, mean: float = 1.0, std: float = 2.0, *, generator: Any = None) -> Any:
+        from kiln.frontend.torch_functions import randn_like
+
+        return in_place(self, "log_normal_", lambda x: (randn_like(x) * std + mean).exp().detach(),
+                        lambda array: _generator().lognormal(mean, std, array.shape).astype(array.dtype))
+
+    def bernoulli_(self, p: Any = 0.5, *, generator: Any = None) -> Any:
+        return _draw_into(self, "bernoulli_", lambda u: (u < p).to(u.dtype), lambda rng, shape: rng.random(shape) < np.asarray(p))
+
+    def exponential_(self, lambd: float = 1.0, *, generator: Any = None) -> Any:
+        """``-log(1 - u) / lambd``: exponential with rate ``lambd``."""
+        return _draw_into(self, "exponential_", lambda u: (1.0 - u).log() * (-1.0 / lambd), lambda rng, shape: rng.exponential(1 / lambd, shape))
+
+    def cauchy_(self, median: float = 0.0, sigma: float = 1.0, *, generator: Any = None) -> Any:
+        """``median + sigma tan(pi (u - 1/2))``."""
+        return _draw_into(self, "cauchy_", lambda u: ((u - 0.5) * math.pi).tan() * sigma + median,
+                          lambda rng, shape: median + sigma * rng.standard_cauchy(shape))
+
+    def geometric_(self, p: float, *, generator: Any = None) -> Any:
+        """The number of Bernoulli(``p``) trials to the first success (1, 2, ...): ``ceil(log(1 - u) / log(1 - p))``."""
+        return _draw_into(self, "geometric_", lambda u: ((1.0 - u).log() / math.log1p(-p)).ceil().clamp(min=1.0),
+                          lambda rng, shape: rng.geometric(p, shape))
+
+    def random_(self, from_: int = 0, to: int | None = None, *, generator: Any = None) -> Any:
+        """Integers uniform in ``[from_, to)`` (``random_(to)``: ``[0, to)``; no bound: ``[0, 2^mantissa]`` for floats,
+        ``[0, max]`` for integers, as PyTorch's)."""
+        low, high = (0, from_) if to is None and from_ != 0 else (from_, to)
+        if high is None:
+            high = 2 ** np.finfo(self.dtype.numpy).nmant + 2 if self.dtype.is_float else int(np.iinfo(self.dtype.numpy).max)  # type: ignore[attr-defined]
+        return _draw_into(self, "random_", lambda u: ((u.double() * (high - low)).floor() + low).to(self.dtype),
+                          lambda rng, shape: rng.integers(low, high, shape))
+
     # metadata ------------------------------------------------------------------------------------------------------
     @property
     def itemsize(self) -> int:
@@ -320,6 +362,21 @@ def _apply(*args: Any, **attrs: Any) -> Any:
     from kiln.frontend.tensor import apply
 
     return apply(*args, **attrs)
+
+
+def _generator() -> np.random.Generator:
+    from kiln.frontend import init
+
+    return init._generator
+
+
+def _draw_into(tensor: Any, method: str, transform: Callable[[Any], Any], numpy_draw: Callable[[Any, tuple[int, ...]], Any]) -> Any:
+    """``transform`` of uniform draws written into ``tensor``; a parameter outside a trace takes ``numpy_draw`` from
+    kiln's initialisation generator (``kiln.manual_seed``), as PyTorch's initialisation code draws in place."""
+    from kiln.frontend.torch_functions import rand_like
+
+    return in_place(tensor, method, lambda x: transform(rand_like(x, dtype=DType.f64 if not x.dtype.is_float else x.dtype)).detach(),
+                    lambda array: np.asarray(numpy_draw(_generator(), array.shape)).astype(array.dtype))
 
 
 def _missing_dtype(method: str, dtype: str) -> Exception:

@@ -314,3 +314,35 @@ def test_every_export_is_a_torch_name():
     exported = torch_more.exports()
     assert not [name for name in exported if not hasattr(torch, name)]
     assert all(getattr(kiln, name) is value for name, value in exported.items())
+
+
+def test_in_place_samplers_have_torchs_distributions():
+    uniform, normal, lognormal, bern, expo, cauchy, geometric, below, ints, default = _draw(lambda z: (
+        z.clone().uniform_(-1.0, 3.0), z.clone().normal_(2.0, 0.5), z.clone().log_normal_(0.5, 0.25), z.clone().bernoulli_(0.3),
+        z.clone().exponential_(4.0), z.clone().cauchy_(1.0, 2.0), z.clone().geometric_(0.25), z.clone().random_(5),
+        z.long().random_(2, 6), z.clone().random_()))
+    assert -1 <= uniform.min() and uniform.max() < 3 and abs(uniform.mean() - 1.0) < 0.02
+    assert abs(normal.mean() - 2.0) < 0.01 and abs(normal.std() - 0.5) < 0.01
+    assert abs(np.median(lognormal) - np.exp(0.5)) < 0.01 and abs(np.log(lognormal).std() - 0.25) < 0.005
+    assert set(np.unique(bern)) == {0.0, 1.0} and abs(bern.mean() - 0.3) < 0.01
+    assert expo.min() >= 0 and abs(expo.mean() - 0.25) < 0.005
+    assert abs(np.median(cauchy) - 1.0) < 0.05 and abs(np.percentile(cauchy, 75) - 3.0) < 0.1  # quartiles at median +- sigma
+    assert geometric.min() == 1 and abs(geometric.mean() - 4.0) < 0.05 and np.array_equal(geometric, np.round(geometric))
+    assert set(np.unique(below)) == {0.0, 1.0, 2.0, 3.0, 4.0}
+    assert ints.dtype == np.int64 and set(np.unique(ints)) == {2, 3, 4, 5}
+    assert default.min() >= 0 and default.max() <= 2**53 and default.max() > 2**50 and np.array_equal(default, np.round(default))
+
+
+def test_in_place_samplers_on_a_parameter_outside_a_trace_follow_manual_seed():
+    weight = kiln.nn.Parameter(np.zeros((200, 100), np.float32))
+    kiln.manual_seed(7)
+    weight.normal_(0.0, 0.02)
+    first = np.array(weight.data).copy()
+    kiln.manual_seed(7)
+    weight.normal_(0.0, 0.02)
+    np.testing.assert_array_equal(np.array(weight.data), first)
+    assert first.dtype == np.float32 and abs(first.std() - 0.02) < 0.001
+    weight.uniform_(-0.1, 0.1)
+    assert -0.1 <= np.array(weight.data).min() and np.array(weight.data).max() < 0.1 and np.array(weight.data).std() > 0.05
+    weight.bernoulli_(0.25)
+    assert abs(np.array(weight.data).mean() - 0.25) < 0.01
