@@ -61,6 +61,18 @@ conv_transpose1d, conv_transpose2d, conv_transpose3d = F.conv_transpose1d, F.con
 rms_norm, bilinear, prelu = F.rms_norm, F.bilinear, F.prelu
 
 
+def convolution(input: Tensor, weight: Tensor, bias: Tensor | None, stride: Any, padding: Any, dilation: Any,
+                transposed: bool, output_padding: Any, groups: int) -> Tensor:
+    """``torch.convolution``: ``conv{1,2,3}d`` or ``conv_transpose{1,2,3}d`` by the input's spatial dims."""
+    spatial = input.ndim - 2
+    if spatial not in (1, 2, 3):
+        raise located_error(f"kiln.convolution: expected a (N, C, *) input with 1 to 3 spatial dims, got {input.type}")
+    if transposed:
+        transpose = (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)[spatial - 1]
+        return transpose(input, weight, bias, stride, padding, output_padding, groups, dilation)
+    return (F.conv1d, F.conv2d, F.conv3d)[spatial - 1](input, weight, bias, stride, padding, dilation, groups)
+
+
 def layer_norm(input: Tensor, normalized_shape: Any, weight: Tensor | None = None, bias: Tensor | None = None,
                eps: float = 1e-5, cudnn_enable: bool = True) -> Tensor:
     return F.layer_norm(input, normalized_shape, weight, bias, eps)
@@ -177,6 +189,48 @@ def rrelu(input: Tensor, lower: float = 1 / 8, upper: float = 1 / 3, training: b
 rrelu_ = _in_place("rrelu_", rrelu)
 
 
+# recurrent cells (the steps of frontend/layers_recurrent.py) ------------------------------------------------------------
+
+
+def _cell(step: Any, input: Tensor, state: tuple[Tensor, ...], w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None,
+          b_hh: Tensor | None) -> tuple[Tensor, ...]:
+    from kiln.frontend.layers_recurrent import DirectionWeights
+
+    if input.ndim != 2:
+        raise located_error(f"the torch.*_cell functions take a batch (N, input_size), got {input.type}; nn.{step.__name__[:-5].upper()}Cell takes one sample too")
+    return step(F.linear(input, w_ih, b_ih), state, DirectionWeights(w_ih, w_hh, b_ih, b_hh))
+
+
+def rnn_tanh_cell(input: Tensor, hx: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None = None,
+                  b_hh: Tensor | None = None) -> Tensor:
+    """``tanh(x W_ih^T + b_ih + h W_hh^T + b_hh)``, as ``nn.RNNCell``."""
+    from kiln.frontend.layers_recurrent import tanh_step
+
+    return _cell(tanh_step, input, (hx,), w_ih, w_hh, b_ih, b_hh)[0]
+
+
+def rnn_relu_cell(input: Tensor, hx: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None = None,
+                  b_hh: Tensor | None = None) -> Tensor:
+    from kiln.frontend.layers_recurrent import relu_step
+
+    return _cell(relu_step, input, (hx,), w_ih, w_hh, b_ih, b_hh)[0]
+
+
+def lstm_cell(input: Tensor, hx: Any, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None = None,
+              b_hh: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """One LSTM step from ``hx = (h, c)``: ``(h', c')``, as ``nn.LSTMCell``."""
+    from kiln.frontend.layers_recurrent import lstm_step
+
+    return _cell(lstm_step, input, tuple(hx), w_ih, w_hh, b_ih, b_hh)  # type: ignore[return-value]
+
+
+def gru_cell(input: Tensor, hx: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None = None,
+             b_hh: Tensor | None = None) -> Tensor:
+    from kiln.frontend.layers_recurrent import gru_step
+
+    return _cell(gru_step, input, (hx,), w_ih, w_hh, b_ih, b_hh)[0]
+
+
 # shuffles and distances ------------------------------------------------------------------------------------------------
 
 pixel_shuffle, pixel_unshuffle, channel_shuffle = F.pixel_shuffle, F.pixel_unshuffle, F.channel_shuffle
@@ -285,7 +339,7 @@ grid_sampler_2d = grid_sampler
 __all__ = [
     "adaptive_avg_pool1d", "adaptive_max_pool1d", "affine_grid_generator", "alpha_dropout", "alpha_dropout_", "avg_pool1d",
     "batch_norm", "bilinear", "binary_cross_entropy_with_logits", "celu", "celu_", "channel_shuffle", "constant_pad_nd",
-    "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d", "cosine_embedding_loss",
+    "conv1d", "conv2d", "convolution", "gru_cell", "lstm_cell", "rnn_relu_cell", "rnn_tanh_cell", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d", "cosine_embedding_loss",
     "cosine_similarity", "ctc_loss", "dropout", "dropout_", "embedding", "embedding_bag", "feature_alpha_dropout",
     "feature_alpha_dropout_", "feature_dropout", "feature_dropout_", "grid_sampler", "grid_sampler_2d",
     "group_norm", "hardshrink", "hinge_embedding_loss", "instance_norm", "kl_div", "layer_norm", "margin_ranking_loss",

@@ -56,6 +56,14 @@ CASES = {  # name: (function of (library, *arrays), arrays)
     "conv_transpose1d": (lambda lib, x, w: lib.conv_transpose1d(x, w, None, 2, 1, 1), (_normal(2, 3, 5), _normal(3, 2, 3))),
     "conv_transpose2d": (lambda lib, x, w, b: lib.conv_transpose2d(x, w, b, 2), (_normal(1, 2, 3, 3), _normal(2, 3, 3, 3), _normal(3))),
     "conv_transpose3d": (lambda lib, x, w: lib.conv_transpose3d(x, w, None, 1, 0, 0, 1, 2), (_normal(1, 2, 3, 3, 3), _normal(2, 1, 2, 2, 2))),
+    "convolution": (lambda lib, x, w, v: (lib.convolution(x, w, None, (2, 1), (1, 0), (1, 2), False, (0, 0), 1),
+                                          lib.convolution(x, v, None, (1, 2), (0, 1), (1, 1), True, (0, 1), 2),
+                                          lib.convolution(x[:, :, 0], w[:, :, 0], None, [1], [1], [1], False, [0], 1)),
+                    (_normal(2, 4, 5, 6), _normal(3, 4, 2, 2), _normal(4, 3, 2, 3))),
+    "rnn_cells": (lambda lib, x, h, c, wi, wh, b: (lib.lstm_cell(x, (h, c), wi, wh, b, b * 0.5)[0], lib.lstm_cell(x, (h, c), wi, wh)[1],
+                                                  lib.gru_cell(x, h, wi[:9], wh[:9], b[:9], b[3:12]), lib.rnn_tanh_cell(x, h, wi[:3], wh[:3], b[:3]),
+                                                  lib.rnn_relu_cell(x, h, wi[:3], wh[:3], None, b[:3])),
+                  (_normal(2, 4), _normal(2, 3), _normal(2, 3), _normal(12, 4), _normal(12, 3), _normal(12))),
     "layer_norm": (lambda lib, x, w, b: lib.layer_norm(x, (5,), w, b, 1e-5, True), (_normal(3, 4, 5), _normal(5), _normal(5))),
     "group_norm": (lambda lib, x, w, b: lib.group_norm(x, 2, w, b, 1e-5, True), (_normal(2, 4, 3), _normal(4), _normal(4))),
     "batch_norm": (lambda lib, x, w, b: lib.batch_norm(x, w, b, None, None, True, 0.1, 1e-5, False), (_normal(4, 3, 5), _normal(3), _normal(3))),
@@ -157,6 +165,8 @@ def test_dropouts_in_training_draw_from_the_step_seed():
     (lambda x: kiln.grid_sampler(x.reshape(1, 1, 3, 4), x.reshape(1, 3, 2, 2)[..., :2], 5, 0, False), "interpolation_mode must be"),
     (lambda x: kiln.embedding_bag(x, kiln.tensor(BAG), kiln.tensor([0]), False, 1)[1].sum(), "offset2bag result is ATen's backward bookkeeping"),
     (lambda x: kiln.feature_dropout(x[0], 0.5, True), "requires at least 2 dimensions"),
+    (lambda x: kiln.gru_cell(x[0], x[0, :1], x, x[:, :1]), r"take a batch \(N, input_size\)"),
+    (lambda x: kiln.convolution(x, x, None, 1, 0, 1, False, 0, 1), "1 to 3 spatial dims"),
 ])
 def test_bad_arguments_name_the_problem_and_the_line(call, message):
     with pytest.raises(KilnError, match=message) as error:
