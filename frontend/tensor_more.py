@@ -83,6 +83,14 @@ class MoreMethods:
         written = _mean_of_writes(total.to(_wide(self)), counts).to(self.dtype)
         return _where(counts > 0, written, rows).reshape(self.shape)
 
+    def put(self, index: Any, source: Any, accumulate: bool = False) -> Any:
+        """``source`` written at the flat positions ``index`` of this tensor (added with ``accumulate``)."""
+        flat = self.reshape(-1).index_put((index.reshape(-1),), _as_tensor(source, self.dtype).reshape(-1), accumulate)
+        return flat.reshape(self.shape)
+
+    def put_(self, index: Any, source: Any, accumulate: bool = False) -> Any:
+        return in_place(self, "put_", lambda x: x.put(index, source, accumulate))
+
     def index_put_(self, indices: Any, values: Any, accumulate: bool = False) -> Any:
         return in_place(self, "index_put_", lambda x: x.index_put(indices, values, accumulate))
 
@@ -248,6 +256,36 @@ class MoreMethods:
         """``floor(self / 2^other)`` for integers: the arithmetic shift (negative numbers stay negative)."""
         a, shift = _integer_operands("bitwise_right_shift", self, other)
         return a.div(_constant(2, a.dtype).pow(shift), rounding_mode="floor")
+
+    # aliases --------------------------------------------------------------------------------------------------------
+    def unsafe_chunk(self, chunks: int, dim: int = 0) -> Any:
+        """``chunk``: a traced value has no storage to share, so nothing is unsafe about it."""
+        return self.chunk(chunks, dim)  # type: ignore[attr-defined]
+
+    def unsafe_split(self, split_size: Any, dim: int = 0) -> Any:
+        return self.split(split_size, dim)  # type: ignore[attr-defined]
+
+    def unsafe_split_with_sizes(self, split_sizes: Any, dim: int = 0) -> Any:
+        return self.split_with_sizes(split_sizes, dim)  # type: ignore[attr-defined]
+
+    def adjoint(self) -> Any:
+        """The conjugate transpose of the last two dims: the transpose, for kiln's real dtypes."""
+        return self.transpose(-2, -1)  # type: ignore[attr-defined]
+
+    @property
+    def mH(self) -> Any:  # noqa: N802  (torch's name)
+        return self.adjoint()
+
+    @property
+    def H(self) -> Any:  # noqa: N802  (torch's name)
+        """The conjugate transpose of a matrix."""
+        if self.ndim != 2:  # type: ignore[attr-defined]
+            raise located_error(f"Tensor.H is for matrices, got {self.type}; use mH for a batch")  # type: ignore[attr-defined]
+        return self.t()  # type: ignore[attr-defined]
+
+    def detach_(self) -> Any:
+        """This tensor, now constant to the gradient (``detach`` written into it)."""
+        return in_place(self, "detach_", lambda x: x.detach())
 
     # activations as methods ----------------------------------------------------------------------------------------
     def hardshrink(self, lambd: float = 0.5) -> Any:

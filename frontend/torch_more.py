@@ -25,6 +25,7 @@ import numpy as np
 
 from kiln.compiler.ir.types import DType
 from kiln.frontend.tensor import Tensor, apply
+from kiln.frontend.torch_dtypes import get_default_dtype
 from kiln.frontend.torch_functions import _created, _dtype, _forwarder, cat, meshgrid, stack
 from kiln.frontend.trace import located_error
 
@@ -275,6 +276,35 @@ def cumulative_trapezoid(y: Tensor, x: Tensor | None = None, *, dx: float | None
     return pairs.cumsum(dim)
 
 
+def gradient(input: Tensor, *, spacing: Any = 1, dim: Any = None, edge_order: int = 1) -> tuple[Tensor, ...]:
+    """NumPy's ``gradient``: central differences inside, one-sided ones of ``edge_order`` (1 or 2) at the ends, one
+    tensor per dim in ``dim`` (every dim by default); ``spacing`` is a number or one per dim (sample coordinates as
+    tensors are not supported)."""
+    dims = list(range(input.ndim)) if dim is None else [dim] if isinstance(dim, int) else list(dim)
+    steps = list(spacing) if isinstance(spacing, (list, tuple)) else [spacing] * len(dims)
+    if len(steps) != len(dims) or not all(isinstance(h, (int, float)) for h in steps):
+        raise located_error(f"gradient: spacing must be a number or one number per dim ({len(dims)}), got {spacing!r}; "
+                            "coordinates as tensors are not supported")
+    if edge_order not in (1, 2):
+        raise located_error(f"gradient: edge_order must be 1 or 2, got {edge_order}")
+    return tuple(_gradient_along(input, d, float(h), edge_order) for d, h in zip(dims, steps))
+
+
+def _gradient_along(x: Tensor, dim: int, h: float, edge_order: int) -> Tensor:
+    size = x.shape[dim]
+    if not isinstance(size, int) or size < edge_order + 1:
+        raise located_error(f"gradient: dim {dim} of {x.type} needs at least {edge_order + 1} samples")
+    x = x if x.dtype.is_float else x.to(get_default_dtype())
+    at = lambda start, length=1: x.narrow(dim, start % size, length)  # noqa: E731
+    inner = (at(2, size - 2) - at(0, size - 2)) / (2 * h)
+    if edge_order == 1:
+        first, last = (at(1) - at(0)) / h, (at(-1) - at(-2)) / h
+    else:
+        first = (at(0) * -3 + at(1) * 4 - at(2)) / (2 * h)
+        last = (at(-1) * 3 - at(-2) * 4 + at(-3)) / (2 * h)
+    return cat([first, inner, last], dim)
+
+
 def polygamma(n: int, input: Tensor) -> Tensor:
     """``torch.polygamma(n, input)``: ``input.polygamma(n)`` (the order comes first here)."""
     return input.polygamma(n)
@@ -309,7 +339,7 @@ METHOD_FORMS = (
     "nanmedian", "nanquantile", "mode", "renorm", "addbmm", "i0", "i0_", "mvlgamma", "igamma", "igammac", "frexp",
     "ldexp", "ldexp_", "nextafter", "gcd", "gcd_", "lcm", "lcm_", "bitwise_left_shift", "bitwise_right_shift",
     # queries and the rest
-    "detach", "moveaxis", "is_floating_point", "is_complex", "is_nonzero", "is_same_size", "is_signed",
+    "unsafe_chunk", "unsafe_split", "unsafe_split_with_sizes", "adjoint", "put", "detach_", "detach", "moveaxis", "is_floating_point", "is_complex", "is_nonzero", "is_same_size", "is_signed",
     "argwhere", "masked_select", "nonzero",
 )
 """``torch.xxx(input, ...)`` that is ``input.xxx(...)`` here (``argwhere``/``masked_select``/``nonzero`` give the
@@ -320,7 +350,7 @@ FORWARDERS = {name: _forwarder(name) for name in METHOD_FORMS}
 __all__ = [
     "atleast_1d", "atleast_2d", "atleast_3d", "bartlett_window", "blackman_window", "block_diag", "broadcast_shapes",
     "broadcast_tensors", "cartesian_prod", "clamp_max", "clamp_min", "column_stack", "combinations",
-    "cumulative_trapezoid", "dstack", "fill", "hamming_window", "hann_window", "hstack", "isin", "kaiser_window",
+    "cumulative_trapezoid", "dstack", "fill", "gradient", "hamming_window", "hann_window", "hstack", "isin", "kaiser_window",
     "logspace", "polygamma", "row_stack", "rsub", "scalar_tensor", "std_mean", "tensordot", "tril_indices",
     "triu_indices", "unravel_index", "vander", "var_mean", "vstack",
 ]

@@ -48,6 +48,12 @@ SHAPES = {  # name: (function of (library, x, y), inputs)
                                        lib.clamp_min(x, y), lib.fill(x, 2.5), lib.fill(x, y[0, 0])), (X, Y)),
     "cumulative_trapezoid": (lambda lib, x, y: (lib.cumulative_trapezoid(x), lib.cumulative_trapezoid(x, dx=0.5, dim=0),
                                                 lib.cumulative_trapezoid(x, y[0].cumsum(0)), lib.cumulative_trapezoid(x, y, dim=0)), (X, Y)),
+    "gradient": (lambda lib, x, y: (*lib.gradient(x), *lib.gradient(x, spacing=0.5, dim=1, edge_order=2), *lib.gradient(x, spacing=[2.0], dim=0),
+                                    *lib.gradient(x[0] * x[0], edge_order=2)), (X, Y)),
+    "aliases": (lambda lib, x, y: (*lib.unsafe_chunk(x, 2, 1), *lib.unsafe_split(x, 2), *lib.unsafe_split_with_sizes(x, [1, 3], 1),
+                                   lib.adjoint(x), x.mH, x.H, lib.put(x, _constant(lib, [[0, 5], [11, 5]]), y[:2, :2] * 3, True),
+                                   x.clone().put_(_constant(lib, [0, 7]), y[0, :2]), lib.put(x, _constant(lib, [-1, 2]), y[1, :2]),
+                                   lib.detach_(x * 1.0) + x), (X, Y)),
     "isin": (lambda lib, x, y: (x * lib.isin(x.round(), _constant(lib, [0.0, 1.0, -2.0])), lib.isin(x.round(), y.round(), invert=True),
                                 lib.isin(x.round(), 1.0)), (X, Y)),
     "functional_methods": (lambda lib, x, y: (lib.renorm(x, 2, 0, 1.0), lib.polygamma(2, x.abs() + 1), lib.mvlgamma(x.abs() + 2, 2),
@@ -147,6 +153,13 @@ def test_vander_matches_torch_and_differentiates_at_zero():
     got = kiln.grad(lambda x: (kiln.vander(x * 1.0, 4, True) * weights).sum())(np.append(V[:4], 0.0))
     powers = np.append(V[:4], 0.0)[:, None] ** np.array([0, 0, 1, 2]) * np.array([0, 1, 2, 3])
     np.testing.assert_allclose(got, (powers * weights).sum(1), rtol=1e-13)
+
+
+def test_gradient_refuses_coordinates_and_short_dims():
+    with pytest.raises(KilnError, match="coordinates as tensors are not supported"):
+        kiln.trace(lambda x: kiln.gradient(x, spacing=(x[0],)), kiln.TensorSpec((3, 4)))
+    with pytest.raises(KilnError, match="needs at least 3 samples"):
+        kiln.trace(lambda x: kiln.gradient(x, edge_order=2), kiln.TensorSpec((2, 4)))
 
 
 def test_broadcast_shapes_and_symbolic_dims():

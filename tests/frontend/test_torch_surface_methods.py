@@ -214,6 +214,7 @@ def test_metadata_and_construction():
     (lambda x: x.sum_to_size(3), r"does not broadcast from the size \(3,\)"),
     (lambda x: x.fill_diagonal_(1.0) if x.ndim == 3 else x[None].fill_diagonal_(1.0), "all dims equal"),
     (lambda x: x.polygamma(-1), "n must be a non-negative int"),
+    (lambda x: x[0].H, r"Tensor.H is for matrices, got tensor<5xf64>"),
     (lambda x: x.index_put((x > 0, x[0] > 0), x[0], accumulate=True), "takes integer index tensors"),
 ])
 def test_bad_calls_say_what_and_where(call, message):
