@@ -6,8 +6,10 @@ w, v = b.op("linalg.eigh", a, UPLO="L")      # the rule gets (g_w, g_v), either 
 
 Both are PyTorch's (``linalg_eig_backward`` for a symmetric matrix, ``svd_backward``), written with matmuls,
 transposes and the ops' own results, so the backward graph differentiates again. They divide by eigenvalue gaps
-``w_j - w_i`` (and ``s_k^2 - s_j^2``): exact for distinct eigen/singular values, inf/NaN where two coincide and a
-vector's cotangent is used (the vectors are then not unique), as PyTorch. ``eigh``'s gradient is PyTorch's
+``w_j - w_i`` (and ``s_k^2 - s_j^2``, and by ``s`` for ``m != n``): exact for distinct eigen/singular values, inf
+where two coincide and the vectors' cotangents there are not 0 (the vectors are then not unique), as PyTorch; where
+those cotangents are exactly 0 the term is 0, not PyTorch's 0/0 = NaN, so ``pinv`` of a rank-deficient matrix (its
+cut vectors get no cotangent) has a finite gradient. ``eigh``'s gradient is PyTorch's
 symmetric one, whichever triangle the kernel read: the derivative along symmetric perturbations, the input the op is
 for. ``svd`` with ``full_matrices`` and ``m != n`` differentiates as PyTorch does: through the first ``k`` columns of
 ``U`` (rows of ``Vh``); the others, any orthonormal basis of the complement, get no gradient.
@@ -45,6 +47,16 @@ def _plus(b: Builder, x: Value | None, y: Value) -> Value:
     return y if x is None else b.add(x, y)
 
 
+def _divide_nonzero(b: Builder, numerator: Value, denominator: Value) -> Value:
+    """``numerator / denominator``, 0 where the numerator is exactly 0: a cotangent that is 0 stays 0 at a zero gap or
+    singular value (``pinv`` of a rank-deficient matrix zeroes the cut vectors' cotangents), where plain division
+    gives 0/0 = NaN; a nonzero one over a zero gap is still inf, as PyTorch. The divisor sees 1 there, so neither
+    result nor gradient meets the 0/0."""
+    zero = b.equal(numerator, b.scalar_like(0.0, numerator))
+    safe = b.where(zero, b.scalar_like(1.0, denominator), denominator)
+    return b.where(zero, b.scalar_like(0.0, numerator), b.div(numerator, safe))
+
+
 def _skew(b: Builder, x: Value) -> Value:
     """``X - X^T``."""
     return b.sub(x, _swap_last(b, x))
@@ -59,7 +71,7 @@ def eigh_vjp(b: Builder, op: Op, g: tuple[Value | None, Value | None]) -> Cotang
     if g_v is not None:
         gaps = b.add(b.sub(_row(b, w), _column(b, w)), _identity(b, w.type.shape[-1], w))
         half_skew = b.mul(_skew(b, b.matmul(_swap_last(b, v), g_v)), b.scalar_like(0.5, w))
-        inner = b.div(half_skew, gaps)
+        inner = _divide_nonzero(b, half_skew, gaps)
     if g_w is not None:
         inner = _plus(b, inner, _diagonal_matrix(b, g_w))
     return (b.matmul(b.matmul(v, inner), _swap_last(b, v)),)
@@ -85,10 +97,10 @@ def svd_vjp(b: Builder, op: Op, g: tuple[Value | None, Value | None, Value | Non
         inner = b.add(inner, _diagonal_matrix(b, g_s))
     m, n = u.type.shape[-2], vh.type.shape[-1]
     if m > n and g_u is not None:
-        return (b.matmul(_add_outside_columns(b, b.matmul(u, inner), u, b.div(g_u, _row(b, s))), vh),)
+        return (b.matmul(_add_outside_columns(b, b.matmul(u, inner), u, _divide_nonzero(b, g_u, _row(b, s))), vh),)
     if m < n and g_vh is not None:
         outside = _swap_last(b, _add_outside_columns(b, _swap_last(b, b.matmul(inner, vh)), _swap_last(b, vh),
-                                                     _swap_last(b, b.div(g_vh, _column(b, s)))))
+                                                     _swap_last(b, _divide_nonzero(b, g_vh, _column(b, s)))))
         return (b.matmul(u, outside),)
     return (b.matmul(b.matmul(u, inner), vh),)
 
@@ -102,7 +114,7 @@ def _rotation_part(b: Builder, s: Value, u: Value, vh: Value, g_u: Value | None,
         numerator = b.mul(_skew(b, b.matmul(_swap_last(b, u), g_u)), _row(b, s))
     if g_vh is not None:
         numerator = _plus(b, numerator, b.mul(_column(b, s), _skew(b, b.matmul(vh, _swap_last(b, g_vh)))))
-    return b.div(numerator, gaps)
+    return _divide_nonzero(b, numerator, gaps)
 
 
 def _add_outside_columns(b: Builder, inside: Value, q: Value, g_over_s: Value) -> Value:

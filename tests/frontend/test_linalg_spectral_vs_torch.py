@@ -131,6 +131,30 @@ def test_a_truncating_pinv_has_the_exact_gradient():
     np.testing.assert_allclose(kiln.grad(loss)(TALL[0]), expected, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("matrix", [np.zeros((3, 3)), np.diag([1.0, 0.0, 0.0]), np.diag([2.0, 0.0, 0.0, 0.0])[:, :3]], ids=["zeros", "rank-1", "tall-rank-1"])
+def test_pinv_of_a_rank_deficient_matrix_has_torchs_finite_gradient(matrix):
+    """Exactly repeated zero singular values: their vectors get no cotangent (cut), so the 0/0 of the gap terms is 0."""
+    torch = require("torch")
+    weights = RNG.standard_normal(matrix.T.shape)
+    ours = kiln.grad(lambda x: (kiln.linalg.pinv(x) * x.new_tensor(weights)).sum())(matrix)
+    a = torch.tensor(matrix, requires_grad=True)
+    (torch.linalg.pinv(a) * torch.tensor(weights)).sum().backward()
+    np.testing.assert_allclose(ours, a.grad.numpy(), rtol=1e-12, atol=1e-14)
+
+
+def test_a_simple_eigenvector_beside_a_repeated_eigenvalue_has_the_exact_gradient():
+    """``diag(1, 1, 3)``: the top eigenvector's projector is smooth there, so central differences give its gradient;
+    the repeated pair's vectors get no cotangent, where PyTorch's 0/0 makes NaN."""
+    from autodiff.test_vjp_finite_differences import finite_differences
+
+    weights = RNG.standard_normal((3, 3))
+    loss = lambda x: ((lambda v: v[:, 2:] * v[:, 2:].mT)(kiln.linalg.eigh((x + x.mT) / 2).eigenvectors) * x.new_tensor(weights)).sum()
+    value = NumpyBackend().compile(kiln.trace(loss, kiln.TensorSpec((3, 3), "float64")))
+    point = np.diag([1.0, 1.0, 3.0])
+    expected = finite_differences(lambda moved: value(*moved)[0], [point.copy()], 0)
+    np.testing.assert_allclose(kiln.grad(loss)(point), expected, rtol=1e-6, atol=1e-7)
+
+
 @pytest.mark.parametrize(("fn", "fields"), [
     (lambda lib, a: lib.linalg.eigh(a), ("eigenvalues", "eigenvectors")),
     (lambda lib, a: lib.linalg.svd(a), ("U", "S", "Vh")),
