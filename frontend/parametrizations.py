@@ -13,7 +13,9 @@ Each is a parametrization module (``frontend/parametrize.py``) with PyTorch's ar
 - ``orthogonal``: ``"matrix_exp"`` and ``"cayley"`` maps with the dynamic trivialization (``...0.base``) or without; kiln
   has no matrix exponential or linear solve op, so both are composed from matmuls here (scaling and squaring of a
   degree-18 Taylor polynomial; Gauss-Jordan elimination without pivoting, stable since ``I - A/2`` with ``A``
-  skew-symmetric has the identity as its symmetric part). ``"householder"`` is not implemented.
+  skew-symmetric has the identity as its symmetric part). ``"householder"`` (PyTorch's default for a non-square
+  weight) is ``kiln.linalg.householder_product`` of the reflectors below the diagonal, ``tau = 2 / (1 + |v|^2)``, the
+  columns' signs from the diagonal; without the trivialization, assigning takes LAPACK's ``geqrf`` reflectors.
 """
 
 from __future__ import annotations
@@ -207,6 +209,27 @@ def cayley(a: Any) -> Any:
     return rhs
 
 
+def _householder(x: Any) -> Any:
+    """PyTorch's householder map of a tall ``x``: the reflectors below its diagonal, ``tau = 2 / (1 + |v|^2)`` (each
+    ``H`` then orthogonal), the columns' signs from ``x``'s diagonal (cast to int: no gradient, as PyTorch's)."""
+    from kiln.frontend.linalg_factor import householder_product
+
+    a = x.tril(-1)
+    q = householder_product(a, 2.0 / (1.0 + (a * a).sum(-2)))
+    return q * x.diagonal(0, -2, -1).int().unsqueeze(-2)
+
+
+def _reflectors(q: np.ndarray) -> np.ndarray:
+    """LAPACK's ``geqrf`` reflectors of a tall ``q`` (``np.linalg.qr``'s raw mode), the diagonal replaced by the signs
+    of ``R``'s, flipped where ``tau`` is 0 (no reflection): the ``x`` whose householder map is ``q``'s Q factor."""
+    raw, tau = np.linalg.qr(q, mode="raw")
+    reflectors = np.swapaxes(raw, -1, -2).copy()  # raw mode gives the transposed (Fortran-order) factor
+    diagonal = np.sign(np.diagonal(reflectors, axis1=-2, axis2=-1)) * np.where(tau == 0, -1.0, 1.0)
+    k = diagonal.shape[-1]
+    reflectors[..., np.arange(k), np.arange(k)] = diagonal
+    return reflectors
+
+
 def _is_orthogonal(q: np.ndarray) -> bool:
     n, k = q.shape[-2:]
     return bool(np.allclose(np.swapaxes(q, -1, -2) @ q, np.eye(k, dtype=q.dtype), atol=10.0 * n * np.finfo(q.dtype).eps))
@@ -233,13 +256,16 @@ class _Orthogonal(Module):
         transposed = n < k
         if transposed:
             x, n, k = x.mT, k, n
-        x = x.tril()
-        if n != k:
-            x = F.pad(x, (0, n - k))
-        a = x - x.mT
-        q = matrix_exp(a) if self.orthogonal_map == "matrix_exp" else cayley(a)
-        if n != k:
-            q = q[..., :k]
+        if self.orthogonal_map == "householder":
+            q = _householder(x)
+        else:
+            x = x.tril()
+            if n != k:
+                x = F.pad(x, (0, n - k))
+            a = x - x.mT
+            q = matrix_exp(a) if self.orthogonal_map == "matrix_exp" else cayley(a)
+            if n != k:
+                q = q[..., :k]
         if "base" in self._buffers:
             q = self.base @ q
         return q.mT if transposed else q
@@ -251,6 +277,9 @@ class _Orthogonal(Module):
         q_init, (n, k) = q, q.shape[-2:]
         if n < k:
             q, n, k = np.swapaxes(q, -1, -2), k, n
+        if not self.use_trivialization and self.orthogonal_map == "householder":
+            reflectors = _reflectors(q)
+            return np.swapaxes(reflectors, -1, -2) if q_init.shape[-2] < q_init.shape[-1] else reflectors
         if not self.use_trivialization:
             raise NotImplementedError("It is not possible to assign to the matrix exponential or the Cayley "
                                       "parametrizations when use_trivialization=False.")
@@ -271,18 +300,14 @@ class _Orthogonal(Module):
 
 def orthogonal(module: Module, name: str = "weight", orthogonal_map: str | None = None, *, use_trivialization: bool = True) -> Module:
     """Make ``module.<name>`` an orthogonal matrix (or batch; orthonormal columns, or rows when wide), as
-    ``torch.nn.utils.parametrizations.orthogonal``, with the ``"matrix_exp"`` or ``"cayley"`` map."""
+    ``torch.nn.utils.parametrizations.orthogonal``, with the ``"matrix_exp"``, ``"cayley"`` or ``"householder"`` map
+    (the default: ``"matrix_exp"`` for a square weight, ``"householder"`` otherwise, as PyTorch)."""
     weight = _tensor_named(module, name)
     if weight.ndim < 2:
         raise ParametrizationError(f"Expected a matrix or batch of matrices. Got a tensor of {weight.ndim} dimensions.")
     if orthogonal_map is None:
-        if weight.shape[-2] != weight.shape[-1]:
-            raise ParametrizationError(f"orthogonal: PyTorch's default map for the non-square {name!r} {weight.shape} is "
-                                       "\"householder\", which kiln does not implement; pass orthogonal_map=\"matrix_exp\" or \"cayley\"")
-        orthogonal_map = "matrix_exp"
-    if orthogonal_map == "householder":
-        raise ParametrizationError('orthogonal: the "householder" map is not implemented in kiln; use "matrix_exp" or "cayley"')
-    if orthogonal_map not in ("matrix_exp", "cayley"):
+        orthogonal_map = "matrix_exp" if weight.shape[-2] == weight.shape[-1] else "householder"
+    if orthogonal_map not in ("matrix_exp", "cayley", "householder"):
         raise ParametrizationError(f'orthogonal_map has to be one of "matrix_exp", "cayley", "householder". Got: {orthogonal_map}')
     return register_parametrization(module, name, _Orthogonal(weight, orthogonal_map, use_trivialization), unsafe=True)
 
