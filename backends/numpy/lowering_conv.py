@@ -58,6 +58,8 @@ def _channels_last_padded(x, padding):
 
 def _columns(x, kernel, stride, dilation, padding, groups: int):
     """``(groups, N OH OW, KH KW C/groups)``: each output position's window, channels last; and ``(OH, OW)``."""
+    if x.shape[1] == groups:
+        return _offset_major_columns(x, kernel, stride, dilation, padding)
     xh = _channels_last_padded(x, padding)
     n, h, w, c = xh.shape
     oh, ow = (_out_size(size, k, st, d) for size, k, st, d in zip((h, w), kernel, stride, dilation))
@@ -66,6 +68,21 @@ def _columns(x, kernel, stride, dilation, padding, groups: int):
     strides = (sc * (c // groups), sn, sh * stride[0], sw * stride[1], sh * dilation[0], sw * dilation[1], sc)
     view = as_strided(xh, shape, strides)  # read only (no writeable=: CuPy's as_strided does not take it)
     return np.ascontiguousarray(view).reshape(groups, n * oh * ow, -1), (oh, ow)
+
+
+def _offset_major_columns(x, kernel, stride, dilation, padding):
+    """``_columns`` for one input channel per group (a first layer on grey images, a depthwise convolution), where
+    channels-last runs are one element long: ``(groups, KH KW, N OH OW)`` copied one kernel offset at a time in
+    runs of an output row (3.4x faster for W5's 8x8 first layer), returned as its transposed view (BLAS reads
+    either order)."""
+    n, c, h, w = x.shape
+    out_hw = tuple(_out_size(size + 2 * p, k, st, d) for size, p, k, st, d in zip((h, w), padding, kernel, stride, dilation))
+    padded = np.zeros((n, c, h + 2 * padding[0], w + 2 * padding[1]), dtype=x.dtype)  # np.pad costs ~40 us more
+    padded[:, :, padding[0] : padding[0] + h, padding[1] : padding[1] + w] = x
+    out = np.empty((c, kernel[0] * kernel[1], n) + out_hw, dtype=x.dtype)
+    for (i, j), view in _offset_views(padded, kernel, stride, dilation, out_hw):
+        out[:, i * kernel[1] + j] = view.transpose(1, 0, 2, 3)
+    return out.reshape(c, kernel[0] * kernel[1], -1).transpose(0, 2, 1), out_hw
 
 
 def _weight_matrices(weight, groups: int):
