@@ -31,7 +31,8 @@ import numpy as np
 
 from kiln.compiler.ir.types import DType
 from kiln.frontend import tensor_more_special as special
-from kiln.frontend.tensor_extras import MinMax, _constant, _cut, _is_tensor, _mean_of_writes, _vector_index, _where
+from kiln.frontend.tensor_extras import (_constant, _cut, _float_pair, _is_tensor, _mean_of_writes, _static_shape, _vector_index,
+                                         _where)
 from kiln.frontend.tensor_inplace import in_place
 from kiln.frontend.tensor_methods import _flatten_args, _floating
 from kiln.frontend.trace import located_error
@@ -215,12 +216,12 @@ class MoreMethods:
 
     def igamma(self, other: Any) -> Any:
         """The regularized lower incomplete gamma ``P(self, other)``; differentiable in ``other`` only, as PyTorch's."""
-        a, x = _float_operands(self, other)
+        a, x = _float_pair(self, other)
         return special.lower_regularized_gamma(a, x)
 
     def igammac(self, other: Any) -> Any:
         """The regularized upper incomplete gamma ``Q(self, other) = 1 - P``, without its cancellation."""
-        a, x = _float_operands(self, other)
+        a, x = _float_pair(self, other)
         return special.upper_regularized_gamma(a, x)
 
     def frexp(self) -> MantissaExponent:
@@ -234,7 +235,7 @@ class MoreMethods:
         return x * two.pow(other.to(x.dtype) if _is_tensor(other) else float(other))
 
     def nextafter(self, other: Any) -> Any:
-        x, y = _float_operands(self, other)
+        x, y = _float_pair(self, other)
         return special.nextafter(x.detach(), y.detach())
 
     def gcd(self, other: Any) -> Any:
@@ -433,12 +434,6 @@ def _static_dim(method: str, x: Any, axis: int) -> int:
     return size
 
 
-def _static_shape(method: str, x: Any) -> tuple[int, ...]:
-    if not all(isinstance(d, int) for d in x.shape):
-        raise located_error(f"{method} needs a static shape, got {x.type}")
-    return tuple(x.shape)
-
-
 def _as_tensor(value: Any, dtype: DType) -> Any:
     return value.to(dtype) if _is_tensor(value) else _constant(value, dtype)
 
@@ -561,12 +556,6 @@ def _stack_levels(picks: list[Any]) -> Any:
 
 
 # operands -------------------------------------------------------------------------------------------------------------
-
-
-def _float_operands(x: Any, y: Any) -> tuple[Any, Any]:
-    from kiln.frontend.tensor_extras import _float_pair
-
-    return _float_pair(x, y)
 
 
 def _require_float(method: str, x: Any) -> Any:

@@ -18,7 +18,6 @@ float results default to ``kiln.get_default_dtype()``.
 from __future__ import annotations
 
 import itertools
-import math
 from typing import Any, Sequence
 
 import numpy as np
