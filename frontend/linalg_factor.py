@@ -356,12 +356,12 @@ def householder_product(A: Any, tau: Any) -> Any:
 
 def vander(x: Any, *, N: int | None = None) -> Any:
     """``x[..., i] ** j`` for ``j < N`` (``N`` defaults to ``x.shape[-1]``), built by products (exact gradients at 0)."""
-    from kiln.frontend.torch_functions import stack
+    from kiln.frontend.torch_functions import ones_like, stack
 
     columns = x.shape[-1] if N is None else N
     if columns <= 1:
         raise located_error(f"linalg.vander: N must be greater than 1, got {columns}")
-    powers = [x * 0 + 1, x]
+    powers = [ones_like(x), x]
     while len(powers) < columns:
         powers.append(powers[-1] * x)
     return stack(powers, -1)

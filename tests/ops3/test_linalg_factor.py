@@ -163,6 +163,23 @@ def test_one_graph_serves_every_batch_size_and_float32_stays_float32():
             np.testing.assert_allclose(got, want.numpy(), rtol=1e-5, atol=1e-5)
 
 
+def test_the_compositions_serve_a_symbolic_batch():
+    torch = require("torch")
+
+    def fn(lib, a, b):
+        LU, pivots = lib.linalg.lu_factor(a)
+        return (lib.linalg.inv_ex(a).inverse, lib.linalg.cholesky_ex(a @ a.mT).L, lib.linalg.lu_solve(LU, pivots, b),
+                lib.linalg.solve_ex(a, b).result, lib.linalg.householder_product(a[..., :3], a[..., 0, :3] * 0.1 + 1),
+                lib.linalg.matrix_power(a, 0), *lib.linalg.lu(a), lib.linalg.vander(a[..., 0, :]))
+
+    run = NumpyBackend().compile(kiln.trace(lambda a, b: fn(kiln, a, b), kiln.TensorSpec(("N", 4, 4), "float64"),
+                                            kiln.TensorSpec(("N", 4, 2), "float64")))
+    for batch in (1, 3):
+        a, b = PIVOTED[:1].repeat(batch, 0) + 0.1 * RNG.standard_normal((batch, 4, 4)), RNG.standard_normal((batch, 4, 2))
+        for got, want in zip(run(a, b), fn(torch, torch.tensor(a), torch.tensor(b))):
+            np.testing.assert_allclose(got, want.numpy(), rtol=1e-10, atol=1e-12)
+
+
 # Singular and indefinite matrices: info, NaN, and check_errors ----------------------------------------------------
 
 SINGULAR = np.stack([np.eye(3), np.array([[1.0, 2.0, 3.0], [2.0, 4.0, 6.0], [1.0, 0.0, 1.0]]), np.zeros((3, 3))])
