@@ -6,6 +6,9 @@ seed, and ``set_grad_enabled``/``enable_grad``/``inference_mode`` by the gradien
 
 from __future__ import annotations
 
+import pathlib
+import re
+
 import numpy as np
 import pytest
 
@@ -53,7 +56,7 @@ SHAPES = {  # name: (function of (library, x, y), inputs)
     "aliases": (lambda lib, x, y: (*lib.unsafe_chunk(x, 2, 1), *lib.unsafe_split(x, 2), *lib.unsafe_split_with_sizes(x, [1, 3], 1),
                                    lib.adjoint(x), x.mH, x.H, lib.put(x, _constant(lib, [[0, 5], [11, 5]]), y[:2, :2] * 3, True),
                                    x.clone().put_(_constant(lib, [0, 7]), y[0, :2]), lib.put(x, _constant(lib, [-1, 2]), y[1, :2]),
-                                   lib.detach_(x * 1.0) + x), (X, Y)),
+                                   lib.detach_(x * 1.0) + x, lib.detach(x) * x, lib.index_put_(x * 1.0, (_constant(lib, [2, 0]),), y[0])), (X, Y)),
     "isin": (lambda lib, x, y: (x * lib.isin(x.round(), _constant(lib, [0.0, 1.0, -2.0])), lib.isin(x.round(), y.round(), invert=True),
                                 lib.isin(x.round(), 1.0)), (X, Y)),
     "functional_methods": (lambda lib, x, y: (lib.renorm(x, 2, 0, 1.0), lib.polygamma(2, x.abs() + 1), lib.mvlgamma(x.abs() + 2, 2),
@@ -322,11 +325,25 @@ def test_samplers_refuse_what_cannot_trace():
         kiln.trace(lambda x: kiln.normal(0.0, 1.0), kiln.TensorSpec((2, 4)))
 
 
-def test_every_export_is_a_torch_name():
+@pytest.mark.parametrize("call, message", [
+    (lambda x: kiln.argwhere(x), "data-dependent shape"),
+    (lambda x: kiln.nonzero(x), "data-dependent shape"),
+    (lambda x: kiln.masked_select(x, x > 0), r"masked_select\(\) has a data-dependent shape"),
+    (lambda x: kiln.is_nonzero(x[0, 0]), r"is_nonzero\(\) returns a Python bool"),
+])
+def test_what_cannot_trace_says_why_and_what_instead(call, message):
+    with pytest.raises(KilnError, match=message) as error:
+        kiln.trace(call, kiln.TensorSpec((3, 4)))
+    assert "test_torch_surface_functions.py" in str(error.value)
+
+
+def test_every_export_is_a_torch_name_and_is_called_in_these_tests():
     torch = require("torch")
     exported = torch_more.exports()
     assert not [name for name in exported if not hasattr(torch, name)]
     assert all(getattr(kiln, name) is value for name, value in exported.items())
+    source = "".join(path.read_text() for path in pathlib.Path(__file__).parent.glob("test_torch_surface*.py"))
+    assert not [name for name in exported if not re.search(rf"\b(lib|kiln)\.{name}\b", source)]
 
 
 def test_in_place_samplers_have_torchs_distributions():

@@ -157,6 +157,9 @@ def test_dropouts_in_training_draw_from_the_step_seed():
     alpha = _run(lambda t: kiln.alpha_dropout(t.sin(), 0.2, True), x)[0]
     assert not np.allclose(alpha, np.sin(x))
     feature_alpha = _run(lambda t: kiln.feature_alpha_dropout_(t * 1.0, 0.5, True), x)[0]
+    alpha_written, channels_written = _run(lambda t: (kiln.alpha_dropout_(t.sin(), 0.2, True), kiln.feature_dropout_(t * 1.0, 0.5, True)), x)
+    assert len(np.unique(alpha_written)) == 2 and abs((alpha_written < 0).mean() - 0.2) < 0.02  # dropped to alpha' a (p - 1)
+    assert (channels_written == channels_written[..., :1]).all() and set(np.unique(channels_written)) == {0.0, 2.0}
     assert (feature_alpha == feature_alpha[..., :1]).all() and len(np.unique(feature_alpha)) == 2
 
 
