@@ -51,3 +51,7 @@ from kiln.frontend import layers_more  # noqa: E402
 from kiln.frontend.layers_more import *  # noqa: E402,F401,F403  (AdaptiveLogSoftmaxWithLoss, FractionalMaxPool2d/3d, CrossMapLRN2d)
 
 __all__ += layers_more.__all__
+
+from kiln.frontend.linear_cross_entropy import LinearCrossEntropyLoss, LinearCrossEntropyOptions  # noqa: E402
+
+__all__ += ["LinearCrossEntropyLoss", "LinearCrossEntropyOptions"]

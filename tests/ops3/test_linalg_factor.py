@@ -98,6 +98,8 @@ FUNCTIONS = {  # name: (function of (library, *inputs), inputs)
     "lu_unpack": (lambda lib, a: lib.lu_unpack(*lib.linalg.lu_factor(a)), (TALL,)),
     "lu_solve": (lambda lib, a, b: tuple(lib.linalg.lu_solve(*lib.linalg.lu_factor(a), rhs, left=left, adjoint=adjoint)
                                          for rhs, left in ((b, True), (b.mT, False)) for adjoint in (False, True)), (PIVOTED, B)),
+    "lu_solve_wrt_lu": (lambda lib, lu, b: tuple(lib.linalg.lu_solve(lu, lib.linalg.lu_factor(lu.detach()).pivots, b, adjoint=adjoint)
+                                                 for adjoint in (False, True)), (PIVOTED, B)),  # the gradient w.r.t. the packed LU itself
     "lu_solve_broadcast": (lambda lib, a, b: lib.linalg.lu_solve(*lib.linalg.lu_factor(a[0]), b), (PIVOTED, B)),
     "matrix_exp": (lambda lib, a: (lib.linalg.matrix_exp(a), a.matrix_exp(), lib.matrix_exp(a[0] * 6)), (A,)),
     "matrix_power": (lambda lib, a: tuple(lib.linalg.matrix_power(a, n) for n in (0, 1, 2, 5, -1, -3)) + (a.matrix_power(3),), (A,)),
