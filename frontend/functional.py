@@ -384,3 +384,4 @@ from kiln.frontend.functional_conv3d import *  # noqa: E402,F401,F403  (conv3d, 
 from kiln.frontend.functional_ctc import *  # noqa: E402,F401,F403  (ctc_loss)
 from kiln.frontend.functional_sampling import *  # noqa: E402,F401,F403  (affine_grid, grid_sample)
 from kiln.frontend.functional_more import *  # noqa: E402,F401,F403  (fractional_max_pool2d/3d, multi_head_attention_forward, ...)
+from kiln.frontend.linear_cross_entropy import linear_cross_entropy  # noqa: E402,F401
