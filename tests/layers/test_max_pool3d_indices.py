@@ -12,7 +12,6 @@ import pytest
 import kiln
 import kiln.nn as nn
 import kiln.nn.functional as F
-from layer_parity import normal
 from oracles import require
 
 CASES = [

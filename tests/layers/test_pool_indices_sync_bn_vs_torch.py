@@ -1,6 +1,6 @@
 """PyTorch's aliases and small additions against torch in float64: ``F.max_pool1d/2d_with_indices`` and
 ``F.adaptive_max_pool1d/2d_with_indices`` (values, int64 indices, gradients; any adaptive size, ties and unbatched),
-``F.max_pool3d_with_indices``' refusal, ``F.dropout3d``, ``F.lp_pool3d``/``nn.LPPool3d``, ``F.max_unpool3d``/
+``F.dropout3d``, ``F.lp_pool3d``/``nn.LPPool3d``, ``F.max_unpool3d``/
 ``nn.MaxUnpool3d`` (fed by torch's own 3-D indices), ``nn.SyncBatchNorm`` over (N, C, *) with
 ``convert_sync_batchnorm``, and ``nn.NLLLoss2d``."""
 
@@ -56,11 +56,6 @@ def test_pools_with_indices_match_torch(case):
     indices = _indices(lambda t: ours(t, *arguments, **options)[1], x)
     assert indices.dtype == np.int64
     np.testing.assert_array_equal(indices, expected)
-
-
-def test_max_pool3d_with_indices_refuses_clearly():
-    with pytest.raises(TraceError, match=r"test_pool_indices_sync_bn_vs_torch.py:\d+.*\n.*max_pool3d: return_indices=True is not supported"):
-        kiln.trace(lambda x: F.max_pool3d_with_indices(x, 2)[0], kiln.TensorSpec((1, 2, 4, 4, 4), "float64"))
 
 
 @pytest.mark.parametrize("norm_type", [2.0, 1.5, float("inf")])
