@@ -4,10 +4,19 @@ A convolution copies the padded input once into channels-last columns
 ``(N, OH, OW, KH, KW, C)`` (each copy's inner run is the ``C`` contiguous
 channels; a channels-first im2col or einsum over a 6-D window view copied the
 same data 5-6x slower at a CNN's small spatial sizes), then multiplies them
-with the weight as one GEMM per group. The input gradient is the transposed
-GEMM, its columns added back at each kernel offset. Pooling and the gradients'
-scatter go one kernel offset ``(i, j)`` at a time over strided views of the
-``(N, C, OH, OW)`` outputs, so no index arrays are built.
+with the weight as one GEMM per group; with one input channel per group the
+columns are copied per kernel offset instead, in runs of an output row. The
+input gradient is the transposed GEMM, its columns added back at each kernel
+offset. Pooling and the gradients' scatter go one kernel offset ``(i, j)`` at a
+time over strided views of the ``(N, C, OH, OW)`` outputs, so no index arrays
+are built; windows that tile the input (a 2x2 pool) are first copied into one
+contiguous plane per offset (``_offset_planes``), so that work runs on
+contiguous arrays.
+
+```python
+planes = _offset_planes(x, (2, 2))        # (2, 2, N C OH OW): planes[i, j] = x[:, :, i::2, j::2]
+pooled = np.maximum.reduce(planes.reshape(4, -1)).reshape(n, c, h // 2, w // 2)
+```
 """
 
 from __future__ import annotations
