@@ -147,12 +147,22 @@ def _symmetric_pseudo_inverse(A: Any, atol: Any, rtol: Any) -> Any:
     return (V * _kept_reciprocal(w, kept).unsqueeze(-2)) @ V.mT
 
 
-def pinv(A: Any, *, atol: Any = None, rtol: Any = None, hermitian: bool = False) -> Any:
+def pinv(A: Any, rcond: Any = None, hermitian: bool = False, *, atol: Any = None, rtol: Any = None) -> Any:
     """The Moore-Penrose pseudo-inverse, singular values at or below ``max(atol, rtol * s_max)`` taken as zero
-    (``hermitian``: from ``eigh`` of ``A``'s lower triangle, ``|eigenvalues|`` as the singular values)."""
+    (``hermitian``: from ``eigh`` of ``A``'s lower triangle, ``|eigenvalues|`` as the singular values). PyTorch's
+    older form ``pinv(A, rcond, hermitian)`` is ``rtol=rcond``."""
+    if rcond is not None:
+        _one_of("pinv", "rcond", rtol, "rtol")
+        rtol = rcond
     if hermitian:
         return _symmetric_pseudo_inverse(A, atol, rtol)
     return _svd_pseudo_inverse(A, atol, rtol)[0]
+
+
+def _one_of(function: str, old: str, new: Any, new_name: str) -> None:
+    """PyTorch's two overloads: the older tolerance ``old`` or the newer ``new_name``, not both."""
+    if new is not None:
+        raise located_error(f"linalg.{function}: {old}= is the older form of {new_name}=; give one of them")
 
 
 def pinverse(A: Any, rcond: float = 1e-15) -> Any:
@@ -160,8 +170,12 @@ def pinverse(A: Any, rcond: float = 1e-15) -> Any:
     return pinv(A, rtol=rcond)
 
 
-def matrix_rank(A: Any, *, atol: Any = None, rtol: Any = None, hermitian: bool = False) -> Any:
-    """The number of singular values (``hermitian``: ``|eigenvalues|``) above ``max(atol, rtol * s_max)``, int64."""
+def matrix_rank(A: Any, tol: Any = None, hermitian: bool = False, *, atol: Any = None, rtol: Any = None) -> Any:
+    """The number of singular values (``hermitian``: ``|eigenvalues|``) above ``max(atol, rtol * s_max)``, int64.
+    PyTorch's older form ``matrix_rank(A, tol, hermitian)`` is ``atol=tol, rtol=0``."""
+    if tol is not None:
+        _one_of("matrix_rank", "tol", atol if atol is not None else rtol, "atol/rtol")
+        atol, rtol = tol, 0.0
     values = eigvalsh(A).abs() if hermitian else svdvals(A)
     largest = values.amax(-1, keepdim=True)
     return (values > _threshold(A, largest, atol, rtol)).to(DType.i64).sum(-1)

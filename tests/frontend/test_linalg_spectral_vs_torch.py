@@ -80,13 +80,16 @@ FUNCTIONS = {  # name: (function of (library, x, y), inputs)
     "pinv_tolerances": (lambda lib, a, b: (lib.linalg.pinv(a, atol=0.5) + lib.linalg.pinv(a, rtol=0.2) + lib.linalg.pinv(a, atol=0.3, rtol=0.1),
                                            lib.linalg.pinv(a, atol=1.0), lib.linalg.pinv(a, rtol=0.4), lib.linalg.pinv(a, atol=0.8, rtol=0.1),
                                            lib.linalg.pinv(a, atol=a[:, 0, 0].abs().detach() * 4, rtol=a[:, 1, 1].abs().detach())), (TALL, B)),
+    "pinv_and_rank_older_forms": (lambda lib, a, b: (lib.linalg.pinv(a, 0.2), lib.linalg.pinv(a, rcond=0.4), lib.linalg.pinv(a @ a.mT, 0.1, True),
+                                                     lib.linalg.matrix_rank(a, 1.0), lib.linalg.matrix_rank(a, tol=0.8),
+                                                     lib.linalg.matrix_rank(a @ a.mT, 1.0, True)), (TALL, B)),
     "pinv_hermitian": (lambda lib, a, b: (lib.linalg.pinv(a @ a.mT + a.mT @ a, hermitian=True), lib.linalg.pinv(a + a.mT, hermitian=True, atol=0.4)), (SQUARE, B)),
     "matrix_rank": (lambda lib, a, b: (lib.linalg.matrix_rank(a), lib.linalg.matrix_rank(a, atol=1.5), lib.linalg.matrix_rank(a, rtol=0.3),
                                        lib.linalg.matrix_rank(a @ a.mT), lib.linalg.matrix_rank(a @ a.mT, hermitian=True),
                                        lib.linalg.matrix_rank(a @ a.mT, hermitian=True, atol=0.5), lib.linalg.matrix_rank(a, atol=a[:, 0, 0].abs().detach())), (TALL, B)),
     "default_tolerances": (lambda lib, a, b: (lib.linalg.matrix_rank(a), lib.linalg.matrix_rank(a, atol=1e-30), lib.linalg.matrix_rank(a, atol=0.0),
                                               lib.linalg.matrix_rank(a, atol=(a[0, 0] * 0 + 1e-30).detach()), lib.linalg.pinv(a), lib.linalg.pinv(a, atol=1e-30).abs() > 1e10,
-                                              lib.linalg.matrix_rank(a @ a.mT, hermitian=True)), (NEARLY_RANK_ONE, B)),
+                                              lib.linalg.matrix_rank(a @ a.mT, hermitian=True), lib.linalg.matrix_rank(a, 0.0)), (NEARLY_RANK_ONE, B)),
     "matrix_norm": (lambda lib, a, b: tuple(lib.linalg.matrix_norm(a, ord) for ord in ("nuc", 2, -2))
                     + (lib.linalg.matrix_norm(a, "nuc", dim=(0, 2), keepdim=True), lib.linalg.matrix_norm(a, 2, dim=(-1, 1), keepdim=True),
                        lib.linalg.matrix_norm(a, -2, keepdim=True)), (TALL, B)),
@@ -224,6 +227,8 @@ def test_float32_stays_float32():
     (lambda a: kiln.linalg.cond(a, "fro"), ((3, 4), "float64"), "needs square matrices.*p=None, 2 or -2"),
     (lambda a: kiln.linalg.matrix_norm(a, 3), ((3, 3), "float64"), "ord must be 'fro', 'nuc', 2"),
     (lambda a: kiln.linalg.lstsq(a, a, driver="gelsx"), ((3, 3), "float64"), "driver must be one of gels"),
+    (lambda a: kiln.linalg.pinv(a, 0.1, rtol=0.2), ((3, 3), "float64"), "rcond= is the older form of rtol="),
+    (lambda a: kiln.linalg.matrix_rank(a, 0.1, atol=0.2), ((3, 3), "float64"), "tol= is the older form of atol/rtol="),
     (lambda a: kiln.linalg.lstsq(a[0, 0], a), ((2, 3, 3), "float64"), "B must have A's number of dims"),
 ])
 def test_errors_name_the_line_and_say_what_to_do(fn, spec, message):
