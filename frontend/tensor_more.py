@@ -490,7 +490,8 @@ def _combined(x: Any, hits: Any, values: Any, reduce: str, include_self: bool, b
         written = {"sum": x + written, "mean": x + written, "prod": x * written,
                    "amax": x.maximum(written), "amin": x.minimum(written)}[reduce]
     if reduce == "mean":
-        written = _mean_of_writes(written, counts + int(include_self))
+        divisor = _where(counts > 0, counts + int(include_self), 1)
+        written = written / divisor if written.dtype.is_float else written.div(divisor, rounding_mode="floor")  # PyTorch floors
     return _where(counts > 0, written, x)
 
 

@@ -187,6 +187,19 @@ def _shift(x):
     return kiln.tensor(SHIFTS)
 
 
+def test_integer_means_floor_as_torchs():
+    torch = require("torch")
+    base, source = np.array([[4, 0, 1]]), np.array([[-3, 0, -7]])
+    for include_self in (False, True):
+        got = _run(lambda z, s: (z.scatter_reduce(1, kiln.tensor(np.array([[0, 0, 1]])), s, "mean", include_self=include_self),
+                                 z.index_reduce(1, kiln.tensor(np.array([0, 0, 1])), s, "mean", include_self=include_self)), base, source)
+        z, s = torch.tensor(base), torch.tensor(source)
+        want = (z.scatter_reduce(1, torch.tensor([[0, 0, 1]]), s, "mean", include_self=include_self),
+                z.index_reduce(1, torch.tensor([0, 0, 1]), s, "mean", include_self=include_self))
+        for g, w in zip(got, want):
+            np.testing.assert_array_equal(g, w.numpy())
+
+
 def test_metadata_and_construction():
     torch = require("torch")
     seen = {}
