@@ -292,9 +292,12 @@ def max_pool2d_grad(x, g, *, kernel_size, stride, padding):
     # the first largest element of each window (row-major) takes the window's cotangent, as PyTorch
     winner = _winners(x, kernel_size, stride, padding)
     per_offset = lambda i, j: _kept(g, winner == i * kernel_size[1] + j)  # noqa: E731
-    if _tiles(x, kernel_size, stride, padding):  # each offset's cotangents as one plane, interleaved back at once
-        planes = np.stack([per_offset(i, j).reshape(-1) for i in range(kernel_size[0]) for j in range(kernel_size[1])])
-        return _from_offset_planes(planes.reshape(tuple(kernel_size) + (-1,)), x.shape, kernel_size)
+    if _tiles(x, kernel_size, stride, padding):  # each offset's kept cotangent bits as one plane, interleaved back at once
+        planes = np.empty(tuple(kernel_size) + (g.size,), dtype=_bits_dtype(g.dtype))
+        bits, winners = g.reshape(-1).view(planes.dtype), winner.reshape(-1)
+        for k, plane in enumerate(planes.reshape(-1, g.size)):
+            np.bitwise_and(bits, np.negative(winners == k, dtype=planes.dtype), out=plane)  # _kept, into its plane
+        return _from_offset_planes(planes, x.shape, kernel_size).view(g.dtype)
     return _scatter_windows(per_offset, g, _padded_shape(x.shape, padding), kernel_size, stride, padding)
 
 
