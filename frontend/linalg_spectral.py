@@ -30,6 +30,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from kiln.compiler.ir.types import DType
+from kiln.frontend.linalg_factor import _where_fine, lu_info
 from kiln.frontend.tensor_linalg import _apply, inv, matrix_norm
 from kiln.frontend.trace import located_error
 
@@ -196,8 +197,8 @@ def nuclear_norm(A: Any, dim: Any = None, keepdim: bool = False) -> Any:
 
 def cond(A: Any, p: Any = None) -> Any:
     """The condition number in norm ``p``: ``s_max / s_min`` for None and 2 (-2: ``s_min / s_max``) of any ``(m, n)``;
-    ``norm(A, p) norm(A^-1, p)`` for ``'fro'``, ``'nuc'``, inf, -inf, 1, -1 of square matrices (an exactly singular
-    one raises ``kiln.linalg.LinAlgError`` when run, where PyTorch returns inf)."""
+    ``norm(A, p) norm(A^-1, p)`` for ``'fro'``, ``'nuc'``, inf, -inf, 1, -1 of square matrices, inf for a matrix the
+    LU finds singular (``inv_ex``'s ``info``), as PyTorch (which gives NaN for ``'nuc'`` of a zero matrix)."""
     if p is None or (not isinstance(p, str) and abs(p) == 2):
         values = svdvals(A)
         largest, smallest = values[..., 0], values[..., -1]
@@ -207,7 +208,9 @@ def cond(A: Any, p: Any = None) -> Any:
     if A.ndim < 2 or A.shape[-1] != A.shape[-2]:
         raise located_error(f"linalg.cond: p={p!r} needs square matrices (..., n, n), got {A.type}; p=None, 2 or -2 "
                             "take any (..., m, n)")
-    return matrix_norm(A, p) * matrix_norm(inv(A), p)
+    info = lu_info(_apply("linalg.lu_factor", A))  # inv_ex's, without its NaN inverse (an SVD refuses NaN for 'nuc')
+    inverse = inv(_where_fine(info, A))
+    return _apply("tensor.where", info != 0, math.inf, matrix_norm(A, p) * matrix_norm(inverse, p))
 
 
 def lstsq(A: Any, B: Any, rcond: float | None = None, *, driver: str | None = None) -> LstsqResult:

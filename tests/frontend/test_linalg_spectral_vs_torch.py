@@ -190,6 +190,17 @@ def test_one_graph_serves_every_batch_size():
             np.testing.assert_allclose(got, want.numpy(), rtol=1e-10, atol=1e-12)
 
 
+def test_cond_of_a_singular_matrix_is_inf_as_torchs():
+    """The LU's info marks a singular matrix (no LinAlgError); the others in the batch keep their values."""
+    torch = require("torch")
+    a = np.stack([SQUARE[0], np.ones((3, 3)), np.diag([1.0, 0.0, 2.0])])
+    norms = ("fro", "nuc", math.inf, -math.inf, 1, -1)
+    run = NumpyBackend().compile(kiln.trace(lambda x: tuple(kiln.linalg.cond(x, p) for p in norms), kiln.TensorSpec(("N", 3, 3), "float64")))
+    for got, p in zip(run(a), norms):
+        np.testing.assert_allclose(got, torch.linalg.cond(torch.tensor(a), p).numpy(), rtol=1e-10)
+        assert np.isinf(got[1:]).all()
+
+
 def test_forward_mode_and_the_hessian_match_torch():
     """``kiln.jvp`` and ``kiln.hessian`` run through the VJPs (a VJP of a VJP), against autograd's jvp and hessian."""
     torch = require("torch")
