@@ -231,7 +231,8 @@ def lstsq(A: Any, B: Any, rcond: float | None = None, *, driver: str | None = No
 
 
 def _residuals(A: Any, rhs: Any, solution: Any, driver: str | None) -> Any:
-    """``||A X - B||^2`` per column, ``(..., k)``, where LAPACK gives it (``m > n``, not ``gelsy``); else empty."""
+    """``||A X - B||^2`` per column, ``(..., k)``, where LAPACK gives it (``m > n``, not ``gelsy``); else empty. For a
+    rank-deficient ``A`` PyTorch leaves it empty too, a shape known only when run: kiln gives the residuals then."""
     m, n = A.shape[-2:]
     if m <= n or driver in (None, "gelsy"):
         return _empty(A, A.dtype)
