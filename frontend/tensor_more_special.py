@@ -3,7 +3,7 @@
 
 ```python
 x.i0()              # power series below 20, Hankel's asymptotic series above (both differentiate to I1)
-x.polygamma(2)      # -2 zeta(3, x) by Euler-Maclaurin at x + 10
+x.polygamma(2)      # -2 zeta(3, x) by Euler-Maclaurin at x + 20
 a.igamma(x)         # P(a, x): the series below a + 1, Legendre's continued fraction above
 ```
 """
@@ -51,16 +51,17 @@ def i0(x: Any) -> Any:
 
 # polygamma ------------------------------------------------------------------------------------------------------------
 
-_ZETA_SHIFT = 10
-"""``zeta(s, x)`` sums its first 10 terms exactly and the rest by Euler-Maclaurin at ``x + 10``."""
+_ZETA_SHIFT = 20
+"""``zeta(s, x)`` sums its first 20 terms exactly and the rest by Euler-Maclaurin at ``x + 20``: to an ulp or two
+wherever ``x + 20 >= 10``."""
 
 _BERNOULLI = (1 / 6, -1 / 30, 1 / 42, -1 / 30, 5 / 66, -691 / 2730, 7 / 6, -3617 / 510, 43867 / 798)
 """``B_2, B_4, ..., B_18``."""
 
 
 def hurwitz_zeta(s: int, x: Any) -> Any:
-    """``zeta(s, x) = sum_k (x + k)^-s`` for an integer ``s >= 2``: ten terms, then Euler-Maclaurin's tail
-    ``z^(1-s) / (s-1) + z^-s / 2 + sum_j B_2j / (2j)! s (s+1) ... (s+2j-2) z^(-s-2j+1)`` at ``z = x + 10``."""
+    """``zeta(s, x) = sum_k (x + k)^-s`` for an integer ``s >= 2``: twenty terms, then Euler-Maclaurin's tail
+    ``z^(1-s) / (s-1) + z^-s / 2 + sum_j B_2j / (2j)! s (s+1) ... (s+2j-2) z^(-s-2j+1)`` at ``z = x + 20``."""
     total = x.pow(-s)
     for k in range(1, _ZETA_SHIFT):
         total = total + (x + k).pow(-s)
@@ -73,7 +74,8 @@ def hurwitz_zeta(s: int, x: Any) -> Any:
 
 
 def polygamma(n: int, x: Any) -> Any:
-    """``psi^(n)(x) = (-1)^(n+1) n! zeta(n + 1, x)`` for ``n >= 1`` (``digamma`` for 0); accurate for ``x > 0``."""
+    """``psi^(n)(x) = (-1)^(n+1) n! zeta(n + 1, x)`` for ``n >= 1`` (``digamma`` for 0); accurate for ``x > -10`` (the
+    poles at 0, -1, ... included); below, the tail's expansion point comes too close to 0."""
     if n == 0:
         return x.digamma()
     return hurwitz_zeta(n + 1, x) * ((-1) ** (n + 1) * math.factorial(n))

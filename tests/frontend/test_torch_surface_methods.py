@@ -126,13 +126,19 @@ def _values_with_nans_equal(got, want):
 
 
 def test_polygamma_against_scipy():
-    """torch's trigamma is off by 5e-10 here, so SciPy's ``polygamma`` is the oracle (values, and the slope psi^(n+1))."""
+    """torch's trigamma is off by 5e-10 here, so SciPy's ``polygamma`` is the oracle (values, and the slope psi^(n+1)),
+    and mpmath's for negative arguments (between the poles, down to -10)."""
     special = require("scipy.special")
     x = np.abs(M) * 3 + 0.05
     for n in (0, 1, 2, 3):
         (values,) = _run(lambda t: t.polygamma(n), x)
         np.testing.assert_allclose(values, special.polygamma(n, x), rtol=1e-14)
         np.testing.assert_allclose(kiln.grad(lambda t: t.polygamma(n).sum())(x), special.polygamma(n + 1, x), rtol=1e-13)
+    mpmath = require("mpmath")
+    negative = np.array([-9.7, -5.5, -2.25, -0.3, 1e-3, 45.0])
+    for n in (1, 2, 3):
+        (values,) = _run(lambda t: t.polygamma(n), negative)
+        np.testing.assert_allclose(values, [float(mpmath.polygamma(n, v)) for v in negative], rtol=1e-13)
 
 
 def test_nanmedian_indices_and_all_nan_rows():
