@@ -213,6 +213,16 @@ def test_forward_mode_and_the_hessian_match_torch():
     np.testing.assert_allclose(kiln.hessian(largest(kiln))(SQUARE[1]), hessian.numpy(), rtol=1e-9, atol=1e-11)
 
 
+def test_cse_leaves_one_svd_for_every_function_of_one_matrix():
+    from kiln.compiler.passes import PassManager
+
+    graph = kiln.trace(lambda a: (kiln.linalg.svdvals(a), kiln.linalg.pinv(a), kiln.linalg.matrix_rank(a), kiln.linalg.cond(a),
+                                  kiln.linalg.lstsq(a, a[..., :1]).solution, kiln.linalg.matrix_norm(a, "nuc")), kiln.TensorSpec((4, 3), "float64"))
+    assert sum(op.name == "linalg.svd" for op in graph.ops) == 6
+    PassManager("cse,dce").run(graph)
+    assert sum(op.name == "linalg.svd" for op in graph.ops) == 1
+
+
 def test_float32_stays_float32():
     torch = require("torch")
     a = TALL.astype(np.float32)
