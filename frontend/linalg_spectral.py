@@ -185,7 +185,8 @@ def matrix_rank(A: Any, tol: Any = None, hermitian: bool = False, *, atol: Any =
 def singular_value_norm(A: Any, ord: Any, rows: int, columns: int, keepdim: bool) -> Any:
     """``matrix_norm`` for ``'nuc'`` (the sum of the singular values), 2 (the largest) and -2 (the smallest) over the
     dims ``rows`` and ``columns`` (non-negative) of ``A``."""
-    values = svdvals(A.movedim((rows, columns), (-2, -1)))
+    trailing = (rows, columns) == (A.ndim - 2, A.ndim - 1)  # no transpose, so one SVD serves pinv, cond... too (CSE)
+    values = svdvals(A if trailing else A.movedim((rows, columns), (-2, -1)))
     result = values.sum(-1) if ord == "nuc" else values.amax(-1) if ord == 2 else values.amin(-1)
     return result.unsqueeze(min(rows, columns)).unsqueeze(max(rows, columns)) if keepdim else result
 
