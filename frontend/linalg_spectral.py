@@ -17,7 +17,9 @@ r = kiln.linalg.matrix_rank(A)                      # int64, no gradient
   ``pinverse`` (``rcond``) and ``nuclear_norm``, exported as ``kiln.svd``, ``kiln.pinverse``, ``kiln.nuclear_norm``.
 
 Gradients are the ops' VJPs (``compiler/autodiff/rules_linalg_spectral.py``), PyTorch's: they need distinct
-eigen/singular values wherever a vector's gradient is used. ``lstsq`` computes every driver's answer from one SVD: for
+eigen/singular values wherever a vector's gradient is used. Where ``pinv``'s tolerance cuts a singular value, its
+gradient is the exact derivative of the truncated pseudo-inverse (PyTorch's constant-rank formula differs there); a
+rank-deficient matrix's exactly repeated zero singular values get PyTorch's finite gradient. ``lstsq`` computes every driver's answer from one SVD: for
 a full-rank ``A`` all of LAPACK's drivers agree on the solution (the minimum-norm one when ``m < n``); which of
 ``residuals``, ``rank`` and ``singular_values`` are filled (the rest empty) follows the driver, as PyTorch on the CPU.
 """
