@@ -93,15 +93,35 @@ def lower_regularized_gamma(a: Any, x: Any) -> Any:
     """``P(a, x)``: values from the series or the continued fraction; the gradient in ``x`` is the density
     ``x^(a-1) e^-x / Gamma(a)``, none in ``a`` (as PyTorch's)."""
     a = a.detach()
-    value = _lower_gamma_value(a, x.detach())
-    return value + (x - x.detach()) * _gamma_density(a, x.detach()).detach()
+    value = _gamma_edges(a, x.detach(), _lower_gamma_value(a, _gamma_inside(a, x.detach())), upper=False)
+    return value + _zero_with_slope(x, _gamma_density(a, x.detach()))
 
 
 def upper_regularized_gamma(a: Any, x: Any) -> Any:
     """``Q(a, x) = 1 - P(a, x)``, computed directly where ``P`` is near 1 (no cancellation)."""
     a = a.detach()
-    value = _upper_gamma_value(a, x.detach())
-    return value - (x - x.detach()) * _gamma_density(a, x.detach()).detach()
+    value = _gamma_edges(a, x.detach(), _upper_gamma_value(a, _gamma_inside(a, x.detach())), upper=True)
+    return value - _zero_with_slope(x, _gamma_density(a, x.detach()))
+
+
+def _zero_with_slope(x: Any, slope: Any) -> Any:
+    """Zero, whose gradient in ``x`` is ``slope`` (constant): ``(x - stop(x)) slope``, kept finite at infinite ``x``."""
+    return _where(x.isfinite(), x - x.detach(), 0.0) * slope.detach()
+
+
+def _gamma_inside(a: Any, x: Any) -> Any:
+    """``x`` where ``P(a, x)`` needs the series or the fraction, 1 elsewhere (the edges below set those values)."""
+    return _where((a > 0) & (x > 0) & a.isfinite() & x.isfinite(), x, 1.0)
+
+
+def _gamma_edges(a: Any, x: Any, value: Any, upper: bool) -> Any:
+    """PyTorch's (Cephes') edge values: NaN for a negative or NaN argument, ``a = x = 0`` or both infinite; ``P = 0``
+    at ``x = 0`` or ``a = inf``; ``P = 1`` at ``a = 0`` or ``x = inf``."""
+    one, zero = (0.0, 1.0) if upper else (1.0, 0.0)
+    value = _where((x == 0) | a.isinf(), zero, value)
+    value = _where((a == 0) | x.isinf(), one, value)
+    invalid = (a < 0) | (x < 0) | a.isnan() | x.isnan() | ((a == 0) & (x == 0)) | (a.isinf() & x.isinf())
+    return _where(invalid, math.nan, value)
 
 
 def _lower_gamma_value(a: Any, x: Any) -> Any:
@@ -140,9 +160,10 @@ def _gamma_fraction(a: Any, x: Any) -> Any:
 
 
 def _gamma_density(a: Any, x: Any) -> Any:
-    """``x^(a-1) e^-x / Gamma(a)``: the slope of ``P(a, x)`` in ``x``."""
-    safe = _where(x > 0, x, 1.0)
-    return _where(x > 0, ((a - 1.0) * safe.log() - safe - a.lgamma()).exp(), 0.0)
+    """``x^(a-1) e^-x / Gamma(a)``: the slope of ``P(a, x)`` in ``x`` (0 at the edges, whose values are constants)."""
+    inside = (a > 0) & (x > 0) & a.isfinite() & x.isfinite()
+    a, x = _where(inside, a, 1.0), _where(inside, x, 1.0)
+    return _where(inside, ((a - 1.0) * x.log() - x - a.lgamma()).exp(), 0.0)
 
 
 # floating-point structure ---------------------------------------------------------------------------------------------

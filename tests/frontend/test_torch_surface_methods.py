@@ -193,6 +193,16 @@ def _shift(x):
     return kiln.tensor(SHIFTS)
 
 
+def test_igamma_edges_are_torchs():
+    torch = require("torch")
+    a = np.array([1.0, 0.0, -1.0, 2.0, 0.0, np.inf, 2.0, 2.0, np.nan, np.inf, 3.0])
+    x = np.array([-1.0, 2.0, 2.0, 0.0, 0.0, 3.0, np.inf, np.nan, 1.0, np.inf, 1e-300])
+    got = _run(lambda s, t: (s.igamma(t), s.igammac(t)), a, x)
+    want = (torch.igamma(torch.tensor(a), torch.tensor(x)), torch.igammac(torch.tensor(a), torch.tensor(x)))
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w.numpy())
+
+
 def test_integer_means_floor_as_torchs():
     torch = require("torch")
     base, source = np.array([[4, 0, 1]]), np.array([[-3, 0, -7]])
