@@ -149,6 +149,8 @@ class MoreMethods:
         order, valid = _nan_last_order(x, -1)
         ordered = x.take_along_dim(order, -1)
         levels = np.atleast_1d(np.asarray(q, dtype=x.dtype.numpy))
+        if not ((levels >= 0) & (levels <= 1)).all():
+            raise located_error(f"nanquantile: q must be in [0, 1], got {q!r}")
         picks = [_quantile_at(ordered, valid, float(level), interpolation) for level in levels]
         result = _stack_levels(picks)
         if keepdim:

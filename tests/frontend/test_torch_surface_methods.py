@@ -243,6 +243,7 @@ def test_metadata_and_construction():
     (lambda x: x.sum_to_size(3), r"does not broadcast from the size \(3,\)"),
     (lambda x: x.fill_diagonal_(1.0) if x.ndim == 3 else x[None].fill_diagonal_(1.0), "all dims equal"),
     (lambda x: x.polygamma(-1), "n must be a non-negative int"),
+    (lambda x: x.nanquantile(1.5), r"q must be in \[0, 1\], got 1.5"),
     (lambda x: x[0].H, r"Tensor.H is for matrices, got tensor<5xf64>"),
     (lambda x: x.index_put((x > 0, x[0] > 0), x[0], accumulate=True), "takes integer index tensors"),
 ])
