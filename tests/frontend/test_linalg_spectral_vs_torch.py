@@ -238,6 +238,25 @@ def test_float32_stays_float32():
         np.testing.assert_allclose(got, want.numpy(), rtol=2e-4, atol=2e-5)
 
 
+def test_float32_gradients_are_float32_and_within_float32_accuracy():
+    torch = require("torch")
+    a = TALL.astype(np.float32)
+
+    def loss(lib):
+        def function(x):
+            U, S, Vh = lib.linalg.svd(x, full_matrices=False)
+            V = lib.linalg.eigh(x.mT @ x).eigenvectors
+            return (U * U).sum() + S.sum() + (Vh * Vh * S.unsqueeze(-1)).sum() + (V * V * V.new_tensor(C)).sum() + lib.linalg.pinv(x).sum()
+
+        return function
+
+    ours = kiln.grad(loss(kiln))(a)
+    t = torch.tensor(TALL, requires_grad=True)
+    loss(torch)(t).backward()
+    assert ours.dtype == np.float32
+    np.testing.assert_allclose(ours, t.grad.numpy(), rtol=1e-4, atol=1e-5 * np.abs(t.grad.numpy()).max())
+
+
 @pytest.mark.parametrize(("fn", "spec", "message"), [
     (lambda a: kiln.linalg.eigh(a), ((3, 4), "float64"), "linalg.eigh needs square matrices"),
     (lambda a: kiln.linalg.eigvalsh(a, UPLO="X"), ((3, 3), "float64"), "UPLO must be 'L'.*got 'X'"),
