@@ -367,17 +367,13 @@ def vander(x: Any, *, N: int | None = None) -> Any:
     return stack(powers, -1)
 
 
-def _product(dims: Sequence[int]) -> int:
-    return math.prod(dims)
-
-
 def tensorinv(A: Any, ind: int = 2) -> Any:
     """The inverse of ``A`` as a linear map from its last dims to its first ``ind``: ``A.shape[ind:] + A.shape[:ind]``."""
     rows, columns = tuple(A.shape[:ind]), tuple(A.shape[ind:])
-    if ind <= 0 or _product(rows) != _product(columns):
+    if ind <= 0 or math.prod(rows) != math.prod(columns):
         raise located_error(f"linalg.tensorinv: the product of the first ind={ind} dims of {A.type} must equal that of "
                             "the rest (ind > 0)")
-    return core.inv(A.reshape(_product(rows), _product(columns))).reshape(*columns, *rows)
+    return core.inv(A.reshape(math.prod(rows), math.prod(columns))).reshape(*columns, *rows)
 
 
 def tensorsolve(A: Any, B: Any, dims: Sequence[int] | None = None) -> Any:
@@ -386,10 +382,10 @@ def tensorsolve(A: Any, B: Any, dims: Sequence[int] | None = None) -> Any:
         dims = [d % A.ndim for d in dims]
         A = A.permute(*[d for d in range(A.ndim) if d not in dims], *dims)
     result_shape = tuple(A.shape[B.ndim :])
-    if tuple(A.shape[: B.ndim]) != tuple(B.shape) or _product(result_shape) != _product(B.shape):
+    if tuple(A.shape[: B.ndim]) != tuple(B.shape) or math.prod(result_shape) != math.prod(B.shape):
         raise located_error(f"linalg.tensorsolve: A {A.type} must start with B's shape {tuple(B.shape)} and its other "
                             "dims must have as many elements")
-    size = _product(B.shape)
+    size = math.prod(B.shape)
     return core.solve(A.reshape(size, size), B.reshape(size)).reshape(*result_shape)
 
 
