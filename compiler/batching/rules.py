@@ -134,6 +134,13 @@ def softmax_grad_batch(b: Builder, op: Op, x: Batched) -> Value:
     return b.softmax_grad(y, g, axis=shifted_axis(op.attrs["axis"], x.rank(0)))
 
 
+@batching_rule("tensor.decayed_cumsum")
+def decayed_cumsum_batch(b: Builder, op: Op, x: Batched) -> Value:
+    # both operands must have one type: the unbatched one is repeated
+    g, y = x.materialized(b, 0), x.materialized(b, 1)
+    return b.decayed_cumsum(g, y, **{**op.attrs, "axis": shifted_axis(op.attrs["axis"], x.rank(0))})
+
+
 @batching_rule("tensor.matmul")
 def matmul_batch(b: Builder, op: Op, x: Batched) -> Value:
     (a, w), (a_batched, w_batched), (a_rank, w_rank) = x.values, x.batched, (x.rank(0), x.rank(1))

@@ -186,3 +186,17 @@ def test_shape_rules_refuse_what_the_ops_do_not_mean(name, types, message):
     operands = [graph.add_input(TensorType(shape, dtype), f"x{i}") for i, (shape, dtype) in enumerate(types)]
     with pytest.raises(ShapeError, match=message):
         Builder(graph).op(f"tensor.{name}", *operands, **attrs)
+
+
+def test_vmap_of_the_logcumsumexp_gradient_is_the_per_example_gradient():
+    """``kiln.vmap(kiln.grad(...))``: the gradient's ``tensor.decayed_cumsum`` batched (its values and log decay)."""
+    x, w = np.random.default_rng(9).standard_normal((4, 3, 6)) * 50, np.random.default_rng(10).standard_normal((3, 6))
+
+    def gradient(example):
+        return kiln.grad(lambda t: (t.logcumsumexp(1) * kiln.tensor(w)).sum())(example)
+
+    batched = np.asarray(kiln.vmap(gradient)(x))
+    for example in range(4):
+        tensor = torch.tensor(x[example], requires_grad=True)
+        (torch.logcumsumexp(tensor, 1) * torch.tensor(w)).sum().backward()
+        np.testing.assert_allclose(batched[example], tensor.grad.numpy(), rtol=1e-10, atol=1e-12)
