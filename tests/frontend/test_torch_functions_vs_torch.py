@@ -12,7 +12,6 @@ import pytest
 
 import kiln
 from kiln.backends.numpy import NumpyBackend
-from kiln.compiler.errors import TraceError
 from oracles import require
 from tensor_parity import _check, assert_fills_a_symbolic_batch
 
@@ -98,9 +97,12 @@ def test_rand_like_is_uniform_and_randn_like_is_standard_normal():
     assert not np.array_equal(_draws("randn_like", seed=4), _draws("randn_like", seed=3))
 
 
-def test_random_draws_outside_a_trace_say_to_use_numpy():
-    with pytest.raises(TraceError, match="numpy.random"):
-        kiln.randn(3)
+def test_random_draws_outside_a_trace_run_eagerly_from_kilns_generator():
+    kiln.manual_seed(3)
+    first, second = kiln.randn(1000).numpy(), kiln.randn(1000).numpy()
+    kiln.manual_seed(3)
+    assert np.array_equal(kiln.randn(1000).numpy(), first) and not np.array_equal(first, second)
+    assert abs(first.mean()) < 0.15 and abs(first.std() - 1) < 0.1
 
 
 def test_cdist_is_torchs():
