@@ -122,8 +122,30 @@ def conv2d(x, weight, *, stride, padding, dilation, groups: int):
     return np.ascontiguousarray(out, dtype=x.dtype)
 
 
+def _transposed_weight(weight, groups: int):
+    """``(C, O/groups, KH, KW)``: per group, the in and out channels swapped and the kernel turned 180 degrees."""
+    o, c, kh, kw = weight.shape
+    swapped = weight.reshape(groups, o // groups, c, kh, kw).transpose(0, 2, 1, 3, 4).reshape(c * groups, o // groups, kh, kw)
+    return np.ascontiguousarray(swapped[:, :, ::-1, ::-1])
+
+
+def _full_padding(weight, padding, dilation) -> tuple[int, int]:
+    """The padding that makes a stride-1 convolution of the cotangent with ``_transposed_weight`` the input gradient."""
+    return tuple(d * (k - 1) - p for k, p, d in zip(weight.shape[2:], padding, dilation))
+
+
 @NUMPY.register("tensor.conv2d_input_grad")
 def conv2d_input_grad(g, weight, *, input_shape, stride, padding, dilation, groups: int):
+    # stride 1: dx[n, c, y, x] = sum g[n, o, y + p - i d, x + p - j d] W[o, c, i, j], a convolution of g padded by
+    # d (k - 1) - p with the turned weight: one GEMM over g's channels-last columns (W5: 2x the scatter's speed)
+    full = _full_padding(weight, padding, dilation)
+    if tuple(stride) == (1, 1) and min(full) >= 0:
+        return conv2d(g, _transposed_weight(weight, groups), stride=(1, 1), padding=full, dilation=dilation, groups=groups)
+    return _scattered_input_grad(g, weight, input_shape=input_shape, stride=stride, padding=padding, dilation=dilation,
+                                 groups=groups)
+
+
+def _scattered_input_grad(g, weight, *, input_shape, stride, padding, dilation, groups: int):
     # dcols = g W_k^T per group and kernel offset k, offsets outermost: each offset's (N, OH, OW, C/g) block is
     # contiguous, added back where the forward read it in runs of OW C/g (the GEMM's own (KH, KW, C) order left
     # runs of C/g, and the adds took twice the GEMM's time)

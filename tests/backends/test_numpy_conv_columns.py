@@ -50,3 +50,35 @@ def test_columns_are_the_windows_and_the_gemms_on_them_are_the_convolution(shape
     rows = g.astype(np.float64).transpose(1, 0, 2, 3).reshape(groups, 2, -1)
     dw = np.einsum("gop,gpijc->gocij", rows, windows).reshape(weight.shape)
     np.testing.assert_allclose(lowering_conv.conv2d_weight_grad(x, g, weight_shape=weight.shape, **geometry), dw, rtol=1e-4, atol=1e-4)
+
+
+INPUT_GRADS = [  # (N, C, H, W), O, groups, kernel, stride, padding, dilation
+    ((2, 16, 4, 4), 32, 1, (3, 3), (1, 1), (1, 1), (1, 1)),  # W5's second convolution
+    ((2, 3, 7, 6), 4, 1, (3, 2), (1, 1), (0, 1), (1, 1)),
+    ((2, 4, 9, 8), 6, 2, (3, 3), (1, 1), (2, 1), (2, 1)),  # groups, dilation
+    ((1, 3, 6, 6), 3, 3, (3, 3), (1, 1), (1, 1), (1, 1)),  # depthwise
+    ((2, 2, 6, 6), 2, 1, (3, 3), (1, 1), (3, 1), (1, 1)),  # padding beyond the kernel: the scatter
+    ((2, 2, 7, 7), 3, 1, (3, 3), (2, 2), (1, 1), (1, 1)),  # stride 2: the scatter
+]
+
+
+@pytest.mark.parametrize("shape, out_channels, groups, kernel, stride, padding, dilation", INPUT_GRADS)
+def test_input_gradient_as_a_convolution_is_the_scattered_columns_gradient(shape, out_channels, groups, kernel, stride, padding, dilation):
+    rng = np.random.default_rng(sum(shape) + out_channels)
+    weight = rng.standard_normal((out_channels, shape[1] // groups) + kernel)
+    geometry = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    y = lowering_conv.conv2d(rng.standard_normal(shape), weight, **geometry)
+    g = rng.standard_normal(y.shape)
+    expected = lowering_conv._scattered_input_grad(g, weight, input_shape=shape, **geometry)  # float64
+    got = lowering_conv.conv2d_input_grad(g.astype(np.float32), weight.astype(np.float32), input_shape=shape, **geometry)
+    assert got.shape == shape and got.dtype == np.float32 and got.flags.c_contiguous
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+    exact = lowering_conv.conv2d_input_grad(g, weight, input_shape=shape, **geometry)
+    np.testing.assert_allclose(exact, expected, rtol=1e-12, atol=1e-12)
+    # the gradient of sum(g * conv(x)) in x, by finite differences at one element
+    x = rng.standard_normal(shape)
+    step, index = 1e-6, (0, shape[1] - 1, 1, shape[3] - 2)
+    bumped = x.copy()
+    bumped[index] += step
+    loss = lambda inputs: np.sum(g * lowering_conv.conv2d(inputs, weight, **geometry))  # noqa: E731
+    assert (loss(bumped) - loss(x)) / step == pytest.approx(exact[index], rel=1e-5, abs=1e-6)
