@@ -265,8 +265,10 @@ def isin(elements: Any, test_elements: Any, *, assume_unique: bool = False, inve
 
 
 def cumulative_trapezoid(y: Tensor, x: Tensor | None = None, *, dx: float | None = None, dim: int = -1) -> Tensor:
-    """The running trapezoidal integral along ``dim``: one fewer element than ``y`` there."""
+    """The running trapezoidal integral along ``dim``: one fewer element than ``y`` there (a static dim)."""
     size = y.shape[dim]
+    if not isinstance(size, int):
+        raise located_error(f"cumulative_trapezoid: dim {dim} of {y.type} is symbolic; it integrates along a static dim")
     pairs = (y.narrow(dim, 1, size - 1) + y.narrow(dim, 0, size - 1)) * 0.5
     if x is not None:
         pairs = pairs * x.diff(dim=-1 if x.ndim == 1 else dim)

@@ -158,6 +158,12 @@ def test_vander_matches_torch_and_differentiates_at_zero():
     np.testing.assert_allclose(got, (powers * weights).sum(1), rtol=1e-13)
 
 
+def test_cumulative_trapezoid_along_a_symbolic_dim_is_an_error():
+    with pytest.raises(KilnError, match="dim 0 of tensor<Nx4xf32> is symbolic") as error:
+        kiln.trace(lambda x: kiln.cumulative_trapezoid(x, dim=0), kiln.TensorSpec(("N", 4)))
+    assert "test_torch_surface_functions.py" in str(error.value)
+
+
 def test_gradient_refuses_coordinates_and_short_dims():
     with pytest.raises(KilnError, match="coordinates as tensors are not supported"):
         kiln.trace(lambda x: kiln.gradient(x, spacing=(x[0],)), kiln.TensorSpec((3, 4)))
@@ -376,3 +382,21 @@ def test_in_place_samplers_on_a_parameter_outside_a_trace_follow_manual_seed():
     assert -0.1 <= np.array(weight.data).min() and np.array(weight.data).max() < 0.1 and np.array(weight.data).std() > 0.05
     weight.bernoulli_(0.25)
     assert abs(np.array(weight.data).mean() - 0.25) < 0.01
+
+
+def _batched(lib, x):
+    index = _constant(lib, [[0, 1, 1, 3]]).expand(x.shape[0], 4)
+    return (lib.hstack([x, x * 2]), lib.std_mean(x, 1)[0], x.renorm(2, 0, 1.0), lib.tensordot(x, x[:, :2], ([0], [0])),
+            x.scatter_reduce(1, index, x * 3, "amax"), x.index_reduce(1, _constant(lib, [0, 0, 2, 2]), x, "mean"),
+            x.nanmedian(1).values, x.nanquantile(0.4, 1), x.i0(), x.round().mode(1).values, lib.cumulative_trapezoid(x, dim=1),
+            lib.gradient(x, dim=1)[0], lib.isin(x.round(), 0.0) * x, lib.atleast_3d(x), lib.column_stack([x[:, 0], x]))
+
+
+def test_a_symbolic_batch_runs_at_every_size():
+    torch = require("torch")
+    graph = kiln.trace(lambda x: _batched(kiln, x), kiln.TensorSpec(("N", 4), "float64"))
+    run = NumpyBackend().compile(graph)
+    for rows in (2, 5):
+        x = RNG.standard_normal((rows, 4))
+        for got, want in zip(run(x), _batched(torch, torch.tensor(x)), strict=True):
+            np.testing.assert_allclose(got, want.numpy(), rtol=1e-12, atol=1e-14)
