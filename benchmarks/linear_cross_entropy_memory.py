@@ -78,6 +78,7 @@ def planned_step(rows: int, features: int, classes: int, chunk: int | None):
     import kiln.nn as nn
     from kiln.compiler.passes.plan_memory import bytes_summary
 
+    kiln.manual_seed(0)  # every variant starts from the same weights
     model = HeadModel(nn, features, classes, chunk)
     step = kiln.compile_train_step(model, model.score, kiln.optim.SGD(model.parameters(), lr=0.1),
                                    batch_dim=None)  # a static batch: the chunks are counted at trace time

@@ -151,3 +151,22 @@ def test_options_are_checked_as_torch_checks_them(fields, message):
         torch.nn.LinearCrossEntropyOptions(**fields)
     with pytest.raises(ValueError, match="label_smoothing"):
         nn.LinearCrossEntropyLoss(4, 5, label_smoothing=1.5)
+
+
+def test_chunking_in_the_graph_would_raise_the_planned_peak():
+    """What ``benchmarks/linear_cross_entropy_memory.py`` measures, at a small size: the chunked form (checkpointed
+    chunks) gives the same loss, and a higher planned peak, so kiln does not chunk."""
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "benchmarks"))
+    import linear_cross_entropy_memory as benchmark
+
+    peaks = {}
+    for chunk in (None, 16):
+        run, memory = benchmark.planned_step(64, 8, 256, chunk)
+        peaks[chunk] = memory["peak"]
+        losses = [float(run()) for _ in range(2)]
+        peaks[(chunk, "losses")] = losses
+    np.testing.assert_allclose(peaks[(16, "losses")], peaks[(None, "losses")], rtol=1e-5)
+    assert peaks[16] > peaks[None]
