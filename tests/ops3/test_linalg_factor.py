@@ -182,6 +182,19 @@ def test_the_compositions_serve_a_symbolic_batch():
             np.testing.assert_allclose(got, want.numpy(), rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("name", ["qr", "lu_factor", "matrix_exp", "lu_solve"])
+def test_float32_gradients_stay_float32_within_float32_accuracy(name):
+    torch = require("torch")
+    fn = {"qr": lambda lib, a: lib.linalg.qr(a).Q + lib.linalg.qr(a).R, "lu_factor": lambda lib, a: lib.linalg.lu_factor(a).LU,
+          "matrix_exp": lambda lib, a: lib.linalg.matrix_exp(a), "lu_solve": lambda lib, a: lib.linalg.lu_solve(*lib.linalg.lu_factor(a), a.mT)}[name]
+    weights = RNG.standard_normal(PIVOTED.shape)
+    t = torch.tensor(PIVOTED, requires_grad=True)
+    (fn(torch, t) * torch.tensor(weights)).sum().backward()
+    got = kiln.grad(lambda a: (fn(kiln, a) * weights.astype(np.float32)).sum())(PIVOTED.astype(np.float32))
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, t.grad.numpy(), rtol=0, atol=2e-5 * np.abs(t.grad.numpy()).max())
+
+
 # Singular and indefinite matrices: info, NaN, and check_errors ----------------------------------------------------
 
 SINGULAR = np.stack([np.eye(3), np.array([[1.0, 2.0, 3.0], [2.0, 4.0, 6.0], [1.0, 0.0, 1.0]]), np.zeros((3, 3))])
