@@ -226,6 +226,15 @@ def std(input: Tensor, dim: Any = None, unbiased: bool | None = None, keepdim: b
     return _root(var(input, dim, unbiased, keepdim, correction=correction), 2)
 
 
+def _nuclear_norm(input: Tensor, dim: Any, keepdim: bool) -> Tensor:
+    from kiln.frontend.tensor_linalg import matrix_norm  # lazily: the linalg methods build on this module
+
+    dims = tuple(range(input.ndim)) if dim is None else tuple(dim) if isinstance(dim, (tuple, list)) else (dim,)
+    if len(dims) != 2:
+        raise located_error(f"norm(p='nuc') is over two dims (a matrix), got dim={dim!r} for a {input.ndim}-d tensor")
+    return matrix_norm(input, "nuc", dims, keepdim)
+
+
 def logsumexp(input: Tensor, dim: Any, keepdim: bool = False) -> Tensor:
     """``log(sum(exp(x)))`` along ``dim``, shifted by the max so nothing overflows.
 
@@ -245,14 +254,15 @@ def logsumexp(input: Tensor, dim: Any, keepdim: bool = False) -> Tensor:
 def norm(input: Tensor, p: Any = "fro", dim: Any = None, keepdim: bool = False, dtype: Any = None) -> Tensor:
     """The vector ``p``-norm over ``dim`` (every dim by default): ``'fro'`` and 2, 1, ``inf`` (largest magnitude),
     ``-inf`` (smallest), 0 (nonzero count) and any other ``p`` as ``sum(|x|^p)^(1/p)``. Gradients follow PyTorch's:
-    0 at a zero vector (the subgradient), shared by ties for ``+-inf``. ``'nuc'`` needs singular values, which kiln
-    lacks."""
+    0 at a zero vector (the subgradient), shared by ties for ``+-inf``. ``'nuc'``: the sum of the singular values over
+    two dims (``kiln.linalg.matrix_norm``)."""
     if dtype is not None:
         input = input.to(dtype)
     _float_input("norm", input)
+    if p == "nuc":
+        return _nuclear_norm(input, dim, keepdim)
     if isinstance(p, str) and p != "fro":
-        lacking = " (the nuclear norm needs an SVD, which kiln lacks)" if p == "nuc" else ""
-        raise located_error(f"norm: p must be a number or 'fro', got {p!r}{lacking}")
+        raise located_error(f"norm: p must be a number, 'fro' or 'nuc', got {p!r}")
     dims = _dims("norm", input, dim)
     p = 2.0 if p == "fro" else float(p)
     magnitude = apply("tensor.abs", input)

@@ -96,6 +96,7 @@ FUNCTIONS = {  # name: (function of (library, x, y), inputs)
     "matrix_norm_2": (lambda lib, a, b: (lib.linalg.matrix_norm(a, 2) * 3 + lib.linalg.matrix_norm(a, -2, dim=(2, 1)),), (TALL, B)),
     "norm": (lambda lib, a, b: (lib.linalg.norm(a[0], "nuc"), lib.linalg.norm(a[1], 2), lib.linalg.norm(a, -2, dim=(1, 2)), lib.nuclear_norm(a[0]),
                                 lib.nuclear_norm(a, dim=(0, 1), keepdim=True)), (TALL, B)),
+    "norm_p_nuc": (lambda lib, a, b: (a.norm(p="nuc", dim=(1, 2)), lib.norm(a[0], p="nuc"), a.norm("nuc", dim=(0, 2), keepdim=True)), (TALL, B)),
     "cond": (lambda lib, a, b: tuple(lib.linalg.cond(a, p) for p in (None, 2, -2, "fro", "nuc", math.inf, -math.inf, 1, -1)), (SQUARE, B)),
     "cond_rectangular": (lambda lib, a, b: (lib.linalg.cond(a) + lib.linalg.cond(a.mT, -2), lib.linalg.cond(a, 2)), (TALL, B)),
     "cond_by_norms": (lambda lib, a, b: (sum(_cond(lib, a, p) * (i + 1) for i, p in enumerate(("fro", "nuc", math.inf, -math.inf, 1, -1))),),
