@@ -210,21 +210,21 @@ class MoreMethods:
     def mvlgamma(self, p: int) -> Any:
         """The multivariate log-gamma ``p (p - 1) / 4 log pi + sum_j lgamma(x - j / 2)``; every element must exceed
         ``(p - 1) / 2`` (PyTorch checks the values eagerly; here they are unknown, so the result is NaN or inf there)."""
-        x = _floating(self)
-        total = x.lgamma()
-        for j in range(1, p):
-            total = total + (x - j / 2).lgamma()
-        return total + p * (p - 1) / 4 * math.log(math.pi)
+        def multivariate(x: Any) -> Any:
+            total = x.lgamma()
+            for j in range(1, p):
+                total = total + (x - j / 2).lgamma()
+            return total + p * (p - 1) / 4 * math.log(math.pi)
+
+        return _in_float64(multivariate, _floating(self))
 
     def igamma(self, other: Any) -> Any:
         """The regularized lower incomplete gamma ``P(self, other)``; differentiable in ``other`` only, as PyTorch's."""
-        a, x = _float_pair(self, other)
-        return special.lower_regularized_gamma(a, x)
+        return _in_float64(special.lower_regularized_gamma, *_float_pair(self, other))
 
     def igammac(self, other: Any) -> Any:
         """The regularized upper incomplete gamma ``Q(self, other) = 1 - P``, without its cancellation."""
-        a, x = _float_pair(self, other)
-        return special.upper_regularized_gamma(a, x)
+        return _in_float64(special.upper_regularized_gamma, *_float_pair(self, other))
 
     def frexp(self) -> MantissaExponent:
         mantissa, exponent = special.frexp(_require_float("frexp", self))
@@ -403,6 +403,14 @@ def _apply(*args: Any, **attrs: Any) -> Any:
     from kiln.frontend.tensor import apply
 
     return apply(*args, **attrs)
+
+
+def _in_float64(function: Callable[..., Any], *operands: Any) -> Any:
+    """``function`` computed in float64 and cast back for float32 operands: a sum of many terms (the incomplete gamma
+    series, lgamma's near its roots) would lose float32 digits that PyTorch's kernels keep."""
+    if operands[0].dtype is not DType.f32:
+        return function(*operands)
+    return function(*(x.double() for x in operands)).float()
 
 
 def _generator() -> np.random.Generator:

@@ -284,3 +284,14 @@ IN_PLACE_ARGUMENTS = {
     "bitwise_and": (FLAGS, lambda t: (t.flip(0),)), "bitwise_or": (FLAGS, lambda t: (t.flip(0),)),
     "bitwise_xor": (FLAGS, lambda t: (t.flip(0),)), "bitwise_not": (FLAGS, lambda t: ()),
 }
+
+
+def test_special_functions_in_float32_stay_float32_and_close_to_torch():
+    torch = require("torch")
+    x = (np.abs(M) * 3 + 0.2).astype(np.float32)
+    fn = lambda t: (t.i0(), (t * 9).i0(), t.polygamma(1), t.mvlgamma(2), t.igamma(t * 1.5), t.igammac(t * 0.5), t.frexp()[0],  # noqa: E731
+                    t.ldexp(t.round()), t.renorm(2, 0, 1.0), t.nanquantile(0.3, 1))
+    got = _run(fn, x)
+    for ours, theirs in zip(got, fn(torch.tensor(x)), strict=True):
+        assert ours.dtype == np.float32
+        np.testing.assert_allclose(ours, theirs.numpy(), rtol=2e-6, atol=1e-6)
