@@ -77,6 +77,17 @@ class set_grad_enabled:  # noqa: N801  (PyTorch's name)
 class enable_grad(no_grad):  # noqa: N801  (PyTorch's name)
     """``torch.enable_grad()``: results traced inside carry gradients again, inside a ``no_grad`` too."""
 
+    def __new__(cls, function: Callable[..., Any] | None = None) -> Any:
+        """``@kiln.enable_grad`` without parentheses decorates ``function`` at once, as PyTorch's."""
+        instance = super().__new__(cls)
+        if function is None:
+            return instance
+        instance.__init__()
+        return instance(function)
+
+    def __init__(self, function: Callable[..., Any] | None = None) -> None:
+        super().__init__()
+
     def __enter__(self) -> "enable_grad":
         self._saved.append(_switched(True))
         return self
@@ -97,9 +108,17 @@ class inference_mode(no_grad):  # noqa: N801  (PyTorch's name)
     """``torch.inference_mode(mode=True)``: ``no_grad`` (a compiled program has no autograd bookkeeping to skip);
     ``inference_mode(False)`` changes nothing."""
 
-    def __init__(self, mode: bool = True) -> None:
+    def __new__(cls, mode: Any = True) -> Any:
+        """``@kiln.inference_mode`` without parentheses decorates the function at once, as PyTorch's."""
+        instance = super().__new__(cls)
+        if not callable(mode):
+            return instance
+        instance.__init__()
+        return instance(mode)
+
+    def __init__(self, mode: Any = True) -> None:
         super().__init__()
-        self._mode = bool(mode)
+        self._mode = True if callable(mode) else bool(mode)
 
     def __enter__(self) -> "inference_mode":
         self._saved.append(_switched(not self._mode and is_grad_enabled()))

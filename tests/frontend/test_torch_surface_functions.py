@@ -264,12 +264,26 @@ def _modes(x):
     kiln.set_grad_enabled(False)
     off = x * 5
     kiln.set_grad_enabled(True)
-    return (frozen + live + inferred + kept + off + _decorated(x)).sum()
+    with kiln.no_grad():
+        enabled, inferred_bare = _bare_enabled(x), _bare_inference(x)
+    bare = enabled + inferred_bare
+    return (frozen + live + inferred + kept + off + _decorated(x) + bare).sum()
 
 
 @kiln.set_grad_enabled(False)
 def _decorated(x):
     return x.cos()
+
+
+@kiln.enable_grad
+def _bare_enabled(x):
+    return x * 2
+
+
+@kiln.inference_mode
+def _bare_inference(x):
+    assert kiln.is_inference_mode_enabled()
+    return x * 7
 
 
 def test_grad_modes_leave_torchs_gradients():
@@ -284,7 +298,8 @@ def test_grad_modes_leave_torchs_gradients():
         inferred = t.detach().exp()  # torch's inference tensors cannot mix with autograd ones
     with torch.inference_mode(False):
         kept = t.sin()
-    (frozen + live + inferred + kept + t.detach() * 5 + t.detach().cos()).sum().backward()
+    bare = t * 2 + t.detach() * 7  # enable_grad inside no_grad: a gradient; inference_mode: none
+    (frozen + live + inferred + kept + t.detach() * 5 + t.detach().cos() + bare).sum().backward()
     np.testing.assert_allclose(got, t.grad.numpy(), rtol=1e-14)
     assert kiln.is_grad_enabled() and not kiln.is_inference_mode_enabled()
 
