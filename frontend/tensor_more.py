@@ -73,16 +73,12 @@ class MoreMethods:
             result[indices[0]] = values
             return result
         flat, rest = _flat_leading_index(self, indices)
+        positions = flat.reshape(-1)
         source = _as_tensor(values, self.dtype).broadcast_to(tuple(flat.shape) + rest).reshape((-1,) + rest)
         rows = self.reshape((-1,) + rest)
-        total = _apply("tensor.scatter_add", source, flat.reshape(-1), axis=0, shape=tuple(rows.shape))
-        if accumulate:
-            return (rows + total).reshape(self.shape)
-        ones = _constant(1, _wide(self)).broadcast_to((flat.reshape(-1).shape[0],))
-        counts = _apply("tensor.scatter_add", ones, flat.reshape(-1), axis=0, shape=(rows.shape[0],))
-        counts = counts.reshape((-1,) + (1,) * len(rest))
-        written = _mean_of_writes(total.to(_wide(self)), counts).to(self.dtype)
-        return _where(counts > 0, written, rows).reshape(self.shape)
+        total = _apply("tensor.scatter_add", source, positions, axis=0, shape=tuple(rows.shape))
+        written = rows + total if accumulate else _rows_assigned(rows, positions, total, len(rest))
+        return written.reshape(self.shape)
 
     def put(self, index: Any, source: Any, accumulate: bool = False) -> Any:
         """``source`` written at the flat positions ``index`` of this tensor (added with ``accumulate``)."""
@@ -523,6 +519,14 @@ def _flat_leading_index(x: Any, indices: tuple[Any, ...]) -> tuple[Any, tuple[An
         wrapped = _where(index < 0, index.long() + size, index.long()).broadcast_to(broadcast)
         flat = wrapped if flat is None else flat * size + wrapped
     return flat, tuple(x.shape[len(indices):])
+
+
+def _rows_assigned(rows: Any, positions: Any, total: Any, trailing: int) -> Any:
+    """``rows`` with the rows at ``positions`` replaced by what was written there (``total``, the mean of duplicates)."""
+    ones = _constant(1, _wide(rows)).broadcast_to((positions.shape[0],))
+    counts = _apply("tensor.scatter_add", ones, positions, axis=0, shape=(rows.shape[0],)).reshape((-1,) + (1,) * trailing)
+    written = _mean_of_writes(total.to(_wide(rows)), counts).to(rows.dtype)
+    return _where(counts > 0, written, rows)
 
 
 # nan statistics -------------------------------------------------------------------------------------------------------
