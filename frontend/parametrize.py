@@ -17,10 +17,10 @@ that train and that ``state_dict`` names), swaps the module's class for a ``Para
 a property ``<name>``. Several parametrizations registered on one tensor chain, the first applied first.
 
 Reading the property inside a trace (a layer's ``forward`` reading ``self.weight``) traces the parametrizations on the
-originals, so the graph computes the weight from them and the gradient reaches them. Outside a trace there are no
-symbolic tensors: reading it evaluates the parametrizations once, through a compiled graph on the NumPy backend, and
-gives the value as a NumPy array (``print(layer.weight)``, ``layer.weight.shape``), with the side effects PyTorch's read
-has (a spectral norm in training mode runs its power iteration and keeps the new vectors). Assigning to it outside a
+originals, so the graph computes the weight from them and the gradient reaches them. Outside a trace it runs the
+parametrizations eagerly (``runtime/eager.py``) and gives an eager tensor of the originals (``print(layer.weight)``,
+``layer.weight.numpy()``; ``backward()`` reaches the originals), with the side effects PyTorch's read has (a spectral
+norm in training mode runs its power iteration and keeps the new vectors). Assigning to it outside a
 trace writes ``right_inverse(value)`` into the originals; inside a trace it is refused (a step owns the update).
 
 ``right_inverse`` runs as PyTorch's: at registration when a parametrization defines it, and on assignment. It is traced
@@ -354,9 +354,9 @@ def _inject_property(module: Module, tensor_name: str) -> None:
 
 
 def parametrized_value(module: Module, tensor_name: str) -> Any:
-    """The tensor's value: traced in a trace, else a NumPy array; reused inside ``cached()``."""
+    """The tensor's value: traced in a trace, else an eager tensor; reused inside ``cached()``."""
     parametrizations = module.parametrizations[tensor_name]
-    context = TraceContext.current() if TraceContext.active() else None
+    context = TraceContext.current()  # outside a trace the eager context: the value is an eager tensor of the originals
     key = (id(module), tensor_name)
     if _cache_depth and key in _cache and _cache[key][0] is context:
         return _cache[key][1]

@@ -260,3 +260,18 @@ def test_a_tensor_that_requires_grad_is_a_leaf_with_a_grad():
     np.testing.assert_allclose(x.grad, torch_x.grad.numpy(), rtol=1e-13)
     with pytest.raises(kiln.TraceError, match="only floating-point tensors can require gradients"):
         kiln.tensor([1, 2], requires_grad=True)
+
+
+def test_a_parametrized_weight_read_eagerly_passes_gradients_to_its_originals():
+    torch = require_torch()
+    from kiln.nn.utils.parametrizations import weight_norm
+
+    kiln.manual_seed(12)
+    layer = weight_norm(nn.Linear(4, 3).double())
+    twin = torch.nn.utils.parametrizations.weight_norm(torch.nn.Linear(4, 3).double())
+    twin.load_state_dict({name: torch.tensor(np.array(value)) for name, value in layer.state_dict().items()})
+    x = np.random.default_rng(2).normal(size=(5, 4))
+    (layer(x) ** 2).sum().backward()
+    (twin(torch.tensor(x)) ** 2).sum().backward()
+    for (name, ours), theirs in zip(layer.named_parameters(), twin.parameters()):
+        np.testing.assert_allclose(ours.grad, theirs.grad.numpy(), rtol=1e-12, atol=1e-14, err_msg=name)
