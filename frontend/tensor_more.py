@@ -191,7 +191,7 @@ class MoreMethods:
         product = batch1.bmm(batch2).sum(0)
         product = product * alpha if alpha != 1 else product
         if beta == 0:
-            return product.broadcast_to(tuple(self.shape)) if self.ndim == 2 else product
+            return product  # already the (n, p) result that self broadcasts to
         return (self * beta if beta != 1 else self) + product
 
     # special functions ---------------------------------------------------------------------------------------------
