@@ -6,8 +6,9 @@ channels; a channels-first im2col or einsum over a 6-D window view copied the
 same data 5-6x slower at a CNN's small spatial sizes), then multiplies them
 with the weight as one GEMM per group; with one input channel per group the
 columns are copied per kernel offset instead, in runs of an output row. The
-input gradient is the transposed GEMM, its columns added back at each kernel
-offset. Pooling and the gradients' scatter go one kernel offset ``(i, j)`` at a
+input gradient at stride 1 is itself a convolution (of the padded cotangent
+with the turned weight); at larger strides it is the transposed GEMM, its
+columns added back at each kernel offset. Pooling and the gradients' scatter go one kernel offset ``(i, j)`` at a
 time over strided views of the ``(N, C, OH, OW)`` outputs, so no index arrays
 are built; windows that tile the input (a 2x2 pool) are first copied into one
 contiguous plane per offset (``_offset_planes``), so that work runs on
