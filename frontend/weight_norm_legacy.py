@@ -2,7 +2,7 @@
 module itself (the ``state_dict`` names of PyTorch's legacy form) and ``weight`` computed from them.
 
 PyTorch recomputes ``module.weight`` in a forward pre-hook; here it is a property of the module's ``Parametrized<Class>``
-(``frontend/parametrize.py``): traced from ``g`` and ``v`` inside a trace, a NumPy array evaluated from them outside.
+(``frontend/parametrize.py``): traced from ``g`` and ``v`` inside a trace, an eager tensor of them outside (``backward()`` reaches both).
 New code should use ``kiln.nn.utils.parametrizations.weight_norm``, as PyTorch advises.
 """
 
@@ -13,7 +13,6 @@ from typing import Any
 from kiln.frontend.module import Module, Parameter
 from kiln.frontend.parametrizations import DimensionError, norm_except_dim
 from kiln.frontend.parametrize import ParametrizationError, _inject_new_class, evaluate, injected, is_parametrized
-from kiln.frontend.trace import TraceContext
 
 
 def weight_norm(module: Module, name: str = "weight", dim: int | None = 0) -> Module:
@@ -41,7 +40,7 @@ def _weight(module: Module, name: str) -> Any:
     dim = module._legacy_weight_norms[name]
     g, v = getattr(module, f"{name}_g"), getattr(module, f"{name}_v")
     compute = lambda g, v: v * (g / norm_except_dim(v, dim))  # noqa: E731
-    return compute(g, v) if TraceContext.active() else evaluate(compute, g.data, v.data)
+    return compute(g, v)  # traced in a trace, else eager (runtime/eager.py): either way the gradient reaches g and v
 
 
 def remove_weight_norm(module: Module, name: str = "weight") -> Module:

@@ -262,16 +262,20 @@ def test_a_tensor_that_requires_grad_is_a_leaf_with_a_grad():
         kiln.tensor([1, 2], requires_grad=True)
 
 
-def test_a_parametrized_weight_read_eagerly_passes_gradients_to_its_originals():
+@pytest.mark.filterwarnings("ignore:.*weight_norm.*deprecated:FutureWarning")  # torch's legacy form, the oracle of ours
+@pytest.mark.parametrize("form", ["parametrizations", "legacy"])
+def test_a_parametrized_weight_read_eagerly_passes_gradients_to_its_originals(form):
     torch = require_torch()
-    from kiln.nn.utils.parametrizations import weight_norm
-
     kiln.manual_seed(12)
-    layer = weight_norm(nn.Linear(4, 3).double())
-    twin = torch.nn.utils.parametrizations.weight_norm(torch.nn.Linear(4, 3).double())
+    if form == "legacy":
+        layer, twin = nn.utils.weight_norm(nn.Linear(4, 3).double()), torch.nn.utils.weight_norm(torch.nn.Linear(4, 3).double())
+    else:
+        layer = nn.utils.parametrizations.weight_norm(nn.Linear(4, 3).double())
+        twin = torch.nn.utils.parametrizations.weight_norm(torch.nn.Linear(4, 3).double())
     twin.load_state_dict({name: torch.tensor(np.array(value)) for name, value in layer.state_dict().items()})
     x = np.random.default_rng(2).normal(size=(5, 4))
     (layer(x) ** 2).sum().backward()
     (twin(torch.tensor(x)) ** 2).sum().backward()
-    for (name, ours), theirs in zip(layer.named_parameters(), twin.parameters()):
-        np.testing.assert_allclose(ours.grad, theirs.grad.numpy(), rtol=1e-12, atol=1e-14, err_msg=name)
+    theirs = dict(twin.named_parameters())
+    for name, ours in layer.named_parameters():
+        np.testing.assert_allclose(ours.grad, theirs[name].grad.numpy(), rtol=1e-12, atol=1e-14, err_msg=name)
