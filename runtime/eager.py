@@ -114,7 +114,7 @@ def run_op(op: Op, arrays: list[np.ndarray]) -> tuple[np.ndarray, ...]:
         if len(_EXECUTABLES) >= EXECUTABLES_LIMIT:
             del _EXECUTABLES[next(iter(_EXECUTABLES))]
         executable = _EXECUTABLES[key] = _BACKEND.compile(_one_op_graph(op))
-    return tuple(np.asarray(result) for result in executable(*arrays))
+    return tuple(np.asarray(result) for result in executable.function(*arrays))  # the op's types are the arrays': no check
 
 
 def op_signature(op: Op) -> Hashable:
