@@ -14,28 +14,11 @@ import pytest
 import kiln
 import kiln.nn.functional as KF
 from oracles import require_torch
+from test_jvp import as_torch, assert_close, rng  # the shared float64 comparison helpers
 
 torch = require_torch()
 TF = torch.nn.functional
-TIGHT = dict(rtol=1e-12, atol=1e-12)
 LABELS = np.array([0, 3, 1])
-
-
-def rng(seed: int = 0) -> np.random.Generator:
-    return np.random.default_rng(seed)
-
-
-def as_torch(tree):
-    if isinstance(tree, (tuple, list)):
-        return type(tree)(as_torch(item) for item in tree)
-    return torch.from_numpy(np.asarray(tree))
-
-
-def assert_close(got, expected):
-    if isinstance(expected, (tuple, list)):
-        assert isinstance(got, (tuple, list)) and len(got) == len(expected)
-        return [assert_close(ours, theirs) for ours, theirs in zip(got, expected)]
-    np.testing.assert_allclose(np.asarray(got), expected.detach().numpy(), **TIGHT)
 
 
 def shared_layer_norm(lib, F):
