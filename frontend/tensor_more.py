@@ -31,8 +31,8 @@ import numpy as np
 
 from kiln.compiler.ir.types import DType
 from kiln.frontend import tensor_more_special as special
-from kiln.frontend.tensor_extras import (_constant, _cut, _float_pair, _is_tensor, _mean_of_writes, _static_shape, _vector_index,
-                                         _where)
+from kiln.frontend.tensor_extras import (_constant, _cut, _float_pair, _in_place_form, _is_tensor, _mean_of_writes, _static_shape,
+                                         _vector_index, _where)
 from kiln.frontend.tensor_inplace import in_place
 from kiln.frontend.tensor_methods import _flatten_args, _floating
 from kiln.frontend.trace import located_error
@@ -593,15 +593,6 @@ _IN_PLACE = ("scatter_reduce", "index_reduce", "renorm", "addbmm", "i0", "polyga
              "ldexp", "nextafter", "gcd", "lcm", "bitwise_left_shift", "bitwise_right_shift", "bitwise_and",
              "bitwise_or", "bitwise_xor", "bitwise_not")
 """Methods whose in-place ``name_`` form is ``in_place`` of ``name``; one already defined elsewhere wins."""
-
-
-def _in_place_form(name: str) -> Callable[..., Any]:
-    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
-        return in_place(self, f"{name}_", lambda x: getattr(x, name)(*args, **kwargs))
-
-    method.__name__ = method.__qualname__ = f"{name}_"
-    method.__doc__ = f"``{name}``, written into this tensor (it keeps its shape and dtype), as PyTorch's ``{name}_``."
-    return method
 
 
 for _name in _IN_PLACE:
