@@ -132,8 +132,13 @@ def _reshape_view(args: list[str], attrs: dict[str, Any], literal: Callable[[Any
 
 def index_expression(x: str, items: dict[int, str], rank: int) -> str:
     """``x[...]`` with ``items[axis]`` at those axes (of ``rank``) and ``:`` between; trailing ``:`` left out."""
-    last = max((axis % rank for axis in items), default=-1)
-    return f"{x}[{', '.join(items.get(axis, ':') for axis in range(last + 1))}]" if items else x
+    if not items:
+        return x
+    last = max(axis % rank for axis in items)
+    parts = [items.get(axis, ":") for axis in range(last + 1)]
+    if len(parts) == rank and not any(":" in part for part in parts):
+        parts.append("...")  # every axis taken by an int: x[i, ...] is a 0-d view; x[i] would be a NumPy scalar, no out= target
+    return f"{x}[{', '.join(parts)}]"
 
 
 def _slice_view(args: list[str], attrs: dict[str, Any], literal: Callable[[Any], str], rank: int) -> str:

@@ -121,3 +121,12 @@ def test_an_unrolled_lstm_trains_as_without_a_memory_plan(monkeypatch):
     assert planned_losses == pytest.approx(losses, rel=1e-6)
     for name, value in reference.items():
         np.testing.assert_allclose(planned[name], value, rtol=1e-5, atol=1e-7, err_msg=name)
+
+
+def test_a_scalar_stacked_into_a_vector_is_written_through_a_0d_view():
+    # a reduction to a scalar, stacked after a vector (BatchNorm's statistics before one allreduce): its part of the
+    # stack is b[6, ...], a 0-d view; b[6] would be a NumPy scalar, which no out= can write (data-parallel BatchNorm broke)
+    fn = kiln.compile(lambda x, w: kiln.cat([(w * 2).neg(), (x * x).sum()[None]]) * 3, batch_dim=None)
+    x, w = np.ones((4, 5)), np.arange(6.0)
+    for _ in range(2):
+        np.testing.assert_array_equal(fn(x, w), np.concatenate([-2 * w, [(x * x).sum()]]) * 3)
