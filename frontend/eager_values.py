@@ -25,8 +25,18 @@ if TYPE_CHECKING:
 
 ARRAYS: "weakref.WeakKeyDictionary[Value, np.ndarray]" = weakref.WeakKeyDictionary()
 """Each eager value's array: an op's result, a parameter's array (at the time it was read) or a fed array."""
-PARAMETERS: "weakref.WeakKeyDictionary[Value, Parameter]" = weakref.WeakKeyDictionary()
-"""The parameter each eager leaf value reads (``loss.backward()`` accumulates its gradient into ``parameter.grad``)."""
+PARAMETERS: "weakref.WeakKeyDictionary[Value, tuple[Parameter, int]]" = weakref.WeakKeyDictionary()
+"""The parameter each eager leaf value reads (``loss.backward()`` accumulates its gradient into ``parameter.grad``), and
+its ``updates`` count then: an ``optimizer.step()`` between the read and the backward is an error, as in PyTorch."""
+
+
+def updates(parameter: Any) -> int:
+    """How many eager ``optimizer.step()`` calls have written ``parameter`` in place."""
+    return parameter.__dict__.get("eager_updates", 0)
+
+
+def count_update(parameter: Any) -> None:
+    parameter.__dict__["eager_updates"] = updates(parameter) + 1
 
 
 def array_of(value: Value) -> np.ndarray | None:
@@ -40,4 +50,4 @@ def eager_array(tensor: Any) -> np.ndarray | None:
     return None if value is None else ARRAYS.get(value)
 
 
-__all__ = ["ARRAYS", "PARAMETERS", "array_of", "eager_array"]
+__all__ = ["ARRAYS", "PARAMETERS", "array_of", "count_update", "eager_array", "updates"]

@@ -37,7 +37,7 @@ from kiln.compiler.ir.core import Graph, Op, Value
 from kiln.compiler.ir.types import DType, TensorType
 from kiln.compiler.passes.cse import hashable_attr
 from kiln.frontend import init
-from kiln.frontend.eager_values import ARRAYS, PARAMETERS
+from kiln.frontend.eager_values import ARRAYS, PARAMETERS, updates
 from kiln.frontend.module import Parameter
 from kiln.frontend.trace import TraceContext, located_error
 from kiln.runtime.executable import Executable
@@ -72,7 +72,7 @@ class EagerContext(TraceContext):
         """A new leaf per read, holding the parameter's array as it is now (``.grad`` goes to the parameter)."""
         array = parameter.data
         value = Value(TensorType.of_array(array), None, 0, self.parameter_names.get(id(parameter)))
-        ARRAYS[value], PARAMETERS[value] = array, parameter
+        ARRAYS[value], PARAMETERS[value] = array, (parameter, updates(parameter))
         return value
 
     def current_value_of(self, parameter: Parameter) -> Value:

@@ -27,7 +27,7 @@ from kiln.compiler.ir.builder import Builder
 from kiln.compiler.ir.core import Graph, Op, Value
 from kiln.compiler.ir.types import TensorType
 from kiln.compiler.passes.manager import PassManager
-from kiln.frontend.eager_values import ARRAYS, PARAMETERS
+from kiln.frontend.eager_values import ARRAYS, PARAMETERS, updates
 from kiln.frontend.module import Parameter
 from kiln.frontend.trace import located_error
 from kiln.runtime.eager import op_signature
@@ -79,7 +79,11 @@ class EagerChain:
 
     def _leaf(self, value: Value) -> int:
         if id(value) not in self._input_of:
-            parameter = PARAMETERS.get(value)
+            parameter, read_at = PARAMETERS.get(value, (None, 0))
+            if parameter is not None and updates(parameter) != read_at:
+                raise located_error(f"backward(): a parameter of shape {tuple(value.type.shape)} was updated in place "
+                                    "by optimizer.step() after the forward read it, so this graph's gradient is stale; call "
+                                    "backward() before step() (PyTorch refuses this too)")
             trained = parameter is not None and parameter.requires_grad and value.type.dtype.is_float and \
                 (self._wanted is None or id(parameter) in self._wanted)
             self._input_of[id(value)] = self._add(value.type, value.name_hint, ARRAYS[value], parameter if trained else None)

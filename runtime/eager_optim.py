@@ -23,6 +23,7 @@ from kiln.backends import get_backend
 from kiln.compiler.ir.core import Graph
 from kiln.compiler.ir.types import DType, TensorType
 from kiln.compiler.passes.manager import PassManager
+from kiln.frontend.eager_values import count_update
 from kiln.frontend.module import Parameter
 from kiln.frontend.optim import Optimizer
 from kiln.runtime.executable import Executable
@@ -60,6 +61,7 @@ def apply_gradients(optimizer: Optimizer) -> None:
     outputs = iter(update.executable(*feeds))
     for parameter in parameters:
         np.copyto(parameter._data, next(outputs))
+        count_update(parameter)
     for parameter, names in zip(parameters, update.state_names):
         state = optimizer.state_of(parameter)
         for name in names:

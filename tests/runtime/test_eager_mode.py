@@ -279,3 +279,16 @@ def test_a_parametrized_weight_read_eagerly_passes_gradients_to_its_originals(fo
     theirs = dict(twin.named_parameters())
     for name, ours in layer.named_parameters():
         np.testing.assert_allclose(ours.grad, theirs[name].grad.numpy(), rtol=1e-12, atol=1e-14, err_msg=name)
+
+
+def test_backward_after_a_step_that_rewrote_the_parameters_is_refused():
+    kiln.manual_seed(13)
+    model = MLP()
+    optimizer = kiln.optim.SGD(model.parameters(), lr=0.1)
+    x, y = digit_batches(1, 8)[0]
+    F.cross_entropy(model(x), y).backward()
+    stale = F.cross_entropy(model(x), y)
+    optimizer.step()
+    with pytest.raises(kiln.TraceError, match=r"(?s)test_eager_mode.py.*parameter of shape \(128, 64\) was updated in place by optimizer.step\(\)"):
+        stale.backward()
+    F.cross_entropy(model(x), y).backward()  # a forward after the step is fine
