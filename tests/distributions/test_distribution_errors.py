@@ -10,7 +10,7 @@ import kiln
 import kiln.distributions as kd
 from kiln.compiler.errors import TraceError
 from kiln.frontend.distributions_kl import _KL
-from tests.oracles import require_torch
+from oracles import require_torch
 
 THIS_FILE = "test_distribution_errors.py"
 

@@ -12,8 +12,8 @@ import kiln.nn as nn
 import kiln.nn.functional as F
 from kiln.frontend.eager_values import ARRAYS
 from kiln.runtime import eager_backward
-from tests.e2e.models import MLP, copy_into_torch, digit_batches, torch_mlp
-from tests.oracles import require_torch
+from e2e.models import MLP, copy_into_torch, digit_batches, torch_mlp
+from oracles import require_torch
 
 
 class SmallCNN(nn.Module):

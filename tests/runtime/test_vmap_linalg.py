@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import kiln
-from tests.oracles import require_torch
+from oracles import require_torch
 
 RNG = np.random.default_rng(0)
 A = RNG.normal(size=(5, 3, 3)) + 3 * np.eye(3)
