@@ -292,3 +292,13 @@ def test_backward_after_a_step_that_rewrote_the_parameters_is_refused():
     with pytest.raises(kiln.TraceError, match=r"(?s)test_eager_mode.py.*parameter of shape \(128, 64\) was updated in place by optimizer.step\(\)"):
         stale.backward()
     F.cross_entropy(model(x), y).backward()  # a forward after the step is fine
+
+
+def test_the_backward_recomputes_dropout_with_the_forwards_mask():
+    kiln.manual_seed(14)
+    w = kiln.tensor(np.full((8, 50), 3.0), dtype=kiln.float64, requires_grad=True)
+    out = nn.Dropout(0.5)(w * 1.0)
+    out.sum().backward()
+    kept = out.numpy() != 0
+    assert 0 < kept.sum() < kept.size
+    np.testing.assert_array_equal(w.grad, np.where(kept, 2.0, 0.0))  # the same elements, scaled by 1 / (1 - p)
