@@ -1,10 +1,11 @@
 """``kiln.no_grad()``: PyTorch's ``torch.no_grad`` for traced code, as a context manager or a decorator.
 
-kiln has no eager autograd: gradients exist only inside a compiled step (or ``kiln.grad``), where autodiff runs over
-the traced graph. What ``torch.no_grad`` means there is that the values computed inside it are constants to the
-gradient: a target network's output, an exponential moving average, a metric. So inside ``no_grad`` every floating
-result traced is a ``tensor.stop_gradient`` (no run-time cost: it is its operand on every backend). Outside a trace,
-``no_grad`` does nothing, so evaluation loops written for PyTorch run as they are.
+Inside a compiled step (or ``kiln.grad``) autodiff runs over the traced graph. What ``torch.no_grad`` means there is
+that the values computed inside it are constants to the gradient: a target network's output, an exponential moving
+average, a metric. So inside ``no_grad`` every floating result traced is a ``tensor.stop_gradient`` (no run-time cost:
+it is its operand on every backend). Outside a trace, in eager mode (``runtime/eager.py``), results made inside
+``no_grad`` keep no chain to their operands, so ``backward()`` does not reach through them and nothing is held for it,
+as in PyTorch's evaluation loops.
 
 ```python
 def loss_fn(logits, y):

@@ -3,10 +3,11 @@ joins (``cat``, ``stack``), ``where``, and the functional forms of the Tensor me
 
 Traced, a creation function gives a constant (``kiln.zeros(x.shape[0], 4)`` may take the symbolic batch dim, broadcast
 at run time); outside a trace it gives a NumPy array, kiln's eager value. Dtypes default as PyTorch's: float32 for
-floats, int64 for integers (``arange(5)``), and an array's own dtype (``tensor(np_array)``). ``device`` and
-``requires_grad`` are accepted and ignored: the backend places tensors, and the compiled step differentiates by its
-parameters. Random draws (``rand_like``, ``randn_like``, ``rand``, ``randn``) trace from the step's seed, as dropout,
-so ``kiln.compile_train_step`` gives fresh numbers each step.
+floats, int64 for integers (``arange(5)``), and an array's own dtype (``tensor(np_array)``). ``device`` is accepted
+and ignored (the backend places tensors); ``requires_grad`` too, except ``tensor(data, requires_grad=True)`` outside a
+trace, a leaf ``Parameter`` for eager ``backward()``. Random draws (``rand_like``, ``randn_like``, ``rand``,
+``randn``) trace from the step's seed, as dropout, so ``kiln.compile_train_step`` gives fresh numbers each step;
+outside a trace they draw eagerly from kiln's generator (``kiln.manual_seed``).
 """
 
 from __future__ import annotations
