@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, NamedTuple, Sequence
 
 from kiln.compiler.ir.types import format_shape
@@ -97,6 +97,18 @@ RECURRENCES = {
     "LSTM": Recurrence(4, 2, lstm_step),
     "GRU": Recurrence(3, 1, gru_step),
 }
+
+
+def hoisted_biases(step: Callable[[Tensor, State, DirectionWeights], State], sequence: Tensor,
+                   weights: DirectionWeights) -> tuple[Tensor, DirectionWeights]:
+    """The input's share of the gates for the whole sequence, and the weights each step uses. Where the step only adds
+    ``b_hh`` to the gates (RNN, LSTM; not GRU, whose reset gate scales it), ``b_ih + b_hh`` goes into the one
+    sequence-wide projection instead of an add per step: the same sum, ``L - 1`` fewer adds of ``(N, gates)``."""
+    folds = step is not gru_step and weights.input_bias is not None and weights.hidden_bias is not None
+    if not folds:
+        return F.linear(sequence, weights.input, weights.input_bias), weights
+    return (F.linear(sequence, weights.input, weights.input_bias + weights.hidden_bias),
+            replace(weights, hidden_bias=None))
 
 
 def unroll(step: Callable[[Tensor, State, DirectionWeights], State], input_gates: Tensor, state: State, weights: DirectionWeights,
@@ -310,8 +322,8 @@ class RNNBase(Module):
         for direction in range(self._directions):
             weights = self._weights(layer, direction)
             state = tuple(part[layer * self._directions + direction] for part in initial)
-            output, final = unroll(self.recurrence.step, F.linear(sequence, weights.input, weights.input_bias), state, weights,
-                                   reverse=direction == 1, masks=masks)
+            input_gates, weights = hoisted_biases(self.recurrence.step, sequence, weights)
+            output, final = unroll(self.recurrence.step, input_gates, state, weights, reverse=direction == 1, masks=masks)
             outputs.append(output)
             finals.append(final)
         return F.cat(outputs, dim=2) if len(outputs) > 1 else outputs[0]

@@ -302,3 +302,14 @@ def test_bad_constructor_arguments_are_value_errors():
         nn.GRU(4, 6, num_layers=0)
     with pytest.warns(UserWarning, match="dropout acts between layers only"):
         nn.LSTM(4, 6, dropout=0.2)
+
+
+@pytest.mark.parametrize(("kind", "bias_adds"), [("LSTM", 2), ("RNN", 2), ("GRU", 7)])
+def test_b_hh_joins_the_sequence_wide_projection_where_the_step_only_adds_it(kind, bias_adds):
+    # LSTM and RNN: b_ih + b_hh once, in the input projection of all 6 steps (2 adds of a bias vector, not 1 + 6);
+    # GRU keeps b_hh in each step, where its reset gate scales b_hn
+    layer = getattr(nn, kind)(4, 8)
+    graph = kiln.trace(lambda x: layer(x)[0], kiln.TensorSpec((6, 3, 4), "float32"))
+    rows = layer.weight_hh_l0.shape[0]
+    adds = [op for op in graph.ops if op.name == "tensor.add" and any(v.type.shape == (rows,) for v in op.operands)]
+    assert len(adds) == bias_adds
