@@ -30,22 +30,14 @@ class no_grad:  # noqa: N801  (PyTorch's name)
         self._saved: list[tuple[TraceContext, bool]] = []
 
     def __enter__(self) -> "no_grad":
-        context = TraceContext.current()  # outside a trace, the eager context: eager results then carry no gradient
-        self._saved.append((context, context.grad_enabled))
-        context.grad_enabled = False
+        self._saved.append(_switched(False))  # outside a trace, the eager context: eager results then carry no gradient
         return self
 
     def __exit__(self, *exception: Any) -> None:
-        context, enabled = self._saved.pop()
-        context.grad_enabled = enabled
+        _restore(self._saved.pop())
 
     def __call__(self, function: Callable[..., Any]) -> Callable[..., Any]:
-        @functools.wraps(function)
-        def without_gradients(*args: Any, **kwargs: Any) -> Any:
-            with no_grad():
-                return function(*args, **kwargs)
-
-        return without_gradients
+        return _within(no_grad, function)
 
 
 class set_grad_enabled:  # noqa: N801  (PyTorch's name)
@@ -66,13 +58,7 @@ class set_grad_enabled:  # noqa: N801  (PyTorch's name)
     def __call__(self, function: Callable[..., Any]) -> Callable[..., Any]:
         _set_mode(self._previous)  # as a decorator the mode applies only while the function runs
         mode = self._mode
-
-        @functools.wraps(function)
-        def with_mode(*args: Any, **kwargs: Any) -> Any:
-            with set_grad_enabled(mode):
-                return function(*args, **kwargs)
-
-        return with_mode
+        return _within(lambda: set_grad_enabled(mode), function)
 
 
 class enable_grad(no_grad):  # noqa: N801  (PyTorch's name)
@@ -97,12 +83,7 @@ class enable_grad(no_grad):  # noqa: N801  (PyTorch's name)
         _restore(self._saved.pop())
 
     def __call__(self, function: Callable[..., Any]) -> Callable[..., Any]:
-        @functools.wraps(function)
-        def with_gradients(*args: Any, **kwargs: Any) -> Any:
-            with enable_grad():
-                return function(*args, **kwargs)
-
-        return with_gradients
+        return _within(enable_grad, function)
 
 
 class inference_mode(no_grad):  # noqa: N801  (PyTorch's name)
@@ -132,13 +113,7 @@ class inference_mode(no_grad):  # noqa: N801  (PyTorch's name)
 
     def __call__(self, function: Callable[..., Any]) -> Callable[..., Any]:
         mode = self._mode
-
-        @functools.wraps(function)
-        def inferring(*args: Any, **kwargs: Any) -> Any:
-            with inference_mode(mode):
-                return function(*args, **kwargs)
-
-        return inferring
+        return _within(lambda: inference_mode(mode), function)
 
 
 _inference = [False]
@@ -152,6 +127,17 @@ def is_grad_enabled() -> bool:
 
 def is_inference_mode_enabled() -> bool:
     return _inference[0]
+
+
+def _within(mode: Callable[[], Any], function: Callable[..., Any]) -> Callable[..., Any]:
+    """``function`` decorated: each call runs inside a fresh ``mode()`` context (so calls nest and recurse)."""
+
+    @functools.wraps(function)
+    def decorated(*args: Any, **kwargs: Any) -> Any:
+        with mode():
+            return function(*args, **kwargs)
+
+    return decorated
 
 
 def _set_mode(mode: bool) -> None:

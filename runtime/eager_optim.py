@@ -34,7 +34,6 @@ from kiln.runtime.train_step import DEFAULT_PIPELINE
 @dataclass
 class EagerUpdate:
     executable: Executable
-    parameters: list[Parameter]
     state_names: list[tuple[str, ...]]
     hyper_inputs: list[tuple[int, str]]
     reads_step: bool
@@ -92,7 +91,7 @@ def _compile_update(optimizer: Optimizer, parameters: list[Parameter]) -> EagerU
     if not reads_step:
         graph.inputs.remove(step)
     PassManager(DEFAULT_PIPELINE).run(graph)
-    return EagerUpdate(get_backend("numpy").compile(graph), parameters, state_names, hyper_inputs, reads_step)
+    return EagerUpdate(get_backend("numpy").compile(graph), state_names, hyper_inputs, reads_step)
 
 
 def _named(optimizer: Optimizer) -> list[tuple[str, Parameter]]:
