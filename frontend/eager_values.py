@@ -6,7 +6,7 @@ kept here. A value is dropped with the last tensor (or later op) that refers
 to it, so an eager loop holds only what the user's variables keep alive.
 
 ```python
-out = model(x)                  # an eager Tensor: array_of(out.value) is its array
+out = model(x)                  # an eager Tensor: eager_array(out) is its array
 out.numpy(), out.item()          # read it
 ```
 """
@@ -39,15 +39,10 @@ def count_update(parameter: Any) -> None:
     parameter.__dict__["eager_updates"] = updates(parameter) + 1
 
 
-def array_of(value: Value) -> np.ndarray | None:
-    """``value``'s array if it is an eager value, else None (a traced value has none)."""
-    return ARRAYS.get(value)
-
-
 def eager_array(tensor: Any) -> np.ndarray | None:
     """The array of an eager ``Tensor`` (not a ``Parameter``, which has ``.data``), else None."""
     value = tensor.__dict__.get("_value")
     return None if value is None else ARRAYS.get(value)
 
 
-__all__ = ["ARRAYS", "PARAMETERS", "array_of", "count_update", "eager_array", "updates"]
+__all__ = ["ARRAYS", "PARAMETERS", "count_update", "eager_array", "updates"]
