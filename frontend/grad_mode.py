@@ -88,7 +88,8 @@ class enable_grad(no_grad):  # noqa: N801  (PyTorch's name)
 
 class inference_mode(no_grad):  # noqa: N801  (PyTorch's name)
     """``torch.inference_mode(mode=True)``: ``no_grad`` (a compiled program has no autograd bookkeeping to skip);
-    ``inference_mode(False)`` changes nothing."""
+    ``inference_mode(False)`` turns gradients back on, as PyTorch's does, inside a ``no_grad`` too. Leaving a block
+    restores the enclosing block's modes."""
 
     def __new__(cls, mode: Any = True) -> Any:
         """``@kiln.inference_mode`` without parentheses decorates the function at once, as PyTorch's."""
@@ -101,15 +102,17 @@ class inference_mode(no_grad):  # noqa: N801  (PyTorch's name)
     def __init__(self, mode: Any = True) -> None:
         super().__init__()
         self._mode = True if callable(mode) else bool(mode)
+        self._enclosing: list[bool] = []
 
     def __enter__(self) -> "inference_mode":
-        self._saved.append(_switched(not self._mode and is_grad_enabled()))
+        self._saved.append(_switched(not self._mode))  # PyTorch's: gradients on exactly when inference mode is off
+        self._enclosing.append(_inference[0])
         _inference[0] = self._mode
         return self
 
     def __exit__(self, *exception: Any) -> None:
         _restore(self._saved.pop())
-        _inference[0] = False
+        _inference[0] = self._enclosing.pop()  # the enclosing block's mode, as nested blocks and decorators need
 
     def __call__(self, function: Callable[..., Any]) -> Callable[..., Any]:
         mode = self._mode
