@@ -329,8 +329,10 @@ class Tensor(EagerMethods, InPlaceMethods, TorchMethods, MathMethods, DeviceMeth
     def log_softmax(self, dim: int, dtype: Any = None) -> "Tensor":
         return apply("nn.log_softmax", self if dtype is None else self.to(dtype), axis=dim)
 
-    def sum(self, dim: int | tuple[int, ...] | None = None, keepdim: bool = False) -> "Tensor":
-        return apply("tensor.reduce_sum", self, axes=dim, keepdims=keepdim)
+    def sum(self, dim: int | tuple[int, ...] | None = None, keepdim: bool = False, *, dtype: Any = None) -> "Tensor":
+        """A bool or integer tensor sums in int64, as PyTorch's (``pred.eq(target).sum()`` counts); ``dtype`` casts first."""
+        source = self.to(dtype) if dtype is not None else self.long() if self.dtype in (DType.bool, DType.i32) else self
+        return apply("tensor.reduce_sum", source, axes=dim, keepdims=keepdim)
 
     def mean(self, dim: int | tuple[int, ...] | None = None, keepdim: bool = False) -> "Tensor":
         return apply("tensor.reduce_mean", self, axes=dim, keepdims=keepdim)
