@@ -25,6 +25,7 @@ from kiln.frontend.tensor_inplace import VIEW_OPS, InPlaceMethods, check_fresh, 
 from kiln.frontend.tensor_linalg import LinalgMethods
 from kiln.frontend.tensor_math import MathMethods
 from kiln.frontend.tensor_more import MoreMethods
+from kiln.frontend.tensor_type_call import TensorTypeCall
 from kiln.frontend.tensor_methods import TorchMethods, _flatten_args, _floating, _is_one
 from kiln.frontend.trace import TraceContext, located_error
 
@@ -52,15 +53,16 @@ class Tensor(EagerMethods, InPlaceMethods, TorchMethods, MathMethods, DeviceMeth
 
     @property
     def type(self) -> TensorType:
-        return self.value.type
+        """The IR type; called, PyTorch's ``type()``/``type(dtype)`` (``frontend/tensor_type_call.py``)."""
+        return TensorTypeCall(self.value.type, self)
 
     @property
     def shape(self) -> tuple[Dim, ...]:
-        return self.type.shape
+        return self.value.type.shape
 
     @property
     def dtype(self) -> DType:
-        return self.type.dtype
+        return self.value.type.dtype
 
     @property
     def ndim(self) -> int:
