@@ -17,12 +17,12 @@ so a new batch of the same shape reuses the compiled function; 0-d constants
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Hashable, Iterable
+from typing import Any, Hashable, Iterable, Sequence
 
 import numpy as np
 
 from kiln.backends import get_backend
-from kiln.compiler.autodiff.differentiate import differentiate
+from kiln.compiler.autodiff.differentiate import differentiate_outputs
 from kiln.compiler.ir.builder import Builder
 from kiln.compiler.ir.core import Graph, Op, Value
 from kiln.compiler.ir.types import TensorType
@@ -50,20 +50,35 @@ class EagerInput:
 
 
 class EagerChain:
-    """The loss's op chain: its ``inputs`` (with the arrays to feed), and ``key``, what a compiled backward of it
-    depends on (op signatures and wiring, input types, which inputs are differentiated). ``graph()`` builds it, only when
-    the key is new: a training loop's later steps only walk the chain."""
+    """The op chain behind ``outputs``: its ``inputs`` (with the arrays to feed), and ``key``, what a compiled backward of
+    it depends on (op signatures and wiring, input types, which inputs are differentiated). ``graph()`` builds it, only
+    when the key is new: a training loop's later steps only walk the chain.
 
-    def __init__(self, loss: Value, wanted: set[int] | None):
-        self.ops = chain_of(loss)
+    The differentiated inputs are the leaves reading a parameter in ``wanted`` (every trained one when None) and the
+    ``targets``: any eager values of the chain (``kiln.autograd.grad`` with respect to an activation or a batch).
+    """
+
+    def __init__(self, outputs: Sequence[Value], wanted: set[int] | None, targets: Sequence[Value] = ()):
+        self.ops = chain_of(outputs)
         self.inputs: list[EagerInput] = []
+        self.sources: list[Value | None] = []
+        """The eager value each input stands for: a leaf, or a fed constant's result."""
         self._input_of: dict[int, int] = {}
         """``id`` of a leaf value, or of a fed constant op -> its input index."""
         self._position = {id(op): index for index, op in enumerate(self.ops)}
+        self._results: dict[tuple[int, int], Value] = {}
+        """(position, index) of an op result -> the eager value (the op itself keeps no results)."""
         self._wanted = wanted
         wiring = [self._wiring(op) for op in self.ops]
-        self.loss = loss
-        self.key = (tuple(wiring), self._reference(loss), tuple((i.type, i.trained is not None) for i in self.inputs))
+        self.outputs = list(outputs)
+        self.targets = [value if self.reaches(value) else None for value in targets]
+        self.key = (tuple(wiring), tuple(map(self._reference, self.outputs)),
+                    tuple(None if t is None else self._reference(t) for t in self.targets),
+                    tuple((i.type, i.trained is not None) for i in self.inputs))
+
+    def reaches(self, value: Value) -> bool:
+        """Whether ``value`` is one of the chain's leaves or results (an output depends on it)."""
+        return id(value) in self._input_of if value.producer is None else id(value.producer) in self._position
 
     def _wiring(self, op: Op) -> Hashable:
         if _fed(op):
@@ -75,7 +90,11 @@ class EagerChain:
         op = value.producer
         if op is None:
             return "input", self._leaf(value)
-        return ("input", self._input_of[id(op)]) if id(op) in self._input_of else ("op", self._position[id(op)], value.index)
+        if id(op) in self._input_of:
+            self.sources[self._input_of[id(op)]] = value
+            return "input", self._input_of[id(op)]
+        self._results[(self._position[id(op)], value.index)] = value
+        return "op", self._position[id(op)], value.index
 
     def _leaf(self, value: Value) -> int:
         if id(value) not in self._input_of:
@@ -87,21 +106,27 @@ class EagerChain:
             trained = parameter is not None and parameter.requires_grad and value.type.dtype.is_float and \
                 (self._wanted is None or id(parameter) in self._wanted)
             self._input_of[id(value)] = self._add(value.type, value.name_hint, ARRAYS[value], parameter if trained else None)
+            self.sources[-1] = value
         return self._input_of[id(value)]
 
     def _add(self, type: TensorType, name: str | None, array: np.ndarray, trained: Parameter | None) -> int:
         self.inputs.append(EagerInput(type, name, array, trained))
+        self.sources.append(None)
         return len(self.inputs) - 1
 
     @property
     def trained(self) -> list[Parameter]:
         return [i.trained for i in self.inputs if i.trained is not None]
 
-    def graph(self, seeded: bool) -> Graph:
-        """The chain as a graph with its backward appended: outputs are the gradients of the trained inputs, in order."""
+    def graph(self, seeded: Sequence[bool]) -> Graph:
+        """The chain as a graph with its backward appended: its outputs are the gradients of the trained inputs, in
+        order, then of the reached targets; a seeded output's cotangent is an input after the leaves."""
         graph = Graph("eager_backward")
         inputs = [graph.add_input(i.type, i.name) for i in self.inputs]
         results: dict[tuple[int, int], Value] = {}
+        self.originals: dict[int, Value] = {id(copy): source for copy, source in zip(inputs, self.sources) if source}
+        """``id`` of a graph value copied from the chain -> the eager value it copies (``kiln.autograd.grad``'s
+        ``create_graph`` replays the rest)."""
 
         def copied(value: Value) -> Value:
             kind, *where = self._reference(value)
@@ -113,9 +138,13 @@ class EagerChain:
             made = Builder(graph, location=op.location).op(op.name, *map(copied, op.operands), **op.attrs)
             for index, result in enumerate(made if isinstance(made, tuple) else (made,)):
                 results[(position, index)] = result
-        loss = copied(self.loss)
-        seed = graph.add_input(loss.type, "gradient") if seeded else None
-        graph.outputs = differentiate(graph, loss, [v for v, i in zip(inputs, self.inputs) if i.trained is not None], seed)
+                if (position, index) in self._results:
+                    self.originals[id(result)] = self._results[(position, index)]
+        outputs = [copied(v) for v in self.outputs]
+        seeds = [graph.add_input(v.type, "gradient") if s else None for v, s in zip(outputs, seeded)]
+        wrt = [v for v, i in zip(inputs, self.inputs) if i.trained is not None]
+        wrt += [copied(t) for t in self.targets if t is not None]
+        graph.outputs = differentiate_outputs(graph, outputs, wrt, seeds)
         return graph
 
 
@@ -124,11 +153,11 @@ def _fed(op: Op) -> bool:
     return op.name == "tensor.constant" and np.ndim(op.attrs["value"]) > 0
 
 
-def chain_of(loss: Value) -> list[Op]:
-    """The ops ``loss`` depends on, operands before readers (iterative: a long chain would overflow the stack)."""
+def chain_of(outputs: Sequence[Value]) -> list[Op]:
+    """The ops ``outputs`` depend on, operands before readers (iterative: a long chain would overflow the stack)."""
     order: list[Op] = []
     seen: set[int] = set()
-    stack: list[tuple[Op, bool]] = [] if loss.producer is None else [(loss.producer, False)]
+    stack: list[tuple[Op, bool]] = [(v.producer, False) for v in reversed(outputs) if v.producer is not None]
     while stack:
         op, expanded = stack.pop()
         if expanded:
@@ -145,21 +174,26 @@ def chain_of(loss: Value) -> list[Op]:
 def backward(loss: Any, gradient: Any = None, inputs: Iterable[Parameter] | None = None) -> None:
     """Add d(loss)/d(parameter) (weighted by ``gradient`` for a non-scalar loss) to each trained parameter's ``.grad``."""
     wanted = None if inputs is None else {id(p) for p in ([inputs] if isinstance(inputs, Parameter) else inputs)}
-    chain = EagerChain(loss.value, wanted)
+    chain = EagerChain([loss.value], wanted)
     trained = chain.trained
     if not trained:
         raise located_error("backward(): the tensor does not depend on any parameter that requires a gradient (a float "
                             "kiln.nn.Parameter with requires_grad=True), so there is nothing to differentiate")
     seed = _seed(loss, gradient)
-    key = (chain.key, seed is not None)
+    grads = run_backward(chain, [seed])
+    for parameter, grad in zip(trained, grads):
+        _accumulate(parameter, np.asarray(grad))
+
+
+def run_backward(chain: EagerChain, seeds: Sequence[np.ndarray | None]) -> list[np.ndarray]:
+    """The chain's gradients (``EagerChain.graph``'s outputs) from its compiled backward, compiled on a new key only."""
+    key = (chain.key, tuple(seed is not None for seed in seeds))
     executable = _COMPILED.get(key)
     if executable is None:
         if len(_COMPILED) >= COMPILED_LIMIT:
             del _COMPILED[next(iter(_COMPILED))]  # the oldest: a loop reuses one or two
-        executable = _COMPILED[key] = _compile(chain.graph(seed is not None))
-    grads = executable(*[i.array for i in chain.inputs], *([] if seed is None else [seed]))
-    for parameter, grad in zip(trained, grads):
-        _accumulate(parameter, np.asarray(grad))
+        executable = _COMPILED[key] = _compile(chain.graph(key[1]))
+    return executable(*[i.array for i in chain.inputs], *[seed for seed in seeds if seed is not None])
 
 
 def _seed(loss: Any, gradient: Any) -> np.ndarray | None:

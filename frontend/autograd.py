@@ -1,0 +1,112 @@
+"""``kiln.autograd.grad`` and ``kiln.autograd.backward``: PyTorch's functional autograd, traced or eager.
+
+```python
+def critic_loss(real, fake):                       # a compiled training step (WGAN-GP)
+    mix = eps * real + (1 - eps) * fake
+    (g,) = kiln.autograd.grad(critic(mix).sum(), mix, create_graph=True)
+    penalty = ((g.flatten(1).norm(dim=1) - 1) ** 2).mean()
+    return critic(fake).mean() - critic(real).mean() + 10 * penalty
+```
+
+In a trace, ``grad`` runs the autodiff pass on the graph traced so far and
+returns the gradient values it appends (behind a ``tensor.stop_gradient``
+unless ``create_graph=True``, so that only then does a later differentiation,
+e.g. the training step's own, go through them). On eager tensors it
+differentiates their op chain (``runtime/eager_grad.py``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from kiln.compiler.autodiff.differentiate import differentiate_outputs, ops_between
+from kiln.compiler.ir.core import Value
+from kiln.frontend.eager_values import ARRAYS
+from kiln.frontend.module import Parameter
+from kiln.frontend.tensor import Tensor, to_value
+from kiln.frontend.trace import TraceContext, located_error
+
+
+def grad(outputs: Any, inputs: Any, grad_outputs: Any = None, retain_graph: Any = None, create_graph: bool = False,
+         only_inputs: bool = True, allow_unused: bool | None = None, is_grads_batched: bool = False,
+         materialize_grads: bool = False) -> tuple[Any, ...]:
+    """``torch.autograd.grad``: ``sum_k grad_outputs[k]^T d outputs[k] / d input`` for each input, as a tuple.
+
+    An input no output depends on is an error, or None with ``allow_unused=True``, or zeros with
+    ``materialize_grads=True``. ``retain_graph`` changes nothing: kiln's chains are never freed by a backward."""
+    outputs, inputs = _sequence(outputs), _sequence(inputs)
+    seeds = _seeds(grad_outputs, len(outputs))
+    if is_grads_batched:
+        raise located_error("kiln.autograd.grad(is_grads_batched=True) is not supported; use kiln.vmap over kiln.vjp "
+                            "to batch cotangents")
+    _check_inputs(inputs)
+    if all(_is_eager(t) for t in outputs):
+        from kiln.runtime.eager_grad import check_eager, eager_grad  # lazily: the runtime builds on the frontend
+
+        check_eager(inputs, "inputs")
+        grads = eager_grad(outputs, inputs, seeds, create_graph)
+    else:
+        grads = _traced_grad(outputs, inputs, seeds, create_graph)
+    return tuple(_unused(g, i, index, allow_unused, materialize_grads) for index, (g, i) in enumerate(zip(grads, inputs)))
+
+
+def backward(tensors: Any, grad_tensors: Any = None, retain_graph: Any = None, create_graph: bool = False,
+             inputs: Any = None) -> None:
+    """``torch.autograd.backward``: ``tensor.backward(grad)`` for each tensor, accumulating into ``.grad``."""
+    tensors = _sequence(tensors)
+    for tensor, seed in zip(tensors, _seeds(grad_tensors, len(tensors))):
+        tensor.backward(seed, retain_graph, create_graph, inputs)
+
+
+def _sequence(tensors: Any) -> list[Any]:
+    return list(tensors) if isinstance(tensors, (list, tuple)) else [tensors]
+
+
+def _seeds(grad_outputs: Any, count: int) -> list[Any]:
+    seeds = [None] * count if grad_outputs is None else _sequence(grad_outputs)
+    if len(seeds) != count:
+        raise located_error(f"kiln.autograd.grad: grad_outputs has {len(seeds)} entries for {count} outputs; give one "
+                            "per output (None for a scalar output's 1)")
+    return seeds
+
+
+def _check_inputs(inputs: Sequence[Any]) -> None:
+    if not inputs:
+        raise located_error("kiln.autograd.grad: inputs is empty; name the tensors to differentiate with respect to")
+    for index, tensor in enumerate(inputs):
+        if isinstance(tensor, Parameter) and not tensor.requires_grad:
+            raise located_error(f"kiln.autograd.grad: inputs[{index}] is a Parameter with requires_grad=False")
+        if not isinstance(tensor, Tensor) or not tensor.dtype.is_float:
+            kind = f"an {tensor.dtype.numpy.name} tensor" if isinstance(tensor, Tensor) else type(tensor).__name__
+            raise located_error(f"kiln.autograd.grad: inputs[{index}] is {kind}; only floating-point tensors have gradients")
+
+
+def _is_eager(tensor: Any) -> bool:
+    value = getattr(tensor, "value", None) if isinstance(tensor, Tensor) else None
+    return isinstance(value, Value) and value in ARRAYS
+
+
+def _traced_grad(outputs: Sequence[Any], inputs: Sequence[Any], seeds: Sequence[Any], create_graph: bool) -> list[Any]:
+    context = TraceContext.current()
+    values = [o.value for o in outputs]
+    wrt = [context.value_of(i) if isinstance(i, Parameter) else i.value for i in inputs]
+    used = [any(w is v for v in values) or bool(ops_between(context.graph, [w], values)) for w in wrt]
+    seeds = [None if s is None else to_value(context, s, o.dtype) for s, o in zip(seeds, outputs)]
+    grads = differentiate_outputs(context.graph, values, wrt, seeds)
+    return [Tensor(g if create_graph else context.without_gradient(g)) if u else None for g, u in zip(grads, used)]
+
+
+def _unused(grad: Any, input: Any, index: int, allow_unused: bool | None, materialize: bool) -> Any:
+    if grad is not None:
+        return grad
+    if materialize:
+        from kiln.frontend.torch_functions import zeros_like
+
+        return zeros_like(input)
+    if not allow_unused:
+        raise located_error(f"kiln.autograd.grad: inputs[{index}] (shape {tuple(input.shape)}) is not used by the outputs; "
+                            "pass allow_unused=True to get None for it (or materialize_grads=True for zeros)")
+    return None
+
+
+__all__ = ["backward", "grad"]

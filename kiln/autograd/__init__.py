@@ -1,0 +1,14 @@
+"""``kiln.autograd``: PyTorch's ``torch.autograd`` (``frontend/autograd.py``).
+
+```python
+import kiln
+(dx,) = kiln.autograd.grad(loss, x)                            # eager or traced
+(g,) = kiln.autograd.grad(out.sum(), x, create_graph=True)     # differentiable again
+kiln.autograd.backward([loss1, loss2])                         # .grad of the parameters
+```
+"""
+
+from kiln.frontend.autograd import backward, grad
+from kiln.frontend.custom_function import Function, FunctionCtx
+
+__all__ = ["Function", "FunctionCtx", "backward", "grad"]

@@ -1,0 +1,128 @@
+"""``kiln.autograd.grad`` on eager tensors: the gradients of outputs with respect to chosen tensors, as PyTorch's.
+
+```python
+x = kiln.tensor(batch)                                   # any eager tensor: a batch, an activation, a parameter
+(dx,) = kiln.autograd.grad(model(x).sum(), x)            # a new tensor; no .grad is touched
+(g,) = kiln.autograd.grad(critic(mix).sum(), mix, create_graph=True)
+penalty = ((g.flatten(1).norm(dim=1) - 1) ** 2).mean()   # WGAN-GP: g has a chain, so
+penalty.backward()                                       # this differentiates through the gradient
+```
+
+The outputs' op chain is rebuilt as a graph and differentiated by the
+autodiff pass, as ``loss.backward()`` does (``runtime/eager_backward.py``,
+whose compiled backwards this shares). With ``create_graph=True`` the
+gradient ops are not compiled but replayed eagerly, one by one, on the
+chain's own values, so the gradients they give carry a chain back to the
+forward's tensors and parameters: a later ``backward()`` or ``grad()``
+differentiates through them (second order, by the autodiff pass's own rules).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from kiln.compiler.ir.core import Graph, Value
+from kiln.frontend.eager_values import ARRAYS
+from kiln.frontend.module import Parameter
+from kiln.frontend.trace import TraceContext, located_error
+from kiln.runtime.eager_backward import EagerChain, run_backward
+
+
+def eager_grad(outputs: Sequence[Any], inputs: Sequence[Any], seeds: Sequence[Any], create_graph: bool) -> list[Any]:
+    """One gradient per input (None where no output depends on it): ``sum_k seeds[k]^T d outputs[k] / d input``.
+
+    ``outputs`` and ``inputs`` are eager tensors (an input may be a ``Parameter``: every read of it counts);
+    ``seeds`` are arrays, tensors or None (a scalar output's 1)."""
+    parameters = {id(p): p for p in inputs if isinstance(p, Parameter)}
+    targets = [t.value for t in inputs if not isinstance(t, Parameter)]
+    chain = EagerChain([o.value for o in outputs], set(parameters), targets)
+    seeds = [_checked_seed(seed, output, index) for index, (seed, output) in enumerate(zip(seeds, outputs))]
+    grads = _replayed(chain, seeds) if create_graph else [_leaf(g) for g in run_backward(chain, [_array(s) for s in seeds])]
+    by_parameter: dict[int, Any] = {}
+    for eager_input, grad in zip([i for i in chain.inputs if i.trained is not None], grads):
+        previous = by_parameter.get(id(eager_input.trained))
+        by_parameter[id(eager_input.trained)] = grad if previous is None else previous + grad
+    by_target = iter(grads[len(grads) - sum(t is not None for t in chain.targets):])
+    reached = [None if t is None else next(by_target) for t in chain.targets]
+    targeted = iter(reached)
+    return [by_parameter.get(id(i)) if isinstance(i, Parameter) else next(targeted) for i in inputs]
+
+
+def _checked_seed(seed: Any, output: Any, index: int) -> Any:
+    """``seed`` as given if it is an eager tensor of the output's type, else as an array of the output's dtype."""
+    array = ARRAYS[output.value]
+    if seed is None:
+        if array.ndim != 0:
+            raise located_error(f"kiln.autograd.grad: outputs[{index}] has shape {array.shape}: grad can be implicitly "
+                                "created only for a scalar; pass grad_outputs= of its shape")
+        return None
+    value = getattr(seed, "value", None)
+    if isinstance(value, Value) and value.type == output.value.type and value in ARRAYS:
+        return seed
+    given = np.asarray(seed.numpy() if hasattr(seed, "numpy") else seed)
+    if given.shape != array.shape:
+        raise located_error(f"kiln.autograd.grad: grad_outputs[{index}] has shape {given.shape}, outputs[{index}] {array.shape}")
+    return given.astype(array.dtype, copy=False)
+
+
+def _array(seed: Any) -> np.ndarray | None:
+    return None if seed is None else np.asarray(seed)
+
+
+def _leaf(array: np.ndarray) -> Any:
+    """A new eager tensor holding ``array`` (a copy: the compiled backward may reuse its buffers), with no chain."""
+    from kiln.frontend.tensor import Tensor
+
+    value = Value(_type_of(array), None, 0, "grad")
+    ARRAYS[value] = np.array(array)
+    return Tensor(value)
+
+
+def _type_of(array: np.ndarray) -> Any:
+    from kiln.compiler.ir.types import TensorType
+
+    return TensorType.of_array(array)
+
+
+def _replayed(chain: EagerChain, seeds: Sequence[Any]) -> list[Any]:
+    """The gradients computed by running the backward graph's new ops eagerly on the chain's values, so they keep a
+    chain: ops copied from the forward stand for the eager values they copy; the rest run now."""
+    from kiln.frontend.tensor import Tensor
+
+    graph = chain.graph([seed is not None for seed in seeds])
+    values: dict[int, Value] = {id(copy): source for copy, source in _seed_inputs(graph, chain, seeds)}
+    values.update(chain.originals)
+    context = TraceContext.current()
+    for op in graph.ops:
+        if all(id(result) in values for result in op.results):
+            continue
+        made = context.emit(op.name, *[values[id(operand)] for operand in op.operands], **op.attrs)
+        for result, value in zip(op.results, made if isinstance(made, tuple) else (made,)):
+            values[id(result)] = value
+    return [Tensor(values[id(output)]) for output in graph.outputs]
+
+
+def _seed_inputs(graph: Graph, chain: EagerChain, seeds: Sequence[Any]) -> list[tuple[Value, Value]]:
+    """The graph's seed inputs (after the chain's) paired with the eager values that feed them."""
+    given = [seed for seed in seeds if seed is not None]
+    return list(zip(graph.inputs[len(chain.inputs):], [_seed_value(seed) for seed in given]))
+
+
+def _seed_value(seed: Any) -> Value:
+    value = getattr(seed, "value", None)
+    if isinstance(value, Value) and value in ARRAYS:
+        return value
+    return _leaf(np.asarray(seed)).value
+
+
+def check_eager(tensors: Sequence[Any], role: str) -> None:
+    for index, tensor in enumerate(tensors):
+        value = getattr(tensor, "value", None)
+        if not isinstance(tensor, Parameter) and (not isinstance(value, Value) or value not in ARRAYS):
+            raise located_error(f"kiln.autograd.grad: {role}[{index}] is {type(tensor).__name__}, not an eager tensor; "
+                                "pass the tensors the computation made (or a kiln.nn.Parameter)")
+
+
+__all__ = ["check_eager", "eager_grad"]

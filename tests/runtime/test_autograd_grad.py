@@ -1,0 +1,178 @@
+"""``kiln.autograd.grad`` / ``kiln.autograd.backward`` against ``torch.autograd`` in float64: eager (with and without
+``create_graph``), traced into compiled functions and training steps (double backprop), and their errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import kiln
+import kiln.nn as nn
+import kiln.nn.functional as F
+from kiln.runtime import eager_backward
+from oracles import require_torch
+
+
+def _net(lib):
+    return lib.nn.Sequential(lib.nn.Linear(3, 8), lib.nn.Tanh(), lib.nn.Linear(8, 4)).double()
+
+
+def _twins(seed=0):
+    torch = require_torch()
+    kiln.manual_seed(seed)
+    net, twin = _net(kiln), _net(torch)
+    for p, q in zip(net.parameters(), twin.parameters()):
+        q.data = torch.tensor(np.array(p.data))
+    x = np.random.RandomState(seed).randn(5, 3)
+    return torch, net, twin, x
+
+
+def _close(kiln_tensor, torch_tensor, tol=1e-12):
+    np.testing.assert_allclose(kiln_tensor.numpy(), torch_tensor.detach().numpy(), rtol=tol, atol=tol)
+
+
+def test_grad_with_respect_to_an_input_and_an_activation_matches_torch():
+    torch, net, twin, x = _twins()
+    kx, tx = kiln.tensor(x), torch.tensor(x, requires_grad=True)
+    hidden, torch_hidden = net[1](net[0](kx)), twin[1](twin[0](tx))
+    out, torch_out = net[2](hidden), twin[2](torch_hidden)
+    u = np.random.RandomState(1).randn(5, 4)
+    got = kiln.autograd.grad(out, [kx, hidden], grad_outputs=u)
+    want = torch.autograd.grad(torch_out, [tx, torch_hidden], grad_outputs=torch.tensor(u))
+    for a, b in zip(got, want):
+        _close(a, b)
+    assert all(p.grad is None for p in net.parameters())  # grad() leaves .grad alone
+
+
+def test_grad_of_several_outputs_with_respect_to_parameters_sums_every_read():
+    torch, net, twin, x = _twins(2)
+    kx, tx = kiln.tensor(x), torch.tensor(x)
+    outputs = [net(kx).sum(), (net(kx * 2.0) ** 2).mean()]  # the parameters are read twice
+    torch_outputs = [twin(tx).sum(), (twin(tx * 2.0) ** 2).mean()]
+    got = kiln.autograd.grad(outputs, list(net.parameters()), grad_outputs=[None, kiln.tensor(np.float64(3.0))])
+    want = torch.autograd.grad(torch_outputs, list(twin.parameters()), grad_outputs=[None, torch.tensor(3.0, dtype=torch.float64)])
+    for a, b in zip(got, want):
+        _close(a, b)
+
+
+def test_create_graph_gives_a_differentiable_gradient_for_a_gradient_penalty():
+    torch, net, twin, x = _twins(3)
+    kx, tx = kiln.tensor(x), torch.tensor(x, requires_grad=True)
+    (g,) = kiln.autograd.grad(net(kx).sum(), kx, create_graph=True)
+    (tg,) = torch.autograd.grad(twin(tx).sum(), tx, create_graph=True)
+    _close(g, tg)
+    ((g.norm(dim=1) - 1) ** 2).mean().backward()
+    ((tg.norm(dim=1) - 1) ** 2).mean().backward()
+    for p, q in zip(net.parameters(), twin.parameters()):
+        assert (p.grad is None) == (q.grad is None)  # the last bias: the penalty does not depend on it, in both
+        if p.grad is not None:
+            np.testing.assert_allclose(p.grad, q.grad.numpy(), rtol=1e-11, atol=1e-12)
+
+
+def test_second_and_third_derivatives_by_repeated_grad():
+    x = kiln.tensor(np.array([0.5, -1.0, 2.0]))
+    y = (x ** 3).sum()
+    (d1,) = kiln.autograd.grad(y, x, create_graph=True)
+    (d2,) = kiln.autograd.grad(d1.sum(), x, create_graph=True)
+    (d3,) = kiln.autograd.grad(d2.sum(), x)
+    np.testing.assert_allclose(d1.numpy(), 3 * x.numpy() ** 2)
+    np.testing.assert_allclose(d2.numpy(), 6 * x.numpy())
+    np.testing.assert_allclose(d3.numpy(), [6.0, 6.0, 6.0])
+
+
+def test_eager_grad_in_a_loop_compiles_its_backward_once():
+    _, net, _, x = _twins(4)
+    eager_backward._COMPILED.clear()
+    grads = [kiln.autograd.grad(net(kiln.tensor(x * k)).sum(), net[0].weight)[0].numpy() for k in (1.0, 2.0, 3.0)]
+    assert len(eager_backward._COMPILED) == 1
+    assert not np.allclose(grads[0], grads[1])
+
+
+def test_unused_inputs_are_an_error_or_none_or_zeros():
+    x, unused = kiln.tensor(np.ones(3)), kiln.tensor(np.ones(2))
+    with pytest.raises(kiln.KilnError, match=r"inputs\[1\] \(shape \(2,\)\) is not used"):
+        kiln.autograd.grad((x * x).sum(), [x, unused])
+    assert kiln.autograd.grad((x * x).sum(), [x, unused], allow_unused=True)[1] is None
+    np.testing.assert_array_equal(kiln.autograd.grad((x * x).sum(), [x, unused], materialize_grads=True)[1].numpy(), [0, 0])
+
+
+def test_bad_arguments_say_what_is_wrong():
+    x = kiln.tensor(np.ones(3))
+    with pytest.raises(kiln.KilnError, match="int64 tensor; only floating-point"):
+        kiln.autograd.grad((x * x).sum(), kiln.tensor(np.arange(3)))
+    with pytest.raises(kiln.KilnError, match="grad_outputs has 2 entries for 1 outputs"):
+        kiln.autograd.grad((x * x).sum(), x, grad_outputs=[None, None])
+    with pytest.raises(kiln.KilnError, match="only for a scalar|needs a floating-point scalar"):
+        kiln.autograd.grad(x * x, x)
+    with pytest.raises(kiln.KilnError, match=r"requires_grad=False"):
+        kiln.autograd.grad((x * x).sum(), nn.Parameter(np.ones(3), requires_grad=False))
+
+
+def test_autograd_backward_accumulates_each_tensor_into_grad():
+    torch, net, twin, x = _twins(5)
+    losses = [net(kiln.tensor(x)).sum(), (net(kiln.tensor(-x)) ** 2).sum()]
+    torch_losses = [twin(torch.tensor(x)).sum(), (twin(torch.tensor(-x)) ** 2).sum()]
+    kiln.autograd.backward(losses)
+    torch.autograd.backward(torch_losses)
+    for p, q in zip(net.parameters(), twin.parameters()):
+        np.testing.assert_allclose(p.grad, q.grad.numpy(), rtol=1e-12, atol=1e-12)
+
+
+def test_traced_grad_in_a_compiled_function_matches_torch():
+    torch, net, twin, x = _twins(6)
+
+    def input_gradient_norm(inputs):
+        (g,) = kiln.autograd.grad(net(inputs).logsumexp(1).sum(), inputs)
+        return g.norm(dim=1)
+
+    tx = torch.tensor(x, requires_grad=True)
+    (tg,) = torch.autograd.grad(twin(tx).logsumexp(1).sum(), tx)
+    np.testing.assert_allclose(kiln.compile(input_gradient_norm)(x), tg.norm(dim=1).numpy(), rtol=1e-12)
+
+
+class DoubleBackprop(nn.Module):
+    """Drucker and LeCun's double backpropagation: the loss also penalises the input gradient of the log-partition."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        out = self.net(x)
+        (g,) = kiln.autograd.grad(out.logsumexp(1).sum(), x, create_graph=True)
+        return out, (g ** 2).sum(1).mean()
+
+
+def test_double_backprop_training_step_is_in_lockstep_with_torch():
+    torch, net, twin, x = _twins(7)
+    y = np.arange(5) % 4
+    model = DoubleBackprop(net)
+    step = kiln.compile_train_step(model, lambda out, target: F.cross_entropy(out[0], target) + 0.5 * out[1],
+                                   kiln.optim.SGD(model.parameters(), lr=0.1))
+    optimizer = torch.optim.SGD(twin.parameters(), lr=0.1)
+    for _ in range(3):
+        loss = step(x, y)
+        tx = torch.tensor(x, requires_grad=True)
+        out = twin(tx)
+        (g,) = torch.autograd.grad(out.logsumexp(1).sum(), tx, create_graph=True)
+        torch_loss = F_torch_cross_entropy(torch, out, y) + 0.5 * (g ** 2).sum(1).mean()
+        optimizer.zero_grad()
+        torch_loss.backward()
+        optimizer.step()
+        np.testing.assert_allclose(float(loss), torch_loss.item(), rtol=1e-12)
+    for p, q in zip(net.parameters(), twin.parameters()):
+        np.testing.assert_allclose(np.array(p.data), q.detach().numpy(), rtol=1e-11, atol=1e-12)
+
+
+def F_torch_cross_entropy(torch, logits, y):  # noqa: N802
+    return torch.nn.functional.cross_entropy(logits, torch.tensor(y))
+
+
+def test_traced_grad_without_create_graph_is_a_constant_to_later_differentiation():
+    w = np.array([0.3, -0.7])
+
+    def loss(v):
+        (g,) = kiln.autograd.grad((v ** 3).sum(), v)   # 3 v^2, detached
+        return (g * v).sum()                            # d/dv = g (not g + 6 v^2)
+
+    np.testing.assert_allclose(kiln.grad(loss)(w), 3 * w ** 2, rtol=1e-12)
