@@ -22,11 +22,12 @@ every backend, the autodiff rules and ONNX export serve it unchanged.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, Sequence
 
 import numpy as np
 
-from kiln.compiler.ir.types import normalize_axis
+from kiln.compiler.ir.types import DType, normalize_axis
 from kiln.frontend.functional_conv import adaptive_avg_pool2d
 from kiln.frontend.functional_nn import _pair, dropout, pad
 from kiln.frontend.tensor import Tensor, apply
@@ -432,9 +433,15 @@ def dropout1d(input: Tensor, p: float = 0.5, training: bool = True, inplace: boo
 @honors_inplace
 def dropout2d(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool = False) -> Tensor:
     """Zero whole channels of ``(N, C, H, W)`` with probability ``p``, the rest scaled by ``1 / (1 - p)``. As PyTorch,
-    a 3-D input is read as ``(N, C, L)`` (channel-wise 1-D dropout)."""
+    a 3-D input is read as ``(N, C, L)`` (channel-wise 1-D dropout), and any other input of 2 dims or more is dropped by
+    channels ``(N, C, ...)`` with PyTorch's deprecation warning: a 2-D ``(N, C)`` one element by element, as ``dropout``
+    (pytorch/examples' mnist_rnn applies ``nn.Dropout2d`` to an LSTM's last output)."""
+    if input.ndim < 2:
+        raise located_error(f"dropout2d needs a channel dim: an (N, C, H, W) input (or (N, C, L)), got shape {tuple(input.shape)}")
     if input.ndim not in (3, 4):
-        raise located_error(f"dropout2d expects an (N, C, H, W) input (or (N, C, L)), got {input.type}")
+        warnings.warn(f"dropout2d: received a {input.ndim}-D input of shape {tuple(input.shape)}; as PyTorch, its dim 1 is read as the "
+                      "channels (a 2-D input drops each element alone). Use dropout for that, or give an (N, C, H, W) "
+                      "input", UserWarning, stacklevel=3)
     return _channel_dropout(input, p, training)
 
 
@@ -446,7 +453,7 @@ def _channel_dropout(input: Tensor, p: float, training: bool) -> Tensor:
     if not training or p == 0:
         return input
     shape = tuple(input.shape[:2]) + (1,) * (input.ndim - 2)
-    ones = apply("tensor.constant", value=np.ones((1,) * input.ndim, input.dtype.numpy))
+    ones = apply("tensor.constant", value=np.ones((1,) * input.ndim, DType.of(input.dtype).numpy))  # input may be an array
     return input * dropout(apply("tensor.broadcast_to", ones, shape=shape), p)
 
 

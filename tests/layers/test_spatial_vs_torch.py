@@ -489,7 +489,7 @@ ERRORS = [
     (lambda x: F.fold(x, (5, 5), 2), (2, 11, 16), "divisible by the kernel's size"),
     (lambda x: F.glu(x, 1), (2, 5, 3), "even size"),
     (lambda x: F.dropout2d(x, 1.0), (2, 5, 3, 3), r"\[0, 1\)"),
-    (lambda x: F.dropout2d(x, 0.5), (2, 5), "dropout2d expects"),
+    (lambda x: F.dropout2d(x, 0.5), (5,), "dropout2d needs a channel dim"),
 ]
 
 
