@@ -30,6 +30,11 @@ PARAMETERS: "weakref.WeakKeyDictionary[Value, tuple[Parameter, int]]" = weakref.
 its ``updates`` count then: an ``optimizer.step()`` between the read and the backward is an error, as in PyTorch."""
 
 
+GRAD_TENSORS: "weakref.WeakKeyDictionary[Value, weakref.ref[Any]]" = weakref.WeakKeyDictionary()
+"""Eager tensors (not parameters) whose ``.grad`` a ``backward()`` fills: ``x.requires_grad_()`` on a leaf, or
+``h.retain_grad()`` on a result; keyed by their value, holding the tensor weakly."""
+
+
 def updates(parameter: Any) -> int:
     """How many eager ``optimizer.step()`` calls have written ``parameter`` in place."""
     return parameter.__dict__.get("eager_updates", 0)
@@ -45,4 +50,4 @@ def eager_array(tensor: Any) -> np.ndarray | None:
     return None if value is None else ARRAYS.get(value)
 
 
-__all__ = ["ARRAYS", "PARAMETERS", "count_update", "eager_array", "updates"]
+__all__ = ["ARRAYS", "GRAD_TENSORS", "PARAMETERS", "count_update", "eager_array", "updates"]

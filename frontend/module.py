@@ -27,6 +27,9 @@ class Parameter(Tensor):
     """The gradient an eager ``loss.backward()`` accumulated (``runtime/eager_backward.py``); None until then, and
     after ``zero_grad()``. A compiled training step computes its gradients inside the step and leaves this alone."""
 
+    requires_grad: bool = True
+    """Whether ``backward()`` and the training step give this parameter a gradient (an instance attribute)."""
+
     def __init__(self, data: Any, requires_grad: bool = True):
         array = np.asarray(data)
         self.data = np.array(array, dtype=array.dtype if array.dtype.kind == "f" else np.float32)
@@ -54,6 +57,11 @@ class Parameter(Tensor):
     def value(self) -> Value:
         return TraceContext.current().current_value_of(self)
 
+    def requires_grad_(self, requires_grad: bool = True) -> "Parameter":
+        """Freeze (False) or unfreeze this parameter, as PyTorch's: the next compiled step or ``backward()`` sees it."""
+        self.requires_grad = bool(requires_grad)
+        return self
+
     @property
     def shape(self) -> tuple[int, ...]:
         return self.data.shape
@@ -74,6 +82,13 @@ class Parameter(Tensor):
 
     def numpy(self) -> np.ndarray:
         return self.data
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        """``np.asarray(parameter)`` outside a trace: its array (``np.array(p.detach())``, as PyTorch's); traced, the
+        refusal of a traced tensor's (its value exists only when the step runs)."""
+        if TraceContext.active():
+            return super().__array__(dtype, copy)
+        return self.data if dtype is None else self.data.astype(dtype)
 
     def copy_(self, array: Any) -> "Parameter":
         """Overwrite the value in place from an array of the same shape. Traced, a buffer's new value is ``array``

@@ -5,6 +5,8 @@ out = model(x)              # outside a trace: an eager Tensor (runtime/eager.py
 out.numpy(), out.item(), float(loss), out.tolist(), np.asarray(out)
 if (out > 0).all(): ...     # Python control flow on values works eagerly
 loss.backward()             # .grad of every parameter the loss reads (runtime/eager_backward.py)
+x.requires_grad_()          # a batch or activation too: saliency maps, adversarial examples
+model(x)[0, c].backward()   # x.grad (h.retain_grad() keeps an intermediate's)
 ```
 
 A traced tensor keeps the errors of ``TorchMethods`` (its values exist only when
@@ -17,12 +19,55 @@ from typing import Any
 
 import numpy as np
 
-from kiln.frontend.eager_values import eager_array
+import weakref
+
+from kiln.frontend.eager_values import ARRAYS, GRAD_TENSORS, PARAMETERS, eager_array
 from kiln.frontend.trace import located_error
 
 
 class EagerMethods:
     """Reading values and ``backward``; ``Tensor`` inherits them before ``TorchMethods`` (whose forms refuse)."""
+
+    grad: np.ndarray | None = None
+    """What ``backward()`` accumulated for an eager tensor marked by ``requires_grad_()`` or ``retain_grad()``."""
+
+    def requires_grad_(self, requires_grad: bool = True) -> Any:
+        """Eagerly, ``backward()`` then fills this tensor's ``.grad`` (PyTorch's leaf tensors); traced, it changes
+        nothing (the compiled step differentiates by its parameters)."""
+        value = self.__dict__.get("_value")
+        if value is not None and value in ARRAYS:
+            if requires_grad and not self.dtype.is_float:
+                raise located_error(f"requires_grad_(): only floating-point tensors can require gradients, not {self.dtype.numpy.name}")
+            if requires_grad:
+                GRAD_TENSORS[value] = weakref.ref(self)
+            else:
+                GRAD_TENSORS.pop(value, None)
+        return self
+
+    def retain_grad(self) -> None:
+        """Keep this intermediate's gradient in ``.grad`` at the next ``backward()`` (eager tensors)."""
+        self.requires_grad_(True)
+
+    @property
+    def requires_grad(self) -> bool:
+        """Eagerly, whether this tensor is marked or depends on a trained parameter or a marked tensor; traced, whether
+        it is floating point and gradients are enabled."""
+        value = self.__dict__.get("_value")
+        if value is None or value not in ARRAYS:
+            from kiln.frontend.grad_mode import is_grad_enabled
+
+            return bool(self.dtype.is_float and is_grad_enabled())
+        return _depends_on_a_leaf(value)
+
+    @requires_grad.setter
+    def requires_grad(self, requires_grad: bool) -> None:
+        self.requires_grad_(requires_grad)
+
+    @property
+    def is_leaf(self) -> bool:
+        """Whether no gradient flows past this tensor to others (it needs none, or it was marked itself)."""
+        value = self.__dict__.get("_value")
+        return value is None or value in GRAD_TENSORS or not self.requires_grad
 
     def numpy(self, *, force: bool = False) -> Any:
         """The values as a NumPy array (the tensor's own array, as PyTorch's shares memory)."""
@@ -72,6 +117,23 @@ class EagerMethods:
         from kiln.runtime.eager_backward import backward  # lazily: the runtime builds on the frontend
 
         backward(self, gradient, inputs)
+
+
+def _depends_on_a_leaf(value: Any) -> bool:
+    """Whether ``value``'s chain reaches a marked tensor or a parameter that requires a gradient (not past a detach)."""
+    stack, seen = [value], set()
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        parameter = PARAMETERS.get(current, (None, 0))[0]
+        if current in GRAD_TENSORS or (parameter is not None and parameter.requires_grad and current.type.dtype.is_float):
+            return True
+        op = current.producer
+        if op is not None and op.name != "tensor.stop_gradient":
+            stack.extend(op.operands)
+    return False
 
 
 __all__ = ["EagerMethods"]

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from kiln.compiler.ir.types import Dim, DType
+from kiln.frontend.torch_dtypes import get_default_dtype
 from kiln.frontend.trace import located_error
 
 
@@ -107,10 +108,6 @@ class TorchMethods:
         return _tensor_class()(self.value)
 
     def contiguous(self) -> Any:
-        return self
-
-    def requires_grad_(self, requires_grad: bool = True) -> Any:
-        """Gradients are what the compiled step differentiates by; this changes nothing."""
         return self
 
     # new tensors like this one ---------------------------------------------
@@ -328,8 +325,9 @@ class TorchMethods:
 
 
 def _floating(x: Any) -> Any:
-    """``x``, cast to float32 if it is not floating (PyTorch's promotion for ``reciprocal``, ``rsqrt``, ``sin``...)."""
-    return x if x.dtype.is_float else x.to(DType.f32)
+    """``x``, cast to the default float dtype if it is not floating (PyTorch's promotion for ``reciprocal``, ``rsqrt``,
+    ``sin``...)."""
+    return x if x.dtype.is_float else x.to(get_default_dtype())
 
 
 def _is_one(value: Any) -> bool:

@@ -17,7 +17,7 @@ so a new batch of the same shape reuses the compiled function; 0-d constants
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Hashable, Iterable, Sequence
+from typing import Any, Hashable, Sequence
 
 import numpy as np
 
@@ -27,7 +27,7 @@ from kiln.compiler.ir.builder import Builder
 from kiln.compiler.ir.core import Graph, Op, Value
 from kiln.compiler.ir.types import TensorType
 from kiln.compiler.passes.manager import PassManager
-from kiln.frontend.eager_values import ARRAYS, PARAMETERS, updates
+from kiln.frontend.eager_values import ARRAYS, GRAD_TENSORS, PARAMETERS, updates
 from kiln.frontend.module import Parameter
 from kiln.frontend.trace import located_error
 from kiln.runtime.eager import op_signature
@@ -171,18 +171,34 @@ def chain_of(outputs: Sequence[Value]) -> list[Op]:
     return order
 
 
-def backward(loss: Any, gradient: Any = None, inputs: Iterable[Parameter] | None = None) -> None:
-    """Add d(loss)/d(parameter) (weighted by ``gradient`` for a non-scalar loss) to each trained parameter's ``.grad``."""
-    wanted = None if inputs is None else {id(p) for p in ([inputs] if isinstance(inputs, Parameter) else inputs)}
-    chain = EagerChain([loss.value], wanted)
+def backward(loss: Any, gradient: Any = None, inputs: Any = None) -> None:
+    """Add d(loss)/d(parameter) (weighted by ``gradient`` for a non-scalar loss) to each trained parameter's ``.grad``,
+    and d(loss)/d(tensor) to each marked tensor's (``requires_grad_()``, ``retain_grad()``) the loss depends on.
+    ``inputs`` (parameters or eager tensors) limits the accumulation to those."""
+    chosen = None if inputs is None else list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+    wanted = None if chosen is None else {id(p) for p in chosen if isinstance(p, Parameter)}
+    marked = _marked(loss.value) if chosen is None else [t for t in chosen if not isinstance(t, Parameter)]
+    chain = EagerChain([loss.value], wanted, [t.value for t in marked])
     trained = chain.trained
-    if not trained:
+    reached = [t for t, value in zip(marked, chain.targets) if value is not None]
+    if not trained and not reached:
         raise located_error("backward(): the tensor does not depend on any parameter that requires a gradient (a float "
-                            "kiln.nn.Parameter with requires_grad=True), so there is nothing to differentiate")
-    seed = _seed(loss, gradient)
-    grads = run_backward(chain, [seed])
-    for parameter, grad in zip(trained, grads):
-        _accumulate(parameter, np.asarray(grad))
+                            "kiln.nn.Parameter with requires_grad=True) or on a tensor marked by requires_grad_(), so "
+                            "there is nothing to differentiate")
+    grads = run_backward(chain, [_seed(loss, gradient)])
+    for owner, grad in zip([*trained, *reached], grads):
+        _accumulate(owner, np.asarray(grad))
+
+
+def _marked(loss: Value) -> list[Any]:
+    """The live tensors marked by ``requires_grad_()``/``retain_grad()`` whose values ``loss`` depends on."""
+    if not GRAD_TENSORS:
+        return []
+    values = {id(loss): loss}
+    for op in chain_of([loss]):
+        values.update((id(v), v) for v in op.operands)
+    tensors = [GRAD_TENSORS[v]() for v in values.values() if v in GRAD_TENSORS]
+    return [t for t in tensors if t is not None]
 
 
 def run_backward(chain: EagerChain, seeds: Sequence[np.ndarray | None]) -> list[np.ndarray]:
@@ -214,10 +230,10 @@ def _compile(graph: Graph) -> Executable:
     return get_backend("numpy").compile(graph)
 
 
-def _accumulate(parameter: Parameter, grad: np.ndarray) -> None:
-    """``parameter.grad += grad`` as PyTorch's backward does (a copy: the compiled function may reuse its buffers)."""
-    current = getattr(parameter, "grad", None)
+def _accumulate(owner: Any, grad: np.ndarray) -> None:
+    """``owner.grad += grad`` as PyTorch's backward does (a copy: the compiled function may reuse its buffers)."""
+    current = getattr(owner, "grad", None)
     if current is None:
-        parameter.grad = np.array(grad, dtype=parameter._data.dtype)
+        owner.grad = np.array(grad, dtype=owner.dtype.numpy)
     else:
         current += grad

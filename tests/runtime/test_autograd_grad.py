@@ -176,3 +176,44 @@ def test_traced_grad_without_create_graph_is_a_constant_to_later_differentiation
         return (g * v).sum()                            # d/dv = g (not g + 6 v^2)
 
     np.testing.assert_allclose(kiln.grad(loss)(w), 3 * w ** 2, rtol=1e-12)
+
+
+def test_requires_grad_on_a_batch_gives_its_grad_as_torch_saliency():
+    torch, net, twin, x = _twins(8)
+    kx, tx = kiln.tensor(x).requires_grad_(), torch.tensor(x).requires_grad_()
+    hidden, torch_hidden = net[0](kx), twin[0](tx)
+    hidden.retain_grad()
+    torch_hidden.retain_grad()
+    net[2](net[1](hidden))[2, 1].backward()
+    twin[2](twin[1](torch_hidden))[2, 1].backward()
+    np.testing.assert_allclose(kx.grad, tx.grad.numpy(), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(hidden.grad, torch_hidden.grad.numpy(), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(net[0].weight.grad, twin[0].weight.grad.numpy(), rtol=1e-12)
+    assert kx.requires_grad and kx.is_leaf and hidden.requires_grad and not kiln.tensor(x).requires_grad
+    assert not net(kx).detach().requires_grad and not net(kx).is_leaf
+
+
+def test_backward_inputs_limit_which_grads_accumulate():
+    _, net, _, x = _twins(9)
+    kx = kiln.tensor(x).requires_grad_()
+    net(kx).sum().backward(inputs=[kx])
+    assert kx.grad is not None and all(p.grad is None for p in net.parameters())
+    net(kx).sum().backward()
+    np.testing.assert_allclose(kx.grad, 2 * kiln.autograd.grad(net(kx).sum(), kx)[0].numpy())  # accumulated
+
+
+def test_parameter_requires_grad_false_freezes_it_eagerly_and_in_a_compiled_step():
+    _, net, _, x = _twins(10)
+    net[0].weight.requires_grad_(False)
+    assert not net[0].weight.requires_grad and net[0].bias.requires_grad
+    net(kiln.tensor(x)).sum().backward()
+    assert net[0].weight.grad is None and net[0].bias.grad is not None
+    before = np.array(net[0].weight.data)
+    step = kiln.compile_train_step(net, lambda out, y: F.mse_loss(out, y), kiln.optim.SGD(net.parameters(), lr=0.1))
+    step(x, np.zeros((5, 4)))
+    np.testing.assert_array_equal(net[0].weight.data, before)
+
+
+def test_requires_grad_on_an_integer_tensor_is_refused():
+    with pytest.raises(kiln.KilnError, match="only floating-point tensors can require gradients, not int64"):
+        kiln.tensor(np.arange(3)).requires_grad_()
