@@ -31,6 +31,7 @@ import ast
 import contextlib
 import importlib
 import importlib.util
+import inspect
 import io
 import os
 import re
@@ -124,7 +125,7 @@ def test_every_python_block_parses(block):
 def fake_cupy(monkeypatch):
     """The NumPy stand-in for CuPy in ``sys.modules``, with the CuPy table and kernel cache emptied around it (as
     tests/backends_cupy/conftest.py's ``fake`` fixture does)."""
-    sys.path.insert(0, str(ROOT / "tests" / "backends_cupy"))
+    _importable(ROOT / "tests" / "backends_cupy")
     import fake_cupy as stand_in
     from kiln.backends.cupy import launch
     from kiln.backends.cupy.lowering import cupy_table
@@ -134,6 +135,12 @@ def fake_cupy(monkeypatch):
     yield lambda: stand_in.install(monkeypatch)
     cupy_table.cache_clear()
     launch._KERNELS.clear()
+
+
+def _importable(folder: Path) -> None:
+    """Put ``folder`` (scripts or test helpers, not a package) on ``sys.path`` once."""
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
 
 
 def _run(block: Block, namespace: dict) -> str:
@@ -329,6 +336,25 @@ def test_every_pass_named_in_the_prose_exists():
     _pipeline(",".join(named), "README.md")
 
 
+def test_every_backend_option_and_environment_variable_in_the_prose_exists():
+    """`NumpyBackend(profile=True)`, `CupyBackend(tf32=True)`...: constructor keywords; `KILN_*`: read somewhere."""
+    from kiln.backends.cupy import CupyBackend
+    from kiln.backends.numpy import NumpyBackend
+
+    text = README.read_text()
+    options = re.findall(r"(NumpyBackend|CupyBackend)\((\w+)=", text)
+    assert len(options) >= 3
+    for backend, keyword in options:
+        assert keyword in inspect.signature({"NumpyBackend": NumpyBackend, "CupyBackend": CupyBackend}[backend]).parameters, (
+            f"README.md: {backend} takes no {keyword}=")
+    sources = "".join(path.read_text() for folder in ("backends", "runtime", "compiler", "frontend", "kiln", "tests")
+                      for path in (ROOT / folder).rglob("*.py")) + (ROOT / ".ci" / "run").read_text()
+    variables = set(re.findall(r"KILN_[A-Z0-9_]+", text))
+    assert len(variables) > 3
+    unread = sorted(variable for variable in variables if sources.count(variable) == 0)
+    assert not unread, f"README.md names environment variables nothing reads: {unread}"
+
+
 def test_every_kiln_name_in_the_prose_exists():
     names = {match.group(0) for code in _inline_code() for match in [re.match(r"kiln(\.\w+)+", code)] if match}
     assert len(names) > 30
@@ -355,7 +381,7 @@ def test_kl_divergence_pair_count():
 
 def test_mlp_digits_accuracy():
     """"the held-out accuracy (about 97.8% ...)": examples/mlp_digits.py with its defaults, seeded."""
-    sys.path.insert(0, str(ROOT / "examples"))
+    _importable(ROOT / "examples")
     import mlp_digits
 
     claimed = float(_claim(r"held-out accuracy \(about ([\d.]+)%").group(1))
@@ -363,11 +389,12 @@ def test_mlp_digits_accuracy():
     assert accuracy == claimed, f"README.md says about {claimed}%; examples/mlp_digits.py reaches {accuracy}%"
 
 
-def test_compile_table_op_count():
-    """The compile-time table's ops column at 2 layers: the W4 GPT's step graph after the step's passes."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
+@pytest.mark.parametrize("layers", [2, 6])
+def test_compile_table_op_count(layers):
+    """The compile-time table's ops column (the shallow rows): the W4 GPT's step graph after the step's passes."""
+    _importable(ROOT / "benchmarks")
     from gpt_workload import GPTConfig, compile_phases
 
-    claimed = int(_claim(r"\| 2 \| (\d+) \| [\d.]+ ms \|").group(1))
-    ops = compile_phases(GPTConfig(layers=2))["ops"]
-    assert ops == claimed, f"README.md's compile table says {claimed} ops at 2 layers; the W4 step has {ops}"
+    claimed = int(_claim(rf"\| {layers} \| (\d+) \| [\d.]+ ms \|").group(1))
+    ops = compile_phases(GPTConfig(layers=layers))["ops"]
+    assert ops == claimed, f"README.md's compile table says {claimed} ops at {layers} layers; the W4 step has {ops}"
