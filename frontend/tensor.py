@@ -240,7 +240,12 @@ class Tensor(EagerMethods, InPlaceMethods, TorchMethods, MathMethods, DeviceMeth
         return self.transpose()
 
     def detach(self) -> "Tensor":
-        """The same values with no gradient flowing back through them (``tensor.stop_gradient``), as PyTorch's."""
+        """The same values with no gradient flowing back through them (``tensor.stop_gradient``), as PyTorch's. Outside
+        a trace, a new leaf sharing the array, as PyTorch's: a later ``backward()`` neither walks nor recomputes the ops
+        before it (``repackage_hidden``'s ``h.detach()`` between two batches, after the weights were updated in place)."""
+        context = TraceContext.current()
+        if context.eager:
+            return Tensor(context.without_gradient(self.value))
         return apply("tensor.stop_gradient", self)
 
     def transpose(self, dim0: int | None = None, dim1: int | None = None) -> "Tensor":
