@@ -44,10 +44,21 @@ def count_update(parameter: Any) -> None:
     parameter.__dict__["eager_updates"] = updates(parameter) + 1
 
 
+def eager_leaf(array: Any) -> Any:
+    """A new eager tensor holding ``array`` (not copied), with no chain behind it."""
+    from kiln.compiler.ir.types import TensorType
+    from kiln.frontend.tensor import Tensor  # lazily: the tensor builds on this module
+
+    array = np.asarray(array)
+    value = Value(TensorType.of_array(array), None, 0, None)
+    ARRAYS[value] = array
+    return Tensor(value)
+
+
 def eager_array(tensor: Any) -> np.ndarray | None:
     """The array of an eager ``Tensor`` (not a ``Parameter``, which has ``.data``), else None."""
     value = tensor.__dict__.get("_value")
     return None if value is None else ARRAYS.get(value)
 
 
-__all__ = ["ARRAYS", "GRAD_TENSORS", "PARAMETERS", "count_update", "eager_array", "updates"]
+__all__ = ["ARRAYS", "GRAD_TENSORS", "PARAMETERS", "count_update", "eager_array", "eager_leaf", "updates"]

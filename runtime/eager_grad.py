@@ -24,7 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from kiln.compiler.ir.core import Graph, Value
-from kiln.frontend.eager_values import ARRAYS
+from kiln.frontend.eager_values import ARRAYS, eager_leaf
 from kiln.frontend.module import Parameter
 from kiln.frontend.trace import TraceContext, located_error
 from kiln.runtime.eager_backward import EagerChain, run_backward
@@ -72,18 +72,8 @@ def _array(seed: Any) -> np.ndarray | None:
 
 
 def _leaf(array: np.ndarray) -> Any:
-    """A new eager tensor holding ``array`` (a copy: the compiled backward may reuse its buffers), with no chain."""
-    from kiln.frontend.tensor import Tensor
-
-    value = Value(_type_of(array), None, 0, "grad")
-    ARRAYS[value] = np.array(array)
-    return Tensor(value)
-
-
-def _type_of(array: np.ndarray) -> Any:
-    from kiln.compiler.ir.types import TensorType
-
-    return TensorType.of_array(array)
+    """A new eager tensor holding a copy of ``array`` (the compiled backward may reuse its buffers), with no chain."""
+    return eager_leaf(np.array(array))
 
 
 def _replayed(chain: EagerChain, seeds: Sequence[Any]) -> list[Any]:

@@ -44,6 +44,7 @@ from kiln.compiler.ir.types import format_shape
 from kiln.frontend.tensor import Tensor
 from kiln.frontend.trace import TraceContext, as_value, located_error
 from kiln.runtime.pytree import Structure, flatten, unflatten
+from kiln.runtime.eager_transforms import on_eager_tensors
 from kiln.runtime.traced_transform import Compiled, TracedTransform
 
 
@@ -193,7 +194,8 @@ def _pushforward(transform: _Transform, primals: tuple[Any, ...], tangents: tupl
 def vjp(fn: Callable[..., Any], *primals: Any, has_aux: bool = False, backend: str = "numpy") -> Any:
     """``(fn(*primals), vjp_fn)`` (and ``aux`` with ``has_aux``): ``vjp_fn(u)`` is ``u^T J``, a tuple with one
     cotangent per primal, for ``u`` nested as ``fn``'s outputs."""
-    if any(isinstance(leaf, Tensor) for leaf in flatten(primals)[0]):
+    leaves = flatten(primals)[0]
+    if any(isinstance(leaf, Tensor) for leaf in leaves) and not on_eager_tensors(leaves):
         return trace_vjp(fn, primals, has_aux)
     result = _Transform(fn, has_aux, _forward, "vjp", backend)(*primals)
     outputs, aux = result if has_aux else (result, None)

@@ -29,6 +29,7 @@ from kiln.frontend.module import Module, Parameter
 from kiln.frontend.optim import Optimizer
 from kiln.frontend.tensor import Tensor
 from kiln.frontend.trace import TensorSpec, TraceContext, trace_context
+from kiln.runtime.eager_transforms import as_eager, on_eager_tensors
 from kiln.runtime.batch_dims import batch_signature, batch_specs
 from kiln.runtime.executable import Executable
 from kiln.runtime.forward_mode import alias
@@ -51,6 +52,8 @@ class GradFunction:
         self.__name__ = f"grad_{getattr(self.fn, '__name__', 'fn')}"
 
     def __call__(self, *args: Any) -> Any:
+        if on_eager_tensors(args):
+            return as_eager(self._run(*args))
         if any(isinstance(arg, Tensor) for arg in args):
             return self.trace_into(*args)
         return self._run(*args)

@@ -16,6 +16,7 @@ from kiln.compiler.errors import KilnError
 from kiln.compiler.ir.types import DType
 from kiln.frontend.tensor import Tensor
 from kiln.frontend.trace import TensorSpec, trace_context
+from kiln.runtime.eager_transforms import as_eager, on_eager_tensors
 from kiln.runtime.executable import Executable
 from kiln.runtime.pytree import Structure, flatten, unflatten
 
@@ -38,7 +39,10 @@ class TracedTransform:
         self.__name__ = f"{prefix}_{getattr(fn, '__name__', 'fn')}"
 
     def __call__(self, *args: Any) -> Any:
-        if any(isinstance(leaf, Tensor) for leaf in flatten(args)[0]):
+        leaves = flatten(args)[0]
+        if on_eager_tensors(leaves):
+            return as_eager(self._run(args))
+        if any(isinstance(leaf, Tensor) for leaf in leaves):
             return self.trace_into(*args)
         return self._run(args)
 
