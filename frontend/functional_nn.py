@@ -42,7 +42,7 @@ def rsqrt(input: Tensor) -> Tensor:
 
 
 def clamp(input: Tensor, min: float | None = None, max: float | None = None) -> Tensor:  # noqa: A002
-    return apply("tensor.clip", input, min=min, max=max)
+    return input.clamp(min, max)
 
 
 clip = clamp

@@ -27,6 +27,7 @@ from kiln.frontend.tensor_math import MathMethods
 from kiln.frontend.tensor_more import MoreMethods
 from kiln.frontend.tensor_type_call import TensorTypeCall
 from kiln.frontend.tensor_methods import TorchMethods, _flatten_args, _floating, _is_one
+from kiln.frontend.torch_dtypes import get_default_dtype
 from kiln.frontend.trace import TraceContext, located_error
 
 
@@ -460,7 +461,9 @@ class Tensor(EagerMethods, InPlaceMethods, TorchMethods, MathMethods, DeviceMeth
         """``min(max(x, min), max)``. Number bounds are one ``tensor.clip``; a tensor bound is a ``where``, which
         broadcasts and, as PyTorch, sends the gradient to the bound where it wins, to ``x`` elsewhere."""
         if not isinstance(min, Tensor) and not isinstance(max, Tensor):
-            return apply("tensor.clip", self, min=min, max=max)
+            target = _promoted_dtype("tensor.clip", [self.dtype], [bound for bound in (min, max) if bound is not None])
+            source = self if target is self.dtype else self.to(target)  # int_tensor.clamp(min=0.5) is float, as torch
+            return apply("tensor.clip", source, min=min, max=max)
         result = self
         if min is not None:
             result = apply("tensor.where", apply("tensor.less", result, min), min, result)
@@ -554,7 +557,8 @@ PROMOTING_OPS = frozenset({"tensor.add", "tensor.sub", "tensor.mul", "tensor.div
 def promoted(op_name: str, operands: tuple[Any, ...]) -> tuple[Any, ...]:
     """PyTorch's type promotion for arithmetic, comparisons and ``where``'s values (its condition stays bool): tensors
     of mixed dtypes compute in the widest (float over int over bool: ``x_f64 + torch.zeros(3)``, ``counts * x``);
-    integer or bool tensors meeting a Python float (``lengths * 0.5``) or divided (true division) in float32; bool
+    integer or bool tensors meeting a Python float (``lengths * 0.5``) or divided (true division) in the default float
+    dtype (float32 unless ``kiln.set_default_dtype`` says otherwise); bool
     tensors meeting a Python int (``mask * 2``) in int64. A Python number alone takes the tensors' dtype."""
     first = 1 if op_name == "tensor.where" else 0
     values = operands[first:]
@@ -575,7 +579,7 @@ def _promoted_dtype(op_name: str, dtypes: list[DType], numbers: list[Any]) -> DT
     if widest.is_float:
         return widest
     if op_name == "tensor.div" or any(isinstance(n, float) for n in numbers):
-        return DType.f32
+        return get_default_dtype()  # kiln.set_default_dtype's, as torch's (float32 unless set)
     if widest is DType.bool and any(not isinstance(n, bool) for n in numbers):
         return DType.i64
     return widest
