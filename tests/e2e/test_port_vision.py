@@ -19,6 +19,7 @@ Where kiln still needs a different idiom than PyTorch's the port says so in a co
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -43,11 +44,16 @@ def _libraries(name):
 def _digits(count: int, offset: int = 0):
     """``count`` digits from ``offset``, normalised as the MNIST example's transform does (mean 0.1307, std 0.3081 of
     MNIST: the digits' own here), as float64 images ``(N, 1, 8, 8)`` and int64 labels."""
+    x, y = _all_digits()
+    return x[offset:offset + count].reshape(-1, 1, 8, 8), y[offset:offset + count]
+
+
+@functools.lru_cache(maxsize=1)
+def _all_digits():
     from kiln.runtime.data import load_digits
 
     x, y = load_digits()
-    x = (x.astype(np.float64) - x.mean()) / x.std()
-    return x[offset:offset + count].reshape(-1, 1, 8, 8), y[offset:offset + count]
+    return (x.astype(np.float64) - x.mean()) / x.std(), y
 
 
 def _batches(lib, x, y, batch_size):
@@ -195,3 +201,86 @@ def test_mnist_cnn_with_dropout_trains_and_its_saved_state_dict_reloads(tmp_path
     reloaded.load_state_dict(kiln.load(tmp_path / "mnist_cnn.pt"))
     x_test, y_test = _digits(60, offset=1000)
     assert mnist_test(kiln, F, reloaded, None, [(x_test.astype(np.float32), y_test)]) == pytest.approx(history[-1][1], rel=1e-6)
+
+
+# --- mnist_rnn/main.py ------------------------------------------------------------------------------------------------
+
+
+def mnist_rnn_net(lib, nn, F, dropout=(0.25, 0.5)):
+    class Net(nn.Module):
+        def __init__(self):
+            super(Net, self).__init__()
+            self.rnn = nn.LSTM(input_size=8, hidden_size=16, batch_first=True)
+            self.batchnorm = nn.BatchNorm1d(16)
+            self.dropout1 = nn.Dropout2d(dropout[0])
+            self.dropout2 = nn.Dropout2d(dropout[1])
+            self.fc1 = nn.Linear(16, 12)
+            self.fc2 = nn.Linear(12, 10)
+
+        def forward(self, input):
+            # (batch, 1, 8, 8) -> (batch, 8 rows, 8 pixels), as the RNN wants with batch_first=True
+            input = input.reshape(-1, 8, 8)
+            output, hidden = self.rnn(input)
+            output = output[:, -1, :]  # the last step's output
+            output = self.batchnorm(output)
+            output = self.dropout1(output)
+            output = self.fc1(output)
+            output = F.relu(output)
+            output = self.dropout2(output)
+            output = self.fc2(output)
+            output = F.log_softmax(output, dim=1)
+            return output
+
+    return Net()
+
+
+def _rnn_twins():
+    torch = require_torch()
+    kiln.manual_seed(3)
+    model = mnist_rnn_net(*_libraries("kiln"), dropout=(0.0, 0.0)).double()
+    twin = mnist_rnn_net(*_libraries("torch"), dropout=(0.0, 0.0)).double()
+    _same_weights(torch, model, twin)
+    return torch, model, twin
+
+
+def _rnn_optimizer(lib, model):
+    optimizer = lib.optim.Adadelta(model.parameters(), lr=0.1)
+    return optimizer, lib.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.7)
+
+
+def test_mnist_rnn_eager_loop_matches_torch_in_float64():
+    torch, model, twin = _rnn_twins()
+    x, y = _digits(64)
+    x_test, y_test = _digits(40, offset=1200)
+    for lib, net in ((kiln, model), (torch, twin)):
+        F = _libraries("kiln" if lib is kiln else "torch")[2]
+        optimizer, scheduler = _rnn_optimizer(lib, net)
+        net.results = []
+        for epoch in range(2):
+            losses = mnist_train(F, net, None, _batches(lib, x, y, 16), optimizer)
+            net.results.append((losses, mnist_test(lib, F, net, None, _batches(lib, x_test, y_test, 20))))
+            scheduler.step()
+    for (losses, (test_loss, correct)), (torch_losses, (torch_test_loss, torch_correct)) in zip(model.results, twin.results):
+        np.testing.assert_allclose(losses, torch_losses, rtol=1e-10)
+        assert test_loss == pytest.approx(torch_test_loss, rel=1e-10) and correct == torch_correct
+    _assert_same_state(model, twin)  # the LSTM's weights and BatchNorm1d's running statistics
+
+
+def test_mnist_rnn_compiled_step_matches_torch_in_float64():
+    torch, model, twin = _rnn_twins()
+    optimizer, scheduler = _rnn_optimizer(kiln, model)
+    torch_optimizer, torch_scheduler = _rnn_optimizer(torch, twin)
+    step = kiln.compile_train_step(model, kiln.nn.functional.nll_loss, optimizer)
+    x, y = _digits(64)
+    for epoch in range(2):
+        for xb, yb in _batches(kiln, x, y, 16):
+            loss = float(step(xb, yb))
+            torch_optimizer.zero_grad()
+            expected = torch.nn.functional.nll_loss(twin(torch.tensor(np.asarray(xb))), torch.tensor(np.asarray(yb)))
+            expected.backward()
+            torch_optimizer.step()
+            assert loss == pytest.approx(expected.item(), rel=1e-10)
+        scheduler.step(), torch_scheduler.step()
+    _assert_same_state(model, twin)
+    model.eval(), twin.eval()
+    np.testing.assert_allclose(kiln.compile(model)(x[:10]), twin(torch.tensor(x[:10])).detach().numpy(), **TIGHT)
