@@ -8,6 +8,7 @@ kiln.autograd.backward([loss1, loss2])                         # .grad of the pa
 ```
 """
 
+from kiln.autograd import functional
 from kiln.frontend.autograd import backward, grad
 from kiln.frontend.custom_function import Function, FunctionCtx
 
