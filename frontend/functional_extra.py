@@ -11,7 +11,8 @@ Nothing here adds an op; each is a few existing functions:
 - ``lp_pool`` is PyTorch's formula over ``avg_pool``: ``(sign(f) relu(|f|) K)^(1/p)`` with ``f`` the mean of ``x^p``.
 - ``max_unpool`` places each value at its index by a one-hot comparison with the output positions (``(N, C, L, O)``),
   so a symbolic batch stays symbolic; a position several indices hit takes the last value, as PyTorch's CPU kernel,
-  and each of them the gradient there, as PyTorch's backward (a gather).
+  and each of them the gradient there, as PyTorch's backward (a gather). An index outside the output raises when
+  its values are known (eagerly), as PyTorch's; in a compiled program it writes nothing.
 - ``embedding_bag`` reduces the looked-up rows over a bag-membership matrix built by comparing the positions with
   ``offsets``: ``(B, T)``, static in shape whatever the offsets hold.
 """
@@ -24,6 +25,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from kiln.frontend.eager_values import eager_array
 from kiln.frontend.functional_conv import conv_transpose2d, single_size
 from kiln.frontend.functional_conv3d import avg_pool3d, batched_volume, max_pool3d, triple
 from kiln.frontend.functional_nn import _pair, avg_pool2d, batched_pool_input, embedding_padding_index, like_pool_input, max_pool2d, pad
@@ -178,6 +180,7 @@ def _unpool(function: str, input: Tensor, indices: Tensor, kernel: tuple, stride
     if tuple(indices.shape) != tuple(input.shape) or not indices.dtype.is_int:
         raise located_error(f"{function}: indices {indices.type} must be integers shaped as the input {input.type}")
     size = _unpool_size(function, input, kernel, stride, padding, output_size)
+    _check_unpool_indices(function, indices, size)
     batch, channels, plane = batched.shape[0], batched.shape[1], int(np.prod(batched.shape[2:]))
     values = batched.reshape(batch, channels, plane, 1)
     hits = indices.reshape(batch, channels, plane, 1).eq(_constant(np.arange(int(np.prod(size)))))
@@ -188,6 +191,19 @@ def _unpool(function: str, input: Tensor, indices: Tensor, kernel: tuple, stride
     output = kept + (every - every.detach())  # the last write's value; each written value's gradient, PyTorch's gather
     output = output.reshape((batch, channels) + tuple(size))
     return output if input.ndim == spatial + 2 else output.squeeze(0)
+
+
+def _check_unpool_indices(function: str, indices: Tensor, size: tuple[int, ...]) -> None:
+    """Indices known now (eager ones) must fall in the output plane, as PyTorch checks; a traced tensor's values are
+    not known until it runs, and there an index outside the plane writes nothing (no check op to raise at run time)."""
+    array = eager_array(indices)
+    plane = int(np.prod(size))
+    bad = None if array is None else np.argwhere((array < 0) | (array >= plane))
+    if bad is not None and len(bad):
+        position = tuple(int(i) for i in bad[0])
+        raise located_error(f"{function}: index {int(array[position])} at {position} is outside the output plane "
+                            f"{'x'.join(map(str, size))} (flat indices in [0, {plane})); pass the indices max_pool returned "
+                            "for this geometry, or the output_size it pooled from")
 
 
 def _unpool_size(function: str, input: Tensor, kernel: tuple, stride: tuple, padding: tuple, output_size: Any) -> tuple[int, ...]:
