@@ -407,3 +407,48 @@ def test_compile_table_op_count(layers):
     claimed = int(_claim(rf"\| {layers} \| (\d+) \| [\d.]+ ms \|").group(1))
     ops = compile_phases(GPTConfig(layers=layers))["ops"]
     assert ops == claimed, f"README.md's compile table says {claimed} ops at {layers} layers; the W4 step has {ops}"
+
+
+def _benchmark_step(name: str):
+    """The compiled kiln step of benchmarks/train_step.py's workload ``name`` (W1-W6), after its compiling call."""
+    _importable(ROOT / "benchmarks")
+    import train_step
+    from kiln.runtime.train_step import DEFAULT_PIPELINE
+
+    workload = train_step.WORKLOADS[name]
+    if name in ("W1", "W2", "W3"):
+        return train_step.kiln_step(workload, DEFAULT_PIPELINE)[2], train_step
+    _, config, kiln_builder, _, _ = train_step.model_workload(workload)
+    return kiln_builder(config)[2], train_step
+
+
+def _as_shown(value: float, shown: str) -> str:
+    """``value`` with as many decimals as ``shown`` has."""
+    return f"{value:.{len(shown.partition('.')[2])}f}"
+
+
+@pytest.mark.parametrize("name", ["W1", "W2", "W3", "W4", "W5"])
+def test_benchmark_table_memory_plan_column(name):
+    """"memory plan vs one allocation per value": the planned buffers' MiB, one allocation per value's, the saving.
+    W6 is left out: its unrolled 64-step LSTM takes half a minute to compile on a shared 2-core machine."""
+    step, train_step = _benchmark_step(name)
+    memory = train_step.memory_bytes(step, train_step.WORKLOADS[name].batch)
+    pooled, unplanned = memory["pooled"] / 2**20, memory["unplanned"] / 2**20
+    claim = _claim(rf"\| {name} \|[^\n]*?\| (([\d.]+) vs ([\d.]+) MiB \(-\d+%\)) \|")
+    shown = f"{_as_shown(pooled, claim.group(2))} vs {_as_shown(unplanned, claim.group(3))} MiB (-{100 * (1 - pooled / unplanned):.0f}%)"
+    assert shown == claim.group(1), f"README.md's benchmark table says {name} plans {claim.group(1)}; the step plans {shown}"
+    if name == "W1":
+        peak = _claim(r"W1's peak went from [\d.]+ to ([\d.]+) MiB").group(1)
+        assert _as_shown(memory["peak"] / 2**20, peak) == peak, f"README.md says W1's peak is {peak} MiB: {memory['peak'] / 2**20:.3f}"
+
+
+@pytest.mark.parametrize("layers", [2, 6])
+def test_checkpointed_gpt_memory_peaks(layers):
+    """"W4's GPT with every block checkpointed: 34.9 against 29.7 MiB at 2 layers" (benchmarks/checkpoint_memory.py):
+    the memory plan's peak without and with checkpointing."""
+    _importable(ROOT / "benchmarks")
+    from checkpoint_memory import variant
+
+    claim = _claim(rf"([\d.]+) against ([\d.]+) MiB at {layers}\b")
+    peaks = [_as_shown(variant(layers, checkpointed)[1]["peak"] / 2**20, claim.group(1)) for checkpointed in (False, True)]
+    assert peaks == [claim.group(1), claim.group(2)], f"README.md says {claim.group(0)}; the plans peak at {peaks} MiB"
