@@ -114,6 +114,15 @@ def clear_grads(parameters: Any, set_to_none: bool) -> None:
             parameter.grad[...] = 0
 
 
+def _kept_after_the_trace(tensor: Tensor) -> Tensor:
+    """A traced tensor a module keeps (``self.src_mask = mask`` in ``forward``): an eager one with its values when it
+    is computed from constants alone, so code after the trace can still use it, as PyTorch's cached tensor."""
+    from kiln.runtime.eager import constant_leaf  # lazily: the runtime builds on the frontend
+
+    leaf = constant_leaf(tensor.value)
+    return tensor if leaf is None else Tensor(leaf)
+
+
 class Buffer(Parameter):
     """A non-trainable array a module keeps (BatchNorm's running statistics), saved in ``state_dict``.
 
@@ -149,6 +158,8 @@ class Module(HookMethods):
                 other.pop(name, None)
         if registry is not None:
             registry[name] = value  # a replaced entry keeps its place in the order, as PyTorch's
+        elif type(value) is Tensor and TraceContext.active():
+            value = _kept_after_the_trace(value)
         object.__setattr__(self, name, value)
 
     def __delattr__(self, name: str) -> None:

@@ -97,6 +97,39 @@ def _operand_array(name: str, value: Value) -> np.ndarray:
     return array
 
 
+def constant_leaf(value: Value) -> Value | None:
+    """An eager leaf holding the array of the traced ``value``, if ``value`` is computed from constants alone (with
+    static shapes); else None. Its ops run now, while the trace still holds them.
+
+    PyTorch programs cache such tensors on a module during ``forward`` (word_language_model's
+    ``self.src_mask = self._generate_square_subsequent_mask(len(src))``); traced by ``kiln.compile_train_step``,
+    the cached mask becomes this leaf (``Module.__setattr__``), so eager code after the step may keep using it.
+    """
+    if not all(isinstance(dim, int) for dim in value.type.shape):
+        return None
+    try:
+        array = _constant_array(value)
+    except RecursionError:  # a chain deeper than Python's stack: an activation, not a mask
+        return None
+    if array is None:
+        return None
+    leaf = Value(value.type, None, 0, value.name_hint)
+    ARRAYS[leaf] = array
+    return leaf
+
+
+def _constant_array(value: Value) -> np.ndarray | None:
+    op = value.producer
+    if op is None:
+        return ARRAYS.get(value)  # an eager leaf has its array; a graph input (parameter, batch, seed) has none
+    if op.name == "tensor.constant":
+        return np.asarray(op.attrs["value"])
+    arrays = [_constant_array(operand) for operand in op.operands]
+    if any(array is None for array in arrays):
+        return None
+    return run_op(op, arrays)[value.index]
+
+
 _EXECUTABLES: dict[Hashable, Executable] = {}
 EXECUTABLES_LIMIT = 4096
 """One-op functions kept (by op signature: a new batch size is a new signature); the oldest goes first."""
@@ -146,4 +179,4 @@ def install() -> None:
     TraceContext.fallback = eager_context
 
 
-__all__ = ["EagerContext", "eager_context", "install", "op_signature", "run_op"]
+__all__ = ["EagerContext", "constant_leaf", "eager_context", "install", "op_signature", "run_op"]
