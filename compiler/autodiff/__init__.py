@@ -8,6 +8,7 @@ from kiln.compiler.autodiff import rules_linalg  # noqa: F401  (registers the li
 from kiln.compiler.autodiff import rules_linalg_factor  # noqa: F401  (registers the QR, LU and matrix_exp rules)
 from kiln.compiler.autodiff import rules_linalg_spectral  # noqa: F401  (registers eigh's and svd's rules into VJP_RULES)
 from kiln.compiler.autodiff import rules_scan  # noqa: F401  (registers the running scans' rules into VJP_RULES)
+from kiln.compiler.autodiff import rules_custom  # noqa: F401  (registers custom.vjp's rule: the user's backward, inlined)
 from kiln.compiler.autodiff.differentiate import Autodiff, AutodiffError, differentiate, differentiate_outputs, unbroadcast
 from kiln.compiler.autodiff.rules import VJP_RULES, vjp_rule
 

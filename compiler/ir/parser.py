@@ -58,7 +58,7 @@ _INTEGER = re.compile(r"-?[0-9]+")
 _DIM = re.compile(r"[0-9]+|([0-9]+\*)?[A-Za-z_][A-Za-z0-9_]*(\*[A-Za-z_][A-Za-z0-9_]*)*")
 _KEYWORD_KINDS = ("punct", "word")
 _SCALAR_HINT = "a number, true or false"
-_ATTR_HINT = "an attribute value: a number, a \"string\", true/false, a dtype, a [list] or dense<...>"
+_ATTR_HINT = "an attribute value: a number, a \"string\", true/false, a dtype, a [list], dense<...> or a func"
 
 
 @dataclass(frozen=True)
@@ -157,15 +157,15 @@ class _Parser:
                   ":" "(" [type, ...] ")" "->" (type | "(" [type, ...] ")") [region]
     region     := "checkpoint" "(" int ["," "output"] ")" | "recompute" "(" int ")"
     return     := "return" [%a, ... ":" type, ...]
-    attr       := int | float | true | false | "string" | dtype | "[" [attr, ...] "]" | dense
+    attr       := int | float | true | false | "string" | dtype | "[" [attr, ...] "]" | dense | function
     dense      := "dense" "<" (scalar | nested lists of scalars) ">"
     ```
     """
 
-    def __init__(self, source: Source):
+    def __init__(self, source: Source, tokens: list[Token] | None = None, index: int = 0):
         self.source = source
-        self.tokens = tokenize(source)
-        self.index = 0
+        self.tokens = tokenize(source) if tokens is None else tokens
+        self.index = index
         self.graph = Graph()
         self.scope: dict[str, tuple[Value, Token]] = {}
 
@@ -229,6 +229,18 @@ class _Parser:
     # The function: func @name(%a: type, ...) { op* return }.
 
     def parse_function(self) -> Graph:
+        self.parse_function_body()
+        self.expect_kind("eof", "the end of the input after the function's closing '}'")
+        return self.graph
+
+    def parse_nested_function(self) -> Graph:
+        """A sub-graph attribute (``backward = func @f(...) {...}``): a function with its own names, read in place."""
+        inner = _Parser(self.source, self.tokens, self.index)
+        graph = inner.parse_function_body()
+        self.index = inner.index
+        return graph
+
+    def parse_function_body(self) -> Graph:
         self.expect("func", "to start the function")
         self.graph.name = self.expect_kind("symbol", "a function name like @main").text[1:]
         self.expect("(", "before the function's parameters")
@@ -238,7 +250,6 @@ class _Parser:
             self.parse_op()
         self.parse_return(self.advance())
         self.expect("}", "to close the function body")
-        self.expect_kind("eof", "the end of the input after the function's closing '}'")
         return self.graph
 
     def parse_parameter(self) -> None:
@@ -389,6 +400,8 @@ class _Parser:
         return key, self.parse_attr_value(nested=False)
 
     def parse_attr_value(self, nested: bool) -> Any:
+        if self.at("func") and not nested:
+            return self.parse_nested_function()
         token = self.advance()
         if token.text == "[" and token.kind == "punct":
             return tuple(self.parse_list(lambda: self.parse_attr_value(nested=True), "]"))

@@ -9,7 +9,9 @@ func @mlp(%x: tensor<Nx784xf32>, %w1: tensor<784x128xf32>) {
 
 Name hints are kept (made unique with ``_1``, ``_2``...); values without a
 hint get numbers. An op traced inside ``kiln.utils.checkpoint`` (or recomputed
-for one) ends with its region: ``... -> tensor<Nx128xf32> checkpoint(0)``.
+for one) ends with its region: ``... -> tensor<Nx128xf32> checkpoint(0)``. An
+attribute holding a sub-graph (``custom.vjp``'s ``backward``) prints as a nested
+``func``, its lines indented one level deeper.
 ``parse(print(g))`` prints identically.
 """
 
@@ -100,6 +102,8 @@ def format_attr(value: Any) -> str:
         return "[" + ", ".join(format_attr(item) for item in value) + "]"
     if isinstance(value, np.ndarray):
         return format_dense(value)
+    if isinstance(value, Graph):  # a sub-graph (custom.vjp's backward): a nested func, indented one level deeper
+        return print_graph(value).rstrip("\n").replace("\n", "\n  ")
     raise TypeError(f"attribute value {value!r} of type {type(value).__name__} has no text form")
 
 

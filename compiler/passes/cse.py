@@ -18,6 +18,7 @@ from typing import Any, Hashable
 import numpy as np
 
 from kiln.compiler.ir.core import Graph, Op, Value
+from kiln.compiler.ir.printer import print_graph
 from kiln.compiler.ir.types import DType
 from kiln.compiler.ops.registry import has_trait
 from kiln.compiler.passes.manager import Pass, register_pass
@@ -98,4 +99,6 @@ def hashable_attr(value: Any) -> Hashable:
         return ("float", value)  # keeps 1 and 1.0 apart
     if isinstance(value, DType):
         return ("dtype", value.value)
+    if isinstance(value, Graph):  # a sub-graph (custom.vjp's backward): equal when it prints the same
+        return ("graph", print_graph(value))
     return value
