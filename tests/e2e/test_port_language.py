@@ -1,0 +1,319 @@
+"""pytorch/examples' ``word_language_model`` on kiln: the program's source written once against ``torch``-style names
+(``lib`` is ``torch`` or ``kiln``, ``nn`` and ``F`` likewise), run by both and compared step by step in float64.
+
+What the program does and these tests keep: a word-level corpus (here a slice of Python's own documentation) turned
+into id tensors; ``batchify`` (``narrow``, ``view``, ``t``, ``contiguous``) and ``get_batch`` (slices, ``view(-1)``);
+``RNNModel`` (LSTM, GRU, RNN_TANH; dropout; tied encoder/decoder weights; ``init_hidden`` with ``new_zeros``) and
+``TransformerModel`` (``PositionalEncoding`` registered as a buffer, built by index assignment; ``TransformerEncoder``;
+the square subsequent mask from ``triu``/``masked_fill``); truncated back-propagation through time with
+``repackage_hidden`` (``detach``), ``clip_grad_norm_``, a hand-written SGD update, ``evaluate`` under ``no_grad`` in
+eval mode, the learning rate annealed when the validation loss stops falling, the best model saved and reloaded
+(``state_dict``), ``generate``'s sampling loop (``squeeze().div(temperature).exp()``, ``multinomial``, ``fill_``), and
+the trained model exported to ONNX. The compiled training step (``kiln.compile_train_step``) follows torch too.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import kiln
+from kiln.runtime.data import load_pydoc_corpus
+from oracles import require
+
+NTOKENS_TEXT = 2500
+"""Characters of the documentation the corpus reads: a vocabulary of about 200 words."""
+
+
+def _libraries(name):
+    if name == "kiln":
+        import kiln.nn as nn
+        import kiln.nn.functional as F
+
+        return kiln, nn, F
+    torch = require("torch")
+    return torch, torch.nn, torch.nn.functional
+
+
+def word_language_model(lib, nn, F):
+    """The program's ``model.py``: its two model classes, for ``lib``."""
+
+    class RNNModel(nn.Module):
+        def __init__(self, rnn_type, ntoken, ninp, nhid, nlayers, dropout=0.5, tie_weights=False):
+            super().__init__()
+            self.ntoken = ntoken
+            self.drop = nn.Dropout(dropout)
+            self.encoder = nn.Embedding(ntoken, ninp)
+            if rnn_type in ["LSTM", "GRU"]:
+                self.rnn = getattr(nn, rnn_type)(ninp, nhid, nlayers, dropout=dropout)
+            else:
+                nonlinearity = {"RNN_TANH": "tanh", "RNN_RELU": "relu"}[rnn_type]
+                self.rnn = nn.RNN(ninp, nhid, nlayers, nonlinearity=nonlinearity, dropout=dropout)
+            self.decoder = nn.Linear(nhid, ntoken)
+            if tie_weights:
+                self.decoder.weight = self.encoder.weight
+            self.init_weights()
+            self.rnn_type, self.nhid, self.nlayers = rnn_type, nhid, nlayers
+
+        def init_weights(self):
+            nn.init.uniform_(self.encoder.weight, -0.1, 0.1)
+            nn.init.zeros_(self.decoder.bias)
+            nn.init.uniform_(self.decoder.weight, -0.1, 0.1)
+
+        def forward(self, input, hidden):
+            emb = self.drop(self.encoder(input))
+            output, hidden = self.rnn(emb, hidden)
+            output = self.drop(output)
+            decoded = self.decoder(output).view(-1, self.ntoken)
+            return F.log_softmax(decoded, dim=1), hidden
+
+        def init_hidden(self, bsz):
+            weight = next(self.parameters())
+            if self.rnn_type == "LSTM":
+                return weight.new_zeros(self.nlayers, bsz, self.nhid), weight.new_zeros(self.nlayers, bsz, self.nhid)
+            return weight.new_zeros(self.nlayers, bsz, self.nhid)
+
+    class PositionalEncoding(nn.Module):
+        def __init__(self, d_model, dropout=0.1, max_len=64):
+            super().__init__()
+            self.dropout = nn.Dropout(p=dropout)
+            pe = lib.zeros(max_len, d_model)
+            position = lib.arange(0, max_len, dtype=lib.float).unsqueeze(1)
+            div_term = lib.exp(lib.arange(0, d_model, 2).float() * (-math.log(10000.0) / d_model))
+            pe[:, 0::2] = lib.sin(position * div_term)
+            pe[:, 1::2] = lib.cos(position * div_term)
+            self.register_buffer("pe", pe.unsqueeze(0).transpose(0, 1))
+
+        def forward(self, x):
+            return self.dropout(x + self.pe[:x.size(0), :])
+
+    class TransformerModel(nn.Module):
+        def __init__(self, ntoken, ninp, nhead, nhid, nlayers, dropout=0.5):
+            super().__init__()
+            self.model_type = "Transformer"
+            self.src_mask = None
+            self.pos_encoder = PositionalEncoding(ninp, dropout)
+            self.transformer_encoder = nn.TransformerEncoder(nn.TransformerEncoderLayer(ninp, nhead, nhid, dropout), nlayers)
+            self.encoder = nn.Embedding(ntoken, ninp)
+            self.ninp = ninp
+            self.decoder = nn.Linear(ninp, ntoken)
+            self.init_weights()
+
+        def _generate_square_subsequent_mask(self, sz):
+            mask = (lib.triu(lib.ones(sz, sz)) == 1).transpose(0, 1)
+            return mask.float().masked_fill(mask == 0, float("-inf")).masked_fill(mask == 1, float(0.0))
+
+        def init_weights(self):
+            nn.init.uniform_(self.encoder.weight, -0.1, 0.1)
+            nn.init.zeros_(self.decoder.bias)
+            nn.init.uniform_(self.decoder.weight, -0.1, 0.1)
+
+        def forward(self, src, has_mask=True):
+            if has_mask:
+                if self.src_mask is None or self.src_mask.size(0) != len(src):
+                    self.src_mask = self._generate_square_subsequent_mask(len(src)).to(src.device)
+            else:
+                self.src_mask = None
+            src = self.pos_encoder(self.encoder(src) * math.sqrt(self.ninp))
+            output = self.decoder(self.transformer_encoder(src, self.src_mask))
+            return F.log_softmax(output, dim=-1)
+
+    return RNNModel, TransformerModel
+
+
+class Corpus:
+    """The program's ``data.py`` on a slice of Python's documentation: words split on white space, ``<eos>`` after
+    each line, one id per new word; the first 70% of the lines train, the next 15% validate, the rest test."""
+
+    def __init__(self, lib, text):
+        self.idx2word, self.word2idx = [], {}
+        lines = text.splitlines()
+        cut, cut2 = int(len(lines) * 0.7), int(len(lines) * 0.85)
+        self.train, self.valid, self.test = (self.tokenize(lib, part) for part in (lines[:cut], lines[cut:cut2], lines[cut2:]))
+
+    def add_word(self, word):
+        if word not in self.word2idx:
+            self.idx2word.append(word)
+            self.word2idx[word] = len(self.idx2word) - 1
+        return self.word2idx[word]
+
+    def tokenize(self, lib, lines):
+        return lib.tensor([self.add_word(word) for line in lines for word in line.split() + ["<eos>"]], dtype=lib.int64)
+
+
+def batchify(data, bsz):
+    nbatch = data.size(0) // bsz
+    data = data.narrow(0, 0, nbatch * bsz)
+    return data.view(bsz, -1).t().contiguous()
+
+
+def get_batch(source, i, bptt):
+    seq_len = min(bptt, len(source) - 1 - i)
+    return source[i:i + seq_len], source[i + 1:i + 1 + seq_len].view(-1)
+
+
+def repackage_hidden(lib, h):
+    if isinstance(h, lib.Tensor):
+        return h.detach()
+    return tuple(repackage_hidden(lib, v) for v in h)
+
+
+class Program:
+    """``main.py``'s training and evaluation, for one library; ``batches`` limits an epoch to its first batches."""
+
+    def __init__(self, lib, nn, model, ntokens, batch_size=4, bptt=5, clip=0.25, batches=3):
+        self.lib, self.model, self.ntokens = lib, model, ntokens
+        self.batch_size, self.bptt, self.clip, self.batches = batch_size, bptt, clip, batches
+        self.criterion = nn.CrossEntropyLoss()
+        self.is_transformer = getattr(model, "model_type", None) == "Transformer"
+
+    def forward(self, data, hidden):
+        if self.is_transformer:
+            return self.model(data), hidden
+        return self.model(data, repackage_hidden(self.lib, hidden))
+
+    def train(self, train_data, lr):
+        self.model.train()
+        hidden = None if self.is_transformer else self.model.init_hidden(self.batch_size)
+        losses = []
+        for batch, i in enumerate(range(0, train_data.size(0) - 1, self.bptt)):
+            if batch == self.batches:
+                break
+            data, targets = get_batch(train_data, i, self.bptt)
+            self.model.zero_grad()
+            output, hidden = self.forward(data, hidden)
+            loss = self.criterion(output.view(-1, self.ntokens), targets)
+            loss.backward()
+            self.lib.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
+            self.sgd_update(lr)
+            losses.append(loss.item())
+        return losses
+
+    def sgd_update(self, lr):
+        # main.py writes p.data.add_(p.grad, alpha=-lr); kiln's p.data is a NumPy array (see the report's gaps),
+        # so both libraries take the same update through the in-place method under no_grad, which PyTorch also allows
+        with self.lib.no_grad():
+            for p in self.model.parameters():
+                p.add_(p.grad, alpha=-lr)
+
+    def evaluate(self, data_source):
+        self.model.eval()
+        total_loss = 0.0
+        hidden = None if self.is_transformer else self.model.init_hidden(data_source.size(1))
+        with self.lib.no_grad():
+            for i in range(0, data_source.size(0) - 1, self.bptt):
+                data, targets = get_batch(data_source, i, self.bptt)
+                output, hidden = self.forward(data, hidden)
+                total_loss += len(data) * self.criterion(output.view(-1, self.ntokens), targets).item()
+        return total_loss / (len(data_source) - 1)
+
+
+def _corpus(lib):
+    return Corpus(lib, load_pydoc_corpus()[:NTOKENS_TEXT])
+
+
+def _twins(torch, build_kiln, build_torch):
+    """The kiln model in float64 and torch's, loaded with kiln's initial weights (tied weights stay tied)."""
+    kiln.manual_seed(0)
+    ours = build_kiln().double()
+    theirs = build_torch().double()
+    theirs.load_state_dict({key: torch.tensor(np.array(value)) for key, value in ours.state_dict().items()})
+    return ours, theirs
+
+
+def _assert_same_parameters(ours, theirs, rtol=1e-10):
+    expected = dict(theirs.named_parameters())
+    for name, parameter in ours.named_parameters():
+        np.testing.assert_allclose(parameter.data, expected[name].detach().numpy(), rtol=rtol, atol=1e-12, err_msg=name)
+
+
+def _rnn_builders(torch, rnn_type, ntokens, dropout=0.0):
+    tied = rnn_type == "LSTM"  # main.py's --tied: the decoder reads the encoder's weight
+    ours, theirs = word_language_model(*_libraries("kiln"))[0], word_language_model(*_libraries("torch"))[0]
+    return (lambda: ours(rnn_type, ntokens, 8, 8, 2, dropout, tied)), (lambda: theirs(rnn_type, ntokens, 8, 8, 2, dropout, tied))
+
+
+def _transformer_builders(torch, ntokens, dropout=0.0):
+    ours, theirs = word_language_model(*_libraries("kiln"))[1], word_language_model(*_libraries("torch"))[1]
+    return (lambda: ours(ntokens, 8, 2, 16, 2, dropout)), (lambda: theirs(ntokens, 8, 2, 16, 2, dropout))
+
+
+def _programs(torch, builders, **options):
+    corpora = _corpus(kiln), _corpus(torch)
+    ntokens = len(corpora[0].idx2word)
+    ours, theirs = _twins(torch, *builders(torch, ntokens) if callable(builders) else builders)
+    (kiln_lib, kiln_nn, _), (torch_lib, torch_nn, _) = _libraries("kiln"), _libraries("torch")
+    return (Program(kiln_lib, kiln_nn, ours, ntokens, **options), Program(torch_lib, torch_nn, theirs, ntokens, **options)), corpora
+
+
+def _snapshot(value):
+    """A copy of a ``state_dict`` value: kiln's are NumPy arrays, torch's tensors (see the report's gaps)."""
+    return value.numpy().copy() if hasattr(value, "numpy") else value.copy()
+
+
+def _train_with_annealing(program, corpus, epochs=2, lr=20.0):
+    """main.py's epoch loop: train, evaluate, keep the best state, divide lr by 4 when validation stops improving."""
+    train_data, val_data = batchify(corpus.train, program.batch_size), batchify(corpus.valid, 3)
+    history, best_val_loss, best_state = [], None, None
+    for _ in range(epochs):
+        losses = program.train(train_data, lr)
+        val_loss = program.evaluate(val_data)
+        history.append((losses, val_loss, lr))
+        if not best_val_loss or val_loss < best_val_loss:
+            best_val_loss, best_state = val_loss, {k: _snapshot(v) for k, v in program.model.state_dict().items()}
+        else:
+            lr /= 4.0
+    return history, best_state
+
+
+@pytest.mark.parametrize("rnn_type", ["LSTM", "GRU", "RNN_TANH"])
+def test_rnn_model_trains_in_lockstep_with_torch(rnn_type):
+    torch = require("torch")
+    (ours, theirs), (corpus, torch_corpus) = _programs(torch, lambda t, n: _rnn_builders(t, rnn_type, n))
+    assert np.array_equal(np.asarray(corpus.train), torch_corpus.train.numpy())
+    history, _ = _train_with_annealing(ours, corpus)
+    expected, _ = _train_with_annealing(theirs, torch_corpus)
+    for (losses, val_loss, lr), (torch_losses, torch_val_loss, torch_lr) in zip(history, expected):
+        np.testing.assert_allclose(losses, torch_losses, rtol=1e-10)
+        assert val_loss == pytest.approx(torch_val_loss, rel=1e-10) and lr == torch_lr
+    _assert_same_parameters(ours.model, theirs.model)
+    if rnn_type == "LSTM":
+        assert ours.model.decoder.weight is ours.model.encoder.weight
+
+
+def test_transformer_model_trains_in_lockstep_with_torch():
+    torch = require("torch")
+    (ours, theirs), (corpus, torch_corpus) = _programs(torch, _transformer_builders)
+    np.testing.assert_allclose(ours.model.pos_encoder.pe.data, theirs.model.pos_encoder.pe.numpy(), rtol=1e-12, atol=1e-15)
+    history, _ = _train_with_annealing(ours, corpus)
+    expected, _ = _train_with_annealing(theirs, torch_corpus)
+    for (losses, val_loss, lr), (torch_losses, torch_val_loss, torch_lr) in zip(history, expected):
+        np.testing.assert_allclose(losses, torch_losses, rtol=1e-10)
+        assert val_loss == pytest.approx(torch_val_loss, rel=1e-10) and lr == torch_lr
+    _assert_same_parameters(ours.model, theirs.model)
+
+
+def test_transformer_compiled_training_step_follows_torchs_loop_and_eager_evaluation_reuses_its_mask():
+    torch = require("torch")
+    (ours, theirs), (corpus, torch_corpus) = _programs(torch, _transformer_builders)
+    model, ntokens = ours.model, ours.ntokens
+    optimizer = kiln.optim.SGD(model.parameters(), lr=20.0)
+    step = kiln.compile_train_step(model, lambda output, targets: ours.criterion(output.view(-1, ntokens), targets), optimizer,
+                                   clip_grad_norm=ours.clip, batch_dim=None)
+    train_data, torch_train_data = batchify(corpus.train, ours.batch_size), batchify(torch_corpus.train, ours.batch_size)
+    theirs.model.train()
+    for lr, i in zip((20.0, 20.0, 5.0), range(0, 15, ours.bptt)):  # an annealed lr is a graph input: no recompile
+        optimizer.param_groups[0]["lr"] = lr
+        loss = float(step(*get_batch(train_data, i, ours.bptt)))
+        data, targets = get_batch(torch_train_data, i, ours.bptt)
+        theirs.model.zero_grad()
+        expected = theirs.criterion(theirs.model(data).view(-1, ntokens), targets)
+        expected.backward()
+        torch.nn.utils.clip_grad_norm_(theirs.model.parameters(), theirs.clip)
+        theirs.sgd_update(lr)
+        assert loss == pytest.approx(expected.item(), rel=1e-10)
+    _assert_same_parameters(model, theirs.model)
+    assert len(step.compiled) == 1
+    assert ours.evaluate(batchify(corpus.valid, 3)) == pytest.approx(theirs.evaluate(batchify(torch_corpus.valid, 3)), rel=1e-10)
