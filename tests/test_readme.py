@@ -23,6 +23,12 @@ Where a block cannot run as written here:
 
 An unlabeled fence right after a python block, under the same heading, is what that block prints: a line of
 only ``...`` stands for any number of lines, ``...`` inside a line for any text.
+
+The prose is checked too, where a check is cheap: inline commands (`python benchmarks/...`), repository paths,
+``kiln.*`` names, pass names, backend options and ``KILN_*`` variables exist; and the deterministic numbers it
+states are recomputed: the KL pair count, examples/mlp_digits.py's accuracy, the W4 compile table's op counts (2
+and 6 layers), the benchmark table's memory-plan column (W1-W5) and W1's peak, and the checkpointed GPT's planned
+peaks. Timings, the ONNX conformance count and the GPT-2-small CuPy plan (a 124M-parameter model to build) are not.
 """
 
 from __future__ import annotations
@@ -33,7 +39,6 @@ import importlib
 import importlib.util
 import inspect
 import io
-import os
 import re
 import shlex
 import sys
@@ -108,8 +113,7 @@ def _section_blocks(section: str) -> list[Block]:
 
 def _output_of(block: Block) -> Block | None:
     """The unlabeled fence right after ``block`` under the same heading: what the block prints."""
-    following = BLOCKS[BLOCKS.index(block) + 1:]
-    after = next(iter(following), None)
+    after = BLOCKS[BLOCKS.index(block) + 1] if block is not BLOCKS[-1] else None
     return after if after is not None and after.language == "" and after.heading == block.heading else None
 
 
@@ -277,13 +281,15 @@ def _check_command(words: list[str], where: str) -> None:
         _check_kiln(arguments, where)
     elif program == "pytest":
         assert importlib.util.find_spec("xdist") is not None or "-n" not in arguments, f"{where}: -n needs pytest-xdist"
+        missing = [path for path in arguments if "/" in path and not (ROOT / path).exists()]
+        assert not missing, f"{where}: pytest of {missing}, which do not exist"
     else:
         pytest.fail(f"{where}: unknown command {program!r} (add a check for it to tests/test_readme.py)")
 
 
 @pytest.mark.parametrize("block", _blocks("bash"), ids=_block_id)
 def test_bash_blocks_name_commands_files_and_options_that_exist(block):
-    for offset, words in enumerate(_commands(block)):
+    for words in _commands(block):
         _check_command(words, f"README.md bash block at line {block.line} ({shlex.join(words)})")
 
 
@@ -315,6 +321,16 @@ METADATA_KEYS = {"kiln.random_inputs"}
 def _inline_code() -> list[str]:
     prose = re.sub(r"```.*?```", "", README.read_text(), flags=re.S)
     return re.findall(r"`([^`\n]+)`", prose)
+
+
+def test_commands_in_the_prose_exist():
+    """Inline `python benchmarks/cpu_profile.py [--workload W4|W6]`, `pytest tests/...`: checked as the bash blocks'
+    commands are (square brackets mark optional arguments)."""
+    programs = ("python", "pytest", "kiln", "pip", "mpiexec")
+    commands = [code for code in _inline_code() if " " in code and code.partition(" ")[0] in programs]
+    assert len(commands) > 5
+    for command in commands:
+        _check_command(shlex.split(command.replace("[", " ").replace("]", " ")), f"README.md: `{command}`")
 
 
 def test_every_repository_path_in_the_prose_exists():
