@@ -533,3 +533,27 @@ def test_every_backend_expands_the_op_to_its_forward():
     graph.outputs = graph.outputs + differentiate(graph, graph.outputs[0], graph.inputs)
     assert "custom.vjp" in {op.name for op in graph.ops}
     assert "custom.vjp" not in {op.name for op in lower_for_cupy(graph).ops}
+
+
+def test_a_second_derivative_through_an_op_without_a_vjp_rule_names_it_and_the_backwards_line(monkeypatch):
+    """Every tensor op has a rule today, so one is taken away: the first derivative only inlines the backward (its ops
+    are not differentiated), the second must differentiate them and names the op and the backward's own line."""
+    from kiln.compiler.autodiff import VJP_RULES
+    from kiln.compiler.autodiff.differentiate import AutodiffError
+
+    class SineGradient(kiln.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return x * 1.0
+
+        @staticmethod
+        def backward(ctx, grad):
+            (x,) = ctx.saved_tensors
+            return grad * x.sin()
+
+    monkeypatch.delitem(VJP_RULES, "tensor.sin")
+    inner = lambda t: SineGradient.apply(t).sum()  # noqa: E731
+    np.testing.assert_allclose(kiln.grad(inner)(X), np.sin(X), rtol=1e-15)
+    with pytest.raises(AutodiffError, match=r"no VJP rule for 'tensor.sin' .*test_custom_function.py:\d+ in backward"):
+        kiln.grad(lambda t: kiln.grad(inner)(t).sum())(X)
