@@ -468,3 +468,31 @@ def test_checkpointed_gpt_memory_peaks(layers):
     claim = _claim(rf"([\d.]+) against ([\d.]+) MiB at {layers}\b")
     peaks = [_as_shown(variant(layers, checkpointed)[1]["peak"] / 2**20, claim.group(1)) for checkpointed in (False, True)]
     assert peaks == [claim.group(1), claim.group(2)], f"README.md says {claim.group(0)}; the plans peak at {peaks} MiB"
+
+
+def _traced(expression: str, **arrays):
+    """The README's inline ``expression``, traced and compiled over ``arrays`` (its free names), then run."""
+    import kiln
+
+    names = list(arrays)
+    function = eval(f"lambda {', '.join(names)}: {expression}", {"kiln": kiln, "grad": kiln.grad})
+    return kiln.compile(function)(*arrays.values())
+
+
+def test_mixed_dtypes_promote_as_stated():
+    """"`counts * 0.5` is float32, `x_f64 + kiln.zeros(3)` float64": the inline code itself, traced."""
+    import numpy as np
+
+    claim = _claim(r"`(counts \* 0\.5)` is (\w+), `(x_f64 \+ kiln\.zeros\(3\))` (\w+)")
+    scaled = _traced(claim.group(1), counts=np.arange(6).reshape(2, 3))
+    summed = _traced(claim.group(3), x_f64=np.ones((2, 3)))
+    assert [scaled.dtype.name, summed.dtype.name] == [claim.group(2), claim.group(4)], claim.group(0)
+
+
+def test_a_closed_over_traced_value_is_a_constant_to_grad():
+    """"(`grad(lambda z: (z * x).sum())(x)` is `x`)", with ``x`` traced: the gradient is ``x``, not ``2 x``."""
+    import numpy as np
+
+    claim = _claim(r"\(`(grad\(lambda z: \(z \* x\)\.sum\(\)\)\(x\))` is `x`\)")
+    x = np.arange(6.0).reshape(2, 3)
+    np.testing.assert_array_equal(_traced(claim.group(1), x=x), x)
