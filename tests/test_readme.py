@@ -27,8 +27,10 @@ only ``...`` stands for any number of lines, ``...`` inside a line for any text.
 The prose is checked too, where a check is cheap: inline commands (`python benchmarks/...`), repository paths,
 ``kiln.*`` names, pass names, backend options and ``KILN_*`` variables exist; and the deterministic numbers it
 states are recomputed: the KL pair count, examples/mlp_digits.py's accuracy, the W4 compile table's op counts (2
-and 6 layers), the benchmark table's memory-plan column (W1-W5) and W1's peak, and the checkpointed GPT's planned
-peaks. Timings, the ONNX conformance count and the GPT-2-small CuPy plan (a 124M-parameter model to build) are not.
+and 6 layers), the benchmark table's memory-plan column (W1-W5) and W1's peak, the checkpointed GPT's planned
+peaks; inline snippets with a stated result run as written (dtype promotion, a closed-over value under ``grad``,
+the Keras-style MLP). Not recomputed: timings, the ONNX conformance count (the whole conformance suite), W6's and
+the 256-step LSTM's numbers (half a minute to compile) and the GPT-2-small CuPy plan (a 124M-parameter model).
 """
 
 from __future__ import annotations
@@ -496,3 +498,14 @@ def test_a_closed_over_traced_value_is_a_constant_to_grad():
     claim = _claim(r"\(`(grad\(lambda z: \(z \* x\)\.sum\(\)\)\(x\))` is `x`\)")
     x = np.arange(6.0).reshape(2, 3)
     np.testing.assert_array_equal(_traced(claim.group(1), x=x), x)
+
+
+def test_the_keras_style_mlp_is_the_tours_model():
+    """"The same model in the Keras style: `nn.Sequential([nn.Dense(128, ...), ...]).build((64,))`": the inline code
+    builds the tour's 64-128-64-10 layers (PyTorch's weight layout, ``(out, in)``)."""
+    import kiln.nn as nn
+
+    claim = _claim(r"The same model in the Keras style: `(nn\.Sequential\(.*?\)\.build\(\(64,\)\))`")
+    keras = eval(claim.group(1), {"nn": nn})
+    shapes = [tuple(parameter.shape) for parameter in keras.parameters()]
+    assert shapes == [(128, 64), (128,), (64, 128), (64,), (10, 64), (10,)], claim.group(1)
