@@ -89,7 +89,8 @@ def _check_round_trip(output: str) -> None:
     from kiln.compiler.ir.parser import parse
     from kiln.compiler.ir.printer import print_graph
 
-    ir_text = output[output.rindex("func @") :] if "func @" in output else ""
+    starts = [match.start() for match in re.finditer(r"^func @", output, re.MULTILINE)]  # top level: a nested func is inside an op's line
+    ir_text = output[starts[-1] :] if starts else ""
     ir_text = ir_text[: ir_text.index("\n}\n") + 3]
     if ir_text and print_graph(parse(ir_text)) != ir_text:
         raise GoldenFailure(f"the output IR does not print identically after parsing:\n{ir_text}")
