@@ -2,10 +2,12 @@
 joins (``cat``, ``stack``), ``where``, and the functional forms of the Tensor methods (``kiln.exp(x)`` is ``x.exp()``).
 
 Traced, a creation function gives a constant (``kiln.zeros(x.shape[0], 4)`` may take the symbolic batch dim, broadcast
-at run time); outside a trace it gives a NumPy array, kiln's eager value. Dtypes default as PyTorch's: float32 for
-floats, int64 for integers (``arange(5)``), and an array's own dtype (``tensor(np_array)``). ``device`` is accepted
-and ignored (the backend places tensors); ``requires_grad`` too, except ``tensor(data, requires_grad=True)`` outside a
-trace, a leaf ``Parameter`` for eager ``backward()``. Random draws (``rand_like``, ``randn_like``, ``rand``,
+at run time); outside a trace it gives an eager tensor holding a NumPy array (``label = kiln.full((b,), 1.0)``, then
+``label.fill_(0)``, ``x.size(0)``, ``x.to(device)`` as in PyTorch; ``np.asarray(t)`` reads it). Dtypes default as
+PyTorch's: float32 for floats, int64 for integers (``arange(5)``), and an array's own dtype (``tensor(np_array)``).
+``device`` is accepted and ignored (the backend places tensors), by the random draws too; ``requires_grad`` by the
+creation functions, except ``tensor(data, requires_grad=True)`` outside a trace, a leaf ``Parameter`` for eager
+``backward()``. Random draws (``rand_like``, ``randn_like``, ``rand``,
 ``randn``) trace from the step's seed, as dropout, so ``kiln.compile_train_step`` gives fresh numbers each step;
 outside a trace they draw eagerly from kiln's generator (``kiln.manual_seed``).
 """
@@ -17,7 +19,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from kiln.compiler.ir.types import DType
+from kiln.compiler.ir.core import Value
+from kiln.compiler.ir.types import DType, TensorType
+from kiln.frontend.eager_values import ARRAYS
 from kiln.frontend.tensor import Tensor, apply
 from kiln.frontend.linalg_spectral import SPECTRAL_FORWARDED, nuclear_norm
 from kiln.frontend.linalg_factor import FACTOR_FORWARDED, chain_matmul, lu_unpack
@@ -33,8 +37,13 @@ def _dtype(dtype: Any, default: str) -> np.dtype:
 
 
 def _created(array: np.ndarray) -> Any:
-    """A constant tensor when tracing, else the array itself."""
-    return apply("tensor.constant", value=array) if TraceContext.active() else array
+    """A constant tensor when tracing; outside a trace an eager tensor holding the array (PyTorch's tensor: ``size(0)``,
+    ``fill_``, ``to(device)``; NumPy reads it through ``np.asarray``)."""
+    if TraceContext.active():
+        return apply("tensor.constant", value=array)
+    value = Value(TensorType.of_array(array), None, 0)
+    ARRAYS[value] = array
+    return Tensor(value)
 
 
 def full(size: Any, fill_value: Any, *, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Any:
@@ -93,8 +102,9 @@ def eye(n: int, m: int | None = None, *, dtype: Any = None, device: Any = None, 
 
 
 def tensor(data: Any, *, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Any:
-    """``data`` as a constant: Python floats as float32, ints as int64, bools as bool; an array keeps its dtype."""
-    array = np.asarray(data)
+    """``data`` as a constant: Python floats as float32, ints as int64, bools as bool; an array keeps its dtype and is
+    copied, as PyTorch's (``from_numpy`` shares it)."""
+    array = np.array(data)
     if dtype is not None:
         array = array.astype(_dtype(dtype, "float32"))
     elif not isinstance(data, np.ndarray) and array.dtype.kind in "fi":
@@ -119,23 +129,23 @@ def from_numpy(array: np.ndarray) -> Any:
     return _created(np.asarray(array))
 
 
-def rand_like(input: Tensor, *, dtype: Any = None) -> Tensor:
+def rand_like(input: Tensor, *, dtype: Any = None, device: Any = None) -> Tensor:
     """Uniform on [0, 1), from the traced step's seed (a fresh draw per step)."""
     seed, stream = _seed("rand_like")
     return apply("tensor.random_uniform", seed, input, dtype=input.dtype if dtype is None else DType.of(dtype), stream=stream)
 
 
-def randn_like(input: Tensor, *, dtype: Any = None) -> Tensor:
+def randn_like(input: Tensor, *, dtype: Any = None, device: Any = None) -> Tensor:
     """Standard normal by Box-Muller on two uniform draws: ``sqrt(-2 log(1 - u)) cos(2 pi v)``."""
     u, v = rand_like(input, dtype=dtype), rand_like(input, dtype=dtype)
     return ((1.0 - u).log() * -2.0).sqrt() * apply("tensor.cos", v * (2 * math.pi))
 
 
-def rand(*size: Any, dtype: Any = None) -> Tensor:
+def rand(*size: Any, dtype: Any = None, device: Any = None) -> Tensor:
     return rand_like(zeros(*size, dtype=dtype))
 
 
-def randn(*size: Any, dtype: Any = None) -> Tensor:
+def randn(*size: Any, dtype: Any = None, device: Any = None) -> Tensor:
     return randn_like(zeros(*size, dtype=dtype))
 
 
@@ -223,7 +233,7 @@ def meshgrid(*tensors: Any, indexing: str = "ij") -> tuple[Tensor, ...]:
     return tuple(grids)
 
 
-def randint(low: int, high: int | None = None, size: Any = None, *, dtype: Any = None) -> Tensor:
+def randint(low: int, high: int | None = None, size: Any = None, *, dtype: Any = None, device: Any = None) -> Tensor:
     """Integers uniform in ``[low, high)`` from the traced step's seed (``randint(high, size)`` too)."""
     if high is None or (size is None and isinstance(high, (tuple, list))):
         low, high, size = 0, low, high

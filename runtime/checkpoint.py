@@ -35,12 +35,19 @@ SCALARS = (bool, int, float, str, type(None))
 
 
 def save(path: str | os.PathLike, tree: Any) -> None:
-    """Write ``tree`` to ``path`` (an ``.npz`` file) atomically."""
+    """Write ``tree`` to ``path`` (an ``.npz`` file) atomically. PyTorch's order, ``kiln.save(model.state_dict(), path)``
+    as ``torch.save(obj, f)``, works too: a path second and a tree first are swapped."""
+    if _is_path(tree) and not _is_path(path):
+        path, tree = tree, path
     arrays: dict[str, np.ndarray] = {}
     skeleton = _flatten(tree, arrays, "state")
     meta = json.dumps({"format": FORMAT, "version": VERSION, "tree": skeleton})
     arrays[META] = np.frombuffer(meta.encode(), dtype=np.uint8)
     _write_atomically(os.fspath(path), arrays)
+
+
+def _is_path(node: Any) -> bool:
+    return isinstance(node, (str, os.PathLike))
 
 
 def load(path: str | os.PathLike) -> Any:
