@@ -5,20 +5,25 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
+import numpy as np
+
 from kiln.frontend import functional as F
 from kiln.frontend import init
 from kiln.frontend.layers_activation import _InplaceActivation
-from kiln.frontend.module import Module, Parameter
+from kiln.frontend.module import Module, Parameter, _float_dtype
 from kiln.frontend.tensor import Tensor
 
 
 class Linear(Module):
     """``y = x W^T + b`` with ``weight`` of shape ``(out_features, in_features)``, as ``torch.nn.Linear``."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, dtype: str = "float32"):
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, device: Any = None, dtype: Any = None):
+        """PyTorch's signature, so ``super().__init__(in_features, out_features, bias, device, dtype)`` in a subclass works
+        (the device is the backend's to choose; ``dtype`` a name, ``kiln.float64`` or a NumPy dtype, float32 by default)."""
         super().__init__()
         self.in_features = in_features
         self.out_features = out_features
+        dtype = (_float_dtype(dtype) or np.dtype(np.float32)).name
         self.weight = Parameter(init.linear_weight(out_features, in_features, dtype))
         self.bias = Parameter(init.linear_bias(out_features, in_features, dtype)) if bias else None
 

@@ -2,7 +2,7 @@
 
 ```python
 out = model(x)              # outside a trace: an eager Tensor (runtime/eager.py)
-out.numpy(), out.item(), float(loss), out.tolist(), np.asarray(out)
+out.numpy(), out.item(), float(loss), out.tolist(), np.asarray(out), f"{loss:.4f}"
 if (out > 0).all(): ...     # Python control flow on values works eagerly
 loss.backward()             # .grad of every parameter the loss reads (runtime/eager_backward.py)
 x.requires_grad_()          # a batch or activation too: saliency maps, adversarial examples
@@ -22,7 +22,7 @@ import numpy as np
 import weakref
 
 from kiln.frontend.eager_values import ARRAYS, GRAD_TENSORS, PARAMETERS, eager_array
-from kiln.frontend.trace import located_error
+from kiln.frontend.trace import TraceContext, located_error
 
 
 class EagerMethods:
@@ -75,7 +75,7 @@ class EagerMethods:
         return super().numpy() if array is None else array  # type: ignore[misc]  (a traced tensor's refusal)
 
     def item(self) -> Any:
-        array = eager_array(self)
+        array = _host_values(self)
         if array is None:
             return super().item()  # type: ignore[misc]
         if array.size != 1:
@@ -83,7 +83,7 @@ class EagerMethods:
         return array.item()
 
     def tolist(self) -> Any:
-        array = eager_array(self)
+        array = _host_values(self)
         return super().tolist() if array is None else array.tolist()  # type: ignore[misc]
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
@@ -92,6 +92,13 @@ class EagerMethods:
             raise TypeError(f"np.asarray() of a traced {getattr(self, 'type', '')}: its values exist only when the compiled "
                             "function runs; return the tensor from the function (compiled functions return NumPy arrays)")
         return array if dtype is None else array.astype(dtype)
+
+    def __format__(self, format_spec: str) -> str:
+        """``'{:+.2f}'.format(w)``, ``f"{loss:.4f}"``: a 0-d tensor formats its number, as PyTorch's (a traced one refuses
+        through ``item()``); any other tensor takes only an empty spec, as PyTorch's."""
+        if format_spec and self.ndim == 0:  # type: ignore[attr-defined]
+            return format(self.item(), format_spec)
+        return object.__format__(self, format_spec)
 
     def __float__(self) -> float:
         return float(self.item())
@@ -134,6 +141,15 @@ def _depends_on_a_leaf(value: Any) -> bool:
         if op is not None and op.name != "tensor.stop_gradient":
             stack.extend(op.operands)
     return False
+
+
+def _host_values(tensor: Any) -> np.ndarray | None:
+    """An eager tensor's array, or outside a trace a ``Parameter``'s own (``nn.Parameter(torch.tensor(2.)).item()``);
+    None for a traced tensor, whose ``item()`` refuses."""
+    array = eager_array(tensor)
+    if array is None and "_data" in tensor.__dict__ and not TraceContext.active():
+        return tensor.data
+    return array
 
 
 __all__ = ["EagerMethods"]
