@@ -4,7 +4,8 @@ Basic indices (ints, slices with a positive step, ``None``, ``...``) select a bo
 is broadcast to the selection's shape (as PyTorch broadcasts it), padded to ``x``'s shape (interior padding fills a
 step's gaps) and chosen by a mask of the box, so the gradient reaches ``x`` outside the box and the value inside it,
 as PyTorch's. A bool mask (``x[x < 0] = 0``, of ``x``'s shape or of its leading dims) is one ``where``. Integer
-tensors as indices would scatter values to data-dependent places: an error says what to use instead.
+index arrays over the leading dims (``x[range(n), y] = v``, ``x[rows, cols] = v``, ``x[idx] = v``) scatter through
+``index_put``, as PyTorch's; mixed with slices before them, an error says what to use instead.
 
 ```
 x[:, 1:4:2] = v      ->   %m = "tensor.constant"() {value = [[F, T, F, T, F]]}    (a 1 x 5 mask of the box)
@@ -26,11 +27,13 @@ from kiln.frontend.trace import located_error
 
 def assigned(x: Tensor, index: Any, value: Any) -> Tensor:
     """``x`` with ``x[index] = value`` applied, out of place."""
+    if isinstance(index, Tensor) and index.dtype is DType.bool:
+        return masked_assignment(x, index, value)
+    advanced = advanced_indices(index)
+    if advanced is not None:
+        return x.index_put(advanced, value_of(x, value))
     if isinstance(index, Tensor):
-        if index.dtype is DType.bool:
-            return masked_assignment(x, index, value)
-        raise located_error(f"x[index] = value with an {index.dtype} index tensor would scatter to data-dependent places, "
-                            "which kiln does not trace; use a bool mask (x[mask] = v), F.one_hot and where, or basic indices")
+        raise located_error(f"x[index] = value with a {index.dtype} index tensor: index with integers or a bool mask")
     selections, order = basic_selections(x, index)
     source = value_of(x, value)
     if all(selection is None for selection in selections):
@@ -39,6 +42,26 @@ def assigned(x: Tensor, index: Any, value: Any) -> Tensor:
         return x
     box = box_shaped(source, selections, order, x)
     return apply("tensor.where", box_mask(x, selections), placed(box, selections, x), x)
+
+
+def advanced_indices(index: Any) -> tuple[Tensor, ...] | None:
+    """The integer index tensors of an advanced index over the leading dims, followed only by whole axes: ``x[rows, cols]
+    = v``, ``x[range(n), y] = v``, ``x[idx] = v`` (lists, ranges, arrays, integer tensors; ints among them broadcast).
+    None for any other index. The assignment is ``index_put``'s (a scatter), as PyTorch's."""
+    items = list(index) if isinstance(index, tuple) else [index]
+    while items and (items[-1] is Ellipsis or (isinstance(items[-1], slice) and items[-1] == slice(None))):
+        items.pop()
+    if not any(_is_index_array(item) for item in items):
+        return None
+    if not all(_is_index_array(item) or isinstance(item, (int, np.integer)) and not isinstance(item, bool) for item in items):
+        return None
+    return tuple(item if isinstance(item, Tensor) else apply("tensor.constant", value=np.asarray(item, np.int64)) for item in items)
+
+
+def _is_index_array(item: Any) -> bool:
+    if isinstance(item, Tensor):
+        return not item.dtype.is_float and item.dtype is not DType.bool
+    return isinstance(item, (list, range, np.ndarray)) and np.asarray(item).dtype.kind in "iu"
 
 
 class Selection(NamedTuple):
@@ -76,8 +99,8 @@ def _expanded_items(x: Tensor, index: Any) -> list[Any]:
     """The index as one item per axis of ``x`` (plus the Nones): the ellipsis and the missing trailing axes filled."""
     items = list(index) if isinstance(index, tuple) else [index]
     if any(isinstance(item, (list, np.ndarray, Tensor)) for item in items):
-        raise located_error("x[index] = value takes ints, slices, None and ... (or one bool mask tensor); lists, arrays and "
-                            "tensors of indices would scatter")
+        raise located_error("x[index] = value takes ints, slices, None and ..., one bool mask tensor, or integer index "
+                            "arrays over the leading dims (x[rows, cols] = v, x[idx] = v, then only whole axes: x[idx, :])")
     if sum(item is Ellipsis for item in items) > 1:
         raise located_error("an index can have only one ellipsis (...)")
     axes = sum(1 for item in items if item is not None and item is not Ellipsis)

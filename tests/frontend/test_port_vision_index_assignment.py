@@ -1,0 +1,68 @@
+"""Index assignment with integer index arrays over the leading dims, as PyTorch's ``index_put_``: the Forward-Forward
+example's ``x_[range(x.shape[0]), y] = x.max()``, ``x[[0, 2]] = row``, ``x[idx, 3] = v``. Values and gradients against
+torch in float64, eagerly and traced; kiln used to refuse every integer index array."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import kiln
+from kiln.compiler.errors import TraceError
+from oracles import require_torch
+
+X = np.random.default_rng(0).normal(size=(5, 12))
+LABELS = np.array([3, 0, 9, 3, 1])
+
+
+def overlay(lib, x, y):
+    """The example's overlay_y_on_x: the first 10 features zeroed, the label's one set to the image's max."""
+    x_ = x.clone()
+    x_[:, :10] *= 0.0
+    x_[range(x.shape[0]), y] = x.max()
+    return x_
+
+
+def rows_and_points(lib, x, y):
+    z = x * 1.0
+    z[[0, 2]] = x[1] * 2.0  # whole rows, the value broadcast
+    z[y[:2], 3] = -x[4, :2]  # an index tensor and an int
+    z[-1, [0, -1]] = 7.0  # negative indices wrap
+    return z
+
+
+@pytest.mark.parametrize("program", [overlay, rows_and_points])
+def test_eager_values_and_gradients_match_torch_in_float64(program):
+    torch = require_torch()
+    weights = np.random.default_rng(1).normal(size=X.shape)
+    x = kiln.tensor(X, requires_grad=True)
+    out = program(kiln, x * 1.0, kiln.tensor(LABELS))
+    (out * weights).sum().backward()
+    leaf = torch.tensor(X, requires_grad=True)
+    expected = program(torch, leaf * 1.0, torch.tensor(LABELS))
+    (expected * torch.tensor(weights)).sum().backward()
+    np.testing.assert_allclose(out.numpy(), expected.detach().numpy(), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(x.grad, leaf.grad.numpy(), rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("program", [overlay, rows_and_points])
+def test_traced_values_and_gradients_match_torch_in_float64(program):
+    torch = require_torch()
+    weights = np.random.default_rng(2).normal(size=X.shape)
+    values = kiln.compile(lambda x, y: program(kiln, x, y), batch_dim=None)(X, LABELS)
+    grad = kiln.grad(lambda x, y: (program(kiln, x, y) * weights).sum())(X, LABELS)
+    leaf = torch.tensor(X, requires_grad=True)
+    expected = program(torch, leaf, torch.tensor(LABELS))
+    (expected * torch.tensor(weights)).sum().backward()
+    np.testing.assert_allclose(values, expected.detach().numpy(), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(grad, leaf.grad.numpy(), rtol=1e-12, atol=1e-15)
+
+
+def test_an_index_array_after_a_slice_says_what_is_supported():
+    def after_a_slice(x):
+        z = x * 1.0
+        z[:, [0, 1]] = 0.0
+        return z
+
+    with pytest.raises(TraceError, match=r"over the leading dims.*test_port_vision_index_assignment\.py|test_port_vision_index_assignment\.py.*\n.*over the leading dims"):
+        kiln.trace(after_a_slice, kiln.TensorSpec(X.shape, "float64"))
