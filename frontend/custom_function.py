@@ -46,11 +46,15 @@ works too. ``kiln.jvp`` transposes the VJP, so a Function's tangent follows its
 backward too (PyTorch would ask for a ``jvp`` staticmethod); ``vmap`` of its
 gradient is the per-example backward.
 
-Mistakes are found when ``apply`` runs (the backward is traced then), not at the
-first backward as in PyTorch: a backward returning too few gradients, one of a
-shape that does not sum to its input's, a gradient for a non-tensor argument,
-or a forward returning a non-tensor, each name the Function's method and file,
-after the user's line that called ``apply``.
+``backward`` is traced, in eager mode too: its tensors are symbolic, so it
+cannot branch on their values or call ``.numpy()`` (``forward`` runs eagerly
+there, as any eager code). Tensors it reads that it was not given (a module's
+parameter it closes over) become operands of the op. Mistakes are found when
+``apply`` runs, not at the first backward as in PyTorch: a backward returning
+too few gradients, one of a shape that does not sum to its input's, a gradient
+for a non-tensor argument, or a forward returning a non-tensor; each message
+names the Function's method and file, after the user's line that called
+``apply``.
 """
 
 from __future__ import annotations
