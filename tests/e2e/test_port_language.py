@@ -317,3 +317,47 @@ def test_transformer_compiled_training_step_follows_torchs_loop_and_eager_evalua
     _assert_same_parameters(model, theirs.model)
     assert len(step.compiled) == 1
     assert ours.evaluate(batchify(corpus.valid, 3)) == pytest.approx(theirs.evaluate(batchify(torch_corpus.valid, 3)), rel=1e-10)
+
+
+def generate(lib, model, corpus, words, temperature=1.0, follow=None):
+    """generate.py's loop; returns the words and each step's ``word_weights``. ``follow`` (ids) replaces the draws,
+    so a second library can walk the first one's path."""
+    model.eval()
+    is_transformer = getattr(model, "model_type", None) == "Transformer"
+    ntokens = len(corpus.idx2word)
+    hidden = None if is_transformer else model.init_hidden(1)
+    input = lib.randint(ntokens, (1, 1), dtype=lib.long) if follow is None else lib.tensor([[follow[0]]], dtype=lib.long)
+    text, weights, start = [], [], int(input[0, 0])
+    with lib.no_grad():
+        for i in range(words):
+            if is_transformer:
+                output = model(input, False)
+                word_weights = output[-1].squeeze().div(temperature).exp().cpu()
+            else:
+                output, hidden = model(input, hidden)
+                word_weights = output.squeeze().div(temperature).exp().cpu()
+            word_idx = lib.multinomial(word_weights, 1)[0] if follow is None else follow[i + 1]
+            if is_transformer:
+                input = lib.cat([input, lib.tensor([[word_idx]]).long()], 0)
+            else:
+                input.fill_(word_idx)
+            text.append(corpus.idx2word[word_idx])
+            weights.append(np.array(word_weights.numpy()))
+    return text, weights, start
+
+
+def _ids(corpus, start, text):
+    return [start] + [corpus.word2idx[word] for word in text]
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "Transformer"])
+def test_generate_samples_words_and_torch_gives_the_same_distributions_along_kilns_path(kind):
+    torch = require("torch")
+    builders = _transformer_builders if kind == "Transformer" else (lambda t, n: _rnn_builders(t, kind, n))
+    (ours, theirs), (corpus, torch_corpus) = _programs(torch, builders)
+    kiln.manual_seed(3)
+    text, weights, start = generate(kiln, ours.model, corpus, words=6, temperature=0.8)
+    assert len(text) == 6 and all(word in corpus.word2idx for word in text)
+    _, torch_weights, _ = generate(torch, theirs.model, torch_corpus, words=6, temperature=0.8, follow=_ids(corpus, start, text))
+    np.testing.assert_allclose(np.array(weights), np.array(torch_weights), rtol=1e-10)
+
