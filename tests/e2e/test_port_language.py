@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 import kiln
+import kiln.onnx
 from kiln.runtime.data import load_pydoc_corpus
 from oracles import require
 
@@ -248,47 +249,73 @@ def _programs(torch, builders, **options):
     return (Program(kiln_lib, kiln_nn, ours, ntokens, **options), Program(torch_lib, torch_nn, theirs, ntokens, **options)), corpora
 
 
-def _snapshot(value):
-    """A copy of a ``state_dict`` value: kiln's are NumPy arrays, torch's tensors (see the report's gaps)."""
-    return value.numpy().copy() if hasattr(value, "numpy") else value.copy()
-
-
-def _train_with_annealing(program, corpus, epochs=2, lr=20.0):
-    """main.py's epoch loop: train, evaluate, keep the best state, divide lr by 4 when validation stops improving."""
+def _train_with_annealing(program, corpus, save_path, epochs=2, lr=20.0):
+    """main.py's epoch loop: train, evaluate, save the model when validation improves, else divide lr by 4."""
     train_data, val_data = batchify(corpus.train, program.batch_size), batchify(corpus.valid, 3)
-    history, best_val_loss, best_state = [], None, None
+    history, best_val_loss = [], None
     for _ in range(epochs):
         losses = program.train(train_data, lr)
         val_loss = program.evaluate(val_data)
         history.append((losses, val_loss, lr))
         if not best_val_loss or val_loss < best_val_loss:
-            best_val_loss, best_state = val_loss, {k: _snapshot(v) for k, v in program.model.state_dict().items()}
+            program.lib.save(program.model.state_dict(), save_path)  # main.py saves the whole model: see the report's gaps
+            best_val_loss = val_loss
         else:
             lr /= 4.0
-    return history, best_state
+    return history
 
 
 @pytest.mark.parametrize("rnn_type", ["LSTM", "GRU", "RNN_TANH"])
-def test_rnn_model_trains_in_lockstep_with_torch(rnn_type):
+def test_rnn_model_trains_in_lockstep_with_torch(rnn_type, tmp_path):
     torch = require("torch")
     (ours, theirs), (corpus, torch_corpus) = _programs(torch, lambda t, n: _rnn_builders(t, rnn_type, n))
     assert np.array_equal(np.asarray(corpus.train), torch_corpus.train.numpy())
-    history, _ = _train_with_annealing(ours, corpus)
-    expected, _ = _train_with_annealing(theirs, torch_corpus)
+    history = _train_with_annealing(ours, corpus, tmp_path / "model.pt")
+    expected = _train_with_annealing(theirs, torch_corpus, tmp_path / "torch_model.pt")
     for (losses, val_loss, lr), (torch_losses, torch_val_loss, torch_lr) in zip(history, expected):
         np.testing.assert_allclose(losses, torch_losses, rtol=1e-10)
         assert val_loss == pytest.approx(torch_val_loss, rel=1e-10) and lr == torch_lr
     _assert_same_parameters(ours.model, theirs.model)
     if rnn_type == "LSTM":
         assert ours.model.decoder.weight is ours.model.encoder.weight
+    fresh, torch_fresh = _rnn_builders(torch, rnn_type, ours.ntokens)
+    best, torch_best = _reloaded(kiln, fresh, tmp_path / "model.pt"), _reloaded(torch, torch_fresh, tmp_path / "torch_model.pt")
+    best.rnn.flatten_parameters(), torch_best.rnn.flatten_parameters()
+    ours.model, theirs.model = best, torch_best
+    test_loss = ours.evaluate(batchify(corpus.test, 3))
+    assert test_loss == pytest.approx(theirs.evaluate(batchify(torch_corpus.test, 3)), rel=1e-10)
+    if rnn_type == "LSTM":
+        _exported_model_runs_in_onnxruntime_as_torchs(torch, ours, theirs, tmp_path / "model.onnx", get_batch(batchify(corpus.test, 1), 0, ours.bptt)[0])
 
 
-def test_transformer_model_trains_in_lockstep_with_torch():
+def _reloaded(lib, build, path):
+    """The best model, as main.py reloads it after training (here from its state_dict)."""
+    model = build().double()
+    model.load_state_dict(lib.load(path))
+    return model
+
+
+def _exported_model_runs_in_onnxruntime_as_torchs(torch, ours, theirs, path, tokens):
+    """main.py's export_onnx: a zero dummy input of (bptt, 1) and init_hidden(1), then onnxruntime on real tokens."""
+    onnxruntime = require("onnxruntime")
+    model = ours.model
+    model.eval()
+    dummy_input = kiln.zeros(ours.bptt * 1, dtype=kiln.long).view(-1, 1)  # main.py: torch.LongTensor(n).zero_(), a gap
+    kiln.onnx.export(model, (dummy_input, model.init_hidden(1)), path)
+    h, c = (np.asarray(state) for state in model.init_hidden(1))
+    log_probs, h_n, c_n = onnxruntime.InferenceSession(str(path)).run(None, {"input": np.asarray(tokens), "hidden.0": h, "hidden.1": c})
+    theirs.model.eval()
+    expected, (torch_h, torch_c) = theirs.model(torch.tensor(np.asarray(tokens)), theirs.model.init_hidden(1))
+    np.testing.assert_allclose(log_probs, expected.detach().numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(c_n, torch_c.detach().numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_transformer_model_trains_in_lockstep_with_torch(tmp_path):
     torch = require("torch")
     (ours, theirs), (corpus, torch_corpus) = _programs(torch, _transformer_builders)
     np.testing.assert_allclose(ours.model.pos_encoder.pe.data, theirs.model.pos_encoder.pe.numpy(), rtol=1e-12, atol=1e-15)
-    history, _ = _train_with_annealing(ours, corpus)
-    expected, _ = _train_with_annealing(theirs, torch_corpus)
+    history = _train_with_annealing(ours, corpus, tmp_path / "model.pt")
+    expected = _train_with_annealing(theirs, torch_corpus, tmp_path / "torch_model.pt")
     for (losses, val_loss, lr), (torch_losses, torch_val_loss, torch_lr) in zip(history, expected):
         np.testing.assert_allclose(losses, torch_losses, rtol=1e-10)
         assert val_loss == pytest.approx(torch_val_loss, rel=1e-10) and lr == torch_lr
