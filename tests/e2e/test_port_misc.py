@@ -3,7 +3,8 @@
 ``reinforcement_learning/actor_critic.py`` and ``reinforce.py`` (``Categorical`` policies, ``SavedAction`` lists,
 normalised returns, ``smooth_l1_loss``, ``torch.stack(...).sum()``, ``del model.rewards[:]``) and
 ``vision_transformer`` (``unfold`` patches, a class token and positional embedding as ``nn.Parameter``s,
-``MultiheadAttention``, ``LayerNorm``, ``GELU``, AdamW and a scheduler) on the bundled digits.
+``MultiheadAttention``, ``LayerNorm``, ``GELU``, AdamW and a scheduler, batches from ``utils.data.DataLoader``) on the
+bundled digits.
 
 Each program is written once against ``lib`` (``torch`` or ``kiln``, with their ``nn``, ``F`` and ``optim``), with the
 idioms the originals use, and run by both from the same initial weights on the same data in float64: losses and
@@ -39,6 +40,8 @@ def _libraries(name: str) -> SimpleNamespace:
 
         return SimpleNamespace(lib=kiln, nn=nn, F=F, optim=optim, Categorical=kiln.distributions.Categorical)
     torch = require("torch")
+    import torch.utils.data  # noqa: F401  (lib.utils.data in the programs)
+
     return SimpleNamespace(lib=torch, nn=torch.nn, F=torch.nn.functional, optim=torch.optim,
                            Categorical=torch.distributions.Categorical)
 
@@ -457,9 +460,19 @@ def digit_images(batches, batch_size, seed):
     return [(x.reshape(-1, 1, 8, 8).astype(np.float64) / 16.0, y) for x, y in digit_batches(batches, batch_size, seed)]
 
 
-def vit_program(x, model, args, train_loader, val_loader, path):
+def _loader(x, batches, batch_size):
+    """``DataLoader(TensorDataset(images, labels))`` of ``lib.utils.data`` over these batches, in order (the original
+    shuffles; two libraries' shuffles cannot agree)."""
+    images, labels = (np.concatenate(parts) for parts in zip(*batches))
+    data = x.lib.utils.data
+    return data.DataLoader(data.TensorDataset(x.lib.tensor(images), x.lib.tensor(labels)), batch_size=batch_size, shuffle=False)
+
+
+def vit_program(x, model, args, train, val, path):
     """main.py's TrainEval with AdamW and a cosine schedule: train() / eval() epochs, the best weights saved."""
     lib, nn, optim = x.lib, x.nn, x.optim
+    device = lib.device("cpu")
+    train_loader, val_loader = _loader(x, train, args.batch_size), _loader(x, val, args.batch_size)
     optimizer = optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     scheduler = optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs * len(train_loader))
     criterion = nn.CrossEntropyLoss()
@@ -468,7 +481,7 @@ def vit_program(x, model, args, train_loader, val_loader, path):
         model.train()
         total_loss = 0.0
         for images, labels in train_loader:
-            images, labels = lib.tensor(images), lib.tensor(labels)
+            images, labels = images.to(device), labels.to(device)
             optimizer.zero_grad()
             logits = model(images)
             loss = criterion(logits, labels)
@@ -480,7 +493,7 @@ def vit_program(x, model, args, train_loader, val_loader, path):
         val_loss, correct = 0.0, 0
         with lib.no_grad():
             for images, labels in val_loader:
-                images, labels = lib.tensor(images), lib.tensor(labels)
+                images, labels = images.to(device), labels.to(device)
                 logits = model(images)
                 val_loss += criterion(logits, labels).item()
                 correct += logits.argmax(dim=1).eq(labels).sum().item()

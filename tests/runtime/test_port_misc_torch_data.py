@@ -1,0 +1,92 @@
+"""``kiln.utils.data`` as ``torch.utils.data``: ``DataLoader`` batches of kiln tensors with torch's values, dtypes and
+list structure, over a ``TensorDataset`` and a subclassed ``Dataset``; shuffled passes are fresh permutations that
+``kiln.manual_seed`` repeats; what is not supported is refused with what to do instead."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import kiln
+from kiln.runtime.data import DataError
+from kiln.utils.data import DataLoader, Dataset, TensorDataset
+from oracles import require
+
+X = np.random.default_rng(0).normal(size=(7, 3))
+Y = np.arange(7) % 3
+
+
+def _samples(base):
+    class Samples(base):
+        """A sample is an array, a Python int and a Python float, as a hand-written dataset returns them."""
+
+        def __len__(self):
+            return 5
+
+        def __getitem__(self, i):
+            return np.full(2, i, np.float32), i, 0.5 * i
+
+    return Samples()
+
+
+def _assert_same_batches(ours, theirs):
+    assert len(ours) == len(theirs)
+    for batch, expected in zip(ours, theirs, strict=True):
+        assert type(batch) is type(expected) is list and len(batch) == len(expected)
+        for tensor, torch_tensor in zip(batch, expected):
+            assert isinstance(tensor, kiln.Tensor) and tensor.shape == tuple(torch_tensor.shape)
+            assert tensor.numpy().dtype == torch_tensor.numpy().dtype
+            np.testing.assert_array_equal(tensor.numpy(), torch_tensor.numpy())
+
+
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_batches_of_a_tensor_dataset_are_torchs(drop_last):
+    torch = require("torch")
+    ours = DataLoader(TensorDataset(kiln.tensor(X), kiln.tensor(Y)), batch_size=3, drop_last=drop_last)
+    theirs = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.tensor(X), torch.tensor(Y)), batch_size=3, drop_last=drop_last)
+    _assert_same_batches(ours, theirs)
+
+
+def test_samples_of_a_subclassed_dataset_collate_as_torchs():
+    torch = require("torch")
+    _assert_same_batches(DataLoader(_samples(Dataset), batch_size=2), torch.utils.data.DataLoader(_samples(torch.utils.data.Dataset), batch_size=2))
+
+
+def test_a_tensor_dataset_indexes_rows_as_tensors():
+    first = TensorDataset(kiln.tensor(X), kiln.tensor(Y))[1]
+    assert len(first) == 2 and all(isinstance(t, kiln.Tensor) for t in first)
+    np.testing.assert_array_equal(first[0].numpy(), X[1])
+
+
+def test_each_shuffled_pass_is_a_new_permutation_that_manual_seed_repeats():
+    loader = DataLoader(TensorDataset(np.arange(10)), batch_size=4, shuffle=True)
+
+    def one_pass():
+        return np.concatenate([batch.numpy() for (batch,) in loader])
+
+    kiln.manual_seed(0)
+    first, second = one_pass(), one_pass()
+    kiln.manual_seed(0)
+    assert sorted(first) == sorted(second) == list(range(10))
+    assert not np.array_equal(first, second) and np.array_equal(one_pass(), first)
+
+
+def test_batches_are_tensors_a_pytorch_loop_uses():
+    device = kiln.device("cpu")
+    for images, labels in DataLoader(TensorDataset(X, Y), batch_size=4):
+        images, labels = images.to(device), labels.to(device)
+        assert images.size(0) == labels.size(0) and labels.dtype == kiln.int64
+
+
+def test_a_collate_fn_result_is_given_as_it_is():
+    loader = DataLoader(TensorDataset(X), batch_size=2, collate_fn=lambda samples: len(samples))
+    assert list(loader) == [2, 2, 2, 1]
+
+
+def test_what_is_not_supported_is_refused_with_what_to_do():
+    with pytest.raises(DataError, match="sampler= is not supported; pass shuffle=True"):
+        DataLoader(TensorDataset(X), sampler=[0, 1])
+    with pytest.raises(DataError, match="batch_size=None"):
+        DataLoader(TensorDataset(X), batch_size=None)
+    with pytest.raises(DataError, match=r"size mismatch between tensors \(first dims \[7, 6\]\)"):
+        TensorDataset(X, Y[:6])
