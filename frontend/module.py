@@ -17,6 +17,7 @@ from kiln.compiler.ir.core import Value
 from kiln.compiler.ir.types import DType
 from kiln.frontend.module_hooks import HookMethods, call_with_hooks
 from kiln.frontend.tensor import Tensor
+from kiln.frontend.tensor_eager import array_protocol
 from kiln.frontend.trace import TraceContext
 
 
@@ -88,7 +89,7 @@ class Parameter(Tensor):
         refusal of a traced tensor's (its value exists only when the step runs)."""
         if TraceContext.active():
             return super().__array__(dtype, copy)
-        return self.data if dtype is None else self.data.astype(dtype)
+        return array_protocol(self.data, dtype, copy)
 
     def copy_(self, array: Any) -> "Parameter":
         """Overwrite the value in place from an array of the same shape. Traced, a buffer's new value is ``array``

@@ -25,6 +25,13 @@ from kiln.frontend.eager_values import ARRAYS, GRAD_TENSORS, PARAMETERS, eager_a
 from kiln.frontend.trace import TraceContext, located_error
 
 
+def array_protocol(array: np.ndarray, dtype: Any, copy: Any) -> np.ndarray:
+    """``__array__``'s answer: ``array`` itself (``np.asarray`` shares it, as PyTorch's ``numpy()``), cast to ``dtype``,
+    and a copy when NumPy asks for one (``np.array(t)``: a buffer registered from it must not alias the tensor)."""
+    result = array if dtype is None else array.astype(dtype)
+    return result.copy() if copy and result is array else result
+
+
 class EagerMethods:
     """Reading values and ``backward``; ``Tensor`` inherits them before ``TorchMethods`` (whose forms refuse)."""
 
@@ -91,7 +98,7 @@ class EagerMethods:
         if array is None:
             raise TypeError(f"np.asarray() of a traced {getattr(self, 'type', '')}: its values exist only when the compiled "
                             "function runs; return the tensor from the function (compiled functions return NumPy arrays)")
-        return array if dtype is None else array.astype(dtype)
+        return array_protocol(array, dtype, copy)
 
     def __format__(self, format_spec: str) -> str:
         """``'{:+.2f}'.format(w)``, ``f"{loss:.4f}"``: a 0-d tensor formats its number, as PyTorch's (a traced one refuses
@@ -152,4 +159,4 @@ def _host_values(tensor: Any) -> np.ndarray | None:
     return array
 
 
-__all__ = ["EagerMethods"]
+__all__ = ["EagerMethods", "array_protocol"]
