@@ -284,3 +284,112 @@ def test_mnist_rnn_compiled_step_matches_torch_in_float64():
     _assert_same_state(model, twin)
     model.eval(), twin.eval()
     np.testing.assert_allclose(kiln.compile(model)(x[:10]), twin(torch.tensor(x[:10])).detach().numpy(), **TIGHT)
+
+
+# --- regression/main.py -----------------------------------------------------------------------------------------------
+
+POLY_DEGREE = 4
+
+
+def regression_main(lib, F, fc, W_target, b_target, randn, max_batches=2000):
+    """The example's script: fit ``fc`` to a degree-4 polynomial on fresh random batches until the loss is below 1e-3;
+    returns the losses, the batch count and the two printed polynomials."""
+
+    def make_features(x):
+        """Builds features i.e. a matrix with columns [x, x^2, x^3, x^4]."""
+        x = x.unsqueeze(1)
+        return lib.cat([x ** i for i in range(1, POLY_DEGREE + 1)], 1)
+
+    def f(x):
+        return x.mm(W_target) + b_target.item()
+
+    def poly_desc(W, b):
+        result = 'y = '
+        for i, w in enumerate(W):
+            result += '{:+.2f} x^{} '.format(w, i + 1)
+        result += '{:+.2f}'.format(b[0])
+        return result
+
+    def get_batch(batch_size=32):
+        random = randn(batch_size)
+        x = make_features(random)
+        y = f(x)
+        return x, y
+
+    losses = []
+    for batch_idx in range(1, max_batches + 1):
+        batch_x, batch_y = get_batch()
+        fc.zero_grad()
+        output = F.smooth_l1_loss(fc(batch_x), batch_y)
+        loss = output.item()
+        losses.append(loss)
+        output.backward()
+        # kiln: PyTorch's `param.data.add_(-0.1 * param.grad)` needs .data to be a tensor (kiln's is the NumPy array);
+        # the update under no_grad is the same in both
+        with lib.no_grad():
+            for param in fc.parameters():
+                param.add_(-0.1 * param.grad)
+        if loss < 1e-3:
+            break
+    return losses, batch_idx, poly_desc(fc.weight.view(-1), fc.bias), poly_desc(W_target.view(-1), b_target)
+
+
+def _replayed(torch, draws):
+    """PyTorch's ``randn`` for the twin: kiln's draws, in order (the two generators differ)."""
+    replay = iter(draws)
+    return lambda size: torch.tensor(np.asarray(next(replay)))
+
+
+def _recorded(draws):
+    def randn(size):
+        draws.append(kiln.randn(size, dtype=kiln.float64))
+        return draws[-1]
+
+    return randn
+
+
+def _regression_twins():
+    torch = require_torch()
+    kiln.manual_seed(9)  # a polynomial the script fits in ~200 batches
+    W_target = kiln.randn(POLY_DEGREE, 1, dtype=kiln.float64) * 5
+    b_target = kiln.randn(1, dtype=kiln.float64) * 5
+    fc = kiln.nn.Linear(W_target.size(0), 1).double()
+    twin = torch.nn.Linear(POLY_DEGREE, 1).double()
+    _same_weights(torch, fc, twin)
+    return torch, (W_target, b_target), (torch.tensor(np.asarray(W_target)), torch.tensor(np.asarray(b_target))), fc, twin
+
+
+def test_regression_eager_script_matches_torch_in_float64():
+    torch, targets, torch_targets, fc, twin = _regression_twins()
+    draws = []
+    losses, batches, learned, actual = regression_main(kiln, kiln.nn.functional, fc, *targets, _recorded(draws))
+    torch_losses, torch_batches, torch_learned, torch_actual = regression_main(
+        torch, torch.nn.functional, twin, *torch_targets, _replayed(torch, draws))
+    assert batches == torch_batches < 2000 and losses[-1] < 1e-3  # the stopping criterion fires at the same batch
+    # the last losses are 1e4 times the first ones' scale below it: residuals of near-cancelling terms, so an absolute
+    # tolerance of 1e-12 of the first loss
+    np.testing.assert_allclose(losses, torch_losses, rtol=1e-9, atol=1e-11)
+    _assert_same_state(fc, twin)
+    assert (learned, actual) == (torch_learned, torch_actual)
+    assert learned.startswith("y = ") and learned.count("x^") == 4
+
+
+def test_regression_compiled_step_matches_torch_in_float64():
+    torch, targets, _, fc, twin = _regression_twins()
+    step = kiln.compile_train_step(fc, kiln.nn.functional.smooth_l1_loss, kiln.optim.SGD(fc.parameters(), lr=0.1))
+    torch_optimizer = torch.optim.SGD(twin.parameters(), lr=0.1)
+    W_target, b_target = (np.asarray(t) for t in targets)
+    for batch_idx in range(1, 2001):
+        x = np.asarray(kiln.randn(32, dtype=kiln.float64))
+        x = np.stack([x ** i for i in range(1, POLY_DEGREE + 1)], 1)
+        y = x @ W_target + b_target.item()
+        loss = float(step(x, y))
+        torch_optimizer.zero_grad()
+        expected = torch.nn.functional.smooth_l1_loss(twin(torch.tensor(x)), torch.tensor(y))
+        expected.backward()
+        torch_optimizer.step()
+        assert loss == pytest.approx(expected.item(), rel=1e-9, abs=1e-11)
+        if loss < 1e-3:
+            break
+    assert loss < 1e-3 and batch_idx < 2000, batch_idx
+    _assert_same_state(fc, twin)
