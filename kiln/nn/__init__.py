@@ -55,3 +55,8 @@ __all__ += layers_more.__all__
 from kiln.frontend.linear_cross_entropy import LinearCrossEntropyLoss, LinearCrossEntropyOptions  # noqa: E402
 
 __all__ += ["LinearCrossEntropyLoss", "LinearCrossEntropyOptions"]
+
+from kiln.nn import parallel  # noqa: E402
+from kiln.nn.parallel import DataParallel  # noqa: E402  (one process: the module itself; kiln.distributed's for MPI)
+
+__all__ += ["DataParallel", "parallel"]
