@@ -388,3 +388,48 @@ def test_generate_samples_words_and_torch_gives_the_same_distributions_along_kil
     _, torch_weights, _ = generate(torch, theirs.model, torch_corpus, words=6, temperature=0.8, follow=_ids(corpus, start, text))
     np.testing.assert_allclose(np.array(weights), np.array(torch_weights), rtol=1e-10)
 
+
+
+class CarriedState(kiln.nn.Module):
+    """The recurrent model compiled whole: its hidden state kept in buffers that each step overwrites with the new
+    state, detached (``repackage_hidden`` inside the step), so consecutive batches carry it as main.py's loop does."""
+
+    def __init__(self, model, batch_size):
+        super().__init__()
+        self.model, self.count = model, len(_states(model.init_hidden(batch_size)))
+        for index, state in enumerate(_states(model.init_hidden(batch_size))):
+            self.register_buffer(f"hidden{index}", state)
+
+    def forward(self, data):
+        states = tuple(getattr(self, f"hidden{index}") for index in range(self.count))
+        output, hidden = self.model(data, states if self.count > 1 else states[0])
+        for index, state in enumerate(_states(hidden)):
+            getattr(self, f"hidden{index}").copy_(state.detach())
+        return output
+
+
+def _states(hidden):
+    return hidden if isinstance(hidden, tuple) else (hidden,)
+
+
+def test_lstm_compiled_training_step_carries_its_state_in_lockstep_with_torchs_loop():
+    torch = require("torch")
+    (ours, theirs), (corpus, torch_corpus) = _programs(torch, lambda t, n: _rnn_builders(t, "LSTM", n))
+    carried = CarriedState(ours.model, ours.batch_size)
+    step = kiln.compile_train_step(carried, ours.criterion, kiln.optim.SGD(ours.model.parameters(), lr=20.0), clip_grad_norm=ours.clip,
+                                   batch_dim=None)
+    train_data, torch_train_data = batchify(corpus.train, ours.batch_size), batchify(torch_corpus.train, ours.batch_size)
+    theirs.model.train()
+    hidden = theirs.model.init_hidden(theirs.batch_size)
+    for i in range(0, 3 * ours.bptt, ours.bptt):
+        loss = float(step(*get_batch(train_data, i, ours.bptt)))
+        data, targets = get_batch(torch_train_data, i, theirs.bptt)
+        theirs.model.zero_grad()
+        output, hidden = theirs.forward(data, hidden)
+        expected = theirs.criterion(output, targets)
+        expected.backward()
+        torch.nn.utils.clip_grad_norm_(theirs.model.parameters(), theirs.clip)
+        theirs.sgd_update(20.0)
+        assert loss == pytest.approx(expected.item(), rel=1e-10)
+    _assert_same_parameters(ours.model, theirs.model)
+    np.testing.assert_allclose(carried.hidden1.data, hidden[1].detach().numpy(), rtol=1e-10, atol=1e-12)
