@@ -249,6 +249,15 @@ class Tensor(EagerMethods, InPlaceMethods, TorchMethods, MathMethods, DeviceMeth
             return Tensor(context.without_gradient(self.value))
         return apply("tensor.stop_gradient", self)
 
+    @property
+    def data(self) -> "Tensor":
+        """PyTorch's ``.data``: the values detached from the graph (``output.data.max(1)``, ``action.data``). It shares
+        the tensor's storage in PyTorch, so it joins its view family: a write through it makes reading the tensor an
+        error, never a silently different value. A ``Parameter``'s ``.data`` is its array (``frontend/module.py``)."""
+        detached = self.detach()
+        link_view(detached, self)
+        return detached
+
     def transpose(self, dim0: int | None = None, dim1: int | None = None) -> "Tensor":
         """``x.transpose()`` reverses the axes; ``x.transpose(0, 1)`` swaps two, as in PyTorch."""
         perm = list(reversed(range(self.ndim)))
