@@ -129,3 +129,24 @@ def test_log_writer_writes_a_device_loss_one_step_later_so_the_device_never_wait
     assert [r["step"] for r in lines()] == [1] and records[0]["loss"].ready and not records[1]["loss"].ready
     writer.on_epoch_end(None, {"epoch": 0, "step": 2, "loss": 1.5})
     assert [(r["kind"], r["step"], r["loss"]) for r in lines()] == [("step", 1, 1.0), ("step", 2, 2.0), ("epoch", 2, 1.5)]
+
+
+@pytest.mark.parametrize("every_seconds, draws", [(3600.0, 2), (0.0, 5)])
+def test_loss_curve_redraws_at_most_every_so_often_and_always_at_the_end(tmp_path, monkeypatch, every_seconds, draws):
+    from kiln.runtime import callbacks
+
+    drawn = []
+    monkeypatch.setattr(callbacks, "plot_loss_curve", lambda history, path: drawn.append(len(history.steps)))
+    train, _ = loaders()
+    kiln.fit(make_step(), train, epochs=4, progress=False,
+             callbacks=[callbacks.LossCurve(str(tmp_path / "loss.png"), every_seconds=every_seconds)])
+    assert len(drawn) == draws and drawn[-1] == 32  # the last drawing has every step
+
+
+def test_the_loss_curve_is_replaced_whole(tmp_path):
+    from kiln.runtime import callbacks
+
+    train, _ = loaders()
+    history = kiln.fit(make_step(), train, epochs=1, progress=False)
+    callbacks.plot_loss_curve(history, str(tmp_path / "loss.png"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["loss.png"]
