@@ -433,3 +433,24 @@ def test_lstm_compiled_training_step_carries_its_state_in_lockstep_with_torchs_l
         assert loss == pytest.approx(expected.item(), rel=1e-10)
     _assert_same_parameters(ours.model, theirs.model)
     np.testing.assert_allclose(carried.hidden1.data, hidden[1].detach().numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_the_unmodified_port_with_dropout_learns_eagerly_and_compiled():
+    """main.py as written (dropout 0.2, float32, kiln's own random draws): the training loss falls, both ways."""
+    corpus = _corpus(kiln)
+    ntokens = len(corpus.idx2word)
+    RNNModel = word_language_model(*_libraries("kiln"))[0]
+    train_data = batchify(corpus.train, 4)
+    kiln.manual_seed(0)
+    program = Program(kiln, kiln.nn, RNNModel("LSTM", ntokens, 16, 16, 2, 0.2, True), ntokens, batches=4)
+    eager = [np.mean(program.train(train_data, lr=5.0)) for _ in range(4)]
+    model = RNNModel("LSTM", ntokens, 16, 16, 2, 0.2, True)
+    step = kiln.compile_train_step(CarriedState(model, 4), program.criterion, kiln.optim.SGD(model.parameters(), lr=5.0),
+                                   clip_grad_norm=program.clip, batch_dim=None, seed=0)
+    compiled = [np.mean([float(step(*get_batch(train_data, i, 5))) for i in range(0, 20, 5)]) for _ in range(4)]
+    assert eager[-1] < eager[0] - 0.3 and compiled[-1] < compiled[0] - 0.3, (eager, compiled)
+    data = get_batch(train_data, 0, 5)[0]
+    for training, differ in ((True, True), (False, False)):  # dropout draws anew in training mode only
+        model.train(training)
+        outputs = [model(data, model.init_hidden(4))[0].numpy() for _ in range(2)]
+        assert (not np.array_equal(*outputs)) == differ
