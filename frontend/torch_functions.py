@@ -235,7 +235,9 @@ def meshgrid(*tensors: Any, indexing: str = "ij") -> tuple[Tensor, ...]:
 
 def randint(low: int, high: int | None = None, size: Any = None, *, dtype: Any = None, device: Any = None) -> Tensor:
     """Integers uniform in ``[low, high)`` from the traced step's seed (``randint(high, size)`` too)."""
-    if high is None or (size is None and isinstance(high, (tuple, list))):
+    if high is None:  # randint(high, size=(n,))
+        low, high = 0, low
+    elif size is None and isinstance(high, (tuple, list)):  # randint(high, (n,))
         low, high, size = 0, low, high
     draw = rand(*tuple(size), dtype="float64")
     return (draw * (high - low)).floor().to(DType.of("int64" if dtype is None else dtype)) + low
