@@ -24,8 +24,8 @@ import kiln.onnx
 from kiln.runtime.data import load_pydoc_corpus
 from oracles import require
 
-NTOKENS_TEXT = 2500
-"""Characters of the documentation the corpus reads: a vocabulary of about 200 words."""
+NTOKENS_TEXT = 1600
+"""Characters of the documentation the corpus reads: a vocabulary of about 140 words."""
 
 
 def _libraries(name):
