@@ -523,7 +523,14 @@ def _crop(input: Tensor, pairs: list[tuple[int, int]]) -> Tensor:
 
 
 def getitem(input: Tensor, index: Any) -> Tensor:
-    """Basic indexing: ints, slices (any step > 0), ``None`` and ``...``; each lowers to one slice/squeeze/expand_dims op."""
+    """Basic indexing: ints, slices (any step > 0), ``None`` and ``...``; each lowers to one slice/squeeze/expand_dims op.
+    Integer index arrays over the leading dims (``x[idx]``, ``x[rows, cols]``, ``x[range(n), y]``) gather, as PyTorch's
+    advanced indexing: one ``take`` of the rows at their flat positions (a copy, not a view)."""
+    from kiln.frontend.tensor_setitem import advanced_indices  # lazily: it builds on the Tensor this file serves
+
+    advanced = advanced_indices(index)
+    if advanced is not None:
+        return _gathered_rows(input, advanced)
     items = list(index) if isinstance(index, tuple) else [index]
     if any(item is Ellipsis for item in items):
         at = items.index(Ellipsis)
@@ -558,11 +565,21 @@ def _index_axis(input: Tensor, axis: int, item: Any) -> Tensor:
             raise IndexError(f"index {item} is out of range for axis {axis} of size {size}")  # IndexError ends iteration, as for sequences
         item = slice(int(item) % size, int(item) % size + 1)
     if not isinstance(item, slice):
-        raise TraceError(f"unsupported index {item!r}: use ints, slices, None or ... (gather with F.embedding or Tensor.take)")
+        raise TraceError(f"unsupported index {item!r}: use ints, slices, None or ..., or integer index arrays over the "
+                         "leading dims only (x[idx], x[rows, cols]); gather elsewhere with index_select or take_along_dim")
     start, stop, step = item.indices(size)
     if step < 1:
         raise TraceError(f"slice steps must be positive, got {step}")
     return apply("tensor.slice", input, axis=axis, start=start, stop=max(start, stop), step=step)
+
+
+def _gathered_rows(input: Tensor, indices: tuple[Tensor, ...]) -> Tensor:
+    """``input[indices]`` for integer index tensors over its leading dims: shape ``broadcast(indices) + rest``."""
+    from kiln.frontend.tensor_more import _flat_leading_index  # index_put's: the same flat positions it writes
+
+    flat, rest = _flat_leading_index(input, indices)
+    rows = input.reshape((-1,) + rest)
+    return apply("tensor.take", rows, flat.reshape(-1), axis=0).reshape(tuple(flat.shape) + rest)
 
 
 @honors_inplace

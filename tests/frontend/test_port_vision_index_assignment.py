@@ -1,5 +1,6 @@
-"""Index assignment with integer index arrays over the leading dims, as PyTorch's ``index_put_``: the Forward-Forward
-example's ``x_[range(x.shape[0]), y] = x.max()``, ``x[[0, 2]] = row``, ``x[idx, 3] = v``. Values and gradients against
+"""Integer index arrays over the leading dims, as PyTorch's advanced indexing: assignment (``index_put_``: the
+Forward-Forward example's ``x_[range(x.shape[0]), y] = x.max()``, ``x[[0, 2]] = row``, ``x[idx, 3] = v``) and reading
+(a gather: its ``torch.tensor(allowed)[torch.randint(n, size=(1,))]``, ``x[rows, cols]``). Values and gradients against
 torch in float64, eagerly and traced; kiln used to refuse every integer index array."""
 
 from __future__ import annotations
@@ -31,12 +32,21 @@ def rows_and_points(lib, x, y):
     return z
 
 
-@pytest.mark.parametrize("program", [overlay, rows_and_points])
+def gathered(lib, x, y):
+    y = y % 5
+    picked = x[y] * 2.0 + x[[4, 0]].sum(0)  # rows at a tensor's and a list's indices
+    return picked[:, :4] + x[y[:2, None], lib.tensor([[1, -1]])].sum() + x[range(5), 3][:, None]  # broadcast pairs, a range
+
+
+PROGRAMS = [overlay, rows_and_points, gathered]
+
+
+@pytest.mark.parametrize("program", PROGRAMS)
 def test_eager_values_and_gradients_match_torch_in_float64(program):
     torch = require_torch()
-    weights = np.random.default_rng(1).normal(size=X.shape)
     x = kiln.tensor(X, requires_grad=True)
     out = program(kiln, x * 1.0, kiln.tensor(LABELS))
+    weights = np.random.default_rng(1).normal(size=out.shape)
     (out * weights).sum().backward()
     leaf = torch.tensor(X, requires_grad=True)
     expected = program(torch, leaf * 1.0, torch.tensor(LABELS))
@@ -45,11 +55,11 @@ def test_eager_values_and_gradients_match_torch_in_float64(program):
     np.testing.assert_allclose(x.grad, leaf.grad.numpy(), rtol=1e-12, atol=1e-15)
 
 
-@pytest.mark.parametrize("program", [overlay, rows_and_points])
+@pytest.mark.parametrize("program", PROGRAMS)
 def test_traced_values_and_gradients_match_torch_in_float64(program):
     torch = require_torch()
-    weights = np.random.default_rng(2).normal(size=X.shape)
     values = kiln.compile(lambda x, y: program(kiln, x, y), batch_dim=None)(X, LABELS)
+    weights = np.random.default_rng(2).normal(size=values.shape)
     grad = kiln.grad(lambda x, y: (program(kiln, x, y) * weights).sum())(X, LABELS)
     leaf = torch.tensor(X, requires_grad=True)
     expected = program(torch, leaf, torch.tensor(LABELS))
