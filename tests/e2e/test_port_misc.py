@@ -93,7 +93,7 @@ def sequence_model(x, hidden=51):
     return Sequence().double()
 
 
-def sine_waves(count=5, length=9, period=20):
+def sine_waves(count=5, length=7, period=20):
     """generate_sine_wave.py's data, shrunk: ``sin((t + shift) / period)`` with a random integer shift per wave."""
     shifts = np.random.default_rng(0).integers(-4 * period, 4 * period, count).reshape(count, 1)
     return np.sin((np.arange(length) + shifts) / 1.0 / period).astype("float64")
@@ -295,6 +295,21 @@ def test_actor_critic_trains_eagerly_in_lockstep_with_torch(float64_default):
     np.testing.assert_allclose(losses, expected, rtol=1e-10)
     _assert_same_parameters(model, twin)
     assert set(actions) == {0, 1} and model.rewards == [] and model.saved_actions == []
+
+
+def test_actor_critic_as_written_mixes_a_double_model_with_float32_returns():
+    """Without ``set_default_dtype``, ``tensor(returns)`` and ``tensor([R])`` are float32 while the model is float64:
+    ``smooth_l1_loss`` promotes, as PyTorch's. The float32 normalisation of the returns rounds differently in the
+    two libraries (torch accumulates its ``std`` in float64), so the agreement is float32's."""
+    torch = require("torch")
+    ours, theirs, actions = _libraries("kiln"), _libraries("torch"), []
+    kiln.manual_seed(8)
+    model = actor_critic_model(ours)
+    twin = _twin(torch, model, actor_critic_model(theirs))
+    losses = actor_critic_program(SimpleNamespace(**{**vars(ours), "Categorical": _recording(actions)}), model, episodes=2)
+    expected = actor_critic_program(SimpleNamespace(**{**vars(theirs), "Categorical": _replaying(torch, actions)}), twin, episodes=2)
+    np.testing.assert_allclose(losses, expected, rtol=1e-5)
+    _assert_same_parameters(model, twin, rtol=1e-5, atol=1e-7)
 
 
 def reinforce_model(x, dropout):
