@@ -24,7 +24,7 @@ import numpy as np
 
 from kiln.frontend.functional_conv import adaptive_avg_pool2d
 from kiln.frontend.functional_nn import avg_pool2d, conv2d, max_pool2d, pad, same_padding
-from kiln.frontend.tensor import Tensor
+from kiln.frontend.tensor import Tensor, apply
 from kiln.frontend.trace import located_error
 from kiln.frontend.tensor_inplace import honors_inplace
 
@@ -161,14 +161,20 @@ def max_pool3d(input: Tensor, kernel_size: Any, stride: Any = None, padding: Any
         return max_pool3d_with_indices(input, kernel_size, stride, padding, dilation, ceil_mode)
     volume, kernel, stride, padding = _pool_geometry("max_pool3d", input, kernel_size, stride, padding)
     dilation = triple("max_pool3d", "dilation", dilation)
-    if padding[0]:
-        volume = pad(volume, (0, 0, 0, 0, padding[0], padding[0]), value=-np.inf)
+    if padding[0]:  # a plane of padding must not win a window of -inf: the gather knows which slots are padding
+        return max_pool3d_with_indices(input, kernel_size, stride, padding, dilation, ceil_mode)[0]
     planes = _ceil_planes(volume, kernel[0], stride[0], dilation[0], ceil_mode, padding[0], "max_pool3d")
     pooled = [max_pool2d(planes_as_images(p), kernel[1:], stride[1:], padding[1:], dilation[1:], ceil_mode) for p in planes]
     result = pooled[0]
-    for other in pooled[1:]:
-        result = result.maximum(other)
+    for later in pooled[1:]:
+        result = _pool_pick(result, later)
     return like_input(images_as_volume(result, planes[0].shape[2]), input)
+
+
+def _pool_pick(earlier: Tensor, later: Tensor) -> Tensor:
+    """The winner of two planes' window maxima as PyTorch's kernel scans a window (``val > max || isnan(val)``): the
+    later one if larger or NaN, else the earlier (a tie stays with the first); it alone takes the gradient."""
+    return apply("tensor.where", (later > earlier) | (later != later), later, earlier)
 
 
 def max_pool3d_with_indices(input: Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1,
@@ -254,21 +260,12 @@ def adaptive_avg_pool3d(input: Tensor, output_size: Any) -> Tensor:
 
 
 def adaptive_max_pool3d(input: Tensor, output_size: Any, return_indices: bool = False) -> Any:
-    """PyTorch's adaptive max over ``(D, H, W)``, any output size: a max is separable over a box, so each axis in
-    turn takes the max of each of PyTorch's windows ``floor(i S / O) .. ceil((i + 1) S / O)``. With
-    ``return_indices``, ``adaptive_max_pool3d_with_indices``'s values and flat indices."""
-    if return_indices:
-        return adaptive_max_pool3d_with_indices(input, output_size)
-    from kiln.frontend.functional_nn import cat
-
-    volume, out = _adaptive_geometry("adaptive_max_pool3d", input, output_size)
-    for axis, count in zip((2, 3, 4), out):
-        size = volume.shape[axis]
-        if count != size:
-            windows = [volume.narrow(axis, i * size // count, -(-(i + 1) * size // count) - i * size // count).amax(axis, keepdim=True)
-                       for i in range(count)]
-            volume = cat(windows, axis) if count > 1 else windows[0]
-    return like_input(volume, input)
+    """PyTorch's adaptive max over ``(D, H, W)``, any output size: each of PyTorch's windows ``floor(i S / O) ..
+    ceil((i + 1) S / O)`` gathered (``adaptive_max_pool3d_with_indices``, whose winner takes the gradient alone, as
+    PyTorch's; a separable ``amax`` per axis would share it between ties). With ``return_indices``, also the flat
+    indices."""
+    pooled = adaptive_max_pool3d_with_indices(input, output_size)
+    return pooled if return_indices else pooled[0]
 
 
 def _planewise(volume: Tensor, pool: Any) -> Tensor:

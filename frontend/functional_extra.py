@@ -28,7 +28,8 @@ import numpy as np
 from kiln.frontend.eager_values import eager_array
 from kiln.frontend.functional_conv import conv_transpose2d, single_size
 from kiln.frontend.functional_conv3d import avg_pool3d, batched_volume, max_pool3d, triple
-from kiln.frontend.functional_nn import _pair, avg_pool2d, batched_pool_input, embedding_padding_index, like_pool_input, max_pool2d, pad
+from kiln.frontend.functional_nn import (_pair, avg_pool2d, batched_pool_input, embedding_padding_index, like_pool_input, max_pool2d, pad,
+                                        window_max)
 from kiln.frontend.functional_norm import group_norm
 from kiln.frontend.functional_pool1d import avg_pool1d, max_pool1d
 from kiln.frontend.sync_batch_norm import record_running_statistics
@@ -272,7 +273,7 @@ def _adaptive_max_with_indices(function: str, batched: Tensor, out: tuple[int, .
     batch, channels = batched.shape[0], batched.shape[1]
     plane = batched.reshape(batch, channels, -1)
     gathered = apply("tensor.take", plane, _constant(table.reshape(-1)), axis=2).reshape(batch, channels, table.shape[0], table.shape[1])
-    values, winner = gathered.max(-1)
+    values, winner = window_max(gathered)
     flat = winner + _constant(np.arange(table.shape[0]) * table.shape[1])
     indices = apply("tensor.take", _constant(table.reshape(-1)), flat, axis=0)
     return values.reshape((batch, channels) + out), indices.reshape((batch, channels) + out)

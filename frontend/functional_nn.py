@@ -372,12 +372,12 @@ def _gathered_max(image: Tensor, axes: Sequence[_PoolAxis], return_indices: bool
     winning slots."""
     batch, channels, volume = image.shape[0], image.shape[1], int(np.prod([axis.length for axis in axes]))
     counts, window = tuple(axis.count for axis in axes), int(np.prod([axis.kernel for axis in axes]))
-    reads, indices = _window_reads(axes)
+    reads, indices, inside = _window_reads(axes)
     flat = image.reshape(batch, channels, volume)
     if (reads == volume).any():
         flat = pad(flat, (0, 1), value=-np.inf)  # what a window of padding only reads
     windows = apply("tensor.take", flat, apply("tensor.constant", value=reads.reshape(-1)), axis=2)
-    values, slots = windows.reshape((batch, channels) + counts + (window,)).max(-1)
+    values, slots = window_max(windows.reshape((batch, channels) + counts + (window,)), inside)
     if not return_indices:
         return values
     window_starts = np.arange(int(np.prod(counts)), dtype=np.int64).reshape(counts) * window
@@ -385,12 +385,31 @@ def _gathered_max(image: Tensor, axes: Sequence[_PoolAxis], return_indices: bool
     return values, apply("tensor.take", table, slots + apply("tensor.constant", value=window_starts), axis=0)
 
 
-def _window_reads(axes: Sequence[_PoolAxis]) -> tuple[np.ndarray, np.ndarray]:
-    """``(O_1, ..., O_k, K_1 ... K_k)`` twice, slots row-major: where each window slot reads in the flattened volume,
-    and PyTorch's index for it. Inside the input both are the slot's own row-major flat index (``h W + w`` in 2-D);
-    in the padding both are the window's first element, PyTorch's starting index (its first positions ``>= 0`` on
-    every axis). For a window of padding only that index lies past the volume, as PyTorch's, and the slots read the
-    volume's size: an appended -inf."""
+def window_max(windows: Tensor, inside: np.ndarray | None = None) -> tuple[Tensor, Tensor]:
+    """Each window's (the last dim's) winner as PyTorch's max pools pick it: the last NaN of a window holding one
+    (its kernels keep ``val > max || isnan(val)``), else the first largest element. Returns its value, which alone
+    takes the gradient (the window summed with the others masked to -0.0, as ``Tensor.max(dim)``), and its slot.
+    ``inside`` (broadcast to the windows) marks the slots that may hold a NaN winner: a slot standing in for the
+    padding repeats another element and must not win twice."""
+    width = int(windows.shape[-1])
+    slots = windows.argmax(-1, keepdim=True)
+    nan = windows != windows
+    if inside is not None:
+        nan = nan & apply("tensor.constant", value=np.asarray(inside, bool))
+    after_last_nan = apply("tensor.where", nan, apply("tensor.constant", value=np.arange(1, width + 1, dtype=np.int64)), 0)
+    after_last_nan = after_last_nan.amax(-1, keepdim=True)
+    slots = apply("tensor.where", after_last_nan > 0, after_last_nan - 1, slots)
+    others = apply("tensor.not_equal", apply("tensor.constant", value=np.arange(width, dtype=np.int64)), slots)
+    values = apply("tensor.where", others, np.asarray(-0.0), windows).sum(-1)
+    return values, slots.squeeze(-1)
+
+
+def _window_reads(axes: Sequence[_PoolAxis]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(O_1, ..., O_k, K_1 ... K_k)`` three times, slots row-major: where each window slot reads in the flattened
+    volume, PyTorch's index for it, and whether it is inside the input. Inside the input both are the slot's own
+    row-major flat index (``h W + w`` in 2-D); in the padding both are the window's first element, PyTorch's starting
+    index (its first positions ``>= 0`` on every axis). For a window of padding only that index lies past the volume,
+    as PyTorch's, and the slots read the volume's size: an appended -inf."""
     rank, lengths = len(axes), [axis.length for axis in axes]
     strides = np.cumprod((1,) + tuple(lengths[:0:-1]))[::-1]
     counts = tuple(axis.count for axis in axes)
@@ -405,8 +424,9 @@ def _window_reads(axes: Sequence[_PoolAxis]) -> tuple[np.ndarray, np.ndarray]:
     full = counts + tuple(axis.kernel for axis in axes)
     inside = np.broadcast_to(inside, full)
     indices = np.broadcast_to(np.where(inside, flat, first), full).reshape(counts + (-1,)).astype(np.int64)
-    empty = ~inside.reshape(counts + (-1,)).any(-1)
-    return np.where(empty[..., None], int(np.prod(lengths)), indices).astype(np.int64), indices
+    inside = inside.reshape(counts + (-1,))
+    empty = ~inside.any(-1)
+    return np.where(empty[..., None], int(np.prod(lengths)), indices).astype(np.int64), indices, inside
 
 
 # Movement ---------------------------------------------------------------------
@@ -552,6 +572,15 @@ def getitem(input: Tensor, index: Any) -> Tensor:
     return result
 
 
+def _gathered_rows(input: Tensor, indices: tuple[Tensor, ...]) -> Tensor:
+    """``input[indices]`` for integer index tensors over its leading dims: shape ``broadcast(indices) + rest``."""
+    from kiln.frontend.tensor_more import _flat_leading_index  # index_put's: the same flat positions it writes
+
+    flat, rest = _flat_leading_index(input, indices)
+    rows = input.reshape((-1,) + rest)
+    return apply("tensor.take", rows, flat.reshape(-1), axis=0).reshape(tuple(flat.shape) + rest)
+
+
 def _index_axis(input: Tensor, axis: int, item: Any) -> Tensor:
     if axis >= input.ndim:
         raise TraceError(f"too many indices for {input.type}")
@@ -571,15 +600,6 @@ def _index_axis(input: Tensor, axis: int, item: Any) -> Tensor:
     if step < 1:
         raise TraceError(f"slice steps must be positive, got {step}")
     return apply("tensor.slice", input, axis=axis, start=start, stop=max(start, stop), step=step)
-
-
-def _gathered_rows(input: Tensor, indices: tuple[Tensor, ...]) -> Tensor:
-    """``input[indices]`` for integer index tensors over its leading dims: shape ``broadcast(indices) + rest``."""
-    from kiln.frontend.tensor_more import _flat_leading_index  # index_put's: the same flat positions it writes
-
-    flat, rest = _flat_leading_index(input, indices)
-    rows = input.reshape((-1,) + rest)
-    return apply("tensor.take", rows, flat.reshape(-1), axis=0).reshape(tuple(flat.shape) + rest)
 
 
 @honors_inplace

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from kiln.frontend.functional_conv import adaptive_avg_pool2d, adaptive_max_pool2d, single_size
-from kiln.frontend.functional_nn import avg_pool_nchw, batched_pool_input, like_pool_input, max_pool_nchw
+from kiln.frontend.functional_nn import avg_pool_nchw, batched_pool_input, like_pool_input, max_pool_nchw, window_max
 from kiln.frontend.tensor import Tensor, apply
 from kiln.frontend.trace import located_error
 
@@ -89,11 +89,11 @@ def adaptive_max_pool1d(input: Tensor, output_size: Any, return_indices: bool = 
 
 
 def _max_over_windows(input: Tensor, indices: np.ndarray) -> Tensor:
-    """``(N, C, L) -> (N, C, windows)``: the largest of each row of ``indices`` (positions on the last axis); the
-    first largest takes the gradient, as PyTorch's pools route it."""
+    """``(N, C, L) -> (N, C, windows)``: the largest of each row of ``indices`` (positions on the last axis); PyTorch's
+    pick (the last NaN, else the first largest) takes the gradient (``functional_nn.window_max``)."""
     count, kernel = indices.shape
     gathered = apply("tensor.take", input, apply("tensor.constant", value=indices.reshape(-1).astype(np.int64)), axis=2)
-    return gathered.reshape(input.shape[0], input.shape[1], count, kernel).max(-1)[0]
+    return window_max(gathered.reshape(input.shape[0], input.shape[1], count, kernel))[0]
 
 
 def _adaptive_indices(length: int, size: int) -> np.ndarray:

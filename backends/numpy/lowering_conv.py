@@ -27,6 +27,7 @@ import itertools
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from kiln.backends.base import is_host_array
 from kiln.backends.numpy.lowering import NUMPY
 
 
@@ -281,10 +282,12 @@ def max_pool2d(x, *, kernel_size, stride, padding):
 
 
 def _winners(x, kernel_size, stride, padding):
-    """Per window, the flat index ``i * KW + j`` of its first largest element (row-major; a NaN counts as largest, the
-    first one wins), as ``argmax`` and PyTorch (whose CPU kernel, unlike this, takes the last NaN of a window holding
-    several): the last offset that changed the running maximum while it was no NaN. Each offset's strided view is read once, by the maximum; the rest runs on contiguous arrays (strided
-    reads cost ~10x more at a CNN's 2-4 wide rows; a masked ``copyto`` per offset was 4x slower)."""
+    """Per window, the flat index ``i * KW + j`` of the element PyTorch's CPU kernel picks: the first largest
+    (row-major), but the last NaN of a window holding one, and for a window of -inf only its first element inside the
+    input (the padding never wins). The first largest is the last offset that changed the running maximum while it
+    was no NaN; the other two are fixed up after, only where they occur. Each offset's strided view is read once, by
+    the maximum; the rest runs on contiguous arrays (strided reads cost ~10x more at a CNN's 2-4 wide rows; a masked
+    ``copyto`` per offset was 4x slower)."""
     views, shape = _pooled_offsets(x, kernel_size, stride, padding, -np.inf)
     best = np.array(next(views)[1])
     previous, winner = np.empty_like(best), np.zeros(best.shape, dtype=np.int32)
@@ -295,7 +298,27 @@ def _winners(x, kernel_size, stride, padding):
         # beat the best: the maximum moved (a NaN moves it too), and the best was no NaN yet (NaN != NaN)
         np.logical_and(np.not_equal(best, previous, out=better), np.equal(previous, previous, out=settled), out=better)
         np.maximum(winner, np.multiply(better, i * kernel_size[1] + j, out=index), out=winner)
-    return winner.reshape(shape)
+    winner, best = winner.reshape(shape), best.reshape(shape)
+    on_host = is_host_array(best)  # on a device, asking whether a fix-up is needed would make the host wait: do it
+    if any(padding) and (not on_host or (best == -np.inf).any()):
+        winner = np.where(best == -np.inf, _first_inside(shape, kernel_size, stride, padding), winner)
+    if not on_host or np.isnan(best).any():
+        winner = _last_nan(x, winner, kernel_size, stride, padding)
+    return winner
+
+
+def _first_inside(shape, kernel_size, stride, padding):
+    """``(OH, OW)``: each window's first offset ``i * KW + j`` inside the input, PyTorch's pick for a window of -inf."""
+    first = [np.maximum(0, p - np.arange(count) * s) for count, s, p in zip(shape[2:], stride, padding)]
+    return (first[0][:, None] * kernel_size[1] + first[1][None, :]).astype(np.int32)
+
+
+def _last_nan(x, winner, kernel_size, stride, padding):
+    """``winner`` with each window holding a NaN sent to its last NaN, as PyTorch's kernel (``val > max || isnan(val)``)."""
+    last = np.full(winner.shape, -1, dtype=np.int32)
+    for (i, j), view in _pool_views(np.isnan(x), kernel_size, stride, padding, False):
+        np.maximum(last, np.multiply(view, i * kernel_size[1] + j + 1, dtype=np.int32) - 1, out=last)
+    return np.where(last >= 0, last, winner).astype(np.int32)
 
 
 def _bits_dtype(dtype):
