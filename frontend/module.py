@@ -91,6 +91,13 @@ class Parameter(Tensor):
             return super().__array__(dtype, copy)
         return array_protocol(self.data, dtype, copy)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (``kiln.save(model, f)``) with its values brought back from a device first, and without the device
+        step's pending callback."""
+        state = dict(self.__dict__, _data=self.data)
+        state.pop("_pending_sync", None)
+        return state
+
     def copy_(self, array: Any) -> "Parameter":
         """Overwrite the value in place from an array of the same shape. Traced, a buffer's new value is ``array``
         (``self.running.copy_(new)``, which the training step writes back); a parameter refuses."""

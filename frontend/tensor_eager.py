@@ -100,6 +100,17 @@ class EagerMethods:
                             "function runs; return the tensor from the function (compiled functions return NumPy arrays)")
         return array_protocol(array, dtype, copy)
 
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        """Pickled by value (``kiln.save(model, f)`` of a module keeping a tensor, as ``self.src_mask``): it loads as an
+        eager tensor of the same values. A parameter pickles its attributes, as any object."""
+        if "_value" not in self.__dict__:
+            return super().__reduce_ex__(protocol)
+        array = eager_array(self)
+        if array is None:
+            raise TypeError(f"a traced {getattr(self, 'type', 'tensor')} cannot be pickled: its values exist only when the "
+                            "compiled function runs")
+        return _unpickled_tensor, (np.array(array),)
+
     def __format__(self, format_spec: str) -> str:
         """``'{:+.2f}'.format(w)``, ``f"{loss:.4f}"``: a 0-d tensor formats its number, as PyTorch's (a traced one refuses
         through ``item()``); any other tensor takes only an empty spec, as PyTorch's."""
@@ -131,6 +142,12 @@ class EagerMethods:
         from kiln.runtime.eager_backward import backward  # lazily: the runtime builds on the frontend
 
         backward(self, gradient, inputs)
+
+
+def _unpickled_tensor(array: np.ndarray) -> Any:
+    from kiln.frontend.tensor import apply  # lazily: Tensor builds on this file
+
+    return apply("tensor.constant", value=array)
 
 
 def _depends_on_a_leaf(value: Any) -> bool:

@@ -22,11 +22,12 @@ import struct
 import tempfile
 import zipfile
 import zlib
-from typing import Any, Mapping
+from typing import Any, BinaryIO, Mapping
 
 import numpy as np
 
 from kiln.compiler.errors import CheckpointError
+from kiln.runtime.model_pickle import MEMBER as MODULE_MEMBER, is_module, pickled, unpickled
 
 FORMAT = "kiln-checkpoint"
 VERSION = 1
@@ -34,25 +35,42 @@ META = "__kiln__"
 SCALARS = (bool, int, float, str, type(None))
 
 
-def save(path: str | os.PathLike, tree: Any) -> None:
+def save(path: str | os.PathLike | BinaryIO, tree: Any) -> None:
     """Write ``tree`` to ``path`` (an ``.npz`` file) atomically. PyTorch's order, ``kiln.save(model.state_dict(), path)``
-    as ``torch.save(obj, f)``, works too: a path second and a tree first are swapped."""
+    as ``torch.save(obj, f)``, works too: a path second and a tree first are swapped. ``path`` may be a binary file
+    (``with open(p, "wb") as f: kiln.save(model, f)``), written in place; a module is saved whole
+    (``runtime/model_pickle.py``)."""
     if _is_path(tree) and not _is_path(path):
         path, tree = tree, path
     arrays: dict[str, np.ndarray] = {}
-    skeleton = _flatten(tree, arrays, "state")
-    meta = json.dumps({"format": FORMAT, "version": VERSION, "tree": skeleton})
+    whole = is_module(tree)
+    if whole:
+        arrays[MODULE_MEMBER] = pickled(tree)
+    skeleton = None if whole else _flatten(tree, arrays, "state")
+    meta = json.dumps({"format": FORMAT, "version": VERSION, "tree": skeleton, **({"module": MODULE_MEMBER} if whole else {})})
     arrays[META] = np.frombuffer(meta.encode(), dtype=np.uint8)
-    _write_atomically(os.fspath(path), arrays)
+    if _is_file(path):
+        np.savez(path, allow_pickle=False, **arrays)
+    else:
+        _write_atomically(os.fspath(path), arrays)
 
 
 def _is_path(node: Any) -> bool:
-    return isinstance(node, (str, os.PathLike))
+    return isinstance(node, (str, os.PathLike)) or _is_file(node)
 
 
-def load(path: str | os.PathLike) -> Any:
-    """The tree saved at ``path``; a file that is not a kiln checkpoint raises ``CheckpointError``."""
-    return _read(os.fspath(path), os.fspath(path))
+def _is_file(node: Any) -> bool:
+    return hasattr(node, "write") or hasattr(node, "read")
+
+
+def load(path: str | os.PathLike | BinaryIO, map_location: Any = None, weights_only: bool = True) -> Any:
+    """The tree saved at ``path`` (a path or a binary file); a file that is not a kiln checkpoint raises
+    ``CheckpointError``. A whole saved module loads only with ``weights_only=False`` (``torch.load``'s rule: unpickling
+    runs code); ``map_location`` is accepted and changes nothing (the backend places arrays)."""
+    if _is_file(path):
+        name = str(getattr(path, "name", "the file object"))
+        return _read(io.BytesIO(path.read()), name, weights_only)
+    return _read(os.fspath(path), os.fspath(path), weights_only)
 
 
 def loads(content: bytes | memoryview, name: str) -> Any:
@@ -60,12 +78,14 @@ def loads(content: bytes | memoryview, name: str) -> Any:
     return _read(io.BytesIO(content), name)
 
 
-def _read(source: str | io.BytesIO, path: str) -> Any:
+def _read(source: str | io.BytesIO, path: str, weights_only: bool = True) -> Any:
     try:
         with np.load(source, allow_pickle=False) as members:
             meta = json.loads(bytes(members[META]).decode())
             if meta.get("format") != FORMAT or meta.get("version") != VERSION:
                 raise ValueError(f"format {meta.get('format')!r} version {meta.get('version')!r}, expected {FORMAT!r} version {VERSION}")
+            if "module" in meta:
+                return unpickled(members, path, weights_only)
             return _unflatten(meta["tree"], members)
     except FileNotFoundError:
         raise
