@@ -57,7 +57,7 @@ def _all_digits():
 
 
 def _batches(lib, x, y, batch_size):
-    """The DataLoader's batches: ``lib.tensor`` of each slice (kiln's is the NumPy array itself outside a trace)."""
+    """The DataLoader's batches: ``lib.tensor`` of each slice."""
     return [(lib.tensor(x[i:i + batch_size]), lib.tensor(y[i:i + batch_size])) for i in range(0, len(x), batch_size)]
 
 
@@ -109,6 +109,7 @@ def mnist_train(F, model, device, train_loader, optimizer):
     model.train()
     losses = []
     for batch_idx, (data, target) in enumerate(train_loader):
+        data, target = data.to(device), target.to(device)
         optimizer.zero_grad()
         output = model(data)
         loss = F.nll_loss(output, target)
@@ -125,11 +126,11 @@ def mnist_test(lib, F, model, device, test_loader):
     correct = 0
     with lib.no_grad():
         for data, target in test_loader:
+            data, target = data.to(device), target.to(device)
             output = model(data)
             test_loss += F.nll_loss(output, target, reduction='sum').item()  # sum up batch loss
             pred = output.argmax(dim=1, keepdim=True)  # get the index of the max log-probability
-            # kiln: target is the loader's NumPy array (no .view_as): reshape to pred's shape, which both accept
-            correct += pred.eq(target.reshape(pred.shape)).sum().item()
+            correct += pred.eq(target.view_as(pred)).sum().item()
     return test_loss, correct
 
 
@@ -200,7 +201,7 @@ def test_mnist_cnn_with_dropout_trains_and_its_saved_state_dict_reloads(tmp_path
     reloaded = mnist_net(kiln, nn, F)
     reloaded.load_state_dict(kiln.load(tmp_path / "mnist_cnn.pt"))
     x_test, y_test = _digits(60, offset=1000)
-    assert mnist_test(kiln, F, reloaded, None, [(x_test.astype(np.float32), y_test)]) == pytest.approx(history[-1][1], rel=1e-6)
+    assert mnist_test(kiln, F, reloaded, kiln.device("cpu"), _batches(kiln, x_test.astype(np.float32), y_test, 60)) == pytest.approx(history[-1][1], rel=1e-6)
 
 
 # --- mnist_rnn/main.py ------------------------------------------------------------------------------------------------
@@ -257,8 +258,8 @@ def test_mnist_rnn_eager_loop_matches_torch_in_float64():
         optimizer, scheduler = _rnn_optimizer(lib, net)
         net.results = []
         for epoch in range(2):
-            losses = mnist_train(F, net, None, _batches(lib, x, y, 16), optimizer)
-            net.results.append((losses, mnist_test(lib, F, net, None, _batches(lib, x_test, y_test, 20))))
+            losses = mnist_train(F, net, lib.device("cpu"), _batches(lib, x, y, 16), optimizer)
+            net.results.append((losses, mnist_test(lib, F, net, lib.device("cpu"), _batches(lib, x_test, y_test, 20))))
             scheduler.step()
     for (losses, (test_loss, correct)), (torch_losses, (torch_test_loss, torch_correct)) in zip(model.results, twin.results):
         np.testing.assert_allclose(losses, torch_losses, rtol=1e-10)
@@ -393,3 +394,149 @@ def test_regression_compiled_step_matches_torch_in_float64():
             break
     assert loss < 1e-3 and batch_idx < 2000, batch_idx
     _assert_same_state(fc, twin)
+
+
+# --- mnist_forward_forward/main.py -------------------------------------------------------------------------------------
+
+
+def forward_forward(lib, nn, args, device=None):
+    """The example's program: ``get_y_neg``, ``overlay_y_on_x``, ``Net`` and ``Layer`` (``args`` as its argparse's)."""
+
+    def get_y_neg(y):
+        y_neg = y.clone()
+        for idx, y_samp in enumerate(y):
+            allowed_indices = list(range(10))
+            allowed_indices.remove(y_samp.item())
+            y_neg[idx] = lib.tensor(allowed_indices)[lib.randint(len(allowed_indices), size=(1,))].item()
+        return y_neg.to(device)
+
+    def overlay_y_on_x(x, y, classes=10):
+        x_ = x.clone()
+        x_[:, :classes] *= 0.0
+        x_[range(x.shape[0]), y] = x.max()
+        return x_
+
+    class Net(nn.Module):
+        def __init__(self, dims):
+            super().__init__()
+            self.layers = []
+            for d in range(len(dims) - 1):
+                self.layers = self.layers + [Layer(dims[d], dims[d + 1]).to(device)]
+
+        def predict(self, x):
+            goodness_per_label = []
+            for label in range(10):
+                h = overlay_y_on_x(x, label)
+                goodness = []
+                for layer in self.layers:
+                    h = layer(h)
+                    goodness = goodness + [h.pow(2).mean(1)]
+                goodness_per_label += [sum(goodness).unsqueeze(1)]
+            goodness_per_label = lib.cat(goodness_per_label, 1)
+            return goodness_per_label.argmax(1)
+
+        def train(self, x_pos, x_neg):
+            h_pos, h_neg = x_pos, x_neg
+            for i, layer in enumerate(self.layers):
+                h_pos, h_neg = layer.train(h_pos, h_neg)
+
+    class Layer(nn.Linear):
+        def __init__(self, in_features, out_features, bias=True, device=None, dtype=None):
+            super().__init__(in_features, out_features, bias, device, dtype)
+            self.relu = nn.ReLU()
+            self.opt = lib.optim.Adam(self.parameters(), lr=args.lr)
+            self.threshold = args.threshold
+            self.num_epochs = args.epochs
+            self.losses = []
+
+        def forward(self, x):
+            x_direction = x / (x.norm(2, 1, keepdim=True) + 1e-4)
+            return self.relu(lib.mm(x_direction, self.weight.T) + self.bias.unsqueeze(0))
+
+        def train(self, x_pos, x_neg):
+            for i in range(self.num_epochs):
+                g_pos = self.forward(x_pos).pow(2).mean(1)
+                g_neg = self.forward(x_neg).pow(2).mean(1)
+                loss = lib.log1p(
+                    lib.exp(
+                        lib.cat([-g_pos + self.threshold, g_neg - self.threshold])
+                    )
+                ).mean()
+                self.opt.zero_grad()
+                loss.backward()
+                self.opt.step()
+                self.losses.append(loss.item())
+            return self.forward(x_pos).detach(), self.forward(x_neg).detach()
+
+    return Net, overlay_y_on_x, get_y_neg
+
+
+class _Args:
+    lr, threshold, epochs = 0.03, 2.0, 6
+
+
+def _forward_forward_twins(dims=(64, 24, 24)):
+    """kiln's and torch's ``Net(dims)`` with the same float64 weights, and their program functions."""
+    torch = require_torch()
+    kiln.manual_seed(5)
+    Net, overlay, get_y_neg = forward_forward(kiln, kiln.nn, _Args)
+    TorchNet, torch_overlay, _ = forward_forward(torch, torch.nn, _Args)
+    net, twin = Net(list(dims)), TorchNet(list(dims))
+    for layer, torch_layer in zip(net.layers, twin.layers):
+        layer.double(), torch_layer.double()  # in place: each layer's Adam keeps its parameters
+        _same_weights(torch, layer, torch_layer)
+    return torch, (net, overlay, get_y_neg), (twin, torch_overlay)
+
+
+def test_forward_forward_eager_program_matches_torch_in_float64():
+    torch, (net, overlay, get_y_neg), (twin, torch_overlay) = _forward_forward_twins()
+    x, y = _digits(80)
+    x, y = x.reshape(len(x), -1), kiln.tensor(y)
+    y_neg = get_y_neg(y)
+    assert (np.asarray(y_neg) != np.asarray(y)).all() and ((0 <= np.asarray(y_neg)) & (np.asarray(y_neg) < 10)).all()
+    x = kiln.tensor(x)
+    net.train(overlay(x, y), overlay(x, y_neg))
+    tx, ty, ty_neg = (torch.tensor(np.asarray(a)) for a in (x, y, y_neg))
+    twin.train(torch_overlay(tx, ty), torch_overlay(tx, ty_neg))
+    for layer, torch_layer in zip(net.layers, twin.layers):
+        np.testing.assert_allclose(layer.losses, torch_layer.losses, rtol=1e-10)
+        _assert_same_state(layer, torch_layer)
+    error = 1.0 - net.predict(x).eq(y).float().mean().item()
+    assert error == pytest.approx(1.0 - twin.predict(tx).eq(ty).float().mean().item(), abs=1e-12)
+
+
+def test_forward_forward_layer_steps_compile_and_match_torch_in_float64():
+    """Each layer's local loss as a compiled step: the layer's own forward twice (positive and negative data) and its
+    own Adam; the detached outputs feed the next layer's step, as the program's ``.detach()`` does."""
+    torch, (net, overlay, _), (twin, torch_overlay) = _forward_forward_twins()
+    x, y = _digits(80)
+    x = x.reshape(len(x), -1)
+    y_neg = (y + 1 + np.arange(len(y)) % 9) % 10
+    h_pos, h_neg = (np.asarray(overlay(kiln.tensor(x), kiln.tensor(labels))) for labels in (y, y_neg))
+    for layer in net.layers:
+        # kiln: the margins are a cat along the batch dim, which a symbolic dim cannot be (N + N): static shapes
+        step = kiln.compile_train_step(_Goodness(layer), _forward_forward_loss, layer.opt, batch_dim=None)
+        layer.losses = [float(step(h_pos, h_neg, np.zeros(len(h_pos)))) for _ in range(_Args.epochs)]
+        h_pos, h_neg = (np.asarray(layer(kiln.tensor(h)).detach()) for h in (h_pos, h_neg))
+    tx = torch.tensor(x)
+    twin.train(torch_overlay(tx, torch.tensor(y)), torch_overlay(tx, torch.tensor(y_neg)))
+    for layer, torch_layer in zip(net.layers, twin.layers):
+        np.testing.assert_allclose(layer.losses, torch_layer.losses, rtol=1e-10)
+        _assert_same_state(layer, torch_layer)
+
+
+class _Goodness(kiln.nn.Module):
+    """A Forward-Forward layer's two goodness margins, ``[threshold - g_pos, g_neg - threshold]``, from its own forward."""
+
+    def __init__(self, layer):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x_pos, x_neg):
+        g_pos = self.layer(x_pos).pow(2).mean(1)
+        g_neg = self.layer(x_neg).pow(2).mean(1)
+        return kiln.cat([-g_pos + self.layer.threshold, g_neg - self.layer.threshold])
+
+
+def _forward_forward_loss(margins, _):
+    return kiln.log1p(kiln.exp(margins)).mean()
