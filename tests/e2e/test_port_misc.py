@@ -9,7 +9,8 @@ bundled digits.
 Each program is written once against ``lib`` (``torch`` or ``kiln``, with their ``nn``, ``F`` and ``optim``), with the
 idioms the originals use, and run by both from the same initial weights on the same data in float64: losses and
 parameters agree to about 1e-10, eagerly (PyTorch's own loop) and compiled (``kiln.compile_train_step``,
-``kiln.compile``, ``kiln.optim.loss_and_grad`` for L-BFGS). The environment of the reinforcement-learning programs is
+``kiln.compile``, ``kiln.optim.loss_and_grad`` for L-BFGS); exported to ONNX, the models give torch's outputs in
+onnxruntime. The environment of the reinforcement-learning programs is
 the NumPy cart-pole of ``examples/reinforce_cartpole.py`` behind Gym's ``reset``/``step`` API; torch's run replays the
 actions kiln's ``Categorical`` drew, so both follow the same trajectories.
 """
@@ -633,3 +634,31 @@ def test_actor_critic_compiled_matches_torch(float64_default):
     expected = actor_critic_program(SimpleNamespace(**{**vars(theirs), "Categorical": _replaying(torch, drawn)}), twin)
     np.testing.assert_allclose(losses, expected, rtol=1e-10, atol=1e-13)
     _assert_same_parameters(model, twin)
+
+
+@pytest.mark.parametrize("name", ["time_sequence", "actor_critic", "vision_transformer"])
+def test_the_ported_models_export_to_onnx_with_torchs_outputs(name, tmp_path):
+    """Each model exported (``kiln.export_onnx``) and run by onnxruntime gives torch's outputs: float64 for the LSTM
+    and the policy; float32 for the ViT, whose GELU is an ONNX ``Erf``, which onnxruntime has only for float32."""
+    torch, ort = require("torch"), require("onnxruntime")
+    ours, theirs = _libraries("kiln"), _libraries("torch")
+    kiln.manual_seed(9)
+    rng = np.random.default_rng(9)
+    build, x = {
+        "time_sequence": (sequence_model, rng.normal(size=(2, 6))),
+        "actor_critic": (actor_critic_model, rng.normal(size=(3, 4))),
+        "vision_transformer": (lambda lib: vit_model(lib, VIT_ARGS).float(), rng.normal(size=(8, 1, 8, 8)).astype(np.float32)),
+    }[name]
+    model = build(ours)
+    twin = _twin(torch, model, build(theirs)).eval()
+    path = str(tmp_path / f"{name}.onnx")
+    kiln.export_onnx(model, [kiln.TensorSpec(x.shape, str(x.dtype))], path)
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    outputs = session.run(None, {session.get_inputs()[0].name: x})
+    with torch.no_grad():
+        expected = twin(torch.tensor(x))
+    expected = expected if isinstance(expected, tuple) else (expected,)
+    assert len(outputs) == len(expected)
+    tolerance = dict(rtol=1e-5, atol=1e-6) if x.dtype == np.float32 else dict(rtol=1e-12, atol=1e-14)
+    for output, value in zip(outputs, expected):
+        np.testing.assert_allclose(output, value.numpy(), **tolerance)
