@@ -45,8 +45,12 @@ class Tensor(EagerMethods, InPlaceMethods, TorchMethods, MathMethods, DeviceMeth
 
     __array_priority__ = 1000  # numpy arrays on the left defer to our reflected operators
 
-    def __init__(self, value: Value):
-        self._value = value
+    def __init__(self, *value: Any):
+        if len(value) != 1 or not isinstance(value[0], Value):  # torch.Tensor(data), torch.Tensor(2, 3): legacy
+            from kiln.frontend.torch_legacy import legacy_value  # lazily: it builds tensors of this class
+
+            value = (legacy_value(value, get_default_dtype()),)
+        self._value = value[0]
 
     @property
     def value(self) -> Value:

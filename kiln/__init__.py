@@ -46,6 +46,7 @@ _install_eager()  # outside a trace, ops run eagerly (loss.backward(), optimizer
 from kiln import autograd, cuda, distributions, linalg, nn, onnx, optim, utils  # noqa: E402  (after the core, which they re-export)
 from kiln.frontend.tensor_device import device  # noqa: E402  (torch.device: kiln.device('cuda'))
 from kiln.frontend.tensor import Tensor  # noqa: E402  (torch.Tensor: isinstance(h, kiln.Tensor), traced or eager)
+from kiln.frontend.torch_legacy import BoolTensor, DoubleTensor, FloatTensor, IntTensor, LongTensor  # noqa: E402
 from kiln.frontend import torch_functions as _torch_functions
 from kiln.frontend import torch_more as _torch_more
 
@@ -61,7 +62,7 @@ __all__ = [
     "autograd", "CheckpointError", "compile", "cuda", "device", "distributions", "linalg", "compile_train_step", "CompiledFunction", "differentiate", "DType",
     "export_onnx", "export_onnx_train_step", "fit", "grad", "Graph", "import_onnx", "InputError", "KilnError",
     "load", "load_onnx_train_step", "manual_seed", "nn", "no_grad", "onnx", "optim", "parity", "PassManager", "saliency", "save",
-    "ShapeError", "Tensor", "TensorSpec", "TensorType", "trace", "TraceError", "TrainStep", "utils", "value_and_grad",
+    "BoolTensor", "DoubleTensor", "FloatTensor", "IntTensor", "LongTensor", "ShapeError", "Tensor", "TensorSpec", "TensorType", "trace", "TraceError", "TrainStep", "utils", "value_and_grad",
     "VerificationError", *_torch_functions.__all__, *_torch_functions.FORWARDERS,
     *_torch_functions.DTYPES, *_torch_more.exports(),
 ]

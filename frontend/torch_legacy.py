@@ -1,0 +1,63 @@
+"""PyTorch's legacy tensor constructors: ``torch.Tensor(data)``, ``torch.LongTensor(n)``, ``torch.FloatTensor(2, 3)``.
+
+```python
+word_tensor = kiln.Tensor([[word_idx]]).long()                  # generate.py: a float tensor of the data
+dummy_input = kiln.LongTensor(35 * 1).zero_().view(-1, 1)       # main.py's export_onnx: a tensor of that size
+kiln.DoubleTensor([[1, 2]]), kiln.BoolTensor(3), kiln.Tensor()  # data cast to the type; sizes; empty
+```
+
+Data (a list, an array, a tensor) is copied and cast to the constructor's dtype (``kiln.Tensor``'s is the default
+float dtype, as ``torch.Tensor``'s); integers are sizes, and the new tensor holds zeros where PyTorch leaves memory
+uninitialized. Outside a trace the result is an eager tensor, traced a constant.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from kiln.compiler.ir.core import Value
+from kiln.compiler.ir.types import DType
+from kiln.frontend.trace import located_error
+
+
+def legacy_value(args: tuple[Any, ...], dtype: DType) -> Value:
+    """The value of ``torch.<Type>Tensor(*args)``: ``args`` is one piece of data, or sizes."""
+    from kiln.frontend.tensor import apply  # lazily: Tensor's constructor calls this
+
+    return apply("tensor.constant", value=_legacy_array(args, np.dtype(dtype.numpy))).value
+
+
+def _legacy_array(args: tuple[Any, ...], dtype: np.dtype) -> np.ndarray:
+    if not args:
+        return np.zeros((0,), dtype=dtype)  # torch.Tensor(): an empty tensor
+    if len(args) == 1 and type(args[0]).__name__ == "Size":
+        args = tuple(args[0])
+    if all(isinstance(size, (int, np.integer)) and not isinstance(size, bool) for size in args):
+        if any(size < 0 for size in args):
+            raise located_error(f"a legacy tensor constructor's sizes must be non-negative, got {args!r}")
+        return np.zeros(args, dtype=dtype)
+    if len(args) == 1:
+        return np.array(np.asarray(args[0]), dtype=dtype)
+    raise located_error(f"a legacy tensor constructor takes one piece of data or sizes (ints), got {args!r}")
+
+
+def legacy_constructor(name: str, dtype: DType) -> Callable[..., Any]:
+    def construct(*args: Any) -> Any:
+        from kiln.frontend.tensor import Tensor  # lazily: tensor.py imports this file
+
+        return Tensor(legacy_value(args, dtype))
+
+    construct.__name__ = construct.__qualname__ = name
+    construct.__doc__ = f"``torch.{name}(data)`` (a {np.dtype(dtype.numpy).name} copy) or ``torch.{name}(*sizes)`` (zeros)."
+    return construct
+
+
+LongTensor = legacy_constructor("LongTensor", DType.i64)
+IntTensor = legacy_constructor("IntTensor", DType.i32)
+FloatTensor = legacy_constructor("FloatTensor", DType.f32)
+DoubleTensor = legacy_constructor("DoubleTensor", DType.f64)
+BoolTensor = legacy_constructor("BoolTensor", DType.bool)
+
+__all__ = ["BoolTensor", "DoubleTensor", "FloatTensor", "IntTensor", "LongTensor", "legacy_constructor", "legacy_value"]
