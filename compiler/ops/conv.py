@@ -37,7 +37,10 @@ def _conv_output(op: str, x: TensorType, weight: TensorType, stride, padding, di
     _image(op, x)
     if not weight.is_static or isinstance(x.shape[1], str):
         raise ShapeError(f"{op} needs a static weight shape and channel count, got input {x} and weight {weight}")
-    if weight.rank != 4 or x.shape[1] != weight.shape[1] * groups or weight.shape[0] % groups or x.dtype != weight.dtype:
+    if x.dtype != weight.dtype:  # PyTorch: "Input type (double) and bias type (float) should be the same"
+        raise ShapeError(f"{op} needs an input and a weight of one dtype, got input {x} and weight {weight}; cast the "
+                         "input (x.to(weight.dtype)) or the model (model.double(), model.float())")
+    if weight.rank != 4 or x.shape[1] != weight.shape[1] * groups or weight.shape[0] % groups:
         raise ShapeError(
             f"{op}: weight {format_shape(weight.shape)} (O, C/groups, KH, KW) does not fit input {x} with groups={groups}"
         )
