@@ -141,7 +141,7 @@ class Corpus:
         return self.word2idx[word]
 
     def tokenize(self, lib, lines):
-        return lib.tensor([self.add_word(word) for line in lines for word in line.split() + ["<eos>"]], dtype=lib.int64)
+        return lib.tensor([self.add_word(word) for line in lines for word in line.split() + ["<eos>"]]).type(lib.int64)
 
 
 def batchify(data, bsz):
@@ -258,7 +258,8 @@ def _train_with_annealing(program, corpus, save_path, epochs=2, lr=20.0):
         val_loss = program.evaluate(val_data)
         history.append((losses, val_loss, lr))
         if not best_val_loss or val_loss < best_val_loss:
-            program.lib.save(program.model.state_dict(), save_path)  # main.py saves the whole model: see the report's gaps
+            with open(save_path, "wb") as f:  # main.py saves the whole model; its classes here are local to a function
+                program.lib.save(program.model.state_dict(), f)
             best_val_loss = val_loss
         else:
             lr /= 4.0
@@ -291,7 +292,8 @@ def test_rnn_model_trains_in_lockstep_with_torch(rnn_type, tmp_path):
 def _reloaded(lib, build, path):
     """The best model, as main.py reloads it after training (here from its state_dict)."""
     model = build().double()
-    model.load_state_dict(lib.load(path))
+    with open(path, "rb") as f:
+        model.load_state_dict(lib.load(f))
     return model
 
 
@@ -300,7 +302,7 @@ def _exported_model_runs_in_onnxruntime_as_torchs(torch, ours, theirs, path, tok
     onnxruntime = require("onnxruntime")
     model = ours.model
     model.eval()
-    dummy_input = kiln.zeros(ours.bptt * 1, dtype=kiln.long).view(-1, 1)  # main.py: torch.LongTensor(n).zero_(), a gap
+    dummy_input = kiln.LongTensor(ours.bptt * 1).zero_().view(-1, 1)
     kiln.onnx.export(model, (dummy_input, model.init_hidden(1)), path)
     h, c = (np.asarray(state) for state in model.init_hidden(1))
     log_probs, h_n, c_n = onnxruntime.InferenceSession(str(path)).run(None, {"input": np.asarray(tokens), "hidden.0": h, "hidden.1": c})
@@ -365,7 +367,7 @@ def generate(lib, model, corpus, words, temperature=1.0, follow=None):
                 word_weights = output.squeeze().div(temperature).exp().cpu()
             word_idx = lib.multinomial(word_weights, 1)[0] if follow is None else follow[i + 1]
             if is_transformer:
-                input = lib.cat([input, lib.tensor([[word_idx]]).long()], 0)
+                input = lib.cat([input, lib.Tensor([[word_idx]]).long()], 0)
             else:
                 input.fill_(word_idx)
             text.append(corpus.idx2word[word_idx])
