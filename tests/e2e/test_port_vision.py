@@ -56,9 +56,10 @@ def _all_digits():
     return (x.astype(np.float64) - x.mean()) / x.std(), y
 
 
-def _batches(lib, x, y, batch_size):
-    """The DataLoader's batches: ``lib.tensor`` of each slice."""
-    return [(lib.tensor(x[i:i + batch_size]), lib.tensor(y[i:i + batch_size])) for i in range(0, len(x), batch_size)]
+def _loader(lib, x, y, batch_size):
+    """``lib.utils.data.DataLoader`` over a ``TensorDataset`` of the arrays (in order: both libraries see the same
+    batches)."""
+    return lib.utils.data.DataLoader(lib.utils.data.TensorDataset(lib.tensor(x), lib.tensor(y)), batch_size=batch_size)
 
 
 def _same_weights(torch, model, twin) -> None:
@@ -104,8 +105,8 @@ def mnist_net(lib, nn, F, dropout=(0.25, 0.5)):
     return Net()
 
 
-def mnist_train(F, model, device, train_loader, optimizer):
-    """The example's ``train()``: the losses it logs."""
+def mnist_train(F, model, device, train_loader, optimizer, epoch, log):
+    """The example's ``train()`` (``log_interval`` 1, its prints appended to ``log``): the losses."""
     model.train()
     losses = []
     for batch_idx, (data, target) in enumerate(train_loader):
@@ -116,11 +117,14 @@ def mnist_train(F, model, device, train_loader, optimizer):
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
+        log.append('Train Epoch: {} [{}/{} ({:.0f}%)]\tLoss: {:.6f}'.format(
+            epoch, batch_idx * len(data), len(train_loader.dataset),
+            100. * batch_idx / len(train_loader), loss.item()))
     return losses
 
 
-def mnist_test(lib, F, model, device, test_loader):
-    """The example's ``test()``: the summed loss and the count of correct predictions."""
+def mnist_test(lib, F, model, device, test_loader, log):
+    """The example's ``test()`` (its print appended to ``log``): the summed loss and the count of correct predictions."""
     model.eval()
     test_loss = 0
     correct = 0
@@ -131,10 +135,13 @@ def mnist_test(lib, F, model, device, test_loader):
             test_loss += F.nll_loss(output, target, reduction='sum').item()  # sum up batch loss
             pred = output.argmax(dim=1, keepdim=True)  # get the index of the max log-probability
             correct += pred.eq(target.view_as(pred)).sum().item()
+    log.append('\nTest set: Average loss: {:.4f}, Accuracy: {}/{} ({:.0f}%)\n'.format(
+        test_loss / len(test_loader.dataset), correct, len(test_loader.dataset),
+        100. * correct / len(test_loader.dataset)))
     return test_loss, correct
 
 
-def _mnist_main(lib, nn, F, model, epochs=2, dtype=np.float64, train_count=96):
+def _mnist_main(lib, nn, F, model, epochs=2, dtype=np.float64, train_count=96, log=None):
     """The example's ``main()`` after the model is built: Adadelta(lr=1.0), StepLR(step_size=1, gamma=0.7), and per epoch
     train, test, ``scheduler.step()``; returns the train losses and the test results per epoch."""
     device = lib.device("cpu")
@@ -143,11 +150,12 @@ def _mnist_main(lib, nn, F, model, epochs=2, dtype=np.float64, train_count=96):
     scheduler = lib.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.7)
     x, y = _digits(train_count)
     x_test, y_test = _digits(60, offset=1000)
-    x, x_test = x.astype(dtype), x_test.astype(dtype)
-    history = []
+    train_loader = _loader(lib, x.astype(dtype), y, 32)
+    test_loader = _loader(lib, x_test.astype(dtype), y_test, 30)
+    history, log = [], [] if log is None else log
     for epoch in range(1, epochs + 1):
-        losses = mnist_train(F, model, device, _batches(lib, x, y, 32), optimizer)
-        history.append((losses, mnist_test(lib, F, model, device, _batches(lib, x_test, y_test, 30))))
+        losses = mnist_train(F, model, device, train_loader, optimizer, epoch, log)
+        history.append((losses, mnist_test(lib, F, model, device, test_loader, log)))
         scheduler.step()
     return history
 
@@ -164,7 +172,9 @@ def _mnist_twins(dropout):
 def test_mnist_cnn_eager_loop_matches_torch_in_float64():
     # kiln's dropout masks are not torch's: lockstep runs the program with p=0 (still in train mode)
     torch, model, twin = _mnist_twins(dropout=(0.0, 0.0))
-    ours, theirs = _mnist_main(*_libraries("kiln"), model), _mnist_main(*_libraries("torch"), twin)
+    log, torch_log = [], []
+    ours, theirs = _mnist_main(*_libraries("kiln"), model, log=log), _mnist_main(*_libraries("torch"), twin, log=torch_log)
+    assert log == torch_log and len(log) == 2 * (3 + 1)  # the printed progress, to its last digit
     for (losses, (test_loss, correct)), (torch_losses, (torch_test_loss, torch_correct)) in zip(ours, theirs):
         np.testing.assert_allclose(losses, torch_losses, rtol=1e-10)
         assert test_loss == pytest.approx(torch_test_loss, rel=1e-10) and correct == torch_correct
@@ -179,7 +189,7 @@ def test_mnist_cnn_compiled_step_matches_torch_in_float64():
     x, y = _digits(96)
     ours = []
     for _ in range(2):
-        ours += [float(step(xb, yb)) for xb, yb in _batches(kiln, x, y, 32)]
+        ours += [float(step(xb, yb)) for xb, yb in _loader(kiln, x, y, 32)]
         scheduler.step()
     theirs = sum((history[0] for history in _mnist_main(*_libraries("torch"), twin)), [])
     np.testing.assert_allclose(ours, theirs, rtol=1e-10)
@@ -201,7 +211,8 @@ def test_mnist_cnn_with_dropout_trains_and_its_saved_state_dict_reloads(tmp_path
     reloaded = mnist_net(kiln, nn, F)
     reloaded.load_state_dict(kiln.load(tmp_path / "mnist_cnn.pt"))
     x_test, y_test = _digits(60, offset=1000)
-    assert mnist_test(kiln, F, reloaded, kiln.device("cpu"), _batches(kiln, x_test.astype(np.float32), y_test, 60)) == pytest.approx(history[-1][1], rel=1e-6)
+    test_loader = _loader(kiln, x_test.astype(np.float32), y_test, 30)
+    assert mnist_test(kiln, F, reloaded, kiln.device("cpu"), test_loader, []) == pytest.approx(history[-1][1], rel=1e-6)
 
 
 # --- mnist_rnn/main.py ------------------------------------------------------------------------------------------------
@@ -256,11 +267,12 @@ def test_mnist_rnn_eager_loop_matches_torch_in_float64():
     for lib, net in ((kiln, model), (torch, twin)):
         F = _libraries("kiln" if lib is kiln else "torch")[2]
         optimizer, scheduler = _rnn_optimizer(lib, net)
-        net.results = []
-        for epoch in range(2):
-            losses = mnist_train(F, net, lib.device("cpu"), _batches(lib, x, y, 16), optimizer)
-            net.results.append((losses, mnist_test(lib, F, net, lib.device("cpu"), _batches(lib, x_test, y_test, 20))))
+        net.results, net.log = [], []
+        for epoch in range(1, 3):
+            losses = mnist_train(F, net, lib.device("cpu"), _loader(lib, x, y, 16), optimizer, epoch, net.log)
+            net.results.append((losses, mnist_test(lib, F, net, lib.device("cpu"), _loader(lib, x_test, y_test, 20), net.log)))
             scheduler.step()
+    assert model.log == twin.log
     for (losses, (test_loss, correct)), (torch_losses, (torch_test_loss, torch_correct)) in zip(model.results, twin.results):
         np.testing.assert_allclose(losses, torch_losses, rtol=1e-10)
         assert test_loss == pytest.approx(torch_test_loss, rel=1e-10) and correct == torch_correct
@@ -274,7 +286,7 @@ def test_mnist_rnn_compiled_step_matches_torch_in_float64():
     step = kiln.compile_train_step(model, kiln.nn.functional.nll_loss, optimizer)
     x, y = _digits(64)
     for epoch in range(2):
-        for xb, yb in _batches(kiln, x, y, 16):
+        for xb, yb in _loader(kiln, x, y, 16):
             loss = float(step(xb, yb))
             torch_optimizer.zero_grad()
             expected = torch.nn.functional.nll_loss(twin(torch.tensor(np.asarray(xb))), torch.tensor(np.asarray(yb)))
