@@ -1,5 +1,5 @@
 """ONNX emitters for the CNN and transformer op set: native ONNX ops where they exist
-(Conv, MaxPool, AveragePool, LayerNormalization, Gelu, Trilu), and the
+(Conv, MaxPool, AveragePool, LayerNormalization, Trilu; Gelu and Erf in lowering_erf.py), and the
 gradient primitives expressed through ConvTranspose, Conv and ScatterElements.
 """
 
@@ -17,7 +17,6 @@ def _unary(onnx_type: str):
     return lambda ctx, op, inputs: [ctx.node(onnx_type, inputs)]
 
 
-ONNX.register("tensor.erf")(_unary("Erf"))
 ONNX.register("tensor.abs")(_unary("Abs"))
 ONNX.register("tensor.sin")(_unary("Sin"))
 ONNX.register("tensor.cos")(_unary("Cos"))
@@ -395,11 +394,6 @@ def avg_pool2d_grad(ctx, op: Op, inputs: list[str]) -> list[str]:
     out, target = op.operands[0].type.shape[2:], op.attrs["input_shape"][2:]
     extra = [target[i] - ((out[i] - 1) * stride[i] - 2 * (ph, pw)[i] + op.attrs["kernel_size"][i]) for i in range(2)]
     return [ctx.node("ConvTranspose", [inputs[0], kernel], strides=list(stride), pads=[ph, pw, ph, pw], group=channels, output_padding=extra)]
-
-
-@ONNX.register("nn.gelu")
-def gelu(ctx, op: Op, inputs: list[str]) -> list[str]:
-    return [ctx.node("Gelu", inputs, approximate=op.attrs["approximate"])]
 
 
 @ONNX.register("nn.layer_norm")
