@@ -144,7 +144,14 @@ def mnist_test(lib, F, model, device, test_loader, log):
 def _mnist_main(lib, nn, F, model, epochs=2, dtype=np.float64, train_count=96, log=None):
     """The example's ``main()`` after the model is built: Adadelta(lr=1.0), StepLR(step_size=1, gamma=0.7), and per epoch
     train, test, ``scheduler.step()``; returns the train losses and the test results per epoch."""
-    device = lib.device("cpu")
+    use_cuda = lib.cuda.is_available()
+    use_mps = lib.backends.mps.is_available()
+    if use_cuda:
+        device = lib.device("cuda")
+    elif use_mps:
+        device = lib.device("mps")
+    else:
+        device = lib.device("cpu")
     model = model.to(device)
     optimizer = lib.optim.Adadelta(model.parameters(), lr=1.0)
     scheduler = lib.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.7)
@@ -514,7 +521,9 @@ def test_forward_forward_eager_program_matches_torch_in_float64():
         np.testing.assert_allclose(layer.losses, torch_layer.losses, rtol=1e-10)
         _assert_same_state(layer, torch_layer)
     error = 1.0 - net.predict(x).eq(y).float().mean().item()
-    assert error == pytest.approx(1.0 - twin.predict(tx).eq(ty).float().mean().item(), abs=1e-12)
+    assert error == pytest.approx(1.0 - twin.predict(tx).eq(ty).float().mean().item(), abs=1e-12) and error < 0.9
+    # predict compiles as written (its overlays index the batch by range(x.shape[0]): static shapes)
+    np.testing.assert_array_equal(kiln.compile(net.predict, batch_dim=None)(np.asarray(x)), twin.predict(tx).numpy())
 
 
 def test_forward_forward_layer_steps_compile_and_match_torch_in_float64():
