@@ -26,6 +26,8 @@ from oracles import require
 
 NTOKENS_TEXT = 1600
 """Characters of the documentation the corpus reads: a vocabulary of about 140 words."""
+DEVICE = "cpu"
+"""main.py's ``torch.device("cuda" if args.cuda else "cpu")``: kiln takes it and the backend places the data."""
 
 
 def _libraries(name):
@@ -147,7 +149,7 @@ class Corpus:
 def batchify(data, bsz):
     nbatch = data.size(0) // bsz
     data = data.narrow(0, 0, nbatch * bsz)
-    return data.view(bsz, -1).t().contiguous()
+    return data.view(bsz, -1).t().contiguous().to(DEVICE)
 
 
 def get_batch(source, i, bptt):
@@ -218,7 +220,7 @@ def _corpus(lib):
 def _twins(torch, build_kiln, build_torch):
     """The kiln model in float64 and torch's, loaded with kiln's initial weights (tied weights stay tied)."""
     kiln.manual_seed(0)
-    ours = build_kiln().double()
+    ours = build_kiln().double().to(kiln.device(DEVICE))
     theirs = build_torch().double()
     theirs.load_state_dict({key: torch.tensor(np.array(value)) for key, value in ours.state_dict().items()})
     return ours, theirs
@@ -435,6 +437,27 @@ def test_lstm_compiled_training_step_carries_its_state_in_lockstep_with_torchs_l
         assert loss == pytest.approx(expected.item(), rel=1e-10)
     _assert_same_parameters(ours.model, theirs.model)
     np.testing.assert_allclose(carried.hidden1.data, hidden[1].detach().numpy(), rtol=1e-10, atol=1e-12)
+    val_data = batchify(corpus.valid, 3)
+    assert _compiled_evaluation(ours, val_data) == pytest.approx(ours.evaluate(val_data), rel=1e-10)
+
+
+def _compiled_evaluation(program, data_source):
+    """evaluate() with the model compiled by kiln.compile: one function per batch length, the state carried."""
+    model = program.model
+    model.eval()
+
+    def loss_and_state(data, targets, h, c):
+        output, (h, c) = model(data, (h, c))
+        return program.criterion(output, targets), h, c
+
+    run = kiln.compile(loss_and_state, batch_dim=None)
+    h, c = (np.asarray(state) for state in model.init_hidden(data_source.size(1)))
+    total_loss = 0.0
+    for i in range(0, data_source.size(0) - 1, program.bptt):
+        data, targets = get_batch(data_source, i, program.bptt)
+        loss, h, c = run(np.asarray(data), np.asarray(targets), h, c)
+        total_loss += len(data) * float(loss)
+    return total_loss / (len(data_source) - 1)
 
 
 def test_the_unmodified_port_with_dropout_learns_eagerly_and_compiled():
