@@ -16,9 +16,11 @@ E = kiln.linalg.matrix_exp(A)
   ``solve_triangular``), ``cholesky_solve``, ``cholesky_inverse`` and ``householder_product`` are compositions, and
   so are ``matrix_power``, ``multi_dot``, ``vander``, ``tensorinv``, ``tensorsolve``, ``vecdot``, ``cross``,
   ``diagonal`` and ``matmul``.
-- ``cholesky_ex``, ``inv_ex``, ``solve_ex`` and ``lu_factor_ex`` return ``info`` (0 where the matrix was fine) and,
-  with ``check_errors=True``, raise ``kiln.linalg.LinAlgError`` when run (``linalg.checked``). Where ``info > 0``
-  the result is NaN (PyTorch leaves what LAPACK stopped at).
+- ``cholesky_ex``, ``inv_ex``, ``solve_ex`` and ``lu_factor_ex`` return ``info`` (0 where the matrix was fine),
+  PyTorch's exactly, and with ``check_errors=True`` raise ``kiln.linalg.LinAlgError`` when run (``linalg.checked``).
+  Where ``info > 0``, ``cholesky_ex`` returns the partial factor LAPACK stopped at and ``lu_factor_ex`` the complete
+  factorization, as PyTorch's; ``inv_ex`` and ``solve_ex`` return NaN (PyTorch's are LAPACK's divisions by the zero
+  pivot, inf or NaN by the order of its operations).
 - ``eig``/``eigvals`` refuse: kiln has no complex dtype; ``eigh`` covers symmetric matrices.
 
 Gradients follow PyTorch's: the ops' VJPs (``compiler/autodiff/rules_linalg_factor.py``; ``qr`` in mode ``"r"``
@@ -219,11 +221,45 @@ def _finish(function: str, result: Any, info: Any, check_errors: bool, failure: 
 
 
 def cholesky_ex(A: Any, *, upper: bool = False, check_errors: bool = False) -> CholeskyExResult:
-    """``(L, info)``: ``info`` is the order of the first leading minor that is not positive definite (0: none)."""
-    _square_size("linalg.cholesky_ex", A)
-    info = _apply("linalg.cholesky_info", A)
-    lower = _finish("linalg.cholesky_ex", core.cholesky(_where_fine(info, A)), info, check_errors, CHOLESKY_FAILURE)
+    """``(L, info)``: ``info`` is the order of the first leading minor that is not positive definite (0: none), of
+    the triangle PyTorch reads (the lower one; ``upper=True``: the upper one). Where ``info > 0``, ``L`` is what
+    LAPACK's unblocked ``potf2`` stops at, as PyTorch returns it (``_partial_cholesky``; for matrices of up to 128 rows:
+    past that, its blocked factorization has also updated the trailing block)."""
+    n = _square_size("linalg.cholesky_ex", A)
+    triangle = (A.mT if upper else A).tril()
+    read = triangle + triangle.tril(-1).mT  # the symmetric matrix the triangle stands for
+    info = _apply("linalg.cholesky_info", read)
+    finite = _apply("tensor.where", (A != A) | (A.abs() == math.inf), 0.0, A)
+    source = read.detach() + (finite - finite.detach())  # read's values, A's gradient: symmetric, as PyTorch's
+    lower = core.cholesky(_where_fine(info, source))
+    lower = _apply("tensor.where", (info != 0).unsqueeze(-1).unsqueeze(-1), _partial_cholesky(read, info, n), lower)
+    if check_errors:
+        lower = _checked(lower, info, "linalg.cholesky_ex", CHOLESKY_FAILURE)
     return CholeskyExResult(lower.mT if upper else lower, info)
+
+
+def _partial_cholesky(S: Any, info: Any, n: int) -> Any:
+    """LAPACK's ``potf2`` (lower, left-looking) stopped at column ``j = info - 1`` of the symmetric ``S``: columns
+    before ``j`` factored, ``S[j, j] - |L[j, :j]|^2`` (not positive) at ``(j, j)``, the rest of the lower triangle as
+    ``S`` has it. The factored columns are those of ``cholesky(M)`` for ``M = [[S11, S21^T], [S21, S21 S11^-1 S21^T
+    + I]]`` (positive definite: its Schur complement is ``I``), one ``solve`` and one ``cholesky`` whatever ``j``. A NaN
+    below the leading block stays NaN along its row, as the recurrence carries it."""
+    from kiln.frontend.torch_functions import arange
+
+    k = _apply("tensor.where", info > 0, info - 1, n).long().unsqueeze(-1).unsqueeze(-1)  # columns factored
+    rows, cols = arange(n).unsqueeze(-1), arange(n)
+    done_cols, leading = cols < k, (rows < k) & (cols < k)
+    eye = _eye(n, S.dtype)
+    below = _apply("tensor.where", (rows >= k) & done_cols, S, 0.0)  # S21 in place, zeros elsewhere
+    missing = below != below
+    below = _apply("tensor.where", missing, 0.0, below)
+    schur = below @ core.solve(_apply("tensor.where", leading, S, eye), below.mT)  # S21 S11^-1 S21^T in the trailing block
+    M = _apply("tensor.where", (rows < k) | done_cols, _apply("tensor.where", missing, 0.0, S), schur + eye)
+    factored = _apply("tensor.where", done_cols, core.cholesky(M), 0.0)
+    factored = _apply("tensor.where", missing.int().cumsum(-1) > 0, math.nan, factored)
+    pivot = S.diagonal(0, -2, -1) - (factored * factored).sum(-1)  # row j's is LAPACK's failed pivot
+    untouched = _apply("tensor.where", rows == cols, pivot.unsqueeze(-1), S).tril()
+    return _apply("tensor.where", done_cols, factored, _apply("tensor.where", (rows == cols) & (rows > k), S, untouched))
 
 
 def inv_ex(A: Any, *, check_errors: bool = False) -> InvExResult:
