@@ -31,7 +31,7 @@ from kiln.compiler.ir.types import DType, normalize_axis
 from kiln.frontend.functional_conv import adaptive_avg_pool2d
 from kiln.frontend.functional_nn import _pair, dropout, pad
 from kiln.frontend.tensor import Tensor, apply
-from kiln.frontend.trace import located_error
+from kiln.frontend.trace import located_error, user_location
 from kiln.frontend.tensor_inplace import honors_inplace
 
 
@@ -439,10 +439,23 @@ def dropout2d(input: Tensor, p: float = 0.5, training: bool = True, inplace: boo
     if input.ndim < 2:
         raise located_error(f"dropout2d needs a channel dim: an (N, C, H, W) input (or (N, C, L)), got shape {tuple(input.shape)}")
     if input.ndim not in (3, 4):
-        warnings.warn(f"dropout2d: received a {input.ndim}-D input of shape {tuple(input.shape)}; as PyTorch, its dim 1 is read as the "
-                      "channels (a 2-D input drops each element alone). Use dropout for that, or give an (N, C, H, W) "
-                      "input", UserWarning, stacklevel=3)
+        _warn_at_user_line(f"dropout2d: received a {input.ndim}-D input of shape {tuple(input.shape)}; as PyTorch, its dim 1 "
+                           "is read as the channels (a 2-D input drops each element alone). Use dropout for that, or give "
+                           "an (N, C, H, W) input")
     return _channel_dropout(input, p, training)
+
+
+_WARNED: dict[Any, bool] = {}
+"""The warnings registry of ``_warn_at_user_line``: each user line warns once, as ``warnings.warn`` does."""
+
+
+def _warn_at_user_line(message: str) -> None:
+    """A ``UserWarning`` attributed to the user's line that called into kiln (``nn.Dropout2d(p)(x)``), not to kiln's."""
+    location = user_location()
+    if location is None:
+        warnings.warn(message, UserWarning, stacklevel=3)
+    else:
+        warnings.warn_explicit(message, UserWarning, location.filename, location.line, registry=_WARNED)
 
 
 def _channel_dropout(input: Tensor, p: float, training: bool) -> Tensor:

@@ -16,8 +16,9 @@ from oracles import require_torch
 def test_a_2d_input_warns_and_drops_element_by_element_at_rate_p():
     kiln.manual_seed(0)
     p, x = 0.3, np.random.default_rng(0).uniform(1.0, 2.0, size=(200, 50))
-    with pytest.warns(UserWarning, match="2-D input"):
+    with pytest.warns(UserWarning, match="2-D input") as caught:
         out = nn.Dropout2d(p)(x).numpy()
+    assert caught[0].filename == __file__  # the user's line, not kiln's
     dropped = out == 0
     assert abs(dropped.mean() - p) < 0.02, dropped.mean()
     assert not dropped.all(axis=1).any() and not dropped.all(axis=0).any()  # neither whole rows nor whole columns
