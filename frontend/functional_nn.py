@@ -85,7 +85,8 @@ def layer_norm(input: Tensor, normalized_shape: Sequence[int], weight: Tensor | 
 
 
 def _filled(value: float, shape: tuple[int, ...], like: Tensor) -> Tensor:
-    return apply("tensor.constant", value=np.full(shape, value, dtype=like.dtype.numpy))
+    """A constant of ``like``'s dtype (a tensor's, or an array's fed to an eager layer: ``BatchNorm2d(affine=False)(x)``)."""
+    return apply("tensor.constant", value=np.full(shape, value, dtype=DType.of(like.dtype).numpy))
 
 
 def embedding(input: Tensor, weight: Tensor, padding_idx: int | None = None, max_norm: float | None = None, norm_type: float = 2.0,

@@ -247,7 +247,7 @@ class SyncBatchNorm(BatchNorm2d):
                  track_running_stats: bool = True, process_group: Any = None, device: Any = None, dtype: Any = None, *, bias: bool = True):
         if momentum is None or (affine and not bias):
             raise ValueError("SyncBatchNorm: momentum=None (a cumulative average) and affine without a bias are not supported in kiln")
-        super().__init__(num_features, eps, momentum, affine, "float32" if dtype is None else np.dtype(dtype).name)
+        super().__init__(num_features, eps, momentum, affine, dtype=dtype)
         self.affine, self.track_running_stats, self.process_group = affine, track_running_stats, process_group
         if not track_running_stats:
             self.running_mean = self.running_var = self.num_batches_tracked = None

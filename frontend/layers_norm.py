@@ -62,15 +62,6 @@ class BatchNorm1d(BatchNorm2d):
     forward, eval mode included, normalizes with the batch's statistics, as PyTorch's.
     """
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True, track_running_stats: bool = True,
-                 dtype: str = "float32"):
-        if momentum is None:
-            raise ValueError("BatchNorm1d: momentum=None (a cumulative moving average) is not supported; pass a float such as 0.1")
-        super().__init__(num_features, eps, momentum, affine, dtype)
-        self.affine, self.track_running_stats = affine, track_running_stats
-        if not track_running_stats:
-            self.running_mean = self.running_var = self.num_batches_tracked = None
-
     def forward(self, input: Tensor) -> Tensor:
         if input.ndim not in (2, 3) or input.shape[1] != self.num_features:
             features = self.num_features
@@ -79,9 +70,6 @@ class BatchNorm1d(BatchNorm2d):
             return F.batch_norm(input, None, None, self.weight, self.bias, True, self.momentum, self.eps)
         length = input.shape[2] if input.ndim == 3 else 1
         return super().forward(input.reshape(input.shape[0], self.num_features, length, 1)).reshape(input.shape)
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, affine={self.affine}, track_running_stats={self.track_running_stats}"
 
 
 __all__ = ["BatchNorm1d", "GroupNorm", "RMSNorm"]
