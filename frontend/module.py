@@ -18,6 +18,7 @@ from kiln.compiler.ir.types import DType
 from kiln.frontend.module_hooks import HookMethods, call_with_hooks
 from kiln.frontend.tensor import Tensor
 from kiln.frontend.tensor_eager import array_protocol
+from kiln.frontend.torch_array import torch_array
 from kiln.frontend.trace import TraceContext
 
 
@@ -38,9 +39,9 @@ class Parameter(Tensor):
 
     @property
     def data(self) -> np.ndarray:
-        """The value as a NumPy array. A training step that keeps parameters on a device (onnxruntime,
-        CuPy) brings the value back first; reading it also tells the step to upload it again before its
-        next call, so writes through ``.data`` are never lost."""
+        """The value as a NumPy array (a ``TorchArray``: it also answers PyTorch's tensor methods, ``p.data.add_``).
+        A training step that keeps parameters on a device (onnxruntime, CuPy) brings the value back first; reading
+        it also tells the step to upload it again before its next call, so writes through ``.data`` are never lost."""
         pending = self.__dict__.get("_pending_sync")
         if pending is not None:
             self._pending_sync = None
@@ -51,7 +52,7 @@ class Parameter(Tensor):
     @data.setter
     def data(self, array: np.ndarray) -> None:
         self._pending_sync = None
-        self._data = array
+        self._data = torch_array(array)  # p.data.add_(...), p.data.normal_(...) as in PyTorch (frontend/torch_array.py)
         self.version = self.__dict__.get("version", 0) + 1
 
     @property

@@ -15,7 +15,8 @@ import numpy as np
 
 from kiln.compiler.ir.types import Dim, DType
 from kiln.frontend.torch_dtypes import get_default_dtype
-from kiln.frontend.trace import located_error
+from kiln.frontend.eager_values import ARRAYS
+from kiln.frontend.trace import TraceContext, located_error
 
 
 def _apply(*args: Any, **attrs: Any) -> Any:
@@ -103,9 +104,15 @@ class TorchMethods:
     def half(self) -> Any:
         raise located_error("half(): float16 is not an IR dtype of kiln yet; keep float32 (or use double())")
 
-    def clone(self) -> Any:
-        """The same values as a new tensor: writing into it in place leaves this one (and its views) alone."""
-        return _tensor_class()(self.value)
+    def clone(self, *, memory_format: Any = None) -> Any:
+        """The same values as a new tensor: writing into it in place leaves this one (and its views) alone. Eagerly,
+        its own copy of the array (a parameter's array changes with ``optimizer.step()``), gradients flowing through."""
+        value = self.value
+        if value not in ARRAYS:
+            return _tensor_class()(value)
+        copied = TraceContext.current().emit("tensor.broadcast_to", value, shape=value.type.shape)
+        ARRAYS[copied] = np.array(ARRAYS[copied])
+        return _tensor_class()(copied)
 
     def contiguous(self) -> Any:
         return self

@@ -39,6 +39,7 @@ from kiln.compiler.passes.cse import hashable_attr
 from kiln.frontend import init
 from kiln.frontend.eager_values import ARRAYS, PARAMETERS, updates
 from kiln.frontend.module import Parameter
+from kiln.frontend.torch_array import plain
 from kiln.frontend.trace import TraceContext, located_error
 from kiln.runtime.executable import Executable
 
@@ -70,7 +71,7 @@ class EagerContext(TraceContext):
 
     def value_of(self, parameter: Parameter) -> Value:
         """A new leaf per read, holding the parameter's array as it is now (``.grad`` goes to the parameter)."""
-        array = parameter.data
+        array = plain(parameter.data)
         value = Value(TensorType.of_array(array), None, 0, self.parameter_names.get(id(parameter)))
         ARRAYS[value], PARAMETERS[value] = array, (parameter, updates(parameter))
         return value

@@ -29,6 +29,7 @@ from kiln.compiler.ir.types import TensorType
 from kiln.compiler.passes.manager import PassManager
 from kiln.frontend.eager_values import ARRAYS, GRAD_TENSORS, PARAMETERS, updates
 from kiln.frontend.module import Parameter
+from kiln.frontend.torch_array import torch_array
 from kiln.frontend.trace import located_error
 from kiln.runtime.eager import op_signature
 from kiln.runtime.executable import Executable
@@ -234,6 +235,6 @@ def _accumulate(owner: Any, grad: np.ndarray) -> None:
     """``owner.grad += grad`` as PyTorch's backward does (a copy: the compiled function may reuse its buffers)."""
     current = getattr(owner, "grad", None)
     if current is None:
-        owner.grad = np.array(grad, dtype=owner.dtype.numpy)
+        owner.grad = torch_array(np.array(grad, dtype=owner.dtype.numpy))  # p.grad.zero_(), p.grad.norm() work
     else:
         current += grad

@@ -16,6 +16,7 @@ from kiln.compiler.errors import InputError
 from kiln.compiler.ir.core import Graph, Op
 from kiln.compiler.ir.printer import assign_names
 from kiln.compiler.ir.types import TensorType
+from kiln.frontend.torch_array import plain
 
 
 class _Resident:
@@ -52,7 +53,7 @@ class Executable:
             check_inputs(self.graph.name, self.input_names, self.input_types, arrays)
             if signature is not None and len(self._checked) < 64:
                 self._checked.add(signature)  # the same dtypes and shapes pass again: skip the checks (a hot loop)
-        return self.function(*arrays)
+        return self.function(*map(plain, arrays))  # a parameter's TorchArray as a plain view: no subclass wrapping
 
     def op_times(self) -> list["OpTime"]:
         """Each op's milliseconds in the last call of a profiling build (``NumpyBackend(profile=True)``)."""

@@ -5,6 +5,8 @@ import kiln
 (dx,) = kiln.autograd.grad(loss, x)                            # eager or traced
 (g,) = kiln.autograd.grad(out.sum(), x, create_graph=True)     # differentiable again
 kiln.autograd.backward([loss1, loss2])                         # .grad of the parameters
+kiln.autograd.functional.jacobian(f, x)                        # torch.autograd.functional
+class RoundSTE(kiln.autograd.Function): ...                    # your own backward (frontend/custom_function.py)
 ```
 """
 
@@ -12,4 +14,4 @@ from kiln.autograd import functional
 from kiln.frontend.autograd import backward, grad
 from kiln.frontend.custom_function import Function, FunctionCtx
 
-__all__ = ["Function", "FunctionCtx", "backward", "grad"]
+__all__ = ["Function", "FunctionCtx", "backward", "functional", "grad"]
