@@ -661,3 +661,28 @@ def test_the_ported_models_export_to_onnx_with_torchs_outputs(name, tmp_path):
     assert len(outputs) == len(expected)
     for output, value in zip(outputs, expected):
         np.testing.assert_allclose(output, value.numpy(), rtol=1e-12, atol=1e-12)
+
+
+def test_the_programs_run_with_their_dropout_on():
+    """The originals' dropout (reinforce.py's p=0.6, main.py's 0.1), which no lockstep can share: reinforce.py runs
+    eagerly with it (each forward a new mask, repeated by ``kiln.manual_seed``), and the ViT trains compiled with it
+    (the step's seed draws the masks: its graph has dropout ops) and predicts deterministically in eval mode."""
+    ours = _libraries("kiln")
+    kiln.manual_seed(10)
+    policy = reinforce_model(ours, dropout=0.6)
+    state = kiln.from_numpy(np.full((1, 4), 0.5))
+    kiln.manual_seed(11)
+    first = policy(state).numpy()
+    assert not np.array_equal(first, policy(state).numpy())
+    kiln.manual_seed(11)
+    np.testing.assert_array_equal(policy(state).numpy(), first)
+    assert np.isfinite(reinforce_program(ours, policy, episodes=1)).all()
+    args = SimpleNamespace(**{**vars(VIT_ARGS), "dropout": 0.1})
+    model = vit_model(ours, args)
+    step = kiln.compile_train_step(model, ours.nn.CrossEntropyLoss(), kiln.optim.AdamW(model.parameters(), lr=1e-2), batch_dim=None, seed=0)
+    images, labels = digit_images(1, 8, seed=4)[0]
+    losses = [float(step(images, labels)) for _ in range(3)]
+    assert np.isfinite(losses).all() and losses[2] < losses[0]
+    assert sum(op.name == "nn.dropout" for op in step.graph.ops) >= 2 * args.num_encoders
+    model.eval()
+    np.testing.assert_array_equal(kiln.compile(model, batch_dim=None)(images), kiln.compile(model, batch_dim=None)(images))
