@@ -239,6 +239,7 @@ def test_dcgan_weights_init_draws_torchs_distribution():
 def test_dcgan_eager_loop_matches_torch_in_float64(tmp_path):
     torch = require_torch()
     netG, netD, twinG, twinD = _dcgan_twins(torch)
+    assert (repr(netG), repr(netD)) == (repr(twinG), repr(twinD))  # print(netG), print(netD)
     images = _gan_images(48)
     noise = np.random.default_rng(0).normal(size=(3, 16, NZ, 1, 1))
     with _fed_noise(kiln, "randn", noise):
