@@ -486,6 +486,8 @@ def test_unmodified_vae_trains_eagerly_and_compiled():
         last = vae_epoch(kiln, model, loss_function, optimizer, train_loader, test_loader)
     assert np.mean(last[0]) < 0.9 * np.mean(first[0]) and last[1] < first[1]
     assert np.all((last[3] > 0) & (last[3] < 1))
+    z = kiln.randn(16, LATENT)
+    np.testing.assert_allclose(kiln.compile(model.decode)(z), np.asarray(model.decode(z)), rtol=1e-5, atol=1e-6)
     compiled = VAE()
     step = kiln.compile_train_step(compiled, lambda out, x: loss_function(out[0], x, *out[1:]), kiln.optim.Adam(compiled.parameters(), lr=1e-2))
     losses = [float(step(data, data)) for _ in range(4) for data, _ in train_loader]
