@@ -17,8 +17,9 @@ Differences from PyTorch, all of them consequences of masking instead of packing
 - ``PackedSequence.data`` is the padded time-major batch, not PyTorch's ``(sum(lengths), *)`` rows, and there are
   no ``batch_sizes`` or sorting indices; elementwise functions of ``data`` still work, as in PyTorch, because
   ``pad_packed_sequence`` fills the padding afresh;
-- ``pad_packed_sequence`` returns ``L`` time steps where PyTorch returns ``max(lengths)``; when the lengths are a
-  constant, kiln knows their maximum and returns that many, as PyTorch does.
+- ``pad_packed_sequence`` returns ``L`` time steps where PyTorch returns ``max(lengths)`` when the lengths are a
+  graph input; when they are known (a list, an array, an eager tensor), kiln returns ``max(lengths)`` steps, as
+  PyTorch does (``total_length`` steps if given).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import numpy as np
 
 from kiln.compiler.ir.types import DType, format_shape
 from kiln.frontend import functional as F
+from kiln.frontend.eager_values import eager_array
 from kiln.frontend.tensor import Tensor, apply
 from kiln.frontend.trace import located_error
 
@@ -105,7 +107,11 @@ def pad_sequence(sequences: Sequence[Any], batch_first: bool = False, padding_va
 
 def lengths_tensor(function: str, lengths: Any, data: Tensor) -> Tensor:
     """``lengths`` for the time-major ``data`` ``(L, N, *)`` as an int64 tensor ``(N,)``: a traced integer tensor
-    (cast to int64), or a list or array checked to lie in ``[1, L]`` and made a constant."""
+    (cast to int64), or a list, an array or an eager tensor (its values known now) checked to lie in ``[1, L]`` and
+    made a constant, so that ``pad_packed_sequence`` knows their maximum, as PyTorch's."""
+    known = eager_array(lengths) if isinstance(lengths, Tensor) else None
+    if known is not None and known.dtype.kind in "iu":
+        return apply("tensor.constant", value=_checked_constant(function, known, data))
     if isinstance(lengths, Tensor):
         if lengths.ndim != 1 or lengths.shape[0] != data.shape[1]:
             raise located_error(f"{function}: lengths must have shape {format_shape((data.shape[1],))}, one length per sequence of "
