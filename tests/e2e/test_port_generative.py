@@ -10,7 +10,8 @@ of MNIST/CIFAR (the DCGAN's upsampled to 16x16, its nets one stage shorter to ma
   ``classname.find('Conv')`` with ``nn.init.normal_``/``zeros_``; BCELoss; two Adams with ``betas=(0.5, 0.999)``;
   ``torch.full((b,), real_label, dtype=real_cpu.dtype, device=device)``, ``label.fill_``, ``netD(fake.detach())``,
   ``errD_real.backward()`` and ``errD_fake.backward()`` accumulating before one step, ``output.mean().item()``,
-  ``torch.randn(b, nz, 1, 1, device=device)`` and the state_dicts saved with ``torch.save(obj, path)``.
+  ``torch.randn(b, nz, 1, 1, device=device)``, the device from ``torch.accelerator`` and the state_dicts saved with
+  ``torch.save(obj, path)``.
 - ``vae``: fc encoder/decoder, ``reparameterize`` by ``torch.exp(0.5*logvar)`` and ``torch.randn_like``,
   ``F.binary_cross_entropy(reduction='sum')`` + KLD, ``model.train()/eval()``, ``torch.no_grad()`` for the test loss,
   ``torch.cat`` of originals and reconstructions, and samples decoded from ``torch.randn(64, Z).to(device)``.
@@ -118,10 +119,16 @@ def dcgan_program(lib, nn):
     return weights_init, Generator, Discriminator
 
 
+def pick_device(lib, no_accel=False):
+    """The device choice of current pytorch/examples: the accelerator if there is one, else the CPU."""
+    use_accel = not no_accel and lib.accelerator.is_available()
+    return lib.accelerator.current_accelerator() if use_accel else lib.device("cpu")
+
+
 def dcgan_nets(lib, nn, dtype=None):
     """``netG`` and ``netD`` built, initialised by ``apply(weights_init)`` and moved ``to(device)`` as main.py does."""
     weights_init, Generator, Discriminator = dcgan_program(lib, nn)
-    device = lib.device("cpu")
+    device = pick_device(lib)
     netG, netD = Generator(1).to(device), Discriminator(1).to(device)
     netG.apply(weights_init)
     netD.apply(weights_init)
@@ -131,7 +138,7 @@ def dcgan_nets(lib, nn, dtype=None):
 def dcgan_train(lib, nn, optim, netG, netD, dataloader, lr=0.0002, beta1=0.5):
     """main.py's loop over ``dataloader``: one D update on a real and a fake batch, then one G update. Returns each
     iteration's ``(errD, errG, D_x, D_G_z1, D_G_z2)``."""
-    device = lib.device("cpu")
+    device = pick_device(lib)
     criterion = nn.BCELoss()
     real_label = 1
     fake_label = 0
@@ -379,7 +386,7 @@ def vae_program(lib, nn, F):
 def vae_epoch(lib, model, loss_function, optimizer, train_loader, test_loader, sample=None):
     """main.py's ``train(epoch)``, ``test(epoch)`` and the sampling after them: returns the train loss per batch, the
     test loss, the comparison grid's shape and the samples."""
-    device = lib.device("cpu")
+    device = pick_device(lib)
     model.train()
     losses = []
     for batch_idx, (data, _) in enumerate(train_loader):
