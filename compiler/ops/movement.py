@@ -79,7 +79,9 @@ def concat_shape(*xs: TensorType, axis: int) -> TensorType:
             listed = ", ".join(str(t) for t in xs)
             raise ShapeError(f"tensor.concat along axis {axis} needs operands equal in dtype and every other dim, got {listed}")
     if len(dims) > 1 and any(isinstance(d, str) for d in dims):
-        raise ShapeError(f"tensor.concat cannot join along a symbolic dim ({', '.join(map(str, dims))})")
+        raise ShapeError(f"tensor.concat cannot join along a symbolic dim ({', '.join(map(str, dims))}): the result's "
+                         "size is not one symbol. Compile with static shapes (batch_dim=None), or stack the parts on a "
+                         "new axis (kiln.stack) and reduce over it")
     total: Dim = dims[0] if len(dims) == 1 else sum(dims)  # type: ignore[arg-type]
     return xs[0].with_shape(xs[0].shape[:axis] + (total,) + xs[0].shape[axis + 1 :])
 
