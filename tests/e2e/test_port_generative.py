@@ -234,9 +234,24 @@ def _dcgan_twins(torch):
     return netG, netD, twinG, twinD
 
 
-def test_dcgan_weights_init_draws_torchs_distribution():
+def legacy_weights_init(m):
+    """The first dcgan/main.py's initialisation, through ``.data``: ``m.weight.data.normal_(0.0, 0.02)``..."""
+    classname = m.__class__.__name__
+    if classname.find('Conv') != -1:
+        m.weight.data.normal_(0.0, 0.02)
+    elif classname.find('BatchNorm') != -1:
+        m.weight.data.normal_(1.0, 0.02)
+        m.bias.data.fill_(0)
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["nn.init", "data.normal_"])
+def test_dcgan_weights_init_draws_torchs_distribution(legacy):
     kiln.manual_seed(0)
-    netG, netD = dcgan_nets(kiln, kiln.nn)
+    weights_init, Generator, Discriminator = dcgan_program(kiln, kiln.nn)
+    netG, netD = Generator(1), Discriminator(1)
+    netG.main[1].bias.data += 1.0  # so that zeros show the initialisation ran
+    netG.apply(legacy_weights_init if legacy else weights_init)
+    netD.apply(legacy_weights_init if legacy else weights_init)
     conv = np.concatenate([netG.main[0].weight.data.ravel(), netD.main[2].weight.data.ravel()])
     assert abs(conv.mean()) < 0.004 and 0.018 < conv.std() < 0.022
     assert np.all(netG.main[1].bias.data == 0) and np.all(np.abs(netG.main[1].weight.data - 1.0) < 0.1)
