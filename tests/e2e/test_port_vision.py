@@ -344,11 +344,8 @@ def regression_main(lib, F, fc, W_target, b_target, randn, max_batches=2000):
         loss = output.item()
         losses.append(loss)
         output.backward()
-        # kiln: PyTorch's `param.data.add_(-0.1 * param.grad)` needs .data to be a tensor (kiln's is the NumPy array);
-        # the update under no_grad is the same in both
-        with lib.no_grad():
-            for param in fc.parameters():
-                param.add_(-0.1 * param.grad)
+        for param in fc.parameters():
+            param.data.add_(-0.1 * param.grad)
         if loss < 1e-3:
             break
     return losses, batch_idx, poly_desc(fc.weight.view(-1), fc.bias), poly_desc(W_target.view(-1), b_target)
@@ -392,6 +389,12 @@ def test_regression_eager_script_matches_torch_in_float64():
     _assert_same_state(fc, twin)
     assert (learned, actual) == (torch_learned, torch_actual)
     assert learned.startswith("y = ") and learned.count("x^") == 4
+    for module, lib, (x, y) in ((fc, kiln, draws[:2]), (twin, torch, [torch.tensor(np.asarray(d)) for d in draws[:2]])):
+        lib.nn.functional.smooth_l1_loss(module(x.unsqueeze(1) ** lib.arange(1, 5)), y.unsqueeze(1)).backward()
+        module.weight.grad.data.zero_()  # the older examples' per-parameter zeroing; the bias keeps accumulating
+        lib.nn.functional.smooth_l1_loss(module(y.unsqueeze(1) ** lib.arange(1, 5)), x.unsqueeze(1)).backward()
+    np.testing.assert_allclose(fc.weight.grad, twin.weight.grad.numpy(), **TIGHT)
+    np.testing.assert_allclose(fc.bias.grad, twin.bias.grad.numpy(), **TIGHT)
 
 
 def test_regression_compiled_step_matches_torch_in_float64():
