@@ -28,6 +28,7 @@ import numpy as np
 
 from kiln.compiler.errors import CheckpointError
 from kiln.runtime.model_pickle import MEMBER as MODULE_MEMBER, is_module, pickled, unpickled
+from kiln.runtime.torch_checkpoint import is_torch_archive, load_torch_archive
 
 FORMAT = "kiln-checkpoint"
 VERSION = 1
@@ -64,8 +65,8 @@ def _is_file(node: Any) -> bool:
 
 
 def load(path: str | os.PathLike | BinaryIO, map_location: Any = None, weights_only: bool = True) -> Any:
-    """The tree saved at ``path`` (a path or a binary file); a file that is not a kiln checkpoint raises
-    ``CheckpointError``. A whole saved module loads only with ``weights_only=False`` (``torch.load``'s rule: unpickling
+    """The tree saved at ``path`` (a path or a binary file); a file ``torch.save`` wrote loads too, its tensors as arrays
+    (``runtime/torch_checkpoint.py``); any other file raises ``CheckpointError``. A whole saved module loads only with ``weights_only=False`` (``torch.load``'s rule: unpickling
     runs code); ``map_location`` is accepted and changes nothing (the backend places arrays)."""
     if _is_file(path):
         name = str(getattr(path, "name", "the file object"))
@@ -79,6 +80,8 @@ def loads(content: bytes | memoryview, name: str) -> Any:
 
 
 def _read(source: str | io.BytesIO, path: str, weights_only: bool = True) -> Any:
+    if is_torch_archive(source):
+        return load_torch_archive(source, path)  # torch.save's format (runtime/torch_checkpoint.py)
     try:
         with np.load(source, allow_pickle=False) as members:
             meta = json.loads(bytes(members[META]).decode())
