@@ -66,8 +66,9 @@ def _is_file(node: Any) -> bool:
 
 def load(path: str | os.PathLike | BinaryIO, map_location: Any = None, weights_only: bool = True) -> Any:
     """The tree saved at ``path`` (a path or a binary file); a file ``torch.save`` wrote loads too, its tensors as arrays
-    (``runtime/torch_checkpoint.py``); any other file raises ``CheckpointError``. A whole saved module loads only with ``weights_only=False`` (``torch.load``'s rule: unpickling
-    runs code); ``map_location`` is accepted and changes nothing (the backend places arrays)."""
+    (``runtime/torch_checkpoint.py``); any other file raises ``CheckpointError``. A whole saved module loads only with
+    ``weights_only=False`` (``torch.load``'s rule: unpickling runs code); ``map_location`` is accepted and changes
+    nothing (the backend places arrays)."""
     if _is_file(path):
         name = str(getattr(path, "name", "the file object"))
         return _read(io.BytesIO(path.read()), name, weights_only)
