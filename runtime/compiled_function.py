@@ -13,7 +13,7 @@ import numpy as np
 
 from kiln.backends import get_backend
 from kiln.compiler.errors import KilnError
-from kiln.compiler.ir.core import Graph
+from kiln.compiler.ir.core import Graph, Value
 from kiln.compiler.passes.manager import PassManager
 from kiln.frontend.module import Parameter
 from kiln.frontend.trace import trace_context
@@ -79,15 +79,21 @@ class CompiledFunction:
         if seed is not None:
             if self.seed is None:
                 raise KilnError(
-                    f"kiln.compile traced random ops (dropout in training mode, a sample) in {context.graph.name}; call "
-                    "model.eval() first, or pass kiln.compile(fn, seed=0) to draw (each call anew), or train it with "
-                    "kiln.compile_train_step, which feeds the seed")
+                    f"kiln.compile traced random ops (dropout in training mode, a sample) in {context.graph.name}"
+                    f"{_first_draw(seed)}; call model.eval() first, or pass kiln.compile(fn, seed=0) to draw (each call anew), "
+                    "or train it with kiln.compile_train_step, which feeds the seed")
             context.graph.inputs.remove(seed)
             context.graph.inputs.append(seed)  # after the arrays and the parameters, as the call feeds them
         PassManager(self.pipeline).run(context.graph)
         buffers = [buffer for buffer, _ in context.buffer_updates.values()]
         executable = get_backend(self.backend).compile(context.graph)
         return _Variant(context.graph, executable, context.parameters, buffers, seed is not None)
+
+
+def _first_draw(seed: Value) -> str:
+    """Where the first random op reading ``seed`` was traced (``, the first at model.py:14 in forward: ...``), if known."""
+    located = [op.location for op, _ in seed.uses if op.location]
+    return f", the first at {located[0]}" if located else ""
 
 
 def compile(fn: Callable[..., Any], backend: str = "numpy", pipeline: str = DEFAULT_PIPELINE, batch_dim: BatchDim = 0,
