@@ -532,6 +532,9 @@ def test_vision_transformer_trains_eagerly_in_lockstep_with_torch(tmp_path):
     expected = vit_program(theirs, twin, VIT_ARGS, train, val, str(tmp_path / "best-weights.pt"))
     np.testing.assert_allclose(history, expected, rtol=1e-10)
     _assert_same_parameters(model, twin, atol=1e-11)  # the key projection's bias: zero gradient, rounding noise only
+    reloaded = vit_model(ours, VIT_ARGS)
+    reloaded.load_state_dict(kiln.load(str(tmp_path / "best-weights.pt")))  # torch's file, read by kiln
+    _assert_same_parameters(reloaded, twin, rtol=0, atol=0)
 
 
 def test_vision_transformer_compiled_matches_torch(tmp_path):
