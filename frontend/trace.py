@@ -243,8 +243,12 @@ def input_names(fn: Any, count: int) -> list[str]:
 
 
 def flatten_outputs(result: Any) -> Iterator[Any]:
+    """The leaves of nested tuples, lists and dicts (values in key order), as ``runtime/pytree.py`` orders them."""
     if isinstance(result, (tuple, list)):
         for item in result:
+            yield from flatten_outputs(item)
+    elif isinstance(result, dict):
+        for item in result.values():
             yield from flatten_outputs(item)
     else:
         yield result

@@ -43,7 +43,7 @@ from kiln.runtime.vmap import vmap
 from kiln.runtime.eager import install as _install_eager
 
 _install_eager()  # outside a trace, ops run eagerly (loss.backward(), optimizer.step())
-from kiln import autograd, cuda, distributions, linalg, nn, onnx, optim, utils  # noqa: E402  (after the core, which they re-export)
+from kiln import autograd, cuda, distributions, func, linalg, nn, onnx, optim, utils  # noqa: E402  (after the core, which they re-export)
 from kiln.frontend.tensor_device import device  # noqa: E402  (torch.device: kiln.device('cuda'))
 from kiln import accelerator  # noqa: E402  (torch.accelerator: is_available(), current_accelerator())
 from kiln.frontend.tensor import Tensor  # noqa: E402  (torch.Tensor: isinstance(h, kiln.Tensor), traced or eager)
@@ -60,7 +60,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "hessian", "jacfwd", "jacrev", "jvp", "vjp", "vmap", "accelerator",
-    "autograd", "CheckpointError", "compile", "cuda", "device", "distributions", "linalg", "compile_train_step", "CompiledFunction", "differentiate", "DType",
+    "autograd", "CheckpointError", "compile", "cuda", "func", "device", "distributions", "linalg", "compile_train_step", "CompiledFunction", "differentiate", "DType",
     "export_onnx", "export_onnx_train_step", "fit", "grad", "Graph", "import_onnx", "InputError", "KilnError",
     "load", "load_onnx_train_step", "manual_seed", "nn", "no_grad", "onnx", "optim", "parity", "PassManager", "saliency", "save",
     "BoolTensor", "DoubleTensor", "FloatTensor", "IntTensor", "LongTensor", "ShapeError", "Tensor", "TensorSpec", "TensorType", "trace", "TraceError", "TrainStep", "utils", "value_and_grad",

@@ -33,6 +33,7 @@ from kiln.runtime.eager_transforms import as_eager, on_eager_tensors
 from kiln.runtime.batch_dims import batch_signature, batch_specs
 from kiln.runtime.executable import Executable
 from kiln.runtime.forward_mode import alias
+from kiln.runtime.pytree import Structure, flatten, unflatten
 from kiln.runtime.step_graph import GradientOptions, _trace_loss, transform_gradients
 from kiln.runtime.train_step import DEFAULT_PIPELINE, collection_paused
 
@@ -45,56 +46,81 @@ class GradFunction:
     argnums: tuple[int, ...] = (0,)
     with_value: bool = False
     backend: str = "numpy"
-    compiled: dict[tuple[Any, ...], tuple[Executable, list[Any]]] = field(default_factory=dict)
+    compiled: dict[tuple[Any, ...], tuple[Executable, list[Any], Structure]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.__wrapped__ = self.fn  # inspect.signature (input names on export) and __name__ see fn's
         self.__name__ = f"grad_{getattr(self.fn, '__name__', 'fn')}"
 
     def __call__(self, *args: Any) -> Any:
-        if on_eager_tensors(args):
+        leaves = flatten(args)[0]
+        if on_eager_tensors(leaves):
             return as_eager(self._run(*args))
-        if any(isinstance(arg, Tensor) for arg in args):
+        if any(isinstance(leaf, Tensor) for leaf in leaves):
             return self.trace_into(*args)
         return self._run(*args)
 
     def trace_into(self, *args: Any) -> Any:
         """Emit ``fn`` and its backward into the graph being traced; returns Tensors. ``fn`` sees fresh aliases of the
         arguments it is differentiated with respect to, so a value it closes over is a constant to it even when that
-        value is the argument itself (``grad(lambda z: (z * x).sum())(x)`` is ``x``, as in JAX and torch.func)."""
+        value is the argument itself (``grad(lambda z: (z * x).sum())(x)`` is ``x``, as in JAX and torch.func). An
+        argument may be a tuple, list or dict of tensors (``{name: parameter}`` for ``kiln.func.functional_call``):
+        its gradient has the same structure."""
         builder = Builder(TraceContext.current().graph)
-        args = list(args)
+        args, wrt, structures = list(args), [], []
         for index in self.argnums:
-            args[index] = Tensor(alias(builder, _as_tensor(args, index).value))
+            leaves, structure = flatten(_argument(args, index))
+            aliases = [Tensor(alias(builder, _float_leaf(leaf, index).value)) for leaf in leaves]
+            args[index] = unflatten(structure, aliases)
+            wrt.append([a.value for a in aliases])
+            structures.append(structure)
         value = self.fn(*args)
         if not isinstance(value, Tensor) or value.shape != () or not value.dtype.is_float:
             raise AutodiffError(f"kiln.grad needs fn to return a floating-point scalar Tensor, got {value!r}; reduce it (e.g. .sum())")
-        wrt = [args[index].value for index in self.argnums]
-        grads = tuple(Tensor(g) for g in differentiate(TraceContext.current().graph, value.value, wrt))
+        flat = iter(Tensor(g) for g in differentiate(TraceContext.current().graph, value.value, [v for vs in wrt for v in vs]))
+        grads = tuple(unflatten(structure, [next(flat) for _ in values]) for structure, values in zip(structures, wrt))
         result = grads[0] if len(grads) == 1 else grads
         return (value, result) if self.with_value else result
 
     def _run(self, *args: Any) -> Any:
-        arrays = [np.asarray(arg) for arg in args]
-        key = tuple((a.shape, a.dtype.str) for a in arrays)
+        leaves, structure = flatten(args)
+        arrays = [np.asarray(leaf) for leaf in leaves]
+        key = (structure, tuple((a.shape, a.dtype.str) for a in arrays))
         if key not in self.compiled:
-            self.compiled[key] = self._compile(arrays)
-        executable, parameters = self.compiled[key]
+            self.compiled[key] = self._compile(structure, arrays)
+        executable, parameters, results = self.compiled[key]
         outputs = [np.asarray(o) for o in executable(*arrays, *[p.data for p in parameters])]
-        grads = outputs[1:] if self.with_value else outputs
-        result = grads[0] if len(grads) == 1 else tuple(grads)
-        return (outputs[0], result) if self.with_value else result
+        return unflatten(results, outputs)
 
-    def _compile(self, arrays: Sequence[np.ndarray]) -> tuple[Executable, list[Any]]:
+    def _compile(self, structure: Structure, arrays: Sequence[np.ndarray]) -> tuple[Executable, list[Any], Structure]:
+        results: list[Structure] = []
+
+        def traced(*tensors: Tensor) -> Any:
+            result = self.trace_into(*unflatten(structure, tensors))
+            results.append(flatten(result)[1])
+            return result
+
         specs = [TensorSpec(a.shape, DType.of(a.dtype)) for a in arrays]
-        context = trace_context(self.trace_into, *specs, name=self.__name__, what="kiln.grad's result")
-        return get_backend(self.backend).compile(context.graph), list(context.parameters)
+        context = trace_context(traced, *specs, name=self.__name__, what="kiln.grad's result")
+        return get_backend(self.backend).compile(context.graph), list(context.parameters), results[0]
+
+
+def _argument(args: Sequence[Any], index: int) -> Any:
+    if index >= len(args):
+        raise AutodiffError(f"kiln.grad: argnums names argument {index}, but fn was called with {len(args)}")
+    return args[index]
 
 
 def _as_tensor(args: Sequence[Any], index: int) -> Tensor:
-    if index >= len(args) or not isinstance(args[index], Tensor) or not args[index].dtype.is_float:
-        raise AutodiffError(f"kiln.grad: argument {index} must be a floating-point tensor to differentiate with respect to it")
-    return args[index]
+    """Argument ``index``, which must be one floating-point tensor (``kiln.jacrev``'s arguments)."""
+    return _float_leaf(_argument(args, index), index)
+
+
+def _float_leaf(leaf: Any, index: int) -> Tensor:
+    if not isinstance(leaf, Tensor) or not leaf.dtype.is_float:
+        raise AutodiffError(f"kiln.grad: argument {index} must be a floating-point tensor (or a tuple, list or dict of "
+                            "them) to differentiate with respect to it")
+    return leaf
 
 
 def grad(fn: Callable[..., Any], argnums: int | Sequence[int] = 0, backend: str = "numpy") -> GradFunction:

@@ -1,0 +1,112 @@
+"""``kiln.func``: ``torch.func``'s names and argument conventions over kiln's transforms.
+
+```python
+from kiln.func import functional_call, grad, vmap
+params = {k: v.detach() for k, v in model.named_parameters()}
+def loss(params, x, y):
+    return F.cross_entropy(functional_call(model, params, (x[None],)), y[None])
+per_example = vmap(grad(loss), in_dims=(None, 0, 0))(params, x, y)      # {name: (N, *shape)}
+```
+
+Each transform takes arrays or eager tensors (and nested tuples, lists and
+dicts of them) and composes with the others, traced into one compiled graph
+(``runtime/grad.py``, ``runtime/vmap.py``, ``runtime/jacobian.py``). The
+differences from kiln's own names: ``vmap`` spells its axes ``in_dims`` and
+``out_dims``; ``grad_and_value`` returns ``(grad, value)``; ``has_aux=True``
+returns the function's second result untouched.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+from kiln.compiler.errors import KilnError
+from kiln.frontend.functional_call import functional_call, stack_module_state
+from kiln.runtime.forward_mode import jvp as _jvp, vjp as _vjp
+from kiln.runtime.grad import grad as _grad, value_and_grad as _value_and_grad
+from kiln.runtime.jacobian import hessian as _hessian, jacfwd as _jacfwd, jacrev as _jacrev
+from kiln.runtime.vmap import vmap as _vmap
+
+
+def grad(func: Callable[..., Any], argnums: int | Sequence[int] = 0, has_aux: bool = False) -> Callable[..., Any]:
+    """The gradient of scalar ``func`` w.r.t. ``argnums`` (a tensor, or a tuple/list/dict of them, per argument);
+    with ``has_aux``, ``func`` returns ``(value, aux)`` and this returns ``(grad, aux)``."""
+    if not has_aux:
+        return _grad(func, argnums)
+    return lambda *args: _with_aux(func, argnums, args, value=False)
+
+
+def grad_and_value(func: Callable[..., Any], argnums: int | Sequence[int] = 0, has_aux: bool = False) -> Callable[..., Any]:
+    """``(grad, value)`` (``(grad, (value, aux))`` with ``has_aux``), as ``torch.func.grad_and_value``."""
+    if not has_aux:
+        def run(*args: Any) -> Any:
+            value, gradient = _value_and_grad(func, argnums)(*args)
+            return gradient, value
+        return run
+    return lambda *args: _with_aux(func, argnums, args, value=True)
+
+
+def _with_aux(func: Callable[..., Any], argnums: int | Sequence[int], args: tuple[Any, ...], value: bool) -> Any:
+    """``grad`` of ``func``'s first result through ``vjp`` (which carries the second, ``aux``, out untouched)."""
+    numbers = (argnums,) if isinstance(argnums, int) else tuple(argnums)
+
+    def of_chosen(*chosen: Any) -> Any:
+        full = list(args)
+        for number, item in zip(numbers, chosen):
+            full[number] = item
+        result = func(*full)
+        if not isinstance(result, tuple) or len(result) != 2:
+            raise KilnError("grad(has_aux=True): func must return a pair (value, aux)")
+        return result
+
+    output, pullback, aux = _vjp(of_chosen, *[args[n] for n in numbers], has_aux=True)
+    grads = pullback(1.0 if not hasattr(output, "shape") else _one_like(output))
+    gradient = grads[0] if isinstance(argnums, int) else tuple(grads)
+    return (gradient, (output, aux)) if value else (gradient, aux)
+
+
+def _one_like(output: Any) -> Any:
+    import numpy as np
+
+    return np.ones_like(np.asarray(output))
+
+
+def vmap(func: Callable[..., Any], in_dims: Any = 0, out_dims: int = 0, randomness: str = "error",
+         *, chunk_size: int | None = None) -> Callable[..., Any]:
+    """``func`` mapped over axis ``in_dims`` of its arguments, stacked along ``out_dims`` (``torch.func.vmap``)."""
+    if randomness != "error":
+        raise KilnError(f"vmap(randomness={randomness!r}): kiln's vmap refuses random ops inside; keep the default")
+    return _vmap(func, in_dims, out_dims)
+
+
+def jacrev(func: Callable[..., Any], argnums: int | Sequence[int] = 0, *, has_aux: bool = False) -> Callable[..., Any]:
+    _no_aux(has_aux, "jacrev")
+    return _jacrev(func, argnums)
+
+
+def jacfwd(func: Callable[..., Any], argnums: int | Sequence[int] = 0, has_aux: bool = False, *,
+           randomness: str = "error") -> Callable[..., Any]:
+    _no_aux(has_aux, "jacfwd")
+    return _jacfwd(func, argnums)
+
+
+def hessian(func: Callable[..., Any], argnums: int | Sequence[int] = 0) -> Callable[..., Any]:
+    return _hessian(func, argnums)
+
+
+def vjp(func: Callable[..., Any], *primals: Any, has_aux: bool = False) -> Any:
+    return _vjp(func, *primals, has_aux=has_aux)
+
+
+def jvp(func: Callable[..., Any], primals: Any, tangents: Any, *, strict: bool = False, has_aux: bool = False) -> Any:
+    return _jvp(func, primals, tangents, has_aux=has_aux)
+
+
+def _no_aux(has_aux: bool, who: str) -> None:
+    if has_aux:
+        raise KilnError(f"kiln.func.{who}(has_aux=True) is not supported; return only the output, or use "
+                        "kiln.func.vjp(func, *primals, has_aux=True)")
+
+
+__all__ = ["functional_call", "grad", "grad_and_value", "hessian", "jacfwd", "jacrev", "jvp", "stack_module_state",
+           "vjp", "vmap"]

@@ -1,0 +1,139 @@
+"""``kiln.func`` against ``torch.func`` in float64: per-example gradients (the torch.func tutorial), model ensembling
+with ``stack_module_state``, ``grad(has_aux=True)``/``grad_and_value``, MAML's second-order meta-gradient through
+``functional_call`` and ``kiln.autograd.grad(create_graph=True)``, and ``functional_call``'s bookkeeping."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import kiln
+import kiln.nn as nn
+from kiln.func import functional_call, grad, grad_and_value, stack_module_state, vmap
+from oracles import require_torch
+
+X = np.random.RandomState(0).randn(6, 4)
+Y = np.arange(6) % 3
+
+
+def _mlp(lib):
+    return lib.nn.Sequential(lib.nn.Linear(4, 8), lib.nn.Tanh(), lib.nn.Linear(8, 3)).double()
+
+
+def _twins(seed=0):
+    torch = require_torch()
+    kiln.manual_seed(seed)
+    model, twin = _mlp(kiln), _mlp(torch)
+    for p, q in zip(model.parameters(), twin.parameters()):
+        q.data = torch.tensor(np.array(p.data))
+    return torch, model, twin
+
+
+def _close(got, want, tol=1e-12):
+    np.testing.assert_allclose(np.asarray(got), want.detach().numpy(), rtol=tol, atol=tol)
+
+
+def _per_example_grads(lib, func, model, x, y):
+    params = {k: v.detach() for k, v in model.named_parameters()}
+
+    def loss(params, sample, target):
+        return lib.nn.functional.cross_entropy(func.functional_call(model, params, (sample.unsqueeze(0),)), target.unsqueeze(0))
+
+    return func.vmap(func.grad(loss), in_dims=(None, 0, 0))(params, x, y)
+
+
+def test_per_example_gradients_match_torch_func():
+    torch, model, twin = _twins()
+    got = _per_example_grads(kiln, kiln.func, model, kiln.tensor(X), kiln.tensor(Y))
+    want = _per_example_grads(torch, torch.func, twin, torch.tensor(X), torch.tensor(Y))
+    assert list(got) == list(want)
+    for name in want:
+        assert got[name].shape == tuple(want[name].shape)
+        _close(got[name], want[name])
+
+
+def test_an_ensemble_through_stack_module_state_matches_torch():
+    torch = require_torch()
+    kiln.manual_seed(1)
+    models = [_mlp(kiln) for _ in range(3)]
+    twins = [_mlp(torch) for _ in range(3)]
+    for model, twin in zip(models, twins):
+        for p, q in zip(model.parameters(), twin.parameters()):
+            q.data = torch.tensor(np.array(p.data))
+
+    def ensemble(lib, func, models, x):
+        params, buffers = func.stack_module_state(models)
+        return func.vmap(lambda p, b, x: func.functional_call(models[0], (p, b), (x,)), in_dims=(0, 0, None))(params, buffers, x)
+
+    _close(ensemble(kiln, kiln.func, models, kiln.tensor(X)), ensemble(torch, torch.func, twins, torch.tensor(X)))
+
+
+def test_grad_with_aux_and_grad_and_value_match_torch():
+    torch = require_torch()
+
+    def f(lib):
+        return lambda w, x: ((lib.tanh(x @ w) ** 2).sum(), (x @ w).mean())
+
+    w = np.random.RandomState(2).randn(4, 2)
+    got, want = grad(f(kiln), has_aux=True)(kiln.tensor(w), kiln.tensor(X)), torch.func.grad(f(torch), has_aux=True)(torch.tensor(w), torch.tensor(X))
+    _close(got[0], want[0]), _close(got[1], want[1])
+    g = lambda lib: (lambda w: (lib.sin(w) * w).sum())  # noqa: E731
+    got, want = grad_and_value(g(kiln))(kiln.tensor(w)), torch.func.grad_and_value(g(torch))(torch.tensor(w))
+    _close(got[0], want[0]), _close(got[1], want[1])
+
+
+def test_maml_meta_gradient_through_functional_call_matches_torch():
+    torch, model, twin = _twins(3)
+
+    def meta_loss(lib, model, params, x, y):
+        support = lib.nn.functional.cross_entropy(lib.func.functional_call(model, params, (x[:3],)), y[:3])
+        grads = lib.autograd.grad(support, list(params.values()), create_graph=True)
+        fast = {name: p - 0.4 * g for (name, p), g in zip(params.items(), grads)}
+        return lib.nn.functional.cross_entropy(lib.func.functional_call(model, fast, (x[3:],)), y[3:])
+
+    meta_loss(kiln, model, dict(model.named_parameters()), kiln.tensor(X), kiln.tensor(Y)).backward()
+    meta_loss(torch, twin, dict(twin.named_parameters()), torch.tensor(X), torch.tensor(Y)).backward()
+    for p, q in zip(model.parameters(), twin.parameters()):
+        np.testing.assert_allclose(p.grad, q.grad.numpy(), rtol=1e-11, atol=1e-13)
+
+
+def test_functional_call_restores_the_module_and_replaces_ties_together():
+    model = _mlp(kiln)
+    before = {k: v for k, v in model.named_parameters()}
+    zeros = {"0.weight": np.zeros((8, 4))}
+    with pytest.raises(kiln.TraceError, match="contraction dims differ"):
+        functional_call(model, zeros, (kiln.tensor(np.ones((2, 5))),))  # a shape error inside the call
+    assert all(a is b for a, b in zip(before.values(), dict(model.named_parameters()).values()))
+    assert model[0].weight is before["0.weight"]
+
+    class Tied(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(3, 3, bias=False)
+            self.b = nn.Linear(3, 3, bias=False)
+            self.b.weight = self.a.weight
+
+        def forward(self, x):
+            return self.b(self.a(x))
+
+    tied, x = Tied(), kiln.tensor(np.eye(3, dtype=np.float32))
+    np.testing.assert_allclose(functional_call(tied, {"a.weight": 2 * np.eye(3, dtype=np.float32)}, (x,)).numpy(), 4 * np.eye(3))
+    untied = functional_call(tied, {"a.weight": 2 * np.eye(3, dtype=np.float32)}, (x,), tie_weights=False).numpy()
+    np.testing.assert_allclose(untied, 2 * np.asarray(tied.a.weight.data).T)
+
+
+def test_functional_call_errors_name_the_keys():
+    model = _mlp(kiln)
+    with pytest.raises(kiln.KilnError, match="no parameter or buffer 1.weight"):
+        functional_call(model, {"1.weight": np.zeros(1)}, (kiln.tensor(X),))
+    with pytest.raises(kiln.KilnError, match=r"strict=True\): missing 0.bias, 2.bias, 2.weight"):
+        functional_call(model, {"0.weight": np.zeros((8, 4))}, (kiln.tensor(X),), strict=True)
+    with pytest.raises(kiln.KilnError, match="0.weight appear in more than one"):
+        functional_call(model, ({"0.weight": 1}, {"0.weight": 2}), (kiln.tensor(X),))
+
+
+def test_grad_of_a_dict_of_arrays_gives_a_dict_of_arrays():
+    params = {"w": np.array([1.0, 2.0]), "b": np.array(0.5)}
+    got = kiln.grad(lambda p: (p["w"] ** 2).sum() + 3 * p["b"])(params)
+    assert list(got) == ["w", "b"] and isinstance(got["w"], np.ndarray)
+    np.testing.assert_allclose(got["w"], [2.0, 4.0]), np.testing.assert_allclose(got["b"], 3.0)
