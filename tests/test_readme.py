@@ -54,6 +54,7 @@ ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 TOUR = "A tour"
 BUILDS_ON = {
+    "Transformations: vmap, Jacobians, activation checkpointing": TOUR,
     "Training runs, data and the `kiln` command": TOUR,
     "GPU: the CuPy backend": TOUR,
     "ONNX: deploy, train in onnxruntime, import": TOUR,
