@@ -355,15 +355,31 @@ def _reduce_bags(rows: Tensor, included: Tensor, mode: str, per_sample_weights: 
     """``rows (B or 1, L, D)`` reduced over ``L`` where ``included (B, L)``."""
     mask = included.unsqueeze(-1)
     if mode == "max":
-        candidates = apply("tensor.where", mask, rows, -math.inf)
-        empty = included.any(-1, keepdim=True).logical_not().unsqueeze(-1)
-        return apply("tensor.where", empty, 0.0, candidates).max(-2)[0]  # an empty bag's max is over zeros
+        return _bag_max(rows, mask)
     if per_sample_weights is not None:
         rows = rows * per_sample_weights.unsqueeze(-1)
     total = apply("tensor.where", mask, rows, 0.0).sum(-2)
     if mode == "sum":
         return total
     return total / included.to(rows.dtype).sum(-1, keepdim=True).clamp(min=1.0)
+
+
+def _bag_max(rows: Tensor, mask: Tensor) -> Tensor:
+    """Each bag's max per feature as PyTorch's CPU kernel scans it: the bag's first element, replaced by each later one
+    that is larger. So a NaN wins only as the first element (a later NaN is never larger), a bag of -inf keeps its
+    first element (never a slot outside the bag), and a tie stays with the first; the winner alone takes the gradient,
+    and an empty bag is zeros. ``rows (B or 1, T, D)``, ``mask (B, T, 1)``."""
+    length = rows.shape[-2]
+    if not isinstance(length, int):
+        raise located_error(f"embedding_bag: mode='max' needs bags of a static length, got rows {rows.type}; pad to one length")
+    positions = _constant(np.arange(length).reshape(-1, 1))
+    first = mask.long().argmax(-2, keepdim=True)  # (B, 1, 1)
+    first_value = apply("tensor.where", positions != first, np.asarray(-0.0), rows).sum(-2, keepdim=True)
+    largest = apply("tensor.where", mask & (rows == rows), rows, -math.inf).amax(-2, keepdim=True).detach()
+    first_largest = (mask & (rows == largest)).long().argmax(-2, keepdim=True)
+    winner = apply("tensor.where", first_value != first_value, first, first_largest)
+    value = apply("tensor.where", positions != winner, np.asarray(-0.0), rows).sum(-2)
+    return apply("tensor.where", mask.any(-2), value, 0.0)
 
 
 # Deprecated upsampling -----------------------------------------------------------------------------------------------
