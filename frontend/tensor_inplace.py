@@ -37,6 +37,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from kiln.frontend.eager_values import count_update
 from kiln.frontend.tensor_methods import _is_one
 from kiln.frontend.trace import TraceContext, located_error, user_location
 
@@ -151,6 +152,7 @@ def in_place(tensor: Any, method: str, traced: Callable[[Any], Any], untraced: C
             raise located_error(f"{method} on a parameter outside a trace is not supported; assign parameter.data instead")
         data = tensor.data
         data[...] = untraced(data)
+        count_update(tensor)  # a graph that read the old values refuses backward(), as PyTorch's version counter does
         return tensor
     return rebind(tensor, traced(tensor), method)
 

@@ -17,7 +17,8 @@ so a new batch of the same shape reuses the compiled function; 0-d constants
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Hashable, Sequence
+import weakref
+from typing import Any, Callable, Hashable, Sequence
 
 import numpy as np
 
@@ -102,8 +103,9 @@ class EagerChain:
             parameter, read_at = PARAMETERS.get(value, (None, 0))
             if parameter is not None and updates(parameter) != read_at:
                 raise located_error(f"backward(): a parameter of shape {tuple(value.type.shape)} was updated in place "
-                                    "by optimizer.step() after the forward read it, so this graph's gradient is stale; call "
-                                    "backward() before step() (PyTorch refuses this too)")
+                                    "by optimizer.step() (or an in-place method such as add_ under no_grad) after the forward "
+                                    "read it, so this graph's gradient is stale; call backward() before the update (PyTorch "
+                                    "refuses this too)")
             trained = parameter is not None and parameter.requires_grad and value.type.dtype.is_float and \
                 (self._wanted is None or id(parameter) in self._wanted)
             self._input_of[id(value)] = self._add(value.type, value.name_hint, ARRAYS[value], parameter if trained else None)
@@ -189,6 +191,29 @@ def backward(loss: Any, gradient: Any = None, inputs: Any = None) -> None:
     grads = run_backward(chain, [_seed(loss, gradient)])
     for owner, grad in zip([*trained, *reached], grads):
         _accumulate(owner, np.asarray(grad))
+    _after_accumulation(trained)
+
+
+_AFTER_BACKWARD: "weakref.WeakKeyDictionary[Any, Callable[[list[Parameter]], None]]" = weakref.WeakKeyDictionary()
+"""Callbacks run once per ``backward()`` with the parameters it accumulated, keyed (weakly) by their owner:
+``DistributedDataParallel`` averages its gradients across ranks there."""
+
+
+def after_backward(owner: Any, callback: Callable[[list[Parameter]], None]) -> None:
+    """Call ``callback(parameters)`` after each ``backward()`` that accumulates gradients, while ``owner`` lives."""
+    _AFTER_BACKWARD[owner] = callback
+
+
+def _after_accumulation(trained: list[Parameter]) -> None:
+    """Each parameter's ``register_post_accumulate_grad_hook`` hooks (once per parameter), then the callbacks."""
+    seen: set[int] = set()
+    for parameter in trained:
+        if id(parameter) not in seen:
+            seen.add(id(parameter))
+            for hook in list(parameter.__dict__.get("_post_accumulate_grad_hooks", {}).values()):
+                hook(parameter)
+    for callback in list(_AFTER_BACKWARD.values()):
+        callback(trained)
 
 
 def _marked(loss: Value) -> list[Any]:

@@ -61,3 +61,26 @@ def test_numpy_reads_a_parameter_outside_a_trace():
     np.testing.assert_array_equal(np.asarray(parameter), [1.0, -2.0])
     np.testing.assert_array_equal(np.array(parameter.detach()), [1.0, -2.0])
     assert np.asarray(parameter, dtype=np.float32).dtype == np.float32
+
+
+def test_an_in_place_update_between_forward_and_backward_is_refused_as_torch_refuses():
+    torch = require_torch()
+    for lib, parameter in ((kiln, nn.Parameter), (torch, torch.nn.Parameter)):
+        weight = parameter(lib.tensor(np.array([1.0, 2.0])))
+        loss = (weight * weight).sum()
+        with lib.no_grad():
+            weight.add_(1.0)
+        with pytest.raises(RuntimeError if lib is torch else kiln.TraceError, match="modified by an inplace|updated in place"):
+            loss.backward()
+
+
+def test_an_update_through_data_is_not_tracked_as_in_torch():
+    torch = require_torch()
+    grads = []
+    for lib, parameter in ((kiln, nn.Parameter), (torch, torch.nn.Parameter)):
+        weight = parameter(lib.tensor(np.array([1.0, 2.0])))
+        loss = (weight * weight).sum()
+        weight.data.add_(1.0)  # .data bypasses the version counter: the gradient reads the new values
+        loss.backward()
+        grads.append(np.asarray(weight.grad))
+    np.testing.assert_array_equal(grads[0], grads[1])
