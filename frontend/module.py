@@ -15,7 +15,7 @@ import numpy as np
 from kiln.compiler.errors import KilnError
 from kiln.compiler.ir.core import Value
 from kiln.compiler.ir.types import DType
-from kiln.frontend.module_hooks import HookMethods, call_with_hooks
+from kiln.frontend.module_hooks import HookMethods, RemovableHandle, call_with_hooks
 from kiln.frontend.tensor import Tensor
 from kiln.frontend.tensor_eager import array_protocol
 from kiln.frontend.torch_array import torch_array
@@ -63,6 +63,14 @@ class Parameter(Tensor):
         """Freeze (False) or unfreeze this parameter, as PyTorch's: the next compiled step or ``backward()`` sees it."""
         self.requires_grad = bool(requires_grad)
         return self
+
+    def register_post_accumulate_grad_hook(self, hook: Callable[["Parameter"], None]) -> "RemovableHandle":
+        """``hook(parameter)`` after each eager ``backward()`` has accumulated into ``.grad`` (PyTorch's; e.g. an
+        optimizer step per parameter). A compiled training step keeps its gradients inside and calls no hook."""
+        hooks = self.__dict__.setdefault("_post_accumulate_grad_hooks", {})
+        handle = RemovableHandle(hooks)
+        hooks[handle.id] = hook
+        return handle
 
     @property
     def shape(self) -> tuple[int, ...]:

@@ -17,6 +17,9 @@ pipe.save("pipe.npz")                                # every rank calls it: rank
 pipe.load("pipe.npz")                                # resumes exactly; TrainStep.load reads the same file
 
 fc1, fc2 = dist.ColumnParallelLinear(784, 128), dist.RowParallelLinear(128, 10)   # tensor parallel layers
+
+dist.init_process_group("mpi")                       # PyTorch's names: get_rank, all_reduce, barrier...
+ddp = dist.DistributedDataParallel(model)            # an eager loop's loss.backward() averages .grad over the ranks
 ```
 
 The compiler does the work: ``data-parallel`` inserts bucketed
@@ -31,10 +34,15 @@ from kiln.runtime.distributed.communicator import (
     Communicator, DistributedError, MPICommunicator, NCCLCommunicator, broadcast_arrays, current, init, is_initialized, shutdown, use,
 )
 from kiln.runtime.distributed.data_parallel import DataParallel
+from kiln.runtime.distributed.eager_ddp import DistributedDataParallel
 from kiln.runtime.distributed.pipeline_parallel import PipelineParallel
 from kiln.runtime.distributed.tensor_parallel import ColumnParallelLinear, RowParallelLinear
+from kiln.runtime.distributed.torch_api import (ReduceOp, all_reduce, barrier, broadcast, destroy_process_group, get_rank,
+                                               get_world_size, init_process_group)
 
 __all__ = [
     "ColumnParallelLinear", "RowParallelLinear", "Communicator", "DataParallel", "DistributedError", "MPICommunicator", "NCCLCommunicator", "PipelineParallel", "broadcast_arrays",
     "current", "init", "is_initialized", "shutdown", "use",
 ]
+__all__ += ["DistributedDataParallel", "ReduceOp", "all_reduce", "barrier", "broadcast", "destroy_process_group", "get_rank",
+            "get_world_size", "init_process_group"]

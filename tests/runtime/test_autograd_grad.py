@@ -217,3 +217,14 @@ def test_parameter_requires_grad_false_freezes_it_eagerly_and_in_a_compiled_step
 def test_requires_grad_on_an_integer_tensor_is_refused():
     with pytest.raises(kiln.KilnError, match="only floating-point tensors can require gradients, not int64"):
         kiln.tensor(np.arange(3)).requires_grad_()
+
+
+def test_post_accumulate_grad_hooks_run_after_each_backward_until_removed():
+    _, net, _, x = _twins(11)
+    seen = []
+    handle = net[0].weight.register_post_accumulate_grad_hook(lambda p: seen.append(float(np.abs(p.grad).sum())))
+    net(kiln.tensor(x)).sum().backward()
+    net(kiln.tensor(x)).sum().backward()
+    handle.remove()
+    net(kiln.tensor(x)).sum().backward()
+    assert len(seen) == 2 and seen[1] == pytest.approx(2 * seen[0])  # after accumulation: the second sees twice

@@ -1,0 +1,107 @@
+"""``DistributedDataParallel``: PyTorch's eager data parallelism, on kiln's MPI (or NCCL) communicator.
+
+```python
+# mpiexec -n 2 python -m mpi4py train.py
+import kiln.distributed as dist
+dist.init_process_group("mpi")
+model = dist.DistributedDataParallel(Net())         # every rank starts from rank 0's parameters and buffers
+for x, y in DataLoader(data, batch_size=64, rank=dist.get_rank(), world_size=dist.get_world_size()):
+    optimizer.zero_grad()
+    F.cross_entropy(model(x), y).backward()          # .grad averaged over the ranks, in flat buckets
+    optimizer.step()                                 # so every rank takes the same step
+with model.no_sync():                                # gradient accumulation: no communication
+    F.cross_entropy(model(x1), y1).backward()
+F.cross_entropy(model(x2), y2).backward()            # averages the accumulated .grad
+```
+
+After each eager ``backward()`` that accumulates into the wrapped module's
+parameters, their gradients are packed into flat buckets of ``bucket_cap_mb``
+and averaged with one buffer allreduce per bucket (MPI ``Allreduce`` on NumPy
+arrays), then written back: every rank ends with the gradient of the global
+batch. A parameter no backward reached counts as a zero gradient, so ranks
+always call the same collectives (PyTorch's ``find_unused_parameters``
+without its cost). In training mode, ``broadcast_buffers`` sends rank 0's
+buffers (BatchNorm's running statistics) before each forward, as PyTorch's.
+The compiled path is ``kiln.distributed.DataParallel`` (the ``data-parallel``
+pass); this wrapper is for PyTorch-style eager loops.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import numpy as np
+
+from kiln.frontend.module import Module, Parameter
+from kiln.runtime.distributed.communicator import Communicator, broadcast_arrays, current, to_host
+
+
+class DistributedDataParallel(Module):
+    """``torch.nn.parallel.DistributedDataParallel`` for eager training: ``self.module`` is the wrapped model."""
+
+    def __init__(self, module: Module, device_ids: Any = None, output_device: Any = None, dim: int = 0,
+                 broadcast_buffers: bool = True, process_group: Communicator | None = None, bucket_cap_mb: float = 25.0,
+                 find_unused_parameters: bool = False, gradient_as_bucket_view: bool = False, static_graph: bool = False):
+        super().__init__()
+        self.module = module
+        object.__setattr__(self, "comm", process_group or current())
+        object.__setattr__(self, "_syncing", True)
+        self.broadcast_buffers, self.bucket_bytes = broadcast_buffers, int(bucket_cap_mb * 2**20)
+        broadcast_arrays([p.data for p in module.parameters()] + [b.data for b in module.buffers()], root=0, comm=self.comm)
+        from kiln.runtime.eager_backward import after_backward  # lazily: the NumPy backend imports this package
+
+        after_backward(self, self._average_gradients)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        if self.broadcast_buffers and self.training:
+            broadcast_arrays([b.data for b in self.module.buffers()], root=0, comm=self.comm)
+        return self.module(*args, **kwargs)
+
+    @contextmanager
+    def no_sync(self) -> Iterator[None]:
+        """Backward passes inside accumulate ``.grad`` locally; the first one after averages the accumulated sum."""
+        object.__setattr__(self, "_syncing", False)
+        try:
+            yield
+        finally:
+            object.__setattr__(self, "_syncing", True)
+
+    def _average_gradients(self, accumulated: list[Parameter]) -> None:
+        trained = [p for p in self.module.parameters() if p.requires_grad]
+        if not self._syncing or not any(id(p) in {id(q) for q in trained} for p in accumulated):
+            return
+        for bucket in _buckets(trained, self.bucket_bytes):
+            flat = np.concatenate([_gradient(p).ravel() for p in bucket])
+            averaged = to_host(self.comm.allreduce(flat, "mean"))
+            offset = 0
+            for parameter in bucket:
+                size = parameter.data.size
+                parameter.grad[...] = averaged[offset:offset + size].reshape(parameter.data.shape)
+                offset += size
+
+
+def _gradient(parameter: Parameter) -> np.ndarray:
+    """The parameter's ``.grad``, created as zeros if no backward reached it (so every rank sends the same buffers)."""
+    if parameter.grad is None:
+        from kiln.frontend.torch_array import torch_array
+
+        parameter.grad = torch_array(np.zeros_like(np.asarray(parameter.data)))
+    return parameter.grad
+
+
+def _buckets(parameters: list[Parameter], bucket_bytes: int) -> list[list[Parameter]]:
+    """Consecutive parameters of one dtype, at most ``bucket_bytes`` a bucket (a larger parameter alone)."""
+    buckets: list[list[Parameter]] = []
+    size = 0
+    for parameter in parameters:
+        fits = buckets and buckets[-1][0].data.dtype == parameter.data.dtype and size + parameter.data.nbytes <= bucket_bytes
+        if not fits:
+            buckets.append([])
+            size = 0
+        buckets[-1].append(parameter)
+        size += parameter.data.nbytes
+    return buckets
+
+
+__all__ = ["DistributedDataParallel"]
