@@ -549,7 +549,7 @@ def getitem(input: Tensor, index: Any) -> Tensor:
     advanced indexing: one ``take`` of the rows at their flat positions (a copy, not a view)."""
     from kiln.frontend.tensor_setitem import advanced_indices  # lazily: it builds on the Tensor this file serves
 
-    advanced = advanced_indices(index)
+    advanced = advanced_indices(input, index)
     if advanced is not None:
         return _gathered_rows(input, advanced)
     items = list(index) if isinstance(index, tuple) else [index]

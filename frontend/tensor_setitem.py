@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from kiln.compiler.ir.types import DType, Dim
+from kiln.frontend.eager_values import eager_array
 from kiln.frontend.tensor import Tensor, apply
 from kiln.frontend.trace import located_error
 
@@ -29,7 +30,7 @@ def assigned(x: Tensor, index: Any, value: Any) -> Tensor:
     """``x`` with ``x[index] = value`` applied, out of place."""
     if isinstance(index, Tensor) and index.dtype is DType.bool:
         return masked_assignment(x, index, value)
-    advanced = advanced_indices(index)
+    advanced = advanced_indices(x, index)
     if advanced is not None:
         return x.index_put(advanced, value_of(x, value))
     if isinstance(index, Tensor):
@@ -44,10 +45,10 @@ def assigned(x: Tensor, index: Any, value: Any) -> Tensor:
     return apply("tensor.where", box_mask(x, selections), placed(box, selections, x), x)
 
 
-def advanced_indices(index: Any) -> tuple[Tensor, ...] | None:
+def advanced_indices(x: Tensor, index: Any) -> tuple[Tensor, ...] | None:
     """The integer index tensors of an advanced index over the leading dims, followed only by whole axes: ``x[rows, cols]
     = v``, ``x[range(n), y] = v``, ``x[idx] = v`` (lists, ranges, arrays, integer tensors; ints among them broadcast).
-    None for any other index. The assignment is ``index_put``'s (a scatter), as PyTorch's."""
+    None for any other index. The assignment is ``index_put``'s (a scatter), as PyTorch's; a read gathers."""
     items = list(index) if isinstance(index, tuple) else [index]
     while items and (items[-1] is Ellipsis or (isinstance(items[-1], slice) and items[-1] == slice(None))):
         items.pop()
@@ -55,7 +56,21 @@ def advanced_indices(index: Any) -> tuple[Tensor, ...] | None:
         return None
     if not all(_is_index_array(item) or isinstance(item, (int, np.integer)) and not isinstance(item, bool) for item in items):
         return None
-    return tuple(item if isinstance(item, Tensor) else apply("tensor.constant", value=np.asarray(item, np.int64)) for item in items)
+    if len(items) > x.ndim:
+        raise located_error(f"too many indices for {x.type}: {len(items)} index arrays")
+    return tuple(_index_tensor(x, axis, item) for axis, item in enumerate(items))
+
+
+def _index_tensor(x: Tensor, axis: int, item: Any) -> Tensor:
+    """``item`` as an integer tensor, its values checked against ``x``'s axis where they are known now (a list, a range,
+    an array, an eager tensor): PyTorch's IndexError, naming the user's line."""
+    known = eager_array(item) if isinstance(item, Tensor) else np.asarray(item, np.int64)
+    size = x.shape[axis]
+    if known is not None and isinstance(size, int) and known.size:
+        outside = known[(known < -size) | (known >= size)]
+        if outside.size:
+            raise located_error(f"index {outside.flat[0]} is out of bounds for dim {axis} of {x.type} (size {size})")
+    return item if isinstance(item, Tensor) else apply("tensor.constant", value=np.asarray(item, np.int64))
 
 
 def _is_index_array(item: Any) -> bool:

@@ -76,3 +76,17 @@ def test_an_index_array_after_a_slice_says_what_is_supported():
 
     with pytest.raises(TraceError, match=r"over the leading dims.*test_port_vision_index_assignment\.py|test_port_vision_index_assignment\.py.*\n.*over the leading dims"):
         kiln.trace(after_a_slice, kiln.TensorSpec(X.shape, "float64"))
+
+
+@pytest.mark.parametrize("bad", [
+    lambda lib, x: x[[0, 7]],
+    lambda lib, x: x[lib.tensor([1, -6])],
+    lambda lib, x: x[[1], [12]],
+    lambda lib, x: x.clone().__setitem__(([0, 5], 1), 0.0),
+], ids=["list", "eager-tensor", "second-dim", "assignment"])
+def test_an_index_out_of_bounds_is_refused_at_the_users_line_as_torch_does(bad):
+    torch = require_torch()
+    with pytest.raises(IndexError, match="out of bounds"):
+        bad(torch, torch.tensor(X))
+    with pytest.raises(TraceError, match=r"test_port_vision_index_assignment\.py:\d+[\s\S]*out of bounds for dim"):
+        bad(kiln, kiln.tensor(X))
