@@ -2,16 +2,20 @@
 (``lib`` is ``torch`` or ``kiln``, ``nn`` and ``F`` likewise), run by both and compared step by step in float64.
 
 What the program does and these tests keep: a word-level corpus (here a slice of Python's own documentation) turned
-into id tensors; ``batchify`` (``narrow``, ``view``, ``t``, ``contiguous``) and ``get_batch`` (slices, ``view(-1)``);
-``RNNModel`` (LSTM, GRU, RNN_TANH; dropout; tied encoder/decoder weights; ``init_hidden`` with ``new_zeros``) and
-``TransformerModel`` (``PositionalEncoding`` registered as a buffer, built by index assignment; ``TransformerEncoder``;
-the square subsequent mask from ``triu``/``masked_fill``); truncated back-propagation through time with
-``repackage_hidden`` (``detach``), ``clip_grad_norm_``, a hand-written SGD update, ``evaluate`` under ``no_grad`` in
-eval mode, the learning rate annealed when the validation loss stops falling, the best model saved and reloaded
-(``state_dict``), ``generate``'s sampling loop (``squeeze().div(temperature).exp()``, ``multinomial``, ``fill_``), and
-the trained model exported to ONNX. The compiled training step (``kiln.compile_train_step``) follows torch too.
+into id tensors (``tensor(ids).type(torch.int64)``); ``batchify`` (``narrow``, ``view``, ``t``, ``contiguous``,
+``to(device)``) and ``get_batch`` (slices, ``view(-1)``); ``RNNModel`` (LSTM, GRU, RNN_TANH; dropout; tied
+encoder/decoder weights; ``init_hidden`` with ``new_zeros``) and ``TransformerModel`` in both of its published forms
+(over ``nn.TransformerEncoder``, and as a subclass of ``nn.Transformer``), with ``PositionalEncoding`` registered as a
+buffer built by index assignment and the square subsequent mask cached on the module; truncated back-propagation
+through time with ``repackage_hidden`` (``detach``), ``clip_grad_norm_``, the update ``p.data.add_(p.grad,
+alpha=-lr)``, ``evaluate`` under ``no_grad`` in eval mode, the learning rate annealed when the validation loss stops
+falling, the best model saved through ``open(path, 'wb')`` and reloaded (its ``state_dict``: the classes here are
+local to a function, which pickle cannot name; ``tests/runtime/test_port_language_whole_model.py`` saves a whole
+model), ``generate``'s sampling loop (``squeeze().div(temperature).exp()``, ``multinomial``, ``fill_``,
+``Tensor([[word_idx]]).long()``), and ``export_onnx`` (``LongTensor(n).zero_()``, ``kiln.onnx.export`` with the
+nested ``(h, c)``) run by onnxruntime. The compiled path: ``kiln.compile_train_step`` of the transformer, and of the
+LSTM with its state carried in buffers; evaluation through ``kiln.compile``.
 """
-
 from __future__ import annotations
 
 import math
@@ -123,7 +127,35 @@ def word_language_model(lib, nn, F):
             output = self.decoder(self.transformer_encoder(src, self.src_mask))
             return F.log_softmax(output, dim=-1)
 
-    return RNNModel, TransformerModel
+    class TransformerSubclassModel(nn.Transformer):
+        """model.py's current form: a subclass of nn.Transformer using its encoder (the decoder attribute replaced
+        by the output layer), the mask as log(tril(ones))."""
+
+        def __init__(self, ntoken, ninp, nhead, nhid, nlayers, dropout=0.5):
+            super().__init__(d_model=ninp, nhead=nhead, dim_feedforward=nhid, num_encoder_layers=nlayers, dropout=dropout)
+            self.model_type = "Transformer"
+            self.src_mask = None
+            self.pos_encoder = PositionalEncoding(ninp, dropout)
+            self.input_emb = nn.Embedding(ntoken, ninp)
+            self.ninp = ninp
+            self.decoder = nn.Linear(ninp, ntoken)
+            nn.init.uniform_(self.input_emb.weight, -0.1, 0.1)
+            nn.init.zeros_(self.decoder.bias)
+            nn.init.uniform_(self.decoder.weight, -0.1, 0.1)
+
+        def _generate_square_subsequent_mask(self, sz):
+            return lib.log(lib.tril(lib.ones(sz, sz)))
+
+        def forward(self, src, has_mask=True):
+            if has_mask:
+                if self.src_mask is None or self.src_mask.size(0) != len(src):
+                    self.src_mask = self._generate_square_subsequent_mask(len(src)).to(src.device)
+            else:
+                self.src_mask = None
+            src = self.pos_encoder(self.input_emb(src) * math.sqrt(self.ninp))
+            return F.log_softmax(self.decoder(self.encoder(src, mask=self.src_mask)), dim=-1)
+
+    return RNNModel, TransformerModel, TransformerSubclassModel
 
 
 class Corpus:
@@ -235,8 +267,8 @@ def _rnn_builders(torch, rnn_type, ntokens, dropout=0.0):
     return (lambda: ours(rnn_type, ntokens, 8, 8, 2, dropout, tied)), (lambda: theirs(rnn_type, ntokens, 8, 8, 2, dropout, tied))
 
 
-def _transformer_builders(torch, ntokens, dropout=0.0):
-    ours, theirs = word_language_model(*_libraries("kiln"))[1], word_language_model(*_libraries("torch"))[1]
+def _transformer_builders(torch, ntokens, dropout=0.0, which=1):
+    ours, theirs = word_language_model(*_libraries("kiln"))[which], word_language_model(*_libraries("torch"))[which]
     return (lambda: ours(ntokens, 8, 2, 16, 2, dropout)), (lambda: theirs(ntokens, 8, 2, 16, 2, dropout))
 
 
@@ -311,9 +343,10 @@ def _exported_model_runs_in_onnxruntime_as_torchs(torch, ours, theirs, path, tok
     np.testing.assert_allclose(c_n, torch_c.detach().numpy(), rtol=1e-10, atol=1e-12)
 
 
-def test_transformer_model_trains_in_lockstep_with_torch(tmp_path):
+@pytest.mark.parametrize("which", [1, 2], ids=["TransformerEncoder", "nn.Transformer-subclass"])
+def test_transformer_model_trains_in_lockstep_with_torch(tmp_path, which):
     torch = require("torch")
-    (ours, theirs), (corpus, torch_corpus) = _programs(torch, _transformer_builders)
+    (ours, theirs), (corpus, torch_corpus) = _programs(torch, lambda t, n: _transformer_builders(t, n, which=which))
     np.testing.assert_allclose(ours.model.pos_encoder.pe.data, theirs.model.pos_encoder.pe.numpy(), rtol=1e-12, atol=1e-15)
     history = _train_with_annealing(ours, corpus, tmp_path / "model.pt")
     expected = _train_with_annealing(theirs, torch_corpus, tmp_path / "torch_model.pt")
