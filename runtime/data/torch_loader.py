@@ -1,5 +1,5 @@
-"""``torch.utils.data`` as ``kiln.utils.data``: ``Dataset``, ``TensorDataset`` and a ``DataLoader`` with PyTorch's
-signature whose batches are kiln tensors, so a loop ported from PyTorch runs as written.
+"""``torch.utils.data`` as ``kiln.utils.data``: ``Dataset``, ``TensorDataset``, ``Subset``, ``random_split`` and a
+``DataLoader`` with PyTorch's signature whose batches are kiln tensors, so a loop ported from PyTorch runs as written.
 
 ```python
 from kiln.utils.data import DataLoader, TensorDataset
@@ -20,7 +20,8 @@ with what to use instead.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+import math
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -53,6 +54,53 @@ class TensorDataset(Dataset):
     def batch(self, indices: np.ndarray) -> list[np.ndarray]:
         """The rows at ``indices`` of every tensor: one gather each (what the ``DataLoader`` reads)."""
         return [array[indices] for array in self.arrays]
+
+
+class Subset(Dataset):
+    """The samples of ``dataset`` at ``indices``, in that order (``torch.utils.data.Subset``)."""
+
+    def __init__(self, dataset: Any, indices: Sequence[int]):
+        self.dataset, self.indices = dataset, list(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> Any:
+        return self.dataset[self.indices[index]]
+
+    @property
+    def batch(self) -> Callable[[np.ndarray], Any]:
+        """The underlying dataset's one-gather batch (a ``TensorDataset``'s); absent when it has none, so the loader
+        collates samples instead."""
+        gather = getattr(self.dataset, "batch", None)
+        if gather is None:
+            raise AttributeError(f"{type(self.dataset).__name__} has no batch gather")
+        indices = np.asarray(self.indices, dtype=np.int64)
+        return lambda positions: gather(indices[positions])
+
+
+def random_split(dataset: Any, lengths: Sequence[int | float], generator: np.random.Generator | None = None) -> list[Subset]:
+    """``dataset`` split into disjoint random ``Subset``s of ``lengths``: counts that sum to its length, or fractions
+    that sum to 1 (each ``floor(fraction * len)``, the remainder handed out one by one from the first, as PyTorch's).
+    The permutation comes from ``generator`` (a NumPy ``Generator``) or kiln's (``kiln.manual_seed`` repeats it)."""
+    total = len(dataset)
+    counts = list(lengths)
+    if counts and all(isinstance(n, float) for n in counts) and math.isclose(sum(counts), 1.0):
+        counts = [math.floor(total * fraction) for fraction in counts]
+        for i in range(total - sum(counts)):
+            counts[i % len(counts)] += 1
+    if sum(counts) != total or any(n < 0 for n in counts):
+        raise DataError(f"random_split: lengths {list(lengths)} neither sum to the dataset's length {total} nor are fractions "
+                        "summing to 1")
+    if generator is None:
+        from kiln.frontend import init  # lazily: the generator kiln.manual_seed replaces
+
+        generator = init._generator
+    order, splits, start = generator.permutation(total), [], 0
+    for count in counts:
+        splits.append(Subset(dataset, order[start : start + count].tolist()))
+        start += count
+    return splits
 
 
 class DataLoader:
@@ -95,4 +143,4 @@ def _tensors(batch: Any) -> Any:
     return from_numpy(np.asarray(batch))
 
 
-__all__ = ["DataLoader", "Dataset", "TensorDataset"]
+__all__ = ["DataLoader", "Dataset", "Subset", "TensorDataset", "random_split"]

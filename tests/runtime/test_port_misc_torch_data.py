@@ -90,3 +90,32 @@ def test_what_is_not_supported_is_refused_with_what_to_do():
         DataLoader(TensorDataset(X), batch_size=None)
     with pytest.raises(DataError, match=r"size mismatch between tensors \(first dims \[7, 6\]\)"):
         TensorDataset(X, Y[:6])
+
+
+@pytest.mark.parametrize("lengths", [[3, 4], [0.33, 0.33, 0.34], [0.5, 0.5], [7, 0]])
+def test_random_split_has_torchs_lengths_and_covers_the_dataset_once(lengths):
+    torch = require("torch")
+    ours = kiln.utils.data.random_split(TensorDataset(X, Y), lengths)
+    theirs = torch.utils.data.random_split(torch.utils.data.TensorDataset(torch.tensor(X), torch.tensor(Y)), lengths)
+    assert [len(split) for split in ours] == [len(split) for split in theirs]
+    assert sorted(i for split in ours for i in split.indices) == list(range(7))
+    for split in ours:
+        for position, index in enumerate(split.indices):
+            np.testing.assert_array_equal(split[position][0].numpy(), X[index])
+
+
+def test_subsets_load_by_one_gather_or_by_samples_and_repeat_with_manual_seed():
+    kiln.manual_seed(1)
+    first, _ = kiln.utils.data.random_split(TensorDataset(X, Y), [4, 3])
+    kiln.manual_seed(1)
+    assert kiln.utils.data.random_split(TensorDataset(X, Y), [4, 3])[0].indices == first.indices
+    (images, labels), = DataLoader(first, batch_size=4)
+    np.testing.assert_array_equal(images.numpy(), X[first.indices])
+    samples = kiln.utils.data.Subset(_samples(Dataset), [4, 1])  # a dataset without a batch gather: collated samples
+    arrays, ints, floats = next(iter(DataLoader(samples, batch_size=2)))
+    assert ints.tolist() == [4, 1] and floats.tolist() == [2.0, 0.5]
+
+
+def test_random_split_refuses_lengths_that_do_not_add_up():
+    with pytest.raises(DataError, match=r"lengths \[3, 3\] neither sum to the dataset's length 7"):
+        kiln.utils.data.random_split(TensorDataset(X), [3, 3])
