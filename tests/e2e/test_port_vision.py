@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 import kiln
-from oracles import require_torch
+from oracles import require, require_torch
 
 TIGHT = dict(rtol=1e-10, atol=1e-12)
 
@@ -564,3 +564,30 @@ class _Goodness(kiln.nn.Module):
 
 def _forward_forward_loss(margins, _):
     return kiln.log1p(kiln.exp(margins)).mean()
+
+
+# --- deployment: the ported models in onnxruntime ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("build", "dtype"), [(mnist_net, np.float32), (mnist_rnn_net, np.float64)], ids=["mnist-cnn", "mnist-rnn"])
+def test_the_ported_models_export_to_onnx_with_torchs_outputs(build, dtype, tmp_path):
+    """In eval mode (BatchNorm1d's running statistics moved by a training-mode forward first), exported with
+    ``kiln.export_onnx`` and run by onnxruntime, the models give torch's log-probabilities: the LSTM in float64, the CNN
+    in float32 (onnxruntime's Conv has no float64 kernel)."""
+    torch, ort = require_torch(), require("onnxruntime")
+    kiln.manual_seed(6)
+    model = build(*_libraries("kiln")).to(dtype)
+    twin = build(*_libraries("torch")).to(torch.float64 if dtype == np.float64 else torch.float32)
+    _same_weights(torch, model, twin)
+    x = _digits(12, offset=600)[0].astype(dtype)
+    with kiln.no_grad(), torch.no_grad():
+        model.train()(kiln.tensor(x)), twin.train()(torch.tensor(x))  # dropout aside, the running statistics move alike
+    model.eval(), twin.eval()
+    path = str(tmp_path / "model.onnx")
+    kiln.export_onnx(model, [kiln.TensorSpec(x.shape, np.dtype(dtype).name)], path)
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    (output,) = session.run(None, {session.get_inputs()[0].name: x})
+    with torch.no_grad():
+        expected = twin(torch.tensor(x)).numpy()
+    tolerance = dict(rtol=1e-12, atol=1e-13) if dtype == np.float64 else dict(rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(output, expected, **tolerance)
