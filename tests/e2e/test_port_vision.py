@@ -10,17 +10,21 @@ parameters and buffers agree to ~1e-10, both for PyTorch's own loop run eagerly 
   state_dict saved and loaded back.
 - ``mnist_rnn/main.py``: an LSTM over the image's rows (``batch_first``), BatchNorm1d on its last output, Dropout2d.
 - ``regression/main.py``: polynomial features by ``cat`` of powers, one Linear, ``fc.zero_grad()``, smooth_l1_loss,
-  a hand-written SGD update under ``no_grad`` and a ``loss.item()`` stopping criterion, ``'{:+.2f}'.format(w)``.
+  the hand-written update ``param.data.add_(-0.1 * param.grad)``, a ``loss.item()`` stopping criterion (which fires at
+  the same batch in both), ``'{:+.2f}'.format(w)``.
 - ``mnist_forward_forward/main.py``: Forward-Forward, a ``Layer(nn.Linear)`` that owns its Adam and overrides
-  ``train``, local per-layer losses, ``.detach()`` between layers, ``overlay_y_on_x`` by index assignment.
+  ``train``, local per-layer losses, ``.detach()`` between layers, ``overlay_y_on_x`` by index assignment,
+  ``torch.tensor(allowed)[torch.randint(n, size=(1,))]``.
 
-Where kiln still needs a different idiom than PyTorch's the port says so in a comment starting ``kiln:``.
+Dropout draws differ between the two libraries' generators, so the lockstep tests run the programs with ``p=0`` (in
+training mode); one test trains the CNN with its dropout on. Random inputs (regression's batches) are kiln's draws,
+replayed to torch. The trained models also export to ONNX with torch's outputs in onnxruntime. Where kiln still needs
+a different idiom than PyTorch's the port says so in a comment starting ``kiln:``.
 """
 
 from __future__ import annotations
 
 import functools
-import math
 
 import numpy as np
 import pytest
