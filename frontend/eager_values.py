@@ -35,6 +35,10 @@ GRAD_TENSORS: "weakref.WeakKeyDictionary[Value, weakref.ref[Any]]" = weakref.Wea
 ``h.retain_grad()`` on a result; keyed by their value, holding the tensor weakly."""
 
 
+TENSOR_HOOKS: "weakref.WeakKeyDictionary[Value, dict[int, Any]]" = weakref.WeakKeyDictionary()
+"""``tensor.register_hook`` hooks by the eager value they watch (``runtime/eager_hooks.py``)."""
+
+
 def updates(parameter: Any) -> int:
     """How many eager ``optimizer.step()`` calls have written ``parameter`` in place."""
     return parameter.__dict__.get("eager_updates", 0)
@@ -61,4 +65,4 @@ def eager_array(tensor: Any) -> np.ndarray | None:
     return None if value is None else ARRAYS.get(value)
 
 
-__all__ = ["ARRAYS", "GRAD_TENSORS", "PARAMETERS", "count_update", "eager_array", "eager_leaf", "updates"]
+__all__ = ["ARRAYS", "GRAD_TENSORS", "PARAMETERS", "TENSOR_HOOKS", "count_update", "eager_array", "eager_leaf", "updates"]

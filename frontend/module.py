@@ -15,7 +15,7 @@ import numpy as np
 from kiln.compiler.errors import KilnError
 from kiln.compiler.ir.core import Value
 from kiln.compiler.ir.types import DType
-from kiln.frontend.module_hooks import HookMethods, RemovableHandle, call_with_hooks
+from kiln.frontend.module_hooks import HOOK_KINDS, HookMethods, RemovableHandle, call_with_hooks
 from kiln.frontend.tensor import Tensor
 from kiln.frontend.tensor_eager import array_protocol
 from kiln.frontend.torch_array import torch_array
@@ -63,6 +63,14 @@ class Parameter(Tensor):
         """Freeze (False) or unfreeze this parameter, as PyTorch's: the next compiled step or ``backward()`` sees it."""
         self.requires_grad = bool(requires_grad)
         return self
+
+    def register_hook(self, hook: Callable[[Any], Any]) -> "RemovableHandle":
+        """``hook(grad)`` on this parameter's whole gradient at each eager ``backward()``, before it is accumulated
+        into ``.grad`` (a tensor it returns replaces the gradient), as PyTorch's."""
+        hooks = self.__dict__.setdefault("_grad_hooks", {})
+        handle = RemovableHandle(hooks)
+        hooks[handle.id] = hook
+        return handle
 
     def register_post_accumulate_grad_hook(self, hook: Callable[["Parameter"], None]) -> "RemovableHandle":
         """``hook(parameter)`` after each eager ``backward()`` has accumulated into ``.grad`` (PyTorch's; e.g. an
@@ -185,7 +193,7 @@ class Module(HookMethods):
         object.__delattr__(self, name)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if "_forward_hooks" in self.__dict__ or "_forward_pre_hooks" in self.__dict__:
+        if any(kind in self.__dict__ for kind in HOOK_KINDS):
             return call_with_hooks(self, args, kwargs)
         return self.forward(*args, **kwargs)
 

@@ -14,9 +14,10 @@ import itertools
 from collections import OrderedDict
 from typing import Any, Callable
 
-from kiln.compiler.errors import KilnError
 
 _handle_ids = itertools.count()
+HOOK_KINDS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+"""The registries whose presence sends a module's call through ``call_with_hooks``."""
 
 
 class RemovableHandle:
@@ -57,7 +58,12 @@ def call_with_hooks(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) 
                 args, kwargs = result
             else:
                 args = result if isinstance(result, tuple) else (result,)
-    output = module.forward(*args, **kwargs)
+    if module.__dict__.get("_backward_hooks") or module.__dict__.get("_backward_pre_hooks"):
+        from kiln.runtime.eager_hooks import call_with_backward_hooks  # lazily: the runtime builds on the frontend
+
+        output = call_with_backward_hooks(module, module.forward, args, kwargs)
+    else:
+        output = module.forward(*args, **kwargs)
     for hook, with_kwargs in list(module.__dict__.get("_forward_hooks", {}).values()):
         result = hook(module, args, kwargs, output) if with_kwargs else hook(module, args, output)
         if result is not None:
@@ -76,8 +82,14 @@ class HookMethods:
         return add_hook(self, "_forward_hooks", hook, with_kwargs, prepend)
 
     def register_full_backward_hook(self, hook: Callable[..., Any], prepend: bool = False) -> RemovableHandle:
-        raise KilnError("backward hooks have no place in a compiled step, whose gradients are one graph: read gradients "
-                        "with kiln.grad / kiln.value_and_grad, clip them with compile_train_step(clip_grad_norm=...), or "
-                        "change a layer's gradient in forward (x.detach(), kiln.no_grad())")
+        """``hook(module, grad_input, grad_output)`` at each eager backward through this module (a tuple it returns
+        replaces ``grad_input``); a compiled step, whose gradients are one graph, refuses a hooked module when traced
+        (``runtime/eager_hooks.py``)."""
+        return add_hook(self, "_backward_hooks", hook, False, prepend)
 
-    register_backward_hook = register_full_backward_pre_hook = register_full_backward_hook
+    def register_full_backward_pre_hook(self, hook: Callable[..., Any], prepend: bool = False) -> RemovableHandle:
+        """``hook(module, grad_output)`` before the module's input gradients are computed (a tuple it returns
+        replaces ``grad_output``); eager only, as ``register_full_backward_hook``."""
+        return add_hook(self, "_backward_pre_hooks", hook, False, prepend)
+
+    register_backward_hook = register_full_backward_hook

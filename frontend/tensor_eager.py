@@ -51,6 +51,21 @@ class EagerMethods:
                 GRAD_TENSORS.pop(value, None)
         return self
 
+    def register_hook(self, hook: Any) -> Any:
+        """``hook(grad)`` at every eager backward through this tensor, with its complete gradient; a tensor it returns
+        replaces the gradient (``runtime/eager_hooks.py``). Traced tensors refuse: a compiled step's gradients are one
+        graph (read them with ``kiln.autograd.grad``)."""
+        value = self.__dict__.get("_value")
+        if value is None or value not in ARRAYS:
+            raise located_error("register_hook on a traced tensor: a compiled step's gradients are one graph with no "
+                                "place for Python hooks; read a gradient with kiln.autograd.grad(loss, tensor) instead")
+        if not self.requires_grad:
+            raise located_error("register_hook: this tensor does not require a gradient (it depends on no parameter and "
+                                "no tensor marked by requires_grad_()), so no gradient will flow through it")
+        from kiln.runtime.eager_hooks import register_tensor_hook  # lazily: the runtime builds on the frontend
+
+        return register_tensor_hook(value, hook)
+
     def retain_grad(self) -> None:
         """Keep this intermediate's gradient in ``.grad`` at the next ``backward()`` (eager tensors)."""
         self.requires_grad_(True)

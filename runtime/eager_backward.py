@@ -16,8 +16,8 @@ so a new batch of the same shape reuses the compiled function; 0-d constants
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 import weakref
+from dataclasses import dataclass
 from typing import Any, Callable, Hashable, Sequence
 
 import numpy as np
@@ -28,11 +28,12 @@ from kiln.compiler.ir.builder import Builder
 from kiln.compiler.ir.core import Graph, Op, Value
 from kiln.compiler.ir.types import TensorType
 from kiln.compiler.passes.manager import PassManager
-from kiln.frontend.eager_values import ARRAYS, GRAD_TENSORS, PARAMETERS, updates
+from kiln.frontend.eager_values import ARRAYS, GRAD_TENSORS, PARAMETERS, TENSOR_HOOKS, updates
 from kiln.frontend.module import Parameter
 from kiln.frontend.torch_array import torch_array
 from kiln.frontend.trace import located_error
 from kiln.runtime.eager import op_signature
+from kiln.runtime.eager_hooks import REACHED
 from kiln.runtime.executable import Executable
 from kiln.runtime.train_step import DEFAULT_PIPELINE
 
@@ -147,8 +148,31 @@ class EagerChain:
         seeds = [graph.add_input(v.type, "gradient") if s else None for v, s in zip(outputs, seeded)]
         wrt = [v for v, i in zip(inputs, self.inputs) if i.trained is not None]
         wrt += [copied(t) for t in self.targets if t is not None]
-        graph.outputs = differentiate_outputs(graph, outputs, wrt, seeds)
+        self.hook_points: dict[int, Value] = {}
+        """``id`` of a graph value marking a hooked value's complete cotangent -> the hooked eager value."""
+        hooks = self._mark_hooked(graph) if self.hooked else None
+        graph.outputs = differentiate_outputs(graph, outputs, wrt, seeds, hooks)
         return graph
+
+    @property
+    def hooked(self) -> bool:
+        """Whether a value of the chain has ``register_hook`` hooks (its backward then runs eagerly, calling them)."""
+        return bool(TENSOR_HOOKS) and any(v in TENSOR_HOOKS for v in [*self._results.values(), *filter(None, self.sources)])
+
+    def _mark_hooked(self, graph: Graph) -> Callable[[Value, Value], Value]:
+        builder = Builder(graph, location="gradient hook")
+        REACHED.clear()
+
+        def mark(value: Value, cotangent: Value) -> Value:
+            original = self.originals.get(id(value))
+            if original is None or original not in TENSOR_HOOKS:
+                return cotangent
+            marked = builder.broadcast_to(cotangent, shape=cotangent.type.shape)
+            self.hook_points[id(marked)] = original
+            REACHED.add(id(original))
+            return marked
+
+        return mark
 
 
 def _fed(op: Op) -> bool:
@@ -188,10 +212,39 @@ def backward(loss: Any, gradient: Any = None, inputs: Any = None) -> None:
         raise located_error("backward(): the tensor does not depend on any parameter that requires a gradient (a float "
                             "kiln.nn.Parameter with requires_grad=True) or on a tensor marked by requires_grad_(), so "
                             "there is nothing to differentiate")
-    grads = run_backward(chain, [_seed(loss, gradient)])
-    for owner, grad in zip([*trained, *reached], grads):
-        _accumulate(owner, np.asarray(grad))
+    seeds = [_seed(loss, gradient)]
+    if chain.hooked:
+        from kiln.runtime.eager_grad import replayed  # lazily: it builds on this module
+
+        grads = [np.asarray(g) for g in replayed(chain, [None if s is None else s for s in seeds])]
+    else:
+        grads = run_backward(chain, seeds)
+    for owner, grad in _per_owner([*trained, *reached], grads):
+        _accumulate(owner, grad)
     _after_accumulation(trained)
+
+
+def _per_owner(owners: list[Any], grads: Sequence[Any]) -> list[tuple[Any, np.ndarray]]:
+    """One gradient per parameter or tensor (a parameter read twice sums its leaves'), through its
+    ``register_hook`` hooks: PyTorch calls a parameter's hooks once, on its whole gradient."""
+    summed: dict[int, tuple[Any, np.ndarray]] = {}
+    for owner, grad in zip(owners, grads):
+        previous = summed.get(id(owner))
+        summed[id(owner)] = (owner, np.asarray(grad) if previous is None else previous[1] + np.asarray(grad))
+    return [(owner, _parameter_hooks(owner, grad)) for owner, grad in summed.values()]
+
+
+def _parameter_hooks(owner: Any, grad: np.ndarray) -> np.ndarray:
+    hooks = list(owner.__dict__.get("_grad_hooks", {}).values()) if isinstance(owner, Parameter) else []
+    if not hooks:
+        return grad
+    from kiln.frontend.eager_values import eager_leaf
+
+    tensor = eager_leaf(np.array(grad))
+    for hook in hooks:
+        result = hook(tensor)
+        tensor = tensor if result is None else result
+    return np.asarray(tensor)
 
 
 _AFTER_BACKWARD: "weakref.WeakKeyDictionary[Any, Callable[[list[Parameter]], None]]" = weakref.WeakKeyDictionary()

@@ -28,6 +28,7 @@ from kiln.frontend.eager_values import ARRAYS, eager_leaf
 from kiln.frontend.module import Parameter
 from kiln.frontend.trace import TraceContext, located_error
 from kiln.runtime.eager_backward import EagerChain, run_backward
+from kiln.runtime.eager_hooks import run_hooks
 
 
 def eager_grad(outputs: Sequence[Any], inputs: Sequence[Any], seeds: Sequence[Any], create_graph: bool) -> list[Any]:
@@ -39,7 +40,7 @@ def eager_grad(outputs: Sequence[Any], inputs: Sequence[Any], seeds: Sequence[An
     targets = [t.value for t in inputs if not isinstance(t, Parameter)]
     chain = EagerChain([o.value for o in outputs], set(parameters), targets)
     seeds = [_checked_seed(seed, output, index) for index, (seed, output) in enumerate(zip(seeds, outputs))]
-    grads = _replayed(chain, seeds) if create_graph else [_leaf(g) for g in run_backward(chain, [_array(s) for s in seeds])]
+    grads = replayed(chain, seeds) if create_graph or chain.hooked else [_leaf(g) for g in run_backward(chain, [_array(s) for s in seeds])]
     by_parameter: dict[int, Any] = {}
     for eager_input, grad in zip([i for i in chain.inputs if i.trained is not None], grads):
         previous = by_parameter.get(id(eager_input.trained))
@@ -76,9 +77,10 @@ def _leaf(array: np.ndarray) -> Any:
     return eager_leaf(np.array(array))
 
 
-def _replayed(chain: EagerChain, seeds: Sequence[Any]) -> list[Any]:
+def replayed(chain: EagerChain, seeds: Sequence[Any]) -> list[Any]:
     """The gradients computed by running the backward graph's new ops eagerly on the chain's values, so they keep a
-    chain: ops copied from the forward stand for the eager values they copy; the rest run now."""
+    chain: ops copied from the forward stand for the eager values they copy; the rest run now, and a hooked value's
+    complete cotangent goes through its ``register_hook`` hooks (``runtime/eager_hooks.py``) as it is made."""
     from kiln.frontend.tensor import Tensor
 
     graph = chain.graph([seed is not None for seed in seeds])
@@ -90,7 +92,8 @@ def _replayed(chain: EagerChain, seeds: Sequence[Any]) -> list[Any]:
             continue
         made = context.emit(op.name, *[values[id(operand)] for operand in op.operands], **op.attrs)
         for result, value in zip(op.results, made if isinstance(made, tuple) else (made,)):
-            values[id(result)] = value
+            hooked = chain.hook_points.get(id(result))
+            values[id(result)] = value if hooked is None else run_hooks(hooked, Tensor(value)).value
     return [Tensor(values[id(output)]) for output in graph.outputs]
 
 
@@ -115,4 +118,4 @@ def check_eager(tensors: Sequence[Any], role: str) -> None:
                                 "pass the tensors the computation made (or a kiln.nn.Parameter)")
 
 
-__all__ = ["check_eager", "eager_grad"]
+__all__ = ["check_eager", "eager_grad", "replayed"]

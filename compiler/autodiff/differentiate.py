@@ -28,7 +28,7 @@ dx, dw = differentiate_outputs(graph, [logits, loss], [x, w], [u, None])   # Non
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 from kiln.compiler.errors import KilnError
 from kiln.compiler.ir.builder import Builder
@@ -54,11 +54,13 @@ def differentiate(graph: Graph, of: Value, wrt: Sequence[Value], seed: Value | N
 
 
 def differentiate_outputs(graph: Graph, outputs: Sequence[Value], wrt: Sequence[Value],
-                          seeds: Sequence[Value | None]) -> list[Value]:
+                          seeds: Sequence[Value | None], on_cotangent: CotangentHook | None = None) -> list[Value]:
     """Append ``sum_k seeds[k]^T d outputs[k] / d wrt`` for each of ``wrt``, from one reverse walk; returns them in order.
 
     Each seed is a cotangent of its output's type, or ``None`` for a floating-point scalar output (then 1). An output
     may repeat (its seeds add up) or be one of ``wrt``; one that no ``wrt`` reaches contributes nothing.
+    ``on_cotangent(value, cotangent)``, if given, sees each value's cotangent once it is complete (before it flows to
+    the value's operands) and returns the cotangent to use instead (eager ``tensor.register_hook``).
     """
     if len(seeds) != len(outputs):
         raise AutodiffError(f"differentiate_outputs needs one seed per output, got {len(seeds)} for {len(outputs)} outputs")
@@ -72,8 +74,22 @@ def differentiate_outputs(graph: Graph, outputs: Sequence[Value], wrt: Sequence[
     for output, seed in zip(outputs, seeds):
         _accumulate(builder, cotangents, output, seed if seed is not None else builder.constant(1.0, output.type.dtype, name_hint="seed"))
     for op in reversed(path):
+        if on_cotangent is not None:
+            _complete(op.results, cotangents, on_cotangent)
         _backpropagate(builder, graph, op, cotangents, varying)
+    if on_cotangent is not None:
+        _complete([v for v in dict.fromkeys(wrt) if v.producer is None or v.producer not in path], cotangents, on_cotangent)
     return [cotangents.get(value) or _zeros(builder, value.type) for value in wrt]
+
+
+CotangentHook = Callable[[Value, Value], Value]
+"""``(value, its complete cotangent) -> the cotangent to propagate``."""
+
+
+def _complete(values: Sequence[Value], cotangents: dict[Value, Value], on_cotangent: CotangentHook) -> None:
+    for value in values:
+        if value in cotangents:
+            cotangents[value] = on_cotangent(value, cotangents[value])
 
 
 def _check_seed(index: int, output: Value, seed: Value | None) -> None:
