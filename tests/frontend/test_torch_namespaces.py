@@ -1,0 +1,172 @@
+"""``kiln.special``, ``kiln.testing``, ``kiln.Size``/``Generator``/``set_printoptions`` and ``kiln.amp`` against
+PyTorch 2.13 (float64 values, and gradients through kiln's autodiff, eagerly and compiled), with mpmath for the far
+tails where PyTorch's own kernels lose digits."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import kiln
+import kiln.special as special
+from oracles import require
+
+RNG = np.random.default_rng(11)
+WIDE = np.concatenate([-np.logspace(2.5, -8, 60), [0.0], np.logspace(-8, 2.5, 60)])  # WIDE[k:-k]: the middle
+POSITIVE = np.logspace(-6, 2, 50)
+PROBABILITIES = np.concatenate([np.logspace(-300, -1, 40), np.linspace(0.1, 0.9, 17), 1 - np.logspace(-15, -1, 20)])
+
+# name: (function of (special module, x), input, relative tolerance of values[, absolute tolerance of gradients])
+UNARY = {
+    "erfcx": (lambda s, x: s.erfcx(x), np.concatenate([np.linspace(-20, 2, 40), np.logspace(0.4, 12, 40)]), 1e-13, 1e-15),
+    # torch's erfcx' is 2x erfcx(x) - 2/sqrt(pi), which cancels to 0 for large x (kiln's: the continued fraction's slope)
+    "ndtr": (lambda s, x: s.ndtr(x), np.linspace(-3, 8, 45), 1e-12),  # torch: (1 + erf(x / sqrt 2)) / 2, which loses the lower tail
+    "log_ndtr": (lambda s, x: s.log_ndtr(x), np.concatenate([-np.logspace(-3, 1.5, 30), np.linspace(-2, 6, 33)]), 1e-13),
+    # beyond -30 torch's slope exp(-x^2/2 - log_ndtr(x)) / sqrt(2 pi) loses digits: mpmath checks kiln's there
+    "ndtri": (lambda s, p: s.ndtri(p), PROBABILITIES, 1e-13),
+    "i0e": (lambda s, x: s.i0e(x), WIDE, 1e-14),
+    "i1": (lambda s, x: s.i1(x), np.concatenate([WIDE, [700.0, -705.0]]), 1e-13),
+    "i1e": (lambda s, x: s.i1e(x), WIDE, 1e-14),
+    "entr": (lambda s, x: s.entr(x), POSITIVE, 1e-14),
+    "spherical_bessel_j0": (lambda s, x: s.spherical_bessel_j0(x), WIDE, 1e-13),
+    "expit_logit_exp2": (lambda s, x: s.expit(x) + s.logit(s.expit(x * 0.1), eps=1e-6) + s.exp2(x * 0.01), WIDE[20:-20], 1e-12),
+    "erf_family": (lambda s, x: s.erf(x) + s.erfc(x) * 2 + s.erfinv(s.erf(x * 0.1)) + s.expm1(x * 0.01) + s.log1p(x.abs()), WIDE[30:-30], 1e-12),
+    "gamma_family": (lambda s, x: s.gammaln(x) + s.digamma(x) + s.psi(x) * 2 + s.polygamma(2, x) + s.multigammaln(x + 2, 3), POSITIVE[5:], 1e-11),
+    "i0_sinc_round": (lambda s, x: s.i0(x) + s.sinc(x) + s.round(x * 100, decimals=1).detach(), WIDE[35:-35], 1e-12),
+}
+GRADIENT_FREE = {"i0_sinc_round", "spherical_bessel_j0"}  # torch's spherical_bessel_j0 has no gradient
+
+
+def _weights(shape):
+    return np.random.default_rng(5).standard_normal(shape)
+
+
+def _torch_value_and_grad(fn, *arrays):
+    torch = require("torch")
+    tensors = [torch.tensor(a, requires_grad=True) for a in arrays]
+    out = fn(torch.special, *tensors)
+    if out.requires_grad:  # torch's spherical_bessel_j0 has none
+        (out * torch.tensor(_weights(out.shape))).sum().backward()
+    return out.detach().numpy(), [None if t.grad is None else t.grad.numpy() for t in tensors]
+
+
+def _eager_value_and_grad(fn, *arrays):
+    tensors = [kiln.tensor(a, requires_grad=True) for a in arrays]
+    out = fn(special, *tensors)
+    (out * kiln.tensor(_weights(tuple(out.shape)))).sum().backward()
+    return np.asarray(out.detach().numpy()), [np.asarray(t.grad) for t in tensors]
+
+
+def _compiled_value_and_grad(fn, *arrays):
+    values = kiln.compile(lambda *xs: fn(special, *xs))(*arrays)
+    weights = _weights(np.shape(values))
+    grads = kiln.grad(lambda *xs: (fn(special, *xs) * weights).sum(), argnums=tuple(range(len(arrays))))(*arrays)
+    return np.asarray(values), list(grads) if isinstance(grads, tuple) else [grads]
+
+
+def _close(got, want, rtol):
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=1e-16)  # ndtri(1/2) is 7e-17 here
+
+
+@pytest.mark.parametrize("name", UNARY)
+def test_special_matches_torch_eager_and_compiled(name):
+    fn, x, rtol, *grad_atol = UNARY[name]
+    want, want_grads = _torch_value_and_grad(fn, x)
+    for run in (_eager_value_and_grad, _compiled_value_and_grad):
+        got, grads = run(fn, x)
+        _close(got, want, rtol)
+        if name not in GRADIENT_FREE:
+            np.testing.assert_allclose(grads[0], want_grads[0], rtol=rtol * 100, atol=grad_atol[0] if grad_atol else 0)
+
+
+def test_binary_special_functions_match_torch():
+    a = np.abs(RNG.standard_normal(12)) * 3 + 0.2
+    x = np.abs(RNG.standard_normal(12)) * 4 + 0.05
+    y = np.concatenate([RNG.standard_normal(6) * 0.3, [-0.5, 0.0, 3.0, 1e-9, 50.0, 0.9]])
+
+    def binary(s, a, x, y):
+        return s.gammainc(a.detach(), x) + s.gammaincc(a.detach(), x) * 2 + s.xlogy(x, a) + s.xlog1py(x, y) * 3
+
+    want, want_grads = _torch_value_and_grad(binary, a, x, y)
+    for run in (_eager_value_and_grad, _compiled_value_and_grad):
+        got, grads = run(binary, a, x, y)
+        _close(got, want, 1e-12)
+        for g, w in zip(grads[1:], want_grads[1:]):  # torch's gammainc has no gradient in a: a enters through xlogy alone
+            _close(g, w, 1e-10)
+
+
+def test_zeta_matches_torch_and_its_slope_in_s_finite_differences():
+    torch = require("torch")
+    s = np.array([1.0001, 1.5, 2.0, 3.0, 4.5, 10.0, 30.0, 2.0, 3.0, 1.0, 0.5, 2.5, 6.0])
+    q = np.array([0.1, 0.5, 1.0, 2.0, 3.5, 100.0, 1e5, -2.5, -2.5, 1.0, 1.0, -1.5, 0.0])
+    want = torch.special.zeta(torch.tensor(s), torch.tensor(q)).numpy()
+    got = np.asarray(special.zeta(kiln.tensor(s), kiln.tensor(q)).numpy())
+    np.testing.assert_allclose(got, want, rtol=1e-13)  # nan at s < 1 and at q < 0 with fractional s, inf at s = 1 and q = 0
+    inside = slice(1, 7)  # at s = 1.0001 the finite difference is off (zeta''' ~ 6 / (s - 1)^4); q < 0 has no slope in s
+    values, want_grads = _torch_value_and_grad(lambda m, q: m.zeta(torch.tensor(s[inside]), q), q[inside])
+    _, grads = _eager_value_and_grad(lambda m, q: m.zeta(kiln.tensor(s[inside]), q), q[inside])
+    _close(grads[0], want_grads[0], 1e-11)
+    slope = kiln.grad(lambda s: special.zeta(s, kiln.tensor(q[inside])).sum())(s[inside])  # torch has none in s
+    h = 1e-6
+    finite = (special.zeta(kiln.tensor(s[inside] + h), kiln.tensor(q[inside])).numpy()
+              - special.zeta(kiln.tensor(s[inside] - h), kiln.tensor(q[inside])).numpy()) / (2 * h)
+    np.testing.assert_allclose(slope, finite, rtol=1e-6)
+
+
+def test_far_tails_keep_their_digits_against_mpmath():
+    mpmath = require("mpmath")
+    mpmath.mp.dps = 50
+    x = np.array([-40.0, -300.0, -1e5, -12.0])
+    expected = [float(mpmath.log(mpmath.ncdf(mpmath.mpf(v)))) for v in x]
+    np.testing.assert_allclose(special.log_ndtr(kiln.tensor(x)).numpy(), expected, rtol=1e-14)
+    slopes = [float(mpmath.npdf(mpmath.mpf(v)) / mpmath.ncdf(mpmath.mpf(v))) for v in x]
+    np.testing.assert_allclose(kiln.grad(lambda x: special.log_ndtr(x).sum())(x), slopes, rtol=1e-14)
+    cdf = [float(mpmath.ncdf(mpmath.mpf(v))) for v in x[[0, 3]]]  # torch's ndtr is 0 below -8.3 here
+    np.testing.assert_allclose(special.ndtr(kiln.tensor(x[[0, 3]])).numpy(), cdf, rtol=1e-12)
+    big = np.array([1e3, 1e8, 1e150])
+    np.testing.assert_allclose(special.erfcx(kiln.tensor(big)).numpy(), [float(mpmath.erfc(v) * mpmath.exp(mpmath.mpf(v) ** 2)) for v in big], rtol=1e-14)
+    tiny = np.array([1e-300, 1e-100, 1e-20])
+    np.testing.assert_allclose(special.ndtri(kiln.tensor(tiny)).numpy(), require("scipy.special").ndtri(tiny), rtol=1e-14)
+    large = np.array([25.0, 500.0, 1e5])
+    np.testing.assert_allclose(special.i1e(kiln.tensor(large)).numpy(), [float(mpmath.besseli(1, v) * mpmath.exp(-v)) for v in large], rtol=1e-14)
+    np.testing.assert_allclose(special.i1(kiln.tensor(np.array([712.0]))).numpy(), [float(mpmath.besseli(1, 712))], rtol=1e-13)  # torch: inf
+
+
+def test_edges_are_torchs():
+    torch = require("torch")
+    edges = np.array([0.0, 1.0, -0.5, 1.5, math.nan, math.inf, -math.inf])
+    for name in ("ndtri", "entr", "erfcx", "log_ndtr", "ndtr", "i0e", "i1e", "spherical_bessel_j0"):
+        want = getattr(torch.special, name)(torch.tensor(edges)).numpy()
+        np.testing.assert_allclose(getattr(special, name)(kiln.tensor(edges)).numpy(), want, rtol=1e-14, err_msg=name)
+
+
+def test_softmax_family_and_float32():
+    torch = require("torch")
+    x = RNG.standard_normal((3, 5))
+    for name, args in (("softmax", (1,)), ("log_softmax", (0,)), ("logsumexp", (1,))):
+        np.testing.assert_allclose(getattr(special, name)(kiln.tensor(x), *args).numpy(),
+                                   getattr(torch.special, name)(torch.tensor(x), *args).numpy(), rtol=1e-12)
+    single = (WIDE[10:-10] * 0.1).astype(np.float32)
+    for name in ("erfcx", "log_ndtr", "i0e", "i1e"):
+        got = getattr(special, name)(kiln.tensor(single))
+        assert got.dtype == kiln.float32
+        np.testing.assert_allclose(got.numpy(), getattr(torch.special, name)(torch.tensor(single)).numpy(), rtol=2e-6, err_msg=name)
+
+
+@pytest.mark.parametrize("name", ["chebyshev_polynomial_t", "chebyshev_polynomial_u", "hermite_polynomial_h",
+                                  "hermite_polynomial_he", "laguerre_polynomial_l", "legendre_polynomial_p"])
+def test_orthogonal_polynomials_match_torch(name):
+    torch = require("torch")
+    x = np.linspace(-0.99, 0.99, 23)
+    for n in (0, 1, 2, 5, 9):
+        np.testing.assert_allclose(getattr(special, name)(kiln.tensor(x), n).numpy(), getattr(torch.special, name)(torch.tensor(x), n).numpy(),
+                                   rtol=1e-11, atol=1e-12, err_msg=f"{name} n={n}")
+
+
+def test_missing_bessel_functions_say_what_to_do():
+    with pytest.raises(kiln.KilnError, match=r"bessel_j0 is not implemented.*scipy.special.j0"):
+        special.bessel_j0(kiln.tensor([1.0]))
+    with pytest.raises(kiln.KilnError, match="n must be a Python int"):
+        special.legendre_polynomial_p(kiln.tensor([0.5]), kiln.tensor([2]))
