@@ -175,7 +175,11 @@ class Corpus:
         return self.word2idx[word]
 
     def tokenize(self, lib, lines):
-        return lib.tensor([self.add_word(word) for line in lines for word in line.split() + ["<eos>"]]).type(lib.int64)
+        idss = []
+        for line in lines:
+            ids = [self.add_word(word) for word in line.split() + ["<eos>"]]
+            idss.append(lib.tensor(ids).type(lib.int64))
+        return lib.cat(idss)
 
 
 def batchify(data, bsz):
