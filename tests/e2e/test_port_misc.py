@@ -17,7 +17,6 @@ actions kiln's ``Categorical`` drew, so both follow the same trajectories.
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 from collections import namedtuple
