@@ -16,7 +16,7 @@ from kiln.compiler.errors import KilnError
 from kiln.compiler.ir.core import Value
 from kiln.compiler.ir.types import DType
 from kiln.frontend.module_hooks import HOOK_KINDS, HookMethods, RemovableHandle, call_with_hooks
-from kiln.frontend.tensor import Tensor
+from kiln.frontend.tensor import Tensor, eager_tensor
 from kiln.frontend.tensor_eager import array_protocol
 from kiln.frontend.torch_array import torch_array
 from kiln.frontend.trace import TraceContext
@@ -193,6 +193,8 @@ class Module(HookMethods):
         object.__delattr__(self, name)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if not TraceContext.active():  # eagerly, a NumPy batch is a tensor to forward: x.view(-1, 784), x.flatten(3)
+            args = tuple(eager_tensor(np.asarray(a)) if isinstance(a, np.ndarray) else a for a in args)
         if any(kind in self.__dict__ for kind in HOOK_KINDS):
             return call_with_hooks(self, args, kwargs)
         return self.forward(*args, **kwargs)

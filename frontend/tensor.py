@@ -17,7 +17,7 @@ import numpy as np
 from kiln.compiler.errors import TraceError
 from kiln.compiler.ir.core import Value
 from kiln.compiler.ir.types import Dim, DType, TensorType
-from kiln.frontend.eager_values import eager_array
+from kiln.frontend.eager_values import ARRAYS, eager_array
 from kiln.frontend.tensor_device import DeviceMethods, dtype_of_to
 from kiln.frontend.tensor_eager import EagerMethods
 from kiln.frontend.tensor_extras import ExtraMethods
@@ -527,6 +527,13 @@ class Tensor(EagerMethods, InPlaceMethods, TorchMethods, MathMethods, DeviceMeth
         from kiln.frontend.functional_nn import chunk
 
         return chunk(self, chunks, dim)
+
+
+def eager_tensor(array: np.ndarray) -> Tensor:
+    """Outside a trace, an eager tensor holding ``array`` (a leaf: no op made it); what ``kiln.tensor(data)`` gives."""
+    value = Value(TensorType.of_array(array), None, 0)
+    ARRAYS[value] = array
+    return Tensor(value)
 
 
 def _comparable(tensor: Tensor, other: Any) -> bool:

@@ -19,10 +19,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from kiln.compiler.ir.core import Value
-from kiln.compiler.ir.types import DType, TensorType
-from kiln.frontend.eager_values import ARRAYS
-from kiln.frontend.tensor import Tensor, apply
+from kiln.compiler.ir.types import DType
+from kiln.frontend.tensor import Tensor, apply, eager_tensor
 from kiln.frontend.linalg_spectral import SPECTRAL_FORWARDED, nuclear_norm
 from kiln.frontend.linalg_factor import FACTOR_FORWARDED, chain_matmul, lu_unpack
 from kiln.frontend.tensor_extras import EXTRA_FORWARDED
@@ -39,11 +37,7 @@ def _dtype(dtype: Any, default: str) -> np.dtype:
 def _created(array: np.ndarray) -> Any:
     """A constant tensor when tracing; outside a trace an eager tensor holding the array (PyTorch's tensor: ``size(0)``,
     ``fill_``, ``to(device)``; NumPy reads it through ``np.asarray``)."""
-    if TraceContext.active():
-        return apply("tensor.constant", value=array)
-    value = Value(TensorType.of_array(array), None, 0)
-    ARRAYS[value] = array
-    return Tensor(value)
+    return apply("tensor.constant", value=array) if TraceContext.active() else eager_tensor(array)
 
 
 def full(size: Any, fill_value: Any, *, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Any:
