@@ -4,6 +4,7 @@ leaves (a compiled step clips inside its graph instead: ``kiln.compile_train_ste
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Iterable
 
 import numpy as np
@@ -53,6 +54,15 @@ def clip_grad_norm_(parameters: Any, max_norm: float, norm_type: float = 2.0, er
     return np.asarray(total, grads[0].dtype)
 
 
+def clip_grad_norm(parameters: Any, max_norm: float, norm_type: float = 2.0, error_if_nonfinite: bool = False,
+                   foreach: Any = None) -> np.ndarray:
+    """PyTorch's deprecated spelling of ``clip_grad_norm_`` (older pytorch/examples call it): the same, with the
+    same ``FutureWarning``."""
+    warnings.warn("`kiln.nn.utils.clip_grad_norm` is now deprecated in favor of `kiln.nn.utils.clip_grad_norm_`", FutureWarning,
+                  stacklevel=2)
+    return clip_grad_norm_(parameters, max_norm, norm_type, error_if_nonfinite, foreach)
+
+
 def clip_grad_value_(parameters: Any, clip_value: float, foreach: Any = None) -> None:
     """Clamp each eager ``.grad`` of ``parameters`` to ``[-clip_value, clip_value]``, in place, as PyTorch's."""
     for grad in _grads(parameters, "clip_grad_value_", f"clip_grad_value={clip_value!r}",
@@ -70,4 +80,4 @@ def _grads(parameters: Any, helper: str, option: str, what: str) -> list[np.ndar
     return grads
 
 
-__all__ = ["clip_grad_norm_", "clip_grad_value_", "parameters_to_vector", "vector_to_parameters"]
+__all__ = ["clip_grad_norm", "clip_grad_norm_", "clip_grad_value_", "parameters_to_vector", "vector_to_parameters"]

@@ -3,9 +3,9 @@ and ``parametrizations`` (``weight_norm``, ``spectral_norm``, ``orthogonal``), t
 ``remove_weight_norm``, ``parameters_to_vector``/``vector_to_parameters``, and ``clip_grad_norm_``/``clip_grad_value_``,
 which point to the compiled step's clipping options."""
 
-from kiln.frontend.nn_utils import clip_grad_norm_, clip_grad_value_, parameters_to_vector, vector_to_parameters
+from kiln.frontend.nn_utils import clip_grad_norm, clip_grad_norm_, clip_grad_value_, parameters_to_vector, vector_to_parameters
 from kiln.frontend.weight_norm_legacy import remove_weight_norm, weight_norm
 from kiln.nn.utils import parametrizations, parametrize, rnn
 
-__all__ = ["clip_grad_norm_", "clip_grad_value_", "parameters_to_vector", "parametrizations", "parametrize",
+__all__ = ["clip_grad_norm", "clip_grad_norm_", "clip_grad_value_", "parameters_to_vector", "parametrizations", "parametrize",
            "remove_weight_norm", "rnn", "vector_to_parameters", "weight_norm"]
