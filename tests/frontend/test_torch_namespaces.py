@@ -170,3 +170,90 @@ def test_missing_bessel_functions_say_what_to_do():
         special.bessel_j0(kiln.tensor([1.0]))
     with pytest.raises(kiln.KilnError, match="n must be a Python int"):
         special.legendre_polynomial_p(kiln.tensor([0.5]), kiln.tensor([2]))
+
+
+# kiln.testing ---------------------------------------------------------------------------------------------------------
+
+def _close_cases(lib):
+    """(actual, expected, options) built by kiln or torch alike."""
+    t = lib.tensor
+    return [
+        (t([1.0, 2.0, 3.0]), t([1.0, 2.5, 3.0]), {}),
+        (t(np.array([[1.0, 2.0], [3.0, 4.0]])), t(np.array([[1.0, 2.0], [3.0, 4.1]])), {}),
+        (t([1.0, 2.0, 3.0]), t([1.0, 2.0 + 1e-6, 3.0]), {}),
+        (t([1.0, 2.0]), t([1.0, 2.5]), {"rtol": 0.0, "atol": 0.0}),
+        (t([1.0, 2.0]), t([1.0, 2.5]), {"rtol": 0.3, "atol": 0.0}),
+        (t([1, 2]), t([1, 3]), {}),
+        (t([True, False]), t([True, True]), {}),
+        (t([0.0, 2.0]), t([1.0, 2.0]), {}),
+        (t([1.0, 0.0]), t([1.0, 1e-6]), {}),
+        (t(np.array([1000.0, 0.0])), t(np.array([1000.0001, 1e-6])), {}),  # the greatest differences among mismatches only
+        (t(1.0), t(2.0), {}),
+        (t([1.0, 2.0]), t(np.array([1.0, 2.0])), {}),
+        (t([1.0, 2.0]), t(np.array([1.0, 2.0])), {"check_dtype": False}),
+        (t([1.0, 2.0]), t([1.0, 2.0, 3.0]), {}),
+        (t([math.nan, 1.0]), t([math.nan, 1.0]), {}),
+        (t([math.nan, 1.0]), t([math.nan, 1.0]), {"equal_nan": True}),
+        (t([math.inf, 1.0]), t([math.inf, 1.0]), {}),
+        (t([math.inf]), t([-math.inf]), {}),
+        (t(np.arange(6.0).reshape(2, 3)), t(np.arange(6.0).reshape(2, 3) * 1.5), {}),
+        (1.0, 1.5, {}), (1, 2, {}), (1, 1.0, {}), (1, 1.0, {"check_dtype": False}), (True, False, {}), (1.0, 1.0 + 1e-8, {}),
+        ([1.0, 2.0], [1.0, 2.5], {}), ((1.0, 2.0), [1.0, 2.0], {}), ([[1.0, 2.0], [3.0]], [[1.0, 2.0], [3.5]], {}), ([1.0, 2.0], [1.0], {}),
+        ([t([1.0, 2.0]), t(3.0)], [t([1.0, 2.0]), t(3.5)], {}), ({"a": t(1.0)}, {"a": t(2.0)}, {}),
+        (t([1.0, 2.0]), t([1.0, 2.5]), {"msg": "custom"}), (t([1.0, 2.0]), t([1.0, 2.5]), {"msg": lambda m: "X" + m}),
+        (t([1.0, 2.0]), t([1.0, 2.5]), {"rtol": 1e-3}),
+        (np.array([1.0, 2.0]), np.array([1.0, 2.1]), {}), (np.array(1.0), np.array(1.1), {}), (np.float32(1.0), np.float32(1.1), {}),
+    ]
+
+
+def _outcome(assert_close, actual, expected, options):
+    try:
+        assert_close(actual, expected, **options)
+    except (AssertionError, ValueError) as error:
+        return type(error).__name__, str(error).replace("torch.", "kiln.")
+    return "passed", ""
+
+
+def test_assert_close_passes_and_fails_as_torchs_with_its_message():
+    torch = require("torch")
+    import kiln.testing
+
+    for ours, theirs in zip(_close_cases(kiln), _close_cases(torch)):
+        assert _outcome(kiln.testing.assert_close, *ours) == _outcome(torch.testing.assert_close, *theirs)
+
+
+def test_assert_close_takes_grads_and_says_what_it_cannot_compare():
+    import kiln.testing
+
+    x = kiln.tensor(np.array([1.0, 2.0]), requires_grad=True)
+    (x * x).sum().backward()
+    kiln.testing.assert_close(x.grad, kiln.tensor(np.array([2.0, 4.0])))  # .grad is an array: a tensor-like here
+    with pytest.raises(AssertionError, match=r"Greatest absolute difference: 1.0 at index \(1,\) \(up to 1e-07 allowed\)"):
+        kiln.testing.assert_close(x.grad, np.array([2.0, 5.0]))
+    with pytest.raises(TypeError, match="compares tensors and NumPy arrays with each other"):
+        kiln.testing.assert_close(x.detach(), [1.0, 2.0])
+    with pytest.raises(TypeError, match="traced tensor"):
+        kiln.trace(lambda h: kiln.testing.assert_close(h, h), kiln.TensorSpec((2,)))
+
+
+def test_make_tensor_ranges_dtypes_and_errors_as_torchs():
+    torch = require("torch")
+    import kiln.testing
+
+    kiln.manual_seed(3)
+    first = kiln.testing.make_tensor((40, 50), dtype=kiln.float64, low=-2.0, high=3.0).numpy()
+    kiln.manual_seed(3)
+    np.testing.assert_array_equal(kiln.testing.make_tensor(40, 50, dtype=kiln.float64, low=-2.0, high=3.0).numpy(), first)
+    assert first.shape == (40, 50) and first.min() >= -2.0 and first.max() < 3.0 and first.std() > 1.0
+    ints = kiln.testing.make_tensor(2000, dtype=kiln.int64).numpy()
+    assert ints.dtype == np.int64 and set(np.unique(ints)) == set(range(-9, 9))  # torch's: [-9, 9)
+    assert kiln.testing.make_tensor(3, dtype=kiln.bool).dtype == kiln.bool
+    assert (kiln.testing.make_tensor(50, dtype=kiln.float32, low=0, high=0, exclude_zero=True).numpy() > 0).all()
+    grad = kiln.testing.make_tensor(3, dtype=kiln.float32, requires_grad=True)
+    assert grad.requires_grad
+    for dtype, options in (("float32", {"low": 5, "high": 2}), ("float32", {"low": math.nan}), ("int64", {"low": 2, "high": 2})):
+        with pytest.raises(ValueError) as theirs:
+            torch.testing.make_tensor(3, dtype=getattr(torch, dtype), device="cpu", **options)
+        with pytest.raises(ValueError) as ours:
+            kiln.testing.make_tensor(3, dtype=getattr(kiln, dtype), **options)
+        assert str(ours.value) == str(theirs.value)
