@@ -292,15 +292,20 @@ def run_backward(chain: EagerChain, seeds: Sequence[np.ndarray | None]) -> list[
 
 
 def _seed(loss: Any, gradient: Any) -> np.ndarray | None:
-    array = ARRAYS[loss.value]
+    return seed_array(loss.value, gradient, "backward() of a tensor", "gradient=")
+
+
+def seed_array(output: Value, gradient: Any, what: str, argument: str) -> np.ndarray | None:
+    """``gradient`` as an array of ``output``'s dtype and shape (None for a scalar's implicit 1), or a clear error."""
+    array = ARRAYS[output]
     if gradient is None:
         if array.ndim != 0:
-            raise located_error(f"backward() of a tensor of shape {array.shape}: grad can be implicitly created only for "
-                                "a scalar; reduce it (loss.mean()) or pass gradient= of its shape")
+            raise located_error(f"{what} of shape {array.shape}: grad can be implicitly created only for a scalar; "
+                                f"reduce it (loss.mean()) or pass {argument} of its shape")
         return None
     seed = np.asarray(gradient.numpy() if hasattr(gradient, "numpy") else gradient, dtype=array.dtype)
     if seed.shape != array.shape:
-        raise located_error(f"backward(gradient=...): the gradient has shape {seed.shape}, the tensor {array.shape}")
+        raise located_error(f"{what}: {argument} has shape {seed.shape}, the tensor {array.shape}")
     return seed
 
 

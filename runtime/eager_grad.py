@@ -27,7 +27,7 @@ from kiln.compiler.ir.core import Graph, Value
 from kiln.frontend.eager_values import ARRAYS, eager_leaf
 from kiln.frontend.module import Parameter
 from kiln.frontend.trace import TraceContext, located_error
-from kiln.runtime.eager_backward import EagerChain, run_backward
+from kiln.runtime.eager_backward import EagerChain, run_backward, seed_array
 from kiln.runtime.eager_hooks import run_hooks
 
 
@@ -52,20 +52,12 @@ def eager_grad(outputs: Sequence[Any], inputs: Sequence[Any], seeds: Sequence[An
 
 
 def _checked_seed(seed: Any, output: Any, index: int) -> Any:
-    """``seed`` as given if it is an eager tensor of the output's type, else as an array of the output's dtype."""
-    array = ARRAYS[output.value]
-    if seed is None:
-        if array.ndim != 0:
-            raise located_error(f"kiln.autograd.grad: outputs[{index}] has shape {array.shape}: grad can be implicitly "
-                                "created only for a scalar; pass grad_outputs= of its shape")
-        return None
+    """``seed`` as given if it is an eager tensor of the output's type (``create_graph`` keeps its chain), else as an
+    array of the output's dtype."""
     value = getattr(seed, "value", None)
     if isinstance(value, Value) and value.type == output.value.type and value in ARRAYS:
         return seed
-    given = np.asarray(seed.numpy() if hasattr(seed, "numpy") else seed)
-    if given.shape != array.shape:
-        raise located_error(f"kiln.autograd.grad: grad_outputs[{index}] has shape {given.shape}, outputs[{index}] {array.shape}")
-    return given.astype(array.dtype, copy=False)
+    return seed_array(output.value, seed, f"kiln.autograd.grad: outputs[{index}]", f"grad_outputs[{index}]")
 
 
 def _array(seed: Any) -> np.ndarray | None:

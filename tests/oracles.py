@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import os
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -22,3 +23,18 @@ def require(module_name: str) -> ModuleType:
 def require_torch() -> ModuleType:
     """``torch``, the CPU oracle for forward values and gradients (``require("torch")``)."""
     return require("torch")
+
+
+def torch_twins(make: Any, seed: int = 0) -> tuple[ModuleType, Any, Any]:
+    """``(torch, model, twin)``: ``make(kiln)`` after ``kiln.manual_seed(seed)``, and ``make(torch)`` holding a copy
+    of its parameters, in order (so both start from kiln's initialisation)."""
+    import numpy as np
+
+    import kiln
+
+    torch = require_torch()
+    kiln.manual_seed(seed)
+    model, twin = make(kiln), make(torch)
+    for p, q in zip(model.parameters(), twin.parameters()):
+        q.data = torch.tensor(np.array(p.data))
+    return torch, model, twin

@@ -10,7 +10,7 @@ import kiln
 import kiln.nn as nn
 import kiln.nn.functional as F
 from kiln.runtime import eager_backward
-from oracles import require_torch
+from oracles import torch_twins
 
 
 def _net(lib):
@@ -18,13 +18,8 @@ def _net(lib):
 
 
 def _twins(seed=0):
-    torch = require_torch()
-    kiln.manual_seed(seed)
-    net, twin = _net(kiln), _net(torch)
-    for p, q in zip(net.parameters(), twin.parameters()):
-        q.data = torch.tensor(np.array(p.data))
-    x = np.random.RandomState(seed).randn(5, 3)
-    return torch, net, twin, x
+    torch, net, twin = torch_twins(_net, seed)
+    return torch, net, twin, np.random.RandomState(seed).randn(5, 3)
 
 
 def _close(kiln_tensor, torch_tensor, tol=1e-12):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import kiln
-from oracles import require_torch
+from oracles import torch_twins
 
 X = np.random.RandomState(0).randn(5, 3)
 
@@ -18,12 +18,7 @@ def _mlp(lib):
 
 
 def _twins():
-    torch = require_torch()
-    kiln.manual_seed(0)
-    model, twin = _mlp(kiln), _mlp(torch)
-    for p, q in zip(model.parameters(), twin.parameters()):
-        q.data = torch.tensor(np.array(p.data))
-    return torch, model, twin
+    return torch_twins(_mlp)
 
 
 def _array(tensor):
@@ -68,35 +63,22 @@ def test_a_module_hook_can_replace_grad_input_and_grad_output():
 
 
 def test_grad_cam_weights_from_a_forward_hook_and_a_tensor_hook_match_torch():
-    torch = require_torch()
+    def network(lib):
+        return lib.nn.Sequential(lib.nn.Conv2d(1, 4, 3, padding=1), lib.nn.ReLU(), lib.nn.Flatten(), lib.nn.Linear(4 * 8 * 8, 3)).double()
 
-    def cam(lib):
-        lib.manual_seed(0)
-        conv = lib.nn.Conv2d(1, 4, 3, padding=1).double()
-        head = lib.nn.Linear(4 * 8 * 8, 3).double()
+    torch, model, twin = torch_twins(network)
+    images = np.random.RandomState(1).randn(2, 1, 8, 8)
+    maps = []
+    for lib, net in ((kiln, model), (torch, twin)):
         saved = {}
 
-        def keep(module, args, output):
+        def keep(module, args, output, saved=saved):
             saved["activation"] = output
             output.register_hook(lambda g: saved.__setitem__("gradient", g))
 
-        conv.register_forward_hook(keep)
-        return conv, head, saved
-
-    images = np.random.RandomState(1).randn(2, 1, 8, 8)
-    maps = []
-    for lib in (kiln, torch):
-        conv, head, saved = cam(lib)
-        if lib is torch:
-            for p, q in zip(kiln_layers[0].parameters(), conv.parameters()):
-                q.data = torch.tensor(np.array(p.data))
-            for p, q in zip(kiln_layers[1].parameters(), head.parameters()):
-                q.data = torch.tensor(np.array(p.data))
-        else:
-            kiln_layers = (conv, head)
+        net[0].register_forward_hook(keep)
         x = lib.tensor(images).requires_grad_()  # as in Grad-CAM code that also wants the input's gradient
-        logits = head(lib.relu(conv(x)).flatten(1))
-        logits[:, 1].sum().backward()
+        net(x)[:, 1].sum().backward()
         weights = saved["gradient"].mean(dim=(2, 3), keepdim=True)
         maps.append(_array(lib.relu((weights * saved["activation"]).sum(1))))
     np.testing.assert_allclose(maps[0], maps[1], rtol=1e-12, atol=1e-14)

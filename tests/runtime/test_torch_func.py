@@ -9,8 +9,8 @@ import pytest
 
 import kiln
 import kiln.nn as nn
-from kiln.func import functional_call, grad, grad_and_value, stack_module_state, vmap
-from oracles import require_torch
+from kiln.func import functional_call, grad, grad_and_value
+from oracles import require_torch, torch_twins
 
 X = np.random.RandomState(0).randn(6, 4)
 Y = np.arange(6) % 3
@@ -21,12 +21,7 @@ def _mlp(lib):
 
 
 def _twins(seed=0):
-    torch = require_torch()
-    kiln.manual_seed(seed)
-    model, twin = _mlp(kiln), _mlp(torch)
-    for p, q in zip(model.parameters(), twin.parameters()):
-        q.data = torch.tensor(np.array(p.data))
-    return torch, model, twin
+    return torch_twins(_mlp, seed)
 
 
 def _close(got, want, tol=1e-12):
