@@ -5,9 +5,9 @@ Traced, a creation function gives a constant (``kiln.zeros(x.shape[0], 4)`` may 
 at run time); outside a trace it gives an eager tensor holding a NumPy array (``label = kiln.full((b,), 1.0)``, then
 ``label.fill_(0)``, ``x.size(0)``, ``x.to(device)`` as in PyTorch; ``np.asarray(t)`` reads it). Dtypes default as
 PyTorch's: float32 for floats, int64 for integers (``arange(5)``), and an array's own dtype (``tensor(np_array)``).
-``device`` is accepted and ignored (the backend places tensors), by the random draws too; ``requires_grad`` by the
-creation functions, except ``tensor(data, requires_grad=True)`` outside a trace, a leaf ``Parameter`` for eager
-``backward()``. Random draws (``rand_like``, ``randn_like``, ``rand``,
+``device`` is accepted and ignored (the backend places tensors), by the random draws too. ``requires_grad=True``
+outside a trace gives a leaf ``Parameter`` (``kiln.zeros(3, requires_grad=True)``, ``kiln.randn(4, 2,
+requires_grad=True)``) whose ``.grad`` an eager ``backward()`` fills; traced, it changes nothing. Random draws (``rand_like``, ``randn_like``, ``rand``,
 ``randn``) trace from the step's seed, as dropout, so ``kiln.compile_train_step`` gives fresh numbers each step;
 outside a trace they draw eagerly from kiln's generator (``kiln.manual_seed``).
 """
@@ -45,16 +45,16 @@ def full(size: Any, fill_value: Any, *, dtype: Any = None, device: Any = None, r
     default = "bool" if isinstance(fill_value, bool) else "int64" if isinstance(fill_value, int) else "float32"
     scalar = np.asarray(fill_value, dtype=_dtype(dtype, default))
     if all(isinstance(d, int) for d in shape):
-        return _created(np.full(shape, scalar))
+        return _requiring_grad(_created(np.full(shape, scalar)), requires_grad)
     return _created(scalar).broadcast_to(shape)
 
 
 def zeros(*size: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Any:
-    return full(_flatten_args(size), 0.0, dtype=dtype)
+    return full(_flatten_args(size), 0.0, dtype=dtype, requires_grad=requires_grad)
 
 
 def ones(*size: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Any:
-    return full(_flatten_args(size), 1.0, dtype=dtype)
+    return full(_flatten_args(size), 1.0, dtype=dtype, requires_grad=requires_grad)
 
 
 empty = zeros
@@ -62,16 +62,17 @@ empty = zeros
 
 def full_like(input: Any, fill_value: Any, *, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Any:
     if isinstance(input, Tensor):
-        return input.new_full(input.shape, fill_value, dtype=dtype)
-    return np.full_like(np.asarray(input), fill_value, dtype=None if dtype is None else _dtype(dtype, "float32"))
+        return _requiring_grad(input.new_full(input.shape, fill_value, dtype=dtype), requires_grad)
+    return _requiring_grad(_created(np.full_like(np.asarray(input), fill_value, dtype=None if dtype is None else _dtype(dtype, "float32"))),
+                           requires_grad)
 
 
 def zeros_like(input: Any, *, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Any:
-    return full_like(input, 0, dtype=dtype)
+    return full_like(input, 0, dtype=dtype, requires_grad=requires_grad)
 
 
 def ones_like(input: Any, *, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Any:
-    return full_like(input, 1, dtype=dtype)
+    return full_like(input, 1, dtype=dtype, requires_grad=requires_grad)
 
 
 empty_like = zeros_like
@@ -84,15 +85,15 @@ def arange(start: Any, end: Any = None, step: Any = 1, *, dtype: Any = None, dev
     if not all(isinstance(v, (int, float, np.number)) for v in (start, end, step)):
         raise located_error("arange takes numbers: a length from a symbolic dim is not known while tracing")
     integral = all(isinstance(v, (int, np.integer)) for v in (start, end, step))
-    return _created(np.arange(start, end, step).astype(_dtype(dtype, "int64" if integral else "float32")))
+    return _requiring_grad(_created(np.arange(start, end, step).astype(_dtype(dtype, "int64" if integral else "float32"))), requires_grad)
 
 
 def linspace(start: float, end: float, steps: int, *, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Any:
-    return _created(np.linspace(start, end, steps).astype(_dtype(dtype, "float32")))
+    return _requiring_grad(_created(np.linspace(start, end, steps).astype(_dtype(dtype, "float32"))), requires_grad)
 
 
 def eye(n: int, m: int | None = None, *, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Any:
-    return _created(np.eye(n, m, dtype=_dtype(dtype, "float32")))
+    return _requiring_grad(_created(np.eye(n, m, dtype=_dtype(dtype, "float32"))), requires_grad)
 
 
 def tensor(data: Any, *, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Any:
@@ -103,7 +104,13 @@ def tensor(data: Any, *, dtype: Any = None, device: Any = None, requires_grad: b
         array = array.astype(_dtype(dtype, "float32"))
     elif not isinstance(data, np.ndarray) and array.dtype.kind in "fi":
         array = array.astype(get_default_dtype().numpy if array.dtype.kind == "f" else np.int64)
-    return _leaf(array) if requires_grad and not TraceContext.active() else _created(array)
+    return _requiring_grad(_created(array), requires_grad)
+
+
+def _requiring_grad(result: Any, requires_grad: bool) -> Any:
+    """``requires_grad=True`` outside a trace: a leaf ``Parameter`` of the values, whose ``.grad`` an eager ``backward()``
+    fills, as PyTorch's leaf tensor; traced, the flag changes nothing (the compiled step owns its gradients)."""
+    return _leaf(np.array(result)) if requires_grad and not TraceContext.active() else result
 
 
 def _leaf(array: np.ndarray) -> Any:
@@ -123,24 +130,25 @@ def from_numpy(array: np.ndarray) -> Any:
     return _created(np.asarray(array))
 
 
-def rand_like(input: Tensor, *, dtype: Any = None, device: Any = None) -> Tensor:
+def rand_like(input: Tensor, *, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
     """Uniform on [0, 1), from the traced step's seed (a fresh draw per step)."""
     seed, stream = _seed("rand_like")
-    return apply("tensor.random_uniform", seed, input, dtype=input.dtype if dtype is None else DType.of(dtype), stream=stream)
+    draw = apply("tensor.random_uniform", seed, input, dtype=input.dtype if dtype is None else DType.of(dtype), stream=stream)
+    return _requiring_grad(draw, requires_grad)
 
 
-def randn_like(input: Tensor, *, dtype: Any = None, device: Any = None) -> Tensor:
+def randn_like(input: Tensor, *, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
     """Standard normal by Box-Muller on two uniform draws: ``sqrt(-2 log(1 - u)) cos(2 pi v)``."""
     u, v = rand_like(input, dtype=dtype), rand_like(input, dtype=dtype)
-    return ((1.0 - u).log() * -2.0).sqrt() * apply("tensor.cos", v * (2 * math.pi))
+    return _requiring_grad(((1.0 - u).log() * -2.0).sqrt() * apply("tensor.cos", v * (2 * math.pi)), requires_grad)
 
 
-def rand(*size: Any, dtype: Any = None, device: Any = None) -> Tensor:
-    return rand_like(zeros(*size, dtype=dtype))
+def rand(*size: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
+    return rand_like(zeros(*size, dtype=dtype), requires_grad=requires_grad)
 
 
-def randn(*size: Any, dtype: Any = None, device: Any = None) -> Tensor:
-    return randn_like(zeros(*size, dtype=dtype))
+def randn(*size: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
+    return randn_like(zeros(*size, dtype=dtype), requires_grad=requires_grad)
 
 
 def _seed(function: str) -> tuple[Tensor, int]:

@@ -1,8 +1,8 @@
 """What porting dcgan/main.py and vae/main.py needed from kiln's ``torch.*`` surface, checked against torch in float64.
 
 Outside a trace the creation functions give eager tensors (``label = kiln.full((b,), 1.0)``, ``label.fill_(0)``,
-``real.size(0)``, ``real.to(device)``), ``kiln.randn(..., device=device)`` takes PyTorch's ``device`` and
-``kiln.save(obj, path)`` PyTorch's argument order.
+``real.size(0)``, ``real.to(device)``) and, with ``requires_grad=True``, leaves that ``backward()`` fills;
+``kiln.randn(..., device=device)`` takes PyTorch's ``device`` and ``kiln.save(obj, path)`` PyTorch's argument order.
 """
 
 from __future__ import annotations
@@ -83,3 +83,28 @@ def test_save_takes_torchs_argument_order_too(tmp_path):
         np.testing.assert_array_equal(restored.weight.data, model.weight.data)
     kiln.save(str(tmp_path / "a_string.npz"), "a string")  # a path first stays kiln's order, even for a string tree
     assert kiln.load(tmp_path / "a_string.npz") == "a string"
+
+
+@pytest.mark.parametrize("create", [
+    lambda lib: lib.zeros(2, 3, dtype=lib.float64, requires_grad=True),
+    lambda lib: lib.full((3,), 0.5, dtype=lib.float64, requires_grad=True),
+    lambda lib: lib.ones_like(lib.zeros(2, dtype=lib.float64), requires_grad=True),
+    lambda lib: lib.arange(4.0, dtype=lib.float64, requires_grad=True),
+    lambda lib: lib.linspace(-1.0, 1.0, 5, dtype=lib.float64, requires_grad=True),
+    lambda lib: lib.eye(2, dtype=lib.float64, requires_grad=True),
+], ids=["zeros", "full", "ones_like", "arange", "linspace", "eye"])
+def test_requires_grad_makes_a_leaf_that_backward_fills_as_torchs(create):
+    torch = require_torch()
+    ours, theirs = create(kiln), create(torch)
+    (ours.exp() * ours).sum().backward()
+    (theirs.exp() * theirs).sum().backward()
+    np.testing.assert_allclose(ours.grad, theirs.grad.numpy(), **TIGHT)
+
+
+def test_random_draws_with_requires_grad_are_leaves():
+    kiln.manual_seed(1)
+    for draw in (kiln.randn(3, 2, requires_grad=True), kiln.rand(4, requires_grad=True), kiln.randn_like(kiln.zeros(3), requires_grad=True)):
+        (draw * draw).sum().backward()
+        np.testing.assert_allclose(draw.grad, 2 * np.asarray(draw.data), rtol=1e-6)
+    with pytest.raises(kiln.TraceError, match="only floating-point tensors can require gradients"):
+        kiln.zeros(3, dtype=kiln.long, requires_grad=True)
