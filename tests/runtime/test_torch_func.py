@@ -1,6 +1,7 @@
 """``kiln.func`` against ``torch.func`` in float64: per-example gradients (the torch.func tutorial), model ensembling
 with ``stack_module_state``, ``grad(has_aux=True)``/``grad_and_value``, MAML's second-order meta-gradient through
-``functional_call`` and ``kiln.autograd.grad(create_graph=True)``, and ``functional_call``'s bookkeeping."""
+``functional_call`` and ``kiln.autograd.grad(create_graph=True)`` (eager, and compiled into one training step), and
+``functional_call``'s bookkeeping."""
 
 from __future__ import annotations
 
@@ -79,15 +80,8 @@ def test_grad_with_aux_and_grad_and_value_match_torch():
 
 def test_maml_meta_gradient_through_functional_call_matches_torch():
     torch, model, twin = _twins(3)
-
-    def meta_loss(lib, model, params, x, y):
-        support = lib.nn.functional.cross_entropy(lib.func.functional_call(model, params, (x[:3],)), y[:3])
-        grads = lib.autograd.grad(support, list(params.values()), create_graph=True)
-        fast = {name: p - 0.4 * g for (name, p), g in zip(params.items(), grads)}
-        return lib.nn.functional.cross_entropy(lib.func.functional_call(model, fast, (x[3:],)), y[3:])
-
-    meta_loss(kiln, model, dict(model.named_parameters()), kiln.tensor(X), kiln.tensor(Y)).backward()
-    meta_loss(torch, twin, dict(twin.named_parameters()), torch.tensor(X), torch.tensor(Y)).backward()
+    _maml_loss(kiln, model, kiln.tensor(X), kiln.tensor(Y)).backward()
+    _maml_loss(torch, twin, torch.tensor(X), torch.tensor(Y)).backward()
     for p, q in zip(model.parameters(), twin.parameters()):
         np.testing.assert_allclose(p.grad, q.grad.numpy(), rtol=1e-11, atol=1e-13)
 
@@ -132,3 +126,32 @@ def test_grad_of_a_dict_of_arrays_gives_a_dict_of_arrays():
     got = kiln.grad(lambda p: (p["w"] ** 2).sum() + 3 * p["b"])(params)
     assert list(got) == ["w", "b"] and isinstance(got["w"], np.ndarray)
     np.testing.assert_allclose(got["w"], [2.0, 4.0]), np.testing.assert_allclose(got["b"], 3.0)
+
+
+class _Identity(nn.Module):
+    def forward(self, x):
+        return x
+
+
+def _maml_loss(lib, model, x, y):
+    params = dict(model.named_parameters())
+    support = lib.nn.functional.cross_entropy(lib.func.functional_call(model, params, (x[:3],)), y[:3])
+    grads = lib.autograd.grad(support, list(params.values()), create_graph=True)
+    fast = {name: p - 0.4 * g for (name, p), g in zip(params.items(), grads)}
+    return lib.nn.functional.cross_entropy(lib.func.functional_call(model, fast, (x[3:],)), y[3:])
+
+
+def test_maml_compiles_into_one_training_step_in_lockstep_with_torch():
+    torch, model, twin = _twins(4)
+    step = kiln.compile_train_step(_Identity(), lambda x, y: _maml_loss(kiln, model, x, y),
+                                   kiln.optim.SGD(model.parameters(), lr=0.1), batch_dim=None)
+    optimizer = torch.optim.SGD(twin.parameters(), lr=0.1)
+    for _ in range(3):
+        loss = step(X, Y)
+        optimizer.zero_grad()
+        torch_loss = _maml_loss(torch, twin, torch.tensor(X), torch.tensor(Y))
+        torch_loss.backward()
+        optimizer.step()
+        np.testing.assert_allclose(float(loss), torch_loss.item(), rtol=1e-12)
+    for p, q in zip(model.parameters(), twin.parameters()):
+        np.testing.assert_allclose(np.array(p.data), q.detach().numpy(), rtol=1e-11, atol=1e-13)
