@@ -369,11 +369,14 @@ class Module(HookMethods):
         return ""
 
     def __repr__(self) -> str:
-        lines = [f"{type(self).__name__}({self.extra_repr()}"]
-        for name, module in self._modules.items():
-            child = repr(module).replace("\n", "\n  ")
-            lines.append(f"  ({name}): {child}")
-        return lines[0] + ")" if len(lines) == 1 else "\n".join(lines) + "\n)"
+        """PyTorch's layout: ``extra_repr`` inline when it is one line and there are no children, else every line of it
+        and then each child ``(name): repr`` indented on lines of their own."""
+        extra = self.extra_repr().split("\n") if self.extra_repr() else []
+        children = [f"({name}): " + repr(module).replace("\n", "\n  ") for name, module in self._modules.items()]
+        if len(extra) == 1 and not children:
+            return f"{type(self).__name__}({extra[0]})"
+        lines = extra + children
+        return f"{type(self).__name__}(" + ("\n  " + "\n  ".join(lines) + "\n" if lines else "") + ")"
 
 
 def _to_numpy(value: Any) -> Any:
