@@ -86,10 +86,27 @@ class EagerMethods:
         self.requires_grad_(requires_grad)
 
     @property
-    def is_leaf(self) -> bool:
-        """Whether no gradient flows past this tensor to others (it needs none, or it was marked itself)."""
+    def grad_fn(self) -> Any:
+        """Eagerly, the op that made this tensor if a gradient flows back through it (``grad_fn.name()`` is its IR op
+        name), else None, as PyTorch's for leaves and tensors needing no gradient."""
         value = self.__dict__.get("_value")
-        return value is None or value in GRAD_TENSORS or not self.requires_grad
+        if value is None or value not in ARRAYS or value.producer is None or not self.requires_grad:
+            return None
+        return GradFn(value.producer.name)
+
+    @property
+    def retains_grad(self) -> bool:
+        """Whether ``backward()`` fills this non-leaf tensor's ``.grad`` (``retain_grad()``)."""
+        value = self.__dict__.get("_value")
+        return value is not None and value in GRAD_TENSORS and value.producer is not None
+
+    @property
+    def is_leaf(self) -> bool:
+        """Whether this tensor starts a chain: it needs no gradient, or no op made it (a parameter, a batch, a tensor
+        marked by ``requires_grad_()``); ``retain_grad()`` keeps a result a non-leaf, as PyTorch's."""
+        value = self.__dict__.get("_value")
+        producer = None if value is None else value.producer
+        return producer is None or producer.name == "tensor.constant" or not self.requires_grad
 
     def numpy(self, *, force: bool = False) -> Any:
         """The values as a NumPy array (the tensor's own array, as PyTorch's shares memory)."""
@@ -163,6 +180,19 @@ def _unpickled_tensor(array: np.ndarray) -> Any:
     from kiln.frontend.tensor import apply  # lazily: Tensor builds on this file
 
     return apply("tensor.constant", value=array)
+
+
+class GradFn:
+    """What ``tensor.grad_fn`` gives eagerly: the producing op's name (kiln's chain is its ops, not autograd nodes)."""
+
+    def __init__(self, op_name: str):
+        self._op_name = op_name
+
+    def name(self) -> str:
+        return self._op_name
+
+    def __repr__(self) -> str:
+        return f"<GradFn {self._op_name}>"
 
 
 def _depends_on_a_leaf(value: Any) -> bool:

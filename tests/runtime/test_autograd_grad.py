@@ -10,7 +10,7 @@ import kiln
 import kiln.nn as nn
 import kiln.nn.functional as F
 from kiln.runtime import eager_backward
-from oracles import torch_twins
+from oracles import require, torch_twins
 
 
 def _net(lib):
@@ -223,3 +223,21 @@ def test_post_accumulate_grad_hooks_run_after_each_backward_until_removed():
     handle.remove()
     net(kiln.tensor(x)).sum().backward()
     assert len(seen) == 2 and seen[1] == pytest.approx(2 * seen[0])  # after accumulation: the second sees twice
+
+
+def test_grad_fn_is_leaf_and_retains_grad_follow_torch():
+    torch = require("torch")
+    for lib in (kiln, torch):
+        w = lib.nn.Parameter(lib.tensor(np.ones(3)))
+        x = lib.tensor(np.array([1.0, 2.0, 3.0])).requires_grad_()
+        h = x * w
+        h.retain_grad()
+        y = h.sum()
+        flags = (x.is_leaf, w.is_leaf, h.is_leaf, y.is_leaf, h.detach().is_leaf, h.retains_grad, x.retains_grad,
+                 x.grad_fn is None, y.grad_fn is None, h.detach().grad_fn is None)
+        assert flags == (True, True, False, False, True, True, False, True, False, True), lib.__name__
+    assert y.grad_fn.name().startswith("Sum") and kiln_sum_name() == "tensor.reduce_sum"
+
+
+def kiln_sum_name():
+    return (kiln.tensor(np.ones(2)).requires_grad_() * 2).sum().grad_fn.name()
