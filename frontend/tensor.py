@@ -26,6 +26,7 @@ from kiln.frontend.tensor_linalg import LinalgMethods
 from kiln.frontend.tensor_math import MathMethods
 from kiln.frontend.tensor_more import MoreMethods
 from kiln.frontend.tensor_type_call import TensorTypeCall
+from kiln.frontend.torch_size import Size
 from kiln.frontend.tensor_methods import TorchMethods, _flatten_args, _floating, _is_one
 from kiln.frontend.torch_dtypes import get_default_dtype
 from kiln.frontend.trace import TraceContext, located_error
@@ -62,8 +63,9 @@ class Tensor(EagerMethods, InPlaceMethods, TorchMethods, MathMethods, DeviceMeth
         return TensorTypeCall(self.value.type, self)
 
     @property
-    def shape(self) -> tuple[Dim, ...]:
-        return self.value.type.shape
+    def shape(self) -> Size:
+        """``kiln.Size``, a tuple that prints as ``torch.Size`` (``frontend/torch_size.py``)."""
+        return Size(self.value.type.shape)
 
     @property
     def dtype(self) -> DType:

@@ -257,3 +257,18 @@ def test_make_tensor_ranges_dtypes_and_errors_as_torchs():
         with pytest.raises(ValueError) as ours:
             kiln.testing.make_tensor(3, dtype=getattr(kiln, dtype), **options)
         assert str(ours.value) == str(theirs.value)
+
+
+# kiln.Size --------------------------------------------------------------------------------------------------------------
+
+def test_size_is_a_tuple_that_behaves_as_torch_size():
+    torch = require("torch")
+    ours, theirs = kiln.zeros(3, 4, 5), torch.zeros(3, 4, 5)
+    for get in (lambda t: t.shape, lambda t: t.size(), lambda t: t.shape[1:], lambda t: t.size()[:-1] + (7,)):
+        got, want = get(ours), get(theirs)
+        assert isinstance(got, kiln.Size) and isinstance(got, tuple) and isinstance(want, torch.Size)
+        assert got == tuple(want) and repr(got) == repr(want).replace("torch.", "kiln.") and got.numel() == want.numel()
+    assert ours.shape == (3, 4, 5) and ours.size(1) == 4 and type(ours.shape[0]) is int
+    assert np.zeros(ours.shape).shape == (3, 4, 5) and kiln.Size([]).numel() == 1
+    symbolic = kiln.trace(lambda h: h.reshape(h.shape[0], -1), kiln.TensorSpec(("N", 2, 3)))  # a symbolic dim stays a name
+    assert symbolic.outputs[0].type.shape == ("N", 6)
