@@ -5,7 +5,7 @@ likewise) with the original's models and the idioms of its loop; the data is sci
 of MNIST/CIFAR (the DCGAN's upsampled to 16x16, its nets one stage shorter to match), loaded by
 ``lib.utils.data.DataLoader`` over a ``TensorDataset``.
 
-- ``dcgan``: a Generator of ConvTranspose2d + BatchNorm2d + ReLU + Tanh and a Discriminator of Conv2d + BatchNorm2d +
+- ``dcgan`` (at 16x16, and one iteration at its own 64x64 RGB size): a Generator of ConvTranspose2d + BatchNorm2d + ReLU + Tanh and a Discriminator of Conv2d + BatchNorm2d +
   LeakyReLU(inplace) + Sigmoid, each ``forward`` checking ``input.is_cuda``; ``weights_init`` by ``model.apply`` and
   ``classname.find('Conv')`` with ``nn.init.normal_``/``zeros_``; BCELoss; two Adams with ``betas=(0.5, 0.999)``;
   ``torch.full((b,), real_label, dtype=real_cpu.dtype, device=device)``, ``label.fill_``, ``netD(fake.detach())``,
@@ -225,6 +225,12 @@ def _assert_same_state(model, twin, names=None) -> None:
             np.testing.assert_allclose(np.asarray(value), theirs[name].numpy(), **TIGHT, err_msg=name)
 
 
+def _assert_same_grads(model, twin) -> None:
+    """The ``.grad`` the last iteration left: errG's for netG, errD's plus errG's for netD (its zero_grad comes next)."""
+    for (name, p), q in zip(model.named_parameters(), twin.parameters()):
+        np.testing.assert_allclose(p.grad, q.grad.numpy(), **TIGHT, err_msg=name)
+
+
 def _dcgan_twins(torch):
     kiln.manual_seed(0)
     netG, netD = dcgan_nets(kiln, kiln.nn, "float64")
@@ -271,10 +277,52 @@ def test_dcgan_eager_loop_matches_torch_in_float64(tmp_path):
     np.testing.assert_allclose(ours, theirs, **TIGHT)
     _assert_same_state(netG, twinG)
     _assert_same_state(netD, twinD)
+    _assert_same_grads(netG, twinG)
+    _assert_same_grads(netD, twinD)
     kiln.save(netG.state_dict(), tmp_path / "netG_epoch_0.pth")  # torch.save's order
     restored, _ = dcgan_nets(kiln, kiln.nn, "float64")
     restored.load_state_dict(kiln.load(tmp_path / "netG_epoch_0.pth"))
     _assert_same_state(restored, twinG)
+
+
+def original_size_nets(lib, nn, nz=100, ngf=64, ndf=64, nc=3):
+    """main.py's nets at their own sizes (64x64 RGB images, nz=100), as ``nn.Sequential``s of its layers."""
+    netG = nn.Sequential(
+        nn.ConvTranspose2d(nz, ngf * 8, 4, 1, 0, bias=False), nn.BatchNorm2d(ngf * 8), nn.ReLU(True),
+        nn.ConvTranspose2d(ngf * 8, ngf * 4, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf * 4), nn.ReLU(True),
+        nn.ConvTranspose2d(ngf * 4, ngf * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf * 2), nn.ReLU(True),
+        nn.ConvTranspose2d(ngf * 2, ngf, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf), nn.ReLU(True),
+        nn.ConvTranspose2d(ngf, nc, 4, 2, 1, bias=False), nn.Tanh())
+    body = nn.Sequential(
+        nn.Conv2d(nc, ndf, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True),
+        nn.Conv2d(ndf, ndf * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * 2), nn.LeakyReLU(0.2, inplace=True),
+        nn.Conv2d(ndf * 2, ndf * 4, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * 4), nn.LeakyReLU(0.2, inplace=True),
+        nn.Conv2d(ndf * 4, ndf * 8, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * 8), nn.LeakyReLU(0.2, inplace=True),
+        nn.Conv2d(ndf * 8, 1, 4, 1, 0, bias=False), nn.Sigmoid())
+    netD = nn.Sequential(body, nn.Flatten(0))  # output.view(-1, 1).squeeze(1)
+    return netG.double(), netD.double()
+
+
+def test_dcgan_at_its_original_size_matches_torch_for_an_iteration():
+    """All five stages, 64x64 RGB, nz=100 (ngf = ndf = 16, not 64, for test time): one iteration of the loop, batch 2, in
+    float64. Adam's first step is g / (|g| + eps): where a gradient is near eps its last bits show, so the weights are
+    compared to 1e-10 absolute (of weights ~0.02)."""
+    torch = require_torch()
+    kiln.manual_seed(5)
+    (netG, netD), (twinG, twinD) = original_size_nets(kiln, kiln.nn, ngf=16, ndf=16), original_size_nets(torch, torch.nn, ngf=16, ndf=16)
+    _same_weights(torch, netG, twinG)
+    _same_weights(torch, netD, twinD)
+    rng = np.random.default_rng(5)
+    images, noise = np.tanh(rng.normal(size=(2, 3, 64, 64))), rng.normal(size=(1, 2, 100, 1, 1))
+    with _fed_noise(kiln, "randn", noise):
+        ours = dcgan_train(kiln, kiln.nn, kiln.optim, netG, netD, _dataloader(kiln, images, 2))
+    with _fed_noise(torch, "randn", noise):
+        theirs = dcgan_train(torch, torch.nn, torch.optim, twinG, twinD, _dataloader(torch, images, 2))
+    np.testing.assert_allclose(ours, theirs, **TIGHT)
+    for model, twin in ((netG, twinG), (netD, twinD)):
+        for name, value in twin.state_dict().items():
+            np.testing.assert_allclose(np.asarray(model.state_dict()[name]), value.numpy(), rtol=1e-10, atol=1e-10, err_msg=name)
+        _assert_same_grads(model, twin)
 
 
 class DiscriminatorStep(kiln.nn.Module):
