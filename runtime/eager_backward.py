@@ -305,7 +305,7 @@ def seed_array(output: Value, gradient: Any, what: str, argument: str) -> np.nda
         return None
     seed = np.asarray(gradient.numpy() if hasattr(gradient, "numpy") else gradient, dtype=array.dtype)
     if seed.shape != array.shape:
-        raise located_error(f"{what}: {argument} has shape {seed.shape}, the tensor {array.shape}")
+        raise located_error(f"{what}: the gradient ({argument}) has shape {seed.shape}, the tensor {array.shape}")
     return seed
 
 
