@@ -5,9 +5,10 @@ likewise) with the original's models and the idioms of its loop; the data is sci
 of MNIST/CIFAR (the DCGAN's upsampled to 16x16, its nets one stage shorter to match), loaded by
 ``lib.utils.data.DataLoader`` over a ``TensorDataset``.
 
-- ``dcgan`` (at 16x16, and one iteration at its own 64x64 RGB size): a Generator of ConvTranspose2d + BatchNorm2d + ReLU + Tanh and a Discriminator of Conv2d + BatchNorm2d +
-  LeakyReLU(inplace) + Sigmoid, each ``forward`` checking ``input.is_cuda``; ``weights_init`` by ``model.apply`` and
-  ``classname.find('Conv')`` with ``nn.init.normal_``/``zeros_``; BCELoss; two Adams with ``betas=(0.5, 0.999)``;
+- ``dcgan`` (at 16x16, and one iteration at its own 64x64 RGB size): a Generator of ConvTranspose2d + BatchNorm2d +
+  ReLU + Tanh and a Discriminator of Conv2d + BatchNorm2d + LeakyReLU(inplace) + Sigmoid, each ``forward`` checking
+  ``input.is_cuda``; ``weights_init`` by ``model.apply`` and ``classname.find('Conv')`` with ``nn.init.normal_``/
+  ``zeros_`` (or the first version's ``m.weight.data.normal_``); BCELoss; two Adams with ``betas=(0.5, 0.999)``;
   ``torch.full((b,), real_label, dtype=real_cpu.dtype, device=device)``, ``label.fill_``, ``netD(fake.detach())``,
   ``errD_real.backward()`` and ``errD_fake.backward()`` accumulating before one step, ``output.mean().item()``,
   ``torch.randn(b, nz, 1, 1, device=device)``, the device from ``torch.accelerator`` and the state_dicts saved with
@@ -23,7 +24,9 @@ steps. The unmodified programs, drawing from kiln's own generator, train too (th
 steps, fed the same draws, give the eager loop's losses).
 
 kiln: a GAN's two updates compile as two training steps over wrapper modules (``DiscriminatorStep``,
-``GeneratorStep``) with ``fake`` computed by ``kiln.compile(netG)``; the eager loop is main.py's as written.
+``GeneratorStep``) with ``fake`` computed by ``kiln.compile(netG)``; the eager loop is main.py's as written. The G step
+recomputes ``netG(noise)`` (same weights, same values), so netG's BatchNorm running statistics take two updates an
+iteration in the compiled path, one in PyTorch's; everything else matches.
 """
 
 from __future__ import annotations
