@@ -26,6 +26,7 @@ from kiln.frontend.tensor_linalg import LinalgMethods
 from kiln.frontend.tensor_math import MathMethods
 from kiln.frontend.tensor_more import MoreMethods
 from kiln.frontend.tensor_type_call import TensorTypeCall
+from kiln.frontend.torch_printoptions import array2string_options
 from kiln.frontend.torch_size import Size
 from kiln.frontend.tensor_methods import TorchMethods, _flatten_args, _floating, _is_one
 from kiln.frontend.torch_dtypes import get_default_dtype
@@ -100,7 +101,7 @@ class Tensor(EagerMethods, InPlaceMethods, TorchMethods, MathMethods, DeviceMeth
         array = eager_array(self)
         if array is None:
             return f"Tensor({self.type})"
-        body = np.array2string(array, separator=", ", prefix="tensor(", threshold=1000)
+        body = np.array2string(array, separator=", ", prefix="tensor(", **array2string_options(array))  # kiln.set_printoptions
         return f"tensor({body}{'' if array.dtype in (np.float32, np.int64, np.bool_) else f', dtype=kiln.{array.dtype}'})"
 
     # arithmetic -----------------------------------------------------------

@@ -119,6 +119,7 @@ class DataLoader:
         self.dataset, self.batch_size, self.shuffle, self.drop_last = dataset, batch_size, bool(shuffle), drop_last
         self.collate_fn = collate_fn
         self._batches = BatchLoader(dataset, batch_size, bool(shuffle), drop_last=drop_last, collate_fn=collate_fn, prefetch=0)
+        self.generator = generator  # a kiln.Generator: the shuffling's seeds come from it (frontend/torch_generator.py)
 
     def __len__(self) -> int:
         return len(self._batches)
@@ -127,7 +128,7 @@ class DataLoader:
         if self.shuffle:
             from kiln.frontend import init  # lazily: the generator kiln.manual_seed replaces
 
-            self._batches.seed = int(init._generator.integers(0, 2**62))
+            self._batches.seed = int((self.generator or init._generator).integers(0, 2**62))
         for batch in self._batches.iterate(0):
             yield batch if self.collate_fn is not None else _tensors(batch)
 

@@ -272,3 +272,95 @@ def test_size_is_a_tuple_that_behaves_as_torch_size():
     assert np.zeros(ours.shape).shape == (3, 4, 5) and kiln.Size([]).numel() == 1
     symbolic = kiln.trace(lambda h: h.reshape(h.shape[0], -1), kiln.TensorSpec(("N", 2, 3)))  # a symbolic dim stays a name
     assert symbolic.outputs[0].type.shape == ("N", 6)
+
+
+# kiln.set_printoptions --------------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def restored_printoptions():
+    from kiln.frontend import torch_printoptions
+
+    saved = dict(torch_printoptions._options)
+    yield
+    torch_printoptions._options.clear()
+    torch_printoptions._options.update(saved)
+
+
+def test_printoptions_change_eager_repr_as_torchs(restored_printoptions):
+    torch = require("torch")
+    values = np.array([0.123456789, -2.5, 1234.5678])
+    try:
+        for options in ({"profile": "default"}, {"profile": "short"},
+                        {"profile": "default", "precision": 3, "sci_mode": False}, {"profile": "default", "precision": 2}):
+            kiln.set_printoptions(**options)
+            torch.set_printoptions(**options)
+            assert repr(kiln.tensor(values)) == repr(torch.tensor(values)).replace("torch.", "kiln."), options
+        kiln.set_printoptions(profile="default", linewidth=30)
+        torch.set_printoptions(profile="default", linewidth=30)  # the body wraps alike; torch then puts dtype= on a line of its own
+        assert repr(kiln.tensor(values)).split("\n")[:2] == repr(torch.tensor(values)).split("\n")[:2]
+    finally:
+        torch.set_printoptions(profile="default")
+    kiln.set_printoptions(profile="default", threshold=5, edgeitems=2)
+    summary = repr(kiln.tensor(np.arange(100.0)))
+    assert "..." in summary and "1.," in summary and "98." in summary and "2.," not in summary
+    kiln.set_printoptions(sci_mode=True, precision=3)
+    assert repr(kiln.tensor(np.array([1.0, 250.0]))) == "tensor([1.000e+00, 2.500e+02], dtype=kiln.float64)"
+    assert kiln.get_printoptions() == {"precision": 3, "threshold": 5, "edgeitems": 2, "linewidth": 80, "sci_mode": True}
+    with pytest.raises(ValueError, match="profile must be one of"):
+        kiln.set_printoptions(profile="long")
+
+
+# kiln.Generator ---------------------------------------------------------------------------------------------------------
+
+SAMPLERS = {
+    "rand": lambda g: kiln.rand(4, 3, generator=g),
+    "randn": lambda g: kiln.randn(5, generator=g),
+    "randint": lambda g: kiln.randint(0, 10, (6,), generator=g),
+    "randperm": lambda g: kiln.randperm(7, generator=g),
+    "normal": lambda g: kiln.normal(2.0, 3.0, size=(4,), generator=g),
+    "bernoulli": lambda g: kiln.bernoulli(kiln.full((8,), 0.5), generator=g),
+    "multinomial": lambda g: kiln.multinomial(kiln.tensor([0.2, 0.3, 0.5]), 6, replacement=True, generator=g),
+}
+
+
+@pytest.mark.parametrize("name", SAMPLERS)
+def test_generators_seeded_alike_draw_alike_and_leave_the_global_stream(name):
+    draw = SAMPLERS[name]
+    first = np.asarray(draw(kiln.Generator().manual_seed(7)).numpy())
+    np.testing.assert_array_equal(np.asarray(draw(kiln.Generator().manual_seed(7)).numpy()), first)
+    others = [np.asarray(draw(kiln.Generator().manual_seed(seed)).numpy()) for seed in (8, 9, 10)]
+    assert any(not np.array_equal(other, first) for other in others)
+    kiln.manual_seed(3)
+    plain = np.asarray(draw(None).numpy())
+    kiln.manual_seed(3)
+    draw(kiln.Generator().manual_seed(1))
+    np.testing.assert_array_equal(np.asarray(draw(None).numpy()), plain)  # the generator's draw took nothing from kiln's
+
+
+def test_generator_seeds_and_state_as_torchs():
+    torch = require("torch")
+    assert kiln.Generator().initial_seed() == torch.Generator().initial_seed()
+    g = kiln.Generator()
+    assert g.manual_seed(5) is g and g.initial_seed() == torch.Generator().manual_seed(5).initial_seed() == 5
+    seed = g.seed()
+    assert isinstance(seed, int) and g.initial_seed() == seed
+    state = g.get_state()
+    a = kiln.randn(4, generator=g).numpy()
+    np.testing.assert_array_equal(kiln.randn(4, generator=g.set_state(state)).numpy(), a)
+    with pytest.raises(TypeError, match=r"kiln.Generator\(\).manual_seed"):
+        kiln.randn(2, generator=np.random.default_rng(0))
+
+
+def test_data_loader_and_random_split_shuffle_from_a_generator():
+    from kiln.utils.data import DataLoader, TensorDataset, random_split
+
+    data = TensorDataset(kiln.tensor(np.arange(20.0)))
+
+    def order(seed):
+        loader = DataLoader(data, batch_size=5, shuffle=True, generator=kiln.Generator().manual_seed(seed))
+        return np.concatenate([np.asarray(batch[0].numpy()) for batch in loader])
+
+    np.testing.assert_array_equal(order(4), order(4))
+    assert not np.array_equal(order(4), order(5)) and sorted(order(4)) == list(range(20))
+    split = [list(part.indices) for part in random_split(range(10), [0.5, 0.5], generator=kiln.Generator().manual_seed(2))]
+    assert split == [list(part.indices) for part in random_split(range(10), [0.5, 0.5], generator=kiln.Generator().manual_seed(2))]
