@@ -358,10 +358,13 @@ class Transformer(Module):
                             tgt_is_causal=tgt_is_causal, memory_is_causal=memory_is_causal)
 
     @staticmethod
-    def generate_square_subsequent_mask(sz: int, device: Any = None, dtype: Any = None) -> np.ndarray:
+    def generate_square_subsequent_mask(sz: int, device: Any = None, dtype: Any = None) -> Tensor:
         """``(sz, sz)``, -inf above the diagonal and 0 elsewhere (float32 unless ``dtype``), as PyTorch's: position
-        ``i`` attends to positions ``0..i``. A NumPy array; ``device`` is ignored."""
-        return np.triu(np.full((sz, sz), -np.inf, _float_dtype(dtype) or np.float32), 1)
+        ``i`` attends to positions ``0..i``. A tensor, as PyTorch's (``mask.size(0)``, ``mask.to(device)``): eager
+        outside a trace, a constant in one; ``device`` is ignored."""
+        from kiln.frontend.torch_functions import tensor  # lazily: the torch surface builds on the layers
+
+        return tensor(np.triu(np.full((sz, sz), -np.inf, _float_dtype(dtype) or np.float32), 1))
 
     def _check_inputs(self, src: Tensor, tgt: Tensor) -> None:
         if src.ndim != 3 or tgt.ndim != 3:

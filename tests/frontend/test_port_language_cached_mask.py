@@ -13,9 +13,10 @@ from kiln.compiler.errors import TraceError
 from oracles import require_torch
 
 
-def _masked_attention(lib, nn):
+def _masked_attention(lib, nn, library_mask=False):
     class MaskedMixer(nn.Module):
-        """Causal mixing of a sequence-first ``(L, N, D)`` input, its mask cached as the program caches it."""
+        """Causal mixing of a sequence-first ``(L, N, D)`` input, its mask cached as the program caches it (built by
+        hand, or by ``nn.Transformer.generate_square_subsequent_mask``)."""
 
         def __init__(self, width=3):
             super().__init__()
@@ -23,29 +24,32 @@ def _masked_attention(lib, nn):
             self.src_mask = None
 
         def _generate_square_subsequent_mask(self, sz):
+            if library_mask:
+                return nn.Transformer.generate_square_subsequent_mask(sz)
             mask = (lib.triu(lib.ones(sz, sz)) == 1).transpose(0, 1)
             return mask.float().masked_fill(mask == 0, float("-inf")).masked_fill(mask == 1, float(0.0))
 
         def forward(self, src):
             if self.src_mask is None or self.src_mask.size(0) != len(src):
-                self.src_mask = self._generate_square_subsequent_mask(len(src))
+                self.src_mask = self._generate_square_subsequent_mask(len(src)).to(src.device)
             scores = lib.einsum("lnd,mnd->nlm", src, src) + self.src_mask.to(src.dtype)
             return self.proj(lib.einsum("nlm,mnd->lnd", scores.softmax(-1), src))
 
     return MaskedMixer()
 
 
-def _twins(torch):
-    ours = _masked_attention(kiln, kiln.nn).double()
-    theirs = _masked_attention(torch, torch.nn).double()
+def _twins(torch, library_mask=False):
+    ours = _masked_attention(kiln, kiln.nn, library_mask).double()
+    theirs = _masked_attention(torch, torch.nn, library_mask).double()
     theirs.load_state_dict({k: torch.tensor(np.array(v)) for k, v in ours.state_dict().items()})
     return ours, theirs
 
 
-def test_a_mask_cached_while_compiling_serves_eager_calls_with_torchs_values_and_gradients():
+@pytest.mark.parametrize("library_mask", [False, True], ids=["triu-masked_fill", "nn.Transformer.generate_square_subsequent_mask"])
+def test_a_mask_cached_while_compiling_serves_eager_calls_with_torchs_values_and_gradients(library_mask):
     torch = require_torch()
     kiln.manual_seed(0)
-    ours, theirs = _twins(torch)
+    ours, theirs = _twins(torch, library_mask)
     x = np.random.default_rng(0).normal(size=(4, 2, 3))
     compiled = kiln.compile(ours, batch_dim=None)(x)
     assert isinstance(ours.src_mask, kiln.Tensor)

@@ -387,8 +387,8 @@ def test_generate_square_subsequent_mask_equals_torchs():
     mask = nn.Transformer.generate_square_subsequent_mask(5)
     expected = torch.nn.Transformer.generate_square_subsequent_mask(5)
     np.testing.assert_array_equal(mask, expected.numpy())
-    assert mask.dtype == np.float32
-    assert nn.Transformer.generate_square_subsequent_mask(3, dtype="float64").dtype == np.float64
+    assert np.asarray(mask).dtype == np.float32 and mask.size(0) == 5  # a tensor, as torch's
+    assert np.asarray(nn.Transformer.generate_square_subsequent_mask(3, dtype="float64")).dtype == np.float64
 
 
 TRANSFORMERS = {
