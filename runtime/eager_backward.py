@@ -9,6 +9,13 @@ then runs the cached function every step. It recomputes the forward from the
 leaves (the eager forward's intermediate arrays are not fed back in), the
 price of a backward that is one fused, memory-planned function.
 
+A structure's first backward is not compiled: the backward ops run one by one
+on the forward's own arrays (``eager_grad.replayed``), and a structure seen a
+second time is compiled. A loop compiles at its second step; a chain whose
+structure changes every time (actor_critic.py's episodes, each of its own
+length) never pays for a compilation it would not reuse. (The two round
+differently in float32, at the level of 1e-6 relative.)
+
 Arrays the user passed in (a batch) are inputs of the graph, not constants,
 so a new batch of the same shape reuses the compiled function; 0-d constants
 (Python numbers) stay constants.
@@ -213,12 +220,7 @@ def backward(loss: Any, gradient: Any = None, inputs: Any = None) -> None:
                             "kiln.nn.Parameter with requires_grad=True) or on a tensor marked by requires_grad_(), so "
                             "there is nothing to differentiate")
     seeds = [_seed(loss, gradient)]
-    if chain.hooked:
-        from kiln.runtime.eager_grad import replayed  # lazily: it builds on this module
-
-        grads = [np.asarray(g) for g in replayed(chain, [None if s is None else s for s in seeds])]
-    else:
-        grads = run_backward(chain, seeds)
+    grads = gradients(chain, seeds)
     for owner, grad in _per_owner([*trained, *reached], grads):
         _accumulate(owner, grad)
     _after_accumulation(trained)
@@ -280,9 +282,39 @@ def _marked(loss: Value) -> list[Any]:
     return [t for t in tensors if t is not None]
 
 
+def gradients(chain: EagerChain, seeds: Sequence[np.ndarray | None]) -> list[np.ndarray]:
+    """The chain's gradients (``EagerChain.graph``'s outputs). A structure's first backward runs its ops one by one
+    (``eager_grad.replayed``), so a chain that never repeats (an episode of a new length) pays no compilation; one seen
+    before runs its compiled backward, compiled at its second sight. A hooked chain always runs op by op."""
+    if chain.hooked or not _seen_before(_key(chain, seeds)):
+        from kiln.runtime.eager_grad import replayed  # lazily: it builds on this module
+
+        return [np.asarray(g) for g in replayed(chain, seeds)]
+    return run_backward(chain, seeds)
+
+
+_SEEN: dict[Hashable, None] = {}
+"""Structures whose backward ran once, op by op: the next one compiles (the oldest forgotten past ``SEEN_LIMIT``)."""
+SEEN_LIMIT = 1024
+
+
+def _seen_before(key: Hashable) -> bool:
+    """Whether this structure's backward ran or was compiled before; remembers it if not."""
+    if key in _COMPILED or key in _SEEN:
+        return True
+    if len(_SEEN) >= SEEN_LIMIT:
+        del _SEEN[next(iter(_SEEN))]
+    _SEEN[key] = None
+    return False
+
+
+def _key(chain: EagerChain, seeds: Sequence[np.ndarray | None]) -> Hashable:
+    return chain.key, tuple(seed is not None for seed in seeds)
+
+
 def run_backward(chain: EagerChain, seeds: Sequence[np.ndarray | None]) -> list[np.ndarray]:
-    """The chain's gradients (``EagerChain.graph``'s outputs) from its compiled backward, compiled on a new key only."""
-    key = (chain.key, tuple(seed is not None for seed in seeds))
+    """The chain's gradients from its compiled backward, compiled on a new key only."""
+    key = _key(chain, seeds)
     executable = _COMPILED.get(key)
     if executable is None:
         if len(_COMPILED) >= COMPILED_LIMIT:

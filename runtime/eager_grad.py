@@ -27,7 +27,7 @@ from kiln.compiler.ir.core import Graph, Value
 from kiln.frontend.eager_values import ARRAYS, eager_leaf
 from kiln.frontend.module import Parameter
 from kiln.frontend.trace import TraceContext, located_error
-from kiln.runtime.eager_backward import EagerChain, run_backward, seed_array
+from kiln.runtime.eager_backward import EagerChain, gradients, seed_array
 from kiln.runtime.eager_hooks import run_hooks
 
 
@@ -40,7 +40,7 @@ def eager_grad(outputs: Sequence[Any], inputs: Sequence[Any], seeds: Sequence[An
     targets = [t.value for t in inputs if not isinstance(t, Parameter)]
     chain = EagerChain([o.value for o in outputs], set(parameters), targets)
     seeds = [_checked_seed(seed, output, index) for index, (seed, output) in enumerate(zip(seeds, outputs))]
-    grads = replayed(chain, seeds) if create_graph or chain.hooked else [_leaf(g) for g in run_backward(chain, [_array(s) for s in seeds])]
+    grads = replayed(chain, seeds) if create_graph else [_leaf(g) for g in gradients(chain, [_array(s) for s in seeds])]
     by_parameter: dict[int, Any] = {}
     for eager_input, grad in zip([i for i in chain.inputs if i.trained is not None], grads):
         previous = by_parameter.get(id(eager_input.trained))

@@ -100,7 +100,8 @@ def test_gradients_accumulate_until_zero_grad():
     F.cross_entropy(model(x), y).backward()
     once = model.fc1.weight.grad.copy()
     F.cross_entropy(model(x), y).backward()
-    np.testing.assert_allclose(model.fc1.weight.grad, 2 * once, rtol=1e-6)
+    # the first backward ran op by op, the second compiled (fused): float32 rounding differs at ~1e-6 relative
+    np.testing.assert_allclose(model.fc1.weight.grad, 2 * once, rtol=2e-5, atol=1e-9)
     model.zero_grad(set_to_none=False)
     assert model.fc1.weight.grad is not None and not model.fc1.weight.grad.any()
     model.zero_grad()
@@ -302,3 +303,20 @@ def test_the_backward_recomputes_dropout_with_the_forwards_mask():
     kept = out.numpy() != 0
     assert 0 < kept.sum() < kept.size
     np.testing.assert_array_equal(w.grad, np.where(kept, 2.0, 0.0))  # the same elements, scaled by 1 / (1 - p)
+
+
+def test_a_structures_first_backward_runs_op_by_op_and_its_second_compiles():
+    kiln.manual_seed(6)
+    model = MLP().double()
+    x, y = digit_batches(1, 8)[0]
+    x = x.astype(np.float64)
+    eager_backward._COMPILED.clear()
+    eager_backward._SEEN.clear()
+    grads = []
+    for steps in (1, 2, 3):
+        model.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        grads.append(model.fc1.weight.grad.copy())
+        assert len(eager_backward._COMPILED) == (0 if steps == 1 else 1)
+    np.testing.assert_allclose(grads[0], grads[1], rtol=1e-12, atol=1e-15)  # both ways give the same gradient
+    np.testing.assert_array_equal(grads[1], grads[2])
