@@ -359,6 +359,12 @@ def test_transformer_model_trains_in_lockstep_with_torch(tmp_path, which):
         np.testing.assert_allclose(losses, torch_losses, rtol=1e-10)
         assert val_loss == pytest.approx(torch_val_loss, rel=1e-10) and lr == torch_lr
     _assert_same_parameters(ours.model, theirs.model)
+    onnxruntime = require("onnxruntime")
+    kiln.onnx.export(ours.model, (kiln.LongTensor(ours.bptt).zero_().view(-1, 1),), tmp_path / "model.onnx")  # mask baked in
+    tokens = np.asarray(get_batch(batchify(corpus.test, 1), 0, ours.bptt)[0])
+    log_probs, = onnxruntime.InferenceSession(str(tmp_path / "model.onnx")).run(None, {"src": tokens})
+    theirs.model.eval()
+    np.testing.assert_allclose(log_probs, theirs.model(torch.tensor(tokens)).detach().numpy(), rtol=1e-10, atol=1e-12)
 
 
 def test_transformer_compiled_training_step_follows_torchs_loop_and_eager_evaluation_reuses_its_mask():
