@@ -265,23 +265,24 @@ def _assert_same_parameters(ours, theirs, rtol=1e-10):
         np.testing.assert_allclose(parameter.data, expected[name].detach().numpy(), rtol=rtol, atol=1e-12, err_msg=name)
 
 
-def _rnn_builders(torch, rnn_type, ntokens, dropout=0.0):
+def _rnn_builders(rnn_type, ntokens, dropout=0.0):
     tied = rnn_type == "LSTM"  # main.py's --tied: the decoder reads the encoder's weight
     ours, theirs = word_language_model(*_libraries("kiln"))[0], word_language_model(*_libraries("torch"))[0]
     return (lambda: ours(rnn_type, ntokens, 8, 8, 2, dropout, tied)), (lambda: theirs(rnn_type, ntokens, 8, 8, 2, dropout, tied))
 
 
-def _transformer_builders(torch, ntokens, dropout=0.0, which=1):
+def _transformer_builders(ntokens, dropout=0.0, which=1):
     ours, theirs = word_language_model(*_libraries("kiln"))[which], word_language_model(*_libraries("torch"))[which]
     return (lambda: ours(ntokens, 8, 2, 16, 2, dropout)), (lambda: theirs(ntokens, 8, 2, 16, 2, dropout))
 
 
-def _programs(torch, builders, **options):
+def _programs(torch, builders):
+    """Both programs, their models built by ``builders(ntokens)`` with the same weights, and both corpora."""
     corpora = _corpus(kiln), _corpus(torch)
     ntokens = len(corpora[0].idx2word)
-    ours, theirs = _twins(torch, *builders(torch, ntokens) if callable(builders) else builders)
+    ours, theirs = _twins(torch, *builders(ntokens))
     (kiln_lib, kiln_nn, _), (torch_lib, torch_nn, _) = _libraries("kiln"), _libraries("torch")
-    return (Program(kiln_lib, kiln_nn, ours, ntokens, **options), Program(torch_lib, torch_nn, theirs, ntokens, **options)), corpora
+    return (Program(kiln_lib, kiln_nn, ours, ntokens), Program(torch_lib, torch_nn, theirs, ntokens)), corpora
 
 
 def _train_with_annealing(program, corpus, save_path, epochs=2, lr=20.0):
@@ -304,7 +305,7 @@ def _train_with_annealing(program, corpus, save_path, epochs=2, lr=20.0):
 @pytest.mark.parametrize("rnn_type", ["LSTM", "GRU", "RNN_TANH"])
 def test_rnn_model_trains_in_lockstep_with_torch(rnn_type, tmp_path):
     torch = require("torch")
-    (ours, theirs), (corpus, torch_corpus) = _programs(torch, lambda t, n: _rnn_builders(t, rnn_type, n))
+    (ours, theirs), (corpus, torch_corpus) = _programs(torch, lambda n: _rnn_builders(rnn_type, n))
     assert np.array_equal(np.asarray(corpus.train), torch_corpus.train.numpy())
     history = _train_with_annealing(ours, corpus, tmp_path / "model.pt", epochs=3)
     expected = _train_with_annealing(theirs, torch_corpus, tmp_path / "torch_model.pt", epochs=3)
@@ -315,14 +316,15 @@ def test_rnn_model_trains_in_lockstep_with_torch(rnn_type, tmp_path):
     if rnn_type == "LSTM":
         assert ours.model.decoder.weight is ours.model.encoder.weight
         assert history[-1][2] == 5.0  # the validation loss rose once: the last epoch trained at lr / 4
-    fresh, torch_fresh = _rnn_builders(torch, rnn_type, ours.ntokens)
+    fresh, torch_fresh = _rnn_builders(rnn_type, ours.ntokens)
     best, torch_best = _reloaded(kiln, fresh, tmp_path / "model.pt"), _reloaded(torch, torch_fresh, tmp_path / "torch_model.pt")
     best.rnn.flatten_parameters(), torch_best.rnn.flatten_parameters()
     ours.model, theirs.model = best, torch_best
     test_loss = ours.evaluate(batchify(corpus.test, 3))
     assert test_loss == pytest.approx(theirs.evaluate(batchify(torch_corpus.test, 3)), rel=1e-10)
     if rnn_type == "LSTM":
-        _exported_model_runs_in_onnxruntime_as_torchs(torch, ours, theirs, tmp_path / "model.onnx", get_batch(batchify(corpus.test, 1), 0, ours.bptt)[0])
+        tokens = get_batch(batchify(corpus.test, 1), 0, ours.bptt)[0]
+        _exported_model_runs_in_onnxruntime_as_torchs(torch, ours, theirs, tmp_path / "model.onnx", tokens)
 
 
 def _reloaded(lib, build, path):
@@ -341,7 +343,8 @@ def _exported_model_runs_in_onnxruntime_as_torchs(torch, ours, theirs, path, tok
     dummy_input = kiln.LongTensor(ours.bptt * 1).zero_().view(-1, 1)
     kiln.onnx.export(model, (dummy_input, model.init_hidden(1)), path)
     h, c = (np.asarray(state) for state in model.init_hidden(1))
-    log_probs, h_n, c_n = onnxruntime.InferenceSession(str(path)).run(None, {"input": np.asarray(tokens), "hidden.0": h, "hidden.1": c})
+    feeds = {"input": np.asarray(tokens), "hidden.0": h, "hidden.1": c}
+    log_probs, h_n, c_n = onnxruntime.InferenceSession(str(path)).run(None, feeds)
     theirs.model.eval()
     expected, (torch_h, torch_c) = theirs.model(torch.tensor(np.asarray(tokens)), theirs.model.init_hidden(1))
     np.testing.assert_allclose(log_probs, expected.detach().numpy(), rtol=1e-10, atol=1e-12)
@@ -351,7 +354,7 @@ def _exported_model_runs_in_onnxruntime_as_torchs(torch, ours, theirs, path, tok
 @pytest.mark.parametrize("which", [1, 2], ids=["TransformerEncoder", "nn.Transformer-subclass"])
 def test_transformer_model_trains_in_lockstep_with_torch(tmp_path, which):
     torch = require("torch")
-    (ours, theirs), (corpus, torch_corpus) = _programs(torch, lambda t, n: _transformer_builders(t, n, which=which))
+    (ours, theirs), (corpus, torch_corpus) = _programs(torch, lambda n: _transformer_builders(n, which=which))
     np.testing.assert_allclose(ours.model.pos_encoder.pe.data, theirs.model.pos_encoder.pe.numpy(), rtol=1e-12, atol=1e-15)
     history = _train_with_annealing(ours, corpus, tmp_path / "model.pt")
     expected = _train_with_annealing(theirs, torch_corpus, tmp_path / "torch_model.pt")
@@ -425,7 +428,7 @@ def _ids(corpus, start, text):
 @pytest.mark.parametrize("kind", ["LSTM", "Transformer"])
 def test_generate_samples_words_and_torch_gives_the_same_distributions_along_kilns_path(kind):
     torch = require("torch")
-    builders = _transformer_builders if kind == "Transformer" else (lambda t, n: _rnn_builders(t, kind, n))
+    builders = _transformer_builders if kind == "Transformer" else (lambda n: _rnn_builders(kind, n))
     (ours, theirs), (corpus, torch_corpus) = _programs(torch, builders)
     kiln.manual_seed(3)
     text, weights, start = generate(kiln, ours.model, corpus, words=6, temperature=0.8)
@@ -459,10 +462,10 @@ def _states(hidden):
 
 def test_lstm_compiled_training_step_carries_its_state_in_lockstep_with_torchs_loop():
     torch = require("torch")
-    (ours, theirs), (corpus, torch_corpus) = _programs(torch, lambda t, n: _rnn_builders(t, "LSTM", n))
+    (ours, theirs), (corpus, torch_corpus) = _programs(torch, lambda n: _rnn_builders("LSTM", n))
     carried = CarriedState(ours.model, ours.batch_size)
-    step = kiln.compile_train_step(carried, ours.criterion, kiln.optim.SGD(ours.model.parameters(), lr=20.0), clip_grad_norm=ours.clip,
-                                   batch_dim=None)
+    optimizer = kiln.optim.SGD(ours.model.parameters(), lr=20.0)
+    step = kiln.compile_train_step(carried, ours.criterion, optimizer, clip_grad_norm=ours.clip, batch_dim=None)
     train_data, torch_train_data = batchify(corpus.train, ours.batch_size), batchify(torch_corpus.train, ours.batch_size)
     theirs.model.train()
     hidden = theirs.model.init_hidden(theirs.batch_size)
