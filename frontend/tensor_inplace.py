@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import functools
 import inspect
+import numbers
+import warnings
 import weakref
 from typing import Any, Callable
 
@@ -157,15 +159,30 @@ def in_place(tensor: Any, method: str, traced: Callable[[Any], Any], untraced: C
     return rebind(tensor, traced(tensor), method)
 
 
+def _alpha_first(method: str, other: Any, deprecated: tuple[Any, ...], alpha: Any) -> tuple[Any, Any]:
+    """``(other, alpha)``, also from PyTorch's deprecated overload ``x.add_(alpha, other)`` that older pytorch/examples
+    call (word_language_model's ``p.data.add_(-lr, p.grad.data)``), with PyTorch's warning."""
+    if not deprecated:
+        return other, alpha
+    if len(deprecated) != 1 or not isinstance(other, numbers.Number) or not _is_one(alpha):
+        raise located_error(f"{method} takes (other, *, alpha=number), or PyTorch's deprecated (alpha number, other); "
+                            f"got {1 + len(deprecated)} positional arguments")
+    warnings.warn(f"This overload of {method} is deprecated: {method}(Number alpha, Tensor other); use "
+                  f"{method}(Tensor other, *, Number alpha) instead", UserWarning, stacklevel=3)
+    return deprecated[0], other
+
+
 class InPlaceMethods:
     """PyTorch's in-place methods; ``Tensor`` inherits them."""
 
-    def add_(self, other: Any, *, alpha: Any = 1) -> Any:
+    def add_(self, other: Any, *deprecated: Any, alpha: Any = 1) -> Any:
+        other, alpha = _alpha_first("add_", other, deprecated, alpha)
         other = _float_like(self, other)
         scaled = other if _is_one(alpha) else other * alpha
         return in_place(self, "add_", lambda x: x + scaled, lambda a: a + np.asarray(scaled))
 
-    def sub_(self, other: Any, *, alpha: Any = 1) -> Any:
+    def sub_(self, other: Any, *deprecated: Any, alpha: Any = 1) -> Any:
+        other, alpha = _alpha_first("sub_", other, deprecated, alpha)
         other = _float_like(self, other)
         scaled = other if _is_one(alpha) else other * alpha
         return in_place(self, "sub_", lambda x: x - scaled, lambda a: a - np.asarray(scaled))
