@@ -26,6 +26,7 @@ from kiln.frontend.linalg_factor import FACTOR_FORWARDED, chain_matmul, lu_unpac
 from kiln.frontend.tensor_extras import EXTRA_FORWARDED
 from kiln.frontend.tensor_methods import _flatten_args
 from kiln.frontend.torch_dtypes import get_default_dtype
+from kiln.frontend.torch_generator import drawing_from
 from kiln.frontend.trace import TraceContext, located_error
 
 
@@ -143,12 +144,14 @@ def randn_like(input: Tensor, *, dtype: Any = None, device: Any = None, requires
     return _requiring_grad(((1.0 - u).log() * -2.0).sqrt() * apply("tensor.cos", v * (2 * math.pi)), requires_grad)
 
 
-def rand(*size: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
-    return rand_like(zeros(*size, dtype=dtype), requires_grad=requires_grad)
+def rand(*size: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False, generator: Any = None) -> Tensor:
+    with drawing_from(generator):  # a kiln.Generator's eager draws (frontend/torch_generator.py)
+        return rand_like(zeros(*size, dtype=dtype), requires_grad=requires_grad)
 
 
-def randn(*size: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
-    return randn_like(zeros(*size, dtype=dtype), requires_grad=requires_grad)
+def randn(*size: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False, generator: Any = None) -> Tensor:
+    with drawing_from(generator):
+        return randn_like(zeros(*size, dtype=dtype), requires_grad=requires_grad)
 
 
 def _seed(function: str) -> tuple[Tensor, int]:
@@ -235,13 +238,13 @@ def meshgrid(*tensors: Any, indexing: str = "ij") -> tuple[Tensor, ...]:
     return tuple(grids)
 
 
-def randint(low: int, high: int | None = None, size: Any = None, *, dtype: Any = None, device: Any = None) -> Tensor:
+def randint(low: int, high: int | None = None, size: Any = None, *, dtype: Any = None, device: Any = None, generator: Any = None) -> Tensor:
     """Integers uniform in ``[low, high)`` from the traced step's seed (``randint(high, size)`` too)."""
     if high is None:  # randint(high, size=(n,))
         low, high = 0, low
     elif size is None and isinstance(high, (tuple, list)):  # randint(high, (n,))
         low, high, size = 0, low, high
-    draw = rand(*tuple(size), dtype="float64")
+    draw = rand(*tuple(size), dtype="float64", generator=generator)
     return (draw * (high - low)).floor().to(DType.of("int64" if dtype is None else dtype)) + low
 
 

@@ -19,9 +19,8 @@ a NumPy bit-generator state (a dict), not PyTorch's byte tensor.
 from __future__ import annotations
 
 import contextlib
-import functools
 import secrets
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -89,25 +88,6 @@ def drawing_from(generator: Generator | None) -> Iterator[None]:
         yield
     finally:
         init._generator = saved
-
-
-def accepting_generator(sampler: Callable[..., Any]) -> Callable[..., Any]:
-    """``sampler`` with a ``generator=`` keyword that feeds its eager draws."""
-    @functools.wraps(sampler)
-    def sample(*args: Any, generator: Generator | None = None, **kwargs: Any) -> Any:
-        with drawing_from(generator):
-            return sampler(*args, **kwargs)
-
-    return sample
-
-
-def samplers() -> dict[str, Callable[..., Any]]:
-    """``kiln.randn`` and the other samplers, taking ``generator=`` (``kiln/__init__.py`` exports them)."""
-    from kiln.frontend import torch_functions, torch_random
-
-    plain = {name: getattr(torch_functions, name) for name in ("rand", "randn", "randint")}
-    plain.update({name: getattr(torch_random, name) for name in ("randperm", "normal", "bernoulli", "multinomial")})
-    return {name: accepting_generator(function) for name, function in plain.items()}
 
 
 __all__ = ["Generator"]

@@ -21,6 +21,7 @@ from typing import Any
 from kiln.compiler.ir.types import DType
 from kiln.frontend.tensor import Tensor, apply
 from kiln.frontend.torch_functions import rand_like, randint, randn_like, zeros
+from kiln.frontend.torch_generator import drawing_from
 from kiln.frontend.trace import located_error
 
 
@@ -31,9 +32,10 @@ def randint_like(input: Tensor, low: int = 0, high: int | None = None, *, dtype:
     return randint(low, high, tuple(input.shape), dtype=input.dtype if dtype is None else dtype)
 
 
-def randperm(n: int, *, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
+def randperm(n: int, *, generator: Any = None, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
     """A random permutation of ``0 .. n-1``: the order that sorts ``n`` uniform draws (ties have probability ~0)."""
-    return rand_like(zeros(n, dtype="float64")).argsort().to(DType.of("int64" if dtype is None else dtype))
+    with drawing_from(generator):  # a kiln.Generator's eager draws (frontend/torch_generator.py)
+        return rand_like(zeros(n, dtype="float64")).argsort().to(DType.of("int64" if dtype is None else dtype))
 
 
 def normal(mean: Any = 0.0, std: Any = 1.0, size: Any = None, *, generator: Any = None, dtype: Any = None) -> Tensor:
@@ -46,20 +48,26 @@ def normal(mean: Any = 0.0, std: Any = 1.0, size: Any = None, *, generator: Any 
         base = shapes[0] * 0.0 if len(shapes) == 1 else (mean * 0.0 + std * 0.0)
     else:
         raise located_error("normal of two numbers needs a size: kiln.normal(0.0, 1.0, size=(3, 4))")
-    return (mean + std * randn_like(base.detach())).detach()
+    with drawing_from(generator):
+        return (mean + std * randn_like(base.detach())).detach()
 
 
 def bernoulli(input: Tensor, p: float | None = None, *, generator: Any = None) -> Tensor:
     """1 with probability ``input`` (or ``p``) elementwise, else 0, in ``input``'s dtype."""
     probability = input if p is None else p
-    return (rand_like(input, dtype=input.dtype) < probability).to(input.dtype).detach()
+    with drawing_from(generator):
+        return (rand_like(input, dtype=input.dtype) < probability).to(input.dtype).detach()
 
 
 def multinomial(input: Tensor, num_samples: int, replacement: bool = False, *, generator: Any = None) -> Tensor:
     """``num_samples`` category indices per row of non-negative weights (normalised here), int64."""
     if input.ndim not in (1, 2):
         raise located_error(f"multinomial takes a vector or a matrix of weights, got {input.type}")
-    weights = input.detach()
+    with drawing_from(generator):
+        return _multinomial(input.detach(), num_samples, replacement)
+
+
+def _multinomial(weights: Tensor, num_samples: int, replacement: bool) -> Tensor:
     if replacement:
         return _inverse_cdf(weights, num_samples)
     categories = weights.shape[-1]
