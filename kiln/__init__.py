@@ -49,6 +49,10 @@ from kiln import accelerator  # noqa: E402  (torch.accelerator: is_available(), 
 from kiln import special, testing  # noqa: E402  (torch.special: kiln.special.erfcx, ndtri...; torch.testing: assert_close)
 from kiln.frontend.torch_size import Size  # noqa: E402  (torch.Size: what x.shape and x.size() return)
 from kiln.frontend.torch_printoptions import get_printoptions, set_printoptions  # noqa: E402  (eager tensors' repr)
+from kiln import amp  # noqa: E402  (torch.amp: autocast, GradScaler; frontend/torch_amp.py)
+from kiln.frontend.torch_amp import autocast  # noqa: E402
+float16 = half = DType.f16  # reserved IR dtypes (no backend computes in them), named for autocast(dtype=...)
+bfloat16 = DType.bf16
 from kiln.frontend.tensor import Tensor  # noqa: E402  (torch.Tensor: isinstance(h, kiln.Tensor), traced or eager)
 from kiln.frontend.torch_legacy import BoolTensor, DoubleTensor, FloatTensor, IntTensor, LongTensor  # noqa: E402
 from kiln.frontend import torch_functions as _torch_functions
@@ -58,8 +62,7 @@ globals().update({name: getattr(_torch_functions, name) for name in _torch_funct
 globals().update(_torch_functions.FORWARDERS)  # kiln.exp(x) is x.exp(), as torch.exp(x)
 globals().update(_torch_functions.DTYPES)  # kiln.float32, kiln.long, ... as torch's
 globals().update(_torch_more.exports())  # kiln.conv2d, kiln.hstack, kiln.finfo, kiln.exp_, ... (frontend/torch_more.py)
-from kiln.frontend.torch_generator import Generator, samplers as _samplers  # noqa: E402  (torch.Generator)
-globals().update(_samplers())  # kiln.randn(..., generator=g), rand, randint, randperm, normal, bernoulli, multinomial
+from kiln.frontend.torch_generator import Generator  # noqa: E402  (torch.Generator: kiln.randn(..., generator=g))
 
 __version__ = "0.1.0"
 
@@ -67,7 +70,7 @@ __all__ = [
     "hessian", "jacfwd", "jacrev", "jvp", "vjp", "vmap", "accelerator",
     "autograd", "CheckpointError", "compile", "cuda", "func", "device", "distributions", "linalg", "compile_train_step", "CompiledFunction", "differentiate", "DType",
     "export_onnx", "export_onnx_train_step", "fit", "grad", "Graph", "import_onnx", "InputError", "KilnError",
-    "load", "load_onnx_train_step", "manual_seed", "nn", "no_grad", "onnx", "optim", "parity", "PassManager", "saliency", "save", "Generator", "get_printoptions", "set_printoptions", "Size", "special", "testing",
+    "load", "load_onnx_train_step", "manual_seed", "nn", "no_grad", "onnx", "optim", "parity", "PassManager", "saliency", "save", "amp", "autocast", "bfloat16", "float16", "half", "Generator", "get_printoptions", "set_printoptions", "Size", "special", "testing",
     "BoolTensor", "DoubleTensor", "FloatTensor", "IntTensor", "LongTensor", "ShapeError", "Tensor", "TensorSpec", "TensorType", "trace", "TraceError", "TrainStep", "utils", "value_and_grad",
     "VerificationError", *_torch_functions.__all__, *_torch_functions.FORWARDERS,
     *_torch_functions.DTYPES, *_torch_more.exports(),

@@ -41,3 +41,12 @@ def manual_seed(seed: int) -> None:
 manual_seed_all = manual_seed
 
 __all__ = ["device_count", "is_available", "manual_seed", "manual_seed_all", "synchronize"]
+
+
+def _amp() -> object:
+    from kiln.frontend.torch_amp import cuda_amp_module
+
+    return cuda_amp_module()
+
+
+amp = _amp()  # kiln.cuda.amp.autocast / GradScaler: torch.cuda.amp's deprecated spellings (frontend/torch_amp.py)

@@ -364,3 +364,96 @@ def test_data_loader_and_random_split_shuffle_from_a_generator():
     assert not np.array_equal(order(4), order(5)) and sorted(order(4)) == list(range(20))
     split = [list(part.indices) for part in random_split(range(10), [0.5, 0.5], generator=kiln.Generator().manual_seed(2))]
     assert split == [list(part.indices) for part in random_split(range(10), [0.5, 0.5], generator=kiln.Generator().manual_seed(2))]
+
+
+# kiln.autocast / kiln.amp -------------------------------------------------------------------------------------------------
+
+def _warnings_of(action):
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = action()
+    return result, [(w.category.__name__, str(w.message).replace("torch.", "kiln.")) for w in caught]
+
+
+def _run_in_autocast(lib, *args, **kwargs):
+    with lib.autocast(*args, **kwargs):
+        return lib.tensor(np.array([[1.0, 2.0]])) @ lib.tensor(np.array([[3.0], [4.0]]))
+
+
+@pytest.mark.parametrize("device, dtype, enabled", [("cuda", None, True), ("cuda", "float16", True), ("cuda", "float16", False),
+                                                    ("cpu", "bfloat16", False), ("cpu", "float32", True)])
+def test_autocast_is_a_no_op_where_torchs_is_one_here_with_its_warning(device, dtype, enabled):
+    torch = require("torch")
+    options = lambda lib: {"dtype": getattr(lib, dtype) if dtype else None, "enabled": enabled}  # noqa: E731
+    ours, our_warnings = _warnings_of(lambda: _run_in_autocast(kiln, device, **options(kiln)))
+    theirs, their_warnings = _warnings_of(lambda: _run_in_autocast(torch, device, **options(torch)))
+    assert our_warnings == their_warnings and ours.dtype == kiln.float64 and theirs.dtype == torch.float64
+    np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+
+
+def test_autocast_in_half_precision_is_an_error_that_says_what_to_do():
+    torch = require("torch")
+    for dtype in ("bfloat16", "float16"):
+        with pytest.raises(kiln.KilnError, match=rf"autocast\('cpu', dtype=kiln.{dtype}\).*cannot.*float32.*enabled=False"):
+            kiln.autocast("cpu", dtype=getattr(kiln, dtype))
+    with pytest.raises(kiln.KilnError, match="bfloat16"):
+        kiln.amp.autocast("cpu")  # torch's CPU default is bfloat16
+    with pytest.raises(RuntimeError) as theirs:
+        torch.autocast("tpu")
+    with pytest.raises(RuntimeError) as ours:
+        kiln.autocast("tpu")
+    assert str(ours.value) == str(theirs.value)
+    assert not kiln.amp.is_autocast_available("cpu") and not kiln.amp.is_autocast_enabled()
+
+
+def test_autocast_off_inside_compiled_code_and_as_a_decorator():
+    @kiln.autocast("cuda", dtype=kiln.float16, enabled=False)
+    def forward(x):
+        return (x * 2).sum()
+
+    assert kiln.compile(forward)(np.array([1.0, 2.0])) == 6.0
+    with kiln.amp.autocast("cpu", enabled=False):
+        assert kiln.compile(lambda x: x.exp().sum())(np.zeros(3)) == 3.0
+
+
+def _scaled_training(lib, scaler, factors):
+    """SGD on sum(p^2 w) in float32 through the scaler; the parameters and scale after each step."""
+    p = lib.nn.Parameter(lib.tensor(np.array([1.0, -2.0, 0.5], dtype=np.float32)) if lib is not kiln else np.array([1.0, -2.0, 0.5], dtype=np.float32))
+    optimizer = lib.optim.SGD([p], lr=0.1)
+    history = []
+    for factor in factors:
+        optimizer.zero_grad()
+        loss = (p * p * lib.tensor(np.array([1.0, factor, 1.0], dtype=np.float32))).sum()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        history.append((np.array(p.detach().numpy()), scaler.get_scale()))
+    return history, scaler.state_dict()
+
+
+def test_grad_scaler_is_torchs_disabled_for_cuda_without_gpu_and_working_on_cpu():
+    torch = require("torch")
+    factors = [1.0, 1e35, 1.0, 1.0, 1.0, 2.0]  # the second step's gradient overflows float32 once scaled: skipped
+    for make in (lambda lib: lib.amp.GradScaler("cuda"), lambda lib: lib.amp.GradScaler("cpu", growth_interval=2),
+                 lambda lib: lib.amp.GradScaler(enabled=False)):
+        (ours, our_state), our_warnings = _warnings_of(lambda: _scaled_training(kiln, make(kiln), factors))
+        (theirs, their_state), their_warnings = _warnings_of(lambda: _scaled_training(torch, make(torch), factors))
+        assert our_warnings == their_warnings and our_state == their_state
+        for (p, scale), (q, their_scale) in zip(ours, theirs):
+            np.testing.assert_allclose(p, q, rtol=1e-6)
+            assert scale == their_scale
+
+
+def test_grad_scaler_state_round_trips_and_cuda_amp_is_deprecated_as_torchs():
+    scaler = kiln.amp.GradScaler("cpu", init_scale=8.0)
+    scaler.load_state_dict({**scaler.state_dict(), "scale": 4.0, "_growth_tracker": 3})
+    assert scaler.get_scale() == 4.0 and scaler.state_dict()["_growth_tracker"] == 3
+    with pytest.raises(RuntimeError, match="saved from a disabled instance"):
+        scaler.load_state_dict(kiln.amp.GradScaler(enabled=False).state_dict())
+    from kiln.cuda.amp import GradScaler, autocast
+
+    _, caught = _warnings_of(lambda: (GradScaler(), autocast()))
+    assert [category for category, _ in caught] == ["FutureWarning", "UserWarning", "FutureWarning", "UserWarning"]
+    assert "kiln.amp.GradScaler('cuda', args...)" in caught[0][1]
