@@ -27,7 +27,9 @@ class Size(tuple):
         return Size(item) if isinstance(index, slice) else item
 
     def __add__(self, other: tuple) -> "Size":  # type: ignore[override]
-        return Size(tuple.__add__(self, tuple(other)))
+        if not isinstance(other, tuple):
+            return NotImplemented  # as a tuple: Size + list is a TypeError
+        return Size(tuple.__add__(self, other))
 
     def __repr__(self) -> str:
         return f"kiln.Size({list(self)})"
