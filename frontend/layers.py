@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
-import numpy as np
 
 from kiln.frontend import functional as F
 from kiln.frontend import init
 from kiln.frontend.layers_activation import _InplaceActivation
-from kiln.frontend.module import Module, Parameter, _float_dtype
+from kiln.frontend.module import Module, Parameter, layer_dtype
 from kiln.frontend.tensor import Tensor
 
 
@@ -23,7 +22,7 @@ class Linear(Module):
         super().__init__()
         self.in_features = in_features
         self.out_features = out_features
-        dtype = (_float_dtype(dtype) or np.dtype(np.float32)).name
+        dtype = layer_dtype(dtype)
         self.weight = Parameter(init.linear_weight(out_features, in_features, dtype))
         self.bias = Parameter(init.linear_bias(out_features, in_features, dtype)) if bias else None
 

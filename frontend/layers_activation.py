@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from kiln.frontend import functional as F
-from kiln.frontend.module import Module, Parameter
+from kiln.frontend.module import Module, Parameter, layer_dtype
 from kiln.frontend.tensor import Tensor
 from kiln.frontend.trace import located_error
 
@@ -157,7 +157,8 @@ class PReLU(Module):
     """``torch.nn.PReLU``: ``weight`` of shape ``(num_parameters,)`` filled with ``init``; one slope for all channels,
     or one per channel (dim 1 of the input, which must then have ``num_parameters`` channels)."""
 
-    def __init__(self, num_parameters: int = 1, init: float = 0.25, dtype: str = "float32"):
+    def __init__(self, num_parameters: int = 1, init: float = 0.25, dtype: Any = None):
+        dtype = layer_dtype(dtype)
         super().__init__()
         if num_parameters < 1:
             raise ValueError(f"PReLU: num_parameters must be at least 1, got {num_parameters}")

@@ -11,7 +11,7 @@ from kiln.compiler.errors import TraceError
 from kiln.frontend import functional as F
 from kiln.frontend import init
 from kiln.frontend.functional_nn import _pair, edge_pads
-from kiln.frontend.module import Module, Parameter, _float_dtype
+from kiln.frontend.module import Module, Parameter, layer_dtype
 from kiln.frontend.tensor import Tensor
 from kiln.frontend.trace import TraceContext
 
@@ -20,7 +20,8 @@ class Conv2d(Module):
     """``weight (out_channels, in_channels / groups, KH, KW)``, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) as ``torch.nn.Conv2d``."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1, padding: Any = 0, dilation: Any = 1,
-                 groups: int = 1, bias: bool = True, padding_mode: str = "zeros", dtype: str = "float32"):
+                 groups: int = 1, bias: bool = True, padding_mode: str = "zeros", dtype: Any = None):
+        dtype = layer_dtype(dtype)
         super().__init__()
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"in_channels {in_channels} and out_channels {out_channels} must be divisible by groups {groups}")
@@ -50,7 +51,8 @@ class Conv1d(Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1, padding: Any = 0, dilation: Any = 1,
-                 groups: int = 1, bias: bool = True, padding_mode: str = "zeros", dtype: str = "float32"):
+                 groups: int = 1, bias: bool = True, padding_mode: str = "zeros", dtype: Any = None):
+        dtype = layer_dtype(dtype)
         super().__init__()
         _check_groups(in_channels, out_channels, groups)
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
@@ -79,7 +81,8 @@ class ConvTranspose2d(Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1, padding: Any = 0, output_padding: Any = 0,
-                 groups: int = 1, bias: bool = True, dilation: Any = 1, dtype: str = "float32"):
+                 groups: int = 1, bias: bool = True, dilation: Any = 1, dtype: Any = None):
+        dtype = layer_dtype(dtype)
         super().__init__()
         _check_groups(in_channels, out_channels, groups)
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
@@ -169,7 +172,7 @@ class BatchNorm2d(Module):
         if momentum is None:
             raise ValueError(f"{type(self).__name__}: momentum=None (a cumulative moving average) is not supported; pass a float such as 0.1")
         super().__init__()
-        dtype = (_float_dtype(dtype) or np.dtype(np.float32)).name
+        dtype = layer_dtype(dtype)
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.affine, self.track_running_stats = affine, track_running_stats
         self.weight = Parameter(np.ones(num_features, dtype)) if affine else None

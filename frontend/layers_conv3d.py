@@ -10,7 +10,7 @@ from kiln.frontend import functional_conv3d as F3
 from kiln.frontend import init
 from kiln.frontend.layers_conv import BatchNorm2d, _check_groups, conv_repr
 from kiln.frontend.layers_spatial import _ChannelDropout
-from kiln.frontend.module import Module, Parameter
+from kiln.frontend.module import Module, Parameter, layer_dtype
 from kiln.frontend.tensor import Tensor
 from kiln.frontend.trace import located_error
 
@@ -20,7 +20,8 @@ class Conv3d(Module):
     ``padding`` ints, ``"valid"`` or ``"same"``; ``padding_mode`` zeros only."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1, padding: Any = 0, dilation: Any = 1,
-                 groups: int = 1, bias: bool = True, padding_mode: str = "zeros", dtype: str = "float32"):
+                 groups: int = 1, bias: bool = True, padding_mode: str = "zeros", dtype: Any = None):
+        dtype = layer_dtype(dtype)
         super().__init__()
         _check_groups(in_channels, out_channels, groups)
         if padding_mode != "zeros":
@@ -45,7 +46,8 @@ class ConvTranspose3d(Module):
     (``fan_in = out_channels / groups * KD KH KW``); ``forward`` takes no ``output_size``: pick ``output_padding``."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1, padding: Any = 0, output_padding: Any = 0,
-                 groups: int = 1, bias: bool = True, dilation: Any = 1, padding_mode: str = "zeros", dtype: str = "float32"):
+                 groups: int = 1, bias: bool = True, dilation: Any = 1, padding_mode: str = "zeros", dtype: Any = None):
+        dtype = layer_dtype(dtype)
         super().__init__()
         _check_groups(in_channels, out_channels, groups)
         if padding_mode != "zeros":

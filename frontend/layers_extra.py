@@ -19,7 +19,7 @@ from kiln.frontend.functional_nn import _pair, embedding_padding_index
 from kiln.frontend.functional_conv3d import triple
 from kiln.frontend.layers_conv import BatchNorm2d, _check_groups, _single, conv_repr
 from kiln.frontend.losses import NLLLoss
-from kiln.frontend.module import Module, Parameter
+from kiln.frontend.module import Module, Parameter, layer_dtype
 from kiln.frontend.tensor import Tensor
 from kiln.frontend.trace import located_error
 
@@ -30,7 +30,8 @@ class ConvTranspose1d(Module):
     pick ``output_padding`` instead."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1, padding: Any = 0, output_padding: Any = 0,
-                 groups: int = 1, bias: bool = True, dilation: Any = 1, padding_mode: str = "zeros", dtype: str = "float32"):
+                 groups: int = 1, bias: bool = True, dilation: Any = 1, padding_mode: str = "zeros", dtype: Any = None):
+        dtype = layer_dtype(dtype)
         super().__init__()
         _check_groups(in_channels, out_channels, groups)
         if padding_mode != "zeros":
@@ -61,7 +62,8 @@ class _InstanceNorm(Module):
     spatial = 1
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = False,
-                 track_running_stats: bool = False, dtype: str = "float32", *, bias: bool = True):
+                 track_running_stats: bool = False, dtype: Any = None, *, bias: bool = True):
+        dtype = layer_dtype(dtype)
         super().__init__()
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.affine, self.track_running_stats = affine, track_running_stats
@@ -137,7 +139,8 @@ class EmbeddingBag(Module):
 
     def __init__(self, num_embeddings: int, embedding_dim: int, max_norm: float | None = None, norm_type: float = 2.0,
                  scale_grad_by_freq: bool = False, mode: str = "mean", sparse: bool = False, _weight: Any = None,
-                 include_last_offset: bool = False, padding_idx: int | None = None, dtype: str = "float32"):
+                 include_last_offset: bool = False, padding_idx: int | None = None, dtype: Any = None):
+        dtype = layer_dtype(dtype)
         super().__init__()
         if mode not in ("sum", "mean", "max"):
             raise ValueError(f"EmbeddingBag: mode has to be one of sum, mean or max, got {mode!r}")

@@ -20,7 +20,7 @@ import numpy as np
 from kiln.frontend import functional as F
 from kiln.frontend.containers import ModuleList
 from kiln.frontend.layers import Linear, Sequential
-from kiln.frontend.module import Module, _to_numpy
+from kiln.frontend.module import Module, _to_numpy, layer_dtype
 from kiln.frontend.tensor import Tensor, apply
 from kiln.frontend.trace import located_error
 
@@ -32,7 +32,8 @@ class AdaptiveLogSoftmaxWithLoss(Module):
     ``tail`` of ``Sequential(Linear(in, in // div^(i+1)), Linear(.., cluster size))`` per cluster."""
 
     def __init__(self, in_features: int, n_classes: int, cutoffs: Sequence[int], div_value: float = 4.0, head_bias: bool = False,
-                 device: Any = None, dtype: str = "float32"):
+                 device: Any = None, dtype: Any = None):
+        dtype = layer_dtype(dtype)
         super().__init__()
         cutoffs = list(cutoffs)
         if len(cutoffs) == 0:

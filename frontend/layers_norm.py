@@ -9,12 +9,14 @@ the running statistics it records, eval mode and ``SyncBatchNorm`` under ``DataP
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from kiln.frontend import functional as F
 from kiln.frontend.trace import located_error
 from kiln.frontend.layers_conv import BatchNorm2d
-from kiln.frontend.module import Module, Parameter
+from kiln.frontend.module import Module, Parameter, layer_dtype
 from kiln.frontend.tensor import Tensor
 
 
@@ -22,7 +24,8 @@ class GroupNorm(Module):
     """``torch.nn.GroupNorm``: normalize ``(N, C, *)`` over each group of ``C / num_groups`` channels and ``*``; with
     ``affine``, per-channel ``weight`` (ones) and ``bias`` (zeros)."""
 
-    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, affine: bool = True, dtype: str = "float32"):
+    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, affine: bool = True, dtype: Any = None):
+        dtype = layer_dtype(dtype)
         super().__init__()
         if num_groups < 1 or num_channels % num_groups:
             raise ValueError(f"GroupNorm: num_channels {num_channels} must be divisible by num_groups {num_groups}")
@@ -42,7 +45,8 @@ class RMSNorm(Module):
     ``eps=None`` is the machine epsilon of the input's dtype."""
 
     def __init__(self, normalized_shape: int | tuple[int, ...], eps: float | None = None, elementwise_affine: bool = True,
-                 dtype: str = "float32"):
+                 dtype: Any = None):
+        dtype = layer_dtype(dtype)
         super().__init__()
         self.normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
         self.eps, self.elementwise_affine = eps, elementwise_affine

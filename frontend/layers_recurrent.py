@@ -26,7 +26,7 @@ from kiln.compiler.ir.types import format_shape
 from kiln.frontend import functional as F
 from kiln.frontend import init
 from kiln.frontend.functional_nn import _filled
-from kiln.frontend.module import Module, Parameter
+from kiln.frontend.module import Module, Parameter, layer_dtype
 from kiln.frontend.rnn_utils import PackedSequence, lengths_tensor, step_masks
 from kiln.frontend.tensor import Tensor
 from kiln.frontend.trace import located_error
@@ -193,7 +193,8 @@ class RNNBase(Module):
     output but the last's, in training only."""
 
     def __init__(self, mode: str, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True, batch_first: bool = False,
-                 dropout: float = 0.0, bidirectional: bool = False, proj_size: int = 0, dtype: str = "float32"):
+                 dropout: float = 0.0, bidirectional: bool = False, proj_size: int = 0, dtype: Any = None):
+        dtype = layer_dtype(dtype)
         super().__init__()
         self._check_arguments(mode, input_size, hidden_size, num_layers, dropout, proj_size)
         self.mode, self.input_size, self.hidden_size, self.num_layers = mode, input_size, hidden_size, num_layers
@@ -338,7 +339,8 @@ class RNN(RNNBase):
     """``torch.nn.RNN``: ``h_t = tanh(W_ih x_t + b_ih + W_hh h_(t-1) + b_hh)``, or relu with ``nonlinearity="relu"``."""
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, nonlinearity: str = "tanh", bias: bool = True,
-                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False, dtype: str = "float32"):
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False, dtype: Any = None):
+        dtype = layer_dtype(dtype)
         super().__init__(rnn_mode("RNN", nonlinearity), input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, 0,
                          dtype)
         self.nonlinearity = nonlinearity
@@ -352,7 +354,8 @@ class LSTM(RNNBase):
     ``proj_size > 0`` each step's ``h`` is projected by ``weight_hr`` to ``proj_size`` features."""
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True, batch_first: bool = False,
-                 dropout: float = 0.0, bidirectional: bool = False, proj_size: int = 0, dtype: str = "float32"):
+                 dropout: float = 0.0, bidirectional: bool = False, proj_size: int = 0, dtype: Any = None):
+        dtype = layer_dtype(dtype)
         super().__init__("LSTM", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, proj_size, dtype)
 
 
@@ -360,7 +363,8 @@ class GRU(RNNBase):
     """``torch.nn.GRU``: gates ``r, z, n`` with ``n = tanh(W_in x + b_in + r (W_hn h + b_hn))``."""
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True, batch_first: bool = False,
-                 dropout: float = 0.0, bidirectional: bool = False, dtype: str = "float32"):
+                 dropout: float = 0.0, bidirectional: bool = False, dtype: Any = None):
+        dtype = layer_dtype(dtype)
         super().__init__("GRU", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, 0, dtype)
 
 
@@ -371,7 +375,8 @@ class RNNCellBase(Module):
     """PyTorch's ``nn.RNNCellBase``: one step on ``(N, H_in)`` or unbatched ``(H_in,)`` with parameters
     ``weight_ih``, ``weight_hh``, ``bias_ih``, ``bias_hh``; a missing state is zeros."""
 
-    def __init__(self, mode: str, input_size: int, hidden_size: int, bias: bool = True, dtype: str = "float32"):
+    def __init__(self, mode: str, input_size: int, hidden_size: int, bias: bool = True, dtype: Any = None):
+        dtype = layer_dtype(dtype)
         super().__init__()
         check_sizes(type(self).__name__, input_size, hidden_size)
         self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bias
@@ -415,7 +420,8 @@ class RNNCellBase(Module):
 class RNNCell(RNNCellBase):
     """``torch.nn.RNNCell``: ``h' = tanh(W_ih x + b_ih + W_hh h + b_hh)`` (relu with ``nonlinearity="relu"``)."""
 
-    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, nonlinearity: str = "tanh", dtype: str = "float32"):
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, nonlinearity: str = "tanh", dtype: Any = None):
+        dtype = layer_dtype(dtype)
         super().__init__(rnn_mode("RNNCell", nonlinearity), input_size, hidden_size, bias, dtype)
         self.nonlinearity = nonlinearity
 
@@ -426,14 +432,16 @@ class RNNCell(RNNCellBase):
 class LSTMCell(RNNCellBase):
     """``torch.nn.LSTMCell``: ``forward(input, (h, c))`` returns ``(h', c')``."""
 
-    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, dtype: str = "float32"):
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, dtype: Any = None):
+        dtype = layer_dtype(dtype)
         super().__init__("LSTM", input_size, hidden_size, bias, dtype)
 
 
 class GRUCell(RNNCellBase):
     """``torch.nn.GRUCell``: one GRU step, gates ``r, z, n``."""
 
-    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, dtype: str = "float32"):
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, dtype: Any = None):
+        dtype = layer_dtype(dtype)
         super().__init__("GRU", input_size, hidden_size, bias, dtype)
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from kiln.frontend import functional as F
 from kiln.frontend import init
-from kiln.frontend.module import Module, Parameter
+from kiln.frontend.module import Module, Parameter, layer_dtype
 from kiln.frontend.tensor import Tensor
 
 
@@ -305,7 +305,8 @@ class Bilinear(Module):
     """``y = x1^T W x2 + b`` with ``weight`` ``(out_features, in1_features, in2_features)`` and ``bias``
     ``(out_features,)``, both ``U(-1/sqrt(in1_features), 1/sqrt(in1_features))`` as ``torch.nn.Bilinear``."""
 
-    def __init__(self, in1_features: int, in2_features: int, out_features: int, bias: bool = True, dtype: str = "float32"):
+    def __init__(self, in1_features: int, in2_features: int, out_features: int, bias: bool = True, dtype: Any = None):
+        dtype = layer_dtype(dtype)
         super().__init__()
         self.in1_features, self.in2_features, self.out_features = in1_features, in2_features, out_features
         bound = 1.0 / math.sqrt(in1_features)

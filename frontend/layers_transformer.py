@@ -22,7 +22,7 @@ from kiln.frontend import init
 from kiln.frontend.containers import ModuleList
 from kiln.frontend.functional_nn import attention_with_weights, embedding_padding_index
 from kiln.frontend.layers import Linear
-from kiln.frontend.module import Module, Parameter, _float_dtype, _to_numpy
+from kiln.frontend.module import Module, Parameter, _to_numpy, layer_dtype
 from kiln.frontend.tensor import Tensor, apply
 from kiln.frontend.trace import located_error
 
@@ -34,7 +34,8 @@ class Embedding(Module):
 
     def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None = None, max_norm: float | None = None,
                  norm_type: float = 2.0, scale_grad_by_freq: bool = False, sparse: bool = False, _weight: Any = None,
-                 _freeze: bool = False, dtype: str = "float32"):
+                 _freeze: bool = False, dtype: Any = None):
+        dtype = layer_dtype(dtype)
         super().__init__()
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
         self.padding_idx = None if padding_idx is None else embedding_padding_index(padding_idx, num_embeddings)
@@ -68,7 +69,8 @@ class Embedding(Module):
 
 class LayerNorm(Module):
     def __init__(self, normalized_shape: int | tuple[int, ...], eps: float = 1e-5, elementwise_affine: bool = True, bias: bool = True,
-                 dtype: str = "float32"):
+                 dtype: Any = None):
+        dtype = layer_dtype(dtype)
         super().__init__()
         self.normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
         self.eps = eps
@@ -165,7 +167,8 @@ class MultiheadAttention(Module):
     """``torch.nn.MultiheadAttention``: packed ``in_proj_weight (3E, E)`` and ``out_proj``; ``(L, N, E)`` inputs and
     output, or ``(N, L, E)`` with ``batch_first=True``."""
 
-    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True, batch_first: bool = False, dtype: str = "float32"):
+    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True, batch_first: bool = False, dtype: Any = None):
+        dtype = layer_dtype(dtype)
         super().__init__()
         if embed_dim % num_heads:
             raise ValueError(f"embed_dim {embed_dim} must be divisible by num_heads {num_heads}")
@@ -238,7 +241,8 @@ class TransformerEncoderLayer(_FeedForward):
     bias (attention, feed-forward, layer norms), as PyTorch's."""
 
     def __init__(self, d_model: int, nhead: int, dim_feedforward: int = 2048, dropout: float = 0.1, activation: Any = "relu",
-                 layer_norm_eps: float = 1e-5, batch_first: bool = False, norm_first: bool = False, bias: bool = True, dtype: str = "float32"):
+                 layer_norm_eps: float = 1e-5, batch_first: bool = False, norm_first: bool = False, bias: bool = True, dtype: Any = None):
+        dtype = layer_dtype(dtype)
         super().__init__()
         self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout, bias=bias, batch_first=batch_first, dtype=dtype)
         self._init_feedforward(d_model, dim_feedforward, dropout, activation, bias, dtype)
@@ -261,7 +265,8 @@ class TransformerDecoderLayer(_FeedForward):
     the encoder layer's."""
 
     def __init__(self, d_model: int, nhead: int, dim_feedforward: int = 2048, dropout: float = 0.1, activation: Any = "relu",
-                 layer_norm_eps: float = 1e-5, batch_first: bool = False, norm_first: bool = False, bias: bool = True, dtype: str = "float32"):
+                 layer_norm_eps: float = 1e-5, batch_first: bool = False, norm_first: bool = False, bias: bool = True, dtype: Any = None):
+        dtype = layer_dtype(dtype)
         super().__init__()
         self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout, bias=bias, batch_first=batch_first, dtype=dtype)
         self.multihead_attn = MultiheadAttention(d_model, nhead, dropout=dropout, bias=bias, batch_first=batch_first, dtype=dtype)
@@ -331,7 +336,8 @@ class Transformer(Module):
     def __init__(self, d_model: int = 512, nhead: int = 8, num_encoder_layers: int = 6, num_decoder_layers: int = 6,
                  dim_feedforward: int = 2048, dropout: float = 0.1, activation: Any = "relu", custom_encoder: Module | None = None,
                  custom_decoder: Module | None = None, layer_norm_eps: float = 1e-5, batch_first: bool = False, norm_first: bool = False,
-                 bias: bool = True, dtype: str = "float32"):
+                 bias: bool = True, dtype: Any = None):
+        dtype = layer_dtype(dtype)
         super().__init__()
         layer_options = dict(dim_feedforward=dim_feedforward, dropout=dropout, activation=activation, layer_norm_eps=layer_norm_eps,
                              batch_first=batch_first, norm_first=norm_first, bias=bias, dtype=dtype)
@@ -364,7 +370,7 @@ class Transformer(Module):
         outside a trace, a constant in one; ``device`` is ignored."""
         from kiln.frontend.torch_functions import tensor  # lazily: the torch surface builds on the layers
 
-        return tensor(np.triu(np.full((sz, sz), -np.inf, _float_dtype(dtype) or np.float32), 1))
+        return tensor(np.triu(np.full((sz, sz), -np.inf, layer_dtype(dtype)), 1))
 
     def _check_inputs(self, src: Tensor, tgt: Tensor) -> None:
         if src.ndim != 3 or tgt.ndim != 3:

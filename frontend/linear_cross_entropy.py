@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from kiln.frontend.layers import Linear
+from kiln.frontend.module import layer_dtype
 from kiln.frontend.losses import _Loss
 from kiln.frontend.tensor import Tensor
 from kiln.frontend.trace import located_error
@@ -131,8 +132,9 @@ class LinearCrossEntropyLoss(_Loss):
     (stored flat, as PyTorch's ``self.linear``) and ``F.linear_cross_entropy``; ``weight`` is a constant of the loss."""
 
     def __init__(self, in_features: int, num_classes: int, *, out_features: tuple[int, ...] = (), bias: bool = False, device: Any = None,
-                 dtype: str = "float32", reduction: str = "mean", weight: Any = None, ignore_index: int | None = None,
+                 dtype: Any = None, reduction: str = "mean", weight: Any = None, ignore_index: int | None = None,
                  label_smoothing: float = 0.0, options: Any = None):
+        dtype = layer_dtype(dtype)
         if weight is not None and np.shape(weight) != (num_classes,):
             raise ValueError(f"LinearCrossEntropyLoss: expected weight shape to be {(num_classes,)}, got {np.shape(weight)}")
         if not 0.0 <= label_smoothing <= 1.0:

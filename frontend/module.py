@@ -17,6 +17,7 @@ from kiln.compiler.ir.core import Value
 from kiln.compiler.ir.types import DType
 from kiln.frontend.module_hooks import HOOK_KINDS, HookMethods, RemovableHandle, call_with_hooks
 from kiln.frontend.tensor import Tensor, eager_tensor
+from kiln.frontend.torch_dtypes import get_default_dtype
 from kiln.frontend.tensor_eager import array_protocol
 from kiln.frontend.torch_array import torch_array
 from kiln.frontend.trace import TraceContext
@@ -384,6 +385,12 @@ def _to_numpy(value: Any) -> Any:
     if hasattr(value, "detach") and hasattr(value, "numpy"):
         return value.detach().cpu().numpy()
     return value
+
+
+def layer_dtype(dtype: Any) -> str:
+    """The NumPy name of a layer's parameter dtype: ``dtype`` as ``Module.to`` reads it, or by default
+    ``kiln.get_default_dtype()`` (float32 unless ``kiln.set_default_dtype`` changed it), as PyTorch's layers."""
+    return (_float_dtype(dtype) or get_default_dtype().numpy).name
 
 
 def _float_dtype(dtype: Any) -> np.dtype | None:
