@@ -541,9 +541,13 @@ def eager_tensor(array: np.ndarray) -> Tensor:
 
 def _comparable(tensor: Tensor, other: Any) -> bool:
     """Whether ``tensor == other`` compares elementwise: against a tensor, array or number, while tracing or when either
-    side is an eager tensor (a ``Parameter`` outside a trace compares by identity, so it stays usable in lists and sets)."""
+    side is an eager tensor. Outside a trace a ``Parameter`` compares elementwise with a number or array
+    (``kiln.tensor(x, requires_grad=True) == 0``) but by identity with another tensor, so parameters stay usable in
+    lists and sets (``p in optimizer_params``)."""
     eager = eager_array(tensor) is not None or (isinstance(other, Tensor) and eager_array(other) is not None)
-    return (TraceContext.active() or eager) and isinstance(other, (Tensor, np.ndarray, np.generic, int, float, bool))
+    parameter_with_values = "_data" in tensor.__dict__ and not isinstance(other, Tensor)
+    return (TraceContext.active() or eager or parameter_with_values) and \
+        isinstance(other, (Tensor, np.ndarray, np.generic, int, float, bool))
 
 
 def _check_rank(method: str, rank: int, *tensors: Tensor) -> None:

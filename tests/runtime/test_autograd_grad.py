@@ -241,3 +241,15 @@ def test_grad_fn_is_leaf_and_retains_grad_follow_torch():
 
 def kiln_sum_name():
     return (kiln.tensor(np.ones(2)).requires_grad_() * 2).sum().grad_fn.name()
+
+
+def test_a_requires_grad_leaf_compares_elementwise_and_takes_special_functions():
+    torch = require("torch")
+    a = np.array([1.0, 0.5, 3.0])
+    k, t = kiln.tensor(a, requires_grad=True), torch.tensor(a, requires_grad=True)
+    np.testing.assert_array_equal((k == 0.5).numpy(), (t == 0.5).numpy())
+    assert k in [k] and not (k in [kiln.tensor(a, requires_grad=True)])  # identity against other parameters
+    np.testing.assert_allclose(k.digamma().numpy(), t.digamma().detach().numpy(), rtol=1e-12)
+    (k.lgamma() + kiln.xlogy(k, k)).sum().backward()  # (digamma's gradient: torch's polygamma(1) is 5e-10 off)
+    (t.lgamma() + torch.xlogy(t, t)).sum().backward()
+    np.testing.assert_allclose(k.grad, t.grad.numpy(), rtol=1e-12)
