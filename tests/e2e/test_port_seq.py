@@ -1,0 +1,270 @@
+"""pytorch/examples' ``language_translation`` and ``gcn`` on kiln: each program's source written once against
+``torch``-style names (``lib`` is ``torch`` or ``kiln``, ``nn`` and ``F`` likewise), run by both and compared step by
+step in float64.
+
+``language_translation`` keeps: ``PositionalEncoding`` (a buffer built by strided index assignment, ``unsqueeze(-2)``,
+sliced by ``token_embedding.size(0)``); ``Translator`` over ``nn.Transformer`` (sequence first, as the program) with
+source and target ``nn.Embedding``; ``generate_square_subsequent_mask`` (``triu(ones) == 1``, ``transpose``,
+``float().masked_fill``) and ``create_mask`` (a bool all-False source mask, key padding masks from ``src == PAD_IDX``);
+``tensor_transform``'s ``cat`` of BOS, ids and EOS; a ``DataLoader`` whose ``collate_fn`` pads with
+``nn.utils.rnn.pad_sequence``; ``CrossEntropyLoss(ignore_index=PAD_IDX)``; ``Adam(betas=(0.9, 0.98), eps=1e-9)``;
+``train``/``validate`` (``optim.zero_grad``, ``loss.backward``, ``optim.step``, ``loss.item``, ``model.train/eval``);
+the best model's ``state_dict`` saved and reloaded; ``greedy_decode`` (``ones(1, 1).fill_(start).type(torch.long)``,
+``transpose``, ``torch.max(prob, dim=1)``, ``item``, ``cat`` with ``type_as(src.data).fill_``). The corpus is
+synthetic (a target is its source reversed, each word mapped to another), in place of Multi30k and spacy.
+The published ``encode``/``decode`` pass extra arguments to ``pos_enc`` (a bug of the example); the port calls
+``transformer.encoder(pos_enc(embed), src_mask)`` and ``transformer.decoder(pos_enc(embed), memory, tgt_mask)``.
+
+``gcn`` keeps: ``GraphConv`` (``nn.Parameter(torch.Tensor(in, out))`` then ``xavier_normal_``, ``zeros_``;
+``torch.mm`` then ``torch.spmm``), ``GCN`` (relu, dropout, ``log_softmax(dim=1)``), the renormalised adjacency
+``D^-1/2 (A + I) D^-1/2`` with the ``[x == inf] = 0`` guards, ``randperm`` splits, ``Adam(weight_decay=...)``,
+``NLLLoss`` on ``output[mask_train]`` (an index tensor), and ``test``'s accuracy
+``(output.argmax(dim=1) == target).float().sum() / len(target)``. kiln has no sparse layout: the adjacency and the
+feature scaling stay dense (``to_sparse`` and ``sparse_coo_tensor`` are absent); the graph is a small stochastic block
+model whose features are correlated with the block.
+
+The compiled path: ``kiln.compile_train_step`` of each model, in lockstep with torch's eager loop.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import kiln
+from oracles import require
+
+UNK_IDX, PAD_IDX, BOS_IDX, EOS_IDX = 0, 1, 2, 3
+SRC_VOCAB, TGT_VOCAB = 14, 14
+
+
+def _libraries(name):
+    if name == "kiln":
+        import kiln.nn as nn
+        import kiln.nn.functional as F
+
+        return kiln, nn, F
+    torch = require("torch")
+    return torch, torch.nn, torch.nn.functional
+
+
+# ---------------------------------------------------------------------------------------------- language_translation
+
+
+def translation_program(lib, nn, F):
+    """``src/model.py`` and ``src/data.py``'s masks, for ``lib``."""
+
+    class PositionalEncoding(nn.Module):
+        def __init__(self, emb_size, dropout, maxlen=64):
+            super().__init__()
+            den = lib.exp(-lib.arange(0, emb_size, 2) * math.log(10000) / emb_size)
+            pos = lib.arange(0, maxlen).reshape(maxlen, 1)
+            pos_embedding = lib.zeros((maxlen, emb_size))
+            pos_embedding[:, 0::2] = lib.sin(pos * den)
+            pos_embedding[:, 1::2] = lib.cos(pos * den)
+            pos_embedding = pos_embedding.unsqueeze(-2)
+            self.dropout = nn.Dropout(dropout)
+            self.register_buffer("pos_embedding", pos_embedding)
+
+        def forward(self, token_embedding):
+            return self.dropout(token_embedding + self.pos_embedding[:token_embedding.size(0), :])
+
+    class Translator(nn.Module):
+        def __init__(self, num_encoder_layers, num_decoder_layers, embed_size, num_heads, src_vocab_size, tgt_vocab_size,
+                     dim_feedforward, dropout):
+            super().__init__()
+            self.src_embedding = nn.Embedding(src_vocab_size, embed_size)
+            self.tgt_embedding = nn.Embedding(tgt_vocab_size, embed_size)
+            self.pos_enc = PositionalEncoding(embed_size, dropout)
+            self.transformer = nn.Transformer(d_model=embed_size, nhead=num_heads, num_encoder_layers=num_encoder_layers,
+                                              num_decoder_layers=num_decoder_layers, dim_feedforward=dim_feedforward, dropout=dropout)
+            self.ff = nn.Linear(embed_size, tgt_vocab_size)
+
+        def forward(self, src, trg, src_mask, tgt_mask, src_padding_mask, tgt_padding_mask, memory_key_padding_mask):
+            src_emb = self.pos_enc(self.src_embedding(src))
+            tgt_emb = self.pos_enc(self.tgt_embedding(trg))
+            outs = self.transformer(src_emb, tgt_emb, src_mask, tgt_mask, None, src_padding_mask, tgt_padding_mask,
+                                    memory_key_padding_mask)
+            return self.ff(outs)
+
+        def encode(self, src, src_mask):
+            return self.transformer.encoder(self.pos_enc(self.src_embedding(src)), src_mask)
+
+        def decode(self, tgt, memory, tgt_mask):
+            return self.transformer.decoder(self.pos_enc(self.tgt_embedding(tgt)), memory, tgt_mask)
+
+    def generate_square_subsequent_mask(size):
+        mask = (lib.triu(lib.ones((size, size))) == 1).transpose(0, 1)
+        return mask.float().masked_fill(mask == 0, float("-inf")).masked_fill(mask == 1, float(0.0))
+
+    def create_mask(src, tgt, pad_idx):
+        src_seq_len, tgt_seq_len = src.shape[0], tgt.shape[0]
+        tgt_mask = generate_square_subsequent_mask(tgt_seq_len)
+        src_mask = lib.zeros((src_seq_len, src_seq_len)).type(lib.bool)
+        src_padding_mask = (src == pad_idx).transpose(0, 1)
+        tgt_padding_mask = (tgt == pad_idx).transpose(0, 1)
+        return src_mask, tgt_mask, src_padding_mask, tgt_padding_mask
+
+    return Translator, generate_square_subsequent_mask, create_mask
+
+
+def parallel_corpus(count, seed):
+    """Pairs of id lists: a target is its source reversed, each word ``w`` becoming ``(w * 3) % 10 + 4``."""
+    rng = np.random.default_rng(seed)
+    pairs = []
+    for _ in range(count):
+        src = [int(w) for w in rng.integers(4, SRC_VOCAB, size=int(rng.integers(2, 6)))]
+        pairs.append((src, [(w * 3) % 10 + 4 for w in reversed(src)]))
+    return pairs
+
+
+class TranslationRun:
+    """``main.py``'s data pipeline, train, validate and greedy_decode, for one library."""
+
+    def __init__(self, lib, nn, F, model, batch_size=4, lr=1e-3):
+        self.lib, self.model = lib, model
+        _, self.square_mask, self.create_mask = translation_program(lib, nn, F)
+        self.loss_fn = nn.CrossEntropyLoss(ignore_index=PAD_IDX)
+        self.optim = lib.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.98), eps=1e-9)
+        self.batch_size = batch_size
+
+    def tensor_transform(self, token_ids):
+        lib = self.lib
+        return lib.cat((lib.tensor([BOS_IDX]), lib.tensor(token_ids), lib.tensor([EOS_IDX])))
+
+    def collate_fn(self, batch):
+        pad_sequence = self.lib.nn.utils.rnn.pad_sequence
+        src_batch = [self.tensor_transform(src) for src, _ in batch]
+        tgt_batch = [self.tensor_transform(tgt) for _, tgt in batch]
+        return pad_sequence(src_batch, padding_value=PAD_IDX), pad_sequence(tgt_batch, padding_value=PAD_IDX)
+
+    def loader(self, pairs):
+        return self.lib.utils.data.DataLoader(pairs, batch_size=self.batch_size, collate_fn=self.collate_fn)
+
+    def logits_and_target(self, src, tgt):
+        tgt_input = tgt[:-1, :]
+        src_mask, tgt_mask, src_padding_mask, tgt_padding_mask = self.create_mask(src, tgt_input, PAD_IDX)
+        logits = self.model(src, tgt_input, src_mask, tgt_mask, src_padding_mask, tgt_padding_mask, src_padding_mask)
+        return logits, tgt[1:, :]
+
+    def train(self, train_dl):
+        self.model.train()
+        losses = []
+        for src, tgt in train_dl:
+            logits, tgt_out = self.logits_and_target(src, tgt)
+            self.optim.zero_grad()
+            loss = self.loss_fn(logits.reshape(-1, logits.shape[-1]), tgt_out.reshape(-1))
+            loss.backward()
+            self.optim.step()
+            losses.append(loss.item())
+        return losses
+
+    def validate(self, valid_dl):
+        self.model.eval()
+        losses = 0
+        for src, tgt in valid_dl:
+            logits, tgt_out = self.logits_and_target(src, tgt)
+            losses += self.loss_fn(logits.reshape(-1, logits.shape[-1]), tgt_out.reshape(-1)).item()
+        return losses / len(list(valid_dl))
+
+    def greedy_decode(self, src, src_mask, max_len, start_symbol, end_symbol):
+        lib, model = self.lib, self.model
+        memory = model.encode(src, src_mask)
+        ys = lib.ones(1, 1).fill_(start_symbol).type(lib.long)
+        for _ in range(max_len - 1):
+            tgt_mask = self.square_mask(ys.size(0)).type(lib.bool)
+            out = model.decode(ys, memory, tgt_mask).transpose(0, 1)
+            prob = model.ff(out[:, -1])
+            _, next_word = lib.max(prob, dim=1)
+            next_word = next_word.item()
+            ys = lib.cat([ys, lib.ones(1, 1).type_as(src.data).fill_(next_word)], dim=0)
+            if next_word == end_symbol:
+                break
+        return ys
+
+    def translate(self, source_ids):
+        self.model.eval()
+        src = self.tensor_transform(source_ids).view(-1, 1)
+        num_tokens = src.shape[0]
+        src_mask = self.lib.zeros(num_tokens, num_tokens).type(self.lib.bool)
+        with self.lib.no_grad():
+            tokens = self.greedy_decode(src, src_mask, num_tokens + 5, BOS_IDX, EOS_IDX).flatten()
+        return [int(t) for t in np.asarray(tokens)]
+
+
+def _translator_twins(torch, dropout=0.0):
+    """kiln's Translator in float64 and torch's, loaded with kiln's initial weights."""
+    kiln.manual_seed(0)
+    build = lambda name: translation_program(*_libraries(name))[0](2, 2, 8, 2, SRC_VOCAB, TGT_VOCAB, 16, dropout)
+    ours, theirs = build("kiln").double(), build("torch").double()
+    theirs.load_state_dict({key: torch.tensor(np.array(value)) for key, value in ours.state_dict().items()})
+    return ours, theirs
+
+
+def _assert_same_parameters(ours, theirs, rtol=1e-10, atol=1e-10):
+    """``atol``: the key part of ``in_proj_bias`` has a zero gradient (softmax ignores a shift), so it holds roundoff."""
+    expected = dict(theirs.named_parameters())
+    assert set(expected) == {name for name, _ in ours.named_parameters()}
+    for name, parameter in ours.named_parameters():
+        np.testing.assert_allclose(np.asarray(parameter.data), expected[name].detach().numpy(), rtol=rtol, atol=atol, err_msg=name)
+
+
+def _translation_runs(torch, **options):
+    ours, theirs = _translator_twins(torch, **options)
+    return TranslationRun(*_libraries("kiln"), ours), TranslationRun(*_libraries("torch"), theirs)
+
+
+def test_translation_masks_and_batches_match_torchs():
+    torch = require("torch")
+    ours, theirs = _translation_runs(torch)
+    np.testing.assert_array_equal(np.asarray(ours.square_mask(4)), theirs.square_mask(4).numpy())
+    (src, tgt), = list(ours.loader(parallel_corpus(3, seed=1)))
+    (torch_src, torch_tgt), = list(theirs.loader(parallel_corpus(3, seed=1)))
+    np.testing.assert_array_equal(np.asarray(src), torch_src.numpy())
+    np.testing.assert_array_equal(np.asarray(tgt), torch_tgt.numpy())
+    assert (np.asarray(src) == PAD_IDX).any()  # the batch has padding: the key padding masks matter
+    for mask, torch_mask in zip(ours.create_mask(src, tgt[:-1, :], PAD_IDX), theirs.create_mask(torch_src, torch_tgt[:-1, :], PAD_IDX)):
+        np.testing.assert_array_equal(np.asarray(mask), torch_mask.numpy())
+
+
+def test_translation_trains_in_lockstep_with_torch_saves_the_best_and_decodes_greedily(tmp_path):
+    torch = require("torch")
+    ours, theirs = _translation_runs(torch)
+    np.testing.assert_array_equal(np.asarray(ours.model.pos_enc.pos_embedding), theirs.model.pos_enc.pos_embedding.numpy())
+    train_pairs, valid_pairs = parallel_corpus(12, seed=2), parallel_corpus(4, seed=3)
+    best_val_loss = {id(ours): 1e6, id(theirs): 1e6}
+    for _ in range(2):
+        for run, path in ((ours, tmp_path / "best.pt"), (theirs, tmp_path / "torch_best.pt")):
+            run.history = run.train(run.loader(train_pairs)), run.validate(run.loader(valid_pairs))
+            if run.history[1] < best_val_loss[id(run)]:
+                best_val_loss[id(run)] = run.history[1]
+                run.lib.save(run.model.state_dict(), path)
+        np.testing.assert_allclose(ours.history[0], theirs.history[0], rtol=1e-10)
+        assert ours.history[1] == pytest.approx(theirs.history[1], rel=1e-10)
+    _assert_same_parameters(ours.model, theirs.model)
+    reloaded, torch_reloaded = _translator_twins(torch)
+    reloaded.load_state_dict(kiln.load(tmp_path / "best.pt"))
+    torch_reloaded.load_state_dict(torch.load(tmp_path / "torch_best.pt"))
+    _assert_same_parameters(reloaded, torch_reloaded)
+    ours.model, theirs.model = reloaded, torch_reloaded
+    for source, _ in valid_pairs:
+        assert ours.translate(source) == theirs.translate(source)
+
+
+def test_translation_compiled_training_step_follows_torchs_loop():
+    torch = require("torch")
+    ours, theirs = _translation_runs(torch)
+    model = ours.model
+    step = kiln.compile_train_step(model, lambda logits, tgt_out: ours.loss_fn(logits.reshape(-1, logits.shape[-1]), tgt_out.reshape(-1)),
+                                   ours.optim, batch_dim=None)
+    model.train()
+    pairs = parallel_corpus(12, seed=4)
+    for (src, tgt), (torch_src, torch_tgt) in zip(ours.loader(pairs), theirs.loader(pairs)):
+        tgt_input = tgt[:-1, :]
+        masks = ours.create_mask(src, tgt_input, PAD_IDX)
+        loss = float(step(src, tgt_input, *masks, masks[2], tgt[1:, :]))
+        expected = theirs.train([(torch_src, torch_tgt)])[0]
+        assert loss == pytest.approx(expected, rel=1e-10)
+    _assert_same_parameters(model, theirs.model)
+
