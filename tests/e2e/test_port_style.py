@@ -1,0 +1,372 @@
+"""Style-transfer and super-resolution programs from pytorch/examples and PyTorch's tutorials, ported to kiln by
+changing the imports, checked against PyTorch 2.13 in float64.
+
+Each program is written once against torch-style names (``lib`` is ``torch`` or ``kiln``, ``nn`` and ``F`` likewise),
+keeping the original's model and the idioms of its loop; kiln and PyTorch start from the same weights (kiln's, loaded
+into torch) and see the same batches, and losses and parameters agree to ~1e-10, eagerly and compiled.
+
+- ``fast_neural_style``: ``transformer_net.py`` (ReflectionPad2d + Conv2d layers, ``InstanceNorm2d(affine=True)``,
+  residual blocks, ``UpsampleConvLayer`` by ``F.interpolate(mode='nearest', scale_factor=2)``), ``vgg.py``'s four
+  feature slices and their namedtuple (a small random-weight net laid out as VGG16's ``features``: no download),
+  ``utils.py``'s ``gram_matrix`` (``bmm``) and ``normalize_batch`` (``new_tensor`` mean/std, in-place ``div_``),
+  ``neural_style.py``'s ``train()`` (MSELoss content + style loss, Adam, ``.item()`` aggregates, the log line,
+  ``eval()`` and the saved state_dict) and ``stylize()`` (``no_grad``, the checkpoint's stale ``running_*`` keys
+  dropped by regex, ONNX export, ``clone().clamp(0, 255)`` for the saved image).
+- ``super_resolution``: ``model.py`` (Conv2d + ReLU + PixelShuffle, ``init.orthogonal_`` with
+  ``init.calculate_gain('relu')``), ``main.py``'s ``train()``/``test()`` (MSELoss, Adam, PSNR by
+  ``10 * log10(1 / mse.item())``), ``checkpoint()`` by ``save(model)`` of the whole model and ``super_resolve.py``'s
+  reload.
+- The neural-style tutorial (Gatys et al.): content and style losses as modules holding ``.detach()``-ed targets,
+  inserted into an ``nn.Sequential`` rebuilt from a conv net's children, the INPUT image optimised by
+  ``optim.LBFGS([input_img])`` with ``input_img.clamp_(0, 1)`` under ``no_grad`` inside the closure.
+
+Images are the bundled 8x8 digits upscaled to 16x16 (three channels by colouring) and a generated striped style
+image; channel counts are shrunk so each test runs in seconds.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections import namedtuple
+from math import log10
+
+import numpy as np
+import pytest
+
+import kiln
+from oracles import require, require_torch
+
+TIGHT = dict(rtol=1e-10, atol=1e-12)
+
+
+def _libraries(name):
+    if name == "kiln":
+        import kiln.nn as nn
+        import kiln.nn.functional as F
+
+        return kiln, nn, F
+    torch = require_torch()
+    return torch, torch.nn, torch.nn.functional
+
+
+def _same_weights(torch, model, twin) -> None:
+    twin.load_state_dict({name: torch.tensor(np.array(value)) for name, value in model.state_dict().items()})
+
+
+def _assert_same_state(model, twin, rounding_noise=None) -> None:
+    """Every entry of the state_dicts agrees tightly, except those named by ``rounding_noise`` (a regex): parameters
+    whose true gradient is zero, so Adam's update follows the sign of rounding noise, in either library; those moved at
+    most Adam's bound (``lr`` per step) in both."""
+    theirs = twin.state_dict()
+    for name, value in model.state_dict().items():
+        tolerance = dict(atol=2 * STYLE_ARGS.lr * 8) if rounding_noise and re.search(rounding_noise, name) else TIGHT
+        np.testing.assert_allclose(np.asarray(value), theirs[name].detach().numpy(), **tolerance, err_msg=name)
+
+
+# TransformerNet's parameters with a zero gradient: a convolution's bias in front of InstanceNorm (the normalisation
+# subtracts it again), and a residual block's last shift (added to the residual stream, whose every reader is a
+# convolution into InstanceNorm)
+ZERO_GRADIENT = r"^((conv\d|res\d\.conv\d|deconv[12])\.conv2d|res\d\.in2)\.bias$"
+
+
+@functools.lru_cache(maxsize=1)
+def _upscaled_digits():
+    """The digits as 16x16 grey images in [0, 1] (each pixel repeated 2x2), float64 ``(N, 1, 16, 16)``."""
+    from kiln.runtime.data import load_digits
+
+    x, _ = load_digits()
+    return np.kron(x.reshape(-1, 1, 8, 8) / 16.0, np.ones((2, 2)))
+
+
+def _coloured_digits(count: int, offset: int = 0):
+    """``count`` digits as RGB images in [0, 255] (the example's ``ToTensor`` then ``x.mul(255)``), ink and paper
+    coloured differently (no channel constant: its weights' gradient would be rounding noise, which Adam amplifies)."""
+    grey = _upscaled_digits()[offset:offset + count]
+    ink, paper = np.array([1.0, 0.7, 0.2]).reshape(1, 3, 1, 1), np.array([0.1, 0.3, 0.9]).reshape(1, 3, 1, 1)
+    return 255.0 * (grey * ink + (1 - grey) * paper)
+
+
+def _striped_style(size: int = 16):
+    """A generated style image in [0, 255]: diagonal stripes, a different frequency per channel, ``(3, size, size)``."""
+    i, j = np.meshgrid(np.arange(size), np.arange(size), indexing="ij")
+    return 127.5 * (1 + np.stack([np.sin((i + j) / f) for f in (1.5, 2.5, 4.0)]))
+
+
+# --- fast_neural_style/neural_style/transformer_net.py ----------------------------------------------------------------
+
+
+def transformer_net(lib, nn, F, widths=(4, 8, 8)):
+    """The example's ``TransformerNet`` with its channels ``(32, 64, 128)`` shrunk to ``widths``."""
+    w1, w2, w3 = widths
+
+    class ConvLayer(nn.Module):
+        def __init__(self, in_channels, out_channels, kernel_size, stride):
+            super(ConvLayer, self).__init__()
+            reflection_padding = kernel_size // 2
+            self.reflection_pad = nn.ReflectionPad2d(reflection_padding)
+            self.conv2d = nn.Conv2d(in_channels, out_channels, kernel_size, stride)
+
+        def forward(self, x):
+            out = self.reflection_pad(x)
+            out = self.conv2d(out)
+            return out
+
+    class ResidualBlock(nn.Module):
+        def __init__(self, channels):
+            super(ResidualBlock, self).__init__()
+            self.conv1 = ConvLayer(channels, channels, kernel_size=3, stride=1)
+            self.in1 = nn.InstanceNorm2d(channels, affine=True)
+            self.conv2 = ConvLayer(channels, channels, kernel_size=3, stride=1)
+            self.in2 = nn.InstanceNorm2d(channels, affine=True)
+            self.relu = nn.ReLU()
+
+        def forward(self, x):
+            residual = x
+            out = self.relu(self.in1(self.conv1(x)))
+            out = self.in2(self.conv2(out))
+            out = out + residual
+            return out
+
+    class UpsampleConvLayer(nn.Module):
+        """Upsamples the input and then does a convolution (better than ConvTranspose2d's checkerboards)."""
+
+        def __init__(self, in_channels, out_channels, kernel_size, stride, upsample=None):
+            super(UpsampleConvLayer, self).__init__()
+            self.upsample = upsample
+            reflection_padding = kernel_size // 2
+            self.reflection_pad = nn.ReflectionPad2d(reflection_padding)
+            self.conv2d = nn.Conv2d(in_channels, out_channels, kernel_size, stride)
+
+        def forward(self, x):
+            x_in = x
+            if self.upsample:
+                x_in = F.interpolate(x_in, mode='nearest', scale_factor=self.upsample)
+            out = self.reflection_pad(x_in)
+            out = self.conv2d(out)
+            return out
+
+    class TransformerNet(nn.Module):
+        def __init__(self):
+            super(TransformerNet, self).__init__()
+            # Initial convolution layers
+            self.conv1 = ConvLayer(3, w1, kernel_size=9, stride=1)
+            self.in1 = nn.InstanceNorm2d(w1, affine=True)
+            self.conv2 = ConvLayer(w1, w2, kernel_size=3, stride=2)
+            self.in2 = nn.InstanceNorm2d(w2, affine=True)
+            self.conv3 = ConvLayer(w2, w3, kernel_size=3, stride=2)
+            self.in3 = nn.InstanceNorm2d(w3, affine=True)
+            # Residual layers
+            self.res1 = ResidualBlock(w3)
+            self.res2 = ResidualBlock(w3)
+            self.res3 = ResidualBlock(w3)
+            self.res4 = ResidualBlock(w3)
+            self.res5 = ResidualBlock(w3)
+            # Upsampling Layers
+            self.deconv1 = UpsampleConvLayer(w3, w2, kernel_size=3, stride=1, upsample=2)
+            self.in4 = nn.InstanceNorm2d(w2, affine=True)
+            self.deconv2 = UpsampleConvLayer(w2, w1, kernel_size=3, stride=1, upsample=2)
+            self.in5 = nn.InstanceNorm2d(w1, affine=True)
+            self.deconv3 = ConvLayer(w1, 3, kernel_size=9, stride=1)
+            # Non-linearities
+            self.relu = nn.ReLU()
+
+        def forward(self, X):
+            y = self.relu(self.in1(self.conv1(X)))
+            y = self.relu(self.in2(self.conv2(y)))
+            y = self.relu(self.in3(self.conv3(y)))
+            y = self.res1(y)
+            y = self.res2(y)
+            y = self.res3(y)
+            y = self.res4(y)
+            y = self.res5(y)
+            y = self.relu(self.in4(self.deconv1(y)))
+            y = self.relu(self.in5(self.deconv2(y)))
+            y = self.deconv3(y)
+            return y
+
+    return TransformerNet()
+
+
+# --- fast_neural_style/neural_style/vgg.py ----------------------------------------------------------------------------
+
+VGG_WIDTHS = (4, 6, 8, 8)
+
+
+def vgg_features(nn, widths=VGG_WIDTHS):
+    """torchvision's ``vgg16().features`` layout up to ``relu4_3`` (the same layer indices), random weights and
+    narrow channels: what ``models.vgg16(pretrained=True).features`` is to the example."""
+    layers, in_channels = [], 3
+    for block, (width, convs) in enumerate(zip(widths, (2, 2, 3, 3))):
+        if block:
+            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+        for _ in range(convs):
+            layers += [nn.Conv2d(in_channels, width, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
+            in_channels = width
+    return nn.Sequential(*layers)
+
+
+def vgg16(lib, nn, features, requires_grad=False):
+    class Vgg16(nn.Module):
+        def __init__(self, requires_grad=False):
+            super(Vgg16, self).__init__()
+            vgg_pretrained_features = features
+            self.slice1 = nn.Sequential()
+            self.slice2 = nn.Sequential()
+            self.slice3 = nn.Sequential()
+            self.slice4 = nn.Sequential()
+            for x in range(4):
+                self.slice1.add_module(str(x), vgg_pretrained_features[x])
+            for x in range(4, 9):
+                self.slice2.add_module(str(x), vgg_pretrained_features[x])
+            for x in range(9, 16):
+                self.slice3.add_module(str(x), vgg_pretrained_features[x])
+            for x in range(16, 23):
+                self.slice4.add_module(str(x), vgg_pretrained_features[x])
+            if not requires_grad:
+                for param in self.parameters():
+                    param.requires_grad = False
+
+        def forward(self, X):
+            h = self.slice1(X)
+            h_relu1_2 = h
+            h = self.slice2(h)
+            h_relu2_2 = h
+            h = self.slice3(h)
+            h_relu3_3 = h
+            h = self.slice4(h)
+            h_relu4_3 = h
+            vgg_outputs = namedtuple("VggOutputs", ['relu1_2', 'relu2_2', 'relu3_3', 'relu4_3'])
+            out = vgg_outputs(h_relu1_2, h_relu2_2, h_relu3_3, h_relu4_3)
+            return out
+
+    return Vgg16(requires_grad=requires_grad)
+
+
+# --- fast_neural_style/neural_style/utils.py --------------------------------------------------------------------------
+
+
+def gram_matrix(y):
+    (b, ch, h, w) = y.size()
+    features = y.view(b, ch, w * h)
+    features_t = features.transpose(1, 2)
+    gram = features.bmm(features_t) / (ch * h * w)
+    return gram
+
+
+def normalize_batch(batch):
+    # normalize using imagenet mean and std
+    mean = batch.new_tensor([0.485, 0.456, 0.406]).view(-1, 1, 1)
+    std = batch.new_tensor([0.229, 0.224, 0.225]).view(-1, 1, 1)
+    batch = batch.div_(255.0)
+    return (batch - mean) / std
+
+
+def save_image(data):
+    """``utils.save_image`` up to the PIL call: the uint8 HWC array it would write."""
+    img = data.clone().clamp(0, 255).numpy()
+    img = img.transpose(1, 2, 0).astype("uint8")
+    return img
+
+
+# --- fast_neural_style/neural_style/neural_style.py -------------------------------------------------------------------
+
+StyleArgs = namedtuple("StyleArgs", "batch_size epochs lr content_weight style_weight log_interval")
+STYLE_ARGS = StyleArgs(batch_size=2, epochs=2, lr=1e-3, content_weight=1e5, style_weight=1e10, log_interval=1)
+
+
+def _loader(lib, x, batch_size):
+    """The example's ``datasets.ImageFolder`` loader: ``(image, label)`` batches, in order."""
+    dataset = lib.utils.data.TensorDataset(lib.tensor(x), lib.tensor(np.zeros(len(x), dtype=np.int64)))
+    return lib.utils.data.DataLoader(dataset, batch_size=batch_size)
+
+
+def style_train(lib, nn, F, transformer, vgg, train_loader, style, args=STYLE_ARGS, log=None):
+    """The example's ``train()`` after the model and data are built: the per-batch losses ``(content, style)``."""
+    device = lib.device("cpu")
+    optimizer = lib.optim.Adam(transformer.parameters(), args.lr)
+    mse_loss = nn.MSELoss()
+    style = style.repeat(args.batch_size, 1, 1, 1).to(device)
+    features_style = vgg(normalize_batch(style))
+    gram_style = [gram_matrix(y) for y in features_style]
+    losses, log = [], [] if log is None else log
+    for e in range(args.epochs):
+        transformer.train()
+        agg_content_loss = 0.
+        agg_style_loss = 0.
+        count = 0
+        for batch_id, (x, _) in enumerate(train_loader):
+            n_batch = len(x)
+            count += n_batch
+            optimizer.zero_grad()
+            x = x.to(device)
+            y = transformer(x)
+            y = normalize_batch(y)
+            x = normalize_batch(x)
+            features_y = vgg(y)
+            features_x = vgg(x)
+            content_loss = args.content_weight * mse_loss(features_y.relu2_2, features_x.relu2_2)
+            style_loss = 0.
+            for ft_y, gm_s in zip(features_y, gram_style):
+                gm_y = gram_matrix(ft_y)
+                style_loss += mse_loss(gm_y, gm_s[:n_batch, :, :])
+            style_loss *= args.style_weight
+            total_loss = content_loss + style_loss
+            total_loss.backward()
+            optimizer.step()
+            agg_content_loss += content_loss.item()
+            agg_style_loss += style_loss.item()
+            losses.append((content_loss.item(), style_loss.item()))
+            if (batch_id + 1) % args.log_interval == 0:
+                mesg = "Epoch {}:\t[{}/{}]\tcontent: {:.6f}\tstyle: {:.6f}\ttotal: {:.6f}".format(
+                    e + 1, count, len(train_loader.dataset),
+                    agg_content_loss / (batch_id + 1),
+                    agg_style_loss / (batch_id + 1),
+                    (agg_content_loss + agg_style_loss) / (batch_id + 1)
+                )
+                log.append(mesg)
+    # save model
+    transformer.eval().cpu()
+    return losses
+
+
+def stylize(lib, style_model, state_dict, content_image, export_onnx=None):
+    """The example's ``stylize()`` from the loaded checkpoint on: the output image, exported to ONNX when asked."""
+    device = lib.device("cpu")
+    content_image = content_image.unsqueeze(0).to(device)
+    with lib.no_grad():
+        # remove saved deprecated running_* keys in InstanceNorm from the checkpoint
+        for k in list(state_dict.keys()):
+            if re.search(r'in\d+\.running_(mean|var)$', k):
+                del state_dict[k]
+        style_model.load_state_dict(state_dict)
+        style_model.to(device)
+        style_model.eval()
+        if export_onnx:
+            lib.onnx.export(style_model, content_image, export_onnx, opset_version=17)
+        output = style_model(content_image).cpu()
+    return save_image(output[0]), output
+
+
+def _style_twins():
+    torch = require_torch()
+    kiln.manual_seed(11)
+    ours = transformer_net(*_libraries("kiln")).double(), vgg16(kiln, kiln.nn, vgg_features(kiln.nn)).double()
+    theirs = transformer_net(*_libraries("torch")).double(), vgg16(torch, torch.nn, vgg_features(torch.nn)).double()
+    for model, twin in zip(ours, theirs):
+        _same_weights(torch, model, twin)
+    return torch, ours, theirs
+
+
+def test_fast_neural_style_eager_train_matches_torch_in_float64():
+    torch, (transformer, vgg), (torch_transformer, torch_vgg) = _style_twins()
+    x, style = _coloured_digits(6), _striped_style()
+    log, torch_log = [], []
+    ours = style_train(*_libraries("kiln"), transformer, vgg, _loader(kiln, x, 2), kiln.tensor(style), log=log)
+    theirs = style_train(*_libraries("torch"), torch_transformer, torch_vgg, _loader(torch, x, 2), torch.tensor(style),
+                         log=torch_log)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-10)
+    assert log == torch_log and len(log) == 6
+    _assert_same_state(transformer, torch_transformer, ZERO_GRADIENT)
+    _assert_same_state(vgg, torch_vgg)  # requires_grad=False: VGG is left alone
+    assert not transformer.training
