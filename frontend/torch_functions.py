@@ -212,6 +212,15 @@ def where(condition: Tensor, input: Any, other: Any) -> Tensor:
     return apply("tensor.where", condition, input, other)
 
 
+def spmm(input: Tensor, mat2: Tensor) -> Tensor:
+    """``torch.spmm``: the matrix product of two 2-D tensors. kiln has no sparse layout, so ``input`` is dense (the
+    adjacency of a graph convolution, ``D^-1/2 (A + I) D^-1/2``, built with ``eye``, ``diag`` and ``@``)."""
+    from kiln.frontend.tensor import _check_rank
+
+    _check_rank("spmm", 2, input, mat2)
+    return input @ mat2
+
+
 def cdist(x1: Tensor, x2: Tensor, p: float = 2.0, compute_mode: str = "use_mm_for_euclid_dist_if_necessary") -> Tensor:
     """``torch.cdist``: the ``p``-norm distance between every pair of rows, from the differences (exact)."""
     from kiln.frontend.functional_extra_losses import cdist as distances
@@ -291,3 +300,4 @@ __all__ = [
 ]
 __all__ += ["chain_matmul", "lu_unpack"]  # frontend/linalg_factor.py
 __all__ += ["nuclear_norm"]  # frontend/linalg_spectral.py
+__all__ += ["spmm"]

@@ -268,3 +268,154 @@ def test_translation_compiled_training_step_follows_torchs_loop():
         assert loss == pytest.approx(expected, rel=1e-10)
     _assert_same_parameters(model, theirs.model)
 
+
+
+# --------------------------------------------------------------------------------------------------------------- gcn
+
+
+def gcn_program(lib, nn, F):
+    """``gcn/main.py``'s two model classes, for ``lib``."""
+
+    class GraphConv(nn.Module):
+        def __init__(self, input_dim, output_dim, use_bias=False):
+            super().__init__()
+            self.kernel = nn.Parameter(lib.Tensor(input_dim, output_dim))
+            nn.init.xavier_normal_(self.kernel)
+            self.bias = None
+            if use_bias:
+                self.bias = nn.Parameter(lib.Tensor(output_dim))
+                nn.init.zeros_(self.bias)
+
+        def forward(self, input_tensor, adj_mat):
+            support = lib.mm(input_tensor, self.kernel)
+            output = lib.spmm(adj_mat, support)
+            if self.bias is not None:
+                output = output + self.bias
+            return output
+
+    class GCN(nn.Module):
+        def __init__(self, input_dim, hidden_dim, output_dim, use_bias=True, dropout_p=0.1):
+            super().__init__()
+            self.gc1 = GraphConv(input_dim, hidden_dim, use_bias=use_bias)
+            self.gc2 = GraphConv(hidden_dim, output_dim, use_bias=use_bias)
+            self.dropout = nn.Dropout(dropout_p)
+
+        def forward(self, input_tensor, adj_mat):
+            x = self.dropout(F.relu(self.gc1(input_tensor, adj_mat)))
+            return F.log_softmax(self.gc2(x, adj_mat), dim=1)
+
+    return GCN
+
+
+def block_graph(nodes=60, blocks=3, features=12, seed=0):
+    """A stochastic block model: edges 0.3 likely within a block, 0.02 across; binary features, a block's own third of
+    the columns 0.5 likely and the rest 0.1; a few nodes isolated and featureless (the ``inf`` guards fire)."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(nodes) % blocks
+    same = labels[:, None] == labels[None, :]
+    upper = np.triu(rng.random((nodes, nodes)) < np.where(same, 0.3, 0.02), 1)
+    upper[:3, :] = upper[:, :3] = False
+    edges = np.argwhere(upper | upper.T)
+    own = (np.arange(features)[None, :] * blocks // features) == labels[:, None]
+    content = (rng.random((nodes, features)) < np.where(own, 0.5, 0.1)).astype(np.int32)
+    content[:2] = 0
+    return content, labels, edges
+
+
+def load_graph(lib, content, labels, edges):
+    """``load_cora``'s processing, dense: row-normalised features and ``D^-1/2 (A + I) D^-1/2``."""
+    features = lib.FloatTensor(content)
+    scale_vector = 1 / lib.sum(features, dim=1)
+    scale_vector[scale_vector == float("inf")] = 0
+    features = lib.diag(scale_vector) @ features
+    V = len(labels)
+    adj_mat = lib.zeros(V, V)
+    adj_mat[edges[:, 0], edges[:, 1]] = 1.0
+    adj_mat = lib.eye(V) + adj_mat
+    degree_mat = lib.sqrt(1 / lib.sum(adj_mat, dim=1))
+    degree_mat[degree_mat == float("inf")] = 0
+    degree_mat = lib.diag(degree_mat)
+    adj_mat = degree_mat @ adj_mat @ degree_mat
+    return features.double(), lib.LongTensor(labels), adj_mat.double()
+
+
+class GCNRun:
+    """``main.py``'s train_iter and test, for one library."""
+
+    def __init__(self, lib, nn, model, lr=0.01, l2=5e-4):
+        self.lib, self.model = lib, model
+        self.optimizer = lib.optim.Adam(model.parameters(), lr=lr, weight_decay=l2)
+        self.criterion = nn.NLLLoss()
+
+    def train_iter(self, input, target, mask_train, mask_val):
+        self.model.train()
+        self.optimizer.zero_grad()
+        output = self.model(*input)
+        loss = self.criterion(output[mask_train], target[mask_train])
+        loss.backward()
+        self.optimizer.step()
+        return loss.item(), self.test(input, target, mask_train), self.test(input, target, mask_val)
+
+    def test(self, input, target, mask):
+        self.model.eval()
+        with self.lib.no_grad():
+            output = self.model(*input)
+            output, target = output[mask], target[mask]
+            loss = self.criterion(output, target)
+            acc = (output.argmax(dim=1) == target).float().sum() / len(target)
+        return loss.item(), acc.item()
+
+
+def _gcn_runs(torch, dropout_p=0.0):
+    """Both programs with kiln's initial weights, and each one's graph; torch's processing (float32, as main.py's
+    ``FloatTensor``) differs from kiln's in the last bit, so both train on kiln's arrays."""
+    graphs = [load_graph(lib, *block_graph()) for lib in (kiln, torch)]
+    graphs[1] = tuple(torch.tensor(np.asarray(value)) for value in graphs[0])
+    kiln.manual_seed(0)
+    build = lambda name: gcn_program(*_libraries(name))(graphs[0][0].shape[1], 16, 3, True, dropout_p)
+    ours, theirs = build("kiln").double(), build("torch").double()
+    theirs.load_state_dict({key: torch.tensor(np.array(value)) for key, value in ours.state_dict().items()})
+    return (GCNRun(*_libraries("kiln")[:2], ours), GCNRun(*_libraries("torch")[:2], theirs)), graphs
+
+
+def _splits(lib, nodes=60):
+    idx = lib.tensor(np.random.default_rng(1).permutation(nodes))  # main.py's torch.randperm, one draw for both
+    return idx[:20], idx[20:30], idx[30:]
+
+
+def test_gcn_graph_processing_matches_torchs():
+    torch = require("torch")
+    graph = block_graph()
+    for ours, theirs in zip(load_graph(kiln, *graph), load_graph(torch, *graph)):  # float32 arithmetic, then double
+        np.testing.assert_allclose(np.asarray(ours), theirs.numpy(), rtol=1e-6, atol=1e-7)
+
+
+def test_gcn_trains_in_lockstep_with_torch_and_learns_the_blocks():
+    torch = require("torch")
+    (ours, theirs), graphs = _gcn_runs(torch)
+    (features, labels, adj), (torch_features, torch_labels, torch_adj) = graphs
+    (idx_test, idx_val, idx_train), (torch_test, torch_val, torch_train) = _splits(kiln), _splits(torch)
+    for _ in range(30):
+        got = ours.train_iter((features, adj), labels, idx_train, idx_val)
+        expected = theirs.train_iter((torch_features, torch_adj), torch_labels, torch_train, torch_val)
+        np.testing.assert_allclose(np.hstack(got), np.hstack(expected), rtol=1e-10, atol=1e-12)
+    _assert_same_parameters(ours.model, theirs.model)
+    loss_test, acc_test = ours.test((features, adj), labels, idx_test)
+    assert (loss_test, acc_test) == pytest.approx(theirs.test((torch_features, torch_adj), torch_labels, torch_test), rel=1e-10)
+    assert acc_test > 0.8
+
+
+def test_gcn_compiled_training_step_follows_torchs_loop():
+    torch = require("torch")
+    (ours, theirs), graphs = _gcn_runs(torch)
+    (features, labels, adj), (torch_features, torch_labels, torch_adj) = graphs
+    _, idx_val, idx_train = _splits(kiln)
+    _, torch_val, torch_train = _splits(torch)
+    step = kiln.compile_train_step(ours.model, lambda output, target: ours.criterion(output[idx_train], target[idx_train]),
+                                   ours.optimizer, batch_dim=None)  # the train mask, fixed, is a constant of the step
+    ours.model.train()
+    for _ in range(5):
+        loss = float(step(features, adj, labels))
+        expected, _, _ = theirs.train_iter((torch_features, torch_adj), torch_labels, torch_train, torch_val)
+        assert loss == pytest.approx(expected, rel=1e-10)
+    _assert_same_parameters(ours.model, theirs.model)
