@@ -150,7 +150,7 @@ class SourceLocation:
     line: int
     function: str
 
-    @property
+    @functools.cached_property
     def short(self) -> str:
         return f"{os.path.basename(self.filename)}:{self.line} in {self.function}"
 
@@ -163,10 +163,17 @@ def user_location() -> SourceLocation | None:
     """The innermost stack frame outside kiln itself: the user's line that made this op."""
     frame = sys._getframe(1)
     while frame is not None:
-        if not _code_inside_kiln(frame.f_code.co_filename):
-            return SourceLocation(frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name)
+        code = frame.f_code
+        if not _code_inside_kiln(code.co_filename):
+            return _source_location(code.co_filename, frame.f_lineno, code.co_name)
         frame = frame.f_back
     return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _source_location(filename: str, line: int, function: str) -> SourceLocation:
+    """One shared (immutable) ``SourceLocation`` per line: an eager loop builds ops on the same few lines."""
+    return SourceLocation(filename, line, function)
 
 
 def located_error(message: str, location: "SourceLocation | None" = None) -> TraceError:

@@ -40,7 +40,7 @@ from kiln.frontend import init
 from kiln.frontend.eager_values import ARRAYS, PARAMETERS, updates
 from kiln.frontend.module import Parameter
 from kiln.frontend.torch_array import plain
-from kiln.frontend.trace import TraceContext, located_error
+from kiln.frontend.trace import TraceContext, located_error, user_location
 from kiln.runtime.executable import Executable
 
 
@@ -54,13 +54,33 @@ class EagerContext(TraceContext):
 
     def emit(self, name: str, *operands: Value, **attrs: Any) -> Any:
         arrays = [_operand_array(name, value) for value in operands]
+        key = known_signature(name, attrs, operands)
+        known = _KNOWN.get(key) if key is not None else None
+        if known is None:
+            return self._emit_first(name, key, operands, arrays, attrs)
+        full_attrs, result_types, executable = known  # seen before: its shape rule passed and gives these types
+        location = user_location()
+        self.builder.location = location.short if location else None
+        op = Op(name, (), result_types, full_attrs, self.builder.location, self.builder.region)
+        op.operands = list(operands)  # no uses: the graph keeps nothing (as ``_emit_first`` leaves it)
+        return _run_detached(op, executable, arrays)
+
+    def _emit_first(self, name: str, key: Hashable | None, operands: tuple[Value, ...], arrays: list[np.ndarray],
+                    attrs: dict[str, Any]) -> Any:
+        """Build the op as a trace does (its shape checks and errors), run it, and remember its types under ``key``."""
         result = super().emit(name, *operands, **attrs)
         op = self.graph.ops.pop()  # the graph keeps nothing: the results link to the op, the op to its operands
         for index, operand in enumerate(op.operands):
             operand.uses.remove((op, index))
-        for value, array in zip(op.results, run_op(op, arrays)):
-            ARRAYS[value] = array
-        op.results = []  # no cycle (value -> op -> results -> value): arrays go as soon as their tensors do
+        if op.name == "tensor.constant":
+            _run_detached(op, None, arrays)
+            return result
+        executable = executable_of(op)
+        if key is not None:
+            if len(_KNOWN) >= EXECUTABLES_LIMIT:
+                del _KNOWN[next(iter(_KNOWN))]
+            _KNOWN[key] = (op.attrs, tuple(value.type for value in op.results), executable)
+        _run_detached(op, executable, arrays)
         return result
 
     def without_gradient(self, value: Value) -> Value:
@@ -142,18 +162,70 @@ def run_op(op: Op, arrays: list[np.ndarray]) -> tuple[np.ndarray, ...]:
     """``op``'s result arrays for these operand arrays (a constant is its own value)."""
     if op.name == "tensor.constant":
         return (op.attrs["value"],)
+    return tuple(np.asarray(result) for result in executable_of(op).function(*arrays))  # the op's types are the arrays'
+
+
+def executable_of(op: Op) -> Executable:
+    """The one-op function for ``op``'s signature, compiled on first use."""
     key = op_signature(op)
     executable = _EXECUTABLES.get(key)
     if executable is None:
         if len(_EXECUTABLES) >= EXECUTABLES_LIMIT:
             del _EXECUTABLES[next(iter(_EXECUTABLES))]
         executable = _EXECUTABLES[key] = _BACKEND.compile(_one_op_graph(op))
-    return tuple(np.asarray(result) for result in executable.function(*arrays))  # the op's types are the arrays': no check
+    return executable
+
+
+def _run_detached(op: Op, executable: Executable | None, arrays: list[np.ndarray]) -> Any:
+    """Run ``op`` now (a constant is its own value), keep its results' arrays and unlink the results from it; returns
+    the result, or the tuple of them (as ``Builder.op``)."""
+    results = op.results
+    if executable is None:
+        ARRAYS[results[0]] = op.attrs["value"]
+    else:
+        for value, array in zip(results, executable.function(*arrays)):
+            ARRAYS[value] = np.asarray(array)  # the op's types are the arrays': no check
+    op.results = []  # no cycle (value -> op -> results -> value): arrays go as soon as their tensors do
+    return results[0] if len(results) == 1 else tuple(results)
 
 
 def op_signature(op: Op) -> Hashable:
     """What a compiled one-op graph depends on: the op, its attributes and its operands' types."""
     return (op.name, tuple((key, hashable_attr(value)) for key, value in op.attrs.items()), tuple(v.type for v in op.operands))
+
+
+_KNOWN: dict[Hashable, tuple[dict[str, Any], tuple[TensorType, ...], Executable]] = {}
+"""Per ``known_signature``: the op's full attributes, result types and one-op function, from its first sighting."""
+
+
+def known_signature(name: str, attrs: dict[str, Any], operands: tuple[Value, ...]) -> Hashable | None:
+    """What an eager op's build depends on: its name, the attributes as given (typed: ``1``, ``1.0``, ``True`` and
+    ``-0.0`` apart) and its operands' types; None where an attribute is not a plain value (an array: a constant) or
+    a ``name_hint`` is given."""
+    if "name_hint" in attrs:
+        return None
+    attr_keys = []
+    for key, value in attrs.items():
+        attr_key = _attr_key(value)
+        if attr_key is None:
+            return None
+        attr_keys.append((key, attr_key))
+    return name, tuple(attr_keys), tuple([value.type for value in operands])
+
+
+_PLAIN_ATTRS = frozenset({int, bool, str, type(None), DType})
+
+
+def _attr_key(value: Any) -> Hashable | None:
+    kind = type(value)
+    if kind in _PLAIN_ATTRS:
+        return kind, value
+    if kind is float:
+        return kind, value.hex()
+    if kind is tuple or kind is list:
+        items = tuple([_attr_key(item) for item in value])
+        return None if None in items else (kind, items)
+    return None
 
 
 def _one_op_graph(op: Op) -> Graph:
@@ -180,4 +252,4 @@ def install() -> None:
     TraceContext.fallback = eager_context
 
 
-__all__ = ["EagerContext", "constant_leaf", "eager_context", "install", "op_signature", "run_op"]
+__all__ = ["EagerContext", "constant_leaf", "eager_context", "executable_of", "install", "known_signature", "op_signature", "run_op"]
