@@ -370,3 +370,203 @@ def test_fast_neural_style_eager_train_matches_torch_in_float64():
     _assert_same_state(transformer, torch_transformer, ZERO_GRADIENT)
     _assert_same_state(vgg, torch_vgg)  # requires_grad=False: VGG is left alone
     assert not transformer.training
+
+
+class StyleLossStep(kiln.nn.Module):
+    """The loop body of ``train()`` up to the loss, as one module for ``kiln.compile_train_step``: the transformed and
+    the original batch through VGG (the loss function scores the two against the style's Gram matrices)."""
+
+    def __init__(self, transformer, vgg):
+        super().__init__()
+        self.transformer, self.vgg = transformer, vgg
+
+    def forward(self, x):
+        y = self.transformer(x)
+        return self.vgg(normalize_batch(y)), self.vgg(normalize_batch(x))
+
+
+def _compiled_style_loss(gram_style, args=STYLE_ARGS):
+    mse_loss = kiln.nn.MSELoss()
+
+    def loss_fn(features, x):
+        features_y, features_x = features
+        content_loss = args.content_weight * mse_loss(features_y.relu2_2, features_x.relu2_2)
+        style_loss = sum(mse_loss(gram_matrix(ft_y), gm_s) for ft_y, gm_s in zip(features_y, gram_style))
+        return content_loss + args.style_weight * style_loss
+
+    return loss_fn
+
+
+def test_fast_neural_style_compiled_step_then_stylize_and_onnx_match_torch(tmp_path):
+    torch, (transformer, vgg), (torch_transformer, torch_vgg) = _style_twins()
+    x, style = _coloured_digits(6), _striped_style()
+    with kiln.no_grad():
+        gram_style = [np.asarray(gram_matrix(y)) for y in vgg(normalize_batch(kiln.tensor(np.stack([style] * 2))))]
+    step = kiln.compile_train_step(StyleLossStep(transformer, vgg), _compiled_style_loss(gram_style),
+                                   kiln.optim.Adam(transformer.parameters(), STYLE_ARGS.lr), batch_dim=None)
+    ours = [float(step(xb, xb)) for _ in range(STYLE_ARGS.epochs) for xb, _ in _loader(kiln, x, 2)]
+    theirs = style_train(*_libraries("torch"), torch_transformer, torch_vgg, _loader(torch, x, 2), torch.tensor(style))
+    np.testing.assert_allclose(ours, [content + style for content, style in theirs], rtol=1e-10)
+    _assert_same_state(transformer, torch_transformer, ZERO_GRADIENT)
+    transformer.eval()
+    # neural_style.py saves ``transformer.state_dict()``; stylize() reloads it, dropping InstanceNorm's stale keys
+    kiln.save(transformer.state_dict(), tmp_path / "style.model")
+    checkpoint = {**kiln.load(tmp_path / "style.model"), "in1.running_mean": np.zeros(4), "res2.in1.running_var": np.ones(8)}
+    content = _coloured_digits(1, offset=500)[0]
+    image, output = stylize(kiln, transformer_net(*_libraries("kiln")).double(), dict(checkpoint), kiln.tensor(content))
+    torch_image, torch_output = stylize(torch, torch_transformer, torch_transformer.state_dict(), torch.tensor(content))
+    np.testing.assert_allclose(np.asarray(output), torch_output.numpy(), **TIGHT)
+    np.testing.assert_array_equal(image, torch_image)
+    assert image.dtype == np.uint8 and image.shape == (16, 16, 3)
+    # --export_onnx, in float32: onnxruntime's CPU Conv has no double kernel
+    _, output32 = stylize(kiln, transformer_net(*_libraries("kiln")), checkpoint, kiln.tensor(content.astype(np.float32)),
+                          export_onnx=str(tmp_path / "style.onnx"))
+    session = require("onnxruntime").InferenceSession(str(tmp_path / "style.onnx"))
+    (onnx_output,) = session.run(None, {session.get_inputs()[0].name: content[None].astype(np.float32)})
+    np.testing.assert_allclose(onnx_output, np.asarray(output32), rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(onnx_output, torch_output.numpy(), rtol=1e-4, atol=1e-2)
+
+
+# --- super_resolution/model.py and main.py ----------------------------------------------------------------------------
+
+
+def super_resolution_net_class(nn, init, widths=(8, 8, 4)):
+    """The example's ``Net`` (channels ``(64, 64, 32)`` shrunk to ``widths``)."""
+    w1, w2, w3 = widths
+
+    class Net(nn.Module):
+        def __init__(self, upscale_factor):
+            super(Net, self).__init__()
+            self.relu = nn.ReLU()
+            self.conv1 = nn.Conv2d(1, w1, (5, 5), (1, 1), (2, 2))
+            self.conv2 = nn.Conv2d(w1, w2, (3, 3), (1, 1), (1, 1))
+            self.conv3 = nn.Conv2d(w2, w3, (3, 3), (1, 1), (1, 1))
+            self.conv4 = nn.Conv2d(w3, upscale_factor ** 2, (3, 3), (1, 1), (1, 1))
+            self.pixel_shuffle = nn.PixelShuffle(upscale_factor)
+            self._initialize_weights()
+
+        def forward(self, x):
+            x = self.relu(self.conv1(x))
+            x = self.relu(self.conv2(x))
+            x = self.relu(self.conv3(x))
+            x = self.pixel_shuffle(self.conv4(x))
+            return x
+
+        def _initialize_weights(self):
+            init.orthogonal_(self.conv1.weight, init.calculate_gain('relu'))
+            init.orthogonal_(self.conv2.weight, init.calculate_gain('relu'))
+            init.orthogonal_(self.conv3.weight, init.calculate_gain('relu'))
+            init.orthogonal_(self.conv4.weight)
+
+    return Net
+
+
+# module level, as model.py's: ``save(model)`` pickles the class by reference
+SuperResolutionNet = super_resolution_net_class(kiln.nn, kiln.nn.init)
+SuperResolutionNet.__qualname__ = SuperResolutionNet.__name__ = "SuperResolutionNet"
+
+
+def _super_resolution_data(count: int, offset: int = 0):
+    """``(input, target)`` pairs as the example's: the 8x8 digit (input), the 16x16 image it is a shrunk copy of
+    (target: the upscaled digit, softened by a 3x3 box blur so it is not a plain pixel repeat), both in [0, 1]."""
+    target = _upscaled_digits()[offset:offset + count]
+    padded = np.pad(target, ((0, 0), (0, 0), (1, 1), (1, 1)), mode="edge")
+    blurred = sum(padded[..., i:i + 16, j:j + 16] for i in range(3) for j in range(3)) / 9
+    return target[..., ::2, ::2], blurred
+
+
+def super_resolution_main(lib, nn, model, epochs=2, log=None):
+    """The example's ``main.py`` after the model is built: per epoch ``train(epoch)``, ``test()``; returns the train
+    losses and the average PSNRs."""
+    device = lib.device("cpu")
+    criterion = nn.MSELoss()
+    optimizer = lib.optim.Adam(model.parameters(), lr=0.01)
+    training_data_loader = _pairs_loader(lib, *_super_resolution_data(8), batch_size=4)
+    testing_data_loader = _pairs_loader(lib, *_super_resolution_data(6, offset=900), batch_size=3)
+    losses, psnrs, log = [], [], [] if log is None else log
+
+    def train(epoch):
+        epoch_loss = 0
+        for iteration, batch in enumerate(training_data_loader, 1):
+            input, target = batch[0].to(device), batch[1].to(device)
+            optimizer.zero_grad()
+            loss = criterion(model(input), target)
+            epoch_loss += loss.item()
+            losses.append(loss.item())
+            loss.backward()
+            optimizer.step()
+            log.append("===> Epoch[{}]({}/{}): Loss: {:.4f}".format(epoch, iteration, len(training_data_loader), loss.item()))
+        log.append("===> Epoch {} Complete: Avg. Loss: {:.4f}".format(epoch, epoch_loss / len(training_data_loader)))
+
+    def test():
+        avg_psnr = 0
+        with lib.no_grad():
+            for batch in testing_data_loader:
+                input, target = batch[0].to(device), batch[1].to(device)
+                prediction = model(input)
+                mse = criterion(prediction, target)
+                psnr = 10 * log10(1 / mse.item())
+                avg_psnr += psnr
+        psnrs.append(avg_psnr / len(testing_data_loader))
+        log.append("===> Avg. PSNR: {:.4f} dB".format(avg_psnr / len(testing_data_loader)))
+
+    for epoch in range(1, epochs + 1):
+        train(epoch)
+        test()
+    return losses, psnrs
+
+
+def _pairs_loader(lib, x, y, batch_size):
+    return lib.utils.data.DataLoader(lib.utils.data.TensorDataset(lib.tensor(x), lib.tensor(y)), batch_size=batch_size)
+
+
+def _super_resolution_twins():
+    torch = require_torch()
+    kiln.manual_seed(5)
+    model = SuperResolutionNet(upscale_factor=2).double()
+    twin = super_resolution_net_class(torch.nn, torch.nn.init)(upscale_factor=2).double()
+    _same_weights(torch, model, twin)  # orthogonal_ draws from each library's generator: torch takes kiln's
+    return torch, model, twin
+
+
+def test_super_resolution_init_is_orthogonal_with_relu_gain():
+    model = SuperResolutionNet(upscale_factor=2)
+    for conv, gain in ((model.conv1, 2 ** 0.5), (model.conv3, 2 ** 0.5), (model.conv4, 1.0)):
+        rows = np.asarray(conv.weight.data, dtype=np.float64).reshape(conv.weight.shape[0], -1)
+        np.testing.assert_allclose(rows @ rows.T, gain ** 2 * np.eye(len(rows)), atol=1e-5)
+
+
+def test_super_resolution_eager_main_matches_torch_and_checkpoint_reloads(tmp_path):
+    torch, model, twin = _super_resolution_twins()
+    log, torch_log = [], []
+    (losses, psnrs), (torch_losses, torch_psnrs) = (super_resolution_main(kiln, kiln.nn, model, log=log),
+                                                      super_resolution_main(torch, torch.nn, twin, log=torch_log))
+    np.testing.assert_allclose(losses, torch_losses, rtol=1e-10)
+    np.testing.assert_allclose(psnrs, torch_psnrs, rtol=1e-10)
+    assert log == torch_log
+    assert min(psnrs) > 15  # dB: mean squared error under 0.03 on [0, 1] images (four steps do not train it further)
+    _assert_same_state(model, twin)
+    # checkpoint(epoch): the whole model; super_resolve.py loads it and upscales one image
+    model_out_path = tmp_path / "model_epoch_2.pth"
+    kiln.save(model, model_out_path)
+    model = kiln.load(model_out_path, weights_only=False)
+    low, _ = _super_resolution_data(1, offset=1000)
+    input = kiln.tensor(low[0, 0]).view(1, -1, 8, 8)
+    out = model(input)
+    out_img_y = out[0].detach().numpy()
+    out_img_y *= 255.0
+    out_img_y = out_img_y.clip(0, 255)
+    expected = (twin(torch.tensor(low)).detach().numpy()[0] * 255.0).clip(0, 255)
+    np.testing.assert_allclose(out_img_y, expected, **TIGHT)
+    assert out_img_y.shape == (1, 16, 16)
+
+
+def test_super_resolution_compiled_step_matches_torch_in_float64():
+    torch, model, twin = _super_resolution_twins()
+    step = kiln.compile_train_step(model, kiln.nn.MSELoss(), kiln.optim.Adam(model.parameters(), lr=0.01))
+    ours = [float(step(x, y)) for _ in range(2) for x, y in _pairs_loader(kiln, *_super_resolution_data(8), 4)]
+    theirs, _ = super_resolution_main(torch, torch.nn, twin)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-10)
+    _assert_same_state(model, twin)
+    low, _ = _super_resolution_data(3, offset=900)
+    np.testing.assert_allclose(kiln.compile(model)(low), twin(torch.tensor(low)).detach().numpy(), **TIGHT)
