@@ -114,7 +114,8 @@ class Graph:
 
     ``insert_before(op, anchor)`` defers the insertion: ``ops`` places every deferred op when next read, in one pass.
     A rewrite sweep that inserts replacements before thousands of ops would otherwise search and shift the list once
-    per insertion (quadratic: 5 s of a 27k-op unrolled LSTM step's compile went to ``list.index``).
+    per insertion (quadratic: 5 s of a 27k-op unrolled LSTM step's compile went to ``list.index``). ``erase`` defers
+    the removal the same way: a pass erasing thousands of ops would search the list for each.
     """
 
     def __init__(self, name: str = "main", inputs: Iterable[Value] = (), ops: Iterable[Op] = (), outputs: Iterable[Value] = ()):
@@ -123,12 +124,14 @@ class Graph:
         self._ops: list[Op] = list(ops)
         self._deferred: dict[Op, list[Op]] = {}
         """Anchor -> ops to insert right before it, in creation order (an anchor may itself be deferred)."""
+        self._erased: set[Op] = set()
+        """Ops erased since ``ops`` was last read, removed from it when it is next read."""
         self.outputs: list[Value] = list(outputs)
 
     @property
     def ops(self) -> list[Op]:
         """The ops in program order (the list itself: passes may edit it)."""
-        if self._deferred:
+        if self._deferred or self._erased:
             self._place_deferred()
         return self._ops
 
@@ -136,6 +139,7 @@ class Graph:
     def ops(self, ops: list[Op]) -> None:
         if self._deferred:
             raise ValueError("Graph.ops was replaced while insertions were deferred; read graph.ops first to place them")
+        self._erased = set()
         self._ops = ops
 
     def insert_before(self, op: Op, anchor: Op) -> Op:
@@ -144,16 +148,19 @@ class Graph:
         return op
 
     def _place_deferred(self) -> None:
+        """Place the deferred insertions and drop the erased ops, in one pass over the list."""
         deferred, self._deferred = self._deferred, {}
+        erased, self._erased = self._erased, set()
         placed: list[Op] = []
 
         def place(op: Op) -> None:
             for earlier in deferred.pop(op, ()):
                 place(earlier)
-            placed.append(op)
+            if op not in erased:
+                placed.append(op)
 
         for op in self._ops:
-            if op in deferred:
+            if op in deferred or op in erased:
                 place(op)
             else:
                 placed.append(op)
@@ -178,12 +185,7 @@ class Graph:
             if result.uses or result in self.outputs:
                 raise ValueError(f"cannot erase {op.name}: its result is still used")
         op.drop_operands()
-        try:
-            index = self._ops.index(op)
-        except ValueError:  # deferred itself: place it first
-            self._place_deferred()
-            index = self._ops.index(op)
-        self._ops[index : index + 1] = self._deferred.pop(op, [])  # what was to go before it takes its place
+        self._erased.add(op)  # removed when ``ops`` is next read; what was to go before it then takes its place
 
     def replace_all_uses(self, old: Value, new: Value) -> None:
         """Make every reader of ``old`` (ops and graph outputs) read ``new`` instead."""

@@ -257,25 +257,29 @@ class Canonicalize(Pass):
 
     def run(self, graph: Graph) -> bool:
         changed = False
+        rules: dict[str, list[Rewrite]] = {}  # per op name, looked up once a run (not once per op per sweep)
         for _ in range(self.max_iterations):
-            if not self._sweep(graph):
+            if not self._sweep(graph, rules):
                 break
             changed = True
             DCE().run(graph)
         return changed
 
-    def _sweep(self, graph: Graph) -> bool:
+    def _sweep(self, graph: Graph, rules: dict[str, list[Rewrite]]) -> bool:
         changed = False
         for op in list(graph.ops):  # rules insert replacements and rewire uses; none erases an op (DCE does, after)
             if len(op.results) == 1:
-                changed |= apply_rules(graph, op)
+                own = rules.get(op.name)
+                if own is None:
+                    own = rules[op.name] = rules_for(op.name)
+                changed |= bool(own) and apply_rules(graph, op, own)
         return changed
 
 
-def apply_rules(graph: Graph, op: Op) -> bool:
-    """Apply the first rule that fires on ``op``; True when the graph changed."""
-    for rule in rules_for(op.name):
-        builder = Builder(graph, insert_before=op, location=op.location)
+def apply_rules(graph: Graph, op: Op, rules: list[Rewrite] | None = None) -> bool:
+    """Apply the first rule (of ``rules``, by default ``op``'s) that fires on ``op``; True when the graph changed."""
+    builder = Builder(graph, insert_before=op, location=op.location)  # a rule that does not fire builds nothing
+    for rule in rules_for(op.name) if rules is None else rules:
         replacement = rule(builder, op)
         if replacement is None:
             continue
