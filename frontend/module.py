@@ -291,6 +291,12 @@ class Module(HookMethods):
     def float(self) -> "Module":
         return self.to(np.float32)
 
+    def share_memory(self) -> "Module":
+        """Refused, as ``Tensor.share_memory_()`` (``frontend/tensor_device.py``): kiln cannot share a model across processes."""
+        from kiln.frontend.tensor_device import refuse_share_memory
+
+        raise refuse_share_memory(f"{type(self).__name__}.share_memory()")
+
     def cpu(self) -> "Module":
         """``self``: parameters are host arrays; the device is the compiled step's backend (``backend="cupy"``)."""
         return self

@@ -99,6 +99,14 @@ class DeviceMethods:
         """``self``: kiln places data by backend (``compile_train_step(..., backend="cupy")``), not per tensor."""
         return self
 
+    def is_shared(self) -> bool:
+        """False: a kiln tensor lives in its own process's memory (see ``share_memory_``)."""
+        return False
+
+    def share_memory_(self) -> Any:
+        """Refused: see ``refuse_share_memory``."""
+        raise refuse_share_memory("Tensor.share_memory_()")
+
     def is_floating_point(self) -> bool:
         return self.dtype.is_float  # type: ignore[attr-defined]
 
@@ -117,3 +125,15 @@ class DeviceMethods:
 
     def ndimension(self) -> int:
         return self.ndim  # type: ignore[attr-defined]
+
+
+def refuse_share_memory(call: str) -> Exception:
+    """The error for ``share_memory_()`` / ``Module.share_memory()``. A no-op would be silently wrong: Hogwild
+    workers (``torch.multiprocessing`` processes, mnist_hogwild) would each train a private copy and the parent's
+    model would stay untrained."""
+    from kiln.frontend.trace import located_error
+
+    return located_error(f"{call}: kiln keeps a tensor in one process's memory and cannot share it with other processes, so "
+                         "Hogwild training (several processes updating one model) is not supported; train in one process "
+                         "(the workers' loop run in turn), or train data-parallel over MPI ranks (kiln.distributed: "
+                         "dist.DistributedDataParallel(model))")
