@@ -48,13 +48,29 @@ def count_update(parameter: Any) -> None:
     parameter.__dict__["eager_updates"] = updates(parameter) + 1
 
 
+_ARRAY_TYPES: dict[tuple[tuple[int, ...], np.dtype], Any] = {}
+
+
+def array_type(array: Any) -> Any:
+    """``TensorType.of_array(array)``, shared per shape and dtype (types are immutable; building one costs
+    microseconds, and eager mode reads every parameter at every use)."""
+    key = (array.shape, array.dtype)
+    known = _ARRAY_TYPES.get(key)
+    if known is None:
+        from kiln.compiler.ir.types import TensorType  # lazily, as eager_leaf's
+
+        known = TensorType.of_array(array)  # an unsupported dtype raises here, every time: it is never kept
+        if len(_ARRAY_TYPES) < 4096:
+            _ARRAY_TYPES[key] = known
+    return known
+
+
 def eager_leaf(array: Any) -> Any:
     """A new eager tensor holding ``array`` (not copied), with no chain behind it."""
-    from kiln.compiler.ir.types import TensorType
     from kiln.frontend.tensor import Tensor  # lazily: the tensor builds on this module
 
     array = np.asarray(array)
-    value = Value(TensorType.of_array(array), None, 0, None)
+    value = Value(array_type(array), None, 0, None)
     ARRAYS[value] = array
     return Tensor(value)
 
@@ -65,4 +81,4 @@ def eager_array(tensor: Any) -> np.ndarray | None:
     return None if value is None else ARRAYS.get(value)
 
 
-__all__ = ["ARRAYS", "GRAD_TENSORS", "PARAMETERS", "TENSOR_HOOKS", "count_update", "eager_array", "eager_leaf", "updates"]
+__all__ = ["ARRAYS", "GRAD_TENSORS", "PARAMETERS", "TENSOR_HOOKS", "array_type", "count_update", "eager_array", "eager_leaf", "updates"]

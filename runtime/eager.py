@@ -37,7 +37,7 @@ from kiln.compiler.ir.core import Graph, Op, Value
 from kiln.compiler.ir.types import DType, TensorType
 from kiln.compiler.passes.cse import hashable_attr
 from kiln.frontend import init
-from kiln.frontend.eager_values import ARRAYS, PARAMETERS, updates
+from kiln.frontend.eager_values import ARRAYS, PARAMETERS, array_type, updates
 from kiln.frontend.module import Parameter
 from kiln.frontend.torch_array import plain
 from kiln.frontend.trace import TraceContext, located_error, user_location
@@ -92,7 +92,7 @@ class EagerContext(TraceContext):
     def value_of(self, parameter: Parameter) -> Value:
         """A new leaf per read, holding the parameter's array as it is now (``.grad`` goes to the parameter)."""
         array = plain(parameter.data)
-        value = Value(TensorType.of_array(array), None, 0, self.parameter_names.get(id(parameter)))
+        value = Value(array_type(array), None, 0, self.parameter_names.get(id(parameter)))
         ARRAYS[value], PARAMETERS[value] = array, (parameter, updates(parameter))
         return value
 
@@ -105,9 +105,12 @@ class EagerContext(TraceContext):
 
     def random_seed(self) -> tuple[Value, int]:
         """A fresh seed per random op, drawn from kiln's generator (``kiln.manual_seed`` makes eager dropout repeat)."""
-        seed = Value(TensorType((), DType.i64), None, 0, "rng_seed")
+        seed = Value(_SEED_TYPE, None, 0, "rng_seed")
         ARRAYS[seed] = np.asarray(init._generator.integers(0, 2**62), dtype=np.int64)
         return seed, 0
+
+
+_SEED_TYPE = TensorType((), DType.i64)
 
 
 def _operand_array(name: str, value: Value) -> np.ndarray:

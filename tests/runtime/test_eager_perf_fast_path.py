@@ -113,3 +113,26 @@ def test_the_cache_is_bounded(fresh_cache, monkeypatch):
         F.relu(kiln.tensor(np.ones(size, np.float32)))
         assert len(fresh_cache) <= 3
     assert ("tensor.relu", (), (TensorType((7,), DType.f32),)) in fresh_cache  # the newest stays
+
+
+def test_array_types_are_shared_per_shape_and_dtype_and_unsupported_dtypes_fail_every_time():
+    from kiln.compiler.errors import ShapeError
+    from kiln.frontend.eager_values import array_type
+
+    for array in (np.ones((2, 3), np.float32), np.ones((2, 3), np.float64), np.ones((), np.int64), np.ones((3, 2), ">f4")):
+        assert array_type(array) == TensorType.of_array(array)
+        assert array_type(array.copy()) is array_type(array)
+    assert array_type(np.ones((2, 3), np.float32)) != array_type(np.ones((2, 3), np.float64))
+    for _ in range(2):
+        with pytest.raises(ShapeError, match="dtype complex64 is not supported by kiln"):
+            array_type(np.ones(2, np.complex64))
+
+
+def test_parameter_reads_take_the_parameters_current_type_and_array():
+    parameter = kiln.nn.Parameter(np.ones((2, 3), np.float32))
+    context = eager.eager_context()
+    first = context.value_of(parameter)
+    parameter.data = np.zeros((4,), np.float64)
+    second = context.value_of(parameter)
+    assert first is not second and first.type == TensorType((2, 3), DType.f32) and second.type == TensorType((4,), DType.f64)
+    np.testing.assert_array_equal(kiln.frontend.tensor.Tensor(second).numpy(), np.zeros(4))
