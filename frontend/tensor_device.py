@@ -99,6 +99,20 @@ class DeviceMethods:
         """``self``: kiln places data by backend (``compile_train_step(..., backend="cupy")``), not per tensor."""
         return self
 
+    @property
+    def is_sparse(self) -> bool:
+        """False: kiln has one layout, dense (``to_sparse``)."""
+        return False
+
+    def to_sparse(self, *args: Any, **kwargs: Any) -> Any:
+        """``self``, as ``cuda()``: kiln has one layout, dense, so a sparse PyTorch program (gcn's ``adj.to_sparse()``,
+        then ``spmm`` or ``@``) computes the same values, densely."""
+        return self
+
+    def to_dense(self, *args: Any, **kwargs: Any) -> Any:
+        """``self``: kiln's tensors are dense (``to_sparse``)."""
+        return self
+
     def is_shared(self) -> bool:
         """False: a kiln tensor lives in its own process's memory (see ``share_memory_``)."""
         return False

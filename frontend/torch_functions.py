@@ -212,6 +212,31 @@ def where(condition: Tensor, input: Any, other: Any) -> Tensor:
     return apply("tensor.where", condition, input, other)
 
 
+def sparse_coo_tensor(indices: Any, values: Any, size: Any = None, *, dtype: Any = None, device: Any = None,
+                      requires_grad: bool = False, check_invariants: bool | None = None, is_coalesced: bool | None = None) -> Any:
+    """``torch.sparse_coo_tensor``, built dense: kiln has one layout, so the result holds every entry, zeros and the
+    ``values`` at ``indices`` (``(sparse dims, nnz)``), summed where an index repeats, as torch's ``to_dense()``. A
+    graph's adjacency from its edge list: ``sparse_coo_tensor(edges.T, ones(E), (V, V))``. Data preparation, outside
+    a trace."""
+    if TraceContext.active():
+        raise located_error("sparse_coo_tensor builds data outside a model (kiln stores it dense); inside a traced model "
+                            "build the tensor with zeros(...).index_put_ or scatter_add")
+    index = np.asarray(indices)
+    entries = np.asarray(tensor(values, dtype=dtype))
+    if index.ndim != 2 or index.shape[1] != entries.shape[0] or index.dtype.kind not in "iu":
+        raise located_error(f"sparse_coo_tensor: indices must be integers of shape (sparse dims, nnz) matching values' first dim "
+                            f"{entries.shape[0]}, got {index.dtype} {index.shape}")
+    shape = tuple(int(d) for d in size) if size is not None else (*(index.max(axis=1) + 1 if index.size else (0,) * len(index)),
+                                                                     *entries.shape[1:])
+    bounds = np.asarray(shape[:len(index)]).reshape(-1, 1)
+    if index.size and ((index < 0).any() or (index >= bounds).any()):
+        raise located_error(f"sparse_coo_tensor: an index is outside the size {shape}: each row of indices must lie in "
+                            f"[0, size[d]); got rows ranging {index.min(axis=1).tolist()}..{index.max(axis=1).tolist()}")
+    dense = np.zeros(shape, entries.dtype)
+    np.add.at(dense, tuple(index), entries)
+    return _requiring_grad(_created(dense), requires_grad)
+
+
 def spmm(input: Tensor, mat2: Tensor) -> Tensor:
     """``torch.spmm``: the matrix product of two 2-D tensors. kiln has no sparse layout, so ``input`` is dense (the
     adjacency of a graph convolution, ``D^-1/2 (A + I) D^-1/2``, built with ``eye``, ``diag`` and ``@``)."""
@@ -300,4 +325,4 @@ __all__ = [
 ]
 __all__ += ["chain_matmul", "lu_unpack"]  # frontend/linalg_factor.py
 __all__ += ["nuclear_norm"]  # frontend/linalg_spectral.py
-__all__ += ["spmm"]
+__all__ += ["sparse_coo_tensor", "spmm"]

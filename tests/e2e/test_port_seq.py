@@ -19,9 +19,10 @@ The published ``encode``/``decode`` pass extra arguments to ``pos_enc`` (a bug o
 ``torch.mm`` then ``torch.spmm``), ``GCN`` (relu, dropout, ``log_softmax(dim=1)``), the renormalised adjacency
 ``D^-1/2 (A + I) D^-1/2`` with the ``[x == inf] = 0`` guards, ``randperm`` splits, ``Adam(weight_decay=...)``,
 ``NLLLoss`` on ``output[mask_train]`` (an index tensor), and ``test``'s accuracy
-``(output.argmax(dim=1) == target).float().sum() / len(target)``. kiln has no sparse layout: the adjacency and the
-feature scaling stay dense (``to_sparse`` and ``sparse_coo_tensor`` are absent); the graph is a small stochastic block
-model whose features are correlated with the block.
+``(output.argmax(dim=1) == target).float().sum() / len(target)``. ``load_cora``'s sparse calls run as written
+(``sparse_coo_tensor`` of the edge list, ``diag(...).to_sparse()``, sparse ``@``): kiln has one layout and builds them
+dense, torch trains on real sparse tensors. The graph is a small stochastic block model whose features are correlated
+with the block.
 
 The compiled path: ``kiln.compile_train_step`` of each model, in lockstep with torch's eager loop.
 """
@@ -323,20 +324,23 @@ def block_graph(nodes=60, blocks=3, features=12, seed=0):
 
 
 def load_graph(lib, content, labels, edges):
-    """``load_cora``'s processing, dense: row-normalised features and ``D^-1/2 (A + I) D^-1/2``."""
+    """``load_cora``'s processing: row-normalised features and ``D^-1/2 (A + I) D^-1/2``, through torch's sparse
+    calls (kiln builds them dense), then in float64 for the lockstep."""
     features = lib.FloatTensor(content)
-    scale_vector = 1 / lib.sum(features, dim=1)
+    scale_vector = lib.sum(features, dim=1)
+    scale_vector = 1 / scale_vector
     scale_vector[scale_vector == float("inf")] = 0
-    features = lib.diag(scale_vector) @ features
-    V = len(labels)
-    adj_mat = lib.zeros(V, V)
-    adj_mat[edges[:, 0], edges[:, 1]] = 1.0
+    scale_vector = lib.diag(scale_vector).to_sparse()
+    features = scale_vector @ features
+    V, E = len(labels), edges.shape[0]
+    adj_mat = lib.sparse_coo_tensor(edges.T, lib.ones(E), (V, V), dtype=lib.int64)
     adj_mat = lib.eye(V) + adj_mat
-    degree_mat = lib.sqrt(1 / lib.sum(adj_mat, dim=1))
+    degree_mat = lib.sum(adj_mat, dim=1)
+    degree_mat = lib.sqrt(1 / degree_mat)
     degree_mat[degree_mat == float("inf")] = 0
-    degree_mat = lib.diag(degree_mat)
+    degree_mat = lib.diag(degree_mat).to_sparse()
     adj_mat = degree_mat @ adj_mat @ degree_mat
-    return features.double(), lib.LongTensor(labels), adj_mat.double()
+    return features.to_sparse().double(), lib.LongTensor(labels), adj_mat.to_sparse().double()
 
 
 class GCNRun:
@@ -368,9 +372,10 @@ class GCNRun:
 
 def _gcn_runs(torch, dropout_p=0.0):
     """Both programs with kiln's initial weights, and each one's graph; torch's processing (float32, as main.py's
-    ``FloatTensor``) differs from kiln's in the last bit, so both train on kiln's arrays."""
-    graphs = [load_graph(lib, *block_graph()) for lib in (kiln, torch)]
-    graphs[1] = tuple(torch.tensor(np.asarray(value)) for value in graphs[0])
+    ``FloatTensor``) differs from kiln's in the last bit, so torch trains on kiln's arrays, made sparse as main.py's."""
+    features, labels, adj_mat = load_graph(kiln, *block_graph())
+    as_torch = lambda value: torch.tensor(np.asarray(value))
+    graphs = [(features, labels, adj_mat), (as_torch(features).to_sparse(), as_torch(labels), as_torch(adj_mat).to_sparse())]
     kiln.manual_seed(0)
     build = lambda name: gcn_program(*_libraries(name))(graphs[0][0].shape[1], 16, 3, True, dropout_p)
     ours, theirs = build("kiln").double(), build("torch").double()
@@ -387,7 +392,8 @@ def test_gcn_graph_processing_matches_torchs():
     torch = require("torch")
     graph = block_graph()
     for ours, theirs in zip(load_graph(kiln, *graph), load_graph(torch, *graph)):  # float32 arithmetic, then double
-        np.testing.assert_allclose(np.asarray(ours), theirs.numpy(), rtol=1e-6, atol=1e-7)
+        assert not ours.is_sparse and theirs.is_sparse == (theirs.dtype == torch.float64)
+        np.testing.assert_allclose(np.asarray(ours), theirs.to_dense().numpy(), rtol=1e-6, atol=1e-7)
 
 
 def test_gcn_trains_in_lockstep_with_torch_and_learns_the_blocks():
