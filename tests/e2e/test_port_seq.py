@@ -425,3 +425,26 @@ def test_gcn_compiled_training_step_follows_torchs_loop():
         expected, _, _ = theirs.train_iter((torch_features, torch_adj), torch_labels, torch_train, torch_val)
         assert loss == pytest.approx(expected, rel=1e-10)
     _assert_same_parameters(ours.model, theirs.model)
+
+
+def test_the_programs_with_their_dropout_learn_gcn_eagerly_and_the_translator_compiled():
+    kiln_lib, nn, F = _libraries("kiln")
+    features, labels, adj = load_graph(kiln, *block_graph())
+    idx_test, idx_val, idx_train = _splits(kiln)
+    kiln.manual_seed(1)
+    gcn = GCNRun(kiln_lib, nn, gcn_program(kiln_lib, nn, F)(features.shape[1], 16, 3, True, 0.5).double())  # main.py's --dropout-p
+    for _ in range(40):
+        gcn.train_iter((features, adj), labels, idx_train, idx_val)
+    assert gcn.test((features, adj), labels, idx_test)[1] > 0.8
+    translator = translation_program(kiln_lib, nn, F)[0](1, 1, 16, 2, SRC_VOCAB, TGT_VOCAB, 32, 0.1)  # main.py's --dropout
+    run = TranslationRun(kiln_lib, nn, F, translator, batch_size=8, lr=1e-2)
+    step = kiln.compile_train_step(translator, lambda logits, tgt_out: run.loss_fn(logits.reshape(-1, logits.shape[-1]), tgt_out.reshape(-1)),
+                                   run.optim, batch_dim=None)
+    pairs = parallel_corpus(32, seed=5)
+    first = run.validate(run.loader(pairs))
+    for _ in range(25):
+        translator.train()
+        for src, tgt in run.loader(pairs):
+            masks = run.create_mask(src, tgt[:-1, :], PAD_IDX)
+            step(src, tgt[:-1, :], *masks, masks[2], tgt[1:, :])
+    assert run.validate(run.loader(pairs)) < 0.25 * first
