@@ -38,3 +38,35 @@ def test_the_chains_graph_grows_linearly_with_its_steps():
         sys.path.remove(str(BENCHMARKS))
     ops = [compile_time.compile_row(f"chain{n}", *compile_time.chain_step(n)).ops for n in (2, 3, 4)]
     assert ops[0] < ops[1] < ops[2] and ops[2] - ops[1] == ops[1] - ops[0], ops
+
+
+def test_dropping_ops_together_leaves_the_use_lists_of_dropping_them_one_by_one():
+    """``drop_all_operands`` (DCE's and CSE's bulk erase, linear in a value's readers) against ``Op.drop_operands``."""
+    from kiln.compiler.ir.core import clone_graph, drop_all_operands
+
+    graph = compile_time_chain_graph()
+    copy = clone_graph(graph)
+    picks = lambda g: [op for index, op in enumerate(g.ops) if index % 3 == 0 and op.operands]  # noqa: E731
+    one_by_one, together = picks(graph), picks(copy)
+    for op in one_by_one:
+        op.drop_operands()
+    drop_all_operands(together)
+    position = {id(op): index for index, op in enumerate(graph.ops)}
+    position.update({id(op): index for index, op in enumerate(copy.ops)})
+    uses = lambda g: [[(position[id(op)], slot) for op, slot in value.uses] for value in g.values()]  # noqa: E731
+    assert uses(copy) == uses(graph) and any(uses(graph))
+    assert together and all(not op.operands for op in together)
+
+
+def compile_time_chain_graph():
+    """The step graph of a 3-step chain, before the passes (values read many times: the cell's weights)."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import compile_time
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    from kiln.runtime.step_graph import build_step_graph
+    from kiln.runtime.train_step import batch_specs
+
+    model, step, arrays = compile_time.chain_step(3)
+    return build_step_graph(model, step.loss_fn, step.optimizer, batch_specs(arrays), step.options).graph

@@ -215,6 +215,22 @@ class Graph:
         return f"Graph(@{self.name}, {len(self.inputs)} inputs, {len(self.ops)} ops, {len(self.outputs)} outputs)"
 
 
+def drop_all_operands(ops: Iterable[Op]) -> None:
+    """``op.drop_operands()`` for every op of ``ops`` (erased together), each operand's use list rebuilt once, in order.
+
+    One by one, each drop searches its operand's use list: quadratic in a value's readers (a weight or a constant
+    read at every step of an unrolled loop, whose dead readers a DCE drops).
+    """
+    dropping = set(ops)
+    touched: dict[int, Value] = {}
+    for op in dropping:
+        for operand in op.operands:
+            touched[id(operand)] = operand
+        op.operands = []
+    for value in touched.values():
+        value.uses[:] = [use for use in value.uses if use[0] not in dropping]
+
+
 def clone_graph(graph: Graph) -> Graph:
     """A structural copy: new values and ops, same types, attrs, names, locations and checkpoint regions."""
     copy = Graph(graph.name)

@@ -17,7 +17,7 @@ from typing import Any, Hashable
 
 import numpy as np
 
-from kiln.compiler.ir.core import Graph, Op, Value
+from kiln.compiler.ir.core import Graph, Op, Value, drop_all_operands
 from kiln.compiler.ir.printer import print_graph
 from kiln.compiler.ir.types import DType
 from kiln.compiler.ops.registry import has_trait
@@ -73,8 +73,7 @@ def _rewire_readers(old: Value, new: Value) -> None:
 def _erase_all(graph: Graph, dead: set[Op], replaced: dict[Value, Value]) -> None:
     """Drop the merged duplicates in one rebuild of the op list (``graph.erase`` each would be quadratic)."""
     graph.outputs = [replaced.get(value, value) for value in graph.outputs]
-    for op in dead:
-        op.drop_operands()
+    drop_all_operands(dead)
     graph.ops = [op for op in graph.ops if op not in dead]
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kiln.compiler.ir.core import Graph
+from kiln.compiler.ir.core import Graph, drop_all_operands
 from kiln.compiler.ops.registry import has_trait
 from kiln.compiler.passes.manager import Pass, register_pass
 
@@ -23,13 +23,14 @@ class DCE(Pass):
 
     def run(self, graph: Graph) -> bool:
         live = set(map(id, graph.outputs))
-        kept = []
+        kept, dead = [], []
         for op in reversed(graph.ops):
             if any(id(r) in live for r in op.results) or not has_trait(op.name, "pure"):
                 kept.append(op)
                 live.update(id(v) for v in op.operands)
             else:
-                op.drop_operands()
+                dead.append(op)
+        drop_all_operands(dead)
         changed = len(kept) != len(graph.ops)
         graph.ops = kept[::-1]
         return changed

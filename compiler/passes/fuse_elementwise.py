@@ -72,7 +72,7 @@ def elementwise_groups(graph: Graph) -> list[list[Op]]:
     """The fusion groups of ``graph`` (two ops or more each), members in program order."""
     position = {op: index for index, op in enumerate(graph.ops)}
     group_of: dict[Op, Group] = {}
-    groups: list[Group] = []
+    groups: dict[Group, None] = {}  # in creation order; a merged group leaves in O(1)
     for op in graph.ops:
         kind = fusible_kind(op)
         if kind is None:
@@ -111,14 +111,15 @@ def _can_join(option: list[Group], op: Op, position: dict[Op, int]) -> bool:
     return True
 
 
-def _merge(option: list[Group], groups: list[Group], group_of: dict[Op, Group]) -> Group:
+def _merge(option: list[Group], groups: dict[Group, None], group_of: dict[Op, Group]) -> Group:
     if not option:
-        groups.append(Group())
-        return groups[-1]
+        group = Group()
+        groups[group] = None
+        return group
     keep, *others = option  # the largest first (_operand_groups): only the smaller groups' members move
     for other in others:
         keep.absorb(other)
-        groups.remove(other)
+        del groups[other]
         for member in other.members:
             group_of[member] = keep
     return keep
