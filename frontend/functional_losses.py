@@ -10,8 +10,10 @@ input's dtype, not traced tensors.
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import Any
+import warnings
+from typing import Any, Callable
 
 import numpy as np
 
@@ -26,6 +28,24 @@ __all__ = [
 ]
 
 
+def _legacy_reduction(function: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    """PyTorch's deprecated ``size_average``/``reduce`` keywords (``F.nll_loss(output, target, size_average=False)``, as
+    older pytorch/examples write it) folded into ``reduction`` as PyTorch folds them, with its warning: ``reduce=False``
+    gives "none", else ``size_average=False`` "sum", else "mean"."""
+
+    @functools.wraps(function)
+    def with_legacy_arguments(*args: Any, size_average: bool | None = None, reduce: bool | None = None, **kwargs: Any) -> Tensor:
+        if size_average is not None or reduce is not None:
+            reduction = "none" if reduce is False else "sum" if size_average is False else "mean"
+            warnings.warn(f"size_average and reduce args will be deprecated, please use reduction='{reduction}' instead.", UserWarning,
+                          stacklevel=2)
+            kwargs["reduction"] = reduction
+        return function(*args, **kwargs)
+
+    return with_legacy_arguments
+
+
+@_legacy_reduction
 def cross_entropy(
     input: Tensor, target: Tensor, weight: Any = None, *, ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0
 ) -> Tensor:
@@ -41,24 +61,28 @@ def cross_entropy(
     return apply("nn.cross_entropy", input, target, *weights, reduction=reduction, ignore_index=ignore_index, label_smoothing=label_smoothing)
 
 
+@_legacy_reduction
 def nll_loss(input: Tensor, target: Tensor, weight: Any = None, *, ignore_index: int = -100, reduction: str = "mean") -> Tensor:
     """Negative log-likelihood of ``(N, C, d...)`` log-probabilities at ``(N, d...)`` integer labels."""
     weights = _constants("nll_loss", input, weight=weight)
     return apply("nn.nll", input, target, *weights, reduction=reduction, ignore_index=ignore_index)
 
 
+@_legacy_reduction
 def mse_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
     """Mean squared error ``(input - target)^2``."""
     _same_shape("mse_loss", input, target)
     return apply("nn.mse", input, target, reduction=reduction)
 
 
+@_legacy_reduction
 def l1_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
     """Mean absolute error ``|input - target|``."""
     _same_shape("l1_loss", input, target)
     return apply("nn.l1", input, target, reduction=reduction)
 
 
+@_legacy_reduction
 def smooth_l1_loss(input: Tensor, target: Tensor, reduction: str = "mean", beta: float = 1.0) -> Tensor:
     """``0.5 d^2 / beta`` where ``|d| < beta``, else ``|d| - 0.5 beta`` (``d = input - target``)."""
     _same_shape("smooth_l1_loss", input, target)
@@ -71,6 +95,7 @@ def huber_loss(input: Tensor, target: Tensor, reduction: str = "mean", delta: fl
     return apply("nn.huber", input, target, reduction=reduction, delta=float(delta))
 
 
+@_legacy_reduction
 def binary_cross_entropy_with_logits(
     input: Tensor, target: Tensor, weight: Any = None, *, reduction: str = "mean", pos_weight: Any = None
 ) -> Tensor:
@@ -96,6 +121,7 @@ TORCH_EPSILON = float(np.float32(1e-12))
 """The ``EPSILON`` of PyTorch's loss kernels (BCE's backward, the cosine embedding loss): a C++ ``float``."""
 
 
+@_legacy_reduction
 def binary_cross_entropy(input: Tensor, target: Tensor, weight: Any = None, reduction: str = "mean") -> Tensor:
     """``-w (t log(x) + (1 - t) log(1 - x))`` for probabilities ``x`` in [0, 1], each log clamped at -100, as PyTorch.
 
@@ -117,6 +143,7 @@ def binary_cross_entropy(input: Tensor, target: Tensor, weight: Any = None, redu
     return _reduce(loss if weight is None else loss * weight, reduction)
 
 
+@_legacy_reduction
 def kl_div(input: Tensor, target: Tensor, reduction: str = "mean", log_target: bool = False) -> Tensor:
     """Pointwise KL divergence of log-probabilities ``input`` from ``target``: ``t (log t - input)`` (0 where ``t`` is 0,
     as ``xlogy``), or ``exp(t) (t - input)`` with ``log_target``. ``'batchmean'`` divides the sum by the batch size,
@@ -133,6 +160,7 @@ def kl_div(input: Tensor, target: Tensor, reduction: str = "mean", log_target: b
     return _reduce(loss, reduction)
 
 
+@_legacy_reduction
 def poisson_nll_loss(
     input: Tensor, target: Tensor, log_input: bool = True, full: bool = False, eps: float = 1e-8, reduction: str = "mean"
 ) -> Tensor:
@@ -172,6 +200,7 @@ def gaussian_nll_loss(input: Tensor, target: Tensor, var: Tensor | float, full: 
     return _reduce(loss, reduction)
 
 
+@_legacy_reduction
 def margin_ranking_loss(input1: Tensor, input2: Tensor, target: Tensor, margin: float = 0.0, reduction: str = "mean") -> Tensor:
     """``max(0, -target (input1 - input2) + margin)``: ``target`` 1 asks ``input1`` to rank above ``input2``, -1 below."""
     _check_reduction("margin_ranking_loss", reduction)
@@ -180,6 +209,7 @@ def margin_ranking_loss(input1: Tensor, input2: Tensor, target: Tensor, margin: 
     return _reduce(_clamp_at_0(-target * (input1 - input2) + margin), reduction)
 
 
+@_legacy_reduction
 def hinge_embedding_loss(input: Tensor, target: Tensor, margin: float = 1.0, reduction: str = "mean") -> Tensor:
     """``input`` where ``target`` is 1, ``max(0, margin - input)`` where it is -1 (``input`` is usually a distance)."""
     _check_reduction("hinge_embedding_loss", reduction)
@@ -187,6 +217,7 @@ def hinge_embedding_loss(input: Tensor, target: Tensor, margin: float = 1.0, red
     return _reduce(below_margin + _where(target.ne(-1), input, 0.0), reduction)
 
 
+@_legacy_reduction
 def soft_margin_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
     """Two-class logistic loss ``log(1 + exp(-target input))`` for targets of +-1, finite and accurate for any ``input``
     (PyTorch's overflows to inf, with a NaN gradient, past ``-target input`` = 709 in float64, 88 in float32)."""
@@ -195,6 +226,7 @@ def soft_margin_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> 
     return _reduce(_softplus(-input * target), reduction)
 
 
+@_legacy_reduction
 def multilabel_soft_margin_loss(input: Tensor, target: Tensor, weight: Any = None, reduction: str = "mean") -> Tensor:
     """Per-class logistic loss of ``(N, C)`` logits against 0/1 targets, weighted per class by ``weight`` (``(C,)``) and
     averaged over the classes: one loss per sample."""
@@ -207,6 +239,7 @@ def multilabel_soft_margin_loss(input: Tensor, target: Tensor, weight: Any = Non
     return _reduce(loss.sum(-1) / _dim_size(input, -1), reduction)
 
 
+@_legacy_reduction
 def cosine_embedding_loss(input1: Tensor, input2: Tensor, target: Tensor, margin: float = 0.0, reduction: str = "mean") -> Tensor:
     """``1 - cos(x1, x2)`` where ``target`` is 1, ``max(0, cos(x1, x2) - margin)`` where it is -1; the cosine is over the
     last dim of ``(N, D)`` (or ``(D,)``) inputs, with PyTorch's 1e-12 added to each squared norm."""
@@ -222,6 +255,7 @@ def cosine_embedding_loss(input1: Tensor, input2: Tensor, target: Tensor, margin
     return _reduce(similar + _where(target.eq(-1), _clamp_at_0(cosine - margin), 0.0), reduction)
 
 
+@_legacy_reduction
 def triplet_margin_loss(
     anchor: Tensor, positive: Tensor, negative: Tensor, margin: float = 1.0, p: float = 2.0, eps: float = 1e-6, swap: bool = False,
     reduction: str = "mean",
@@ -242,6 +276,7 @@ def triplet_margin_loss(
     return _reduce(_clamp_at_0(margin + to_positive - to_negative), reduction)
 
 
+@_legacy_reduction
 def multi_margin_loss(
     input: Tensor, target: Tensor, p: int = 1, margin: float = 1.0, weight: Any = None, reduction: str = "mean"
 ) -> Tensor:
