@@ -80,6 +80,10 @@ _NUMPY_NAMES = {
 _BY_NUMPY_DTYPE = {np.dtype(name): dtype for dtype, name in _NUMPY_NAMES.items()}
 
 
+_CANONICAL_SYMBOLS: set[str] = set()
+"""Symbolic dims already found canonical (``N``, ``5*N``): every type built checks its dims, most of them again."""
+
+
 @dataclass(frozen=True)
 class TensorType:
     """A ranked tensor type; ``shape`` holds ints and symbol names."""
@@ -93,7 +97,10 @@ class TensorType:
         object.__setattr__(self, "shape", tuple(self.shape))
         object.__setattr__(self, "dtype", DType.of(self.dtype))
         for dim in self.shape:
+            if type(dim) is int and dim >= 0 or type(dim) is str and dim in _CANONICAL_SYMBOLS:
+                continue
             if isinstance(dim, str) and _PRODUCT.fullmatch(dim) and dim_product((dim,)) == dim:
+                _CANONICAL_SYMBOLS.add(dim)
                 continue
             if isinstance(dim, bool) or not isinstance(dim, int) or dim < 0:
                 raise ShapeError(
@@ -136,6 +143,8 @@ class TensorType:
 
 def broadcast_shapes(*shapes: tuple[Dim, ...]) -> tuple[Dim, ...]:
     """NumPy broadcasting over possibly symbolic dims; a symbol only matches itself or 1."""
+    if len(shapes) == 2 and shapes[0] == shapes[1]:  # the common case: equal shapes broadcast to themselves
+        return tuple(shapes[0])
     rank = max((len(shape) for shape in shapes), default=0)
     result: list[Dim] = []
     for axis in range(rank):
