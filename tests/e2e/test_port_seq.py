@@ -24,11 +24,17 @@ The published ``encode``/``decode`` pass extra arguments to ``pos_enc`` (a bug o
 dense, torch trains on real sparse tensors. The graph is a small stochastic block model whose features are correlated
 with the block.
 
-The compiled path: ``kiln.compile_train_step`` of each model, in lockstep with torch's eager loop.
+``mnist_hogwild`` (``Net``: conv, ``Dropout2d``, ``max_pool2d``, ``F.dropout(training=self.training)``; ``train_epoch``
+and ``test_epoch`` with ``nll_loss(..., size_average=False)``, ``output.max(1)[1]``, ``pred.eq(target).sum().item()``):
+kiln refuses ``model.share_memory()`` (Hogwild workers would each train a private copy), so the workers' ``train`` runs
+in turn in one process, in lockstep with torch's, on the bundled digits scaled to 28x28.
+
+The compiled path: ``kiln.compile_train_step`` of the translator and the GCN, in lockstep with torch's eager loop.
 """
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -448,3 +454,89 @@ def test_the_programs_with_their_dropout_learn_gcn_eagerly_and_the_translator_co
             masks = run.create_mask(src, tgt[:-1, :], PAD_IDX)
             step(src, tgt[:-1, :], *masks, masks[2], tgt[1:, :])
     assert run.validate(run.loader(pairs)) < 0.25 * first
+
+
+# ------------------------------------------------------------------------------------------------------ mnist_hogwild
+
+
+def hogwild_program(lib, nn, F):
+    """``mnist_hogwild``'s ``Net`` and ``train.py``'s loops, for ``lib``. ``Net(p)``: the program's dropouts are 0.5;
+    the lockstep passes 0 (two libraries cannot draw the same masks)."""
+
+    class Net(nn.Module):
+        def __init__(self, p=0.5):
+            super().__init__()
+            self.p = p
+            self.conv1 = nn.Conv2d(1, 10, kernel_size=5)
+            self.conv2 = nn.Conv2d(10, 20, kernel_size=5)
+            self.conv2_drop = nn.Dropout2d(p)
+            self.fc1 = nn.Linear(320, 50)
+            self.fc2 = nn.Linear(50, 10)
+
+        def forward(self, x):
+            x = F.relu(F.max_pool2d(self.conv1(x), 2))
+            x = F.relu(F.max_pool2d(self.conv2_drop(self.conv2(x)), 2))
+            x = x.view(-1, 320)
+            x = F.relu(self.fc1(x))
+            x = F.dropout(x, p=self.p, training=self.training)
+            return F.log_softmax(self.fc2(x), dim=1)
+
+    def train_epoch(model, data_loader, optimizer):
+        model.train()
+        losses = []
+        for batch_idx, (data, target) in enumerate(data_loader):
+            optimizer.zero_grad()
+            loss = F.nll_loss(model(data), target)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+        return losses
+
+    def test_epoch(model, data_loader):
+        model.eval()
+        test_loss, correct = 0, 0
+        with lib.no_grad():
+            for data, target in data_loader:
+                output = model(data)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # size_average's deprecation warning, as torch's
+                    test_loss += F.nll_loss(output, target, size_average=False).item()
+                pred = output.max(1)[1]
+                correct += pred.eq(target).sum().item()
+        return test_loss / len(data_loader.dataset), correct
+
+    return Net, train_epoch, test_epoch
+
+
+def digits_28(lib, start, stop):
+    """The bundled 8x8 digits as 1x28x28 images (each pixel 3x3, a 2-pixel border), normalised as MNIST's transform."""
+    from kiln.runtime.data import load_digits
+
+    x, y = load_digits()
+    images = np.pad(np.kron(x[start:stop].reshape(-1, 8, 8), np.ones((3, 3))), ((0, 0), (2, 2), (2, 2)))[:, None]
+    images = (images / max(images.max(), 1.0) - 0.1307) / 0.3081
+    return lib.utils.data.TensorDataset(lib.tensor(images).double(), lib.tensor(y[start:stop]).long())
+
+
+def test_hogwild_workers_loop_run_in_turn_trains_in_lockstep_with_torch_after_share_memory_is_refused():
+    """main.py with ``model.share_memory()`` refused (see ``tests/frontend/test_port_seq_share_memory.py``): each
+    worker's ``train`` run in turn in the one process, as the refusal says, on the one model; ``shuffle=False`` here (the
+    two libraries' shuffles draw differently)."""
+    torch = require("torch")
+    programs = hogwild_program(*_libraries("kiln")), hogwild_program(*_libraries("torch"))
+    kiln.manual_seed(1)
+    model, theirs = programs[0][0](p=0.0).double(), programs[1][0](p=0.0).double()
+    theirs.load_state_dict({key: torch.tensor(np.array(value)) for key, value in model.state_dict().items()})
+    with pytest.raises(kiln.TraceError, match="Hogwild"):
+        model.share_memory()
+    theirs.share_memory()
+    for (Net, train_epoch, test_epoch), lib, net in zip(programs, (kiln, torch), (model, theirs)):
+        loader = lib.utils.data.DataLoader(digits_28(lib, 0, 32), batch_size=16, shuffle=False)
+        net.history = []
+        for rank in range(2):  # --num-processes 2, in turn
+            optimizer = lib.optim.SGD(net.parameters(), lr=0.01, momentum=0.5)
+            net.history.append(train_epoch(net, loader, optimizer))
+        net.history.append(test_epoch(net, lib.utils.data.DataLoader(digits_28(lib, 32, 64), batch_size=32)))
+    np.testing.assert_allclose(np.hstack(model.history[:2]), np.hstack(theirs.history[:2]), rtol=1e-10)
+    assert model.history[2][0] == pytest.approx(theirs.history[2][0], rel=1e-10) and model.history[2][1] == theirs.history[2][1]
+    _assert_same_parameters(model, theirs)
