@@ -194,7 +194,12 @@ def _run_detached(op: Op, executable: Executable | None, arrays: list[np.ndarray
 
 def op_signature(op: Op) -> Hashable:
     """What a compiled one-op graph depends on: the op, its attributes and its operands' types."""
-    return (op.name, tuple((key, hashable_attr(value)) for key, value in op.attrs.items()), tuple(v.type for v in op.operands))
+    attrs = tuple([(key, value if type(value) in _AS_THEY_ARE else hashable_attr(value)) for key, value in op.attrs.items()])
+    return op.name, attrs, tuple([value.type for value in op.operands])
+
+
+_AS_THEY_ARE = frozenset({int, bool, str, type(None)})
+"""Attribute types ``hashable_attr`` gives back unchanged (asked first: the backward keys every op of a chain)."""
 
 
 _KNOWN: dict[Hashable, tuple[dict[str, Any], tuple[TensorType, ...], Executable]] = {}

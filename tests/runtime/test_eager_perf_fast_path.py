@@ -136,3 +136,17 @@ def test_parameter_reads_take_the_parameters_current_type_and_array():
     second = context.value_of(parameter)
     assert first is not second and first.type == TensorType((2, 3), DType.f32) and second.type == TensorType((4,), DType.f64)
     np.testing.assert_array_equal(kiln.frontend.tensor.Tensor(second).numpy(), np.zeros(4))
+
+
+def test_op_signatures_are_the_attributes_hashable_forms_and_the_operand_types():
+    from kiln.compiler.passes.cse import hashable_attr
+
+    x = kiln.tensor(np.arange(12.0).reshape(3, 4))
+    results = [x[:, 1:3], x + 1, x.sum(1, keepdim=True), x.to(kiln.float32), x * 0.5, kiln.clamp(x, min=-0.0),
+               x.permute(1, 0)]
+    ops = [result.value.producer for result in results] + [results[1].value.producer.operands[1].producer]  # a constant
+    assert ops[-1].name == "tensor.constant"
+    for op in ops:
+        expected = (op.name, tuple((key, hashable_attr(value)) for key, value in op.attrs.items()),
+                    tuple(value.type for value in op.operands))
+        assert eager.op_signature(op) == expected and hash(eager.op_signature(op)) == hash(expected)
