@@ -89,7 +89,11 @@ class Sequential(Module):
     def __len__(self) -> int:
         return len(self._modules)
 
-    def __getitem__(self, index: int) -> Module:
+    def __getitem__(self, index: int | slice) -> Any:
+        """The layer at ``index``; a slice is a new ``Sequential`` of those layers (shared, under their names), as
+        PyTorch's (the style-transfer tutorial trims its model so: ``model[:(i + 1)]``)."""
+        if isinstance(index, slice):
+            return self.__class__(dict(list(self._modules.items())[index]))
         return list(self._modules.values())[index]
 
     def forward(self, input: Tensor) -> Tensor:
