@@ -98,12 +98,12 @@ def eye(n: int, m: int | None = None, *, dtype: Any = None, device: Any = None, 
 
 
 def tensor(data: Any, *, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Any:
-    """``data`` as a constant: Python floats as float32, ints as int64, bools as bool; an array keeps its dtype and is
-    copied, as PyTorch's (``from_numpy`` shares it)."""
+    """``data`` as a constant: Python floats as float32, ints as int64, bools as bool; an array, a NumPy scalar or a
+    tensor keeps its dtype and is copied, as PyTorch's (``from_numpy`` shares it)."""
     array = np.array(data)
     if dtype is not None:
         array = array.astype(_dtype(dtype, "float32"))
-    elif not isinstance(data, np.ndarray) and array.dtype.kind in "fi":
+    elif not isinstance(data, (np.ndarray, np.generic, Tensor)) and array.dtype.kind in "fi":
         array = array.astype(get_default_dtype().numpy if array.dtype.kind == "f" else np.int64)
     return _requiring_grad(_created(array), requires_grad)
 
