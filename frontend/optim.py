@@ -25,6 +25,7 @@ from kiln.compiler.errors import CheckpointError, KilnError
 from kiln.compiler.ir.builder import Builder
 from kiln.compiler.ir.core import Value
 from kiln.frontend.module import Parameter, clear_grads
+from kiln.frontend.tensor import Tensor
 
 Update = tuple[Value, dict[str, Value]]
 
@@ -59,10 +60,10 @@ class Optimizer:
 
     def add_param_group(self, group: dict[str, Any]) -> None:
         """Add a group; options it does not name take the optimizer's defaults."""
-        params = [group["params"]] if isinstance(group["params"], Parameter) else list(group["params"])
-        for param in params:
-            if not isinstance(param, Parameter):
-                raise KilnError(f"optimizers take kiln Parameters, got {type(param).__name__}")
+        from kiln.frontend.optim_leaf_tensors import as_optimizer_parameter  # lazily: it subclasses Parameter
+
+        params = [group["params"]] if isinstance(group["params"], Tensor) else list(group["params"])
+        params = [as_optimizer_parameter(param) for param in params]
         seen = {id(p) for p in self.parameters()}
         if any(id(p) in seen for p in params) or len({id(p) for p in params}) != len(params):
             raise KilnError("some parameters appear in more than one parameter group (or twice in one); list each once")

@@ -39,7 +39,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from kiln.frontend.eager_values import count_update
+from kiln.frontend.eager_values import GRAD_TENSORS, count_update
 from kiln.frontend.tensor_methods import _is_one
 from kiln.frontend.trace import TraceContext, located_error, user_location
 
@@ -94,6 +94,7 @@ def rebind(tensor: Any, result: Any, method: str, written: Any = None) -> Any:
         return tensor
     check_fresh(tensor)
     result = kept_type(tensor, result, method)
+    marked_leaf = _marked_leaf(tensor, method)
     if "_indexed_from" in tensor.__dict__:
         return write_through_index(tensor, result, method)
     family = tensor.__dict__.get("_family")
@@ -109,7 +110,24 @@ def rebind(tensor: Any, result: Any, method: str, written: Any = None) -> Any:
         family.members.pop(id(tensor), None)
         tensor._family = None
     tensor._value = result.value
+    if marked_leaf:
+        GRAD_TENSORS[result.value] = weakref.ref(tensor)  # still the leaf whose .grad backward() fills
     return tensor
+
+
+def _marked_leaf(tensor: Any, method: str) -> bool:
+    """Whether ``tensor`` is an eager leaf marked by ``requires_grad_()``; such a leaf is written in place only under
+    ``no_grad`` (PyTorch's rule; the style-transfer tutorial's ``input_img.clamp_(0, 1)``), and stays marked."""
+    value = tensor.__dict__.get("_value")
+    if value is None or value.producer is not None or value not in GRAD_TENSORS:
+        return False
+    from kiln.frontend.grad_mode import is_grad_enabled  # lazily, as EagerMethods.requires_grad's
+
+    if is_grad_enabled():
+        raise located_error(f"{method}: a leaf tensor that requires grad (marked by requires_grad_()) is written in place "
+                            f"while gradients are recorded; write it under kiln.no_grad() (with kiln.no_grad(): x.{method}(...)), "
+                            "as PyTorch requires, or write a copy (x = x.clone())")
+    return True
 
 
 def write_through_index(view: Any, result: Any, method: str) -> Any:

@@ -1,0 +1,99 @@
+"""Eager leaf tensors as optimizer parameters, as ``torch.optim`` takes any leaf that requires grad.
+
+```python
+input_img = content_img.clone().requires_grad_(True)    # not a Parameter: the image itself is optimised
+optimizer = kiln.optim.LBFGS([input_img])               # (Gatys style transfer; adversarial examples)
+def closure():
+    with kiln.no_grad():
+        input_img.clamp_(0, 1)                          # the tensor stays the marked leaf (tensor_inplace.rebind)
+    optimizer.zero_grad()                               # clears input_img.grad
+    loss = style_loss(model(input_img))
+    loss.backward()                                     # fills input_img.grad
+    return loss
+optimizer.step(closure)                                 # writes input_img's array in place
+```
+
+The optimizer keeps a ``LeafTensorParameter`` standing for the tensor: its array is the tensor's current one (an
+in-place write under ``no_grad`` gives the tensor a new array, which the next step reads), its ``.grad`` is the
+tensor's. Only eager tensors qualify: a traced one has no array to update.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from kiln.compiler.errors import KilnError
+from kiln.frontend.eager_values import GRAD_TENSORS, eager_array, eager_leaf
+from kiln.frontend.module import Parameter
+
+
+class LeafTensorParameter(Parameter):
+    """An optimizer's view of an eager leaf ``tensor`` marked by ``requires_grad_()``."""
+
+    def __init__(self, tensor: Any):
+        self.__dict__["tensor"] = tensor
+
+    @property
+    def _data(self) -> np.ndarray:
+        return eager_array(self.tensor)
+
+    @property
+    def data(self) -> np.ndarray:
+        return self._data
+
+    @data.setter
+    def data(self, array: np.ndarray) -> None:
+        np.copyto(self._data, array)
+
+    @property
+    def grad(self) -> Any:  # type: ignore[override]
+        return self.tensor.grad
+
+    @grad.setter
+    def grad(self, value: Any) -> None:
+        self.tensor.grad = value
+
+    @property
+    def requires_grad(self) -> bool:  # type: ignore[override]
+        return True
+
+    def __repr__(self) -> str:
+        return f"LeafTensorParameter({self.tensor!r})"
+
+
+def as_optimizer_parameter(param: Any) -> Parameter:
+    """``param`` itself if it is a ``Parameter``; a ``LeafTensorParameter`` for an eager leaf tensor marked by
+    ``requires_grad_()``; else a ``KilnError`` saying what an optimizer takes."""
+    if isinstance(param, Parameter):
+        return param
+    value = getattr(param, "__dict__", {}).get("_value")
+    array = eager_array(param) if value is not None else None
+    if array is None:
+        raise KilnError(f"optimizers take kiln Parameters or eager leaf tensors marked by requires_grad_(), got "
+                        f"{type(param).__name__}{' (a traced tensor)' if value is not None else ''}")
+    if value not in GRAD_TENSORS:
+        raise KilnError("optimizers take tensors that require grad: call tensor.requires_grad_() on it first")
+    if value.producer is not None:
+        _start_chain_at(param, value)
+    return LeafTensorParameter(param)
+
+
+def _start_chain_at(tensor: Any, value: Any) -> None:
+    """Make ``tensor`` (marked, computed by ops from arrays that need no gradient: ``content_img.clone()``) a leaf
+    holding the same array, as it is one in PyTorch; an eager backward recomputes chains from their leaves, which would
+    miss the optimizer's in-place updates. A tensor computed from parameters or marked tensors is refused, as
+    PyTorch's "can't optimize a non-leaf Tensor"."""
+    mark = GRAD_TENSORS.pop(value)
+    if tensor.requires_grad:  # unmarked, it still depends on something that requires grad
+        GRAD_TENSORS[value] = mark
+        raise KilnError("optimizers take leaf tensors: this one is computed from parameters or tensors that require "
+                        "grad (PyTorch: can't optimize a non-leaf Tensor); optimize those, or a detached copy "
+                        "(x = x.detach().clone().requires_grad_())")
+    leaf = eager_leaf(eager_array(tensor))
+    tensor._value = leaf._value
+    GRAD_TENSORS[leaf._value] = mark
+
+
+__all__ = ["LeafTensorParameter", "as_optimizer_parameter"]
