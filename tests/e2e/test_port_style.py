@@ -570,3 +570,177 @@ def test_super_resolution_compiled_step_matches_torch_in_float64():
     _assert_same_state(model, twin)
     low, _ = _super_resolution_data(3, offset=900)
     np.testing.assert_allclose(kiln.compile(model)(low), twin(torch.tensor(low)).detach().numpy(), **TIGHT)
+
+
+# --- the neural style tutorial (Gatys et al.): optimising the input image ---------------------------------------------
+
+
+def gatys_program(lib, nn, F, optim):
+    """The tutorial's loss modules, model builder and ``run_style_transfer``, written against ``lib``."""
+
+    class ContentLoss(nn.Module):
+        def __init__(self, target,):
+            super(ContentLoss, self).__init__()
+            # we 'detach' the target content from the tree used to dynamically compute the gradient
+            self.target = target.detach()
+
+        def forward(self, input):
+            self.loss = F.mse_loss(input, self.target)
+            return input
+
+    def gram_matrix(input):
+        a, b, c, d = input.size()  # a=batch size(=1), b=number of feature maps, (c,d)=dimensions of a feature map
+        features = input.view(a * b, c * d)
+        G = lib.mm(features, features.t())
+        # 'normalize' the values of the gram matrix by dividing by the number of element in each feature maps
+        return G.div(a * b * c * d)
+
+    class StyleLoss(nn.Module):
+        def __init__(self, target_feature):
+            super(StyleLoss, self).__init__()
+            self.target = gram_matrix(target_feature).detach()
+
+        def forward(self, input):
+            G = gram_matrix(input)
+            self.loss = F.mse_loss(G, self.target)
+            return input
+
+    class Normalization(nn.Module):
+        def __init__(self, mean, std):
+            super(Normalization, self).__init__()
+            # .view the mean and std to make them [C x 1 x 1] so that they can directly work with image Tensor of
+            # shape [B x C x H x W]
+            self.mean = lib.tensor(mean).view(-1, 1, 1)
+            self.std = lib.tensor(std).view(-1, 1, 1)
+
+        def forward(self, img):
+            return (img - self.mean) / self.std
+
+    def get_style_model_and_losses(cnn, normalization_mean, normalization_std, style_img, content_img,
+                                   content_layers=('conv_4',), style_layers=('conv_1', 'conv_2', 'conv_3', 'conv_4', 'conv_5')):
+        normalization = Normalization(normalization_mean, normalization_std)
+        content_losses = []
+        style_losses = []
+        model = nn.Sequential(normalization)
+        i = 0  # increment every time we see a conv
+        for layer in cnn.children():
+            if isinstance(layer, nn.Conv2d):
+                i += 1
+                name = 'conv_{}'.format(i)
+            elif isinstance(layer, nn.ReLU):
+                name = 'relu_{}'.format(i)
+                # the in-place version doesn't play very nicely with the ContentLoss and StyleLoss we insert below
+                layer = nn.ReLU(inplace=False)
+            elif isinstance(layer, nn.MaxPool2d):
+                name = 'pool_{}'.format(i)
+            elif isinstance(layer, nn.BatchNorm2d):
+                name = 'bn_{}'.format(i)
+            else:
+                raise RuntimeError('Unrecognized layer: {}'.format(layer.__class__.__name__))
+            model.add_module(name, layer)
+            if name in content_layers:
+                target = model(content_img).detach()
+                content_loss = ContentLoss(target)
+                model.add_module("content_loss_{}".format(i), content_loss)
+                content_losses.append(content_loss)
+            if name in style_layers:
+                target_feature = model(style_img).detach()
+                style_loss = StyleLoss(target_feature)
+                model.add_module("style_loss_{}".format(i), style_loss)
+                style_losses.append(style_loss)
+        # now we trim off the layers after the last content and style losses
+        for i in range(len(model) - 1, -1, -1):
+            if isinstance(model[i], ContentLoss) or isinstance(model[i], StyleLoss):
+                break
+        model = model[:(i + 1)]
+        return model, style_losses, content_losses
+
+    def run_style_transfer(cnn, normalization_mean, normalization_std, content_img, style_img, input_img, num_steps=300,
+                           style_weight=1000000, content_weight=1, log=None):
+        model, style_losses, content_losses = get_style_model_and_losses(cnn, normalization_mean, normalization_std,
+                                                                         style_img, content_img)
+        # We want to optimize the input and not the model parameters so we update all the requires_grad fields
+        input_img.requires_grad_(True)
+        model.eval()
+        model.requires_grad_(False)
+        optimizer = optim.LBFGS([input_img])
+        run = [0]
+        scores = []
+        while run[0] <= num_steps:
+
+            def closure():
+                # correct the values of updated input image
+                with lib.no_grad():
+                    input_img.clamp_(0, 1)
+                optimizer.zero_grad()
+                model(input_img)
+                style_score = 0
+                content_score = 0
+                for sl in style_losses:
+                    style_score += sl.loss
+                for cl in content_losses:
+                    content_score += cl.loss
+                style_score *= style_weight
+                content_score *= content_weight
+                loss = style_score + content_score
+                loss.backward()
+                run[0] += 1
+                scores.append((style_score.item(), content_score.item()))
+                if run[0] % 5 == 0:
+                    log.append("run {}:".format(run))
+                    log.append('Style Loss : {:4f} Content Loss: {:4f}'.format(style_score.item(), content_score.item()))
+                return style_score + content_score
+
+            optimizer.step(closure)
+        # a last correction...
+        with lib.no_grad():
+            input_img.clamp_(0, 1)
+        return input_img, scores, model
+
+    return run_style_transfer
+
+
+def small_vgg19_features(nn):
+    """A VGG19-like ``features`` (conv, relu, pool in its order, narrow, random weights) standing in for
+    ``vgg19(weights=...).features``."""
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(inplace=True),
+        nn.MaxPool2d(2, 2), nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(6, 6, 3, padding=1),
+        nn.ReLU(inplace=True), nn.MaxPool2d(2, 2), nn.Conv2d(6, 8, 3, padding=1), nn.ReLU(inplace=True),
+        nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(inplace=True))
+
+
+def _gatys_images():
+    """``(style, content)`` as the tutorial's ``image_loader`` gives them: ``(1, 3, 16, 16)`` in [0, 1]."""
+    return _striped_style()[None] / 255.0, _coloured_digits(1, offset=300) / 255.0
+
+
+def test_gatys_style_transfer_optimises_the_input_image_as_torch_does():
+    torch = require_torch()
+    kiln.manual_seed(4)
+    cnn = small_vgg19_features(kiln.nn).double().eval()
+    torch_cnn = small_vgg19_features(torch.nn).double().eval()
+    _same_weights(torch, cnn, torch_cnn)
+    style, content = _gatys_images()
+    mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+    results = []
+    for lib, net in ((kiln, cnn), (torch, torch_cnn)):
+        import_name = "kiln" if lib is kiln else "torch"
+        run_style_transfer = gatys_program(*_libraries(import_name), lib.optim)
+        content_img, style_img = lib.tensor(content), lib.tensor(style)
+        input_img = content_img.clone()
+        log = []
+        output, scores, model = run_style_transfer(net, lib.tensor(mean, dtype=lib.float64), lib.tensor(std, dtype=lib.float64),
+                                                   content_img, style_img, input_img, num_steps=25, log=log)
+        results.append((np.array(output.detach().numpy()), scores, log, [name for name, _ in model.named_children()]))
+    (image, scores, log, layers), (torch_image, torch_scores, torch_log, torch_layers) = results
+    assert layers == torch_layers and layers[-1] == "style_loss_5"  # trimmed after the last loss module
+    np.testing.assert_allclose(scores, torch_scores, rtol=1e-9, atol=1e-12)
+    assert len(scores) == 40  # two L-BFGS steps of max_iter=20 closure calls
+    # the printed progress: the same lines (a last {:4f} digit may round apart at ~1e-10)
+    assert [line.split(":")[0] for line in log] == [line.split(":")[0] for line in torch_log] and len(log) == 16
+    # 40 L-BFGS iterations (curvature pairs from differences of gradients) carry rounding to ~1e-9 of the pixels
+    np.testing.assert_allclose(image, torch_image, rtol=0, atol=5e-9)
+    assert image.min() >= 0 and image.max() <= 1 and sum(scores[-1]) < sum(scores[0]) / 2
+    assert not np.allclose(np.asarray(content), image)  # the input image moved; the network did not
+    _assert_same_state(cnn, torch_cnn)
