@@ -72,7 +72,7 @@ def test_a_cached_op_has_the_same_attributes_types_and_a_location_of_its_own(fre
     assert first_op.location.startswith("test_eager_perf_fast_path.py:") and second_op.location != first_op.location
     assert int(second_op.location.split(":")[1].split()[0]) == int(first_op.location.split(":")[1].split()[0]) + 1
     assert second_op.operands == [x.value] and x.value.uses == []  # the graph keeps nothing, as on the first sighting
-    assert second_op.results == []  # no value -> op -> value cycle
+    assert not first_op.results and not second_op.results  # no value -> op -> value cycle
 
 
 def test_shape_errors_are_raised_alike_before_and_after_a_signature_is_cached(fresh_cache):
