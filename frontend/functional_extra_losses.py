@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from kiln.frontend.functional_losses import _check_reduction, _clamp_at_0, _reduce
+from kiln.frontend.functional_losses import _check_reduction, _clamp_at_0, _legacy_reduction, _reduce
 from kiln.frontend.tensor import Tensor, apply
 from kiln.frontend.trace import located_error
 
@@ -72,6 +72,7 @@ def triplet_margin_with_distance_loss(anchor: Tensor, positive: Tensor, negative
     return _reduce(_clamp_at_0(margin + to_positive - to_negative), reduction)
 
 
+@_legacy_reduction
 def multilabel_margin_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
     """Multi-label hinge loss of ``(N, C)`` (or ``(C,)``) scores: ``sum_j sum_{i not a label} max(0, 1 - (x[y_j] - x[i])) / C``
     over the labels ``y_j``, the entries of ``target`` before its first -1, as PyTorch's (a repeated label counts again)."""

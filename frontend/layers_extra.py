@@ -17,6 +17,7 @@ from kiln.frontend import functional as F
 from kiln.frontend import init
 from kiln.frontend.functional_nn import _pair, embedding_padding_index
 from kiln.frontend.functional_conv3d import triple
+from kiln.frontend.functional_losses import _legacy_reduction
 from kiln.frontend.layers_conv import BatchNorm2d, _check_groups, _single, conv_repr
 from kiln.frontend.losses import NLLLoss
 from kiln.frontend.module import Module, Parameter, layer_dtype
@@ -320,6 +321,7 @@ class TripletMarginWithDistanceLoss(Module):
 class MultiLabelMarginLoss(Module):
     """``torch.nn.MultiLabelMarginLoss``: see ``F.multilabel_margin_loss``."""
 
+    @_legacy_reduction
     def __init__(self, reduction: str = "mean"):
         super().__init__()
         self.reduction = reduction

@@ -11,17 +11,25 @@ from typing import Any
 
 from kiln.frontend import functional_losses as F
 from kiln.frontend.functional_ctc import ctc_loss
+from kiln.frontend.functional_losses import _legacy_reduction
 from kiln.frontend.module import Module
 from kiln.frontend.tensor import Tensor
 
 
 class _Loss(Module):
+    @_legacy_reduction
     def __init__(self, reduction: str = "mean"):
         super().__init__()
         self.reduction = reduction
 
     def extra_repr(self) -> str:
         return f"reduction={self.reduction!r}"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Every loss takes PyTorch's deprecated ``size_average``/``reduce`` keywords, folded as ``F``'s losses fold them."""
+        super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:
+            cls.__init__ = _legacy_reduction(cls.__dict__["__init__"])
 
 
 class MSELoss(_Loss):

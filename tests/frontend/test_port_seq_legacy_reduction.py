@@ -1,4 +1,4 @@
-"""PyTorch's deprecated ``size_average``/``reduce`` keywords on ``F``'s losses, as mnist_hogwild's ``test_epoch``
+"""PyTorch's deprecated ``size_average``/``reduce`` keywords on ``F``'s losses and the loss modules, as mnist_hogwild's ``test_epoch``
 sums its loss (``F.nll_loss(output, target, size_average=False)``): folded into ``reduction`` as torch folds them,
 with torch's warning. Values and gradients against torch in float64, eagerly and traced (``kiln.grad``)."""
 
@@ -35,6 +35,7 @@ CASES = {  # name: (the loss of the differentiated x, for F of either library; t
     "cosine_embedding_loss": lambda F, t, x: F.cosine_embedding_loss(x, x.flip(0), t(SIGNS), **LEGACY),
     "triplet_margin_loss": lambda F, t, x: F.triplet_margin_loss(x, x.flip(0), x.roll(1, 0), **LEGACY),
     "multi_margin_loss": lambda F, t, x: F.multi_margin_loss(x, t(LABELS), **LEGACY),
+    "multilabel_margin_loss": lambda F, t, x: F.multilabel_margin_loss(x, t(np.array([[0, 2, -1], [1, -1, 0], [2, 1, 0], [0, -1, 1]])), **LEGACY),
 }
 LEGACY: dict = {}
 FOLDS = [({"size_average": False}, "sum"), ({"reduce": False}, "none"), ({"size_average": True, "reduce": True}, "mean"),
@@ -75,3 +76,34 @@ def test_without_the_legacy_keywords_nothing_warns_and_reduction_still_works():
 def _softmax(x):
     e = np.exp(x - x.max(1, keepdims=True))
     return e / e.sum(1, keepdims=True)
+
+
+LEGACY_MODULES = ["BCELoss", "BCEWithLogitsLoss", "CosineEmbeddingLoss", "CrossEntropyLoss", "HingeEmbeddingLoss", "KLDivLoss", "L1Loss",
+                  "MSELoss", "MarginRankingLoss", "MultiLabelMarginLoss", "MultiLabelSoftMarginLoss", "MultiMarginLoss", "NLLLoss",
+                  "PoissonNLLLoss", "SmoothL1Loss", "SoftMarginLoss", "TripletMarginLoss"]
+
+
+def _constructed(module, legacy):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loss = module(**legacy)
+    return loss, [str(w.message) for w in caught]
+
+
+@pytest.mark.parametrize("legacy, reduction", FOLDS, ids=[str(legacy) for legacy, _ in FOLDS])
+@pytest.mark.parametrize("name", LEGACY_MODULES)
+def test_loss_modules_fold_the_keywords_and_warn_as_torchs(name, legacy, reduction):
+    torch = require_torch()
+    ours, our_warnings = _constructed(getattr(kiln.nn, name), legacy)
+    theirs, torch_warnings = _constructed(getattr(torch.nn, name), legacy)
+    assert ours.reduction == theirs.reduction == reduction
+    assert our_warnings == torch_warnings
+
+
+def test_nll_loss_module_with_size_average_false_sums_as_torchs():
+    torch = require_torch()
+    ours, _ = _constructed(kiln.nn.NLLLoss, {"size_average": False})
+    theirs, _ = _constructed(torch.nn.NLLLoss, {"size_average": False})
+    log_probs = np.log(_softmax(X))
+    expected = theirs(torch.tensor(log_probs), torch.tensor(LABELS)).item()
+    assert ours(kiln.tensor(log_probs), kiln.tensor(LABELS)).item() == pytest.approx(expected, rel=1e-13)
