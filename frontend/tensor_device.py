@@ -151,3 +151,19 @@ def refuse_share_memory(call: str) -> Exception:
                          "Hogwild training (several processes updating one model) is not supported; train in one process "
                          "(the workers' loop run in turn), or train data-parallel over MPI ranks (kiln.distributed: "
                          "dist.DistributedDataParallel(model))")
+
+
+_DEFAULT_DEVICE: list[device] = [device("cpu")]
+"""What ``set_default_device`` last named (one slot, so the module-level value can change)."""
+
+
+def set_default_device(target: Any) -> None:
+    """``torch.set_default_device(device)`` (``None``: back to ``"cpu"``): checked and remembered for
+    ``get_default_device``; tensors are made as before, since the backend decides where a program runs (see above)."""
+    _DEFAULT_DEVICE[0] = device("cpu" if target is None else target)
+
+
+def get_default_device() -> device:
+    """``torch.get_default_device()``: what ``set_default_device`` last named, ``cpu`` until then."""
+    return _DEFAULT_DEVICE[0]
+

@@ -44,7 +44,7 @@ from kiln.runtime.eager import install as _install_eager
 
 _install_eager()  # outside a trace, ops run eagerly (loss.backward(), optimizer.step())
 from kiln import autograd, cuda, distributions, func, linalg, nn, onnx, optim, utils  # noqa: E402  (after the core, which they re-export)
-from kiln.frontend.tensor_device import device  # noqa: E402  (torch.device: kiln.device('cuda'))
+from kiln.frontend.tensor_device import device, get_default_device, set_default_device  # noqa: E402  (torch.device: kiln.device('cuda'))
 from kiln import accelerator  # noqa: E402  (torch.accelerator: is_available(), current_accelerator())
 from kiln import special, testing  # noqa: E402  (torch.special: kiln.special.erfcx, ndtri...; torch.testing: assert_close)
 from kiln.frontend.torch_size import Size  # noqa: E402  (torch.Size: what x.shape and x.size() return)
@@ -69,6 +69,7 @@ __version__ = "0.1.0"
 __all__ = [
     "hessian", "jacfwd", "jacrev", "jvp", "vjp", "vmap", "accelerator",
     "autograd", "CheckpointError", "compile", "cuda", "func", "device", "distributions", "linalg", "compile_train_step", "CompiledFunction", "differentiate", "DType",
+    "get_default_device", "set_default_device",
     "export_onnx", "export_onnx_train_step", "fit", "grad", "Graph", "import_onnx", "InputError", "KilnError",
     "load", "load_onnx_train_step", "manual_seed", "nn", "no_grad", "onnx", "optim", "parity", "PassManager", "saliency", "save", "amp", "autocast", "bfloat16", "float16", "half", "Generator", "get_printoptions", "set_printoptions", "Size", "special", "testing",
     "BoolTensor", "DoubleTensor", "FloatTensor", "IntTensor", "LongTensor", "ShapeError", "Tensor", "TensorSpec", "TensorType", "trace", "TraceError", "TrainStep", "utils", "value_and_grad",

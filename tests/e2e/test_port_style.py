@@ -727,12 +727,15 @@ def test_gatys_style_transfer_optimises_the_input_image_as_torch_does():
     for lib, net in ((kiln, cnn), (torch, torch_cnn)):
         import_name = "kiln" if lib is kiln else "torch"
         run_style_transfer = gatys_program(*_libraries(import_name), lib.optim)
-        content_img, style_img = lib.tensor(content), lib.tensor(style)
+        device = lib.device("cuda" if lib.cuda.is_available() else "cpu")
+        lib.set_default_device(device)
+        content_img, style_img = lib.tensor(content).to(device), lib.tensor(style).to(device)
         input_img = content_img.clone()
         log = []
         output, scores, model = run_style_transfer(net, lib.tensor(mean, dtype=lib.float64), lib.tensor(std, dtype=lib.float64),
                                                    content_img, style_img, input_img, num_steps=25, log=log)
         results.append((np.array(output.detach().numpy()), scores, log, [name for name, _ in model.named_children()]))
+        lib.set_default_device(None)
     (image, scores, log, layers), (torch_image, torch_scores, torch_log, torch_layers) = results
     assert layers == torch_layers and layers[-1] == "style_loss_5"  # trimmed after the last loss module
     np.testing.assert_allclose(scores, torch_scores, rtol=1e-9, atol=1e-12)
