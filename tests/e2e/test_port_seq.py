@@ -43,6 +43,8 @@ import kiln
 from oracles import require
 
 UNK_IDX, PAD_IDX, BOS_IDX, EOS_IDX = 0, 1, 2, 3
+DEVICE = "cpu"
+"""main.py's ``torch.device("cuda" if torch.cuda.is_available() else "cpu")``: kiln takes it; the backend places data."""
 SRC_VOCAB, TGT_VOCAB = 14, 14
 
 
@@ -101,14 +103,14 @@ def translation_program(lib, nn, F):
         def decode(self, tgt, memory, tgt_mask):
             return self.transformer.decoder(self.pos_enc(self.tgt_embedding(tgt)), memory, tgt_mask)
 
-    def generate_square_subsequent_mask(size):
-        mask = (lib.triu(lib.ones((size, size))) == 1).transpose(0, 1)
+    def generate_square_subsequent_mask(size, device=DEVICE):
+        mask = (lib.triu(lib.ones((size, size), device=device)) == 1).transpose(0, 1)
         return mask.float().masked_fill(mask == 0, float("-inf")).masked_fill(mask == 1, float(0.0))
 
     def create_mask(src, tgt, pad_idx):
         src_seq_len, tgt_seq_len = src.shape[0], tgt.shape[0]
         tgt_mask = generate_square_subsequent_mask(tgt_seq_len)
-        src_mask = lib.zeros((src_seq_len, src_seq_len)).type(lib.bool)
+        src_mask = lib.zeros((src_seq_len, src_seq_len), device=DEVICE).type(lib.bool)
         src_padding_mask = (src == pad_idx).transpose(0, 1)
         tgt_padding_mask = (tgt == pad_idx).transpose(0, 1)
         return src_mask, tgt_mask, src_padding_mask, tgt_padding_mask
@@ -150,6 +152,7 @@ class TranslationRun:
         return self.lib.utils.data.DataLoader(pairs, batch_size=self.batch_size, collate_fn=self.collate_fn)
 
     def logits_and_target(self, src, tgt):
+        src, tgt = src.to(DEVICE), tgt.to(DEVICE)
         tgt_input = tgt[:-1, :]
         src_mask, tgt_mask, src_padding_mask, tgt_padding_mask = self.create_mask(src, tgt_input, PAD_IDX)
         logits = self.model(src, tgt_input, src_mask, tgt_mask, src_padding_mask, tgt_padding_mask, src_padding_mask)
@@ -177,10 +180,12 @@ class TranslationRun:
 
     def greedy_decode(self, src, src_mask, max_len, start_symbol, end_symbol):
         lib, model = self.lib, self.model
+        src, src_mask = src.to(DEVICE), src_mask.to(DEVICE)
         memory = model.encode(src, src_mask)
-        ys = lib.ones(1, 1).fill_(start_symbol).type(lib.long)
+        ys = lib.ones(1, 1).fill_(start_symbol).type(lib.long).to(DEVICE)
         for _ in range(max_len - 1):
-            tgt_mask = self.square_mask(ys.size(0)).type(lib.bool)
+            memory = memory.to(DEVICE)
+            tgt_mask = (self.square_mask(ys.size(0), DEVICE).type(lib.bool)).to(DEVICE)
             out = model.decode(ys, memory, tgt_mask).transpose(0, 1)
             prob = model.ff(out[:, -1])
             _, next_word = lib.max(prob, dim=1)
@@ -197,14 +202,14 @@ class TranslationRun:
         src_mask = self.lib.zeros(num_tokens, num_tokens).type(self.lib.bool)
         with self.lib.no_grad():
             tokens = self.greedy_decode(src, src_mask, num_tokens + 5, BOS_IDX, EOS_IDX).flatten()
-        return [int(t) for t in np.asarray(tokens)]
+        return list(tokens.cpu().numpy())
 
 
 def _translator_twins(torch, dropout=0.0):
     """kiln's Translator in float64 and torch's, loaded with kiln's initial weights."""
     kiln.manual_seed(0)
     build = lambda name: translation_program(*_libraries(name))[0](2, 2, 8, 2, SRC_VOCAB, TGT_VOCAB, 16, dropout)
-    ours, theirs = build("kiln").double(), build("torch").double()
+    ours, theirs = build("kiln").double().to(kiln.device(DEVICE)), build("torch").double()
     theirs.load_state_dict({key: torch.tensor(np.array(value)) for key, value in ours.state_dict().items()})
     return ours, theirs
 
@@ -383,7 +388,7 @@ def _gcn_runs(torch, dropout_p=0.0):
     as_torch = lambda value: torch.tensor(np.asarray(value))
     graphs = [(features, labels, adj_mat), (as_torch(features).to_sparse(), as_torch(labels), as_torch(adj_mat).to_sparse())]
     kiln.manual_seed(0)
-    build = lambda name: gcn_program(*_libraries(name))(graphs[0][0].shape[1], 16, 3, True, dropout_p)
+    build = lambda name: gcn_program(*_libraries(name))(graphs[0][0].shape[1], 16, labels.max().item() + 1, True, dropout_p)
     ours, theirs = build("kiln").double(), build("torch").double()
     theirs.load_state_dict({key: torch.tensor(np.array(value)) for key, value in ours.state_dict().items()})
     return (GCNRun(*_libraries("kiln")[:2], ours), GCNRun(*_libraries("torch")[:2], theirs)), graphs
