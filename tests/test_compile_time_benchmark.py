@@ -70,3 +70,35 @@ def compile_time_chain_graph():
 
     model, step, arrays = compile_time.chain_step(3)
     return build_step_graph(model, step.loss_fn, step.optimizer, batch_specs(arrays), step.options).graph
+
+
+def test_names_of_values_sharing_a_hint_are_those_of_the_plain_search():
+    """``assign_names`` resumes each hint's suffix search (linear in a hint's values, was quadratic): the names are
+    still the first free ``h``, ``h_1``, ``h_2``... of the plain search, hints that look like suffixed names included."""
+    from kiln.compiler.ir.builder import Builder
+    from kiln.compiler.ir.core import Graph
+    from kiln.compiler.ir.printer import assign_names
+    from kiln.compiler.ir.types import DType, TensorType
+
+    graph = Graph("g")
+    x = graph.add_input(TensorType((3,), DType.f32), "h")
+    b = Builder(graph)
+    for hint in ["h", "h_2", "h", None, "h", "h_1", "h_4", "h", "h", "0", None, "h_5"] * 3:
+        x = b.op("tensor.neg", x, name_hint=hint)
+
+    def plain(values):
+        used, names, counter = set(), [], 0
+        for value in values:
+            base = value.name_hint or ""
+            if not base:
+                while str(counter) in used:
+                    counter += 1
+                base = str(counter)
+            name, suffix = base, 1
+            while name in used:
+                name, suffix = f"{base}_{suffix}", suffix + 1
+            used.add(name)
+            names.append(name)
+        return names
+
+    assert list(assign_names(graph).values()) == plain(list(graph.values()))

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from kiln.compiler.ir.core import Graph, Op, Region, Value
-from kiln.compiler.ir.types import DType
+from kiln.compiler.ir.types import DType, TensorType
 from kiln.compiler.ops.registry import OPS, infer_types, lookup
 
 DIALECT_ORDER = ("tensor", "nn", "optim", "comm")
@@ -36,13 +36,16 @@ class Builder:
         return op.results[0] if len(op.results) == 1 else tuple(op.results)
 
     def create(self, name: str, operands: list[Value], attrs: dict[str, Any], name_hint: str | None = None) -> Op:
-        definition = lookup(name)
-        full_attrs = {key: canonical_attr(key, value) for key, value in {**definition.defaults, **attrs}.items()}
-        unknown = set(full_attrs) - set(definition.defaults)
-        if unknown:
-            raise TypeError(f"{name} has no attribute {', '.join(sorted(unknown))}; it takes {sorted(definition.defaults)}")
+        full_attrs = _full_attrs(name, attrs)
         result_types = infer_types(name, [v.type for v in operands], full_attrs)
-        op = Op(name, operands, result_types, full_attrs, self.location, self.region)
+        return self._place(Op(name, operands, result_types, full_attrs, self.location, self.region), name_hint)
+
+    def create_typed(self, name: str, operands: list[Value], attrs: dict[str, Any], result_types: list[TensorType]) -> Op:
+        """``create`` for a caller that knows the result types: a pass regrouping ops whose types are inferred already
+        (fusion: a fused op's shape rule re-runs the shape rule of every op of its body). The verifier still checks them."""
+        return self._place(Op(name, operands, result_types, _full_attrs(name, attrs), self.location, self.region), None)
+
+    def _place(self, op: Op, name_hint: str | None) -> Op:
         if name_hint is not None:
             for result in op.results:
                 result.name_hint = name_hint
@@ -66,6 +69,16 @@ class Builder:
             if name in OPS:
                 return lambda *operands, **attrs: self.op(name, *operands, **attrs)
         raise AttributeError(f"Builder has no op named {short_name!r} in dialects {', '.join(DIALECT_ORDER)}")
+
+
+def _full_attrs(name: str, attrs: dict[str, Any]) -> dict[str, Any]:
+    """``attrs`` over op ``name``'s defaults, in canonical form; a TypeError for an attribute it does not take."""
+    definition = lookup(name)
+    full_attrs = {key: canonical_attr(key, value) for key, value in {**definition.defaults, **attrs}.items()}
+    unknown = set(full_attrs) - set(definition.defaults)
+    if unknown:
+        raise TypeError(f"{name} has no attribute {', '.join(sorted(unknown))}; it takes {sorted(definition.defaults)}")
+    return full_attrs
 
 
 def canonical_attr(key: str, value: Any) -> Any:

@@ -51,6 +51,7 @@ def assign_names(graph: Graph) -> dict[Value, str]:
     """A unique printable name for every value, from its hint where it has one."""
     names: dict[Value, str] = {}
     used: set[str] = set()
+    suffixes: dict[str, int] = {}
     counter = 0
     for value in graph.values():
         base = _NAME_CHARS.sub("_", value.name_hint or "")
@@ -58,16 +59,24 @@ def assign_names(graph: Graph) -> dict[Value, str]:
             while str(counter) in used:
                 counter += 1
             base = str(counter)
-        names[value] = unique_name(base, used)
+        names[value] = unique_name(base, used, suffixes)
     return names
 
 
-def unique_name(base: str, used: set[str]) -> str:
-    """``base``, or ``base_1``, ``base_2``... whichever is free first; the name is added to ``used``."""
-    name, suffix = base, 1
+def unique_name(base: str, used: set[str], suffixes: dict[str, int] | None = None) -> str:
+    """``base``, or ``base_1``, ``base_2``... whichever is free first; the name is added to ``used``.
+
+    ``suffixes`` (kept across calls with one ``used``, which only grows) remembers where each base's search stopped,
+    so the k-th value named ``h`` (an unrolled loop's) does not try ``h_1`` .. ``h_k-1`` again: quadratic otherwise.
+    """
+    name, suffix = base, 1 if suffixes is None else suffixes.get(base, 1)
+    if name in used and suffix > 1:
+        name, suffix = f"{base}_{suffix}", suffix + 1
     while name in used:
         name, suffix = f"{base}_{suffix}", suffix + 1
     used.add(name)
+    if suffixes is not None:
+        suffixes[base] = suffix
     return name
 
 

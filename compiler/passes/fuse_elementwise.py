@@ -160,7 +160,7 @@ def build_fused(graph: Graph, builder: Builder, members: list[Op], fused_name: s
         "params": tuple(encode_params(op.attrs) for op in members),
         "yields": tuple(slots[v] for v in yielded),
     }
-    fused = builder.create(fused_name, externals, attrs)
+    fused = builder.create_typed(fused_name, externals, attrs, [value.type for value in yielded])
     for old, new in zip(yielded, fused.results):
         new.name_hint = old.name_hint
         replace_uses(graph, old, new)

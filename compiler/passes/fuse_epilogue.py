@@ -99,7 +99,8 @@ def _absorb_matmul(graph: Graph, matmul: Op, fused: Op) -> Op:
         "params": (encode_params(matmul.attrs), *fused.attrs["params"]),
         "yields": tuple(map(slot, fused.attrs["yields"])),
     }
-    combined = Builder(graph, insert_before=fused, location=fused.location).create("fused.matmul", externals, attrs)
+    builder = Builder(graph, insert_before=fused, location=fused.location)
+    combined = builder.create_typed("fused.matmul", externals, attrs, [result.type for result in fused.results])
     for old, new in zip(fused.results, combined.results):
         new.name_hint = old.name_hint
         replace_uses(graph, old, new)
