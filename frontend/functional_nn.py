@@ -597,6 +597,10 @@ def _index_axis(input: Tensor, axis: int, item: Any) -> Tensor:
     if not isinstance(item, slice):
         raise TraceError(f"unsupported index {item!r}: use ints, slices, None or ..., or integer index arrays over the "
                          "leading dims only (x[idx], x[rows, cols]); gather elsewhere with index_select or take_along_dim")
+    if any(isinstance(bound, str) for bound in (item.start, item.stop, item.step)):
+        raise TraceError(f"cannot slice dim {axis} (size {size}) of {input.type} with the symbolic bound in {item!r}: a "
+                         "slice's size must be known when tracing; compile with static shapes (batch_dim=None) or slice "
+                         "a tensor whose dim is that symbol")
     start, stop, step = item.indices(size)
     if step < 1:
         raise TraceError(f"slice steps must be positive, got {step}")

@@ -389,10 +389,15 @@ def _compiled_style_loss(gram_style, args=STYLE_ARGS):
     mse_loss = kiln.nn.MSELoss()
 
     def loss_fn(features, x):
+        n_batch = len(x)  # kiln: a number under batch_dim=None; a symbolic batch cannot slice the constant gm_s below
         features_y, features_x = features
         content_loss = args.content_weight * mse_loss(features_y.relu2_2, features_x.relu2_2)
-        style_loss = sum(mse_loss(gram_matrix(ft_y), gm_s) for ft_y, gm_s in zip(features_y, gram_style))
-        return content_loss + args.style_weight * style_loss
+        style_loss = 0.
+        for ft_y, gm_s in zip(features_y, gram_style):
+            gm_y = gram_matrix(ft_y)
+            style_loss += mse_loss(gm_y, gm_s[:n_batch, :, :])
+        style_loss *= args.style_weight
+        return content_loss + style_loss
 
     return loss_fn
 
@@ -401,7 +406,8 @@ def test_fast_neural_style_compiled_step_then_stylize_and_onnx_match_torch(tmp_p
     torch, (transformer, vgg), (torch_transformer, torch_vgg) = _style_twins()
     x, style = _coloured_digits(6), _striped_style()
     with kiln.no_grad():
-        gram_style = [np.asarray(gram_matrix(y)) for y in vgg(normalize_batch(kiln.tensor(np.stack([style] * 2))))]
+        features_style = vgg(normalize_batch(kiln.tensor(style).repeat(STYLE_ARGS.batch_size, 1, 1, 1)))
+        gram_style = [gram_matrix(y) for y in features_style]
     step = kiln.compile_train_step(StyleLossStep(transformer, vgg), _compiled_style_loss(gram_style),
                                    kiln.optim.Adam(transformer.parameters(), STYLE_ARGS.lr), batch_dim=None)
     ours = [float(step(xb, xb)) for _ in range(STYLE_ARGS.epochs) for xb, _ in _loader(kiln, x, 2)]
