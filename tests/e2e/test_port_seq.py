@@ -61,8 +61,9 @@ def _libraries(name):
 # ---------------------------------------------------------------------------------------------- language_translation
 
 
-def translation_program(lib, nn, F):
-    """``src/model.py`` and ``src/data.py``'s masks, for ``lib``."""
+def translation_program(lib, nn, F, batch_first=False):
+    """``src/model.py`` and ``src/data.py``'s masks, for ``lib``; ``batch_first``: the same program with
+    ``nn.Transformer(batch_first=True)``, ``(batch, length)`` tokens and untransposed padding masks."""
 
     class PositionalEncoding(nn.Module):
         def __init__(self, emb_size, dropout, maxlen=64):
@@ -77,6 +78,8 @@ def translation_program(lib, nn, F):
             self.register_buffer("pos_embedding", pos_embedding)
 
         def forward(self, token_embedding):
+            if batch_first:
+                return self.dropout(token_embedding + self.pos_embedding[:token_embedding.size(1), :].transpose(0, 1))
             return self.dropout(token_embedding + self.pos_embedding[:token_embedding.size(0), :])
 
     class Translator(nn.Module):
@@ -87,7 +90,8 @@ def translation_program(lib, nn, F):
             self.tgt_embedding = nn.Embedding(tgt_vocab_size, embed_size)
             self.pos_enc = PositionalEncoding(embed_size, dropout)
             self.transformer = nn.Transformer(d_model=embed_size, nhead=num_heads, num_encoder_layers=num_encoder_layers,
-                                              num_decoder_layers=num_decoder_layers, dim_feedforward=dim_feedforward, dropout=dropout)
+                                              num_decoder_layers=num_decoder_layers, dim_feedforward=dim_feedforward, dropout=dropout,
+                                              batch_first=batch_first)
             self.ff = nn.Linear(embed_size, tgt_vocab_size)
 
         def forward(self, src, trg, src_mask, tgt_mask, src_padding_mask, tgt_padding_mask, memory_key_padding_mask):
@@ -108,11 +112,11 @@ def translation_program(lib, nn, F):
         return mask.float().masked_fill(mask == 0, float("-inf")).masked_fill(mask == 1, float(0.0))
 
     def create_mask(src, tgt, pad_idx):
-        src_seq_len, tgt_seq_len = src.shape[0], tgt.shape[0]
+        src_seq_len, tgt_seq_len = src.shape[int(batch_first)], tgt.shape[int(batch_first)]
         tgt_mask = generate_square_subsequent_mask(tgt_seq_len)
         src_mask = lib.zeros((src_seq_len, src_seq_len), device=DEVICE).type(lib.bool)
-        src_padding_mask = (src == pad_idx).transpose(0, 1)
-        tgt_padding_mask = (tgt == pad_idx).transpose(0, 1)
+        src_padding_mask = (src == pad_idx) if batch_first else (src == pad_idx).transpose(0, 1)
+        tgt_padding_mask = (tgt == pad_idx) if batch_first else (tgt == pad_idx).transpose(0, 1)
         return src_mask, tgt_mask, src_padding_mask, tgt_padding_mask
 
     return Translator, generate_square_subsequent_mask, create_mask
@@ -131,9 +135,10 @@ def parallel_corpus(count, seed):
 class TranslationRun:
     """``main.py``'s data pipeline, train, validate and greedy_decode, for one library."""
 
-    def __init__(self, lib, nn, F, model, batch_size=4, lr=1e-3):
+    def __init__(self, lib, nn, F, model, batch_size=4, lr=1e-3, batch_first=False):
         self.lib, self.model = lib, model
-        _, self.square_mask, self.create_mask = translation_program(lib, nn, F)
+        _, self.square_mask, self.create_mask = translation_program(lib, nn, F, batch_first)
+        self.batch_first = batch_first
         self.loss_fn = nn.CrossEntropyLoss(ignore_index=PAD_IDX)
         self.optim = lib.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.98), eps=1e-9)
         self.batch_size = batch_size
@@ -146,17 +151,22 @@ class TranslationRun:
         pad_sequence = self.lib.nn.utils.rnn.pad_sequence
         src_batch = [self.tensor_transform(src) for src, _ in batch]
         tgt_batch = [self.tensor_transform(tgt) for _, tgt in batch]
-        return pad_sequence(src_batch, padding_value=PAD_IDX), pad_sequence(tgt_batch, padding_value=PAD_IDX)
+        return (pad_sequence(src_batch, batch_first=self.batch_first, padding_value=PAD_IDX),
+                pad_sequence(tgt_batch, batch_first=self.batch_first, padding_value=PAD_IDX))
 
     def loader(self, pairs):
         return self.lib.utils.data.DataLoader(pairs, batch_size=self.batch_size, collate_fn=self.collate_fn)
 
     def logits_and_target(self, src, tgt):
         src, tgt = src.to(DEVICE), tgt.to(DEVICE)
-        tgt_input = tgt[:-1, :]
+        tgt_input, tgt_out = self.shifted(tgt)
         src_mask, tgt_mask, src_padding_mask, tgt_padding_mask = self.create_mask(src, tgt_input, PAD_IDX)
         logits = self.model(src, tgt_input, src_mask, tgt_mask, src_padding_mask, tgt_padding_mask, src_padding_mask)
-        return logits, tgt[1:, :]
+        return logits, tgt_out
+
+    def shifted(self, tgt):
+        """The decoder's input and the targets: the sequence without its last and without its first token."""
+        return (tgt[:, :-1], tgt[:, 1:]) if self.batch_first else (tgt[:-1, :], tgt[1:, :])
 
     def train(self, train_dl):
         self.model.train()
@@ -205,10 +215,10 @@ class TranslationRun:
         return list(tokens.cpu().numpy())
 
 
-def _translator_twins(torch, dropout=0.0):
+def _translator_twins(torch, dropout=0.0, batch_first=False):
     """kiln's Translator in float64 and torch's, loaded with kiln's initial weights."""
     kiln.manual_seed(0)
-    build = lambda name: translation_program(*_libraries(name))[0](2, 2, 8, 2, SRC_VOCAB, TGT_VOCAB, 16, dropout)
+    build = lambda name: translation_program(*_libraries(name), batch_first)[0](2, 2, 8, 2, SRC_VOCAB, TGT_VOCAB, 16, dropout)
     ours, theirs = build("kiln").double().to(kiln.device(DEVICE)), build("torch").double()
     theirs.load_state_dict({key: torch.tensor(np.array(value)) for key, value in ours.state_dict().items()})
     return ours, theirs
@@ -222,9 +232,10 @@ def _assert_same_parameters(ours, theirs, rtol=1e-10, atol=1e-10):
         np.testing.assert_allclose(np.asarray(parameter.data), expected[name].detach().numpy(), rtol=rtol, atol=atol, err_msg=name)
 
 
-def _translation_runs(torch, **options):
-    ours, theirs = _translator_twins(torch, **options)
-    return TranslationRun(*_libraries("kiln"), ours), TranslationRun(*_libraries("torch"), theirs)
+def _translation_runs(torch, batch_first=False):
+    ours, theirs = _translator_twins(torch, batch_first=batch_first)
+    return (TranslationRun(*_libraries("kiln"), ours, batch_first=batch_first),
+            TranslationRun(*_libraries("torch"), theirs, batch_first=batch_first))
 
 
 def test_translation_masks_and_batches_match_torchs():
@@ -264,18 +275,19 @@ def test_translation_trains_in_lockstep_with_torch_saves_the_best_and_decodes_gr
         assert ours.translate(source) == theirs.translate(source)
 
 
-def test_translation_compiled_training_step_follows_torchs_loop():
+@pytest.mark.parametrize("batch_first", [False, True], ids=["as-written", "batch_first"])
+def test_translation_compiled_training_step_follows_torchs_loop(batch_first):
     torch = require("torch")
-    ours, theirs = _translation_runs(torch)
+    ours, theirs = _translation_runs(torch, batch_first)
     model = ours.model
     step = kiln.compile_train_step(model, lambda logits, tgt_out: ours.loss_fn(logits.reshape(-1, logits.shape[-1]), tgt_out.reshape(-1)),
                                    ours.optim, batch_dim=None)
     model.train()
     pairs = parallel_corpus(12, seed=4)
     for (src, tgt), (torch_src, torch_tgt) in zip(ours.loader(pairs), theirs.loader(pairs)):
-        tgt_input = tgt[:-1, :]
+        tgt_input, tgt_out = ours.shifted(tgt)
         masks = ours.create_mask(src, tgt_input, PAD_IDX)
-        loss = float(step(src, tgt_input, *masks, masks[2], tgt[1:, :]))
+        loss = float(step(src, tgt_input, *masks, masks[2], tgt_out))
         expected = theirs.train([(torch_src, torch_tgt)])[0]
         assert loss == pytest.approx(expected, rel=1e-10)
     _assert_same_parameters(model, theirs.model)
