@@ -105,12 +105,12 @@ class DeviceMethods:
         return False
 
     def to_sparse(self, *args: Any, **kwargs: Any) -> Any:
-        """``self``, as ``cuda()``: kiln has one layout, dense, so a sparse PyTorch program (gcn's ``adj.to_sparse()``,
-        then ``spmm`` or ``@``) computes the same values, densely."""
-        return self
+        """A copy (``clone()``: gradients flow through it, as through torch's): kiln has one layout, dense, so a sparse
+        PyTorch program (gcn's ``adj.to_sparse()``, then ``spmm`` or ``@``) computes the same values, densely."""
+        return self.clone()  # type: ignore[attr-defined]
 
     def to_dense(self, *args: Any, **kwargs: Any) -> Any:
-        """``self``: kiln's tensors are dense (``to_sparse``)."""
+        """``self``, as torch's for a dense tensor: kiln's tensors are dense (``to_sparse``)."""
         return self
 
     def is_shared(self) -> bool:

@@ -56,9 +56,17 @@ def test_load_coras_renormalisation_and_its_gradient_match_torchs_sparse_path():
     np.testing.assert_allclose(ours.grad.numpy(), theirs.grad.numpy(), rtol=1e-12, atol=1e-15)
 
 
-def test_to_sparse_and_to_dense_keep_the_dense_tensor():
-    x = kiln.tensor(np.arange(6.0).reshape(2, 3))
-    assert x.to_sparse() is x and x.to_sparse().to_dense() is x and x.is_sparse is False
+def test_to_sparse_copies_as_torchs_and_passes_gradients_to_dense_keeps_a_dense_tensor():
+    torch = require_torch()
+    values = np.arange(6.0).reshape(2, 3)
+    ours, theirs = kiln.tensor(values, requires_grad=True), torch.tensor(values, requires_grad=True)
+    sparse, torch_sparse = ours.to_sparse(), theirs.to_sparse()
+    assert sparse is not ours and not sparse.is_sparse and torch_sparse.is_sparse
+    assert sparse.to_dense() is sparse and theirs.to_dense() is theirs
+    (sparse.to_dense() * kiln.tensor(values)).sum().backward()
+    (torch_sparse.to_dense() * torch.tensor(values)).sum().backward()
+    np.testing.assert_array_equal(ours.grad.numpy(), theirs.grad.numpy())
+    np.testing.assert_array_equal(np.asarray(sparse), values)
 
 
 @pytest.mark.parametrize("indices, match", [
