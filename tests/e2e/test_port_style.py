@@ -360,13 +360,13 @@ def _style_twins():
 
 def test_fast_neural_style_eager_train_matches_torch_in_float64():
     torch, (transformer, vgg), (torch_transformer, torch_vgg) = _style_twins()
-    x, style = _coloured_digits(6), _striped_style()
+    x, style = _coloured_digits(4), _striped_style()
     log, torch_log = [], []
     ours = style_train(*_libraries("kiln"), transformer, vgg, _loader(kiln, x, 2), kiln.tensor(style), log=log)
     theirs = style_train(*_libraries("torch"), torch_transformer, torch_vgg, _loader(torch, x, 2), torch.tensor(style),
                          log=torch_log)
     np.testing.assert_allclose(ours, theirs, rtol=1e-10)
-    assert log == torch_log and len(log) == 6
+    assert log == torch_log and len(log) == 4
     _assert_same_state(transformer, torch_transformer, ZERO_GRADIENT)
     _assert_same_state(vgg, torch_vgg)  # requires_grad=False: VGG is left alone
     assert not transformer.training
@@ -404,7 +404,7 @@ def _compiled_style_loss(gram_style, args=STYLE_ARGS):
 
 def test_fast_neural_style_compiled_step_then_stylize_and_onnx_match_torch(tmp_path):
     torch, (transformer, vgg), (torch_transformer, torch_vgg) = _style_twins()
-    x, style = _coloured_digits(6), _striped_style()
+    x, style = _coloured_digits(4), _striped_style()
     with kiln.no_grad():
         features_style = vgg(normalize_batch(kiln.tensor(style).repeat(STYLE_ARGS.batch_size, 1, 1, 1)))
         gram_style = [gram_matrix(y) for y in features_style]
@@ -473,12 +473,12 @@ SuperResolutionNet.__qualname__ = SuperResolutionNet.__name__ = "SuperResolution
 
 
 def _super_resolution_data(count: int, offset: int = 0):
-    """``(input, target)`` pairs as the example's: the 8x8 digit (input), the 16x16 image it is a shrunk copy of
-    (target: the upscaled digit, softened by a 3x3 box blur so it is not a plain pixel repeat), both in [0, 1]."""
+    """``(input, target)`` pairs as the example's: a 16x16 image (target: the upscaled digit, softened by a 3x3 box blur
+    so it is not a plain pixel repeat) and its 8x8 shrunk copy (input: every other pixel), both in [0, 1]."""
     target = _upscaled_digits()[offset:offset + count]
     padded = np.pad(target, ((0, 0), (0, 0), (1, 1), (1, 1)), mode="edge")
     blurred = sum(padded[..., i:i + 16, j:j + 16] for i in range(3) for j in range(3)) / 9
-    return target[..., ::2, ::2], blurred
+    return blurred[..., ::2, ::2], blurred
 
 
 def super_resolution_main(lib, nn, model, epochs=2, log=None):
@@ -487,8 +487,12 @@ def super_resolution_main(lib, nn, model, epochs=2, log=None):
     device = lib.device("cpu")
     criterion = nn.MSELoss()
     optimizer = lib.optim.Adam(model.parameters(), lr=0.01)
-    training_data_loader = _pairs_loader(lib, *_super_resolution_data(8), batch_size=4)
-    testing_data_loader = _pairs_loader(lib, *_super_resolution_data(6, offset=900), batch_size=3)
+    train_set, test_set = super_resolution_dataset(lib, 8), super_resolution_dataset(lib, 6, offset=900)
+    # the example shuffles the training set; the two libraries' generators differ, so both read it in order. Its
+    # --threads 4 worker processes: kiln accepts and ignores them; torch's would start 4 processes per loader here
+    threads = 4 if lib is kiln else 0
+    training_data_loader = lib.utils.data.DataLoader(dataset=train_set, num_workers=threads, batch_size=4, shuffle=False)
+    testing_data_loader = lib.utils.data.DataLoader(dataset=test_set, num_workers=threads, batch_size=3, shuffle=False)
     losses, psnrs, log = [], [], [] if log is None else log
 
     def train(epoch):
@@ -520,6 +524,35 @@ def super_resolution_main(lib, nn, model, epochs=2, log=None):
         train(epoch)
         test()
     return losses, psnrs
+
+
+def super_resolution_dataset(lib, count, offset=0):
+    """``data.py``'s ``get_training_set``: dataset.py's ``DatasetFromFolder`` (a ``data.Dataset`` subclass with
+    ``__getitem__``/``__len__`` and input/target transforms) over the digits instead of BSDS300's files."""
+
+    class DatasetFromFolder(lib.utils.data.Dataset):
+        def __init__(self, images, input_transform=None, target_transform=None):
+            super(DatasetFromFolder, self).__init__()
+            self.images = images
+            self.input_transform = input_transform
+            self.target_transform = target_transform
+
+        def __getitem__(self, index):
+            input = self.images[index]
+            target = input.copy()
+            if self.input_transform:
+                input = self.input_transform(input)
+            if self.target_transform:
+                target = self.target_transform(target)
+            return input, target
+
+        def __len__(self):
+            return len(self.images)
+
+    _, high = _super_resolution_data(count, offset)
+    # input_transform: the example's Resize(crop_size // upscale_factor), here every other pixel, as below
+    return DatasetFromFolder(list(high), input_transform=lambda image: lib.tensor(image[:, ::2, ::2]),
+                             target_transform=lib.tensor)
 
 
 def _pairs_loader(lib, x, y, batch_size):
