@@ -77,7 +77,10 @@ def as_optimizer_parameter(param: Any) -> Parameter:
         raise KilnError("optimizers take tensors that require grad: call tensor.requires_grad_() on it first")
     if value.producer is not None:
         _start_chain_at(param, value)
-    return LeafTensorParameter(param)
+    known = param.__dict__.get("_optimizer_parameter")  # one per tensor: a tensor listed twice is caught as a duplicate
+    if known is None:
+        known = param.__dict__["_optimizer_parameter"] = LeafTensorParameter(param)
+    return known
 
 
 def _start_chain_at(tensor: Any, value: Any) -> None:

@@ -76,3 +76,7 @@ def test_optimizers_refuse_unmarked_and_non_leaf_tensors():
     w = kiln.nn.Parameter(START)
     with pytest.raises(KilnError, match="non-leaf"):
         kiln.optim.SGD([(w * 2).requires_grad_()], lr=0.1)
+    x = kiln.tensor(START).requires_grad_()
+    with pytest.raises(KilnError, match="more than one parameter group"):
+        kiln.optim.Adam([{"params": [x]}, {"params": [x], "lr": 0.1}])
+
