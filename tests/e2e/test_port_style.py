@@ -424,6 +424,7 @@ def test_fast_neural_style_compiled_step_then_stylize_and_onnx_match_torch(tmp_p
     np.testing.assert_allclose(np.asarray(output), torch_output.numpy(), **TIGHT)
     np.testing.assert_array_equal(image, torch_image)
     assert image.dtype == np.uint8 and image.shape == (16, 16, 3)
+    np.testing.assert_allclose(kiln.compile(transformer)(content[None]), torch_output.numpy(), **TIGHT)  # compiled stylize
     # --export_onnx, in float32: onnxruntime's CPU Conv has no double kernel
     _, output32 = stylize(kiln, transformer_net(*_libraries("kiln")), checkpoint, kiln.tensor(content.astype(np.float32)),
                           export_onnx=str(tmp_path / "style.onnx"))
