@@ -1,7 +1,7 @@
 """Eager leaf tensors as optimizer parameters, as ``torch.optim`` takes any leaf that requires grad.
 
 ```python
-input_img = content_img.clone().requires_grad_(True)    # not a Parameter: the image itself is optimised
+input_img = content_img.clone().requires_grad_(True)    # a leaf, not a Parameter: the image is optimised
 optimizer = kiln.optim.LBFGS([input_img])               # (Gatys style transfer; adversarial examples)
 def closure():
     with kiln.no_grad():
@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from kiln.compiler.errors import KilnError
-from kiln.frontend.eager_values import GRAD_TENSORS, eager_array, eager_leaf
+from kiln.frontend.eager_values import GRAD_TENSORS, eager_array
 from kiln.frontend.module import Parameter
 
 
@@ -75,28 +75,14 @@ def as_optimizer_parameter(param: Any) -> Parameter:
                         f"{type(param).__name__}{' (a traced tensor)' if value is not None else ''}")
     if value not in GRAD_TENSORS:
         raise KilnError("optimizers take tensors that require grad: call tensor.requires_grad_() on it first")
-    if value.producer is not None:
-        _start_chain_at(param, value)
+    if value.producer is not None:  # marking a tensor computed from constants made it a leaf (requires_grad_)
+        raise KilnError("optimizers take leaf tensors: this one is computed from parameters or tensors that require "
+                        "grad (PyTorch: can't optimize a non-leaf Tensor); optimize those, or a detached copy "
+                        "(x = x.detach().clone().requires_grad_())")
     known = param.__dict__.get("_optimizer_parameter")  # one per tensor: a tensor listed twice is caught as a duplicate
     if known is None:
         known = param.__dict__["_optimizer_parameter"] = LeafTensorParameter(param)
     return known
-
-
-def _start_chain_at(tensor: Any, value: Any) -> None:
-    """Make ``tensor`` (marked, computed by ops from arrays that need no gradient: ``content_img.clone()``) a leaf
-    holding the same array, as it is one in PyTorch; an eager backward recomputes chains from their leaves, which would
-    miss the optimizer's in-place updates. A tensor computed from parameters or marked tensors is refused, as
-    PyTorch's "can't optimize a non-leaf Tensor"."""
-    mark = GRAD_TENSORS.pop(value)
-    if tensor.requires_grad:  # unmarked, it still depends on something that requires grad
-        GRAD_TENSORS[value] = mark
-        raise KilnError("optimizers take leaf tensors: this one is computed from parameters or tensors that require "
-                        "grad (PyTorch: can't optimize a non-leaf Tensor); optimize those, or a detached copy "
-                        "(x = x.detach().clone().requires_grad_())")
-    leaf = eager_leaf(eager_array(tensor))
-    tensor._value = leaf._value
-    GRAD_TENSORS[leaf._value] = mark
 
 
 __all__ = ["LeafTensorParameter", "as_optimizer_parameter"]

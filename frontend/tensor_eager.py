@@ -45,11 +45,22 @@ class EagerMethods:
         if value is not None and value in ARRAYS:
             if requires_grad and not self.dtype.is_float:
                 raise located_error(f"requires_grad_(): only floating-point tensors can require gradients, not {self.dtype.numpy.name}")
+            if requires_grad and value.producer is not None and value not in GRAD_TENSORS and not self.requires_grad:
+                value = self._start_chain()
             if requires_grad:
                 GRAD_TENSORS[value] = weakref.ref(self)
             else:
                 GRAD_TENSORS.pop(value, None)
         return self
+
+    def _start_chain(self) -> Any:
+        """Become a leaf holding the same array: a tensor computed only from tensors that need no gradient
+        (``img.clone()``) starts a chain when marked, as PyTorch's is a leaf (``is_leaf``; an optimizer may then write
+        its array in place, which a backward recomputing the old chain would miss)."""
+        from kiln.frontend.eager_values import eager_leaf
+
+        self._value = eager_leaf(eager_array(self))._value
+        return self._value
 
     def register_hook(self, hook: Any) -> Any:
         """``hook(grad)`` at every eager backward through this tensor, with its complete gradient; a tensor it returns

@@ -80,3 +80,21 @@ def test_optimizers_refuse_unmarked_and_non_leaf_tensors():
     with pytest.raises(KilnError, match="more than one parameter group"):
         kiln.optim.Adam([{"params": [x]}, {"params": [x], "lr": 0.1}])
 
+
+
+@pytest.mark.parametrize("make", [
+    lambda lib, a: a.clone(),
+    lambda lib, a: a.detach().clone(),
+    lambda lib, a: a * 2,
+    lambda lib, a: lib.tensor(START),
+], ids=["clone", "detach-clone", "product", "fresh"])
+def test_marking_a_tensor_computed_from_constants_makes_a_leaf_as_torch(make):
+    torch = require_torch()
+    results = []
+    for lib in (kiln, torch):
+        x = make(lib, lib.tensor(START)).requires_grad_()
+        (lib.cos(x) * x).sum().backward()
+        results.append((x.is_leaf, x.requires_grad, x.grad_fn is None, np.array(x.grad)))
+    (*flags, grad), (*torch_flags, torch_grad) = results
+    assert flags == torch_flags == [True, True, True]
+    np.testing.assert_allclose(grad, torch_grad, rtol=1e-12)
