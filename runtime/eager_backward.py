@@ -42,7 +42,7 @@ from kiln.frontend.trace import located_error
 from kiln.runtime.eager import op_signature
 from kiln.runtime.eager_hooks import REACHED
 from kiln.runtime.executable import Executable
-from kiln.runtime.train_step import DEFAULT_PIPELINE
+from kiln.runtime.train_step import DEFAULT_PIPELINE, collection_paused
 
 _COMPILED: dict[Hashable, Executable] = {}
 COMPILED_LIMIT = 64
@@ -342,8 +342,9 @@ def seed_array(output: Value, gradient: Any, what: str, argument: str) -> np.nda
 
 
 def _compile(graph: Graph) -> Executable:
-    PassManager(DEFAULT_PIPELINE).run(graph)
-    return get_backend("numpy").compile(graph)
+    with collection_paused():  # as TrainStep's compile: the cyclic collector would walk every new op and value
+        PassManager(DEFAULT_PIPELINE).run(graph)
+        return get_backend("numpy").compile(graph)
 
 
 def _accumulate(owner: Any, grad: np.ndarray) -> None:
