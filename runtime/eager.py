@@ -12,7 +12,10 @@ for x, y in loader:
 
 Every op is built exactly as a trace builds it (same shape checks, same
 errors naming the user's line) and then run at once by the NumPy backend: a
-one-op graph compiled once per op signature and cached. The op's results
+one-op graph compiled once per op signature and cached. An op seen before
+(same name, attributes and operand types: ``known_signature``) skips the
+builder and its shape rule: the first sighting ran them, raised any error,
+and left its result types and function to reuse. The op's results
 keep their arrays (``frontend/eager_values.py``) and a link to the op, which
 links to its operands: that chain is the autograd graph, freed with the
 tensors that hold it, as PyTorch's. Nothing is kept in a global tape.
@@ -79,7 +82,7 @@ class EagerContext(TraceContext):
         if key is not None:
             if len(_KNOWN) >= EXECUTABLES_LIMIT:
                 del _KNOWN[next(iter(_KNOWN))]
-            _KNOWN[key] = (op.attrs, tuple(value.type for value in op.results), executable)
+            _KNOWN[key] = (dict(op.attrs), tuple(value.type for value in op.results), executable)  # its own copy
         _run_detached(op, executable, arrays)
         return result
 
@@ -193,7 +196,7 @@ def _run_detached(op: Op, executable: Executable | None, arrays: list[np.ndarray
     else:
         for value, array in zip(results, executable.function(*arrays)):
             ARRAYS[value] = np.asarray(array)  # the op's types are the arrays': no check
-    op.results = _NO_RESULTS  # type: ignore[assignment]  # no cycle (value -> op -> results -> value): arrays go as soon as their tensors do
+    op.results = _NO_RESULTS  # type: ignore[assignment]  # no value -> op -> results -> value cycle: arrays go with tensors
     return results[0] if len(results) == 1 else tuple(results)
 
 

@@ -73,6 +73,8 @@ def test_a_cached_op_has_the_same_attributes_types_and_a_location_of_its_own(fre
     assert int(second_op.location.split(":")[1].split()[0]) == int(first_op.location.split(":")[1].split()[0]) + 1
     assert second_op.operands == [x.value] and x.value.uses == []  # the graph keeps nothing, as on the first sighting
     assert not first_op.results and not second_op.results  # no value -> op -> value cycle
+    first_op.attrs["keepdims"] = False  # an op's attributes are its own: the cache keeps a copy
+    assert x.sum(dim=1, keepdim=True).value.producer.attrs["keepdims"] is True
 
 
 def test_shape_errors_are_raised_alike_before_and_after_a_signature_is_cached(fresh_cache):
