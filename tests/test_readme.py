@@ -315,8 +315,8 @@ def test_every_pip_extra_named_in_the_readme_exists():
 
 # --- names and paths in the prose ----------------------------------------------------------------------------------
 
-FOLDERS = ("examples/", "benchmarks/", "tests/", "runtime/", "frontend/", "compiler/", "backends/", "kiln/", ".ci/",
-           "../shared/")
+FOLDERS = ("examples/", "benchmarks/", "tests/", "runtime/", "frontend/", "compiler/", "backends/", "kiln/", ".ci/")
+"""Where the repository's own paths start (``../shared/DESIGN.md`` is the workspace's, absent from a fresh clone)."""
 METADATA_KEYS = {"kiln.random_inputs"}
 """Inline ``kiln.*`` code that names an ONNX metadata key of the exported step, not an attribute."""
 
