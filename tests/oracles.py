@@ -38,3 +38,15 @@ def torch_twins(make: Any, seed: int = 0) -> tuple[ModuleType, Any, Any]:
     for p, q in zip(model.parameters(), twin.parameters()):
         q.data = torch.tensor(np.array(p.data))
     return torch, model, twin
+
+
+def libraries(name: str) -> tuple[ModuleType, ModuleType, ModuleType]:
+    """``(lib, nn, F)`` for ``"kiln"`` or ``"torch"``: a program written once against torch-style names runs on both."""
+    if name == "kiln":
+        import kiln
+        import kiln.nn as nn
+        import kiln.nn.functional as F
+
+        return kiln, nn, F
+    torch = require_torch()
+    return torch, torch.nn, torch.nn.functional

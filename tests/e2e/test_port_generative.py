@@ -37,7 +37,7 @@ import numpy as np
 import pytest
 
 import kiln
-from oracles import require_torch
+from oracles import libraries, require_torch
 
 TIGHT = dict(rtol=1e-10, atol=1e-12)
 NZ, NGF, NDF, NC = 8, 4, 4, 1
@@ -45,14 +45,8 @@ PIXELS, HIDDEN, LATENT = 64, 32, 4
 
 
 def _libraries(name):
-    if name == "kiln":
-        import kiln.nn as nn
-        import kiln.nn.functional as F
-        import kiln.optim as optim
-
-        return kiln, nn, F, optim
-    torch = require_torch()
-    return torch, torch.nn, torch.nn.functional, torch.optim
+    lib, nn, F = libraries(name)
+    return lib, nn, F, lib.optim
 
 
 # --- dcgan/main.py -------------------------------------------------------------------------------------------------

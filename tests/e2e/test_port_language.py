@@ -26,7 +26,7 @@ import pytest
 import kiln
 import kiln.onnx
 from kiln.runtime.data import load_pydoc_corpus
-from oracles import require
+from oracles import libraries, require
 
 NTOKENS_TEXT = 1600
 """Characters of the documentation the corpus reads: a vocabulary of about 140 words."""
@@ -34,14 +34,7 @@ DEVICE = "cpu"
 """main.py's ``torch.device("cuda" if args.cuda else "cpu")``: kiln takes it and the backend places the data."""
 
 
-def _libraries(name):
-    if name == "kiln":
-        import kiln.nn as nn
-        import kiln.nn.functional as F
-
-        return kiln, nn, F
-    torch = require("torch")
-    return torch, torch.nn, torch.nn.functional
+_libraries = libraries
 
 
 def word_language_model(lib, nn, F):
@@ -435,7 +428,6 @@ def test_generate_samples_words_and_torch_gives_the_same_distributions_along_kil
     assert len(text) == 6 and all(word in corpus.word2idx for word in text)
     _, torch_weights, _ = generate(torch, theirs.model, torch_corpus, words=6, temperature=0.8, follow=_ids(corpus, start, text))
     np.testing.assert_allclose(np.array(weights), np.array(torch_weights), rtol=1e-10)
-
 
 
 class CarriedState(kiln.nn.Module):

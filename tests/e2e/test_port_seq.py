@@ -40,7 +40,7 @@ import numpy as np
 import pytest
 
 import kiln
-from oracles import require
+from oracles import libraries, require
 
 UNK_IDX, PAD_IDX, BOS_IDX, EOS_IDX = 0, 1, 2, 3
 DEVICE = "cpu"
@@ -48,14 +48,7 @@ DEVICE = "cpu"
 SRC_VOCAB, TGT_VOCAB = 14, 14
 
 
-def _libraries(name):
-    if name == "kiln":
-        import kiln.nn as nn
-        import kiln.nn.functional as F
-
-        return kiln, nn, F
-    torch = require("torch")
-    return torch, torch.nn, torch.nn.functional
+_libraries = libraries
 
 
 # ---------------------------------------------------------------------------------------------- language_translation
@@ -291,7 +284,6 @@ def test_translation_compiled_training_step_follows_torchs_loop(batch_first):
         expected = theirs.train([(torch_src, torch_tgt)])[0]
         assert loss == pytest.approx(expected, rel=1e-10)
     _assert_same_parameters(model, theirs.model)
-
 
 
 # --------------------------------------------------------------------------------------------------------------- gcn

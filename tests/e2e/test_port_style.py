@@ -32,22 +32,14 @@ from collections import namedtuple
 from math import log10
 
 import numpy as np
-import pytest
 
 import kiln
-from oracles import require, require_torch
+from oracles import libraries, require, require_torch
 
 TIGHT = dict(rtol=1e-10, atol=1e-12)
 
 
-def _libraries(name):
-    if name == "kiln":
-        import kiln.nn as nn
-        import kiln.nn.functional as F
-
-        return kiln, nn, F
-    torch = require_torch()
-    return torch, torch.nn, torch.nn.functional
+_libraries = libraries
 
 
 def _same_weights(torch, model, twin) -> None:

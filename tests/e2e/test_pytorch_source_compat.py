@@ -12,19 +12,11 @@ import math
 import numpy as np
 import pytest
 
-import kiln
 from lockstep import sgd_in_lockstep
-from oracles import require
+from oracles import libraries, require
 
 
-def _libraries(name):
-    if name == "kiln":
-        import kiln.nn as nn
-        import kiln.nn.functional as F
-
-        return kiln, nn, F
-    torch = require("torch")
-    return torch, torch.nn, torch.nn.functional
+_libraries = libraries
 
 
 def resnet(lib, nn, F):
