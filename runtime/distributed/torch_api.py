@@ -81,7 +81,9 @@ def _array_of(tensor: Any, who: str) -> np.ndarray:
     from kiln.frontend.eager_values import eager_array
     from kiln.frontend.module import Parameter
 
-    array = tensor.data if isinstance(tensor, Parameter) else eager_array(tensor) if hasattr(tensor, "value") else tensor
+    if isinstance(tensor, np.ndarray):  # a NumPy array, p.grad or p.data (a TorchArray)
+        return tensor
+    array = tensor.data if isinstance(tensor, Parameter) else eager_array(tensor)
     if not isinstance(array, np.ndarray):
         raise DistributedError(f"{who}: needs an eager tensor, a Parameter or a NumPy array, got {type(tensor).__name__}")
     return array

@@ -38,6 +38,10 @@ with model.no_sync():
     (F.cross_entropy(model(kiln.tensor(chunks[0][0])), kiln.tensor(chunks[0][1])) / 2).backward()
 (F.cross_entropy(model(kiln.tensor(chunks[1][0])), kiln.tensor(chunks[1][1])) / 2).backward()
 np.savez(f"{out}/accumulated_rank{rank}.npz", **{n: p.grad for n, p in model.module.named_parameters()})
+grad = model.module.fc1.bias.grad  # the averaged gradient, the same on both ranks: summing doubles it
+before = np.array(grad)
+dist.all_reduce(grad)
+print(f"rank {rank}: all_reduce of p.grad doubled it: {np.allclose(grad, 2 * before)}")
 
 t = kiln.tensor(np.array([rank + 1.0, 10.0 * rank]))
 dist.all_reduce(t)

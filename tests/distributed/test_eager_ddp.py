@@ -59,3 +59,4 @@ def test_collectives_and_state_dict_names_follow_torch(ddp_run):
     _, stdout = ddp_run
     for rank in (0, 1):
         assert f"rank {rank}: all_reduce [3.0, 10.0] broadcast [1.0, 1.0, 1.0] state module.fc1.weight" in stdout
+        assert f"rank {rank}: all_reduce of p.grad doubled it: True" in stdout
