@@ -24,6 +24,7 @@ leaves which one wins unspecified), as ``index_copy`` does.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Callable
 
@@ -38,6 +39,19 @@ from kiln.frontend.tensor_methods import _flatten_args, _floating
 from kiln.frontend.trace import located_error
 
 _REDUCES = ("sum", "prod", "mean", "amax", "amin")
+
+
+def _drawing_from_its_generator(method: Callable[..., Any]) -> Callable[..., Any]:
+    """An in-place sampler whose eager draws come from its ``generator=`` (a ``kiln.Generator``), as PyTorch's."""
+
+    @functools.wraps(method)
+    def sample(self: Any, *args: Any, generator: Any = None, **kwargs: Any) -> Any:
+        from kiln.frontend.torch_generator import drawing_from
+
+        with drawing_from(generator):
+            return method(self, *args, **kwargs)
+
+    return sample
 
 
 class MoreMethods:
@@ -301,46 +315,54 @@ class MoreMethods:
     def bernoulli(self, p: float | None = None, *, generator: Any = None) -> Any:
         from kiln.frontend.torch_random import bernoulli
 
-        return bernoulli(self, p)
+        return bernoulli(self, p, generator=generator)
 
     def multinomial(self, num_samples: int, replacement: bool = False, *, generator: Any = None) -> Any:
         from kiln.frontend.torch_random import multinomial
 
-        return multinomial(self, num_samples, replacement)
+        return multinomial(self, num_samples, replacement, generator=generator)
 
     # in-place sampling: a parameter outside a trace draws from kiln's initialisation generator -----------------------
+    @_drawing_from_its_generator
     def uniform_(self, from_: float = 0.0, to: float = 1.0, *, generator: Any = None) -> Any:
         return _draw_into(self, "uniform_", lambda u: u * (to - from_) + from_, lambda rng, shape: rng.uniform(from_, to, shape))
 
+    @_drawing_from_its_generator
     def normal_(self, mean: float = 0.0, std: float = 1.0, *, generator: Any = None) -> Any:
         from kiln.frontend.torch_functions import randn_like
 
         return in_place(self, "normal_", lambda x: (randn_like(x) * std + mean).detach(),
                         lambda array: _generator().normal(mean, std, array.shape).astype(array.dtype))
 
+    @_drawing_from_its_generator
     def log_normal_(self, mean: float = 1.0, std: float = 2.0, *, generator: Any = None) -> Any:
         from kiln.frontend.torch_functions import randn_like
 
         return in_place(self, "log_normal_", lambda x: (randn_like(x) * std + mean).exp().detach(),
                         lambda array: _generator().lognormal(mean, std, array.shape).astype(array.dtype))
 
+    @_drawing_from_its_generator
     def bernoulli_(self, p: Any = 0.5, *, generator: Any = None) -> Any:
         return _draw_into(self, "bernoulli_", lambda u: (u < p).to(u.dtype), lambda rng, shape: rng.random(shape) < np.asarray(p))
 
+    @_drawing_from_its_generator
     def exponential_(self, lambd: float = 1.0, *, generator: Any = None) -> Any:
         """``-log(1 - u) / lambd``: exponential with rate ``lambd``."""
         return _draw_into(self, "exponential_", lambda u: (1.0 - u).log() * (-1.0 / lambd), lambda rng, shape: rng.exponential(1 / lambd, shape))
 
+    @_drawing_from_its_generator
     def cauchy_(self, median: float = 0.0, sigma: float = 1.0, *, generator: Any = None) -> Any:
         """``median + sigma tan(pi (u - 1/2))``."""
         return _draw_into(self, "cauchy_", lambda u: ((u - 0.5) * math.pi).tan() * sigma + median,
                           lambda rng, shape: median + sigma * rng.standard_cauchy(shape))
 
+    @_drawing_from_its_generator
     def geometric_(self, p: float, *, generator: Any = None) -> Any:
         """The number of Bernoulli(``p``) trials to the first success (1, 2, ...): ``ceil(log(1 - u) / log(1 - p))``."""
         return _draw_into(self, "geometric_", lambda u: ((1.0 - u).log() / math.log1p(-p)).ceil().clamp(min=1.0),
                           lambda rng, shape: rng.geometric(p, shape))
 
+    @_drawing_from_its_generator
     def random_(self, from_: int = 0, to: int | None = None, *, generator: Any = None) -> Any:
         """Integers uniform in ``[from_, to)`` (``random_(to)``: ``[0, to)``; no bound: ``[0, 2^mantissa]`` for floats,
         ``[0, max]`` for integers, as PyTorch's)."""

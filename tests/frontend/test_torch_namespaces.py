@@ -320,6 +320,13 @@ SAMPLERS = {
     "normal": lambda g: kiln.normal(2.0, 3.0, size=(4,), generator=g),
     "bernoulli": lambda g: kiln.bernoulli(kiln.full((8,), 0.5), generator=g),
     "multinomial": lambda g: kiln.multinomial(kiln.tensor([0.2, 0.3, 0.5]), 6, replacement=True, generator=g),
+    "Tensor.multinomial": lambda g: kiln.tensor([0.2, 0.3, 0.5]).multinomial(6, True, generator=g),
+    "Tensor.bernoulli": lambda g: kiln.full((8,), 0.5).bernoulli(generator=g),
+    **{f"Tensor.{name}": (lambda name, args: lambda g: getattr(kiln.zeros(6), name)(*args, generator=g))(name, args)
+       for name, args in [("uniform_", ()), ("normal_", ()), ("log_normal_", ()), ("bernoulli_", (0.5,)),
+                          ("exponential_", ()), ("cauchy_", ()), ("geometric_", (0.3,)), ("random_", (0, 100))]},
+    "Parameter.normal_": lambda g: kiln.nn.Parameter(np.zeros(6)).normal_(generator=g),
+    "Parameter.uniform_": lambda g: kiln.nn.Parameter(np.zeros(6)).uniform_(-1.0, 1.0, generator=g),
 }
 
 
