@@ -301,14 +301,17 @@ def _broadcast_source(x: Any, source: Any) -> Any:
     return source if source.shape == x.shape else source.broadcast_to(x.shape)
 
 
-
 def honors_inplace(function: Callable[..., Any]) -> Callable[..., Any]:
     """PyTorch's ``inplace=True`` for a functional op (``F.relu(x, inplace=True)``, ``nn.ReLU(inplace=True)``): the
     result is written into ``input`` (rebound, as ``relu_``), so later reads of ``input`` see it, as in PyTorch."""
     signature = inspect.signature(function)
+    position = list(signature.parameters).index("inplace")
+    default_off = signature.parameters["inplace"].default is False
 
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if default_off and len(args) <= position and "inplace" not in kwargs:
+            return function(*args, **kwargs)  # the common call: no binding (eager mode pays it on every op)
         bound = signature.bind(*args, **kwargs)
         if not bound.arguments.get("inplace", False):
             return function(*args, **kwargs)
