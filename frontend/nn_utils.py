@@ -10,6 +10,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from kiln.compiler.errors import KilnError
+from kiln.frontend.eager_values import eager_leaf
 from kiln.frontend.module import Parameter
 
 
@@ -37,13 +38,13 @@ def vector_to_parameters(vector: Any, parameters: Iterable[Parameter]) -> None:
 
 
 def clip_grad_norm_(parameters: Any, max_norm: float, norm_type: float = 2.0, error_if_nonfinite: bool = False,
-                    foreach: Any = None) -> np.ndarray:
+                    foreach: Any = None) -> Any:
     """Rescale the eager ``.grad`` of ``parameters`` (after ``loss.backward()``) by ``min(1, max_norm / (norm + 1e-6))``
-    of their joint ``norm_type``-norm, in place; returns that norm, as PyTorch's."""
+    of their joint ``norm_type``-norm, in place; returns that norm as a 0-d tensor, as PyTorch's."""
     grads = _grads(parameters, "clip_grad_norm_", f"clip_grad_norm={max_norm!r}",
                    "PyTorch's rescale by min(1, max_norm / (norm + 1e-6)) of the global 2-norm")
     if not grads:
-        return np.asarray(0.0, np.float32)
+        return eager_leaf(np.asarray(0.0, np.float32))
     norms = [np.linalg.norm(g.ravel(), ord=norm_type) for g in grads]
     total = np.linalg.norm(np.asarray(norms), ord=norm_type)
     if error_if_nonfinite and not np.isfinite(total):
@@ -51,7 +52,7 @@ def clip_grad_norm_(parameters: Any, max_norm: float, norm_type: float = 2.0, er
     scale = min(1.0, float(max_norm) / (float(total) + 1e-6))
     for grad in grads:
         grad *= grad.dtype.type(scale)
-    return np.asarray(total, grads[0].dtype)
+    return eager_leaf(np.asarray(total, grads[0].dtype))
 
 
 def clip_grad_norm(parameters: Any, max_norm: float, norm_type: float = 2.0, error_if_nonfinite: bool = False,

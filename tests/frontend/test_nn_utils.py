@@ -8,7 +8,7 @@ import pytest
 
 import kiln
 import kiln.nn as nn
-from oracles import require
+from oracles import require, torch_twins
 
 
 def test_parameters_to_vector_and_back_as_torch():
@@ -39,3 +39,19 @@ def test_vector_to_parameters_checks_the_size():
 def test_clipping_helpers_name_the_compiled_steps_option(helper, argument, option):
     with pytest.raises(kiln.KilnError, match=f"pass {option} to kiln.compile_train_step"):
         getattr(nn.utils, helper)(nn.Linear(2, 2).parameters(), argument)
+
+
+def test_clip_grad_norm_returns_the_total_norm_as_a_tensor_as_torch():
+    def net(lib):
+        return lib.nn.Sequential(lib.nn.Linear(3, 4), lib.nn.Tanh(), lib.nn.Linear(4, 2)).double()
+
+    torch, model, twin = torch_twins(net)
+    x = np.random.default_rng(0).normal(size=(5, 3))
+    (model(kiln.tensor(x)) ** 2).sum().backward()
+    (twin(torch.tensor(x)) ** 2).sum().backward()
+    got = kiln.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
+    want = torch.nn.utils.clip_grad_norm_(twin.parameters(), 0.5)
+    assert isinstance(got, kiln.Tensor) and got.shape == () and got.dtype == kiln.float64
+    np.testing.assert_allclose(got.item(), want.item(), rtol=1e-12)
+    for p, q in zip(model.parameters(), twin.parameters()):
+        np.testing.assert_allclose(p.grad, q.grad.numpy(), rtol=1e-12)
