@@ -75,10 +75,16 @@ def eager_leaf(array: Any) -> Any:
     return Tensor(value)
 
 
+def eager_value(tensor: Any) -> Value | None:
+    """The IR value of an eager ``Tensor`` (one whose values exist now; not a ``Parameter``), else None."""
+    value = getattr(tensor, "__dict__", {}).get("_value")
+    return value if value is not None and value in ARRAYS else None
+
+
 def eager_array(tensor: Any) -> np.ndarray | None:
     """The array of an eager ``Tensor`` (not a ``Parameter``, which has ``.data``), else None."""
     value = tensor.__dict__.get("_value")
     return None if value is None else ARRAYS.get(value)
 
 
-__all__ = ["ARRAYS", "GRAD_TENSORS", "PARAMETERS", "TENSOR_HOOKS", "array_type", "count_update", "eager_array", "eager_leaf", "updates"]
+__all__ = ["ARRAYS", "GRAD_TENSORS", "PARAMETERS", "TENSOR_HOOKS", "array_type", "count_update", "eager_array", "eager_leaf", "eager_value", "updates"]

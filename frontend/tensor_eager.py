@@ -21,7 +21,7 @@ import numpy as np
 
 import weakref
 
-from kiln.frontend.eager_values import ARRAYS, GRAD_TENSORS, PARAMETERS, eager_array
+from kiln.frontend.eager_values import GRAD_TENSORS, PARAMETERS, eager_array, eager_value
 from kiln.frontend.trace import TraceContext, located_error
 
 
@@ -41,8 +41,8 @@ class EagerMethods:
     def requires_grad_(self, requires_grad: bool = True) -> Any:
         """Eagerly, ``backward()`` then fills this tensor's ``.grad`` (PyTorch's leaf tensors); traced, it changes
         nothing (the compiled step differentiates by its parameters)."""
-        value = self.__dict__.get("_value")
-        if value is not None and value in ARRAYS:
+        value = eager_value(self)
+        if value is not None:
             if requires_grad and not self.dtype.is_float:
                 raise located_error(f"requires_grad_(): only floating-point tensors can require gradients, not {self.dtype.numpy.name}")
             if requires_grad and value.producer is not None and value not in GRAD_TENSORS and not self.requires_grad:
@@ -66,8 +66,8 @@ class EagerMethods:
         """``hook(grad)`` at every eager backward through this tensor, with its complete gradient; a tensor it returns
         replaces the gradient (``runtime/eager_hooks.py``). Traced tensors refuse: a compiled step's gradients are one
         graph (read them with ``kiln.autograd.grad``)."""
-        value = self.__dict__.get("_value")
-        if value is None or value not in ARRAYS:
+        value = eager_value(self)
+        if value is None:
             raise located_error("register_hook on a traced tensor: a compiled step's gradients are one graph with no "
                                 "place for Python hooks; read a gradient with kiln.autograd.grad(loss, tensor) instead")
         if not self.requires_grad:
@@ -85,8 +85,8 @@ class EagerMethods:
     def requires_grad(self) -> bool:
         """Eagerly, whether this tensor is marked or depends on a trained parameter or a marked tensor; traced, whether
         it is floating point and gradients are enabled."""
-        value = self.__dict__.get("_value")
-        if value is None or value not in ARRAYS:
+        value = eager_value(self)
+        if value is None:
             from kiln.frontend.grad_mode import is_grad_enabled
 
             return bool(self.dtype.is_float and is_grad_enabled())
@@ -100,8 +100,8 @@ class EagerMethods:
     def grad_fn(self) -> Any:
         """Eagerly, the op that made this tensor if a gradient flows back through it (``grad_fn.name()`` is its IR op
         name), else None, as PyTorch's for leaves and tensors needing no gradient."""
-        value = self.__dict__.get("_value")
-        if value is None or value not in ARRAYS or value.producer is None or not self.requires_grad:
+        value = eager_value(self)
+        if value is None or value.producer is None or not self.requires_grad:
             return None
         return GradFn(value.producer.name)
 

@@ -24,7 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from kiln.compiler.ir.core import Graph, Value
-from kiln.frontend.eager_values import ARRAYS, eager_leaf
+from kiln.frontend.eager_values import eager_leaf, eager_value
 from kiln.frontend.module import Parameter
 from kiln.frontend.trace import TraceContext, located_error
 from kiln.runtime.eager_backward import EagerChain, gradients, seed_array
@@ -46,16 +46,15 @@ def eager_grad(outputs: Sequence[Any], inputs: Sequence[Any], seeds: Sequence[An
         previous = by_parameter.get(id(eager_input.trained))
         by_parameter[id(eager_input.trained)] = grad if previous is None else previous + grad
     by_target = iter(grads[len(grads) - sum(t is not None for t in chain.targets):])
-    reached = [None if t is None else next(by_target) for t in chain.targets]
-    targeted = iter(reached)
+    targeted = iter([None if t is None else next(by_target) for t in chain.targets])
     return [by_parameter.get(id(i)) if isinstance(i, Parameter) else next(targeted) for i in inputs]
 
 
 def _checked_seed(seed: Any, output: Any, index: int) -> Any:
     """``seed`` as given if it is an eager tensor of the output's type (``create_graph`` keeps its chain), else as an
     array of the output's dtype."""
-    value = getattr(seed, "value", None)
-    if isinstance(value, Value) and value.type == output.value.type and value in ARRAYS:
+    value = eager_value(seed)
+    if value is not None and value.type == output.value.type:
         return seed
     return seed_array(output.value, seed, f"kiln.autograd.grad: outputs[{index}]", f"grad_outputs[{index}]")
 
@@ -96,16 +95,13 @@ def _seed_inputs(graph: Graph, chain: EagerChain, seeds: Sequence[Any]) -> list[
 
 
 def _seed_value(seed: Any) -> Value:
-    value = getattr(seed, "value", None)
-    if isinstance(value, Value) and value in ARRAYS:
-        return value
-    return _leaf(np.asarray(seed)).value
+    value = eager_value(seed)
+    return value if value is not None else _leaf(np.asarray(seed)).value
 
 
 def check_eager(tensors: Sequence[Any], role: str) -> None:
     for index, tensor in enumerate(tensors):
-        value = getattr(tensor, "value", None)
-        if not isinstance(tensor, Parameter) and (not isinstance(value, Value) or value not in ARRAYS):
+        if not isinstance(tensor, Parameter) and eager_value(tensor) is None:
             raise located_error(f"kiln.autograd.grad: {role}[{index}] is {type(tensor).__name__}, not an eager tensor; "
                                 "pass the tensors the computation made (or a kiln.nn.Parameter)")
 
