@@ -14,7 +14,7 @@ import numpy as np
 
 from kiln.compiler.errors import KilnError
 from kiln.compiler.ir.core import Value
-from kiln.compiler.ir.types import DType
+from kiln.compiler.ir.types import DType, is_float_array_dtype
 from kiln.frontend.module_hooks import HOOK_KINDS, HookMethods, RemovableHandle, call_with_hooks
 from kiln.frontend.tensor import Tensor, eager_tensor
 from kiln.frontend.torch_dtypes import get_default_dtype
@@ -35,7 +35,7 @@ class Parameter(Tensor):
 
     def __init__(self, data: Any, requires_grad: bool = True):
         array = np.asarray(data)
-        self.data = np.array(array, dtype=array.dtype if array.dtype.kind == "f" else np.float32)
+        self.data = np.array(array, dtype=array.dtype if is_float_array_dtype(array.dtype) else np.float32)
         self.requires_grad = requires_grad
 
     @property
@@ -282,7 +282,7 @@ class Module(HookMethods):
     def _cast_floats(self, target: np.dtype) -> None:
         """Cast this module's own floating parameters and buffers (a lazy module remembers ``target`` for its first call)."""
         for tensor in [*self._parameters.values(), *self._buffers.values()]:
-            if tensor.data.dtype.kind == "f":
+            if is_float_array_dtype(tensor.data.dtype):
                 tensor.data = tensor.data.astype(target)
 
     def double(self) -> "Module":
@@ -307,10 +307,11 @@ class Module(HookMethods):
         return self
 
     def half(self) -> "Module":
-        raise KilnError("kiln computes in float32 or float64 (float16 and bfloat16 are not IR dtypes); keep the model in "
-                        "float32 (model.float()) or use model.double()")
+        """float16 parameters and buffers: stored in 16 bits; NumPy and ONNX compute each op in float32 (``widen-half``)."""
+        return self.to(np.float16)
 
-    bfloat16 = half
+    def bfloat16(self) -> "Module":
+        return self.to(DType.bf16)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Clear the ``.grad`` eager ``backward()`` calls accumulate (a compiled step computes its gradients inside the step)."""
@@ -412,6 +413,6 @@ def _float_dtype(dtype: Any) -> np.dtype | None:
         result = np.dtype(dtype)
     except TypeError:
         raise KilnError(f"Module.to: cannot cast to {dtype!r}; give a float dtype such as 'float32' or 'float64'") from None
-    if result.kind != "f":
+    if not is_float_array_dtype(result):
         raise KilnError(f"Module.to: parameters stay floating point; got {dtype!r}")
     return result

@@ -598,11 +598,13 @@ def promoted(op_name: str, operands: tuple[Any, ...]) -> tuple[Any, ...]:
     return operands[:first] + tuple(o.to(target) if isinstance(o, Tensor) and o.dtype is not target else o for o in values)
 
 
-PROMOTION_ORDER = (DType.bool, DType.i32, DType.i64, DType.f32, DType.f64)
+PROMOTION_ORDER = (DType.bool, DType.i32, DType.i64, DType.f16, DType.bf16, DType.f32, DType.f64)
 
 
 def _promoted_dtype(op_name: str, dtypes: list[DType], numbers: list[Any]) -> DType:
     widest = max(dtypes, key=lambda d: PROMOTION_ORDER.index(d) if d in PROMOTION_ORDER else -1)
+    if widest is DType.bf16 and DType.f16 in dtypes:
+        return DType.f32  # float16 and bfloat16 meet in float32, as in PyTorch
     if widest.is_float:
         return widest
     if op_name == "tensor.div" or any(isinstance(n, float) for n in numbers):

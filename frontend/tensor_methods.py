@@ -102,7 +102,10 @@ class TorchMethods:
         return self.to(DType.f64)
 
     def half(self) -> Any:
-        raise located_error("half(): float16 is not an IR dtype of kiln yet; keep float32 (or use double())")
+        return self.to(DType.f16)
+
+    def bfloat16(self) -> Any:
+        return self.to(DType.bf16)
 
     def clone(self, *, memory_format: Any = None) -> Any:
         """The same values as a new tensor: writing into it in place leaves this one (and its views) alone. Eagerly,

@@ -20,7 +20,7 @@ from typing import Any
 from kiln.compiler.ir.types import DType, TensorType
 from kiln.frontend.trace import located_error
 
-TYPE_NAMES = {DType.f16: "HalfTensor", DType.f32: "FloatTensor", DType.f64: "DoubleTensor", DType.i32: "IntTensor",
+TYPE_NAMES = {DType.f16: "HalfTensor", DType.bf16: "BFloat16Tensor", DType.f32: "FloatTensor", DType.f64: "DoubleTensor", DType.i32: "IntTensor",
               DType.i64: "LongTensor", DType.bool: "BoolTensor"}
 """PyTorch's legacy tensor type name of each dtype (``torch.DoubleTensor``...)."""
 _BY_NAME = {name: dtype for dtype, name in TYPE_NAMES.items()}
@@ -67,7 +67,7 @@ def dtype_of_type_name(name: str) -> DType:
             return DType.of(name)
         except Exception:
             pass
-    known = ", ".join(f"'torch.{type_name}'" for dtype, type_name in TYPE_NAMES.items() if dtype is not DType.f16)
+    known = ", ".join(f"'torch.{type_name}'" for type_name in TYPE_NAMES.values())
     raise located_error(f"type({name!r}): not a tensor type kiln knows; use one of {known} or a dtype (kiln.float64)")
 
 

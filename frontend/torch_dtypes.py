@@ -1,4 +1,4 @@
-"""``torch``'s dtype queries for kiln's dtypes (bool, int32, int64, float32, float64): ``is_tensor``,
+"""``torch``'s dtype queries for kiln's dtypes (bool, int32, int64, float16, bfloat16, float32, float64): ``is_tensor``,
 ``result_type``, ``promote_types``, ``can_cast``, ``finfo``/``iinfo`` and the default float dtype.
 
 ```python
@@ -17,13 +17,14 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+import ml_dtypes
 import numpy as np
 
 from kiln.compiler.ir.types import DType
 from kiln.frontend.trace import located_error
 
-_KIND = {DType.bool: 0, DType.i32: 1, DType.i64: 1, DType.f32: 2, DType.f64: 2}
-_WIDTH = {DType.bool: 1, DType.i32: 4, DType.i64: 8, DType.f32: 4, DType.f64: 8}
+_KIND = {DType.bool: 0, DType.i32: 1, DType.i64: 1, DType.f16: 2, DType.bf16: 2, DType.f32: 2, DType.f64: 2}
+_WIDTH = {DType.bool: 1, DType.i32: 4, DType.i64: 8, DType.f16: 2, DType.bf16: 2, DType.f32: 4, DType.f64: 8}
 
 _default_float = [DType.f32]
 """The default float dtype (a one-element list: module state that ``set_default_dtype`` replaces)."""
@@ -35,10 +36,10 @@ def get_default_dtype() -> DType:
 
 def set_default_dtype(d: Any) -> None:
     """The dtype of Python floats made into tensors (``kiln.tensor``, ``zeros``, ``arange`` with float bounds...):
-    float32 or float64, the two float dtypes kiln computes in."""
+    a float dtype (float16, bfloat16, float32 or float64), as PyTorch's."""
     dtype = DType.of(d)
-    if dtype not in (DType.f32, DType.f64):
-        raise located_error(f"set_default_dtype takes float32 or float64 (kiln's float dtypes), got {d!r}")
+    if not dtype.is_float:
+        raise located_error(f"set_default_dtype takes a float dtype (float16, bfloat16, float32 or float64), got {d!r}")
     _default_float[0] = dtype
 
 
@@ -54,6 +55,8 @@ def promote_types(type1: Any, type2: Any) -> DType:
     _check_kind(a), _check_kind(b)
     if _KIND[a] != _KIND[b]:
         return a if _KIND[a] > _KIND[b] else b
+    if {a, b} == {DType.f16, DType.bf16}:
+        return DType.f32  # neither holds the other (PyTorch's rule)
     return a if _WIDTH[a] >= _WIDTH[b] else b
 
 
@@ -93,7 +96,7 @@ def _ranked(operand: Any) -> tuple[DType, int]:
 
 def _check_kind(dtype: DType) -> None:
     if dtype not in _KIND:
-        raise located_error(f"{dtype} is not a dtype kiln computes in; use bool, int32, int64, float32 or float64")
+        raise located_error(f"{dtype} is not a dtype kiln computes in; use bool, int32, int64, float16, bfloat16, float32 or float64")
 
 
 class finfo(NamedTuple):  # noqa: N801  (torch's name)
@@ -111,9 +114,9 @@ class finfo(NamedTuple):  # noqa: N801  (torch's name)
     @classmethod
     def of(cls, type: Any = None) -> "finfo":  # noqa: A002
         dtype = get_default_dtype() if type is None else DType.of(type)
-        if not dtype.is_float or dtype not in _KIND:
-            raise located_error(f"finfo takes a float dtype (float32 or float64), got {type!r}; iinfo is for integers")
-        info = np.finfo(dtype.numpy)
+        if not dtype.is_float:
+            raise located_error(f"finfo takes a float dtype (float16, bfloat16, float32 or float64), got {type!r}; iinfo is for integers")
+        info = ml_dtypes.finfo(dtype.numpy)
         return cls(info.bits, float(info.eps), float(info.max), float(info.min), float(info.tiny),
                    float(info.smallest_normal), 10.0 ** -info.precision, info.dtype.name)
 

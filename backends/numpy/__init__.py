@@ -23,6 +23,7 @@ from kiln.compiler.ops.registry import lookup
 from kiln.compiler.passes.dce import DCE
 from kiln.compiler.passes.chunk_causal_attention import split_long_causal_attention
 from kiln.compiler.passes.decompose import decompose_where
+from kiln.compiler.passes.widen_half import WidenHalf
 from kiln.runtime.executable import Executable
 from kiln.runtime.host_memory import keep_freed_host_memory
 
@@ -44,7 +45,7 @@ class NumpyBackend:
             raise ValueError(f"NumpyBackend: float_errors must be one of {FLOAT_ERRORS}, got {self.float_errors!r}")
 
     def compile(self, graph: Graph) -> Executable:
-        """Lower a copy of ``graph``: long causal attentions split into query chunks (``chunk-causal-attention``),
+        """Lower a copy of ``graph``: half-precision ops widened to float32 (``widen-half``), long causal attentions split into query chunks (``chunk-causal-attention``),
         composites without a kernel expand, then one function is generated.
 
         ``graph.donations`` (``{input index: output index}``, set by the training step) lets
@@ -53,6 +54,7 @@ class NumpyBackend:
         keep_freed_host_memory()  # a step's temporaries then reuse warm pages (runtime/host_memory.py)
         donations = dict(getattr(graph, "donations", {}))
         graph = clone_graph(graph)
+        WidenHalf().run(graph)  # NumPy has no half-precision BLAS: half ops compute in float32, rounded per op
         split_long_causal_attention(graph)
         decompose_where(graph, lambda op: op.name not in self.table and lookup(op.name).is_composite)
         DCE().run(graph)

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Union
 
+import ml_dtypes
 import numpy as np
 
 from kiln.compiler.errors import ShapeError
@@ -22,7 +23,8 @@ _PRODUCT = re.compile(rf"([0-9]+\*)?{_SYMBOL.pattern}(\*{_SYMBOL.pattern})*")
 
 
 class DType(enum.Enum):
-    """Element types. ``f16``/``bf16`` are reserved: they parse and print, no backend runs them yet."""
+    """Element types. ``f16`` is NumPy's float16 and ``bf16`` is ``ml_dtypes.bfloat16``; backends without half
+    arithmetic compute those in float32 and round each result back (``compiler/passes/widen_half.py``)."""
 
     f16 = "f16"
     bf16 = "bf16"
@@ -44,10 +46,13 @@ class DType(enum.Enum):
         return self in (DType.i32, DType.i64)
 
     @property
+    def is_half(self) -> bool:
+        """A 16-bit float: stored in 16 bits, computed in float32 where a backend has no half arithmetic."""
+        return self in (DType.f16, DType.bf16)
+
+    @property
     def numpy(self) -> np.dtype:
-        if self is DType.bf16:
-            raise ShapeError("bf16 is reserved in kiln: no NumPy dtype backs it yet")
-        return np.dtype(_NUMPY_NAMES[self])
+        return _NUMPY_DTYPES[self]
 
     @staticmethod
     def of(spec: "DType | str | np.dtype | type") -> "DType":
@@ -59,6 +64,8 @@ class DType(enum.Enum):
             return known  # the hot path: every traced op and array check asks for an array's dtype
         if isinstance(spec, str) and spec in DType.__members__:
             return DType[spec]
+        if spec is ml_dtypes.bfloat16 or spec == "bfloat16":
+            return DType.bf16
         try:
             name = np.dtype(spec).name
         except TypeError:
@@ -71,13 +78,21 @@ class DType(enum.Enum):
 
 _NUMPY_NAMES = {
     DType.f16: "float16",
+    DType.bf16: "bfloat16",
     DType.f32: "float32",
     DType.f64: "float64",
     DType.i32: "int32",
     DType.i64: "int64",
     DType.bool: "bool",
 }
-_BY_NUMPY_DTYPE = {np.dtype(name): dtype for dtype, name in _NUMPY_NAMES.items()}
+_NUMPY_DTYPES = {dtype: np.dtype(ml_dtypes.bfloat16 if name == "bfloat16" else name) for dtype, name in _NUMPY_NAMES.items()}
+_BY_NUMPY_DTYPE = {numpy_dtype: dtype for dtype, numpy_dtype in _NUMPY_DTYPES.items()}
+
+
+def is_float_array_dtype(dtype: Any) -> bool:
+    """Whether a NumPy dtype holds floats: float16/32/64 (kind ``"f"``) or bfloat16 (``ml_dtypes``' kind is ``"V"``)."""
+    dtype = np.dtype(dtype)
+    return dtype.kind == "f" or dtype == _NUMPY_DTYPES[DType.bf16]
 
 
 _CANONICAL_SYMBOLS: set[str] = set()

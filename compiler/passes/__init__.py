@@ -17,6 +17,7 @@ from kiln.compiler.passes import (  # noqa: F401  (registers the passes)
     rematerialize,
     schedule_updates,
     stack_summed_products,
+    widen_half,
 )
 from kiln.compiler.passes.manager import PASSES, Pass, PassFailure, PassManager, parse_pipeline, register_pass
 

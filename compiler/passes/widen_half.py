@@ -1,0 +1,77 @@
+"""widen-half: compute float16/bfloat16 ops in float32, rounding each result back to its half dtype.
+
+NumPy has no half-precision BLAS (its float16 matmul is a scalar loop) and ONNX Runtime's CPU kernels mostly take
+float32, so these backends keep half tensors in 16 bits (parameters, activations, optimizer state) and compute each
+op in float32, as PyTorch's CPU kernels do internally (its "opmath" type). The result is rounded back once per op,
+so an op's value is PyTorch's to within that rounding:
+
+```
+%y = "tensor.matmul"(%a, %b) : (tensor<8x4xf16>, tensor<4x2xf16>) -> tensor<8x2xf16>
+->
+%a32 = "tensor.cast"(%a) {dtype = f32} ...
+%b32 = "tensor.cast"(%b) {dtype = f32} ...
+%y32 = "tensor.matmul"(%a32, %b32) : ... -> tensor<8x2xf32>
+%y = "tensor.cast"(%y32) {dtype = f16} ...
+```
+
+Ops that only move or select elements are exact in any precision and stay half. An op with a nested graph (a fused
+group, a custom VJP) stays as it is: its body is typed in the half dtype. A cast of a cast (``f16 -> f32 -> f16``)
+is never folded: that would drop the rounding this pass exists to keep.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kiln.compiler.ir.builder import Builder
+from kiln.compiler.ir.core import Graph, Op
+from kiln.compiler.ir.types import DType
+from kiln.compiler.passes.manager import Pass, register_pass
+from kiln.compiler.passes.rewrite import replace_uses
+
+EXACT_IN_HALF = frozenset({
+    "tensor.cast", "tensor.constant", "tensor.reshape", "tensor.transpose", "tensor.broadcast_to", "tensor.expand_dims",
+    "tensor.squeeze", "tensor.slice", "tensor.concat", "tensor.take", "tensor.where", "tensor.stop_gradient",
+    "tensor.tril", "tensor.triu", "tensor.pad", "comm.send", "comm.recv", "comm.broadcast", "comm.replicate",
+})
+"""Ops that move, select or copy elements: their half results are exact without widening."""
+
+
+@register_pass
+@dataclass(frozen=True)
+class WidenHalf(Pass):
+    name = "widen-half"
+
+    def run(self, graph: Graph) -> bool:
+        targets = [op for op in graph.ops if needs_widening(op)]
+        for op in targets:
+            widen(graph, op)
+        return bool(targets)
+
+
+def needs_widening(op: Op) -> bool:
+    """Whether ``op`` computes on a half operand or into a half result (and can be rebuilt in float32)."""
+    if op.name in EXACT_IN_HALF or any(isinstance(value, Graph) for value in op.attrs.values()):
+        return False
+    return any(v.type.dtype.is_half for v in [*op.operands, *op.results]) or _half_attr(op) is not None
+
+
+def widen(graph: Graph, op: Op) -> None:
+    """Replace ``op`` by its float32 twin between casts (see the module docstring)."""
+    build = Builder(graph, insert_before=op, location=op.location, region=op.region)
+    operands = [build.cast(v, dtype=DType.f32) if v.type.dtype.is_half else v for v in op.operands]
+    attrs = dict(op.attrs)
+    if _half_attr(op) is not None:
+        attrs["dtype"] = DType.f32
+    twin = build.create(op.name, operands, attrs)
+    for old, new in zip(op.results, twin.results):
+        rounded = build.cast(new, dtype=old.type.dtype) if new.type.dtype is not old.type.dtype else new
+        rounded.name_hint = old.name_hint
+        replace_uses(graph, old, rounded)
+    graph.erase(op)
+
+
+def _half_attr(op: Op) -> DType | None:
+    dtype = op.attrs.get("dtype")
+    return dtype if isinstance(dtype, DType) and dtype.is_half else None
+
