@@ -13,6 +13,7 @@ from kiln.compiler.ir.types import DType, broadcast_shapes, dim_product, normali
 from kiln.frontend.tensor import Tensor, ValuesIndices, apply
 from kiln.frontend.trace import located_error
 from kiln.frontend.tensor_inplace import honors_inplace, in_place_variant
+from kiln.frontend.autocast import autocasts
 
 
 @honors_inplace
@@ -74,6 +75,7 @@ def implicit_softmax_dim(function: str, input: Tensor, dim: int | None) -> int:
     return implicit
 
 
+@autocasts("linear")
 def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """``input @ weight.T + bias`` with PyTorch's ``(out_features, in_features)`` weight."""
     output = input @ weight.T

@@ -36,6 +36,7 @@ from kiln.frontend.functional_nn import abs
 from kiln.frontend.tensor import Tensor, apply
 from kiln.frontend.trace import TraceContext, located_error
 from kiln.frontend.tensor_inplace import honors_inplace, in_place_variant
+from kiln.frontend.autocast import autocasts
 
 SELU_ALPHA = 1.6732632423543772848170429916717
 SELU_SCALE = 1.0507009873554804934193349852946
@@ -165,6 +166,7 @@ def hardswish(input: Tensor, inplace: bool = False) -> Tensor:
     return _where(input <= -3.0, 0.0, _where(input < 3.0, input * (input + 3.0) / 6.0, input))
 
 
+@autocasts("prelu")
 def prelu(input: Tensor, weight: Tensor) -> Tensor:
     """``x > 0 ? x : weight x`` with one ``weight`` for all, or one per channel (dim 1), as PyTorch's ``prelu``."""
     if weight.ndim > 1:

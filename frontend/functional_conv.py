@@ -24,6 +24,7 @@ from kiln.compiler.errors import TraceError
 from kiln.frontend.functional_nn import _pair, avg_pool2d, max_pool2d, pad, same_padding
 from kiln.frontend.tensor import Tensor, apply
 from kiln.frontend.trace import located_error
+from kiln.frontend.autocast import autocasts
 
 
 def single_size(function: str, name: str, value: Any) -> int:
@@ -37,6 +38,7 @@ def single_size(function: str, name: str, value: Any) -> int:
 # Conv1d ------------------------------------------------------------------------
 
 
+@autocasts("conv1d")
 def conv1d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1,
            groups: int = 1) -> Tensor:
     """``(N, C, L) -> (N, O, L_out)`` with weight ``(O, C/groups, K)``; ``padding`` may be an int, ``"valid"`` or ``"same"``.
@@ -64,6 +66,7 @@ def _resolve_padding(input: Tensor, padding: Any, kernel: int, stride: int, dila
 # ConvTranspose2d -----------------------------------------------------------------
 
 
+@autocasts("conv_transpose2d")
 def conv_transpose2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Any = 1, padding: Any = 0, output_padding: Any = 0,
                      groups: int = 1, dilation: Any = 1) -> Tensor:
     """``(N, C_in, H, W) -> (N, C_out, H_out, W_out)`` with PyTorch's weight ``(C_in, C_out/groups, KH, KW)`` and

@@ -27,6 +27,7 @@ from kiln.frontend.functional_nn import avg_pool2d, conv2d, max_pool2d, pad, sam
 from kiln.frontend.tensor import Tensor, apply
 from kiln.frontend.trace import located_error
 from kiln.frontend.tensor_inplace import honors_inplace
+from kiln.frontend.autocast import autocasts
 
 
 def triple(function: str, name: str, value: Any) -> tuple[int, int, int]:
@@ -72,6 +73,7 @@ def images_as_volume(images: Tensor, depth: int) -> Tensor:
     return images.reshape(-1, depth, c, h, w).permute(0, 2, 1, 3, 4)
 
 
+@autocasts("conv3d")
 def conv3d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1,
            groups: int = 1) -> Tensor:
     """``(N, C, D, H, W)`` by weight ``(O, C/groups, KD, KH, KW)``; ``padding`` ints, ``"valid"`` or ``"same"``."""
@@ -111,6 +113,7 @@ def grouped_weight(weight: Tensor, groups: int) -> Tensor:
     return weight.permute(0, 2, 1, 3, 4).reshape(o, kd * c, kh, kw)
 
 
+@autocasts("conv_transpose3d")
 def conv_transpose3d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Any = 1, padding: Any = 0, output_padding: Any = 0,
                      groups: int = 1, dilation: Any = 1) -> Tensor:
     """PyTorch's ``conv_transpose3d``, weight ``(C_in, C_out/groups, KD, KH, KW)``. Every input plane's 2-D transposed

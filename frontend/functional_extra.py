@@ -35,6 +35,7 @@ from kiln.frontend.functional_pool1d import avg_pool1d, max_pool1d
 from kiln.frontend.sync_batch_norm import record_running_statistics
 from kiln.frontend.tensor import Tensor, apply
 from kiln.frontend.trace import located_error
+from kiln.frontend.autocast import autocasts
 
 
 def _constant(value: Any, dtype: Any = np.int64) -> Tensor:
@@ -44,6 +45,7 @@ def _constant(value: Any, dtype: Any = np.int64) -> Tensor:
 # ConvTranspose1d -----------------------------------------------------------------------------------------------------
 
 
+@autocasts("conv_transpose1d")
 def conv_transpose1d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Any = 1, padding: Any = 0, output_padding: Any = 0,
                      groups: int = 1, dilation: Any = 1) -> Tensor:
     """``(N, C_in, L) -> (N, C_out, L_out)`` (or unbatched ``(C_in, L)``) with PyTorch's weight ``(C_in, C_out/groups, K)``

@@ -16,6 +16,7 @@ import numpy as np
 from kiln.frontend.functional_losses import _check_reduction, _clamp_at_0, _legacy_reduction, _reduce
 from kiln.frontend.tensor import Tensor, apply
 from kiln.frontend.trace import located_error
+from kiln.frontend.autocast import autocasts
 
 
 def _norm(difference: Tensor, p: float) -> Tensor:
@@ -37,6 +38,7 @@ def pdist(input: Tensor, p: float = 2.0) -> Tensor:
     return _norm(rows[0] - rows[1], p)
 
 
+@autocasts("cdist")
 def cdist(x1: Tensor, x2: Tensor, p: float = 2.0, compute_mode: str = "use_mm_for_euclid_dist_if_necessary") -> Tensor:
     """``torch.cdist``: the ``p``-norm distance of every row of ``x1 (.., P, M)`` to every row of ``x2 (.., R, M)``,
     ``(.., P, R)``; leading batch dims broadcast."""
@@ -72,6 +74,7 @@ def triplet_margin_with_distance_loss(anchor: Tensor, positive: Tensor, negative
     return _reduce(_clamp_at_0(margin + to_positive - to_negative), reduction)
 
 
+@autocasts("multilabel_margin_loss")
 @_legacy_reduction
 def multilabel_margin_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
     """Multi-label hinge loss of ``(N, C)`` (or ``(C,)``) scores: ``sum_j sum_{i not a label} max(0, 1 - (x[y_j] - x[i])) / C``

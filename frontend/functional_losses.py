@@ -20,6 +20,7 @@ import numpy as np
 from kiln.frontend.functional_activation import _log1p, _softplus, logsigmoid
 from kiln.frontend.tensor import Tensor, apply
 from kiln.frontend.trace import located_error
+from kiln.frontend.autocast import autocasts
 
 __all__ = [
     "binary_cross_entropy", "binary_cross_entropy_with_logits", "cosine_embedding_loss", "cross_entropy", "gaussian_nll_loss",
@@ -45,6 +46,7 @@ def _legacy_reduction(function: Callable[..., Tensor]) -> Callable[..., Tensor]:
     return with_legacy_arguments
 
 
+@autocasts("cross_entropy_loss")
 @_legacy_reduction
 def cross_entropy(
     input: Tensor, target: Tensor, weight: Any = None, *, ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0
@@ -61,6 +63,7 @@ def cross_entropy(
     return apply("nn.cross_entropy", input, target, *weights, reduction=reduction, ignore_index=ignore_index, label_smoothing=label_smoothing)
 
 
+@autocasts("nll_loss")
 @_legacy_reduction
 def nll_loss(input: Tensor, target: Tensor, weight: Any = None, *, ignore_index: int = -100, reduction: str = "mean") -> Tensor:
     """Negative log-likelihood of ``(N, C, d...)`` log-probabilities at ``(N, d...)`` integer labels."""
@@ -68,6 +71,7 @@ def nll_loss(input: Tensor, target: Tensor, weight: Any = None, *, ignore_index:
     return apply("nn.nll", input, target, *weights, reduction=reduction, ignore_index=ignore_index)
 
 
+@autocasts("mse_loss")
 @_legacy_reduction
 def mse_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
     """Mean squared error ``(input - target)^2``."""
@@ -75,6 +79,7 @@ def mse_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
     return apply("nn.mse", input, target, reduction=reduction)
 
 
+@autocasts("l1_loss")
 @_legacy_reduction
 def l1_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
     """Mean absolute error ``|input - target|``."""
@@ -82,6 +87,7 @@ def l1_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
     return apply("nn.l1", input, target, reduction=reduction)
 
 
+@autocasts("smooth_l1_loss")
 @_legacy_reduction
 def smooth_l1_loss(input: Tensor, target: Tensor, reduction: str = "mean", beta: float = 1.0) -> Tensor:
     """``0.5 d^2 / beta`` where ``|d| < beta``, else ``|d| - 0.5 beta`` (``d = input - target``)."""
@@ -89,12 +95,14 @@ def smooth_l1_loss(input: Tensor, target: Tensor, reduction: str = "mean", beta:
     return apply("nn.smooth_l1", input, target, reduction=reduction, beta=float(beta))
 
 
+@autocasts("huber_loss")
 def huber_loss(input: Tensor, target: Tensor, reduction: str = "mean", delta: float = 1.0) -> Tensor:
     """``0.5 d^2`` where ``|d| < delta``, else ``delta (|d| - 0.5 delta)`` (``d = input - target``)."""
     _same_shape("huber_loss", input, target)
     return apply("nn.huber", input, target, reduction=reduction, delta=float(delta))
 
 
+@autocasts("binary_cross_entropy_with_logits")
 @_legacy_reduction
 def binary_cross_entropy_with_logits(
     input: Tensor, target: Tensor, weight: Any = None, *, reduction: str = "mean", pos_weight: Any = None
@@ -121,6 +129,7 @@ TORCH_EPSILON = float(np.float32(1e-12))
 """The ``EPSILON`` of PyTorch's loss kernels (BCE's backward, the cosine embedding loss): a C++ ``float``."""
 
 
+@autocasts("binary_cross_entropy")
 @_legacy_reduction
 def binary_cross_entropy(input: Tensor, target: Tensor, weight: Any = None, reduction: str = "mean") -> Tensor:
     """``-w (t log(x) + (1 - t) log(1 - x))`` for probabilities ``x`` in [0, 1], each log clamped at -100, as PyTorch.
@@ -143,6 +152,7 @@ def binary_cross_entropy(input: Tensor, target: Tensor, weight: Any = None, redu
     return _reduce(loss if weight is None else loss * weight, reduction)
 
 
+@autocasts("kl_div")
 @_legacy_reduction
 def kl_div(input: Tensor, target: Tensor, reduction: str = "mean", log_target: bool = False) -> Tensor:
     """Pointwise KL divergence of log-probabilities ``input`` from ``target``: ``t (log t - input)`` (0 where ``t`` is 0,
@@ -160,6 +170,7 @@ def kl_div(input: Tensor, target: Tensor, reduction: str = "mean", log_target: b
     return _reduce(loss, reduction)
 
 
+@autocasts("poisson_nll_loss")
 @_legacy_reduction
 def poisson_nll_loss(
     input: Tensor, target: Tensor, log_input: bool = True, full: bool = False, eps: float = 1e-8, reduction: str = "mean"
@@ -200,6 +211,7 @@ def gaussian_nll_loss(input: Tensor, target: Tensor, var: Tensor | float, full: 
     return _reduce(loss, reduction)
 
 
+@autocasts("margin_ranking_loss")
 @_legacy_reduction
 def margin_ranking_loss(input1: Tensor, input2: Tensor, target: Tensor, margin: float = 0.0, reduction: str = "mean") -> Tensor:
     """``max(0, -target (input1 - input2) + margin)``: ``target`` 1 asks ``input1`` to rank above ``input2``, -1 below."""
@@ -209,6 +221,7 @@ def margin_ranking_loss(input1: Tensor, input2: Tensor, target: Tensor, margin: 
     return _reduce(_clamp_at_0(-target * (input1 - input2) + margin), reduction)
 
 
+@autocasts("hinge_embedding_loss")
 @_legacy_reduction
 def hinge_embedding_loss(input: Tensor, target: Tensor, margin: float = 1.0, reduction: str = "mean") -> Tensor:
     """``input`` where ``target`` is 1, ``max(0, margin - input)`` where it is -1 (``input`` is usually a distance)."""
@@ -217,6 +230,7 @@ def hinge_embedding_loss(input: Tensor, target: Tensor, margin: float = 1.0, red
     return _reduce(below_margin + _where(target.ne(-1), input, 0.0), reduction)
 
 
+@autocasts("soft_margin_loss")
 @_legacy_reduction
 def soft_margin_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
     """Two-class logistic loss ``log(1 + exp(-target input))`` for targets of +-1, finite and accurate for any ``input``
@@ -239,6 +253,7 @@ def multilabel_soft_margin_loss(input: Tensor, target: Tensor, weight: Any = Non
     return _reduce(loss.sum(-1) / _dim_size(input, -1), reduction)
 
 
+@autocasts("cosine_embedding_loss")
 @_legacy_reduction
 def cosine_embedding_loss(input1: Tensor, input2: Tensor, target: Tensor, margin: float = 0.0, reduction: str = "mean") -> Tensor:
     """``1 - cos(x1, x2)`` where ``target`` is 1, ``max(0, cos(x1, x2) - margin)`` where it is -1; the cosine is over the
@@ -255,6 +270,7 @@ def cosine_embedding_loss(input1: Tensor, input2: Tensor, target: Tensor, margin
     return _reduce(similar + _where(target.eq(-1), _clamp_at_0(cosine - margin), 0.0), reduction)
 
 
+@autocasts("triplet_margin_loss")
 @_legacy_reduction
 def triplet_margin_loss(
     anchor: Tensor, positive: Tensor, negative: Tensor, margin: float = 1.0, p: float = 2.0, eps: float = 1e-6, swap: bool = False,
@@ -276,6 +292,7 @@ def triplet_margin_loss(
     return _reduce(_clamp_at_0(margin + to_positive - to_negative), reduction)
 
 
+@autocasts("multi_margin_loss")
 @_legacy_reduction
 def multi_margin_loss(
     input: Tensor, target: Tensor, p: int = 1, margin: float = 1.0, weight: Any = None, reduction: str = "mean"

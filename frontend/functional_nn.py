@@ -20,6 +20,7 @@ from kiln.frontend.sync_batch_norm import record_running_statistics, sync_batch_
 from kiln.frontend.tensor import Tensor, apply
 from kiln.frontend.trace import located_error
 from kiln.frontend.tensor_inplace import honors_inplace
+from kiln.frontend.autocast import autocasts
 
 
 def _pair(value: int | Sequence[int]) -> tuple[int, int]:
@@ -119,6 +120,7 @@ def embedding_padding_index(padding_idx: int, num_embeddings: int) -> int:
     return padding_idx % num_embeddings
 
 
+@autocasts("scaled_dot_product_attention")
 def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn_mask: Tensor | None = None, dropout_p: float = 0.0,
                                  is_causal: bool = False, scale: float | None = None) -> Tensor:
     """``softmax(q k^T * scale) v``; a bool ``attn_mask`` is True where a query may attend, as PyTorch. ``dropout_p``
@@ -156,6 +158,7 @@ def logical_not(input: Tensor) -> Tensor:
 # Convolution ------------------------------------------------------------------
 
 
+@autocasts("conv2d")
 def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1) -> Tensor:
     """``(N, C, H, W)`` (or unbatched ``(C, H, W)``) by weight ``(O, C/groups, KH, KW)``; ``padding`` may be ints,
     ``"valid"`` or ``"same"`` (stride 1; an odd total puts the extra zero at the end, as PyTorch)."""
@@ -433,6 +436,7 @@ def _window_reads(axes: Sequence[_PoolAxis]) -> tuple[np.ndarray, np.ndarray, np
 # Movement ---------------------------------------------------------------------
 
 
+@autocasts("cat")
 def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
     return apply("tensor.concat", *tensors, axis=dim)
 
@@ -440,6 +444,7 @@ def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
 concat = cat
 
 
+@autocasts("stack")
 def stack(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
     """PyTorch's ``stack``: equal-shaped tensors joined along a new axis ``dim`` (``cat`` of each unsqueezed)."""
     if not tensors:

@@ -31,6 +31,7 @@ from kiln.frontend.torch_size import Size
 from kiln.frontend.tensor_methods import TorchMethods, _flatten_args, _floating, _is_one
 from kiln.frontend.torch_dtypes import get_default_dtype
 from kiln.frontend.trace import TraceContext, located_error
+from kiln.frontend.autocast import autocasts
 
 
 class ValuesIndices(NamedTuple):
@@ -135,9 +136,11 @@ class Tensor(EagerMethods, InPlaceMethods, TorchMethods, MathMethods, DeviceMeth
     def __rpow__(self, other: Any) -> "Tensor":
         return apply("tensor.pow", other, self)
 
+    @autocasts("matmul")
     def __matmul__(self, other: Any) -> "Tensor":
         return apply("tensor.matmul", self, other)
 
+    @autocasts("matmul")
     def __rmatmul__(self, other: Any) -> "Tensor":
         return apply("tensor.matmul", other, self)
 

@@ -25,6 +25,7 @@ import numpy as np
 from kiln.compiler.ir.types import DType
 from kiln.frontend.tensor_methods import _floating
 from kiln.frontend.trace import located_error
+from kiln.frontend.autocast import autocasts
 
 
 def _apply(*args: Any, **attrs: Any) -> Any:
@@ -174,9 +175,11 @@ class MathMethods:
     def addcdiv(self, tensor1: Any, tensor2: Any, *, value: float = 1) -> Any:
         return self + value * tensor1 / tensor2
 
+    @autocasts("addmm")
     def addmm(self, mat1: Any, mat2: Any, *, beta: float = 1, alpha: float = 1) -> Any:
         return _scaled(self, beta) + _scaled(mat1.mm(mat2), alpha)
 
+    @autocasts("baddbmm")
     def baddbmm(self, batch1: Any, batch2: Any, *, beta: float = 1, alpha: float = 1) -> Any:
         return _scaled(self, beta) + _scaled(batch1.bmm(batch2), alpha)
 

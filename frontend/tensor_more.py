@@ -37,6 +37,7 @@ from kiln.frontend.tensor_extras import (_constant, _cut, _float_pair, _in_place
 from kiln.frontend.tensor_inplace import in_place
 from kiln.frontend.tensor_methods import _flatten_args, _floating
 from kiln.frontend.trace import located_error
+from kiln.frontend.autocast import autocasts
 
 _REDUCES = ("sum", "prod", "mean", "amax", "amin")
 
@@ -200,6 +201,7 @@ class MoreMethods:
         squeezed = tuple(d for d, (s, have) in enumerate(zip(shape, result.shape)) if s == 1 and have != 1)
         return result.sum(squeezed, keepdim=True) if squeezed else result
 
+    @autocasts("addbmm")
     def addbmm(self, batch1: Any, batch2: Any, *, beta: float = 1, alpha: float = 1) -> Any:
         """``beta self + alpha sum_b batch1[b] @ batch2[b]`` (``self`` ignored when ``beta`` is 0, NaN included)."""
         product = batch1.bmm(batch2).sum(0)

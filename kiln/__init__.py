@@ -50,8 +50,9 @@ from kiln import special, testing  # noqa: E402  (torch.special: kiln.special.er
 from kiln.frontend.torch_size import Size  # noqa: E402  (torch.Size: what x.shape and x.size() return)
 from kiln.frontend.torch_printoptions import get_printoptions, set_printoptions  # noqa: E402  (eager tensors' repr)
 from kiln import amp  # noqa: E402  (torch.amp: autocast, GradScaler; frontend/torch_amp.py)
-from kiln.frontend.torch_amp import autocast  # noqa: E402
-float16 = half = DType.f16  # reserved IR dtypes (no backend computes in them), named for autocast(dtype=...)
+from kiln.frontend.torch_amp import autocast, get_autocast_dtype, is_autocast_enabled  # noqa: E402
+from kiln import cpu  # noqa: E402  (torch.cpu: kiln.cpu.amp.autocast, deprecated as torch's)
+float16 = half = DType.f16  # NumPy float16; computed in float32 and rounded per op (widen-half), as torch on CPU
 bfloat16 = DType.bf16
 from kiln.frontend.tensor import Tensor  # noqa: E402  (torch.Tensor: isinstance(h, kiln.Tensor), traced or eager)
 from kiln.frontend.torch_legacy import BoolTensor, DoubleTensor, FloatTensor, IntTensor, LongTensor  # noqa: E402
@@ -71,7 +72,7 @@ __all__ = [
     "autograd", "CheckpointError", "compile", "cuda", "func", "device", "distributions", "linalg", "compile_train_step", "CompiledFunction", "differentiate", "DType",
     "get_default_device", "set_default_device",
     "export_onnx", "export_onnx_train_step", "fit", "grad", "Graph", "import_onnx", "InputError", "KilnError",
-    "load", "load_onnx_train_step", "manual_seed", "nn", "no_grad", "onnx", "optim", "parity", "PassManager", "saliency", "save", "amp", "autocast", "bfloat16", "float16", "half", "Generator", "get_printoptions", "set_printoptions", "Size", "special", "testing",
+    "load", "load_onnx_train_step", "manual_seed", "nn", "no_grad", "onnx", "optim", "parity", "PassManager", "saliency", "save", "amp", "autocast", "cpu", "get_autocast_dtype", "is_autocast_enabled", "bfloat16", "float16", "half", "Generator", "get_printoptions", "set_printoptions", "Size", "special", "testing",
     "BoolTensor", "DoubleTensor", "FloatTensor", "IntTensor", "LongTensor", "ShapeError", "Tensor", "TensorSpec", "TensorType", "trace", "TraceError", "TrainStep", "utils", "value_and_grad",
     "VerificationError", *_torch_functions.__all__, *_torch_functions.FORWARDERS,
     *_torch_functions.DTYPES, *_torch_more.exports(),
