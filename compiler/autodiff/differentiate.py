@@ -35,6 +35,7 @@ from kiln.compiler.ir.builder import Builder
 from kiln.compiler.ir.core import Graph, Op, Value
 from kiln.compiler.ir.printer import assign_names
 from kiln.compiler.ir.types import Dim, TensorType
+from kiln.compiler.autodiff.half_vjp import computes_in_half, rounded, widened_rule_inputs
 from kiln.compiler.autodiff.rules import VJP_RULES
 from kiln.compiler.ops.registry import has_trait, lookup
 from kiln.compiler.passes.decompose import decompose_op
@@ -142,10 +143,13 @@ def _backpropagate(builder: Builder, graph: Graph, op: Op, cotangents: dict[Valu
         raise _missing_rule(graph, op)
     builder.location = f"vjp of {op.name}" + (f" from {op.location}" if op.location else "")
     g = result_cotangents[0] if len(op.results) == 1 else result_cotangents
-    for operand, cotangent in zip(op.operands, rule(builder, op, g)):
+    half = computes_in_half(op)
+    rule_op, rule_g = widened_rule_inputs(builder, op, g) if half else (op, g)
+    for operand, cotangent in zip(op.operands, rule(builder, rule_op, rule_g)):
         if cotangent is None or id(operand) not in varying or not operand.type.dtype.is_float:
             continue
-        _accumulate(builder, cotangents, operand, unbroadcast(builder, cotangent, operand.type))
+        cotangent = unbroadcast(builder, cotangent, operand.type.with_dtype(cotangent.type.dtype))
+        _accumulate(builder, cotangents, operand, rounded(builder, cotangent, operand) if half else cotangent)
 
 
 def _accumulate(builder: Builder, cotangents: dict[Value, Value], value: Value, cotangent: Value) -> None:

@@ -24,7 +24,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from kiln.compiler.ir.core import Graph, Op, Value
-from kiln.compiler.ir.types import DType
+from kiln.compiler.ir.types import DType, is_float_array_dtype
 
 _NAME_CHARS = re.compile(r"[^A-Za-z0-9_.]")
 
@@ -126,7 +126,7 @@ def format_dense(array: np.ndarray) -> str:
 def _is_splat(array: np.ndarray) -> bool:
     """Every element equals the first, sign of zero included (``[0.0, -0.0]`` is no splat); nan never splats."""
     same = array == array.flat[0]
-    if array.dtype.kind == "f":
+    if is_float_array_dtype(array.dtype):
         same &= np.signbit(array) == np.signbit(array.flat[0])
     return bool(same.all())
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kiln.compiler.ir.builder import Builder
-from kiln.compiler.ir.core import Graph, Op
+from kiln.compiler.ir.core import Graph, Op, Value
 from kiln.compiler.ir.types import DType
 from kiln.compiler.passes.manager import Pass, register_pass
 from kiln.compiler.passes.rewrite import replace_uses
@@ -44,8 +44,9 @@ class WidenHalf(Pass):
 
     def run(self, graph: Graph) -> bool:
         targets = [op for op in graph.ops if needs_widening(op)]
+        widened: dict[Value, Value] = {}
         for op in targets:
-            widen(graph, op)
+            widen(graph, op, widened)
         return bool(targets)
 
 
@@ -56,10 +57,11 @@ def needs_widening(op: Op) -> bool:
     return any(v.type.dtype.is_half for v in [*op.operands, *op.results]) or _half_attr(op) is not None
 
 
-def widen(graph: Graph, op: Op) -> None:
-    """Replace ``op`` by its float32 twin between casts (see the module docstring)."""
+def widen(graph: Graph, op: Op, widened: dict[Value, Value]) -> None:
+    """Replace ``op`` by its float32 twin between casts (see the module docstring). ``widened`` holds the float32
+    cast of each half value already made, so a value read by many ops (a weight) is cast once."""
     build = Builder(graph, insert_before=op, location=op.location, region=op.region)
-    operands = [build.cast(v, dtype=DType.f32) if v.type.dtype.is_half else v for v in op.operands]
+    operands = [_widened(build, v, widened) if v.type.dtype.is_half else v for v in op.operands]
     attrs = dict(op.attrs)
     if _half_attr(op) is not None:
         attrs["dtype"] = DType.f32
@@ -69,6 +71,12 @@ def widen(graph: Graph, op: Op) -> None:
         rounded.name_hint = old.name_hint
         replace_uses(graph, old, rounded)
     graph.erase(op)
+
+
+def _widened(build: Builder, value: Value, widened: dict[Value, Value]) -> Value:
+    if value not in widened:
+        widened[value] = build.cast(value, dtype=DType.f32)
+    return widened[value]
 
 
 def _half_attr(op: Op) -> DType | None:
