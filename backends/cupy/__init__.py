@@ -9,6 +9,21 @@ references; ``CupyBackend(tf32=True)`` or ``KILN_CUPY_TF32=1`` turns it on.
 ``CupyBackend(profile=True)`` or ``KILN_CUPY_PROFILE=1`` builds steps that record
 a CUDA event after every op, so ``executable.op_times()`` gives each op's GPU
 time (``benchmarks/gpu_profile.py``).
+
+Half precision (``half.py``): float16 tensors stay 16 bits in memory and every op
+computes in float32, rounding its result to float16 once, as PyTorch's half
+kernels do. ``widen-half`` runs before fusion, so the casts it inserts fuse
+into the generated kernels (a kernel loads ``__half``, computes in ``float``,
+stores ``__float2half_rn``); matmuls stay float16 (cuBLAS with float32
+accumulation, ``CUBLAS_COMPUTE_32F``, CuPy's choice for float16) and so do the
+softmax and layer-norm row kernels, which compute in float. bfloat16 is refused
+when the graph is compiled (CuPy has no bfloat16 dtype): a ``LoweringError``
+says to use float16 or float32 here, or the NumPy backend.
+
+```python
+model = model.half()
+step = kiln.compile_train_step(model, F.cross_entropy, optim.SGD(model.parameters(), lr=0.05), backend="cupy")
+```
 """
 
 from __future__ import annotations
@@ -17,6 +32,7 @@ import os
 from typing import Any
 
 from kiln.backends.cupy.codegen import ElementwiseSource, ReductionSource, elementwise_kernel_source, group_kernels
+from kiln.backends.cupy.half import refuse_bfloat16
 from kiln.backends.cupy.plan import KernelLaunch, kernel_plan, lower_for_cupy
 from kiln.backends.numpy.codegen import function_name
 from kiln.compiler.ir.core import Graph
@@ -53,6 +69,7 @@ class CupyBackend:
 
     def compile(self, graph: Graph) -> Any:
         """Lower a copy of ``graph`` (fusion as on NumPy), bind generated kernels, and generate one function."""
+        refuse_bfloat16(graph)  # before CuPy is imported: the error says what to do on any machine
         import cupy
 
         from kiln.backends.cupy.executable import OP_EVENTS, CupyExecutable, generate

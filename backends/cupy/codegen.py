@@ -21,6 +21,11 @@ GEMM (cuBLAS) and its epilogue as elementwise kernels reading the product.
     y0 = t3;
 ```
 
+float16 operands are loaded into float locals (``const float h0 = (float)(x0);``), every sub-op computes in
+float and rounds a float16 result once (``expressions.round_to_half``), and float16 outputs store
+``__float2half_rn`` of their value: the kernel reads and writes 16 bits and rounds as often as PyTorch's half
+kernels do, once per op. Such a kernel's preamble includes ``cuda_fp16.h``.
+
 Kernel names carry a hash of the group's structure and dtypes, so a group
 compiles once per process (and CuPy's on-disk kernel cache, keyed by source,
 serves later processes).
@@ -32,10 +37,10 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from kiln.backends.cupy.expressions import C_TYPES, CUPY_TYPES, REDUCTIONS, c_expression, c_type
+from kiln.backends.cupy.expressions import CUPY_TYPES, REDUCTIONS, STORAGE_TYPES, c_expression, c_type, to_half
 from kiln.compiler.errors import LoweringError
 from kiln.compiler.ir.core import Op
-from kiln.compiler.ir.types import TensorType
+from kiln.compiler.ir.types import DType, TensorType
 from kiln.compiler.ops.fused import _body_types, sub_op_attrs
 from kiln.compiler.ops.registry import has_trait
 
@@ -139,11 +144,37 @@ def _params(prefix: str, types: list[TensorType]) -> str:
     return ", ".join(f"{CUPY_TYPES[t.dtype]} {prefix}{i}" for i, t in enumerate(types))
 
 
+HALF_HEADER = "#include <cuda_fp16.h>"
+"""The preamble of a kernel that touches float16: ``__half``, ``__float2half_rn`` and ``__half2float``."""
+
+
+def _half_loads(body: _Body, names: dict[int, str]) -> list[str]:
+    """``const float hI = (float)(xI);`` per float16 input (CuPy's ``float16`` and ``__half`` both convert exactly),
+    so the body computes on floats only: mixing ``__half`` and ``float`` operands would be ambiguous C++."""
+    lines = []
+    for i, (slot, t) in enumerate(body.inputs):
+        if t.dtype is DType.f16:
+            names[slot] = f"h{i}"
+            lines.append(f"const float h{i} = (float)(x{i});")
+    return lines
+
+
+def _store(slot: int, body: _Body, names: dict[int, str]) -> str:
+    return to_half(names[slot]) if body.types[slot].dtype is DType.f16 else names[slot]
+
+
+def _touches_half(body: _Body) -> bool:
+    slots = [slot for slot, _ in body.inputs] + [op[3] for op in body.ops] + list(body.outputs)
+    return any(body.types[slot].dtype is DType.f16 for slot in slots)
+
+
 def _elementwise(name: str, body: _Body) -> ElementwiseSource:
     names = {slot: f"x{i}" for i, (slot, _) in enumerate(body.inputs)}
-    lines = _statements(body, names) + [f"y{i} = {names[slot]};" for i, slot in enumerate(body.outputs)]
+    lines = _half_loads(body, names) + _statements(body, names)
+    lines += [f"y{i} = {_store(slot, body, names)};" for i, slot in enumerate(body.outputs)]
     in_params = _params("x", [t for _, t in body.inputs])
-    return ElementwiseSource(name, in_params, _params("y", [body.types[s] for s in body.outputs]), "\n".join(lines))
+    preamble = HALF_HEADER if _touches_half(body) else ""
+    return ElementwiseSource(name, in_params, _params("y", [body.types[s] for s in body.outputs]), "\n".join(lines), preamble)
 
 
 def _cone(body: _Body, targets: tuple[int, ...]) -> _Body:
@@ -218,6 +249,8 @@ def _reduction_call(op: Op, body: _Body, positions: dict[int, int]) -> KernelCal
     cone = _cone(_Body(body.inputs, body.ops[:-1], (), body.types), (operand,))
     name = kernel_name("red", [o[0] for o in cone.ops] + [reduce_name], _structure(op))
     preamble, call = _map_function(name, cone)
+    if _touches_half(_Body(cone.inputs, cone.ops, (result,), body.types)):
+        preamble = f"{HALF_HEADER}\n{preamble}"
     source = _reduction(name, reduce_name, attrs, cone.inputs, call, preamble, body.types, result)
     return KernelCall(source, tuple(s for s, _ in cone.inputs), (positions[result],))
 
@@ -238,7 +271,8 @@ def _reduction(name: str, reduce_name: str, attrs: dict[str, Any], inputs: tuple
     reduce_expr, identity, divides = REDUCTIONS[reduce_name]
     out_type = types[result]
     t = c_type(out_type.dtype)
-    post = f"y0 = ({t})(a / ((double)_in_ind.size() / (double)_out_ind.size()))" if divides else "y0 = a"
+    value = f"({t})(a / ((double)_in_ind.size() / (double)_out_ind.size()))" if divides else "a"
+    post = f"y0 = {to_half(value) if out_type.dtype is DType.f16 else value}"
     return ReductionSource(
         name, _params("x", [ty for _, ty in inputs]), _params("y", [out_type]), map_expr, reduce_expr, post,
         identity(t), t, preamble, attrs.get("axes"), bool(attrs.get("keepdims")),
@@ -271,6 +305,6 @@ def standalone_source(source: ElementwiseSource) -> str:
 
 
 def _declared(params: str) -> list[tuple[str, str]]:
-    """``"float32 x0, int64 x1"`` -> ``[("float", "x0"), ("long long", "x1")]``."""
-    by_name = {name: C_TYPES[dtype] for dtype, name in CUPY_TYPES.items()}
+    """``"float32 x0, int64 x1, float16 x2"`` -> ``[("float", "x0"), ("long long", "x1"), ("__half", "x2")]``."""
+    by_name = {name: STORAGE_TYPES[dtype] for dtype, name in CUPY_TYPES.items()}
     return [(by_name[kind], name) for kind, name in (p.split() for p in params.split(", ") if p)]

@@ -5,6 +5,11 @@ of its result, and returns one C expression. Literals are cast to the result
 type (``(float)0.5``), so one rule serves float and double; the CUDA math
 headers overload ``exp``, ``tanh``, ``erf``, ... for both.
 
+float16 is stored in 16 bits and computed in float (``C_TYPES``: a half value is a
+``float`` local holding a number that float16 represents exactly); the rule's
+result is rounded to float16 once (``round_to_half``: ``__float2half_rn``, to
+nearest even), so each sub-op rounds as PyTorch's half kernels round their results.
+
 ```python
 C_EXPRESSIONS["tensor.relu"](["t2"], {}, "float")  ->  "(t2 < (float)0 ? (float)0 : t2)"
 ```
@@ -19,10 +24,13 @@ from kiln.compiler.ir.types import DType
 
 Rule = Callable[[list[str], dict[str, Any], str], str]
 
-C_TYPES = {DType.f32: "float", DType.f64: "double", DType.i32: "int", DType.i64: "long long", DType.bool: "bool"}
-"""IR dtype -> the C type a kernel computes in."""
+C_TYPES = {DType.f16: "float", DType.f32: "float", DType.f64: "double", DType.i32: "int", DType.i64: "long long", DType.bool: "bool"}
+"""IR dtype -> the C type a kernel computes in (float16: float, rounded to half after each sub-op)."""
 
-CUPY_TYPES = {DType.f32: "float32", DType.f64: "float64", DType.i32: "int32", DType.i64: "int64", DType.bool: "bool"}
+STORAGE_TYPES = {**C_TYPES, DType.f16: "__half"}
+"""IR dtype -> the C type of its elements in memory (``__half``: cuda_fp16.h's, which CuPy's ``float16`` wraps)."""
+
+CUPY_TYPES = {DType.f16: "float16", DType.f32: "float32", DType.f64: "float64", DType.i32: "int32", DType.i64: "int64", DType.bool: "bool"}
 """IR dtype -> the type name CuPy's kernel parameter lists use."""
 
 INTEGER_TYPES = ("int", "long long", "bool")
@@ -137,13 +145,31 @@ def c_expression(op_name: str, operands: list[str], attrs: dict[str, Any], dtype
             f"cupy backend: no CUDA expression for elementwise op {op_name!r} in a fusion group; "
             f"add a rule to C_EXPRESSIONS in backends/cupy/expressions.py (known: {', '.join(sorted(C_EXPRESSIONS))})"
         )
-    return rule(operands, attrs, c_type(dtype))
+    expression = rule(operands, attrs, c_type(dtype))
+    return round_to_half(expression) if dtype is DType.f16 else expression
 
 
 def c_type(dtype: DType) -> str:
+    """The C type a kernel computes ``dtype`` in (``C_TYPES``); an error for a dtype it has no kernels for."""
     if dtype not in C_TYPES:
-        raise LoweringError(f"cupy backend: no CUDA kernels for dtype {dtype} yet; use f32, f64, i32, i64 or bool")
+        if dtype is DType.bf16:
+            raise LoweringError(BF16_UNSUPPORTED)
+        raise LoweringError(f"cupy backend: no CUDA kernels for dtype {dtype} yet; use f16, f32, f64, i32, i64 or bool")
     return C_TYPES[dtype]
+
+
+BF16_UNSUPPORTED = ("cupy backend: bfloat16 is not supported (CuPy has no bfloat16 dtype); use float16 (model.half(), "
+                    "x.half()) or float32 on backend='cupy', or keep bfloat16 on backend='numpy'")
+
+
+def round_to_half(expression: str) -> str:
+    """A float expression rounded to the nearest float16 (ties to even) and widened back, exactly, to float."""
+    return f"__half2float(__float2half_rn({expression}))"
+
+
+def to_half(expression: str) -> str:
+    """A float expression (holding a float16 value) as the ``__half`` a float16 output stores."""
+    return f"__float2half_rn({expression})"
 
 
 REDUCTIONS = {

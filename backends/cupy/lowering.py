@@ -308,7 +308,7 @@ def row_kernels(cupy: Any, fallback: dict[str, Callable[..., Any]]) -> dict[str,
             return fallback["nn.layer_norm"](x, weight, bias, eps=eps)
         x, y, cols = cupy.ascontiguousarray(x), cupy.empty(x.shape, x.dtype), max(weight.size, 1)
         weight, bias = cupy.ascontiguousarray(weight), cupy.ascontiguousarray(bias)
-        launch(layer_norm_source(DType.of(x.dtype)), x.size // cols, x, weight, bias, y, np.int64(cols), x.dtype.type(eps))
+        launch(layer_norm_source(DType.of(x.dtype)), x.size // cols, x, weight, bias, y, np.int64(cols), computed_in(x.dtype)(eps))
         return y
 
     def layer_norm_grad(x: Any, weight: Any, g: Any, *, eps: float) -> tuple[Any, Any, Any]:
@@ -327,6 +327,12 @@ def row_kernels(cupy: Any, fallback: dict[str, Callable[..., Any]]) -> dict[str,
 
     return {"nn.softmax": softmax(False), "nn.log_softmax": softmax(True), "nn.softmax_grad": softmax_grad,
             "nn.masked_softmax": masked_softmax, "nn.layer_norm": layer_norm, "nn.layer_norm_grad": layer_norm_grad}
+
+
+def computed_in(dtype: np.dtype) -> type:
+    """The NumPy scalar type of a row kernel's scalar parameter for rows of ``dtype``: float32 for float16 rows (the
+    kernel computes in float, and CuPy passes a scalar by its own size), else ``dtype``'s."""
+    return np.float32 if dtype == np.float16 else dtype.type
 
 
 def static_table() -> LoweringTable:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from kiln.backends.cupy.codegen import ReductionSource, group_kernels
 from kiln.backends.cupy.gemm import transpose_copies
+from kiln.backends.cupy.half import cast_per_reader, compute_half_in_float, refuse_bfloat16
 from kiln.backends.cupy.loss_kernels import cross_entropy_rows_apply
 from kiln.backends.cupy.lowering import CUPY_OP_NAMES
 from kiln.backends.cupy.row_kernels import masked_rows_apply, row_op_fuses
@@ -46,8 +47,9 @@ class KernelLaunch:
     """The kernel's name: the generated kernel's, ``cublas_gemm``, or the op's."""
 
 
-CUPY_PIPELINE = "canonicalize,conv-to-gemm,stack-summed-products,cse,rematerialize,dce,fold-batch-sum-matmul,canonicalize,fuse-elementwise,fuse-epilogue"
-"""Run on the backend's copy after the optimizer updates expand."""
+CUPY_PIPELINE = "canonicalize,conv-to-gemm,stack-summed-products,cse,rematerialize,dce,fold-batch-sum-matmul,canonicalize"
+"""Run on the backend's copy after the optimizer updates expand; fusion (``FUSION``) follows."""
+FUSION = "fuse-elementwise,fuse-epilogue"
 
 
 def expands_for_cupy(op: Op) -> bool:
@@ -63,13 +65,17 @@ def expands_for_cupy(op: Op) -> bool:
 
 
 def lower_for_cupy(graph: Graph) -> Graph:
-    """A lowered copy: long causal attentions split into chunks, composites without a kernel expand, optimizer
-    updates expand, then fusion."""
+    """A lowered copy: bfloat16 refused, float16 ops computed in float32 (``half.py``), long causal attentions split
+    into chunks, composites without a kernel expand, optimizer updates expand, then fusion."""
+    refuse_bfloat16(graph)
     graph = clone_graph(graph)
+    compute_half_in_float(graph)
     split_long_causal_attention(graph)
     ScheduleUpdates().run(graph)  # before the updates expand: each then fuses where its gradient is ready
     decompose_where(graph, lambda op: (op.name not in CUPY_OP_NAMES and lookup(op.name).is_composite) or expands_for_cupy(op))
     PassManager(CUPY_PIPELINE).run(graph)
+    cast_per_reader(graph)  # float16 loads fuse into each reader's kernel
+    PassManager(FUSION).run(graph)
     return graph
 
 

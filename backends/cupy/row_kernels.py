@@ -17,12 +17,30 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kiln.backends.cupy.expressions import _extreme, c_type
+from kiln.backends.cupy.expressions import STORAGE_TYPES, _extreme, c_type
 from kiln.compiler.ir.types import DType, TensorType
 from kiln.compiler.ops.transformer import MASKED_SCORE
 
 THREADS = 256
 """Threads per block (a power of two: the tree reductions halve it)."""
+
+ROW_DTYPES = (DType.f16, DType.f32, DType.f64)
+"""The row kernels' dtypes: float16 rows are loaded, reduced and computed in float and stored as float16 (not layer
+norm's gradient, whose f16 case widens to f32 first: ``half.KEPT_IN_HALF``)."""
+
+
+def load(dtype: DType, element: str) -> str:
+    """An element read from memory, in the type the kernel computes in (a float16 element: ``__half2float``)."""
+    return f"__half2float({element})" if dtype is DType.f16 else element
+
+
+def store(dtype: DType, value: str) -> str:
+    """A computed value as the element written to memory (float16: ``__float2half_rn``, to nearest even)."""
+    return f"__float2half_rn({value})" if dtype is DType.f16 else value
+
+
+def half_header(dtype: DType) -> str:
+    return "#include <cuda_fp16.h>\n" if dtype is DType.f16 else ""
 
 
 @dataclass(frozen=True)
@@ -60,30 +78,31 @@ def block_reduce(t: str) -> str:
 
 def softmax_source(dtype: DType, log: bool = False) -> RawSource:
     """``softmax(x) = exp(x - max) / sum(exp(x - max))`` (or ``x - max - log(sum)``) over each row."""
-    t = c_type(dtype)
-    return _softmax_rows(t, f"kiln_{'log_' if log else ''}softmax_{dtype}", f"const {t}* x, {t}* y, long long cols", "in[j]", log)
+    e = STORAGE_TYPES[dtype]
+    return _softmax_rows(dtype, f"kiln_{'log_' if log else ''}softmax_{dtype}", f"const {e}* x, {e}* y, long long cols", load(dtype, "in[j]"), log)
 
 
 def masked_softmax_source(dtype: DType) -> RawSource:
     """``softmax(where(keep, x, -1e9))`` over each row (``nn.masked_softmax``), the mask row ``blockIdx.x % mask_rows``: one
     ``(mask_rows, cols)`` mask for every batch and head, read beside the scores (no masked copy of them is written)."""
-    t = c_type(dtype)
-    params = f"const {t}* x, const bool* keep, {t}* y, long long cols, long long mask_rows"
+    t, e = c_type(dtype), STORAGE_TYPES[dtype]
+    params = f"const {e}* x, const bool* keep, {e}* y, long long cols, long long mask_rows"
     prologue = f"""    const bool* kept = keep + (blockIdx.x % mask_rows) * cols;
     const {t} masked = ({t}){MASKED_SCORE};
 """
-    return _softmax_rows(t, f"kiln_masked_softmax_{dtype}", params, "(kept[j] ? in[j] : masked)", prologue=prologue)
+    return _softmax_rows(dtype, f"kiln_masked_softmax_{dtype}", params, f"(kept[j] ? {load(dtype, 'in[j]')} : masked)", prologue=prologue)
 
 
-def _softmax_rows(t: str, name: str, params: str, value: str, log: bool = False, prologue: str = "") -> RawSource:
+def _softmax_rows(dtype: DType, name: str, params: str, value: str, log: bool = False, prologue: str = "") -> RawSource:
     """The three passes of a row softmax (max, sum of exponentials, write) over ``value``, element ``j`` of the row."""
+    t, e = c_type(dtype), STORAGE_TYPES[dtype]
     scale, write = (f"const {t} log_sum = log(row_sum);", f"{value} - row_max - log_sum") if log else \
         (f"const {t} inverse_sum = ({t})1 / row_sum;", f"exp({value} - row_max) * inverse_sum")
-    code = f"""{block_reduce(t)}
+    code = f"""{half_header(dtype)}{block_reduce(t)}
 extern "C" __global__ void {name}({params}) {{
     __shared__ {t} scratch[{THREADS}];
-    const {t}* in = x + blockIdx.x * cols;
-    {t}* out = y + blockIdx.x * cols;
+    const {e}* in = x + blockIdx.x * cols;
+    {e}* out = y + blockIdx.x * cols;
 {prologue}    {t} local = {_extreme(t, low=True)};
     for (long long j = threadIdx.x; j < cols; j += blockDim.x) local = max(local, {value});
     const {t} row_max = kiln_block_max_{t}(local, scratch);
@@ -91,15 +110,15 @@ extern "C" __global__ void {name}({params}) {{
     for (long long j = threadIdx.x; j < cols; j += blockDim.x) sum += exp({value} - row_max);
     const {t} row_sum = kiln_block_sum_{t}(sum, scratch);
     {scale}
-    for (long long j = threadIdx.x; j < cols; j += blockDim.x) out[j] = {write};
+    for (long long j = threadIdx.x; j < cols; j += blockDim.x) out[j] = {store(dtype, write)};
 }}
 """
     return RawSource(name, code)
 
 
 def masked_rows_apply(x: TensorType, keep: TensorType) -> bool:
-    """The masked row kernel's case: f32/f64 scores and one ``(L, S)`` (or ``(S,)``) mask shared by every leading index."""
-    if x.dtype not in (DType.f32, DType.f64) or x.rank < 1 or keep.rank < 1 or keep.shape[-1] != x.shape[-1]:
+    """The masked row kernel's case: f16/f32/f64 scores and one ``(L, S)`` (or ``(S,)``) mask shared by every leading index."""
+    if x.dtype not in ROW_DTYPES or x.rank < 1 or keep.rank < 1 or keep.shape[-1] != x.shape[-1]:
         return False
     leading = keep.shape[:-2] if keep.rank >= 2 else ()
     return all(d == 1 for d in leading) and (keep.rank < 2 or x.rank >= 2 and keep.shape[-2] == x.shape[-2])
@@ -107,38 +126,41 @@ def masked_rows_apply(x: TensorType, keep: TensorType) -> bool:
 
 def softmax_grad_source(dtype: DType) -> RawSource:
     """``y * (g - sum(g * y))`` over each row: the VJP of ``y = softmax(x)``, one read of ``y`` and ``g`` per pass."""
-    t = c_type(dtype)
+    t, e = c_type(dtype), STORAGE_TYPES[dtype]
     name = f"kiln_softmax_grad_{dtype}"
-    code = f"""{block_reduce(t)}
-extern "C" __global__ void {name}(const {t}* y, const {t}* g, {t}* dx, long long cols) {{
+    y, g = load(dtype, "y[offset + j]"), load(dtype, "g[offset + j]")
+    code = f"""{half_header(dtype)}{block_reduce(t)}
+extern "C" __global__ void {name}(const {e}* y, const {e}* g, {e}* dx, long long cols) {{
     __shared__ {t} scratch[{THREADS}];
     const long long offset = blockIdx.x * cols;
     {t} dot = 0;
-    for (long long j = threadIdx.x; j < cols; j += blockDim.x) dot += g[offset + j] * y[offset + j];
+    for (long long j = threadIdx.x; j < cols; j += blockDim.x) dot += {g} * {y};
     const {t} row_dot = kiln_block_sum_{t}(dot, scratch);
-    for (long long j = threadIdx.x; j < cols; j += blockDim.x) dx[offset + j] = y[offset + j] * (g[offset + j] - row_dot);
+    for (long long j = threadIdx.x; j < cols; j += blockDim.x) dx[offset + j] = {store(dtype, f"{y} * ({g} - row_dot)")};
 }}
 """
     return RawSource(name, code)
 
 
 def layer_norm_source(dtype: DType) -> RawSource:
-    """``(x - mean) / sqrt(var + eps) * weight + bias`` over each row (the trailing dims that weight covers)."""
-    t = c_type(dtype)
+    """``(x - mean) / sqrt(var + eps) * weight + bias`` over each row (the trailing dims that weight covers); ``eps`` in
+    the type the kernel computes in (float for float16 rows)."""
+    t, e = c_type(dtype), STORAGE_TYPES[dtype]
     name = f"kiln_layer_norm_{dtype}"
-    code = f"""{block_reduce(t)}
-extern "C" __global__ void {name}(const {t}* x, const {t}* weight, const {t}* bias, {t}* y, long long cols, {t} eps) {{
+    x, weight, bias = load(dtype, "in[j]"), load(dtype, "weight[j]"), load(dtype, "bias[j]")
+    code = f"""{half_header(dtype)}{block_reduce(t)}
+extern "C" __global__ void {name}(const {e}* x, const {e}* weight, const {e}* bias, {e}* y, long long cols, {t} eps) {{
     __shared__ {t} scratch[{THREADS}];
-    const {t}* in = x + blockIdx.x * cols;
-    {t}* out = y + blockIdx.x * cols;
+    const {e}* in = x + blockIdx.x * cols;
+    {e}* out = y + blockIdx.x * cols;
     {t} sum = 0;
-    for (long long j = threadIdx.x; j < cols; j += blockDim.x) sum += in[j];
+    for (long long j = threadIdx.x; j < cols; j += blockDim.x) sum += {x};
     const {t} mean = kiln_block_sum_{t}(sum, scratch) / ({t})cols;
     {t} squares = 0;
-    for (long long j = threadIdx.x; j < cols; j += blockDim.x) squares += (in[j] - mean) * (in[j] - mean);
+    for (long long j = threadIdx.x; j < cols; j += blockDim.x) squares += ({x} - mean) * ({x} - mean);
     const {t} variance = kiln_block_sum_{t}(squares, scratch) / ({t})cols;
     const {t} scale = ({t})1 / sqrt(variance + eps);
-    for (long long j = threadIdx.x; j < cols; j += blockDim.x) out[j] = (in[j] - mean) * scale * weight[j] + bias[j];
+    for (long long j = threadIdx.x; j < cols; j += blockDim.x) out[j] = {store(dtype, f"({x} - mean) * scale * {weight} + {bias}")};
 }}
 """
     return RawSource(name, code)
@@ -203,9 +225,10 @@ extern "C" __global__ void {name}(const {t}* x, const {t}* weight, const {t}* g,
 
 
 def row_op_fuses(op_name: str, axis: int | None, rank: int, dtype: DType) -> bool:
-    """Whether ``op_name`` runs as one row kernel here: softmax over any axis (moved last), layer norm; f32 or f64."""
-    if dtype not in (DType.f32, DType.f64):
+    """Whether ``op_name`` runs as one row kernel here: softmax over any axis (moved last), layer norm; f16, f32 or f64
+    (layer norm's gradient: f32 or f64)."""
+    if dtype not in ROW_DTYPES:
         return False
     if op_name in ("nn.softmax", "nn.log_softmax", "nn.softmax_grad"):
         return rank > 0 and axis is not None
-    return op_name in ("nn.layer_norm", "nn.layer_norm_grad")
+    return op_name == "nn.layer_norm" or (op_name == "nn.layer_norm_grad" and dtype is not DType.f16)

@@ -1,0 +1,133 @@
+"""Half precision on the CuPy backend: float16 stored in 16 bits and computed in float32; bfloat16 refused.
+
+``widen-half`` (``compiler/passes/widen_half.py``) first turns every float16 op into its float32 twin between casts,
+as on NumPy; fusion then pulls the casts into the generated kernels, so a fused kernel loads float16, computes in
+float and stores float16, with no extra launch. The ops whose CuPy kernel already computes float16 in float32 and
+rounds once go back to float16 (``narrow_half``): same values, but no float32 copy of their operands or result.
+
+```
+%a32 = "tensor.cast"(%a) {dtype = f32}                     (widen-half)
+%b32 = "tensor.cast"(%b) {dtype = f32}
+%y32 = "tensor.matmul"(%a32, %b32) : ... -> tensor<8x2xf32>       ->   %y = "tensor.matmul"(%a, %b) : ... -> tensor<8x2xf16>
+%y = "tensor.cast"(%y32) {dtype = f16}                     (narrow_half: cuBLAS, float32 accumulation)
+```
+
+``KEPT_IN_HALF`` lists them: the matmul (cuBLAS ``gemmEx`` with ``CUBLAS_COMPUTE_32F``, float16 in and out, the
+compute type CuPy's ``matmul`` picks for float16 whatever ``set_compute_type`` says, ``gemm.py``) and the row
+kernels (``row_kernels.py``: softmax, log-softmax, the softmax gradient, masked softmax, layer norm), which load
+float16 rows, reduce and compute in float and store float16.
+"""
+
+from __future__ import annotations
+
+from kiln.backends.cupy.expressions import BF16_UNSUPPORTED
+from kiln.backends.cupy.row_kernels import masked_rows_apply, row_op_fuses
+from kiln.compiler.errors import LoweringError
+from kiln.compiler.ir.builder import Builder
+from kiln.compiler.ir.core import Graph, Op, Value
+from kiln.compiler.ir.types import DType
+from kiln.compiler.ops.registry import has_trait
+from kiln.compiler.passes.constant_fold import ConstantFold
+from kiln.compiler.passes.rewrite import replace_uses
+from kiln.compiler.passes.widen_half import WidenHalf
+
+KEPT_IN_HALF = frozenset({"tensor.matmul", "nn.softmax", "nn.log_softmax", "nn.softmax_grad", "nn.masked_softmax", "nn.layer_norm"})
+"""Ops whose CuPy kernel computes float16 operands in float32 and rounds its result once (see the module docstring)."""
+
+
+def refuse_bfloat16(graph: Graph) -> None:
+    """A ``LoweringError`` naming the first bfloat16 value (its op and source line) and what to use instead."""
+    for value in graph.inputs:
+        if value.type.dtype is DType.bf16:
+            raise LoweringError(f"{BF16_UNSUPPORTED} (input %{value.name_hint or graph.inputs.index(value)} of @{graph.name}: {value.type})")
+    for index, op in enumerate(graph.ops):
+        for value in op.results:
+            if value.type.dtype is DType.bf16:
+                where = f" from {op.location}" if op.location else ""
+                raise LoweringError(f"{BF16_UNSUPPORTED} ({op.name!r}, op #{index} in @{graph.name}{where}, makes {value.type})")
+
+
+def compute_half_in_float(graph: Graph) -> None:
+    """float16 ops computed in float32 and rounded once each (``widen-half``), then ``KEPT_IN_HALF`` ops narrowed back."""
+    if not any(v.type.dtype is DType.f16 for v in _values(graph)):
+        return
+    WidenHalf().run(graph)
+    ConstantFold().run(graph)  # a float16 constant cast to float32 (the loss's seed gradient) is a float32 constant
+    for op in list(graph.ops):
+        if op.name in KEPT_IN_HALF and _widened_from_half(op) and _half_kernel_applies(op):
+            narrow(graph, op)
+
+
+def _values(graph: Graph) -> list[Value]:
+    return list(graph.inputs) + [r for op in graph.ops for r in op.results]
+
+
+VIEWS = frozenset({"tensor.transpose", "tensor.reshape", "tensor.expand_dims", "tensor.squeeze"})
+"""Ops that only rearrange elements: a view of a float16 value cast up is the same view, cast up (the backward's
+``transpose(cast(x))`` of a float16 ``x``)."""
+
+
+def _from_half(value: Value) -> bool:
+    """``value`` is a float16 value cast to float32, or a view of one."""
+    producer = value.producer
+    if producer is not None and producer.name in VIEWS:
+        return _from_half(producer.operands[0])
+    return value.type.dtype is DType.f32 and _is_cast(producer, DType.f16, DType.f32)
+
+
+def _half_value(build: Builder, value: Value) -> Value:
+    """The float16 value ``value`` was cast from, its views rebuilt on it (see ``_from_half``)."""
+    producer = value.producer
+    assert producer is not None
+    if producer.name in VIEWS:
+        return build.create(producer.name, [_half_value(build, producer.operands[0])], dict(producer.attrs)).results[0]
+    return producer.operands[0]
+
+
+def _widened_from_half(op: Op) -> bool:
+    """``op`` is float32 between casts: each float operand a float16 value cast up, each result read only by casts down."""
+    floats = [v for v in op.operands if v.type.dtype.is_float]
+    if not floats or not all(_from_half(v) for v in floats):
+        return False
+    return all(result.uses and all(_is_cast(use, DType.f32, DType.f16) for use, _ in result.uses) for result in op.results)
+
+
+def _half_kernel_applies(op: Op) -> bool:
+    """The row kernel fits (an axis to reduce over, a mask it can read); the matmul always."""
+    if op.name == "nn.masked_softmax":
+        return masked_rows_apply(op.operands[0].type, op.operands[1].type)
+    if op.name in ("nn.softmax", "nn.log_softmax", "nn.softmax_grad", "nn.layer_norm"):
+        return row_op_fuses(op.name, op.attrs.get("axis"), op.operands[0].type.rank, DType.f16)
+    return True
+
+
+def _is_cast(op: Op | None, source: DType, target: DType) -> bool:
+    return op is not None and op.name == "tensor.cast" and op.operands[0].type.dtype is source and op.results[0].type.dtype is target
+
+
+def narrow(graph: Graph, op: Op) -> None:
+    """Rebuild ``op`` on the float16 values its operands were cast from; its casts down then read the new results."""
+    build = Builder(graph, insert_before=op, location=op.location, region=op.region)
+    operands = [_half_value(build, v) if v.type.dtype.is_float else v for v in op.operands]
+    twin = build.create(op.name, operands, dict(op.attrs))
+    for old, new in zip(op.results, twin.results):
+        for cast, _ in list(old.uses):
+            new.name_hint = new.name_hint or cast.results[0].name_hint
+            replace_uses(graph, cast.results[0], new)
+            graph.erase(cast)
+    graph.erase(op)
+
+
+def cast_per_reader(graph: Graph) -> None:
+    """Give each elementwise reader of a float16 value cast to float32 its own cast, just before it, so fusion puts
+    the cast into the reader's kernel (which then loads 16 bits) instead of one kernel writing a float32 copy that the
+    others read. Run after ``cse`` (which would merge the copies back), before fusion."""
+    for op in list(graph.ops):
+        if not _is_cast(op, DType.f16, DType.f32) or len(op.results[0].uses) < 2:
+            continue
+        for reader, index in list(op.results[0].uses):
+            if has_trait(reader.name, "elementwise"):
+                build = Builder(graph, insert_before=reader, location=op.location, region=op.region)
+                reader.set_operand(index, build.create(op.name, list(op.operands), dict(op.attrs)).results[0])
+        if not op.results[0].uses and op.results[0] not in graph.outputs:
+            graph.erase(op)
