@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Mapping
 
+import ml_dtypes
 import numpy as np
 
 from kiln.compiler.errors import CheckpointError, KilnError
@@ -619,7 +620,7 @@ class Adafactor(Optimizer):
         eps1, eps2 = group["eps"]
         results = b.adafactor_update(
             param, _direction(b, grad, group), *[state[name] for name in names], hyper["lr"], hyper["step"],
-            beta2_decay=group["beta2_decay"], eps1=float(np.finfo(param.type.dtype.numpy).eps) if eps1 is None else eps1, eps2=eps2,
+            beta2_decay=group["beta2_decay"], eps1=float(ml_dtypes.finfo(param.type.dtype.numpy).eps) if eps1 is None else eps1, eps2=eps2,
             d=group["d"], weight_decay=group["weight_decay"],
         )
         return results[0], dict(zip(names, results[1:]))

@@ -26,6 +26,8 @@ from kiln.compiler.errors import InputError
 from kiln.compiler.ir.builder import Builder
 from kiln.compiler.ir.core import Graph, Value
 from kiln.compiler.ir.types import DType, TensorType
+from kiln.compiler.ops.optim import hyper_dtype, scaled
+from kiln.compiler.passes.decompose import decompose_where
 from kiln.frontend.module import Module, Parameter
 from kiln.frontend.optim import Optimizer
 from kiln.frontend.tensor import Tensor
@@ -78,12 +80,13 @@ def build_step_graph(
     state_names = [optimizer.param_state_names(p, optimizer.group_of(p)) for p in parameters]
     states = [{name: graph.add_input(v.type.with_shape(optimizer.state_shape(p, name)), f"{v.name_hint}.{name}") for name in names}
               for p, v, names in zip(parameters, values, state_names)]
-    scale = graph.add_input(TensorType((), loss.type.dtype), "loss_scale") if options.loss_scale else None
+    scale = graph.add_input(TensorType((), hyper_dtype(loss.type.dtype)), "loss_scale") if options.loss_scale else None
     hyper, hyper_inputs = _hyper_inputs(graph, optimizer, parameters)
     step = graph.add_input(TensorType((), DType.i64), "step")
     grads = transform_gradients(graph, loss, values, scale, options)
     new_params, new_states = _emit_updates(graph, optimizer, parameters, values, grads, states, hyper, step)
     graph.outputs = [loss, *new_params, *new_states, *(value for _, value in buffer_updates)]
+    expand_half_updates(graph)
     reads_step = bool(step.uses)
     if not reads_step:
         graph.inputs.remove(step)
@@ -148,10 +151,11 @@ def _mean(b: Builder, losses: list[Value]) -> Value:
 def _hyper_inputs(
     graph: Graph, optimizer: Optimizer, parameters: list[Parameter]
 ) -> tuple[dict[tuple[int, str], Value], list[tuple[int, str]]]:
-    """One scalar input per group and graph hyper-parameter (``lr``, ``lr1``, ...), in the group's parameter dtype."""
+    """One scalar input per group and graph hyper-parameter (``lr``, ``lr1``, ...), in the group's parameter dtype
+    (float32 for a half group: ``hyper_dtype``)."""
     hyper, order = {}, []
     for index, group in enumerate(optimizer.param_groups):
-        dtype = DType.of(group["params"][0].data.dtype) if group["params"] else DType.f32
+        dtype = hyper_dtype(DType.of(group["params"][0].data.dtype)) if group["params"] else DType.f32
         for name in optimizer.graph_hyperparameters:
             hyper[(index, name)] = graph.add_input(TensorType((), dtype), name if index == 0 else f"{name}{index}")
             order.append((index, name))
@@ -163,14 +167,15 @@ def hyper_feeds(optimizer: Optimizer, hyper_inputs: list[tuple[int, str]]) -> li
     feeds = []
     for group, name in hyper_inputs:
         params = optimizer.param_groups[group]["params"]
-        feeds.append(np.asarray(optimizer.param_groups[group][name], dtype=params[0]._data.dtype if params else np.float32))
+        dtype = hyper_dtype(DType.of(params[0]._data.dtype)).numpy if params else np.float32
+        feeds.append(np.asarray(optimizer.param_groups[group][name], dtype=dtype))
     return feeds
 
 
 def transform_gradients(graph: Graph, loss: Value, params: list[Value], scale: Value | None, options: GradientOptions) -> list[Value]:
     """Differentiate the (scaled) loss, then unscale, clip by value and clip by global norm."""
     b = Builder(graph, location="gradients")
-    objective = loss if scale is None else b.mul(loss, scale)
+    objective = loss if scale is None else scaled(b, loss, scale)
     grads = differentiate(graph, objective, params)
     graph.gradients = list(grads)  # the raw gradients, for passes that act on them (data-parallel's allreduce)
     if scale is not None:
@@ -181,6 +186,13 @@ def transform_gradients(graph: Graph, loss: Value, params: list[Value], scale: V
         clipped = b.clip_grad_norm(*grads, max_norm=options.clip_grad_norm)
         grads = list(clipped) if isinstance(clipped, tuple) else [clipped]
     return grads
+
+
+def expand_half_updates(graph: Graph) -> None:
+    """Write out each ``optim.*`` op of half tensors as the ops PyTorch runs, each rounding its result to half
+    (``compiler/ops/optim.py``'s ``in_opmath``), before a backend widens half ops one by one (``widen-half``), which
+    would compute a whole update in float32 and round only what it writes."""
+    decompose_where(graph, lambda op: op.name.startswith("optim.") and op.operands[0].type.dtype.is_half)
 
 
 def _emit_updates(

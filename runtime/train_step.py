@@ -43,6 +43,7 @@ import numpy as np
 from kiln.backends import get_backend
 from kiln.compiler.errors import CheckpointError, InputError, KilnError
 from kiln.compiler.ir.core import Graph
+from kiln.compiler.ops.optim import hyper_dtype
 from kiln.compiler.passes.manager import PassManager
 from kiln.frontend.module import Module
 from kiln.frontend.optim import Optimizer
@@ -172,7 +173,7 @@ class TrainStep:
             feeds.append(np.asarray(self.seed * 2**20 + self.optimizer.step_count, dtype=np.int64))
         feeds += [self.optimizer.state_of(p)[name] for p, names in zip(step_graph.parameters, step_graph.state_names) for name in names]
         if self.loss_scale is not None:
-            feeds.append(np.asarray(self.loss_scale, dtype=step_graph.graph.outputs[0].type.dtype.numpy))
+            feeds.append(np.asarray(self.loss_scale, dtype=hyper_dtype(step_graph.graph.outputs[0].type.dtype).numpy))
         feeds += hyper_feeds(self.optimizer, step_graph.hyper_inputs)
         if step_graph.reads_step:
             feeds.append(np.asarray(self.optimizer.step_count + 1, dtype=np.int64))

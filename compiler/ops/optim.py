@@ -17,12 +17,22 @@ decayed lr, RAdam's rectification, NAdam's momentum schedule) are computed here
 in f64 from the ``step`` operand and cast to the parameter's dtype; a choice
 PyTorch makes with a Python ``if`` on such a scalar is a ``tensor.where``, so one
 compiled step serves every step number.
+
+A half (float16, bfloat16) parameter's update follows PyTorch 2.13's CPU
+kernels bit for bit: its state is half (``zeros_like(p)``), each of PyTorch's
+ops computes in float32 from half operands and rounds its result to half once
+(``in_opmath``; ``addcmul``, ``addcdiv`` and ``lerp`` are one op each), ``lr``
+is a float32 operand (``hyper_dtype``), and Python scalars are read in float32
+except where PyTorch rounds them to half (``add``'s alpha and added scalar:
+``rounded_constant``). The step graph writes these ops out before a backend
+widens half ops one by one (``runtime/step_graph.py``'s ``expand_half_updates``).
 """
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable
 
 from kiln.compiler.errors import ShapeError
 from kiln.compiler.ir.types import DType, TensorType
@@ -42,10 +52,17 @@ def check_like(op: str, param: TensorType, *others: TensorType) -> None:
             raise ShapeError(f"{op}: expected {param} like the parameter, got {other}")
 
 
+def hyper_dtype(dtype: DType) -> DType:
+    """The dtype of an update's scalar operands (``lr``, the loss scale) for a parameter of ``dtype``: float32 for a
+    half parameter, else its own. PyTorch's hyper-parameters are Python floats that its half kernels read in float32
+    (their "opmath" type), never rounded to half first (an lr of 1e-4 in float16 would be 1.0002e-4)."""
+    return DType.f32 if dtype.is_half else dtype
+
+
 def check_scalar(op: str, param: TensorType, *scalars: TensorType) -> None:
     for scalar in scalars:
-        if scalar.shape != () or scalar.dtype != param.dtype:
-            raise ShapeError(f"{op}: hyper-parameter operands are 0-d {param.dtype} scalars, got {scalar}")
+        if scalar.shape != () or scalar.dtype != hyper_dtype(param.dtype):
+            raise ShapeError(f"{op}: hyper-parameter operands are 0-d {hyper_dtype(param.dtype)} scalars, got {scalar}")
 
 
 def check_step(op: str, step: TensorType) -> None:
@@ -77,32 +94,86 @@ def split_operands(op: str, operands: tuple, states: int, scalars: int) -> tuple
 
 
 def constant(b: "Builder", value: float, like: "Value") -> "Value":
-    """``value`` rounded to ``like``'s dtype, as PyTorch rounds a Python scalar operand."""
+    """``value`` in ``like``'s dtype: a Python scalar operand, which PyTorch reads in the dtype an op computes in (the
+    opmath dtype, float32, for a half tensor: an update's values are widened before ``value`` meets them)."""
     return b.scalar_like(value, like)
 
 
-def with_l2(b: "Builder", grad: "Value", param: "Value", weight_decay: float) -> "Value":
+Store = Callable[["Value"], "Value"]
+"""Marks the result of one of PyTorch's ops, which PyTorch writes in the parameter's dtype: the value rounded to it (a
+half dtype) and read back, or kept as it is (``keep``, for a parameter of float32 or float64)."""
+
+
+def keep(value: "Value") -> "Value":
+    return value
+
+
+def rounded_constant(b: "Builder", store: Store, value: float, like: "Value") -> "Value":
+    """A Python scalar that PyTorch rounds to a half tensor's dtype before using it: ``add``'s ``alpha`` and the scalar
+    it adds (``denom.add_(eps)``), unlike the scalars of ``mul``, ``div``, ``addcmul``, ``addcdiv`` and ``lerp``, read
+    in float32."""
+    return store(constant(b, value, like))
+
+
+def register_update(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``register_decomposition`` for a rule ``rule(b, store, *operands, **attrs)`` written in the dtype an update
+    computes in, each of PyTorch's ops' results passed through ``store`` (``in_opmath``)."""
+
+    def decorate(rule: Callable[..., Any]) -> Callable[..., Any]:
+        register_decomposition(name)(functools.wraps(rule)(lambda b, *operands, **attrs: in_opmath(b, rule, operands, attrs)))
+        return rule
+
+    return decorate
+
+
+def in_opmath(b: "Builder", rule: Callable[..., Any], operands: "tuple[Value, ...]", attrs: dict[str, Any]) -> Any:
+    """Run ``rule`` as PyTorch's CPU kernels run an update of a half parameter: each op computes in float32 from its
+    half operands and rounds its result to half once (``store``), with the hyper-parameters in float32, never rounded.
+    The results are the rounded values; for a float32 or float64 parameter the rule runs as written."""
+    dtype = operands[0].type.dtype
+    if not dtype.is_half:
+        return rule(b, keep, *operands, **attrs)
+
+    def store(value: "Value") -> "Value":
+        return b.cast(b.cast(value, dtype=dtype), dtype=value.type.dtype)
+
+    results = rule(b, store, *[b.cast(v, dtype=DType.f32) if v.type.dtype.is_half else v for v in operands], **attrs)
+    if isinstance(results, tuple):
+        return tuple(b.cast(r, dtype=dtype) for r in results)
+    return b.cast(results, dtype=dtype)
+
+
+def with_l2(b: "Builder", store: Store, grad: "Value", param: "Value", weight_decay: float) -> "Value":
     # g + wd p   (torch: grad.add(param, alpha=weight_decay))
-    return b.add(grad, b.mul(constant(b, weight_decay, param), param)) if weight_decay else grad
+    return store(b.add(grad, b.mul(rounded_constant(b, store, weight_decay, param), param))) if weight_decay else grad
 
 
-def lerp(b: "Builder", start: "Value", end: "Value", weight: float) -> "Value":
-    # torch.lerp: start + w (end - start) for w < 0.5, else end - (end - start)(1 - w)
+def lerp(b: "Builder", store: Store, start: "Value", end: "Value", weight: float) -> "Value":
+    # torch.lerp: start + w (end - start) for w < 0.5, else end - (end - start)(1 - w), 1 - w in the compute dtype
     dtype = start.type.dtype.numpy
     if weight < 0.5:
-        return b.add(start, b.mul(constant(b, weight, start), b.sub(end, start)))
+        return store(b.add(start, b.mul(constant(b, weight, start), b.sub(end, start))))
     one_minus = float(dtype.type(1) - dtype.type(weight))
-    return b.sub(end, b.mul(b.sub(end, start), constant(b, one_minus, start)))
+    return store(b.sub(end, b.mul(b.sub(end, start), constant(b, one_minus, start))))
 
 
-def decayed_average_of_squares(b: "Builder", average: "Value", grad: "Value", decay: float) -> "Value":
-    # a d + (1 - d) g g   (torch: avg.mul_(d).addcmul_(g, g, value=1 - d))
-    return b.add(b.mul(average, constant(b, decay, average)), b.mul(b.mul(constant(b, 1 - decay, grad), grad), grad))
+def decayed_average_of_squares(b: "Builder", store: Store, average: "Value", grad: "Value", decay: float) -> "Value":
+    # a d + (1 - d) g g   (torch: avg.mul_(d).addcmul_(g, g, value=1 - d): two ops, two roundings)
+    decayed = store(b.mul(average, constant(b, decay, average)))
+    return store(b.add(decayed, b.mul(b.mul(constant(b, 1 - decay, grad), grad), grad)))
 
 
 def host_scalar(b: "Builder", value: "Value") -> "Value":
     """A scalar operand in f64, where PyTorch does its scalar arithmetic (Python floats)."""
     return value if value.type.dtype is DType.f64 else b.cast(value, dtype=DType.f64)
+
+
+def scaled(b: "Builder", x: "Value", scalar: "Value") -> "Value":
+    """``x * scalar`` computed in the scalar's dtype and rounded to ``x``'s: a half tensor times a float32 hyper-parameter
+    (``hyper_dtype``), as PyTorch multiplies a half tensor by a Python float."""
+    if x.type.dtype is scalar.type.dtype:
+        return b.mul(x, scalar)
+    return b.cast(b.mul(b.cast(x, dtype=scalar.type.dtype), scalar), dtype=x.type.dtype)
 
 
 def f64(b: "Builder", value: float) -> "Value":
@@ -124,14 +195,14 @@ def add_scaled_ratio(b: "Builder", param: "Value", scale: "Value", numerator: "V
 
 
 def decay_weights(
-    b: "Builder", param: "Value", grad: "Value", lr: "Value", weight_decay: float, decoupled: bool
+    b: "Builder", store: Store, param: "Value", grad: "Value", lr: "Value", weight_decay: float, decoupled: bool
 ) -> tuple["Value", "Value"]:
     """``(param, grad)`` after weight decay: decoupled ``p (1 - lr wd)`` (AdamW's), else L2 ``g + wd p``."""
     if not (decoupled and weight_decay):
-        return param, with_l2(b, grad, param, weight_decay)
+        return param, with_l2(b, store, grad, param, weight_decay)
     # p (1 - lr wd), the factor in f64   (torch: param.mul_(1 - lr * weight_decay))
     factor = b.sub(f64(b, 1.0), b.mul(host_scalar(b, lr), f64(b, weight_decay)))
-    return b.mul(param, as_dtype_of(b, factor, param)), grad
+    return store(b.mul(param, as_dtype_of(b, factor, param))), grad
 
 
 # --- SGD -----------------------------------------------------------------------------------------
@@ -143,10 +214,10 @@ def sgd_update_shape(param: TensorType, grad: TensorType, lr: TensorType, *, wei
     return update_types("optim.sgd_update", param, grad, (), lr)[0]
 
 
-@register_decomposition("optim.sgd_update")
-def sgd_update_decomposition(b: "Builder", param: "Value", grad: "Value", lr: "Value", *, weight_decay: float) -> "Value":
-    # p' = p - lr * g
-    return b.sub(param, b.mul(lr, with_l2(b, grad, param, weight_decay)))
+@register_update("optim.sgd_update")
+def sgd_update_decomposition(b: "Builder", store: Store, param: "Value", grad: "Value", lr: "Value", *, weight_decay: float) -> "Value":
+    # p' = p - lr * g   (torch: param.add_(grad, alpha=-lr))
+    return b.sub(param, b.mul(store(as_dtype_of(b, lr, param)), with_l2(b, store, grad, param, weight_decay)))
 
 
 @register_op("optim.sgd_momentum_update", traits=UPDATE, momentum=0.9, dampening=0.0, nesterov=False, weight_decay=0.0)
@@ -157,18 +228,18 @@ def sgd_momentum_update_shape(
     return update_types("optim.sgd_momentum_update", param, grad, (buf,), lr, step)
 
 
-@register_decomposition("optim.sgd_momentum_update")
+@register_update("optim.sgd_momentum_update")
 def sgd_momentum_update_decomposition(
-    b: "Builder", param: "Value", grad: "Value", buf: "Value", lr: "Value", step: "Value",
+    b: "Builder", store: Store, param: "Value", grad: "Value", buf: "Value", lr: "Value", step: "Value",
     *, momentum: float, dampening: float, nesterov: bool, weight_decay: float,
 ) -> tuple["Value", "Value"]:
-    grad = with_l2(b, grad, param, weight_decay)
+    grad = with_l2(b, store, grad, param, weight_decay)
     # buf' = g on the first step (torch clones the gradient), else buf m + (1 - dampening) g
-    running = b.add(b.mul(buf, constant(b, momentum, buf)), b.mul(constant(b, 1 - dampening, grad), grad))
+    running = store(b.add(store(b.mul(buf, constant(b, momentum, buf))), b.mul(rounded_constant(b, store, 1 - dampening, grad), grad)))
     new_buf = b.where(b.equal(step, b.constant(1, step.type.dtype)), grad, running)
     # d = g + m buf' (nesterov) or buf';  p' = p - lr d
-    direction = b.add(grad, b.mul(constant(b, momentum, new_buf), new_buf)) if nesterov else new_buf
-    return b.sub(param, b.mul(lr, direction)), new_buf
+    direction = store(b.add(grad, b.mul(rounded_constant(b, store, momentum, new_buf), new_buf))) if nesterov else new_buf
+    return b.sub(param, b.mul(store(as_dtype_of(b, lr, param)), direction)), new_buf
 
 
 # --- Adam / AdamW --------------------------------------------------------------------------------
@@ -181,21 +252,21 @@ def adam_update_shape(param: TensorType, grad: TensorType, *rest: TensorType, am
     return update_types("optim.adam_update", param, grad, states, lr, step)
 
 
-@register_decomposition("optim.adam_update")
+@register_update("optim.adam_update")
 def adam_update_decomposition(
-    b: "Builder", param: "Value", grad: "Value", *rest: "Value",
+    b: "Builder", store: Store, param: "Value", grad: "Value", *rest: "Value",
     beta1: float, beta2: float, eps: float, weight_decay: float, amsgrad: bool, decoupled: bool,
 ) -> tuple["Value", ...]:
     exp_avg, exp_avg_sq, *max_sq, lr, step = rest
-    param, grad = decay_weights(b, param, grad, lr, weight_decay, decoupled)
-    new_avg = lerp(b, exp_avg, grad, 1 - beta1)
-    new_avg_sq = decayed_average_of_squares(b, exp_avg_sq, grad, beta2)
-    # step_size = lr / (1 - beta1^t);  denom = sqrt(v) / sqrt(1 - beta2^t) + eps
+    param, grad = decay_weights(b, store, param, grad, lr, weight_decay, decoupled)
+    new_avg = lerp(b, store, exp_avg, grad, 1 - beta1)
+    new_avg_sq = decayed_average_of_squares(b, store, exp_avg_sq, grad, beta2)
+    # step_size = lr / (1 - beta1^t);  denom = sqrt(v) / sqrt(1 - beta2^t) + eps, one rounding per op
     step_size = b.div(host_scalar(b, lr), bias_correction(b, beta1, step))
     correction2_sqrt = as_dtype_of(b, b.sqrt(bias_correction(b, beta2, step)), param)
     new_max = [b.maximum(max_sq[0], new_avg_sq)] if amsgrad else []
     second = new_max[0] if amsgrad else new_avg_sq
-    denom = b.add(b.div(b.sqrt(second), correction2_sqrt), constant(b, eps, param))
+    denom = store(b.add(store(b.div(store(b.sqrt(second)), correction2_sqrt)), rounded_constant(b, store, eps, param)))
     # p' = p + (-step_size m') / denom
     return (add_scaled_ratio(b, param, b.neg(step_size), new_avg, denom), new_avg, new_avg_sq, *new_max)
 
@@ -217,27 +288,28 @@ def rmsprop_update_shape(
     return update_types("optim.rmsprop_update", param, grad, states, lr)
 
 
-@register_decomposition("optim.rmsprop_update")
+@register_update("optim.rmsprop_update")
 def rmsprop_update_decomposition(
-    b: "Builder", param: "Value", grad: "Value", *rest: "Value",
+    b: "Builder", store: Store, param: "Value", grad: "Value", *rest: "Value",
     alpha: float, eps: float, weight_decay: float, momentum: float, centered: bool,
 ) -> tuple["Value", ...]:
     square_avg, *others, lr = rest
-    grad = with_l2(b, grad, param, weight_decay)
-    new_square_avg = decayed_average_of_squares(b, square_avg, grad, alpha)
+    lr = as_dtype_of(b, lr, param)
+    grad = with_l2(b, store, grad, param, weight_decay)
+    new_square_avg = decayed_average_of_squares(b, store, square_avg, grad, alpha)
     new_states = [new_square_avg]
     variance = new_square_avg
     if centered:
         # v - E[g]^2   (torch: square_avg.addcmul(grad_avg, grad_avg, value=-1))
-        new_grad_avg = lerp(b, others.pop(0), grad, 1 - alpha)
+        new_grad_avg = lerp(b, store, others.pop(0), grad, 1 - alpha)
         new_states.append(new_grad_avg)
-        variance = b.add(new_square_avg, b.mul(b.mul(constant(b, -1.0, grad), new_grad_avg), new_grad_avg))
-    avg = b.add(b.sqrt(variance), constant(b, eps, param))
+        variance = store(b.add(new_square_avg, b.mul(b.mul(constant(b, -1.0, grad), new_grad_avg), new_grad_avg)))
+    avg = store(b.add(store(b.sqrt(variance)), rounded_constant(b, store, eps, param)))
     if momentum > 0:
-        # buf' = buf m + g / avg;  p' = p - lr buf'
-        new_buf = b.add(b.mul(others[0], constant(b, momentum, param)), b.div(grad, avg))
+        # buf' = buf m + g / avg;  p' = p - lr buf'   (torch: buf.mul_(momentum).addcdiv_(grad, avg))
+        new_buf = store(b.add(store(b.mul(others[0], constant(b, momentum, param))), b.div(grad, avg)))
         new_states.append(new_buf)
-        return (b.sub(param, b.mul(lr, new_buf)), *new_states)
+        return (b.sub(param, b.mul(store(lr), new_buf)), *new_states)
     # p' = p + (-lr g) / avg
     return (b.add(param, b.div(b.mul(b.neg(lr), grad), avg)), *new_states)
 
@@ -253,18 +325,18 @@ def adagrad_update_shape(
     return update_types("optim.adagrad_update", param, grad, (state_sum,), lr, step)
 
 
-@register_decomposition("optim.adagrad_update")
+@register_update("optim.adagrad_update")
 def adagrad_update_decomposition(
-    b: "Builder", param: "Value", grad: "Value", state_sum: "Value", lr: "Value", step: "Value",
+    b: "Builder", store: Store, param: "Value", grad: "Value", state_sum: "Value", lr: "Value", step: "Value",
     *, lr_decay: float, eps: float, weight_decay: float,
 ) -> tuple["Value", "Value"]:
-    grad = with_l2(b, grad, param, weight_decay)
+    grad = with_l2(b, store, grad, param, weight_decay)
     # clr = lr / (1 + (t - 1) lr_decay), in f64
     steps_before = b.sub(host_scalar(b, step), f64(b, 1.0))
     clr = b.div(host_scalar(b, lr), b.add(f64(b, 1.0), b.mul(steps_before, f64(b, lr_decay))))
     # sum' = sum + g g;  p' = p + (-clr g) / (sqrt(sum') + eps)
-    new_sum = b.add(state_sum, b.mul(b.mul(constant(b, 1.0, grad), grad), grad))
-    std = b.add(b.sqrt(new_sum), constant(b, eps, param))
+    new_sum = store(b.add(state_sum, b.mul(b.mul(constant(b, 1.0, grad), grad), grad)))
+    std = store(b.add(store(b.sqrt(new_sum)), rounded_constant(b, store, eps, param)))
     return add_scaled_ratio(b, param, b.neg(clr), grad, std), new_sum
 
 
@@ -279,15 +351,15 @@ def adamax_update_shape(
     return update_types("optim.adamax_update", param, grad, (exp_avg, exp_inf), lr, step)
 
 
-@register_decomposition("optim.adamax_update")
+@register_update("optim.adamax_update")
 def adamax_update_decomposition(
-    b: "Builder", param: "Value", grad: "Value", exp_avg: "Value", exp_inf: "Value", lr: "Value", step: "Value",
+    b: "Builder", store: Store, param: "Value", grad: "Value", exp_avg: "Value", exp_inf: "Value", lr: "Value", step: "Value",
     *, beta1: float, beta2: float, eps: float, weight_decay: float,
 ) -> tuple["Value", "Value", "Value"]:
-    grad = with_l2(b, grad, param, weight_decay)
-    new_avg = lerp(b, exp_avg, grad, 1 - beta1)
+    grad = with_l2(b, store, grad, param, weight_decay)
+    new_avg = lerp(b, store, exp_avg, grad, 1 - beta1)
     # u' = max(u beta2, |g| + eps)
-    new_inf = b.maximum(b.mul(exp_inf, constant(b, beta2, exp_inf)), b.add(b.abs(grad), constant(b, eps, grad)))
+    new_inf = b.maximum(store(b.mul(exp_inf, constant(b, beta2, exp_inf))), store(b.add(b.abs(grad), rounded_constant(b, store, eps, grad))))
     # clr = lr / (1 - beta1^t), in f64;  p' = p + (-clr m') / u'
     clr = b.div(host_scalar(b, lr), bias_correction(b, beta1, step))
     return add_scaled_ratio(b, param, b.neg(clr), new_avg, new_inf), new_avg, new_inf
@@ -315,28 +387,28 @@ def momentum_schedule(b: "Builder", beta1: float, momentum_decay: float, step: "
     return b.mul(f64(b, beta1), b.sub(f64(b, 1.0), b.mul(f64(b, 0.5), warmup)))
 
 
-@register_decomposition("optim.nadam_update")
+@register_update("optim.nadam_update")
 def nadam_update_decomposition(
-    b: "Builder", param: "Value", grad: "Value", mu_product: "Value", exp_avg: "Value", exp_avg_sq: "Value", lr: "Value", step: "Value",
-    *, beta1: float, beta2: float, eps: float, weight_decay: float, momentum_decay: float, decoupled: bool,
+    b: "Builder", store: Store, param: "Value", grad: "Value", mu_product: "Value", exp_avg: "Value", exp_avg_sq: "Value",
+    lr: "Value", step: "Value", *, beta1: float, beta2: float, eps: float, weight_decay: float, momentum_decay: float, decoupled: bool,
 ) -> tuple["Value", ...]:
-    param, grad = decay_weights(b, param, grad, lr, weight_decay, decoupled)
+    param, grad = decay_weights(b, store, param, grad, lr, weight_decay, decoupled)
     t = host_scalar(b, step)
     mu = momentum_schedule(b, beta1, momentum_decay, t)
     mu_next = momentum_schedule(b, beta1, momentum_decay, b.add(t, f64(b, 1.0)))
     # prod' = prod mu, in the state's dtype   (torch: mu_product *= mu)
-    new_mu_product = b.mul(mu_product, as_dtype_of(b, mu, mu_product))
-    new_avg = lerp(b, exp_avg, grad, 1 - beta1)
-    new_avg_sq = decayed_average_of_squares(b, exp_avg_sq, grad, beta2)
+    new_mu_product = store(b.mul(mu_product, as_dtype_of(b, mu, mu_product)))
+    new_avg = lerp(b, store, exp_avg, grad, 1 - beta1)
+    new_avg_sq = decayed_average_of_squares(b, store, exp_avg_sq, grad, beta2)
     # denom = sqrt(v' / (1 - beta2^t)) + eps
     correction2 = as_dtype_of(b, bias_correction(b, beta2, step), param)
-    denom = b.add(b.sqrt(b.div(new_avg_sq, correction2)), constant(b, eps, param))
+    denom = store(b.add(store(b.sqrt(store(b.div(new_avg_sq, correction2)))), rounded_constant(b, store, eps, param)))
     # p' = p + (-lr (1 - mu) / (1 - prod')) g / denom + (-lr mu_next / (1 - prod' mu_next)) m' / denom, factors in f64
     product = b.cast(new_mu_product, dtype=DType.f64)  # one value repeated: the factors are equal across elements
     negative_lr = b.neg(host_scalar(b, lr))
     grad_scale = b.div(b.mul(negative_lr, b.sub(f64(b, 1.0), mu)), b.sub(f64(b, 1.0), product))
     avg_scale = b.div(b.mul(negative_lr, mu_next), b.sub(f64(b, 1.0), b.mul(product, mu_next)))
-    new_param = add_scaled_ratio(b, add_scaled_ratio(b, param, grad_scale, grad, denom), avg_scale, new_avg, denom)
+    new_param = add_scaled_ratio(b, store(add_scaled_ratio(b, param, grad_scale, grad, denom)), avg_scale, new_avg, denom)
     return new_param, new_mu_product, new_avg, new_avg_sq
 
 
@@ -364,22 +436,22 @@ def rectification(b: "Builder", beta2: float, step: "Value", correction2: "Value
     return tractable, b.pow(b.where(tractable, ratio, f64(b, 1.0)), f64(b, 0.5))
 
 
-@register_decomposition("optim.radam_update")
+@register_update("optim.radam_update")
 def radam_update_decomposition(
-    b: "Builder", param: "Value", grad: "Value", exp_avg: "Value", exp_avg_sq: "Value", lr: "Value", step: "Value",
+    b: "Builder", store: Store, param: "Value", grad: "Value", exp_avg: "Value", exp_avg_sq: "Value", lr: "Value", step: "Value",
     *, beta1: float, beta2: float, eps: float, weight_decay: float, decoupled: bool,
 ) -> tuple["Value", "Value", "Value"]:
-    param, grad = decay_weights(b, param, grad, lr, weight_decay, decoupled)
-    new_avg = lerp(b, exp_avg, grad, 1 - beta1)
-    new_avg_sq = decayed_average_of_squares(b, exp_avg_sq, grad, beta2)
+    param, grad = decay_weights(b, store, param, grad, lr, weight_decay, decoupled)
+    new_avg = lerp(b, store, exp_avg, grad, 1 - beta1)
+    new_avg_sq = decayed_average_of_squares(b, store, exp_avg_sq, grad, beta2)
     correction2 = bias_correction(b, beta2, step)
     tractable, rect = rectification(b, beta2, step, correction2)
     # plain = m' / (1 - beta1^t) * lr;  adaptive = (1 / (sqrt(v') + eps)) * sqrt(1 - beta2^t)
-    plain = b.mul(b.div(new_avg, as_dtype_of(b, bias_correction(b, beta1, step), param)), lr)
-    inverse = b.div(constant(b, 1.0, param), b.add(b.sqrt(new_avg_sq), constant(b, eps, param)))
-    adaptive = b.mul(inverse, as_dtype_of(b, b.pow(correction2, f64(b, 0.5)), param))
+    plain = store(b.mul(store(b.div(new_avg, as_dtype_of(b, bias_correction(b, beta1, step), param))), as_dtype_of(b, lr, param)))
+    inverse = store(b.div(constant(b, 1.0, param), store(b.add(store(b.sqrt(new_avg_sq)), rounded_constant(b, store, eps, param)))))
+    adaptive = store(b.mul(inverse, as_dtype_of(b, b.pow(correction2, f64(b, 0.5)), param)))
     # p' = p - (plain adaptive r_t if rho_t > 5 else plain)
-    rectified = b.mul(b.mul(plain, adaptive), as_dtype_of(b, rect, param))
+    rectified = store(b.mul(store(b.mul(plain, adaptive)), as_dtype_of(b, rect, param)))
     return b.sub(param, b.where(tractable, rectified, plain)), new_avg, new_avg_sq
 
 
@@ -394,19 +466,19 @@ def adadelta_update_shape(
     return update_types("optim.adadelta_update", param, grad, (square_avg, acc_delta), lr)
 
 
-@register_decomposition("optim.adadelta_update")
+@register_update("optim.adadelta_update")
 def adadelta_update_decomposition(
-    b: "Builder", param: "Value", grad: "Value", square_avg: "Value", acc_delta: "Value", lr: "Value",
+    b: "Builder", store: Store, param: "Value", grad: "Value", square_avg: "Value", acc_delta: "Value", lr: "Value",
     *, rho: float, eps: float, weight_decay: float,
 ) -> tuple["Value", "Value", "Value"]:
-    grad = with_l2(b, grad, param, weight_decay)
-    new_square_avg = decayed_average_of_squares(b, square_avg, grad, rho)
+    grad = with_l2(b, store, grad, param, weight_decay)
+    new_square_avg = decayed_average_of_squares(b, store, square_avg, grad, rho)
     # delta = sqrt(acc + eps) / sqrt(v' + eps) * g;  acc' = acc rho + (1 - rho) delta delta
-    std = b.sqrt(b.add(new_square_avg, constant(b, eps, param)))
-    delta = b.mul(b.div(b.sqrt(b.add(acc_delta, constant(b, eps, param))), std), grad)
-    new_acc_delta = decayed_average_of_squares(b, acc_delta, delta, rho)
+    std = store(b.sqrt(store(b.add(new_square_avg, rounded_constant(b, store, eps, param)))))
+    delta = store(b.mul(store(b.div(store(b.sqrt(store(b.add(acc_delta, rounded_constant(b, store, eps, param))))), std)), grad))
+    new_acc_delta = decayed_average_of_squares(b, store, acc_delta, delta, rho)
     # p' = p + (-lr) delta
-    return b.add(param, b.mul(b.neg(lr), delta)), new_square_avg, new_acc_delta
+    return b.add(param, b.mul(b.neg(store(as_dtype_of(b, lr, param))), delta)), new_square_avg, new_acc_delta
 
 
 # --- Rprop ---------------------------------------------------------------------------------------
@@ -428,19 +500,20 @@ def sign(b: "Builder", x: "Value") -> "Value":
     return b.where(b.greater(x, zero), constant(b, 1.0, x), b.where(b.less(x, zero), constant(b, -1.0, x), zero))
 
 
-@register_decomposition("optim.rprop_update")
+@register_update("optim.rprop_update")
 def rprop_update_decomposition(
-    b: "Builder", param: "Value", grad: "Value", prev: "Value", step_size: "Value",
+    b: "Builder", store: Store, param: "Value", grad: "Value", prev: "Value", step_size: "Value",
     *, etaminus: float, etaplus: float, step_size_min: float, step_size_max: float,
 ) -> tuple["Value", "Value", "Value"]:
-    # factor = etaplus, etaminus or 1 as g prev > 0, < 0 or 0   (torch: sign = grad.mul(prev).sign(), then replaced)
-    product = b.mul(grad, prev)
+    # factor = etaplus, etaminus or 1 as g prev > 0, < 0 or 0   (torch: sign = grad.mul(prev).sign(), then replaced,
+    # in the gradient's dtype: etas rounded to it)
+    product = store(b.mul(grad, prev))
     zero = constant(b, 0.0, grad)
     flipped = b.less(product, zero)
-    factor = b.where(b.greater(product, zero), constant(b, etaplus, grad), b.where(flipped, constant(b, etaminus, grad), constant(b, 1.0, grad)))
+    etas = store(b.where(b.greater(product, zero), constant(b, etaplus, grad), b.where(flipped, constant(b, etaminus, grad), constant(b, 1.0, grad))))
     # s' = clamp(s factor, min, max);  g' = 0 where the sign flipped, else g
-    grown = b.mul(step_size, factor)
-    new_step_size = b.minimum(b.maximum(grown, constant(b, step_size_min, grown)), constant(b, step_size_max, grown))
+    grown = store(b.mul(step_size, etas))
+    new_step_size = store(b.minimum(b.maximum(grown, constant(b, step_size_min, grown)), constant(b, step_size_max, grown)))
     new_grad = b.where(flipped, zero, grad)
     # p' = p - sign(g') s'   (torch: param.addcmul_(grad.sign(), step_size, value=-1));  prev' = g'
     return b.sub(param, b.mul(sign(b, new_grad), new_step_size)), new_grad, new_step_size
@@ -466,17 +539,17 @@ def filled_like(b: "Builder", scalar: "Value", like: "Value") -> "Value":
     return b.broadcast_to(as_dtype_of(b, scalar, like), shape=like.type.shape)
 
 
-@register_decomposition("optim.asgd_update")
+@register_update("optim.asgd_update")
 def asgd_update_decomposition(
-    b: "Builder", param: "Value", grad: "Value", eta: "Value", mu: "Value", ax: "Value", lr: "Value", step: "Value",
+    b: "Builder", store: Store, param: "Value", grad: "Value", eta: "Value", mu: "Value", ax: "Value", lr: "Value", step: "Value",
     *, lambd: float, alpha: float, t0: float, weight_decay: float,
 ) -> tuple["Value", "Value", "Value", "Value"]:
-    grad = with_l2(b, grad, param, weight_decay)
+    grad = with_l2(b, store, grad, param, weight_decay)
     # p' = p (1 - lambd eta) + (-eta) g, the factor in f64   (torch: param.mul_(1 - lambd * eta); param.add_(grad, alpha=-eta))
     decay = b.sub(f64(b, 1.0), b.mul(f64(b, lambd), host_scalar(b, eta)))
-    new_param = b.add(b.mul(param, as_dtype_of(b, decay, param)), b.mul(b.neg(eta), grad))
+    new_param = store(b.add(store(b.mul(param, as_dtype_of(b, decay, param))), b.mul(b.neg(eta), grad)))
     # ax' = p' while mu is 1 (before t0), else ax + (p' - ax) mu
-    averaged = b.add(ax, b.mul(b.sub(new_param, ax), mu))
+    averaged = store(b.add(ax, store(b.mul(store(b.sub(new_param, ax)), mu))))
     new_ax = b.where(b.equal(mu, constant(b, 1.0, mu)), new_param, averaged)
     # eta' = lr / (1 + lambd lr t)^alpha;  mu' = 1 / max(1, t - t0), in f64
     t = host_scalar(b, step)
@@ -513,60 +586,62 @@ def adafactor_update_shape(param: TensorType, grad: TensorType, *rest: TensorTyp
     return (param, *states)
 
 
-def lerp_by(b: "Builder", start: "Value", end: "Value", weight: "Value") -> "Value":
-    """``torch.lerp`` with a weight computed in f64 (0-d), rounded to ``start``'s dtype as PyTorch rounds a scalar weight;
+def lerp_by(b: "Builder", store: Store, start: "Value", end: "Value", weight: "Value") -> "Value":
+    """``torch.lerp`` with a weight computed in f64 (0-d), read in ``start``'s dtype as PyTorch reads a scalar weight;
     its two formulas selected on the weight."""
     w = as_dtype_of(b, weight, start)
     low = b.add(start, b.mul(w, b.sub(end, start)))
     high = b.sub(end, b.mul(b.sub(end, start), b.sub(constant(b, 1.0, start), w)))
-    return b.where(b.less(b.abs(w), constant(b, 0.5, start)), low, high)
+    return store(b.where(b.less(b.abs(w), constant(b, 0.5, start)), low, high))
 
 
-def norm_over(b: "Builder", x: "Value", scale: float) -> "Value":
+def norm_over(b: "Builder", store: Store, x: "Value", scale: float) -> "Value":
     # ||x||_2 / (sqrt(numel) scale), in f64   (torch: x.norm(2).item() / ((x.numel() ** 0.5) * scale))
-    norm = host_scalar(b, b.sqrt(b.reduce_sum(b.mul(x, x))))
+    norm = host_scalar(b, store(b.sqrt(b.reduce_sum(b.mul(x, x)))))
     return b.div(norm, f64(b, math.prod(x.type.shape) ** 0.5 * scale))
 
 
-def mean_square_along(b: "Builder", grad: "Value", axis: int) -> "Value":
+def mean_square_along(b: "Builder", store: Store, grad: "Value", axis: int) -> "Value":
     # ||g||^2 / n along one axis, kept   (torch: torch.norm(grad, dim=axis, keepdim=True).square_().div_(n))
-    norm = b.sqrt(b.reduce_sum(b.mul(grad, grad), axes=(axis,), keepdims=True))
-    return b.div(b.mul(norm, norm), constant(b, float(grad.type.shape[axis]), grad))
+    norm = store(b.sqrt(b.reduce_sum(b.mul(grad, grad), axes=(axis,), keepdims=True)))
+    return store(b.div(store(b.mul(norm, norm)), constant(b, float(grad.type.shape[axis]), grad)))
 
 
 def factored_estimate(
-    b: "Builder", grad: "Value", row_var: "Value", col_var: "Value", weight: "Value", eps1: float
+    b: "Builder", store: Store, grad: "Value", row_var: "Value", col_var: "Value", weight: "Value", eps1: float
 ) -> tuple["Value", "Value", "Value"]:
     """``(row_var', col_var', v)``: the moments moved toward this gradient's row and column mean squares, and the second
     moment they estimate, ``row_var' col_var' / max(mean(row_var'), eps1)``."""
     rank = grad.type.rank
-    new_row = lerp_by(b, row_var, mean_square_along(b, grad, rank - 1), weight)
-    new_col = lerp_by(b, col_var, mean_square_along(b, grad, rank - 2), weight)
+    new_row = lerp_by(b, store, row_var, mean_square_along(b, store, grad, rank - 1), weight)
+    new_col = lerp_by(b, store, col_var, mean_square_along(b, store, grad, rank - 2), weight)
     # torch: (row_var @ col_var).div_(row_var.mean(dim=-2, keepdim=True).clamp_(min=eps1)); the matmul has one term
-    row_mean = b.maximum(b.reduce_mean(new_row, axes=(rank - 2,), keepdims=True), constant(b, eps1, grad))
-    return new_row, new_col, b.div(b.mul(new_row, new_col), row_mean)
+    row_mean = b.maximum(store(b.reduce_mean(new_row, axes=(rank - 2,), keepdims=True)), store(constant(b, eps1, grad)))
+    return new_row, new_col, store(b.div(store(b.mul(new_row, new_col)), row_mean))
 
 
-@register_decomposition("optim.adafactor_update")
+@register_update("optim.adafactor_update")
 def adafactor_update_decomposition(
-    b: "Builder", param: "Value", grad: "Value", *rest: "Value", beta2_decay: float, eps1: float, eps2: float, d: float, weight_decay: float,
+    b: "Builder", store: Store, param: "Value", grad: "Value", *rest: "Value", beta2_decay: float, eps1: float, eps2: float, d: float,
+    weight_decay: float,
 ) -> tuple["Value", ...]:
     *states, lr, step = rest
     t, rate = host_scalar(b, step), host_scalar(b, lr)
     # 1 - beta2_t = t^beta2_decay;  alpha = max(eps2, rms(p)) min(lr, 1 / t^0.5), in f64 (before weight decay)
     weight = b.pow(t, f64(b, beta2_decay))
     relative = b.minimum(rate, b.div(f64(b, 1.0), b.pow(t, f64(b, 0.5))))
-    alpha = b.mul(b.maximum(f64(b, eps2), norm_over(b, param, 1.0)), relative)
-    param, _ = decay_weights(b, param, grad, lr, weight_decay, decoupled=True)
+    alpha = b.mul(b.maximum(f64(b, eps2), norm_over(b, store, param, 1.0)), relative)
+    param, _ = decay_weights(b, store, param, grad, lr, weight_decay, decoupled=True)
     if len(states) == 2:
-        *new_states, estimate = factored_estimate(b, grad, states[0], states[1], weight, eps1)
+        *new_states, estimate = factored_estimate(b, store, grad, states[0], states[1], weight, eps1)
     else:
-        new_states = [lerp_by(b, states[0], b.mul(grad, grad), weight)]
+        new_states = [lerp_by(b, store, states[0], store(b.mul(grad, grad)), weight)]
         estimate = new_states[0]
     # u = g / sqrt(max(v, eps1^2));  p' = p + (-alpha / max(1, rms(u) / d)) u   (torch: var.clamp_(min=eps1 * eps1).rsqrt_())
-    update = b.mul(b.div(constant(b, 1.0, grad), b.sqrt(b.maximum(estimate, constant(b, eps1 * eps1, grad)))), grad)
-    clipped = b.maximum(f64(b, 1.0), norm_over(b, update, d))
-    new_param = b.add(param, b.mul(as_dtype_of(b, b.neg(b.div(alpha, clipped)), param), update))
+    floored = b.maximum(estimate, store(constant(b, eps1 * eps1, grad)))
+    update = store(b.mul(store(b.div(constant(b, 1.0, grad), b.sqrt(floored))), grad))
+    clipped = b.maximum(f64(b, 1.0), norm_over(b, store, update, d))
+    new_param = b.add(param, b.mul(store(as_dtype_of(b, b.neg(b.div(alpha, clipped)), param)), update))
     return (new_param, *new_states)
 
 
@@ -583,16 +658,18 @@ def clip_grad_norm_shape(*grads: TensorType, max_norm: float) -> TensorType | tu
     return grads[0] if len(grads) == 1 else tuple(grads)
 
 
-@register_decomposition("optim.clip_grad_norm")
-def clip_grad_norm_decomposition(b: "Builder", *grads: "Value", max_norm: float) -> "Value | tuple[Value, ...]":
-    # norm = sqrt(sum_i |g_i|^2) with |g_i| = sqrt(sum(g_i^2));  coef = min(max_norm / (norm + 1e-6), 1)
-    norms = [b.sqrt(b.reduce_sum(b.mul(g, g))) for g in grads]
+@register_update("optim.clip_grad_norm")
+def clip_grad_norm_decomposition(b: "Builder", store: Store, *grads: "Value", max_norm: float) -> "Value | tuple[Value, ...]":
+    # norm = ||(|g_1|, |g_2|, ...)|| with |g_i| = sqrt(sum(g_i^2)), each norm an op of its own in the gradients' dtype
+    norms = [store(b.sqrt(b.reduce_sum(b.mul(g, g)))) for g in grads]
     total = b.mul(norms[0], norms[0])
     for norm in norms[1:]:
         total = b.add(total, b.mul(norm, norm))
     like = grads[0]
-    coefficient = b.div(constant(b, max_norm, like), b.add(b.sqrt(total), constant(b, 1e-6, like)))
-    coefficient = b.minimum(coefficient, constant(b, 1.0, like))
+    # coef = min(max_norm / (norm + 1e-6), 1)   (torch: max_norm / tensor is tensor.reciprocal() * max_norm)
+    shifted = store(b.add(store(b.sqrt(total)), rounded_constant(b, store, 1e-6, like)))
+    coefficient = store(b.mul(store(b.div(constant(b, 1.0, like), shifted)), constant(b, max_norm, like)))
+    coefficient = b.minimum(coefficient, store(constant(b, 1.0, like)))
     clipped = tuple(b.mul(g, coefficient) for g in grads)
     return clipped[0] if len(clipped) == 1 else clipped
 
@@ -605,10 +682,10 @@ def clip_grad_value_shape(grad: TensorType, *, clip_value: float) -> TensorType:
     return grad
 
 
-@register_decomposition("optim.clip_grad_value")
-def clip_grad_value_decomposition(b: "Builder", grad: "Value", *, clip_value: float) -> "Value":
-    # min(max(g, -c), c)
-    return b.minimum(b.maximum(grad, constant(b, -clip_value, grad)), constant(b, clip_value, grad))
+@register_update("optim.clip_grad_value")
+def clip_grad_value_decomposition(b: "Builder", store: Store, grad: "Value", *, clip_value: float) -> "Value":
+    # min(max(g, -c), c), c rounded to the gradient's dtype (torch's clamp reads its bounds in it)
+    return b.minimum(b.maximum(grad, store(constant(b, -clip_value, grad))), store(constant(b, clip_value, grad)))
 
 
 @register_op("optim.unscale_grad", traits=UPDATE)
@@ -618,8 +695,7 @@ def unscale_grad_shape(grad: TensorType, scale: TensorType) -> TensorType:
     return grad
 
 
-@register_decomposition("optim.unscale_grad")
-def unscale_grad_decomposition(b: "Builder", grad: "Value", scale: "Value") -> "Value":
-    # g * (1 / s)
+@register_update("optim.unscale_grad")
+def unscale_grad_decomposition(b: "Builder", store: Store, grad: "Value", scale: "Value") -> "Value":
+    # g * (1 / s), 1 / s in the scale's dtype   (torch: grad.mul_(1 / scale), a Python float)
     return b.mul(grad, b.div(constant(b, 1.0, scale), scale))
-
