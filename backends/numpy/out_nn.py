@@ -13,6 +13,7 @@ from typing import Callable
 
 import numpy as np
 
+from kiln.backends.numpy.half_cast import cast_into  # noqa: F401  (the emitted tensor.cast's, as _nn.cast_into)
 from kiln.compiler.ops.transformer import GELU_EXP_CAP, GELU_TANH_CUBIC, GELU_TANH_LINEAR
 
 
