@@ -14,13 +14,17 @@ rounds once go back to float16 (``narrow_half``): same values, but no float32 co
 
 ``KEPT_IN_HALF`` lists them: the matmul (cuBLAS ``gemmEx`` with ``CUBLAS_COMPUTE_32F``, float16 in and out, the
 compute type CuPy's ``matmul`` picks for float16 whatever ``set_compute_type`` says, ``gemm.py``) and the row
-kernels (``row_kernels.py``: softmax, log-softmax, the softmax gradient, masked softmax, layer norm), which load
-float16 rows, reduce and compute in float and store float16.
+kernels (``row_kernels.py``: softmax, log-softmax, the softmax gradient, masked softmax, layer norm; and
+``loss_kernels.py``: cross-entropy and its gradient), which load float16 rows, reduce and compute in float and store
+float16 (a loss: its float value rounded once).
 """
 
 from __future__ import annotations
 
+import numpy as np
+
 from kiln.backends.cupy.expressions import BF16_UNSUPPORTED
+from kiln.backends.cupy.loss_kernels import cross_entropy_rows_apply
 from kiln.backends.cupy.row_kernels import masked_rows_apply, row_op_fuses
 from kiln.compiler.errors import LoweringError
 from kiln.compiler.ir.builder import Builder
@@ -31,7 +35,8 @@ from kiln.compiler.passes.constant_fold import ConstantFold
 from kiln.compiler.passes.rewrite import replace_uses
 from kiln.compiler.passes.widen_half import WidenHalf
 
-KEPT_IN_HALF = frozenset({"tensor.matmul", "nn.softmax", "nn.log_softmax", "nn.softmax_grad", "nn.masked_softmax", "nn.layer_norm"})
+KEPT_IN_HALF = frozenset({"tensor.matmul", "nn.softmax", "nn.log_softmax", "nn.softmax_grad", "nn.masked_softmax", "nn.layer_norm",
+                          "nn.cross_entropy", "nn.cross_entropy_grad"})
 """Ops whose CuPy kernel computes float16 operands in float32 and rounds its result once (see the module docstring)."""
 
 
@@ -52,10 +57,20 @@ def compute_half_in_float(graph: Graph) -> None:
     if not any(v.type.dtype is DType.f16 for v in _values(graph)):
         return
     WidenHalf().run(graph)
-    ConstantFold().run(graph)  # a float16 constant cast to float32 (the loss's seed gradient) is a float32 constant
     for op in list(graph.ops):
         if op.name in KEPT_IN_HALF and _widened_from_half(op) and _half_kernel_applies(op):
             narrow(graph, op)
+    drop_round_trips(graph)
+    ConstantFold().run(graph)  # a float16 constant cast to float32 (a scale in an update) is a float32 constant
+
+
+def drop_round_trips(graph: Graph) -> None:
+    """``cast(cast(x, f32), f16)`` of a float16 ``x`` is ``x``: float32 holds every float16 exactly. (The other way
+    round, float32 to float16 and back, rounds: ``widen-half`` keeps those, and so does this.)"""
+    for op in graph.ops:
+        inner = op.operands[0].producer if op.operands else None
+        if _is_cast(op, DType.f32, DType.f16) and _is_cast(inner, DType.f16, DType.f32):
+            replace_uses(graph, op.results[0], inner.operands[0])
 
 
 def _values(graph: Graph) -> list[Value]:
@@ -68,19 +83,25 @@ VIEWS = frozenset({"tensor.transpose", "tensor.reshape", "tensor.expand_dims", "
 
 
 def _from_half(value: Value) -> bool:
-    """``value`` is a float16 value cast to float32, or a view of one."""
+    """``value`` is a float16 value cast to float32, a view of one, or a float32 constant that float16 holds exactly
+    (the loss's seed cotangent, 1.0)."""
     producer = value.producer
     if producer is not None and producer.name in VIEWS:
         return _from_half(producer.operands[0])
+    if value.type.dtype is DType.f32 and producer is not None and producer.name == "tensor.constant":
+        array = np.asarray(producer.attrs["value"])
+        return bool(np.array_equal(array.astype(np.float16).astype(array.dtype), array, equal_nan=True))
     return value.type.dtype is DType.f32 and _is_cast(producer, DType.f16, DType.f32)
 
 
 def _half_value(build: Builder, value: Value) -> Value:
-    """The float16 value ``value`` was cast from, its views rebuilt on it (see ``_from_half``)."""
+    """The float16 value ``value`` was cast from, its views rebuilt on it, or the float16 constant (``_from_half``)."""
     producer = value.producer
     assert producer is not None
     if producer.name in VIEWS:
         return build.create(producer.name, [_half_value(build, producer.operands[0])], dict(producer.attrs)).results[0]
+    if producer.name == "tensor.constant":
+        return build.constant(np.asarray(producer.attrs["value"]).astype(np.float16))
     return producer.operands[0]
 
 
@@ -96,6 +117,9 @@ def _half_kernel_applies(op: Op) -> bool:
     """The row kernel fits (an axis to reduce over, a mask it can read); the matmul always."""
     if op.name == "nn.masked_softmax":
         return masked_rows_apply(op.operands[0].type, op.operands[1].type)
+    if op.name in ("nn.cross_entropy", "nn.cross_entropy_grad"):
+        weighted = len(op.operands) > (3 if op.name.endswith("grad") else 2)
+        return cross_entropy_rows_apply(op.operands[0].type, op.operands[1].type, weighted)
     if op.name in ("nn.softmax", "nn.log_softmax", "nn.softmax_grad", "nn.layer_norm"):
         return row_op_fuses(op.name, op.attrs.get("axis"), op.operands[0].type.rank, DType.f16)
     return True

@@ -12,7 +12,9 @@ dx_ij  = (softmax(x_i)_j - (1 - eps) [j == y_i] - eps / C) * scale_i   (0 where 
 ```
 
 with ``eps`` the label smoothing and ``scale_i`` the loss's cotangent (divided by the kept count for a mean).
-Class weights, probability targets and logits with more than two axes keep the general path.
+Class weights, probability targets and logits with more than two axes keep the general path. float16 logits are
+read as float16 and everything else is float: the per-row losses, their sum (rounded to float16 once, at the end)
+and the cotangent's scale; the gradient is stored as float16.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from kiln.backends.cupy.expressions import c_type
-from kiln.backends.cupy.row_kernels import THREADS, RawSource, block_reduce
+from kiln.backends.cupy.expressions import STORAGE_TYPES, c_type
+from kiln.backends.cupy.row_kernels import ROW_DTYPES, THREADS, RawSource, block_reduce, computed_in, half_header, load, store
 from kiln.compiler.ir.types import DType, TensorType
 
 LOWEST = {"float": "(-3.402823466e+38f)", "double": "(-1.7976931348623157e+308)"}
@@ -32,8 +34,8 @@ QUIET_NAN = {"float": "__int_as_float(0x7fc00000)", "double": "__longlong_as_dou
 
 
 def cross_entropy_rows_apply(logits: TensorType, target: TensorType, weighted: bool) -> bool:
-    """``(N, C)`` f32/f64 logits, ``(N,)`` integer labels, no class weight: the row kernels' case."""
-    return (logits.rank == 2 and logits.dtype in (DType.f32, DType.f64) and target.rank == 1
+    """``(N, C)`` f16/f32/f64 logits, ``(N,)`` integer labels, no class weight: the row kernels' case."""
+    return (logits.rank == 2 and logits.dtype in ROW_DTYPES and target.rank == 1
             and target.dtype in (DType.i32, DType.i64) and not weighted)
 
 
@@ -59,16 +61,17 @@ def _block_logsumexp(t: str) -> str:
 }}"""
 
 
-def _row_logsumexp(t: str, summed: bool = False) -> str:
+def _row_logsumexp(dtype: DType, summed: bool = False) -> str:
     """The body's first pass: this row's label, ``top`` and ``total`` (and with ``summed``, ``sum`` of its logits)."""
+    t = c_type(dtype)
     return f"""    __shared__ {t} scratch_top[{THREADS}];
     __shared__ {t} scratch_total[{THREADS}];
-    const {t}* in = x + blockIdx.x * cols;
+    const {STORAGE_TYPES[dtype]}* in = x + blockIdx.x * cols;
     const long long label = labels[blockIdx.x];
     const bool kept = label != ignore_index;
     {t} top = {LOWEST[t]}, total = 0{", sum = 0" if summed else ""};
     for (long long j = threadIdx.x; j < cols; j += blockDim.x) {{
-        const {t} v = in[j];
+        const {t} v = {load(dtype, "in[j]")};
         if (v > top) {{ total = total * exp(top - v) + 1; top = v; }} else {{ total += exp(v - top); }}{" sum += v;" if summed else ""}
     }}
     kiln_block_logsumexp_{t}(&top, &total, scratch_top, scratch_total);"""
@@ -76,15 +79,15 @@ def _row_logsumexp(t: str, summed: bool = False) -> str:
 
 def cross_entropy_loss_source(dtype: DType) -> RawSource:
     """Per-row losses: ``(x, labels int64, loss, cols, ignore_index, smoothing)``, one block per row."""
-    t = c_type(dtype)
+    t, e = c_type(dtype), STORAGE_TYPES[dtype]
     name = f"kiln_cross_entropy_rows_{dtype}"
-    code = f"""{block_reduce(t)}
+    code = f"""{half_header(dtype)}{block_reduce(t)}
 {_block_logsumexp(t)}
-extern "C" __global__ void {name}(const {t}* x, const long long* labels, {t}* loss, long long cols, long long ignore_index, {t} smoothing) {{
-{_row_logsumexp(t, summed=True)}
+extern "C" __global__ void {name}(const {e}* x, const long long* labels, {t}* loss, long long cols, long long ignore_index, {t} smoothing) {{
+{_row_logsumexp(dtype, summed=True)}
     const {t} row_sum = kiln_block_sum_{t}(sum, scratch_top);
     if (threadIdx.x == 0) {{
-        const {t} picked = (label >= 0 && label < cols) ? in[label] : {QUIET_NAN[t]};  // out of range: the deferred check raises
+        const {t} picked = (label >= 0 && label < cols) ? {load(dtype, "in[label]")} : {QUIET_NAN[t]};  // out of range: the deferred check raises
         const {t} spread = smoothing != 0 ? smoothing * row_sum / ({t})cols : ({t})0;  // -inf logits: no 0 * -inf
         loss[blockIdx.x] = kept ? top + log(total) - (1 - smoothing) * picked - spread : ({t})0;
     }}
@@ -96,19 +99,19 @@ extern "C" __global__ void {name}(const {t}* x, const long long* labels, {t}* lo
 def cross_entropy_grad_source(dtype: DType) -> RawSource:
     """Gradient rows: ``(x, labels int64, scale, scale_stride, dx, cols, ignore_index, smoothing)``; ``scale[i * stride]``
     is row ``i``'s factor (stride 0: one factor for every row)."""
-    t = c_type(dtype)
+    t, e = c_type(dtype), STORAGE_TYPES[dtype]
     name = f"kiln_cross_entropy_grad_rows_{dtype}"
-    code = f"""{_block_logsumexp(t)}
-extern "C" __global__ void {name}(const {t}* x, const long long* labels, const {t}* scale, long long scale_stride, {t}* dx,
+    code = f"""{half_header(dtype)}{_block_logsumexp(t)}
+extern "C" __global__ void {name}(const {e}* x, const long long* labels, const {t}* scale, long long scale_stride, {e}* dx,
                                   long long cols, long long ignore_index, {t} smoothing) {{
-{_row_logsumexp(t)}
-    {t}* out = dx + blockIdx.x * cols;
+{_row_logsumexp(dtype)}
+    {e}* out = dx + blockIdx.x * cols;
     const {t} factor = kept ? scale[blockIdx.x * scale_stride] : ({t})0;
     const {t} inverse_total = ({t})1 / total;
     const {t} spread = smoothing / ({t})cols;
     for (long long j = threadIdx.x; j < cols; j += blockDim.x) {{
         const {t} target = (j == label ? 1 - smoothing : ({t})0) + spread;
-        out[j] = (exp(in[j] - top) * inverse_total - target) * factor;
+        out[j] = {store(dtype, f"(exp({load(dtype, 'in[j]')} - top) * inverse_total - target) * factor")};
     }}
 }}
 """
@@ -130,15 +133,14 @@ def cross_entropy_kernels(cupy: Any, fallback: dict[str, Callable[..., Any]], la
     def loss(logits: Any, target: Any, weight: Any = None, *, reduction: str, ignore_index: int = -100, label_smoothing: float = 0.0) -> Any:
         if not applies(logits, target, weight):
             return fallback["nn.cross_entropy"](logits, target, weight, reduction=reduction, ignore_index=ignore_index, label_smoothing=label_smoothing)
-        logits, dtype = cupy.ascontiguousarray(logits), DType.of(logits.dtype)
-        per_row = cupy.empty(logits.shape[0], logits.dtype)
+        logits, dtype, computed = cupy.ascontiguousarray(logits), DType.of(logits.dtype), computed_in(logits.dtype)
+        per_row = cupy.empty(logits.shape[0], computed)
         labels = labels_of("nn.cross_entropy", logits, target, ignore_index)
         launch(cross_entropy_loss_source(dtype), logits.shape[0], logits, labels, per_row, np.int64(logits.shape[1]),
-               np.int64(ignore_index), logits.dtype.type(label_smoothing))
-        if reduction == "none":
-            return per_row
-        total = per_row.sum()
-        return total if reduction == "sum" else total / _kept(labels, ignore_index, logits.dtype)
+               np.int64(ignore_index), computed(label_smoothing))
+        if reduction != "none":
+            per_row = per_row.sum() if reduction == "sum" else per_row.sum() / _kept(labels, ignore_index, computed)
+        return per_row.astype(logits.dtype, copy=False)  # float16 logits: the float loss rounded once
 
     def grad(logits: Any, target: Any, cotangent: Any, weight: Any = None, *, reduction: str, ignore_index: int = -100,
              label_smoothing: float = 0.0) -> Any:
@@ -147,11 +149,13 @@ def cross_entropy_kernels(cupy: Any, fallback: dict[str, Callable[..., Any]], la
                                                      label_smoothing=label_smoothing)
         logits, dtype = cupy.ascontiguousarray(logits), DType.of(logits.dtype)
         labels = labels_of("nn.cross_entropy_grad", logits, target, ignore_index)
-        scale = cotangent if reduction != "mean" else cotangent / _kept(labels, ignore_index, logits.dtype)
-        scale = cupy.ascontiguousarray(scale, dtype=logits.dtype).reshape(-1)
+        computed = computed_in(logits.dtype)
+        cotangent = cotangent.astype(computed, copy=False)  # a float16 cotangent scales in float
+        scale = cotangent if reduction != "mean" else cotangent / _kept(labels, ignore_index, computed)
+        scale = cupy.ascontiguousarray(scale, dtype=computed).reshape(-1)
         dx = cupy.empty_like(logits)
         launch(cross_entropy_grad_source(dtype), logits.shape[0], logits, labels, scale, np.int64(1 if reduction == "none" else 0), dx,
-               np.int64(logits.shape[1]), np.int64(ignore_index), logits.dtype.type(label_smoothing))
+               np.int64(logits.shape[1]), np.int64(ignore_index), computed(label_smoothing))
         return dx
 
     return {"nn.cross_entropy": loss, "nn.cross_entropy_grad": grad}

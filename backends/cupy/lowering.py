@@ -40,7 +40,7 @@ from kiln.backends.cupy.gemm import device_matmul, device_transpose
 from kiln.backends.cupy.loss_kernels import cross_entropy_kernels
 from kiln.backends.cupy.philox import launch_shape, philox_uniform_source
 from kiln.backends.cupy.running_scans import log_depth_running
-from kiln.backends.cupy.row_kernels import (THREADS, layer_norm_grad_blocks, layer_norm_grad_source, layer_norm_source, masked_rows_apply,
+from kiln.backends.cupy.row_kernels import (THREADS, computed_in, layer_norm_grad_blocks, layer_norm_grad_source, layer_norm_source, masked_rows_apply,
                                             masked_softmax_source, row_op_fuses, softmax_grad_source, softmax_source)
 from kiln.compiler.ir.types import DType, TensorType, normalize_axes
 from kiln.compiler.ops.transformer import MASKED_SCORE
@@ -327,12 +327,6 @@ def row_kernels(cupy: Any, fallback: dict[str, Callable[..., Any]]) -> dict[str,
 
     return {"nn.softmax": softmax(False), "nn.log_softmax": softmax(True), "nn.softmax_grad": softmax_grad,
             "nn.masked_softmax": masked_softmax, "nn.layer_norm": layer_norm, "nn.layer_norm_grad": layer_norm_grad}
-
-
-def computed_in(dtype: np.dtype) -> type:
-    """The NumPy scalar type of a row kernel's scalar parameter for rows of ``dtype``: float32 for float16 rows (the
-    kernel computes in float, and CuPy passes a scalar by its own size), else ``dtype``'s."""
-    return np.float32 if dtype == np.float16 else dtype.type
 
 
 def static_table() -> LoweringTable:

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from kiln.backends.cupy.expressions import STORAGE_TYPES, _extreme, c_type
 from kiln.compiler.ir.types import DType, TensorType
 from kiln.compiler.ops.transformer import MASKED_SCORE
@@ -37,6 +39,12 @@ def load(dtype: DType, element: str) -> str:
 def store(dtype: DType, value: str) -> str:
     """A computed value as the element written to memory (float16: ``__float2half_rn``, to nearest even)."""
     return f"__float2half_rn({value})" if dtype is DType.f16 else value
+
+
+def computed_in(dtype: np.dtype) -> type:
+    """The NumPy scalar type of a row kernel's float parameters and float scratch arrays for rows of ``dtype``:
+    float32 for float16 rows (the kernel computes in float, and CuPy passes a scalar by its own size), else ``dtype``'s."""
+    return np.float32 if dtype == np.float16 else dtype.type
 
 
 def half_header(dtype: DType) -> str:

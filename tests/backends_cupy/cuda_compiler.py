@@ -34,16 +34,53 @@ class CudaCompileError(AssertionError):
 def cuda_compiler(options: tuple[str, ...] = ()) -> Callable[[str, str], None]:
     """``compile(source, name)``, raising ``CudaCompileError`` with the compiler's log; skips (or fails) without one.
 
-    ``options``: more compiler flags (``-I`` include directories, ``--std=c++17``).
+    ``options``: more compiler flags (``-I`` include directories, ``--std=c++17``). The directory holding
+    ``cuda_fp16.h`` is added when one is found (``half_include_options``): NVRTC has no default include path, and
+    float16 kernels include it; a source that does skips (or fails) without it.
     """
     for find in (_cupy_nvrtc, _wheel_nvrtc, _nvcc):
-        compile_cuda = find(options)
+        compile_cuda = find(options + half_include_options())
         if compile_cuda is not None:
-            return compile_cuda
-    message = "no CUDA compiler here (CuPy's NVRTC, the nvidia-cuda-nvrtc-cu12 wheel, nvcc); pip install '.[test]'"
+            return _needing_half_header(compile_cuda)
+    _missing("no CUDA compiler here (CuPy's NVRTC, the nvidia-cuda-nvrtc-cu12 wheel, nvcc); pip install '.[test]'")
+
+
+def _missing(message: str) -> None:
     if os.environ.get("KILN_REQUIRE_ORACLES") == "1":
         pytest.fail(f"{message} (KILN_REQUIRE_ORACLES=1)")
     pytest.skip(message)
+
+
+HALF_HEADER = "cuda_fp16.h"
+
+
+def half_header_directory() -> pathlib.Path | None:
+    """A directory holding ``cuda_fp16.h`` (and the ``cuda_fp16.hpp`` it includes): the ``nvidia-cuda-runtime`` wheel's,
+    ``$CUDA_PATH``'s or ``$CUDA_HOME``'s, or a CUDA toolkit under /usr/local; ``None`` when there is none."""
+    candidates = []
+    try:
+        import nvidia
+
+        candidates += [pathlib.Path(root, package, "include") for root in nvidia.__path__ for package in ("cuda_runtime", "cu13", "cu12")]
+    except ImportError:
+        pass
+    candidates += [pathlib.Path(os.environ[name], "include") for name in ("CUDA_PATH", "CUDA_HOME") if name in os.environ]
+    candidates += [pathlib.Path("/usr/local/cuda/include"), *sorted(pathlib.Path("/usr/local").glob("cuda-*/include"), reverse=True)]
+    return next((path for path in candidates if (path / HALF_HEADER).is_file() and (path / "cuda_fp16.hpp").is_file()), None)
+
+
+def half_include_options() -> tuple[str, ...]:
+    directory = half_header_directory()
+    return () if directory is None else (f"-I{directory}",)
+
+
+def _needing_half_header(compile_cuda: Callable[[str, str], None]) -> Callable[[str, str], None]:
+    def compile_source(source: str, name: str) -> None:
+        if HALF_HEADER in source and half_header_directory() is None:
+            _missing(f"{name} includes {HALF_HEADER}, which is nowhere here (nvidia-cuda-runtime wheel, $CUDA_PATH, /usr/local/cuda*)")
+        compile_cuda(source, name)
+
+    return compile_source
 
 
 def translation_unit(source: ElementwiseSource | ReductionSource) -> str:
@@ -51,6 +88,27 @@ def translation_unit(source: ElementwiseSource | ReductionSource) -> str:
     if isinstance(source, ReductionSource):
         source = ElementwiseSource(source.name, source.in_params, source.out_params, f"y0 = {source.map_expr};", source.preamble)
     return standalone_source(source)
+
+
+CUPY_FLOAT16 = """struct float16 {  // what CuPy's ElementwiseKernel gives a float16 parameter (cupy/_core/include/cupy/float16.cuh)
+    __half data_;
+    __device__ float16() {}
+    __device__ float16(float v) : data_(__float2half(v)) {}            // implicit from float
+    explicit __device__ float16(const __half& v) : data_(v) {}         // explicit from __half
+    __device__ operator float() const { return __half2float(data_); }  // implicit to float, and to nothing else
+    float16& operator=(const float16&) = default;
+    template <typename T> __device__ float16& operator=(const T& rhs) { *this = static_cast<float16>(rhs); return *this; }
+};
+"""
+
+
+def cupy_float16_unit(source: ElementwiseSource) -> str:
+    """``translation_unit(source)`` with its float16 parameters typed as CuPy types them (a class converting implicitly
+    to and from float only, not ``__half``), so a body that compiles here compiles in CuPy's ElementwiseKernel too."""
+    unit = translation_unit(source)
+    for old, new in (("const __half* ", "const float16* "), ("__half* ", "float16* "), ("const __half ", "const float16 "), ("__half& ", "float16& ")):
+        unit = unit.replace(old, new)
+    return unit.replace("#include <cuda_fp16.h>\n", "#include <cuda_fp16.h>\n" + CUPY_FLOAT16, 1)
 
 
 def _cupy_nvrtc(options: tuple[str, ...]) -> Callable[[str, str], None] | None:

@@ -46,6 +46,32 @@ def matmul_epilogue() -> Graph:
     return _graph("dense", types, lambda b, x, w, bias: [b.op("tensor.relu", b.op("tensor.add", b.op("tensor.matmul", x, w), bias))])
 
 
+F16 = DType.f16
+
+
+def add_relu_f16() -> Graph:
+    # relu(x + bias) in float16: each op computed in float and rounded to half (widen-half's casts, fused)
+    return _graph("add_relu_f16", [TensorType(("N", 128), F16), TensorType((128,), F16)],
+                  lambda b, x, bias: [b.op("tensor.relu", b.op("tensor.add", x, bias))])
+
+
+def adam_update_f16() -> Graph:
+    # AdamW on float16 parameter, gradient and moments; lr a float32 scalar (compiler/ops/optim.hyper_dtype)
+    types = [TensorType((64, 10), F16)] * 4 + [TensorType((), F32), TensorType((), DType.i64)]
+    return _graph("adam_f16", types, lambda b, w, g, m, v, lr, step: list(b.op("optim.adam_update", w, g, m, v, lr, step, decoupled=True, weight_decay=0.01)))
+
+
+HALF_GROUPS = {
+    "add_relu_f16": add_relu_f16,
+    "adam_update_f16": adam_update_f16,
+}
+"""Golden-file stem -> a float16 graph: loads of ``__half``, float arithmetic, ``__float2half_rn`` stores."""
+HALF_TOLERANCE = {"rtol": 2.0 ** -9, "atol": 2.0 ** -14}
+"""float16 results against the NumPy backend's: both compute each op in float32 and round it, so a value differs only
+where a float32 result (a CUDA ``expf``/``sqrtf``/division against NumPy's) lands on the other side of a float16
+rounding boundary: one float16 ulp, 2**-10 relative, either way (rtol 2**-9); atol is float16's smallest normal."""
+
+
 GROUPS = {
     "add_relu_broadcast": add_relu_broadcast,
     "sgd_update": sgd_update,

@@ -11,6 +11,7 @@ import numpy as np
 import kiln
 import kiln.nn as nn
 import kiln.nn.functional as F
+from kiln.compiler.ir import DType
 from kiln.runtime.data import lm_loss
 
 EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "..", "examples")
@@ -66,19 +67,29 @@ MODELS: dict[str, tuple[Callable[[], nn.Module], Callable[..., tuple[np.ndarray,
 """name -> (model, batch(rng), loss, optimizer(params))."""
 
 
-def step_for(name: str, backend: str = "numpy", seed: int = 0, optimizer: Callable[..., Any] | None = None):
-    """``(model, step, rng)``: the same initial weights for every backend given the seed."""
+def step_for(name: str, backend: str = "numpy", seed: int = 0, optimizer: Callable[..., Any] | None = None, dtype: Any = None):
+    """``(model, step, rng)``: the same initial weights for every backend given the seed; ``dtype`` (``kiln.float16``)
+    converts the model's parameters after initialisation (feed it ``batch_in``'s batches)."""
     make, _, loss, default_optimizer = MODELS[name]
     kiln.manual_seed(seed)
-    model = make()
+    model = make() if dtype is None else make().to(dtype)
     step = kiln.compile_train_step(model, loss, (optimizer or default_optimizer)(model.parameters()), backend=backend)
     return model, step, np.random.default_rng(seed)
 
 
-def step_graph(name: str, optimizer: Callable[..., Any] | None = None) -> kiln.Graph:
+def batch_in(name: str, rng: np.random.Generator, dtype: Any = None) -> tuple[np.ndarray, ...]:
+    """One batch of ``name``'s, its float arrays in ``dtype`` (a NumPy dtype, or kiln's: ``kiln.float16``) if given."""
+    batch = MODELS[name][1](rng)
+    if dtype is None:
+        return batch
+    numpy_dtype = DType.of(dtype).numpy
+    return tuple(a.astype(numpy_dtype) if a.dtype.kind == "f" else a for a in batch)
+
+
+def step_graph(name: str, optimizer: Callable[..., Any] | None = None, dtype: Any = None) -> kiln.Graph:
     """The step graph of one model (compiled and run once on NumPy), before any backend lowering."""
-    _, step, rng = step_for(name, optimizer=optimizer)
-    step(*MODELS[name][1](rng))
+    _, step, rng = step_for(name, optimizer=optimizer, dtype=dtype)
+    step(*batch_in(name, rng, dtype))
     return step.graph
 
 

@@ -12,7 +12,7 @@ import pathlib
 import pytest
 
 from cuda_compiler import CudaCompileError, cuda_compiler, translation_unit
-from cupy_groups import GROUPS, fused_ops
+from cupy_groups import GROUPS, HALF_GROUPS, fused_ops
 from kiln.backends.cupy.codegen import group_kernels
 from kiln.backends.cupy.loss_kernels import cross_entropy_grad_source, cross_entropy_loss_source
 from kiln.backends.cupy.philox import philox_uniform_source
@@ -32,6 +32,9 @@ ROW_KERNELS = {
     "row_masked_softmax_f32": lambda: masked_softmax_source(DType.f32),
     "row_cross_entropy_f32": lambda: cross_entropy_loss_source(DType.f32),
     "row_cross_entropy_grad_f64": lambda: cross_entropy_grad_source(DType.f64),
+    "row_softmax_f16": lambda: softmax_source(DType.f16),
+    "row_layer_norm_f16": lambda: layer_norm_source(DType.f16),
+    "row_softmax_grad_f16": lambda: softmax_grad_source(DType.f16),
     "philox_uniform_f32": lambda: philox_uniform_source(DType.f32),
     "philox_uniform_f64": lambda: philox_uniform_source(DType.f64),
 }
@@ -39,14 +42,17 @@ ROW_KERNELS = {
 cross-entropy rows; the Philox draw)."""
 
 
+ALL_GROUPS = GROUPS | HALF_GROUPS
+
+
 def rendered(stem: str) -> str:
     if stem in ROW_KERNELS:
         return ROW_KERNELS[stem]().text()
-    sources = [source for op in fused_ops(GROUPS[stem]()) for source in group_kernels(op).sources()]
+    sources = [source for op in fused_ops(ALL_GROUPS[stem]()) for source in group_kernels(op).sources()]
     return "\n".join(source.text() for source in sources)
 
 
-@pytest.mark.parametrize("stem", sorted(GROUPS) + sorted(ROW_KERNELS))
+@pytest.mark.parametrize("stem", sorted(ALL_GROUPS) + sorted(ROW_KERNELS))
 def test_generated_source_matches_golden(stem: str):
     path = GOLDEN / f"{stem}.cu"
     text = rendered(stem)
@@ -57,13 +63,15 @@ def test_generated_source_matches_golden(stem: str):
 
 
 def test_each_group_is_one_fused_op_with_the_expected_kernels():
-    kinds = {stem: [type(s).__name__ for op in fused_ops(make()) for s in group_kernels(op).sources()] for stem, make in GROUPS.items()}
+    kinds = {stem: [type(s).__name__ for op in fused_ops(make()) for s in group_kernels(op).sources()] for stem, make in ALL_GROUPS.items()}
     assert kinds == {
         "add_relu_broadcast": ["ElementwiseSource"],
         "sgd_update": ["ElementwiseSource"],
         "adam_update": ["ElementwiseSource"],  # new param, m and v: three outputs of one kernel
         "exp_sum_reduction": ["ReductionSource"],
         "matmul_epilogue": ["ElementwiseSource"],  # after the cuBLAS GEMM
+        "add_relu_f16": ["ElementwiseSource"],  # widen-half's casts fused in: no extra kernel
+        "adam_update_f16": ["ElementwiseSource"],
     }
 
 
@@ -81,10 +89,10 @@ def test_unknown_elementwise_op_is_a_clear_error():
         c_expression("tensor.frobnicate", ["x0"], {}, DType.f32)
 
 
-@pytest.mark.parametrize("stem", sorted(GROUPS))
+@pytest.mark.parametrize("stem", sorted(ALL_GROUPS))
 def test_generated_source_compiles_as_cuda(stem: str):
     compile_cuda = cuda_compiler()
-    for op in fused_ops(GROUPS[stem]()):
+    for op in fused_ops(ALL_GROUPS[stem]()):
         for source in group_kernels(op).sources():
             compile_cuda(translation_unit(source), source.name)
 

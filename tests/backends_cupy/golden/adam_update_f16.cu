@@ -1,0 +1,49 @@
+// elementwise kernel kiln_ew_cast_cast_cast_c18ab63615
+// in:  float16 x0, float16 x1, float32 x2, float64 x3, float64 x4, float16 x5, float16 x6, float32 x7, float32 x8, float32 x9, int64 x10, float64 x11, float64 x12, float32 x13
+// out: float16 y0, float16 y1, float16 y2
+#include <cuda_fp16.h>
+const float h0 = (float)(x0);
+const float h1 = (float)(x1);
+const float h5 = (float)(x5);
+const float h6 = (float)(x6);
+const float t14 = (float)(h0);
+const float t15 = (float)(h1);
+const double t16 = (double)(x2);
+const double t17 = (t16 * x3);
+const double t18 = (x4 - t17);
+const float t19 = (float)(t18);
+const float t20 = (t14 * t19);
+const float t21 = (float)(h5);
+const float t22 = (float)(h6);
+const float t23 = (t21 - t22);
+const float t24 = (x7 * t23);
+const float t25 = (float)(h6);
+const float t26 = (t25 + t24);
+const float t27 = (t15 * x8);
+const float t28 = (float)(h5);
+const float t29 = (x9 * t28);
+const float t30 = (float)(h5);
+const float t31 = (t29 * t30);
+const float t32 = (t27 + t31);
+const double t33 = (double)(x10);
+const double t34 = pow(x11, t33);
+const double t35 = (x4 - t34);
+const double t36 = (t16 / t35);
+const double t37 = pow(x12, t33);
+const double t38 = (x4 - t37);
+const double t39 = sqrt(t38);
+const float t40 = (float)(t39);
+const float t41 = sqrt(t32);
+const float t42 = (t41 / t40);
+const float t43 = (t42 + x13);
+const double t44 = (-t36);
+const float t45 = (float)(t44);
+const float t46 = (t45 * t26);
+const float t47 = (t46 / t43);
+const float t48 = (t20 + t47);
+const float t49 = __half2float(__float2half_rn((float)(t48)));
+const float t50 = __half2float(__float2half_rn((float)(t26)));
+const float t51 = __half2float(__float2half_rn((float)(t32)));
+y0 = __float2half_rn(t49);
+y1 = __float2half_rn(t50);
+y2 = __float2half_rn(t51);
