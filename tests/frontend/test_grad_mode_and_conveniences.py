@@ -98,8 +98,10 @@ def test_training_loop_conveniences_behave_as_pytorch_code_expects():
     assert next(model.parameters()).dtype is kiln.DType.f64
     detached = model.weight.detach()
     assert detached.numpy() is model.weight.data and not detached.requires_grad and model.weight.requires_grad
-    with pytest.raises(kiln.KilnError, match="float32 or float64"):
-        model.half()
+    model.half()
+    assert next(model.parameters()).dtype is kiln.DType.f16 and model.weight.data.dtype == np.float16
+    model.bfloat16()
+    assert next(model.parameters()).dtype is kiln.DType.bf16
 
 
 def test_grad_treats_a_closed_over_copy_of_its_argument_as_a_constant():

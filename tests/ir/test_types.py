@@ -1,5 +1,6 @@
 """DType and TensorType: construction, text form, symbolic dims, broadcasting and axes."""
 
+import ml_dtypes
 import numpy as np
 import pytest
 from hypothesis import given
@@ -73,8 +74,8 @@ def test_dtype_kinds_and_numpy():
     assert [d.name for d in DType if d.is_float] == ["f16", "bf16", "f32", "f64"]
     assert [d.name for d in DType if d.is_int] == ["i32", "i64"]
     assert DType.f16.numpy == np.float16 and DType.bool.numpy == np.bool_
-    with pytest.raises(ShapeError, match="bf16 is reserved"):
-        DType.bf16.numpy
+    assert DType.bf16.numpy == ml_dtypes.bfloat16 and DType.of(np.dtype(ml_dtypes.bfloat16)) is DType.bf16
+    assert [d.name for d in DType if d.is_half] == ["f16", "bf16"]
 
 
 @pytest.mark.parametrize(
