@@ -26,7 +26,8 @@ from kiln.frontend.tensor_linalg import LinalgMethods
 from kiln.frontend.tensor_math import MathMethods
 from kiln.frontend.tensor_more import MoreMethods
 from kiln.frontend.tensor_type_call import TensorTypeCall
-from kiln.frontend.torch_printoptions import array2string_options
+from kiln.frontend.torch_printoptions import array2string_options, text_options
+from kiln.frontend.torch_tensor_text import tensor_text
 from kiln.frontend.torch_size import Size
 from kiln.frontend.tensor_methods import TorchMethods, _flatten_args, _floating, _is_one
 from kiln.frontend.torch_dtypes import get_default_dtype
@@ -102,8 +103,11 @@ class Tensor(EagerMethods, InPlaceMethods, TorchMethods, MathMethods, DeviceMeth
         array = eager_array(self)
         if array is None:
             return f"Tensor({self.type})"
+        default = get_default_dtype().numpy
+        if DType.of(array.dtype).is_half:
+            return tensor_text(array, text_options(), default)  # PyTorch's text, digit for digit (frontend/torch_tensor_text.py)
         body = np.array2string(array, separator=", ", prefix="tensor(", **array2string_options(array))  # kiln.set_printoptions
-        return f"tensor({body}{'' if array.dtype in (np.float32, np.int64, np.bool_) else f', dtype=kiln.{array.dtype}'})"
+        return f"tensor({body}{'' if array.dtype in (default, np.int64, np.bool_) else f', dtype=kiln.{array.dtype}'})"
 
     # arithmetic -----------------------------------------------------------
     def __add__(self, other: Any) -> "Tensor":

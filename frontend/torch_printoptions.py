@@ -7,8 +7,10 @@ kiln.set_printoptions(sci_mode=True)                  # tensor([1.6803e-01, ...]
 kiln.set_printoptions(profile="default")              # PyTorch's defaults: precision 4, threshold 1000, edgeitems 3, linewidth 80
 ```
 
-The digits come from NumPy's ``array2string``, so a tensor prints as NumPy prints its array (which is not always
-PyTorch's text). Until an option is set, tensors keep kiln's default printing (NumPy's precision 8, linewidth 75).
+float32, float64, integer and bool tensors take their digits from NumPy's ``array2string``, so they print as NumPy
+prints the array (not always PyTorch's text); until an option is set they keep kiln's default printing (NumPy's
+precision 8, linewidth 75). float16 and bfloat16 tensors print as PyTorch's, digit for digit, under these options at
+PyTorch's defaults (``text_options``; the rules are in ``frontend/torch_tensor_text.py``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ import math
 from typing import Any
 
 import numpy as np
+
+from kiln.compiler.ir.types import is_float_array_dtype
+from kiln.frontend.torch_tensor_text import TextOptions
 
 _PROFILES = {"default": {"precision": 4, "threshold": 1000, "edgeitems": 3, "linewidth": 80},
              "short": {"precision": 2, "threshold": 1000, "edgeitems": 2, "linewidth": 80},
@@ -59,9 +64,15 @@ def array2string_options(array: np.ndarray) -> dict[str, Any]:
     sci_mode = _options.get("sci_mode")
     if sci_mode is False:
         options["suppress_small"] = True  # NumPy: always fixed point
-    elif sci_mode and array.dtype.kind == "f":
+    elif sci_mode and is_float_array_dtype(array.dtype):
         options["formatter"] = {"float_kind": _scientific(array, options.get("precision", np.get_printoptions()["precision"]))}
     return options
+
+
+def text_options() -> TextOptions:
+    """The options in force for PyTorch's text (``torch_tensor_text.py``), PyTorch's defaults for those not set."""
+    given = {name: _options[name] for name in ("precision", "threshold", "edgeitems", "linewidth", "sci_mode") if name in _options}
+    return TextOptions(**given)
 
 
 def _scientific(array: np.ndarray, digits: int) -> Any:
