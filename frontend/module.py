@@ -7,6 +7,7 @@ those of the same PyTorch model, so weights move both ways as arrays.
 
 from __future__ import annotations
 
+import sys
 from collections import OrderedDict
 from typing import Any, Callable, Iterator, Mapping
 
@@ -388,9 +389,13 @@ class Module(HookMethods):
 
 
 def _to_numpy(value: Any) -> Any:
-    """Accept torch tensors too, without importing torch."""
+    """Accept torch tensors too, without importing torch (a bfloat16 one through its 16-bit words: torch's ``numpy()``
+    refuses bfloat16)."""
     if hasattr(value, "detach") and hasattr(value, "numpy"):
-        return value.detach().cpu().numpy()
+        value = value.detach().cpu()
+        if str(value.dtype) == "torch.bfloat16":
+            return value.view(sys.modules["torch"].int16).numpy().view(DType.bf16.numpy)
+        return value.numpy()
     return value
 
 

@@ -11,7 +11,7 @@ PyTorch's every form, casting when it names a dtype and ignoring the device.
 x.to(device)                 # x
 x.to(device, torch.float64)  # x.double()
 x.to(other)                  # other's dtype
-x.to(dtype=kiln.float16)     # the dtype's error: kiln computes in float32 or float64
+x.to(dtype=kiln.bfloat16)    # x.bfloat16(): stored in 16 bits, computed in float32 and rounded per op
 ```
 """
 

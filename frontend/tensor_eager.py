@@ -120,7 +120,8 @@ class EagerMethods:
         return producer is None or producer.name == "tensor.constant" or not self.requires_grad
 
     def numpy(self, *, force: bool = False) -> Any:
-        """The values as a NumPy array (the tensor's own array, as PyTorch's shares memory)."""
+        """The values as a NumPy array (the tensor's own array, as PyTorch's shares memory); a bfloat16 tensor's is an
+        ``ml_dtypes.bfloat16`` array, where torch refuses ("Got unsupported ScalarType BFloat16")."""
         array = eager_array(self)
         return super().numpy() if array is None else array  # type: ignore[misc]  (a traced tensor's refusal)
 

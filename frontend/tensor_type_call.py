@@ -9,6 +9,7 @@ x = kiln.tensor([1, 2])
 x.type()                        # 'torch.LongTensor', PyTorch's string, so ported comparisons hold
 x.type(kiln.float64)            # x.double()
 x.type("torch.DoubleTensor")    # the same ('kiln.DoubleTensor' and 'torch.cuda.DoubleTensor' too: no devices)
+x.type(kiln.HalfTensor)         # x.half(): a legacy constructor names its dtype (kiln.BFloat16Tensor: x.bfloat16())
 x.type.shape                    # (2,): still the IR type
 ```
 """
@@ -40,7 +41,7 @@ class TensorTypeCall(TensorType):
             raise TypeError(f"type() got unexpected keyword arguments {sorted(kwargs)}")
         if dtype is None:
             return f"torch.{TYPE_NAMES[self.dtype]}"
-        target = dtype_of_type_name(dtype) if isinstance(dtype, str) else DType.of(dtype)
+        target = dtype_of_type_name(dtype) if isinstance(dtype, str) else DType.of(getattr(dtype, "dtype", dtype))
         return self._tensor if target is self.dtype else self._tensor.to(target)
 
     def __eq__(self, other: object) -> bool:

@@ -6,6 +6,7 @@ kiln.result_type(int_tensor, 2.5)         # kiln.float32: a Python float takes t
 kiln.promote_types(kiln.int64, kiln.float32)   # kiln.float32, as torch's (a float of any width wins)
 kiln.finfo(kiln.float64).eps              # 2.220446049250313e-16
 kiln.set_default_dtype(kiln.float64)      # kiln.tensor([1.5]), kiln.zeros(3)... now float64
+cast_array(np.array([1 + 2**-11 + 2**-40]), DType.f16)   # [1.0], as torch.tensor(..., dtype=torch.float16)
 ```
 
 Promotion is PyTorch's: a floating dtype beats an integer one beats bool whatever their widths; within a kind the
@@ -41,6 +42,17 @@ def set_default_dtype(d: Any) -> None:
     if not dtype.is_float:
         raise located_error(f"set_default_dtype takes a float dtype (float16, bfloat16, float32 or float64), got {d!r}")
     _default_float[0] = dtype
+
+
+def cast_array(array: Any, dtype: Any) -> np.ndarray:
+    """``array`` as ``dtype``, rounded as PyTorch rounds: a float64 to float16 goes through float32 (c10's ``Half`` is
+    built from a ``float``), a double rounding NumPy's direct cast skips, so ``1 + 2**-11 + 2**-40`` is 1.0 as in
+    torch, not NumPy's 1.001. ``ml_dtypes``' bfloat16 already converts through float32."""
+    array, target = np.asarray(array), np.dtype(DType.of(dtype).numpy)
+    if target == np.float16 and array.dtype == np.float64:
+        array = array.astype(np.float32)
+    with np.errstate(over="ignore"):  # past the dtype's range is inf, silently, as in torch
+        return array.astype(target)
 
 
 def is_tensor(obj: Any) -> bool:

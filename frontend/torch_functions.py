@@ -17,15 +17,16 @@ from __future__ import annotations
 import math
 from typing import Any, Callable
 
+import ml_dtypes
 import numpy as np
 
-from kiln.compiler.ir.types import DType
+from kiln.compiler.ir.types import DType, is_float_array_dtype
 from kiln.frontend.tensor import Tensor, apply, eager_tensor
 from kiln.frontend.linalg_spectral import SPECTRAL_FORWARDED, nuclear_norm
 from kiln.frontend.linalg_factor import FACTOR_FORWARDED, chain_matmul, lu_unpack
 from kiln.frontend.tensor_extras import EXTRA_FORWARDED
 from kiln.frontend.tensor_methods import _flatten_args
-from kiln.frontend.torch_dtypes import get_default_dtype
+from kiln.frontend.torch_dtypes import cast_array, get_default_dtype
 from kiln.frontend.torch_generator import drawing_from
 from kiln.frontend.trace import TraceContext, located_error
 
@@ -44,7 +45,7 @@ def _created(array: np.ndarray) -> Any:
 def full(size: Any, fill_value: Any, *, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Any:
     shape = _flatten_args((size,) if isinstance(size, int) else tuple(size))
     default = "bool" if isinstance(fill_value, bool) else "int64" if isinstance(fill_value, int) else "float32"
-    scalar = np.asarray(fill_value, dtype=_dtype(dtype, default))
+    scalar = cast_array(fill_value, _dtype(dtype, default))
     if all(isinstance(d, int) for d in shape):
         return _requiring_grad(_created(np.full(shape, scalar)), requires_grad)
     return _created(scalar).broadcast_to(shape)
@@ -86,11 +87,11 @@ def arange(start: Any, end: Any = None, step: Any = 1, *, dtype: Any = None, dev
     if not all(isinstance(v, (int, float, np.number)) for v in (start, end, step)):
         raise located_error("arange takes numbers: a length from a symbolic dim is not known while tracing")
     integral = all(isinstance(v, (int, np.integer)) for v in (start, end, step))
-    return _requiring_grad(_created(np.arange(start, end, step).astype(_dtype(dtype, "int64" if integral else "float32"))), requires_grad)
+    return _requiring_grad(_created(cast_array(np.arange(start, end, step), _dtype(dtype, "int64" if integral else "float32"))), requires_grad)
 
 
 def linspace(start: float, end: float, steps: int, *, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Any:
-    return _requiring_grad(_created(np.linspace(start, end, steps).astype(_dtype(dtype, "float32"))), requires_grad)
+    return _requiring_grad(_created(cast_array(np.linspace(start, end, steps), _dtype(dtype, "float32"))), requires_grad)
 
 
 def eye(n: int, m: int | None = None, *, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Any:
@@ -102,9 +103,9 @@ def tensor(data: Any, *, dtype: Any = None, device: Any = None, requires_grad: b
     tensor keeps its dtype and is copied, as PyTorch's (``from_numpy`` shares it)."""
     array = np.array(data)
     if dtype is not None:
-        array = array.astype(_dtype(dtype, "float32"))
+        array = cast_array(array, _dtype(dtype, "float32"))
     elif not isinstance(data, (np.ndarray, np.generic, Tensor)) and array.dtype.kind in "fi":
-        array = array.astype(get_default_dtype().numpy if array.dtype.kind == "f" else np.int64)
+        array = cast_array(array, get_default_dtype() if array.dtype.kind == "f" else DType.i64)
     return _requiring_grad(_created(array), requires_grad)
 
 
@@ -119,7 +120,7 @@ def _leaf(array: np.ndarray) -> Any:
     fills (PyTorch's leaf tensor)."""
     from kiln.frontend.module import Parameter  # lazily: module builds on this file's Tensor
 
-    if array.dtype.kind != "f":
+    if not is_float_array_dtype(array.dtype):
         raise located_error(f"only floating-point tensors can require gradients, got {array.dtype}; pass dtype=kiln.float32")
     return Parameter(array)
 
@@ -132,14 +133,23 @@ def from_numpy(array: np.ndarray) -> Any:
 
 
 def rand_like(input: Tensor, *, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
-    """Uniform on [0, 1), from the traced step's seed (a fresh draw per step)."""
+    """Uniform on [0, 1), from the traced step's seed (a fresh draw per step). In float16/bfloat16 the draw is a
+    multiple of 2**-11 / 2**-8 (the dtype's significand), as PyTorch's: a float32 draw rounded to half could be 1.0."""
+    target = input.dtype if dtype is None else DType.of(dtype)
     seed, stream = _seed("rand_like")
-    draw = apply("tensor.random_uniform", seed, input, dtype=input.dtype if dtype is None else DType.of(dtype), stream=stream)
+    draw = apply("tensor.random_uniform", seed, input, dtype=DType.f32 if target.is_half else target, stream=stream)
+    if target.is_half:
+        steps = float(2 ** (ml_dtypes.finfo(target.numpy).nmant + 1))
+        draw = ((draw * steps).floor() * (1.0 / steps)).to(target)  # exact: k / steps for k < steps fits the significand
     return _requiring_grad(draw, requires_grad)
 
 
 def randn_like(input: Tensor, *, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
-    """Standard normal by Box-Muller on two uniform draws: ``sqrt(-2 log(1 - u)) cos(2 pi v)``."""
+    """Standard normal by Box-Muller on two uniform draws: ``sqrt(-2 log(1 - u)) cos(2 pi v)``; a half dtype's draw is
+    computed in float32 and rounded once (PyTorch's opmath)."""
+    target = input.dtype if dtype is None else DType.of(dtype)
+    if target.is_half:
+        return _requiring_grad(randn_like(input, dtype=DType.f32).to(target), requires_grad)
     u, v = rand_like(input, dtype=dtype), rand_like(input, dtype=dtype)
     return _requiring_grad(((1.0 - u).log() * -2.0).sqrt() * apply("tensor.cos", v * (2 * math.pi)), requires_grad)
 

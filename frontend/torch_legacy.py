@@ -19,6 +19,7 @@ import numpy as np
 
 from kiln.compiler.ir.core import Value
 from kiln.compiler.ir.types import DType
+from kiln.frontend.torch_dtypes import cast_array
 from kiln.frontend.trace import located_error
 
 
@@ -39,7 +40,7 @@ def _legacy_array(args: tuple[Any, ...], dtype: np.dtype) -> np.ndarray:
             raise located_error(f"a legacy tensor constructor's sizes must be non-negative, got {args!r}")
         return np.zeros(args, dtype=dtype)
     if len(args) == 1:
-        return np.array(np.asarray(args[0]), dtype=dtype)
+        return cast_array(np.array(np.asarray(args[0])), dtype)
     raise located_error(f"a legacy tensor constructor takes one piece of data or sizes (ints), got {args!r}")
 
 
@@ -51,6 +52,7 @@ def legacy_constructor(name: str, dtype: DType) -> Callable[..., Any]:
 
     construct.__name__ = construct.__qualname__ = name
     construct.__doc__ = f"``torch.{name}(data)`` (a {np.dtype(dtype.numpy).name} copy) or ``torch.{name}(*sizes)`` (zeros)."
+    construct.dtype = dtype  # type: ignore[attr-defined]  (torch.HalfTensor.dtype; x.type(kiln.HalfTensor) reads it)
     return construct
 
 
@@ -59,5 +61,7 @@ IntTensor = legacy_constructor("IntTensor", DType.i32)
 FloatTensor = legacy_constructor("FloatTensor", DType.f32)
 DoubleTensor = legacy_constructor("DoubleTensor", DType.f64)
 BoolTensor = legacy_constructor("BoolTensor", DType.bool)
+HalfTensor = legacy_constructor("HalfTensor", DType.f16)
+BFloat16Tensor = legacy_constructor("BFloat16Tensor", DType.bf16)
 
-__all__ = ["BoolTensor", "DoubleTensor", "FloatTensor", "IntTensor", "LongTensor", "legacy_constructor", "legacy_value"]
+__all__ = ["BFloat16Tensor", "BoolTensor", "DoubleTensor", "FloatTensor", "HalfTensor", "IntTensor", "LongTensor", "legacy_constructor", "legacy_value"]

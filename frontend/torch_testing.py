@@ -22,12 +22,14 @@ from typing import Any, Callable
 
 import numpy as np
 
-from kiln.compiler.ir.types import DType
+from kiln.compiler.ir.types import DType, is_float_array_dtype
 from kiln.frontend.tensor import Tensor
+from kiln.frontend.torch_dtypes import promote_types
 
-_TOLERANCES = {np.dtype(np.float16): (1e-3, 1e-5), np.dtype(np.float32): (1.3e-6, 1e-5), np.dtype(np.float64): (1e-7, 1e-7),
+_TOLERANCES = {np.dtype(np.float16): (1e-3, 1e-5), DType.bf16.numpy: (1.6e-2, 1e-5), np.dtype(np.float32): (1.3e-6, 1e-5), np.dtype(np.float64): (1e-7, 1e-7),
                np.dtype(np.complex64): (1.3e-6, 1e-5), np.dtype(np.complex128): (1e-7, 1e-7)}
 """PyTorch's ``(rtol, atol)`` per dtype; every other dtype compares exactly."""
+
 
 def assert_close(actual: Any, expected: Any, *, rtol: float | None = None, atol: float | None = None, equal_nan: bool = False,
                  check_dtype: bool = True, msg: str | Callable[[str], str] | None = None) -> None:
@@ -117,7 +119,7 @@ def _compare_arrays(actual: np.ndarray, expected: np.ndarray, rtol: float | None
         return f"The values for attribute 'dtype' do not match: {_dtype_name(actual.dtype)} != {_dtype_name(expected.dtype)}."
     if rtol is None:
         rtol, atol = (max(pair) for pair in zip(_TOLERANCES.get(actual.dtype, (0.0, 0)), _TOLERANCES.get(expected.dtype, (0.0, 0))))
-    common = np.result_type(actual, expected)
+    common = _common_dtype(actual.dtype, expected.dtype)
     actual, expected = actual.astype(common), expected.astype(common)
     matches = _isclose(actual, expected, rtol, atol, equal_nan)
     if matches.all():
@@ -127,22 +129,49 @@ def _compare_arrays(actual: np.ndarray, expected: np.ndarray, rtol: float | None
     return _tensor_message(actual, expected, matches, rtol, atol)
 
 
+def _common_dtype(actual: np.dtype, expected: np.dtype) -> np.dtype:
+    """The dtype both compare in: ``torch.promote_types``' (float16 and bfloat16 meet in float32), NumPy's beyond kiln's dtypes."""
+    try:
+        return np.dtype(promote_types(DType.of(actual), DType.of(expected)).numpy)
+    except Exception:
+        return np.result_type(actual, expected)
+
+
 def _isclose(actual: np.ndarray, expected: np.ndarray, rtol: float, atol: float, equal_nan: bool) -> np.ndarray:
-    """``torch.isclose``: exact for bools (and for integers at zero tolerance), infinities equal only to themselves."""
+    """``torch.isclose``: exact for bools (and for integers at zero tolerance), infinities equal only to themselves;
+    half arrays in their own precision, each step rounded as torch's half ops round."""
     if actual.dtype == np.bool_ or (actual.dtype.kind in "iu" and rtol == 0 and atol == 0):
         return actual == expected
+    if DType.of(actual.dtype).is_half:
+        return _half_isclose(actual, expected, rtol, atol, equal_nan)
     with np.errstate(invalid="ignore", over="ignore"):
         return np.isclose(actual, expected, rtol=rtol, atol=atol, equal_nan=equal_nan)
+
+
+def _half_isclose(actual: np.ndarray, expected: np.ndarray, rtol: float, atol: float, equal_nan: bool) -> np.ndarray:
+    """``|actual - expected| <= atol + |rtol * expected|`` with every step in the half dtype (computed in float32,
+    rounded), as ``torch.isclose`` on half tensors, so a pair at the tolerance's edge decides as PyTorch's does."""
+    allowed = _half_step(atol + np.abs(_half_step(rtol * expected.astype(np.float32), actual.dtype)), actual.dtype)
+    error = np.abs(_half_step(actual.astype(np.float32) - expected.astype(np.float32), actual.dtype))
+    with np.errstate(invalid="ignore", over="ignore"):
+        close = (actual == expected) | (np.isfinite(error) & (error.astype(np.float32) <= allowed.astype(np.float32)))
+    return close | (np.isnan(actual.astype(np.float32)) & np.isnan(expected.astype(np.float32))) if equal_nan else close
+
+
+def _half_step(value: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """A float32 result rounded to the half dtype, as a half op rounds its float32 computation."""
+    with np.errstate(over="ignore"):
+        return np.asarray(np.asarray(value, np.float32).astype(dtype))
 
 
 def _tensor_message(actual: np.ndarray, expected: np.ndarray, matches: np.ndarray, rtol: float, atol: float) -> str:
     """PyTorch's: differences in the tensors' dtype (integers and bools in int64, their ratio in float32), the first
     index of each greatest one among the mismatches (a NaN is the greatest)."""
     total, mismatches = matches.size, int(matches.size - matches.sum())
-    if actual.dtype.kind not in "fc":
+    if actual.dtype.kind not in "fc" and not is_float_array_dtype(actual.dtype):
         actual, expected = actual.astype(np.int64), expected.astype(np.int64)
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        absolute = np.abs(actual - expected).ravel()
+        absolute = np.abs(actual - expected).ravel()  # a half difference rounds to its dtype (ml_dtypes' bfloat16 too)
         absolute[matches.ravel()] = 0
         relative = absolute / np.abs(expected).ravel()
         if relative.dtype == np.float64 and actual.dtype.kind not in "fc":

@@ -7,7 +7,9 @@ state = kiln.load("run.npz")
 
 Arrays are NPZ members (``allow_pickle=False`` both ways, so loading runs no
 code); the tree around them (dicts, lists, tuples, numbers, strings, None) is
-JSON in the member ``__kiln__``. Python floats round-trip exactly. The file
+JSON in the member ``__kiln__``. Python floats round-trip exactly. A bfloat16
+array, which NPZ has no type for, is stored as its 16-bit words and marked
+``"dtype": "bfloat16"`` in the tree, so it loads as bfloat16, bit for bit. The file
 is written to a temporary name in the same folder, flushed to disk and
 renamed over the target, so a failed save leaves the previous checkpoint as
 it was.
@@ -27,6 +29,7 @@ from typing import Any, BinaryIO, Mapping
 import numpy as np
 
 from kiln.compiler.errors import CheckpointError
+from kiln.compiler.ir.types import DType
 from kiln.runtime.model_pickle import MEMBER as MODULE_MEMBER, is_module, pickled, unpickled
 from kiln.runtime.torch_checkpoint import is_torch_archive, load_torch_archive
 
@@ -34,6 +37,7 @@ FORMAT = "kiln-checkpoint"
 VERSION = 1
 META = "__kiln__"
 SCALARS = (bool, int, float, str, type(None))
+BFLOAT16 = DType.bf16.numpy
 
 
 def save(path: str | os.PathLike | BinaryIO, tree: Any) -> None:
@@ -101,12 +105,16 @@ def _read(source: str | io.BytesIO, path: str, weights_only: bool = True) -> Any
 
 
 def _flatten(node: Any, arrays: dict[str, np.ndarray], where: str) -> Any:
-    """The JSON skeleton of ``node``; arrays go to ``arrays`` under fresh names."""
+    """The JSON skeleton of ``node``; arrays (an eager tensor's too) go to ``arrays`` under fresh names."""
+    node = _tensor_array(node, where)
     if isinstance(node, (np.ndarray, np.generic)):
-        name = f"a{len(arrays)}"
-        arrays[name] = np.asarray(node)
-        if arrays[name].dtype.hasobject:
+        name, array = f"a{len(arrays)}", np.asarray(node)
+        if array.dtype.hasobject:
             raise CheckpointError(f"cannot save {where}: object arrays would need pickle; convert it to a numeric array")
+        if array.dtype == BFLOAT16:
+            arrays[name] = array.view(np.uint16)
+            return {"array": name, "dtype": "bfloat16"}
+        arrays[name] = array
         return {"array": name}
     if isinstance(node, SCALARS):
         return {"value": node}
@@ -121,10 +129,25 @@ def _flatten(node: Any, arrays: dict[str, np.ndarray], where: str) -> Any:
     raise CheckpointError(f"cannot save {where}: a {type(node).__name__} is not an array, number, string, list or dict")
 
 
+def _tensor_array(node: Any, where: str) -> Any:
+    """An eager tensor's array (``kiln.save({"x": x}, f)``, as ``torch.save``); anything else as it is."""
+    from kiln.frontend.eager_values import eager_array  # lazily: this file imports nothing of the frontend at load
+    from kiln.frontend.tensor import Tensor
+
+    if not isinstance(node, Tensor):
+        return node
+    array = eager_array(node)
+    if array is None:
+        raise CheckpointError(f"cannot save {where}: a traced tensor ({node.type}) has no values; save outside the traced "
+                              "function (the model's state_dict(), or the compiled function's outputs)")
+    return array
+
+
 def _unflatten(node: Mapping[str, Any], members: Any) -> Any:
+    if "array" in node:
+        array = members[node["array"]]
+        return array.view(BFLOAT16) if node.get("dtype") == "bfloat16" else array
     (kind, content), = node.items()
-    if kind == "array":
-        return members[content]
     if kind == "value":
         return content
     if kind == "dict":

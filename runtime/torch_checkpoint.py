@@ -20,6 +20,7 @@ import zipfile
 from collections import OrderedDict
 from typing import IO, Any
 
+import ml_dtypes
 import numpy as np
 
 from kiln.compiler.errors import CheckpointError
@@ -27,8 +28,9 @@ from kiln.compiler.errors import CheckpointError
 STORAGE_DTYPES = {
     "DoubleStorage": np.float64, "FloatStorage": np.float32, "HalfStorage": np.float16, "LongStorage": np.int64,
     "IntStorage": np.int32, "ShortStorage": np.int16, "CharStorage": np.int8, "ByteStorage": np.uint8, "BoolStorage": np.bool_,
+    "BFloat16Storage": ml_dtypes.bfloat16,
 }
-"""torch's typed storages kiln reads, by the NumPy dtype of their elements (bfloat16 and complex have none here)."""
+"""torch's typed storages kiln reads, by the NumPy dtype of their elements (complex has none here)."""
 
 
 def is_torch_archive(source: str | IO[bytes]) -> bool:
@@ -80,11 +82,17 @@ class _Unpickler(pickle.Unpickler):
         if kind != "storage":
             raise CheckpointError(f"{self.path}: unknown torch persistent id {kind!r}; only tensor storages are read")
         if key not in self.storages:
-            raw = np.frombuffer(self.archive.read(f"{self.prefix}data/{key}"), dtype=np.dtype(dtype).newbyteorder("<" if self.byteorder == "little" else ">"))
-            if raw.size != count:
-                raise CheckpointError(f"{self.path}: storage {key} holds {raw.size} elements, its header says {count}")
-            self.storages[key] = raw.astype(np.dtype(dtype))  # native byte order
+            self.storages[key] = self._storage(key, np.dtype(dtype), count)
         return self.storages[key]
+
+    def _storage(self, key: str, dtype: np.dtype, count: int) -> np.ndarray:
+        """Storage ``key``'s ``count`` elements in native byte order, read as unsigned words of the element's width
+        (bfloat16, a NumPy extension dtype, swaps no bytes itself) and viewed as ``dtype``."""
+        word = np.dtype(f"u{dtype.itemsize}") if dtype == ml_dtypes.bfloat16 else dtype
+        raw = np.frombuffer(self.archive.read(f"{self.prefix}data/{key}"), dtype=word.newbyteorder("<" if self.byteorder == "little" else ">"))
+        if raw.size != count:
+            raise CheckpointError(f"{self.path}: storage {key} holds {raw.size} elements, its header says {count}")
+        return raw.astype(word).view(dtype)
 
 
 def _rebuild_tensor(storage: np.ndarray, offset: int, size: tuple[int, ...], stride: tuple[int, ...], *ignored: Any) -> np.ndarray:
