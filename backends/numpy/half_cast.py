@@ -29,9 +29,10 @@ from typing import Any
 
 import numpy as np
 
-FEW_ELEMENTS = 64
-"""Below this many elements NumPy's own conversion (one call) is faster than the dozen whole-array steps here, even
-for values it converts slowly."""
+FEW_ELEMENTS = 256
+"""Below this many elements float32 -> float16 is NumPy's own (one call, ~1 us): the eighteen whole-array steps here
+cost ~15 us however few the elements, about what NumPy takes for 256 values that are all float16 subnormals.
+(Measured: 4096 elements of N(0, 1) 25 us NumPy, 46 us here; of N(0, 1e-4), partly subnormal, 590 us and 47 us.)"""
 
 _F16 = np.dtype(np.float16)
 _F32 = np.dtype(np.float32)
