@@ -20,6 +20,7 @@ import collections.abc
 import math
 from typing import Any, Callable
 
+import ml_dtypes
 import numpy as np
 
 from kiln.compiler.ir.types import DType, is_float_array_dtype
@@ -254,7 +255,7 @@ def make_tensor(*shape: Any, dtype: Any, device: Any = None, low: float | None =
     numpy_dtype = np.dtype(DType.of(dtype).numpy)
     values = _draw(init._generator, size, numpy_dtype, low, high)
     if exclude_zero:
-        values[values == 0] = 1 if numpy_dtype.kind in "iub" else np.finfo(numpy_dtype).tiny
+        values[values == 0] = 1 if numpy_dtype.kind in "iub" else ml_dtypes.finfo(numpy_dtype).tiny
     return tensor(values, dtype=dtype, requires_grad=requires_grad)
 
 
@@ -262,7 +263,7 @@ def _draw(generator: np.random.Generator, size: tuple[int, ...], dtype: np.dtype
     if dtype == np.bool_:
         return generator.integers(0, 2, size=size).astype(np.bool_)
     integral = dtype.kind in "iu"
-    info = np.iinfo(dtype) if integral else np.finfo(dtype)
+    info = np.iinfo(dtype) if integral else ml_dtypes.finfo(dtype)  # ml_dtypes' finfo knows bfloat16 too
     low, high = _bounds(low, high, float(info.min), float(info.max), integral)
     if integral:
         return generator.integers(math.ceil(low), math.ceil(high), size=size).astype(dtype)

@@ -145,6 +145,28 @@ def test_random_draws_in_half(dtype):
 
 
 @pytest.mark.parametrize("dtype", HALVES)
+def test_traced_half_constructors_and_draws(dtype):
+    """Inside kiln.compile the creation functions give half constants and rand draws on the same grid, fresh each call."""
+    half = getattr(kiln, dtype)
+    steps = 2 ** (ml_dtypes.finfo(half.numpy).nmant + 1)
+    function = kiln.compile(lambda x: (x * kiln.ones(x.shape[0], dtype=half), kiln.rand(x.shape[0], 64, dtype=half),
+                                       kiln.linspace(0, 1, 3, dtype=half)), seed=0)
+    product, draws, line = function(np.full(4, 1.5, half.numpy))
+    assert np.asarray(product).dtype == np.asarray(draws).dtype == np.asarray(line).dtype == half.numpy
+    values = np.asarray(draws).astype(np.float64)
+    assert values.shape == (4, 64) and values.max() < 1 and np.array_equal(values * steps, np.floor(values * steps))
+    assert not np.array_equal(np.asarray(function(np.ones(4, half.numpy))[1]), np.asarray(draws))
+
+
+@pytest.mark.parametrize("dtype", HALVES)
+def test_make_tensor_in_half(dtype):
+    kiln.manual_seed(0)
+    made = kiln.testing.make_tensor(2000, dtype=getattr(kiln, dtype), low=-2, high=3, exclude_zero=True)
+    values = made.numpy().astype(np.float64)
+    assert made.dtype is getattr(kiln, dtype) and values.min() >= -2 and values.max() <= 3 and (values != 0).all()
+
+
+@pytest.mark.parametrize("dtype", HALVES)
 def test_requires_grad_half_leaf(torch, dtype):
     x = kiln.tensor([0.5, 2.0], dtype=getattr(kiln, dtype), requires_grad=True)
     (x * x).sum().backward()
