@@ -10,6 +10,10 @@ outside a trace gives a leaf ``Parameter`` (``kiln.zeros(3, requires_grad=True)`
 requires_grad=True)``) whose ``.grad`` an eager ``backward()`` fills; traced, it changes nothing. Random draws (``rand_like``, ``randn_like``, ``rand``,
 ``randn``) trace from the step's seed, as dropout, so ``kiln.compile_train_step`` gives fresh numbers each step;
 outside a trace they draw eagerly from kiln's generator (``kiln.manual_seed``).
+
+``dtype=kiln.float16`` / ``kiln.bfloat16`` (``kiln.half``) make half tensors bit for bit as torch's: Python floats and
+float64 data round through float32 as c10's ``Half`` does (``torch_dtypes.cast_array``); ``rand`` in half draws
+multiples of 2**-11 (float16) or 2**-8 (bfloat16), as torch's, and ``randn`` is computed in float32 and rounded once.
 """
 
 from __future__ import annotations
@@ -81,7 +85,10 @@ empty_like = zeros_like
 
 
 def arange(start: Any, end: Any = None, step: Any = 1, *, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Any:
-    """``[start, end)`` by ``step``; int64 when every bound is an int, else float32 (a static length: plain numbers)."""
+    """``[start, end)`` by ``step``; int64 when every bound is an int, else float32 (a static length: plain numbers).
+    In a half dtype each value is ``start + i * step`` in float64 rounded once: torch's vectorized half kernel rounds
+    each 16-lane chunk's first value and steps from it, so with an inexact step its values depend on the CPU's vector
+    width and may differ from these by a few half ulps (equal for integer and dyadic steps)."""
     if end is None:
         start, end = 0, start
     if not all(isinstance(v, (int, float, np.number)) for v in (start, end, step)):
