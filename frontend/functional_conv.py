@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from kiln.compiler.errors import TraceError
+from kiln.frontend.functional_half import in_opmath
 from kiln.frontend.functional_nn import _pair, avg_pool2d, max_pool2d, pad, same_padding
 from kiln.frontend.tensor import Tensor, apply
 from kiln.frontend.trace import located_error
@@ -129,12 +130,16 @@ def adaptive_avg_pool2d(input: Tensor, output_size: Any) -> Tensor:
     if all(s % o == 0 for s, o in zip(size, out)):
         kernel = tuple(s // o for s, o in zip(size, out))
         return avg_pool2d(input, kernel, kernel)
-    dtype = input.dtype.numpy
-    if out[0] != size[0]:
-        input = apply("tensor.matmul", _averaging_matrix(size[0], out[0], dtype), input)
-    if out[1] != size[1]:
-        input = apply("tensor.matmul", input, _averaging_matrix(size[1], out[1], dtype).T)
-    return input
+
+    def average(x: Tensor) -> Tensor:
+        dtype = x.dtype.numpy
+        if out[0] != size[0]:
+            x = apply("tensor.matmul", _averaging_matrix(size[0], out[0], dtype), x)
+        if out[1] != size[1]:
+            x = apply("tensor.matmul", x, _averaging_matrix(size[1], out[1], dtype).T)
+        return x
+
+    return in_opmath(average, input)  # a half input: float32 weights and sums, rounded once (PyTorch's kernel)
 
 
 def adaptive_max_pool2d(input: Tensor, output_size: Any, return_indices: bool = False) -> Tensor | tuple[Tensor, Tensor]:

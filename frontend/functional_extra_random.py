@@ -15,6 +15,7 @@ import math
 import warnings
 from typing import Sequence
 
+import ml_dtypes
 import numpy as np
 
 from kiln.frontend.functional_activation import SELU_ALPHA, SELU_SCALE
@@ -82,7 +83,7 @@ def gumbel_softmax(logits: Tensor, tau: float = 1.0, hard: bool = False, eps: fl
         warnings.warn("`eps` parameter is deprecated and has no effect.", stacklevel=2)
     if not logits.dtype.is_float or logits.ndim == 0:
         raise located_error(f"gumbel_softmax needs floating-point logits with at least one dim, got {logits.type}")
-    tiny = float(np.finfo(logits.dtype.numpy).tiny)
+    tiny = float(ml_dtypes.finfo(logits.dtype.numpy).tiny)
     exponential = -(1.0 - _uniform(logits, logits.dtype)).log()
     gumbels = -exponential.clamp(min=tiny).log()  # 1 - u > 0, so only u = 0 gives 0 here, which the clamp keeps finite
     soft = apply("nn.softmax", (logits + gumbels) / tau, axis=dim)

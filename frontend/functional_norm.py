@@ -17,8 +17,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import numpy as np
+import ml_dtypes
 
+from kiln.frontend.functional_half import in_opmath, opmath_dtype
 from kiln.frontend.functional_nn import layer_norm, rsqrt
 from kiln.frontend.tensor import Tensor
 from kiln.frontend.trace import located_error
@@ -53,16 +54,21 @@ def _standardize_last_axis(x: Tensor, eps: float) -> Tensor:
 
 def rms_norm(input: Tensor, normalized_shape: int | Sequence[int], weight: Tensor | None = None, eps: float | None = None) -> Tensor:
     """``input / sqrt(mean(input^2) + eps) * weight`` over the trailing ``normalized_shape`` axes, as
-    ``torch.nn.functional.rms_norm``: no centering, no bias; ``eps=None`` is the machine epsilon of ``input``'s dtype."""
+    ``torch.nn.functional.rms_norm``: no centering, no bias; ``eps=None`` is the machine epsilon of the dtype it computes in
+    (float32 for a half input, which computes in float32 and rounds once, as PyTorch's)."""
     shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
     if not shape or len(shape) > input.ndim or tuple(input.shape[input.ndim - len(shape) :]) != shape:
         raise located_error(f"rms_norm: normalized_shape {shape} must equal the trailing dims of the input {input.type}")
     if weight is not None and tuple(weight.shape) != shape:
         raise located_error(f"rms_norm: weight must have the normalized_shape {shape}, got {weight.type}")
-    eps = float(np.finfo(input.dtype.numpy).eps) if eps is None else eps
+    eps = float(ml_dtypes.finfo(opmath_dtype(input.dtype).numpy).eps) if eps is None else eps
     axes = tuple(range(input.ndim - len(shape), input.ndim))
-    output = input * rsqrt((input * input).mean(axes, keepdim=True) + eps)
-    return output if weight is None else output * weight
+
+    def normalize(x: Tensor, weight: Tensor | None) -> Tensor:
+        output = x * rsqrt((x * x).mean(axes, keepdim=True) + eps)
+        return output if weight is None else output * weight
+
+    return in_opmath(normalize, input, weight)  # a half input: float32 inside, eps float32's, one rounding (PyTorch's)
 
 
 

@@ -9,7 +9,8 @@ every backend, the autodiff rules and ONNX export serve it unchanged.
   matching ``tensor.scatter_add``, which sums what several outputs read from one cell.
 - ``linear``/``bilinear``/``trilinear`` interpolation is separable: along each axis, last first as PyTorch's kernel
   nests them, ``take(x, i0) l0 + take(x, i1) l1`` with PyTorch's source indices and weights, computed here at trace
-  time with its exact float arithmetic (float32 indices for float32 inputs, as its CPU kernel).
+  time with its exact float arithmetic (float32 indices for float32 inputs, as its CPU kernel; a float16 or bfloat16
+  input is interpolated in float32 and rounded once, as PyTorch's).
 - ``pixel_shuffle`` and ``channel_shuffle`` are reshape, transpose, reshape.
 - ``unfold`` (im2col) is one ``tensor.take`` of every window's cells from the padded image flattened to
   ``(N, C, Hp Wp)``; ``fold``, its adjoint, is the matching ``tensor.scatter_add``, which sums overlapping windows.
@@ -28,6 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from kiln.compiler.ir.types import DType, normalize_axis
+from kiln.frontend.functional_half import in_opmath
 from kiln.frontend.functional_conv import adaptive_avg_pool2d
 from kiln.frontend.functional_nn import _pair, dropout, pad
 from kiln.frontend.tensor import Tensor, apply
@@ -136,10 +138,14 @@ def interpolate(input: Tensor, size: Any = None, scale_factor: Any = None, mode:
     outputs, scales = _output_sizes(input, sizes, size, scale_factor, recompute_scale_factor)
     if mode == "area":
         return _area(input, outputs)
-    result = input
-    for axis in reversed(range(spatial)):  # the last axis first, as PyTorch's kernel nests the axes
-        result = _resize_axis(result, 2 + axis, sizes[axis], outputs[axis], scales[axis], mode, bool(align_corners))
-    return result
+
+    def resize(result: Tensor) -> Tensor:
+        for axis in reversed(range(spatial)):  # the last axis first, as PyTorch's kernel nests the axes
+            result = _resize_axis(result, 2 + axis, sizes[axis], outputs[axis], scales[axis], mode, bool(align_corners))
+        return result
+
+    # a half input interpolates in float32 (weights and sums) and rounds once, as PyTorch's CPU kernel; nearest only gathers
+    return in_opmath(resize, input) if mode in LINEAR_MODES else resize(input)
 
 
 def _check_interpolate_mode(input: Tensor, mode: str, align_corners: bool | None, antialias: bool) -> None:

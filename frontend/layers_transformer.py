@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from kiln.compiler.ir.types import DType
+from kiln.compiler.ir.types import DType, is_float_array_dtype
 from kiln.frontend import functional as F
 from kiln.frontend import init
 from kiln.frontend.containers import ModuleList
@@ -405,7 +405,8 @@ def boolean_attention_mask(name: str, mask: Any) -> Tensor | None:
             raise located_error(f"attention: {name} must be a bool or float mask, got {mask.type}")
         return mask.eq(-np.inf)
     array = np.asarray(_to_numpy(mask))
-    if array.dtype.kind == "f":
+    if is_float_array_dtype(array.dtype):  # bfloat16's NumPy kind is "V", not "f"
+        array = array.astype(np.float32)
         if np.any((array != 0) & ~np.isneginf(array)):
             raise located_error(f"attention: the float {name} holds values other than 0 and -inf; PyTorch adds them to the "
                                 f"attention scores, but kiln's attention masks only block. Pass a bool mask (True = masked out)")

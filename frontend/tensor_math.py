@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 
 from kiln.compiler.ir.types import DType
@@ -163,7 +164,7 @@ class MathMethods:
         """NaN to ``nan``, infinities to ``posinf``/``neginf`` (the dtype's largest and lowest by default)."""
         if not self.dtype.is_float:
             return self
-        info = np.finfo(self.dtype.numpy)
+        info = ml_dtypes.finfo(self.dtype.numpy)
         high, low = float(info.max) if posinf is None else posinf, float(info.min) if neginf is None else neginf
         cleaned = _apply("tensor.where", self.isnan(), nan, self)
         cleaned = _apply("tensor.where", cleaned == math.inf, high, cleaned)

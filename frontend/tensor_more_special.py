@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 
 from kiln.compiler.ir.types import DType
@@ -168,7 +169,7 @@ def _gamma_density(a: Any, x: Any) -> Any:
 
 # floating-point structure ---------------------------------------------------------------------------------------------
 
-_MANTISSA_BITS = {DType.f32: 24, DType.f64: 53}
+_MANTISSA_BITS = {DType.f16: 11, DType.bf16: 8, DType.f32: 24, DType.f64: 53}
 
 
 def frexp(x: Any) -> tuple[Any, Any]:
@@ -193,7 +194,7 @@ def _power_of_two(exponent: Any) -> Any:
 def nextafter(x: Any, y: Any) -> Any:
     """The next float after ``x`` toward ``y``: ``x +- ulp(x)``, the ulp halved when stepping toward zero from a power of
     two, never below the smallest subnormal; ``y`` where they are equal, NaN where either is."""
-    info = np.finfo(x.dtype.numpy)
+    info = ml_dtypes.finfo(x.dtype.numpy)
     tiny = float(info.smallest_subnormal)
     mantissa, exponent = frexp(x)
     exponent = exponent.to(x.dtype)
