@@ -24,6 +24,24 @@ to fill each one, which is how kiln's onnxruntime backend and
 
 with ``shape`` resolved from the fed inputs (``symbols`` names an input and axis
 for each symbol; a dim like ``5*N`` is a product).
+
+A float16 or bfloat16 model (``model.half()``, ``model.bfloat16()``) exports
+with FLOAT16/BFLOAT16 inputs, outputs and weights, so the file is half the
+size; inside, each op that computes keeps the Casts of ``widen-half`` (Cast to
+float32, the op, Cast back: ``backends/onnx/half.py``)::
+
+    kiln.export_onnx(model.half(), [kiln.TensorSpec(("N", 64), "float16")], "model.onnx")
+
+The Casts stay on purpose. onnxruntime's CPU provider has float16 kernels for
+only some ops and bfloat16 kernels for almost none, so an unwidened graph would
+not load there; ``onnx.reference`` would run it, but rounding inside every
+step of a composite (a Softmax's exp, sum and divide). Widened, the file gives
+kiln's numbers bit for bit in onnxruntime and in the reference evaluator, and
+PyTorch's CPU semantics (each op computed in float32, rounded once). A GPU
+provider with native half kernels pays a Cast before and after each op. (To
+feed a bfloat16 model from Python, whose onnxruntime API takes no
+``ml_dtypes.bfloat16`` array, use ``session.run_with_ort_values`` with
+``half.bfloat16_ortvalue`` and read results with ``half.ortvalue_to_numpy``.)
 """
 
 from __future__ import annotations
@@ -36,6 +54,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from kiln.backends.onnx.half import widen_half_for_onnxruntime
 from kiln.backends.onnx.lowering import ONNX
 from kiln.compiler.errors import LoweringError
 from kiln.compiler.ir.core import Graph, Value, clone_graph
@@ -46,6 +65,7 @@ from kiln.compiler.passes.dce import DCE
 from kiln.compiler.passes.chunk_causal_attention import split_long_causal_attention
 from kiln.compiler.passes.cse import CSE
 from kiln.compiler.passes.decompose import decompose_where
+from kiln.compiler.passes.widen_half import WidenHalf
 
 OPSET = 20
 IR_VERSION = 9  # opset 20 came with IR 9; current onnxruntime loads it
@@ -185,8 +205,10 @@ def graph_to_onnx(graph: Graph, initializers: Mapping[int, np.ndarray] | None = 
     import onnx
 
     graph = clone_graph(graph)
+    WidenHalf().run(graph)  # before decomposing, as the NumPy backend: a half composite computes whole in float32
     split_long_causal_attention(graph)
     decompose_where(graph, lambda op: lookup(op.name).is_composite and op.name not in ONNX)
+    widen_half_for_onnxruntime(graph)  # what decomposition inlined in half, and the moves onnxruntime has no bfloat16 kernel for
     CSE().run(graph)  # a backward's recomputed attention weights meet the forward's (onnxruntime would merge them too)
     DCE().run(graph)
     ctx = ExportContext(graph)

@@ -25,6 +25,7 @@ import numpy as np
 
 from kiln.backends.onnx.importer import ImportContext, OnnxImportError
 from kiln.compiler.ir.core import Value
+from kiln.compiler.ir.types import is_float_array_dtype
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,7 @@ def _padded(ctx: ImportContext, x: Value, windows: list[Window], fill: float) ->
 
 def _lowest(dtype: np.dtype) -> float:
     """A fill no element is below: -inf, or the integer type's minimum."""
-    return -np.inf if np.dtype(dtype).kind == "f" else float(np.iinfo(dtype).min)
+    return -np.inf if is_float_array_dtype(dtype) else float(np.iinfo(dtype).min)
 
 
 def window_counts(windows: list[Window], count_pads: bool) -> np.ndarray:

@@ -24,7 +24,7 @@ from kiln.backends.onnx.importer import (
     onnx_op,
 )
 from kiln.compiler.ir.core import Value
-from kiln.compiler.ir.types import broadcast_shapes, normalize_axes
+from kiln.compiler.ir.types import broadcast_shapes, is_float_array_dtype, normalize_axes
 from kiln.compiler.ops.registry import OPS
 
 _UNARY = {
@@ -613,5 +613,5 @@ def _identity(reduction: str, dtype: np.dtype) -> np.ndarray:
     """What a cell no update lands on contributes: 0 to a sum, 1 to a product, the far end to a max or a min."""
     if reduction not in ("max", "min"):
         return np.array(1 if reduction == "mul" else 0, dtype)
-    lowest, highest = (-np.inf, np.inf) if dtype.kind == "f" else (np.iinfo(dtype).min, np.iinfo(dtype).max)
+    lowest, highest = (-np.inf, np.inf) if is_float_array_dtype(dtype) else (np.iinfo(dtype).min, np.iinfo(dtype).max)
     return np.array(lowest if reduction == "max" else highest, dtype)

@@ -25,7 +25,7 @@ import numpy as np
 from kiln.compiler.errors import KilnError, ShapeError
 from kiln.compiler.ir.builder import Builder
 from kiln.compiler.ir.core import Graph, Value
-from kiln.compiler.ir.types import Dim, DType, TensorType
+from kiln.compiler.ir.types import Dim, DType, TensorType, is_float_array_dtype
 
 
 class OnnxImportError(KilnError):
@@ -71,7 +71,8 @@ def onnx_op(*op_types: str) -> Callable[[Handler], Handler]:
     return decorate
 
 
-SUPPORTED_ELEMENT_TYPES = {1: DType.f32, 11: DType.f64, 6: DType.i32, 7: DType.i64, 9: DType.bool}
+SUPPORTED_ELEMENT_TYPES = {10: DType.f16, 16: DType.bf16, 1: DType.f32, 11: DType.f64, 6: DType.i32, 7: DType.i64, 9: DType.bool}
+"""ONNX element type codes (``TensorProto.FLOAT16`` is 10, ``BFLOAT16`` 16) -> kiln dtypes."""
 
 
 def element_dtype(code: int, where: str) -> DType:
@@ -79,7 +80,7 @@ def element_dtype(code: int, where: str) -> DType:
         import onnx
 
         name = onnx.TensorProto.DataType.Name(code) if code in onnx.TensorProto.DataType.values() else str(code)
-        raise OnnxImportError(f"{where}: element type {name} is not supported by kiln (f32, f64, i32, i64, bool)")
+        raise OnnxImportError(f"{where}: element type {name} is not supported by kiln (f16, bf16, f32, f64, i32, i64, bool)")
     return SUPPORTED_ELEMENT_TYPES[code]
 
 
@@ -153,7 +154,7 @@ def import_onnx(model_or_path: Any, trainable_initializers: bool = True, static_
     initializers = {name: array for name, array in initializers.items() if name not in declared}
     input_names = _declare_inputs(ctx, model, {**initializers, **(static_inputs or {})})
     for name, array in initializers.items():
-        ctx.env[name] = ctx.graph.add_input(TensorType(array.shape, element_dtype_of(array, name)), name) if trainable_initializers and array.dtype.kind == "f" else array
+        ctx.env[name] = ctx.graph.add_input(TensorType(array.shape, element_dtype_of(array, name)), name) if trainable_initializers and is_float_array_dtype(array.dtype) else array
     for index, node in enumerate(model.graph.node):
         _import_node(ctx, node, index)
     output_names = [o.name for o in model.graph.output]

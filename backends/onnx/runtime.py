@@ -10,6 +10,11 @@ Random draws (dropout) are extra inputs of the exported model (see export.py):
 each call fills them from the seed input's value with the NumPy backend's own
 kernel, so a seed gives the same masks here as on NumPy and CuPy. Callers pass
 only the graph's own inputs.
+
+A float16 or bfloat16 graph runs widened (``backends/onnx/half.py``): each op
+in float32 between the same Casts as on the NumPy backend, so a half training
+step gives the NumPy backend's numbers. bfloat16 arrays cross onnxruntime's
+Python API as their bit patterns, and bfloat16 results are bound to host memory.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from kiln.backends.onnx.export import RandomInput, graph_to_onnx, random_inputs
+from kiln.backends.onnx.half import BFLOAT16_TYPE, BFloat16Result, bfloat16_ortvalue, is_bfloat16, ortvalue_to_numpy
 from kiln.compiler.errors import InputError
 from kiln.compiler.ir.core import Graph
 from kiln.compiler.ir.types import DType
@@ -56,6 +62,8 @@ class OnnxRuntimeExecutable(Executable):
         """Input index -> the OrtValue the last call produced for it."""
         self.onnx_inputs = [i.name for i in self.session.get_inputs()]
         self.onnx_outputs = [o.name for o in self.session.get_outputs()]
+        self.bfloat16_outputs = {o.name for o in self.session.get_outputs() if o.type == BFLOAT16_TYPE}
+        """Bound to host memory even on CUDA: only there can Python read a bfloat16 result (see half.py)."""
         self.random_inputs = random_inputs(model)
         """The draws the model takes as inputs after the graph's own, filled on each call."""
         super().__init__(graph, self._run, "onnxruntime")
@@ -74,19 +82,27 @@ class OnnxRuntimeExecutable(Executable):
 
     def _run(self, *arrays: Any) -> tuple[Any, ...]:
         binding = self.session.io_binding()
+        wrapped = []  # bfloat16 inputs' OrtValues, alive until the run ends: they own no copy of the array's memory
         for index, (name, array) in enumerate(zip(self.onnx_inputs, arrays)):
             if array is RESIDENT:
                 binding.bind_ortvalue_input(name, self.resident[index])
+            elif is_bfloat16(array):
+                wrapped.append(bfloat16_ortvalue(array))
+                binding.bind_ortvalue_input(name, wrapped[-1])
             else:
                 binding.bind_cpu_input(name, np.asarray(array, order="C"))  # not ascontiguousarray: it makes a 0-d array 1-d
         for name in self.onnx_outputs:
-            binding.bind_output(name, self.device)
+            binding.bind_output(name, "cpu" if name in self.bfloat16_outputs else self.device)
         self.session.run_with_iobinding(binding)
         outputs = binding.get_outputs()
         for source, target in self.donations.items():
             self.resident[source] = outputs[target]
         kept = set(self.donations.values()) if self.lazy_outputs else set()
-        return tuple(value if index in kept else value.numpy() for index, value in enumerate(outputs))
+        return tuple(self._kept(value) if index in kept else ortvalue_to_numpy(value) for index, value in enumerate(outputs))
+
+    def _kept(self, value: Any) -> Any:
+        """A donated result left in onnxruntime; a bfloat16 one wrapped so that ``numpy()`` can read it back."""
+        return BFloat16Result(value) if value.data_type() == BFLOAT16_TYPE else value
 
 
 def draw_random_inputs(draws: Sequence[RandomInput], feeds: dict[str, Any], bound: dict[str, int]) -> list[np.ndarray]:
@@ -113,13 +129,16 @@ class _TypeOnly:
 
 
 def _numpy_dtype(ort_type: str) -> np.dtype:
-    names = {"tensor(float)": "float32", "tensor(double)": "float64", "tensor(int32)": "int32", "tensor(int64)": "int64", "tensor(bool)": "bool"}
-    return np.dtype(names[ort_type])
+    names = {"tensor(float)": "f32", "tensor(double)": "f64", "tensor(int32)": "i32", "tensor(int64)": "i64", "tensor(bool)": "bool",
+             "tensor(float16)": "f16", BFLOAT16_TYPE: "bf16"}
+    return DType.of(names[ort_type]).numpy
 
 
 def to_numpy(value: Any) -> np.ndarray:
     """A backend result as a NumPy array (OrtValues are copied to the host)."""
-    return value.numpy() if hasattr(value, "numpy") and not isinstance(value, np.ndarray) else np.asarray(value)
+    if isinstance(value, np.ndarray) or not hasattr(value, "numpy"):
+        return np.asarray(value)
+    return ortvalue_to_numpy(value) if hasattr(value, "data_type") else value.numpy()  # an OrtValue (bfloat16 too), or another array
 
 
 class OnnxRuntimeBackend:
