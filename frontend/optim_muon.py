@@ -25,6 +25,7 @@ from typing import Any, Iterable
 from kiln.compiler.errors import KilnError
 from kiln.compiler.ir.builder import Builder
 from kiln.compiler.ir.core import Value
+from kiln.compiler.ir.types import DType
 from kiln.frontend.optim import Optimizer, Update, _non_negative
 
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
@@ -66,6 +67,8 @@ class Muon(Optimizer):
 
     def emit_update(self, b: Builder, param: Value, grad: Value, state: dict[str, Value], hyper: dict[str, Value],
                     group: dict[str, Any]) -> Update:
+        if param.type.dtype.is_half:
+            return _half_update(b, param, grad, state["momentum_buffer"], hyper["lr"], group)
         momentum = group["momentum"]
         buffer = _lerp(b, state["momentum_buffer"], grad, 1 - momentum)
         update = _lerp(b, grad, buffer, momentum) if group["nesterov"] else buffer
@@ -75,6 +78,29 @@ class Muon(Optimizer):
         rows, cols = param.type.shape
         step = b.mul(lr, b.scalar_like(_lr_ratio(group["adjust_lr_fn"], rows, cols), lr))
         return b.sub(decayed, b.mul(step, orthogonal)), {"momentum_buffer": buffer}
+
+
+def _half_update(b: Builder, param: Value, grad: Value, buffer: Value, lr: Value, group: dict[str, Any]) -> Update:
+    """A half parameter's update as PyTorch's: the momentum lerps and the two parameter updates each compute in float32
+    and round to half once (``in_opmath``), the Newton-Schulz iteration runs in bfloat16 (PyTorch's ``grad.bfloat16()``),
+    ``adjusted_lr`` rounded to half as ``add``'s alpha is. PyTorch's ``addmm`` rounds once where kiln's iteration rounds
+    its product and its sum: the orthogonalized update agrees to bfloat16 rounding, not bit for bit."""
+    dtype, momentum = param.type.dtype, group["momentum"]
+    wide = {name: b.cast(value, dtype=DType.f32) for name, value in (("p", param), ("g", grad), ("buf", buffer))}
+
+    def store(value: Value) -> Value:
+        return b.cast(b.cast(value, dtype=dtype), dtype=DType.f32)
+
+    new_buffer = store(_lerp(b, wide["buf"], wide["g"], 1 - momentum))
+    update = store(_lerp(b, wide["g"], new_buffer, momentum)) if group["nesterov"] else new_buffer
+    orthogonal = _newton_schulz(b, b.cast(update, dtype=DType.bf16), group["ns_coefficients"], group["ns_steps"], group["eps"])
+    rows, cols = param.type.shape
+    rate = b.cast(lr, dtype=DType.f64)
+    decay = b.sub(b.constant(1.0, DType.f64), b.mul(rate, b.constant(group["weight_decay"], DType.f64)))
+    decayed = store(b.mul(wide["p"], b.cast(decay, dtype=DType.f32)))
+    adjusted = store(b.cast(b.mul(rate, b.constant(_lr_ratio(group["adjust_lr_fn"], rows, cols), DType.f64)), dtype=DType.f32))
+    new_param = b.sub(decayed, b.mul(adjusted, b.cast(orthogonal, dtype=DType.f32)))
+    return b.cast(new_param, dtype=dtype), {"momentum_buffer": b.cast(new_buffer, dtype=dtype)}
 
 
 def _lerp(b: Builder, start: Value, end: Value, weight: float) -> Value:

@@ -1,0 +1,165 @@
+"""Optimizers on float16 and bfloat16 parameters against PyTorch 2.13's CPU optimizers in the same dtype.
+
+PyTorch keeps a half parameter's state in half (``zeros_like(p)``) and runs its single-tensor update op by op, each op
+computing in float32 and rounding its result to half once; its hyper-parameters are Python floats (read in float32,
+except ``add``'s alpha and added scalar, which it rounds to half). kiln's update does the same
+(``compiler/ops/optim.py``), so given the same gradients the parameters and states agree bit for bit, eagerly
+(``optimizer.step()``) and compiled (a step whose gradient is exactly its input), to one exception: PyTorch's
+``add(other, alpha=a)`` (SGD's ``param.add_(grad, alpha=-lr)``, L2 weight decay) computes its vectorized body in float32
+but its scalar tail (the last elements of a tensor, past a multiple of the vector width) in half arithmetic, rounding
+``a * other`` to half before adding: such elements may be one half ulp apart. So the tolerance is one ulp of each
+element (``np.spacing`` in its dtype), 0 where PyTorch's vector path covers the whole tensor. Wider, with their reason:
+NAdam's ``mu_product`` (a float32 scalar in PyTorch, a half array here: 2 ulps of the largest element) and Muon
+(PyTorch's ``addmm`` rounds once where kiln's Newton-Schulz rounds its product and its sum: 4 ulps), and one ulp of
+an element for PyTorch's ``lerp``, whose vector path fuses its multiply-add (RMSprop centered, Muon's momentum).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+import kiln
+import kiln.nn as nn
+
+DTYPES = {"float16": np.float16, "bfloat16": ml_dtypes.bfloat16}
+CASES = [
+    ("SGD", dict(lr=0.1)),
+    ("SGD", dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01)),
+    ("SGD", dict(lr=0.1, momentum=0.9, dampening=0.1, maximize=True)),
+    ("Adam", dict(lr=1e-2, eps=1e-4)),
+    ("Adam", dict(lr=1e-2, eps=1e-4, amsgrad=True, weight_decay=0.01)),
+    ("AdamW", dict(lr=1e-2, eps=1e-4, weight_decay=0.1)),
+    ("RMSprop", dict(lr=1e-2, eps=1e-4)),
+    ("RMSprop", dict(lr=1e-2, eps=1e-4, centered=True, momentum=0.9, weight_decay=0.01)),
+    ("Adagrad", dict(lr=0.1, lr_decay=0.01)),
+    ("Adadelta", dict(lr=1.0, weight_decay=0.01)),
+    ("Adamax", dict(lr=1e-2, eps=1e-4)),
+    ("NAdam", dict(lr=1e-2, eps=1e-4)),
+    ("RAdam", dict(lr=1e-2, eps=1e-4)),
+    ("RAdam", dict(lr=1e-2, eps=1e-4, weight_decay=0.1, decoupled_weight_decay=True)),
+    ("ASGD", dict(lr=1e-2, t0=3)),
+    ("Rprop", dict(lr=1e-2)),
+    ("Adafactor", dict(lr=1e-2)),
+    ("Adafactor", dict(lr=1e-2, weight_decay=0.1)),
+]
+ULPS = {"NAdam": 2, "Muon": 4}
+"""Tolerances in half ulps of the largest element, where not bit for bit (module docstring)."""
+ELEMENT_ULPS = {"RMSprop": 1, "Muon": 1}
+"""Tolerances in half ulps of each element: PyTorch's vectorized ``lerp`` fuses its multiply-add (RMSprop's centered
+``grad_avg``, Muon's momentum), kiln's rounds the product to float32 first."""
+SHAPES = [(16, 8), (64,)]
+"""A matrix and a vector (Adafactor factors the first, not the second), of whole multiples of 64 elements: PyTorch's
+vector path covers them (module docstring)."""
+
+
+def case_id(case: tuple[str, dict[str, Any]]) -> str:
+    return case[0] + "(" + ",".join(f"{k}={v}" for k, v in case[1].items()) + ")"
+
+
+def half_pair(torch: Any, dtype: str, rng: np.random.Generator) -> tuple[list[Any], list[Any]]:
+    """The same half parameters for kiln and for PyTorch."""
+    values = [rng.standard_normal(shape).astype(np.float32) for shape in SHAPES]
+    ours = [nn.Parameter(value.astype(DTYPES[dtype])) for value in values]
+    theirs = [torch.nn.Parameter(torch.tensor(value).to(getattr(torch, dtype))) for value in values]
+    return ours, theirs
+
+
+def gradients(torch: Any, dtype: str, rng: np.random.Generator) -> list[Any]:
+    return [torch.tensor(rng.standard_normal(shape).astype(np.float32) * 0.1).to(getattr(torch, dtype)) for shape in SHAPES]
+
+
+def assert_same(ours: np.ndarray, theirs: Any, dtype: str, what: str, name: str = "") -> None:
+    """Bit for bit (NaN where PyTorch has NaN: Adagrad's eps 1e-10 is 0 in float16), or within the case's tolerance
+    (module docstring): ``ELEMENT_ULPS`` ulps of each element, ``ULPS`` ulps of the largest one."""
+    expected = theirs.detach().float().numpy()
+    actual = np.asarray(ours).astype(np.float32)
+    assert np.asarray(ours).dtype == DTYPES[dtype], f"{what} is {np.asarray(ours).dtype}, not {dtype}"
+    eps = float(ml_dtypes.finfo(DTYPES[dtype]).eps)
+    finite = np.abs(expected[np.isfinite(expected)])
+    largest = float(np.max(finite)) if finite.size else 0.0
+    tolerance = np.maximum(ELEMENT_ULPS.get(name, 0) * eps * np.abs(expected), ULPS.get(name, 0) * eps * largest)
+    close = np.isclose(actual, expected, rtol=0, atol=0, equal_nan=True) | (np.abs(actual - expected) <= tolerance)
+    assert np.all(close), f"{what}: {int(np.sum(~close))} elements differ by more than the tolerance, e.g. {actual[~close][:3]} vs {expected[~close][:3]}"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_eager_step_matches_torch_in_half(torch, case, dtype):
+    name, options = case
+    rng = np.random.default_rng(0)
+    ours, theirs = half_pair(torch, dtype, rng)
+    optimizer, reference = getattr(kiln.optim, name)(ours, **options), getattr(torch.optim, name)(theirs, foreach=False, **options)
+    for index in range(8):
+        for p, q, g in zip(ours, theirs, gradients(torch, dtype, rng)):
+            q.grad, p.grad = g, g.float().numpy().astype(DTYPES[dtype])
+        optimizer.step()
+        reference.step()
+        for position, (p, q) in enumerate(zip(ours, theirs)):
+            assert_same(p.data, q, dtype, f"parameter {position} after step {index}", name)
+            for state, value in reference.state[q].items():
+                if state in optimizer.state_of(p) and state not in optimizer.scalar_states:
+                    assert_same(optimizer.state_of(p)[state], value, dtype, f"{state} of {position} after step {index}", name)
+
+
+class Scaled(nn.Module):
+    """``w * x``: the gradient of ``sum(w * x)`` is ``x``, exactly, in any dtype."""
+
+    def __init__(self, value: np.ndarray):
+        super().__init__()
+        self.w = nn.Parameter(value)
+
+    def forward(self, x):
+        return self.w * x
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_compiled_step_matches_torch_in_half(torch, case, dtype):
+    name, options = case
+    rng = np.random.default_rng(1)
+    (ours, _), (theirs, _) = half_pair(torch, dtype, rng)
+    model = Scaled(np.asarray(ours.data))
+    optimizer, reference = getattr(kiln.optim, name)(model.parameters(), **options), getattr(torch.optim, name)([theirs], foreach=False, **options)
+    step = kiln.compile_train_step(model, lambda out, target: out.sum(), optimizer, batch_dim=None)
+    for index in range(8):
+        grad = gradients(torch, dtype, rng)[0]
+        step(grad.float().numpy().astype(DTYPES[dtype]), np.zeros((), np.float32))
+        theirs.grad = grad
+        reference.step()
+        assert_same(model.w.data, theirs, dtype, f"parameter after step {index}", name)
+    assert step.compile_count == 1
+
+
+def test_a_half_steps_learning_rate_is_a_float32_input(torch):
+    """PyTorch's lr is a Python float: an f16 step reads it as f32 (1e-4 in f16 would be 1.0002e-4)."""
+    model = Scaled(np.ones((4,), np.float16))
+    step = kiln.compile_train_step(model, lambda out, target: out.sum(), kiln.optim.Adam(model.parameters(), lr=1e-4), batch_dim=None,
+                                   loss_scale=1024.0)
+    step(np.ones((4,), np.float16), np.zeros((), np.float32))
+    assert _input_type(step.graph, "lr") == "tensor<f32>"
+    assert _input_type(step.graph, "loss_scale") == "tensor<f32>"
+    assert _input_type(step.graph, "w") == "tensor<4xf16>"
+
+
+def _input_type(graph: Any, name: str) -> str:
+    return next(str(value.type) for value in graph.inputs if value.name_hint == name)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_muon_on_half_matrices_follows_torch(torch, dtype):
+    """Newton-Schulz in bfloat16 as PyTorch's; 4 half ulps (module docstring)."""
+    rng = np.random.default_rng(2)
+    value = rng.standard_normal((16, 8)).astype(np.float32)
+    ours, theirs = nn.Parameter(value.astype(DTYPES[dtype])), torch.nn.Parameter(torch.tensor(value).to(getattr(torch, dtype)))
+    optimizer, reference = kiln.optim.Muon([ours], lr=0.02), torch.optim.Muon([theirs], lr=0.02)
+    for index in range(5):
+        grad = torch.tensor(rng.standard_normal((16, 8)).astype(np.float32) * 0.1).to(getattr(torch, dtype))
+        theirs.grad, ours.grad = grad, grad.float().numpy().astype(DTYPES[dtype])
+        optimizer.step()
+        reference.step()
+        assert_same(ours.data, theirs, dtype, f"parameter after step {index}", "Muon")
+        assert_same(optimizer.state_of(ours)["momentum_buffer"], reference.state[theirs]["momentum_buffer"], dtype, "momentum buffer", "Muon")
