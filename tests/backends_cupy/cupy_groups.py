@@ -61,8 +61,15 @@ def adam_update_f16() -> Graph:
     return _graph("adam_f16", types, lambda b, w, g, m, v, lr, step: list(b.op("optim.adam_update", w, g, m, v, lr, step, decoupled=True, weight_decay=0.01)))
 
 
+def tanh_mul_f16() -> Graph:
+    # tanh(x) * y in float16: tanh's result is rounded to half before the product (PyTorch's per-op rounding)
+    types = [TensorType(("N", 32), F16), TensorType(("N", 32), F16)]
+    return _graph("tanh_mul_f16", types, lambda b, x, y: [b.op("tensor.mul", b.op("tensor.tanh", x), y)])
+
+
 HALF_GROUPS = {
     "add_relu_f16": add_relu_f16,
+    "tanh_mul_f16": tanh_mul_f16,
     "adam_update_f16": adam_update_f16,
 }
 """Golden-file stem -> a float16 graph: loads of ``__half``, float arithmetic, ``__float2half_rn`` stores."""

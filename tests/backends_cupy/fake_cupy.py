@@ -134,7 +134,9 @@ def _numpy_attribute(name: str) -> Any:
 
 
 C_DTYPES = {"float": np.float32, "double": np.float64, "int": np.int32, "long long": np.int64, "bool": np.bool_}
-CUPY_DTYPES = {"float32": np.float32, "float64": np.float64, "int32": np.int32, "int64": np.int64, "bool": np.bool_}
+CUPY_DTYPES = {"float16": np.float16, "float32": np.float32, "float64": np.float64, "int32": np.int32, "int64": np.int64, "bool": np.bool_}
+HALF_CONVERSIONS = {"__half2float": "_cast_float", "__float2half_rn": "_cast_half"}
+"""cuda_fp16.h's conversions: float16 to float (exact), float to float16 (to nearest even, as NumPy's astype)."""
 TYPE = r"(float|double|int|long long|bool)"
 FUNCTIONS = {"max": "np.maximum", "min": "np.minimum", "exp": "np.exp", "log": "np.log", "tanh": "np.tanh", "sqrt": "np.sqrt",
              "fabs": "np.abs", "abs": "np.abs", "pow": "np.power", "erf": "_erf", "sin": "np.sin", "cos": "np.cos",
@@ -158,7 +160,7 @@ def translate(expression: str) -> str:
     text = re.sub(rf"\({TYPE}\)\(", lambda m: f"_cast_{m.group(1).replace(' ', '_')}(", text)
     text = re.sub(rf"\({TYPE}\)([\w.eE+-]+?)(?=[\s),;]|$)", lambda m: f"_cast_{m.group(1).replace(' ', '_')}({m.group(2)})", text)
     text = _ternaries_as_where(text)
-    for c_name, numpy_name in FUNCTIONS.items():
+    for c_name, numpy_name in {**HALF_CONVERSIONS, **FUNCTIONS}.items():
         text = re.sub(rf"(?<![\w.]){c_name}\(", numpy_name + "(", text)
     return text.replace("LL", "").replace("true", "True").replace("false", "False")
 
@@ -190,7 +192,8 @@ def _innermost_ternary(text: str) -> tuple[int, int, int, int] | None:
     return None
 
 
-NAMESPACE = {"np": np, "_erf": _erf, **{f"_cast_{name.replace(' ', '_')}": _cast(name) for name in C_DTYPES}}
+NAMESPACE = {"np": np, "_erf": _erf, "_cast_half": lambda value: np.asarray(value).astype(np.float16)[()],
+             **{f"_cast_{name.replace(' ', '_')}": _cast(name) for name in C_DTYPES}}
 
 
 def _run_body(body: str, values: dict[str, Any]) -> dict[str, Any]:
@@ -275,6 +278,7 @@ class RawKernel:
         cpu_cuda.checked_arguments(self.name, self.params, _plain(tuple(args)))
         if os.environ.get("KILN_FAKE_CUPY_RUN_CUDA") == "1" or "philox" in self.name:
             return cpu_cuda.run_raw_kernel(self.code, self.name, grid, block, _plain(tuple(args)))
+        args = tuple(_read_as_float(a, param) for a, (param, _) in zip(args, self.params))
         if "layer_norm_grad" in self.name:
             return _layer_norm_grad_rows(grid[0], [a.view(np.ndarray) if isinstance(a, DeviceArray) else a for a in args])
         if "layer_norm" in self.name:
@@ -304,6 +308,12 @@ class RawKernel:
         shifted = rows - rows.max(axis=1, keepdims=True)
         total = np.exp(shifted).sum(axis=1, keepdims=True)
         y.view(np.ndarray).reshape(grid[0], int(cols))[...] = shifted - np.log(total) if "log_softmax" in self.name else np.exp(shifted) / total
+
+
+def _read_as_float(value: Any, param: str) -> Any:
+    """A float16 row kernel's input (``const __half*``) as float32 for the NumPy recomputation, which then computes in
+    float as the kernel does; its float16 outputs are written in place, rounded by NumPy's assignment."""
+    return value.astype(np.float32) if param.startswith("const __half") else value
 
 
 def _layer_norm_grad_rows(blocks: int, args: list) -> None:

@@ -71,6 +71,7 @@ def test_each_group_is_one_fused_op_with_the_expected_kernels():
         "exp_sum_reduction": ["ReductionSource"],
         "matmul_epilogue": ["ElementwiseSource"],  # after the cuBLAS GEMM
         "add_relu_f16": ["ElementwiseSource"],  # widen-half's casts fused in: no extra kernel
+        "tanh_mul_f16": ["ElementwiseSource"],
         "adam_update_f16": ["ElementwiseSource"],
     }
 
