@@ -629,6 +629,9 @@ def dropout(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool 
         seed = Tensor(seed_value)
     else:
         stream, context.random_streams = context.random_streams, context.random_streams + 1
+    if input.dtype.is_half:  # PyTorch scales by 1 / (1 - p) rounded to the half dtype: a half mask holds that value
+        ones = apply("tensor.broadcast_to", apply("tensor.constant", value=np.ones((), input.dtype.numpy)), shape=input.shape)
+        return input * apply("nn.dropout", ones, seed, p=p, stream=stream)
     return apply("nn.dropout", input, seed, p=p, stream=stream)
 
 

@@ -66,3 +66,27 @@ def test_gumbel_softmax_samples_in_the_dtype(dtype: str):
     assert sample.dtype == NUMPY_HALF[dtype]
     np.testing.assert_array_equal(sample.astype(np.float64).sum(1), 1.0)
     assert set(np.unique(sample.astype(np.float64))) == {0.0, 1.0}
+
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+@pytest.mark.parametrize("dtype", HALF)
+@pytest.mark.parametrize("function", ["dropout", "dropout2d"])
+def test_dropout_in_half_keeps_torchs_scaled_values(function: str, dtype: str, compiled: bool):
+    """Each element is 0 or what torch's half dropout makes of it: ``x`` times the scale ``1 / (1 - p)`` rounded to
+    the half dtype, the product rounded once (checked on torch's own output first); the drop rate is p within 5
+    standard deviations (of elements, or of channels)."""
+    torch = require_torch()
+    p, x = 0.3, to_half(np.random.default_rng(2).uniform(0.5, 2.0, (200, 50, 1)), dtype)
+    scale = np.float32(np.array(1 / (1 - p), dtype=np.float32).astype(NUMPY_HALF[dtype]))
+    expected = (x.astype(np.float32) * scale).astype(NUMPY_HALF[dtype]).astype(np.float64)
+    torch_out = from_torch(getattr(torch.nn.functional, function)(torch.tensor(x.astype(np.float32)).to(torch_dtype(torch, dtype)), p))
+    np.testing.assert_array_equal(torch_out[torch_out != 0], expected[torch_out != 0], err_msg="the oracle's formula")
+    call = lambda v: getattr(F, function)(v, p, training=True)  # noqa: E731
+    kiln.manual_seed(0)
+    out = np.asarray(kiln.compile(call, seed=0)(x) if compiled else call(kiln.tensor(x)).numpy())
+    assert out.dtype == NUMPY_HALF[dtype]
+    kept = out.astype(np.float64) != 0
+    np.testing.assert_array_equal(out.astype(np.float64)[kept], expected[kept])
+    dropped = ~kept if function == "dropout" else ~kept[:, :, 0]
+    assert abs(dropped.mean() - p) < 5 * np.sqrt(p * (1 - p) / dropped.size), f"drop rate {dropped.mean()} for p={p}"
