@@ -5,7 +5,8 @@ The NVRTC check (cuda_compiler.py) proves a row kernel is valid CUDA; this runs 
 nothing, ``__shared__`` is ``static`` (blocks run one after another, so a function-static array is the block's
 shared memory), ``threadIdx`` is ``thread_local``, ``blockIdx`` is per thread too, ``__syncthreads()`` is a
 ``std::barrier`` of the block's threads, and ``max``/``min``/``exp``/``log``/``sqrt``/``tanh``/``erf``/``pow``/``fabs``
-and ``sin``/``cos``/``floor``/``ceil``/``rint``/``atan``/``asin``/``acos`` get CUDA's float and double overloads (``max``/``min`` as
+and ``sin``/``cos``/``floor``/``ceil``/``rint``/``atan``/``asin``/``acos`` get CUDA's float and double overloads (and
+``__half``, ``__half2float`` and ``__float2half_rn`` are cuda_fp16.h's, on the compiler's ``_Float16``) (``max``/``min`` as
 ``fmaxf``/``fmax``, which drop a NaN operand, as on the GPU), ``max``/``min``/``abs`` its int and long long ones. Everything sits in ``namespace kiln_cuda``, so these names hide the C library's ``::exp``
 (double only) instead of clashing with it; ``extern "C"`` keeps the kernel's symbol plain. Only what the row
 kernels, the Philox draw and the elementwise expressions use is emulated (``__umul64hi`` too): 1-D launches, no warp intrinsics, atomics or
@@ -78,6 +79,9 @@ inline double __longlong_as_double(long long bits) { return __builtin_bit_cast(d
 inline unsigned long long __umul64hi(unsigned long long a, unsigned long long b) {
     return (unsigned long long)(((unsigned __int128)a * b) >> 64);
 }
+struct __half { unsigned short bits; };  // cuda_fp16.h's float16, through the compiler's _Float16 (IEEE binary16)
+inline float __half2float(__half h) { return (float)__builtin_bit_cast(_Float16, h.bits); }
+inline __half __float2half_rn(float v) { return {__builtin_bit_cast(unsigned short, (_Float16)v)}; }  // to nearest even
 inline float max(float a, float b) { return __builtin_fmaxf(a, b); }
 inline double max(double a, double b) { return __builtin_fmax(a, b); }
 inline float min(float a, float b) { return __builtin_fminf(a, b); }
@@ -188,6 +192,7 @@ def translation_unit(code: str, name: str, params: list[tuple[str, str]]) -> str
     return f"""{HEADER}#line 1 "{name}.cu"
 {code}
 }}  // namespace kiln_cuda
+using kiln_cuda::__half;
 
 extern "C" void launch_{name}(unsigned grid, unsigned block{declared}) {{
     kiln_cuda::launch(grid, block, [=] {{ kiln_cuda::{name}({names}); }});
@@ -227,7 +232,7 @@ def _library(source: str) -> ctypes.CDLL:
 
 def _compile(source: str, library: pathlib.Path, *link: pathlib.Path) -> pathlib.Path:
     rpath = [f"-Wl,-rpath,{_cache()}"] if link else []
-    command = [_gxx(), *FLAGS, "-x", "c++", "-", "-x", "none", *map(str, link), *rpath, "-o", str(library)]
+    command = [_gxx(), *FLAGS, f"-I{_headers()}", "-x", "c++", "-", "-x", "none", *map(str, link), *rpath, "-o", str(library)]
     result = subprocess.run(command, input=source, text=True, capture_output=True)
     if result.returncode:
         raise CpuCompileError(f"g++ rejected the emulated kernel:\n{result.stderr[-4000:]}\n--- translation unit ---\n{source}")
@@ -242,6 +247,15 @@ def _gxx() -> str:
             pytest.fail(f"{message} (KILN_REQUIRE_ORACLES=1)")
         pytest.skip(message)
     return gxx
+
+
+def _headers() -> pathlib.Path:
+    """An include directory whose ``cuda_fp16.h`` is empty: a float16 kernel includes it, and HEADER emulates it."""
+    directory = _cache() / "include"
+    if not directory.exists():
+        directory.mkdir()
+        (directory / "cuda_fp16.h").write_text("// emulated by cpu_cuda.HEADER (__half, __half2float, __float2half_rn)\n")
+    return directory
 
 
 def _cache() -> pathlib.Path:

@@ -135,3 +135,19 @@ sum in different orders)."""
 def layer_norm_grad(x_shape: tuple, weight_shape: tuple, dtype: DType) -> Graph:
     types = [TensorType(x_shape, dtype), TensorType(weight_shape, dtype), TensorType(x_shape, dtype)]
     return _graph("layer_norm_grad", types, lambda b, x, weight, g: list(b.op("nn.layer_norm_grad", x, weight, g, eps=1e-5)))
+
+
+def half_rows(name: str) -> Graph:
+    """One float16 row op as its row kernel runs it (loaded as half, computed in float, stored as half)."""
+    x, w = TensorType(("N", 50), F16), TensorType((50,), F16)
+    if name in ("nn.softmax", "nn.log_softmax"):
+        return _graph(name, [x], lambda b, v: [b.op(name, v, axis=-1)])
+    if name == "nn.softmax_grad":
+        return _graph(name, [x, x], lambda b, y, g: [b.op(name, y, g, axis=-1)])
+    if name == "nn.layer_norm":
+        return _graph(name, [x, w, w], lambda b, v, weight, bias: [b.op(name, v, weight, bias, eps=1e-5)])
+    labels = TensorType(("N",), DType.i64)
+    return _graph(name, [x, labels], lambda b, logits, y: [b.op("nn.cross_entropy", logits, y, reduction="mean")])
+
+
+HALF_ROW_OPS = ("nn.softmax", "nn.log_softmax", "nn.softmax_grad", "nn.layer_norm", "nn.cross_entropy")

@@ -11,8 +11,11 @@ import os
 import numpy as np
 import pytest
 
-from cupy_groups import GROUPS, LAYER_NORM_GRAD_CASES, LAYER_NORM_GRAD_TOLERANCE, assert_graph_matches_numpy, assert_group_matches_numpy, layer_norm_grad, random_inputs
-from cupy_models import MODELS, comparable, step_for
+import kiln
+
+from cupy_groups import (GROUPS, HALF_GROUPS, HALF_ROW_OPS, HALF_TOLERANCE, LAYER_NORM_GRAD_CASES, LAYER_NORM_GRAD_TOLERANCE, assert_graph_matches_numpy,
+                         assert_group_matches_numpy, half_rows, layer_norm_grad, random_inputs)
+from cupy_models import MODELS, batch_in, comparable, step_for
 from gemm_layouts import LAYOUTS
 from kiln.backends.cupy import CupyBackend, device_problem, kernel_plan
 from kiln.compiler.ir import DType
@@ -53,6 +56,51 @@ def test_training_matches_numpy_for_50_steps(name):
     np.testing.assert_allclose(runs["cupy"][0], runs["numpy"][0], rtol=2e-3, atol=1e-4)
     for key, value in runs["numpy"][1].items():
         np.testing.assert_allclose(runs["cupy"][1][key], value, rtol=2e-3, atol=2e-4, err_msg=key)
+
+
+HALF_STEPS = 10
+
+
+def test_f16_training_matches_numpy_for_10_steps():
+    """The MLP in float16 (``model.half()``, float16 batches): every op computed in float32 and rounded to half on
+    both sides, so the two differ only where a float32 result (cuBLAS's summation order against OpenBLAS's, CUDA's
+    ``expf`` against NumPy's) rounds to the neighbouring half: a float16 ulp here and there (HALF_TOLERANCE: 2**-9
+    relative). A float16 accumulation in cuBLAS (K = 784) or a missed rounding would be off by several ulps."""
+    runs = {}
+    for backend in ("numpy", "cupy"):
+        model, step, rng = step_for("mlp", backend, dtype=kiln.float16)
+        losses = [float(step(*batch_in("mlp", rng, kiln.float16))) for _ in range(HALF_STEPS)]
+        runs[backend] = (losses, {k: v.copy() for k, v in model.state_dict().items()})
+    assert np.isfinite(runs["cupy"][0]).all() and all(v.dtype == np.float16 for v in runs["cupy"][1].values())
+    np.testing.assert_allclose(runs["cupy"][0], runs["numpy"][0], **HALF_TOLERANCE)
+    for key, value in runs["numpy"][1].items():
+        np.testing.assert_allclose(runs["cupy"][1][key], value, **HALF_TOLERANCE, err_msg=key)
+
+
+@pytest.mark.parametrize("stem", sorted(HALF_GROUPS))
+def test_f16_fused_groups_match_numpy(stem):
+    assert_graph_matches_numpy(HALF_GROUPS[stem](), **HALF_TOLERANCE)
+
+
+@pytest.mark.parametrize("name", HALF_ROW_OPS)
+def test_f16_row_kernels_match_numpy(name):
+    assert_graph_matches_numpy(half_rows(name), **HALF_TOLERANCE)
+
+
+@pytest.mark.parametrize("shape", [((64, 4096), (4096, 64)), ((3, 64, 4096), (3, 4096, 64))], ids=["2-d", "batched"])
+def test_f16_matmul_accumulates_in_float32(shape):
+    """4096 products of about 0.25 summed: a float16 accumulator (10 bits) would be off by about 2**-11 relative per
+    addition once the sum passes 512; cuBLAS with CUBLAS_COMPUTE_32F rounds only the float32 sum."""
+    import cupy
+
+    from kiln.backends.cupy.gemm import batched_matmul
+
+    rng = np.random.default_rng(0)
+    a, b = (rng.random(s, dtype=np.float32).astype(np.float16) for s in shape)
+    want = (a.astype(np.float64) @ b.astype(np.float64)).astype(np.float16)
+    got = cupy.asnumpy(batched_matmul(cupy, cupy.asarray(a), cupy.asarray(b)))
+    assert got.dtype == np.float16
+    np.testing.assert_allclose(got.astype(np.float64), want.astype(np.float64), rtol=2.0 ** -10, atol=0)
 
 
 def test_chunked_causal_attention_matches_numpy_for_50_steps(monkeypatch):
