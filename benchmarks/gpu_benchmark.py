@@ -1,5 +1,7 @@
-"""kiln on CuPy against PyTorch on the same GPU: W1 (MLP 784-128-64-10, SGD) at batch 128 and 4096, and a
-GPT-2-small-shaped step (12 layers, d_model 768, 12 heads, context 1024, batch 8, AdamW), in one run.
+"""kiln on CuPy against PyTorch on the same GPU: W1 (MLP 784-128-64-10, SGD) at batch 128 and 4096, a
+GPT-2-small-shaped step (12 layers, d_model 768, 12 heads, context 1024, batch 8, AdamW), and W1 in float16 at batch
+4096 (kiln's ``model.half()`` against torch's ``model.half()`` and torch's float32 model under ``torch.autocast``), in
+one run.
 
     python benchmarks/gpu_benchmark.py                        # all workloads, prints one table
     python benchmarks/gpu_benchmark.py --workloads w1-128 --steps 50 --budget-s 60
@@ -27,8 +29,11 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [os.path.join(ROOT, "examples"), os.path.join(ROOT, "benchmarks")]
 
-WORKLOADS = ("w1-128", "w1-4096", "gpt2-small")
-IMPLEMENTATIONS = ("kiln-cupy", "torch-eager", "torch-compile")
+WORKLOADS = ("w1-128", "w1-4096", "gpt2-small", "w1-4096-f16")
+IMPLEMENTATIONS = ("kiln-cupy", "torch-eager", "torch-compile", "torch-autocast")
+HALF_IMPLEMENTATIONS = ("kiln-cupy", "torch-eager", "torch-autocast")
+"""What a float16 workload (``-f16``) runs: kiln and torch with float16 parameters, torch's autocast (float32 parameters,
+float16 matmuls); torch-autocast runs for float16 workloads only."""
 EXTRA_IMPLEMENTATIONS = ("kiln-cupy-whole",)
 """Asked for by name only (outside the 5-minute default): kiln-cupy with causal attention unchunked (``CAUSAL_CHUNK = 0``),
 to measure what ``chunk-causal-attention`` buys."""
@@ -121,26 +126,38 @@ def w1_batch(batch: int) -> tuple[np.ndarray, np.ndarray]:
     return rng.random((batch, 784), dtype=np.float32), rng.integers(0, 10, batch)
 
 
-def kiln_w1(cupy: Any, batch: int) -> Callable[[], Any]:
+def kiln_w1(cupy: Any, batch: int, half: bool = False) -> Callable[[], Any]:
     import kiln
     import kiln.nn as nn
     import kiln.nn.functional as F
 
     kiln.manual_seed(0)
     model = nn.Sequential(nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 10))
+    model = model.half() if half else model
     step = kiln.compile_train_step(model, F.cross_entropy, kiln.optim.SGD(model.parameters(), lr=0.01), backend="cupy")
-    x, y = (cupy.asarray(a) for a in w1_batch(batch))
+    x, y = w1_batch(batch)
+    x, y = cupy.asarray(x.astype(np.float16) if half else x), cupy.asarray(y)
     return lambda: step(x, y)
 
 
-def torch_w1(torch: Any, batch: int, compiled: bool) -> Callable[[], Any]:
+def torch_w1(torch: Any, batch: int, compiled: bool, half: bool = False, autocast: bool = False) -> Callable[[], Any]:
+    """``half``: float16 parameters and batch; ``autocast``: float32 ones, the forward under ``torch.autocast``."""
     torch.manual_seed(0)
     nn = torch.nn
     model = nn.Sequential(nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 10)).cuda()
+    model = model.half() if half else model
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     x, y = (torch.from_numpy(a).cuda() for a in w1_batch(batch))
+    x = x.half() if half else x
     forward = torch.compile(model) if compiled else model
-    return _torch_step(torch, lambda: nn.functional.cross_entropy(forward(x), y), optimizer)
+
+    def loss_of():
+        if not autocast:
+            return nn.functional.cross_entropy(forward(x), y)
+        with torch.autocast("cuda", dtype=torch.float16):
+            return nn.functional.cross_entropy(forward(x), y)
+
+    return _torch_step(torch, loss_of, optimizer)
 
 
 def _torch_step(torch: Any, loss_of: Callable[[], Any], optimizer: Any) -> Callable[[], Any]:
@@ -223,11 +240,12 @@ def _torch_gpt(torch: Any, config: dict[str, Any]) -> Any:
 
 
 def plan(args: argparse.Namespace) -> list[tuple[str, str]]:
-    return [(w, i) for w in args.workloads for i in IMPLEMENTATIONS + EXTRA_IMPLEMENTATIONS if i in args.implementations]
+    return [(w, i) for w in args.workloads for i in IMPLEMENTATIONS + EXTRA_IMPLEMENTATIONS
+            if i in args.implementations and (i in HALF_IMPLEMENTATIONS if w.endswith("-f16") else i != "torch-autocast")]
 
 
 def measure(workload: str, implementation: str, args: argparse.Namespace, cupy: Any) -> float:
-    gpt = workload == "gpt2-small"
+    gpt, half = workload == "gpt2-small", workload.endswith("-f16")
     config = {**GPT2_SMALL, "layers": args.gpt_layers}
     steps = args.gpt_steps if gpt else args.steps
     if implementation.startswith("kiln-cupy"):
@@ -236,14 +254,14 @@ def measure(workload: str, implementation: str, args: argparse.Namespace, cupy: 
         default = chunk_causal_attention.CAUSAL_CHUNK
         chunk_causal_attention.CAUSAL_CHUNK = 0 if implementation == "kiln-cupy-whole" else default  # read when compiling
         try:
-            step = kiln_gpt(cupy, config) if gpt else kiln_w1(cupy, int(workload.split("-")[1]))
+            step = kiln_gpt(cupy, config) if gpt else kiln_w1(cupy, int(workload.split("-")[1]), half)
             return time_steps(step, steps, args.warmup, cupy_events(cupy))
         finally:
             chunk_causal_attention.CAUSAL_CHUNK = default
     import torch
 
-    compiled = implementation == "torch-compile"
-    step = torch_gpt(torch, config, compiled) if gpt else torch_w1(torch, int(workload.split("-")[1]), compiled)
+    compiled, autocast = implementation == "torch-compile", implementation == "torch-autocast"
+    step = torch_gpt(torch, config, compiled) if gpt else torch_w1(torch, int(workload.split("-")[1]), compiled, half and not autocast, autocast)
     return time_steps(step, steps, args.warmup, torch_events(torch))
 
 

@@ -7,7 +7,8 @@
 # pytest. It installs kiln itself without dependencies or network, runs the CuPy backend's GPU tests with the GPU
 # required (a skip for want of a GPU fails instead), then as much of the backend's CPU-side tests (stand-ins, emulated
 # kernels; CI runs them) as the benchmark's time allows, then benchmarks kiln-cupy against PyTorch eager and
-# torch.compile on W1 (batch 128 and 4096) and a GPT-2-small-shaped step, printing one table; with time left, the
+# torch.compile on W1 (batch 128 and 4096) and a GPT-2-small-shaped step, and W1 in float16 (batch 4096) against
+# torch eager in float16 and torch.autocast, printing one table (rows past the time budget say so); with time left, the
 # GPU time of each op of kiln's GPT step (benchmarks/gpu_profile.py, informational: it does not change the exit status).
 # Environment: PYTHON (default python3), TOTAL_S (default 285, the whole run's limit in seconds).
 

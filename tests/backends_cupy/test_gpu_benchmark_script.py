@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 BENCHMARKS = pathlib.Path(__file__).resolve().parents[2] / "benchmarks"
@@ -24,8 +25,10 @@ def load_benchmark():
 def test_arguments_parse_and_unknown_workloads_are_refused():
     benchmark = load_benchmark()
     args = benchmark.parse_args([])
-    assert args.workloads == ["w1-128", "w1-4096", "gpt2-small"] and "torch-compile" in args.implementations
-    assert len(benchmark.plan(args)) == 9
+    assert args.workloads == ["w1-128", "w1-4096", "gpt2-small", "w1-4096-f16"] and "torch-compile" in args.implementations
+    assert len(benchmark.plan(args)) == 12
+    assert [i for w, i in benchmark.plan(args) if w == "w1-4096-f16"] == ["kiln-cupy", "torch-eager", "torch-autocast"]
+    assert not [w for w, i in benchmark.plan(args) if i == "torch-autocast" and not w.endswith("-f16")]
     assert benchmark.GPT2_SMALL["layers"] == 12 and benchmark.GPT2_SMALL["context"] == 1024 and benchmark.GPT2_SMALL["batch"] == 8
     with pytest.raises(SystemExit, match="unknown w9"):
         benchmark.parse_args(["--workloads", "w1-128,w9"])
@@ -93,5 +96,7 @@ def test_kiln_rows_build_and_step_on_the_numpy_stand_in_for_cupy(fake):
 
     benchmark = load_benchmark()
     assert isinstance(benchmark.kiln_w1(fake, 16)(), LazyScalar)
+    loss = benchmark.kiln_w1(fake, 16, half=True)()
+    assert isinstance(loss, LazyScalar) and np.isfinite(float(loss))
     tiny = {**benchmark.GPT2_SMALL, "vocab": 13, "context": 8, "d_model": 16, "heads": 2, "layers": 1, "batch": 2}
     assert float(benchmark.kiln_gpt(fake, tiny)()) > 0
