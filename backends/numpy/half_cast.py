@@ -1,4 +1,4 @@
-"""float32 <-> float16 casts for the NumPy backend, bit-identical to NumPy's and at a speed that does not depend on the values.
+"""Half-precision casts for the NumPy backend: bit-identical to NumPy's, float16's at a speed that does not depend on the values.
 
 NumPy converts float16 one element at a time, and an element whose float16 result is subnormal, zero from
 underflow or infinite from overflow costs it a few hundred nanoseconds (it raises the IEEE flags for each): a
@@ -13,8 +13,9 @@ float16 op, so they were most of a float16 training step. Here:
   round (``|x| + 0.5`` puts float16's subnormal spacing, 2^-24, at float32's last bit); overflow clamps to
   infinity; a NaN keeps the top of its payload as NumPy's does (``0x7C00 + (significand >> 13)``, never infinity).
 
-bfloat16 (``ml_dtypes``) casts are left to NumPy: ``ml_dtypes`` converts a few hundred million to billions of
-elements a second whatever the values. ``benchmarks/half_precision.py`` measures all of these.
+bfloat16 (``ml_dtypes``) converts a billion or more elements a second whatever the values, but 5-10x slower from
+a transposed view (a weight's ``.T``) into a row-major array: such a cast runs in the source's memory order into a
+staging array, then a plain copy transposes. ``benchmarks/half_precision.py`` measures all of these.
 
 ```python
 out = np.empty(3, np.float16)
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 
 FEW_ELEMENTS = 256
@@ -36,6 +38,7 @@ cost ~15 us however few the elements, about what NumPy takes for 256 values that
 
 _F16 = np.dtype(np.float16)
 _F32 = np.dtype(np.float32)
+_BFLOAT16_PAIR = {_F32, np.dtype(ml_dtypes.bfloat16)}
 _U32 = np.uint32
 # float32 bit patterns and shifts, as NumPy scalars made once (a Python int costs a conversion per call)
 _MAGNITUDE, _SIGN, _ONE, _THIRTEEN, _SIXTEEN = _U32(0x7FFFFFFF), _U32(0x8000), _U32(1), _U32(13), _U32(16)
@@ -53,12 +56,17 @@ with np.errstate(all="ignore"):  # signalling-NaN patterns would warn "invalid v
 
 
 def cast_into(source: Any, out: np.ndarray) -> None:
-    """``np.copyto(out, source, casting="unsafe")``, with the float32 <-> float16 conversions done here (same bits)."""
+    """``np.copyto(out, source, casting="unsafe")``, with the float32 <-> float16 conversions done here and transposed
+    float32 <-> bfloat16 ones staged (the same bits either way)."""
     source = np.asarray(source)
     if source.dtype == _F32 and out.dtype == _F16 and out.size >= FEW_ELEMENTS:
         float32_to_float16_into(_broadcast(source, out), out)
     elif source.dtype == _F16 and out.dtype == _F32:
-        np.take(FLOAT16_TO_FLOAT32, _broadcast(source, out).view(np.uint16), out=out, mode="clip")
+        FLOAT16_TO_FLOAT32.take(_broadcast(source, out).view(np.uint16), out=out, mode="clip")
+    elif {source.dtype, out.dtype} == _BFLOAT16_PAIR and source.shape == out.shape and _transposed(source, out):
+        staged = np.empty_like(source, dtype=out.dtype)  # the source's memory order: ml_dtypes' loop reads it in a row
+        np.copyto(staged, source, casting="unsafe")
+        np.copyto(out, staged)
     else:
         np.copyto(out, source, casting="unsafe")
 
@@ -109,6 +117,12 @@ def _keep_nan_payloads(x: np.ndarray, bits: np.ndarray, halves: np.ndarray) -> N
     if nan.any():
         payload = np.maximum(np.right_shift(bits & _U32(0x7FFFFF), _U32(13)), _U32(1)) + _U32(0x7C00)
         np.copyto(halves, payload, where=nan)
+
+
+def _transposed(source: np.ndarray, out: np.ndarray) -> bool:
+    """Whether ``source`` and ``out`` are each contiguous, but in different orders (a weight's ``.T``)."""
+    contiguous = source.flags.c_contiguous or source.flags.f_contiguous
+    return contiguous and not (source.flags.c_contiguous and out.flags.c_contiguous or source.flags.f_contiguous and out.flags.f_contiguous)
 
 
 def _broadcast(source: np.ndarray, out: np.ndarray) -> np.ndarray:

@@ -92,6 +92,24 @@ def test_cast_into_broadcasts_and_takes_strided_views_as_copyto(size):
         assert out.dtype == expected.dtype and np.array_equal(out.view(np.uint8), expected.view(np.uint8))
 
 
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_transposed_bfloat16_casts_are_copytos_bits(order):
+    """float32 <-> bfloat16 from a transposed view (staged in the source's order): ml_dtypes' round to nearest even,
+    on random bit patterns (NaNs, infinities, subnormals)."""
+    import ml_dtypes
+
+    bits = np.random.default_rng(3).integers(0, 1 << 32, (300, 70), dtype=np.uint64).astype(np.uint32)
+    x = np.concatenate([bits.view(np.float32), np.float32([[np.inf, -np.inf, 0.0, -0.0, 1 + 2.0**-8, 1 + 3 * 2.0**-8, 1e-40] * 10])])
+    with np.errstate(all="ignore"):
+        halves = x.astype(ml_dtypes.bfloat16)
+    for source, target in ((x.T, ml_dtypes.bfloat16), (halves.T, np.float32)):
+        out, expected = np.empty(source.shape, target, order=order), np.empty(source.shape, target, order=order)
+        with np.errstate(all="ignore"):
+            cast_into(source, out)
+            np.copyto(expected, source, casting="unsafe")
+        assert np.array_equal(np.ascontiguousarray(out).view(np.uint8), np.ascontiguousarray(expected).view(np.uint8))
+
+
 @pytest.mark.parametrize("pair", [(np.float64, np.float16), (np.int32, np.float16), (np.float16, np.float64), (np.float32, np.float32),
                                   (np.float16, np.float32), (np.float32, np.float16)])
 def test_cast_is_astype_for_every_pair(pair):
