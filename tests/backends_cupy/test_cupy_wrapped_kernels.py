@@ -75,11 +75,15 @@ def _cupy_options() -> tuple[str, ...]:
     return tuple(option for option in core.assemble_cupy_compiler_options(()) if not option.startswith("-I/usr/local/cuda"))
 
 
-@pytest.mark.parametrize("name", ["mlp", "cnn", "gpt", "op_table"])
+@pytest.mark.parametrize("name", ["mlp", "cnn", "gpt", "op_table", "mlp-f16", "gpt-f16"])
 def test_every_kernel_compiles_as_cupy_wraps_it(name: str):
-    """The kernels of the three benchmark models' steps, and of every op-table case (as the GPU tests launch them)."""
+    """The kernels of the three benchmark models' steps, and of every op-table case (as the GPU tests launch them);
+    ``-f16``: the step of the model in float16 (CuPy's ``float16`` parameters, ``__half`` conversions)."""
+    import kiln
+
     compile_cuda = cuda_compiler(_cupy_options())
-    sources = op_table_kernel_sources() if name == "op_table" else kernel_sources(step_graph(name))
+    model, dtype = name.removesuffix("-f16"), kiln.float16 if name.endswith("-f16") else None
+    sources = op_table_kernel_sources() if name == "op_table" else kernel_sources(step_graph(model, dtype=dtype))
     kinds = {type(source) for source in sources.values()}
     assert ElementwiseSource in kinds and (ReductionSource in kinds or name == "op_table")  # the op table's reductions are CuPy's
     for source in sources.values():
@@ -88,12 +92,13 @@ def test_every_kernel_compiles_as_cupy_wraps_it(name: str):
         compile_cuda(as_cupy_compiles(code), source.name)
 
 
-@pytest.mark.parametrize("dtype", [DType.f32, DType.f64])
+@pytest.mark.parametrize("dtype", [DType.f16, DType.f32, DType.f64])
 def test_raw_kernels_compile_with_cupys_headers(dtype: DType):
+    """float16: the row kernels that read and write half (layer norm's gradient and the Philox draw run in float32)."""
     compile_cuda = cuda_compiler(_cupy_options())
+    full = (layer_norm_grad_source(dtype), philox_uniform_source(dtype)) if dtype is not DType.f16 else ()
     for source in (softmax_source(dtype), softmax_source(dtype, log=True), softmax_grad_source(dtype), masked_softmax_source(dtype),
-                   layer_norm_source(dtype), layer_norm_grad_source(dtype),
-                   cross_entropy_loss_source(dtype), cross_entropy_grad_source(dtype), philox_uniform_source(dtype)):
+                   layer_norm_source(dtype), cross_entropy_loss_source(dtype), cross_entropy_grad_source(dtype), *full):
         compile_cuda(as_cupy_compiles(source.code), source.name)
 
 
