@@ -109,6 +109,40 @@ def initial_parameters(model_name: str, dtype: str) -> dict[str, np.ndarray]:
     return {name: np.array(value) for name, value in to_half(MODELS[model_name][0](), dtype).state_dict().items()}
 
 
+def tiny_gpt():
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "examples"))
+    from gpt_tiny import GPT
+
+    kiln.manual_seed(0)
+    return GPT(vocab_size=13, context=6, d_model=16, heads=2, layers=2)
+
+
+@pytest.mark.parametrize("dtype", ["f16", "bf16"])
+def test_half_tiny_gpt_training_in_onnxruntime_matches_numpy(dtype):
+    # Embedding, LayerNorm, GELU, attention: more float32 sums, and exp/erf from other libraries, so a float32 result
+    # sometimes lands on the other side of a half rounding boundary (the first such op in float16 here is a forward
+    # matmul: one subnormal ulp). Losses agree; a parameter may be an ulp or so off, at its tensor's scale.
+    require("onnxruntime")
+
+    def loss(logits, target):
+        return F.cross_entropy(logits.transpose(1, 2), target)
+
+    results = []
+    for backend in ("numpy", "onnxruntime"):
+        model = to_half(tiny_gpt(), dtype)
+        step = kiln.compile_train_step(model, loss, kiln.optim.SGD(model.parameters(), lr=0.1), backend=backend)
+        rng = np.random.default_rng(0)
+        losses = [step(tokens[:, :-1], tokens[:, 1:]) for tokens in (rng.integers(0, 13, (4, 7)) for _ in range(3))]
+        results.append((np.array(losses, NUMPY_HALF[dtype]), {k: np.array(v) for k, v in model.state_dict().items()}))
+    (losses, params), (ort_losses, ort_params) = results
+    assert ulp_distance(ort_losses, losses).max() <= 1
+    for name, value in params.items():
+        assert_half_close(ort_params[name], value.astype(np.float64), dtype, ulps=2, what=name)
+
+
 @pytest.mark.parametrize("dtype", ["f16", "bf16"])
 def test_half_dropout_draws_in_onnxruntime_equal_the_numpy_backends(dtype):
     require("onnxruntime")
@@ -189,6 +223,22 @@ def test_exported_half_model_matches_torch_in_the_same_dtype(tmp_path, dtype, mo
     # torch's Linear rounds x @ W.T + b once (addmm), kiln twice (matmul, then add); so a layer's output may be one
     # rounding apart, at its own scale: two ulps of the output's largest element (at most one seen over five seeds)
     assert_half_close(got, expected, dtype, ulps=2, what=f"{model_name} {dtype}")
+
+
+@pytest.mark.parametrize("dtype", ["f16", "bf16"])
+def test_exported_half_tiny_gpt_runs_as_kilns_forward(tmp_path, dtype):
+    # LayerNormalization, Gelu, Softmax, Gather in float32 between Casts: onnxruntime gives kiln's logits (bit for bit
+    # in every run here; one ulp allowed for a float32 result on a rounding boundary). The reference evaluator computes
+    # those ops its own way in float32 (up to 5 ulps of a logit near 0 seen): two ulps at the logits' scale.
+    path = str(tmp_path / "gpt.onnx")
+    model = to_half(tiny_gpt(), dtype).eval()
+    proto = kiln.export_onnx(model, [kiln.TensorSpec(("N", 6), "int64")], path)
+    for batch in (1, 5):
+        tokens = np.random.default_rng(batch).integers(0, 13, (batch, 6))
+        expected = np.asarray(kiln.compile(model)(tokens))
+        (got,) = run_onnxruntime(path, {"tokens": tokens})
+        assert got.dtype == expected.dtype == NUMPY_HALF[dtype] and ulp_distance(got, expected).max() <= 1
+        assert_half_close(run_reference(proto, {"tokens": tokens})[0], expected.astype(np.float64), dtype, ulps=2, what="reference")
 
 
 def moves(x, y):
