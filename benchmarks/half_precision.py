@@ -3,6 +3,7 @@
     python benchmarks/half_precision.py                       # W1, W3, W5; 1 thread; writes benchmarks/half_precision.json
     python benchmarks/half_precision.py --workloads W5 --steps 60 --threads 2
     python benchmarks/half_precision.py --quick --json out.json   # a tiny run (the smoke test's): W1 and W5 at batch 16
+    python benchmarks/half_precision.py --copyto-casts            # also kiln's half steps with casts as plain np.copyto
 
 The NumPy backend keeps float16/bfloat16 parameters, activations and optimizer state in 16 bits and computes each
 op in float32 between casts (``widen-half``, PyTorch's CPU "opmath"), so half precision saves bytes, not
@@ -41,6 +42,8 @@ def _arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workloads", default="W1,W3,W5")
     parser.add_argument("--batch", type=int, default=None, help="every workload at this batch size (default: each workload's)")
     parser.add_argument("--cast-elements", type=int, default=1 << 17, help="array size of the cast throughput table")
+    parser.add_argument("--copyto-casts", action="store_true",
+                        help="also time kiln's half steps with every tensor.cast as a plain np.copyto (the code before half_cast.py)")
     parser.add_argument("--quick", action="store_true", help="a tiny run: W1 and W5 at batch 16, 5 steps, small casts")
     parser.add_argument("--json", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "half_precision.json"))
     args = parser.parse_args(argv)
@@ -69,7 +72,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from torch_peer import torch_training_step  # noqa: E402
-from train_step import WORKLOADS, Workload, batch, initial_weights, interleaved_medians, memory_bytes, numpy_step  # noqa: E402
+from train_step import WORKLOADS, Workload, _load_kiln_weights, batch, interleaved_medians, memory_bytes, numpy_step  # noqa: E402
 
 DTYPES = ("float32", "float16", "bfloat16")
 
@@ -103,7 +106,7 @@ def kiln_candidate(workload: Workload, dtype: str) -> Candidate:
 
     model, x, y = _kiln_model(workload)
     model.to(getattr(kiln, dtype))
-    optimizer = _kiln_optimizer(kiln.optim, model.parameters(), workload)
+    optimizer = workload_optimizer(kiln.optim, model.parameters(), workload)
     step = kiln.compile_train_step(model, F.cross_entropy, optimizer)
     x = x.astype(numpy_dtype(dtype))
     loss = step(x, y)
@@ -123,13 +126,11 @@ def _kiln_model(workload: Workload) -> tuple[Any, np.ndarray, np.ndarray]:
         kiln.manual_seed(0)
         return (cnn(CHANNELS[1:], CLASSES), *cnn_batch(CNNConfig(batch=workload.batch)))
     model = nn.Sequential(nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 10))
-    arrays = [a for layer in initial_weights() for a in layer]
-    for param, array in zip(model.parameters(), arrays):
-        np.copyto(param.data, array.reshape(param.data.shape))
+    _load_kiln_weights(model)
     return (model, *batch(workload))
 
 
-def _kiln_optimizer(optim: Any, params: Any, workload: Workload) -> Any:
+def workload_optimizer(optim: Any, params: Any, workload: Workload) -> Any:
     """The workload's optimizer from ``optim`` (``kiln.optim`` or ``torch.optim``: the same names and options)."""
     if workload.optimizer == "adam":
         return optim.Adam(params, lr=workload.lr)
@@ -148,7 +149,7 @@ def torch_candidate(workload: Workload, dtype: str, threads: int) -> Candidate:
     net = _torch_net(torch.nn, workload)
     net.load_state_dict({name: torch.from_numpy(np.array(value)) for name, value in kiln_model.state_dict().items()})
     net.to(getattr(torch, dtype))
-    optimizer = _kiln_optimizer(torch.optim, net.parameters(), workload)
+    optimizer = workload_optimizer(torch.optim, net.parameters(), workload)
     inputs, targets = torch.from_numpy(x).to(getattr(torch, dtype)), torch.from_numpy(y)
     step = torch_training_step(optimizer, lambda i, t: torch.nn.functional.cross_entropy(net(i), t), inputs, targets)
     loss = float(step().detach())
@@ -175,6 +176,9 @@ def run_workload(workload: Workload, args: argparse.Namespace) -> dict[str, Any]
     candidates: dict[str, Candidate | None] = {}
     for dtype in DTYPES:
         candidates[f"kiln-numpy {dtype}"] = kiln_candidate(workload, dtype)
+    if args.copyto_casts:
+        for dtype in DTYPES[1:]:
+            candidates[f"kiln-numpy, np.copyto casts {dtype}"] = with_copyto_casts(lambda: kiln_candidate(workload, dtype))
     for dtype in DTYPES:
         candidates[f"torch eager {dtype}"] = _guarded(lambda: torch_candidate(workload, dtype, args.threads))
     if workload.name != "W5":
@@ -190,6 +194,21 @@ def run_workload(workload: Workload, args: argparse.Namespace) -> dict[str, Any]
         row["bytes"][f"kiln-numpy {dtype}"]["plan"] = memory_bytes(kiln.step, workload.batch)
     row["casts"] = {dtype: cast_seconds(candidates[f"kiln-numpy {dtype}"], max(steps // 2, 3)) for dtype in DTYPES[1:]}
     return row
+
+
+def with_copyto_casts(build: Callable[[], Candidate]) -> Candidate:
+    """``build()`` with the NumPy backend emitting every ``tensor.cast`` as ``np.copyto`` (NumPy's and ml_dtypes'
+    own conversions, as before ``backends/numpy/half_cast.py``), on a cleared code cache: the in-process baseline."""
+    from kiln.backends.numpy import codegen, out_kernels
+
+    emitter = out_kernels.OUT_KERNELS["tensor.cast"]
+    out_kernels.OUT_KERNELS["tensor.cast"] = lambda args, out, attrs: [f"np.copyto({out}, {args[0]}, casting='unsafe')"]
+    codegen._CODE_CACHE.clear()
+    try:
+        return build()
+    finally:
+        out_kernels.OUT_KERNELS["tensor.cast"] = emitter
+        codegen._CODE_CACHE.clear()
 
 
 def _guarded(build: Callable[[], Candidate]) -> Candidate | None:
@@ -311,15 +330,15 @@ def eager_op_times(size: int = 64) -> dict[str, dict[str, float]]:
 
 
 def print_steps(rows: list[dict[str, Any]]) -> None:
-    print(f"{'workload':<9}{'implementation':<30}{'median ms':>10}{'vs torch':>10}{'vs kiln f32':>12}{'1st loss':>10}")
+    print(f"{'workload':<9}{'implementation':<38}{'median ms':>10}{'vs torch':>10}{'vs kiln f32':>12}{'1st loss':>10}")
     for row in rows:
         timings = row["median_step_s"]
         for name, seconds in timings.items():
             if seconds is None:
-                print(f"{row['workload']:<9}{name:<30}{'n/a':>10}")
+                print(f"{row['workload']:<9}{name:<38}{'n/a':>10}")
                 continue
             dtype = name.split()[-1]
-            print(f"{row['workload']:<9}{name:<30}{seconds * 1e3:>10.3f}{_ratio(seconds, timings.get(f'torch eager {dtype}'))}"
+            print(f"{row['workload']:<9}{name:<38}{seconds * 1e3:>10.3f}{_ratio(seconds, timings.get(f'torch eager {dtype}'))}"
                   f"{_ratio(seconds, timings['kiln-numpy float32'], 12)}{row['loss'][name]:>10.4f}")
 
 
