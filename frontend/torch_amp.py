@@ -218,10 +218,10 @@ class GradScaler:
         if not self._enabled:
             return
         self._require_scale("unscale_")
-        if id(optimizer) in self._found_inf:
-            raise RuntimeError("unscale_() has already been called on this optimizer since the last update().")
         if id(optimizer) in self._stepped:
             raise RuntimeError("unscale_() is being called after step().")
+        if id(optimizer) in self._found_inf:
+            raise RuntimeError("unscale_() has already been called on this optimizer since the last update().")
         gradients = [grad for group in optimizer.param_groups for param in group["params"]
                      if (grad := getattr(param, "grad", None)) is not None]
         if any(np.asarray(grad).dtype == np.float16 for grad in gradients):
