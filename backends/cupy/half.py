@@ -14,7 +14,8 @@ rounds once go back to float16 (``narrow_half``): same values, but no float32 co
 
 ``KEPT_IN_HALF`` lists them: the matmul (cuBLAS ``gemmEx`` with ``CUBLAS_COMPUTE_32F``, float16 in and out, the
 compute type CuPy's ``matmul`` picks for float16 whatever ``set_compute_type`` says, ``gemm.py``) and the row
-kernels (``row_kernels.py``: softmax, log-softmax, the softmax gradient, masked softmax, layer norm; and
+kernels (``row_kernels.py``: softmax, log-softmax, the softmax gradient, masked softmax, layer norm and its
+gradient; and
 ``loss_kernels.py``: cross-entropy and its gradient), which load float16 rows, reduce and compute in float and store
 float16 (a loss: its float value rounded once).
 """
@@ -36,7 +37,7 @@ from kiln.compiler.passes.rewrite import replace_uses
 from kiln.compiler.passes.widen_half import WidenHalf
 
 KEPT_IN_HALF = frozenset({"tensor.matmul", "nn.softmax", "nn.log_softmax", "nn.softmax_grad", "nn.masked_softmax", "nn.layer_norm",
-                          "nn.cross_entropy", "nn.cross_entropy_grad"})
+                          "nn.layer_norm_grad", "nn.cross_entropy", "nn.cross_entropy_grad"})
 """Ops whose CuPy kernel computes float16 operands in float32 and rounds its result once (see the module docstring)."""
 
 
@@ -120,7 +121,7 @@ def _half_kernel_applies(op: Op) -> bool:
     if op.name in ("nn.cross_entropy", "nn.cross_entropy_grad"):
         weighted = len(op.operands) > (3 if op.name.endswith("grad") else 2)
         return cross_entropy_rows_apply(op.operands[0].type, op.operands[1].type, weighted)
-    if op.name in ("nn.softmax", "nn.log_softmax", "nn.softmax_grad", "nn.layer_norm"):
+    if op.name in ("nn.softmax", "nn.log_softmax", "nn.softmax_grad", "nn.layer_norm", "nn.layer_norm_grad"):
         return row_op_fuses(op.name, op.attrs.get("axis"), op.operands[0].type.rank, DType.f16)
     return True
 

@@ -312,17 +312,17 @@ def row_kernels(cupy: Any, fallback: dict[str, Callable[..., Any]]) -> dict[str,
         return y
 
     def layer_norm_grad(x: Any, weight: Any, g: Any, *, eps: float) -> tuple[Any, Any, Any]:
-        # f32 and f64 only: other dtypes expand before fusion (plan.expands_for_cupy)
         if x.size == 0:
             return cupy.empty_like(x), cupy.zeros(weight.shape, x.dtype), cupy.zeros(weight.shape, x.dtype)
         x, g, weight = cupy.ascontiguousarray(x), cupy.ascontiguousarray(g), cupy.ascontiguousarray(weight)
         cols = max(weight.size, 1)
         rows = x.size // cols
         blocks, rows_per_block = layer_norm_grad_blocks(rows)
-        dx, partials = cupy.empty(x.shape, x.dtype), cupy.empty((2, blocks, cols), x.dtype)
+        computed = computed_in(x.dtype)
+        dx, partials = cupy.empty(x.shape, x.dtype), cupy.empty((2, blocks, cols), computed)
         launch(layer_norm_grad_source(DType.of(x.dtype)), blocks, x, weight, g, dx, partials[0], partials[1],
-               np.int64(rows), np.int64(cols), np.int64(rows_per_block), x.dtype.type(eps))
-        sums = partials.sum(axis=1)
+               np.int64(rows), np.int64(cols), np.int64(rows_per_block), computed(eps))
+        sums = partials.sum(axis=1).astype(x.dtype, copy=False)  # float16 rows: float partials, rounded once
         return dx, sums[0].reshape(weight.shape), sums[1].reshape(weight.shape)
 
     return {"nn.softmax": softmax(False), "nn.log_softmax": softmax(True), "nn.softmax_grad": softmax_grad,

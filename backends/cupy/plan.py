@@ -54,7 +54,7 @@ FUSION = "fuse-elementwise,fuse-epilogue"
 
 def expands_for_cupy(op: Op) -> bool:
     """Optimizer updates, and the cross-entropy gradient and layer norm's where their row kernels do not apply (class
-    weights, probability targets, more than two axes; a dtype other than f32 and f64): elementwise arithmetic that
+    weights, probability targets, more than two axes): elementwise arithmetic that
     fuses into the neighbouring kernels once expanded. (Unlike on NumPy, layer norm stays one row kernel and GELU
     one expression inside a fused kernel.)"""
     if op.name == "nn.cross_entropy_grad":

@@ -27,8 +27,7 @@ THREADS = 256
 """Threads per block (a power of two: the tree reductions halve it)."""
 
 ROW_DTYPES = (DType.f16, DType.f32, DType.f64)
-"""The row kernels' dtypes: float16 rows are loaded, reduced and computed in float and stored as float16 (not layer
-norm's gradient, whose f16 case widens to f32 first: ``half.KEPT_IN_HALF``)."""
+"""The row kernels' dtypes: float16 rows are loaded, reduced and computed in float and stored as float16."""
 
 
 def load(dtype: DType, element: str) -> str:
@@ -188,11 +187,13 @@ def layer_norm_grad_blocks(rows: int) -> tuple[int, int]:
 def layer_norm_grad_source(dtype: DType) -> RawSource:
     """``nn.layer_norm_grad`` over each row, ``rows_per_block`` rows a block: ``dx = r (dxh - mean(dxh) - xh mean(dxh xh))``,
     ``dxh = g w``, and the block's partial sums of ``g xh`` and ``g`` (the weight's and bias's gradients), one row of each
-    per block. Reads ``x`` and ``g`` (three passes over a row that stays in cache), writes ``dx``: no normalized copy."""
-    t = c_type(dtype)
+    per block. Reads ``x`` and ``g`` (three passes over a row that stays in cache), writes ``dx``: no normalized copy.
+    float16 rows: the partial sums are float (``computed_in``), summed and rounded to half after the launch."""
+    t, e = c_type(dtype), STORAGE_TYPES[dtype]
     name = f"kiln_layer_norm_grad_{dtype}"
-    code = f"""{block_reduce(t)}
-extern "C" __global__ void {name}(const {t}* x, const {t}* weight, const {t}* g, {t}* dx, {t}* partial_weight, {t}* partial_bias,
+    x, w, g = load(dtype, "in[j]"), load(dtype, "weight[j]"), load(dtype, "grad[j]")
+    code = f"""{half_header(dtype)}{block_reduce(t)}
+extern "C" __global__ void {name}(const {e}* x, const {e}* weight, const {e}* g, {e}* dx, {t}* partial_weight, {t}* partial_bias,
                                   long long rows, long long cols, long long rows_per_block, {t} eps) {{
     __shared__ {t} scratch[{THREADS}];
     {t}* d_weight = partial_weight + blockIdx.x * cols;
@@ -201,18 +202,18 @@ extern "C" __global__ void {name}(const {t}* x, const {t}* weight, const {t}* g,
     const long long first = blockIdx.x * rows_per_block;
     const long long end = first + rows_per_block < rows ? first + rows_per_block : rows;
     for (long long row = first; row < end; ++row) {{
-        const {t}* in = x + row * cols;
-        const {t}* grad = g + row * cols;
-        {t}* out = dx + row * cols;
+        const {e}* in = x + row * cols;
+        const {e}* grad = g + row * cols;
+        {e}* out = dx + row * cols;
         {t} sum = 0;
-        for (long long j = threadIdx.x; j < cols; j += blockDim.x) sum += in[j];
+        for (long long j = threadIdx.x; j < cols; j += blockDim.x) sum += {x};
         const {t} mean = kiln_block_sum_{t}(sum, scratch) / ({t})cols;
         {t} squares = 0;
         {t} dot = 0;
         {t} centered_dot = 0;
         for (long long j = threadIdx.x; j < cols; j += blockDim.x) {{
-            const {t} centered = in[j] - mean;
-            const {t} d_normalized = grad[j] * weight[j];
+            const {t} centered = {x} - mean;
+            const {t} d_normalized = {g} * {w};
             squares += centered * centered;
             dot += d_normalized;
             centered_dot += d_normalized * centered;
@@ -221,10 +222,10 @@ extern "C" __global__ void {name}(const {t}* x, const {t}* weight, const {t}* g,
         const {t} mean_d = kiln_block_sum_{t}(dot, scratch) / ({t})cols;
         const {t} mean_dx = kiln_block_sum_{t}(centered_dot, scratch) / ({t})cols * inverse_std;
         for (long long j = threadIdx.x; j < cols; j += blockDim.x) {{
-            const {t} normalized = (in[j] - mean) * inverse_std;
-            out[j] = inverse_std * (grad[j] * weight[j] - mean_d - normalized * mean_dx);
-            d_weight[j] += grad[j] * normalized;
-            d_bias[j] += grad[j];
+            const {t} normalized = ({x} - mean) * inverse_std;
+            out[j] = {store(dtype, f"inverse_std * ({g} * {w} - mean_d - normalized * mean_dx)")};
+            d_weight[j] += {g} * normalized;
+            d_bias[j] += {g};
         }}
     }}
 }}
@@ -233,10 +234,9 @@ extern "C" __global__ void {name}(const {t}* x, const {t}* weight, const {t}* g,
 
 
 def row_op_fuses(op_name: str, axis: int | None, rank: int, dtype: DType) -> bool:
-    """Whether ``op_name`` runs as one row kernel here: softmax over any axis (moved last), layer norm; f16, f32 or f64
-    (layer norm's gradient: f32 or f64)."""
+    """Whether ``op_name`` runs as one row kernel here: softmax over any axis (moved last), layer norm; f16, f32 or f64."""
     if dtype not in ROW_DTYPES:
         return False
     if op_name in ("nn.softmax", "nn.log_softmax", "nn.softmax_grad"):
         return rank > 0 and axis is not None
-    return op_name == "nn.layer_norm" or (op_name == "nn.layer_norm_grad" and dtype is not DType.f16)
+    return op_name in ("nn.layer_norm", "nn.layer_norm_grad")

@@ -35,6 +35,8 @@ ROW_KERNELS = {
     "row_softmax_f16": lambda: softmax_source(DType.f16),
     "row_layer_norm_f16": lambda: layer_norm_source(DType.f16),
     "row_softmax_grad_f16": lambda: softmax_grad_source(DType.f16),
+    "row_layer_norm_grad_f16": lambda: layer_norm_grad_source(DType.f16),
+    "row_cross_entropy_grad_f16": lambda: cross_entropy_grad_source(DType.f16),
     "philox_uniform_f32": lambda: philox_uniform_source(DType.f32),
     "philox_uniform_f64": lambda: philox_uniform_source(DType.f64),
 }

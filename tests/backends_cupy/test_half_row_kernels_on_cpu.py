@@ -14,7 +14,7 @@ import pytest
 
 from cpu_cuda import run_raw_kernel
 from kiln.backends.cupy.loss_kernels import cross_entropy_grad_source, cross_entropy_loss_source
-from kiln.backends.cupy.row_kernels import THREADS, layer_norm_source, softmax_grad_source, softmax_source
+from kiln.backends.cupy.row_kernels import THREADS, layer_norm_grad_blocks, layer_norm_grad_source, layer_norm_source, softmax_grad_source, softmax_source
 from kiln.compiler.ir.types import DType
 
 SHAPES = [(3, 255), (2, 257), (2, 1000)]
@@ -89,3 +89,23 @@ def test_f16_cross_entropy_rows_read_half_logits_and_keep_float_losses(shape):
     target = np.eye(cols)[labels] * 0.9 + 0.1 / cols
     np.testing.assert_allclose(loss, -(target * log_p).sum(axis=1), rtol=1e-5)
     np.testing.assert_allclose(dx.astype(np.float64), _rounded((np.exp(log_p) - target) * scale[0]), **ONE_ULP)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda shape: f"{shape[0]}x{shape[1]}")
+def test_f16_layer_norm_grad_rows_are_the_float64_result_rounded(shape):
+    """dx rounded once to half; the weight and bias gradients as float partial sums (one row per block, as launched)."""
+    rows, cols = shape
+    x, g = (_half_rows(shape) + np.float16(3)).astype(np.float16), _half_rows(shape, seed=5)
+    weight = _half_rows((cols,), seed=6, scale=1.0)
+    blocks, per_block = layer_norm_grad_blocks(rows)
+    dx, partials = np.empty_like(x), np.empty((2, blocks, cols), np.float32)
+    source = layer_norm_grad_source(DType.f16)
+    args = (x, weight, g, dx, partials[0], partials[1], np.int64(rows), np.int64(cols), np.int64(per_block), np.float32(EPS))
+    run_raw_kernel(source.code, source.name, (blocks,), (THREADS,), args)
+    x64, g64, w64 = x.astype(np.float64), g.astype(np.float64), weight.astype(np.float64)
+    centered = x64 - x64.mean(axis=1, keepdims=True)
+    inverse_std = 1 / np.sqrt((centered * centered).mean(axis=1, keepdims=True) + EPS)
+    normalized, d_normalized = centered * inverse_std, g64 * w64
+    exact = inverse_std * (d_normalized - d_normalized.mean(axis=1, keepdims=True) - normalized * (d_normalized * normalized).mean(axis=1, keepdims=True))
+    np.testing.assert_allclose(dx.astype(np.float64), _rounded(exact), rtol=2.0 ** -10, atol=2.0 ** -14)
+    np.testing.assert_allclose(partials.sum(axis=1), [(g64 * normalized).sum(axis=0), g64.sum(axis=0)], rtol=1e-4, atol=1e-4)
