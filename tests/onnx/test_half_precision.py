@@ -280,7 +280,8 @@ def test_torch_style_export_of_a_bfloat16_model_keeps_its_options(tmp_path):
 
 
 @pytest.mark.parametrize("dtype", ["f16", "bf16"])
-def test_exported_half_training_step_resumes_exactly(tmp_path, dtype):
+@pytest.mark.parametrize("backend", ["numpy", "onnxruntime"])
+def test_exported_half_training_step_resumes_exactly(tmp_path, dtype, backend):
     require("onnxruntime")
     kiln.manual_seed(0)
     model = to_half(mlp(), dtype)
@@ -293,7 +294,7 @@ def test_exported_half_training_step_resumes_exactly(tmp_path, dtype):
     proto = kiln.export_onnx_train_step(step, path)
     assert {i.data_type for i in proto.graph.initializer if i.name.endswith("weight")} == {ONNX_CODE[dtype]}
     expected = np.array([step(*batch) for batch in data[3:]], NUMPY_HALF[dtype])
-    resumed = kiln.load_onnx_train_step(path, backend="onnxruntime")
+    resumed = kiln.load_onnx_train_step(path, backend=backend)  # imported: half initializers become half parameters
     got = np.array([resumed(*batch) for batch in data[3:]], NUMPY_HALF[dtype])
     np.testing.assert_array_equal(got.view(np.uint16), expected.view(np.uint16))
 
