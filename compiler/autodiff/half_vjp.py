@@ -12,7 +12,8 @@ each cotangent back to its operand's dtype once:
 ```
 
 Ops that only move elements (``EXACT_IN_HALF``: transposes, reshapes, casts...) keep their rule as it is: their
-cotangents are exact in half.
+cotangents are exact in half. So does an op with a nested graph (``custom.vjp``): its user-written backward is typed
+in the half dtype.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 from kiln.compiler.ir.builder import Builder
-from kiln.compiler.ir.core import Op, Value
+from kiln.compiler.ir.core import Graph, Op, Value
 from kiln.compiler.ir.types import DType
 from kiln.compiler.passes.widen_half import EXACT_IN_HALF
 
@@ -41,7 +42,9 @@ class WidenedOp:
 
 def computes_in_half(op: Op) -> bool:
     """Whether ``op``'s VJP should run widened: it reads or makes a half value and does more than move elements."""
-    return op.name not in EXACT_IN_HALF and any(v.type.dtype.is_half for v in [*op.operands, *op.results])
+    if op.name in EXACT_IN_HALF or any(isinstance(value, Graph) for value in op.attrs.values()):
+        return False  # an op with a nested graph (custom.vjp) differentiates through its own half-typed body
+    return any(v.type.dtype.is_half for v in [*op.operands, *op.results])
 
 
 def widened_rule_inputs(builder: Builder, op: Op, g: Any) -> tuple[WidenedOp, Any]:

@@ -121,3 +121,28 @@ def test_a_half_vjp_computes_in_float32_and_rounds_once(name):
     exact = exact_input.grad.numpy()
     relative = np.abs(np.asarray(tensor.grad).astype(np.float64) - exact) / np.abs(exact)
     assert relative.max() <= _eps(name) / 2 * 1.01
+
+
+class _Cube(kiln.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x * x * x / 3.0
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * x * x
+
+
+@pytest.mark.parametrize("name", HALF)
+def test_a_custom_function_differentiates_through_its_own_half_backward(name):
+    """custom.vjp carries the user's backward as a nested graph typed in the half dtype: its VJP is not widened
+    (widening its operands would no longer fit the body), and its ops round per op like any other half op."""
+    x = np.linspace(-1, 1, 8).astype(HALF[name])
+    want = (x.astype(np.float32) * x.astype(np.float32)).astype(HALF[name])  # g = 1: g * x is exact, * x rounds once
+    tensor = kiln.tensor(x, requires_grad=True)
+    _Cube.apply(tensor).sum().backward()
+    compiled = kiln.compile(lambda v: kiln.grad(lambda z: _Cube.apply(z).sum())(v), batch_dim=None)(x)
+    for got in (np.asarray(tensor.grad), compiled):
+        np.testing.assert_array_equal(got.view(np.uint16), want.view(np.uint16))
