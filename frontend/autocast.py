@@ -97,6 +97,13 @@ def cache_enabled() -> bool:
     return _STATE.regions[-1].cache_enabled if _STATE.regions else True
 
 
+def autocast_signature() -> DType | None:
+    """What a trace depends on of the autocast state (the dtype listed ops cast to, or None): compiled functions and
+    steps key their cache on it, so a call inside a region does not reuse a graph traced outside one (as torch.compile
+    guards on autocast)."""
+    return _STATE.cast_dtype
+
+
 def autocasts(op: str) -> Callable[[Function], Function]:
     """Mark a frontend function as ATen's ``op`` on torch's autocast lists: in an enabled region its floating tensor
     arguments (float64 excepted) are cast as the op's list says, and its body runs with autocast off."""

@@ -15,6 +15,7 @@ from kiln.backends import get_backend
 from kiln.compiler.errors import KilnError
 from kiln.compiler.ir.core import Graph, Value
 from kiln.compiler.passes.manager import PassManager
+from kiln.frontend.autocast import autocast_signature
 from kiln.frontend.module import Parameter
 from kiln.frontend.trace import trace_context
 from kiln.runtime.executable import Executable
@@ -52,7 +53,7 @@ class CompiledFunction:
 
     def __call__(self, *arrays: Any) -> Any:
         arrays_np = [np.asarray(a) for a in arrays]
-        key = batch_signature(arrays_np, self.batch_dim)
+        key = (batch_signature(arrays_np, self.batch_dim), autocast_signature())  # traced inside a region or not
         if key not in self.variants:
             self.variants[key] = self._compile(arrays_np)
         variant = self.variants[key]

@@ -36,6 +36,7 @@ from kiln.runtime.forward_mode import alias
 from kiln.runtime.pytree import Structure, flatten, unflatten
 from kiln.runtime.step_graph import GradientOptions, _trace_loss, transform_gradients
 from kiln.runtime.train_step import DEFAULT_PIPELINE, collection_paused
+from kiln.frontend.autocast import autocast_signature
 
 
 @dataclass
@@ -85,7 +86,7 @@ class GradFunction:
     def _run(self, *args: Any) -> Any:
         leaves, structure = flatten(args)
         arrays = [np.asarray(leaf) for leaf in leaves]
-        key = (structure, tuple((a.shape, a.dtype.str) for a in arrays))
+        key = (structure, tuple((a.shape, a.dtype.str) for a in arrays), autocast_signature())  # traced inside an autocast region or not
         if key not in self.compiled:
             self.compiled[key] = self._compile(structure, arrays)
         executable, parameters, results = self.compiled[key]
@@ -164,7 +165,7 @@ class LossAndGrad:
 
     def __call__(self, *batch: Any) -> tuple[float, list[np.ndarray]]:
         arrays = [np.asarray(array) for array in batch]
-        key = (batch_signature(arrays), tuple(bool(p.requires_grad) for p in self.optimizer.parameters()))
+        key = (batch_signature(arrays), tuple(bool(p.requires_grad) for p in self.optimizer.parameters()), autocast_signature())  # traced inside an autocast region or not
         if key not in self.compiled:
             self.compiled[key] = self._compile(arrays)
         compiled = self.compiled[key]

@@ -19,6 +19,7 @@ from kiln.frontend.trace import TensorSpec, trace_context
 from kiln.runtime.eager_transforms import as_eager, on_eager_tensors
 from kiln.runtime.executable import Executable
 from kiln.runtime.pytree import Structure, flatten, unflatten
+from kiln.frontend.autocast import autocast_signature
 
 Compiled = tuple[Executable, list[Any], Structure]
 """The executable, the parameters it reads after the arguments, and the structure of its results."""
@@ -49,7 +50,7 @@ class TracedTransform:
     def _run(self, args: tuple[Any, ...]) -> Any:
         leaves, structure = flatten(args)
         arrays = [np.asarray(leaf) for leaf in leaves]
-        key = (structure, tuple((a.shape, a.dtype.str) for a in arrays))
+        key = (structure, tuple((a.shape, a.dtype.str) for a in arrays), autocast_signature())  # traced inside an autocast region or not
         if key not in self.compiled:
             self.compiled[key] = self._compile(structure, arrays)
         executable, parameters, results = self.compiled[key]

@@ -45,6 +45,7 @@ from kiln.compiler.errors import CheckpointError, InputError, KilnError
 from kiln.compiler.ir.core import Graph
 from kiln.compiler.ops.optim import hyper_dtype
 from kiln.compiler.passes.manager import PassManager
+from kiln.frontend.autocast import autocast_signature
 from kiln.frontend.module import Module
 from kiln.frontend.optim import Optimizer
 from kiln.frontend.optim_combined import Combined
@@ -161,7 +162,7 @@ class TrainStep:
             return CompiledStep(step_graph, get_backend(self.backend).compile(step_graph.graph), self._tensor_parallel_comm())
 
     def _compiled_for(self, arrays: Sequence[np.ndarray]) -> CompiledStep:
-        key = (batch_signature(arrays, self.batch_dim), self.optimizer.signature())
+        key = (batch_signature(arrays, self.batch_dim), self.optimizer.signature(), autocast_signature())  # a region around the call
         if key not in self.compiled:
             self.compiled[key] = self.compile(*batch_specs(arrays, self.batch_dim))  # specs (and their checks) only when compiling
         return self.compiled[key]

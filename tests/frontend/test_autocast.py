@@ -534,3 +534,31 @@ def test_a_listed_function_runs_its_body_with_autocast_off():
         inner, result = distances(a, b)  # b arrives float16: cast to float32 with the rest
         outside = a @ b.float().T
     assert (inner.dtype, result.dtype, outside.dtype) == (kiln.float32, kiln.float32, kiln.bfloat16)
+
+
+def test_compiled_code_called_in_and_out_of_a_region_traces_each_once():
+    """A compiled function or step keys its graphs on the region's dtype too (torch.compile guards on autocast)."""
+    forward = kiln.compile(lambda x: x @ kiln.ones(3, 2))
+    x = np.ones((2, 3), np.float32)
+    outside = forward(x).dtype
+    with kiln.autocast("cpu"):
+        inside = forward(x).dtype
+        with kiln.autocast("cpu", dtype=kiln.float16):
+            half = forward(x).dtype
+    assert (outside, inside, half, forward(x).dtype) == (np.float32, kiln.bfloat16.numpy, np.float16, np.float32)
+    assert len(forward.variants) == 3
+
+    model = kiln.nn.Linear(3, 2)
+    step = kiln.compile_train_step(model, kiln.nn.functional.mse_loss, kiln.optim.SGD(model.parameters(), lr=0.1))
+    target = np.zeros((2, 2), np.float32)
+    step(x, target)
+    assert "bf16" not in str(step.graph)
+    with kiln.autocast("cpu"):
+        step(x, target)
+    assert "xbf16>" in str(step.graph) and len(step.compiled) == 2
+
+    gradient = kiln.grad(lambda a: (a @ kiln.full((3, 2), 1.01)).sum())
+    exact = np.asarray(gradient(x))
+    with kiln.autocast("cpu"):
+        rounded = np.asarray(gradient(x))
+    assert len(gradient.compiled) == 2 and not np.array_equal(exact, rounded)  # 1.01 is not a bfloat16
