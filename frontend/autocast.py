@@ -106,7 +106,8 @@ def autocast_signature() -> DType | None:
 
 def autocasts(op: str) -> Callable[[Function], Function]:
     """Mark a frontend function as ATen's ``op`` on torch's autocast lists: in an enabled region its floating tensor
-    arguments (float64 excepted) are cast as the op's list says, and its body runs with autocast off."""
+    arguments (float64 excepted) are cast as the op's list says (``"inputs"``: not at all), and its body runs with
+    autocast off."""
     policy = policy_of(op)
 
     def decorate(function: Function) -> Function:
@@ -124,9 +125,12 @@ def autocasts(op: str) -> Callable[[Function], Function]:
 def _run_cast(policy: str, function: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     region_dtype_now = _STATE.cast_dtype
     assert region_dtype_now is not None
-    target = _target_dtype(policy, region_dtype_now, (*args, *kwargs.values()))
-    cast_args = tuple(cast_floating(arg, target) for arg in args)
-    cast_kwargs = {name: cast_floating(value, target) for name, value in kwargs.items()}
+    if policy == "inputs":
+        cast_args, cast_kwargs = args, kwargs
+    else:
+        target = _target_dtype(policy, region_dtype_now, (*args, *kwargs.values()))
+        cast_args = tuple(cast_floating(arg, target) for arg in args)
+        cast_kwargs = {name: cast_floating(value, target) for name, value in kwargs.items()}
     _STATE.cast_dtype = None  # the op's own ops are not cast again
     try:
         return function(*cast_args, **cast_kwargs)

@@ -5,6 +5,7 @@ widest of their inputs' dtypes (``frontend/autocast.py`` applies them; the front
 policy_of("linear")        # "lower": floating inputs cast to the region's dtype (bfloat16 or float16)
 policy_of("mse_loss")      # "float32": floating inputs cast to float32
 policy_of("cat")           # "promote": float32 if any input is float32, else the region's dtype
+policy_of("mv")            # "inputs": on no list; kiln's composite runs uncast, in its inputs' dtype
 ```
 
 The names are ATen's, as torch's documentation lists them ("CPU Ops that can autocast to bfloat16", "... to
@@ -43,12 +44,17 @@ PROMOTE = frozenset({"stack", "cat", "index_copy"})
 """CPU ops that compute in the widest floating dtype among their inputs ("CPU Ops that promote to the widest input
 type")."""
 
+UNLISTED_COMPOSITES = frozenset({"mv", "addmv"})
+"""ATen ops on no list (their result in their inputs' dtype, computed so) that kiln builds from listed ones (``mv`` is
+``matrix @ vector`` here): they run with autocast off, so their parts are not cast either. (torch's ``bilinear`` is
+on no list but is built from listed ops in torch too: it casts inside there, and here.)"""
+
 POLICIES = {**{name: "lower" for name in LOWER_PRECISION}, **{name: "float32" for name in FLOAT32},
-            **{name: "promote" for name in PROMOTE}}
+            **{name: "promote" for name in PROMOTE}, **{name: "inputs" for name in UNLISTED_COMPOSITES}}
 
 
 def policy_of(op: str) -> str:
-    """``"lower"``, ``"float32"`` or ``"promote"`` for an op on torch's CPU lists; a name on none is a bug in the
+    """``"lower"``, ``"float32"``, ``"promote"`` or ``"inputs"`` for an op on torch's CPU lists; a name on none is a bug in the
     caller's hook (a KeyError naming it, when the frontend module defining the hook is imported)."""
     try:
         return POLICIES[op]

@@ -250,6 +250,7 @@ def _ceil_planes(volume: Tensor, kernel: int, stride: int, dilation: int, ceil_m
     return depth_planes(volume, kernel, stride, dilation, function)
 
 
+@autocasts("adaptive_avg_pool3d")
 def adaptive_avg_pool3d(input: Tensor, output_size: Any) -> Tensor:
     """PyTorch's adaptive average over ``(D, H, W)``: depth by a constant averaging matrix, then the 2-D pool."""
     from kiln.frontend.functional_conv import _averaging_matrix

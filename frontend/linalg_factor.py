@@ -37,6 +37,7 @@ from typing import Any, NamedTuple, Sequence
 
 from kiln.frontend import tensor_linalg as core
 from kiln.frontend.trace import located_error
+from kiln.frontend.autocast import autocasts
 
 LU_FACTOR_FAILURE = ("U[{info},{info}] is zero (1-based), so lu_solve would divide by zero; to factor a singular matrix "
                      "call linalg.lu_factor_ex (it returns info instead of raising) or linalg.lu")
@@ -425,6 +426,7 @@ def tensorsolve(A: Any, B: Any, dims: Sequence[int] | None = None) -> Any:
     return core.solve(A.reshape(size, size), B.reshape(size)).reshape(*result_shape)
 
 
+@autocasts("linalg_vecdot")
 def vecdot(x: Any, y: Any, *, dim: int = -1) -> Any:
     """``sum(x * y)`` along ``dim`` (real tensors: no conjugate)."""
     return (x * y).sum(dim)

@@ -42,6 +42,7 @@ from kiln.frontend.tensor_math import _magnitude, _promoted, _scaled, _sign_bit
 from kiln.frontend.tensor_methods import _floating, _is_one
 from kiln.frontend.tensor_special import _digamma_positive, _erfc, _erfinv_inside, _lgamma_positive, _sin_pi_fraction
 from kiln.frontend.trace import located_error
+from kiln.frontend.autocast import autocasts
 
 
 def _apply(*args: Any, **attrs: Any) -> Any:
@@ -426,6 +427,7 @@ class ExtraMethods:
         return picks[0] if ranks.ndim == 0 else _stack(picks)
 
     # small linear algebra ----------------------------------------------------------
+    @autocasts("mv")
     def mv(self, vec: Any) -> Any:
         if self.ndim != 2 or vec.ndim != 1:
             raise located_error(f"mv takes a matrix and a vector, got {self.type} and {vec.type}")
@@ -441,6 +443,7 @@ class ExtraMethods:
     def vdot(self, other: Any) -> Any:
         return self.dot(other)
 
+    @autocasts("addmv")
     def addmv(self, mat: Any, vec: Any, *, beta: float = 1, alpha: float = 1) -> Any:
         return _scaled(self, beta) + _scaled(mat.mv(vec), alpha)
 

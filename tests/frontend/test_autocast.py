@@ -213,6 +213,31 @@ def test_the_dtypes_of_a_region_are_torchs_op_by_op():
     assert dtypes("kiln") == theirs
 
 
+def test_the_dtypes_of_more_ops_in_a_region_are_torchs():
+    """Ops whose kiln composites are built from listed ops: float32-list ones (adaptive_avg_pool3d, linalg, prod,
+    trace, cdist) and ``mv``/``addmv`` (on no list) keep float32 and compute in it; ``linalg.vecdot`` is on the
+    lower-precision list; einsum/tensordot/inner/cov/matrix_power are built from matmul in torch too."""
+
+    def run(name):
+        lib, _, F = libraries(name)
+        a = np.random.default_rng(3).standard_normal((4, 4)).astype(np.float32)
+        m, v = lib.tensor(a), lib.tensor(a[0])
+        spd = lib.tensor(a @ a.T + 4 * np.eye(4, dtype=np.float32))
+        volume = lib.tensor(np.linspace(0.1, 1, 64, dtype=np.float32).reshape(1, 1, 4, 4, 4))
+        with lib.autocast("cpu"):
+            out = dict(mv=m.mv(v), addmv=lib.addmv(v, m, v), vecdot=lib.linalg.vecdot(m, m), pool3d=F.adaptive_avg_pool3d(volume, 1),
+                       inv=lib.linalg.inv(spd), solve=lib.linalg.solve(spd, m), cholesky=lib.linalg.cholesky(spd), prod=m.prod(1),
+                       trace=m.trace(), cdist=lib.cdist(m, m), einsum=lib.einsum("ij,jk->ik", m, m), tensordot=lib.tensordot(m, m, 1),
+                       inner=lib.inner(m, m), cov=lib.cov(m), matrix_power=lib.linalg.matrix_power(m, 3), outer=lib.outer(v, v))
+        return {key: (_dtype_name(value.dtype), _array(value)) for key, value in out.items()}
+
+    ours, theirs = run("kiln"), run("torch")
+    assert {k: d for k, (d, _) in ours.items()} == {k: d for k, (d, _) in theirs.items()}
+    for key, (dtype, value) in theirs.items():
+        if dtype == "float32":  # computed in float32 in both: to float32's rounding, not half's
+            np.testing.assert_allclose(ours[key][1], value, rtol=1e-5, atol=1e-5 * np.abs(value).max(), err_msg=key)
+
+
 def test_values_of_listed_ops_are_torchs_in_each_dtype():
     torch = require_torch()
     x, w, b = (RNG.standard_normal(s).astype(np.float32) for s in ((5, 16), (7, 16), (7,)))
