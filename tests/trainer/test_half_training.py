@@ -5,12 +5,11 @@ An MLP, a small CNN and a tiny GPT (weight-tied, LayerNorm, attention) from the 
 (``loss.backward(); optimizer.step()``). The optimizer updates agree with PyTorch's bit for bit given the same
 gradients (tests/optim/test_half_optim.py); the gradients do not, by a few half ulps: kiln rounds some of PyTorch's
 single kernels once per primitive (a Linear's matmul and bias add, cross-entropy's log-softmax), so about half the
-logits of the first forward are one ulp apart. Hence the tolerances, in units of the dtype's epsilon ``eps``: losses
-within 8 ulps of the loss; each parameter tensor within 5% (float16) or 10% (bfloat16) of PyTorch's in Frobenius norm, plus, for the adaptive
-optimizers, ``steps * lr`` per element (a weight whose gradient is near zero can move by ``lr`` or more a step when its
-rounding differs: float16 Adam's second moment underflows below 6e-8, and its step is then ``lr * g / eps``). These
-are loose on purpose: they catch a wrong update rule, state dtype or hyper-parameter, not an ulp; the ulp-level
-checks of the updates are in tests/optim/test_half_optim.py. Measured worst case (20 steps): losses 4 ulps.
+logits of the first forward are one ulp apart, and the two trajectories drift apart slowly. Hence the tolerances,
+in units of the dtype's epsilon ``eps``, at step ``t`` (1-based): losses within 8 ulps of PyTorch's; each parameter
+tensor ``p`` within ``4 eps t |p|`` of PyTorch's in Frobenius norm, plus ``0.5 lr t sqrt(numel)`` for the adaptive
+optimizers (a weight whose gradient is near zero moves by up to ``lr`` a step, in either direction, when its rounding
+differs). Measured: at most 0.72 of that bound (the GPT, float16 RMSprop), most runs under 0.4.
 """
 
 from __future__ import annotations
@@ -26,15 +25,15 @@ from half_lockstep import NUMPY_DTYPES, half_lockstep
 from oracles import require_torch
 
 STEPS = 20
-RELATIVE = {"float16": 0.05, "bfloat16": 0.1}
-"""Parameter tolerance relative to the tensor's norm; bfloat16's epsilon is 8 times float16's."""
 OPTIMIZERS = {
     "SGD": dict(lr=0.1, momentum=0.9),
-    "Adam": dict(lr=1e-3, eps=1e-4),
-    "AdamW": dict(lr=1e-3, eps=1e-4, weight_decay=0.1),
+    "Adam": dict(lr=1e-3, eps=1e-3),
+    "AdamW": dict(lr=1e-3, eps=1e-3, weight_decay=0.1),
     "RMSprop": dict(lr=1e-3, eps=1e-4),
 }
-"""eps 1e-4: PyTorch's default 1e-8 is 0 in float16, and its float16 Adam then divides by zero (kiln's too)."""
+"""eps: PyTorch's default 1e-8 is 0 in float16, and its float16 Adam then divides by zero (kiln's too); Adam's 1e-3
+keeps ``lr * m / eps`` near ``lr`` where float16's second moment underflows (below 6e-8), as mixed-precision
+recipes raise it."""
 
 
 def mlp(lib, nn, F):
@@ -72,14 +71,16 @@ def torch():
 def test_half_training_follows_torch_step_by_step(torch, model, dtype, optimizer, compiled):
     eps = float(ml_dtypes.finfo(NUMPY_DTYPES[dtype]).eps)
     options = OPTIMIZERS[optimizer]
-    drift = 0.0 if optimizer == "SGD" else STEPS * options["lr"]
+    drift = 0.0 if optimizer == "SGD" else 0.5 * options["lr"]
     step_options = {"batch_dim": None} if model == "gpt" else {}
     runs = half_lockstep(torch, MODELS[model], dtype, optimizer, options, batches(model), compiled, **step_options)
     for index, (loss, expected, ours, theirs) in enumerate(runs):
-        assert abs(loss - expected) <= 8 * eps * abs(expected), f"loss at step {index}: {loss} vs {expected}"
+        t = index + 1
+        assert abs(loss - expected) <= 8 * eps * abs(expected), f"loss at step {t}: {loss} vs {expected}"
         for name, value in theirs.items():
             distance, size = float(np.linalg.norm(ours[name] - value)), float(np.linalg.norm(value))
-            assert distance <= RELATIVE[dtype] * size + drift * value.size ** 0.5, f"{name} after step {index}: {distance} from PyTorch's (norm {size})"
+            bound = 4 * eps * t * size + drift * t * value.size ** 0.5
+            assert distance <= bound, f"{name} after step {t}: {distance} from PyTorch's (bound {bound})"
     assert index == STEPS - 1
 
 
