@@ -163,3 +163,61 @@ def test_muon_on_half_matrices_follows_torch(torch, dtype):
         reference.step()
         assert_same(ours.data, theirs, dtype, f"parameter after step {index}", "Muon")
         assert_same(optimizer.state_of(ours)["momentum_buffer"], reference.state[theirs]["momentum_buffer"], dtype, "momentum buffer", "Muon")
+
+
+TRANSFORMS = [dict(clip_grad_norm=0.5), dict(clip_grad_norm=100.0), dict(clip_grad_value=0.05), dict(accumulate=2), dict(loss_scale=1024.0)]
+
+
+def torch_gradients(torch: Any, parameter: Any, x: Any, options: dict[str, Any]) -> None:
+    """PyTorch's loop for a kiln step with these options (micro-batches, loss scaling, clipping) on ``sum(w * x)``."""
+    micro_batches, scale = options.get("accumulate", 1), options.get("loss_scale")
+    parameter.grad = None
+    for part in torch.chunk(x, micro_batches):
+        loss = (parameter * part).sum() / micro_batches
+        (loss * scale if scale else loss).backward()
+    if scale:
+        parameter.grad.mul_(1 / scale)
+    if "clip_grad_value" in options:
+        torch.nn.utils.clip_grad_value_([parameter], options["clip_grad_value"])
+    if "clip_grad_norm" in options:
+        torch.nn.utils.clip_grad_norm_([parameter], options["clip_grad_norm"])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("options", TRANSFORMS, ids=lambda options: ",".join(f"{k}={v}" for k, v in options.items()))
+def test_gradient_transforms_in_half_match_torch(torch, options, dtype):
+    """Clipping by norm (PyTorch's norms in the gradients' dtype, ``max_norm / (norm + 1e-6)`` as a reciprocal times
+    ``max_norm``), by value, micro-batches and loss scaling, compiled, against PyTorch's loop: bit for bit."""
+    rng = np.random.default_rng(3)
+    value = rng.standard_normal(64).astype(np.float32)
+    model = Scaled(value.astype(DTYPES[dtype]))
+    theirs = torch.nn.Parameter(torch.tensor(value).to(getattr(torch, dtype)))
+    optimizer, reference = kiln.optim.SGD(model.parameters(), lr=0.1), torch.optim.SGD([theirs], lr=0.1)
+    step = kiln.compile_train_step(model, lambda out, target: out.sum(), optimizer, **options)
+    for index in range(5):
+        x = torch.tensor(rng.standard_normal((4, 64)).astype(np.float32) * 0.1).to(getattr(torch, dtype))
+        step(x.float().numpy().astype(DTYPES[dtype]), np.zeros(4, np.float32))
+        torch_gradients(torch, theirs, x, options)
+        reference.step()
+        assert_same(model.w.data, theirs, dtype, f"parameter after step {index}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_a_schedulers_learning_rates_reach_a_half_step_unrounded(torch, dtype):
+    """StepLR then ExponentialLR change lr between steps: a float32 input, so never recompiled, never rounded first."""
+    rng = np.random.default_rng(4)
+    value = rng.standard_normal(64).astype(np.float32)
+    model = Scaled(value.astype(DTYPES[dtype]))
+    theirs = torch.nn.Parameter(torch.tensor(value).to(getattr(torch, dtype)))
+    optimizer, reference = kiln.optim.Adam(model.parameters(), lr=3e-3, eps=1e-4), torch.optim.Adam([theirs], lr=3e-3, eps=1e-4)
+    schedules = [kiln.optim.lr_scheduler.StepLR(optimizer, 2, gamma=0.37), torch.optim.lr_scheduler.StepLR(reference, 2, gamma=0.37)]
+    step = kiln.compile_train_step(model, lambda out, target: out.sum(), optimizer)
+    for index in range(8):
+        x = torch.tensor(rng.standard_normal((4, 64)).astype(np.float32)).to(getattr(torch, dtype))
+        step(x.float().numpy().astype(DTYPES[dtype]), np.zeros(4, np.float32))
+        theirs.grad = x.sum(0)
+        reference.step()
+        for schedule in schedules:
+            schedule.step()
+        assert_same(model.w.data, theirs, dtype, f"parameter after step {index}")
+    assert step.compile_count == 1
