@@ -18,7 +18,9 @@ stores ``__float2half_rn``); matmuls stay float16 (cuBLAS with float32
 accumulation, ``CUBLAS_COMPUTE_32F``, CuPy's choice for float16) and so do the
 softmax and layer-norm row kernels, which compute in float. bfloat16 is refused
 when the graph is compiled (CuPy has no bfloat16 dtype): a ``LoweringError``
-says to use float16 or float32 here, or the NumPy backend.
+says to use float16 or float32 here, or the NumPy backend. float16 kernels need
+``cuda_fp16.h`` (the CUDA toolkit's or the ``nvidia-cuda-runtime`` wheel's, which
+CuPy finds); without it, compiling a float16 graph says what to install.
 
 ```python
 model = model.half()
@@ -32,7 +34,7 @@ import os
 from typing import Any
 
 from kiln.backends.cupy.codegen import ElementwiseSource, ReductionSource, elementwise_kernel_source, group_kernels
-from kiln.backends.cupy.half import refuse_bfloat16
+from kiln.backends.cupy.half import refuse_bfloat16, require_half_headers, uses_half
 from kiln.backends.cupy.plan import KernelLaunch, kernel_plan, lower_for_cupy
 from kiln.backends.numpy.codegen import function_name
 from kiln.compiler.ir.core import Graph
@@ -76,6 +78,8 @@ class CupyBackend:
         from kiln.backends.cupy.lowering import cupy_table
 
         set_tf32(cupy, self.tf32)
+        if uses_half(graph):
+            require_half_headers(cupy)
         donations = dict(getattr(graph, "donations", {}))
         lowered = lower_for_cupy(graph)
         source, namespace = generate(cupy, lowered, cupy_table(), profile=self.profile)

@@ -24,6 +24,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from functools import lru_cache
+from typing import Any
+
 from kiln.backends.cupy.expressions import BF16_UNSUPPORTED
 from kiln.backends.cupy.loss_kernels import cross_entropy_rows_apply
 from kiln.backends.cupy.row_kernels import masked_rows_apply, row_op_fuses
@@ -55,7 +58,7 @@ def refuse_bfloat16(graph: Graph) -> None:
 
 def compute_half_in_float(graph: Graph) -> None:
     """float16 ops computed in float32 and rounded once each (``widen-half``), then ``KEPT_IN_HALF`` ops narrowed back."""
-    if not any(v.type.dtype is DType.f16 for v in _values(graph)):
+    if not uses_half(graph):
         return
     WidenHalf().run(graph)
     for op in list(graph.ops):
@@ -156,3 +159,29 @@ def cast_per_reader(graph: Graph) -> None:
                 reader.set_operand(index, build.create(op.name, list(op.operands), dict(op.attrs)).results[0])
         if not op.results[0].uses and op.results[0] not in graph.outputs:
             graph.erase(op)
+
+
+def uses_half(graph: Graph) -> bool:
+    return any(v.type.dtype is DType.f16 for v in _values(graph))
+
+
+def require_half_headers(cupy: Any) -> None:
+    """A ``LoweringError`` saying what to install when CuPy's NVRTC cannot find ``cuda_fp16.h`` (CuPy no longer
+    bundles it: CUDA 12.2+ headers come from the toolkit or the ``nvidia-cuda-runtime`` wheel), instead of a
+    compile error at the first float16 launch. One tiny float16 kernel, built and run once per process."""
+    problem = _half_header_problem(cupy)
+    if problem:
+        raise LoweringError(f"cupy backend: CuPy cannot compile float16 kernels here ({problem}); install the CUDA headers: "
+                            "pip install nvidia-cuda-runtime-cu12 (or -cu13, matching CuPy), or set CUDA_PATH to a CUDA toolkit")
+
+
+@lru_cache(maxsize=None)
+def _half_header_problem(cupy: Any) -> str | None:
+    try:
+        cupy.ElementwiseKernel("float16 x", "float16 y", "y = __float2half_rn((float)(x));", "kiln_half_probe",
+                               preamble="#include <cuda_fp16.h>")(cupy.zeros(1, dtype="float16"))
+    except Exception as error:  # noqa: BLE001  (CuPy's CompileException, whose log names the missing header)
+        if "cuda_fp16" not in str(error):
+            raise
+        return str(error).strip().splitlines()[0][:200]
+    return None

@@ -168,3 +168,28 @@ def test_f16_training_on_the_stand_in_matches_numpy(fake, name):
     np.testing.assert_allclose(runs["cupy"][0], runs["numpy"][0], **HALF_TOLERANCE)
     for key, value in runs["numpy"][1].items():
         np.testing.assert_allclose(runs["cupy"][1][key], value, **HALF_TOLERANCE, err_msg=key)
+
+
+def test_compiling_f16_without_cuda_fp16_h_says_what_to_install(fake):
+    """CuPy no longer bundles cuda_fp16.h: where NVRTC cannot find it, compiling a float16 graph says so, once, before
+    any step runs (the stand-in's kernels compile anything, so its ElementwiseKernel is made to fail as NVRTC would)."""
+    from kiln.backends.cupy import half
+
+    half._half_header_problem.cache_clear()
+
+    class Missing:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def __call__(self, *arrays):
+            raise RuntimeError('kiln_half_probe.cu(1): catastrophic error: cannot open source file "cuda_fp16.h"')
+
+    graph, working = HALF_GROUPS["add_relu_f16"](), fake.ElementwiseKernel
+    fake.ElementwiseKernel = Missing
+    try:
+        with pytest.raises(LoweringError, match=r"cannot compile float16 kernels here .*cuda_fp16.h.*pip install nvidia-cuda-runtime-cu12"):
+            CupyBackend().compile(graph)
+    finally:
+        fake.ElementwiseKernel = working
+        half._half_header_problem.cache_clear()
+    assert CupyBackend().compile(graph) is not None  # with the header: compiles (the probe is cached per process)
