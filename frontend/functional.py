@@ -56,11 +56,15 @@ def where(condition: Tensor, input: Any, other: Any) -> Tensor:
     return apply("tensor.where", condition, input, other)
 
 
-def softmax(input: Tensor, dim: int | None = None) -> Tensor:
+def softmax(input: Tensor, dim: int | None = None, _stacklevel: int = 3, dtype: Any = None) -> Tensor:
+    """``dtype`` casts the input first, as PyTorch's (``F.softmax(half_logits, -1, dtype=kiln.float32)``)."""
+    input = input if dtype is None else input.to(dtype)
     return apply("nn.softmax", input, axis=implicit_softmax_dim("softmax", input, dim))
 
 
-def log_softmax(input: Tensor, dim: int | None = None) -> Tensor:
+def log_softmax(input: Tensor, dim: int | None = None, _stacklevel: int = 3, dtype: Any = None) -> Tensor:
+    """``dtype`` casts the input first, as PyTorch's."""
+    input = input if dtype is None else input.to(dtype)
     return apply("nn.log_softmax", input, axis=implicit_softmax_dim("log_softmax", input, dim))
 
 

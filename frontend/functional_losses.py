@@ -18,6 +18,7 @@ from typing import Any, Callable
 import numpy as np
 
 from kiln.frontend.functional_activation import _log1p, _softplus, logsigmoid
+from kiln.frontend.eager_values import eager_array
 from kiln.frontend.tensor import Tensor, apply
 from kiln.frontend.trace import located_error
 from kiln.frontend.autocast import autocasts
@@ -385,13 +386,16 @@ def _reduce(loss: Tensor, reduction: str) -> Tensor:
 
 
 def _constants(function: str, input: Tensor, **arrays: Any) -> list[np.ndarray]:
-    """The given optional weights as arrays of the input's dtype (an empty list when not given)."""
+    """The given optional weights (arrays or eager tensors) as arrays of the input's dtype (an empty list when not given)."""
     constants = []
     for name, value in arrays.items():
         if value is None:
             continue
         if isinstance(value, Tensor):
-            raise located_error(f"{function}: {name} is a constant of the loss; pass an array (e.g. {name}.numpy()), not a traced tensor")
+            value = eager_array(value)  # an eager tensor's values exist: a constant, as PyTorch's (no gradient to weights)
+            if value is None:
+                raise located_error(f"{function}: {name} is a constant of the loss; pass an array (e.g. {name}.numpy()) or an "
+                                    "eager tensor, not a traced tensor")
         constants.append(np.asarray(value, dtype=input.dtype.numpy))
     return constants
 

@@ -32,6 +32,7 @@ import numpy as np
 
 from kiln.compiler.ir.types import DType
 from kiln.frontend import tensor_more_special as special
+from kiln.frontend.functional_half import computes_in_opmath, in_opmath
 from kiln.frontend.tensor_extras import (_constant, _cut, _float_pair, _in_place_form, _is_tensor, _mean_of_writes, _static_shape,
                                          _vector_index, _where)
 from kiln.frontend.tensor_inplace import in_place
@@ -152,6 +153,7 @@ class MoreMethods:
             values, position = values.squeeze(axis), position.squeeze(axis)
         return ValuesIndices(values, position)
 
+    @autocasts("nanquantile")
     def nanquantile(self, q: Any, dim: int | None = None, keepdim: bool = False, *, interpolation: str = "linear") -> Any:
         """``quantile`` over the non-NaN elements only: the rank ``q (count - 1)`` among them (NaN where all are)."""
         if interpolation not in ("linear", "lower", "higher", "midpoint", "nearest"):
@@ -211,9 +213,11 @@ class MoreMethods:
         return (self * beta if beta != 1 else self) + product
 
     # special functions ---------------------------------------------------------------------------------------------
+    @computes_in_opmath  # a half input: float32 inside, one rounding (PyTorch's)
     def i0(self) -> Any:
         return special.i0(_floating(self))
 
+    @computes_in_opmath
     def polygamma(self, n: int) -> Any:
         if not isinstance(n, int) or n < 0:
             raise located_error(f"polygamma: n must be a non-negative int, got {n!r}")
@@ -427,7 +431,10 @@ def _apply(*args: Any, **attrs: Any) -> Any:
 
 def _in_float64(function: Callable[..., Any], *operands: Any) -> Any:
     """``function`` computed in float64 and cast back for float32 operands: a sum of many terms (the incomplete gamma
-    series, lgamma's near its roots) would lose float32 digits that PyTorch's kernels keep."""
+    series, lgamma's near its roots) would lose float32 digits that PyTorch's kernels keep. Half operands compute in
+    float32 and round once, as PyTorch's."""
+    if operands[0].dtype.is_half:
+        return in_opmath(function, *operands)
     if operands[0].dtype is not DType.f32:
         return function(*operands)
     return function(*(x.double() for x in operands)).float()

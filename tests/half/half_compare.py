@@ -33,9 +33,16 @@ def to_half(array: np.ndarray, dtype: str) -> np.ndarray:
 
 
 def from_torch(tensor: Any) -> np.ndarray:
-    """A torch tensor's values as float64 (NumPy cannot read torch's bfloat16 directly); ints and bools as they are."""
+    """A torch tensor's values: half ones as float64 (NumPy cannot read torch's bfloat16 directly), float32 and float64
+    ones, ints and bools as they are (the dtype tells ``assert_half_close`` what kiln's must be)."""
     tensor = tensor.detach()
-    return tensor.double().numpy() if tensor.is_floating_point() else tensor.numpy()
+    return tensor.double().numpy() if tensor.dtype in (torch_dtype(_torch(), "f16"), torch_dtype(_torch(), "bf16")) else tensor.numpy()
+
+
+def _torch() -> Any:
+    import torch
+
+    return torch
 
 
 def tolerance(dtype: str, expected: np.ndarray, ulps: float | None) -> tuple[float, float]:
@@ -48,10 +55,12 @@ def tolerance(dtype: str, expected: np.ndarray, ulps: float | None) -> tuple[flo
 
 
 def assert_half_close(actual: Any, expected: np.ndarray, dtype: str, ulps: float | None = None, what: str = "") -> None:
-    """``actual`` (kiln's array) is in ``dtype`` and within tolerance of ``expected`` (torch's, as float64)."""
-    actual = np.asarray(actual)
-    if np.issubdtype(np.asarray(expected).dtype, np.floating):
+    """``actual`` (kiln's array) is in ``dtype`` (float32 where torch's is) and within tolerance of ``expected``."""
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    if expected.dtype == np.float32:  # torch's result is float32 (F.softmax(..., dtype=float32), sum(dtype=...))
+        assert actual.dtype == np.float32, f"{what}: kiln's result is {actual.dtype}, torch's float32"
+    elif np.issubdtype(expected.dtype, np.floating):
         assert actual.dtype == NUMPY_HALF[dtype], f"{what}: kiln's result is {actual.dtype}, not {NUMPY_HALF[dtype]}"
     assert actual.shape == expected.shape, f"{what}: shape {actual.shape}, expected {expected.shape}"
     rtol, atol = tolerance(dtype, np.asarray(expected, dtype=np.float64), ulps)
-    np.testing.assert_allclose(actual.astype(np.float64), expected, rtol=rtol, atol=atol, equal_nan=True, err_msg=what)
+    np.testing.assert_allclose(actual.astype(np.float64), expected.astype(np.float64), rtol=rtol, atol=atol, equal_nan=True, err_msg=what)
