@@ -40,8 +40,10 @@ from kiln.compiler.passes.rewrite import replace_uses
 from kiln.compiler.passes.widen_half import WidenHalf
 
 KEPT_IN_HALF = frozenset({"tensor.matmul", "nn.softmax", "nn.log_softmax", "nn.softmax_grad", "nn.masked_softmax", "nn.layer_norm",
-                          "nn.layer_norm_grad", "nn.cross_entropy", "nn.cross_entropy_grad"})
-"""Ops whose CuPy kernel computes float16 operands in float32 and rounds its result once (see the module docstring)."""
+                          "nn.layer_norm_grad", "nn.cross_entropy", "nn.cross_entropy_grad",
+                          "tensor.reduce_max", "tensor.reduce_min"})
+"""Ops whose CuPy kernel computes float16 operands in float32 and rounds its result once (see the module docstring),
+and the reductions exact in float16 that widen-half widens anyway: max and min pick an element."""
 
 
 def refuse_bfloat16(graph: Graph) -> None:

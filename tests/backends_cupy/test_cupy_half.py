@@ -149,14 +149,15 @@ def test_f16_groups_run_on_the_stand_in_as_numpy(fake, stem):
     assert_graph_matches_numpy(HALF_GROUPS[stem](), rtol=0, atol=0)
 
 
-HALF_OPTIMIZERS = {"mlp": None, "gpt": lambda params: kiln.optim.SGD(params, lr=0.05, momentum=0.9)}
+HALF_OPTIMIZERS = {"mlp": None, "cnn": None, "gpt": lambda params: kiln.optim.SGD(params, lr=0.05, momentum=0.9)}
 """The GPT trains with SGD here: Adam's default eps (1e-8) is below float16's range, so a float16 second moment that
 underflows to 0 divides by (nearly) nothing, on NumPy as in PyTorch's float16 Adam, and the loss is NaN by step 2."""
 
 
 @pytest.mark.parametrize("name", sorted(HALF_OPTIMIZERS))
 def test_f16_training_on_the_stand_in_matches_numpy(fake, name):
-    """Ten float16 steps (the MLP; the GPT's layer norm, softmax and cross-entropy row kernels in half) through the
+    """Ten float16 steps (the MLP; the CNN's im2col and max pooling; the GPT's layer norm, softmax and cross-entropy
+    row kernels in half) through the
     CuPy backend's lowering, launchers and kernels (bodies evaluated, row kernels recomputed in float) against NumPy's."""
     runs = {}
     for backend in ("numpy", "cupy"):
@@ -193,3 +194,22 @@ def test_compiling_f16_without_cuda_fp16_h_says_what_to_install(fake):
         fake.ElementwiseKernel = working
         half._half_header_problem.cache_clear()
     assert CupyBackend().compile(graph) is not None  # with the header: compiles (the probe is cached per process)
+
+
+def _max_of_exp() -> Graph:
+    return _graph([TensorType(("N", 40), F16)], lambda b, x: [b.op("tensor.reduce_max", b.op("tensor.exp", x), axes=(1,), keepdims=False)])
+
+
+def test_an_f16_max_reduces_in_float_and_stores_half_from_one_kernel():
+    """max picks an element, exact in any precision: the reduction stays float16 (no cast kernel after it), reducing
+    float values and storing the picked one as half."""
+    lowered = lower_for_cupy(_max_of_exp())
+    assert [op.name for op in lowered.ops] == ["fused.elementwise"]
+    (source,) = group_kernels(lowered.ops[0]).sources()
+    assert (source.out_params, source.reduce_type, source.post_map_expr) == ("float16 y0", "float", "y0 = __float2half_rn(a)")
+    assert source.preamble.startswith("#include <cuda_fp16.h>") and "__device__ float " in source.preamble
+    cuda_compiler()(translation_unit(source), source.name)
+
+
+def test_an_f16_max_on_the_stand_in_is_numpys_widened_max(fake):
+    assert_graph_matches_numpy(_max_of_exp(), rtol=0, atol=0)
