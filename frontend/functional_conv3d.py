@@ -156,6 +156,7 @@ def _placed_along_depth(planes: Tensor, offset: int, stride: int, full: int) -> 
     return apply("tensor.pad", planes, low=low, high=high, interior=interior)
 
 
+@autocasts("max_pool3d")
 def max_pool3d(input: Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1, ceil_mode: bool = False,
                return_indices: bool = False) -> Tensor:
     """The largest element of each ``(KD, KH, KW)`` window (padding counts as -inf), as PyTorch's; with
@@ -209,6 +210,7 @@ def dropout3d(input: Tensor, p: float = 0.5, training: bool = True, inplace: boo
     return _channel_dropout(input, p, training)
 
 
+@autocasts("avg_pool3d")
 def avg_pool3d(input: Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0, ceil_mode: bool = False,
                count_include_pad: bool = True, divisor_override: int | None = None) -> Tensor:
     """The mean of each ``(KD, KH, KW)`` window, zero padding counted in the divisor (PyTorch's default)."""

@@ -40,6 +40,7 @@ from kiln.frontend.functional_nn import pad
 from kiln.frontend.rnn_utils import valid_steps
 from kiln.frontend.tensor import Tensor, apply
 from kiln.frontend.trace import located_error
+from kiln.frontend.autocast import autocasts
 
 __all__ = ["ctc_loss"]
 
@@ -49,6 +50,7 @@ gradients, and far below any sum of ``T`` log-probabilities (float32 holds it; i
 in float64, 1e22 in float32)."""
 
 
+@autocasts("ctc_loss")
 def ctc_loss(
     log_probs: Tensor, targets: Any, input_lengths: Any, target_lengths: Any, blank: int = 0, reduction: str = "mean",
     zero_infinity: bool = False,

@@ -160,6 +160,7 @@ def max_unpool1d(input: Tensor, indices: Tensor, kernel_size: Any, stride: Any =
     return _unpool("max_unpool1d", input, indices, *geometry, output_size)
 
 
+@autocasts("max_unpool2d")
 def max_unpool2d(input: Tensor, indices: Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0,
                  output_size: Any = None) -> Tensor:
     """The partial inverse of ``max_pool2d(..., return_indices=True)``: ``(N, C, H, W) -> (N, C, H_out, W_out)``, each
@@ -168,6 +169,7 @@ def max_unpool2d(input: Tensor, indices: Tensor, kernel_size: Any, stride: Any =
     return _unpool("max_unpool2d", input, indices, *geometry, output_size)
 
 
+@autocasts("max_unpool3d")
 def max_unpool3d(input: Tensor, indices: Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0,
                  output_size: Any = None) -> Tensor:
     """The partial inverse of ``max_pool3d``'s indices: ``(N, C, D, H, W) -> (N, C, D_out, H_out, W_out)``, each value at

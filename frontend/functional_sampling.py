@@ -26,6 +26,7 @@ import numpy as np
 
 from kiln.frontend.tensor import Tensor, apply
 from kiln.frontend.trace import located_error
+from kiln.frontend.autocast import autocasts
 
 MODES = ("bilinear", "nearest", "bicubic")
 PADDING_MODES = ("zeros", "border", "reflection")
@@ -66,6 +67,7 @@ def _steps(count: int, align_corners: bool) -> np.ndarray:
     return steps if align_corners else steps * (count - 1) / count
 
 
+@autocasts("grid_sampler")
 def grid_sample(input: Tensor, grid: Tensor, mode: str = "bilinear", padding_mode: str = "zeros", align_corners: bool | None = None) -> Tensor:
     """Sample ``input (N, C, H, W)`` at ``grid (N, H_out, W_out, 2)`` (``x, y`` in [-1, 1], outside allowed): the
     output is ``(N, C, H_out, W_out)``. See the module docstring for the steps."""

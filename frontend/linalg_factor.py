@@ -111,6 +111,7 @@ def _square_size(function: str, A: Any) -> int:
 # QR --------------------------------------------------------------------------------------------------------------
 
 
+@autocasts("linalg_qr")
 def qr(A: Any, mode: str = "reduced") -> QRResult:
     """``A = Q R``, ``Q`` with orthonormal columns, ``R`` upper triangular (LAPACK's signs, as PyTorch's). ``mode``:
     ``"reduced"`` (``k = min(m, n)`` columns of ``Q``), ``"complete"`` (``Q`` square) or ``"r"`` (``Q`` empty)."""
@@ -221,6 +222,7 @@ def _finish(function: str, result: Any, info: Any, check_errors: bool, failure: 
     return _checked(result, info, function, failure) if check_errors else result
 
 
+@autocasts("linalg_cholesky_ex")
 def cholesky_ex(A: Any, *, upper: bool = False, check_errors: bool = False) -> CholeskyExResult:
     """``(L, info)``: ``info`` is the order of the first leading minor that is not positive definite (0: none), of
     the triangle PyTorch reads (the lower one; ``upper=True``: the upper one). Where ``info > 0``, ``L`` is what
@@ -263,6 +265,7 @@ def _partial_cholesky(S: Any, info: Any, n: int) -> Any:
     return _apply("tensor.where", done_cols, factored, _apply("tensor.where", (rows == cols) & (rows > k), S, untouched))
 
 
+@autocasts("linalg_inv_ex")
 def inv_ex(A: Any, *, check_errors: bool = False) -> InvExResult:
     """``(A^-1, info)``, ``info`` the LU's (0 for an invertible matrix)."""
     info = lu_info(_apply("linalg.lu_factor", A))
@@ -289,6 +292,7 @@ def _factor_triangle(L: Any, upper: bool) -> Any:
     return L - other.detach()
 
 
+@autocasts("cholesky_solve")
 def cholesky_solve(B: Any, L: Any, upper: bool = False) -> Any:
     """``X`` with ``A X = B``, ``A = L L^T`` (``upper``: ``A = U^T U``) from its Cholesky factor (``torch.cholesky_solve``)."""
     _square_size("cholesky_solve", L)
@@ -296,12 +300,14 @@ def cholesky_solve(B: Any, L: Any, upper: bool = False) -> Any:
     return core.solve(factor.mT @ factor if upper else factor @ factor.mT, B)
 
 
+@autocasts("cholesky_inverse")
 def cholesky_inverse(L: Any, upper: bool = False) -> Any:
     """``A^-1`` for ``A = L L^T`` (``upper``: ``U^T U``) from its Cholesky factor (``torch.cholesky_inverse``)."""
     n = _square_size("cholesky_inverse", L)
     return cholesky_solve(_eye(n, L.dtype).expand_as(L), L, upper)
 
 
+@autocasts("triangular_solve")
 def triangular_solve(b: Any, A: Any, upper: bool = True, transpose: bool = False, unitriangular: bool = False) -> TriangularSolveResult:
     """``torch.triangular_solve``: ``(X, A.clone())`` with ``T X = b`` (``transpose``: ``T^T X = b``), ``T`` a triangle of ``A``."""
     T, upper = (A.mT, not upper) if transpose else (A, upper)
@@ -376,6 +382,7 @@ def chain_matmul(*matrices: Any) -> Any:
     return matrices[0].clone() if len(matrices) == 1 else multi_dot(matrices)
 
 
+@autocasts("linalg_householder_product")
 def householder_product(A: Any, tau: Any) -> Any:
     """The first ``n`` columns of ``H_1 ... H_k``, ``H_i = I - tau_i v_i v_i^T`` with ``v_i`` column ``i`` of ``A``
     below the diagonal and 1 on it (LAPACK's orgqr); ``A`` is ``(..., m, n)``, ``tau`` ``(..., k)``, ``k <= n <= m``."""
@@ -404,6 +411,7 @@ def vander(x: Any, *, N: int | None = None) -> Any:
     return stack(powers, -1)
 
 
+@autocasts("linalg_tensorinv")
 def tensorinv(A: Any, ind: int = 2) -> Any:
     """The inverse of ``A`` as a linear map from its last dims to its first ``ind``: ``A.shape[ind:] + A.shape[:ind]``."""
     rows, columns = tuple(A.shape[:ind]), tuple(A.shape[ind:])
@@ -413,6 +421,7 @@ def tensorinv(A: Any, ind: int = 2) -> Any:
     return core.inv(A.reshape(math.prod(rows), math.prod(columns))).reshape(*columns, *rows)
 
 
+@autocasts("linalg_tensorsolve")
 def tensorsolve(A: Any, B: Any, dims: Sequence[int] | None = None) -> Any:
     """``X`` with ``tensordot(A, X, X.ndim) = B``; ``dims`` of ``A`` move to the end first."""
     if dims is not None:
@@ -445,11 +454,13 @@ def matmul(input: Any, other: Any) -> Any:
     return input @ other
 
 
+@autocasts("linalg_eig")
 def eig(A: Any) -> Any:
     raise located_error("linalg.eig: the eigenvalues of a general real matrix are complex, and kiln has no complex "
                         "dtype; for a symmetric matrix use kiln.linalg.eigh (or eigvalsh)")
 
 
+@autocasts("linalg_eigvals")
 def eigvals(A: Any) -> Any:
     raise located_error("linalg.eigvals: the eigenvalues of a general real matrix are complex, and kiln has no complex "
                         "dtype; for a symmetric matrix use kiln.linalg.eigvalsh (or eigh)")
@@ -459,6 +470,7 @@ class FactorMethods:
     """``Tensor``'s factorization methods (PyTorch's names; the legacy forms of ``qr``, ``lu``, ``lu_solve``,
     ``triangular_solve``)."""
 
+    @autocasts("qr")
     def qr(self, some: bool = True) -> QRResult:
         return qr(self, "reduced" if some else "complete")
 
@@ -466,6 +478,7 @@ class FactorMethods:
         """``torch.lu``: ``(LU, pivots)`` (raising for a singular matrix when run), or ``(LU, pivots, infos)``."""
         return lu_factor_ex(self, pivot=pivot) if get_infos else tuple(lu_factor(self, pivot=pivot))
 
+    @autocasts("lu_solve")
     def lu_solve(self, LU_data: Any, LU_pivots: Any) -> Any:
         return lu_solve(LU_data, LU_pivots, self)
 

@@ -35,6 +35,7 @@ from kiln.compiler.ir.types import DType
 from kiln.frontend.linalg_factor import _where_fine, lu_info
 from kiln.frontend.tensor_linalg import _apply, inv, matrix_norm
 from kiln.frontend.trace import located_error
+from kiln.frontend.autocast import autocasts
 
 LSTSQ_DRIVERS = (None, "gels", "gelsy", "gelsd", "gelss")
 """``torch.linalg.lstsq``'s CPU drivers; ``None`` is PyTorch's CPU default, ``'gelsy'``."""
@@ -77,16 +78,19 @@ class LstsqResult(NamedTuple):
     singular_values: Any
 
 
+@autocasts("linalg_eigh")
 def eigh(A: Any, UPLO: str = "L") -> EighResult:
     """Eigenvalues (ascending) and eigenvectors of every symmetric matrix in ``A``, reading its ``UPLO`` triangle."""
     return EighResult(*_apply("linalg.eigh", A, UPLO=UPLO))
 
 
+@autocasts("linalg_eigvalsh")
 def eigvalsh(A: Any, UPLO: str = "L") -> Any:
     """The eigenvalues of ``eigh``, ascending."""
     return eigh(A, UPLO).eigenvalues
 
 
+@autocasts("linalg_svd")
 def svd(A: Any, full_matrices: bool = True, *, driver: str | None = None) -> SVDResult:
     """``A = U diag(S) Vh``, ``S`` descending; ``full_matrices=False`` gives the reduced ``U`` and ``Vh``."""
     if driver is not None:
@@ -95,6 +99,7 @@ def svd(A: Any, full_matrices: bool = True, *, driver: str | None = None) -> SVD
     return SVDResult(*_apply("linalg.svd", A, full_matrices=bool(full_matrices)))
 
 
+@autocasts("linalg_svdvals")
 def svdvals(A: Any, *, driver: str | None = None) -> Any:
     """The singular values of every matrix in ``A``, descending."""
     return svd(A, full_matrices=False, driver=driver).S
@@ -173,6 +178,7 @@ def pinverse(A: Any, rcond: float = 1e-15) -> Any:
     return pinv(A, rtol=rcond)
 
 
+@autocasts("linalg_matrix_rank")
 def matrix_rank(A: Any, tol: Any = None, hermitian: bool = False, *, atol: Any = None, rtol: Any = None) -> Any:
     """The number of singular values (``hermitian``: ``|eigenvalues|``) above ``max(atol, rtol * s_max)``, int64.
     PyTorch's older form ``matrix_rank(A, tol, hermitian)`` is ``atol=tol, rtol=0``."""
@@ -198,6 +204,7 @@ def nuclear_norm(A: Any, dim: Any = None, keepdim: bool = False) -> Any:
     return matrix_norm(A, "nuc", (-2, -1) if dim is None else tuple(dim), keepdim)
 
 
+@autocasts("linalg_cond")
 def cond(A: Any, p: Any = None) -> Any:
     """The condition number in norm ``p``: ``s_max / s_min`` for None and 2 (-2: ``s_min / s_max``) of any ``(m, n)``;
     ``norm(A, p) norm(A^-1, p)`` for ``'fro'``, ``'nuc'``, inf, -inf, 1, -1 of square matrices, inf for a matrix the
@@ -216,6 +223,7 @@ def cond(A: Any, p: Any = None) -> Any:
     return _apply("tensor.where", info != 0, math.inf, matrix_norm(A, p) * matrix_norm(inverse, p))
 
 
+@autocasts("linalg_lstsq")
 def lstsq(A: Any, B: Any, rcond: float | None = None, *, driver: str | None = None) -> LstsqResult:
     """``X`` minimizing ``||A X - B||`` (``B`` ``(..., m, k)``, or ``(..., m)`` with one dim less than ``A``; batch dims
     broadcast) as ``pinv(A, rtol=rcond) B``; ``rcond`` defaults to ``eps * max(m, n)``."""

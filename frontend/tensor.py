@@ -384,6 +384,7 @@ class Tensor(EagerMethods, InPlaceMethods, TorchMethods, MathMethods, DeviceMeth
 
         return _extremum("min", self, dim, keepdim)
 
+    @autocasts("prod")
     def prod(self, dim: int | None = None, keepdim: bool = False, dtype: Any = None) -> "Tensor":
         from kiln.frontend.functional import prod
 

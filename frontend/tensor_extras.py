@@ -220,6 +220,7 @@ class ExtraMethods:
     def diagflat(self, offset: int = 0) -> Any:
         return self.reshape(-1).diag(offset)
 
+    @autocasts("trace")
     def trace(self) -> Any:
         """The sum of the main diagonal of a matrix (integers sum in int64, as PyTorch's)."""
         _require_rank("trace", self, 2, exactly=True)
@@ -413,6 +414,7 @@ class ExtraMethods:
             return MinMax(self.amin().reshape(ones), self.amax().reshape(ones))
         return MinMax(self.amin(dim, keepdim), self.amax(dim, keepdim))
 
+    @autocasts("quantile")
     def quantile(self, q: Any, dim: int | None = None, keepdim: bool = False, *, interpolation: str = "linear") -> Any:
         """The ``q``-quantiles along ``dim`` (of all elements without one) from the sorted values, PyTorch's rule:
         rank ``q (n - 1)`` between the two neighbours by ``interpolation``; NaN where a slice holds a NaN. ``q`` is

@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 
 from kiln.frontend.linalg_factor import FactorMethods
 from kiln.frontend.trace import located_error
+from kiln.frontend.autocast import autocasts
 
 
 def _apply(*args: Any, **attrs: Any) -> Any:
@@ -34,6 +35,7 @@ class SlogdetResult(NamedTuple):
     logabsdet: Any
 
 
+@autocasts("linalg_inv")
 def inv(A: Any) -> Any:
     """``A^-1`` of every ``(n, n)`` matrix in ``A``; a singular one raises ``kiln.linalg.LinAlgError`` when run."""
     return _apply("linalg.inv", A)
@@ -44,6 +46,7 @@ def _is_vector(A: Any, B: Any) -> bool:
     return B.ndim == 1 or (B.ndim == A.ndim - 1 and tuple(B.shape) == tuple(A.shape[:-1]))
 
 
+@autocasts("linalg_solve")
 def solve(A: Any, B: Any, *, left: bool = True) -> Any:
     """``X`` with ``A X = B`` (``left=False``: ``X A = B``, solved as ``A^T X^T = B^T``); batch dims broadcast."""
     if _is_vector(A, B):
@@ -67,6 +70,7 @@ def logdet(A: Any) -> Any:
     return _apply("tensor.where", _apply("tensor.less", sign, 0.0), math.nan, logabsdet)
 
 
+@autocasts("linalg_cholesky")
 def cholesky(A: Any, *, upper: bool = False) -> Any:
     """``L`` lower with ``A = L L^T`` (``upper``: ``U = L^T``); ``A`` symmetric positive definite."""
     lower = _apply("linalg.cholesky", A)
@@ -127,6 +131,7 @@ def norm(A: Any, ord: Any = None, dim: Any = None, keepdim: bool = False, *, dty
 class LinalgMethods(FactorMethods):
     """``Tensor``'s linear-algebra methods (PyTorch's names)."""
 
+    @autocasts("inverse")
     def inverse(self) -> Any:
         return inv(self)
 
@@ -139,15 +144,18 @@ class LinalgMethods(FactorMethods):
     def slogdet(self) -> SlogdetResult:
         return slogdet(self)
 
+    @autocasts("cholesky")
     def cholesky(self, upper: bool = False) -> Any:
         return cholesky(self, upper=upper)
 
+    @autocasts("svd")
     def svd(self, some: bool = True, compute_uv: bool = True) -> Any:
         """``torch.svd``'s legacy form: ``(U, S, V)``, ``V`` not ``Vh`` (``kiln.linalg.svd`` gives ``Vh``)."""
         from kiln.frontend.linalg_spectral import svd_legacy
 
         return svd_legacy(self, some, compute_uv)
 
+    @autocasts("pinverse")
     def pinverse(self, rcond: float = 1e-15) -> Any:
         from kiln.frontend.linalg_spectral import pinverse
 

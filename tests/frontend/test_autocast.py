@@ -238,6 +238,28 @@ def test_the_dtypes_of_more_ops_in_a_region_are_torchs():
             np.testing.assert_allclose(ours[key][1], value, rtol=1e-5, atol=1e-5 * np.abs(value).max(), err_msg=key)
 
 
+def test_float32_list_ops_take_half_inputs_up_to_float32_as_torchs():
+    """A half tensor (a Linear's output, say) reaching an op on the float32 list is cast up: the result is float32 and
+    computed from the half values exactly as torch does (the inputs are bfloat16 numbers, so both see the same)."""
+
+    def run(name):
+        lib, _, F = libraries(name)
+        a = np.random.default_rng(4).standard_normal((4, 4)).astype(np.float32)
+        m, spd = lib.tensor(a).bfloat16(), lib.tensor(a @ a.T + 4 * np.eye(4, dtype=np.float32)).bfloat16()
+        volume = lib.tensor(np.linspace(0.1, 1, 128, dtype=np.float32).reshape(1, 2, 4, 4, 4)).bfloat16()
+        with lib.autocast("cpu"):
+            out = dict(prod=m.prod(1), trace=m.trace(), inv=lib.linalg.inv(spd), inverse=spd.inverse(), cholesky=lib.linalg.cholesky(spd),
+                       solve=lib.linalg.solve(spd, m), eigvalsh=lib.linalg.eigvalsh(spd), svdvals=lib.linalg.svdvals(m),
+                       avg_pool3d=F.avg_pool3d(volume, 2), max_pool3d=F.max_pool3d(volume, 2), quantile=lib.quantile(m[0], 0.3))
+        return {key: (_dtype_name(value.dtype), _array(value)) for key, value in out.items()}
+
+    ours, theirs = run("kiln"), run("torch")
+    assert {k: d for k, (d, _) in theirs.items()} == dict.fromkeys(theirs, "float32")  # the oracle's own word
+    assert {k: d for k, (d, _) in ours.items()} == dict.fromkeys(theirs, "float32")
+    for key, (_, value) in theirs.items():
+        np.testing.assert_allclose(ours[key][1], value, rtol=1e-5, atol=1e-5 * np.abs(value).max(), err_msg=key)
+
+
 def test_values_of_listed_ops_are_torchs_in_each_dtype():
     torch = require_torch()
     x, w, b = (RNG.standard_normal(s).astype(np.float32) for s in ((5, 16), (7, 16), (7,)))
