@@ -103,6 +103,7 @@ class ExtraMethods:
         written = _index_counts(self, dim, _vector_index("index_fill", index), DType.i64) > 0
         return self.masked_fill(written, value)
 
+    @autocasts("index_copy")
     def index_copy(self, dim: int, index: Any, source: Any) -> Any:
         """The slices of ``source`` into the slices ``index`` along ``dim`` (duplicates: their mean)."""
         index = _vector_index("index_copy", index)

@@ -200,6 +200,7 @@ def test_the_dtypes_of_a_region_are_torchs_op_by_op():
                         softmax_f32=F.softmax(x, -1), mse=F.mse_loss(h, lib.zeros(4, 6)), l1=F.l1_loss(h, lib.zeros(4, 6)),
                         nll=F.nll_loss(F.log_softmax(h, -1), lib.tensor(np.array([0, 1, 2, 3]))), sum=h.sum(), residual=h + b,
                         cat=lib.cat([h, b[None]]), stack=lib.stack([h, x[:, :6]]), float64=x.double() @ w.double().T,
+                        index_copy=h.index_copy(0, lib.tensor(np.array([0, 2])), lib.ones(2, 6)),
                         bce=F.binary_cross_entropy_with_logits(h, lib.zeros(4, 6)), gelu=F.gelu(h), layer_norm=F.layer_norm(x, (8,)))
             with lib.autocast("cpu", enabled=False):
                 seen["off"] = F.linear(x, w, b)
@@ -609,3 +610,24 @@ def test_compiled_code_called_in_and_out_of_a_region_traces_each_once():
     with kiln.autocast("cpu"):
         rounded = np.asarray(gradient(x))
     assert len(gradient.compiled) == 2 and not np.array_equal(exact, rounded)  # 1.01 is not a bfloat16
+
+
+def test_cuda_region_with_a_gpu_casts_by_the_same_lists_in_float16(monkeypatch):
+    """With CuPy and a GPU, ``autocast("cuda")`` computes (float16 by default) by the CPU lists; a "cpu" region inside
+    it then decides, as the innermost region kiln computes in; without a GPU the "cuda" region stays a no-op."""
+    import kiln.frontend.torch_amp as torch_amp
+
+    monkeypatch.setattr(torch_amp, "_gpu_available", lambda: True)
+    x, w = kiln.ones(2, 3), kiln.ones(4, 3)
+    with kiln.autocast("cuda"):
+        on_gpu = kiln.nn.functional.linear(x, w)
+        loss = kiln.nn.functional.mse_loss(on_gpu, kiln.zeros(2, 4))
+        with kiln.autocast("cpu"):
+            inner = kiln.nn.functional.linear(x, w)
+        states = kiln.is_autocast_enabled("cuda"), kiln.is_autocast_enabled(), kiln.is_autocast_enabled("cpu")
+    assert (on_gpu.dtype, loss.dtype, inner.dtype) == (kiln.float16, kiln.float32, kiln.bfloat16)
+    assert states == (True, True, False) and kiln.get_autocast_dtype("cuda") == kiln.float16
+    monkeypatch.setattr(torch_amp, "_gpu_available", lambda: False)
+    with pytest.warns(UserWarning, match="CUDA is not available"):
+        with kiln.autocast("cuda"):
+            assert kiln.nn.functional.linear(x, w).dtype == kiln.float32
