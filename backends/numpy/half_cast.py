@@ -6,8 +6,8 @@ float16 Adam's second moment (``exp_avg_sq``, mostly subnormal in float16) and i
 3-5 million elements a second, against 50-200 for ordinary values. ``widen-half`` puts such casts around every
 float16 op, so they were most of a float16 training step. Here:
 
-- float16 -> float32 looks each value up in a table of all 2^16 float16 bit patterns, built once by NumPy's own
-  conversion (so every result, NaN payloads included, is NumPy's);
+- float16 -> float32 (of 4096 elements or more) looks each value up in a table of all 2^16 float16 bit patterns,
+  built once by NumPy's own conversion (so every result, NaN payloads included, is NumPy's);
 - float32 -> float16 rounds to nearest, ties to even, with whole-array integer operations on the bits: the
   normal range adds ``0xFFF`` plus the kept last bit below the 13 dropped bits; the subnormal range lets the FPU
   round (``|x| + 0.5`` puts float16's subnormal spacing, 2^-24, at float32's last bit); overflow clamps to
@@ -36,6 +36,10 @@ FEW_ELEMENTS = 256
 cost ~15 us however few the elements, about what NumPy takes for 256 values that are all float16 subnormals.
 (Measured: 4096 elements of N(0, 1) 25 us NumPy, 46 us here; of N(0, 1e-4), partly subnormal, 590 us and 47 us.)"""
 
+TABLE_FROM = 4096
+"""float16 -> float32 of fewer elements stays NumPy's: the lookups first bring the 256 KiB table into cache (~50 us
+when a step has pushed it out), more than NumPy spends on a few thousand values even when they are subnormal."""
+
 _F16 = np.dtype(np.float16)
 _F32 = np.dtype(np.float32)
 _BFLOAT16_PAIR = {_F32, np.dtype(ml_dtypes.bfloat16)}
@@ -61,7 +65,7 @@ def cast_into(source: Any, out: np.ndarray) -> None:
     source = np.asarray(source)
     if source.dtype == _F32 and out.dtype == _F16 and out.size >= FEW_ELEMENTS:
         float32_to_float16_into(_broadcast(source, out), out)
-    elif source.dtype == _F16 and out.dtype == _F32:
+    elif source.dtype == _F16 and out.dtype == _F32 and out.size >= TABLE_FROM:
         FLOAT16_TO_FLOAT32.take(_broadcast(source, out).view(np.uint16), out=out, mode="clip")
     elif {source.dtype, out.dtype} == _BFLOAT16_PAIR and source.shape == out.shape and _transposed(source, out):
         staged = np.empty_like(source, dtype=out.dtype)  # the source's memory order: ml_dtypes' loop reads it in a row
@@ -129,4 +133,4 @@ def _broadcast(source: np.ndarray, out: np.ndarray) -> np.ndarray:
     return source if source.shape == out.shape else np.broadcast_to(source, out.shape)
 
 
-__all__ = ["FEW_ELEMENTS", "FLOAT16_TO_FLOAT32", "cast", "cast_into", "float32_to_float16_into"]
+__all__ = ["FEW_ELEMENTS", "FLOAT16_TO_FLOAT32", "TABLE_FROM", "cast", "cast_into", "float32_to_float16_into"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kiln.backends.numpy.half_cast import FEW_ELEMENTS, cast, cast_into, float32_to_float16_into
+from kiln.backends.numpy.half_cast import FEW_ELEMENTS, TABLE_FROM, cast, cast_into, float32_to_float16_into
 from tests.oracles import require_torch
 
 ALL_HALF_BITS = np.arange(1 << 16, dtype=np.uint16)
@@ -81,7 +81,7 @@ def test_the_float16_subnormal_range_matches_numpy_exhaustively():
     assert same_bits(kiln_half(x), numpy_half(x))
 
 
-@pytest.mark.parametrize("size", [0, 1, FEW_ELEMENTS - 1, FEW_ELEMENTS, 1000])
+@pytest.mark.parametrize("size", [0, 1, FEW_ELEMENTS - 1, FEW_ELEMENTS, 1000, TABLE_FROM // 6 + 1])
 def test_cast_into_broadcasts_and_takes_strided_views_as_copyto(size):
     rng = np.random.default_rng(size)
     x = (rng.standard_normal((2 * size, 3)) * np.float32(1e-5)).astype(np.float32)[::2].T  # strided, transposed
