@@ -25,6 +25,7 @@ import numpy as np
 from kiln.compiler.errors import CheckpointError, KilnError
 from kiln.compiler.ir.builder import Builder
 from kiln.compiler.ir.core import Value
+from kiln.compiler.ir.types import is_float_array_dtype
 from kiln.frontend.module import Parameter, clear_grads
 from kiln.frontend.tensor import Tensor
 
@@ -119,15 +120,22 @@ class Optimizer:
         return loss
 
     def state_of(self, param: Parameter) -> dict[str, np.ndarray]:
-        """This parameter's state arrays, created on first use."""
+        """This parameter's state arrays, created on first use in its dtype (as PyTorch's ``zeros_like(p)``: a model
+        made half by ``model.half()`` before its first step gets half state). State made before the parameter's dtype
+        changed is cast to the new dtype (PyTorch would keep it and mix dtypes in its update; kiln's update ops take
+        state in the parameter's dtype, as PyTorch's ``load_state_dict`` casts it)."""
         if id(param) not in self.state:
             self.state[id(param)] = self.initial_state(param, self.group_of(param))
-        return self.state[id(param)]
+        state = self.state[id(param)]
+        dtype = param._data.dtype  # not .data: that would bring a device-resident parameter back every step
+        if any(array.dtype != dtype and is_float_array_dtype(array.dtype) for array in state.values()):
+            state = self.state[id(param)] = {name: _cast_float(array, dtype) for name, array in state.items()}
+        return state
 
     def signature(self) -> tuple[Any, ...]:
-        """What a compiled update fixes: group membership, which parameters train (requires_grad), and every option that is
-        not a graph input."""
-        return tuple((tuple(map(id, group["params"])), tuple(bool(p.requires_grad) for p in group["params"]),
+        """What a compiled update fixes: group membership, which parameters train (requires_grad), their dtypes (a
+        ``model.half()`` recompiles), and every option that is not a graph input."""
+        return tuple((tuple(map(id, group["params"])), tuple((bool(p.requires_grad), p._data.dtype) for p in group["params"]),
                       tuple([_hashable(group[key]) for key in self.fixed_options]))
                      for group in self.param_groups)
 
@@ -224,6 +232,10 @@ def _check_adam_like(owner: str, group: dict[str, Any]) -> None:
     _non_negative(owner, group, "lr", "eps", "weight_decay")
     if len(group["betas"]) != 2 or not all(0.0 <= beta < 1.0 for beta in group["betas"]):
         raise KilnError(f"{owner}: invalid betas {group['betas']}; both must be in [0, 1)")
+
+
+def _cast_float(array: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    return array.astype(dtype) if is_float_array_dtype(array.dtype) else array
 
 
 def _hashable(value: Any) -> Any:

@@ -21,6 +21,7 @@ import pytest
 import kiln
 import kiln.nn.functional as F
 from e2e.test_pytorch_source_compat import gpt
+from exact_gradient import Scaled
 from half_lockstep import NUMPY_DTYPES, half_lockstep
 from oracles import require_torch
 
@@ -104,3 +105,71 @@ def test_a_bfloat16_mlp_learns_the_digits_compiled():
     accuracy = float(np.mean(np.argmax(logits, axis=1) == y[test]))
     assert np.mean(losses[-10:]) < np.mean(losses[:10]) / 4, (losses[:10], losses[-10:])
     assert accuracy > 0.9, accuracy
+
+
+def small_classifier(convert: str):
+    kiln.manual_seed(0)
+    model = getattr(kiln.nn.Sequential(kiln.nn.Linear(8, 4), kiln.nn.ReLU(), kiln.nn.Linear(4, 3)), convert)()
+    optimizer = kiln.optim.Adam(model.parameters(), lr=1e-2, eps=1e-3)
+    return model, optimizer, kiln.compile_train_step(model, F.cross_entropy, optimizer)
+
+
+@pytest.mark.parametrize("dtype", NUMPY_DTYPES)
+def test_a_half_checkpoint_keeps_dtypes_and_resumes_exactly(tmp_path, dtype):
+    """``step.save``/``step.load`` and ``kiln.save``/``kiln.load`` of a state_dict keep half parameters and state half,
+    and training resumed from the checkpoint is the uninterrupted run, bit for bit."""
+    convert = {"float16": "half", "bfloat16": "bfloat16"}[dtype]
+    rng = np.random.default_rng(0)
+    data = [(rng.random((6, 8)).astype(NUMPY_DTYPES[dtype]), rng.integers(0, 3, 6)) for _ in range(6)]
+    model, optimizer, step = small_classifier(convert)
+    for x, y in data[:3]:
+        step(x, y)
+    step.save(str(tmp_path / "step.kiln"))
+    kiln.save(str(tmp_path / "state.pt"), {"model": model.state_dict(), "optimizer": optimizer.state_dict()})
+    loaded = kiln.load(str(tmp_path / "state.pt"))
+    assert {np.asarray(v).dtype for v in loaded["model"].values()} == {np.dtype(NUMPY_DTYPES[dtype])}
+    assert {np.asarray(a).dtype for state in loaded["optimizer"]["state"].values() for a in state.values()} == {np.dtype(NUMPY_DTYPES[dtype])}
+    for x, y in data[3:]:
+        step(x, y)
+    resumed, resumed_optimizer, resumed_step = small_classifier(convert)
+    resumed_step.load(str(tmp_path / "step.kiln"))
+    for x, y in data[3:]:
+        resumed_step(x, y)
+    for p, q in zip(model.parameters(), resumed.parameters()):
+        assert q.data.dtype == NUMPY_DTYPES[dtype]
+        np.testing.assert_array_equal(np.asarray(q.data, np.float32), np.asarray(p.data, np.float32))
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "eager"])
+def test_model_half_after_the_optimizer_is_made_gets_half_state(torch, compiled):
+    """``model.half()`` between ``Adam(model.parameters())`` and the first step: the state is made half (PyTorch's
+    ``zeros_like(p)``) and the steps are PyTorch's bit for bit. After a float32 step, kiln casts the float32 state
+    to half at the next step (PyTorch's Adam then raises: lerp of a float32 state toward a half gradient)."""
+    rng = np.random.default_rng(0)
+    value = rng.standard_normal(64).astype(np.float32)
+    model, twin = Scaled(value.copy()), torch.nn.Parameter(torch.tensor(value))
+    optimizer, reference = kiln.optim.Adam(model.parameters(), lr=1e-2, eps=1e-3), torch.optim.Adam([twin], lr=1e-2, eps=1e-3)
+    model.half()
+    twin.data = twin.data.half()
+    step = kiln.compile_train_step(model, lambda out, target: out.sum(), optimizer)
+    for index in range(4):
+        x = rng.standard_normal((2, 64)).astype(np.float16)
+        if compiled:
+            step(x, np.zeros(2, np.float32))
+        else:
+            optimizer.zero_grad()
+            model(kiln.tensor(x)).sum().backward()
+            optimizer.step()
+        twin.grad = torch.tensor(x).sum(0)
+        reference.step()
+        np.testing.assert_array_equal(np.asarray(model.w.data, np.float32), twin.detach().float().numpy(), err_msg=f"step {index}")
+    assert {a.dtype for a in optimizer.state_of(model.w).values()} == {np.dtype(np.float16)}
+    model.float()
+    x = rng.standard_normal((2, 64)).astype(np.float32)
+    step(x, np.zeros(2, np.float32)) if compiled else (model(kiln.tensor(x)).sum().backward(), optimizer.step())
+    model.bfloat16()
+    x = rng.standard_normal((2, 64)).astype(ml_dtypes.bfloat16)
+    step(x, np.zeros(2, np.float32)) if compiled else (optimizer.zero_grad(), model(kiln.tensor(x)).sum().backward(), optimizer.step())
+    assert model.w.data.dtype == ml_dtypes.bfloat16
+    assert {a.dtype for a in optimizer.state_of(model.w).values()} == {np.dtype(ml_dtypes.bfloat16)}
+    assert np.all(np.isfinite(np.asarray(model.w.data, np.float32)))
