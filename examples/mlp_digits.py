@@ -3,6 +3,7 @@
     python examples/mlp_digits.py                 # scikit-learn's bundled 8x8 digits (64 inputs)
     python examples/mlp_digits.py --style keras   # the same model as Sequential([Dense(...)])
     python examples/mlp_digits.py --data DIR      # MNIST-format IDX files (784 inputs: 784-128-64-10)
+    python examples/mlp_digits.py --dtype bfloat16  # parameters, activations and the ONNX file in bfloat16 (or float16)
 
 Prints progress, the training step's IR summary and the held-out accuracy, then
 exports the trained model to ONNX (``--onnx PATH``, default ``mlp_digits.onnx``)
@@ -61,11 +62,14 @@ def accuracy(predict, x: np.ndarray, y: np.ndarray) -> float:
 
 
 def train(epochs: int = 20, batch_size: int = 32, lr: float = 0.1, style: str = "torch", data_dir: str | None = None,
-          seed: int = 0, verbose: bool = True, onnx_path: str | None = None) -> float:
-    """Train and return the held-out accuracy; export to ``onnx_path`` when given."""
+          seed: int = 0, verbose: bool = True, onnx_path: str | None = None, dtype: str = "float32") -> float:
+    """Train and return the held-out accuracy; export to ``onnx_path`` when given. ``dtype``: float32, float16 or
+    bfloat16 (the NumPy backend computes each half op in float32 and rounds its result, as PyTorch's CPU kernels)."""
     kiln.manual_seed(seed)
     x_train, y_train, x_test, y_test = load_data(data_dir)
+    x_train, x_test = x_train.astype(kiln.DType.of(dtype).numpy), x_test.astype(kiln.DType.of(dtype).numpy)
     model = MLP(x_train.shape[1]) if style == "torch" else keras_mlp(x_train.shape[1])
+    model.to(kiln.DType.of(dtype))
     step = kiln.compile_train_step(model, F.cross_entropy, kiln.optim.SGD(model.parameters(), lr=lr))
     predict = kiln.compile(model)
     order_rng = np.random.default_rng(seed)
@@ -90,12 +94,22 @@ def export(model, x_test: np.ndarray, y_test: np.ndarray, path: str, verbose: bo
     """Write the trained model as ONNX and measure the file's accuracy in onnxruntime."""
     import onnxruntime
 
-    kiln.export_onnx(model, [kiln.TensorSpec(("N", x_test.shape[1]), "float32")], path)
+    kiln.export_onnx(model, [kiln.TensorSpec(("N", x_test.shape[1]), x_test.dtype)], path)
     session = onnxruntime.InferenceSession(path)
-    onnx_accuracy = float((session.run(None, {session.get_inputs()[0].name: x_test})[0].argmax(axis=1) == y_test).mean())
+    logits = run_onnx(session, x_test)
+    onnx_accuracy = float((logits.argmax(axis=1) == y_test).mean())
     if verbose:
         print(f"exported {path}; onnxruntime held-out accuracy: {onnx_accuracy:.4f}")
     return onnx_accuracy
+
+
+def run_onnx(session, x: np.ndarray) -> np.ndarray:
+    """The session's first output for input ``x``; bfloat16 crosses onnxruntime's Python API as 16-bit patterns."""
+    if x.dtype != kiln.DType.bf16.numpy:
+        return session.run(None, {session.get_inputs()[0].name: x})[0]
+    from kiln.backends.onnx.half import bfloat16_ortvalue, ortvalue_to_numpy
+
+    return ortvalue_to_numpy(session.run_with_ort_values(None, {session.get_inputs()[0].name: bfloat16_ortvalue(x)})[0])
 
 
 def main() -> None:
@@ -106,8 +120,9 @@ def main() -> None:
     parser.add_argument("--style", choices=("torch", "keras"), default="torch")
     parser.add_argument("--data", default=None, help="a folder of MNIST-format IDX files instead of the bundled digits")
     parser.add_argument("--onnx", default="mlp_digits.onnx", help="where to export the trained model ('' to skip)")
+    parser.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32")
     args = parser.parse_args()
-    train(args.epochs, args.batch_size, args.lr, args.style, args.data, onnx_path=args.onnx)
+    train(args.epochs, args.batch_size, args.lr, args.style, args.data, onnx_path=args.onnx, dtype=args.dtype)
 
 
 if __name__ == "__main__":

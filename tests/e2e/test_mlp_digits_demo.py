@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+from oracles import require
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(REPO, "examples"))
@@ -19,6 +20,11 @@ import mlp_digits  # noqa: E402
 
 def test_demo_reaches_95_percent_on_held_out_digits():
     assert mlp_digits.train(epochs=20, verbose=False) >= 0.95
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_demo_learns_in_half_precision(dtype):
+    assert mlp_digits.train(epochs=20, verbose=False, dtype=dtype) >= 0.95
 
 
 def test_keras_style_model_learns():
@@ -53,14 +59,20 @@ def test_idx_data_trains_the_784_128_64_10_model(tmp_path, compress):
     assert mlp_digits.train(epochs=3, data_dir=str(tmp_path), verbose=False) >= 0.9
 
 
-def test_demo_script_runs_prints_ir_summary_and_exports_onnx(tmp_path):
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_demo_script_runs_prints_ir_summary_and_exports_onnx(tmp_path, dtype):
+    """The exported file's weights are in the trained dtype (half the bytes in bfloat16), and onnxruntime's accuracy
+    with it is kiln's own."""
     onnx_path = tmp_path / "digits.onnx"
     result = subprocess.run(
-        [sys.executable, os.path.join(REPO, "examples", "mlp_digits.py"), "--epochs", "3", "--onnx", str(onnx_path)],
+        [sys.executable, os.path.join(REPO, "examples", "mlp_digits.py"), "--epochs", "3", "--onnx", str(onnx_path), "--dtype", dtype],
         capture_output=True, text=True, timeout=120, env={**os.environ, "OPENBLAS_NUM_THREADS": "1"},
     )
     assert result.returncode == 0, result.stderr
-    assert "IR summary" in result.stdout and "optim.sgd_update" in result.stdout
+    assert "IR summary" in result.stdout and ("optim.sgd_update" in result.stdout or dtype != "float32")
+    onnx = require("onnx")
+    weight = next(t for t in onnx.load(str(onnx_path)).graph.initializer if tuple(t.dims) == (128, 64))
+    assert weight.data_type == {"float32": onnx.TensorProto.FLOAT, "bfloat16": onnx.TensorProto.BFLOAT16}[dtype]
     assert "held-out accuracy" in result.stdout
     kiln_accuracy = result.stdout.split("held-out accuracy: ")[1].split()[0]
     assert onnx_path.exists() and f"onnxruntime held-out accuracy: {kiln_accuracy}" in result.stdout
