@@ -10,7 +10,9 @@ def rms_norm(input, normalized_shape, weight=None, eps=None):
     return in_opmath(lambda x, w: ..., input, weight)    # f16 in, f16 out; float32 inside
 ```
 
-A constant the function derives from the dtype (an ``eps``) should come from ``opmath_dtype(input.dtype)``.
+A float32 or float64 operand beside a half one promotes the whole computation to it, as PyTorch's type promotion
+(``addcmul(float32, half, half)`` multiplies the halves in float32). A constant the function derives from the dtype
+(an ``eps``) should come from ``opmath_dtype(input.dtype)``.
 """
 
 from __future__ import annotations
@@ -27,15 +29,19 @@ def opmath_dtype(dtype: DType) -> DType:
 
 
 def in_opmath(function: Callable[..., Any], *operands: Any) -> Any:
-    """``function(*operands)`` with each half tensor widened to float32, the result (or each result of a tuple) rounded
-    back to the first half operand's dtype; without half operands, ``function(*operands)`` unchanged."""
-    half = next((t.dtype for t in operands if _is_half_tensor(t)), None)
-    if half is None:
+    """``function(*operands)`` computed as one PyTorch kernel computes: every float tensor operand cast to the opmath
+    type of their promoted dtype (float32 for float16/bfloat16, for a mix of the two and for float32; float64 if any
+    is float64), the result (or each result of a tuple) rounded once back to the promoted dtype. Without half
+    operands, ``function(*operands)`` unchanged."""
+    floats = {t.dtype for t in operands if _is_float_tensor(t)}
+    if not any(dtype.is_half for dtype in floats):
         return function(*operands)
-    result = function(*[t.float() if _is_half_tensor(t) else t for t in operands])
+    promoted = next(iter(floats)) if len(floats) == 1 else DType.f64 if DType.f64 in floats else DType.f32
+    computed = opmath_dtype(promoted)
+    result = function(*[t.to(computed) if _is_float_tensor(t) and t.dtype is not computed else t for t in operands])
     if isinstance(result, tuple):
-        return tuple(_rounded(r, half) for r in result)
-    return _rounded(result, half)
+        return tuple(_rounded(r, promoted) for r in result)
+    return _rounded(result, promoted)
 
 
 def computes_in_opmath(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -49,14 +55,14 @@ def computes_in_opmath(method: Callable[..., Any]) -> Callable[..., Any]:
     return wrapped
 
 
-def _is_half_tensor(value: Any) -> bool:
-    """A kiln tensor (its dtype a ``DType``; this file is imported by Tensor's own bases) of float16 or bfloat16."""
+def _is_float_tensor(value: Any) -> bool:
+    """A kiln tensor (its dtype a ``DType``: this file is imported by Tensor's own bases) of a float dtype."""
     dtype = getattr(value, "dtype", None)
-    return isinstance(dtype, DType) and dtype.is_half
+    return isinstance(dtype, DType) and dtype.is_float
 
 
-def _rounded(result: Any, half: DType) -> Any:
-    return result.to(half) if isinstance(getattr(result, "dtype", None), DType) and result.dtype is DType.f32 else result
+def _rounded(result: Any, dtype: DType) -> Any:
+    return result.to(dtype) if _is_float_tensor(result) and result.dtype is not dtype else result
 
 
 __all__ = ["computes_in_opmath", "in_opmath", "opmath_dtype"]

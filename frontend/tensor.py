@@ -365,8 +365,9 @@ class Tensor(EagerMethods, InPlaceMethods, TorchMethods, MathMethods, DeviceMeth
         source = self.to(dtype) if dtype is not None else self.long() if self.dtype in (DType.bool, DType.i32) else self
         return apply("tensor.reduce_sum", source, axes=dim, keepdims=keepdim)
 
-    def mean(self, dim: int | tuple[int, ...] | None = None, keepdim: bool = False) -> "Tensor":
-        return apply("tensor.reduce_mean", self, axes=dim, keepdims=keepdim)
+    def mean(self, dim: int | tuple[int, ...] | None = None, keepdim: bool = False, *, dtype: Any = None) -> "Tensor":
+        """``dtype`` casts first, as PyTorch's (``half.mean(dtype=kiln.float32)``)."""
+        return apply("tensor.reduce_mean", self if dtype is None else self.to(dtype), axes=dim, keepdims=keepdim)
 
     def amax(self, dim: int | tuple[int, ...] | None = None, keepdim: bool = False) -> "Tensor":
         return apply("tensor.reduce_max", self, axes=dim, keepdims=keepdim)

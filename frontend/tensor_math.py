@@ -24,6 +24,7 @@ import ml_dtypes
 import numpy as np
 
 from kiln.compiler.ir.types import DType
+from kiln.frontend.functional_half import in_opmath
 from kiln.frontend.tensor_methods import _floating
 from kiln.frontend.trace import located_error
 from kiln.frontend.autocast import autocasts
@@ -170,19 +171,20 @@ class MathMethods:
         cleaned = _apply("tensor.where", cleaned == math.inf, high, cleaned)
         return _apply("tensor.where", cleaned == -math.inf, low, cleaned)
 
+    # the fused forms below compute half operands in float32 and round once, as PyTorch's kernels (functional_half.py)
     def addcmul(self, tensor1: Any, tensor2: Any, *, value: float = 1) -> Any:
-        return self + value * tensor1 * tensor2
+        return in_opmath(lambda x, a, b: x + value * a * b, self, tensor1, tensor2)
 
     def addcdiv(self, tensor1: Any, tensor2: Any, *, value: float = 1) -> Any:
-        return self + value * tensor1 / tensor2
+        return in_opmath(lambda x, a, b: x + value * a / b, self, tensor1, tensor2)
 
     @autocasts("addmm")
     def addmm(self, mat1: Any, mat2: Any, *, beta: float = 1, alpha: float = 1) -> Any:
-        return _scaled(self, beta) + _scaled(mat1.mm(mat2), alpha)
+        return in_opmath(lambda x, a, b: _scaled(x, beta) + _scaled(a.mm(b), alpha), self, mat1, mat2)
 
     @autocasts("baddbmm")
     def baddbmm(self, batch1: Any, batch2: Any, *, beta: float = 1, alpha: float = 1) -> Any:
-        return _scaled(self, beta) + _scaled(batch1.bmm(batch2), alpha)
+        return in_opmath(lambda x, a, b: _scaled(x, beta) + _scaled(a.bmm(b), alpha), self, batch1, batch2)
 
     def diag(self, diagonal: int = 0) -> Any:
         """A vector's diagonal matrix (``diagonal`` above the main one), or a matrix's diagonal as a vector."""
