@@ -39,6 +39,27 @@ def widened(arrays: list[np.ndarray]) -> list[np.ndarray]:
     return [a.astype(np.float64) if is_float_array_dtype(a.dtype) else a for a in arrays]
 
 
+def numpy_backend(planned: bool) -> NumpyBackend:
+    backend = NumpyBackend()
+    backend.plan_memory = planned
+    return backend
+
+
+@pytest.mark.parametrize(("row", "case", "dtype"), half_cases([row for row in FLOAT_ROWS if row.name in EXACT_IN_HALF]))
+def test_movement_kernels_run_on_half_arrays_in_both_code_generators(row: OpRow, case: Case, dtype: str):
+    """Ops ``widen-half`` leaves in half run their kernels on float16/bfloat16 arrays: the memory-planned ``out=``
+    emitters and the one-kernel-call-per-op generator must both return the exact elements."""
+    graph, _, result = op_graph(row, case, dtype)
+    for planned in (True, False):
+        executable = numpy_backend(planned).compile(graph)
+        for sizes in size_bindings(case):
+            arrays = make_inputs(row, case, dtype, sizes)
+            (actual,) = executable(*arrays)
+            assert np.asarray(actual).dtype == result.type.dtype.numpy
+            expected = reference(row, case, widened(arrays), sizes)
+            np.testing.assert_array_equal(np.asarray(actual).astype(expected.dtype), expected, err_msg=f"planned={planned}")
+
+
 @pytest.mark.parametrize(("row", "case", "dtype"), half_cases(FLOAT_ROWS))
 def test_forward_is_the_float64_result_rounded(row: OpRow, case: Case, dtype: str):
     graph, _, result = op_graph(row, case, dtype)
