@@ -631,3 +631,32 @@ def test_cuda_region_with_a_gpu_casts_by_the_same_lists_in_float16(monkeypatch):
     with pytest.warns(UserWarning, match="CUDA is not available"):
         with kiln.autocast("cuda"):
             assert kiln.nn.functional.linear(x, w).dtype == kiln.float32
+
+
+LIBRARY_MODULES = {  # name: (make, call)
+    "encoder_layer": (lambda lib: lib.nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True), lambda m, t: m(t)),
+    "multihead_attention": (lambda lib: lib.nn.MultiheadAttention(8, 2, batch_first=True), lambda m, t: m(t, t, t, need_weights=False)[0]),
+    "multihead_attention_weights": (lambda lib: lib.nn.MultiheadAttention(8, 2, batch_first=True), lambda m, t: m(t, t, t)[0]),
+    "gru": (lambda lib: lib.nn.GRU(8, 6, batch_first=True), lambda m, t: m(t)[0]),
+}
+
+
+@pytest.mark.parametrize("module", sorted(LIBRARY_MODULES))
+def test_library_modules_in_a_bfloat16_region_are_torchs(module):
+    """torch's own layers (its TransformerEncoderLayer, MultiheadAttention, GRU run their Python paths in training
+    mode): the output's dtype, its values and the input's gradient."""
+    make, call = LIBRARY_MODULES[module]
+    torch, model, twin = torch_twins(make)
+    x = np.random.default_rng(5).standard_normal((2, 5, 8)).astype(np.float32)
+    results = {}
+    for lib, layer in ((kiln, model), (torch, twin)):
+        inputs = lib.tensor(x, requires_grad=True)
+        with lib.autocast("cpu"):
+            out = call(layer, inputs)
+        weights = lib.tensor(np.linspace(-1, 1, out.numel(), dtype=np.float32).reshape(tuple(out.shape)))
+        (out.float() * weights).sum().backward()
+        results[lib.__name__] = (_dtype_name(out.dtype), _array(out), _array(inputs.grad))
+    ours, theirs = results["kiln"], results["torch"]
+    assert ours[0] == theirs[0]
+    assert_half_close(ours[1], theirs[1], "bfloat16", f"{module} output")
+    assert_half_close(ours[2], theirs[2], "bfloat16", f"{module} input gradient")
