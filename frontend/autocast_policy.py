@@ -12,6 +12,12 @@ The names are ATen's, as torch's documentation lists them ("CPU Ops that can aut
 float32"); an op on no list runs in its inputs' dtype. float64 inputs are never cast, as in PyTorch. kiln applies the
 same lists to ``autocast("cuda")`` where a GPU is present (torch's CUDA lists are longer: softmax, layer_norm, exp,
 sum... run in float32 there).
+
+Where the hooks are: ``@autocasts("<op>")`` above the frontend function or Tensor method that is that op (``grep -rn
+'@autocasts' frontend/``). Not hooked: ``F.pad``'s reflect/replicate modes (one kiln function serves every mode,
+constant padding is on no list), and the listed ops kiln does not have (fft_*, stft, polar, view_as_complex, orgqr,
+ormqr, geqrf, fake_quantize, fractional/adaptive max pools in 3-d, the RNN kernels: kiln's RNNs are Linear layers,
+which are hooked).
 """
 
 from __future__ import annotations
