@@ -279,6 +279,7 @@ def _planewise(volume: Tensor, pool: Any) -> Tensor:
     return images_as_volume(pool(planes_as_images(volume)), volume.shape[2])
 
 
+@autocasts("adaptive_max_pool3d")
 def adaptive_max_pool3d_with_indices(input: Tensor, output_size: Any, return_indices: bool = False) -> tuple[Tensor, Tensor]:
     """``(N, C, D, H, W) -> (N, C, OD, OH, OW)`` values and int64 flat indices ``(d H + h) W + w`` of each window's
     first largest, as PyTorch's (``None`` in ``output_size`` keeps a dim): the 2-D form's window table in 3-D."""

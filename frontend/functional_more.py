@@ -22,10 +22,12 @@ from kiln.frontend.functional_spatial import channel_shuffle
 from kiln.frontend.module import Parameter, _to_numpy
 from kiln.frontend.tensor import Tensor, apply
 from kiln.frontend.trace import TraceContext, located_error
+from kiln.frontend.autocast import autocasts
 
 # Fractional max pooling ----------------------------------------------------------------------------------------------
 
 
+@autocasts("fractional_max_pool2d")
 def fractional_max_pool2d_with_indices(input: Tensor, kernel_size: Any, output_size: Any = None, output_ratio: Any = None,
                                        return_indices: bool = False, _random_samples: Any = None) -> tuple[Tensor, Tensor]:
     """``(output, indices)`` of PyTorch's fractional max pooling over ``(N, C, H, W)`` or ``(C, H, W)``; the indices
@@ -41,6 +43,7 @@ def fractional_max_pool2d(input: Tensor, kernel_size: Any, output_size: Any = No
     return pooled if return_indices else pooled[0]
 
 
+@autocasts("fractional_max_pool3d")
 def fractional_max_pool3d_with_indices(input: Tensor, kernel_size: Any, output_size: Any = None, output_ratio: Any = None,
                                        return_indices: bool = False, _random_samples: Any = None) -> tuple[Tensor, Tensor]:
     """``(output, indices)`` over ``(N, C, T, H, W)`` or ``(C, T, H, W)``; samples ``(N, C, 3)`` in ``T, H, W`` order,

@@ -251,7 +251,9 @@ def test_float32_list_ops_take_half_inputs_up_to_float32_as_torchs():
         with lib.autocast("cpu"):
             out = dict(prod=m.prod(1), trace=m.trace(), inv=lib.linalg.inv(spd), inverse=spd.inverse(), cholesky=lib.linalg.cholesky(spd),
                        solve=lib.linalg.solve(spd, m), eigvalsh=lib.linalg.eigvalsh(spd), svdvals=lib.linalg.svdvals(m),
-                       avg_pool3d=F.avg_pool3d(volume, 2), max_pool3d=F.max_pool3d(volume, 2), quantile=lib.quantile(m[0], 0.3))
+                       avg_pool3d=F.avg_pool3d(volume, 2), max_pool3d=F.max_pool3d(volume, 2), quantile=lib.quantile(m[0], 0.3),
+                       adaptive_max_pool3d=F.adaptive_max_pool3d(volume, 2), fractional_max_pool2d=F.fractional_max_pool2d(
+                           volume[:, :, 0], 2, output_size=2, _random_samples=lib.tensor(np.full((1, 2, 2), 0.5, np.float32))))
         return {key: (_dtype_name(value.dtype), _array(value)) for key, value in out.items()}
 
     ours, theirs = run("kiln"), run("torch")
