@@ -212,3 +212,85 @@ def test_a_schedulers_learning_rates_reach_a_half_step_unrounded(torch, dtype):
             schedule.step()
         assert_same(model.w.data, theirs, dtype, f"parameter after step {index}")
     assert step.compile_count == 1
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_lbfgs_on_half_parameters_follows_torch(torch, dtype):
+    """LBFGS (its history and line search on the host, in the parameter's dtype, sums accumulated in float32 as PyTorch's)
+    on a least-squares problem: the float16 run is PyTorch's to 1 ulp a step; bfloat16's 0-d intermediates round
+    differently from PyTorch's 0-d tensors, so 4 ulps a step (``4 eps t |x|``, as tests/trainer/test_half_training.py)."""
+    rng = np.random.default_rng(5)
+    matrix, target, start = (rng.standard_normal(shape).astype(np.float32) for shape in ((8, 8), (8,), (8,)))
+    matrix *= 0.3
+    ours, theirs = nn.Parameter(start.astype(DTYPES[dtype])), torch.nn.Parameter(torch.tensor(start).to(getattr(torch, dtype)))
+    optimizer, reference = kiln.optim.LBFGS([ours], lr=0.5, max_iter=1), torch.optim.LBFGS([theirs], lr=0.5, max_iter=1)
+    a, b = kiln.tensor(matrix.astype(DTYPES[dtype])), kiln.tensor(target.astype(DTYPES[dtype]))
+    at, bt = torch.tensor(matrix).to(getattr(torch, dtype)), torch.tensor(target).to(getattr(torch, dtype))
+
+    def ours_closure():
+        optimizer.zero_grad()
+        loss = ((a @ ours - b) ** 2).sum()
+        loss.backward()
+        return loss
+
+    def theirs_closure():
+        reference.zero_grad()
+        loss = ((at @ theirs - bt) ** 2).sum()
+        loss.backward()
+        return loss
+
+    eps = float(ml_dtypes.finfo(DTYPES[dtype]).eps)
+    first = float(ours_closure())
+    for t in range(1, 9):
+        optimizer.step(ours_closure)
+        reference.step(theirs_closure)
+        expected = theirs.detach().float().numpy()
+        distance = float(np.linalg.norm(np.asarray(ours.data, np.float32) - expected))
+        assert ours.data.dtype == DTYPES[dtype]
+        assert distance <= (1 if dtype == "float16" else 4) * eps * t * float(np.linalg.norm(expected)), f"step {t}: {distance}"
+    assert float(ours_closure()) < first / 4
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_a_half_leaf_tensor_trains_as_torchs(torch, dtype):
+    """A tensor marked by ``requires_grad_()`` (style transfer's input image) in half, with Adam: PyTorch's bit for bit."""
+    rng = np.random.default_rng(6)
+    start, weights = rng.standard_normal(64).astype(np.float32), rng.standard_normal(64).astype(np.float32)
+    image = kiln.tensor(start.astype(DTYPES[dtype])).requires_grad_()
+    twin = torch.tensor(start).to(getattr(torch, dtype)).requires_grad_()
+    optimizer, reference = kiln.optim.Adam([image], lr=1e-2, eps=1e-3), torch.optim.Adam([twin], lr=1e-2, eps=1e-3)
+    c, ct = kiln.tensor(weights.astype(DTYPES[dtype])), torch.tensor(weights).to(getattr(torch, dtype))
+    for index in range(5):
+        optimizer.zero_grad()
+        (image * c).sum().backward()
+        optimizer.step()
+        reference.zero_grad()
+        (twin * ct).sum().backward()
+        reference.step()
+        assert_same(image.detach().numpy(), twin, dtype, f"image after step {index}")
+
+
+def test_lbfgs_first_step_sums_a_long_bfloat16_gradient_in_float32(torch):
+    """LBFGS's first step is ``lr min(1, 1 / sum|g|)``: PyTorch sums a bfloat16 tensor in float32; NumPy's own sum of
+    a bfloat16 array would accumulate in bfloat16 (4000 terms near 0.8: 256, not 3200) and step 12 times too far."""
+    rng = np.random.default_rng(7)
+    start, weights = np.zeros(4000, np.float32), rng.random(4000).astype(np.float32) + 0.3  # from 0: every move shows
+    ours, theirs = nn.Parameter(start.astype(ml_dtypes.bfloat16)), torch.nn.Parameter(torch.tensor(start).bfloat16())
+    optimizer, reference = kiln.optim.LBFGS([ours], lr=1.0, max_iter=1), torch.optim.LBFGS([theirs], lr=1.0, max_iter=1)
+    c, ct = kiln.tensor(weights.astype(ml_dtypes.bfloat16)), torch.tensor(weights).bfloat16()
+
+    def ours_closure():
+        optimizer.zero_grad()
+        loss = (ours * c).sum()
+        loss.backward()
+        return loss
+
+    def theirs_closure():
+        reference.zero_grad()
+        loss = (theirs * ct).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(ours_closure)
+    reference.step(theirs_closure)
+    np.testing.assert_allclose(np.asarray(ours.data, np.float32), theirs.detach().float().numpy(), rtol=2 ** -7, atol=0)

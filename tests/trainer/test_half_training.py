@@ -173,3 +173,32 @@ def test_model_half_after_the_optimizer_is_made_gets_half_state(torch, compiled)
     assert model.w.data.dtype == ml_dtypes.bfloat16
     assert {a.dtype for a in optimizer.state_of(model.w).values()} == {np.dtype(ml_dtypes.bfloat16)}
     assert np.all(np.isfinite(np.asarray(model.w.data, np.float32)))
+
+
+def test_fit_trains_a_float16_model_with_checkpoints_and_metrics(tmp_path):
+    """``kiln.fit`` over a DataLoader of float16 digits: evaluation metrics, checkpoints and a resumed run keep the
+    model and its AdamW state float16, and it learns."""
+    from kiln.runtime.data import ArrayDataset, DataLoader, load_digits
+
+    x, y = load_digits()
+    x = x.astype(np.float16)
+
+    def run(epochs: int, resume: bool, folder: str):
+        kiln.manual_seed(0)
+        model = kiln.nn.Sequential(kiln.nn.Linear(64, 64), kiln.nn.ReLU(), kiln.nn.Linear(64, 10)).half()
+        optimizer = kiln.optim.AdamW(model.parameters(), lr=1e-2, eps=1e-3)
+        step = kiln.compile_train_step(model, F.cross_entropy, optimizer)
+        history = kiln.fit(step, DataLoader(ArrayDataset(x[:1400], y[:1400]), batch_size=32, shuffle=True, seed=0), epochs=epochs,
+                           eval_loader=DataLoader(ArrayDataset(x[1400:], y[1400:]), batch_size=256), metrics=["accuracy"],
+                           checkpoint_dir=str(tmp_path / folder), resume=resume, progress=False)
+        return model, optimizer, history
+
+    run(2, resume=False, folder="interrupted")
+    model, optimizer, history = run(4, resume=True, folder="interrupted")
+    uninterrupted, _, _ = run(4, resume=False, folder="uninterrupted")
+    assert [record["epoch"] for record in history.epochs] == [0, 1, 2, 3]
+    assert history.epochs[-1]["val_accuracy"] > 0.85, history.epochs
+    assert {p.data.dtype for p in model.parameters()} == {np.dtype(np.float16)}
+    assert {a.dtype for p in model.parameters() for a in optimizer.state_of(p).values()} == {np.dtype(np.float16)}
+    for p, q in zip(model.parameters(), uninterrupted.parameters()):
+        np.testing.assert_array_equal(np.asarray(p.data, np.float32), np.asarray(q.data, np.float32))
