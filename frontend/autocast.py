@@ -104,16 +104,19 @@ def autocast_signature() -> DType | None:
     return _STATE.cast_dtype
 
 
-def autocasts(op: str) -> Callable[[Function], Function]:
+def autocasts(op: str, when: Callable[..., bool] | None = None) -> Callable[[Function], Function]:
     """Mark a frontend function as ATen's ``op`` on torch's autocast lists: in an enabled region its floating tensor
     arguments (float64 excepted) are cast as the op's list says (``"inputs"``: not at all), and its body runs with
-    autocast off."""
+    autocast off. ``when(*args, **kwargs)``, if given, says whether a call is that op (``F.pad``'s reflect mode is
+    ``reflection_pad2d``, its constant mode on no list)."""
     policy = policy_of(op)
 
     def decorate(function: Function) -> Function:
         @functools.wraps(function)
         def autocast_aware(*args: Any, **kwargs: Any) -> Any:
             if _STATE.cast_dtype is None or kwargs.get("dtype") is not None:  # an explicit dtype= is not autocast
+                return function(*args, **kwargs)
+            if when is not None and not when(*args, **kwargs):
                 return function(*args, **kwargs)
             return _run_cast(policy, function, args, kwargs)
 

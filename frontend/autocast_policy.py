@@ -14,13 +14,14 @@ same lists to ``autocast("cuda")`` where a GPU is present (torch's CUDA lists ar
 sum... run in float32 there).
 
 Where the hooks are: ``@autocasts("<op>")`` above the frontend function or Tensor method that is that op (``grep -rn
-'@autocasts' frontend/``). Not hooked: ``F.pad``'s reflect/replicate modes (one kiln function serves every mode,
-constant padding is on no list), and the listed ops kiln does not have (fft_*, stft, polar, view_as_complex, orgqr,
-ormqr, geqrf, fake_quantize, fractional/adaptive max pools in 3-d, the RNN kernels: kiln's RNNs are Linear layers,
-which are hooked).
+'@autocasts' frontend/``). ``F.pad`` is one kiln function for every mode: its hook applies to the listed reflect and
+replicate calls only (``pads_from_edges_on_list``). Not hooked: the listed ops kiln does not have (fft_*, stft,
+polar, view_as_complex, ormqr, geqrf, fake_quantize; the RNN kernels: kiln's RNNs are Linear layers, which are).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 LOWER_PRECISION = frozenset({
     "conv1d", "conv2d", "conv3d", "bmm", "mm", "linalg_vecdot", "baddbmm", "addmm", "addbmm", "linear", "_convolution",
@@ -57,6 +58,12 @@ on no list but is built from listed ops in torch too: it casts inside there, and
 
 POLICIES = {**{name: "lower" for name in LOWER_PRECISION}, **{name: "float32" for name in FLOAT32},
             **{name: "promote" for name in PROMOTE}, **{name: "inputs" for name in UNLISTED_COMPOSITES}}
+
+
+def pads_from_edges_on_list(input: Any, pad: Any, mode: str = "constant", value: Any = None) -> bool:
+    """Whether ``F.pad(input, pad, mode)`` is one of the listed pads: ``replication_pad1d/2d/3d`` and
+    ``reflection_pad1d/2d`` (torch's ``reflection_pad3d`` and the constant and circular pads are on no list)."""
+    return mode == "replicate" or (mode == "reflect" and len(pad) <= 4)
 
 
 def policy_of(op: str) -> str:

@@ -21,6 +21,7 @@ from kiln.frontend.tensor import Tensor, apply
 from kiln.frontend.trace import located_error
 from kiln.frontend.tensor_inplace import honors_inplace
 from kiln.frontend.autocast import autocasts
+from kiln.frontend.autocast_policy import pads_from_edges_on_list
 
 
 def _pair(value: int | Sequence[int]) -> tuple[int, int]:
@@ -495,6 +496,7 @@ def flatten(input: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
     return input.reshape(input.shape[:start] + (int(np.prod(merged)),) + input.shape[end + 1 :])
 
 
+@autocasts("reflection_pad2d", when=pads_from_edges_on_list)
 def pad(input: Tensor, pad: Sequence[int], mode: str = "constant", value: float | None = None) -> Tensor:
     """PyTorch's ``pad``: ``(before, after)`` pairs starting from the last dim.
 

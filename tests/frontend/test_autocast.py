@@ -662,3 +662,22 @@ def test_library_modules_in_a_bfloat16_region_are_torchs(module):
     assert ours[0] == theirs[0]
     assert_half_close(ours[1], theirs[1], "bfloat16", f"{module} output")
     assert_half_close(ours[2], theirs[2], "bfloat16", f"{module} input gradient")
+
+
+def test_pad_modes_are_cast_as_torchs_listed_pads():
+    """reflection_pad1d/2d and replication_pad1d/2d/3d are on the float32 list; reflect in 3-d, circular and constant
+    padding are on none: one ``F.pad``, dtypes as torch's for each mode and rank."""
+
+    def dtypes(name):
+        lib, _, F = libraries(name)
+        seen = []
+        with lib.autocast("cpu"):
+            for mode in ("reflect", "replicate", "circular", "constant"):
+                for shape, pads in (((1, 2, 5), (1, 1)), ((1, 2, 5, 5), (1, 1, 1, 1)), ((1, 2, 5, 5, 5), (1, 1, 1, 1, 1, 1))):
+                    padded = F.pad(lib.tensor(np.linspace(0, 1, int(np.prod(shape)), dtype=np.float32).reshape(shape)).bfloat16(), pads, mode=mode)
+                    seen.append((mode, len(shape), _dtype_name(padded.dtype), float(padded.float().sum())))
+        return seen
+
+    theirs = dtypes("torch")
+    assert [dtype for _, _, dtype, _ in theirs].count("float32") == 5
+    assert dtypes("kiln") == theirs
