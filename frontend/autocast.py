@@ -55,7 +55,7 @@ class _State(threading.local):
         self.regions: list[Region] = []
         self.cast_dtype: DType | None = None
         """The dtype listed ops cast to now: None outside an enabled region, and inside a listed op."""
-        self.cache: dict[tuple[int, int, DType], tuple[Any, Any]] = {}
+        self.cache: dict[tuple[int, int, DType, bool], tuple[Any, Any]] = {}
 
 
 _STATE = _State()
@@ -191,7 +191,7 @@ def _cast(tensor: Any, dtype: DType) -> Any:
     return cached[1]
 
 
-def _cache_key(tensor: Any, dtype: DType) -> tuple[int, int, DType] | None:
+def _cache_key(tensor: Any, dtype: DType) -> tuple[int, int, DType, bool] | None:
     """PyTorch caches the cast of a float32 leaf that requires grad to the region's dtype; here an eager parameter's,
     until the outermost region exits or an optimizer step writes it."""
     from kiln.frontend.eager_values import updates
@@ -200,9 +200,10 @@ def _cache_key(tensor: Any, dtype: DType) -> tuple[int, int, DType] | None:
 
     if not (isinstance(tensor, Parameter) and tensor.requires_grad and tensor.dtype is DType.f32 and cache_enabled()):
         return None
-    if not getattr(TraceContext.current(), "eager", False):
+    context = TraceContext.current()
+    if not getattr(context, "eager", False):
         return None  # traced: CSE leaves one cast per parameter
-    return (id(tensor), updates(tensor), dtype)
+    return (id(tensor), updates(tensor), dtype, context.grad_enabled)  # a cast made under no_grad has no gradient
 
 
 def excluded() -> "_Excluded":

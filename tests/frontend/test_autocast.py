@@ -425,6 +425,12 @@ def test_cache_enabled_casts_an_eager_parameter_once_per_region():
         fresh = layer(x)
     np.testing.assert_array_equal(_array(after_step), _array(fresh))
     assert not np.array_equal(_array(after_step), _array(first))
+    with kiln.autocast("cpu"):
+        with kiln.no_grad():
+            layer(x)  # casts without a gradient link: not reused below
+        layer.zero_grad()
+        layer(x).float().sum().backward()
+    assert layer.weight.grad is not None and np.abs(layer.weight.grad).sum() > 0
 
 
 def test_custom_fwd_and_custom_bwd_are_torchs():
