@@ -108,6 +108,12 @@ def class_weights(lib: Any, like: Any, size: int) -> Any:
     return weights if lib.__name__ == "kiln" else lib.tensor(weights, dtype=like.dtype)
 
 
+def _output_times_weights(output_and_weights: tuple[Any, Any]) -> Any:
+    """Attention's output and its averaged weights in one tensor (``(N, L, 1) * (N, L, S)``), so both get gradients."""
+    output, weights = output_and_weights
+    return output.sum(-1, keepdim=True) * weights
+
+
 def first(output: Any) -> Any:
     return output[0] if isinstance(output, tuple) else output
 
@@ -339,4 +345,40 @@ MORE = [
     layer(lambda nn: nn.ConvTranspose3d(2, 2, 2), x(1, 2, 2, 2, 2), id="ConvTranspose3d", ulps=1, why=SUMS),
 ]
 
-CASES: list[HalfCase] = ACTIVATIONS + LOSSES + TENSOR_OPS + LAYERS + MORE
+LAYERS_MORE = [
+    layer(lambda nn: nn.BatchNorm3d(2), x(2, 2, 2, 3, 3), id="BatchNorm3d", ulps=1, grad_ulps=4, why=SUMS + "; its weight gradient sums 36 products of half values"),
+    layer(lambda nn: nn.InstanceNorm1d(3), x(2, 3, 6), id="InstanceNorm1d", ulps=1, why=SUMS),
+    layer(lambda nn: nn.LayerNorm(8, bias=False), x(3, 8), id="LayerNorm-no-bias"),
+    layer(lambda nn: nn.Conv1d(2, 3, 3, padding="same", dilation=2), x(2, 2, 7), id="Conv1d-same-dilated", ulps=1, why=SUMS),
+    layer(lambda nn: nn.AdaptiveAvgPool3d(2), x(1, 2, 4, 3, 4), id="AdaptiveAvgPool3d", ulps=1, why=SUMS),
+    layer(lambda nn: nn.AdaptiveMaxPool3d(2), x(1, 2, 4, 4, 4, kind="distinct"), id="AdaptiveMaxPool3d"),
+    layer(lambda nn: nn.Unflatten(1, (2, 4)), x(3, 8), id="Unflatten"),
+    layer(lambda nn: nn.SiLU(), x(3, 8), id="SiLU"),
+    layer(lambda nn: nn.Hardtanh(-0.5, 0.5), x(3, 8, kind="away"), id="Hardtanh"),
+    layer(lambda nn: nn.Softplus(beta=2), x(3, 8), id="Softplus"),
+    layer(lambda nn: nn.ChannelShuffle(2), x(1, 4, 2, 2), id="ChannelShuffle"),
+    layer(lambda nn: nn.ZeroPad2d((1, 2, 0, 1)), x(1, 2, 3, 3), id="ZeroPad2d"),
+    layer(lambda nn: nn.ConstantPad1d(2, 0.5), x(1, 2, 3), id="ConstantPad1d"),
+    layer(lambda nn: nn.CircularPad2d(1), x(1, 2, 3, 3), id="CircularPad2d"),
+    layer(lambda nn: nn.Identity(), x(2, 3), id="Identity"),
+    HalfCase("LSTM-bidirectional", lambda lib, nn, F, m, s: first(m(s)), (x(2, 5, 4),), module=lambda nn: nn.LSTM(4, 3, bidirectional=True, batch_first=True),
+             ulps=2, why=SUMS + ", through 5 steps"),
+    HalfCase("RNN-relu-2-layers", lambda lib, nn, F, m, s: first(m(s)), (x(5, 2, 4),), module=lambda nn: nn.RNN(4, 3, num_layers=2, nonlinearity="relu"),
+             ulps=1, why=SUMS),
+    HalfCase("TransformerEncoder-norm", lambda lib, nn, F, m, s: m(s), (x(2, 5, 8),),
+             module=lambda nn: nn.TransformerEncoder(nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True, norm_first=True), 2, norm=nn.LayerNorm(8)),
+             ulps=2, grad_ulps=4, why=SUMS + ", through two layers"),
+    HalfCase("MultiheadAttention-weights", lambda lib, nn, F, m, q, k: _output_times_weights(m(q, k, k, need_weights=True)), (x(2, 4, 8), x(2, 3, 8)),
+             module=lambda nn: nn.MultiheadAttention(8, 2, batch_first=True), ulps=1, why=SUMS),
+    HalfCase("sdpa-mask", lambda lib, nn, F, m, q, k, v: F.scaled_dot_product_attention(q, k, v, attn_mask=lib.tensor([[True, False, True], [True, True, False]])),
+             (x(2, 2, 4), x(2, 3, 4), x(2, 3, 4)), ulps=1, why=SUMS),
+    HalfCase("max_unpool2d", lambda lib, nn, F, m, a: F.max_unpool2d(*F.max_pool2d(a, 2, return_indices=True), 2), (x(1, 2, 4, 4, kind="distinct"),)),
+    HalfCase("dropout3d-p0", fn("dropout3d", 0.0), (x(1, 2, 2, 2, 2),)),
+    HalfCase("multilabel_margin_loss", fn("multilabel_margin_loss"), (x(3, 4), labels(3, 4, high=4)), torch_refuses=True),
+    HalfCase("triplet_margin_with_distance_loss", fn("triplet_margin_with_distance_loss"), (x(4, 5), x(4, 5), x(4, 5)), ulps=1, why=SUMS),
+    HalfCase("cdist", top("cdist"), (x(4, 3), x(5, 3)), ulps=1, why=SUMS, torch_refuses=True),
+    HalfCase("grid_sample-nearest-border", fn("grid_sample", mode="nearest", padding_mode="border", align_corners=True),
+             (x(1, 2, 4, 4), x(1, 3, 3, 2, kind="unit")), grad=False),
+]
+
+CASES: list[HalfCase] = ACTIVATIONS + LOSSES + TENSOR_OPS + LAYERS + MORE + LAYERS_MORE

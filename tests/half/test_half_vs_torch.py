@@ -85,7 +85,7 @@ def kiln_compiled(case: HalfCase, model: Any, arrays: list[np.ndarray]) -> tuple
     weights = loss_weights(case, np.shape(output))
 
     def loss(params: dict[str, Any], *inputs: Any) -> Any:
-        called = (lambda *xs: kiln.func.functional_call(model, params, xs)) if model is not None else None
+        called = (lambda *xs, **kw: kiln.func.functional_call(model, params, xs, kw)) if model is not None else None
         return (case.call(lib, nn, F, called, *inputs).float() * weights).sum()
 
     params = {name: p.detach() for name, p in model.named_parameters()} if model is not None else {}
