@@ -687,3 +687,34 @@ def test_pad_modes_are_cast_as_torchs_listed_pads():
     theirs = dtypes("torch")
     assert [dtype for _, _, dtype, _ in theirs].count("float32") == 5
     assert dtypes("kiln") == theirs
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_an_exported_autocast_region_runs_in_onnxruntime_as_in_kiln(dtype, tmp_path):
+    """The region's casts are ordinary IR casts: exported, onnxruntime computes the same half ops (ONNX Cast,
+    MatMul... in float16/bfloat16) and gives kiln's result, and torch's dtypes for the region."""
+    from oracles import require
+
+    ort = require("onnxruntime")
+
+    class Model(kiln.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2 = kiln.nn.Linear(6, 8), kiln.nn.Linear(8, 3)
+
+        def forward(self, x):
+            with kiln.autocast("cpu", dtype=getattr(kiln, dtype)):
+                probabilities = kiln.nn.functional.softmax(self.fc2(kiln.nn.functional.relu(self.fc1(x))), -1)
+            assert _dtype_name(probabilities.dtype) == dtype  # computed in half (onnxruntime's Python API has no bfloat16 arrays: cast up)
+            return probabilities.float()
+
+    kiln.manual_seed(0)
+    model = Model().eval()
+    x = np.random.default_rng(0).standard_normal((4, 6)).astype(np.float32)
+    ours = model(kiln.tensor(x))
+    kiln.export_onnx(model, [kiln.TensorSpec((4, 6))], str(tmp_path / "model.onnx"))
+    session = ort.InferenceSession(str(tmp_path / "model.onnx"))
+    (theirs,) = session.run(None, {session.get_inputs()[0].name: x})
+    short = {"bfloat16": "bf16", "float16": "f16"}[dtype]
+    assert f"x{short}>" in str(kiln.trace(model, kiln.TensorSpec((4, 6))))  # the half ops are in the exported graph
+    np.testing.assert_array_equal(theirs, ours.numpy())
