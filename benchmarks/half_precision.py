@@ -61,7 +61,6 @@ if __name__ == "__main__":
 import dataclasses  # noqa: E402  (after pinning the thread pools)
 import json  # noqa: E402
 import platform  # noqa: E402
-import statistics  # noqa: E402
 import time  # noqa: E402
 import timeit  # noqa: E402
 import types  # noqa: E402
@@ -354,13 +353,13 @@ def print_bytes(rows: list[dict[str, Any]]) -> None:
 
 
 def print_casts(rows: list[dict[str, Any]], throughput: list[dict[str, Any]]) -> None:
-    print("\nkiln's half steps: seconds per step in casts (the compiled code's np.copyto between dtypes)")
+    print("\nkiln's half steps: seconds per step in casts (the compiled code's np.copyto and _nn.cast_into between dtypes)")
     for row in rows:
         for dtype, seconds in row["casts"].items():
             directions = ", ".join(f"{name} {value * 1e3:.3f} ms" for name, value in seconds.items() if name != "step")
             print(f"{row['workload']:<9}{dtype:<10} step {seconds['step'] * 1e3:.3f} ms, casts "
                   f"{100 * _cast_total(seconds) / seconds['step']:.0f}%: {directions}")
-    print(f"\ncast throughput, Melem/s (best of 5; copyto: into a preallocated array; kiln: the emitted tensor.cast)")
+    print("\ncast throughput, Melem/s (best of 5; copyto: into a preallocated array; kiln: the emitted tensor.cast)")
     print(f"{'cast':<22}{'values':<11}{'astype':>9}{'copyto':>9}{'kiln':>9}")
     for entry in throughput:
         print(f"{entry['cast']:<22}{entry['values']:<11}{entry['astype']:>9.0f}{entry['copyto']:>9.0f}{entry['kiln']:>9.0f}")
