@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from kiln.compiler.ir.types import DType
+from kiln.frontend.functional_half import in_opmath
 from kiln.frontend.functional_losses import _check_reduction, _where, _zero_with_unit_slope
 from kiln.frontend.functional_nn import pad
 from kiln.frontend.rnn_utils import valid_steps
@@ -73,12 +74,17 @@ def ctc_loss(
     steps, batch = log_probs.shape[0], log_probs.shape[1]
     input_lengths = _lengths_tensor("input_lengths", input_lengths, batch, steps, unbatched)
     labels, target_lengths = _padded_targets(targets, target_lengths, batch, unbatched)
-    losses = _row_losses(log_probs, labels, input_lengths, target_lengths, blank, zero_infinity)
-    if reduction == "mean":
-        return (losses / apply("tensor.clip", target_lengths, min=1, max=None).to(log_probs.dtype)).mean()
-    if reduction == "sum":
-        return losses.sum()
-    return losses.squeeze(0) if unbatched else losses
+
+    def reduced(log_probs: Tensor) -> Tensor:
+        losses = _row_losses(log_probs, labels, input_lengths, target_lengths, blank, zero_infinity)
+        if reduction == "mean":
+            return (losses / apply("tensor.clip", target_lengths, min=1, max=None).to(log_probs.dtype)).mean()
+        if reduction == "sum":
+            return losses.sum()
+        return losses.squeeze(0) if unbatched else losses
+
+    # half log-probs run in float32, rounded once: UNREACHABLE (-1e30) is -inf in float16, and -inf - -inf is NaN
+    return in_opmath(reduced, log_probs)
 
 
 # The recursion ---------------------------------------------------------------------------------------------------------

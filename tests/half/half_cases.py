@@ -377,6 +377,10 @@ LAYERS_MORE = [
     HalfCase("multilabel_margin_loss", fn("multilabel_margin_loss"), (x(3, 4), labels(3, 4, high=4)), torch_refuses=True),
     HalfCase("triplet_margin_with_distance_loss", fn("triplet_margin_with_distance_loss"), (x(4, 5), x(4, 5), x(4, 5)), ulps=1, why=SUMS),
     HalfCase("cdist", top("cdist"), (x(4, 3), x(5, 3)), ulps=1, why=SUMS, torch_refuses=True),
+    HalfCase("ctc_loss", lambda lib, nn, F, m, a, t: F.ctc_loss(F.log_softmax(a, 2), t + 1, (6, 5), (2, 2)), (x(6, 2, 4), Input((2, 2), "labels", 3)),
+             ulps=1, why=SUMS, torch_refuses=True),
+    HalfCase("embedding_bag-per_sample_weights", lambda lib, nn, F, m, w, i, p: F.embedding_bag(i, w, mode="sum", per_sample_weights=p),
+             (x(10, 3), labels(2, 3, high=10), x(2, 3)), ulps=1, why=SUMS),
     HalfCase("grid_sample-nearest-border", fn("grid_sample", mode="nearest", padding_mode="border", align_corners=True),
              (x(1, 2, 4, 4), x(1, 3, 3, 2, kind="unit")), grad=False),
 ]
