@@ -10,6 +10,7 @@ import numpy as np
 
 from kiln.compiler.errors import ShapeError
 from kiln.compiler.ir.types import DType, broadcast_shapes, dim_product, normalize_axes
+from kiln.frontend.functional_half import in_opmath
 from kiln.frontend.tensor import Tensor, ValuesIndices, apply
 from kiln.frontend.trace import located_error
 from kiln.frontend.tensor_inplace import honors_inplace, in_place_variant
@@ -218,10 +219,14 @@ def var(input: Tensor, dim: Any = None, unbiased: bool | None = None, keepdim: b
         dim, unbiased = None, dim if unbiased is None else unbiased
     _float_input("var", input)
     dims = _dims("var", input, dim)
-    centered = input - input.mean(dims, keepdim=True)
-    count = apply("tensor.numel", input, axes=dims, dtype=input.dtype)
-    freedom = apply("tensor.maximum", count - _correction("var", unbiased, correction), 0.0)
-    return (centered * centered).sum(dims, keepdim) / freedom
+    subtracted = _correction("var", unbiased, correction)
+
+    def variance(x: Tensor) -> Tensor:
+        centered = x - x.mean(dims, keepdim=True)
+        count = apply("tensor.numel", x, axes=dims, dtype=x.dtype)
+        return (centered * centered).sum(dims, keepdim) / apply("tensor.maximum", count - subtracted, 0.0)
+
+    return in_opmath(variance, input)  # a half input: float32 inside (squares of 300 overflow float16), one rounding
 
 
 def std(input: Tensor, dim: Any = None, unbiased: bool | None = None, keepdim: bool = False, *, correction: float | None = None) -> Tensor:
@@ -229,7 +234,7 @@ def std(input: Tensor, dim: Any = None, unbiased: bool | None = None, keepdim: b
     if isinstance(dim, bool):
         dim, unbiased = None, dim if unbiased is None else unbiased
     _float_input("std", input)
-    return _root(var(input, dim, unbiased, keepdim, correction=correction), 2)
+    return in_opmath(lambda x: _root(var(x, dim, unbiased, keepdim, correction=correction), 2), input)  # one rounding
 
 
 def _nuclear_norm(input: Tensor, dim: Any, keepdim: bool) -> Tensor:
@@ -271,6 +276,10 @@ def norm(input: Tensor, p: Any = "fro", dim: Any = None, keepdim: bool = False, 
         raise located_error(f"norm: p must be a number, 'fro' or 'nuc', got {p!r}")
     dims = _dims("norm", input, dim)
     p = 2.0 if p == "fro" else float(p)
+    return in_opmath(lambda x: _vector_norm(x, p, dims, keepdim), input)  # a half input: float32 sums, one rounding
+
+
+def _vector_norm(input: Tensor, p: float, dims: tuple[int, ...], keepdim: bool) -> Tensor:
     magnitude = apply("tensor.abs", input)
     if p == math.inf:
         return magnitude.amax(dims, keepdim)

@@ -24,7 +24,7 @@ import ml_dtypes
 import numpy as np
 
 from kiln.compiler.ir.types import DType
-from kiln.frontend.functional_half import in_opmath
+from kiln.frontend.functional_half import computes_in_opmath, in_opmath
 from kiln.frontend.tensor_methods import _floating
 from kiln.frontend.trace import located_error
 from kiln.frontend.autocast import autocasts
@@ -108,6 +108,7 @@ class MathMethods:
 
     arctan2 = atan2
 
+    @computes_in_opmath  # a half input: float32 inside (a^2 overflows float16 past 256), one rounding
     def asinh(self) -> Any:
         """``log1p(a + a^2 / (1 + sqrt(1 + a^2)))`` of ``a = |x|`` (no cancellation near 0), ``log(a) + log 2`` above
         2**28 (where ``a^2`` could overflow and ``1 / a^2`` is below an ulp); odd, -0.0 kept."""
@@ -119,6 +120,7 @@ class MathMethods:
         far = _apply("tensor.where", large, magnitude, _HUGE).log() + math.log(2)
         return _odd(x, _apply("tensor.where", large, far, near))
 
+    @computes_in_opmath
     def acosh(self) -> Any:
         """``log1p(t + sqrt(t (t + 2)))`` of ``t = x - 1`` (exact near 1, so small results and the slope ``1 / sqrt(t (t +
         2))`` keep their digits; inf at 1), ``log(x) + log 2`` above 2**28; NaN below 1, its gradient too."""
@@ -128,6 +130,7 @@ class MathMethods:
         near = (t + t.sqrt() * (t + 2.0).sqrt()).log1p()  # not sqrt(t (t + 2)): its slope at t = 0 would be inf * 0
         return _apply("tensor.where", large, _apply("tensor.where", large, x, _HUGE).log() + math.log(2), near)
 
+    @computes_in_opmath
     def atanh(self) -> Any:
         """``log1p(2a / (1 - a)) / 2`` of ``a = |x|`` below 1/2 (no cancellation near 0), ``(log(1 + a) - log(1 - a)) / 2``
         above (+-inf at +-1 with an infinite slope, NaN beyond); odd, -0.0 kept."""

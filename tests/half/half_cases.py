@@ -19,7 +19,7 @@ class Input:
     shape: tuple[int, ...]
     kind: str = "normal"
     """``normal``, ``positive`` (0.5..2), ``unit`` (0.05..0.95: probabilities), ``labels`` (ints below ``high``),
-    ``away`` (|x| in 0.1..2: off relu-like kinks), ``distinct`` (no ties: max/sort)."""
+    ``away`` (|x| in 0.1..2: off relu-like kinks), ``distinct`` (no ties: max/sort), ``large`` (|x| in 100..1000)."""
     high: int = 0
     grad: bool = True
     """Whether the loss is differentiated with respect to this (float) input; False for a target torch refuses to
@@ -43,6 +43,8 @@ class Input:
             return rng.uniform(0.05, 0.95, self.shape)
         if self.kind == "away":
             return rng.uniform(0.1, 2.0, self.shape) * rng.choice([-1.0, 1.0], self.shape)
+        if self.kind == "large":  # |x| in 100..1000: squares overflow float16 (above 65504) unless computed in float32
+            return rng.uniform(100.0, 1000.0, self.shape) * rng.choice([-1.0, 1.0], self.shape)
         if self.kind == "distinct":  # distinct in half precision too: steps of 1/8 below 4 in magnitude
             return (rng.permutation(size) - size // 2).reshape(self.shape) / 8.0
         return rng.standard_normal(self.shape)
@@ -64,6 +66,9 @@ class HalfCase:
     """Whether the module runs in training mode (BatchNorm's batch statistics) or eval mode."""
     bf16_ulps: float | None = field(default=None)
     """An override of ``ulps`` for bfloat16 only."""
+    torch_grad_overflows: bool = False
+    """torch's half backward overflows here (NaN or inf where the true gradient is finite): the gradients' oracle is
+    torch in float32 on the same inputs, rounded, as for ``torch_refuses``; the output is still torch's half one."""
     torch_refuses: bool = False
     """PyTorch has no CPU kernel for this in half precision: the oracle is torch in float32 on the same half inputs
     and weights, rounded to the half dtype (what kiln computes: float32 inside, rounded once)."""
@@ -385,4 +390,20 @@ LAYERS_MORE = [
              (x(1, 2, 4, 4), x(1, 3, 3, 2, kind="unit")), grad=False),
 ]
 
-CASES: list[HalfCase] = ACTIVATIONS + LOSSES + TENSOR_OPS + LAYERS + MORE + LAYERS_MORE
+LARGE = [  # float16 overflows in the squares: torch's kernels compute these in float32, so must kiln
+    HalfCase("norm-large", method("norm"), (x(3, 40, kind="large"),)),
+    HalfCase("norm-p3-large", method("norm", p=3, dim=1), (x(3, 8, kind="large"),), torch_grad_overflows=True),
+    HalfCase("vector_norm-large", lambda lib, nn, F, m, a: lib.linalg.vector_norm(a, dim=-1), (x(3, 8, kind="large"),)),
+    HalfCase("std-large", method("std", dim=1), (x(3, 8, kind="large"),)),
+    HalfCase("normalize-large", fn("normalize", dim=1), (x(3, 8, kind="large"),)),
+    HalfCase("pairwise_distance-large", fn("pairwise_distance"), (x(3, 8, kind="large"), x(3, 8, kind="large"))),
+    HalfCase("asinh-acosh-large", lambda lib, nn, F, m, a: a.asinh() + a.abs().acosh(), (x(3, 8, kind="large"),), torch_grad_overflows=True),
+    HalfCase("layer_norm-large", fn("layer_norm", (8,)), (x(3, 8, kind="large"),)),
+    HalfCase("rms_norm-large", fn("rms_norm", (8,)), (x(3, 8, kind="large"),)),
+    HalfCase("group_norm-large", fn("group_norm", 2), (x(2, 4, 3, kind="large"),), ulps=1, why=SUMS),
+    HalfCase("batch_norm-large", lambda lib, nn, F, m, a: F.batch_norm(a, None, None, training=True), (x(8, 3, kind="large"),), ulps=1, why=SUMS),
+    HalfCase("softmax-large", fn("softmax", dim=-1), (x(3, 8, kind="large"),)),
+    HalfCase("logsumexp-large", method("logsumexp", 1), (x(3, 8, kind="large"),)),
+]
+
+CASES: list[HalfCase] = ACTIVATIONS + LOSSES + TENSOR_OPS + LAYERS + MORE + LAYERS_MORE + LARGE
