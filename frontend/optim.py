@@ -25,7 +25,8 @@ import numpy as np
 from kiln.compiler.errors import CheckpointError, KilnError
 from kiln.compiler.ir.builder import Builder
 from kiln.compiler.ir.core import Value
-from kiln.compiler.ir.types import is_float_array_dtype
+from kiln.compiler.ir.types import DType, TensorType, is_float_array_dtype
+from kiln.compiler.ops.optim import scalar_state_dtype
 from kiln.frontend.module import Parameter, clear_grads
 from kiln.frontend.tensor import Tensor
 
@@ -101,9 +102,19 @@ class Optimizer:
         """The shape of ``param``'s state array ``name``: the parameter's, unless factored (Adafactor's row and column moments)."""
         return tuple(param.data.shape)
 
+    def state_dtype(self, param: Parameter, name: str) -> np.dtype:
+        """The dtype of ``param``'s state array ``name``: the parameter's (PyTorch's ``zeros_like(p)``), except a
+        ``scalar_states`` entry of a half parameter, which PyTorch keeps as a 0-d float32 tensor (``scalar_state_dtype``)."""
+        dtype = param._data.dtype
+        return scalar_state_dtype(DType.of(dtype)).numpy if name in self.scalar_states else dtype
+
+    def state_type(self, param: Parameter, name: str) -> TensorType:
+        """The graph type of ``param``'s state array ``name`` (``state_shape``, ``state_dtype``)."""
+        return TensorType(self.state_shape(param, name), DType.of(self.state_dtype(param, name)))
+
     def initial_state(self, param: Parameter, group: dict[str, Any]) -> dict[str, np.ndarray]:
         """A parameter's state before its first update (zeros, as ``torch.optim``)."""
-        return {name: np.zeros(self.state_shape(param, name), param.data.dtype) for name in self.param_state_names(param, group)}
+        return {name: np.zeros(self.state_shape(param, name), self.state_dtype(param, name)) for name in self.param_state_names(param, group)}
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Clear the ``.grad`` eager ``backward()`` calls accumulate (a compiled step computes its gradients inside the step)."""
@@ -126,10 +137,9 @@ class Optimizer:
         state in the parameter's dtype, as PyTorch's ``load_state_dict`` casts it)."""
         if id(param) not in self.state:
             self.state[id(param)] = self.initial_state(param, self.group_of(param))
-        state = self.state[id(param)]
-        dtype = param._data.dtype  # not .data: that would bring a device-resident parameter back every step
-        if any(array.dtype != dtype and is_float_array_dtype(array.dtype) for array in state.values()):
-            state = self.state[id(param)] = {name: _cast_float(array, dtype) for name, array in state.items()}
+        state = self.state[id(param)]  # below: param._data, not .data, which would bring a device-resident parameter back
+        if any(array.dtype != self.state_dtype(param, name) and is_float_array_dtype(array.dtype) for name, array in state.items()):
+            state = self.state[id(param)] = {name: _cast_float(array, self.state_dtype(param, name)) for name, array in state.items()}
         return state
 
     def signature(self) -> tuple[Any, ...]:
@@ -214,7 +224,7 @@ class Optimizer:
         if array.shape != shape:
             kept = "" if shape == param.data.shape else f" (this state {shape})"
             raise CheckpointError(f"optimizer state {key(param)}.{name} has shape {array.shape}, the parameter {param.data.shape}{kept}")
-        return np.array(array, dtype=param.data.dtype)
+        return np.array(array, dtype=self.state_dtype(param, name))
 
     def __repr__(self) -> str:
         settings = ", ".join(f"{k}={v}" for k, v in self.defaults.items())
@@ -432,8 +442,8 @@ class NAdam(Optimizer):
     """NAdam (``torch.optim.NAdam``): Adam with Nesterov momentum on a warming schedule ``mu_t``; one ``optim.nadam_update`` per parameter.
 
     ``mu_product`` (the product ``mu_1 ... mu_t``) is a scalar per parameter in PyTorch; here it is an array
-    shaped like the parameter, every element that scalar, in the parameter's dtype (optimizer state is shaped
-    like its parameter). It starts at ones. A PyTorch ``state_dict``'s 0-d ``mu_product`` loads broadcast.
+    shaped like the parameter, every element that scalar, in the parameter's dtype (float32 for a half parameter, as
+    PyTorch's 0-d float32 tensor: ``state_dtype``). It starts at ones. A PyTorch ``state_dict``'s 0-d ``mu_product`` loads broadcast.
     """
 
     scalar_states = frozenset({"mu_product"})
@@ -454,7 +464,7 @@ class NAdam(Optimizer):
         return ("mu_product", "exp_avg", "exp_avg_sq")
 
     def initial_state(self, param: Parameter, group: dict[str, Any]) -> dict[str, np.ndarray]:
-        return {**super().initial_state(param, group), "mu_product": np.ones_like(param.data)}
+        return {**super().initial_state(param, group), "mu_product": np.ones(param.data.shape, self.state_dtype(param, "mu_product"))}
 
     def emit_update(self, b, param, grad, state, hyper, group):
         names = self.state_names(group)
@@ -563,7 +573,7 @@ class ASGD(Optimizer):
 
     ``eta`` (the step this update takes; ``lr`` when the state is created) and ``mu`` (the averaging weight) are
     scalars per parameter in PyTorch; here arrays shaped like the parameter, every element that scalar (as NAdam's
-    ``mu_product``). A PyTorch ``state_dict``'s 0-d ``eta`` and ``mu`` load broadcast. ``maximize`` is keyword-only
+    ``mu_product``; float32 for a half parameter). A PyTorch ``state_dict``'s 0-d ``eta`` and ``mu`` load broadcast. ``maximize`` is keyword-only
     here: PyTorch's positional slot before it is ``foreach``.
     """
 
@@ -579,7 +589,8 @@ class ASGD(Optimizer):
         return ("eta", "mu", "ax")
 
     def initial_state(self, param: Parameter, group: dict[str, Any]) -> dict[str, np.ndarray]:
-        return {"eta": np.full_like(param.data, group["lr"]), "mu": np.ones_like(param.data), "ax": np.zeros_like(param.data)}
+        shape, scalar = param.data.shape, self.state_dtype(param, "eta")
+        return {"eta": np.full(shape, group["lr"], scalar), "mu": np.ones(shape, scalar), "ax": np.zeros_like(param.data)}
 
     def emit_update(self, b, param, grad, state, hyper, group):
         options = {name: group[name] for name in ("lambd", "alpha", "t0", "weight_decay")}

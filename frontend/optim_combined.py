@@ -90,6 +90,9 @@ class Combined(Optimizer):
     def state_shape(self, param: Parameter, name: str) -> tuple[int, ...]:
         return self.owner(param).state_shape(param, name)
 
+    def state_dtype(self, param: Parameter, name: str) -> np.dtype:
+        return self.owner(param).state_dtype(param, name)
+
     def state_of(self, param: Parameter) -> dict[str, np.ndarray]:
         return self.owner(param).state_of(param)
 

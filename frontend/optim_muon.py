@@ -26,6 +26,7 @@ from kiln.compiler.errors import KilnError
 from kiln.compiler.ir.builder import Builder
 from kiln.compiler.ir.core import Value
 from kiln.compiler.ir.types import DType
+from kiln.compiler.ops.optim import lerp
 from kiln.frontend.optim import Optimizer, Update, _non_negative
 
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
@@ -91,8 +92,8 @@ def _half_update(b: Builder, param: Value, grad: Value, buffer: Value, lr: Value
     def store(value: Value) -> Value:
         return b.cast(b.cast(value, dtype=dtype), dtype=DType.f32)
 
-    new_buffer = store(_lerp(b, wide["buf"], wide["g"], 1 - momentum))
-    update = store(_lerp(b, wide["g"], new_buffer, momentum)) if group["nesterov"] else new_buffer
+    new_buffer = lerp(b, store, wide["buf"], wide["g"], 1 - momentum)
+    update = lerp(b, store, wide["g"], new_buffer, momentum) if group["nesterov"] else new_buffer
     orthogonal = _newton_schulz(b, b.cast(update, dtype=DType.bf16), group["ns_coefficients"], group["ns_steps"], group["eps"])
     rows, cols = param.type.shape
     rate = b.cast(lr, dtype=DType.f64)

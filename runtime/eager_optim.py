@@ -81,7 +81,7 @@ def _compile_update(optimizer: Optimizer, parameters: list[Parameter]) -> EagerU
     values = [graph.add_input(TensorType.of_array(p._data), names[id(p)]) for p in parameters]
     grads = [graph.add_input(v.type, f"{v.name_hint}.grad") for v in values]
     state_names = [optimizer.param_state_names(p, optimizer.group_of(p)) for p in parameters]
-    states = [{name: graph.add_input(v.type.with_shape(optimizer.state_shape(p, name)), f"{v.name_hint}.{name}") for name in names}
+    states = [{name: graph.add_input(optimizer.state_type(p, name), f"{v.name_hint}.{name}") for name in names}
               for p, v, names in zip(parameters, values, state_names)]
     hyper, hyper_inputs = _hyper_inputs(graph, optimizer, parameters)
     step = graph.add_input(TensorType((), DType.i64), "step")

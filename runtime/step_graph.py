@@ -78,7 +78,7 @@ def build_step_graph(
     reads_seed = len(graph.inputs) > len(specs) * options.accumulate + len(parameters) + len(frozen)
     values = graph.inputs[len(specs) * options.accumulate :][: len(parameters)]
     state_names = [optimizer.param_state_names(p, optimizer.group_of(p)) for p in parameters]
-    states = [{name: graph.add_input(v.type.with_shape(optimizer.state_shape(p, name)), f"{v.name_hint}.{name}") for name in names}
+    states = [{name: graph.add_input(optimizer.state_type(p, name), f"{v.name_hint}.{name}") for name in names}
               for p, v, names in zip(parameters, values, state_names)]
     scale = graph.add_input(TensorType((), hyper_dtype(loss.type.dtype)), "loss_scale") if options.loss_scale else None
     hyper, hyper_inputs = _hyper_inputs(graph, optimizer, parameters)

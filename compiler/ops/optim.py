@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from kiln.compiler.errors import ShapeError
 from kiln.compiler.ir.types import DType, TensorType
-from kiln.compiler.ops.registry import register_decomposition, register_op
+from kiln.compiler.ops.registry import lookup, register_decomposition, register_op
 
 if TYPE_CHECKING:
     from kiln.compiler.ir.builder import Builder
@@ -53,9 +53,17 @@ def check_like(op: str, param: TensorType, *others: TensorType) -> None:
 
 
 def hyper_dtype(dtype: DType) -> DType:
-    """The dtype of an update's scalar operands (``lr``, the loss scale) for a parameter of ``dtype``: float32 for a
-    half parameter, else its own. PyTorch's hyper-parameters are Python floats that its half kernels read in float32
-    (their "opmath" type), never rounded to half first (an lr of 1e-4 in float16 would be 1.0002e-4)."""
+    """The dtype of an update's scalar operands (``lr``, the loss scale) for a parameter of ``dtype``: float64 for a
+    half parameter, else its own. PyTorch's hyper-parameters are Python floats (doubles): its scalar arithmetic
+    (``lr / (1 - beta1^t)``) is in float64 and its half kernels read the result in float32 (their "opmath" type),
+    never rounded to half first (an lr of 1e-4 in float16 would be 1.0002e-4). A float32 lr would be close, not
+    PyTorch's: NAdam's ``-lr (1 - mu) / (1 - mu_product)`` from ``float32(0.01)`` is one float32 ulp off at step 2."""
+    return DType.f64 if dtype.is_half else dtype
+
+
+def scalar_state_dtype(dtype: DType) -> DType:
+    """The dtype of a state that is one number per parameter in PyTorch (NAdam's ``mu_product``, ASGD's ``eta`` and
+    ``mu``): float32 for a half parameter (PyTorch's 0-d float32 tensor), else the parameter's."""
     return DType.f32 if dtype.is_half else dtype
 
 
@@ -63,6 +71,15 @@ def check_scalar(op: str, param: TensorType, *scalars: TensorType) -> None:
     for scalar in scalars:
         if scalar.shape != () or scalar.dtype != hyper_dtype(param.dtype):
             raise ShapeError(f"{op}: hyper-parameter operands are 0-d {hyper_dtype(param.dtype)} scalars, got {scalar}")
+
+
+def check_scalar_state(op: str, param: TensorType, *states: TensorType) -> None:
+    """A state that is one number per parameter in PyTorch (a 0-d float32 tensor for a half parameter): shaped like the
+    parameter here, every element that number, in ``scalar_state_dtype`` (float32 for a half parameter)."""
+    kept = TensorType(param.shape, scalar_state_dtype(param.dtype))
+    for state in states:
+        if state != kept:
+            raise ShapeError(f"{op}: expected a per-parameter scalar state of type {kept} for a parameter {param}, got {state}")
 
 
 def check_step(op: str, step: TensorType) -> None:
@@ -120,16 +137,17 @@ def register_update(name: str) -> Callable[[Callable[..., Any]], Callable[..., A
     computes in, each of PyTorch's ops' results passed through ``store`` (``in_opmath``)."""
 
     def decorate(rule: Callable[..., Any]) -> Callable[..., Any]:
-        register_decomposition(name)(functools.wraps(rule)(lambda b, *operands, **attrs: in_opmath(b, rule, operands, attrs)))
+        register_decomposition(name)(functools.wraps(rule)(lambda b, *operands, **attrs: in_opmath(b, name, rule, operands, attrs)))
         return rule
 
     return decorate
 
 
-def in_opmath(b: "Builder", rule: Callable[..., Any], operands: "tuple[Value, ...]", attrs: dict[str, Any]) -> Any:
-    """Run ``rule`` as PyTorch's CPU kernels run an update of a half parameter: each op computes in float32 from its
-    half operands and rounds its result to half once (``store``), with the hyper-parameters in float32, never rounded.
-    The results are the rounded values; for a float32 or float64 parameter the rule runs as written."""
+def in_opmath(b: "Builder", name: str, rule: Callable[..., Any], operands: "tuple[Value, ...]", attrs: dict[str, Any]) -> Any:
+    """Run ``rule`` (of op ``name``) as PyTorch's CPU kernels run an update of a half parameter: each op computes in
+    float32 from its half operands and rounds its result to half once (``store``), with the hyper-parameters in
+    float32, never rounded. The results are rounded to the op's result dtypes (half, or float32 for a per-parameter
+    scalar state); for a float32 or float64 parameter the rule runs as written."""
     dtype = operands[0].type.dtype
     if not dtype.is_half:
         return rule(b, keep, *operands, **attrs)
@@ -138,9 +156,14 @@ def in_opmath(b: "Builder", rule: Callable[..., Any], operands: "tuple[Value, ..
         return b.cast(b.cast(value, dtype=dtype), dtype=value.type.dtype)
 
     results = rule(b, store, *[b.cast(v, dtype=DType.f32) if v.type.dtype.is_half else v for v in operands], **attrs)
+    kept = lookup(name).shape_rule(*[v.type for v in operands], **attrs)
     if isinstance(results, tuple):
-        return tuple(b.cast(r, dtype=dtype) for r in results)
-    return b.cast(results, dtype=dtype)
+        return tuple(as_dtype_of_type(b, r, t) for r, t in zip(results, kept))
+    return as_dtype_of_type(b, results, kept)
+
+
+def as_dtype_of_type(b: "Builder", value: "Value", kept: TensorType) -> "Value":
+    return value if value.type.dtype is kept.dtype else b.cast(value, dtype=kept.dtype)
 
 
 def with_l2(b: "Builder", store: Store, grad: "Value", param: "Value", weight_decay: float) -> "Value":
@@ -148,19 +171,28 @@ def with_l2(b: "Builder", store: Store, grad: "Value", param: "Value", weight_de
     return store(b.add(grad, b.mul(rounded_constant(b, store, weight_decay, param), param))) if weight_decay else grad
 
 
+def multiply_add(b: "Builder", store: Store, x: "Value", y: "Value", z: "Value") -> "Value":
+    """``x y + z``: in a half update rounded once, as PyTorch's vectorized ``addcmul`` and ``lerp`` fuse it (``fmadd``),
+    emulated in float64 (where the product of two float32 is exact); in a float32 or float64 update two ops."""
+    if store is keep:
+        return b.add(b.mul(x, y), z)
+    wide = [b.cast(v, dtype=DType.f64) for v in (x, y, z)]
+    return b.cast(b.add(b.mul(wide[0], wide[1]), wide[2]), dtype=z.type.dtype)
+
+
 def lerp(b: "Builder", store: Store, start: "Value", end: "Value", weight: float) -> "Value":
-    # torch.lerp: start + w (end - start) for w < 0.5, else end - (end - start)(1 - w), 1 - w in the compute dtype
+    # torch.lerp: start + w (end - start) for w < 0.5, else end + (w - 1)(end - start), w - 1 in the compute dtype
     dtype = start.type.dtype.numpy
     if weight < 0.5:
-        return store(b.add(start, b.mul(constant(b, weight, start), b.sub(end, start))))
-    one_minus = float(dtype.type(1) - dtype.type(weight))
-    return store(b.sub(end, b.mul(b.sub(end, start), constant(b, one_minus, start))))
+        return store(multiply_add(b, store, constant(b, weight, start), b.sub(end, start), start))
+    minus_one = float(dtype.type(weight) - dtype.type(1))
+    return store(multiply_add(b, store, constant(b, minus_one, start), b.sub(end, start), end))
 
 
 def decayed_average_of_squares(b: "Builder", store: Store, average: "Value", grad: "Value", decay: float) -> "Value":
     # a d + (1 - d) g g   (torch: avg.mul_(d).addcmul_(g, g, value=1 - d): two ops, two roundings)
     decayed = store(b.mul(average, constant(b, decay, average)))
-    return store(b.add(decayed, b.mul(b.mul(constant(b, 1 - decay, grad), grad), grad)))
+    return store(multiply_add(b, store, b.mul(constant(b, 1 - decay, grad), grad), grad, decayed))
 
 
 def host_scalar(b: "Builder", value: "Value") -> "Value":
@@ -169,11 +201,12 @@ def host_scalar(b: "Builder", value: "Value") -> "Value":
 
 
 def scaled(b: "Builder", x: "Value", scalar: "Value") -> "Value":
-    """``x * scalar`` computed in the scalar's dtype and rounded to ``x``'s: a half tensor times a float32 hyper-parameter
-    (``hyper_dtype``), as PyTorch multiplies a half tensor by a Python float."""
+    """``x * scalar`` for a float64 hyper-parameter of a half ``x`` (``hyper_dtype``), as PyTorch multiplies a half
+    tensor by a Python float: in float32, the scalar read as float32, the product rounded to ``x``'s dtype once."""
     if x.type.dtype is scalar.type.dtype:
         return b.mul(x, scalar)
-    return b.cast(b.mul(b.cast(x, dtype=scalar.type.dtype), scalar), dtype=x.type.dtype)
+    wide = b.cast(x, dtype=DType.f32)
+    return b.cast(b.mul(wide, as_dtype_of(b, scalar, wide)), dtype=x.type.dtype)
 
 
 def f64(b: "Builder", value: float) -> "Value":
@@ -303,7 +336,7 @@ def rmsprop_update_decomposition(
         # v - E[g]^2   (torch: square_avg.addcmul(grad_avg, grad_avg, value=-1))
         new_grad_avg = lerp(b, store, others.pop(0), grad, 1 - alpha)
         new_states.append(new_grad_avg)
-        variance = store(b.add(new_square_avg, b.mul(b.mul(constant(b, -1.0, grad), new_grad_avg), new_grad_avg)))
+        variance = store(multiply_add(b, store, b.mul(constant(b, -1.0, grad), new_grad_avg), new_grad_avg, new_square_avg))
     avg = store(b.add(store(b.sqrt(variance)), rounded_constant(b, store, eps, param)))
     if momentum > 0:
         # buf' = buf m + g / avg;  p' = p - lr buf'   (torch: buf.mul_(momentum).addcdiv_(grad, avg))
@@ -335,7 +368,7 @@ def adagrad_update_decomposition(
     steps_before = b.sub(host_scalar(b, step), f64(b, 1.0))
     clr = b.div(host_scalar(b, lr), b.add(f64(b, 1.0), b.mul(steps_before, f64(b, lr_decay))))
     # sum' = sum + g g;  p' = p + (-clr g) / (sqrt(sum') + eps)
-    new_sum = store(b.add(state_sum, b.mul(b.mul(constant(b, 1.0, grad), grad), grad)))
+    new_sum = store(multiply_add(b, store, b.mul(constant(b, 1.0, grad), grad), grad, state_sum))
     std = store(b.add(store(b.sqrt(new_sum)), rounded_constant(b, store, eps, param)))
     return add_scaled_ratio(b, param, b.neg(clr), grad, std), new_sum
 
@@ -376,9 +409,10 @@ def nadam_update_shape(
     """NAdam (``decoupled``: decoupled weight decay): ``(p, g, mu_product, m, v, lr, step) -> (p', mu_product', m', v')``.
 
     ``mu_product`` is the running product of the momentum schedule, ``mu_1 ... mu_t``; PyTorch keeps it as one
-    scalar per parameter, here every element of a parameter-shaped state holds it (state is shaped like its parameter).
+    scalar per parameter, here every element of a parameter-shaped state holds it (``check_scalar_state``).
     """
-    return update_types("optim.nadam_update", param, grad, (mu_product, exp_avg, exp_avg_sq), lr, step)
+    check_scalar_state("optim.nadam_update", param, mu_product)
+    return update_types("optim.nadam_update", param, grad, (exp_avg, exp_avg_sq), lr, step)[:1] + (mu_product, param, param)
 
 
 def momentum_schedule(b: "Builder", beta1: float, momentum_decay: float, step: "Value") -> "Value":
@@ -396,8 +430,8 @@ def nadam_update_decomposition(
     t = host_scalar(b, step)
     mu = momentum_schedule(b, beta1, momentum_decay, t)
     mu_next = momentum_schedule(b, beta1, momentum_decay, b.add(t, f64(b, 1.0)))
-    # prod' = prod mu, in the state's dtype   (torch: mu_product *= mu)
-    new_mu_product = store(b.mul(mu_product, as_dtype_of(b, mu, mu_product)))
+    # prod' = prod mu, in the state's dtype (float32 for a half parameter, as PyTorch's)   (torch: mu_product *= mu)
+    new_mu_product = b.mul(mu_product, as_dtype_of(b, mu, mu_product))
     new_avg = lerp(b, store, exp_avg, grad, 1 - beta1)
     new_avg_sq = decayed_average_of_squares(b, store, exp_avg_sq, grad, beta2)
     # denom = sqrt(v' / (1 - beta2^t)) + eps
@@ -529,9 +563,10 @@ def asgd_update_shape(
     """Averaged SGD: ``(p, g, eta, mu, ax, lr, step) -> (p', eta', mu', ax')``.
 
     ``eta`` (this update's step) and ``mu`` (the averaging weight) are one scalar per parameter in PyTorch; here every
-    element of a parameter-shaped state holds it, as NAdam's ``mu_product``.
+    element of a parameter-shaped state holds it, as NAdam's ``mu_product`` (``check_scalar_state``).
     """
-    return update_types("optim.asgd_update", param, grad, (eta, mu, ax), lr, step)
+    check_scalar_state("optim.asgd_update", param, eta, mu)
+    return update_types("optim.asgd_update", param, grad, (ax,), lr, step)[:1] + (eta, mu, param)
 
 
 def filled_like(b: "Builder", scalar: "Value", like: "Value") -> "Value":
@@ -547,16 +582,16 @@ def asgd_update_decomposition(
     grad = with_l2(b, store, grad, param, weight_decay)
     # p' = p (1 - lambd eta) + (-eta) g, the factor in f64   (torch: param.mul_(1 - lambd * eta); param.add_(grad, alpha=-eta))
     decay = b.sub(f64(b, 1.0), b.mul(f64(b, lambd), host_scalar(b, eta)))
-    new_param = store(b.add(store(b.mul(param, as_dtype_of(b, decay, param))), b.mul(b.neg(eta), grad)))
+    new_param = store(b.add(store(b.mul(param, as_dtype_of(b, decay, param))), b.mul(store(as_dtype_of(b, b.neg(eta), param)), grad)))
     # ax' = p' while mu is 1 (before t0), else ax + (p' - ax) mu
-    averaged = store(b.add(ax, store(b.mul(store(b.sub(new_param, ax)), mu))))
+    averaged = store(b.add(ax, store(b.mul(store(b.sub(new_param, ax)), as_dtype_of(b, mu, ax)))))
     new_ax = b.where(b.equal(mu, constant(b, 1.0, mu)), new_param, averaged)
     # eta' = lr / (1 + lambd lr t)^alpha;  mu' = 1 / max(1, t - t0), in f64
     t = host_scalar(b, step)
     rate = host_scalar(b, lr)
     new_eta = b.div(rate, b.pow(b.add(f64(b, 1.0), b.mul(b.mul(f64(b, lambd), rate), t)), f64(b, alpha)))
     new_mu = b.div(f64(b, 1.0), b.maximum(f64(b, 1.0), b.sub(t, f64(b, t0))))
-    return new_param, filled_like(b, new_eta, param), filled_like(b, new_mu, param), new_ax
+    return new_param, filled_like(b, new_eta, eta), filled_like(b, new_mu, mu), new_ax
 
 
 # --- Adafactor -----------------------------------------------------------------------------------
@@ -590,8 +625,8 @@ def lerp_by(b: "Builder", store: Store, start: "Value", end: "Value", weight: "V
     """``torch.lerp`` with a weight computed in f64 (0-d), read in ``start``'s dtype as PyTorch reads a scalar weight;
     its two formulas selected on the weight."""
     w = as_dtype_of(b, weight, start)
-    low = b.add(start, b.mul(w, b.sub(end, start)))
-    high = b.sub(end, b.mul(b.sub(end, start), b.sub(constant(b, 1.0, start), w)))
+    low = multiply_add(b, store, w, b.sub(end, start), start)
+    high = multiply_add(b, store, b.sub(w, constant(b, 1.0, start)), b.sub(end, start), end)
     return store(b.where(b.less(b.abs(w), constant(b, 0.5, start)), low, high))
 
 
@@ -697,5 +732,5 @@ def unscale_grad_shape(grad: TensorType, scale: TensorType) -> TensorType:
 
 @register_update("optim.unscale_grad")
 def unscale_grad_decomposition(b: "Builder", store: Store, grad: "Value", scale: "Value") -> "Value":
-    # g * (1 / s), 1 / s in the scale's dtype   (torch: grad.mul_(1 / scale), a Python float)
-    return b.mul(grad, b.div(constant(b, 1.0, scale), scale))
+    # g * (1 / s), 1 / s in the scale's dtype, read in the gradient's   (torch: grad.mul_(1 / scale), a Python float)
+    return b.mul(grad, as_dtype_of(b, b.div(constant(b, 1.0, scale), scale), grad))
