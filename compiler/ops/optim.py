@@ -19,13 +19,16 @@ PyTorch makes with a Python ``if`` on such a scalar is a ``tensor.where``, so on
 compiled step serves every step number.
 
 A half (float16, bfloat16) parameter's update follows PyTorch 2.13's CPU
-kernels bit for bit: its state is half (``zeros_like(p)``), each of PyTorch's
-ops computes in float32 from half operands and rounds its result to half once
-(``in_opmath``; ``addcmul``, ``addcdiv`` and ``lerp`` are one op each), ``lr``
-is a float32 operand (``hyper_dtype``), and Python scalars are read in float32
-except where PyTorch rounds them to half (``add``'s alpha and added scalar:
-``rounded_constant``). The step graph writes these ops out before a backend
-widens half ops one by one (``runtime/step_graph.py``'s ``expand_half_updates``).
+kernels bit for bit: its state is half (``zeros_like(p)``; per-parameter
+scalars float32, ``scalar_state_dtype``), each of PyTorch's ops computes in
+float32 from half operands and rounds its result to half once (``in_opmath``;
+``addcmul``, ``addcdiv`` and ``lerp`` are one op each, the first and last with
+a fused multiply-add: ``multiply_add``), ``lr`` is a float64 operand like
+PyTorch's Python float (``hyper_dtype``), and Python scalars are read in
+float32 except where PyTorch rounds them to half (``add``'s alpha and added
+scalar: ``rounded_constant``). The step graph writes these ops out before a
+backend widens half ops one by one (``runtime/step_graph.py``'s
+``expand_half_updates``).
 """
 
 from __future__ import annotations
