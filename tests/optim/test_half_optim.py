@@ -291,3 +291,25 @@ def test_lbfgs_first_step_sums_a_long_bfloat16_gradient_in_float32(torch):
     optimizer.step(ours_closure)
     reference.step(theirs_closure)
     np.testing.assert_allclose(np.asarray(ours.data, np.float32), theirs.detach().float().numpy(), rtol=2 ** -7, atol=0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ["SGD", "Adam", "NAdam", "ASGD", "Adafactor"])
+def test_onnxruntime_runs_the_same_half_updates(torch, name, dtype):
+    """The written-out half update (casts, float64 lr, float32 scalar states) exported to ONNX and run by onnxruntime:
+    NumPy's parameters bit for bit."""
+    from oracles import require
+
+    require("onnxruntime")
+    rng = np.random.default_rng(8)
+    value = rng.standard_normal(64).astype(np.float32)
+    models = [Scaled(value.astype(DTYPES[dtype])) for _ in range(2)]
+    options = dict(lr=1e-2, eps=1e-3) if name in ("Adam", "NAdam") else dict(lr=1e-2)
+    steps = [kiln.compile_train_step(model, lambda out, target: out.sum(), getattr(kiln.optim, name)(model.parameters(), **options), backend=backend)
+             for model, backend in zip(models, ("numpy", "onnxruntime"))]
+    for _ in range(4):
+        x = rng.standard_normal((4, 64)).astype(DTYPES[dtype])
+        for step in steps:
+            step(x, np.zeros(4, np.float32))
+    steps[1].sync()
+    np.testing.assert_array_equal(np.asarray(models[1].w.data, np.float32), np.asarray(models[0].w.data, np.float32))
