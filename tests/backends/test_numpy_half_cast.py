@@ -116,8 +116,24 @@ def test_cast_is_astype_for_every_pair(pair):
     source_dtype, target = pair
     x = (np.random.default_rng(1).standard_normal((5, 40)) * 1e3).astype(source_dtype)
     result = cast(x, np.dtype(target))
-    assert result.dtype == target and np.array_equal(result, numpy_half(x) if target == np.float16 else x.astype(target))
+    through_float32 = x.astype(np.float32) if source_dtype == np.float64 else x  # float64 -> float16 as PyTorch rounds it
+    assert result.dtype == target and np.array_equal(result, numpy_half(through_float32) if target == np.float16 else x.astype(target))
     assert (cast(x, x.dtype) is x) and cast(2.5, np.dtype(np.float16)).dtype == np.float16
+
+
+def test_float64_rounds_to_float16_through_float32_as_torch():
+    """c10's Half is built from a float: PyTorch rounds a double to float32, then to float16. A value just above a
+    float16 tie rounds up in one step (NumPy's astype) but to the tie, then to even, in two (PyTorch's)."""
+    torch = require_torch()
+    import kiln
+
+    values = np.array([1 + 2**-11 + 2**-40, -(1 + 2**-11 + 2**-40), 3.0, 1e-9, 6e4])
+    expected = torch.tensor(values).half().numpy()
+    assert not np.array_equal(values.astype(np.float16), expected)  # the oracle tells the two roundings apart
+    out = np.empty(values.shape, np.float16)
+    cast_into(values, out)
+    for got in (out, cast(values, np.dtype(np.float16)), kiln.compile(lambda x: x.half(), batch_dim=None)(values), kiln.tensor(values).half().numpy()):
+        assert same_bits(np.asarray(got), expected)
 
 
 def test_a_compiled_float16_step_matches_torch_on_values_subnormal_in_half():
