@@ -19,6 +19,7 @@ import numpy as np
 
 from kiln.frontend.functional_activation import _log1p, _softplus, logsigmoid
 from kiln.frontend.eager_values import eager_array
+from kiln.frontend.functional_half import in_opmath
 from kiln.frontend.tensor import Tensor, apply
 from kiln.frontend.trace import located_error
 from kiln.frontend.autocast import autocasts
@@ -332,8 +333,12 @@ def _clamp_at_0(input: Tensor) -> Tensor:
 
 
 def _pairwise_distance(x1: Tensor, x2: Tensor, p: float, eps: float) -> Tensor:
-    """PyTorch's ``pairwise_distance``: the ``p``-norm of ``x1 - x2 + eps`` over the last dim."""
-    difference = x1 - x2 + eps
+    """PyTorch's ``pairwise_distance``: the ``p``-norm of ``x1 - x2 + eps`` over the last dim (a half difference's norm
+    in float32, rounded once, as torch's norm kernel: its squares would overflow float16)."""
+    return in_opmath(lambda difference: _norm_of_last_dim(difference, p), x1 - x2 + eps)
+
+
+def _norm_of_last_dim(difference: Tensor, p: float) -> Tensor:
     if p == 2:
         return (difference * difference).sum(-1).sqrt()
     if p == 1:

@@ -404,6 +404,7 @@ LARGE = [  # float16 overflows in the squares: torch's kernels compute these in 
     HalfCase("batch_norm-large", lambda lib, nn, F, m, a: F.batch_norm(a, None, None, training=True), (x(8, 3, kind="large"),), ulps=1, why=SUMS),
     HalfCase("softmax-large", fn("softmax", dim=-1), (x(3, 8, kind="large"),)),
     HalfCase("logsumexp-large", method("logsumexp", 1), (x(3, 8, kind="large"),)),
+    HalfCase("triplet_margin_loss-large", fn("triplet_margin_loss", margin=50.0), (x(4, 5, kind="large"), x(4, 5, kind="large"), x(4, 5, kind="large"))),
 ]
 
 CASES: list[HalfCase] = ACTIVATIONS + LOSSES + TENSOR_OPS + LAYERS + MORE + LAYERS_MORE + LARGE
