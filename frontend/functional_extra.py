@@ -25,6 +25,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from kiln.frontend.functional_half import in_opmath
 from kiln.frontend.eager_values import eager_array
 from kiln.frontend.functional_conv import conv_transpose2d, single_size
 from kiln.frontend.functional_conv3d import avg_pool3d, batched_volume, max_pool3d, triple
@@ -104,11 +105,15 @@ def local_response_norm(input: Tensor, size: int, alpha: float = 1e-4, beta: flo
     channels = input.shape[1]
     if not isinstance(channels, int):
         raise located_error(f"local_response_norm needs a static channel dim, got {input.type}")
-    squares = pad(input * input, (0, 0) * (input.ndim - 2) + (size // 2, (size - 1) // 2))
-    window = apply("tensor.slice", squares, axis=1, start=0, stop=channels, step=1)
-    for shift in range(1, size):
-        window = window + apply("tensor.slice", squares, axis=1, start=shift, stop=shift + channels, step=1)
-    return input / (window * (alpha / size) + k) ** beta
+
+    def normalized(x: Tensor) -> Tensor:
+        squares = pad(x * x, (0, 0) * (x.ndim - 2) + (size // 2, (size - 1) // 2))
+        window = apply("tensor.slice", squares, axis=1, start=0, stop=channels, step=1)
+        for shift in range(1, size):
+            window = window + apply("tensor.slice", squares, axis=1, start=shift, stop=shift + channels, step=1)
+        return x / (window * (alpha / size) + k) ** beta
+
+    return in_opmath(normalized, input)  # a half input in float32 (its squares overflow float16), rounded once
 
 
 # Power-average pooling -----------------------------------------------------------------------------------------------
@@ -320,7 +325,8 @@ def embedding_bag(input: Tensor, weight: Tensor, offsets: Any = None, max_norm: 
         per_sample_weights = None if per_sample_weights is None else per_sample_weights.unsqueeze(0)
     if padding_idx is not None:
         included = included & samples.ne(embedding_padding_index(padding_idx, weight.shape[0]))
-    return _reduce_bags(rows, included, mode, per_sample_weights)
+    # half rows are weighted and summed in float32, rounded once per bag (torch's kernel accumulates in float32)
+    return in_opmath(lambda r, w: _reduce_bags(r, included, mode, w), rows, per_sample_weights)
 
 
 def _check_bag_options(input, weight, mode, max_norm, scale_grad_by_freq, sparse, per_sample_weights) -> None:

@@ -487,7 +487,8 @@ def bilinear(input1: Tensor, input2: Tensor, weight: Tensor, bias: Tensor | None
     out, in1, in2 = _bilinear_shapes(input1, input2, weight)
     projected = input2 @ weight.reshape(out * in1, in2).T
     projected = projected.reshape(tuple(input2.shape[:-1]) + (out, in1))
-    output = (projected * input1.unsqueeze(-2)).sum(-1)
+    # the products' sum in float32 for half inputs, rounded once (torch's second bmm accumulates in float32)
+    output = in_opmath(lambda p, x1: (p * x1.unsqueeze(-2)).sum(-1), projected, input1)
     return output if bias is None else output + bias
 
 

@@ -404,6 +404,10 @@ LARGE = [  # float16 overflows in the squares: torch's kernels compute these in 
     HalfCase("batch_norm-large", lambda lib, nn, F, m, a: F.batch_norm(a, None, None, training=True), (x(8, 3, kind="large"),), ulps=1, why=SUMS),
     HalfCase("softmax-large", fn("softmax", dim=-1), (x(3, 8, kind="large"),)),
     HalfCase("logsumexp-large", method("logsumexp", 1), (x(3, 8, kind="large"),)),
+    layer(lambda nn: nn.Bilinear(4, 3, 2), x(5, 4, kind="large"), x(5, 3), id="Bilinear-large", ulps=1, why=SUMS),
+    layer(lambda nn: nn.LocalResponseNorm(3), x(2, 5, 3, 3, kind="large"), id="LocalResponseNorm-large", ulps=1, why=SUMS, torch_refuses=True),
+    HalfCase("embedding_bag-per_sample_weights-large", lambda lib, nn, F, m, w, i, p: F.embedding_bag(i, w, mode="sum", per_sample_weights=p),
+             (x(10, 3, kind="large"), labels(2, 3, high=10), x(2, 3, kind="large")), ulps=1, why=SUMS),
     HalfCase("triplet_margin_loss-large", fn("triplet_margin_loss", margin=50.0), (x(4, 5, kind="large"), x(4, 5, kind="large"), x(4, 5, kind="large"))),
 ]
 
