@@ -10,6 +10,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from kiln.compiler.errors import KilnError
+from kiln.compiler.ir.types import DType
 from kiln.frontend.eager_values import eager_leaf
 from kiln.frontend.module import Parameter
 
@@ -45,6 +46,8 @@ def clip_grad_norm_(parameters: Any, max_norm: float, norm_type: float = 2.0, er
                    "PyTorch's rescale by min(1, max_norm / (norm + 1e-6)) of the global 2-norm")
     if not grads:
         return eager_leaf(np.asarray(0.0, np.float32))
+    if DType.of(grads[0].dtype).is_half:
+        return _clip_half_grad_norm(grads, float(max_norm), float(norm_type), error_if_nonfinite)
     norms = [np.linalg.norm(g.ravel(), ord=norm_type) for g in grads]
     total = np.linalg.norm(np.asarray(norms), ord=norm_type)
     if error_if_nonfinite and not np.isfinite(total):
@@ -53,6 +56,35 @@ def clip_grad_norm_(parameters: Any, max_norm: float, norm_type: float = 2.0, er
     for grad in grads:
         grad *= grad.dtype.type(scale)
     return eager_leaf(np.asarray(total, grads[0].dtype))
+
+
+def _clip_half_grad_norm(grads: list[np.ndarray], max_norm: float, norm_type: float, error_if_nonfinite: bool) -> Any:
+    """``clip_grad_norm_`` of half gradients as PyTorch's, op by op in their dtype: each norm and the norm of the norms
+    accumulated in float32 and rounded once, then ``max_norm / (total + 1e-6)`` (a reciprocal times ``max_norm``, each
+    rounded), clamped to 1, and each gradient times it, rounded."""
+    dtype = grads[0].dtype
+    total = _half_norm(np.asarray([_half_norm(g, norm_type) for g in grads]).astype(dtype), norm_type)
+    if error_if_nonfinite and not np.isfinite(float(total)):
+        raise RuntimeError(f"the total norm of order {norm_type} of the gradients is non-finite ({total}), so it cannot be clipped")
+    shifted = _rounded(np.float32(total) + _rounded(1e-6, dtype), dtype)
+    coefficient = np.minimum(_rounded(_rounded(1 / shifted, dtype) * np.float32(max_norm), dtype), np.float32(1.0))
+    for grad in grads:
+        grad[...] = _rounded(grad.astype(np.float32) * coefficient, dtype)
+    return eager_leaf(np.asarray(total, dtype))
+
+
+def _half_norm(values: np.ndarray, norm_type: float) -> np.ndarray:
+    """PyTorch's ``vector_norm`` of a half array: accumulated in float32 or wider, rounded once to its dtype."""
+    magnitudes = np.abs(values.astype(np.float64)).ravel()
+    if norm_type == np.inf:
+        norm = magnitudes.max() if magnitudes.size else 0.0
+    else:
+        norm = np.sum(magnitudes**norm_type) ** (1 / norm_type)
+    return _rounded(norm, values.dtype)
+
+
+def _rounded(value: Any, dtype: np.dtype) -> np.ndarray:
+    return np.asarray(np.asarray(value, np.float32).astype(dtype), np.float32)
 
 
 def clip_grad_norm(parameters: Any, max_norm: float, norm_type: float = 2.0, error_if_nonfinite: bool = False,

@@ -313,3 +313,25 @@ def test_onnxruntime_runs_the_same_half_updates(torch, name, dtype):
             step(x, np.zeros(4, np.float32))
     steps[1].sync()
     np.testing.assert_array_equal(np.asarray(models[1].w.data, np.float32), np.asarray(models[0].w.data, np.float32))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("norm_type", [2.0, float("inf")])
+def test_eager_clip_grad_norm_of_half_gradients_is_torchs(torch, dtype, norm_type):
+    """``kiln.nn.utils.clip_grad_norm_`` on half ``.grad``: PyTorch's total norm and clipped gradients bit for bit, over
+    random sizes and max_norms (its coefficient is ``(1 / (total + 1e-6)) * max_norm``, rounded at each op)."""
+    for trial in range(20):
+        rng = np.random.default_rng(trial)
+        values = [rng.standard_normal(shape).astype(np.float32) * rng.uniform(0.01, 3) for shape in ((33, 17), (17,), (5, 3))]
+        ours = [nn.Parameter(np.zeros(v.shape, DTYPES[dtype])) for v in values]
+        theirs = [torch.nn.Parameter(torch.zeros(v.shape, dtype=getattr(torch, dtype))) for v in values]
+        for p, q, v in zip(ours, theirs, values):
+            q.grad = torch.tensor(v).to(getattr(torch, dtype))
+            p.grad = q.grad.float().numpy().astype(DTYPES[dtype])
+        max_norm = float(rng.uniform(0.1, 5))
+        total = kiln.nn.utils.clip_grad_norm_(ours, max_norm, norm_type)
+        expected = torch.nn.utils.clip_grad_norm_(theirs, max_norm, norm_type)
+        assert float(total) == float(expected), f"trial {trial}: total norm {float(total)} vs {float(expected)}"
+        for p, q in zip(ours, theirs):
+            assert np.asarray(p.grad).dtype == DTYPES[dtype]
+            np.testing.assert_array_equal(np.asarray(p.grad, np.float32), q.grad.float().numpy(), err_msg=f"trial {trial}")
