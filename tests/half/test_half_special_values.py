@@ -90,3 +90,15 @@ def test_dropout_in_half_keeps_torchs_scaled_values(function: str, dtype: str, c
     np.testing.assert_array_equal(out.astype(np.float64)[kept], expected[kept])
     dropped = ~kept if function == "dropout" else ~kept[:, :, 0]
     assert abs(dropped.mean() - p) < 5 * np.sqrt(p * (1 - p) / dropped.size), f"drop rate {dropped.mean()} for p={p}"
+
+
+@pytest.mark.parametrize("dtype", HALF)
+def test_bilinear_products_that_overflow_float16_cancel_as_in_torch(dtype: str):
+    """``300 * 300 - 300 * 300``: each product overflows float16, their float32 sum is 0 (torch's bmm accumulates in
+    float32); rounding each product to half first gave inf - inf = NaN."""
+    torch = require_torch()
+    x1, x2, w = np.array([[300.0, -300.0]]), np.array([[300.0]]), np.ones((1, 2, 1))
+    expected = from_torch(torch.nn.functional.bilinear(*(torch.tensor(a).to(torch_dtype(torch, dtype)) for a in (x1, x2, w))))
+    actual = F.bilinear(*(kiln.tensor(to_half(a, dtype)) for a in (x1, x2, w))).numpy()
+    assert actual.dtype == NUMPY_HALF[dtype]
+    np.testing.assert_array_equal(actual.astype(np.float64), expected)
