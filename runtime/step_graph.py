@@ -86,7 +86,6 @@ def build_step_graph(
     grads = transform_gradients(graph, loss, values, scale, options)
     new_params, new_states = _emit_updates(graph, optimizer, parameters, values, grads, states, hyper, step)
     graph.outputs = [loss, *new_params, *new_states, *(value for _, value in buffer_updates)]
-    expand_half_updates(graph)
     reads_step = bool(step.uses)
     if not reads_step:
         graph.inputs.remove(step)
@@ -164,12 +163,14 @@ def _hyper_inputs(
 
 def hyper_feeds(optimizer: Optimizer, hyper_inputs: list[tuple[int, str]]) -> list[np.ndarray]:
     """The current value of each hyper-parameter input (``lr`` of each group, after any scheduler), in graph order."""
-    feeds = []
-    for group, name in hyper_inputs:
-        params = optimizer.param_groups[group]["params"]
-        dtype = hyper_dtype(DType.of(params[0]._data.dtype)).numpy if params else np.float32
-        feeds.append(np.asarray(optimizer.param_groups[group][name], dtype=dtype))
-    return feeds
+    return [hyper_value(optimizer, group, name) for group, name in hyper_inputs]
+
+
+def hyper_value(optimizer: Optimizer, group: int, name: str) -> np.ndarray:
+    """Group ``group``'s hyper-parameter ``name`` as its graph input: 0-d, in ``hyper_dtype`` of the group's parameters."""
+    params = optimizer.param_groups[group]["params"]
+    dtype = hyper_dtype(DType.of(params[0]._data.dtype)).numpy if params else np.float32
+    return np.asarray(optimizer.param_groups[group][name], dtype=dtype)
 
 
 def transform_gradients(graph: Graph, loss: Value, params: list[Value], scale: Value | None, options: GradientOptions) -> list[Value]:
@@ -191,7 +192,8 @@ def transform_gradients(graph: Graph, loss: Value, params: list[Value], scale: V
 def expand_half_updates(graph: Graph) -> None:
     """Write out each ``optim.*`` op of half tensors as the ops PyTorch runs, each rounding its result to half
     (``compiler/ops/optim.py``'s ``in_opmath``), before a backend widens half ops one by one (``widen-half``), which
-    would compute a whole update in float32 and round only what it writes."""
+    would compute a whole update in float32 and round only what it writes. Called after the step's passes (which may
+    look for the update ops: ``pipeline-split``), right before the backend compiles."""
     decompose_where(graph, lambda op: op.name.startswith("optim.") and op.operands[0].type.dtype.is_half)
 
 
