@@ -44,6 +44,19 @@ def in_opmath(function: Callable[..., Any], *operands: Any) -> Any:
     return _rounded(result, promoted)
 
 
+def mixed_norm(function: Callable[..., Any], input: Any, *parameters: Any) -> Any:
+    """A normalization of a half ``input`` with float32 parameters (weight, bias, running statistics), as PyTorch's
+    mixed-type CPU kernels compute it: in float32, the result rounded once to the input's dtype (parameters and
+    running statistics stay float32). This is what an autocast region makes of ``LayerNorm(Linear(x))``. Any
+    other mix of dtypes: ``function(input, *parameters)`` unchanged."""
+    if not (_is_float_tensor(input) and input.dtype.is_half):
+        return function(input, *parameters)
+    floats = [p for p in parameters if _is_float_tensor(p)]
+    if not floats or not all(p.dtype is DType.f32 for p in floats):
+        return function(input, *parameters)
+    return _rounded(function(input.to(DType.f32), *parameters), input.dtype)
+
+
 def computes_in_opmath(method: Callable[..., Any]) -> Callable[..., Any]:
     """A Tensor method built from many ops (a special function's series) that computes a half ``self`` in float32 and
     rounds the result once, as PyTorch's kernel does; other dtypes run ``method`` unchanged."""
@@ -65,4 +78,4 @@ def _rounded(result: Any, dtype: DType) -> Any:
     return result.to(dtype) if _is_float_tensor(result) and result.dtype is not dtype else result
 
 
-__all__ = ["computes_in_opmath", "in_opmath", "opmath_dtype"]
+__all__ = ["computes_in_opmath", "in_opmath", "mixed_norm", "opmath_dtype"]

@@ -21,6 +21,7 @@ from kiln.frontend.tensor import Tensor, apply
 from kiln.frontend.trace import located_error
 from kiln.frontend.tensor_inplace import honors_inplace
 from kiln.frontend.autocast import autocasts
+from kiln.frontend.functional_half import mixed_norm
 from kiln.frontend.autocast_policy import pads_from_edges_on_list
 
 
@@ -79,11 +80,20 @@ def tril(input: Tensor, diagonal: int = 0) -> Tensor:
 
 
 def layer_norm(input: Tensor, normalized_shape: Sequence[int], weight: Tensor | None = None, bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:
-    """Normalize over the trailing ``normalized_shape`` dims; a missing weight is ones, a missing bias zeros."""
+    """Normalize over the trailing ``normalized_shape`` dims; a missing weight is ones, a missing bias zeros. A half
+    input with float32 weights computes in float32 and keeps the input's dtype (``mixed_norm``)."""
+    if mixed_dtypes(input, weight, bias):
+        return mixed_norm(lambda x, w, b: layer_norm(x, normalized_shape, w, b, eps), input, weight, bias)
     shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
     weight = weight if weight is not None else _filled(1.0, shape, input)
     bias = bias if bias is not None else _filled(0.0, shape, input)
     return apply("nn.layer_norm", input, weight, bias, eps=eps)
+
+
+def mixed_dtypes(input: Tensor, *parameters: Tensor | None) -> bool:
+    """A half ``input`` beside a parameter of another dtype (``mixed_norm`` decides what to do with it)."""
+    dtype = getattr(input, "dtype", None)
+    return isinstance(dtype, DType) and dtype.is_half and any(p is not None and getattr(p, "dtype", dtype) is not dtype for p in parameters)
 
 
 def _filled(value: float, shape: tuple[int, ...], like: Tensor) -> Tensor:
@@ -642,9 +652,13 @@ def batch_norm(input: Tensor, running_mean: Tensor | None, running_var: Tensor |
     """PyTorch's ``batch_norm`` over channel axis 1. In training, batch statistics normalize and, if running
     statistics are given (module ``Buffer``s), their updated values are recorded for the training step to write back.
     Traced for a batch sharded over data-parallel ranks (``DataParallel``), the statistics are the global batch's
-    (``SyncBatchNorm``, see ``frontend/sync_batch_norm.py``)."""
+    (``SyncBatchNorm``, see ``frontend/sync_batch_norm.py``). A half input with float32 weights and statistics
+    computes in float32 and keeps the input's dtype (``mixed_norm``)."""
     from kiln.frontend.trace import TraceContext
 
+    if mixed_dtypes(input, weight, bias, running_mean, running_var):
+        return mixed_norm(lambda x, *rest: batch_norm(x, *rest, training=training, momentum=momentum, eps=eps),
+                          input, running_mean, running_var, weight, bias)
     channels = (input.shape[1],)
     weight = weight if weight is not None else _filled(1.0, channels, input)
     bias = bias if bias is not None else _filled(0.0, channels, input)

@@ -19,15 +19,18 @@ from typing import Sequence
 
 import ml_dtypes
 
-from kiln.frontend.functional_half import in_opmath, opmath_dtype
-from kiln.frontend.functional_nn import layer_norm, rsqrt
+from kiln.frontend.functional_half import in_opmath, mixed_norm, opmath_dtype
+from kiln.frontend.functional_nn import layer_norm, mixed_dtypes, rsqrt
 from kiln.frontend.tensor import Tensor
 from kiln.frontend.trace import located_error
 
 
 def group_norm(input: Tensor, num_groups: int, weight: Tensor | None = None, bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:
     """Normalize ``input (N, C, *)`` over each group of ``C / num_groups`` channels and all of ``*``, then scale and
-    shift each channel by ``weight[c]`` and ``bias[c]`` (either may be missing), as ``torch.nn.functional.group_norm``."""
+    shift each channel by ``weight[c]`` and ``bias[c]`` (either may be missing), as ``torch.nn.functional.group_norm``.
+    A half input with float32 weights computes in float32 and keeps the input's dtype (``mixed_norm``)."""
+    if mixed_dtypes(input, weight, bias):
+        return mixed_norm(lambda x, w, b: group_norm(x, num_groups, w, b, eps), input, weight, bias)
     channels = input.shape[1] if input.ndim >= 2 else None
     if not isinstance(channels, int) or num_groups < 1 or channels % num_groups:
         raise located_error(f"group_norm needs an (N, C, *) input whose C is a static multiple of num_groups={num_groups}, got {input.type}")
