@@ -12,7 +12,7 @@ Weights use the ``nn.Linear`` layout and initialisation, so a Dense model's
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 from kiln.compiler.errors import KilnError, TraceError
 from kiln.frontend import functional as F
@@ -46,8 +46,14 @@ class Dense(Module):
             self.build(input_dim)
 
     def build(self, input_dim: int) -> None:
-        self.weight = Parameter(init.linear_weight(self.units, input_dim))
-        self.bias = Parameter(init.linear_bias(self.units, input_dim)) if self.use_bias else None
+        dtype = self.__dict__.get("_built_dtype")  # a model.half()/bfloat16() before the weights exist (_cast_floats)
+        self.weight = Parameter(_in_dtype(init.linear_weight(self.units, input_dim), dtype))
+        self.bias = Parameter(_in_dtype(init.linear_bias(self.units, input_dim), dtype)) if self.use_bias else None
+
+    def _cast_floats(self, target: Any) -> None:
+        """Cast the weights; before they are built, remember ``target`` for them (as a lazy module does)."""
+        super()._cast_floats(target)
+        self.__dict__["_built_dtype"] = target
 
     def forward(self, input: Tensor) -> Tensor:
         features = input.shape[-1]
@@ -59,3 +65,7 @@ class Dense(Module):
 
     def extra_repr(self) -> str:
         return f"units={self.units}, activation={self.activation!r}"
+
+
+def _in_dtype(array: Any, dtype: Any) -> Any:
+    return array if dtype is None else array.astype(dtype)

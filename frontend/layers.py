@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, Iterator
 
 
+from kiln.compiler.ir.types import is_float_array_dtype
 from kiln.frontend import functional as F
 from kiln.frontend import init
 from kiln.frontend.layers_activation import _InplaceActivation
@@ -101,11 +102,13 @@ class Sequential(Module):
             input = layer(input)
         return input
 
-    def build(self, input_shape: tuple[Any, ...]) -> "Sequential":
-        """Create lazily-shaped weights (Keras ``Dense``) by tracing once with ``input_shape`` (batch dim excluded)."""
+    def build(self, input_shape: tuple[Any, ...], dtype: Any = None) -> "Sequential":
+        """Create lazily-shaped weights (Keras ``Dense``) by tracing once with ``input_shape`` (batch dim excluded), in
+        ``dtype`` (by default the dtype of the weights already built, else float32: a ``model.half()`` model builds half)."""
         from kiln.frontend.trace import TensorSpec, trace
 
-        trace(self, TensorSpec(("N",) + tuple(input_shape), "float32"))
+        built = [p.data.dtype for p in self.parameters() if is_float_array_dtype(p.data.dtype)]
+        trace(self, TensorSpec(("N",) + tuple(input_shape), dtype if dtype is not None else (built[0] if built else "float32")))
         return self
 
 

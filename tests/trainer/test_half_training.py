@@ -95,7 +95,9 @@ def test_half_training_follows_torch_step_by_step(torch, model, dtype, optimizer
     assert follows_torch(runs, dtype, drift) == STEPS
 
 
-def test_a_bfloat16_mlp_learns_the_digits_compiled():
+def test_a_bfloat16_keras_style_mlp_learns_the_digits_compiled():
+    """Keras-style ``Dense`` layers, the second built lazily: ``.bfloat16()`` before ``build`` makes its weights bfloat16
+    too (a lazy layer remembers the dtype), and ``build`` traces in the model's dtype."""
     from kiln.runtime.data import load_digits
 
     x, y = load_digits()
@@ -103,7 +105,7 @@ def test_a_bfloat16_mlp_learns_the_digits_compiled():
     order = rng.permutation(len(x))
     train, test = order[: len(x) * 4 // 5], order[len(x) * 4 // 5 :]
     kiln.manual_seed(0)
-    model = kiln.nn.Sequential(kiln.nn.Linear(64, 64), kiln.nn.ReLU(), kiln.nn.Linear(64, 10)).bfloat16()
+    model = kiln.nn.Sequential(kiln.nn.Dense(64, activation="relu", input_dim=64), kiln.nn.Dense(10)).bfloat16().build((64,))
     step = kiln.compile_train_step(model, F.cross_entropy, kiln.optim.Adam(model.parameters(), lr=1e-2))
     inputs = x.astype(ml_dtypes.bfloat16)
     losses = []
