@@ -14,7 +14,8 @@ so an op's value is PyTorch's to within that rounding:
 %y = "tensor.cast"(%y32) {dtype = f16} ...
 ```
 
-Ops that only move or select elements are exact in any precision and stay half. An op with a nested graph (a fused
+Ops that only move or select elements are exact in any precision and stay half. An optimizer update of half tensors
+is first written out as PyTorch's op sequence (its decomposition), whose ops are then widened one by one. An op with a nested graph (a fused
 group, a custom VJP) stays as it is: its body is typed in the half dtype. A cast of a cast (``f16 -> f32 -> f16``)
 is never folded: that would drop the rounding this pass exists to keep.
 """
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from kiln.compiler.ir.builder import Builder
 from kiln.compiler.ir.core import Graph, Op, Value
 from kiln.compiler.ir.types import DType
+from kiln.compiler.passes.decompose import decompose_where
 from kiln.compiler.passes.manager import Pass, register_pass
 from kiln.compiler.passes.rewrite import replace_uses
 
@@ -43,11 +45,19 @@ class WidenHalf(Pass):
     name = "widen-half"
 
     def run(self, graph: Graph) -> bool:
+        expanded = decompose_where(graph, is_half_update)
         targets = [op for op in graph.ops if needs_widening(op)]
         widened: dict[Value, Value] = {}
         for op in targets:
             widen(graph, op, widened)
-        return bool(targets)
+        return expanded or bool(targets)
+
+
+def is_half_update(op: Op) -> bool:
+    """An optimizer update (``optim.*``) of half tensors: written out first as the ops PyTorch runs, each rounding to
+    half (its decomposition, ``compiler/ops/optim.py``), then widened op by op; widened whole, it would round only what
+    it writes (and its float64 hyper-parameters no longer fit a float32 parameter)."""
+    return op.name.startswith("optim.") and bool(op.operands) and op.operands[0].type.dtype.is_half
 
 
 def needs_widening(op: Op) -> bool:
