@@ -1,11 +1,11 @@
 """The official ONNX node conformance tests, run through kiln's importer and NumPy backend.
 
 Cases are skipped only when the model uses a dtype kiln does not support (anything
-but f32, f64, i32, i64, bool: f16, bf16, fp8, int4, uint8, strings...) or an ONNX op
+but f16, bf16, f32, f64, i32, i64, bool: fp8, int4, uint8, strings...) or an ONNX op
 kiln does not import; both rules live in ``KilnBackend.is_compatible``. A compatible
 case either passes, or the importer refuses it with one clear ``OnnxImportError``
 naming an attribute value kiln cannot express; any other outcome fails this test.
-With onnx 1.23 every compatible case passes (520, none refused): dilated, 1-D and 3-D
+With onnx 1.23 every compatible case passes (536 with the float16/bfloat16 ones, none refused): dilated, 1-D and 3-D
 windows, MaxPool's Indices, ConvTranspose's auto_pad, ScatterElements' mul/max/min,
 Sin/Cos/Floor/Ceil/Round/Atan/Asin/Acos, Det and CumSum (exclusive and reverse) included. The refusals, if a newer onnx adds cases, are listed in the printed summary.
 """
