@@ -71,7 +71,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from torch_peer import torch_training_step  # noqa: E402
-from train_step import WORKLOADS, Workload, _load_kiln_weights, batch, interleaved_medians, memory_bytes, numpy_step  # noqa: E402
+from train_step import WORKLOADS, Workload, _load_kiln_weights, _torch_version, batch, interleaved_medians, memory_bytes, numpy_step  # noqa: E402
 
 DTYPES = ("float32", "float16", "bfloat16")
 
@@ -401,14 +401,6 @@ def main(args: argparse.Namespace, pinned: dict[str, str]) -> dict[str, Any]:
         json.dump(report, file, indent=2)
     print(f"wrote {args.json}")
     return report
-
-
-def _torch_version() -> str | None:
-    try:
-        import torch
-    except ImportError:
-        return None
-    return torch.__version__
 
 
 if __name__ == "__main__":
