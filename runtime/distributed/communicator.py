@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterator, Protocol, Sequence
 import numpy as np
 
 from kiln.compiler.errors import KilnError
+from kiln.compiler.ir.types import DType
 
 _CURRENT: "Communicator | None" = None
 
@@ -74,6 +75,8 @@ class MPICommunicator:
 
     def allreduce(self, x: np.ndarray, op: str) -> np.ndarray:
         send = np.asarray(x, order="C")  # not ascontiguousarray: it makes a 0-d array 1-d
+        if is_half(send.dtype):  # MPI has no bfloat16 (nor, portably, float16): reduce in float32, round once
+            return self.allreduce(send.astype(np.float32), op).astype(send.dtype)
         result = np.empty_like(send)
         self.comm.Allreduce(send, result, op=self.ops[op])
         if op == "mean":
@@ -82,19 +85,19 @@ class MPICommunicator:
 
     def broadcast(self, x: np.ndarray, root: int) -> np.ndarray:
         buffer = np.array(x, order="C")  # a copy: the operand may be a graph input that must not change
-        self.comm.Bcast(buffer, root=root)
+        self.comm.Bcast(bits(buffer), root=root)
         return buffer
 
     def broadcast_into(self, x: np.ndarray, root: int) -> None:
         """Overwrite ``x`` (contiguous) with rank ``root``'s values, in place."""
-        self.comm.Bcast(x, root=root)
+        self.comm.Bcast(bits(x), root=root)
 
     def send(self, x: np.ndarray, peer: int, tag: int) -> None:
-        self.comm.Send(np.asarray(x, order="C"), dest=peer, tag=tag)
+        self.comm.Send(bits(np.asarray(x, order="C")), dest=peer, tag=tag)
 
     def recv(self, shape: tuple[int, ...], dtype: np.dtype, peer: int, tag: int) -> np.ndarray:
         buffer = np.empty(shape, dtype)
-        self.comm.Recv(buffer, source=peer, tag=tag)
+        self.comm.Recv(bits(buffer), source=peer, tag=tag)
         return buffer
 
     def barrier(self) -> None:
@@ -102,6 +105,16 @@ class MPICommunicator:
 
     def abort(self, code: int = 1) -> None:
         self.comm.Abort(code)
+
+
+def is_half(dtype: np.dtype) -> bool:
+    return dtype == np.float16 or dtype == DType.bf16.numpy
+
+
+def bits(array: np.ndarray) -> np.ndarray:
+    """A half array as its 16-bit patterns (a view: writes land in ``array``), which any MPI moves as they are;
+    other arrays unchanged. (mpi4py refuses ``ml_dtypes.bfloat16``'s buffer, and float16 needs an MPI extension.)"""
+    return array.view(np.uint16) if is_half(array.dtype) else array
 
 
 def node_rank(comm: Any) -> int:
