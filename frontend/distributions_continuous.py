@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 
 from kiln.frontend.distributions import Distribution, nonnegative, positive, real, unit_interval
@@ -118,7 +119,7 @@ class Laplace(_LocationScale):
     stddev = property(lambda self: (2 ** 0.5) * self.scale)
 
     def rsample(self, sample_shape: Any = ()) -> Tensor:
-        eps = float(np.finfo(self.dtype.numpy).eps)
+        eps = float(ml_dtypes.finfo(self.dtype.numpy).eps)
         u = self._uniform(self._extended_shape(sample_shape)) * (2 - eps) + (eps - 1)  # U[eps - 1, 1): log1p(-|u|) finite
         return self.loc - self.scale * u.sign() * (-u.abs()).log1p()
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 
 from kiln.compiler.ir.types import DType, broadcast_shapes
@@ -36,7 +37,7 @@ def _one_of(name: str, probs: Any, logits: Any) -> dict[str, Any]:
 
 def clamp_probs(probs: Tensor) -> Tensor:
     """Probabilities clamped to ``[eps, 1 - eps]`` (the dtype's machine epsilon), as PyTorch's ``clamp_probs``."""
-    eps = float(np.finfo(probs.dtype.numpy).eps)
+    eps = float(ml_dtypes.finfo(probs.dtype.numpy).eps)
     return probs.clamp(min=eps, max=1 - eps)
 
 
@@ -148,7 +149,7 @@ class Categorical(Distribution):
     def sample(self, sample_shape: Any = ()) -> Tensor:
         logits = self.logits.detach()
         uniform = self._uniform(self._extended_shape(sample_shape) + (self._num_events,))
-        tiny = float(np.finfo(self.dtype.numpy).tiny)
+        tiny = float(ml_dtypes.finfo(self.dtype.numpy).tiny)
         gumbel = -(-(1.0 - uniform).log()).clamp(min=tiny).log()  # -log(E), E = -log(1 - u) exponential; E = 0 only at u = 0
         return (logits + gumbel).argmax(-1)
 
@@ -161,7 +162,7 @@ class Categorical(Distribution):
         return broadcast(logits, batch + (self._num_events,)).gather(-1, indices).squeeze(-1)
 
     def entropy(self) -> Tensor:
-        lowest = float(np.finfo(self.dtype.numpy).min)
+        lowest = float(ml_dtypes.finfo(self.dtype.numpy).min)
         return -(self.logits.clamp(min=lowest) * self.probs).sum(-1)
 
     def enumerate_support(self, expand: bool = True) -> Tensor:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
+import ml_dtypes
 import numpy as np
 
 from kiln.compiler.ir.types import DType
@@ -122,7 +123,7 @@ def _per_matrix(tolerance: Any) -> Any:
 
 def _threshold(A: Any, largest: Any, atol: Any, rtol: Any) -> Any:
     """PyTorch's cut ``max(atol, rtol * largest)``: without ``rtol``, ``eps * max(m, n)``, or 0 where ``atol > 0``."""
-    default = float(np.finfo(A.dtype.numpy).eps) * max(A.shape[-2:])
+    default = float(ml_dtypes.finfo(A.dtype.numpy).eps) * max(A.shape[-2:])
     if rtol is None:
         rtol = default if atol is None else _where_atol_positive(atol, default)
     relative = _per_matrix(rtol) * largest

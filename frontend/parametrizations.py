@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 
 from kiln.compiler.errors import KilnError
@@ -232,7 +233,7 @@ def _reflectors(q: np.ndarray) -> np.ndarray:
 
 def _is_orthogonal(q: np.ndarray) -> bool:
     n, k = q.shape[-2:]
-    return bool(np.allclose(np.swapaxes(q, -1, -2) @ q, np.eye(k, dtype=q.dtype), atol=10.0 * n * np.finfo(q.dtype).eps))
+    return bool(np.allclose(np.swapaxes(q, -1, -2) @ q, np.eye(k, dtype=q.dtype), atol=10.0 * n * ml_dtypes.finfo(q.dtype).eps))
 
 
 def _make_orthogonal(a: np.ndarray) -> np.ndarray:
