@@ -375,7 +375,7 @@ class MoreMethods:
         ``[0, max]`` for integers, as PyTorch's)."""
         low, high = (0, from_) if to is None and from_ != 0 else (from_, to)
         if high is None:
-            high = 2 ** ml_dtypes.finfo(self.dtype.numpy).nmant + 2 if self.dtype.is_float else int(np.iinfo(self.dtype.numpy).max)  # type: ignore[attr-defined]
+            high = 2 ** (ml_dtypes.finfo(self.dtype.numpy).nmant + 1) + 1 if self.dtype.is_float else int(np.iinfo(self.dtype.numpy).max)  # type: ignore[attr-defined]
         return _draw_into(self, "random_", lambda u: ((u.double() * (high - low)).floor() + low).to(self.dtype),
                           lambda rng, shape: rng.integers(low, high, shape))
 

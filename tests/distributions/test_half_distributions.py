@@ -28,3 +28,14 @@ def test_half_categorical_bernoulli_and_laplace_follow_torch(name):
     np.testing.assert_allclose(ours_b.float().numpy(), theirs_b.float().numpy(), rtol=2 * float(kiln.finfo(dtype).eps))
     draws = D.Laplace(kiln.zeros(1000).to(dtype), kiln.ones(1000).to(dtype)).rsample()
     assert draws.dtype is dtype and np.isfinite(draws.float().numpy()).all()
+
+
+def test_other_dtype_limits_take_bfloat16():
+    """random_'s range ([0, 2^digits] with the implicit bit: 256 in bfloat16, as torch's), pinv's and matrix_rank's
+    default tolerances in bfloat16."""
+    x = kiln.zeros(200).bfloat16()
+    x.random_()
+    values = x.float().numpy()
+    assert x.dtype is kiln.bfloat16 and values.min() >= 0 and 2**7 + 1 < values.max() <= 2**8 and (values == np.round(values)).all()
+    a = kiln.tensor(np.array([[2.0, 0.0], [0.0, 0.5]], np.float32)).bfloat16()
+    assert kiln.linalg.pinv(a).dtype is kiln.bfloat16 and int(kiln.linalg.matrix_rank(a)) == 2
