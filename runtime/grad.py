@@ -48,6 +48,9 @@ class GradFunction:
     with_value: bool = False
     backend: str = "numpy"
     compiled: dict[tuple[Any, ...], tuple[Executable, list[Any], Structure]] = field(default_factory=dict)
+    single: bool = True
+    """``argnums`` was one int: the gradient itself, not a tuple of one (``argnums=(0,)`` gives ``(g,)``, as JAX and
+    torch.func)."""
 
     def __post_init__(self) -> None:
         self.__wrapped__ = self.fn  # inspect.signature (input names on export) and __name__ see fn's
@@ -80,7 +83,7 @@ class GradFunction:
             raise AutodiffError(f"kiln.grad needs fn to return a floating-point scalar Tensor, got {value!r}; reduce it (e.g. .sum())")
         flat = iter(Tensor(g) for g in differentiate(TraceContext.current().graph, value.value, [v for vs in wrt for v in vs]))
         grads = tuple(unflatten(structure, [next(flat) for _ in values]) for structure, values in zip(structures, wrt))
-        result = grads[0] if len(grads) == 1 else grads
+        result = grads[0] if self.single else grads
         return (value, result) if self.with_value else result
 
     def _run(self, *args: Any) -> Any:
@@ -106,6 +109,10 @@ class GradFunction:
         return get_backend(self.backend).compile(context.graph), list(context.parameters), results[0]
 
 
+def _argnums(argnums: int | Sequence[int]) -> tuple[int, ...]:
+    return (argnums,) if isinstance(argnums, int) else tuple(argnums)
+
+
 def _argument(args: Sequence[Any], index: int) -> Any:
     if index >= len(args):
         raise AutodiffError(f"kiln.grad: argnums names argument {index}, but fn was called with {len(args)}")
@@ -126,12 +133,12 @@ def _float_leaf(leaf: Any, index: int) -> Tensor:
 
 def grad(fn: Callable[..., Any], argnums: int | Sequence[int] = 0, backend: str = "numpy") -> GradFunction:
     """The gradient of scalar ``fn`` w.r.t. argument ``argnums`` (a tuple of them for several)."""
-    return GradFunction(fn, (argnums,) if isinstance(argnums, int) else tuple(argnums), False, backend)
+    return GradFunction(fn, _argnums(argnums), False, backend, single=isinstance(argnums, int))
 
 
 def value_and_grad(fn: Callable[..., Any], argnums: int | Sequence[int] = 0, backend: str = "numpy") -> GradFunction:
     """``(fn(*args), grad(fn)(*args))`` from one graph."""
-    return GradFunction(fn, (argnums,) if isinstance(argnums, int) else tuple(argnums), True, backend)
+    return GradFunction(fn, _argnums(argnums), True, backend, single=isinstance(argnums, int))
 
 
 @dataclass

@@ -92,7 +92,7 @@ def kiln_compiled(case: HalfCase, model: Any, arrays: list[np.ndarray]) -> tuple
     params = {name: p.detach() for name, p in model.named_parameters()} if model is not None else {}
     differentiated = tuple(1 + i for i, spec in enumerate(case.inputs) if spec.differentiated)
     found = kiln.func.grad(loss, argnums=(0, *differentiated))(params, *arrays)
-    param_grads, *grads = found if differentiated else (found,)  # kiln.func.grad of argnums=(0,) gives the one result
+    param_grads, *grads = found  # a tuple for a tuple argnums, (0,) too, as torch.func
     return output, grads, param_grads
 
 

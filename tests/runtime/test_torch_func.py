@@ -155,3 +155,26 @@ def test_maml_compiles_into_one_training_step_in_lockstep_with_torch():
         np.testing.assert_allclose(float(loss), torch_loss.item(), rtol=1e-12)
     for p, q in zip(model.parameters(), twin.parameters()):
         np.testing.assert_allclose(np.array(p.data), q.detach().numpy(), rtol=1e-11, atol=1e-13)
+
+
+def test_a_tuple_argnums_of_one_gives_a_tuple_of_one_as_torch_func():
+    """``argnums=(0,)`` is a tuple of one gradient, ``argnums=0`` the gradient itself: torch.func's (and JAX's) rule,
+    for grad, grad_and_value and kiln.value_and_grad, eagerly and traced."""
+    torch = require_torch()
+    from torch.func import grad as torch_grad
+
+    def f(x):
+        return (x**3).sum()
+
+    x = np.array([1.0, -2.0, 0.5])
+    expected = torch_grad(f, argnums=(0,))(torch.tensor(x))
+    ours = grad(f, argnums=(0,))(kiln.tensor(x))
+    assert isinstance(expected, tuple) and isinstance(ours, tuple) and len(ours) == 1
+    np.testing.assert_allclose(ours[0].numpy(), expected[0].numpy())
+    assert not isinstance(grad(f, argnums=0)(kiln.tensor(x)), tuple)
+    gradient, value = grad_and_value(f, argnums=(0,))(kiln.tensor(x))
+    assert isinstance(gradient, tuple) and float(value) == float(f(torch.tensor(x)))
+    value, gradient = kiln.value_and_grad(f, argnums=(0,))(kiln.tensor(x))
+    assert isinstance(gradient, tuple)
+    traced = kiln.compile(lambda v: grad(f, argnums=(0,))(v)[0] * 2, batch_dim=None)(x)
+    np.testing.assert_allclose(traced, 2 * expected[0].numpy())
