@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from kiln.backends.numpy.half_cast import FEW_ELEMENTS, TABLE_FROM, cast, cast_into, float32_to_float16_into
-from tests.oracles import require_torch
+from oracles import require_torch
 
 ALL_HALF_BITS = np.arange(1 << 16, dtype=np.uint16)
 
