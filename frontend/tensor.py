@@ -586,7 +586,7 @@ def apply(op_name: str, *operands: Any, **attrs: Any) -> Any:
 
 PROMOTING_OPS = frozenset({"tensor.add", "tensor.sub", "tensor.mul", "tensor.div", "tensor.pow", "tensor.maximum", "tensor.minimum",
                            "tensor.less", "tensor.less_equal", "tensor.greater", "tensor.greater_equal", "tensor.equal",
-                           "tensor.not_equal", "tensor.where",
+                           "tensor.not_equal", "tensor.where", "tensor.concat",
                            "nn.mse", "nn.l1", "nn.smooth_l1"})  # PyTorch promotes these losses' input and target
 
 
