@@ -164,10 +164,15 @@ def attention_keep_mask(key_padding_mask: Any, attn_mask: Any, num_heads: int = 
 
 
 class MultiheadAttention(Module):
-    """``torch.nn.MultiheadAttention``: packed ``in_proj_weight (3E, E)`` and ``out_proj``; ``(L, N, E)`` inputs and
-    output, or ``(N, L, E)`` with ``batch_first=True``."""
+    """``torch.nn.MultiheadAttention``, with its arguments in its order: packed ``in_proj_weight (3E, E)`` and
+    ``out_proj``; ``(L, N, E)`` inputs and output, or ``(N, L, E)`` with ``batch_first=True``. Keys and values of other
+    widths (``kdim``, ``vdim``: cross-attention to another model's states) get separate ``q/k/v_proj_weight``;
+    ``add_bias_kv`` appends learned ``bias_k``/``bias_v`` to the keys and values, ``add_zero_attn`` a zero key and value;
+    those run PyTorch's general path (``F.multi_head_attention_forward``), the rest one fused attention op."""
 
-    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True, batch_first: bool = False, dtype: Any = None):
+    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True, add_bias_kv: bool = False,
+                 add_zero_attn: bool = False, kdim: int | None = None, vdim: int | None = None, batch_first: bool = False,
+                 device: Any = None, dtype: Any = None):
         dtype = layer_dtype(dtype)
         super().__init__()
         if embed_dim % num_heads:
@@ -176,17 +181,33 @@ class MultiheadAttention(Module):
         if not 0 <= dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.embed_dim, self.num_heads, self.dropout = embed_dim, num_heads, dropout
-        self.in_proj_weight = Parameter(init.xavier_uniform((3 * embed_dim, embed_dim), dtype))
+        self.kdim, self.vdim = kdim if kdim is not None else embed_dim, vdim if vdim is not None else embed_dim
+        self._qkv_same_embed_dim = self.kdim == embed_dim and self.vdim == embed_dim
+        if self._qkv_same_embed_dim:
+            self.in_proj_weight = Parameter(init.xavier_uniform((3 * embed_dim, embed_dim), dtype))
+            for name in ("q_proj_weight", "k_proj_weight", "v_proj_weight"):
+                self.register_parameter(name, None)
+        else:
+            self.q_proj_weight, self.k_proj_weight, self.v_proj_weight = (
+                Parameter(init.xavier_uniform((embed_dim, width), dtype)) for width in (embed_dim, self.kdim, self.vdim))
+            self.register_parameter("in_proj_weight", None)
         self.in_proj_bias = Parameter(np.zeros(3 * embed_dim, dtype)) if bias else None
         self.out_proj = Linear(embed_dim, embed_dim, bias=bias, dtype=dtype)
         if bias:
             self.out_proj.bias.data[...] = 0
+        self.bias_k = self.bias_v = None
+        if add_bias_kv:
+            self.bias_k, self.bias_v = Parameter(np.zeros((1, 1, embed_dim), dtype)), Parameter(np.zeros((1, 1, embed_dim), dtype))
+            init.xavier_normal_(self.bias_k), init.xavier_normal_(self.bias_v)
+        self.add_zero_attn = add_zero_attn
 
     def forward(self, query: Tensor, key: Tensor, value: Tensor, key_padding_mask: Tensor | None = None, need_weights: bool = True,
                 attn_mask: Tensor | None = None, average_attn_weights: bool = True, is_causal: bool = False) -> tuple[Tensor, Tensor | None]:
         """``(output, weights)`` as PyTorch's: the attention weights (after dropout), averaged over the heads
         ``(N, L, S)`` or per head ``(N, heads, L, S)``; ``need_weights=False`` returns ``(output, None)`` and keeps
         attention one fused op (pass it when the weights are not read, as in PyTorch)."""
+        if not self._qkv_same_embed_dim or self.bias_k is not None or self.add_zero_attn:
+            return self._general(query, key, value, key_padding_mask, need_weights, attn_mask, average_attn_weights, is_causal)
         if not self.batch_first:  # (L, N, E): attend within each sequence, batch first inside
             query, key, value = (x.transpose(0, 1) for x in (query, key, value))
         projected = [self._project(x, index) for index, x in enumerate((query, key, value))]
@@ -197,6 +218,22 @@ class MultiheadAttention(Module):
             return self._output(F.scaled_dot_product_attention(q, k, v, attn_mask=keep, dropout_p=dropout, is_causal=causal)), None
         output, weights = attention_with_weights(q, k, v, keep, dropout, causal)
         return self._output(output), weights.mean(1) if average_attn_weights else weights
+
+    def _general(self, query: Tensor, key: Tensor, value: Tensor, key_padding_mask: Any, need_weights: bool, attn_mask: Any,
+                 average_attn_weights: bool, is_causal: bool) -> tuple[Tensor, Tensor | None]:
+        """PyTorch's ``multi_head_attention_forward`` on this module's weights (separate projections, appended keys)."""
+        from kiln.frontend.functional_more import multi_head_attention_forward
+
+        if self.batch_first:
+            query, key, value = (x.transpose(0, 1) for x in (query, key, value))
+        separate = not self._qkv_same_embed_dim
+        output, weights = multi_head_attention_forward(
+            query, key, value, self.embed_dim, self.num_heads, self.in_proj_weight, self.in_proj_bias, self.bias_k, self.bias_v,
+            self.add_zero_attn, self.dropout, self.out_proj.weight, self.out_proj.bias, self.training, key_padding_mask,
+            need_weights, attn_mask, use_separate_proj_weight=separate, q_proj_weight=self.q_proj_weight,
+            k_proj_weight=self.k_proj_weight, v_proj_weight=self.v_proj_weight, average_attn_weights=average_attn_weights,
+            is_causal=is_causal)
+        return (output.transpose(0, 1) if self.batch_first else output), weights
 
     def _output(self, heads: Tensor) -> Tensor:
         output = self.out_proj(_merge_heads(heads))
@@ -209,7 +246,8 @@ class MultiheadAttention(Module):
 
     def extra_repr(self) -> str:
         return f"embed_dim={self.embed_dim}, num_heads={self.num_heads}" + (f", dropout={self.dropout}" if self.dropout else "") \
-            + (", batch_first=True" if self.batch_first else "")
+            + (", batch_first=True" if self.batch_first else "") \
+            + ("" if self._qkv_same_embed_dim else f", kdim={self.kdim}, vdim={self.vdim}")
 
 
 MultiHeadAttention = MultiheadAttention
