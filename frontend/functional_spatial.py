@@ -119,7 +119,10 @@ def _edge_indices(mode: str, size: int, before: int, after: int) -> list[int]:
 LINEAR_MODES = {"linear": 1, "bilinear": 2, "trilinear": 3}
 """Each linear mode and the number of spatial dims it takes, as PyTorch."""
 
-REFUSED_MODES = ("bicubic", "lanczos")
+REFUSED_MODES = ("lanczos",)
+
+CUBIC_A = -0.75
+"""PyTorch's cubic convolution parameter (Keys' kernel with a = -0.75, as OpenCV)."""
 
 
 def interpolate(input: Tensor, size: Any = None, scale_factor: Any = None, mode: str = "nearest", align_corners: bool | None = None,
@@ -127,7 +130,7 @@ def interpolate(input: Tensor, size: Any = None, scale_factor: Any = None, mode:
     """Resize the spatial dims of ``(N, C, *spatial)`` to ``size`` or ``floor(spatial * scale_factor)``, as PyTorch.
 
     Modes: ``nearest`` (source ``floor(i scale)``, the OpenCV rule PyTorch keeps), ``nearest-exact`` (``floor((i + 0.5)
-    scale)``), ``linear`` (3-D), ``bilinear`` (4-D), ``trilinear`` (5-D) with ``align_corners``, and ``area``
+    scale)``), ``linear`` (3-D), ``bilinear`` and ``bicubic`` (4-D), ``trilinear`` (5-D) with ``align_corners``, and ``area``
     (adaptive average pooling, 3-D and 4-D). ``scale = 1 / scale_factor`` when a scale factor is given (and
     ``recompute_scale_factor`` is not set), else ``in / out`` -- which differ for non-integer factors, as in PyTorch.
     Spatial dims must be static; batch and channel dims may be symbolic.
@@ -145,26 +148,28 @@ def interpolate(input: Tensor, size: Any = None, scale_factor: Any = None, mode:
         return result
 
     # a half input interpolates in float32 (weights and sums) and rounds once, as PyTorch's CPU kernel; nearest only gathers
-    return in_opmath(resize, input) if mode in LINEAR_MODES else resize(input)
+    return in_opmath(resize, input) if mode in LINEAR_MODES or mode == "bicubic" else resize(input)
 
 
 def _check_interpolate_mode(input: Tensor, mode: str, align_corners: bool | None, antialias: bool) -> None:
     if mode in REFUSED_MODES:
         raise located_error(f"interpolate: mode {mode!r} is not supported in kiln; use 'bilinear', 'nearest', 'nearest-exact' "
                             f"or 'area'")
-    if mode not in ("nearest", "nearest-exact", "area", *LINEAR_MODES):
+    if mode not in ("nearest", "nearest-exact", "area", "bicubic", *LINEAR_MODES):
         raise located_error(f"interpolate: unknown mode {mode!r}; one of 'nearest', 'nearest-exact', 'linear', 'bilinear', "
-                            f"'trilinear', 'area'")
+                            f"'bicubic', 'trilinear', 'area'")
     if antialias:
         raise located_error("interpolate: antialias=True is not supported in kiln; pass antialias=False")
     if mode in ("nearest", "nearest-exact", "area") and align_corners is not None:
-        raise located_error("interpolate: align_corners can only be set with the interpolating modes linear, bilinear and "
-                            f"trilinear, not {mode!r} (as PyTorch); leave it None")
+        raise located_error("interpolate: align_corners can only be set with the interpolating modes linear, bilinear, "
+                            f"bicubic and trilinear, not {mode!r} (as PyTorch); leave it None")
     if input.ndim not in (3, 4, 5):
         raise located_error(f"interpolate expects a 3-D, 4-D or 5-D (N, C, *spatial) input, got {input.type}")
     if mode in LINEAR_MODES and input.ndim != LINEAR_MODES[mode] + 2:
         raise located_error(f"interpolate: mode {mode!r} needs a {LINEAR_MODES[mode] + 2}-D input, got {input.type}; "
                             f"use {next(m for m, d in LINEAR_MODES.items() if d == input.ndim - 2)!r} for this one")
+    if mode == "bicubic" and input.ndim != 4:
+        raise located_error(f"interpolate: mode 'bicubic' needs a 4-D (N, C, H, W) input, got {input.type}")
     if mode == "area" and input.ndim == 5:
         raise located_error(f"interpolate: mode 'area' supports 3-D and 4-D inputs in kiln, got {input.type}")
 
@@ -212,11 +217,40 @@ def _resize_axis(input: Tensor, axis: int, size: int, out: int, scale: float | N
         return _take(input, _nearest_indices(size, out, scale, shortcuts=input.ndim == 4), axis)
     if mode == "nearest-exact":
         return _take(input, _nearest_exact_indices(size, out, scale), axis)
-    if out == size:  # PyTorch copies: weights (1, 0) on the same cell
+    if out == size:  # PyTorch copies: weights (1, 0) on the same cell (bicubic's: (0, 1, 0, 0))
         return input
-    first, second, weight0, weight1 = _linear_indices_and_weights(size, out, scale, align_corners, input.dtype.numpy)
     broadcast = (out,) + (1,) * (input.ndim - 1 - axis)
+    if mode == "bicubic":
+        taps, weights = _cubic_indices_and_weights(size, out, scale, align_corners, input.dtype.numpy)
+        terms = [_take(input, index, axis) * weight.reshape(broadcast) for index, weight in zip(taps, weights)]
+        return ((terms[0] + terms[1]) + terms[2]) + terms[3]  # PyTorch's cubic_interp1d order
+    first, second, weight0, weight1 = _linear_indices_and_weights(size, out, scale, align_corners, input.dtype.numpy)
     return _take(input, first, axis) * weight0.reshape(broadcast) + _take(input, second, axis) * weight1.reshape(broadcast)
+
+
+def _cubic_indices_and_weights(size: int, out: int, scale: float | None, align_corners: bool, dtype: Any):
+    """The 4 taps ``floor(src) - 1 .. + 2`` (clamped to the input) and their weights, as PyTorch's bicubic kernel: the
+    source ``ratio * i`` (``align_corners``) or ``scale (i + 0.5) - 0.5``, not clamped at 0 as linear's is;
+    ``t = clamp(src - floor(src), 0, 1)``; Keys' cubic convolution with ``A = -0.75`` at ``t + 1, t, 1 - t, 2 - t``."""
+    real = np.dtype(dtype).type
+    positions = np.arange(out).astype(real)
+    if align_corners:
+        source = (real(size - 1) / real(out - 1) if out > 1 else real(0)) * positions
+    else:
+        source = _kernel_scale(size, out, scale, real) * (positions + real(0.5)) - real(0.5)
+    floor = np.minimum(np.floor(source.astype(np.float32)).astype(np.int64), size - 1)  # PyTorch's floorf
+    t = np.clip(source - floor.astype(real), real(0), real(1)).astype(real)
+    a = real(CUBIC_A)
+
+    def near(x: np.ndarray) -> np.ndarray:  # |x| <= 1
+        return ((a + real(2)) * x - (a + real(3))) * x * x + real(1)
+
+    def far(x: np.ndarray) -> np.ndarray:  # 1 < |x| < 2
+        return ((a * x - real(5) * a) * x + real(8) * a) * x - real(4) * a
+
+    weights = [far(t + real(1)), near(t), near(real(1) - t), far(real(2) - t)]
+    taps = [np.clip(floor - 1 + j, 0, size - 1) for j in range(4)]
+    return taps, [w.astype(real) for w in weights]
 
 
 def _kernel_scale(size: int, out: int, scale: float | None, real: type) -> Any:
