@@ -28,9 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from kiln.compiler.ir.core import Graph, Op, Value
+from kiln.compiler.ir.core import Graph, Value
 from kiln.compiler.ir.types import DType
-from kiln.compiler.passes.widen_half import WidenHalf, widen
+from kiln.compiler.passes.widen_half import WidenHalf, touches_half, widen
 
 NO_HALF_KERNEL = frozenset({"tensor.broadcast_to", "tensor.where", "tensor.tril", "tensor.triu", "tensor.pad"})
 """Element-moving ops whose ONNX form (Expand, Where, Trilu, Pad) onnxruntime's CPU provider runs in no bfloat16:
@@ -43,15 +43,11 @@ BFLOAT16_TYPE = "tensor(bfloat16)"
 def widen_half_for_onnxruntime(graph: Graph) -> bool:
     """``widen-half``, then the element-moving ops without a bfloat16 kernel; whether anything changed."""
     changed = WidenHalf().run(graph)
-    targets = [op for op in graph.ops if op.name in NO_HALF_KERNEL and _touches_half(op)]
+    targets = [op for op in graph.ops if op.name in NO_HALF_KERNEL and touches_half(op)]
     widened: dict[Value, Value] = {}
     for op in targets:
         widen(graph, op, widened)
     return changed or bool(targets)
-
-
-def _touches_half(op: Op) -> bool:
-    return any(v.type.dtype.is_half for v in [*op.operands, *op.results])
 
 
 def is_bfloat16(array: Any) -> bool:

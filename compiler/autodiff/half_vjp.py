@@ -23,7 +23,7 @@ from typing import Any
 from kiln.compiler.ir.builder import Builder
 from kiln.compiler.ir.core import Graph, Op, Value
 from kiln.compiler.ir.types import DType
-from kiln.compiler.passes.widen_half import EXACT_IN_HALF
+from kiln.compiler.passes.widen_half import EXACT_IN_HALF, touches_half
 
 
 class WidenedOp:
@@ -44,7 +44,7 @@ def computes_in_half(op: Op) -> bool:
     """Whether ``op``'s VJP should run widened: it reads or makes a half value and does more than move elements."""
     if op.name in EXACT_IN_HALF or any(isinstance(value, Graph) for value in op.attrs.values()):
         return False  # an op with a nested graph (custom.vjp) differentiates through its own half-typed body
-    return any(v.type.dtype.is_half for v in [*op.operands, *op.results])
+    return touches_half(op)
 
 
 def widened_rule_inputs(builder: Builder, op: Op, g: Any) -> tuple[WidenedOp, Any]:

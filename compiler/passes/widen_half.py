@@ -64,7 +64,12 @@ def needs_widening(op: Op) -> bool:
     """Whether ``op`` computes on a half operand or into a half result (and can be rebuilt in float32)."""
     if op.name in EXACT_IN_HALF or any(isinstance(value, Graph) for value in op.attrs.values()):
         return False
-    return any(v.type.dtype.is_half for v in [*op.operands, *op.results]) or _half_attr(op) is not None
+    return touches_half(op) or _half_attr(op) is not None
+
+
+def touches_half(op: Op) -> bool:
+    """Whether ``op`` reads or makes a float16/bfloat16 value."""
+    return any(v.type.dtype.is_half for v in [*op.operands, *op.results])
 
 
 def widen(graph: Graph, op: Op, widened: dict[Value, Value]) -> None:
