@@ -46,6 +46,26 @@ class DType(enum.Enum):
         return self in (DType.i32, DType.i64)
 
     @property
+    def itemsize(self) -> int:
+        """Bytes per element (``torch.dtype.itemsize``)."""
+        return self.numpy.itemsize
+
+    @property
+    def is_floating_point(self) -> bool:
+        """``is_float`` under ``torch.dtype``'s name."""
+        return self.is_float
+
+    @property
+    def is_signed(self) -> bool:
+        """``torch.dtype.is_signed``: floats and signed integers, not bool."""
+        return self is not DType.bool
+
+    @property
+    def is_complex(self) -> bool:
+        """``torch.dtype.is_complex``: kiln has no complex dtype."""
+        return False
+
+    @property
     def is_half(self) -> bool:
         """A 16-bit float: stored in 16 bits, computed in float32 where a backend has no half arithmetic."""
         return self in (DType.f16, DType.bf16)

@@ -6,6 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from oracles import require
+
 from kiln.compiler.errors import ShapeError
 from kiln.compiler.ir import DType, TensorType, parse
 from kiln.compiler.ir.types import broadcast_shapes, format_shape, normalize_axes, normalize_axis
@@ -113,3 +115,12 @@ def test_format_shape():
     assert format_shape(("N",)) == "(N,)"
     assert format_shape((2, 3)) == "(2, 3)"
     assert format_shape(()) == "()"
+
+
+def test_dtypes_answer_torch_dtype_queries():
+    torch = require("torch")
+    for dtype in DType:
+        twin = {"f16": torch.float16, "bf16": torch.bfloat16, "f32": torch.float32, "f64": torch.float64, "i32": torch.int32,
+                "i64": torch.int64, "bool": torch.bool}[dtype.name]
+        assert (dtype.itemsize, dtype.is_floating_point, dtype.is_signed, dtype.is_complex) == \
+            (twin.itemsize, twin.is_floating_point, twin.is_signed, twin.is_complex), dtype
