@@ -27,7 +27,7 @@ from kiln.frontend.eager_values import count_update
 from kiln.frontend.module import Parameter
 from kiln.frontend.optim import Optimizer
 from kiln.runtime.executable import Executable
-from kiln.runtime.step_graph import _emit_updates, _hyper_inputs, expand_half_updates, hyper_feeds
+from kiln.runtime.step_graph import _emit_updates, _hyper_inputs, hyper_feeds
 from kiln.runtime.train_step import DEFAULT_PIPELINE
 
 
@@ -87,7 +87,6 @@ def _compile_update(optimizer: Optimizer, parameters: list[Parameter]) -> EagerU
     step = graph.add_input(TensorType((), DType.i64), "step")
     new_params, new_states = _emit_updates(graph, optimizer, parameters, values, grads, states, hyper, step)
     graph.outputs = [*new_params, *new_states]
-    expand_half_updates(graph)
     reads_step = bool(step.uses)
     if not reads_step:
         graph.inputs.remove(step)

@@ -27,7 +27,6 @@ from kiln.compiler.ir.builder import Builder
 from kiln.compiler.ir.core import Graph, Value
 from kiln.compiler.ir.types import DType, TensorType
 from kiln.compiler.ops.optim import hyper_dtype, scaled
-from kiln.compiler.passes.decompose import decompose_where
 from kiln.frontend.module import Module, Parameter
 from kiln.frontend.optim import Optimizer
 from kiln.frontend.tensor import Tensor
@@ -187,14 +186,6 @@ def transform_gradients(graph: Graph, loss: Value, params: list[Value], scale: V
         clipped = b.clip_grad_norm(*grads, max_norm=options.clip_grad_norm)
         grads = list(clipped) if isinstance(clipped, tuple) else [clipped]
     return grads
-
-
-def expand_half_updates(graph: Graph) -> None:
-    """Write out each ``optim.*`` op of half tensors as the ops PyTorch runs, each rounding its result to half
-    (``compiler/ops/optim.py``'s ``in_opmath``), before a backend widens half ops one by one (``widen-half``), which
-    would compute a whole update in float32 and round only what it writes. Called after the step's passes (which may
-    look for the update ops: ``pipeline-split``), right before the backend compiles."""
-    decompose_where(graph, lambda op: op.name.startswith("optim.") and op.operands[0].type.dtype.is_half)
 
 
 def _emit_updates(

@@ -57,7 +57,7 @@ from kiln.runtime.batch_dims import BatchDim, batch_signature, batch_specs, spli
 from kiln.runtime.donation import buffer_inputs, step_donations
 from kiln.runtime.lazy import LazyScalar
 from kiln.runtime.resident import ResidentState
-from kiln.runtime.step_graph import GradientOptions, StepGraph, build_step_graph, expand_half_updates, hyper_feeds
+from kiln.runtime.step_graph import GradientOptions, StepGraph, build_step_graph, hyper_feeds
 
 DEFAULT_PIPELINE = "canonicalize,constant-fold,cse,rematerialize,dce"
 """Graph-level cleanup; backends lower further (the NumPy backend fuses and plans memory on its copy)."""
@@ -158,7 +158,6 @@ class TrainStep:
         with collection_paused():
             step_graph = build_step_graph(self.model, self.loss_fn, self.optimizer, specs, self.options)
             PassManager(self.pipeline, verify_each=self.verify_each, print_ir_after_all=self.print_ir_after_all).run(step_graph.graph)
-            expand_half_updates(step_graph.graph)  # after the passes, which may look for the optim.* ops
             step_graph.graph.donations = step_donations(step_graph, len(specs) * self.accumulate)  # updated in place
             return CompiledStep(step_graph, get_backend(self.backend).compile(step_graph.graph), self._tensor_parallel_comm())
 

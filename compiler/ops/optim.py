@@ -26,9 +26,9 @@ float32 from half operands and rounds its result to half once (``in_opmath``;
 a fused multiply-add: ``multiply_add``), ``lr`` is a float64 operand like
 PyTorch's Python float (``hyper_dtype``), and Python scalars are read in
 float32 except where PyTorch rounds them to half (``add``'s alpha and added
-scalar: ``rounded_constant``). The step graph writes these ops out before a
-backend widens half ops one by one (``runtime/step_graph.py``'s
-``expand_half_updates``).
+scalar: ``rounded_constant``). A backend's ``widen-half`` writes these ops out
+before it widens half ops one by one (``compiler/passes/widen_half.py``), so the
+step's IR keeps one ``optim.*`` op per update (``pipeline-split`` looks for them).
 """
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ from kiln.runtime.distributed.communicator import Communicator, broadcast_arrays
 from kiln.runtime.batch_dims import BatchDim, batch_signature, batch_specs, split_micro_batches
 from kiln.runtime.donation import step_donations
 from kiln.runtime.executable import Executable
-from kiln.runtime.step_graph import GradientOptions, StepGraph, build_step_graph, expand_half_updates, hyper_value
+from kiln.runtime.step_graph import GradientOptions, StepGraph, build_step_graph, hyper_value
 from kiln.runtime.train_step import DEFAULT_PIPELINE, prepare_training_state_load
 
 Feed = Callable[[], np.ndarray]
@@ -111,7 +111,6 @@ class PipelineParallel:
         cuts = f" cuts={','.join(self.cuts)}" if self.cuts else ""
         split = f"pipeline-split{{stages={self.stages} rank={self.comm.rank}{cuts}}}"
         PassManager(f"{split},{self.pipeline}").run(step_graph.graph)
-        expand_half_updates(step_graph.graph)  # half updates as PyTorch's ops (runtime/step_graph.py)
         graph = step_graph.graph
         graph.donations = _stage_donations(joint_donations, graph.stage_inputs, graph.stage_outputs)
         kept = set(graph.stage_outputs)

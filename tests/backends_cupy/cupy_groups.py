@@ -57,8 +57,7 @@ def add_relu_f16() -> Graph:
 
 def adam_update_f16() -> Graph:
     # AdamW on float16 parameter, gradient and moments; lr a float64 scalar (compiler/ops/optim.hyper_dtype: a Python
-    # float in PyTorch). A training step expands half updates into PyTorch's op sequence before the backend sees them
-    # (runtime/step_graph.expand_half_updates); this group is the op itself, as a graph written by hand has it.
+    # float in PyTorch); widen-half writes it out as PyTorch's op sequence, whose ops the group's kernel fuses.
     types = [TensorType((64, 10), F16)] * 4 + [TensorType((), DType.f64), TensorType((), DType.i64)]
     return _graph("adam_f16", types, lambda b, w, g, m, v, lr, step: list(b.op("optim.adam_update", w, g, m, v, lr, step, decoupled=True, weight_decay=0.01)))
 
