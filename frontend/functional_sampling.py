@@ -1,5 +1,5 @@
-"""Spatial transformers: ``F.affine_grid`` (2-D and 3-D) and ``F.grid_sample`` on 4-D input, PyTorch's semantics,
-built from existing ops (no new op).
+"""Spatial transformers: ``F.affine_grid`` (2-D and 3-D) and ``F.grid_sample`` on 4-D and 5-D (volumetric) input,
+PyTorch's semantics, built from existing ops (no new op).
 
 ``affine_grid`` multiplies PyTorch's base grid (a constant of ``(x, y[, z], 1)`` rows over the output's pixels) by
 ``theta``. ``grid_sample`` follows PyTorch's CPU kernel step by step:
@@ -12,14 +12,19 @@ bicubic:  the 4 x 4 taps floor(ix) - 1 .. + 2 (each tap's coordinate padded as a
 a tap outside the image reads 0
 ```
 
-Each tap reads the input flattened to ``(N, C, H W)`` at ``iy W + ix`` with ``Tensor.gather`` (one ``take`` from the
-flattened input when every dim is static; a one-hot when the batch dim is symbolic, which costs ``H W`` per sampled
-point). Gradients come from autodiff: the input's is the gathers' scatter, the grid's flows through the tap weights
-(floor, round and the integer tap coordinates carry none), as PyTorch's backward computes them. 5-D input raises.
+5-D input ``(N, C, D, H, W)`` with a grid ``(N, D_out, H_out, W_out, 3)`` (``x, y, z``) is the same with ``iz`` along
+``D``: 'bilinear' is trilinear (the 8 taps of the cube around the point, PyTorch's ``tnw .. bse`` order), 'nearest'
+rounds all three; 'bicubic' refuses, as PyTorch's (it has no 3-D bicubic).
+
+Each tap reads the input flattened to ``(N, C, [D] H W)`` at ``([iz H +] iy) W + ix`` with ``Tensor.gather`` (one
+``take`` from the flattened input when every dim is static; a one-hot when the batch dim is symbolic, which costs
+``[D] H W`` per sampled point). Gradients come from autodiff: the input's is the gathers' scatter, the grid's flows
+through the tap weights (floor, round and the integer tap coordinates carry none), as PyTorch's backward computes them.
 """
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -36,14 +41,14 @@ CUBIC_A = -0.75
 def affine_grid(theta: Tensor, size: Sequence[int], align_corners: bool | None = None) -> Tensor:
     """The sampling grid ``(N, H, W, 2)`` of the affine maps ``theta (N, 2, 3)`` for ``size (N, C, H, W)``, or
     ``(N, D, H, W, 3)`` of ``theta (N, 3, 4)`` for ``size (N, C, D, H, W)``, as PyTorch's."""
-    size = tuple(int(s) for s in size)
+    size = tuple(s if isinstance(s, str) else int(s) for s in size)  # a symbolic batch (x.shape[0] when traced) stays
     spatial = len(size) - 2
     if spatial not in (2, 3) or theta.ndim != 3 or tuple(theta.shape[1:]) != (spatial, spatial + 1):
         raise located_error(f"affine_grid: expected a (N, 2, 3) theta with a 4-D size or a (N, 3, 4) theta with a 5-D size, got theta "
                             f"{theta.type} and size {list(size)}")
     if not theta.dtype.is_float:
         raise located_error(f"affine_grid: expected a floating-point theta, got {theta.type}")
-    if isinstance(theta.shape[0], int) and theta.shape[0] != size[0]:
+    if isinstance(theta.shape[0], int) and isinstance(size[0], int) and theta.shape[0] != size[0]:
         raise located_error(f"affine_grid: theta's batch {theta.shape[0]} does not match size[0] = {size[0]}")
     if min(size[2:]) <= 0:
         raise located_error(f"affine_grid: expected non-zero, positive output size, got {list(size)}")
@@ -70,25 +75,36 @@ def _steps(count: int, align_corners: bool) -> np.ndarray:
 @autocasts("grid_sampler")
 def grid_sample(input: Tensor, grid: Tensor, mode: str = "bilinear", padding_mode: str = "zeros", align_corners: bool | None = None) -> Tensor:
     """Sample ``input (N, C, H, W)`` at ``grid (N, H_out, W_out, 2)`` (``x, y`` in [-1, 1], outside allowed): the
-    output is ``(N, C, H_out, W_out)``. See the module docstring for the steps."""
+    output is ``(N, C, H_out, W_out)``; or ``input (N, C, D, H, W)`` at ``grid (N, D_out, H_out, W_out, 3)`` (``x, y,
+    z``), ``(N, C, D_out, H_out, W_out)`` out. See the module docstring for the steps."""
     _check_sampling(input, grid, mode, padding_mode)
     align_corners = bool(align_corners)
-    height, width = int(input.shape[2]), int(input.shape[3])
-    x, y = grid[..., 0], grid[..., 1]
+    sizes = [int(size) for size in reversed(input.shape[2:])]  # W, H[, D]: the order of the grid's coordinates
     read = _tap_reader(input)
+    unnormalized = [_unnormalize(grid[..., axis], size, align_corners) for axis, size in enumerate(sizes)]
     if mode == "bicubic":
-        return _bicubic(read, _unnormalize(x, width, align_corners), _unnormalize(y, height, align_corners),
-                        lambda c: _padded(c, width, padding_mode, align_corners), lambda c: _padded(c, height, padding_mode, align_corners))
-    ix = _padded(_unnormalize(x, width, align_corners), width, padding_mode, align_corners)
-    iy = _padded(_unnormalize(y, height, align_corners), height, padding_mode, align_corners)
+        (ix, iy), (width, height) = unnormalized, sizes
+        return _bicubic(read, ix, iy, lambda c: _padded(c, width, padding_mode, align_corners),
+                        lambda c: _padded(c, height, padding_mode, align_corners))
+    points = [_padded(c, size, padding_mode, align_corners) for c, size in zip(unnormalized, sizes)]
     if mode == "nearest":
-        return read(ix.round(), iy.round())
-    x0, y0 = ix.floor(), iy.floor()
-    x1, y1 = x0 + 1.0, y0 + 1.0
+        return read(*(c.round() for c in points))
+    return _multilinear(read, points)
+
+
+def _multilinear(read: Callable[..., Tensor], points: list[Tensor]) -> Tensor:
+    """Bi- or trilinear: the ``2^d`` corners around each point, ``x`` varying fastest (PyTorch's ``nw, ne, sw, se``
+    then ``tnw .. bse``), each weighted by the product of its distances to the opposite corner, in ``x, y, z`` order."""
+    lows = [c.floor() for c in points]
+    highs = [low + 1.0 for low in lows]
     total = None
-    for tap_x, tap_y, weight in ((x0, y0, (x1 - ix) * (y1 - iy)), (x1, y0, (ix - x0) * (y1 - iy)),
-                                 (x0, y1, (x1 - ix) * (iy - y0)), (x1, y1, (ix - x0) * (iy - y0))):
-        term = read(tap_x, tap_y) * weight.unsqueeze(1)
+    for corner in itertools.product((0, 1), repeat=len(points)):
+        sides = corner[::-1]  # (x, y[, z]): x is the last, fastest bit
+        weight = None
+        for c, low, high, side in zip(points, lows, highs, sides):
+            factor = c - low if side else high - c
+            weight = factor if weight is None else weight * factor
+        term = read(*(high if side else low for low, high, side in zip(lows, highs, sides))) * weight.unsqueeze(1)
         total = term if total is None else total + term
     return total
 
@@ -98,13 +114,15 @@ def _check_sampling(input: Tensor, grid: Tensor, mode: str, padding_mode: str) -
         raise located_error(f"grid_sample: expected mode to be 'bilinear', 'nearest' or 'bicubic', but got: '{mode}'")
     if padding_mode not in PADDING_MODES:
         raise located_error(f"grid_sample: expected padding_mode to be 'zeros', 'border', or 'reflection', but got: '{padding_mode}'")
-    if input.ndim == 5:
-        raise located_error(f"grid_sample on 5-D (volumetric) input is not supported in kiln, got {input.type}; sample each depth "
-                            "plane with a 4-D grid instead")
-    if input.ndim != 4 or grid.ndim != 4 or grid.shape[-1] != 2:
-        raise located_error(f"grid_sample expects a 4-D input (N, C, H, W) and a grid (N, H_out, W_out, 2), got {input.type} and {grid.type}")
+    if input.ndim not in (4, 5) or grid.ndim != input.ndim or grid.shape[-1] != input.ndim - 2:
+        raise located_error(f"grid_sample expects a 4-D input (N, C, H, W) with a grid (N, H_out, W_out, 2), or a 5-D input "
+                            f"(N, C, D, H, W) with a grid (N, D_out, H_out, W_out, 3), got {input.type} and {grid.type}")
+    if input.ndim == 5 and mode == "bicubic":
+        raise located_error(f"grid_sample: bicubic interpolation only supports 4-D input (PyTorch has no 3-D bicubic either), "
+                            f"got {input.type}; use mode='bilinear' (trilinear) or 'nearest'")
     if any(isinstance(d, str) for d in input.shape[1:]) or not input.dtype.is_float or grid.dtype != input.dtype:
-        raise located_error(f"grid_sample needs static C, H and W and a grid of the input's floating dtype, got {input.type} and {grid.type}")
+        raise located_error(f"grid_sample needs static C and spatial dims and a grid of the input's floating dtype, got "
+                            f"{input.type} and {grid.type}")
     if isinstance(input.shape[0], int) and isinstance(grid.shape[0], int) and input.shape[0] != grid.shape[0]:
         raise located_error(f"grid_sample: expected grid and input to have the same batch size, got {input.type} and {grid.type}")
 
@@ -117,12 +135,15 @@ def _unnormalize(coordinate: Tensor, size: int, align_corners: bool) -> Tensor:
 
 
 def _padded(coordinate: Tensor, size: int, padding_mode: str, align_corners: bool) -> Tensor:
-    """PyTorch's ``compute_coordinates``: as is (zeros), clipped (border), or reflected then clipped (reflection)."""
+    """PyTorch's ``compute_coordinates``: as is (zeros), clipped (border), or reflected then clipped (reflection).
+    As PyTorch's ``clip_coordinates_set_grad``, the clip passes the gradient only strictly inside ``(0, size - 1)``:
+    a coordinate exactly on an edge gets none."""
     if padding_mode == "zeros":
         return coordinate
     if padding_mode == "reflection":
         coordinate = _reflect(coordinate, 0, 2 * (size - 1)) if align_corners else _reflect(coordinate, -1, 2 * size - 1)
-    return coordinate.clamp(0.0, float(size - 1))
+    inside = (coordinate > 0.0) & (coordinate < float(size - 1))
+    return apply("tensor.where", inside, coordinate, coordinate.clamp(0.0, float(size - 1)).detach())
 
 
 def _reflect(coordinate: Tensor, twice_low: int, twice_high: int) -> Tensor:
@@ -136,15 +157,20 @@ def _reflect(coordinate: Tensor, twice_low: int, twice_high: int) -> Tensor:
     return apply("tensor.where", (flips % 2.0).eq(0.0), extra + low, span - extra + low)
 
 
-def _tap_reader(input: Tensor) -> Callable[[Tensor, Tensor], Tensor]:
-    """``read(ix, iy)``: the input's pixels at integer-valued coordinates ``(N, H_out, W_out)``, ``(N, C, H_out, W_out)``
-    out, zeros where a tap lies outside the image."""
-    batch, channels, height, width = input.shape
-    flat = input.reshape(batch, channels, height * width)
+def _tap_reader(input: Tensor) -> Callable[..., Tensor]:
+    """``read(ix, iy[, iz])``: the input's pixels at integer-valued coordinates ``(N, [D_out,] H_out, W_out)``,
+    ``(N, C, [D_out,] H_out, W_out)`` out, zeros where a tap lies outside the image."""
+    batch, channels, *spatial = input.shape
+    flat = input.reshape(batch, channels, int(np.prod(spatial)))
 
-    def read(ix: Tensor, iy: Tensor) -> Tensor:
-        inside = (ix >= 0.0) & (ix <= width - 1.0) & (iy >= 0.0) & (iy <= height - 1.0)
-        index = (iy.clamp(0.0, height - 1.0) * width + ix.clamp(0.0, width - 1.0)).long()
+    def read(*coordinates: Tensor) -> Tensor:
+        inside, index = None, None
+        for c, size in zip(reversed(coordinates), spatial):  # the slowest dim first: ([iz H +] iy) W + ix
+            within = (c >= 0.0) & (c <= size - 1.0)
+            clamped = c.clamp(0.0, size - 1.0)
+            inside = within if inside is None else inside & within
+            index = clamped if index is None else index * size + clamped
+        index = index.long()
         points = index.shape[1:]
         index = index.reshape(index.shape[0], 1, -1).expand(-1, channels, -1)
         values = flat.gather(2, index).reshape((index.shape[0], channels) + tuple(points))
@@ -153,7 +179,7 @@ def _tap_reader(input: Tensor) -> Callable[[Tensor, Tensor], Tensor]:
     return read
 
 
-def _bicubic(read: Callable[[Tensor, Tensor], Tensor], ix: Tensor, iy: Tensor, pad_x: Callable[[Tensor], Tensor],
+def _bicubic(read: Callable[..., Tensor], ix: Tensor, iy: Tensor, pad_x: Callable[[Tensor], Tensor],
              pad_y: Callable[[Tensor], Tensor]) -> Tensor:
     """PyTorch's bicubic: 4 rows of 4 taps around ``floor``, each row interpolated along x, then the rows along y."""
     x0, y0 = ix.floor(), iy.floor()

@@ -1,4 +1,4 @@
-"""``F.affine_grid`` (2-D, 3-D) and ``F.grid_sample`` (4-D input) against PyTorch in float64: every mode x padding
+"""``F.affine_grid`` (2-D, 3-D) and ``F.grid_sample`` (4-D input; 5-D in test_grid_sample_3d_vs_torch.py) against PyTorch in float64: every mode x padding
 mode x align_corners on grids reaching well outside [-1, 1], values and the gradients with respect to the input and
 the grid (rtol 1e-10); nearest's half-to-even rounding on exact half-pixel grids; a symbolic batch (the one-hot
 gather); a spatial transformer (affine_grid then grid_sample) differentiated through theta; the refusals."""
@@ -80,7 +80,7 @@ def test_refusals_name_the_users_line():
         kiln.trace(lambda x, g: F.grid_sample(x, g, "area"), *spec)
     with pytest.raises(TraceError, match="expected padding_mode"):
         kiln.trace(lambda x, g: F.grid_sample(x, g, padding_mode="wrap"), *spec)
-    with pytest.raises(TraceError, match="5-D .* is not supported"):
-        kiln.trace(lambda x, g: F.grid_sample(x, g), kiln.TensorSpec((2, 3, 4, 5, 6), "float64"), kiln.TensorSpec((2, 1, 4, 7, 3), "float64"))
+    with pytest.raises(TraceError, match="bicubic interpolation only supports 4-D input"):
+        kiln.trace(lambda x, g: F.grid_sample(x, g, "bicubic"), kiln.TensorSpec((2, 3, 4, 5, 6), "float64"), kiln.TensorSpec((2, 1, 4, 7, 3), "float64"))
     with pytest.raises(TraceError, match="affine_grid: expected a \\(N, 2, 3\\) theta"):
         kiln.trace(lambda t: F.affine_grid(t, (2, 3, 4, 5, 6)), kiln.TensorSpec((2, 2, 3), "float64"))
