@@ -5,9 +5,10 @@ arrays it was given) is rebuilt as a graph whose inputs are those leaves;
 the autodiff pass appends the backward; the NumPy backend compiles it after
 the usual cleanup. The compiled function is cached by the chain's structure
 (op names, attributes, types, wiring), so a training loop compiles once and
-then runs the cached function every step. It recomputes the forward from the
-leaves (the eager forward's intermediate arrays are not fed back in), the
-price of a backward that is one fused, memory-planned function.
+then runs the cached function every step. The forward results the backward
+reads (activations, a max's indices, a weight's transpose) are inputs of the
+compiled function, fed the arrays the eager forward computed, as PyTorch's
+saved tensors: the forward is not run twice.
 
 A structure's first backward is not compiled: the backward ops run one by one
 on the forward's own arrays (``eager_grad.replayed``), and a structure seen a
@@ -44,7 +45,8 @@ from kiln.runtime.eager_hooks import REACHED
 from kiln.runtime.executable import Executable
 from kiln.runtime.train_step import DEFAULT_PIPELINE, collection_paused
 
-_COMPILED: dict[Hashable, Executable] = {}
+_COMPILED: dict[Hashable, tuple[Executable, list[tuple[int, int]]]] = {}
+"""Compiled backwards by chain structure, with the forward results each is fed (``EagerChain._feed_saved``)."""
 COMPILED_LIMIT = 64
 """Compiled backwards kept (by chain structure); a 0-d constant that changes every step makes a new one each time."""
 
@@ -135,6 +137,8 @@ class EagerChain:
         graph = Graph("eager_backward")
         inputs = [graph.add_input(i.type, i.name) for i in self.inputs]
         results: dict[tuple[int, int], Value] = {}
+        self._copies: dict[int, tuple[int, int]] = {}
+        """``id`` of a graph value copied from an eager op result -> that result's (position, index) in the chain."""
         self.originals: dict[int, Value] = {id(copy): source for copy, source in zip(inputs, self.sources) if source}
         """``id`` of a graph value copied from the chain -> the eager value it copies (``kiln.autograd.grad``'s
         ``create_graph`` replays the rest)."""
@@ -151,6 +155,7 @@ class EagerChain:
                 results[(position, index)] = result
                 if (position, index) in self._results:
                     self.originals[id(result)] = self._results[(position, index)]
+                    self._copies[id(result)] = (position, index)
         outputs = [copied(v) for v in self.outputs]
         seeds = [graph.add_input(v.type, "gradient") if s else None for v, s in zip(outputs, seeded)]
         wrt = [v for v, i in zip(inputs, self.inputs) if i.trained is not None]
@@ -158,8 +163,37 @@ class EagerChain:
         self.hook_points: dict[int, Value] = {}
         """``id`` of a graph value marking a hooked value's complete cotangent -> the hooked eager value."""
         hooks = self._mark_hooked(graph) if self.hooked else None
+        forward = {id(op) for op in graph.ops}
         graph.outputs = differentiate_outputs(graph, outputs, wrt, seeds, hooks)
+        self.saved = self._feed_saved(graph, forward)
         return graph
+
+    def _feed_saved(self, graph: Graph, forward: set[int]) -> list[tuple[int, int]]:
+        """Make each forward result the backward reads an input of ``graph`` (after the seeds), fed the array the eager
+        forward computed, so the compiled backward does not recompute the forward (the cleanup drops the forward ops no
+        longer read). Returns the (position, index) of the fed results, in input order."""
+        fed: dict[tuple[int, int], Value] = {}
+
+        def saved(value: Value) -> Value:
+            reference = self._copies.get(id(value)) if value.producer is not None else None
+            if reference is None or id(value.producer) not in forward:
+                return value
+            if reference not in fed:
+                fed[reference] = graph.add_input(value.type, value.name_hint)
+                self.originals[id(fed[reference])] = self._results[reference]
+            return fed[reference]
+
+        for op in graph.ops:
+            if id(op) not in forward:
+                for index, operand in enumerate(op.operands):
+                    if saved(operand) is not operand:
+                        op.set_operand(index, saved(operand))
+        graph.outputs = [saved(value) for value in graph.outputs]
+        return list(fed)
+
+    def saved_arrays(self, saved: Sequence[tuple[int, int]]) -> list[np.ndarray]:
+        """The eager forward's arrays for ``saved`` (``_feed_saved``'s references), in this step's chain."""
+        return [ARRAYS[self._results[reference]] for reference in saved]
 
     @property
     def hooked(self) -> bool:
@@ -315,12 +349,15 @@ def _key(chain: EagerChain, seeds: Sequence[np.ndarray | None]) -> Hashable:
 def run_backward(chain: EagerChain, seeds: Sequence[np.ndarray | None]) -> list[np.ndarray]:
     """The chain's gradients from its compiled backward, compiled on a new key only."""
     key = _key(chain, seeds)
-    executable = _COMPILED.get(key)
-    if executable is None:
+    compiled = _COMPILED.get(key)
+    if compiled is None:
         if len(_COMPILED) >= COMPILED_LIMIT:
             del _COMPILED[next(iter(_COMPILED))]  # the oldest: a loop reuses one or two
-        executable = _COMPILED[key] = _compile(chain.graph(key[1]))
-    return executable(*[i.array for i in chain.inputs], *[seed for seed in seeds if seed is not None])
+        graph = chain.graph(key[1])
+        compiled = _COMPILED[key] = (_compile(graph), chain.saved)
+    executable, saved = compiled
+    return executable(*[i.array for i in chain.inputs], *[seed for seed in seeds if seed is not None],
+                      *chain.saved_arrays(saved))
 
 
 def _seed(loss: Any, gradient: Any) -> np.ndarray | None:
