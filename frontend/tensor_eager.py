@@ -176,13 +176,17 @@ class EagerMethods:
 
     def backward(self, gradient: Any = None, retain_graph: Any = None, create_graph: bool = False, inputs: Any = None) -> None:
         """Accumulate d(self)/d(parameter) into each trained parameter's ``.grad``, as PyTorch's ``backward``
-        (``gradient`` weighs a non-scalar tensor; ``inputs`` limits which parameters receive one)."""
+        (``gradient`` weighs a non-scalar tensor; ``inputs`` limits which parameters receive one). With
+        ``create_graph=True`` each ``.grad`` becomes an eager tensor that keeps its chain, so a later backward
+        differentiates through it (``runtime/eager_create_graph.py``)."""
         if eager_array(self) is None:
             raise located_error("backward() of a traced tensor: inside a trace, the training step differentiates the loss "
                                 "(kiln.compile_train_step), or use kiln.grad; backward() works on eager tensors, outside a trace")
         if create_graph:
-            raise located_error("backward(create_graph=True): higher-order eager gradients are not supported; use "
-                                "kiln.grad, which composes with itself")
+            from kiln.runtime.eager_create_graph import backward_with_graph  # lazily: the runtime builds on the frontend
+
+            backward_with_graph(self, gradient, inputs)
+            return
         from kiln.runtime.eager_backward import backward  # lazily: the runtime builds on the frontend
 
         backward(self, gradient, inputs)
