@@ -11,8 +11,10 @@ out, H_v = hvp(f, (a, b), (va, vb))             # a tuple of inputs gives tuples
 Each is one of ``kiln.jacrev``/``hessian``/``vjp``/``jvp`` (compiled once per
 signature), taking tensors or arrays and giving eager tensors, with PyTorch's
 argument conventions: ``inputs`` is a tensor or a tuple of them, and so is
-the result where PyTorch's is. ``create_graph=True`` is refused here (use
-``kiln.autograd.grad(..., create_graph=True)``); ``strict``, ``vectorize`` and
+the result where PyTorch's is. With ``create_graph=True`` they run eagerly
+instead, giving tensors that keep their chain, so a later ``backward()`` or
+``kiln.autograd.grad`` differentiates through them
+(``runtime/autograd_functional_graph.py``). ``strict``, ``vectorize`` and
 ``strategy`` change nothing (the Jacobian is always one vectorized pullback).
 """
 
@@ -22,7 +24,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from kiln.frontend.trace import located_error
+from kiln.runtime.autograd_functional_graph import (hessian_with_graph, jacobian_with_graph, jvp_with_graph,
+                                                    ones_for, vhp_with_graph, vjp_with_graph)
 from kiln.runtime.eager_transforms import as_eager
 from kiln.runtime.forward_mode import jvp as _jvp, vjp as _vjp
 from kiln.runtime.grad import grad as _grad
@@ -34,42 +37,47 @@ def jacobian(func: Callable[..., Any], inputs: Any, create_graph: bool = False, 
              vectorize: bool = False, strategy: str = "reverse-mode") -> Any:
     """d func / d inputs: for one input and one output, shape ``output.shape + input.shape``; a tuple of inputs
     gives a tuple per output (nested, as PyTorch's)."""
-    _no_graph(create_graph, "jacobian")
     args, single = _inputs(inputs)
+    if create_graph:
+        return jacobian_with_graph(func, args, single)
     return as_eager(_jacrev(func, 0 if single else tuple(range(len(args))))(*args))
 
 
 def hessian(func: Callable[..., Any], inputs: Any, create_graph: bool = False, strict: bool = False,
             vectorize: bool = False, outer_jacobian_strategy: str = "reverse-mode") -> Any:
     """The Hessian of scalar ``func``: shape ``input.shape + input.shape`` (``H[i][j]`` for a tuple of inputs)."""
-    _no_graph(create_graph, "hessian")
     args, single = _inputs(inputs)
+    if create_graph:
+        return hessian_with_graph(func, args, single)
     return as_eager(_hessian(func, 0 if single else tuple(range(len(args))))(*args))
 
 
 def vjp(func: Callable[..., Any], inputs: Any, v: Any = None, create_graph: bool = False, strict: bool = False) -> Any:
     """``(func(inputs), v^T J)``; ``v`` may be omitted for a scalar output."""
-    _no_graph(create_graph, "vjp")
     args, single = _inputs(inputs)
+    if create_graph:
+        return vjp_with_graph(func, args, single, v)
     outputs, pullback = _vjp(func, *args)
-    cotangent = _ones_like(outputs, "vjp") if v is None else _cast_like(v, outputs)
+    cotangent = ones_for(outputs, "vjp") if v is None else _cast_like(v, outputs)
     grads = pullback(cotangent)
     return as_eager(outputs), as_eager(grads[0] if single else tuple(grads))
 
 
 def jvp(func: Callable[..., Any], inputs: Any, v: Any = None, create_graph: bool = False, strict: bool = False) -> Any:
     """``(func(inputs), J v)``; ``v`` may be omitted for a single-element input."""
-    _no_graph(create_graph, "jvp")
     args, single = _inputs(inputs)
-    tangents = _cast_like(_inputs(v)[0], args) if v is not None else [_ones_like(a, "jvp") for a in args]
+    if create_graph:
+        return jvp_with_graph(func, args, single, v)
+    tangents = _cast_like(_inputs(v)[0], args) if v is not None else [ones_for(a, "jvp") for a in args]
     outputs, pushed = _jvp(func, tuple(args), tuple(tangents))
     return as_eager(outputs), as_eager(pushed)
 
 
 def hvp(func: Callable[..., Any], inputs: Any, v: Any, create_graph: bool = False, strict: bool = False) -> Any:
     """``(func(inputs), H v)`` for scalar ``func``: forward mode over its gradient."""
-    _no_graph(create_graph, "hvp")
     args, single = _inputs(inputs)
+    if create_graph:
+        return vhp_with_graph(func, args, single, v, "hvp")  # H v = v^T H: the Hessian is symmetric
     tangents = _cast_like(_inputs(v)[0], args)
     argnums = 0 if single else tuple(range(len(args)))
     _, pushed = _jvp(_grad(func, argnums), tuple(args), tuple(tangents))
@@ -95,21 +103,6 @@ def _cast_like(given: Any, like: Any) -> Any:
     if len(leaves) != len(targets):
         return given  # the transform says what is wrong
     return unflatten(structure, [np.asarray(a, dtype=np.asarray(t).dtype) for a, t in zip(leaves, targets)])
-
-
-def _ones_like(value: Any, who: str) -> Any:
-    array = np.asarray(value)
-    if array.size != 1:
-        raise located_error(f"kiln.autograd.functional.{who}: v can be omitted only when it has one element; the value "
-                            f"has shape {array.shape}, so pass v of that shape")
-    return np.ones_like(array)
-
-
-def _no_graph(create_graph: bool, who: str) -> None:
-    if create_graph:
-        raise located_error(f"kiln.autograd.functional.{who}(create_graph=True) is not supported: its result is not "
-                            "differentiable again; use kiln.autograd.grad(..., create_graph=True), or nest kiln.grad/"
-                            "kiln.jacrev, which compose")
 
 
 __all__ = ["hessian", "hvp", "jacobian", "jvp", "vhp", "vjp"]
