@@ -35,8 +35,9 @@ def array_protocol(array: np.ndarray, dtype: Any, copy: Any) -> np.ndarray:
 class EagerMethods:
     """Reading values and ``backward``; ``Tensor`` inherits them before ``TorchMethods`` (whose forms refuse)."""
 
-    grad: np.ndarray | None = None
-    """What ``backward()`` accumulated for an eager tensor marked by ``requires_grad_()`` or ``retain_grad()``."""
+    grad: Any = None
+    """What ``backward()`` accumulated for an eager tensor marked by ``requires_grad_()`` or ``retain_grad()``: an
+    array, or after ``backward(create_graph=True)`` an eager tensor that keeps its chain."""
 
     def requires_grad_(self, requires_grad: bool = True) -> Any:
         """Eagerly, ``backward()`` then fills this tensor's ``.grad`` (PyTorch's leaf tensors); traced, it changes
