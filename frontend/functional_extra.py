@@ -27,6 +27,7 @@ import numpy as np
 
 from kiln.frontend.functional_half import in_opmath
 from kiln.frontend.eager_values import eager_array
+from kiln.frontend.embedding_options import renormalize_rows
 from kiln.frontend.functional_conv import conv_transpose2d, single_size
 from kiln.frontend.functional_conv3d import avg_pool3d, batched_volume, max_pool3d, triple
 from kiln.frontend.functional_nn import (_pair, avg_pool2d, batched_pool_input, embedding_padding_index, like_pool_input, max_pool2d, pad,
@@ -311,7 +312,9 @@ def embedding_bag(input: Tensor, weight: Tensor, offsets: Any = None, max_norm: 
     """The sum, mean or max of bags of ``weight``'s rows: ``(B, L)`` indices (each row a bag), or ``(T,)`` indices with
     ``offsets`` (``B`` bag starts, or ``B + 1`` with ``include_last_offset``). ``per_sample_weights`` scales each row
     (``mode='sum'``); ``padding_idx`` entries leave their bag and the mean's count; an empty bag gives zeros."""
-    _check_bag_options(input, weight, mode, max_norm, scale_grad_by_freq, sparse, per_sample_weights)
+    _check_bag_options(input, weight, mode, scale_grad_by_freq, sparse, per_sample_weights)
+    if max_norm is not None:
+        renormalize_rows(input, weight, max_norm, norm_type, "embedding_bag")
     rows = apply("tensor.take", weight, input, axis=0)
     if input.ndim == 2:
         if offsets is not None:
@@ -329,12 +332,12 @@ def embedding_bag(input: Tensor, weight: Tensor, offsets: Any = None, max_norm: 
     return in_opmath(lambda r, w: _reduce_bags(r, included, mode, w), rows, per_sample_weights)
 
 
-def _check_bag_options(input, weight, mode, max_norm, scale_grad_by_freq, sparse, per_sample_weights) -> None:
+def _check_bag_options(input, weight, mode, scale_grad_by_freq, sparse, per_sample_weights) -> None:
     if mode not in ("sum", "mean", "max"):
         raise located_error(f"embedding_bag: mode has to be one of sum, mean or max, got {mode!r}")
-    if max_norm is not None or scale_grad_by_freq or sparse:
-        raise located_error("embedding_bag: max_norm (an in-place renormalization), scale_grad_by_freq and sparse=True are not "
-                            "supported; leave them at None, False and False")
+    if scale_grad_by_freq or sparse:
+        raise located_error("embedding_bag: scale_grad_by_freq and sparse=True are not supported; leave them at False (for "
+                            "frequency-scaled gradients, nn.Embedding(scale_grad_by_freq=True) and a sum over each bag)")
     if weight.ndim != 2 or input.ndim not in (1, 2) or not input.dtype.is_int:
         raise located_error(f"embedding_bag expects integer (B, L) or (T,) indices and a 2-D weight, got {input.type} and {weight.type}")
     if per_sample_weights is not None and (mode != "sum" or tuple(per_sample_weights.shape) != tuple(input.shape)):

@@ -22,6 +22,7 @@ from kiln.frontend.trace import located_error
 from kiln.frontend.tensor_inplace import honors_inplace
 from kiln.frontend.autocast import autocasts
 from kiln.frontend.functional_half import mixed_norm
+from kiln.frontend.embedding_options import frequency_scaled, renormalize_rows
 from kiln.frontend.autocast_policy import pads_from_edges_on_list
 
 
@@ -105,8 +106,13 @@ def embedding(input: Tensor, weight: Tensor, padding_idx: int | None = None, max
               scale_grad_by_freq: bool = False, sparse: bool = False) -> Tensor:
     """Rows of ``weight`` picked by integer ``input``: ``(..., ) -> (..., embedding_dim)``. The ``padding_idx`` row
     gets no gradient, as in PyTorch: positions holding it read the row through ``stop_gradient``."""
-    _check_embedding_options(max_norm, scale_grad_by_freq, sparse)
+    _check_embedding_options(sparse)
+    if max_norm is not None:
+        renormalize_rows(input, weight, max_norm, norm_type, "embedding")
     rows = apply("tensor.take", weight, input, axis=0)
+    if scale_grad_by_freq:
+        rows = frequency_scaled(rows, input if isinstance(input, Tensor) else apply("tensor.constant", value=np.asarray(input)),
+                                weight.shape[0])
     if padding_idx is None:
         return rows
     padding_idx = embedding_padding_index(padding_idx, weight.shape[0])
@@ -114,12 +120,7 @@ def embedding(input: Tensor, weight: Tensor, padding_idx: int | None = None, max
     return apply("tensor.where", keep, rows, rows.detach())
 
 
-def _check_embedding_options(max_norm: float | None, scale_grad_by_freq: bool, sparse: bool) -> None:
-    if max_norm is not None:
-        raise TraceError("embedding: max_norm renormalizes the weight in place during the forward pass in PyTorch; a "
-                         "traced graph is pure, so renormalize the rows between steps (kiln.nn.init-style, on weight.data)")
-    if scale_grad_by_freq:
-        raise TraceError("embedding: scale_grad_by_freq is not supported; scale the loss per token instead")
+def _check_embedding_options(sparse: bool) -> None:
     if sparse:
         raise TraceError("embedding: sparse=True gradients are not supported; kiln computes the dense gradient (sparse=False)")
 

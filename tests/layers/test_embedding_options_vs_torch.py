@@ -73,7 +73,6 @@ def test_from_pretrained_needs_a_matrix():
 
 
 @pytest.mark.parametrize(("option", "message"), [({"max_norm": 1.0}, "renormalizes the weight in place"),
-                                                 ({"scale_grad_by_freq": True}, "scale_grad_by_freq is not supported"),
                                                  ({"sparse": True}, "dense gradient")])
 def test_refused_options_say_why_when_traced(option, message):
     module = nn.Embedding(6, 3, **option)
