@@ -133,12 +133,21 @@ class Parameter(Tensor):
 
 
 def clear_grads(parameters: Any, set_to_none: bool) -> None:
-    """``zero_grad``: each parameter's ``.grad`` to None, or to zeros (``set_to_none=False``) where it has one."""
+    """``zero_grad``: each parameter's ``.grad`` to None, or to zeros (``set_to_none=False``) where it has one (a
+    ``.grad`` with a chain is detached first, as PyTorch's)."""
     for parameter in parameters:
         if set_to_none or parameter.grad is None:
             parameter.grad = None
         else:
-            parameter.grad[...] = 0
+            grad_array(parameter)[...] = 0
+
+
+def grad_array(parameter: Any) -> np.ndarray:
+    """``parameter.grad`` as the array an in-place write (clipping, unscaling, zeroing) changes. A ``.grad`` that is a
+    tensor with a chain (``backward(create_graph=True)``) becomes its values first: PyTorch writes it under no_grad."""
+    if not isinstance(parameter.grad, np.ndarray):
+        parameter.grad = torch_array(np.array(parameter.grad))
+    return parameter.grad
 
 
 def _kept_after_the_trace(tensor: Tensor) -> Tensor:

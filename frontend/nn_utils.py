@@ -12,8 +12,7 @@ import numpy as np
 from kiln.compiler.errors import KilnError
 from kiln.compiler.ir.types import DType
 from kiln.frontend.eager_values import eager_leaf
-from kiln.frontend.module import Parameter
-from kiln.frontend.torch_array import torch_array
+from kiln.frontend.module import Parameter, grad_array
 
 
 def parameters_to_vector(parameters: Iterable[Parameter]) -> np.ndarray:
@@ -107,19 +106,11 @@ def clip_grad_value_(parameters: Any, clip_value: float, foreach: Any = None) ->
 def _grads(parameters: Any, helper: str, option: str, what: str) -> list[np.ndarray]:
     """The ``.grad`` arrays of ``parameters`` that have one; none at all is an error that says where clipping goes."""
     parameters = [parameters] if isinstance(parameters, Parameter) else list(parameters)
-    grads = [_array_grad(p) for p in parameters if p.grad is not None]
+    grads = [grad_array(p) for p in parameters if p.grad is not None]
     if parameters and not grads:
         raise KilnError(f"{helper}: no parameter has a .grad to clip: call loss.backward() first in an eager loop; a compiled "
                         f"step clips inside its graph: pass {option} to kiln.compile_train_step ({what})")
     return grads
-
-
-def _array_grad(parameter: Parameter) -> np.ndarray:
-    """``parameter.grad`` as the array clipping writes in place. A ``.grad`` that is a tensor with a chain
-    (``backward(create_graph=True)``) becomes its values first, as PyTorch's clipping, under no_grad, records nothing."""
-    if not isinstance(parameter.grad, np.ndarray):
-        parameter.grad = torch_array(np.array(parameter.grad))
-    return parameter.grad
 
 
 __all__ = ["clip_grad_norm", "clip_grad_norm_", "clip_grad_value_", "parameters_to_vector", "vector_to_parameters"]

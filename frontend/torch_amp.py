@@ -47,6 +47,7 @@ from typing import Any, Callable
 import numpy as np
 
 from kiln.compiler.ir.types import DType
+from kiln.frontend.module import grad_array
 from kiln.frontend.autocast import Region, cache_enabled, cast_floating, enter_region, excluded, exit_region, region_dtype, region_enabled
 
 _DEVICE_TYPES = ("cpu", "cuda", "ipu", "xpu", "mkldnn", "opengl", "opencl", "ideep", "hip", "ve", "fpga", "maia", "xla", "lazy",
@@ -224,8 +225,8 @@ class GradScaler:
             raise RuntimeError("unscale_() is being called after step().")
         if id(optimizer) in self._found_inf:
             raise RuntimeError("unscale_() has already been called on this optimizer since the last update().")
-        gradients = [grad for group in optimizer.param_groups for param in group["params"]
-                     if (grad := getattr(param, "grad", None)) is not None]
+        gradients = [grad_array(param) for group in optimizer.param_groups for param in group["params"]
+                     if getattr(param, "grad", None) is not None]
         if any(np.asarray(grad).dtype == np.float16 for grad in gradients):
             raise ValueError("Attempting to unscale FP16 gradients.")
         inverse = np.float32(1.0 / self._scale)  # torch: the reciprocal in float64, rounded to float32

@@ -70,6 +70,32 @@ def test_clipping_chained_grads_scales_their_values_as_torch():
     _assert_grads_match(net, twin)
 
 
+def test_zero_grad_keeping_chained_grads_detaches_them_as_torch():
+    torch, net, twin, x, y = _twins(13)
+    for model, lib in ((net, kiln), (twin, torch)):
+        _loss(model, lib, x, y).backward(create_graph=True)
+        model.zero_grad(set_to_none=False)
+    for p, q in zip(net.parameters(), twin.parameters()):
+        assert not q.grad.requires_grad and isinstance(p.grad, np.ndarray)  # detached: the array a plain backward gives
+        np.testing.assert_array_equal(np.asarray(p.grad), 0)
+    _loss(net, kiln, x, y).backward()
+    _loss(twin, torch, x, y).backward()
+    _assert_grads_match(net, twin)
+
+
+def test_grad_scaler_unscales_chained_grads_as_torch():
+    torch, net, twin, x, y = _twins(14)
+    for model, lib in ((net, kiln), (twin, torch)):
+        optimizer = lib.optim.SGD(model.parameters(), lr=0.1)
+        scaler = lib.amp.GradScaler("cpu", init_scale=64.0)
+        scaler.scale(_loss(model, lib, x, y)).backward(create_graph=True)
+        scaler.unscale_(optimizer)
+        scaler.step(optimizer)
+    _assert_grads_match(net, twin)
+    for p, q in zip(net.parameters(), twin.parameters()):
+        np.testing.assert_allclose(np.asarray(p.data), q.detach().numpy(), rtol=1e-12, atol=1e-12)
+
+
 def _functional_net(lib, F, params, x):
     w1, b1, w2, b2 = params
     return F.linear(lib.tanh(F.linear(x, w1, b1)), w2, b2)
