@@ -22,6 +22,7 @@ E = kiln.linalg.matrix_exp(A)
   factorization, as PyTorch's; ``inv_ex`` and ``solve_ex`` return NaN (PyTorch's are LAPACK's divisions by the zero
   pivot, inf or NaN by the order of its operations).
 - ``eig``/``eigvals`` refuse: kiln has no complex dtype; ``eigh`` covers symmetric matrices.
+- The LDL^T factorization of symmetric indefinite matrices (``ldl_factor``, ``ldl_solve``) is ``frontend/linalg_ldl.py``.
 
 Gradients follow PyTorch's: the ops' VJPs (``compiler/autodiff/rules_linalg_factor.py``; ``qr`` in mode ``"r"``
 and ``"complete"`` with more rows than columns refuse, as PyTorch), autodiff through the compositions.

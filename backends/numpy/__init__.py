@@ -17,6 +17,7 @@ from kiln.backends.numpy import lowering_reduce_prod  # noqa: F401  (registers i
 from kiln.backends.numpy import lowering_linalg  # noqa: F401  (registers the linalg kernels into NUMPY)
 from kiln.backends.numpy import lowering_linalg_factor  # noqa: F401  (registers the QR, LU and matrix_exp kernels)
 from kiln.backends.numpy import lowering_linalg_spectral  # noqa: F401  (registers eigh's and svd's kernels into NUMPY)
+from kiln.backends.numpy import lowering_linalg_ldl  # noqa: F401  (registers the LDL^T factor and solve kernels)
 from kiln.backends.numpy import lowering_scan  # noqa: F401  (registers the running-scan kernels into NUMPY)
 from kiln.compiler.ir.core import Graph, clone_graph
 from kiln.compiler.ops.registry import lookup

@@ -18,6 +18,7 @@ NO_ONNX_OP = ("linalg.inv", "linalg.solve", "linalg.cholesky", "linalg.solve_tri
 NO_ONNX_OP += ("linalg.qr_q", "linalg.qr_r", "linalg.lu_factor", "linalg.lu_pivots", "linalg.pivots_to_permutation",
                "linalg.matrix_exp", "linalg.cholesky_info", "linalg.checked")  # compiler/ops/linalg_factor.py
 NO_ONNX_OP += ("linalg.eigh", "linalg.svd")  # the spectral ops (compiler/ops/linalg_spectral.py): no ONNX op either
+NO_ONNX_OP += ("linalg.ldl_factor", "linalg.ldl_pivots", "linalg.ldl_solve")  # compiler/ops/linalg_ldl.py
 
 
 def _where(op: Op) -> str:

@@ -19,7 +19,7 @@ from kiln.compiler.ir.core import Op, Value
 
 ONE_OPERAND = ("linalg.inv", "linalg.det", "linalg.logabsdet", "linalg.det_sign", "linalg.cholesky", "linalg.cholesky_info",
                "linalg.eigh", "linalg.svd", "linalg.qr_q", "linalg.qr_r", "linalg.lu_factor", "linalg.lu_pivots",
-               "linalg.matrix_exp", "linalg.pivots_to_permutation")
+               "linalg.matrix_exp", "linalg.pivots_to_permutation", "linalg.ldl_factor", "linalg.ldl_pivots")
 
 
 @batching_rule(*ONE_OPERAND)

@@ -247,3 +247,7 @@ LINALG_ROWS += [
     OpRow("linalg.cholesky_info", _cholesky_info, SQUARE_CASES, symmetric_mixed, differentiable=False),
     OpRow("linalg.checked", lambda x, info, **attrs: x, CHECKED_CASES, passing_check),
 ]
+
+from ops3.op_rows_linalg_ldl import LDL_ROWS  # noqa: E402  (the LDL^T rows: compiler/ops/linalg_ldl.py)
+
+LINALG_ROWS += LDL_ROWS
