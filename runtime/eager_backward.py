@@ -243,21 +243,26 @@ def backward(loss: Any, gradient: Any = None, inputs: Any = None) -> None:
     """Add d(loss)/d(parameter) (weighted by ``gradient`` for a non-scalar loss) to each trained parameter's ``.grad``,
     and d(loss)/d(tensor) to each marked tensor's (``requires_grad_()``, ``retain_grad()``) the loss depends on.
     ``inputs`` (parameters or eager tensors) limits the accumulation to those."""
+    chain, owners = backward_chain(loss, inputs, "backward()")
+    grads = gradients(chain, [_seed(loss, gradient)])
+    for owner, grad in _per_owner(owners, grads):
+        _accumulate(owner, grad)
+    after_accumulation(chain.trained)
+
+
+def backward_chain(loss: Any, inputs: Any, what: str) -> tuple[EagerChain, list[Any]]:
+    """The chain ``loss.backward(inputs=inputs)`` differentiates, and the owner of each gradient it gives (its trained
+    parameters' reads, then the reached marked tensors), or a clear error if there is none."""
     chosen = None if inputs is None else list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
     wanted = None if chosen is None else {id(p) for p in chosen if isinstance(p, Parameter)}
     marked = _marked(loss.value) if chosen is None else [t for t in chosen if not isinstance(t, Parameter)]
     chain = EagerChain([loss.value], wanted, [t.value for t in marked])
-    trained = chain.trained
-    reached = [t for t, value in zip(marked, chain.targets) if value is not None]
-    if not trained and not reached:
-        raise located_error("backward(): the tensor does not depend on any parameter that requires a gradient (a float "
+    owners = [*chain.trained, *[t for t, value in zip(marked, chain.targets) if value is not None]]
+    if not owners:
+        raise located_error(f"{what}: the tensor does not depend on any parameter that requires a gradient (a float "
                             "kiln.nn.Parameter with requires_grad=True) or on a tensor marked by requires_grad_(), so "
                             "there is nothing to differentiate")
-    seeds = [_seed(loss, gradient)]
-    grads = gradients(chain, seeds)
-    for owner, grad in _per_owner([*trained, *reached], grads):
-        _accumulate(owner, grad)
-    _after_accumulation(trained)
+    return chain, owners
 
 
 def _per_owner(owners: list[Any], grads: Sequence[Any]) -> list[tuple[Any, np.ndarray]]:
@@ -293,7 +298,7 @@ def after_backward(owner: Any, callback: Callable[[list[Parameter]], None]) -> N
     _AFTER_BACKWARD[owner] = callback
 
 
-def _after_accumulation(trained: list[Parameter]) -> None:
+def after_accumulation(trained: list[Parameter]) -> None:
     """Each parameter's ``register_post_accumulate_grad_hook`` hooks (once per parameter), then the callbacks."""
     seen: set[int] = set()
     for parameter in trained:

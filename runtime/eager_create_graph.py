@@ -32,33 +32,18 @@ from typing import Any, Sequence
 from kiln.frontend.eager_values import eager_value
 from kiln.frontend.module import Parameter
 from kiln.frontend.trace import TraceContext, located_error
-from kiln.runtime.eager_backward import EagerChain, _after_accumulation, _marked, seed_array
+from kiln.runtime.eager_backward import after_accumulation, backward_chain, seed_array
 from kiln.runtime.eager_grad import replayed
 
 
 def backward_with_graph(loss: Any, gradient: Any = None, inputs: Any = None) -> None:
     """``loss.backward(gradient, inputs=inputs, create_graph=True)``: add d(loss)/d(owner), as an eager tensor with a
     chain, to the ``.grad`` of each trained parameter and marked tensor the loss depends on (or of ``inputs``)."""
-    chain, owners = _chain_and_owners(loss, inputs)
+    chain, owners = backward_chain(loss, inputs, "backward(create_graph=True)")
     grads = replayed(chain, [_seed(loss, gradient)])
     for owner, grad in _per_owner(owners, grads):
         accumulate_with_graph(owner, grad)
-    _after_accumulation(chain.trained)
-
-
-def _chain_and_owners(loss: Any, inputs: Any) -> tuple[EagerChain, list[Any]]:
-    """The loss's chain differentiated as a plain ``backward()`` differentiates it, and the owner of each gradient it
-    gives (its trained parameters' reads, then the reached marked tensors), or a clear error if there is none."""
-    chosen = None if inputs is None else list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
-    wanted = None if chosen is None else {id(p) for p in chosen if isinstance(p, Parameter)}
-    marked = _marked(loss.value) if chosen is None else [t for t in chosen if not isinstance(t, Parameter)]
-    chain = EagerChain([loss.value], wanted, [t.value for t in marked])
-    owners = [*chain.trained, *[t for t, value in zip(marked, chain.targets) if value is not None]]
-    if not owners:
-        raise located_error("backward(create_graph=True): the tensor does not depend on any parameter that requires a "
-                            "gradient (a float kiln.nn.Parameter with requires_grad=True) or on a tensor marked by "
-                            "requires_grad_(), so there is nothing to differentiate")
-    return chain, owners
+    after_accumulation(chain.trained)
 
 
 def _seed(loss: Any, gradient: Any) -> Any:
