@@ -12,6 +12,8 @@ batched_matmul(cupy, p.swapaxes(-1, -2), g)   # one cublasGemmStridedBatchedEx, 
 
 A batch of rows times a matrix (``(..., M, K) @ (K, N)``) is one 2-D GEMM over the stacked rows. What cuBLAS cannot
 read in place (no unit stride, batch strides that do not merge, other dtypes) goes to ``cupy.matmul`` as before.
+float16 goes in as float16 (``CUDA_R_16F``) and is summed in float32 (``CUBLAS_COMPUTE_32F``, float32 alpha and
+beta), as ``cupy.matmul`` computes it, so a batched float16 product reads transposed operands in place too.
 
 cuBLAS is column-major: a row-major ``X`` with row stride ``s`` is the column-major ``X^T`` with leading dimension
 ``s``. So ``C = A B`` (row-major, contiguous) is computed as ``C^T = B^T A^T``: ``B`` is the first operand.
@@ -25,10 +27,12 @@ from typing import Any, Callable
 
 import numpy as np
 
+from kiln.compiler.ir.types import dim_value
+
 OP_N, OP_T = 0, 1
 """cuBLAS's ``CUBLAS_OP_N`` and ``CUBLAS_OP_T``."""
-CUDA_DTYPES = {np.dtype(np.float32): 0, np.dtype(np.float64): 1}
-"""``CUDA_R_32F`` and ``CUDA_R_64F``."""
+CUDA_DTYPES = {np.dtype(np.float32): 0, np.dtype(np.float64): 1, np.dtype(np.float16): 2}
+"""``CUDA_R_32F``, ``CUDA_R_64F`` and ``CUDA_R_16F`` (float16 products accumulate in float32: ``compute_type``)."""
 
 
 @dataclass(frozen=True)
@@ -93,7 +97,8 @@ def _gemm_strided_batched(dtype: np.dtype, first: Layout, second: Layout, out: A
     from cupy.cuda import device
     from cupy_backends.cuda.libs import cublas
 
-    one, zero = np.ones((), dtype), np.zeros((), dtype)  # host scalars, alive for the call
+    scalar = np.float32 if dtype == np.float16 else dtype  # alpha and beta in the compute type (float for float16)
+    one, zero = np.ones((), scalar), np.zeros((), scalar)  # host scalars, alive for the call
     batch = math.prod(out.shape[:-2])
     cublas.gemmStridedBatchedEx(
         device.get_cublas_handle(), first.op, second.op, m, n, k, one.ctypes.data,
@@ -103,11 +108,14 @@ def _gemm_strided_batched(dtype: np.dtype, first: Layout, second: Layout, out: A
 
 
 def compute_type(cublas: Any, dtype: np.dtype) -> int:
-    """float64, float32, or TF32 where ``set_tf32`` turned it on (CuPy's own float32 setting, read per call)."""
+    """float64; float32, or TF32 where ``set_tf32`` turned it on (CuPy's own float32 setting, read per call); float32
+    for float16 (what ``cupy.matmul`` picks for float16: float16 in and out, summed in float, rounded once)."""
     from cupy._core import _routines_linalg as linalg
 
     if dtype == np.float64:
         return cublas.CUBLAS_COMPUTE_64F
+    if dtype == np.float16:
+        return cublas.CUBLAS_COMPUTE_32F
     tf32 = linalg.get_compute_type(np.float32) == linalg.COMPUTE_TYPE_TF32
     return cublas.CUBLAS_COMPUTE_32F_FAST_TF32 if tf32 else cublas.CUBLAS_COMPUTE_32F
 
@@ -122,9 +130,11 @@ def batch_walkable(shape: tuple[int, ...], strides: list[int]) -> bool:
     return len(shape) < 3 or merged_batch_stride(tuple(shape[:-2]), list(strides[:-2]), tuple(shape[:-2])) is not None
 
 
-def transpose_copies(shape: tuple[int, ...], perm: tuple[int, ...] | None) -> bool:
+def transpose_copies(shape: tuple[Any, ...], perm: tuple[int, ...] | None) -> bool:
     """Whether ``device_transpose`` copies the transpose of a C-contiguous ``shape``: when the transposed batch axes
-    take more than one stride, as splitting heads does (``(N, T, H, E) -> (N, H, T, E)``). ``None``: axes reversed."""
+    take more than one stride, as splitting heads does (``(N, T, H, E) -> (N, H, T, E)``). ``None``: axes reversed.
+    Symbolic dims count as 2 (a batch of more than one)."""
+    shape = tuple(dim_value(d, {}, default=2) for d in shape)
     perm = tuple(reversed(range(len(shape)))) if perm is None else perm
     strides = [math.prod(shape[i + 1:]) for i in range(len(shape))]
     return not batch_walkable(tuple(shape[p] for p in perm), [strides[p] for p in perm])
