@@ -37,7 +37,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from kiln.backends.cupy.expressions import CUPY_TYPES, REDUCTIONS, STORAGE_TYPES, c_expression, c_type, to_half
+from kiln.backends.cupy.expressions import CUPY_TYPES, REDUCTIONS, STORAGE_TYPES, c_expression, c_type, round_to_half, to_half
 from kiln.compiler.errors import LoweringError
 from kiln.compiler.ir.core import Op
 from kiln.compiler.ir.types import DType, TensorType
@@ -235,23 +235,36 @@ def group_kernels(op: Op) -> GroupKernels:
     if op.name == "fused.matmul":
         return epilogue_kernels(op)
     body = _group_body(op)
-    last = body.ops[-1]
-    reduced = last[3] if has_trait(last[0], "reduction") else None
+    sink = reduction_sink(body.ops)
     positions = _positions(body)
-    calls = _elementwise_calls("ew", body, [s for s in body.outputs if s != reduced], positions, _structure(op))
-    if reduced is not None:
-        calls.append(_reduction_call(op, body, positions))
+    tail = [o[3] for o in body.ops[sink:]] if sink is not None else []
+    if any(s in tail[:-1] for s in body.outputs):
+        raise LoweringError(f"{op.name} {list(op.attrs['ops'])} yields a value between its reduction and the casts after it")
+    calls = _elementwise_calls("ew", body, [s for s in body.outputs if s not in tail], positions, _structure(op))
+    if sink is not None:
+        calls.append(_reduction_call(op, body, sink, positions))
     return GroupKernels(tuple(calls))
 
 
-def _reduction_call(op: Op, body: _Body, positions: dict[int, int]) -> KernelCall:
-    reduce_name, (operand,), attrs, result = body.ops[-1]
-    cone = _cone(_Body(body.inputs, body.ops[:-1], (), body.types), (operand,))
+def reduction_sink(ops: Any) -> int | None:
+    """The index of the group's reduction, or ``None``: its last sub-op, or the one before a chain of casts that each
+    read the previous result (applied to the reduced value as it is stored: a float16 bias gradient summed in
+    float and stored as half, no cast kernel after it). ``ops``: a body's ``(name, args, attrs, slot)`` sub-ops."""
+    index = len(ops) - 1
+    while index > 0 and ops[index][0] == "tensor.cast" and tuple(ops[index][1]) == (ops[index - 1][3],):
+        index -= 1
+    return index if ops and has_trait(ops[index][0], "reduction") else None
+
+
+def _reduction_call(op: Op, body: _Body, sink: int, positions: dict[int, int]) -> KernelCall:
+    reduce_name, (operand,), attrs, reduced = body.ops[sink]
+    cone = _cone(_Body(body.inputs, body.ops[:sink], (), body.types), (operand,))
     name = kernel_name("red", [o[0] for o in cone.ops] + [reduce_name], _structure(op))
     preamble, call = _map_function(name, cone)
-    if _touches_half(_Body(cone.inputs, cone.ops, (result,), body.types)):
+    casts, result = body.ops[sink + 1:], body.ops[-1][3]
+    if _touches_half(_Body(cone.inputs, cone.ops + casts, (reduced, result), body.types)):
         preamble = f"{HALF_HEADER}\n{preamble}"
-    source = _reduction(name, reduce_name, attrs, cone.inputs, call, preamble, body.types, result)
+    source = _reduction(name, reduce_name, attrs, cone.inputs, call, preamble, body.types, reduced, casts)
     return KernelCall(source, tuple(s for s, _ in cone.inputs), (positions[result],))
 
 
@@ -267,11 +280,16 @@ def _map_function(name: str, body: _Body) -> tuple[str, str]:
 
 
 def _reduction(name: str, reduce_name: str, attrs: dict[str, Any], inputs: tuple[tuple[int, TensorType], ...], map_expr: str,
-               preamble: str, types: dict[int, TensorType], result: int) -> ReductionSource:
+               preamble: str, types: dict[int, TensorType], reduced: int, casts: Any = ()) -> ReductionSource:
+    """``casts``: sub-ops ``(name, args, attrs, slot)`` applied in turn to the reduced value in the post-map."""
     reduce_expr, identity, divides = REDUCTIONS[reduce_name]
-    out_type = types[result]
-    t = c_type(out_type.dtype)
+    t = c_type(types[reduced].dtype)
     value = f"({t})(a / ((double)_in_ind.size() / (double)_out_ind.size()))" if divides else "a"
+    if types[reduced].dtype is DType.f16 and casts:
+        value = round_to_half(value)  # the float16 reduction's own rounding, before the casts
+    for cast_name, _, cast_attrs, slot in casts:
+        value = c_expression(cast_name, [value], cast_attrs, types[slot].dtype)
+    out_type = types[casts[-1][3]] if casts else types[reduced]
     post = f"y0 = {to_half(value) if out_type.dtype is DType.f16 else value}"
     return ReductionSource(
         name, _params("x", [ty for _, ty in inputs]), _params("y", [out_type]), map_expr, reduce_expr, post,

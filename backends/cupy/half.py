@@ -18,6 +18,12 @@ kernels (``row_kernels.py``: softmax, log-softmax, the softmax gradient, masked 
 gradient; and
 ``loss_kernels.py``: cross-entropy and its gradient), which load float16 rows, reduce and compute in float and store
 float16 (a loss: its float value rounded once).
+
+Around the CuPy pipeline and fusion, three more steps keep widen-half's casts out of kernels of their own (each
+pinned by launch counts in ``tests/backends_cupy/test_cupy_half_launches.py``): ``narrow_half`` runs again after
+``fold-batch-sum-matmul`` (a weight gradient becomes one float16 GEMM), ``split_heads_in_float`` widens attention's
+inputs in the projection's epilogue, before the copy into heads, and ``fold_casts_into_reductions`` has a reduction
+store its cast result (a float16 bias gradient).
 """
 
 from __future__ import annotations
@@ -27,7 +33,9 @@ import numpy as np
 from functools import lru_cache
 from typing import Any
 
+from kiln.backends.cupy.codegen import reduction_sink
 from kiln.backends.cupy.expressions import BF16_UNSUPPORTED
+from kiln.backends.cupy.gemm import transpose_copies
 from kiln.backends.cupy.loss_kernels import cross_entropy_rows_apply
 from kiln.backends.cupy.row_kernels import masked_rows_apply, row_op_fuses
 from kiln.compiler.errors import LoweringError
@@ -63,11 +71,18 @@ def compute_half_in_float(graph: Graph) -> None:
     if not uses_half(graph):
         return
     WidenHalf().run(graph)
+    narrow_half(graph)
+    ConstantFold().run(graph)  # a float16 constant cast to float32 (a scale in an update) is a float32 constant
+
+
+def narrow_half(graph: Graph) -> None:
+    """Each ``KEPT_IN_HALF`` op between casts rebuilt on float16 (``narrow``), then the round trips left dropped. Run
+    once after ``widen-half`` and again after the CuPy pipeline, whose ``fold-batch-sum-matmul`` turns a weight
+    gradient's batched matmul and sum (widened together) into one matmul between casts."""
     for op in list(graph.ops):
         if op.name in KEPT_IN_HALF and _widened_from_half(op) and _half_kernel_applies(op):
             narrow(graph, op)
     drop_round_trips(graph)
-    ConstantFold().run(graph)  # a float16 constant cast to float32 (a scale in an update) is a float32 constant
 
 
 def drop_round_trips(graph: Graph) -> None:
@@ -161,6 +176,120 @@ def cast_per_reader(graph: Graph) -> None:
                 reader.set_operand(index, build.create(op.name, list(op.operands), dict(op.attrs)).results[0])
         if not op.results[0].uses and op.results[0] not in graph.outputs:
             graph.erase(op)
+
+
+def split_heads_in_float(graph: Graph) -> None:
+    """Widen a float16 value before the transpose that copies it into heads, not after: ``cast(transpose(x))`` of a
+    copying transpose (``gemm.transpose_copies``) read only by casts to float32 becomes ``transpose(cast(x))`` when an
+    elementwise op makes ``x`` (through reshapes) and the cast would be a kernel of its own (attention reads it), so
+    the cast fuses into that op's kernel (the projection's epilogue), and the one copy splits float32 heads: two
+    launches (copy, cast) become one, the bytes the same. Run before fusion (and ``cast_per_reader``).
+
+    ```
+    %t = "tensor.transpose"(%q) {perm = [0, 2, 1, 3]}        %q32 = "tensor.cast"(%q) {dtype = f32}
+    %t32 = "tensor.cast"(%t) {dtype = f32}             ->    %t32 = "tensor.transpose"(%q32) {perm = [0, 2, 1, 3]}
+    ```
+    """
+    for op in list(graph.ops):
+        if op.name != "tensor.transpose" or op.results[0].type.dtype is not DType.f16 or op.results[0] in graph.outputs:
+            continue
+        casts = [use for use, _ in op.results[0].uses]
+        views = _single_use_reshapes(op.operands[0])
+        root = views[0].operands[0] if views else op.operands[0]
+        if (casts and all(_is_cast(c, DType.f16, DType.f32) for c in casts) and any(_stands_alone(graph, c) for c in casts)
+                and transpose_copies(op.operands[0].type.shape, op.attrs["perm"])
+                and root.producer is not None and has_trait(root.producer.name, "elementwise")):
+            _widen_before(graph, op, views, root, casts)
+
+
+def _stands_alone(graph: Graph, cast: Op) -> bool:
+    """The cast would be a kernel of its own: a reader that is no elementwise op (a matmul, attention) takes its
+    result, where ``cast_per_reader`` would otherwise move a copy of it into each (elementwise) reader's kernel."""
+    result = cast.results[0]
+    return result in graph.outputs or any(not has_trait(reader.name, "elementwise") for reader, _ in result.uses)
+
+
+def _single_use_reshapes(value: Value) -> list[Op]:
+    """The reshapes from a value down to ``value``, each read only by the next (outermost first)."""
+    chain: list[Op] = []
+    while value.producer is not None and value.producer.name == "tensor.reshape" and len(value.uses) == 1:
+        chain.insert(0, value.producer)
+        value = value.producer.operands[0]
+    return chain
+
+
+def _widen_before(graph: Graph, transpose: Op, views: list[Op], root: Value, casts: list[Op]) -> None:
+    build = Builder(graph, insert_before=transpose, location=transpose.location, region=transpose.region)
+    value = build.create("tensor.cast", [root], dict(casts[0].attrs)).results[0]
+    for view in views + [transpose]:
+        value = build.create(view.name, [value], dict(view.attrs)).results[0]
+    for cast in casts:
+        value.name_hint = value.name_hint or cast.results[0].name_hint
+        replace_uses(graph, cast.results[0], value)
+        graph.erase(cast)
+    for dead in [transpose] + views[::-1]:
+        graph.erase(dead)
+
+
+def fold_casts_into_reductions(graph: Graph) -> None:
+    """After fusion: a float16 cast of a fused group's reduced value (a float16 bias gradient summed in float32, or
+    an embedding gradient rounded to half and widened for its update), alone in its own kernel, becomes the group's
+    post-map instead (``codegen.reduction_sink``): the reduction kernel stores the cast value, one launch less.
+
+    ```
+    %g32 = "fused.elementwise"(%dy) {ops = ["tensor.cast", "tensor.reduce_sum"], ...}   ->  %g = "fused.elementwise"(%dy)
+    %g = "tensor.cast"(%g32) {dtype = f16}                                                     {ops = [..., "tensor.reduce_sum", "tensor.cast"], ...}
+    ```
+    """
+    for reader in list(graph.ops):
+        dtypes = _cast_chain(reader)
+        reduced = reader.operands[0] if dtypes else None
+        group = reduced.producer if reduced is not None else None
+        if group is None or not _sinks_into(group, reduced) or len(reduced.uses) != 1 or reduced in graph.outputs:
+            continue
+        if DType.f16 in dtypes + [reduced.type.dtype]:
+            _append_casts(graph, group, reduced, reader, dtypes)
+
+
+def _cast_chain(op: Op) -> list[DType]:
+    """The float dtypes a standalone ``tensor.cast``, or a fused group of only a chain of casts of its one operand,
+    casts to in turn; ``[]`` for anything else."""
+    if op.name == "tensor.cast":
+        dtypes = [op.attrs["dtype"]]
+    elif op.name == "fused.elementwise" and len(op.operands) == 1 and set(op.attrs["ops"]) == {"tensor.cast"}:
+        chained = all(tuple(arg) == (k,) for k, arg in enumerate(op.attrs["args"]))
+        dtypes = [dict(zip(p[::2], p[1::2])).get("dtype") for p in op.attrs["params"]] if chained and tuple(op.attrs["yields"]) == (len(op.attrs["ops"]),) else []
+    else:
+        return []
+    dtypes = [DType.of(d) for d in dtypes if d is not None]
+    return dtypes if dtypes and all(d.is_float for d in dtypes) and op.operands[0].type.dtype.is_float else []
+
+
+def _sinks_into(group: Op, value: Value) -> bool:
+    """``value`` is what ``group``'s reduction (and the casts already after it) yields."""
+    if group.name != "fused.elementwise":
+        return False
+    n, ops = len(group.operands), group.attrs["ops"]
+    body = [(name, tuple(arg), None, n + k) for k, (name, arg) in enumerate(zip(ops, group.attrs["args"]))]
+    return reduction_sink(body) is not None and group.attrs["yields"][group.results.index(value)] == n + len(ops) - 1
+
+
+def _append_casts(graph: Graph, group: Op, reduced: Value, reader: Op, dtypes: list[DType]) -> None:
+    last = len(group.operands) + len(group.attrs["ops"]) - 1
+    position = group.results.index(reduced)
+    attrs = dict(group.attrs)
+    attrs["ops"] = tuple(group.attrs["ops"]) + ("tensor.cast",) * len(dtypes)
+    attrs["args"] = tuple(tuple(a) for a in group.attrs["args"]) + tuple((last + k,) for k in range(len(dtypes)))
+    attrs["params"] = tuple(tuple(p) for p in group.attrs["params"]) + tuple(("dtype", d) for d in dtypes)
+    attrs["yields"] = tuple(last + len(dtypes) if i == position else y for i, y in enumerate(group.attrs["yields"]))
+    types = [reader.results[0].type if i == position else r.type for i, r in enumerate(group.results)]
+    folded = Builder(graph, insert_before=group, location=group.location, region=group.region).create_typed(group.name, list(group.operands), attrs, types)
+    for i, (old, new) in enumerate(zip(group.results, folded.results)):
+        source = reader.results[0] if i == position else old
+        new.name_hint = source.name_hint
+        replace_uses(graph, source, new)
+    graph.erase(reader)
+    graph.erase(group)
 
 
 def uses_half(graph: Graph) -> bool:

@@ -18,12 +18,12 @@ from dataclasses import dataclass
 
 from kiln.backends.cupy.codegen import ReductionSource, group_kernels
 from kiln.backends.cupy.gemm import transpose_copies
-from kiln.backends.cupy.half import cast_per_reader, compute_half_in_float, refuse_bfloat16
+from kiln.backends.cupy.half import (cast_per_reader, compute_half_in_float, fold_casts_into_reductions, narrow_half, refuse_bfloat16,
+                                     split_heads_in_float, uses_half)
 from kiln.backends.cupy.loss_kernels import cross_entropy_rows_apply
 from kiln.backends.cupy.lowering import CUPY_OP_NAMES
 from kiln.backends.cupy.row_kernels import masked_rows_apply, row_op_fuses
 from kiln.compiler.ir.core import Graph, Op, clone_graph
-from kiln.compiler.ir.types import dim_value
 from kiln.compiler.ops.registry import has_trait, lookup
 from kiln.compiler.passes.chunk_causal_attention import split_long_causal_attention
 from kiln.compiler.passes.decompose import decompose_where
@@ -66,7 +66,9 @@ def expands_for_cupy(op: Op) -> bool:
 
 def lower_for_cupy(graph: Graph) -> Graph:
     """A lowered copy: bfloat16 refused, float16 ops computed in float32 (``half.py``), long causal attentions split
-    into chunks, composites without a kernel expand, optimizer updates expand, then fusion."""
+    into chunks, composites without a kernel expand, optimizer updates expand, then fusion. float16 graphs also get
+    their folded weight gradients narrowed, float32 heads split after the epilogue widens them, and casts after a
+    reduction stored by it (``half.py``): launch for launch close to the float32 step."""
     refuse_bfloat16(graph)
     graph = clone_graph(graph)
     compute_half_in_float(graph)
@@ -74,8 +76,13 @@ def lower_for_cupy(graph: Graph) -> Graph:
     ScheduleUpdates().run(graph)  # before the updates expand: each then fuses where its gradient is ready
     decompose_where(graph, lambda op: (op.name not in CUPY_OP_NAMES and lookup(op.name).is_composite) or expands_for_cupy(op))
     PassManager(CUPY_PIPELINE).run(graph)
+    if uses_half(graph):
+        narrow_half(graph)  # the weight gradients' matmuls that fold-batch-sum-matmul made
+        split_heads_in_float(graph)
+        PassManager("dce").run(graph)
     cast_per_reader(graph)  # float16 loads fuse into each reader's kernel
     PassManager(FUSION).run(graph)
+    fold_casts_into_reductions(graph)  # a float16 bias gradient stored by its reduction, no cast kernel after it
     return graph
 
 
@@ -88,7 +95,7 @@ def kernel_plan(graph: Graph) -> list[KernelLaunch]:
 
 
 def op_launches(op: Op) -> list[KernelLaunch]:
-    if op.name == "tensor.transpose" and transpose_copies(_stand_in_shape(op.operands[0].type.shape), op.attrs["perm"]):
+    if op.name == "tensor.transpose" and transpose_copies(op.operands[0].type.shape, op.attrs["perm"]):
         return [KernelLaunch("library", op.name, "copy")]  # made contiguous once for the matmuls (gemm.device_transpose)
     if op.name == "tensor.constant" or op.name in VIEW_OPS:
         return []
@@ -110,11 +117,6 @@ def op_launches(op: Op) -> list[KernelLaunch]:
         return [KernelLaunch("library", op.name, op.name)]
     gemm = [KernelLaunch("gemm", op.name, "cublas_gemm")] if op.name == "fused.matmul" else []
     return gemm + [KernelLaunch(_kind(source), op.name, source.name) for source in group_kernels(op).sources()]
-
-
-def _stand_in_shape(shape: tuple) -> tuple[int, ...]:
-    """Symbolic dims as 2 (a batch of more than one), for layout questions that need numbers."""
-    return tuple(dim_value(d, {}, default=2) for d in shape)
 
 
 def _kind(source: object) -> str:

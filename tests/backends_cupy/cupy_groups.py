@@ -68,10 +68,16 @@ def tanh_mul_f16() -> Graph:
     return _graph("tanh_mul_f16", types, lambda b, x, y: [b.op("tensor.mul", b.op("tensor.tanh", x), y)])
 
 
+def sum_exp_f16() -> Graph:
+    # sum(exp(x), axis=0) in float16 (a bias gradient's shape): summed in float, the cast to half in the post-map
+    return _graph("sum_exp_f16", [TensorType(("N", 16), F16)], lambda b, x: [b.op("tensor.reduce_sum", b.op("tensor.exp", x), axes=(0,), keepdims=False)])
+
+
 HALF_GROUPS = {
     "add_relu_f16": add_relu_f16,
     "tanh_mul_f16": tanh_mul_f16,
     "adam_update_f16": adam_update_f16,
+    "sum_exp_f16": sum_exp_f16,
 }
 """Golden-file stem -> a float16 graph: loads of ``__half``, float arithmetic, ``__float2half_rn`` stores."""
 HALF_TOLERANCE = {"rtol": 2.0 ** -9, "atol": 2.0 ** -14}

@@ -255,9 +255,12 @@ class ReductionKernel:
         mapped = eval(translate(self.map_expr), {**NAMESPACE, **self.functions, **values})
         reduce = {"a + b": np.sum, nan_max("a", "b"): np.max, nan_min("a", "b"): np.min}[self.reduce_expr]
         reduced = reduce(np.broadcast_to(mapped, shape), axis=axis, keepdims=keepdims)
-        if "_in_ind.size()" in self.post:
-            reduced = reduced / (np.prod(shape) / max(reduced.size, 1))
-        return np.asarray(reduced, dtype=self.outs[0][0]).view(DeviceArray)
+        target, expression = self.post.split(" = ", 1)  # the post-map, evaluated on the reduced values (the mean's
+        sizes = {"_in_ind.size()": float(np.prod(shape)), "_out_ind.size()": float(max(np.size(reduced), 1))}  # counts)
+        for name, size in sizes.items():
+            expression = expression.replace(name, repr(size))
+        value = eval(translate(expression), {**NAMESPACE, "a": np.asarray(reduced)})
+        return np.asarray(value, dtype=self.outs[0][0]).view(DeviceArray)
 
 
 class RawKernel:

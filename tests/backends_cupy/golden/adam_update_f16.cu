@@ -1,4 +1,4 @@
-// elementwise kernel kiln_ew_cast_cast_mul_388e49b0c8
+// elementwise kernel kiln_ew_cast_cast_mul_c65de2c4b6
 // in:  float16 x0, float16 x1, float64 x2, float64 x3, float64 x4, float16 x5, float16 x6, float64 x7, float32 x8, float32 x9, int64 x10, float64 x11, float64 x12
 // out: float16 y0, float16 y1, float16 y2
 #include <cuda_fp16.h>
@@ -53,14 +53,12 @@ const float t56 = (float)(t55);
 const float t57 = (t56 / t53);
 const float t58 = __half2float(__float2half_rn((float)(t57)));
 const float t59 = (float)(t58);
-const float t60 = __half2float(__float2half_rn((float)(t59)));
+const double t60 = (-t49);
 const float t61 = (float)(t60);
-const double t62 = (-t49);
-const float t63 = (float)(t62);
-const float t64 = (t63 * t31);
-const float t65 = (t64 / t61);
-const float t66 = (t20 + t65);
-const float t67 = __half2float(__float2half_rn((float)(t66)));
+const float t62 = (t61 * t31);
+const float t63 = (t62 / t59);
+const float t64 = (t20 + t63);
+const float t65 = __half2float(__float2half_rn((float)(t64)));
 y0 = __float2half_rn(t30);
 y1 = __float2half_rn(t44);
-y2 = __float2half_rn(t67);
+y2 = __float2half_rn(t65);
