@@ -37,3 +37,14 @@ def right_hand_side_batch(b: Builder, op: Op, x: Batched) -> Value | tuple[Value
 def checked_batch(b: Builder, op: Op, x: Batched) -> Value | tuple[Value, ...]:
     # the value and its per-matrix info share their leading axes: both get the batch axis, nothing more
     return b.op(op.name, *(x.materialized(b, i) for i in range(2)), **op.attrs)
+
+
+@batching_rule("linalg.ldl_solve")
+def ldl_solve_batch(b: Builder, op: Op, x: Batched) -> Value | tuple[Value, ...]:
+    # LD and its pivots keep equal leading axes (the op requires it): both get the batch axis if either has it; B
+    # broadcasts against them as a right-hand side does
+    rank = max(x.rank(0), x.rank(2))
+    factors = [x.values[i] for i in range(2)]
+    if any(x.batched[:2]):
+        factors = [aligned(b, x.materialized(b, i), x.rank(i), rank - i) for i in range(2)]
+    return b.op(op.name, *factors, x.aligned(b, 2, rank), **op.attrs)

@@ -273,3 +273,13 @@ def test_half_inputs_factor_and_solve_in_float32_rounded_once(dtype):
     X = kiln.linalg.ldl_solve(LD, pivots, kiln.tensor(b.float().numpy(), dtype=getattr(kiln, dtype)))
     expected = torch.linalg.ldl_solve(expected_LD.to(half).float(), expected_pivots, b.float()).to(half)
     np.testing.assert_array_equal(X.float().numpy(), expected.float().numpy())
+
+
+def test_vmap_solves_with_batched_or_shared_factors_and_right_hand_sides():
+    a, rhs = _symmetric((4, 3, 3)), RNG.standard_normal((4, 3, 2))
+    LD, pivots = (t.numpy() for t in kiln.linalg.ldl_factor(kiln.tensor(a)))
+    np.testing.assert_allclose(np.asarray(kiln.vmap(kiln.linalg.ldl_solve)(LD, pivots, rhs)), np.linalg.solve(a, rhs), **F64)
+    shared = kiln.vmap(lambda b: kiln.linalg.ldl_solve(kiln.tensor(LD[0]), kiln.tensor(pivots[0]), b))(rhs)
+    np.testing.assert_allclose(np.asarray(shared), np.linalg.solve(a[0], rhs), **F64)
+    stacked = kiln.vmap(lambda ld, p: kiln.linalg.ldl_solve(ld, p, kiln.tensor(rhs[:2])))(LD, pivots)  # B (2, 3, 2) per example
+    np.testing.assert_allclose(np.asarray(stacked), np.linalg.solve(a[:, None], rhs[None, :2]), **F64)
