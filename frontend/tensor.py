@@ -289,14 +289,7 @@ class Tensor(EagerMethods, InPlaceMethods, TorchMethods, MathMethods, DeviceMeth
         return apply("tensor.transpose", self, perm=tuple(_flatten_args(dims)))
 
     def reshape(self, *shape: Any) -> "Tensor":
-        from kiln.compiler.ops.tensor import resolve_reshape
-
-        target = tuple(_flatten_args(shape))
-        try:
-            target = resolve_reshape(self.shape, target)
-        except Exception:
-            pass  # the op's own shape rule reports the error with the user's line
-        return apply("tensor.reshape", self, shape=target)
+        return apply("tensor.reshape", self, shape=_resolved_reshape(tuple(self.shape), tuple(_flatten_args(shape))))
 
     view = reshape
 
@@ -559,6 +552,28 @@ def _comparable(tensor: Tensor, other: Any) -> bool:
         isinstance(other, (Tensor, np.ndarray, np.generic, int, float, bool))
 
 
+def _resolved_reshape(source: tuple[Dim, ...], target: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``target`` with its -1 filled in (``resolve_reshape``), or as given where it does not fit: the op's own shape
+    rule then reports the error with the user's line. Remembered for plain shapes (ints and symbols), which eager code
+    reshapes alike at every step."""
+    key = (source, target)
+    plain = all([type(dim) is int or type(dim) is str for dim in target])
+    resolved = _RESHAPES.get(key) if plain else None
+    if resolved is None:
+        from kiln.compiler.ops.tensor import resolve_reshape
+
+        try:
+            resolved = resolve_reshape(source, target)
+        except Exception:
+            return target
+        if plain and len(_RESHAPES) < 4096:
+            _RESHAPES[key] = resolved
+    return resolved
+
+
+_RESHAPES: dict[tuple[tuple[Dim, ...], tuple[Any, ...]], tuple[Dim, ...]] = {}
+
+
 def _check_rank(method: str, rank: int, *tensors: Tensor) -> None:
     if any(t.ndim != rank for t in tensors):
         raise located_error(f"{method} needs {rank}-D operands, got {' and '.join(str(t.type) for t in tensors)}; use matmul to broadcast")
@@ -570,8 +585,7 @@ def apply(op_name: str, *operands: Any, **attrs: Any) -> Any:
     context = TraceContext.current()
     if op_name in PROMOTING_OPS:
         operands = promoted(op_name, operands)
-    dtypes = [o.dtype for o in operands if isinstance(o, Tensor)]
-    dtype = next((d for d in dtypes if d is not DType.bool), dtypes[0] if dtypes else DType.f32)
+    dtype = _constant_dtype(operands) if _has_constant(operands) else None  # tensors alone (the common case): none to pick
     values = [to_value(context, o, dtype) for o in operands]
     result = context.emit(op_name, *values, **attrs)
     if not context.grad_enabled:
@@ -582,6 +596,20 @@ def apply(op_name: str, *operands: Any, **attrs: Any) -> Any:
     if op_name in VIEW_OPS and isinstance(operands[0], Tensor):
         link_view(tensor, operands[0])
     return tensor
+
+
+def _has_constant(operands: tuple[Any, ...]) -> bool:
+    """Whether an operand is not a tensor (a number or array that becomes a constant)."""
+    for operand in operands:
+        if not isinstance(operand, Tensor):
+            return True
+    return False
+
+
+def _constant_dtype(operands: tuple[Any, ...]) -> DType:
+    """The dtype numbers among ``operands`` take: the first non-bool tensor's, else the first tensor's, else float32."""
+    dtypes = [o.dtype for o in operands if isinstance(o, Tensor)]
+    return next((d for d in dtypes if d is not DType.bool), dtypes[0] if dtypes else DType.f32)
 
 
 PROMOTING_OPS = frozenset({"tensor.add", "tensor.sub", "tensor.mul", "tensor.div", "tensor.pow", "tensor.maximum", "tensor.minimum",
@@ -598,13 +626,18 @@ def promoted(op_name: str, operands: tuple[Any, ...]) -> tuple[Any, ...]:
     tensors meeting a Python int (``mask * 2``) in int64. A Python number alone takes the tensors' dtype."""
     first = 1 if op_name == "tensor.where" else 0
     values = operands[first:]
-    tensors = [o for o in values if isinstance(o, Tensor)]
-    if not tensors:
+    dtypes = [o.dtype for o in values if isinstance(o, Tensor)]
+    if not dtypes:
         return operands
-    target = _promoted_dtype(op_name, [t.dtype for t in tensors], [o for o in values if isinstance(o, (int, float))])
-    if all(t.dtype is target for t in tensors):
+    if dtypes[0] in _FLOATING and dtypes.count(dtypes[0]) == len(dtypes):
+        return operands  # one floating dtype (the common case): it is the target, whatever the numbers are
+    target = _promoted_dtype(op_name, dtypes, [o for o in values if isinstance(o, (int, float))])
+    if all(d is target for d in dtypes):
         return operands
     return operands[:first] + tuple(o.to(target) if isinstance(o, Tensor) and o.dtype is not target else o for o in values)
+
+
+_FLOATING = (DType.f32, DType.f64, DType.f16, DType.bf16)
 
 
 PROMOTION_ORDER = (DType.bool, DType.i32, DType.i64, DType.f16, DType.bf16, DType.f32, DType.f64)
@@ -623,7 +656,9 @@ def _promoted_dtype(op_name: str, dtypes: list[DType], numbers: list[Any]) -> DT
     return widest
 
 
-def to_value(context: TraceContext, operand: Any, dtype: DType) -> Value:
+def to_value(context: TraceContext, operand: Any, dtype: DType | None) -> Value:
+    """``operand`` as an IR value: a tensor's own (an eager tensor in a trace: a constant), a number or array as a
+    constant, a Python scalar in ``dtype`` (weakly typed, as in PyTorch; ``dtype`` may be None only for a tensor)."""
     if isinstance(operand, Tensor):
         check_fresh(operand)
         array = None if context.eager else eager_array(operand)

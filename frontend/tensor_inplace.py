@@ -310,8 +310,8 @@ def honors_inplace(function: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if default_off and len(args) <= position and "inplace" not in kwargs:
-            return function(*args, **kwargs)  # the common call: no binding (eager mode pays it on every op)
+        if default_off and len(args) <= position and not kwargs.get("inplace", False):
+            return function(*args, **kwargs)  # the common call (nn.ReLU passes inplace=False): no binding, eagerly paid per op
         bound = signature.bind(*args, **kwargs)
         if not bound.arguments.get("inplace", False):
             return function(*args, **kwargs)

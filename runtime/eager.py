@@ -15,8 +15,9 @@ errors naming the user's line) and then run at once by the NumPy backend: a
 one-op graph compiled once per op signature and cached. An op seen before
 (same name, attributes and operand types: ``known_signature``) skips the
 builder and its shape rule: the first sighting ran them, raised any error,
-and left its result types and function to reuse. The op's results
-keep their arrays (``frontend/eager_values.py``) and a link to the op, which
+and left its result types and function to reuse. A constant (each Python
+number an op meets: ``x * 2.0``) is typed by its array, with no builder either
+(``_emit_constant``). The op's results keep their arrays (``frontend/eager_values.py``) and a link to the op, which
 links to its operands: that chain is the autograd graph, freed with the
 tensors that hold it, as PyTorch's. Nothing is kept in a global tape.
 
@@ -56,6 +57,10 @@ class EagerContext(TraceContext):
         super().__init__("eager")
 
     def emit(self, name: str, *operands: Value, **attrs: Any) -> Any:
+        if name == "tensor.constant":
+            constant = self._emit_constant(attrs)
+            if constant is not None:
+                return constant
         arrays = [_operand_array(name, value) for value in operands]
         key = known_signature(name, attrs, operands)
         known = _KNOWN.get(key) if key is not None else None
@@ -67,6 +72,18 @@ class EagerContext(TraceContext):
         op = Op(name, (), result_types, full_attrs, self.builder.location, self.builder.region)
         op.operands = list(operands)  # no uses: the graph keeps nothing (as ``_emit_first`` leaves it)
         return _run_detached(op, executable, arrays)
+
+    def _emit_constant(self, attrs: dict[str, Any]) -> Value | None:
+        """A constant (each Python number an eager op meets is one) built as the builder builds it: one
+        ``tensor.constant`` op holding the array, typed as the array; None where the builder must judge (an attribute
+        other than one ndarray ``value``, a dtype kiln lacks: its error names the user's line)."""
+        array = attrs.get("value")
+        if len(attrs) != 1 or type(array) is not np.ndarray or array.dtype not in _KILN_NUMPY_DTYPES:
+            return None
+        location = user_location()
+        self.builder.location = location.short if location else None
+        op = Op("tensor.constant", (), (array_type(array),), attrs, self.builder.location, self.builder.region)
+        return _run_detached(op, None, [])
 
     def _emit_first(self, name: str, key: Hashable | None, operands: tuple[Value, ...], arrays: list[np.ndarray],
                     attrs: dict[str, Any]) -> Any:
@@ -114,6 +131,7 @@ class EagerContext(TraceContext):
 
 
 _SEED_TYPE = TensorType((), DType.i64)
+_KILN_NUMPY_DTYPES = frozenset(dtype.numpy for dtype in DType)
 
 
 def _operand_array(name: str, value: Value) -> np.ndarray:
@@ -218,6 +236,8 @@ def known_signature(name: str, attrs: dict[str, Any], operands: tuple[Value, ...
     """What an eager op's build depends on: its name, the attributes as given (typed: ``1``, ``1.0``, ``True`` and
     ``-0.0`` apart) and its operands' types; None where an attribute is not a plain value (an array: a constant) or
     a ``name_hint`` is given."""
+    if not attrs:
+        return name, (), tuple([value.type for value in operands])  # most ops (add, matmul, relu...) have none
     if "name_hint" in attrs:
         return None
     attr_keys = []
@@ -239,6 +259,8 @@ def _attr_key(value: Any) -> Hashable | None:
     if kind is float:
         return kind, value.hex()
     if kind is tuple or kind is list:
+        if all([type(item) is int for item in value]):
+            return kind, tuple(value)  # axes, a permutation, a shape: items typed alike (apart from the general form's)
         items = tuple([_attr_key(item) for item in value])
         return None if None in items else (kind, items)
     return None
