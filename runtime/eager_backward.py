@@ -47,6 +47,8 @@ from kiln.runtime.train_step import DEFAULT_PIPELINE, collection_paused
 
 _COMPILED: dict[Hashable, tuple[Executable, list[tuple[int, int]]]] = {}
 """Compiled backwards by chain structure, with the forward results each is fed (``EagerChain._feed_saved``)."""
+_REPLAY_GRAPHS: dict[Hashable, tuple[Graph, list[tuple[Value, tuple[int, int] | int]], list[tuple[int, int]]]] = {}
+"""Backward graphs replayed op by op (``EagerChain.replay_graph``) by chain structure and seeding, with their bindings."""
 COMPILED_LIMIT = 64
 """Compiled backwards kept (by chain structure); a 0-d constant that changes every step makes a new one each time."""
 
@@ -139,6 +141,9 @@ class EagerChain:
         results: dict[tuple[int, int], Value] = {}
         self._copies: dict[int, tuple[int, int]] = {}
         """``id`` of a graph value copied from an eager op result -> that result's (position, index) in the chain."""
+        self._bindings: list[tuple[Value, tuple[int, int] | int]] = [
+            (copy, index) for index, (copy, source) in enumerate(zip(inputs, self.sources)) if source]
+        """Each graph value copied from the chain and what it copies: an input's index or a result's (position, index)."""
         self.originals: dict[int, Value] = {id(copy): source for copy, source in zip(inputs, self.sources) if source}
         """``id`` of a graph value copied from the chain -> the eager value it copies (``kiln.autograd.grad``'s
         ``create_graph`` replays the rest)."""
@@ -156,6 +161,7 @@ class EagerChain:
                 if (position, index) in self._results:
                     self.originals[id(result)] = self._results[(position, index)]
                     self._copies[id(result)] = (position, index)
+                    self._bindings.append((result, (position, index)))
         outputs = [copied(v) for v in self.outputs]
         seeds = [graph.add_input(v.type, "gradient") if s else None for v, s in zip(outputs, seeded)]
         wrt = [v for v, i in zip(inputs, self.inputs) if i.trained is not None]
@@ -181,6 +187,7 @@ class EagerChain:
             if reference not in fed:
                 fed[reference] = graph.add_input(value.type, value.name_hint)
                 self.originals[id(fed[reference])] = self._results[reference]
+                self._bindings.append((fed[reference], reference))
             return fed[reference]
 
         for op in graph.ops:
@@ -190,6 +197,29 @@ class EagerChain:
                         op.set_operand(index, saved(operand))
         graph.outputs = [saved(value) for value in graph.outputs]
         return list(fed)
+
+    def replay_graph(self, seeded: Sequence[bool]) -> Graph:
+        """``graph(seeded)`` to replay op by op (not to compile: passes would edit it), shared by every chain of this
+        structure: a ``create_graph`` loop differentiates its chain once, not at every step. A hooked chain's graph
+        marks its own hooked values, so it is built anew."""
+        if self.hooked:
+            return self.graph(seeded)
+        key = (self.key, tuple(seeded))
+        cached = _REPLAY_GRAPHS.get(key)
+        if cached is None:
+            graph = self.graph(seeded)
+            if len(_REPLAY_GRAPHS) >= COMPILED_LIMIT:
+                del _REPLAY_GRAPHS[next(iter(_REPLAY_GRAPHS))]
+            _REPLAY_GRAPHS[key] = (graph, self._bindings, self.saved)
+            return graph
+        graph, bindings, self.saved = cached
+        self.originals = {id(copy): self._bound(copied) for copy, copied in bindings}
+        self.hook_points = {}
+        return graph
+
+    def _bound(self, copied: tuple[int, int] | int) -> Value:
+        """This chain's eager value for a binding: an input's source or a result."""
+        return self.sources[copied] if isinstance(copied, int) else self._results[copied]  # type: ignore[return-value]
 
     def saved_arrays(self, saved: Sequence[tuple[int, int]]) -> list[np.ndarray]:
         """The eager forward's arrays for ``saved`` (``_feed_saved``'s references), in this step's chain."""

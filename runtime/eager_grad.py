@@ -74,7 +74,7 @@ def replayed(chain: EagerChain, seeds: Sequence[Any]) -> list[Any]:
     complete cotangent goes through its ``register_hook`` hooks (``runtime/eager_hooks.py``) as it is made."""
     from kiln.frontend.tensor import Tensor
 
-    graph = chain.graph([seed is not None for seed in seeds])
+    graph = chain.replay_graph([seed is not None for seed in seeds])
     values: dict[int, Value] = {id(copy): source for copy, source in _seed_inputs(graph, chain, seeds)}
     values.update(chain.originals)
     context = TraceContext.current()

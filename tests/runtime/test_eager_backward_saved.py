@@ -80,3 +80,33 @@ def test_saved_forward_values_train_as_pytorch_in_float64():
     finally:
         kiln.set_default_dtype(kiln.float32)
         torch.set_default_dtype(torch.float32)
+
+
+def test_a_create_graph_loop_differentiates_its_chain_once_and_trains_as_torch(monkeypatch):
+    """Replayed backwards (first sight, ``create_graph=True``) share one graph per chain structure, rebound to each step's
+    eager values (``EagerChain.replay_graph``)."""
+    torch = require_torch()
+    differentiated = []
+    original = eager_backward.differentiate_outputs
+    monkeypatch.setattr(eager_backward, "differentiate_outputs", lambda *a, **k: differentiated.append(1) or original(*a, **k))
+    eager_backward._REPLAY_GRAPHS.clear()
+
+    def net(lib):
+        return lib.nn.Sequential(lib.nn.Linear(3, 8), lib.nn.Tanh(), lib.nn.Linear(8, 2)).double()
+
+    kiln.manual_seed(5)
+    model, twin = net(kiln), net(torch)
+    twin.load_state_dict({k: torch.tensor(np.array(v)) for k, v in model.state_dict().items()})
+    rng = np.random.default_rng(5)
+    for model_, lib in ((model, kiln), (twin, torch)):
+        optimizer = lib.optim.SGD(model_.parameters(), lr=0.1)
+        for step in range(3):
+            x = np.random.default_rng(step).standard_normal((6, 3))
+            optimizer.zero_grad()
+            (model_(lib.tensor(x)) ** 2).mean().backward(create_graph=True)
+            sum((p.grad ** 2).sum() for p in model_.parameters()).backward()
+            optimizer.step()
+    # the loss's chain replayed at every step, differentiated once; the penalty's replayed at step 1, compiled at step 2
+    assert len(eager_backward._REPLAY_GRAPHS) == 2 and len(differentiated) == 3
+    for p, q in zip(model.parameters(), twin.parameters()):
+        np.testing.assert_allclose(np.array(p.data), q.detach().numpy(), rtol=1e-12, atol=1e-12)
