@@ -565,11 +565,15 @@ def getitem(input: Tensor, index: Any) -> Tensor:
     """Basic indexing: ints, slices (any step > 0), ``None`` and ``...``; each lowers to one slice/squeeze/expand_dims op.
     Integer index arrays over the leading dims (``x[idx]``, ``x[rows, cols]``, ``x[range(n), y]``) gather, as PyTorch's
     advanced indexing: one ``take`` of the rows at their flat positions (a copy, not a view)."""
+    from kiln.frontend.advanced_indexing import mixed_advanced_index  # lazily, as advanced_indices
     from kiln.frontend.tensor_setitem import advanced_indices  # lazily: it builds on the Tensor this file serves
 
     advanced = advanced_indices(input, index)
     if advanced is not None:
         return _gathered_rows(input, advanced)
+    mixed = mixed_advanced_index(input, index)
+    if mixed is not None:
+        return mixed
     items = list(index) if isinstance(index, tuple) else [index]
     if any(item is Ellipsis for item in items):
         at = items.index(Ellipsis)
@@ -613,8 +617,8 @@ def _index_axis(input: Tensor, axis: int, item: Any) -> Tensor:
             raise IndexError(f"index {item} is out of range for axis {axis} of size {size}")  # IndexError ends iteration, as for sequences
         item = slice(int(item) % size, int(item) % size + 1)
     if not isinstance(item, slice):
-        raise TraceError(f"unsupported index {item!r}: use ints, slices, None or ..., or integer index arrays over the "
-                         "leading dims only (x[idx], x[rows, cols]); gather elsewhere with index_select or take_along_dim")
+        raise TraceError(f"unsupported index {item!r}: use ints, slices, None, ..., integer index arrays or one bool "
+                         "mask")
     if any(isinstance(bound, str) for bound in (item.start, item.stop, item.step)):
         raise TraceError(f"cannot slice dim {axis} (size {size}) of {input.type} with the symbolic bound in {item!r}: a "
                          "slice's size must be known when tracing; compile with static shapes (batch_dim=None) or slice "
