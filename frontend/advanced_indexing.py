@@ -1,4 +1,4 @@
-"""Reading ``x[...]`` with integer index arrays anywhere among slices, ints, ``None`` and ``...``, as PyTorch's.
+"""Integer index arrays anywhere among slices, ints, ``None`` and ``...``, read and written as PyTorch's.
 
 ```python
 v[:, [-1]]              # nanoGPT's top-k threshold: a (B, 1) column
@@ -12,6 +12,8 @@ the axes they stand on. Their broadcast shape replaces those axes where they
 stood when the arrays are adjacent, and comes first when a slice or ``None``
 separates them. The picked axes move to the front and one ``take`` gathers
 their flat positions (``functional_nn._gathered_rows``): a copy, as PyTorch's.
+A write (``x[:, idx] = v``) reads the same index of a constant holding each
+element's flat position, and scatters the value there (``index_put``).
 """
 
 from __future__ import annotations
@@ -48,6 +50,26 @@ def mixed_advanced_index(input: Tensor, index: Any) -> Tensor | None:
     rest = [axis for axis in range(sliced.ndim) if axis not in arrays]
     gathered = _gathered_rows(sliced.permute(*picked, *rest) if picked != list(range(len(picked))) else sliced, indices)
     return _placed(gathered, picked, gathered.ndim - len(rest))
+
+
+def mixed_advanced_assignment(x: Tensor, index: Any, value: Any) -> Tensor | None:
+    """``x`` with ``x[index] = value`` applied (``index`` as ``mixed_advanced_index`` reads it), else None: the flat
+    positions the read picks scatter the value broadcast to the read's shape (``index_put``, as PyTorch's)."""
+    from kiln.frontend.tensor_setitem import broadcast_value, value_of
+
+    shape = tuple(x.shape)
+    if not all(isinstance(dim, int) for dim in shape):
+        if mixed_advanced_index(x, index) is None:
+            return None
+        raise located_error(f"x[index] = value with index arrays among slices needs a static shape, got {x.type}; "
+                            "index the symbolic dims with whole slices only after moving the indexed ones first")
+    positions = apply("tensor.constant", value=np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape))
+    picked = mixed_advanced_index(positions, index)
+    if picked is None:
+        return None
+    source = broadcast_value(value_of(x, value), tuple(picked.shape))
+    flat = x.reshape(-1).index_put((picked.reshape(-1),), source.reshape(-1))
+    return flat.reshape(shape)
 
 
 def _wrapped(index: Tensor, size: Any) -> Tensor:
@@ -94,4 +116,4 @@ def _without_ellipsis(input: Tensor, items: list[Any]) -> list[Any] | None:
     return items[:at] + [slice(None)] * fill + items[at + 1:]
 
 
-__all__ = ["mixed_advanced_index"]
+__all__ = ["mixed_advanced_assignment", "mixed_advanced_index"]

@@ -5,7 +5,7 @@ is broadcast to the selection's shape (as PyTorch broadcasts it), padded to ``x`
 step's gaps) and chosen by a mask of the box, so the gradient reaches ``x`` outside the box and the value inside it,
 as PyTorch's. A bool mask (``x[x < 0] = 0``, of ``x``'s shape or of its leading dims) is one ``where``. Integer
 index arrays over the leading dims (``x[range(n), y] = v``, ``x[rows, cols] = v``, ``x[idx] = v``) scatter through
-``index_put``, as PyTorch's; mixed with slices before them, an error says what to use instead.
+``index_put``, as PyTorch's; mixed with slices, ints or None, through their flat positions (advanced_indexing.py).
 
 ```
 x[:, 1:4:2] = v      ->   %m = "tensor.constant"() {value = [[F, T, F, T, F]]}    (a 1 x 5 mask of the box)
@@ -33,6 +33,11 @@ def assigned(x: Tensor, index: Any, value: Any) -> Tensor:
     advanced = advanced_indices(x, index)
     if advanced is not None:
         return x.index_put(advanced, value_of(x, value))
+    from kiln.frontend.advanced_indexing import mixed_advanced_assignment  # lazily: it reads through this module
+
+    mixed = mixed_advanced_assignment(x, index, value)
+    if mixed is not None:
+        return mixed
     if isinstance(index, Tensor):
         raise located_error(f"x[index] = value with a {index.dtype} index tensor: index with integers or a bool mask")
     selections, order = basic_selections(x, index)
@@ -115,7 +120,7 @@ def _expanded_items(x: Tensor, index: Any) -> list[Any]:
     items = list(index) if isinstance(index, tuple) else [index]
     if any(isinstance(item, (list, np.ndarray, Tensor)) for item in items):
         raise located_error("x[index] = value takes ints, slices, None and ..., one bool mask tensor, or integer index "
-                            "arrays over the leading dims (x[rows, cols] = v, x[idx] = v, then only whole axes: x[idx, :])")
+                            "arrays (lists, arrays, integer tensors)")
     if sum(item is Ellipsis for item in items) > 1:
         raise located_error("an index can have only one ellipsis (...)")
     axes = sum(1 for item in items if item is not None and item is not Ellipsis)

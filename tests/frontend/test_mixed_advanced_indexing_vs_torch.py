@@ -73,3 +73,46 @@ def test_bad_indices_say_what():
         kiln.tensor(X)[:, [0, 4]]
     with pytest.raises(kiln.TraceError, match=r"symbolic dim N must hold known non-negative"):
         kiln.trace(lambda v: v[[-1], :, None], kiln.TensorSpec(("N", 4), "float64"))
+
+
+WRITES = [((ALL, [1, 2]), 5.0), (([0, 2], slice(1, 3)), "row"), ((Ellipsis, [0, -1]), "column"), ((1, ALL, [4, 0]), -1.0),
+          ((ALL, [[0], [3]], 2, [1, 5]), "cell")]
+
+
+def _write_value(lib, kind, shape):
+    if not isinstance(kind, str):
+        return kind
+    rng = np.random.default_rng(len(kind))
+    return lib.tensor(rng.standard_normal(shape), requires_grad=True)
+
+
+@pytest.mark.parametrize(("index", "kind"), WRITES, ids=repr)
+def test_writes_match_torch_with_gradients_to_the_tensor_and_the_value(index, kind):
+    torch = require_torch()
+    shape = tuple(torch.zeros(X.shape)[_torch_index(torch, index)].shape)
+    results = []
+    for lib in (kiln, torch):
+        base = lib.tensor(X, requires_grad=True)
+        value = _write_value(lib, kind, shape[-1:] if kind == "row" else shape)
+        x = base * 1.0
+        x[_torch_index(torch, index) if lib is torch else index] = value
+        x[_torch_index(torch, index) if lib is torch else index] += 1  # a read-modify-write of the same places
+        loss = (x * lib.tensor(np.cos(X))).sum()
+        grads = (lib.autograd.grad(loss, [base, value]) if isinstance(kind, str) else lib.autograd.grad(loss, [base]))
+        results.append([np.asarray(x.detach().numpy())] + [np.asarray(g.numpy()) for g in grads])
+    for ours, theirs in zip(*results):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-14, atol=1e-14)
+
+
+def test_a_compiled_write_and_a_symbolic_shape_refused():
+    torch = require_torch()
+
+    def write(x):
+        x = x * 2.0
+        x[:, [0, 2]] = 0.0
+        return x
+
+    v = np.random.default_rng(3).standard_normal((4, 5))
+    np.testing.assert_array_equal(kiln.compile(write, batch_dim=None)(v), write(torch.tensor(v)).numpy())
+    with pytest.raises(kiln.TraceError, match="needs a static shape"):
+        kiln.trace(write, kiln.TensorSpec(("N", 5), "float64"))
