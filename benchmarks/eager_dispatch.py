@@ -2,6 +2,7 @@
 
     python benchmarks/eager_dispatch.py                 # 1 thread, 16x16 float32 operands
     python benchmarks/eager_dispatch.py --calls 2000 --rounds 9 --size 64
+    python benchmarks/eager_dispatch.py --clock cpu     # this thread's CPU time: steadier on a shared machine
 
 Each row is one call on small operands, where the time is the framework's
 own overhead, not arithmetic: kiln eager (``frontend/tensor.py`` ``apply``
@@ -11,9 +12,11 @@ expression it computes (the floor: one NumPy call). The last row is the
 forward of a 64-128-64-10 MLP on a batch of 128 (``nn.Sequential`` of
 ``Linear`` and ``ReLU``; parameters require gradients in both frameworks, so
 both record their autograd graph). Times are the median, over ``--rounds``
-alternating rounds, of the mean of ``--calls`` calls (µs per call); ratios
-are kiln's time over torch's and over NumPy's. Thread pools are pinned
-before NumPy loads.
+alternating rounds, of the mean of ``--calls`` calls (µs per call), by the
+wall clock or (``--clock cpu``) by this thread's CPU time, which other
+processes on a busy machine do not inflate; every candidate runs in this
+thread (one BLAS and one torch thread). Ratios are kiln's time over torch's
+and over NumPy's. Thread pools are pinned before NumPy loads.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--calls", type=int, default=1000, help="calls timed together (one round of one candidate)")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--size", type=int, default=16, help="operands are size x size")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall", help="cpu: this thread's CPU time")
     return parser.parse_args(argv)
 
 
@@ -95,7 +99,7 @@ def mlp_row() -> Candidates:
     return {"kiln": lambda: model(kx), "torch": lambda: net(tx), "numpy": numpy_forward}
 
 
-def interleaved_microseconds(candidates: Candidates, calls: int, rounds: int) -> dict[str, float]:
+def interleaved_microseconds(candidates: Candidates, calls: int, rounds: int, clock: Callable[[], float]) -> dict[str, float]:
     """Median over rounds of the mean µs per call; each round times every candidate once, so drift hits all alike."""
     times: dict[str, list[float]] = {name: [] for name in candidates}
     for call in candidates.values():
@@ -103,10 +107,10 @@ def interleaved_microseconds(candidates: Candidates, calls: int, rounds: int) ->
             call()  # warm up: kiln compiles each op's function on first sight
     for _ in range(rounds):
         for name, call in candidates.items():
-            start = time.perf_counter()
+            start = clock()
             for _ in range(calls):
                 call()
-            times[name].append((time.perf_counter() - start) / calls * 1e6)
+            times[name].append((clock() - start) / calls * 1e6)
     return {name: statistics.median(values) for name, values in times.items()}
 
 
@@ -122,14 +126,15 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
+    clock = time.perf_counter if args.clock == "wall" else time.thread_time
     print(f"eager per-op cost, {args.threads} thread(s), {args.size}x{args.size} float32; "
-          f"median of {args.rounds} rounds of {args.calls} calls (µs per call)")
+          f"median of {args.rounds} rounds of {args.calls} calls ({args.clock} µs per call)")
     print("op                     |   kiln µs |  torch µs |  numpy µs | /torch  | /numpy")
     print("---------------------- | --------: | --------: | --------: | ------: | ------:")
     rows = dict(op_rows(args.size), **{"MLP forward, batch 128": mlp_row()})
     for name, candidates in rows.items():
         calls = args.calls if name != "MLP forward, batch 128" else max(1, args.calls // 10)
-        print(report(name, interleaved_microseconds(candidates, calls, args.rounds)), flush=True)
+        print(report(name, interleaved_microseconds(candidates, calls, args.rounds, clock)), flush=True)
     return 0
 
 
