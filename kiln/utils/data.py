@@ -1,6 +1,20 @@
-"""``kiln.utils.data``: ``torch.utils.data``'s ``Dataset``, ``TensorDataset``, ``Subset``, ``random_split`` and
-``DataLoader``, whose batches are kiln tensors (see ``kiln.runtime.data.torch_loader``)."""
+"""``kiln.utils.data``: ``torch.utils.data``: datasets (``Dataset``, ``IterableDataset``, ``TensorDataset``,
+``StackDataset``, ``ConcatDataset``, ``ChainDataset``, ``Subset``, ``random_split``), samplers, ``default_collate`` /
+``default_convert``, ``get_worker_info`` and a ``DataLoader`` (worker processes included) whose batches are kiln
+tensors (see ``kiln.runtime.data.torch_loader``)."""
 
-from kiln.runtime.data.torch_loader import DataLoader, Dataset, Subset, TensorDataset, random_split
+from kiln.runtime.data.collate import default_collate, default_convert
+from kiln.runtime.data.samplers import (
+    BatchSampler, RandomSampler, Sampler, SequentialSampler, SubsetRandomSampler, WeightedRandomSampler,
+)
+from kiln.runtime.data.torch_datasets import (
+    ChainDataset, ConcatDataset, Dataset, IterableDataset, StackDataset, Subset, TensorDataset, random_split,
+)
+from kiln.runtime.data.torch_loader import DataLoader
+from kiln.runtime.data.workers import WorkerInfo, get_worker_info
 
-__all__ = ["DataLoader", "Dataset", "Subset", "TensorDataset", "random_split"]
+__all__ = [
+    "BatchSampler", "ChainDataset", "ConcatDataset", "DataLoader", "Dataset", "IterableDataset", "RandomSampler", "Sampler",
+    "SequentialSampler", "StackDataset", "Subset", "SubsetRandomSampler", "TensorDataset", "WeightedRandomSampler", "WorkerInfo",
+    "default_collate", "default_convert", "get_worker_info", "random_split",
+]

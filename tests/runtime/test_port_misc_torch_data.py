@@ -84,10 +84,8 @@ def test_a_collate_fn_result_is_given_as_it_is():
 
 
 def test_what_is_not_supported_is_refused_with_what_to_do():
-    with pytest.raises(DataError, match="sampler= is not supported; pass shuffle=True"):
-        DataLoader(TensorDataset(X), sampler=[0, 1])
-    with pytest.raises(DataError, match="batch_size=None"):
-        DataLoader(TensorDataset(X), batch_size=None)
+    with pytest.raises(DataError, match="sampler option is mutually exclusive with shuffle"):  # samplers: tests/data
+        DataLoader(TensorDataset(X), sampler=[0, 1], shuffle=True)
     with pytest.raises(DataError, match=r"size mismatch between tensors \(first dims \[7, 6\]\)"):
         TensorDataset(X, Y[:6])
 
