@@ -568,6 +568,8 @@ def getitem(input: Tensor, index: Any) -> Tensor:
     from kiln.frontend.advanced_indexing import mixed_advanced_index  # lazily, as advanced_indices
     from kiln.frontend.tensor_setitem import advanced_indices  # lazily: it builds on the Tensor this file serves
 
+    if _is_bool_mask(index):
+        return _masked_rows(input, index)
     advanced = advanced_indices(input, index)
     if advanced is not None:
         return _gathered_rows(input, advanced)
@@ -593,6 +595,20 @@ def getitem(input: Tensor, index: Any) -> Tensor:
     if result is not input:
         result._indexed_from = (input, index)  # an in-place write to it writes input[index] (frontend/tensor_inplace.py)
     return result
+
+
+def _is_bool_mask(index: Any) -> bool:
+    return (isinstance(index, Tensor) and index.dtype is DType.bool) or (isinstance(index, np.ndarray) and index.dtype == np.bool_)
+
+
+def _masked_rows(input: Tensor, mask: Any) -> Tensor:
+    """``input[mask]``: eagerly the rows the mask picks (frontend/eager_data_dependent.py); traced, an error."""
+    from kiln.frontend import eager_data_dependent
+
+    if eager_data_dependent.is_eager(input) and (not isinstance(mask, Tensor) or eager_data_dependent.is_eager(mask)):
+        return eager_data_dependent.masked_rows(input, mask)
+    raise located_error("x[mask] has a data-dependent shape (the number of true elements), which kiln does not trace; "
+                        "use where(mask, x, 0) (or masked_fill) and reduce, e.g. (x * mask).sum() / mask.sum()")
 
 
 def _gathered_rows(input: Tensor, indices: tuple[Tensor, ...]) -> Tensor:

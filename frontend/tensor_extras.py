@@ -491,16 +491,25 @@ class ExtraMethods:
 
     # what a trace cannot give ---------------------------------------------------------
     def unique(self, *args: Any, **kwargs: Any) -> Any:
+        if _eager_ops().is_eager(self):
+            return _eager_ops().unique(self, *args, **kwargs)
         raise _data_dependent("unique()", "its length is the number of distinct values",
                               "compare against the known classes instead (x.unsqueeze(-1) == classes) or sort")
 
-    unique_consecutive = unique
+    def unique_consecutive(self, *args: Any, **kwargs: Any) -> Any:
+        if _eager_ops().is_eager(self):
+            return _eager_ops().unique_consecutive(self, *args, **kwargs)
+        return self.unique()
 
     def bincount(self, *args: Any, **kwargs: Any) -> Any:
+        if _eager_ops().is_eager(self):
+            return _eager_ops().bincount(self, *args, **kwargs)
         raise _data_dependent("bincount()", "its length is the largest value plus one",
                               "with known classes, count with one-hot sums: (x.unsqueeze(-1) == kiln.arange(n)).sum(0)")
 
     def histc(self, *args: Any, **kwargs: Any) -> Any:
+        if _eager_ops().is_eager(self):
+            return _eager_ops().histc(self, *args, **kwargs)
         raise _data_dependent("histc()", "its default range comes from the values",
                               "count against fixed bin edges: kiln.bucketize(x, edges) and one-hot sums")
 
@@ -742,6 +751,13 @@ def _cross_axis(x: Any, dim: int | None) -> int:
     if x.shape[dim] != 3:
         raise located_error(f"cross: dim {dim} of {x.type} must have size 3")
     return dim % x.ndim
+
+
+def _eager_ops() -> Any:
+    """frontend/eager_data_dependent.py (lazily: it builds on the Tensor these methods make)."""
+    from kiln.frontend import eager_data_dependent
+
+    return eager_data_dependent
 
 
 # errors ------------------------------------------------------------------------------

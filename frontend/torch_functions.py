@@ -225,7 +225,10 @@ def stack(tensors: Any, dim: int = 0) -> Tensor:
     return stack_tensors(tensors, dim)
 
 
-def where(condition: Tensor, input: Any, other: Any) -> Tensor:
+def where(condition: Tensor, input: Any = None, other: Any = None) -> Any:
+    """``input`` where ``condition`` holds, else ``other``; ``where(condition)`` alone is ``condition.nonzero(as_tuple=True)``."""
+    if input is None and other is None:
+        return condition.nonzero(as_tuple=True)
     return apply("tensor.where", condition, input, other)
 
 

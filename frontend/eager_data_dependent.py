@@ -1,0 +1,138 @@
+"""The ops whose result's shape depends on the values, run eagerly as PyTorch runs them.
+
+```python
+picked = logits[mask]                   # (count, classes): gradients reach logits
+loss = F.cross_entropy(out[valid], y[valid])
+classes, counts = labels.unique(return_counts=True)
+rows, cols = adjacency.nonzero(as_tuple=True)
+```
+
+A trace has no values, so it refuses these (``tensor_extras._data_dependent``
+says what to trace instead). Eagerly the values exist: the positions a mask
+picks, the distinct values, the counts are computed from the arrays at once
+and become constants, so ``x[mask]`` and ``masked_select`` are one ``take`` of
+fixed positions, which ``backward()`` differentiates as any other op (each
+new count of picked elements is a new shape to its compiled backward).
+Integer and index results (``nonzero``, ``unique``, ``bincount``, ``histc``)
+carry no gradient, as in PyTorch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from kiln.compiler.ir.types import DType
+from kiln.frontend.eager_values import eager_array, eager_leaf
+from kiln.frontend.tensor import Tensor, apply
+from kiln.frontend.trace import TraceContext, located_error
+
+
+def is_eager(tensor: Any) -> bool:
+    """An eager tensor, or a ``Parameter`` read outside a trace (``kiln.tensor(..., requires_grad=True)`` is one)."""
+    return _array(tensor) is not None
+
+
+def _array(tensor: Any) -> np.ndarray | None:
+    from kiln.frontend.module import Parameter
+
+    if isinstance(tensor, Parameter):
+        return None if TraceContext.active() and not TraceContext.current().eager else np.asarray(tensor.data)
+    return eager_array(tensor) if isinstance(tensor, Tensor) else None
+
+
+def _leaf(array: np.ndarray) -> Tensor:
+    return eager_leaf(np.ascontiguousarray(array))
+
+
+def _positions(array: np.ndarray) -> Tensor:
+    return apply("tensor.constant", value=np.flatnonzero(array).astype(np.int64))
+
+
+def nonzero(x: Tensor, as_tuple: bool = False) -> Any:
+    """Indices of the nonzero elements: ``(count, ndim)`` int64, or one ``(count,)`` tensor per dim."""
+    array = _array(x)
+    if as_tuple:
+        return tuple(_leaf(np.asarray(i, np.int64)) for i in (np.nonzero(array) if array.ndim else (np.flatnonzero(array),)))
+    return _leaf(np.argwhere(array).astype(np.int64))
+
+
+def masked_rows(x: Tensor, mask: Any) -> Tensor:
+    """``x[mask]`` for a bool ``mask`` over ``x``'s leading dims: ``(count, *rest)``, a differentiable gather."""
+    picks = np.asarray(_array(mask) if isinstance(mask, Tensor) else mask)
+    lead = tuple(x.shape[:picks.ndim])
+    if picks.ndim > x.ndim or picks.shape != lead:
+        raise located_error(f"The shape of the mask {list(picks.shape)} does not match the shape of the indexed tensor "
+                            f"{list(x.shape)} (x[mask] takes a bool mask of the tensor's leading dims)")
+    rest = tuple(x.shape[picks.ndim:])
+    return apply("tensor.take", x.reshape((-1,) + rest), _positions(picks), axis=0)
+
+
+def masked_select(x: Tensor, mask: Any) -> Tensor:
+    """The elements of ``x`` where ``mask`` (broadcast together) is true, as one row-major vector."""
+    picks = np.asarray(_array(mask) if isinstance(mask, Tensor) else mask)
+    if picks.dtype != np.bool_:
+        raise located_error(f"masked_select: expected a bool mask, got {picks.dtype}")
+    shape = np.broadcast_shapes(tuple(x.shape), picks.shape)
+    source = x.broadcast_to(shape) if tuple(x.shape) != shape else x
+    return apply("tensor.take", source.reshape(-1), _positions(np.broadcast_to(picks, shape)), axis=0)
+
+
+def unique(x: Tensor, sorted: bool = True, return_inverse: bool = False, return_counts: bool = False,
+           dim: int | None = None) -> Any:
+    """The distinct values (sorted, as PyTorch's CPU kernel gives them either way), with the inverse and counts."""
+    array = _array(x)
+    axis = None if dim is None else dim % max(array.ndim, 1)
+    values, inverse, counts = np.unique(array, return_inverse=True, return_counts=True, axis=axis)
+    inverse = inverse.reshape(array.shape if axis is None else (array.shape[axis],))
+    return _with_extras(values, inverse, counts, return_inverse, return_counts)
+
+
+def unique_consecutive(x: Tensor, return_inverse: bool = False, return_counts: bool = False, dim: int | None = None) -> Any:
+    """Each run of equal consecutive values (or slices along ``dim``) once, with the inverse and run lengths."""
+    array = _array(x)
+    axis = 0 if dim is None else dim % max(array.ndim, 1)
+    moved = array.reshape(-1) if dim is None else np.moveaxis(array, axis, 0)
+    if moved.shape[0] == 0:
+        return _with_extras(array.reshape(-1) if dim is None else array, np.zeros(array.shape if dim is None else (0,), np.int64),
+                            np.zeros(0, np.int64), return_inverse, return_counts)
+    changes = np.any((moved[1:] != moved[:-1]).reshape(moved.shape[0] - 1, -1), axis=1)
+    starts = np.concatenate([[0], np.flatnonzero(changes) + 1])
+    values = moved[starts] if dim is None else np.moveaxis(moved[starts], 0, axis)
+    inverse = (np.cumsum(np.concatenate([[False], changes])).astype(np.int64)).reshape(array.shape if dim is None else (-1,))
+    counts = np.diff(np.concatenate([starts, [moved.shape[0]]])).astype(np.int64)
+    return _with_extras(values, inverse, counts, return_inverse, return_counts)
+
+
+def _with_extras(values: np.ndarray, inverse: np.ndarray, counts: np.ndarray, return_inverse: bool, return_counts: bool) -> Any:
+    results = [_leaf(values)] + ([_leaf(inverse.astype(np.int64))] if return_inverse else []) + \
+        ([_leaf(counts.astype(np.int64))] if return_counts else [])
+    return results[0] if len(results) == 1 else tuple(results)
+
+
+def bincount(x: Tensor, weights: Any = None, minlength: int = 0) -> Tensor:
+    """How often each non-negative integer occurs in the 1-D ``x`` (or the sum of its ``weights``)."""
+    array = _array(x)
+    if array.ndim != 1 or not DType.of(array.dtype).is_int or (array < 0).any():
+        raise located_error(f"bincount only supports 1-d non-negative integral inputs, got {x.type}")
+    if weights is None:
+        return _leaf(np.bincount(array, minlength=minlength).astype(np.int64))
+    weighed = np.asarray(_array(weights) if isinstance(weights, Tensor) else weights)
+    dtype = np.float32 if weighed.dtype == np.float32 else np.float64  # PyTorch's: float32 stays, the rest double
+    return _leaf(np.bincount(array, weighed.astype(np.float64), minlength=minlength).astype(dtype))
+
+
+def histc(x: Tensor, bins: int = 100, min: float = 0, max: float = 0) -> Tensor:
+    """``bins`` equal-width counts between ``min`` and ``max`` (the data's range when both are 0), of ``x``'s dtype."""
+    array = _array(x)
+    if not DType.of(array.dtype).is_float:
+        raise located_error(f"histc: expected a floating-point tensor, got {x.type}")
+    low, high = (float(min), float(max)) if (min, max) != (0, 0) else (float(array.min(initial=0)), float(array.max(initial=0)))
+    if low == high:
+        low, high = low - 1, high + 1
+    counts, _ = np.histogram(array.astype(np.float64), bins=bins, range=(low, high))
+    return _leaf(counts.astype(array.dtype))
+
+
+__all__ = ["bincount", "histc", "is_eager", "masked_rows", "masked_select", "nonzero", "unique", "unique_consecutive"]
