@@ -135,4 +135,32 @@ def histc(x: Tensor, bins: int = 100, min: float = 0, max: float = 0) -> Tensor:
     return _leaf(counts.astype(array.dtype))
 
 
-__all__ = ["bincount", "histc", "is_eager", "masked_rows", "masked_select", "nonzero", "unique", "unique_consecutive"]
+def allclose(x: Tensor, other: Any, rtol: float = 1e-05, atol: float = 1e-08, equal_nan: bool = False) -> bool:
+    """Whether ``|x - other| <= atol + rtol * |other|`` everywhere (broadcast), as PyTorch's ``allclose``."""
+    a, b = _array(x), _values(other)
+    return bool(np.all(np.isclose(a, b, rtol=rtol, atol=atol, equal_nan=equal_nan)))
+
+
+def equal(x: Tensor, other: Any) -> bool:
+    """Whether ``x`` and ``other`` have the same shape and elements, as PyTorch's ``equal``."""
+    a, b = _array(x), _values(other)
+    return a.shape == b.shape and bool(np.array_equal(a, b))
+
+
+def is_nonzero(x: Tensor) -> bool:
+    array = _array(x)
+    if array.size != 1:
+        raise located_error(f"Boolean value of Tensor with {'no values' if array.size == 0 else 'more than one value'} "
+                            "is ambiguous")
+    return bool(array.reshape(()) != 0)
+
+
+def _values(other: Any) -> np.ndarray:
+    array = _array(other) if isinstance(other, Tensor) else np.asarray(other)
+    if array is None:
+        raise located_error("comparing an eager tensor with a traced one: their values exist at different times; "
+                            "compare inside the traced function with isclose/eq and return the result")
+    return array
+
+
+__all__ = ["allclose", "bincount", "histc", "equal", "is_eager", "is_nonzero", "masked_rows", "masked_select", "nonzero", "unique", "unique_consecutive"]

@@ -514,12 +514,18 @@ class ExtraMethods:
                               "count against fixed bin edges: kiln.bucketize(x, edges) and one-hot sums")
 
     def allclose(self, *args: Any, **kwargs: Any) -> Any:
+        if _eager_ops().is_eager(self):
+            return _eager_ops().allclose(self, *args, **kwargs)
         raise _python_bool("allclose()", "x.isclose(y).all()")
 
     def equal(self, *args: Any, **kwargs: Any) -> Any:
+        if _eager_ops().is_eager(self):
+            return _eager_ops().equal(self, *args, **kwargs)
         raise _python_bool("equal()", "(x == y).all()")
 
     def is_nonzero(self) -> Any:
+        if _eager_ops().is_eager(self):
+            return _eager_ops().is_nonzero(self)
         raise _python_bool("is_nonzero()", "x != 0")
 
 

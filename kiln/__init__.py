@@ -52,6 +52,7 @@ from kiln.frontend.torch_printoptions import get_printoptions, set_printoptions 
 from kiln import amp  # noqa: E402  (torch.amp: autocast, GradScaler; frontend/torch_amp.py)
 from kiln.frontend.torch_amp import autocast, get_autocast_dtype, is_autocast_enabled  # noqa: E402
 from kiln import cpu  # noqa: E402  (torch.cpu: kiln.cpu.amp.autocast, deprecated as torch's)
+from kiln import multiprocessing  # noqa: E402  (torch.multiprocessing: Python's own, for DataLoader-style workers)
 float16 = half = DType.f16  # NumPy float16; computed in float32 and rounded per op (widen-half), as torch on CPU
 bfloat16 = DType.bf16
 from kiln.frontend.tensor import Tensor  # noqa: E402  (torch.Tensor: isinstance(h, kiln.Tensor), traced or eager)
@@ -65,6 +66,7 @@ globals().update(_torch_functions.FORWARDERS)  # kiln.exp(x) is x.exp(), as torc
 globals().update(_torch_functions.DTYPES)  # kiln.float32, kiln.long, ... as torch's
 globals().update(_torch_more.exports())  # kiln.conv2d, kiln.hstack, kiln.finfo, kiln.exp_, ... (frontend/torch_more.py)
 from kiln.frontend.torch_generator import Generator  # noqa: E402  (torch.Generator: kiln.randn(..., generator=g))
+from math import e, inf, nan, pi  # noqa: E402  (torch.e, torch.inf, torch.nan, torch.pi: Python floats, as torch's)
 
 __version__ = "0.1.0"
 

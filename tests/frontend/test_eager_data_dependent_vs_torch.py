@@ -102,3 +102,22 @@ def test_bad_masks_and_counts_say_what():
     with pytest.raises(kiln.TraceError, match="1-d non-negative integral"):
         kiln.tensor(np.array([1, -1])).bincount()
     F.softmax(kiln.tensor(VALUES)[kiln.tensor(VALUES) > 0], dim=0)  # the picked vector is an ordinary eager tensor
+
+
+@pytest.mark.parametrize("function", [
+    lambda lib, a, b: lib.allclose(a, b), lambda lib, a, b: a.allclose(b, rtol=0, atol=1e-7),
+    lambda lib, a, b: lib.allclose(a, b * lib.nan, equal_nan=True), lambda lib, a, b: lib.equal(a, a),
+    lambda lib, a, b: lib.equal(a, b), lambda lib, a, b: lib.equal(a, a[:1]), lambda lib, a, b: a[:1, :1].is_nonzero(),
+    lambda lib, a, b: lib.allclose(a, a[:1]),
+])
+def test_python_bool_answers_match_torch(function):
+    torch = require_torch()
+    a, b = VALUES, VALUES + 1e-6 * RNG.standard_normal(VALUES.shape)
+    ours = function(kiln, kiln.tensor(a), kiln.tensor(b))
+    theirs = function(torch, torch.tensor(a), torch.tensor(b))
+    assert type(ours) is bool and ours == theirs
+
+
+def test_python_bools_stay_refused_in_a_trace():
+    with pytest.raises(kiln.TraceError, match="returns a Python bool"):
+        kiln.trace(lambda x: kiln.tensor(1.0) if x.allclose(x) else x, kiln.TensorSpec((2,), "float64"))
