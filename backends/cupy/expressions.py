@@ -84,14 +84,10 @@ def _gelu(a: list[str], attrs: dict[str, Any], t: str) -> str:
     return f"(({t})0.5 * {x} * (({t})1 + erf({x} * ({t}){SQRT_HALF})))"
 
 
-SIGMOID_EXPONENT_LIMIT = {"float": 88.0, "double": 709.0}
-"""As the NumPy backend's (``out_nn.SIGMOID_EXPONENT_LIMIT``): ``-a`` is clamped where ``exp`` stays finite."""
-
-
 def _sigmoid(a: list[str], attrs: dict[str, Any], t: str) -> str:
-    # 1 / (1 + exp(min(-a, limit))): a few ulps relative to the result in both tails; NaN stays NaN
-    limit = f"({t}){SIGMOID_EXPONENT_LIMIT[t]!r}"
-    return f"(({t})1 / (({t})1 + exp(({a[0]} < -{limit} ? {limit} : -{a[0]}))))"
+    # 1 / (1 + exp(-a)): a few ulps relative to the result in both tails; exp overflows to inf far left (the result
+    # is 0, as the NumPy backend's and PyTorch's); NaN stays NaN
+    return f"(({t})1 / (({t})1 + exp(-{a[0]})))"
 
 
 def _cast(a: list[str], attrs: dict[str, Any], t: str) -> str:

@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 
 from kiln.backends.numpy.half_cast import cast_into  # noqa: F401  (the emitted tensor.cast's, as _nn.cast_into)
-from kiln.compiler.ops.transformer import GELU_EXP_CAP, GELU_TANH_CUBIC, GELU_TANH_LINEAR
+from kiln.compiler.ops.transformer import GELU_TANH_CUBIC, GELU_TANH_LINEAR
 
 
 def where_into(condition: np.ndarray, x: np.ndarray, y: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -48,17 +48,14 @@ def _ones(width: int, dtype: np.dtype) -> np.ndarray:
     return np.ones((width, 1), dtype)
 
 
-SIGMOID_EXPONENT_LIMIT = {np.dtype(np.float16): 11.0, np.dtype(np.float32): 88.0, np.dtype(np.float64): 709.0}
-"""The largest ``-x`` whose ``exp`` is finite in each dtype. ``sigmoid`` clamps there, so ``exp`` never overflows or
-warns; below ``-limit`` it returns ``sigmoid(-limit)`` (about 6e-39 in float32, 1e-308 in float64) for a smaller value."""
-
-
 def sigmoid_into(x: np.ndarray, out: np.ndarray) -> np.ndarray:
     """``1 / (1 + exp(-x))``: a few ulps relative to the result everywhere, both tails included (``(tanh(x/2) + 1) / 2``
-    is an ulp of 1 off, so ``sigmoid(-30)`` had no correct digit). ``out`` may be ``x``."""
+    is an ulp of 1 off, so ``sigmoid(-30)`` had no correct digit). Below about -88 (float32) / -709 (float64) ``exp``
+    overflows to inf on purpose and the result is 0, as PyTorch's (a clamp there gave 6e-39, and ``silu(-1e30)`` -6e-9).
+    ``out`` may be ``x``."""
     np.negative(x, out=out)
-    np.minimum(out, SIGMOID_EXPONENT_LIMIT[out.dtype], out=out)
-    np.exp(out, out=out)
+    with np.errstate(over="ignore"):
+        np.exp(out, out=out)
     out += 1
     return np.reciprocal(out, out=out)
 
@@ -73,13 +70,14 @@ def gelu_into(x: np.ndarray, out: np.ndarray, approximate: str) -> np.ndarray:
 
 
 def gelu_tanh_into(x: np.ndarray, out: np.ndarray) -> np.ndarray:
-    # x / (1 + exp(min(-u, 80))),  -u = x (-a - b x^2): nn.gelu's decomposition (compiler/ops/transformer.py)
-    np.multiply(x, x, out=out)
-    out *= x.dtype.type(-GELU_TANH_CUBIC)
-    out += x.dtype.type(-GELU_TANH_LINEAR)
-    out *= x
-    np.minimum(out, GELU_EXP_CAP, out=out)
-    np.exp(out, out=out)
+    # x / (1 + exp(-u)),  -u = x (-a - b x^2): nn.gelu's decomposition (compiler/ops/transformer.py). For x below about
+    # -10 (float32) exp overflows to inf on purpose and the quotient is -0, as PyTorch's 0.5 x (1 + tanh(u / 2)).
+    with np.errstate(over="ignore"):
+        np.multiply(x, x, out=out)
+        out *= x.dtype.type(-GELU_TANH_CUBIC)
+        out += x.dtype.type(-GELU_TANH_LINEAR)
+        out *= x
+        np.exp(out, out=out)
     out += 1
     return np.divide(x, out, out=out)
 

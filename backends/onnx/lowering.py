@@ -23,7 +23,6 @@ _ONE_TO_ONE = {
     "tensor.exp": "Exp",
     "tensor.log": "Log",
     "tensor.tanh": "Tanh",
-    "tensor.sigmoid": "Sigmoid",
     "tensor.relu": "Relu",
     "tensor.sqrt": "Sqrt",
     "tensor.add": "Add",

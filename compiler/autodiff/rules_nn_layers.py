@@ -16,7 +16,7 @@ from kiln.compiler.autodiff.rules import Cotangents, vjp_rule
 from kiln.compiler.ir.builder import Builder
 from kiln.compiler.ir.core import Op, Value
 from kiln.compiler.ops.conv import output_size
-from kiln.compiler.ops.transformer import GELU_TANH_CUBIC, GELU_TANH_LINEAR, batch_axes, gelu_tanh_denominator, per_channel, standardize_grad
+from kiln.compiler.ops.transformer import GELU_SQUARE_CAP, GELU_TANH_CUBIC, GELU_TANH_LINEAR, batch_axes, gelu_tanh_denominator, per_channel, standardize_grad
 
 CONV_ATTRS = ("stride", "padding", "dilation", "groups")
 POOL_ATTRS = ("kernel_size", "stride", "padding")
@@ -91,7 +91,9 @@ def gelu_vjp(b: Builder, op: Op, g: Value) -> Cotangents:
     if op.attrs["approximate"] == "tanh":
         # d/dx x s(u) = s + x s (1 - s) u',  s = sigmoid(u) = 1 / (1 + exp(-u)),  u' = 2 sqrt(2/pi) (1 + 3 * 0.044715 x^2)
         s = b.div(one, gelu_tanh_denominator(b, x))
-        du = b.add(b.mul(b.mul(x, x), b.scalar_like(3 * GELU_TANH_CUBIC, x)), b.scalar_like(GELU_TANH_LINEAR, x))
+        # x^2 capped in u' (GELU_SQUARE_CAP): past |x| = 100, s (1 - s) is 0 and x s (1 - s) u' then 0, not 0 * inf
+        square = b.minimum(b.mul(x, x), b.scalar_like(GELU_SQUARE_CAP, x))
+        du = b.add(b.mul(square, b.scalar_like(3 * GELU_TANH_CUBIC, x)), b.scalar_like(GELU_TANH_LINEAR, x))
         slope = b.add(s, b.mul(b.mul(x, b.mul(s, b.sub(one, s))), du))
     else:
         # d/dx x Phi(x) = Phi(x) + x phi(x),  Phi(x) = (1 + erf(x / sqrt 2)) / 2,  phi(x) = exp(-x^2/2) / sqrt(2 pi)

@@ -47,16 +47,18 @@ def gelu_decomposition(b: "Builder", x: "Value", *, approximate: str) -> "Value"
 
 GELU_TANH_LINEAR = 2 * math.sqrt(2 / math.pi)
 GELU_TANH_CUBIC = GELU_TANH_LINEAR * 0.044715
-GELU_EXP_CAP = 80.0
-"""exp's argument is capped here: no overflow, and ``1 + e^80`` already makes the quotient vanish."""
+GELU_SQUARE_CAP = 1e4
+"""``x^2`` is capped here in the tanh GELU's slope ``u'``: unchanged wherever ``sigmoid(u) (1 - sigmoid(u))`` is not 0
+(``|x| < 25`` in float64), and finite beyond, so that 0 times it is 0 (the slope 1 or 0) and not NaN."""
 
 
 def gelu_tanh_denominator(b: "Builder", x: "Value") -> "Value":
     """``1 + exp(-u)``, ``u = 2 sqrt(2/pi) (x + 0.044715 x^3)``: since ``(1 + tanh(u/2)) / 2 = sigmoid(u)``, the tanh
     GELU is ``x`` over it (one exp instead of a tanh, 2x cheaper in NumPy). The VJP rule builds the same ops, so CSE
-    shares them between the forward and the gradient."""
+    shares them between the forward and the gradient. ``exp`` overflows to inf on purpose below about -10 (float32):
+    the quotient is then -0 for every finite ``x``, as PyTorch's (a cap on ``-u`` gave ``x e^-cap``, -1.8e-5 at -1e30)."""
     minus_u = b.mul(x, b.add(b.mul(b.mul(x, x), b.scalar_like(-GELU_TANH_CUBIC, x)), b.scalar_like(-GELU_TANH_LINEAR, x)))
-    return b.add(b.scalar_like(1.0, x), b.exp(b.minimum(minus_u, b.scalar_like(GELU_EXP_CAP, x))))
+    return b.add(b.scalar_like(1.0, x), b.exp(minus_u))
 
 
 @register_op("nn.layer_norm", traits={"composite"}, eps=1e-5)

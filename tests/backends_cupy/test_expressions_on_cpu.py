@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from cpu_cuda import run_raw_kernel
+from oracles import require_torch
 from kiln.backends.cupy.codegen import ElementwiseSource, standalone_source
 from kiln.backends.cupy.expressions import C_TYPES, CUPY_TYPES, REDUCTIONS, c_expression
 from kiln.backends.numpy import NUMPY
@@ -98,13 +99,35 @@ def test_clip_rule_means_what_numpy_means(dtype: DType, bounds: tuple):
 @pytest.mark.parametrize("approximate", ["none", "tanh"])
 @pytest.mark.parametrize("dtype", FLOATS)
 def test_gelu_rule_means_what_numpy_means(dtype: DType, approximate: str):
-    """-inf left out of the tanh GELU: 0.5 x (1 + tanh(u)) is NaN there on CUDA, as in PyTorch, while NumPy's
-    ``x / (1 + exp(min(-u, 80)))`` gives -inf (the limit is 0)."""
+    """-inf included: the tanh GELU's 0.5 x (1 + tanh(u)) is NaN there on CUDA, as NumPy's ``x / (1 + exp(-u))`` and
+    PyTorch's; -1e30 and -100 give -0 in both (a cap on NumPy's ``-u`` once gave -1.8e-5 at -1e30)."""
     (x,) = specials(dtype, 1)
-    if approximate == "tanh":
-        x = x[x != -np.inf]
     assert_same(run_expression("nn.gelu", [x], dtype, {"approximate": approximate}),
                 numpy_kernel("nn.gelu", x, approximate=approximate), dtype, f"gelu {approximate}")
+
+
+EXTREMES = [np.inf, -np.inf, np.nan, 1e30, -1e30, 1e5, -1e5, 88.0, -88.0, 88.5, -88.5, 89.0, -89.0, 90.0, -90.0,
+            1e-40, -1e-40, 1e-310, -1e-310, 0.0, -0.0]
+"""As tests/ops/test_extreme_values.py's points: exp's overflow past 88 / 709, subnormals (1e-310 is 0 in float32)."""
+TORCH_ACTIVATIONS = {
+    "gelu_tanh": ("nn.gelu", {"approximate": "tanh"}, lambda torch, x: torch.nn.functional.gelu(x, approximate="tanh")),
+    "gelu": ("nn.gelu", {"approximate": "none"}, lambda torch, x: torch.nn.functional.gelu(x)),
+    "sigmoid": ("tensor.sigmoid", {}, lambda torch, x: torch.sigmoid(x)),
+}
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("name", sorted(TORCH_ACTIVATIONS))
+def test_activation_rules_match_torch_at_extremes(name: str, dtype: DType):
+    """NaN where PyTorch's is (the tanh GELU at -inf), infs of its sign, -0 far left, a few ulps elsewhere."""
+    torch = require_torch()
+    op_name, attrs, reference = TORCH_ACTIVATIONS[name]
+    with np.errstate(under="ignore"):
+        x = np.array(EXTREMES, dtype.numpy)
+    expected = reference(torch, torch.tensor(x)).numpy()
+    info = np.finfo(dtype.numpy)
+    np.testing.assert_allclose(run_expression(op_name, [x], dtype, attrs), expected, rtol=4 * info.eps,
+                               atol=4 * info.smallest_subnormal, equal_nan=True, err_msg=f"{name} {dtype}")
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
