@@ -40,7 +40,7 @@ from kiln.compiler.ir.types import DType
 from kiln.frontend.tensor_inplace import check_fresh, in_place
 from kiln.frontend.tensor_math import _magnitude, _promoted, _scaled, _sign_bit
 from kiln.frontend.tensor_methods import _floating, _is_one
-from kiln.frontend.tensor_special import _digamma_positive, _erfc, _erfinv_inside, _lgamma_positive, _sin_pi_fraction
+from kiln.frontend.tensor_special import _digamma_positive, _erfc, _erfinv_inside, _lgamma_positive, _sin_pi, _sin_pi_fraction
 from kiln.frontend.trace import located_error
 from kiln.frontend.autocast import autocasts
 
@@ -255,7 +255,7 @@ class ExtraMethods:
         magnitude = _magnitude(y)  # its slope at 0 is 1, so erfinv'(0) is sqrt(pi) / 2
         inside = magnitude < 1
         root = _erfinv_inside(_where(inside, magnitude, 0.5))
-        edge = _where(magnitude == 1, y.new_tensor(math.inf), y.new_tensor(math.nan))
+        edge = (1.0 - magnitude).rsqrt()  # inf at +-1, NaN beyond and at NaN; its slope too (PyTorch's), not 0
         root = _where(inside, root, edge)
         return _where(y < 0, -root, root)
 
@@ -287,18 +287,29 @@ class ExtraMethods:
         return _where(zero, 0.0, x * _where(zero, 1.0, y).log())
 
     def logit(self, eps: float | None = None) -> Any:
-        """``log(p / (1 - p))`` of ``p`` clamped to ``[eps, 1 - eps]`` when ``eps`` is given."""
+        """``log(p / (1 - p))`` of ``p`` clamped to ``[eps, 1 - eps]`` when ``eps`` is given, as ``log(p) - log1p(-p)``
+        (within 1e3 ulps where the quotient's rounding cost 4e6 near 1/2), whose slope ``1 / p + 1 / (1 - p)`` is inf
+        at 0 and 1. Outside [0, 1] value and slope are NaN, as PyTorch's: ``0 * sqrt(p (1 - p))`` is a zero term whose
+        slope is NaN there."""
+        from kiln.frontend.functional_activation import _log1p
+
         p = _floating(self)
         if eps is not None:
             p = p.clamp(eps, 1 - eps)
-        return (p / (1.0 - p)).log()
+        spread = p * (1.0 - p)
+        domain = _where(spread == 0, 1.0, spread).sqrt() * 0.0  # sqrt(0)'s slope would be inf, times 0: NaN
+        return p.log() - _log1p(-p) + domain
 
     def sinc(self) -> Any:
-        """``sin(pi x) / (pi x)``, 1 at 0 (slope 0 there)."""
+        """``sin(pi x) / (pi x)`` with ``sin(pi x)`` from ``x - round(x)`` (``_sin_pi``: 0 at every integer). Below
+        ``|x| = 1e-4`` the series ``1 - p^2 / 6 + p^4 / 120`` (``p = pi x``), whose slope is ``-pi^2 x / 3`` down to 0
+        (the quotient's is inf - inf once ``p^2`` underflows)."""
         x = _floating(self)
-        zero = x == 0
-        product = _where(zero, 1.0, x) * math.pi
-        return _where(zero, 1.0, product.sin() / product)
+        small = x.abs() < 1e-4
+        far = _where(small, 1.0, x)
+        near = _where(small, x, 0.0) * math.pi
+        series = 1.0 - near * near * (1.0 / 6.0 - near * near * (1.0 / 120.0))
+        return _where(small, series, _sin_pi(far) / (far * math.pi))
 
     def deg2rad(self) -> Any:
         return _floating(self) * (math.pi / 180.0)

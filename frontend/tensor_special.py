@@ -19,6 +19,10 @@ def _where(condition: Any, x: Any, y: Any) -> Any:
 _ERFC_FAR = 2.0
 """From here on ``erfc`` comes from the continued fraction: ``1 - erf`` loses ``log10(1 / erfc)`` digits."""
 
+_ERFC_UNDERFLOW = 30.0
+"""``erfc`` is 0 from about 27 on (float64; 10 in float32): the continued fraction sees at most this, so that its slope
+at +inf is 0 (``-2 x exp(-x^2)`` there is inf * 0)."""
+
 _ERFC_TERMS = 60
 """Enough for the continued fraction to converge to an ulp at 2 (and sooner further out)."""
 
@@ -28,7 +32,7 @@ def _erfc(x: Any) -> Any:
     """``1 - erf(x)``, from Laplace's continued fraction ``exp(-x^2) / sqrt(pi) / (x + 1/2 / (x + 1 / (x + ...)))``
     where ``x >= 2`` (evaluated from the last term back)."""
     far = x >= _ERFC_FAR
-    tail = _where(far, x, _ERFC_FAR)
+    tail = _where(far, _where(x < _ERFC_UNDERFLOW, x, _ERFC_UNDERFLOW), _ERFC_FAR)
     denominator = tail
     for n in range(_ERFC_TERMS, 0, -1):
         denominator = tail + (n / 2) / denominator
@@ -109,6 +113,18 @@ def _sum_over_shift(term: Callable[[int], Any]) -> Any:
     for k in range(1, _GAMMA_SHIFT):
         total = total + term(k)
     return total
+
+
+def _sin_pi(x: Any) -> Any:
+    """``sin(pi x)`` from the exact ``r = x - round(x)``: ``sin(pi r)``, or ``cos(pi (|r| - 1/2))`` past ``|r| = 1/4`` (so
+    that its slope near half-integers is not the cosine of a rounded ``pi / 2``), negated where ``round(x)`` is odd.
+    ``sin`` of ``pi x`` rounded has no correct digit left at 1e5 in float32."""
+    turns = x.round()
+    odd = (turns - 2.0 * (turns * 0.5).round()).abs()  # 1 where round(x) is odd, else 0
+    r = x - turns
+    outer = r.abs() > 0.25
+    folded = _where(outer, r.abs() - 0.5, r) * math.pi
+    return _where(outer, folded.cos() * r.sign(), folded.sin()) * (1.0 - 2.0 * odd)
 
 
 def _sin_pi_fraction(x: Any, reflect: Any) -> Any:
