@@ -80,14 +80,23 @@ def fan_in_and_fan_out(shape: tuple[int, ...]) -> tuple[int, int]:
 
 
 def _fill(tensor, values: np.ndarray):
-    """Write ``values`` into ``tensor`` (a Parameter or an array) in place, in its dtype; return ``tensor``."""
-    target = tensor.data if hasattr(tensor, "copy_") else tensor
+    """Write ``values`` into ``tensor`` in place, in its dtype; return ``tensor``. A Parameter's or an array's memory
+    is written; an eager tensor (``nn.init.normal_(kiln.empty(3, 4))``) takes them through ``copy_``, which rebinds
+    it (frontend/tensor_inplace.py)."""
+    from kiln.frontend.grad_mode import no_grad  # lazily, as the classes: init loads first
+    from kiln.frontend.module import Parameter
+    from kiln.frontend.tensor import Tensor
+
+    if isinstance(tensor, Tensor) and not isinstance(tensor, Parameter):
+        with no_grad():
+            return tensor.copy_(values.astype(tensor.dtype.numpy))
+    target = tensor.data if isinstance(tensor, Parameter) else tensor
     target[...] = values.astype(target.dtype)
     return tensor
 
 
 def _shape(tensor) -> tuple[int, ...]:
-    return tuple((tensor.data if hasattr(tensor, "copy_") else tensor).shape)
+    return tuple(int(d) for d in tensor.shape)
 
 
 def uniform_(tensor, a: float = 0.0, b: float = 1.0):

@@ -241,9 +241,13 @@ class Module(HookMethods):
         for name, module in self._modules.items():
             yield from module.named_buffers(f"{prefix}{name}.")
 
-    def register_buffer(self, name: str, array: Any) -> None:
-        """Keep ``array`` as a non-trainable ``Buffer`` named ``name`` (PyTorch's ``register_buffer``)."""
-        setattr(self, name, Buffer(array))
+    def register_buffer(self, name: str, array: Any, persistent: bool = True) -> None:
+        """Keep ``array`` as a non-trainable ``Buffer`` named ``name`` (PyTorch's ``register_buffer``); a
+        ``persistent=False`` one (a causal mask, a positional table) is left out of ``state_dict``, as PyTorch's.
+        ``None`` sets the attribute to None and holds no buffer."""
+        non_persistent = self.__dict__.setdefault("_non_persistent_buffers_set", set())
+        (non_persistent.discard if persistent else non_persistent.add)(name)
+        setattr(self, name, None if array is None else Buffer(array))
 
     def register_parameter(self, name: str, parameter: "Parameter | None") -> None:
         """Register ``parameter`` as ``name`` (PyTorch's ``register_parameter``)."""
@@ -354,8 +358,9 @@ class Module(HookMethods):
         return OrderedDict((name, value.data) for name, value in self._state_items(""))
 
     def _state_items(self, prefix: str) -> Iterator[tuple[str, Parameter]]:
-        for registry in (self._parameters, self._buffers):
-            yield from ((prefix + name, value) for name, value in registry.items() if value is not None)
+        skipped = self.__dict__.get("_non_persistent_buffers_set", ())
+        yield from ((prefix + name, value) for name, value in self._parameters.items() if value is not None)
+        yield from ((prefix + name, value) for name, value in self._buffers.items() if value is not None and name not in skipped)
         for name, module in self._modules.items():
             yield from module._state_items(f"{prefix}{name}.")
 
