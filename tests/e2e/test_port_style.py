@@ -482,7 +482,8 @@ def super_resolution_main(lib, nn, model, epochs=2, log=None):
     optimizer = lib.optim.Adam(model.parameters(), lr=0.01)
     train_set, test_set = super_resolution_dataset(lib, 8), super_resolution_dataset(lib, 6, offset=900)
     # the example shuffles the training set; the two libraries' generators differ, so both read it in order. Its
-    # --threads 4 worker processes: kiln accepts and ignores them; torch's would start 4 processes per loader here
+    # --threads 4 worker processes: kiln's loader starts them (forked, batches in order, the same as in-process); the
+    # torch twin reads in-process, which keeps its half of the test fast
     threads = 4 if lib is kiln else 0
     training_data_loader = lib.utils.data.DataLoader(dataset=train_set, num_workers=threads, batch_size=4, shuffle=False)
     testing_data_loader = lib.utils.data.DataLoader(dataset=test_set, num_workers=threads, batch_size=3, shuffle=False)
