@@ -66,6 +66,7 @@ globals().update(_torch_functions.FORWARDERS)  # kiln.exp(x) is x.exp(), as torc
 globals().update(_torch_functions.DTYPES)  # kiln.float32, kiln.long, ... as torch's
 globals().update(_torch_more.exports())  # kiln.conv2d, kiln.hstack, kiln.finfo, kiln.exp_, ... (frontend/torch_more.py)
 from kiln.frontend.torch_generator import Generator  # noqa: E402  (torch.Generator: kiln.randn(..., generator=g))
+from kiln.backends.matmul_precision import get_float32_matmul_precision, set_float32_matmul_precision  # noqa: E402  (TF32 on CuPy)
 from kiln.frontend.torch_threads import get_num_interop_threads, get_num_threads, set_num_interop_threads, set_num_threads  # noqa: E402
 from math import e, inf, nan, pi  # noqa: E402  (torch.e, torch.inf, torch.nan, torch.pi: Python floats, as torch's)
 

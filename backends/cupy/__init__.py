@@ -5,7 +5,9 @@ importing this package, generating kernel source (``codegen``) and planning
 launches (``plan``) work on any machine; ``compile`` needs CuPy and a GPU.
 
 Matmuls run through cuBLAS with TF32 off, so float32 results match float32
-references; ``CupyBackend(tf32=True)`` or ``KILN_CUPY_TF32=1`` turns it on.
+references; ``CupyBackend(tf32=True)``, ``KILN_CUPY_TF32=1`` or, for backends made
+after it, ``kiln.set_float32_matmul_precision("high")`` turns it on (the argument
+first, then the variable where set, then the precision setting).
 ``CupyBackend(profile=True)`` or ``KILN_CUPY_PROFILE=1`` builds steps that record
 a CUDA event after every op, so ``executable.op_times()`` gives each op's GPU
 time (``benchmarks/gpu_profile.py``).
@@ -36,6 +38,7 @@ from typing import Any
 from kiln.backends.cupy.codegen import ElementwiseSource, ReductionSource, elementwise_kernel_source, group_kernels
 from kiln.backends.cupy.half import refuse_bfloat16, require_half_headers, uses_half
 from kiln.backends.cupy.plan import KernelLaunch, kernel_plan, lower_for_cupy
+from kiln.backends.matmul_precision import allows_tf32
 from kiln.backends.numpy.codegen import function_name
 from kiln.compiler.ir.core import Graph
 
@@ -61,11 +64,17 @@ def set_tf32(cupy: Any, enabled: bool) -> None:
     linalg.set_compute_type(np.float32, linalg.COMPUTE_TYPE_TF32 if enabled else linalg.COMPUTE_TYPE_FP32)
 
 
+def _default_tf32() -> bool:
+    """``KILN_CUPY_TF32`` where set (``1`` on, anything else off), else ``kiln.set_float32_matmul_precision``'s choice."""
+    variable = os.environ.get("KILN_CUPY_TF32")
+    return allows_tf32() if variable is None else variable == "1"
+
+
 class CupyBackend:
     name = "cupy"
 
     def __init__(self, tf32: bool | None = None, profile: bool | None = None):
-        self.tf32 = os.environ.get("KILN_CUPY_TF32") == "1" if tf32 is None else tf32
+        self.tf32 = _default_tf32() if tf32 is None else tf32
         self.profile = os.environ.get("KILN_CUPY_PROFILE") == "1" if profile is None else profile
         """Record a CUDA event after every op, for ``CupyExecutable.op_times`` (``benchmarks/gpu_profile.py``)."""
 
