@@ -49,11 +49,11 @@ def get_ema_multi_avg_fn(decay: float = 0.999) -> MultiAvgFn:
     def ema_update(ema_list: Sequence[Parameter], current_list: Sequence[Parameter], _: Any) -> None:
         if _is_floating(ema_list[0]):
             for ema, current in zip(ema_list, current_list):
-                _write(ema, _lerp(ema.data, _array(current), 1 - decay))
+                _lerp_into(_array(ema), _array(current), 1 - decay)
         else:
             compute = get_default_dtype().numpy.type  # torch: a long tensor times a Python float is in the default dtype
             for ema, current in zip(ema_list, current_list):
-                _write(ema, ema.data.astype(compute) * compute(decay) + _array(current).astype(compute) * compute(1 - decay))
+                _write(ema, _array(ema).astype(compute) * compute(decay) + _array(current).astype(compute) * compute(1 - decay))
 
     return ema_update
 
@@ -69,10 +69,10 @@ def get_swa_multi_avg_fn() -> MultiAvgFn:
             one = get_default_dtype().numpy.type(1)
             weight = float(one / (one + count)) if not isinstance(num_averaged, int) else 1.0 / (count + 1)
             for averaged, current in zip(averaged_list, current_list):
-                _write(averaged, _lerp(averaged.data, _array(current), weight))
+                _lerp_into(_array(averaged), _array(current), weight)
         else:
             for averaged, current in zip(averaged_list, current_list):
-                _write(averaged, _running_mean(averaged.data, _array(current), count))
+                _write(averaged, _running_mean(_array(averaged), _array(current), count))
 
     return swa_update
 
@@ -149,7 +149,7 @@ class AveragedModel(Module):
         per tensor (PyTorch's CPU path, ``get_swa_avg_fn``'s arithmetic)."""
         if self.multi_avg_fn is None:
             for mine, theirs in zip(averaged, current):
-                _write(mine, _running_mean(mine.data, theirs.data, count))
+                _write(mine, _running_mean(_array(mine), _array(theirs), count))
             return
         groups: dict[np.dtype, tuple[list[Parameter], list[Parameter]]] = {}
         for mine, theirs in zip(averaged, current):
@@ -267,25 +267,25 @@ def _is_floating(tensor: Any) -> bool:
 
 def _array(tensor: Any) -> np.ndarray:
     """The values of a parameter (its array, brought back from a device first) or of a kiln tensor or array."""
-    return tensor.data if isinstance(tensor, Parameter) else np.asarray(tensor)
+    return np.asarray(tensor.data if isinstance(tensor, Parameter) else tensor)  # a plain ndarray: its ufuncs are fast
 
 
 def _write(target: Parameter, value: Any) -> None:
     """``target.detach().copy_(value)`` as PyTorch's: in place, cast to ``target``'s dtype (a float truncated into an
     integer buffer), so the arrays a compiled model or a device step reads see it."""
-    np.copyto(target.data, _array(value), casting="unsafe")
+    np.copyto(_array(target), _array(value), casting="unsafe")
 
 
-def _lerp(start: np.ndarray, end: np.ndarray, weight: float) -> np.ndarray:
-    """PyTorch's ``lerp``: ``start + w (end - start)`` for ``|w| < 0.5``, else ``end + (w - 1)(end - start)``, in
-    float32 for half arrays (PyTorch's opmath) and the sum formed in float64, as its fused multiply-add rounds once."""
+def _lerp_into(start: np.ndarray, end: np.ndarray, weight: float) -> None:
+    """``start <- lerp(start, end, weight)`` in place, as PyTorch's: ``start + w (end - start)`` for ``|w| < 0.5``, else
+    ``end + (w - 1)(end - start)``, in float32 for half arrays (PyTorch's opmath); the multiply-add is formed in float64
+    and rounded to that dtype once, as PyTorch's fused multiply-add (bit for bit in float32, float16 and bfloat16)."""
     compute = np.float32 if start.dtype.itemsize < 4 else start.dtype.type
-    start, end = start.astype(compute, copy=False), end.astype(compute, copy=False)
-    difference = end - start
-    wide = np.complex128 if np.iscomplexobj(start) else np.float64
-    if abs(weight) < 0.5:
-        return difference.astype(wide) * compute(weight) + start.astype(wide)
-    return difference.astype(wide) * (compute(weight) - compute(1)) + end.astype(wide)
+    wide = np.subtract(end, start, dtype=compute).astype(np.complex128 if np.iscomplexobj(start) else np.float64, copy=False)
+    small = abs(weight) < 0.5
+    wide *= compute(weight) if small else compute(weight) - compute(1)
+    wide += start if small else end
+    np.copyto(start, wide.astype(compute, copy=False), casting="unsafe")
 
 
 def _running_mean(averaged: np.ndarray, current: np.ndarray, count: int) -> np.ndarray:

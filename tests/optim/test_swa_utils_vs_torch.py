@@ -164,3 +164,34 @@ def test_errors_say_what_to_give():
         swa_utils.get_ema_avg_fn(-0.1)
     with pytest.raises(TypeError, match="kiln Module"):
         swa_utils.AveragedModel(lambda x: x)
+
+
+def _to_torch(torch, array):
+    """A torch tensor of ``array``'s values and dtype (bfloat16 through float32, which holds it exactly)."""
+    if array.dtype == kiln.bfloat16.numpy:
+        return torch.tensor(array.astype(np.float32)).to(torch.bfloat16)
+    return torch.tensor(array)
+
+
+def _from_torch(tensor):
+    return tensor.detach().float().numpy() if str(tensor.dtype) == "torch.bfloat16" else tensor.detach().numpy()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+@pytest.mark.parametrize("averaging", ["ema_multi_avg_fn", "swa_multi_avg_fn", "swa_default"])
+def test_narrow_floats_average_bit_for_bit_as_torch(torch, dtype, averaging):
+    """float32 and half weights: PyTorch's lerp (float32 opmath, one rounding of the multiply-add) and running mean."""
+    numpy_dtype = kiln.bfloat16.numpy if dtype == "bfloat16" else np.dtype(dtype)
+    rng = np.random.default_rng(0)
+    model, twin = kiln.nn.Linear(33, 16, bias=False).to(numpy_dtype), torch.nn.Linear(33, 16, bias=False).to(getattr(torch, dtype))
+    ours = swa_utils.AveragedModel(model, **AVERAGING[averaging](swa_utils))
+    theirs = torch.optim.swa_utils.AveragedModel(twin, **AVERAGING[averaging](torch.optim.swa_utils))
+    for _ in range(12):
+        weight = rng.normal(size=(16, 33)).astype(np.float32).astype(numpy_dtype)
+        model.weight.data[...] = weight
+        twin.weight.data = _to_torch(torch, weight)
+        ours.update_parameters(model)
+        theirs.update_parameters(twin)
+    got = ours.module.weight.data
+    assert got.dtype == numpy_dtype
+    np.testing.assert_array_equal(got.astype(np.float32), _from_torch(theirs.module.weight))
