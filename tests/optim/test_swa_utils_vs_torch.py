@@ -15,7 +15,7 @@ import pytest
 import kiln
 import kiln.nn.functional as F
 from kiln.optim import swa_utils
-from oracles import torch_twins
+from oracles import require, torch_twins
 
 STEPS = 20
 TOLERANCE = 1e-12
@@ -60,8 +60,8 @@ def _torch_step(torch, model, optimizer, x, y):
 
 
 def _kiln_trainer(model, optimizer, trainer):
-    if trainer == "compiled":
-        step = kiln.compile_train_step(model, F.mse_loss, optimizer)
+    if trainer.startswith("compiled"):
+        step = kiln.compile_train_step(model, F.mse_loss, optimizer, backend="onnxruntime" if trainer.endswith("onnxruntime") else "numpy")
         return lambda x, y: step(x, y)
 
     def eager_step(x, y):
@@ -95,8 +95,12 @@ def test_averaged_model_follows_torch_with_an_eagerly_trained_model(torch, avera
 
 
 @pytest.mark.parametrize("averaging", ["ema_multi_avg_fn_with_buffers", "swa_default"])
-def test_averaged_model_follows_torch_with_a_compiled_train_step(torch, averaging):
-    _train_in_lockstep(torch, averaging, "compiled")
+@pytest.mark.parametrize("trainer", ["compiled", "compiled_onnxruntime"])
+def test_averaged_model_follows_torch_with_a_compiled_train_step(torch, averaging, trainer):
+    """The step updates the parameters in place (onnxruntime keeps them resident; reading them brings them back)."""
+    if trainer.endswith("onnxruntime"):
+        require("onnxruntime")
+    _train_in_lockstep(torch, averaging, trainer)
 
 
 def test_the_average_is_not_the_initial_weights(torch):
