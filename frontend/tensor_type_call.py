@@ -33,6 +33,7 @@ class TensorTypeCall(TensorType):
     def __init__(self, type: TensorType, tensor: Any) -> None:  # noqa: A002  (the attribute's name)
         object.__setattr__(self, "shape", type.shape)  # already checked: no second __post_init__ on this hot path
         object.__setattr__(self, "dtype", type.dtype)
+        object.__setattr__(self, "_hash", hash(type))
         object.__setattr__(self, "_tensor", tensor)
 
     def __call__(self, dtype: Any = None, non_blocking: bool = False, **kwargs: Any) -> Any:
