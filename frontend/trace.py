@@ -92,7 +92,7 @@ class TraceContext:
 
     @classmethod
     def current(cls) -> "TraceContext":
-        stack = getattr(cls._local, "stack", [])
+        stack = getattr(cls._local, "stack", ())
         if not stack and cls.fallback is not None:
             return cls.fallback()
         if not stack:
@@ -104,7 +104,7 @@ class TraceContext:
 
     @classmethod
     def active(cls) -> bool:
-        return bool(getattr(cls._local, "stack", []))
+        return bool(getattr(cls._local, "stack", ()))
 
     def __enter__(self) -> "TraceContext":
         self._local.__dict__.setdefault("stack", []).append(self)
