@@ -1,4 +1,4 @@
-"""More of PyTorch's ``Tensor`` methods, each a few existing ops: comparisons by name, bool logic (``~m``, ``a & b``),
+"""More of PyTorch's ``Tensor`` methods, each a few existing ops: comparisons by name, bool logic by name,
 casts (``long()``, ``bool()``), ``isnan``/``isinf``/``isfinite``, ``new_zeros``/``new_ones``/``new_full``,
 ``gather``/``index_select``, ``roll``, ``repeat_interleave``, ``tile``, ``unflatten``, ``t``/``mT``, ``tril``/``triu``,
 ``clone``/``contiguous``. ``Tensor`` inherits them.
@@ -16,6 +16,7 @@ import numpy as np
 from kiln.compiler.ir.types import Dim, DType
 from kiln.frontend.torch_dtypes import get_default_dtype
 from kiln.frontend.eager_values import ARRAYS
+from kiln.frontend.tensor_bitwise import BitwiseMethods
 from kiln.frontend.trace import TraceContext, located_error
 
 
@@ -38,8 +39,9 @@ def _eager_ops() -> Any:
     return eager_data_dependent
 
 
-class TorchMethods:
-    """Methods over existing ops; see the module docstring."""
+class TorchMethods(BitwiseMethods):
+    """Methods over existing ops; see the module docstring. The bit operators (``&``, ``<<``, ...) are
+    ``BitwiseMethods``' (``tensor_bitwise.py``)."""
 
     # comparisons and bool logic ------------------------------------------
     def gt(self, other: Any) -> Any:
@@ -67,24 +69,6 @@ class TorchMethods:
 
     def logical_xor(self, other: Any) -> Any:
         return _apply("tensor.not_equal", _as_bool(self), _as_bool(other))
-
-    def __invert__(self) -> Any:
-        _require_bool("~", self)
-        return self.logical_not()
-
-    def __and__(self, other: Any) -> Any:
-        _require_bool("&", self, other)
-        return self.logical_and(other)
-
-    def __or__(self, other: Any) -> Any:
-        _require_bool("|", self, other)
-        return self.logical_or(other)
-
-    def __xor__(self, other: Any) -> Any:
-        _require_bool("^", self, other)
-        return self.logical_xor(other)
-
-    __rand__, __ror__, __rxor__ = __and__, __or__, __xor__
 
     def isnan(self) -> Any:
         return _apply("tensor.not_equal", self, self)
@@ -378,13 +362,6 @@ def _as_bool(value: Any) -> Any:
     if isinstance(value, _tensor_class()):
         return value if value.dtype is DType.bool else value.to(DType.bool)
     return np.asarray(bool(value))
-
-
-def _require_bool(operator: str, *operands: Any) -> None:
-    """Bitwise operators are logic on bool tensors; kiln has no integer bit ops."""
-    for operand in operands:
-        if isinstance(operand, _tensor_class()) and operand.dtype is not DType.bool:
-            raise located_error(f"{operator} on a {operand.dtype} tensor: kiln has bool logic only (compare first: (x > 0) & m)")
 
 
 def _all_false(x: Any) -> Any:

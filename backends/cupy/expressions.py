@@ -90,6 +90,23 @@ def _sigmoid(a: list[str], attrs: dict[str, Any], t: str) -> str:
     return f"(({t})1 / (({t})1 + exp(-{a[0]})))"
 
 
+SHIFT_WIDTHS = {"int": 32, "long long": 64}
+"""The bits of the integer C types the shifts take (``compiler/ops/bitwise.py``: int32 and int64)."""
+
+
+def _left_shift(a: list[str], attrs: dict[str, Any], t: str) -> str:
+    # a << s for 0 <= s < bits (through the unsigned type: C leaves a negative a << s undefined), else 0; a negative
+    # count read as unsigned is out of range too
+    bits = SHIFT_WIDTHS[t]
+    return f"((unsigned long long)({a[1]}) < {bits}ULL ? ({t})((unsigned {t})({a[0]}) << (unsigned {t})({a[1]})) : ({t})0)"
+
+
+def _right_shift(a: list[str], attrs: dict[str, Any], t: str) -> str:
+    # a >> s (arithmetic, as CUDA shifts signed types) for 0 <= s < bits, else a >> (bits - 1): the sign
+    bits = SHIFT_WIDTHS[t]
+    return f"({a[0]} >> ((unsigned long long)({a[1]}) < {bits}ULL ? {a[1]} : {bits - 1}))"
+
+
 def _cast(a: list[str], attrs: dict[str, Any], t: str) -> str:
     return f"({a[0]} != 0)" if t == "bool" else f"({t})({a[0]})"
 
@@ -129,6 +146,12 @@ C_EXPRESSIONS: dict[str, Rule] = {
     "tensor.where": lambda a, attrs, t: f"({a[0]} ? {a[1]} : {a[2]})",               # c ? a : b
     "tensor.cast": _cast,                                                            # (T) a
     "tensor.clip": _clip,                                                            # min(max(a, lo), hi)
+    "tensor.bitwise_and": _binary("&"),                                              # a & b (integers)
+    "tensor.bitwise_or": _binary("|"),                                               # a | b
+    "tensor.bitwise_xor": _binary("^"),                                              # a ^ b
+    "tensor.bitwise_not": lambda a, attrs, t: f"(~{a[0]})",                          # ~a = -a - 1
+    "tensor.left_shift": _left_shift,                                                # a << s, 0 past the width
+    "tensor.right_shift": _right_shift,                                              # a >> s, the sign past the width
     "nn.gelu": _gelu,                                                                # a Phi(a)
 }
 

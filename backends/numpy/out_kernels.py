@@ -44,6 +44,10 @@ UFUNCS = {
     "tensor.less_equal": "np.less_equal",
     "tensor.greater": "np.greater",
     "tensor.greater_equal": "np.greater_equal",
+    "tensor.bitwise_and": "np.bitwise_and",
+    "tensor.bitwise_or": "np.bitwise_or",
+    "tensor.bitwise_xor": "np.bitwise_xor",
+    "tensor.bitwise_not": "np.invert",
 }
 REDUCTIONS = {"tensor.reduce_sum": "np.add.reduce", "tensor.reduce_mean": "np.mean"}
 """``np.add.reduce`` is what ``np.sum`` calls, without its Python wrapper. ``reduce_max`` keeps its kernel (an empty

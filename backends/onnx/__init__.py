@@ -4,6 +4,7 @@ from kiln.backends.onnx import lowering_nn  # noqa: F401  (registers the CNN and
 from kiln.backends.onnx import lowering_linalg  # noqa: F401  (registers Det and the linalg refusals)
 from kiln.backends.onnx import lowering_scan  # noqa: F401  (registers the running scans' Scan emitters)
 from kiln.backends.onnx import lowering_erf  # noqa: F401  (registers Erf and Gelu, in float64 from arithmetic)
+from kiln.backends.onnx import lowering_bitwise  # noqa: F401  (registers the integer bit ops and shifts)
 from kiln.backends.onnx.lowering import ONNX
 
 __all__ = ["ONNX"]

@@ -5,6 +5,7 @@ from kiln.compiler.ops import linalg_factor  # noqa: F401  (registers the QR, LU
 from kiln.compiler.ops import linalg_spectral  # noqa: F401  (registers linalg.eigh and linalg.svd)
 from kiln.compiler.ops import linalg_ldl  # noqa: F401  (registers the LDL^T ops)
 from kiln.compiler.ops import custom  # noqa: F401  (registers custom.vjp, kiln.autograd.Function's op)
+from kiln.compiler.ops import bitwise  # noqa: F401  (registers the integer bit ops)
 from kiln.compiler.ops.registry import OPS, OpDef, has_trait, lookup, register_decomposition, register_op
 
 __all__ = ["OPS", "OpDef", "has_trait", "lookup", "register_decomposition", "register_op"]

@@ -99,7 +99,7 @@ ERRORS = {
     "numpy": (lambda x: x.numpy(), "compiled functions return NumPy arrays"),
     "nonzero": (lambda x: x.nonzero(), "data-dependent shape"),
     "masked_select": (lambda x: x.masked_select(x > 0), "data-dependent shape"),
-    "bitwise_on_floats": (lambda x: x & (x > 0), "bool logic only"),
+    "bitwise_on_floats": (lambda x: x & (x > 0), "not implemented for 'Float'"),
     "t_of_3d": (lambda x: x.t(), "at most 2 dims"),
     "repeat_interleave_tensor": (lambda x: x.repeat_interleave(x.long()), "int count"),
 }

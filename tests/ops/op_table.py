@@ -552,6 +552,9 @@ OP_TABLE: list[OpRow] = _rows() + _loss_rows()
 from ops3.op_rows_extra import EXTRA_ROWS  # noqa: E402  (movement, conv and transformer rows; they import this module's helpers)
 
 OP_TABLE += EXTRA_ROWS
+from ops.op_rows_bitwise import BITWISE_ROWS  # noqa: E402  (the integer bit ops' rows)
+
+OP_TABLE += BITWISE_ROWS
 ROWS: dict[str, OpRow] = {row.name: row for row in OP_TABLE}
 
 
