@@ -6,6 +6,7 @@ the compiled function always sees the latest trained weights.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -17,7 +18,7 @@ from kiln.compiler.ir.core import Graph, Value
 from kiln.compiler.passes.manager import PassManager
 from kiln.frontend.autocast import autocast_signature
 from kiln.frontend.module import Parameter
-from kiln.frontend.trace import trace_context
+from kiln.frontend.trace import TraceContext, trace_context
 from kiln.runtime.executable import Executable
 from kiln.runtime.batch_dims import BatchDim, batch_signature, batch_specs
 from kiln.runtime.train_step import DEFAULT_PIPELINE
@@ -50,8 +51,12 @@ class CompiledFunction:
     calls: int = 0
     """Calls that drew random numbers so far (the ``k`` above)."""
     variants: dict[tuple[Any, ...], _Variant] = field(default_factory=dict)
+    trained_eagerly: bool = False
+    """Whether a call ran eagerly for gradients (``_trains_eagerly``); the warning is given once."""
 
     def __call__(self, *arrays: Any) -> Any:
+        if _trains_eagerly(self.fn, arrays):
+            return self._eager_call(arrays)
         arrays_np = [np.asarray(a) for a in arrays]
         key = (batch_signature(arrays_np, self.batch_dim), autocast_signature())  # traced inside a region or not
         if key not in self.variants:
@@ -68,6 +73,15 @@ class CompiledFunction:
             for buffer, update in zip(variant.buffers, updates):
                 np.copyto(buffer.data, update)
         return outputs[0] if len(outputs) == 1 else outputs
+
+    def _eager_call(self, arrays: tuple[Any, ...]) -> Any:
+        """``fn`` run eagerly, op by op, so ``loss.backward()`` reaches the parameters (warned once per function)."""
+        if not self.trained_eagerly:
+            self.trained_eagerly = True
+            warnings.warn("kiln.compile: a call on tensors that need gradients (a training loop's forward) runs eagerly, "
+                          "op by op, so that loss.backward() reaches the parameters; for a compiled training step use "
+                          "kiln.compile_train_step(model, loss_fn, optimizer)", stacklevel=3)
+        return self.fn(*arrays)
 
     @property
     def graph(self) -> Graph:
@@ -89,6 +103,21 @@ class CompiledFunction:
         buffers = [buffer for buffer, _ in context.buffer_updates.values()]
         executable = get_backend(self.backend).compile(context.graph)
         return _Variant(context.graph, executable, context.parameters, buffers, seed is not None)
+
+
+def _trains_eagerly(fn: Callable[..., Any], arrays: tuple[Any, ...]) -> bool:
+    """Whether a call must keep the op chain for a backward, as ``torch.compile``'s module trains: outside a trace,
+    with gradients enabled, given eager tensors (a PyTorch-style loop's batch; NumPy arrays get the compiled function),
+    and either a tensor that requires a gradient or a module in training mode with trainable parameters."""
+    from kiln.frontend.grad_mode import is_grad_enabled
+    from kiln.frontend.module import Module
+    from kiln.frontend.tensor import Tensor
+
+    if TraceContext.active() or not any(isinstance(a, Tensor) for a in arrays) or not is_grad_enabled():
+        return False
+    if any(getattr(a, "requires_grad", False) for a in arrays if isinstance(a, Tensor)):
+        return True
+    return isinstance(fn, Module) and fn.training and any(p.requires_grad for p in fn.parameters())
 
 
 def _first_draw(seed: Value) -> str:
