@@ -388,18 +388,6 @@ class ExtraMethods:
     def absolute(self) -> Any:
         return self.abs()
 
-    def bitwise_not(self) -> Any:
-        return ~self
-
-    def bitwise_and(self, other: Any) -> Any:
-        return self & other
-
-    def bitwise_or(self, other: Any) -> Any:
-        return self | other
-
-    def bitwise_xor(self, other: Any) -> Any:
-        return self ^ other
-
     # reductions ------------------------------------------------------------------
     def nansum(self, dim: Any = None, keepdim: bool = False, *, dtype: Any = None) -> Any:
         """The sum with NaN as 0 (integers and bools sum in int64, as PyTorch's)."""

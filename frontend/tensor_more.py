@@ -5,7 +5,7 @@
   ``fill_diagonal_``;
 - statistics: ``nanmedian``, ``nanquantile``, ``mode``, ``renorm``, ``sum_to_size``, ``addbmm``;
 - special functions (kernels in ``frontend/tensor_more_special.py``): ``i0``, ``polygamma``, ``mvlgamma``,
-  ``igamma``/``igammac``, ``frexp``, ``ldexp``, ``nextafter``, ``gcd``/``lcm``, the bit shifts;
+  ``igamma``/``igammac``, ``frexp``, ``ldexp``, ``nextafter``, ``gcd``/``lcm`` (bit operations: tensor_bitwise.py);
 - ``hardshrink``/``prelu`` as methods, the metadata ``itemsize``, ``nbytes``, ``is_signed``, ``is_same_size``,
   ``new_empty``, and ``byte``/``char``/``short`` (dtypes the IR lacks: an error, as ``half()``);
 - the in-place ``xxx_`` of each, generated from ``_IN_PLACE`` as ``tensor_extras.py`` does.
@@ -266,16 +266,6 @@ class MoreMethods:
         a, b = _integer_operands("lcm", self, other)
         divisor = special.gcd(a, b)
         return _where(divisor == 0, 0, (a.div(_where(divisor == 0, 1, divisor), rounding_mode="trunc") * b).abs())
-
-    def bitwise_left_shift(self, other: Any) -> Any:
-        """``self * 2^other`` for integers (bits shifted past the top are lost, as in two's complement)."""
-        a, shift = _integer_operands("bitwise_left_shift", self, other)
-        return a * _constant(2, a.dtype).pow(shift)
-
-    def bitwise_right_shift(self, other: Any) -> Any:
-        """``floor(self / 2^other)`` for integers: the arithmetic shift (negative numbers stay negative)."""
-        a, shift = _integer_operands("bitwise_right_shift", self, other)
-        return a.div(_constant(2, a.dtype).pow(shift), rounding_mode="floor")
 
     # aliases --------------------------------------------------------------------------------------------------------
     def unsafe_chunk(self, chunks: int, dim: int = 0) -> Any:
@@ -622,8 +612,7 @@ def _integer_operands(method: str, x: Any, y: Any) -> tuple[Any, Any]:
 # in-place forms -------------------------------------------------------------------------------------------------------
 
 _IN_PLACE = ("scatter_reduce", "index_reduce", "renorm", "addbmm", "i0", "polygamma", "mvlgamma", "igamma", "igammac",
-             "ldexp", "nextafter", "gcd", "lcm", "bitwise_left_shift", "bitwise_right_shift", "bitwise_and",
-             "bitwise_or", "bitwise_xor", "bitwise_not")
+             "ldexp", "nextafter", "gcd", "lcm")
 """Methods whose in-place ``name_`` form is ``in_place`` of ``name``; one already defined elsewhere wins."""
 
 
