@@ -5,7 +5,9 @@ per-parameter state as NumPy arrays in ``state`` and the number of updates
 done in ``step_count``. When a training step is compiled, ``emit_update``
 appends the update op of one parameter. The learning rate and the step
 counter are graph inputs, so changing them never recompiles; the other
-options are attributes of the op, and changing one recompiles the step.
+options are attributes of the op, and changing one recompiles the step,
+except a momentum that a scheduler cycles (``OneCycleLR``, ``CyclicLR``),
+which ``feed_as_input`` makes a graph input too.
 
 ```python
 decay, no_decay = [], []
@@ -26,7 +28,7 @@ from kiln.compiler.errors import CheckpointError, KilnError
 from kiln.compiler.ir.builder import Builder
 from kiln.compiler.ir.core import Value
 from kiln.compiler.ir.types import DType, TensorType, is_float_array_dtype
-from kiln.compiler.ops.optim import scalar_state_dtype
+from kiln.compiler.ops.optim import emit_decomposed, scalar_state_dtype
 from kiln.frontend.module import Parameter, clear_grads
 from kiln.frontend.tensor import Tensor
 
@@ -37,7 +39,11 @@ class Optimizer:
     """Base class: parameter groups, per-parameter state, the step counter, and the ops of one update."""
 
     graph_hyperparameters: tuple[str, ...] = ("lr",)
-    """Group hyper-parameters fed as graph inputs each step (changing them never recompiles)."""
+    """Group hyper-parameters fed as graph inputs each step (changing them never recompiles); ``feed_as_input`` adds one
+    to an instance."""
+    feedable_hyperparameters: frozenset[str] = frozenset()
+    """Options ``feed_as_input`` may turn into graph inputs: the momentum a scheduler cycles (``momentum``, or ``beta1``,
+    the first of ``betas``)."""
     scalar_states: frozenset[str] = frozenset()
     """States that are one number per parameter in PyTorch (0-d there, parameter-shaped here): a saved 0-d value loads
     broadcast, so a ``torch.optim`` ``state_dict`` converted to arrays loads as is."""
@@ -73,6 +79,36 @@ class Optimizer:
         full = {**self.defaults, **group, "params": params}
         self.check_group(full)
         self.param_groups.append(full)
+
+    def feed_as_input(self, name: str) -> None:
+        """Feed option ``name`` (``momentum``, or ``beta1`` for ``betas[0]``) to the step as a graph input each step, as
+        ``lr``, instead of compiling it in: what a scheduler that cycles momentum calls (``OneCycleLR``, ``CyclicLR``).
+        A step compiled before recompiles once; an optimizer never fed compiles exactly as before."""
+        if name in self.graph_hyperparameters:
+            return
+        if name not in self.feedable_hyperparameters:
+            feedable = sorted(self.feedable_hyperparameters) or "none"
+            raise KilnError(
+                f"{type(self).__name__}: {name!r} cannot be fed to the compiled step each step (options that can: {feedable}); "
+                "it is compiled into the update, so changing it every step would recompile every step (with a scheduler: "
+                "pass cycle_momentum=False, the learning rate still cycles)"
+            )
+        self.graph_hyperparameters = (*self.graph_hyperparameters, name)
+        self.fixed_options = sorted(set(self.defaults) - set(self.graph_hyperparameters))
+
+    def group_hyperparameters(self, group: dict[str, Any]) -> tuple[str, ...]:
+        """The hyper-parameters of ``group`` fed as graph inputs, in input order."""
+        return self.graph_hyperparameters
+
+    def hyperparameter(self, group: dict[str, Any], name: str) -> float:
+        """The current value of graph hyper-parameter ``name`` in ``group`` (``beta1``: ``betas[0]``)."""
+        return group["betas"][0] if name == "beta1" else group[name]
+
+    def fixed_value(self, group: dict[str, Any], key: str) -> Any:
+        """What a compiled update fixes of option ``key``: all of it, but ``betas[1:]`` once ``beta1`` is fed."""
+        if key == "betas" and "beta1" in self.graph_hyperparameters:
+            return tuple(group["betas"][1:])
+        return _hashable(group[key])
 
     def check_group(self, group: dict[str, Any]) -> None:
         """Raise ``KilnError`` for invalid options (a negative lr, nesterov without momentum...)."""
@@ -144,18 +180,19 @@ class Optimizer:
 
     def signature(self) -> tuple[Any, ...]:
         """What a compiled update fixes: group membership, which parameters train (requires_grad), their dtypes (a
-        ``model.half()`` recompiles), and every option that is not a graph input."""
-        return tuple((tuple(map(id, group["params"])), tuple((bool(p.requires_grad), p._data.dtype) for p in group["params"]),
-                      tuple([_hashable(group[key]) for key in self.fixed_options]))
-                     for group in self.param_groups)
+        ``model.half()`` recompiles), every option that is not a graph input, and which are graph inputs."""
+        groups = tuple((tuple(map(id, group["params"])), tuple((bool(p.requires_grad), p._data.dtype) for p in group["params"]),
+                        tuple([self.fixed_value(group, key) for key in self.fixed_options]))
+                       for group in self.param_groups)
+        return groups + (self.graph_hyperparameters,)
 
     def emit_update(
         self, b: Builder, param: Value, grad: Value, state: dict[str, Value], hyper: dict[str, Value], group: dict[str, Any]
     ) -> Update:
         """Append the ops updating one parameter; returns the new parameter and its new state values.
 
-        ``hyper`` holds the group's graph hyper-parameters (``lr``) and the 1-based ``step`` counter
-        (a graph input only when some update reads it).
+        ``hyper`` holds the group's graph hyper-parameters (``lr``, and a momentum ``feed_as_input`` made one) and the
+        1-based ``step`` counter (a graph input only when some update reads it).
         """
         raise NotImplementedError
 
@@ -280,6 +317,18 @@ def _into(current: dict[str, np.ndarray] | None, loaded: dict[str, np.ndarray]) 
     return current
 
 
+def _update_op(b: Builder, name: str, *operands: Value, **attrs: Any) -> Any:
+    """Op ``name``, or its decomposition where an attribute is a graph input (a fed momentum: ``emit_decomposed``)."""
+    if any(isinstance(value, Value) for value in attrs.values()):
+        return emit_decomposed(b, name, *operands, **attrs)
+    return b.op(name, *operands, **attrs)
+
+
+def _beta1(hyper: dict[str, Value], group: dict[str, Any]) -> float | Value:
+    """``betas[0]``: the graph input once fed (``feed_as_input("beta1")``), else the fixed option."""
+    return hyper.get("beta1", group["betas"][0])
+
+
 def _direction(b: Builder, grad: Value, group: dict[str, Any]) -> Value:
     """The gradient to descend: negated when the group maximizes."""
     return b.neg(grad) if group.get("maximize") else grad
@@ -288,8 +337,11 @@ def _direction(b: Builder, grad: Value, group: dict[str, Any]) -> Value:
 class SGD(Optimizer):
     """Stochastic gradient descent with optional momentum, dampening, Nesterov and L2 weight decay (``torch.optim.SGD``).
 
-    Without momentum each update is ``optim.sgd_update``; with it, ``optim.sgd_momentum_update``.
+    Without momentum each update is ``optim.sgd_update``; with it, ``optim.sgd_momentum_update``. A cycled momentum
+    (``feed_as_input("momentum")``) is a graph input: the momentum update, written out (``emit_decomposed``), always.
     """
+
+    feedable_hyperparameters = frozenset({"momentum"})
 
     def __init__(
         self, params: Iterable[Any], lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
@@ -304,14 +356,14 @@ class SGD(Optimizer):
             raise KilnError("SGD: nesterov momentum requires momentum > 0 and dampening = 0")
 
     def state_names(self, group: dict[str, Any]) -> tuple[str, ...]:
-        return ("momentum_buffer",) if group["momentum"] != 0 else ()
+        return ("momentum_buffer",) if group["momentum"] != 0 or "momentum" in self.graph_hyperparameters else ()
 
     def emit_update(self, b, param, grad, state, hyper, group):
         grad = _direction(b, grad, group)
-        if group["momentum"] == 0:
+        if not self.state_names(group):
             return b.sgd_update(param, grad, hyper["lr"], weight_decay=group["weight_decay"]), {}
-        options = {name: group[name] for name in ("momentum", "dampening", "nesterov", "weight_decay")}
-        new_param, new_buf = b.sgd_momentum_update(param, grad, state["momentum_buffer"], hyper["lr"], hyper["step"], **options)
+        options = {name: group[name] for name in ("dampening", "nesterov", "weight_decay")} | {"momentum": hyper.get("momentum", group["momentum"])}
+        new_param, new_buf = _update_op(b, "optim.sgd_momentum_update", param, grad, state["momentum_buffer"], hyper["lr"], hyper["step"], **options)
         return new_param, {"momentum_buffer": new_buf}
 
 
@@ -328,6 +380,7 @@ class Adam(Optimizer):
     """Adam (``torch.optim.Adam``): L2 ``weight_decay`` added to the gradient, optional AMSGrad; one ``optim.adam_update`` per parameter."""
 
     decoupled = False
+    feedable_hyperparameters = frozenset({"beta1"})
 
     def __init__(
         self, params: Iterable[Any], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
@@ -344,10 +397,9 @@ class Adam(Optimizer):
 
     def emit_update(self, b, param, grad, state, hyper, group):
         names = self.state_names(group)
-        beta1, beta2 = group["betas"]
-        results = b.adam_update(
-            param, _direction(b, grad, group), *[state[name] for name in names], hyper["lr"], hyper["step"],
-            beta1=beta1, beta2=beta2, eps=group["eps"], weight_decay=group["weight_decay"], amsgrad=group["amsgrad"], decoupled=self.decoupled,
+        results = _update_op(
+            b, "optim.adam_update", param, _direction(b, grad, group), *[state[name] for name in names], hyper["lr"], hyper["step"],
+            beta1=_beta1(hyper, group), beta2=group["betas"][1], eps=group["eps"], weight_decay=group["weight_decay"], amsgrad=group["amsgrad"], decoupled=self.decoupled,
         )
         return results[0], dict(zip(names, results[1:]))
 
@@ -417,6 +469,8 @@ class Adagrad(Optimizer):
 class Adamax(Optimizer):
     """Adamax (``torch.optim.Adamax``): Adam with the infinity norm ``exp_inf`` for the second moment; one ``optim.adamax_update`` per parameter."""
 
+    feedable_hyperparameters = frozenset({"beta1"})
+
     def __init__(
         self, params: Iterable[Any], lr: float = 2e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
         weight_decay: float = 0.0, *, maximize: bool = False,
@@ -430,10 +484,9 @@ class Adamax(Optimizer):
         return ("exp_avg", "exp_inf")
 
     def emit_update(self, b, param, grad, state, hyper, group):
-        beta1, beta2 = group["betas"]
-        new_param, new_avg, new_inf = b.adamax_update(
-            param, _direction(b, grad, group), state["exp_avg"], state["exp_inf"], hyper["lr"], hyper["step"],
-            beta1=beta1, beta2=beta2, eps=group["eps"], weight_decay=group["weight_decay"],
+        new_param, new_avg, new_inf = _update_op(
+            b, "optim.adamax_update", param, _direction(b, grad, group), state["exp_avg"], state["exp_inf"], hyper["lr"], hyper["step"],
+            beta1=_beta1(hyper, group), beta2=group["betas"][1], eps=group["eps"], weight_decay=group["weight_decay"],
         )
         return new_param, {"exp_avg": new_avg, "exp_inf": new_inf}
 
@@ -447,6 +500,7 @@ class NAdam(Optimizer):
     """
 
     scalar_states = frozenset({"mu_product"})
+    feedable_hyperparameters = frozenset({"beta1"})
 
     def __init__(
         self, params: Iterable[Any], lr: float = 2e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
@@ -468,10 +522,9 @@ class NAdam(Optimizer):
 
     def emit_update(self, b, param, grad, state, hyper, group):
         names = self.state_names(group)
-        beta1, beta2 = group["betas"]
-        results = b.nadam_update(
-            param, _direction(b, grad, group), *[state[name] for name in names], hyper["lr"], hyper["step"],
-            beta1=beta1, beta2=beta2, eps=group["eps"], weight_decay=group["weight_decay"],
+        results = _update_op(
+            b, "optim.nadam_update", param, _direction(b, grad, group), *[state[name] for name in names], hyper["lr"], hyper["step"],
+            beta1=_beta1(hyper, group), beta2=group["betas"][1], eps=group["eps"], weight_decay=group["weight_decay"],
             momentum_decay=group["momentum_decay"], decoupled=group["decoupled_weight_decay"],
         )
         return results[0], dict(zip(names, results[1:]))
@@ -480,6 +533,8 @@ class NAdam(Optimizer):
 class RAdam(Optimizer):
     """RAdam (``torch.optim.RAdam``): Adam whose adaptive step is switched on, rectified, once the variance of its
     second moment is tractable (``rho_t > 5``, a ``where`` on the step input); one ``optim.radam_update`` per parameter."""
+
+    feedable_hyperparameters = frozenset({"beta1"})
 
     def __init__(
         self, params: Iterable[Any], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
@@ -496,10 +551,9 @@ class RAdam(Optimizer):
         return ("exp_avg", "exp_avg_sq")
 
     def emit_update(self, b, param, grad, state, hyper, group):
-        beta1, beta2 = group["betas"]
-        new_param, new_avg, new_avg_sq = b.radam_update(
-            param, _direction(b, grad, group), state["exp_avg"], state["exp_avg_sq"], hyper["lr"], hyper["step"],
-            beta1=beta1, beta2=beta2, eps=group["eps"], weight_decay=group["weight_decay"], decoupled=group["decoupled_weight_decay"],
+        new_param, new_avg, new_avg_sq = _update_op(
+            b, "optim.radam_update", param, _direction(b, grad, group), state["exp_avg"], state["exp_avg_sq"], hyper["lr"], hyper["step"],
+            beta1=_beta1(hyper, group), beta2=group["betas"][1], eps=group["eps"], weight_decay=group["weight_decay"], decoupled=group["decoupled_weight_decay"],
         )
         return new_param, {"exp_avg": new_avg, "exp_avg_sq": new_avg_sq}
 

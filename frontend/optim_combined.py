@@ -32,7 +32,7 @@ from kiln.frontend.optim import Optimizer, Update
 
 class Combined(Optimizer):
     """The union of ``optimizers`` (each a kiln optimizer whose update compiles into the step), which must hold
-    disjoint parameters and feed the same graph hyper-parameters."""
+    disjoint parameters; each group feeds its own optimizer's graph hyper-parameters (``lr``, a cycled momentum)."""
 
     def __init__(self, *optimizers: Optimizer):
         _check_members(optimizers)
@@ -81,6 +81,12 @@ class Combined(Optimizer):
     def check_group(self, group: dict[str, Any]) -> None:
         self._owner_of_group(group).check_group(group)
 
+    def group_hyperparameters(self, group: dict[str, Any]) -> tuple[str, ...]:
+        return self._owner_of_group(group).group_hyperparameters(group)
+
+    def hyperparameter(self, group: dict[str, Any], name: str) -> float:
+        return self._owner_of_group(group).hyperparameter(group, name)
+
     def state_names(self, group: dict[str, Any]) -> tuple[str, ...]:
         return self._owner_of_group(group).state_names(group)
 
@@ -108,7 +114,7 @@ class Combined(Optimizer):
 
 
 def _check_members(optimizers: tuple[Optimizer, ...]) -> None:
-    """At least one compiled-update optimizer, no parameter in two, one set of graph hyper-parameters."""
+    """At least one compiled-update optimizer, no parameter in two."""
     if not optimizers:
         raise KilnError("Combined needs at least one optimizer: Combined(muon, adamw)")
     for optimizer in optimizers:
@@ -122,6 +128,3 @@ def _check_members(optimizers: tuple[Optimizer, ...]) -> None:
                 raise KilnError(f"Combined: a parameter of shape {param.data.shape} is in both {seen[id(param)]} and "
                                 f"{type(optimizer).__name__}; give each parameter to one optimizer")
             seen[id(param)] = type(optimizer).__name__
-    kinds = {optimizer.graph_hyperparameters for optimizer in optimizers}
-    if len(kinds) > 1:
-        raise KilnError(f"Combined: the optimizers feed different per-step hyper-parameters {sorted(kinds)}; kiln compiles one set")

@@ -369,16 +369,33 @@ def _per_group(name: str, optimizer: Optimizer, value: float | Sequence[float]) 
     return [value] * len(optimizer.param_groups)
 
 
-def _refuse_cycle_momentum(name: str, optimizer: Optimizer, cycle_momentum: bool) -> None:
-    """Momentum cycling would rewrite a fixed option every step, recompiling every step; kiln refuses it."""
-    if not cycle_momentum:
-        return
-    options = [key for key in ("momentum", "betas") if key in optimizer.fixed_options] or ["momentum/betas"]
-    raise KilnError(
-        f"{name}: cycle_momentum=True is not supported: {type(optimizer).__name__}'s {' and '.join(options)} is a fixed option "
-        "baked into the compiled step (only 'lr' is a graph input), so changing it every step would recompile every step; "
-        "pass cycle_momentum=False (the learning rate still cycles)"
-    )
+def _start_cycling_momentum(
+    name: str, optimizer: Optimizer, base_momentum: float | Sequence[float], max_momentum: float | Sequence[float], last_epoch: int
+) -> tuple[bool, list[float], list[float]]:
+    """PyTorch's momentum set-up: ``(use_beta1, base_momentums, max_momentums)``; from a fresh start each group's
+    momentum (``betas[0]`` for an optimizer with ``betas``) is set to its max. The optimizer feeds the cycled value to
+    its compiled step as a graph input from now on (``feed_as_input``), so cycling it never recompiles."""
+    if "momentum" not in optimizer.defaults and "betas" not in optimizer.defaults:
+        raise KilnError(
+            f"{name}: optimizer must support momentum or beta1 with `cycle_momentum` option enabled "
+            f"({type(optimizer).__name__} has neither 'momentum' nor 'betas'); pass cycle_momentum=False"
+        )
+    use_beta1 = "betas" in optimizer.defaults
+    base_momentums = _per_group(f"{name} base_momentum", optimizer, base_momentum)
+    max_momentums = _per_group(f"{name} max_momentum", optimizer, max_momentum)
+    optimizer.feed_as_input("beta1" if use_beta1 else "momentum")  # checked before any group is written
+    if last_epoch == -1:
+        for top, bottom, group in zip(max_momentums, base_momentums, optimizer.param_groups):
+            _set_momentum(group, use_beta1, top)
+            group["max_momentum"], group["base_momentum"] = top, bottom
+    return use_beta1, base_momentums, max_momentums
+
+
+def _set_momentum(group: dict[str, Any], use_beta1: bool, momentum: float) -> None:
+    if use_beta1:
+        group["betas"] = (momentum, *group["betas"][1:])
+    else:
+        group["momentum"] = momentum
 
 
 class OneCycleLR(LRScheduler):
@@ -387,8 +404,10 @@ class OneCycleLR(LRScheduler):
     Over ``total_steps`` (or ``epochs * steps_per_epoch``) steps: up for
     ``pct_start`` of them, then down to ``initial_lr / final_div_factor``
     (``three_phase``: down to the initial lr symmetrically, then to the minimum).
-    Call ``step()`` after every batch. ``cycle_momentum`` must be False: kiln
-    compiles momentum/betas into the step, so cycling them would recompile.
+    Call ``step()`` after every batch. With ``cycle_momentum`` (the default) the
+    momentum (``betas[0]`` of Adam-like optimizers) moves inversely, from
+    ``max_momentum`` down to ``base_momentum`` and back; the optimizer then feeds
+    it to the compiled step as a graph input, so it never recompiles.
     """
 
     def __init__(
@@ -414,19 +433,20 @@ class OneCycleLR(LRScheduler):
             raise KilnError(f"OneCycleLR: pct_start must be a float in [0, 1], got {pct_start!r}")
         if anneal_strategy not in ("cos", "linear"):
             raise KilnError(f"OneCycleLR: anneal_strategy must be 'cos' or 'linear', got {anneal_strategy!r}")
-        _refuse_cycle_momentum("OneCycleLR", optimizer, cycle_momentum)
-        # (end step, start key, end key) per phase, as PyTorch's _schedule_phases
+        # (end step, start key, end key) per phase, as PyTorch's _schedule_phases; the momentum's keys in _momentum_phases
         if three_phase:
             self._schedule_phases = [
                 (float(pct_start * self.total_steps) - 1, "initial_lr", "max_lr"),
                 (float(2 * pct_start * self.total_steps) - 2, "max_lr", "initial_lr"),
                 (self.total_steps - 1, "initial_lr", "min_lr"),
             ]
+            self._momentum_phases = [("max_momentum", "base_momentum"), ("base_momentum", "max_momentum"), ("max_momentum", "max_momentum")]
         else:
             self._schedule_phases = [
                 (float(pct_start * self.total_steps) - 1, "initial_lr", "max_lr"),
                 (self.total_steps - 1, "max_lr", "min_lr"),
             ]
+            self._momentum_phases = [("max_momentum", "base_momentum"), ("base_momentum", "max_momentum")]
         self._anneal_func_type = anneal_strategy
         self.cycle_momentum = cycle_momentum
         max_lrs = _per_group("OneCycleLR max_lr", optimizer, max_lr)
@@ -435,6 +455,8 @@ class OneCycleLR(LRScheduler):
                 group["initial_lr"] = top / div_factor
                 group["max_lr"] = top
                 group["min_lr"] = group["initial_lr"] / final_div_factor
+        if cycle_momentum:
+            self.use_beta1 = _start_cycling_momentum("OneCycleLR", optimizer, base_momentum, max_momentum, last_epoch)[0]
         super().__init__(optimizer, last_epoch)
 
     def _anneal(self, start: float, end: float, pct: float) -> float:
@@ -451,7 +473,11 @@ class OneCycleLR(LRScheduler):
             start_step = 0.0
             for index, (end_step, start_key, end_key) in enumerate(self._schedule_phases):
                 if step <= end_step or index == len(self._schedule_phases) - 1:
-                    lrs.append(self._anneal(group[start_key], group[end_key], (step - start_step) / (end_step - start_step)))
+                    pct = (step - start_step) / (end_step - start_step)
+                    lrs.append(self._anneal(group[start_key], group[end_key], pct))
+                    if self.cycle_momentum:
+                        start_momentum, end_momentum = self._momentum_phases[index]
+                        _set_momentum(group, self.use_beta1, self._anneal(group[start_momentum], group[end_momentum], pct))
                     break
                 start_step = end_step
         return lrs
@@ -460,8 +486,10 @@ class OneCycleLR(LRScheduler):
 class CyclicLR(LRScheduler):
     """Cycle the lr between ``base_lr`` and ``max_lr`` (triangular, triangular2, exp_range, or a custom ``scale_fn``).
 
-    Call ``step()`` after every batch. ``cycle_momentum`` must be False: kiln
-    compiles momentum/betas into the step, so cycling them would recompile.
+    Call ``step()`` after every batch. With ``cycle_momentum`` (the default) the
+    momentum (``betas[0]`` of Adam-like optimizers) cycles inversely between
+    ``max_momentum`` and ``base_momentum``, fed to the compiled step as a graph
+    input, so it never recompiles.
     """
 
     def __init__(
@@ -477,7 +505,6 @@ class CyclicLR(LRScheduler):
         self.max_lrs = _per_group("CyclicLR max_lr", optimizer, max_lr)
         if mode not in ("triangular", "triangular2", "exp_range") and scale_fn is None:
             raise KilnError(f"CyclicLR: mode must be 'triangular', 'triangular2' or 'exp_range' (or give scale_fn), got {mode!r}")
-        _refuse_cycle_momentum("CyclicLR", optimizer, cycle_momentum)
         if last_epoch == -1:
             for lr, group in zip(base_lrs, optimizer.param_groups):
                 group["lr"] = lr
@@ -491,6 +518,10 @@ class CyclicLR(LRScheduler):
         self.scale_mode = scale_mode
         self._init_scale_fn()
         self.cycle_momentum = cycle_momentum
+        if cycle_momentum:
+            self.use_beta1, self.base_momentums, self.max_momentums = _start_cycling_momentum(
+                "CyclicLR", optimizer, base_momentum, max_momentum, last_epoch
+            )
         super().__init__(optimizer, last_epoch)
         self.base_lrs = base_lrs
 
@@ -515,6 +546,9 @@ class CyclicLR(LRScheduler):
         x = 1.0 + self.last_epoch / self.total_size - cycle
         scale_factor = x / self.step_ratio if x <= self.step_ratio else (x - 1) / (self.step_ratio - 1)
         scale = self.scale_fn(cycle) if self.scale_mode == "cycle" else self.scale_fn(self.last_epoch)
+        if self.cycle_momentum:
+            for group, bottom, top in zip(self.optimizer.param_groups, self.base_momentums, self.max_momentums):
+                _set_momentum(group, self.use_beta1, top - (top - bottom) * scale_factor * scale)
         return [base_lr + (max_lr - base_lr) * scale_factor * scale for base_lr, max_lr in zip(self.base_lrs, self.max_lrs)]
 
     def state_dict(self) -> dict[str, Any]:

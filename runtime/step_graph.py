@@ -1,7 +1,7 @@
 """Builds the training-step graph: forward, backward, gradient transforms and optimizer update.
 
 ```
-(batch, params, frozen params, optimizer state, [loss_scale], lr per group, [step])
+(batch, params, frozen params, optimizer state, [loss_scale], lr [and a cycled momentum] per group, [step])
     -> (loss, new params, new optimizer state)
 ```
 
@@ -149,15 +149,29 @@ def _mean(b: Builder, losses: list[Value]) -> Value:
 def _hyper_inputs(
     graph: Graph, optimizer: Optimizer, parameters: list[Parameter]
 ) -> tuple[dict[tuple[int, str], Value], list[tuple[int, str]]]:
-    """One scalar input per group and graph hyper-parameter (``lr``, ``lr1``, ...), in the group's parameter dtype
-    (float32 for a half group: ``hyper_dtype``)."""
+    """One scalar input per group and graph hyper-parameter (``lr``, ``lr1``, ..., a fed momentum: ``momentum``,
+    ``beta1``, ``beta1_1``), typed by ``hyper_input_dtype``."""
     hyper, order = {}, []
     for index, group in enumerate(optimizer.param_groups):
-        dtype = hyper_dtype(DType.of(group["params"][0].data.dtype)) if group["params"] else DType.f32
-        for name in optimizer.graph_hyperparameters:
-            hyper[(index, name)] = graph.add_input(TensorType((), dtype), name if index == 0 else f"{name}{index}")
+        for name in optimizer.group_hyperparameters(group):
+            dtype = hyper_input_dtype(group["params"], name)
+            hyper[(index, name)] = graph.add_input(TensorType((), dtype), _hyper_input_name(name, index))
             order.append((index, name))
     return hyper, order
+
+
+def _hyper_input_name(name: str, index: int) -> str:
+    if index == 0:
+        return name
+    return f"{name}_{index}" if name[-1].isdigit() else f"{name}{index}"
+
+
+def hyper_input_dtype(params: Sequence[Parameter], name: str) -> DType:
+    """``lr`` in the group's parameter dtype (float32 for a half group: ``hyper_dtype``); a fed momentum in float64, the
+    Python float PyTorch computes with (``1 - beta1``, ``1 - beta1 ** t``) and rounds once where a kernel reads it."""
+    if name != "lr":
+        return DType.f64
+    return hyper_dtype(DType.of(params[0]._data.dtype)) if params else DType.f32
 
 
 def hyper_feeds(optimizer: Optimizer, hyper_inputs: list[tuple[int, str]]) -> list[np.ndarray]:
@@ -166,10 +180,9 @@ def hyper_feeds(optimizer: Optimizer, hyper_inputs: list[tuple[int, str]]) -> li
 
 
 def hyper_value(optimizer: Optimizer, group: int, name: str) -> np.ndarray:
-    """Group ``group``'s hyper-parameter ``name`` as its graph input: 0-d, in ``hyper_dtype`` of the group's parameters."""
-    params = optimizer.param_groups[group]["params"]
-    dtype = hyper_dtype(DType.of(params[0]._data.dtype)).numpy if params else np.float32
-    return np.asarray(optimizer.param_groups[group][name], dtype=dtype)
+    """Group ``group``'s hyper-parameter ``name`` as its graph input: 0-d, in ``hyper_input_dtype``."""
+    entries = optimizer.param_groups[group]
+    return np.asarray(optimizer.hyperparameter(entries, name), dtype=hyper_input_dtype(entries["params"], name).numpy)
 
 
 def transform_gradients(graph: Graph, loss: Value, params: list[Value], scale: Value | None, options: GradientOptions) -> list[Value]:
@@ -197,7 +210,7 @@ def _emit_updates(
     for param, value, grad, state in zip(parameters, values, grads, states):
         group = optimizer.group_of(param)
         index = next(i for i, g in enumerate(optimizer.param_groups) if g is group)
-        group_hyper = {name: hyper[(index, name)] for name in optimizer.graph_hyperparameters} | {"step": step}
+        group_hyper = {name: hyper[(index, name)] for name in optimizer.group_hyperparameters(group)} | {"step": step}
         grad.name_hint = grad.name_hint or f"{value.name_hint}.grad"
         new_param, new_state = optimizer.emit_update(builder, value, grad, state, group_hyper, group)
         new_param.name_hint = f"{value.name_hint}.new"

@@ -12,7 +12,8 @@ params, new state)`` (see ``runtime/step_graph.py``). After each call the new
 values are written into the parameters' and the optimizer's arrays in place,
 so ``model.state_dict()`` sees them, and ``optimizer.step_count`` goes up by
 one. A new compile happens only for a new non-batch shape or dtype, or when an
-optimizer option that is not a graph input (momentum, betas, groups) changes.
+optimizer option that is not a graph input (momentum, betas, groups; a momentum a
+scheduler cycles is one: ``Optimizer.feed_as_input``) changes.
 
 Options:
 

@@ -29,6 +29,10 @@ float32 except where PyTorch rounds them to half (``add``'s alpha and added
 scalar: ``rounded_constant``). A backend's ``widen-half`` writes these ops out
 before it widens half ops one by one (``compiler/passes/widen_half.py``), so the
 step's IR keeps one ``optim.*`` op per update (``pipeline-split`` looks for them).
+
+An attribute that changes every step (a momentum a scheduler cycles, fed as a
+0-d f64 graph input) cannot be an attribute: such an update is written out as
+its decomposition with that value in place of the attribute (``emit_decomposed``).
 """
 
 from __future__ import annotations
@@ -113,10 +117,23 @@ def split_operands(op: str, operands: tuple, states: int, scalars: int) -> tuple
 # --- shared pieces of the decompositions --------------------------------------------------------
 
 
-def constant(b: "Builder", value: float, like: "Value") -> "Value":
+def constant(b: "Builder", value: "float | Value", like: "Value") -> "Value":
     """``value`` in ``like``'s dtype: a Python scalar operand, which PyTorch reads in the dtype an op computes in (the
-    opmath dtype, float32, for a half tensor: an update's values are widened before ``value`` meets them)."""
-    return b.scalar_like(value, like)
+    opmath dtype, float32, for a half tensor: an update's values are widened before ``value`` meets them). A 0-d f64
+    ``Value`` (a hyper-parameter fed each step, such as a cycled momentum) is that Python float, rounded the same way."""
+    if isinstance(value, (int, float)):
+        return b.scalar_like(value, like)
+    return as_dtype_of(b, value, like)
+
+
+def host(b: "Builder", value: "float | Value") -> "Value":
+    """A hyper-parameter as a 0-d f64 value, where PyTorch computes with its Python float: a constant, or a fed input."""
+    return f64(b, value) if isinstance(value, (int, float)) else host_scalar(b, value)
+
+
+def complement(b: "Builder", beta: "float | Value") -> "float | Value":
+    # 1 - beta, in f64 as Python computes it (a float stays a float, so a fixed beta still folds into an attribute)
+    return 1 - beta if isinstance(beta, (int, float)) else b.sub(f64(b, 1.0), host_scalar(b, beta))
 
 
 Store = Callable[["Value"], "Value"]
@@ -128,11 +145,15 @@ def keep(value: "Value") -> "Value":
     return value
 
 
-def rounded_constant(b: "Builder", store: Store, value: float, like: "Value") -> "Value":
+def rounded_constant(b: "Builder", store: Store, value: "float | Value", like: "Value") -> "Value":
     """A Python scalar that PyTorch rounds to a half tensor's dtype before using it: ``add``'s ``alpha`` and the scalar
     it adds (``denom.add_(eps)``), unlike the scalars of ``mul``, ``div``, ``addcmul``, ``addcdiv`` and ``lerp``, read
     in float32."""
     return store(constant(b, value, like))
+
+
+UPDATE_RULES: dict[str, Callable[..., Any]] = {}
+"""Each update op's rule as written (``rule(b, store, *operands, **attrs)``), by op name."""
 
 
 def register_update(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -140,10 +161,19 @@ def register_update(name: str) -> Callable[[Callable[..., Any]], Callable[..., A
     computes in, each of PyTorch's ops' results passed through ``store`` (``in_opmath``)."""
 
     def decorate(rule: Callable[..., Any]) -> Callable[..., Any]:
+        UPDATE_RULES[name] = rule
         register_decomposition(name)(functools.wraps(rule)(lambda b, *operands, **attrs: in_opmath(b, name, rule, operands, attrs)))
         return rule
 
     return decorate
+
+
+def emit_decomposed(b: "Builder", name: str, *operands: "Value", **attrs: Any) -> Any:
+    """Op ``name``'s update written out as its decomposition (PyTorch's op sequence) instead of one ``optim.*`` op:
+    for an attribute that is a 0-d f64 ``Value`` fed each step (a momentum a scheduler cycles), which an op's attribute
+    cannot be. The rules take such a value wherever they take the hyper-parameter (``constant``, ``lerp``,
+    ``bias_correction``), so the arithmetic, half rounding included, is the op's."""
+    return in_opmath(b, name, UPDATE_RULES[name], operands, attrs)
 
 
 def in_opmath(b: "Builder", name: str, rule: Callable[..., Any], operands: "tuple[Value, ...]", attrs: dict[str, Any]) -> Any:
@@ -183,8 +213,10 @@ def multiply_add(b: "Builder", store: Store, x: "Value", y: "Value", z: "Value")
     return b.cast(b.add(b.mul(wide[0], wide[1]), wide[2]), dtype=z.type.dtype)
 
 
-def lerp(b: "Builder", store: Store, start: "Value", end: "Value", weight: float) -> "Value":
+def lerp(b: "Builder", store: Store, start: "Value", end: "Value", weight: "float | Value") -> "Value":
     # torch.lerp: start + w (end - start) for w < 0.5, else end + (w - 1)(end - start), w - 1 in the compute dtype
+    if not isinstance(weight, (int, float)):
+        return lerp_by(b, store, start, end, weight)  # fed each step: both formulas, one selected on the weight
     dtype = start.type.dtype.numpy
     if weight < 0.5:
         return store(multiply_add(b, store, constant(b, weight, start), b.sub(end, start), start))
@@ -216,9 +248,9 @@ def f64(b: "Builder", value: float) -> "Value":
     return b.constant(value, DType.f64)
 
 
-def bias_correction(b: "Builder", beta: float, step: "Value") -> "Value":
-    # 1 - beta^t, in f64
-    return b.sub(f64(b, 1.0), b.pow(f64(b, beta), host_scalar(b, step)))
+def bias_correction(b: "Builder", beta: "float | Value", step: "Value") -> "Value":
+    # 1 - beta^t, in f64 (a fed beta: this step's, as PyTorch's 1 - beta1 ** step reads the group's current beta1)
+    return b.sub(f64(b, 1.0), b.pow(host(b, beta), host_scalar(b, step)))
 
 
 def as_dtype_of(b: "Builder", scalar: "Value", like: "Value") -> "Value":
@@ -267,7 +299,7 @@ def sgd_momentum_update_shape(
 @register_update("optim.sgd_momentum_update")
 def sgd_momentum_update_decomposition(
     b: "Builder", store: Store, param: "Value", grad: "Value", buf: "Value", lr: "Value", step: "Value",
-    *, momentum: float, dampening: float, nesterov: bool, weight_decay: float,
+    *, momentum: "float | Value", dampening: float, nesterov: bool, weight_decay: float,
 ) -> tuple["Value", "Value"]:
     grad = with_l2(b, store, grad, param, weight_decay)
     # buf' = g on the first step (torch clones the gradient), else buf m + (1 - dampening) g
@@ -291,11 +323,11 @@ def adam_update_shape(param: TensorType, grad: TensorType, *rest: TensorType, am
 @register_update("optim.adam_update")
 def adam_update_decomposition(
     b: "Builder", store: Store, param: "Value", grad: "Value", *rest: "Value",
-    beta1: float, beta2: float, eps: float, weight_decay: float, amsgrad: bool, decoupled: bool,
+    beta1: "float | Value", beta2: float, eps: float, weight_decay: float, amsgrad: bool, decoupled: bool,
 ) -> tuple["Value", ...]:
     exp_avg, exp_avg_sq, *max_sq, lr, step = rest
     param, grad = decay_weights(b, store, param, grad, lr, weight_decay, decoupled)
-    new_avg = lerp(b, store, exp_avg, grad, 1 - beta1)
+    new_avg = lerp(b, store, exp_avg, grad, complement(b, beta1))
     new_avg_sq = decayed_average_of_squares(b, store, exp_avg_sq, grad, beta2)
     # step_size = lr / (1 - beta1^t);  denom = sqrt(v) / sqrt(1 - beta2^t) + eps, one rounding per op
     step_size = b.div(host_scalar(b, lr), bias_correction(b, beta1, step))
@@ -390,10 +422,10 @@ def adamax_update_shape(
 @register_update("optim.adamax_update")
 def adamax_update_decomposition(
     b: "Builder", store: Store, param: "Value", grad: "Value", exp_avg: "Value", exp_inf: "Value", lr: "Value", step: "Value",
-    *, beta1: float, beta2: float, eps: float, weight_decay: float,
+    *, beta1: "float | Value", beta2: float, eps: float, weight_decay: float,
 ) -> tuple["Value", "Value", "Value"]:
     grad = with_l2(b, store, grad, param, weight_decay)
-    new_avg = lerp(b, store, exp_avg, grad, 1 - beta1)
+    new_avg = lerp(b, store, exp_avg, grad, complement(b, beta1))
     # u' = max(u beta2, |g| + eps)
     new_inf = b.maximum(store(b.mul(exp_inf, constant(b, beta2, exp_inf))), store(b.add(b.abs(grad), rounded_constant(b, store, eps, grad))))
     # clr = lr / (1 - beta1^t), in f64;  p' = p + (-clr m') / u'
@@ -418,16 +450,16 @@ def nadam_update_shape(
     return update_types("optim.nadam_update", param, grad, (exp_avg, exp_avg_sq), lr, step)[:1] + (mu_product, param, param)
 
 
-def momentum_schedule(b: "Builder", beta1: float, momentum_decay: float, step: "Value") -> "Value":
+def momentum_schedule(b: "Builder", beta1: "float | Value", momentum_decay: float, step: "Value") -> "Value":
     # mu_t = beta1 (1 - 0.5 * 0.96^(t psi)), in f64 from the f64 step t
     warmup = b.pow(f64(b, 0.96), b.mul(step, f64(b, momentum_decay)))
-    return b.mul(f64(b, beta1), b.sub(f64(b, 1.0), b.mul(f64(b, 0.5), warmup)))
+    return b.mul(host(b, beta1), b.sub(f64(b, 1.0), b.mul(f64(b, 0.5), warmup)))
 
 
 @register_update("optim.nadam_update")
 def nadam_update_decomposition(
     b: "Builder", store: Store, param: "Value", grad: "Value", mu_product: "Value", exp_avg: "Value", exp_avg_sq: "Value",
-    lr: "Value", step: "Value", *, beta1: float, beta2: float, eps: float, weight_decay: float, momentum_decay: float, decoupled: bool,
+    lr: "Value", step: "Value", *, beta1: "float | Value", beta2: float, eps: float, weight_decay: float, momentum_decay: float, decoupled: bool,
 ) -> tuple["Value", ...]:
     param, grad = decay_weights(b, store, param, grad, lr, weight_decay, decoupled)
     t = host_scalar(b, step)
@@ -435,7 +467,7 @@ def nadam_update_decomposition(
     mu_next = momentum_schedule(b, beta1, momentum_decay, b.add(t, f64(b, 1.0)))
     # prod' = prod mu, in the state's dtype (float32 for a half parameter, as PyTorch's)   (torch: mu_product *= mu)
     new_mu_product = b.mul(mu_product, as_dtype_of(b, mu, mu_product))
-    new_avg = lerp(b, store, exp_avg, grad, 1 - beta1)
+    new_avg = lerp(b, store, exp_avg, grad, complement(b, beta1))
     new_avg_sq = decayed_average_of_squares(b, store, exp_avg_sq, grad, beta2)
     # denom = sqrt(v' / (1 - beta2^t)) + eps
     correction2 = as_dtype_of(b, bias_correction(b, beta2, step), param)
@@ -476,10 +508,10 @@ def rectification(b: "Builder", beta2: float, step: "Value", correction2: "Value
 @register_update("optim.radam_update")
 def radam_update_decomposition(
     b: "Builder", store: Store, param: "Value", grad: "Value", exp_avg: "Value", exp_avg_sq: "Value", lr: "Value", step: "Value",
-    *, beta1: float, beta2: float, eps: float, weight_decay: float, decoupled: bool,
+    *, beta1: "float | Value", beta2: float, eps: float, weight_decay: float, decoupled: bool,
 ) -> tuple["Value", "Value", "Value"]:
     param, grad = decay_weights(b, store, param, grad, lr, weight_decay, decoupled)
-    new_avg = lerp(b, store, exp_avg, grad, 1 - beta1)
+    new_avg = lerp(b, store, exp_avg, grad, complement(b, beta1))
     new_avg_sq = decayed_average_of_squares(b, store, exp_avg_sq, grad, beta2)
     correction2 = bias_correction(b, beta2, step)
     tractable, rect = rectification(b, beta2, step, correction2)

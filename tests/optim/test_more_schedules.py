@@ -271,24 +271,6 @@ def test_reduce_on_plateau_state_dict_round_trip(torch):
     assert len(set(map(tuple, expected))) > 1
 
 
-@pytest.mark.parametrize("optimizer_name", ["SGD", "Adam"])
-@pytest.mark.parametrize("which", ["OneCycleLR", "CyclicLR"])
-def test_cycle_momentum_is_refused_because_momentum_is_compiled_in(optimizer_name, which):
-    params = [kiln.nn.Parameter(np.zeros(2, np.float32))]
-    optimizer = kiln.optim.SGD(params, lr=0.1, momentum=0.9) if optimizer_name == "SGD" else kiln.optim.Adam(params, lr=0.1)
-    before = [dict(group) for group in optimizer.param_groups]
-    make = {
-        "OneCycleLR": lambda **kw: schedules.OneCycleLR(optimizer, max_lr=0.1, total_steps=10, **kw),
-        "CyclicLR": lambda **kw: schedules.CyclicLR(optimizer, base_lr=0.01, max_lr=0.1, **kw),
-    }[which]
-    with pytest.raises(KilnError, match="cycle_momentum=False") as error:
-        make()  # torch's default, cycle_momentum=True
-    assert "recompile" in str(error.value)
-    assert "momentum" not in optimizer.graph_hyperparameters and "betas" not in optimizer.graph_hyperparameters
-    assert [{k: v for k, v in g.items() if k in before[0]} for g in optimizer.param_groups] == before  # nothing half-written
-    make(cycle_momentum=False)
-
-
 def test_chained_scheduler_refuses_plateau_and_foreign_optimizers(torch):
     first, _ = two_group_optimizers(torch)
     second, _ = two_group_optimizers(torch)
