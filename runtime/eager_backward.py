@@ -36,6 +36,7 @@ from kiln.compiler.ir.builder import Builder
 from kiln.compiler.ir.core import Graph, Op, Value
 from kiln.compiler.ir.types import TensorType
 from kiln.compiler.passes.manager import PassManager
+from kiln.frontend.anomaly_mode import is_anomaly_enabled
 from kiln.frontend.eager_values import ARRAYS, GRAD_TENSORS, PARAMETERS, TENSOR_HOOKS, updates
 from kiln.frontend.module import Parameter
 from kiln.frontend.torch_array import torch_array
@@ -355,7 +356,7 @@ def gradients(chain: EagerChain, seeds: Sequence[np.ndarray | None]) -> list[np.
     """The chain's gradients (``EagerChain.graph``'s outputs). A structure's first backward runs its ops one by one
     (``eager_grad.replayed``), so a chain that never repeats (an episode of a new length) pays no compilation; one seen
     before runs its compiled backward, compiled at its second sight. A hooked chain always runs op by op."""
-    if chain.hooked or not _seen_before(_key(chain, seeds)):
+    if chain.hooked or is_anomaly_enabled() or not _seen_before(_key(chain, seeds)):
         from kiln.runtime.eager_grad import replayed  # lazily: it builds on this module
 
         return [np.asarray(g) for g in replayed(chain, seeds)]

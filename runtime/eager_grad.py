@@ -24,6 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from kiln.compiler.ir.core import Graph, Value
+from kiln.frontend.anomaly_mode import check_gradient, is_anomaly_check_nan_enabled, is_anomaly_enabled
 from kiln.frontend.eager_values import eager_leaf, eager_value
 from kiln.frontend.module import Parameter
 from kiln.frontend.trace import TraceContext, located_error
@@ -78,10 +79,13 @@ def replayed(chain: EagerChain, seeds: Sequence[Any]) -> list[Any]:
     values: dict[int, Value] = {id(copy): source for copy, source in _seed_inputs(graph, chain, seeds)}
     values.update(chain.originals)
     context = TraceContext.current()
+    checked = is_anomaly_enabled() and is_anomaly_check_nan_enabled()
     for op in graph.ops:
         if all(id(result) in values for result in op.results):
             continue
         made = context.emit(op.name, *[values[id(operand)] for operand in op.operands], **op.attrs)
+        if checked:
+            check_gradient(op.location, op.name, made if isinstance(made, tuple) else (made,))
         for result, value in zip(op.results, made if isinstance(made, tuple) else (made,)):
             hooked = chain.hook_points.get(id(result))
             values[id(result)] = value if hooked is None else run_hooks(hooked, Tensor(value)).value
