@@ -263,7 +263,7 @@ HALF_CASES = {
 def test_half_parameters_with_a_cycled_momentum_match_torch_bit_for_bit(torch, case, dtype):
     """The written-out update keeps PyTorch's half arithmetic (``in_opmath``): the fed f64 momentum is read in float32
     as PyTorch reads its Python float, and the parameters and states agree bit for bit (``test_half_optim``'s check)."""
-    from test_half_optim import assert_same, gradients, half_pair
+    from test_half_optim import half_pair, step_both_and_compare
 
     torch.set_default_dtype(torch.float32)  # PyTorch's half scalar states (mu_product) in float32, as kiln's
     name, options = HALF_CASES[case]
@@ -275,15 +275,7 @@ def test_half_parameters_with_a_cycled_momentum_match_torch_bit_for_bit(torch, c
         schedule = schedules.OneCycleLR(optimizer, max_lr=0.05, total_steps=10)
         torch_schedule = torch.optim.lr_scheduler.OneCycleLR(reference, max_lr=0.05, total_steps=10)
         for index in range(8):
-            for p, q, g in zip(ours, theirs, gradients(torch, dtype, rng)):
-                q.grad, p.grad = g, g.float().numpy().astype(np.asarray(p.data).dtype)
-            optimizer.step()
-            reference.step()
-            for position, (p, q) in enumerate(zip(ours, theirs)):
-                assert_same(p.data, q, dtype, f"parameter {position} after step {index}", name)
-                for state, value in reference.state[q].items():
-                    if state in optimizer.state_of(p) and state not in optimizer.scalar_states:
-                        assert_same(optimizer.state_of(p)[state], value, dtype, f"{state} of {position} after step {index}", name)
+            step_both_and_compare(torch, optimizer, reference, ours, theirs, dtype, rng, index, name)
             assert momenta(optimizer) == momenta(reference)
             schedule.step()
             torch_schedule.step()

@@ -84,6 +84,21 @@ def assert_same(ours: np.ndarray, theirs: Any, dtype: str, what: str, name: str 
     assert np.all(close), f"{what}: {int(np.sum(~close))} elements differ by more than the tolerance, e.g. {actual[~close][:3]} vs {expected[~close][:3]}"
 
 
+def step_both_and_compare(torch: Any, optimizer: Any, reference: Any, ours: list[Any], theirs: list[Any], dtype: str,
+                          rng: np.random.Generator, index: int, name: str) -> None:
+    """One eager step of kiln's ``optimizer`` and torch's ``reference`` on the same half gradients; then every
+    parameter and every per-parameter state torch keeps must be the same (``assert_same``)."""
+    for p, q, g in zip(ours, theirs, gradients(torch, dtype, rng)):
+        q.grad, p.grad = g, g.float().numpy().astype(DTYPES[dtype])
+    optimizer.step()
+    reference.step()
+    for position, (p, q) in enumerate(zip(ours, theirs)):
+        assert_same(p.data, q, dtype, f"parameter {position} after step {index}", name)
+        for state, value in reference.state[q].items():
+            if state in optimizer.state_of(p) and state not in optimizer.scalar_states:
+                assert_same(optimizer.state_of(p)[state], value, dtype, f"{state} of {position} after step {index}", name)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_eager_step_matches_torch_in_half(torch, case, dtype):
@@ -92,15 +107,7 @@ def test_eager_step_matches_torch_in_half(torch, case, dtype):
     ours, theirs = half_pair(torch, dtype, rng)
     optimizer, reference = getattr(kiln.optim, name)(ours, **options), getattr(torch.optim, name)(theirs, foreach=False, **options)
     for index in range(8):
-        for p, q, g in zip(ours, theirs, gradients(torch, dtype, rng)):
-            q.grad, p.grad = g, g.float().numpy().astype(DTYPES[dtype])
-        optimizer.step()
-        reference.step()
-        for position, (p, q) in enumerate(zip(ours, theirs)):
-            assert_same(p.data, q, dtype, f"parameter {position} after step {index}", name)
-            for state, value in reference.state[q].items():
-                if state in optimizer.state_of(p) and state not in optimizer.scalar_states:
-                    assert_same(optimizer.state_of(p)[state], value, dtype, f"{state} of {position} after step {index}", name)
+        step_both_and_compare(torch, optimizer, reference, ours, theirs, dtype, rng, index, name)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
