@@ -98,7 +98,9 @@ def layer_order(graph: Graph) -> dict[str, list[Value]]:
     """Layer name -> its parameters, layers in the order the graph first reads them."""
     parameters = trained_parameters(graph)
     if not parameters:
-        raise KilnError(f"pipeline-split: @{graph.name} has no optimizer updates; split a training-step graph")
+        raise KilnError(f"pipeline-split: @{graph.name} has no optimizer updates (optim.* ops); split a training-step "
+                        "graph. A step whose momentum a scheduler cycles (OneCycleLR/CyclicLR with cycle_momentum=True) "
+                        "writes its updates out as plain ops, which this pass cannot place: pass cycle_momentum=False")
     positions = {id(op): index for index, op in enumerate(graph.ops)}
     first_read = lambda v: min((positions[id(op)] for op, _ in v.uses), default=len(positions))  # noqa: E731
     layers: dict[str, list[Value]] = {}

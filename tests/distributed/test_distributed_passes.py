@@ -203,3 +203,14 @@ def test_comm_vjps_follow_the_replicated_loss_convention():
     finally:
         dist.shutdown()
     np.testing.assert_allclose(value, np.full((2, 3), 1.0, np.float32))
+
+
+def test_pipeline_split_of_a_step_with_cycled_momentum_says_what_to_do():
+    from kiln.optim import lr_scheduler
+
+    model = make_model()
+    optimizer = make_optimizer("adam", model)
+    lr_scheduler.OneCycleLR(optimizer, max_lr=0.1, total_steps=10)  # beta1 becomes an input: the updates are written out
+    step_graph = build_step_graph(model, F.cross_entropy, optimizer, SPECS)
+    with pytest.raises(KilnError, match="cycle_momentum=False"):
+        PassManager("pipeline-split{stages=2 rank=0}").run(step_graph.graph)
