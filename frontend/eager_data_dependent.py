@@ -7,7 +7,7 @@ classes, counts = labels.unique(return_counts=True)
 rows, cols = adjacency.nonzero(as_tuple=True)
 ```
 
-A trace has no values, so it refuses these (``tensor_extras._data_dependent``
+A trace has no values, so it refuses these (``tensor_value_dependent._data_dependent``
 says what to trace instead). Eagerly the values exist: the positions a mask
 picks, the distinct values, the counts are computed from the arrays at once
 and become constants, so ``x[mask]`` and ``masked_select`` are one ``take`` of

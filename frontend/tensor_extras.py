@@ -25,8 +25,8 @@ step alone differentiated, whose slope is ``1 / erf'(x)``; ``lgamma``/``digamma`
 ``x + 10``, sum the Stirling (asymptotic) series there, and reflect below 1/2 through ``sin(pi r)`` of the exact
 ``r = x - round(x)`` (no loss for large negative ``x``).
 
-What a trace cannot give (``unique``, ``bincount``, ``allclose``, ``equal``...) raises an error that says why and what
-to do instead, as ``item()`` and ``nonzero()`` do.
+The methods that need the values (``unique``, ``bincount``, ``allclose``, ``nonzero``...) are in
+frontend/tensor_value_dependent.py, inherited from here.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from kiln.compiler.ir.types import DType
 from kiln.frontend.tensor_inplace import check_fresh, in_place
 from kiln.frontend.tensor_math import _magnitude, _promoted, _scaled, _sign_bit
 from kiln.frontend.tensor_methods import _floating, _is_one
+from kiln.frontend.tensor_value_dependent import ValueDependentMethods
 from kiln.frontend.tensor_special import _digamma_positive, _erfc, _erfinv_inside, _lgamma_positive, _sin_pi, _sin_pi_fraction
 from kiln.frontend.trace import located_error
 from kiln.frontend.autocast import autocasts
@@ -73,7 +74,7 @@ class MinMax(NamedTuple):
     max: Any
 
 
-class ExtraMethods:
+class ExtraMethods(ValueDependentMethods):
     """See the module docstring; ``Tensor`` inherits these last, so a method defined elsewhere wins."""
 
     # scatter family ---------------------------------------------------------
@@ -488,45 +489,6 @@ class ExtraMethods:
         deviation = covariance.diagonal().sqrt()
         return (covariance / deviation.unsqueeze(1) / deviation.unsqueeze(0)).clamp(-1, 1)
 
-    # what a trace cannot give ---------------------------------------------------------
-    def unique(self, *args: Any, **kwargs: Any) -> Any:
-        if _eager_ops().is_eager(self):
-            return _eager_ops().unique(self, *args, **kwargs)
-        raise _data_dependent("unique()", "its length is the number of distinct values",
-                              "compare against the known classes instead (x.unsqueeze(-1) == classes) or sort")
-
-    def unique_consecutive(self, *args: Any, **kwargs: Any) -> Any:
-        if _eager_ops().is_eager(self):
-            return _eager_ops().unique_consecutive(self, *args, **kwargs)
-        return self.unique()
-
-    def bincount(self, *args: Any, **kwargs: Any) -> Any:
-        if _eager_ops().is_eager(self):
-            return _eager_ops().bincount(self, *args, **kwargs)
-        raise _data_dependent("bincount()", "its length is the largest value plus one",
-                              "with known classes, count with one-hot sums: (x.unsqueeze(-1) == kiln.arange(n)).sum(0)")
-
-    def histc(self, *args: Any, **kwargs: Any) -> Any:
-        if _eager_ops().is_eager(self):
-            return _eager_ops().histc(self, *args, **kwargs)
-        raise _data_dependent("histc()", "its default range comes from the values",
-                              "count against fixed bin edges: kiln.bucketize(x, edges) and one-hot sums")
-
-    def allclose(self, *args: Any, **kwargs: Any) -> Any:
-        if _eager_ops().is_eager(self):
-            return _eager_ops().allclose(self, *args, **kwargs)
-        raise _python_bool("allclose()", "x.isclose(y).all()")
-
-    def equal(self, *args: Any, **kwargs: Any) -> Any:
-        if _eager_ops().is_eager(self):
-            return _eager_ops().equal(self, *args, **kwargs)
-        raise _python_bool("equal()", "(x == y).all()")
-
-    def is_nonzero(self) -> Any:
-        if _eager_ops().is_eager(self):
-            return _eager_ops().is_nonzero(self)
-        raise _python_bool("is_nonzero()", "x != 0")
-
 
 # scatter helpers -----------------------------------------------------------------
 
@@ -756,25 +718,6 @@ def _cross_axis(x: Any, dim: int | None) -> int:
     if x.shape[dim] != 3:
         raise located_error(f"cross: dim {dim} of {x.type} must have size 3")
     return dim % x.ndim
-
-
-def _eager_ops() -> Any:
-    """frontend/eager_data_dependent.py (lazily: it builds on the Tensor these methods make)."""
-    from kiln.frontend import eager_data_dependent
-
-    return eager_data_dependent
-
-
-# errors ------------------------------------------------------------------------------
-
-
-def _data_dependent(method: str, why: str, instead: str) -> Exception:
-    return located_error(f"{method} has a data-dependent shape ({why}), which kiln does not trace; {instead}")
-
-
-def _python_bool(method: str, instead: str) -> Exception:
-    return located_error(f"{method} returns a Python bool, which needs the tensor's values: they exist only when the "
-                         f"compiled function runs; use {instead} as a bool tensor and return it")
 
 
 # in-place forms ------------------------------------------------------------------------

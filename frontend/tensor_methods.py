@@ -32,13 +32,6 @@ def _tensor_class() -> type:
     return Tensor
 
 
-def _eager_ops() -> Any:
-    """frontend/eager_data_dependent.py (lazily: it builds on the Tensor these methods make)."""
-    from kiln.frontend import eager_data_dependent
-
-    return eager_data_dependent
-
-
 class TorchMethods(BitwiseMethods):
     """Methods over existing ops; see the module docstring. The bit operators (``&``, ``<<``, ...) are
     ``BitwiseMethods``' (``tensor_bitwise.py``)."""
@@ -313,21 +306,6 @@ class TorchMethods(BitwiseMethods):
     def numpy(self) -> Any:
         raise located_error(f"numpy() of a traced {self.type}: its values exist only when the compiled function runs; "
                             "return the tensor (compiled functions return NumPy arrays)")
-
-    def nonzero(self, *args: Any, **kwargs: Any) -> Any:
-        if _eager_ops().is_eager(self):
-            return _eager_ops().nonzero(self, *args, **kwargs)
-        raise located_error("nonzero() has a data-dependent shape, which kiln does not trace; use a bool mask with "
-                            "where (or masked_fill) instead")
-
-    def argwhere(self) -> Any:
-        return self.nonzero()
-
-    def masked_select(self, mask: Any) -> Any:
-        if _eager_ops().is_eager(self) and (not isinstance(mask, _tensor_class()) or _eager_ops().is_eager(mask)):
-            return _eager_ops().masked_select(self, mask)
-        raise located_error("masked_select() has a data-dependent shape, which kiln does not trace; use "
-                            "where(mask, x, 0) and reduce, or masked_fill")
 
 
 def _floating(x: Any) -> Any:

@@ -1,0 +1,94 @@
+"""PyTorch's ``Tensor`` methods whose answer depends on the values: a data-dependent shape (``nonzero``,
+``masked_select``, ``unique``, ``bincount``, ``histc``) or a Python bool (``allclose``, ``equal``, ``is_nonzero``).
+
+Eagerly they run (frontend/eager_data_dependent.py computes them from the arrays); inside a trace the values do not
+exist yet, so each raises an error that says what to trace instead. ``Tensor`` inherits them through ``ExtraMethods``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kiln.frontend.trace import located_error
+
+
+class ValueDependentMethods:
+    """The methods that need the tensor's values."""
+
+    def nonzero(self, *args: Any, **kwargs: Any) -> Any:
+        if _eager_ops().is_eager(self):
+            return _eager_ops().nonzero(self, *args, **kwargs)
+        raise located_error("nonzero() has a data-dependent shape, which kiln does not trace; use a bool mask with "
+                            "where (or masked_fill) instead")
+
+    def argwhere(self) -> Any:
+        return self.nonzero()
+
+    def masked_select(self, mask: Any) -> Any:
+        if _eager_ops().is_eager(self) and (not isinstance(mask, _tensor_class()) or _eager_ops().is_eager(mask)):
+            return _eager_ops().masked_select(self, mask)
+        raise located_error("masked_select() has a data-dependent shape, which kiln does not trace; use "
+                            "where(mask, x, 0) and reduce, or masked_fill")
+
+    def unique(self, *args: Any, **kwargs: Any) -> Any:
+        if _eager_ops().is_eager(self):
+            return _eager_ops().unique(self, *args, **kwargs)
+        raise _data_dependent("unique()", "its length is the number of distinct values",
+                              "compare against the known classes instead (x.unsqueeze(-1) == classes) or sort")
+
+    def unique_consecutive(self, *args: Any, **kwargs: Any) -> Any:
+        if _eager_ops().is_eager(self):
+            return _eager_ops().unique_consecutive(self, *args, **kwargs)
+        return self.unique()
+
+    def bincount(self, *args: Any, **kwargs: Any) -> Any:
+        if _eager_ops().is_eager(self):
+            return _eager_ops().bincount(self, *args, **kwargs)
+        raise _data_dependent("bincount()", "its length is the largest value plus one",
+                              "with known classes, count with one-hot sums: (x.unsqueeze(-1) == kiln.arange(n)).sum(0)")
+
+    def histc(self, *args: Any, **kwargs: Any) -> Any:
+        if _eager_ops().is_eager(self):
+            return _eager_ops().histc(self, *args, **kwargs)
+        raise _data_dependent("histc()", "its default range comes from the values",
+                              "count against fixed bin edges: kiln.bucketize(x, edges) and one-hot sums")
+
+    def allclose(self, *args: Any, **kwargs: Any) -> Any:
+        if _eager_ops().is_eager(self):
+            return _eager_ops().allclose(self, *args, **kwargs)
+        raise _python_bool("allclose()", "x.isclose(y).all()")
+
+    def equal(self, *args: Any, **kwargs: Any) -> Any:
+        if _eager_ops().is_eager(self):
+            return _eager_ops().equal(self, *args, **kwargs)
+        raise _python_bool("equal()", "(x == y).all()")
+
+    def is_nonzero(self) -> Any:
+        if _eager_ops().is_eager(self):
+            return _eager_ops().is_nonzero(self)
+        raise _python_bool("is_nonzero()", "x != 0")
+
+
+def _tensor_class() -> type:
+    from kiln.frontend.tensor import Tensor
+
+    return Tensor
+
+
+def _eager_ops() -> Any:
+    """frontend/eager_data_dependent.py (lazily: it builds on the Tensor these methods make)."""
+    from kiln.frontend import eager_data_dependent
+
+    return eager_data_dependent
+
+
+def _data_dependent(method: str, why: str, instead: str) -> Exception:
+    return located_error(f"{method} has a data-dependent shape ({why}), which kiln does not trace; {instead}")
+
+
+def _python_bool(method: str, instead: str) -> Exception:
+    return located_error(f"{method} returns a Python bool, which needs the tensor's values: they exist only when the "
+                         f"compiled function runs; use {instead} as a bool tensor and return it")
+
+
+__all__ = ["ValueDependentMethods"]
