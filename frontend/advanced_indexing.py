@@ -31,8 +31,8 @@ def mixed_advanced_index(input: Tensor, index: Any) -> Tensor | None:
     from kiln.frontend.functional_nn import _gathered_rows, getitem  # lazily: getitem calls this
     from kiln.frontend.tensor_setitem import _index_tensor, _is_index_array
 
-    items = _without_ellipsis(input, list(index) if isinstance(index, tuple) else [index])
-    if items is None or not any(_is_index_array(item) for item in items):
+    items = _items_with_arrays(input, index)
+    if items is None:
         return None
     basic, arrays, axis = [], {}, 0
     for item in items:
@@ -58,15 +58,13 @@ def mixed_advanced_assignment(x: Tensor, index: Any, value: Any) -> Tensor | Non
     from kiln.frontend.tensor_setitem import broadcast_value, value_of
 
     shape = tuple(x.shape)
+    if _items_with_arrays(x, index) is None:
+        return None
     if not all(isinstance(dim, int) for dim in shape):
-        if mixed_advanced_index(x, index) is None:
-            return None
         raise located_error(f"x[index] = value with index arrays among slices needs a static shape, got {x.type}; "
                             "index the symbolic dims with whole slices only after moving the indexed ones first")
     positions = apply("tensor.constant", value=np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape))
     picked = mixed_advanced_index(positions, index)
-    if picked is None:
-        return None
     source = broadcast_value(value_of(x, value), tuple(picked.shape))
     flat = x.reshape(-1).index_put((picked.reshape(-1),), source.reshape(-1))
     return flat.reshape(shape)
@@ -102,6 +100,14 @@ def _placed(gathered: Tensor, picked: list[int], width: int) -> Tensor:
         return gathered
     before = list(range(width, width + picked[0]))
     return gathered.permute(*before, *range(width), *range(width + picked[0], gathered.ndim))
+
+
+def _items_with_arrays(input: Tensor, index: Any) -> list[Any] | None:
+    """The index as a list of items with ``...`` written out, if it holds an integer index array; else None."""
+    from kiln.frontend.tensor_setitem import _is_index_array
+
+    items = _without_ellipsis(input, list(index) if isinstance(index, tuple) else [index])
+    return items if items is not None and any(_is_index_array(item) for item in items) else None
 
 
 def _without_ellipsis(input: Tensor, items: list[Any]) -> list[Any] | None:
