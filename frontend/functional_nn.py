@@ -64,9 +64,25 @@ def amin(input: Tensor, dim: int | tuple[int, ...] | None = None, keepdim: bool 
     return apply("tensor.reduce_min", input, axes=dim, keepdims=keepdim)
 
 
-def one_hot(tensor: Tensor, num_classes: int, dtype: Any = "int64") -> Tensor:
-    """PyTorch gives int64; pass ``dtype="float32"`` to multiply with logits."""
+def one_hot(tensor: Tensor, num_classes: int = -1, dtype: Any = "int64") -> Tensor:
+    """PyTorch gives int64; pass ``dtype="float32"`` to multiply with logits. ``num_classes=-1`` (PyTorch's default)
+    is the largest class plus one: eagerly read off the values; a trace needs it given."""
+    if num_classes == -1:
+        num_classes = _classes_seen(tensor)
     return apply("tensor.one_hot", tensor, num_classes=num_classes, dtype=DType.of(dtype))
+
+
+def _classes_seen(tensor: Any) -> int:
+    """The largest value of an eager ``tensor`` plus one (PyTorch's inferred ``num_classes``)."""
+    from kiln.frontend.eager_values import eager_array
+
+    values = eager_array(tensor) if isinstance(tensor, Tensor) else np.asarray(tensor)
+    if values is None:
+        raise located_error("one_hot: num_classes=-1 infers the class count from the values, which a trace does not have "
+                            "(a data-dependent shape); pass num_classes")
+    if values.size == 0:
+        raise located_error("one_hot: Can not infer total number of classes from empty tensor; pass num_classes")
+    return int(values.max()) + 1
 
 
 def triu(input: Tensor, diagonal: int = 0) -> Tensor:

@@ -121,3 +121,11 @@ def test_python_bool_answers_match_torch(function):
 def test_python_bools_stay_refused_in_a_trace():
     with pytest.raises(kiln.TraceError, match="returns a Python bool"):
         kiln.trace(lambda x: kiln.tensor(1.0) if x.allclose(x) else x, kiln.TensorSpec((2,), "float64"))
+
+
+def test_one_hot_infers_the_class_count_eagerly_as_torch():
+    _assert_same(*_both(lambda lib, x: lib.nn.functional.one_hot(x[1]), LABELS))
+    with pytest.raises(kiln.TraceError, match="pass num_classes"):
+        kiln.trace(lambda y: F.one_hot(y), kiln.TensorSpec((3,), "int64"))
+    with pytest.raises(kiln.TraceError, match="empty tensor"):
+        F.one_hot(kiln.tensor(np.zeros(0, np.int64)))
