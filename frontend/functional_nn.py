@@ -510,8 +510,14 @@ def unsqueeze(input: Tensor, dim: int) -> Tensor:
 
 
 def squeeze(input: Tensor, dim: int | tuple[int, ...] | None = None) -> Tensor:
-    axes = tuple(i for i, d in enumerate(input.shape) if d == 1) if dim is None else (dim,) if isinstance(dim, int) else tuple(dim)
-    return apply("tensor.squeeze", input, axes=axes)
+    """Drop the size-1 dims (or those of ``dim`` that have size 1: another size is left as it is, as PyTorch's)."""
+    if dim is None:
+        axes = tuple(i for i, d in enumerate(input.shape) if d == 1)
+    else:
+        asked = (dim,) if isinstance(dim, int) else tuple(dim)
+        axes = tuple(a for a in asked if not isinstance(input.shape[normalize_axis(a, input.ndim)], int)
+                     or input.shape[normalize_axis(a, input.ndim)] == 1)
+    return apply("tensor.squeeze", input, axes=axes) if axes else input
 
 
 def flatten(input: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:

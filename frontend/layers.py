@@ -3,7 +3,7 @@ distance modules ``CosineSimilarity`` and ``PairwiseDistance``."""
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 
 from kiln.compiler.ir.types import is_float_array_dtype
@@ -83,6 +83,16 @@ class Sequential(Module):
     def add(self, layer: Module) -> None:
         """Append a layer (Keras's ``model.add``)."""
         setattr(self, str(len(self._modules)), layer)
+
+    def append(self, layer: Module) -> "Sequential":
+        """Append a layer and return this ``Sequential``, as PyTorch's."""
+        self.add(layer)
+        return self
+
+    def extend(self, layers: Iterable[Module]) -> "Sequential":
+        for layer in layers:
+            self.add(layer)
+        return self
 
     def __iter__(self) -> Iterator[Module]:
         return iter(self._modules.values())

@@ -55,12 +55,23 @@ def full(size: Any, fill_value: Any, *, dtype: Any = None, device: Any = None, r
     return _created(scalar).broadcast_to(shape)
 
 
-def zeros(*size: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Any:
-    return full(_flatten_args(size), 0.0, dtype=dtype, requires_grad=requires_grad)
+def zeros(*size: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False, **keyword: Any) -> Any:
+    return full(_size(size, keyword, "zeros"), 0.0, dtype=dtype, requires_grad=requires_grad)
 
 
-def ones(*size: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Any:
-    return full(_flatten_args(size), 1.0, dtype=dtype, requires_grad=requires_grad)
+def ones(*size: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False, **keyword: Any) -> Any:
+    return full(_size(size, keyword, "ones"), 1.0, dtype=dtype, requires_grad=requires_grad)
+
+
+def _size(size: tuple[Any, ...], keyword: dict[str, Any], function: str) -> tuple[Any, ...]:
+    """The shape given as ``f(2, 3)``, ``f((2, 3))`` or PyTorch's keyword ``f(size=(2, 3))``."""
+    if set(keyword) - {"size"}:
+        raise TypeError(f"{function}() got an unexpected keyword argument {sorted(set(keyword) - {'size'})[0]!r}")
+    if "size" in keyword:
+        if size:
+            raise TypeError(f"{function}() got multiple values for argument 'size'")
+        size = (keyword["size"],)
+    return _flatten_args(size)
 
 
 empty = zeros
@@ -161,12 +172,16 @@ def randn_like(input: Tensor, *, dtype: Any = None, device: Any = None, requires
     return _requiring_grad(((1.0 - u).log() * -2.0).sqrt() * apply("tensor.cos", v * (2 * math.pi)), requires_grad)
 
 
-def rand(*size: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False, generator: Any = None) -> Tensor:
+def rand(*size: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False, generator: Any = None,
+         **keyword: Any) -> Tensor:
+    size = _size(size, keyword, "rand")
     with drawing_from(generator):  # a kiln.Generator's eager draws (frontend/torch_generator.py)
         return rand_like(zeros(*size, dtype=dtype), requires_grad=requires_grad)
 
 
-def randn(*size: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False, generator: Any = None) -> Tensor:
+def randn(*size: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False, generator: Any = None,
+          **keyword: Any) -> Tensor:
+    size = _size(size, keyword, "randn")
     with drawing_from(generator):
         return randn_like(zeros(*size, dtype=dtype), requires_grad=requires_grad)
 
@@ -177,13 +192,29 @@ def _seed(function: str) -> tuple[Tensor, int]:
     return Tensor(seed), stream
 
 
+_COMMUTATIVE = frozenset({"add", "mul", "multiply", "bitwise_and", "bitwise_or", "bitwise_xor"})
+"""Binary functions PyTorch also takes as ``f(number, tensor)``: the tensor's method does them with its operands swapped."""
+_REFLECTED = {"sub": "__rsub__", "subtract": "__rsub__", "div": "__rtruediv__", "divide": "__rtruediv__",
+              "true_divide": "__rtruediv__", "pow": "__rpow__"}
+"""``f(number, tensor)`` of the others: the tensor's reflected operator (``torch.sub(1, x)`` is ``1 - x``)."""
+
+
 def _forwarder(name: str) -> Callable[..., Any]:
     def function(input: Tensor, *args: Any, **kwargs: Any) -> Any:
+        if _is_number(input) and len(args) == 1 and not kwargs and isinstance(args[0], Tensor):
+            if name in _COMMUTATIVE:
+                return getattr(args[0], name)(input)
+            if name in _REFLECTED:
+                return getattr(args[0], _REFLECTED[name])(input)
         return getattr(input, name)(*args, **kwargs)
 
     function.__name__ = function.__qualname__ = name
     function.__doc__ = f"``torch.{name}(input, ...)``: ``input.{name}(...)``."
     return function
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, np.number)) and not isinstance(value, np.ndarray)
 
 
 FORWARDED = (
