@@ -34,6 +34,11 @@ def is_eager(tensor: Any) -> bool:
     return _array(tensor) is not None
 
 
+def eager_with_mask(x: Any, mask: Any) -> bool:
+    """Whether ``x`` is eager and ``mask`` is eager or a host array/list (``x[mask]``, ``masked_select``)."""
+    return is_eager(x) and (not isinstance(mask, Tensor) or is_eager(mask))
+
+
 def _array(tensor: Any) -> np.ndarray | None:
     from kiln.frontend.module import Parameter
 
@@ -163,4 +168,4 @@ def _values(other: Any) -> np.ndarray:
     return array
 
 
-__all__ = ["allclose", "bincount", "histc", "equal", "is_eager", "is_nonzero", "masked_rows", "masked_select", "nonzero", "unique", "unique_consecutive"]
+__all__ = ["allclose", "bincount", "eager_with_mask", "histc", "equal", "is_eager", "is_nonzero", "masked_rows", "masked_select", "nonzero", "unique", "unique_consecutive"]

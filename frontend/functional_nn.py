@@ -627,7 +627,7 @@ def _masked_rows(input: Tensor, mask: Any) -> Tensor:
     """``input[mask]``: eagerly the rows the mask picks (frontend/eager_data_dependent.py); traced, an error."""
     from kiln.frontend import eager_data_dependent
 
-    if eager_data_dependent.is_eager(input) and (not isinstance(mask, Tensor) or eager_data_dependent.is_eager(mask)):
+    if eager_data_dependent.eager_with_mask(input, mask):
         return eager_data_dependent.masked_rows(input, mask)
     raise located_error("x[mask] has a data-dependent shape (the number of true elements), which kiln does not trace; "
                         "use where(mask, x, 0) (or masked_fill) and reduce, e.g. (x * mask).sum() / mask.sum()")

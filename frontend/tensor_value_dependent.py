@@ -25,7 +25,7 @@ class ValueDependentMethods:
         return self.nonzero()
 
     def masked_select(self, mask: Any) -> Any:
-        if _eager_ops().is_eager(self) and (not isinstance(mask, _tensor_class()) or _eager_ops().is_eager(mask)):
+        if _eager_ops().eager_with_mask(self, mask):
             return _eager_ops().masked_select(self, mask)
         raise located_error("masked_select() has a data-dependent shape, which kiln does not trace; use "
                             "where(mask, x, 0) and reduce, or masked_fill")
@@ -67,12 +67,6 @@ class ValueDependentMethods:
         if _eager_ops().is_eager(self):
             return _eager_ops().is_nonzero(self)
         raise _python_bool("is_nonzero()", "x != 0")
-
-
-def _tensor_class() -> type:
-    from kiln.frontend.tensor import Tensor
-
-    return Tensor
 
 
 def _eager_ops() -> Any:
