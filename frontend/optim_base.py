@@ -1,0 +1,299 @@
+"""The ``Optimizer`` base class: parameter groups, per-parameter state, the step counter and ``state_dict``.
+
+The algorithms (``optim_algorithms.py``, ``optim_lbfgs.py``, ``optim_muon.py``...) subclass it: each checks its
+options (``check_group``), names its state arrays (``state_names``) and appends the ops of one parameter's update
+(``emit_update``). The learning rate and the step counter are graph inputs, so changing them never recompiles; the
+other options are attributes of the op (``signature``), except a momentum ``feed_as_input`` makes a graph input too.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Mapping
+
+import numpy as np
+
+from kiln.compiler.errors import CheckpointError, KilnError
+from kiln.compiler.ir.builder import Builder
+from kiln.compiler.ir.core import Value
+from kiln.compiler.ir.types import DType, TensorType, is_float_array_dtype
+from kiln.compiler.ops.optim import scalar_state_dtype
+from kiln.frontend.module import Parameter, clear_grads
+from kiln.frontend.tensor import Tensor
+
+Update = tuple[Value, dict[str, Value]]
+
+
+class Optimizer:
+    """Base class: parameter groups, per-parameter state, the step counter, and the ops of one update."""
+
+    graph_hyperparameters: tuple[str, ...] = ("lr",)
+    """Group hyper-parameters fed as graph inputs each step (changing them never recompiles); ``feed_as_input`` adds one
+    to an instance."""
+    feedable_hyperparameters: frozenset[str] = frozenset()
+    """Options ``feed_as_input`` may turn into graph inputs: the momentum a scheduler cycles (``momentum``, or ``beta1``,
+    the first of ``betas``)."""
+    scalar_states: frozenset[str] = frozenset()
+    """States that are one number per parameter in PyTorch (0-d there, parameter-shaped here): a saved 0-d value loads
+    broadcast, so a ``torch.optim`` ``state_dict`` converted to arrays loads as is."""
+
+    def __init__(self, params: Iterable[Any], defaults: dict[str, Any]):
+        self.defaults = dict(defaults)
+        self.fixed_options = sorted(set(self.defaults) - set(self.graph_hyperparameters))
+        """Options a compiled update fixes (a change recompiles): every default but the graph hyper-parameters."""
+        self.param_groups: list[dict[str, Any]] = []
+        self.state: dict[int, dict[str, np.ndarray]] = {}
+        self.step_count = 0
+        """Updates done so far; the compiled step reads ``step_count + 1`` as its ``step`` input."""
+        groups = list(params)
+        if not groups:
+            raise KilnError(
+                f"{type(self).__name__} got no parameters; build the model first "
+                "(model.build(input_shape), or give the first Dense an input_dim)"
+            )
+        if not isinstance(groups[0], dict):
+            groups = [{"params": groups}]
+        for group in groups:
+            self.add_param_group(group)
+
+    def add_param_group(self, group: dict[str, Any]) -> None:
+        """Add a group; options it does not name take the optimizer's defaults."""
+        from kiln.frontend.optim_leaf_tensors import as_optimizer_parameter  # lazily: it subclasses Parameter
+
+        params = [group["params"]] if isinstance(group["params"], Tensor) else list(group["params"])
+        params = [as_optimizer_parameter(param) for param in params]
+        seen = {id(p) for p in self.parameters()}
+        if any(id(p) in seen for p in params) or len({id(p) for p in params}) != len(params):
+            raise KilnError("some parameters appear in more than one parameter group (or twice in one); list each once")
+        full = {**self.defaults, **group, "params": params}
+        self.check_group(full)
+        self.param_groups.append(full)
+
+    def feed_as_input(self, name: str) -> None:
+        """Feed option ``name`` (``momentum``, or ``beta1`` for ``betas[0]``) to the step as a graph input each step, as
+        ``lr``, instead of compiling it in: what a scheduler that cycles momentum calls (``OneCycleLR``, ``CyclicLR``).
+        A step compiled before recompiles once; an optimizer never fed compiles exactly as before."""
+        if name in self.graph_hyperparameters:
+            return
+        if name not in self.feedable_hyperparameters:
+            feedable = sorted(self.feedable_hyperparameters) or "none"
+            raise KilnError(
+                f"{type(self).__name__}: {name!r} cannot be fed to the compiled step each step (options that can: {feedable}); "
+                "it is compiled into the update, so changing it every step would recompile every step (with a scheduler: "
+                "pass cycle_momentum=False, the learning rate still cycles)"
+            )
+        self.graph_hyperparameters = (*self.graph_hyperparameters, name)
+        self.fixed_options = sorted(set(self.defaults) - set(self.graph_hyperparameters))
+
+    def group_hyperparameters(self, group: dict[str, Any]) -> tuple[str, ...]:
+        """The hyper-parameters of ``group`` fed as graph inputs, in input order."""
+        return self.graph_hyperparameters
+
+    def hyperparameter(self, group: dict[str, Any], name: str) -> float:
+        """The current value of graph hyper-parameter ``name`` in ``group`` (``beta1``: ``betas[0]``)."""
+        return group["betas"][0] if name == "beta1" else group[name]
+
+    def fixed_value(self, group: dict[str, Any], key: str) -> Any:
+        """What a compiled update fixes of option ``key``: all of it, but ``betas[1:]`` once ``beta1`` is fed."""
+        if key == "betas" and "beta1" in self.graph_hyperparameters:
+            return tuple(group["betas"][1:])
+        return _hashable(group[key])
+
+    def check_group(self, group: dict[str, Any]) -> None:
+        """Raise ``KilnError`` for invalid options (a negative lr, nesterov without momentum...)."""
+        _non_negative(type(self).__name__, group, "lr", "weight_decay")
+
+    def parameters(self) -> list[Parameter]:
+        return [p for group in self.param_groups for p in group["params"]]
+
+    def trained_parameters(self) -> list[Parameter]:
+        """The parameters a step updates: those with ``requires_grad``. As in PyTorch, a frozen parameter gets no
+        gradient, so no update, no weight decay and no state; turning it back on recompiles the step."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def group_of(self, param: Parameter) -> dict[str, Any]:
+        return next(group for group in self.param_groups if any(p is param for p in group["params"]))
+
+    def state_names(self, group: dict[str, Any]) -> tuple[str, ...]:
+        """Names of the state arrays of each parameter in ``group``, in the update op's operand order."""
+        return ()
+
+    def param_state_names(self, param: Parameter, group: dict[str, Any]) -> tuple[str, ...]:
+        """Names of ``param``'s state arrays: ``state_names(group)``, unless the parameter's rank changes them
+        (Adafactor factors the second moment of a matrix, not of a vector)."""
+        return self.state_names(group)
+
+    def state_shape(self, param: Parameter, name: str) -> tuple[int, ...]:
+        """The shape of ``param``'s state array ``name``: the parameter's, unless factored (Adafactor's row and column moments)."""
+        return tuple(param.data.shape)
+
+    def state_dtype(self, param: Parameter, name: str) -> np.dtype:
+        """The dtype of ``param``'s state array ``name``: the parameter's (PyTorch's ``zeros_like(p)``), except a
+        ``scalar_states`` entry of a half parameter, which PyTorch keeps as a 0-d float32 tensor (``scalar_state_dtype``)."""
+        dtype = param._data.dtype
+        return scalar_state_dtype(DType.of(dtype)).numpy if name in self.scalar_states else dtype
+
+    def state_type(self, param: Parameter, name: str) -> TensorType:
+        """The graph type of ``param``'s state array ``name`` (``state_shape``, ``state_dtype``)."""
+        return TensorType(self.state_shape(param, name), DType.of(self.state_dtype(param, name)))
+
+    def initial_state(self, param: Parameter, group: dict[str, Any]) -> dict[str, np.ndarray]:
+        """A parameter's state before its first update (zeros, as ``torch.optim``)."""
+        return {name: np.zeros(self.state_shape(param, name), self.state_dtype(param, name)) for name in self.param_state_names(param, group)}
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Clear the ``.grad`` eager ``backward()`` calls accumulate (a compiled step computes its gradients inside the step)."""
+        clear_grads(self.parameters(), set_to_none)
+
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """An eager update from each parameter's ``.grad`` (after ``loss.backward()``), as ``torch.optim``'s ``step``:
+        the optimizer's update ops, compiled once (``runtime/eager_optim.py``). Parameters without a gradient are left
+        alone. ``closure`` (re-evaluating the loss and calling ``backward``) is called first; its loss is returned."""
+        from kiln.runtime.eager_optim import apply_gradients  # lazily: the runtime builds on the frontend
+
+        loss = closure() if closure is not None else None
+        apply_gradients(self)
+        return loss
+
+    def state_of(self, param: Parameter) -> dict[str, np.ndarray]:
+        """This parameter's state arrays, created on first use in its dtype (as PyTorch's ``zeros_like(p)``: a model
+        made half by ``model.half()`` before its first step gets half state). State made before the parameter's dtype
+        changed is cast to the new dtype (PyTorch would keep it and mix dtypes in its update; kiln's update ops take
+        state in the parameter's dtype, as PyTorch's ``load_state_dict`` casts it)."""
+        if id(param) not in self.state:
+            self.state[id(param)] = self.initial_state(param, self.group_of(param))
+        state = self.state[id(param)]  # below: param._data, not .data, which would bring a device-resident parameter back
+        if any(array.dtype != self.state_dtype(param, name) and is_float_array_dtype(array.dtype) for name, array in state.items()):
+            state = self.state[id(param)] = {name: _cast_float(array, self.state_dtype(param, name)) for name, array in state.items()}
+        return state
+
+    def signature(self) -> tuple[Any, ...]:
+        """What a compiled update fixes: group membership, which parameters train (requires_grad), their dtypes (a
+        ``model.half()`` recompiles), every option that is not a graph input, and which are graph inputs."""
+        groups = tuple((tuple(map(id, group["params"])), tuple((bool(p.requires_grad), p._data.dtype) for p in group["params"]),
+                        tuple([self.fixed_value(group, key) for key in self.fixed_options]))
+                       for group in self.param_groups)
+        return groups + (self.graph_hyperparameters,)
+
+    def emit_update(
+        self, b: Builder, param: Value, grad: Value, state: dict[str, Value], hyper: dict[str, Value], group: dict[str, Any]
+    ) -> Update:
+        """Append the ops updating one parameter; returns the new parameter and its new state values.
+
+        ``hyper`` holds the group's graph hyper-parameters (``lr``, and a momentum ``feed_as_input`` made one) and the
+        1-based ``step`` counter (a graph input only when some update reads it).
+        """
+        raise NotImplementedError
+
+    # --- state_dict ----------------------------------------------------------------------------
+
+    def state_dict(self, names: Mapping[int, str] | None = None) -> dict[str, Any]:
+        """``{"state": {param key: {name: array}}, "param_groups": [...], "step": int}``.
+
+        Parameters are keyed by ``names[id(param)]`` (the model's parameter names) where given,
+        else by their position in the optimizer, as PyTorch does. Arrays are the live ones.
+        """
+        key = _keyer(self.parameters(), names)
+        return {
+            "state": {key(p): dict(self.state[id(p)]) for p in self.parameters() if id(p) in self.state},
+            "param_groups": [{**_options(group), "params": [key(p) for p in group["params"]]} for group in self.param_groups],
+            "step": self.step_count,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any], names: Mapping[int, str] | None = None) -> None:
+        """Restore groups' options, state arrays and the step counter; everything is checked before anything is written."""
+        self.prepare_load(state, names)()
+
+    def prepare_load(self, state: Mapping[str, Any], names: Mapping[int, str] | None = None) -> Callable[[], None]:
+        """Check ``state`` against this optimizer; returns the function that writes it."""
+        missing = sorted({"state", "param_groups", "step"} - set(state))
+        if missing:
+            raise CheckpointError(f"an optimizer state has 'state', 'param_groups' and 'step' entries; this one lacks {missing}")
+        key = _keyer(self.parameters(), names)
+        saved_groups = list(state["param_groups"])
+        if len(saved_groups) != len(self.param_groups):
+            raise CheckpointError(f"optimizer state has {len(saved_groups)} parameter groups, this optimizer {len(self.param_groups)}")
+        options = [_loaded_options(index, group, saved, key) for index, (group, saved) in enumerate(zip(self.param_groups, saved_groups))]
+        arrays = {}
+        for group, loaded in zip(self.param_groups, options):
+            for param in group["params"]:
+                arrays[id(param)] = self._loaded_state(param, {**group, **loaded}, state["state"], key)
+        step = int(state["step"])
+
+        def write() -> None:
+            for group, loaded in zip(self.param_groups, options):
+                group.update(loaded)
+            self.state = {pid: _into(self.state.get(pid), value) for pid, value in arrays.items() if value is not None}
+            self.step_count = step
+
+        return write
+
+    def _loaded_state(
+        self, param: Parameter, group: dict[str, Any], saved: Mapping[str, Any], key: Callable[[Parameter], str]
+    ) -> dict[str, np.ndarray] | None:
+        """A parameter's saved state arrays, checked and cast to its dtype (``None``: not saved, start fresh)."""
+        entry = saved.get(key(param))
+        if entry is None:
+            return None
+        expected = set(self.param_state_names(param, group))
+        if set(entry) != expected:
+            raise CheckpointError(
+                f"optimizer state of {key(param)!r} holds {sorted(entry)}; {type(self).__name__} with these options expects {sorted(expected)}"
+            )
+        return {name: self._loaded_array(param, name, np.asarray(array), key) for name, array in entry.items()}
+
+    def _loaded_array(self, param: Parameter, name: str, array: np.ndarray, key: Callable[[Parameter], str]) -> np.ndarray:
+        """One saved state array in ``param``'s dtype, checked against the shape it keeps (a saved 0-d scalar state broadcast)."""
+        shape = self.state_shape(param, name)
+        if array.ndim == 0 and name in self.scalar_states:
+            array = np.broadcast_to(array, shape)
+        if array.shape != shape:
+            kept = "" if shape == param.data.shape else f" (this state {shape})"
+            raise CheckpointError(f"optimizer state {key(param)}.{name} has shape {array.shape}, the parameter {param.data.shape}{kept}")
+        return np.array(array, dtype=self.state_dtype(param, name))
+
+    def __repr__(self) -> str:
+        settings = ", ".join(f"{k}={v}" for k, v in self.defaults.items())
+        return f"{type(self).__name__}({settings})"
+
+
+def _non_negative(owner: str, group: dict[str, Any], *names: str) -> None:
+    for name in names:
+        if group[name] < 0:
+            raise KilnError(f"{owner}: invalid {name} {group[name]}; it must be >= 0")
+
+
+
+def _cast_float(array: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    return array.astype(dtype) if is_float_array_dtype(array.dtype) else array
+
+
+def _hashable(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _options(group: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in group.items() if key != "params"}
+
+
+def _keyer(parameters: list[Parameter], names: Mapping[int, str] | None) -> Callable[[Parameter], str]:
+    positions = {id(p): str(i) for i, p in enumerate(parameters)}
+    return lambda p: (names or {}).get(id(p), positions[id(p)])
+
+
+def _loaded_options(index: int, group: dict[str, Any], saved: Mapping[str, Any], key: Callable[[Parameter], str]) -> dict[str, Any]:
+    """The saved options of a group, after checking it holds the same parameters; tuples stay tuples."""
+    ours = [key(p) for p in group["params"]]
+    if list(saved["params"]) != ours:
+        raise CheckpointError(f"parameter group {index} holds {list(saved['params'])} in the saved state but {ours} here")
+    options = {name: value for name, value in saved.items() if name != "params"}
+    return {name: tuple(value) if isinstance(group.get(name), tuple) else value for name, value in options.items()}
+
+
+def _into(current: dict[str, np.ndarray] | None, loaded: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The loaded state, copied into the current arrays where they have the same names and shapes (in place, as
+    parameters load); L-BFGS's history arrays change shape as the history fills, so such a state is replaced."""
+    if current is None or set(current) != set(loaded) or any(current[name].shape != array.shape for name, array in loaded.items()):
+        return loaded
+    for name, array in loaded.items():
+        np.copyto(current[name], array)
+    return current
