@@ -1,6 +1,6 @@
-"""``kiln.utils``: PyTorch's ``torch.utils`` helpers that kiln has: ``checkpoint`` (activation checkpointing) and
-``data`` (``DataLoader``, ``TensorDataset``, ``Dataset``)."""
+"""``kiln.utils``: PyTorch's ``torch.utils`` helpers that kiln has: ``checkpoint`` (activation checkpointing),
+``data`` (``DataLoader``, ``TensorDataset``, ``Dataset``) and ``tensorboard`` (``SummaryWriter``)."""
 
-from kiln.utils import checkpoint, data
+from kiln.utils import checkpoint, data, tensorboard
 
-__all__ = ["checkpoint", "data"]
+__all__ = ["checkpoint", "data", "tensorboard"]
