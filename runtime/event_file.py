@@ -131,7 +131,8 @@ class EventFileWriter:
 
 
 def _file_name(suffix: str) -> str:
-    return f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}.{next(_FILE_COUNTER)}{suffix}"
+    host, pid, number = socket.gethostname(), os.getpid(), next(_FILE_COUNTER)
+    return f"events.out.tfevents.{int(time.time()):010d}.{host}.{pid}.{number}{suffix}"
 
 
 def _open_new_file(log_dir: str, path: str) -> BinaryIO:

@@ -45,7 +45,10 @@ def scalar_summary(tag: str, value: Any, new_style: bool = False, double_precisi
     number = float(array)
     if not new_style:
         return summary([summary_value(tag, simple_value=number)])
-    tensor = tensor_proto(DT_DOUBLE, double_val=[number]) if double_precision else tensor_proto(DT_FLOAT, float_val=[number])
+    if double_precision:
+        tensor = tensor_proto(DT_DOUBLE, double_val=[number])
+    else:
+        tensor = tensor_proto(DT_FLOAT, float_val=[number])
     return summary([summary_value(tag, tensor=tensor, metadata=summary_metadata("scalars"))])
 
 

@@ -11,8 +11,9 @@ with SummaryWriter("runs/exp1") as writer:
 ```
 
 What torch writes, kiln writes the same way (scalars, histograms with TensorFlow's default bins, text, PNG images,
-hparams in a sub-run), so TensorBoard shows both alike. Not here: ``add_graph``, ``add_figure``, ``add_video``,
-``add_audio``, ``add_embedding``, ``add_pr_curve``, ``add_mesh``, ``add_custom_scalars``.
+hparams in a sub-run), so TensorBoard shows both alike; ``add_graph`` traces the model into kiln's IR and writes
+that as a ``GraphDef`` (kiln's ops, not torch's). Not here: ``add_figure``, ``add_video``, ``add_audio``,
+``add_embedding``, ``add_pr_curve``, ``add_mesh``, ``add_custom_scalars``.
 """
 
 from __future__ import annotations
@@ -26,8 +27,18 @@ from typing import Any, Mapping
 import numpy as np
 
 from kiln.runtime.event_file import EventFileWriter
+from kiln.compiler.ir.printer import print_graph
+from kiln.runtime.tensorboard_graph import graph_def, trace_model
 from kiln.runtime.tensorboard_hparams import hparams_summaries
-from kiln.runtime.tensorboard_proto import FILE_VERSION, SESSION_LOG_START, event, histogram_proto, session_log, summary, summary_value
+from kiln.runtime.tensorboard_proto import (
+    FILE_VERSION,
+    SESSION_LOG_START,
+    event,
+    histogram_proto,
+    session_log,
+    summary,
+    summary_value,
+)
 from kiln.runtime.tensorboard_summaries import (
     as_array,
     bins_or_default,
@@ -43,7 +54,7 @@ __all__ = ["SummaryWriter"]
 
 _SUPPORTED = (
     "add_scalar", "add_scalars", "add_histogram", "add_histogram_raw", "add_image", "add_images", "add_text",
-    "add_hparams",
+    "add_hparams", "add_graph",
 )  # fmt: skip
 
 
@@ -95,7 +106,9 @@ class SummaryWriter:
     def get_logdir(self) -> str:
         return self.log_dir
 
-    def _add_summary(self, summary_bytes: bytes, global_step: Any, walltime: float | None, writer: EventFileWriter | None = None) -> None:
+    def _add_summary(
+        self, summary_bytes: bytes, global_step: Any, walltime: float | None, writer: EventFileWriter | None = None
+    ) -> None:
         wall_time = time.time() if walltime is None else float(walltime)
         step = 0 if global_step is None else _step(global_step)
         (writer or self._get_file_writer()).add_event(event(wall_time, step, summary=summary_bytes))
@@ -111,7 +124,10 @@ class SummaryWriter:
         """Several curves on one plot: each key is a sub-run ``<log_dir>/<main_tag>_<key>`` logging ``main_tag``."""
         check_tag(main_tag, "add_scalars")
         if not isinstance(tag_scalar_dict, Mapping):
-            raise TypeError(f"add_scalars({main_tag!r}): tag_scalar_dict must map names to values, got {type(tag_scalar_dict).__name__}")
+            raise TypeError(
+                f"add_scalars({main_tag!r}): tag_scalar_dict must map names to values, got "
+                f"{type(tag_scalar_dict).__name__}"
+            )
         walltime = time.time() if walltime is None else walltime
         for tag, value in tag_scalar_dict.items():
             self._add_summary(scalar_summary(main_tag, value), global_step, walltime, self._sub_run(main_tag, tag))
@@ -137,9 +153,13 @@ class SummaryWriter:
         limits = as_array(bucket_limits, f"add_histogram_raw({tag!r})").astype(float).reshape(-1)
         counts = as_array(bucket_counts, f"add_histogram_raw({tag!r})").astype(float).reshape(-1)
         if len(limits) != len(counts):
-            raise ValueError(f"add_histogram_raw({tag!r}): {len(limits)} bucket_limits but {len(counts)} bucket_counts; give one limit per bucket")
+            raise ValueError(
+                f"add_histogram_raw({tag!r}): {len(limits)} bucket_limits but {len(counts)} bucket_counts; give one "
+                "limit per bucket"
+            )
         histo = histogram_proto(min, max, num, sum, sum_squares, limits.tolist(), counts.tolist())
-        self._add_summary(summary([summary_value(check_tag(tag, "add_histogram_raw"), histo=histo)]), global_step, walltime)
+        summary_bytes = summary([summary_value(check_tag(tag, "add_histogram_raw"), histo=histo)])
+        self._add_summary(summary_bytes, global_step, walltime)
 
     def add_image(self, tag: str, img_tensor: Any, global_step: Any = None, walltime: float | None = None,
                   dataformats: str = "CHW") -> None:  # fmt: skip
@@ -166,6 +186,15 @@ class SummaryWriter:
                 run._add_summary(summary_bytes, global_step, None)
             for tag, value in metric_dict.items():
                 run.add_scalar(tag, value, global_step)
+
+    def add_graph(self, model: Any, input_to_model: Any = None, verbose: bool = False,
+                  use_strict_trace: bool = True) -> None:  # fmt: skip
+        """The Graphs tab: ``model`` traced on inputs shaped like ``input_to_model``, one node per kiln op and
+        parameter (``use_strict_trace`` is torch's JIT option; kiln's trace has no such mode and ignores it)."""
+        graph, argument_count = trace_model(model, input_to_model)
+        if verbose:
+            print(print_graph(graph))
+        self._get_file_writer().add_event(event(time.time(), graph_def=graph_def(graph, argument_count)))
 
     def flush(self) -> None:
         """Write everything logged so far to disk."""

@@ -83,6 +83,10 @@ def test_add_scalars_sub_runs_are_torchs(tmp_path):
         assert _records(kiln_dir / run) == _records(torch_dir / run)
 
 
+def _when_and_what(event):
+    return event.wall_time, event.step, event.summary.value[0].tag
+
+
 def test_images_decode_to_torchs_pixels(tmp_path):
     image_module = require("PIL.Image")
     event_pb2 = require("tensorboard.compat.proto.event_pb2")
@@ -100,7 +104,7 @@ def test_images_decode_to_torchs_pixels(tmp_path):
     torch_dir, kiln_dir = _log_both(tmp_path, log)
     for ours, theirs in zip(_records(kiln_dir), _records(torch_dir), strict=True):
         ours, theirs = event_pb2.Event.FromString(ours), event_pb2.Event.FromString(theirs)
-        assert (ours.wall_time, ours.step, ours.summary.value[0].tag) == (theirs.wall_time, theirs.step, theirs.summary.value[0].tag)
+        assert _when_and_what(ours) == _when_and_what(theirs)
         image, expected = ours.summary.value[0].image, theirs.summary.value[0].image
         assert (image.height, image.width, image.colorspace) == (expected.height, expected.width, expected.colorspace)
         pixels = [np.asarray(image_module.open(io.BytesIO(i.encoded_image_string))) for i in (image, expected)]
@@ -113,7 +117,8 @@ def test_hparams_match_torchs(tmp_path):
     hparams = {"lr": 0.01, "batch": 32, "optimizer": "adam", "unused": None}  # torch writes a bool as 1.0: not here
 
     def log(writer, tensor):
-        writer.add_hparams(hparams, {"hparam/loss": tensor(0.5)}, {"optimizer": ["adam", "sgd"]}, run_name="trial", global_step=4)
+        metrics, domains = {"hparam/loss": tensor(0.5)}, {"optimizer": ["adam", "sgd"]}
+        writer.add_hparams(hparams, metrics, domains, run_name="trial", global_step=4)
 
     torch_dir, kiln_dir = _log_both(tmp_path, log)
     ours, theirs = _records(kiln_dir / "trial"), _records(torch_dir / "trial")
@@ -122,6 +127,7 @@ def test_hparams_match_torchs(tmp_path):
         mine, torchs = event_pb2.Event.FromString(mine), event_pb2.Event.FromString(torchs)
         assert (mine.step, mine.summary.value[0].tag) == (torchs.step, torchs.summary.value[0].tag)
         contents = [e.summary.value[0].metadata.plugin_data.content for e in (mine, torchs)]
-        assert plugin_data.HParamsPluginData.FromString(contents[0]) == plugin_data.HParamsPluginData.FromString(contents[1])
+        mine_data, torch_data = (plugin_data.HParamsPluginData.FromString(content) for content in contents)
+        assert mine_data == torch_data
     metric, torch_metric = event_pb2.Event.FromString(ours[3]), event_pb2.Event.FromString(theirs[3])
     assert (metric.step, metric.summary) == (torch_metric.step, torch_metric.summary)

@@ -18,7 +18,8 @@ from oracles import require
 
 def _accumulator(log_dir):
     event_accumulator = require("tensorboard.backend.event_processing.event_accumulator")
-    accumulator = event_accumulator.EventAccumulator(str(log_dir), size_guidance={"tensors": 0, "images": 0, "scalars": 0})
+    everything = {"tensors": 0, "images": 0, "scalars": 0}
+    accumulator = event_accumulator.EventAccumulator(str(log_dir), size_guidance=everything)
     return accumulator.Reload()
 
 
@@ -119,7 +120,8 @@ def test_hparams_sub_run(tmp_path):
         return plugin_data.HParamsPluginData.FromString(accumulator.SummaryMetadata(tag).plugin_data.content)
 
     start = content("_hparams_/session_start_info").session_start_info.hparams
-    assert (start["lr"].number_value, start["optimizer"].string_value, start["nesterov"].bool_value) == (0.1, "adam", True)
+    assert start["lr"].number_value == 0.1 and start["optimizer"].string_value == "adam"
+    assert start["nesterov"].bool_value is True
     assert start["layers"].number_value == 3 and "skipped" not in start
     experiment = content("_hparams_/experiment").experiment
     infos = {info.name: info for info in experiment.hparam_infos}
