@@ -46,6 +46,7 @@ from kiln.frontend.module import Parameter
 from kiln.frontend.torch_array import plain
 from kiln.frontend.trace import TraceContext, located_error, user_location
 from kiln.runtime.executable import Executable
+from kiln.runtime.profiler_recorder import RECORDING
 
 
 class EagerContext(TraceContext):
@@ -57,6 +58,8 @@ class EagerContext(TraceContext):
         super().__init__("eager")
 
     def emit(self, name: str, *operands: Value, **attrs: Any) -> Any:
+        if RECORDING.recorder is not None and not RECORDING.recorder.inside_eager_op():  # kiln.profiler: one event
+            return RECORDING.recorder.eager_op(self.emit, name, operands, attrs)
         if name == "tensor.constant":
             constant = self._emit_constant(attrs)
             if constant is not None:

@@ -17,6 +17,7 @@ from kiln.compiler.ir.core import Graph, Op
 from kiln.compiler.ir.printer import assign_names
 from kiln.compiler.ir.types import TensorType
 from kiln.frontend.torch_array import plain
+from kiln.runtime.profiler_recorder import RECORDING
 
 
 class _Resident:
@@ -41,6 +42,11 @@ class Executable:
         """The generated code, for inspection."""
         self.op_seconds = op_seconds
         """A profiling build's wall time of each op of ``graph`` in the last call (the generated code writes it)."""
+        self.timed_build: Callable[[], tuple[Callable[..., tuple[Any, ...]], list[float]]] | None = None
+        """Where the backend can time each op: builds ``(function, op_seconds)``, the same computation with a clock
+        read after each op; ``kiln.profiler`` builds it on the first call it records and runs it while it records."""
+        self.timed: tuple[Callable[..., tuple[Any, ...]], list[float]] | None = None
+        """The timed build, once built (never without a profiler)."""
         names = assign_names(graph)
         self.input_names = [names[value] for value in graph.inputs]
         self.input_types = [value.type for value in graph.inputs]
@@ -53,6 +59,8 @@ class Executable:
             check_inputs(self.graph.name, self.input_names, self.input_types, arrays)
             if signature is not None and len(self._checked) < 64:
                 self._checked.add(signature)  # the same dtypes and shapes pass again: skip the checks (a hot loop)
+        if RECORDING.recorder is not None:  # kiln.profiler is recording: the call (and each op) becomes an event
+            return RECORDING.recorder.executable_call(self, list(map(plain, arrays)))
         return self.function(*map(plain, arrays))  # a parameter's TorchArray as a plain view: no subclass wrapping
 
     def op_times(self) -> list["OpTime"]:

@@ -65,7 +65,17 @@ class NumpyBackend:
             return Executable(graph, under_errstate(function, self.float_errors), self.name, source)
         lower_for_fusion(graph)
         function, source, op_seconds = compile_planned(graph, self.table, donations, self.profile)
-        return Executable(graph, under_errstate(function, self.float_errors), self.name, source, op_seconds)
+        executable = Executable(graph, under_errstate(function, self.float_errors), self.name, source, op_seconds)
+        executable.timed_build = lambda: self._timed_build(graph, donations)
+        return executable
+
+    def _timed_build(self, graph: Graph, donations: dict[int, int]) -> tuple[Callable[..., Any], list[float]]:
+        """The lowered ``graph`` as a profiling build (``kiln.profiler`` runs it while it records): the same code with
+        a clock read after each op, its own buffers; the graph keeps the plan of the build it was compiled with."""
+        memory_plan = graph.memory_plan  # type: ignore[attr-defined]
+        function, _, op_seconds = compile_planned(graph, self.table, donations, profile=True)
+        graph.memory_plan = memory_plan  # type: ignore[attr-defined]
+        return under_errstate(function, self.float_errors), op_seconds  # type: ignore[return-value]
 
 
 FLOAT_ERRORS = ("ignore", "warn", "raise")
