@@ -54,6 +54,8 @@ class Parameter(Tensor):
     @data.setter
     def data(self, array: np.ndarray) -> None:
         self._pending_sync = None
+        if isinstance(array, Tensor):  # p.data = kiln.randn(...): its values (a copy; PyTorch would share the storage)
+            array = np.array(array.numpy())
         self._data = torch_array(array)  # p.data.add_(...), p.data.normal_(...) as in PyTorch (frontend/torch_array.py)
         self.version = self.__dict__.get("version", 0) + 1
 

@@ -168,13 +168,19 @@ def in_place(tensor: Any, method: str, traced: Callable[[Any], Any], untraced: C
     from kiln.frontend.module import Parameter
 
     if isinstance(tensor, Parameter) and not TraceContext.active():
-        if untraced is None:
-            raise located_error(f"{method} on a parameter outside a trace is not supported; assign parameter.data instead")
         data = tensor.data
-        data[...] = untraced(data)
+        data[...] = untraced(data) if untraced is not None else _eager_values(tensor, traced, method)
         count_update(tensor)  # a graph that read the old values refuses backward(), as PyTorch's version counter does
         return tensor
     return rebind(tensor, traced(tensor), method)
+
+
+def _eager_values(tensor: Any, traced: Callable[[Any], Any], method: str) -> np.ndarray:
+    """``traced`` run eagerly on a parameter, without recording (an EMA's ``lerp_``): the values to write in place."""
+    from kiln.frontend.grad_mode import no_grad
+
+    with no_grad():
+        return np.asarray(kept_type(tensor, traced(tensor), method).numpy())
 
 
 def _alpha_first(method: str, other: Any, deprecated: tuple[Any, ...], alpha: Any) -> tuple[Any, Any]:
