@@ -1,4 +1,4 @@
-"""Eager mode against the compiled step and PyTorch eager: the same training step three ways, in one run.
+"""Eager mode against the compiled step and PyTorch eager: the same training step four ways, in one run.
 
     python benchmarks/eager_loop.py                  # W1-sized MLP and the W5 CNN, batch 128 and 256, 1 thread
     python benchmarks/eager_loop.py --steps 200 --threads 2
@@ -6,7 +6,9 @@
 Per workload: kiln's eager loop (``optimizer.zero_grad(); loss =
 F.cross_entropy(model(x), y); loss.backward(); optimizer.step()``, each op
 run at once and the backward and update compiled once and cached,
-``runtime/eager.py``), kiln's compiled step (``kiln.compile_train_step``: the
+``runtime/eager.py``), the same loop over ``kiln.compile(model)`` (the forward
+one compiled function recorded as one op of the chain, its backward compiled
+with the loss's: ``runtime/compiled_training.py``), kiln's compiled step (``kiln.compile_train_step``: the
 same work as one fused, memory-planned function) and PyTorch's eager loop,
 from the same initial weights, SGD with momentum. Median step times measured
 in alternating rounds (``train_step.interleaved_medians``); ratios are over
@@ -31,8 +33,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def eager_step(model: Any, optimizer: Any, x: Any, y: Any) -> Callable[[], float]:
-    """PyTorch's loop body, run by kiln's eager mode."""
+    """PyTorch's loop body, run by kiln's eager mode (on tensors: a ``kiln.compile``d model given NumPy arrays
+    answers with arrays, for inference)."""
+    import kiln
     import kiln.nn.functional as F
+
+    x, y = kiln.tensor(x), kiln.tensor(y)
 
     def step() -> float:
         optimizer.zero_grad()
@@ -60,12 +66,13 @@ def mlp_candidates() -> dict[str, Callable[[], object]]:
 
     rng = np.random.default_rng(0)
     x, y = rng.random((128, 64), dtype=np.float32), rng.integers(0, 10, 128)
-    eager_model, compiled_model = mlp(), mlp()
+    eager_model, compiled_model, loop_model = mlp(), mlp(), mlp()
     compiled = kiln.compile_train_step(compiled_model, F.cross_entropy, kiln.optim.SGD(compiled_model.parameters(), lr=0.1, momentum=0.9))
     net = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10))
     net.load_state_dict({name: torch.from_numpy(np.array(value)) for name, value in eager_model.state_dict().items()})
     loss_of = lambda inputs, targets: torch.nn.functional.cross_entropy(net(inputs), targets)  # noqa: E731
     return {"kiln eager": eager_step(eager_model, kiln.optim.SGD(eager_model.parameters(), lr=0.1, momentum=0.9), x, y),
+            "kiln.compile loop": eager_step(kiln.compile(loop_model), kiln.optim.SGD(loop_model.parameters(), lr=0.1, momentum=0.9), x, y),
             "kiln compiled": lambda: compiled(x, y),
             "torch eager": torch_training_step(torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9), loss_of,
                                                torch.from_numpy(x), torch.from_numpy(y))}
@@ -77,16 +84,17 @@ def cnn_candidates(threads: int) -> dict[str, Callable[[], object]]:
 
     config = CNNConfig()
     compiled, model, _ = kiln_cnn_step(config)
-    eager_model, _ = kiln_cnn(config)
+    (eager_model, _), (loop_model, _) = kiln_cnn(config), kiln_cnn(config)
     x, y = cnn_batch(config)
-    optimizer = kiln.optim.SGD(eager_model.parameters(), lr=config.lr, momentum=config.momentum)
-    return {"kiln eager": eager_step(eager_model, optimizer, x, y), "kiln compiled": compiled,
+    sgd = lambda model: kiln.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum)  # noqa: E731
+    return {"kiln eager": eager_step(eager_model, sgd(eager_model), x, y),
+            "kiln.compile loop": eager_step(kiln.compile(loop_model), sgd(loop_model), x, y), "kiln compiled": compiled,
             "torch eager": torch_cnn_step(model, config, threads)}
 
 
 def report(name: str, seconds: dict[str, float | None]) -> str:
     torch_seconds = seconds["torch eager"] or float("nan")
-    cells = " | ".join(f"{seconds[key] * 1e3:8.2f} ({seconds[key] / torch_seconds:4.2f}x)" for key in ("kiln eager", "kiln compiled"))
+    cells = " | ".join(f"{seconds[key] * 1e3:8.2f} ({seconds[key] / torch_seconds:4.2f}x)" for key in ("kiln eager", "kiln.compile loop", "kiln compiled"))
     return f"{name:<22} | {cells} | {torch_seconds * 1e3:8.2f}"
 
 
@@ -101,8 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     from train_step import interleaved_medians
 
     print(f"one training step, {args.threads} thread(s), median of {args.steps} steps; (ratio to torch eager)")
-    print("workload               | kiln eager ms     | kiln compiled ms  | torch eager ms")
-    print("---------------------- | ----------------: | ----------------: | -------------:")
+    print("workload               | kiln eager ms     | kiln.compile loop | kiln compiled ms  | torch eager ms")
+    print("---------------------- | ----------------: | ----------------: | ----------------: | -------------:")
     for name, candidates in (("MLP 64-128-64-10, 128", mlp_candidates()), ("W5 CNN, 256", cnn_candidates(args.threads))):
         print(report(name, interleaved_medians(candidates, args.steps, args.warmup)), flush=True)  # type: ignore[arg-type]
     return 0

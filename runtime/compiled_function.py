@@ -19,6 +19,8 @@ from kiln.compiler.passes.manager import PassManager
 from kiln.frontend.autocast import autocast_signature
 from kiln.frontend.module import Parameter
 from kiln.frontend.trace import TraceContext, trace_context
+from kiln.frontend.eager_values import ARRAYS, eager_leaf, eager_value
+from kiln.runtime.compiled_training import TrainingVariant, call_training, compile_training
 from kiln.runtime.executable import Executable
 from kiln.runtime.batch_dims import BatchDim, batch_signature, batch_specs
 from kiln.runtime.train_step import DEFAULT_PIPELINE
@@ -51,12 +53,16 @@ class CompiledFunction:
     calls: int = 0
     """Calls that drew random numbers so far (the ``k`` above)."""
     variants: dict[tuple[Any, ...], _Variant] = field(default_factory=dict)
+    training: dict[tuple[Any, ...], TrainingVariant | None] = field(default_factory=dict)
+    """Forwards compiled for training calls (``runtime/compiled_training.py``) by exact input signature; None where
+    the trace failed (the call then runs eagerly)."""
     trained_eagerly: bool = False
-    """Whether a call ran eagerly for gradients (``_trains_eagerly``); the warning is given once."""
+    """Whether a training call ran eagerly (the trace failed); the warning is given once."""
 
     def __call__(self, *arrays: Any) -> Any:
-        if _trains_eagerly(self.fn, arrays):
-            return self._eager_call(arrays)
+        training = _training_signature(self.fn, arrays)
+        if training is not None:
+            return self._training_call(arrays, *training)
         arrays_np = [np.asarray(a) for a in arrays]
         key = (batch_signature(arrays_np, self.batch_dim), autocast_signature())  # traced inside a region or not
         if key not in self.variants:
@@ -74,14 +80,33 @@ class CompiledFunction:
                 np.copyto(buffer.data, update)
         return outputs[0] if len(outputs) == 1 else outputs
 
-    def _eager_call(self, arrays: tuple[Any, ...]) -> Any:
-        """``fn`` run eagerly, op by op, so ``loss.backward()`` reaches the parameters (warned once per function)."""
+    def _training_call(self, arrays: tuple[Any, ...], wants_grad: tuple[bool, ...], flags: tuple[bool, ...]) -> Any:
+        """A call whose outputs ``loss.backward()`` will differentiate: the compiled forward, recorded on the eager
+        chain as one op whose backward is compiled with the loss's (``runtime/compiled_training.py``)."""
+        values = [eager_value(a) or eager_value(eager_leaf(a)) for a in arrays]
+        arrays_np = [ARRAYS[value] for value in values]
+        key = (tuple((a.shape, a.dtype.str) for a in arrays_np), wants_grad, autocast_signature(), flags)
+        if key not in self.training:
+            self.training[key] = self._compile_training(arrays_np, wants_grad)
+        variant = self.training[key]
+        if variant is None:
+            return self.fn(*arrays)
+        return call_training(variant, arrays_np, values)
+
+    def _compile_training(self, arrays: list[np.ndarray], wants_grad: tuple[bool, ...]) -> TrainingVariant | None:
+        """The training variant, or None (warned once) where ``fn`` cannot be traced: its calls then run eagerly."""
+        reason = "" if self.backend == "numpy" else f"the {self.backend} backend's arrays are not the eager chain's"
+        if not reason:
+            try:
+                return compile_training(self.fn, arrays, wants_grad, self.backend, self.pipeline)
+            except KilnError as error:
+                reason = str(error).splitlines()[0]
         if not self.trained_eagerly:
             self.trained_eagerly = True
-            warnings.warn("kiln.compile: a call on tensors that need gradients (a training loop's forward) runs eagerly, "
-                          "op by op, so that loss.backward() reaches the parameters; for a compiled training step use "
-                          "kiln.compile_train_step(model, loss_fn, optimizer)", stacklevel=3)
-        return self.fn(*arrays)
+            warnings.warn(f"kiln.compile: this training call runs eagerly, op by op ({reason}); loss.backward() still "
+                          "reaches the parameters. For one compiled training step use kiln.compile_train_step(model, "
+                          "loss_fn, optimizer)", stacklevel=4)
+        return None
 
     @property
     def graph(self) -> Graph:
@@ -105,19 +130,24 @@ class CompiledFunction:
         return _Variant(context.graph, executable, context.parameters, buffers, seed is not None)
 
 
-def _trains_eagerly(fn: Callable[..., Any], arrays: tuple[Any, ...]) -> bool:
-    """Whether a call must keep the op chain for a backward, as ``torch.compile``'s module trains: outside a trace,
-    with gradients enabled, given eager tensors (a PyTorch-style loop's batch; NumPy arrays get the compiled function),
-    and either a tensor that requires a gradient or a module in training mode with trainable parameters."""
+def _training_signature(fn: Callable[..., Any], arrays: tuple[Any, ...]) -> tuple[tuple[bool, ...], tuple[bool, ...]] | None:
+    """For a call whose outputs a backward will differentiate, as ``torch.compile``'s module trains (outside a trace,
+    with gradients enabled, given eager tensors: NumPy arrays get the inference function; and either a tensor that
+    requires a gradient or a module in training mode with trainable parameters): which arrays require a gradient, and
+    what else its trace depends on (each submodule's mode, which parameters are trained). None for any other call."""
     from kiln.frontend.grad_mode import is_grad_enabled
     from kiln.frontend.module import Module
     from kiln.frontend.tensor import Tensor
 
     if TraceContext.active() or not any(isinstance(a, Tensor) for a in arrays) or not is_grad_enabled():
-        return False
-    if any(getattr(a, "requires_grad", False) for a in arrays if isinstance(a, Tensor)):
-        return True
-    return isinstance(fn, Module) and fn.training and any(p.requires_grad for p in fn.parameters())
+        return None
+    wants_grad = tuple(isinstance(a, Tensor) and a.requires_grad for a in arrays)
+    if not isinstance(fn, Module):
+        return (wants_grad, ()) if any(wants_grad) else None
+    trained = tuple(p.requires_grad for p in fn.parameters())
+    if not any(wants_grad) and not (fn.training and any(trained)):
+        return None
+    return wants_grad, (*[m.training for m in fn.modules()], *trained)
 
 
 def _first_draw(seed: Value) -> str:

@@ -12,6 +12,7 @@ from the forward ops they copy.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import Any, Hashable
 
@@ -99,5 +100,14 @@ def hashable_attr(value: Any) -> Hashable:
     if isinstance(value, DType):
         return ("dtype", value.value)
     if isinstance(value, Graph):  # a sub-graph (custom.vjp's backward): equal when it prints the same
-        return ("graph", print_graph(value))
+        return _FROZEN_KEYS.get(value) or ("graph", print_graph(value))
     return value
+
+
+_FROZEN_KEYS: "weakref.WeakKeyDictionary[Graph, Hashable]" = weakref.WeakKeyDictionary()
+
+
+def freeze_graph_key(graph: Graph, key: Hashable) -> None:
+    """Key ``graph`` by ``key`` instead of its printed text: for a sub-graph never edited again and hashed at every step
+    (a compiled call's backward, ``runtime/compiled_training.py``, keyed in each eager backward's chain structure)."""
+    _FROZEN_KEYS[graph] = ("graph", key)

@@ -1,0 +1,232 @@
+"""``kiln.compile(model)`` in a PyTorch training loop: the forward runs compiled and is one op of the eager chain.
+
+As ``torch.compile``'s AOTAutograd: the forward is traced once per input signature and differentiated in the IR,
+and the joint graph is split in two. The forward graph also returns what the backward reads (residuals:
+activations, masks); the backward graph maps those and the outputs' cotangents to the gradients. Each call runs
+the compiled forward and records one ``custom.vjp`` op on the eager chain, whose ``backward`` is the backward
+graph: ``loss.backward()`` inlines it into the one function it compiles per chain structure, so the loss computed
+eagerly after the model, ``.grad``, hooks and the optimizer work as before, without the forward's per-op dispatch.
+
+```python
+model = kiln.compile(model)
+for x, y in loader:
+    loss = F.cross_entropy(model(x), y)   # model(x): one compiled function, then one op on the chain
+    optimizer.zero_grad(); loss.backward(); optimizer.step()
+```
+
+The residuals are constants to a second derivative (as a ``kiln.autograd.Function``'s saved intermediates), so a
+``create_graph`` backward through such a call is refused (``refuse_double_backward``), as AOTAutograd refuses it.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from kiln.backends import get_backend
+from kiln.compiler.autodiff.differentiate import differentiate_outputs
+from kiln.compiler.ir.core import Graph, Op, Value, drop_all_operands
+from kiln.compiler.ir.types import DType
+from kiln.compiler.passes.cse import freeze_graph_key
+from kiln.compiler.passes.manager import PassManager
+from kiln.frontend.eager_values import ARRAYS
+from kiln.frontend.module import Parameter
+from kiln.frontend.trace import TensorSpec, TraceContext, located_error, trace_context, user_location
+from kiln.runtime.executable import Executable
+from kiln.runtime.pytree import Structure, flatten, unflatten
+
+COMPILED_FORWARD = "kiln.compile"
+"""The ``function`` attribute of the ``custom.vjp`` a compiled call records (before the module's name)."""
+_BACKWARD_KEYS = itertools.count()
+
+
+@dataclass
+class SplitForward:
+    """A traced forward split from its backward: ``graph`` returns the outputs, then the buffer updates, then the
+    residuals; ``backward`` takes the saved values (``saved`` names each as a ``custom.vjp`` operand), then one
+    cotangent per output, and returns the gradients of the inputs ``gradients`` names."""
+
+    graph: Graph
+    backward: Graph
+    num_outputs: int
+    num_buffers: int
+    saved: tuple[int, ...]
+    gradients: tuple[int, ...]
+
+
+def split_forward(graph: Graph, num_inputs: int, num_outputs: int, differentiated: Sequence[int]) -> SplitForward:
+    """Differentiate ``graph``'s first ``num_outputs`` outputs (the floating-point ones) with respect to the inputs
+    ``differentiated`` names and split the result: ``graph`` keeps the forward, which now also returns the residuals.
+    The first ``num_inputs`` inputs are the call's operands (arrays, then parameters); any later one (the seed) is read
+    by the backward only as a residual."""
+    outputs = graph.outputs[:num_outputs]
+    cotangents = [graph.add_input(value.type, "grad") for value in outputs]
+    chosen = [(value, cotangent) for value, cotangent in zip(outputs, cotangents) if value.type.dtype.is_float]
+    wrt = [graph.inputs[index] for index in differentiated]
+    grads = differentiate_outputs(graph, [value for value, _ in chosen], wrt, [cotangent for _, cotangent in chosen])
+    forward, needed = _ops_reaching(graph.outputs), _ops_reaching(grads)
+    backward, saved_values = _backward_graph(graph, [op for op in graph.ops if id(op) in needed and id(op) not in forward],
+                                             cotangents, grads)
+    drop_all_operands([op for op in graph.ops if id(op) not in forward])
+    graph.ops = [op for op in graph.ops if id(op) in forward]
+    graph.inputs = graph.inputs[: len(graph.inputs) - len(cotangents)]
+    operand_of = {id(value): index for index, value in enumerate(graph.inputs[:num_inputs])}
+    residuals = [value for value in saved_values if id(value) not in operand_of]
+    num_buffers = len(graph.outputs) - num_outputs
+    graph.outputs = [*graph.outputs, *residuals]
+    first_residual = num_inputs + num_outputs
+    residual_index = {id(value): first_residual + k for k, value in enumerate(residuals)}
+    saved = tuple(operand_of.get(id(value), residual_index.get(id(value))) for value in saved_values)
+    return SplitForward(graph, backward, num_outputs, num_buffers, saved, tuple(differentiated))  # type: ignore[arg-type]
+
+
+def _ops_reaching(values: Sequence[Value]) -> set[int]:
+    """``id`` of every op that ``values`` depend on."""
+    reached: set[int] = set()
+    stack = [value.producer for value in values if value.producer is not None]
+    while stack:
+        op = stack.pop()
+        if id(op) not in reached:
+            reached.add(id(op))
+            stack.extend(operand.producer for operand in op.operands if operand.producer is not None)
+    return reached
+
+
+def _backward_graph(graph: Graph, ops: list[Op], cotangents: list[Value], grads: list[Value]) -> tuple[Graph, list[Value]]:
+    """The backward ops copied into a graph of their own: each forward value they read becomes an input (a saved
+    value), except an operand-free op's result (a constant), copied. Returns it and the saved values, in input order."""
+    backward = Graph(f"{graph.name}_backward")
+    grad_inputs = [Value(value.type, None, 0, value.name_hint) for value in cotangents]
+    mapping: dict[int, Value] = {id(old): new for old, new in zip(cotangents, grad_inputs)}
+    saved: list[Value] = []
+
+    def resolved(value: Value) -> Value:
+        if id(value) not in mapping:
+            if value.producer is not None and not value.producer.operands:
+                mapping[id(value)] = _copy_into(backward, value.producer, [])[value.index]
+            else:
+                mapping[id(value)] = Value(value.type, None, 0, value.name_hint)
+                saved.append(value)
+        return mapping[id(value)]
+
+    for op in ops:
+        results = _copy_into(backward, op, [resolved(v) for v in op.operands])
+        mapping.update((id(old), new) for old, new in zip(op.results, results))
+    backward.outputs = [resolved(grad) for grad in grads]
+    backward.inputs = [mapping[id(value)] for value in saved] + grad_inputs
+    freeze_graph_key(backward, (COMPILED_FORWARD, next(_BACKWARD_KEYS)))
+    return backward, saved
+
+
+def _copy_into(graph: Graph, op: Op, operands: list[Value]) -> list[Value]:
+    copy = Op(op.name, operands, [result.type for result in op.results], op.attrs, op.location, op.region)
+    for old, new in zip(op.results, copy.results):
+        new.name_hint = old.name_hint
+    graph.ops.append(copy)
+    return list(copy.results)
+
+
+def record_call(split: SplitForward, name: str, operands: list[Value], arrays: Sequence[np.ndarray]) -> list[Value]:
+    """The outputs of a compiled call as eager values: the results of one ``custom.vjp`` op over the call's operands
+    (arrays, then parameter reads), the outputs and the residuals, whose ``backward`` is ``split.backward``.
+    ``arrays`` are what the compiled forward returned (outputs, buffer updates, residuals)."""
+    from kiln.runtime.eager import _NO_RESULTS
+
+    outputs = arrays[: split.num_outputs]
+    residuals = arrays[split.num_outputs + split.num_buffers :]
+    leaves = [_leaf(array, value.type) for array, value in zip([*outputs, *residuals], _typed(split))]
+    location = user_location()
+    op = Op("custom.vjp", (), [value.type for value in split.graph.outputs[: split.num_outputs]],
+            {"function": f"{COMPILED_FORWARD}({name})", "num_inputs": len(operands), "num_outputs": split.num_outputs,
+             "saved": split.saved, "gradients": split.gradients, "backward": split.backward},
+            location.short if location else None, None)
+    op.operands = [*operands, *leaves]  # no uses, as every eager op's
+    results = list(op.results)
+    for value, array in zip(results, outputs):
+        ARRAYS[value] = array
+    op.results = _NO_RESULTS  # type: ignore[assignment]  # as eager ops: the values link to the op, not back
+    return results
+
+
+def _typed(split: SplitForward) -> list[Value]:
+    outputs = split.graph.outputs
+    return [*outputs[: split.num_outputs], *outputs[split.num_outputs + split.num_buffers :]]
+
+
+def _leaf(array: np.ndarray, type: Any) -> Value:
+    leaf = Value(type, None, 0, None)
+    ARRAYS[leaf] = array
+    return leaf
+
+
+@dataclass
+class TrainingVariant:
+    """One input signature's compiled forward for training calls, and what a call feeds and records."""
+
+    split: SplitForward
+    executable: Executable
+    parameters: list[Parameter]
+    buffers: list[Parameter]
+    reads_seed: bool
+    structure: Structure
+    name: str
+
+
+def compile_training(fn: Callable[..., Any], arrays: Sequence[np.ndarray], wants_grad: Sequence[bool], backend: str,
+                     pipeline: str) -> TrainingVariant:
+    """Trace ``fn`` on arrays of these exact shapes (a new batch size traces anew, as the backward it records is
+    specialised to its shapes), split off its backward and compile the forward. ``wants_grad[k]``: whether array ``k``
+    (a tensor that requires a gradient) is differentiated, besides every trained parameter."""
+    specs = [TensorSpec(np.shape(a), DType.of(np.asarray(a).dtype)) for a in arrays]
+    context = trace_context(fn, *specs, what="the compiled function's result")
+    graph, parameters = context.graph, context.parameters
+    num_outputs = len(graph.outputs)
+    graph.outputs += [value for _, value in context.buffer_updates.values()]
+    if context.seed_input is not None:
+        graph.inputs.remove(context.seed_input)
+        graph.inputs.append(context.seed_input)  # after the arrays and the parameters, as the call feeds them
+    differentiated = [k for k, (spec, wanted) in enumerate(zip(specs, wants_grad)) if wanted and spec.type.dtype.is_float]
+    differentiated += [len(specs) + k for k, p in enumerate(parameters) if p.requires_grad and p.dtype.is_float]
+    split = split_forward(graph, len(specs) + len(parameters), num_outputs, differentiated)
+    PassManager(pipeline).run(split.graph)
+    buffers = [buffer for buffer, _ in context.buffer_updates.values()]
+    name = getattr(fn, "__name__", None) or type(fn).__name__
+    return TrainingVariant(split, get_backend(backend).compile(split.graph), parameters, buffers,
+                           context.seed_input is not None, flatten(context.result)[1], name)
+
+
+def call_training(variant: TrainingVariant, arrays: Sequence[np.ndarray], values: Sequence[Value]) -> Any:
+    """Run the compiled forward on ``arrays`` (whose eager ``values`` the chain links to) and the parameters as they
+    are now; write the buffer updates; return the outputs as eager tensors, in the structure ``fn`` returned."""
+    from kiln.frontend import init
+    from kiln.frontend.tensor import Tensor
+
+    feeds = [*arrays, *[p.data for p in variant.parameters]]
+    if variant.reads_seed:
+        feeds.append(np.asarray(init._generator.integers(0, 2**62), dtype=np.int64))  # as eager dropout draws
+    results = [np.asarray(result) for result in variant.executable(*feeds)]
+    split = variant.split
+    for buffer, update in zip(variant.buffers, results[split.num_outputs : split.num_outputs + split.num_buffers]):
+        np.copyto(buffer.data, update)
+    context = TraceContext.current()
+    operands = [*values, *[context.value_of(p) for p in variant.parameters]]
+    outputs = record_call(split, variant.name, operands, results)
+    tensors = [Tensor(v if v.type.dtype.is_float else context.without_gradient(v)) for v in outputs]
+    return unflatten(variant.structure, tensors)
+
+
+def refuse_double_backward(ops: Sequence[Op], what: str) -> None:
+    """A clear error where a ``create_graph`` backward would cross a compiled call (its residuals are constants)."""
+    for op in ops:
+        if op.name == "custom.vjp" and str(op.attrs.get("function", "")).startswith(COMPILED_FORWARD + "("):
+            raise located_error(
+                f"{what}: the graph runs through {op.attrs['function']} (at {op.location or 'an unknown line'}), whose "
+                "compiled forward keeps its activations as constants, so a second derivative through it would be wrong; "
+                "call the uncompiled module for double backward (gradient penalties, MAML), as torch.compile refuses it too")
+
+
+__all__ = ["COMPILED_FORWARD", "SplitForward", "TrainingVariant", "call_training", "compile_training", "record_call",
+           "refuse_double_backward", "split_forward"]
