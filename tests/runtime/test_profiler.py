@@ -45,6 +45,17 @@ def test_an_eager_mlp_records_exactly_its_ops_and_their_bytes_as_torch():
     assert counts == {"aten::matmul": 3, "aten::add": 3, "aten::relu": 2}
 
 
+def test_a_view_allocates_nothing_as_in_torch():
+    torch = require_torch()
+    array = _arrays()[0]
+    torch_tensor, kiln_tensor = torch.from_numpy(array), kiln.tensor(array)
+    with torch.profiler.profile(profile_memory=True) as expected:
+        torch_tensor.reshape(64, 32).exp()
+    with kiln.profiler.profile(profile_memory=True) as got:
+        kiln_tensor.reshape(64, 32).exp()
+    assert _top_level(got.events()) == _top_level(expected.events()) == [("aten::reshape", 0), ("aten::exp", 8192)]
+
+
 def _check_nesting(events):
     for event in events:
         children = event.cpu_children
