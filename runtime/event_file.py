@@ -19,34 +19,11 @@ import time
 import weakref
 from typing import BinaryIO
 
+from kiln.runtime.crc32c import crc32c
 from kiln.runtime.tensorboard_proto import FILE_VERSION, event
 
-_CASTAGNOLI_REVERSED = 0x82F63B78
-"""CRC-32C's polynomial (Castagnoli), bit-reversed for the LSB-first table algorithm."""
-
-
-def _crc_table() -> list[int]:
-    table = []
-    for byte in range(256):
-        crc = byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ (_CASTAGNOLI_REVERSED if crc & 1 else 0)
-        table.append(crc)
-    return table
-
-
-_TABLE = _crc_table()
 _FILE_COUNTER = itertools.count()
 """Distinguishes files one process opens in the same second (the last part of the file name, as TensorBoard's)."""
-
-
-def crc32c(data: bytes) -> int:
-    """CRC-32C (Castagnoli) of ``data``, one table lookup a byte (``crc32c(b"123456789") == 0xE3069283``)."""
-    crc = 0xFFFFFFFF
-    table = _TABLE
-    for byte in data:
-        crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
-    return crc ^ 0xFFFFFFFF
 
 
 def masked_crc32c(data: bytes) -> int:
@@ -65,22 +42,25 @@ class _RecordSink:
     """The open file and the framed records not yet written; shared with the finalizer, so that a writer dropped
     without ``close()`` still writes what it was given when it is collected or at interpreter exit."""
 
-    def __init__(self, file: BinaryIO) -> None:
+    def __init__(self, file: BinaryIO, flush_secs: float) -> None:
         self.file = file
+        self.flush_secs = flush_secs
         self.pending: list[bytes] = []
+        self.first_pending_at = 0.0
+        """``time.monotonic()`` when the oldest waiting record came."""
         self.lock = threading.Lock()
-        self.timer: threading.Timer | None = None
 
     def flush(self) -> None:
         with self.lock:
-            if self.timer is not None:
-                self.timer.cancel()
-                self.timer = None
             if self.file.closed:
                 return
             self.file.write(b"".join(self.pending))
             self.pending.clear()
             self.file.flush()
+
+    def flush_if_due(self) -> None:
+        if self.pending and time.monotonic() - self.first_pending_at >= self.flush_secs:
+            self.flush()
 
     def close(self) -> None:
         self.flush()
@@ -88,18 +68,50 @@ class _RecordSink:
             self.file.close()
 
 
+class _PeriodicFlusher:
+    """One daemon thread for every event file of the process: twice a second it writes the records of each file
+    whose oldest has waited ``flush_secs`` (one thread, not one per writer or per batch: starting a thread costs
+    more than encoding a hundred scalars)."""
+
+    period = 0.5
+
+    def __init__(self) -> None:
+        self.sinks: weakref.WeakSet[_RecordSink] = weakref.WeakSet()
+        self.lock = threading.Lock()
+        self.thread: threading.Thread | None = None
+
+    def watch(self, sink: _RecordSink) -> None:
+        with self.lock:
+            self.sinks.add(sink)
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._run, name="kiln-event-file-flusher", daemon=True)
+                self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.period)
+            with self.lock:
+                sinks = list(self.sinks)
+            for sink in sinks:
+                sink.flush_if_due()
+
+
+_FLUSHER = _PeriodicFlusher()
+
+
 class EventFileWriter:
     """Writes ``Event`` messages to a new file ``events.out.tfevents.<time>.<host>.<pid>.<n><suffix>`` in
-    ``log_dir``. Records are written ``max_queue`` at a time, at the latest ``flush_secs`` after the first one
-    waiting (a daemon timer), and on ``flush()``/``close()``."""
+    ``log_dir``. Records are written ``max_queue`` at a time, at the latest about ``flush_secs`` after the first
+    one waiting (checked on each add and twice a second by a daemon thread), and on ``flush()``/``close()``."""
 
     def __init__(self, log_dir: str, max_queue: int = 10, flush_secs: float = 120, filename_suffix: str = "") -> None:
         self.log_dir = str(log_dir)
         self.max_queue = max_queue
         self.flush_secs = flush_secs
         self.path = os.path.join(self.log_dir, _file_name(filename_suffix))
-        self._sink = _RecordSink(_open_new_file(self.log_dir, self.path))
+        self._sink = _RecordSink(_open_new_file(self.log_dir, self.path), flush_secs)
         self._finalizer = weakref.finalize(self, self._sink.close)
+        _FLUSHER.watch(self._sink)
         self.add_event(event(time.time(), file_version=FILE_VERSION, source_writer="kiln.utils.tensorboard"))
         self.flush()
 
@@ -111,14 +123,13 @@ class EventFileWriter:
         """Queue one serialized ``Event``."""
         if self.closed:
             raise ValueError(f"event file {self.path} is closed; open a new SummaryWriter to log more")
-        with self._sink.lock:
-            self._sink.pending.append(frame_record(event_bytes))
-            full = len(self._sink.pending) >= self.max_queue
-            if not full and self._sink.timer is None:
-                self._sink.timer = threading.Timer(self.flush_secs, self._sink.flush)
-                self._sink.timer.daemon = True
-                self._sink.timer.start()
-        if full:
+        record, sink = frame_record(event_bytes), self._sink
+        with sink.lock:
+            if not sink.pending:
+                sink.first_pending_at = time.monotonic()
+            sink.pending.append(record)
+            due = len(sink.pending) >= self.max_queue or time.monotonic() - sink.first_pending_at >= self.flush_secs
+        if due:
             self.flush()
 
     def flush(self) -> None:

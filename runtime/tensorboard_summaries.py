@@ -39,10 +39,7 @@ def as_array(value: Any, what: str) -> np.ndarray:
 
 def scalar_summary(tag: str, value: Any, new_style: bool = False, double_precision: bool = False) -> bytes:
     """One value: old style ``simple_value`` (a float32), or new style a scalar tensor for the ``scalars`` plugin."""
-    array = as_array(value, f"add_scalar({tag!r})").squeeze()
-    if array.ndim != 0:
-        raise ValueError(f"add_scalar({tag!r}): expected one value, got an array of shape {array.shape}")
-    number = float(array)
+    number = float(value) if type(value) in (float, int) else _one_number(value, f"add_scalar({tag!r})")
     if not new_style:
         return summary([summary_value(tag, simple_value=number)])
     if double_precision:
@@ -50,6 +47,13 @@ def scalar_summary(tag: str, value: Any, new_style: bool = False, double_precisi
     else:
         tensor = tensor_proto(DT_FLOAT, float_val=[number])
     return summary([summary_value(tag, tensor=tensor, metadata=summary_metadata("scalars"))])
+
+
+def _one_number(value: Any, what: str) -> float:
+    array = as_array(value, what).squeeze()
+    if array.ndim != 0:
+        raise ValueError(f"{what}: expected one value, got an array of shape {array.shape}")
+    return float(array)
 
 
 def tensorflow_bins() -> list[float]:

@@ -224,6 +224,8 @@ class SummaryWriter:
 
 def _step(global_step: Any) -> int:
     """A step as an int: a Python or NumPy integer, or a one-element tensor."""
+    if type(global_step) is int:
+        return global_step
     array = np.asarray(as_array(global_step, "global_step")).reshape(-1)
     if array.size != 1 or not np.issubdtype(array.dtype, np.number) or array[0] != int(array[0]):
         raise TypeError(f"global_step must be one whole number, got {global_step!r}")

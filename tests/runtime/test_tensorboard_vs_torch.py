@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 import kiln
-from kiln.runtime.event_file import crc32c, frame_record
+from kiln.runtime.crc32c import LANE, crc32c
+from kiln.runtime.event_file import frame_record
 from kiln.utils.tensorboard import SummaryWriter
 from oracles import require, require_torch
 
@@ -24,9 +25,17 @@ def test_record_framing_matches_tensorboards_record_writer(data):
     assert frame_record(data) == buffer.getvalue()
 
 
-def test_crc32c_check_value():
+def test_crc32c_check_values():
     assert crc32c(b"123456789") == 0xE3069283  # the CRC-32C catalogue's check value (RFC 3720, iSCSI)
     assert crc32c(b"") == 0 and crc32c(bytes(32)) == 0x8A9136AA  # RFC 3720 B.4: 32 bytes of zeros
+
+
+@pytest.mark.parametrize("size", [1, 16 * LANE - 1, 16 * LANE, 16 * LANE + 1, 40 * LANE + 77, 1 << 20])
+def test_crc32c_lanes_match_tensorboards_crc32c(size):
+    """Long inputs take the vectorized lanes (and a plain-loop tail); TensorBoard's own byte loop is the oracle."""
+    pywrap = require("tensorboard.compat.tensorflow_stub.pywrap_tensorflow")
+    data = np.random.default_rng(size).integers(0, 256, size=size, dtype=np.uint8).tobytes()
+    assert crc32c(data) == pywrap.crc32c(data)
 
 
 def _records(log_dir):
