@@ -246,3 +246,23 @@ def test_errors_say_what_to_do():
     with kiln.profiler.profile():
         with pytest.raises(RuntimeError, match="already recording"):
             kiln.profiler.profile().start()
+
+
+def test_start_stop_threads_and_stack():
+    import threading
+
+    a = kiln.ones(4)
+    with kiln.profiler.record_function("nobody listens"):
+        a + a  # no profiler: nothing to record, no error
+    prof = kiln.profiler.profile(with_stack=True)
+    prof.start()
+    a * a  # this line is the op's stack
+    worker = threading.Thread(target=lambda: a - a)
+    worker.start()
+    worker.join()
+    prof.stop()
+    a / a  # after stop: not recorded
+    events = prof.events()
+    assert [event.name for event in events] == ["aten::mul", "aten::sub"]
+    assert events[0].thread == threading.get_ident() != events[1].thread and events[1].cpu_parent is None
+    assert events[0].stack and "test_profiler.py" in events[0].stack[0]
