@@ -14,13 +14,15 @@ for x, y in loader:
     optimizer.zero_grad(); loss.backward(); optimizer.step()
 ```
 
-The residuals are constants to a second derivative (as a ``kiln.autograd.Function``'s saved intermediates), so a
-``create_graph`` backward through such a call is refused (``refuse_double_backward``), as AOTAutograd refuses it.
+The residuals are constants to the recorded op. A ``create_graph`` backward through it first recomputes them eagerly
+from the call's operands (``runtime/compiled_double_backward.py``), so a second derivative reaches the parameters
+through them too (AOTAutograd refuses double backward).
 """
 
 from __future__ import annotations
 
 import itertools
+import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -28,13 +30,13 @@ import numpy as np
 
 from kiln.backends import get_backend
 from kiln.compiler.autodiff.differentiate import differentiate_outputs
-from kiln.compiler.ir.core import Graph, Op, Value, drop_all_operands
+from kiln.compiler.ir.core import Graph, Op, Value, clone_graph, drop_all_operands
 from kiln.compiler.ir.types import DType
 from kiln.compiler.passes.cse import freeze_graph_key
 from kiln.compiler.passes.manager import PassManager
 from kiln.frontend.eager_values import ARRAYS
 from kiln.frontend.module import Parameter
-from kiln.frontend.trace import TensorSpec, TraceContext, located_error, trace_context, user_location
+from kiln.frontend.trace import TensorSpec, TraceContext, trace_context, user_location
 from kiln.runtime.executable import Executable
 from kiln.runtime.pytree import Structure, flatten, unflatten
 
@@ -55,6 +57,12 @@ class SplitForward:
     num_buffers: int
     saved: tuple[int, ...]
     gradients: tuple[int, ...]
+    recompute: Graph | None = None
+    """The forward as traced (before the passes), for a double backward to run eagerly (``SPLITS``)."""
+
+
+SPLITS: "weakref.WeakKeyDictionary[Graph, SplitForward]" = weakref.WeakKeyDictionary()
+"""The split each recorded call's backward graph came from (by the ``custom.vjp``'s ``backward`` attribute)."""
 
 
 def split_forward(graph: Graph, num_inputs: int, num_outputs: int, differentiated: Sequence[int]) -> SplitForward:
@@ -191,6 +199,8 @@ def compile_training(fn: Callable[..., Any], arrays: Sequence[np.ndarray], wants
     differentiated = [k for k, (spec, wanted) in enumerate(zip(specs, wants_grad)) if wanted and spec.type.dtype.is_float]
     differentiated += [len(specs) + k for k, p in enumerate(parameters) if p.requires_grad and p.dtype.is_float]
     split = split_forward(graph, len(specs) + len(parameters), num_outputs, differentiated)
+    split.recompute = clone_graph(split.graph)
+    SPLITS[split.backward] = split
     PassManager(pipeline).run(split.graph)
     buffers = [buffer for buffer, _ in context.buffer_updates.values()]
     name = getattr(fn, "__name__", None) or type(fn).__name__
@@ -218,15 +228,5 @@ def call_training(variant: TrainingVariant, arrays: Sequence[np.ndarray], values
     return unflatten(variant.structure, tensors)
 
 
-def refuse_double_backward(ops: Sequence[Op], what: str) -> None:
-    """A clear error where a ``create_graph`` backward would cross a compiled call (its residuals are constants)."""
-    for op in ops:
-        if op.name == "custom.vjp" and str(op.attrs.get("function", "")).startswith(COMPILED_FORWARD + "("):
-            raise located_error(
-                f"{what}: the graph runs through {op.attrs['function']} (at {op.location or 'an unknown line'}), whose "
-                "compiled forward keeps its activations as constants, so a second derivative through it would be wrong; "
-                "call the uncompiled module for double backward (gradient penalties, MAML), as torch.compile refuses it too")
-
-
-__all__ = ["COMPILED_FORWARD", "SplitForward", "TrainingVariant", "call_training", "compile_training", "record_call",
-           "refuse_double_backward", "split_forward"]
+__all__ = ["COMPILED_FORWARD", "SPLITS", "SplitForward", "TrainingVariant", "call_training", "compile_training",
+           "record_call", "split_forward"]

@@ -32,7 +32,7 @@ from typing import Any, Sequence
 from kiln.frontend.eager_values import eager_value
 from kiln.frontend.module import Parameter
 from kiln.frontend.trace import TraceContext, located_error
-from kiln.runtime.compiled_training import refuse_double_backward
+from kiln.runtime.compiled_double_backward import differentiable_residuals
 from kiln.runtime.eager_backward import after_accumulation, backward_chain, seed_array
 from kiln.runtime.eager_grad import replayed
 
@@ -40,8 +40,8 @@ from kiln.runtime.eager_grad import replayed
 def backward_with_graph(loss: Any, gradient: Any = None, inputs: Any = None) -> None:
     """``loss.backward(gradient, inputs=inputs, create_graph=True)``: add d(loss)/d(owner), as an eager tensor with a
     chain, to the ``.grad`` of each trained parameter and marked tensor the loss depends on (or of ``inputs``)."""
+    differentiable_residuals([loss.value], "backward(create_graph=True)")
     chain, owners = backward_chain(loss, inputs, "backward(create_graph=True)")
-    refuse_double_backward(chain.ops, "backward(create_graph=True)")
     grads = replayed(chain, [_seed(loss, gradient)])
     for owner, grad in _per_owner(owners, grads):
         accumulate_with_graph(owner, grad)

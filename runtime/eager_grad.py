@@ -28,7 +28,7 @@ from kiln.frontend.anomaly_mode import check_gradient, is_anomaly_check_nan_enab
 from kiln.frontend.eager_values import eager_leaf, eager_value
 from kiln.frontend.module import Parameter
 from kiln.frontend.trace import TraceContext, located_error
-from kiln.runtime.compiled_training import refuse_double_backward
+from kiln.runtime.compiled_double_backward import differentiable_residuals
 from kiln.runtime.eager_backward import EagerChain, gradients, seed_array
 from kiln.runtime.eager_hooks import run_hooks
 
@@ -40,10 +40,10 @@ def eager_grad(outputs: Sequence[Any], inputs: Sequence[Any], seeds: Sequence[An
     ``seeds`` are arrays, tensors or None (a scalar output's 1)."""
     parameters = {id(p): p for p in inputs if isinstance(p, Parameter)}
     targets = [t.value for t in inputs if not isinstance(t, Parameter)]
+    if create_graph:
+        differentiable_residuals([o.value for o in outputs], "kiln.autograd.grad(create_graph=True)")
     chain = EagerChain([o.value for o in outputs], set(parameters), targets)
     seeds = [_checked_seed(seed, output, index) for index, (seed, output) in enumerate(zip(seeds, outputs))]
-    if create_graph:
-        refuse_double_backward(chain.ops, "kiln.autograd.grad(create_graph=True)")
     grads = replayed(chain, seeds) if create_graph else [_leaf(g) for g in gradients(chain, [_array(s) for s in seeds])]
     by_parameter: dict[int, Any] = {}
     for eager_input, grad in zip([i for i in chain.inputs if i.trained is not None], grads):
