@@ -1,0 +1,101 @@
+"""``Tensor.__getitem__`` (``x[:, 1:5:2]``, ``x[idx]``, ``x[mask]``): basic indexing lowers to ``tensor.slice``,
+``tensor.squeeze`` and ``tensor.expand_dims``; integer index arrays gather, a boolean mask selects rows.
+
+Re-exported by ``frontend/functional_nn.py``, where ``Tensor.__getitem__`` finds ``getitem``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from kiln.compiler.errors import TraceError
+from kiln.compiler.ir.types import DType
+from kiln.frontend.tensor import Tensor, apply
+from kiln.frontend.functional_movement import squeeze
+from kiln.frontend.trace import located_error
+
+
+def getitem(input: Tensor, index: Any) -> Tensor:
+    """Basic indexing: ints, slices (any step > 0), ``None`` and ``...``; each lowers to one slice/squeeze/expand_dims op.
+    Integer index arrays over the leading dims (``x[idx]``, ``x[rows, cols]``, ``x[range(n), y]``) gather, as PyTorch's
+    advanced indexing: one ``take`` of the rows at their flat positions (a copy, not a view)."""
+    from kiln.frontend.advanced_indexing import mixed_advanced_index  # lazily, as advanced_indices
+    from kiln.frontend.tensor_setitem import advanced_indices  # lazily: it builds on the Tensor this file serves
+
+    if _is_bool_mask(index):
+        return _masked_rows(input, index)
+    advanced = advanced_indices(input, index)
+    if advanced is not None:
+        return _gathered_rows(input, advanced)
+    mixed = mixed_advanced_index(input, index)
+    if mixed is not None:
+        return mixed
+    items = list(index) if isinstance(index, tuple) else [index]
+    if any(item is Ellipsis for item in items):
+        at = items.index(Ellipsis)
+        fill = input.ndim - sum(1 for item in items if item is not None and item is not Ellipsis)
+        items = items[:at] + [slice(None)] * fill + items[at + 1 :]
+    result, axis, dropped, inserted = input, 0, [], []
+    for item in items:
+        if item is None:
+            inserted.append(axis + len(inserted) - len(dropped))
+            continue
+        result = _index_axis(result, axis, item)
+        if isinstance(item, (int, np.integer)):
+            dropped.append(axis)
+        axis += 1
+    result = squeeze(result, tuple(dropped)) if dropped else result
+    result = apply("tensor.expand_dims", result, axes=tuple(inserted)) if inserted else result
+    if result is not input:
+        result._indexed_from = (input, index)  # an in-place write to it writes input[index] (frontend/tensor_inplace.py)
+    return result
+
+
+def _is_bool_mask(index: Any) -> bool:
+    return (isinstance(index, Tensor) and index.dtype is DType.bool) or (isinstance(index, np.ndarray) and index.dtype == np.bool_)
+
+
+def _masked_rows(input: Tensor, mask: Any) -> Tensor:
+    """``input[mask]``: eagerly the rows the mask picks (frontend/eager_data_dependent.py); traced, an error."""
+    from kiln.frontend import eager_data_dependent
+
+    if eager_data_dependent.eager_with_mask(input, mask):
+        return eager_data_dependent.masked_rows(input, mask)
+    raise located_error("x[mask] has a data-dependent shape (the number of true elements), which kiln does not trace; "
+                        "use where(mask, x, 0) (or masked_fill) and reduce, e.g. (x * mask).sum() / mask.sum()")
+
+
+def _gathered_rows(input: Tensor, indices: tuple[Tensor, ...]) -> Tensor:
+    """``input[indices]`` for integer index tensors over its leading dims: shape ``broadcast(indices) + rest``."""
+    from kiln.frontend.tensor_more import _flat_leading_index  # index_put's: the same flat positions it writes
+
+    flat, rest = _flat_leading_index(input, indices)
+    rows = input.reshape((-1,) + rest)
+    return apply("tensor.take", rows, flat.reshape(-1), axis=0).reshape(tuple(flat.shape) + rest)
+
+
+def _index_axis(input: Tensor, axis: int, item: Any) -> Tensor:
+    if axis >= input.ndim:
+        raise TraceError(f"too many indices for {input.type}")
+    size = input.shape[axis]
+    if isinstance(item, slice) and item == slice(None):
+        return input
+    if isinstance(size, str):
+        raise TraceError(f"cannot index the symbolic dim {size} of {input.type} with {item!r}")
+    if isinstance(item, (int, np.integer)):
+        if not -size <= item < size:
+            raise IndexError(f"index {item} is out of range for axis {axis} of size {size}")  # IndexError ends iteration, as for sequences
+        item = slice(int(item) % size, int(item) % size + 1)
+    if not isinstance(item, slice):
+        raise TraceError(f"unsupported index {item!r}: use ints, slices, None, ..., integer index arrays or one bool "
+                         "mask")
+    if any(isinstance(bound, str) for bound in (item.start, item.stop, item.step)):
+        raise TraceError(f"cannot slice dim {axis} (size {size}) of {input.type} with the symbolic bound in {item!r}: a "
+                         "slice's size must be known when tracing; compile with static shapes (batch_dim=None) or slice "
+                         "a tensor whose dim is that symbol")
+    start, stop, step = item.indices(size)
+    if step < 1:
+        raise TraceError(f"slice steps must be positive, got {step}")
+    return apply("tensor.slice", input, axis=axis, start=start, stop=max(start, stop), step=step)

@@ -1,0 +1,137 @@
+"""Movement ``F.*`` with PyTorch's names and arguments: ``cat``, ``stack``, ``split``, ``chunk``, ``narrow``,
+``squeeze``, ``unsqueeze``, ``flatten`` and ``pad`` (constant, reflect, replicate, circular).
+
+Re-exported by ``frontend/functional_nn.py`` (so ``F.cat``, ``F.pad``...).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from kiln.compiler.errors import TraceError
+from kiln.compiler.ir.types import normalize_axis
+from kiln.frontend.tensor import Tensor, apply
+from kiln.frontend.trace import located_error
+from kiln.frontend.autocast import autocasts
+from kiln.frontend.autocast_policy import pads_from_edges_on_list
+
+
+@autocasts("cat")
+def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
+    return apply("tensor.concat", *tensors, axis=dim)
+
+
+concat = cat
+
+
+@autocasts("stack")
+def stack(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
+    """PyTorch's ``stack``: equal-shaped tensors joined along a new axis ``dim`` (``cat`` of each unsqueezed)."""
+    if not tensors:
+        raise TraceError("stack: expected a non-empty sequence of tensors")
+    shapes = {tuple(t.shape) for t in tensors}
+    if len(shapes) > 1:
+        raise TraceError(f"stack: every tensor must have the same shape, got {sorted(shapes, key=str)}")
+    axis = normalize_axis(dim, tensors[0].ndim + 1)
+    return cat([unsqueeze(t, axis) for t in tensors], dim=axis)
+
+
+def narrow(input: Tensor, dim: int, start: int, length: int) -> Tensor:
+    return apply("tensor.slice", input, axis=dim, start=start, stop=start + length, step=1)
+
+
+def split(tensor: Tensor, split_size_or_sections: int | Sequence[int], dim: int = 0) -> tuple[Tensor, ...]:
+    """PyTorch's ``split``: pieces of ``split_size`` (the last may be shorter) or of the listed sizes."""
+    size = tensor.shape[dim]
+    if isinstance(size, str):
+        raise TraceError(f"split: axis {dim} of {tensor.type} is symbolic; split a static axis")
+    sizes = split_size_or_sections
+    if isinstance(sizes, int):
+        sizes = [min(sizes, size - start) for start in range(0, size, sizes)]
+    starts = np.cumsum([0] + list(sizes))
+    return tuple(narrow(tensor, dim, int(start), int(length)) for start, length in zip(starts, sizes))
+
+
+def chunk(input: Tensor, chunks: int, dim: int = 0) -> tuple[Tensor, ...]:
+    size = input.shape[dim]
+    return split(input, -(-size // chunks), dim)
+
+
+def unsqueeze(input: Tensor, dim: int) -> Tensor:
+    return apply("tensor.expand_dims", input, axes=(dim,))
+
+
+def squeeze(input: Tensor, dim: int | tuple[int, ...] | None = None) -> Tensor:
+    """Drop the size-1 dims (or those of ``dim`` that have size 1: another size is left as it is, as PyTorch's)."""
+    if dim is None:
+        axes = tuple(i for i, d in enumerate(input.shape) if d == 1)
+    else:
+        asked = (dim,) if isinstance(dim, int) else tuple(dim)
+        axes = tuple(a for a in asked if not isinstance(input.shape[normalize_axis(a, input.ndim)], int)
+                     or input.shape[normalize_axis(a, input.ndim)] == 1)
+    return apply("tensor.squeeze", input, axes=axes) if axes else input
+
+
+def flatten(input: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
+    """Merge dims ``start_dim..end_dim``; they must be static (the batch dim stays symbolic outside them)."""
+    start, end = normalize_axis(start_dim, input.ndim), normalize_axis(end_dim, input.ndim)
+    merged = input.shape[start : end + 1]
+    if any(isinstance(d, str) for d in merged):
+        raise TraceError(f"flatten: dims {start}..{end} of {input.type} include a symbolic dim; flatten static dims only")
+    return input.reshape(input.shape[:start] + (int(np.prod(merged)),) + input.shape[end + 1 :])
+
+
+@autocasts("reflection_pad2d", when=pads_from_edges_on_list)
+def pad(input: Tensor, pad: Sequence[int], mode: str = "constant", value: float | None = None) -> Tensor:
+    """PyTorch's ``pad``: ``(before, after)`` pairs starting from the last dim.
+
+    ``constant`` mode fills with ``value`` (default 0); a negative pad crops, as in PyTorch. The fill is one
+    ``tensor.pad`` of the positive pads, then a ``tensor.slice`` per cropped axis (each side of an axis is padded or
+    cropped, never both, so the order does not matter; filling first never pads an axis the crop emptied).
+    ``reflect``, ``replicate`` and ``circular`` fill from the input's own edges (``frontend/functional_spatial.py``),
+    so, as PyTorch, they refuse a nonzero ``value``.
+    """
+    if mode != "constant":
+        if value is not None and value != 0:
+            raise located_error(f"pad(mode={mode!r}) fills from the input's edges and takes no value, got value={value!r}; "
+                                f"drop value, or use mode='constant' to fill with it")
+        from kiln.frontend.functional_spatial import pad_from_edges
+
+        return pad_from_edges(input, pad, mode)
+    pairs = _constant_pad_pairs(input, pad)
+    low, high = tuple(max(before, 0) for before, _ in pairs), tuple(max(after, 0) for _, after in pairs)
+    value = 0.0 if value is None else float(value)
+    if any(low + high):
+        input = apply("tensor.pad", input, low=low, high=high, interior=(0,) * input.ndim, value=value)
+    return _crop(input, pairs)
+
+
+def _constant_pad_pairs(input: Tensor, pad: Sequence[int]) -> list[tuple[int, int]]:
+    """``F.pad``'s flat ``(before, after)`` pairs, last dim first, as one pair per axis in axis order (zeros where
+    none is given), checked as PyTorch checks them: a crop may empty an axis but not cut past it."""
+    pads = [int(p) for p in pad]
+    if len(pads) % 2 or len(pads) // 2 > input.ndim:
+        raise located_error(f"pad: {tuple(pads)} must be (before, after) pairs, from the last dim on, for at most the "
+                            f"{input.ndim} dims of {input.type}")
+    pairs = [(0, 0)] * (input.ndim - len(pads) // 2) + [(pads[i], pads[i + 1]) for i in range(len(pads) - 2, -1, -2)]
+    for axis, (size, (before, after)) in enumerate(zip(input.shape, pairs)):
+        if isinstance(size, str):
+            if before or after:
+                raise located_error(f"pad: cannot pad or crop the symbolic dim {size} (dim {axis} of {input.type}); "
+                                    f"give it the pair (0, 0) or pad only static dims")
+        elif size + min(before, 0) + min(after, 0) < 0:
+            raise located_error(f"pad: the negative padding ({before}, {after}) crops more than the {size} elements of "
+                                f"dim {axis} of {input.type}")
+    return pairs
+
+
+def _crop(input: Tensor, pairs: list[tuple[int, int]]) -> Tensor:
+    """Drop ``-before`` leading and ``-after`` trailing elements of each axis with a negative pad (a narrow)."""
+    result = input
+    for axis, (before, after) in enumerate(pairs):
+        if before < 0 or after < 0:
+            size = result.shape[axis]
+            result = apply("tensor.slice", result, axis=axis, start=max(-before, 0), stop=size - max(-after, 0), step=1)
+    return result
