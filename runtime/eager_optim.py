@@ -42,11 +42,36 @@ class EagerUpdate:
 _UPDATES: "weakref.WeakKeyDictionary[Optimizer, dict[Hashable, EagerUpdate]]" = weakref.WeakKeyDictionary()
 
 
+_SKIPPED: "weakref.WeakKeyDictionary[Optimizer, dict[int, int]]" = weakref.WeakKeyDictionary()
+"""Per optimizer, how many of its steps found each parameter without a ``.grad`` (torch.optim's ``state[p]["step"]``
+counts only the steps that updated ``p``: Adam's bias correction of a parameter first used late starts at 1)."""
+
+
 def apply_gradients(optimizer: Optimizer) -> None:
     """One update of every trained parameter that has a ``.grad``; counts the step."""
-    parameters = [p for p in optimizer.trained_parameters() if p.grad is not None]
+    trained = optimizer.trained_parameters()
+    parameters = [p for p in trained if p.grad is not None]
     if not parameters:
         return
+    skipped = _SKIPPED.setdefault(optimizer, {})
+    for parameter in trained:
+        if parameter.grad is None:
+            skipped[id(parameter)] = skipped.get(id(parameter), 0) + 1
+    for step, same_step in _by_own_step(optimizer, parameters, skipped).items():
+        _update(optimizer, same_step, step)
+    optimizer.step_count += 1
+
+
+def _by_own_step(optimizer: Optimizer, parameters: list[Parameter], skipped: dict[int, int]) -> dict[int, list[Parameter]]:
+    """The parameters by their own 1-based step number (one group unless some step found one without a gradient)."""
+    groups: dict[int, list[Parameter]] = {}
+    for parameter in parameters:
+        groups.setdefault(optimizer.step_count + 1 - skipped.get(id(parameter), 0), []).append(parameter)
+    return groups
+
+
+def _update(optimizer: Optimizer, parameters: list[Parameter], step: int) -> None:
+    """Run the compiled update of ``parameters`` (cached per optimizer signature and parameter list) at ``step``."""
     cache = _UPDATES.setdefault(optimizer, {})
     key = (optimizer.signature(), tuple(map(id, parameters)))
     update = cache.get(key)
@@ -56,7 +81,7 @@ def apply_gradients(optimizer: Optimizer) -> None:
     feeds += [optimizer.state_of(p)[name] for p, names in zip(parameters, update.state_names) for name in names]
     feeds += hyper_feeds(optimizer, update.hyper_inputs)
     if update.reads_step:
-        feeds.append(np.asarray(optimizer.step_count + 1, dtype=np.int64))
+        feeds.append(np.asarray(step, dtype=np.int64))
     outputs = iter(update.executable(*feeds))
     for parameter in parameters:
         np.copyto(parameter._data, next(outputs))
@@ -65,7 +90,6 @@ def apply_gradients(optimizer: Optimizer) -> None:
         state = optimizer.state_of(parameter)
         for name in names:
             np.copyto(state[name], next(outputs))
-    optimizer.step_count += 1
 
 
 def _grad_of(parameter: Parameter) -> np.ndarray:
