@@ -11,6 +11,8 @@ recorder runs the executable's timed build (``Executable.timed_build``: the same
 after each op, compiled on the first call under a profiler, with its own buffers) and lays the measured op times end
 to end, ending where the call ended (the time before the first op, binding dims and fetching buffers, is the call's
 self time).
+The timed build writes each op's time into one list per executable: two threads calling the same executable at
+once under a profiler may read each other's op times (the calls' own events stay right).
 """
 
 from __future__ import annotations
@@ -261,7 +263,9 @@ TORCH_NAMES = {
     "tensor.concat": "aten::cat", "tensor.cast": "aten::to", "tensor.greater": "aten::gt", "tensor.less": "aten::lt",
     "tensor.equal": "aten::eq", "tensor.constant": "aten::scalar_tensor", "nn.softmax": "aten::softmax",
     "nn.log_softmax": "aten::log_softmax", "nn.cross_entropy": "aten::cross_entropy_loss", "tensor.conv2d": "aten::conv2d",
-    "nn.layer_norm": "aten::layer_norm", "nn.gelu": "aten::gelu", "nn.dropout": "aten::dropout", "nn.batch_norm": "aten::batch_norm",
+    "nn.layer_norm": "aten::layer_norm", "tensor.cos": "aten::cos", "tensor.sin": "aten::sin", "tensor.erf": "aten::erf",
+    "tensor.floor": "aten::floor", "tensor.clip": "aten::clamp", "tensor.argmax": "aten::argmax", "tensor.slice": "aten::slice",
+    "tensor.squeeze": "aten::squeeze", "tensor.random_uniform": "aten::uniform_", "nn.gelu": "aten::gelu", "nn.dropout": "aten::dropout", "nn.batch_norm": "aten::batch_norm",
 }
 """Eager ops named as torch's profiler names the op a PyTorch program calls there; others keep kiln's op name."""
 
