@@ -11,12 +11,18 @@ import math
 import numpy as np
 
 _generator = np.random.default_rng(0)
+_seed = 0
 
 
 def manual_seed(seed: int) -> None:
     """Seed kiln's initialisation generator."""
-    global _generator
-    _generator = np.random.default_rng(seed)
+    global _generator, _seed
+    _generator, _seed = np.random.default_rng(seed), int(seed)
+
+
+def current_seed() -> int:
+    """The seed of the last ``manual_seed`` (``kiln.initial_seed()``)."""
+    return _seed
 
 
 def uniform(shape: tuple[int, ...], bound: float, dtype: str = "float32") -> np.ndarray:

@@ -22,6 +22,7 @@ from kiln.compiler.ir.types import DType
 from kiln.frontend.tensor import Tensor, apply
 from kiln.frontend.torch_functions import rand_like, randint, randn_like, zeros
 from kiln.frontend.torch_generator import drawing_from
+from kiln.frontend.torch_rng_state import get_rng_state, initial_seed, seed, set_rng_state
 from kiln.frontend.trace import located_error
 
 
@@ -94,4 +95,5 @@ def poisson(input: Tensor, generator: Any = None) -> Tensor:
                         "or draw the counts with numpy.random.poisson and pass them in")
 
 
-__all__ = ["bernoulli", "multinomial", "normal", "poisson", "randint_like", "randperm"]
+__all__ = ["bernoulli", "multinomial", "normal", "poisson", "randint_like", "randperm",
+           "get_rng_state", "initial_seed", "seed", "set_rng_state"]  # frontend/torch_rng_state.py (fork_rng: kiln.random)
