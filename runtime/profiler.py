@@ -20,7 +20,6 @@ warning that no device activity is recorded.
 
 from __future__ import annotations
 
-import gzip
 import os
 import socket
 import time
@@ -29,7 +28,7 @@ from contextlib import ContextDecorator
 from enum import Enum
 from typing import Any, Callable, Iterable
 
-from kiln.runtime.profiler_events import EventList, chrome_trace, write_chrome_trace
+from kiln.runtime.profiler_events import EventList, write_chrome_trace
 from kiln.runtime.profiler_recorder import RECORDING, Event, Recorder
 
 
@@ -243,21 +242,16 @@ def _checked_activities(activities: Iterable[ProfilerActivity] | None) -> set[Pr
 
 def tensorboard_trace_handler(dir_name: str, worker_name: str | None = None,
                               use_gzip: bool = False) -> Callable[[profile], None]:
-    """An ``on_trace_ready`` that writes each trace as ``<dir>/<worker>.<ms>.pt.trace.json[.gz]`` (torch's names)."""
+    """An ``on_trace_ready`` that writes each trace as ``<dir>/<worker>.<ns>.pt.trace.json[.gz]`` (torch's names)."""
     worker = worker_name or f"{socket.gethostname()}_{os.getpid()}"
 
     def handler(prof: profile) -> None:
-        os.makedirs(dir_name, exist_ok=True)
-        path = os.path.join(dir_name, f"{worker}.{time.time_ns() // 1_000_000}.pt.trace.json")
-        if not use_gzip:
-            prof.export_chrome_trace(path)
-            return
-        import json
-
-        temporary = path + ".gz.partial"
-        with gzip.open(temporary, "wt") as file:
-            json.dump(chrome_trace(prof.events()), file)
-        os.replace(temporary, path + ".gz")
+        try:
+            os.makedirs(dir_name, exist_ok=True)
+        except OSError as error:
+            raise RuntimeError(f"tensorboard_trace_handler: cannot create the trace folder {dir_name!r}: {error}") from error
+        name = f"{worker}.{time.time_ns()}.pt.trace.json" + (".gz" if use_gzip else "")
+        prof.export_chrome_trace(os.path.join(dir_name, name))
 
     return handler
 

@@ -8,6 +8,8 @@ The table's percentages are of the summed self time of all rows (torch's ``Self 
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
 import os
 import tempfile
@@ -30,8 +32,8 @@ class FunctionEventAvg:
     self_cpu_time_total: float = 0.0
     cpu_memory_usage: int = 0
     self_cpu_memory_usage: int = 0
-    input_shapes: list[list[Any]] | str = field(default_factory=list)
-    """The operands' shapes; ``"mixed"`` where the row's events (not grouped by shape) had different ones."""
+    input_shapes: list[list[Any]] = field(default_factory=list)
+    """The operands' shapes where grouped by input shape (``key_averages(group_by_input_shape=True)``), else empty."""
 
     @property
     def cpu_time(self) -> float:
@@ -41,8 +43,6 @@ class FunctionEventAvg:
     def add(self, event: Event | "FunctionEventAvg") -> None:
         if self.count == 0:
             self.input_shapes = event.input_shapes
-        elif self.input_shapes != event.input_shapes:
-            self.input_shapes = "mixed"
         self.count += event.count
         self.cpu_time_total += event.cpu_time_total
         self.self_cpu_time_total += event.self_cpu_time_total
@@ -70,6 +70,9 @@ class EventList(list):
         for event in self:
             key = (event.key, repr(event.input_shapes)) if group_by_input_shape else event.key
             rows.setdefault(key, FunctionEventAvg(event.key)).add(event)
+        if not group_by_input_shape:
+            for row in rows.values():
+                row.input_shapes = []  # as torch's: a row of several calls has no one list of shapes
         return EventList(rows.values(), record_shapes=self.record_shapes, profile_memory=self.profile_memory)
 
     def sorted_by(self, sort_by: str | None) -> list[Any]:
@@ -80,14 +83,13 @@ class EventList(list):
         return sorted(self, key=lambda item: getattr(item, sort_by), reverse=True)
 
     def table(self, sort_by: str | None = None, row_limit: int = 100, max_name_column_width: int = 55,
-              header: str | None = None, top_level_events_only: bool = False) -> str:
-        """The rows as torch's profiler prints them (``row_limit`` < 0: all)."""
-        items = [item for item in self if not (top_level_events_only and getattr(item, "parent", None) is not None)]
-        rows = EventList(items, record_shapes=self.record_shapes, profile_memory=self.profile_memory).sorted_by(sort_by)
-        if row_limit >= 0:
-            rows = rows[:row_limit]
-        return format_table(rows, self.self_cpu_time_total, self.record_shapes, self.profile_memory,
-                            max_name_column_width, header)
+              max_shapes_column_width: int = 80, header: str | None = None, top_level_events_only: bool = False) -> str:
+        """The rows as torch's profiler prints them (``row_limit`` < 0: all), column for column."""
+        rows = self.sorted_by(sort_by)
+        shown = [row for row in rows if not (top_level_events_only and getattr(row, "parent", None) is not None)]
+        layout = TableLayout(rows, self.profile_memory, max_name_column_width, max_shapes_column_width)
+        return layout.text(shown[:row_limit] if row_limit >= 0 else shown, self.self_cpu_time_total, header,
+                           top_level_events_only)
 
     def __str__(self) -> str:
         return self.table()
@@ -106,52 +108,54 @@ def format_time(microseconds: float) -> str:
 
 
 def format_bytes(count: int) -> str:
-    """torch's ``_format_memory``: ``512 b``, ``1.50 Kb``, ``2.00 Mb``, ``1.00 Gb``."""
-    for unit, size in (("Gb", 1024**3), ("Mb", 1024**2), ("Kb", 1024)):
+    """torch's ``_format_memory``: ``512 B``, ``1.50 KB``, ``2.00 MB``, ``1.00 GB``."""
+    for unit, size in (("GB", 1024**3), ("MB", 1024**2), ("KB", 1024)):
         if abs(count) >= size:
             return f"{count / size:.2f} {unit}"
-    return f"{count} b"
+    return f"{count} B"
 
 
 def _percent(part: float, whole: float) -> str:
     return f"{100 * part / whole:.2f}%" if whole > 0 else "0.00%"
 
 
-def _cells(item: Any, total: float, record_shapes: bool, profile_memory: bool) -> list[str]:
-    cells = [_percent(item.self_cpu_time_total, total), format_time(item.self_cpu_time_total),
-             _percent(item.cpu_time_total, total), format_time(item.cpu_time_total), format_time(item.cpu_time)]
-    if profile_memory:
-        cells += [format_bytes(item.cpu_memory_usage), format_bytes(item.self_cpu_memory_usage)]
-    cells.append(str(item.count))
-    if record_shapes:
-        shapes = item.input_shapes
-        cells.append(shapes if isinstance(shapes, str) else str(shapes))
-    return cells
+class TableLayout:
+    """torch's ``_build_table`` for CPU rows: column widths from all rows (before ``row_limit``), two spaces after
+    each column, names clipped at ``max_name_column_width - 3`` with ``...``; the ``Input Shapes`` column where the
+    rows were grouped by input shape (as torch, ungrouped averages carry no shapes)."""
 
+    def __init__(self, rows: list[Any], profile_memory: bool, max_name_width: int, max_shapes_width: int):
+        self.profile_memory = profile_memory
+        self.max_name_width = max_name_width
+        self.with_shapes = any(row.input_shapes for row in rows)
+        name_width = min(max([len(row.key) for row in rows], default=0) + 4, max_name_width)
+        shapes_width = min(max([len(str(row.input_shapes)) for row in rows], default=0) + 4, max_shapes_width)
+        self.titles = ["Name", "Self CPU %", "Self CPU", "CPU total %", "CPU total", "CPU time avg"]
+        self.titles += ["CPU Mem", "Self CPU Mem"] if profile_memory else []
+        self.titles += ["# of Calls"] + (["Input Shapes"] if self.with_shapes else [])
+        self.widths = [name_width] + [12] * (len(self.titles) - 1 - self.with_shapes) + [shapes_width] * self.with_shapes
 
-def format_table(rows: list[Any], total: float, record_shapes: bool, profile_memory: bool, name_width: int,
-                 header: str | None) -> str:
-    titles = ["Self CPU %", "Self CPU", "CPU total %", "CPU total", "CPU time avg"]
-    titles += ["CPU Mem", "Self CPU Mem"] if profile_memory else []
-    titles += ["# of Calls"] + (["Input Shapes"] if record_shapes else [])
-    names = [_clip(row.key, name_width) for row in rows]
-    cells = [_cells(row, total, record_shapes, profile_memory) for row in rows]
-    widths = [max([len("Name"), *map(len, names)]) + 4] + [max(12, len(title)) for title in titles]
-    if record_shapes:
-        widths[-1] = max([len(titles[-1]), *(len(row[-1]) for row in cells)])
-    line = "  ".join("-" * width for width in widths)
+    def line(self, values: list[str]) -> str:
+        return "".join(value.rjust(width) + "  " for value, width in zip(values, self.widths))
 
-    def row_text(values: list[str]) -> str:
-        return "  ".join(value.rjust(width) for value, width in zip(values, widths))
+    def cells(self, row: Any, total: float) -> list[str]:
+        name = row.key if len(row.key) < self.max_name_width - 3 else row.key[: self.max_name_width - 3] + "..."
+        cells = [name, _percent(row.self_cpu_time_total, total), format_time(row.self_cpu_time_total),
+                 _percent(row.cpu_time_total, total), format_time(row.cpu_time_total), format_time(row.cpu_time)]
+        if self.profile_memory:
+            cells += [format_bytes(row.cpu_memory_usage), format_bytes(row.self_cpu_memory_usage)]
+        cells.append(str(row.count))
+        return cells + ([str(row.input_shapes)[: self.widths[-1]]] if self.with_shapes else [])
 
-    text = ([header] if header else []) + [line, row_text(["Name", *titles]), line]
-    text += [row_text([name, *row]) for name, row in zip(names, cells)]
-    text += [line, f"Self CPU time total: {format_time(total)}"]
-    return "\n".join(text) + "\n"
-
-
-def _clip(name: str, width: int) -> str:
-    return name if len(name) <= width else name[: width - 3] + "..."
+    def text(self, rows: list[Any], total: float, header: str | None, top_level_only: bool) -> str:
+        separator = "".join("-" * width + "  " for width in self.widths)
+        ruler = "=" * (len(separator) - 2)
+        lines = [ruler, header] if header is not None else []
+        lines += [ruler, "This report only display top-level ops statistics"] if top_level_only else []
+        lines += [separator, self.line(self.titles), separator]
+        lines += [self.line(self.cells(row, total)) for row in rows]
+        lines += [separator, f"Self CPU time total: {format_time(total)}"]
+        return "\n".join(lines) + "\n"
 
 
 def chrome_trace(events: Iterable[Event]) -> dict[str, Any]:
@@ -172,12 +176,13 @@ def chrome_trace(events: Iterable[Event]) -> dict[str, Any]:
 
 
 def write_chrome_trace(events: Iterable[Event], path: str | os.PathLike[str]) -> None:
-    """Write the trace to a temporary file beside ``path``, then rename it there: a reader never sees half a file."""
+    """Write the trace (gzipped where ``path`` ends in ``.gz``, as torch's) to a temporary file beside ``path``, then
+    rename it there: a reader never sees half a file."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     descriptor, temporary = tempfile.mkstemp(prefix=".kiln-trace-", suffix=".json", dir=folder)
     try:
-        with os.fdopen(descriptor, "w") as file:
+        with os.fdopen(descriptor, "wb") as raw, (gzip.open(raw, "wt") if path.endswith(".gz") else io.TextIOWrapper(raw)) as file:
             json.dump(chrome_trace(events), file)
         os.replace(temporary, path)
     except BaseException:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import warnings
 
@@ -16,7 +17,7 @@ from kiln.runtime.profiler_recorder import RECORDING, compiled_op_name
 from oracles import require_torch
 
 
-def _mlp_forward(library, x, w, b):
+def _mlp_forward(x, w, b):
     h = (x @ w + b).relu()
     h = (h @ w + b).relu()
     return h @ w + b
@@ -36,10 +37,10 @@ def test_an_eager_mlp_records_exactly_its_ops_and_their_bytes_as_torch():
     arrays = _arrays()
     torch_tensors = [torch.from_numpy(array) for array in arrays]
     with torch.profiler.profile(profile_memory=True) as expected:
-        _mlp_forward(torch, *torch_tensors)
+        _mlp_forward(*torch_tensors)
     tensors = [kiln.tensor(array) for array in arrays]
     with kiln.profiler.profile(profile_memory=True) as got:
-        _mlp_forward(kiln, *tensors)
+        _mlp_forward(*tensors)
     assert _top_level(got.events()) == _top_level(expected.events())  # names, order and result bytes
     counts = {row.key: row.count for row in got.key_averages()}
     assert counts == {"aten::matmul": 3, "aten::add": 3, "aten::relu": 2}
@@ -180,7 +181,7 @@ def test_the_chrome_trace_parses_and_holds_every_event(tmp_path):
     x, w, b = map(kiln.tensor, _arrays())
     with kiln.profiler.profile(record_shapes=True) as prof:
         with kiln.profiler.record_function("forward"):
-            _mlp_forward(kiln, x, w, b)
+            _mlp_forward(x, w, b)
     path = tmp_path / "trace.json"
     prof.export_chrome_trace(path)
     trace = json.loads(path.read_text())["traceEvents"]
@@ -188,6 +189,9 @@ def test_the_chrome_trace_parses_and_holds_every_event(tmp_path):
     assert all(item["ph"] == "X" and item["dur"] >= 0 for item in trace)
     assert trace[1]["args"]["Input Dims"] == [[32, 64], [64, 64]]
     assert [p.name for p in tmp_path.iterdir()] == ["trace.json"]  # the temporary file was renamed
+    prof.export_chrome_trace(tmp_path / "trace.json.gz")  # gzipped, as torch's, by the name
+    with gzip.open(tmp_path / "trace.json.gz", "rt") as file:
+        assert json.load(file)["traceEvents"] == trace
 
 
 def test_tensorboard_trace_handler_writes_one_trace_per_saved_cycle(tmp_path):
@@ -215,19 +219,34 @@ def test_no_profiler_records_nothing_and_builds_no_timed_code():
     assert next(iter(compiled.variants.values())).executable.timed is None
 
 
-def test_the_table_has_torchs_columns_and_honours_sort_and_limit():
-    x, w, b = map(kiln.tensor, _arrays())
-    with kiln.profiler.profile(record_shapes=True, profile_memory=True) as prof:
-        _mlp_forward(kiln, x, w, b)
-    table = prof.key_averages().table(sort_by="count", row_limit=2)
-    header = table.splitlines()[1]
-    for column in ("Name", "Self CPU %", "Self CPU", "CPU total %", "CPU total", "CPU time avg", "CPU Mem", "# of Calls",
-                   "Input Shapes"):
-        assert column in header
-    rows = table.splitlines()[3:5]
-    assert [row.split()[0] for row in rows] == ["aten::matmul", "aten::add"] and "Self CPU time total" in table
-    grouped = prof.key_averages(group_by_input_shape=True)
-    assert {(row.key, str(row.input_shapes)) for row in grouped} >= {("aten::relu", "[[32, 64]]")}
+def _tables(profiler, tensors, **options):
+    with profiler.profile(record_shapes=True, profile_memory=True) as prof:
+        _mlp_forward(*tensors)
+    averages = prof.key_averages(**options)
+    return averages.table(sort_by="count"), averages.table(sort_by="count", row_limit=2)
+
+
+def _column_widths(table):
+    return [len(run) for run in table.splitlines()[0].split("  ")]
+
+
+@pytest.mark.parametrize("options", [{}, {"group_by_input_shape": True}])
+def test_the_table_is_laid_out_as_torchs(options):
+    torch = require_torch()
+    arrays = _arrays()
+    expected, _ = _tables(torch.profiler, [torch.from_numpy(array) for array in arrays], **options)
+    got, limited = _tables(kiln.profiler, [kiln.tensor(array) for array in arrays], **options)
+    assert got.splitlines()[1].split() == expected.splitlines()[1].split()  # the same column titles
+    assert _column_widths(got)[1:] == _column_widths(expected)[1:]  # the same widths but the name's (other names)
+    rows = {line.split()[0]: line for line in got.splitlines()[3:-2]}
+    torch_rows = {line.split()[0]: line for line in expected.splitlines()[3:-2]}
+    for name in ("aten::add", "aten::relu"):
+        assert rows[name].split()[6:8] == torch_rows[name].split()[6:8]  # CPU Mem: 24.00 KB, or 8.00 KB per shape
+    assert rows["aten::relu"].split()[-1] == torch_rows["aten::relu"].split()[-1]  # the count, or the shapes [[32, 64]]
+    # (torch's aten::add lists its scalar alpha as a third shape, [], which kiln's add has not)
+    assert got.splitlines()[-1].startswith("Self CPU time total: ") and got.splitlines()[3].endswith("  ")
+    assert [line.split()[0] for line in limited.splitlines()[3:5]] == ["aten::matmul", "aten::add"]  # by count, 2
+    assert limited.splitlines()[5].startswith("---")
 
 
 def test_errors_say_what_to_do():
