@@ -30,7 +30,7 @@ from kiln.frontend.torch_printoptions import array2string_options, text_options
 from kiln.frontend.torch_tensor_text import tensor_text
 from kiln.frontend.torch_size import Size
 from kiln.frontend.tensor_methods import TorchMethods, _flatten_args, _floating, _is_one
-from kiln.frontend.torch_dtypes import get_default_dtype
+from kiln.frontend.torch_dtypes import get_default_dtype, result_type
 from kiln.frontend.trace import TraceContext, located_error
 from kiln.frontend.autocast import autocasts
 
@@ -193,6 +193,8 @@ class Tensor(EagerMethods, InPlaceMethods, TorchMethods, MathMethods, DeviceMeth
         """-1, 0 or 1 (0 for NaN, as PyTorch); a select between constants, so its gradient is 0, as PyTorch's."""
         if self.dtype is DType.bool:
             return self
+        if self.dtype is DType.u8:
+            return (self > 0).to(self.dtype)  # unsigned: never below 0 (and -1 is no uint8)
         one, minus_one, zero = (apply("tensor.constant", value=np.asarray(v, self.dtype.numpy)) for v in (1, -1, 0))
         return apply("tensor.where", self > 0, one, apply("tensor.where", self < 0, minus_one, zero))
 
@@ -355,7 +357,7 @@ class Tensor(EagerMethods, InPlaceMethods, TorchMethods, MathMethods, DeviceMeth
 
     def sum(self, dim: int | tuple[int, ...] | None = None, keepdim: bool = False, *, dtype: Any = None) -> "Tensor":
         """A bool or integer tensor sums in int64, as PyTorch's (``pred.eq(target).sum()`` counts); ``dtype`` casts first."""
-        source = self.to(dtype) if dtype is not None else self.long() if self.dtype in (DType.bool, DType.i32) else self
+        source = self.to(dtype) if dtype is not None else self.long() if self.dtype is not DType.i64 and not self.dtype.is_float else self
         return apply("tensor.reduce_sum", source, axes=dim, keepdims=keepdim)
 
     def mean(self, dim: int | tuple[int, ...] | None = None, keepdim: bool = False, *, dtype: Any = None) -> "Tensor":
@@ -479,7 +481,7 @@ class Tensor(EagerMethods, InPlaceMethods, TorchMethods, MathMethods, DeviceMeth
         """``min(max(x, min), max)``. Number bounds are one ``tensor.clip``; a tensor bound is a ``where``, which
         broadcasts and, as PyTorch, sends the gradient to the bound where it wins, to ``x`` elsewhere."""
         if not isinstance(min, Tensor) and not isinstance(max, Tensor):
-            target = _promoted_dtype("tensor.clip", [self.dtype], [bound for bound in (min, max) if bound is not None])
+            target = _promoted_dtype("tensor.clip", (self, min, max))
             source = self if target is self.dtype else self.to(target)  # int_tensor.clamp(min=0.5) is float, as torch
             return apply("tensor.clip", source, min=min, max=max)
         result = self
@@ -623,7 +625,8 @@ def promoted(op_name: str, operands: tuple[Any, ...]) -> tuple[Any, ...]:
     of mixed dtypes compute in the widest (float over int over bool: ``x_f64 + torch.zeros(3)``, ``counts * x``);
     integer or bool tensors meeting a Python float (``lengths * 0.5``) or divided (true division) in the default float
     dtype (float32 unless ``kiln.set_default_dtype`` says otherwise); bool
-    tensors meeting a Python int (``mask * 2``) in int64. A Python number alone takes the tensors' dtype."""
+    tensors meeting a Python int (``mask * 2``) in int64. A Python number alone takes the tensors' dtype, and so does
+    a 0-d tensor of the same kind (``uint8_images * torch.tensor(2)`` stays uint8: ``torch_dtypes.result_type``)."""
     first = 1 if op_name == "tensor.where" else 0
     values = operands[first:]
     dtypes = [o.dtype for o in values if isinstance(o, Tensor)]
@@ -631,7 +634,7 @@ def promoted(op_name: str, operands: tuple[Any, ...]) -> tuple[Any, ...]:
         return operands
     if dtypes[0] in _FLOATING and dtypes.count(dtypes[0]) == len(dtypes):
         return operands  # one floating dtype (the common case): it is the target, whatever the numbers are
-    target = _promoted_dtype(op_name, dtypes, [o for o in values if isinstance(o, (int, float))])
+    target = _promoted_dtype(op_name, values)
     if all(d is target for d in dtypes):
         return operands
     return operands[:first] + tuple(o.to(target) if isinstance(o, Tensor) and o.dtype is not target else o for o in values)
@@ -640,20 +643,11 @@ def promoted(op_name: str, operands: tuple[Any, ...]) -> tuple[Any, ...]:
 _FLOATING = (DType.f32, DType.f64, DType.f16, DType.bf16)
 
 
-PROMOTION_ORDER = (DType.bool, DType.i32, DType.i64, DType.f16, DType.bf16, DType.f32, DType.f64)
-
-
-def _promoted_dtype(op_name: str, dtypes: list[DType], numbers: list[Any]) -> DType:
-    widest = max(dtypes, key=lambda d: PROMOTION_ORDER.index(d) if d in PROMOTION_ORDER else -1)
-    if widest is DType.bf16 and DType.f16 in dtypes:
-        return DType.f32  # float16 and bfloat16 meet in float32, as in PyTorch
-    if widest.is_float:
-        return widest
-    if op_name == "tensor.div" or any(isinstance(n, float) for n in numbers):
-        return get_default_dtype()  # kiln.set_default_dtype's, as torch's (float32 unless set)
-    if widest is DType.bool and any(not isinstance(n, bool) for n in numbers):
-        return DType.i64
-    return widest
+def _promoted_dtype(op_name: str, values: tuple[Any, ...]) -> DType:
+    """``torch.result_type`` of the tensors and Python numbers among ``values``; true division of integers in the
+    default float dtype (kiln.set_default_dtype's, float32 unless set)."""
+    dtype = result_type(*(value for value in values if isinstance(value, (Tensor, int, float))))
+    return get_default_dtype() if op_name == "tensor.div" and not dtype.is_float else dtype
 
 
 def to_value(context: TraceContext, operand: Any, dtype: DType | None) -> Value:

@@ -11,22 +11,24 @@ operand is PyTorch's error (``"bitwise_and_cpu" not implemented for 'Float'``), 
 
 from __future__ import annotations
 
+import functools
 import numbers
 from typing import Any
 
 from kiln.compiler.ir.types import DType
-from kiln.frontend.torch_dtypes import get_default_dtype
+from kiln.frontend.torch_dtypes import get_default_dtype, promote_types
 from kiln.frontend.trace import located_error
 
 KERNEL_NAMES = {"bitwise_and": "bitwise_and_cpu", "bitwise_or": "bitwise_or_cpu", "bitwise_xor": "bitwise_xor_cpu",
                 "bitwise_not": "bitwise_not_cpu", "left_shift": "lshift_cpu", "right_shift": "rshift_cpu"}
 """PyTorch's kernel names, which its errors for an unsupported dtype quote."""
-TORCH_NAMES = {DType.bool: "Bool", DType.i32: "Int", DType.i64: "Long", DType.f16: "Half", DType.bf16: "BFloat16",
+TORCH_NAMES = {DType.bool: "Bool", DType.u8: "Byte", DType.i8: "Char", DType.i16: "Short", DType.i32: "Int", DType.i64: "Long",
+               DType.f16: "Half", DType.bf16: "BFloat16",
                DType.f32: "Float", DType.f64: "Double"}
 """Each dtype as PyTorch's errors name it."""
 LOGIC = {"bitwise_and": "logical_and", "bitwise_or": "logical_or", "bitwise_xor": "logical_xor"}
 """The bool forms of the bit ops."""
-_ORDER = (DType.bool, DType.i32, DType.i64, DType.f16, DType.bf16, DType.f32, DType.f64)
+_ORDER = (DType.bool, DType.u8, DType.i8, DType.i16, DType.i32, DType.i64, DType.f16, DType.bf16, DType.f32, DType.f64)
 
 
 _TENSOR: list[type] = []
@@ -74,7 +76,7 @@ def result_dtype(*operands: Any) -> DType:
               [_number_dtype(o) for o in operands if not isinstance(o, tensor)])
     result = None
     for group in groups:
-        widest = max(group, key=_ORDER.index, default=None)
+        widest = functools.reduce(promote_types, group) if group else None  # uint8 and int8 meet in int16
         if widest is not None and (result is None or _category(widest) > _category(result)):
             result = widest
     return result

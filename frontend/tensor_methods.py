@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from kiln.compiler.ir.types import Dim, DType
-from kiln.frontend.torch_dtypes import get_default_dtype
+from kiln.frontend.torch_dtypes import get_default_dtype, promote_types
 from kiln.frontend.eager_values import ARRAYS
 from kiln.frontend.tensor_bitwise import BitwiseMethods
 from kiln.frontend.trace import TraceContext, located_error
@@ -320,12 +320,12 @@ def _is_one(value: Any) -> bool:
 
 def _scanned(x: Any, dtype: Any) -> Any:
     """What ``cumsum``/``cumprod`` run over: ``x`` in ``dtype`` if given, else bool and int32 widened to int64."""
-    return x.to(dtype) if dtype is not None else x.long() if x.dtype in (DType.bool, DType.i32) else x
+    return x.to(dtype) if dtype is not None else x.long() if x.dtype is not DType.i64 and not x.dtype.is_float else x
 
 
 def _rounded_division(x: Any, y: Any, mode: str) -> Any:
     """``x / y`` rounded by ``mode`` (floor or trunc), in PyTorch's result dtype: integers (a Python int takes ``x``'s
-    dtype) divide exactly in float64 and come back as int64, or int32 if both are."""
+    dtype) divide exactly in float64 and come back in their promoted integer dtype (int64 for bools)."""
     is_tensor = isinstance(y, _tensor_class())
     other = y.dtype if is_tensor else DType.f32 if isinstance(y, float) else x.dtype
     if x.dtype.is_float or other.is_float:
@@ -333,7 +333,8 @@ def _rounded_division(x: Any, y: Any, mode: str) -> Any:
         return quotient.floor() if mode == "floor" else quotient.trunc()
     quotient = x.double() / (y.double() if is_tensor else float(y))
     rounded = quotient.floor() if mode == "floor" else quotient.trunc()
-    return rounded.to(DType.i32 if x.dtype is other is DType.i32 else DType.i64)
+    dtype = promote_types(x.dtype, other)
+    return rounded.to(dtype if dtype.is_int else DType.i64)
 
 
 def _as_bool(value: Any) -> Any:

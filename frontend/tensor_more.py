@@ -380,7 +380,7 @@ class MoreMethods:
         return self.numel() * self.itemsize  # type: ignore[attr-defined]
 
     def is_signed(self) -> bool:
-        return self.dtype is not DType.bool  # type: ignore[attr-defined]
+        return self.dtype.is_signed  # type: ignore[attr-defined]
 
     def is_same_size(self, other: Any) -> bool:
         return tuple(self.shape) == tuple(other.shape)  # type: ignore[attr-defined]
@@ -390,13 +390,13 @@ class MoreMethods:
         return self.new_zeros(*size, dtype=dtype)  # type: ignore[attr-defined]
 
     def byte(self) -> Any:
-        raise _missing_dtype("byte", "uint8")
+        return self.to(DType.u8)  # type: ignore[attr-defined]
 
     def char(self) -> Any:
-        raise _missing_dtype("char", "int8")
+        return self.to(DType.i8)  # type: ignore[attr-defined]
 
     def short(self) -> Any:
-        raise _missing_dtype("short", "int16")
+        return self.to(DType.i16)  # type: ignore[attr-defined]
 
 
 class MantissaExponent(tuple):
@@ -444,10 +444,6 @@ def _draw_into(tensor: Any, method: str, transform: Callable[[Any], Any], numpy_
 
     return in_place(tensor, method, lambda x: transform(rand_like(x, dtype=DType.f64 if not x.dtype.is_float else x.dtype)).detach(),
                     lambda array: np.asarray(numpy_draw(_generator(), array.shape)).astype(array.dtype))
-
-
-def _missing_dtype(method: str, dtype: str) -> Exception:
-    return located_error(f"{method}(): {dtype} is not an IR dtype of kiln; use int() (int32) or long() (int64)")
 
 
 def _check_reduce(method: str, reduce: str, allowed: tuple[str, ...]) -> None:

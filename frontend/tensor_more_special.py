@@ -208,7 +208,7 @@ def nextafter(x: Any, y: Any) -> Any:
 
 # integers -------------------------------------------------------------------------------------------------------------
 
-_EUCLID_STEPS = {DType.i32: 46, DType.i64: 92}
+_EUCLID_STEPS = {DType.u8: 13, DType.i8: 11, DType.i16: 23, DType.i32: 46, DType.i64: 92}
 """Euclid's algorithm takes at most as many steps as the largest Fibonacci number below the dtype's range has index."""
 
 

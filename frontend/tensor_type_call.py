@@ -22,7 +22,7 @@ from kiln.compiler.ir.types import DType, TensorType
 from kiln.frontend.trace import located_error
 
 TYPE_NAMES = {DType.f16: "HalfTensor", DType.bf16: "BFloat16Tensor", DType.f32: "FloatTensor", DType.f64: "DoubleTensor", DType.i32: "IntTensor",
-              DType.i64: "LongTensor", DType.bool: "BoolTensor"}
+              DType.i64: "LongTensor", DType.bool: "BoolTensor", DType.u8: "ByteTensor", DType.i8: "CharTensor", DType.i16: "ShortTensor"}
 """PyTorch's legacy tensor type name of each dtype (``torch.DoubleTensor``...)."""
 _BY_NAME = {name: dtype for dtype, name in TYPE_NAMES.items()}
 

@@ -1,4 +1,5 @@
-"""``torch``'s dtype queries for kiln's dtypes (bool, int32, int64, float16, bfloat16, float32, float64): ``is_tensor``,
+"""``torch``'s dtype queries for kiln's dtypes (bool, uint8, int8, int16, int32, int64, float16, bfloat16, float32,
+float64): ``is_tensor``,
 ``result_type``, ``promote_types``, ``can_cast``, ``finfo``/``iinfo`` and the default float dtype.
 
 ```python
@@ -10,7 +11,7 @@ cast_array(np.array([1 + 2**-11 + 2**-40]), DType.f16)   # [1.0], as torch.tenso
 ```
 
 Promotion is PyTorch's: a floating dtype beats an integer one beats bool whatever their widths; within a kind the
-wider wins; and a tensor with dims outranks a 0-d tensor, which outranks a Python number, unless the lower-ranked
+wider wins (uint8 and int8 meet in int16, which holds both); and a tensor with dims outranks a 0-d tensor, which outranks a Python number, unless the lower-ranked
 operand is of a higher kind (then its kind decides, at the default width for a Python number).
 """
 
@@ -24,8 +25,10 @@ import numpy as np
 from kiln.compiler.ir.types import DType
 from kiln.frontend.trace import located_error
 
-_KIND = {DType.bool: 0, DType.i32: 1, DType.i64: 1, DType.f16: 2, DType.bf16: 2, DType.f32: 2, DType.f64: 2}
-_WIDTH = {DType.bool: 1, DType.i32: 4, DType.i64: 8, DType.f16: 2, DType.bf16: 2, DType.f32: 4, DType.f64: 8}
+_KIND = {DType.bool: 0, DType.u8: 1, DType.i8: 1, DType.i16: 1, DType.i32: 1, DType.i64: 1,
+         DType.f16: 2, DType.bf16: 2, DType.f32: 2, DType.f64: 2}
+_WIDTH = {DType.bool: 1, DType.u8: 1, DType.i8: 1, DType.i16: 2, DType.i32: 4, DType.i64: 8,
+          DType.f16: 2, DType.bf16: 2, DType.f32: 4, DType.f64: 8}
 
 _default_float = [DType.f32]
 """The default float dtype (a one-element list: module state that ``set_default_dtype`` replaces)."""
@@ -69,6 +72,8 @@ def promote_types(type1: Any, type2: Any) -> DType:
         return a if _KIND[a] > _KIND[b] else b
     if {a, b} == {DType.f16, DType.bf16}:
         return DType.f32  # neither holds the other (PyTorch's rule)
+    if {a, b} == {DType.u8, DType.i8}:
+        return DType.i16  # neither holds the other; int16 holds both (PyTorch's rule)
     return a if _WIDTH[a] >= _WIDTH[b] else b
 
 
@@ -108,7 +113,8 @@ def _ranked(operand: Any) -> tuple[DType, int]:
 
 def _check_kind(dtype: DType) -> None:
     if dtype not in _KIND:
-        raise located_error(f"{dtype} is not a dtype kiln computes in; use bool, int32, int64, float16, bfloat16, float32 or float64")
+        raise located_error(f"{dtype} is not a dtype kiln computes in; use bool, uint8, int8, int16, int32, int64, float16, "
+                            "bfloat16, float32 or float64")
 
 
 class finfo(NamedTuple):  # noqa: N801  (torch's name)
@@ -145,7 +151,7 @@ class iinfo(NamedTuple):  # noqa: N801  (torch's name)
     def of(cls, type: Any) -> "iinfo":  # noqa: A002
         dtype = DType.of(type)
         if not dtype.is_int:
-            raise located_error(f"iinfo takes an integer dtype (int32 or int64), got {type!r}; finfo is for floats")
+            raise located_error(f"iinfo takes an integer dtype (uint8, int8, int16, int32 or int64), got {type!r}; finfo is for floats")
         info = np.iinfo(dtype.numpy)
         return cls(info.bits, int(info.max), int(info.min), info.dtype.name)
 

@@ -231,7 +231,8 @@ FORWARDED = (
     "arccos", "atan2", "arctan2", "asinh", "acosh", "atanh", "arcsinh", "arccosh", "arctanh", "cummax", "cummin", "logcumsumexp",
 )
 DTYPES = {"float32": DType.f32, "float": DType.f32, "float64": DType.f64, "double": DType.f64, "int32": DType.i32, "int": DType.i32,
-          "int64": DType.i64, "long": DType.i64, "bool": DType.bool}
+          "int64": DType.i64, "long": DType.i64, "bool": DType.bool, "uint8": DType.u8, "int8": DType.i8, "int16": DType.i16,
+          "short": DType.i16}
 """``torch.float32``, ``torch.long``... as ``kiln.float32``, ``kiln.long``."""
 
 FORWARDERS = {name: _forwarder(name) for name in FORWARDED + EXTRA_FORWARDED}

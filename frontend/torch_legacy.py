@@ -63,5 +63,8 @@ DoubleTensor = legacy_constructor("DoubleTensor", DType.f64)
 BoolTensor = legacy_constructor("BoolTensor", DType.bool)
 HalfTensor = legacy_constructor("HalfTensor", DType.f16)
 BFloat16Tensor = legacy_constructor("BFloat16Tensor", DType.bf16)
+ByteTensor = legacy_constructor("ByteTensor", DType.u8)
+CharTensor = legacy_constructor("CharTensor", DType.i8)
+ShortTensor = legacy_constructor("ShortTensor", DType.i16)
 
-__all__ = ["BFloat16Tensor", "BoolTensor", "DoubleTensor", "FloatTensor", "HalfTensor", "IntTensor", "LongTensor", "legacy_constructor", "legacy_value"]
+__all__ = ["BFloat16Tensor", "BoolTensor", "ByteTensor", "CharTensor", "ShortTensor", "DoubleTensor", "FloatTensor", "HalfTensor", "IntTensor", "LongTensor", "legacy_constructor", "legacy_value"]

@@ -57,7 +57,7 @@ float16 = half = DType.f16  # NumPy float16; computed in float32 and rounded per
 bfloat16 = DType.bf16
 from kiln.frontend.tensor import Tensor  # noqa: E402  (torch.Tensor: isinstance(h, kiln.Tensor), traced or eager)
 from kiln.frontend.torch_legacy import BoolTensor, DoubleTensor, FloatTensor, IntTensor, LongTensor  # noqa: E402
-from kiln.frontend.torch_legacy import BFloat16Tensor, HalfTensor  # noqa: E402
+from kiln.frontend.torch_legacy import BFloat16Tensor, ByteTensor, CharTensor, HalfTensor, ShortTensor  # noqa: E402
 from kiln.frontend import torch_functions as _torch_functions
 from kiln.frontend import torch_more as _torch_more
 
@@ -78,7 +78,7 @@ __all__ = [
     "get_default_device", "set_default_device",
     "export_onnx", "export_onnx_train_step", "fit", "grad", "Graph", "import_onnx", "InputError", "KilnError",
     "load", "load_onnx_train_step", "manual_seed", "nn", "no_grad", "onnx", "optim", "parity", "PassManager", "saliency", "save", "amp", "autocast", "cpu", "get_autocast_dtype", "is_autocast_enabled", "bfloat16", "float16", "half", "Generator", "get_printoptions", "set_printoptions", "Size", "special", "testing",
-    "BFloat16Tensor", "BoolTensor", "DoubleTensor", "HalfTensor", "FloatTensor", "IntTensor", "LongTensor", "ShapeError", "Tensor", "TensorSpec", "TensorType", "trace", "TraceError", "TrainStep", "utils", "value_and_grad",
+    "BFloat16Tensor", "BoolTensor", "ByteTensor", "CharTensor", "ShortTensor", "DoubleTensor", "HalfTensor", "FloatTensor", "IntTensor", "LongTensor", "ShapeError", "Tensor", "TensorSpec", "TensorType", "trace", "TraceError", "TrainStep", "utils", "value_and_grad",
     "VerificationError", *_torch_functions.__all__, *_torch_functions.FORWARDERS,
     *_torch_functions.DTYPES, *_torch_more.exports(),
 ]

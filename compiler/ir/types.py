@@ -30,6 +30,9 @@ class DType(enum.Enum):
     bf16 = "bf16"
     f32 = "f32"
     f64 = "f64"
+    u8 = "u8"
+    i8 = "i8"
+    i16 = "i16"
     i32 = "i32"
     i64 = "i64"
     bool = "bool"
@@ -43,7 +46,7 @@ class DType(enum.Enum):
 
     @property
     def is_int(self) -> bool:
-        return self in (DType.i32, DType.i64)
+        return self in _INTEGERS
 
     @property
     def itemsize(self) -> int:
@@ -57,8 +60,8 @@ class DType(enum.Enum):
 
     @property
     def is_signed(self) -> bool:
-        """``torch.dtype.is_signed``: floats and signed integers, not bool."""
-        return self is not DType.bool
+        """``torch.dtype.is_signed``: floats and signed integers, not bool or uint8."""
+        return self is not DType.bool and self is not DType.u8
 
     @property
     def is_complex(self) -> bool:
@@ -101,10 +104,14 @@ _NUMPY_NAMES = {
     DType.bf16: "bfloat16",
     DType.f32: "float32",
     DType.f64: "float64",
+    DType.u8: "uint8",
+    DType.i8: "int8",
+    DType.i16: "int16",
     DType.i32: "int32",
     DType.i64: "int64",
     DType.bool: "bool",
 }
+_INTEGERS = frozenset({DType.u8, DType.i8, DType.i16, DType.i32, DType.i64})
 _NUMPY_DTYPES = {dtype: np.dtype(ml_dtypes.bfloat16 if name == "bfloat16" else name) for dtype, name in _NUMPY_NAMES.items()}
 _BY_NUMPY_DTYPE = {numpy_dtype: dtype for dtype, numpy_dtype in _NUMPY_DTYPES.items()}
 

@@ -24,14 +24,14 @@ from kiln.compiler.ops.registry import register_op
 from kiln.compiler.ops.tensor import _broadcast, _same_dtype
 
 BINARY_BITWISE = ("bitwise_and", "bitwise_or", "bitwise_xor", "left_shift", "right_shift")
-INTEGER_DTYPES = (DType.i32, DType.i64)
-BIT_WIDTHS = {DType.i32: 32, DType.i64: 64}
+INTEGER_DTYPES = (DType.u8, DType.i8, DType.i16, DType.i32, DType.i64)
+BIT_WIDTHS = {DType.u8: 8, DType.i8: 8, DType.i16: 16, DType.i32: 32, DType.i64: 64}
 """The bits of each integer dtype: shift counts outside ``[0, width)`` take the rules above."""
 
 
 def _integer_operand(op: str, x: TensorType) -> TensorType:
     if x.dtype not in INTEGER_DTYPES:
-        raise ShapeError(f"{op} needs int32 or int64 operands, got {x}; bool logic is tensor.where/equal/not_equal")
+        raise ShapeError(f"{op} needs integer operands (uint8, int8, int16, int32 or int64), got {x}; bool logic is tensor.where/equal/not_equal")
     return x
 
 

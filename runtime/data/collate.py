@@ -1,8 +1,8 @@
 """``torch.utils.data.default_collate`` and ``default_convert``, giving kiln tensors.
 
 ``default_collate(samples)`` stacks a list of samples into one batch, recursing through their structure exactly as
-PyTorch's does: kiln tensors and NumPy arrays stack along a new first axis (keeping their dtype; integers
-narrower than kiln's int32, such as uint8 images, widen to int32, see ``kiln_array``), Python floats
+PyTorch's does: kiln tensors and NumPy arrays stack along a new first axis (keeping their dtype, uint8 images
+included; only unsigned integers kiln lacks widen, uint16 to int32 and uint32 to int64, see ``kiln_array``), Python floats
 become float64, ints int64 and bools bool, NumPy scalars keep their dtype, strings and bytes stay a list, dicts collate
 key by key, namedtuples field by field, tuples become lists of fields, other sequences keep their type.
 ``default_convert(sample)`` (what an unbatched loader applies) turns NumPy arrays and scalars into tensors and leaves
@@ -144,13 +144,12 @@ def _is_tensor(value: Any) -> bool:
     return isinstance(value, Tensor)
 
 
-_WIDER_INTEGERS = {np.dtype(np.uint8): np.int32, np.dtype(np.int8): np.int32, np.dtype(np.int16): np.int32,
-                   np.dtype(np.uint16): np.int32, np.dtype(np.uint32): np.int64}
+_WIDER_INTEGERS = {np.dtype(np.uint16): np.int32, np.dtype(np.uint32): np.int64}
 
 
 def kiln_array(array: np.ndarray) -> np.ndarray:
-    """``array`` in a dtype kiln tensors have: integers narrower than kiln's (uint8 images, int16 audio) widen to int32,
-    uint32 to int64, so every value is kept; uint64 is refused unless it fits int64."""
+    """``array`` in a dtype kiln tensors have: uint8, int8 and int16 (images, audio) stay as they are, as in PyTorch;
+    uint16 widens to int32 and uint32 to int64, so every value is kept; uint64 is refused unless it fits int64."""
     wider = _WIDER_INTEGERS.get(array.dtype)
     if wider is not None:
         return array.astype(wider)

@@ -83,10 +83,10 @@ def test_what_torch_refuses_is_refused(make):
         make(data)
 
 
-def test_a_tensor_dataset_widens_uint8_images_and_exposes_its_tensors():
+def test_a_tensor_dataset_keeps_uint8_images_and_exposes_its_tensors():
     images = np.arange(12, dtype=np.uint8).reshape(3, 4)
     dataset = data.TensorDataset(images, np.arange(3))
     (batch, labels), = data.DataLoader(dataset, batch_size=3)
-    assert batch.dtype == kiln.int32 and labels.dtype == kiln.int64
+    assert batch.dtype == kiln.uint8 and labels.dtype == kiln.int64
     np.testing.assert_array_equal(batch.numpy(), images)
-    assert [t.dtype for t in dataset.tensors] == [kiln.int32, kiln.int64] and dataset[1][0].dtype == kiln.int32
+    assert [t.dtype for t in dataset.tensors] == [kiln.uint8, kiln.int64] and dataset[1][0].dtype == kiln.uint8

@@ -74,7 +74,7 @@ def test_dtype_of_rejects(spec, message):
 
 def test_dtype_kinds_and_numpy():
     assert [d.name for d in DType if d.is_float] == ["f16", "bf16", "f32", "f64"]
-    assert [d.name for d in DType if d.is_int] == ["i32", "i64"]
+    assert [d.name for d in DType if d.is_int] == ["u8", "i8", "i16", "i32", "i64"]
     assert DType.f16.numpy == np.float16 and DType.bool.numpy == np.bool_
     assert DType.bf16.numpy == ml_dtypes.bfloat16 and DType.of(np.dtype(ml_dtypes.bfloat16)) is DType.bf16
     assert [d.name for d in DType if d.is_half] == ["f16", "bf16"]
@@ -121,6 +121,6 @@ def test_dtypes_answer_torch_dtype_queries():
     torch = require("torch")
     for dtype in DType:
         twin = {"f16": torch.float16, "bf16": torch.bfloat16, "f32": torch.float32, "f64": torch.float64, "i32": torch.int32,
-                "i64": torch.int64, "bool": torch.bool}[dtype.name]
+                "i64": torch.int64, "bool": torch.bool, "u8": torch.uint8, "i8": torch.int8, "i16": torch.int16}[dtype.name]
         assert (dtype.itemsize, dtype.is_floating_point, dtype.is_signed, dtype.is_complex) == \
             (twin.itemsize, twin.is_floating_point, twin.is_signed, twin.is_complex), dtype
