@@ -24,16 +24,20 @@ from kiln.compiler.ir.types import DType
 
 Rule = Callable[[list[str], dict[str, Any], str], str]
 
-C_TYPES = {DType.f16: "float", DType.f32: "float", DType.f64: "double", DType.i32: "int", DType.i64: "long long", DType.bool: "bool"}
+C_TYPES = {DType.f16: "float", DType.f32: "float", DType.f64: "double", DType.u8: "unsigned char", DType.i8: "signed char",
+           DType.i16: "short", DType.i32: "int", DType.i64: "long long", DType.bool: "bool"}
 """IR dtype -> the C type a kernel computes in (float16: float, rounded to half after each sub-op)."""
 
 STORAGE_TYPES = {**C_TYPES, DType.f16: "__half"}
 """IR dtype -> the C type of its elements in memory (``__half``: cuda_fp16.h's, which CuPy's ``float16`` wraps)."""
 
-CUPY_TYPES = {DType.f16: "float16", DType.f32: "float32", DType.f64: "float64", DType.i32: "int32", DType.i64: "int64", DType.bool: "bool"}
+CUPY_TYPES = {DType.f16: "float16", DType.f32: "float32", DType.f64: "float64", DType.u8: "uint8", DType.i8: "int8",
+              DType.i16: "int16", DType.i32: "int32", DType.i64: "int64", DType.bool: "bool"}
 """IR dtype -> the type name CuPy's kernel parameter lists use."""
 
-INTEGER_TYPES = ("int", "long long", "bool")
+NARROW_C_TYPES = ("unsigned char", "signed char", "short")
+"""C promotes these to int in arithmetic: each sub-expression is cast back, so it wraps at its width as in PyTorch."""
+INTEGER_TYPES = (*NARROW_C_TYPES, "int", "long long", "bool")
 
 SQRT_HALF = 0.7071067811865476
 SQRT_TWO_OVER_PI = 0.7978845608028654
@@ -90,20 +94,25 @@ def _sigmoid(a: list[str], attrs: dict[str, Any], t: str) -> str:
     return f"(({t})1 / (({t})1 + exp(-{a[0]})))"
 
 
-SHIFT_WIDTHS = {"int": 32, "long long": 64}
-"""The bits of the integer C types the shifts take (``compiler/ops/bitwise.py``: int32 and int64)."""
+SHIFT_WIDTHS = {"unsigned char": 8, "signed char": 8, "short": 16, "int": 32, "long long": 64}
+"""The bits of the integer C types the shifts take (``compiler/ops/bitwise.py``: uint8 to int64)."""
+UNSIGNED_C_TYPES = {"unsigned char": "unsigned char", "signed char": "unsigned char", "short": "unsigned short",
+                    "int": "unsigned int", "long long": "unsigned long long"}
 
 
 def _left_shift(a: list[str], attrs: dict[str, Any], t: str) -> str:
     # a << s for 0 <= s < bits (through the unsigned type: C leaves a negative a << s undefined), else 0; a negative
     # count read as unsigned is out of range too
     bits = SHIFT_WIDTHS[t]
-    return f"((unsigned long long)({a[1]}) < {bits}ULL ? ({t})((unsigned {t})({a[0]}) << (unsigned {t})({a[1]})) : ({t})0)"
+    unsigned = UNSIGNED_C_TYPES[t]
+    return f"((unsigned long long)({a[1]}) < {bits}ULL ? ({t})(({unsigned})({a[0]}) << ({unsigned})({a[1]})) : ({t})0)"
 
 
 def _right_shift(a: list[str], attrs: dict[str, Any], t: str) -> str:
-    # a >> s (arithmetic, as CUDA shifts signed types) for 0 <= s < bits, else a >> (bits - 1): the sign
+    # a >> s (arithmetic, as CUDA shifts signed types) for 0 <= s < bits, else a >> (bits - 1): the sign; 0 if unsigned
     bits = SHIFT_WIDTHS[t]
+    if t.startswith("unsigned"):
+        return f"((unsigned long long)({a[1]}) < {bits}ULL ? ({a[0]} >> {a[1]}) : ({t})0)"
     return f"({a[0]} >> ((unsigned long long)({a[1]}) < {bits}ULL ? {a[1]} : {bits - 1}))"
 
 
@@ -164,7 +173,10 @@ def c_expression(op_name: str, operands: list[str], attrs: dict[str, Any], dtype
             f"cupy backend: no CUDA expression for elementwise op {op_name!r} in a fusion group; "
             f"add a rule to C_EXPRESSIONS in backends/cupy/expressions.py (known: {', '.join(sorted(C_EXPRESSIONS))})"
         )
-    expression = rule(operands, attrs, c_type(dtype))
+    c_name = c_type(dtype)
+    expression = rule(operands, attrs, c_name)
+    if c_name in NARROW_C_TYPES:
+        return f"(({c_name})({expression}))"  # back to its width: C computes it in int
     return round_to_half(expression) if dtype is DType.f16 else expression
 
 
@@ -173,7 +185,7 @@ def c_type(dtype: DType) -> str:
     if dtype not in C_TYPES:
         if dtype is DType.bf16:
             raise LoweringError(BF16_UNSUPPORTED)
-        raise LoweringError(f"cupy backend: no CUDA kernels for dtype {dtype} yet; use f16, f32, f64, i32, i64 or bool")
+        raise LoweringError(f"cupy backend: no CUDA kernels for dtype {dtype} yet; use f16, f32, f64, u8, i8, i16, i32, i64 or bool")
     return C_TYPES[dtype]
 
 

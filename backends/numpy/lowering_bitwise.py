@@ -1,6 +1,6 @@
 """NumPy kernels of the integer bit ops (``compiler/ops/bitwise.py``), in the one ``NUMPY`` table.
 
-The shifts spell out PyTorch's meaning of a count outside ``[0, bits)`` (left: 0; right: the sign fill) instead of
+The shifts spell out PyTorch's meaning of a count outside ``[0, bits)`` (left: 0; right: the sign fill, 0 for uint8) instead of
 leaving it to ``np.left_shift``: NumPy's own ufuncs agree, but these kernels are re-bound to CuPy too, whose shift
 ufuncs are C's ``<<`` and ``>>``, undefined for such counts.
 """
@@ -31,5 +31,7 @@ def left_shift(x, shift):
 
 @NUMPY.register("tensor.right_shift")
 def right_shift(x, shift):
-    # a >> s (arithmetic) for 0 <= s < bits, else a >> (bits - 1): 0 or -1, the sign
-    return np.right_shift(x, np.where(_counts_in_range(x, shift), shift, 8 * x.dtype.itemsize - 1))
+    # a >> s (arithmetic) for 0 <= s < bits, else a >> (bits - 1): 0 or -1, the sign; 0 for uint8 (no sign bit)
+    inside = _counts_in_range(x, shift)
+    shifted = np.right_shift(x, np.where(inside, shift, 8 * x.dtype.itemsize - 1))
+    return shifted if x.dtype.kind != "u" else np.where(inside, shifted, x.dtype.type(0))

@@ -182,11 +182,15 @@ def _padded_pool(ctx: ImportContext, x: Value, kind: str, kernel, stride, pads, 
 
 @onnx_op("MaxPool")
 def max_pool(ctx: ImportContext, node: Any, inputs: list[Any]) -> list[Any]:
-    x = ctx.value(inputs[0])
+    original = ctx.value(inputs[0])
+    integer = original.type.dtype.is_int  # ONNX's uint8/int8 MaxPool: kiln pools floats, and float32 holds those exactly
+    x = ctx.op("tensor.cast", original, dtype="f32") if integer else original
     if len(node.output) > 1 and node.output[1]:  # Indices: the argmax rides along the sliced max
         attrs = attributes(node)
-        return list(window_argmax(ctx, x, pool_windows(node, attrs, x), attrs.get("storage_order", 0)))
-    return [_pool(ctx, node, x, "max")]
+        pooled, *indices = window_argmax(ctx, x, pool_windows(node, attrs, x), attrs.get("storage_order", 0))
+    else:
+        pooled, indices = _pool(ctx, node, x, "max"), []
+    return [ctx.op("tensor.cast", pooled, dtype=original.type.dtype) if integer else pooled, *indices]
 
 
 @onnx_op("AveragePool")

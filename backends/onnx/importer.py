@@ -71,7 +71,8 @@ def onnx_op(*op_types: str) -> Callable[[Handler], Handler]:
     return decorate
 
 
-SUPPORTED_ELEMENT_TYPES = {10: DType.f16, 16: DType.bf16, 1: DType.f32, 11: DType.f64, 6: DType.i32, 7: DType.i64, 9: DType.bool}
+SUPPORTED_ELEMENT_TYPES = {10: DType.f16, 16: DType.bf16, 1: DType.f32, 11: DType.f64, 6: DType.i32, 7: DType.i64, 9: DType.bool,
+                           2: DType.u8, 3: DType.i8, 5: DType.i16}
 """ONNX element type codes (``TensorProto.FLOAT16`` is 10, ``BFLOAT16`` 16) -> kiln dtypes."""
 
 
@@ -80,7 +81,7 @@ def element_dtype(code: int, where: str) -> DType:
         import onnx
 
         name = onnx.TensorProto.DataType.Name(code) if code in onnx.TensorProto.DataType.values() else str(code)
-        raise OnnxImportError(f"{where}: element type {name} is not supported by kiln (f16, bf16, f32, f64, i32, i64, bool)")
+        raise OnnxImportError(f"{where}: element type {name} is not supported by kiln (f16, bf16, f32, f64, u8, i8, i16, i32, i64, bool)")
     return SUPPORTED_ELEMENT_TYPES[code]
 
 

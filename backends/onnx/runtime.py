@@ -130,7 +130,7 @@ class _TypeOnly:
 
 def _numpy_dtype(ort_type: str) -> np.dtype:
     names = {"tensor(float)": "f32", "tensor(double)": "f64", "tensor(int32)": "i32", "tensor(int64)": "i64", "tensor(bool)": "bool",
-             "tensor(float16)": "f16", BFLOAT16_TYPE: "bf16"}
+             "tensor(float16)": "f16", BFLOAT16_TYPE: "bf16", "tensor(uint8)": "u8", "tensor(int8)": "i8", "tensor(int16)": "i16"}
     return DType.of(names[ort_type]).numpy
 
 

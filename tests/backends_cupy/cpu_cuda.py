@@ -144,7 +144,8 @@ namespace kiln_cuda {
 
 C_TYPES = {"float": (np.float32, ctypes.c_float), "double": (np.float64, ctypes.c_double),
            "long long": (np.int64, ctypes.c_longlong), "unsigned long long": (np.uint64, ctypes.c_ulonglong),
-           "int": (np.int32, ctypes.c_int), "bool": (np.bool_, ctypes.c_bool), "__half": (np.float16, ctypes.c_uint16)}
+           "int": (np.int32, ctypes.c_int), "bool": (np.bool_, ctypes.c_bool), "__half": (np.float16, ctypes.c_uint16),
+           "unsigned char": (np.uint8, ctypes.c_ubyte), "signed char": (np.int8, ctypes.c_byte), "short": (np.int16, ctypes.c_short)}
 """A kernel parameter's C type (``const`` and ``*`` aside) -> the NumPy dtype it must be given as, and its ctypes type."""
 
 FLAGS = ("-O1", "-std=c++20", "-shared", "-fPIC", "-pthread")

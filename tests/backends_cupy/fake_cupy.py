@@ -134,12 +134,14 @@ def _numpy_attribute(name: str) -> Any:
 
 
 C_DTYPES = {"float": np.float32, "double": np.float64, "int": np.int32, "long long": np.int64, "bool": np.bool_,
-            "unsigned int": np.uint32, "unsigned long long": np.uint64}
+            "unsigned int": np.uint32, "unsigned long long": np.uint64, "unsigned char": np.uint8, "signed char": np.int8,
+            "short": np.int16, "unsigned short": np.uint16}
 """The unsigned types: the integer shifts' rules (expressions.py) shift through them and compare counts as them."""
-CUPY_DTYPES = {"float16": np.float16, "float32": np.float32, "float64": np.float64, "int32": np.int32, "int64": np.int64, "bool": np.bool_}
+CUPY_DTYPES = {"float16": np.float16, "float32": np.float32, "float64": np.float64, "int32": np.int32, "int64": np.int64, "bool": np.bool_,
+               "uint8": np.uint8, "int8": np.int8, "int16": np.int16}
 HALF_CONVERSIONS = {"__half2float": "_cast_float", "__float2half_rn": "_cast_half"}
 """cuda_fp16.h's conversions: float16 to float (exact), float to float16 (to nearest even, as NumPy's astype)."""
-TYPE = r"(float|double|unsigned int|unsigned long long|int|long long|bool)"
+TYPE = r"(float|double|unsigned int|unsigned long long|unsigned char|unsigned short|signed char|short|int|long long|bool)"
 FUNCTIONS = {"max": "np.maximum", "min": "np.minimum", "exp": "np.exp", "log": "np.log", "tanh": "np.tanh", "sqrt": "np.sqrt",
              "fabs": "np.abs", "abs": "np.abs", "pow": "np.power", "erf": "_erf", "sin": "np.sin", "cos": "np.cos",
              "floor": "np.floor", "ceil": "np.ceil", "rint": "np.rint", "atan": "np.arctan", "asin": "np.arcsin",

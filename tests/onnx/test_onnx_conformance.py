@@ -1,11 +1,11 @@
 """The official ONNX node conformance tests, run through kiln's importer and NumPy backend.
 
 Cases are skipped only when the model uses a dtype kiln does not support (anything
-but f16, bf16, f32, f64, i32, i64, bool: fp8, int4, uint8, strings...) or an ONNX op
+but f16, bf16, f32, f64, u8, i8, i16, i32, i64, bool: fp8, int4, uint16, strings...) or an ONNX op
 kiln does not import; both rules live in ``KilnBackend.is_compatible``. A compatible
 case either passes, or the importer refuses it with one clear ``OnnxImportError``
 naming an attribute value kiln cannot express; any other outcome fails this test.
-With onnx 1.23 every compatible case passes (536 with the float16/bfloat16 ones, none refused): dilated, 1-D and 3-D
+With onnx 1.23 every compatible case passes (576 with the float16/bfloat16 and uint8/int8/int16 ones, none refused): dilated, 1-D and 3-D
 windows, MaxPool's Indices, ConvTranspose's auto_pad, ScatterElements' mul/max/min,
 Sin/Cos/Floor/Ceil/Round/Atan/Asin/Acos, Det and CumSum (exclusive and reverse) included. The refusals, if a newer onnx adds cases, are listed in the printed summary.
 """
@@ -57,4 +57,4 @@ def test_node_conformance_for_every_imported_op():
             failed.append((case.name, f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"))
     print(f"\nONNX node conformance: {len(passed)} passed, {sum(refused.values())} refused {dict(refused)}, {len(failed)} failed")
     assert not failed, failed
-    assert len(passed) >= 518  # the importer covers at least this much; a regression drops it
+    assert len(passed) >= 570  # the importer covers at least this much; a regression drops it
