@@ -8,7 +8,8 @@ parent's children time, so self time is total minus children, exactly.
 
 Inside a compiled NumPy executable each op of the lowered graph (a fused group is one op) is an event too: the
 recorder runs the executable's timed build (``Executable.timed_build``: the same generated code with a clock read
-after each op, compiled on the first call under a profiler, with its own buffers) and lays the measured op times end
+after each op, compiled on the first call under a profiler, with its own buffers; that compilation runs before the
+call's event opens, so it counts in the enclosing event's self time) and lays the measured op times end
 to end, ending where the call ended (the time before the first op, binding dims and fetching buffers, is the call's
 self time).
 The timed build writes each op's time into one list per executable: two threads calling the same executable at
