@@ -121,7 +121,7 @@ class profile:
         self.on_trace_ready = on_trace_ready
         self.record_shapes, self.profile_memory, self.with_stack = record_shapes, profile_memory, with_stack
         self.step_num = 0
-        self.current_action = self.schedule(0)
+        self.current_action = _action(self.schedule(0))
         self._recorder: Recorder | None = None
         self._events: list[Event] = []
         self._step_region: record_function | None = None
@@ -146,7 +146,7 @@ class profile:
         self._close_step_region()
         previous = self.current_action
         self.step_num += 1
-        self.current_action = self.schedule(self.step_num)
+        self.current_action = _action(self.schedule(self.step_num))
         self._transit(previous, self.current_action)
         self._open_step_region()
 
@@ -226,6 +226,17 @@ class profile:
 
     def export_chrome_trace(self, path: str | os.PathLike[str]) -> None:
         write_chrome_trace(self._events, path)
+
+
+def _action(action: Any) -> ProfilerAction:
+    """A schedule's answer as kiln's ``ProfilerAction``: torch's own ``torch.profiler.schedule`` works too (by name)."""
+    if isinstance(action, ProfilerAction):
+        return action
+    name = getattr(action, "name", None)
+    if name not in ProfilerAction.__members__:
+        raise ValueError(f"kiln.profiler.profile: the schedule returned {action!r}; return a "
+                         f"kiln.profiler.ProfilerAction ({', '.join(ProfilerAction.__members__)})")
+    return ProfilerAction[name]
 
 
 def _checked_activities(activities: Iterable[ProfilerActivity] | None) -> set[ProfilerActivity]:

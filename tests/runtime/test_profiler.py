@@ -153,7 +153,7 @@ def test_schedule_actions_are_torchs(arguments):
     assert [got(step).name for step in range(40)] == [expected(step).name for step in range(40)]
 
 
-def _saved_steps(profiler, arguments, inputs, steps=14):
+def _saved_steps(profiler, arguments, inputs, steps=14, schedule=None):
     """The steps each saved trace holds, told apart by the shape of the one add each step runs."""
     saved = []
 
@@ -162,7 +162,8 @@ def _saved_steps(profiler, arguments, inputs, steps=14):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with profiler.profile(schedule=profiler.schedule(**arguments), on_trace_ready=ready, record_shapes=True) as prof:
+        with profiler.profile(schedule=(schedule or profiler.schedule)(**arguments), on_trace_ready=ready,
+                              record_shapes=True) as prof:
             for step in range(steps):
                 inputs[step] + inputs[step]
                 prof.step()
@@ -175,6 +176,8 @@ def test_stepping_saves_the_traces_torch_saves(arguments):
     expected = _saved_steps(torch.profiler, arguments, [torch.ones(step + 1) for step in range(14)])
     got = _saved_steps(kiln.profiler, arguments, [kiln.ones(step + 1) for step in range(14)])
     assert got == expected and got[0]
+    inputs = [kiln.ones(step + 1) for step in range(14)]
+    assert _saved_steps(kiln.profiler, arguments, inputs, schedule=torch.profiler.schedule) == expected  # torch's schedule
 
 
 def test_the_chrome_trace_parses_and_holds_every_event(tmp_path):
