@@ -58,10 +58,16 @@ def cast_array(array: Any, dtype: Any) -> np.ndarray:
         return array.astype(target)
 
 
-def is_tensor(obj: Any) -> bool:
-    from kiln.frontend.tensor import Tensor
+_TENSOR: list[type] = []
+"""``Tensor``, imported once on first use (tensor.py imports this module)."""
 
-    return isinstance(obj, Tensor)
+
+def is_tensor(obj: Any) -> bool:
+    if not _TENSOR:
+        from kiln.frontend.tensor import Tensor
+
+        _TENSOR.append(Tensor)
+    return isinstance(obj, _TENSOR[0])
 
 
 def promote_types(type1: Any, type2: Any) -> DType:

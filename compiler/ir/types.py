@@ -37,6 +37,10 @@ class DType(enum.Enum):
     i64 = "i64"
     bool = "bool"
 
+    __hash__ = object.__hash__
+    """By identity, in C (members are singletons): Enum's own hash is Python code, and every dtype table lookup in
+    tracing and type promotion pays it."""
+
     def __str__(self) -> str:
         return self.value
 
