@@ -8,7 +8,7 @@ those of the same PyTorch model, so weights move both ways as arrays.
 from __future__ import annotations
 
 import sys
-from collections import OrderedDict
+from collections import OrderedDict, namedtuple
 from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
@@ -366,13 +366,14 @@ class Module(HookMethods):
         for name, module in self._modules.items():
             yield from module._state_items(f"{prefix}{name}.")
 
-    def load_state_dict(self, state: Mapping[str, Any], strict: bool = True) -> None:
+    def load_state_dict(self, state: Mapping[str, Any], strict: bool = True) -> IncompatibleKeys:
         """Copy arrays into the parameters in place; every key and shape is checked before anything is written. A
-        shared parameter needs only one of its names (a checkpoint that lists tied weights once still loads)."""
+        shared parameter needs only one of its names (a checkpoint that lists tied weights once still loads).
+        Returns the missing and unexpected keys (``strict=False`` loads the others), as PyTorch's."""
         own = dict(self._state_items(""))
         loaded = {id(own[name]) for name in state if name in own}
-        missing = sorted(name for name in set(own) - set(state) if id(own[name]) not in loaded)
-        unexpected = sorted(set(state) - set(own))
+        missing = [name for name in own if name not in state and id(own[name]) not in loaded]
+        unexpected = [name for name in state if name not in own]
         if strict and (missing or unexpected):
             raise KilnError(f"load_state_dict: missing keys {missing}, unexpected keys {unexpected}")
         arrays = {name: np.asarray(_to_numpy(value)) for name, value in state.items() if name in own}
@@ -381,6 +382,7 @@ class Module(HookMethods):
                 raise KilnError(f"load_state_dict: {name} has shape {array.shape}, the model expects {own[name].data.shape}")
         for name, array in arrays.items():
             own[name].copy_(array)
+        return IncompatibleKeys(missing, unexpected)
 
     def train(self, mode: bool = True) -> "Module":
         for _, module in self.named_modules():
@@ -402,6 +404,15 @@ class Module(HookMethods):
             return f"{type(self).__name__}({extra[0]})"
         lines = extra + children
         return f"{type(self).__name__}(" + ("\n  " + "\n  ".join(lines) + "\n" if lines else "") + ")"
+
+
+class IncompatibleKeys(namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])):
+    """What ``load_state_dict`` did not load, as PyTorch's ``_IncompatibleKeys`` (module order; the state's order)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<All keys matched successfully>" if not self.missing_keys and not self.unexpected_keys else super().__repr__()
 
 
 def _to_numpy(value: Any) -> Any:

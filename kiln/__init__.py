@@ -44,6 +44,7 @@ from kiln.runtime.eager import install as _install_eager
 
 _install_eager()  # outside a trace, ops run eagerly (loss.backward(), optimizer.step())
 from kiln import autograd, cuda, distributions, func, linalg, nn, onnx, optim, utils  # noqa: E402  (after the core, which they re-export)
+from kiln import random, sparse  # noqa: E402  (torch.random: get_rng_state, fork_rng...; torch.sparse: mm, addmm, sum)
 from kiln.frontend.tensor_device import device, get_default_device, set_default_device  # noqa: E402  (torch.device: kiln.device('cuda'))
 from kiln import accelerator  # noqa: E402  (torch.accelerator: is_available(), current_accelerator())
 from kiln import special, testing  # noqa: E402  (torch.special: kiln.special.erfcx, ndtri...; torch.testing: assert_close)
@@ -74,7 +75,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "hessian", "jacfwd", "jacrev", "jvp", "vjp", "vmap", "accelerator",
-    "autograd", "CheckpointError", "compile", "cuda", "func", "device", "distributions", "linalg", "compile_train_step", "CompiledFunction", "differentiate", "DType",
+    "autograd", "CheckpointError", "compile", "cuda", "random", "sparse", "func", "device", "distributions", "linalg", "compile_train_step", "CompiledFunction", "differentiate", "DType",
     "get_default_device", "set_default_device",
     "export_onnx", "export_onnx_train_step", "fit", "grad", "Graph", "import_onnx", "InputError", "KilnError",
     "load", "load_onnx_train_step", "manual_seed", "nn", "no_grad", "onnx", "optim", "parity", "PassManager", "saliency", "save", "amp", "autocast", "cpu", "get_autocast_dtype", "is_autocast_enabled", "bfloat16", "float16", "half", "Generator", "get_printoptions", "set_printoptions", "Size", "special", "testing",
