@@ -12,7 +12,7 @@ import itertools
 import numpy as np
 import pytest
 
-from oracles import require_torch
+from oracles import require_torch, torch_twins
 import kiln
 from kiln.compiler.ir.types import DType
 
@@ -192,3 +192,34 @@ def test_a_uint8_dataset_batches_as_uint8_through_the_data_loader():
         assert_like_torch(x, tx, "images")
         assert_like_torch(y, ty, "labels")
         assert_like_torch(x.float() / 255, tx.float() / 255, "scaled")
+
+
+def image_classifier(lib):
+    """A linear classifier reading uint8 images itself (``x.float() / 255`` inside the traced step)."""
+    class Classifier(lib.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = lib.nn.Linear(4, 3)
+
+        def forward(self, images):
+            return self.fc(images.float().flatten(1) / 255)
+
+    return Classifier()
+
+
+def test_a_training_step_on_uint8_image_batches_matches_torch():
+    torch, model, twin = torch_twins(image_classifier)
+    step = kiln.compile_train_step(model, kiln.nn.functional.cross_entropy, kiln.optim.SGD(model.parameters(), lr=0.5))
+    their_optimizer = torch.optim.SGD(twin.parameters(), lr=0.5)
+    images = np.random.default_rng(0).integers(0, 256, (7, 2, 2), dtype=np.uint8)
+    labels = np.random.default_rng(1).integers(0, 3, 7)
+    loader = kiln.utils.data.DataLoader(kiln.utils.data.TensorDataset(images, labels), batch_size=3)
+    for x, y in loader:  # batches of 3, 3 and 1, uint8 into the compiled step
+        assert x.dtype == kiln.uint8
+        loss = float(np.asarray(step(x, y)))
+        their_optimizer.zero_grad()
+        their_loss = torch.nn.functional.cross_entropy(twin(torch.from_numpy(x.numpy())), torch.from_numpy(y.numpy()))
+        their_loss.backward()
+        their_optimizer.step()
+        assert loss == pytest.approx(their_loss.item(), rel=1e-5)
+    assert step.compile_count == 1
