@@ -13,6 +13,10 @@ cast_array(np.array([1 + 2**-11 + 2**-40]), DType.f16)   # [1.0], as torch.tenso
 Promotion is PyTorch's: a floating dtype beats an integer one beats bool whatever their widths; within a kind the
 wider wins (uint8 and int8 meet in int16, which holds both); and a tensor with dims outranks a 0-d tensor, which outranks a Python number, unless the lower-ranked
 operand is of a higher kind (then its kind decides, at the default width for a Python number).
+
+Integer arithmetic wraps at the dtype's width as torch's (uint8 200 + 100 is 44); a float cast to an integer
+truncates toward zero. A float outside the integer's range (-1.5 or 300.0 to uint8) is undefined behaviour in torch
+(C++'s conversion): kiln gives NumPy's result there, which may differ, and no test pins it.
 """
 
 from __future__ import annotations

@@ -73,6 +73,7 @@ def test_ops_on_mixed_dtypes_take_torchs_result_dtype(a, b):
 @pytest.mark.parametrize("number", SCALARS)
 def test_a_python_number_keeps_the_tensors_kind_as_torch(name, number):
     x, tx = pair(name, [1, 7, 100])
+    assert kiln_name(kiln.result_type(x, number)) == torch_name(require_torch().result_type(tx, number))
     ops = [lambda p: p + number, lambda p: number * p, lambda p: p / number, lambda p: p > number]
     ops += [] if isinstance(number, bool) else [lambda p: p - number]  # torch refuses subtracting a bool
     for op in ops:
