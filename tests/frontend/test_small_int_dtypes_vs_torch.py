@@ -160,6 +160,8 @@ def test_gradients_are_refused_as_for_other_integers(name):
         kiln.zeros(3, dtype=getattr(kiln, name), requires_grad=True)
     with pytest.raises(kiln.KilnError, match=f"requires_grad_\\(\\): only floating-point tensors can require gradients, not {name}"):
         kiln.zeros(3, dtype=getattr(kiln, name)).requires_grad_()
+    with pytest.raises(kiln.KilnError, match="argument 0 must be a floating-point tensor"):
+        kiln.grad(lambda x: x.float().sum())(kiln.zeros(3, dtype=getattr(kiln, name)))
 
 
 def test_compile_runs_uint8_images_over_a_symbolic_batch_as_eager_and_torch():
