@@ -206,6 +206,9 @@ class Module(HookMethods):
         object.__delattr__(self, name)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        compiled = self.__dict__.get("_compiled_call")
+        if compiled is not None and not compiled.running:  # Module.compile: the call goes through kiln.compile
+            return compiled(*args, **kwargs)
         if not TraceContext.active():  # eagerly, a NumPy batch is a tensor to forward: x.view(-1, 784), x.flatten(3)
             args = tuple(eager_tensor(np.asarray(a)) if isinstance(a, np.ndarray) else a for a in args)
         if any(kind in self.__dict__ for kind in HOOK_KINDS):
@@ -214,6 +217,20 @@ class Module(HookMethods):
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError(f"{type(self).__name__} must define forward()")
+
+    def compile(self, *args: Any, **kwargs: Any) -> None:
+        """``torch.nn.Module.compile``: from now on, calling this module runs ``kiln.compile(self, *args, **kwargs)``
+        (in place: ``model.compile()`` instead of ``model = kiln.compile(model)``). A copy or pickle of the module is
+        not compiled."""
+        from kiln.runtime.compiled_function import compile
+
+        self.__dict__["_compiled_call"] = compile(self, *args, **kwargs)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled and copied without ``compile()``'s compiled call (its generated code does not pickle)."""
+        state = dict(self.__dict__)
+        state.pop("_compiled_call", None)
+        return state
 
     def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
         seen: set[int] = set()

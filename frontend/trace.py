@@ -225,7 +225,6 @@ def trace_context(fn: Callable[..., Any], *specs: TensorSpec, name: str | None =
         inputs = [Tensor(context.graph.add_input(spec.type, input_name)) for spec, input_name in zip(specs, input_names(fn, len(specs)))]
         result = fn(*inputs)
         context.graph.outputs = [as_value(item, what) for item in flatten_outputs(result)]
-    context.result = result  # its nesting gives the outputs' structure back (runtime/compiled_training.py)
     return context
 
 

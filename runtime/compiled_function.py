@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Hashable
 
 import numpy as np
 
@@ -17,9 +17,11 @@ from kiln.compiler.errors import KilnError
 from kiln.compiler.ir.core import Graph, Value
 from kiln.compiler.passes.manager import PassManager
 from kiln.frontend.autocast import autocast_signature
+from kiln.frontend.eager_values import eager_leaf
 from kiln.frontend.module import Parameter
+from kiln.frontend.tensor import Tensor
 from kiln.frontend.trace import TraceContext, trace_context
-from kiln.frontend.eager_values import ARRAYS, eager_leaf, eager_value
+from kiln.runtime.compile_arguments import UNCOMPILED_BACKENDS, checked_backend, with_keywords
 from kiln.runtime.compiled_training import TrainingVariant, call_training, compile_training
 from kiln.runtime.executable import Executable
 from kiln.runtime.batch_dims import BatchDim, batch_signature, batch_specs
@@ -58,15 +60,28 @@ class CompiledFunction:
     the trace failed (the call then runs eagerly)."""
     trained_eagerly: bool = False
     """Whether a training call ran eagerly (the trace failed); the warning is given once."""
+    fullgraph: bool = False
+    """``torch.compile``'s ``fullgraph``: a training forward that cannot be traced raises instead of running eagerly."""
+    running: int = 0
+    """Calls in progress: while one runs ``fn``, a module compiled in place (``Module.compile``) runs its forward."""
 
-    def __call__(self, *arrays: Any) -> Any:
-        training = _training_signature(self.fn, arrays)
-        if training is not None:
-            return self._training_call(arrays, *training)
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        fn, arrays, extra = with_keywords(self.fn, args, kwargs) if kwargs else (self.fn, args, None)
+        self.running += 1  # the module's own calls inside (Module.compile) go to its forward
+        try:
+            training = _training_signature(self.fn, arrays)
+            if training is None:
+                return self._inference_call(fn, arrays, extra)
+            variant = self._training_variant(fn, arrays, extra, *training)
+            return self.fn(*args, **kwargs) if variant is None else call_training(variant, arrays)
+        finally:
+            self.running -= 1
+
+    def _inference_call(self, fn: Callable[..., Any], arrays: tuple[Any, ...], extra: Hashable) -> Any:
         arrays_np = [np.asarray(a) for a in arrays]
-        key = (batch_signature(arrays_np, self.batch_dim), autocast_signature())  # traced inside a region or not
+        key = (batch_signature(arrays_np, self.batch_dim), autocast_signature(), extra)  # traced in a region or not
         if key not in self.variants:
-            self.variants[key] = self._compile(arrays_np)
+            self.variants[key] = self._compile(fn, arrays_np)
         variant = self.variants[key]
         feeds = [*arrays_np, *[p.data for p in variant.parameters]]
         if variant.reads_seed:
@@ -78,28 +93,32 @@ class CompiledFunction:
             outputs, updates = outputs[: -len(variant.buffers)], outputs[-len(variant.buffers) :]
             for buffer, update in zip(variant.buffers, updates):
                 np.copyto(buffer.data, update)
+        if any(isinstance(a, Tensor) for a in arrays):  # tensors in, tensors out (with no chain), as torch.compile's
+            outputs = tuple(eager_leaf(o) for o in outputs)
         return outputs[0] if len(outputs) == 1 else outputs
 
-    def _training_call(self, arrays: tuple[Any, ...], wants_grad: tuple[bool, ...], flags: tuple[bool, ...]) -> Any:
-        """A call whose outputs ``loss.backward()`` will differentiate: the compiled forward, recorded on the eager
-        chain as one op whose backward is compiled with the loss's (``runtime/compiled_training.py``)."""
-        values = [eager_value(a) or eager_value(eager_leaf(a)) for a in arrays]
-        arrays_np = [ARRAYS[value] for value in values]
-        key = (tuple((a.shape, a.dtype.str) for a in arrays_np), wants_grad, autocast_signature(), flags)
+    def _training_variant(self, fn: Callable[..., Any], arrays: tuple[Any, ...], extra: Hashable,
+                          wants_grad: tuple[bool, ...], flags: tuple[bool, ...]) -> TrainingVariant | None:
+        """For a call whose outputs ``loss.backward()`` will differentiate: the compiled forward, which the call records
+        on the eager chain as one op whose backward is compiled with the loss's (``runtime/compiled_training.py``).
+        None where ``fn`` cannot be traced: the call runs eagerly."""
+        arrays_np = [np.asarray(a) for a in arrays]
+        key = (tuple((a.shape, a.dtype.str) for a in arrays_np), wants_grad, autocast_signature(), flags, extra)
         if key not in self.training:
-            self.training[key] = self._compile_training(arrays_np, wants_grad)
-        variant = self.training[key]
-        if variant is None:
-            return self.fn(*arrays)
-        return call_training(variant, arrays_np, values)
+            self.training[key] = self._compile_training(fn, arrays_np, wants_grad)
+        return self.training[key]
 
-    def _compile_training(self, arrays: list[np.ndarray], wants_grad: tuple[bool, ...]) -> TrainingVariant | None:
-        """The training variant, or None (warned once) where ``fn`` cannot be traced: its calls then run eagerly."""
+    def _compile_training(self, fn: Callable[..., Any], arrays: list[np.ndarray],
+                          wants_grad: tuple[bool, ...]) -> TrainingVariant | None:
+        """The training variant, or None (warned once) where ``fn`` cannot be traced: its calls then run eagerly
+        (with ``fullgraph=True``, the trace's error is raised instead, as ``torch.compile``'s)."""
         reason = "" if self.backend == "numpy" else f"the {self.backend} backend's arrays are not the eager chain's"
         if not reason:
             try:
-                return compile_training(self.fn, arrays, wants_grad, self.backend, self.pipeline)
+                return compile_training(fn, arrays, wants_grad, self.backend, self.pipeline)
             except KilnError as error:
+                if self.fullgraph:
+                    raise
                 reason = str(error).splitlines()[0]
         if not self.trained_eagerly:
             self.trained_eagerly = True
@@ -112,8 +131,8 @@ class CompiledFunction:
     def graph(self) -> Graph:
         return list(self.variants.values())[-1].graph
 
-    def _compile(self, arrays: list[np.ndarray]) -> _Variant:
-        context = trace_context(self.fn, *batch_specs(arrays, self.batch_dim), what="the compiled function's result")
+    def _compile(self, fn: Callable[..., Any], arrays: list[np.ndarray]) -> _Variant:
+        context = trace_context(fn, *batch_specs(arrays, self.batch_dim), what="the compiled function's result")
         context.graph.outputs += [value for _, value in context.buffer_updates.values()]
         seed = context.seed_input
         if seed is not None:
@@ -156,10 +175,25 @@ def _first_draw(seed: Value) -> str:
     return f", the first at {located[0]}" if located else ""
 
 
-def compile(fn: Callable[..., Any], backend: str = "numpy", pipeline: str = DEFAULT_PIPELINE, batch_dim: BatchDim = 0,
-            seed: int | None = None) -> CompiledFunction:
+def compile(fn: Callable[..., Any] | None = None, backend: str = "numpy", pipeline: str = DEFAULT_PIPELINE,
+            batch_dim: BatchDim = 0, seed: int | None = None, *, fullgraph: bool = False, dynamic: bool | None = None,
+            mode: str | None = None, options: dict[str, Any] | None = None, disable: bool = False) -> Any:
     """Compile ``fn`` for ``backend``; it traces on the first call with each new input signature. ``batch_dim`` names
     each input's batch dim (0 by default; 1 for sequence-first inputs; ``None`` for static shapes). ``seed`` lets
-    ``fn`` draw random numbers (a policy's ``Categorical(logits).sample()``), fresh on every call."""
+    ``fn`` draw random numbers (a policy's ``Categorical(logits).sample()``), fresh on every call.
+
+    ``torch.compile``'s arguments work as there: without ``fn``, a decorator; ``fullgraph=True`` raises where a
+    training forward cannot be traced (else it runs eagerly, warned once); ``dynamic=False`` traces static shapes;
+    ``mode`` is checked (kiln compiles one way for every mode); ``backend="inductor"`` is kiln's default,
+    ``"eager"``/``"aot_eager"`` and ``disable=True`` give ``fn`` back uncompiled; ``options`` (TorchInductor's) are
+    refused."""
+    if fn is None:
+        return lambda f: compile(f, backend, pipeline, batch_dim, seed, fullgraph=fullgraph, dynamic=dynamic, mode=mode,
+                                 options=options, disable=disable)
+    backend = checked_backend(backend, mode, options)
+    if disable or backend in UNCOMPILED_BACKENDS:
+        return fn
     get_backend(backend)
-    return CompiledFunction(fn, backend, pipeline, batch_dim, seed)
+    compiled = CompiledFunction(fn, backend, pipeline, None if dynamic is False else batch_dim, seed)
+    compiled.fullgraph = fullgraph
+    return compiled

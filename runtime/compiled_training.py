@@ -34,9 +34,10 @@ from kiln.compiler.ir.core import Graph, Op, Value, clone_graph, drop_all_operan
 from kiln.compiler.ir.types import DType
 from kiln.compiler.passes.cse import freeze_graph_key
 from kiln.compiler.passes.manager import PassManager
-from kiln.frontend.eager_values import ARRAYS
+from kiln.frontend.eager_values import ARRAYS, eager_leaf, eager_value
 from kiln.frontend.module import Parameter
 from kiln.frontend.trace import TensorSpec, TraceContext, trace_context, user_location
+from kiln.runtime.compile_arguments import named_like
 from kiln.runtime.executable import Executable
 from kiln.runtime.pytree import Structure, flatten, unflatten
 
@@ -180,6 +181,8 @@ class TrainingVariant:
     buffers: list[Parameter]
     reads_seed: bool
     structure: Structure
+    present: list[bool]
+    """Which of the structure's leaves are tensors (the others are None)."""
     name: str
 
 
@@ -189,7 +192,14 @@ def compile_training(fn: Callable[..., Any], arrays: Sequence[np.ndarray], wants
     specialised to its shapes), split off its backward and compile the forward. ``wants_grad[k]``: whether array ``k``
     (a tensor that requires a gradient) is differentiated, besides every trained parameter."""
     specs = [TensorSpec(np.shape(a), DType.of(np.asarray(a).dtype)) for a in arrays]
-    context = trace_context(fn, *specs, what="the compiled function's result")
+    structure: list[Any] = []
+
+    def without_nones(*inputs: Any) -> list[Any]:  # MultiheadAttention's (out, None): the None comes back as is
+        leaves, nesting = flatten(fn(*inputs))
+        structure[:] = [nesting, [leaf is not None for leaf in leaves]]
+        return [leaf for leaf in leaves if leaf is not None]
+
+    context = trace_context(named_like(without_nones, fn), *specs, what="the compiled function's result")
     graph, parameters = context.graph, context.parameters
     num_outputs = len(graph.outputs)
     graph.outputs += [value for _, value in context.buffer_updates.values()]
@@ -205,14 +215,17 @@ def compile_training(fn: Callable[..., Any], arrays: Sequence[np.ndarray], wants
     buffers = [buffer for buffer, _ in context.buffer_updates.values()]
     name = getattr(fn, "__name__", None) or type(fn).__name__
     return TrainingVariant(split, get_backend(backend).compile(split.graph), parameters, buffers,
-                           context.seed_input is not None, flatten(context.result)[1], name)
+                           context.seed_input is not None, *structure, name)
 
 
-def call_training(variant: TrainingVariant, arrays: Sequence[np.ndarray], values: Sequence[Value]) -> Any:
-    """Run the compiled forward on ``arrays`` (whose eager ``values`` the chain links to) and the parameters as they
-    are now; write the buffer updates; return the outputs as eager tensors, in the structure ``fn`` returned."""
+def call_training(variant: TrainingVariant, inputs: Sequence[Any]) -> Any:
+    """Run the compiled forward on ``inputs`` (eager tensors, whose chains the recorded op links to, or arrays) and the
+    parameters as they are now; write the buffer updates; return the outputs as eager tensors, in ``fn``'s structure."""
     from kiln.frontend import init
     from kiln.frontend.tensor import Tensor
+
+    values = [eager_value(a) or eager_value(eager_leaf(a)) for a in inputs]
+    arrays = [ARRAYS[value] for value in values]
 
     feeds = [*arrays, *[p.data for p in variant.parameters]]
     if variant.reads_seed:
@@ -225,7 +238,8 @@ def call_training(variant: TrainingVariant, arrays: Sequence[np.ndarray], values
     operands = [*values, *[context.value_of(p) for p in variant.parameters]]
     outputs = record_call(split, variant.name, operands, results)
     tensors = [Tensor(v if v.type.dtype.is_float else context.without_gradient(v)) for v in outputs]
-    return unflatten(variant.structure, tensors)
+    leaves = iter(tensors)
+    return unflatten(variant.structure, [next(leaves) if present else None for present in variant.present])
 
 
 __all__ = ["COMPILED_FORWARD", "SPLITS", "SplitForward", "TrainingVariant", "call_training", "compile_training",

@@ -1,0 +1,83 @@
+"""What ``kiln.compile`` takes beyond kiln's own arguments: ``torch.compile``'s, and keyword arguments of a call.
+
+```python
+model = kiln.compile(model, mode="max-autotune", fullgraph=True)   # torch.compile's arguments, checked
+@kiln.compile                                                       # and its decorator forms
+def f(x): ...
+model.compile()                                                     # nn.Module.compile: in place
+out = model(src, src_key_padding_mask=mask, need_weights=False)     # keywords: tensors traced, the rest fixed
+```
+
+A call's keyword arguments become a function of positional arrays only (``with_keywords``): array or tensor
+keywords are inputs after the positional ones; any other keyword (a flag, a size, None) is fixed in the trace and part
+of the compiled variant's key, so another value traces anew, as ``torch.compile`` guards on it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Hashable
+
+import numpy as np
+
+from kiln.compiler.errors import KilnError
+from kiln.frontend.trace import input_names
+
+TORCH_MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+"""``torch.compile``'s modes: kiln compiles one way for each (its pass pipeline and memory plan)."""
+TORCH_BACKENDS = {"inductor": "numpy"}
+"""``torch.compile``'s default backend's name, as kiln's default backend."""
+UNCOMPILED_BACKENDS = ("eager", "aot_eager")
+"""``torch.compile``'s debugging backends, which run the function's own ops: kiln then returns it uncompiled."""
+
+
+def checked_backend(backend: str, mode: str | None, options: dict[str, Any] | None) -> str:
+    """kiln's backend for ``torch.compile``'s ``backend``, ``mode`` and ``options``, or a clear error."""
+    if mode not in TORCH_MODES:
+        raise KilnError(f"kiln.compile: mode={mode!r} is not one of torch.compile's modes {list(TORCH_MODES[1:])}")
+    if options:
+        raise KilnError(f"kiln.compile: options={options!r} are TorchInductor's settings, which kiln's compiler has not; "
+                        "choose kiln's passes with pipeline= instead")
+    return TORCH_BACKENDS.get(backend, backend)
+
+
+def with_keywords(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Callable[..., Any], tuple[Any, ...], Hashable]:
+    """``fn`` as a function of positional inputs only, the call's inputs, and what its variant's key adds: the names
+    of the array keywords and the values of the fixed ones."""
+    names = [name for name, value in kwargs.items() if _is_array(value)]
+    fixed = {name: value for name, value in kwargs.items() if name not in names}
+    count = len(args)
+
+    def call(*inputs: Any) -> Any:
+        return fn(*inputs[:count], **fixed, **dict(zip(names, inputs[count:])))
+
+    return named_like(call, fn, [*input_names(fn, count), *names]), (*args, *[kwargs[name] for name in names]), \
+        (tuple(names), tuple((k, _key(v)) for k, v in fixed.items()))
+
+
+def named_like(call: Callable[..., Any], fn: Callable[..., Any], names: list[str] | None = None) -> Callable[..., Any]:
+    """``call``, a wrapper of ``fn``, traced under ``fn``'s names: the graph's, its inputs' (``names``, else ``fn``'s
+    own) and its parameters' (the module's)."""
+    call.__name__ = getattr(fn, "__name__", None) or type(fn).__name__
+    call.__self__ = getattr(fn, "__self__", fn)  # type: ignore[attr-defined]
+    call.input_names = names if names is not None else getattr(fn, "input_names", None)  # type: ignore[attr-defined]
+    if call.input_names is None:  # type: ignore[attr-defined]
+        call.forward = getattr(fn, "forward", fn)  # type: ignore[attr-defined]  # input_names reads its signature
+    return call
+
+
+def _is_array(value: Any) -> bool:
+    from kiln.frontend.tensor import Tensor
+
+    return isinstance(value, (np.ndarray, Tensor))
+
+
+def _key(value: Any) -> Hashable:
+    """A fixed keyword's value as a key: itself where hashable (``True``, ``3``, ``None``), else its repr."""
+    try:
+        hash(value)
+        return type(value), value
+    except TypeError:
+        return type(value), repr(value)
+
+
+__all__ = ["TORCH_MODES", "UNCOMPILED_BACKENDS", "checked_backend", "named_like", "with_keywords"]

@@ -1,0 +1,145 @@
+"""``kiln.compile`` with ``torch.compile``'s arguments, keyword arguments in calls, ``None`` outputs, and
+``nn.Module.compile()`` in place (``runtime/compile_arguments.py``)."""
+
+from __future__ import annotations
+
+import copy
+import io
+import warnings
+
+import numpy as np
+import pytest
+
+import kiln
+import kiln.nn.functional as F
+from kiln.compiler.errors import KilnError
+from oracles import torch_twins
+
+
+def _attention(lib):
+    return lib.nn.MultiheadAttention(8, 2, batch_first=True).double()
+
+
+def _padding(lib):
+    return lib.tensor(np.array([[False] * 5, [False] * 3 + [True] * 2]))
+
+
+def test_keyword_tensors_are_inputs_and_other_keywords_are_fixed_per_variant_as_torch():
+    torch, attention, twin = torch_twins(_attention, seed=3)
+    compiled = kiln.compile(attention)
+    q = np.random.default_rng(0).standard_normal((2, 5, 8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out, weights = compiled(kiln.tensor(q), kiln.tensor(q), kiln.tensor(q), key_padding_mask=_padding(kiln))
+        alone, none = compiled(kiln.tensor(q), kiln.tensor(q), kiln.tensor(q), key_padding_mask=_padding(kiln),
+                               need_weights=False)
+    ref, ref_weights = twin(torch.tensor(q), torch.tensor(q), torch.tensor(q), key_padding_mask=_padding(torch))
+    np.testing.assert_allclose(out.numpy(), ref.detach().numpy(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(weights.numpy(), ref_weights.detach().numpy(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(alone.numpy(), ref.detach().numpy(), rtol=1e-12, atol=1e-12)
+    assert none is None and len(compiled.training) == 2 and all(compiled.training.values())
+    (out.sum() + alone.pow(2).sum()).backward()
+    (ref.sum() + twin(torch.tensor(q), torch.tensor(q), torch.tensor(q), key_padding_mask=_padding(torch),
+                      need_weights=False)[0].pow(2).sum()).backward()
+    for p, r in zip(attention.parameters(), twin.parameters()):
+        np.testing.assert_allclose(p.grad, r.grad.numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_inference_with_keywords_and_tensors_in_gives_tensors_out():
+    torch, attention, twin = torch_twins(_attention, seed=4)
+    attention.eval(), twin.eval()
+    q = np.random.default_rng(1).standard_normal((2, 5, 8))
+    out, weights = kiln.compile(attention)(kiln.tensor(q), kiln.tensor(q), kiln.tensor(q), key_padding_mask=_padding(kiln))
+    ref, _ = twin(torch.tensor(q), torch.tensor(q), torch.tensor(q), key_padding_mask=_padding(torch))
+    assert isinstance(out, kiln.Tensor) and not out.requires_grad
+    np.testing.assert_allclose(out.numpy(), ref.detach().numpy(), rtol=1e-12, atol=1e-12)
+
+
+def test_the_decorator_forms_and_modes():
+    @kiln.compile
+    def double(x):
+        return x * 2
+
+    @kiln.compile(mode="max-autotune", fullgraph=True, dynamic=False)
+    def square(x):
+        return x * x
+
+    np.testing.assert_array_equal(double(np.arange(3.0)), [0.0, 2.0, 4.0])
+    np.testing.assert_array_equal(square(np.arange(3.0)), [0.0, 1.0, 4.0])
+    square(np.arange(4.0))
+    double(np.arange(4.0))
+    assert len(square.variants) == 2 and len(double.variants) == 1  # dynamic=False: static shapes
+
+
+def test_debugging_backends_and_disable_give_the_function_back_and_bad_arguments_are_refused():
+    model = kiln.nn.Linear(2, 2)
+    assert kiln.compile(model, backend="eager") is model and kiln.compile(model, backend="aot_eager") is model
+    assert kiln.compile(model, disable=True) is model
+    assert isinstance(kiln.compile(model, backend="inductor"), kiln.CompiledFunction)
+    with pytest.raises(KilnError, match="mode='fastest' is not one of torch.compile's modes"):
+        kiln.compile(model, mode="fastest")
+    with pytest.raises(KilnError, match="TorchInductor's settings"):
+        kiln.compile(model, options={"triton.cudagraphs": True})
+
+
+class _Branchy:
+    def __new__(cls, lib):
+        class Branchy(lib.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.linear = lib.nn.Linear(3, 2)
+
+            def forward(self, x):
+                y = self.linear(x)
+                return y if y.sum().item() > 0 else -y
+
+        return Branchy().double()
+
+
+def test_fullgraph_raises_where_the_training_forward_cannot_be_traced():
+    kiln.manual_seed(0)
+    model = _Branchy(kiln)
+    with pytest.raises(KilnError, match="item"):
+        kiln.compile(model, fullgraph=True)(kiln.tensor(np.ones((2, 3))))
+
+
+def _mlp(lib):
+    return lib.nn.Sequential(lib.nn.Linear(4, 8), lib.nn.ReLU(), lib.nn.Linear(8, 2)).double()
+
+
+def test_module_compile_in_place_trains_as_torch_and_copies_are_plain_modules():
+    torch, model, twin = torch_twins(_mlp, seed=5)
+    model.compile()
+    twin.compile(backend="eager")  # torch's own, without a C compiler: the same math
+    x = np.random.default_rng(2).standard_normal((6, 4))
+    for net, lib in ((model, kiln), (twin, torch)):
+        optimizer = lib.optim.SGD(net.parameters(), lr=0.1)
+        for _ in range(3):
+            optimizer.zero_grad()
+            lib.nn.functional.mse_loss(net(lib.tensor(x)), lib.zeros(6, 2, dtype=lib.float64)).backward()
+            optimizer.step()
+    for p, q in zip(model.parameters(), twin.parameters()):
+        np.testing.assert_allclose(np.array(p.data), q.detach().numpy(), rtol=1e-12, atol=1e-12)
+    assert len(model.__dict__["_compiled_call"].training) == 1  # the calls went through the compiled forward
+    clone = copy.deepcopy(model)
+    assert "_compiled_call" not in clone.__dict__
+    buffer = io.BytesIO()
+    kiln.save(model, buffer)
+    buffer.seek(0)
+    loaded = kiln.load(buffer, weights_only=False)
+    np.testing.assert_allclose(loaded(kiln.tensor(x)).detach().numpy(), model(kiln.tensor(x)).detach().numpy(), rtol=1e-12)
+    with kiln.no_grad():
+        assert isinstance(model(kiln.tensor(x)), kiln.Tensor)
+
+
+def test_module_compile_passes_its_arguments_on():
+    model = _mlp(kiln)
+    with pytest.raises(KilnError, match="mode='turbo'"):
+        model.compile(mode="turbo")
+    model.compile(dynamic=False)
+    model.eval()
+    with kiln.no_grad():
+        model(kiln.tensor(np.ones((2, 4)))), model(kiln.tensor(np.ones((3, 4))))
+    assert len(model.__dict__["_compiled_call"].variants) == 2
+    F.mse_loss(model.train()(kiln.tensor(np.ones((2, 4)))), kiln.zeros(2, 2, dtype=kiln.float64)).backward()
+    assert model[0].weight.grad is not None
