@@ -9,8 +9,9 @@ out = model(src, src_key_padding_mask=mask, need_weights=False)     # keywords: 
 ```
 
 A call's keyword arguments become a function of positional arrays only (``with_keywords``): array or tensor
-keywords are inputs after the positional ones; any other keyword (a flag, a size, None) is fixed in the trace and part
-of the compiled variant's key, so another value traces anew, as ``torch.compile`` guards on it.
+keywords are inputs after the positional ones; any other argument, keyword or positional (a flag, a string, None), is
+fixed in the trace and part of the compiled variant's key, so another value traces anew, as ``torch.compile`` guards
+on it. Positional numbers stay inputs (0-d arrays), as they always were.
 """
 
 from __future__ import annotations
@@ -41,17 +42,30 @@ def checked_backend(backend: str, mode: str | None, options: dict[str, Any] | No
 
 
 def with_keywords(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Callable[..., Any], tuple[Any, ...], Hashable]:
-    """``fn`` as a function of positional inputs only, the call's inputs, and what its variant's key adds: the names
-    of the array keywords and the values of the fixed ones."""
+    """``fn`` as a function of its array inputs only, those inputs, and what its variant's key adds: which positional
+    arguments and which keywords are arrays, and the values of the fixed ones (anything else: ``None``, a flag, a
+    string)."""
+    positions = [k for k, value in enumerate(args) if _is_input(value)]
     names = [name for name, value in kwargs.items() if _is_array(value)]
     fixed = {name: value for name, value in kwargs.items() if name not in names}
-    count = len(args)
 
     def call(*inputs: Any) -> Any:
-        return fn(*inputs[:count], **fixed, **dict(zip(names, inputs[count:])))
+        given = dict(zip(positions, inputs))
+        return fn(*[given[k] if k in given else a for k, a in enumerate(args)], **fixed, **dict(zip(names, inputs[len(positions):])))
 
-    return named_like(call, fn, [*input_names(fn, count), *names]), (*args, *[kwargs[name] for name in names]), \
-        (tuple(names), tuple((k, _key(v)) for k, v in fixed.items()))
+    arguments = input_names(fn, len(args))
+    inputs = (*[args[k] for k in positions], *[kwargs[name] for name in names])
+    fixed_key = tuple((k, _key(a)) for k, a in enumerate(args) if k not in positions) + tuple((k, _key(v)) for k, v in fixed.items())
+    return named_like(call, fn, [*[arguments[k] for k in positions], *names]), inputs, (tuple(positions), tuple(names), fixed_key)
+
+
+def traced_arguments(args: tuple[Any, ...]) -> bool:
+    """Whether every positional argument is an input (an array, a tensor or a number): the plain call's fast path."""
+    return all(_is_input(a) for a in args)
+
+
+def _is_input(value: Any) -> bool:
+    return _is_array(value) or isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
 
 
 def named_like(call: Callable[..., Any], fn: Callable[..., Any], names: list[str] | None = None) -> Callable[..., Any]:
@@ -80,4 +94,4 @@ def _key(value: Any) -> Hashable:
         return type(value), repr(value)
 
 
-__all__ = ["TORCH_MODES", "UNCOMPILED_BACKENDS", "checked_backend", "named_like", "with_keywords"]
+__all__ = ["TORCH_MODES", "UNCOMPILED_BACKENDS", "checked_backend", "named_like", "traced_arguments", "with_keywords"]

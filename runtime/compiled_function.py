@@ -21,7 +21,7 @@ from kiln.frontend.eager_values import eager_leaf
 from kiln.frontend.module import Parameter
 from kiln.frontend.tensor import Tensor
 from kiln.frontend.trace import TraceContext, trace_context
-from kiln.runtime.compile_arguments import UNCOMPILED_BACKENDS, checked_backend, with_keywords
+from kiln.runtime.compile_arguments import UNCOMPILED_BACKENDS, checked_backend, traced_arguments, with_keywords
 from kiln.runtime.compiled_training import TrainingVariant, call_training, compile_training
 from kiln.runtime.executable import Executable
 from kiln.runtime.batch_dims import BatchDim, batch_signature, batch_specs
@@ -66,7 +66,8 @@ class CompiledFunction:
     """Calls in progress: while one runs ``fn``, a module compiled in place (``Module.compile``) runs its forward."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        fn, arrays, extra = with_keywords(self.fn, args, kwargs) if kwargs else (self.fn, args, None)
+        plain = not kwargs and traced_arguments(args)
+        fn, arrays, extra = (self.fn, args, None) if plain else with_keywords(self.fn, args, kwargs)
         self.running += 1  # the module's own calls inside (Module.compile) go to its forward
         try:
             training = _training_signature(self.fn, arrays)

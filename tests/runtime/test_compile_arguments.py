@@ -45,6 +45,34 @@ def test_keyword_tensors_are_inputs_and_other_keywords_are_fixed_per_variant_as_
         np.testing.assert_allclose(p.grad, r.grad.numpy(), rtol=1e-10, atol=1e-12)
 
 
+class _Pooled:
+    def __new__(cls, lib):
+        class Pooled(lib.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.linear = lib.nn.Linear(3, 4)
+
+            def forward(self, x, mask=None, reduce="sum"):
+                y = self.linear(x) if mask is None else self.linear(x) * mask
+                return y.sum(1) if reduce == "sum" else y.mean(1)
+
+        return Pooled().double()
+
+
+def test_positional_none_and_strings_are_fixed_per_variant_and_tensors_stay_inputs():
+    torch, model, twin = torch_twins(_Pooled, seed=8)
+    compiled = kiln.compile(model)
+    x, mask = np.random.default_rng(3).standard_normal((2, 5, 3)), np.random.default_rng(4).random((2, 5, 1))
+    for args in ((None, "mean"), (mask, "sum"), (None,)):
+        out = compiled(kiln.tensor(x), *[kiln.tensor(a) if isinstance(a, np.ndarray) else a for a in args])
+        ref = twin(torch.tensor(x), *[torch.tensor(a) if isinstance(a, np.ndarray) else a for a in args])
+        np.testing.assert_allclose(out.detach().numpy(), ref.detach().numpy(), rtol=1e-12, atol=1e-12)
+        out.sum().backward(), ref.sum().backward()
+    for p, q in zip(model.parameters(), twin.parameters()):
+        np.testing.assert_allclose(p.grad, q.grad.numpy(), rtol=1e-12, atol=1e-12)
+    assert len(compiled.training) == 3 and all(compiled.training.values())
+
+
 def test_inference_with_keywords_and_tensors_in_gives_tensors_out():
     torch, attention, twin = torch_twins(_attention, seed=4)
     attention.eval(), twin.eval()
