@@ -54,12 +54,13 @@ class CompiledFunction:
     training mode at inference is an error, not silently random."""
     calls: int = 0
     """Calls that drew random numbers so far (the ``k`` above)."""
-    variants: dict[tuple[Any, ...], _Variant] = field(default_factory=dict)
+    variants: dict[tuple[Any, ...], _Variant | None] = field(default_factory=dict)
+    """Inference functions by input signature; None where the trace failed on a PyTorch-style call (it runs eagerly)."""
     training: dict[tuple[Any, ...], TrainingVariant | None] = field(default_factory=dict)
     """Forwards compiled for training calls (``runtime/compiled_training.py``) by exact input signature; None where
     the trace failed (the call then runs eagerly)."""
     trained_eagerly: bool = False
-    """Whether a training call ran eagerly (the trace failed); the warning is given once."""
+    """Whether a call ran eagerly (its trace failed); the warning is given once."""
     fullgraph: bool = False
     """``torch.compile``'s ``fullgraph``: a training forward that cannot be traced raises instead of running eagerly."""
     running: int = 0
@@ -72,9 +73,11 @@ class CompiledFunction:
         try:
             training = _training_signature(self.fn, arrays)
             if training is None:
-                return self._inference_call(fn, arrays, extra)
-            variant = self._training_variant(fn, arrays, extra, *training)
-            return self.fn(*args, **kwargs) if variant is None else call_training(variant, arrays)
+                outputs = self._inference_call(fn, arrays, extra)
+            else:
+                variant = self._training_variant(fn, arrays, extra, *training)
+                outputs = _EAGER if variant is None else call_training(variant, arrays)
+            return self.fn(*args, **kwargs) if outputs is _EAGER else outputs
         finally:
             self.running -= 1
 
@@ -82,8 +85,10 @@ class CompiledFunction:
         arrays_np = [np.asarray(a) for a in arrays]
         key = (batch_signature(arrays_np, self.batch_dim), autocast_signature(), extra)  # traced in a region or not
         if key not in self.variants:
-            self.variants[key] = self._compile(fn, arrays_np)
+            self.variants[key] = self._inference_variant(fn, arrays_np, any(isinstance(a, Tensor) for a in arrays))
         variant = self.variants[key]
+        if variant is None:
+            return _EAGER
         feeds = [*arrays_np, *[p.data for p in variant.parameters]]
         if variant.reads_seed:
             feeds.append(np.asarray(self.seed * 2**20 + self.calls, dtype=np.int64))  # type: ignore[operator]
@@ -109,6 +114,25 @@ class CompiledFunction:
             self.training[key] = self._compile_training(fn, arrays_np, wants_grad)
         return self.training[key]
 
+    def _inference_variant(self, fn: Callable[..., Any], arrays: list[np.ndarray], tensors_given: bool) -> _Variant | None:
+        """The compiled function, or None (warned once) where a PyTorch-style call (tensors given) cannot be traced: a
+        ``@torch.compile``d training step calling ``loss.backward()``, a branch on ``.item()``. Its calls then run
+        eagerly, as ``torch.compile`` runs what it cannot capture; NumPy calls and ``fullgraph=True`` raise."""
+        try:
+            return self._compile(fn, arrays)
+        except KilnError as error:
+            if self.fullgraph or not tensors_given:
+                raise
+            self._warn_eager(str(error).splitlines()[-1].strip())
+            return None
+
+    def _warn_eager(self, reason: str) -> None:
+        if not self.trained_eagerly:
+            self.trained_eagerly = True
+            warnings.warn(f"kiln.compile: this call runs eagerly, op by op ({reason}); loss.backward() still reaches the "
+                          "parameters. For one compiled training step use kiln.compile_train_step(model, loss_fn, "
+                          "optimizer)", stacklevel=5)
+
     def _compile_training(self, fn: Callable[..., Any], arrays: list[np.ndarray],
                           wants_grad: tuple[bool, ...]) -> TrainingVariant | None:
         """The training variant, or None (warned once) where ``fn`` cannot be traced: its calls then run eagerly
@@ -121,16 +145,12 @@ class CompiledFunction:
                 if self.fullgraph:
                     raise
                 reason = str(error).splitlines()[0]
-        if not self.trained_eagerly:
-            self.trained_eagerly = True
-            warnings.warn(f"kiln.compile: this training call runs eagerly, op by op ({reason}); loss.backward() still "
-                          "reaches the parameters. For one compiled training step use kiln.compile_train_step(model, "
-                          "loss_fn, optimizer)", stacklevel=4)
+        self._warn_eager(reason)
         return None
 
     @property
     def graph(self) -> Graph:
-        return list(self.variants.values())[-1].graph
+        return [variant for variant in self.variants.values() if variant is not None][-1].graph
 
     def _compile(self, fn: Callable[..., Any], arrays: list[np.ndarray]) -> _Variant:
         context = trace_context(fn, *batch_specs(arrays, self.batch_dim), what="the compiled function's result")
@@ -148,6 +168,10 @@ class CompiledFunction:
         buffers = [buffer for buffer, _ in context.buffer_updates.values()]
         executable = get_backend(self.backend).compile(context.graph)
         return _Variant(context.graph, executable, context.parameters, buffers, seed is not None)
+
+
+_EAGER = object()
+"""What a call whose trace failed gives back: run ``fn`` itself."""
 
 
 def _training_signature(fn: Callable[..., Any], arrays: tuple[Any, ...]) -> tuple[tuple[bool, ...], tuple[bool, ...]] | None:

@@ -171,3 +171,33 @@ def test_module_compile_passes_its_arguments_on():
     assert len(model.__dict__["_compiled_call"].variants) == 2
     F.mse_loss(model.train()(kiln.tensor(np.ones((2, 4)))), kiln.zeros(2, 2, dtype=kiln.float64)).backward()
     assert model[0].weight.grad is not None
+
+
+def test_a_compiled_training_step_function_runs_eagerly_warned_once_and_trains_as_torch():
+    """``@torch.compile`` on a whole step (backward and optimizer.step inside): what cannot be captured runs as is."""
+    torch, model, twin = torch_twins(_mlp, seed=9)
+    x = np.random.default_rng(5).standard_normal((6, 4))
+
+    def step_of(lib, net):
+        optimizer = lib.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+
+        def step(inputs, targets):
+            optimizer.zero_grad()
+            loss = lib.nn.functional.mse_loss(net(inputs), targets)
+            loss.backward()
+            optimizer.step()
+            return loss
+
+        return step
+
+    compiled = kiln.compile(step_of(kiln, model))
+    reference = step_of(torch, twin)
+    with pytest.warns(UserWarning, match=r"runs eagerly.*backward\(\) of a traced tensor"):
+        compiled(kiln.tensor(x), kiln.zeros(6, 2, dtype=kiln.float64))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        losses = [compiled(kiln.tensor(x), kiln.zeros(6, 2, dtype=kiln.float64)).item() for _ in range(2)]
+    expected = [reference(torch.tensor(x), torch.zeros(6, 2, dtype=torch.float64)).item() for _ in range(3)]
+    np.testing.assert_allclose(losses, expected[1:], rtol=1e-12)
+    with pytest.raises(KilnError, match="backward"):
+        kiln.compile(step_of(kiln, model), fullgraph=True)(kiln.tensor(x), kiln.zeros(6, 2, dtype=kiln.float64))
