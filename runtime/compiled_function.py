@@ -63,6 +63,9 @@ class CompiledFunction:
     """Whether a call ran eagerly (its trace failed); the warning is given once."""
     fullgraph: bool = False
     """``torch.compile``'s ``fullgraph``: a training forward that cannot be traced raises instead of running eagerly."""
+    recompile_limit: int = 8
+    """Training forwards traced (one per exact input signature) before calls with new signatures run eagerly, as
+    ``torch.compile``'s ``cache_size_limit``."""
     running: int = 0
     """Calls in progress: while one runs ``fn``, a module compiled in place (``Module.compile``) runs its forward."""
 
@@ -111,8 +114,17 @@ class CompiledFunction:
         arrays_np = [np.asarray(a) for a in arrays]
         key = (tuple((a.shape, a.dtype.str) for a in arrays_np), wants_grad, autocast_signature(), flags, extra)
         if key not in self.training:
+            if sum(variant is not None for variant in self.training.values()) >= self.recompile_limit:
+                return self._over_limit(key)
             self.training[key] = self._compile_training(fn, arrays_np, wants_grad)
         return self.training[key]
+
+    def _over_limit(self, key: tuple[Any, ...]) -> None:
+        """None (run eagerly) for a training call past ``recompile_limit`` traced shapes, warned once, as
+        ``torch.compile`` falls back at its ``cache_size_limit``; the shape keeps running eagerly."""
+        self.training[key] = None
+        self._warn_eager(f"{self.recompile_limit} input signatures are compiled already (recompile_limit), as by "
+                         "sequences padded to their batch's length; pad to a few fixed lengths to keep them compiled")
 
     def _inference_variant(self, fn: Callable[..., Any], arrays: list[np.ndarray], tensors_given: bool) -> _Variant | None:
         """The compiled function, or None (warned once) where a PyTorch-style call (tensors given) cannot be traced: a

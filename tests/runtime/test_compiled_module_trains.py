@@ -243,3 +243,16 @@ def test_inference_calls_stay_compiled_and_warn_nothing():
         compiled(kiln.tensor(x))
     assert isinstance(arrays, np.ndarray) and len(compiled.variants) == 1 and not compiled.training
     np.testing.assert_allclose(arrays, model(kiln.tensor(x)).numpy(), rtol=1e-12)
+
+
+def test_past_the_recompile_limit_new_shapes_run_eagerly_warned_once_and_still_train():
+    torch, model, twin = torch_twins(_net, seed=14)
+    compiled = kiln.compile(model)
+    compiled.recompile_limit = 2
+    batches = [_batches(1, size=size, seed=size)[0] for size in (3, 4, 5, 6, 3)]
+    with pytest.warns(UserWarning, match="recompile_limit") as caught:
+        _train(compiled, model.parameters(), kiln, batches, lambda lib, ps: lib.optim.SGD(ps, lr=0.2))
+    _train(twin, twin.parameters(), torch, batches, lambda lib, ps: lib.optim.SGD(ps, lr=0.2))
+    assert len(caught) == 1 and [v is not None for v in compiled.training.values()] == [True, True, False, False]
+    for p, q in zip(model.parameters(), twin.parameters()):
+        np.testing.assert_allclose(np.array(p.data), q.detach().numpy(), rtol=1e-12, atol=1e-12)
