@@ -1,6 +1,6 @@
 """Eager mode against the compiled step and PyTorch eager: the same training step four ways, in one run.
 
-    python benchmarks/eager_loop.py                  # W1-sized MLP and the W5 CNN, batch 128 and 256, 1 thread
+    python benchmarks/eager_loop.py                  # W1-sized MLP, the W5 CNN and a small transformer, 1 thread
     python benchmarks/eager_loop.py --steps 200 --threads 2
 
 Per workload: kiln's eager loop (``optimizer.zero_grad(); loss =
@@ -92,10 +92,69 @@ def cnn_candidates(threads: int) -> dict[str, Callable[[], object]]:
             "torch eager": torch_cnn_step(model, config, threads)}
 
 
+def transformer(lib: Any, vocab: int = 100, width: int = 64) -> Any:
+    """A 4-layer encoder language model (embedding, TransformerEncoder with dropout 0.1, head), in kiln or torch."""
+    nn = lib.nn
+    extra = {"enable_nested_tensor": False} if lib.__name__ == "torch" else {}
+
+    class Encoder(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embedding = nn.Embedding(vocab, width)
+            layer = nn.TransformerEncoderLayer(width, 4, 2 * width, dropout=0.1, batch_first=True)
+            self.encoder = nn.TransformerEncoder(layer, 4, **extra)
+            self.head = nn.Linear(width, vocab)
+
+        def forward(self, tokens: Any) -> Any:
+            return self.head(self.encoder(self.embedding(tokens)))
+
+    return Encoder()
+
+
+def transformer_candidates() -> dict[str, Callable[[], object]]:
+    import numpy as np
+
+    import kiln
+    import kiln.nn.functional as F
+    from torch_peer import torch_training_step
+
+    import torch
+
+    def models() -> Any:
+        kiln.manual_seed(0)
+        return transformer(kiln)
+
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 100, (16, 32)), rng.integers(0, 100, (16, 32))
+    loss_of = lambda out, targets: F.cross_entropy(out.reshape(-1, 100), targets.reshape(-1))  # noqa: E731
+    eager_model, loop_model, compiled_model = models(), models(), models()
+    net = transformer(torch)
+    net.load_state_dict({name: torch.from_numpy(np.array(value)) for name, value in eager_model.state_dict().items()})
+
+    def step_of(model: Any, call: Any) -> Callable[[], float]:
+        optimizer, tokens, targets = kiln.optim.AdamW(model.parameters(), lr=1e-3), kiln.tensor(x), kiln.tensor(y)
+
+        def step() -> float:
+            optimizer.zero_grad()
+            loss = loss_of(call(tokens), targets)
+            loss.backward()
+            optimizer.step()
+            return loss.item()
+
+        return step
+
+    compiled = kiln.compile_train_step(compiled_model, loss_of, kiln.optim.AdamW(compiled_model.parameters(), lr=1e-3))
+    torch_loss = lambda inputs, targets: torch.nn.functional.cross_entropy(net(inputs).reshape(-1, 100), targets.reshape(-1))  # noqa: E731
+    return {"kiln eager": step_of(eager_model, eager_model), "kiln.compile loop": step_of(loop_model, kiln.compile(loop_model)),
+            "kiln compiled": lambda: compiled(x, y),
+            "torch eager": torch_training_step(torch.optim.AdamW(net.parameters(), lr=1e-3), torch_loss,
+                                               torch.from_numpy(x), torch.from_numpy(y))}
+
+
 def report(name: str, seconds: dict[str, float | None]) -> str:
     torch_seconds = seconds["torch eager"] or float("nan")
     cells = " | ".join(f"{seconds[key] * 1e3:8.2f} ({seconds[key] / torch_seconds:4.2f}x)" for key in ("kiln eager", "kiln.compile loop", "kiln compiled"))
-    return f"{name:<22} | {cells} | {torch_seconds * 1e3:8.2f}"
+    return f"{name:<23} | {cells} | {torch_seconds * 1e3:8.2f}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,9 +168,12 @@ def main(argv: list[str] | None = None) -> int:
     from train_step import interleaved_medians
 
     print(f"one training step, {args.threads} thread(s), median of {args.steps} steps; (ratio to torch eager)")
-    print("workload               | kiln eager ms     | kiln.compile loop | kiln compiled ms  | torch eager ms")
-    print("---------------------- | ----------------: | ----------------: | ----------------: | -------------:")
-    for name, candidates in (("MLP 64-128-64-10, 128", mlp_candidates()), ("W5 CNN, 256", cnn_candidates(args.threads))):
+    print("workload                | kiln eager ms     | kiln.compile loop | kiln compiled ms  | torch eager ms")
+    print("----------------------- | ----------------: | ----------------: | ----------------: | -------------:")
+    workloads = (("MLP 64-128-64-10, 128", mlp_candidates), ("W5 CNN, 256", lambda: cnn_candidates(args.threads)),
+                 ("Transformer 4x64, 16x32", transformer_candidates))
+    for name, make in workloads:
+        candidates = make()
         print(report(name, interleaved_medians(candidates, args.steps, args.warmup)), flush=True)  # type: ignore[arg-type]
     return 0
 
