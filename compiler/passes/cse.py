@@ -94,6 +94,8 @@ def hashable_attr(value: Any) -> Hashable:
     if isinstance(value, np.ndarray):
         return (value.dtype.str, value.shape, value.tobytes())
     if isinstance(value, tuple):
+        if all([type(item) is int for item in value]):
+            return value  # axes, a shape, a permutation: hashable as they are (eager backwards key every op's)
         return tuple(hashable_attr(item) for item in value)
     if isinstance(value, float):
         return ("float", value)  # keeps 1 and 1.0 apart
