@@ -1,7 +1,19 @@
 """``kiln.compile(model)``: a forward function compiled on first call, like ``torch.compile``.
 
 Parameters are graph inputs fed with their current arrays on every call, so
-the compiled function always sees the latest trained weights.
+the compiled function always sees the latest trained weights. A call comes in
+one of two kinds:
+
+- inference (NumPy arrays, ``no_grad``, ``eval()`` without tensors needing
+  gradients): one compiled graph per input signature, the batch dim symbolic;
+- training (tensors given, gradients wanted: a PyTorch-style loop): the forward
+  compiled per exact signature and recorded as one op of the eager chain, so
+  ``loss.backward()`` runs its compiled backward (``runtime/compiled_training.py``).
+
+What cannot be traced on a PyTorch-style call (a branch on ``.item()``, a whole
+step calling ``loss.backward()``) runs eagerly, warned once, as ``torch.compile``
+runs what it cannot capture; ``torch.compile``'s own arguments and keyword
+arguments of calls are handled by ``runtime/compile_arguments.py``.
 """
 
 from __future__ import annotations
