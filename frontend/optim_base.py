@@ -18,6 +18,7 @@ from kiln.compiler.ir.core import Value
 from kiln.compiler.ir.types import DType, TensorType, is_float_array_dtype
 from kiln.compiler.ops.optim import scalar_state_dtype
 from kiln.frontend.module import Parameter, clear_grads
+from kiln.frontend.optim_torch_state import from_torch_layout, is_torch_layout
 from kiln.frontend.tensor import Tensor
 
 Update = tuple[Value, dict[str, Value]]
@@ -44,6 +45,8 @@ class Optimizer:
         self.state: dict[int, dict[str, np.ndarray]] = {}
         self.step_count = 0
         """Updates done so far; the compiled step reads ``step_count + 1`` as its ``step`` input."""
+        self.skipped_steps: dict[int, int] = {}
+        """Per parameter (by id), the eager steps that found it without ``.grad`` (``runtime/eager_optim.py``)."""
         groups = list(params)
         if not groups:
             raise KilnError(
@@ -204,7 +207,10 @@ class Optimizer:
         self.prepare_load(state, names)()
 
     def prepare_load(self, state: Mapping[str, Any], names: Mapping[int, str] | None = None) -> Callable[[], None]:
-        """Check ``state`` against this optimizer; returns the function that writes it."""
+        """Check ``state`` (kiln's layout or ``torch.optim``'s) against this optimizer; returns the function that writes it."""
+        own_steps: dict[str, int] | None = None
+        if is_torch_layout(state):
+            state, own_steps = from_torch_layout(state)
         missing = sorted({"state", "param_groups", "step"} - set(state))
         if missing:
             raise CheckpointError(f"an optimizer state has 'state', 'param_groups' and 'step' entries; this one lacks {missing}")
@@ -224,6 +230,7 @@ class Optimizer:
                 group.update(loaded)
             self.state = {pid: _into(self.state.get(pid), value) for pid, value in arrays.items() if value is not None}
             self.step_count = step
+            self.skipped_steps = {} if own_steps is None else {id(p): step - own_steps.get(key(p), 0) for p in self.parameters()}
 
         return write
 

@@ -42,18 +42,15 @@ class EagerUpdate:
 _UPDATES: "weakref.WeakKeyDictionary[Optimizer, dict[Hashable, EagerUpdate]]" = weakref.WeakKeyDictionary()
 
 
-_SKIPPED: "weakref.WeakKeyDictionary[Optimizer, dict[int, int]]" = weakref.WeakKeyDictionary()
-"""Per optimizer, how many of its steps found each parameter without a ``.grad`` (torch.optim's ``state[p]["step"]``
-counts only the steps that updated ``p``: Adam's bias correction of a parameter first used late starts at 1)."""
-
-
 def apply_gradients(optimizer: Optimizer) -> None:
     """One update of every trained parameter that has a ``.grad``; counts the step."""
     trained = optimizer.trained_parameters()
     parameters = [p for p in trained if p.grad is not None]
     if not parameters:
         return
-    skipped = _SKIPPED.setdefault(optimizer, {})
+    # torch.optim's state[p]["step"] counts only the steps that updated p: Adam's bias correction of a parameter
+    # first used late starts at 1. Optimizer.skipped_steps counts, per parameter, the steps that found no .grad.
+    skipped = optimizer.__dict__.setdefault("skipped_steps", {})
     for parameter in trained:
         if parameter.grad is None:
             skipped[id(parameter)] = skipped.get(id(parameter), 0) + 1
