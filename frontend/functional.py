@@ -11,6 +11,7 @@ import numpy as np
 from kiln.compiler.errors import ShapeError
 from kiln.compiler.ir.types import DType, broadcast_shapes, dim_product, normalize_axes
 from kiln.frontend.functional_half import in_opmath
+from kiln.frontend.autocast import region_enabled
 from kiln.frontend.tensor import Tensor, ValuesIndices, apply
 from kiln.frontend.trace import located_error
 from kiln.frontend.tensor_inplace import honors_inplace, in_place_variant
@@ -85,9 +86,14 @@ def implicit_softmax_dim(function: str, input: Tensor, dim: int | None) -> int:
 
 @autocasts("linear")
 def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    """``input @ weight.T + bias`` with PyTorch's ``(out_features, in_features)`` weight."""
-    output = input @ weight.T
-    return output if bias is None else output + bias
+    """``input @ weight.T + bias`` with PyTorch's ``(out_features, in_features)`` weight. In a CPU autocast region the
+    bias is added in float32 before the one rounding, as torch's addmm kernel (a half model outside one keeps two ops,
+    the product a half GEMM on CuPy)."""
+    if bias is None:
+        return input @ weight.T
+    if region_enabled("cpu"):
+        return in_opmath(lambda x, w, b: x @ w.T + b, input, weight, bias)
+    return input @ weight.T + bias
 
 
 # Reductions (torch.*) -----------------------------------------------------------

@@ -26,6 +26,7 @@ from kiln.frontend.trace import located_error
 from kiln.frontend.tensor_inplace import honors_inplace
 from kiln.frontend.autocast import autocasts
 from kiln.frontend.functional_half import mixed_norm
+from kiln.frontend.functional_attention_paths import attention_in_float32, attention_with_float_mask, takes_float32_path
 from kiln.frontend.embedding_options import frequency_scaled, renormalize_rows
 from kiln.frontend.functional_movement import cat, chunk, concat, flatten, narrow, pad, split, squeeze, stack, unsqueeze
 from kiln.frontend.functional_indexing import getitem
@@ -161,12 +162,15 @@ def embedding_padding_index(padding_idx: int, num_embeddings: int) -> int:
 @autocasts("scaled_dot_product_attention")
 def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn_mask: Tensor | None = None, dropout_p: float = 0.0,
                                  is_causal: bool = False, scale: float | None = None) -> Tensor:
-    """``softmax(q k^T * scale) v``; a bool ``attn_mask`` is True where a query may attend, as PyTorch. ``dropout_p``
-    drops attention weights (always, as PyTorch's: a module passes 0 in eval mode)."""
-    if attn_mask is not None and attn_mask.dtype is not DType.bool:
-        raise TraceError(f"scaled_dot_product_attention needs a bool attn_mask (True = attend), got {attn_mask.type}")
+    """``softmax(q k^T * scale) v``; a bool ``attn_mask`` is True where a query may attend, a float one is added to the
+    scores, as PyTorch. ``dropout_p`` drops attention weights (always, as PyTorch's: a module passes 0 in eval mode).
+    Half inputs compute as torch's CPU kernel (``frontend/functional_attention_paths.py``)."""
     if not 0 <= dropout_p < 1:
         raise TraceError(f"scaled_dot_product_attention: dropout_p must be in [0, 1), got {dropout_p}")
+    if takes_float32_path(query, key, value, dropout_p):
+        return attention_in_float32(query, key, value, attn_mask, is_causal, scale)
+    if attn_mask is not None and attn_mask.dtype is not DType.bool:
+        return attention_with_float_mask(query, key, value, attn_mask, dropout_p, is_causal, scale)
     if dropout_p:
         return attention_with_weights(query, key, value, attn_mask, dropout_p, is_causal, scale)[0]
     masks = () if attn_mask is None else (attn_mask,)

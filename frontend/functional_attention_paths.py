@@ -1,0 +1,79 @@
+"""``F.scaled_dot_product_attention`` beyond the fused op: a float ``attn_mask`` and half-precision inputs.
+
+A float mask is added to the scaled scores, as PyTorch's: Hugging Face's BERT/GPT-2 SDPA paths pass the padding mask
+``(1 - attention_mask[:, None, None, :]) * torch.finfo(dtype).min`` (or an ALiBi/relative-position bias) there:
+
+```python
+bias = (1.0 - attention_mask[:, None, None, :].to(q.dtype)) * kiln.finfo(q.dtype).min
+out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)        # softmax(q k^T scale + bias) v
+```
+
+In a CPU autocast region, 4-d float16/bfloat16 inputs compute as PyTorch 2.13's CPU flash-attention kernel does, so the result is torch's to the
+last bit for sequences of one key block: scores ``q k^T scale (+ mask)`` in float32, ``e = exp(s - rowmax)`` and its
+row sum in float32, ``e`` rounded to the half dtype before the product with ``v`` (float32 accumulation), that product
+divided by the float32 sum and rounded once. A row every key of which is masked gives 0, as torch's kernel.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kiln.compiler.ir.types import DType
+from kiln.frontend.autocast import region_enabled
+from kiln.frontend.tensor import Tensor, apply
+
+
+def _scale(query: Tensor, scale: float | None) -> float:
+    return float(scale) if scale is not None else 1 / float(np.sqrt(query.shape[-1]))
+
+
+def _causal_keep(queries: int, keys: int) -> Tensor:
+    """True where query ``i`` may attend key ``j``: ``j <= i``, the top-left aligned mask PyTorch builds."""
+    return apply("tensor.constant", value=np.tril(np.ones((queries, keys), bool)))
+
+
+def masked_scores(query: Tensor, key: Tensor, attn_mask: Tensor | None, causal: bool, scale: float | None) -> Tensor:
+    """``q k^T scale``, plus a float mask, ``-inf`` where a bool mask or the causal mask forbids (as torch's kernel)."""
+    scores = (query @ key.transpose(-2, -1)) * _scale(query, scale)
+    forbidden = []
+    if attn_mask is not None and attn_mask.dtype is DType.bool:
+        forbidden.append(attn_mask)
+    elif attn_mask is not None:
+        scores = scores + attn_mask.to(scores.dtype)
+    if causal:
+        forbidden.append(_causal_keep(query.shape[-2], key.shape[-2]))
+    for keep in forbidden:
+        scores = scores.masked_fill(keep.logical_not(), float("-inf"))
+    return scores
+
+
+def attention_with_float_mask(query: Tensor, key: Tensor, value: Tensor, bias: Tensor, dropout_p: float, causal: bool,
+                              scale: float | None) -> Tensor:
+    """``dropout(softmax(q k^T scale + bias)) v`` (``-inf`` above the diagonal when causal), PyTorch's math path."""
+    from kiln.frontend.functional_nn import dropout
+
+    weights = masked_scores(query, key, bias, causal, scale).softmax(-1)
+    return dropout(weights, dropout_p) @ value
+
+
+def attention_in_float32(query: Tensor, key: Tensor, value: Tensor, attn_mask: Tensor | None, causal: bool,
+                         scale: float | None) -> Tensor:
+    """Half ``query``/``key``/``value`` as torch's CPU flash kernel computes them (see the module docstring)."""
+    half = query.dtype
+    scores = masked_scores(query.to(DType.f32), key.to(DType.f32), attn_mask, causal, scale)
+    peak = scores.amax(-1, keepdim=True).detach()
+    all_masked = peak == float("-inf")
+    exponentials = (scores - peak.masked_fill(all_masked, 0.0)).exp()
+    total = exponentials.sum(-1, keepdim=True)
+    weighted = exponentials.to(half).to(DType.f32) @ value.to(DType.f32)
+    output = weighted / total.masked_fill(all_masked, 1.0)
+    return output.to(half)
+
+
+def takes_float32_path(query: Tensor, key: Tensor, value: Tensor, dropout_p: float) -> bool:
+    """Whether torch would run its CPU flash kernel: 4-d half inputs of one dtype, no dropout (else its math path,
+    which the fused op's one rounding matches), in a CPU autocast region (a half model outside one keeps the fused op:
+    one kernel on CuPy, one ONNX Attention pattern)."""
+    same_half = query.dtype.is_half and key.dtype is query.dtype and value.dtype is query.dtype
+    four_d = query.ndim == key.ndim == value.ndim == 4
+    return not dropout_p and same_half and four_d and region_enabled("cpu")
