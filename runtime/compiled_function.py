@@ -199,10 +199,11 @@ _EAGER = object()
 
 
 def _training_signature(fn: Callable[..., Any], arrays: tuple[Any, ...]) -> tuple[tuple[bool, ...], tuple[bool, ...]] | None:
-    """For a call whose outputs a backward will differentiate, as ``torch.compile``'s module trains (outside a trace,
-    with gradients enabled, given eager tensors: NumPy arrays get the inference function; and either a tensor that
-    requires a gradient or a module in training mode with trainable parameters): which arrays require a gradient, and
-    what else its trace depends on (each submodule's mode, which parameters are trained). None for any other call."""
+    """For a call whose outputs a backward may differentiate, as ``torch.compile``'s module's (outside a trace, with
+    gradients enabled, given eager tensors: NumPy arrays get the inference function; and either a tensor that requires
+    a gradient or a module with trainable parameters, in training or eval mode: fine-tuning with frozen BatchNorm
+    statistics trains in eval mode): which arrays require a gradient, and what else its trace depends on (each
+    submodule's mode, which parameters are trained). None for any other call."""
     from kiln.frontend.grad_mode import is_grad_enabled
     from kiln.frontend.module import Module
     from kiln.frontend.tensor import Tensor
@@ -213,7 +214,7 @@ def _training_signature(fn: Callable[..., Any], arrays: tuple[Any, ...]) -> tupl
     if not isinstance(fn, Module):
         return (wants_grad, ()) if any(wants_grad) else None
     trained = tuple(p.requires_grad for p in fn.parameters())
-    if not any(wants_grad) and not (fn.training and any(trained)):
+    if not any(wants_grad) and not any(trained):
         return None
     return wants_grad, (*[m.training for m in fn.modules()], *trained)
 

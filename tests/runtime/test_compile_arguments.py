@@ -77,7 +77,8 @@ def test_inference_with_keywords_and_tensors_in_gives_tensors_out():
     torch, attention, twin = torch_twins(_attention, seed=4)
     attention.eval(), twin.eval()
     q = np.random.default_rng(1).standard_normal((2, 5, 8))
-    out, weights = kiln.compile(attention)(kiln.tensor(q), kiln.tensor(q), kiln.tensor(q), key_padding_mask=_padding(kiln))
+    with kiln.no_grad():
+        out, weights = kiln.compile(attention)(kiln.tensor(q), kiln.tensor(q), kiln.tensor(q), key_padding_mask=_padding(kiln))
     ref, _ = twin(torch.tensor(q), torch.tensor(q), torch.tensor(q), key_padding_mask=_padding(torch))
     assert isinstance(out, kiln.Tensor) and not out.requires_grad
     np.testing.assert_allclose(out.numpy(), ref.detach().numpy(), rtol=1e-12, atol=1e-12)

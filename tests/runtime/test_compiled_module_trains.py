@@ -237,12 +237,28 @@ def test_inference_calls_stay_compiled_and_warn_nothing():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         arrays = compiled(x)  # NumPy in: the compiled function, NumPy out
-        with kiln.no_grad():
-            compiled(kiln.tensor(x))
         model.eval()
-        compiled(kiln.tensor(x))
-    assert isinstance(arrays, np.ndarray) and len(compiled.variants) == 1 and not compiled.training
+        with kiln.no_grad():
+            tensor = compiled(kiln.tensor(x))
+    assert isinstance(arrays, np.ndarray) and isinstance(tensor, kiln.Tensor) and not tensor.requires_grad
+    assert len(compiled.variants) == 1 and not compiled.training
     np.testing.assert_allclose(arrays, model(kiln.tensor(x)).numpy(), rtol=1e-12)
+
+
+def test_a_module_in_eval_mode_still_trains_as_torch_when_gradients_are_on():
+    """Fine-tuning with frozen BatchNorm statistics: eval() mode, gradients to the weights."""
+    torch, model, twin = torch_twins(_bn_net, seed=15)
+    compiled = kiln.compile(model)
+    for net, lib, module in ((compiled, kiln, model), (twin, torch, twin)):
+        module.eval()
+        optimizer = lib.optim.SGD(module.parameters(), lr=0.1)
+        for x, y in _batches(2, seed=16):
+            optimizer.zero_grad()
+            lib.nn.functional.cross_entropy(net(lib.tensor(x)), lib.tensor(y)).backward()
+            optimizer.step()
+    for (name, kept), (_, ref) in zip(model.state_dict().items(), twin.state_dict().items()):
+        np.testing.assert_allclose(np.array(kept), ref.numpy(), rtol=1e-12, atol=1e-12, err_msg=name)
+    assert len(compiled.training) == 1 and not compiled.variants
 
 
 def test_past_the_recompile_limit_new_shapes_run_eagerly_warned_once_and_still_train():
