@@ -401,9 +401,12 @@ def _seed(loss: Any, gradient: Any) -> np.ndarray | None:
 
 
 def seed_array(output: Value, gradient: Any, what: str, argument: str) -> np.ndarray | None:
-    """``gradient`` as an array of ``output``'s dtype and shape (None for a scalar's implicit 1), or a clear error."""
+    """``gradient`` as an array of ``output``'s dtype and shape (None for a scalar's implicit 1; ones for another
+    one-element tensor's, as PyTorch's), or a clear error."""
     array = ARRAYS[output]
     if gradient is None:
+        if array.ndim != 0 and array.size == 1:
+            return np.ones_like(array)
         if array.ndim != 0:
             raise located_error(f"{what} of shape {array.shape}: grad can be implicitly created only for a scalar; "
                                 f"reduce it (loss.mean()) or pass {argument} of its shape")

@@ -203,6 +203,19 @@ def test_an_eager_tensor_used_in_a_trace_is_a_constant():
     np.testing.assert_allclose(kiln.compile(lambda x: x * scale)(np.ones((2, 1), np.float32)), [[6.0], [6.0]])
 
 
+def test_backward_of_a_one_element_tensor_seeds_it_with_one_as_torch():
+    from oracles import require_torch
+
+    torch = require_torch()
+    for shape in ((1,), (1, 1)):
+        w, tw = kiln.nn.Parameter(np.full(shape, 1.5)), torch.full(shape, 1.5, dtype=torch.float64, requires_grad=True)
+        (w * w * 3).backward()
+        (tw * tw * 3).backward()
+        np.testing.assert_array_equal(w.grad, tw.grad.numpy())
+        x, tx = kiln.tensor(np.full(shape, 2.0)).requires_grad_(), torch.full(shape, 2.0, dtype=torch.float64, requires_grad=True)
+        np.testing.assert_array_equal(kiln.autograd.grad(x.exp(), x)[0].numpy(), torch.autograd.grad(tx.exp(), tx)[0].numpy())
+
+
 def test_errors_say_what_to_do():
     kiln.manual_seed(10)
     model = MLP()
