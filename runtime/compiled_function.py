@@ -68,7 +68,7 @@ class CompiledFunction:
     """Calls that drew random numbers so far (the ``k`` above)."""
     variants: dict[tuple[Any, ...], _Variant | None] = field(default_factory=dict)
     """Inference functions by input signature; None where the trace failed on a PyTorch-style call (it runs eagerly)."""
-    training: dict[tuple[Any, ...], TrainingVariant | None] = field(default_factory=dict)
+    training_variants: dict[tuple[Any, ...], TrainingVariant | None] = field(default_factory=dict)
     """Forwards compiled for training calls (``runtime/compiled_training.py``) by exact input signature; None where
     the trace failed (the call then runs eagerly)."""
     trained_eagerly: bool = False
@@ -125,16 +125,16 @@ class CompiledFunction:
         None where ``fn`` cannot be traced: the call runs eagerly."""
         arrays_np = [np.asarray(a) for a in arrays]
         key = (tuple((a.shape, a.dtype.str) for a in arrays_np), wants_grad, autocast_signature(), flags, extra)
-        if key not in self.training:
-            if sum(variant is not None for variant in self.training.values()) >= self.recompile_limit:
+        if key not in self.training_variants:
+            if sum(variant is not None for variant in self.training_variants.values()) >= self.recompile_limit:
                 return self._over_limit(key)
-            self.training[key] = self._compile_training(fn, arrays_np, wants_grad)
-        return self.training[key]
+            self.training_variants[key] = self._compile_training(fn, arrays_np, wants_grad)
+        return self.training_variants[key]
 
     def _over_limit(self, key: tuple[Any, ...]) -> None:
         """None (run eagerly) for a training call past ``recompile_limit`` traced shapes, warned once, as
         ``torch.compile`` falls back at its ``cache_size_limit``; the shape keeps running eagerly."""
-        self.training[key] = None
+        self.training_variants[key] = None
         self._warn_eager(f"{self.recompile_limit} input signatures are compiled already (recompile_limit), as by "
                          "sequences padded to their batch's length; pad to a few fixed lengths to keep them compiled")
 
@@ -172,6 +172,23 @@ class CompiledFunction:
         self._warn_eager(reason)
         return None
 
+    def __getattr__(self, name: str) -> Any:
+        """What the compiled module does not have it takes from ``fn``, as ``torch.compile``'s module is the module:
+        ``model.eval()``, ``model.parameters()``, ``model.state_dict()``; a method returning ``fn`` itself (``train``,
+        ``eval``, ``to``) returns this compiled function, so ``model = model.eval()`` stays compiled."""
+        if name.startswith("__") or name in _FIELDS:
+            raise AttributeError(name)
+        fn = self.__dict__["fn"]
+        attribute = getattr(fn, name)
+        if not callable(attribute) or isinstance(attribute, type):
+            return attribute
+
+        def forwarded(*args: Any, **kwargs: Any) -> Any:
+            result = attribute(*args, **kwargs)
+            return self if result is fn else result
+
+        return forwarded
+
     @property
     def graph(self) -> Graph:
         return [variant for variant in self.variants.values() if variant is not None][-1].graph
@@ -194,6 +211,8 @@ class CompiledFunction:
         return _Variant(context.graph, executable, context.parameters, buffers, seed is not None)
 
 
+_FIELDS = frozenset(CompiledFunction.__dataclass_fields__)
+"""The compiled function's own attributes: never looked up on ``fn`` (while the dataclass is being built or copied)."""
 _EAGER = object()
 """What a call whose trace failed gives back: run ``fn`` itself."""
 

@@ -37,7 +37,7 @@ def test_keyword_tensors_are_inputs_and_other_keywords_are_fixed_per_variant_as_
     np.testing.assert_allclose(out.numpy(), ref.detach().numpy(), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(weights.numpy(), ref_weights.detach().numpy(), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(alone.numpy(), ref.detach().numpy(), rtol=1e-12, atol=1e-12)
-    assert none is None and len(compiled.training) == 2 and all(compiled.training.values())
+    assert none is None and len(compiled.training_variants) == 2 and all(compiled.training_variants.values())
     (out.sum() + alone.pow(2).sum()).backward()
     (ref.sum() + twin(torch.tensor(q), torch.tensor(q), torch.tensor(q), key_padding_mask=_padding(torch),
                       need_weights=False)[0].pow(2).sum()).backward()
@@ -70,7 +70,7 @@ def test_positional_none_and_strings_are_fixed_per_variant_and_tensors_stay_inpu
         out.sum().backward(), ref.sum().backward()
     for p, q in zip(model.parameters(), twin.parameters()):
         np.testing.assert_allclose(p.grad, q.grad.numpy(), rtol=1e-12, atol=1e-12)
-    assert len(compiled.training) == 3 and all(compiled.training.values())
+    assert len(compiled.training_variants) == 3 and all(compiled.training_variants.values())
 
 
 def test_inference_with_keywords_and_tensors_in_gives_tensors_out():
@@ -149,7 +149,7 @@ def test_module_compile_in_place_trains_as_torch_and_copies_are_plain_modules():
             optimizer.step()
     for p, q in zip(model.parameters(), twin.parameters()):
         np.testing.assert_allclose(np.array(p.data), q.detach().numpy(), rtol=1e-12, atol=1e-12)
-    assert len(model.__dict__["_compiled_call"].training) == 1  # the calls went through the compiled forward
+    assert len(model.__dict__["_compiled_call"].training_variants) == 1  # the calls went through the compiled forward
     clone = copy.deepcopy(model)
     assert "_compiled_call" not in clone.__dict__
     buffer = io.BytesIO()
@@ -202,3 +202,19 @@ def test_a_compiled_training_step_function_runs_eagerly_warned_once_and_trains_a
     np.testing.assert_allclose(losses, expected[1:], rtol=1e-12)
     with pytest.raises(KilnError, match="backward"):
         kiln.compile(step_of(kiln, model), fullgraph=True)(kiln.tensor(x), kiln.zeros(6, 2, dtype=kiln.float64))
+
+
+def test_the_compiled_module_answers_as_the_module_and_keeps_itself_through_train_and_eval():
+    """A sampling loop calls ema.eval() on torch.compile's result; model = model.train() keeps it compiled."""
+    model = kiln.nn.Sequential(kiln.nn.Linear(4, 8), kiln.nn.Dropout(0.5), kiln.nn.Linear(8, 2))
+    compiled = kiln.compile(model)
+    assert compiled.eval() is compiled and not model.training and not compiled.training
+    assert compiled.train() is compiled and model.training and compiled.training
+    assert [p is q for p, q in zip(compiled.parameters(), model.parameters())] == [True] * 4
+    assert list(compiled.state_dict()) == list(model.state_dict())
+    compiled.eval()
+    with kiln.no_grad():
+        out = compiled(kiln.tensor(np.ones((3, 4), np.float32)))
+    np.testing.assert_allclose(out.numpy(), model(kiln.tensor(np.ones((3, 4), np.float32))).numpy(), rtol=1e-6)
+    with pytest.raises(AttributeError):
+        compiled.no_such_attribute

@@ -47,7 +47,7 @@ def test_a_compiled_module_trains_in_an_eager_loop_as_torch_without_warning(make
     _train(twin, twin.parameters(), torch, batches, make_optimizer)
     for p, q in zip(model.parameters(), twin.parameters()):
         np.testing.assert_allclose(np.array(p.data), q.detach().numpy(), rtol=1e-12, atol=1e-12)
-    assert len(compiled.training) == 2 and all(compiled.training.values()) and not compiled.trained_eagerly
+    assert len(compiled.training_variants) == 2 and all(compiled.training_variants.values()) and not compiled.trained_eagerly
 
 
 def test_the_forward_is_one_op_of_the_chain_not_op_by_op():
@@ -145,7 +145,7 @@ def test_batch_norm_running_statistics_and_gradients_match_torch_and_a_frozen_la
     for p in model[0].parameters():
         p.requires_grad_(True)  # unfrozen: a new variant differentiates it
     F.cross_entropy(compiled(kiln.tensor(np.ones((8, 6)))), kiln.tensor(np.zeros(8, np.int64))).backward()
-    assert model[0].weight.grad is not None and len(compiled.training) == 2
+    assert model[0].weight.grad is not None and len(compiled.training_variants) == 2
 
 
 def test_dropout_draws_a_mask_per_call_and_its_gradient_follows_the_mask():
@@ -193,7 +193,7 @@ def test_a_forward_that_cannot_be_traced_runs_eagerly_warned_once_and_still_trai
     twin(torch.tensor(x)).pow(2).sum().backward()
     for p, q in zip(model.parameters(), twin.parameters()):
         np.testing.assert_allclose(p.grad, q.grad.numpy(), rtol=1e-12, atol=1e-12)
-    assert compiled.trained_eagerly and list(compiled.training.values()) == [None]
+    assert compiled.trained_eagerly and list(compiled.training_variants.values()) == [None]
 
 
 def test_a_gradient_penalty_through_a_compiled_critic_reaches_its_weights_as_torch():
@@ -241,7 +241,7 @@ def test_inference_calls_stay_compiled_and_warn_nothing():
         with kiln.no_grad():
             tensor = compiled(kiln.tensor(x))
     assert isinstance(arrays, np.ndarray) and isinstance(tensor, kiln.Tensor) and not tensor.requires_grad
-    assert len(compiled.variants) == 1 and not compiled.training
+    assert len(compiled.variants) == 1 and not compiled.training_variants
     np.testing.assert_allclose(arrays, model(kiln.tensor(x)).numpy(), rtol=1e-12)
 
 
@@ -258,7 +258,7 @@ def test_a_module_in_eval_mode_still_trains_as_torch_when_gradients_are_on():
             optimizer.step()
     for (name, kept), (_, ref) in zip(model.state_dict().items(), twin.state_dict().items()):
         np.testing.assert_allclose(np.array(kept), ref.numpy(), rtol=1e-12, atol=1e-12, err_msg=name)
-    assert len(compiled.training) == 1 and not compiled.variants
+    assert len(compiled.training_variants) == 1 and not compiled.variants
 
 
 def test_past_the_recompile_limit_new_shapes_run_eagerly_warned_once_and_still_train():
@@ -269,6 +269,6 @@ def test_past_the_recompile_limit_new_shapes_run_eagerly_warned_once_and_still_t
     with pytest.warns(UserWarning, match="recompile_limit") as caught:
         _train(compiled, model.parameters(), kiln, batches, lambda lib, ps: lib.optim.SGD(ps, lr=0.2))
     _train(twin, twin.parameters(), torch, batches, lambda lib, ps: lib.optim.SGD(ps, lr=0.2))
-    assert len(caught) == 1 and [v is not None for v in compiled.training.values()] == [True, True, False, False]
+    assert len(caught) == 1 and [v is not None for v in compiled.training_variants.values()] == [True, True, False, False]
     for p, q in zip(model.parameters(), twin.parameters()):
         np.testing.assert_allclose(np.array(p.data), q.detach().numpy(), rtol=1e-12, atol=1e-12)
