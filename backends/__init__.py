@@ -56,4 +56,4 @@ def available_backends() -> list[str]:
     return [name for name, problem in available().items() if problem is None]
 
 
-from kiln.backends import cudnn, mps  # noqa: E402,F401  (torch.backends' flags: kiln.backends.mps.is_available())
+from kiln.backends import cuda, cudnn, mps  # noqa: E402,F401  (torch.backends' flags: kiln.backends.mps.is_available())

@@ -20,6 +20,7 @@ import numpy as np
 
 from kiln.compiler.ir.types import DType
 from kiln.frontend.autocast import region_enabled
+from kiln.frontend.sdpa_backends import flash_allowed
 from kiln.frontend.tensor import Tensor, apply
 
 
@@ -71,9 +72,30 @@ def attention_in_float32(query: Tensor, key: Tensor, value: Tensor, attn_mask: T
 
 
 def takes_float32_path(query: Tensor, key: Tensor, value: Tensor, dropout_p: float) -> bool:
-    """Whether torch would run its CPU flash kernel: 4-d half inputs of one dtype, no dropout (else its math path,
+    """Whether torch would run its CPU flash kernel: allowed (``sdpa_kernel``), 4-d half inputs of one dtype, no dropout (else its math path,
     which the fused op's one rounding matches), in a CPU autocast region (a half model outside one keeps the fused op:
     one kernel on CuPy, one ONNX Attention pattern)."""
     same_half = query.dtype.is_half and key.dtype is query.dtype and value.dtype is query.dtype
     four_d = query.ndim == key.ndim == value.ndim == 4
-    return not dropout_p and same_half and four_d and region_enabled("cpu")
+    return not dropout_p and same_half and four_d and region_enabled("cpu") and flash_allowed()
+
+
+def zero_rows_attending_nothing(output: Tensor, attn_mask: Tensor | None) -> Tensor:
+    """0 for a query whose bool mask row is all False (a padded query of a BERT batch), as torch 2.13's kernels
+    (its ``_safe_softmax``); the fused op alone would average every value there."""
+    if attn_mask is None or attn_mask.dtype is not DType.bool:
+        return output
+    return output.masked_fill(attn_mask.any(-1, keepdim=True).logical_not(), 0.0)
+
+
+def shared_key_value_heads(query: Tensor, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor]:
+    """``enable_gqa=True``: each of the ``Hkv`` key/value heads serves ``Hq / Hkv`` consecutive query heads (torch's
+    ``repeat_interleave`` on dim -3); ``Hq`` must be a multiple of ``Hkv``, as torch requires."""
+    query_heads, key_heads, value_heads = query.shape[-3], key.shape[-3], value.shape[-3]
+    if key_heads != value_heads or query_heads % key_heads:
+        from kiln.frontend.trace import located_error
+
+        raise located_error(f"scaled_dot_product_attention(enable_gqa=True): query has {query_heads} heads, key {key_heads} and "
+                            f"value {value_heads}; key and value need the same number of heads, and it must divide the query's")
+    group = query_heads // key_heads
+    return key.repeat_interleave(group, dim=-3), value.repeat_interleave(group, dim=-3)

@@ -26,7 +26,8 @@ from kiln.frontend.trace import located_error
 from kiln.frontend.tensor_inplace import honors_inplace
 from kiln.frontend.autocast import autocasts
 from kiln.frontend.functional_half import mixed_norm
-from kiln.frontend.functional_attention_paths import attention_in_float32, attention_with_float_mask, takes_float32_path
+from kiln.frontend.functional_attention_paths import attention_in_float32, attention_with_float_mask, shared_key_value_heads, takes_float32_path
+from kiln.frontend.functional_attention_paths import zero_rows_attending_nothing
 from kiln.frontend.embedding_options import frequency_scaled, renormalize_rows
 from kiln.frontend.functional_movement import cat, chunk, concat, flatten, narrow, pad, split, squeeze, stack, unsqueeze
 from kiln.frontend.functional_indexing import getitem
@@ -161,12 +162,21 @@ def embedding_padding_index(padding_idx: int, num_embeddings: int) -> int:
 
 @autocasts("scaled_dot_product_attention")
 def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn_mask: Tensor | None = None, dropout_p: float = 0.0,
-                                 is_causal: bool = False, scale: float | None = None) -> Tensor:
-    """``softmax(q k^T * scale) v``; a bool ``attn_mask`` is True where a query may attend, a float one is added to the
-    scores, as PyTorch. ``dropout_p`` drops attention weights (always, as PyTorch's: a module passes 0 in eval mode).
+                                 is_causal: bool = False, scale: float | None = None, enable_gqa: bool = False) -> Tensor:
+    """``softmax(q k^T * scale) v``; a bool ``attn_mask`` is True where a query may attend (a query that may attend
+    nothing gets 0), a float one is added to the scores, as PyTorch. ``dropout_p`` drops attention weights (always, as
+    PyTorch's: a module passes 0 in eval mode); ``enable_gqa`` shares each key/value head among a group of query heads.
     Half inputs compute as torch's CPU kernel (``frontend/functional_attention_paths.py``)."""
     if not 0 <= dropout_p < 1:
         raise TraceError(f"scaled_dot_product_attention: dropout_p must be in [0, 1), got {dropout_p}")
+    if enable_gqa:
+        key, value = shared_key_value_heads(query, key, value)
+    output = _attention(query, key, value, attn_mask, dropout_p, is_causal, scale)
+    return zero_rows_attending_nothing(output, attn_mask)
+
+
+def _attention(query: Tensor, key: Tensor, value: Tensor, attn_mask: Tensor | None, dropout_p: float, is_causal: bool,
+               scale: float | None) -> Tensor:
     if takes_float32_path(query, key, value, dropout_p):
         return attention_in_float32(query, key, value, attn_mask, is_causal, scale)
     if attn_mask is not None and attn_mask.dtype is not DType.bool:

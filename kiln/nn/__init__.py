@@ -60,3 +60,4 @@ from kiln.nn import parallel  # noqa: E402
 from kiln.nn.parallel import DataParallel  # noqa: E402  (one process: the module itself; kiln.distributed's for MPI)
 
 __all__ += ["DataParallel", "parallel"]
+from kiln.nn import attention  # noqa: E402  (torch.nn.attention: sdpa_kernel, SDPBackend)

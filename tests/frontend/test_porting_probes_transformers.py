@@ -129,3 +129,70 @@ def test_autocast_bfloat16_multihead_attention_block_forward_is_torchs():
     ours = forward(kiln, ours_model, kiln.tensor(x))
     assert ours.dtype == kiln.bfloat16
     np.testing.assert_array_equal(ours.float().detach().numpy(), theirs)
+
+
+def test_sdpa_query_that_may_attend_nothing_gets_zero_as_torch():
+    """HF's SDPA padding mask over queries and keys, ``mask[:, None, :, None] & mask[:, None, None, :]``: the padded
+    queries' rows are all False; torch 2.13 returns 0 there (the fused op averaged every value)."""
+    def attend(lib, q, k, v, attention_mask):
+        keep = attention_mask.bool()
+        return lib.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=keep[:, None, :, None] & keep[:, None, None, :])
+
+    (_, theirs, their_grads), (_, ours, our_grads) = _both(_qkv_and_padding, attend)
+    assert not theirs[0, :, 3:].any()
+    np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-14)
+    for a, b in zip(our_grads, their_grads):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_sdpa_grouped_query_attention_as_torch(causal):
+    """``enable_gqa=True`` (Llama-style scripts): 4 query heads share 2 key/value heads."""
+    inputs = lambda rng: (rng.standard_normal((2, 4, 5, 3)), rng.standard_normal((2, 2, 5, 3)), rng.standard_normal((2, 2, 5, 3)))
+    attend = lambda lib, q, k, v: lib.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=True)
+    (_, theirs, their_grads), (_, ours, our_grads) = _both(inputs, attend)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-14)
+    for a, b in zip(our_grads, their_grads):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13)
+
+
+def test_sdpa_grouped_query_attention_refuses_heads_that_do_not_divide():
+    q, k = kiln.tensor(np.zeros((1, 3, 2, 4))), kiln.tensor(np.zeros((1, 2, 2, 4)))
+    with pytest.raises(kiln.KilnError, match="query has 3 heads, key 2 and value 2"):
+        kiln.nn.functional.scaled_dot_product_attention(q, k, k, enable_gqa=True)
+
+
+def _bfloat16_attention(lib, backends):
+    q, k, v = (lib.tensor(a) for a in _bfloat16_inputs(np.random.default_rng(3))[:3])
+    with lib.autocast("cpu", dtype=lib.bfloat16), lib.nn.attention.sdpa_kernel(backends):
+        return lib.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True).float().numpy()
+
+
+def test_sdpa_kernel_math_under_autocast_computes_as_torchs_math_path():
+    """``sdpa_kernel(SDPBackend.MATH)`` (torch.nn.attention) keeps torch off its flash kernel: float32 throughout, one
+    rounding; the default allows flash, whose unnormalised bfloat16 weights round differently."""
+    torch = require_torch()
+    ours, theirs = (_bfloat16_attention(lib, [lib.nn.attention.SDPBackend.MATH]) for lib in (kiln, torch))
+    np.testing.assert_allclose(ours, theirs, rtol=2 ** -8, atol=1e-6)  # one bfloat16 ulp: torch scales q and k by sqrt(scale)
+    flash = _bfloat16_attention(kiln, [kiln.nn.attention.SDPBackend.FLASH_ATTENTION, kiln.nn.attention.SDPBackend.MATH])
+    np.testing.assert_array_equal(flash, _bfloat16_attention(torch, [torch.nn.attention.SDPBackend.FLASH_ATTENTION]))
+    assert (flash != ours).any()
+
+
+def test_sdpa_kernel_refuses_a_set_with_no_cpu_kernel():
+    with pytest.raises(kiln.KilnError, match="allow SDPBackend.MATH or SDPBackend.FLASH_ATTENTION"):
+        with kiln.nn.attention.sdpa_kernel(kiln.nn.attention.SDPBackend.EFFICIENT_ATTENTION):
+            pass
+    assert kiln.backends.cuda.flash_sdp_enabled() and kiln.backends.cuda.math_sdp_enabled()
+
+
+def test_backends_cuda_matmul_allow_tf32_is_the_float32_matmul_precision():
+    """nanoGPT's ``torch.backends.cuda.matmul.allow_tf32 = True`` (it raised AttributeError)."""
+    saved = kiln.get_float32_matmul_precision()
+    try:
+        kiln.backends.cuda.matmul.allow_tf32 = True
+        assert kiln.get_float32_matmul_precision() == "high" and kiln.backends.cuda.matmul.allow_tf32
+        kiln.backends.cuda.matmul.allow_tf32 = False
+        assert kiln.get_float32_matmul_precision() == "highest" and not kiln.backends.cuda.matmul.allow_tf32
+    finally:
+        kiln.set_float32_matmul_precision(saved)

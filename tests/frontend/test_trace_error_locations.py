@@ -16,7 +16,7 @@ def bad_conv(x, w):
 
 
 def bad_attention(q):
-    return F.scaled_dot_product_attention(q, q, q, attn_mask=q)  # a float mask
+    return F.scaled_dot_product_attention(q, q, q, dropout_p=1.5)  # a probability past 1
 
 
 def bad_dim(x):
@@ -25,7 +25,7 @@ def bad_dim(x):
 
 @pytest.mark.parametrize(("fn", "specs", "line", "what"), [
     (bad_conv, [(2, 3, 4, 5), (4, 3, 3)], "return F.conv1d(x, w)", "conv1d expects"),
-    (bad_attention, [(2, 4, 8)], "return F.scaled_dot_product_attention(q, q, q, attn_mask=q)", "needs a bool attn_mask"),
+    (bad_attention, [(2, 4, 8)], "return F.scaled_dot_product_attention(q, q, q, dropout_p=1.5)", "dropout_p must be in [0, 1)"),
     (bad_dim, [(2, 3)], "return x.var(dim=5)", "var: dim 5 does not fit"),
 ])
 def test_the_error_names_the_users_line_once(fn, specs, line, what):
