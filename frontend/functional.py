@@ -10,8 +10,7 @@ import numpy as np
 
 from kiln.compiler.errors import ShapeError
 from kiln.compiler.ir.types import DType, broadcast_shapes, dim_product, normalize_axes
-from kiln.frontend.functional_half import in_opmath
-from kiln.frontend.autocast import region_enabled
+from kiln.frontend.functional_half import bias_added_in_opmath, in_opmath
 from kiln.frontend.tensor import Tensor, ValuesIndices, apply
 from kiln.frontend.trace import located_error
 from kiln.frontend.tensor_inplace import honors_inplace, in_place_variant
@@ -91,9 +90,7 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     the product a half GEMM on CuPy)."""
     if bias is None:
         return input @ weight.T
-    if region_enabled("cpu"):
-        return in_opmath(lambda x, w, b: x @ w.T + b, input, weight, bias)
-    return input @ weight.T + bias
+    return bias_added_in_opmath(lambda x, w, b: x @ w.T + b, input, weight, bias)
 
 
 # Reductions (torch.*) -----------------------------------------------------------

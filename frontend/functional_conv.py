@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from kiln.compiler.errors import TraceError
-from kiln.frontend.functional_half import in_opmath
+from kiln.frontend.functional_half import bias_added_in_opmath, in_opmath
 from kiln.frontend.functional_nn import _pair, avg_pool2d, max_pool2d, pad, same_padding
 from kiln.frontend.tensor import Tensor, apply
 from kiln.frontend.trace import located_error
@@ -50,9 +50,11 @@ def conv1d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: An
         raise TraceError(f"conv1d expects an (N, C, L) input and an (O, C/groups, K) weight, got {input.type} and {weight.type}")
     stride, dilation = single_size("conv1d", "stride", stride), single_size("conv1d", "dilation", dilation)
     input, padding = _resolve_padding(input, padding, weight.shape[2], stride, dilation)
-    output = apply("tensor.conv2d", input.unsqueeze(2), weight.unsqueeze(2), stride=(1, stride), padding=(0, padding),
-                   dilation=(1, dilation), groups=groups).squeeze(2)
-    return output if bias is None else output + bias.reshape(1, -1, 1)
+    convolve = lambda x, w: apply("tensor.conv2d", x.unsqueeze(2), w.unsqueeze(2), stride=(1, stride), padding=(0, padding),
+                                  dilation=(1, dilation), groups=groups).squeeze(2)
+    if bias is None:
+        return convolve(input, weight)
+    return bias_added_in_opmath(lambda x, w, b: convolve(x, w) + b.reshape(1, -1, 1), input, weight, bias)  # autocast: one rounding
 
 
 def _resolve_padding(input: Tensor, padding: Any, kernel: int, stride: int, dilation: int) -> tuple[Tensor, int]:

@@ -44,6 +44,17 @@ def in_opmath(function: Callable[..., Any], *operands: Any) -> Any:
     return _rounded(result, promoted)
 
 
+def bias_added_in_opmath(function: Callable[..., Any], input: Any, weight: Any, bias: Any) -> Any:
+    """``function(input, weight, bias)``, a product plus its bias, rounded once in a CPU autocast region, as torch's
+    addmm and convolution kernels add the bias in float32 before rounding; elsewhere each op rounds (a half model's
+    product stays a half GEMM on CuPy, its bias a second kernel)."""
+    from kiln.frontend.autocast import region_enabled
+
+    if region_enabled("cpu"):
+        return in_opmath(function, input, weight, bias)
+    return function(input, weight, bias)
+
+
 def mixed_norm(function: Callable[..., Any], input: Any, *parameters: Any) -> Any:
     """A normalization of a half ``input`` with float32 parameters (weight, bias, running statistics), as PyTorch's
     mixed-type CPU kernels compute it: in float32, the result rounded once to the input's dtype (parameters and

@@ -25,7 +25,7 @@ from kiln.frontend.tensor import Tensor, apply
 from kiln.frontend.trace import located_error
 from kiln.frontend.tensor_inplace import honors_inplace
 from kiln.frontend.autocast import autocasts
-from kiln.frontend.functional_half import mixed_norm
+from kiln.frontend.functional_half import bias_added_in_opmath, mixed_norm
 from kiln.frontend.functional_attention_paths import attention_in_float32, attention_with_float_mask, shared_key_value_heads, takes_float32_path
 from kiln.frontend.functional_attention_paths import zero_rows_attending_nothing
 from kiln.frontend.embedding_options import frequency_scaled, renormalize_rows
@@ -217,8 +217,10 @@ def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: An
     if input.ndim == 3:
         return conv2d(input.unsqueeze(0), weight, bias, stride, padding, dilation, groups).squeeze(0)
     input, padding = same_padding("conv2d", input, padding, tuple(weight.shape[2:]), _pair(stride), _pair(dilation))
-    output = apply("tensor.conv2d", input, weight, stride=_pair(stride), padding=_pair(padding), dilation=_pair(dilation), groups=groups)
-    return output if bias is None else output + bias.reshape(1, -1, 1, 1)
+    convolve = lambda x, w: apply("tensor.conv2d", x, w, stride=_pair(stride), padding=_pair(padding), dilation=_pair(dilation), groups=groups)
+    if bias is None:
+        return convolve(input, weight)
+    return bias_added_in_opmath(lambda x, w, b: convolve(x, w) + b.reshape(1, -1, 1, 1), input, weight, bias)  # autocast: one rounding
 
 
 def same_padding(function: str, input: Tensor, padding: Any, kernel: tuple[int, ...], stride: tuple[int, ...],

@@ -22,9 +22,9 @@ scaler.scale(loss).backward(); scaler.step(optimizer); scaler.update()
 ```
 
 The casts are ``tensor.cast`` ops, eagerly and in traces; each half op computes in float32 and rounds once (the
-``widen-half`` pass), as PyTorch's CPU kernels do: a Linear adds its bias in float32 before its one rounding, and 4-d
-attention computes as torch's CPU flash kernel (``frontend/functional_attention_paths.py``), so a transformer's
-forward is torch's bit for bit; a Conv's bias is still a second op, rounded again (one unit in the last place).
+``widen-half`` pass), as PyTorch's CPU kernels do: a Linear or Conv1d/Conv2d adds its bias in float32 before its one
+rounding, and 4-d attention computes as torch's CPU flash kernel (``frontend/functional_attention_paths.py``), so a
+transformer's forward is torch's bit for bit (a transposed or 3-d convolution's bias is still a second rounding).
 Compiled functions and steps trace once per region dtype (their caches key on it, as torch.compile guards on autocast). ``kiln.is_autocast_enabled(device)``,
 ``kiln.get_autocast_dtype(device)``, ``kiln.amp.custom_fwd``/``custom_bwd`` are torch's. ``"cuda"`` without a GPU
 warns and is a no-op, as torch on a CPU-only machine; with one (CuPy) it casts by the same CPU lists, float16 by

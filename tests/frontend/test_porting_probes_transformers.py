@@ -196,3 +196,18 @@ def test_backends_cuda_matmul_allow_tf32_is_the_float32_matmul_precision():
         assert kiln.get_float32_matmul_precision() == "highest" and not kiln.backends.cuda.matmul.allow_tf32
     finally:
         kiln.set_float32_matmul_precision(saved)
+
+
+@pytest.mark.parametrize("rank", [1, 2])
+def test_autocast_bfloat16_convolution_adds_its_bias_before_the_one_rounding(rank):
+    def convolve(lib, x, w, b):
+        with lib.autocast("cpu", dtype=lib.bfloat16):
+            return getattr(lib.nn.functional, f"conv{rank}d")(x, w, b, padding=1)
+
+    spatial = (6,) * rank
+    inputs = lambda rng: (rng.standard_normal((2, 3, *spatial)).astype(np.float32), rng.standard_normal((4, 3, *(3,) * rank)).astype(np.float32),
+                          rng.standard_normal(4).astype(np.float32))
+    (_, theirs, their_grads), (_, ours, our_grads) = _both(inputs, convolve)
+    np.testing.assert_array_equal(ours, theirs)
+    for a, b in zip(our_grads, their_grads):
+        np.testing.assert_allclose(a, b, rtol=0, atol=2 ** -7 * np.abs(b).max())  # bfloat16 backward kernels: rounding apart
