@@ -36,7 +36,7 @@ from kiln.frontend.trace import TraceContext, trace_context
 from kiln.runtime.compile_arguments import UNCOMPILED_BACKENDS, checked_backend, traced_arguments, with_keywords
 from kiln.runtime.compiled_training import TrainingVariant, call_training, compile_training
 from kiln.runtime.executable import Executable
-from kiln.runtime.batch_dims import BatchDim, batch_signature, batch_specs
+from kiln.runtime.batch_dims import BatchDim, batch_axes, batch_signature, batch_specs
 from kiln.runtime.train_step import DEFAULT_PIPELINE
 
 
@@ -98,9 +98,11 @@ class CompiledFunction:
 
     def _inference_call(self, fn: Callable[..., Any], arrays: tuple[Any, ...], extra: Hashable) -> Any:
         arrays_np = [np.asarray(a) for a in arrays]
-        key = (batch_signature(arrays_np, self.batch_dim), autocast_signature(), extra)  # traced in a region or not
+        batch_dim = self.batch_dim if len(arrays_np) < 2 else _broadcast_inputs_static(arrays_np, self.batch_dim)
+        key = (batch_signature(arrays_np, batch_dim), autocast_signature(), extra, batch_dim)  # in a region or not
         if key not in self.variants:
-            self.variants[key] = self._inference_variant(fn, arrays_np, any(isinstance(a, Tensor) for a in arrays))
+            tensors_given = any(isinstance(a, Tensor) for a in arrays)
+            self.variants[key] = self._inference_variant(fn, arrays_np, batch_dim, tensors_given)
         variant = self.variants[key]
         if variant is None:
             return _EAGER
@@ -138,12 +140,13 @@ class CompiledFunction:
         self._warn_eager(f"{self.recompile_limit} input signatures are compiled already (recompile_limit), as by "
                          "sequences padded to their batch's length; pad to a few fixed lengths to keep them compiled")
 
-    def _inference_variant(self, fn: Callable[..., Any], arrays: list[np.ndarray], tensors_given: bool) -> _Variant | None:
+    def _inference_variant(self, fn: Callable[..., Any], arrays: list[np.ndarray], batch_dim: BatchDim,
+                           tensors_given: bool) -> _Variant | None:
         """The compiled function, or None (warned once) where a PyTorch-style call (tensors given) cannot be traced: a
         ``@torch.compile``d training step calling ``loss.backward()``, a branch on ``.item()``. Its calls then run
         eagerly, as ``torch.compile`` runs what it cannot capture; NumPy calls and ``fullgraph=True`` raise."""
         try:
-            return self._compile(fn, arrays)
+            return self._compile(fn, arrays, batch_dim)
         except KilnError as error:
             if self.fullgraph or not tensors_given:
                 raise
@@ -193,8 +196,8 @@ class CompiledFunction:
     def graph(self) -> Graph:
         return [variant for variant in self.variants.values() if variant is not None][-1].graph
 
-    def _compile(self, fn: Callable[..., Any], arrays: list[np.ndarray]) -> _Variant:
-        context = trace_context(fn, *batch_specs(arrays, self.batch_dim), what="the compiled function's result")
+    def _compile(self, fn: Callable[..., Any], arrays: list[np.ndarray], batch_dim: BatchDim) -> _Variant:
+        context = trace_context(fn, *batch_specs(arrays, batch_dim), what="the compiled function's result")
         context.graph.outputs += [value for _, value in context.buffer_updates.values()]
         seed = context.seed_input
         if seed is not None:
@@ -209,6 +212,16 @@ class CompiledFunction:
         buffers = [buffer for buffer, _ in context.buffer_updates.values()]
         executable = get_backend(self.backend).compile(context.graph)
         return _Variant(context.graph, executable, context.parameters, buffers, seed is not None)
+
+
+def _broadcast_inputs_static(arrays: list[np.ndarray], batch_dim: BatchDim) -> BatchDim:
+    """``batch_dim`` with the inputs whose batch dim is 1 while another's is larger made static: a broadcast
+    operand (an attention bias of shape (1, H, L, S) beside a batch of 8), as ``torch.compile`` keeps size-1 dims."""
+    axes = batch_axes(arrays, batch_dim)
+    sizes = [None if axis is None else array.shape[axis] for array, axis in zip(arrays, axes)]
+    if max((size for size in sizes if size is not None), default=1) <= 1 or 1 not in sizes:
+        return batch_dim
+    return tuple(None if size == 1 else axis for size, axis in zip(sizes, axes))
 
 
 _FIELDS = frozenset(CompiledFunction.__dataclass_fields__)

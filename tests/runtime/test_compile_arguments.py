@@ -13,7 +13,7 @@ import pytest
 import kiln
 import kiln.nn.functional as F
 from kiln.compiler.errors import KilnError
-from oracles import torch_twins
+from oracles import require_torch, torch_twins
 
 
 def _attention(lib):
@@ -218,3 +218,20 @@ def test_the_compiled_module_answers_as_the_module_and_keeps_itself_through_trai
     np.testing.assert_allclose(out.numpy(), model(kiln.tensor(np.ones((3, 4), np.float32))).numpy(), rtol=1e-6)
     with pytest.raises(AttributeError):
         compiled.no_such_attribute
+
+
+def test_a_broadcast_input_of_batch_size_one_stays_static_beside_a_batch():
+    """An attention bias of shape (1, H, L, S) next to a batch of queries (it raised 'N is already 2')."""
+    torch = require_torch()
+    rng = np.random.default_rng(7)
+    q, bias = rng.standard_normal((2, 3, 4, 5)), rng.standard_normal((1, 3, 4, 4))
+
+    def attend(lib, query, mask):
+        return lib.nn.functional.scaled_dot_product_attention(query, query, query, attn_mask=mask)
+
+    compiled = kiln.compile(lambda query, mask: attend(kiln, query, mask))
+    for size in (2, 5, 1):
+        batch = np.concatenate([q] * 3)[:size]
+        np.testing.assert_allclose(compiled(batch, bias), attend(torch, torch.tensor(batch), torch.tensor(bias)).numpy(),
+                                   rtol=1e-12, atol=1e-12)
+    assert len(compiled.variants) == 2  # batches of 2 and 5 share one graph (the bias static); 1 and 1 make another
