@@ -24,7 +24,7 @@ from __future__ import annotations
 import itertools
 import weakref
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Container, Sequence
 
 import numpy as np
 
@@ -32,7 +32,8 @@ from kiln.backends import get_backend
 from kiln.compiler.autodiff.differentiate import differentiate_outputs
 from kiln.compiler.ir.core import Graph, Op, Value, clone_graph, drop_all_operands
 from kiln.compiler.ir.types import DType
-from kiln.compiler.passes.cse import freeze_graph_key
+from kiln.compiler.passes.cse import CSE, freeze_graph_key
+from kiln.compiler.passes.decompose import decompose_where
 from kiln.compiler.passes.manager import PassManager
 from kiln.frontend.eager_values import ARRAYS, eager_leaf, eager_value
 from kiln.frontend.module import Parameter
@@ -66,16 +67,19 @@ SPLITS: "weakref.WeakKeyDictionary[Graph, SplitForward]" = weakref.WeakKeyDictio
 """The split each recorded call's backward graph came from (by the ``custom.vjp``'s ``backward`` attribute)."""
 
 
-def split_forward(graph: Graph, num_inputs: int, num_outputs: int, differentiated: Sequence[int]) -> SplitForward:
+def split_forward(graph: Graph, num_inputs: int, num_outputs: int, differentiated: Sequence[int],
+                  kernels: Container[str] = ()) -> SplitForward:
     """Differentiate ``graph``'s first ``num_outputs`` outputs (the floating-point ones) with respect to the inputs
     ``differentiated`` names and split the result: ``graph`` keeps the forward, which now also returns the residuals.
     The first ``num_inputs`` inputs are the call's operands (arrays, then parameters); any later one (the seed) is read
-    by the backward only as a residual."""
+    by the backward only as a residual. Composites without a kernel in ``kernels`` (the backend's) are expanded first,
+    as the backend would, so that what the backward recomputes of them merges with the forward's (``_merged``)."""
     outputs = graph.outputs[:num_outputs]
     cotangents = [graph.add_input(value.type, "grad") for value in outputs]
     chosen = [(value, cotangent) for value, cotangent in zip(outputs, cotangents) if value.type.dtype.is_float]
     wrt = [graph.inputs[index] for index in differentiated]
-    grads = differentiate_outputs(graph, [value for value, _ in chosen], wrt, [cotangent for _, cotangent in chosen])
+    grads = differentiate_outputs(graph, [value for value, _ in chosen], wrt, [c for _, c in chosen])
+    grads = _merged(graph, grads, kernels)
     forward, needed = _ops_reaching(graph.outputs), _ops_reaching(grads)
     backward, saved_values = _backward_graph(graph, [op for op in graph.ops if id(op) in needed and id(op) not in forward],
                                              cotangents, grads)
@@ -90,6 +94,17 @@ def split_forward(graph: Graph, num_inputs: int, num_outputs: int, differentiate
     residual_index = {id(value): first_residual + k for k, value in enumerate(residuals)}
     saved = tuple(operand_of.get(id(value), residual_index.get(id(value))) for value in saved_values)
     return SplitForward(graph, backward, num_outputs, num_buffers, saved, tuple(differentiated))  # type: ignore[arg-type]
+
+
+def _merged(graph: Graph, grads: list[Value], kernels: Container[str]) -> list[Value]:
+    """Merge the backward's recomputations into the forward ops they repeat (``cse``: dropout's VJP draws its mask
+    from the seed again), so the backward reads the forward's result as a residual instead of computing it twice."""
+    count = len(graph.outputs)
+    graph.outputs = [*graph.outputs, *grads]
+    decompose_where(graph, lambda op: op.name not in kernels)
+    CSE().run(graph)
+    grads, graph.outputs = graph.outputs[count:], graph.outputs[:count]
+    return grads
 
 
 def _ops_reaching(values: Sequence[Value]) -> set[int]:
@@ -208,7 +223,8 @@ def compile_training(fn: Callable[..., Any], arrays: Sequence[np.ndarray], wants
         graph.inputs.append(context.seed_input)  # after the arrays and the parameters, as the call feeds them
     differentiated = [k for k, (spec, wanted) in enumerate(zip(specs, wants_grad)) if wanted and spec.type.dtype.is_float]
     differentiated += [len(specs) + k for k, p in enumerate(parameters) if p.requires_grad and p.dtype.is_float]
-    split = split_forward(graph, len(specs) + len(parameters), num_outputs, differentiated)
+    kernels = getattr(get_backend(backend), "table", ())
+    split = split_forward(graph, len(specs) + len(parameters), num_outputs, differentiated, kernels)
     split.recompute = clone_graph(split.graph)
     SPLITS[split.backward] = split
     PassManager(pipeline).run(split.graph)

@@ -164,6 +164,8 @@ def test_dropout_draws_a_mask_per_call_and_its_gradient_follows_the_mask():
         np.testing.assert_allclose(model[0].weight.grad, scale.T @ x, rtol=1e-10)
         outs.append(out.numpy())
     assert not np.array_equal(outs[0] == 0, outs[1] == 0)  # a fresh mask each call
+    (variant,) = compiled.training_variants.values()
+    assert not [op.name for op in variant.split.backward.ops if "random" in op.name]  # the mask is a residual
 
 
 class _DataDependent:
