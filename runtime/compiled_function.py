@@ -34,7 +34,7 @@ from kiln.frontend.module import Parameter
 from kiln.frontend.tensor import Tensor
 from kiln.frontend.trace import TraceContext, trace_context
 from kiln.runtime.compile_arguments import UNCOMPILED_BACKENDS, checked_backend, traced_arguments, with_keywords
-from kiln.runtime.compiled_training import TrainingVariant, call_training, compile_training
+from kiln.runtime.compiled_training import TrainingVariant, call_training, compile_training, in_call_order
 from kiln.runtime.executable import Executable
 from kiln.runtime.batch_dims import BatchDim, batch_axes, batch_signature, batch_specs
 from kiln.runtime.train_step import DEFAULT_PIPELINE
@@ -198,18 +198,14 @@ class CompiledFunction:
 
     def _compile(self, fn: Callable[..., Any], arrays: list[np.ndarray], batch_dim: BatchDim) -> _Variant:
         context = trace_context(fn, *batch_specs(arrays, batch_dim), what="the compiled function's result")
-        context.graph.outputs += [value for _, value in context.buffer_updates.values()]
         seed = context.seed_input
-        if seed is not None:
-            if self.seed is None:
-                raise KilnError(
-                    f"kiln.compile traced random ops (dropout in training mode, a sample) in {context.graph.name}"
-                    f"{_first_draw(seed)}; call model.eval() first, or pass kiln.compile(fn, seed=0) to draw (each call anew), "
-                    "or train it with kiln.compile_train_step, which feeds the seed")
-            context.graph.inputs.remove(seed)
-            context.graph.inputs.append(seed)  # after the arrays and the parameters, as the call feeds them
+        if seed is not None and self.seed is None:
+            raise KilnError(
+                f"kiln.compile traced random ops (dropout in training mode, a sample) in {context.graph.name}"
+                f"{_first_draw(seed)}; call model.eval() first, or pass kiln.compile(fn, seed=0) to draw (each call anew), "
+                "or train it with kiln.compile_train_step, which feeds the seed")
+        buffers = in_call_order(context)
         PassManager(self.pipeline).run(context.graph)
-        buffers = [buffer for buffer, _ in context.buffer_updates.values()]
         executable = get_backend(self.backend).compile(context.graph)
         return _Variant(context.graph, executable, context.parameters, buffers, seed is not None)
 

@@ -217,10 +217,7 @@ def compile_training(fn: Callable[..., Any], arrays: Sequence[np.ndarray], wants
     context = trace_context(named_like(without_nones, fn), *specs, what="the compiled function's result")
     graph, parameters = context.graph, context.parameters
     num_outputs = len(graph.outputs)
-    graph.outputs += [value for _, value in context.buffer_updates.values()]
-    if context.seed_input is not None:
-        graph.inputs.remove(context.seed_input)
-        graph.inputs.append(context.seed_input)  # after the arrays and the parameters, as the call feeds them
+    buffers = in_call_order(context)
     differentiated = [k for k, (spec, wanted) in enumerate(zip(specs, wants_grad)) if wanted and spec.type.dtype.is_float]
     differentiated += [len(specs) + k for k, p in enumerate(parameters) if p.requires_grad and p.dtype.is_float]
     kernels = getattr(get_backend(backend), "table", ())
@@ -228,10 +225,20 @@ def compile_training(fn: Callable[..., Any], arrays: Sequence[np.ndarray], wants
     split.recompute = clone_graph(split.graph)
     SPLITS[split.backward] = split
     PassManager(pipeline).run(split.graph)
-    buffers = [buffer for buffer, _ in context.buffer_updates.values()]
     name = getattr(fn, "__name__", None) or type(fn).__name__
     return TrainingVariant(split, get_backend(backend).compile(split.graph), parameters, buffers,
                            context.seed_input is not None, *structure, name)
+
+
+def in_call_order(context: TraceContext) -> list[Parameter]:
+    """Lay a traced call's graph out as a call feeds and reads it: the buffer updates (BatchNorm's running statistics)
+    become the last outputs and the seed (if the graph draws) the last input, after the arrays and the parameters.
+    Returns the updated buffers, in output order."""
+    context.graph.outputs += [value for _, value in context.buffer_updates.values()]
+    if context.seed_input is not None:
+        context.graph.inputs.remove(context.seed_input)
+        context.graph.inputs.append(context.seed_input)
+    return [buffer for buffer, _ in context.buffer_updates.values()]
 
 
 def call_training(variant: TrainingVariant, inputs: Sequence[Any]) -> Any:
@@ -259,4 +266,4 @@ def call_training(variant: TrainingVariant, inputs: Sequence[Any]) -> Any:
 
 
 __all__ = ["COMPILED_FORWARD", "SPLITS", "SplitForward", "TrainingVariant", "call_training", "compile_training",
-           "record_call", "split_forward"]
+           "in_call_order", "record_call", "split_forward"]
