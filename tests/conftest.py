@@ -9,3 +9,22 @@ import sys
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import pytest  # noqa: E402  (after the pins: it may load numpy)
+
+
+@pytest.fixture
+def float64_default():
+    """Both libraries' default float dtype float64 for the test (a script's ``torch.set_default_dtype(torch.float64)``;
+    PyTorch also keeps NAdam's ``mu_product`` in it), restored after; yields torch."""
+    from oracles import require_torch
+
+    import kiln
+
+    torch = require_torch()
+    saved = kiln.get_default_dtype(), torch.get_default_dtype()
+    kiln.set_default_dtype(kiln.float64)
+    torch.set_default_dtype(torch.float64)
+    yield torch
+    kiln.set_default_dtype(saved[0])
+    torch.set_default_dtype(saved[1])

@@ -273,17 +273,6 @@ def _recording(actions):
     return Recorded
 
 
-@pytest.fixture
-def float64_default():
-    """The programs' ``tensor(returns)`` in float64 in both libraries (torch's default is float32, as kiln's)."""
-    torch = require("torch")
-    torch.set_default_dtype(torch.float64)
-    kiln.set_default_dtype(kiln.float64)
-    yield
-    torch.set_default_dtype(torch.float32)
-    kiln.set_default_dtype(kiln.float32)
-
-
 def test_actor_critic_trains_eagerly_in_lockstep_with_torch(float64_default):
     torch = require("torch")
     ours, theirs, actions = _libraries("kiln"), _libraries("torch"), []

@@ -19,18 +19,6 @@ OPTIMIZERS = {
 }
 
 
-@pytest.fixture
-def float64_default():
-    """Both libraries' default dtype float64: PyTorch keeps NAdam's mu_product in it, kiln in the parameter's dtype."""
-    torch = require_torch()
-    saved = kiln.get_default_dtype(), torch.get_default_dtype()
-    kiln.set_default_dtype(kiln.float64)
-    torch.set_default_dtype(torch.float64)
-    yield
-    kiln.set_default_dtype(saved[0])
-    torch.set_default_dtype(saved[1])
-
-
 def _build(lib, name):
     nn = lib.nn
     model = nn.Sequential(nn.Linear(5, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.Linear(6, 3))

@@ -20,19 +20,6 @@ OPTIMIZERS = {
 }
 
 
-@pytest.fixture
-def float64_default():
-    """Both libraries' default dtype float64 (an RL script's ``torch.set_default_dtype(torch.float64)``): PyTorch
-    keeps NAdam's ``mu_product`` in the default float dtype, kiln in the parameter's."""
-    torch = require_torch()
-    saved = kiln.get_default_dtype(), torch.get_default_dtype()
-    kiln.set_default_dtype(kiln.float64)
-    torch.set_default_dtype(torch.float64)
-    yield
-    kiln.set_default_dtype(saved[0])
-    torch.set_default_dtype(saved[1])
-
-
 def _heads_trained_in_turn(lib, make_optimizer, schedule):
     """Two heads on one body; ``schedule`` says which head's loss each step trains."""
     rng = np.random.default_rng(0)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import pytest
 
 import kiln
-from oracles import require_torch
 
 LAYERS = {
     "Linear": lambda nn: nn.Linear(3, 4),
@@ -38,16 +37,6 @@ def _dtypes(module):
     named = [*module.named_parameters(), *module.named_buffers()]
     names = {name: t.dtype.numpy.name if hasattr(t.dtype, "numpy") else str(t.dtype).removeprefix("torch.") for name, t in named}
     return {name: dtype for name, dtype in names.items() if dtype.startswith("float")}
-
-
-@pytest.fixture
-def float64_default():
-    torch = require_torch()
-    kiln.set_default_dtype(kiln.float64)
-    torch.set_default_dtype(torch.float64)
-    yield torch
-    kiln.set_default_dtype(kiln.float32)
-    torch.set_default_dtype(torch.float32)
 
 
 @pytest.mark.parametrize("layer", LAYERS)
