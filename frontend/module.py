@@ -386,8 +386,10 @@ class Module(HookMethods):
     def load_state_dict(self, state: Mapping[str, Any], strict: bool = True) -> IncompatibleKeys:
         """Copy arrays into the parameters in place; every key and shape is checked before anything is written. A
         shared parameter needs only one of its names (a checkpoint that lists tied weights once still loads).
-        Returns the missing and unexpected keys (``strict=False`` loads the others), as PyTorch's."""
+        Returns the missing and unexpected keys (``strict=False`` loads the others), as PyTorch's. A checkpoint of a
+        ``torch.compile``d model, every key prefixed ``_orig_mod.``, loads as the model's own."""
         own = dict(self._state_items(""))
+        state = _without_compile_prefix(state, own)
         loaded = {id(own[name]) for name in state if name in own}
         missing = [name for name in own if name not in state and id(own[name]) not in loaded]
         unexpected = [name for name in state if name not in own]
@@ -465,3 +467,15 @@ def _float_dtype(dtype: Any) -> np.dtype | None:
     if not is_float_array_dtype(result):
         raise KilnError(f"Module.to: parameters stay floating point; got {dtype!r}")
     return result
+
+
+COMPILE_PREFIX = "_orig_mod."
+"""What ``torch.compile``'s module puts before every key of its ``state_dict``."""
+
+
+def _without_compile_prefix(state: Mapping[str, Any], own: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``state`` with ``_orig_mod.`` taken off its keys when every key has it and none of the model's does."""
+    prefixed = [key.startswith(COMPILE_PREFIX) for key in state]
+    if not prefixed or not all(prefixed) or any(key.startswith(COMPILE_PREFIX) for key in own):
+        return state
+    return {key[len(COMPILE_PREFIX):]: value for key, value in state.items()}

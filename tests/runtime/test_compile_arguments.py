@@ -235,3 +235,17 @@ def test_a_broadcast_input_of_batch_size_one_stays_static_beside_a_batch():
         np.testing.assert_allclose(compiled(batch, bias), attend(torch, torch.tensor(batch), torch.tensor(bias)).numpy(),
                                    rtol=1e-12, atol=1e-12)
     assert len(compiled.variants) == 2  # batches of 2 and 5 share one graph (the bias static); 1 and 1 make another
+
+
+def test_a_torch_compiled_models_checkpoint_loads_without_its_orig_mod_prefix():
+    torch, model, twin = torch_twins(_mlp, seed=10)
+    for p in twin.parameters():
+        p.data.add_(1.0)  # different from kiln's, so that loading shows
+    state = {name: value.numpy() for name, value in torch.compile(twin).state_dict().items()}
+    assert all(name.startswith("_orig_mod.") for name in state)
+    result = model.load_state_dict(state)
+    assert not result.missing_keys and not result.unexpected_keys
+    for p, q in zip(model.parameters(), twin.parameters()):
+        np.testing.assert_array_equal(np.array(p.data), q.detach().numpy())
+    with pytest.raises(KilnError, match="unexpected keys"):
+        model.load_state_dict({**state, "other.weight": np.zeros(1)})
