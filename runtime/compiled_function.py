@@ -29,12 +29,12 @@ from kiln.compiler.errors import KilnError
 from kiln.compiler.ir.core import Graph, Value
 from kiln.compiler.passes.manager import PassManager
 from kiln.frontend.autocast import autocast_signature
-from kiln.frontend.eager_values import eager_leaf
+from kiln.frontend.eager_values import ARRAYS, eager_leaf
 from kiln.frontend.module import Parameter
 from kiln.frontend.tensor import Tensor
 from kiln.frontend.trace import TraceContext, trace_context
 from kiln.runtime.compile_arguments import UNCOMPILED_BACKENDS, checked_backend, traced_arguments, with_keywords
-from kiln.runtime.compiled_training import TrainingVariant, call_training, compile_training, in_call_order
+from kiln.runtime.compiled_training import TrainingVariant, call_training, compile_training, eager_inputs, in_call_order
 from kiln.runtime.executable import Executable
 from kiln.runtime.batch_dims import BatchDim, batch_axes, batch_signature, batch_specs
 from kiln.runtime.train_step import DEFAULT_PIPELINE
@@ -90,8 +90,9 @@ class CompiledFunction:
             if training is None:
                 outputs = self._inference_call(fn, arrays, extra)
             else:
-                variant = self._training_variant(fn, arrays, extra, *training)
-                outputs = _EAGER if variant is None else call_training(variant, arrays)
+                values = eager_inputs(arrays)
+                variant = self._training_variant(fn, [ARRAYS[value] for value in values], extra, *training)
+                outputs = _EAGER if variant is None else call_training(variant, values)
             return self.fn(*args, **kwargs) if outputs is _EAGER else outputs
         finally:
             self.running -= 1
@@ -120,12 +121,11 @@ class CompiledFunction:
             outputs = tuple(eager_leaf(o) for o in outputs)
         return outputs[0] if len(outputs) == 1 else outputs
 
-    def _training_variant(self, fn: Callable[..., Any], arrays: tuple[Any, ...], extra: Hashable,
+    def _training_variant(self, fn: Callable[..., Any], arrays_np: list[np.ndarray], extra: Hashable,
                           wants_grad: tuple[bool, ...], flags: tuple[bool, ...]) -> TrainingVariant | None:
         """For a call whose outputs ``loss.backward()`` will differentiate: the compiled forward, which the call records
         on the eager chain as one op whose backward is compiled with the loss's (``runtime/compiled_training.py``).
         None where ``fn`` cannot be traced: the call runs eagerly."""
-        arrays_np = [np.asarray(a) for a in arrays]
         key = (tuple((a.shape, a.dtype.str) for a in arrays_np), wants_grad, autocast_signature(), flags, extra)
         if key not in self.training_variants:
             if sum(variant is not None for variant in self.training_variants.values()) >= self.recompile_limit:

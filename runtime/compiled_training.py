@@ -241,15 +241,19 @@ def in_call_order(context: TraceContext) -> list[Parameter]:
     return [buffer for buffer, _ in context.buffer_updates.values()]
 
 
-def call_training(variant: TrainingVariant, inputs: Sequence[Any]) -> Any:
-    """Run the compiled forward on ``inputs`` (eager tensors, whose chains the recorded op links to, or arrays) and the
-    parameters as they are now; write the buffer updates; return the outputs as eager tensors, in ``fn``'s structure."""
+def eager_inputs(inputs: Sequence[Any]) -> list[Value]:
+    """The eager value of each input of a call: a tensor's own (its chain is what the recorded op links to), a new
+    leaf for an array or a number."""
+    return [eager_value(a) or eager_value(eager_leaf(a)) for a in inputs]
+
+
+def call_training(variant: TrainingVariant, values: Sequence[Value]) -> Any:
+    """Run the compiled forward on the arrays of ``values`` (``eager_inputs``) and the parameters as they are now;
+    write the buffer updates; return the outputs as eager tensors, in ``fn``'s structure."""
     from kiln.frontend import init
     from kiln.frontend.tensor import Tensor
 
-    values = [eager_value(a) or eager_value(eager_leaf(a)) for a in inputs]
     arrays = [ARRAYS[value] for value in values]
-
     feeds = [*arrays, *[p.data for p in variant.parameters]]
     if variant.reads_seed:
         feeds.append(np.asarray(init._generator.integers(0, 2**62), dtype=np.int64))  # as eager dropout draws
@@ -266,4 +270,4 @@ def call_training(variant: TrainingVariant, inputs: Sequence[Any]) -> Any:
 
 
 __all__ = ["COMPILED_FORWARD", "SPLITS", "SplitForward", "TrainingVariant", "call_training", "compile_training",
-           "in_call_order", "record_call", "split_forward"]
+           "eager_inputs", "in_call_order", "record_call", "split_forward"]
