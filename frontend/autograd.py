@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+import numpy as np
+
 from kiln.compiler.autodiff.differentiate import differentiate_outputs, ops_between
 from kiln.compiler.ir.core import Value
 from kiln.frontend.eager_values import ARRAYS
@@ -53,13 +55,17 @@ def grad(outputs: Any, inputs: Any, grad_outputs: Any = None, retain_graph: Any 
 def backward(tensors: Any, grad_tensors: Any = None, retain_graph: Any = None, create_graph: bool = False,
              inputs: Any = None) -> None:
     """``torch.autograd.backward``: ``tensor.backward(grad)`` for each tensor, accumulating into ``.grad``."""
-    tensors = _sequence(tensors)
+    tensors, inputs = _sequence(tensors), None if inputs is None else _sequence(inputs)  # a generator, once
     for tensor, seed in zip(tensors, _seeds(grad_tensors, len(tensors))):
         tensor.backward(seed, retain_graph, create_graph, inputs)
 
 
 def _sequence(tensors: Any) -> list[Any]:
-    return list(tensors) if isinstance(tensors, (list, tuple)) else [tensors]
+    """One tensor (or array) as a list of one; any other iterable (``model.parameters()``, ``params.values()``) as
+    its items, as PyTorch's ``tuple(inputs)``."""
+    if isinstance(tensors, (Tensor, np.ndarray)) or not hasattr(tensors, "__iter__"):
+        return [tensors]
+    return list(tensors)
 
 
 def _seeds(grad_outputs: Any, count: int) -> list[Any]:
