@@ -125,9 +125,30 @@ class _Body:
 
 def kernel_name(prefix: str, op_names: Any, structure: Any) -> str:
     """``kiln_<prefix>_<first ops>_<hash>``: readable, and unique per structure and dtypes."""
-    digest = hashlib.sha1(repr(structure).encode()).hexdigest()[:10]
+    digest = hashlib.sha1(repr(_with_ir_dtypes(structure)).encode()).hexdigest()[:10]
     short = "_".join(name.split(".")[-1] for name in list(op_names)[:3])
     return f"kiln_{prefix}_{short}_{digest}"
+
+
+class _IrDType:
+    """A dtype attribute in a kernel's structure, with the repr DType had before it printed as torch's
+    (``<DType.f32: 'f32'>``, not ``kiln.float32``), so kernel names (and the golden kernels) stay as they were."""
+
+    def __init__(self, dtype: DType) -> None:
+        self.dtype = dtype
+
+    def __repr__(self) -> str:
+        return f"<DType.{self.dtype.name}: {self.dtype.value!r}>"
+
+
+def _with_ir_dtypes(item: Any) -> Any:
+    if isinstance(item, DType):
+        return _IrDType(item)
+    if type(item) in (tuple, list):
+        return type(item)(_with_ir_dtypes(part) for part in item)
+    if isinstance(item, dict):
+        return {key: _with_ir_dtypes(value) for key, value in item.items()}
+    return item
 
 
 def _statements(body: _Body, names: dict[int, str]) -> list[str]:

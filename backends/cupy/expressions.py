@@ -185,7 +185,7 @@ def c_type(dtype: DType) -> str:
     if dtype not in C_TYPES:
         if dtype is DType.bf16:
             raise LoweringError(BF16_UNSUPPORTED)
-        raise LoweringError(f"cupy backend: no CUDA kernels for dtype {dtype} yet; use f16, f32, f64, u8, i8, i16, i32, i64 or bool")
+        raise LoweringError(f"cupy backend: no CUDA kernels for dtype {dtype.value} yet; use f16, f32, f64, u8, i8, i16, i32, i64 or bool")
     return C_TYPES[dtype]
 
 

@@ -80,7 +80,7 @@ def _row_logsumexp(dtype: DType, summed: bool = False) -> str:
 def cross_entropy_loss_source(dtype: DType) -> RawSource:
     """Per-row losses: ``(x, labels int64, loss, cols, ignore_index, smoothing)``, one block per row."""
     t, e = c_type(dtype), STORAGE_TYPES[dtype]
-    name = f"kiln_cross_entropy_rows_{dtype}"
+    name = f"kiln_cross_entropy_rows_{dtype.value}"
     code = f"""{half_header(dtype)}{block_reduce(t)}
 {_block_logsumexp(t)}
 extern "C" __global__ void {name}(const {e}* x, const long long* labels, {t}* loss, long long cols, long long ignore_index, {t} smoothing) {{
@@ -100,7 +100,7 @@ def cross_entropy_grad_source(dtype: DType) -> RawSource:
     """Gradient rows: ``(x, labels int64, scale, scale_stride, dx, cols, ignore_index, smoothing)``; ``scale[i * stride]``
     is row ``i``'s factor (stride 0: one factor for every row)."""
     t, e = c_type(dtype), STORAGE_TYPES[dtype]
-    name = f"kiln_cross_entropy_grad_rows_{dtype}"
+    name = f"kiln_cross_entropy_grad_rows_{dtype.value}"
     code = f"""{half_header(dtype)}{_block_logsumexp(t)}
 extern "C" __global__ void {name}(const {e}* x, const long long* labels, const {t}* scale, long long scale_stride, {e}* dx,
                                   long long cols, long long ignore_index, {t} smoothing) {{

@@ -28,7 +28,7 @@ ROUNDS = 10
 def philox_uniform_source(dtype: DType) -> RawSource:
     """U[0, 1) in ``dtype`` (f32 or f64) for flat indices ``0..n-1``, a grid-stride loop over them."""
     t = c_type(dtype)
-    name = f"kiln_philox_uniform_{dtype}"
+    name = f"kiln_philox_uniform_{dtype.value}"
     word_index, convert = ("i >> 1", "(float)(((i & 1) ? (word >> 32) : (word & 0xffffffffULL)) >> 8) * (1.0f / 16777216.0f)") \
         if dtype is DType.f32 else ("i", "(double)(word >> 11) * (1.0 / 9007199254740992.0)")
     m0, m1 = (f"0x{m:X}ULL" for m in MULTIPLIERS)

@@ -86,7 +86,7 @@ def block_reduce(t: str) -> str:
 def softmax_source(dtype: DType, log: bool = False) -> RawSource:
     """``softmax(x) = exp(x - max) / sum(exp(x - max))`` (or ``x - max - log(sum)``) over each row."""
     e = STORAGE_TYPES[dtype]
-    return _softmax_rows(dtype, f"kiln_{'log_' if log else ''}softmax_{dtype}", f"const {e}* x, {e}* y, long long cols", load(dtype, "in[j]"), log)
+    return _softmax_rows(dtype, f"kiln_{'log_' if log else ''}softmax_{dtype.value}", f"const {e}* x, {e}* y, long long cols", load(dtype, "in[j]"), log)
 
 
 def masked_softmax_source(dtype: DType) -> RawSource:
@@ -97,7 +97,7 @@ def masked_softmax_source(dtype: DType) -> RawSource:
     prologue = f"""    const bool* kept = keep + (blockIdx.x % mask_rows) * cols;
     const {t} masked = ({t}){MASKED_SCORE};
 """
-    return _softmax_rows(dtype, f"kiln_masked_softmax_{dtype}", params, f"(kept[j] ? {load(dtype, 'in[j]')} : masked)", prologue=prologue)
+    return _softmax_rows(dtype, f"kiln_masked_softmax_{dtype.value}", params, f"(kept[j] ? {load(dtype, 'in[j]')} : masked)", prologue=prologue)
 
 
 def _softmax_rows(dtype: DType, name: str, params: str, value: str, log: bool = False, prologue: str = "") -> RawSource:
@@ -134,7 +134,7 @@ def masked_rows_apply(x: TensorType, keep: TensorType) -> bool:
 def softmax_grad_source(dtype: DType) -> RawSource:
     """``y * (g - sum(g * y))`` over each row: the VJP of ``y = softmax(x)``, one read of ``y`` and ``g`` per pass."""
     t, e = c_type(dtype), STORAGE_TYPES[dtype]
-    name = f"kiln_softmax_grad_{dtype}"
+    name = f"kiln_softmax_grad_{dtype.value}"
     y, g = load(dtype, "y[offset + j]"), load(dtype, "g[offset + j]")
     code = f"""{half_header(dtype)}{block_reduce(t)}
 extern "C" __global__ void {name}(const {e}* y, const {e}* g, {e}* dx, long long cols) {{
@@ -153,7 +153,7 @@ def layer_norm_source(dtype: DType) -> RawSource:
     """``(x - mean) / sqrt(var + eps) * weight + bias`` over each row (the trailing dims that weight covers); ``eps`` in
     the type the kernel computes in (float for float16 rows)."""
     t, e = c_type(dtype), STORAGE_TYPES[dtype]
-    name = f"kiln_layer_norm_{dtype}"
+    name = f"kiln_layer_norm_{dtype.value}"
     x, weight, bias = load(dtype, "in[j]"), load(dtype, "weight[j]"), load(dtype, "bias[j]")
     code = f"""{half_header(dtype)}{block_reduce(t)}
 extern "C" __global__ void {name}(const {e}* x, const {e}* weight, const {e}* bias, {e}* y, long long cols, {t} eps) {{
@@ -190,7 +190,7 @@ def layer_norm_grad_source(dtype: DType) -> RawSource:
     per block. Reads ``x`` and ``g`` (three passes over a row that stays in cache), writes ``dx``: no normalized copy.
     float16 rows: the partial sums are float (``computed_in``), summed and rounded to half after the launch."""
     t, e = c_type(dtype), STORAGE_TYPES[dtype]
-    name = f"kiln_layer_norm_grad_{dtype}"
+    name = f"kiln_layer_norm_grad_{dtype.value}"
     x, w, g = load(dtype, "in[j]"), load(dtype, "weight[j]"), load(dtype, "grad[j]")
     code = f"""{half_header(dtype)}{block_reduce(t)}
 extern "C" __global__ void {name}(const {e}* x, const {e}* weight, const {e}* g, {e}* dx, {t}* partial_weight, {t}* partial_bias,

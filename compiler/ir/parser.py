@@ -473,11 +473,11 @@ class _Parser:
             message = f"dense<...> does not match the result shape {list(shape)}; write one splat value or nested lists of that shape"
             raise self.error(dense.token, message)
         if not all(_fits_dtype(item, dtype) for item in _flatten(dense.elements)):
-            raise self.error(dense.token, f"dense<...> elements must be {_element_kind(dtype)} for dtype {dtype}")
+            raise self.error(dense.token, f"dense<...> elements must be {_element_kind(dtype)} for dtype {dtype.value}")
         try:
             return _build_array(dense.elements, shape, dtype)
         except (OverflowError, ShapeError) as error:
-            raise self.error(dense.token, f"dense<...> does not fit {dtype}: {error}") from None
+            raise self.error(dense.token, f"dense<...> does not fit {dtype.value}: {error}") from None
 
 
 def _build_array(elements: Any, shape: tuple[int, ...], dtype: DType) -> np.ndarray:

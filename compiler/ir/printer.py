@@ -102,7 +102,7 @@ def format_attr(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, DType):
-        return str(value)
+        return value.value  # the IR spelling (f32), not str(): kiln.float32 as torch's
     if isinstance(value, (int, float)):
         return format_number(value)
     if isinstance(value, str):

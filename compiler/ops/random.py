@@ -25,7 +25,7 @@ def random_uniform_shape(seed: TensorType, like: TensorType, *, dtype: DType, st
     if seed.shape != () or not seed.dtype.is_int:
         raise ShapeError(f"tensor.random_uniform needs a scalar integer seed, got {seed}")
     if not DType.of(dtype).is_float:
-        raise ShapeError(f"tensor.random_uniform draws floats, not {dtype}")
+        raise ShapeError(f"tensor.random_uniform draws floats, not {DType.of(dtype).value}")
     return TensorType(like.shape, DType.of(dtype))
 
 
