@@ -1,0 +1,119 @@
+"""Quantization-aware training's fake quantization: ``torch.fake_quantize_per_tensor_affine`` and
+``torch.fake_quantize_per_channel_affine``, as compositions of core ops with a straight-through gradient.
+
+```python
+w_q = kiln.fake_quantize_per_channel_affine(w, scale, zero_point, 0, -128, 127)   # scale float32, zero_point int32
+x_q = kiln.fake_quantize_per_tensor_affine(x, 0.05, 128, 0, 255)
+```
+
+Forward, as torch's CPU kernels (bit for bit): ``q = round_half_even(x * inv_scale) + zero_point`` with
+``inv_scale = 1.0f / scale`` computed in float32, then ``(clamp(q, quant_min, quant_max) - zero_point) * scale``; the
+per-tensor kernel also rounds its float64 result to float32. Backward: the gradient passes where ``q`` lies in
+``[quant_min, quant_max]`` and is zero where it was clamped; none reaches ``scale`` or ``zero_point`` (torch refuses
+one that requires grad: a learnable scale is written by hand with ``(y.round() - y).detach() + y``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from kiln.compiler.ir.types import DType
+from kiln.frontend.eager_data_dependent import is_eager
+from kiln.frontend.tensor import Tensor, apply
+
+__all__ = ["fake_quantize_per_channel_affine", "fake_quantize_per_tensor_affine"]
+
+
+def fake_quantize_per_tensor_affine(input: Tensor, scale: Any, zero_point: Any, quant_min: int, quant_max: int) -> Tensor:
+    """``torch.fake_quantize_per_tensor_affine``: ``scale`` and ``zero_point`` numbers, or one-element tensors."""
+    call = "fake_quantize_per_tensor_affine"
+    _check_input(call, input, quant_min, quant_max)
+    scale, zero_point = _one_number(call, "scale", scale), _one_number(call, "zero_point", zero_point)
+    _check_zero_point(call, np.asarray(zero_point), quant_min, quant_max)
+    scale_constant = _constant(np.float32(scale))
+    zero_constant = _constant(np.int32(round(zero_point)))
+    return _straight_through(input, scale_constant, zero_constant, quant_min, quant_max, round_to_float32=True)
+
+
+def fake_quantize_per_channel_affine(input: Tensor, scale: Tensor, zero_point: Tensor, axis: int, quant_min: int,
+                                     quant_max: int) -> Tensor:
+    """``torch.fake_quantize_per_channel_affine``: one float32 ``scale`` and one int32 ``zero_point`` per slice of
+    ``input`` along ``axis``."""
+    call = "fake_quantize_per_channel_affine"
+    _check_input(call, input, quant_min, quant_max)
+    axis = _channel_axis(call, input, axis)
+    _check_channel_qparams(call, input, scale, zero_point, axis)
+    if is_eager(zero_point):
+        _check_zero_point(call, np.asarray(zero_point.numpy()), quant_min, quant_max)
+    along_axis = [1] * input.ndim
+    along_axis[axis] = -1
+    return _straight_through(input, scale.reshape(along_axis), zero_point.reshape(along_axis), quant_min, quant_max,
+                             round_to_float32=False)
+
+
+def _straight_through(input: Tensor, scale: Tensor, zero_point: Tensor, quant_min: int, quant_max: int,
+                      round_to_float32: bool) -> Tensor:
+    """The fake-quantized values, carrying ``input``'s gradient where it was not clamped."""
+    compute = input.dtype if input.dtype.numpy.itemsize >= 4 else DType.f32
+    x = input.detach().to(compute)
+    inverse = (1.0 / scale).to(compute)  # float32 reciprocal, then widened: torch's inv_scale = 1.0f / scale
+    levels = (x * inverse).round() + zero_point.to(compute)
+    inside = (levels >= quant_min) & (levels <= quant_max)
+    values = (levels.clamp(quant_min, quant_max) - zero_point.to(compute)) * scale.to(compute)
+    if round_to_float32:
+        values = values.to(DType.f32)
+    passed = (input - input.detach()) * inside.to(input.dtype)
+    return values.to(input.dtype) + passed
+
+
+def _check_input(call: str, input: Tensor, quant_min: int, quant_max: int) -> None:
+    if not isinstance(input, Tensor) or input.dtype.numpy.kind != "f":
+        found = input.dtype if isinstance(input, Tensor) else type(input).__name__
+        raise TypeError(f"{call}: input must be a floating-point tensor, found {found}; pass input.float()")
+    if quant_min > quant_max:
+        raise ValueError(f"{call}: quant_min ({quant_min}) must be less than or equal to quant_max ({quant_max})")
+
+
+def _check_zero_point(call: str, zero_point: np.ndarray, quant_min: int, quant_max: int) -> None:
+    if np.any((zero_point < quant_min) | (zero_point > quant_max)):
+        raise ValueError(f"{call}: zero_point {zero_point.tolist()} must be between quant_min ({quant_min}) and "
+                         f"quant_max ({quant_max})")
+
+
+def _one_number(call: str, name: str, value: Any) -> float:
+    """A number, or the value of a one-element eager tensor (``scale`` from an observer's ``calculate_qparams()``)."""
+    if isinstance(value, Tensor):
+        if value.requires_grad:
+            raise ValueError(f"{call}: {name} requires grad, but no gradient reaches it (as in torch); detach it, or "
+                             f"write the learnable version by hand: (x / s).round() with a straight-through estimator")
+        if not is_eager(value) or int(np.prod(value.shape)) != 1:
+            raise ValueError(f"{call}: {name} must be a number or a one-element tensor with a value, got a tensor of "
+                             f"shape {tuple(value.shape)}{'' if is_eager(value) else ' traced without a value'}")
+        return value.item()
+    return value
+
+
+def _channel_axis(call: str, input: Tensor, axis: int) -> int:
+    if not 0 <= axis < input.ndim:  # torch takes no negative axis here
+        raise ValueError(f"{call}: axis must be between 0 and the input's number of dims ({input.ndim}), got {axis}")
+    return axis
+
+
+def _check_channel_qparams(call: str, input: Tensor, scale: Tensor, zero_point: Tensor, axis: int) -> None:
+    if not isinstance(scale, Tensor) or scale.dtype.numpy != np.float32:
+        found = scale.dtype if isinstance(scale, Tensor) else type(scale).__name__
+        raise TypeError(f"{call}: scale must be a float32 tensor (as torch requires), found {found}; pass scale.float()")
+    if not isinstance(zero_point, Tensor) or zero_point.dtype.numpy != np.int32:
+        found = zero_point.dtype if isinstance(zero_point, Tensor) else type(zero_point).__name__
+        raise TypeError(f"{call}: zero_point must be an int32 tensor, found {found}; pass zero_point.int() (a float "
+                        f"zero point, torch's learnable-quantization form, is not supported)")
+    channels = input.shape[axis]
+    if scale.ndim != 1 or zero_point.ndim != 1 or scale.shape[0] != channels or zero_point.shape[0] != channels:
+        raise ValueError(f"{call}: scale {tuple(scale.shape)} and zero_point {tuple(zero_point.shape)} must be 1-D with "
+                         f"one entry per slice along axis {axis} of the input {tuple(input.shape)} ({channels})")
+
+
+def _constant(value: np.generic) -> Tensor:
+    return apply("tensor.constant", value=np.asarray(value))
