@@ -29,6 +29,7 @@ from kiln.frontend.module import Module, Parameter
 from kiln.frontend.optim import Optimizer
 from kiln.frontend.tensor import Tensor
 from kiln.frontend.trace import TensorSpec, TraceContext, trace_context
+from kiln.runtime.eager_transform_replay import needs_chain, replayed_transform
 from kiln.runtime.eager_transforms import as_eager, on_eager_tensors
 from kiln.runtime.batch_dims import batch_signature, batch_specs
 from kiln.runtime.executable import Executable
@@ -59,6 +60,8 @@ class GradFunction:
     def __call__(self, *args: Any) -> Any:
         leaves = flatten(args)[0]
         if on_eager_tensors(leaves):
+            if needs_chain(leaves) or needs_chain(self._entry(args)[1]):  # a backward must reach them through the results
+                return replayed_transform(self.trace_into, self.__name__, args)
             return as_eager(self._run(*args))
         if any(isinstance(leaf, Tensor) for leaf in leaves):
             return self.trace_into(*args)
@@ -87,14 +90,19 @@ class GradFunction:
         return (value, result) if self.with_value else result
 
     def _run(self, *args: Any) -> Any:
+        executable, parameters, results = self._entry(args)
+        arrays = [np.asarray(leaf) for leaf in flatten(args)[0]]
+        outputs = [np.asarray(o) for o in executable(*arrays, *[p.data for p in parameters])]
+        return unflatten(results, outputs)
+
+    def _entry(self, args: tuple[Any, ...]) -> tuple[Executable, list[Any], Structure]:
+        """The compiled function for the arguments' signature, compiled on first sight."""
         leaves, structure = flatten(args)
         arrays = [np.asarray(leaf) for leaf in leaves]
         key = (structure, tuple((a.shape, a.dtype.str) for a in arrays), autocast_signature())  # traced inside an autocast region or not
         if key not in self.compiled:
             self.compiled[key] = self._compile(structure, arrays)
-        executable, parameters, results = self.compiled[key]
-        outputs = [np.asarray(o) for o in executable(*arrays, *[p.data for p in parameters])]
-        return unflatten(results, outputs)
+        return self.compiled[key]
 
     def _compile(self, structure: Structure, arrays: Sequence[np.ndarray]) -> tuple[Executable, list[Any], Structure]:
         results: list[Structure] = []

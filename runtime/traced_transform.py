@@ -16,6 +16,7 @@ from kiln.compiler.errors import KilnError
 from kiln.compiler.ir.types import DType
 from kiln.frontend.tensor import Tensor
 from kiln.frontend.trace import TensorSpec, trace_context
+from kiln.runtime.eager_transform_replay import needs_chain, replayed_transform
 from kiln.runtime.eager_transforms import as_eager, on_eager_tensors
 from kiln.runtime.executable import Executable
 from kiln.runtime.pytree import Structure, flatten, unflatten
@@ -42,20 +43,26 @@ class TracedTransform:
     def __call__(self, *args: Any) -> Any:
         leaves = flatten(args)[0]
         if on_eager_tensors(leaves):
+            if needs_chain(leaves) or needs_chain(self._entry(args)[1]):  # a backward must reach them through the results
+                return replayed_transform(self.trace_into, self.__name__, args)
             return as_eager(self._run(args))
         if any(isinstance(leaf, Tensor) for leaf in leaves):
             return self.trace_into(*args)
         return self._run(args)
 
     def _run(self, args: tuple[Any, ...]) -> Any:
+        executable, parameters, results = self._entry(args)
+        outputs = executable(*[np.asarray(leaf) for leaf in flatten(args)[0]], *[p.data for p in parameters])
+        return unflatten(results, [np.asarray(output) for output in outputs])
+
+    def _entry(self, args: tuple[Any, ...]) -> Compiled:
+        """The compiled function for the arguments' signature, compiled on first sight."""
         leaves, structure = flatten(args)
         arrays = [np.asarray(leaf) for leaf in leaves]
         key = (structure, tuple((a.shape, a.dtype.str) for a in arrays), autocast_signature())  # traced inside an autocast region or not
         if key not in self.compiled:
             self.compiled[key] = self._compile(structure, arrays)
-        executable, parameters, results = self.compiled[key]
-        outputs = executable(*arrays, *[p.data for p in parameters])
-        return unflatten(results, [np.asarray(output) for output in outputs])
+        return self.compiled[key]
 
     def _compile(self, structure: Structure, arrays: Sequence[np.ndarray]) -> Compiled:
         results: list[Structure] = []
