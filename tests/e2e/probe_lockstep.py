@@ -1,0 +1,60 @@
+"""Lockstep runs for the porting probes: one program text (functions taking ``lib, nn, F``) run on kiln, then on
+PyTorch from kiln's initial state, each returning a record to compare (first forward, first gradients, losses, the
+state after the steps)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+import kiln
+from oracles import libraries
+
+
+def array(tensor: Any) -> np.ndarray:
+    """A copy of a kiln or torch tensor's values."""
+    return np.array(tensor.detach().numpy())
+
+
+def snapshot(module: Any) -> dict[str, np.ndarray]:
+    """The module's state_dict as arrays."""
+    return {name: array(value) for name, value in module.state_dict().items()}
+
+
+def gradients(module: Any) -> dict[str, np.ndarray]:
+    """Each parameter's ``.grad`` by name (the ones that have one)."""
+    return {name: array(p.grad) for name, p in module.named_parameters() if p.grad is not None}
+
+
+def run_in_lockstep(build: Callable[..., Any], train: Callable[..., dict[str, Any]], seed: int = 0) -> tuple[dict, dict]:
+    """``train(lib, nn, F, build(lib, nn, F))`` on kiln then on torch, torch's model loaded with kiln's initial
+    state_dict (so both start from kiln's initialisation, drawn after ``kiln.manual_seed(seed)``)."""
+    kiln.manual_seed(seed)
+    records, initial = [], None
+    for name in ("kiln", "torch"):
+        lib, nn, F = libraries(name)
+        model = build(lib, nn, F)
+        if initial is None:
+            initial = snapshot(model)
+        else:
+            assert set(snapshot(model)) == set(initial), "the two libraries name the model's state differently"
+            model.load_state_dict({key: lib.tensor(value) for key, value in initial.items()})
+        records.append(train(lib, nn, F, model))
+    return records[0], records[1]
+
+
+def assert_same_records(ours: Any, theirs: Any, rtol: float = 1e-10, atol: float = 1e-12, where: str = "",
+                        looser: dict[str, dict[str, float]] | None = None) -> None:
+    """Every array, number and nested entry of the two records close; ``looser`` gives other tolerances to the entries
+    whose path contains a key (``{"in_proj_bias": dict(atol=1e-10)}``)."""
+    if isinstance(theirs, dict):
+        assert set(ours) == set(theirs), f"{where}: keys differ: {set(ours) ^ set(theirs)}"
+        for key in theirs:
+            assert_same_records(ours[key], theirs[key], rtol, atol, f"{where}/{key}", looser)
+        return
+    tolerance = dict(rtol=rtol, atol=atol)
+    for key, other in (looser or {}).items():
+        if key in where:
+            tolerance = other
+    np.testing.assert_allclose(np.asarray(ours, np.float64), np.asarray(theirs, np.float64), **tolerance, err_msg=where)
