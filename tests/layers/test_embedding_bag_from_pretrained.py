@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 import kiln
-from oracles import require_torch
 
 TABLE = np.random.default_rng(0).standard_normal((10, 3))
 INDICES, OFFSETS = np.array([1, 2, 4, 5, 4, 3, 2, 9]), np.array([0, 2, 2, 5])
