@@ -140,6 +140,19 @@ def histc(x: Tensor, bins: int = 100, min: float = 0, max: float = 0) -> Tensor:
     return _leaf(counts.astype(array.dtype))
 
 
+def repeat_by_counts(x: Tensor, repeats: Any, axis: int) -> Tensor:
+    """``x.repeat_interleave(repeats, dim=axis)`` for per-slice counts (a tensor or list, one per slice along ``axis``,
+    or one for all): one differentiable ``take`` of the positions the counts give."""
+    counts = np.asarray(_array(repeats) if isinstance(repeats, Tensor) else repeats)
+    size = x.shape[axis]
+    if counts.ndim > 1 or counts.size not in (1, size) or (counts.size and not np.issubdtype(counts.dtype, np.integer)) \
+            or (counts < 0).any():
+        raise located_error(f"repeat_interleave: repeats must be non-negative integers, one per slice along dim {axis} "
+                            f"({size}) or a single count; got {counts.dtype} of shape {list(counts.shape)}")
+    positions = np.repeat(np.arange(size, dtype=np.int64), np.broadcast_to(counts.reshape(-1), (size,)))
+    return apply("tensor.take", x, apply("tensor.constant", value=positions), axis=axis)
+
+
 def allclose(x: Tensor, other: Any, rtol: float = 1e-05, atol: float = 1e-08, equal_nan: bool = False) -> bool:
     """Whether ``|x - other| <= atol + rtol * |other|`` everywhere (broadcast), as PyTorch's ``allclose``."""
     a, b = _array(x), _values(other)
@@ -168,4 +181,4 @@ def _values(other: Any) -> np.ndarray:
     return array
 
 
-__all__ = ["allclose", "bincount", "eager_with_mask", "histc", "equal", "is_eager", "is_nonzero", "masked_rows", "masked_select", "nonzero", "unique", "unique_consecutive"]
+__all__ = ["allclose", "bincount", "eager_with_mask", "histc", "equal", "is_eager", "is_nonzero", "masked_rows", "masked_select", "nonzero", "repeat_by_counts", "unique", "unique_consecutive"]

@@ -186,12 +186,15 @@ class TorchMethods(BitwiseMethods):
                 result = cat([result.narrow(dim, cut, size - cut), result.narrow(dim, 0, cut)], dim)
         return result
 
-    def repeat_interleave(self, repeats: int, dim: int | None = None) -> Any:
-        """Each element ``repeats`` times in a row along ``dim`` (of the flattened tensor without one); an int count."""
-        if not isinstance(repeats, int):
-            raise located_error("repeat_interleave takes an int count: per-element counts give a data-dependent shape")
+    def repeat_interleave(self, repeats: Any = None, dim: int | None = None, *, output_size: int | None = None) -> Any:
+        """Each element ``repeats`` times in a row along ``dim`` (of the flattened tensor without one): an int count,
+        or eagerly per-element counts (a tensor or list); ``torch.repeat_interleave(counts)`` repeats each index."""
+        if repeats is None:
+            return _arange_like_counts(self).repeat_interleave(self, 0)
         if dim is None:
             return self.flatten().repeat_interleave(repeats, 0)
+        if not isinstance(repeats, int):
+            return _repeat_by_counts(self, repeats, dim % self.ndim)
         axis = dim % self.ndim
         shape = list(self.shape)
         widened = self.unsqueeze(axis + 1).broadcast_to(tuple(shape[: axis + 1]) + (repeats,) + tuple(shape[axis + 1:]))
@@ -381,6 +384,22 @@ def _leading_slices(x: Any, index: Any, axis: int) -> Any:
                 raise located_error(f"gather: the index {index.type} does not fit {x.type} outside dim {axis}")
             x = x.narrow(dim, 0, wanted)
     return x
+
+
+def _arange_like_counts(counts: Any) -> Any:
+    from kiln.frontend.torch_functions import arange
+
+    return arange(counts.shape[0], dtype=counts.dtype)
+
+
+def _repeat_by_counts(x: Any, repeats: Any, axis: int) -> Any:
+    from kiln.frontend import eager_data_dependent
+    from kiln.frontend.tensor import Tensor
+
+    if not eager_data_dependent.is_eager(x) or (isinstance(repeats, Tensor) and not eager_data_dependent.is_eager(repeats)):
+        raise located_error("repeat_interleave with per-element counts gives a shape that depends on their values: "
+                            "traced, pass an int count (or repeat eagerly, outside the compiled function)")
+    return eager_data_dependent.repeat_by_counts(x, repeats, axis)
 
 
 def _times(dim: Dim, count: int) -> Dim:
