@@ -2,6 +2,8 @@
 
 Each subclasses ``Optimizer`` (``optim_base.py``): it checks its options, names its state arrays and emits one
 ``optim.*`` op per parameter, or that op's decomposition where a scheduler feeds its momentum as a graph input.
+Constructors take PyTorch's arguments in PyTorch's order, its implementation flags (``foreach``, ``fused``...)
+included, which change nothing here (``optim_flags.py``).
 """
 
 from __future__ import annotations
@@ -51,12 +53,15 @@ class SGD(Optimizer):
     """
 
     feedable_hyperparameters = frozenset({"momentum"})
+    torch_counts_steps = False
 
     def __init__(
         self, params: Iterable[Any], lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
-        weight_decay: float = 0.0, nesterov: bool = False, *, maximize: bool = False,
+        weight_decay: float = 0.0, nesterov: bool = False, *, maximize: bool = False, foreach: bool | None = None,
+        differentiable: bool = False, fused: bool | None = None,
     ):
-        defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov, maximize=maximize)
+        defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov, maximize=maximize,
+                        foreach=foreach, differentiable=differentiable, fused=fused)
         super().__init__(params, defaults)
 
     def check_group(self, group: dict[str, Any]) -> None:
@@ -86,16 +91,18 @@ class GD(SGD):
 
 
 class Adam(Optimizer):
-    """Adam (``torch.optim.Adam``): L2 ``weight_decay`` added to the gradient, optional AMSGrad; one ``optim.adam_update`` per parameter."""
+    """Adam (``torch.optim.Adam``): L2 ``weight_decay`` added to the gradient (decoupled, AdamW's, with
+    ``decoupled_weight_decay=True``), optional AMSGrad; one ``optim.adam_update`` per parameter."""
 
-    decoupled = False
     feedable_hyperparameters = frozenset({"beta1"})
 
     def __init__(
         self, params: Iterable[Any], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-        weight_decay: float = 0.0, amsgrad: bool = False, *, maximize: bool = False,
+        weight_decay: float = 0.0, amsgrad: bool = False, *, foreach: bool | None = None, maximize: bool = False,
+        capturable: bool = False, differentiable: bool = False, fused: bool | None = None, decoupled_weight_decay: bool = False,
     ):
-        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize)
+        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize, foreach=foreach,
+                        capturable=capturable, differentiable=differentiable, fused=fused, decoupled_weight_decay=decoupled_weight_decay)
         super().__init__(params, defaults)
 
     def check_group(self, group: dict[str, Any]) -> None:
@@ -108,7 +115,8 @@ class Adam(Optimizer):
         names = self.state_names(group)
         results = _update_op(
             b, "optim.adam_update", param, _direction(b, grad, group), *[state[name] for name in names], hyper["lr"], hyper["step"],
-            beta1=_beta1(hyper, group), beta2=group["betas"][1], eps=group["eps"], weight_decay=group["weight_decay"], amsgrad=group["amsgrad"], decoupled=self.decoupled,
+            beta1=_beta1(hyper, group), beta2=group["betas"][1], eps=group["eps"], weight_decay=group["weight_decay"], amsgrad=group["amsgrad"],
+            decoupled=group["decoupled_weight_decay"],
         )
         return results[0], dict(zip(names, results[1:]))
 
@@ -116,13 +124,13 @@ class Adam(Optimizer):
 class AdamW(Adam):
     """AdamW (``torch.optim.AdamW``): Adam with decoupled weight decay ``p <- p (1 - lr wd)``; ``weight_decay`` defaults to 0.01."""
 
-    decoupled = True
-
     def __init__(
         self, params: Iterable[Any], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-        weight_decay: float = 1e-2, amsgrad: bool = False, *, maximize: bool = False,
+        weight_decay: float = 1e-2, amsgrad: bool = False, *, maximize: bool = False, foreach: bool | None = None,
+        capturable: bool = False, differentiable: bool = False, fused: bool | None = None,
     ):
-        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize)
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, foreach=foreach, maximize=maximize, capturable=capturable,
+                         differentiable=differentiable, fused=fused, decoupled_weight_decay=True)
 
 
 class RMSprop(Optimizer):
@@ -130,9 +138,11 @@ class RMSprop(Optimizer):
 
     def __init__(
         self, params: Iterable[Any], lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8, weight_decay: float = 0.0,
-        momentum: float = 0.0, centered: bool = False, *, maximize: bool = False,
+        momentum: float = 0.0, centered: bool = False, capturable: bool = False, foreach: bool | None = None, maximize: bool = False,
+        differentiable: bool = False,
     ):
-        defaults = dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum, centered=centered, maximize=maximize)
+        defaults = dict(lr=lr, momentum=momentum, alpha=alpha, eps=eps, centered=centered, weight_decay=weight_decay, capturable=capturable,
+                        foreach=foreach, maximize=maximize, differentiable=differentiable)
         super().__init__(params, defaults)
 
     def check_group(self, group: dict[str, Any]) -> None:
@@ -153,11 +163,11 @@ class Adagrad(Optimizer):
 
     def __init__(
         self, params: Iterable[Any], lr: float = 1e-2, lr_decay: float = 0.0, weight_decay: float = 0.0,
-        initial_accumulator_value: float = 0.0, eps: float = 1e-10, *, maximize: bool = False,
+        initial_accumulator_value: float = 0.0, eps: float = 1e-10, foreach: bool | None = None, *, maximize: bool = False,
+        differentiable: bool = False, fused: bool | None = None,
     ):
-        defaults = dict(
-            lr=lr, lr_decay=lr_decay, weight_decay=weight_decay, initial_accumulator_value=initial_accumulator_value, eps=eps, maximize=maximize
-        )
+        defaults = dict(lr=lr, lr_decay=lr_decay, eps=eps, weight_decay=weight_decay, initial_accumulator_value=initial_accumulator_value,
+                        foreach=foreach, maximize=maximize, differentiable=differentiable, fused=fused)
         super().__init__(params, defaults)
 
     def check_group(self, group: dict[str, Any]) -> None:
@@ -182,9 +192,11 @@ class Adamax(Optimizer):
 
     def __init__(
         self, params: Iterable[Any], lr: float = 2e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-        weight_decay: float = 0.0, *, maximize: bool = False,
+        weight_decay: float = 0.0, foreach: bool | None = None, *, maximize: bool = False, differentiable: bool = False,
+        capturable: bool = False,
     ):
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, maximize=maximize))
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, foreach=foreach, maximize=maximize,
+                                      differentiable=differentiable, capturable=capturable))
 
     def check_group(self, group: dict[str, Any]) -> None:
         _check_adam_like("Adamax", group)
@@ -213,10 +225,12 @@ class NAdam(Optimizer):
 
     def __init__(
         self, params: Iterable[Any], lr: float = 2e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-        weight_decay: float = 0.0, momentum_decay: float = 4e-3, decoupled_weight_decay: bool = False, *, maximize: bool = False,
+        weight_decay: float = 0.0, momentum_decay: float = 4e-3, decoupled_weight_decay: bool = False, *, foreach: bool | None = None,
+        maximize: bool = False, capturable: bool = False, differentiable: bool = False,
     ):
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, momentum_decay=momentum_decay,
-                        decoupled_weight_decay=decoupled_weight_decay, maximize=maximize)
+                        decoupled_weight_decay=decoupled_weight_decay, maximize=maximize, foreach=foreach, capturable=capturable,
+                        differentiable=differentiable)
         super().__init__(params, defaults)
 
     def check_group(self, group: dict[str, Any]) -> None:
@@ -247,10 +261,11 @@ class RAdam(Optimizer):
 
     def __init__(
         self, params: Iterable[Any], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-        weight_decay: float = 0.0, decoupled_weight_decay: bool = False, *, maximize: bool = False,
+        weight_decay: float = 0.0, decoupled_weight_decay: bool = False, *, foreach: bool | None = None, maximize: bool = False,
+        capturable: bool = False, differentiable: bool = False,
     ):
-        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
-                        decoupled_weight_decay=decoupled_weight_decay, maximize=maximize)
+        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, maximize=maximize, foreach=foreach,
+                        capturable=capturable, decoupled_weight_decay=decoupled_weight_decay, differentiable=differentiable)
         super().__init__(params, defaults)
 
     def check_group(self, group: dict[str, Any]) -> None:
@@ -273,9 +288,10 @@ class Adadelta(Optimizer):
 
     def __init__(
         self, params: Iterable[Any], lr: float = 1.0, rho: float = 0.9, eps: float = 1e-6, weight_decay: float = 0.0,
-        *, maximize: bool = False,
+        foreach: bool | None = None, *, capturable: bool = False, maximize: bool = False, differentiable: bool = False,
     ):
-        super().__init__(params, dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize))
+        super().__init__(params, dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize, capturable=capturable,
+                                      foreach=foreach, differentiable=differentiable))
 
     def check_group(self, group: dict[str, Any]) -> None:
         _non_negative("Adadelta", group, "lr", "eps", "weight_decay")
@@ -304,9 +320,10 @@ class Rprop(Optimizer):
 
     def __init__(
         self, params: Iterable[Any], lr: float = 1e-2, etas: tuple[float, float] = (0.5, 1.2), step_sizes: tuple[float, float] = (1e-6, 50),
-        *, maximize: bool = False,
+        *, capturable: bool = False, foreach: bool | None = None, maximize: bool = False, differentiable: bool = False,
     ):
-        super().__init__(params, dict(lr=lr, etas=tuple(etas), step_sizes=tuple(step_sizes), maximize=maximize))
+        super().__init__(params, dict(lr=lr, etas=tuple(etas), step_sizes=tuple(step_sizes), foreach=foreach, maximize=maximize,
+                                      differentiable=differentiable, capturable=capturable))
 
     def check_group(self, group: dict[str, Any]) -> None:
         _non_negative("Rprop", group, "lr")
@@ -336,17 +353,18 @@ class ASGD(Optimizer):
 
     ``eta`` (the step this update takes; ``lr`` when the state is created) and ``mu`` (the averaging weight) are
     scalars per parameter in PyTorch; here arrays shaped like the parameter, every element that scalar (as NAdam's
-    ``mu_product``; float32 for a half parameter). A PyTorch ``state_dict``'s 0-d ``eta`` and ``mu`` load broadcast. ``maximize`` is keyword-only
-    here: PyTorch's positional slot before it is ``foreach``.
+    ``mu_product``; float32 for a half parameter). A PyTorch ``state_dict``'s 0-d ``eta`` and ``mu`` load broadcast.
     """
 
     scalar_states = frozenset({"eta", "mu"})
 
     def __init__(
         self, params: Iterable[Any], lr: float = 1e-2, lambd: float = 1e-4, alpha: float = 0.75, t0: float = 1e6,
-        weight_decay: float = 0, *, maximize: bool = False,
+        weight_decay: float = 0, foreach: bool | None = None, maximize: bool = False, differentiable: bool = False,
+        capturable: bool = False,
     ):
-        super().__init__(params, dict(lr=lr, lambd=lambd, alpha=alpha, t0=t0, weight_decay=weight_decay, maximize=maximize))
+        super().__init__(params, dict(lr=lr, lambd=lambd, alpha=alpha, t0=t0, weight_decay=weight_decay, foreach=foreach, maximize=maximize,
+                                      differentiable=differentiable, capturable=capturable))
 
     def state_names(self, group: dict[str, Any]) -> tuple[str, ...]:
         return ("eta", "mu", "ax")
@@ -374,9 +392,10 @@ class Adafactor(Optimizer):
 
     def __init__(
         self, params: Iterable[Any], lr: float = 1e-2, beta2_decay: float = -0.8, eps: tuple[float | None, float] = (None, 1e-3),
-        d: float = 1.0, weight_decay: float = 0.0, *, maximize: bool = False,
+        d: float = 1.0, weight_decay: float = 0.0, *, foreach: bool | None = None, maximize: bool = False,
     ):
-        super().__init__(params, dict(lr=lr, beta2_decay=beta2_decay, eps=tuple(eps), d=d, weight_decay=weight_decay, maximize=maximize))
+        super().__init__(params, dict(lr=lr, beta2_decay=beta2_decay, eps=tuple(eps), d=d, weight_decay=weight_decay, foreach=foreach,
+                                      maximize=maximize))
 
     def check_group(self, group: dict[str, Any]) -> None:
         _non_negative("Adafactor", group, "lr", "weight_decay")

@@ -18,7 +18,8 @@ from kiln.compiler.ir.core import Value
 from kiln.compiler.ir.types import DType, TensorType, is_float_array_dtype
 from kiln.compiler.ops.optim import scalar_state_dtype
 from kiln.frontend.module import Parameter, clear_grads
-from kiln.frontend.optim_torch_state import from_torch_layout, is_torch_layout
+from kiln.frontend.optim_flags import IMPLEMENTATION_OPTIONS, check_constructor_flags, refuse_differentiable
+from kiln.frontend.optim_torch_state import from_torch_layout, is_torch_layout, to_torch_layout
 from kiln.frontend.tensor import Tensor
 
 Update = tuple[Value, dict[str, Value]]
@@ -33,14 +34,18 @@ class Optimizer:
     feedable_hyperparameters: frozenset[str] = frozenset()
     """Options ``feed_as_input`` may turn into graph inputs: the momentum a scheduler cycles (``momentum``, or ``beta1``,
     the first of ``betas``)."""
+    torch_counts_steps: bool = True
+    """Whether PyTorch's state of a parameter holds its own ``step`` (SGD's and Muon's do not): ``torch_state_dict``."""
     scalar_states: frozenset[str] = frozenset()
     """States that are one number per parameter in PyTorch (0-d there, parameter-shaped here): a saved 0-d value loads
     broadcast, so a ``torch.optim`` ``state_dict`` converted to arrays loads as is."""
 
     def __init__(self, params: Iterable[Any], defaults: dict[str, Any]):
         self.defaults = dict(defaults)
-        self.fixed_options = sorted(set(self.defaults) - set(self.graph_hyperparameters))
-        """Options a compiled update fixes (a change recompiles): every default but the graph hyper-parameters."""
+        check_constructor_flags(type(self).__name__, self.defaults)
+        self.fixed_options = self._fixed_options()
+        """Options a compiled update fixes (a change recompiles): every default but the graph hyper-parameters and
+        PyTorch's implementation flags (``foreach``, ``fused``...: ``optim_flags.py``)."""
         self.param_groups: list[dict[str, Any]] = []
         self.state: dict[int, dict[str, np.ndarray]] = {}
         self.step_count = 0
@@ -69,6 +74,7 @@ class Optimizer:
             raise KilnError("some parameters appear in more than one parameter group (or twice in one); list each once")
         full = {**self.defaults, **group, "params": params}
         self.check_group(full)
+        refuse_differentiable(type(self).__name__, full)
         self.param_groups.append(full)
 
     def feed_as_input(self, name: str) -> None:
@@ -85,7 +91,10 @@ class Optimizer:
                 "pass cycle_momentum=False, the learning rate still cycles)"
             )
         self.graph_hyperparameters = (*self.graph_hyperparameters, name)
-        self.fixed_options = sorted(set(self.defaults) - set(self.graph_hyperparameters))
+        self.fixed_options = self._fixed_options()
+
+    def _fixed_options(self) -> list[str]:
+        return sorted(set(self.defaults) - set(self.graph_hyperparameters) - IMPLEMENTATION_OPTIONS)
 
     def group_hyperparameters(self, group: dict[str, Any]) -> tuple[str, ...]:
         """The hyper-parameters of ``group`` fed as graph inputs, in input order."""
@@ -190,24 +199,35 @@ class Optimizer:
     # --- state_dict ----------------------------------------------------------------------------
 
     def state_dict(self, names: Mapping[int, str] | None = None) -> dict[str, Any]:
-        """``{"state": {param key: {name: array}}, "param_groups": [...], "step": int}``.
+        """``{"state": {param key: {name: array}}, "param_groups": [...], "step": int, "skipped_steps": {param key: int}}``.
 
         Parameters are keyed by ``names[id(param)]`` (the model's parameter names) where given,
-        else by their position in the optimizer, as PyTorch does. Arrays are the live ones.
+        else by their position in the optimizer, as PyTorch does. Arrays are the live ones. ``step`` counts the
+        optimizer's steps; ``skipped_steps`` the steps that found a parameter without ``.grad`` (only parameters that
+        missed some), so its own count, PyTorch's ``state[p]["step"]``, is ``step - skipped_steps.get(key, 0)``.
         """
         key = _keyer(self.parameters(), names)
+        skipped = getattr(self, "skipped_steps", {})
         return {
             "state": {key(p): dict(self.state[id(p)]) for p in self.parameters() if id(p) in self.state},
             "param_groups": [{**_options(group), "params": [key(p) for p in group["params"]]} for group in self.param_groups],
             "step": self.step_count,
+            "skipped_steps": {key(p): skipped[id(p)] for p in self.parameters() if skipped.get(id(p))},
         }
+
+    def torch_state_dict(self) -> dict[str, Any]:
+        """This optimizer's ``state_dict`` in ``torch.optim``'s layout, arrays still NumPy (``optim_torch_state.to_torch_layout``):
+        ``torch_optimizer.load_state_dict`` takes it once each array is a tensor, and the run continues in PyTorch. The
+        arrays are the live ones, as ``state_dict``'s: copy them (``torch.tensor``, not ``torch.as_tensor``) to train on both."""
+        return to_torch_layout(self.state_dict(), self.scalar_states, self.torch_counts_steps)
 
     def load_state_dict(self, state: Mapping[str, Any], names: Mapping[int, str] | None = None) -> None:
         """Restore groups' options, state arrays and the step counter; everything is checked before anything is written."""
         self.prepare_load(state, names)()
 
     def prepare_load(self, state: Mapping[str, Any], names: Mapping[int, str] | None = None) -> Callable[[], None]:
-        """Check ``state`` (kiln's layout or ``torch.optim``'s) against this optimizer; returns the function that writes it."""
+        """Check ``state`` (kiln's layout or ``torch.optim``'s) against this optimizer; returns the function that writes it.
+        A kiln state saved before ``skipped_steps`` was kept loads as one where no parameter missed a step."""
         own_steps: dict[str, int] | None = None
         if is_torch_layout(state):
             state, own_steps = from_torch_layout(state)
@@ -224,13 +244,17 @@ class Optimizer:
             for param in group["params"]:
                 arrays[id(param)] = self._loaded_state(param, {**group, **loaded}, state["state"], key)
         step = int(state["step"])
+        if own_steps is not None:
+            skipped = {id(p): step - own_steps.get(key(p), 0) for p in self.parameters()}
+        else:
+            skipped = _loaded_skipped_steps(state.get("skipped_steps", {}), self.parameters(), key, step)
 
         def write() -> None:
             for group, loaded in zip(self.param_groups, options):
                 group.update(loaded)
             self.state = {pid: _into(self.state.get(pid), value) for pid, value in arrays.items() if value is not None}
             self.step_count = step
-            self.skipped_steps = {} if own_steps is None else {id(p): step - own_steps.get(key(p), 0) for p in self.parameters()}
+            self.skipped_steps = skipped
 
         return write
 
@@ -294,6 +318,21 @@ def _loaded_options(index: int, group: dict[str, Any], saved: Mapping[str, Any],
         raise CheckpointError(f"parameter group {index} holds {list(saved['params'])} in the saved state but {ours} here")
     options = {name: value for name, value in saved.items() if name != "params"}
     return {name: tuple(value) if isinstance(group.get(name), tuple) else value for name, value in options.items()}
+
+
+def _loaded_skipped_steps(
+    saved: Mapping[str, Any], parameters: list[Parameter], key: Callable[[Parameter], str], step: int
+) -> dict[int, int]:
+    """Saved ``skipped_steps`` (by parameter key) as ``Optimizer.skipped_steps`` (by parameter id), checked."""
+    ids = {key(p): id(p) for p in parameters}
+    unknown = sorted(set(saved) - set(ids))
+    if unknown:
+        raise CheckpointError(f"optimizer state counts skipped steps of {unknown}, which this optimizer does not hold (it holds {sorted(ids)})")
+    skipped = {ids[name]: int(count) for name, count in saved.items()}
+    bad = sorted(name for name, count in saved.items() if not 0 <= int(count) <= step)
+    if bad:
+        raise CheckpointError(f"optimizer state says {bad} skipped more steps than the {step} it counts, or fewer than 0; the file is damaged")
+    return skipped
 
 
 def _into(current: dict[str, np.ndarray] | None, loaded: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

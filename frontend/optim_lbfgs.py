@@ -317,6 +317,12 @@ class LBFGS(Optimizer):
         self.step_count += 1
         return loss
 
+    def torch_state_dict(self) -> dict[str, Any]:
+        raise KilnError(
+            "LBFGS: torch_state_dict() is not supported: kiln keeps the L-BFGS history as stacked arrays, PyTorch as lists of "
+            "tensors; save optimizer.state_dict() and resume in kiln (a PyTorch LBFGS state_dict loads into kiln)"
+        )
+
     def emit_update(self, b, param, grad, state, hyper, group):
         raise KilnError(
             "LBFGS cannot be compiled into a training step: each of its steps evaluates the loss and gradients a "

@@ -38,6 +38,8 @@ LR_ADJUSTMENTS = (None, "original", "match_rms_adamw")
 class Muon(Optimizer):
     """``torch.optim.Muon``'s arguments and defaults; every parameter must be 2-D (module docstring)."""
 
+    torch_counts_steps = False  # PyTorch's Muon keeps only the momentum buffer
+
     def __init__(
         self, params: Iterable[Any], lr: float = 1e-3, weight_decay: float = 0.1, momentum: float = 0.95, nesterov: bool = True,
         ns_coefficients: tuple[float, float, float] = NS_COEFFICIENTS, eps: float = 1e-7, ns_steps: int = 5,

@@ -1,5 +1,6 @@
 """A ``torch.optim`` ``state_dict`` (``torch.save`` of a PyTorch run) read into kiln's layout, so a PyTorch-trained
-checkpoint resumes in kiln: ``optimizer.load_state_dict(kiln.load("ckpt.pt")["optimizer"])``.
+checkpoint resumes in kiln: ``optimizer.load_state_dict(kiln.load("ckpt.pt")["optimizer"])``; and kiln's state in
+PyTorch's layout (``Optimizer.torch_state_dict()``), so a kiln run resumes in PyTorch.
 
 PyTorch keys parameters by position as ints and counts steps per parameter (``state[i]["step"]``, a 0-d tensor);
 kiln keys them as strings and counts the optimizer's steps once (``"step"``), remembering for each parameter how
@@ -27,10 +28,32 @@ def from_torch_layout(state: Mapping[str, Any]) -> tuple[dict[str, Any], dict[st
     return {"state": entries, "param_groups": groups, "step": max(own_steps.values(), default=0)}, own_steps
 
 
+def to_torch_layout(state: Mapping[str, Any], scalar_states: frozenset[str] = frozenset(), counts_steps: bool = True) -> dict[str, Any]:
+    """kiln's layout as PyTorch's, arrays still NumPy: parameters keyed by position (ints, in ``param_groups`` order),
+    each state entry with its own ``step`` (a 0-d float32 array, ``step - skipped_steps``) where ``counts_steps`` (all
+    but SGD and Muon), the ``scalar_states`` (kiln keeps them shaped like the parameter) 0-d. ``torch.tensor`` each
+    array (a copy) and it loads into ``torch.optim``."""
+    keys = [key for group in state["param_groups"] for key in group["params"]]
+    position = {key: index for index, key in enumerate(keys)}
+    skipped = state.get("skipped_steps", {})
+    entries = {}
+    for key, entry in state["state"].items():
+        arrays = {name: _as_torch_keeps(np.asarray(value), name in scalar_states) for name, value in entry.items()}
+        own_step = {"step": np.asarray(int(state["step"]) - int(skipped.get(key, 0)), np.float32)} if counts_steps else {}
+        entries[position[key]] = {**own_step, **arrays}
+    groups = [{**group, "params": [position[key] for key in group["params"]]} for group in state["param_groups"]]
+    return {"state": entries, "param_groups": groups}
+
+
+def _as_torch_keeps(array: np.ndarray, scalar: bool) -> np.ndarray:
+    """A state array as PyTorch keeps it: a scalar state (every element the same here) 0-d, anything else as is."""
+    return np.array(array.reshape(-1)[0]) if scalar else array
+
+
 def _own_step(entry: Mapping[str, Any]) -> int:
     """A parameter's step count; SGD keeps none, and its momentum buffer says only that it was stepped (count 1: the
     next update uses the buffer, where a first one would start it from the gradient)."""
     return int(np.asarray(entry["step"])) if "step" in entry else int(bool(entry))
 
 
-__all__ = ["from_torch_layout", "is_torch_layout"]
+__all__ = ["from_torch_layout", "is_torch_layout", "to_torch_layout"]

@@ -299,11 +299,11 @@ def test_constructor_arguments_and_defaults_are_torchs(torch, name):
 
 
 def assert_constructor_matches_torch(torch: Any, name: str, same_kinds: bool) -> Any:
-    """The same argument names in the same order with the same defaults (and kinds) as ``torch.optim.<name>``, less
-    PyTorch's implementation switches; returns kiln's parameters."""
+    """The same argument names in the same order with the same defaults (and kinds) as ``torch.optim.<name>``,
+    PyTorch's implementation flags included (``frontend/optim_flags.py``); returns kiln's parameters."""
     ours = inspect.signature(getattr(kiln.optim, name)).parameters
     theirs = inspect.signature(getattr(torch.optim, name)).parameters
-    shared = [p for p in theirs if p not in ("foreach", "capturable", "differentiable")]
+    shared = list(theirs)
     assert list(ours) == shared
     for parameter in shared[1:]:
         assert ours[parameter].default == theirs[parameter].default, parameter
