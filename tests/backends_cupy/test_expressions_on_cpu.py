@@ -45,7 +45,7 @@ def run_expression(op_name: str, operands: list[np.ndarray], result: DType, attr
     names = [f"x{i}" for i in range(len(operands))]
     in_params = ", ".join(f"{CUPY_TYPES[DType.of(a.dtype)]} {n}" for a, n in zip(operands, names))
     body = f"y0 = {c_expression(op_name, names, attrs, result)};"
-    source = ElementwiseSource(f"kiln_rule_{op_name.split('.')[1]}_{result}", in_params, f"{CUPY_TYPES[result]} y0", body)
+    source = ElementwiseSource(f"kiln_rule_{op_name.split('.')[1]}_{result.value}", in_params, f"{CUPY_TYPES[result]} y0", body)
     out = np.empty(len(operands[0]), result.numpy)
     run_raw_kernel(standalone_source(source), source.name, (-(-len(out) // 32),), (32,), (*operands, out, np.int64(len(out))))
     return out

@@ -328,7 +328,7 @@ def test_imported_half_model_matches_the_reference_and_onnxruntime(dtype, keep_i
 
     model = half_mlp_model(dtype, keep_io_types)
     imported = kiln.import_onnx(model)
-    assert [str(v.type.dtype) for v in imported.graph.inputs] == ["f32" if keep_io_types else dtype] + [dtype] * 3
+    assert [v.type.dtype.value for v in imported.graph.inputs] == ["f32" if keep_io_types else dtype] + [dtype] * 3
     x = np.random.default_rng(0).standard_normal((5, 16)).astype(np.float32 if keep_io_types else NUMPY_HALF[dtype])
     (got,) = KilnBackend.run_model(model, [x])
     oracles = {"reference": run_reference(model, {"x": x})[0]}
