@@ -112,9 +112,11 @@ def test_state_dict_holds_model_optimizer_state_groups_and_step():
     assert set(state["optimizer"]["state"]) == set(state["model"])
     assert list(state["optimizer"]["state"]["2.bias"]) == ["momentum_buffer"]
     assert state["optimizer"]["param_groups"] == [
-        {"lr": 0.1, "momentum": 0.9, "dampening": 0.0, "weight_decay": 0.0, "nesterov": False, "maximize": False, "params": list(state["model"])}
+        {"lr": 0.1, "momentum": 0.9, "dampening": 0.0, "weight_decay": 0.0, "nesterov": False, "maximize": False,
+         "foreach": None, "differentiable": False, "fused": None, "params": list(state["model"])}
     ]
     assert state["optimizer"]["step"] == 3
+    assert state["optimizer"]["skipped_steps"] == {}  # a compiled step updates every trained parameter each step
 
 
 def test_save_and_load_round_trip_restores_everything_in_place(tmp_path):
