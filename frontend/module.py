@@ -21,15 +21,26 @@ from kiln.frontend.tensor import Tensor, eager_tensor
 from kiln.frontend.torch_dtypes import get_default_dtype
 from kiln.frontend.tensor_eager import array_protocol
 from kiln.frontend.torch_array import torch_array
-from kiln.frontend.trace import TraceContext
+from kiln.frontend.trace import TraceContext, step_capture
 
 
 class Parameter(Tensor):
     """A trainable array; during tracing, the graph input that stands for it."""
 
-    grad: np.ndarray | None = None
-    """The gradient an eager ``loss.backward()`` accumulated (``runtime/eager_backward.py``); None until then, and
-    after ``zero_grad()``. A compiled training step computes its gradients inside the step and leaves this alone."""
+    @property
+    def grad(self) -> Any:
+        """The gradient an eager ``loss.backward()`` accumulated (``runtime/eager_backward.py``); None until then, and
+        after ``zero_grad()``. ``compile_train_step`` computes its gradients inside the step and leaves this alone; a
+        ``kiln.compile``d step writes it as PyTorch's step would (``runtime/step_capture.py``)."""
+        return self.__dict__.get("grad")
+
+    @grad.setter
+    def grad(self, value: Any) -> None:
+        capture = step_capture()
+        if capture is not None:  # p.grad = None in a kiln.compile'd step: the step's own .grad from here on
+            capture.assign_grad(self, value)
+            return
+        self.__dict__["grad"] = value
 
     requires_grad: bool = True
     """Whether ``backward()`` and the training step give this parameter a gradient (an instance attribute)."""
@@ -136,7 +147,11 @@ class Parameter(Tensor):
 
 def clear_grads(parameters: Any, set_to_none: bool) -> None:
     """``zero_grad``: each parameter's ``.grad`` to None, or to zeros (``set_to_none=False``) where it has one (a
-    ``.grad`` with a chain is detached first, as PyTorch's)."""
+    ``.grad`` with a chain is detached first, as PyTorch's). Traced in a ``kiln.compile``d step: its traced ``.grad``s."""
+    capture = step_capture()
+    if capture is not None:
+        capture.clear(list(parameters), set_to_none)
+        return
     for parameter in parameters:
         if set_to_none or parameter.grad is None:
             parameter.grad = None

@@ -13,6 +13,7 @@ from kiln.compiler.errors import KilnError
 from kiln.compiler.ir.types import DType
 from kiln.frontend.eager_values import eager_leaf
 from kiln.frontend.module import Parameter, grad_array
+from kiln.frontend.trace import step_capture
 
 
 def parameters_to_vector(parameters: Iterable[Parameter]) -> np.ndarray:
@@ -41,7 +42,10 @@ def vector_to_parameters(vector: Any, parameters: Iterable[Parameter]) -> None:
 def clip_grad_norm_(parameters: Any, max_norm: float, norm_type: float = 2.0, error_if_nonfinite: bool = False,
                     foreach: Any = None) -> Any:
     """Rescale the eager ``.grad`` of ``parameters`` (after ``loss.backward()``) by ``min(1, max_norm / (norm + 1e-6))``
-    of their joint ``norm_type``-norm, in place; returns that norm as a 0-d tensor, as PyTorch's."""
+    of their joint ``norm_type``-norm, in place; returns that norm as a 0-d tensor, as PyTorch's. In a ``kiln.compile``d
+    training step, the traced ``.grad`` (``runtime/step_capture.py``)."""
+    if step_capture() is not None:
+        return step_capture().clip_grad_norm(parameters, max_norm, norm_type, error_if_nonfinite)
     grads = _grads(parameters, "clip_grad_norm_", f"clip_grad_norm={max_norm!r}",
                    "PyTorch's rescale by min(1, max_norm / (norm + 1e-6)) of the global 2-norm")
     if not grads:
@@ -97,7 +101,10 @@ def clip_grad_norm(parameters: Any, max_norm: float, norm_type: float = 2.0, err
 
 
 def clip_grad_value_(parameters: Any, clip_value: float, foreach: Any = None) -> None:
-    """Clamp each eager ``.grad`` of ``parameters`` to ``[-clip_value, clip_value]``, in place, as PyTorch's."""
+    """Clamp each eager ``.grad`` of ``parameters`` to ``[-clip_value, clip_value]``, in place, as PyTorch's (in a
+    ``kiln.compile``d training step, the traced ``.grad``)."""
+    if step_capture() is not None:
+        return step_capture().clip_grad_value(parameters, clip_value)
     for grad in _grads(parameters, "clip_grad_value_", f"clip_grad_value={clip_value!r}",
                        "each gradient clamped to [-v, v], as PyTorch"):
         np.clip(grad, -clip_value, clip_value, out=grad)

@@ -11,6 +11,7 @@ from typing import Any, Sequence
 
 from kiln.compiler.errors import KilnError
 from kiln.frontend.optim import Optimizer
+from kiln.frontend.trace import refuse_in_step
 
 
 class LRScheduler:
@@ -42,6 +43,7 @@ class LRScheduler:
         raise NotImplementedError
 
     def step(self) -> None:
+        refuse_in_step("scheduler.step()", "call it after the compiled step, outside it (the learning rate is an input of the step)")
         self._step_count += 1
         self._update_lr(None)
 

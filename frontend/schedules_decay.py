@@ -11,6 +11,7 @@ from typing import Any, Callable, Iterable, Sequence, SupportsFloat
 from kiln.compiler.errors import KilnError
 from kiln.frontend.optim import Optimizer
 from kiln.frontend.schedules_base import LRScheduler, _per_group
+from kiln.frontend.trace import refuse_in_step
 
 
 class LambdaLR(LRScheduler):
@@ -214,6 +215,7 @@ class CosineAnnealingWarmRestarts(LRScheduler):
         return [self.eta_min + (base_lr - self.eta_min) * cosine / 2 for base_lr in self.base_lrs]
 
     def step(self, epoch: float | None = None) -> None:
+        refuse_in_step("scheduler.step()", "call it after the compiled step, outside it (the learning rate is an input of the step)")
         self._step_count += 1
         if epoch is None and self.last_epoch < 0:
             epoch = 0
@@ -279,6 +281,7 @@ class ReduceLROnPlateau(LRScheduler):
         self.num_bad_epochs = 0
 
     def step(self, metrics: SupportsFloat) -> None:  # type: ignore[override]
+        refuse_in_step("scheduler.step(metrics)", "call it after the compiled step, outside it, with the loss it returned")
         current = float(metrics)
         self.last_epoch += 1
         if self._is_better(current, self.best):

@@ -22,7 +22,7 @@ import numpy as np
 import weakref
 
 from kiln.frontend.eager_values import GRAD_TENSORS, PARAMETERS, eager_array, eager_value
-from kiln.frontend.trace import TraceContext, located_error
+from kiln.frontend.trace import TraceContext, located_error, step_capture
 
 
 def array_protocol(array: np.ndarray, dtype: Any, copy: Any) -> np.ndarray:
@@ -181,6 +181,10 @@ class EagerMethods:
         ``create_graph=True`` each ``.grad`` becomes an eager tensor that keeps its chain, so a later backward
         differentiates through it (``runtime/eager_create_graph.py``)."""
         if eager_array(self) is None:
+            capture = step_capture()
+            if capture is not None and not create_graph:  # a kiln.compile'd training step: runtime/step_capture.py
+                capture.backward(self, gradient, inputs)
+                return
             raise located_error("backward() of a traced tensor: inside a trace, the training step differentiates the loss "
                                 "(kiln.compile_train_step), or use kiln.grad; backward() works on eager tensors, outside a trace")
         if create_graph:

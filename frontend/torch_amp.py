@@ -49,6 +49,7 @@ import numpy as np
 
 from kiln.compiler.ir.types import DType
 from kiln.frontend.module import grad_array
+from kiln.frontend.trace import refuse_in_step
 from kiln.frontend.autocast import Region, cache_enabled, cast_floating, enter_region, excluded, exit_region, region_dtype, region_enabled
 
 _DEVICE_TYPES = ("cpu", "cuda", "ipu", "xpu", "mkldnn", "opengl", "opencl", "ideep", "hip", "ve", "fpga", "maia", "xla", "lazy",
@@ -211,6 +212,8 @@ class GradScaler:
         0-d half loss gives a float32 product, a larger half tensor stays half (computed in float32), as torch's."""
         if not self._enabled:
             return outputs
+        refuse_in_step("GradScaler.scale()", "its scale changes between steps and its step() skips on inf: run a step with a "
+                       "GradScaler eagerly, or use kiln.compile_train_step(..., loss_scale=...)")
         if isinstance(outputs, (list, tuple)):
             return type(outputs)(self.scale(output) for output in outputs)
         if self._scale is None:

@@ -74,6 +74,9 @@ class TraceContext:
         """False inside ``kiln.no_grad()``: every floating result traced then is a ``tensor.stop_gradient``."""
         self.checkpoint_regions = 0
         """How many ``kiln.utils.checkpoint`` regions were traced: each gets its own number (``builder.region``)."""
+        self.step_capture: Any = None
+        """In a ``kiln.compile``d training step: what its ``backward()``, ``zero_grad()`` and ``optimizer.step()`` do to
+        state (``runtime/step_capture.py``'s ``StepCapture``)."""
 
     def without_gradient(self, value: Value) -> Value:
         """``value`` behind a ``tensor.stop_gradient`` if it is floating (what ``kiln.no_grad`` traces)."""
@@ -157,6 +160,18 @@ class SourceLocation:
     def describe(self) -> str:
         code = linecache.getline(self.filename, self.line).strip()
         return f"{self.filename}:{self.line} in {self.function}" + (f": {code}" if code else "")
+
+
+def step_capture() -> Any:
+    """The ``StepCapture`` of the ``kiln.compile``d training step being traced, if one is (else None)."""
+    return TraceContext.current().step_capture if TraceContext.active() else None
+
+
+def refuse_in_step(what: str, instead: str) -> None:
+    """Raise where a training step being traced calls ``what``, which a trace cannot keep (the step then runs eagerly)."""
+    if step_capture() is not None:
+        raise located_error(f"{what} inside a compiled training step: tracing runs the step's Python once, so it would "
+                            f"act once, not at every call; {instead}")
 
 
 def user_location() -> SourceLocation | None:
@@ -271,4 +286,4 @@ def as_value(item: Any, what: str) -> Value:
     return item.value
 
 
-__all__ = ["SourceLocation", "TensorSpec", "TraceContext", "trace", "trace_context", "user_location"]
+__all__ = ["SourceLocation", "TensorSpec", "TraceContext", "refuse_in_step", "step_capture", "trace", "trace_context", "user_location"]

@@ -10,10 +10,11 @@ one of two kinds:
   compiled per exact signature and recorded as one op of the eager chain, so
   ``loss.backward()`` runs its compiled backward (``runtime/compiled_training.py``).
 
-What cannot be traced on a PyTorch-style call (a branch on ``.item()``, a whole
-step calling ``loss.backward()``) runs eagerly, warned once, as ``torch.compile``
-runs what it cannot capture; ``torch.compile``'s own arguments and keyword
-arguments of calls are handled by ``runtime/compile_arguments.py``.
+A whole training step (a function calling ``loss.backward()`` and ``optimizer.step()``) is traced as one graph
+with its effects on ``.grad`` and the optimizer (``runtime/step_capture.py``). What cannot be traced on a
+PyTorch-style call (a branch on ``.item()``, a scheduler stepped inside a step) runs eagerly, warned once, as
+``torch.compile`` runs what it cannot capture; ``torch.compile``'s own arguments and keyword arguments of calls are
+handled by ``runtime/compile_arguments.py``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from kiln.backends import get_backend
 from kiln.compiler.errors import KilnError
 from kiln.compiler.ir.core import Graph, Value
 from kiln.compiler.passes.manager import PassManager
+from kiln.frontend import init
 from kiln.frontend.autocast import autocast_signature
 from kiln.frontend.eager_values import ARRAYS, eager_leaf
 from kiln.frontend.module import Parameter
@@ -37,6 +39,7 @@ from kiln.runtime.compile_arguments import UNCOMPILED_BACKENDS, checked_backend,
 from kiln.runtime.compiled_training import TrainingVariant, call_training, compile_training, eager_inputs, in_call_order
 from kiln.runtime.executable import Executable
 from kiln.runtime.batch_dims import BatchDim, batch_axes, batch_signature, batch_specs
+from kiln.runtime.step_capture import CapturedStep, StepCapture, capturing
 from kiln.runtime.train_step import DEFAULT_PIPELINE
 
 
@@ -49,6 +52,10 @@ class _Variant:
     """Buffers updated by the call (BatchNorm's running statistics in training mode): the last outputs, written back."""
     reads_seed: bool = False
     """Whether the graph draws random numbers: its last input is then the int64 ``rng_seed``."""
+    captured: CapturedStep | None = None
+    """A training step's ``.grad``s and optimizer updates (``runtime/step_capture.py``): inputs before the seed, outputs last."""
+    returns_none: bool = False
+    """Whether ``fn`` returned None when traced (a step returning nothing): each call returns None."""
 
 
 @dataclass
@@ -86,6 +93,8 @@ class CompiledFunction:
         fn, arrays, extra = (self.fn, args, None) if plain else with_keywords(self.fn, args, kwargs)
         self.running += 1  # the module's own calls inside (Module.compile) go to its forward
         try:
+            if TraceContext.active():  # called inside another trace (a compiled step calling a compiled model): inlined
+                return self.fn(*args, **kwargs)
             training = _training_signature(self.fn, arrays)
             if training is None:
                 outputs = self._inference_call(fn, arrays, extra)
@@ -105,21 +114,37 @@ class CompiledFunction:
             tensors_given = any(isinstance(a, Tensor) for a in arrays)
             self.variants[key] = self._inference_variant(fn, arrays_np, batch_dim, tensors_given)
         variant = self.variants[key]
+        if variant is not None and variant.captured is not None and not variant.captured.holds():
+            variant = self.variants[key] = self._inference_variant(fn, arrays_np, batch_dim, True)  # the state changed
         if variant is None:
             return _EAGER
         feeds = [*arrays_np, *[p.data for p in variant.parameters]]
+        feeds += variant.captured.inputs() if variant.captured is not None else []
         if variant.reads_seed:
-            feeds.append(np.asarray(self.seed * 2**20 + self.calls, dtype=np.int64))  # type: ignore[operator]
-            self.calls += 1
+            feeds.append(self._seed_feed())
         outputs = variant.executable(*feeds)
         outputs = tuple(np.asarray(o) for o in outputs)
+        if variant.captured is not None:
+            written = len(variant.captured.write_backs)
+            outputs, written_back = outputs[: len(outputs) - written], outputs[len(outputs) - written :]
+            variant.captured.write_back(written_back)
         if variant.buffers:
             outputs, updates = outputs[: -len(variant.buffers)], outputs[-len(variant.buffers) :]
             for buffer, update in zip(variant.buffers, updates):
                 np.copyto(buffer.data, update)
+        if variant.returns_none:
+            return None
         if any(isinstance(a, Tensor) for a in arrays):  # tensors in, tensors out (with no chain), as torch.compile's
             outputs = tuple(eager_leaf(o) for o in outputs)
         return outputs[0] if len(outputs) == 1 else outputs
+
+    def _seed_feed(self) -> np.ndarray:
+        """The call's ``rng_seed``: ``seed * 2**20 + k`` on the ``k``-th drawing call; without a ``seed`` (a compiled
+        training step), one drawn from kiln's generator, as eager dropout's (``kiln.manual_seed`` repeats a run)."""
+        if self.seed is None:
+            return np.asarray(init._generator.integers(0, 2**62), dtype=np.int64)
+        self.calls += 1
+        return np.asarray(self.seed * 2**20 + self.calls - 1, dtype=np.int64)
 
     def _training_variant(self, fn: Callable[..., Any], arrays_np: list[np.ndarray], extra: Hashable,
                           wants_grad: tuple[bool, ...], flags: tuple[bool, ...]) -> TrainingVariant | None:
@@ -143,7 +168,7 @@ class CompiledFunction:
     def _inference_variant(self, fn: Callable[..., Any], arrays: list[np.ndarray], batch_dim: BatchDim,
                            tensors_given: bool) -> _Variant | None:
         """The compiled function, or None (warned once) where a PyTorch-style call (tensors given) cannot be traced: a
-        ``@torch.compile``d training step calling ``loss.backward()``, a branch on ``.item()``. Its calls then run
+        branch on ``.item()``, a scheduler stepped inside a training step. Its calls then run
         eagerly, as ``torch.compile`` runs what it cannot capture; NumPy calls and ``fullgraph=True`` raise."""
         try:
             return self._compile(fn, arrays, batch_dim)
@@ -197,17 +222,21 @@ class CompiledFunction:
         return [variant for variant in self.variants.values() if variant is not None][-1].graph
 
     def _compile(self, fn: Callable[..., Any], arrays: list[np.ndarray], batch_dim: BatchDim) -> _Variant:
-        context = trace_context(fn, *batch_specs(arrays, batch_dim), what="the compiled function's result")
+        captures: list[StepCapture] = []  # a training step's backward() and optimizer.step() (runtime/step_capture.py)
+        context = trace_context(capturing(fn, captures), *batch_specs(arrays, batch_dim), what="the compiled function's result")
         seed = context.seed_input
-        if seed is not None and self.seed is None:
+        step = captures[0] if captures and captures[0].captured() else None
+        if seed is not None and self.seed is None and step is None:
             raise KilnError(
                 f"kiln.compile traced random ops (dropout in training mode, a sample) in {context.graph.name}"
                 f"{_first_draw(seed)}; call model.eval() first, or pass kiln.compile(fn, seed=0) to draw (each call anew), "
                 "or train it with kiln.compile_train_step, which feeds the seed")
         buffers = in_call_order(context)
+        captured = step.finish() if step is not None else None
         PassManager(self.pipeline).run(context.graph)
         executable = get_backend(self.backend).compile(context.graph)
-        return _Variant(context.graph, executable, context.parameters, buffers, seed is not None)
+        return _Variant(context.graph, executable, context.parameters, buffers, seed is not None, captured,
+                        captures[0].returned_none)
 
 
 def _broadcast_inputs_static(arrays: list[np.ndarray], batch_dim: BatchDim) -> BatchDim:

@@ -27,6 +27,7 @@ from kiln.frontend.eager_values import count_update
 from kiln.frontend.module import Parameter
 from kiln.frontend.optim import Optimizer
 from kiln.runtime.executable import Executable
+from kiln.frontend.trace import step_capture
 from kiln.runtime.step_graph import _emit_updates, _hyper_inputs, hyper_feeds
 from kiln.runtime.train_step import DEFAULT_PIPELINE
 
@@ -43,7 +44,12 @@ _UPDATES: "weakref.WeakKeyDictionary[Optimizer, dict[Hashable, EagerUpdate]]" = 
 
 
 def apply_gradients(optimizer: Optimizer) -> None:
-    """One update of every trained parameter that has a ``.grad``; counts the step."""
+    """One update of every trained parameter that has a ``.grad``; counts the step. Traced in a ``kiln.compile``d step,
+    the update is appended to its graph instead (``runtime/step_capture.py``)."""
+    capture = step_capture()
+    if capture is not None:
+        capture.optimizer_step(optimizer)
+        return
     trained = optimizer.trained_parameters()
     parameters = [p for p in trained if p.grad is not None]
     if not parameters:

@@ -1,0 +1,337 @@
+"""A ``kiln.compile``d training step: ``loss.backward()`` and ``optimizer.step()`` traced into its one graph.
+
+```python
+@kiln.compile
+def train_step(x, y):
+    opt.zero_grad()
+    loss = F.cross_entropy(model(x), y)
+    loss.backward()
+    kiln.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    return loss
+```
+
+While such a function is traced, what it does to state is traced too (what ``torch.compile`` spreads over
+TorchDynamo's side effects, compiled autograd and a compiled optimizer, as one graph here):
+
+- ``backward()`` of a traced loss differentiates the graph built so far (``differentiate``) with respect to the
+  trained parameters it reached; each ``.grad`` becomes a traced tensor, added to what it held (a ``.grad`` the
+  step did not clear first is a graph input, fed from the parameter at each call);
+- ``optimizer.step()`` appends the optimizer's update ops (``emit_update``, the compiled step's and the eager
+  update's) with its state, learning rates and each parameter's step count as inputs; later reads of a parameter
+  in the step see its new value;
+- ``zero_grad()``, ``clip_grad_norm_`` and ``clip_grad_value_`` act on the traced ``.grad``.
+
+Each extra input comes with the function that feeds it at a call and each extra output with the one that writes it
+back (new parameters, ``.grad``, optimizer state, step counts), so a call does exactly what the eager step does.
+What the trace read of the state it does not feed (whether a ``.grad`` existed, the optimizer's options) is
+guarded: a call that finds it changed traces again. A ``scheduler.step()`` inside the step is refused (the trace
+runs Python once), so the step runs eagerly, as any step that cannot be traced.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from kiln.compiler.autodiff.differentiate import differentiate, ops_between
+from kiln.compiler.errors import KilnError
+from kiln.compiler.ir.builder import Builder
+from kiln.compiler.ir.core import Value
+from kiln.compiler.ir.types import DType, TensorType
+from kiln.frontend.eager_values import count_update, eager_array
+from kiln.frontend.module import Parameter
+from kiln.frontend.optim import Optimizer
+from kiln.frontend.tensor import Tensor, apply
+from kiln.frontend.torch_array import torch_array
+from kiln.frontend.tensor_linalg import vector_norm
+from kiln.frontend.torch_functions import stack, zeros_like
+from kiln.frontend.trace import TraceContext, located_error
+from kiln.runtime.step_graph import _hyper_inputs, hyper_feeds
+
+Feed = Callable[[], np.ndarray]
+WriteBack = Callable[[np.ndarray], None]
+
+
+@dataclass
+class CapturedStep:
+    """The state a traced step reads and writes: its extra inputs (after the parameters) and outputs (last)."""
+
+    feeds: list[Feed]
+    write_backs: list[WriteBack]
+    after_call: list[Callable[[], None]]
+    """Count updates: each stepped optimizer's ``step_count`` and its parameters' skipped steps."""
+    guards: list[Callable[[], bool]]
+
+    def holds(self) -> bool:
+        """Whether the state the trace assumed (which ``.grad`` existed, the optimizers' options) still holds."""
+        return all(guard() for guard in self.guards)
+
+    def inputs(self) -> list[np.ndarray]:
+        return [feed() for feed in self.feeds]
+
+    def write_back(self, outputs: Sequence[Any]) -> None:
+        for write, output in zip(self.write_backs, outputs, strict=True):
+            write(np.asarray(output))
+        for count in self.after_call:
+            count()
+
+
+@dataclass
+class StepCapture:
+    """What the trace of a step did to parameters' ``.grad`` and to optimizers, as it goes."""
+
+    context: TraceContext
+    grads: dict[int, Value | None] = field(default_factory=dict)
+    """Each touched parameter's traced ``.grad`` (None: none)."""
+    touched: dict[int, tuple[Parameter, Any]] = field(default_factory=dict)
+    """Each touched parameter and the ``.grad`` it held when the trace started (restored after the trace)."""
+    inputs: list[tuple[Value, Feed]] = field(default_factory=list)
+    outputs: list[tuple[Value, WriteBack]] = field(default_factory=list)
+    after_call: list[Callable[[], None]] = field(default_factory=list)
+    guards: list[Callable[[], bool]] = field(default_factory=list)
+    stepped: list[Optimizer] = field(default_factory=list)
+    returned_none: bool = False
+    """Whether the function returned None (a step that returns nothing): the call returns None too."""
+
+    # --- .grad -------------------------------------------------------------------------------------
+
+    def grad_of(self, parameter: Parameter) -> Value | None:
+        """The parameter's traced ``.grad``; on first touch, the one it holds at the call (an input) or none (guarded)."""
+        if id(parameter) not in self.grads:
+            held = parameter.grad
+            self.touched[id(parameter)] = (parameter, held)
+            self.guards.append(lambda p=parameter, had=held is not None: (p.grad is not None) == had)
+            self.grads[id(parameter)] = None if held is None else self._grad_input(parameter)
+        return self.grads[id(parameter)]
+
+    def _grad_input(self, parameter: Parameter) -> Value:
+        name = self.context.parameter_names.get(id(parameter), "param")
+        value = self.context.graph.add_input(TensorType.of_array(parameter._data), f"{name}.grad")
+        self.inputs.append((value, lambda: _grad_array(parameter)))
+        return value
+
+    def set_grad(self, parameter: Parameter, value: Value | None) -> None:
+        """Make ``value`` the parameter's ``.grad`` from here on (a traced tensor the step's code can read)."""
+        self.grad_of(parameter)
+        self.grads[id(parameter)] = value
+        parameter.__dict__["grad"] = None if value is None else Tensor(value)
+
+    def assign_grad(self, parameter: Parameter, grad: Any) -> None:
+        """``parameter.grad = grad`` in the step: None (what was there does not matter: no guard), or a traced tensor."""
+        if grad is not None and not (isinstance(grad, Tensor) and eager_array(grad) is None):
+            raise located_error("p.grad = <array> in a compiled training step: assign None or a tensor the step computes")
+        if grad is None and id(parameter) not in self.grads:
+            self.touched[id(parameter)] = (parameter, parameter.grad)
+            self.grads[id(parameter)] = None
+        self.set_grad(parameter, None if grad is None else grad.value)
+
+    def clear(self, parameters: Sequence[Parameter], set_to_none: bool) -> None:
+        """``zero_grad``: none, or zeros where there was one."""
+        for parameter in parameters:
+            if set_to_none:
+                self.assign_grad(parameter, None)
+            else:
+                grad = self.grad_of(parameter)
+                self.set_grad(parameter, None if grad is None else zeros_like(Tensor(grad)).value)
+
+    def clip_grad_norm(self, parameters: Any, max_norm: float, norm_type: float, error_if_nonfinite: bool) -> Tensor:
+        """``clip_grad_norm_`` of the traced ``.grad``s, as torch's: each times ``min(1, max_norm / (norm + 1e-6))``
+        of their joint ``norm_type``-norm, which it returns."""
+        if error_if_nonfinite:
+            raise located_error("clip_grad_norm_(error_if_nonfinite=True) in a compiled training step: the check raises on "
+                                "a value the trace does not have; check the returned norm after the call instead")
+        clipped = [p for p in _listed(parameters) if self.grad_of(p) is not None]
+        grads = [Tensor(self.grads[id(p)]) for p in clipped]
+        if not grads:
+            return apply("tensor.constant", value=np.asarray(0.0, np.float32))
+        total = vector_norm(stack([vector_norm(g, norm_type) for g in grads]), norm_type)
+        coefficient = (float(max_norm) / (total + 1e-6)).clamp(max=1.0)
+        for parameter, grad in zip(clipped, grads):
+            self.set_grad(parameter, (grad * coefficient).value)
+        return total
+
+    def clip_grad_value(self, parameters: Any, clip_value: float) -> None:
+        """``clip_grad_value_`` of the traced ``.grad``s: each clamped to ``[-clip_value, clip_value]``."""
+        for parameter in _listed(parameters):
+            grad = self.grad_of(parameter)
+            if grad is not None:
+                self.set_grad(parameter, Tensor(grad).clamp(-clip_value, clip_value).value)
+
+    # --- backward ----------------------------------------------------------------------------------
+
+    def backward(self, loss: Tensor, gradient: Any, inputs: Any) -> None:
+        """Accumulate d(loss)/d(parameter) into the traced ``.grad`` of each trained parameter the loss reaches."""
+        candidates = self._candidates(inputs)
+        values = [self.context.current_value_of(p) for p in candidates]
+        reached = {id(v) for op in ops_between(self.context.graph, values, loss.value) for v in op.operands}
+        candidates = [p for p, v in zip(candidates, values) if id(v) in reached]
+        if not candidates:
+            raise located_error("backward(): the loss depends on no trained parameter of this step")
+        seed = None if gradient is None else _seed(gradient, loss)
+        grads = differentiate(self.context.graph, loss.value, [self.context.current_value_of(p) for p in candidates], seed)
+        for parameter, grad in zip(candidates, grads):
+            held = self.grad_of(parameter)
+            self.set_grad(parameter, grad if held is None else self.context.emit("tensor.add", held, grad))
+
+    def _candidates(self, inputs: Any) -> list[Parameter]:
+        if inputs is None:
+            return [p for p in self.context.parameters if p.requires_grad]
+        inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
+        if not all(isinstance(i, Parameter) for i in inputs):
+            raise located_error("backward(inputs=...) in a compiled step takes parameters only; differentiate other "
+                                "tensors with kiln.autograd.grad")
+        return inputs
+
+    # --- optimizer.step() --------------------------------------------------------------------------
+
+    def optimizer_step(self, optimizer: Optimizer) -> None:
+        """Append ``optimizer``'s update of each trained parameter that has a ``.grad``; its new value is read from here on."""
+        if optimizer in self.stepped:
+            raise located_error("optimizer.step() twice in one compiled step: compile one update per call")
+        self.stepped.append(optimizer)
+        trained = optimizer.trained_parameters()
+        updated = [p for p in trained if self.grad_of(p) is not None]
+        if not updated:  # as the eager update: nothing to do, no step counted
+            return
+        skipped = [p for p in trained if self.grads[id(p)] is None]
+        graph = self.context.graph
+        hyper, order = _hyper_inputs(graph, optimizer, updated)
+        self.inputs += [(hyper[key], functools.partial(_hyper_feed, optimizer, key)) for key in order]
+        builder = Builder(graph, location="optimizer")
+        for parameter in updated:
+            self._update(builder, optimizer, parameter, hyper)
+        self.guards.append(lambda signature=optimizer.signature(): optimizer.signature() == signature)
+        self.after_call.append(functools.partial(_count_step, optimizer, skipped))
+
+    def _update(self, builder: Builder, optimizer: Optimizer, parameter: Parameter, hyper: dict[tuple[int, str], Value]) -> None:
+        graph, group = self.context.graph, optimizer.group_of(parameter)
+        name = self.context.parameter_names.get(id(parameter), "param")
+        state = optimizer.state_of(parameter)
+        states = {key: graph.add_input(optimizer.state_type(parameter, key), f"{name}.{key}") for key in state}
+        step = graph.add_input(TensorType((), DType.i64), f"{name}.step")
+        index = next(i for i, g in enumerate(optimizer.param_groups) if g is group)
+        group_hyper = {key: hyper[(index, key)] for key in optimizer.group_hyperparameters(group)} | {"step": step}
+        value = self.context.current_value_of(parameter)
+        new_value, new_state = optimizer.emit_update(builder, value, self.grads[id(parameter)], states, group_hyper, group)
+        self.inputs += [(states[key], functools.partial(_state_array, optimizer, parameter, key)) for key in states]
+        self.outputs += [(new_state[key], functools.partial(_write_state, optimizer, parameter, key)) for key in states]
+        if step.uses:
+            self.inputs.append((step, functools.partial(_own_step, optimizer, parameter)))
+        else:
+            graph.inputs.remove(step)
+        self.context.update_buffer(parameter, new_value)  # written back as the buffers are; later reads see it
+        self.after_call.append(functools.partial(count_update, parameter))
+
+    # --- the trace's end ---------------------------------------------------------------------------
+
+    def captured(self) -> bool:
+        """Whether the trace touched a ``.grad`` or stepped an optimizer: a training step, not a plain function."""
+        return bool(self.touched or self.stepped)
+
+    def finish(self) -> CapturedStep:
+        """Lay the step's inputs after the parameters (before the seed) and its outputs last."""
+        graph = self.context.graph
+        self._grad_outputs()
+        extra = [value for value, _ in self.inputs]
+        kept = [value for value in graph.inputs if value not in set(extra)]
+        seed = [self.context.seed_input] if self.context.seed_input in kept else []
+        graph.inputs = [v for v in kept if v not in seed] + extra + seed
+        graph.outputs += [value for value, _ in self.outputs]
+        return CapturedStep([feed for _, feed in self.inputs], [write for _, write in self.outputs], self.after_call,
+                            self.guards + [self._requires_grad_guard()])
+
+    def _grad_outputs(self) -> None:
+        """Each touched parameter's ``.grad`` as the call leaves it: written back (None: cleared); unchanged: left."""
+        entry = {id(value) for value, _ in self.inputs}
+        for key, (parameter, _) in self.touched.items():
+            grad = self.grads[key]
+            if grad is None:
+                self.after_call.append(functools.partial(_clear_grad, parameter))
+            elif id(grad) not in entry:
+                self.outputs.append((grad, functools.partial(_write_grad, parameter)))
+
+    def _requires_grad_guard(self) -> Callable[[], bool]:
+        parameters = list(self.context.parameters)
+        flags = [p.requires_grad for p in parameters]
+        return lambda: [p.requires_grad for p in parameters] == flags
+
+    def restore(self) -> None:
+        """Give each touched parameter back the ``.grad`` it held before the trace (the call writes the real ones)."""
+        for parameter, held in self.touched.values():
+            parameter.__dict__["grad"] = held
+
+
+def capturing(fn: Callable[..., Any], captures: list[StepCapture]) -> Callable[..., Any]:
+    """``fn`` traced with a ``StepCapture`` on its context (appended to ``captures``), ``.grad``s restored after; a
+    None result traces as no outputs."""
+
+    @functools.wraps(fn)
+    def traced(*inputs: Any) -> Any:
+        capture = StepCapture(TraceContext.current())
+        captures.append(capture)
+        TraceContext.current().step_capture = capture
+        try:
+            result = fn(*inputs)
+            capture.returned_none = result is None
+            return () if result is None else result
+        finally:
+            capture.restore()
+
+    return traced
+
+
+def _listed(parameters: Any) -> list[Parameter]:
+    return [parameters] if isinstance(parameters, Parameter) else list(parameters)
+
+
+def _seed(gradient: Any, loss: Tensor) -> Value:
+    if isinstance(gradient, Tensor):
+        return gradient.value
+    return apply("tensor.constant", value=np.asarray(gradient, dtype=loss.value.type.dtype.numpy)).value
+
+
+def _grad_array(parameter: Parameter) -> np.ndarray:
+    grad = np.asarray(parameter.grad)
+    if grad.shape != parameter._data.shape:
+        raise KilnError(f"a parameter of shape {parameter._data.shape} has a .grad of shape {grad.shape}")
+    return grad.astype(parameter._data.dtype, copy=False)
+
+
+def _hyper_feed(optimizer: Optimizer, key: tuple[int, str]) -> np.ndarray:
+    return hyper_feeds(optimizer, [key])[0]
+
+
+def _state_array(optimizer: Optimizer, parameter: Parameter, name: str) -> np.ndarray:
+    return optimizer.state_of(parameter)[name]
+
+
+def _write_state(optimizer: Optimizer, parameter: Parameter, name: str, value: np.ndarray) -> None:
+    np.copyto(optimizer.state_of(parameter)[name], value)
+
+
+def _own_step(optimizer: Optimizer, parameter: Parameter) -> np.ndarray:
+    """The 1-based number of this update of ``parameter`` (``torch.optim``'s ``state[p]['step']``, as the eager update)."""
+    skipped = optimizer.__dict__.get("skipped_steps", {})
+    return np.asarray(optimizer.step_count + 1 - skipped.get(id(parameter), 0), dtype=np.int64)
+
+
+def _count_step(optimizer: Optimizer, skipped: list[Parameter]) -> None:
+    counts = optimizer.__dict__.setdefault("skipped_steps", {})
+    for parameter in skipped:
+        counts[id(parameter)] = counts.get(id(parameter), 0) + 1
+    optimizer.step_count += 1
+
+
+def _write_grad(parameter: Parameter, value: np.ndarray) -> None:
+    parameter.grad = torch_array(np.array(value, dtype=parameter._data.dtype))
+
+
+def _clear_grad(parameter: Parameter) -> None:
+    parameter.grad = None
+
+
+__all__ = ["CapturedStep", "StepCapture", "capturing"]
