@@ -19,8 +19,15 @@ from kiln.frontend.distributions_discrete import Bernoulli, Categorical
 from kiln.frontend.distributions_independent import Independent
 from kiln.frontend.distributions_kl import kl_divergence, register_kl
 from kiln.frontend.distributions_multivariate import MultivariateNormal
+from kiln.frontend.distributions_transformed import LogNormal, TransformedDistribution
+from kiln.distributions import transforms
+from kiln.distributions.transforms import (
+    AffineTransform, ComposeTransform, ExpTransform, PowerTransform, SigmoidTransform, SoftplusTransform, TanhTransform,
+    Transform)
 
 __all__ = [
-    "Bernoulli", "Categorical", "Constraint", "Distribution", "Exponential", "Independent", "InvalidParameterError", "Laplace",
-    "MultivariateNormal", "Normal", "Uniform", "kl_divergence", "register_kl",
+    "AffineTransform", "Bernoulli", "Categorical", "ComposeTransform", "Constraint", "Distribution", "ExpTransform",
+    "Exponential", "Independent", "InvalidParameterError", "Laplace", "LogNormal", "MultivariateNormal", "Normal",
+    "PowerTransform", "SigmoidTransform", "SoftplusTransform", "TanhTransform", "Transform", "TransformedDistribution",
+    "Uniform", "kl_divergence", "register_kl", "transforms",
 ]
