@@ -82,8 +82,8 @@ def _node(name: str, op: str, inputs: list[str], *types: TensorType, attrs: Mapp
           ) -> bytes:  # fmt: skip
     attrs = dict(attrs or {})
     attrs["_output_shapes"] = message_field(1, repeated_bytes_field(7, (_shape(t) for t in types)))
-    if types and str(types[0].dtype) in _TENSORFLOW_DTYPES:
-        attrs["dtype"] = int_field(6, _TENSORFLOW_DTYPES[str(types[0].dtype)], keep_default=True)
+    if types and types[0].dtype.value in _TENSORFLOW_DTYPES:
+        attrs["dtype"] = int_field(6, _TENSORFLOW_DTYPES[types[0].dtype.value], keep_default=True)
     entries = (bytes_field(1, key) + message_field(2, value) for key, value in sorted(attrs.items()))
     header = bytes_field(1, name) + bytes_field(2, op)
     return header + repeated_bytes_field(3, inputs) + repeated_bytes_field(5, entries)
