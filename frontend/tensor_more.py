@@ -20,6 +20,9 @@ x.diagonal_scatter(d, 1)
 Ties. ``mode`` returns the smallest most frequent value and the last index holding it, ``nanmedian`` the lower
 median, as PyTorch's CPU kernels. ``index_put`` without ``accumulate`` writes the mean of duplicate writes (PyTorch
 leaves which one wins unspecified), as ``index_copy`` does.
+
+How the scatter writes are built is in ``frontend/tensor_scatter_writes.py``, how the NaN statistics order and pick
+in ``frontend/tensor_nan_statistics.py``.
 """
 
 from __future__ import annotations
@@ -34,14 +37,15 @@ import numpy as np
 from kiln.compiler.ir.types import DType
 from kiln.frontend import tensor_more_special as special
 from kiln.frontend.functional_half import computes_in_opmath, in_opmath
-from kiln.frontend.tensor_extras import (_constant, _cut, _float_pair, _in_place_form, _is_tensor, _mean_of_writes, _static_shape,
-                                         _vector_index, _where)
+from kiln.frontend.tensor_extras import (_constant, _cut, _float_pair, _in_place_form, _is_tensor, _static_shape, _vector_index,
+                                         _where)
 from kiln.frontend.tensor_inplace import in_place
 from kiln.frontend.tensor_methods import _flatten_args, _floating
+from kiln.frontend.tensor_nan_statistics import _nan_last_order, _quantile_at, _stack_levels
+from kiln.frontend.tensor_scatter_writes import (_REDUCES, _as_tensor, _assigned, _check_reduce, _combined, _flat_leading_index,
+                                                 _moved_values, _one_hots, _rows_assigned, _scatter_hits, _static_dim)
 from kiln.frontend.trace import located_error
 from kiln.frontend.autocast import autocasts
-
-_REDUCES = ("sum", "prod", "mean", "amax", "amin")
 
 
 def _drawing_from_its_generator(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -444,148 +448,6 @@ def _draw_into(tensor: Any, method: str, transform: Callable[[Any], Any], numpy_
 
     return in_place(tensor, method, lambda x: transform(rand_like(x, dtype=DType.f64 if not x.dtype.is_float else x.dtype)).detach(),
                     lambda array: np.asarray(numpy_draw(_generator(), array.shape)).astype(array.dtype))
-
-
-def _check_reduce(method: str, reduce: str, allowed: tuple[str, ...]) -> None:
-    if reduce not in allowed:
-        raise located_error(f"{method}: reduce must be one of {', '.join(allowed)}, got {reduce!r}")
-
-
-def _static_dim(method: str, x: Any, axis: int) -> int:
-    size = x.shape[axis]
-    if not isinstance(size, int):
-        raise located_error(f"{method} needs dim {axis} of {x.type} static (it is a one-hot width or a mask's size)")
-    return size
-
-
-def _as_tensor(value: Any, dtype: DType) -> Any:
-    return value.to(dtype) if _is_tensor(value) else _constant(value, dtype)
-
-
-def _wide(x: Any) -> DType:
-    return x.dtype if x.dtype.is_float else DType.i64
-
-
-def _one_hots(places: np.ndarray) -> list[np.ndarray]:
-    """One boolean matrix per True place of ``places``, in row-major order."""
-    result = []
-    for row, column in zip(*np.nonzero(places)):
-        single = np.zeros(places.shape)
-        single[row, column] = 1.0
-        result.append(single)
-    return result
-
-
-def _assigned(x: Any, index: tuple[Any, ...], src: Any) -> Any:
-    from kiln.frontend.tensor_setitem import assigned
-
-    return assigned(x, index, src)
-
-
-# scatter_reduce / index_reduce ----------------------------------------------------------------------------------------
-
-
-def _scatter_hits(x: Any, axis: int, index: Any) -> Any:
-    """``(*index.shape moved, size)`` bools: where each index element lands along ``axis`` (the rest must match)."""
-    size = _static_dim("scatter_reduce", x, axis)
-    if index.ndim != x.ndim or any(a != b for d, (a, b) in enumerate(zip(index.shape, x.shape)) if d != axis):
-        raise located_error(f"scatter_reduce: the index {index.type} must match {x.type} on every dim but {axis}")
-    return _apply("tensor.one_hot", index.movedim(axis, -1), num_classes=size, dtype=DType.bool)
-
-
-def _moved_values(source: Any, axis: int) -> Any:
-    return source.movedim(axis, -1).unsqueeze(-1)
-
-
-_IDENTITIES = {"sum": 0.0, "mean": 0.0, "prod": 1.0, "amax": -math.inf, "amin": math.inf}
-
-
-def _combined(x: Any, hits: Any, values: Any, reduce: str, include_self: bool, back: Callable[[Any], Any], at: int = -2) -> Any:
-    """The written values reduced over the writes (axis ``at`` of ``hits``/``values``), combined with ``x`` where
-    something was written; ``back`` moves the reduced result to ``x``'s layout."""
-    identity = _IDENTITIES[reduce]
-    if not x.dtype.is_float and math.isinf(identity):
-        identity = np.iinfo(x.dtype.numpy).min if identity < 0 else np.iinfo(x.dtype.numpy).max
-    spread = _where(hits, values, _constant(identity, x.dtype))
-    reducer = {"sum": "sum", "mean": "sum", "prod": "prod", "amax": "amax", "amin": "amin"}[reduce]
-    written = back(getattr(spread, reducer)(at))
-    counts = back(hits.long().sum(at))
-    if include_self:
-        written = {"sum": x + written, "mean": x + written, "prod": x * written,
-                   "amax": x.maximum(written), "amin": x.minimum(written)}[reduce]
-    if reduce == "mean":
-        divisor = _where(counts > 0, counts + int(include_self), 1)
-        written = written / divisor if written.dtype.is_float else written.div(divisor, rounding_mode="floor")  # PyTorch floors
-    return _where(counts > 0, written, x)
-
-
-# index_put ------------------------------------------------------------------------------------------------------------
-
-
-def _flat_leading_index(x: Any, indices: tuple[Any, ...]) -> tuple[Any, tuple[Any, ...]]:
-    """The index tensors broadcast together and folded into one index of ``x``'s leading dims flattened, and the
-    shape of the dims they leave."""
-    if not indices or len(indices) > x.ndim or not all(_is_tensor(i) and not i.dtype.is_float for i in indices):
-        raise located_error(f"index_put takes a tuple of up to {x.ndim} integer index tensors (or one bool mask), got {indices!r}")
-    if any(i.dtype is DType.bool for i in indices):
-        raise located_error("index_put with accumulate=True (or more than one index) takes integer index tensors; turn "
-                            "a bool mask into a where(mask, x + v, x)")
-    lead = _static_shape("index_put", x)[: len(indices)]
-    broadcast = np.broadcast_shapes(*(tuple(i.shape) for i in indices))
-    flat = None
-    for index, size in zip(indices, lead):
-        wrapped = _where(index < 0, index.long() + size, index.long()).broadcast_to(broadcast)
-        flat = wrapped if flat is None else flat * size + wrapped
-    return flat, tuple(x.shape[len(indices):])
-
-
-def _rows_assigned(rows: Any, positions: Any, total: Any, trailing: int) -> Any:
-    """``rows`` with the rows at ``positions`` replaced by what was written there (``total``, the mean of duplicates)."""
-    ones = _constant(1, _wide(rows)).broadcast_to((positions.shape[0],))
-    counts = _apply("tensor.scatter_add", ones, positions, axis=0, shape=(rows.shape[0],)).reshape((-1,) + (1,) * trailing)
-    written = _mean_of_writes(total.to(_wide(rows)), counts).to(rows.dtype)
-    return _where(counts > 0, written, rows)
-
-
-# nan statistics -------------------------------------------------------------------------------------------------------
-
-
-def _nan_last_order(x: Any, axis: int) -> tuple[Any, Any]:
-    """The sorting order along ``axis`` with NaNs after every number, and the count of non-NaN elements."""
-    missing = x.isnan()
-    keys = _where(missing, 0.0, x.detach())
-    order = _stable_by_flag(keys.argsort(axis, stable=True), missing.to(keys.dtype), axis)
-    return order, (~missing).long().sum(axis)
-
-
-def _stable_by_flag(order: Any, flag: Any, axis: int) -> Any:
-    """``order`` re-sorted stably by ``flag`` (0 before 1): the NaNs moved behind the numbers, both in order."""
-    moved = flag.take_along_dim(order, axis)
-    return order.take_along_dim(moved.argsort(axis, stable=True), axis)
-
-
-def _quantile_at(ordered: Any, valid: Any, level: float, interpolation: str) -> Any:
-    """The ``level`` quantile of each row's first ``valid`` elements of ``ordered`` (sorted, NaNs last)."""
-    rank = (valid.to(ordered.dtype) - 1.0).clamp(min=0.0) * level
-    lower, upper = rank.floor(), rank.ceil()
-    pick = {"lower": lower, "higher": upper, "nearest": rank.round()}.get(interpolation)
-    if pick is not None:
-        value = _gathered(ordered, pick)
-    else:
-        below, above = _gathered(ordered, lower), _gathered(ordered, upper)
-        weight = (rank - lower) if interpolation == "linear" else 0.5
-        value = below + (above - below) * weight
-    return value  # NaN where the row has no number: its NaNs start at rank 0
-
-
-def _gathered(ordered: Any, position: Any) -> Any:
-    return ordered.take_along_dim(position.long().unsqueeze(-1), -1).squeeze(-1)
-
-
-def _stack_levels(picks: list[Any]) -> Any:
-    from kiln.frontend.functional_nn import stack
-
-    return stack(picks, 0)
 
 
 # operands -------------------------------------------------------------------------------------------------------------

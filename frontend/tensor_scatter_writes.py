@@ -1,0 +1,122 @@
+"""How ``MoreMethods``' scatter writes (``frontend/tensor_more.py``) are built: ``scatter_reduce``/``index_reduce``
+as a one-hot of where each index lands, the written values reduced over the writes and combined with the tensor
+(``_combined``); ``index_put`` as one flat index of the leading dims (``_flat_leading_index``), duplicates written as
+their mean (``_rows_assigned``); ``select_scatter``/``slice_scatter`` through ``setitem``'s ``assigned``;
+``diagonal_scatter`` with one one-hot matrix per diagonal place (``_one_hots``)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import numpy as np
+
+from kiln.compiler.ir.types import DType
+from kiln.frontend.tensor_mixin_ops import _apply, _constant, _is_tensor, _where
+from kiln.frontend.tensor_scatter import _mean_of_writes
+from kiln.frontend.tensor_shape_extras import _static_shape
+from kiln.frontend.trace import located_error
+
+
+_REDUCES = ("sum", "prod", "mean", "amax", "amin")
+
+
+def _check_reduce(method: str, reduce: str, allowed: tuple[str, ...]) -> None:
+    if reduce not in allowed:
+        raise located_error(f"{method}: reduce must be one of {', '.join(allowed)}, got {reduce!r}")
+
+
+def _static_dim(method: str, x: Any, axis: int) -> int:
+    size = x.shape[axis]
+    if not isinstance(size, int):
+        raise located_error(f"{method} needs dim {axis} of {x.type} static (it is a one-hot width or a mask's size)")
+    return size
+
+
+def _as_tensor(value: Any, dtype: DType) -> Any:
+    return value.to(dtype) if _is_tensor(value) else _constant(value, dtype)
+
+
+def _wide(x: Any) -> DType:
+    return x.dtype if x.dtype.is_float else DType.i64
+
+
+def _one_hots(places: np.ndarray) -> list[np.ndarray]:
+    """One boolean matrix per True place of ``places``, in row-major order."""
+    result = []
+    for row, column in zip(*np.nonzero(places)):
+        single = np.zeros(places.shape)
+        single[row, column] = 1.0
+        result.append(single)
+    return result
+
+
+def _assigned(x: Any, index: tuple[Any, ...], src: Any) -> Any:
+    from kiln.frontend.tensor_setitem import assigned
+
+    return assigned(x, index, src)
+
+
+# scatter_reduce / index_reduce ----------------------------------------------------------------------------------------
+
+
+def _scatter_hits(x: Any, axis: int, index: Any) -> Any:
+    """``(*index.shape moved, size)`` bools: where each index element lands along ``axis`` (the rest must match)."""
+    size = _static_dim("scatter_reduce", x, axis)
+    if index.ndim != x.ndim or any(a != b for d, (a, b) in enumerate(zip(index.shape, x.shape)) if d != axis):
+        raise located_error(f"scatter_reduce: the index {index.type} must match {x.type} on every dim but {axis}")
+    return _apply("tensor.one_hot", index.movedim(axis, -1), num_classes=size, dtype=DType.bool)
+
+
+def _moved_values(source: Any, axis: int) -> Any:
+    return source.movedim(axis, -1).unsqueeze(-1)
+
+
+_IDENTITIES = {"sum": 0.0, "mean": 0.0, "prod": 1.0, "amax": -math.inf, "amin": math.inf}
+
+
+def _combined(x: Any, hits: Any, values: Any, reduce: str, include_self: bool, back: Callable[[Any], Any], at: int = -2) -> Any:
+    """The written values reduced over the writes (axis ``at`` of ``hits``/``values``), combined with ``x`` where
+    something was written; ``back`` moves the reduced result to ``x``'s layout."""
+    identity = _IDENTITIES[reduce]
+    if not x.dtype.is_float and math.isinf(identity):
+        identity = np.iinfo(x.dtype.numpy).min if identity < 0 else np.iinfo(x.dtype.numpy).max
+    spread = _where(hits, values, _constant(identity, x.dtype))
+    reducer = {"sum": "sum", "mean": "sum", "prod": "prod", "amax": "amax", "amin": "amin"}[reduce]
+    written = back(getattr(spread, reducer)(at))
+    counts = back(hits.long().sum(at))
+    if include_self:
+        written = {"sum": x + written, "mean": x + written, "prod": x * written,
+                   "amax": x.maximum(written), "amin": x.minimum(written)}[reduce]
+    if reduce == "mean":
+        divisor = _where(counts > 0, counts + int(include_self), 1)
+        written = written / divisor if written.dtype.is_float else written.div(divisor, rounding_mode="floor")  # PyTorch floors
+    return _where(counts > 0, written, x)
+
+
+# index_put ------------------------------------------------------------------------------------------------------------
+
+
+def _flat_leading_index(x: Any, indices: tuple[Any, ...]) -> tuple[Any, tuple[Any, ...]]:
+    """The index tensors broadcast together and folded into one index of ``x``'s leading dims flattened, and the
+    shape of the dims they leave."""
+    if not indices or len(indices) > x.ndim or not all(_is_tensor(i) and not i.dtype.is_float for i in indices):
+        raise located_error(f"index_put takes a tuple of up to {x.ndim} integer index tensors (or one bool mask), got {indices!r}")
+    if any(i.dtype is DType.bool for i in indices):
+        raise located_error("index_put with accumulate=True (or more than one index) takes integer index tensors; turn "
+                            "a bool mask into a where(mask, x + v, x)")
+    lead = _static_shape("index_put", x)[: len(indices)]
+    broadcast = np.broadcast_shapes(*(tuple(i.shape) for i in indices))
+    flat = None
+    for index, size in zip(indices, lead):
+        wrapped = _where(index < 0, index.long() + size, index.long()).broadcast_to(broadcast)
+        flat = wrapped if flat is None else flat * size + wrapped
+    return flat, tuple(x.shape[len(indices):])
+
+
+def _rows_assigned(rows: Any, positions: Any, total: Any, trailing: int) -> Any:
+    """``rows`` with the rows at ``positions`` replaced by what was written there (``total``, the mean of duplicates)."""
+    ones = _constant(1, _wide(rows)).broadcast_to((positions.shape[0],))
+    counts = _apply("tensor.scatter_add", ones, positions, axis=0, shape=(rows.shape[0],)).reshape((-1,) + (1,) * trailing)
+    written = _mean_of_writes(total.to(_wide(rows)), counts).to(rows.dtype)
+    return _where(counts > 0, written, rows)
