@@ -182,7 +182,7 @@ def test_reduction_combines_as_numpy_reduces(op_name: str, dtype: DType):
     max and min NaN)."""
     reduce_expr, identity, _ = REDUCTIONS[op_name]
     t = C_TYPES[dtype]
-    name = f"kiln_fold_{op_name.split('.')[1]}_{dtype}"
+    name = f"kiln_fold_{op_name.split('.')[1]}_{dtype.value}"
     code = fold_source(reduce_expr, identity(t), t, name)
     (values,) = specials(dtype, 1)
     for run in [values[[i]] for i in range(len(values))] + list(zip(*specials(dtype, 2))) + [values]:

@@ -32,7 +32,7 @@ RNG = np.random.default_rng(7)
 
 
 def _dtype_name(dtype) -> str:
-    return NAMES.get(str(dtype), str(dtype).replace("torch.", ""))
+    return NAMES.get(str(dtype), str(dtype).split(".")[-1])  # torch.float32 and kiln.float32 alike
 
 
 def _array(tensor) -> np.ndarray:
