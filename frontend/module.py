@@ -17,6 +17,7 @@ from kiln.compiler.errors import KilnError
 from kiln.compiler.ir.core import Value
 from kiln.compiler.ir.types import DType, is_float_array_dtype
 from kiln.frontend.module_hooks import HOOK_KINDS, HookMethods, RemovableHandle, call_with_hooks
+from kiln.frontend.layer_device import accept_device_keyword
 from kiln.frontend.tensor import Tensor, eager_tensor
 from kiln.frontend.torch_dtypes import get_default_dtype
 from kiln.frontend.tensor_eager import array_protocol
@@ -194,6 +195,11 @@ class Buffer(Parameter):
 class Module(HookMethods):
     """Base class of models and layers: subclass, assign layers and Parameters in ``__init__``, write ``forward``;
     forward hooks as PyTorch's (``frontend/module_hooks.py``)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Each kiln layer takes PyTorch's ``device=`` keyword (frontend/layer_device.py)."""
+        super().__init_subclass__(**kwargs)
+        accept_device_keyword(cls)
 
     def __init__(self) -> None:
         object.__setattr__(self, "_parameters", OrderedDict())

@@ -368,7 +368,7 @@ def test_transformer_defaults_signature_and_state_dict_equal_torchs():
     torch = require("torch")
     ours, theirs = inspect.signature(nn.Transformer), inspect.signature(torch.nn.Transformer)
     shared = [name for name in theirs.parameters if name not in ("device", "dtype")]
-    assert [name for name in ours.parameters if name != "dtype"] == shared
+    assert [name for name in ours.parameters if name not in ("device", "dtype")] == shared
     for name in shared:
         if name != "activation":  # PyTorch's default is its F.relu, kiln's the name "relu"
             assert ours.parameters[name].default == theirs.parameters[name].default, name
