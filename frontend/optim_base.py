@@ -241,6 +241,7 @@ class Optimizer:
         options = [_loaded_options(index, group, saved, key) for index, (group, saved) in enumerate(zip(self.param_groups, saved_groups))]
         arrays = {}
         for group, loaded in zip(self.param_groups, options):
+            refuse_differentiable(type(self).__name__, loaded)  # a torch state_dict of a differentiable=True optimizer
             for param in group["params"]:
                 arrays[id(param)] = self._loaded_state(param, {**group, **loaded}, state["state"], key)
         step = int(state["step"])

@@ -34,7 +34,8 @@ def check_constructor_flags(owner: str, defaults: Mapping[str, Any]) -> None:
 
 
 def refuse_differentiable(owner: str, group: Mapping[str, Any]) -> None:
-    """``differentiable=True`` asks autograd to see through ``step()``; kiln's update runs outside autograd."""
+    """``differentiable=True`` (a group's, or a loaded state_dict's) asks autograd to see through ``step()``; kiln's
+    update runs outside autograd."""
     if group.get("differentiable"):
         raise KilnError(
             f"{owner}(differentiable=True): kiln cannot differentiate through an optimizer's update (it runs as a compiled "

@@ -183,3 +183,12 @@ def test_differentiable_true_in_a_param_group_is_refused():
     first, second = list(net.parameters())[:2], list(net.parameters())[2:]
     with pytest.raises(KilnError, match="differentiable=True"):
         kiln.optim.Adam([{"params": first}, {"params": second, "differentiable": True}])
+
+
+def test_a_torch_state_dict_of_a_differentiable_optimizer_is_refused_and_nothing_is_written(torch):
+    _, model, twin = torch_twins(_net)
+    saved = torch.optim.Adam(twin.parameters(), differentiable=True).state_dict()
+    ours = kiln.optim.Adam(model.parameters())
+    with pytest.raises(KilnError, match=r"Adam\(differentiable=True\)"):
+        ours.load_state_dict(saved)
+    assert ours.param_groups[0]["differentiable"] is False
