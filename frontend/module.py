@@ -177,6 +177,20 @@ def _kept_after_the_trace(tensor: Tensor) -> Tensor:
     return tensor if leaf is None else Tensor(leaf)
 
 
+def _assign_buffer(module: "Module", name: str, value: Tensor) -> None:
+    """A tensor assigned to a registered buffer's name stays that buffer (in ``state_dict``, ``named_buffers``): traced,
+    its new value is recorded for the step to write back (as BatchNorm's running statistics); eagerly, the name is
+    bound to a new buffer holding the tensor's values (PyTorch rebinds it too, so an older reference keeps the old
+    values), of the tensor's shape and dtype; the tensor's gradient history is not kept."""
+    context = TraceContext.current()
+    if not context.eager:
+        context.update_buffer(module._buffers[name], value.value)
+        return
+    buffer = Buffer(np.array(value.detach().numpy()))
+    module._buffers[name] = buffer  # a replaced entry keeps its place in the order, as PyTorch's
+    object.__setattr__(module, name, buffer)
+
+
 class Buffer(Parameter):
     """A non-trainable array a module keeps (BatchNorm's running statistics), saved in ``state_dict``.
 
@@ -210,6 +224,8 @@ class Module(HookMethods):
     def __setattr__(self, name: str, value: Any) -> None:
         if "_parameters" not in self.__dict__:
             raise KilnError(f"{type(self).__name__}.__init__ must call super().__init__() before assigning {name!r}")
+        if name in self._buffers and isinstance(value, Tensor) and not isinstance(value, Parameter):
+            return _assign_buffer(self, name, value)  # self.running = tensor: the buffer's new value, as PyTorch's
         registry = self._buffers if isinstance(value, Buffer) else self._parameters if isinstance(value, Parameter) \
             else self._modules if isinstance(value, Module) else None
         for other in (self._parameters, self._modules, self._buffers):
