@@ -390,17 +390,20 @@ def _reduce(loss: Tensor, reduction: str) -> Tensor:
     return loss if reduction == "none" else loss.mean() if reduction == "mean" else loss.sum()
 
 
-def _constants(function: str, input: Tensor, **arrays: Any) -> list[np.ndarray]:
-    """The given optional weights (arrays or eager tensors) as arrays of the input's dtype (an empty list when not given)."""
-    constants = []
+def _constants(function: str, input: Tensor, **arrays: Any) -> list[np.ndarray | Tensor]:
+    """The given optional weights in the input's dtype (an empty list when not given): arrays and eager tensors as
+    arrays; a traced tensor (``pos_weight=torch.tensor([3.0])`` inside a compiled step) as its detached value. No
+    gradient reaches a weight, as in PyTorch."""
+    constants: list[np.ndarray | Tensor] = []
     for name, value in arrays.items():
         if value is None:
             continue
         if isinstance(value, Tensor):
-            value = eager_array(value)  # an eager tensor's values exist: a constant, as PyTorch's (no gradient to weights)
-            if value is None:
-                raise located_error(f"{function}: {name} is a constant of the loss; pass an array (e.g. {name}.numpy()) or an "
-                                    "eager tensor, not a traced tensor")
+            array = eager_array(value)
+            if array is None:
+                constants.append(value.detach().to(input.dtype))
+                continue
+            value = array
         constants.append(np.asarray(value, dtype=input.dtype.numpy))
     return constants
 
