@@ -27,14 +27,14 @@ __all__ = ["fake_quantize_per_channel_affine", "fake_quantize_per_tensor_affine"
 
 
 def fake_quantize_per_tensor_affine(input: Tensor, scale: Any, zero_point: Any, quant_min: int, quant_max: int) -> Tensor:
-    """``torch.fake_quantize_per_tensor_affine``: ``scale`` and ``zero_point`` numbers, or one-element tensors."""
+    """``torch.fake_quantize_per_tensor_affine``: ``scale`` and ``zero_point`` numbers, or one-element tensors (an
+    observer's, eager or traced in a compiled step)."""
     call = "fake_quantize_per_tensor_affine"
     _check_input(call, input, quant_min, quant_max)
-    scale, zero_point = _one_number(call, "scale", scale), _one_number(call, "zero_point", zero_point)
-    _check_zero_point(call, np.asarray(zero_point), quant_min, quant_max)
-    scale_constant = _constant(np.float32(scale))
-    zero_constant = _constant(np.int32(round(zero_point)))
-    return _straight_through(input, scale_constant, zero_constant, quant_min, quant_max, round_to_float32=True)
+    scale, zero_point = _one_element(call, "scale", scale, DType.f32), _one_element(call, "zero_point", zero_point, DType.i32)
+    if is_eager(zero_point):
+        _check_zero_point(call, np.asarray(zero_point.numpy()), quant_min, quant_max)
+    return _straight_through(input, scale, zero_point, quant_min, quant_max, round_to_float32=True)
 
 
 def fake_quantize_per_channel_affine(input: Tensor, scale: Tensor, zero_point: Tensor, axis: int, quant_min: int,
@@ -82,17 +82,17 @@ def _check_zero_point(call: str, zero_point: np.ndarray, quant_min: int, quant_m
                          f"quant_max ({quant_max})")
 
 
-def _one_number(call: str, name: str, value: Any) -> float:
-    """A number, or the value of a one-element eager tensor (``scale`` from an observer's ``calculate_qparams()``)."""
-    if isinstance(value, Tensor):
-        if value.requires_grad:
-            raise ValueError(f"{call}: {name} requires grad, but no gradient reaches it (as in torch); detach it, or "
-                             f"write the learnable version by hand: (x / s).round() with a straight-through estimator")
-        if not is_eager(value) or int(np.prod(value.shape)) != 1:
-            raise ValueError(f"{call}: {name} must be a number or a one-element tensor with a value, got a tensor of "
-                             f"shape {tuple(value.shape)}{'' if is_eager(value) else ' traced without a value'}")
-        return value.item()
-    return value
+def _one_element(call: str, name: str, value: Any, dtype: DType) -> Tensor:
+    """A number as a constant of ``dtype``, or a one-element tensor cast to it (a float zero point truncated, as torch's
+    kernel reads it), detached."""
+    if not isinstance(value, Tensor):
+        return _constant(np.asarray(value).astype(dtype.numpy))
+    if value.requires_grad and is_eager(value):
+        raise ValueError(f"{call}: {name} requires grad, but no gradient reaches it (as in torch); detach it, or "
+                         f"write the learnable version by hand: (x / s).round() with a straight-through estimator")
+    if any(size != 1 for size in value.shape):
+        raise ValueError(f"{call}: {name} must be a number or a one-element tensor, got a tensor of shape {tuple(value.shape)}")
+    return value.detach().reshape(()).to(dtype)
 
 
 def _channel_axis(call: str, input: Tensor, axis: int) -> int:

@@ -119,3 +119,33 @@ def test_a_scale_that_requires_grad_is_refused_as_torch():
         scale = lib.tensor(0.1, requires_grad=True)
         with pytest.raises(error, match="scale"):
             lib.fake_quantize_per_tensor_affine(lib.ones(3), scale, lib.tensor(0, dtype=lib.int32), 0, 255).sum().backward()
+
+
+def test_per_tensor_qparams_computed_in_a_compiled_forward_are_torchs():
+    """An observer's scale and zero point computed from buffers inside ``kiln.compile(fullgraph=True)``: traced tensors,
+    taken as torch's kernel takes them (scale to float32, zero point truncated to int32)."""
+    torch = require_torch()
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((4, 6)) * 2
+
+    def observed(lib):
+        class Observed(lib.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.register_buffer("low", lib.tensor(-2.5))
+                self.register_buffer("high", lib.tensor(3.1))
+                self.weight = lib.nn.Parameter(lib.tensor(np.linspace(0.5, 1.5, 6)))
+
+            def forward(self, x):
+                scale = (self.high - self.low) / 255
+                zero_point = -self.low / scale  # a float tensor: truncated
+                return lib.fake_quantize_per_tensor_affine(x * self.weight, scale, zero_point, 0, 255).square().sum()
+
+        return Observed()
+
+    model, twin = observed(kiln), observed(torch)
+    ours, theirs = kiln.compile(model, fullgraph=True)(kiln.tensor(x)), twin(torch.tensor(x))
+    ours.backward()
+    theirs.backward()
+    np.testing.assert_allclose(ours.item(), theirs.item(), rtol=1e-15)
+    np.testing.assert_allclose(model.weight.grad.numpy(), twin.weight.grad.numpy(), rtol=1e-13)
