@@ -66,7 +66,7 @@ def test_unary_rules_and_casts_wrap_as_torch(dtype: DType):
 def run_nested(body: str, a: np.ndarray, b: np.ndarray, result: DType) -> np.ndarray:
     """``y0 = body`` over inputs ``x0``, ``x1`` as C on the CPU, as a fused kernel nests its sub-expressions."""
     params = ", ".join(f"{CUPY_TYPES[DType.of(x.dtype)]} x{i}" for i, x in enumerate((a, b)))
-    source = ElementwiseSource(f"kiln_nested_{result}", params, f"{CUPY_TYPES[result]} y0", f"y0 = {body};")
+    source = ElementwiseSource(f"kiln_nested_{result.value}", params, f"{CUPY_TYPES[result]} y0", f"y0 = {body};")
     out = np.empty(len(a), result.numpy)
     run_raw_kernel(standalone_source(source), source.name, (-(-len(out) // 32),), (32,), (a, b, out, np.int64(len(out))))
     return out
