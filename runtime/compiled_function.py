@@ -109,13 +109,7 @@ class CompiledFunction:
     def _inference_call(self, fn: Callable[..., Any], arrays: tuple[Any, ...], extra: Hashable) -> Any:
         arrays_np = [np.asarray(a) for a in arrays]
         batch_dim = self.batch_dim if len(arrays_np) < 2 else _broadcast_inputs_static(arrays_np, self.batch_dim)
-        key = (batch_signature(arrays_np, batch_dim), autocast_signature(), extra, batch_dim)  # in a region or not
-        if key not in self.variants:
-            tensors_given = any(isinstance(a, Tensor) for a in arrays)
-            self.variants[key] = self._inference_variant(fn, arrays_np, batch_dim, tensors_given)
-        variant = self.variants[key]
-        if variant is not None and variant.captured is not None and not variant.captured.holds():
-            variant = self.variants[key] = self._inference_variant(fn, arrays_np, batch_dim, True)  # the state changed
+        variant = self._variant_for(fn, arrays_np, batch_dim, extra, any(isinstance(a, Tensor) for a in arrays))
         if variant is None:
             return _EAGER
         feeds = [*arrays_np, *[p.data for p in variant.parameters]]
@@ -165,18 +159,47 @@ class CompiledFunction:
         self._warn_eager(f"{self.recompile_limit} input signatures are compiled already (recompile_limit), as by "
                          "sequences padded to their batch's length; pad to a few fixed lengths to keep them compiled")
 
-    def _inference_variant(self, fn: Callable[..., Any], arrays: list[np.ndarray], batch_dim: BatchDim,
-                           tensors_given: bool) -> _Variant | None:
+    def _variant_for(self, fn: Callable[..., Any], arrays: list[np.ndarray], batch_dim: BatchDim, extra: Hashable,
+                     tensors_given: bool) -> _Variant | None:
+        """The variant for these arrays' signature (traced on first sight, again where a step's guards fail); one per
+        exact shape where the trace needed static shapes."""
+        key = (batch_signature(arrays, batch_dim), autocast_signature(), extra, batch_dim)  # in a region or not
+        if key not in self.variants:
+            self.variants[key] = self._inference_variant(fn, arrays, batch_dim, extra, tensors_given)
+        variant = self.variants[key]
+        if variant is _STATIC:
+            return self._variant_for(fn, arrays, None, extra, tensors_given)
+        if variant is not None and variant.captured is not None and not variant.captured.holds():
+            variant = self.variants[key] = self._inference_variant(fn, arrays, batch_dim, extra, True)  # the state changed
+        return variant
+
+    def _inference_variant(self, fn: Callable[..., Any], arrays: list[np.ndarray], batch_dim: BatchDim, extra: Hashable,
+                           tensors_given: bool) -> Any:
         """The compiled function, or None (warned once) where a PyTorch-style call (tensors given) cannot be traced: a
         branch on ``.item()``, a scheduler stepped inside a training step. Its calls then run
-        eagerly, as ``torch.compile`` runs what it cannot capture; NumPy calls and ``fullgraph=True`` raise."""
+        eagerly, as ``torch.compile`` runs what it cannot capture; NumPy calls and ``fullgraph=True`` raise.
+
+        A function that traces only with static shapes (it slices the batch by a constant: micro-batches by
+        ``x[:16]``, ``x.chunk(2)``) gives ``_STATIC``, and its calls get one variant per exact shape instead."""
         try:
             return self._compile(fn, arrays, batch_dim)
-        except KilnError as error:
-            if self.fullgraph or not tensors_given:
+        except (KilnError, TypeError) as error:  # TypeError: Python arithmetic on a symbolic dim (x.shape[0] // 2)
+            if _symbolic(arrays, batch_dim) and self._traces_statically(fn, arrays, extra):
+                return _STATIC
+            if self.fullgraph or not tensors_given or isinstance(error, TypeError):
                 raise
             self._warn_eager(str(error).splitlines()[-1].strip())
             return None
+
+    def _traces_statically(self, fn: Callable[..., Any], arrays: list[np.ndarray], extra: Hashable) -> bool:
+        """Whether ``fn`` traces with static shapes (the variant is kept for these exact shapes)."""
+        key = (batch_signature(arrays, None), autocast_signature(), extra, None)
+        try:
+            static = self._compile(fn, arrays, None)
+        except (KilnError, TypeError):
+            return False
+        self.variants.setdefault(key, static)
+        return True
 
     def _warn_eager(self, reason: str) -> None:
         if not self.trained_eagerly:
@@ -219,7 +242,7 @@ class CompiledFunction:
 
     @property
     def graph(self) -> Graph:
-        return [variant for variant in self.variants.values() if variant is not None][-1].graph
+        return [variant for variant in self.variants.values() if isinstance(variant, _Variant)][-1].graph
 
     def _compile(self, fn: Callable[..., Any], arrays: list[np.ndarray], batch_dim: BatchDim) -> _Variant:
         captures: list[StepCapture] = []  # a training step's backward() and optimizer.step() (runtime/step_capture.py)
@@ -239,6 +262,11 @@ class CompiledFunction:
                         captures[0].returned_none)
 
 
+def _symbolic(arrays: list[np.ndarray], batch_dim: BatchDim) -> bool:
+    """Whether some array gets a symbolic batch dim."""
+    return any(axis is not None for axis in batch_axes(arrays, batch_dim))
+
+
 def _broadcast_inputs_static(arrays: list[np.ndarray], batch_dim: BatchDim) -> BatchDim:
     """``batch_dim`` with the inputs whose batch dim is 1 while another's is larger made static: a broadcast
     operand (an attention bias of shape (1, H, L, S) beside a batch of 8), as ``torch.compile`` keeps size-1 dims."""
@@ -251,6 +279,8 @@ def _broadcast_inputs_static(arrays: list[np.ndarray], batch_dim: BatchDim) -> B
 
 _FIELDS = frozenset(CompiledFunction.__dataclass_fields__)
 """The compiled function's own attributes: never looked up on ``fn`` (while the dataclass is being built or copied)."""
+_STATIC = object()
+"""A signature whose trace needed static shapes: its calls look up their exact shape's variant."""
 _EAGER = object()
 """What a call whose trace failed gives back: run ``fn`` itself."""
 

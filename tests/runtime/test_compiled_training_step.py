@@ -312,3 +312,31 @@ def test_a_grad_scaler_inside_the_step_runs_it_eagerly_warned():
     with pytest.warns(UserWarning, match=r"GradScaler.scale\(\) inside a compiled training step"):
         kiln.compile(train_step)(kiln.tensor(x), kiln.tensor(y))
     assert optimizer.step_count == 1
+
+
+def test_micro_batches_sliced_inside_the_step_compile_per_batch_size_as_torch():
+    """``x[:half]`` slices the symbolic batch dim by a constant: such a step traces with static shapes instead, one
+    variant per batch size (it ran eagerly), and accumulates the two backward passes as torch."""
+    torch, model, twin = torch_twins(_net, seed=3)
+
+    def make(lib, net, optimizer):
+        def train_step(x, y):
+            optimizer.zero_grad()
+            half = x.shape[0] // 2
+            for part in (slice(None, half), slice(half, None)):
+                (lib.nn.functional.cross_entropy(net(x[part]), y[part]) / 2).backward()
+            optimizer.step()
+
+        return train_step
+
+    step = kiln.compile(make(kiln, model, kiln.optim.SGD(model.parameters(), lr=0.3, momentum=0.9)))
+    twin_step = make(torch, twin, torch.optim.SGD(twin.parameters(), lr=0.3, momentum=0.9))
+    batches = _batches(2) + _batches(1, size=6, seed=9)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for x, y in batches:
+            step(kiln.tensor(x), kiln.tensor(y))
+    for x, y in batches:
+        twin_step(torch.tensor(x), torch.tensor(y))
+    _assert_same(model, twin)
+    assert sum(hasattr(variant, "graph") for variant in step.variants.values()) == 2  # batch 8, then 6
