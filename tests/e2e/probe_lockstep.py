@@ -58,3 +58,25 @@ def assert_same_records(ours: Any, theirs: Any, rtol: float = 1e-10, atol: float
         if key in where:
             tolerance = other
     np.testing.assert_allclose(np.asarray(ours, np.float64), np.asarray(theirs, np.float64), **tolerance, err_msg=where)
+
+
+def compiled_step_training(make_batch: Callable[[Any], tuple], make_optimizer: Callable[[Any, Any], Any],
+                           loss_of: Callable[..., Any], steps: int = 3) -> Callable[..., dict[str, Any]]:
+    """A ``train`` for ``run_in_lockstep`` whose whole step (zero_grad, loss, backward, optimizer step) is one
+    ``kiln.compile(fullgraph=True)`` graph in kiln (no eager fallback) and PyTorch's eager loop in torch:
+    ``loss_of(lib, nn, F, model, *batch)``."""
+
+    def train(lib: Any, nn: Any, F: Any, model: Any) -> dict[str, Any]:
+        optimizer, batch = make_optimizer(lib, model), make_batch(lib)
+
+        def step(*batch: Any) -> Any:
+            optimizer.zero_grad()
+            loss = loss_of(lib, nn, F, model, *batch)
+            loss.backward()
+            optimizer.step()
+            return loss
+
+        run = kiln.compile(step, fullgraph=True) if lib is kiln else step
+        return {"losses": [run(*batch).item() for _ in range(steps)], "state": snapshot(model)}
+
+    return train

@@ -4,7 +4,9 @@ first forward, the first gradients, the losses and the state after a few steps a
 
 What broke, fixed with focused tests: ``nn.EmbeddingBag.from_pretrained`` was missing
 (tests/layers/test_embedding_bag_from_pretrained.py); ``torch.fake_quantize_per_tensor_affine`` and
-``fake_quantize_per_channel_affine`` were missing (tests/frontend/test_fake_quantize_vs_torch.py).
+``fake_quantize_per_channel_affine`` were missing (tests/frontend/test_fake_quantize_vs_torch.py). Each family also
+trains with the whole step in one ``kiln.compile(fullgraph=True)`` graph; the QAT observer's scale and zero point,
+computed from buffers there, are traced tensors, which fake_quantize_per_tensor_affine now takes.
 
 Still missing (the probes use the dense forms): ``nn.EmbeddingBag(sparse=True)`` / ``nn.Embedding(sparse=True)``
 (sparse COO gradients; kiln has one dense layout and refuses ``sparse=True`` with a message) and therefore
@@ -19,7 +21,7 @@ import math
 import numpy as np
 import pytest
 
-from e2e.probe_lockstep import array, assert_same_records, gradients, run_in_lockstep, snapshot
+from e2e.probe_lockstep import array, assert_same_records, compiled_step_training, gradients, run_in_lockstep, snapshot
 
 # --- DLRM: EmbeddingBag tables with offsets, a dense MLP, pairwise interactions by bmm + triu_indices --------------
 
@@ -251,3 +253,52 @@ def test_quantization_aware_training_as_torch(learnable, float64_default):
     assert theirs["losses"][-1] < theirs["losses"][0]
     if learnable:
         assert theirs["grads"]["2.scale"] != 0
+
+
+# --- the three families with the whole step compiled (kiln.compile(fullgraph=True)) against torch's eager loop ------
+
+
+def _dlrm_compiled(mode):
+    dense, indices, offsets, _, clicks = _click_batch()
+    batch = lambda lib: (lib.tensor(dense), *(lib.tensor(a) for a in indices + offsets), lib.tensor(clicks))
+
+    def loss_of(torch, nn, F, model, x, *rest):
+        *bags, y = rest
+        return F.binary_cross_entropy(torch.sigmoid(model(x, bags[:3], bags[3:])), y)
+
+    return (lambda torch, nn, F: dlrm(torch, nn, F, mode),
+            compiled_step_training(batch, lambda lib, model: lib.optim.Adagrad(model.parameters(), lr=0.1), loss_of))
+
+
+def _distillation_compiled(T=2.0):
+    rng = np.random.default_rng(0)
+    inputs, labels = rng.standard_normal((5, 6)), np.array([0, 1, 2, 3, 1])
+
+    def loss_of(torch, nn, F, both, x, y):
+        both["teacher"].eval()
+        with torch.no_grad():
+            teacher_logits = both["teacher"](x)
+        student_logits = both["student"](x)
+        soft = nn.KLDivLoss(reduction="batchmean")(F.log_softmax(student_logits / T, -1), F.softmax(teacher_logits / T, -1))
+        return soft * T * T + 0.3 * F.cross_entropy(student_logits, y)
+
+    return teacher_and_student, compiled_step_training(lambda lib: (lib.tensor(inputs), lib.tensor(labels)),
+                                                       lambda lib, both: lib.optim.SGD(both["student"].parameters(), lr=0.1), loss_of)
+
+
+def _qat_compiled(learnable):
+    rng = np.random.default_rng(0)
+    inputs, labels = rng.standard_normal((8, 6)), rng.integers(0, 3, 8)
+    return (lambda torch, nn, F: quantized_mlp(torch, nn, F, learnable),
+            compiled_step_training(lambda lib: (lib.tensor(inputs), lib.tensor(labels)),
+                                   lambda lib, model: lib.optim.Adam(model.parameters(), lr=0.01),
+                                   lambda torch, nn, F, model, x, y: F.cross_entropy(model(x), y)))
+
+
+@pytest.mark.parametrize("family", ["dlrm sum", "dlrm mean", "distillation", "qat observed", "qat learnable"])
+def test_compiled_step_as_torch(family, float64_default):
+    build, train = {"dlrm sum": lambda: _dlrm_compiled("sum"), "dlrm mean": lambda: _dlrm_compiled("mean"),
+                    "distillation": _distillation_compiled, "qat observed": lambda: _qat_compiled(False),
+                    "qat learnable": lambda: _qat_compiled(True)}[family]()
+    ours, theirs = run_in_lockstep(build, train)
+    assert_same_records(ours, theirs)

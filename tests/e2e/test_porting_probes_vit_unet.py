@@ -14,7 +14,10 @@ and the state after a few steps agree to 1e-10, except where noted.
   Adam again divides each gradient by its own running size: an element whose gradient cancels to ~1e-8 carries its
   ~1e-9 relative rounding into a ~1e-12 difference of the parameter, so the state is compared with atol 1e-11.
 
-Nothing broke in these two: no kiln change was needed.
+Both also train with the whole step in one ``kiln.compile(fullgraph=True)`` graph. That broke for the U-Net: a
+``F.binary_cross_entropy_with_logits(..., pos_weight=torch.tensor([3.0]))`` in the step has a traced ``pos_weight``, refused as
+"a constant of the loss", so the step ran eagerly; a traced weight is now an operand without gradient, as PyTorch's
+(tests/frontend/test_loss_weights_traced_vs_torch.py). The eager programs needed no change.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import math
 import numpy as np
 import pytest
 
-from e2e.probe_lockstep import array, assert_same_records, gradients, run_in_lockstep, snapshot
+from e2e.probe_lockstep import array, assert_same_records, compiled_step_training, gradients, run_in_lockstep, snapshot
 
 # --- Vision Transformer ------------------------------------------------------------------------------------------
 
@@ -219,3 +222,28 @@ def test_unet_trains_as_torch(bilinear, size, float64_default):
     ours, theirs = run_in_lockstep(lambda torch, nn, F: unet(torch, nn, F, bilinear), train_unet(size))
     assert_same_records(ours, theirs, looser={"state/": dict(rtol=1e-10, atol=1e-11)})
     assert theirs["losses"][-1] < theirs["losses"][0]
+
+
+def test_vision_transformer_compiled_step_as_torch(float64_default):
+    rng = np.random.default_rng(0)
+    images, labels = rng.standard_normal((3, 3, 8, 8)), np.array([0, 3, 4])
+    train = compiled_step_training(lambda lib: (lib.tensor(images), lib.tensor(labels)),
+                                   lambda lib, model: lib.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.05),
+                                   lambda lib, nn, F, model, x, y: F.cross_entropy(model(x), y, label_smoothing=0.1))
+    ours, theirs = run_in_lockstep(vision_transformer, train)
+    assert_same_records(ours, theirs, looser={"in_proj_bias": dict(rtol=0, atol=1e-10)})
+
+
+@pytest.mark.parametrize("bilinear", [False, True])
+def test_unet_compiled_step_with_pos_weight_built_inside_as_torch(bilinear, float64_default):
+    rng = np.random.default_rng(0)
+    images, masks = rng.standard_normal((2, 3, 10, 10)), (rng.random((2, 1, 10, 10)) > 0.7).astype(np.float64)
+
+    def loss_of(lib, nn, F, model, x, y):
+        logits = model(x)
+        return F.binary_cross_entropy_with_logits(logits, y, pos_weight=lib.tensor([3.0])) + dice_loss(lib, logits, y)
+
+    train = compiled_step_training(lambda lib: (lib.tensor(images), lib.tensor(masks)),
+                                   lambda lib, model: lib.optim.Adam(model.parameters(), lr=1e-2), loss_of)
+    ours, theirs = run_in_lockstep(lambda torch, nn, F: unet(torch, nn, F, bilinear), train)
+    assert_same_records(ours, theirs, looser={"state/": dict(rtol=1e-10, atol=1e-11)})

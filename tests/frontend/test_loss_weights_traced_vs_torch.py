@@ -1,5 +1,5 @@
-"""A loss's ``weight`` / ``pos_weight`` made inside a compiled function (``BCEWithLogitsLoss(pos_weight=...)`` built in
-the step, or a weight computed from the batch) is a traced tensor; it was refused ("a constant of the loss"), so a
+"""A loss's ``weight`` / ``pos_weight`` made inside a compiled function (``F.binary_cross_entropy_with_logits(...,
+pos_weight=torch.tensor([3.0]))`` in the step, a weight computed there) is a traced tensor; it was refused ("a constant of the loss"), so a
 U-Net's compiled step ran eagerly. It is an operand now, without gradient as in PyTorch; values and input gradients
 vs torch 2.13 in float64, in ``kiln.compile`` (traced) and eagerly."""
 
