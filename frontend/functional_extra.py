@@ -335,9 +335,9 @@ def embedding_bag(input: Tensor, weight: Tensor, offsets: Any = None, max_norm: 
 def _check_bag_options(input, weight, mode, scale_grad_by_freq, sparse, per_sample_weights) -> None:
     if mode not in ("sum", "mean", "max"):
         raise located_error(f"embedding_bag: mode has to be one of sum, mean or max, got {mode!r}")
-    if scale_grad_by_freq or sparse:
-        raise located_error("embedding_bag: scale_grad_by_freq and sparse=True are not supported; leave them at False (for "
-                            "frequency-scaled gradients, nn.Embedding(scale_grad_by_freq=True) and a sum over each bag)")
+    if scale_grad_by_freq:  # sparse=True is the dense gradient in kiln's one layout (see F.embedding)
+        raise located_error("embedding_bag: scale_grad_by_freq is not supported; leave it at False (for frequency-scaled "
+                            "gradients, nn.Embedding(scale_grad_by_freq=True) and a sum over each bag)")
     if weight.ndim != 2 or input.ndim not in (1, 2) or not input.dtype.is_int:
         raise located_error(f"embedding_bag expects integer (B, L) or (T,) indices and a 2-D weight, got {input.type} and {weight.type}")
     if per_sample_weights is not None and (mode != "sum" or tuple(per_sample_weights.shape) != tuple(input.shape)):

@@ -133,8 +133,9 @@ def _filled(value: float, shape: tuple[int, ...], like: Tensor) -> Tensor:
 def embedding(input: Tensor, weight: Tensor, padding_idx: int | None = None, max_norm: float | None = None, norm_type: float = 2.0,
               scale_grad_by_freq: bool = False, sparse: bool = False) -> Tensor:
     """Rows of ``weight`` picked by integer ``input``: ``(..., ) -> (..., embedding_dim)``. The ``padding_idx`` row
-    gets no gradient, as in PyTorch: positions holding it read the row through ``stop_gradient``."""
-    _check_embedding_options(sparse)
+    gets no gradient, as in PyTorch: positions holding it read the row through ``stop_gradient``. ``sparse=True``
+    gives the same gradient in kiln's one dense layout (zero rows where PyTorch's sparse one has no entry), so SGD and
+    Adagrad steps are PyTorch's sparse ones."""
     if max_norm is not None:
         renormalize_rows(input, weight, max_norm, norm_type, "embedding")
     rows = apply("tensor.take", weight, input, axis=0)
@@ -146,11 +147,6 @@ def embedding(input: Tensor, weight: Tensor, padding_idx: int | None = None, max
     padding_idx = embedding_padding_index(padding_idx, weight.shape[0])
     keep = input.ne(padding_idx).unsqueeze(-1)
     return apply("tensor.where", keep, rows, rows.detach())
-
-
-def _check_embedding_options(sparse: bool) -> None:
-    if sparse:
-        raise TraceError("embedding: sparse=True gradients are not supported; kiln computes the dense gradient (sparse=False)")
 
 
 def embedding_padding_index(padding_idx: int, num_embeddings: int) -> int:

@@ -31,7 +31,7 @@ class Embedding(Module):
     """``torch.nn.Embedding``: a lookup table ``weight[(num_embeddings, embedding_dim)]``, initialised N(0, 1) with the
     ``padding_idx`` row zero; that row gets no gradient. ``max_norm`` renormalizes the looked-up rows in place
     (eagerly; refused when traced), ``scale_grad_by_freq`` divides each row's gradient by its count in the batch, and
-    ``sparse=True`` is refused (see ``F.embedding`` and frontend/embedding_options.py)."""
+    ``sparse=True`` gives the dense gradient (see ``F.embedding`` and frontend/embedding_options.py)."""
 
     def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None = None, max_norm: float | None = None,
                  norm_type: float = 2.0, scale_grad_by_freq: bool = False, sparse: bool = False, _weight: Any = None,

@@ -13,8 +13,8 @@ from oracles import libraries
 
 
 def array(tensor: Any) -> np.ndarray:
-    """A copy of a kiln or torch tensor's values."""
-    return np.array(tensor.detach().numpy())
+    """A copy of a kiln or torch tensor's values (a sparse one's dense form)."""
+    return np.array((tensor.to_dense() if tensor.is_sparse else tensor).detach().numpy())
 
 
 def snapshot(module: Any) -> dict[str, np.ndarray]:

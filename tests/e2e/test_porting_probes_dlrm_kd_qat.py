@@ -8,10 +8,12 @@ What broke, fixed with focused tests: ``nn.EmbeddingBag.from_pretrained`` was mi
 trains with the whole step in one ``kiln.compile(fullgraph=True)`` graph; the QAT observer's scale and zero point,
 computed from buffers there, are traced tensors, which fake_quantize_per_tensor_affine now takes.
 
-Still missing (the probes use the dense forms): ``nn.EmbeddingBag(sparse=True)`` / ``nn.Embedding(sparse=True)``
-(sparse COO gradients; kiln has one dense layout and refuses ``sparse=True`` with a message) and therefore
-``torch.optim.SparseAdam``, which the reference DLRM pairs with them; a float zero point in
-``fake_quantize_per_channel_affine`` (torch's learnable form; kiln takes int32, as torch's observers produce).
+``nn.EmbeddingBag(sparse=True)`` (the reference DLRM's tables) was refused; it now gives the dense gradient in kiln's
+one layout, so SGD and Adagrad step as torch's sparse updates (tests/layers/test_sparse_embedding_dense_gradient.py).
+
+Still missing: ``torch.optim.SparseAdam`` (lazy Adam over the rows present in a sparse gradient), and a sparse
+``.grad`` itself (``p.grad.is_sparse`` is False in kiln; ``_indices()``/``coalesce()`` on it fail); a float zero point
+in ``fake_quantize_per_channel_affine`` (torch's learnable form; kiln takes int32, as torch's observers produce).
 """
 
 from __future__ import annotations
@@ -28,12 +30,12 @@ from e2e.probe_lockstep import array, assert_same_records, compiled_step_trainin
 TABLE_SIZES = (10, 7, 5)
 
 
-def dlrm(torch, nn, F, mode):
+def dlrm(torch, nn, F, mode, sparse=False):
     class DLRM(nn.Module):
         def __init__(self, num_dense=4, table_sizes=TABLE_SIZES, dim=4):
             super().__init__()
             self.bottom = nn.Sequential(nn.Linear(num_dense, 8), nn.ReLU(), nn.Linear(8, dim), nn.ReLU())
-            self.tables = nn.ModuleList([nn.EmbeddingBag(n, dim, mode=mode) for n in table_sizes])
+            self.tables = nn.ModuleList([nn.EmbeddingBag(n, dim, mode=mode, sparse=sparse) for n in table_sizes])
             num_features = len(table_sizes) + 1
             rows, cols = torch.triu_indices(num_features, num_features, offset=1)
             self.register_buffer("rows", rows, persistent=False)
@@ -90,9 +92,10 @@ def train_dlrm(optimizer, weighted, steps=3):
     return train
 
 
+@pytest.mark.parametrize("sparse", [False, True])
 @pytest.mark.parametrize("mode, weighted, optimizer", [("sum", False, "sgd"), ("mean", False, "adagrad"), ("sum", True, "adagrad")])
-def test_dlrm_trains_as_torch(mode, weighted, optimizer, float64_default):
-    ours, theirs = run_in_lockstep(lambda torch, nn, F: dlrm(torch, nn, F, mode), train_dlrm(optimizer, weighted))
+def test_dlrm_trains_as_torch(mode, weighted, optimizer, sparse, float64_default):
+    ours, theirs = run_in_lockstep(lambda torch, nn, F: dlrm(torch, nn, F, mode, sparse), train_dlrm(optimizer, weighted))
     assert_same_records(ours, theirs)
     assert theirs["losses"][-1] < theirs["losses"][0]
 
