@@ -56,9 +56,11 @@ def apply_gradients(optimizer: Optimizer) -> None:
         return
     # torch.optim's state[p]["step"] counts only the steps that updated p: Adam's bias correction of a parameter
     # first used late starts at 1. Optimizer.skipped_steps counts, per parameter, the steps that found no .grad.
+    # A frozen parameter (requires_grad False) is skipped too: unfrozen later, it starts at 1, as torch's.
     skipped = optimizer.__dict__.setdefault("skipped_steps", {})
-    for parameter in trained:
-        if parameter.grad is None:
+    updated = set(map(id, parameters))
+    for parameter in optimizer.parameters():
+        if id(parameter) not in updated:
             skipped[id(parameter)] = skipped.get(id(parameter), 0) + 1
     for step, same_step in _by_own_step(optimizer, parameters, skipped).items():
         _update(optimizer, same_step, step)

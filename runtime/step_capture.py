@@ -197,7 +197,8 @@ class StepCapture:
         updated = [p for p in trained if self.grad_of(p) is not None]
         if not updated:  # as the eager update: nothing to do, no step counted
             return
-        skipped = [p for p in trained if self.grads[id(p)] is None]
+        stepped = set(map(id, updated))
+        skipped = [p for p in optimizer.parameters() if id(p) not in stepped]  # frozen ones too, as torch's step
         graph = self.context.graph
         hyper, order = _hyper_inputs(graph, optimizer, updated)
         self.inputs += [(hyper[key], functools.partial(_hyper_feed, optimizer, key)) for key in order]

@@ -340,3 +340,19 @@ def test_micro_batches_sliced_inside_the_step_compile_per_batch_size_as_torch():
         twin_step(torch.tensor(x), torch.tensor(y))
     _assert_same(model, twin)
     assert sum(hasattr(variant, "graph") for variant in step.variants.values()) == 2  # batch 8, then 6
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled-step"])
+def test_a_layer_frozen_for_three_steps_then_unfrozen_starts_its_adam_steps_at_one_as_torch(compiled):
+    """torch.optim skips a parameter without ``.grad`` (frozen ones too), so its own step count starts when unfrozen."""
+    torch, model, twin = torch_twins(_net, seed=11)
+    optimizer, twin_optimizer = kiln.optim.Adam(model.parameters(), lr=0.05), torch.optim.Adam(twin.parameters(), lr=0.05)
+    step = _step(kiln, model, optimizer)
+    step, twin_step = kiln.compile(step) if compiled else step, _step(torch, twin, twin_optimizer)
+    for index, (x, y) in enumerate(_batches(6)):
+        for net in (model, twin):
+            net[2].requires_grad_(index >= 3)
+        step(kiln.tensor(x), kiln.tensor(y))
+        twin_step(torch.tensor(x), torch.tensor(y))
+    _assert_same(model, twin, optimizer, twin_optimizer)
+    assert optimizer.skipped_steps[id(model[2].weight)] == 3
