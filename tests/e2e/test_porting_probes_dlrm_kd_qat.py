@@ -4,7 +4,7 @@ first forward, the first gradients, the losses and the state after a few steps a
 
 What broke, fixed with focused tests: ``nn.EmbeddingBag.from_pretrained`` was missing
 (tests/layers/test_embedding_bag_from_pretrained.py); ``torch.fake_quantize_per_tensor_affine`` and
-``fake_quantize_per_channel_affine`` were missing (tests/frontend/test_fake_quantize_vs_torch.py). Each family also
+``fake_quantize_per_channel_affine`` were missing (tests/frontend/test_torch_surface_fake_quantize.py). Each family also
 trains with the whole step in one ``kiln.compile(fullgraph=True)`` graph; the QAT observer's scale and zero point,
 computed from buffers there, are traced tensors, which fake_quantize_per_tensor_affine now takes.
 
