@@ -148,6 +148,11 @@ class finfo(NamedTuple):  # noqa: N801  (torch's name)
         return cls(info.bits, float(info.eps), float(info.max), float(info.min), float(info.tiny),
                    float(info.smallest_normal), 10.0 ** -info.precision, info.dtype.name)
 
+    def __repr__(self) -> str:
+        """torch's: ``finfo(resolution=1e-06, min=-3.40282e+38, ..., dtype=float32)``, numbers to 6 digits."""
+        return (f"finfo(resolution={self.resolution:g}, min={self.min:g}, max={self.max:g}, eps={self.eps:g}, "
+                f"smallest_normal={self.smallest_normal:g}, tiny={self.tiny:g}, dtype={self.dtype})")
+
 
 class iinfo(NamedTuple):  # noqa: N801  (torch's name)
     """``torch.iinfo``: the limits of an integer dtype."""
@@ -164,6 +169,10 @@ class iinfo(NamedTuple):  # noqa: N801  (torch's name)
             raise located_error(f"iinfo takes an integer dtype (uint8, int8, int16, int32 or int64), got {type!r}; finfo is for floats")
         info = np.iinfo(dtype.numpy)
         return cls(info.bits, int(info.max), int(info.min), info.dtype.name)
+
+    def __repr__(self) -> str:
+        """torch's: ``iinfo(min=-2.14748e+09, max=2.14748e+09, dtype=int32)``, numbers to 6 digits."""
+        return f"iinfo(min={self.min:g}, max={self.max:g}, dtype={self.dtype})"
 
 
 FUNCTIONS = {"finfo": finfo.of, "iinfo": iinfo.of}

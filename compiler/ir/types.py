@@ -42,7 +42,27 @@ class DType(enum.Enum):
     tracing and type promotion pays it."""
 
     def __str__(self) -> str:
-        return self.value
+        """``kiln.float32``, as ``str(torch.float32)`` is ``torch.float32``: ported code parses it
+        (``str(dtype).split(".")[-1]``, ``getattr(kiln, name)``). The IR's own spelling (``f32``) is ``value``: the
+        printer, the CuPy codegen and the ONNX export use that, never ``str``."""
+        return _STRINGS[self]
+
+    __repr__ = __str__
+    """``kiln.float32`` too, as ``repr(torch.float32)``."""
+
+    @property
+    def abbr(self) -> str:
+        """``torch.dtype.abbr``: ``f32``, ``bf16``, ``i64``, ``u8``, ``b8`` (the IR spelling but for bool's)."""
+        return "b8" if self is DType.bool else self.value
+
+    def to_real(self) -> "DType":
+        """``torch.dtype.to_real()``: the dtype itself, as every kiln dtype is real."""
+        return self
+
+    def to_complex(self) -> "DType":
+        """``torch.dtype.to_complex()``, which kiln cannot give: it has no complex dtypes."""
+        raise ShapeError(f"{self}.to_complex(): kiln has no complex dtypes; keep the real and imaginary parts as two "
+                         f"{self} tensors")
 
     @property
     def is_float(self) -> bool:
@@ -83,7 +103,8 @@ class DType(enum.Enum):
 
     @staticmethod
     def of(spec: "DType | str | np.dtype | type") -> "DType":
-        """Accepts ``DType.f32``, ``"f32"``, ``"float32"``, ``np.float32`` or ``np.dtype("float32")``."""
+        """Accepts ``DType.f32``, ``"f32"``, ``"float32"``, ``np.float32``, ``np.dtype("float32")``, ``str(dtype)``
+        (``"kiln.float32"``) and torch's dtypes and their names (``torch.float32``, ``"torch.long"``)."""
         if isinstance(spec, DType):
             return spec
         known = _BY_NUMPY_DTYPE.get(spec) if isinstance(spec, np.dtype) else None
@@ -93,6 +114,10 @@ class DType(enum.Enum):
             return DType[spec]
         if spec is ml_dtypes.bfloat16 or spec == "bfloat16":
             return DType.bf16
+        if type(spec).__module__ == "torch" and type(spec).__name__ == "dtype":  # torch.float32
+            spec = str(spec)
+        if isinstance(spec, str) and spec.startswith(("kiln.", "torch.")):
+            return _of_torch_name(spec)
         try:
             name = np.dtype(spec).name
         except TypeError:
@@ -115,6 +140,20 @@ _NUMPY_NAMES = {
     DType.i64: "int64",
     DType.bool: "bool",
 }
+_STRINGS = {dtype: f"kiln.{name}" for dtype, name in _NUMPY_NAMES.items()}
+"""``str(dtype)``: torch's names (``kiln.float32`` as ``torch.float32``), which are NumPy's."""
+_BY_TORCH_NAME = {name: dtype for dtype, name in _NUMPY_NAMES.items()} | {
+    "half": DType.f16, "float": DType.f32, "double": DType.f64, "short": DType.i16, "int": DType.i32, "long": DType.i64}
+
+
+def _of_torch_name(spec: str) -> DType:
+    """The dtype ``kiln.float32`` or ``torch.float32`` names (or an alias: ``torch.half``, ``torch.long``)."""
+    dtype = _BY_TORCH_NAME.get(spec.split(".", 1)[1])
+    if dtype is None:
+        raise ShapeError(f"unknown dtype {spec!r}; use one of {', '.join(map(str, DType))}")
+    return dtype
+
+
 _INTEGERS = frozenset({DType.u8, DType.i8, DType.i16, DType.i32, DType.i64})
 _NUMPY_DTYPES = {dtype: np.dtype(ml_dtypes.bfloat16 if name == "bfloat16" else name) for dtype, name in _NUMPY_NAMES.items()}
 _BY_NUMPY_DTYPE = {numpy_dtype: dtype for dtype, numpy_dtype in _NUMPY_DTYPES.items()}
@@ -199,7 +238,7 @@ class TensorType:
 
     def __str__(self) -> str:
         dims = "".join(f"{dim}x" for dim in self.shape)
-        return f"tensor<{dims}{self.dtype}>"
+        return f"tensor<{dims}{self.dtype.value}>"  # the IR spelling (f32), not str(): kiln.float32
 
 
 def broadcast_shapes(*shapes: tuple[Dim, ...]) -> tuple[Dim, ...]:

@@ -87,7 +87,7 @@ def test_sdpa_under_bfloat16_autocast_is_torchs_cpu_kernel_bit_for_bit(mask):
         return lib.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=masks[mask], is_causal=mask == "causal")
 
     (their_dtype, theirs, _), (our_dtype, ours, our_grads) = _both(_bfloat16_inputs, attend)
-    assert (our_dtype, their_dtype) == ("bf16", "bfloat16")
+    assert (our_dtype, their_dtype) == ("bfloat16", "bfloat16")
     np.testing.assert_array_equal(ours, theirs)
     assert all(np.isfinite(g).all() for g in our_grads)
 

@@ -419,7 +419,7 @@ def test_autocast_state_queries_and_device_errors_are_torchs():
         seen.append((lib.is_autocast_enabled("cpu"), str(lib.get_autocast_dtype("cpu")), str(lib.get_autocast_dtype("cuda"))))
         return seen
 
-    names = {"torch.bfloat16": "bf16", "torch.float16": "f16"}
+    names = {"torch.bfloat16": "kiln.bfloat16", "torch.float16": "kiln.float16"}
     assert states(kiln) == [tuple(names.get(item, item) for item in state) for state in states(torch)]
     with pytest.raises(RuntimeError) as theirs:
         torch.autocast("tpu")
