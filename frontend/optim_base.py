@@ -76,6 +76,8 @@ class Optimizer:
         self.check_group(full)
         refuse_differentiable(type(self).__name__, full)
         self.param_groups.append(full)
+        if self.__dict__.get("step_count"):  # added after some steps: its own count starts at 1, as torch.optim's state
+            self.skipped_steps.update({id(p): self.step_count for p in params})
 
     def feed_as_input(self, name: str) -> None:
         """Feed option ``name`` (``momentum``, or ``beta1`` for ``betas[0]``) to the step as a graph input each step, as
