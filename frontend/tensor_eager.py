@@ -224,6 +224,8 @@ def _depends_on_a_leaf(value: Any) -> bool:
         if id(current) in seen:
             continue
         seen.add(id(current))
+        if not current.type.dtype.is_float:
+            continue  # an integer or bool value carries no gradient (an argmax's indices), as in PyTorch
         parameter = PARAMETERS.get(current, (None, 0))[0]
         if current in GRAD_TENSORS or (parameter is not None and parameter.requires_grad and current.type.dtype.is_float):
             return True

@@ -103,8 +103,8 @@ class EagerChain:
 
     def _reference(self, value: Value) -> Hashable:
         op = value.producer
-        if op is None:
-            return "input", self._leaf(value)
+        if op is None or (id(op) not in self._position and id(op) not in self._input_of):
+            return "input", self._leaf(value)  # a leaf, or an integer value the chain stops at
         if id(op) in self._input_of:
             self.sources[self._input_of[id(op)]] = value
             return "input", self._input_of[id(op)]
@@ -253,7 +253,10 @@ def _fed(op: Op) -> bool:
 
 
 def chain_of(outputs: Sequence[Value]) -> list[Op]:
-    """The ops ``outputs`` depend on, operands before readers (iterative: a long chain would overflow the stack)."""
+    """The ops ``outputs`` depend on through floating-point values, operands before readers (iterative: a long chain
+    would overflow the stack). An integer or bool operand (an ``argmax``'s, ``topk``'s indices, a mask) carries no
+    gradient, as in PyTorch: the chain stops there and its array is fed as a leaf, so a parameter read only through
+    it gets no ``.grad`` (None), not zeros."""
     order: list[Op] = []
     seen: set[int] = set()
     stack: list[tuple[Op, bool]] = [(v.producer, False) for v in reversed(outputs) if v.producer is not None]
@@ -266,7 +269,8 @@ def chain_of(outputs: Sequence[Value]) -> list[Op]:
             continue
         seen.add(id(op))
         stack.append((op, True))
-        stack.extend((operand.producer, False) for operand in reversed(op.operands) if operand.producer is not None)
+        stack.extend((operand.producer, False) for operand in reversed(op.operands)
+                     if operand.producer is not None and operand.type.dtype.is_float)
     return order
 
 
