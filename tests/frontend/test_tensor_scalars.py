@@ -20,5 +20,7 @@ def test_where_with_a_number_takes_the_values_dtype_not_the_masks():
 
 def test_dividing_by_a_symbolic_batch_size_says_what_to_do_instead():
     with pytest.raises(kiln.TraceError, match=r"'N' is a symbolic dim .*\(loss.mean\(\) instead of loss.sum\(\) / x.shape\[0\]"):
-        kiln.compile(lambda x: x.sum() / x.shape[0])(np.ones((3, 2)))
+        kiln.trace(lambda x: x.sum() / x.shape[0], kiln.TensorSpec(("N", 2), "f64"))
     assert kiln.compile(lambda x: x.sum() / x.shape[0], batch_dim=None)(np.ones((3, 2))) == 2.0
+    compiled = kiln.compile(lambda x: x.sum() / x.shape[0])  # traces with static shapes instead, one per batch size
+    assert compiled(np.ones((3, 2))) == 2.0 and compiled(np.ones((5, 2))) == 2.0

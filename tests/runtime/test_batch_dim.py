@@ -58,10 +58,18 @@ def test_compile_with_batch_dim_1_runs_a_sequence_first_lstm_for_any_batch_with_
     assert run.graph.inputs[0].type.shape == (LENGTH, "N", 4)
 
 
-def test_the_default_batch_dim_makes_a_sequence_first_length_symbolic_and_the_lstm_says_what_to_do():
+def test_the_default_batch_dim_makes_a_sequence_first_length_symbolic_so_the_lstm_compiles_per_length():
+    """The LSTM needs a static length (its loop is unrolled): kiln.compile traces it with static shapes instead, one
+    variant per exact shape, as torch.compile starts static (it raised 'sequence length must be static')."""
+    kiln.manual_seed(0)
     model = nn.LSTM(4, 6)
-    with pytest.raises(kiln.TraceError, match="sequence length must be static"):
-        kiln.compile(lambda x: model(x)[0])(np.zeros((LENGTH, 2, 4), np.float32))
+    compiled = kiln.compile(lambda x: model(x)[0])
+    for length in (LENGTH, LENGTH + 1):
+        x = np.random.default_rng(length).standard_normal((length, 2, 4)).astype(np.float32)
+        with kiln.no_grad():
+            expected = model(kiln.tensor(x))[0].numpy()
+        np.testing.assert_allclose(compiled(x), expected, rtol=1e-5, atol=1e-6)
+    assert sum(hasattr(variant, "graph") for variant in compiled.variants.values()) == 2
 
 
 def test_sequence_first_training_matches_torch_and_a_new_batch_size_does_not_recompile():
