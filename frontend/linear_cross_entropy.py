@@ -104,8 +104,8 @@ def _checked_options(options: Any, input: Tensor) -> None:
     """``options`` valid as PyTorch's, and no mixed-precision accumulation (kiln computes in the input's dtype)."""
     _check_options(options)
     acc_dtype = getattr(options, "acc_dtype", None)
-    if acc_dtype is not None and str(acc_dtype).replace("torch.", "") not in (str(input.dtype), input.dtype.numpy.name):
-        raise located_error(f"linear_cross_entropy: options.acc_dtype={acc_dtype} differs from the input's {input.dtype}; kiln has no "
+    if acc_dtype is not None and str(acc_dtype).replace("torch.", "") not in (str(input.dtype), input.dtype.value, input.dtype.numpy.name):
+        raise located_error(f"linear_cross_entropy: options.acc_dtype={acc_dtype} differs from the input's {input.dtype.value}; kiln has no "
                             "mixed-precision accumulation: pass acc_dtype=None, or cast the input")
 
 

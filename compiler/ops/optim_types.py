@@ -37,7 +37,7 @@ def scalar_state_dtype(dtype: DType) -> DType:
 def check_scalar(op: str, param: TensorType, *scalars: TensorType) -> None:
     for scalar in scalars:
         if scalar.shape != () or scalar.dtype != hyper_dtype(param.dtype):
-            raise ShapeError(f"{op}: hyper-parameter operands are 0-d {hyper_dtype(param.dtype)} scalars, got {scalar}")
+            raise ShapeError(f"{op}: hyper-parameter operands are 0-d {hyper_dtype(param.dtype).value} scalars, got {scalar}")
 
 
 def check_scalar_state(op: str, param: TensorType, *states: TensorType) -> None:
