@@ -248,6 +248,8 @@ class Module(HookMethods):
             return compiled(*args, **kwargs)
         if not TraceContext.active():  # eagerly, a NumPy batch is a tensor to forward: x.view(-1, 784), x.flatten(3)
             args = tuple(eager_tensor(np.asarray(a)) if isinstance(a, np.ndarray) else a for a in args)
+        elif TraceContext.current().step_capture is not None:  # kiln.compile guards on the mode of each module called
+            TraceContext.current().step_capture.called(self)
         if any(kind in self.__dict__ for kind in HOOK_KINDS):
             return call_with_hooks(self, args, kwargs)
         return self.forward(*args, **kwargs)

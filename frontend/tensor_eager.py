@@ -182,8 +182,8 @@ class EagerMethods:
         differentiates through it (``runtime/eager_create_graph.py``)."""
         if eager_array(self) is None:
             capture = step_capture()
-            if capture is not None and not create_graph:  # a kiln.compile'd training step: runtime/step_capture.py
-                capture.backward(self, gradient, inputs)
+            if capture is not None:  # a kiln.compile'd training step: runtime/step_capture.py
+                capture.backward(self, gradient, inputs, create_graph)
                 return
             raise located_error("backward() of a traced tensor: inside a trace, the training step differentiates the loss "
                                 "(kiln.compile_train_step), or use kiln.grad; backward() works on eager tensors, outside a trace")

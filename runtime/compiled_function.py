@@ -39,6 +39,7 @@ from kiln.runtime.compile_arguments import UNCOMPILED_BACKENDS, checked_backend,
 from kiln.runtime.compiled_training import TrainingVariant, call_training, compile_training, eager_inputs, in_call_order
 from kiln.runtime.executable import Executable
 from kiln.runtime.batch_dims import BatchDim, batch_axes, batch_signature, batch_specs
+from kiln.runtime.pytree import Structure, unflatten
 from kiln.runtime.step_capture import CapturedStep, StepCapture, capturing
 from kiln.runtime.train_step import DEFAULT_PIPELINE
 
@@ -56,6 +57,15 @@ class _Variant:
     """A training step's ``.grad``s and optimizer updates (``runtime/step_capture.py``): inputs before the seed, outputs last."""
     returns_none: bool = False
     """Whether ``fn`` returned None when traced (a step returning nothing): each call returns None."""
+    structure: Structure = None
+    """How ``fn``'s result nests its outputs (a dict of metrics): a PyTorch-style call (tensors given) returns its
+    outputs so, as ``torch.compile``'s; a NumPy call its leaves, flat."""
+    modes_hold: Callable[[], bool] = lambda: True
+    """Whether the modules the trace called are still in its ``train()``/``eval()`` modes (``StepCapture.modes_guard``)."""
+
+    def holds(self) -> bool:
+        """Whether what the trace assumed (modules' modes, a step's ``.grad``s and optimizers) still holds."""
+        return self.modes_hold() and (self.captured is None or self.captured.holds())
 
 
 @dataclass
@@ -85,6 +95,9 @@ class CompiledFunction:
     recompile_limit: int = 8
     """Training forwards traced (one per exact input signature) before calls with new signatures run eagerly, as
     ``torch.compile``'s ``cache_size_limit``."""
+    superseded: dict[tuple[Any, ...], list[_Variant]] = field(default_factory=dict)
+    """Earlier variants of a signature whose guards failed (``eval()`` called, a ``.grad`` cleared), kept as
+    ``torch.compile``'s cache entries are: a call whose state matches one again reuses it instead of tracing."""
     running: int = 0
     """Calls in progress: while one runs ``fn``, a module compiled in place (``Module.compile``) runs its forward."""
 
@@ -128,9 +141,10 @@ class CompiledFunction:
                 np.copyto(buffer.data, update)
         if variant.returns_none:
             return None
-        if any(isinstance(a, Tensor) for a in arrays):  # tensors in, tensors out (with no chain), as torch.compile's
-            outputs = tuple(eager_leaf(o) for o in outputs)
-        return outputs[0] if len(outputs) == 1 else outputs
+        if not any(isinstance(a, Tensor) for a in arrays):  # NumPy in: the leaves, flat
+            return outputs[0] if len(outputs) == 1 else outputs
+        outputs = tuple(eager_leaf(o) for o in outputs)  # tensors in, tensors out (with no chain), as torch.compile's
+        return _nested(variant.structure, outputs)
 
     def _seed_feed(self) -> np.ndarray:
         """The call's ``rng_seed``: ``seed * 2**20 + k`` on the ``k``-th drawing call; without a ``seed`` (a compiled
@@ -169,9 +183,23 @@ class CompiledFunction:
         variant = self.variants[key]
         if variant is _STATIC:
             return self._variant_for(fn, arrays, None, extra, tensors_given)
-        if variant is not None and variant.captured is not None and not variant.captured.holds():
-            variant = self.variants[key] = self._inference_variant(fn, arrays, batch_dim, extra, True)  # the state changed
+        if variant is not None and not variant.holds():  # the state changed: an earlier variant, or trace again
+            variant = self.variants[key] = self._guarded_variant(key, fn, arrays, batch_dim, extra, tensors_given)
         return variant
+
+    def _guarded_variant(self, key: tuple[Any, ...], fn: Callable[..., Any], arrays: list[np.ndarray],
+                         batch_dim: BatchDim, extra: Hashable, tensors_given: bool) -> Any:
+        """The superseded variant for ``key`` whose guards hold now, else a new trace; at most ``recompile_limit``
+        kept (the oldest dropped)."""
+        earlier = self.superseded.setdefault(key, [])
+        earlier.append(self.variants[key])
+        match = next((variant for variant in earlier if variant.holds()), None)
+        if match is None:
+            match = self._inference_variant(fn, arrays, batch_dim, extra, tensors_given or earlier[-1].captured is not None)
+        else:
+            earlier.remove(match)
+        del earlier[: -self.recompile_limit]
+        return match
 
     def _inference_variant(self, fn: Callable[..., Any], arrays: list[np.ndarray], batch_dim: BatchDim, extra: Hashable,
                            tensors_given: bool) -> Any:
@@ -259,7 +287,13 @@ class CompiledFunction:
         PassManager(self.pipeline).run(context.graph)
         executable = get_backend(self.backend).compile(context.graph)
         return _Variant(context.graph, executable, context.parameters, buffers, seed is not None, captured,
-                        captures[0].returned_none)
+                        captures[0].returned_none, captures[0].structure, captures[0].modes_guard())
+
+
+def _nested(structure: Structure, outputs: tuple[Any, ...]) -> Any:
+    """The outputs in the result's nesting (dicts, lists, nested tuples); one output, or a flat tuple, as it was."""
+    flat = structure is None or structure[0] is tuple and all(item is None for item in structure[1])
+    return (outputs[0] if len(outputs) == 1 else outputs) if flat else unflatten(structure, outputs)
 
 
 def _symbolic(arrays: list[np.ndarray], batch_dim: BatchDim) -> bool:

@@ -24,8 +24,9 @@ TorchDynamo's side effects, compiled autograd and a compiled optimizer, as one g
 
 Each extra input comes with the function that feeds it at a call and each extra output with the one that writes it
 back (new parameters, ``.grad``, optimizer state, step counts), so a call does exactly what the eager step does.
-What the trace read of the state it does not feed (whether a ``.grad`` existed, the optimizer's options) is
-guarded: a call that finds it changed traces again. A ``scheduler.step()`` inside the step is refused (the trace
+What the trace read of the state it does not feed (whether a ``.grad`` existed, the optimizer's options, each
+called module's ``training`` flag) is guarded: a call that finds it changed reuses the variant traced for that state
+or traces again. A ``scheduler.step()`` inside the step is refused (the trace
 runs Python once), so the step runs eagerly, as any step that cannot be traced.
 """
 
@@ -50,6 +51,7 @@ from kiln.frontend.torch_array import torch_array
 from kiln.frontend.tensor_linalg import vector_norm
 from kiln.frontend.torch_functions import stack, zeros_like
 from kiln.frontend.trace import TraceContext, located_error
+from kiln.runtime.pytree import Structure, flatten
 from kiln.runtime.step_graph import _hyper_inputs, hyper_feeds
 
 Feed = Callable[[], np.ndarray]
@@ -96,6 +98,20 @@ class StepCapture:
     stepped: list[Optimizer] = field(default_factory=list)
     returned_none: bool = False
     """Whether the function returned None (a step that returns nothing): the call returns None too."""
+    structure: Structure = None
+    """The result's nesting (a dict of metrics, a list): the call gives its outputs back in it."""
+    modules: dict[int, Any] = field(default_factory=dict)
+    """Each module called in the trace (``Module.__call__`` notes it): their ``training`` flags are guarded."""
+
+    def called(self, module: Any) -> None:
+        self.modules.setdefault(id(module), module)
+
+    def modes_guard(self) -> Callable[[], bool]:
+        """Whether each module called in the trace is still in the mode it was (``train()``/``eval()``: dropout,
+        BatchNorm's batch statistics), as ``torch.compile`` guards on ``module.training``."""
+        modules = list(self.modules.values())
+        modes = [module.training for module in modules]
+        return lambda: [module.training for module in modules] == modes
 
     # --- .grad -------------------------------------------------------------------------------------
 
@@ -163,8 +179,10 @@ class StepCapture:
 
     # --- backward ----------------------------------------------------------------------------------
 
-    def backward(self, loss: Tensor, gradient: Any, inputs: Any) -> None:
-        """Accumulate d(loss)/d(parameter) into the traced ``.grad`` of each trained parameter the loss reaches."""
+    def backward(self, loss: Tensor, gradient: Any, inputs: Any, create_graph: bool = False) -> None:
+        """Accumulate d(loss)/d(parameter) into the traced ``.grad`` of each trained parameter the loss reaches; with
+        ``create_graph`` a later backward differentiates through them (a gradient penalty), else they are constants
+        to it, as torch's."""
         candidates = self._candidates(inputs)
         values = [self.context.current_value_of(p) for p in candidates]
         reached = {id(v) for op in ops_between(self.context.graph, values, loss.value) for v in op.operands}
@@ -174,6 +192,7 @@ class StepCapture:
         seed = None if gradient is None else _seed(gradient, loss)
         grads = differentiate(self.context.graph, loss.value, [self.context.current_value_of(p) for p in candidates], seed)
         for parameter, grad in zip(candidates, grads):
+            grad = grad if create_graph else self.context.without_gradient(grad)
             held = self.grad_of(parameter)
             self.set_grad(parameter, grad if held is None else self.context.emit("tensor.add", held, grad))
 
@@ -277,7 +296,7 @@ def capturing(fn: Callable[..., Any], captures: list[StepCapture]) -> Callable[.
         TraceContext.current().step_capture = capture
         try:
             result = fn(*inputs)
-            capture.returned_none = result is None
+            capture.returned_none, capture.structure = result is None, flatten(result)[1]
             return () if result is None else result
         finally:
             capture.restore()
