@@ -11,7 +11,8 @@ out = model(src, src_key_padding_mask=mask, need_weights=False)     # keywords: 
 A call's keyword arguments become a function of positional arrays only (``with_keywords``): array or tensor
 keywords are inputs after the positional ones; any other argument, keyword or positional (a flag, a string, None), is
 fixed in the trace and part of the compiled variant's key, so another value traces anew, as ``torch.compile`` guards
-on it. Positional numbers stay inputs (0-d arrays), as they always were.
+on it. Positional numbers stay inputs (0-d arrays), as they always were; so does each tensor of a list, tuple or dict
+of tensors (micro-batches), the nesting part of the key.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 
 from kiln.compiler.errors import KilnError
 from kiln.frontend.trace import input_names
+from kiln.runtime.pytree import flatten, unflatten
 
 TORCH_MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 """``torch.compile``'s modes: kiln compiles one way for each (its pass pipeline and memory plan)."""
@@ -45,23 +47,34 @@ def with_keywords(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[st
     """``fn`` as a function of its array inputs only, those inputs, and what its variant's key adds: which positional
     arguments and which keywords are arrays, and the values of the fixed ones (anything else: ``None``, a flag, a
     string)."""
-    positions = [k for k, value in enumerate(args) if _is_input(value)]
+    trees = {k: flatten(value) for k, value in enumerate(args) if _is_array_tree(value)}  # lists of micro-batches
+    positions = [k for k, value in enumerate(args) if _is_input(value) or k in trees]
     names = [name for name, value in kwargs.items() if _is_array(value)]
     fixed = {name: value for name, value in kwargs.items() if name not in names}
 
     def call(*inputs: Any) -> Any:
-        given = dict(zip(positions, inputs))
-        return fn(*[given[k] if k in given else a for k, a in enumerate(args)], **fixed, **dict(zip(names, inputs[len(positions):])))
+        leaves = iter(inputs)
+        given = {k: unflatten(trees[k][1], [next(leaves) for _ in trees[k][0]]) if k in trees else next(leaves) for k in positions}
+        return fn(*[given[k] if k in given else a for k, a in enumerate(args)], **fixed, **dict(zip(names, leaves)))
 
     arguments = input_names(fn, len(args))
-    inputs = (*[args[k] for k in positions], *[kwargs[name] for name in names])
+    leaves = [(f"{arguments[k]}{i}" if k in trees else arguments[k], leaf)
+              for k in positions for i, leaf in enumerate(trees[k][0] if k in trees else [args[k]])]
+    inputs = (*[leaf for _, leaf in leaves], *[kwargs[name] for name in names])
     fixed_key = tuple((k, _key(a)) for k, a in enumerate(args) if k not in positions) + tuple((k, _key(v)) for k, v in fixed.items())
-    return named_like(call, fn, [*[arguments[k] for k in positions], *names]), inputs, (tuple(positions), tuple(names), fixed_key)
+    key = (tuple(positions), tuple(names), fixed_key, tuple((k, structure) for k, (_, structure) in trees.items()))
+    return named_like(call, fn, [*[name for name, _ in leaves], *names]), inputs, key
 
 
 def traced_arguments(args: tuple[Any, ...]) -> bool:
     """Whether every positional argument is an input (an array, a tensor or a number): the plain call's fast path."""
     return all(_is_input(a) for a in args)
+
+
+def _is_array_tree(value: Any) -> bool:
+    """A non-empty list, tuple or dict whose leaves are all arrays or tensors: each leaf is an input, as
+    ``torch.compile`` takes a list of tensors (not a constant of the trace, fixed by its values)."""
+    return isinstance(value, (list, tuple, dict)) and bool(value) and all(_is_array(leaf) for leaf in flatten(value)[0])
 
 
 def _is_input(value: Any) -> bool:

@@ -360,3 +360,29 @@ def test_item_inside_the_step_runs_it_eagerly_warned_as_torch_and_fullgraph_rais
     strict = kiln.compile(_item_step(kiln, model, optimizer), fullgraph=True)
     with pytest.raises(KilnError, match=r"test_porting_probes_compiled_steps.py:\d+ in train_step.*\n.*item\(\)"):
         strict(kiln.tensor(x), kiln.tensor(y))
+
+
+def test_a_list_of_micro_batches_is_an_input_not_a_constant_of_the_trace():
+    """``train_step([x0, x1, x2], [y0, y1, y2])``: each tensor of the lists is an input, as torch.compile's (kiln fixed
+    the lists in the trace by their values: every call traced again, its data baked in)."""
+    torch, model, twin = torch_twins(_mlp, seed=6)
+
+    def make(lib, net):
+        optimizer = lib.optim.SGD(net.parameters(), lr=0.2, momentum=0.5)
+
+        def train_step(xs, ys):
+            optimizer.zero_grad()
+            for x, y in zip(xs, ys):
+                (lib.nn.functional.cross_entropy(net(x), y) / len(xs)).backward()
+            optimizer.step()
+
+        return train_step, optimizer
+
+    (step, optimizer), (twin_step, twin_optimizer) = make(kiln, model), make(torch, twin)
+    step = kiln.compile(step)
+    for seed in range(3):
+        micro = _batches(3, size=4, seed=seed)
+        step([kiln.tensor(x) for x, _ in micro], [kiln.tensor(y) for _, y in micro])
+        twin_step([torch.tensor(x) for x, _ in micro], [torch.tensor(y) for _, y in micro])
+    _assert_same(model, twin, optimizer, twin_optimizer)
+    assert len(step.variants) == 1 and all(step.variants.values())
