@@ -443,7 +443,10 @@ class Module(HookMethods):
         return IncompatibleKeys(missing, unexpected)
 
     def train(self, mode: bool = True) -> "Module":
-        for _, module in self.named_modules():
+        modules = [module for _, module in self.named_modules()]
+        if TraceContext.active() and TraceContext.current().step_capture is not None:  # each kiln.compile'd call sets them
+            TraceContext.current().step_capture.setting_modes(modules)
+        for module in modules:
             object.__setattr__(module, "training", mode)
         return self
 

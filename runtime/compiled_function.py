@@ -40,7 +40,7 @@ from kiln.runtime.compiled_training import TrainingVariant, call_training, compi
 from kiln.runtime.executable import Executable
 from kiln.runtime.batch_dims import BatchDim, batch_axes, batch_signature, batch_specs
 from kiln.runtime.pytree import Structure, unflatten
-from kiln.runtime.step_capture import CapturedStep, StepCapture, capturing
+from kiln.runtime.step_capture import CapturedStep, Modes, StepCapture, capturing
 from kiln.runtime.train_step import DEFAULT_PIPELINE
 
 
@@ -60,12 +60,12 @@ class _Variant:
     structure: Structure = None
     """How ``fn``'s result nests its outputs (a dict of metrics): a PyTorch-style call (tensors given) returns its
     outputs so, as ``torch.compile``'s; a NumPy call its leaves, flat."""
-    modes_hold: Callable[[], bool] = lambda: True
-    """Whether the modules the trace called are still in its ``train()``/``eval()`` modes (``StepCapture.modes_guard``)."""
+    modes: Modes = field(default_factory=Modes)
+    """The ``train()``/``eval()`` modes the trace read (guarded) and set (set again by each call)."""
 
     def holds(self) -> bool:
         """Whether what the trace assumed (modules' modes, a step's ``.grad``s and optimizers) still holds."""
-        return self.modes_hold() and (self.captured is None or self.captured.holds())
+        return self.modes.hold() and (self.captured is None or self.captured.holds())
 
 
 @dataclass
@@ -130,6 +130,7 @@ class CompiledFunction:
         if variant.reads_seed:
             feeds.append(self._seed_feed())
         outputs = variant.executable(*feeds)
+        variant.modes.replay()
         outputs = tuple(np.asarray(o) for o in outputs)
         if variant.captured is not None:
             written = len(variant.captured.write_backs)
@@ -287,7 +288,7 @@ class CompiledFunction:
         PassManager(self.pipeline).run(context.graph)
         executable = get_backend(self.backend).compile(context.graph)
         return _Variant(context.graph, executable, context.parameters, buffers, seed is not None, captured,
-                        captures[0].returned_none, captures[0].structure, captures[0].modes_guard())
+                        captures[0].returned_none, captures[0].structure, captures[0].modes())
 
 
 def _nested(structure: Structure, outputs: tuple[Any, ...]) -> Any:

@@ -100,18 +100,22 @@ class StepCapture:
     """Whether the function returned None (a step that returns nothing): the call returns None too."""
     structure: Structure = None
     """The result's nesting (a dict of metrics, a list): the call gives its outputs back in it."""
-    modules: dict[int, Any] = field(default_factory=dict)
-    """Each module called in the trace (``Module.__call__`` notes it): their ``training`` flags are guarded."""
+    modules_read: dict[int, tuple[Any, bool]] = field(default_factory=dict)
+    """Each module called in the trace before any ``train()``/``eval()`` of it, with the mode it ran in (guarded)."""
+    modules_set: dict[int, Any] = field(default_factory=dict)
+    """Each module the trace's ``train()``/``eval()`` set (each call sets it again)."""
 
     def called(self, module: Any) -> None:
-        self.modules.setdefault(id(module), module)
+        """``Module.__call__`` in the trace: the mode it runs in is read, unless the step set it."""
+        if id(module) not in self.modules_set:
+            self.modules_read.setdefault(id(module), (module, module.training))
 
-    def modes_guard(self) -> Callable[[], bool]:
-        """Whether each module called in the trace is still in the mode it was (``train()``/``eval()``: dropout,
-        BatchNorm's batch statistics), as ``torch.compile`` guards on ``module.training``."""
-        modules = list(self.modules.values())
-        modes = [module.training for module in modules]
-        return lambda: [module.training for module in modules] == modes
+    def setting_modes(self, modules: Sequence[Any]) -> None:
+        """``Module.train()``/``eval()`` in the trace, before it sets ``modules``' flags."""
+        self.modules_set.update({id(module): module for module in modules})
+
+    def modes(self) -> "Modes":
+        return Modes(list(self.modules_read.values()), [(m, m.training) for m in self.modules_set.values()])
 
     # --- .grad -------------------------------------------------------------------------------------
 
@@ -285,6 +289,24 @@ class StepCapture:
             parameter.__dict__["grad"] = held
 
 
+@dataclass
+class Modes:
+    """What a traced function did with modules' ``training`` flags, as ``torch.compile`` guards and replays them."""
+
+    read: list[tuple[Any, bool]] = field(default_factory=list)
+    """Modules whose mode the trace read (dropout, BatchNorm's batch statistics), with that mode: a call in another
+    mode traces again."""
+    left: list[tuple[Any, bool]] = field(default_factory=list)
+    """Modules whose mode the trace set (``model.train()`` at the step's top), with the mode it left: set by each call."""
+
+    def hold(self) -> bool:
+        return all(module.training == mode for module, mode in self.read)
+
+    def replay(self) -> None:
+        for module, mode in self.left:
+            object.__setattr__(module, "training", mode)
+
+
 def capturing(fn: Callable[..., Any], captures: list[StepCapture]) -> Callable[..., Any]:
     """``fn`` traced with a ``StepCapture`` on its context (appended to ``captures``), ``.grad``s restored after; a
     None result traces as no outputs."""
@@ -354,4 +376,4 @@ def _clear_grad(parameter: Parameter) -> None:
     parameter.grad = None
 
 
-__all__ = ["CapturedStep", "StepCapture", "capturing"]
+__all__ = ["CapturedStep", "Modes", "StepCapture", "capturing"]

@@ -386,3 +386,37 @@ def test_a_list_of_micro_batches_is_an_input_not_a_constant_of_the_trace():
         twin_step([torch.tensor(x) for x, _ in micro], [torch.tensor(y) for _, y in micro])
     _assert_same(model, twin, optimizer, twin_optimizer)
     assert len(step.variants) == 1 and all(step.variants.values())
+
+
+def test_train_and_eval_steps_that_set_the_mode_themselves_trace_once_and_leave_it_set():
+    """``model.train()`` at the top of the compiled train step, ``model.eval()`` in the compiled eval step: each call
+    sets the mode as the step does (the trace ran it once) and neither guard fails on the mode the other left (the
+    train step traced again at every call)."""
+    torch, model, twin = torch_twins(_bn_net, seed=7)
+    traces = []
+
+    def make(lib, net):
+        optimizer = lib.optim.SGD(net.parameters(), lr=0.1)
+        classify = _classifier_step(lib, net, optimizer)
+
+        def train_step(x, y):
+            net.train()
+            return classify(x, y)
+
+        def eval_step(x, y):
+            net.eval()
+            with lib.no_grad():
+                return lib.nn.functional.cross_entropy(net(x), y)
+
+        return train_step, eval_step
+
+    (train_step, eval_step), (twin_train, twin_eval) = make(kiln, model), make(torch, twin)
+    train_step, eval_step = kiln.compile(_counting(train_step, traces)), kiln.compile(_counting(eval_step, traces))
+    for x, y in _batches(4):
+        _lockstep(train_step, twin_train, [(x, y)])
+        assert model.training and model[1].training
+        _lockstep(eval_step, twin_eval, [(x, y)])
+        assert not model[1].training
+    _assert_same(model, twin)
+    np.testing.assert_allclose(np.array(model[1].running_mean), twin[1].running_mean.numpy(), **TOLERANCE)
+    assert len(traces) == 2
