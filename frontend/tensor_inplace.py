@@ -87,9 +87,10 @@ def rebind(tensor: Any, result: Any, method: str, written: Any = None) -> Any:
     from kiln.frontend.module import Buffer, Parameter
 
     if isinstance(tensor, Parameter):
-        if not isinstance(tensor, Buffer):
+        if not isinstance(tensor, Buffer) and not _written_by_a_compiled_call(tensor):
             raise located_error(f"{method} on a parameter inside a traced function: a compiled step updates parameters "
-                                "through its optimizer; compute a new tensor instead (w2 = w * 2)")
+                                "through its optimizer, or in place under kiln.no_grad() in a kiln.compile'd function; "
+                                "compute a new tensor instead (w2 = w * 2)")
         TraceContext.current().update_buffer(tensor, kept_type(tensor, result, method).value)
         return tensor
     check_fresh(tensor)
@@ -113,6 +114,15 @@ def rebind(tensor: Any, result: Any, method: str, written: Any = None) -> Any:
     if marked_leaf:
         GRAD_TENSORS[result.value] = weakref.ref(tensor)  # still the leaf whose .grad backward() fills
     return tensor
+
+
+def _written_by_a_compiled_call(parameter: Any) -> bool:
+    """Whether an in-place write of ``parameter`` is traced as its new value, written back by each call as a buffer's:
+    in a ``kiln.compile``d function, under ``no_grad`` or of a parameter not trained (an EMA's ``ema_p.mul_(d)``, a
+    hand-written SGD's ``p -= lr * p.grad``), as PyTorch allows it."""
+    from kiln.frontend.grad_mode import is_grad_enabled  # lazily, as _marked_leaf's
+
+    return TraceContext.current().step_capture is not None and not (is_grad_enabled() and parameter.requires_grad)
 
 
 def _marked_leaf(tensor: Any, method: str) -> bool:

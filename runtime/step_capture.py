@@ -126,7 +126,15 @@ class StepCapture:
             self.touched[id(parameter)] = (parameter, held)
             self.guards.append(lambda p=parameter, had=held is not None: (p.grad is not None) == had)
             self.grads[id(parameter)] = None if held is None else self._grad_input(parameter)
+        self._written_in_place(parameter)
         return self.grads[id(parameter)]
+
+    def _written_in_place(self, parameter: Parameter) -> None:
+        """Take the traced ``.grad``'s new value where the step wrote it in place (``p.grad.zero_()``, ``p.grad.mul_(s)``
+        rebind the tensor ``p.grad`` holds)."""
+        held = parameter.__dict__.get("grad")
+        if self.grads[id(parameter)] is not None and isinstance(held, Tensor) and eager_array(held) is None:
+            self.grads[id(parameter)] = held.value
 
     def _grad_input(self, parameter: Parameter) -> Value:
         name = self.context.parameter_names.get(id(parameter), "param")
@@ -286,6 +294,7 @@ class StepCapture:
     def restore(self) -> None:
         """Give each touched parameter back the ``.grad`` it held before the trace (the call writes the real ones)."""
         for parameter, held in self.touched.values():
+            self._written_in_place(parameter)
             parameter.__dict__["grad"] = held
 
 

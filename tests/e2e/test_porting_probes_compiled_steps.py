@@ -420,3 +420,66 @@ def test_train_and_eval_steps_that_set_the_mode_themselves_trace_once_and_leave_
     _assert_same(model, twin)
     np.testing.assert_allclose(np.array(model[1].running_mean), twin[1].running_mean.numpy(), **TOLERANCE)
     assert len(traces) == 2
+
+
+def test_an_ema_copy_updated_in_place_under_no_grad_inside_the_step_compiles():
+    """Mean teacher / BYOL / DDPM's EMA: ``ema_p.mul_(0.9).add_(p, alpha=0.1)`` under ``no_grad`` after
+    ``opt.step()``; kiln refused in-place writes of a parameter in a trace (the step ran eagerly)."""
+    import copy
+
+    torch, model, twin = torch_twins(_mlp, seed=2)
+
+    def make(lib, net):
+        ema = copy.deepcopy(net).requires_grad_(False)
+        optimizer = lib.optim.Adam(net.parameters(), lr=0.05)
+
+        def train_step(x, y):
+            loss = _classifier_step(lib, net, optimizer)(x, y)
+            with lib.no_grad():
+                for ema_p, p in zip(ema.parameters(), net.parameters()):
+                    ema_p.mul_(0.9).add_(p, alpha=0.1)
+            return loss
+
+        return train_step, optimizer, ema
+
+    (step, optimizer, ema), (twin_step, twin_optimizer, twin_ema) = make(kiln, model), make(torch, twin)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        _lockstep(kiln.compile(step), twin_step, _batches(3))
+    _assert_same(model, twin, optimizer, twin_optimizer)
+    _assert_same(ema, twin_ema)
+
+
+@pytest.mark.parametrize("clear", ["zero_", "none", "scaled"])
+def test_a_hand_written_sgd_update_and_grads_written_in_place_inside_the_step(clear):
+    """``p -= lr * p.grad`` under ``no_grad`` then ``p.grad.zero_()`` (or ``p.grad = None``); or ``p.grad.mul_(0.5)``
+    before ``opt.step()``. A ``.grad`` written in place was lost: the update read, and the call wrote back, the
+    gradient from before the write (0.2 off torch)."""
+    torch, model, twin = torch_twins(_mlp, seed=2)
+
+    def make(lib, net):
+        optimizer = lib.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+
+        def train_step(x, y):
+            loss = lib.nn.functional.cross_entropy(net(x), y)
+            loss.backward()
+            with lib.no_grad():
+                for p in net.parameters():
+                    if clear == "scaled":
+                        p.grad.mul_(0.5)
+                        continue
+                    p -= 0.1 * p.grad
+                    if clear == "zero_":
+                        p.grad.zero_()
+                    else:
+                        p.grad = None
+            if clear == "scaled":
+                optimizer.step()
+            return loss.detach()
+
+        return train_step
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        _lockstep(kiln.compile(make(kiln, model)), make(torch, twin), _batches(3))
+    _assert_same(model, twin)
