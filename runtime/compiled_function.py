@@ -366,6 +366,10 @@ def compile(fn: Callable[..., Any] | None = None, backend: str = "numpy", pipeli
     if disable or backend in UNCOMPILED_BACKENDS:
         return fn
     get_backend(backend)
-    compiled = CompiledFunction(fn, backend, pipeline, None if dynamic is False else batch_dim, seed)
+    from kiln.frontend.module import Module
+    from kiln.runtime.compiled_module import CompiledModule  # a Module too: it imports this file
+
+    kind = CompiledModule if isinstance(fn, Module) else CompiledFunction
+    compiled = kind(fn, backend, pipeline, None if dynamic is False else batch_dim, seed)
     compiled.fullgraph = fullgraph
     return compiled
