@@ -44,6 +44,7 @@ def clip_grad_norm_(parameters: Any, max_norm: float, norm_type: float = 2.0, er
     """Rescale the eager ``.grad`` of ``parameters`` (after ``loss.backward()``) by ``min(1, max_norm / (norm + 1e-6))``
     of their joint ``norm_type``-norm, in place; returns that norm as a 0-d tensor, as PyTorch's. In a ``kiln.compile``d
     training step, the traced ``.grad`` (``runtime/step_capture.py``)."""
+    norm_type = float(norm_type)  # as PyTorch's: norm_type="inf" too
     if step_capture() is not None:
         return step_capture().clip_grad_norm(parameters, max_norm, norm_type, error_if_nonfinite)
     grads = _grads(parameters, "clip_grad_norm_", f"clip_grad_norm={max_norm!r}",

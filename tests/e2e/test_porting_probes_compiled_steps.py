@@ -483,3 +483,29 @@ def test_a_hand_written_sgd_update_and_grads_written_in_place_inside_the_step(cl
         warnings.simplefilter("error", UserWarning)
         _lockstep(kiln.compile(make(kiln, model)), make(torch, twin), _batches(3))
     _assert_same(model, twin)
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled-step"])
+def test_clip_grad_norm_takes_torchs_string_inf_and_foreach(compiled):
+    """``clip_grad_norm_(params, 0.3, norm_type="inf", foreach=True)``: torch takes ``float(norm_type)``; kiln's
+    eager clip handed the string to NumPy (ValueError), so the compiled step fell back to it and raised too."""
+    torch, model, twin = torch_twins(_mlp, seed=2)
+
+    def make(lib, net):
+        optimizer = lib.optim.SGD(net.parameters(), lr=0.1)
+
+        def train_step(x, y):
+            optimizer.zero_grad()
+            loss = lib.nn.functional.cross_entropy(net(x), y)
+            loss.backward()
+            norm = lib.nn.utils.clip_grad_norm_(net.parameters(), 0.3, norm_type="inf", foreach=True)
+            optimizer.step()
+            return norm
+
+        return train_step
+
+    step = make(kiln, model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        _lockstep(kiln.compile(step) if compiled else step, make(torch, twin), _batches(3))
+    _assert_same(model, twin)
