@@ -356,3 +356,37 @@ def test_a_layer_frozen_for_three_steps_then_unfrozen_starts_its_adam_steps_at_o
         twin_step(torch.tensor(x), torch.tensor(y))
     _assert_same(model, twin, optimizer, twin_optimizer)
     assert optimizer.skipped_steps[id(model[2].weight)] == 3
+
+
+@pytest.mark.parametrize("region", ["bf16-autocast", "checkpoint"])
+def test_an_autocast_region_or_a_checkpointed_layer_in_a_compiled_step_trains_as_the_eager_step(region):
+    """The eager step (itself tested against torch) is the oracle: same losses and weights, in float32."""
+    x, y = (kiln.tensor(a) for a in _batches(1)[0])
+
+    def run(compiled):
+        kiln.manual_seed(0)
+        model = kiln.nn.Sequential(kiln.nn.Linear(6, 32), kiln.nn.GELU(), kiln.nn.Linear(32, 3))
+        optimizer = kiln.optim.AdamW(model.parameters(), lr=1e-2)
+
+        def train_step(inputs, targets):
+            optimizer.zero_grad()
+            if region == "checkpoint":
+                hidden = kiln.utils.checkpoint.checkpoint(model[0], inputs, use_reentrant=False)
+                loss = kiln.nn.functional.cross_entropy(model[2](model[1](hidden)), targets)
+            else:
+                with kiln.autocast("cpu", dtype=kiln.bfloat16):
+                    loss = kiln.nn.functional.cross_entropy(model(inputs), targets)
+            loss.backward()
+            optimizer.step()
+            return loss
+
+        step = kiln.compile(train_step) if compiled else train_step
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            losses = [float(step(x.float(), y).detach()) for _ in range(3)]
+        return losses, [np.array(p.data) for p in model.parameters()]
+
+    (eager, eager_params), (compiled, compiled_params) = run(False), run(True)
+    np.testing.assert_allclose(compiled, eager, rtol=1e-6)
+    for p, q in zip(compiled_params, eager_params):
+        np.testing.assert_allclose(p, q, rtol=1e-5, atol=1e-6)
