@@ -11,9 +11,12 @@ import numpy as np
 
 from kiln.compiler.errors import KilnError
 from kiln.compiler.ir.types import DType
-from kiln.frontend.eager_values import eager_leaf
+from kiln.frontend.eager_values import eager_array, eager_leaf
 from kiln.frontend.module import Parameter, grad_array
-from kiln.frontend.trace import step_capture
+from kiln.frontend.tensor import Tensor, apply
+from kiln.frontend.tensor_linalg import vector_norm
+from kiln.frontend.torch_functions import stack
+from kiln.frontend.trace import TraceContext, located_error, step_capture
 
 
 def parameters_to_vector(parameters: Iterable[Parameter]) -> np.ndarray:
@@ -42,8 +45,8 @@ def vector_to_parameters(vector: Any, parameters: Iterable[Parameter]) -> None:
 def clip_grad_norm_(parameters: Any, max_norm: float, norm_type: float = 2.0, error_if_nonfinite: bool = False,
                     foreach: Any = None) -> Any:
     """Rescale the eager ``.grad`` of ``parameters`` (after ``loss.backward()``) by ``min(1, max_norm / (norm + 1e-6))``
-    of their joint ``norm_type``-norm, in place; returns that norm as a 0-d tensor, as PyTorch's. In a ``kiln.compile``d
-    training step, the traced ``.grad`` (``runtime/step_capture.py``)."""
+    of their joint ``norm_type``-norm, in place; returns that norm as a 0-d tensor, as PyTorch's: ``get_total_norm``
+    then ``clip_grads_with_norm_``. In a ``kiln.compile``d training step, the traced ``.grad`` (``runtime/step_capture.py``)."""
     norm_type = float(norm_type)  # as PyTorch's: norm_type="inf" too
     if step_capture() is not None:
         return step_capture().clip_grad_norm(parameters, max_norm, norm_type, error_if_nonfinite)
@@ -51,31 +54,82 @@ def clip_grad_norm_(parameters: Any, max_norm: float, norm_type: float = 2.0, er
                    "PyTorch's rescale by min(1, max_norm / (norm + 1e-6)) of the global 2-norm")
     if not grads:
         return eager_leaf(np.asarray(0.0, np.float32))
-    if DType.of(grads[0].dtype).is_half:
-        return _clip_half_grad_norm(grads, float(max_norm), float(norm_type), error_if_nonfinite)
-    norms = [np.linalg.norm(g.ravel(), ord=norm_type) for g in grads]
-    total = np.linalg.norm(np.asarray(norms), ord=norm_type)
-    if error_if_nonfinite and not np.isfinite(total):
-        raise RuntimeError(f"the total norm of order {norm_type} of the gradients is non-finite ({total}), so it cannot be clipped")
-    scale = min(1.0, float(max_norm) / (float(total) + 1e-6))
-    for grad in grads:
-        grad *= grad.dtype.type(scale)
-    return eager_leaf(np.asarray(total, grads[0].dtype))
+    total = get_total_norm(grads, norm_type, error_if_nonfinite)
+    _scale_grads(grads, _clip_coefficient(float(max_norm), np.asarray(total)))
+    return total
 
 
-def _clip_half_grad_norm(grads: list[np.ndarray], max_norm: float, norm_type: float, error_if_nonfinite: bool) -> Any:
-    """``clip_grad_norm_`` of half gradients as PyTorch's, op by op in their dtype: each norm and the norm of the norms
-    accumulated in float32 and rounded once, then ``max_norm / (total + 1e-6)`` (a reciprocal times ``max_norm``, each
-    rounded), clamped to 1, and each gradient times it, rounded."""
-    dtype = grads[0].dtype
-    total = _half_norm(np.asarray([_half_norm(g, norm_type) for g in grads]).astype(dtype), norm_type)
+def get_total_norm(tensors: Any, norm_type: float = 2.0, error_if_nonfinite: bool = False, foreach: Any = None) -> Any:
+    """The ``norm_type``-norm of ``tensors`` (one tensor or an iterable) as if joined into one vector: the norm of their
+    norms, a 0-d tensor, as PyTorch's ``torch.nn.utils.get_total_norm`` (``foreach`` is accepted, as on PyTorch's CPU).
+    Traced tensors (the ``.grad`` in a ``kiln.compile``d step) give a traced norm."""
+    tensors = [tensors] if isinstance(tensors, (Tensor, np.ndarray)) else list(tensors)
+    norm_type = float(norm_type)
+    if not tensors:
+        return eager_leaf(np.asarray(0.0, np.float32))
+    if TraceContext.active() and any(isinstance(t, Tensor) and eager_array(t) is None for t in tensors):
+        if error_if_nonfinite:
+            raise located_error("get_total_norm(error_if_nonfinite=True) of traced tensors: the check raises on a value "
+                                "the trace does not have; check the returned norm after the call instead")
+        return traced_total_norm([_as_tensor(t) for t in tensors], norm_type)
+    arrays = [np.asarray(t) for t in tensors]
+    norms = [_half_norm(a, norm_type) if DType.of(a.dtype).is_half else _array_norm(a, norm_type) for a in arrays]
+    dtype = np.result_type(*(a.dtype for a in arrays))
+    total = _half_norm(np.asarray(norms, dtype), norm_type) if DType.of(dtype).is_half else _array_norm(np.asarray(norms, dtype), norm_type)
     if error_if_nonfinite and not np.isfinite(float(total)):
-        raise RuntimeError(f"the total norm of order {norm_type} of the gradients is non-finite ({total}), so it cannot be clipped")
-    shifted = _rounded(np.float32(total) + _rounded(1e-6, dtype), dtype)
-    coefficient = np.minimum(_rounded(_rounded(1 / shifted, dtype) * np.float32(max_norm), dtype), np.float32(1.0))
-    for grad in grads:
-        grad[...] = _rounded(grad.astype(np.float32) * coefficient, dtype)
+        raise RuntimeError(f"the total norm of order {norm_type} of the gradients is non-finite ({float(total)}), so it cannot be "
+                           "clipped; to scale the gradients by it anyway, set error_if_nonfinite=False")
     return eager_leaf(np.asarray(total, dtype))
+
+
+def traced_total_norm(tensors: list[Tensor], norm_type: float) -> Tensor:
+    """``get_total_norm`` of traced tensors: the ``norm_type``-norm of the stacked norms, in the graph."""
+    return vector_norm(stack([vector_norm(t, norm_type) for t in tensors]), norm_type)
+
+
+def _as_tensor(item: Any) -> Tensor:
+    return item if isinstance(item, Tensor) else apply("tensor.constant", value=np.asarray(item))
+
+
+def clip_grads_with_norm_(parameters: Any, max_norm: float, total_norm: Any, foreach: Any = None) -> None:
+    """Scale the eager ``.grad`` of ``parameters`` in place by ``min(1, max_norm / (total_norm + 1e-6))``, with a norm
+    computed before (``get_total_norm``), as PyTorch's ``torch.nn.utils.clip_grads_with_norm_``. In a ``kiln.compile``d
+    training step, the traced ``.grad`` (``runtime/step_capture.py``)."""
+    if not isinstance(total_norm, (Tensor, np.ndarray)):
+        raise TypeError(f"clip_grads_with_norm_: total_norm must be a tensor (what get_total_norm returns), got "
+                        f"{type(total_norm).__name__} {total_norm!r}; pass kiln.tensor({total_norm!r}), as PyTorch requires")
+    if step_capture() is not None:
+        return step_capture().clip_grads_with_norm(parameters, max_norm, _as_tensor(total_norm))
+    grads = _grads(parameters, "clip_grads_with_norm_", f"clip_grad_norm={max_norm!r}",
+                   "PyTorch's rescale by min(1, max_norm / (norm + 1e-6)) of the global 2-norm")
+    if grads:
+        _scale_grads(grads, _clip_coefficient(float(max_norm), np.asarray(total_norm)))
+
+
+def _array_norm(values: np.ndarray, norm_type: float) -> np.ndarray:
+    return np.asarray(np.linalg.norm(values.ravel(), ord=norm_type), values.dtype)
+
+
+def _clip_coefficient(max_norm: float, total: np.ndarray) -> np.ndarray:
+    """PyTorch's ``clamp(max_norm / (total + 1e-6), max=1)`` op by op in ``total``'s dtype: the sum, its reciprocal, that
+    times ``max_norm`` (half: each computed in float32 and rounded to its dtype)."""
+    dtype = total.dtype
+    compute = np.dtype(np.float32) if DType.of(dtype).is_half else dtype
+
+    def rounded(value: Any) -> np.ndarray:
+        return np.asarray(np.asarray(value, compute).astype(dtype), compute)
+
+    shifted = rounded(total.astype(compute) + rounded(1e-6))
+    coefficient = rounded(rounded(compute.type(1.0) / shifted) * compute.type(max_norm))
+    return np.minimum(coefficient, compute.type(1.0)).astype(dtype)
+
+
+def _scale_grads(grads: list[np.ndarray], coefficient: np.ndarray) -> None:
+    """Each gradient times the coefficient in place, as PyTorch's ``grad.mul_``: the coefficient in the gradient's dtype,
+    the product computed in it (half: in float32, rounded once)."""
+    for grad in grads:
+        compute = np.float32 if DType.of(grad.dtype).is_half else grad.dtype
+        grad[...] = (grad.astype(compute) * coefficient.astype(grad.dtype).astype(compute)).astype(grad.dtype)
 
 
 def _half_norm(values: np.ndarray, norm_type: float) -> np.ndarray:
@@ -85,11 +139,7 @@ def _half_norm(values: np.ndarray, norm_type: float) -> np.ndarray:
         norm = magnitudes.max() if magnitudes.size else 0.0
     else:
         norm = np.sum(magnitudes**norm_type) ** (1 / norm_type)
-    return _rounded(norm, values.dtype)
-
-
-def _rounded(value: Any, dtype: np.dtype) -> np.ndarray:
-    return np.asarray(np.asarray(value, np.float32).astype(dtype), np.float32)
+    return np.asarray(norm, np.float32).astype(values.dtype)
 
 
 def clip_grad_norm(parameters: Any, max_norm: float, norm_type: float = 2.0, error_if_nonfinite: bool = False,
@@ -121,4 +171,5 @@ def _grads(parameters: Any, helper: str, option: str, what: str) -> list[np.ndar
     return grads
 
 
-__all__ = ["clip_grad_norm", "clip_grad_norm_", "clip_grad_value_", "parameters_to_vector", "vector_to_parameters"]
+__all__ = ["clip_grad_norm", "clip_grad_norm_", "clip_grad_value_", "clip_grads_with_norm_", "get_total_norm", "parameters_to_vector",
+           "traced_total_norm", "vector_to_parameters"]

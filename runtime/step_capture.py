@@ -47,9 +47,9 @@ from kiln.frontend.eager_values import count_update, eager_array
 from kiln.frontend.module import Parameter
 from kiln.frontend.optim import Optimizer
 from kiln.frontend.tensor import Tensor, apply
+from kiln.frontend.nn_utils import traced_total_norm
 from kiln.frontend.torch_array import torch_array
-from kiln.frontend.tensor_linalg import vector_norm
-from kiln.frontend.torch_functions import stack, zeros_like
+from kiln.frontend.torch_functions import zeros_like
 from kiln.frontend.trace import TraceContext, located_error
 from kiln.runtime.pytree import Structure, flatten
 from kiln.runtime.step_graph import _hyper_inputs, hyper_feeds
@@ -172,15 +172,21 @@ class StepCapture:
         if error_if_nonfinite:
             raise located_error("clip_grad_norm_(error_if_nonfinite=True) in a compiled training step: the check raises on "
                                 "a value the trace does not have; check the returned norm after the call instead")
-        clipped = [p for p in _listed(parameters) if self.grad_of(p) is not None]
-        grads = [Tensor(self.grads[id(p)]) for p in clipped]
+        parameters = _listed(parameters)
+        grads = [Tensor(grad) for grad in map(self.grad_of, parameters) if grad is not None]
         if not grads:
             return apply("tensor.constant", value=np.asarray(0.0, np.float32))
-        total = vector_norm(stack([vector_norm(g, norm_type) for g in grads]), norm_type)
-        coefficient = (float(max_norm) / (total + 1e-6)).clamp(max=1.0)
-        for parameter, grad in zip(clipped, grads):
-            self.set_grad(parameter, (grad * coefficient).value)
+        total = traced_total_norm(grads, norm_type)
+        self.clip_grads_with_norm(parameters, max_norm, total)
         return total
+
+    def clip_grads_with_norm(self, parameters: Any, max_norm: float, total_norm: Any) -> None:
+        """``clip_grads_with_norm_`` of the traced ``.grad``s: each times ``min(1, max_norm / (total_norm + 1e-6))``."""
+        coefficient = (float(max_norm) / (total_norm + 1e-6)).clamp(max=1.0)
+        for parameter in _listed(parameters):
+            grad = self.grad_of(parameter)
+            if grad is not None:
+                self.set_grad(parameter, (Tensor(grad) * coefficient).value)
 
     def clip_grad_value(self, parameters: Any, clip_value: float) -> None:
         """``clip_grad_value_`` of the traced ``.grad``s: each clamped to ``[-clip_value, clip_value]``."""
