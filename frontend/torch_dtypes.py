@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 import ml_dtypes
 import numpy as np
 
+from kiln.compiler.errors import KilnError
 from kiln.compiler.ir.types import DType
 from kiln.frontend.trace import located_error
 
@@ -127,6 +128,10 @@ def _check_kind(dtype: DType) -> None:
                             "bfloat16, float32 or float64")
 
 
+class DTypeKindError(KilnError, TypeError):
+    """``finfo``/``iinfo`` asked about what is not a dtype of their kind: a ``TypeError``, as torch's."""
+
+
 class finfo(NamedTuple):  # noqa: N801  (torch's name)
     """``torch.finfo``: the limits of a float dtype (the default one without an argument)."""
 
@@ -141,9 +146,10 @@ class finfo(NamedTuple):  # noqa: N801  (torch's name)
 
     @classmethod
     def of(cls, type: Any = None) -> "finfo":  # noqa: A002
-        dtype = get_default_dtype() if type is None else DType.of(type)
+        dtype = get_default_dtype() if type is None else _info_dtype("finfo", type)
         if not dtype.is_float:
-            raise located_error(f"finfo takes a float dtype (float16, bfloat16, float32 or float64), got {type!r}; iinfo is for integers")
+            raise DTypeKindError(f"kiln.finfo takes a float dtype (float16, bfloat16, float32 or float64), got {type!r}; use "
+                                 "kiln.iinfo for integer dtypes (as torch.finfo, a TypeError)")
         info = ml_dtypes.finfo(dtype.numpy)
         return cls(info.bits, float(info.eps), float(info.max), float(info.min), float(info.tiny),
                    float(info.smallest_normal), 10.0 ** -info.precision, info.dtype.name)
@@ -164,15 +170,25 @@ class iinfo(NamedTuple):  # noqa: N801  (torch's name)
 
     @classmethod
     def of(cls, type: Any) -> "iinfo":  # noqa: A002
-        dtype = DType.of(type)
-        if not dtype.is_int:
-            raise located_error(f"iinfo takes an integer dtype (uint8, int8, int16, int32 or int64), got {type!r}; finfo is for floats")
+        dtype = _info_dtype("iinfo", type)
+        if not dtype.is_int:  # bool too, as torch
+            raise DTypeKindError(f"kiln.iinfo takes an integer dtype (uint8, int8, int16, int32 or int64), got {type!r}; use "
+                                 "kiln.finfo for float dtypes; bool has no limits to give (as torch.iinfo, a TypeError)")
         info = np.iinfo(dtype.numpy)
         return cls(info.bits, int(info.max), int(info.min), info.dtype.name)
 
     def __repr__(self) -> str:
         """torch's: ``iinfo(min=-2.14748e+09, max=2.14748e+09, dtype=int32)``, numbers to 6 digits."""
         return f"iinfo(min={self.min:g}, max={self.max:g}, dtype={self.dtype})"
+
+
+def _info_dtype(function: str, type: Any) -> DType:  # noqa: A002
+    """The dtype ``finfo``/``iinfo`` is asked about; anything that is not a dtype is a ``TypeError``, as torch's."""
+    try:
+        return DType.of(type)
+    except (KilnError, ValueError, TypeError) as error:
+        raise DTypeKindError(f"kiln.{function} takes a dtype (kiln.float32, kiln.int64, or Python's float, int), got {type!r}: "
+                             f"{error}") from None
 
 
 FUNCTIONS = {"finfo": finfo.of, "iinfo": iinfo.of}
