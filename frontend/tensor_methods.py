@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from kiln.compiler.errors import TraceError
 from kiln.compiler.ir.types import Dim, DType
 from kiln.frontend.torch_dtypes import get_default_dtype, promote_types
 from kiln.frontend.eager_values import ARRAYS
@@ -188,15 +189,17 @@ class TorchMethods(BitwiseMethods):
 
     def repeat_interleave(self, repeats: Any = None, dim: int | None = None, *, output_size: int | None = None) -> Any:
         """Each element ``repeats`` times in a row along ``dim`` (of the flattened tensor without one): an int count,
-        or eagerly per-element counts (a tensor or list); ``torch.repeat_interleave(counts)`` repeats each index."""
+        or eagerly per-element counts (a tensor or list); ``torch.repeat_interleave(counts)`` repeats each index.
+        ``output_size`` (the result's length along ``dim``) is checked against the counts, as torch's."""
         if repeats is None:
-            return _arange_like_counts(self).repeat_interleave(self, 0)
+            return _arange_like_counts(self).repeat_interleave(self, 0, output_size=output_size)
         if dim is None:
-            return self.flatten().repeat_interleave(repeats, 0)
-        if not isinstance(repeats, int):
-            return _repeat_by_counts(self, repeats, dim % self.ndim)
+            return self.flatten().repeat_interleave(repeats, 0, output_size=output_size)
         axis = dim % self.ndim
+        if not isinstance(repeats, int):
+            return _checked_output_size(_repeat_by_counts(self, repeats, axis, output_size), axis, output_size)
         shape = list(self.shape)
+        _check_output_size(_times(shape[axis], repeats), output_size)
         widened = self.unsqueeze(axis + 1).broadcast_to(tuple(shape[: axis + 1]) + (repeats,) + tuple(shape[axis + 1:]))
         return widened.reshape(tuple(shape[:axis]) + (_times(shape[axis], repeats),) + tuple(shape[axis + 1:]))
 
@@ -392,14 +395,47 @@ def _arange_like_counts(counts: Any) -> Any:
     return arange(counts.shape[0], dtype=counts.dtype)
 
 
-def _repeat_by_counts(x: Any, repeats: Any, axis: int) -> Any:
+def _repeat_by_counts(x: Any, repeats: Any, axis: int, output_size: int | None) -> Any:
     from kiln.frontend import eager_data_dependent
     from kiln.frontend.tensor import Tensor
 
     if not eager_data_dependent.is_eager(x) or (isinstance(repeats, Tensor) and not eager_data_dependent.is_eager(repeats)):
+        if output_size is not None and isinstance(repeats, Tensor):
+            return _repeat_by_traced_counts(x, repeats, axis, output_size)
         raise located_error("repeat_interleave with per-element counts gives a shape that depends on their values: "
-                            "traced, pass an int count (or repeat eagerly, outside the compiled function)")
+                            "traced, pass an int count, or output_size=<their sum> (as torch.compile wants), or repeat "
+                            "eagerly, outside the compiled function")
     return eager_data_dependent.repeat_by_counts(x, repeats, axis)
+
+
+def _repeat_by_traced_counts(x: Any, counts: Any, axis: int, output_size: int) -> Any:
+    """Traced counts with the length they give (``output_size``, trusted: the trace has no values to check it): output
+    slot ``j`` takes slice ``i``, the number of running totals of the counts at or below ``j``."""
+    from kiln.frontend.torch_functions import arange
+
+    if counts.ndim != 1 or counts.shape[0] not in (1, x.shape[axis]):
+        raise located_error(f"repeat_interleave: repeats must be one count per slice along dim {axis} ({x.shape[axis]}) "
+                            f"or a single count; got {counts.type}")
+    counts = counts.long().broadcast_to((x.shape[axis],))
+    slots = arange(output_size, dtype=DType.of("int64"))
+    positions = (counts.cumsum(0).unsqueeze(0) <= slots.unsqueeze(1)).long().sum(1)
+    return x.index_select(axis, positions.clamp(max=x.shape[axis] - 1))
+
+
+class OutputSizeError(TraceError, RuntimeError):
+    """``repeat_interleave``'s ``output_size`` is not the length the counts give: a ``RuntimeError``, as torch's."""
+
+
+def _checked_output_size(result: Any, axis: int, output_size: int | None) -> Any:
+    _check_output_size(result.shape[axis], output_size)
+    return result
+
+
+def _check_output_size(size: Dim, output_size: int | None) -> None:
+    if output_size is not None and isinstance(size, int) and size != output_size:
+        error = located_error(f"repeat_interleave: Invalid output_size, expected {size} but got {output_size}: the "
+                             "repeats give that length; pass their sum, or leave output_size out")
+        raise OutputSizeError(*error.args)
 
 
 def _times(dim: Dim, count: int) -> Dim:
