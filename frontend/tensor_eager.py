@@ -180,6 +180,7 @@ class EagerMethods:
         (``gradient`` weighs a non-scalar tensor; ``inputs`` limits which parameters receive one). With
         ``create_graph=True`` each ``.grad`` becomes an eager tensor that keeps its chain, so a later backward
         differentiates through it (``runtime/eager_create_graph.py``)."""
+        inputs = _backward_inputs(inputs)
         if eager_array(self) is None:
             capture = step_capture()
             if capture is not None:  # a kiln.compile'd training step: runtime/step_capture.py
@@ -195,6 +196,19 @@ class EagerMethods:
         from kiln.runtime.eager_backward import backward  # lazily: the runtime builds on the frontend
 
         backward(self, gradient, inputs)
+
+
+def _backward_inputs(inputs: Any) -> Any:
+    """``inputs`` as a list (a generator such as ``model.parameters()`` read once, as PyTorch's ``tuple(inputs)``)."""
+    from kiln.frontend.autograd import _sequence  # lazily: autograd builds on the tensor
+
+    if inputs is None:
+        return None
+    inputs = _sequence(inputs)
+    if not inputs:
+        raise located_error("backward(inputs=...): inputs is empty; name the parameters or tensors to accumulate into, "
+                            "or leave inputs out for all of them")
+    return inputs
 
 
 def _unpickled_tensor(array: np.ndarray) -> Any:
