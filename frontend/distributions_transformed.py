@@ -1,4 +1,4 @@
-"""``TransformedDistribution(base, transforms)`` and ``LogNormal``, as ``torch.distributions``'.
+"""``TransformedDistribution(base, transforms)`` and ``LogNormal``, as ``torch.distributions``' (``cdf``/``icdf``, ``expand``).
 
 ```python
 squashed = TransformedDistribution(Normal(mu, std), [TanhTransform(cache_size=1)])
@@ -13,13 +13,16 @@ and event-dim bookkeeping), so a normalizing flow written against ``torch.distri
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Sequence
 
+from kiln.compiler.ir.types import Dim
 from kiln.frontend.distributions import Distribution, invalid_parameter, sum_rightmost
 from kiln.frontend.distributions_continuous import Normal
 from kiln.frontend.distributions_independent import Independent
 from kiln.frontend.distributions_kl import kl_divergence, register_kl
-from kiln.frontend.distributions_transforms import ComposeTransform, ExpTransform, Transform
+from kiln.frontend.distributions_transforms import ComposeTransform, ExpTransform, Transform, real
+from kiln.frontend.eager_values import eager_array
 from kiln.frontend.tensor import Tensor
 
 
@@ -82,6 +85,48 @@ class TransformedDistribution(Distribution):
             y = x
         base = sum_rightmost(self.base_dist.log_prob(y), event_dim - len(self.base_dist.event_shape))
         return base if log_prob is None else log_prob + base
+
+    def cdf(self, value: Any) -> Tensor:
+        """The base's ``cdf`` of ``value`` pulled back through the transforms, flipped where they decrease, as torch's
+        (the base must have a ``cdf``: ``Independent`` has none, so neither has a flow over it)."""
+        value = self._value(value, "cdf", real)
+        for transform in reversed(self.transforms):
+            value = transform.inv(value)
+        self._check_base_value(value, "cdf")
+        return self._monotonize_cdf(self.base_dist.cdf(value))
+
+    def icdf(self, value: Any) -> Tensor:
+        """The base's ``icdf`` (of ``1 - value`` where the transforms decrease) pushed through the transforms."""
+        value = self.base_dist.icdf(self._monotonize_cdf(self._value(value, "icdf", real)))
+        for transform in self.transforms:
+            value = transform(value)
+        return value
+
+    def _monotonize_cdf(self, value: Tensor) -> Tensor:
+        """``value`` as is where the transforms' signs multiply to +1, else ``sign * (value - 0.5) + 0.5`` (torch's)."""
+        sign: Any = 1
+        for transform in self.transforms:
+            sign = sign * transform.sign
+        return value if isinstance(sign, int) and sign == 1 else sign * (value - 0.5) + 0.5
+
+    def _check_base_value(self, value: Tensor, method: str) -> None:
+        """With ``validate_args``, the value the inverse transforms give the base is checked against its support (when
+        it has values now), as torch's ``base_dist._validate_sample``."""
+        array = eager_array(value)
+        if self._validate_args and array is not None and self.base_dist.support is not None:
+            self.base_dist._check(f"the value {method} gives it (after the inverse transforms)", self.base_dist.support, array)
+
+    def expand(self, batch_shape: Sequence[Dim], _instance: Any = None) -> "TransformedDistribution":
+        """The same transforms over the base expanded to the batch shape they pull ``batch_shape`` back to, as torch's
+        (a ``LogNormal`` stays one)."""
+        batch_shape = tuple(batch_shape)
+        shape = batch_shape + tuple(self.event_shape)
+        for transform in reversed(self.transforms):
+            shape = transform.inverse_shape(shape)
+        new = copy.copy(self)
+        new.base_dist = self.base_dist.expand(shape[: len(shape) - len(self.base_dist.event_shape)])
+        new._batch_shape = batch_shape
+        return new
 
     def __repr__(self) -> str:
         return f"TransformedDistribution({self.base_dist!r}, {self.transforms!r})"

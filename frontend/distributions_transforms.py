@@ -182,8 +182,12 @@ class ComposeTransform(Transform):
         return independent(codomain, event_dim - codomain.event_dim) if event_dim > codomain.event_dim else codomain
 
     @property
-    def sign(self) -> int:  # type: ignore[override]
-        return int(np.prod([part.sign for part in self.parts]))
+    def sign(self) -> Any:  # type: ignore[override]
+        """The parts' signs multiplied (a tensor where one is: an ``AffineTransform`` with a tensor scale), as torch's."""
+        sign: Any = 1
+        for part in self.parts:
+            sign = sign * part.sign
+        return sign
 
     @property
     def inv(self) -> Transform:
@@ -261,6 +265,11 @@ class PowerTransform(Transform):
 
     def _inverse(self, y: Tensor) -> Tensor:
         return y.pow(1 / self.exponent)
+
+    @property
+    def sign(self) -> Any:  # type: ignore[override]
+        """-1 where the exponent is negative (the map decreases), as torch's ``exponent.sign()``."""
+        return int(np.sign(self.exponent)) if isinstance(self.exponent, (int, float)) else self.exponent.sign()
 
     def log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
         return (self.exponent * y / x).abs().log()
