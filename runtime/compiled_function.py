@@ -303,13 +303,15 @@ def _symbolic(arrays: list[np.ndarray], batch_dim: BatchDim) -> bool:
 
 
 def _broadcast_inputs_static(arrays: list[np.ndarray], batch_dim: BatchDim) -> BatchDim:
-    """``batch_dim`` with the inputs whose batch dim is 1 while another's is larger made static: a broadcast
-    operand (an attention bias of shape (1, H, L, S) beside a batch of 8), as ``torch.compile`` keeps size-1 dims."""
+    """``batch_dim`` with the inputs whose batch dim is not the largest made static: a broadcast operand (an attention
+    bias of shape (1, H, L, S) beside a batch of 8, as ``torch.compile`` keeps size-1 dims) or an input of its own
+    length (a table of 4 rows beside a batch of 32); they share no symbolic batch size with the batch."""
     axes = batch_axes(arrays, batch_dim)
     sizes = [None if axis is None else array.shape[axis] for array, axis in zip(arrays, axes)]
-    if max((size for size in sizes if size is not None), default=1) <= 1 or 1 not in sizes:
+    largest = max((size for size in sizes if size is not None), default=None)
+    if all(size in (None, largest) for size in sizes):
         return batch_dim
-    return tuple(None if size == 1 else axis for size, axis in zip(sizes, axes))
+    return tuple(None if size != largest else axis for size, axis in zip(sizes, axes))
 
 
 _FIELDS = frozenset(CompiledFunction.__dataclass_fields__)

@@ -154,3 +154,13 @@ def test_an_exported_sequence_first_step_trains_in_onnxruntime_as_in_kiln(tmp_pa
     for seed in (1, 2):
         batch = tokens(4, seed=seed)
         np.testing.assert_allclose(loaded(*batch), twin_step(*batch), rtol=1e-5)
+
+
+def test_inputs_of_different_leading_sizes_compile_with_the_smaller_ones_static():
+    """Only inputs of the largest leading size share the symbolic batch size; another length is static (it raised
+    'N is already 2' when fed)."""
+    compiled = kiln.compile(lambda a, b: a.sum(0) * 10 + b.sum())
+    for rows, others in ((2, 4), (5, 4), (6, 6), (7, 7)):
+        a, b = np.arange(rows * 3.0).reshape(rows, 3), np.arange(float(others))
+        np.testing.assert_allclose(compiled(a, b), a.sum(0) * 10 + b.sum())
+    assert len(compiled.variants) == 3  # (2 static, N), (N, 4 static), (N, N)
