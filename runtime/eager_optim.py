@@ -50,28 +50,36 @@ def apply_gradients(optimizer: Optimizer) -> None:
     if capture is not None:
         capture.optimizer_step(optimizer)
         return
-    trained = optimizer.trained_parameters()
-    parameters = [p for p in trained if p.grad is not None]
+    parameters = [p for p in optimizer.trained_parameters() if p.grad is not None]
     if not parameters:
         return
-    # torch.optim's state[p]["step"] counts only the steps that updated p: Adam's bias correction of a parameter
-    # first used late starts at 1. Optimizer.skipped_steps counts, per parameter, the steps that found no .grad.
-    # A frozen parameter (requires_grad False) is skipped too: unfrozen later, it starts at 1, as torch's.
-    skipped = optimizer.__dict__.setdefault("skipped_steps", {})
-    updated = set(map(id, parameters))
-    for parameter in optimizer.parameters():
-        if id(parameter) not in updated:
-            skipped[id(parameter)] = skipped.get(id(parameter), 0) + 1
-    for step, same_step in _by_own_step(optimizer, parameters, skipped).items():
+    for step, same_step in _by_own_step(optimizer, parameters).items():
         _update(optimizer, same_step, step)
+    count_step(optimizer, parameters)
+
+
+def own_step(optimizer: Optimizer, parameter: Parameter) -> int:
+    """The 1-based number of this update of ``parameter``, as ``torch.optim``'s ``state[p]['step']``: it counts only the
+    steps that updated it, so Adam's bias correction of a parameter first used late starts at 1."""
+    return optimizer.step_count + 1 - optimizer.__dict__.get("skipped_steps", {}).get(id(parameter), 0)
+
+
+def count_step(optimizer: Optimizer, updated: list[Parameter]) -> None:
+    """Count one step: ``Optimizer.skipped_steps`` goes up for each parameter not ``updated`` (no ``.grad``, or frozen:
+    unfrozen later, it starts at 1, as torch's), then ``step_count``."""
+    skipped = optimizer.__dict__.setdefault("skipped_steps", {})
+    stepped = set(map(id, updated))
+    for parameter in optimizer.parameters():
+        if id(parameter) not in stepped:
+            skipped[id(parameter)] = skipped.get(id(parameter), 0) + 1
     optimizer.step_count += 1
 
 
-def _by_own_step(optimizer: Optimizer, parameters: list[Parameter], skipped: dict[int, int]) -> dict[int, list[Parameter]]:
+def _by_own_step(optimizer: Optimizer, parameters: list[Parameter]) -> dict[int, list[Parameter]]:
     """The parameters by their own 1-based step number (one group unless some step found one without a gradient)."""
     groups: dict[int, list[Parameter]] = {}
     for parameter in parameters:
-        groups.setdefault(optimizer.step_count + 1 - skipped.get(id(parameter), 0), []).append(parameter)
+        groups.setdefault(own_step(optimizer, parameter), []).append(parameter)
     return groups
 
 
@@ -82,7 +90,7 @@ def _update(optimizer: Optimizer, parameters: list[Parameter], step: int) -> Non
     update = cache.get(key)
     if update is None:
         update = cache[key] = _compile_update(optimizer, parameters)
-    feeds = [p._data for p in parameters] + [_grad_of(p) for p in parameters]
+    feeds = [p._data for p in parameters] + [grad_array_of(p) for p in parameters]
     feeds += [optimizer.state_of(p)[name] for p, names in zip(parameters, update.state_names) for name in names]
     feeds += hyper_feeds(optimizer, update.hyper_inputs)
     if update.reads_step:
@@ -97,7 +105,8 @@ def _update(optimizer: Optimizer, parameters: list[Parameter], step: int) -> Non
             np.copyto(state[name], next(outputs))
 
 
-def _grad_of(parameter: Parameter) -> np.ndarray:
+def grad_array_of(parameter: Parameter) -> np.ndarray:
+    """``parameter.grad`` as the array an update is fed: checked against the parameter's shape, in its dtype."""
     grad = np.asarray(parameter.grad)
     if grad.shape != parameter._data.shape:
         raise ValueError(f"a parameter of shape {parameter._data.shape} has a .grad of shape {grad.shape}")
@@ -127,4 +136,4 @@ def _named(optimizer: Optimizer) -> list[tuple[str, Parameter]]:
     return [(f"param{index}", p) for index, p in enumerate(optimizer.parameters())]
 
 
-__all__ = ["apply_gradients"]
+__all__ = ["apply_gradients", "count_step", "grad_array_of", "own_step"]

@@ -39,7 +39,6 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from kiln.compiler.autodiff.differentiate import differentiate, ops_between
-from kiln.compiler.errors import KilnError
 from kiln.compiler.ir.builder import Builder
 from kiln.compiler.ir.core import Value
 from kiln.compiler.ir.types import DType, TensorType
@@ -51,6 +50,7 @@ from kiln.frontend.nn_utils import traced_total_norm
 from kiln.frontend.torch_array import torch_array
 from kiln.frontend.torch_functions import zeros_like
 from kiln.frontend.trace import TraceContext, located_error
+from kiln.runtime.eager_optim import count_step, grad_array_of, own_step
 from kiln.runtime.pytree import Structure, flatten
 from kiln.runtime.step_graph import _hyper_inputs, hyper_feeds
 
@@ -139,7 +139,7 @@ class StepCapture:
     def _grad_input(self, parameter: Parameter) -> Value:
         name = self.context.parameter_names.get(id(parameter), "param")
         value = self.context.graph.add_input(TensorType.of_array(parameter._data), f"{name}.grad")
-        self.inputs.append((value, lambda: _grad_array(parameter)))
+        self.inputs.append((value, functools.partial(grad_array_of, parameter)))
         return value
 
     def set_grad(self, parameter: Parameter, value: Value | None) -> None:
@@ -234,8 +234,6 @@ class StepCapture:
         updated = [p for p in trained if self.grad_of(p) is not None]
         if not updated:  # as the eager update: nothing to do, no step counted
             return
-        stepped = set(map(id, updated))
-        skipped = [p for p in optimizer.parameters() if id(p) not in stepped]  # frozen ones too, as torch's step
         graph = self.context.graph
         hyper, order = _hyper_inputs(graph, optimizer, updated)
         self.inputs += [(hyper[key], functools.partial(_hyper_feed, optimizer, key)) for key in order]
@@ -243,7 +241,7 @@ class StepCapture:
         for parameter in updated:
             self._update(builder, optimizer, parameter, hyper)
         self.guards.append(lambda signature=optimizer.signature(): optimizer.signature() == signature)
-        self.after_call.append(functools.partial(_count_step, optimizer, skipped))
+        self.after_call.append(functools.partial(count_step, optimizer, updated))
 
     def _update(self, builder: Builder, optimizer: Optimizer, parameter: Parameter, hyper: dict[tuple[int, str], Value]) -> None:
         graph, group = self.context.graph, optimizer.group_of(parameter)
@@ -275,7 +273,8 @@ class StepCapture:
         graph = self.context.graph
         self._grad_outputs()
         extra = [value for value, _ in self.inputs]
-        kept = [value for value in graph.inputs if value not in set(extra)]
+        fed = set(extra)
+        kept = [value for value in graph.inputs if value not in fed]
         seed = [self.context.seed_input] if self.context.seed_input in kept else []
         graph.inputs = [v for v in kept if v not in seed] + extra + seed
         graph.outputs += [value for value, _ in self.outputs]
@@ -351,13 +350,6 @@ def _seed(gradient: Any, loss: Tensor) -> Value:
     return apply("tensor.constant", value=np.asarray(gradient, dtype=loss.value.type.dtype.numpy)).value
 
 
-def _grad_array(parameter: Parameter) -> np.ndarray:
-    grad = np.asarray(parameter.grad)
-    if grad.shape != parameter._data.shape:
-        raise KilnError(f"a parameter of shape {parameter._data.shape} has a .grad of shape {grad.shape}")
-    return grad.astype(parameter._data.dtype, copy=False)
-
-
 def _hyper_feed(optimizer: Optimizer, key: tuple[int, str]) -> np.ndarray:
     return hyper_feeds(optimizer, [key])[0]
 
@@ -371,16 +363,7 @@ def _write_state(optimizer: Optimizer, parameter: Parameter, name: str, value: n
 
 
 def _own_step(optimizer: Optimizer, parameter: Parameter) -> np.ndarray:
-    """The 1-based number of this update of ``parameter`` (``torch.optim``'s ``state[p]['step']``, as the eager update)."""
-    skipped = optimizer.__dict__.get("skipped_steps", {})
-    return np.asarray(optimizer.step_count + 1 - skipped.get(id(parameter), 0), dtype=np.int64)
-
-
-def _count_step(optimizer: Optimizer, skipped: list[Parameter]) -> None:
-    counts = optimizer.__dict__.setdefault("skipped_steps", {})
-    for parameter in skipped:
-        counts[id(parameter)] = counts.get(id(parameter), 0) + 1
-    optimizer.step_count += 1
+    return np.asarray(own_step(optimizer, parameter), dtype=np.int64)
 
 
 def _write_grad(parameter: Parameter, value: np.ndarray) -> None:
