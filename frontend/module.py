@@ -248,8 +248,8 @@ class Module(HookMethods):
             return compiled(*args, **kwargs)
         if not TraceContext.active():  # eagerly, a NumPy batch is a tensor to forward: x.view(-1, 784), x.flatten(3)
             args = tuple(eager_tensor(np.asarray(a)) if isinstance(a, np.ndarray) else a for a in args)
-        elif TraceContext.current().step_capture is not None:  # kiln.compile guards on the mode of each module called
-            TraceContext.current().step_capture.called(self)
+        elif step_capture() is not None:  # kiln.compile guards on the mode of each module called
+            step_capture().called(self)
         if any(kind in self.__dict__ for kind in HOOK_KINDS):
             return call_with_hooks(self, args, kwargs)
         return self.forward(*args, **kwargs)
@@ -444,8 +444,8 @@ class Module(HookMethods):
 
     def train(self, mode: bool = True) -> "Module":
         modules = [module for _, module in self.named_modules()]
-        if TraceContext.active() and TraceContext.current().step_capture is not None:  # each kiln.compile'd call sets them
-            TraceContext.current().step_capture.setting_modes(modules)
+        if step_capture() is not None:  # each kiln.compile'd call sets them
+            step_capture().setting_modes(modules)
         for module in modules:
             object.__setattr__(module, "training", mode)
         return self

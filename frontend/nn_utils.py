@@ -47,9 +47,9 @@ def clip_grad_norm_(parameters: Any, max_norm: float, norm_type: float = 2.0, er
     """Rescale the eager ``.grad`` of ``parameters`` (after ``loss.backward()``) by ``min(1, max_norm / (norm + 1e-6))``
     of their joint ``norm_type``-norm, in place; returns that norm as a 0-d tensor, as PyTorch's: ``get_total_norm``
     then ``clip_grads_with_norm_``. In a ``kiln.compile``d training step, the traced ``.grad`` (``runtime/step_capture.py``)."""
-    norm_type = float(norm_type)  # as PyTorch's: norm_type="inf" too
-    if step_capture() is not None:
-        return step_capture().clip_grad_norm(parameters, max_norm, norm_type, error_if_nonfinite)
+    norm_type, capture = float(norm_type), step_capture()  # float: as PyTorch's, norm_type="inf" too
+    if capture is not None:
+        return capture.clip_grad_norm(parameters, max_norm, norm_type, error_if_nonfinite)
     grads = _grads(parameters, "clip_grad_norm_", f"clip_grad_norm={max_norm!r}",
                    "PyTorch's rescale by min(1, max_norm / (norm + 1e-6)) of the global 2-norm")
     if not grads:
@@ -98,8 +98,9 @@ def clip_grads_with_norm_(parameters: Any, max_norm: float, total_norm: Any, for
     if not isinstance(total_norm, (Tensor, np.ndarray)):
         raise TypeError(f"clip_grads_with_norm_: total_norm must be a tensor (what get_total_norm returns), got "
                         f"{type(total_norm).__name__} {total_norm!r}; pass kiln.tensor({total_norm!r}), as PyTorch requires")
-    if step_capture() is not None:
-        return step_capture().clip_grads_with_norm(parameters, max_norm, _as_tensor(total_norm))
+    capture = step_capture()
+    if capture is not None:
+        return capture.clip_grads_with_norm(parameters, max_norm, _as_tensor(total_norm))
     grads = _grads(parameters, "clip_grads_with_norm_", f"clip_grad_norm={max_norm!r}",
                    "PyTorch's rescale by min(1, max_norm / (norm + 1e-6)) of the global 2-norm")
     if grads:
@@ -154,8 +155,9 @@ def clip_grad_norm(parameters: Any, max_norm: float, norm_type: float = 2.0, err
 def clip_grad_value_(parameters: Any, clip_value: float, foreach: Any = None) -> None:
     """Clamp each eager ``.grad`` of ``parameters`` to ``[-clip_value, clip_value]``, in place, as PyTorch's (in a
     ``kiln.compile``d training step, the traced ``.grad``)."""
-    if step_capture() is not None:
-        return step_capture().clip_grad_value(parameters, clip_value)
+    capture = step_capture()
+    if capture is not None:
+        return capture.clip_grad_value(parameters, clip_value)
     for grad in _grads(parameters, "clip_grad_value_", f"clip_grad_value={clip_value!r}",
                        "each gradient clamped to [-v, v], as PyTorch"):
         np.clip(grad, -clip_value, clip_value, out=grad)

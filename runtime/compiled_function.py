@@ -122,7 +122,8 @@ class CompiledFunction:
     def _inference_call(self, fn: Callable[..., Any], arrays: tuple[Any, ...], extra: Hashable) -> Any:
         arrays_np = [np.asarray(a) for a in arrays]
         batch_dim = self.batch_dim if len(arrays_np) < 2 else _broadcast_inputs_static(arrays_np, self.batch_dim)
-        variant = self._variant_for(fn, arrays_np, batch_dim, extra, any(isinstance(a, Tensor) for a in arrays))
+        tensors_given = any(isinstance(a, Tensor) for a in arrays)
+        variant = self._variant_for(fn, arrays_np, batch_dim, extra, tensors_given)
         if variant is None:
             return _EAGER
         feeds = [*arrays_np, *[p.data for p in variant.parameters]]
@@ -142,7 +143,7 @@ class CompiledFunction:
                 np.copyto(buffer.data, update)
         if variant.returns_none:
             return None
-        if not any(isinstance(a, Tensor) for a in arrays):  # NumPy in: the leaves, flat
+        if not tensors_given:  # NumPy in: the leaves, flat
             return outputs[0] if len(outputs) == 1 else outputs
         outputs = tuple(eager_leaf(o) for o in outputs)  # tensors in, tensors out (with no chain), as torch.compile's
         return _nested(variant.structure, outputs)
