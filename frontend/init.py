@@ -20,6 +20,12 @@ def manual_seed(seed: int) -> None:
     _generator, _seed = np.random.default_rng(seed), int(seed)
 
 
+def draw_seed() -> np.ndarray:
+    """A fresh int64 ``rng_seed`` for a graph's random ops, drawn from kiln's generator (``manual_seed`` repeats the
+    draws: eager dropout, a compiled training call or step)."""
+    return np.asarray(_generator.integers(0, 2**62), dtype=np.int64)
+
+
 def current_seed() -> int:
     """The seed of the last ``manual_seed`` (``kiln.initial_seed()``)."""
     return _seed

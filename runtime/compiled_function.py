@@ -152,7 +152,7 @@ class CompiledFunction:
         """The call's ``rng_seed``: ``seed * 2**20 + k`` on the ``k``-th drawing call; without a ``seed`` (a compiled
         training step), one drawn from kiln's generator, as eager dropout's (``kiln.manual_seed`` repeats a run)."""
         if self.seed is None:
-            return np.asarray(init._generator.integers(0, 2**62), dtype=np.int64)
+            return init.draw_seed()
         self.calls += 1
         return np.asarray(self.seed * 2**20 + self.calls - 1, dtype=np.int64)
 

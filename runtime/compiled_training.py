@@ -256,7 +256,7 @@ def call_training(variant: TrainingVariant, values: Sequence[Value]) -> Any:
     arrays = [ARRAYS[value] for value in values]
     feeds = [*arrays, *[p.data for p in variant.parameters]]
     if variant.reads_seed:
-        feeds.append(np.asarray(init._generator.integers(0, 2**62), dtype=np.int64))  # as eager dropout draws
+        feeds.append(init.draw_seed())  # as eager dropout draws
     results = [np.asarray(result) for result in variant.executable(*feeds)]
     split = variant.split
     for buffer, update in zip(variant.buffers, results[split.num_outputs : split.num_outputs + split.num_buffers]):

@@ -129,7 +129,7 @@ class EagerContext(TraceContext):
     def random_seed(self) -> tuple[Value, int]:
         """A fresh seed per random op, drawn from kiln's generator (``kiln.manual_seed`` makes eager dropout repeat)."""
         seed = Value(_SEED_TYPE, None, 0, "rng_seed")
-        ARRAYS[seed] = np.asarray(init._generator.integers(0, 2**62), dtype=np.int64)
+        ARRAYS[seed] = init.draw_seed()
         return seed, 0
 
 
