@@ -15,6 +15,7 @@ from kiln.frontend.eager_values import eager_array, eager_leaf
 from kiln.frontend.module import Parameter, grad_array
 from kiln.frontend.tensor import Tensor, apply
 from kiln.frontend.tensor_linalg import vector_norm
+from kiln.frontend.torch_dtypes import get_default_dtype
 from kiln.frontend.torch_functions import stack
 from kiln.frontend.trace import TraceContext, located_error, step_capture
 
@@ -50,10 +51,9 @@ def clip_grad_norm_(parameters: Any, max_norm: float, norm_type: float = 2.0, er
     norm_type, capture = float(norm_type), step_capture()  # float: as PyTorch's, norm_type="inf" too
     if capture is not None:
         return capture.clip_grad_norm(parameters, max_norm, norm_type, error_if_nonfinite)
-    grads = _grads(parameters, "clip_grad_norm_", f"clip_grad_norm={max_norm!r}",
-                   "PyTorch's rescale by min(1, max_norm / (norm + 1e-6)) of the global 2-norm")
+    grads = _grads(parameters)
     if not grads:
-        return eager_leaf(np.asarray(0.0, np.float32))
+        return eager_leaf(zero_norm())
     total = get_total_norm(grads, norm_type, error_if_nonfinite)
     _scale_grads(grads, _clip_coefficient(float(max_norm), np.asarray(total)))
     return total
@@ -66,7 +66,7 @@ def get_total_norm(tensors: Any, norm_type: float = 2.0, error_if_nonfinite: boo
     tensors = [tensors] if isinstance(tensors, (Tensor, np.ndarray)) else list(tensors)
     norm_type = float(norm_type)
     if not tensors:
-        return eager_leaf(np.asarray(0.0, np.float32))
+        return eager_leaf(zero_norm())
     if TraceContext.active() and any(isinstance(t, Tensor) and eager_array(t) is None for t in tensors):
         if error_if_nonfinite:
             raise located_error("get_total_norm(error_if_nonfinite=True) of traced tensors: the check raises on a value "
@@ -80,6 +80,11 @@ def get_total_norm(tensors: Any, norm_type: float = 2.0, error_if_nonfinite: boo
         raise RuntimeError(f"the total norm of order {norm_type} of the gradients is non-finite ({float(total)}), so it cannot be "
                            "clipped; to scale the gradients by it anyway, set error_if_nonfinite=False")
     return eager_leaf(np.asarray(total, dtype))
+
+
+def zero_norm() -> np.ndarray:
+    """The total norm of no tensors (no parameter has a ``.grad``): 0 in the default dtype, PyTorch's ``tensor(0.0)``."""
+    return np.asarray(0.0, get_default_dtype().numpy)
 
 
 def traced_total_norm(tensors: list[Tensor], norm_type: float) -> Tensor:
@@ -101,8 +106,7 @@ def clip_grads_with_norm_(parameters: Any, max_norm: float, total_norm: Any, for
     capture = step_capture()
     if capture is not None:
         return capture.clip_grads_with_norm(parameters, max_norm, _as_tensor(total_norm))
-    grads = _grads(parameters, "clip_grads_with_norm_", f"clip_grad_norm={max_norm!r}",
-                   "PyTorch's rescale by min(1, max_norm / (norm + 1e-6)) of the global 2-norm")
+    grads = _grads(parameters)
     if grads:
         _scale_grads(grads, _clip_coefficient(float(max_norm), np.asarray(total_norm)))
 
@@ -155,23 +159,36 @@ def clip_grad_norm(parameters: Any, max_norm: float, norm_type: float = 2.0, err
 def clip_grad_value_(parameters: Any, clip_value: float, foreach: Any = None) -> None:
     """Clamp each eager ``.grad`` of ``parameters`` to ``[-clip_value, clip_value]``, in place, as PyTorch's (in a
     ``kiln.compile``d training step, the traced ``.grad``)."""
-    capture = step_capture()
+    parameters, capture = _listed(parameters), step_capture()
     if capture is not None:
+        if not any(capture.grad_of(p) is not None for p in parameters):
+            raise NoGradToClipError(_no_grad_message(clip_value))
         return capture.clip_grad_value(parameters, clip_value)
-    for grad in _grads(parameters, "clip_grad_value_", f"clip_grad_value={clip_value!r}",
-                       "each gradient clamped to [-v, v], as PyTorch"):
+    grads = _grads(parameters)
+    if not grads:
+        raise NoGradToClipError(_no_grad_message(clip_value))
+    for grad in grads:
         np.clip(grad, -clip_value, clip_value, out=grad)
 
 
-def _grads(parameters: Any, helper: str, option: str, what: str) -> list[np.ndarray]:
-    """The ``.grad`` arrays of ``parameters`` that have one; none at all is an error that says where clipping goes."""
-    parameters = [parameters] if isinstance(parameters, Parameter) else list(parameters)
-    grads = [grad_array(p) for p in parameters if p.grad is not None]
-    if parameters and not grads:
-        raise KilnError(f"{helper}: no parameter has a .grad to clip: call loss.backward() first in an eager loop; a compiled "
-                        f"step clips inside its graph: pass {option} to kiln.compile_train_step ({what})")
-    return grads
+class NoGradToClipError(KilnError, RuntimeError):
+    """``clip_grad_value_`` where no parameter has a ``.grad``: a ``RuntimeError``, as torch 2.13's (whose
+    ``clip_grad_norm_`` returns ``tensor(0.)`` there instead)."""
 
 
-__all__ = ["clip_grad_norm", "clip_grad_norm_", "clip_grad_value_", "clip_grads_with_norm_", "get_total_norm", "parameters_to_vector",
-           "traced_total_norm", "vector_to_parameters"]
+def _no_grad_message(clip_value: float) -> str:
+    return ("clip_grad_value_: no parameter has a .grad to clip (PyTorch raises here too): call loss.backward() before "
+            f"clipping, or pass clip_grad_value={clip_value!r} to kiln.compile_train_step, which clips inside its graph")
+
+
+def _listed(parameters: Any) -> list[Any]:
+    return [parameters] if isinstance(parameters, (Parameter, Tensor)) else list(parameters)
+
+
+def _grads(parameters: Any) -> list[np.ndarray]:
+    """The ``.grad`` arrays of ``parameters`` that have one (none: an empty list, PyTorch's no-op)."""
+    return [grad_array(p) for p in _listed(parameters) if p.grad is not None]
+
+
+__all__ = ["NoGradToClipError", "clip_grad_norm", "clip_grad_norm_", "clip_grad_value_", "clip_grads_with_norm_", "get_total_norm", "parameters_to_vector",
+           "traced_total_norm", "vector_to_parameters", "zero_norm"]

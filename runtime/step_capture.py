@@ -46,7 +46,7 @@ from kiln.frontend.eager_values import count_update, eager_array
 from kiln.frontend.module import Parameter
 from kiln.frontend.optim import Optimizer
 from kiln.frontend.tensor import Tensor, apply
-from kiln.frontend.nn_utils import traced_total_norm
+from kiln.frontend.nn_utils import traced_total_norm, zero_norm
 from kiln.frontend.torch_array import torch_array
 from kiln.frontend.torch_functions import zeros_like
 from kiln.frontend.trace import TraceContext, located_error
@@ -175,7 +175,7 @@ class StepCapture:
         parameters = _listed(parameters)
         grads = [Tensor(grad) for grad in map(self.grad_of, parameters) if grad is not None]
         if not grads:
-            return apply("tensor.constant", value=np.asarray(0.0, np.float32))
+            return apply("tensor.constant", value=zero_norm())
         total = traced_total_norm(grads, norm_type)
         self.clip_grads_with_norm(parameters, max_norm, total)
         return total

@@ -34,11 +34,10 @@ def test_vector_to_parameters_checks_the_size():
         nn.utils.vector_to_parameters(np.zeros(7), model.parameters())
 
 
-@pytest.mark.parametrize(("helper", "argument", "option"), [("clip_grad_norm_", 1.0, "clip_grad_norm=1.0"),
-                                                            ("clip_grad_value_", 0.5, "clip_grad_value=0.5")])
-def test_clipping_helpers_name_the_compiled_steps_option(helper, argument, option):
-    with pytest.raises(kiln.KilnError, match=f"pass {option} to kiln.compile_train_step"):
-        getattr(nn.utils, helper)(nn.Linear(2, 2).parameters(), argument)
+def test_clip_grad_value_without_grads_names_the_compiled_steps_option():
+    """(``clip_grad_norm_`` without grads returns torch's zero: tests/frontend/test_clip_without_grads.py.)"""
+    with pytest.raises(kiln.KilnError, match="pass clip_grad_value=0.5 to kiln.compile_train_step"):
+        nn.utils.clip_grad_value_(nn.Linear(2, 2).parameters(), 0.5)
 
 
 def test_clip_grad_norm_returns_the_total_norm_as_a_tensor_as_torch():
