@@ -22,6 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from kiln.compiler.autodiff.differentiate import differentiate_outputs, ops_between
+from kiln.compiler.errors import TraceError
 from kiln.compiler.ir.core import Value
 from kiln.frontend.eager_values import ARRAYS
 from kiln.frontend.module import Parameter
@@ -76,9 +77,20 @@ def _seeds(grad_outputs: Any, count: int) -> list[Any]:
     return seeds
 
 
+class EmptyInputsError(TraceError, RuntimeError):
+    """``backward(inputs=[])`` or ``grad(out, [])``: a ``RuntimeError``, as PyTorch's."""
+
+
+def empty_inputs_error(entry: str, advice: str) -> EmptyInputsError:
+    """PyTorch's message for an empty ``inputs`` to ``entry``, at the user's line, with what to do instead."""
+    error = EmptyInputsError(str(located_error(f"`inputs` argument to `{entry}()` cannot be empty: {advice}")))
+    error.located = True  # type: ignore[attr-defined]
+    return error
+
+
 def _check_inputs(inputs: Sequence[Any]) -> None:
     if not inputs:
-        raise located_error("kiln.autograd.grad: inputs is empty; name the tensors to differentiate with respect to")
+        raise empty_inputs_error("grad", "name the tensors to differentiate with respect to")
     for index, tensor in enumerate(inputs):
         if isinstance(tensor, Parameter) and not tensor.requires_grad:
             raise located_error(f"kiln.autograd.grad: inputs[{index}] is a Parameter with requires_grad=False")

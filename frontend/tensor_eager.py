@@ -200,14 +200,14 @@ class EagerMethods:
 
 def _backward_inputs(inputs: Any) -> Any:
     """``inputs`` as a list (a generator such as ``model.parameters()`` read once, as PyTorch's ``tuple(inputs)``)."""
-    from kiln.frontend.autograd import _sequence  # lazily: autograd builds on the tensor
+    from kiln.frontend.autograd import _sequence, empty_inputs_error  # lazily: autograd builds on the tensor
 
     if inputs is None:
         return None
     inputs = _sequence(inputs)
     if not inputs:
-        raise located_error("backward(inputs=...): inputs is empty; name the parameters or tensors to accumulate into, "
-                            "or leave inputs out for all of them")
+        raise empty_inputs_error("backward", "name the parameters or tensors to accumulate into, or leave inputs out "
+                                 "for all of them")
     return inputs
 
 

@@ -71,5 +71,6 @@ def test_an_empty_generator_of_inputs_is_refused_as_by_torch():
     x = np.ones((3, 4))
     with pytest.raises(RuntimeError, match="cannot be empty"):
         _loss(torch, twin, x).backward(inputs=(p for p in []))
-    with pytest.raises(kiln.KilnError, match="inputs is empty"):
+    with pytest.raises(RuntimeError, match="cannot be empty") as raised:
         _loss(kiln, model, x).backward(inputs=(p for p in []))
+    assert isinstance(raised.value, kiln.KilnError)
