@@ -26,23 +26,23 @@ relu_ = in_place_variant(relu)
 
 
 def sigmoid(input: Tensor) -> Tensor:
-    return apply("tensor.sigmoid", input)
+    return input.sigmoid()
 
 
 def tanh(input: Tensor) -> Tensor:
-    return apply("tensor.tanh", input)
+    return input.tanh()
 
 
 def exp(input: Tensor) -> Tensor:
-    return apply("tensor.exp", input)
+    return input.exp()
 
 
 def log(input: Tensor) -> Tensor:
-    return apply("tensor.log", input)
+    return input.log()
 
 
 def sqrt(input: Tensor) -> Tensor:
-    return apply("tensor.sqrt", input)
+    return input.sqrt()
 
 
 def maximum(input: Tensor, other: Any) -> Tensor:

@@ -417,19 +417,19 @@ class Tensor(EagerMethods, InPlaceMethods, TorchMethods, MathMethods, DeviceMeth
         return _all_or_any("any", self, dim, keepdim)
 
     def exp(self) -> "Tensor":
-        return apply("tensor.exp", self)
+        return apply("tensor.exp", _floating(self))
 
     def log(self) -> "Tensor":
-        return apply("tensor.log", self)
+        return apply("tensor.log", _floating(self))
 
     def sqrt(self) -> "Tensor":
-        return apply("tensor.sqrt", self)
+        return apply("tensor.sqrt", _floating(self))
 
     def tanh(self) -> "Tensor":
-        return apply("tensor.tanh", self)
+        return apply("tensor.tanh", _floating(self))
 
     def sigmoid(self) -> "Tensor":
-        return apply("tensor.sigmoid", self)
+        return apply("tensor.sigmoid", _floating(self))
 
     def relu(self) -> "Tensor":
         return apply("tensor.relu", self)
