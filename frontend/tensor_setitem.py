@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from kiln.compiler.ir.types import DType, Dim
-from kiln.frontend.eager_values import eager_array
+from kiln.frontend.eager_values import eager_array, eager_leaf
 from kiln.frontend.tensor import Tensor, apply
 from kiln.frontend.trace import located_error
 
@@ -212,13 +212,15 @@ def masked_assignment(x: Tensor, mask: Tensor, value: Any) -> Tensor:
     broadcasts to the trailing dims (each selected row gets it)."""
     if mask.shape != x.shape[:mask.ndim]:
         raise located_error(f"x[mask] = value: the mask {mask.type} must have the shape of {x.type} or of its leading dims")
-    leading = mask.ndim
-    if leading < x.ndim:
-        mask = apply("tensor.expand_dims", mask, axes=tuple(range(leading, x.ndim)))
-    source = value_of(x, value)
+    leading, source = mask.ndim, value_of(x, value)
     if source.ndim > x.ndim - leading and source.ndim > 0 and source.shape != (1,):
+        known = eager_array(mask)
+        if known is not None:  # one value per selected element (x[m] = y[m]): eagerly the positions are known
+            return x.index_put(tuple(eager_leaf(np.asarray(i, np.int64)) for i in np.nonzero(known)), source)
         raise located_error(f"x[mask] = value takes a scalar or a value for each selected row ({x.shape[leading:]}), "
                             f"not {source.type}: the number of selected elements is not known while tracing")
+    if leading < x.ndim:
+        mask = apply("tensor.expand_dims", mask, axes=tuple(range(leading, x.ndim)))
     return apply("tensor.where", mask, source, x)
 
 
