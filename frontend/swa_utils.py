@@ -32,6 +32,7 @@ from kiln.frontend.layers_conv import BatchNorm2d
 from kiln.frontend.module import Module, Parameter
 from kiln.frontend.optim import Optimizer
 from kiln.frontend.schedules import LRScheduler, _per_group
+from kiln.frontend.swa_traced import ema_update_traced, swa_update_traced, tracing, update_traced
 from kiln.frontend.tensor import eager_tensor
 from kiln.frontend.torch_dtypes import get_default_dtype
 
@@ -47,6 +48,8 @@ def get_ema_multi_avg_fn(decay: float = 0.999) -> MultiAvgFn:
     _check_decay(decay)
 
     def ema_update(ema_list: Sequence[Parameter], current_list: Sequence[Parameter], _: Any) -> None:
+        if tracing():  # in a kiln.compile'd step: tensor ops (frontend/swa_traced.py)
+            return ema_update_traced(ema_list, current_list, decay)
         if _is_floating(ema_list[0]):
             for ema, current in zip(ema_list, current_list):
                 _lerp_into(_array(ema), _array(current), 1 - decay)
@@ -64,6 +67,8 @@ def get_swa_multi_avg_fn() -> MultiAvgFn:
     ``1 / (n_averaged + 1)`` is a float32 tensor, so a float64 average moves by that rounded weight)."""
 
     def swa_update(averaged_list: Sequence[Parameter], current_list: Sequence[Parameter], num_averaged: Any) -> None:
+        if tracing():
+            return swa_update_traced(averaged_list, current_list, num_averaged)
         count = int(np.asarray(num_averaged))
         if _is_floating(averaged_list[0]):
             one = get_default_dtype().numpy.type(1)
@@ -119,7 +124,10 @@ class AveragedModel(Module):
 
     def update_parameters(self, model: Module) -> None:
         """Average ``model``'s current parameters (and buffers, with ``use_buffers``) into the copy; without
-        ``use_buffers`` the copy's buffers are set to ``model``'s. The first call copies."""
+        ``use_buffers`` the copy's buffers are set to ``model``'s. The first call copies. In a ``kiln.compile``d step
+        the update is traced (``frontend/swa_traced.py``), so it happens at every call."""
+        if tracing():
+            return update_traced(self, model)
         averaged, current = self._averaged_pairs(model)
         count = int(self.n_averaged.data)
         if count == 0:
