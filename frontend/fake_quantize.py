@@ -11,6 +11,11 @@ Forward, as torch's CPU kernels (bit for bit): ``q = round_half_even(x * inv_sca
 per-tensor kernel also rounds its float64 result to float32. Backward: the gradient passes where ``q`` lies in
 ``[quant_min, quant_max]`` and is zero where it was clamped; none reaches ``scale`` or ``zero_point`` (torch refuses
 one that requires grad: a learnable scale is written by hand with ``(y.round() - y).detach() + y``).
+
+A float32 or float16 per-channel zero point (the learnable-quantization form torch 2.13 accepts) follows torch's other
+kernel: ``q = lrintf(zero_point + x * inv_scale)`` (the sum rounded to float32, then half to even), the result
+``(clamp(q, quant_min, quant_max) - zero_point) * scale`` computed in float64 and rounded to the input's dtype; no
+range check of the zero point, as torch's.
 """
 
 from __future__ import annotations
@@ -45,12 +50,15 @@ def fake_quantize_per_channel_affine(input: Tensor, scale: Tensor, zero_point: T
     _check_input(call, input, quant_min, quant_max)
     axis = _channel_axis(call, input, axis)
     _check_channel_qparams(call, input, scale, zero_point, axis)
-    if is_eager(zero_point):
-        _check_zero_point(call, np.asarray(zero_point.numpy()), quant_min, quant_max)
+    scale, zero_point = _without_grad(call, "scale", scale), _without_grad(call, "zero_point", zero_point)
     along_axis = [1] * input.ndim
     along_axis[axis] = -1
-    return _straight_through(input, scale.reshape(along_axis), zero_point.reshape(along_axis), quant_min, quant_max,
-                             round_to_float32=False)
+    scale, float_zero_point = scale.reshape(along_axis), zero_point.dtype.is_float
+    if float_zero_point:
+        return _float_zero_point_straight_through(input, scale, zero_point.reshape(along_axis), quant_min, quant_max)
+    if is_eager(zero_point):
+        _check_zero_point(call, np.asarray(zero_point.numpy()), quant_min, quant_max)
+    return _straight_through(input, scale, zero_point.reshape(along_axis), quant_min, quant_max, round_to_float32=False)
 
 
 def _straight_through(input: Tensor, scale: Tensor, zero_point: Tensor, quant_min: int, quant_max: int,
@@ -64,6 +72,27 @@ def _straight_through(input: Tensor, scale: Tensor, zero_point: Tensor, quant_mi
     values = (levels.clamp(quant_min, quant_max) - zero_point.to(compute)) * scale.to(compute)
     if round_to_float32:
         values = values.to(DType.f32)
+    return _passing_gradient(input, values, inside)
+
+
+def _float_zero_point_straight_through(input: Tensor, scale: Tensor, zero_point: Tensor, quant_min: int,
+                                       quant_max: int) -> Tensor:
+    """torch's kernel for a float zero point: ``lrintf(zero_point + x * inv_scale)``, then ``(clamp(q) - zero_point) *
+    scale`` in float64."""
+    # A float32 zero point: torch's build fuses the multiply-add (x * inv_scale exact in float64, the sum rounded once
+    # to float32); a half one: float32 product and sum (c10's Half + float is not fused); a float64 x: the double sum,
+    # rounded to float32 by lrintf. (Each pinned bit for bit by tests/frontend/test_fake_quantize_float_zero_point.py.)
+    fused = zero_point.dtype == DType.f32 or input.dtype == DType.f64
+    compute = DType.f64 if fused else DType.f32
+    inverse = (1.0 / scale).to(compute)
+    levels = (input.detach().to(compute) * inverse + zero_point.to(DType.f32).to(compute)).to(DType.f32).round()
+    inside = (levels >= quant_min) & (levels <= quant_max)
+    values = (levels.clamp(quant_min, quant_max).to(DType.f64) - zero_point.to(DType.f64)) * scale.to(DType.f64)
+    return _passing_gradient(input, values, inside)
+
+
+def _passing_gradient(input: Tensor, values: Tensor, inside: Tensor) -> Tensor:
+    """``values`` in ``input``'s dtype, carrying ``input``'s gradient where ``inside`` (the straight-through estimator)."""
     passed = (input - input.detach()) * inside.to(input.dtype)
     return values.to(input.dtype) + passed
 
@@ -87,12 +116,18 @@ def _one_element(call: str, name: str, value: Any, dtype: DType) -> Tensor:
     kernel reads it), detached."""
     if not isinstance(value, Tensor):
         return _constant(np.asarray(value).astype(dtype.numpy))
+    value = _without_grad(call, name, value)
+    if any(size != 1 for size in value.shape):
+        raise ValueError(f"{call}: {name} must be a number or a one-element tensor, got a tensor of shape {tuple(value.shape)}")
+    return value.reshape(()).to(dtype)
+
+
+def _without_grad(call: str, name: str, value: Tensor) -> Tensor:
+    """``value`` detached; an eager one that requires grad is refused, as torch refuses it (no gradient reaches it)."""
     if value.requires_grad and is_eager(value):
         raise ValueError(f"{call}: {name} requires grad, but no gradient reaches it (as in torch); detach it, or "
                          f"write the learnable version by hand: (x / s).round() with a straight-through estimator")
-    if any(size != 1 for size in value.shape):
-        raise ValueError(f"{call}: {name} must be a number or a one-element tensor, got a tensor of shape {tuple(value.shape)}")
-    return value.detach().reshape(()).to(dtype)
+    return value.detach()
 
 
 def _channel_axis(call: str, input: Tensor, axis: int) -> int:
@@ -105,10 +140,10 @@ def _check_channel_qparams(call: str, input: Tensor, scale: Tensor, zero_point: 
     if not isinstance(scale, Tensor) or scale.dtype.numpy != np.float32:
         found = scale.dtype if isinstance(scale, Tensor) else type(scale).__name__
         raise TypeError(f"{call}: scale must be a float32 tensor (as torch requires), found {found}; pass scale.float()")
-    if not isinstance(zero_point, Tensor) or zero_point.dtype.numpy != np.int32:
+    if not isinstance(zero_point, Tensor) or zero_point.dtype not in (DType.i32, DType.f32, DType.f16):
         found = zero_point.dtype if isinstance(zero_point, Tensor) else type(zero_point).__name__
-        raise TypeError(f"{call}: zero_point must be an int32 tensor, found {found}; pass zero_point.int() (a float "
-                        f"zero point, torch's learnable-quantization form, is not supported)")
+        raise TypeError(f"{call}: zero_point must be an int32, float32 or float16 tensor (as torch requires), found "
+                        f"{found}; pass zero_point.int(), or zero_point.float() for the learnable-quantization form")
     channels = input.shape[axis]
     if scale.ndim != 1 or zero_point.ndim != 1 or scale.shape[0] != channels or zero_point.shape[0] != channels:
         raise ValueError(f"{call}: scale {tuple(scale.shape)} and zero_point {tuple(zero_point.shape)} must be 1-D with "
