@@ -10,7 +10,8 @@ kiln.set_default_dtype(kiln.float64)      # kiln.tensor([1.5]), kiln.zeros(3)...
 cast_array(np.array([1 + 2**-11 + 2**-40]), DType.f16)   # [1.0], as torch.tensor(..., dtype=torch.float16)
 ```
 
-Promotion is PyTorch's: a floating dtype beats an integer one beats bool whatever their widths; within a kind the
+Promotion is PyTorch's: a complex dtype beats a floating one beats an integer one beats bool whatever their widths
+(but float64 with complex64 is complex128, and a float64 tensor times ``1j`` too); within a kind the
 wider wins (uint8 and int8 meet in int16, which holds both); and a tensor with dims outranks a 0-d tensor, which outranks a Python number, unless the lower-ranked
 operand is of a higher kind (then its kind decides, at the default width for a Python number).
 
@@ -31,9 +32,9 @@ from kiln.compiler.ir.types import DType
 from kiln.frontend.trace import located_error
 
 _KIND = {DType.bool: 0, DType.u8: 1, DType.i8: 1, DType.i16: 1, DType.i32: 1, DType.i64: 1,
-         DType.f16: 2, DType.bf16: 2, DType.f32: 2, DType.f64: 2}
+         DType.f16: 2, DType.bf16: 2, DType.f32: 2, DType.f64: 2, DType.c64: 3, DType.c128: 3}
 _WIDTH = {DType.bool: 1, DType.u8: 1, DType.i8: 1, DType.i16: 2, DType.i32: 4, DType.i64: 8,
-          DType.f16: 2, DType.bf16: 2, DType.f32: 4, DType.f64: 8}
+          DType.f16: 2, DType.bf16: 2, DType.f32: 4, DType.f64: 8, DType.c64: 8, DType.c128: 16}
 
 _default_float = [DType.f32]
 """The default float dtype (a one-element list: module state that ``set_default_dtype`` replaces)."""
@@ -80,7 +81,8 @@ def promote_types(type1: Any, type2: Any) -> DType:
     a, b = DType.of(type1), DType.of(type2)
     _check_kind(a), _check_kind(b)
     if _KIND[a] != _KIND[b]:
-        return a if _KIND[a] > _KIND[b] else b
+        high, low = (a, b) if _KIND[a] > _KIND[b] else (b, a)
+        return DType.c128 if high is DType.c64 and low is DType.f64 else high  # float64 with complex64: complex128
     if {a, b} == {DType.f16, DType.bf16}:
         return DType.f32  # neither holds the other (PyTorch's rule)
     if {a, b} == {DType.u8, DType.i8}:
@@ -104,7 +106,19 @@ def result_type(*operands: Any) -> DType:
     result = candidates[0]
     for dtype in candidates[1:]:
         result = promote_types(result, dtype)
-    return result
+    return _complex_with_floats(result, top, ranked) if result.is_complex else result
+
+
+def _complex_with_floats(result: DType, top: int, ranked: list[tuple[DType, int]]) -> DType:
+    """A complex result from lower-ranked operands widens to hold the higher-ranked floats, as torch's: a float64
+    tensor times ``1j`` is complex128 (the float's complex counterpart), times a 0-d complex64 tensor too."""
+    floats = [dtype for dtype, rank in ranked if _KIND[dtype] == 2 and rank > top]
+    if not floats:
+        return result
+    widest = floats[0]
+    for dtype in floats[1:]:
+        widest = promote_types(widest, dtype)
+    return widest.to_complex() if top == 0 else promote_types(result, widest)
 
 
 def _ranked(operand: Any) -> tuple[DType, int]:
@@ -117,6 +131,8 @@ def _ranked(operand: Any) -> tuple[DType, int]:
         return DType.i64, 0
     if isinstance(operand, (float, np.floating)):
         return get_default_dtype(), 0
+    if isinstance(operand, (complex, np.complexfloating)):
+        return get_default_dtype().to_complex(), 0
     if isinstance(operand, np.ndarray):
         return DType.of(operand.dtype), 2 if operand.ndim else 1
     raise located_error(f"result_type takes tensors and Python numbers, got {type(operand).__name__}")
@@ -125,7 +141,7 @@ def _ranked(operand: Any) -> tuple[DType, int]:
 def _check_kind(dtype: DType) -> None:
     if dtype not in _KIND:
         raise located_error(f"{dtype} is not a dtype kiln computes in; use bool, uint8, int8, int16, int32, int64, float16, "
-                            "bfloat16, float32 or float64")
+                            "bfloat16, float32, float64, complex64 or complex128")
 
 
 class DTypeKindError(KilnError, TypeError):

@@ -24,7 +24,10 @@ _PRODUCT = re.compile(rf"([0-9]+\*)?{_SYMBOL.pattern}(\*{_SYMBOL.pattern})*")
 
 class DType(enum.Enum):
     """Element types. ``f16`` is NumPy's float16 and ``bf16`` is ``ml_dtypes.bfloat16``; backends without half
-    arithmetic compute those in float32 and round each result back (``compiler/passes/widen_half.py``)."""
+    arithmetic compute those in float32 and round each result back (``compiler/passes/widen_half.py``).
+
+    ``c64``/``c128`` (``kiln.complex64``/``complex128``) are frontend dtypes: a complex tensor is a pair of real
+    tensors (``frontend/complex_tensor.py``), so the IR never holds them and ``TensorType`` refuses them."""
 
     f16 = "f16"
     bf16 = "bf16"
@@ -36,6 +39,8 @@ class DType(enum.Enum):
     i32 = "i32"
     i64 = "i64"
     bool = "bool"
+    c64 = "c64"
+    c128 = "c128"
 
     __hash__ = object.__hash__
     """By identity, in C (members are singletons): Enum's own hash is Python code, and every dtype table lookup in
@@ -56,13 +61,19 @@ class DType(enum.Enum):
         return "b8" if self is DType.bool else self.value
 
     def to_real(self) -> "DType":
-        """``torch.dtype.to_real()``: the dtype itself, as every kiln dtype is real."""
-        return self
+        """``torch.dtype.to_real()``: a complex dtype's part dtype (complex64 -> float32), else the dtype itself."""
+        return _COMPLEX_PARTS.get(self, self)
 
     def to_complex(self) -> "DType":
-        """``torch.dtype.to_complex()``, which kiln cannot give: it has no complex dtypes."""
-        raise ShapeError(f"{self}.to_complex(): kiln has no complex dtypes; keep the real and imaginary parts as two "
-                         f"{self} tensors")
+        """``torch.dtype.to_complex()``: float32 -> complex64, float64 -> complex128, float16 -> complex32 (which kiln
+        has not: an error), a complex dtype itself; integers and bool have none, as torch's."""
+        if self.is_complex:
+            return self
+        complex_dtype = {DType.f32: DType.c64, DType.f64: DType.c128}.get(self)
+        if complex_dtype is None:
+            raise ShapeError(f"{self}.to_complex(): only float32 and float64 have a complex counterpart in kiln "
+                             f"(complex64, complex128); cast to one of those first")
+        return complex_dtype
 
     @property
     def is_float(self) -> bool:
@@ -89,8 +100,8 @@ class DType(enum.Enum):
 
     @property
     def is_complex(self) -> bool:
-        """``torch.dtype.is_complex``: kiln has no complex dtype."""
-        return False
+        """``torch.dtype.is_complex``: complex64 and complex128."""
+        return self in _COMPLEX_PARTS
 
     @property
     def is_half(self) -> bool:
@@ -139,11 +150,14 @@ _NUMPY_NAMES = {
     DType.i32: "int32",
     DType.i64: "int64",
     DType.bool: "bool",
+    DType.c64: "complex64",
+    DType.c128: "complex128",
 }
 _STRINGS = {dtype: f"kiln.{name}" for dtype, name in _NUMPY_NAMES.items()}
 """``str(dtype)``: torch's names (``kiln.float32`` as ``torch.float32``), which are NumPy's."""
 _BY_TORCH_NAME = {name: dtype for dtype, name in _NUMPY_NAMES.items()} | {
-    "half": DType.f16, "float": DType.f32, "double": DType.f64, "short": DType.i16, "int": DType.i32, "long": DType.i64}
+    "half": DType.f16, "float": DType.f32, "double": DType.f64, "short": DType.i16, "int": DType.i32, "long": DType.i64,
+    "cfloat": DType.c64, "cdouble": DType.c128}
 
 
 def _of_torch_name(spec: str) -> DType:
@@ -155,6 +169,8 @@ def _of_torch_name(spec: str) -> DType:
 
 
 _INTEGERS = frozenset({DType.u8, DType.i8, DType.i16, DType.i32, DType.i64})
+_COMPLEX_PARTS = {DType.c64: DType.f32, DType.c128: DType.f64}
+"""A complex dtype's real and imaginary part dtype."""
 _NUMPY_DTYPES = {dtype: np.dtype(ml_dtypes.bfloat16 if name == "bfloat16" else name) for dtype, name in _NUMPY_NAMES.items()}
 _BY_NUMPY_DTYPE = {numpy_dtype: dtype for dtype, numpy_dtype in _NUMPY_DTYPES.items()}
 
@@ -181,6 +197,10 @@ class TensorType:
     def __post_init__(self) -> None:
         object.__setattr__(self, "shape", tuple(self.shape))
         object.__setattr__(self, "dtype", DType.of(self.dtype))
+        if self.dtype in _COMPLEX_PARTS:
+            raise ShapeError(f"tensor type of shape {format_shape(self.shape)} and dtype {self.dtype}: the IR holds no "
+                             "complex values; a complex tensor is a pair of real tensors (kiln.view_as_real(z), z.real "
+                             "and z.imag give them), so trace or export with those")
         for dim in self.shape:
             if type(dim) is int and dim >= 0 or type(dim) is str and dim in _CANONICAL_SYMBOLS:
                 continue

@@ -29,7 +29,7 @@ def test_tensor_type_text(shape, dtype, text):
     assert str(TensorType(shape, dtype)) == text
 
 
-@given(st.lists(DIMS, max_size=4), st.sampled_from(list(DType)))
+@given(st.lists(DIMS, max_size=4), st.sampled_from([d for d in DType if not d.is_complex]))  # complex: frontend only
 def test_tensor_type_text_parses_back(shape, dtype):
     tensor_type = TensorType(tuple(shape), dtype)
     graph = parse(f"func @f(%x: {tensor_type}) {{\n  return\n}}\n")
@@ -66,7 +66,7 @@ def test_dtype_of(spec, expected):
     assert DType.of(spec) is expected
 
 
-@pytest.mark.parametrize(("spec", "message"), [("float99", "unknown dtype"), (np.complex64, "not supported")])
+@pytest.mark.parametrize(("spec", "message"), [("float99", "unknown dtype"), (np.float128, "not supported")])
 def test_dtype_of_rejects(spec, message):
     with pytest.raises(ShapeError, match=message):
         DType.of(spec)
@@ -121,6 +121,7 @@ def test_dtypes_answer_torch_dtype_queries():
     torch = require("torch")
     for dtype in DType:
         twin = {"f16": torch.float16, "bf16": torch.bfloat16, "f32": torch.float32, "f64": torch.float64, "i32": torch.int32,
-                "i64": torch.int64, "bool": torch.bool, "u8": torch.uint8, "i8": torch.int8, "i16": torch.int16}[dtype.name]
+                "i64": torch.int64, "bool": torch.bool, "u8": torch.uint8, "i8": torch.int8, "i16": torch.int16, "c64": torch.complex64,
+                "c128": torch.complex128}[dtype.name]
         assert (dtype.itemsize, dtype.is_floating_point, dtype.is_signed, dtype.is_complex) == \
             (twin.itemsize, twin.is_floating_point, twin.is_signed, twin.is_complex), dtype
