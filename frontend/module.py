@@ -46,6 +46,14 @@ class Parameter(Tensor):
     requires_grad: bool = True
     """Whether ``backward()`` and the training step give this parameter a gradient (an instance attribute)."""
 
+    def __new__(cls, data: Any = None, requires_grad: bool = True) -> "Parameter":
+        dtype = getattr(data, "dtype", None)  # a complex tensor's or NumPy array's: nn.Parameter(rand(..., dtype=cfloat))
+        if cls is Parameter and (getattr(dtype, "is_complex", False) is True or getattr(dtype, "kind", None) == "c"):
+            from kiln.frontend.complex_parameter import ComplexParameter  # lazily: it builds on this class
+
+            cls = ComplexParameter
+        return super().__new__(cls)
+
     def __init__(self, data: Any, requires_grad: bool = True):
         array = np.asarray(data)
         self.data = np.array(array, dtype=array.dtype if is_float_array_dtype(array.dtype) else np.float32)

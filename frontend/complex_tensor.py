@@ -1,0 +1,339 @@
+"""Complex tensors (``kiln.complex64``/``complex128``) as pairs of real tensors.
+
+```python
+z = kiln.complex(x, y)              # or kiln.tensor([1 + 2j]), kiln.zeros(3, dtype=kiln.cfloat), kiln.fft.rfft(x)
+w = (z * z.conj()).real + z.abs()   # arithmetic, matmul, einsum, indexing, sum/mean: torch's results
+loss = w.sum(); loss.backward()     # gradients flow through the two real parts
+```
+
+A ``ComplexTensor`` holds its real and imaginary parts as two real kiln tensors of the same float dtype; every
+complex op is written with real ops on them. So complex code needs nothing new below the frontend: it runs eagerly,
+traces into ordinary IR under ``kiln.compile`` (the IR itself never holds a complex type) and differentiates with the
+real ops' rules. The gradient of a real loss with respect to a complex leaf is torch's: ``dL/dRe + i dL/dIm``
+(twice the conjugate Wirtinger derivative), which is what differentiating the two real parts gives.
+
+``z.real`` and ``z.imag`` are the part tensors themselves: views, as torch's (an in-place write to ``z.real``
+changes ``z``). An op kiln has not written for complex tensors refuses (``value`` names the way out) instead of
+computing on one part.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from kiln.compiler.ir.types import DType
+from kiln.frontend.tensor import Tensor
+from kiln.frontend.trace import located_error
+
+Part = Any
+"""A real part: a real ``Tensor``, a Python number, or None for an imaginary part that is zero."""
+
+
+class ComplexTensor(Tensor):
+    """A complex tensor: ``real`` and ``imag``, real tensors of one float dtype and shape."""
+
+    __array_priority__ = 1001  # above a real Tensor's: numpy arrays and real tensors defer to its reflected operators
+
+    def __init__(self, real: Tensor, imag: Tensor):
+        if real.dtype is not imag.dtype:
+            from kiln.frontend.torch_dtypes import promote_types
+
+            common = promote_types(real.dtype, imag.dtype)
+            real, imag = real.to(common), imag.to(common)
+        if not real.dtype.is_float or real.dtype.is_half:
+            raise located_error(f"a complex tensor's parts are float32 or float64 tensors, got {real.dtype}; cast them "
+                                "with .double() or .float() first")
+        if tuple(real.shape) != tuple(imag.shape):
+            real, imag = _broadcast_parts(real, imag)
+        self.__dict__["_parts"] = (real, imag)
+
+    # what a tensor is ---------------------------------------------------------------------------------------------
+    @property
+    def value(self) -> Any:
+        """Refused: a complex tensor is two real IR values. Ops kiln writes for complex tensors read the parts; any
+        other op (or a traced function returning the tensor: a graph output) lands here."""
+        raise located_error(f"a {self.dtype} tensor of shape {tuple(self.shape)} went where kiln needs one real tensor "
+                            "(an op not written for complex tensors, or the output of a traced, compiled or exported "
+                            "function): a complex tensor is a pair of real tensors; apply the op to z.real and z.imag "
+                            "and rebuild with kiln.complex(real, imag), or return kiln.view_as_real(z) / z.real / z.abs()")
+
+    @property
+    def real(self) -> Tensor:
+        return self._parts[0]
+
+    @real.setter
+    def real(self, value: Any) -> None:
+        self.__dict__["_parts"] = (_as_part_like(value, self._parts[0]), self._parts[1])
+
+    @property
+    def imag(self) -> Tensor:
+        return self._parts[1]
+
+    @imag.setter
+    def imag(self, value: Any) -> None:
+        self.__dict__["_parts"] = (self._parts[0], _as_part_like(value, self._parts[1]))
+
+    @property
+    def dtype(self) -> DType:
+        return self._parts[0].dtype.to_complex()
+
+    @property
+    def shape(self) -> Any:
+        return self._parts[0].shape
+
+    @property
+    def type(self) -> Any:  # type: ignore[override]
+        return f"complex tensor of shape {tuple(self.shape)} ({self.dtype})"
+
+    def is_complex(self) -> bool:
+        return True
+
+    def is_floating_point(self) -> bool:
+        return False
+
+    # arithmetic (``(a + ib)(c + id) = ac - bd + i(ad + bc)``) ------------------------------------------------------
+    def __add__(self, other: Any) -> "ComplexTensor":
+        (a, b), (c, d) = self._parts, split(other)
+        return _make(a + c, _add(b, d))
+
+    __radd__ = __add__
+
+    def __sub__(self, other: Any) -> "ComplexTensor":
+        (a, b), (c, d) = self._parts, split(other)
+        return _make(a - c, _add(b, _neg(d)))
+
+    def __rsub__(self, other: Any) -> "ComplexTensor":
+        return (-self) + other
+
+    def __neg__(self) -> "ComplexTensor":
+        return _make(-self._parts[0], -self._parts[1])
+
+    def __mul__(self, other: Any) -> "ComplexTensor":
+        return _make(*multiply(self._parts, split(other)))
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, other: Any) -> "ComplexTensor":
+        (a, b), (c, d) = self._parts, split(other)
+        if d is None:  # a real divisor: each part divided
+            return _make(a / c, b / c)
+        scale = c * c + d * d  # (a + ib) / (c + id) = ((ac + bd) + i(bc - ad)) / (c^2 + d^2)
+        return _make((a * c + b * d) / scale, (b * c - a * d) / scale)
+
+    def __rtruediv__(self, other: Any) -> "ComplexTensor":
+        return as_complex(other, like=self) / self
+
+    def __matmul__(self, other: Any) -> "ComplexTensor":
+        return _make(*multiply(self._parts, split(other), lambda x, y: x @ y))
+
+    def __rmatmul__(self, other: Any) -> "ComplexTensor":
+        return _make(*multiply(split(other), self._parts, lambda x, y: x @ y))
+
+    def __pow__(self, exponent: Any) -> "ComplexTensor":
+        if not isinstance(exponent, int) or exponent < 1:
+            raise located_error(f"complex ** {exponent!r}: kiln raises complex tensors to positive integer powers "
+                                "only; write exp(exponent * log) with real parts for others")
+        result = self
+        for _ in range(exponent - 1):
+            result = result * self
+        return result
+
+    # complex functions --------------------------------------------------------------------------------------------
+    def conj(self) -> "ComplexTensor":
+        return _make(self._parts[0], -self._parts[1])
+
+    conj_physical = resolve_conj = conj
+
+    def abs(self) -> Tensor:
+        """``|z|``, ``sqrt(re^2 + im^2)`` (its gradient at 0 is NaN, where torch's is 0)."""
+        a, b = self._parts
+        return (a * a + b * b).sqrt()
+
+    __abs__ = absolute = abs
+
+    def angle(self) -> Tensor:
+        a, b = self._parts
+        return b.atan2(a)
+
+    def exp(self) -> "ComplexTensor":
+        a, b = self._parts
+        magnitude = a.exp()
+        return _make(magnitude * b.cos(), magnitude * b.sin())
+
+    # shape and reductions: the same op on both parts ---------------------------------------------------------------
+    def __getitem__(self, index: Any) -> "ComplexTensor":
+        return self._each("__getitem__", index)
+
+    def __setitem__(self, index: Any, value: Any) -> None:
+        c, d = split(value)
+        self._parts[0][index] = c
+        self._parts[1][index] = 0.0 if d is None else d
+
+    def sum(self, *args: Any, **kwargs: Any) -> "ComplexTensor":
+        return self._each("sum", *args, **kwargs)
+
+    def mean(self, *args: Any, **kwargs: Any) -> "ComplexTensor":
+        return self._each("mean", *args, **kwargs)
+
+    def to(self, *args: Any, **kwargs: Any) -> Any:
+        """``z.to(kiln.complex128)`` (or complex64) casts both parts; a real dtype is refused, as torch warns that
+        it discards the imaginary part (take ``z.real`` for that)."""
+        dtype = kwargs.get("dtype", args[0] if args and not isinstance(args[0], str) else None)
+        if dtype is None:
+            return self
+        dtype = DType.of(dtype)
+        if not dtype.is_complex:
+            raise located_error(f"{self.dtype} tensor .to({dtype}) (or an op not written for complex tensors, which "
+                                "casts its input): casting a complex tensor to a real dtype drops its imaginary part; "
+                                "take z.real or z.abs() explicitly, or apply the op to z.real and z.imag")
+        return _make(self._parts[0].to(dtype.to_real()), self._parts[1].to(dtype.to_real()))
+
+    def _each(self, method: str, *args: Any, **kwargs: Any) -> "ComplexTensor":
+        return _make(*(getattr(part, method)(*args, **kwargs) for part in self._parts))
+
+    # eager values -------------------------------------------------------------------------------------------------
+    def numpy(self, *, force: bool = False) -> np.ndarray:
+        return complex_array(*(part.numpy() for part in self._parts))
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        array = self.numpy()
+        return array if dtype is None else array.astype(dtype)
+
+    def item(self) -> complex:
+        return complex(self.numpy().item())
+
+    def tolist(self) -> Any:
+        return self.numpy().tolist()
+
+    def __repr__(self) -> str:
+        try:
+            body = np.array2string(self.numpy(), separator=", ", prefix="tensor(")
+        except Exception:  # traced parts have no values
+            return f"ComplexTensor({self.type})"
+        return f"tensor({body}, dtype={self.dtype})"
+
+    # autograd ----------------------------------------------------------------------------------------------------
+    def requires_grad_(self, requires_grad: bool = True) -> "ComplexTensor":
+        for part in self._parts:
+            part.requires_grad_(requires_grad)
+        return self
+
+    @property
+    def requires_grad(self) -> bool:  # type: ignore[override]
+        return any(part.requires_grad for part in self._parts)
+
+    @property
+    def grad(self) -> Any:  # type: ignore[override]
+        """torch's ``.grad`` of a complex leaf: ``dL/dRe + i dL/dIm`` (a complex NumPy array), None before backward."""
+        real, imag = (part.grad for part in self._parts)
+        if real is None and imag is None:
+            return None
+        zeros = np.zeros(tuple(self.shape), self.dtype.to_real().numpy)
+        return complex_array(zeros if real is None else real, zeros if imag is None else imag)
+
+    def backward(self, *args: Any, **kwargs: Any) -> None:
+        raise located_error("backward() of a complex tensor: a gradient is implicitly created only for a real scalar "
+                            "output, as in torch; take .real, .abs() or another real function of it first")
+
+
+SHAPE_METHODS = ("reshape", "view", "permute", "transpose", "unsqueeze", "squeeze", "flatten", "expand", "expand_as",
+                 "clone", "detach", "contiguous", "narrow", "flip", "roll", "movedim", "moveaxis", "t", "swapaxes",
+                 "repeat", "cpu", "cuda")
+"""Methods that move or copy elements without arithmetic: a complex tensor applies them to both parts."""
+
+
+def _forwarding(method: str) -> Any:
+    def forwarded(self: ComplexTensor, *args: Any, **kwargs: Any) -> ComplexTensor:
+        return self._each(method, *args, **kwargs)
+
+    forwarded.__name__ = method
+    forwarded.__doc__ = f"``Tensor.{method}`` of both parts."
+    return forwarded
+
+
+for _method in SHAPE_METHODS:
+    setattr(ComplexTensor, _method, _forwarding(_method))
+
+
+def complex_array(real: Any, imag: Any) -> np.ndarray:
+    """``real + i imag`` as a NumPy array of the parts' complex dtype (complex64 from float32 parts)."""
+    real, imag = np.asarray(real), np.asarray(imag)
+    array = np.empty(np.broadcast_shapes(real.shape, imag.shape), DType.of(real.dtype).to_complex().numpy)
+    array.real, array.imag = real, imag
+    return array
+
+
+def split(value: Any) -> tuple[Part, Part]:
+    """A complex operand's ``(real, imag)`` parts: a ``ComplexTensor``'s, a complex Python number's, a complex NumPy
+    array's as eager tensors; a real tensor or number is its own real part with imag None (zero)."""
+    if isinstance(value, ComplexTensor):
+        return value._parts
+    complex_view = getattr(value, "complex_view", None)
+    if complex_view is not None:  # a complex Parameter (frontend/complex_parameter.py)
+        return complex_view()._parts
+    if isinstance(value, (complex, np.complexfloating)):
+        return value.real, value.imag
+    if isinstance(value, np.ndarray) and np.iscomplexobj(value):
+        from kiln.frontend.torch_functions import tensor
+
+        return tensor(value.real), tensor(value.imag)
+    return value, None
+
+
+def as_complex(value: Any, like: ComplexTensor | None = None) -> ComplexTensor:
+    """``value`` as a ``ComplexTensor`` (a real tensor or number gets a zero imaginary part)."""
+    if isinstance(value, ComplexTensor):
+        return value
+    real, imag = split(value)
+    if not isinstance(real, Tensor):
+        dtype = like.dtype.to_real() if like is not None else None
+        from kiln.frontend.torch_functions import tensor
+
+        real = tensor(real, dtype=dtype)
+        imag = None if imag is None else tensor(imag, dtype=real.dtype)
+    return _make(real, imag if imag is not None else real * 0.0)
+
+
+def multiply(left: tuple[Part, Part], right: tuple[Part, Part], product: Any = None) -> tuple[Any, Any]:
+    """``(a + ib) * (c + id)`` under ``product`` (elementwise ``*`` by default, ``@``, an einsum): four real products,
+    fewer where an imaginary part is zero."""
+    product = product or (lambda x, y: x * y)
+    (a, b), (c, d) = left, right
+    real = _add(product(a, c), _neg(_product(product, b, d)))
+    imag = _add(_product(product, a, d), _product(product, b, c))
+    return real, imag
+
+
+def _product(product: Any, x: Part, y: Part) -> Part:
+    return None if x is None or y is None else product(x, y)
+
+
+def _add(x: Part, y: Part) -> Part:
+    return y if x is None else x if y is None else x + y
+
+
+def _neg(x: Part) -> Part:
+    return None if x is None else -x
+
+
+def _make(real: Part, imag: Part) -> ComplexTensor:
+    """A ``ComplexTensor`` of parts where either may be a number or None (zero) beside a tensor."""
+    like = real if isinstance(real, Tensor) else imag
+    if not isinstance(like, Tensor):
+        raise located_error("a complex result needs at least one tensor operand")
+    return ComplexTensor(_as_part_like(real, like), _as_part_like(imag, like))
+
+
+def _as_part_like(part: Part, like: Tensor) -> Tensor:
+    if isinstance(part, Tensor):
+        return part
+    return like * 0.0 + (0.0 if part is None else float(part))
+
+
+def _broadcast_parts(real: Tensor, imag: Tensor) -> tuple[Tensor, Tensor]:
+    from kiln.compiler.ir.types import broadcast_shapes
+
+    shape = broadcast_shapes(tuple(real.shape), tuple(imag.shape))
+    return real.expand(*shape), imag.expand(*shape)

@@ -1,0 +1,14 @@
+"""``kiln.fft``: PyTorch's ``torch.fft`` (``frontend/fft.py``).
+
+```python
+import kiln
+y = kiln.fft.fft(kiln.fft.fft(x, dim=-1), dim=-2).real    # FNet
+x_ft = kiln.fft.rfft(x); x = kiln.fft.irfft(out_ft, n=x.size(-1))   # a Fourier Neural Operator layer
+```
+"""
+
+from kiln.frontend.fft import (fft, fft2, fftfreq, fftn, fftshift, hfft, ifft, ifft2, ifftn, ifftshift, ihfft, irfft, irfft2,
+                               irfftn, rfft, rfft2, rfftfreq, rfftn)
+
+__all__ = ["fft", "ifft", "rfft", "irfft", "hfft", "ihfft", "fftn", "ifftn", "rfftn", "irfftn", "fft2", "ifft2", "rfft2",
+           "irfft2", "fftfreq", "rfftfreq", "fftshift", "ifftshift"]
