@@ -23,6 +23,17 @@ def device_count() -> int:
     return int(cupy.cuda.runtime.getDeviceCount())
 
 
+def is_bf16_supported(including_emulation: bool = True) -> bool:
+    """``torch.cuda.is_bf16_supported``: False without a GPU, as torch's; on one, whether it computes in bfloat16
+    natively (compute capability 8.0+), else ``including_emulation`` (torch then checks that a bfloat16 tensor can be
+    made there, which any CUDA GPU allows)."""
+    if not is_available():
+        return False
+    import cupy
+
+    return int(cupy.cuda.Device().compute_capability) >= 80 or including_emulation
+
+
 def synchronize() -> None:
     """Wait for the GPU's queued work (CuPy's current device), as ``torch.cuda.synchronize``; nothing without one."""
     if is_available():
@@ -40,7 +51,7 @@ def manual_seed(seed: int) -> None:
 
 manual_seed_all = manual_seed
 
-__all__ = ["device_count", "is_available", "manual_seed", "manual_seed_all", "synchronize"]
+__all__ = ["device_count", "is_available", "is_bf16_supported", "manual_seed", "manual_seed_all", "synchronize"]
 
 
 def _amp() -> object:
