@@ -16,9 +16,11 @@ the losses and the state after a few AdamW steps agree to 1e-10, eagerly and wit
   or by ``F.scaled_dot_product_attention(attn_mask=...)``; blocks optionally under
   ``torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)`` as Swin's ``use_checkpoint``. The key
   projection's bias gets a zero gradient in exact arithmetic, so AdamW steps it by ``g / sqrt(v)`` of rounding noise in
-  both libraries: it agrees to 1e-10 absolute, not relative (as the ViT probe's ``in_proj_bias``).
+  both libraries: it agrees to 1e-10 absolute, not relative (as the ViT probe's ``in_proj_bias``). AdamW groups by
+  Swin's ``set_weight_decay`` from ``@torch.jit.ignore``'d ``no_weight_decay``/``no_weight_decay_keywords``.
 
-Nothing broke: both families ran unchanged in kiln, eagerly and compiled. Only a compiled *forward* with drop path in
+What broke: ``@torch.jit.ignore`` (kiln had no ``kiln.jit``; ``tests/frontend/test_jit_namespace_vs_torch.py``).
+Otherwise both families ran unchanged in kiln, eagerly and compiled. Only a compiled *forward* with drop path in
 train mode needs ``kiln.compile(fn, seed=0)`` (kiln refuses random ops in a compiled inference call without a seed,
 where torch.compile draws from the global generator; a compiled training step draws its seed itself).
 """
@@ -133,9 +135,9 @@ def adamw_groups(torch, model, lr=1e-2, weight_decay=0.05):
                               {"params": decay, "weight_decay": weight_decay}], lr=lr)
 
 
-def train_classifier(images, labels, steps=3, train_mode=False):
+def train_classifier(images, labels, steps=3, train_mode=False, optimizer=adamw_groups):
     def train(torch, nn, F, model):
-        opt = adamw_groups(torch, model)
+        opt = optimizer(torch, model)
         x, y = torch.tensor(images), torch.tensor(labels)
         record = {"losses": []}
         model.train(train_mode)
@@ -322,6 +324,14 @@ def swin_block(torch, nn, F, fused_attention, use_checkpoint=False, dim=8, resol
             self.norm = nn.LayerNorm(dim)
             self.head = nn.Linear(dim, num_classes)
 
+        @torch.jit.ignore
+        def no_weight_decay(self):
+            return {"embed.weight"}
+
+        @torch.jit.ignore
+        def no_weight_decay_keywords(self):
+            return {"relative_position_bias_table"}
+
         def forward(self, x):  # x: (B, 3, H, W)
             x = self.embed(x.flatten(2).transpose(1, 2))
             for block in self.blocks:
@@ -332,6 +342,21 @@ def swin_block(torch, nn, F, fused_attention, use_checkpoint=False, dim=8, resol
             return self.head(self.norm(x).mean(1))
 
     return TinySwin()
+
+
+def swin_optimizer(torch, model, lr=1e-2):
+    """Swin's ``build_optimizer``: no decay for biases, norms and the names the model lists (``set_weight_decay``)."""
+    skip, skip_keywords = model.no_weight_decay(), model.no_weight_decay_keywords()
+    has_decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        if len(param.shape) == 1 or name.endswith(".bias") or name in skip or any(k in name for k in skip_keywords):
+            no_decay.append(param)
+        else:
+            has_decay.append(param)
+    groups = [{"params": has_decay}, {"params": no_decay, "weight_decay": 0.}]
+    return torch.optim.AdamW(groups, eps=1e-8, betas=(0.9, 0.999), lr=lr, weight_decay=0.05)
 
 
 ATTENTION = {"manual softmax": False, "scaled_dot_product_attention": True}
@@ -347,7 +372,7 @@ def test_swin_trains_as_torch(attention, use_checkpoint, float64_default):
     rng = np.random.default_rng(3)
     images, labels = rng.standard_normal((2, 3, 4, 4)), np.array([0, 2])
     ours, theirs = run_in_lockstep(lambda torch, nn, F: swin_block(torch, nn, F, ATTENTION[attention], use_checkpoint),
-                                   train_classifier(images, labels, train_mode=True))
+                                   train_classifier(images, labels, train_mode=True, optimizer=swin_optimizer))
     assert_same_records(ours, theirs, looser=KEY_BIAS)
     assert theirs["losses"][-1] < theirs["losses"][0]
 
@@ -357,8 +382,7 @@ def test_swin_compiled_step_as_torch(attention, use_checkpoint, float64_default)
     rng = np.random.default_rng(4)
     images, labels = rng.standard_normal((2, 3, 4, 4)), np.array([1, 0])
     train = compiled_step_training(lambda lib: (lib.tensor(images), lib.tensor(labels)),
-                                   lambda torch, model: adamw_groups(torch, model),
-                                   lambda torch, nn, F, model, x, y: F.cross_entropy(model(x), y))
+                                   swin_optimizer, lambda torch, nn, F, model, x, y: F.cross_entropy(model(x), y))
     ours, theirs = run_in_lockstep(lambda torch, nn, F: swin_block(torch, nn, F, ATTENTION[attention], use_checkpoint),
                                    train)
     assert_same_records(ours, theirs, looser=KEY_BIAS)
