@@ -134,7 +134,10 @@ class AdamW(Adam):
 
 
 class RMSprop(Optimizer):
-    """RMSprop (``torch.optim.RMSprop``): optional momentum and centering; one ``optim.rmsprop_update`` per parameter."""
+    """RMSprop (``torch.optim.RMSprop``): optional momentum and centering; one ``optim.rmsprop_update`` per parameter.
+    A cycled momentum (``feed_as_input("momentum")``) is a graph input: the update written out, with the momentum buffer."""
+
+    feedable_hyperparameters = frozenset({"momentum"})
 
     def __init__(
         self, params: Iterable[Any], lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8, weight_decay: float = 0.0,
@@ -149,12 +152,13 @@ class RMSprop(Optimizer):
         _non_negative("RMSprop", group, "lr", "alpha", "eps", "weight_decay", "momentum")
 
     def state_names(self, group: dict[str, Any]) -> tuple[str, ...]:
-        return ("square_avg",) + (("grad_avg",) if group["centered"] else ()) + (("momentum_buffer",) if group["momentum"] > 0 else ())
+        with_momentum = group["momentum"] > 0 or "momentum" in self.graph_hyperparameters
+        return ("square_avg",) + (("grad_avg",) if group["centered"] else ()) + (("momentum_buffer",) if with_momentum else ())
 
     def emit_update(self, b, param, grad, state, hyper, group):
         names = self.state_names(group)
-        options = {name: group[name] for name in ("alpha", "eps", "weight_decay", "momentum", "centered")}
-        results = b.rmsprop_update(param, _direction(b, grad, group), *[state[name] for name in names], hyper["lr"], **options)
+        options = {name: group[name] for name in ("alpha", "eps", "weight_decay", "centered")} | {"momentum": hyper.get("momentum", group["momentum"])}
+        results = _update_op(b, "optim.rmsprop_update", param, _direction(b, grad, group), *[state[name] for name in names], hyper["lr"], **options)
         return results[0], dict(zip(names, results[1:]))
 
 

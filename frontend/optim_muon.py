@@ -27,6 +27,7 @@ from kiln.compiler.ir.builder import Builder
 from kiln.compiler.ir.core import Value
 from kiln.compiler.ir.types import DType
 from kiln.compiler.ops.optim import lerp
+from kiln.compiler.ops.optim_opmath import complement, keep, lerp_by
 from kiln.frontend.optim import Optimizer, Update, _non_negative
 
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
@@ -39,6 +40,7 @@ class Muon(Optimizer):
     """``torch.optim.Muon``'s arguments and defaults; every parameter must be 2-D (module docstring)."""
 
     torch_counts_steps = False  # PyTorch's Muon keeps only the momentum buffer
+    feedable_hyperparameters = frozenset({"momentum"})  # cycled by OneCycleLR/CyclicLR: a graph input, read each step
 
     def __init__(
         self, params: Iterable[Any], lr: float = 1e-3, weight_decay: float = 0.1, momentum: float = 0.95, nesterov: bool = True,
@@ -70,10 +72,10 @@ class Muon(Optimizer):
 
     def emit_update(self, b: Builder, param: Value, grad: Value, state: dict[str, Value], hyper: dict[str, Value],
                     group: dict[str, Any]) -> Update:
+        momentum = hyper.get("momentum", group["momentum"])
         if param.type.dtype.is_half:
-            return _half_update(b, param, grad, state["momentum_buffer"], hyper["lr"], group)
-        momentum = group["momentum"]
-        buffer = _lerp(b, state["momentum_buffer"], grad, 1 - momentum)
+            return _half_update(b, param, grad, state["momentum_buffer"], hyper["lr"], momentum, group)
+        buffer = _lerp(b, state["momentum_buffer"], grad, complement(b, momentum))
         update = _lerp(b, grad, buffer, momentum) if group["nesterov"] else buffer
         orthogonal = _newton_schulz(b, update, group["ns_coefficients"], group["ns_steps"], group["eps"])
         lr = hyper["lr"]
@@ -83,18 +85,19 @@ class Muon(Optimizer):
         return b.sub(decayed, b.mul(step, orthogonal)), {"momentum_buffer": buffer}
 
 
-def _half_update(b: Builder, param: Value, grad: Value, buffer: Value, lr: Value, group: dict[str, Any]) -> Update:
+def _half_update(b: Builder, param: Value, grad: Value, buffer: Value, lr: Value, momentum: float | Value,
+                 group: dict[str, Any]) -> Update:
     """A half parameter's update as PyTorch's: the momentum lerps and the two parameter updates each compute in float32
     and round to half once (``in_opmath``), the Newton-Schulz iteration runs in bfloat16 (PyTorch's ``grad.bfloat16()``),
     ``adjusted_lr`` rounded to half as ``add``'s alpha is. PyTorch's ``addmm`` rounds once where kiln's iteration rounds
     its product and its sum: the orthogonalized update agrees to bfloat16 rounding, not bit for bit."""
-    dtype, momentum = param.type.dtype, group["momentum"]
+    dtype = param.type.dtype
     wide = {name: b.cast(value, dtype=DType.f32) for name, value in (("p", param), ("g", grad), ("buf", buffer))}
 
     def store(value: Value) -> Value:
         return b.cast(b.cast(value, dtype=dtype), dtype=DType.f32)
 
-    new_buffer = lerp(b, store, wide["buf"], wide["g"], 1 - momentum)
+    new_buffer = lerp(b, store, wide["buf"], wide["g"], complement(b, momentum))
     update = lerp(b, store, wide["g"], new_buffer, momentum) if group["nesterov"] else new_buffer
     orthogonal = _newton_schulz(b, b.cast(update, dtype=DType.bf16), group["ns_coefficients"], group["ns_steps"], group["eps"])
     rows, cols = param.type.shape
@@ -106,8 +109,11 @@ def _half_update(b: Builder, param: Value, grad: Value, buffer: Value, lr: Value
     return b.cast(new_param, dtype=dtype), {"momentum_buffer": b.cast(new_buffer, dtype=dtype)}
 
 
-def _lerp(b: Builder, start: Value, end: Value, weight: float) -> Value:
-    """``torch.lerp(start, end, weight)`` as PyTorch computes it: from ``start`` below weight 0.5, from ``end`` above."""
+def _lerp(b: Builder, start: Value, end: Value, weight: float | Value) -> Value:
+    """``torch.lerp(start, end, weight)`` as PyTorch computes it: from ``start`` below weight 0.5, from ``end`` above
+    (a weight fed each step: both, one selected on it)."""
+    if isinstance(weight, Value):
+        return lerp_by(b, keep, start, end, weight)
     if weight < 0.5:
         return b.add(start, b.mul(b.scalar_like(weight, start), b.sub(end, start)))
     return b.sub(end, b.mul(b.sub(end, start), b.scalar_like(1 - weight, start)))

@@ -16,6 +16,11 @@ from kiln.frontend.optim import Optimizer
 from kiln.frontend.schedules_base import LRScheduler, _per_group
 
 
+class NoMomentumError(KilnError, ValueError):
+    """``cycle_momentum=True`` on an optimizer with neither ``momentum`` nor ``betas`` (LBFGS, Adagrad...): a
+    ``ValueError``, as PyTorch's."""
+
+
 def _start_cycling_momentum(
     name: str, optimizer: Optimizer, base_momentum: float | Sequence[float], max_momentum: float | Sequence[float], last_epoch: int
 ) -> tuple[bool, list[float], list[float]]:
@@ -23,7 +28,7 @@ def _start_cycling_momentum(
     momentum (``betas[0]`` for an optimizer with ``betas``) is set to its max. The optimizer feeds the cycled value to
     its compiled step as a graph input from now on (``feed_as_input``), so cycling it never recompiles."""
     if "momentum" not in optimizer.defaults and "betas" not in optimizer.defaults:
-        raise KilnError(
+        raise NoMomentumError(
             f"{name}: optimizer must support momentum or beta1 with `cycle_momentum` option enabled "
             f"({type(optimizer).__name__} has neither 'momentum' nor 'betas'); pass cycle_momentum=False"
         )

@@ -19,9 +19,14 @@ if TYPE_CHECKING:
 # --- RMSprop -------------------------------------------------------------------------------------
 
 
-def rmsprop_state_count(centered: bool, momentum: float) -> int:
-    """``square_avg``, then ``grad_avg`` when centered, then ``momentum_buffer`` when momentum > 0."""
-    return 1 + int(centered) + int(momentum > 0)
+def rmsprop_state_count(centered: bool, momentum: "float | Value") -> int:
+    """``square_avg``, then ``grad_avg`` when centered, then ``momentum_buffer`` when momentum > 0 or fed each step."""
+    return 1 + int(centered) + int(_has_momentum(momentum))
+
+
+def _has_momentum(momentum: "float | Value") -> bool:
+    """A momentum > 0, or one a scheduler feeds each step (a 0-d f64 ``Value``: ``emit_decomposed``)."""
+    return not isinstance(momentum, (int, float)) or momentum > 0
 
 
 @register_op("optim.rmsprop_update", traits=UPDATE, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False)
@@ -36,7 +41,7 @@ def rmsprop_update_shape(
 @register_update("optim.rmsprop_update")
 def rmsprop_update_decomposition(
     b: "Builder", store: Store, param: "Value", grad: "Value", *rest: "Value",
-    alpha: float, eps: float, weight_decay: float, momentum: float, centered: bool,
+    alpha: float, eps: float, weight_decay: float, momentum: "float | Value", centered: bool,
 ) -> tuple["Value", ...]:
     square_avg, *others, lr = rest
     lr = as_dtype_of(b, lr, param)
@@ -50,7 +55,7 @@ def rmsprop_update_decomposition(
         new_states.append(new_grad_avg)
         variance = store(multiply_add(b, store, b.mul(constant(b, -1.0, grad), new_grad_avg), new_grad_avg, new_square_avg))
     avg = store(b.add(store(b.sqrt(variance)), rounded_constant(b, store, eps, param)))
-    if momentum > 0:
+    if _has_momentum(momentum):
         # buf' = buf m + g / avg;  p' = p - lr buf'   (torch: buf.mul_(momentum).addcdiv_(grad, avg))
         new_buf = store(b.add(store(b.mul(others[0], constant(b, momentum, param))), b.div(grad, avg)))
         new_states.append(new_buf)

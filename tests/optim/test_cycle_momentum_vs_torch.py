@@ -232,22 +232,6 @@ def test_optimizers_without_momentum_are_refused_as_torch_refuses_them(torch, wh
     assert str(theirs.value) in str(ours.value) and "cycle_momentum=False" in str(ours.value)
 
 
-@pytest.mark.parametrize("which", ["OneCycleLR", "CyclicLR"])
-def test_a_momentum_kiln_cannot_feed_yet_gets_a_clear_error(torch, which):
-    """RMSprop's momentum sets how many state arrays its op takes, so it stays a compiled-in option: refused by name."""
-    model, _ = model_pair(torch)
-    optimizer = kiln.optim.RMSprop(model.parameters(), lr=0.01, momentum=0.9)
-    make = {
-        "OneCycleLR": lambda **kw: schedules.OneCycleLR(optimizer, max_lr=0.1, total_steps=10, **kw),
-        "CyclicLR": lambda **kw: schedules.CyclicLR(optimizer, base_lr=0.01, max_lr=0.1, **kw),
-    }[which]
-    with pytest.raises(KilnError, match="RMSprop: 'momentum' cannot be fed") as error:
-        make()
-    assert "cycle_momentum=False" in str(error.value)
-    assert optimizer.param_groups[0]["momentum"] == 0.9 and optimizer.graph_hyperparameters == ("lr",)
-    make(cycle_momentum=False)
-
-
 HALF_CASES = {
     "SGD_nesterov": ("SGD", dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01)),
     "Adam": ("Adam", dict(lr=1e-2, eps=1e-4)),
