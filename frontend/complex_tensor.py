@@ -212,7 +212,10 @@ class ComplexTensor(Tensor):
             body = np.array2string(self.numpy(), separator=", ", prefix="tensor(")
         except Exception:  # traced parts have no values
             return f"ComplexTensor({self.type})"
-        return f"tensor({body}, dtype={self.dtype})"
+        from kiln.frontend.torch_dtypes import get_default_dtype
+
+        default = self.dtype is get_default_dtype().to_complex()  # torch names no dtype for the default's complex one
+        return f"tensor({body})" if default else f"tensor({body}, dtype={self.dtype})"
 
     # autograd ----------------------------------------------------------------------------------------------------
     def requires_grad_(self, requires_grad: bool = True) -> "ComplexTensor":

@@ -21,7 +21,8 @@ E = kiln.linalg.matrix_exp(A)
   Where ``info > 0``, ``cholesky_ex`` returns the partial factor LAPACK stopped at and ``lu_factor_ex`` the complete
   factorization, as PyTorch's; ``inv_ex`` and ``solve_ex`` return NaN (PyTorch's are LAPACK's divisions by the zero
   pivot, inf or NaN by the order of its operations).
-- ``eig``/``eigvals`` refuse: kiln has no complex dtype; ``eigh`` covers symmetric matrices.
+- ``eig``/``eigvals`` give complex tensors, eagerly and without gradients (``frontend/complex_linalg.py``); ``eigh``
+  covers symmetric matrices.
 - The LDL^T factorization of symmetric indefinite matrices (``ldl_factor``, ``ldl_solve``) is ``frontend/linalg_ldl.py``.
 - The matrix functions (``matrix_exp``, ``matrix_power``, ``multi_dot``, ``householder_product``, ``vander``...) are
   ``frontend/linalg_matrix_functions.py``, re-exported here; the shared helpers ``frontend/linalg_common.py``.

@@ -1,6 +1,6 @@
 """``torch.linalg``'s matrix functions beyond the factorizations: ``matrix_exp``, ``matrix_power``, ``multi_dot``
 (and ``torch.chain_matmul``), ``householder_product``, ``vander``, ``tensorinv``, ``tensorsolve``, ``vecdot``,
-``cross``, ``diagonal``, ``matmul``, and ``eig``/``eigvals``, which refuse (kiln has no complex dtype).
+``cross``, ``diagonal``, ``matmul``, and ``eig``/``eigvals`` (complex, eager only: ``frontend/complex_linalg.py``).
 
 ``matrix_exp`` is one IR op (``compiler/ops/linalg_factor.py``); the others are compositions, so autodiff goes
 through them. Re-exported by ``frontend/linalg_factor.py``.
@@ -156,11 +156,14 @@ def matmul(input: Any, other: Any) -> Any:
 
 @autocasts("linalg_eig")
 def eig(A: Any) -> Any:
-    raise located_error("linalg.eig: the eigenvalues of a general real matrix are complex, and kiln has no complex "
-                        "dtype; for a symmetric matrix use kiln.linalg.eigh (or eigvalsh)")
+    """Complex eigenvalues and eigenvectors, eagerly (``frontend/complex_linalg.py``)."""
+    from kiln.frontend.complex_linalg import eig as complex_eig  # lazily: complex tensors build on the frontend
+
+    return complex_eig(A)
 
 
 @autocasts("linalg_eigvals")
 def eigvals(A: Any) -> Any:
-    raise located_error("linalg.eigvals: the eigenvalues of a general real matrix are complex, and kiln has no complex "
-                        "dtype; for a symmetric matrix use kiln.linalg.eigvalsh (or eigh)")
+    from kiln.frontend.complex_linalg import eigvals as complex_eigvals
+
+    return complex_eigvals(A)
