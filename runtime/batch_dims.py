@@ -31,8 +31,8 @@ BATCH = "N"
 def batch_axes(arrays: Sequence[Any], batch_dim: BatchDim) -> list[int | None]:
     """Each input's batch axis (non-negative), or ``None`` where the input has none; an ``InputError`` saying which
     input and why when ``batch_dim`` does not fit the inputs."""
-    if batch_dim is None or isinstance(batch_dim, (int, np.integer)):
-        per_input = [batch_dim] * len(arrays)
+    if batch_dim is None or isinstance(batch_dim, (int, np.integer)):  # a 0-d input (a Python number) has none
+        per_input = [None if np.ndim(array) == 0 else batch_dim for array in arrays]
     else:
         per_input = list(batch_dim)
         if len(per_input) != len(arrays):
