@@ -9,7 +9,11 @@ and with the whole step in one ``kiln.compile(fullgraph=True)`` graph (against t
   ``A = -torch.exp(A_log)``, ``torch.exp(torch.einsum(...))`` and a three-operand ``einsum`` for ``delta * B * u``; the
   scan either sequential (a Python loop over time, ``torch.stack``) or parallel: Mamba-2's ``segsum`` (``cumsum`` of
   a ``tril``-masked repeat, ``masked_fill(~mask, -torch.inf)``) exponentiated into the decay matrix, then ``einsum``.
-  Adam.
+  Adam. Then greedy generation by mamba_simple's recurrent ``step`` under ``torch.inference_mode()`` (the conv window
+  by ``conv_state.copy_(torch.roll(...))`` and ``conv_state[:, :, -1] = x``, the SSM state by ``copy_``): its logits
+  are the full forward's, and torch's. (mamba_simple computes ``A`` by ``-torch.exp(self.A_log.float())``; kept
+  float64 here: NumPy's float32 ``exp``, which kiln's NumPy backend runs, is off by up to ~2 ulp where torch's is
+  within ~0.5, so a float32 ``A`` agrees with torch to ~1e-7 only.)
 - LoRA: a small pre-norm transformer (causal SDPA), frozen by ``requires_grad_(False)``; adapters wrap the
   ``nn.Linear`` modules found by ``named_modules()`` and replace them by ``setattr`` on their parent (``lora_A`` by
   ``kaiming_uniform_``, scaling alpha / r), only the adapters in AdamW; then ``merge`` (``weight += B @ A * scaling``
@@ -104,6 +108,23 @@ def mamba_model(torch, nn, F, parallel_scan, d_model=4, n_layer=2, vocab_size=7,
             states = torch.einsum("bdnts,bsdn->btdn", decay, deltaB_u)
             return torch.einsum("btdn,btn->btd", states, C) + u * D
 
+        def step(self, hidden_states, conv_state, ssm_state):
+            """One token (B, 1, D) with the cached conv window and SSM state, as mamba_simple's ``Mamba.step``."""
+            xz = self.in_proj(hidden_states.squeeze(1))
+            x, z = xz.chunk(2, dim=-1)
+            conv_state.copy_(torch.roll(conv_state, shifts=-1, dims=-1))
+            conv_state[:, :, -1] = x
+            x = torch.sum(conv_state * self.conv1d.weight.squeeze(1), dim=-1) + self.conv1d.bias
+            x = F.silu(x)
+            dt, B, C = torch.split(self.x_proj(x), [dt_rank, d_state, d_state], dim=-1)
+            dt = F.softplus(self.dt_proj(dt))
+            A = -torch.exp(self.A_log)
+            dA = torch.exp(torch.einsum("bd,dn->bdn", dt, A))
+            dB = torch.einsum("bd,bn->bdn", dt, B)
+            ssm_state.copy_(ssm_state * dA + x.unsqueeze(-1) * dB)
+            y = torch.einsum("bdn,bn->bd", ssm_state, C) + self.D * x
+            return self.out_proj(y * F.silu(z)).unsqueeze(1)
+
     class ResidualBlock(nn.Module):
         def __init__(self):
             super().__init__()
@@ -112,6 +133,9 @@ def mamba_model(torch, nn, F, parallel_scan, d_model=4, n_layer=2, vocab_size=7,
 
         def forward(self, x):
             return self.mixer(self.norm(x)) + x
+
+        def step(self, x, conv_state, ssm_state):
+            return self.mixer.step(self.norm(x), conv_state, ssm_state) + x
 
     class Mamba(nn.Module):
         def __init__(self):
@@ -127,6 +151,24 @@ def mamba_model(torch, nn, F, parallel_scan, d_model=4, n_layer=2, vocab_size=7,
             for layer in self.layers:
                 x = layer(x)
             return self.lm_head(self.norm_f(x))
+
+        def allocate_inference_cache(self, batch_size, dtype=None):
+            return [(torch.zeros(batch_size, d_inner, d_conv, dtype=dtype),
+                     torch.zeros(batch_size, d_inner, d_state, dtype=dtype)) for _ in self.layers]
+
+        @torch.inference_mode()
+        def generate(self, input_ids, max_new_tokens):
+            """Greedy decoding, one cached step per token (the prompt fed token by token); the logits of each step."""
+            cache = self.allocate_inference_cache(input_ids.shape[0], dtype=self.embedding.weight.dtype)
+            tokens, logits = input_ids[:, :1], []
+            for t in range(input_ids.shape[1] + max_new_tokens - 1):
+                x = self.embedding(tokens[:, -1:])
+                for layer, (conv_state, ssm_state) in zip(self.layers, cache):
+                    x = layer.step(x, conv_state, ssm_state)
+                logits.append(self.lm_head(self.norm_f(x))[:, -1])
+                following = input_ids[:, t + 1:t + 2] if t + 1 < input_ids.shape[1] else logits[-1].argmax(-1, keepdim=True)
+                tokens = torch.cat([tokens, following], dim=1)
+            return tokens, torch.stack(logits, dim=1)
 
     return Mamba()
 
@@ -177,6 +219,25 @@ def test_mamba_scans_agree(float64_default):
         kiln.manual_seed(0)
         outputs.append(array(mamba_model(lib, nn, F, parallel)(lib.tensor(TOKENS))))
     np.testing.assert_allclose(outputs[0], outputs[1], rtol=1e-12, atol=1e-14)
+
+
+def test_mamba_cached_generation_as_torch(float64_default):
+    """After training, greedy generation by the recurrent ``step`` (conv window by ``copy_(torch.roll(...))`` and
+    ``conv_state[:, :, -1] = x``, SSM state by ``copy_``) under ``torch.inference_mode()``: its logits over the prompt
+    are the full forward's, and the tokens and logits are torch's."""
+    def train_then_generate(torch, nn, F, model):
+        record = train_mamba()(torch, nn, F, model)
+        tokens, logits = model.generate(torch.tensor(TOKENS[:, :4]), max_new_tokens=4)
+        with torch.no_grad():
+            record["full_forward"] = array(model(tokens[:, :-1]))
+        record.update(tokens=array(tokens), step_logits=array(logits))
+        return record
+
+    ours, theirs = run_in_lockstep(lambda torch, nn, F: mamba_model(torch, nn, F, parallel_scan=False), train_then_generate)
+    assert_same_records(ours, theirs)
+    np.testing.assert_array_equal(ours["tokens"][:, :4], TOKENS[:, :4])
+    for record in (ours, theirs):
+        np.testing.assert_allclose(record["step_logits"], record["full_forward"], rtol=1e-12, atol=1e-13)
 
 
 @pytest.mark.parametrize("scan", SCANS)
