@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable
+from typing import Any, Callable, Hashable, Sequence
 
 import numpy as np
 
@@ -33,10 +33,12 @@ from kiln.frontend import init
 from kiln.frontend.autocast import autocast_signature
 from kiln.frontend.eager_values import ARRAYS, eager_leaf
 from kiln.frontend.module import Parameter
+from kiln.frontend.torch_array import plain
 from kiln.frontend.tensor import Tensor
 from kiln.frontend.trace import TraceContext, trace_context
 from kiln.runtime.compile_arguments import UNCOMPILED_BACKENDS, checked_backend, traced_arguments, with_keywords
 from kiln.runtime.compiled_training import TrainingVariant, call_training, compile_training, eager_inputs, in_call_order
+from kiln.runtime.donation import value_donations
 from kiln.runtime.executable import Executable
 from kiln.runtime.batch_dims import BatchDim, batch_axes, batch_signature, batch_specs
 from kiln.runtime.pytree import Structure, unflatten
@@ -62,6 +64,9 @@ class _Variant:
     outputs so, as ``torch.compile``'s; a NumPy call its leaves, flat."""
     modes: Modes = field(default_factory=Modes)
     """The ``train()``/``eval()`` modes the trace read (guarded) and set (set again by each call)."""
+    donations: dict[int, int] = field(default_factory=dict)
+    """``{input index: output index}`` the backend may write in place (``graph.donations``): each updated parameter,
+    buffer and optimizer state. An output that comes back as the very array fed for its input needs no write-back."""
 
     def holds(self) -> bool:
         """Whether what the trace assumed (modules' modes, a step's ``.grad``s and optimizers) still holds."""
@@ -126,21 +131,13 @@ class CompiledFunction:
         variant = self._variant_for(fn, arrays_np, batch_dim, extra, tensors_given)
         if variant is None:
             return _EAGER
-        feeds = [*arrays_np, *[p.data for p in variant.parameters]]
+        feeds = [*arrays_np, *[plain(p.data) for p in variant.parameters]]  # plain views: outputs written in place are them
         feeds += variant.captured.inputs() if variant.captured is not None else []
         if variant.reads_seed:
             feeds.append(self._seed_feed())
         outputs = variant.executable(*feeds)
         variant.modes.replay()
-        outputs = tuple(np.asarray(o) for o in outputs)
-        if variant.captured is not None:
-            written = len(variant.captured.write_backs)
-            outputs, written_back = outputs[: len(outputs) - written], outputs[len(outputs) - written :]
-            variant.captured.write_back(written_back)
-        if variant.buffers:
-            outputs, updates = outputs[: -len(variant.buffers)], outputs[-len(variant.buffers) :]
-            for buffer, update in zip(variant.buffers, updates):
-                np.copyto(buffer.data, update)
+        outputs = _written_back(variant, outputs, feeds, feeds[len(arrays_np) :])
         if variant.returns_none:
             return None
         if not tensors_given:  # NumPy in: the leaves, flat
@@ -286,10 +283,58 @@ class CompiledFunction:
                 "or train it with kiln.compile_train_step, which feeds the seed")
         buffers = in_call_order(context)
         captured = step.finish() if step is not None else None
+        donations = self._donations(context, captured)
         PassManager(self.pipeline).run(context.graph)
+        context.graph.donations = donations
         executable = get_backend(self.backend).compile(context.graph)
         return _Variant(context.graph, executable, context.parameters, buffers, seed is not None, captured,
-                        captures[0].returned_none, captures[0].structure, captures[0].modes())
+                        captures[0].returned_none, captures[0].structure, captures[0].modes(), donations)
+
+    def _donations(self, context: TraceContext, captured: CapturedStep | None) -> dict[int, int]:
+        """What the backend may update in place: each updated parameter or buffer and each optimizer state, as
+        ``compile_train_step``'s. On NumPy only, which writes into the fed array; the others keep a donated result
+        resident for a caller that passes ``RESIDENT``, which a call here never does."""
+        if self.backend != "numpy":
+            return {}
+        pairs = [(context.parameter_values[key], value) for key, (_, value) in context.buffer_updates.items()
+                 if key in context.parameter_values]
+        return value_donations(context.graph, pairs + (captured.donated if captured is not None else []))
+
+
+def _written_back(variant: _Variant, outputs: Sequence[Any], feeds: Sequence[Any], state: Sequence[Any]) -> tuple[Any, ...]:
+    """``fn``'s own outputs, after the state outputs (updated buffers, then a step's new optimizer state and ``.grad``)
+    went back where they live, but those the backend wrote in place already. An own output that is (a view of) a
+    state array fed (a weight returned as read before the update, ``w * 1`` simplified to ``w``) is copied first, so
+    that neither this write-back nor a later call changes a result already given."""
+    written = len(variant.buffers) + (len(variant.captured.write_backs) if variant.captured is not None else 0)
+    if not written:
+        return tuple(np.asarray(o) for o in outputs)
+    first = len(outputs) - written
+    in_place = _written_in_place(outputs, feeds, variant.donations)
+    owners = {id(_owner(array)) for array in state}
+    own = tuple(np.array(o) if id(_owner(o)) in owners else np.asarray(o) for o in outputs[:first])
+    updates = [np.asarray(o) for o in outputs[first:]]
+    for buffer, update, done in zip(variant.buffers, updates, in_place[first:]):
+        if not done:
+            np.copyto(buffer.data, update)
+    if variant.captured is not None:
+        skip = first + len(variant.buffers)
+        variant.captured.write_back(updates[len(variant.buffers) :], in_place[skip:])
+    return own
+
+
+def _owner(array: Any) -> Any:
+    """The array owning ``array``'s memory (NumPy keeps a view's ``base`` at the owner)."""
+    base = getattr(array, "base", None)
+    return array if base is None else base
+
+
+def _written_in_place(outputs: Sequence[Any], feeds: Sequence[Any], donations: dict[int, int]) -> list[bool]:
+    """For each output, whether the backend wrote it into the very array fed for its donated input."""
+    in_place = [False] * len(outputs)
+    for source, target in donations.items():
+        in_place[target] = outputs[target] is feeds[source]
+    return in_place
 
 
 def _nested(structure: Structure, outputs: tuple[Any, ...]) -> Any:

@@ -7,9 +7,11 @@ Backends read the map from ``graph.donations``; those that ignore it copy.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections import Counter
+from typing import TYPE_CHECKING, Any, Iterable
 
 if TYPE_CHECKING:
+    from kiln.compiler.ir.core import Graph, Value
     from kiln.runtime.step_graph import StepGraph
 
 
@@ -43,3 +45,14 @@ def buffer_inputs(step_graph: "StepGraph", batch_inputs: int) -> dict[int, Any]:
 
 def _same_type(graph, source: int, target: int) -> bool:
     return source < len(graph.inputs) and target < len(graph.outputs) and graph.inputs[source].type == graph.outputs[target].type
+
+
+def value_donations(graph: "Graph", pairs: "Iterable[tuple[Value, Value]]") -> dict[int, int]:
+    """``{input index: output index}`` of the (input, output) pairs whose output may be written into the input's array:
+    both in the graph, of one type, the output given once and the input never returned (``plan-memory`` checks the
+    rest: that nothing reads the input after the write). Indices, as passes may replace the values themselves."""
+    input_index = {id(value): index for index, value in enumerate(graph.inputs)}
+    given = Counter(id(value) for value in graph.outputs)
+    output_index = {id(value): index for index, value in reversed(list(enumerate(graph.outputs)))}
+    return {input_index[id(source)]: output_index[id(target)] for source, target in pairs
+            if id(source) in input_index and given[id(target)] == 1 and not given[id(source)] and source.type == target.type}

@@ -67,6 +67,9 @@ class CapturedStep:
     after_call: list[Callable[[], None]]
     """Count updates: each stepped optimizer's ``step_count`` and its parameters' skipped steps."""
     guards: list[Callable[[], bool]]
+    donated: list[tuple[Value, Value]] = field(default_factory=list)
+    """(input, output) pairs whose output may be written into the input's array (each optimizer state): laid out as
+    graph indices by ``CompiledFunction._donations`` before the passes run."""
 
     def holds(self) -> bool:
         """Whether the state the trace assumed (which ``.grad`` existed, the optimizers' options) still holds."""
@@ -75,9 +78,11 @@ class CapturedStep:
     def inputs(self) -> list[np.ndarray]:
         return [feed() for feed in self.feeds]
 
-    def write_back(self, outputs: Sequence[Any]) -> None:
-        for write, output in zip(self.write_backs, outputs, strict=True):
-            write(np.asarray(output))
+    def write_back(self, outputs: Sequence[Any], in_place: Sequence[bool]) -> None:
+        """Write each output back, but those the backend wrote into their fed array already (``in_place``)."""
+        for write, output, done in zip(self.write_backs, outputs, in_place, strict=True):
+            if not done:
+                write(np.asarray(output))
         for count in self.after_call:
             count()
 
@@ -96,6 +101,8 @@ class StepCapture:
     after_call: list[Callable[[], None]] = field(default_factory=list)
     guards: list[Callable[[], bool]] = field(default_factory=list)
     stepped: list[Optimizer] = field(default_factory=list)
+    donated: list[tuple[Value, Value]] = field(default_factory=list)
+    """Each optimizer state's input and new value: the backend may update the state's array in place."""
     returned_none: bool = False
     """Whether the function returned None (a step that returns nothing): the call returns None too."""
     structure: Structure = None
@@ -255,6 +262,7 @@ class StepCapture:
         new_value, new_state = optimizer.emit_update(builder, value, self.grads[id(parameter)], states, group_hyper, group)
         self.inputs += [(states[key], functools.partial(_state_array, optimizer, parameter, key)) for key in states]
         self.outputs += [(new_state[key], functools.partial(_write_state, optimizer, parameter, key)) for key in states]
+        self.donated += [(states[key], new_state[key]) for key in states]
         if step.uses:
             self.inputs.append((step, functools.partial(_own_step, optimizer, parameter)))
         else:
@@ -279,7 +287,7 @@ class StepCapture:
         graph.inputs = [v for v in kept if v not in seed] + extra + seed
         graph.outputs += [value for value, _ in self.outputs]
         return CapturedStep([feed for _, feed in self.inputs], [write for _, write in self.outputs], self.after_call,
-                            self.guards + [self._requires_grad_guard()])
+                            self.guards + [self._requires_grad_guard()], self.donated)
 
     def _grad_outputs(self) -> None:
         """Each touched parameter's ``.grad`` as the call leaves it: written back (None: cleared); unchanged: left."""
