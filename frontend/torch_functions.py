@@ -48,11 +48,22 @@ def _created(array: np.ndarray) -> Any:
 
 def full(size: Any, fill_value: Any, *, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Any:
     shape = _flatten_args((size,) if isinstance(size, int) else tuple(size))
+    if isinstance(fill_value, Tensor) and TraceContext.active():  # a traced number: a compiled function's argument
+        return _traced_full(shape, fill_value, dtype)
     default = "bool" if isinstance(fill_value, bool) else "int64" if isinstance(fill_value, int) else "float32"
     scalar = cast_array(fill_value, _dtype(dtype, default))
     if all(isinstance(d, int) for d in shape):
         return _requiring_grad(_created(np.full(shape, scalar)), requires_grad)
     return _created(scalar).broadcast_to(shape)
+
+
+def _traced_full(shape: tuple[Any, ...], fill_value: Tensor, dtype: Any) -> Tensor:
+    """``full`` with a traced 0-d fill, of the dtype PyTorch gives its number: bool, int64, or the default float."""
+    if fill_value.ndim != 0:
+        raise located_error(f"full: fill_value must be a number or a 0-d tensor, got a tensor of shape {tuple(fill_value.shape)}")
+    kind = fill_value.dtype
+    inferred = DType.bool if kind == DType.bool else get_default_dtype() if kind.is_float else DType.i64
+    return fill_value.to(inferred if dtype is None else dtype).expand(shape)
 
 
 def zeros(*size: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False, **keyword: Any) -> Any:

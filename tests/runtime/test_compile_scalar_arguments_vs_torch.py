@@ -41,3 +41,20 @@ def test_a_0d_tensor_argument_beside_the_batch():
         ours = run(kiln.tensor(logits), kiln.tensor(temperature))
         np.testing.assert_allclose(np.asarray(ours), (torch.tensor(logits) / temperature).softmax(-1).numpy(), rtol=1e-13)
     assert len(run.variants) == 1
+
+
+@pytest.mark.parametrize("fill", [3, 2.5, True], ids=["int", "float", "bool"])
+def test_full_of_a_number_argument_has_torchs_dtype(fill, float64_default):
+    """``torch.full((n,), t)`` with ``t`` a compiled function's argument (a traced 0-d tensor: it raised a
+    TypeError): int64 for an int, the default float dtype for a float, bool for a bool, as PyTorch's."""
+    torch = float64_default
+    x = np.arange(4.0)
+
+    def timesteps(lib, x, t):
+        return lib.full((x.shape[0],), t), lib.full((2, 3), t, dtype=lib.float32)
+
+    run = kiln.compile(lambda x, t: timesteps(kiln, x, t))
+    for value in (fill, type(fill)(0)):
+        for ours, theirs in zip(run(kiln.tensor(x), value), timesteps(torch, torch.tensor(x), value)):
+            assert str(ours.dtype).split(".")[-1] == str(theirs.dtype).split(".")[-1]
+            np.testing.assert_array_equal(np.asarray(ours), theirs.numpy())
