@@ -140,6 +140,18 @@ class ComplexTensor(Tensor):
             result = result * self
         return result
 
+    def add(self, other: Any, *, alpha: Any = 1) -> "ComplexTensor":
+        return self + (other if alpha == 1 else other * alpha)
+
+    def sub(self, other: Any, *, alpha: Any = 1) -> "ComplexTensor":
+        return self - (other if alpha == 1 else other * alpha)
+
+    mul = multiply = __mul__
+    div = divide = true_divide = __truediv__
+    matmul = __matmul__
+    neg = negative = __neg__
+    pow = __pow__
+
     # complex functions --------------------------------------------------------------------------------------------
     def conj(self) -> "ComplexTensor":
         return _make(self._parts[0], -self._parts[1])
@@ -147,11 +159,25 @@ class ComplexTensor(Tensor):
     conj_physical = resolve_conj = conj
 
     def abs(self) -> Tensor:
-        """``|z|``, ``sqrt(re^2 + im^2)`` (its gradient at 0 is NaN, where torch's is 0)."""
+        """``|z|``, ``sqrt(re^2 + im^2)``; at 0 its gradient is 0, as torch's (the square root reads 1 there, masked)."""
         a, b = self._parts
-        return (a * a + b * b).sqrt()
+        squared = a * a + b * b
+        nonzero = squared > 0
+        return squared.where(nonzero, 1.0).sqrt().where(nonzero, 0.0)
 
     __abs__ = absolute = abs
+
+    @property
+    def mH(self) -> "ComplexTensor":  # noqa: N802  (torch's name)
+        """The conjugate transpose of the last two dims (``torch.Tensor.mH``, ``adjoint()``)."""
+        return self.conj().transpose(-2, -1)
+
+    @property
+    def mT(self) -> "ComplexTensor":  # noqa: N802
+        return self.transpose(-2, -1)
+
+    def adjoint(self) -> "ComplexTensor":
+        return self.mH
 
     def angle(self) -> Tensor:
         a, b = self._parts

@@ -211,3 +211,18 @@ def test_nn_parameter_of_complex_values_is_a_complex_parameter():
     assert weights.is_complex() and tuple(weights.shape) == (4, 2, 2)
     np.testing.assert_array_equal(np.asarray(weights.complex_view()), M)
     np.testing.assert_array_equal(kiln.view_as_real(weights).numpy(), np.stack([M.real, M.imag], -1))
+
+
+def test_abs_gradient_at_zero_and_function_forms_match_torch():
+    """``|z|``'s gradient at 0 is 0 as torch's; ``torch.add(z, w, alpha=)``, ``torch.mul``, ``matmul``, ``mH``."""
+    torch = require_torch()
+    grads = []
+    for lib in (kiln, torch):
+        x, y = lib.tensor([0.0, 3.0], requires_grad=True), lib.tensor([0.0, 4.0], requires_grad=True)
+        z = lib.complex(x.double(), y.double())
+        (z.abs().sum() + lib.add(z, z, alpha=2).real.sum() + lib.mul(z, z).imag.sum()).backward()
+        grads.append((np.asarray(x.grad), np.asarray(y.grad)))
+    for ours, theirs in zip(*grads):
+        close(ours, theirs)
+    close(kiln.tensor(A).reshape(4, 3).mH, torch.tensor(A).reshape(4, 3).mH)
+    close(kiln.tensor(A).matmul(kiln.tensor(M)), torch.tensor(A).matmul(torch.tensor(M)))
