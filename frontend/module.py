@@ -74,6 +74,9 @@ class Parameter(Tensor):
     @data.setter
     def data(self, array: np.ndarray) -> None:
         self._pending_sync = None
+        if isinstance(array, Tensor) and TraceContext.active() and not TraceContext.current().eager:
+            self.data.copy_(array)  # p.data = p.data.clamp(...) in a kiln.compile'd step: a traced write, as p.data.copy_
+            return
         if isinstance(array, Tensor):  # p.data = kiln.randn(...): its values (a copy; PyTorch would share the storage)
             array = np.array(array.numpy())
         self._data = torch_array(array)  # p.data.add_(...), p.data.normal_(...) as in PyTorch (frontend/torch_array.py)
