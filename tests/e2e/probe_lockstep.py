@@ -80,3 +80,14 @@ def compiled_step_training(make_batch: Callable[[Any], tuple], make_optimizer: C
         return {"losses": [run(*batch).item() for _ in range(steps)], "state": snapshot(model)}
 
     return train
+
+
+def compiled_module_training(train: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    """``train`` (a ``run_in_lockstep`` one) given kiln's model as ``kiln.compile(model, fullgraph=True)``, as torch 2.x
+    code writes ``model = torch.compile(model)`` before its eager loop (a forward that cannot be traced raises rather
+    than running eagerly), and torch's model as it is."""
+
+    def train_compiled(lib: Any, nn: Any, F: Any, model: Any) -> dict[str, Any]:
+        return train(lib, nn, F, kiln.compile(model, fullgraph=True) if lib is kiln else model)
+
+    return train_compiled

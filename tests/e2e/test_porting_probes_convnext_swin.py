@@ -31,7 +31,8 @@ import numpy as np
 import pytest
 
 import kiln
-from e2e.probe_lockstep import array, assert_same_records, compiled_step_training, gradients, run_in_lockstep, snapshot
+from e2e.probe_lockstep import (array, assert_same_records, compiled_module_training, compiled_step_training, gradients,
+                                run_in_lockstep, snapshot)
 from oracles import libraries
 
 # --- ConvNeXt -------------------------------------------------------------------------------------------------------
@@ -385,4 +386,17 @@ def test_swin_compiled_step_as_torch(attention, use_checkpoint, float64_default)
                                    swin_optimizer, lambda torch, nn, F, model, x, y: F.cross_entropy(model(x), y))
     ours, theirs = run_in_lockstep(lambda torch, nn, F: swin_block(torch, nn, F, ATTENTION[attention], use_checkpoint),
                                    train)
+    assert_same_records(ours, theirs, looser=KEY_BIAS)
+
+
+@pytest.mark.parametrize("family", ["ConvNeXt", "Swin"])
+def test_compiled_model_in_the_eager_loop_as_torch(family, float64_default):
+    """``model = torch.compile(model)`` then the usual eager loop (forward compiled, backward and AdamW eager)."""
+    rng = np.random.default_rng(6)
+    if family == "ConvNeXt":
+        build, train = convnext_stage, train_classifier(rng.standard_normal((2, 3, 8, 8)), np.array([2, 1]))
+    else:
+        build = lambda torch, nn, F: swin_block(torch, nn, F, fused_attention=True)  # noqa: E731
+        train = train_classifier(rng.standard_normal((2, 3, 4, 4)), np.array([2, 1]), train_mode=True, optimizer=swin_optimizer)
+    ours, theirs = run_in_lockstep(build, compiled_module_training(train))
     assert_same_records(ours, theirs, looser=KEY_BIAS)

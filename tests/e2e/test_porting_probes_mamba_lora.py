@@ -35,7 +35,8 @@ import math
 import numpy as np
 import pytest
 
-from e2e.probe_lockstep import array, assert_same_records, compiled_step_training, gradients, run_in_lockstep, snapshot
+from e2e.probe_lockstep import (array, assert_same_records, compiled_module_training, compiled_step_training, gradients,
+                                run_in_lockstep, snapshot)
 
 # --- Mamba ----------------------------------------------------------------------------------------------------------
 
@@ -436,4 +437,16 @@ def test_lora_compiled_step_as_torch(how, float64_default):
         lambda torch, model: torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2),
         lambda torch, nn, F, model, tokens: language_model_loss(F, model, tokens))
     ours, theirs = run_in_lockstep(lambda torch, nn, F: lora_model(torch, nn, F, how), train)
+    assert_same_records(ours, theirs)
+
+
+@pytest.mark.parametrize("family", ["Mamba", "LoRA"])
+def test_compiled_model_in_the_eager_loop_as_torch(family, float64_default):
+    """``model = torch.compile(model)`` then the usual eager loop (forward compiled, backward and the optimizer eager;
+    LoRA's frozen base stays without ``.grad``)."""
+    if family == "Mamba":
+        build, train = (lambda torch, nn, F: mamba_model(torch, nn, F, parallel_scan=True)), train_mamba()
+    else:
+        build, train = (lambda torch, nn, F: lora_model(torch, nn, F, "wrapped Linear")), train_lora()
+    ours, theirs = run_in_lockstep(build, compiled_module_training(train))
     assert_same_records(ours, theirs)
