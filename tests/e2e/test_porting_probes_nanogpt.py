@@ -461,3 +461,14 @@ def test_train_py_under_bfloat16_autocast_as_torch(tmp_path):
     assert ours["scratch"]["bfloat16_logits"] and theirs["scratch"]["bfloat16_logits"]
     adam_amplified = dict(rtol=0, atol=5e-2)
     assert_same_records(ours, theirs, rtol=2e-2, atol=1e-3, looser={"state": adam_amplified, "optimizer": adam_amplified})
+
+
+@pytest.mark.filterwarnings("error:kiln.compile")
+@pytest.mark.parametrize("kiln_options", [{}, dict(compile=True)], ids=["eager", "compiled-model"])
+def test_train_py_with_dropout_evaluates_as_torch_and_learns(tmp_path, kiln_options, float64_default):
+    """dropout=0.1: training draws from each library's generator, so the runs part after the first step; the first
+    estimate_loss (eval mode, before any step) agrees to 1e-10, which it cannot if a dropout layer stayed on."""
+    ours, theirs = nanogpt_in_lockstep(tmp_path, GPTConfig(dropout=0.1), kiln_options)
+    assert_same_records(ours["scratch"]["eval"][0], theirs["scratch"]["eval"][0])
+    for record in (ours, theirs):
+        assert record["scratch"]["eval"][-1][0] < record["scratch"]["eval"][0][0]
