@@ -64,17 +64,21 @@ class EagerContext(TraceContext):
             constant = self._emit_constant(attrs)
             if constant is not None:
                 return constant
-        arrays = [_operand_array(name, value) for value in operands]
+        arrays = []
+        for value in operands:
+            array = ARRAYS.get(value)
+            if array is None:
+                raise _traced_operand_error(name)
+            arrays.append(array)
         key = known_signature(name, attrs, operands)
         known = _KNOWN.get(key) if key is not None else None
         if known is None:
             return self._emit_first(name, key, operands, arrays, attrs)
         full_attrs, result_types, executable = known  # seen before: its shape rule passed and gives these types
         location = user_location()
-        self.builder.location = location.short if location else None
-        op = Op(name, (), result_types, full_attrs, self.builder.location, self.builder.region)
-        op.operands = list(operands)  # no uses: the graph keeps nothing (as ``_emit_first`` leaves it)
-        return _run_detached(op, executable, arrays)
+        builder = self.builder
+        builder.location = location.short if location else None
+        return _run_detached(_detached_op(name, operands, result_types, full_attrs, builder), executable, arrays)
 
     def _emit_constant(self, attrs: dict[str, Any]) -> Value | None:
         """A constant (each Python number an eager op meets is one) built as the builder builds it: one
@@ -137,12 +141,20 @@ _SEED_TYPE = TensorType((), DType.i64)
 _KILN_NUMPY_DTYPES = frozenset(dtype.numpy for dtype in DType)
 
 
-def _operand_array(name: str, value: Value) -> np.ndarray:
-    array = ARRAYS.get(value)
-    if array is None:
-        raise located_error(f"{name}: an operand is a traced tensor, which has no value outside its trace; return it from "
-                            "the traced function (kiln.compile) instead of keeping it")
-    return array
+def _traced_operand_error(name: str) -> Exception:
+    return located_error(f"{name}: an operand is a traced tensor, which has no value outside its trace; return it from "
+                         "the traced function (kiln.compile) instead of keeping it")
+
+
+def _detached_op(name: str, operands: tuple[Value, ...], result_types: tuple[TensorType, ...], attrs: dict[str, Any],
+                 builder: Builder) -> Op:
+    """The op ``Op(name, (), result_types, attrs, ...)`` builds, its operands set without uses (the graph keeps
+    nothing, as ``_emit_first`` leaves it); built slot by slot: a known op skips ``Op.__init__``'s operand walk."""
+    op = Op.__new__(Op)
+    op.name, op.operands, op.attrs = name, list(operands), dict(attrs)
+    op.location, op.region = builder.location, builder.region
+    op.results = [Value(result_type, op, index) for index, result_type in enumerate(result_types)]
+    return op
 
 
 def constant_leaf(value: Value) -> Value | None:
@@ -245,6 +257,10 @@ def known_signature(name: str, attrs: dict[str, Any], operands: tuple[Value, ...
         return None
     attr_keys = []
     for key, value in attrs.items():
+        kind = type(value)
+        if kind in _PLAIN_ATTRS:  # most attributes (an axis, a flag, a dtype): _attr_key's first case, inline
+            attr_keys.append((key, (kind, value)))
+            continue
         attr_key = _attr_key(value)
         if attr_key is None:
             return None
