@@ -258,10 +258,11 @@ class Module(HookMethods):
         if compiled is not None and not compiled.running:  # Module.compile: the call goes through kiln.compile
             return compiled(*args, **kwargs)
         if not TraceContext.active():  # eagerly, a NumPy batch is a tensor to forward: x.view(-1, 784), x.flatten(3)
-            args = tuple(eager_tensor(np.asarray(a)) if isinstance(a, np.ndarray) else a for a in args)
+            if any([isinstance(a, np.ndarray) for a in args]):
+                args = tuple([eager_tensor(np.asarray(a)) if isinstance(a, np.ndarray) else a for a in args])
         elif step_capture() is not None:  # kiln.compile guards on the mode of each module called
             step_capture().called(self)
-        if any(kind in self.__dict__ for kind in HOOK_KINDS):
+        if not self.__dict__.keys().isdisjoint(HOOK_KINDS):
             return call_with_hooks(self, args, kwargs)
         return self.forward(*args, **kwargs)
 

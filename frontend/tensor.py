@@ -587,17 +587,37 @@ def apply(op_name: str, *operands: Any, **attrs: Any) -> Any:
     context = TraceContext.current()
     if op_name in PROMOTING_OPS:
         operands = promoted(op_name, operands)
-    dtype = _constant_dtype(operands) if _has_constant(operands) else None  # tensors alone (the common case): none to pick
-    values = [to_value(context, o, dtype) for o in operands]
+    if _has_constant(operands):
+        dtype = _constant_dtype(operands)
+        values = [to_value(context, o, dtype) for o in operands]
+    elif context.eager:  # eager tensors alone (the common case): to_value's first case, inline
+        values = [o.value if "_stale" not in o.__dict__ else _checked_value(o) for o in operands]
+    else:
+        values = [to_value(context, o, None) for o in operands]
     result = context.emit(op_name, *values, **attrs)
     if not context.grad_enabled:
         result = tuple(map(context.without_gradient, result)) if isinstance(result, tuple) else context.without_gradient(result)
     if isinstance(result, tuple):
-        return tuple(Tensor(r) for r in result)
-    tensor = Tensor(result)
+        return tuple([_tensor_of(r) for r in result])
+    tensor = _tensor_of(result)
     if op_name in VIEW_OPS and isinstance(operands[0], Tensor):
         link_view(tensor, operands[0])
     return tensor
+
+
+def _checked_value(tensor: Tensor) -> Value:
+    check_fresh(tensor)  # raises: the tensor is stale
+    return tensor.value
+
+
+def _tensor_of(value: Value) -> Tensor:
+    """``Tensor(value)`` without ``__init__``'s check for PyTorch's legacy constructor forms (an op's result)."""
+    tensor = _new_tensor(Tensor)
+    tensor._value = value
+    return tensor
+
+
+_new_tensor = object.__new__
 
 
 def _has_constant(operands: tuple[Any, ...]) -> bool:

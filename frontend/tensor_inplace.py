@@ -58,17 +58,25 @@ class ViewFamily:
 
 
 def link_view(view: Any, base: Any) -> None:
-    """Record that ``view`` (a result of a ``VIEW_OPS`` op) shares ``base``'s storage in PyTorch."""
+    """Record that ``view`` (a result of a ``VIEW_OPS`` op) shares ``base``'s storage in PyTorch. Views of a parameter
+    share one family with no members: a write through one is refused before any member is read (``rebind``), and every
+    ``Linear`` forward takes one (``weight.T``)."""
     from kiln.frontend.module import Parameter
 
     family = base.__dict__.get("_family")
     if family is None:
-        family = ViewFamily(of_parameter=isinstance(base, Parameter))
-        if not family.of_parameter:
-            base._family = family
-            family.members[id(base)] = base
+        if isinstance(base, Parameter):
+            view._family = _PARAMETER_VIEWS
+            return
+        family = base._family = ViewFamily()
+        family.members[id(base)] = base
     view._family = family
-    family.members[id(view)] = view
+    if not family.of_parameter:
+        family.members[id(view)] = view
+
+
+_PARAMETER_VIEWS = ViewFamily(of_parameter=True)
+"""The family of every view of a parameter (and views of those): only its ``of_parameter`` is ever read."""
 
 
 def check_fresh(tensor: Any) -> None:
