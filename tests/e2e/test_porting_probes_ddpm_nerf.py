@@ -5,7 +5,8 @@ the state after a few steps and what is computed from it agree to 1e-10, eagerly
 
 - DDPM: a U-Net-lite noise predictor (GroupNorm, SiLU, a sinusoidal timestep embedding from
   ``torch.exp(-math.log(10000) * torch.arange(half) / half)`` and ``torch.cat([sin, cos])``, a strided conv down,
-  nearest ``F.interpolate`` up, a skip by ``cat``); the linear beta schedule as registered buffers (``cumprod``,
+  self-attention by ``F.scaled_dot_product_attention`` at the low resolution, nearest ``F.interpolate`` up, a skip by
+  ``cat``); the linear beta schedule as registered buffers (``cumprod``,
   ``F.pad(value=1.0)`` for the previous step's product), gathered at the timesteps by ``.gather`` + ``reshape`` and by
   indexing + ``.view(-1, 1, 1, 1)``; MSE to the noise; AdamW (``clip_grad_norm_`` in the compiled step), an EMA of the
   weights both by ``AveragedModel`` with ``get_ema_multi_avg_fn`` and by a hand-written ``lerp_`` under ``no_grad``;
@@ -71,6 +72,23 @@ def ddpm(torch, nn, F, base=8, time_dim=16):
             h = self.conv2(F.silu(self.norm2(h)))
             return h + self.skip(x)
 
+    class AttentionBlock(nn.Module):
+        """Self-attention over the pixels (one head), as DDPM's at the low resolution: ``qkv`` by a 1x1 conv,
+        ``F.scaled_dot_product_attention``, a zero-initialised output projection as the residual."""
+
+        def __init__(self, channels):
+            super().__init__()
+            self.norm = nn.GroupNorm(4, channels)
+            self.qkv = nn.Conv2d(channels, 3 * channels, 1)
+            self.proj = nn.Conv2d(channels, channels, 1)
+            nn.init.zeros_(self.proj.bias)
+
+        def forward(self, x):
+            b, c, h, w = x.shape
+            q, k, v = self.qkv(self.norm(x)).reshape(b, 3, c, h * w).unbind(1)
+            out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+            return x + self.proj(out.transpose(1, 2).reshape(b, c, h, w))
+
     class UNetLite(nn.Module):
         def __init__(self):
             super().__init__()
@@ -80,13 +98,14 @@ def ddpm(torch, nn, F, base=8, time_dim=16):
             self.down = ResBlock(base, base)
             self.downsample = nn.Conv2d(base, base, 3, stride=2, padding=1)
             self.mid = ResBlock(base, 2 * base)
+            self.mid_attention = AttentionBlock(2 * base)
             self.up = ResBlock(3 * base, base)
             self.out = nn.Sequential(nn.GroupNorm(4, base), nn.SiLU(), nn.Conv2d(base, 1, 3, padding=1))
 
         def forward(self, x, t):
             temb = self.time_embed(t)
             h1 = self.down(self.conv_in(x), temb)
-            h2 = self.mid(self.downsample(h1), temb)
+            h2 = self.mid_attention(self.mid(self.downsample(h1), temb))
             h = F.interpolate(h2, scale_factor=2, mode="nearest")
             return self.out(self.up(torch.cat([h, h1], dim=1), temb))
 
