@@ -13,7 +13,12 @@ Where the text differs from nanoGPT's:
   ``config.flash`` is False; nanoGPT decides by ``hasattr(F, 'scaled_dot_product_attention')`` alone.
 - train.py's globals (the configurator) are the keyword arguments of ``train_py``; printing and timing are left out.
 - ``generate`` samples with each library's generator, so the two samples differ; the probe compares the distribution
-  each step samples from along kiln's path (the deterministic part), and checks the draws obey top-k.
+  each step samples from along kiln's path (the deterministic part, through a ``trace`` hook after the draw), and
+  checks the draws obey top-k.
+- ``compile_step``: the micro-batches are fetched before the compiled function (in train.py's order), which runs the
+  micro-step loop, ``scaler.unscale_``, ``clip_grad_norm_``, ``scaler.step`` and ``zero_grad``.
+- AdamW's moments are read through kiln's ``torch_state_dict()``: kiln's ``optimizer.state_dict()`` keeps its own
+  layout (NumPy arrays, one step count), which ``torch.save``/``torch.load`` and ``load_state_dict`` round-trip.
 """
 
 from __future__ import annotations
