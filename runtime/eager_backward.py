@@ -99,17 +99,22 @@ class EagerChain:
         if _fed(op):
             self._input_of[id(op)] = self._add(TensorType.of_array(op.attrs["value"]), None, np.asarray(op.attrs["value"]), None)
             return "fed"
-        return op_signature(op), tuple(self._reference(v) for v in op.operands)
+        return op_signature(op), tuple([self._reference(v) for v in op.operands])
 
     def _reference(self, value: Value) -> Hashable:
         op = value.producer
-        if op is None or (id(op) not in self._position and id(op) not in self._input_of):
-            return "input", self._leaf(value)  # a leaf, or an integer value the chain stops at
-        if id(op) in self._input_of:
-            self.sources[self._input_of[id(op)]] = value
-            return "input", self._input_of[id(op)]
-        self._results[(self._position[id(op)], value.index)] = value
-        return "op", self._position[id(op)], value.index
+        if op is None:
+            return "input", self._leaf(value)  # a leaf
+        op_id = id(op)
+        fed = self._input_of.get(op_id)
+        if fed is not None:  # a fed constant (also in the chain: its position is not referenced)
+            self.sources[fed] = value
+            return "input", fed
+        position = self._position.get(op_id)
+        if position is None:
+            return "input", self._leaf(value)  # an integer value the chain stops at
+        self._results[(position, value.index)] = value
+        return "op", position, value.index
 
     def _leaf(self, value: Value) -> int:
         if id(value) not in self._input_of:
@@ -269,8 +274,8 @@ def chain_of(outputs: Sequence[Value]) -> list[Op]:
             continue
         seen.add(id(op))
         stack.append((op, True))
-        stack.extend((operand.producer, False) for operand in reversed(op.operands)
-                     if operand.producer is not None and operand.type.dtype.is_float)
+        stack.extend([(operand.producer, False) for operand in reversed(op.operands)
+                      if operand.producer is not None and operand.type.dtype.is_float])
     return order
 
 

@@ -91,7 +91,8 @@ def _update(optimizer: Optimizer, parameters: list[Parameter], step: int) -> Non
     if update is None:
         update = cache[key] = _compile_update(optimizer, parameters)
     feeds = [p._data for p in parameters] + [grad_array_of(p) for p in parameters]
-    feeds += [optimizer.state_of(p)[name] for p, names in zip(parameters, update.state_names) for name in names]
+    states = [optimizer.state_of(p) for p in parameters]  # looked up once: the update writes into the same arrays
+    feeds += [state[name] for state, names in zip(states, update.state_names) for name in names]
     feeds += hyper_feeds(optimizer, update.hyper_inputs)
     if update.reads_step:
         feeds.append(np.asarray(step, dtype=np.int64))
@@ -99,8 +100,7 @@ def _update(optimizer: Optimizer, parameters: list[Parameter], step: int) -> Non
     for parameter in parameters:
         np.copyto(parameter._data, next(outputs))
         count_update(parameter)
-    for parameter, names in zip(parameters, update.state_names):
-        state = optimizer.state_of(parameter)
+    for state, names in zip(states, update.state_names):
         for name in names:
             np.copyto(state[name], next(outputs))
 
