@@ -446,7 +446,7 @@ class Module(HookMethods):
         unexpected = [name for name in state if name not in own]
         if strict and (missing or unexpected):
             raise KilnError(f"load_state_dict: missing keys {missing}, unexpected keys {unexpected}")
-        arrays = {name: np.asarray(_to_numpy(value)) for name, value in state.items() if name in own}
+        arrays = {name: _stored_form(own[name], np.asarray(_to_numpy(value))) for name, value in state.items() if name in own}
         for name, array in arrays.items():
             if array.shape != own[name].data.shape:
                 raise KilnError(f"load_state_dict: {name} has shape {array.shape}, the model expects {own[name].data.shape}")
@@ -486,6 +486,14 @@ class IncompatibleKeys(namedtuple("IncompatibleKeys", ["missing_keys", "unexpect
 
     def __repr__(self) -> str:
         return "<All keys matched successfully>" if not self.missing_keys and not self.unexpected_keys else super().__repr__()
+
+
+def _stored_form(parameter: Any, array: np.ndarray) -> np.ndarray:
+    """``array`` as ``parameter`` stores it: a complex parameter's complex values (torch's state_dict) as their
+    ``view_as_real`` pairs (``frontend/complex_parameter.py``)."""
+    if np.iscomplexobj(array) and getattr(parameter, "complex_view", None) is not None:
+        return np.stack([array.real, array.imag], axis=-1)
+    return array
 
 
 def _to_numpy(value: Any) -> Any:

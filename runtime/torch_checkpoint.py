@@ -28,9 +28,10 @@ from kiln.compiler.errors import CheckpointError
 STORAGE_DTYPES = {
     "DoubleStorage": np.float64, "FloatStorage": np.float32, "HalfStorage": np.float16, "LongStorage": np.int64,
     "IntStorage": np.int32, "ShortStorage": np.int16, "CharStorage": np.int8, "ByteStorage": np.uint8, "BoolStorage": np.bool_,
-    "BFloat16Storage": ml_dtypes.bfloat16,
+    "BFloat16Storage": ml_dtypes.bfloat16, "ComplexFloatStorage": np.complex64, "ComplexDoubleStorage": np.complex128,
 }
-"""torch's typed storages kiln reads, by the NumPy dtype of their elements (complex has none here)."""
+"""torch's typed storages kiln reads, by the NumPy dtype of their elements (complex ones load as complex arrays, which a
+complex parameter's ``load_state_dict`` takes)."""
 
 
 def is_torch_archive(source: str | IO[bytes]) -> bool:

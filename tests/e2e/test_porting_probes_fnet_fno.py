@@ -185,3 +185,23 @@ def test_a_complex_parameter_is_its_real_view_for_the_optimizer_and_complex_in_u
     assert weights.is_complex() and weights[0, 0].dtype.is_complex
     np.testing.assert_array_equal(weights[1, 2].numpy(), weights.data[1, 2, :, 0] + 1j * weights.data[1, 2, :, 1])
     assert set(layer.state_dict()) == {"weights1"}
+
+
+def test_torchs_saved_fno_weights_load_into_kiln_and_give_torchs_output(tmp_path):
+    """``torch.save(model.state_dict())`` with complex spectral weights: ``kiln.load`` reads the complex storages and
+    ``load_state_dict`` stores them as the parameter's real pairs; the forward is torch's."""
+    import torch
+
+    torch.manual_seed(0)
+    twin = fno(*libraries("torch")).double()
+    torch.save(twin.state_dict(), tmp_path / "fno.pt")
+    kiln.set_default_dtype(kiln.float64)
+    try:
+        model = fno(*libraries("kiln"))
+        model.load_state_dict(kiln.load(str(tmp_path / "fno.pt")))
+        inputs = fno_batch(np.random.default_rng(2))[0]
+        ours = model(kiln.tensor(inputs)).numpy()
+    finally:
+        kiln.set_default_dtype(kiln.float32)
+    np.testing.assert_allclose(ours, twin(torch.tensor(inputs)).detach().numpy(), **TOLERANCE)
+    np.testing.assert_array_equal(np.asarray(model.conv0.weights1.complex_view()), twin.conv0.weights1.detach().numpy())
