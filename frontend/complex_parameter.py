@@ -11,7 +11,8 @@ It stores ``torch.view_as_real`` of the values, a ``(..., 2)`` float array, and 
 exactly that real view (``torch.optim.Adam``'s ``_view_as_real``), so training matches torch's step for step. Used in
 arithmetic, indexing, ``einsum``, ``.real``/``.imag``/``.conj()``/``.abs()`` it is the complex tensor
 (``complex_view()``). Where torch's ``p.grad`` is complex, kiln's is its real view; ``kiln.view_as_complex(
-kiln.tensor(p.grad))`` gives torch's.
+kiln.tensor(p.grad))`` gives torch's. ``load_state_dict`` takes torch's complex values too (``kiln.load`` of a
+``torch.save``d state_dict), storing their pairs.
 """
 
 from __future__ import annotations
