@@ -76,6 +76,24 @@ def ihfft(input: Tensor, n: int | None = None, dim: int = -1, norm: str | None =
     return rfft(input, n, dim, _dual(norm)).conj()
 
 
+def hfftn(input: Any, s: Sequence[int] | None = None, dim: Any = None, norm: str | None = None) -> Tensor:  # noqa: A002
+    """``torch.fft.hfftn``: ``irfftn`` of the conjugate under the dual normalization (as ``hfft`` in 1-D)."""
+    return irfftn(_conj(input), s, dim, _dual(norm))
+
+
+def ihfftn(input: Tensor, s: Sequence[int] | None = None, dim: Any = None, norm: str | None = None) -> ComplexTensor:  # noqa: A002
+    """``torch.fft.ihfftn``: the conjugate ``rfftn`` under the dual normalization."""
+    return rfftn(input, s, dim, _dual(norm)).conj()
+
+
+def hfft2(input: Any, s: Sequence[int] | None = None, dim: Any = (-2, -1), norm: str | None = None) -> Tensor:  # noqa: A002
+    return hfftn(input, s, dim, norm)
+
+
+def ihfft2(input: Tensor, s: Sequence[int] | None = None, dim: Any = (-2, -1), norm: str | None = None) -> ComplexTensor:  # noqa: A002
+    return ihfftn(input, s, dim, norm)
+
+
 def fftn(input: Any, s: Sequence[int] | None = None, dim: Any = None, norm: str | None = None) -> ComplexTensor:  # noqa: A002
     """``torch.fft.fftn``: 1-D DFTs along each of ``dim`` (default: the last ``len(s)`` dims, or every dim)."""
     result = input
@@ -283,5 +301,5 @@ def _real_dtype(dtype: Any) -> DType:
     return get_default_dtype() if dtype is None else DType.of(dtype)
 
 
-__all__ = ["fft", "ifft", "rfft", "irfft", "hfft", "ihfft", "fftn", "ifftn", "rfftn", "irfftn", "fft2", "ifft2", "rfft2",
-           "irfft2", "fftfreq", "rfftfreq", "fftshift", "ifftshift"]
+__all__ = ["fft", "ifft", "rfft", "irfft", "hfft", "ihfft", "hfftn", "ihfftn", "hfft2", "ihfft2", "fftn", "ifftn", "rfftn",
+           "irfftn", "fft2", "ifft2", "rfft2", "irfft2", "fftfreq", "rfftfreq", "fftshift", "ifftshift"]

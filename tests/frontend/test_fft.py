@@ -28,6 +28,8 @@ COMPLEX_IN = {
     "ifft2_dims": lambda F, z, norm: F.ifft2(z, dim=(0, 2), norm=norm),
     "irfftn_s": lambda F, z, norm: F.irfftn(z, s=(4, 6), norm=norm),
     "irfft2": lambda F, z, norm: F.irfft2(z, norm=norm),
+    "hfftn": lambda F, z, norm: F.hfftn(z, norm=norm),
+    "hfft2_s": lambda F, z, norm: F.hfft2(z, s=(3, 6), norm=norm),
     "shifted_fft2": lambda F, z, norm: F.ifftshift(F.fftshift(F.fft2(z, norm=norm), dim=(1, 2)), dim=1),
 }
 REAL_IN = {
@@ -38,6 +40,8 @@ REAL_IN = {
     "ihfft": lambda F, x, norm: F.ihfft(x, norm=norm),
     "rfftn": lambda F, x, norm: F.rfftn(x, norm=norm),
     "rfft2_s": lambda F, x, norm: F.rfft2(x, s=(4, 7), norm=norm),
+    "ihfftn": lambda F, x, norm: F.ihfftn(x, norm=norm),
+    "ihfft2": lambda F, x, norm: F.ihfft2(x, norm=norm),
     "irfft_of_real": lambda F, x, norm: F.irfft(x, norm=norm),
 }
 NORMS = [None, "backward", "ortho", "forward"]
