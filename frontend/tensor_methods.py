@@ -102,7 +102,11 @@ class TorchMethods(BitwiseMethods):
         ARRAYS[copied] = np.array(ARRAYS[copied])
         return _tensor_class()(copied)
 
-    def contiguous(self) -> Any:
+    def contiguous(self, memory_format: Any = None) -> Any:
+        """The tensor itself: kiln values have no strides (``frontend/memory_format.py``)."""
+        from kiln.frontend.memory_format import check_rank
+
+        check_rank(memory_format, self.ndim, "contiguous")
         return self
 
     # new tensors like this one ---------------------------------------------

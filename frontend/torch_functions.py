@@ -88,18 +88,21 @@ def _size(size: tuple[Any, ...], keyword: dict[str, Any], function: str) -> tupl
 empty = zeros
 
 
-def full_like(input: Any, fill_value: Any, *, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Any:
+def full_like(input: Any, fill_value: Any, *, dtype: Any = None, device: Any = None, requires_grad: bool = False,
+              memory_format: Any = None) -> Any:
     if isinstance(input, Tensor):
         return _requiring_grad(input.new_full(input.shape, fill_value, dtype=dtype), requires_grad)
     return _requiring_grad(_created(np.full_like(np.asarray(input), fill_value, dtype=None if dtype is None else _dtype(dtype, "float32"))),
                            requires_grad)
 
 
-def zeros_like(input: Any, *, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Any:
+def zeros_like(input: Any, *, dtype: Any = None, device: Any = None, requires_grad: bool = False,
+               memory_format: Any = None) -> Any:
     return full_like(input, 0, dtype=dtype, requires_grad=requires_grad)
 
 
-def ones_like(input: Any, *, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Any:
+def ones_like(input: Any, *, dtype: Any = None, device: Any = None, requires_grad: bool = False,
+              memory_format: Any = None) -> Any:
     return full_like(input, 1, dtype=dtype, requires_grad=requires_grad)
 
 
@@ -161,7 +164,8 @@ def from_numpy(array: np.ndarray) -> Any:
     return _created(np.asarray(array))
 
 
-def rand_like(input: Tensor, *, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
+def rand_like(input: Tensor, *, dtype: Any = None, device: Any = None, requires_grad: bool = False,
+              memory_format: Any = None) -> Tensor:
     """Uniform on [0, 1), from the traced step's seed (a fresh draw per step). In float16/bfloat16 the draw is a
     multiple of 2**-11 / 2**-8 (the dtype's significand), as PyTorch's: a float32 draw rounded to half could be 1.0."""
     target = input.dtype if dtype is None else DType.of(dtype)
@@ -173,7 +177,8 @@ def rand_like(input: Tensor, *, dtype: Any = None, device: Any = None, requires_
     return _requiring_grad(draw, requires_grad)
 
 
-def randn_like(input: Tensor, *, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
+def randn_like(input: Tensor, *, dtype: Any = None, device: Any = None, requires_grad: bool = False,
+               memory_format: Any = None) -> Tensor:
     """Standard normal by Box-Muller on two uniform draws: ``sqrt(-2 log(1 - u)) cos(2 pi v)``; a half dtype's draw is
     computed in float32 and rounded once (PyTorch's opmath)."""
     target = input.dtype if dtype is None else DType.of(dtype)

@@ -49,6 +49,9 @@ from kiln.frontend.tensor_device import device, get_default_device, set_default_
 from kiln import accelerator  # noqa: E402  (torch.accelerator: is_available(), current_accelerator())
 from kiln import special, testing  # noqa: E402  (torch.special: kiln.special.erfcx, ndtri...; torch.testing: assert_close)
 from kiln import jit  # noqa: E402  (torch.jit's decorators for model code: @kiln.jit.ignore, is_scripting(); no TorchScript)
+from kiln.frontend.memory_format import EXPORTS as _memory_formats  # noqa: E402  (kiln.channels_last: a layout hint)
+
+globals().update(_memory_formats)
 from kiln.frontend.torch_size import Size  # noqa: E402  (torch.Size: what x.shape and x.size() return)
 from kiln.frontend.torch_printoptions import get_printoptions, set_printoptions  # noqa: E402  (eager tensors' repr)
 from kiln import amp  # noqa: E402  (torch.amp: autocast, GradScaler; frontend/torch_amp.py)
@@ -85,7 +88,7 @@ __all__ = [
     "autograd", "CheckpointError", "compile", "cuda", "random", "sparse", "func", "device", "distributions", "linalg", "compile_train_step", "CompiledFunction", "differentiate", "DType",
     "get_default_device", "set_default_device",
     "export_onnx", "export_onnx_train_step", "fit", "grad", "Graph", "import_onnx", "InputError", "KilnError",
-    "load", "load_onnx_train_step", "manual_seed", "nn", "no_grad", "onnx", "optim", "parity", "PassManager", "saliency", "save", "amp", "autocast", "cpu", "get_autocast_dtype", "is_autocast_enabled", "bfloat16", "float16", "half", "Generator", "get_printoptions", "set_printoptions", "Size", "special", "testing", "jit",
+    "load", "load_onnx_train_step", "manual_seed", "nn", "no_grad", "onnx", "optim", "parity", "PassManager", "saliency", "save", "amp", "autocast", "cpu", "get_autocast_dtype", "is_autocast_enabled", "bfloat16", "float16", "half", "Generator", "get_printoptions", "set_printoptions", "Size", "special", "testing", "jit", *_memory_formats,
     "BFloat16Tensor", "BoolTensor", "ByteTensor", "CharTensor", "ShortTensor", "DoubleTensor", "HalfTensor", "FloatTensor", "IntTensor", "LongTensor", "ShapeError", "Tensor", "TensorSpec", "TensorType", "trace", "TraceError", "TrainStep", "utils", "value_and_grad",
     "VerificationError", *_torch_functions.__all__, *_torch_functions.FORWARDERS,
     *_torch_functions.DTYPES, *_torch_more.exports(), *_complex_functions.EXPORTS, "fft",
