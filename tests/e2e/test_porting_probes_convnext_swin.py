@@ -19,7 +19,9 @@ the losses and the state after a few AdamW steps agree to 1e-10, eagerly and wit
   both libraries: it agrees to 1e-10 absolute, not relative (as the ViT probe's ``in_proj_bias``). AdamW groups by
   Swin's ``set_weight_decay`` from ``@torch.jit.ignore``'d ``no_weight_decay``/``no_weight_decay_keywords``.
 
-What broke: ``@torch.jit.ignore`` (kiln had no ``kiln.jit``; ``tests/frontend/test_jit_namespace_vs_torch.py``).
+What broke: ``@torch.jit.ignore`` (kiln had no ``kiln.jit``; ``tests/frontend/test_jit_namespace_vs_torch.py``) and
+timm's ``model.to(memory_format=torch.channels_last)`` (kiln had no memory formats; the compiled ConvNeXt step uses
+them now; ``tests/frontend/test_memory_format_vs_torch.py``).
 Otherwise both families ran unchanged in kiln, eagerly and compiled. Only a compiled *forward* with drop path in
 train mode needs ``kiln.compile(fn, seed=0)`` (kiln refuses random ops in a compiled inference call without a seed,
 where torch.compile draws from the global generator; a compiled training step draws its seed itself).
@@ -173,11 +175,15 @@ def test_convnext_compiled_step_as_torch(float64_default):
     def loss_of(torch, nn, F, model, x, y):
         return F.cross_entropy(model(x), y)
 
-    def optimizer(torch, model):
+    def optimizer(torch, model):  # timm's train.py with --channels-last
         model.eval()
+        model.to(memory_format=torch.channels_last)
         return adamw_groups(torch, model)
 
-    train = compiled_step_training(lambda lib: (lib.tensor(images), lib.tensor(labels)), optimizer, loss_of)
+    def batch(torch):
+        return torch.tensor(images).contiguous(memory_format=torch.channels_last), torch.tensor(labels)
+
+    train = compiled_step_training(batch, optimizer, loss_of)
     ours, theirs = run_in_lockstep(convnext_stage, train)
     assert_same_records(ours, theirs)
 
