@@ -19,7 +19,7 @@ from kiln.compiler.ir.types import DType, TensorType, is_float_array_dtype
 from kiln.compiler.ops.optim import scalar_state_dtype
 from kiln.frontend.module import Parameter, clear_grads
 from kiln.frontend.optim_flags import IMPLEMENTATION_OPTIONS, check_constructor_flags, refuse_differentiable
-from kiln.frontend.optim_torch_state import from_torch_layout, is_torch_layout, to_torch_layout
+from kiln.frontend.optim_torch_state import from_torch_layout, is_torch_layout, to_torch_layout, torch_scalar_dtype
 from kiln.frontend.tensor import Tensor
 
 Update = tuple[Value, dict[str, Value]]
@@ -142,9 +142,12 @@ class Optimizer:
 
     def state_dtype(self, param: Parameter, name: str) -> np.dtype:
         """The dtype of ``param``'s state array ``name``: the parameter's (PyTorch's ``zeros_like(p)``), except a
-        ``scalar_states`` entry of a half parameter, which PyTorch keeps as a 0-d float32 tensor (``scalar_state_dtype``)."""
-        dtype = param._data.dtype
-        return scalar_state_dtype(DType.of(dtype)).numpy if name in self.scalar_states else dtype
+        ``scalar_states`` entry, which keeps the dtype it has: PyTorch's 0-d tensor made in ``torch_scalar_dtype`` (the
+        default dtype's float32 or float64, whatever the parameter's), or loaded in the parameter's (``_loaded_array``)."""
+        if name not in self.scalar_states:
+            return param._data.dtype
+        held = self.state.get(id(param), {}).get(name)
+        return held.dtype if held is not None else torch_scalar_dtype()
 
     def state_type(self, param: Parameter, name: str) -> TensorType:
         """The graph type of ``param``'s state array ``name`` (``state_shape``, ``state_dtype``)."""
@@ -283,7 +286,14 @@ class Optimizer:
         if array.shape != shape:
             kept = "" if shape == param.data.shape else f" (this state {shape})"
             raise CheckpointError(f"optimizer state {key(param)}.{name} has shape {array.shape}, the parameter {param.data.shape}{kept}")
-        return np.array(array, dtype=self.state_dtype(param, name))
+        return np.array(array, dtype=self._loaded_dtype(param, name))
+
+    def _loaded_dtype(self, param: Parameter, name: str) -> np.dtype:
+        """A loaded state's dtype: the parameter's, as ``torch.optim.Optimizer.load_state_dict`` casts every state but
+        ``step`` (a half parameter's scalar state: float32, ``scalar_state_dtype``, where PyTorch's would be half)."""
+        if name in self.scalar_states:
+            return scalar_state_dtype(DType.of(param._data.dtype)).numpy
+        return self.state_dtype(param, name)
 
     def __repr__(self) -> str:
         settings = ", ".join(f"{k}={v}" for k, v in self.defaults.items())

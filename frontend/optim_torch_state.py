@@ -14,6 +14,16 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from kiln.compiler.ir.types import DType
+from kiln.frontend.torch_dtypes import get_default_dtype
+
+
+def torch_scalar_dtype() -> np.dtype:
+    """``torch.optim``'s ``_get_scalar_dtype()``: the dtype in which it creates a per-parameter scalar state (``step``,
+    NAdam's ``mu_product``, ASGD's ``eta`` and ``mu``), whatever the parameter's: float64 under a float64 default
+    dtype, else float32."""
+    return np.dtype(np.float64 if get_default_dtype() is DType.f64 else np.float32)
+
 
 def is_torch_layout(state: Mapping[str, Any]) -> bool:
     """Whether ``state`` is PyTorch's: ``state`` and ``param_groups`` entries and no optimizer-wide ``step``."""
@@ -30,7 +40,7 @@ def from_torch_layout(state: Mapping[str, Any]) -> tuple[dict[str, Any], dict[st
 
 def to_torch_layout(state: Mapping[str, Any], scalar_states: frozenset[str] = frozenset(), counts_steps: bool = True) -> dict[str, Any]:
     """kiln's layout as PyTorch's, arrays still NumPy: parameters keyed by position (ints, in ``param_groups`` order),
-    each state entry with its own ``step`` (a 0-d float32 array, ``step - skipped_steps``) where ``counts_steps`` (all
+    each state entry with its own ``step`` (a 0-d array, ``step - skipped_steps``, in ``torch_scalar_dtype``) where ``counts_steps`` (all
     but SGD and Muon), the ``scalar_states`` (kiln keeps them shaped like the parameter) 0-d. ``torch.tensor`` each
     array (a copy) and it loads into ``torch.optim``."""
     keys = [key for group in state["param_groups"] for key in group["params"]]
@@ -39,7 +49,7 @@ def to_torch_layout(state: Mapping[str, Any], scalar_states: frozenset[str] = fr
     entries = {}
     for key, entry in state["state"].items():
         arrays = {name: _as_torch_keeps(np.asarray(value), name in scalar_states) for name, value in entry.items()}
-        own_step = {"step": np.asarray(int(state["step"]) - int(skipped.get(key, 0)), np.float32)} if counts_steps else {}
+        own_step = {"step": np.asarray(int(state["step"]) - int(skipped.get(key, 0)), torch_scalar_dtype())} if counts_steps else {}
         entries[position[key]] = {**own_step, **arrays}
     groups = [{**group, "params": [position[key] for key in group["params"]]} for group in state["param_groups"]]
     return {"state": entries, "param_groups": groups}
@@ -56,4 +66,4 @@ def _own_step(entry: Mapping[str, Any]) -> int:
     return int(np.asarray(entry["step"])) if "step" in entry else int(bool(entry))
 
 
-__all__ = ["from_torch_layout", "is_torch_layout", "to_torch_layout"]
+__all__ = ["from_torch_layout", "is_torch_layout", "to_torch_layout", "torch_scalar_dtype"]

@@ -41,12 +41,14 @@ def check_scalar(op: str, param: TensorType, *scalars: TensorType) -> None:
 
 
 def check_scalar_state(op: str, param: TensorType, *states: TensorType) -> None:
-    """A state that is one number per parameter in PyTorch (a 0-d float32 tensor for a half parameter): shaped like the
-    parameter here, every element that number, in ``scalar_state_dtype`` (float32 for a half parameter)."""
-    kept = TensorType(param.shape, scalar_state_dtype(param.dtype))
+    """A state that is one number per parameter in PyTorch (a 0-d tensor in its scalar dtype, float32 or float64 by the
+    default dtype, or the parameter's once loaded): shaped like the parameter here, every element that number, in
+    float32 or float64, or in ``scalar_state_dtype`` of the parameter's dtype."""
+    allowed = {DType.f32, DType.f64, scalar_state_dtype(param.dtype)}
     for state in states:
-        if state != kept:
-            raise ShapeError(f"{op}: expected a per-parameter scalar state of type {kept} for a parameter {param}, got {state}")
+        if state.shape != param.shape or state.dtype not in allowed:
+            raise ShapeError(f"{op}: expected a per-parameter scalar state shaped {param.shape} in "
+                             f"{sorted(d.value for d in allowed)} for a parameter {param}, got {state}")
 
 
 def check_step(op: str, step: TensorType) -> None:

@@ -51,12 +51,14 @@ SCHEDULES = {
 
 @pytest.fixture(autouse=True)
 def torch_scalar_states_in_float64(torch):
-    """PyTorch keeps NAdam's ``mu_product`` (and the step counters) in its default dtype, float32, even for float64
-    parameters; kiln keeps it in the parameter's dtype (``scalar_state_dtype``). Default float64 here, as these runs are."""
-    before = torch.get_default_dtype()
+    """PyTorch and kiln keep NAdam's ``mu_product`` (and the step counters) in the default dtype's float32 or float64,
+    float32 even for float64 parameters. Default float64 here on both sides, as these runs are."""
+    before, kiln_before = torch.get_default_dtype(), kiln.get_default_dtype()
     torch.set_default_dtype(torch.float64)
+    kiln.set_default_dtype(kiln.float64)
     yield
     torch.set_default_dtype(before)
+    kiln.set_default_dtype(kiln_before)
 
 
 def mlp(lib):
@@ -249,7 +251,8 @@ def test_half_parameters_with_a_cycled_momentum_match_torch_bit_for_bit(torch, c
     as PyTorch reads its Python float, and the parameters and states agree bit for bit (``test_half_optim``'s check)."""
     from test_half_optim import half_pair, step_both_and_compare
 
-    torch.set_default_dtype(torch.float32)  # PyTorch's half scalar states (mu_product) in float32, as kiln's
+    torch.set_default_dtype(torch.float32)  # the half scalar states (mu_product) in float32 on both sides
+    kiln.set_default_dtype(kiln.float32)
     name, options = HALF_CASES[case]
     rng = np.random.default_rng(0)
     ours, theirs = half_pair(torch, dtype, rng)

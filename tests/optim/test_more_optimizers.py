@@ -63,14 +63,16 @@ UPDATE_OPS = {"Adamax": "optim.adamax_update", "NAdam": "optim.nadam_update", "R
 
 @contextlib.contextmanager
 def torch_default_dtype(torch: Any, dtype: str) -> Iterator[None]:
-    """PyTorch keeps NAdam's ``mu_product`` in the default dtype (float32 even for float64 parameters); kiln in
-    the parameter's dtype. Float64 runs make float64 the default, so both sides keep it in float64."""
-    before = torch.get_default_dtype()
+    """PyTorch and kiln keep NAdam's ``mu_product`` (ASGD's ``eta``, ``mu``) in the default dtype's float32 or
+    float64, float32 even for float64 parameters. Float64 runs make float64 the default on both sides."""
+    before, kiln_before = torch.get_default_dtype(), kiln.get_default_dtype()
     torch.set_default_dtype(getattr(torch, dtype))
+    kiln.set_default_dtype(getattr(kiln, dtype))
     try:
         yield
     finally:
         torch.set_default_dtype(before)
+        kiln.set_default_dtype(kiln_before)
 
 
 def train_with_state(
