@@ -200,7 +200,27 @@ def with_complex_dtypes(functions: dict[str, Any]) -> dict[str, Any]:
 
     wrapped["einsum"] = einsum_any
     wrapped.update({name: _joining(functions[name]) for name in ("cat", "concat", "concatenate", "stack")})
+    wrapped.update({name: _like(name, wrapped) for name in ("zeros_like", "ones_like", "empty_like", "rand_like",
+                                                            "randn_like", "full_like")})
     return wrapped
+
+
+def _like(name: str, functions: dict[str, Any]) -> Callable[..., Any]:
+    """``zeros_like(z)`` and its kin of a complex tensor (or with a complex ``dtype``): the shape-taking function
+    with the complex dtype; real ones go to kiln's own."""
+    from kiln.frontend import torch_functions
+
+    real_function, shaped = getattr(torch_functions, name), functions[name.replace("_like", "")]
+
+    @functools.wraps(real_function)
+    def like(input: Any, *args: Any, dtype: Any = None, requires_grad: bool = False, **keyword: Any) -> Any:
+        target = _complex_dtype(dtype) or (input.dtype if is_complex(input) and dtype is None else None)
+        if target is None:
+            return real_function(input, *args, dtype=dtype, requires_grad=requires_grad, **keyword)
+        keyword.pop("device", None)
+        return shaped(tuple(input.shape), *args, dtype=target, requires_grad=requires_grad)
+
+    return like
 
 
 def _joining(function: Callable[..., Any]) -> Callable[..., Any]:

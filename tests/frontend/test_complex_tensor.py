@@ -41,6 +41,13 @@ def test_creation_with_a_complex_dtype():
         close(ours, theirs)
     close(kiln.full((2,), 1 - 2j), torch.full((2,), 1 - 2j))
     assert kiln.full((2,), 1 - 2j).dtype is kiln.complex64
+    ours, theirs = kiln.tensor(A), torch.tensor(A)
+    for name in ("zeros_like", "ones_like"):
+        close(getattr(kiln, name)(ours), getattr(torch, name)(theirs))
+        close(getattr(kiln, name)(kiln.tensor(R), dtype=kiln.cfloat), getattr(torch, name)(torch.tensor(R), dtype=torch.cfloat))
+    close(kiln.full_like(ours, 2 - 1j), torch.full_like(theirs, 2 - 1j))
+    assert kiln.randn_like(ours).dtype is kiln.rand_like(ours).dtype is kiln.complex128
+    assert kiln.zeros_like(kiln.tensor(R)).dtype is kiln.float64
 
 
 def test_rand_and_randn_draw_both_parts_as_torch():
