@@ -18,7 +18,7 @@ graph against PyTorch's eager loop.
   libraries (~1e-10 a step): its entries of ``in_proj_bias`` agree to 1e-9 absolute, not relative (as the ViT
   probe's); the query's and value's entries to 1e-10.
 - WaveNet: mu-law quantized targets, dilated causal ``Conv1d`` (left ``F.pad``) under
-  ``torch.nn.utils.parametrizations.weight_norm``, the gated ``tanh * sigmoid`` unit, residual and skip 1x1 convs,
+  ``torch.nn.utils.parametrizations.weight_norm`` (or the deprecated ``nn.utils.weight_norm``), the gated ``tanh * sigmoid`` unit, residual and skip 1x1 convs,
   ``F.cross_entropy`` over dim 1 of (N, C, L) logits.
 """
 
@@ -391,8 +391,8 @@ def mu_law_encode(torch, audio, quantization_channels=QUANTIZE):
     return ((signal + 1) / 2 * mu + 0.5).to(torch.int64)
 
 
-def wavenet(torch, nn, F, residual=6, skip=8, dilations=(1, 2, 4, 8)):
-    weight_norm = torch.nn.utils.parametrizations.weight_norm
+def wavenet(torch, nn, F, residual=6, skip=8, dilations=(1, 2, 4, 8), deprecated_weight_norm=False):
+    weight_norm = torch.nn.utils.weight_norm if deprecated_weight_norm else torch.nn.utils.parametrizations.weight_norm
 
     class CausalConv1d(nn.Conv1d):
         def __init__(self, in_channels, out_channels, kernel_size, dilation=1):
@@ -445,9 +445,14 @@ def wavenet_batches(count=2, size=3, length=24):
             for _ in range(count)]
 
 
+@pytest.mark.filterwarnings("ignore:.*torch.nn.utils.weight_norm. is deprecated")
+@pytest.mark.parametrize("deprecated", [False, True], ids=["parametrizations", "deprecated-weight_norm"])
 @pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled-step"])
-def test_wavenet_with_weight_norm_trains_as_torch(compiled, float64_default):
+def test_wavenet_with_weight_norm_trains_as_torch(compiled, deprecated, float64_default):
+    """``parametrizations.weight_norm`` (original0/original1) and the deprecated ``nn.utils.weight_norm``
+    (weight_g/weight_v, a forward pre-hook), which many WaveNet ports still use."""
     train = training(wavenet_batches(), lambda torch, model: torch.optim.Adam(model.parameters(), lr=1e-2),
                      wavenet_loss, compiled=compiled, steps=4)
-    ours, theirs = assert_trains_as_torch(wavenet, train)
-    assert "blocks.0.dilated.parametrizations.weight.original0" in theirs["state"]
+    ours, theirs = assert_trains_as_torch(lambda *lib: wavenet(*lib, deprecated_weight_norm=deprecated), train)
+    magnitude = "blocks.0.dilated.weight_g" if deprecated else "blocks.0.dilated.parametrizations.weight.original0"
+    assert magnitude in theirs["state"]
