@@ -93,3 +93,12 @@ def test_onnx_export_of_a_function_returning_a_complex_tensor_refuses_clearly(tm
     with pytest.raises(Exception, match="complex") as error:
         kiln.export_onnx(spectrum, [kiln.TensorSpec((4, 8), "f32")], str(tmp_path / "f.onnx"))
     assert "view_as_real" in str(error.value) or "real" in str(error.value)
+
+
+def test_a_real_tensor_times_a_python_complex_is_refused_naming_what_works():
+    """``x * 1j`` and ``x.to(kiln.cfloat)`` would need a complex IR value; the message names the forms that work."""
+    x = kiln.ones(3)
+    for make_complex in (lambda: x * 1j, lambda: x.to(kiln.cfloat)):
+        with pytest.raises((ShapeError, kiln.TraceError), match=r"kiln.complex\(x, kiln.zeros_like\(x\)\) or x \* kiln.tensor\(1j\)"):
+            make_complex()
+    np.testing.assert_array_equal((x * kiln.tensor(1j)).numpy(), np.full(3, 1j, np.complex64))
