@@ -296,7 +296,7 @@ class InPlaceMethods:
     def __setitem__(self, index: Any, value: Any) -> None:
         from kiln.frontend.tensor_setitem import assigned
 
-        rebind(self, assigned(self, index, value), "index assignment")
+        in_place(self, "index assignment", lambda x: assigned(x, index, value))  # a parameter's array eagerly
 
 
 def _float_like(tensor: Any, other: Any) -> Any:
