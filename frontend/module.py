@@ -439,8 +439,10 @@ class Module(HookMethods):
         shared parameter needs only one of its names (a checkpoint that lists tied weights once still loads).
         Returns the missing and unexpected keys (``strict=False`` loads the others), as PyTorch's. A checkpoint of a
         ``torch.compile``d model, every key prefixed ``_orig_mod.``, loads as the model's own."""
+        from kiln.frontend.parametrizations import deprecated_weight_norm_keys  # lazily: it imports this module
+
         own = dict(self._state_items(""))
-        state = _without_compile_prefix(state, own)
+        state = deprecated_weight_norm_keys(self, _without_compile_prefix(state, own), own)
         loaded = {id(own[name]) for name in state if name in own}
         missing = [name for name in own if name not in state and id(own[name]) not in loaded]
         unexpected = [name for name in state if name not in own]

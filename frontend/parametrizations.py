@@ -83,6 +83,25 @@ def weight_norm(module: Module, name: str = "weight", dim: int | None = 0) -> Mo
     return register_parametrization(module, name, _WeightNorm(dim), unsafe=True)
 
 
+def deprecated_weight_norm_keys(model: Module, state: dict[str, Any], own: Any) -> dict[str, Any]:
+    """``state`` with a deprecated ``nn.utils.weight_norm`` checkpoint's ``<prefix><name>_g`` / ``<name>_v`` renamed
+    to ``parametrizations.<name>.original0`` / ``original1`` where ``model`` has a ``weight_norm`` parametrization
+    there (an old WaveNet/HiFi-GAN checkpoint loads into new code), as PyTorch's load hook renames them."""
+    renamed = dict(state)
+    for key in own:
+        head, marker, tail = key.rpartition("parametrizations.")
+        name = tail.removesuffix(".original0")
+        g, v = f"{head}{name}_g", f"{head}{name}_v"
+        if marker and name != tail and key not in renamed and g in renamed and v in renamed \
+                and _is_weight_norm(model.get_submodule(head.rstrip(".")), name):
+            renamed[key], renamed[f"{head}parametrizations.{name}.original1"] = renamed.pop(g), renamed.pop(v)
+    return renamed
+
+
+def _is_weight_norm(module: Module, name: str) -> bool:
+    return any(isinstance(p, _WeightNorm) for p in getattr(module.parametrizations, name, ()))
+
+
 # Spectral normalization -------------------------------------------------------------------------------------------
 
 
