@@ -6,7 +6,7 @@ isinstance(compiled, kiln.nn.Module)      # True: a parent registers it, Average
 compiled._orig_mod is model               # torch's name for the module it compiles
 ```
 
-It shares the module's registries (``_parameters``, ``_modules``, ``_buffers``), so every ``Module`` method walks
+It shares the module's registries (``_parameters``, ``_modules``, ``_buffers``, the non-persistent buffers' names), so every ``Module`` method walks
 the module itself: ``compiled.parameters()``, ``state_dict()`` (the module's own keys, which kiln loads either way,
 ``_orig_mod.`` or not), ``to()``, ``train()``. Attributes it does not have are the module's, and setting or
 deleting one sets or deletes it on the module, so the compiled object answers as the module. Forward hooks
@@ -29,6 +29,8 @@ class CompiledModule(CompiledFunction, Module):
     def __init__(self, fn: Module, *args: Any, **kwargs: Any) -> None:
         for registry in ("_parameters", "_modules", "_buffers"):
             object.__setattr__(self, registry, getattr(fn, registry))
+        # which buffers state_dict leaves out (register_buffer(persistent=False) makes the set on first use)
+        object.__setattr__(self, "_non_persistent_buffers_set", fn.__dict__.setdefault("_non_persistent_buffers_set", set()))
         CompiledFunction.__init__(self, fn, *args, **kwargs)
 
     def __setattr__(self, name: str, value: Any) -> None:

@@ -91,3 +91,26 @@ def test_a_compiled_function_that_is_not_a_module_stays_a_plain_compiled_functio
     assert not isinstance(compiled, nn.Module)
     with pytest.raises(AttributeError):
         compiled._orig_mod  # noqa: B018
+
+
+def test_non_persistent_buffers_stay_out_of_the_compiled_modules_state_dict_as_torchs():
+    from oracles import require_torch
+
+    torch = require_torch()
+    keys = {}
+    for lib in (kiln, torch):
+        class Masked(lib.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.linear = lib.nn.Linear(2, 2)
+                self.register_buffer("mask", lib.ones(2), persistent=False)
+                self.register_buffer("kept", lib.ones(1))
+
+            def forward(self, x):
+                return self.linear(x) * self.mask
+
+        model = Masked()
+        compiled = lib.compile(model)
+        compiled.register_buffer("later", lib.zeros(1), persistent=False)  # after compiling: the module's, left out too
+        keys[lib.__name__] = sorted(k.removeprefix("_orig_mod.") for k in compiled.state_dict())  # torch's has the prefix
+    assert keys["kiln"] == keys["torch"] == ["kept", "linear.bias", "linear.weight"]
