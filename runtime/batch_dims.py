@@ -31,14 +31,23 @@ BATCH = "N"
 def batch_axes(arrays: Sequence[Any], batch_dim: BatchDim) -> list[int | None]:
     """Each input's batch axis (non-negative), or ``None`` where the input has none; an ``InputError`` saying which
     input and why when ``batch_dim`` does not fit the inputs."""
-    if batch_dim is None or isinstance(batch_dim, (int, np.integer)):  # a 0-d input (a Python number) has none
-        per_input = [None if np.ndim(array) == 0 else batch_dim for array in arrays]
+    if batch_dim is None or isinstance(batch_dim, (int, np.integer)):
+        per_input = [batch_dim] * len(arrays)
     else:
         per_input = list(batch_dim)
         if len(per_input) != len(arrays):
             raise InputError(f"batch_dim={tuple(per_input)} names {len(per_input)} inputs, but the call passed {len(arrays)}; "
                              "give one entry per input (None for an input without a batch dim)")
     return [_axis(index, np.ndim(array), axis) for index, (array, axis) in enumerate(zip(arrays, per_input))]
+
+
+def scalars_unbatched(arrays: Sequence[Any], batch_dim: BatchDim) -> BatchDim:
+    """``batch_dim`` with each 0-d input (a Python number or 0-d tensor beside the batch: a guidance scale, a timestep)
+    made an input without a batch dim, as ``kiln.compile`` takes them; ``batch_dim`` itself when there is none (a
+    training step's batch inputs all need one)."""
+    if not isinstance(batch_dim, (int, np.integer)) or all(np.ndim(array) for array in arrays):
+        return batch_dim
+    return tuple(None if np.ndim(array) == 0 else batch_dim for array in arrays)
 
 
 def _axis(index: int, rank: int, axis: int | None) -> int | None:

@@ -40,7 +40,7 @@ from kiln.runtime.compile_arguments import UNCOMPILED_BACKENDS, checked_backend,
 from kiln.runtime.compiled_training import TrainingVariant, call_training, compile_training, eager_inputs, in_call_order
 from kiln.runtime.donation import value_donations
 from kiln.runtime.executable import Executable
-from kiln.runtime.batch_dims import BatchDim, batch_axes, batch_signature, batch_specs
+from kiln.runtime.batch_dims import BatchDim, batch_axes, batch_signature, batch_specs, scalars_unbatched
 from kiln.runtime.pytree import Structure, unflatten
 from kiln.runtime.step_capture import CapturedStep, Modes, StepCapture, capturing
 from kiln.runtime.train_step import DEFAULT_PIPELINE
@@ -126,7 +126,8 @@ class CompiledFunction:
 
     def _inference_call(self, fn: Callable[..., Any], arrays: tuple[Any, ...], extra: Hashable) -> Any:
         arrays_np = [np.asarray(a) for a in arrays]
-        batch_dim = self.batch_dim if len(arrays_np) < 2 else _broadcast_inputs_static(arrays_np, self.batch_dim)
+        batch_dim = scalars_unbatched(arrays_np, self.batch_dim)
+        batch_dim = batch_dim if len(arrays_np) < 2 else _broadcast_inputs_static(arrays_np, batch_dim)
         tensors_given = any(isinstance(a, Tensor) for a in arrays)
         variant = self._variant_for(fn, arrays_np, batch_dim, extra, tensors_given)
         if variant is None:
