@@ -132,6 +132,8 @@ class Tensor(EagerMethods, InPlaceMethods, TorchMethods, MathMethods, DeviceMeth
         return apply("tensor.div", self, other)
 
     def __rtruediv__(self, other: Any) -> "Tensor":
+        if isinstance(other, (int, float)) and not isinstance(other, bool):  # PyTorch's: the reciprocal times the number
+            return self.reciprocal() * other
         return apply("tensor.div", other, self)
 
     def __pow__(self, other: Any) -> "Tensor":
@@ -184,7 +186,7 @@ class Tensor(EagerMethods, InPlaceMethods, TorchMethods, MathMethods, DeviceMeth
         return self * self
 
     def reciprocal(self) -> "Tensor":
-        return 1.0 / _floating(self)
+        return apply("tensor.div", 1.0, _floating(self))
 
     def rsqrt(self) -> "Tensor":
         return apply("tensor.rsqrt", _floating(self))
@@ -589,6 +591,8 @@ def apply(op_name: str, *operands: Any, **attrs: Any) -> Any:
         operands = promoted(op_name, operands)
     if _has_constant(operands):
         dtype = _constant_dtype(operands)
+        if dtype.is_half and op_name in NUMBER_IN_FLOAT32_OPS and _has_number(operands):
+            return apply(op_name, *[o.to(DType.f32) if isinstance(o, Tensor) else o for o in operands]).to(dtype)
         values = [to_value(context, o, dtype) for o in operands]
     elif context.eager:  # eager tensors alone (the common case): to_value's first case, inline
         values = [o.value if "_stale" not in o.__dict__ else _checked_value(o) for o in operands]
@@ -626,6 +630,16 @@ def _has_constant(operands: tuple[Any, ...]) -> bool:
         if not isinstance(operand, Tensor):
             return True
     return False
+
+
+NUMBER_IN_FLOAT32_OPS = frozenset({"tensor.mul", "tensor.div"})
+"""Ops whose Python number meets a half tensor in float32, as PyTorch's CPU kernels keep it (``x * 0.3`` is
+``float32(x) * 0.3f`` rounded once; rounding 0.3 to bfloat16 first changed ~half the products). add/sub round the
+number to the tensor's dtype in PyTorch too."""
+
+
+def _has_number(operands: tuple[Any, ...]) -> bool:
+    return any(isinstance(o, (int, float)) and not isinstance(o, bool) for o in operands)
 
 
 def _constant_dtype(operands: tuple[Any, ...]) -> DType:
