@@ -212,22 +212,26 @@ class CompiledFunction:
         try:
             return self._compile(fn, arrays, batch_dim)
         except (KilnError, TypeError) as error:  # TypeError: Python arithmetic on a symbolic dim (x.shape[0] // 2)
-            if _symbolic(arrays, batch_dim) and self._traces_statically(fn, arrays, extra):
+            static_error = self._static_trace_error(fn, arrays, extra) if _symbolic(arrays, batch_dim) else error
+            if static_error is None:
                 return _STATIC
-            if self.fullgraph or not tensors_given or isinstance(error, TypeError):
+            if (self.fullgraph or not tensors_given or isinstance(static_error, TypeError)) and static_error is error:
                 raise
-            self._warn_eager(str(error).splitlines()[-1].strip())
+            if self.fullgraph or not tensors_given or isinstance(static_error, TypeError):
+                raise static_error from None  # the blocker left once shapes are static, not the symbolic trace's
+            self._warn_eager(str(static_error).splitlines()[-1].strip())
             return None
 
-    def _traces_statically(self, fn: Callable[..., Any], arrays: list[np.ndarray], extra: Hashable) -> bool:
-        """Whether ``fn`` traces with static shapes (the variant is kept for these exact shapes)."""
+    def _static_trace_error(self, fn: Callable[..., Any], arrays: list[np.ndarray], extra: Hashable) -> Exception | None:
+        """None where ``fn`` traces with static shapes (the variant is kept for these exact shapes), else the static
+        trace's error: what stops the trace once shapes are not the question (the error shown)."""
         key = (batch_signature(arrays, None), autocast_signature(), extra, None)
         try:
             static = self._compile(fn, arrays, None)
-        except (KilnError, TypeError):
-            return False
+        except (KilnError, TypeError) as error:
+            return error
         self.variants.setdefault(key, static)
-        return True
+        return None
 
     def _warn_eager(self, reason: str) -> None:
         if not self.trained_eagerly:

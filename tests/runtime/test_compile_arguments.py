@@ -247,3 +247,15 @@ def test_a_torch_compiled_models_checkpoint_loads_without_its_orig_mod_prefix():
         np.testing.assert_array_equal(np.array(p.data), q.detach().numpy())
     with pytest.raises(KilnError, match="unexpected keys"):
         model.load_state_dict({**state, "other.weight": np.zeros(1)})
+
+
+def test_fullgraph_names_what_stops_the_trace_once_shapes_are_static_not_the_symbolic_batchs_complaint():
+    x = np.ones((3, 2), np.float32)
+
+    def joined(a, b):
+        c = kiln.cat([a, b])  # symbolic batches cannot join along it: the static trace goes further
+        return c[c > 0].sum()  # and stops here, which is what the user must change
+
+    with pytest.raises(kiln.TraceError, match=r"x\[mask\] has a data-dependent shape") as caught:
+        kiln.compile(joined, fullgraph=True)(kiln.tensor(x), kiln.tensor(x))
+    assert "c[c > 0]" in str(caught.value)
