@@ -231,6 +231,8 @@ class Module(HookMethods):
         object.__setattr__(self, "_modules", OrderedDict())
         object.__setattr__(self, "_buffers", OrderedDict())
         object.__setattr__(self, "training", True)
+        if TraceContext.active():  # made by the traced code: its attributes are no state the trace must guard
+            TraceContext.current().modules_made.add(id(self))
 
     def __setattr__(self, name: str, value: Any) -> None:
         if "_parameters" not in self.__dict__:
@@ -246,6 +248,8 @@ class Module(HookMethods):
             registry[name] = value  # a replaced entry keeps its place in the order, as PyTorch's
         elif type(value) is Tensor and TraceContext.active():
             value = _kept_after_the_trace(value)
+        elif TraceContext.active() and name != "training" and not isinstance(value, Tensor):
+            TraceContext.current().attribute_written(self, name)  # self.nfe += 1: once per trace, guarded per call
         object.__setattr__(self, name, value)
 
     def __delattr__(self, name: str) -> None:

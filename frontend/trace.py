@@ -45,6 +45,10 @@ class TensorSpec:
         return TensorType(tuple(self.shape), DType.of(self.dtype))
 
 
+MISSING = object()
+"""A module attribute that did not exist before a trace set it."""
+
+
 class TraceContext:
     """The graph being recorded and the parameters it has seen."""
 
@@ -74,9 +78,28 @@ class TraceContext:
         """False inside ``kiln.no_grad()``: every floating result traced then is a ``tensor.stop_gradient``."""
         self.checkpoint_regions = 0
         """How many ``kiln.utils.checkpoint`` regions were traced: each gets its own number (``builder.region``)."""
+        self.attribute_writes: dict[tuple[int, str], tuple[Any, str, Any]] = {}
+        """Each module attribute the traced Python set to a plain value (``self.nfe += 1``), with its value before the
+        trace (``runtime/attribute_writes.py`` guards and replays them: the trace runs the Python once)."""
+        self.modules_made: set[int] = set()
+        """Modules constructed while tracing (their attribute writes are no state from before the trace)."""
         self.step_capture: Any = None
         """In a ``kiln.compile``d training step: what its ``backward()``, ``zero_grad()`` and ``optimizer.step()`` do to
         state (``runtime/step_capture.py``'s ``StepCapture``)."""
+
+    def attribute_written(self, module: Any, name: str) -> None:
+        """``module.name = <plain value>`` in the trace: its value before the first such write is kept."""
+        if (id(module), name) not in self.attribute_writes and id(module) not in self.modules_made:
+            self.attribute_writes[(id(module), name)] = (module, name, module.__dict__.get(name, MISSING))
+
+    def restore_attributes(self) -> None:
+        """Undo the traced Python's attribute writes: a trace that failed does not stand for the call, which then
+        runs eagerly and sets them itself."""
+        for module, name, before in self.attribute_writes.values():
+            if before is MISSING:
+                module.__dict__.pop(name, None)
+            else:
+                object.__setattr__(module, name, before)
 
     def without_gradient(self, value: Value) -> Value:
         """``value`` behind a ``tensor.stop_gradient`` if it is floating (what ``kiln.no_grad`` traces)."""
@@ -235,11 +258,16 @@ def trace_context(fn: Callable[..., Any], *specs: TensorSpec, name: str | None =
     from kiln.frontend.tensor import Tensor
 
     graph_name = name or getattr(fn, "__name__", None) or type(fn).__name__
-    with TraceContext(graph_name) as context:
-        _name_parameters(context, fn)
-        inputs = [Tensor(context.graph.add_input(spec.type, input_name)) for spec, input_name in zip(specs, input_names(fn, len(specs)))]
-        result = fn(*inputs)
-        context.graph.outputs = [as_value(item, what) for item in flatten_outputs(result)]
+    context = TraceContext(graph_name)
+    try:
+        with context:
+            _name_parameters(context, fn)
+            inputs = [Tensor(context.graph.add_input(spec.type, input_name)) for spec, input_name in zip(specs, input_names(fn, len(specs)))]
+            result = fn(*inputs)
+            context.graph.outputs = [as_value(item, what) for item in flatten_outputs(result)]
+    except BaseException:
+        context.restore_attributes()
+        raise
     return context
 
 

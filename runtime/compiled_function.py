@@ -36,6 +36,7 @@ from kiln.frontend.module import Parameter
 from kiln.frontend.torch_array import plain
 from kiln.frontend.tensor import Tensor
 from kiln.frontend.trace import TraceContext, trace_context
+from kiln.runtime.attribute_writes import AttributeWrites
 from kiln.runtime.compile_arguments import UNCOMPILED_BACKENDS, checked_backend, traced_arguments, with_keywords
 from kiln.runtime.compiled_training import TrainingVariant, call_training, compile_training, eager_inputs, in_call_order
 from kiln.runtime.donation import value_donations
@@ -64,13 +65,15 @@ class _Variant:
     outputs so, as ``torch.compile``'s; a NumPy call its leaves, flat."""
     modes: Modes = field(default_factory=Modes)
     """The ``train()``/``eval()`` modes the trace read (guarded) and set (set again by each call)."""
+    writes: AttributeWrites = field(default_factory=AttributeWrites)
+    """Module attributes the trace set (``self.nfe += 1``): guarded on their value before it, set at each call."""
     donations: dict[int, int] = field(default_factory=dict)
     """``{input index: output index}`` the backend may write in place (``graph.donations``): each updated parameter,
     buffer and optimizer state. An output that comes back as the very array fed for its input needs no write-back."""
 
     def holds(self) -> bool:
         """Whether what the trace assumed (modules' modes, a step's ``.grad``s and optimizers) still holds."""
-        return self.modes.hold() and (self.captured is None or self.captured.holds())
+        return self.modes.hold() and self.writes.hold() and (self.captured is None or self.captured.holds())
 
 
 @dataclass
@@ -138,6 +141,7 @@ class CompiledFunction:
             feeds.append(self._seed_feed())
         outputs = variant.executable(*feeds)
         variant.modes.replay()
+        variant.writes.replay()
         outputs = _written_back(variant, outputs, feeds, feeds[len(arrays_np) :])
         if variant.returns_none:
             return None
@@ -174,16 +178,17 @@ class CompiledFunction:
                          "sequences padded to their batch's length; pad to a few fixed lengths to keep them compiled")
 
     def _variant_for(self, fn: Callable[..., Any], arrays: list[np.ndarray], batch_dim: BatchDim, extra: Hashable,
-                     tensors_given: bool) -> _Variant | None:
+                     tensors_given: bool, traced: bool = False) -> _Variant | None:
         """The variant for these arrays' signature (traced on first sight, again where a step's guards fail); one per
-        exact shape where the trace needed static shapes."""
+        exact shape where the trace needed static shapes. ``traced``: this call traced it (the static retry)."""
         key = (batch_signature(arrays, batch_dim), autocast_signature(), extra, batch_dim)  # in a region or not
         if key not in self.variants:
+            traced = True
             self.variants[key] = self._inference_variant(fn, arrays, batch_dim, extra, tensors_given)
         variant = self.variants[key]
         if variant is _STATIC:
-            return self._variant_for(fn, arrays, None, extra, tensors_given)
-        if variant is not None and not variant.holds():  # the state changed: an earlier variant, or trace again
+            return self._variant_for(fn, arrays, None, extra, tensors_given, traced)
+        if variant is not None and not traced and not variant.holds():  # the state changed: an earlier variant, or trace again
             variant = self.variants[key] = self._guarded_variant(key, fn, arrays, batch_dim, extra, tensors_given)
         return variant
 
@@ -194,12 +199,26 @@ class CompiledFunction:
         earlier = self.superseded.setdefault(key, [])
         earlier.append(self.variants[key])
         match = next((variant for variant in earlier if variant.holds()), None)
+        if match is None and len(earlier) >= self.recompile_limit:  # traced again at every call: none fits for long
+            return self._past_recompile_limit(earlier[-1], tensors_given)
         if match is None:
             match = self._inference_variant(fn, arrays, batch_dim, extra, tensors_given or earlier[-1].captured is not None)
         else:
             earlier.remove(match)
         del earlier[: -self.recompile_limit]
         return match
+
+    def _past_recompile_limit(self, last: _Variant, tensors_given: bool) -> None:
+        """None (run eagerly from now on, warned once) where ``recompile_limit`` variants of one signature were traced
+        and the state fits none of them, as ``torch.compile`` falls back at its cache limit: most often an attribute
+        the function changes at every call (a counter), whose every value the graph would need."""
+        changed = f"it sets {last.writes.names()} at every call" if not last.writes.hold() else "its guards fail at every call"
+        reason = (f"{self.recompile_limit} variants of this call are traced (recompile_limit) and none fits: {changed}; "
+                  "keep a count as a tensor buffer (register_buffer) or outside the compiled function")
+        if self.fullgraph or not tensors_given:
+            raise KilnError(f"kiln.compile: {reason}")
+        self._warn_eager(reason)
+        return None
 
     def _inference_variant(self, fn: Callable[..., Any], arrays: list[np.ndarray], batch_dim: BatchDim, extra: Hashable,
                            tensors_given: bool) -> Any:
@@ -279,6 +298,13 @@ class CompiledFunction:
     def _compile(self, fn: Callable[..., Any], arrays: list[np.ndarray], batch_dim: BatchDim) -> _Variant:
         captures: list[StepCapture] = []  # a training step's backward() and optimizer.step() (runtime/step_capture.py)
         context = trace_context(capturing(fn, captures), *batch_specs(arrays, batch_dim), what="the compiled function's result")
+        try:
+            return self._compiled_trace(context, captures)
+        except KilnError:
+            context.restore_attributes()  # the call runs eagerly (or raises): the trace did not stand for it
+            raise
+
+    def _compiled_trace(self, context: TraceContext, captures: list[StepCapture]) -> _Variant:
         seed = context.seed_input
         step = captures[0] if captures and captures[0].captured() else None
         if seed is not None and self.seed is None and step is None:
@@ -293,7 +319,8 @@ class CompiledFunction:
         context.graph.donations = donations
         executable = get_backend(self.backend).compile(context.graph)
         return _Variant(context.graph, executable, context.parameters, buffers, seed is not None, captured,
-                        captures[0].returned_none, captures[0].structure, captures[0].modes(), donations)
+                        captures[0].returned_none, captures[0].structure, captures[0].modes(), AttributeWrites.of(context),
+                        donations)
 
     def _donations(self, context: TraceContext, captured: CapturedStep | None) -> dict[int, int]:
         """What the backend may update in place: each updated parameter or buffer and each optimizer state, as

@@ -38,6 +38,8 @@ from kiln.compiler.passes.manager import PassManager
 from kiln.frontend.eager_values import ARRAYS, eager_leaf, eager_value
 from kiln.frontend.module import Parameter
 from kiln.frontend.trace import TensorSpec, TraceContext, trace_context, user_location
+from kiln.compiler.errors import KilnError
+from kiln.runtime.attribute_writes import AttributeWrites
 from kiln.runtime.compile_arguments import named_like
 from kiln.runtime.executable import Executable
 from kiln.runtime.pytree import Structure, flatten, unflatten
@@ -215,6 +217,11 @@ def compile_training(fn: Callable[..., Any], arrays: Sequence[np.ndarray], wants
         return [leaf for leaf in leaves if leaf is not None]
 
     context = trace_context(named_like(without_nones, fn), *specs, what="the compiled function's result")
+    if context.attribute_writes:  # set once per trace, not once per call: runs eagerly (runtime/attribute_writes.py)
+        names = AttributeWrites.of(context).names()
+        context.restore_attributes()  # the eager call sets them
+        raise KilnError(f"the forward sets {names}, a Python attribute the compiled forward would set once per trace, "
+                        "not once per call; keep it as a tensor buffer (register_buffer) or set it outside the forward")
     graph, parameters = context.graph, context.parameters
     num_outputs = len(graph.outputs)
     buffers = in_call_order(context)

@@ -1,0 +1,140 @@
+"""A module attribute the compiled code sets (a Neural ODE's ``self.nfe += 1``, a rotary cache's
+``self.seq_len_cached = n``) is set once per call, as eagerly: the trace runs the Python once, so each variant is
+guarded on the value it read and sets the value it left (``runtime/attribute_writes.py``). It counted traces, not
+calls, before (found by H1's Neural ODE probe)."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+import kiln
+from kiln.compiler.errors import KilnError
+from oracles import torch_twins
+
+
+def _counting_field(lib):
+    class Field(lib.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = lib.nn.Linear(3, 3)
+            self.nfe = 0
+
+        def forward(self, y):
+            self.nfe += 1
+            return lib.tanh(self.linear(y))
+
+    return Field().double()
+
+
+def _ode_step(lib, field, optimizer):
+    def step(y0):
+        optimizer.zero_grad()
+        y = y0 + 0.1 * field(y0)
+        y = y + 0.1 * field(y)  # two evaluations of the field per call
+        loss = (y ** 2).mean()
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    return step
+
+
+def _batch(seed=0):
+    return np.random.default_rng(seed).standard_normal((4, 3))
+
+
+def test_a_counter_counts_calls_and_past_the_recompile_limit_the_step_runs_eagerly_warned_with_torchs_numbers():
+    torch, field, twin = torch_twins(_counting_field, seed=1)
+    step = kiln.compile(_ode_step(kiln, field, kiln.optim.SGD(field.parameters(), lr=0.1)))
+    twin_step = _ode_step(torch, twin, torch.optim.SGD(twin.parameters(), lr=0.1))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for call in range(12):
+            ours, theirs = step(kiln.tensor(_batch(call))), twin_step(torch.tensor(_batch(call)))
+            np.testing.assert_allclose(float(ours), float(theirs), rtol=1e-12)
+            assert field.nfe == twin.nfe == 2 * (call + 1)
+    assert any("Field.nfe at every call" in str(w.message) for w in caught)
+    for p, q in zip(field.parameters(), twin.parameters()):
+        np.testing.assert_allclose(np.asarray(p.data), q.detach().numpy(), rtol=1e-12, atol=1e-12)
+
+
+def test_with_fullgraph_a_counter_raises_at_the_recompile_limit_naming_it():
+    _, field, _ = torch_twins(_counting_field, seed=1)
+    step = kiln.compile(_ode_step(kiln, field, kiln.optim.SGD(field.parameters(), lr=0.1)), fullgraph=True)
+    for call in range(8):
+        step(kiln.tensor(_batch(call)))
+    with pytest.raises(KilnError, match=r"Field\.nfe at every call.*register_buffer"):
+        step(kiln.tensor(_batch(8)))
+    assert field.nfe == 16  # the refused call changed nothing
+
+
+def _cached_rotation(lib):
+    class Rotation(lib.nn.Module):
+        """A rotary-style cache: filled (a plain int and a tensor) on the first call that needs it."""
+
+        def __init__(self):
+            super().__init__()
+            self.scale = lib.nn.Linear(4, 4)
+            self.seq_len_cached = None
+
+        def forward(self, x):
+            if self.seq_len_cached is None or x.shape[1] > self.seq_len_cached:
+                self.seq_len_cached = x.shape[1]
+            return self.scale(x) * (self.seq_len_cached / 8)
+
+    return Rotation().double()
+
+
+def test_a_value_set_once_costs_one_more_trace_and_then_stays_compiled():
+    torch, model, twin = torch_twins(_cached_rotation, seed=2)
+    compiled = kiln.compile(lambda x: model(x), batch_dim=None)
+    x = np.random.default_rng(3).standard_normal((2, 5, 4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # never eagerly
+        results = [np.asarray(compiled(kiln.tensor(x))) for _ in range(4)]
+    expected = twin(torch.tensor(x)).detach().numpy()
+    for result in results:
+        np.testing.assert_allclose(result, expected, rtol=1e-12)
+    assert model.seq_len_cached == twin.seq_len_cached == 5
+    traced = sum(v is not None for v in compiled.variants.values()) + sum(map(len, compiled.superseded.values()))
+    assert traced == 2
+
+
+def test_a_compiled_models_forward_that_sets_a_counter_trains_eagerly_warned_and_counts_each_call():
+    _, field, _ = torch_twins(_counting_field, seed=1)
+    compiled = kiln.compile(field)
+    with pytest.warns(UserWarning, match=r"sets Field\.nfe"):
+        for call in range(3):
+            compiled(kiln.tensor(_batch(call))).sum().backward()
+    assert field.nfe == 3
+    with pytest.raises(KilnError, match=r"sets Field\.nfe"):
+        kiln.compile(_counting_field(kiln), fullgraph=True)(kiln.tensor(_batch()))
+
+
+def test_modules_made_inside_the_compiled_function_are_not_guarded():
+    model = kiln.nn.Linear(3, 2).double()
+
+    def head(x):
+        return kiln.nn.Identity()(model(x))  # a module constructed at each call: its __init__ sets attributes
+
+    compiled = kiln.compile(head)
+    for call in range(3):
+        compiled(kiln.tensor(_batch(call)))
+    assert sum(v is not None for v in compiled.variants.values()) == 1 and not compiled.superseded
+
+
+def test_a_trace_that_fails_after_a_write_undoes_it_before_the_call_runs_eagerly():
+    _, field, _ = torch_twins(_counting_field, seed=1)
+
+    def branching(y):
+        out = field(y)  # nfe += 1, then a branch on a value the trace does not have
+        return out * 2 if float(out.sum()) > 0 else out
+
+    compiled = kiln.compile(branching)
+    with pytest.warns(UserWarning, match="runs eagerly"):
+        for call in range(3):
+            compiled(kiln.tensor(_batch(call)))
+    assert field.nfe == 3
