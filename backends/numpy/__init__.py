@@ -20,6 +20,7 @@ from kiln.backends.numpy import lowering_linalg_spectral  # noqa: F401  (registe
 from kiln.backends.numpy import lowering_linalg_ldl  # noqa: F401  (registers the LDL^T factor and solve kernels)
 from kiln.backends.numpy import lowering_scan  # noqa: F401  (registers the running-scan kernels into NUMPY)
 from kiln.backends.numpy import lowering_bitwise  # noqa: F401  (registers the integer bit-op kernels into NUMPY)
+from kiln.backends.numpy import lowering_fft  # noqa: F401  (registers the fft dialect's np.fft kernels into NUMPY)
 from kiln.compiler.ir.core import Graph, clone_graph
 from kiln.compiler.ops.registry import lookup
 from kiln.compiler.passes.dce import DCE

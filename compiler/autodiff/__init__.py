@@ -10,6 +10,7 @@ from kiln.compiler.autodiff import rules_linalg_ldl  # noqa: F401  (refuses the 
 from kiln.compiler.autodiff import rules_linalg_spectral  # noqa: F401  (registers eigh's and svd's rules into VJP_RULES)
 from kiln.compiler.autodiff import rules_scan  # noqa: F401  (registers the running scans' rules into VJP_RULES)
 from kiln.compiler.autodiff import rules_custom  # noqa: F401  (registers custom.vjp's rule: the user's backward, inlined)
+from kiln.compiler.autodiff import rules_fft  # noqa: F401  (registers the fft dialect's rules into VJP_RULES)
 from kiln.compiler.autodiff.differentiate import Autodiff, AutodiffError, differentiate, differentiate_outputs, unbroadcast
 from kiln.compiler.autodiff.rules import VJP_RULES, vjp_rule
 

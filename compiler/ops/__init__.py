@@ -6,6 +6,7 @@ from kiln.compiler.ops import linalg_spectral  # noqa: F401  (registers linalg.e
 from kiln.compiler.ops import linalg_ldl  # noqa: F401  (registers the LDL^T ops)
 from kiln.compiler.ops import custom  # noqa: F401  (registers custom.vjp, kiln.autograd.Function's op)
 from kiln.compiler.ops import bitwise  # noqa: F401  (registers the integer bit ops)
+from kiln.compiler.ops import fft  # noqa: F401  (registers the fft dialect: c2c, r2c, c2r)
 from kiln.compiler.ops.registry import OPS, OpDef, has_trait, lookup, register_decomposition, register_op
 
 __all__ = ["OPS", "OpDef", "has_trait", "lookup", "register_decomposition", "register_op"]
