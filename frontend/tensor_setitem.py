@@ -3,7 +3,8 @@
 Basic indices (ints, slices with a positive step, ``None``, ``...``) select a box with a stride per axis. The value
 is broadcast to the selection's shape (as PyTorch broadcasts it), padded to ``x``'s shape (interior padding fills a
 step's gaps) and chosen by a mask of the box, so the gradient reaches ``x`` outside the box and the value inside it,
-as PyTorch's. A bool mask (``x[x < 0] = 0``, of ``x``'s shape or of its leading dims) is one ``where``. Integer
+as PyTorch's. A bool mask (``x[x < 0] = 0``, of ``x``'s shape or of its leading dims) is one ``where``; with one
+value per True element, a traced mask gathers them at its ``cumsum - 1`` first. Integer
 index arrays over the leading dims (``x[range(n), y] = v``, ``x[rows, cols] = v``, ``x[idx] = v``) scatter through
 ``index_put``, as PyTorch's; mixed with slices, ints or None, through their flat positions (advanced_indexing.py).
 
@@ -217,11 +218,29 @@ def masked_assignment(x: Tensor, mask: Tensor, value: Any) -> Tensor:
         known = eager_array(mask)
         if known is not None:  # one value per selected element (x[m] = y[m]): eagerly the positions are known
             return x.index_put(tuple(eager_leaf(np.asarray(i, np.int64)) for i in np.nonzero(known)), source)
-        raise located_error(f"x[mask] = value takes a scalar or a value for each selected row ({x.shape[leading:]}), "
-                            f"not {source.type}: the number of selected elements is not known while tracing")
+        return traced_mask_values(x, mask, source)
     if leading < x.ndim:
         mask = apply("tensor.expand_dims", mask, axes=tuple(range(leading, x.ndim)))
     return apply("tensor.where", mask, source, x)
+
+
+def traced_mask_values(x: Tensor, mask: Tensor, source: Tensor) -> Tensor:
+    """``x[mask] = values`` for a mask only known when the graph runs: the k-th True position (row-major) takes row k
+    of ``values``, gathered at ``cumsum(mask) - 1``, then one ``where``. ``values`` must have one row per True element,
+    as PyTorch checks; the graph cannot check the count, so a short ``values`` repeats its last row."""
+    trailing = tuple(x.shape[mask.ndim:])
+    if source.ndim != 1 + len(trailing) or not _broadcasts(tuple(source.shape[1:]), trailing):
+        raise located_error(f"x[mask] = value: a value of shape {source.type} is neither a scalar, one value per "
+                            f"selected row ({trailing}) nor one row per selected element (K, {', '.join(map(str, trailing))})")
+    rows = source.broadcast_to((source.shape[0],) + trailing) if source.shape[1:] != trailing else source
+    if rows.shape[0] == 0:  # nothing selected: a zero row to gather keeps the values in the graph (zero gradient)
+        rows = apply("tensor.concat", rows, rows.new_zeros((1,) + trailing), axis=0)
+    flat = mask.reshape(-1)
+    position = (flat.long().cumsum(0) - 1).clamp(min=0)
+    gathered = rows.index_select(0, position).reshape(tuple(mask.shape) + trailing)
+    if mask.ndim < x.ndim:
+        mask = apply("tensor.expand_dims", mask, axes=tuple(range(mask.ndim, x.ndim)))
+    return apply("tensor.where", mask, gathered, x)
 
 
 def disjoint(x: Tensor, first: Any, second: Any) -> bool:
