@@ -7,28 +7,24 @@ x = kiln.fft.irfft(out_ft, n=x.size(-1))                    # ...and back
 kiln.fft.fftn(x, s=(8, 8), dim=(-2, -1), norm="ortho"); kiln.fft.fftfreq(8); kiln.fft.fftshift(y)
 ```
 
-Each 1-D transform along a dim of length ``n`` is a product with the DFT matrix: ``X_k = sum_j x_j e^{-2 pi i jk/n}``
-written on the real and imaginary parts, ``Re X = a C + b S`` and ``Im X = b C - a S`` with ``C = cos``, ``S = sin`` of
-``2 pi jk/n`` (the inverse flips the sign of ``S``), the normalization folded into the matrices. It is O(n^2) per
-transform where an FFT is O(n log n): exact to rounding, and a handful of matmuls, which BLAS runs fast for the
-lengths models use (hundreds); the sines of multiples of pi are exact zeros. A length ``n`` other than the input's
-crops it or pads it with zeros, which the matrix does by its rows. ``irfft`` reads bins 0 to ``n//2`` and, as torch's
-(pocketfft's c2r), ignores the imaginary parts of bin 0 and of bin ``n/2`` (even ``n``), so its gradient is torch's
-(zero there, the other bins' doubled). Being matmuls on real parts, the transforms trace and differentiate as any
-real op: gradients match torch's, and a transform inside ``kiln.compile`` runs compiled.
+Each 1-D transform along a dim is one op of the ``fft`` dialect (``compiler/ops/fft.py``) on the complex tensor's
+real and imaginary parts: ``fft.c2c`` (``fft``/``ifft``), ``fft.r2c`` (``rfft``) and ``fft.c2r`` (``irfft``), which the
+NumPy backend runs as one ``np.fft`` call each (pocketfft, O(n log n), as torch's on the CPU), eagerly and inside
+``kiln.compile`` alike. A length ``n`` other than the input's crops it or pads it with zeros. ``irfft`` reads bins 0 to
+``n//2`` and, as torch's (pocketfft's c2r), ignores the imaginary parts of bin 0 and of bin ``n/2`` (even ``n``), so
+its gradient is torch's (zero there, the other bins' doubled). The ops' VJPs (``compiler/autodiff/rules_fft.py``) are
+transforms again, so gradients match torch's and differentiate twice. The n-D forms are 1-D transforms in turn.
 """
 
 from __future__ import annotations
 
-import functools
-import math
 from typing import Any, Sequence
 
 import numpy as np
 
 from kiln.compiler.ir.types import DType, normalize_axis
 from kiln.frontend.complex_tensor import ComplexTensor, split
-from kiln.frontend.tensor import Tensor
+from kiln.frontend.tensor import Tensor, apply
 from kiln.frontend.trace import located_error
 
 _NORMS = ("backward", "ortho", "forward")
@@ -47,8 +43,7 @@ def rfft(input: Tensor, n: int | None = None, dim: int = -1, norm: str | None = 
     """``torch.fft.rfft``: the DFT of a real signal, bins 0 to ``n//2``."""
     real, _ = _parts(input, "rfft", real_only=True)
     axis, length = _axis_and_length(real, n, dim, "rfft")
-    cos, sin = _matrices(real.shape[axis], length, length // 2 + 1, _scale(norm, length, False), False, real.dtype)
-    return ComplexTensor(_along(real, axis, cos), -_along(real, axis, sin))
+    return ComplexTensor(*apply("fft.r2c", real, axis=axis, n=length, norm=_norm(norm)))
 
 
 def irfft(input: Any, n: int | None = None, dim: int = -1, norm: str | None = None) -> Tensor:  # noqa: A002
@@ -60,9 +55,8 @@ def irfft(input: Any, n: int | None = None, dim: int = -1, norm: str | None = No
     if length < 1:
         raise located_error(f"irfft: invalid number of data points ({length}) specified; give n >= 1 (an input of "
                             f"{bins} bins along dim {dim} gives {2 * (bins - 1)} by default)")
-    cos, sin = _hermitian_matrices(bins, length, _scale(norm, length, True), real.dtype)
-    result = _along(real, axis, cos)
-    return result if imag is None else result - _along(imag, axis, sin)
+    imag = _zeros_like(real) if imag is None else imag
+    return apply("fft.c2r", real, imag, axis=axis, n=length, norm=_norm(norm))
 
 
 def hfft(input: Any, n: int | None = None, dim: int = -1, norm: str | None = None) -> Tensor:  # noqa: A002
@@ -169,72 +163,28 @@ def ifftshift(input: Any, dim: Any = None) -> Any:  # noqa: A002
     return input.roll([-(input.shape[axis] // 2) for axis in dims], dims)
 
 
-# --- the matrices --------------------------------------------------------------------------------------------------
+# --- the ops -------------------------------------------------------------------------------------------------------
 
 
 def _complex_transform(input: Any, n: int | None, dim: int, norm: str | None, inverse: bool) -> ComplexTensor:
-    real, imag = _parts(input, "ifft" if inverse else "fft")
-    axis, length = _axis_and_length(real, n, dim, "ifft" if inverse else "fft")
-    cos, sin = _matrices(real.shape[axis], length, length, _scale(norm, length, inverse), inverse, real.dtype)
-    sign = 1.0 if inverse else -1.0  # Re X = a C - sign b S, Im X = b C + sign a S
-    real_cos, real_sin = _along(real, axis, cos), _along(real, axis, sin)
-    if imag is None:
-        return ComplexTensor(real_cos, real_sin if inverse else -real_sin)
-    imag_cos, imag_sin = _along(imag, axis, cos), _along(imag, axis, sin)
-    return ComplexTensor(real_cos - sign * imag_sin, imag_cos + sign * real_sin)
+    function = "ifft" if inverse else "fft"
+    real, imag = _parts(input, function)
+    axis, length = _axis_and_length(real, n, dim, function)
+    imag = _zeros_like(real) if imag is None else imag
+    return ComplexTensor(*apply("fft.c2c", real, imag, axis=axis, n=length, inverse=inverse, norm=_norm(norm)))
 
 
-def _along(part: Tensor, axis: int, matrix: np.ndarray) -> Tensor:
-    """``part`` times ``matrix`` along ``axis`` (rows: the input's points, columns: the output's)."""
-    from kiln.frontend.torch_functions import tensor
+def _zeros_like(part: Tensor) -> Tensor:
+    from kiln.frontend.torch_functions import zeros_like
 
-    last = part.ndim - 1
-    moved = part if axis == last else part.movedim(axis, -1)
-    result = moved @ tensor(matrix)
-    return result if axis == last else result.movedim(-1, axis)
+    return zeros_like(part)
 
 
-@functools.lru_cache(maxsize=256)
-def _matrices(points: int, length: int, outputs: int, scale: float, inverse: bool, dtype: DType) -> tuple[np.ndarray, np.ndarray]:
-    """``(C, S)``, ``points x outputs``: ``cos`` and ``sin`` of ``2 pi jk/length`` times ``scale``; rows past
-    ``length`` are zero (the input cropped), fewer rows than ``length`` pad it with zeros."""
-    del inverse  # part of the cache key only: the sign is applied by the caller
-    rows = np.arange(points)[:, None]
-    turns = (rows * np.arange(outputs)[None, :]) % length
-    cos, sin = _exact_cos_sin(turns, length)
-    cos[rows[:, 0] >= length], sin[rows[:, 0] >= length] = 0.0, 0.0
-    return (cos * scale).astype(dtype.numpy), (sin * scale).astype(dtype.numpy)
-
-
-@functools.lru_cache(maxsize=256)
-def _hermitian_matrices(bins: int, length: int, scale: float, dtype: DType) -> tuple[np.ndarray, np.ndarray]:
-    """``irfft``'s ``bins x length`` matrices: bin ``k < length//2 + 1`` weighted 1 at 0 and ``length/2``, else 2
-    (its mirror image's share); bins past ``length//2`` are ignored, as torch's."""
-    used = length // 2 + 1
-    turns = (np.arange(bins)[:, None] * np.arange(length)[None, :]) % length
-    cos, sin = _exact_cos_sin(turns, length)
-    weights = np.where((np.arange(bins) == 0) | (2 * np.arange(bins) == length), 1.0, 2.0)
-    weights[used:] = 0.0
-    return (cos * weights[:, None] * scale).astype(dtype.numpy), (sin * weights[:, None] * scale).astype(dtype.numpy)
-
-
-def _exact_cos_sin(turns: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
-    """``cos``/``sin`` of ``2 pi turns / length`` with exact zeros at multiples of pi (sines) and odd multiples of
-    pi/2 (cosines): ``irfft`` ignores the imaginary parts of bins 0 and n/2 exactly, as torch's."""
-    angle = 2.0 * math.pi * turns / length
-    cos, sin = np.cos(angle), np.sin(angle)
-    sin[(2 * turns) % length == 0] = 0.0
-    cos[((4 * turns) % length == 0) & ((2 * turns) % length != 0)] = 0.0
-    return cos, sin
-
-
-def _scale(norm: str | None, length: int, inverse: bool) -> float:
+def _norm(norm: str | None) -> str:
     norm = "backward" if norm is None else norm
     if norm not in _NORMS:
         raise located_error(f"fft: invalid normalization mode {norm!r}; use one of {', '.join(map(repr, _NORMS))}")
-    if norm == "ortho":
-        return 1.0 / math.sqrt(length)
-    return 1.0 / length if (norm == "backward") == inverse else 1.0
+    return norm
 
 
 def _dual(norm: str | None) -> str:
