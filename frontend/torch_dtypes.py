@@ -124,6 +124,8 @@ def _complex_with_floats(result: DType, top: int, ranked: list[tuple[DType, int]
 def _ranked(operand: Any) -> tuple[DType, int]:
     """An operand's dtype and rank: 2 a tensor with dims, 1 a 0-d tensor, 0 a Python number (at the default width)."""
     if is_tensor(operand):
+        if operand.__dict__.get("wrapped_number"):  # a Python number argument of a kiln.compile'd function, traced
+            return _ranked(operand.dtype.numpy.type(0).item())
         return operand.dtype, 2 if operand.ndim else 1
     if isinstance(operand, (bool, np.bool_)):
         return DType.bool, 0

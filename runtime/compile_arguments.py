@@ -13,6 +13,11 @@ keywords are inputs after the positional ones; any other argument, keyword or po
 fixed in the trace and part of the compiled variant's key, so another value traces anew, as ``torch.compile`` guards
 on it. Positional numbers stay inputs (0-d arrays), as they always were; so does each tensor of a list, tuple or dict
 of tensors (micro-batches), the nesting part of the key.
+
+A Python number input is traced as a wrapped number (``numbers_weak``): it promotes as the number itself would
+(``long_tensor * scale`` is float32, not float64), one variant serving every value. Where the trace needs its value (a
+branch ``if t == 0:``, ``range(n)``), the number is traced as the constant it is at that call instead
+(``numbers_fixed``): one variant per value, as ``torch.compile`` specialises a Python int.
 """
 
 from __future__ import annotations
@@ -64,6 +69,38 @@ def with_keywords(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[st
     fixed_key = tuple((k, _key(a)) for k, a in enumerate(args) if k not in positions) + tuple((k, _key(v)) for k, v in fixed.items())
     key = (tuple(positions), tuple(names), fixed_key, tuple((k, structure) for k, (_, structure) in trees.items()))
     return named_like(call, fn, [*[name for name, _ in leaves], *names]), inputs, key
+
+
+def number_positions(inputs: tuple[Any, ...]) -> tuple[int, ...]:
+    """Where a call's inputs are Python numbers (int or float; a bool is a flag, fixed)."""
+    return tuple(k for k, value in enumerate(inputs) if isinstance(value, (int, float)) and not isinstance(value, bool))
+
+
+def numbers_weak(fn: Callable[..., Any], positions: tuple[int, ...]) -> Callable[..., Any]:
+    """``fn`` traced with its inputs at ``positions`` marked as Python numbers (torch's wrapped numbers), which
+    ``result_type`` ranks below tensors; ``fn`` itself where there are none. Carries ``numbers`` and ``unwrapped``
+    for ``numbers_fixed``."""
+    if not positions:
+        return fn
+
+    def call(*inputs: Any) -> Any:
+        for k in positions:
+            inputs[k].wrapped_number = True
+        return fn(*inputs)
+
+    call.numbers, call.unwrapped = positions, fn  # type: ignore[attr-defined]
+    return named_like(call, fn)
+
+
+def numbers_fixed(weak: Callable[..., Any], values: tuple[Any, ...]) -> Callable[..., Any]:
+    """``numbers_weak``'s function traced with its numbers as the constants ``values`` (their inputs left unread)."""
+    fixed = dict(zip(weak.numbers, values))  # type: ignore[attr-defined]
+    fn = weak.unwrapped  # type: ignore[attr-defined]
+
+    def call(*inputs: Any) -> Any:
+        return fn(*[fixed.get(k, value) for k, value in enumerate(inputs)])
+
+    return named_like(call, fn)
 
 
 def traced_arguments(args: tuple[Any, ...]) -> bool:

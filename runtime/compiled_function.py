@@ -37,7 +37,8 @@ from kiln.frontend.torch_array import plain
 from kiln.frontend.tensor import Tensor
 from kiln.frontend.trace import TraceContext, trace_context
 from kiln.runtime.attribute_writes import AttributeWrites
-from kiln.runtime.compile_arguments import UNCOMPILED_BACKENDS, checked_backend, traced_arguments, with_keywords
+from kiln.runtime.compile_arguments import (UNCOMPILED_BACKENDS, checked_backend, number_positions, numbers_fixed,
+                                            numbers_weak, traced_arguments, with_keywords)
 from kiln.runtime.compiled_training import TrainingVariant, call_training, compile_training, eager_inputs, in_call_order
 from kiln.runtime.donation import value_donations
 from kiln.runtime.executable import Executable
@@ -106,6 +107,8 @@ class CompiledFunction:
     superseded: dict[tuple[Any, ...], list[_Variant]] = field(default_factory=dict)
     """Earlier variants of a signature whose guards failed (``eval()`` called, a ``.grad`` cleared), kept as
     ``torch.compile``'s cache entries are: a call whose state matches one again reuses it instead of tracing."""
+    specialized: dict[tuple[Any, ...], set[tuple[Any, ...]]] = field(default_factory=dict)
+    """The number values traced as constants so far, per signature (``_SPECIALIZED``)."""
     running: int = 0
     """Calls in progress: while one runs ``fn``, a module compiled in place (``Module.compile``) runs its forward."""
 
@@ -121,7 +124,8 @@ class CompiledFunction:
                 outputs = self._inference_call(fn, arrays, extra)
             else:
                 values = eager_inputs(arrays)
-                variant = self._training_variant(fn, [ARRAYS[value] for value in values], extra, *training)
+                weak = numbers_weak(fn, number_positions(arrays))  # Python numbers promote as numbers
+                variant = self._training_variant(weak, [ARRAYS[value] for value in values], extra, *training)
                 outputs = _EAGER if variant is None else call_training(variant, values)
             return self.fn(*args, **kwargs) if outputs is _EAGER else outputs
         finally:
@@ -132,7 +136,7 @@ class CompiledFunction:
         batch_dim = scalars_unbatched(arrays_np, self.batch_dim)
         batch_dim = batch_dim if len(arrays_np) < 2 else _broadcast_inputs_static(arrays_np, batch_dim)
         tensors_given = any(isinstance(a, Tensor) for a in arrays)
-        variant = self._variant_for(fn, arrays_np, batch_dim, extra, tensors_given)
+        variant = self._variant_for(numbers_weak(fn, number_positions(arrays)), arrays_np, batch_dim, extra, tensors_given)
         if variant is None:
             return _EAGER
         feeds = [*arrays_np, *[plain(p.data) for p in variant.parameters]]  # plain views: outputs written in place are them
@@ -188,9 +192,27 @@ class CompiledFunction:
         variant = self.variants[key]
         if variant is _STATIC:
             return self._variant_for(fn, arrays, None, extra, tensors_given, traced)
+        if variant is _SPECIALIZED:
+            return self._specialized_variant(key, fn, arrays, batch_dim, extra, tensors_given, traced)
         if variant is not None and not traced and not variant.holds():  # the state changed: an earlier variant, or trace again
             variant = self.variants[key] = self._guarded_variant(key, fn, arrays, batch_dim, extra, tensors_given)
         return variant
+
+    def _specialized_variant(self, key: tuple[Any, ...], fn: Callable[..., Any], arrays: list[np.ndarray],
+                             batch_dim: BatchDim, extra: Hashable, tensors_given: bool, traced: bool) -> _Variant | None:
+        """The variant for this call's number values, traced with them as constants (``numbers_fixed``); past
+        ``recompile_limit`` values, None (the call runs eagerly, warned), as ``torch.compile`` at its cache limit."""
+        values = tuple(arrays[k].item() for k in fn.numbers)  # type: ignore[attr-defined]
+        seen = self.specialized.setdefault(key, set())
+        if values not in seen and len(seen) >= self.recompile_limit:
+            reason = (f"{self.recompile_limit} values of its number arguments are compiled already (recompile_limit): "
+                      "the function needs their values (a branch on one); pass a 0-d tensor for a value that changes")
+            if self.fullgraph or not tensors_given:
+                raise KilnError(f"kiln.compile: {reason}")
+            self._warn_eager(reason)
+            return None
+        seen.add(values)
+        return self._variant_for(numbers_fixed(fn, values), arrays, batch_dim, (extra, values), tensors_given, traced)
 
     def _guarded_variant(self, key: tuple[Any, ...], fn: Callable[..., Any], arrays: list[np.ndarray],
                          batch_dim: BatchDim, extra: Hashable, tensors_given: bool) -> Any:
@@ -234,6 +256,8 @@ class CompiledFunction:
             static_error = self._static_trace_error(fn, arrays, extra) if _symbolic(arrays, batch_dim) else error
             if static_error is None:
                 return _STATIC
+            if getattr(fn, "numbers", ()):  # a number the trace needs the value of: traced as a constant per value
+                return _SPECIALIZED
             if (self.fullgraph or not tensors_given or isinstance(static_error, TypeError)) and static_error is error:
                 raise
             if self.fullgraph or not tensors_given or isinstance(static_error, TypeError):
@@ -396,6 +420,8 @@ _FIELDS = frozenset(CompiledFunction.__dataclass_fields__)
 """The compiled function's own attributes: never looked up on ``fn`` (while the dataclass is being built or copied)."""
 _STATIC = object()
 """A signature whose trace needed static shapes: its calls look up their exact shape's variant."""
+_SPECIALIZED = object()
+"""A signature whose trace needed the values of its number arguments: its calls look up their values' variant."""
 _EAGER = object()
 """What a call whose trace failed gives back: run ``fn`` itself."""
 
