@@ -88,8 +88,9 @@ class CompiledFunction:
     """Each input's symbolic batch dim (``runtime/batch_dims.py``): another size there reuses the compiled graph."""
     seed: int | None = None
     """Random ops (``Distribution.sample``, ``rand_like``, dropout in training mode) draw from ``seed * 2**20 + k`` on
-    the ``k``-th call, so each call draws anew and a run replays given its seed. ``None`` refuses them: a model left in
-    training mode at inference is an error, not silently random."""
+    the ``k``-th call, so each call draws anew and a run replays given its seed. ``None``: a PyTorch-style call
+    (tensors given) draws from kiln's generator, as ``torch.compile``'s (``kiln.manual_seed`` repeats a run); a NumPy
+    call refuses them: a model left in training mode at inference is an error, not silently random."""
     calls: int = 0
     """Calls that drew random numbers so far (the ``k`` above)."""
     variants: dict[tuple[Any, ...], _Variant | None] = field(default_factory=dict)
@@ -251,9 +252,9 @@ class CompiledFunction:
         A function that traces only with static shapes (it slices the batch by a constant: micro-batches by
         ``x[:16]``, ``x.chunk(2)``) gives ``_STATIC``, and its calls get one variant per exact shape instead."""
         try:
-            return self._compile(fn, arrays, batch_dim)
+            return self._compile(fn, arrays, batch_dim, tensors_given)
         except (KilnError, TypeError) as error:  # TypeError: Python arithmetic on a symbolic dim (x.shape[0] // 2)
-            static_error = self._static_trace_error(fn, arrays, extra) if _symbolic(arrays, batch_dim) else error
+            static_error = self._static_trace_error(fn, arrays, extra, tensors_given) if _symbolic(arrays, batch_dim) else error
             if static_error is None:
                 return _STATIC
             if getattr(fn, "numbers", ()):  # a number the trace needs the value of: traced as a constant per value
@@ -265,12 +266,13 @@ class CompiledFunction:
             self._warn_eager(str(static_error).splitlines()[-1].strip())
             return None
 
-    def _static_trace_error(self, fn: Callable[..., Any], arrays: list[np.ndarray], extra: Hashable) -> Exception | None:
+    def _static_trace_error(self, fn: Callable[..., Any], arrays: list[np.ndarray], extra: Hashable,
+                            tensors_given: bool) -> Exception | None:
         """None where ``fn`` traces with static shapes (the variant is kept for these exact shapes), else the static
         trace's error: what stops the trace once shapes are not the question (the error shown)."""
         key = (batch_signature(arrays, None), autocast_signature(), extra, None)
         try:
-            static = self._compile(fn, arrays, None)
+            static = self._compile(fn, arrays, None, tensors_given)
         except (KilnError, TypeError) as error:
             return error
         self.variants.setdefault(key, static)
@@ -319,19 +321,22 @@ class CompiledFunction:
     def graph(self) -> Graph:
         return [variant for variant in self.variants.values() if isinstance(variant, _Variant)][-1].graph
 
-    def _compile(self, fn: Callable[..., Any], arrays: list[np.ndarray], batch_dim: BatchDim) -> _Variant:
+    def _compile(self, fn: Callable[..., Any], arrays: list[np.ndarray], batch_dim: BatchDim, tensors_given: bool) -> _Variant:
         captures: list[StepCapture] = []  # a training step's backward() and optimizer.step() (runtime/step_capture.py)
         context = trace_context(capturing(fn, captures), *batch_specs(arrays, batch_dim), what="the compiled function's result")
         try:
-            return self._compiled_trace(context, captures)
+            return self._compiled_trace(context, captures, tensors_given)
         except KilnError:
             context.restore_attributes()  # the call runs eagerly (or raises): the trace did not stand for it
             raise
 
-    def _compiled_trace(self, context: TraceContext, captures: list[StepCapture]) -> _Variant:
+    def _compiled_trace(self, context: TraceContext, captures: list[StepCapture], tensors_given: bool) -> _Variant:
+        """The traced ``context`` compiled. Random ops draw at each call: from ``seed`` where given, else from kiln's
+        generator on a PyTorch-style call (tensors given: dropout in training mode, as ``torch.compile``'s; repeated
+        by ``kiln.manual_seed``); a NumPy call without a seed refuses them (a model left in training mode)."""
         seed = context.seed_input
         step = captures[0] if captures and captures[0].captured() else None
-        if seed is not None and self.seed is None and step is None:
+        if seed is not None and self.seed is None and step is None and not tensors_given:
             raise KilnError(
                 f"kiln.compile traced random ops (dropout in training mode, a sample) in {context.graph.name}"
                 f"{_first_draw(seed)}; call model.eval() first, or pass kiln.compile(fn, seed=0) to draw (each call anew), "

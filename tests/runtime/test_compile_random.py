@@ -3,6 +3,8 @@ replayed by the same seed; without a seed a random op is an error, so a model le
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -54,3 +56,20 @@ def test_without_a_seed_a_random_op_is_an_error_that_says_what_to_do():
     model = nn.Sequential(nn.Linear(4, 3), nn.Dropout(0.5)).train()
     with pytest.raises(kiln.KilnError, match=r"random ops .*model.eval\(\) first, or pass kiln.compile\(fn, seed=0\)"):
         kiln.compile(model)(np.ones((2, 4), np.float32))
+
+
+def test_a_pytorch_style_call_without_a_seed_draws_from_kilns_generator_as_torch_compile():
+    model = nn.Sequential(nn.Linear(4, 3, dtype="float64"), nn.Dropout(0.5)).train()
+    x = kiln.tensor(np.random.default_rng(0).standard_normal((2000, 4)))
+    compiled = kiln.compile(model)
+    with kiln.no_grad(), warnings.catch_warnings():  # a forward-only call (MC dropout at inference, say)
+        warnings.simplefilter("error")  # compiled, not eagerly
+        expected = np.asarray(model[0](x))  # the Linear alone, eagerly
+        kiln.manual_seed(5)
+        first, second = np.asarray(compiled(x)), np.asarray(compiled(x))
+        kiln.manual_seed(5)
+        again = np.asarray(compiled(x))
+    kept = first != 0
+    np.testing.assert_allclose(first[kept], 2 * expected[kept], rtol=1e-12)
+    assert 0.45 < kept.mean() < 0.55 and (kept != (second != 0)).any()
+    np.testing.assert_array_equal(first, again)
