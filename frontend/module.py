@@ -16,6 +16,8 @@ import numpy as np
 from kiln.compiler.errors import KilnError
 from kiln.compiler.ir.core import Value
 from kiln.compiler.ir.types import DType, is_float_array_dtype
+from kiln.frontend.grad_mode import no_grad
+from kiln.frontend.inplace_leaf_checks import check_leaf_write
 from kiln.frontend.module_hooks import HOOK_KINDS, HookMethods, RemovableHandle, call_with_hooks
 from kiln.frontend.layer_device import accept_device_keyword
 from kiln.frontend.tensor import Tensor, eager_tensor
@@ -147,6 +149,7 @@ class Parameter(Tensor):
         (``self.running.copy_(new)``, which the training step writes back); a parameter refuses."""
         if TraceContext.active():
             return super().copy_(array)
+        check_leaf_write(self, "copy_")  # PyTorch's refusal while gradients are on (frontend/inplace_leaf_checks.py)
         array = np.asarray(array)
         if array.shape != self.data.shape:
             raise KilnError(f"cannot copy an array of shape {array.shape} into a parameter of shape {self.data.shape}")
@@ -456,8 +459,9 @@ class Module(HookMethods):
         for name, array in arrays.items():
             if array.shape != own[name].data.shape:
                 raise KilnError(f"load_state_dict: {name} has shape {array.shape}, the model expects {own[name].data.shape}")
-        for name, array in arrays.items():
-            own[name].copy_(array)
+        with no_grad():  # as PyTorch's: loading writes parameters in place
+            for name, array in arrays.items():
+                own[name].copy_(array)
         return IncompatibleKeys(missing, unexpected)
 
     def train(self, mode: bool = True) -> "Module":

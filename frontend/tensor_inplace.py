@@ -20,9 +20,11 @@ the rest of the tensor's view family (the base and the views made from it by ind
 squeeze/unsqueeze, expand) stale, and reading a stale tensor is an error that names the line of the write. A program
 either computes what PyTorch computes or stops with that error; it never silently computes something else.
 
-Parameters are the model's state, not intermediates. Inside a traced function an in-place write to one is an error
-(a compiled step owns the update); outside a trace (initialisation code, ``with kiln.no_grad():``) ``fill_``,
-``zero_``, ``copy_``, ``add_``, ``sub_``, ``mul_``, ``div_`` and ``clamp_`` write the parameter's array, as PyTorch's do.
+Parameters are the model's state, not intermediates. While gradients are on, an in-place write to a parameter that
+requires grad (or a tensor marked by ``requires_grad_()``, or a view of either) is PyTorch's RuntimeError
+(``inplace_leaf_checks.py``). Under ``with kiln.no_grad():``, outside a trace (initialisation code) ``fill_``,
+``zero_``, ``copy_``, ``add_``, ``sub_``, ``mul_``, ``div_``, ``clamp_``, ``p[i] = v`` and writes through ``p[i]`` write
+the parameter's array, as PyTorch's do; inside a trace only a ``kiln.compile``d function takes them.
 A buffer written in place inside a trace (an EMA of statistics, ``self.running.mul_(0.9).add_(0.1 * m)``, or a
 queue, ``self.queue[i:j] = keys``) gets the result as its new value, which the training step writes back, as
 BatchNorm's running statistics are.
@@ -40,6 +42,7 @@ from typing import Any, Callable
 import numpy as np
 
 from kiln.frontend.eager_values import GRAD_TENSORS, count_update
+from kiln.frontend.inplace_leaf_checks import check_leaf_write, view_base_to_record
 from kiln.frontend.tensor_methods import _is_one
 from kiln.frontend.trace import TraceContext, located_error, user_location
 
@@ -63,6 +66,9 @@ def link_view(view: Any, base: Any) -> None:
     ``Linear`` forward takes one (``weight.T``)."""
     from kiln.frontend.module import Parameter
 
+    leaf = view_base_to_record(view, base)
+    if leaf is not None:
+        view._view_base = leaf  # a write through the view is checked as PyTorch's (inplace_leaf_checks.py)
     family = base.__dict__.get("_family")
     if family is None:
         if isinstance(base, Parameter):
@@ -94,6 +100,7 @@ def rebind(tensor: Any, result: Any, method: str, written: Any = None) -> Any:
     records ``result`` as its new value, which the training step writes back (a parameter refuses)."""
     from kiln.frontend.module import Buffer, Parameter
 
+    check_leaf_write(tensor, method)
     if isinstance(tensor, Parameter):
         if not isinstance(tensor, Buffer) and not _written_by_a_compiled_call(tensor):
             raise located_error(f"{method} on a parameter inside a traced function: a compiled step updates parameters "
@@ -103,7 +110,7 @@ def rebind(tensor: Any, result: Any, method: str, written: Any = None) -> Any:
         return tensor
     check_fresh(tensor)
     result = kept_type(tensor, result, method)
-    marked_leaf = _marked_leaf(tensor, method)
+    marked_leaf = _marked_leaf(tensor)
     if "_indexed_from" in tensor.__dict__:
         return write_through_index(tensor, result, method)
     family = tensor.__dict__.get("_family")
@@ -127,25 +134,15 @@ def rebind(tensor: Any, result: Any, method: str, written: Any = None) -> Any:
 def _written_by_a_compiled_call(parameter: Any) -> bool:
     """Whether an in-place write of ``parameter`` is traced as its new value, written back by each call as a buffer's:
     in a ``kiln.compile``d function, under ``no_grad`` or of a parameter not trained (an EMA's ``ema_p.mul_(d)``, a
-    hand-written SGD's ``p -= lr * p.grad``), as PyTorch allows it."""
-    from kiln.frontend.grad_mode import is_grad_enabled  # lazily, as _marked_leaf's
-
-    return TraceContext.current().step_capture is not None and not (is_grad_enabled() and parameter.requires_grad)
+    hand-written SGD's ``p -= lr * p.grad``), as PyTorch allows it (``check_leaf_write`` refused the rest)."""
+    return TraceContext.current().step_capture is not None
 
 
-def _marked_leaf(tensor: Any, method: str) -> bool:
+def _marked_leaf(tensor: Any) -> bool:
     """Whether ``tensor`` is an eager leaf marked by ``requires_grad_()``; such a leaf is written in place only under
-    ``no_grad`` (PyTorch's rule; the style-transfer tutorial's ``input_img.clamp_(0, 1)``), and stays marked."""
+    ``no_grad`` (``check_leaf_write``; the style-transfer tutorial's ``input_img.clamp_(0, 1)``), and stays marked."""
     value = tensor.__dict__.get("_value")
-    if value is None or value.producer is not None or value not in GRAD_TENSORS:
-        return False
-    from kiln.frontend.grad_mode import is_grad_enabled  # lazily, as EagerMethods.requires_grad's
-
-    if is_grad_enabled():
-        raise located_error(f"{method}: a leaf tensor that requires grad (marked by requires_grad_()) is written in place "
-                            f"while gradients are recorded; write it under kiln.no_grad() (with kiln.no_grad(): x.{method}(...)), "
-                            "as PyTorch requires, or write a copy (x = x.clone())")
-    return True
+    return value is not None and value.producer is None and value in GRAD_TENSORS
 
 
 def write_through_index(view: Any, result: Any, method: str) -> Any:
@@ -153,8 +150,13 @@ def write_through_index(view: Any, result: Any, method: str) -> Any:
     and the view both hold the new values, the base's other views go stale."""
     from kiln.frontend.tensor_setitem import assigned
 
+    from kiln.frontend.module import Parameter
+
     base, index = view._indexed_from
-    rebind(base, assigned(base, index, result), method, written=index)
+    if isinstance(base, Parameter) and not TraceContext.active():  # eagerly, under no_grad: the parameter's array
+        in_place(base, method, lambda whole: assigned(whole, index, result))
+    else:
+        rebind(base, assigned(base, index, result), method, written=index)
     view._value, view._stale = result.value, None
     link_view(view, base)
     return view
@@ -186,6 +188,7 @@ def in_place(tensor: Any, method: str, traced: Callable[[Any], Any], untraced: C
     from kiln.frontend.module import Parameter
 
     if isinstance(tensor, Parameter) and not TraceContext.active():
+        check_leaf_write(tensor, method)
         data = tensor.data
         data[...] = untraced(data) if untraced is not None else _eager_values(tensor, traced, method)
         count_update(tensor)  # a graph that read the old values refuses backward(), as PyTorch's version counter does
@@ -258,7 +261,7 @@ class InPlaceMethods:
         return in_place(self, "fill_", lambda x: x.masked_fill(_true_like(x), value), lambda a: np.full_like(a, value))
 
     def zero_(self) -> Any:
-        return self.fill_(0)
+        return in_place(self, "zero_", lambda x: x.masked_fill(_true_like(x), 0), lambda a: np.zeros_like(a))
 
     def copy_(self, source: Any) -> Any:
         """This tensor's values become ``source``'s (broadcast to its shape, cast to its dtype)."""

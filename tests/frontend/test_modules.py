@@ -47,8 +47,9 @@ def test_load_state_dict_checks_everything_before_writing():
 
 def test_weights_copy_in_from_numpy_and_forward_uses_them():
     layer = nn.Linear(3, 2)
-    layer.weight.copy_(np.arange(6, dtype=np.float32).reshape(2, 3))
-    layer.bias.copy_(np.array([1.0, -1.0]))
+    with kiln.no_grad():  # as PyTorch requires for a parameter that requires grad
+        layer.weight.copy_(np.arange(6, dtype=np.float32).reshape(2, 3))
+        layer.bias.copy_(np.array([1.0, -1.0]))
     x = np.array([[1.0, 2.0, 3.0]], np.float32)
     np.testing.assert_allclose(kiln.compile(layer)(x), [[9.0, 25.0]])
 

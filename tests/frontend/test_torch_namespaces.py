@@ -325,9 +325,15 @@ SAMPLERS = {
     **{f"Tensor.{name}": (lambda name, args: lambda g: getattr(kiln.zeros(6), name)(*args, generator=g))(name, args)
        for name, args in [("uniform_", ()), ("normal_", ()), ("log_normal_", ()), ("bernoulli_", (0.5,)),
                           ("exponential_", ()), ("cauchy_", ()), ("geometric_", (0.3,)), ("random_", (0, 100))]},
-    "Parameter.normal_": lambda g: kiln.nn.Parameter(np.zeros(6)).normal_(generator=g),
-    "Parameter.uniform_": lambda g: kiln.nn.Parameter(np.zeros(6)).uniform_(-1.0, 1.0, generator=g),
+    "Parameter.normal_": lambda g: _under_no_grad(lambda: kiln.nn.Parameter(np.zeros(6)).normal_(generator=g)),
+    "Parameter.uniform_": lambda g: _under_no_grad(lambda: kiln.nn.Parameter(np.zeros(6)).uniform_(-1.0, 1.0, generator=g)),
 }
+
+
+def _under_no_grad(write):
+    """A parameter is written in place under no_grad, as PyTorch requires (test_inplace_leaf_checks_vs_torch.py)."""
+    with kiln.no_grad():
+        return write()
 
 
 @pytest.mark.parametrize("name", SAMPLERS)

@@ -387,15 +387,19 @@ def test_in_place_samplers_have_torchs_distributions():
 def test_in_place_samplers_on_a_parameter_outside_a_trace_follow_manual_seed():
     weight = kiln.nn.Parameter(np.zeros((200, 100), np.float32))
     kiln.manual_seed(7)
-    weight.normal_(0.0, 0.02)
+    with kiln.no_grad():  # as PyTorch requires of a parameter that requires grad
+        weight.normal_(0.0, 0.02)
     first = np.array(weight.data).copy()
     kiln.manual_seed(7)
-    weight.normal_(0.0, 0.02)
+    with kiln.no_grad():
+        weight.normal_(0.0, 0.02)
     np.testing.assert_array_equal(np.array(weight.data), first)
     assert first.dtype == np.float32 and abs(first.std() - 0.02) < 0.001
-    weight.uniform_(-0.1, 0.1)
+    with kiln.no_grad():
+        weight.uniform_(-0.1, 0.1)
     assert -0.1 <= np.array(weight.data).min() and np.array(weight.data).max() < 0.1 and np.array(weight.data).std() > 0.05
-    weight.bernoulli_(0.25)
+    with kiln.no_grad():
+        weight.bernoulli_(0.25)
     assert abs(np.array(weight.data).mean() - 0.25) < 0.01
 
 

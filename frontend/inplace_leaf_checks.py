@@ -1,0 +1,88 @@
+"""PyTorch's refusal to write in place into a leaf that requires grad (or a view of one) while gradients are recorded.
+
+A parameter, or a tensor marked by ``requires_grad_()``, is what autograd differentiates by; PyTorch refuses an
+in-place write to it outside ``torch.no_grad()`` (its value would no longer be the one the gradient is taken at), and
+so does kiln, eagerly and in a trace, with PyTorch's ``RuntimeError`` and words:
+
+```python
+w = nn.Linear(3, 2).weight
+w.mul_(2)                        # RuntimeError: a leaf Variable that requires grad is being used in an in-place operation.
+w[0].zero_()                     # RuntimeError: a view of a leaf Variable that requires grad is ...
+with kiln.no_grad():
+    w.mul_(2); w[0].zero_()      # written, as PyTorch's init code and optimizers write parameters
+w.data.mul_(2)                   # .data is not differentiated: written
+```
+
+A non-leaf (``y = x * 2; y.mul_(2)``), a parameter with ``requires_grad=False``, a buffer and an integer tensor are
+written as before, as in PyTorch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kiln.compiler.errors import TraceError
+from kiln.frontend.eager_values import GRAD_TENSORS
+from kiln.frontend.trace import TraceContext, located_error
+
+
+class LeafInPlaceError(TraceError, RuntimeError):
+    """An in-place write to a leaf that requires grad, or to a view of one, with gradients on: a ``RuntimeError``, as
+    PyTorch's."""
+
+
+def requires_grad_leaf(tensor: Any) -> bool:
+    """Whether ``tensor`` is a leaf autograd differentiates by: a parameter that requires grad (not a buffer, not a
+    frozen one), or an eager tensor marked by ``requires_grad_()`` (no op made it)."""
+    from kiln.frontend.module import Parameter  # lazily: the module builds on the tensor, which builds on this file
+
+    if isinstance(tensor, Parameter):
+        return bool(tensor.requires_grad)
+    value = tensor.__dict__.get("_value")
+    return value is not None and value.producer is None and value in GRAD_TENSORS
+
+
+def view_base_to_record(view: Any, base: Any) -> Any:
+    """The leaf ``view`` (made from ``base`` by a view op) remembers as ``_view_base``, so that a write through it is
+    checked: ``base``'s if ``base`` is a view, else ``base`` if it is a parameter or a marked tensor, else None. A view
+    with no chain (``x.data``, one made under ``no_grad``) remembers none: PyTorch differentiates no write to it."""
+    value = view.__dict__.get("_value")
+    if value is not None and value.producer is None:
+        return None
+    root = base.__dict__.get("_view_base")
+    if root is not None:
+        return root
+    return base if _is_parameter(base) or requires_grad_leaf(base) else None
+
+
+def check_leaf_write(tensor: Any, method: str) -> None:
+    """Refuse ``method`` writing ``tensor`` in place when it is, or is a view of, a leaf that requires grad while
+    gradients are recorded (PyTorch's check, made before anything is written)."""
+    if not TraceContext.current().grad_enabled:
+        return
+    if requires_grad_leaf(tensor):
+        raise leaf_write_error(method, through_view=method == "index assignment")
+    base = tensor.__dict__.get("_view_base")
+    if base is not None and requires_grad_leaf(base):
+        raise leaf_write_error(method, through_view=True)
+
+
+def leaf_write_error(method: str, through_view: bool) -> LeafInPlaceError:
+    """PyTorch's message, with the user's line and what to do."""
+    leaf = "a view of a leaf Variable" if through_view else "a leaf Variable"
+    write = "p[i] = v" if method == "index assignment" else f"p.{method}(...)"
+    error = located_error(
+        f"{method}: {leaf} that requires grad is being used in an in-place operation. A parameter (or a tensor marked "
+        f"by requires_grad_()) is written in place only while gradients are off, as in PyTorch: `with kiln.no_grad(): "
+        f"{write}` (as init code and optimizers do), or through its .data (p.data is not differentiated); to use a "
+        "changed value in the gradient, compute a new tensor (w2 = p * 2)")
+    return LeafInPlaceError(*error.args)
+
+
+def _is_parameter(tensor: Any) -> bool:
+    from kiln.frontend.module import Parameter
+
+    return isinstance(tensor, Parameter)
+
+
+__all__ = ["LeafInPlaceError", "check_leaf_write", "leaf_write_error", "requires_grad_leaf", "view_base_to_record"]
