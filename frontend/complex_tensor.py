@@ -366,3 +366,31 @@ def _broadcast_parts(real: Tensor, imag: Tensor) -> tuple[Tensor, Tensor]:
 
     shape = broadcast_shapes(tuple(real.shape), tuple(imag.shape))
     return real.expand(*shape), imag.expand(*shape)
+
+
+_NUMBER_ARITHMETIC = {"tensor.add": lambda x, y: x + y, "tensor.sub": lambda x, y: x - y,
+                      "tensor.mul": lambda x, y: x * y, "tensor.div": lambda x, y: x / y}
+"""The ops a real tensor and a Python complex number meet in (``x * 1j``, ``1j - x``, ``x / (1 + 2j)``)."""
+
+
+def with_complex_number(op_name: str, operands: tuple[Any, ...]) -> ComplexTensor:
+    """``op_name`` of a real tensor and a Python complex number, as torch's: the tensor becomes complex (integers
+    and bool in the default float's complex dtype, as torch promotes them) and the complex arithmetic runs on pairs."""
+    if op_name not in _NUMBER_ARITHMETIC:
+        raise located_error(f"{op_name.split('.')[-1]} of a tensor and a Python complex number: kiln's complex "
+                            "tensors take +, -, * and / with one; make the tensor complex first (x.to(kiln.cfloat))")
+    left, right = (real_to_complex(o) if isinstance(o, Tensor) else o for o in operands)
+    return _NUMBER_ARITHMETIC[op_name](left, right)
+
+
+def real_to_complex(tensor: Tensor, dtype: DType | None = None) -> ComplexTensor:
+    """A real tensor as a complex one with a zero imaginary part: ``x.to(kiln.cfloat)`` (``dtype``) or the dtype torch
+    promotes it to (its own float's complex; the default float's for integers and bool)."""
+    if dtype is None:
+        from kiln.frontend.torch_dtypes import get_default_dtype
+
+        dtype = (tensor.dtype if tensor.dtype.is_float else get_default_dtype()).to_complex()
+    from kiln.frontend.torch_functions import zeros_like
+
+    real = tensor.to(dtype.to_real())
+    return ComplexTensor(real, zeros_like(real))

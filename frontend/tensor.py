@@ -440,7 +440,14 @@ class Tensor(EagerMethods, InPlaceMethods, TorchMethods, MathMethods, DeviceMeth
         """PyTorch's ``to``: ``to(dtype)``, ``to(device)``, ``to(device, dtype)``, ``to(other)``, ``dtype=``; a device
         changes nothing (``frontend/tensor_device.py``)."""
         dtype = dtype_of_to(args, kwargs)
-        return self if dtype is None else apply("tensor.cast", self, dtype=DType.of(dtype))
+        if dtype is None:
+            return self
+        dtype = DType.of(dtype)
+        if dtype.is_complex:  # x.to(kiln.cfloat): a complex tensor with a zero imaginary part
+            from kiln.frontend.complex_tensor import real_to_complex
+
+            return real_to_complex(self, dtype)
+        return apply("tensor.cast", self, dtype=dtype)
 
     def float(self) -> "Tensor":
         return self.to(DType.f32)
@@ -590,6 +597,10 @@ def apply(op_name: str, *operands: Any, **attrs: Any) -> Any:
     if op_name in PROMOTING_OPS:
         operands = promoted(op_name, operands)
     if _has_constant(operands):
+        if _has_complex_number(operands):  # x * 1j: the tensor becomes complex (frontend/complex_tensor.py)
+            from kiln.frontend.complex_tensor import with_complex_number
+
+            return with_complex_number(op_name, operands)
         dtype = _constant_dtype(operands)
         if dtype.is_half and op_name in NUMBER_IN_FLOAT32_OPS and _has_number(operands):
             return apply(op_name, *[o.to(DType.f32) if isinstance(o, Tensor) else o for o in operands]).to(dtype)
@@ -636,6 +647,10 @@ NUMBER_IN_FLOAT32_OPS = frozenset({"tensor.mul", "tensor.div"})
 """Ops whose Python number meets a half tensor in float32, as PyTorch's CPU kernels keep it (``x * 0.3`` is
 ``float32(x) * 0.3f`` rounded once; rounding 0.3 to bfloat16 first changed ~half the products). add/sub round the
 number to the tensor's dtype in PyTorch too."""
+
+
+def _has_complex_number(operands: tuple[Any, ...]) -> bool:
+    return any([isinstance(o, (complex, np.complexfloating)) for o in operands])
 
 
 def _has_number(operands: tuple[Any, ...]) -> bool:

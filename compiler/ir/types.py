@@ -201,8 +201,7 @@ class TensorType:
             raise ShapeError(f"tensor type of shape {format_shape(self.shape)} and dtype {self.dtype}: the IR holds no "
                              "complex values; a complex tensor is a pair of real tensors (kiln.view_as_real(z), z.real "
                              "and z.imag give them), so trace or export with those. A real tensor x becomes complex by "
-                             "kiln.complex(x, kiln.zeros_like(x)) or x * kiln.tensor(1j) (x * 1j and x.to(kiln.cfloat) "
-                             "are not supported)")
+                             "kiln.complex(x, kiln.zeros_like(x)), x * 1j or x.to(kiln.cfloat)")
         for dim in self.shape:
             if type(dim) is int and dim >= 0 or type(dim) is str and dim in _CANONICAL_SYMBOLS:
                 continue

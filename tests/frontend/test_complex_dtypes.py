@@ -95,10 +95,24 @@ def test_onnx_export_of_a_function_returning_a_complex_tensor_refuses_clearly(tm
     assert "view_as_real" in str(error.value) or "real" in str(error.value)
 
 
-def test_a_real_tensor_times_a_python_complex_is_refused_naming_what_works():
-    """``x * 1j`` and ``x.to(kiln.cfloat)`` would need a complex IR value; the message names the forms that work."""
-    x = kiln.ones(3)
-    for make_complex in (lambda: x * 1j, lambda: x.to(kiln.cfloat)):
-        with pytest.raises((ShapeError, kiln.TraceError), match=r"kiln.complex\(x, kiln.zeros_like\(x\)\) or x \* kiln.tensor\(1j\)"):
-            make_complex()
-    np.testing.assert_array_equal((x * kiln.tensor(1j)).numpy(), np.full(3, 1j, np.complex64))
+def test_a_real_tensor_meets_a_python_complex_and_casts_to_complex_as_torch():
+    """``x * 1j``, ``1j - x``, ``x / (1 - 1j)``, ``x.to(kiln.cfloat)``: the tensor becomes complex (integers in the
+    default float's complex dtype), values, dtypes and the real leaf's gradient as torch 2.13's (NaN too)."""
+    torch = require_torch()
+    cases = [lambda lib, t: t * 1j, lambda lib, t: 1j * t, lambda lib, t: 2.0 - (1 + 2j) * t, lambda lib, t: 1j - t,
+             lambda lib, t: t / (1 - 1j), lambda lib, t: t + np.complex128(0.5j), lambda lib, t: t.to(lib.cfloat),
+             lambda lib, t: t.to(dtype=lib.complex128)]
+    for values in (np.array([1.5, -2.0, np.nan, 0.25]), np.array([1.5, -2.0], np.float32), np.arange(4)):
+        for case in cases:
+            ours, theirs = case(kiln, kiln.tensor(values)), case(torch, torch.tensor(values))
+            assert str(ours.dtype) == str(theirs.dtype).replace("torch", "kiln")
+            np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-6)
+    grads = []
+    for lib in (kiln, torch):
+        leaf = lib.tensor(np.array([1.5, -2.0]), requires_grad=True)
+        z = leaf * (2 + 3j) + leaf.to(lib.cdouble) * 1j
+        (z.real * 2.0 + z.imag * 0.5).sum().backward()
+        grads.append(np.array(leaf.grad.numpy()))
+    np.testing.assert_allclose(grads[0], grads[1], rtol=1e-12)
+    with pytest.raises(kiln.TraceError, match=r"maximum of a tensor and a Python complex number.*x.to\(kiln.cfloat\)"):
+        kiln.maximum(kiln.ones(2), 1j)
