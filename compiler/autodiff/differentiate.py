@@ -30,6 +30,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+import numpy as np
+
 from kiln.compiler.errors import KilnError
 from kiln.compiler.ir.builder import Builder
 from kiln.compiler.ir.core import Graph, Op, Value
@@ -49,7 +51,7 @@ class AutodiffError(KilnError):
 def differentiate(graph: Graph, of: Value, wrt: Sequence[Value], seed: Value | None = None) -> list[Value]:
     """Append the backward of ``of`` w.r.t. each of ``wrt``; returns the gradients in order.
 
-    ``of`` must be a floating-point scalar unless a ``seed`` cotangent of its type is given.
+    ``of`` must be a floating-point scalar (or one-element tensor) unless a ``seed`` cotangent of its type is given.
     """
     return differentiate_outputs(graph, [of], wrt, [seed])
 
@@ -58,8 +60,9 @@ def differentiate_outputs(graph: Graph, outputs: Sequence[Value], wrt: Sequence[
                           seeds: Sequence[Value | None], on_cotangent: CotangentHook | None = None) -> list[Value]:
     """Append ``sum_k seeds[k]^T d outputs[k] / d wrt`` for each of ``wrt``, from one reverse walk; returns them in order.
 
-    Each seed is a cotangent of its output's type, or ``None`` for a floating-point scalar output (then 1). An output
-    may repeat (its seeds add up) or be one of ``wrt``; one that no ``wrt`` reaches contributes nothing.
+    Each seed is a cotangent of its output's type, or ``None`` for a floating-point scalar output (then 1; ones for a
+    one-element output, as PyTorch's). An output may repeat (its seeds add up) or be one of ``wrt``; one that no
+    ``wrt`` reaches contributes nothing.
     ``on_cotangent(value, cotangent)``, if given, sees each value's cotangent once it is complete (before it flows to
     the value's operands) and returns the cotangent to use instead (eager ``tensor.register_hook``).
     """
@@ -73,7 +76,7 @@ def differentiate_outputs(graph: Graph, outputs: Sequence[Value], wrt: Sequence[
     builder = Builder(graph, location="autodiff")
     cotangents: dict[Value, Value] = {}
     for output, seed in zip(outputs, seeds):
-        _accumulate(builder, cotangents, output, seed if seed is not None else builder.constant(1.0, output.type.dtype, name_hint="seed"))
+        _accumulate(builder, cotangents, output, seed if seed is not None else _implicit_seed(builder, output))
     for op in reversed(path):
         if on_cotangent is not None:
             _complete(op.results, cotangents, on_cotangent)
@@ -93,8 +96,17 @@ def _complete(values: Sequence[Value], cotangents: dict[Value, Value], on_cotang
             cotangents[value] = on_cotangent(value, cotangents[value])
 
 
+def _implicit_seed(builder: Builder, output: Value) -> Value:
+    """1 of the output's type: a scalar's, or ones for another one-element output, as PyTorch's implicit gradient."""
+    return builder.constant(np.ones(output.type.shape), output.type.dtype, name_hint="seed")
+
+
+def _one_element(output: Value) -> bool:
+    return all(isinstance(dim, int) and dim == 1 for dim in output.type.shape)
+
+
 def _check_seed(index: int, output: Value, seed: Value | None) -> None:
-    if seed is None and (output.type.shape != () or not output.type.dtype.is_float):
+    if seed is None and (not _one_element(output) or not output.type.dtype.is_float):
         raise AutodiffError(f"autodiff needs a floating-point scalar to differentiate, got {output.type}"
                             f"{f' (output {index})' if index else ''}; reduce it first (e.g. .sum()) or give it a seed")
     if seed is not None and (seed.type.shape != output.type.shape or seed.type.dtype != output.type.dtype):
