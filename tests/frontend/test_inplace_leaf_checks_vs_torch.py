@@ -156,3 +156,51 @@ def test_load_state_dict_writes_parameters_that_require_grad():
     model.load_state_dict(state)
     np.testing.assert_array_equal(model.weight.data, state["weight"])
     assert model.weight.requires_grad and lib.is_grad_enabled()
+
+
+def _scaling_step(lib, compile, grad_off):
+    """A compiled function that halves a layer's weight in place (under no_grad when ``grad_off``), then runs it."""
+    _, nn, _ = libraries(lib.__name__)
+    layer = nn.Linear(3, 2)
+    with lib.no_grad():
+        layer.weight.copy_(lib.tensor(START))
+        layer.bias.zero_()
+
+    def step(x):
+        if grad_off:
+            with lib.no_grad():
+                layer.weight.mul_(0.5)
+        else:
+            layer.weight.mul_(0.5)
+        return layer(x)
+
+    return layer, compile(step)
+
+
+def test_a_compiled_function_writes_a_parameter_under_no_grad_as_torch():
+    import kiln
+
+    torch, _, _ = libraries("torch")
+    x = np.ones((1, 3), np.float32)
+    kiln_layer, kiln_step = _scaling_step(kiln, kiln.compile, grad_off=True)
+    torch_layer, torch_step = _scaling_step(torch, lambda f: torch.compile(f, backend="eager"), grad_off=True)
+    for _ in range(2):
+        np.testing.assert_allclose(np.asarray(kiln_step(kiln.tensor(x)).detach().numpy()),
+                                   torch_step(torch.tensor(x)).detach().numpy(), rtol=1e-6)
+    np.testing.assert_array_equal(np.asarray(kiln_layer.weight.data), torch_layer.weight.detach().numpy())
+    np.testing.assert_array_equal(np.asarray(kiln_layer.weight.data), START / 4)
+
+
+def test_a_compiled_function_writing_a_parameter_with_gradients_on_is_refused_as_torch():
+    import kiln
+
+    torch, _, _ = libraries("torch")
+    x = np.ones((1, 3), np.float32)
+    errors = []
+    for lib, compile in [(torch, lambda f: torch.compile(f, backend="eager")), (kiln, kiln.compile)]:
+        layer, step = _scaling_step(lib, compile, grad_off=False)
+        with pytest.raises(RuntimeError, match=LEAF_WORDS) as caught:
+            step(lib.tensor(x))
+        errors.append(caught.value)
+        np.testing.assert_array_equal(np.asarray(layer.weight.detach().numpy()), START)
+    assert isinstance(errors[1], KilnError)
