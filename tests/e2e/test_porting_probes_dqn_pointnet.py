@@ -127,7 +127,8 @@ def train_dqn(compiled, transitions=14, batch_size=6):
             if len(memory) < batch_size:
                 continue
             batch = Transition(*zip(*memory.sample(batch_size, rng)))
-            non_final_mask = torch.tensor(tuple(map(lambda s: s is not None, batch.next_state)), device="cpu", dtype=torch.bool)
+            non_final_mask = torch.tensor(tuple(map(lambda s: s is not None, batch.next_state)), device="cpu",
+                                          dtype=torch.bool)
             non_final_next_states = torch.cat([s for s in batch.next_state if s is not None])
             loss = step(torch.cat(batch.state), torch.cat(batch.action), torch.cat(batch.reward), non_final_mask,
                         non_final_next_states)
@@ -287,6 +288,7 @@ def test_pointnet_trains_as_torch(optimizer_name, float64_default):
 
 def test_pointnet_compiled_step_as_torch(float64_default):
     points, labels = point_clouds()
-    train = compiled_step_training(lambda lib: (lib.tensor(points), lib.tensor(labels)), OPTIMIZERS["adam"], pointnet_loss)
+    train = compiled_step_training(lambda lib: (lib.tensor(points), lib.tensor(labels)), OPTIMIZERS["adam"],
+                                   pointnet_loss)
     ours, theirs = run_in_lockstep(pointnet, train)
     assert_same_records(ours, theirs, looser=dead_bias_tolerance(theirs["state"]))
