@@ -1,15 +1,16 @@
 """Complex tensors (``kiln.complex64``/``complex128``) as pairs of real tensors.
 
 ```python
-z = kiln.complex(x, y)              # or kiln.tensor([1 + 2j]), kiln.zeros(3, dtype=kiln.cfloat), kiln.fft.rfft(x)
+z = kiln.complex(x, y)              # or kiln.tensor([1 + 2j]), kiln.zeros(3, dtype=kiln.cfloat), kiln.fft.rfft(x),
+                                    # x * 1j, x.to(kiln.cfloat)
 w = (z * z.conj()).real + z.abs()   # arithmetic, matmul, einsum, indexing, sum/mean: torch's results
 loss = w.sum(); loss.backward()     # gradients flow through the two real parts
 ```
 
 A ``ComplexTensor`` holds its real and imaginary parts as two real kiln tensors of the same float dtype; every
-complex op is written with real ops on them. So complex code needs nothing new below the frontend: it runs eagerly,
-traces into ordinary IR under ``kiln.compile`` (the IR itself never holds a complex type) and differentiates with the
-real ops' rules. The gradient of a real loss with respect to a complex leaf is torch's: ``dL/dRe + i dL/dIm``
+complex op is written with real ops on them (the Fourier transforms with the ``fft`` dialect's ops, which take and
+return such pairs). So complex code runs eagerly, traces into ordinary IR under ``kiln.compile`` (the IR itself never
+holds a complex type) and differentiates with the real ops' rules. The gradient of a real loss with respect to a complex leaf is torch's: ``dL/dRe + i dL/dIm``
 (twice the conjugate Wirtinger derivative), which is what differentiating the two real parts gives.
 
 ``z.real`` and ``z.imag`` are the part tensors themselves: views, as torch's (an in-place write to ``z.real``
