@@ -1,6 +1,6 @@
 """ONNX export of the ``fft`` dialect (``compiler/ops/fft.py``): a clear refusal.
 
-ONNX's ``DFT`` (opset 20) has all three transforms on ``[..., n, 2]`` pairs, but onnxruntime 1.23's is not yet one
+ONNX's ``DFT`` (opset 20) has all three transforms on ``[..., n, 2]`` pairs, but onnxruntime 1.32's is not yet one
 to lower to: checked against ``np.fft`` in float64, its inverse of a length that is not a power of 2 (6, 9, 10, 11) is
 off by 1e-8 (pocketfft: 1e-16), and its one-sided inverse given more bins than ``n//2 + 1`` (``irfft(x, n=4)`` of 6
 bins) returns wrong values instead of cropping. So exporting a graph with an ``fft.*`` op raises an error naming the
