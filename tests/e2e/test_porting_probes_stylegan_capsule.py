@@ -11,11 +11,13 @@ and the parameters after a few steps agree to 1e-10; eagerly and with each optim
   real_img, create_graph=True)`` on an input made ``requires_grad``) and the path-length regularizer
   (``autograd.grad((fake_img * noise).sum(), latents, create_graph=True)``, its running mean), lazily every 2 steps,
   with Adam's lr and betas scaled by the regularization ratio, and ``requires_grad(model, flag)`` toggled between the
-  D and G phases. Compiled: the D step, the R1 step, the G step and the path-length step each one graph.
+  D and G phases. Compiled: the D step, the R1 step, the G step and the path-length step each one graph; also with
+  the upsampling modulated conv as rosinality's grouped ``F.conv_transpose2d(..., stride=2, groups=B)``.
 - Capsule network: primary capsules by a conv, ``view`` and ``permute``, ``squash``, dynamic routing by agreement in a
   Python loop (``softmax`` over the classes, ``(c * u_hat).sum(dim=1)``, agreement ``(u_hat * v).sum(-1,
   keepdim=True)``), capsule lengths, the margin loss, a reconstruction decoder masked by the true class
-  (``F.one_hot``) or by the longest capsule at inference, ``torch.index_select`` of one class's capsules.
+  (``F.one_hot``) or by the longest capsule at inference (``torch.eye(n).index_select(0, max_length_indices)``),
+  ``torch.index_select`` of one class's capsules; the routing's agreement from ``u_hat`` or from ``u_hat.detach()``.
 
 What broke: the compiled R1 step's ``(r1 / 2 * r1_loss * d_reg_every + 0 * real_pred[0]).backward()`` (a loss of shape
 (1,)) was refused by the autodiff pass, which took only 0-d losses; PyTorch takes any one-element tensor, and so does
@@ -37,7 +39,7 @@ from e2e.probe_lockstep import array, assert_same_records, compiled_step_trainin
 # --- StyleGAN2 -----------------------------------------------------------------------------------------------------
 
 
-def stylegan(torch, nn, F, style_dim=8, channels=4):
+def stylegan(torch, nn, F, style_dim=8, channels=4, upsample_by="interpolate"):
     class PixelNorm(nn.Module):
         def forward(self, input):
             return input * torch.rsqrt(torch.mean(input ** 2, dim=1, keepdim=True) + 1e-8)
@@ -88,6 +90,14 @@ def stylegan(torch, nn, F, style_dim=8, channels=4):
                 demod = torch.rsqrt(weight.pow(2).sum([2, 3, 4]) + 1e-8)
                 weight = weight * demod.view(batch, self.out_channel, 1, 1, 1)
             weight = weight.view(batch * self.out_channel, in_channel, self.kernel_size, self.kernel_size)
+            if self.upsample and upsample_by == "transposed":  # rosinality's, without the blur
+                weight = weight.view(batch, self.out_channel, in_channel, self.kernel_size, self.kernel_size)
+                weight = weight.transpose(1, 2).reshape(batch * in_channel, self.out_channel, self.kernel_size,
+                                                        self.kernel_size)
+                input = input.view(1, batch * in_channel, height, width)
+                out = F.conv_transpose2d(input, weight, padding=self.padding, stride=2, output_padding=1, groups=batch)
+                _, _, height, width = out.shape
+                return out.view(batch, self.out_channel, height, width)
             if self.upsample:
                 input = F.interpolate(input, scale_factor=2, mode="bilinear", align_corners=False)
                 height, width = height * 2, width * 2
@@ -247,7 +257,7 @@ def stylegan_draws(steps, batch=2):
                  path_noise=rng.standard_normal((batch, 3, 8, 8)) / math.sqrt(64)) for _ in range(steps)]
 
 
-def train_stylegan(compiled, steps=4, d_reg_every=2, g_reg_every=2):
+def train_stylegan(compiled, steps=3, d_reg_every=2, g_reg_every=2):
     draws = stylegan_draws(steps)
 
     def train(torch, nn, F, both):
@@ -283,9 +293,12 @@ def train_stylegan(compiled, steps=4, d_reg_every=2, g_reg_every=2):
     return train
 
 
-@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled-steps"])
-def test_stylegan2_trains_with_lazy_r1_and_path_length_as_torch(compiled, float64_default):
-    ours, theirs = run_in_lockstep(stylegan, train_stylegan(compiled))
+@pytest.mark.parametrize("compiled, upsample_by", [(False, "interpolate"), (True, "interpolate"), (True, "transposed")],
+                         ids=["eager", "compiled-steps", "compiled-steps-transposed-conv"])
+def test_stylegan2_trains_with_lazy_r1_and_path_length_as_torch(compiled, upsample_by, float64_default):
+    """``transposed``: the upsampling modulated conv as ``F.conv_transpose2d(..., stride=2, groups=B)`` of the
+    transposed per-sample weights instead of ``interpolate`` then conv."""
+    ours, theirs = run_in_lockstep(lambda *names: stylegan(*names, upsample_by=upsample_by), train_stylegan(compiled))
     assert_same_records(ours, theirs)
     assert len(theirs["r1"]) == len(theirs["path"]) == 2 and min(theirs["r1"] + theirs["path"]) > 0
     assert np.abs(theirs["state"]["g.conv1.noise.weight"]).max() > 0  # the noise strength learned
@@ -294,7 +307,7 @@ def test_stylegan2_trains_with_lazy_r1_and_path_length_as_torch(compiled, float6
 # --- capsule network -----------------------------------------------------------------------------------------------
 
 
-def capsule_net(torch, nn, F, num_classes=3, routing_iterations=3, image=12):
+def capsule_net(torch, nn, F, num_classes=3, routing_iterations=3, image=12, detach_routing=False):
     def squash(s, dim=-1):
         squared_norm = (s ** 2).sum(dim=dim, keepdim=True)
         return squared_norm / (1 + squared_norm) * s / torch.sqrt(squared_norm + 1e-8)
@@ -328,7 +341,7 @@ def capsule_net(torch, nn, F, num_classes=3, routing_iterations=3, image=12):
                 s_j = (c_ij * u_hat).sum(dim=1, keepdim=True)
                 v_j = squash(s_j)
                 if iteration < routing_iterations - 1:
-                    agreement = (u_hat * v_j).sum(-1, keepdim=True)
+                    agreement = ((u_hat.detach() if detach_routing else u_hat) * v_j).sum(-1, keepdim=True)
                     b_ij = b_ij + agreement
             return v_j.squeeze(1)  # (B, classes, out_dim)
 
@@ -345,9 +358,12 @@ def capsule_net(torch, nn, F, num_classes=3, routing_iterations=3, image=12):
         def forward(self, x, y=None):
             v = self.digits(self.primary(F.relu(self.conv1(x))))
             lengths = torch.sqrt((v ** 2).sum(-1))
-            if y is None:
-                y = lengths.argmax(dim=1)
-            mask = F.one_hot(y, num_classes).to(v.dtype)
+            if y is None:  # gram-ai's mask of the longest capsule
+                _, max_length_indices = lengths.max(dim=1)
+                mask = torch.eye(num_classes).index_select(dim=0, index=max_length_indices)
+                y = max_length_indices
+            else:
+                mask = F.one_hot(y, num_classes).to(v.dtype)
             reconstruction = self.decoder((v * mask.unsqueeze(-1)).view(x.size(0), -1))
             picked = torch.index_select(v, 1, y[:1]).squeeze(1)
             return lengths, reconstruction.view(-1, 1, image, image), picked
@@ -405,16 +421,21 @@ def train_capsules(steps=3):
             optimizer.step()
             record["losses"].append(loss.item())
         with torch.no_grad():
-            lengths, _, _ = model(x)
+            lengths, reconstruction, _ = model(x)
             record["predicted"] = lengths.argmax(1).tolist()
+            record["eval_reconstruction"] = array(reconstruction)
         record["state"] = snapshot(model)
         return record
 
     return train
 
 
-def test_capsule_network_with_dynamic_routing_trains_as_torch(float64_default):
-    ours, theirs = run_in_lockstep(capsule_net, train_capsules())
+@pytest.mark.parametrize("detach_routing", [False, True], ids=["routing-differentiated", "routing-detached"])
+def test_capsule_network_with_dynamic_routing_trains_as_torch(detach_routing, float64_default):
+    """``routing-detached``: the agreement of the intermediate iterations from ``u_hat.detach()``, as several
+    implementations write it (the gradient then reaches ``W`` through the last iteration's ``c * u_hat`` only)."""
+    build = lambda torch, nn, F: capsule_net(torch, nn, F, detach_routing=detach_routing)
+    ours, theirs = run_in_lockstep(build, train_capsules())
     assert_same_records(ours, theirs)
     assert ours["predicted"] == theirs["predicted"] and theirs["losses"][-1] < theirs["losses"][0]
 
