@@ -650,7 +650,10 @@ number to the tensor's dtype in PyTorch too."""
 
 
 def _has_complex_number(operands: tuple[Any, ...]) -> bool:
-    return any([isinstance(o, (complex, np.complexfloating)) for o in operands])
+    return not _COMPLEX_NUMBER_TYPES.isdisjoint(map(type, operands))
+
+
+_COMPLEX_NUMBER_TYPES = frozenset({complex, np.complex64, np.complex128, np.clongdouble})
 
 
 def _has_number(operands: tuple[Any, ...]) -> bool:
