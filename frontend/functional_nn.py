@@ -268,10 +268,22 @@ def dropout(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool 
         seed = Tensor(seed_value)
     else:
         stream, context.random_streams = context.random_streams, context.random_streams + 1
-    if input.dtype.is_half:  # PyTorch scales by 1 / (1 - p) rounded to the half dtype: a half mask holds that value
-        ones = apply("tensor.broadcast_to", apply("tensor.constant", value=np.ones((), input.dtype.numpy)), shape=input.shape)
-        return input * apply("nn.dropout", ones, seed, p=p, stream=stream)
+    if input.dtype.is_half or (context.eager and context.grad_enabled):
+        # x * mask, the mask dropout of ones: a half mask holds 1 / (1 - p) rounded to the half dtype, as PyTorch
+        # scales; eager, the backward reads the kept mask (dx = g * mask, PyTorch's saved mask) instead of drawing it
+        # again from (seed, stream) (the same numbers: x * mask is x * where(u >= p, 1 / (1 - p), 0) either way)
+        return input * apply("nn.dropout", _ones_like(input, context.eager), seed, p=p, stream=stream)
     return apply("nn.dropout", input, seed, p=p, stream=stream)
+
+
+def _ones_like(input: Tensor, eager: bool) -> Tensor:
+    """Ones of ``input``'s shape and dtype: eager, a leaf holding a broadcast view (no ops to run); traced, its ops."""
+    one = np.ones((), input.dtype.numpy)
+    if eager:
+        from kiln.frontend.eager_values import eager_leaf
+
+        return eager_leaf(np.broadcast_to(one, tuple(input.shape)))
+    return apply("tensor.broadcast_to", apply("tensor.constant", value=one), shape=input.shape)
 
 
 def batch_norm(input: Tensor, running_mean: Tensor | None, running_var: Tensor | None, weight: Tensor | None = None, bias: Tensor | None = None,
