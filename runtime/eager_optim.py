@@ -26,6 +26,8 @@ from kiln.compiler.passes.manager import PassManager
 from kiln.frontend.eager_values import count_update
 from kiln.frontend.module import Parameter
 from kiln.frontend.optim import Optimizer
+from kiln.frontend.torch_array import plain
+from kiln.runtime.donation import value_donations
 from kiln.runtime.executable import Executable
 from kiln.frontend.trace import step_capture
 from kiln.runtime.step_graph import _emit_updates, _hyper_inputs, hyper_feeds
@@ -90,19 +92,18 @@ def _update(optimizer: Optimizer, parameters: list[Parameter], step: int) -> Non
     update = cache.get(key)
     if update is None:
         update = cache[key] = _compile_update(optimizer, parameters)
-    feeds = [p._data for p in parameters] + [grad_array_of(p) for p in parameters]
+    written = [plain(p._data) for p in parameters]  # plain views: an output updated in place comes back as its view
     states = [optimizer.state_of(p) for p in parameters]  # looked up once: the update writes into the same arrays
-    feeds += [state[name] for state, names in zip(states, update.state_names) for name in names]
+    written += [state[name] for state, names in zip(states, update.state_names) for name in names]
+    feeds = written[: len(parameters)] + [grad_array_of(p) for p in parameters] + written[len(parameters) :]
     feeds += hyper_feeds(optimizer, update.hyper_inputs)
     if update.reads_step:
         feeds.append(np.asarray(step, dtype=np.int64))
-    outputs = iter(update.executable(*feeds))
+    for target, output in zip(written, update.executable(*feeds)):
+        if output is not target:  # not updated in place (the memory plan declined): copied back
+            np.copyto(target, output)
     for parameter in parameters:
-        np.copyto(parameter._data, next(outputs))
         count_update(parameter)
-    for state, names in zip(states, update.state_names):
-        for name in names:
-            np.copyto(state[name], next(outputs))
 
 
 def grad_array_of(parameter: Parameter) -> np.ndarray:
@@ -128,7 +129,10 @@ def _compile_update(optimizer: Optimizer, parameters: list[Parameter]) -> EagerU
     reads_step = bool(step.uses)
     if not reads_step:
         graph.inputs.remove(step)
+    flat_states = [value for named in states for value in named.values()]
+    donations = value_donations(graph, zip([*values, *flat_states], graph.outputs))  # parameters, state: in place
     PassManager(DEFAULT_PIPELINE).run(graph)
+    graph.donations = donations
     return EagerUpdate(get_backend("numpy").compile(graph), state_names, hyper_inputs, reads_step)
 
 
