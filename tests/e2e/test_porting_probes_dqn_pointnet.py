@@ -17,8 +17,10 @@ eagerly and with the update step as one ``kiln.compile(fullgraph=True)`` graph a
 What broke: the compiled ``optimize_model`` refused ``next_state_values[non_final_mask] = ...`` (a traced mask with one
 value per True element); it now gathers the values at the mask's ``cumsum - 1``
 (tests/frontend/test_masked_assignment_traced_vs_torch.py). The eager programs needed no change.
-Not covered: the soft target update inside the compiled function (``target_net.load_state_dict`` of traced values
-calls ``numpy()``, refused while tracing); the tutorial runs it after ``optimize_model()``, eagerly, as here.
+Not covered: the soft target update inside the compiled function. There ``state_dict()`` gives each parameter's
+``.data``, which a trace reads as the array it holds when tracing (a constant later calls reuse: the same holds for
+``p.data`` reads in a compiled step), and ``load_state_dict`` of the traced sums calls ``numpy()``, refused. The
+tutorial runs the update after ``optimize_model()``, eagerly, as here.
 
 Tolerance: PointNet puts a bias before each BatchNorm (conv1/conv2/fc1 of every block, and bn2's bias before a max
 that feeds another BatchNorm). In exact arithmetic their gradient is zero (BatchNorm subtracts the batch mean); both

@@ -378,19 +378,6 @@ def margin_loss(torch, F, lengths, labels, m_plus=0.9, m_minus=0.1, lam=0.5):
     return (T * left + lam * (1.0 - T) * right).sum(dim=1).mean()
 
 
-def caps_loss(torch, nn, F, model, images, labels):
-    lengths, reconstruction, _ = model(images, labels)
-    recon = F.mse_loss(reconstruction.view(images.size(0), -1), images.view(images.size(0), -1), reduction="sum")
-    return margin_loss(torch, F, lengths, labels) + 0.0005 * recon / images.size(0)
-
-
-def margin_loss(torch, F, lengths, labels, m_plus=0.9, m_minus=0.1, lam=0.5):
-    T = F.one_hot(labels, lengths.size(1)).to(lengths.dtype)
-    left = F.relu(m_plus - lengths) ** 2
-    right = F.relu(lengths - m_minus) ** 2
-    return (T * left + lam * (1.0 - T) * right).sum(dim=1).mean()
-
-
 def capsule_loss(torch, nn, F, model, images, labels):
     lengths, reconstruction, _ = model(images, labels)
     recon = F.mse_loss(reconstruction.view(images.size(0), -1), images.view(images.size(0), -1), reduction="sum")
