@@ -101,7 +101,7 @@ def load_training_checkpoint(path: str, comm: Any = None) -> dict[str, Any]:
 def _read(path: str) -> Any:
     if not os.path.exists(path):
         raise CheckpointError(f"checkpoint {path} does not exist")
-    return _parsed(path, lambda: checkpoint.load(path))
+    return _parsed(path, lambda: checkpoint.load_arrays(path))
 
 
 def _read_on_rank0(path: str, comm: Any) -> Any:

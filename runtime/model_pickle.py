@@ -44,7 +44,9 @@ def pickled(module: Any) -> np.ndarray:
 def unpickled(members: Any, path: str, weights_only: bool) -> Any:
     """The module saved in ``members``; refused unless ``weights_only`` is False, since unpickling runs code."""
     if weights_only:
-        raise CheckpointError(f"{path} holds a whole pickled model (kiln.save(model, f)); loading it runs code from the file, "
+        from kiln.runtime.torch_checkpoint import WeightsOnlyError  # lazily: it imports the loaders this file serves
+
+        raise WeightsOnlyError(f"{path} holds a whole pickled model (kiln.save(model, f)); loading it runs code from the file, "
                               "so pass kiln.load(f, weights_only=False) if you trust it, as torch.load asks, or save and "
                               "load model.state_dict() instead")
     return pickle.loads(bytes(members[MEMBER]))

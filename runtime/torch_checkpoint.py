@@ -1,29 +1,36 @@
-"""Files written by ``torch.save`` (its zip format), read without torch: tensors become NumPy arrays, so a state_dict
-trained in PyTorch loads into the same kiln model.
+"""Files written by ``torch.save`` (its zip format), read without torch: tensors become kiln tensors (NumPy arrays for
+kiln's own readers), so a state_dict trained in PyTorch loads into the same kiln model.
 
 ```python
 torch.save(model.state_dict(), "best-weights.pt")          # in PyTorch
 model.load_state_dict(kiln.load("best-weights.pt"))        # in kiln: kiln.load reads both formats
 ```
 
-The archive's ``data.pkl`` is unpickled with an allow-list, as ``torch.load(weights_only=True)``: dicts
-(``OrderedDict`` too), lists, tuples, numbers, strings and tensors (``_rebuild_tensor_v2``, ``_rebuild_parameter``
-over typed storages). Anything else (a whole pickled model, a custom class) is refused by name, never run. Each
-tensor is a copy of its strided window of its storage (``data/<key>``, in the archive's ``byteorder``).
+The archive's ``data.pkl`` is unpickled with torch 2.13's ``weights_only=True`` allow-list: dicts (``OrderedDict``,
+``Counter``), lists, tuples, sets, numbers, strings, bytes, ``torch.Size``/``dtype``/``device`` (as kiln's) and tensors
+(``_rebuild_tensor_v2``, ``_rebuild_parameter`` over typed storages). Anything else (a custom class, a NumPy array) is
+refused by name with torch's ``UnpicklingError``, never run; ``weights_only=False`` imports and runs it, as torch's,
+except torch's own classes (a whole pickled ``nn.Module``), which kiln cannot rebuild. Each tensor is its strided window
+of its storage (``data/<key>``, in the archive's ``byteorder``), a view: tensors of one storage share it, as in torch.
+With ``mmap`` the storages are mapped from the file rather than read (``runtime/zip_mmap.py``).
 """
 
 from __future__ import annotations
 
+import _codecs
+import collections
 import io
 import pickle
 import zipfile
-from collections import OrderedDict
-from typing import IO, Any
+from typing import IO, Any, Callable
 
 import ml_dtypes
 import numpy as np
 
 from kiln.compiler.errors import CheckpointError
+from kiln.compiler.ir.types import DType
+from kiln.runtime.loaded_tensors import StorageMap, loaded_tensor
+from kiln.runtime.zip_mmap import mapped_words
 
 STORAGE_DTYPES = {
     "DoubleStorage": np.float64, "FloatStorage": np.float32, "HalfStorage": np.float16, "LongStorage": np.int64,
@@ -46,17 +53,42 @@ def is_torch_archive(source: str | IO[bytes]) -> bool:
             source.seek(0)
 
 
-def load_torch_archive(source: str | IO[bytes], path: str) -> Any:
-    """The object ``torch.save`` wrote to ``source``, with its tensors as NumPy arrays."""
+class WeightsOnlyError(CheckpointError, pickle.UnpicklingError):
+    """A file ``weights_only=True`` refuses to unpickle: ``torch.load``'s ``pickle.UnpicklingError``, and kiln's
+    ``CheckpointError``, so either ``except`` catches it."""
+
+
+Tensor = Callable[[np.ndarray, "bool | None"], Any]
+"""``(array, requires_grad of a saved Parameter or None) -> what the reader hands back``: ``loaded_tensor``, or the
+array itself for kiln's own readers."""
+
+
+def load_torch_archive(source: str | IO[bytes], path: str, *, weights_only: bool = True, map_storage: StorageMap | None = None,
+                       mmap: bool = False, tensor: Tensor = loaded_tensor) -> Any:
+    """The object ``torch.save`` wrote to ``source``, its tensors made by ``tensor``; ``mmap`` maps the storages from
+    the file (``source`` must then be a path, as torch's)."""
     try:
         with zipfile.ZipFile(source) as archive:
             (pickled,) = [name for name in archive.namelist() if name.endswith("/data.pkl")]
             prefix = pickled[: -len("data.pkl")]
             names = set(archive.namelist())
             order = archive.read(prefix + "byteorder").decode().strip() if prefix + "byteorder" in names else "little"
-            return _Unpickler(io.BytesIO(archive.read(pickled)), archive, prefix, order, path).load()
+            unpickler = _Unpickler(io.BytesIO(archive.read(pickled)), archive, prefix, order, path)
+            unpickler.weights_only, unpickler.map_storage, unpickler.tensor = weights_only, map_storage, tensor
+            unpickler.mapped_from = source if mmap and isinstance(source, str) else None
+            return unpickler.load()
     except (pickle.UnpicklingError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as error:
+        if isinstance(error, CheckpointError):
+            raise
         raise CheckpointError(f"{path} is not a readable torch.save file: {error}; was it copied whole?") from None
+
+
+ALLOWED = {
+    ("collections", "OrderedDict"): collections.OrderedDict, ("collections", "Counter"): collections.Counter,
+    ("builtins", "set"): set, ("builtins", "complex"): complex, ("builtins", "bytearray"): bytearray,
+    ("_codecs", "encode"): _codecs.encode,
+}
+"""The plain globals torch 2.13's ``weights_only`` unpickler allows (``torch._weights_only_unpickler``)."""
 
 
 class _Unpickler(pickle.Unpickler):
@@ -64,42 +96,84 @@ class _Unpickler(pickle.Unpickler):
         super().__init__(file)
         self.archive, self.prefix, self.byteorder, self.path = archive, prefix, byteorder, path
         self.storages: dict[str, np.ndarray] = {}
+        self.weights_only, self.map_storage, self.tensor, self.mapped_from = True, None, loaded_tensor, None
 
     def find_class(self, module: str, name: str) -> Any:
-        if (module, name) == ("collections", "OrderedDict"):
-            return OrderedDict
+        module = "builtins" if module == "__builtin__" else module  # torch pickles with protocol 2 (Python 2's names)
+        if (module, name) in ALLOWED:
+            return ALLOWED[module, name]
         if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
-            return _rebuild_tensor
+            return self.rebuild_tensor
         if (module, name) == ("torch._utils", "_rebuild_parameter"):
-            return lambda data, requires_grad, hooks, *state: data
+            return self.rebuild_parameter
         if module == "torch" and name in STORAGE_DTYPES:
             return STORAGE_DTYPES[name]
-        raise CheckpointError(
-            f"{self.path} holds a pickled {module}.{name}, which kiln does not load: it reads torch.save files of tensors, "
-            "dicts, lists and numbers (torch.save(model.state_dict(), f)); save the state_dict in PyTorch and load that")
+        if module == "torch":
+            known = _torch_value(name)
+            if known is not None:
+                return known
+        if self.weights_only:
+            raise WeightsOnlyError(
+                f"{self.path} holds a pickled {module}.{name}, which weights_only=True refuses, as torch.load does: it "
+                "reads tensors, dicts, lists, numbers and strings (torch.save(model.state_dict(), f)); if you trust the "
+                "file, kiln.load(f, weights_only=False) runs the pickle's code, as torch.load(f, weights_only=False)")
+        if module.split(".")[0] == "torch":
+            raise CheckpointError(
+                f"{self.path} holds a pickled {module}.{name}, a PyTorch object kiln cannot rebuild (a whole pickled "
+                "torch model is PyTorch's classes); in PyTorch, torch.save(model.state_dict(), f), and load that")
+        return super().find_class(module, name)
+
+    def rebuild_tensor(self, storage: np.ndarray, offset: int, size: tuple[int, ...], stride: tuple[int, ...],
+                       requires_grad: bool = False, *ignored: Any) -> Any:
+        return self.tensor(_strided_window(storage, offset, size, stride, self.path), None)
+
+    def rebuild_parameter(self, data: Any, requires_grad: bool, *ignored: Any) -> Any:
+        return self.tensor(np.asarray(data), bool(requires_grad))
 
     def persistent_load(self, saved_id: Any) -> np.ndarray:
-        kind, dtype, key, _location, count = saved_id
+        kind, dtype, key, location, count = saved_id
         if kind != "storage":
             raise CheckpointError(f"{self.path}: unknown torch persistent id {kind!r}; only tensor storages are read")
         if key not in self.storages:
-            self.storages[key] = self._storage(key, np.dtype(dtype), count)
+            storage = self._storage(key, np.dtype(dtype), count)
+            self.storages[key] = storage if self.map_storage is None else self.map_storage(storage, str(location))
         return self.storages[key]
 
     def _storage(self, key: str, dtype: np.dtype, count: int) -> np.ndarray:
         """Storage ``key``'s ``count`` elements in native byte order, read as unsigned words of the element's width
-        (bfloat16, a NumPy extension dtype, swaps no bytes itself) and viewed as ``dtype``."""
+        (bfloat16, a NumPy extension dtype, swaps no bytes itself) and viewed as ``dtype``; mapped where asked and
+        the file's byte order is the machine's."""
         word = np.dtype(f"u{dtype.itemsize}") if dtype == ml_dtypes.bfloat16 else dtype
-        raw = np.frombuffer(self.archive.read(f"{self.prefix}data/{key}"), dtype=word.newbyteorder("<" if self.byteorder == "little" else ">"))
+        member = f"{self.prefix}data/{key}"
+        native = (self.byteorder == "little") == (np.little_endian is True)
+        if self.mapped_from is not None and native:
+            mapped = mapped_words(self.mapped_from, self.archive.getinfo(member), word, count)
+            if mapped is not None:
+                return mapped.view(dtype)
+        raw = np.frombuffer(self.archive.read(member), dtype=word.newbyteorder("<" if self.byteorder == "little" else ">"))
         if raw.size != count:
             raise CheckpointError(f"{self.path}: storage {key} holds {raw.size} elements, its header says {count}")
         return raw.astype(word).view(dtype)
 
 
-def _rebuild_tensor(storage: np.ndarray, offset: int, size: tuple[int, ...], stride: tuple[int, ...], *ignored: Any) -> np.ndarray:
-    """``storage[offset:]`` viewed with torch's element strides, copied."""
-    window = np.lib.stride_tricks.as_strided(storage[offset:], shape=tuple(size), strides=tuple(s * storage.itemsize for s in stride))
-    return np.array(window)
+def _torch_value(name: str) -> Any:
+    """``torch.Size``, ``torch.device`` and the dtypes (``torch.float16``) as kiln's, or None."""
+    import kiln  # lazily: kiln's facade imports this module
+
+    if name in ("Size", "device"):
+        return getattr(kiln, name)
+    value = getattr(kiln, name, None)
+    return value if isinstance(value, DType) else None
 
 
-__all__ = ["is_torch_archive", "load_torch_archive"]
+def _strided_window(storage: np.ndarray, offset: int, size: tuple[int, ...], stride: tuple[int, ...], path: str) -> np.ndarray:
+    """``storage[offset:]`` viewed with torch's element strides (not copied), after checking the window lies inside it."""
+    size, stride = tuple(size), tuple(stride)
+    last = offset + sum((n - 1) * s for n, s in zip(size, stride)) if all(size) else offset - 1
+    if offset < 0 or any(s < 0 for s in stride) or len(size) != len(stride) or last >= storage.size:
+        raise CheckpointError(f"{path}: a tensor of size {size}, stride {stride} at offset {offset} reaches past its "
+                              f"storage of {storage.size} elements; the file is damaged")
+    return np.lib.stride_tricks.as_strided(storage[offset:], shape=size, strides=tuple(s * storage.itemsize for s in stride))
+
+
+__all__ = ["WeightsOnlyError", "is_torch_archive", "load_torch_archive"]

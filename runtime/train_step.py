@@ -236,7 +236,7 @@ class TrainStep:
         and broadcasts it (the other ranks need not see it), and each rank keeps its shards."""
         comm = self._tensor_parallel_comm()
         if comm is None:
-            self.load_state_dict(checkpoint.load(path))
+            self.load_state_dict(checkpoint.load_arrays(path))
             return
         from kiln.runtime.distributed.tensor_parallel import load_unsplit
 

@@ -176,7 +176,7 @@ def test_trees_round_trip_exactly(tmp_path):
     kiln.save(tmp_path / "tree.npz", tree)
     loaded = kiln.load(tmp_path / "tree.npz")
     assert loaded["a"] == tree["a"] and loaded["b"] == tree["b"] and isinstance(loaded["b"], tuple)
-    assert loaded[3]["nested"].dtype == np.float32 and loaded[3]["nested"] == 1.5
+    assert loaded[3]["nested"].dtype == kiln.float32 and loaded[3]["nested"].shape == () and loaded[3]["nested"].item() == 1.5
     np.testing.assert_array_equal(loaded["arrays"][0], np.eye(2, dtype=np.int32))
-    assert loaded["arrays"][0].dtype == np.int32
+    assert isinstance(loaded["arrays"][0], kiln.Tensor) and loaded["arrays"][0].dtype == kiln.int32  # as torch.load's
     json.dumps(kiln.load(tmp_path / "tree.npz")["a"])  # plain Python values come back
