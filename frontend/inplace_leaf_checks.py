@@ -14,11 +14,13 @@ w.data.mul_(2)                   # .data is not differentiated: written
 ```
 
 A non-leaf (``y = x * 2; y.mul_(2)``), a parameter with ``requires_grad=False``, a buffer and an integer tensor are
-written as before, as in PyTorch.
+written as before, as in PyTorch. Two more of PyTorch's leaf rules live here: ``requires_grad_(False)`` on a non-leaf
+is refused, and reading a non-leaf's ``.grad`` (never filled unless ``retain_grad()``) warns.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from kiln.compiler.errors import TraceError
@@ -79,10 +81,38 @@ def leaf_write_error(method: str, through_view: bool) -> LeafInPlaceError:
     return LeafInPlaceError(*error.args)
 
 
+class ModifiedSinceForwardError(TraceError, RuntimeError):
+    """``backward()`` of a graph that read a parameter since written in place (``optimizer.step()``, or a write under
+    ``no_grad``): a ``RuntimeError``, as PyTorch's version-counter check (``runtime/eager_backward.py`` raises it)."""
+
+
+class NonLeafFlagError(TraceError, RuntimeError):
+    """``requires_grad_(False)`` on a result that requires grad: a ``RuntimeError``, as PyTorch's."""
+
+
+def check_non_leaf_flag(requires_grad: bool) -> None:
+    """PyTorch's rule for ``requires_grad_`` on a non-leaf: True changes nothing (it already requires grad), False is
+    refused (its gradient flows through the op that made it whatever the flag says)."""
+    if not requires_grad:
+        error = located_error("requires_grad_(False): you can only change requires_grad flags of leaf variables. If you "
+                              "want to use a computed variable in a subgraph that doesn't require differentiation use "
+                              "var_no_grad = var.detach().")
+        raise NonLeafFlagError(*error.args)
+
+
+def warn_non_leaf_grad() -> None:
+    """PyTorch's warning when ``.grad`` of a non-leaf that does not retain its gradient is read (it is always None)."""
+    warnings.warn("The .grad attribute of a Tensor that is not a leaf Tensor is being accessed. Its .grad attribute won't "
+                  "be populated during autograd.backward(). If you indeed want the .grad field to be populated for a "
+                  "non-leaf Tensor, use .retain_grad() on the non-leaf Tensor. If you access the non-leaf Tensor by "
+                  "mistake, make sure you access the leaf Tensor instead.", UserWarning, stacklevel=3)
+
+
 def _is_parameter(tensor: Any) -> bool:
     from kiln.frontend.module import Parameter
 
     return isinstance(tensor, Parameter)
 
 
-__all__ = ["LeafInPlaceError", "check_leaf_write", "leaf_write_error", "requires_grad_leaf", "view_base_to_record"]
+__all__ = ["LeafInPlaceError", "ModifiedSinceForwardError", "NonLeafFlagError", "check_leaf_write", "check_non_leaf_flag", "leaf_write_error",
+           "requires_grad_leaf", "view_base_to_record", "warn_non_leaf_grad"]

@@ -73,12 +73,12 @@ def as_optimizer_parameter(param: Any) -> Parameter:
     if array is None:
         raise KilnError(f"optimizers take kiln Parameters or eager leaf tensors marked by requires_grad_(), got "
                         f"{type(param).__name__}{' (a traced tensor)' if value is not None else ''}")
-    if value not in GRAD_TENSORS:
-        raise KilnError("optimizers take tensors that require grad: call tensor.requires_grad_() on it first")
-    if value.producer is not None:  # marking a tensor computed from constants made it a leaf (requires_grad_)
+    if value.producer is not None and (value in GRAD_TENSORS or not param.is_leaf):  # a retained or computed result
         raise KilnError("optimizers take leaf tensors: this one is computed from parameters or tensors that require "
                         "grad (PyTorch: can't optimize a non-leaf Tensor); optimize those, or a detached copy "
                         "(x = x.detach().clone().requires_grad_())")
+    if value not in GRAD_TENSORS:
+        raise KilnError("optimizers take tensors that require grad: call tensor.requires_grad_() on it first")
     known = param.__dict__.get("_optimizer_parameter")  # one per tensor: a tensor listed twice is caught as a duplicate
     if known is None:
         known = param.__dict__["_optimizer_parameter"] = LeafTensorParameter(param)

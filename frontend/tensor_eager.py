@@ -22,6 +22,7 @@ import numpy as np
 import weakref
 
 from kiln.frontend.eager_values import GRAD_TENSORS, PARAMETERS, eager_array, eager_value
+from kiln.frontend.inplace_leaf_checks import check_non_leaf_flag, warn_non_leaf_grad
 from kiln.frontend.trace import TraceContext, located_error, step_capture
 
 
@@ -35,13 +36,30 @@ def array_protocol(array: np.ndarray, dtype: Any, copy: Any) -> np.ndarray:
 class EagerMethods:
     """Reading values and ``backward``; ``Tensor`` inherits them before ``TorchMethods`` (whose forms refuse)."""
 
-    grad: Any = None
-    """What ``backward()`` accumulated for an eager tensor marked by ``requires_grad_()`` or ``retain_grad()``: an
-    array, or after ``backward(create_graph=True)`` an eager tensor that keeps its chain."""
+    @property
+    def grad(self) -> Any:
+        """What ``backward()`` accumulated for an eager tensor marked by ``requires_grad_()`` or ``retain_grad()``: an
+        array, or after ``backward(create_graph=True)`` an eager tensor that keeps its chain. A non-leaf's that is
+        not retained is None, with PyTorch's warning."""
+        grad = self.__dict__.get("grad")
+        if grad is None and eager_value(self) is not None and not self.retains_grad and not self.is_leaf:
+            warn_non_leaf_grad()
+        return grad
+
+    @grad.setter
+    def grad(self, grad: Any) -> None:
+        self.__dict__["grad"] = grad
 
     def requires_grad_(self, requires_grad: bool = True) -> Any:
         """Eagerly, ``backward()`` then fills this tensor's ``.grad`` (PyTorch's leaf tensors); traced, it changes
-        nothing (the compiled step differentiates by its parameters)."""
+        nothing (the compiled step differentiates by its parameters). A non-leaf (a result that requires grad) keeps
+        its flag, as PyTorch's: ``requires_grad_(False)`` on it is PyTorch's RuntimeError."""
+        if eager_value(self) is not None and not self.is_leaf:
+            check_non_leaf_flag(requires_grad)
+            return self
+        return self._mark_for_grad(requires_grad)
+
+    def _mark_for_grad(self, requires_grad: bool) -> Any:
         value = eager_value(self)
         if value is not None:
             if requires_grad and not self.dtype.is_float:
@@ -80,7 +98,7 @@ class EagerMethods:
 
     def retain_grad(self) -> None:
         """Keep this intermediate's gradient in ``.grad`` at the next ``backward()`` (eager tensors)."""
-        self.requires_grad_(True)
+        self._mark_for_grad(True)
 
     @property
     def requires_grad(self) -> bool:

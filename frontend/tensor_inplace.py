@@ -41,6 +41,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from kiln.compiler.errors import TraceError
 from kiln.frontend.eager_values import GRAD_TENSORS, count_update
 from kiln.frontend.inplace_leaf_checks import check_leaf_write, view_base_to_record
 from kiln.frontend.tensor_methods import _is_one
@@ -178,9 +179,14 @@ def kept_type(tensor: Any, result: Any, method: str) -> Any:
     if result.dtype is tensor.dtype:
         return result
     if result.dtype.is_float and not tensor.dtype.is_float:
-        raise located_error(f"{method}: a {result.dtype} result cannot be written into the {tensor.dtype} tensor {tensor.type}; "
-                            "use the out-of-place form, or cast the tensor first")
+        error = located_error(f"{method}: result type {result.dtype} can't be cast to the desired output type {tensor.dtype} "
+                              f"(the tensor {tensor.type} written in place); use the out-of-place form, or cast the tensor first")
+        raise InPlaceCastError(*error.args)
     return result.to(tensor.dtype)
+
+
+class InPlaceCastError(TraceError, RuntimeError):
+    """A floating result written in place into an integer tensor: a ``RuntimeError``, as PyTorch's."""
 
 
 def in_place(tensor: Any, method: str, traced: Callable[[Any], Any], untraced: Callable[[np.ndarray], np.ndarray] | None = None) -> Any:

@@ -204,3 +204,65 @@ def test_a_compiled_function_writing_a_parameter_with_gradients_on_is_refused_as
         errors.append(caught.value)
         np.testing.assert_array_equal(np.asarray(layer.weight.detach().numpy()), START)
     assert isinstance(errors[1], KilnError)
+
+
+def _non_leaf_flags(name):
+    """``requires_grad_()`` on a non-leaf changes nothing (its .grad stays None, with torch's warning on reading it);
+    ``retain_grad()`` fills it; ``requires_grad_(False)`` is refused."""
+    lib, nn, _ = libraries(name)
+    x = lib.tensor(START.astype(np.float64)).requires_grad_()
+    marked, retained = x * 2, x * 3
+    marked.requires_grad_()
+    retained.retain_grad()
+    (marked * retained).sum().backward()
+    with pytest.warns(UserWarning, match="grad attribute of a Tensor that is not a leaf Tensor is being accessed") as warned:
+        assert marked.grad is None
+    assert len(warned) == 1
+    with pytest.raises(RuntimeError, match="you can only change requires_grad flags of leaf variables") as caught:
+        marked.requires_grad_(False)
+    assert marked.requires_grad and not marked.is_leaf
+    return np.array(np.asarray(retained.grad)), caught.value
+
+
+def test_requires_grad_and_grad_of_a_non_leaf_as_torch():
+    torch_retained, _ = _non_leaf_flags("torch")
+    kiln_retained, kiln_error = _non_leaf_flags("kiln")
+    np.testing.assert_allclose(kiln_retained, torch_retained, rtol=1e-12)
+    assert isinstance(kiln_error, KilnError)
+
+
+@pytest.mark.parametrize("name", ["kiln", "torch"])
+def test_grad_of_leaves_and_retained_results_reads_without_warning(name, recwarn):
+    lib, nn, _ = libraries(name)
+    x = lib.tensor(START.astype(np.float64)).requires_grad_()
+    y = x * 2
+    y.retain_grad()
+    plain = lib.tensor(START) * 2  # requires no grad: a leaf
+    assert x.grad is None and y.grad is None and plain.grad is None
+    assert not [w for w in recwarn if "not a leaf" in str(w.message)]
+
+
+@pytest.mark.parametrize("name", ["kiln", "torch"])
+def test_a_float_result_written_into_an_integer_tensor_is_refused(name):
+    lib, nn, _ = libraries(name)
+    counts = lib.tensor([1, 2, 3])
+    with pytest.raises(RuntimeError, match="can't be cast to the desired output type"):
+        counts.mul_(1.5)
+    np.testing.assert_array_equal(np.asarray(counts.numpy()), [1, 2, 3])
+
+
+def _backward_after_a_no_grad_write(name):
+    lib, nn, _ = libraries(name)
+    weight = nn.Parameter(lib.tensor(START.copy()))
+    loss = (weight * weight).sum()
+    with lib.no_grad():
+        weight.mul_(2)
+    with pytest.raises(RuntimeError, match="one of the variables needed for gradient computation has been modified by an "
+                                           "inplace operation") as caught:
+        loss.backward()
+    return caught.value
+
+
+def test_backward_after_a_parameter_was_written_in_place_is_refused_as_torch():
+    _backward_after_a_no_grad_write("torch")
+    assert isinstance(_backward_after_a_no_grad_write("kiln"), KilnError)

@@ -66,7 +66,7 @@ def test_clamp_under_no_grad_keeps_the_leaf_marked_and_its_gradient_matches_torc
 
 def test_in_place_write_to_a_marked_leaf_while_recording_is_refused_naming_the_line():
     x = kiln.tensor(START).requires_grad_()
-    with pytest.raises(TraceError, match=r"(?s)test_port_style_leaf_tensors.py:\d+.*clamp_: a leaf tensor that requires grad.*no_grad"):
+    with pytest.raises(TraceError, match=r"(?s)test_port_style_leaf_tensors.py:\d+.*clamp_: a leaf Variable that requires grad.*no_grad"):
         x.clamp_(0, 1)
 
 
