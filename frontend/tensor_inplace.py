@@ -349,11 +349,12 @@ def honors_inplace(function: Callable[..., Any]) -> Callable[..., Any]:
         if not bound.arguments.get("inplace", False):
             return function(*args, **kwargs)
         bound.arguments["inplace"] = False
-        result = function(*bound.args, **bound.kwargs)
         input = bound.arguments["input"]
         from kiln.frontend.tensor import Tensor
 
-        return rebind(input, result, f"{function.__name__}(inplace=True)") if isinstance(input, Tensor) and TraceContext.active() else result
+        if not isinstance(input, Tensor):
+            return function(*bound.args, **bound.kwargs)
+        return in_place(input, f"{function.__name__}(inplace=True)", lambda _: function(*bound.args, **bound.kwargs))
 
     return wrapper
 

@@ -266,3 +266,22 @@ def _backward_after_a_no_grad_write(name):
 def test_backward_after_a_parameter_was_written_in_place_is_refused_as_torch():
     _backward_after_a_no_grad_write("torch")
     assert isinstance(_backward_after_a_no_grad_write("kiln"), KilnError)
+
+
+def _activations_in_place(name):
+    """Eager ``inplace=True`` activations write their input, as ``relu_``: later reads see it, the gradient records it."""
+    lib, nn, F = libraries(name)
+    x = lib.tensor(START.astype(np.float64)).requires_grad_()
+    h = x * 1.0
+    F.relu(h, inplace=True)
+    g = x * 2.0
+    nn.LeakyReLU(0.1, inplace=True)(g)
+    (h * g + h).sum().backward()
+    with pytest.raises(RuntimeError, match=LEAF_WORDS):
+        F.relu(x, inplace=True)
+    return np.array(h.detach().numpy()), np.array(g.detach().numpy()), np.array(np.asarray(x.grad))
+
+
+def test_eager_inplace_activations_write_their_input_as_torch():
+    for kiln_array, torch_array in zip(_activations_in_place("kiln"), _activations_in_place("torch")):
+        np.testing.assert_allclose(kiln_array, torch_array, rtol=1e-12)
