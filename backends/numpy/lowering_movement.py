@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 
@@ -182,7 +183,21 @@ def gelu_erf(x):
 def random_uniform(seed, like, *, dtype, stream: int):
     # Philox-4x64 keyed by (seed, stream): counter-based, so a draw depends on nothing but its key
     key = np.array([int(seed) & 0xFFFFFFFFFFFFFFFF, stream], dtype=np.uint64)
-    return np.random.Generator(np.random.Philox(key=key)).random(np.shape(like), dtype=dtype.numpy)
+    bits = np.random.Philox(key=key)
+    if dtype.numpy == np.float32 and sys.byteorder == "little":
+        return _float32_uniform(bits, np.shape(like))
+    return np.random.Generator(bits).random(np.shape(like), dtype=dtype.numpy)
+
+
+def _float32_uniform(bits: np.random.Philox, shape: tuple[int, ...]) -> np.ndarray:
+    """``Generator(bits).random(shape, dtype=float32)`` bit for bit, vectorized (about twice as fast): NumPy splits each
+    64-bit word into its low then its high 32 bits and keeps the top 24 of each, ``(u >> 8) * 2**-24``."""
+    count = math.prod(shape)
+    halves = bits.random_raw((count + 1) // 2).view(np.uint32)  # little-endian: the low half comes first
+    np.right_shift(halves, 8, out=halves)
+    uniform = halves.view(np.float32)  # in place: each exact 24-bit integer times 2**-24, cast to float32 exactly
+    np.multiply(halves, 2.0**-24, out=uniform, casting="unsafe")
+    return uniform[:count].reshape(shape)
 
 
 @NUMPY.register("nn.batch_norm")
