@@ -63,10 +63,10 @@ class NumpyBackend:
         DCE().run(graph)
         if not self.plan_memory:
             function, source = compile_function(graph, self.table)
-            return Executable(graph, under_errstate(function, self.float_errors), self.name, source)
+            return Executable(graph, under_errstate(function, self.float_errors, graph), self.name, source)
         lower_for_fusion(graph)
         function, source, op_seconds = compile_planned(graph, self.table, donations, self.profile)
-        executable = Executable(graph, under_errstate(function, self.float_errors), self.name, source, op_seconds)
+        executable = Executable(graph, under_errstate(function, self.float_errors, graph), self.name, source, op_seconds)
         executable.timed_build = lambda: self._timed_build(graph, donations)
         return executable
 
@@ -82,8 +82,18 @@ class NumpyBackend:
 FLOAT_ERRORS = ("ignore", "warn", "raise")
 
 
-def under_errstate(function: Callable[..., Any], float_errors: str) -> Callable[..., Any]:
-    """``function`` run under ``np.errstate(all=float_errors)`` (about a microsecond a call)."""
+NO_FLOAT_ERRORS = frozenset({"tensor.reshape", "tensor.transpose", "tensor.broadcast_to", "tensor.concat", "tensor.slice",
+                             "tensor.expand_dims", "tensor.squeeze", "tensor.take"})
+"""Ops whose kernels only view, copy or gather elements: NumPy meets no division, overflow or invalid value in them
+(``tensor.pad`` casts its fill value, so it is not one)."""
+
+
+def under_errstate(function: Callable[..., Any], float_errors: str, graph: Graph | None = None) -> Callable[..., Any]:
+    """``function`` run under ``np.errstate(all=float_errors)`` (about a microsecond a call), or ``function`` itself where
+    every op of ``graph`` (the lowered graph it runs) is in ``NO_FLOAT_ERRORS``: eager mode's many one-op reshapes,
+    transposes and slices skip that microsecond."""
+    if graph is not None and all(op.name in NO_FLOAT_ERRORS for op in graph.ops):
+        return function
 
     def run(*arrays: Any) -> Any:
         with np.errstate(all=float_errors):
