@@ -73,12 +73,11 @@ def leaf_write_error(method: str, through_view: bool) -> LeafInPlaceError:
     """PyTorch's message, with the user's line and what to do."""
     leaf = "a view of a leaf Variable" if through_view else "a leaf Variable"
     write = "p[i] = v" if method == "index assignment" else f"p.{method}(...)"
-    error = located_error(
-        f"{method}: {leaf} that requires grad is being used in an in-place operation. A parameter (or a tensor marked "
-        f"by requires_grad_()) is written in place only while gradients are off, as in PyTorch: `with kiln.no_grad(): "
-        f"{write}` (as init code and optimizers do), or through its .data (p.data is not differentiated); to use a "
-        "changed value in the gradient, compute a new tensor (w2 = p * 2)")
-    return LeafInPlaceError(*error.args)
+    return located(LeafInPlaceError, f"{method}: {leaf} that requires grad is being used in an in-place operation. "
+                   "A parameter (or a tensor marked by requires_grad_()) is written in place only while gradients are "
+                   f"off, as in PyTorch: `with kiln.no_grad(): {write}` (as init code and optimizers do), or through its "
+                   ".data (p.data is not differentiated); to use a changed value in the gradient, compute a new tensor "
+                   "(w2 = p * 2)")
 
 
 class ModifiedSinceForwardError(TraceError, RuntimeError):
@@ -94,10 +93,9 @@ def check_non_leaf_flag(requires_grad: bool) -> None:
     """PyTorch's rule for ``requires_grad_`` on a non-leaf: True changes nothing (it already requires grad), False is
     refused (its gradient flows through the op that made it whatever the flag says)."""
     if not requires_grad:
-        error = located_error("requires_grad_(False): you can only change requires_grad flags of leaf variables. If you "
-                              "want to use a computed variable in a subgraph that doesn't require differentiation use "
-                              "var_no_grad = var.detach().")
-        raise NonLeafFlagError(*error.args)
+        raise located(NonLeafFlagError, "requires_grad_(False): you can only change requires_grad flags of leaf "
+                      "variables. If you want to use a computed variable in a subgraph that doesn't require "
+                      "differentiation use var_no_grad = var.detach().")
 
 
 def warn_non_leaf_grad() -> None:
@@ -108,6 +106,13 @@ def warn_non_leaf_grad() -> None:
                   "mistake, make sure you access the leaf Tensor instead.", UserWarning, stacklevel=3)
 
 
+def located(error_class: type[TraceError], message: str) -> TraceError:
+    """An ``error_class`` naming the user's line, marked located (a trace's exit would name it again)."""
+    error = error_class(*located_error(message).args)
+    error.located = True  # type: ignore[attr-defined]
+    return error
+
+
 def _is_parameter(tensor: Any) -> bool:
     from kiln.frontend.module import Parameter
 
@@ -115,4 +120,4 @@ def _is_parameter(tensor: Any) -> bool:
 
 
 __all__ = ["LeafInPlaceError", "ModifiedSinceForwardError", "NonLeafFlagError", "check_leaf_write", "check_non_leaf_flag", "leaf_write_error",
-           "requires_grad_leaf", "view_base_to_record", "warn_non_leaf_grad"]
+           "located", "requires_grad_leaf", "view_base_to_record", "warn_non_leaf_grad"]

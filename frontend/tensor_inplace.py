@@ -43,7 +43,7 @@ import numpy as np
 
 from kiln.compiler.errors import TraceError
 from kiln.frontend.eager_values import GRAD_TENSORS, count_update
-from kiln.frontend.inplace_leaf_checks import check_leaf_write, view_base_to_record
+from kiln.frontend.inplace_leaf_checks import check_leaf_write, located, view_base_to_record
 from kiln.frontend.tensor_methods import _is_one
 from kiln.frontend.trace import TraceContext, located_error, user_location
 
@@ -179,9 +179,9 @@ def kept_type(tensor: Any, result: Any, method: str) -> Any:
     if result.dtype is tensor.dtype:
         return result
     if result.dtype.is_float and not tensor.dtype.is_float:
-        error = located_error(f"{method}: result type {result.dtype} can't be cast to the desired output type {tensor.dtype} "
-                              f"(the tensor {tensor.type} written in place); use the out-of-place form, or cast the tensor first")
-        raise InPlaceCastError(*error.args)
+        raise located(InPlaceCastError, f"{method}: result type {result.dtype} can't be cast to the desired output type "
+                      f"{tensor.dtype}: a float result cannot be written into the integer tensor {tensor.type} in place; "
+                      "use the out-of-place form, or cast the tensor first")
     return result.to(tensor.dtype)
 
 

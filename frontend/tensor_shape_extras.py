@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from kiln.frontend.autocast import autocasts
+from kiln.frontend.inplace_leaf_checks import check_leaf_write
 from kiln.frontend.tensor_inplace import check_fresh
 from kiln.frontend.tensor_mixin_ops import _apply, _constant, _is_tensor, _where
 from kiln.frontend.trace import located_error
@@ -174,6 +175,7 @@ def _reshaped_in_place(tensor: Any, result: Any, method: str) -> Any:
     storage; no element is written, so the other views stay valid. A write through it later is an ordinary one."""
     from kiln.frontend.module import Parameter
 
+    check_leaf_write(tensor, method)  # PyTorch's refusal for a leaf that requires grad, with gradients on
     if isinstance(tensor, Parameter):
         raise located_error(f"{method} on a parameter or buffer would change its shape; take the view out of place")
     check_fresh(tensor)

@@ -38,7 +38,7 @@ from kiln.compiler.ir.types import TensorType
 from kiln.compiler.passes.manager import PassManager
 from kiln.frontend.anomaly_mode import is_anomaly_enabled
 from kiln.frontend.eager_values import ARRAYS, GRAD_TENSORS, PARAMETERS, TENSOR_HOOKS, updates
-from kiln.frontend.inplace_leaf_checks import ModifiedSinceForwardError
+from kiln.frontend.inplace_leaf_checks import ModifiedSinceForwardError, located
 from kiln.frontend.module import Parameter
 from kiln.frontend.torch_array import torch_array
 from kiln.frontend.trace import located_error
@@ -121,11 +121,11 @@ class EagerChain:
         if id(value) not in self._input_of:
             parameter, read_at = PARAMETERS.get(value, (None, 0))
             if parameter is not None and updates(parameter) != read_at:
-                raise ModifiedSinceForwardError(*located_error(
+                raise located(ModifiedSinceForwardError,
                     "backward(): one of the variables needed for gradient computation has been modified by an inplace "
                     f"operation: a parameter of shape {tuple(value.type.shape)} was updated in place by optimizer.step() "
                     "(or an in-place method such as add_ under no_grad) after the forward read it, so this graph's "
-                    "gradient is stale; call backward() before the update (PyTorch refuses this too)").args)
+                    "gradient is stale; call backward() before the update (PyTorch refuses this too)")
             trained = parameter is not None and parameter.requires_grad and value.type.dtype.is_float and \
                 (self._wanted is None or id(parameter) in self._wanted)
             self._input_of[id(value)] = self._add(value.type, value.name_hint, ARRAYS[value], parameter if trained else None)

@@ -285,3 +285,28 @@ def _activations_in_place(name):
 def test_eager_inplace_activations_write_their_input_as_torch():
     for kiln_array, torch_array in zip(_activations_in_place("kiln"), _activations_in_place("torch")):
         np.testing.assert_allclose(kiln_array, torch_array, rtol=1e-12)
+
+
+@pytest.mark.parametrize("leaf", LEAVES)
+@pytest.mark.parametrize("reshape", ["t_", "unsqueeze_"])
+def test_in_place_reshapes_of_a_leaf_that_requires_grad_are_refused_as_torch(leaf, reshape):
+    write = (lambda lib, p: p.t_()) if reshape == "t_" else (lambda lib, p: p.unsqueeze_(0))
+    torch_error, _ = _refusal("torch", leaf, write)
+    kiln_error, kiln_after = _refusal("kiln", leaf, write)
+    assert LEAF_WORDS in str(torch_error) and LEAF_WORDS in str(kiln_error)
+    np.testing.assert_array_equal(kiln_after, START)
+
+
+def test_a_traced_refusal_names_the_users_line_once():
+    import kiln
+
+    _, nn, _ = libraries("kiln")
+    layer = nn.Linear(3, 2)
+
+    def scale(x):
+        layer.weight.mul_(2.0)
+        return layer(x)
+
+    with pytest.raises(RuntimeError, match=LEAF_WORDS) as caught:
+        kiln.trace(scale, kiln.TensorSpec((4, 3)))
+    assert str(caught.value).count("test_inplace_leaf_checks_vs_torch.py") == 1
