@@ -8,6 +8,7 @@ those of the same PyTorch model, so weights move both ways as arrays.
 from __future__ import annotations
 
 import sys
+import weakref
 from collections import OrderedDict, namedtuple
 from typing import Any, Callable, Iterator, Mapping
 
@@ -23,7 +24,7 @@ from kiln.frontend.layer_device import accept_device_keyword
 from kiln.frontend.tensor import Tensor, eager_tensor
 from kiln.frontend.torch_dtypes import get_default_dtype
 from kiln.frontend.tensor_eager import array_protocol
-from kiln.frontend.torch_array import torch_array
+from kiln.frontend.torch_array import TorchArray, torch_array
 from kiln.frontend.trace import TraceContext, step_capture
 
 
@@ -82,6 +83,8 @@ class Parameter(Tensor):
         if isinstance(array, Tensor):  # p.data = kiln.randn(...): its values (a copy; PyTorch would share the storage)
             array = np.array(array.numpy())
         self._data = torch_array(array)  # p.data.add_(...), p.data.normal_(...) as in PyTorch (frontend/torch_array.py)
+        if type(self._data) is TorchArray:  # traced, p.data stands for p's traced value (torch_array.traced_data)
+            self._data.owner = weakref.ref(self)
         self.version = self.__dict__.get("version", 0) + 1
 
     @property

@@ -30,6 +30,7 @@ from kiln.frontend.torch_printoptions import array2string_options, text_options
 from kiln.frontend.torch_tensor_text import tensor_text
 from kiln.frontend.torch_size import Size
 from kiln.frontend.tensor_methods import TorchMethods, _flatten_args, _floating, _is_one
+from kiln.frontend.torch_array import traced_data
 from kiln.frontend.torch_dtypes import get_default_dtype, result_type
 from kiln.frontend.trace import TraceContext, located_error
 from kiln.frontend.autocast import autocasts
@@ -709,6 +710,9 @@ def to_value(context: TraceContext, operand: Any, dtype: DType | None) -> Value:
         check_fresh(operand)
         array = None if context.eager else eager_array(operand)
         return operand.value if array is None else context.emit("tensor.constant", value=array)  # an eager tensor in a trace
+    owner = traced_data(operand)
+    if owner is not None:  # p.data as an operand in a trace: p's value now, without a gradient (not a constant)
+        return context.without_gradient(context.current_value_of(owner))
     array = np.asarray(operand)
     if array.dtype.kind in "fiub" and array.ndim == 0:
         array = array.astype(dtype.numpy)  # Python scalars are weakly typed, as in PyTorch

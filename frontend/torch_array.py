@@ -37,8 +37,11 @@ class TorchArray(np.ndarray):
         return repr(self.view(np.ndarray))
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
+        if name.startswith("_") or name == "owner":
             raise AttributeError(name)
+        traced = traced_data(self)
+        if traced is not None:  # p.data.mul_(0.9) in a kiln.compile'd function: p's traced value, written as p's
+            return traced_method(traced, name)
         tensor = shared_parameter(self)
         if not hasattr(type(tensor), name):
             raise AttributeError(f"'{type(self).__name__}' (a parameter's NumPy array) has no attribute {name!r}")
@@ -46,6 +49,41 @@ class TorchArray(np.ndarray):
         if not name.endswith("_") or not callable(method):
             return method
         return lambda *args, **kwargs: (method(*args, **kwargs), self)[1]  # in place: the array itself, as PyTorch's
+
+
+def traced_data(array: Any) -> Any:
+    """In a trace (not eagerly), the parameter whose ``.data`` ``array`` is, else None: its ``.data`` then stands for
+    the parameter's traced value, not the array's values when the trace ran (a constant, stale at the next call)."""
+    owner = array.__dict__.get("owner") if type(array) is TorchArray else None
+    if owner is None:  # (most calls: a number or a plain array, at the cost of one type check)
+        return None
+    from kiln.frontend.trace import TraceContext  # lazily: the trace builds on this module's users
+
+    return owner() if TraceContext.active() and not TraceContext.current().eager else None
+
+
+def traced_method(parameter: Any, name: str) -> Any:
+    """``parameter.data.<name>`` in a trace: an in-place method writes the parameter as under ``no_grad`` (returning
+    its ``.data``, as PyTorch's returns the tensor written); any other reads its value without a gradient."""
+    from kiln.frontend.grad_mode import no_grad  # lazily: grad mode builds on the tensor
+
+    method = getattr(parameter if name.endswith("_") else parameter.detach(), name)
+
+    def traced(*args: Any, **kwargs: Any) -> Any:
+        args, kwargs = [_traced(a) for a in args], {k: _traced(v) for k, v in kwargs.items()}
+        if not name.endswith("_"):
+            return method(*args, **kwargs)
+        with no_grad():
+            method(*args, **kwargs)
+        return parameter.data
+
+    return traced if callable(method) else method
+
+
+def _traced(value: Any) -> Any:
+    """Another parameter's ``.data`` among the arguments (``e.data.add_(p.data, alpha=0.1)``): its traced value."""
+    owner = traced_data(value)
+    return value if owner is None else owner.detach()
 
 
 def shared_parameter(array: np.ndarray) -> Any:
