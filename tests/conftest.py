@@ -28,3 +28,19 @@ def float64_default():
     yield torch
     kiln.set_default_dtype(saved[0])
     torch.set_default_dtype(saved[1])
+
+
+@pytest.fixture(params=["float32", "float64"])
+def default_dtype(request):
+    """Each default float dtype in turn, set in both libraries for the test and restored after; yields its name."""
+    from oracles import require_torch
+
+    import kiln
+
+    torch = require_torch()
+    saved = kiln.get_default_dtype(), torch.get_default_dtype()
+    kiln.set_default_dtype(getattr(kiln, request.param))
+    torch.set_default_dtype(getattr(torch, request.param))
+    yield request.param
+    kiln.set_default_dtype(saved[0])
+    torch.set_default_dtype(saved[1])

@@ -8,17 +8,7 @@ import numpy as np
 import pytest
 
 import kiln
-from oracles import require_torch, torch_twins
-
-
-@pytest.fixture(params=["float32", "float64"])
-def default_dtype(request):
-    torch = require_torch()
-    kiln.set_default_dtype(getattr(kiln, request.param))
-    torch.set_default_dtype(getattr(torch, request.param))
-    yield request.param
-    kiln.set_default_dtype(kiln.float32)
-    torch.set_default_dtype(torch.float32)
+from oracles import torch_twins
 
 
 def _name(dtype) -> str:

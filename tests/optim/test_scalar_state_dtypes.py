@@ -12,20 +12,9 @@ import numpy as np
 import pytest
 
 import kiln
-from oracles import require_torch
 
 CASES = {"NAdam": dict(lr=0.05, momentum_decay=0.3), "ASGD": dict(lr=0.05, t0=2.0, lambd=0.01)}
 SCALARS = {"NAdam": ("mu_product",), "ASGD": ("eta", "mu")}
-
-
-@pytest.fixture(params=["float32", "float64"])
-def default_dtype(request):
-    torch = require_torch()
-    kiln.set_default_dtype(getattr(kiln, request.param))
-    torch.set_default_dtype(getattr(torch, request.param))
-    yield request.param
-    kiln.set_default_dtype(kiln.float32)
-    torch.set_default_dtype(torch.float32)
 
 
 def _pair(torch, name, dtype):
