@@ -34,7 +34,19 @@ import pytest
 
 import kiln
 from e2e.probe_lockstep import array, assert_same_records, run_in_lockstep, snapshot
-from oracles import libraries
+from oracles import libraries, require_torch
+
+
+@pytest.fixture(autouse=True)
+def matmul_precision_restored():
+    """train.py sets ``torch.backends.cuda.matmul.allow_tf32 = True`` (float32 matmul precision 'high') in both
+    libraries: put each back after the test, so later tests in the process see the default."""
+    torch = require_torch()
+    saved = [(lib, lib.get_float32_matmul_precision(), lib.backends.cudnn.allow_tf32) for lib in (kiln, torch)]
+    yield
+    for lib, precision, cudnn_tf32 in saved:
+        lib.set_float32_matmul_precision(precision)
+        lib.backends.cudnn.allow_tf32 = cudnn_tf32
 
 
 @dataclass
