@@ -49,6 +49,14 @@ MISSING = object()
 """A module attribute that did not exist before a trace set it."""
 
 
+def set_attribute(module: Any, name: str, value: Any) -> None:
+    """Set a module's plain attribute, unrecorded (``MISSING``: delete it)."""
+    if value is MISSING:
+        module.__dict__.pop(name, None)
+    else:
+        object.__setattr__(module, name, value)
+
+
 class TraceContext:
     """The graph being recorded and the parameters it has seen."""
 
@@ -96,10 +104,7 @@ class TraceContext:
         """Undo the traced Python's attribute writes: a trace that failed does not stand for the call, which then
         runs eagerly and sets them itself."""
         for module, name, before in self.attribute_writes.values():
-            if before is MISSING:
-                module.__dict__.pop(name, None)
-            else:
-                object.__setattr__(module, name, before)
+            set_attribute(module, name, before)
 
     def without_gradient(self, value: Value) -> Value:
         """``value`` behind a ``tensor.stop_gradient`` if it is floating (what ``kiln.no_grad`` traces)."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from kiln.frontend.trace import MISSING, TraceContext
+from kiln.frontend.trace import MISSING, TraceContext, set_attribute
 
 
 @dataclass
@@ -37,10 +37,7 @@ class AttributeWrites:
     def replay(self) -> None:
         """Leave each attribute as the trace did."""
         for module, name, _, after in self.writes:
-            if after is MISSING:
-                module.__dict__.pop(name, None)
-            else:
-                object.__setattr__(module, name, after)
+            set_attribute(module, name, after)
 
     def names(self) -> str:
         return ", ".join(f"{type(module).__name__}.{name}" for module, name, _, _ in self.writes)

@@ -206,12 +206,9 @@ class CompiledFunction:
         values = tuple(arrays[k].item() for k in fn.numbers)  # type: ignore[attr-defined]
         seen = self.specialized.setdefault(key, set())
         if values not in seen and len(seen) >= self.recompile_limit:
-            reason = (f"{self.recompile_limit} values of its number arguments are compiled already (recompile_limit): "
-                      "the function needs their values (a branch on one); pass a 0-d tensor for a value that changes")
-            if self.fullgraph or not tensors_given:
-                raise KilnError(f"kiln.compile: {reason}")
-            self._warn_eager(reason)
-            return None
+            return self._eager_past_limit(f"{self.recompile_limit} values of its number arguments are compiled already "
+                                          "(recompile_limit): the function needs their values (a branch on one); pass a "
+                                          "0-d tensor for a value that changes", tensors_given)
         seen.add(values)
         return self._variant_for(numbers_fixed(fn, values), arrays, batch_dim, (extra, values), tensors_given, traced)
 
@@ -236,8 +233,13 @@ class CompiledFunction:
         and the state fits none of them, as ``torch.compile`` falls back at its cache limit: most often an attribute
         the function changes at every call (a counter), whose every value the graph would need."""
         changed = f"it sets {last.writes.names()} at every call" if not last.writes.hold() else "its guards fail at every call"
-        reason = (f"{self.recompile_limit} variants of this call are traced (recompile_limit) and none fits: {changed}; "
-                  "keep a count as a tensor buffer (register_buffer) or outside the compiled function")
+        return self._eager_past_limit(f"{self.recompile_limit} variants of this call are traced (recompile_limit) and "
+                                      f"none fits: {changed}; keep a count as a tensor buffer (register_buffer) or "
+                                      "outside the compiled function", tensors_given)
+
+    def _eager_past_limit(self, reason: str, tensors_given: bool) -> None:
+        """None (the call runs eagerly, warned once) past a recompile limit; with ``fullgraph``, or on a NumPy call
+        (which has no eager fallback), the reason is raised instead."""
         if self.fullgraph or not tensors_given:
             raise KilnError(f"kiln.compile: {reason}")
         self._warn_eager(reason)
@@ -259,9 +261,9 @@ class CompiledFunction:
                 return _STATIC
             if getattr(fn, "numbers", ()):  # a number the trace needs the value of: traced as a constant per value
                 return _SPECIALIZED
-            if (self.fullgraph or not tensors_given or isinstance(static_error, TypeError)) and static_error is error:
-                raise
             if self.fullgraph or not tensors_given or isinstance(static_error, TypeError):
+                if static_error is error:
+                    raise
                 raise static_error from None  # the blocker left once shapes are static, not the symbolic trace's
             self._warn_eager(str(static_error).splitlines()[-1].strip())
             return None
@@ -343,7 +345,7 @@ class CompiledFunction:
                 "or train it with kiln.compile_train_step, which feeds the seed")
         buffers = in_call_order(context)
         captured = step.finish() if step is not None else None
-        donations = self._donations(context, captured)
+        donations = self._donations(context, step)
         PassManager(self.pipeline).run(context.graph)
         context.graph.donations = donations
         executable = get_backend(self.backend).compile(context.graph)
@@ -351,7 +353,7 @@ class CompiledFunction:
                         captures[0].returned_none, captures[0].structure, captures[0].modes(), AttributeWrites.of(context),
                         donations)
 
-    def _donations(self, context: TraceContext, captured: CapturedStep | None) -> dict[int, int]:
+    def _donations(self, context: TraceContext, step: StepCapture | None) -> dict[int, int]:
         """What the backend may update in place: each updated parameter or buffer and each optimizer state, as
         ``compile_train_step``'s. On NumPy only, which writes into the fed array; the others keep a donated result
         resident for a caller that passes ``RESIDENT``, which a call here never does."""
@@ -359,7 +361,7 @@ class CompiledFunction:
             return {}
         pairs = [(context.parameter_values[key], value) for key, (_, value) in context.buffer_updates.items()
                  if key in context.parameter_values]
-        return value_donations(context.graph, pairs + (captured.donated if captured is not None else []))
+        return value_donations(context.graph, pairs + (step.donated if step is not None else []))
 
 
 def _written_back(variant: _Variant, outputs: Sequence[Any], feeds: Sequence[Any], state: Sequence[Any]) -> tuple[Any, ...]:

@@ -67,9 +67,6 @@ class CapturedStep:
     after_call: list[Callable[[], None]]
     """Count updates: each stepped optimizer's ``step_count`` and its parameters' skipped steps."""
     guards: list[Callable[[], bool]]
-    donated: list[tuple[Value, Value]] = field(default_factory=list)
-    """(input, output) pairs whose output may be written into the input's array (each optimizer state): laid out as
-    graph indices by ``CompiledFunction._donations`` before the passes run."""
 
     def holds(self) -> bool:
         """Whether the state the trace assumed (which ``.grad`` existed, the optimizers' options) still holds."""
@@ -287,7 +284,7 @@ class StepCapture:
         graph.inputs = [v for v in kept if v not in seed] + extra + seed
         graph.outputs += [value for value, _ in self.outputs]
         return CapturedStep([feed for _, feed in self.inputs], [write for _, write in self.outputs], self.after_call,
-                            self.guards + [self._requires_grad_guard()], self.donated)
+                            self.guards + [self._requires_grad_guard()])
 
     def _grad_outputs(self) -> None:
         """Each touched parameter's ``.grad`` as the call leaves it: written back (None: cleared); unchanged: left."""
