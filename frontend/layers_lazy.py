@@ -112,7 +112,7 @@ class LazyModuleMixin:
         self._refuse_before_call("parameters")
         return iter(())
 
-    def named_buffers(self, prefix: str = "") -> Iterator[tuple[str, Buffer]]:
+    def _named_buffers_all(self, prefix: str) -> Iterator[tuple[str, Buffer]]:
         self._refuse_before_call("buffers")
         return iter(())
 

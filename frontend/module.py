@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 import weakref
 from collections import OrderedDict, namedtuple
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
@@ -293,12 +293,12 @@ class Module(HookMethods):
         state.pop("_compiled_call", None)
         return state
 
-    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
-        seen: set[int] = set()
-        for name, parameter in self._named_parameters_all(prefix):
-            if id(parameter) not in seen:
-                seen.add(id(parameter))
-                yield name, parameter
+    def named_parameters(self, prefix: str = "", recurse: bool = True,
+                         remove_duplicate: bool = True) -> Iterator[tuple[str, Parameter]]:
+        """PyTorch's: ``prefix`` joined by a dot; ``recurse=False`` this module's own; a tied one named once."""
+        items = self._named_parameters_all(_dotted(prefix)) if recurse else (
+            (_dotted(prefix) + name, p) for name, p in self._parameters.items())
+        return _first_of_each(items, remove_duplicate)
 
     def _named_parameters_all(self, prefix: str) -> Iterator[tuple[str, Parameter]]:
         for name, parameter in self._parameters.items():
@@ -306,20 +306,33 @@ class Module(HookMethods):
         for name, module in self._modules.items():
             yield from module._named_parameters_all(f"{prefix}{name}.")
 
-    def parameters(self) -> Iterator[Parameter]:
-        for _, parameter in self.named_parameters():
+    def parameters(self, recurse: bool = True) -> Iterator[Parameter]:
+        for _, parameter in self.named_parameters(recurse=recurse):
             yield parameter
 
-    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, "Module"]]:
-        yield prefix.rstrip("."), self
-        for name, module in self._modules.items():
-            yield from module.named_modules(f"{prefix}{name}.")
+    def named_modules(self, memo: set | None = None, prefix: str = "",
+                      remove_duplicate: bool = True) -> Iterator[tuple[str, "Module"]]:
+        """PyTorch's: each module once (``memo``), unless ``remove_duplicate=False``; names joined by dots."""
+        for name, module in _first_of_each(self._named_modules_all(_dotted(prefix)), remove_duplicate, memo):
+            yield name.rstrip("."), module
 
-    def named_buffers(self, prefix: str = "") -> Iterator[tuple[str, Buffer]]:
+    def _named_modules_all(self, prefix: str) -> Iterator[tuple[str, "Module"]]:
+        yield prefix, self
+        for name, module in self._modules.items():
+            if module is not None:
+                yield from module._named_modules_all(f"{prefix}{name}.")
+
+    def named_buffers(self, prefix: str = "", recurse: bool = True,
+                      remove_duplicate: bool = True) -> Iterator[tuple[str, Buffer]]:
+        items = self._named_buffers_all(_dotted(prefix)) if recurse else (
+            (_dotted(prefix) + name, b) for name, b in self._buffers.items())
+        return _first_of_each(items, remove_duplicate)
+
+    def _named_buffers_all(self, prefix: str) -> Iterator[tuple[str, Buffer]]:
         for name, buffer in self._buffers.items():
             yield prefix + name, buffer
         for name, module in self._modules.items():
-            yield from module.named_buffers(f"{prefix}{name}.")
+            yield from module._named_buffers_all(f"{prefix}{name}.")
 
     def register_buffer(self, name: str, array: Any, persistent: bool = True) -> None:
         """Keep ``array`` as a non-trainable ``Buffer`` named ``name`` (PyTorch's ``register_buffer``); a
@@ -335,8 +348,8 @@ class Module(HookMethods):
             raise KilnError(f"register_parameter({name!r}) takes a kiln Parameter, got {type(parameter).__name__}")
         setattr(self, name, parameter)
 
-    def buffers(self) -> Iterator[Buffer]:
-        for _, buffer in self.named_buffers():
+    def buffers(self, recurse: bool = True) -> Iterator[Buffer]:
+        for _, buffer in self.named_buffers(recurse=recurse):
             yield buffer
 
     def get_submodule(self, target: str) -> "Module":
@@ -554,3 +567,22 @@ def _without_compile_prefix(state: Mapping[str, Any], own: Mapping[str, Any]) ->
     if not prefixed or not all(prefixed) or any(key.startswith(COMPILE_PREFIX) for key in own):
         return state
     return {key[len(COMPILE_PREFIX):]: value for key, value in state.items()}
+
+
+def _dotted(prefix: str) -> str:
+    """PyTorch's ``prefix`` argument (``"encoder"``) as the start of a dotted name (``"encoder."``)."""
+    return prefix + "." if prefix else ""
+
+
+def _first_of_each(items: Iterable[tuple[str, Any]], remove_duplicate: bool,
+                   memo: set | None = None) -> Iterator[tuple[str, Any]]:
+    """``(name, object)`` pairs, each object only under its first name when ``remove_duplicate`` (``memo`` holds the
+    objects already given, as PyTorch's ``named_modules(memo)``)."""
+    seen: set[int] = {id(item) for item in memo} if memo is not None else set()
+    for name, item in items:
+        if remove_duplicate and id(item) in seen:
+            continue
+        seen.add(id(item))
+        if memo is not None:
+            memo.add(item)
+        yield name, item

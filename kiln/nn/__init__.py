@@ -61,3 +61,4 @@ from kiln.nn.parallel import DataParallel  # noqa: E402  (one process: the modul
 
 __all__ += ["DataParallel", "parallel"]
 from kiln.nn import attention  # noqa: E402  (torch.nn.attention: sdpa_kernel, SDPBackend)
+from kiln.nn import modules  # noqa: E402,F401  (torch.nn.modules: batchnorm._BatchNorm, conv._ConvNd, ...)
