@@ -42,6 +42,7 @@ from kiln.frontend.rnn_utils import valid_steps
 from kiln.frontend.tensor import Tensor, apply
 from kiln.frontend.trace import located_error
 from kiln.frontend.autocast import autocasts
+from kiln.frontend.eager_values import eager_array
 
 __all__ = ["ctc_loss"]
 
@@ -61,9 +62,9 @@ def ctc_loss(
 
     ``log_probs`` is ``(T, N, C)`` (or unbatched ``(T, C)``), log-softmaxed, with a static ``T`` (unrolled) and
     ``C``. ``targets`` is padded ``(N, S)`` (entries past a row's target length are ignored) or, for a batch, the
-    targets concatenated ``(sum(target_lengths),)``, which needs constant ``target_lengths``. ``input_lengths`` and
-    ``target_lengths`` are ``(N,)``: traced integer tensors (not range-checked, as a graph input cannot be) or
-    lists of ints. ``reduction``: ``'none'`` gives the ``(N,)`` losses, ``'sum'`` their sum, ``'mean'`` the batch mean
+    targets concatenated ``(sum(target_lengths),)``, which needs known ``target_lengths`` (ints or an eager tensor).
+    ``input_lengths`` and ``target_lengths`` are ``(N,)``: traced integer tensors (not range-checked, as a graph input
+    cannot be) or lists of ints. ``reduction``: ``'none'`` gives the ``(N,)`` losses, ``'sum'`` their sum, ``'mean'`` the batch mean
     of each loss divided by its target length (at least 1). ``zero_infinity`` makes the loss (and gradient) of a
     row without any alignment 0 instead of inf.
     """
@@ -230,10 +231,14 @@ def _padded_targets(targets: Any, target_lengths: Any, batch: Any, unbatched: bo
 
 def _split_concatenated(targets: Tensor, target_lengths: Any, batch: Any) -> Tensor:
     """Concatenated targets ``(sum(target_lengths),)`` as padded ``(N, max(target_lengths))``: one gather at constant
-    positions, so the lengths must be constants."""
+    positions, so the lengths must be known: ints, or an eager tensor (its values)."""
     if isinstance(target_lengths, Tensor):
-        raise located_error("ctc_loss: concatenated targets (1-D) need target_lengths as a list of ints, since they say where "
-                            "each target starts; with traced target_lengths pass padded targets (N, S)")
+        known = eager_array(target_lengths)
+        if known is None or known.dtype.kind not in "iu":
+            raise located_error(f"ctc_loss: concatenated targets (1-D) need target_lengths as a list of ints (or an eager "
+                                f"integer tensor), since they say where each target starts; got the traced {target_lengths.type} "
+                                "(in a compiled function, pass padded targets (N, S), or the lengths as a list)")
+        target_lengths = known
     lengths = _checked_lengths("target_lengths", target_lengths, batch, None)
     if targets.shape[0] != int(lengths.sum()):
         raise located_error(f"ctc_loss: concatenated targets {targets.type} must hold sum(target_lengths) = {int(lengths.sum())} labels")
