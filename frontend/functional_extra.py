@@ -28,6 +28,7 @@ import numpy as np
 from kiln.frontend.functional_half import in_opmath
 from kiln.frontend.eager_values import eager_array
 from kiln.frontend.embedding_options import renormalize_rows
+from kiln.frontend.sparse_embedding import record_sparse_lookup
 from kiln.frontend.functional_conv import conv_transpose2d, single_size
 from kiln.frontend.functional_conv3d import avg_pool3d, batched_volume, max_pool3d, triple
 from kiln.frontend.functional_nn import (_pair, avg_pool2d, batched_pool_input, embedding_padding_index, like_pool_input, max_pool2d, pad,
@@ -316,6 +317,8 @@ def embedding_bag(input: Tensor, weight: Tensor, offsets: Any = None, max_norm: 
     if max_norm is not None:
         renormalize_rows(input, weight, max_norm, norm_type, "embedding_bag")
     rows = apply("tensor.take", weight, input, axis=0)
+    if sparse:  # a sparse COO .grad eagerly, as PyTorch's (frontend/sparse_embedding.py)
+        record_sparse_lookup(rows, weight, input, padding_idx, scale_grad_by_freq, "embedding_bag", mode)
     if input.ndim == 2:
         if offsets is not None:
             raise located_error("embedding_bag: if input is 2D, then offsets has to be None, as input is treated is a mini-batch of "
@@ -335,7 +338,7 @@ def embedding_bag(input: Tensor, weight: Tensor, offsets: Any = None, max_norm: 
 def _check_bag_options(input, weight, mode, scale_grad_by_freq, sparse, per_sample_weights) -> None:
     if mode not in ("sum", "mean", "max"):
         raise located_error(f"embedding_bag: mode has to be one of sum, mean or max, got {mode!r}")
-    if scale_grad_by_freq:  # sparse=True is the dense gradient in kiln's one layout (see F.embedding)
+    if scale_grad_by_freq:
         raise located_error("embedding_bag: scale_grad_by_freq is not supported; leave it at False (for frequency-scaled "
                             "gradients, nn.Embedding(scale_grad_by_freq=True) and a sum over each bag)")
     if weight.ndim != 2 or input.ndim not in (1, 2) or not input.dtype.is_int:

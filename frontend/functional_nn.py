@@ -28,6 +28,7 @@ from kiln.frontend.autocast import autocasts
 from kiln.frontend.functional_half import bias_added_in_opmath, mixed_norm
 from kiln.frontend.functional_attention_paths import attention_in_float32, attention_with_float_mask, shared_key_value_heads, takes_float32_path
 from kiln.frontend.functional_attention_paths import zero_rows_attending_nothing
+from kiln.frontend.sparse_embedding import record_sparse_lookup
 from kiln.frontend.embedding_options import frequency_scaled, renormalize_rows
 from kiln.frontend.functional_movement import cat, chunk, concat, flatten, narrow, pad, split, squeeze, stack, unsqueeze
 from kiln.frontend.functional_indexing import getitem
@@ -134,11 +135,12 @@ def embedding(input: Tensor, weight: Tensor, padding_idx: int | None = None, max
               scale_grad_by_freq: bool = False, sparse: bool = False) -> Tensor:
     """Rows of ``weight`` picked by integer ``input``: ``(..., ) -> (..., embedding_dim)``. The ``padding_idx`` row
     gets no gradient, as in PyTorch: positions holding it read the row through ``stop_gradient``. ``sparse=True``
-    gives the same gradient in kiln's one dense layout (zero rows where PyTorch's sparse one has no entry), so SGD and
-    Adagrad steps are PyTorch's sparse ones."""
+    gives the weight a sparse COO ``.grad`` eagerly, as PyTorch's (``frontend/sparse_embedding.py``)."""
     if max_norm is not None:
         renormalize_rows(input, weight, max_norm, norm_type, "embedding")
     rows = apply("tensor.take", weight, input, axis=0)
+    if sparse:
+        record_sparse_lookup(rows, weight, input, padding_idx, scale_grad_by_freq, "embedding")
     if scale_grad_by_freq:
         rows = frequency_scaled(rows, input if isinstance(input, Tensor) else apply("tensor.constant", value=np.asarray(input)),
                                 weight.shape[0])

@@ -173,6 +173,8 @@ def clear_grads(parameters: Any, set_to_none: bool) -> None:
     for parameter in parameters:
         if set_to_none or parameter.grad is None:
             parameter.grad = None
+        elif getattr(parameter.grad, "is_sparse", False):  # a sparse .grad empties (nnz 0), as PyTorch's
+            parameter.grad.zero_()
         else:
             grad_array(parameter)[...] = 0
 
@@ -180,6 +182,11 @@ def clear_grads(parameters: Any, set_to_none: bool) -> None:
 def grad_array(parameter: Any) -> np.ndarray:
     """``parameter.grad`` as the array an in-place write (clipping, unscaling, zeroing) changes. A ``.grad`` that is a
     tensor with a chain (``backward(create_graph=True)``) becomes its values first: PyTorch writes it under no_grad."""
+    if getattr(parameter.grad, "is_sparse", False):
+        raise NotImplementedError(
+            "a sparse .grad (embedding(sparse=True)) cannot be read or written as a dense array here (clip_grad_norm_, "
+            "clip_grad_value_, GradScaler): PyTorch 2.13 refuses these too (no SparseCPU kernel for linalg_vector_norm, "
+            "clamp_min_); scale it yourself (p.grad = p.grad.coalesce() * factor), or use sparse=False")
     if not isinstance(parameter.grad, np.ndarray):
         parameter.grad = torch_array(np.array(parameter.grad))
     return parameter.grad

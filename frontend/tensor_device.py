@@ -104,6 +104,13 @@ class DeviceMethods:
         """False: kiln has one layout, dense (``to_sparse``)."""
         return False
 
+    @property
+    def layout(self) -> Any:
+        """``kiln.strided``: kiln's tensors are dense (a sparse ``.grad`` is ``frontend/sparse_grad.py``'s)."""
+        from kiln.frontend.sparse_grad import strided
+
+        return strided
+
     def to_sparse(self, *args: Any, **kwargs: Any) -> Any:
         """A copy (``clone()``: gradients flow through it, as through torch's): kiln has one layout, dense, so a sparse
         PyTorch program (gcn's ``adj.to_sparse()``, then ``spmm`` or ``@``) computes the same values, densely."""

@@ -53,6 +53,7 @@ from kiln.frontend.memory_format import EXPORTS as _memory_formats  # noqa: E402
 
 globals().update(_memory_formats)
 from kiln.frontend.torch_size import Size  # noqa: E402  (torch.Size: what x.shape and x.size() return)
+from kiln.frontend.sparse_grad import sparse_coo, strided  # noqa: E402  (torch.sparse_coo: a sparse .grad's layout)
 from kiln.frontend.torch_printoptions import get_printoptions, set_printoptions  # noqa: E402  (eager tensors' repr)
 from kiln import amp  # noqa: E402  (torch.amp: autocast, GradScaler; frontend/torch_amp.py)
 from kiln.frontend.torch_amp import autocast, get_autocast_dtype, is_autocast_enabled  # noqa: E402
@@ -88,7 +89,7 @@ __all__ = [
     "autograd", "CheckpointError", "compile", "cuda", "random", "sparse", "func", "device", "distributions", "linalg", "compile_train_step", "CompiledFunction", "differentiate", "DType",
     "get_default_device", "set_default_device",
     "export_onnx", "export_onnx_train_step", "fit", "grad", "Graph", "import_onnx", "InputError", "KilnError",
-    "load", "load_onnx_train_step", "manual_seed", "nn", "no_grad", "onnx", "optim", "parity", "PassManager", "saliency", "save", "amp", "autocast", "cpu", "get_autocast_dtype", "is_autocast_enabled", "bfloat16", "float16", "half", "Generator", "get_printoptions", "set_printoptions", "Size", "special", "testing", "jit", *_memory_formats,
+    "load", "load_onnx_train_step", "manual_seed", "nn", "no_grad", "onnx", "optim", "parity", "PassManager", "saliency", "save", "amp", "autocast", "cpu", "get_autocast_dtype", "is_autocast_enabled", "bfloat16", "float16", "half", "Generator", "get_printoptions", "set_printoptions", "Size", "sparse_coo", "strided", "special", "testing", "jit", *_memory_formats,
     "BFloat16Tensor", "BoolTensor", "ByteTensor", "CharTensor", "ShortTensor", "DoubleTensor", "HalfTensor", "FloatTensor", "IntTensor", "LongTensor", "ShapeError", "Tensor", "TensorSpec", "TensorType", "trace", "TraceError", "TrainStep", "utils", "value_and_grad",
     "VerificationError", *_torch_functions.__all__, *_torch_functions.FORWARDERS,
     *_torch_functions.DTYPES, *_torch_more.exports(), *_complex_functions.EXPORTS, "fft",

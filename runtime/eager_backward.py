@@ -285,20 +285,26 @@ def backward(loss: Any, gradient: Any = None, inputs: Any = None) -> None:
     """Add d(loss)/d(parameter) (weighted by ``gradient`` for a non-scalar loss) to each trained parameter's ``.grad``,
     and d(loss)/d(tensor) to each marked tensor's (``requires_grad_()``, ``retain_grad()``) the loss depends on.
     ``inputs`` (parameters or eager tensors) limits the accumulation to those."""
-    chain, owners = backward_chain(loss, inputs, "backward()")
+    from kiln.runtime.eager_sparse_grad import sparse_reads, with_sparse_gradients  # embedding(sparse=True)
+
+    found = sparse_reads(loss.value, _wanted(inputs))
+    chain, owners = backward_chain(loss, inputs, "backward()", [rows for _, _, rows in found])
     grads = gradients(chain, [_seed(loss, gradient)])
+    if found:
+        grads = with_sparse_gradients(chain, grads, found)
     for owner, grad in _per_owner(owners, grads):
         _accumulate(owner, grad)
     after_accumulation(chain.trained)
 
 
-def backward_chain(loss: Any, inputs: Any, what: str) -> tuple[EagerChain, list[Any]]:
+def backward_chain(loss: Any, inputs: Any, what: str, sparse_rows: Sequence[Value] = ()) -> tuple[EagerChain, list[Any]]:
     """The chain ``loss.backward(inputs=inputs)`` differentiates, and the owner of each gradient it gives (its trained
-    parameters' reads, then the reached marked tensors), or a clear error if there is none."""
-    chosen = None if inputs is None else list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
-    wanted = None if chosen is None else {id(p) for p in chosen if isinstance(p, Parameter)}
+    parameters' reads, then the reached marked tensors), or a clear error if there is none. ``sparse_rows`` (sparse
+    lookups' rows, ``runtime/eager_sparse_grad.py``) are differentiated last, owned by no one."""
+    chosen = _chosen(inputs)
+    wanted = _wanted(inputs)
     marked = _marked(loss.value) if chosen is None else [t for t in chosen if not isinstance(t, Parameter)]
-    chain = EagerChain([loss.value], wanted, [t.value for t in marked])
+    chain = EagerChain([loss.value], wanted, [*[t.value for t in marked], *sparse_rows])
     owners = [*chain.trained, *[t for t, value in zip(marked, chain.targets) if value is not None]]
     if not owners:
         raise located_error(f"{what}: the tensor does not depend on any parameter that requires a gradient (a float "
@@ -307,13 +313,22 @@ def backward_chain(loss: Any, inputs: Any, what: str) -> tuple[EagerChain, list[
     return chain, owners
 
 
+def _chosen(inputs: Any) -> list[Any] | None:
+    return None if inputs is None else list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+
+
+def _wanted(inputs: Any) -> set[int] | None:
+    chosen = _chosen(inputs)
+    return None if chosen is None else {id(p) for p in chosen if isinstance(p, Parameter)}
+
+
 def _per_owner(owners: list[Any], grads: Sequence[Any]) -> list[tuple[Any, np.ndarray]]:
     """One gradient per parameter or tensor (a parameter read twice sums its leaves'), through its
     ``register_hook`` hooks: PyTorch calls a parameter's hooks once, on its whole gradient."""
     summed: dict[int, tuple[Any, np.ndarray]] = {}
     for owner, grad in zip(owners, grads):
         previous = summed.get(id(owner))
-        summed[id(owner)] = (owner, np.asarray(grad) if previous is None else previous[1] + np.asarray(grad))
+        summed[id(owner)] = (owner, _as_gradient(grad) if previous is None else _summed(previous[1], grad))
     return [(owner, _parameter_hooks(owner, grad)) for owner, grad in summed.values()]
 
 
@@ -323,11 +338,22 @@ def _parameter_hooks(owner: Any, grad: np.ndarray) -> np.ndarray:
         return grad
     from kiln.frontend.eager_values import eager_leaf
 
-    tensor = eager_leaf(np.array(grad))
+    sparse = getattr(grad, "is_sparse", False)  # a SparseGrad goes to the hooks as is, as PyTorch's sparse .grad
+    tensor = grad if sparse else eager_leaf(np.array(grad))
     for hook in hooks:
         result = hook(tensor)
         tensor = tensor if result is None else result
-    return np.asarray(tensor)
+    return tensor if getattr(tensor, "is_sparse", False) else np.asarray(tensor)
+
+
+def _as_gradient(grad: Any) -> Any:
+    return grad if getattr(grad, "is_sparse", False) else np.asarray(grad)
+
+
+def _summed(previous: Any, grad: Any) -> Any:
+    from kiln.runtime.eager_sparse_grad import summed  # lazily: it builds on this module
+
+    return summed(previous, grad)
 
 
 _AFTER_BACKWARD: "weakref.WeakKeyDictionary[Any, Callable[[list[Parameter]], None]]" = weakref.WeakKeyDictionary()
@@ -437,7 +463,15 @@ def _compile(graph: Graph) -> Executable:
 def _accumulate(owner: Any, grad: np.ndarray) -> None:
     """``owner.grad += grad`` as PyTorch's backward does (a copy: the compiled function may reuse its buffers)."""
     current = getattr(owner, "grad", None)
-    if current is None:
+    if getattr(grad, "is_sparse", False) or getattr(current, "is_sparse", False):  # embedding(sparse=True)
+        owner.grad = grad.astype(owner.dtype.numpy) if current is None else _sparse_sum(current, grad)
+    elif current is None:
         owner.grad = torch_array(np.array(grad, dtype=owner.dtype.numpy))  # p.grad.zero_(), p.grad.norm() work
     else:
         current += grad
+
+
+def _sparse_sum(current: Any, grad: Any) -> Any:
+    """A ``.grad`` plus a gradient, one of them sparse: sparse if both are, else a new dense ``.grad``, as PyTorch's."""
+    total = _summed(current, grad)
+    return total if getattr(total, "is_sparse", False) else torch_array(total)

@@ -26,6 +26,8 @@ from kiln.compiler.passes.manager import PassManager
 from kiln.frontend.eager_values import count_update
 from kiln.frontend.module import Parameter
 from kiln.frontend.optim import Optimizer
+from kiln.frontend.optim_sparse import check_sparse_gradients
+from kiln.frontend.sparse_grad import is_sparse_grad
 from kiln.frontend.torch_array import plain
 from kiln.runtime.donation import value_donations
 from kiln.runtime.executable import Executable
@@ -55,6 +57,7 @@ def apply_gradients(optimizer: Optimizer) -> None:
     parameters = [p for p in optimizer.trained_parameters() if p.grad is not None]
     if not parameters:
         return
+    check_sparse_gradients(optimizer, parameters)  # embedding(sparse=True)'s .grad: SGD and Adagrad take it, as torch's
     for step, same_step in _by_own_step(optimizer, parameters).items():
         _update(optimizer, same_step, step)
     count_step(optimizer, parameters)
@@ -108,7 +111,8 @@ def _update(optimizer: Optimizer, parameters: list[Parameter], step: int) -> Non
 
 def grad_array_of(parameter: Parameter) -> np.ndarray:
     """``parameter.grad`` as the array an update is fed: checked against the parameter's shape, in its dtype."""
-    grad = np.asarray(parameter.grad)
+    grad = parameter.grad
+    grad = grad.dense_array() if is_sparse_grad(grad) else np.asarray(grad)  # optim_sparse.py: the same update
     if grad.shape != parameter._data.shape:
         raise ValueError(f"a parameter of shape {parameter._data.shape} has a .grad of shape {grad.shape}")
     return grad.astype(parameter._data.dtype, copy=False)
