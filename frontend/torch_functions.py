@@ -284,11 +284,12 @@ def sparse_coo_tensor(indices: Any, values: Any, size: Any = None, *, dtype: Any
                       requires_grad: bool = False, check_invariants: bool | None = None, is_coalesced: bool | None = None) -> Any:
     """``torch.sparse_coo_tensor``, built dense: kiln has one layout, so the result holds every entry, zeros and the
     ``values`` at ``indices`` (``(sparse dims, nnz)``), summed where an index repeats, as torch's ``to_dense()``. A
-    graph's adjacency from its edge list: ``sparse_coo_tensor(edges.T, ones(E), (V, V))``. Data preparation, outside
-    a trace."""
-    if TraceContext.active():
-        raise located_error("sparse_coo_tensor builds data outside a model (kiln stores it dense); inside a traced model "
-                            "build the tensor with zeros(...).index_put_ or scatter_add")
+    graph's adjacency from its edge list: ``sparse_coo_tensor(edges.T, ones(E), (V, V))``. Values that require grad,
+    and any in a trace, keep their gradient (frontend/sparse_coo_values.py)."""
+    if TraceContext.active() or (isinstance(values, Tensor) and values.requires_grad):
+        from kiln.frontend.sparse_coo_values import coo_with_tensor_values  # values keep their gradient
+
+        return coo_with_tensor_values(indices, values if isinstance(values, Tensor) else tensor(values), size, dtype)
     index = np.asarray(indices)
     entries = np.asarray(tensor(values, dtype=dtype))
     if index.ndim != 2 or index.shape[1] != entries.shape[0] or index.dtype.kind not in "iu":

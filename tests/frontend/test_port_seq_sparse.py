@@ -80,9 +80,14 @@ def test_bad_indices_are_refused_saying_what_they_must_be(indices, match):
         kiln.sparse_coo_tensor(indices, kiln.ones(2), (4, 4))
 
 
-def test_inside_a_trace_it_says_to_build_the_tensor_with_index_put():
-    def f(x):
-        return x + kiln.sparse_coo_tensor(EDGES.T, kiln.ones(len(EDGES)), (4, 4))
+def test_inside_a_trace_it_is_built_in_the_graph_as_torch():
+    """Traced (torch.compile traces it too): the dense values in the graph, repeated indices summed."""
+    torch = require_torch()
 
-    with pytest.raises(TraceError, match=r"sparse_coo_tensor builds data outside a model.*index_put_"):
-        kiln.grad(lambda x: f(x).sum())(np.ones((4, 4), dtype=np.float32))
+    def f(lib, x):
+        return (x * (x + lib.sparse_coo_tensor(EDGES.T, lib.ones(len(EDGES)), (4, 4)))).sum()
+
+    x = np.random.default_rng(0).standard_normal((4, 4)).astype(np.float32)
+    theirs = torch.tensor(x, requires_grad=True)
+    f(torch, theirs).backward()
+    np.testing.assert_allclose(kiln.grad(lambda t: f(kiln, t))(x), theirs.grad.numpy(), rtol=1e-6)
