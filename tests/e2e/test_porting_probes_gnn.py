@@ -11,12 +11,17 @@ torch's eager loop; one float32 run (how GNNs are trained) at float32's level.
 - GAT (PyG's GATConv): per-head attention logits ``(x * att).sum(-1)`` gathered per edge, ``leaky_relu``, the segment
   softmax over each node's incoming edges (``scatter_reduce(..., 'amax', include_self=False)``, ``exp``,
   ``index_add_``), messages weighted and summed by ``index_add_``, ``elu`` between layers.
+- pyGAT's sparse GAT: per-edge ``exp(-leakyrelu(a [h_i || h_j]))`` put in a ``torch.sparse_coo_tensor`` and multiplied
+  by ``torch.sparse.mm`` (its ``SpecialSpmm`` without the custom autograd Function), row sums by ``sparse.mm`` with ones,
+  heads registered by ``add_module``.
 - GraphSAGE (mean aggregation: ``index_add_`` of ``x[src]`` over the counts, ``F.normalize``) with a graph-level readout
   ``global_mean_pool`` over a batch of small graphs (``index_add_`` by the ``batch`` vector).
 Node classification takes the loss on the training nodes (``F.cross_entropy(out[data.train_mask],
 data.y[data.train_mask])``), Adam with weight decay (PyG's gcn.py); graph classification the pooled logits.
 
-What does not trace (each refused by ``kiln.compile`` with an error naming the line and what to write instead, checked
+What broke: ``sparse_coo_tensor`` built its dense form in NumPy, so the sparse GAT's attention weights silently got no
+gradient (the first gradients of ``a`` were missing); it is now built in the graph
+(``tests/frontend/test_sparse_coo_values_grad_vs_torch.py``). What does not trace (each refused by ``kiln.compile`` with an error naming the line and what to write instead, checked
 below; PyTorch 2.13's ``torch.compile(fullgraph=True)`` traces both with unbacked sizes): ``out[train_mask]`` with a mask
 that is an input of the step or a tensor the step reads from its closure (PyG's ``data.train_mask``), and
 ``torch.bincount``, whose length depends on the values. kiln's trace has no data-dependent dims: a mask known while
@@ -126,6 +131,27 @@ def gnn_layers(torch, nn, F, count_by="bincount"):
             out = torch.zeros(N, H, C, dtype=x.dtype).index_add_(0, dst, x.index_select(0, src) * alpha.unsqueeze(-1))
             return out.view(-1, H * C) + self.bias
 
+    class SpGraphAttentionLayer(nn.Module):  # pyGAT's sparse layer, its SpecialSpmm as sparse_coo_tensor + sparse.mm
+        def __init__(self, in_features, out_features, alpha=0.2, concat=True):
+            super(SpGraphAttentionLayer, self).__init__()
+            self.out_features, self.concat = out_features, concat
+            self.W = nn.Parameter(torch.zeros(size=(in_features, out_features)))
+            nn.init.xavier_normal_(self.W.data, gain=1.414)
+            self.a = nn.Parameter(torch.zeros(size=(1, 2 * out_features)))
+            nn.init.xavier_normal_(self.a.data, gain=1.414)
+            self.leakyrelu = nn.LeakyReLU(alpha)
+
+        def forward(self, input, edge):
+            N = input.size()[0]
+            h = torch.mm(input, self.W)
+            edge_h = torch.cat((h[edge[0, :], :], h[edge[1, :], :]), dim=1).t()
+            edge_e = torch.exp(-self.leakyrelu(self.a.mm(edge_h).squeeze()))
+            attention = torch.sparse_coo_tensor(edge, edge_e, torch.Size([N, N]))
+            e_rowsum = torch.sparse.mm(attention, torch.ones(size=(N, 1)))
+            h_prime = torch.sparse.mm(attention, h)
+            h_prime = h_prime.div(e_rowsum)
+            return F.elu(h_prime) if self.concat else h_prime
+
     class SAGEConv(nn.Module):
         def __init__(self, in_channels, out_channels):
             super().__init__()
@@ -142,11 +168,12 @@ def gnn_layers(torch, nn, F, count_by="bincount"):
         summed = torch.zeros(size, x.size(1), dtype=x.dtype).index_add_(0, batch, x)
         return summed / count(batch, size, x.dtype).clamp(min=1).view(-1, 1)
 
-    return GCNConv, DenseGCNConv, GraphConvolution, GATConv, SAGEConv, global_mean_pool
+    return GCNConv, DenseGCNConv, GraphConvolution, GATConv, SpGraphAttentionLayer, SAGEConv, global_mean_pool
 
 
 def gnn_models(torch, nn, F, count_by="bincount"):
-    GCNConv, DenseGCNConv, GraphConvolution, GATConv, SAGEConv, global_mean_pool = gnn_layers(torch, nn, F, count_by)
+    (GCNConv, DenseGCNConv, GraphConvolution, GATConv, SpGraphAttentionLayer, SAGEConv,
+     global_mean_pool) = gnn_layers(torch, nn, F, count_by)
 
     class GCN(nn.Module):
         def __init__(self):
@@ -185,6 +212,20 @@ def gnn_models(torch, nn, F, count_by="bincount"):
         def forward(self, x, edge_index):
             return self.conv2(F.elu(self.conv1(x, edge_index)), edge_index)
 
+    class SpGAT(nn.Module):  # pyGAT's model; the edges with self loops, as pyGAT's adjacency has them
+        def __init__(self, nfeat=FEATURES, nhid=HIDDEN, nclass=CLASSES, nheads=2):
+            super(SpGAT, self).__init__()
+            self.attentions = [SpGraphAttentionLayer(nfeat, nhid, concat=True) for _ in range(nheads)]
+            for i, attention in enumerate(self.attentions):
+                self.add_module('attention_{}'.format(i), attention)
+            self.out_att = SpGraphAttentionLayer(nhid * nheads, nclass, concat=False)
+
+        def forward(self, x, edge_index):
+            adj = torch.cat([edge_index, torch.arange(x.size(0)).unsqueeze(0).repeat(2, 1)], dim=1)
+            x = torch.cat([att(x, adj) for att in self.attentions], dim=1)
+            x = F.elu(self.out_att(x, adj))
+            return F.log_softmax(x, dim=1)
+
     class GraphSAGE(nn.Module):
         def __init__(self):
             super().__init__()
@@ -196,7 +237,7 @@ def gnn_models(torch, nn, F, count_by="bincount"):
             x = F.relu(self.conv2(x, edge_index))
             return self.head(global_mean_pool(x, batch, GRAPHS))
 
-    return {"gcn": GCN, "dense-gcn": DenseGCN, "pygcn": SparseGCN, "gat": GAT, "sage": GraphSAGE}
+    return {"gcn": GCN, "dense-gcn": DenseGCN, "pygcn": SparseGCN, "gat": GAT, "sparse-gat": SpGAT, "sage": GraphSAGE}
 
 
 def graph(seed=0, edges=16):
@@ -292,7 +333,7 @@ def train_eagerly(name, steps=3):
     return train
 
 
-@pytest.mark.parametrize("name", ["gcn", "dense-gcn", "pygcn", "gat", "sage"])
+@pytest.mark.parametrize("name", ["gcn", "dense-gcn", "pygcn", "gat", "sparse-gat", "sage"])
 def test_gnn_trains_as_torch(name, float64_default):
     ours, theirs = run_in_lockstep(build(name), train_eagerly(name))
     assert_same_records(ours, theirs)
@@ -324,7 +365,7 @@ def adam(torch, model):
     return torch.optim.Adam(model.parameters(), lr=0.01, weight_decay=5e-4)
 
 
-@pytest.mark.parametrize("name", ["gcn", "dense-gcn", "pygcn", "gat", "sage"])
+@pytest.mark.parametrize("name", ["gcn", "dense-gcn", "pygcn", "gat", "sparse-gat", "sage"])
 def test_gnn_compiled_step_as_torch(name, float64_default):
     """The graph is an input of the compiled step (a new edge list of the same size reuses the graph)."""
     train = compiled_step_training(step_batch(name), adam, masked_node_loss(name))
