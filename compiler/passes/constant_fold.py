@@ -70,7 +70,8 @@ def evaluate(op: Op) -> list[np.ndarray] | None:
     if kernel is None:
         return None
     arguments = [v.producer.attrs["value"] for v in op.operands]
-    outputs: Any = kernel(*arguments, **{k: v for k, v in op.attrs.items()})
+    with np.errstate(all="ignore"):  # log(0), a cast of -inf: the value the step would compute, silently as it would
+        outputs: Any = kernel(*arguments, **{k: v for k, v in op.attrs.items()})
     outputs = outputs if len(op.results) > 1 else (outputs,)
     arrays = [np.asarray(value, dtype=result.type.dtype.numpy) for value, result in zip(outputs, op.results)]
     return arrays if all(a.shape == r.type.shape for a, r in zip(arrays, op.results)) else None
