@@ -82,7 +82,12 @@ def eager_value(tensor: Any) -> Value | None:
 
 
 def eager_array(tensor: Any) -> np.ndarray | None:
-    """The array of an eager ``Tensor`` (not a ``Parameter``, which has ``.data``), else None."""
+    """The array of an eager ``Tensor`` (not a ``Parameter``, which has ``.data``), else None. A tensor whose PyTorch
+    storage was written through another view is refused (``tensor_inplace.check_fresh``): its array is the old values."""
+    if "_stale" in tensor.__dict__:
+        from kiln.frontend.tensor_inplace import check_fresh  # lazily: in-place writes build on this module
+
+        check_fresh(tensor)
     value = tensor.__dict__.get("_value")
     return None if value is None else ARRAYS.get(value)
 

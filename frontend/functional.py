@@ -351,7 +351,8 @@ def _repeat(input: Tensor, *sizes: Any) -> Tensor:
 
 
 def _narrow(input: Tensor, dim: int, start: int, length: int) -> Tensor:
-    """``Tensor.narrow``: ``length`` elements from ``start`` (negative counts from the end) along a static dim."""
+    """``Tensor.narrow``: ``length`` elements from ``start`` (negative counts from the end) along a static dim; as
+    PyTorch's, a view: ``x.narrow(2, t, n).fill_(1)`` writes ``x`` (it is ``x[:, :, t:t + n]``)."""
     axis = _one_dim("narrow", input, dim)
     size = input.shape[axis]
     if not isinstance(size, int):
@@ -359,7 +360,9 @@ def _narrow(input: Tensor, dim: int, start: int, length: int) -> Tensor:
     begin = start + size if start < 0 else start
     if not 0 <= begin <= size or length < 0 or begin + length > size:
         raise located_error(f"narrow: start {start} and length {length} do not fit dim {axis} of size {size} in {input.type}")
-    return apply("tensor.slice", input, axis=axis, start=begin, stop=begin + length, step=1)
+    from kiln.frontend.functional_indexing import getitem  # lazily: indexing builds on this module
+
+    return getitem(input, (slice(None),) * axis + (slice(begin, begin + length),))  # a view a write goes through
 
 
 def unbind(input: Tensor, dim: int = 0) -> tuple[Tensor, ...]:

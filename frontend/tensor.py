@@ -265,7 +265,7 @@ class Tensor(EagerMethods, InPlaceMethods, TorchMethods, MathMethods, DeviceMeth
         before it (``repackage_hidden``'s ``h.detach()`` between two batches, after the weights were updated in place)."""
         context = TraceContext.current()
         if context.eager:
-            return Tensor(context.without_gradient(self.value))
+            return Tensor(context.without_gradient(_checked_value(self)))  # not the old values of a stale tensor
         return apply("tensor.stop_gradient", self)
 
     @property
