@@ -8,12 +8,13 @@ What broke, fixed with focused tests: ``nn.EmbeddingBag.from_pretrained`` was mi
 trains with the whole step in one ``kiln.compile(fullgraph=True)`` graph; the QAT observer's scale and zero point,
 computed from buffers there, are traced tensors, which fake_quantize_per_tensor_affine now takes.
 
-``nn.EmbeddingBag(sparse=True)`` (the reference DLRM's tables) was refused; it now gives the dense gradient in kiln's
-one layout, so SGD and Adagrad step as torch's sparse updates (tests/layers/test_sparse_embedding_dense_gradient.py).
+``nn.EmbeddingBag(sparse=True)`` (the reference DLRM's tables) was refused; it now gives a sparse COO ``.grad``
+eagerly, as torch's, which SGD and Adagrad step as torch's sparse updates and ``SparseAdam`` takes
+(tests/layers/test_sparse_embedding_dense_gradient.py, tests/frontend/test_sparse_grad_vs_torch.py,
+tests/optim/test_sparse_adam_vs_torch.py).
 
-Still missing: ``torch.optim.SparseAdam`` (lazy Adam over the rows present in a sparse gradient), and a sparse
-``.grad`` itself (``p.grad.is_sparse`` is False in kiln; ``_indices()``/``coalesce()`` on it fail); a float zero point
-in ``fake_quantize_per_channel_affine`` (torch's learnable form; kiln takes int32, as torch's observers produce).
+Still missing: a float zero point in ``fake_quantize_per_channel_affine`` (torch's learnable form; kiln takes int32,
+as torch's observers produce).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """``nn.Embedding(sparse=True)`` / ``nn.EmbeddingBag(sparse=True)`` (the reference DLRM's tables; kiln refused them):
-kiln's one dense layout holds the same gradient (zero rows where PyTorch's sparse gradient has no entry), so SGD, SGD
-with momentum and Adagrad train as PyTorch's sparse updates do; vs torch 2.13 in float64, repeated indices included.
-``torch.optim.SparseAdam`` (lazy Adam: only the rows present move) is not in kiln."""
+the gradient (a sparse COO ``.grad`` eagerly, ``frontend/sparse_grad.py``) and SGD, SGD with momentum and Adagrad train
+as PyTorch's sparse updates do; vs torch 2.13 in float64, repeated indices included. ``SparseAdam``:
+tests/optim/test_sparse_adam_vs_torch.py."""
 
 from __future__ import annotations
 
