@@ -60,6 +60,14 @@ unnormalized_simplex = Constraint(
     lambda x: np.all((x >= 0) & np.isfinite(x), axis=-1) & (np.sum(x, axis=-1) > 0), event_dim=1)
 
 
+def concrete_values(value: Any) -> np.ndarray | None:
+    """The values ``validate_args`` checks: a number's or an array's, an eager tensor's (torch checks tensors too);
+    None for a traced tensor, whose values do not exist yet."""
+    from kiln.frontend.eager_data_dependent import concrete_array  # lazily: eager values build on the Tensor
+
+    return concrete_array(value) if isinstance(value, Tensor) else np.asarray(value)
+
+
 def invalid_parameter(message: str) -> InvalidParameterError:
     """An ``InvalidParameterError`` whose message starts with the user's source line, as ``located_error``'s."""
     location = user_location()
@@ -162,8 +170,9 @@ class Distribution:
         Distribution.__init__(self, batch_shape, (), validate_args)
         if self._validate_args:
             for name, raw in self._raw.items():
-                if not isinstance(raw, Tensor):
-                    self._check(name, self.arg_constraints[name], raw)
+                array = concrete_values(raw)
+                if array is not None:
+                    self._check(name, self.arg_constraints[name], array)
 
     def _invalid(self, message: str) -> InvalidParameterError:
         return invalid_parameter(f"{type(self).__name__}: {message}")
@@ -211,13 +220,10 @@ class Distribution:
         """``value`` given to ``method`` as a traced tensor; a concrete one is first checked against ``support`` (the
         distribution's by default) when ``validate_args``."""
         self._context(method)
-        if isinstance(value, Tensor):
-            return value
-        array = np.asarray(value)
-        support = support or self.support
-        if self._validate_args and support is not None:
+        array, support = concrete_values(value), support or self.support
+        if self._validate_args and support is not None and array is not None:
             self._check(f"the value given to {method}", support, array)
-        return constant(array, dtype or self._dtype)
+        return value if isinstance(value, Tensor) else constant(array, dtype or self._dtype)
 
     # shapes -------------------------------------------------------------------------------------------------------
 
@@ -324,4 +330,4 @@ def _describe(raw: Any) -> str:
     return repr(raw.item())
 
 
-__all__ = ["Constraint", "Distribution", "InvalidParameterError"]
+__all__ = ["Constraint", "Distribution", "InvalidParameterError", "concrete_values"]

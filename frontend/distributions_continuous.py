@@ -22,7 +22,7 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
-from kiln.frontend.distributions import Distribution, nonnegative, positive, real, unit_interval
+from kiln.frontend.distributions import Constraint, Distribution, concrete_values, nonnegative, positive, real, unit_interval
 from kiln.frontend.tensor import Tensor, apply
 
 _where = lambda condition, a, b: apply("tensor.where", condition, a, b)  # noqa: E731
@@ -72,16 +72,16 @@ class Normal(_LocationScale):
 
 
 class Uniform(Distribution):
-    """``Uniform(low, high)``: constant density on ``[low, high)``; ``low < high`` is checked on concrete values.
-    ``log_prob`` gives ``-inf`` outside the interval (values are not checked against it: its ends are parameters)."""
+    """``Uniform(low, high)``: constant density on ``[low, high)``; ``low < high`` and a ``log_prob`` value in
+    ``[low, high]`` (torch's support) are checked on concrete values, tensors given eagerly included."""
 
     arg_constraints = {"low": real, "high": real}
     has_rsample = True
 
     def __init__(self, low: Any, high: Any, validate_args: bool | None = None):
         self._set_parameters(validate_args, low=low, high=high)
-        low, high = self._raw["low"], self._raw["high"]
-        if self._validate_args and not isinstance(low, Tensor) and not isinstance(high, Tensor) and not np.all(low < high):
+        low, high = concrete_values(self._raw["low"]), concrete_values(self._raw["high"])
+        if self._validate_args and low is not None and high is not None and not np.all(low < high):
             raise self._invalid(
                 f"Uniform is not defined when low >= high (low {low.tolist()}, high {high.tolist()}); give low < high "
                 "elementwise, or pass validate_args=False")
@@ -97,9 +97,16 @@ class Uniform(Distribution):
         return self.low + self._uniform(self._extended_shape(sample_shape)) * (self.high - self.low)
 
     def log_prob(self, value: Any) -> Tensor:
-        value = self._value(value)
+        value = self._value(value, support=self._interval())
         inside = (self.low <= value).to(self.dtype) * (self.high > value).to(self.dtype)
         return inside.log() - (self.high - self.low).log()
+
+    def _interval(self) -> Constraint:
+        """torch's ``constraints.interval(low, high)``, for concrete ends (a traced end checks nothing)."""
+        low, high = concrete_values(self._raw["low"]), concrete_values(self._raw["high"])
+        if low is None or high is None:
+            return Constraint("anything", lambda x: np.ones(np.shape(x), bool))
+        return Constraint(f"in [low, high] (low {low.tolist()}, high {high.tolist()})", lambda x: (low <= x) & (x <= high))
 
     def cdf(self, value: Any) -> Tensor:
         value = self._value(value, "cdf")

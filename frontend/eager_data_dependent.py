@@ -39,6 +39,11 @@ def eager_with_mask(x: Any, mask: Any) -> bool:
     return is_eager(x) and (not isinstance(mask, Tensor) or is_eager(mask))
 
 
+def concrete_array(tensor: Any) -> np.ndarray | None:
+    """The values of an eager tensor, or of a ``Parameter`` read outside a trace; None for a traced tensor."""
+    return _array(tensor)
+
+
 def _array(tensor: Any) -> np.ndarray | None:
     from kiln.frontend.module import Parameter
 
@@ -181,4 +186,4 @@ def _values(other: Any) -> np.ndarray:
     return array
 
 
-__all__ = ["allclose", "bincount", "eager_with_mask", "histc", "equal", "is_eager", "is_nonzero", "masked_rows", "masked_select", "nonzero", "repeat_by_counts", "unique", "unique_consecutive"]
+__all__ = ["allclose", "bincount", "concrete_array", "eager_with_mask", "histc", "equal", "is_eager", "is_nonzero", "masked_rows", "masked_select", "nonzero", "repeat_by_counts", "unique", "unique_consecutive"]
