@@ -74,7 +74,10 @@ class EagerChain:
     ``targets``: any eager values of the chain (``kiln.autograd.grad`` with respect to an activation or a batch).
     """
 
-    def __init__(self, outputs: Sequence[Value], wanted: set[int] | None, targets: Sequence[Value] = ()):
+    def __init__(self, outputs: Sequence[Value], wanted: set[int] | None, targets: Sequence[Value] = (),
+                 sparse_leaves: frozenset[int] = frozenset()):
+        self._sparse_leaves = sparse_leaves
+        """``id``s of parameter leaves read by sparse lookups only: not differentiated (their targets' rows are)."""
         self.ops = chain_of(outputs)
         self.inputs: list[EagerInput] = []
         self.sources: list[Value | None] = []
@@ -127,7 +130,7 @@ class EagerChain:
                     "(or an in-place method such as add_ under no_grad) after the forward read it, so this graph's "
                     "gradient is stale; call backward() before the update (PyTorch refuses this too)")
             trained = parameter is not None and parameter.requires_grad and value.type.dtype.is_float and \
-                (self._wanted is None or id(parameter) in self._wanted)
+                (self._wanted is None or id(parameter) in self._wanted) and id(value) not in self._sparse_leaves
             self._input_of[id(value)] = self._add(value.type, value.name_hint, ARRAYS[value], parameter if trained else None)
             self.sources[-1] = value
         return self._input_of[id(value)]
@@ -288,24 +291,27 @@ def backward(loss: Any, gradient: Any = None, inputs: Any = None) -> None:
     from kiln.runtime.eager_sparse_grad import sparse_reads, with_sparse_gradients  # embedding(sparse=True)
 
     found = sparse_reads(loss.value, _wanted(inputs))
-    chain, owners = backward_chain(loss, inputs, "backward()", [rows for _, _, rows in found])
+    chain, owners = backward_chain(loss, inputs, "backward()", found)
     grads = gradients(chain, [_seed(loss, gradient)])
     if found:
-        grads = with_sparse_gradients(chain, grads, found)
+        grads = with_sparse_gradients(grads, found)
     for owner, grad in _per_owner(owners, grads):
         _accumulate(owner, grad)
-    after_accumulation(chain.trained)
+    after_accumulation([*chain.trained, *[lookup.parameter for lookup in found]])
 
 
-def backward_chain(loss: Any, inputs: Any, what: str, sparse_rows: Sequence[Value] = ()) -> tuple[EagerChain, list[Any]]:
+def backward_chain(loss: Any, inputs: Any, what: str, sparse: Sequence[Any] = ()) -> tuple[EagerChain, list[Any]]:
     """The chain ``loss.backward(inputs=inputs)`` differentiates, and the owner of each gradient it gives (its trained
-    parameters' reads, then the reached marked tensors), or a clear error if there is none. ``sparse_rows`` (sparse
-    lookups' rows, ``runtime/eager_sparse_grad.py``) are differentiated last, owned by no one."""
+    parameters' reads, then the reached marked tensors), or a clear error if there is none. ``sparse``: the sparse
+    lookups the loss depends on (``runtime/eager_sparse_grad.py``): their rows are differentiated last, owned by their
+    weights, whose leaves are not differentiated."""
     chosen = _chosen(inputs)
     wanted = _wanted(inputs)
     marked = _marked(loss.value) if chosen is None else [t for t in chosen if not isinstance(t, Parameter)]
-    chain = EagerChain([loss.value], wanted, [*[t.value for t in marked], *sparse_rows])
-    owners = [*chain.trained, *[t for t, value in zip(marked, chain.targets) if value is not None]]
+    chain = EagerChain([loss.value], wanted, [*[t.value for t in marked], *[lookup.rows for lookup in sparse]],
+                       frozenset(id(lookup.leaf) for lookup in sparse))
+    owners = [*chain.trained, *[t for t, value in zip(marked, chain.targets) if value is not None],
+              *[lookup.parameter for lookup in sparse]]
     if not owners:
         raise located_error(f"{what}: the tensor does not depend on any parameter that requires a gradient (a float "
                             "kiln.nn.Parameter with requires_grad=True) or on a tensor marked by requires_grad_(), so "

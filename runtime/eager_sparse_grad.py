@@ -1,13 +1,14 @@
 """``loss.backward()``'s sparse gradients: a weight read by ``F.embedding(..., sparse=True)`` gets a ``SparseGrad``.
 
 The lookups the loss depends on (``frontend/sparse_embedding.py``'s ``SPARSE_READS``) add their rows to the chain's
-differentiated targets; each such weight leaf's dense gradient (a scatter of those rows' gradients) is replaced by the
-``SparseGrad`` of the rows' gradients, one entry per looked-up index, as PyTorch's embedding backward with
+differentiated targets and their weight leaves are left undifferentiated (no dense scatter into the whole table):
+each lookup's ``SparseGrad`` is its rows' gradient, one entry per looked-up index, as PyTorch's embedding backward with
 ``sparse=True``. A weight also read densely (tied to an output layer) sums to a dense ``.grad``, as PyTorch's.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -16,11 +17,18 @@ from kiln.compiler.ir.core import Value
 from kiln.frontend.eager_values import PARAMETERS
 from kiln.frontend.sparse_embedding import SPARSE_READS, SparseRead
 
-Found = tuple[Value, SparseRead, Value]
-"""A sparse lookup the loss depends on: the weight leaf, the lookup, its rows."""
+
+@dataclass
+class SparseLookup:
+    """A sparse lookup the loss depends on: the weight's leaf, the lookup, its rows, the weight."""
+
+    leaf: Value
+    read: SparseRead
+    rows: Value
+    parameter: Any
 
 
-def sparse_reads(loss: Value, wanted: set[int] | None) -> list[Found]:
+def sparse_reads(loss: Value, wanted: set[int] | None) -> list[SparseLookup]:
     """The live sparse lookups ``loss`` depends on, of trained parameters (those in ``wanted`` when given)."""
     if not SPARSE_READS:
         return []
@@ -32,7 +40,7 @@ def sparse_reads(loss: Value, wanted: set[int] | None) -> list[Found]:
         read = SPARSE_READS.get(leaf) if leaf is not None else None
         rows = read.rows() if read is not None else None
         if rows is not None and _trained(leaf, wanted):
-            found.append((leaf, read, rows))
+            found.append(SparseLookup(leaf, read, rows, PARAMETERS[leaf][0]))
     return found
 
 
@@ -41,16 +49,10 @@ def _trained(leaf: Value, wanted: set[int] | None) -> bool:
     return bool(parameter.requires_grad) and (wanted is None or id(parameter) in wanted)
 
 
-def with_sparse_gradients(chain: Any, grads: Sequence[Any], found: list[Found]) -> list[Any]:
-    """``grads`` (the trained leaves', then the targets', the found lookups' rows last) with each found lookup's weight
-    leaf's dense gradient replaced by its ``SparseGrad``, and the rows' gradients dropped."""
+def with_sparse_gradients(grads: Sequence[Any], found: list[SparseLookup]) -> list[Any]:
+    """``grads`` with the found lookups' rows' gradients (the last ones) made their weights' ``SparseGrad``s."""
     kept = list(grads[: len(grads) - len(found)])
-    sparse = {id(leaf): read.gradient(rows_grad) for (leaf, read, _), rows_grad in zip(found, grads[len(kept):])}
-    trained_leaves = [source for given, source in zip(chain.inputs, chain.sources) if given.trained is not None]
-    for position, leaf in enumerate(trained_leaves):
-        if id(leaf) in sparse:
-            kept[position] = sparse[id(leaf)]
-    return kept
+    return kept + [lookup.read.gradient(rows_grad) for lookup, rows_grad in zip(found, grads[len(kept):])]
 
 
 def summed(previous: Any, grad: Any) -> Any:
@@ -62,4 +64,4 @@ def summed(previous: Any, grad: Any) -> Any:
     return previous + np.asarray(grad)
 
 
-__all__ = ["sparse_reads", "summed", "with_sparse_gradients"]
+__all__ = ["SparseLookup", "sparse_reads", "summed", "with_sparse_gradients"]
