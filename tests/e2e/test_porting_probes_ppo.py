@@ -243,6 +243,8 @@ def train_ppo(continuous, compiled, draws):
                     delta = rewards[t] + args.gamma * nextvalues * nextnonterminal - values[t]
                     advantages[t] = lastgaelam = delta + args.gamma * args.gae_lambda * nextnonterminal * lastgaelam
                 returns = advantages + values
+            record["dtypes"] = [str(t.dtype).split(".")[-1] for t in (
+                next_obs, next_done, next_value, action, logprob, value, advantages, returns, actions.long())]
             record["rollouts"][f"iteration {iteration}"] = {name: array(t) for name, t in (("obs", obs), ("actions", actions), (
                 "logprobs", logprobs), ("values", values), ("rewards", rewards), ("dones", dones), (
                 "advantages", advantages), ("returns", returns))}
@@ -264,6 +266,7 @@ def train_ppo(continuous, compiled, draws):
                     stats = update(b_obs, b_actions, b_logprobs, b_advantages, b_returns, b_values, mb_inds)
                     clipfracs += [stats[-1].item()]
                     record["minibatches"].append([s.item() for s in stats])
+                    record["stat_dtypes"] = [str(s.dtype).split(".")[-1] for s in stats]
                     record.setdefault("grads", gradients(agent))
                 approx_kl = stats[6]
                 if args.target_kl is not None and approx_kl > args.target_kl:
@@ -282,6 +285,8 @@ def check_ppo(continuous, compiled, branches=True, **tolerance):
     draws = Draws()
     ours, theirs = run_in_lockstep(ppo_agent(continuous), train_ppo(continuous, compiled, draws))
     assert draws.at == len(draws.recorded), "torch's run replayed every draw kiln made"
+    for key in ("dtypes", "stat_dtypes"):
+        assert ours.pop(key) == theirs.pop(key), key
     assert_same_records(ours, theirs, **tolerance)
     rollouts = theirs["rollouts"].values()
     assert all(r["dones"].any() for r in rollouts), "every rollout crosses an episode end"
