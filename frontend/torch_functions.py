@@ -274,9 +274,12 @@ def stack(tensors: Any, dim: int = 0) -> Tensor:
 
 
 def where(condition: Tensor, input: Any = None, other: Any = None) -> Any:
-    """``input`` where ``condition`` holds, else ``other``; ``where(condition)`` alone is ``condition.nonzero(as_tuple=True)``."""
+    """``input`` where ``condition`` holds, else ``other``; ``where(condition)`` alone is ``condition.nonzero(as_tuple=True)``.
+    Two Python numbers are tensors of torch's dtypes (the default float, int64, bool), not the condition's bool."""
     if input is None and other is None:
         return condition.nonzero(as_tuple=True)
+    if not isinstance(input, Tensor) and not isinstance(other, Tensor):
+        input, other = tensor(input), tensor(other)
     return apply("tensor.where", condition, input, other)
 
 
