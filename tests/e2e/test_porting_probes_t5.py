@@ -485,3 +485,29 @@ def test_relative_position_buckets_as_torch(bidirectional):
         buckets[name] = array(result)
     np.testing.assert_array_equal(buckets["kiln"], buckets["torch"])
     assert buckets["kiln"].max() == 31 and buckets["kiln"].min() == 0  # the clamp at num_buckets - 1 reached
+
+
+def test_t5_float16_forward_backward_as_torch():
+    """``model.half()``: the float16 clamp branch runs (``torch.where`` of two numbers, ``clamp(min=-value)``); the
+    logits and gradients agree at float16's level (kiln rounds each op's float16 result as torch's CPU kernels do, up to
+    their float32 intermediates)."""
+    ids, _, labels = _batches(1)
+    records = []
+    for name in ("kiln", "torch"):
+        torch, nn, F = libraries(name)
+        model = build(True)(torch, nn, F)
+        if records:
+            model.load_state_dict({k: torch.tensor(v) for k, v in records[0]["initial"].items()})
+        initial = snapshot(model)
+        model = model.half()
+        loss, logits = model(torch.tensor(ids[0]), labels=torch.tensor(labels[0]))
+        loss.backward()
+        assert loss.dtype == logits.dtype == torch.float16  # kiln's .grad is a TorchArray: its dtype is NumPy's
+        assert array(model.shared.weight.grad).dtype == np.float16
+        records.append({"initial": initial, "logits": array(logits), "grads": gradients(model), "loss": loss.item()})
+    ours, theirs = records
+    np.testing.assert_allclose(ours["logits"], theirs["logits"], rtol=2e-3, atol=2e-3)
+    np.testing.assert_allclose(ours["loss"], theirs["loss"], rtol=1e-3)
+    for key in theirs["grads"]:
+        scale = np.abs(theirs["grads"][key]).max()
+        np.testing.assert_allclose(ours["grads"][key], theirs["grads"][key], rtol=0, atol=1e-2 * scale, err_msg=key)
