@@ -101,3 +101,20 @@ def test_sparse_adam_refuses_dense_gradients_and_bad_options_as_torchs(float64_d
                 lib.optim.SparseAdam(list(layer.parameters()), **options)
         assert lib.optim.SparseAdam(list(layer.parameters())).defaults == \
             {"lr": 0.001, "betas": (0.9, 0.999), "eps": 1e-08, "maximize": False}
+
+
+def test_sparse_adam_state_resumes_across_libraries():
+    torch = require_torch()  # float32 default dtype: a step saved as a float32 tensor would skew torch's bias correction
+    (_, ours), (_, theirs) = (_train(lib, OPTIMIZERS["SparseAdam"], steps=2) for lib in (kiln, torch))
+    saved = ours.torch_state_dict()
+    assert saved["state"][0]["step"] == theirs.state_dict()["state"][0]["step"] == 2
+    as_torch = {**saved, "state": {0: {k: torch.tensor(v) if isinstance(v, np.ndarray) else v for k, v in saved["state"][0].items()}}}
+    resumed = []
+    for lib, state in ((torch, as_torch), (kiln, theirs.state_dict())):
+        table = lib.nn.Embedding.from_pretrained(lib.tensor(TABLE), freeze=False, sparse=True)
+        optimizer = lib.optim.SparseAdam(list(table.parameters()), lr=0.1)
+        optimizer.load_state_dict(state)
+        (table(lib.tensor(BATCHES[2])).sin() * lib.tensor(MIX)).sum().backward()
+        optimizer.step()
+        resumed.append(table.weight.detach().numpy().copy())
+    np.testing.assert_allclose(resumed[0], resumed[1], rtol=1e-13, atol=1e-15)
