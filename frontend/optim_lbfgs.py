@@ -49,6 +49,7 @@ from kiln.frontend.module import Parameter
 from kiln.frontend.optim import Optimizer, _non_negative
 from kiln.frontend.optim_line_search import strong_wolfe
 from kiln.frontend.tensor import Tensor
+from kiln.frontend.sparse_grad import as_dense
 
 Closure = Callable[[], tuple[Any, Sequence[Any]]]
 COUNTERS = ("func_evals", "n_iter")
@@ -185,7 +186,7 @@ def closure_result(result: Any, params: list[Parameter]) -> tuple[float, list[np
         if all(p.grad is None for p in params):
             raise KilnError("LBFGS.step's closure returned the loss alone, but no parameter has a .grad: call "
                             f"loss.backward() in it before returning the loss (PyTorch's closure), or return (loss, gradients): {CLOSURE_HELP}")
-        result = (result, [p.grad for p in params])
+        result = (result, [as_dense(p.grad) for p in params])  # a sparse .grad densified, as torch's LBFGS
     if not isinstance(result, (tuple, list)) or len(result) != 2:
         raise KilnError(f"LBFGS.step's closure must return (loss, gradients), got {type(result).__name__}; {CLOSURE_HELP}")
     loss, grads = result[0], list(result[1])

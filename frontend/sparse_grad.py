@@ -206,6 +206,11 @@ def is_sparse_grad(grad: Any) -> bool:
     return isinstance(grad, SparseGrad)
 
 
+def as_dense(grad: Any) -> Any:
+    """``grad``, or a sparse one's dense array (what an optimizer that densifies it, LBFGS's, reads)."""
+    return grad.dense_array() if isinstance(grad, SparseGrad) else grad
+
+
 def accumulated(current: Any, new: Any) -> Any:
     """``current + new`` as PyTorch's ``AccumulateGrad`` adds a new gradient to a ``.grad`` when either is sparse:
     sparse + sparse concatenates, sparse + dense or dense + sparse is dense (a new array)."""
@@ -231,4 +236,4 @@ def _tensor(array: np.ndarray) -> Any:
     return eager_leaf(array)
 
 
-__all__ = ["Layout", "SparseGrad", "accumulated", "is_sparse_grad", "sparse_coo", "strided"]
+__all__ = ["Layout", "SparseGrad", "accumulated", "as_dense", "is_sparse_grad", "sparse_coo", "strided"]

@@ -118,3 +118,22 @@ def test_sparse_adam_state_resumes_across_libraries():
         optimizer.step()
         resumed.append(table.weight.detach().numpy().copy())
     np.testing.assert_allclose(resumed[0], resumed[1], rtol=1e-13, atol=1e-15)
+
+
+def test_lbfgs_densifies_a_sparse_grad_as_torchs(float64_default):
+    torch = float64_default
+
+    def train(lib):
+        table = lib.nn.Embedding.from_pretrained(lib.tensor(TABLE), freeze=False, sparse=True)
+        optimizer = lib.optim.LBFGS(table.parameters(), lr=0.5, max_iter=5)
+
+        def closure():
+            optimizer.zero_grad()
+            loss = (table(lib.tensor(BATCHES[0])).sin() * lib.tensor(MIX)).sum().square()
+            loss.backward()
+            return loss
+
+        optimizer.step(closure)
+        return table.weight.detach().numpy().copy()
+
+    np.testing.assert_allclose(train(kiln), train(torch), rtol=1e-11, atol=1e-13)
