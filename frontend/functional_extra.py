@@ -26,6 +26,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from kiln.frontend.functional_half import in_opmath
+from kiln.frontend.norm_size_checks import verify_spatial_size
 from kiln.frontend.eager_values import eager_array
 from kiln.frontend.embedding_options import renormalize_rows
 from kiln.frontend.sparse_embedding import record_sparse_lookup
@@ -86,6 +87,7 @@ def instance_norm(input: Tensor, running_mean: Tensor | None = None, running_var
         from kiln.frontend.functional_nn import batch_norm
 
         return batch_norm(input, running_mean, running_var, weight, bias, False, momentum, eps)
+    verify_spatial_size(input)
     if running_mean is not None and running_var is not None:
         axes = tuple(range(2, input.ndim))
         count = apply("tensor.numel", input, axes=axes, dtype=input.dtype)

@@ -21,6 +21,7 @@ from kiln.compiler.errors import TraceError
 from kiln.compiler.ir.types import DType
 from kiln.compiler.ops.transformer import MASKED_SCORE
 from kiln.frontend.sync_batch_norm import record_running_statistics, sync_batch_norm
+from kiln.frontend.norm_size_checks import verify_batch_size
 from kiln.frontend.tensor import Tensor, apply
 from kiln.frontend.trace import located_error
 from kiln.frontend.tensor_inplace import honors_inplace
@@ -307,6 +308,7 @@ def batch_norm(input: Tensor, running_mean: Tensor | None, running_var: Tensor |
         ranks = TraceContext.current().data_parallel_ranks
         if ranks > 1:
             return sync_batch_norm(input, running_mean, running_var, weight, bias, momentum, eps, ranks)
+        verify_batch_size(input)
         output = apply("nn.batch_norm", input, weight, bias, eps=eps)
         if running_mean is not None and running_var is not None:
             _update_running_statistics(input, running_mean, running_var, momentum)
