@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from kiln.frontend.functional_half import in_opmath
+from kiln.frontend.functional_interpolate_antialias import antialiased_resize, check_antialias
 from kiln.frontend.functional_conv import adaptive_avg_pool2d
 from kiln.frontend.tensor import Tensor
 from kiln.frontend.trace import located_error
@@ -47,6 +48,8 @@ def interpolate(input: Tensor, size: Any = None, scale_factor: Any = None, mode:
     outputs, scales = _output_sizes(input, sizes, size, scale_factor, recompute_scale_factor)
     if mode == "area":
         return _area(input, outputs)
+    if antialias:
+        return in_opmath(lambda x: antialiased_resize(x, sizes, outputs, scales, mode, bool(align_corners)), input)
 
     def resize(result: Tensor) -> Tensor:
         for axis in reversed(range(spatial)):  # the last axis first, as PyTorch's kernel nests the axes
@@ -65,7 +68,7 @@ def _check_interpolate_mode(input: Tensor, mode: str, align_corners: bool | None
         raise located_error(f"interpolate: unknown mode {mode!r}; one of 'nearest', 'nearest-exact', 'linear', 'bilinear', "
                             f"'bicubic', 'trilinear', 'area'")
     if antialias:
-        raise located_error("interpolate: antialias=True is not supported in kiln; pass antialias=False")
+        check_antialias(input, mode)
     if mode in ("nearest", "nearest-exact", "area") and align_corners is not None:
         raise located_error("interpolate: align_corners can only be set with the interpolating modes linear, bilinear, "
                             f"bicubic and trilinear, not {mode!r} (as PyTorch); leave it None")
