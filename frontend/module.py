@@ -398,6 +398,7 @@ class Module(HookMethods):
         for tensor in [*self._parameters.values(), *self._buffers.values()]:
             if is_float_array_dtype(tensor.data.dtype):
                 tensor.data = tensor.data.astype(target)
+                _cast_grad(tensor, target)
 
     def double(self) -> "Module":
         return self.to(np.float64)
@@ -593,3 +594,11 @@ def _first_of_each(items: Iterable[tuple[str, Any]], remove_duplicate: bool,
         if memo is not None:
             memo.add(item)
         yield name, item
+
+
+def _cast_grad(parameter: Any, target: np.dtype) -> None:
+    """A parameter's dense ``.grad`` cast with it, as PyTorch's ``Module._apply`` (``model.half()`` after a backward
+    leaves float16 gradients, so the next backward accumulates in float16)."""
+    grad = getattr(parameter, "grad", None)
+    if grad is not None and not getattr(grad, "is_sparse", False) and is_float_array_dtype(np.asarray(grad).dtype):
+        parameter.grad = torch_array(np.asarray(grad).astype(target))
