@@ -23,6 +23,7 @@ from kiln.compiler.ir.builder import Builder
 from kiln.compiler.ir.core import Value
 from kiln.frontend.module import Parameter
 from kiln.frontend.optim_base import Optimizer, Update
+from kiln.frontend.sparse_embedding import looked_up_sparsely_in_a_trace
 from kiln.frontend.sparse_grad import SparseGrad, is_sparse_grad
 from kiln.frontend.torch_array import plain
 from kiln.frontend.trace import step_capture
@@ -68,14 +69,23 @@ class SparseAdam(Optimizer):
         if step_capture() is not None:
             raise RuntimeError(DENSE_REFUSAL)
         parameters = [p for p in self.trained_parameters() if p.grad is not None]
-        if any(not is_sparse_grad(p.grad) for p in parameters):
-            raise RuntimeError(DENSE_REFUSAL)
+        dense = [p for p in parameters if not is_sparse_grad(p.grad)]
+        if dense:
+            raise RuntimeError(DENSE_REFUSAL + _why_dense(dense))
         for parameter in parameters:
             group = self.group_of(parameter)
             _sparse_adam(plain(parameter._data), parameter.grad, self.state_of(parameter), group, own_step(self, parameter))
         if parameters:
             count_step(self, parameters)
         return loss
+
+
+def _why_dense(parameters: list[Parameter]) -> str:
+    """kiln's reason, where a compiled function looked a parameter up with ``sparse=True``: its gradient is dense."""
+    if not any(looked_up_sparsely_in_a_trace(p) for p in parameters):
+        return ""
+    return (" (kiln: a parameter looked up by embedding(sparse=True) inside a compiled function, kiln.compile(model) or "
+            "compile_train_step, gets a dense gradient there; call the model uncompiled for a sparse .grad, or use Adam)")
 
 
 def _sparse_adam(param: np.ndarray, grad: SparseGrad, state: dict[str, np.ndarray], group: dict[str, Any], step: int) -> None:

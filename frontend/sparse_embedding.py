@@ -64,6 +64,7 @@ def record_sparse_lookup(rows: Any, weight: Any, input: Any, padding_idx: int | 
                             "(as torch.compile does what it cannot capture), so drop fullgraph=True, or pass sparse=False "
                             "for a dense gradient and a compiled step (with Adam or SGD in place of SparseAdam)")
     if TraceContext.active() and not TraceContext.current().eager:
+        _note_traced(weight)  # its gradient will be dense: SparseAdam's refusal says why
         return
     value, indices = getattr(rows, "__dict__", {}).get("_value"), _indices(input)
     leaf = value.producer.operands[0] if value is not None and value.producer is not None else None
@@ -73,9 +74,26 @@ def record_sparse_lookup(rows: Any, weight: Any, input: Any, padding_idx: int | 
     SPARSE_READS[leaf] = SparseRead(weakref.ref(value), indices, kept, tuple(weight.shape))
 
 
+_TRACED: "dict[int, weakref.ref[Any]]" = {}
+"""Weights a traced function looked up with ``sparse=True`` (by ``id``, with a weak reference to tell reuse)."""
+
+
+def _note_traced(weight: Any) -> None:
+    try:
+        _TRACED[id(weight)] = weakref.ref(weight)
+    except TypeError:  # not weakly referable (a traced value): no parameter to name later
+        pass
+
+
+def looked_up_sparsely_in_a_trace(weight: Any) -> bool:
+    """Whether a traced (compiled) function looked ``weight`` up with ``sparse=True``: its gradient there is dense."""
+    reference = _TRACED.get(id(weight))
+    return reference is not None and reference() is weight
+
+
 def _indices(input: Any) -> np.ndarray | None:
     array = eager_array(input) if hasattr(input, "__dict__") else np.asarray(input)
     return None if array is None else np.asarray(array, dtype=np.int64).reshape(-1)
 
 
-__all__ = ["SPARSE_READS", "SparseRead", "record_sparse_lookup"]
+__all__ = ["SPARSE_READS", "SparseRead", "looked_up_sparsely_in_a_trace", "record_sparse_lookup"]
