@@ -14,9 +14,15 @@ p.data.add_(p.grad, alpha=-0.1)      # the SGD step of word_language_model, in p
 p.grad.data.zero_()
 ```
 
-Where NumPy and PyTorch share a name with different meanings, NumPy's wins
-(``size`` is the element count, ``view`` takes a dtype, ``std`` is the
-population standard deviation): use ``p.detach()``, a tensor, for PyTorch's.
+The reductions and the few other methods both libraries have (``sum``,
+``mean``, ``max``, ``std``, ``clip``, ``item``...) answer as PyTorch's when
+called as PyTorch code calls them (``p.grad.sum(dim=1)``, ``p.data.max(0)``
+gives values and indices, ``p.data.std()`` is unbiased), and in a
+``kiln.compile``'d function they read the parameter's traced value, not the
+array's values when the trace ran; called as NumPy's functions call them (with
+``axis``, ``out``, ``ddof``...: ``np.sum(p.data)``) they stay NumPy's. Where
+the names' meanings differ otherwise NumPy's wins (``size`` is the element
+count, ``view`` takes a dtype): use ``p.detach()``, a tensor, for PyTorch's.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
+from kiln.frontend.traced_ufuncs import traced_ufunc
 
 
 class TorchArray(np.ndarray):
@@ -49,6 +57,66 @@ class TorchArray(np.ndarray):
         if not name.endswith("_") or not callable(method):
             return method
         return lambda *args, **kwargs: (method(*args, **kwargs), self)[1]  # in place: the array itself, as PyTorch's
+
+    def __array_ufunc__(self, ufunc: Any, method: str, *inputs: Any, **kwargs: Any) -> Any:
+        """NumPy's ufunc, as an ndarray subclass's (results are ``TorchArray``s); in a trace, of a parameter's ``.data``,
+        the traced tensor operation (``p.data * 0.5``, ``p.data *= 0.99``: frontend/traced_ufuncs.py)."""
+        out = kwargs.get("out", ())
+        if any(traced_data(x) is not None for x in (*inputs, *out)):
+            return traced_ufunc(ufunc, method, inputs, out, traced_data)
+        if out:
+            kwargs["out"] = tuple(map(plain, out))
+        result = getattr(ufunc, method)(*map(plain, inputs), **kwargs)
+        if out:
+            return out[0] if len(out) == 1 else out
+        return tuple(map(torch_array, result)) if isinstance(result, tuple) else torch_array(result)
+
+    def __array_function__(self, func: Any, types: Any, args: Any, kwargs: Any) -> Any:
+        """NumPy's function; refused in a trace on a parameter's ``.data`` (``np.sum(p.data)``: a value of the trace)."""
+        if func.__name__ not in _VALUE_FREE and any(traced_data(x) is not None for x in (*args, *kwargs.values())):
+            from kiln.frontend.trace import located_error  # lazily: the trace builds on this module's users
+
+            raise located_error(f"NumPy's {func.__name__}() of a parameter's .data in a traced function: its values exist "
+                                "only when the compiled function runs; use the tensor's methods (p.data.sum(), "
+                                "p.detach().exp()), which the trace records")
+        return super().__array_function__(func, types, args, kwargs)
+
+
+_VALUE_FREE = frozenset({"zeros_like", "ones_like", "empty_like", "full_like", "shape", "ndim", "size", "result_type",
+                         "iscomplexobj", "isrealobj"})
+"""NumPy's functions that read an array's shape and dtype only (an optimizer's ``np.zeros_like(p.data)`` state)."""
+
+_NUMPY_KEYWORDS = frozenset({"axis", "out", "keepdims", "dtype", "ddof", "initial", "where", "decimals", "a_min", "a_max"})
+"""Keywords only NumPy's methods take: NumPy's functions (``np.sum(p.data)``) pass them to the method, always."""
+
+_TORCH_MEANINGS = frozenset({"std", "var", "max", "min"})
+"""Names whose PyTorch meaning differs from NumPy's for the same call: unbiased ``std()``/``var()``, and ``max(0)``
+giving values and indices."""
+
+
+def _shared_method(name: str) -> Any:
+    """``TorchArray.<name>``, a method NumPy's arrays and PyTorch's tensors both have: PyTorch's when the call is PyTorch's
+    (a name whose meanings differ, a ``dim``/``keepdim`` keyword, a trace), NumPy's when the call is NumPy's."""
+    numpy_method = getattr(np.ndarray, name)
+
+    def method(self: TorchArray, *args: Any, **kwargs: Any) -> Any:
+        if not _NUMPY_KEYWORDS.isdisjoint(kwargs):
+            return numpy_method(self, *args, **kwargs)
+        traced = traced_data(self)
+        if traced is not None:  # p.data.sum() in a kiln.compile'd function: the parameter's value at each call
+            return traced_method(traced, name)(*args, **kwargs)
+        if name in _TORCH_MEANINGS or "dim" in kwargs or "keepdim" in kwargs:
+            return getattr(shared_parameter(self).detach(), name)(*args, **kwargs)
+        return numpy_method(self, *args, **kwargs)
+
+    method.__name__ = method.__qualname__ = name
+    method.__doc__ = f"PyTorch's ``Tensor.{name}`` for PyTorch's calls, NumPy's ``ndarray.{name}`` for NumPy's."
+    return method
+
+
+for _name in ("sum", "mean", "prod", "max", "min", "argmax", "argmin", "cumsum", "cumprod", "all", "any", "std", "var",
+              "clip", "round", "item", "tolist", "nonzero"):
+    setattr(TorchArray, _name, _shared_method(_name))
 
 
 def traced_data(array: Any) -> Any:

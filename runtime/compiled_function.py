@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable, Sequence
+from typing import Any, Callable, Hashable
 
 import numpy as np
 
@@ -40,6 +40,7 @@ from kiln.runtime.attribute_writes import AttributeWrites
 from kiln.runtime.compile_arguments import (UNCOMPILED_BACKENDS, checked_backend, number_positions, numbers_fixed,
                                             numbers_weak, traced_arguments, with_keywords)
 from kiln.runtime.compiled_training import TrainingVariant, call_training, compile_training, eager_inputs, in_call_order
+from kiln.runtime.compiled_write_back import written_back
 from kiln.runtime.donation import value_donations
 from kiln.runtime.executable import Executable
 from kiln.runtime.batch_dims import BatchDim, batch_axes, batch_signature, batch_specs, scalars_unbatched
@@ -147,7 +148,8 @@ class CompiledFunction:
         outputs = variant.executable(*feeds)
         variant.modes.replay()
         variant.writes.replay()
-        outputs = _written_back(variant, outputs, feeds, feeds[len(arrays_np) :])
+        outputs = written_back(variant.buffers, variant.captured, variant.donations, outputs, feeds,
+                               feeds[len(arrays_np) :])
         if variant.returns_none:
             return None
         if not tensors_given:  # NumPy in: the leaves, flat
@@ -362,42 +364,6 @@ class CompiledFunction:
         pairs = [(context.parameter_values[key], value) for key, (_, value) in context.buffer_updates.items()
                  if key in context.parameter_values]
         return value_donations(context.graph, pairs + (step.donated if step is not None else []))
-
-
-def _written_back(variant: _Variant, outputs: Sequence[Any], feeds: Sequence[Any], state: Sequence[Any]) -> tuple[Any, ...]:
-    """``fn``'s own outputs, after the state outputs (updated buffers, then a step's new optimizer state and ``.grad``)
-    went back where they live, but those the backend wrote in place already. An own output that is (a view of) a
-    state array fed (a weight returned as read before the update, ``w * 1`` simplified to ``w``) is copied first, so
-    that neither this write-back nor a later call changes a result already given."""
-    written = len(variant.buffers) + (len(variant.captured.write_backs) if variant.captured is not None else 0)
-    if not written:
-        return tuple(np.asarray(o) for o in outputs)
-    first = len(outputs) - written
-    in_place = _written_in_place(outputs, feeds, variant.donations)
-    owners = {id(_owner(array)) for array in state}
-    own = tuple(np.array(o) if id(_owner(o)) in owners else np.asarray(o) for o in outputs[:first])
-    updates = [np.asarray(o) for o in outputs[first:]]
-    for buffer, update, done in zip(variant.buffers, updates, in_place[first:]):
-        if not done:
-            np.copyto(buffer.data, update)
-    if variant.captured is not None:
-        skip = first + len(variant.buffers)
-        variant.captured.write_back(updates[len(variant.buffers) :], in_place[skip:])
-    return own
-
-
-def _owner(array: Any) -> Any:
-    """The array owning ``array``'s memory (NumPy keeps a view's ``base`` at the owner)."""
-    base = getattr(array, "base", None)
-    return array if base is None else base
-
-
-def _written_in_place(outputs: Sequence[Any], feeds: Sequence[Any], donations: dict[int, int]) -> list[bool]:
-    """For each output, whether the backend wrote it into the very array fed for its donated input."""
-    in_place = [False] * len(outputs)
-    for source, target in donations.items():
-        in_place[target] = outputs[target] is feeds[source]
-    return in_place
 
 
 def _nested(structure: Structure, outputs: tuple[Any, ...]) -> Any:
