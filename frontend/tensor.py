@@ -473,6 +473,8 @@ class Tensor(EagerMethods, InPlaceMethods, TorchMethods, MathMethods, DeviceMeth
     def abs(self) -> "Tensor":
         return apply("tensor.abs", self)
 
+    __abs__ = abs  # abs(t), as PyTorch's
+
     def argmax(self, dim: int | None = None, keepdim: bool = False) -> "Tensor":
         """The index of the first largest element along ``dim``; of the flattened tensor without one, as PyTorch."""
         from kiln.frontend.functional import _argmax
@@ -682,6 +684,9 @@ def promoted(op_name: str, operands: tuple[Any, ...]) -> tuple[Any, ...]:
     a 0-d tensor of the same kind (``uint8_images * torch.tensor(2)`` stays uint8: ``torch_dtypes.result_type``)."""
     first = 1 if op_name == "tensor.where" else 0
     values = operands[first:]
+    if any(isinstance(o, np.ndarray) for o in values):  # p.grad, p.data: tensors in PyTorch, promoted as tensors
+        values = tuple(map(_array_as_tensor, values))
+        operands = operands[:first] + values
     dtypes = [o.dtype for o in values if isinstance(o, Tensor)]
     if not dtypes:
         return operands
@@ -694,6 +699,17 @@ def promoted(op_name: str, operands: tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 _FLOATING = (DType.f32, DType.f64, DType.f16, DType.bf16)
+
+
+def _array_as_tensor(operand: Any) -> Any:
+    """A NumPy array operand as the tensor it stands for: a parameter's ``.data`` in a trace, its traced value; any
+    other of a real or bool dtype, a tensor of its values (``(p.data > 0).sum(1) + bias`` is float, as PyTorch's)."""
+    owner = traced_data(operand)
+    if owner is not None:
+        return owner.detach()
+    if not isinstance(operand, np.ndarray) or operand.dtype.kind not in "biuf":
+        return operand
+    return eager_tensor(np.asarray(operand).view(np.ndarray))
 
 
 def _promoted_dtype(op_name: str, values: tuple[Any, ...]) -> DType:
