@@ -83,6 +83,10 @@ class DistributedDataParallel(Module):
 
 def _gradient(parameter: Parameter) -> np.ndarray:
     """The parameter's ``.grad``, created as zeros if no backward reached it (so every rank sends the same buffers)."""
+    if getattr(parameter.grad, "is_sparse", False):
+        raise NotImplementedError("DistributedDataParallel: a sparse .grad (nn.Embedding(sparse=True)) cannot be averaged "
+                                  "in kiln's dense buckets (torch allreduces its entries sparsely); give the model's "
+                                  "embeddings sparse=False under DistributedDataParallel")
     if parameter.grad is None:
         from kiln.frontend.torch_array import torch_array
 

@@ -151,3 +151,11 @@ def test_max_norm_renormalizes_and_the_grad_stays_sparse(float64_default):
     np.testing.assert_allclose(our_weight, their_weight, rtol=1e-14)
     for mine, torchs in zip(ours, theirs):
         np.testing.assert_allclose(mine, torchs, rtol=1e-13, atol=1e-15)
+
+
+def test_distributed_data_parallel_refuses_a_sparse_grad_clearly():
+    from one_rank import OneRank
+
+    model = kiln.nn.parallel.DistributedDataParallel(kiln.nn.Embedding(5, 2, sparse=True), process_group=OneRank())
+    with pytest.raises(NotImplementedError, match=r"DistributedDataParallel: a sparse .grad .* sparse=False"):
+        model(kiln.tensor([0, 1])).sum().backward()
