@@ -42,6 +42,7 @@ from kiln.frontend.tensor_extras import (_constant, _cut, _float_pair, _in_place
 from kiln.frontend.tensor_inplace import in_place
 from kiln.frontend.tensor_methods import _flatten_args, _floating
 from kiln.frontend.tensor_nan_statistics import _nan_last_order, _quantile_at, _stack_levels
+from kiln.frontend.tensor_scatter import same_dtype
 from kiln.frontend.tensor_scatter_writes import (_REDUCES, _as_tensor, _assigned, _check_reduce, _combined, _flat_leading_index,
                                                  _moved_values, _one_hots, _rows_assigned, _scatter_hits, _static_dim)
 from kiln.frontend.trace import located_error
@@ -69,6 +70,7 @@ class MoreMethods:
         """``src[i][j]`` combined by ``reduce`` into ``self[index[i][j]][j]`` (``dim = 0``); places no index names keep
         ``self``. Without ``include_self`` the written places start from the reduction's identity."""
         _check_reduce("scatter_reduce", reduce, _REDUCES)
+        same_dtype("scatter_reduce", self, src)
         axis = dim % self.ndim
         hits = _scatter_hits(self, axis, index)
         values = _moved_values(_cut(src.to(self.dtype), index.shape), axis)
@@ -78,6 +80,7 @@ class MoreMethods:
         """The slices of ``source`` along ``dim`` combined by ``reduce`` (``prod``/``mean``/``amax``/``amin``) into
         the slices ``index`` of ``self``."""
         _check_reduce("index_reduce", reduce, _REDUCES[1:])
+        same_dtype("index_reduce", self, source)
         axis = dim % self.ndim
         index = _vector_index("index_reduce", index)
         hits = _apply("tensor.one_hot", index, num_classes=_static_dim("index_reduce", self, axis), dtype=DType.bool)

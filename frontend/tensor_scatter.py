@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from kiln.compiler.errors import TraceError
 from kiln.compiler.ir.types import DType
 from kiln.frontend.autocast import autocasts
 from kiln.frontend.tensor_methods import _is_one
@@ -29,12 +30,14 @@ class ScatterMethods:
 
     def scatter_add(self, dim: int, index: Any, src: Any) -> Any:
         """``self[index[i][j]][j] += src[i][j]`` for ``dim = 0`` (PyTorch's); duplicate indices accumulate."""
+        same_dtype("scatter_add", self, src)
         return self + _scattered_sum(self, dim, index, _source(self, index, src))
 
     def scatter(self, dim: int, index: Any, src: Any = None, value: Any = None, *, reduce: str | None = None) -> Any:
         """``self[index[i][j]][j] = src[i][j]`` (or ``value``) for ``dim = 0``; ``reduce="add"`` or ``"multiply"``
         combines with what is there. Duplicate indices: see the module docstring."""
         source = value if src is None else src
+        same_dtype("scatter", self, src)
         if reduce is None:
             return _scatter_assign(self, dim, index, source)
         if reduce == "add":
@@ -45,6 +48,7 @@ class ScatterMethods:
 
     def index_add(self, dim: int, index: Any, source: Any, *, alpha: Any = 1) -> Any:
         """``self[..., index[i], ...] += alpha * source[..., i, ...]`` along ``dim``; duplicate indices accumulate."""
+        same_dtype("index_add", self, source)
         scaled = source if _is_one(alpha) else source * alpha
         return self + _index_sum(self, dim, _vector_index("index_add", index), scaled.to(self.dtype))
 
@@ -63,6 +67,7 @@ class ScatterMethods:
     def masked_scatter(self, mask: Any, source: Any) -> Any:
         """``source``'s elements in order into the places where ``mask`` (broadcast to this tensor) is True: the k-th
         True place takes ``source.flatten()[k]``, a ``take`` at the running count of the mask."""
+        same_dtype("masked_scatter", self, source)
         places = mask.broadcast_to(self.shape).reshape(-1)
         slot = places.long().cumsum(0) - 1
         picked = _apply("tensor.take", source.to(self.dtype).reshape(-1), _where(places, slot, 0), axis=0)
@@ -82,6 +87,19 @@ class ScatterMethods:
 
 
 # scatter helpers -----------------------------------------------------------------
+
+
+class ScatterDtypeError(TraceError, RuntimeError):
+    """A tensor scattered into one of another dtype: a ``RuntimeError``, as PyTorch's."""
+
+
+def same_dtype(method: str, x: Any, source: Any) -> None:
+    """PyTorch's scatter family refuses a source tensor of another dtype than ``x`` (it would be cast silently)."""
+    if _is_tensor(source) and source.dtype is not x.dtype:
+        from kiln.frontend.inplace_leaf_checks import located  # lazily: it builds on the Tensor
+
+        raise located(ScatterDtypeError, f"{method}(): self ({x.dtype}) and source ({source.dtype}) must have the same "
+                      f"scalar type, as in PyTorch; cast the source first: source.to({x.dtype})")
 
 
 def _source(x: Any, index: Any, src: Any) -> Any:
