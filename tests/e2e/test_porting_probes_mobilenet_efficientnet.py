@@ -412,3 +412,19 @@ def test_torch_hardsigmoid_slope_is_float32s_one_sixth():
     np.testing.assert_allclose(np.array(ours.grad), difference, rtol=1e-9)
     assert theirs.grad.numpy().tolist() == [float(np.float32(1) / np.float32(6))] * 4
     assert np.array(ours.grad).tolist() == [1 / 6] * 4
+
+
+@pytest.mark.parametrize("name", ["kiln", "torch"])
+def test_classifier_dropout_in_place_in_train_mode(name):
+    """``nn.Dropout(p=0.5, inplace=True)`` after ``nn.Hardswish(inplace=True)`` in train mode, each library with its
+    own draws: the next Linear sees each activation zeroed or scaled by 2, about half kept, in both."""
+    torch, nn, F = libraries(name)
+    model = mobilenet_family(torch, nn, F, variant="mobilenet_v3", dropout=0.5).double()
+    seen = {}  # the hooks return None: a value returned would replace the output
+    model.classifier[1].register_forward_hook(lambda m, i, output: seen.update(activation=array(output)))
+    model.classifier[3].register_forward_pre_hook(lambda m, inputs: seen.update(dropped=array(inputs[0])))
+    model(torch.tensor(np.random.default_rng(3).standard_normal((64, 3, IMAGE, IMAGE))))
+    activation, dropped = seen["activation"], seen["dropped"]
+    kept = dropped != 0
+    np.testing.assert_allclose(dropped[kept], 2 * activation[kept], rtol=1e-12)
+    assert 0.4 < kept[activation != 0].mean() < 0.6
