@@ -57,7 +57,17 @@ def where(condition: Tensor, input: Any = None, other: Any = None) -> Any:
     """``input`` where ``condition`` holds, else ``other``; ``where(condition)`` alone is ``condition.nonzero(as_tuple=True)``."""
     if input is None and other is None:
         return condition.nonzero(as_tuple=True)
-    return apply("tensor.where", condition, input, other)
+    return apply("tensor.where", bool_condition(condition), input, other)
+
+
+def bool_condition(condition: Any) -> Any:
+    """``where``'s condition; a uint8 one (pytorch-crf's ``mask.byte()``) as ``condition != 0``, with PyTorch's warning of
+    that deprecated form."""
+    if not (isinstance(condition, Tensor) and condition.dtype is DType.u8):
+        return condition
+    warnings.warn("where received a uint8 condition tensor. This behavior is deprecated and will be removed in a future "
+                  "version of PyTorch. Use a boolean condition instead.", UserWarning, stacklevel=3)
+    return condition != 0
 
 
 def softmax(input: Tensor, dim: int | None = None, _stacklevel: int = 3, dtype: Any = None) -> Tensor:

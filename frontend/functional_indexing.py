@@ -6,6 +6,7 @@ Re-exported by ``frontend/functional_nn.py``, where ``Tensor.__getitem__`` finds
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,7 @@ def getitem(input: Tensor, index: Any) -> Tensor:
     from kiln.frontend.advanced_indexing import mixed_advanced_index  # lazily, as advanced_indices
     from kiln.frontend.tensor_setitem import advanced_indices  # lazily: it builds on the Tensor this file serves
 
+    index = uint8_as_mask(index)
     if _is_bool_mask(index):
         return _masked_rows(input, index)
     advanced = advanced_indices(input, index)
@@ -51,6 +53,16 @@ def getitem(input: Tensor, index: Any) -> Tensor:
     if result is not input:
         result._indexed_from = (input, index)  # an in-place write to it writes input[index] (frontend/tensor_inplace.py)
     return result
+
+
+def uint8_as_mask(index: Any) -> Any:
+    """A uint8 tensor index is a mask, as PyTorch's deprecated form (with its warning): ``x[m]`` and ``x[m] = v`` pick
+    where ``m != 0`` (pytorch-crf's ``mask.byte()``), not the rows numbered by its 0s and 1s."""
+    if not (isinstance(index, Tensor) and index.dtype is DType.u8):
+        return index
+    warnings.warn("indexing with dtype torch.uint8 is now deprecated, please use a dtype torch.bool instead.", UserWarning,
+                  stacklevel=4)
+    return index != 0
 
 
 def _is_bool_mask(index: Any) -> bool:

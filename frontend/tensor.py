@@ -513,7 +513,9 @@ class Tensor(EagerMethods, InPlaceMethods, TorchMethods, MathMethods, DeviceMeth
 
     def where(self, condition: "Tensor", other: Any) -> "Tensor":
         """``torch.where(condition, self, other)``."""
-        return apply("tensor.where", condition, self, other)
+        from kiln.frontend.functional import bool_condition
+
+        return apply("tensor.where", bool_condition(condition), self, other)
 
     def masked_fill(self, mask: "Tensor", value: Any) -> "Tensor":
         """``value`` where ``mask`` (which broadcasts to this tensor's shape) is True; the gradient flows elsewhere."""

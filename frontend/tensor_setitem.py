@@ -29,6 +29,9 @@ from kiln.frontend.trace import located_error
 
 def assigned(x: Tensor, index: Any, value: Any) -> Tensor:
     """``x`` with ``x[index] = value`` applied, out of place."""
+    from kiln.frontend.functional_indexing import uint8_as_mask  # lazily: indexing reads through this module
+
+    index = uint8_as_mask(index)
     if isinstance(index, Tensor) and index.dtype is DType.bool:
         return masked_assignment(x, index, value)
     advanced = advanced_indices(x, index)

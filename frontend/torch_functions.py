@@ -280,7 +280,9 @@ def where(condition: Tensor, input: Any = None, other: Any = None) -> Any:
         return condition.nonzero(as_tuple=True)
     if not isinstance(input, Tensor) and not isinstance(other, Tensor):
         input, other = tensor(input), tensor(other)
-    return apply("tensor.where", condition, input, other)
+    from kiln.frontend.functional import bool_condition
+
+    return apply("tensor.where", bool_condition(condition), input, other)
 
 
 def sparse_coo_tensor(indices: Any, values: Any, size: Any = None, *, dtype: Any = None, device: Any = None,

@@ -14,8 +14,13 @@ eagerly and with the whole training step in one ``kiln.compile(fullgraph=True)``
 - SGD with momentum and ``weight_decay`` after ``clip_grad_norm_``.
 
 The lockstep runs in ``eval()`` (the LSTM's inter-layer dropout and ``nn.Dropout`` draw other numbers in each
-library); the float32 check trains it as usually trained, in float32, to float32's tolerance (rtol 1e-5). Everything
-agreed as first written. The tutorial's one-sentence tagger is ``test_porting_probes_bilstm_crf_tutorial.py``.
+library); the float32 check trains it as usually trained, in float32, to float32's tolerance (rtol 1e-5).
+
+What broke: pytorch-crf's ``torch.where(mask[i].unsqueeze(1), next_score, score)`` on its ``mask.byte()`` was refused
+(kiln's ``where`` took bool conditions only), and a uint8 index ``x[m]`` silently gathered rows 0 and 1 instead of
+masking; both now take uint8 masks as torch's deprecated form does, with its warnings
+(``tests/frontend/test_uint8_masks_vs_torch.py``). The tutorial's one-sentence tagger is
+``test_porting_probes_bilstm_crf_tutorial.py``.
 """
 
 from __future__ import annotations
@@ -101,7 +106,7 @@ def batched_program(torch, nn, F, embedding_dim=5, hidden_dim=HIDDEN, num_layers
                 broadcast_emissions = emissions[i].unsqueeze(1)
                 next_score = broadcast_score + self.transitions + broadcast_emissions
                 next_score = torch.logsumexp(next_score, dim=1)
-                score = torch.where(mask[i].unsqueeze(1).bool(), next_score, score)
+                score = torch.where(mask[i].unsqueeze(1), next_score, score)
             score += self.end_transitions
             return torch.logsumexp(score, dim=1)
 
@@ -114,7 +119,7 @@ def batched_program(torch, nn, F, embedding_dim=5, hidden_dim=HIDDEN, num_layers
                 broadcast_emission = emissions[i].unsqueeze(1)
                 next_score = broadcast_score + self.transitions + broadcast_emission
                 next_score, indices = next_score.max(dim=1)
-                score = torch.where(mask[i].unsqueeze(1).bool(), next_score, score)
+                score = torch.where(mask[i].unsqueeze(1), next_score, score)
                 history.append(indices)
             score += self.end_transitions
             seq_ends = mask.long().sum(dim=0) - 1
