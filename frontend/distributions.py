@@ -6,10 +6,11 @@ A distribution computes with traced tensors: build and use it inside a traced fu
 given to ``kiln.compile_train_step``, ``kiln.compile``, ``kiln.grad``). Parameters may be traced tensors, Parameters,
 Python numbers or NumPy arrays; the numbers, arrays and eager tensors are checked when the distribution is built
 (``validate_args``, as PyTorch's, raising ``ValueError``; ``log_prob``'s value too) and become constants of the
-distribution's dtype when it is used, so a fixed prior such as ``Normal(0.0, 1.0)`` may be built once outside any
-trace (in a Module's ``__init__``) and used in every step. Traced values are only known when the step runs, so they cannot be checked: an invalid traced scale gives NaN,
-as PyTorch's ``validate_args=False`` does. Outside a trace, reading a parameter or calling a method runs eagerly
-(``runtime/eager.py``), as ``F.*`` and ``kiln.randn`` do: ``Normal(0.0, 1.0).log_prob(0.3).item()``.
+distribution's dtype when it is used, so a fixed prior such as ``Normal(0.0, 1.0)`` may be built once outside any trace
+(in a Module's ``__init__``) and used in every step. Traced values are only known when the step runs, so they cannot be
+checked: an invalid traced scale gives NaN, as PyTorch's ``validate_args=False`` does. Outside a trace, reading a
+parameter or calling a method runs eagerly (``runtime/eager.py``), as ``F.*`` and ``kiln.randn`` do:
+``Normal(0.0, 1.0).log_prob(0.3).item()``.
 
 Draws (``sample``, ``rsample``) come from the traced step's seed (``tensor.random_uniform``, as dropout and
 ``kiln.randn_like``): ``kiln.compile_train_step`` gives fresh numbers each step, ``kiln.compile(fn, seed=0)`` each
