@@ -44,6 +44,8 @@ from kiln.frontend.torch_array import torch_array
 from kiln.frontend.trace import located_error
 from kiln.runtime.eager import op_signature
 from kiln.runtime.eager_hooks import REACHED
+from kiln.runtime.eager_sparse_grad import sparse_reads, with_sparse_gradients
+from kiln.frontend.sparse_embedding import SPARSE_READS
 from kiln.runtime.executable import Executable
 from kiln.runtime.train_step import DEFAULT_PIPELINE, collection_paused
 
@@ -288,9 +290,7 @@ def backward(loss: Any, gradient: Any = None, inputs: Any = None) -> None:
     """Add d(loss)/d(parameter) (weighted by ``gradient`` for a non-scalar loss) to each trained parameter's ``.grad``,
     and d(loss)/d(tensor) to each marked tensor's (``requires_grad_()``, ``retain_grad()``) the loss depends on.
     ``inputs`` (parameters or eager tensors) limits the accumulation to those."""
-    from kiln.runtime.eager_sparse_grad import sparse_reads, with_sparse_gradients  # embedding(sparse=True)
-
-    found = sparse_reads(loss.value, _wanted(inputs))
+    found = sparse_reads(loss.value, _wanted(inputs)) if SPARSE_READS else []  # embedding(sparse=True)'s lookups
     chain, owners = backward_chain(loss, inputs, "backward()", found)
     grads = gradients(chain, [_seed(loss, gradient)])
     if found:
