@@ -185,7 +185,7 @@ def grad_array(parameter: Any) -> np.ndarray:
     if getattr(parameter.grad, "is_sparse", False):
         raise NotImplementedError(
             "a sparse .grad (embedding(sparse=True)) cannot be read or written as a dense array here (clip_grad_norm_, "
-            "clip_grad_value_, GradScaler): PyTorch 2.13 refuses these too (no SparseCPU kernel for linalg_vector_norm, "
+            "clip_grad_value_): PyTorch 2.13 refuses these too (no SparseCPU kernel for linalg_vector_norm, "
             "clamp_min_); scale it yourself (p.grad = p.grad.coalesce() * factor), or use sparse=False")
     if not isinstance(parameter.grad, np.ndarray):
         parameter.grad = torch_array(np.array(parameter.grad))

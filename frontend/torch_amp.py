@@ -229,7 +229,7 @@ class GradScaler:
             raise RuntimeError("unscale_() is being called after step().")
         if id(optimizer) in self._found_inf:
             raise RuntimeError("unscale_() has already been called on this optimizer since the last update().")
-        gradients = [grad_array(param) for group in optimizer.param_groups for param in group["params"]
+        gradients = [_unscaled_array(param) for group in optimizer.param_groups for param in group["params"]
                      if getattr(param, "grad", None) is not None]
         if any(np.asarray(grad).dtype == np.float16 for grad in gradients):
             raise ValueError("Attempting to unscale FP16 gradients.")
@@ -329,6 +329,12 @@ def _times_float32(output: Any, scale: float) -> Any:
         return output * scale  # float32 or float64: the product in that dtype, as torch's
     product = output.float() * scale
     return product if output.ndim == 0 else product.to(output.dtype)
+
+
+def _unscaled_array(param: Any) -> np.ndarray:
+    """The array ``unscale_`` writes: the ``.grad``'s, or a sparse one's values (as torch's ``_values()``)."""
+    grad = param.grad
+    return grad._value_array if getattr(grad, "is_sparse", False) else grad_array(param)
 
 
 def _unscale_in_place(grad: np.ndarray, inverse: np.float32) -> bool:

@@ -159,3 +159,22 @@ def test_distributed_data_parallel_refuses_a_sparse_grad_clearly():
     model = kiln.nn.parallel.DistributedDataParallel(kiln.nn.Embedding(5, 2, sparse=True), process_group=OneRank())
     with pytest.raises(NotImplementedError, match=r"DistributedDataParallel: a sparse .grad .* sparse=False"):
         model(kiln.tensor([0, 1])).sum().backward()
+
+
+def test_grad_scaler_unscales_a_sparse_grad_as_torchs():
+    torch = require_torch()
+
+    def train(lib):
+        layer = lib.nn.Embedding.from_pretrained(lib.tensor(TABLE.astype(np.float32)), freeze=False, sparse=True)
+        optimizer = lib.optim.SGD(layer.parameters(), lr=0.1)
+        scaler = lib.amp.GradScaler("cpu", init_scale=2.0 ** 10)
+        for step, scale in enumerate([1.0, 1.0, float("inf")]):  # the last step's gradient overflows: skipped
+            optimizer.zero_grad()
+            scaler.scale((layer(lib.tensor([[0, 2], [2, 5]])).sin() * scale).sum()).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        return layer.weight.detach().numpy().copy(), scaler.get_scale()
+
+    (ours, our_scale), (theirs, their_scale) = train(kiln), train(torch)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-7)
+    assert our_scale == their_scale == 2.0 ** 9
