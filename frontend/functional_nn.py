@@ -259,10 +259,15 @@ def dropout(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool 
     """Zero elements with probability ``p`` and scale the rest by ``1/(1-p)``; traces nothing unless training with ``p > 0``.
 
     The mask comes from ``seed`` (a scalar int64 tensor) or else from the traced graph's ``rng_seed`` input,
-    which ``compile_train_step`` feeds with a fresh seed each step.
+    which ``compile_train_step`` feeds with a fresh seed each step. ``p = 1`` zeroes everything, as PyTorch's
+    ``input * 0`` (a NaN stays NaN; the gradient is 0).
     """
+    if not 0 <= p <= 1:
+        raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
     if not training or p == 0:
         return input
+    if p == 1:
+        return input * 0.0
     from kiln.frontend.trace import TraceContext
 
     context = TraceContext.current()

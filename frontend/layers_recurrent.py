@@ -210,8 +210,9 @@ class RNNBase(Module):
         check_sizes(owner, input_size, hidden_size)
         if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers <= 0:
             raise ValueError(f"{owner}: num_layers must be a positive int, got {num_layers!r}")
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
-            raise ValueError(f"{owner}: dropout must be a number in [0, 1) (the probability of dropping an element), got {dropout!r}")
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout <= 1:
+            raise ValueError(f"{owner}: dropout should be a number in range [0, 1] representing the probability of an element "
+                             f"being zeroed, got {dropout!r}")
         if dropout > 0 and num_layers == 1:
             warnings.warn(f"{owner}: dropout={dropout} and num_layers=1: dropout acts between layers only, so it does nothing here",
                           stacklevel=3)
