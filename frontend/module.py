@@ -24,7 +24,7 @@ from kiln.frontend.layer_device import accept_device_keyword
 from kiln.frontend.tensor import Tensor, eager_tensor
 from kiln.frontend.torch_dtypes import get_default_dtype
 from kiln.frontend.tensor_eager import array_protocol
-from kiln.frontend.torch_array import TorchArray, torch_array
+from kiln.frontend.torch_array import TorchArray, torch_array, traced_view, tracing
 from kiln.frontend.trace import TraceContext, step_capture
 
 
@@ -72,7 +72,10 @@ class Parameter(Tensor):
             self._pending_sync = None
             pending()
         self.version = self.__dict__.get("version", 0) + 1
-        return self._data
+        data = self._data
+        if type(data) is TorchArray and tracing():  # NumPy's ufuncs on it are traced (frontend/torch_array.py)
+            return traced_view(data, weakref.ref(self))
+        return data
 
     @data.setter
     def data(self, array: np.ndarray) -> None:

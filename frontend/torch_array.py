@@ -58,21 +58,24 @@ class TorchArray(np.ndarray):
             return method
         return lambda *args, **kwargs: (method(*args, **kwargs), self)[1]  # in place: the array itself, as PyTorch's
 
+
+class TracedData(TorchArray):
+    """A parameter's ``.data`` in a ``kiln.compile``'d function: NumPy's ufuncs on it are the traced tensor operations,
+    other NumPy functions of its values are refused, naming the line (``Parameter.data`` gives it in a trace only;
+    eagerly ``.data`` is a ``TorchArray``, without this class's per-call cost)."""
+
     def __array_ufunc__(self, ufunc: Any, method: str, *inputs: Any, **kwargs: Any) -> Any:
-        """NumPy's ufunc, as an ndarray subclass's (results are ``TorchArray``s); in a trace, of a parameter's ``.data``,
-        the traced tensor operation (``p.data * 0.5``, ``p.data *= 0.99``: frontend/traced_ufuncs.py)."""
+        """The traced tensor operation (``p.data * 0.5``, ``p.data *= 0.99``: frontend/traced_ufuncs.py); NumPy's
+        ufunc once the trace has ended (a ``.data`` kept past it)."""
         out = kwargs.get("out", ())
         if any(traced_data(x) is not None for x in (*inputs, *out)):
             return traced_ufunc(ufunc, method, inputs, out, traced_data)
         if out:
-            kwargs["out"] = tuple(map(plain, out))
-        result = getattr(ufunc, method)(*map(plain, inputs), **kwargs)
-        if out:
-            return out[0] if len(out) == 1 else out
-        return tuple(map(torch_array, result)) if isinstance(result, tuple) else torch_array(result)
+            kwargs["out"] = tuple(map(_untraced, out))
+        return getattr(ufunc, method)(*map(_untraced, inputs), **kwargs)
 
     def __array_function__(self, func: Any, types: Any, args: Any, kwargs: Any) -> Any:
-        """NumPy's function; refused in a trace on a parameter's ``.data`` (``np.sum(p.data)``: a value of the trace)."""
+        """Refused (``np.sum(p.data)``: a value of the trace) but for functions reading the shape and dtype only."""
         if func.__name__ not in _VALUE_FREE and any(traced_data(x) is not None for x in (*args, *kwargs.values())):
             from kiln.frontend.trace import located_error  # lazily: the trace builds on this module's users
 
@@ -80,6 +83,19 @@ class TorchArray(np.ndarray):
                                 "only when the compiled function runs; use the tensor's methods (p.data.sum(), "
                                 "p.detach().exp()), which the trace records")
         return super().__array_function__(func, types, args, kwargs)
+
+
+def traced_view(array: TorchArray, owner: Any) -> TracedData:
+    """``array``, the parameter ``owner()``'s own, as the ``TracedData`` a trace's ``p.data`` gives (the same memory);
+    the array learns its owner if it had none (a ``copy.deepcopy``'d parameter's)."""
+    array.__dict__.setdefault("owner", owner)
+    view = array.view(TracedData)
+    view.owner = owner
+    return view
+
+
+def _untraced(array: Any) -> Any:
+    return array.view(TorchArray) if type(array) is TracedData else array
 
 
 _VALUE_FREE = frozenset({"zeros_like", "ones_like", "empty_like", "full_like", "shape", "ndim", "size", "result_type",
@@ -122,12 +138,28 @@ for _name in ("sum", "mean", "prod", "max", "min", "argmax", "argmin", "cumsum",
 def traced_data(array: Any) -> Any:
     """In a trace (not eagerly), the parameter whose ``.data`` ``array`` is, else None: its ``.data`` then stands for
     the parameter's traced value, not the array's values when the trace ran (a constant, stale at the next call)."""
-    owner = array.__dict__.get("owner") if type(array) is TorchArray else None
+    owner = array.__dict__.get("owner") if type(array) in _OWNED else None
     if owner is None:  # (most calls: a number or a plain array, at the cost of one type check)
         return None
-    from kiln.frontend.trace import TraceContext  # lazily: the trace builds on this module's users
+    return owner() if tracing() else None
 
-    return owner() if TraceContext.active() and not TraceContext.current().eager else None
+
+def tracing() -> bool:
+    """Whether a trace (not eager execution) is running."""
+    context = _TRACE_CONTEXT or _trace_context()
+    return context.active() and not context.current().eager
+
+
+def _trace_context() -> Any:
+    global _TRACE_CONTEXT
+    from kiln.frontend.trace import TraceContext  # lazily (once): the trace builds on this module's users
+
+    _TRACE_CONTEXT = TraceContext
+    return TraceContext
+
+
+_TRACE_CONTEXT: Any = None
+_OWNED = (TorchArray, TracedData)
 
 
 def traced_method(parameter: Any, name: str) -> Any:
@@ -172,7 +204,7 @@ def torch_array(array: Any) -> Any:
 def plain(array: Any) -> Any:
     """A ``TorchArray`` as a plain ndarray view (the same memory), for compiled code: NumPy wraps every result of a
     subclass in the subclass, which costs microseconds an op; anything else as it is."""
-    return array.view(np.ndarray) if type(array) is TorchArray else array
+    return array.view(np.ndarray) if type(array) in _OWNED else array
 
 
-__all__ = ["TorchArray", "plain", "shared_parameter", "torch_array"]
+__all__ = ["TorchArray", "TracedData", "plain", "shared_parameter", "torch_array", "traced_view", "tracing"]

@@ -123,7 +123,7 @@ class TraceContext:
 
     @classmethod
     def current(cls) -> "TraceContext":
-        stack = getattr(cls._local, "stack", ())
+        stack = cls._local.__dict__.get("stack", ())  # (getattr with a default raises inside when missing: slow)
         if not stack and cls.fallback is not None:
             return cls.fallback()
         if not stack:
@@ -135,7 +135,7 @@ class TraceContext:
 
     @classmethod
     def active(cls) -> bool:
-        return bool(getattr(cls._local, "stack", ()))
+        return bool(cls._local.__dict__.get("stack", ()))
 
     def __enter__(self) -> "TraceContext":
         self._local.__dict__.setdefault("stack", []).append(self)
