@@ -96,7 +96,7 @@ class TorchMethods(BitwiseMethods):
         """The same values as a new tensor: writing into it in place leaves this one (and its views) alone. Eagerly,
         its own copy of the array (a parameter's array changes with ``optimizer.step()``), gradients flowing through."""
         value = self.value
-        if value not in ARRAYS:
+        if value not in ARRAYS or not TraceContext.current().eager:  # traced: values are immutable, writes rebind
             return _tensor_class()(value)
         copied = TraceContext.current().emit("tensor.broadcast_to", value, shape=value.type.shape)
         ARRAYS[copied] = np.array(ARRAYS[copied])
