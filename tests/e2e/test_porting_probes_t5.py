@@ -17,7 +17,10 @@ float16 clamp branch (not taken).
 
 What broke: compiled, the bucket computation folded to constants with NumPy's 'divide by zero encountered in log' and
 'invalid value encountered in cast' warnings (``log(0)`` at distance 0, then ``-inf`` cast to int64), which torch
-computes silently (``tests/passes/test_constant_fold_float_warnings.py``). Everything else ran unchanged.
+computes silently (``tests/passes/test_constant_fold_float_warnings.py``). ``model.half()``: the float16 clamp's
+``torch.where(cond, number, number)`` gave a bool (``tests/frontend/test_where_scalar_branches_vs_torch.py``), and
+``.half()`` after a backward left float32 ``.grad``s (``tests/frontend/test_module_cast_grads_vs_torch.py``).
+Everything else ran unchanged.
 Tolerance: Hugging Face computes T5LayerNorm's variance and the attention softmax in float32 (``.to(torch.float32)``,
 ``scores.float()``) even in a float64 model; kiln's float32 ``mean`` and ``rsqrt`` round differently from torch's
 vectorised kernels in the last bit of ~40% of the rows (summation order), so the program as written is compared at
