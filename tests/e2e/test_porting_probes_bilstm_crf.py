@@ -31,6 +31,8 @@ import pytest
 import kiln
 from e2e.probe_lockstep import array, assert_same_records, gradients, run_in_lockstep, snapshot
 
+pytestmark = pytest.mark.filterwarnings("ignore:where received a uint8 condition tensor")  # pytorch-crf's mask.byte(), both
+
 HIDDEN = 6
 PAD, NUM_TAGS, VOCAB = 0, 4, 11
 
