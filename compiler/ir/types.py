@@ -112,6 +112,12 @@ class DType(enum.Enum):
     def numpy(self) -> np.dtype:
         return _NUMPY_DTYPES[self]
 
+    @property
+    def dtype(self) -> np.dtype:
+        """NumPy's dtype, which NumPy reads from this attribute: ``np.dtype(kiln.float32)``, and a NumPy array's dtype
+        (a parameter's ``.grad``) compares equal to its kiln dtype (``p.grad.dtype == torch.float32``, as PyTorch's)."""
+        return _NUMPY_DTYPES[self]
+
     @staticmethod
     def of(spec: "DType | str | np.dtype | type") -> "DType":
         """Accepts ``DType.f32``, ``"f32"``, ``"float32"``, ``np.float32``, ``np.dtype("float32")``, ``str(dtype)``

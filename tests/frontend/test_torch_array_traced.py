@@ -107,3 +107,13 @@ def test_numpy_calls_stay_numpys():
     before = np.asarray(data).copy()
     data *= 2  # in place, the parameter's own array
     np.testing.assert_array_equal(np.asarray(weight.data), before * 2)
+
+
+def test_grad_and_data_dtypes_compare_equal_to_kilns_as_pytorchs():
+    torch = require_torch()
+    for lib in (torch, kiln):
+        layer = lib.nn.Linear(2, 2)
+        layer(lib.ones(1, 2)).sum().backward()
+        grad, data = layer.weight.grad, layer.weight.data
+        assert grad.dtype == lib.float32 and lib.float32 == data.dtype and grad.dtype != lib.float64, lib.__name__
+    assert np.dtype(kiln.bfloat16).name == "bfloat16" and np.zeros(2, kiln.float64).dtype == np.float64
