@@ -9,11 +9,19 @@ matched indices, the first gradients and the state after the steps; float32 at f
 The matching calls scipy's ``linear_sum_assignment`` on ``C.cpu()``; scipy is no test dependency (pyproject's test
 extra names scikit-learn, which pulls it in, but not scipy itself), so the probe passes a brute-force solver of the
 same signature (every injection of the targets into the queries; 60 for 5 queries and 3 targets).
+
+Compiled: ``kiln.compile(model, fullgraph=True)`` in engine.py's loop (the criterion eager, as torch.compile users run
+DETR) agrees to 1e-10. The whole step under ``kiln.compile`` runs eagerly, warned, with torch's numbers; with
+``fullgraph=True`` it raises at ``generalized_box_iou``'s ``assert (boxes1[:, 2:] >= boxes1[:, :2]).all()``, naming
+the line. What is missing for one graph: torch.compile turns an ``assert`` on a tensor into ``torch._assert_async``
+(checked when the graph runs) where kiln's ``Tensor.__bool__`` refuses it at trace time; the matcher itself (values
+through ``C.cpu()`` into a CPU solver) is a graph break in torch.compile too.
 """
 
 from __future__ import annotations
 
 import itertools
+import warnings
 
 import numpy as np
 import pytest
@@ -124,3 +132,80 @@ def test_detr_trains_as_torch(position, float64_default):
     outputs as ~5e-9 relative; with a float64 encoding everything agrees to 1e-10."""
     ours, theirs = run_in_lockstep(detr_with(POSITION_DTYPES[position]), train_detr())
     assert_same_records(ours, theirs, **(FLOAT32_ENCODING if "float32" in position else {}))
+
+
+def train_detr_compiled_step(steps=2, max_norm=0.1):
+    """The whole engine step (forward, criterion with its matcher, backward, clipping, AdamW) under ``kiln.compile``:
+    the matcher reads the cost matrix's values (``C.cpu()`` into the solver) and ``generalized_box_iou`` asserts on
+    tensor values, so the step cannot be one graph; kiln runs it eagerly, warned, and must still give torch's numbers."""
+    images, mask, boxes, labels, counts = _data(steps)
+
+    def train(torch, nn, F, model):
+        criterion, optimizer = model.criterion, _optimizer(torch, model)
+
+        def train_step(samples, padding, targets):
+            loss_dict = criterion(model(samples, padding), targets)
+            losses = sum(loss_dict[k] * criterion.weight_dict[k] for k in loss_dict if k in criterion.weight_dict)
+            optimizer.zero_grad()
+            losses.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+            optimizer.step()
+            return losses
+
+        run = kiln.compile(train_step) if torch is kiln else train_step
+        samples, padding = torch.tensor(images), torch.tensor(mask)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            losses = [run(samples, padding, _targets(torch, boxes[s], labels[s], counts[s])).item() for s in range(steps)]
+        if torch is kiln:
+            assert any("runs eagerly" in str(w.message) for w in caught)
+        return {"losses": losses, "state": snapshot(model)}
+
+    return train
+
+
+def train_detr_compiled_model(steps=2, max_norm=0.1):
+    """engine.py's loop with ``model = torch.compile(model, fullgraph=True)``: the forward (backbone, sine encoding of
+    the interpolated mask, decoder, heads, the aux outputs as a list of dicts) is one graph; the criterion eager."""
+    images, mask, boxes, labels, counts = _data(steps)
+
+    def train(torch, nn, F, model):
+        criterion, optimizer = model.criterion, _optimizer(torch, model)
+        compiled = kiln.compile(model, fullgraph=True) if torch is kiln else model
+        samples, padding = torch.tensor(images), torch.tensor(mask)
+        record = {"losses": []}
+        for step in range(steps):
+            targets = _targets(torch, boxes[step], labels[step], counts[step])
+            loss_dict = criterion(compiled(samples, padding), targets)
+            losses = sum(loss_dict[k] * criterion.weight_dict[k] for k in loss_dict if k in criterion.weight_dict)
+            optimizer.zero_grad()
+            losses.backward()
+            record.setdefault("grads", gradients(model))
+            torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+            optimizer.step()
+            record["losses"].append(losses.item())
+        record["state"] = snapshot(model)
+        return record
+
+    return train
+
+
+@pytest.mark.parametrize("compiled", ["whole step", "model"])
+def test_detr_compiled_as_torch(compiled, float64_default):
+    train = train_detr_compiled_step() if compiled == "whole step" else train_detr_compiled_model()
+    ours, theirs = run_in_lockstep(detr_with(POSITION_DTYPES["float64 sine encoding"]), train)
+    assert_same_records(ours, theirs)
+
+
+def test_detr_whole_step_fullgraph_names_the_assert(float64_default):
+    """``fullgraph=True`` refuses the step at the first value-dependent line: generalized_box_iou's assert."""
+    model = detr_with(POSITION_DTYPES["float64 sine encoding"])(kiln, kiln.nn, kiln.nn.functional)
+    images, mask, boxes, labels, counts = _data(1)
+
+    @kiln.compile(fullgraph=True)
+    def train_step(samples, padding, targets):
+        loss_dict = model.criterion(model(samples, padding), targets)
+        return sum(loss_dict[k] * model.criterion.weight_dict[k] for k in model.criterion.weight_dict)
+
+    with pytest.raises(kiln.TraceError, match=r"detr_program.py:\d+ in generalized_box_iou: assert"):
+        train_step(kiln.tensor(images), kiln.tensor(mask), _targets(kiln, boxes[0], labels[0], counts[0]))
