@@ -20,7 +20,18 @@ from kiln.frontend.autocast_policy import pads_from_edges_on_list
 
 @autocasts("cat")
 def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
-    return apply("tensor.concat", *tensors, axis=dim)
+    return apply("tensor.concat", *_legacy_empties_shaped(list(tensors), dim), axis=dim)
+
+
+def _legacy_empties_shaped(tensors: list[Tensor], dim: int) -> list[Tensor]:
+    """torch's legacy rule: a 1-D empty tensor (``torch.empty(0)``, Transformer-XL's initial mems) joins tensors of
+    any rank, as an empty slice of their shape (it still takes part in the dtype promotion and gets its empty grad)."""
+    shaped = [t for t in tensors if not (isinstance(t, Tensor) and tuple(t.shape) == (0,))]
+    if not shaped or len(shaped) == len(tensors) or not isinstance(shaped[0], Tensor) or shaped[0].ndim == 1:
+        return tensors
+    axis = normalize_axis(dim, shaped[0].ndim)
+    empty_shape = tuple(0 if i == axis else size for i, size in enumerate(shaped[0].shape))
+    return [t.reshape(empty_shape) if isinstance(t, Tensor) and tuple(t.shape) == (0,) else t for t in tensors]
 
 
 concat = cat
