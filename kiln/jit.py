@@ -10,10 +10,12 @@ class SwinTransformer(nn.Module):
         if torch.jit.is_scripting(): ...         # False: kiln never scripts
 ```
 
-``ignore``, ``unused``, ``export`` and ``script_if_tracing`` return the function unchanged (they only steer the
+``ignore``, ``unused``, ``export``, ``script_if_tracing`` and ``script_method`` return the function unchanged (they only steer the
 TorchScript compiler, which kiln does not have); ``is_scripting()`` and ``is_tracing()`` are False (also inside
 ``kiln.compile``, as torch's are inside ``torch.compile``); ``annotate(type, value)`` is ``value``; ``Final`` is
-``typing.Final``. ``script``, ``trace``, ``save`` and ``load`` raise an error that names kiln's counterparts:
+``typing.Final``. ``ScriptModule`` is an ``nn.Module`` whose methods run as the Python they are (RWKV's
+``class RWKV_RNN(torch.jit.ScriptModule)`` with ``@torch.jit.script_method``s: torch compiles them to TorchScript,
+which computes what the Python computes). ``script``, ``trace``, ``save`` and ``load`` raise an error that names kiln's counterparts:
 ``kiln.compile`` for a compiled function or module, ``kiln.onnx.export`` for a file to deploy, ``kiln.save``/``load``.
 """
 
@@ -23,9 +25,10 @@ import warnings
 from typing import Any, Callable, Final, TypeVar
 
 from kiln.compiler.errors import KilnError
+from kiln.frontend.module import Module
 
-__all__ = ["Final", "annotate", "export", "ignore", "is_scripting", "is_tracing", "load", "save", "script",
-           "script_if_tracing", "trace", "unused"]
+__all__ = ["Final", "ScriptModule", "annotate", "export", "ignore", "is_scripting", "is_tracing", "load", "save", "script",
+           "script_if_tracing", "script_method", "trace", "unused"]
 
 Function = TypeVar("Function", bound=Callable[..., Any])
 
@@ -52,6 +55,11 @@ def unused(function: Function) -> Function:
 
 def export(function: Function) -> Function:
     """``@torch.jit.export``: the function itself."""
+    return function
+
+
+def script_method(function: Function) -> Function:
+    """``@torch.jit.script_method`` on a ``ScriptModule``'s method: the function itself (run as Python)."""
     return function
 
 
@@ -91,3 +99,11 @@ save = _no_torchscript("save", "save the weights with kiln.save(model.state_dict
                                "kiln.onnx.export")
 load = _no_torchscript("load", "load weights with model.load_state_dict(kiln.load(path)), or an ONNX file with "
                                "kiln.import_onnx")
+
+
+class ScriptModule(Module):
+    """``torch.jit.ScriptModule`` as a base class: an ``nn.Module`` (its ``script_method``s run as Python); saving it
+    as TorchScript (``.save``) raises as ``kiln.jit.save`` does."""
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        save(*args, **kwargs)
