@@ -24,6 +24,7 @@ import weakref
 from kiln.frontend.eager_values import GRAD_TENSORS, PARAMETERS, eager_array, eager_value
 from kiln.frontend.inplace_leaf_checks import check_non_leaf_flag, warn_non_leaf_grad
 from kiln.frontend.trace import TraceContext, located_error, step_capture
+from kiln.frontend.traced_requires_grad import check_float_for_grad, mark_traced_for_grad, traced_requires_grad
 
 
 def array_protocol(array: np.ndarray, dtype: Any, copy: Any) -> np.ndarray:
@@ -51,9 +52,13 @@ class EagerMethods:
         self.__dict__["grad"] = grad
 
     def requires_grad_(self, requires_grad: bool = True) -> Any:
-        """Eagerly, ``backward()`` then fills this tensor's ``.grad`` (PyTorch's leaf tensors); traced, it changes
-        nothing (the compiled step differentiates by its parameters). A non-leaf (a result that requires grad) keeps
-        its flag, as PyTorch's: ``requires_grad_(False)`` on it is PyTorch's RuntimeError."""
+        """Eagerly, ``backward()`` then fills this tensor's ``.grad`` (PyTorch's leaf tensors); traced, its
+        ``requires_grad`` and its results' become True (``frontend/traced_requires_grad.py``; the compiled step
+        differentiates by its parameters). A non-leaf (a result that requires grad) keeps its flag, as PyTorch's:
+        ``requires_grad_(False)`` on it is PyTorch's RuntimeError."""
+        if "_value" in self.__dict__ and eager_value(self) is None:
+            mark_traced_for_grad(self, requires_grad)
+            return self
         if eager_value(self) is not None and not self.is_leaf:
             check_non_leaf_flag(requires_grad)
             return self
@@ -62,8 +67,8 @@ class EagerMethods:
     def _mark_for_grad(self, requires_grad: bool) -> Any:
         value = eager_value(self)
         if value is not None:
-            if requires_grad and not self.dtype.is_float:
-                raise located_error(f"requires_grad_(): only floating-point tensors can require gradients, not {self.dtype.numpy.name}")
+            if requires_grad:
+                check_float_for_grad(self.dtype)
             if requires_grad and value.producer is not None and value not in GRAD_TENSORS and not self.requires_grad:
                 value = self._start_chain()
             if requires_grad:
@@ -102,13 +107,11 @@ class EagerMethods:
 
     @property
     def requires_grad(self) -> bool:
-        """Eagerly, whether this tensor is marked or depends on a trained parameter or a marked tensor; traced, whether
-        it is floating point and gradients are enabled."""
+        """Whether this tensor is marked or depends on a trained parameter or a marked tensor (not past a detach, a
+        ``no_grad`` or an integer value), as PyTorch's; traced too (``frontend/traced_requires_grad.py``)."""
         value = eager_value(self)
         if value is None:
-            from kiln.frontend.grad_mode import is_grad_enabled
-
-            return bool(self.dtype.is_float and is_grad_enabled())
+            return traced_requires_grad(self.value)
         return _depends_on_a_leaf(value)
 
     @requires_grad.setter

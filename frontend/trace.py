@@ -74,6 +74,13 @@ class TraceContext:
         self.parameters: list["Parameter"] = []
         self.parameter_names: dict[int, str] = {}
         """Names for parameters, from the traced module's ``named_parameters``."""
+        self.parameter_by_value: dict[Value, "Parameter"] = {}
+        """The parameter each parameter input stands for (``frontend/traced_requires_grad.py`` reads its flag)."""
+        self.grad_leaves: set[Value] = set()
+        """Traced leaves that require grad besides parameters: inputs given tensors that require grad, tensors marked
+        by ``requires_grad_()`` in the trace."""
+        self.requires_grad_known: dict[Value, bool] = {}
+        """What ``traced_requires_grad`` found so far (cleared when a leaf is marked or unmarked)."""
         self.seed_input: Value | None = None
         """The scalar int64 seed input of the random ops (dropout), created on first use; the caller feeds it."""
         self.random_streams = 0
@@ -153,6 +160,7 @@ class TraceContext:
             name = self.parameter_names.get(id(parameter), f"param{len(self.parameters)}")
             value = self.graph.add_input(TensorType.of_array(parameter.data), name)
             self.parameter_values[id(parameter)] = value
+            self.parameter_by_value[value] = parameter
             self.parameters.append(parameter)
         return value
 
@@ -257,9 +265,11 @@ def trace(fn: Callable[..., Any], *specs: TensorSpec, name: str | None = None) -
     return trace_context(fn, *specs, name=name).graph
 
 
-def trace_context(fn: Callable[..., Any], *specs: TensorSpec, name: str | None = None, what: str = "the traced function's result") -> TraceContext:
+def trace_context(fn: Callable[..., Any], *specs: TensorSpec, name: str | None = None, what: str = "the traced function's result",
+                  wants_grad: Any = ()) -> TraceContext:
     """Trace ``fn`` and return the finished context: the graph, the parameters it read (the graph inputs after
-    the specs, in ``context.parameters`` order), buffer updates and the seed input, for callers that feed them."""
+    the specs, in ``context.parameters`` order), buffer updates and the seed input, for callers that feed them.
+    ``wants_grad[k]``: whether input ``k`` stands for a tensor that requires grad (its traced ``requires_grad``)."""
     from kiln.frontend.tensor import Tensor
 
     graph_name = name or getattr(fn, "__name__", None) or type(fn).__name__
@@ -268,6 +278,7 @@ def trace_context(fn: Callable[..., Any], *specs: TensorSpec, name: str | None =
         with context:
             _name_parameters(context, fn)
             inputs = [Tensor(context.graph.add_input(spec.type, input_name)) for spec, input_name in zip(specs, input_names(fn, len(specs)))]
+            context.grad_leaves.update(t.value for t, wanted in zip(inputs, wants_grad) if wanted and t.dtype.is_float)
             result = fn(*inputs)
             context.graph.outputs = [as_value(item, what) for item in flatten_outputs(result)]
     except BaseException:

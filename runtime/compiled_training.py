@@ -216,7 +216,7 @@ def compile_training(fn: Callable[..., Any], arrays: Sequence[np.ndarray], wants
         structure[:] = [nesting, [leaf is not None for leaf in leaves]]
         return [leaf for leaf in leaves if leaf is not None]
 
-    context = trace_context(named_like(without_nones, fn), *specs, what="the compiled function's result")
+    context = trace_context(named_like(without_nones, fn), *specs, what="the compiled function's result", wants_grad=wants_grad)
     if context.attribute_writes:  # set once per trace, not once per call: runs eagerly (runtime/attribute_writes.py)
         names = AttributeWrites.of(context).names()
         context.restore_attributes()  # the eager call sets them
