@@ -129,10 +129,10 @@ class TorchMethods(BitwiseMethods):
 
     # indexing ---------------------------------------------------------------
     def index_select(self, dim: int, index: Any) -> Any:
-        """Rows ``index`` (1-D integers) along ``dim``."""
-        if getattr(index, "ndim", 1) != 1:
+        """Rows ``index`` (1-D integers, or a 0-d one: one row, kept as a dim of 1) along ``dim``."""
+        if getattr(index, "ndim", 1) > 1:
             raise located_error(f"index_select takes a 1-D index, got {getattr(index, 'type', index)}")
-        return _apply("tensor.take", self, index, axis=dim)
+        return _apply("tensor.take", self, index.reshape(1) if getattr(index, "ndim", 1) == 0 else index, axis=dim)
 
     def gather(self, dim: int, index: Any) -> Any:
         """``out[i][j] = self[i][index[i][j]]`` along ``dim`` (PyTorch's ``gather``). Static shapes take from the
@@ -306,6 +306,11 @@ class TorchMethods(BitwiseMethods):
 
     # what a trace cannot give ------------------------------------------------
     def item(self) -> Any:
+        from kiln.frontend.trace_known_values import known_value
+
+        known = known_value(self)
+        if known is not None and known.size == 1:  # from constants only (Transformer-XL's `attn_mask.any().item()`)
+            return known.reshape(()).item()
         raise located_error(f"item() of a traced {self.type}: its value exists only when the compiled function runs; "
                             "return the tensor from the function (a training step returns its loss) and read it there")
 
