@@ -101,7 +101,7 @@ class MoreMethods:
         source = _as_tensor(values, self.dtype).broadcast_to(tuple(flat.shape) + rest).reshape((-1,) + rest)
         rows = self.reshape((-1,) + rest)
         total = _apply("tensor.scatter_add", source, positions, axis=0, shape=tuple(rows.shape))
-        written = rows + total if accumulate else _rows_assigned(rows, positions, total, len(rest))
+        written = rows + total if accumulate else _rows_assigned(rows, positions, source, total, len(rest))
         return written.reshape(self.shape)
 
     def put(self, index: Any, source: Any, accumulate: bool = False) -> Any:

@@ -1,7 +1,7 @@
 """How ``MoreMethods``' scatter writes (``frontend/tensor_more.py``) are built: ``scatter_reduce``/``index_reduce``
 as a one-hot of where each index lands, the written values reduced over the writes and combined with the tensor
-(``_combined``); ``index_put`` as one flat index of the leading dims (``_flat_leading_index``), duplicates written as
-their mean (``_rows_assigned``); ``select_scatter``/``slice_scatter`` through ``setitem``'s ``assigned``;
+(``_combined``); ``index_put`` as one flat index of the leading dims (``_flat_leading_index``), the last of
+duplicate writes kept, as PyTorch's CPU kernel (``_rows_assigned``); ``select_scatter``/``slice_scatter`` through ``setitem``'s ``assigned``;
 ``diagonal_scatter`` with one one-hot matrix per diagonal place (``_one_hots``)."""
 
 from __future__ import annotations
@@ -114,9 +114,26 @@ def _flat_leading_index(x: Any, indices: tuple[Any, ...]) -> tuple[Any, tuple[An
     return flat, tuple(x.shape[len(indices):])
 
 
-def _rows_assigned(rows: Any, positions: Any, total: Any, trailing: int) -> Any:
-    """``rows`` with the rows at ``positions`` replaced by what was written there (``total``, the mean of duplicates)."""
+def _rows_assigned(rows: Any, positions: Any, source: Any, total: Any, trailing: int) -> Any:
+    """``rows`` with the rows at ``positions`` replaced by ``source``'s rows; where a position is written more than once
+    the last write stays, as PyTorch's CPU kernel writes them in order (and NumPy's). Each written row's gradient is
+    the gradient at its position, duplicates' too, as torch's: the values are the last writes, the gradient comes
+    through ``total`` (every write summed), whose value cancels (``total - total.detach()`` is exactly 0)."""
     ones = _constant(1, _wide(rows)).broadcast_to((positions.shape[0],))
     counts = _apply("tensor.scatter_add", ones, positions, axis=0, shape=(rows.shape[0],)).reshape((-1,) + (1,) * trailing)
-    written = _mean_of_writes(total.to(_wide(rows)), counts).to(rows.dtype)
+    last = _last_writes(positions).reshape((-1,) + (1,) * trailing).to(_wide(rows))
+    kept = _apply("tensor.scatter_add", source.detach().to(_wide(rows)) * last, positions, axis=0, shape=tuple(rows.shape))
+    wide_total = total.to(_wide(rows))
+    written = (kept + (wide_total - wide_total.detach())).to(rows.dtype)
     return _where(counts > 0, written, rows)
+
+
+def _last_writes(positions: Any) -> Any:
+    """1 for each write to a flat position no later write goes to, else 0 (write order): the positions sorted
+    stably, the last of each run of equal ones, put back in write order."""
+    if positions.shape[0] == 0:
+        return positions
+    order = positions.argsort(stable=True)
+    ranked = positions.index_select(0, order)
+    ends = _apply("tensor.concat", ranked[1:] != ranked[:-1], _constant(np.ones(1, bool), DType.bool), axis=0)
+    return _apply("tensor.scatter_add", ends.long(), order, axis=0, shape=tuple(positions.shape))
