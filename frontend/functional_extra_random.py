@@ -60,7 +60,7 @@ def _channels_of(input: Tensor) -> Tensor:
 
 def _alpha_dropout(function: str, input: Tensor, p: float, training: bool, like) -> Tensor:
     if not 0 <= p <= 1:
-        raise located_error(f"{function}: dropout probability has to be between 0 and 1, but got {p}")
+        raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")  # PyTorch's error and words
     if not training or p == 0:
         return input
     if not input.dtype.is_float:

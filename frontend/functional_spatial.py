@@ -245,9 +245,10 @@ def _warn_at_user_line(message: str) -> None:
 
 def _channel_dropout(input: Tensor, p: float, training: bool) -> Tensor:
     """One ``nn.dropout`` draw per ``(N, C)`` on ones shaped ``(N, C, 1, ...)``, broadcast over the spatial dims; the
-    seed comes from the traced graph as for ``F.dropout``. Nothing is traced unless training with ``p > 0``."""
-    if not 0 <= p < 1:
-        raise located_error(f"channel dropout: p must be in [0, 1), got {p}")
+    seed comes from the traced graph as for ``F.dropout``. Nothing is traced unless training with ``p > 0``; ``p = 1``
+    zeroes everything, as PyTorch's ``input * 0`` (``F.dropout``'s; a NaN stays NaN, the gradient is 0)."""
+    if not 0 <= p <= 1:
+        raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
     if not training or p == 0:
         return input
     shape = tuple(input.shape[:2]) + (1,) * (input.ndim - 2)
