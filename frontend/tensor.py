@@ -25,6 +25,7 @@ from kiln.frontend.tensor_inplace import VIEW_OPS, InPlaceMethods, check_fresh, 
 from kiln.frontend.tensor_linalg import LinalgMethods
 from kiln.frontend.tensor_math import MathMethods
 from kiln.frontend.tensor_more import MoreMethods
+from kiln.frontend.mask_dtype_checks import check_bool_mask
 from kiln.frontend.tensor_type_call import TensorTypeCall
 from kiln.frontend.torch_printoptions import array2string_options, text_options
 from kiln.frontend.torch_tensor_text import tensor_text
@@ -519,6 +520,7 @@ class Tensor(EagerMethods, InPlaceMethods, TorchMethods, MathMethods, DeviceMeth
 
     def masked_fill(self, mask: "Tensor", value: Any) -> "Tensor":
         """``value`` where ``mask`` (which broadcasts to this tensor's shape) is True; the gradient flows elsewhere."""
+        check_bool_mask(mask, "masked_fill_")
         if isinstance(value, Tensor) and value.dtype is not self.dtype:
             value = value.to(self.dtype)
         result = apply("tensor.where", mask, value, self)

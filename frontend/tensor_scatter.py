@@ -22,6 +22,7 @@ from kiln.frontend.autocast import autocasts
 from kiln.frontend.tensor_methods import _is_one
 from kiln.frontend.tensor_mixin_ops import _apply, _constant, _is_tensor, _where
 from kiln.frontend.tensor_shape_extras import _static_shape
+from kiln.frontend.mask_dtype_checks import check_bool_mask
 from kiln.frontend.trace import located_error
 
 
@@ -67,6 +68,7 @@ class ScatterMethods:
     def masked_scatter(self, mask: Any, source: Any) -> Any:
         """``source``'s elements in order into the places where ``mask`` (broadcast to this tensor) is True: the k-th
         True place takes ``source.flatten()[k]``, a ``take`` at the running count of the mask."""
+        check_bool_mask(mask, "masked_scatter_")
         same_dtype("masked_scatter", self, source)
         places = mask.broadcast_to(self.shape).reshape(-1)
         slot = places.long().cumsum(0) - 1
