@@ -151,19 +151,28 @@ class Parameter(Tensor):
         return state
 
     def copy_(self, array: Any) -> "Parameter":
-        """Overwrite the value in place from an array of the same shape. Traced, a buffer's new value is ``array``
-        (``self.running.copy_(new)``, which the training step writes back); a parameter refuses."""
+        """Overwrite the value in place from an array broadcast to its shape and cast to its dtype, as PyTorch's. Traced,
+        a buffer's new value is ``array`` (``self.running.copy_(new)``, which the training step writes back); a
+        parameter refuses."""
         if TraceContext.active():
             return super().copy_(array)
         check_leaf_write(self, "copy_")  # PyTorch's refusal while gradients are on (frontend/inplace_leaf_checks.py)
         array = np.asarray(array)
-        if array.shape != self.data.shape:
-            raise KilnError(f"cannot copy an array of shape {array.shape} into a parameter of shape {self.data.shape}")
-        np.copyto(self.data, array, casting="same_kind")
+        if not _broadcasts_to(array.shape, self.data.shape):
+            raise KilnError(f"cannot copy an array of shape {array.shape} into a parameter of shape {self.data.shape}: "
+                            "copy_ broadcasts the source to the parameter's shape, as PyTorch's")
+        np.copyto(self.data, array, casting="unsafe")  # any dtype, as PyTorch's (float into int64 truncates)
         return self
 
     def __repr__(self) -> str:
         return f"Parameter(shape={self.data.shape}, dtype={self.data.dtype})"
+
+
+def _broadcasts_to(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:
+    try:
+        return np.broadcast_shapes(shape, target) == target
+    except ValueError:
+        return False
 
 
 def clear_grads(parameters: Any, set_to_none: bool) -> None:
