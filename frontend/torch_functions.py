@@ -90,8 +90,11 @@ empty = zeros
 
 def full_like(input: Any, fill_value: Any, *, dtype: Any = None, device: Any = None, requires_grad: bool = False,
               memory_format: Any = None) -> Any:
-    if isinstance(input, Tensor):
+    if isinstance(input, Tensor) and (TraceContext.active() or not all(isinstance(d, int) for d in input.shape)):
         return _requiring_grad(input.new_full(input.shape, fill_value, dtype=dtype), requires_grad)
+    if isinstance(input, Tensor):  # eager: a tensor of its own memory, written in place as torch's (x[i] = v, add_)
+        target = np.dtype((input.dtype if dtype is None else DType.of(dtype)).numpy)
+        return _requiring_grad(_created(np.full(tuple(input.shape), cast_array(fill_value, target))), requires_grad)
     return _requiring_grad(_created(np.full_like(np.asarray(input), fill_value, dtype=None if dtype is None else _dtype(dtype, "float32"))),
                            requires_grad)
 
