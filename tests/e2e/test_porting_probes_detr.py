@@ -73,7 +73,7 @@ def _targets(torch, boxes, labels, counts):
     start, targets = 0, []
     for count in counts:
         targets.append({"labels": torch.tensor(labels[start:start + count]),
-                        "boxes": torch.tensor(boxes[start:start + count])})
+                        "boxes": torch.tensor(boxes[start:start + count], dtype=torch.get_default_dtype())})
         start += count
     return targets
 
@@ -95,7 +95,7 @@ def train_detr(steps=3, max_norm=0.1):
 
     def train(torch, nn, F, model):
         criterion, optimizer = model.criterion, _optimizer(torch, model)
-        samples, padding = torch.tensor(images), torch.tensor(mask)
+        samples, padding = torch.tensor(images, dtype=torch.get_default_dtype()), torch.tensor(mask)
         record = {"losses": [], "loss_dicts": {}, "indices": {}}
         for step in range(steps):
             targets = _targets(torch, boxes[step], labels[step], counts[step])
@@ -153,7 +153,7 @@ def train_detr_compiled_step(steps=2, max_norm=0.1):
             return losses
 
         run = kiln.compile(train_step) if torch is kiln else train_step
-        samples, padding = torch.tensor(images), torch.tensor(mask)
+        samples, padding = torch.tensor(images, dtype=torch.get_default_dtype()), torch.tensor(mask)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             losses = [run(samples, padding, _targets(torch, boxes[s], labels[s], counts[s])).item() for s in range(steps)]
@@ -172,7 +172,7 @@ def train_detr_compiled_model(steps=2, max_norm=0.1):
     def train(torch, nn, F, model):
         criterion, optimizer = model.criterion, _optimizer(torch, model)
         compiled = kiln.compile(model, fullgraph=True) if torch is kiln else model
-        samples, padding = torch.tensor(images), torch.tensor(mask)
+        samples, padding = torch.tensor(images, dtype=torch.get_default_dtype()), torch.tensor(mask)
         record = {"losses": []}
         for step in range(steps):
             targets = _targets(torch, boxes[step], labels[step], counts[step])
@@ -188,6 +188,12 @@ def train_detr_compiled_model(steps=2, max_norm=0.1):
         return record
 
     return train
+
+
+def test_detr_trains_as_torch_in_float32():
+    """DETR trains in float32 (the default dtype here): the same matches, and values at float32's level."""
+    ours, theirs = run_in_lockstep(detr_with(POSITION_DTYPES["float32 sine encoding (as DETR writes it)"]), train_detr())
+    assert_same_records(ours, theirs, rtol=2e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("compiled", ["whole step", "model"])
