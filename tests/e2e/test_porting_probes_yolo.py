@@ -11,7 +11,8 @@ FocalLoss rewriting its wrapped loss's ``reduction`` after construction, ``build
 ``.long()``, ``clamp_`` inside a tuple), the advanced-index write ``tobj[b, a, gj, gi] = iou.detach().clamp(0)
 .type(tobj.dtype)`` and ``t[range(n), tcls[i]] = self.cp``, the anchors as a float32 buffer divided in place by the
 strides, ``smart_optimizer``'s three SGD groups (nesterov, ``add_param_group``, BatchNorm weights found through
-``nn.__dict__``), a warmup by ``LambdaLR``.
+``nn.__dict__``), a warmup by ``LambdaLR`` and yolov5's per-iteration one (``np.interp`` into each param group's ``lr`` and
+``momentum``).
 
 What broke: ``tobj[b, a, gj, gi] = iou`` with two targets in one cell wrote their mean (a silently different
 objectness loss, 7e-4 relative); it now keeps the last write, as torch's CPU kernel
@@ -61,7 +62,7 @@ def _data(steps, images=2, size=32):
     return batches, targets
 
 
-def train_yolo(class_loss, steps=3, compiled_model=False, warmup=2, lrf=0.1, epochs=10):
+def train_yolo(class_loss, steps=3, compiled_model=False, warmup=2, lrf=0.1, epochs=10, warmup_iterations=1):
     batches, targets = _data(steps)
 
     def train(torch, nn, F, model):
@@ -75,6 +76,12 @@ def train_yolo(class_loss, steps=3, compiled_model=False, warmup=2, lrf=0.1, epo
         forward = kiln.compile(model, fullgraph=True) if compiled_model and torch is kiln else model
         record = {"losses": [], "items": []}
         for step in range(steps):
+            if step <= warmup_iterations:  # yolov5's per-iteration warmup of lr and momentum, over LambdaLR's
+                xi = [0, warmup_iterations]
+                for j, x in enumerate(optimizer.param_groups):
+                    x["lr"] = np.interp(step, xi, [0.1 if j == 0 else 0.0, x["initial_lr"] * lf(0)])
+                    if "momentum" in x:
+                        x["momentum"] = np.interp(step, xi, [0.8, 0.9])
             pred = forward(torch.tensor(batches[step], dtype=torch.get_default_dtype()))
             loss, loss_items = compute_loss(pred, torch.tensor(targets[step], dtype=torch.get_default_dtype()))
             optimizer.zero_grad()
