@@ -519,3 +519,27 @@ def test_byte_attention_mask_is_refused_as_torch():
         with pytest.raises((RuntimeError, TypeError), match="masked_fill_? only supports boolean masks, but got mask "
                                                             "with dtype (unsigned char|uint8)"):
             score.float().masked_fill(mask, -float("inf"))
+
+
+def test_transformer_xl_evaluates_with_longer_memory_and_same_length_as_torch(float64_default):
+    """eval.py's setting after a training step: ``model.reset_length(tgt_len=2, ext_len=0, mem_len=6)``,
+    ``same_length=True`` (the mask also hides keys further back than ``mem_len``: ``torch.triu(all_ones, 1 + mlen) +
+    torch.tril(all_ones, -mask_shift_len)`` as bool), ``model.eval()`` and ``torch.no_grad()`` over the segments."""
+    segments = [(data[:2], target[:2]) for data, target in _corpus(seed=1)] * 2
+
+    def evaluate(torch, nn, F, model):
+        train_xl()(torch, nn, F, model)
+        model.tgt_len, model.ext_len, model.mem_len, model.same_length = 2, 0, 6, True
+        model.eval()
+        record, mems = {"losses": [], "mems": {}}, tuple()
+        with torch.no_grad():
+            for index, (data, target) in enumerate(segments):
+                ret = model(torch.tensor(data), torch.tensor(target), *mems)
+                loss, mems = ret[0], ret[1:]
+                record["losses"].append(loss.mean().item())
+                record["mems"][f"segment {index}"] = {f"layer {i}": array(m) for i, m in enumerate(mems)}
+        return record
+
+    ours, theirs = run_in_lockstep(transformer_xl, evaluate)
+    assert_same_records(ours, theirs)
+    assert [m.shape[0] for m in theirs["mems"]["segment 5"].values()] == [6] * (N_LAYER + 1)
