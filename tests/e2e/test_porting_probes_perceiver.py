@@ -32,7 +32,8 @@ import numpy as np
 import pytest
 
 import kiln
-from e2e.probe_lockstep import array, assert_same_records, gradients, run_in_lockstep, snapshot
+from e2e.probe_lockstep import (array, assert_same_records, compiled_module_training, gradients, run_in_lockstep,
+                                snapshot)
 from oracles import require_torch
 
 BATCH, HEIGHT, WIDTH, CHANNELS, CLASSES = 2, 4, 3, 3, 5
@@ -296,6 +297,12 @@ def test_perceiver_compiled_step_as_torch(float64_default):
         return {"losses": losses, "state": snapshot(model)}
 
     ours, theirs = run_in_lockstep(perceiver, train)
+    assert_same_records(ours, theirs)
+
+
+def test_perceiver_compiled_model_as_torch(float64_default):
+    """``model = kiln.compile(model, fullgraph=True)`` before the eager loop (torch 2.x's ``torch.compile(model)``)."""
+    ours, theirs = run_in_lockstep(perceiver, compiled_module_training(train_perceiver(masked=True)))
     assert_same_records(ours, theirs)
 
 

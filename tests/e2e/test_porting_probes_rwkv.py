@@ -303,7 +303,8 @@ def test_rwkv_trains_as_torch(wkv_form, float64_default):
     assert theirs["losses"][-1] < theirs["losses"][0]
 
 
-def test_rwkv_compiled_step_as_torch(float64_default):
+@pytest.mark.parametrize("wkv_form", ["loop", "parallel"])
+def test_rwkv_compiled_step_as_torch(wkv_form, float64_default):
     """The whole step (the lr set by hand before each call, zero_grad, the L2Wrap loss, backward, Adam) compiled."""
     inputs, targets, _ = _data(3)
 
@@ -325,7 +326,7 @@ def test_rwkv_compiled_step_as_torch(float64_default):
             losses.append(run(torch.tensor(inputs[step]), torch.tensor(targets[step])).item())
         return {"losses": losses, "state": snapshot(model)}
 
-    ours, theirs = run_in_lockstep(rwkv, train)
+    ours, theirs = run_in_lockstep(lambda torch, nn, F: rwkv(torch, nn, F, wkv_form), train)
     assert_same_records(ours, theirs)
 
 
