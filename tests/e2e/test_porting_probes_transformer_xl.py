@@ -47,7 +47,7 @@ N_TOKEN, N_LAYER, N_HEAD, D_MODEL, D_HEAD, D_INNER = 13, 2, 2, 8, 4, 16
 TGT_LEN, MEM_LEN, BATCH, SEGMENTS = 4, 4, 2, 3
 
 
-def transformer_xl(torch, nn, F, div_val=1, cutoffs=(), clamp_len=-1, tie_weight=True):
+def transformer_xl(torch, nn, F, div_val=1, cutoffs=(), clamp_len=-1, tie_weight=True, pre_lnorm=False):
     class PositionalEmbedding(nn.Module):
         def __init__(self, demb):
             super().__init__()
@@ -361,7 +361,7 @@ def transformer_xl(torch, nn, F, div_val=1, cutoffs=(), clamp_len=-1, tie_weight
     model = MemTransformerLM(N_TOKEN, N_LAYER, N_HEAD, D_MODEL, D_HEAD, D_INNER, dropout=0.0, dropatt=0.0,
                              div_val=div_val, tgt_len=TGT_LEN, ext_len=0, mem_len=MEM_LEN, cutoffs=list(cutoffs),
                              clamp_len=clamp_len, d_embed=D_MODEL if div_val == 1 else 2 * D_MODEL,
-                             tie_weight=tie_weight)
+                             tie_weight=tie_weight, pre_lnorm=pre_lnorm)
     model.apply(weights_init(nn))
     model.word_emb.apply(weights_init(nn))
     return model
@@ -453,7 +453,7 @@ def train_xl(clip=0.25):
     return train
 
 
-VARIANTS = {"one table": dict(), "adaptive embedding, clamp_len": dict(div_val=2, cutoffs=(5,), clamp_len=3, tie_weight=False)}
+VARIANTS = {"one table": dict(), "pre-LayerNorm": dict(pre_lnorm=True), "adaptive embedding, clamp_len": dict(div_val=2, cutoffs=(5,), clamp_len=3, tie_weight=False)}
 LOSS_IN_FLOAT32 = {"losses": dict(rtol=2.5e-7, atol=0)}
 """``loss.float().mean()``: the mean of 8 float32 numbers, summed in another order by torch's vectorised kernel
 (kiln's is NumPy's, which is the float64 sum rounded more often): they may differ by an ulp of float32."""
