@@ -59,7 +59,10 @@ def export(function: Function) -> Function:
 
 
 def script_method(function: Function) -> Function:
-    """``@torch.jit.script_method`` on a ``ScriptModule``'s method: the function itself (run as Python)."""
+    """``@torch.jit.script_method`` on a ``ScriptModule``'s method: the function itself (run as Python), with torch
+    2.13's DeprecationWarning."""
+    warnings.warn("`kiln.jit.script_method` is deprecated. Please switch to `kiln.compile`.", DeprecationWarning,
+                  stacklevel=2)
     return function
 
 
