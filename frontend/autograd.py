@@ -25,6 +25,7 @@ from kiln.compiler.autodiff.differentiate import differentiate_outputs, ops_betw
 from kiln.compiler.errors import TraceError
 from kiln.compiler.ir.core import Value
 from kiln.frontend.eager_values import ARRAYS
+from kiln.frontend.inplace_leaf_checks import located
 from kiln.frontend.module import Parameter
 from kiln.frontend.tensor import Tensor, to_value
 from kiln.frontend.trace import TraceContext, located_error
@@ -36,7 +37,23 @@ def grad(outputs: Any, inputs: Any, grad_outputs: Any = None, retain_graph: Any 
     """``torch.autograd.grad``: ``sum_k grad_outputs[k]^T d outputs[k] / d input`` for each input, as a tuple.
 
     An input no output depends on is an error, or None with ``allow_unused=True``, or zeros with
-    ``materialize_grads=True``. ``retain_graph`` changes nothing: kiln's chains are never freed by a backward."""
+    ``materialize_grads=True``; an output or an input that does not require grad is PyTorch's RuntimeError
+    (``check_requires_grad``). ``retain_graph`` changes nothing: kiln's chains are never freed by a backward."""
+    outputs, inputs = _sequence(outputs), _sequence(inputs)
+    if materialize_grads and allow_unused is False:
+        raise ValueError("Expected allow_unused to be True or not passed when materialize_grads=True, but got: "
+                         "allow_unused=False.")
+    _check_inputs(inputs)
+    check_requires_grad(outputs, inputs)
+    return differentiate(outputs, inputs, grad_outputs, create_graph, allow_unused, is_grads_batched, materialize_grads)
+
+
+def differentiate(outputs: Any, inputs: Any, grad_outputs: Any = None, create_graph: bool = False,
+                  allow_unused: bool | None = None, is_grads_batched: bool = False,
+                  materialize_grads: bool = False) -> tuple[Any, ...]:
+    """``grad`` without PyTorch's ``requires_grad`` checks, for kiln's own transforms
+    (``runtime/autograd_functional_graph.py``): an input no output reaches gets None (or zeros), one that requires no
+    grad is differentiated all the same."""
     outputs, inputs = _sequence(outputs), _sequence(inputs)
     seeds = _seeds(grad_outputs, len(outputs))
     if is_grads_batched:
@@ -88,15 +105,38 @@ def empty_inputs_error(entry: str, advice: str) -> EmptyInputsError:
     return error
 
 
+class GradRequirementError(TraceError, RuntimeError):
+    """``grad`` of an output that requires no grad, or with respect to an input that requires none: a
+    ``RuntimeError``, as PyTorch's."""
+
+
+def check_requires_grad(outputs: Sequence[Any], inputs: Sequence[Any]) -> None:
+    """PyTorch's refusals, with its words: every output and every input must require grad (``requires_grad``, exact
+    eagerly and traced), else nothing connects them."""
+    for index, output in enumerate(outputs):
+        if isinstance(output, Tensor) and not output.requires_grad:
+            raise located(GradRequirementError, f"element {index} of tensors does not require grad and does not have a "
+                          f"grad_fn: kiln.autograd.grad's outputs[{index}] depends on no tensor that requires grad; "
+                          "mark the input with requires_grad_() (kiln.tensor(x, requires_grad=True)) before computing "
+                          "the output from it")
+    for index, input in enumerate(inputs):
+        if not input.requires_grad:
+            raise located(GradRequirementError, f"One of the differentiated Tensors does not require grad: inputs[{index}] "
+                          f"(shape {tuple(input.shape)}); mark it with requires_grad_() before computing the outputs "
+                          "from it (not a detach() or a no_grad result)")
+
+
 def _check_inputs(inputs: Sequence[Any]) -> None:
     if not inputs:
         raise empty_inputs_error("grad", "name the tensors to differentiate with respect to")
     for index, tensor in enumerate(inputs):
         if isinstance(tensor, Parameter) and not tensor.requires_grad:
-            raise located_error(f"kiln.autograd.grad: inputs[{index}] is a Parameter with requires_grad=False")
+            raise located(GradRequirementError, f"One of the differentiated Tensors does not require grad: "
+                          f"kiln.autograd.grad's inputs[{index}] is a Parameter with requires_grad=False")
         if not isinstance(tensor, Tensor) or not tensor.dtype.is_float:
             kind = f"an {tensor.dtype.numpy.name} tensor" if isinstance(tensor, Tensor) else type(tensor).__name__
-            raise located_error(f"kiln.autograd.grad: inputs[{index}] is {kind}; only floating-point tensors have gradients")
+            raise located(GradRequirementError, f"One of the differentiated Tensors does not require grad: "
+                          f"kiln.autograd.grad's inputs[{index}] is {kind}; only floating-point tensors have gradients")
 
 
 def _is_eager(tensor: Any) -> bool:
@@ -122,9 +162,10 @@ def _unused(grad: Any, input: Any, index: int, allow_unused: bool | None, materi
 
         return zeros_like(input)
     if not allow_unused:
-        raise located_error(f"kiln.autograd.grad: inputs[{index}] (shape {tuple(input.shape)}) is not used by the outputs; "
-                            "pass allow_unused=True to get None for it (or materialize_grads=True for zeros)")
+        raise located(GradRequirementError, f"The differentiated Tensor at index {index} appears to not have been used "
+                      f"in the graph: kiln.autograd.grad's inputs[{index}] (shape {tuple(input.shape)}) is not used by the "
+                      "outputs; pass allow_unused=True to get None for it (or materialize_grads=True for zeros)")
     return None
 
 
-__all__ = ["backward", "grad"]
+__all__ = ["GradRequirementError", "backward", "check_requires_grad", "differentiate", "grad"]

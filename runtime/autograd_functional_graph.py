@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from kiln.frontend.autograd import grad
+from kiln.frontend.autograd import differentiate as grad  # kiln's transforms: no requires_grad checks
 from kiln.frontend.eager_values import eager_leaf, eager_value
 from kiln.frontend.module import Parameter
 from kiln.frontend.torch_functions import stack

@@ -78,6 +78,7 @@ class GradFunction:
         for index in self.argnums:
             leaves, structure = flatten(_argument(args, index))
             aliases = [Tensor(alias(builder, _float_leaf(leaf, index).value)) for leaf in leaves]
+            TraceContext.current().grad_leaves.update(a.value for a in aliases)  # they require grad, as torch.func's
             args[index] = unflatten(structure, aliases)
             wrt.append([a.value for a in aliases])
             structures.append(structure)

@@ -28,7 +28,7 @@ def _close(kiln_tensor, torch_tensor, tol=1e-12):
 
 def test_grad_with_respect_to_an_input_and_an_activation_matches_torch():
     torch, net, twin, x = _twins()
-    kx, tx = kiln.tensor(x), torch.tensor(x, requires_grad=True)
+    kx, tx = kiln.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
     hidden, torch_hidden = net[1](net[0](kx)), twin[1](twin[0](tx))
     out, torch_out = net[2](hidden), twin[2](torch_hidden)
     u = np.random.RandomState(1).randn(5, 4)
@@ -52,7 +52,7 @@ def test_grad_of_several_outputs_with_respect_to_parameters_sums_every_read():
 
 def test_create_graph_gives_a_differentiable_gradient_for_a_gradient_penalty():
     torch, net, twin, x = _twins(3)
-    kx, tx = kiln.tensor(x), torch.tensor(x, requires_grad=True)
+    kx, tx = kiln.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
     (g,) = kiln.autograd.grad(net(kx).sum(), kx, create_graph=True)
     (tg,) = torch.autograd.grad(twin(tx).sum(), tx, create_graph=True)
     _close(g, tg)
@@ -65,7 +65,7 @@ def test_create_graph_gives_a_differentiable_gradient_for_a_gradient_penalty():
 
 
 def test_second_and_third_derivatives_by_repeated_grad():
-    x = kiln.tensor(np.array([0.5, -1.0, 2.0]))
+    x = kiln.tensor(np.array([0.5, -1.0, 2.0]), requires_grad=True)
     y = (x ** 3).sum()
     (d1,) = kiln.autograd.grad(y, x, create_graph=True)
     (d2,) = kiln.autograd.grad(d1.sum(), x, create_graph=True)
@@ -84,7 +84,7 @@ def test_eager_grad_in_a_loop_compiles_its_backward_once():
 
 
 def test_unused_inputs_are_an_error_or_none_or_zeros():
-    x, unused = kiln.tensor(np.ones(3)), kiln.tensor(np.ones(2))
+    x, unused = kiln.tensor(np.ones(3), requires_grad=True), kiln.tensor(np.ones(2), requires_grad=True)
     with pytest.raises(kiln.KilnError, match=r"inputs\[1\] \(shape \(2,\)\) is not used"):
         kiln.autograd.grad((x * x).sum(), [x, unused])
     assert kiln.autograd.grad((x * x).sum(), [x, unused], allow_unused=True)[1] is None
@@ -92,7 +92,7 @@ def test_unused_inputs_are_an_error_or_none_or_zeros():
 
 
 def test_bad_arguments_say_what_is_wrong():
-    x = kiln.tensor(np.ones(3))
+    x = kiln.tensor(np.ones(3), requires_grad=True)
     with pytest.raises(kiln.KilnError, match="int64 tensor; only floating-point"):
         kiln.autograd.grad((x * x).sum(), kiln.tensor(np.arange(3)))
     with pytest.raises(kiln.KilnError, match="grad_outputs has 2 entries for 1 outputs"):
@@ -117,6 +117,7 @@ def test_traced_grad_in_a_compiled_function_matches_torch():
     torch, net, twin, x = _twins(6)
 
     def input_gradient_norm(inputs):
+        inputs.requires_grad_()  # a compiled function's input requires no grad unless marked, as torch's
         (g,) = kiln.autograd.grad(net(inputs).logsumexp(1).sum(), inputs)
         return g.norm(dim=1)
 
@@ -133,6 +134,7 @@ class DoubleBackprop(nn.Module):
         self.net = net
 
     def forward(self, x):
+        x.requires_grad_()  # the batch is differentiated: marked, as torch requires
         out = self.net(x)
         (g,) = kiln.autograd.grad(out.logsumexp(1).sum(), x, create_graph=True)
         return out, (g ** 2).sum(1).mean()
