@@ -133,6 +133,8 @@ def softmax(x, *, axis: int):
 @NUMPY.register("nn.log_softmax")
 def log_softmax(x, *, axis: int):
     # log_softmax = (x - max) - log(sum(exp(x - max))), written over one temporary
+    if np.size(x) == 0:  # an empty axis has no max (NumPy's reduce would raise); the result is as empty
+        return np.empty_like(x)
     shifted = np.subtract(x, np.maximum.reduce(x, axis=axis, keepdims=True))
     total = np.add.reduce(np.exp(shifted), axis=axis, keepdims=True)
     return np.subtract(shifted, np.log(total, out=total), out=shifted)

@@ -26,6 +26,8 @@ def where_into(condition: np.ndarray, x: np.ndarray, y: np.ndarray, out: np.ndar
 
 def softmax_into(x: np.ndarray, out: np.ndarray, axis: int) -> np.ndarray:
     # softmax = exp(x - max) / sum(exp(x - max))
+    if out.size == 0:  # nothing to write (an empty axis has no max: NumPy's reduce would raise)
+        return out
     np.subtract(x, np.maximum.reduce(x, axis=axis, keepdims=True), out=out)
     np.exp(out, out=out)
     if axis not in (-1, out.ndim - 1):
