@@ -357,7 +357,9 @@ def _repeat(input: Tensor, *sizes: Any) -> Tensor:
         spread += [1, size] if count != 1 else [size]
         tiled += [int(count), size] if count != 1 else [size]
         merged.append(dim_product([int(count), size]))
-    return input.reshape(tuple(spread)).broadcast_to(tuple(tiled)).reshape(tuple(merged))
+    from kiln.frontend.view_writes import own_storage  # lazily: it builds on the tensor
+
+    return own_storage(input.reshape(tuple(spread)).broadcast_to(tuple(tiled)).reshape(tuple(merged)), input)  # a copy
 
 
 def _narrow(input: Tensor, dim: int, start: int, length: int) -> Tensor:

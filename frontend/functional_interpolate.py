@@ -57,7 +57,10 @@ def interpolate(input: Tensor, size: Any = None, scale_factor: Any = None, mode:
         return result
 
     # a half input interpolates in float32 (weights and sums) and rounds once, as PyTorch's CPU kernel; nearest only gathers
-    return in_opmath(resize, input) if mode in LINEAR_MODES or mode == "bicubic" else resize(input)
+    from kiln.frontend.view_writes import own_storage  # lazily: it builds on the tensor
+
+    result = in_opmath(resize, input) if mode in LINEAR_MODES or mode == "bicubic" else resize(input)
+    return own_storage(result, input)  # a new tensor, as torch's (an unchanged size gave the input itself)
 
 
 def _check_interpolate_mode(input: Tensor, mode: str, align_corners: bool | None, antialias: bool) -> None:

@@ -111,12 +111,14 @@ def pad(input: Tensor, pad: Sequence[int], mode: str = "constant", value: float 
         from kiln.frontend.functional_spatial import pad_from_edges
 
         return pad_from_edges(input, pad, mode)
-    pairs = _constant_pad_pairs(input, pad)
+    pairs, source = _constant_pad_pairs(input, pad), input
     low, high = tuple(max(before, 0) for before, _ in pairs), tuple(max(after, 0) for _, after in pairs)
     value = 0.0 if value is None else float(value)
     if any(low + high):
         input = apply("tensor.pad", input, low=low, high=high, interior=(0,) * input.ndim, value=value)
-    return _crop(input, pairs)
+    from kiln.frontend.view_writes import own_storage  # lazily: it builds on the tensor
+
+    return own_storage(_crop(input, pairs), source)  # a new tensor, as torch's, not a view of the input
 
 
 def _constant_pad_pairs(input: Tensor, pad: Sequence[int]) -> list[tuple[int, int]]:

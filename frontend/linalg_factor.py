@@ -295,7 +295,7 @@ def cholesky_solve(B: Any, L: Any, upper: bool = False) -> Any:
 def cholesky_inverse(L: Any, upper: bool = False) -> Any:
     """``A^-1`` for ``A = L L^T`` (``upper``: ``U^T U``) from its Cholesky factor (``torch.cholesky_inverse``)."""
     n = _square_size("cholesky_inverse", L)
-    return cholesky_solve(_eye(n, L.dtype).expand_as(L), L, upper)
+    return cholesky_solve(_eye(n, L.dtype).broadcast_to(L.shape), L, upper)
 
 
 @autocasts("triangular_solve")

@@ -28,7 +28,7 @@ def matrix_power(A: Any, n: int) -> Any:
         raise located_error(f"linalg.matrix_power: n must be an int, got {n!r}")
     size = _square_size("linalg.matrix_power", A)
     if n == 0:
-        return _eye(size, A.dtype).expand_as(A)
+        return _eye(size, A.dtype).broadcast_to(A.shape)  # a fresh tensor, not a view
     base, power, result = core.inv(A) if n < 0 else A, abs(n), None
     while True:  # binary powers, least significant bit first (PyTorch's order of products)
         if power & 1:

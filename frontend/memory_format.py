@@ -4,7 +4,7 @@
 
 A kiln value has no strides: the backend lays arrays out, so a memory format changes no value and no result; the
 calls take it and return what they would without it, and ``is_contiguous(memory_format=...)`` is True for every
-format (``frontend/tensor_device.py``). ``x.stride()`` is the row-major strides, not channels-last's.
+format (``frontend/tensor_strides.py``). ``x.stride()`` is the row-major strides, not channels-last's.
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ from kiln.frontend.tensor_inplace import VIEW_OPS, InPlaceMethods, check_fresh, 
 from kiln.frontend.tensor_linalg import LinalgMethods
 from kiln.frontend.tensor_math import MathMethods
 from kiln.frontend.tensor_more import MoreMethods
+from kiln.frontend.tensor_strides import StrideMethods
 from kiln.frontend.mask_dtype_checks import check_bool_mask
 from kiln.frontend.tensor_type_call import TensorTypeCall
 from kiln.frontend.torch_printoptions import array2string_options, text_options
@@ -45,7 +46,7 @@ class ValuesIndices(NamedTuple):
     indices: "Tensor"
 
 
-class Tensor(EagerMethods, InPlaceMethods, TorchMethods, MathMethods, DeviceMethods, ExtraMethods, LinalgMethods, MoreMethods):
+class Tensor(EagerMethods, InPlaceMethods, TorchMethods, MathMethods, StrideMethods, DeviceMethods, ExtraMethods, LinalgMethods, MoreMethods):
     """A symbolic tensor during tracing; in-place methods rebind it (``frontend/tensor_inplace.py``), more of PyTorch's
     methods are in ``frontend/tensor_methods.py`` and ``frontend/tensor_math.py``."""
 
@@ -297,15 +298,13 @@ class Tensor(EagerMethods, InPlaceMethods, TorchMethods, MathMethods, DeviceMeth
     def reshape(self, *shape: Any) -> "Tensor":
         return apply("tensor.reshape", self, shape=_resolved_reshape(tuple(self.shape), tuple(_flatten_args(shape))))
 
-    view = reshape
-
     def view_as(self, other: "Tensor") -> "Tensor":
         return self.reshape(other.shape)
 
     reshape_as = view_as
 
     def expand_as(self, other: "Tensor") -> "Tensor":
-        return self.broadcast_to(other.shape)
+        return self.expand(other.shape)
 
     def type_as(self, other: "Tensor") -> "Tensor":
         return self if self.dtype is other.dtype else self.to(other.dtype)
@@ -463,7 +462,11 @@ class Tensor(EagerMethods, InPlaceMethods, TorchMethods, MathMethods, DeviceMeth
         target = tuple(self.shape[i - offset] if isinstance(d, int) and d == -1 else d for i, d in enumerate(target))
         return apply("tensor.broadcast_to", self, shape=target)
 
-    expand = broadcast_to
+    def expand(self, *shape: Any) -> "Tensor":
+        """``broadcast_to`` as PyTorch's expanded view: writes through it follow (or are refused) as torch's."""
+        from kiln.frontend.view_writes import expanded_view
+
+        return expanded_view(self.broadcast_to(*shape), self)
 
     # indexing and the CNN/transformer methods (``frontend/functional_nn.py``) ------
     def __getitem__(self, index: Any) -> "Tensor":
@@ -623,7 +626,7 @@ def apply(op_name: str, *operands: Any, **attrs: Any) -> Any:
         return tuple([_tensor_of(r) for r in result])
     tensor = _tensor_of(result)
     if op_name in VIEW_OPS and isinstance(operands[0], Tensor):
-        link_view(tensor, operands[0])
+        link_view(tensor, operands[0], op_name, attrs)
     return tensor
 
 

@@ -134,10 +134,6 @@ class DeviceMethods:
     def is_complex(self) -> bool:
         return False
 
-    def is_contiguous(self, memory_format: Any = None) -> bool:
-        """True: a traced value has no strides; the backend lays values out (``contiguous()`` is the identity)."""
-        return True
-
     def element_size(self) -> int:
         return self.dtype.numpy.itemsize  # type: ignore[attr-defined]
 

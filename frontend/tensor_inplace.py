@@ -12,13 +12,14 @@ out[:, 0] = cls                       ->   %out.1 = "tensor.where"(%column0, "te
 As in PyTorch, the result keeps the tensor's shape and dtype (a float result is cast back into a float tensor; one
 that would widen the shape, or write floats into an integer tensor, is an error).
 
-What PyTorch shares between a view and its base cannot all be rebound. After ``y = x[0]; y.add_(1)`` PyTorch's ``x``
-has changed too, and after ``x.add_(1)`` so has ``y``. A write to a view made by basic indexing (``x[0].zero_()``,
-``x[:, 1:3].mul_(2)``) is the index assignment ``x[0] = ...``: the base gets the new values, and other views indexed
-from the base at places the write missed stay valid (``x[0]`` after a write to ``x[1]``). Every other write marks
-the rest of the tensor's view family (the base and the views made from it by indexing, reshape, transpose,
-squeeze/unsqueeze, expand) stale, and reading a stale tensor is an error that names the line of the write. A program
-either computes what PyTorch computes or stops with that error; it never silently computes something else.
+What PyTorch shares between a view and its base is followed. After ``y = x[0]; y.add_(1)`` PyTorch's ``x`` has
+changed too, and after ``x.add_(1)`` so has ``y``. A write to a view made by basic indexing (``x[0].zero_()``,
+``x[:, 1:3].mul_(2)``) is the index assignment ``x[0] = ...``; one through a transpose, reshape, squeeze/unsqueeze,
+expand or ``diagonal`` (``x.t().fill_(0)``, ``cov.diagonal().add_(eps)``) gives the base the values it puts there
+(``view_writes.py``). Either way the rest of the view family goes stale, and a stale view is made again from its base
+when read. Aliasing kiln does not follow (a write through ``x.data``, a reshape whose strides depend on a symbolic
+dim) leaves the others stale for good: reading one is an error that names the line of the write. A program either
+computes what PyTorch computes or stops with that error; it never silently computes something else.
 
 Parameters are the model's state, not intermediates. While gradients are on, an in-place write to a parameter that
 requires grad (or a tensor marked by ``requires_grad_()``, or a view of either) is PyTorch's RuntimeError
@@ -46,6 +47,7 @@ from kiln.frontend.eager_values import GRAD_TENSORS, count_update
 from kiln.frontend.inplace_leaf_checks import check_leaf_write, located, view_base_to_record
 from kiln.frontend.tensor_methods import _is_one
 from kiln.frontend.trace import TraceContext, located_error, user_location
+from kiln.frontend.view_writes import check_overlap, record_view, refreshed, write_through_view
 
 VIEW_OPS = frozenset({"tensor.reshape", "tensor.transpose", "tensor.slice", "tensor.squeeze", "tensor.expand_dims", "tensor.broadcast_to"})
 """Ops whose result PyTorch makes a view of their first operand (``reshape`` and ``flatten`` may be one)."""
@@ -61,12 +63,14 @@ class ViewFamily:
         """Views of a parameter, which is not a member (a parameter outlives the trace, a stale mark would too)."""
 
 
-def link_view(view: Any, base: Any) -> None:
-    """Record that ``view`` (a result of a ``VIEW_OPS`` op) shares ``base``'s storage in PyTorch. Views of a parameter
-    share one family with no members: a write through one is refused before any member is read (``rebind``), and every
-    ``Linear`` forward takes one (``weight.T``)."""
+def link_view(view: Any, base: Any, op: str | None = None, attrs: dict[str, Any] | None = None) -> None:
+    """Record that ``view`` (a result of a ``VIEW_OPS`` op, ``op(base, **attrs)``) shares ``base``'s storage in PyTorch
+    (not where torch's op copies: ``view_writes.record_view``). Views of a parameter share one family with no members:
+    every ``Linear`` forward takes one (``weight.T``)."""
     from kiln.frontend.module import Parameter
 
+    if op is not None and not record_view(view, base, op, attrs or {}):
+        return
     leaf = view_base_to_record(view, base)
     if leaf is not None:
         view._view_base = leaf  # a write through the view is checked as PyTorch's (inplace_leaf_checks.py)
@@ -89,11 +93,12 @@ _PARAMETER_VIEWS = ViewFamily(of_parameter=True)
 def check_fresh(tensor: Any) -> None:
     """Refuse to read a tensor whose PyTorch storage was written through another member of its view family."""
     written_at = tensor.__dict__.get("_stale")
-    if written_at is not None:
+    if written_at is not None and not refreshed(tensor):  # a followed view is made again from its base
         raise located_error(
             f"this {tensor.type} shares its storage (in PyTorch) with a tensor written in place at {written_at}; "
-            "kiln does not write through views, so its value here would differ from PyTorch's. Write out of place "
-            "(y = x + 1) or into the base itself (x[i] = v) before taking views")
+            "kiln does not write through views like that one (x.data, x.detach(), a reshape whose strides depend on a "
+            "symbolic dim), so its value here would differ from PyTorch's. Write out of place (y = x + 1) or into the "
+            "base itself (x[i] = v) before taking views")
 
 
 def rebind(tensor: Any, result: Any, method: str, written: Any = None) -> Any:
@@ -114,6 +119,8 @@ def rebind(tensor: Any, result: Any, method: str, written: Any = None) -> Any:
     marked_leaf = _marked_leaf(tensor)
     if "_indexed_from" in tensor.__dict__:
         return write_through_index(tensor, result, method)
+    if "_view_of" in tensor.__dict__:
+        return write_through_view(tensor, result, method, written)
     family = tensor.__dict__.get("_family")
     if family is not None and family.of_parameter:
         raise located_error(f"{method} writes through a view of a parameter or buffer: kiln does not write through views; "
@@ -123,9 +130,7 @@ def rebind(tensor: Any, result: Any, method: str, written: Any = None) -> Any:
         written_at = location.describe() if location is not None else "an earlier line"
         for member in list(family.members.values()):
             if member is not tensor and not untouched(member, tensor, written):
-                member._stale = written_at
-        family.members.pop(id(tensor), None)
-        tensor._family = None
+                member._stale = written_at  # made again from this tensor when read, if a followed view
     tensor._value = result.value
     if marked_leaf:
         GRAD_TENSORS[result.value] = weakref.ref(tensor)  # still the leaf whose .grad backward() fills
@@ -193,6 +198,7 @@ def in_place(tensor: Any, method: str, traced: Callable[[Any], Any], untraced: C
     """Apply ``traced`` (Tensor -> Tensor) in place; on a parameter outside a trace, ``untraced`` on its array."""
     from kiln.frontend.module import Parameter
 
+    check_overlap(tensor, method)
     if isinstance(tensor, Parameter) and not TraceContext.active():
         check_leaf_write(tensor, method)
         data = tensor.data

@@ -202,21 +202,16 @@ class MathMethods:
             return _apply("tensor.where", _apply("tensor.constant", value=placed), rows, 0.0 if self.dtype.is_float else 0)
         if self.ndim != 2:
             raise located_error(f"diag takes a 1-D or 2-D tensor, got {self.type}")
-        return self.diagonal(diagonal)
+        return diagonal_values(self, diagonal)
 
     def diagonal(self, offset: int = 0, dim1: int = 0, dim2: int = 1) -> Any:
-        """The elements ``[i, i + offset]`` of the ``(dim1, dim2)`` planes, as the last dim (PyTorch's order)."""
-        from kiln.frontend.functional import movedim
+        """The elements ``[i, i + offset]`` of the ``(dim1, dim2)`` planes, as the last dim (PyTorch's order); a view,
+        as PyTorch's: ``cov.diagonal().add_(eps)`` writes ``cov`` (``frontend/view_writes.py``)."""
+        from kiln.frontend.tensor_inplace import link_view
 
-        planes = movedim(self, (dim1 % self.ndim, dim2 % self.ndim), (-2, -1))
-        rows, columns = planes.shape[-2:]
-        if not isinstance(rows, int) or not isinstance(columns, int):
-            raise located_error(f"diagonal of symbolic dims of {self.type} is not supported")
-        count = max(0, min(rows, columns - offset) if offset >= 0 else min(rows + offset, columns))
-        first = (0, offset) if offset >= 0 else (-offset, 0)
-        flat = planes.reshape(tuple(planes.shape[:-2]) + (rows * columns,))
-        indices = np.asarray([(first[0] + i) * columns + first[1] + i for i in range(count)], np.int64)
-        return _apply("tensor.take", flat, _apply("tensor.constant", value=indices), axis=-1)
+        result = diagonal_values(self, offset, dim1, dim2)
+        link_view(result, self, "diagonal", {"offset": offset, "dim1": dim1, "dim2": dim2})
+        return result
 
     def diff(self, n: int = 1, dim: int = -1, prepend: Any = None, append: Any = None) -> Any:
         """Differences of neighbours along ``dim``, ``n`` times (after joining ``prepend``/``append``)."""
@@ -341,3 +336,18 @@ def _padded(rows: Any, diagonal: int, size: int) -> Any:
 
     shift = abs(diagonal)
     return pad(rows, (shift, 0) if diagonal > 0 else (0, 0, shift, 0))
+
+
+def diagonal_values(x: Any, offset: int = 0, dim1: int = 0, dim2: int = 1) -> Any:
+    """``x.diagonal(offset, dim1, dim2)``'s values, a new tensor (``diag`` of a matrix: a copy, as PyTorch's)."""
+    from kiln.frontend.functional import movedim
+
+    planes = movedim(x, (dim1 % x.ndim, dim2 % x.ndim), (-2, -1))
+    rows, columns = planes.shape[-2:]
+    if not isinstance(rows, int) or not isinstance(columns, int):
+        raise located_error(f"diagonal of symbolic dims of {x.type} is not supported")
+    count = max(0, min(rows, columns - offset) if offset >= 0 else min(rows + offset, columns))
+    first = (0, offset) if offset >= 0 else (-offset, 0)
+    flat = planes.reshape(tuple(planes.shape[:-2]) + (rows * columns,))
+    indices = np.asarray([(first[0] + i) * columns + first[1] + i for i in range(count)], np.int64)
+    return _apply("tensor.take", flat, _apply("tensor.constant", value=indices), axis=-1)

@@ -103,11 +103,12 @@ class TorchMethods(BitwiseMethods):
         return _tensor_class()(copied)
 
     def contiguous(self, memory_format: Any = None) -> Any:
-        """The tensor itself: kiln values have no strides (``frontend/memory_format.py``)."""
+        """The tensor itself where PyTorch's strides are contiguous, else a copy (a write to it leaves this tensor alone),
+        as PyTorch's; every memory format is kiln's one layout (``frontend/memory_format.py``)."""
         from kiln.frontend.memory_format import check_rank
 
         check_rank(memory_format, self.ndim, "contiguous")
-        return self
+        return self if self.is_contiguous() else self.clone()
 
     # new tensors like this one ---------------------------------------------
     def new_full(self, size: Any, fill_value: Any, *, dtype: Any = None) -> Any:

@@ -14,6 +14,7 @@ import numpy as np
 from kiln.frontend.autocast import autocasts
 from kiln.frontend.inplace_leaf_checks import check_leaf_write
 from kiln.frontend.tensor_inplace import check_fresh
+from kiln.frontend.view_writes import reshape_in_place
 from kiln.frontend.tensor_mixin_ops import _apply, _constant, _is_tensor, _where
 from kiln.frontend.trace import located_error
 
@@ -179,6 +180,6 @@ def _reshaped_in_place(tensor: Any, result: Any, method: str) -> Any:
     if isinstance(tensor, Parameter):
         raise located_error(f"{method} on a parameter or buffer would change its shape; take the view out of place")
     check_fresh(tensor)
-    tensor._value = result.value
-    tensor.__dict__.pop("_indexed_from", None)  # no longer base[index] in that shape: later writes rebind it alone
+    if result is not tensor:
+        reshape_in_place(tensor, result)  # a view of its old self, which its earlier views now hang from
     return tensor

@@ -63,7 +63,7 @@ def _traced_full(shape: tuple[Any, ...], fill_value: Tensor, dtype: Any) -> Tens
         raise located_error(f"full: fill_value must be a number or a 0-d tensor, got a tensor of shape {tuple(fill_value.shape)}")
     kind = fill_value.dtype
     inferred = DType.bool if kind == DType.bool else get_default_dtype() if kind.is_float else DType.i64
-    return fill_value.to(inferred if dtype is None else dtype).expand(shape)
+    return fill_value.to(inferred if dtype is None else dtype).broadcast_to(shape)  # a fresh tensor, not a view
 
 
 def zeros(*size: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False, **keyword: Any) -> Any:

@@ -4,12 +4,10 @@
 ``torch.load`` into a ``types.SimpleNamespace`` tree, ``.float()``, the recurrent state as one ``(5 * n_layer, n_embd)``
 tensor whose rows are read as views (``aa = state[5*i+2]``) and written by item assignment (``state[5*i+2] = ...``).
 
-What broke: ``torch.jit.ScriptModule``/``script_method`` were missing (now in ``kiln.jit``). Still open (strict xfail
-below, so it fails once fixed): after ``state[5*i+2] = ...``, reading ``bb = state[5*i+3]`` (a view of another row,
-which the write left alone) is refused at HEAD ("shares its storage ... kiln does not write through views"); the
-uncommitted writes-through-views work handles it. In that working tree the probe then stops earlier, in ``L2Wrap``'s
-backward: ``torch.zeros_like(y)`` traced (a custom Function's backward is traced) is counted as an expanded tensor
-and its ``scatter_`` refused (the traced half of commit 790eeec's note).
+What broke: ``torch.jit.ScriptModule``/``script_method`` were missing (now in ``kiln.jit``); after
+``state[5*i+2] = ...``, reading ``bb = state[5*i+3]`` (a view of another row, which the write left alone) was refused
+("shares its storage ... kiln does not write through views") until views were made again from their base when read
+(``frontend/view_writes.py``).
 """
 
 from __future__ import annotations
@@ -21,7 +19,6 @@ import pytest
 
 from e2e.probe_lockstep import array, run_in_lockstep
 from e2e.test_porting_probes_rwkv import CTX, EMBED, LAYERS, VOCAB, _data, rwkv, train_rwkv
-from kiln.compiler.errors import TraceError
 from oracles import require_torch
 
 
@@ -121,8 +118,6 @@ def rwkv_rnn(torch, F, path, n_layer=LAYERS, n_embd=EMBED):
     return RWKV_RNN()
 
 
-@pytest.mark.xfail(raises=TraceError, strict=True, reason="reading a row view of the state after writing another row "
-                   "is refused until kiln writes through views (see the module docstring)")
 def test_rwkv_rnn_mode_from_saved_weights_as_torch(tmp_path):
     """Train a few float32 steps (GPT mode), ``torch.save`` the state_dict, load it into RWKV_in_150_lines' RNN (a
     ``torch.jit.ScriptModule`` with ``@torch.jit.script_method``s: TorchScript in torch, Python in kiln) and feed the
