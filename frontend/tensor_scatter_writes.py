@@ -11,7 +11,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+from kiln.compiler.errors import TraceError
 from kiln.compiler.ir.types import DType
+from kiln.frontend.inplace_leaf_checks import located
 from kiln.frontend.tensor_mixin_ops import _apply, _constant, _is_tensor, _where
 from kiln.frontend.tensor_scatter import _mean_of_writes
 from kiln.frontend.tensor_shape_extras import _static_shape
@@ -20,10 +22,22 @@ from kiln.frontend.trace import located_error
 
 _REDUCES = ("sum", "prod", "mean", "amax", "amin")
 
+_ALIASES = {"max": "amax", "min": "amin"}
+"""``scatter_reduce``'s other names, which PyTorch 2.13 accepts quietly (``index_reduce`` refuses them)."""
+
+
+class ScatterReduceError(TraceError, RuntimeError):
+    """A ``reduce`` that ``scatter_reduce``/``index_reduce`` do not know: a ``RuntimeError``, as PyTorch's."""
+
 
 def _check_reduce(method: str, reduce: str, allowed: tuple[str, ...]) -> None:
-    if reduce not in allowed:
-        raise located_error(f"{method}: reduce must be one of {', '.join(allowed)}, got {reduce!r}")
+    """PyTorch's refusal of an unknown ``reduce``, with its words (``scatter_reduce`` also takes ``"max"``/``"min"``)."""
+    if reduce in allowed or (method == "scatter_reduce" and reduce in _ALIASES):
+        return
+    names = f"{', '.join(allowed[:-1])} or {allowed[-1]}"
+    words = (f"reduce argument must be either {names}, got {reduce}" if method == "scatter_reduce" else
+             f"{method}(): Expected reduce to be one of {names} but got {reduce}.")
+    raise located(ScatterReduceError, f"{words} ({method}: pick one of those names)")
 
 
 def _static_dim(method: str, x: Any, axis: int) -> int:
@@ -78,6 +92,7 @@ _IDENTITIES = {"sum": 0.0, "mean": 0.0, "prod": 1.0, "amax": -math.inf, "amin": 
 def _combined(x: Any, hits: Any, values: Any, reduce: str, include_self: bool, back: Callable[[Any], Any], at: int = -2) -> Any:
     """The written values reduced over the writes (axis ``at`` of ``hits``/``values``), combined with ``x`` where
     something was written; ``back`` moves the reduced result to ``x``'s layout."""
+    reduce = _ALIASES.get(reduce, reduce)
     identity = _IDENTITIES[reduce]
     if not x.dtype.is_float and math.isinf(identity):
         identity = np.iinfo(x.dtype.numpy).min if identity < 0 else np.iinfo(x.dtype.numpy).max

@@ -243,8 +243,8 @@ def test_byte_char_and_short_cast_as_torch():
 
 
 @pytest.mark.parametrize("call, message", [
-    (lambda x: x.scatter_reduce(0, x.long(), x, "max"), "reduce must be one of sum, prod, mean, amax, amin, got 'max'"),
-    (lambda x: x.index_reduce(0, x[0].long(), x, "sum"), "reduce must be one of prod, mean, amax, amin"),
+    (lambda x: x.scatter_reduce(0, x.long(), x, "add"), "reduce argument must be either sum, prod, mean, amax or amin, got add"),
+    (lambda x: x.index_reduce(0, x[0].long(), x, "sum"), "Expected reduce to be one of prod, mean, amax or amin but got sum"),
     (lambda x: x.gcd(x), "gcd takes integer tensors"),
     (lambda x: x.long().frexp(), "frexp takes a floating tensor"),
     (lambda x: x.sum_to_size(3), r"does not broadcast from the size \(3,\)"),
