@@ -65,6 +65,8 @@ def record_sparse_lookup(rows: Any, weight: Any, input: Any, padding_idx: int | 
                             "for a dense gradient and a compiled step (with Adam or SGD in place of SparseAdam)")
     if TraceContext.active() and not TraceContext.current().eager:
         _note_traced(weight)  # its gradient will be dense: SparseAdam's refusal says why
+        if is_grad_enabled() and getattr(weight, "requires_grad", False):
+            TRAINED_LOOKUPS.setdefault(TraceContext.current(), []).append(caller)
         return
     value, indices = getattr(rows, "__dict__", {}).get("_value"), _indices(input)
     leaf = value.producer.operands[0] if value is not None and value.producer is not None else None
@@ -73,6 +75,10 @@ def record_sparse_lookup(rows: Any, weight: Any, input: Any, padding_idx: int | 
     kept = None if padding_idx is None else indices != padding_idx % weight.shape[0]
     SPARSE_READS[leaf] = SparseRead(weakref.ref(value), indices, kept, tuple(weight.shape))
 
+
+TRAINED_LOOKUPS: "weakref.WeakKeyDictionary[TraceContext, list[str]]" = weakref.WeakKeyDictionary()
+"""The sparse lookups of a trained weight each trace made (by the function's name): a ``kiln.compile``d forward whose
+backward runs eagerly refuses to compile them (``runtime/compiled_training.py``), its weight's gradient being sparse."""
 
 _TRACED: "dict[int, weakref.ref[Any]]" = {}
 """Weights a traced function looked up with ``sparse=True`` (by ``id``, with a weak reference to tell reuse)."""
@@ -96,4 +102,4 @@ def _indices(input: Any) -> np.ndarray | None:
     return None if array is None else np.asarray(array, dtype=np.int64).reshape(-1)
 
 
-__all__ = ["SPARSE_READS", "SparseRead", "looked_up_sparsely_in_a_trace", "record_sparse_lookup"]
+__all__ = ["SPARSE_READS", "SparseRead", "TRAINED_LOOKUPS", "looked_up_sparsely_in_a_trace", "record_sparse_lookup"]

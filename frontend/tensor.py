@@ -716,7 +716,7 @@ def _array_as_tensor(operand: Any) -> Any:
         return owner.detach()
     if not isinstance(operand, np.ndarray) or operand.dtype.kind not in "biuf":
         return operand
-    return eager_tensor(np.asarray(operand).view(np.ndarray))
+    return apply("tensor.constant", value=np.asarray(operand).view(np.ndarray))  # traced: a constant, not a lifted input
 
 
 def _promoted_dtype(op_name: str, values: tuple[Any, ...]) -> DType:
@@ -731,8 +731,13 @@ def to_value(context: TraceContext, operand: Any, dtype: DType | None) -> Value:
     constant, a Python scalar in ``dtype`` (weakly typed, as in PyTorch; ``dtype`` may be None only for a tensor)."""
     if isinstance(operand, Tensor):
         check_fresh(operand)
-        array = None if context.eager else eager_array(operand)
-        return operand.value if array is None else context.emit("tensor.constant", value=array)  # an eager tensor in a trace
+        value = None if context.eager else operand.__dict__.get("_value")
+        array = None if value is None else ARRAYS.get(value)
+        if array is None:
+            return operand.value
+        if context.lifting is not None and not operand.requires_grad:  # kiln.compile: fed at each call (a closure's)
+            return context.lifting.lifted_input(context.graph, operand, array)
+        return context.emit("tensor.constant", value=eager_array(operand))  # an eager tensor in a trace: its values now
     owner = traced_data(operand)
     if owner is not None:  # p.data as an operand in a trace: p's value now, without a gradient (not a constant)
         return context.without_gradient(context.current_value_of(owner))

@@ -59,6 +59,40 @@ class TorchArray(np.ndarray):
         return lambda *args, **kwargs: (method(*args, **kwargs), self)[1]  # in place: the array itself, as PyTorch's
 
 
+def _in_place_operator(name: str, method: str) -> Any:
+    """``TorchArray.__iadd__`` &c.: with a kiln tensor on the right (``state_dict()["w"] += t``), the write into this
+    array PyTorch's tensors make (NumPy would defer to the tensor and rebind the name to a new tensor, leaving the
+    parameter unchanged); in a trace, the parameter's traced in-place method. Otherwise NumPy's."""
+    numpy_operator = getattr(np.ndarray, name)
+
+    def operator(self: TorchArray, other: Any) -> Any:
+        if not _is_tensor(other):
+            return numpy_operator(self, other)
+        traced = traced_data(self)
+        if traced is not None:
+            traced_method(traced, method)(other)
+            return self
+        return numpy_operator(self, np.asarray(other))  # an eager tensor's values (a traced one refuses, naming why)
+
+    operator.__name__ = operator.__qualname__ = name
+    return operator
+
+
+def _is_tensor(value: Any) -> bool:
+    global _TENSOR
+    if _TENSOR is None:
+        from kiln.frontend.tensor import Tensor  # lazily (once): the tensor builds on this module
+
+        _TENSOR = Tensor
+    return isinstance(value, _TENSOR)
+
+
+_TENSOR: Any = None
+
+for _name, _method in (("__iadd__", "add_"), ("__isub__", "sub_"), ("__imul__", "mul_"), ("__itruediv__", "div_")):
+    setattr(TorchArray, _name, _in_place_operator(_name, _method))
+
+
 class TracedData(TorchArray):
     """A parameter's ``.data`` in a ``kiln.compile``'d function: NumPy's ufuncs on it are the traced tensor operations,
     other NumPy functions of its values are refused, naming the line (``Parameter.data`` gives it in a trace only;

@@ -66,6 +66,8 @@ class TraceContext:
     """True for the eager context (``runtime/eager.py``): its ops run as they are built."""
     fallback: Callable[[], "TraceContext"] | None = None
     """What ``current()`` gives outside any trace: the eager context, once ``kiln.runtime`` installs it."""
+    lifting: Any = None
+    """In ``kiln.compile``'s traces: the eager tensors read, lifted to inputs or guarded (``frontend/lifted_tensors.py``)."""
 
     def __init__(self, name: str):
         self.graph = Graph(name)

@@ -32,6 +32,7 @@ from kiln.compiler.passes.manager import PassManager
 from kiln.frontend import init
 from kiln.frontend.autocast import autocast_signature
 from kiln.frontend.eager_values import ARRAYS, eager_leaf
+from kiln.frontend.lifted_tensors import EagerTensorLifting, LiftedTensors, lifted_after_parameters
 from kiln.frontend.module import Parameter
 from kiln.frontend.torch_array import plain
 from kiln.frontend.tensor import Tensor
@@ -72,10 +73,14 @@ class _Variant:
     donations: dict[int, int] = field(default_factory=dict)
     """``{input index: output index}`` the backend may write in place (``graph.donations``): each updated parameter,
     buffer and optimizer state. An output that comes back as the very array fed for its input needs no write-back."""
+    lifted: LiftedTensors = field(default_factory=lambda: LiftedTensors(None))
+    """Eager tensors the function read (a closure's): fed after the parameters at each call; guarded values."""
 
     def holds(self) -> bool:
-        """Whether what the trace assumed (modules' modes, a step's ``.grad``s and optimizers) still holds."""
-        return self.modes.hold() and self.writes.hold() and (self.captured is None or self.captured.holds())
+        """Whether what the trace assumed (modules' modes, a step's ``.grad``s and optimizers, the shapes of the eager
+        tensors it read and the values it used) still holds."""
+        return (self.modes.hold() and self.writes.hold() and (self.captured is None or self.captured.holds())
+                and self.lifted.hold())
 
 
 @dataclass
@@ -142,6 +147,7 @@ class CompiledFunction:
         if variant is None:
             return _EAGER
         feeds = [*arrays_np, *[plain(p.data) for p in variant.parameters]]  # plain views: outputs written in place are them
+        feeds += variant.lifted.arrays()
         feeds += variant.captured.inputs() if variant.captured is not None else []
         if variant.reads_seed:
             feeds.append(self._seed_feed())
@@ -267,7 +273,7 @@ class CompiledFunction:
                 if static_error is error:
                     raise
                 raise static_error from None  # the blocker left once shapes are static, not the symbolic trace's
-            self._warn_eager(str(static_error).splitlines()[-1].strip())
+            self._warn_eager(_eager_reason(static_error))
             return None
 
     def _static_trace_error(self, fn: Callable[..., Any], arrays: list[np.ndarray], extra: Hashable,
@@ -300,7 +306,7 @@ class CompiledFunction:
             except KilnError as error:
                 if self.fullgraph:
                     raise
-                reason = str(error).splitlines()[0]
+                reason = _eager_reason(error)
         self._warn_eager(reason)
         return None
 
@@ -327,14 +333,15 @@ class CompiledFunction:
 
     def _compile(self, fn: Callable[..., Any], arrays: list[np.ndarray], batch_dim: BatchDim, tensors_given: bool) -> _Variant:
         captures: list[StepCapture] = []  # a training step's backward() and optimizer.step() (runtime/step_capture.py)
-        context = trace_context(capturing(fn, captures), *batch_specs(arrays, batch_dim), what="the compiled function's result")
+        context = trace_context(lifting_eager_tensors(capturing(fn, captures)), *batch_specs(arrays, batch_dim),
+                                what="the compiled function's result")
         try:
-            return self._compiled_trace(context, captures, tensors_given)
+            return self._compiled_trace(context, captures, tensors_given, len(arrays))
         except KilnError:
             context.restore_attributes()  # the call runs eagerly (or raises): the trace did not stand for it
             raise
 
-    def _compiled_trace(self, context: TraceContext, captures: list[StepCapture], tensors_given: bool) -> _Variant:
+    def _compiled_trace(self, context: TraceContext, captures: list[StepCapture], tensors_given: bool, arguments: int) -> _Variant:
         """The traced ``context`` compiled. Random ops draw at each call: from ``seed`` where given, else from kiln's
         generator on a PyTorch-style call (tensors given: dropout in training mode, as ``torch.compile``'s; repeated
         by ``kiln.manual_seed``); a NumPy call without a seed refuses them (a model left in training mode)."""
@@ -346,6 +353,8 @@ class CompiledFunction:
                 f"{_first_draw(seed)}; call model.eval() first, or pass kiln.compile(fn, seed=0) to draw (each call anew), "
                 "or train it with kiln.compile_train_step, which feeds the seed")
         buffers = in_call_order(context)
+        parameter_inputs = [context.parameter_values[id(p)] for p in context.parameters]
+        lifted_after_parameters(context.graph, context.lifting, parameter_inputs, arguments)
         captured = step.finish() if step is not None else None
         donations = self._donations(context, step)
         PassManager(self.pipeline).run(context.graph)
@@ -353,7 +362,7 @@ class CompiledFunction:
         executable = get_backend(self.backend).compile(context.graph)
         return _Variant(context.graph, executable, context.parameters, buffers, seed is not None, captured,
                         captures[0].returned_none, captures[0].structure, captures[0].modes(), AttributeWrites.of(context),
-                        donations)
+                        donations, LiftedTensors(context.lifting))
 
     def _donations(self, context: TraceContext, step: StepCapture | None) -> dict[int, int]:
         """What the backend may update in place: each updated parameter or buffer and each optimizer state, as
@@ -364,6 +373,24 @@ class CompiledFunction:
         pairs = [(context.parameter_values[key], value) for key, (_, value) in context.buffer_updates.items()
                  if key in context.parameter_values]
         return value_donations(context.graph, pairs + (step.donated if step is not None else []))
+
+
+def _eager_reason(error: Exception) -> str:
+    """An error's message for the eager-fallback warning, with the user's line where the error names it: a located
+    error reads ``file:line in fn: source`` then the message (``frontend/trace.py`` ``located_error``)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if len(lines) < 2:
+        return lines[0] if lines else type(error).__name__
+    return f"{' '.join(lines[1:])}; at {lines[0]}"
+
+
+def lifting_eager_tensors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` traced with the eager tensors it reads lifted to inputs or guarded (``frontend/lifted_tensors.py``)."""
+    def traced(*inputs: Any) -> Any:
+        TraceContext.current().lifting = EagerTensorLifting()
+        return fn(*inputs)
+
+    return traced
 
 
 def _nested(structure: Structure, outputs: tuple[Any, ...]) -> Any:

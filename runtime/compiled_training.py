@@ -37,6 +37,7 @@ from kiln.compiler.passes.decompose import decompose_where
 from kiln.compiler.passes.manager import PassManager
 from kiln.frontend.eager_values import ARRAYS, eager_leaf, eager_value
 from kiln.frontend.module import Parameter
+from kiln.frontend.sparse_embedding import TRAINED_LOOKUPS
 from kiln.frontend.trace import TensorSpec, TraceContext, trace_context, user_location
 from kiln.compiler.errors import KilnError
 from kiln.runtime.attribute_writes import AttributeWrites
@@ -217,6 +218,11 @@ def compile_training(fn: Callable[..., Any], arrays: Sequence[np.ndarray], wants
         return [leaf for leaf in leaves if leaf is not None]
 
     context = trace_context(named_like(without_nones, fn), *specs, what="the compiled function's result", wants_grad=wants_grad)
+    if TRAINED_LOOKUPS.get(context):  # F.embedding(sparse=True): its weight's .grad is sparse, which runs eagerly
+        context.restore_attributes()
+        raise KilnError(f"the forward looks a trained weight up with {TRAINED_LOOKUPS[context][0]}(sparse=True), whose "
+                        "gradient is a sparse tensor (for SparseAdam) that a compiled forward cannot give; the call runs "
+                        "eagerly, or pass sparse=False for a dense gradient and a compiled forward")
     if context.attribute_writes:  # set once per trace, not once per call: runs eagerly (runtime/attribute_writes.py)
         names = AttributeWrites.of(context).names()
         context.restore_attributes()  # the eager call sets them

@@ -117,3 +117,34 @@ def test_grad_and_data_dtypes_compare_equal_to_kilns_as_pytorchs():
         grad, data = layer.weight.grad, layer.weight.data
         assert grad.dtype == lib.float32 and lib.float32 == data.dtype and grad.dtype != lib.float64, lib.__name__
     assert np.dtype(kiln.bfloat16).name == "bfloat16" and np.zeros(2, kiln.float64).dtype == np.float64
+
+
+def test_in_place_operators_with_a_tensor_write_the_parameter_as_pytorchs():
+    """``state_dict()[name] += t`` (an EMA as timm writes it) writes the parameter; NumPy deferred to the tensor and
+    rebound the name, leaving the parameter unchanged."""
+    torch = require_torch()
+    results = []
+    for lib in (torch, kiln):
+        layer = _linear(lib)
+        values = layer.state_dict()["weight"]
+        values += lib.ones(2, 3, dtype=lib.float64)
+        values *= lib.full((2, 3), 3.0, dtype=lib.float64)
+        values -= lib.ones(2, 3, dtype=lib.float64)
+        values /= lib.full((2, 3), 2.0, dtype=lib.float64)
+        results.append(layer.weight.detach().numpy().copy())
+    np.testing.assert_allclose(results[1], results[0], rtol=1e-15)
+
+
+def test_in_place_operators_with_a_tensor_on_data_in_a_trace_write_the_parameter():
+    layer = _linear(kiln)
+
+    def shrink(x):
+        data = layer.weight.data
+        data *= kiln.full((2, 3), 0.5, dtype=kiln.float64)
+        return layer(x)[:, 0].sum()
+
+    compiled = kiln.compile(shrink, fullgraph=True)
+    x = kiln.ones(1, 3, dtype=kiln.float64)
+    first, second = compiled(x).item(), compiled(x).item()
+    np.testing.assert_allclose(layer.weight.detach().numpy(), (np.arange(6.0).reshape(2, 3) / 10 - 0.25) / 4, rtol=1e-15)
+    assert first != second
