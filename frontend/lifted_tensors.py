@@ -13,12 +13,13 @@ installs an ``EagerTensorLifting`` on its trace instead (``TraceContext.lifting`
   guarded: a call finding them changed traces again (``holds``).
 
 A tensor that requires grad stays a constant read once (guarded too): its
-gradient would need the compiled backward to reach it.
+gradient would need the compiled backward to reach it. So does every one a
+compiled forward split for ``loss.backward()`` reads (``lifts=False``).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -29,7 +30,10 @@ from kiln.compiler.ir.types import TensorType
 class EagerTensorLifting:
     """One trace's lifted eager tensors (graph inputs, in order) and guarded ones (values copied when read)."""
 
-    def __init__(self) -> None:
+    def __init__(self, lifts: bool = True) -> None:
+        self.lifts = lifts
+        """False: every eager tensor read stays a constant, guarded (a compiled forward split for training, whose
+        graph takes no more inputs)."""
         self.lifted: dict[int, tuple[Any, Value]] = {}
         self.guarded: dict[int, tuple[Any, np.ndarray]] = {}
 
@@ -90,6 +94,21 @@ def _array(tensor: Any, arrays: Any) -> np.ndarray | None:
     return None if value is None else arrays.get(value)
 
 
+def lifting_eager_tensors(fn: Callable[..., Any], lifts: bool = True) -> Callable[..., Any]:
+    """``fn`` traced with the eager tensors it reads lifted to inputs (``lifts``) or kept as guarded constants."""
+    def traced(*inputs: Any) -> Any:
+        from kiln.frontend.trace import TraceContext  # lazily: the trace builds on the tensors
+
+        TraceContext.current().lifting = EagerTensorLifting(lifts)
+        return fn(*inputs)
+
+    traced.__name__ = getattr(fn, "__name__", type(fn).__name__)  # traced under fn's names (graph, inputs, parameters)
+    traced.__self__ = getattr(fn, "__self__", fn)  # type: ignore[attr-defined]
+    traced.input_names = getattr(fn, "input_names", None)  # type: ignore[attr-defined]
+    traced.forward = getattr(fn, "forward", fn)  # type: ignore[attr-defined]
+    return traced
+
+
 def lifted_after_parameters(graph: Graph, lifting: EagerTensorLifting | None, parameters: list[Value], arguments: int) -> None:
     """Lay the lifted inputs right after the parameters' (before a training step's inputs and the seed)."""
     if lifting is None or not lifting.lifted:
@@ -102,4 +121,4 @@ def lifted_after_parameters(graph: Graph, lifting: EagerTensorLifting | None, pa
     graph.inputs = rest[: last + 1] + lifted + rest[last + 1 :]
 
 
-__all__ = ["EagerTensorLifting", "LiftedTensors", "lifted_after_parameters"]
+__all__ = ["EagerTensorLifting", "LiftedTensors", "lifted_after_parameters", "lifting_eager_tensors"]

@@ -32,7 +32,7 @@ from kiln.compiler.passes.manager import PassManager
 from kiln.frontend import init
 from kiln.frontend.autocast import autocast_signature
 from kiln.frontend.eager_values import ARRAYS, eager_leaf
-from kiln.frontend.lifted_tensors import EagerTensorLifting, LiftedTensors, lifted_after_parameters
+from kiln.frontend.lifted_tensors import LiftedTensors, lifted_after_parameters, lifting_eager_tensors
 from kiln.frontend.module import Parameter
 from kiln.frontend.torch_array import plain
 from kiln.frontend.tensor import Tensor
@@ -177,6 +177,9 @@ class CompiledFunction:
         on the eager chain as one op whose backward is compiled with the loss's (``runtime/compiled_training.py``).
         None where ``fn`` cannot be traced: the call runs eagerly."""
         key = (tuple((a.shape, a.dtype.str) for a in arrays_np), wants_grad, autocast_signature(), flags, extra)
+        variant = self.training_variants.get(key)
+        if variant is not None and not variant.lifted.hold():  # a closure tensor it read as a constant changed
+            del self.training_variants[key]
         if key not in self.training_variants:
             if sum(variant is not None for variant in self.training_variants.values()) >= self.recompile_limit:
                 return self._over_limit(key)
@@ -382,15 +385,6 @@ def _eager_reason(error: Exception) -> str:
     if len(lines) < 2:
         return lines[0] if lines else type(error).__name__
     return f"{' '.join(lines[1:])}; at {lines[0]}"
-
-
-def lifting_eager_tensors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``fn`` traced with the eager tensors it reads lifted to inputs or guarded (``frontend/lifted_tensors.py``)."""
-    def traced(*inputs: Any) -> Any:
-        TraceContext.current().lifting = EagerTensorLifting()
-        return fn(*inputs)
-
-    return traced
 
 
 def _nested(structure: Structure, outputs: tuple[Any, ...]) -> Any:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import itertools
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Container, Sequence
 
 import numpy as np
@@ -36,9 +36,11 @@ from kiln.compiler.passes.cse import CSE, freeze_graph_key
 from kiln.compiler.passes.decompose import decompose_where
 from kiln.compiler.passes.manager import PassManager
 from kiln.frontend.eager_values import ARRAYS, eager_leaf, eager_value
+from kiln.frontend.lifted_tensors import LiftedTensors, lifting_eager_tensors
 from kiln.frontend.module import Parameter
 from kiln.frontend.sparse_embedding import TRAINED_LOOKUPS
 from kiln.frontend.trace import TensorSpec, TraceContext, trace_context, user_location
+from kiln.frontend.traced_requires_grad import traced_requires_grad
 from kiln.compiler.errors import KilnError
 from kiln.runtime.attribute_writes import AttributeWrites
 from kiln.runtime.compile_arguments import named_like
@@ -202,6 +204,10 @@ class TrainingVariant:
     present: list[bool]
     """Which of the structure's leaves are tensors (the others are None)."""
     name: str
+    detached: list[bool] = field(default_factory=list)
+    """Which outputs require no grad (made under ``no_grad``, ``detach()``ed, integer): returned without a chain."""
+    lifted: LiftedTensors = field(default_factory=lambda: LiftedTensors(None))
+    """The eager tensors the forward read as constants (a closure's): a call finding one changed traces again."""
 
 
 def compile_training(fn: Callable[..., Any], arrays: Sequence[np.ndarray], wants_grad: Sequence[bool], backend: str,
@@ -217,7 +223,8 @@ def compile_training(fn: Callable[..., Any], arrays: Sequence[np.ndarray], wants
         structure[:] = [nesting, [leaf is not None for leaf in leaves]]
         return [leaf for leaf in leaves if leaf is not None]
 
-    context = trace_context(named_like(without_nones, fn), *specs, what="the compiled function's result", wants_grad=wants_grad)
+    traced = lifting_eager_tensors(named_like(without_nones, fn), lifts=False)  # closure tensors: guarded constants
+    context = trace_context(named_like(traced, fn), *specs, what="the compiled function's result", wants_grad=wants_grad)
     if TRAINED_LOOKUPS.get(context):  # F.embedding(sparse=True): its weight's .grad is sparse, which runs eagerly
         context.restore_attributes()
         raise KilnError(f"the forward looks a trained weight up with {TRAINED_LOOKUPS[context][0]}(sparse=True), whose "
@@ -230,6 +237,8 @@ def compile_training(fn: Callable[..., Any], arrays: Sequence[np.ndarray], wants
                         "not once per call; keep it as a tensor buffer (register_buffer) or set it outside the forward")
     graph, parameters = context.graph, context.parameters
     num_outputs = len(graph.outputs)
+    with context:  # outputs made under no_grad or detach()ed come back without a chain, as PyTorch's
+        detached = [not traced_requires_grad(value) for value in graph.outputs]
     buffers = in_call_order(context)
     differentiated = [k for k, (spec, wanted) in enumerate(zip(specs, wants_grad)) if wanted and spec.type.dtype.is_float]
     differentiated += [len(specs) + k for k, p in enumerate(parameters) if p.requires_grad and p.dtype.is_float]
@@ -240,7 +249,7 @@ def compile_training(fn: Callable[..., Any], arrays: Sequence[np.ndarray], wants
     PassManager(pipeline).run(split.graph)
     name = getattr(fn, "__name__", None) or type(fn).__name__
     return TrainingVariant(split, get_backend(backend).compile(split.graph), parameters, buffers,
-                           context.seed_input is not None, *structure, name)
+                           context.seed_input is not None, *structure, name, detached, LiftedTensors(context.lifting))
 
 
 def in_call_order(context: TraceContext) -> list[Parameter]:
@@ -277,7 +286,8 @@ def call_training(variant: TrainingVariant, values: Sequence[Value]) -> Any:
     context = TraceContext.current()
     operands = [*values, *[context.value_of(p) for p in variant.parameters]]
     outputs = record_call(split, variant.name, operands, results)
-    tensors = [Tensor(v if v.type.dtype.is_float else context.without_gradient(v)) for v in outputs]
+    detached = variant.detached or [False] * len(outputs)
+    tensors = [Tensor(context.without_gradient(v) if cut or not v.type.dtype.is_float else v) for v, cut in zip(outputs, detached)]
     leaves = iter(tensors)
     return unflatten(variant.structure, [next(leaves) if present else None for present in variant.present])
 

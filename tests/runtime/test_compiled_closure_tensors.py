@@ -72,3 +72,57 @@ def test_a_compiled_step_reading_a_buffer_filled_in_place_trains_as_torch():
     np.testing.assert_allclose(ours[0], theirs[0], rtol=1e-12)
     np.testing.assert_allclose(ours[1], theirs[1], rtol=1e-12)
     assert len(set(ours[0])) == 5  # the losses differ: each call saw the new rollout
+
+
+def _forward_reading_a_closure_mask(lib, compiled):
+    """A compiled forward (its backward by loss.backward()) reading a closure tensor that changes between calls."""
+    lib.manual_seed(0)
+    layer = lib.nn.Linear(3, 2).double()
+    with lib.no_grad():
+        layer.weight.copy_(lib.tensor([[0.1, -0.2, 0.3], [0.4, 0.5, -0.6]], dtype=lib.float64))
+    keep = lib.tensor([1.0, 0.0], dtype=lib.float64)
+
+    class Masked(lib.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = layer
+
+        def forward(self, x):
+            return (self.layer(x) * keep).sum()
+
+    masked = kiln.compile(Masked()) if compiled else Masked()
+    x = lib.ones(4, 3, dtype=lib.float64)
+    grads = []
+    for column in range(2):
+        keep.zero_()
+        keep[column] = 1.0
+        layer.zero_grad()
+        masked(x).backward()
+        grads.append(layer.weight.grad.numpy().copy())
+    return grads
+
+
+def test_a_compiled_forward_for_backward_sees_a_closure_tensor_change_as_torch():
+    torch = require_torch()
+    theirs = _forward_reading_a_closure_mask(torch, compiled=False)
+    ours = _forward_reading_a_closure_mask(kiln, compiled=True)
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(a, b, rtol=1e-15)
+    assert not np.allclose(ours[0], ours[1])
+
+
+def test_compiled_outputs_made_under_no_grad_or_detached_require_no_grad_as_torch():
+    class Memory(kiln.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = kiln.nn.Linear(3, 3)
+
+        def forward(self, x):
+            hidden = self.layer(x)
+            with kiln.no_grad():
+                memory = hidden * 1
+            return hidden.sum(), memory, hidden.detach()
+
+    loss, memory, detached = kiln.compile(Memory(), fullgraph=True)(kiln.ones(2, 3))
+    assert loss.requires_grad and not memory.requires_grad and not detached.requires_grad
+
