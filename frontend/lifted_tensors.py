@@ -10,7 +10,7 @@ installs an ``EagerTensorLifting`` on its trace instead (``TraceContext.lifting`
   call (``lifted_input``); a call finding its shape or dtype changed traces again;
 - values the trace's Python reads from one (a boolean mask's positions, a
   ``bincount`` size: ``eager_values.eager_array`` in a trace) stay constants,
-  guarded: a call finding them changed traces again (``holds``).
+  guarded: a call finding them changed traces again (``LiftedTensors.hold``).
 
 A tensor that requires grad stays a constant read once (guarded too): its
 gradient would need the compiled backward to reach it. So does every one a
