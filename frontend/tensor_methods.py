@@ -96,8 +96,12 @@ class TorchMethods(BitwiseMethods):
         """The same values as a new tensor: writing into it in place leaves this one (and its views) alone. Eagerly,
         its own copy of the array (a parameter's array changes with ``optimizer.step()``), gradients flowing through."""
         value = self.value
-        if value not in ARRAYS or not TraceContext.current().eager:  # traced: values are immutable, writes rebind
+        if value not in ARRAYS:  # traced: values are immutable, writes rebind
             return _tensor_class()(value)
+        if not TraceContext.current().eager:  # an eager tensor read in a trace (a closure's): its traced value, a graph
+            from kiln.frontend.tensor import to_value  # input in kiln.compile (lifted: a write to the copy rebinds it alone)
+
+            return _tensor_class()(to_value(TraceContext.current(), self, None))
         copied = TraceContext.current().emit("tensor.broadcast_to", value, shape=value.type.shape)
         ARRAYS[copied] = np.array(ARRAYS[copied])
         return _tensor_class()(copied)
