@@ -90,24 +90,23 @@ def eager_array(tensor: Any) -> np.ndarray | None:
         check_fresh(tensor)
     value = tensor.__dict__.get("_value")
     array = None if value is None else ARRAYS.get(value)
-    stack = _TRACES.__dict__.get("stack") if array is not None else None
+    stack = trace_stack() if array is not None else ()
     if stack and stack[-1].lifting is not None:  # values read in a kiln.compile trace: guarded (frontend/lifted_tensors.py)
         stack[-1].lifting.guard(tensor, array)
     return array
 
 
-class _ThreadTraces:
-    """The thread's trace stack holder (``TraceContext._local``), looked up on first use: the trace builds on this module."""
+def trace_stack() -> Any:
+    """This thread's running traces, innermost last (``TraceContext``'s stack; empty outside any)."""
+    global _THREAD_TRACES
+    if _THREAD_TRACES is None:
+        from kiln.frontend.trace import TraceContext  # lazily (once): the trace builds on this module
 
-    @property
-    def __dict__(self) -> Any:  # type: ignore[override]
-        from kiln.frontend.trace import TraceContext
-
-        globals()["_TRACES"] = TraceContext._local
-        return TraceContext._local.__dict__
-
-
-_TRACES: Any = _ThreadTraces()
+        _THREAD_TRACES = TraceContext._local
+    return _THREAD_TRACES.__dict__.get("stack", ())
 
 
-__all__ = ["ARRAYS", "GRAD_TENSORS", "PARAMETERS", "TENSOR_HOOKS", "array_type", "count_update", "eager_array", "eager_leaf", "eager_value", "updates"]
+_THREAD_TRACES: Any = None
+
+
+__all__ = ["ARRAYS", "GRAD_TENSORS", "PARAMETERS", "TENSOR_HOOKS", "array_type", "count_update", "eager_array", "eager_leaf", "eager_value", "trace_stack", "updates"]

@@ -95,17 +95,14 @@ def _array(tensor: Any, arrays: Any) -> np.ndarray | None:
 
 
 def lifting_eager_tensors(fn: Callable[..., Any], lifts: bool = True) -> Callable[..., Any]:
-    """``fn`` traced with the eager tensors it reads lifted to inputs (``lifts``) or kept as guarded constants."""
+    """``fn`` traced with the eager tensors it reads lifted to inputs (``lifts``) or kept as guarded constants; the
+    caller names it as ``fn`` (``compile_arguments.named_like``)."""
     def traced(*inputs: Any) -> Any:
         from kiln.frontend.trace import TraceContext  # lazily: the trace builds on the tensors
 
         TraceContext.current().lifting = EagerTensorLifting(lifts)
         return fn(*inputs)
 
-    traced.__name__ = getattr(fn, "__name__", type(fn).__name__)  # traced under fn's names (graph, inputs, parameters)
-    traced.__self__ = getattr(fn, "__self__", fn)  # type: ignore[attr-defined]
-    traced.input_names = getattr(fn, "input_names", None)  # type: ignore[attr-defined]
-    traced.forward = getattr(fn, "forward", fn)  # type: ignore[attr-defined]
     return traced
 
 

@@ -31,7 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from kiln.frontend.traced_ufuncs import traced_ufunc
+from kiln.frontend.eager_values import trace_stack
+from kiln.frontend.traced_ufuncs import traced_ufunc, untraceable
 
 
 class TorchArray(np.ndarray):
@@ -111,11 +112,7 @@ class TracedData(TorchArray):
     def __array_function__(self, func: Any, types: Any, args: Any, kwargs: Any) -> Any:
         """Refused (``np.sum(p.data)``: a value of the trace) but for functions reading the shape and dtype only."""
         if func.__name__ not in _VALUE_FREE and any(traced_data(x) is not None for x in (*args, *kwargs.values())):
-            from kiln.frontend.trace import located_error  # lazily: the trace builds on this module's users
-
-            raise located_error(f"NumPy's {func.__name__}() of a parameter's .data in a traced function: its values exist "
-                                "only when the compiled function runs; use the tensor's methods (p.data.sum(), "
-                                "p.detach().exp()), which the trace records")
+            raise untraceable(func.__name__)
         return super().__array_function__(func, types, args, kwargs)
 
 
@@ -180,19 +177,10 @@ def traced_data(array: Any) -> Any:
 
 def tracing() -> bool:
     """Whether a trace (not eager execution) is running."""
-    context = _TRACE_CONTEXT or _trace_context()
-    return context.active() and not context.current().eager
+    stack = trace_stack()
+    return bool(stack) and not stack[-1].eager
 
 
-def _trace_context() -> Any:
-    global _TRACE_CONTEXT
-    from kiln.frontend.trace import TraceContext  # lazily (once): the trace builds on this module's users
-
-    _TRACE_CONTEXT = TraceContext
-    return TraceContext
-
-
-_TRACE_CONTEXT: Any = None
 _OWNED = (TorchArray, TracedData)
 
 

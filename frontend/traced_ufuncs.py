@@ -43,7 +43,7 @@ def traced_ufunc(ufunc: Any, method: str, inputs: tuple[Any, ...], out: tuple[An
 
     name = ufunc.__name__
     if method != "__call__" or len(out) > 1 or (out and (out[0] is not inputs[0] or name not in _IN_PLACE)):
-        raise _untraceable(name)
+        raise untraceable(name)
     if out:
         return traced_method(traced(out[0]), _IN_PLACE[name])(*inputs[1:])
     values = [_value(x, traced) for x in inputs]
@@ -51,7 +51,7 @@ def traced_ufunc(ufunc: Any, method: str, inputs: tuple[Any, ...], out: tuple[An
         return _OPERATORS[name](*values)
     first = values[0]
     if name not in _METHODS or not hasattr(first, _METHODS[name]):
-        raise _untraceable(name)
+        raise untraceable(name)
     return getattr(first, _METHODS[name])(*values[1:])
 
 
@@ -60,12 +60,13 @@ def _value(argument: Any, traced: Callable[[Any], Any]) -> Any:
     return argument if parameter is None else parameter.detach()
 
 
-def _untraceable(name: str) -> Exception:
+def untraceable(name: str) -> Exception:
+    """The error for NumPy's ``name`` (a ufunc or function) of a parameter's ``.data`` that a trace cannot record."""
     from kiln.frontend.trace import located_error  # lazily: the trace builds on this module's users
 
     return located_error(f"NumPy's {name}() of a parameter's .data in a traced function: its values exist only when "
-                         "the compiled function runs; use the tensor's methods (p.data.mul_(0.9), p.detach().exp()), "
-                         "which the trace records")
+                         "the compiled function runs; use the tensor's methods (p.data.sum(), p.data.mul_(0.9), "
+                         "p.detach().exp()), which the trace records")
 
 
-__all__ = ["traced_ufunc"]
+__all__ = ["traced_ufunc", "untraceable"]

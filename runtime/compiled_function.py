@@ -38,8 +38,8 @@ from kiln.frontend.torch_array import plain
 from kiln.frontend.tensor import Tensor
 from kiln.frontend.trace import TraceContext, trace_context
 from kiln.runtime.attribute_writes import AttributeWrites
-from kiln.runtime.compile_arguments import (UNCOMPILED_BACKENDS, checked_backend, number_positions, numbers_fixed,
-                                            numbers_weak, traced_arguments, with_keywords)
+from kiln.runtime.compile_arguments import (UNCOMPILED_BACKENDS, checked_backend, named_like, number_positions,
+                                            numbers_fixed, numbers_weak, traced_arguments, with_keywords)
 from kiln.runtime.compiled_training import TrainingVariant, call_training, compile_training, eager_inputs, in_call_order
 from kiln.runtime.compiled_write_back import written_back
 from kiln.runtime.donation import value_donations
@@ -336,7 +336,8 @@ class CompiledFunction:
 
     def _compile(self, fn: Callable[..., Any], arrays: list[np.ndarray], batch_dim: BatchDim, tensors_given: bool) -> _Variant:
         captures: list[StepCapture] = []  # a training step's backward() and optimizer.step() (runtime/step_capture.py)
-        context = trace_context(lifting_eager_tensors(capturing(fn, captures)), *batch_specs(arrays, batch_dim),
+        traced = capturing(fn, captures)
+        context = trace_context(named_like(lifting_eager_tensors(traced), traced), *batch_specs(arrays, batch_dim),
                                 what="the compiled function's result")
         try:
             return self._compiled_trace(context, captures, tensors_given, len(arrays))

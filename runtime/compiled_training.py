@@ -223,7 +223,7 @@ def compile_training(fn: Callable[..., Any], arrays: Sequence[np.ndarray], wants
         structure[:] = [nesting, [leaf is not None for leaf in leaves]]
         return [leaf for leaf in leaves if leaf is not None]
 
-    traced = lifting_eager_tensors(named_like(without_nones, fn), lifts=False)  # closure tensors: guarded constants
+    traced = lifting_eager_tensors(without_nones, lifts=False)  # closure tensors: guarded constants
     context = trace_context(named_like(traced, fn), *specs, what="the compiled function's result", wants_grad=wants_grad)
     if TRAINED_LOOKUPS.get(context):  # F.embedding(sparse=True): its weight's .grad is sparse, which runs eagerly
         context.restore_attributes()
