@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from kiln.frontend.eager_values import trace_stack
+from kiln.frontend.torch_dtypes import is_tensor
 from kiln.frontend.traced_ufuncs import traced_ufunc, untraceable
 
 
@@ -67,7 +68,7 @@ def _in_place_operator(name: str, method: str) -> Any:
     numpy_operator = getattr(np.ndarray, name)
 
     def operator(self: TorchArray, other: Any) -> Any:
-        if not _is_tensor(other):
+        if not is_tensor(other):
             return numpy_operator(self, other)
         traced = traced_data(self)
         if traced is not None:
@@ -78,17 +79,6 @@ def _in_place_operator(name: str, method: str) -> Any:
     operator.__name__ = operator.__qualname__ = name
     return operator
 
-
-def _is_tensor(value: Any) -> bool:
-    global _TENSOR
-    if _TENSOR is None:
-        from kiln.frontend.tensor import Tensor  # lazily (once): the tensor builds on this module
-
-        _TENSOR = Tensor
-    return isinstance(value, _TENSOR)
-
-
-_TENSOR: Any = None
 
 for _name, _method in (("__iadd__", "add_"), ("__isub__", "sub_"), ("__imul__", "mul_"), ("__itruediv__", "div_")):
     setattr(TorchArray, _name, _in_place_operator(_name, _method))
