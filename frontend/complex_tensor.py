@@ -205,9 +205,11 @@ class ComplexTensor(Tensor):
         return self._each("mean", *args, **kwargs)
 
     def to(self, *args: Any, **kwargs: Any) -> Any:
-        """``z.to(kiln.complex128)`` (or complex64) casts both parts; a real dtype is refused, as torch warns that
-        it discards the imaginary part (take ``z.real`` for that)."""
-        dtype = kwargs.get("dtype", args[0] if args and not isinstance(args[0], str) else None)
+        """``z.to(kiln.complex128)`` (or complex64) casts both parts; a device (``z.to(h.device)``) changes nothing; a
+        real dtype is refused, as torch warns that it discards the imaginary part (take ``z.real`` for that)."""
+        from kiln.frontend.tensor_device import dtype_of_to
+
+        dtype = dtype_of_to(args, kwargs)
         if dtype is None:
             return self
         dtype = DType.of(dtype)
