@@ -32,7 +32,7 @@ import numpy as np
 import pytest
 
 import kiln
-from e2e.probe_lockstep import array, assert_same_records, gradients, run_in_lockstep, snapshot
+from e2e.probe_lockstep import array, assert_same_records, gradients, run_in_lockstep, snapshot, split_key_bias
 
 SOS_token, EOS_token, MAX_LENGTH = 0, 1, 5
 INPUT_WORDS, OUTPUT_WORDS, HIDDEN, BATCH = 9, 8, 6, 3
@@ -436,20 +436,6 @@ def translate(torch, nn, model, src_ids):
     assert beams.dtype == torch.int64 and scores.dtype == torch.get_default_dtype()
     decoded.update(beams=array(beams), beam_scores=array(scores))
     return decoded
-
-
-def split_key_bias(record):
-    """The record with each attention's ``in_proj_bias`` split into its key third and the rest. The key bias adds
-    ``q . b_k`` to every score of a query alike, so softmax cancels it: its gradient is rounding noise (1e-18 in
-    float64), which Adam (eps 1e-9) turns into steps of ~1e-10 in float64 and up to lr in float32, differently in
-    each library. The query and value thirds stay under the tight tolerance."""
-    state = dict(record["state"])
-    for name in [name for name in state if name.endswith("in_proj_bias")]:
-        bias = state.pop(name)
-        third = len(bias) // 3
-        state[name + " (query, value)"] = np.concatenate([bias[:third], bias[2 * third:]])
-        state[name.replace("in_proj_bias", "key bias")] = bias[third:2 * third]
-    return {**record, "state": state}
 
 
 @pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
