@@ -28,6 +28,7 @@ import numpy as np
 from kiln.compiler.errors import KilnError
 from kiln.compiler.ir.types import Dim, DType, broadcast_shapes, format_shape
 from kiln.frontend.tensor import Tensor, apply
+from kiln.frontend.torch_dtypes import get_default_dtype
 from kiln.frontend.torch_functions import rand_like, randn_like
 from kiln.frontend.trace import TraceContext, located_error, user_location
 
@@ -92,14 +93,15 @@ def _raw(value: Any) -> Any:
 
 def common_dtype(values: Sequence[Any]) -> DType:
     """PyTorch's ``broadcast_all`` dtype: a floating tensor's, else a floating NumPy array's or scalar's (float64 stays
-    float64, as ``kiln.tensor`` keeps it), else float32 (Python numbers and lists are weakly typed)."""
+    float64, as ``kiln.tensor`` keeps it), else the default dtype (Python numbers and lists, as torch's
+    ``broadcast_all``: ``Normal(0, 1).sample()`` is float64 under ``set_default_dtype(float64)``)."""
     for value in values:
         if isinstance(value, Tensor) and value.dtype.is_float:
             return value.dtype
     for value in values:
         if isinstance(value, (np.ndarray, np.floating)) and value.dtype.kind == "f":
             return DType.of(value.dtype)
-    return DType.f32
+    return get_default_dtype()
 
 
 def shape_of(raw: Any) -> tuple[Dim, ...]:
