@@ -26,6 +26,7 @@ import numpy as np
 
 from kiln.compiler.ir.types import DType
 from kiln.frontend.complex_tensor import ComplexTensor, split
+from kiln.frontend.numpy_keywords import numpy_keywords
 from kiln.frontend.tensor import Tensor
 from kiln.frontend.trace import TraceContext, located_error
 
@@ -234,7 +235,7 @@ def _joining(function: Callable[..., Any]) -> Callable[..., Any]:
         imags = [imag if imag is not None else real * 0.0 for real, imag in parts]
         return ComplexTensor(function([real for real, _ in parts], dim), function(imags, dim))
 
-    return joining
+    return numpy_keywords(joining)  # torch.cat(xs, axis=1), as PyTorch's
 
 
 def real(input: Any) -> Tensor:  # noqa: A002

@@ -27,6 +27,7 @@ from kiln.frontend.tensor_math import MathMethods
 from kiln.frontend.tensor_more import MoreMethods
 from kiln.frontend.tensor_strides import StrideMethods
 from kiln.frontend.mask_dtype_checks import check_bool_mask
+from kiln.frontend.numpy_keywords import accept_numpy_keywords
 from kiln.frontend.tensor_type_call import TensorTypeCall
 from kiln.frontend.torch_printoptions import array2string_options, text_options
 from kiln.frontend.torch_tensor_text import tensor_text
@@ -750,3 +751,6 @@ def to_value(context: TraceContext, operand: Any, dtype: DType | None) -> Value:
             "while tracing. Divide by it through a reduction (loss.mean() instead of loss.sum() / x.shape[0]), or "
             "compile with batch_dim=None to trace static shapes")
     return context.emit("tensor.constant", value=array)
+
+
+accept_numpy_keywords(Tensor)  # x.sum(axis=-1, keepdims=True) as PyTorch's (frontend/numpy_keywords.py)
