@@ -63,8 +63,8 @@ def ctc_loss(
     ``log_probs`` is ``(T, N, C)`` (or unbatched ``(T, C)``), log-softmaxed, with a static ``T`` (unrolled) and
     ``C``. ``targets`` is padded ``(N, S)`` (entries past a row's target length are ignored) or, for a batch, the
     targets concatenated ``(sum(target_lengths),)``, which needs known ``target_lengths`` (ints or an eager tensor).
-    ``input_lengths`` and ``target_lengths`` are ``(N,)``: traced integer tensors (not range-checked, as a graph input
-    cannot be) or lists of ints. ``reduction``: ``'none'`` gives the ``(N,)`` losses, ``'sum'`` their sum, ``'mean'`` the batch mean
+    ``input_lengths`` and ``target_lengths`` are ``(N,)``: integer tensors (range-checked when eager, as PyTorch
+    checks them; a traced graph input cannot be) or lists of ints. ``reduction``: ``'none'`` gives the ``(N,)`` losses, ``'sum'`` their sum, ``'mean'`` the batch mean
     of each loss divided by its target length (at least 1). ``zero_infinity`` makes the loss (and gradient) of a
     row without any alignment 0 instead of inf.
     """
@@ -269,6 +269,9 @@ def _lengths_tensor(name: str, lengths: Any, batch: Any, most: int, unbatched: b
         lengths = lengths.unsqueeze(0)
     if lengths.ndim != 1 or lengths.shape[0] != batch:
         raise located_error(f"ctc_loss: {name} must have shape ({batch},), one length per sequence of the batch, got {lengths.type}")
+    known = eager_array(lengths)  # an eager tensor's values are checked as PyTorch checks them (a traced one's cannot be)
+    if known is not None:
+        _checked_lengths(name, known, batch, most)
     return lengths if lengths.dtype is DType.i64 else lengths.to(DType.i64)
 
 
