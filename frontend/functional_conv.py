@@ -26,6 +26,7 @@ from kiln.frontend.functional_nn import _pair, avg_pool2d, max_pool2d, pad, same
 from kiln.frontend.tensor import Tensor, apply
 from kiln.frontend.trace import located_error
 from kiln.frontend.autocast import autocasts
+from kiln.frontend.conv_channel_checks import check_conv_channels
 
 
 def single_size(function: str, name: str, value: Any) -> int:
@@ -48,6 +49,7 @@ def conv1d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: An
     """
     if input.ndim != 3 or weight.ndim != 3:
         raise TraceError(f"conv1d expects an (N, C, L) input and an (O, C/groups, K) weight, got {input.type} and {weight.type}")
+    check_conv_channels(input, weight, groups)
     stride, dilation = single_size("conv1d", "stride", stride), single_size("conv1d", "dilation", dilation)
     input, padding = _resolve_padding(input, padding, weight.shape[2], stride, dilation)
     convolve = lambda x, w: apply("tensor.conv2d", x.unsqueeze(2), w.unsqueeze(2), stride=(1, stride), padding=(0, padding),

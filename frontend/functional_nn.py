@@ -26,6 +26,7 @@ from kiln.frontend.tensor import Tensor, apply
 from kiln.frontend.trace import located_error
 from kiln.frontend.tensor_inplace import honors_inplace
 from kiln.frontend.autocast import autocasts
+from kiln.frontend.conv_channel_checks import check_conv_channels
 from kiln.frontend.functional_half import bias_added_in_opmath, mixed_norm
 from kiln.frontend.functional_attention_paths import attention_in_float32, attention_with_float_mask, shared_key_value_heads, takes_float32_path
 from kiln.frontend.functional_attention_paths import zero_rows_attending_nothing
@@ -215,6 +216,7 @@ def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: An
     ``"valid"`` or ``"same"`` (stride 1; an odd total puts the extra zero at the end, as PyTorch)."""
     if input.ndim == 3:
         return conv2d(input.unsqueeze(0), weight, bias, stride, padding, dilation, groups).squeeze(0)
+    check_conv_channels(input, weight, groups)
     input, padding = same_padding("conv2d", input, padding, tuple(weight.shape[2:]), _pair(stride), _pair(dilation))
     convolve = lambda x, w: apply("tensor.conv2d", x, w, stride=_pair(stride), padding=_pair(padding), dilation=_pair(dilation), groups=groups)
     if bias is None:

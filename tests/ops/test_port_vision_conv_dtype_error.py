@@ -26,5 +26,5 @@ def test_mixed_dtypes_are_refused_naming_the_dtypes_and_the_line():
 
 def test_matching_dtypes_and_channel_mismatches_keep_their_behaviour():
     assert nn.Conv2d(1, 3, 3).double()(np.ones((2, 1, 6, 6))).shape == (2, 3, 4, 4)
-    with pytest.raises(TraceError, match="does not fit input"):
+    with pytest.raises(TraceError, match="to have 2 channels, but got 1 channels instead"):  # torch's words
         nn.Conv2d(2, 3, 3)(np.ones((2, 1, 6, 6), np.float32))
