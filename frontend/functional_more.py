@@ -194,6 +194,9 @@ def multi_head_attention_forward(query: Tensor, key: Tensor, value: Tensor, embe
     q, k, v = (linear(x.transpose(0, 1), w, b) if static is None else None  # (N, L, E)
                for x, w, b, static in zip((query, key, value), weights_of, biases, statics))
     key_padding_mask, attn_mask = _as_bool("key_padding_mask", key_padding_mask), _as_bool("attn_mask", attn_mask)
+    from kiln.frontend.layers_transformer import attention_keep_mask, check_key_padding_mask  # it imports F
+
+    check_key_padding_mask(key_padding_mask, query.shape[1], key.shape[0] if static_k is None else static_k.shape[1])
     if (bias_k is None) != (bias_v is None):
         raise located_error("multi_head_attention_forward: bias_k and bias_v must be given together")
     if bias_k is not None:
@@ -207,8 +210,6 @@ def multi_head_attention_forward(query: Tensor, key: Tensor, value: Tensor, embe
     if add_zero_attn:
         k, v = (cat([x, x[:, :, :1] * 0.0], 2) for x in (k, v))
         key_padding_mask, attn_mask = _pad_mask(key_padding_mask), _pad_mask(attn_mask)
-    from kiln.frontend.layers_transformer import attention_keep_mask  # it imports F
-
     keep = attention_keep_mask(key_padding_mask, attn_mask, num_heads)
     p = dropout_p if training else 0.0
     if not need_weights:

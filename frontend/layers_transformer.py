@@ -147,6 +147,19 @@ def _merge_heads(x: Tensor) -> Tensor:
     return x.permute(0, 2, 1, 3).reshape(n, length, heads * head_dim)
 
 
+def check_key_padding_mask(key_padding_mask: Any, batch: Any, keys: Any) -> None:
+    """PyTorch's check that ``key_padding_mask`` is ``(N, S)``: a sequence-first ``(S, N)`` one (``src == PAD_IDX``
+    without ``.transpose(0, 1)``) is refused here, saying what to do, not by a broadcast error deep inside attention.
+    Symbolic dims are left to the shape rules."""
+    shape = () if key_padding_mask is None else tuple(np.shape(key_padding_mask))
+    if key_padding_mask is None or (len(shape) == 2 and all(
+            got == want or not (isinstance(got, int) and isinstance(want, int)) for got, want in zip(shape, (batch, keys)))):
+        return
+    raise located_error(f"attention: key_padding_mask must be (N, S) = ({batch}, {keys}) (batch, keys), got shape "
+                        f"{shape} (PyTorch: 'Expected key_padded_mask.shape[0] to be {batch}'); "
+                        "a sequence-first (S, N) mask needs .transpose(0, 1)")
+
+
 def attention_keep_mask(key_padding_mask: Any, attn_mask: Any, num_heads: int = 1) -> Tensor | None:
     """PyTorch's "True = masked out" masks (bool, or float with -inf to block; tensors or arrays), as one "True =
     attend" mask broadcasting to ``(N, heads, L, S)``. A 3-D ``attn_mask`` is PyTorch's per-head ``(N * heads, L, S)``."""
@@ -211,6 +224,7 @@ class MultiheadAttention(Module):
             return self._general(query, key, value, key_padding_mask, need_weights, attn_mask, average_attn_weights, is_causal)
         if not self.batch_first:  # (L, N, E): attend within each sequence, batch first inside
             query, key, value = (x.transpose(0, 1) for x in (query, key, value))
+        check_key_padding_mask(key_padding_mask, query.shape[0], key.shape[1])
         projected = [self._project(x, index) for index, x in enumerate((query, key, value))]
         q, k, v = (_split_heads(x, self.num_heads) for x in projected)
         keep = attention_keep_mask(key_padding_mask, attn_mask, self.num_heads)
