@@ -17,7 +17,9 @@ from __future__ import annotations
 import string
 from typing import Any, Sequence
 
+from kiln.compiler.errors import TraceError
 from kiln.compiler.ir.types import Dim
+from kiln.frontend.inplace_leaf_checks import located
 from kiln.frontend.tensor import Tensor
 from kiln.frontend.trace import located_error
 
@@ -51,7 +53,25 @@ def parse_equation(equation: str, operands: Sequence[Any]) -> tuple[list[str], s
     else:
         output = output.replace("...", ellipsis)
     check_output(equation, output, spelled)
+    check_sizes(spelled, operands, ellipsis)
     return spelled, output
+
+
+class EinsumSizeError(TraceError, RuntimeError):
+    """A subscript whose sizes in two operands differ, neither 1 (torch's ``RuntimeError``)."""
+
+
+def check_sizes(terms: list[str], operands: Sequence[Any], ellipsis: str) -> None:
+    """Each explicit subscript has one size in every operand, or 1 there (broadcast), with torch's words."""
+    seen: dict[str, int] = {}
+    for index, (term, operand) in enumerate(zip(terms, operands)):
+        for letter, size in zip(term, operand.shape):
+            if letter in ellipsis or not isinstance(size, int):
+                continue
+            if seen.get(letter, 1) not in (1, size) and size != 1:
+                raise located(EinsumSizeError, f"einsum(): subscript {letter} has size {size} for operand {index} which "
+                                               f"does not broadcast with previously seen size {seen[letter]}")
+            seen[letter] = max(seen.get(letter, 1), size)
 
 
 def spell(term: str, operand: Tensor, ellipsis: str) -> str:
