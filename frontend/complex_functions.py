@@ -26,7 +26,7 @@ import numpy as np
 
 from kiln.compiler.ir.types import DType
 from kiln.frontend.complex_tensor import ComplexTensor, split
-from kiln.frontend.numpy_keywords import numpy_keywords
+from kiln.frontend.torch_keywords import numpy_keywords
 from kiln.frontend.tensor import Tensor
 from kiln.frontend.trace import TraceContext, located_error
 

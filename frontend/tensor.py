@@ -27,7 +27,7 @@ from kiln.frontend.tensor_math import MathMethods
 from kiln.frontend.tensor_more import MoreMethods
 from kiln.frontend.tensor_strides import StrideMethods
 from kiln.frontend.mask_dtype_checks import check_bool_mask
-from kiln.frontend.numpy_keywords import accept_numpy_keywords
+from kiln.frontend.torch_keywords import accept_torch_keywords
 from kiln.frontend.tensor_type_call import TensorTypeCall
 from kiln.frontend.torch_printoptions import array2string_options, text_options
 from kiln.frontend.torch_tensor_text import tensor_text
@@ -753,4 +753,4 @@ def to_value(context: TraceContext, operand: Any, dtype: DType | None) -> Value:
     return context.emit("tensor.constant", value=array)
 
 
-accept_numpy_keywords(Tensor)  # x.sum(axis=-1, keepdims=True) as PyTorch's (frontend/numpy_keywords.py)
+accept_torch_keywords(Tensor)  # x.sum(axis=-1, keepdims=True), x.permute(dims=(1, 0)) as PyTorch's (frontend/torch_keywords.py)

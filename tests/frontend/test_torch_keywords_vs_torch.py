@@ -1,7 +1,9 @@
 """PyTorch takes NumPy's keyword names for ``dim`` and ``keepdim`` on its native functions and methods
 (``x.sum(axis=-1)``, ``x.mean(axis=0, keepdims=True)``, ``torch.cat(xs, axis=1)``): Spinning Up's SAC writes
 ``pi_distribution.log_prob(pi_action).sum(axis=-1)``, which kiln refused ("unexpected keyword argument 'axis'").
-Values, dtypes and gradients vs torch 2.13, eagerly and compiled (frontend/numpy_keywords.py)."""
+It also takes the sizes kiln's methods take as ``*dims`` by one keyword (``x.permute(dims=(1, 0))``,
+``torch.flip(x, dims=[1])``, ``x.reshape(shape=...)``). Values, dtypes and gradients vs torch 2.13, eagerly and
+compiled (frontend/torch_keywords.py)."""
 
 from __future__ import annotations
 
@@ -28,6 +30,16 @@ CALLS = [
     lambda lib, x: x.unsqueeze(axis=0),
     lambda lib, x: lib.cat([x, 2 * x], axis=1),
     lambda lib, x: lib.stack([x, x * x], axis=-1),
+    lambda lib, x: x.flip(dims=(0,)),
+    lambda lib, x: lib.flip(x, dims=[1]),
+    lambda lib, x: x.permute(dims=(1, 0)),
+    lambda lib, x: lib.permute(x, dims=(1, 0)),
+    lambda lib, x: x.reshape(shape=(2, 6)),
+    lambda lib, x: lib.reshape(x, shape=(-1,)),
+    lambda lib, x: x.tile(dims=(2,)),
+    lambda lib, x: x.view(size=(4, 3)),
+    lambda lib, x: x.expand(size=(2, 3, 4)),
+    lambda lib, x: x.repeat(repeats=(1, 2)),
 ]
 
 
@@ -57,3 +69,6 @@ def test_a_dim_given_twice_is_a_type_error_as_torch():
             lib.ones(2, 3).sum(1, axis=1)
     with pytest.raises(TypeError, match="'dim' twice, also as 'axis'"):
         kiln.ones(2, 3).sum(dim=1, axis=1)
+    for lib in (torch, kiln):
+        with pytest.raises(TypeError):
+            lib.ones(2, 3).permute(1, 0, dims=(1, 0))
