@@ -5,7 +5,7 @@ PyTorch's semantics, built from existing ops (no new op).
 ``theta``. ``grid_sample`` follows PyTorch's CPU kernel step by step:
 
 ```
-ix = unnormalize(grid.x, W)          ((x + 1) / 2) (W - 1)  with align_corners, ((x + 1) W - 1) / 2 without
+ix = unnormalize(grid.x, W)          (x + 1) ((W - 1) / 2) with align_corners, fma(x + 1, W / 2, -0.5) without
 ix = border: clip to [0, W - 1];  reflection: reflect about the edges (pixel centers or borders), then clip
 bilinear: the 4 taps floor(ix) + {0, 1} weighted by their distances;  nearest: the tap nearbyint(ix) (half to even)
 bicubic:  the 4 x 4 taps floor(ix) - 1 .. + 2 (each tap's coordinate padded as above), cubic convolution A = -0.75
@@ -32,6 +32,8 @@ import numpy as np
 from kiln.frontend.tensor import Tensor, apply
 from kiln.frontend.trace import located_error
 from kiln.frontend.autocast import autocasts
+from kiln.frontend.fused_multiply_add import SPLITTERS, nearly_fused_multiply_add
+from kiln.frontend.linspace_values import torch_linspace
 
 MODES = ("bilinear", "nearest", "bicubic")
 PADDING_MODES = ("zeros", "border", "reflection")
@@ -58,18 +60,19 @@ def affine_grid(theta: Tensor, size: Sequence[int], align_corners: bool | None =
 
 
 def _base_grid(sizes: tuple[int, ...], align_corners: bool, dtype: Any) -> np.ndarray:
-    """Rows ``(x, y[, z], 1)`` over the output's pixels in row-major order (``x`` along the last dim)."""
-    axes = np.meshgrid(*[_steps(n, align_corners) for n in sizes], indexing="ij")  # (D,) H, W
-    columns = [axis.reshape(-1) for axis in reversed(axes)] + [np.ones(int(np.prod(sizes)))]
-    return np.stack(columns, -1).astype(dtype)
+    """Rows ``(x, y[, z], 1)`` over the output's pixels in row-major order (``x`` along the last dim), in ``dtype``."""
+    axes = np.meshgrid(*[_steps(n, align_corners, np.dtype(dtype)) for n in sizes], indexing="ij")  # (D,) H, W
+    columns = [axis.reshape(-1) for axis in reversed(axes)] + [np.ones(int(np.prod(sizes)), dtype)]
+    return np.stack(columns, -1)
 
 
-def _steps(count: int, align_corners: bool) -> np.ndarray:
-    """PyTorch's ``linspace(-1, 1, count)``, scaled by ``(count - 1) / count`` without align_corners; 0 for one step."""
+def _steps(count: int, align_corners: bool, dtype: np.dtype) -> np.ndarray:
+    """PyTorch's ``linspace(-1, 1, count)`` (to the last bit: the identity's points then land on pixels exactly as
+    torch's), times ``(count - 1)`` then over ``count`` without align_corners, in ``dtype``; 0 for one step."""
     if count <= 1:
-        return np.zeros(max(count, 1))
-    steps = np.linspace(-1.0, 1.0, count)
-    return steps if align_corners else steps * (count - 1) / count
+        return np.zeros(max(count, 1), dtype)
+    steps = torch_linspace(-1.0, 1.0, count, dtype)
+    return steps if align_corners else steps * dtype.type(count - 1) / dtype.type(count)
 
 
 @autocasts("grid_sampler")
@@ -88,8 +91,16 @@ def grid_sample(input: Tensor, grid: Tensor, mode: str = "bilinear", padding_mod
                         lambda c: _padded(c, height, padding_mode, align_corners))
     points = [_padded(c, size, padding_mode, align_corners) for c, size in zip(unnormalized, sizes)]
     if mode == "nearest":
-        return read(*(c.round() for c in points))
+        sampled = read(*(c.round() for c in points))
+        return sampled + _zero_gradient(grid).unsqueeze(1) if grid.requires_grad else sampled
     return _multilinear(read, points)
+
+
+def _zero_gradient(grid: Tensor) -> Tensor:
+    """Zeros ``(N, [D_out,] H_out, W_out)`` whose gradient with respect to the grid is zero: nearest's taps carry
+    none, yet torch's grid (and a theta before it) gets a zero ``.grad``, not None (an optimizer skips a None)."""
+    finite = apply("tensor.where", grid.isfinite(), grid, 0.0)
+    return finite.sum(-1) * 0.0
 
 
 def _multilinear(read: Callable[..., Tensor], points: list[Tensor]) -> Tensor:
@@ -128,10 +139,19 @@ def _check_sampling(input: Tensor, grid: Tensor, mode: str, padding_mode: str) -
 
 
 def _unnormalize(coordinate: Tensor, size: int, align_corners: bool) -> Tensor:
-    """[-1, 1] to pixel indices: the corner pixels' centers with ``align_corners``, their outer edges without."""
+    """[-1, 1] to pixel indices: the corner pixels' centers with ``align_corners``, their outer edges without. Rounded
+    as PyTorch's vectorised CPU kernel: ``(x + 1) * (size / 2) - 0.5`` in one fused multiply-add, so a point within an
+    ulp of a pixel (the identity grid's) floors to the same tap and bilinear's gradient in the grid takes the same side.
+    The fused value is the forward's; the gradient is the plain expression's (``size / 2``), as torch's."""
+    shifted = coordinate + 1.0
     if align_corners:
-        return (coordinate + 1.0) / 2.0 * (size - 1)
-    return ((coordinate + 1.0) * size - 1.0) / 2.0
+        return shifted * ((size - 1) / 2)
+    plain = shifted * (size / 2) - 0.5
+    dtype = np.dtype(coordinate.dtype.numpy)
+    if dtype.name not in ("float32", "float64"):
+        return plain
+    fused = nearly_fused_multiply_add(shifted.detach(), dtype.type(size / 2), -0.5, SPLITTERS[dtype.name])
+    return plain + (fused - plain.detach())
 
 
 def _padded(coordinate: Tensor, size: int, padding_mode: str, align_corners: bool) -> Tensor:

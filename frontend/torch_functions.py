@@ -28,6 +28,7 @@ from kiln.compiler.ir.types import DType, is_float_array_dtype
 from kiln.frontend.tensor import Tensor, apply, eager_tensor
 from kiln.frontend.linalg_spectral import SPECTRAL_FORWARDED, nuclear_norm
 from kiln.frontend.linalg_factor import FACTOR_FORWARDED, chain_matmul, lu_unpack
+from kiln.frontend.linspace_values import torch_linspace
 from kiln.frontend.tensor_extras import EXTRA_FORWARDED
 from kiln.frontend.tensor_methods import _flatten_args
 from kiln.frontend.torch_dtypes import cast_array, get_default_dtype
@@ -126,7 +127,8 @@ def arange(start: Any, end: Any = None, step: Any = 1, *, dtype: Any = None, dev
 
 
 def linspace(start: float, end: float, steps: int, *, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Any:
-    return _requiring_grad(_created(cast_array(np.linspace(start, end, steps), _dtype(dtype, "float32"))), requires_grad)
+    dtype = _dtype(dtype, "float32")
+    return _requiring_grad(_created(cast_array(torch_linspace(float(start), float(end), int(steps), dtype), dtype)), requires_grad)
 
 
 def eye(n: int, m: int | None = None, *, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Any:
