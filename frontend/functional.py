@@ -15,6 +15,7 @@ from kiln.frontend.tensor import Tensor, ValuesIndices, apply
 from kiln.frontend.trace import located_error
 from kiln.frontend.tensor_inplace import honors_inplace, in_place_variant
 from kiln.frontend.autocast import autocasts
+from kiln.frontend.linear_shape_checks import check_linear_shapes
 
 
 @honors_inplace
@@ -98,6 +99,7 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """``input @ weight.T + bias`` with PyTorch's ``(out_features, in_features)`` weight. In a CPU autocast region the
     bias is added in float32 before the one rounding, as torch's addmm kernel (a half model outside one keeps two ops,
     the product a half GEMM on CuPy)."""
+    check_linear_shapes(input, weight)
     if bias is None:
         return input @ weight.T
     return bias_added_in_opmath(lambda x, w, b: x @ w.T + b, input, weight, bias)
