@@ -9,8 +9,9 @@ the wrong size (more patches or tokens than the models were built for) raises wh
 
 What broke: nothing in the numbers; every variant agreed as first written. The errors for the wrong sequence length
 named kiln's lowering (``Conv1d``: 'tensor.conv2d: weight (4, 4, 1, 1) ... does not fit input tensor<2x9x1x12xf32>';
-``einsum``: 'tensor.matmul: contraction dims differ'); both now raise torch's RuntimeError with its words
-(``tests/frontend/test_conv_channel_errors_vs_torch.py``, ``tests/frontend/test_einsum_size_errors_vs_torch.py``).
+``einsum`` and the Mixer's token ``Linear``: 'tensor.matmul: contraction dims differ'); all three now raise torch's
+RuntimeError with its words (``tests/frontend/test_conv_channel_errors_vs_torch.py``,
+``test_einsum_size_errors_vs_torch.py``, ``test_linear_shape_errors_vs_torch.py``).
 """
 
 from __future__ import annotations
@@ -140,6 +141,7 @@ def test_mixers_float32_as_torch(program):
 
 
 WRONG_LENGTH = {  # 12x12 images make 9 patches where the models were built for 4; 8 tokens where for 6
+    "mixer, timm init": ("mat1 and mat2 shapes cannot be multiplied (16x9 and 4x4)", (2, 3, 12, 12)),
     "gmlp, conv1d sgu": ("Given groups=1, weight of size [4, 4, 1], expected input[2, 9, 12] to have 4 channels, but "
                          "got 9 channels instead", (2, 3, 12, 12)),
     "gmlp, lucidrains sgu": ("einsum(): subscript n has size 4 for operand 1 which does not broadcast with previously "
