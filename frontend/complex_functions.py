@@ -26,6 +26,7 @@ import numpy as np
 
 from kiln.compiler.ir.types import DType
 from kiln.frontend.complex_tensor import ComplexTensor, split
+from kiln.frontend.complex_view_checks import check_complex_view
 from kiln.frontend.torch_keywords import numpy_keywords
 from kiln.frontend.tensor import Tensor
 from kiln.frontend.trace import TraceContext, located_error
@@ -68,9 +69,10 @@ def view_as_real(input: Any) -> Tensor:  # noqa: A002
 
 def view_as_complex(input: Tensor) -> ComplexTensor:  # noqa: A002
     """``torch.view_as_complex``: a float32/float64 tensor whose last dim is 2, read as (real, imag) pairs."""
-    if not isinstance(input, Tensor) or isinstance(input, ComplexTensor) or input.ndim == 0 or input.shape[-1] != 2:
-        raise located_error(f"view_as_complex takes a real tensor whose last dim has size 2, got shape "
-                            f"{tuple(getattr(input, 'shape', ()))}")
+    if not isinstance(input, Tensor) or isinstance(input, ComplexTensor):
+        raise located_error(f"view_as_complex takes a real tensor whose last dim has size 2, got "
+                            f"{type(input).__name__} {getattr(input, 'dtype', '')}")
+    check_complex_view(input)
     parts = Tensor.__getitem__(input, (..., 0)), Tensor.__getitem__(input, (..., 1))
     return complex(*parts)
 
