@@ -524,7 +524,10 @@ class Tensor(EagerMethods, InPlaceMethods, TorchMethods, MathMethods, StrideMeth
 
     def masked_fill(self, mask: "Tensor", value: Any) -> "Tensor":
         """``value`` where ``mask`` (which broadcasts to this tensor's shape) is True; the gradient flows elsewhere."""
+        from kiln.frontend.fill_values import fill_value  # lazily: kept out of the module's import block
+
         check_bool_mask(mask, "masked_fill_")
+        value = fill_value(value, self.dtype, "masked_fill")
         if isinstance(value, Tensor) and value.dtype is not self.dtype:
             value = value.to(self.dtype)
         result = apply("tensor.where", mask, value, self)
