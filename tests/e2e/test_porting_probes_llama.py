@@ -120,6 +120,13 @@ def test_llama_reference_float32_islands_in_float64_as_torch(float64_default):
     assert_same_records(ours, theirs, **FLOAT32_LEVEL)
 
 
+def test_llama_compiled_step_float32_as_torch():
+    """The reference text in float32 (complex64 rotations) as one compiled step, against torch's eager loop."""
+    require_torch()
+    ours, theirs = _lockstep(ModelArgs(), compiled=True)
+    assert_same_records(ours, theirs, **FLOAT32_LEVEL, looser={"state": dict(rtol=2e-5, atol=1e-5)})
+
+
 def test_llama_float32_as_torch():
     require_torch()
     ours, theirs = _lockstep(ModelArgs(tie_embeddings=True))
