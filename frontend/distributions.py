@@ -224,9 +224,23 @@ class Distribution:
         distribution's by default) when ``validate_args``."""
         self._context(method)
         array, support = concrete_values(value), support or self.support
+        if self._validate_args and isinstance(value, Tensor):
+            self._check_sample_shape(tuple(value.shape), method)
         if self._validate_args and support is not None and array is not None:
             self._check(f"the value given to {method}", support, array)
         return value if isinstance(value, Tensor) else constant(array, dtype or self._dtype)
+
+    def _check_sample_shape(self, shape: tuple[Dim, ...], method: str) -> None:
+        """torch's ``_validate_sample``: the value ends in the event shape and broadcasts with batch + event shape,
+        else its ``ValueError`` (a symbolic dim matches anything)."""
+        event, expected = self._event_shape, self._batch_shape + self._event_shape
+        agree = lambda a, b: a == b or isinstance(a, str) or isinstance(b, str)  # noqa: E731
+        if len(shape) < len(event) or not all(map(agree, shape[len(shape) - len(event):], event)):
+            raise self._invalid(f"The right-most size of value must match event_shape: {format_shape(shape)} vs "
+                                f"{format_shape(event)} (the value given to {method})")
+        if not all(a == 1 or b == 1 or agree(a, b) for a, b in zip(reversed(shape), reversed(expected))):
+            raise self._invalid(f"Value is not broadcastable with batch_shape+event_shape: {format_shape(shape)} vs "
+                                f"{format_shape(expected)} (the value given to {method})")
 
     # shapes -------------------------------------------------------------------------------------------------------
 
