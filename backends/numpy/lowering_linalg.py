@@ -17,8 +17,10 @@ LAPACK_ERRORS = (np.linalg.LinAlgError,)
 """NumPy's own error class, bound at import (the CuPy re-binding replaces only the ``np`` the kernels call)."""
 
 
-class LinAlgError(KilnError, ValueError):
-    """A matrix has no inverse (or no Cholesky factor) where the op needs one: ``kiln.linalg.LinAlgError``."""
+class LinAlgError(KilnError, ValueError, RuntimeError):
+    """A matrix has no inverse (or no Cholesky factor) where the op needs one: ``kiln.linalg.LinAlgError``. A
+    RuntimeError too, as ``torch.linalg.LinAlgError``: code written for torch catches it so (GPyTorch's
+    ``psd_safe_cholesky`` of 1.x retries with jitter on ``except RuntimeError``)."""
 
 
 def _lapack(op: str, what: str, function, *arrays):
