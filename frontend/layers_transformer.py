@@ -25,6 +25,7 @@ from kiln.frontend.layers import Linear
 from kiln.frontend.module import Module, Parameter, _to_numpy, layer_dtype
 from kiln.frontend.tensor import Tensor, apply
 from kiln.frontend.trace import located_error
+from kiln.frontend.transformer_nested_padding import nested_tensor_blocker, zeroes_padded_outputs
 
 
 class Embedding(Module):
@@ -347,15 +348,23 @@ class TransformerEncoder(Module):
     """``torch.nn.TransformerEncoder``: ``num_layers`` copies of ``encoder_layer`` (``layers.0``, ... in the
     ``state_dict``; copies, so all start from the layer's weights, as PyTorch's), then an optional ``norm``."""
 
-    def __init__(self, encoder_layer: TransformerEncoderLayer, num_layers: int, norm: Module | None = None, **_ignored: Any):
+    def __init__(self, encoder_layer: TransformerEncoderLayer, num_layers: int, norm: Module | None = None,
+                 enable_nested_tensor: bool = True, mask_check: bool = True, **_ignored: Any):
         super().__init__()
         self.layers = ModuleList(copy.deepcopy(encoder_layer) for _ in range(num_layers))
         self.num_layers, self.norm = num_layers, norm
+        self.enable_nested_tensor, self.mask_check = enable_nested_tensor, mask_check
+        self.use_nested_tensor = enable_nested_tensor and not nested_tensor_blocker(encoder_layer)
 
     def forward(self, src: Tensor, mask: Tensor | None = None, src_key_padding_mask: Tensor | None = None,
                 is_causal: bool | None = None) -> Tensor:
+        """PyTorch's outputs, zeros at padded positions included (``frontend/transformer_nested_padding.py``)."""
+        padding = boolean_attention_mask("src_key_padding_mask", src_key_padding_mask)
+        zero_padding = zeroes_padded_outputs(self, src, mask, padding)
         for layer in self.layers:
             src = layer(src, src_mask=mask, src_key_padding_mask=src_key_padding_mask, is_causal=bool(is_causal))
+        if zero_padding:
+            src = src.masked_fill(padding.unsqueeze(-1), 0.0)
         return src if self.norm is None else self.norm(src)
 
 
