@@ -12,7 +12,7 @@ import pytest
 
 import kiln
 from kiln.compiler.errors import TraceError
-from oracles import require_torch, torch_twins
+from oracles import torch_twins
 
 SEQUENCE, BATCH, EMBED = 5, 2, 4
 

@@ -67,7 +67,7 @@ def test_encoder_outputs_at_padded_positions_as_torch(case):
     padding = _padding(spec.get("left_aligned", True))
     x = np.random.default_rng(0).standard_normal((BATCH, LENGTH, D_MODEL))
     if not spec.get("build", {}).get("batch_first", True):
-        x, padding = x.transpose(1, 0, 2).copy(), padding
+        x = x.transpose(1, 0, 2).copy()  # (S, N, E); the padding mask stays (N, S)
     results = []
     for lib, encoder in ((kiln, ours), (torch, theirs)):
         call = dict(spec.get("call", {}))
