@@ -17,6 +17,7 @@ import numpy as np
 from kiln.compiler.errors import KilnError
 from kiln.compiler.ir.core import Value
 from kiln.compiler.ir.types import DType, is_float_array_dtype
+from kiln.frontend.eager_values import count_update
 from kiln.frontend.grad_mode import no_grad
 from kiln.frontend.inplace_leaf_checks import check_leaf_write
 from kiln.frontend.module_hooks import HOOK_KINDS, HookMethods, RemovableHandle, call_with_hooks
@@ -162,6 +163,7 @@ class Parameter(Tensor):
             raise KilnError(f"cannot copy an array of shape {array.shape} into a parameter of shape {self.data.shape}: "
                             "copy_ broadcasts the source to the parameter's shape, as PyTorch's")
         np.copyto(self.data, array, casting="unsafe")  # any dtype, as PyTorch's (float into int64 truncates)
+        count_update(self)  # a graph that read the old values refuses backward(), as after mul_ (PyTorch's version counter)
         return self
 
     def __repr__(self) -> str:

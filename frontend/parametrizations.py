@@ -150,7 +150,8 @@ class _SpectralNorm(Module):
         weight_mat = self._reshape_weight_to_matrix(weight)
         if self.training:
             self._power_method(weight_mat, self.n_power_iterations)
-        sigma = (self._u * (weight_mat @ self._v)).sum()
+        u, v = self._u.clone(), self._v.clone()  # this graph's own: the next forward's iteration writes the buffers
+        sigma = (u * (weight_mat @ v)).sum()
         return weight / sigma
 
     def right_inverse(self, value: Any) -> Any:

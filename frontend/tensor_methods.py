@@ -102,8 +102,11 @@ class TorchMethods(BitwiseMethods):
             from kiln.frontend.tensor import to_value  # input in kiln.compile (lifted: a write to the copy rebinds it alone)
 
             return _tensor_class()(to_value(TraceContext.current(), self, None))
-        copied = TraceContext.current().emit("tensor.broadcast_to", value, shape=value.type.shape)
+        context = TraceContext.current()
+        copied = context.emit("tensor.broadcast_to", value, shape=value.type.shape)
         ARRAYS[copied] = np.array(ARRAYS[copied])
+        if not (context.grad_enabled and self.requires_grad):  # no gradient: a leaf, so a later write to the source
+            copied = context.without_gradient(copied)  # (a buffer's copy_) cannot reach backward() through it
         return _tensor_class()(copied)
 
     def contiguous(self, memory_format: Any = None) -> Any:

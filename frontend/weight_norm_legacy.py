@@ -8,6 +8,7 @@ New code should use ``kiln.nn.utils.parametrizations.weight_norm``, as PyTorch a
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from kiln.frontend.module import Module, Parameter
@@ -16,7 +17,10 @@ from kiln.frontend.parametrize import ParametrizationError, _inject_new_class, e
 
 
 def weight_norm(module: Module, name: str = "weight", dim: int | None = 0) -> Module:
-    """``module.<name>`` becomes ``<name>_v * (<name>_g / norm_except_dim(<name>_v, dim))``; ``dim=None`` normalizes the whole."""
+    """``module.<name>`` becomes ``<name>_v * (<name>_g / norm_except_dim(<name>_v, dim))``; ``dim=None`` normalizes the whole.
+    Warns as PyTorch 2.13's does (a ``FutureWarning`` naming the parametrization to use)."""
+    warnings.warn("`kiln.nn.utils.weight_norm` is deprecated in favor of `kiln.nn.utils.parametrizations.weight_norm`.",
+                  FutureWarning, stacklevel=2)
     if name not in module._parameters:
         raise ParametrizationError(f"weight_norm: Module '{type(module).__name__}' has no parameter named '{name}'")
     if name in module.__dict__.get("_legacy_weight_norms", {}):
