@@ -84,7 +84,22 @@ def one_hot(tensor: Tensor, num_classes: int = -1, dtype: Any = "int64") -> Tens
     is the largest class plus one: eagerly read off the values; a trace needs it given."""
     if num_classes == -1:
         num_classes = _classes_seen(tensor)
+    _check_classes(tensor, num_classes)
     return apply("tensor.one_hot", tensor, num_classes=num_classes, dtype=DType.of(dtype))
+
+
+def _check_classes(tensor: Any, num_classes: int) -> None:
+    """PyTorch's RuntimeError for an eager class value outside ``[0, num_classes)`` (its row would be all zeros)."""
+    from kiln.frontend.eager_values import eager_array
+
+    values = eager_array(tensor) if isinstance(tensor, Tensor) else np.asarray(tensor)
+    if values is None or values.size == 0:
+        return
+    if values.min() < 0:
+        raise located_error(f"Class values must be non-negative. (one_hot got {values.min()})")
+    if values.max() >= num_classes:
+        raise located_error(f"Class values must be smaller than num_classes. (one_hot got {values.max()} for "
+                            f"num_classes={num_classes})")
 
 
 def _classes_seen(tensor: Any) -> int:

@@ -61,13 +61,17 @@ def _all_valid(labels, classes: int, ignore_index: int) -> bool:
     return 0 <= np.minimum.reduce(labels, axis=None) and np.maximum.reduce(labels, axis=None) < classes
 
 
+class LabelOutOfRangeError(InputError, IndexError):
+    """A class label outside ``[0, C)``: also an ``IndexError``, as PyTorch's ``Target 3 is out of bounds.``"""
+
+
 def check_labels(op: str, labels, keep, classes: int, ignore_index: int) -> None:
     bad = keep & ((labels < 0) | (labels >= classes))
     if bad.any():
         position = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise InputError(
-            f"{op}: label {labels[position]} at {position} is outside [0, {classes}) and is not ignore_index ({ignore_index}); "
-            "labels are class indices (pass ignore_index= for padding)"
+        raise LabelOutOfRangeError(
+            f"{op}: Target {labels[position]} is out of bounds: label {labels[position]} at {position} is outside "
+            f"[0, {classes}) and is not ignore_index ({ignore_index}); labels are class indices (pass ignore_index= for padding)"
         )
 
 
