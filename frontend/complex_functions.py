@@ -64,7 +64,10 @@ def view_as_real(input: Any) -> Tensor:  # noqa: A002
                             "one; kiln.complex(x, zeros) makes one")
     from kiln.frontend.torch_functions import stack
 
-    return stack([input.real, input.imag], dim=-1)
+    pairs = stack([input.real, input.imag], dim=-1)
+    pairs._unfollowed_view = ("view_as_real(z) is a new tensor in kiln, not a view of z as torch's: a write to it would "
+                              "not reach z. Write z.real or z.imag (or z itself), or clone() the pairs to write a copy")
+    return pairs
 
 
 def view_as_complex(input: Tensor) -> ComplexTensor:  # noqa: A002

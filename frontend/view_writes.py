@@ -101,11 +101,26 @@ def refreshed(tensor: Any) -> bool:
 
 
 def check_overlap(tensor: Any, method: str) -> None:
-    """torch's refusal of a write (other than ``fill_``/``zero_``) to a tensor whose elements share memory."""
+    """torch's refusal of a write (other than ``fill_``/``zero_``) to a tensor whose elements share memory; and kiln's
+    of a write to a copy that torch makes as a view kiln does not follow (``unfollowed``: why, and what to do)."""
+    unfollowed = _unfollowed(tensor)
+    if unfollowed is not None:
+        raise located_error(f"{method}: {unfollowed}")
     if method not in UNIFORM_WRITES and "_view_of" in tensor.__dict__ and overlapping(tensor):
         raise located(OverlappingWriteError, f"{method}: unsupported operation: more than one element of the written-to "
                       f"tensor refers to a single memory location. Please clone() the tensor before performing the "
                       f"operation. ({tensor.type} is expanded: strides {layout(tensor)[0]})")
+
+
+def _unfollowed(tensor: Any) -> str | None:
+    """Why a write to ``tensor`` or to the tensor it is a view of (up the chain) would not reach torch's base."""
+    while tensor is not None:
+        reason = tensor.__dict__.get("_unfollowed_view")
+        if reason is not None:
+            return reason
+        view_of, indexed_from = tensor.__dict__.get("_view_of"), tensor.__dict__.get("_indexed_from")
+        tensor = view_of.base if view_of is not None else indexed_from[0] if indexed_from is not None else None
+    return None
 
 
 def write_through_view(view: Any, result: Any, method: str, written: Any) -> Any:
