@@ -25,6 +25,7 @@ through the tap weights (floor, round and the integer tap coordinates carry none
 from __future__ import annotations
 
 import itertools
+import warnings
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -43,6 +44,7 @@ CUBIC_A = -0.75
 def affine_grid(theta: Tensor, size: Sequence[int], align_corners: bool | None = None) -> Tensor:
     """The sampling grid ``(N, H, W, 2)`` of the affine maps ``theta (N, 2, 3)`` for ``size (N, C, H, W)``, or
     ``(N, D, H, W, 3)`` of ``theta (N, 3, 4)`` for ``size (N, C, D, H, W)``, as PyTorch's."""
+    _warn_if_default_align_corners(align_corners, stacklevel=3)
     size = tuple(s if isinstance(s, str) else int(s) for s in size)  # a symbolic batch (x.shape[0] when traced) stays
     spatial = len(size) - 2
     if spatial not in (2, 3) or theta.ndim != 3 or tuple(theta.shape[1:]) != (spatial, spatial + 1):
@@ -57,6 +59,14 @@ def affine_grid(theta: Tensor, size: Sequence[int], align_corners: bool | None =
     base = _base_grid(size[2:], bool(align_corners), theta.dtype.numpy)  # (P, spatial + 1)
     points = (theta.unsqueeze(1) * apply("tensor.constant", value=base[None, :, None, :])).sum(-1)  # (N, P, spatial)
     return points.reshape((theta.shape[0],) + size[2:] + (spatial,))
+
+
+def _warn_if_default_align_corners(align_corners: bool | None, stacklevel: int) -> None:
+    """torch 2.13's UserWarning, word for word, when ``align_corners`` is left to its default (None, taken as False)."""
+    if align_corners is None:
+        warnings.warn("Default grid_sample and affine_grid behavior has changed to align_corners=False since 1.3.0. Please "
+                      "specify align_corners=True if the old behavior is desired. See the documentation of grid_sample for "
+                      "details.", stacklevel=stacklevel)
 
 
 def _base_grid(sizes: tuple[int, ...], align_corners: bool, dtype: Any) -> np.ndarray:
@@ -81,6 +91,7 @@ def grid_sample(input: Tensor, grid: Tensor, mode: str = "bilinear", padding_mod
     output is ``(N, C, H_out, W_out)``; or ``input (N, C, D, H, W)`` at ``grid (N, D_out, H_out, W_out, 3)`` (``x, y,
     z``), ``(N, C, D_out, H_out, W_out)`` out. See the module docstring for the steps."""
     _check_sampling(input, grid, mode, padding_mode)
+    _warn_if_default_align_corners(align_corners, stacklevel=4)  # past the autocast wrapper
     align_corners = bool(align_corners)
     sizes = [int(size) for size in reversed(input.shape[2:])]  # W, H[, D]: the order of the grid's coordinates
     read = _tap_reader(input)

@@ -42,3 +42,21 @@ def test_identity_grid_gradients_match_torch(size, mode, padding_mode, align_cor
         np.testing.assert_allclose(ours[key], theirs[key], **tolerance, err_msg=key)
     if mode == "nearest":
         assert not theirs["theta_grad"].any()
+
+
+def test_default_align_corners_warns_as_torch():
+    """The STN tutorial's ``F.affine_grid(theta, x.size())`` and ``F.grid_sample(x, grid)``: torch 2.13 warns that the
+    default is align_corners=False, once per call, at the caller's line; kiln said nothing."""
+    import warnings
+
+    messages = []
+    for name in ("kiln", "torch"):
+        torch, _, F = libraries(name)
+        x, theta = torch.ones(1, 1, 4, 4), torch.tensor(np.repeat(IDENTITY[None], 1, 0), dtype=torch.float32)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            F.grid_sample(x, F.affine_grid(theta, x.size()))
+            F.grid_sample(x, F.affine_grid(theta, x.size(), align_corners=False), align_corners=True)
+        messages.append([(str(w.message), w.category, w.filename) for w in caught])
+    assert messages[0] == messages[1] and len(messages[0]) == 2
+    assert messages[0][0][2] == __file__
