@@ -20,7 +20,7 @@ from kiln.frontend.distributions_independent import Independent
 from kiln.frontend.distributions_kl import kl_divergence, register_kl
 from kiln.frontend.distributions_multivariate import MultivariateNormal
 from kiln.frontend.distributions_transformed import LogNormal, TransformedDistribution
-from kiln.distributions import transforms
+from kiln.distributions import constraints, normal, transformed_distribution, transforms  # torch's submodules
 from kiln.distributions.transforms import (
     AffineTransform, ComposeTransform, ExpTransform, PowerTransform, SigmoidTransform, SoftplusTransform, TanhTransform,
     Transform)
@@ -29,5 +29,5 @@ __all__ = [
     "AffineTransform", "Bernoulli", "Categorical", "ComposeTransform", "Constraint", "Distribution", "ExpTransform",
     "Exponential", "Independent", "InvalidParameterError", "Laplace", "LogNormal", "MultivariateNormal", "Normal",
     "PowerTransform", "SigmoidTransform", "SoftplusTransform", "TanhTransform", "Transform", "TransformedDistribution",
-    "Uniform", "kl_divergence", "register_kl", "transforms",
+    "Uniform", "constraints", "kl_divergence", "normal", "register_kl", "transformed_distribution", "transforms",
 ]

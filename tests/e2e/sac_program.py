@@ -8,6 +8,7 @@ by indices, and ``NoiseTape``, which makes ``Normal.rsample()`` draw the same st
 from __future__ import annotations
 
 import itertools
+import math
 from copy import deepcopy
 
 import numpy as np
@@ -438,3 +439,199 @@ def spinup_target(ac):
     for p in ac_targ.parameters():
         p.requires_grad = False
     return ac_targ
+
+
+# --- Denis Yarats' pytorch_sac: agent/actor.py, agent/critic.py, agent/sac.py, utils.py -----------------------------
+
+
+def yarats_squashed_normal(torch):
+    """``actor.py``'s ``TanhTransform`` (on ``pyd.constraints``) and ``SquashedNormal``."""
+    pyd = torch.distributions
+    F = torch.nn.functional
+
+    class TanhTransform(pyd.transforms.Transform):
+        domain = pyd.constraints.real
+        codomain = pyd.constraints.interval(-1.0, 1.0)
+        bijective = True
+        sign = +1
+
+        def __init__(self, cache_size=1):
+            super().__init__(cache_size=cache_size)
+
+        @staticmethod
+        def atanh(x):
+            return 0.5 * (x.log1p() - (-x).log1p())
+
+        def __eq__(self, other):
+            return isinstance(other, TanhTransform)
+
+        def _call(self, x):
+            return x.tanh()
+
+        def _inverse(self, y):
+            # We do not clamp to the boundary here as it may degrade the performance of certain algorithms.
+            # one should use `cache_size=1` instead
+            return self.atanh(y)
+
+        def log_abs_det_jacobian(self, x, y):
+            # We use a formula that is more numerically stable, see details in the following link
+            # https://github.com/tensorflow/probability/commit/ef6bb176e0ebd1cf6e25c6b5cecdd2428c22963f#diff-e120f70e92e6741bca649f04fcd907b7
+            return 2. * (math.log(2.) - x - F.softplus(-2. * x))
+
+    class SquashedNormal(pyd.transformed_distribution.TransformedDistribution):
+        def __init__(self, loc, scale):
+            self.loc = loc
+            self.scale = scale
+
+            self.base_dist = pyd.Normal(loc, scale)
+            transforms = [TanhTransform()]
+            super().__init__(self.base_dist, transforms)
+
+        @property
+        def mean(self):
+            mu = self.loc
+            for tr in self.transforms:
+                mu = tr(mu)
+            return mu
+
+    return SquashedNormal
+
+
+def yarats_networks(torch, nn, F, hidden_dim=HIDDEN, hidden_depth=2, log_std_bounds=(-5, 2)):
+    SquashedNormal = yarats_squashed_normal(torch)
+
+    def weight_init(m):
+        """Custom weight init for Conv2D and Linear layers."""
+        if isinstance(m, nn.Linear):
+            nn.init.orthogonal_(m.weight.data)
+            if hasattr(m.bias, 'data'):
+                m.bias.data.fill_(0.0)
+
+    def mlp(input_dim, hidden_dim, output_dim, hidden_depth, output_mod=None):
+        if hidden_depth == 0:
+            mods = [nn.Linear(input_dim, output_dim)]
+        else:
+            mods = [nn.Linear(input_dim, hidden_dim), nn.ReLU(inplace=True)]
+            for i in range(hidden_depth - 1):
+                mods += [nn.Linear(hidden_dim, hidden_dim), nn.ReLU(inplace=True)]
+            mods.append(nn.Linear(hidden_dim, output_dim))
+        if output_mod is not None:
+            mods.append(output_mod)
+        trunk = nn.Sequential(*mods)
+        return trunk
+
+    class DiagGaussianActor(nn.Module):
+        """torch.distributions implementation of an diagonal Gaussian policy."""
+        def __init__(self, obs_dim, action_dim, hidden_dim, hidden_depth, log_std_bounds):
+            super().__init__()
+            self.log_std_bounds = log_std_bounds
+            self.trunk = mlp(obs_dim, hidden_dim, 2 * action_dim, hidden_depth)
+            self.outputs = dict()
+            self.apply(weight_init)
+
+        def forward(self, obs):
+            mu, log_std = self.trunk(obs).chunk(2, dim=-1)
+
+            # constrain log_std inside [log_std_min, log_std_max]
+            log_std = torch.tanh(log_std)
+            log_std_min, log_std_max = self.log_std_bounds
+            log_std = log_std_min + 0.5 * (log_std_max - log_std_min) * (log_std + 1)
+
+            std = log_std.exp()
+
+            self.outputs['mu'] = mu
+            self.outputs['std'] = std
+
+            dist = SquashedNormal(mu, std)
+            return dist
+
+    class DoubleQCritic(nn.Module):
+        """Critic network, employes double Q-learning."""
+        def __init__(self, obs_dim, action_dim, hidden_dim, hidden_depth):
+            super().__init__()
+            self.Q1 = mlp(obs_dim + action_dim, hidden_dim, 1, hidden_depth)
+            self.Q2 = mlp(obs_dim + action_dim, hidden_dim, 1, hidden_depth)
+            self.outputs = dict()
+            self.apply(weight_init)
+
+        def forward(self, obs, action):
+            assert obs.size(0) == action.size(0)
+            obs_action = torch.cat([obs, action], dim=-1)
+            q1 = self.Q1(obs_action)
+            q2 = self.Q2(obs_action)
+            self.outputs['q1'] = q1
+            self.outputs['q2'] = q2
+            return q1, q2
+
+    critic, critic_target = (DoubleQCritic(OBS_DIM, ACT_DIM, hidden_dim, hidden_depth) for _ in range(2))
+    critic_target.load_state_dict(critic.state_dict())
+    actor = DiagGaussianActor(OBS_DIM, ACT_DIM, hidden_dim, hidden_depth, log_std_bounds)
+    return nn.ModuleDict({"actor": actor, "critic": critic, "critic_target": critic_target})
+
+
+class YaratsSAC:
+    """``agent/sac.py``'s ``SACAgent`` update: ``update_critic``, ``update_actor_and_alpha`` (a learnable temperature
+    ``log_alpha`` tensor, ``alpha`` a property), ``utils.soft_update_params``; ``update`` runs all three."""
+
+    def __init__(self, torch, F, nets, discount=0.99, init_temperature=0.1, lr=1e-2, tau=0.05):
+        self.torch, self.F, self.discount, self.critic_tau = torch, F, discount, tau
+        self.actor, self.critic, self.critic_target = nets["actor"], nets["critic"], nets["critic_target"]
+        self.log_alpha = torch.tensor(np.log(init_temperature)).to("cpu")
+        self.log_alpha.requires_grad = True
+        # set target entropy to -|A|
+        self.target_entropy = -ACT_DIM
+        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=lr, betas=(0.9, 0.999))
+        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=lr, betas=(0.9, 0.999))
+        self.log_alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=lr, betas=(0.9, 0.999))
+
+    @property
+    def alpha(self):
+        return self.log_alpha.exp()
+
+    def update_critic(self, obs, action, reward, next_obs, not_done):
+        torch, F = self.torch, self.F
+        dist = self.actor(next_obs)
+        next_action = dist.rsample()
+        log_prob = dist.log_prob(next_action).sum(-1, keepdim=True)
+        target_Q1, target_Q2 = self.critic_target(next_obs, next_action)
+        target_V = torch.min(target_Q1, target_Q2) - self.alpha.detach() * log_prob
+        target_Q = reward + (not_done * self.discount * target_V)
+        target_Q = target_Q.detach()
+
+        # get current Q estimates
+        current_Q1, current_Q2 = self.critic(obs, action)
+        critic_loss = F.mse_loss(current_Q1, target_Q) + F.mse_loss(current_Q2, target_Q)
+
+        # Optimize the critic
+        self.critic_optimizer.zero_grad()
+        critic_loss.backward()
+        self.critic_optimizer.step()
+        return critic_loss.detach()
+
+    def update_actor_and_alpha(self, obs):
+        torch = self.torch
+        dist = self.actor(obs)
+        action = dist.rsample()
+        log_prob = dist.log_prob(action).sum(-1, keepdim=True)
+        actor_Q1, actor_Q2 = self.critic(obs, action)
+
+        actor_Q = torch.min(actor_Q1, actor_Q2)
+        actor_loss = (self.alpha.detach() * log_prob - actor_Q).mean()
+
+        # optimize the actor
+        self.actor_optimizer.zero_grad()
+        actor_loss.backward()
+        self.actor_optimizer.step()
+
+        self.log_alpha_optimizer.zero_grad()
+        alpha_loss = (self.alpha * (-log_prob - self.target_entropy).detach()).mean()
+        alpha_loss.backward()
+        self.log_alpha_optimizer.step()
+        return actor_loss.detach(), alpha_loss.detach(), -log_prob.mean().detach()
+
+    def update(self, obs, action, reward, next_obs, not_done):
+        critic_loss = self.update_critic(obs, action, reward, next_obs, not_done)
+        actor_loss, alpha_loss, entropy = self.update_actor_and_alpha(obs)
+        for param, target_param in zip(self.critic.parameters(), self.critic_target.parameters()):
+            target_param.data.copy_(self.critic_tau * param.data + (1 - self.critic_tau) * target_param.data)
+        return critic_loss, actor_loss, alpha_loss, entropy

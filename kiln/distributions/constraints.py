@@ -1,0 +1,74 @@
+"""``kiln.distributions.constraints``: ``torch.distributions.constraints``' names, for transforms and distributions
+written against them (``domain = constraints.real``, ``codomain = constraints.interval(-1.0, 1.0)`` in Denis Yarats'
+SAC ``TanhTransform``; ``arg_constraints = {"loc": constraints.real}``). Each is a ``Constraint`` whose ``check``
+takes an array (a tensor's values) and answers elementwise (per event for the vector and matrix ones), as torch's
+``check``; kiln's ``validate_args`` checks parameters and values against them (``frontend/distributions.py``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from kiln.frontend.distributions import (Constraint, boolean, nonnegative, positive, real, real_vector, unit_interval,
+                                         unnormalized_simplex)
+from kiln.frontend.distributions_multivariate import lower_cholesky, positive_definite
+
+
+def _whole(x: Any) -> np.ndarray:
+    """``x % 1 == 0`` as torch's integer checks compute it (False for inf and NaN), without NumPy's warning."""
+    with np.errstate(invalid="ignore"):
+        return np.asarray(x) % 1 == 0
+
+
+def interval(lower_bound: float, upper_bound: float) -> Constraint:
+    """``[lower_bound, upper_bound]``."""
+    return Constraint(f"in [{lower_bound}, {upper_bound}]", lambda x: (lower_bound <= x) & (x <= upper_bound))
+
+
+def half_open_interval(lower_bound: float, upper_bound: float) -> Constraint:
+    """``[lower_bound, upper_bound)``."""
+    return Constraint(f"in [{lower_bound}, {upper_bound})", lambda x: (lower_bound <= x) & (x < upper_bound))
+
+
+def greater_than(lower_bound: float) -> Constraint:
+    return Constraint(f"greater than {lower_bound}", lambda x: x > lower_bound)
+
+
+def greater_than_eq(lower_bound: float) -> Constraint:
+    return Constraint(f"greater than or equal to {lower_bound}", lambda x: x >= lower_bound)
+
+
+def less_than(upper_bound: float) -> Constraint:
+    return Constraint(f"less than {upper_bound}", lambda x: x < upper_bound)
+
+
+def integer_interval(lower_bound: int, upper_bound: int) -> Constraint:
+    return Constraint(f"an integer in [{lower_bound}, {upper_bound}]",
+                      lambda x: _whole(x) & (lower_bound <= x) & (x <= upper_bound))
+
+
+def independent(base_constraint: Constraint, reinterpreted_batch_ndims: int) -> Constraint:
+    """``base_constraint`` over events of ``reinterpreted_batch_ndims`` more rightmost dims (all of an event's
+    elements must hold)."""
+    dims = reinterpreted_batch_ndims
+
+    def check(x: Any) -> np.ndarray:
+        ok = np.asarray(base_constraint.check(x))
+        return ok.all(axis=tuple(range(ok.ndim - dims, ok.ndim))) if dims else ok
+
+    return Constraint(f"{base_constraint.describe} (each of {dims} rightmost dims)", check,
+                      base_constraint.event_dim + dims)
+
+
+simplex = Constraint("a vector of non-negative numbers summing to 1",
+                     lambda x: np.all(x >= 0, axis=-1) & (np.abs(np.sum(x, axis=-1) - 1) < 1e-6), event_dim=1)
+nonnegative_integer = Constraint("a non-negative integer", lambda x: _whole(x) & (x >= 0))
+positive_integer = Constraint("a positive integer", lambda x: _whole(x) & (x >= 1))
+dependent = Constraint("anything (dependent on other parameters)", lambda x: np.ones(np.shape(x), bool))
+
+__all__ = ["Constraint", "boolean", "dependent", "greater_than", "greater_than_eq", "half_open_interval", "independent",
+           "integer_interval", "interval", "less_than", "lower_cholesky", "nonnegative", "nonnegative_integer", "positive",
+           "positive_definite", "positive_integer", "real", "real_vector", "simplex", "unit_interval"]
+"""torch's names that kiln has (not yet: cat, stack, one_hot, multinomial, corr_cholesky, lower_triangular, square,
+symmetric, positive_semidefinite, dependent_property, is_dependent)."""
