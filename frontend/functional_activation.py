@@ -37,6 +37,7 @@ from kiln.frontend.tensor import Tensor, apply
 from kiln.frontend.trace import TraceContext, located_error
 from kiln.frontend.tensor_inplace import honors_inplace, in_place_variant
 from kiln.frontend.autocast import autocasts
+from kiln.frontend.functional_half import in_opmath
 
 SELU_ALPHA = 1.6732632423543772848170429916717
 SELU_SCALE = 1.0507009873554804934193349852946
@@ -85,8 +86,8 @@ def _softplus(input: Tensor) -> Tensor:
 
 @honors_inplace
 def silu(input: Tensor, inplace: bool = False) -> Tensor:
-    """``x sigmoid(x)`` (swish)."""
-    return input * apply("tensor.sigmoid", input)
+    """``x sigmoid(x)`` (swish); a half input in float32, rounded once, as torch's kernel (and so its gradient)."""
+    return in_opmath(lambda x: x * apply("tensor.sigmoid", x), input)
 
 
 @honors_inplace
