@@ -42,6 +42,7 @@ from typing import Any, NamedTuple
 from kiln.frontend import tensor_linalg as core
 from kiln.frontend.trace import located_error
 from kiln.frontend.autocast import autocasts
+from kiln.frontend.warn_once import TRIANGULAR_SOLVE_DEPRECATED, warn_once
 from kiln.frontend.linalg_common import _apply, _eye, _square_size
 from kiln.frontend.linalg_matrix_functions import householder_product, matrix_exp, matrix_power
 from kiln.frontend.linalg_matrix_functions import (  # noqa: F401  (re-exported: kiln.linalg and torch_functions import them from here)
@@ -301,6 +302,7 @@ def cholesky_inverse(L: Any, upper: bool = False) -> Any:
 @autocasts("triangular_solve")
 def triangular_solve(b: Any, A: Any, upper: bool = True, transpose: bool = False, unitriangular: bool = False) -> TriangularSolveResult:
     """``torch.triangular_solve``: ``(X, A.clone())`` with ``T X = b`` (``transpose``: ``T^T X = b``), ``T`` a triangle of ``A``."""
+    warn_once(TRIANGULAR_SOLVE_DEPRECATED)
     T, upper = (A.mT, not upper) if transpose else (A, upper)
     return TriangularSolveResult(core.solve_triangular(T, b, upper=upper, unitriangular=unitriangular), A.clone())
 

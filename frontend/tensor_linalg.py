@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 from kiln.frontend.linalg_factor import FactorMethods
 from kiln.frontend.trace import located_error
 from kiln.frontend.autocast import autocasts
+from kiln.frontend.warn_once import CHOLESKY_DEPRECATED, warn_once
 
 
 def _apply(*args: Any, **attrs: Any) -> Any:
@@ -146,6 +147,7 @@ class LinalgMethods(FactorMethods):
 
     @autocasts("cholesky")
     def cholesky(self, upper: bool = False) -> Any:
+        warn_once(CHOLESKY_DEPRECATED)
         return cholesky(self, upper=upper)
 
     @autocasts("svd")
