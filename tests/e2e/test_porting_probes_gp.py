@@ -29,8 +29,9 @@ symmetric one, the documented input, agrees to rounding); ``cholesky_solve`` and
 cond(K) = 1.6e6 (a GP with noise 1e-5), so a GP that ill-conditioned compares at ~1e-9, not 1e-10. Past 25 rows
 torch's ``cdist`` uses its matmul form (distances off by ~sqrt(eps) |x|: 4e-8 on the diagonal), kiln's stays exact
 (``compute_mode`` is checked, not followed); kernels of the squared distance or flat at 0 agree to 1e-10 anyway (the
-30-point test), a Laplacian ``exp(-d)`` would differ by ~4e-8. Missing: ``distributions.LowRankMultivariateNormal``;
-``torch.cholesky`` / ``torch.triangular_solve`` do not warn torch's deprecation (once per process).
+30-point test), a Laplacian ``exp(-d)`` would differ by ~4e-8. Missing: ``distributions.LowRankMultivariateNormal``.
+``torch.cholesky`` / ``torch.triangular_solve`` now warn torch's deprecation once per process
+(``tests/frontend/test_deprecated_linalg_warns_once_vs_torch.py``).
 """
 
 from __future__ import annotations
