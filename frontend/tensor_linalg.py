@@ -73,8 +73,13 @@ def logdet(A: Any) -> Any:
 
 @autocasts("linalg_cholesky")
 def cholesky(A: Any, *, upper: bool = False) -> Any:
-    """``L`` lower with ``A = L L^T`` (``upper``: ``U = L^T``); ``A`` symmetric positive definite."""
-    lower = _apply("linalg.cholesky", A)
+    """``L`` lower with ``A = L L^T`` (``upper``: ``U = L^T``); ``A`` symmetric positive definite. As PyTorch's, only
+    one triangle is read (the lower; ``upper``: the upper), so a non-symmetric ``A`` factors the symmetric matrix that
+    triangle stands for; the gradient is the symmetric one, as PyTorch's (the op's own)."""
+    triangle = (A.mT if upper else A).tril()
+    read = triangle + triangle.tril(-1).mT
+    finite = _apply("tensor.where", (A != A) | (A.abs() == math.inf), 0.0, A)
+    lower = _apply("linalg.cholesky", read.detach() + (finite - finite.detach()))
     return lower.mT if upper else lower
 
 
