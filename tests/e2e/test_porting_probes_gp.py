@@ -22,9 +22,9 @@ written in place through ``Aprime.diagonal(...).add_``), gradients through it.
 
 What broke: a failed ``torch.linalg.cholesky`` raised ``kiln.linalg.LinAlgError``, not a RuntimeError, so GPyTorch
 1.x's jitter retry (``except RuntimeError``) let it escape (``tests/frontend/test_linalg_error_is_runtime_error_vs_torch.py``).
-Everything else agreed as first written. Noticed, left: kiln's ``cholesky`` factors ``(A + A^T) / 2`` where torch's
-reads one triangle (the lower, or the upper with ``upper=True``), so a non-symmetric input gives another factor (a
-symmetric one, the documented input, agrees to rounding); ``cholesky_solve`` and ``solve_triangular`` are LU solves
+Probing around it: ``linalg.cholesky`` factored ``(A + A^T) / 2`` where torch's reads one triangle, so a non-symmetric
+input gave another factor and gradient (``tests/frontend/test_cholesky_reads_one_triangle_vs_torch.py``).
+Everything else agreed as first written. Noticed, left: ``cholesky_solve`` and ``solve_triangular`` are LU solves
 (NumPy has no triangular solver), not torch's substitutions: they agree to ~cond(K) * eps, 5e-11 relative at
 cond(K) = 1.6e6 (a GP with noise 1e-5), so a GP that ill-conditioned compares at ~1e-9, not 1e-10. Past 25 rows
 torch's ``cdist`` uses its matmul form (distances off by ~sqrt(eps) |x|: 4e-8 on the diagonal), kiln's stays exact
