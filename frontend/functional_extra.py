@@ -29,6 +29,7 @@ from kiln.frontend.functional_half import in_opmath
 from kiln.frontend.norm_size_checks import verify_spatial_size
 from kiln.frontend.eager_values import eager_array
 from kiln.frontend.embedding_options import renormalize_rows
+from kiln.frontend.index_range_checks import check_bag_indices_in_range
 from kiln.frontend.sparse_embedding import record_sparse_lookup
 from kiln.frontend.functional_conv import conv_transpose2d, single_size
 from kiln.frontend.functional_conv3d import avg_pool3d, batched_volume, max_pool3d, triple
@@ -316,6 +317,7 @@ def embedding_bag(input: Tensor, weight: Tensor, offsets: Any = None, max_norm: 
     ``offsets`` (``B`` bag starts, or ``B + 1`` with ``include_last_offset``). ``per_sample_weights`` scales each row
     (``mode='sum'``); ``padding_idx`` entries leave their bag and the mean's count; an empty bag gives zeros."""
     _check_bag_options(input, weight, mode, scale_grad_by_freq, sparse, per_sample_weights)
+    check_bag_indices_in_range(input, weight.shape[0])
     if max_norm is not None:
         renormalize_rows(input, weight, max_norm, norm_type, "embedding_bag")
     rows = apply("tensor.take", weight, input, axis=0)

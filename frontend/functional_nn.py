@@ -32,6 +32,7 @@ from kiln.frontend.functional_attention_paths import attention_in_float32, atten
 from kiln.frontend.functional_attention_paths import zero_rows_attending_nothing
 from kiln.frontend.sparse_embedding import record_sparse_lookup
 from kiln.frontend.embedding_options import frequency_scaled, renormalize_rows
+from kiln.frontend.index_range_checks import check_rows_in_range
 from kiln.frontend.functional_movement import cat, chunk, concat, flatten, narrow, pad, split, squeeze, stack, unsqueeze
 from kiln.frontend.functional_indexing import getitem
 from kiln.frontend.functional_indexing import _gathered_rows  # noqa: F401  (re-exported: advanced_indexing imports it from here)
@@ -153,6 +154,7 @@ def embedding(input: Tensor, weight: Tensor, padding_idx: int | None = None, max
     """Rows of ``weight`` picked by integer ``input``: ``(..., ) -> (..., embedding_dim)``. The ``padding_idx`` row
     gets no gradient, as in PyTorch: positions holding it read the row through ``stop_gradient``. ``sparse=True``
     gives the weight a sparse COO ``.grad`` eagerly, as PyTorch's (``frontend/sparse_embedding.py``)."""
+    check_rows_in_range("embedding", input, weight.shape[0])
     if max_norm is not None:
         renormalize_rows(input, weight, max_norm, norm_type, "embedding")
     rows = apply("tensor.take", weight, input, axis=0)

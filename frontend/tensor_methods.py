@@ -140,6 +140,9 @@ class TorchMethods(BitwiseMethods):
         """Rows ``index`` (1-D integers, or a 0-d one: one row, kept as a dim of 1) along ``dim``."""
         if getattr(index, "ndim", 1) > 1:
             raise located_error(f"index_select takes a 1-D index, got {getattr(index, 'type', index)}")
+        from kiln.frontend.index_range_checks import check_rows_in_range  # lazily: it reads eager values
+
+        check_rows_in_range("index_select", index, self.shape[dim])
         return _apply("tensor.take", self, index.reshape(1) if getattr(index, "ndim", 1) == 0 else index, axis=dim)
 
     def gather(self, dim: int, index: Any) -> Any:
