@@ -88,9 +88,12 @@ def _gathered_rows(input: Tensor, indices: tuple[Tensor, ...]) -> Tensor:
     """``input[indices]`` for integer index tensors over its leading dims: shape ``broadcast(indices) + rest``."""
     from kiln.frontend.tensor_more import _flat_leading_index  # index_put's: the same flat positions it writes
 
+    from kiln.frontend.view_writes import own_storage  # lazily: it builds on the tensor
+
     flat, rest = _flat_leading_index(input, indices)
     rows = input.reshape((-1,) + rest)
-    return apply("tensor.take", rows, flat.reshape(-1), axis=0).reshape(tuple(flat.shape) + rest)
+    taken = apply("tensor.take", rows, flat.reshape(-1), axis=0)
+    return own_storage(taken.reshape(tuple(flat.shape) + rest), taken)  # a copy: no view of the temporary, as torch's
 
 
 def _index_axis(input: Tensor, axis: int, item: Any) -> Tensor:

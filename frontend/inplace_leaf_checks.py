@@ -33,6 +33,10 @@ class LeafInPlaceError(TraceError, RuntimeError):
     PyTorch's."""
 
 
+class ViewDetachError(TraceError, RuntimeError):
+    """``detach_()`` of a view: a ``RuntimeError``, as PyTorch's."""
+
+
 def requires_grad_leaf(tensor: Any) -> bool:
     """Whether ``tensor`` is a leaf autograd differentiates by: a parameter that requires grad (not a buffer, not a
     frozen one), or an eager tensor marked by ``requires_grad_()`` (no op made it)."""

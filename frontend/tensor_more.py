@@ -301,7 +301,13 @@ class MoreMethods:
         return self.t()  # type: ignore[attr-defined]
 
     def detach_(self) -> Any:
-        """This tensor, now constant to the gradient (``detach`` written into it)."""
+        """This tensor, now constant to the gradient (``detach`` written into it); a view is refused, as PyTorch's (the
+        write would cut its base's gradient where the view lies)."""
+        if "_view_of" in self.__dict__ or "_indexed_from" in self.__dict__:
+            from kiln.frontend.inplace_leaf_checks import ViewDetachError, located
+
+            raise located(ViewDetachError, f"Can't detach views in-place. Use detach() instead. ({self.type} is a view "
+                          "of another tensor: x = x.detach() keeps the base's gradient)")
         return in_place(self, "detach_", lambda x: x.detach())
 
     # activations as methods ----------------------------------------------------------------------------------------

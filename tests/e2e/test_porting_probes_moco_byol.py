@@ -19,7 +19,13 @@ graph against torch's eager loop; a float32 run agrees at float32's level.
   regression loss as ``2 - 2 * (x * y).sum(dim=-1)`` of normalised vectors and as ``2 - 2 * F.cosine_similarity``,
   and the EMA update rebinding ``ma_params.data``; SGD with momentum (``_byol_optimizer`` says why not Adam).
 
-What broke: nothing; both agreed as first written.
+What broke: the numbers agreed as first written. BYOL first had ``target_proj_one.detach_()`` on the ``chunk``
+outputs: torch refuses that ("Can't detach views in-place"), kiln wrote the detached values through the view, which
+cuts the base's gradient there; kiln now refuses it with torch's words
+(``tests/frontend/test_detach_inplace_views_vs_torch.py``), and the probe keeps byol-pytorch's current ``.detach()``.
+Not one graph: MoCo's ``ptr = int(self.queue_ptr)`` reads a buffer's value in Python, so ``kiln.compile`` runs that
+step eagerly with its warning (``test_moco_v2_compiled_step_as_torch``); BYOL's whole step is one graph.
+Tolerances: 1e-10 in float64 throughout; BYOL uses SGD, not Adam (``_byol_optimizer`` says why).
 """
 
 from __future__ import annotations
