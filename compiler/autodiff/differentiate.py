@@ -37,7 +37,7 @@ from kiln.compiler.ir.builder import Builder
 from kiln.compiler.ir.core import Graph, Op, Value
 from kiln.compiler.ir.printer import assign_names
 from kiln.compiler.ir.types import Dim, TensorType
-from kiln.compiler.autodiff.half_vjp import computes_in_half, rounded, widened_rule_inputs
+from kiln.compiler.autodiff.half_vjp import computes_in_half, rounded, summed_in_float32, widened_rule_inputs
 from kiln.compiler.autodiff.rules import VJP_RULES
 from kiln.compiler.ops.registry import has_trait, lookup
 from kiln.compiler.passes.decompose import decompose_op
@@ -159,6 +159,10 @@ def _backpropagate(builder: Builder, graph: Graph, op: Op, cotangents: dict[Valu
     rule_op, rule_g = widened_rule_inputs(builder, op, g) if half else (op, g)
     for operand, cotangent in zip(op.operands, rule(builder, rule_op, rule_g)):
         if cotangent is None or id(operand) not in varying or not operand.type.dtype.is_float:
+            continue
+        if half and has_trait(op.name, "elementwise"):  # torch: the elementwise backward rounds to half, then
+            cotangent = summed_in_float32(builder, rounded(builder, cotangent, operand), operand.type, unbroadcast)
+            _accumulate(builder, cotangents, operand, cotangent)  # sum_to_size adds in float32, rounding once
             continue
         cotangent = unbroadcast(builder, cotangent, operand.type.with_dtype(cotangent.type.dtype))
         _accumulate(builder, cotangents, operand, rounded(builder, cotangent, operand) if half else cotangent)

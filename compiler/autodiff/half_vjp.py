@@ -11,6 +11,9 @@ each cotangent back to its operand's dtype once:
 %dx = "tensor.cast"(%dx32) {dtype = bf16}
 ```
 
+An elementwise op's cotangent for a broadcast operand is rounded first, then summed to the operand's shape in
+float32 and rounded again (``summed_in_float32``), as torch's elementwise backward kernel and ``sum_to_size`` do.
+
 Ops that only move elements (``EXACT_IN_HALF``: transposes, reshapes, casts...) keep their rule as it is: their
 cotangents are exact in half. So does an op with a nested graph (``custom.vjp``): its user-written backward is typed
 in the half dtype.
@@ -18,11 +21,11 @@ in the half dtype.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from kiln.compiler.ir.builder import Builder
 from kiln.compiler.ir.core import Graph, Op, Value
-from kiln.compiler.ir.types import DType
+from kiln.compiler.ir.types import DType, TensorType
 from kiln.compiler.passes.widen_half import EXACT_IN_HALF, touches_half
 
 
@@ -60,6 +63,16 @@ def rounded(builder: Builder, cotangent: Value, operand: Value) -> Value:
     if operand.type.dtype.is_half and cotangent.type.dtype is not operand.type.dtype:
         return builder.cast(cotangent, dtype=operand.type.dtype)
     return cotangent
+
+
+def summed_in_float32(builder: Builder, cotangent: Value, target: TensorType,
+                      unbroadcast: Callable[[Builder, Value, TensorType], Value]) -> Value:
+    """``cotangent`` (in its operand's dtype) summed over the axes its operand was broadcast along, as PyTorch's
+    ``sum_to_size`` sums a half gradient: in float32, rounded once (a sum in half would round at every addition)."""
+    if cotangent.type.shape == target.shape or not cotangent.type.dtype.is_half:
+        return unbroadcast(builder, cotangent, target.with_dtype(cotangent.type.dtype))
+    summed = unbroadcast(builder, builder.cast(cotangent, dtype=DType.f32), target.with_dtype(DType.f32))
+    return builder.cast(summed, dtype=cotangent.type.dtype)
 
 
 def _to_f32(builder: Builder, value: Value | None) -> Value | None:
