@@ -136,6 +136,31 @@ def test_llama_float32_as_torch():
     assert_same_records(ours, theirs, **FLOAT32_LEVEL, looser={"state": dict(rtol=2e-5, atol=1e-5)})
 
 
+def test_llama_bfloat16_autocast_as_torch():
+    """LLaMA's usual mixed precision: the forward under ``torch.autocast("cpu", dtype=torch.bfloat16)`` (float32
+    weights, the reference's float32 islands). Logits and loss agree to the bit; the float32 weights' gradients within
+    2 bfloat16 ulps of the largest (SDPA's bfloat16 backward rounds differently from torch's CPU kernel, and the
+    difference spreads to every weight before it; SiLU and broadcast gradients were made torch's to the bit)."""
+    require_torch()
+    args = ModelArgs()
+    tokens = _tokens(args, steps=1)[0]
+    x, y = tokens[:, :-1], tokens[:, 1:]
+
+    def train(torch, nn, F, model):
+        with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+            logits = model(torch.tensor(x))
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), torch.tensor(y).reshape(-1))
+        loss.backward()
+        return {"logits": array(logits), "loss": loss.item(), "grads": gradients(model)}
+
+    ours, theirs = run_in_lockstep(lambda torch, nn, F: llama(torch, nn, F, args), train)
+    assert ours["logits"].dtype == np.float32
+    assert_same_records({k: ours[k] for k in ("logits", "loss")}, {k: theirs[k] for k in ("logits", "loss")}, rtol=0,
+                        atol=0)
+    for name, grad in theirs["grads"].items():
+        assert np.abs(ours["grads"][name] - grad).max() <= 2 * 2.0 ** -8 * np.abs(grad).max(), name
+
+
 PROMPTS = [[1, 2, 3, 4], [7, 8]]
 
 
