@@ -1,5 +1,5 @@
-"""``view_as_complex`` refuses what torch's refuses, with its RuntimeError and words (``frontend/complex_view_checks.py``):
-a layout that cannot be read as pairs in place (``x.t()``, a column slice of a wider tensor, an odd offset), a dtype
+"""``view_as_complex`` refuses what torch's refuses, with its RuntimeError and words
+(``frontend/complex_view_checks.py``): a layout that cannot be read as pairs in place (``x.t()``, a column slice of a wider tensor, an odd offset), a dtype
 other than half/float/double, no dims, a last dim other than 2. kiln read the pairs by indexing and accepted the
 layouts torch refuses. Layouts torch accepts (permuted leading dims, an expanded row, LLaMA's reshape of a transposed
 activation) still agree with torch's values. Checked against torch 2.13, eagerly and in ``kiln.compile``."""
@@ -27,7 +27,8 @@ REFUSED = {
 ACCEPTED = {
     "permuted leading dims": lambda lib: lib.arange(12.).reshape(2, 3, 2).transpose(0, 1),
     "expanded row": lambda lib: lib.arange(2.).expand(3, 2),
-    "reshaped transposed activation": lambda lib: lib.arange(48.).reshape(2, 3, 2, 4).transpose(1, 2).reshape(2, 2, 3, 2, 2),
+    "reshaped transposed activation":
+        lambda lib: lib.arange(48.).reshape(2, 3, 2, 4).transpose(1, 2).reshape(2, 2, 3, 2, 2),
     "even offset": lambda lib: lib.arange(6.)[2:].view(2, 2),
 }
 
