@@ -7,12 +7,13 @@ class KilnError(Exception):
     """Base of every error kiln raises on purpose."""
 
 
-class ShapeError(KilnError, ValueError):
-    """A shape or dtype rule rejected its operands."""
+class ShapeError(KilnError, ValueError, RuntimeError):
+    """A shape or dtype rule rejected its operands (a ``RuntimeError`` too, as PyTorch's shape errors are)."""
 
 
-class TraceError(KilnError):
-    """An error while tracing user code; the message names the user's source line."""
+class TraceError(KilnError, RuntimeError):
+    """An error while tracing user code (or running it eagerly); the message names the user's source line. A
+    ``RuntimeError``, as PyTorch's errors at run time are: ported code's ``except RuntimeError`` catches it."""
 
 
 class VerificationError(KilnError):
