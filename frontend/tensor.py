@@ -18,7 +18,7 @@ from kiln.compiler.errors import TraceError
 from kiln.compiler.ir.core import Value
 from kiln.compiler.ir.types import Dim, DType, TensorType
 from kiln.frontend.eager_values import ARRAYS, eager_array
-from kiln.frontend.tensor_device import DeviceMethods, dtype_of_to
+from kiln.frontend.tensor_device import DeviceMethods, copy_of_to, dtype_of_to
 from kiln.frontend.tensor_eager import EagerMethods
 from kiln.frontend.tensor_extras import ExtraMethods
 from kiln.frontend.tensor_inplace import VIEW_OPS, InPlaceMethods, check_fresh, link_view
@@ -440,10 +440,11 @@ class Tensor(EagerMethods, InPlaceMethods, TorchMethods, MathMethods, StrideMeth
 
     def to(self, *args: Any, **kwargs: Any) -> "Tensor":
         """PyTorch's ``to``: ``to(dtype)``, ``to(device)``, ``to(device, dtype)``, ``to(other)``, ``dtype=``; a device
-        changes nothing (``frontend/tensor_device.py``)."""
+        changes nothing (``frontend/tensor_device.py``). As PyTorch's, a call that changes nothing returns this
+        tensor itself (an in-place write to the result writes it), unless ``copy=True``."""
         dtype = dtype_of_to(args, kwargs)
-        if dtype is None:
-            return self
+        if dtype is None or DType.of(dtype) == self.dtype:
+            return self.clone() if copy_of_to(args, kwargs) else self
         dtype = DType.of(dtype)
         if dtype.is_complex:  # x.to(kiln.cfloat): a complex tensor with a zero imaginary part
             from kiln.frontend.complex_tensor import real_to_complex

@@ -81,6 +81,13 @@ def dtype_of_to(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     return dtype.dtype if isinstance(dtype, Tensor) else dtype
 
 
+def copy_of_to(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    """PyTorch's ``copy`` flag of ``to(...)``: ``copy=True``, or the second of its positional flags
+    (``to(dtype, non_blocking, copy)``)."""
+    flags = [a for a in args if isinstance(a, bool)]
+    return bool(kwargs.get("copy", False) or (len(flags) > 1 and flags[1]))
+
+
 class DeviceMethods:
     """``Tensor``'s device API: one device, the backend's; see the module docstring."""
 
