@@ -321,6 +321,17 @@ class MoreMethods:
 
         return prelu(self, weight)
 
+    # short-time Fourier transforms (frontend/stft.py, frontend/istft.py) ---------------------------------------------
+    def stft(self, n_fft: int, *args: Any, **kwargs: Any) -> Any:
+        from kiln.frontend.stft import stft
+
+        return stft(self, n_fft, *args, **kwargs)
+
+    def istft(self, n_fft: int, *args: Any, **kwargs: Any) -> Any:
+        from kiln.frontend.istft import istft
+
+        return istft(self, n_fft, *args, **kwargs)
+
     # sampling (frontend/torch_random.py) ----------------------------------------------------------------------------
     def bernoulli(self, p: float | None = None, *, generator: Any = None) -> Any:
         from kiln.frontend.torch_random import bernoulli
