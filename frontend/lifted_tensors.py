@@ -12,9 +12,19 @@ installs an ``EagerTensorLifting`` on its trace instead (``TraceContext.lifting`
   ``bincount`` size: ``eager_values.eager_array`` in a trace) stay constants,
   guarded: a call finding them changed traces again (``LiftedTensors.hold``).
 
-A tensor that requires grad stays a constant read once (guarded too): its
-gradient would need the compiled backward to reach it. So does every one a
-compiled forward split for ``loss.backward()`` reads (``lifts=False``).
+A tensor the function writes in place (``buffer.add_(x)``, ``obs[step] = o``,
+``alpha.copy_(log_alpha.exp())``) holds its traced new value while the trace
+runs, so later reads in the trace see it; when the trace ends it gets its own
+values back (``restore_written``) and the new value is a graph output, written
+into it after each call (``LiftedTensors.write_back``), as ``torch.compile``
+writes a mutated input back.
+
+A compiled forward split for ``loss.backward()`` (``lifts=False``) keeps the
+tensors it reads as guarded constants (its graph takes no more inputs), except
+one that requires grad (a closure's ``w = torch.randn(3).requires_grad_()``, a
+result on its chain): lifted, it is a differentiated input, and the call's
+recorded op links to its chain, so ``backward()`` reaches it, as
+``torch.compile``'s.
 """
 
 from __future__ import annotations
@@ -36,19 +46,48 @@ class EagerTensorLifting:
         graph takes no more inputs)."""
         self.lifted: dict[int, tuple[Any, Value]] = {}
         self.guarded: dict[int, tuple[Any, np.ndarray]] = {}
+        self.requiring_grad: set[int] = set()
+        """``id`` of each lifted tensor that required grad when traced: a leaf of the trace's gradients."""
+        self.written: dict[int, tuple[Any, Value]] = {}
+        """Tensors the trace wrote in place, with the eager value each held before (``record_write``)."""
+        self.written_tensors: list[Any] = []
+        """The written tensors, in the order their new values follow the graph's other outputs (``restore_written``)."""
 
-    def lifted_input(self, graph: Graph, tensor: Any, array: np.ndarray) -> Value:
-        """The graph input standing for the eager ``tensor`` (whose values are ``array`` now), created on first use."""
+    def lifts_tensor(self, tensor: Any) -> bool:
+        """Whether reading the eager ``tensor`` makes it a graph input (else a constant)."""
+        return self.lifts or bool(tensor.requires_grad)
+
+    def lifted_input(self, context: Any, tensor: Any, array: np.ndarray) -> Value:
+        """The graph input of ``context``'s trace standing for the eager ``tensor`` (whose values are ``array`` now),
+        created on first use; one that requires grad is a gradient leaf of the trace (``grad_leaves``)."""
         entry = self.lifted.get(id(tensor))
         if entry is None:
-            value = graph.add_input(TensorType.of_array(array), f"captured{len(self.lifted)}")
+            value = context.graph.add_input(TensorType.of_array(array), f"captured{len(self.lifted)}")
             entry = self.lifted[id(tensor)] = (tensor, value)
+            if value.type.dtype.is_float and tensor.requires_grad:
+                self.requiring_grad.add(id(tensor))
+                context.grad_leaves.add(value)
         return entry[1]
 
     def guard(self, tensor: Any, array: np.ndarray) -> None:
         """The trace used ``tensor``'s values ``array`` as constants: later calls need the same values."""
         if id(tensor) not in self.guarded:
             self.guarded[id(tensor)] = (tensor, np.array(array, copy=True))
+
+    def record_write(self, tensor: Any) -> None:
+        """The trace is about to rebind the eager ``tensor`` to a traced value (an in-place write): remember its own."""
+        if id(tensor) not in self.written:
+            self.written[id(tensor)] = (tensor, tensor.__dict__["_value"])
+
+    def restore_written(self) -> list[Value]:
+        """At the trace's end (or failure): each written tensor's traced new value, its own value given back."""
+        new_values = []
+        for tensor, own in self.written.values():
+            new_values.append(tensor.__dict__["_value"])
+            tensor._value = own
+        self.written_tensors = [tensor for tensor, _ in self.written.values()]
+        self.written.clear()
+        return new_values
 
     def tensors(self) -> list[Any]:
         return [tensor for tensor, _ in self.lifted.values()]
@@ -64,12 +103,28 @@ class LiftedTensors:
         self.tensors = lifting.tensors() if lifting is not None else []
         self.types = [value.type for value in lifting.inputs()] if lifting is not None else []
         self.guarded = list(lifting.guarded.values()) if lifting is not None else []
+        self.requiring_grad = [id(tensor) in lifting.requiring_grad for tensor in self.tensors] if lifting is not None else []
+        """Which lifted tensors required grad when traced: a call's outputs need a chain back to them."""
+        self.written = lifting.written_tensors if lifting is not None else []
+        """Tensors the function writes in place: their new values are the graph's last outputs (``write_back``)."""
+        self.only_grad = lifting is not None and not lifting.lifts
+        """Whether only tensors requiring grad were lifted (a training forward): a call finding one that no longer
+        does traces again (it would be a constant)."""
 
     def arrays(self) -> list[np.ndarray]:
         """The lifted tensors' arrays now, to feed after the parameters."""
         from kiln.frontend.eager_values import eager_array  # lazily: the tensor values build on the trace
 
         return [eager_array(tensor) for tensor in self.tensors]
+
+    def write_back(self, new_values: list[np.ndarray]) -> None:
+        """Write each written tensor's new values into it, as an eager ``copy_`` (its views follow or go stale)."""
+        from kiln.frontend.eager_values import eager_leaf  # lazily: the tensor values build on the trace
+        from kiln.frontend.grad_mode import no_grad
+
+        with no_grad():
+            for tensor, values in zip(self.written, new_values):
+                tensor.copy_(eager_leaf(np.array(values)))
 
     def hold(self) -> bool:
         """Whether each lifted tensor keeps its traced shape and dtype, and each guarded one its values."""
@@ -78,6 +133,8 @@ class LiftedTensors:
         for tensor, expected in zip(self.tensors, self.types):
             array = _array(tensor, ARRAYS)
             if array is None or array.shape != expected.shape or array.dtype != expected.dtype.numpy:
+                return False
+            if self.only_grad and not tensor.requires_grad:
                 return False
         for tensor, values in self.guarded:
             array = _array(tensor, ARRAYS)

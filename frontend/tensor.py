@@ -740,8 +740,8 @@ def to_value(context: TraceContext, operand: Any, dtype: DType | None) -> Value:
         array = None if value is None else ARRAYS.get(value)
         if array is None:
             return operand.value
-        if context.lifting is not None and context.lifting.lifts and not operand.requires_grad:  # kiln.compile: fed at each call
-            return context.lifting.lifted_input(context.graph, operand, array)
+        if context.lifting is not None and context.lifting.lifts_tensor(operand):  # kiln.compile: fed at each call
+            return context.lifting.lifted_input(context, operand, array)
         return context.emit("tensor.constant", value=eager_array(operand))  # an eager tensor in a trace: its values now
     owner = traced_data(operand)
     if owner is not None:  # p.data as an operand in a trace: p's value now, without a gradient (not a constant)

@@ -43,7 +43,7 @@ from typing import Any, Callable
 import numpy as np
 
 from kiln.compiler.errors import TraceError
-from kiln.frontend.eager_values import GRAD_TENSORS, count_update
+from kiln.frontend.eager_values import ARRAYS, GRAD_TENSORS, count_update
 from kiln.frontend.inplace_leaf_checks import check_leaf_write, located, view_base_to_record
 from kiln.frontend.tensor_methods import _is_one
 from kiln.frontend.trace import TraceContext, located_error, user_location
@@ -116,6 +116,7 @@ def rebind(tensor: Any, result: Any, method: str, written: Any = None) -> Any:
         return tensor
     check_fresh(tensor)
     result = kept_type(tensor, result, method)
+    _check_outside_write(tensor, method)
     marked_leaf = _marked_leaf(tensor)
     if "_indexed_from" in tensor.__dict__:
         return write_through_index(tensor, result, method)
@@ -135,6 +136,25 @@ def rebind(tensor: Any, result: Any, method: str, written: Any = None) -> Any:
     if marked_leaf:
         GRAD_TENSORS[result.value] = weakref.ref(tensor)  # still the leaf whose .grad backward() fills
     return tensor
+
+
+def _check_outside_write(tensor: Any, method: str) -> None:
+    """An in-place write, in a trace, of an eager tensor the function read from outside (a closure's buffer): in
+    ``kiln.compile``, recorded (written back after each call: ``frontend/lifted_tensors.py``); elsewhere refused, as
+    the graph cannot write it (an export, a compiled forward split for training, which then runs eagerly)."""
+    context = TraceContext.current()
+    if context.eager or tensor.__dict__.get("_value") not in ARRAYS:
+        return
+    lifting = context.lifting
+    if lifting is None or not lifting.lifts:
+        raise located_error(f"{method} writes a tensor {tensor.type} the traced function read from outside it (a "
+                            "closure's or a global), which this graph cannot write back; write it outside the traced "
+                            "function, or return the new value and assign it there")
+    if tensor.requires_grad:
+        raise located_error(f"{method} writes a tensor that requires grad, read from outside the compiled function; "
+                            "kiln.compile writes back only tensors that need no gradient: write it under kiln.no_grad() "
+                            "outside the compiled function")
+    lifting.record_write(tensor)
 
 
 def _written_by_a_compiled_call(parameter: Any) -> bool:

@@ -114,6 +114,8 @@ class TraceContext:
         runs eagerly and sets them itself."""
         for module, name, before in self.attribute_writes.values():
             set_attribute(module, name, before)
+        if self.lifting is not None:  # eager tensors it wrote in place get their values back
+            self.lifting.restore_written()
 
     def without_gradient(self, value: Value) -> Value:
         """``value`` behind a ``tensor.stop_gradient`` if it is floating (what ``kiln.no_grad`` traces)."""
@@ -221,6 +223,15 @@ def user_location() -> SourceLocation | None:
             return _source_location(code.co_filename, frame.f_lineno, code.co_name)
         frame = frame.f_back
     return None
+
+
+def user_stacklevel() -> int:
+    """``warnings.warn``'s ``stacklevel``, for a warning given by the caller of this, that names the user's line (the
+    innermost frame outside kiln) however deep inside kiln the warning is given."""
+    level, frame = 1, sys._getframe(1)
+    while frame is not None and _code_inside_kiln(frame.f_code.co_filename):
+        level, frame = level + 1, frame.f_back
+    return level
 
 
 @functools.lru_cache(maxsize=4096)
@@ -332,4 +343,5 @@ def as_value(item: Any, what: str) -> Value:
     return item.value
 
 
-__all__ = ["SourceLocation", "TensorSpec", "TraceContext", "refuse_in_step", "step_capture", "trace", "trace_context", "user_location"]
+__all__ = ["SourceLocation", "TensorSpec", "TraceContext", "refuse_in_step", "step_capture", "trace", "trace_context", "user_location",
+           "user_stacklevel"]

@@ -36,7 +36,7 @@ from kiln.frontend.lifted_tensors import LiftedTensors, lifted_after_parameters,
 from kiln.frontend.module import Parameter
 from kiln.frontend.torch_array import plain
 from kiln.frontend.tensor import Tensor
-from kiln.frontend.trace import TraceContext, trace_context
+from kiln.frontend.trace import TraceContext, trace_context, user_stacklevel
 from kiln.runtime.attribute_writes import AttributeWrites
 from kiln.runtime.compile_arguments import (UNCOMPILED_BACKENDS, checked_backend, named_like, number_positions,
                                             numbers_fixed, numbers_weak, traced_arguments, with_keywords)
@@ -75,6 +75,10 @@ class _Variant:
     buffer and optimizer state. An output that comes back as the very array fed for its input needs no write-back."""
     lifted: LiftedTensors = field(default_factory=lambda: LiftedTensors(None))
     """Eager tensors the function read (a closure's): fed after the parameters at each call; guarded values."""
+    needs_chain: bool = False
+    """Whether an output required grad when traced (the function read a closure's trained parameter or a tensor that
+    requires grad), and the trace wrote no parameter in place: a PyTorch-style call with gradients enabled then
+    takes the training path (``_closure_training``), so ``backward()`` reaches them."""
 
     def holds(self) -> bool:
         """Whether what the trace assumed (modules' modes, a step's ``.grad``s and optimizers, the shapes of the eager
@@ -127,25 +131,35 @@ class CompiledFunction:
             if TraceContext.active():  # called inside another trace (a compiled step calling a compiled model): inlined
                 return self.fn(*args, **kwargs)
             training = _training_signature(self.fn, arrays)
+            variant = None if training is not None else self._inference_lookup(fn, arrays, extra)
+            training = training if variant is None else _closure_training(variant, arrays)
             if training is None:
-                outputs = self._inference_call(fn, arrays, extra)
+                outputs = self._inference_call(variant, arrays)
             else:
                 values = eager_inputs(arrays)
                 weak = numbers_weak(fn, number_positions(arrays))  # Python numbers promote as numbers
-                variant = self._training_variant(weak, [ARRAYS[value] for value in values], extra, *training)
-                outputs = _EAGER if variant is None else call_training(variant, values)
+                trained = self._training_variant(weak, [ARRAYS[value] for value in values], extra, *training)
+                outputs = _EAGER if trained is None else call_training(trained, values)
+                if variant is not None and trained is not None:  # a closure's model: the modes the function set
+                    variant.modes.replay()
             return self.fn(*args, **kwargs) if outputs is _EAGER else outputs
         finally:
             self.running -= 1
 
-    def _inference_call(self, fn: Callable[..., Any], arrays: tuple[Any, ...], extra: Hashable) -> Any:
+    def _inference_lookup(self, fn: Callable[..., Any], arrays: tuple[Any, ...], extra: Hashable) -> Any:
+        """The inference variant for these arrays (traced on first sight), ``_EAGER`` where the call runs eagerly."""
         arrays_np = [np.asarray(a) for a in arrays]
         batch_dim = scalars_unbatched(arrays_np, self.batch_dim)
         batch_dim = batch_dim if len(arrays_np) < 2 else _broadcast_inputs_static(arrays_np, batch_dim)
         tensors_given = any(isinstance(a, Tensor) for a in arrays)
         variant = self._variant_for(numbers_weak(fn, number_positions(arrays)), arrays_np, batch_dim, extra, tensors_given)
-        if variant is None:
+        return _EAGER if variant is None else variant
+
+    def _inference_call(self, variant: Any, arrays: tuple[Any, ...]) -> Any:
+        if variant is _EAGER:
             return _EAGER
+        arrays_np = [np.asarray(a) for a in arrays]
+        tensors_given = any(isinstance(a, Tensor) for a in arrays)
         feeds = [*arrays_np, *[plain(p.data) for p in variant.parameters]]  # plain views: outputs written in place are them
         feeds += variant.lifted.arrays()
         feeds += variant.captured.inputs() if variant.captured is not None else []
@@ -154,6 +168,9 @@ class CompiledFunction:
         outputs = variant.executable(*feeds)
         variant.modes.replay()
         variant.writes.replay()
+        if variant.lifted.written:
+            outputs, written = outputs[: -len(variant.lifted.written)], outputs[-len(variant.lifted.written) :]
+            variant.lifted.write_back(written)
         outputs = written_back(variant.buffers, variant.captured, variant.donations, outputs, feeds,
                                feeds[len(arrays_np) :])
         if variant.returns_none:
@@ -296,7 +313,7 @@ class CompiledFunction:
             self.trained_eagerly = True
             warnings.warn(f"kiln.compile: this call runs eagerly, op by op ({reason}); loss.backward() still reaches the "
                           "parameters. For one compiled training step use kiln.compile_train_step(model, loss_fn, "
-                          "optimizer)", stacklevel=5)
+                          "optimizer)", stacklevel=user_stacklevel())
 
     def _compile_training(self, fn: Callable[..., Any], arrays: list[np.ndarray],
                           wants_grad: tuple[bool, ...]) -> TrainingVariant | None:
@@ -356,17 +373,19 @@ class CompiledFunction:
                 f"kiln.compile traced random ops (dropout in training mode, a sample) in {context.graph.name}"
                 f"{_first_draw(seed)}; call model.eval() first, or pass kiln.compile(fn, seed=0) to draw (each call anew), "
                 "or train it with kiln.compile_train_step, which feeds the seed")
+        needs_chain = _outputs_need_chain(context)
         buffers = in_call_order(context)
         parameter_inputs = [context.parameter_values[id(p)] for p in context.parameters]
         lifted_after_parameters(context.graph, context.lifting, parameter_inputs, arguments)
         captured = step.finish() if step is not None else None
+        context.graph.outputs += context.lifting.restore_written()  # closure tensors written in place: last
         donations = self._donations(context, step)
         PassManager(self.pipeline).run(context.graph)
         context.graph.donations = donations
         executable = get_backend(self.backend).compile(context.graph)
         return _Variant(context.graph, executable, context.parameters, buffers, seed is not None, captured,
                         captures[0].returned_none, captures[0].structure, captures[0].modes(), AttributeWrites.of(context),
-                        donations, LiftedTensors(context.lifting))
+                        donations, LiftedTensors(context.lifting), needs_chain)
 
     def _donations(self, context: TraceContext, step: StepCapture | None) -> dict[int, int]:
         """What the backend may update in place: each updated parameter or buffer and each optimizer state, as
@@ -390,8 +409,9 @@ def _eager_reason(error: Exception) -> str:
 
 def _nested(structure: Structure, outputs: tuple[Any, ...]) -> Any:
     """The outputs in the result's nesting (dicts, lists, nested tuples); one output, or a flat tuple, as it was."""
-    flat = structure is None or structure[0] is tuple and all(item is None for item in structure[1])
-    return (outputs[0] if len(outputs) == 1 else outputs) if flat else unflatten(structure, outputs)
+    if structure is None:
+        return outputs[0] if len(outputs) == 1 else outputs
+    return unflatten(structure, outputs)
 
 
 def _symbolic(arrays: list[np.ndarray], batch_dim: BatchDim) -> bool:
@@ -440,6 +460,34 @@ def _training_signature(fn: Callable[..., Any], arrays: tuple[Any, ...]) -> tupl
     if not any(wants_grad) and not any(trained):
         return None
     return wants_grad, (*[m.training for m in fn.modules()], *trained)
+
+
+def _closure_training(variant: Any, arrays: tuple[Any, ...]) -> tuple[tuple[bool, ...], tuple[Any, ...]] | None:
+    """For a PyTorch-style call with gradients enabled whose trace read a trained parameter that is not the compiled
+    module's (a closure's model: ``kiln.compile(lambda x: model(x).sum())``) or a closure tensor that requires grad,
+    ``_training_signature``'s answer: its
+    outputs need a chain back to it, as ``torch.compile``'s. The parameters' flags and the modes the trace read key
+    the training variant, as a module's do. None for any other call, and for a whole training step (its
+    ``backward()`` is in the graph)."""
+    from kiln.frontend.grad_mode import is_grad_enabled
+
+    if variant is _EAGER or not variant.needs_chain or variant.captured is not None or not is_grad_enabled():
+        return None
+    if not any(isinstance(a, Tensor) for a in arrays):
+        return None
+    trained = tuple(p.requires_grad and p.dtype.is_float for p in variant.parameters)
+    return (False,) * len(arrays), ("closure", trained, tuple(mode for _, mode in variant.modes.read))
+
+
+def _outputs_need_chain(context: TraceContext) -> bool:
+    """``_Variant.needs_chain`` of a finished trace (before its buffer updates join the outputs)."""
+    from kiln.frontend.module import Buffer
+    from kiln.frontend.traced_requires_grad import traced_requires_grad
+
+    if any(not isinstance(written, Buffer) for written, _ in context.buffer_updates.values()):
+        return False  # p.data *= 0.5 then model(x): its gradient is the written value's, which the split cannot give
+    with context:
+        return any(traced_requires_grad(value) for value in context.graph.outputs)
 
 
 def _first_draw(seed: Value) -> str:

@@ -36,7 +36,7 @@ from kiln.compiler.passes.cse import CSE, freeze_graph_key
 from kiln.compiler.passes.decompose import decompose_where
 from kiln.compiler.passes.manager import PassManager
 from kiln.frontend.eager_values import ARRAYS, eager_leaf, eager_value
-from kiln.frontend.lifted_tensors import LiftedTensors, lifting_eager_tensors
+from kiln.frontend.lifted_tensors import LiftedTensors, lifted_after_parameters, lifting_eager_tensors
 from kiln.frontend.module import Parameter
 from kiln.frontend.sparse_embedding import TRAINED_LOOKUPS
 from kiln.frontend.trace import TensorSpec, TraceContext, trace_context, user_location
@@ -207,7 +207,8 @@ class TrainingVariant:
     detached: list[bool] = field(default_factory=list)
     """Which outputs require no grad (made under ``no_grad``, ``detach()``ed, integer): returned without a chain."""
     lifted: LiftedTensors = field(default_factory=lambda: LiftedTensors(None))
-    """The eager tensors the forward read as constants (a closure's): a call finding one changed traces again."""
+    """The eager tensors the forward read (a closure's): constants, a call finding one changed traces again; those
+    that require grad are inputs after the parameters, and the recorded op links to their chains."""
 
 
 def compile_training(fn: Callable[..., Any], arrays: Sequence[np.ndarray], wants_grad: Sequence[bool], backend: str,
@@ -240,16 +241,19 @@ def compile_training(fn: Callable[..., Any], arrays: Sequence[np.ndarray], wants
     with context:  # outputs made under no_grad or detach()ed come back without a chain, as PyTorch's
         detached = [not traced_requires_grad(value) for value in graph.outputs]
     buffers = in_call_order(context)
+    lifted = LiftedTensors(context.lifting)  # closure tensors that require grad: inputs after the parameters
+    lifted_after_parameters(graph, context.lifting, [context.parameter_values[id(p)] for p in parameters], len(specs))
     differentiated = [k for k, (spec, wanted) in enumerate(zip(specs, wants_grad)) if wanted and spec.type.dtype.is_float]
     differentiated += [len(specs) + k for k, p in enumerate(parameters) if p.requires_grad and p.dtype.is_float]
+    differentiated += [len(specs) + len(parameters) + k for k, wanted in enumerate(lifted.requiring_grad) if wanted]
     kernels = getattr(get_backend(backend), "table", ())
-    split = split_forward(graph, len(specs) + len(parameters), num_outputs, differentiated, kernels)
+    split = split_forward(graph, len(specs) + len(parameters) + len(lifted.tensors), num_outputs, differentiated, kernels)
     split.recompute = clone_graph(split.graph)
     SPLITS[split.backward] = split
     PassManager(pipeline).run(split.graph)
     name = getattr(fn, "__name__", None) or type(fn).__name__
     return TrainingVariant(split, get_backend(backend).compile(split.graph), parameters, buffers,
-                           context.seed_input is not None, *structure, name, detached, LiftedTensors(context.lifting))
+                           context.seed_input is not None, *structure, name, detached, lifted)
 
 
 def in_call_order(context: TraceContext) -> list[Parameter]:
@@ -264,9 +268,12 @@ def in_call_order(context: TraceContext) -> list[Parameter]:
 
 
 def eager_inputs(inputs: Sequence[Any]) -> list[Value]:
-    """The eager value of each input of a call: a tensor's own (its chain is what the recorded op links to), a new
-    leaf for an array or a number."""
-    return [eager_value(a) or eager_value(eager_leaf(a)) for a in inputs]
+    """The eager value of each input of a call: a tensor's own (its chain is what the recorded op links to), a read
+    of a ``Parameter`` (``kiln.ones(2, requires_grad=True)`` is one: its ``.grad`` is filled), a new leaf for an
+    array or a number."""
+    context = TraceContext.current()
+    return [context.value_of(a) if isinstance(a, Parameter) else eager_value(a) or eager_value(eager_leaf(a))
+            for a in inputs]
 
 
 def call_training(variant: TrainingVariant, values: Sequence[Value]) -> Any:
@@ -276,7 +283,7 @@ def call_training(variant: TrainingVariant, values: Sequence[Value]) -> Any:
     from kiln.frontend.tensor import Tensor
 
     arrays = [ARRAYS[value] for value in values]
-    feeds = [*arrays, *[p.data for p in variant.parameters]]
+    feeds = [*arrays, *[p.data for p in variant.parameters], *variant.lifted.arrays()]
     if variant.reads_seed:
         feeds.append(init.draw_seed())  # as eager dropout draws
     results = [np.asarray(result) for result in variant.executable(*feeds)]
@@ -284,7 +291,7 @@ def call_training(variant: TrainingVariant, values: Sequence[Value]) -> Any:
     for buffer, update in zip(variant.buffers, results[split.num_outputs : split.num_outputs + split.num_buffers]):
         np.copyto(buffer.data, update)
     context = TraceContext.current()
-    operands = [*values, *[context.value_of(p) for p in variant.parameters]]
+    operands = [*values, *[context.value_of(p) for p in variant.parameters], *map(eager_value, variant.lifted.tensors)]
     outputs = record_call(split, variant.name, operands, results)
     detached = variant.detached or [False] * len(outputs)
     tensors = [Tensor(context.without_gradient(v) if cut or not v.type.dtype.is_float else v) for v, cut in zip(outputs, detached)]
