@@ -36,6 +36,7 @@ import numpy as np
 from kiln.compiler.errors import CheckpointError
 from kiln.compiler.ir.types import DType
 from kiln.runtime.model_pickle import MEMBER as MODULE_MEMBER, is_module, pickled, unpickled
+from kiln.runtime.pickled_leaves import pickled_leaf, unpickled_leaf
 from kiln.runtime.loaded_tensors import StorageMap, loaded_tensor, storage_map
 from kiln.runtime.torch_checkpoint import Tensor, is_torch_archive, load_torch_archive
 from kiln.runtime.zip_mmap import mapped_npy
@@ -125,8 +126,9 @@ def _read(source: str | io.BytesIO, path: str, tensor: Tensor, weights_only: boo
                 return unpickled(members, path, weights_only)
             read = _member_reader(members, source if mmap and isinstance(source, str) else None)
             if map_storage is not None:  # each array is its own storage, on the host
-                return _unflatten(meta["tree"], read, lambda array, parameter: tensor(map_storage(array, "cpu"), parameter))
-            return _unflatten(meta["tree"], read, tensor)
+                return _unflatten(meta["tree"], read, lambda array, parameter: tensor(map_storage(array, "cpu"), parameter),
+                                  lambda name: unpickled_leaf(read(name), weights_only, path))
+            return _unflatten(meta["tree"], read, tensor, lambda name: unpickled_leaf(read(name), weights_only, path))
     except FileNotFoundError:
         raise
     except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile, NotImplementedError, zlib.error, struct.error) as error:
@@ -178,7 +180,7 @@ def _flatten(node: Any, arrays: dict[str, np.ndarray], where: str, saved: dict[i
     if isinstance(node, (list, tuple)):
         items = [_flatten(item, arrays, f"{where}[{i}]", saved) for i, item in enumerate(node)]
         return {"tuple" if isinstance(node, tuple) else "list": items}
-    raise CheckpointError(f"cannot save {where}: a {type(node).__name__} is not an array, number, string, list or dict")
+    return pickled_leaf(node, arrays, where)  # an argparse.Namespace of hyperparameters, as torch.save pickles it
 
 
 def _array_name(node: np.ndarray | np.generic, arrays: dict[str, np.ndarray], where: str, saved: dict[int, tuple[str, Any]]) -> str:
@@ -215,7 +217,10 @@ def _tensor_array(node: Any, where: str) -> tuple[Any, bool | None]:
     return array, None
 
 
-def _unflatten(node: Mapping[str, Any], read: Callable[[str], np.ndarray], tensor: Tensor) -> Any:
+def _unflatten(node: Mapping[str, Any], read: Callable[[str], np.ndarray], tensor: Tensor,
+               unpickle: Callable[[str], Any]) -> Any:
+    if "pickled" in node:
+        return unpickle(node["pickled"])
     if "array" in node:
         array = read(node["array"])
         return tensor(array.view(BFLOAT16) if node.get("dtype") == "bfloat16" else array, node.get("parameter"))
@@ -223,9 +228,9 @@ def _unflatten(node: Mapping[str, Any], read: Callable[[str], np.ndarray], tenso
     if kind == "value":
         return content
     if kind in ("dict", "ordered_dict"):
-        pairs = ((key, _unflatten(value, read, tensor)) for key, value in content)
+        pairs = ((key, _unflatten(value, read, tensor, unpickle)) for key, value in content)
         return OrderedDict(pairs) if kind == "ordered_dict" else dict(pairs)
-    items = [_unflatten(item, read, tensor) for item in content]
+    items = [_unflatten(item, read, tensor, unpickle) for item in content]
     return tuple(items) if kind == "tuple" else items
 
 
