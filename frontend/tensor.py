@@ -265,20 +265,23 @@ class Tensor(EagerMethods, InPlaceMethods, TorchMethods, MathMethods, StrideMeth
     def detach(self) -> "Tensor":
         """The same values with no gradient flowing back through them (``tensor.stop_gradient``), as PyTorch's. Outside
         a trace, a new leaf sharing the array, as PyTorch's: a later ``backward()`` neither walks nor recomputes the ops
-        before it (``repackage_hidden``'s ``h.detach()`` between two batches, after the weights were updated in place)."""
+        before it (``repackage_hidden``'s ``h.detach()`` between two batches, after the weights were updated in place).
+        It is a view of this tensor, as torch's shares its storage: ``x.detach().zero_()`` zeroes ``x``
+        (``frontend/view_writes.py``)."""
         context = TraceContext.current()
         if context.eager:
-            return Tensor(context.without_gradient(_checked_value(self)))  # not the old values of a stale tensor
-        return apply("tensor.stop_gradient", self)
+            detached = Tensor(context.without_gradient(_checked_value(self)))  # not the old values of a stale tensor
+        else:
+            detached = apply("tensor.stop_gradient", self)
+        link_view(detached, self, "tensor.stop_gradient", {})  # shares the storage: a write to it writes this tensor
+        return detached
 
     @property
     def data(self) -> "Tensor":
-        """PyTorch's ``.data``: the values detached from the graph (``output.data.max(1)``, ``action.data``). It shares
-        the tensor's storage in PyTorch, so it joins its view family: a write through it makes reading the tensor an
-        error, never a silently different value. A ``Parameter``'s ``.data`` is its array (``frontend/module.py``)."""
-        detached = self.detach()
-        link_view(detached, self)
-        return detached
+        """PyTorch's ``.data``: the values detached from the graph (``output.data.max(1)``, ``action.data``), a view
+        of the tensor as ``detach()``'s, so a write through it writes the tensor (``target.data.copy_(v)``). A
+        ``Parameter``'s ``.data`` is its array (``frontend/module.py``)."""
+        return self.detach()
 
     def transpose(self, dim0: int | None = None, dim1: int | None = None) -> "Tensor":
         """``x.transpose()`` reverses the axes; ``x.transpose(0, 1)`` swaps two, as in PyTorch."""

@@ -131,8 +131,13 @@ def _diagonal(strides, offset, base_shape, shape, attrs) -> Layout:  # type: ign
     return kept + (strides[dim1] + strides[dim2],), offset + start * (shape[-1] != 0)
 
 
+def _detached(strides, offset, base_shape, shape, attrs) -> Layout:  # type: ignore[no-untyped-def]
+    return tuple(strides), offset  # x.detach(), x.data: the same storage, the same layout
+
+
 _STRIDE_RULES = {"tensor.transpose": _transposed, "tensor.squeeze": _squeezed, "tensor.expand_dims": _unsqueezed,
-                 "tensor.broadcast_to": _expanded, "tensor.slice": _sliced, "diagonal": _diagonal}
+                 "tensor.broadcast_to": _expanded, "tensor.slice": _sliced, "diagonal": _diagonal,
+                 "tensor.stop_gradient": _detached}
 
 
 def reshape_layout(base: Layout | str, old: tuple[Any, ...], new: tuple[Any, ...]) -> Layout | str:

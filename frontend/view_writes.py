@@ -155,6 +155,9 @@ def written_back(view_of: ViewOf, base: Any, view: Any, result: Any, method: str
         return assigned(base, (slice(None),) * axis + (slice(attrs["start"], attrs["stop"], attrs["step"]),), result)
     if op == "diagonal":
         return base.diagonal_scatter(result, **attrs)
+    if op == "tensor.stop_gradient":  # x.detach().zero_(), x.data.copy_(v): x takes the values, none of their gradient
+        values = apply("tensor.stop_gradient", result)  # and keeps its own path, as torch's grad_fn (identity to it)
+        return values + (base - apply("tensor.stop_gradient", base)) if base.requires_grad else values
     if op == "tensor.broadcast_to" and overlapping(view):
         return _expanded_written_back(base, view, result, method, written)
     return apply("tensor.reshape", result, shape=tuple(base.shape))  # reshape, squeeze, unsqueeze, a size-1 expand
