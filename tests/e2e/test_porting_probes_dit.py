@@ -28,7 +28,9 @@ dtype instead (``embed_dtype``), the one line a float64 user changes.
 
 What broke: ``nn.init.xavier_uniform_(w.view([w.shape[0], -1]))`` of ``w = proj.weight.data`` raises in kiln (a
 parameter's ``.data`` is a NumPy-backed ``TorchArray`` whose ``view`` takes a dtype; strict xfail below, reported); the
-probe writes ``w.reshape(...)``, a view of the same memory in both. Everything else agreed to 1e-10 as first written.
+probe writes ``w.reshape(...)``, a view of the same memory in both. train.py's checkpoint (``"args": args``, an
+``argparse.Namespace``) was refused by ``kiln.save``; it now pickles such a leaf and ``kiln.load`` treats it as
+torch 2.13 does (``runtime/pickled_leaves.py``). Everything else agreed to 1e-10 as first written.
 """
 
 from __future__ import annotations
@@ -611,3 +613,51 @@ def test_patch_embed_xavier_init_through_data_view():
     fan_in, fan_out = CHANNELS * PATCH * PATCH, HIDDEN
     bound = math.sqrt(6.0 / (fan_in + fan_out))
     assert np.abs(weight).max() <= bound and np.abs(weight).max() > bound / 2
+
+
+def test_train_checkpoint_and_find_model_as_torch(float64_default, tmp_path):
+    """train.py's checkpoint (``{"model", "ema", "opt", "args"}`` with ``args`` an ``argparse.Namespace``) after a
+    step, and sample.py's ``find_model``: ``torch.load(ckpt_path, map_location=lambda storage, loc: storage)`` is
+    refused in both (torch 2.13's weights_only default meets the Namespace), with ``weights_only=False`` the EMA weights
+    load into a fresh DiT (``checkpoint["ema"]``) and the optimizer state into a fresh AdamW, giving torch's outputs."""
+    import argparse
+    import pickle
+
+    x, y, timesteps, noises, drop_ids = _data(1)
+    outputs = {}
+    for name in ("kiln", "torch"):
+        torch, nn, F = libraries(name)
+        torch.manual_seed(0)
+        kiln.manual_seed(0)
+        model = _dit_float64(torch, nn, F)
+        if name == "torch":
+            model.load_state_dict({k: torch.tensor(v) for k, v in outputs["kiln initial"].items()})
+        outputs[f"{name} initial"] = snapshot(model)
+        ema = deepcopy(model)
+        requires_grad(ema, False)
+        opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0)
+        loss = gaussian_diffusion(torch).training_losses(model, torch.tensor(x), torch.tensor(timesteps[0]),
+                                                         dict(y=torch.tensor(y)), noise=torch.tensor(noises[0]))
+        opt.zero_grad()
+        loss["loss"].mean().backward()
+        opt.step()
+        update_ema(torch, ema, model, 0.5)
+        args = argparse.Namespace(model="DiT-S/2", image_size=IMAGE, global_seed=0)
+        checkpoint_path = f"{tmp_path}/{name}-0000001.pt"
+        torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(), "args": args},
+                   checkpoint_path)
+        with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+            torch.load(checkpoint_path, map_location=lambda storage, loc: storage)
+        checkpoint = torch.load(checkpoint_path, map_location=lambda storage, loc: storage, weights_only=False)
+        assert checkpoint["args"] == args
+        restored = _dit_float64(torch, nn, F)
+        restored.load_state_dict(checkpoint["ema"])
+        restored_opt = torch.optim.AdamW(restored.parameters(), lr=3e-3, weight_decay=0)
+        restored_opt.load_state_dict(checkpoint["opt"])
+        with torch.no_grad():
+            outputs[name] = array(restored.eval()(torch.tensor(x), torch.tensor(timesteps[0]), torch.tensor(y)))
+        # kiln's optimizer state_dict holds NumPy arrays under str keys (frontend/optim.py), torch's tensors
+        outputs[f"{name} exp_avg"] = [np.asarray(state["exp_avg"]) for state in restored_opt.state_dict()["state"].values()]
+    np.testing.assert_allclose(outputs["kiln"], outputs["torch"], rtol=1e-10, atol=1e-12)
+    for ours, theirs in zip(outputs["kiln exp_avg"], outputs["torch exp_avg"], strict=True):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-10, atol=1e-12)
