@@ -11,6 +11,11 @@ class ShapeError(KilnError, ValueError, RuntimeError):
     """A shape or dtype rule rejected its operands (a ``RuntimeError`` too, as PyTorch's shape errors are)."""
 
 
+class BroadcastError(ShapeError):
+    """Shapes that do not broadcast; the message is PyTorch's sentence (``The size of tensor a (3) must match ...``),
+    which names no op, so it reaches the user as it is, under the user's line."""
+
+
 class TraceError(KilnError, RuntimeError):
     """An error while tracing user code (or running it eagerly); the message names the user's source line. A
     ``RuntimeError``, as PyTorch's errors at run time are: ported code's ``except RuntimeError`` catches it."""

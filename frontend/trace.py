@@ -21,10 +21,10 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-from kiln.compiler.errors import ShapeError, TraceError
+from kiln.compiler.errors import BroadcastError, ShapeError, TraceError
 from kiln.compiler.ir.builder import Builder
 from kiln.compiler.ir.core import Graph, Value
-from kiln.compiler.ir.types import Dim, DType, TensorType
+from kiln.compiler.ir.types import Dim, DType, TensorType, format_shape
 
 if TYPE_CHECKING:
     from kiln.frontend.module import Parameter
@@ -183,8 +183,12 @@ class TraceContext:
         self.builder.location = location.short if location else None
         try:
             return self.builder.op(name, *operands, **attrs)
-        except (ShapeError, TypeError) as error:
-            raise located_error(f"{name}: {error}", location) from None
+        except BroadcastError as error:  # PyTorch's sentence, which names no op, as PyTorch's does not
+            shapes = " and ".join(format_shape(operand.type.shape) for operand in operands)
+            raise located_error(f"{error} (the operands' shapes: {shapes})", location) from None
+        except (ShapeError, TypeError) as error:  # the op's name once: a shape rule's message may start with it
+            message = str(error) if str(error).startswith(name) else f"{name}: {error}"
+            raise located_error(message, location) from None
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from typing import Any, Union
 import ml_dtypes
 import numpy as np
 
-from kiln.compiler.errors import ShapeError
+from kiln.compiler.errors import BroadcastError, ShapeError
 
 Dim = Union[int, str]
 _SYMBOL = re.compile(r"[A-Za-wyz_][A-Za-wyz0-9_]*")
@@ -269,17 +269,29 @@ class TensorType:
 
 
 def broadcast_shapes(*shapes: tuple[Dim, ...]) -> tuple[Dim, ...]:
-    """NumPy broadcasting over possibly symbolic dims; a symbol only matches itself or 1."""
+    """NumPy broadcasting over possibly symbolic dims; a symbol only matches itself or 1.
+
+    Shapes fold left to right, as PyTorch's ``infer_size``, so a mismatch reads as PyTorch's: ``The size of tensor a (3)
+    must match the size of tensor b (4) at non-singleton dimension 1`` (``a``: the shapes so far; the rightmost first).
+    """
     if len(shapes) == 2 and shapes[0] == shapes[1]:  # the common case: equal shapes broadcast to themselves
         return tuple(shapes[0])
-    rank = max((len(shape) for shape in shapes), default=0)
-    result: list[Dim] = []
-    for axis in range(rank):
-        dims = {shape[axis - rank + len(shape)] for shape in shapes if axis - rank + len(shape) >= 0}
-        dims.discard(1)
-        if len(dims) > 1:
-            raise ShapeError(f"shapes {' and '.join(format_shape(s) for s in shapes)} do not broadcast")
-        result.append(dims.pop() if dims else 1)
+    result: tuple[Dim, ...] = ()
+    for shape in shapes:
+        result = _broadcast_pair(result, tuple(shape))
+    return result
+
+
+def _broadcast_pair(a: tuple[Dim, ...], b: tuple[Dim, ...]) -> tuple[Dim, ...]:
+    rank = max(len(a), len(b))
+    result: list[Dim] = [1] * rank
+    for axis in reversed(range(rank)):
+        size_a = a[axis - rank + len(a)] if axis - rank + len(a) >= 0 else 1
+        size_b = b[axis - rank + len(b)] if axis - rank + len(b) >= 0 else 1
+        if size_a != size_b and size_a != 1 and size_b != 1:
+            raise BroadcastError(f"The size of tensor a ({size_a}) must match the size of tensor b ({size_b}) "
+                                 f"at non-singleton dimension {axis}")
+        result[axis] = size_b if size_a == 1 else size_a
     return tuple(result)
 
 

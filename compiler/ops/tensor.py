@@ -56,10 +56,9 @@ def _comparison_shape(op: str):
 
 
 def _broadcast(op: str, *types: TensorType) -> tuple[Dim, ...]:
-    try:
-        return broadcast_shapes(*(t.shape for t in types))
-    except ShapeError as error:
-        raise ShapeError(f"{op}: {error}") from None
+    """The broadcast shape of ``op``'s operands; a mismatch raises PyTorch's words, naming no op (the verifier and the
+    trace name ``op`` and the user's line)."""
+    return broadcast_shapes(*(t.shape for t in types))
 
 
 register_op("tensor.neg", traits={"elementwise"})(lambda x: x)

@@ -1,0 +1,68 @@
+"""Shape errors in PyTorch's words and types, for code ported by ``import kiln as torch``: each case runs in torch 2.13
+and in kiln, eagerly and (where the error is found from shapes, at trace time) under ``kiln.compile(fullgraph=True)``.
+kiln's error must be an instance of torch's error type and carry torch's message (kiln adds the user's line above it,
+and at times a parenthesis after it)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import pytest
+
+import kiln
+from oracles import require_torch
+
+
+def _randn(*shape: int) -> Callable[[Any], Any]:
+    return lambda lib: lib.randn(*shape)
+
+
+def _ints(*values: Any) -> Callable[[Any], Any]:
+    return lambda lib: lib.tensor(list(values))
+
+
+# name: (build(lib) -> function of the inputs, inputs (each made from lib), traced too)
+CASES: dict[str, tuple[Callable[[Any], Callable[..., Any]], tuple[Callable[[Any], Any], ...], bool]] = {
+    "add, last dim": (lambda lib: lambda a, b: a + b, (_randn(2, 3), _randn(2, 4)), True),
+    "mul, first dim": (lambda lib: lambda a, b: a * b, (_randn(5, 2, 3), _randn(4, 1, 1)), True),
+    "sub, two dims differ: the rightmost": (lambda lib: lambda a, b: a - b, (_randn(2, 5, 3), _randn(4, 1, 2)), True),
+    "add, ranks differ": (lambda lib: lambda a, b: a + b, (_randn(2, 3), _randn(4)), True),
+    "where, the accumulated shape": (lambda lib: lambda c, a, b: lib.where(c > 0, a, b),
+                                     (_randn(2, 3), _randn(2, 1), _randn(2, 4)), True),
+}
+
+
+def _error(lib: Any, case: str, compiled: bool = False) -> BaseException:
+    build, inputs, _ = CASES[case]
+    function = build(lib)
+    if compiled:
+        function = kiln.compile(function, fullgraph=True)
+    args = [make(lib) for make in inputs]
+    with pytest.raises(Exception) as raised:
+        function(*args)
+    return raised.value
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_eager_error_is_torchs(case):
+    torch = require_torch()
+    theirs, ours = _error(torch, case), _error(kiln, case)
+    assert isinstance(ours, type(theirs)), f"kiln raised {type(ours).__name__}, torch {type(theirs).__name__}"
+    assert str(theirs).strip("'\"") in str(ours)
+    assert "test_error_words_vs_torch.py:" in str(ours).splitlines()[0]  # kiln's addition: the user's line
+
+
+@pytest.mark.parametrize("case", [name for name, (_, _, traced) in CASES.items() if traced])
+def test_compiled_error_is_torchs(case):
+    torch = require_torch()
+    theirs, ours = _error(torch, case), _error(kiln, case, compiled=True)
+    assert isinstance(ours, type(theirs)), f"kiln raised {type(ours).__name__}, torch {type(theirs).__name__}"
+    assert str(theirs).strip("'\"") in str(ours)
+    assert "test_error_words_vs_torch.py:" in str(ours)
+
+
+def test_symbolic_dims_are_named():
+    with pytest.raises(RuntimeError) as raised:
+        kiln.trace(lambda a, b: a + b, kiln.TensorSpec(("N", 3)), kiln.TensorSpec(("M", 3)))
+    assert "The size of tensor a (N) must match the size of tensor b (M) at non-singleton dimension 0" in str(raised.value)
+    assert "(the operands' shapes: (N, 3) and (M, 3))" in str(raised.value)
