@@ -32,9 +32,9 @@ Denis Yarats' pytorch_sac (``SquashedNormal``: a ``TransformedDistribution`` wit
 ``pyd.constraints``) needed ``kiln.distributions.constraints`` and ``.transformed_distribution`` (added); it trains as
 torch's eagerly. Its compiled update is a strict xfail: its temperature ``log_alpha = torch.tensor(...)`` marked by
 ``log_alpha.requires_grad = True`` is no Parameter, and a kiln.compile'd step differentiates only Parameters.
-Not covered (a strict xfail below): LeanRL refreshes ``alpha.copy_(log_alpha.detach().exp())`` after the compiled call,
-as here; the same write inside the compiled update fails at the next call (a closure tensor read, then written in
-place, is fed as None). A kiln.compile'd function may trace more than once in a call, so the tape is rewound at the
+LeanRL refreshes ``alpha.copy_(log_alpha.detach().exp())`` after the compiled call; the same write inside the compiled
+update (a closure tensor read, then written in place) failed at the next call until a0738ce, and is tested too.
+A kiln.compile'd function may trace more than once in a call, so the tape is rewound at the
 start of each update (``NoiseTape.rewinding``), in both libraries.
 """
 
@@ -158,11 +158,9 @@ def test_leanrl_sac_update_trains_as_torch(noise_tapes, compiled, float64_defaul
     check_cleanrl(noise_tapes, leanrl_compiled=compiled)
 
 
-@pytest.mark.xfail(strict=True, raises=kiln.InputError, reason=(
-    "a closure tensor read and then written in place inside a kiln.compile'd function (alpha.copy_(...)) is fed as "
-    "None at the next call ('input %captured of @update: expected tensor<1xf64>, got NoneType'); written but not "
-    "read, it is left holding a traced value. Lead's area: frontend/lifted_tensors.py"))
 def test_leanrl_sac_alpha_refreshed_inside_the_compiled_update(noise_tapes, float64_default):
+    """``alpha.copy_(log_alpha.detach().exp())`` of a closure tensor inside the compiled update (it failed at the next
+    call until a0738ce wrote closure tensors back)."""
     check_cleanrl(noise_tapes, leanrl_compiled=True, refresh_alpha=True)
 
 
