@@ -434,3 +434,35 @@ def test_bad_tabular_input_is_refused_as_torch(float64_default, case):
         with pytest.raises(expected) as raised:
             model(torch.tensor(x_num), torch.tensor(x_cat))
         assert expected is RuntimeError or "index out of range in self" in str(raised.value)
+
+
+def train_over_ragged_batches(torch, nn, F, model):
+    """The compiled step over batches of 6, 4, 1 and 6 rows (a DataLoader's last batch is short; one row makes the
+    CLS ``expand(len(x), 1, -1)`` and the list index ``x[:, [-1]]`` size 1), dropout off, then ``kiln.compile(model)``
+    predictions in eval mode for two batch sizes, as rtdl's ``evaluate`` under ``torch.no_grad()``."""
+    model.eval()
+    optimizer = model.make_default_optimizer(lr=1e-2)
+    x_num, x_cat, _ = _data()
+    y = np.array([0, 1, 2, 3, 1, 2])
+
+    def step(x_num, x_cat, y):
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(x_num, x_cat), y)
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    run = kiln.compile(step, fullgraph=True) if torch is kiln else step
+    rows = [slice(0, 6), slice(0, 4), slice(2, 3), slice(0, 6)]
+    losses = [run(torch.tensor(x_num[r]), torch.tensor(x_cat[r]), torch.tensor(y[r])).item() for r in rows]
+    predict = kiln.compile(model, fullgraph=True) if torch is kiln else model
+    with torch.no_grad():
+        predictions = {f"{r.stop - r.start} rows": array(predict(torch.tensor(x_num[r]), torch.tensor(x_cat[r])))
+                       for r in rows[:2]}
+    return {"losses": losses, "state": snapshot(model), "predictions": predictions}
+
+
+def test_ft_transformer_compiled_over_ragged_batches_as_torch(float64_default):
+    ours, theirs = run_in_lockstep(_ft_multiclass, train_over_ragged_batches)
+    assert_same_records(ours, theirs, looser=KEY_BIAS)
+    assert [p.shape for p in ours["predictions"].values()] == [(6, 4), (4, 4)]
