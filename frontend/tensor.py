@@ -27,6 +27,7 @@ from kiln.frontend.tensor_math import MathMethods
 from kiln.frontend.tensor_more import MoreMethods
 from kiln.frontend.tensor_strides import StrideMethods
 from kiln.frontend.mask_dtype_checks import check_bool_mask
+from kiln.frontend.matmul_shape_checks import check_bmm_shapes, check_matmul_shapes, check_mm_shapes
 from kiln.frontend.torch_keywords import accept_torch_keywords
 from kiln.frontend.tensor_type_call import TensorTypeCall
 from kiln.frontend.torch_printoptions import array2string_options, text_options
@@ -148,6 +149,8 @@ class Tensor(EagerMethods, InPlaceMethods, TorchMethods, MathMethods, StrideMeth
 
     @autocasts("matmul")
     def __matmul__(self, other: Any) -> "Tensor":
+        if isinstance(other, Tensor):
+            check_matmul_shapes(self, other)
         return apply("tensor.matmul", self, other)
 
     @autocasts("matmul")
@@ -349,11 +352,11 @@ class Tensor(EagerMethods, InPlaceMethods, TorchMethods, MathMethods, StrideMeth
         return self @ other
 
     def mm(self, mat2: "Tensor") -> "Tensor":
-        _check_rank("mm", 2, self, mat2)
+        check_mm_shapes(self, mat2)
         return self @ mat2
 
     def bmm(self, mat2: "Tensor") -> "Tensor":
-        _check_rank("bmm", 3, self, mat2)
+        check_bmm_shapes(self, mat2)
         return self @ mat2
 
     def softmax(self, dim: int, dtype: Any = None) -> "Tensor":

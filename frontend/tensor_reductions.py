@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from kiln.frontend.autocast import autocasts
+from kiln.frontend.matmul_shape_checks import check_mv_shapes
 from kiln.frontend.tensor_math import _promoted, _scaled
 from kiln.frontend.tensor_methods import _floating
 from kiln.frontend.tensor_mixin_ops import _is_tensor, _where
@@ -69,8 +70,7 @@ class ReductionMethods:
     # small linear algebra ----------------------------------------------------------
     @autocasts("mv")
     def mv(self, vec: Any) -> Any:
-        if self.ndim != 2 or vec.ndim != 1:
-            raise located_error(f"mv takes a matrix and a vector, got {self.type} and {vec.type}")
+        check_mv_shapes(self, vec)
         return self @ vec
 
     def inner(self, other: Any) -> Any:

@@ -14,7 +14,7 @@ from oracles import require_torch
 
 
 def _randn(*shape: int) -> Callable[[Any], Any]:
-    return lambda lib: lib.randn(*shape)
+    return lambda lib: lib.randn(shape)
 
 
 def _ints(*values: Any) -> Callable[[Any], Any]:
@@ -29,6 +29,25 @@ CASES: dict[str, tuple[Callable[[Any], Callable[..., Any]], tuple[Callable[[Any]
     "add, ranks differ": (lambda lib: lambda a, b: a + b, (_randn(2, 3), _randn(4)), True),
     "where, the accumulated shape": (lambda lib: lambda c, a, b: lib.where(c > 0, a, b),
                                      (_randn(2, 3), _randn(2, 1), _randn(2, 4)), True),
+    "matmul, matrices": (lambda lib: lib.matmul, (_randn(3, 4), _randn(5, 6)), True),
+    "@, 3-D times a matrix: rows folded": (lambda lib: lambda a, b: a @ b, (_randn(2, 3, 4), _randn(5, 6)), True),
+    "@, vectors": (lambda lib: lambda a, b: a @ b, (_randn(4), _randn(5)), True),
+    "@, vector times a matrix": (lambda lib: lambda a, b: a @ b, (_randn(4), _randn(5, 6)), True),
+    "@, matrix times a vector": (lambda lib: lambda a, b: a @ b, (_randn(3, 4), _randn(5)), True),
+    "@, 3-D times a vector": (lambda lib: lambda a, b: a @ b, (_randn(2, 3, 4), _randn(5)), True),
+    "@, batched: the batch dims": (lambda lib: lambda a, b: a @ b, (_randn(2, 3, 4), _randn(3, 4, 6)), True),
+    "@, batched: the inner dims": (lambda lib: lambda a, b: a @ b, (_randn(7, 2, 3, 4), _randn(2, 5, 6)), True),
+    "@, matrix times 3-D": (lambda lib: lambda a, b: a @ b, (_randn(3, 4), _randn(2, 5, 6)), True),
+    "matmul, a 0-D operand": (lambda lib: lib.matmul, (_randn(), _randn(3, 4)), True),
+    "mm": (lambda lib: lib.mm, (_randn(3, 4), _randn(5, 6)), True),
+    "Tensor.mm, a 3-D self": (lambda lib: lambda a, b: a.mm(b), (_randn(3, 4, 1), _randn(4, 6)), True),
+    "mm, a vector": (lambda lib: lib.mm, (_randn(3, 4), _randn(4)), True),
+    "bmm, inner dims": (lambda lib: lib.bmm, (_randn(2, 3, 4), _randn(2, 5, 6)), True),
+    "bmm, batch sizes": (lambda lib: lib.bmm, (_randn(2, 3, 4), _randn(3, 4, 6)), True),
+    "bmm, matrices": (lambda lib: lib.bmm, (_randn(3, 4), _randn(4, 6)), True),
+    "Tensor.bmm, a matrix second": (lambda lib: lambda a, b: a.bmm(b), (_randn(2, 3, 4), _randn(4, 6)), True),
+    "mv": (lambda lib: lib.mv, (_randn(3, 4), _randn(5)), True),
+    "Tensor.mv, a matrix second": (lambda lib: lambda a, b: a.mv(b), (_randn(3, 4), _randn(4, 1)), True),
 }
 
 

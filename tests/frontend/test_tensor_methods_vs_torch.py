@@ -508,8 +508,8 @@ def _trace(fn, *shapes, dtype="float64"):
     (lambda t: t.transpose(0), r"transpose swaps two dims"),
     (lambda t: t.repeat(2), r"repeat: needs a non-negative count per dim of tensor<3x4xf64> \(at least 2\), got \(2,\)"),
     (lambda t: t.repeat(2, -1), r"repeat: needs a non-negative count"),
-    (lambda t: t.mm(t.unsqueeze(0)), r"mm needs 2-D operands"),
-    (lambda t: t.bmm(t), r"bmm needs 3-D operands"),
+    (lambda t: t.mm(t.unsqueeze(0)), r"mat2 must be a matrix"),  # torch's words
+    (lambda t: t.bmm(t), r"batch1 must be a 3D tensor"),
     (lambda t: t.masked_fill(t.unsqueeze(0) > 0, 1.0), r"masked_fill: mask .* must broadcast to tensor<3x4xf64>"),
     (lambda t: t.div(2.0, rounding_mode="round"), r"rounding_mode must be None, 'floor' or 'trunc', got 'round'"),
     (lambda t: F.cosine_similarity(t, t[:2]), r"cosine_similarity: .* do not broadcast"),
