@@ -47,6 +47,7 @@ from kiln.frontend.eager_values import ARRAYS, GRAD_TENSORS, count_update
 from kiln.frontend.inplace_leaf_checks import check_leaf_write, located, view_base_to_record
 from kiln.frontend.tensor_methods import _is_one
 from kiln.frontend.trace import TraceContext, located_error, user_location
+from kiln.frontend.version_counter import counted_writes
 from kiln.frontend.view_writes import check_overlap, record_view, refreshed, write_through_view
 
 VIEW_OPS = frozenset({"tensor.reshape", "tensor.transpose", "tensor.slice", "tensor.squeeze", "tensor.expand_dims", "tensor.broadcast_to"})
@@ -225,7 +226,10 @@ def in_place(tensor: Any, method: str, traced: Callable[[Any], Any], untraced: C
         data[...] = untraced(data) if untraced is not None else _eager_values(tensor, traced, method)
         count_update(tensor)  # a graph that read the old values refuses backward(), as PyTorch's version counter does
         return tensor
-    return rebind(tensor, traced(tensor), method)
+    if not TraceContext.current().eager:
+        return rebind(tensor, traced(tensor), method)
+    with counted_writes(tensor):  # the values overwritten, for backward()'s version check (version_counter.py)
+        return rebind(tensor, traced(tensor), method)
 
 
 def _eager_values(tensor: Any, traced: Callable[[Any], Any], method: str) -> np.ndarray:

@@ -37,8 +37,7 @@ from kiln.compiler.ir.core import Graph, Op, Value
 from kiln.compiler.ir.types import TensorType
 from kiln.compiler.passes.manager import PassManager
 from kiln.frontend.anomaly_mode import is_anomaly_enabled
-from kiln.frontend.eager_values import ARRAYS, GRAD_TENSORS, PARAMETERS, TENSOR_HOOKS, updates
-from kiln.frontend.inplace_leaf_checks import ModifiedSinceForwardError, located
+from kiln.frontend.eager_values import ARRAYS, GRAD_TENSORS, PARAMETERS, TENSOR_HOOKS
 from kiln.frontend.module import Parameter
 from kiln.frontend.torch_array import torch_array
 from kiln.frontend.trace import located_error
@@ -47,6 +46,7 @@ from kiln.runtime.eager_hooks import REACHED
 from kiln.runtime.eager_sparse_grad import sparse_reads, with_sparse_gradients
 from kiln.frontend.sparse_embedding import SPARSE_READS
 from kiln.runtime.executable import Executable
+from kiln.runtime.saved_versions import check_saved_versions
 from kiln.runtime.train_step import DEFAULT_PIPELINE, collection_paused
 
 _COMPILED: dict[Hashable, tuple[Executable, list[tuple[int, int]]]] = {}
@@ -96,10 +96,24 @@ class EagerChain:
         self.key = (tuple(wiring), tuple(map(self._reference, self.outputs)),
                     tuple(None if t is None else self._reference(t) for t in self.targets),
                     tuple((i.type, i.trained is not None) for i in self.inputs))
+        check_saved_versions(self)  # PyTorch's version-counter check, on the values the backward reads
 
     def reaches(self, value: Value) -> bool:
         """Whether ``value`` is one of the chain's leaves or results (an output depends on it)."""
         return id(value) in self._input_of if value.producer is None else id(value.producer) in self._position
+
+    def operand_references(self, position: int) -> tuple[Hashable, ...] | None:
+        """``_reference`` of each operand of the op at ``position`` (None for a fed constant, an input)."""
+        wiring = self.key[0][position]
+        return None if wiring == "fed" else wiring[1]
+
+    def target_references(self) -> list[Hashable]:
+        return [self._reference(target) for target in self.targets if target is not None]
+
+    def value_at(self, reference: Hashable) -> Value | None:
+        """The eager value a ``_reference`` stands for (None for an op result no other op of the chain reads)."""
+        kind, *where = reference  # type: ignore[misc]
+        return self.sources[where[0]] if kind == "input" else self._results.get((where[0], where[1]))
 
     def _wiring(self, op: Op) -> Hashable:
         if _fed(op):
@@ -124,13 +138,7 @@ class EagerChain:
 
     def _leaf(self, value: Value) -> int:
         if id(value) not in self._input_of:
-            parameter, read_at = PARAMETERS.get(value, (None, 0))
-            if parameter is not None and updates(parameter) != read_at:
-                raise located(ModifiedSinceForwardError,
-                    "backward(): one of the variables needed for gradient computation has been modified by an inplace "
-                    f"operation: a parameter of shape {tuple(value.type.shape)} was updated in place by optimizer.step() "
-                    "(or an in-place method such as add_ under no_grad) after the forward read it, so this graph's "
-                    "gradient is stale; call backward() before the update (PyTorch refuses this too)")
+            parameter = PARAMETERS.get(value, (None, 0))[0]
             trained = parameter is not None and parameter.requires_grad and value.type.dtype.is_float and \
                 (self._wanted is None or id(parameter) in self._wanted) and id(value) not in self._sparse_leaves
             self._input_of[id(value)] = self._add(value.type, value.name_hint, ARRAYS[value], parameter if trained else None)

@@ -301,7 +301,7 @@ def test_backward_after_a_step_that_rewrote_the_parameters_is_refused():
     F.cross_entropy(model(x), y).backward()
     stale = F.cross_entropy(model(x), y)
     optimizer.step()
-    with pytest.raises(kiln.TraceError, match=r"(?s)test_eager_mode.py.*parameter of shape \(128, 64\) was updated in place by optimizer.step\(\)"):
+    with pytest.raises(kiln.TraceError, match=r"(?s)test_eager_mode.py.*parameter of shape \(10, 64\) was updated in place by optimizer.step\(\)"):
         stale.backward()
     F.cross_entropy(model(x), y).backward()  # a forward after the step is fine
 

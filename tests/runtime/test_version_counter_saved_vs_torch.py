@@ -1,0 +1,259 @@
+"""``backward()`` after an in-place write refuses exactly where PyTorch 2.13's does: when the backward needs a value the
+write overwrote (an op saved it: ``mul`` both operands, ``exp``/``relu``/``sigmoid`` their result, ``add`` nothing, an
+operand only where another one requires grad), with PyTorch's words, tensor type and versions
+(``runtime/saved_versions.py``, ``frontend/version_counter.py``). Each case runs once on each library."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+import kiln
+from oracles import require_torch
+
+
+def _parameter(lib, values=(1.0, -2.0, 3.0)):
+    make = kiln.nn.Parameter if lib is kiln else lib.nn.Parameter
+    return make(lib.tensor(np.array(values)))
+
+
+def _plain(lib, values=(1.0, 1.0, 1.0)):
+    return lib.tensor(np.array(values))
+
+
+def add_then_buffer_copied(lib):
+    w, buffer = _parameter(lib), _plain(lib)
+    y = w + buffer
+    buffer.copy_(_plain(lib, (5.0, 5.0, 5.0)))
+    return y.sum()
+
+
+def mul_then_buffer_copied(lib):
+    w, buffer = _parameter(lib), _plain(lib)
+    y = w * buffer
+    buffer.copy_(_plain(lib, (5.0, 5.0, 5.0)))
+    return y.sum()
+
+
+def mul_by_constant_then_parameter_written_under_no_grad(lib):
+    w = _parameter(lib)
+    y = w * 2.0
+    with lib.no_grad():
+        w.mul_(0.5)
+    return y.sum()
+
+
+def square_then_parameter_written_under_no_grad(lib):
+    w = _parameter(lib)
+    y = w * w
+    with lib.no_grad():
+        w.add_(1.0)
+    return y.sum()
+
+
+def square_then_parameter_data_written(lib):
+    w = _parameter(lib)
+    y = w * w
+    w.data.mul_(0.5)
+    return y.sum()
+
+
+def add_then_parameter_copied_under_no_grad(lib):
+    w = _parameter(lib)
+    y = w + 1.0
+    with lib.no_grad():
+        w.copy_(_plain(lib, (0.0, 0.0, 0.0)))
+    return y.sum()
+
+
+def exp_result_written(lib):
+    y = (_parameter(lib) * 1.0).exp()
+    y.add_(1.0)
+    return y.sum()
+
+
+def sigmoid_result_written_twice(lib):
+    y = _parameter(lib).sigmoid()
+    loss = y.sum()
+    y.mul_(2.0)
+    y.mul_(2.0)
+    return loss
+
+
+def relu_result_written(lib):
+    y = (_parameter(lib) + 1.0).relu()
+    loss = y.sum()
+    y.add_(1.0)
+    return loss
+
+
+def relu_input_written(lib):
+    h = _parameter(lib) + 1.0
+    y = h.relu()
+    h.add_(1.0)
+    return y.sum()
+
+
+def mul_operand_written(lib):
+    w = _parameter(lib)
+    h = w + 1.0
+    y = h * w
+    h.add_(1.0)
+    return y.sum()
+
+
+def add_operand_written(lib):
+    w = _parameter(lib)
+    h = w * 3.0
+    y = h + w
+    h.add_(1.0)
+    return y.sum()
+
+
+def sin_of_constant_input_written(lib):
+    x = _plain(lib)
+    y = x.sin() * _parameter(lib)
+    x.add_(1.0)
+    return y.sum()
+
+
+def mul_of_plain_input_written(lib):
+    x = _plain(lib)
+    y = (x * _parameter(lib)).sigmoid()
+    x.add_(1.0)
+    return y.sum()
+
+
+def divisor_written(lib):
+    b = _plain(lib, (1.0, 2.0, 4.0))
+    y = _parameter(lib) / b
+    b.mul_(2.0)
+    return y.sum()
+
+
+def dividend_written(lib):
+    b = _plain(lib, (1.0, 2.0, 4.0))
+    y = b / _parameter(lib)
+    b.mul_(2.0)
+    return y.sum()
+
+
+def matmul_operand_written(lib):
+    a = lib.tensor(np.arange(6.0).reshape(2, 3))
+    y = a @ _parameter(lib)
+    a.mul_(2.0)
+    return y.sum()
+
+
+def matmul_operand_index_assigned(lib):
+    w = _parameter(lib)
+    h = w + 1.0
+    y = h @ w
+    h[0] = 5.0
+    return y.sum()
+
+
+def view_of_written_base(lib):
+    x = _plain(lib)
+    view = x[0:2]
+    y = view * _parameter(lib, (1.0, 2.0))
+    x.add_(1.0)
+    return y.sum()
+
+
+def mean_then_input_written(lib):
+    h = _parameter(lib) * 2.0
+    y = h.mean()
+    h.add_(1.0)
+    return y
+
+
+def tanh_then_written_after_backward_graph_built(lib):
+    h = _parameter(lib).tanh()
+    y = (h * 2.0).sum()
+    h.zero_()
+    return y
+
+
+def written_before_the_read(lib):
+    h = _parameter(lib) * 1.0
+    h.add_(1.0)
+    return (h * h).sum()
+
+
+def _matrix_parameter(lib):
+    return _parameter(lib, np.arange(9.0).reshape(3, 3) / 10)
+
+
+def transposed_weight_read_by_a_varying_input_then_updated(lib):
+    w = _matrix_parameter(lib)
+    y = (_parameter(lib) * 1.0) @ w.t()
+    with lib.no_grad():
+        w.sub_(0.1)
+    return y.sum()
+
+
+def transposed_weight_read_by_a_constant_input_then_updated(lib):
+    w = _matrix_parameter(lib)
+    y = (_plain(lib) @ w.t()).tanh()
+    with lib.no_grad():
+        w.sub_(0.1)
+    return y.sum()
+
+
+CASES = [transposed_weight_read_by_a_varying_input_then_updated, transposed_weight_read_by_a_constant_input_then_updated,
+         add_then_buffer_copied, mul_then_buffer_copied, mul_by_constant_then_parameter_written_under_no_grad,
+         square_then_parameter_written_under_no_grad, square_then_parameter_data_written,
+         add_then_parameter_copied_under_no_grad, exp_result_written, sigmoid_result_written_twice, relu_result_written,
+         relu_input_written, mul_operand_written, add_operand_written, sin_of_constant_input_written,
+         mul_of_plain_input_written, divisor_written, dividend_written, matmul_operand_written,
+         matmul_operand_index_assigned, view_of_written_base, mean_then_input_written,
+         tanh_then_written_after_backward_graph_built, written_before_the_read]
+
+_VERSIONS = re.compile(r"\[torch\.\w+ \[[\d, ]*\]\].*?is at version \d+; expected version \d+")
+
+
+def _outcome(lib, case) -> str | None:
+    """None when backward() runs, else its message's tensor, versions part."""
+    loss = case(lib)
+    try:
+        loss.backward()
+    except RuntimeError as error:
+        assert "one of the variables needed for gradient computation has been modified by an inplace operation" in str(error)
+        found = _VERSIONS.search(str(error))
+        assert found is not None, str(error)
+        return re.sub(r", which is output \d+ of \S+,", "", found.group(0))
+    return None
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.__name__ for case in CASES])
+def test_backward_refuses_iff_torch_refuses(case):
+    torch = require_torch()
+    torch.set_default_dtype(torch.float64)
+    try:
+        expected = _outcome(torch, case)
+    finally:
+        torch.set_default_dtype(torch.float32)
+    assert _outcome(kiln, case) == expected
+
+
+def test_the_message_names_the_user_line_and_what_made_the_value():
+    with pytest.raises(kiln.TraceError, match=r"test_version_counter_saved_vs_torch.py:\d+") as raised:
+        exp_result_written(kiln).backward()
+    assert "which is output 0 of Exp, is at version 1; expected version 0 instead" in str(raised.value)
+
+
+def test_a_saved_value_written_then_recomputed_trains_as_torch():
+    """A training loop that writes its buffer after each backward (an EMA) is never refused."""
+    torch = require_torch()
+    grads = {}
+    for lib in (kiln, torch):
+        w, buffer = _parameter(lib), _plain(lib, (1.0, 2.0, 3.0))
+        for _ in range(3):
+            (w * buffer).sum().backward()
+            with lib.no_grad():
+                buffer.mul_(0.5).add_(w)
+        grads[lib.__name__] = np.asarray(w.grad)
+    np.testing.assert_allclose(grads["kiln"], grads["torch"], rtol=1e-12)
