@@ -11,7 +11,12 @@ class ShapeError(KilnError, ValueError, RuntimeError):
     """A shape or dtype rule rejected its operands (a ``RuntimeError`` too, as PyTorch's shape errors are)."""
 
 
-class BroadcastError(ShapeError):
+class TorchShapeError(ShapeError):
+    """A shape rule's refusal in PyTorch's own words, which name no op: a trace shows it as it is, under the user's
+    line (``shape '[4, 2]' is invalid for input of size 6``)."""
+
+
+class BroadcastError(TorchShapeError):
     """Shapes that do not broadcast; the message is PyTorch's sentence (``The size of tensor a (3) must match ...``),
     which names no op, so it reaches the user as it is, under the user's line."""
 

@@ -15,12 +15,15 @@ from kiln.compiler.ir.types import normalize_axis
 from kiln.frontend.tensor import Tensor, apply
 from kiln.frontend.trace import located_error
 from kiln.frontend.autocast import autocasts
+from kiln.frontend.cat_shape_checks import check_cat_shapes, check_stack_shapes
 from kiln.frontend.autocast_policy import pads_from_edges_on_list
 
 
 @autocasts("cat")
 def cat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
-    return apply("tensor.concat", *_legacy_empties_shaped(list(tensors), dim), axis=dim)
+    joined = _legacy_empties_shaped(list(tensors), dim)
+    check_cat_shapes(joined, dim)
+    return apply("tensor.concat", *joined, axis=dim)
 
 
 def _legacy_empties_shaped(tensors: list[Tensor], dim: int) -> list[Tensor]:
@@ -40,11 +43,7 @@ concat = cat
 @autocasts("stack")
 def stack(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
     """PyTorch's ``stack``: equal-shaped tensors joined along a new axis ``dim`` (``cat`` of each unsqueezed)."""
-    if not tensors:
-        raise TraceError("stack: expected a non-empty sequence of tensors")
-    shapes = {tuple(t.shape) for t in tensors}
-    if len(shapes) > 1:
-        raise TraceError(f"stack: every tensor must have the same shape, got {sorted(shapes, key=str)}")
+    check_stack_shapes(tensors)
     axis = normalize_axis(dim, tensors[0].ndim + 1)
     return cat([unsqueeze(t, axis) for t in tensors], dim=axis)
 

@@ -21,7 +21,7 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-from kiln.compiler.errors import BroadcastError, ShapeError, TraceError
+from kiln.compiler.errors import BroadcastError, ShapeError, TorchShapeError, TraceError
 from kiln.compiler.ir.builder import Builder
 from kiln.compiler.ir.core import Graph, Value
 from kiln.compiler.ir.types import Dim, DType, TensorType, format_shape
@@ -186,6 +186,8 @@ class TraceContext:
         except BroadcastError as error:  # PyTorch's sentence, which names no op, as PyTorch's does not
             shapes = " and ".join(format_shape(operand.type.shape) for operand in operands)
             raise located_error(f"{error} (the operands' shapes: {shapes})", location) from None
+        except TorchShapeError as error:
+            raise located_error(str(error), location) from None
         except (ShapeError, TypeError) as error:  # the op's name once: a shape rule's message may start with it
             message = str(error) if str(error).startswith(name) else f"{name}: {error}"
             raise located_error(message, location) from None

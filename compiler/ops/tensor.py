@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kiln.compiler.errors import ShapeError
+from kiln.compiler.errors import ShapeError, TorchShapeError
 from kiln.compiler.ir.types import DType, Dim, TensorType, broadcast_shapes, dim_factors, dim_product, format_shape, normalize_axes
 from kiln.compiler.ops.registry import register_decomposition, register_op
 
@@ -138,7 +138,7 @@ def resolve_reshape(source: tuple[Dim, ...], target: tuple[Dim, ...]) -> tuple[D
     problem = f"cannot reshape {format_shape(source)} to {format_shape(target)}"
     known = tuple(d for d in target if d != -1)
     if len(target) - len(known) > 1:
-        raise ShapeError(f"{problem}: at most one dim may be -1")
+        raise TorchShapeError("only one dimension can be inferred")
     source_factor, source_symbols = dim_factors(dim_product(source))
     target_factor, target_symbols = dim_factors(dim_product(known))
     leftover = list(source_symbols)
@@ -146,14 +146,20 @@ def resolve_reshape(source: tuple[Dim, ...], target: tuple[Dim, ...]) -> tuple[D
         if symbol not in leftover:
             raise ShapeError(f"{problem}: symbol {symbol} is not a dim of the source")
         leftover.remove(symbol)
-    if len(known) == len(target):
-        if leftover or source_factor != target_factor:
-            raise ShapeError(f"{problem}: element counts differ")
+    inferred = len(known) < len(target)
+    if _counts_differ(source_factor, target_factor, bool(leftover), inferred):  # PyTorch's words: the shape as given
+        raise TorchShapeError(f"shape '[{', '.join(map(str, target))}]' is invalid for input of size {dim_product(source)}")
+    if not inferred:
         return target
-    if target_factor == 0 or source_factor % target_factor:
-        raise ShapeError(f"{problem}: {source_factor} elements do not divide into {target_factor}")
     filled = dim_product([source_factor // target_factor, *leftover])
     return tuple(filled if d == -1 else d for d in target)
+
+
+def _counts_differ(source_factor: int, target_factor: int, symbols_left: bool, inferred: bool) -> bool:
+    """Whether a reshape would change the element count; with a ``-1``, whether the known dims divide the source's."""
+    if inferred:
+        return target_factor == 0 or source_factor % target_factor != 0
+    return symbols_left or source_factor != target_factor
 
 
 @register_op("tensor.transpose", traits={"movement"}, perm=None)

@@ -48,6 +48,17 @@ CASES: dict[str, tuple[Callable[[Any], Callable[..., Any]], tuple[Callable[[Any]
     "Tensor.bmm, a matrix second": (lambda lib: lambda a, b: a.bmm(b), (_randn(2, 3, 4), _randn(4, 6)), True),
     "mv": (lambda lib: lib.mv, (_randn(3, 4), _randn(5)), True),
     "Tensor.mv, a matrix second": (lambda lib: lambda a, b: a.mv(b), (_randn(3, 4), _randn(4, 1)), True),
+    "reshape": (lambda lib: lambda x: x.reshape(4, 2), (_randn(2, 3),), True),
+    "view": (lambda lib: lambda x: x.view(5), (_randn(2, 3),), True),
+    "view, -1 not dividing": (lambda lib: lambda x: x.view(-1, 4), (_randn(2, 3),), True),
+    "reshape, two -1": (lambda lib: lambda x: x.reshape(-1, -1), (_randn(2, 3),), True),
+    "cat, sizes": (lambda lib: lambda a, b: lib.cat([a, b], -2), (_randn(2, 3), _randn(2, 4)), True),
+    "cat, the third tensor": (lambda lib: lambda a, b, c: lib.cat([a, b, c], 1),
+                              (_randn(2, 3), _randn(2, 3), _randn(3, 4)), True),
+    "cat, ranks": (lambda lib: lambda a, b: lib.cat([a, b]), (_randn(2, 3, 1), _randn(2, 3)), True),
+    "cat, 0-D": (lambda lib: lambda a, b: lib.cat([a, b]), (_randn(), _randn()), True),
+    "stack, sizes": (lambda lib: lambda a, b, c: lib.stack([a, b, c]), (_randn(2, 3), _randn(2, 3), _randn(2)), True),
+    "stack, empty": (lambda lib: lambda: lib.stack([]), (), False),
 }
 
 

@@ -38,7 +38,7 @@ def test_reshape_resolves_products(source, target, expected):
 def test_reshape_errors_still_say_why():
     with pytest.raises(ShapeError, match="symbol T is not a dim of the source"):
         resolve_reshape(("N", 4), ("T", -1))
-    with pytest.raises(ShapeError, match="element counts differ"):
+    with pytest.raises(ShapeError, match=r"shape '\[N, 5\]' is invalid for input of size 4\*N"):
         resolve_reshape(("N", 4), ("N", 5))
 
 
