@@ -21,6 +21,7 @@ from kiln.compiler.errors import TraceError
 from kiln.compiler.ir.types import DType
 from kiln.compiler.ops.transformer import MASKED_SCORE
 from kiln.frontend.sync_batch_norm import record_running_statistics, sync_batch_norm
+from kiln.frontend.layer_norm_shape_checks import check_layer_norm_shapes
 from kiln.frontend.norm_size_checks import verify_batch_size
 from kiln.frontend.tensor import Tensor, apply
 from kiln.frontend.trace import located_error
@@ -130,9 +131,10 @@ def tril(input: Tensor, diagonal: int = 0) -> Tensor:
 def layer_norm(input: Tensor, normalized_shape: Sequence[int], weight: Tensor | None = None, bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:
     """Normalize over the trailing ``normalized_shape`` dims; a missing weight is ones, a missing bias zeros. A half
     input with float32 weights computes in float32 and keeps the input's dtype (``mixed_norm``)."""
+    shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    check_layer_norm_shapes(input, shape, weight, bias)
     if mixed_dtypes(input, weight, bias):
         return mixed_norm(lambda x, w, b: layer_norm(x, normalized_shape, w, b, eps), input, weight, bias)
-    shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
     weight = weight if weight is not None else _filled(1.0, shape, input)
     bias = bias if bias is not None else _filled(0.0, shape, input)
     return apply("nn.layer_norm", input, weight, bias, eps=eps)

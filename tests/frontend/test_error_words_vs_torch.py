@@ -59,6 +59,14 @@ CASES: dict[str, tuple[Callable[[Any], Callable[..., Any]], tuple[Callable[[Any]
     "cat, 0-D": (lambda lib: lambda a, b: lib.cat([a, b]), (_randn(), _randn()), True),
     "stack, sizes": (lambda lib: lambda a, b, c: lib.stack([a, b, c]), (_randn(2, 3), _randn(2, 3), _randn(2)), True),
     "stack, empty": (lambda lib: lambda: lib.stack([]), (), False),
+    "LayerNorm, the last dim": (lambda lib: lib.nn.LayerNorm(5), (_randn(2, 4),), True),
+    "layer_norm, two dims": (lambda lib: lambda x: lib.nn.functional.layer_norm(x, (2, 4)), (_randn(2, 3, 4),), True),
+    "layer_norm, fewer dims": (lambda lib: lambda x: lib.nn.functional.layer_norm(x, (2, 5)), (_randn(5),), True),
+    "layer_norm, the weight": (lambda lib: lambda x, w: lib.nn.functional.layer_norm(x, (5,), w),
+                               (_randn(2, 5), _randn(4)), True),
+    "layer_norm, the bias": (lambda lib: lambda x, w, b: lib.nn.functional.layer_norm(x, (5,), w, b),
+                             (_randn(2, 5), _randn(5), _randn(4)), True),
+    "layer_norm, no dims": (lambda lib: lambda x: lib.nn.functional.layer_norm(x, ()), (_randn(5),), True),
 }
 
 
