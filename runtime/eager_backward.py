@@ -315,8 +315,9 @@ def backward_chain(loss: Any, inputs: Any, what: str, sparse: Sequence[Any] = ()
     weights, whose leaves are not differentiated."""
     chosen = _chosen(inputs)
     wanted = _wanted(inputs)
-    marked = _marked(loss.value) if chosen is None else [t for t in chosen if not isinstance(t, Parameter)]
-    chain = EagerChain([loss.value], wanted, [*[t.value for t in marked], *[lookup.rows for lookup in sparse]],
+    found = _marked(loss.value) if chosen is None else [(t, t.value) for t in chosen if not isinstance(t, Parameter)]
+    marked = [tensor for tensor, _ in found]
+    chain = EagerChain([loss.value], wanted, [*[value for _, value in found], *[lookup.rows for lookup in sparse]],
                        frozenset(id(lookup.leaf) for lookup in sparse))
     owners = [*chain.trained, *[t for t, value in zip(marked, chain.targets) if value is not None],
               *[lookup.parameter for lookup in sparse]]
@@ -392,15 +393,16 @@ def after_accumulation(trained: list[Parameter]) -> None:
         callback(trained)
 
 
-def _marked(loss: Value) -> list[Any]:
-    """The live tensors marked by ``requires_grad_()``/``retain_grad()`` whose values ``loss`` depends on."""
+def _marked(loss: Value) -> list[tuple[Any, Value]]:
+    """The live tensors marked by ``requires_grad_()``/``retain_grad()`` whose values ``loss`` depends on, each with
+    the value ``loss`` read (a leaf written under ``no_grad`` since holds a new one: PyTorch's leaf is the same)."""
     if not GRAD_TENSORS:
         return []
     values = {id(loss): loss}
     for op in chain_of([loss]):
         values.update((id(v), v) for v in op.operands)
-    tensors = [GRAD_TENSORS[v]() for v in values.values() if v in GRAD_TENSORS]
-    return [t for t in tensors if t is not None]
+    found = [(GRAD_TENSORS[v](), v) for v in values.values() if v in GRAD_TENSORS]
+    return [(tensor, value) for tensor, value in found if tensor is not None]
 
 
 def gradients(chain: EagerChain, seeds: Sequence[np.ndarray | None]) -> list[np.ndarray]:

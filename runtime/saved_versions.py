@@ -103,8 +103,9 @@ def _reached(gradients: Sequence[Value], inputs: Sequence[Value], results: Seque
 
 def check_saved_versions(chain: "EagerChain") -> None:
     """Refuse, as PyTorch's ``backward()``, a chain whose backward needs a value overwritten since the forward read it."""
-    if not OVERWRITTEN and not any(_parameter_updated(source) for source in chain.sources if source is not None):
-        return
+    overwritten = bool(OVERWRITTEN) and any(chain.reaches(value) for value in list(OVERWRITTEN.keys()))
+    if not overwritten and not any(_parameter_updated(source) for source in chain.sources if source is not None):
+        return  # the common case, a few lookups: nothing the chain holds was written since
     for value, as_result in reversed(_saved_values(chain)):  # in backward order: PyTorch names the first it unpacks
         _check(value, as_result)
 

@@ -203,7 +203,24 @@ def transposed_weight_read_by_a_constant_input_then_updated(lib):
     return y.sum()
 
 
-CASES = [transposed_weight_read_by_a_varying_input_then_updated, transposed_weight_read_by_a_constant_input_then_updated,
+def marked_leaf_written_under_no_grad(lib):
+    x = _plain(lib).requires_grad_()
+    y = x * x
+    with lib.no_grad():
+        x.add_(1.0)
+    return y.sum()
+
+
+def marked_leaf_summed_then_written_under_no_grad(lib):
+    x = _plain(lib).requires_grad_()
+    y = (x + 1.0).sum()
+    with lib.no_grad():
+        x.add_(1.0)
+    return y, x  # x kept alive: its .grad is filled
+
+
+CASES = [marked_leaf_written_under_no_grad, marked_leaf_summed_then_written_under_no_grad,
+         transposed_weight_read_by_a_varying_input_then_updated, transposed_weight_read_by_a_constant_input_then_updated,
          add_then_buffer_copied, mul_then_buffer_copied, mul_by_constant_then_parameter_written_under_no_grad,
          square_then_parameter_written_under_no_grad, square_then_parameter_data_written,
          add_then_parameter_copied_under_no_grad, exp_result_written, sigmoid_result_written_twice, relu_result_written,
@@ -217,7 +234,7 @@ _VERSIONS = re.compile(r"\[torch\.\w+ \[[\d, ]*\]\].*?is at version \d+; expecte
 
 def _outcome(lib, case) -> str | None:
     """None when backward() runs, else its message's tensor, versions part."""
-    loss = case(lib)
+    loss, *_alive = (lambda made: made if isinstance(made, tuple) else (made,))(case(lib))
     try:
         loss.backward()
     except RuntimeError as error:
