@@ -103,6 +103,8 @@ class LiftedTensors:
         self.tensors = lifting.tensors() if lifting is not None else []
         self.types = [value.type for value in lifting.inputs()] if lifting is not None else []
         self.guarded = list(lifting.guarded.values()) if lifting is not None else []
+        self.attributes: dict[int, tuple[Any, str]] = {}
+        """Lifted tensors fed from a module attribute the function rebinds (``follow_attribute``), by index."""
         self.requiring_grad = [id(tensor) in lifting.requiring_grad for tensor in self.tensors] if lifting is not None else []
         """Which lifted tensors required grad when traced: a call's outputs need a chain back to them."""
         self.written = lifting.written_tensors if lifting is not None else []
@@ -111,11 +113,23 @@ class LiftedTensors:
         """Whether only tensors requiring grad were lifted (a training forward): a call finding one that no longer
         does traces again (it would be a constant)."""
 
+    def follow_attribute(self, tensor: Any, module: Any, name: str) -> None:
+        """Feed the lifted ``tensor`` from ``module.name`` at each call: the function sets that attribute to a new
+        tensor (``self.h = f(self.h)``), so the next call reads that one."""
+        self.attributes[next(k for k, t in enumerate(self.tensors) if t is tensor)] = (module, name)
+
+    def current(self) -> list[Any]:
+        """The tensors to feed now: each lifted one, or the one its attribute holds now (``follow_attribute``)."""
+        tensors = list(self.tensors)
+        for index, (module, name) in self.attributes.items():
+            tensors[index] = module.__dict__.get(name)
+        return tensors
+
     def arrays(self) -> list[np.ndarray]:
         """The lifted tensors' arrays now, to feed after the parameters."""
         from kiln.frontend.eager_values import eager_array  # lazily: the tensor values build on the trace
 
-        return [eager_array(tensor) for tensor in self.tensors]
+        return [eager_array(tensor) for tensor in self.current()]
 
     def write_back(self, new_values: list[np.ndarray]) -> None:
         """Write each written tensor's new values into it, as an eager ``copy_`` (its views follow or go stale)."""
@@ -130,7 +144,7 @@ class LiftedTensors:
         """Whether each lifted tensor keeps its traced shape and dtype, and each guarded one its values."""
         from kiln.frontend.eager_values import ARRAYS
 
-        for tensor, expected in zip(self.tensors, self.types):
+        for tensor, expected in zip(self.current(), self.types):
             array = _array(tensor, ARRAYS)
             if array is None or array.shape != expected.shape or array.dtype != expected.dtype.numpy:
                 return False
@@ -145,6 +159,8 @@ class LiftedTensors:
 
 def _array(tensor: Any, arrays: Any) -> np.ndarray | None:
     """The eager tensor's array now, without recording a read (None: it has none, or it went stale)."""
+    if not isinstance(getattr(tensor, "__dict__", None), dict):  # an attribute followed now holds no tensor
+        return None
     if "_stale" in tensor.__dict__:
         return None
     value = tensor.__dict__.get("_value")

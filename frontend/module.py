@@ -17,7 +17,7 @@ import numpy as np
 from kiln.compiler.errors import KilnError
 from kiln.compiler.ir.core import Value
 from kiln.compiler.ir.types import DType, is_float_array_dtype
-from kiln.frontend.eager_values import count_update
+from kiln.frontend.eager_values import ARRAYS, count_update
 from kiln.frontend.grad_mode import no_grad
 from kiln.frontend.inplace_leaf_checks import check_leaf_write
 from kiln.frontend.module_hooks import HOOK_KINDS, HookMethods, RemovableHandle, call_with_hooks
@@ -275,6 +275,8 @@ class Module(HookMethods):
             registry[name] = value  # a replaced entry keeps its place in the order, as PyTorch's
         elif type(value) is Tensor and TraceContext.active():
             value = _kept_after_the_trace(value)
+            if "_value" in value.__dict__ and value.value not in ARRAYS:  # a kiln.compile call sets it to each
+                TraceContext.current().attribute_written(self, name)  # call's value (runtime/attribute_writes.py)
         elif TraceContext.active() and name != "training" and not isinstance(value, Tensor):
             TraceContext.current().attribute_written(self, name)  # self.nfe += 1: once per trace, guarded per call
         object.__setattr__(self, name, value)

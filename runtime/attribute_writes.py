@@ -8,13 +8,19 @@ value from after), and traces again otherwise. A value set once (a cache filled 
 more trace; a counter changes at every call, so its calls trace until ``recompile_limit`` and then run eagerly,
 as ``torch.compile`` falls back at its cache limit, and the count stays exact.
 
+An attribute set to a tensor the trace computed (``self.last = y``, a legacy spectral norm's ``module.weight``) has
+no value to replay: it is a graph output instead, and each call sets the attribute to a new eager tensor of its
+value (without a chain); its guard accepts what the trace found there or what the last call set.
+
 Only attributes set with ``module.name = value`` on a ``Module`` are seen (not a list appended to, nor a global).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
+
+import numpy as np
 
 from kiln.frontend.trace import MISSING, TraceContext, set_attribute
 
@@ -24,23 +30,64 @@ class AttributeWrites:
     """Each written attribute: ``(module, name, value before the trace, value after it)``."""
 
     writes: list[tuple[Any, str, Any, Any]] = field(default_factory=list)
+    tensors: list[tuple[Any, str, Any]] = field(default_factory=list)
+    """Attributes set to a traced tensor: ``(module, name, value before the trace)``; their values are outputs."""
+    last_set: list[Any] = field(default_factory=list)
+    """The eager tensor each of ``tensors`` was set to by the last call (None before the first)."""
 
     @classmethod
     def of(cls, context: TraceContext) -> "AttributeWrites":
-        return cls([(module, name, before, module.__dict__.get(name, MISSING))
-                    for module, name, before in context.attribute_writes.values()])
+        writes, tensors = [], []
+        for module, name, before in context.attribute_writes.values():
+            after = module.__dict__.get(name, MISSING)
+            if _traced_tensor(after):
+                tensors.append((module, name, before))
+            else:
+                writes.append((module, name, before, after))
+        return cls(writes, tensors, [None] * len(tensors))
+
+    def traced_values(self) -> list[Any]:
+        """The traced tensors' values (the graph's outputs for them); each attribute gets its value from before the
+        trace back meanwhile (the trace's tensor has no values outside it)."""
+        values = []
+        for module, name, before in self.tensors:
+            values.append(module.__dict__[name].value)
+            set_attribute(module, name, before)
+        return values
 
     def hold(self) -> bool:
-        """Whether every written attribute holds its value from before the trace (what the trace read)."""
-        return all(_same(module.__dict__.get(name, MISSING), before) for module, name, before, _ in self.writes)
+        """Whether every written attribute holds its value from before the trace (what the trace read); one set to a
+        tensor may also hold what the last call set it to."""
+        if not all(_same(module.__dict__.get(name, MISSING), before) for module, name, before, _ in self.writes):
+            return False
+        held = [(module.__dict__.get(name, MISSING), before, last) for (module, name, before), last in zip(self.tensors, self.last_set)]
+        return all(value is before or value is last for value, before, last in held)
 
-    def replay(self) -> None:
-        """Leave each attribute as the trace did."""
+    def replayed(self, outputs: Sequence[Any]) -> Sequence[Any]:
+        """Leave each attribute as the trace did, those set to a tensor to an eager one holding its value in this
+        call's ``outputs`` (their last); returns the other outputs."""
+        from kiln.frontend.eager_values import eager_leaf  # lazily: the tensor values build on the trace
+
         for module, name, _, after in self.writes:
             set_attribute(module, name, after)
+        if not self.tensors:
+            return outputs
+        first = len(outputs) - len(self.tensors)
+        for index, ((module, name, _), array) in enumerate(zip(self.tensors, outputs[first:], strict=True)):
+            self.last_set[index] = eager_leaf(np.array(array))
+            set_attribute(module, name, self.last_set[index])
+        return outputs[:first]
 
     def names(self) -> str:
         return ", ".join(f"{type(module).__name__}.{name}" for module, name, _, _ in self.writes)
+
+
+def _traced_tensor(value: Any) -> bool:
+    """Whether ``value`` is a tensor with no values outside the trace (one the trace computed)."""
+    from kiln.frontend.eager_values import ARRAYS
+    from kiln.frontend.tensor import Tensor
+
+    return isinstance(value, Tensor) and "_value" in value.__dict__ and value.__dict__["_value"] not in ARRAYS
 
 
 def _same(value: Any, expected: Any) -> bool:

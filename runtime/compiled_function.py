@@ -167,7 +167,7 @@ class CompiledFunction:
             feeds.append(self._seed_feed())
         outputs = variant.executable(*feeds)
         variant.modes.replay()
-        variant.writes.replay()
+        outputs = variant.writes.replayed(outputs)
         if variant.lifted.written:
             outputs, written = outputs[: -len(variant.lifted.written)], outputs[-len(variant.lifted.written) :]
             variant.lifted.write_back(written)
@@ -378,14 +378,17 @@ class CompiledFunction:
         parameter_inputs = [context.parameter_values[id(p)] for p in context.parameters]
         lifted_after_parameters(context.graph, context.lifting, parameter_inputs, arguments)
         captured = step.finish() if step is not None else None
-        context.graph.outputs += context.lifting.restore_written()  # closure tensors written in place: last
+        context.graph.outputs += context.lifting.restore_written()  # closure tensors written in place, then
+        lifted = LiftedTensors(context.lifting)
+        writes = _attribute_writes(context, lifted)
+        context.graph.outputs += writes.traced_values()  # attributes set to a traced tensor: last
         donations = self._donations(context, step)
         PassManager(self.pipeline).run(context.graph)
         context.graph.donations = donations
         executable = get_backend(self.backend).compile(context.graph)
         return _Variant(context.graph, executable, context.parameters, buffers, seed is not None, captured,
-                        captures[0].returned_none, captures[0].structure, captures[0].modes(), AttributeWrites.of(context),
-                        donations, LiftedTensors(context.lifting), needs_chain)
+                        captures[0].returned_none, captures[0].structure, captures[0].modes(), writes, donations, lifted,
+                        needs_chain)
 
     def _donations(self, context: TraceContext, step: StepCapture | None) -> dict[int, int]:
         """What the backend may update in place: each updated parameter or buffer and each optimizer state, as
@@ -477,6 +480,17 @@ def _closure_training(variant: Any, arrays: tuple[Any, ...]) -> tuple[tuple[bool
         return None
     trained = tuple(p.requires_grad and p.dtype.is_float for p in variant.parameters)
     return (False,) * len(arrays), ("closure", trained, tuple(mode for _, mode in variant.modes.read))
+
+
+def _attribute_writes(context: TraceContext, lifted: LiftedTensors) -> AttributeWrites:
+    """The attribute writes of a finished trace; where one sets a traced tensor in place of a tensor the trace read
+    (``self.h = self.h * 0.5 + x``), that input is fed from the attribute at each call (the last call's tensor)."""
+    writes = AttributeWrites.of(context)
+    read = {id(tensor) for tensor in lifted.tensors}
+    for module, name, before in writes.tensors:
+        if id(before) in read:
+            lifted.follow_attribute(before, module, name)
+    return writes
 
 
 def _outputs_need_chain(context: TraceContext) -> bool:

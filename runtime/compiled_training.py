@@ -209,6 +209,8 @@ class TrainingVariant:
     lifted: LiftedTensors = field(default_factory=lambda: LiftedTensors(None))
     """The eager tensors the forward read (a closure's): constants, a call finding one changed traces again; those
     that require grad are inputs after the parameters, and the recorded op links to their chains."""
+    attributes: AttributeWrites = field(default_factory=AttributeWrites)
+    """Module attributes the forward set to a tensor it computed: their values follow the buffer updates."""
 
 
 def compile_training(fn: Callable[..., Any], arrays: Sequence[np.ndarray], wants_grad: Sequence[bool], backend: str,
@@ -226,21 +228,13 @@ def compile_training(fn: Callable[..., Any], arrays: Sequence[np.ndarray], wants
 
     traced = lifting_eager_tensors(without_nones, lifts=False)  # closure tensors: guarded constants
     context = trace_context(named_like(traced, fn), *specs, what="the compiled function's result", wants_grad=wants_grad)
-    if TRAINED_LOOKUPS.get(context):  # F.embedding(sparse=True): its weight's .grad is sparse, which runs eagerly
-        context.restore_attributes()
-        raise KilnError(f"the forward looks a trained weight up with {TRAINED_LOOKUPS[context][0]}(sparse=True), whose "
-                        "gradient is a sparse tensor (for SparseAdam) that a compiled forward cannot give; the call runs "
-                        "eagerly, or pass sparse=False for a dense gradient and a compiled forward")
-    if context.attribute_writes:  # set once per trace, not once per call: runs eagerly (runtime/attribute_writes.py)
-        names = AttributeWrites.of(context).names()
-        context.restore_attributes()  # the eager call sets them
-        raise KilnError(f"the forward sets {names}, a Python attribute the compiled forward would set once per trace, "
-                        "not once per call; keep it as a tensor buffer (register_buffer) or set it outside the forward")
+    attributes = _compiled_attribute_writes(context)
     graph, parameters = context.graph, context.parameters
     num_outputs = len(graph.outputs)
     with context:  # outputs made under no_grad or detach()ed come back without a chain, as PyTorch's
         detached = [not traced_requires_grad(value) for value in graph.outputs]
     buffers = in_call_order(context)
+    graph.outputs += attributes.traced_values()  # after the buffers': set by each call (runtime/attribute_writes.py)
     lifted = LiftedTensors(context.lifting)  # closure tensors that require grad: inputs after the parameters
     lifted_after_parameters(graph, context.lifting, [context.parameter_values[id(p)] for p in parameters], len(specs))
     differentiated = [k for k, (spec, wanted) in enumerate(zip(specs, wants_grad)) if wanted and spec.type.dtype.is_float]
@@ -253,7 +247,25 @@ def compile_training(fn: Callable[..., Any], arrays: Sequence[np.ndarray], wants
     PassManager(pipeline).run(split.graph)
     name = getattr(fn, "__name__", None) or type(fn).__name__
     return TrainingVariant(split, get_backend(backend).compile(split.graph), parameters, buffers,
-                           context.seed_input is not None, *structure, name, detached, lifted)
+                           context.seed_input is not None, *structure, name, detached, lifted, attributes)
+
+
+def _compiled_attribute_writes(context: TraceContext) -> AttributeWrites:
+    """The module attributes a traced forward set, if a compiled forward can stand for it: tensors it computed
+    (a legacy weight_norm's ``module.weight``), set by each call; refused (the call runs eagerly) where it set a plain
+    attribute (once per trace, not once per call) or looked a trained weight up sparsely."""
+    if TRAINED_LOOKUPS.get(context):  # F.embedding(sparse=True): its weight's .grad is sparse, which runs eagerly
+        context.restore_attributes()
+        raise KilnError(f"the forward looks a trained weight up with {TRAINED_LOOKUPS[context][0]}(sparse=True), whose "
+                        "gradient is a sparse tensor (for SparseAdam) that a compiled forward cannot give; the call runs "
+                        "eagerly, or pass sparse=False for a dense gradient and a compiled forward")
+    attributes = AttributeWrites.of(context)
+    if attributes.writes:  # set once per trace, not once per call: runs eagerly (runtime/attribute_writes.py)
+        context.restore_attributes()  # the eager call sets them
+        raise KilnError(f"the forward sets {attributes.names()}, a Python attribute the compiled forward would set once "
+                        "per trace, not once per call; keep it as a tensor buffer (register_buffer) or set it outside "
+                        "the forward")
+    return attributes
 
 
 def in_call_order(context: TraceContext) -> list[Parameter]:
@@ -288,8 +300,10 @@ def call_training(variant: TrainingVariant, values: Sequence[Value]) -> Any:
         feeds.append(init.draw_seed())  # as eager dropout draws
     results = [np.asarray(result) for result in variant.executable(*feeds)]
     split = variant.split
-    for buffer, update in zip(variant.buffers, results[split.num_outputs : split.num_outputs + split.num_buffers]):
+    updates = results[split.num_outputs : split.num_outputs + split.num_buffers]
+    for buffer, update in zip(variant.buffers, updates):
         np.copyto(buffer.data, update)
+    variant.attributes.replayed(updates[len(variant.buffers) :])
     context = TraceContext.current()
     operands = [*values, *[context.value_of(p) for p in variant.parameters], *map(eager_value, variant.lifted.tensors)]
     outputs = record_call(split, variant.name, operands, results)
