@@ -30,6 +30,8 @@ from kiln.frontend.module import Module, Parameter, layer_dtype
 from kiln.frontend.rnn_utils import PackedSequence, lengths_tensor, step_masks
 from kiln.frontend.tensor import Tensor
 from kiln.frontend.trace import located_error
+from kiln.frontend.recurrent_shape_checks import (check_cell_input, check_cell_states, check_sequence_input,
+                                                  check_sequence_states)
 
 State = tuple[Tensor, ...]
 """``(h,)`` for RNN and GRU, ``(h, c)`` for LSTM; each ``(N, hidden)`` inside the layers (the batch made explicit)."""
@@ -279,10 +281,7 @@ class RNNBase(Module):
         """Whether ``input`` is batched; a TraceError for a wrong rank, feature size or a symbolic or empty time axis.
         ``time_major``: a packed sequence's data, ``(L, N, H_in)`` whatever ``batch_first``."""
         owner = f"{type(self).__name__}(input_size={self.input_size})"
-        if input.ndim not in (2, 3):
-            raise located_error(f"{owner}: expected a 3-D input {self._layout()} or a 2-D unbatched (L, H_in), got {input.type}")
-        if input.shape[-1] != self.input_size:
-            raise located_error(f"{owner}: the input's last dim must be its {self.input_size} features, got {input.type}")
+        check_sequence_input(type(self).__name__, input, self.input_size)
         time_axis = 1 if input.ndim == 3 and self.batch_first and not time_major else 0
         length = input.shape[time_axis]
         if not isinstance(length, int):
@@ -302,6 +301,7 @@ class RNNBase(Module):
         if hx is None:
             return tuple(zeros((layers, sequence.shape[1], size), sequence) for size in sizes)
         given = state_tuple(owner, self.recurrence, hx)
+        check_sequence_states(given, (layers, sequence.shape[1]), sizes, batched)
         names = ("h_0", "c_0") if self.recurrence.states == 2 else ("hx",)
         if batched:
             return tuple(check_state(owner, name, state, (layers, sequence.shape[1], size)) for name, state, size in zip(names, given, sizes))
@@ -400,8 +400,7 @@ class RNNCellBase(Module):
         if isinstance(input, PackedSequence):
             raise located_error(f"{owner}: a cell runs one time step and takes no PackedSequence; feed the step's input (N, "
                                 f"{self.input_size}), or run the sequence through {type(self).__name__.removesuffix('Cell')}")
-        if input.ndim not in (1, 2) or input.shape[-1] != self.input_size:
-            raise located_error(f"{owner}: expected an input (N, {self.input_size}) or unbatched ({self.input_size},), got {input.type}")
+        check_cell_input(type(self).__name__, input, self.input_size)
         return input.ndim == 2
 
     def _initial_state(self, hx: Any, input: Tensor, batched: bool) -> State:
@@ -409,6 +408,7 @@ class RNNCellBase(Module):
         if hx is None:
             return tuple(zeros(shape, input) for _ in range(self.recurrence.states))
         given = state_tuple(owner, self.recurrence, hx)
+        check_cell_states(given, input, self.hidden_size)
         names = ("h_0", "c_0") if self.recurrence.states == 2 else ("hx",)
         if batched:
             return tuple(check_state(owner, name, state, shape) for name, state in zip(names, given))
