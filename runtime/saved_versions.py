@@ -61,9 +61,20 @@ def saved_by(op: Op, needs: tuple[bool, ...]) -> Saved:
             known = _derived(op, needs)
         except Exception:  # noqa: BLE001 - a VJP this standalone build cannot make: every value counts as saved
             known = frozenset(range(len(op.operands))), frozenset({0})
+        if _compiled_call(op):
+            known = known[0] | frozenset(range(op.attrs["num_inputs"])), known[1]
         if len(_SAVED_BY_OP) < CACHE_LIMIT:
             _SAVED_BY_OP[key] = known
     return known
+
+
+def _compiled_call(op: Op) -> bool:
+    """Whether ``op`` records a ``kiln.compile``d call (``runtime/compiled_training.py``): its residuals are computed
+    from its inputs inside (a weight's transpose, a view PyTorch counts with the weight), so every input counts as
+    saved, conservatively."""
+    from kiln.runtime.compiled_training import COMPILED_FORWARD  # lazily: it builds on the eager runtime
+
+    return op.name == "custom.vjp" and str(op.attrs.get("function", "")).startswith(f"{COMPILED_FORWARD}(")
 
 
 def _derived(op: Op, needs: tuple[bool, ...]) -> Saved:

@@ -274,3 +274,24 @@ def test_a_saved_value_written_then_recomputed_trains_as_torch():
                 buffer.mul_(0.5).add_(w)
         grads[lib.__name__] = np.asarray(w.grad)
     np.testing.assert_allclose(grads["kiln"], grads["torch"], rtol=1e-12)
+
+
+@pytest.mark.parametrize("write", ["weight under no_grad", "nothing"])
+def test_a_compiled_call_on_the_chain_refuses_as_torch_eager(write):
+    """A ``kiln.compile``d module's call is one op of the eager chain; its residuals (the weight's transpose) are
+    computed inside, so a weight written after the call refuses backward() as PyTorch's eager module does."""
+    torch = require_torch()
+    outcomes = []
+    for lib, module in ((kiln, kiln.compile(kiln.nn.Linear(3, 3).double())), (torch, torch.nn.Linear(3, 3).double())):
+        x = lib.tensor(np.ones((2, 3))).requires_grad_()
+        loss = module(x).tanh().sum()
+        if write != "nothing":
+            with lib.no_grad():
+                module.weight.mul_(2.0)
+        try:
+            loss.backward()
+            outcomes.append("ran")
+        except RuntimeError as error:
+            assert "modified by an inplace operation" in str(error)
+            outcomes.append("refused")
+    assert outcomes[0] == outcomes[1] == ("ran" if write == "nothing" else "refused")
