@@ -274,9 +274,6 @@ class RNNBase(Module):
         output, final = self._run_layers(packed.data, initial, step_masks(packed))
         return PackedSequence(output, packed.lengths), pack_state(self.recurrence, final)
 
-    def _layout(self) -> str:
-        return "(N, L, H_in)" if self.batch_first else "(L, N, H_in)"
-
     def _check_input(self, input: Tensor, time_major: bool = False) -> bool:
         """Whether ``input`` is batched; a TraceError for a wrong rank, feature size or a symbolic or empty time axis.
         ``time_major``: a packed sequence's data, ``(L, N, H_in)`` whatever ``batch_first``."""
