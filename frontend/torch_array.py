@@ -44,7 +44,19 @@ class TorchArray(np.ndarray):
         return self
 
     def __repr__(self) -> str:
-        return repr(self.view(np.ndarray))
+        return repr(np.ndarray.view(self, np.ndarray))
+
+    def view(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        """PyTorch's ``view(shape)`` given a shape (ints, or one list, tuple or ``Size`` of them): the same memory,
+        reshaped (DiT's ``xavier_uniform_(w.data.view([w.shape[0], -1]))`` initialises ``w`` through it), or torch's
+        error where no view can be; NumPy's ``view(dtype)`` otherwise."""
+        shape = _view_shape(args, kwargs)
+        if shape is None:
+            return np.ndarray.view(self, *args, **kwargs)
+        traced = traced_data(self)
+        if traced is not None:  # p.data.view(-1) in a kiln.compile'd function: the parameter's traced value
+            return traced_method(traced, "view")(*shape)
+        return _viewed(self, shape)
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_") or name == "owner":
@@ -59,6 +71,30 @@ class TorchArray(np.ndarray):
         if not name.endswith("_") or not callable(method):
             return method
         return lambda *args, **kwargs: (method(*args, **kwargs), self)[1]  # in place: the array itself, as PyTorch's
+
+
+def _view_shape(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[int, ...] | None:
+    """The shape PyTorch's ``view`` names (``view(2, -1)``, ``view([2, -1])``, ``view(size=...)``), else None."""
+    if kwargs:
+        return tuple(kwargs["size"]) if set(kwargs) == {"size"} else None
+    if len(args) == 1 and isinstance(args[0], (list, tuple)):
+        args = tuple(args[0])
+    is_int = lambda a: isinstance(a, (int, np.integer)) and not isinstance(a, bool)  # noqa: E731
+    return tuple(int(a) for a in args) if args and all(is_int(a) for a in args) else None
+
+
+def _viewed(array: "TorchArray", shape: tuple[int, ...]) -> "TorchArray":
+    """``array``'s memory in ``shape``, with torch's errors where the size does not fit or no view can be."""
+    known = int(np.prod([d for d in shape if d != -1]))
+    if shape.count(-1) > 1 or (-1 not in shape and known != array.size) or (-1 in shape and (known == 0 or array.size % known)):
+        raise RuntimeError(f"shape '{list(shape)}' is invalid for input of size {array.size}")
+    viewed = np.ndarray.view(array)
+    try:
+        viewed.shape = tuple(array.size // known if d == -1 else d for d in shape)
+    except AttributeError:  # NumPy: the strides allow no view of this shape
+        raise RuntimeError("view size is not compatible with input tensor's size and stride (at least one dimension "
+                           "spans across two contiguous subspaces). Use .reshape(...) instead.") from None
+    return viewed
 
 
 def _in_place_operator(name: str, method: str) -> Any:

@@ -26,9 +26,9 @@ The reference embeds timesteps in float32 (``arange(..., dtype=torch.float32)``,
 weights torch refuses that input in the first Linear, and so does kiln (checked); the float64 runs embed in the default
 dtype instead (``embed_dtype``), the one line a float64 user changes.
 
-What broke: ``nn.init.xavier_uniform_(w.view([w.shape[0], -1]))`` of ``w = proj.weight.data`` raises in kiln (a
-parameter's ``.data`` is a NumPy-backed ``TorchArray`` whose ``view`` takes a dtype; strict xfail below, reported); the
-probe writes ``w.reshape(...)``, a view of the same memory in both. train.py's checkpoint (``"args": args``, an
+What broke: ``nn.init.xavier_uniform_(w.view([w.shape[0], -1]))`` of ``w = proj.weight.data`` raised in kiln (a
+parameter's ``.data`` is a NumPy-backed ``TorchArray`` whose ``view`` took a dtype only; it now takes torch's shapes
+too, tested below); the training probes write ``w.reshape(...)``, a view of the same memory in both. train.py's checkpoint (``"args": args``, an
 ``argparse.Namespace``) was refused by ``kiln.save``; it now pickles such a leaf and ``kiln.load`` treats it as
 torch 2.13 does (``runtime/pickled_leaves.py``). Everything else agreed to 1e-10 as first written.
 """
@@ -600,10 +600,6 @@ def test_label_dropout_by_rand_mask_as_torch():
         np.testing.assert_array_equal(array(forced[0]), array(embedder.embedding_table.weight[CLASSES]))
 
 
-@pytest.mark.xfail(raises=TypeError, strict=True, reason="kiln: parameter.data is a TorchArray whose view() takes "
-                   "a dtype (NumPy's), so DiT's nn.init.xavier_uniform_(w.view([w.shape[0], -1])) of "
-                   "w = proj.weight.data raises 'Field elements must be 2- or 3-tuples'; reported to the lead "
-                   "(frontend/torch_array.py)")
 def test_patch_embed_xavier_init_through_data_view():
     """models.py's ``w = self.x_embedder.proj.weight.data; nn.init.xavier_uniform_(w.view([w.shape[0], -1]))``
     initialises the conv weight in place (xavier bound of the flattened fan-in/fan-out)."""
