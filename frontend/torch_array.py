@@ -22,7 +22,8 @@ gives values and indices, ``p.data.std()`` is unbiased), and in a
 array's values when the trace ran; called as NumPy's functions call them (with
 ``axis``, ``out``, ``ddof``...: ``np.sum(p.data)``) they stay NumPy's. Where
 the names' meanings differ otherwise NumPy's wins (``size`` is the element
-count, ``view`` takes a dtype): use ``p.detach()``, a tensor, for PyTorch's.
+count): use ``p.detach()``, a tensor, for PyTorch's. ``view`` takes both a
+shape (PyTorch's, the same memory) and a dtype (NumPy's).
 """
 
 from __future__ import annotations
