@@ -16,6 +16,7 @@ from kiln.compiler.ir.types import DType
 from kiln.frontend.tensor import Tensor, apply
 from kiln.frontend.functional_movement import squeeze
 from kiln.frontend.trace import located_error
+from kiln.frontend.index_bounds_checks import out_of_bounds
 
 
 def getitem(input: Tensor, index: Any) -> Tensor:
@@ -106,7 +107,7 @@ def _index_axis(input: Tensor, axis: int, item: Any) -> Tensor:
         raise TraceError(f"cannot index the symbolic dim {size} of {input.type} with {item!r}")
     if isinstance(item, (int, np.integer)):
         if not -size <= item < size:
-            raise IndexError(f"index {item} is out of range for axis {axis} of size {size}")  # IndexError ends iteration, as for sequences
+            raise out_of_bounds(item, axis, size)  # torch's IndexError, which ends iteration, as for sequences
         item = slice(int(item) % size, int(item) % size + 1)
     if not isinstance(item, slice):
         raise TraceError(f"unsupported index {item!r}: use ints, slices, None, ..., integer index arrays or one bool "

@@ -186,10 +186,12 @@ def _block_counts(function: str, size: Sequence[int], geometry) -> tuple[int, in
 
 def glu(input: Tensor, dim: int = -1) -> Tensor:
     """Gated linear unit: ``a sigmoid(b)`` with ``a, b`` the two halves of ``input`` along ``dim``."""
+    if input.ndim == 0:
+        raise located_error("glu does not support scalars because halving size must be even")  # torch's words
     axis = normalize_axis(dim, input.ndim)
     size = _static_dims("glu", input, [axis])[0]
     if size % 2:
-        raise located_error(f"glu: the halved dim {dim} of {input.type} must have an even size, got {size}")
+        raise located_error(f"Halving dimension must be even, but dimension {axis} is size {size}")
     half = size // 2
     first = apply("tensor.slice", input, axis=axis, start=0, stop=half, step=1)
     second = apply("tensor.slice", input, axis=axis, start=half, stop=size, step=1)

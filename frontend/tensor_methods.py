@@ -149,9 +149,12 @@ class TorchMethods(BitwiseMethods):
         """``out[i][j] = self[i][index[i][j]]`` along ``dim`` (PyTorch's ``gather``). Static shapes take from the
         flattened tensor at ``index * stride + offset`` (one ``tensor.take``, whose gradient scatters back); with
         a symbolic dim, a one-hot select and a sum over ``dim`` (``where``, so a NaN elsewhere stays out)."""
+        from kiln.frontend.index_bounds_checks import check_index_values  # lazily: it reads eager values
+
         axis = dim % self.ndim
         if index.ndim != self.ndim:
             raise located_error(f"gather: the index {index.type} needs the rank of {self.type}")
+        check_index_values(index, axis, self.shape[axis])
         source = _leading_slices(self, index, axis)
         if all(isinstance(d, int) for d in source.shape + index.shape):
             return _flat_gather(source, axis, index)
@@ -180,7 +183,9 @@ class TorchMethods(BitwiseMethods):
         from kiln.frontend.tensor import ValuesIndices
 
         size = self.shape[dim]
-        if not isinstance(k, int) or not isinstance(size, int) or not 0 <= k <= size:
+        if isinstance(k, int) and isinstance(size, int) and not 0 <= k <= size:  # torch's words, then kiln's
+            raise located_error(f"selected index k out of range (topk: k={k}, dim {dim} of {self.type} has {size})")
+        if not isinstance(k, int) or not isinstance(size, int):
             raise located_error(f"topk: k={k!r} must be an int in [0, {size}] for dim {dim} of {self.type}")
         indices = self.argsort(dim, descending=largest).narrow(dim, 0, k)
         return ValuesIndices(self.gather(dim, indices), indices)

@@ -22,6 +22,7 @@ from kiln.frontend.autocast import autocasts
 from kiln.frontend.tensor_methods import _is_one
 from kiln.frontend.tensor_mixin_ops import _apply, _constant, _is_tensor, _where
 from kiln.frontend.tensor_shape_extras import _static_shape
+from kiln.frontend.index_bounds_checks import check_index_values
 from kiln.frontend.mask_dtype_checks import check_bool_mask
 from kiln.frontend.trace import located_error
 
@@ -32,6 +33,7 @@ class ScatterMethods:
     def scatter_add(self, dim: int, index: Any, src: Any) -> Any:
         """``self[index[i][j]][j] += src[i][j]`` for ``dim = 0`` (PyTorch's); duplicate indices accumulate."""
         same_dtype("scatter_add", self, src)
+        check_index_values(index, dim % self.ndim, self.shape[dim])
         return self + _scattered_sum(self, dim, index, _source(self, index, src))
 
     def scatter(self, dim: int, index: Any, src: Any = None, value: Any = None, *, reduce: str | None = None) -> Any:
@@ -39,6 +41,7 @@ class ScatterMethods:
         combines with what is there. Duplicate indices: see the module docstring."""
         source = value if src is None else src
         same_dtype("scatter", self, src)
+        check_index_values(index, dim % self.ndim, self.shape[dim])
         if reduce is None:
             return _scatter_assign(self, dim, index, source)
         if reduce == "add":

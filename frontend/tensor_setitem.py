@@ -25,6 +25,7 @@ from kiln.compiler.ir.types import DType, Dim
 from kiln.frontend.eager_values import eager_array, eager_leaf
 from kiln.frontend.tensor import Tensor, apply
 from kiln.frontend.trace import located_error
+from kiln.frontend.index_bounds_checks import out_of_bounds
 
 
 def assigned(x: Tensor, index: Any, value: Any) -> Tensor:
@@ -144,7 +145,7 @@ def axis_selection(x: Tensor, axis: int, item: Any) -> Selection | None:
         raise located_error(f"cannot index the symbolic dim {size} of {x.type} with {item!r} in an assignment")
     if isinstance(item, (int, np.integer)) and not isinstance(item, bool):
         if not -size <= item < size:
-            raise located_error(f"index {item} is out of range for axis {axis} of size {size}")
+            raise out_of_bounds(item, axis, size)
         return Selection(int(item) % size, 1, 1, True)
     if not isinstance(item, slice):
         raise located_error(f"unsupported index {item!r} in an assignment: use ints, slices, None, ... or a bool mask tensor")

@@ -86,6 +86,20 @@ CASES: dict[str, tuple[Callable[[Any], Callable[..., Any]], tuple[Callable[[Any]
     "LSTMCell, c_0": (lambda lib: lambda x, h, c: lib.nn.LSTMCell(4, 8)(x, (h, c)),
                       (_randn(2, 4), _randn(2, 8), _randn(2, 7)), True),
     "RNNCell, a 3-D input": (lambda lib: lib.nn.RNNCell(4, 8), (_randn(2, 2, 4),), True),
+    "glu, an odd dim": (lambda lib: lambda x: lib.nn.functional.glu(x, -1), (_randn(2, 5),), True),
+    "glu, a scalar": (lambda lib: lib.nn.functional.glu, (_randn(),), True),
+    "topk, k past the last dim": (lambda lib: lambda x: lib.topk(x, 5), (_randn(2, 3),), True),
+    "topk, k past dim 0": (lambda lib: lambda x: x.topk(3, dim=0), (_randn(2, 3),), True),
+    "x[5]": (lambda lib: lambda x: x[5], (_randn(3, 4),), True),
+    "x[-4]": (lambda lib: lambda x: x[-4], (_randn(3, 4),), True),
+    "x[:, 4]": (lambda lib: lambda x: x[:, 4], (_randn(3, 4),), True),
+    "x[1, 7] = 0": (lambda lib: lambda x: x.__setitem__((1, 7), 0.0), (_randn(3, 4),), False),
+    "index_select": (lambda lib: lambda x, i: lib.index_select(x, 0, i), (_randn(3, 4), _ints(0, 3)), False),
+    "gather": (lambda lib: lambda x, i: lib.gather(x, 1, i), (_randn(3, 4), lambda lib: lib.tensor([[0, 4]] * 3)), False),
+    "gather, negative": (lambda lib: lambda x, i: x.gather(-1, i), (_randn(3, 4), lambda lib: lib.tensor([[-1]])), False),
+    "scatter": (lambda lib: lambda x, i: x.scatter(0, i, 1.0), (_randn(3, 4), lambda lib: lib.tensor([[5]])), False),
+    "scatter_add": (lambda lib: lambda x, i, s: x.scatter_add(0, i, s),
+                    (_randn(3, 4), lambda lib: lib.tensor([[5]]), _randn(1, 1)), False),
 }
 
 

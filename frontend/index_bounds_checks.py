@@ -1,0 +1,50 @@
+"""PyTorch's errors for an index out of bounds, with its words, naming the user's line:
+
+```python
+x[5]                      # x (3, 4): IndexError: index 5 is out of bounds for dimension 0 with size 3
+x[:, 4] = 0               # IndexError: index 4 is out of bounds for dimension 1 with size 4
+x.gather(1, index)        # RuntimeError: index 4 is out of bounds for dimension 1 with size 4
+x.scatter(0, index, 1.0)  # RuntimeError: index 5 is out of bounds for dimension 0 with size 3
+```
+
+``gather`` and the ``scatter`` family lower to NumPy's ``take``/``put``, which wrap a negative index (or fail naming
+the flattened array); their eager index is checked here, as PyTorch's kernels check it. A traced index is not (its
+values exist only at run time).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from kiln.compiler.errors import TraceError
+from kiln.frontend.index_range_checks import eager_index_values
+from kiln.frontend.inplace_leaf_checks import located
+
+
+class IndexOutOfBoundsError(TraceError, IndexError):
+    """An int index outside ``[-size, size)`` of its dim (torch's ``IndexError``)."""
+
+
+class IndexValueOutOfBoundsError(TraceError, RuntimeError):
+    """A value of ``gather``'s or ``scatter``'s index tensor outside ``[0, size)`` (torch's ``RuntimeError``)."""
+
+
+def out_of_bounds(item: int, dim: int, size: int) -> IndexOutOfBoundsError:
+    """The error for ``x[item]`` on dim ``dim`` of ``size``, to raise (an ``IndexError`` ends a for loop's
+    iteration over a tensor by indexing, as for sequences)."""
+    return located(IndexOutOfBoundsError, f"index {item} is out of bounds for dimension {dim} with size {size}")
+
+
+def check_index_values(index: Any, dim: int, size: Any) -> None:
+    """torch's error for an eager ``index`` (of ``gather``, ``scatter``...) with a value outside ``[0, size)``."""
+    if not isinstance(size, int):
+        return
+    values = eager_index_values(index)
+    if values is None or values.size == 0:
+        return
+    outside = np.flatnonzero((values < 0) | (values >= size))
+    if outside.size:
+        value = int(values.reshape(-1)[outside[0]])
+        raise located(IndexValueOutOfBoundsError, f"index {value} is out of bounds for dimension {dim} with size {size}")
