@@ -172,13 +172,23 @@ def transpose_shape(x: TensorType, *, perm: tuple[int, ...] | None) -> TensorTyp
 
 @register_op("tensor.broadcast_to", traits={"movement"}, shape=())
 def broadcast_to_shape(x: TensorType, *, shape: tuple[Dim, ...]) -> TensorType:
+    """``x`` expanded to ``shape``; a refusal in PyTorch's words (``expand``'s, the rightmost mismatch first)."""
     shape = tuple(shape)
     if len(shape) < x.rank:
-        raise ShapeError(f"tensor.broadcast_to: cannot broadcast {x} to fewer dims {format_shape(shape)}")
-    for dim, target in zip(reversed(x.shape), reversed(shape)):
+        raise TorchShapeError(f"expand({_listed(x.shape)}, size={_listed(shape)}): the number of sizes provided "
+                              f"({len(shape)}) must be greater or equal to the number of dimensions in the tensor ({x.rank})")
+    for axis in reversed(range(x.rank)):
+        dim, target = x.shape[axis], shape[axis - x.rank + len(shape)]
         if dim != 1 and dim != target:
-            raise ShapeError(f"tensor.broadcast_to: cannot broadcast {format_shape(x.shape)} to {format_shape(shape)}")
+            raise TorchShapeError(f"The expanded size of the tensor ({target}) must match the existing size ({dim}) at "
+                                  f"non-singleton dimension {axis - x.rank + len(shape)}.  Target sizes: "
+                                  f"{_listed(shape)}.  Tensor sizes: {_listed(x.shape)}")
     return x.with_shape(shape)
+
+
+def _listed(shape: tuple[Dim, ...]) -> str:
+    """A shape as PyTorch prints sizes in its messages: ``[2, 3]``."""
+    return "[" + ", ".join(map(str, shape)) + "]"
 
 
 @register_op("tensor.stop_gradient", traits={"composite", "non_differentiable"})

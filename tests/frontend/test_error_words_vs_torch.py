@@ -29,6 +29,9 @@ CASES: dict[str, tuple[Callable[[Any], Callable[..., Any]], tuple[Callable[[Any]
     "add, ranks differ": (lambda lib: lambda a, b: a + b, (_randn(2, 3), _randn(4)), True),
     "where, the accumulated shape": (lambda lib: lambda c, a, b: lib.where(c > 0, a, b),
                                      (_randn(2, 3), _randn(2, 1), _randn(2, 4)), True),
+    "expand": (lambda lib: lambda x: x.expand(2, 4), (_randn(2, 3),), True),
+    "expand_as": (lambda lib: lambda x, y: x.expand_as(y), (_randn(2, 3), _randn(2, 4)), True),
+    "broadcast_to, the first dim": (lambda lib: lambda x: lib.broadcast_to(x, (3, 3)), (_randn(2, 3),), True),
     "matmul, matrices": (lambda lib: lib.matmul, (_randn(3, 4), _randn(5, 6)), True),
     "@, 3-D times a matrix: rows folded": (lambda lib: lambda a, b: a @ b, (_randn(2, 3, 4), _randn(5, 6)), True),
     "@, vectors": (lambda lib: lambda a, b: a @ b, (_randn(4), _randn(5)), True),
@@ -137,3 +140,11 @@ def test_symbolic_dims_are_named():
         kiln.trace(lambda a, b: a + b, kiln.TensorSpec(("N", 3)), kiln.TensorSpec(("M", 3)))
     assert "The size of tensor a (N) must match the size of tensor b (M) at non-singleton dimension 0" in str(raised.value)
     assert "(the operands' shapes: (N, 3) and (M, 3))" in str(raised.value)
+
+
+def test_symbolic_rows_are_named_in_matmul_errors():
+    with pytest.raises(RuntimeError, match=r"mat1 and mat2 shapes cannot be multiplied \(6\*Nx4 and 5x3\)"):
+        kiln.trace(lambda x, w: x @ w, kiln.TensorSpec(("N", 6, 4)), kiln.TensorSpec((5, 3)))
+    with pytest.raises(RuntimeError, match=r"Expected size for first two dimensions of batch2 tensor to be: \[N, 4\] "
+                                           r"but got: \[N, 5\]\."):
+        kiln.trace(lambda a, b: kiln.bmm(a, b), kiln.TensorSpec(("N", 3, 4)), kiln.TensorSpec(("N", 5, 2)))
