@@ -32,11 +32,14 @@ class VersionCounter:
 
 
 class Overwrite(NamedTuple):
-    """A value a write replaced: the tensor that held it (weakly), its counter and its version while it did."""
+    """A value a write replaced: the tensor that held it (weakly), its counter and its version while it did, and the
+    results of the write's own ops that read it (``x.mul_(w)``'s product): PyTorch's in-place op saves a copy of the
+    old value it needs, so its backward is never refused for its own write."""
 
     holder: "weakref.ref[Any]"
     counter: VersionCounter
     version: int
+    written: "weakref.WeakSet[Value]"
 
 
 OVERWRITTEN: "weakref.WeakKeyDictionary[Value, Overwrite]" = weakref.WeakKeyDictionary()
@@ -65,8 +68,32 @@ def counted_writes(tensor: Any) -> Iterator[None]:
     for member, value, stale in before:
         if value is not None and (member.__dict__.get("_value") is not value or (not stale and "_stale" in member.__dict__)):
             counter = _counter(member)
-            OVERWRITTEN[value] = Overwrite(weakref.ref(member), counter, counter.version)
+            written = _readers_on_the_way(value, member.__dict__.get("_value"))
+            OVERWRITTEN[value] = Overwrite(weakref.ref(member), counter, counter.version, written)
             counter.version += 1
+
+
+WRITE_DEPTH = 8
+"""How many ops back from a write's new value its own ops are looked for (``clamp_`` takes two, ``x[i] = v`` a few)."""
+
+
+def _readers_on_the_way(old: Value, new: Value | None) -> "weakref.WeakSet[Value]":
+    """The results of the ops within ``WRITE_DEPTH`` ops behind ``new`` that read ``old``: the write's own ops."""
+    found: "weakref.WeakSet[Value]" = weakref.WeakSet()
+    frontier = [] if new is None or new is old else [new]
+    seen: set[int] = set()
+    for _ in range(WRITE_DEPTH):
+        behind = []
+        for value in frontier:
+            op = value.producer
+            if op is None or id(value) in seen:
+                continue
+            seen.add(id(value))
+            if any(operand is old for operand in op.operands):
+                found.add(value)
+            behind.extend(operand for operand in op.operands if operand is not old)
+        frontier = behind
+    return found
 
 
 def _sharing(tensor: Any) -> list[Any]:

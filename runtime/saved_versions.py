@@ -46,7 +46,7 @@ SHAPE_ONLY = frozenset({"tensor.numel"})
 """Ops that read their operand's shape, not its values: a backward reading them saves nothing."""
 
 _SAVED_BY_OP: dict[Hashable, Saved] = {}
-_SAVED_BY_CHAIN: dict[Hashable, list[tuple[Hashable, bool]]] = {}
+_SAVED_BY_CHAIN: dict[Hashable, list[tuple[Hashable, Hashable | None]]] = {}
 CACHE_LIMIT = 4096
 
 
@@ -117,8 +117,8 @@ def check_saved_versions(chain: "EagerChain") -> None:
     overwritten = bool(OVERWRITTEN) and any(chain.reaches(value) for value in list(OVERWRITTEN.keys()))
     if not overwritten and not any(_parameter_updated(source) for source in chain.sources if source is not None):
         return  # the common case, a few lookups: nothing the chain holds was written since
-    for value, as_result in reversed(_saved_values(chain)):  # in backward order: PyTorch names the first it unpacks
-        _check(value, as_result)
+    for value, reader in reversed(_saved_values(chain)):  # in backward order: PyTorch names the first it unpacks
+        _check(value, reader)
 
 
 def _parameter_updated(value: Value) -> bool:
@@ -126,7 +126,7 @@ def _parameter_updated(value: Value) -> bool:
     return parameter is not None and updates(parameter) != read_at
 
 
-def _saved_values(chain: "EagerChain") -> list[tuple[Value, bool]]:
+def _saved_values(chain: "EagerChain") -> list[tuple[Value, Value | None]]:
     """The chain's values its backward reads, from its references cached per structure and which leaves need grad."""
     requiring = tuple(_requires_grad(source) for source in chain.sources)
     key = (chain.key, requiring)
@@ -135,8 +135,8 @@ def _saved_values(chain: "EagerChain") -> list[tuple[Value, bool]]:
         references = _saved_references(chain, requiring)
         if len(_SAVED_BY_CHAIN) < CACHE_LIMIT:
             _SAVED_BY_CHAIN[key] = references
-    values = [(chain.value_at(reference), as_result) for reference, as_result in references]
-    return [(value, as_result) for value, as_result in values if value is not None]
+    values = [(chain.value_at(reference), reader and chain.value_at(reader)) for reference, reader in references]
+    return [(value, reader) for value, reader in values if value is not None]
 
 
 def _requires_grad(source: Value | None) -> bool:
@@ -146,13 +146,13 @@ def _requires_grad(source: Value | None) -> bool:
     return bool(parameter.requires_grad) if parameter is not None else source in GRAD_TENSORS
 
 
-def _saved_references(chain: "EagerChain", requiring: tuple[bool, ...]) -> list[tuple[Hashable, bool]]:
-    """The chain's references (``EagerChain.value_at``'s) to the values its backward reads, each with whether its op
-    reads it as its result, walking the ops in order and propagating which values require grad (as PyTorch's
+def _saved_references(chain: "EagerChain", requiring: tuple[bool, ...]) -> list[tuple[Hashable, Hashable | None]]:
+    """The chain's references (``EagerChain.value_at``'s) to the values its backward reads, each with the reference
+    to the result of the op reading it as an operand (None where it is that op's own result), walking the ops in order and propagating which values require grad (as PyTorch's
     ``requires_grad``: an op any of whose operands requires it, or a value ``kiln.autograd.grad`` differentiates)."""
     varying: set[Hashable] = {("input", index) for index, flag in enumerate(requiring) if flag}
     varying.update(chain.target_references())
-    saved: list[tuple[Hashable, bool]] = []
+    saved: list[tuple[Hashable, Hashable | None]] = []
     for position, op in enumerate(chain.ops):
         references = chain.operand_references(position)
         if references is None:
@@ -161,23 +161,24 @@ def _saved_references(chain: "EagerChain", requiring: tuple[bool, ...]) -> list[
         if not any(needs):
             continue
         operands, results = saved_by(op, needs)
-        saved.extend((references[index], False) for index in sorted(operands))
-        saved.extend((("op", position, index), True) for index in sorted(results))
+        saved.extend((references[index], ("op", position, 0)) for index in sorted(operands))
+        saved.extend((("op", position, index), None) for index in sorted(results))
         varying.add(position)  # its float results require grad (an eager op keeps no results: they are not listed)
     return list(dict.fromkeys(saved))
 
 
-def _check(value: Value, as_result: bool) -> None:
+def _check(value: Value, reader: Value | None) -> None:
     """Raise if ``value``, or the value it is a view of (which shares its version counter, as ``weight.T`` does the
-    weight's), was overwritten. PyTorch names the op that made a saved result, and the tensor's current maker for a
-    saved operand."""
+    weight's), was overwritten, unless by the write ``reader`` (the result of the op reading it; None where ``value`` is
+    its op's own result) is part of. PyTorch names the op that made a saved result, and the tensor's current maker
+    for a saved operand."""
     for base in _viewed(value):
         parameter, read_at = PARAMETERS.get(base, (None, 0))
         if parameter is not None and updates(parameter) != read_at:
             raise _modified(value, None, updates(parameter), read_at, _parameter_hint(base))
         overwrite = OVERWRITTEN.get(base)
-        if overwrite is not None:
-            producer = value.producer if as_result or value.producer is None else \
+        if overwrite is not None and (reader is None or reader not in overwrite.written):
+            producer = value.producer if reader is None or value.producer is None else \
                 _current_producer(overwrite.holder()) or value.producer
             raise _modified(value, producer, overwrite.counter.version, overwrite.version)
 

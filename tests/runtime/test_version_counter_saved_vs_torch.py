@@ -219,7 +219,55 @@ def marked_leaf_summed_then_written_under_no_grad(lib):
     return y, x  # x kept alive: its .grad is filled
 
 
-CASES = [marked_leaf_written_under_no_grad, marked_leaf_summed_then_written_under_no_grad,
+def _functional(lib):
+    return kiln.nn.functional if lib is kiln else lib.nn.functional
+
+
+def silu_in_place(lib):
+    x = _parameter(lib) * 1.0
+    _functional(lib).silu(x, inplace=True)
+    return x.sum()
+
+
+def silu_in_place_then_written_again(lib):
+    x = _parameter(lib) * 1.0
+    _functional(lib).silu(x, inplace=True)
+    x.add_(1.0)
+    return x.sum()
+
+
+def mul_in_place_by_a_parameter_then_written_again(lib):
+    w = _parameter(lib)
+    x = w * 1.0
+    x.mul_(w)
+    x.add_(1.0)
+    return x.sum()
+
+
+def exp_in_place_then_written_again(lib):
+    x = _parameter(lib) * 1.0
+    x.exp_()
+    x.mul_(2.0)
+    return x.sum()
+
+
+def log_and_pow_in_place(lib):
+    x = _parameter(lib, (1.0, 2.0, 3.0)) * 1.0
+    x.log_()
+    x.pow_(2)
+    return x.sum()
+
+
+def relu_in_place_then_read_by_mul(lib):
+    w = _parameter(lib)
+    x = w * 1.0
+    x.relu_()
+    return (x * w).sum()
+
+
+CASES = [silu_in_place, silu_in_place_then_written_again, mul_in_place_by_a_parameter_then_written_again,
+         exp_in_place_then_written_again, log_and_pow_in_place, relu_in_place_then_read_by_mul,
+         marked_leaf_written_under_no_grad, marked_leaf_summed_then_written_under_no_grad,
          transposed_weight_read_by_a_varying_input_then_updated, transposed_weight_read_by_a_constant_input_then_updated,
          add_then_buffer_copied, mul_then_buffer_copied, mul_by_constant_then_parameter_written_under_no_grad,
          square_then_parameter_written_under_no_grad, square_then_parameter_data_written,
