@@ -35,12 +35,22 @@ if TYPE_CHECKING:
 Saved = tuple[frozenset[int], frozenset[int]]
 """The indices of an op's operands and of its results that its backward reads."""
 
-TORCH_SAVES: dict[str, Callable[[tuple[bool, ...]], Saved]] = {
-    "tensor.relu": lambda needs: (frozenset(), frozenset({0})),  # threshold_backward(grad, result, 0)
-    "nn.log_softmax": lambda needs: (frozenset(), frozenset({0})),  # grad - exp(result) * sum(grad)
-    "tensor.div": lambda needs: (frozenset({1, *([0] if needs[1] else [])}), frozenset()),  # grad/other, -grad*self/other^2
+TORCH_SAVES: dict[str, Callable[[Op, tuple[bool, ...]], Saved]] = {
+    "tensor.relu": lambda op, needs: (frozenset(), frozenset({0})),  # threshold_backward(grad, result, 0)
+    "nn.log_softmax": lambda op, needs: (frozenset(), frozenset({0})),  # grad - exp(result) * sum(grad)
+    "tensor.div": lambda op, needs: _div_saves(op, needs),
+    "nn.cross_entropy": lambda op, needs: (frozenset(range(1, len(op.operands))), frozenset()),  # log_softmax's own
 }
 """Ops whose PyTorch backward saves other values than kiln's VJP rule reads, by which operands need a gradient."""
+
+
+def _div_saves(op: Op, needs: tuple[bool, ...]) -> Saved:
+    """``a / b`` saves ``b`` (and ``a`` for ``b``'s gradient); ``number / b`` is PyTorch's reciprocal, saving its result."""
+    numerator = op.operands[0].producer
+    if numerator is not None and numerator.name == "tensor.constant" and op.operands[0].type.rank == 0:
+        return frozenset(), frozenset({0})
+    return frozenset({1, *([0] if needs[1] else [])}), frozenset()
+
 
 SHAPE_ONLY = frozenset({"tensor.numel"})
 """Ops that read their operand's shape, not its values: a backward reading them saves nothing."""
@@ -53,7 +63,7 @@ CACHE_LIMIT = 4096
 def saved_by(op: Op, needs: tuple[bool, ...]) -> Saved:
     """The operands and results ``op``'s backward reads when ``needs[i]`` says whether operand ``i`` needs a gradient."""
     if op.name in TORCH_SAVES:
-        return TORCH_SAVES[op.name](needs)
+        return TORCH_SAVES[op.name](op, needs)
     key = (op_signature(op), needs)
     known = _SAVED_BY_OP.get(key)
     if known is None:

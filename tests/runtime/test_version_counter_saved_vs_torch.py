@@ -265,7 +265,48 @@ def relu_in_place_then_read_by_mul(lib):
     return (x * w).sum()
 
 
-CASES = [silu_in_place, silu_in_place_then_written_again, mul_in_place_by_a_parameter_then_written_again,
+def _logits(lib):
+    return _parameter(lib, np.array([[0.5, -1.0, 2.0, 0.3], [1.5, -0.2, 0.7, -0.9]])) * 1.0
+
+
+def reciprocal_input_written(lib):
+    x = _logits(lib)
+    y = 1.0 / x
+    x.add_(0.25)
+    return y.sum()
+
+
+def cross_entropy_logits_written(lib):
+    x = _logits(lib)
+    loss = _functional(lib).cross_entropy(x, lib.tensor(np.array([0, 3])))
+    x.add_(0.25)
+    return loss
+
+
+def cross_entropy_target_written(lib):
+    target = lib.tensor(np.array([0, 3]))
+    loss = _functional(lib).cross_entropy(_logits(lib), target)
+    target.sub_(0)
+    return loss
+
+
+def softmax_result_written(lib):
+    y = _functional(lib).softmax(_logits(lib), dim=-1)
+    loss = (y * y).sum()
+    y.mul_(2.0)
+    return loss
+
+
+def gelu_input_written(lib):
+    x = _logits(lib)
+    y = _functional(lib).gelu(x)
+    x.add_(0.25)
+    return y.sum()
+
+
+CASES = [reciprocal_input_written, cross_entropy_logits_written, cross_entropy_target_written, softmax_result_written,
+         gelu_input_written,
+         silu_in_place, silu_in_place_then_written_again, mul_in_place_by_a_parameter_then_written_again,
          exp_in_place_then_written_again, log_and_pow_in_place, relu_in_place_then_read_by_mul,
          marked_leaf_written_under_no_grad, marked_leaf_summed_then_written_under_no_grad,
          transposed_weight_read_by_a_varying_input_then_updated, transposed_weight_read_by_a_constant_input_then_updated,
