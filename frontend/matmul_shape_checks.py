@@ -35,8 +35,7 @@ def check_matmul_shapes(a: Any, b: Any) -> None:
         return
     if len(b_shape) == 1:
         if len(a_shape) == 1:
-            _refuse(f"inconsistent tensor size, expected tensor [{a_shape[0]}] and src [{b_shape[0]}] to have the same "
-                    f"number of elements, but got {a_shape[0]} and {b_shape[0]} elements respectively")
+            _refuse_dot(a_shape[0], b_shape[0])
         _refuse_mv(dim_product(tuple(a_shape[:-1])), a_shape[-1], b_shape[0])
     if len(b_shape) == 2:
         _refuse_mm(dim_product(tuple(a_shape[:-1])), a_shape[-1], b_shape)
@@ -70,6 +69,21 @@ def check_mv_shapes(a: Any, b: Any) -> None:
         _refuse_mv(a.shape[0], a.shape[1], b.shape[0])
 
 
+def check_dot_shapes(a: Any, b: Any) -> None:
+    """``torch.dot``'s checks: two vectors of one length (kiln's product would broadcast a column silently)."""
+    if len(a.shape) != 1 or len(b.shape) != 1:
+        _refuse(f"1D tensors expected, but got {len(a.shape)}D and {len(b.shape)}D tensors")
+    if a.shape[0] != b.shape[0]:
+        _refuse_dot(a.shape[0], b.shape[0])
+
+
+def check_inner_shapes(a: Any, b: Any) -> None:
+    """``torch.inner``'s check: the last dims agree (neither operand 0-D)."""
+    if len(a.shape) and len(b.shape) and a.shape[-1] != b.shape[-1]:
+        _refuse(f"inner() the last dimension must match on both input tensors but got shapes {_listed(a.shape)} and "
+                f"{_listed(b.shape)}")
+
+
 def _check_batched(a_shape: tuple, b_shape: tuple) -> None:
     """A batched product (``b`` at least 3-D): the batch dims broadcast first, then the folded ``bmm``'s check."""
     try:
@@ -83,6 +97,15 @@ def _check_batched(a_shape: tuple, b_shape: tuple) -> None:
 
 def _refuse_mm(rows: Any, inner: Any, b_shape: tuple) -> None:
     _refuse(f"mat1 and mat2 shapes cannot be multiplied ({rows}x{inner} and {b_shape[0]}x{b_shape[1]})")
+
+
+def _refuse_dot(size: Any, other: Any) -> None:
+    _refuse(f"inconsistent tensor size, expected tensor [{size}] and src [{other}] to have the same number of elements, "
+            f"but got {size} and {other} elements respectively")
+
+
+def _listed(shape: Any) -> str:
+    return "[" + ", ".join(map(str, shape)) + "]"
 
 
 def _refuse_mv(rows: Any, inner: Any, vector: Any) -> None:

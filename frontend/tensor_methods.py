@@ -256,6 +256,9 @@ class TorchMethods(BitwiseMethods):
         return self.unsqueeze(-1) * other.unsqueeze(0)
 
     def dot(self, other: Any) -> Any:
+        from kiln.frontend.matmul_shape_checks import check_dot_shapes  # lazily: it builds on the trace
+
+        check_dot_shapes(self, other)
         return (self * other).sum()
 
     # math over the trigonometric, rounding and scan ops ---------------------

@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from kiln.frontend.autocast import autocasts
-from kiln.frontend.matmul_shape_checks import check_mv_shapes
+from kiln.frontend.matmul_shape_checks import check_inner_shapes, check_mv_shapes
 from kiln.frontend.tensor_math import _promoted, _scaled
 from kiln.frontend.tensor_methods import _floating
 from kiln.frontend.tensor_mixin_ops import _is_tensor, _where
@@ -77,6 +77,7 @@ class ReductionMethods:
         """Sums of products over the last dims: ``self.shape[:-1] + other.shape[:-1]`` (one matmul)."""
         if self.ndim == 0 or other.ndim == 0:
             return self * other
+        check_inner_shapes(self, other)
         product = self.reshape(-1, self.shape[-1]) @ other.reshape(-1, other.shape[-1]).transpose()
         return product.reshape(tuple(self.shape[:-1]) + tuple(other.shape[:-1]))
 
