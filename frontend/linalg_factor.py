@@ -289,7 +289,13 @@ def cholesky_solve(B: Any, L: Any, upper: bool = False) -> Any:
     """``X`` with ``A X = B``, ``A = L L^T`` (``upper``: ``A = U^T U``) from its Cholesky factor (``torch.cholesky_solve``)."""
     _square_size("cholesky_solve", L)
     factor = _factor_triangle(L, upper)
-    return core.solve(factor.mT @ factor if upper else factor @ factor.mT, B)
+    lower = (factor.mT if upper else factor).detach()  # the value is LAPACK's potrs: L^-T (L^-1 B), two substitutions
+    solved = core.solve_triangular(lower.mT, core.solve_triangular(lower, B.detach(), upper=False), upper=True)
+    if not (getattr(B, "requires_grad", False) or getattr(L, "requires_grad", False)):
+        return solved
+    # the gradient is torch's, to the whole factor: that of (L L^T)^-1 B, added as a zero (x - x is exactly 0)
+    differentiated = core.solve(factor.mT @ factor if upper else factor @ factor.mT, B)
+    return solved + (differentiated - differentiated.detach())
 
 
 @autocasts("cholesky_inverse")

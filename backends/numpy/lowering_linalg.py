@@ -2,8 +2,8 @@
 
 Each is one ``np.linalg`` call over the leading (batch) dims: LAPACK's LU for ``inv``, ``solve``, ``det`` and
 ``slogdet``, its Cholesky for ``cholesky``. The CuPy backend re-binds this module, so there ``np.linalg`` is
-``cupy.linalg`` (cuSOLVER), which returns NaN where LAPACK raises. ``solve_triangular`` is a ``solve`` on the masked
-triangle (NumPy has no triangular solver; SciPy's is not batched): the same answer, an LU's cost.
+``cupy.linalg`` (cuSOLVER), which returns NaN where LAPACK raises. ``solve_triangular`` is substitution, as LAPACK's
+``trtrs`` (``backends/numpy/triangular_substitution.py``; NumPy has no triangular solver, SciPy's is not batched).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from kiln.backends.numpy.lowering import NUMPY
+from kiln.backends.numpy.triangular_substitution import solve_by_substitution
 from kiln.compiler.errors import KilnError
 
 LAPACK_ERRORS = (np.linalg.LinAlgError,)
@@ -65,8 +66,4 @@ def cholesky(a):
 
 @NUMPY.register("linalg.solve_triangular")
 def solve_triangular(a, b, *, upper: bool, unitriangular: bool):
-    triangle = np.triu(a) if upper else np.tril(a)
-    if unitriangular:
-        identity = np.eye(a.shape[-1], dtype=a.dtype)
-        triangle = triangle * (1 - identity) + identity
-    return _lapack("linalg.solve_triangular", "a triangle has a zero on its diagonal", np.linalg.solve, triangle, b)
+    return solve_by_substitution(a, b, upper=upper, unitriangular=unitriangular)

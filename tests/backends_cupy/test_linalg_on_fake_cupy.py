@@ -25,7 +25,8 @@ def test_cupy_table_calls_cupy_linalg(fake):
     b = Builder(graph)
     spd = b.add(b.matmul(a, b.transpose(a, perm=(0, 2, 1))), b.constant(np.eye(3)))
     graph.outputs = [b.op(name, spd) for name in ("linalg.inv", "linalg.det", "linalg.logabsdet", "linalg.cholesky")]
-    graph.outputs.append(b.op("linalg.solve_triangular", spd, a, upper=False, unitriangular=False))
+    graph.outputs.append(b.op("linalg.solve", spd, a))
+    graph.outputs.append(b.op("linalg.solve_triangular", spd, a, upper=False, unitriangular=False))  # substitution
     x = np.random.default_rng(0).standard_normal((2, 3, 3))
     got = CupyBackend().compile(graph)(x)
     expected = NumpyBackend().compile(graph)(x)
