@@ -206,6 +206,12 @@ def grad_array(parameter: Any) -> np.ndarray:
     return parameter.grad
 
 
+def _registered(value: Any) -> bool:
+    """Whether assigning ``value`` to a module's attribute registers it as a parameter: an ``nn.Parameter``, not a
+    tensor made with ``requires_grad=True`` (``GradLeaf``), as PyTorch's."""
+    return isinstance(value, Parameter) and not isinstance(value, GradLeaf)
+
+
 def _kept_after_the_trace(tensor: Tensor) -> Tensor:
     """A traced tensor a module keeps (``self.src_mask = mask`` in ``forward``): an eager one with its values when it
     is computed from constants alone, so code after the trace can still use it, as PyTorch's cached tensor."""
@@ -227,6 +233,20 @@ def _assign_buffer(module: "Module", name: str, value: Tensor) -> None:
     buffer = Buffer(np.array(value.detach().numpy()))
     module._buffers[name] = buffer  # a replaced entry keeps its place in the order, as PyTorch's
     object.__setattr__(module, name, buffer)
+
+
+class GradLeaf(Parameter):
+    """A tensor made with ``requires_grad=True`` (``kiln.zeros(1, requires_grad=True)``, ``kiln.tensor(x,
+    requires_grad=True)``): trained as a parameter is (``.grad``, optimizers, a compiled step differentiate it), but a
+    plain tensor to a module, as PyTorch's: assigned to a module's attribute it is not registered, so
+    ``named_parameters()``, ``parameters()`` and ``state_dict()`` leave it out (SAC's ``self.log_alpha`` with its own
+    optimizer); wrap it in ``nn.Parameter`` to register it."""
+
+    def __repr__(self) -> str:
+        from kiln.frontend.eager_values import eager_leaf  # lazily: the eager values build on the tensor
+
+        text = repr(eager_leaf(np.asarray(self.data)))
+        return f"{text[:-1]}, requires_grad=True)" if self.requires_grad else text
 
 
 class Buffer(Parameter):
@@ -264,9 +284,9 @@ class Module(HookMethods):
     def __setattr__(self, name: str, value: Any) -> None:
         if "_parameters" not in self.__dict__:
             raise KilnError(f"{type(self).__name__}.__init__ must call super().__init__() before assigning {name!r}")
-        if name in self._buffers and isinstance(value, Tensor) and not isinstance(value, Parameter):
+        if name in self._buffers and isinstance(value, Tensor) and not _registered(value):
             return _assign_buffer(self, name, value)  # self.running = tensor: the buffer's new value, as PyTorch's
-        registry = self._buffers if isinstance(value, Buffer) else self._parameters if isinstance(value, Parameter) \
+        registry = self._buffers if isinstance(value, Buffer) else self._parameters if _registered(value) \
             else self._modules if isinstance(value, Module) else None
         for other in (self._parameters, self._modules, self._buffers):
             if other is not registry:

@@ -153,13 +153,13 @@ def _requiring_grad(result: Any, requires_grad: bool) -> Any:
 
 
 def _leaf(array: np.ndarray) -> Any:
-    """``kiln.tensor(data, requires_grad=True)`` outside a trace: a ``Parameter``, whose ``.grad`` an eager ``backward()``
-    fills (PyTorch's leaf tensor)."""
-    from kiln.frontend.module import Parameter  # lazily: module builds on this file's Tensor
+    """``kiln.tensor(data, requires_grad=True)`` outside a trace: a ``GradLeaf`` (a ``Parameter`` a module does not
+    register), whose ``.grad`` an eager ``backward()`` fills (PyTorch's leaf tensor)."""
+    from kiln.frontend.module import GradLeaf  # lazily: module builds on this file's Tensor
 
     if not is_float_array_dtype(array.dtype):
         raise located_error(f"only floating-point tensors can require gradients, got {array.dtype}; pass dtype=kiln.float32")
-    return Parameter(array)
+    return GradLeaf(array)
 
 
 as_tensor = tensor
