@@ -18,6 +18,7 @@ from kiln.frontend.distributions_continuous import Exponential, Laplace, Normal,
 from kiln.frontend.distributions_discrete import Bernoulli, Categorical
 from kiln.frontend.distributions_independent import Independent
 from kiln.frontend.distributions_kl import kl_divergence, register_kl
+from kiln.frontend.distributions_lowrank import LowRankMultivariateNormal
 from kiln.frontend.distributions_multivariate import MultivariateNormal
 from kiln.frontend.distributions_transformed import LogNormal, TransformedDistribution
 from kiln.distributions import constraints, normal, transformed_distribution, transforms  # torch's submodules
@@ -27,7 +28,7 @@ from kiln.distributions.transforms import (
 
 __all__ = [
     "AffineTransform", "Bernoulli", "Categorical", "ComposeTransform", "Constraint", "Distribution", "ExpTransform",
-    "Exponential", "Independent", "InvalidParameterError", "Laplace", "LogNormal", "MultivariateNormal", "Normal",
+    "Exponential", "Independent", "InvalidParameterError", "Laplace", "LogNormal", "LowRankMultivariateNormal", "MultivariateNormal", "Normal",
     "PowerTransform", "SigmoidTransform", "SoftplusTransform", "TanhTransform", "Transform", "TransformedDistribution",
     "Uniform", "constraints", "kl_divergence", "normal", "register_kl", "transformed_distribution", "transforms",
 ]
