@@ -58,8 +58,9 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     clock = CLOCKS[args.clock]
-    print(f"{args.threads} thread(s), {args.clock} clock, us per call (best of {args.rounds} rounds), start -1.3, end 2.7")
-    print(f"{'dtype':8s} {'steps':>8s} {'kiln':>10s} {'values':>10s} {'torch':>10s} {'numpy':>10s} {'kiln/torch':>10s} {'kiln/numpy':>10s}")
+    print(f"{args.threads} thread(s), {args.clock} clock, us per call (best of {args.rounds} rounds), -1.3 to 2.7")
+    columns = ("kiln", "values", "torch", "numpy", "kiln/torch", "kiln/numpy")
+    print(f"{'dtype':8s} {'steps':>8s} " + " ".join(f"{column:>10s}" for column in columns))
     for dtype in ("float64", "float32"):
         for steps in LENGTHS:
             candidates = {
@@ -70,7 +71,8 @@ def main() -> None:
             }
             times = {name: best_microseconds(call, steps, args.rounds, clock) for name, call in candidates.items()}
             row = " ".join(f"{times[name]:10.1f}" for name in candidates)
-            print(f"{dtype:8s} {steps:8d} {row} {times['kiln'] / times['torch']:10.1f} {times['kiln'] / times['numpy']:10.1f}")
+            ratios = f"{times['kiln'] / times['torch']:10.1f} {times['kiln'] / times['numpy']:10.1f}"
+            print(f"{dtype:8s} {steps:8d} {row} {ratios}")
 
 
 if __name__ == "__main__":

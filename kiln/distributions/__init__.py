@@ -28,7 +28,8 @@ from kiln.distributions.transforms import (
 
 __all__ = [
     "AffineTransform", "Bernoulli", "Categorical", "ComposeTransform", "Constraint", "Distribution", "ExpTransform",
-    "Exponential", "Independent", "InvalidParameterError", "Laplace", "LogNormal", "LowRankMultivariateNormal", "MultivariateNormal", "Normal",
+    "Exponential", "Independent", "InvalidParameterError", "Laplace", "LogNormal", "LowRankMultivariateNormal",
+    "MultivariateNormal", "Normal",
     "PowerTransform", "SigmoidTransform", "SoftplusTransform", "TanhTransform", "Transform", "TransformedDistribution",
     "Uniform", "constraints", "kl_divergence", "normal", "register_kl", "transformed_distribution", "transforms",
 ]

@@ -32,22 +32,34 @@ def _low_rank(M, loc, factor, diagonal):
     return M.LowRankMultivariateNormal(loc, factor, diagonal)
 
 
+SINGLE, BATCHED = [LOC, FACTOR, DIAGONAL], [LOC, BATCHED_FACTOR, BATCHED_DIAGONAL]
+OTHER_LOC = LOC[::-1].copy()
+
+
+def _log_prob(M, m, w, d, x):
+    return _low_rank(M, m, w, d).log_prob(x)
+
+
 CASES = {
-    "log_prob": (lambda M, m, w, d, x: _low_rank(M, m, w, d).log_prob(x), [LOC, FACTOR, DIAGONAL], [X]),
-    "log_prob.batched": (lambda M, m, w, d, x: _low_rank(M, m, w, d).log_prob(x), [LOC, BATCHED_FACTOR, BATCHED_DIAGONAL], [X]),
-    "log_prob.broadcast_loc": (lambda M, m, w, d, x: _low_rank(M, m, w, d).log_prob(x), [LOC[0], BATCHED_FACTOR, DIAGONAL], [X]),
+    "log_prob": (_log_prob, SINGLE, [X]),
+    "log_prob.batched": (_log_prob, BATCHED, [X]),
+    "log_prob.broadcast_loc": (_log_prob, [LOC[0], BATCHED_FACTOR, DIAGONAL], [X]),
     "entropy": (lambda M, m, w, d: _low_rank(M, m, w, d).entropy(), [LOC, BATCHED_FACTOR, DIAGONAL], []),
-    "entropy.batch_from_loc": (lambda M, m, w, d: _low_rank(M, m, w, d).entropy(), [LOC, FACTOR, DIAGONAL], []),
-    "moments": (lambda M, m, w, d: _low_rank(M, m, w, d).variance * 3 + _low_rank(M, m, w, d).mean, [LOC, BATCHED_FACTOR, DIAGONAL], []),
-    "covariance_matrix": (lambda M, m, w, d: _low_rank(M, m, w, d).covariance_matrix, [LOC, BATCHED_FACTOR, BATCHED_DIAGONAL], []),
-    "precision_matrix": (lambda M, m, w, d: _low_rank(M, m, w, d).precision_matrix, [LOC, BATCHED_FACTOR, BATCHED_DIAGONAL], []),
+    "entropy.batch_from_loc": (lambda M, m, w, d: _low_rank(M, m, w, d).entropy(), SINGLE, []),
+    "moments": (lambda M, m, w, d: _low_rank(M, m, w, d).variance * 3 + _low_rank(M, m, w, d).mean,
+                [LOC, BATCHED_FACTOR, DIAGONAL], []),
+    "covariance_matrix": (lambda M, m, w, d: _low_rank(M, m, w, d).covariance_matrix, BATCHED, []),
+    "precision_matrix": (lambda M, m, w, d: _low_rank(M, m, w, d).precision_matrix, BATCHED, []),
     "scale_tril": (lambda M, m, w, d: _low_rank(M, m, w, d).scale_tril, [LOC[0], FACTOR, DIAGONAL], []),
-    "kl.low_rank_low_rank": (lambda M, m, w, d, m2, w2, d2: M.kl_divergence(_low_rank(M, m, w, d), _low_rank(M, m2, w2, d2)),
-                             [LOC, FACTOR, DIAGONAL, LOC[::-1].copy(), BATCHED_FACTOR, BATCHED_DIAGONAL], []),
-    "kl.full_low_rank": (lambda M, m, l, m2, w2, d2: M.kl_divergence(M.MultivariateNormal(m, scale_tril=l), _low_rank(M, m2, w2, d2)),
-                         [LOC, _tril(), LOC[::-1].copy(), BATCHED_FACTOR, DIAGONAL], []),
-    "kl.low_rank_full": (lambda M, m, w, d, m2, l: M.kl_divergence(_low_rank(M, m, w, d), M.MultivariateNormal(m2, scale_tril=l)),
-                         [LOC, BATCHED_FACTOR, BATCHED_DIAGONAL, LOC[::-1].copy(), _tril()], []),
+    "kl.low_rank_low_rank": (lambda M, m, w, d, m2, w2, d2: M.kl_divergence(_low_rank(M, m, w, d),
+                                                                            _low_rank(M, m2, w2, d2)),
+                             SINGLE + [OTHER_LOC, BATCHED_FACTOR, BATCHED_DIAGONAL], []),
+    "kl.full_low_rank": (lambda M, m, l, m2, w2, d2: M.kl_divergence(M.MultivariateNormal(m, scale_tril=l),
+                                                                     _low_rank(M, m2, w2, d2)),
+                         [LOC, _tril(), OTHER_LOC, BATCHED_FACTOR, DIAGONAL], []),
+    "kl.low_rank_full": (lambda M, m, w, d, m2, l: M.kl_divergence(_low_rank(M, m, w, d),
+                                                                   M.MultivariateNormal(m2, scale_tril=l)),
+                         BATCHED + [OTHER_LOC, _tril()], []),
 }
 
 
@@ -58,7 +70,7 @@ def test_values_and_gradients_are_torchs(name):
 
 def test_shapes_are_torchs():
     torch = require("torch")
-    for params in ([LOC, FACTOR, DIAGONAL], [LOC[0], BATCHED_FACTOR, DIAGONAL], [LOC, BATCHED_FACTOR, BATCHED_DIAGONAL]):
+    for params in (SINGLE, [LOC[0], BATCHED_FACTOR, DIAGONAL], BATCHED):
         ours = kd.LowRankMultivariateNormal(*params)
         theirs = torch.distributions.LowRankMultivariateNormal(*map(torch.tensor, params))
         assert (ours.batch_shape, ours.event_shape) == (tuple(theirs.batch_shape), tuple(theirs.event_shape))
@@ -66,8 +78,10 @@ def test_shapes_are_torchs():
 
 def test_rsample_moments_are_the_covariance_and_its_gradient_is_reparameterized():
     loc = np.array([1.0, -2.0, 0.5, 3.0, 0.0])
-    graph = kiln.trace(lambda m: kd.LowRankMultivariateNormal(m, kiln.tensor(FACTOR), kiln.tensor(DIAGONAL)).rsample((40000,)),
-                       kiln.TensorSpec((N,), "float64"))
+    def draws_of(m):
+        return kd.LowRankMultivariateNormal(m, kiln.tensor(FACTOR), kiln.tensor(DIAGONAL)).rsample((40000,))
+
+    graph = kiln.trace(draws_of, kiln.TensorSpec((N,), "float64"))
     draws = NumpyBackend().compile(graph)(loc, np.int64(3))[0]
     covariance = FACTOR @ FACTOR.T + np.diag(DIAGONAL)
     assert draws.shape == (40000, N)
@@ -77,8 +91,8 @@ def test_rsample_moments_are_the_covariance_and_its_gradient_is_reparameterized(
     def draws_sum(m, w, d):
         return kd.LowRankMultivariateNormal(m, w, d).rsample((5,)).sum()
 
-    specs = kiln.TensorSpec((N,), "float64"), kiln.TensorSpec((N, RANK), "float64"), kiln.TensorSpec((N,), "float64")
-    slopes = NumpyBackend().compile(kiln.trace(lambda m, w, d: kiln.grad(draws_sum, argnums=(0, 1, 2))(m, w, d), *specs))
+    specs = [kiln.TensorSpec(shape, "float64") for shape in ((N,), (N, RANK), (N,))]
+    slopes = NumpyBackend().compile(kiln.trace(lambda *args: kiln.grad(draws_sum, argnums=(0, 1, 2))(*args), *specs))
     loc_slope, factor_slope, diagonal_slope = slopes(loc, FACTOR, DIAGONAL, np.int64(4))
     np.testing.assert_allclose(loc_slope, np.full(N, 5.0), rtol=1e-12)  # d(loc + W e + sqrt(D) e') / d loc
     assert np.abs(factor_slope).max() > 0 and np.abs(diagonal_slope).max() > 0
@@ -86,7 +100,8 @@ def test_rsample_moments_are_the_covariance_and_its_gradient_is_reparameterized(
 
 def test_bad_parameters_raise_torchs_errors():
     torch = require("torch")
-    bad = [(LOC, FACTOR[:3], DIAGONAL), (LOC, FACTOR, DIAGONAL[:3]), (np.float64(1.0), FACTOR, DIAGONAL), (LOC, DIAGONAL, DIAGONAL)]
+    bad = [(LOC, FACTOR[:3], DIAGONAL), (LOC, FACTOR, DIAGONAL[:3]), (np.float64(1.0), FACTOR, DIAGONAL),
+           (LOC, DIAGONAL, DIAGONAL)]
     for params in bad:
         with pytest.raises(ValueError) as theirs:
             torch.distributions.LowRankMultivariateNormal(*map(torch.tensor, params))

@@ -25,8 +25,10 @@ def _assert_same_bits(torch, start, end, steps, dtype):
     expected = torch.linspace(start, end, steps, dtype=getattr(torch, dtype)).numpy()
     ours = np.asarray(kiln.linspace(start, end, steps, dtype=getattr(kiln, dtype)))
     mismatched = np.flatnonzero(_bits(ours) != _bits(expected))
-    assert not mismatched.size, f"linspace({start!r}, {end!r}, {steps}) {dtype}: {mismatched.size} values differ, " \
-                                f"first at {mismatched[0]}: {ours[mismatched[0]]!r} vs torch's {expected[mismatched[0]]!r}"
+    if mismatched.size:
+        first = mismatched[0]
+        raise AssertionError(f"linspace({start!r}, {end!r}, {steps}) {dtype}: {mismatched.size} values differ, first "
+                             f"at {first}: {ours[first]!r} vs torch's {expected[first]!r}")
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])

@@ -104,7 +104,7 @@ def test_cholesky_solve_gradients_match_torch(upper):
     for lib in (kiln, torch):
         f, rhs = lib.tensor(factor, requires_grad=True), lib.tensor(b, requires_grad=True)
         (lib.cholesky_solve(rhs, f, upper=upper) * lib.tensor(weights)).sum().backward()
-        grads.append((np.asarray(f.grad.detach().numpy() if lib is torch else f.grad), np.asarray(rhs.grad.detach().numpy() if lib is torch else rhs.grad)))
+        grads.append([np.asarray(t.grad.detach().numpy() if lib is torch else t.grad) for t in (f, rhs)])
     for ours, theirs in zip(*grads):
         np.testing.assert_allclose(ours, theirs, rtol=1e-10, atol=1e-10 * np.abs(theirs).max())
 
