@@ -24,12 +24,13 @@ What broke: a failed ``torch.linalg.cholesky`` raised ``kiln.linalg.LinAlgError`
 1.x's jitter retry (``except RuntimeError``) let it escape (``tests/frontend/test_linalg_error_is_runtime_error_vs_torch.py``).
 Probing around it: ``linalg.cholesky`` factored ``(A + A^T) / 2`` where torch's reads one triangle, so a non-symmetric
 input gave another factor and gradient (``tests/frontend/test_cholesky_reads_one_triangle_vs_torch.py``).
-Everything else agreed as first written. Noticed, left: ``cholesky_solve`` and ``solve_triangular`` are LU solves
-(NumPy has no triangular solver), not torch's substitutions: they agree to ~cond(K) * eps, 5e-11 relative at
-cond(K) = 1.6e6 (a GP with noise 1e-5), so a GP that ill-conditioned compares at ~1e-9, not 1e-10. Past 25 rows
+Everything else agreed as first written. Noticed, then fixed: ``cholesky_solve`` and ``solve_triangular`` were LU
+solves, agreeing with torch's substitutions to ~cond(K) * eps (5e-11 relative at cond(K) = 1.6e6, a GP with noise
+1e-5); they are substitutions now (``tests/frontend/test_triangular_substitution_vs_torch.py``: 1e-15). Past 25 rows
 torch's ``cdist`` uses its matmul form (distances off by ~sqrt(eps) |x|: 4e-8 on the diagonal), kiln's stays exact
 (``compute_mode`` is checked, not followed); kernels of the squared distance or flat at 0 agree to 1e-10 anyway (the
-30-point test), a Laplacian ``exp(-d)`` would differ by ~4e-8. Missing: ``distributions.LowRankMultivariateNormal``.
+30-point test), a Laplacian ``exp(-d)`` would differ by ~4e-8. ``distributions.LowRankMultivariateNormal``, missing
+then, is tested in ``tests/distributions/test_lowrank_multivariate_normal.py``.
 ``torch.cholesky`` / ``torch.triangular_solve`` now warn torch's deprecation once per process
 (``tests/frontend/test_deprecated_linalg_warns_once_vs_torch.py``).
 """
