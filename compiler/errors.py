@@ -21,6 +21,10 @@ class BroadcastError(TorchShapeError):
     which names no op, so it reaches the user as it is, under the user's line."""
 
 
+class DimOutOfRangeError(TorchShapeError, IndexError):
+    """A dim outside ``[-rank, rank)``: an ``IndexError``, as PyTorch's ``Dimension out of range``."""
+
+
 class TraceError(KilnError, RuntimeError):
     """An error while tracing user code (or running it eagerly); the message names the user's source line. A
     ``RuntimeError``, as PyTorch's errors at run time are: ported code's ``except RuntimeError`` catches it."""

@@ -12,7 +12,7 @@ from kiln.compiler.errors import ShapeError
 from kiln.compiler.ir.types import DType, broadcast_shapes, dim_product, normalize_axes
 from kiln.frontend.functional_half import bias_added_in_opmath, in_opmath
 from kiln.frontend.tensor import Tensor, ValuesIndices, apply
-from kiln.frontend.trace import located_error
+from kiln.frontend.trace import located_error, located_kind
 from kiln.frontend.tensor_inplace import honors_inplace, in_place_variant
 from kiln.frontend.autocast import autocasts
 from kiln.frontend.linear_shape_checks import check_linear_shapes
@@ -121,8 +121,9 @@ def _dims(function: str, input: Tensor, dim: Any) -> tuple[int, ...]:
         raise located_error(f"{function}: dim must be an int or a tuple of ints, got {dim!r}")
     try:
         return normalize_axes(tuple(int(d) for d in dims), input.ndim)
-    except ShapeError as error:
-        raise located_error(f"{function}: dim {dim!r} does not fit {input.type} ({error}); dims run from {-input.ndim} to {input.ndim - 1}") from None
+    except ShapeError as error:  # PyTorch's words (and IndexError) in the parenthesis
+        raise located_error(f"{function}: dim {dim!r} does not fit {input.type} ({error}); dims run from {-input.ndim} to "
+                            f"{input.ndim - 1}", kind=located_kind(error)) from None
 
 
 def _one_dim(function: str, input: Tensor, dim: Any) -> int:

@@ -79,7 +79,7 @@ def _index_tensor(x: Tensor, axis: int, item: Any) -> Tensor:
     if known is not None and isinstance(size, int) and known.size:
         outside = known[(known < -size) | (known >= size)]
         if outside.size:
-            raise located_error(f"index {outside.flat[0]} is out of bounds for dim {axis} of {x.type} (size {size})")
+            raise out_of_bounds(int(outside.flat[0]), axis, size)
     return item if isinstance(item, Tensor) else apply("tensor.constant", value=np.asarray(item, np.int64))
 
 

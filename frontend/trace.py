@@ -186,11 +186,20 @@ class TraceContext:
         except BroadcastError as error:  # PyTorch's sentence, which names no op, as PyTorch's does not
             shapes = " and ".join(format_shape(operand.type.shape) for operand in operands)
             raise located_error(f"{error} (the operands' shapes: {shapes})", location) from None
-        except TorchShapeError as error:
-            raise located_error(str(error), location) from None
+        except TorchShapeError as error:  # an IndexError (a dim out of range) stays one, as PyTorch's
+            raise located_error(str(error), location, located_kind(error)) from None
         except (ShapeError, TypeError) as error:  # the op's name once: a shape rule's message may start with it
             message = str(error) if str(error).startswith(name) else f"{name}: {error}"
             raise located_error(message, location) from None
+
+
+class LocatedIndexError(TraceError, IndexError):
+    """A trace's ``IndexError`` (a dim out of range) naming the user's line: an ``IndexError``, as PyTorch's."""
+
+
+def located_kind(error: Exception) -> type[TraceError]:
+    """The located error class for ``error``: ``LocatedIndexError`` for an ``IndexError``, else ``TraceError``."""
+    return LocatedIndexError if isinstance(error, IndexError) else TraceError
 
 
 @dataclass(frozen=True)
@@ -246,10 +255,11 @@ def _source_location(filename: str, line: int, function: str) -> SourceLocation:
     return SourceLocation(filename, line, function)
 
 
-def located_error(message: str, location: "SourceLocation | None" = None) -> TraceError:
-    """A ``TraceError`` that names the user's source line (``location``, else the innermost frame outside kiln)."""
+def located_error(message: str, location: "SourceLocation | None" = None, kind: type[TraceError] = TraceError) -> TraceError:
+    """A ``TraceError`` (or its subclass ``kind``) that names the user's source line (``location``, else the innermost
+    frame outside kiln)."""
     location = location or user_location()
-    error = TraceError(f"{location.describe() if location else '<unknown>'}\n  {message}")
+    error = kind(f"{location.describe() if location else '<unknown>'}\n  {message}")
     error.located = True  # type: ignore[attr-defined]
     return error
 

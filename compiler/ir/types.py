@@ -14,7 +14,7 @@ from typing import Any, Union
 import ml_dtypes
 import numpy as np
 
-from kiln.compiler.errors import BroadcastError, ShapeError
+from kiln.compiler.errors import BroadcastError, DimOutOfRangeError, ShapeError
 
 Dim = Union[int, str]
 _SYMBOL = re.compile(r"[A-Za-wyz_][A-Za-wyz0-9_]*")
@@ -300,8 +300,12 @@ def format_shape(shape: tuple[Dim, ...]) -> str:
 
 
 def normalize_axis(axis: int, rank: int) -> int:
-    if not -rank <= axis < max(rank, 1):
-        raise ShapeError(f"axis {axis} is out of range for a tensor of rank {rank}")
+    """``axis`` in ``[0, rank)``; a 0-D tensor takes ``0`` and ``-1``, as in PyTorch. Out of range: PyTorch's
+    ``IndexError`` and words (``Dimension out of range (expected to be in range of [-2, 1], but got 2)``)."""
+    bound = max(rank, 1)
+    if not -bound <= axis < bound:
+        raise DimOutOfRangeError(f"Dimension out of range (expected to be in range of [{-bound}, {bound - 1}], but got "
+                                 f"{axis})")
     return axis % rank if rank else 0
 
 
