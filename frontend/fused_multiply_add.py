@@ -24,7 +24,9 @@ def fused_multiply_add(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarra
     """``a * b + c`` rounded once, elementwise, in the arrays' float dtype (finite values away from overflow and
     underflow)."""
     high, low, product_low = _exact_parts(a, b, c, SPLITTERS[a.dtype.name])
-    return high + _rounded_to_odd_sum(low, product_low)
+    fused = high + _rounded_to_odd_sum(low, product_low)
+    np.copyto(fused, high, where=fused == 0)  # an exact zero: the sign IEEE gives c + a * b (the product is exact)
+    return fused
 
 
 def nearly_fused_multiply_add(a: Any, b: Any, c: Any, splitter: float) -> Any:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import kiln
-from kiln.frontend.fused_steps import BLOCK
+from kiln.frontend.fused_steps import BLOCK, COUNT_LIMIT
 from oracles import require_torch
 
 LENGTHS = [2, 3, 100, BLOCK - 1, BLOCK, 2 * BLOCK + 1, 3 * BLOCK + 7, 60001]
@@ -54,4 +54,16 @@ def test_signed_zero_bounds_match_torch_bits(dtype):
     torch = require_torch()
     for start, end in SIGNED_ZERO_BOUNDS:
         for steps in (2, 3, 4, 8, 9, 12):
+            _assert_same_bits(torch, start, end, steps, dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_the_generic_path_past_the_count_limit_matches_torch_bits(dtype, monkeypatch):
+    """Past 2^27 (float64) or 2^30 (float32) values the counts no longer multiply exactly: the generic emulation of
+    frontend/fused_multiply_add.py takes over, the limit lowered here to reach it."""
+    torch = require_torch()
+    monkeypatch.setitem(COUNT_LIMIT, "d", 4)
+    monkeypatch.setitem(COUNT_LIMIT, "f", 4)
+    for start, end in SIGNED_ZERO_BOUNDS + [(-1.3, 2.7), (5.0, -2.0)]:
+        for steps in (9, 100, 1001):
             _assert_same_bits(torch, start, end, steps, dtype)
