@@ -18,7 +18,7 @@ in-place write replaced it (``frontend/version_counter.py``).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Hashable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Hashable, Sequence
 
 from kiln.compiler.autodiff.differentiate import differentiate_outputs
 from kiln.compiler.ir.builder import Builder
@@ -124,21 +124,21 @@ def _reached(gradients: Sequence[Value], inputs: Sequence[Value], results: Seque
 
 def check_saved_versions(chain: "EagerChain") -> None:
     """Refuse, as PyTorch's ``backward()``, a chain whose backward needs a value overwritten since the forward read it."""
-    overwritten = bool(OVERWRITTEN) and any(chain.reaches(value) for value in list(OVERWRITTEN.keys()))
-    if not overwritten and not any(_parameter_updated(source) for source in chain.sources if source is not None):
+    reads = [PARAMETERS.get(source) if source is not None else None for source in chain.sources]
+    suspects = {id(value) for value in list(OVERWRITTEN.keys()) if chain.reaches(value)} if OVERWRITTEN else set()
+    suspects.update(id(source) for source, read in zip(chain.sources, reads)
+                    if read is not None and updates(read[0]) != read[1])
+    if not suspects:
         return  # the common case, a few lookups: nothing the chain holds was written since
-    for value, reader in reversed(_saved_values(chain)):  # in backward order: PyTorch names the first it unpacks
-        _check(value, reader)
+    for value, reader in reversed(_saved_values(chain, reads)):  # in backward order: PyTorch names the first it unpacks
+        if any(id(base) in suspects for base in _viewed(value)):
+            _check(value, reader)
 
 
-def _parameter_updated(value: Value) -> bool:
-    parameter, read_at = PARAMETERS.get(value, (None, 0))
-    return parameter is not None and updates(parameter) != read_at
-
-
-def _saved_values(chain: "EagerChain") -> list[tuple[Value, Value | None]]:
-    """The chain's values its backward reads, from its references cached per structure and which leaves need grad."""
-    requiring = tuple(_requires_grad(source) for source in chain.sources)
+def _saved_values(chain: "EagerChain", reads: list[tuple[Any, int] | None]) -> list[tuple[Value, Value | None]]:
+    """The chain's values its backward reads, from its references cached per structure and which leaves need grad
+    (``reads``: each input's parameter and its update count when read, or None)."""
+    requiring = tuple(_requires_grad(source, read) for source, read in zip(chain.sources, reads))
     key = (chain.key, requiring)
     references = _SAVED_BY_CHAIN.get(key)
     if references is None:
@@ -149,11 +149,10 @@ def _saved_values(chain: "EagerChain") -> list[tuple[Value, Value | None]]:
     return [(value, reader) for value, reader in values if value is not None]
 
 
-def _requires_grad(source: Value | None) -> bool:
+def _requires_grad(source: Value | None, read: tuple[Any, int] | None) -> bool:
     if source is None or not source.type.dtype.is_float:
         return False
-    parameter = PARAMETERS.get(source, (None, 0))[0]
-    return bool(parameter.requires_grad) if parameter is not None else source in GRAD_TENSORS
+    return bool(read[0].requires_grad) if read is not None else source in GRAD_TENSORS
 
 
 def _saved_references(chain: "EagerChain", requiring: tuple[bool, ...]) -> list[tuple[Hashable, Hashable | None]]:
