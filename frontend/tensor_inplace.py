@@ -17,8 +17,8 @@ changed too, and after ``x.add_(1)`` so has ``y``. A write to a view made by bas
 ``x[:, 1:3].mul_(2)``) is the index assignment ``x[0] = ...``; one through a transpose, reshape, squeeze/unsqueeze,
 expand or ``diagonal`` (``x.t().fill_(0)``, ``cov.diagonal().add_(eps)``) gives the base the values it puts there
 (``view_writes.py``). Either way the rest of the view family goes stale, and a stale view is made again from its base
-when read. Aliasing kiln does not follow (a write through ``x.data``, a reshape whose strides depend on a symbolic
-dim) leaves the others stale for good: reading one is an error that names the line of the write. A program either
+when read; ``x.data`` and ``x.detach()`` are followed views too. Aliasing kiln does not follow (a reshape whose
+strides depend on a symbolic dim) leaves the others stale for good: reading one is an error that names the line of the write. A program either
 computes what PyTorch computes or stops with that error; it never silently computes something else.
 
 Parameters are the model's state, not intermediates. While gradients are on, an in-place write to a parameter that
@@ -97,8 +97,7 @@ def check_fresh(tensor: Any) -> None:
     if written_at is not None and not refreshed(tensor):  # a followed view is made again from its base
         raise located_error(
             f"this {tensor.type} shares its storage (in PyTorch) with a tensor written in place at {written_at}; "
-            "kiln does not write through views like that one (x.data, x.detach(), a reshape whose strides depend on a "
-            "symbolic dim), so its value here would differ from PyTorch's. Write out of place (y = x + 1) or into the "
+            "kiln does not write through views like that one (a reshape whose strides depend on a symbolic dim), so its value here would differ from PyTorch's. Write out of place (y = x + 1) or into the "
             "base itself (x[i] = v) before taking views")
 
 
