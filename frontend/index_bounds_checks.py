@@ -47,4 +47,5 @@ def check_index_values(index: Any, dim: int, size: Any) -> None:
     outside = np.flatnonzero((values < 0) | (values >= size))
     if outside.size:
         value = int(values.reshape(-1)[outside[0]])
-        raise located(IndexValueOutOfBoundsError, f"index {value} is out of bounds for dimension {dim} with size {size}")
+        raise located(IndexValueOutOfBoundsError,
+                      f"index {value} is out of bounds for dimension {dim} with size {size}")

@@ -2,7 +2,8 @@
 ``nn.layer_norm`` (whose shape rule would name kiln's op and IR types):
 
 ```python
-nn.LayerNorm(5)(x)   # x (2, 4): Given normalized_shape=[5], expected input with shape [*, 5], but got input of size[2, 4]
+nn.LayerNorm(5)(x)   # x (2, 4): Given normalized_shape=[5], expected input with shape [*, 5],
+                     #           but got input of size[2, 4]
 ```
 
 Each is a ``RuntimeError`` naming the user's line, checked in PyTorch's order: ``normalized_shape`` not empty, the
@@ -25,8 +26,8 @@ def check_layer_norm_shapes(input: Any, normalized_shape: tuple, weight: Any, bi
     """Raise torch's error where ``weight``, ``bias`` or ``input``'s trailing dims do not fit ``normalized_shape``."""
     normalized = tuple(normalized_shape)
     if not normalized:
-        _refuse("Expected normalized_shape to be at least 1-dimensional, i.e., containing at least one element, but got "
-                "normalized_shape = []")
+        _refuse("Expected normalized_shape to be at least 1-dimensional, i.e., containing at least one element, "
+                "but got normalized_shape = []")
     for name, parameter in (("weight", weight), ("bias", bias)):
         if parameter is not None and tuple(parameter.shape) != normalized:
             _refuse(f"Expected {name} to be of same shape as normalized_shape, but got {name} of shape "

@@ -100,8 +100,8 @@ def _refuse_mm(rows: Any, inner: Any, b_shape: tuple) -> None:
 
 
 def _refuse_dot(size: Any, other: Any) -> None:
-    _refuse(f"inconsistent tensor size, expected tensor [{size}] and src [{other}] to have the same number of elements, "
-            f"but got {size} and {other} elements respectively")
+    _refuse(f"inconsistent tensor size, expected tensor [{size}] and src [{other}] to have the same number of "
+            f"elements, but got {size} and {other} elements respectively")
 
 
 def _listed(shape: Any) -> str:

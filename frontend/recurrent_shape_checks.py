@@ -37,16 +37,16 @@ def check_sequence_input(owner: str, input: Any, input_size: int) -> None:  # no
 
 
 def check_sequence_states(states: Sequence[Any], leading: tuple[Any, Any], sizes: Sequence[int], batched: bool) -> None:
-    """The given initial states: each of the input's rank (3-D batched, 2-D unbatched) and of shape ``leading + (size,)``
-    (``leading``: layers times directions, and the batch, 1 when unbatched)."""
+    """The given initial states: each of the input's rank (3-D batched, 2-D unbatched) and of shape
+    ``leading + (size,)`` (``leading``: layers times directions, and the batch, 1 when unbatched)."""
     rank = 3 if batched else 2
     for index, (state, size) in enumerate(zip(states, sizes)):
         if not hasattr(state, "shape"):
             continue  # not a tensor: kiln's own check says what it must be
         shape = tuple(state.shape)
         if len(shape) != rank:
-            _refuse(RecurrentShapeError, f"For {'batched 3-D' if batched else 'unbatched 2-D'} input, hx should also be "
-                                         f"{rank}-D but got {len(shape)}-D tensor")
+            kind = "batched 3-D" if batched else "unbatched 2-D"
+            _refuse(RecurrentShapeError, f"For {kind} input, hx should also be {rank}-D but got {len(shape)}-D tensor")
         got, expected = shape if batched else (shape[0], 1, shape[1]), (*leading, size)
         if got != expected:
             name = f"hidden[{index}]" if len(states) == 2 else "hidden"
