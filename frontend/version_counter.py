@@ -66,7 +66,8 @@ def counted_writes(tensor: Any) -> Iterator[None]:
     before = [(member, member.__dict__.get("_value"), "_stale" in member.__dict__) for member in _sharing(tensor)]
     yield
     for member, value, stale in before:
-        if value is not None and (member.__dict__.get("_value") is not value or (not stale and "_stale" in member.__dict__)):
+        rebound = member.__dict__.get("_value") is not value
+        if value is not None and (rebound or (not stale and "_stale" in member.__dict__)):
             counter = _counter(member)
             written = _readers_on_the_way(value, member.__dict__.get("_value"))
             OVERWRITTEN[value] = Overwrite(weakref.ref(member), counter, counter.version, written)

@@ -45,7 +45,8 @@ TORCH_SAVES: dict[str, Callable[[Op, tuple[bool, ...]], Saved]] = {
 
 
 def _div_saves(op: Op, needs: tuple[bool, ...]) -> Saved:
-    """``a / b`` saves ``b`` (and ``a`` for ``b``'s gradient); ``number / b`` is PyTorch's reciprocal, saving its result."""
+    """``a / b`` saves ``b`` (and ``a`` for ``b``'s gradient); ``number / b`` is PyTorch's reciprocal, saving its
+    result."""
     numerator = op.operands[0].producer
     if numerator is not None and numerator.name == "tensor.constant" and op.operands[0].type.rank == 0:
         return frozenset(), frozenset({0})
@@ -61,7 +62,8 @@ CACHE_LIMIT = 4096
 
 
 def saved_by(op: Op, needs: tuple[bool, ...]) -> Saved:
-    """The operands and results ``op``'s backward reads when ``needs[i]`` says whether operand ``i`` needs a gradient."""
+    """The operands and results ``op``'s backward reads, ``needs[i]`` saying whether operand ``i`` needs a
+    gradient."""
     if op.name in TORCH_SAVES:
         return TORCH_SAVES[op.name](op, needs)
     key = (op_signature(op), needs)
@@ -123,7 +125,8 @@ def _reached(gradients: Sequence[Value], inputs: Sequence[Value], results: Seque
 
 
 def check_saved_versions(chain: "EagerChain") -> None:
-    """Refuse, as PyTorch's ``backward()``, a chain whose backward needs a value overwritten since the forward read it."""
+    """Refuse, as PyTorch's ``backward()``, a chain whose backward needs a value overwritten since the forward read
+    it."""
     reads = [PARAMETERS.get(source) if source is not None else None for source in chain.sources]
     suspects = {id(value) for value in list(OVERWRITTEN.keys()) if chain.reaches(value)} if OVERWRITTEN else set()
     suspects.update(id(source) for source, read in zip(chain.sources, reads)
@@ -157,8 +160,9 @@ def _requires_grad(source: Value | None, read: tuple[Any, int] | None) -> bool:
 
 def _saved_references(chain: "EagerChain", requiring: tuple[bool, ...]) -> list[tuple[Hashable, Hashable | None]]:
     """The chain's references (``EagerChain.value_at``'s) to the values its backward reads, each with the reference
-    to the result of the op reading it as an operand (None where it is that op's own result), walking the ops in order and propagating which values require grad (as PyTorch's
-    ``requires_grad``: an op any of whose operands requires it, or a value ``kiln.autograd.grad`` differentiates)."""
+    to the result of the op reading it as an operand (None where it is that op's own result), walking the ops in
+    order and propagating which values require grad (as PyTorch's ``requires_grad``: an op any of whose operands
+    requires it, or a value ``kiln.autograd.grad`` differentiates)."""
     varying: set[Hashable] = {("input", index) for index, flag in enumerate(requiring) if flag}
     varying.update(chain.target_references())
     saved: list[tuple[Hashable, Hashable | None]] = []
@@ -166,7 +170,8 @@ def _saved_references(chain: "EagerChain", requiring: tuple[bool, ...]) -> list[
         references = chain.operand_references(position)
         if references is None:
             continue
-        needs = tuple(reference in varying or (reference[0] == "op" and reference[1] in varying) for reference in references)
+        needs = tuple(reference in varying or (reference[0] == "op" and reference[1] in varying)
+                      for reference in references)
         if not any(needs):
             continue
         operands, results = saved_by(op, needs)
@@ -214,16 +219,17 @@ _TORCH_TYPES = {"f32": "Float", "f64": "Double", "f16": "Half", "bf16": "BFloat1
                 "i16": "Short", "i8": "Char", "u8": "Byte", "bool": "Bool"}
 
 
-def _modified(value: Value, producer: Op | None, current: int, expected: int, hint: str = "") -> ModifiedSinceForwardError:
+def _modified(value: Value, producer: Op | None, current: int, expected: int,
+              hint: str = "") -> ModifiedSinceForwardError:
     """PyTorch's message (its tensor type and shape, the op that made it, the versions), with the user's line."""
     shape = ", ".join(str(dim) for dim in value.type.shape)
     made_by = f", which is output {value.index} of {_node_name(producer)}," if producer is not None else ""
     return located(ModifiedSinceForwardError,
                    "one of the variables needed for gradient computation has been modified by an inplace operation: "
-                   f"[torch.{_TORCH_TYPES.get(value.type.dtype.value, 'Float')}Tensor [{shape}]]{made_by} is at version "
-                   f"{current}; expected version {expected} instead{hint}. Hint: the backward of an op that read it "
-                   "needs its old value (as PyTorch's saved tensors); call backward() before the in-place write, or "
-                   "write a copy instead (y = x.clone(); y.add_(1))")
+                   f"[torch.{_TORCH_TYPES.get(value.type.dtype.value, 'Float')}Tensor [{shape}]]{made_by} is at "
+                   f"version {current}; expected version {expected} instead{hint}. Hint: the backward of an op that "
+                   "read it needs its old value (as PyTorch's saved tensors); call backward() before the in-place "
+                   "write, or write a copy instead (y = x.clone(); y.add_(1))")
 
 
 def _node_name(op: Op) -> str:
