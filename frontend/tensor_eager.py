@@ -21,7 +21,7 @@ import numpy as np
 
 import weakref
 
-from kiln.frontend.eager_values import GRAD_TENSORS, PARAMETERS, eager_array, eager_value
+from kiln.frontend.eager_values import ARRAYS, GRAD_TENSORS, PARAMETERS, eager_array, eager_value
 from kiln.frontend.inplace_leaf_checks import check_non_leaf_flag, warn_non_leaf_grad
 from kiln.frontend.trace import TraceContext, located_error, step_capture
 from kiln.frontend.traced_requires_grad import check_float_for_grad, mark_traced_for_grad, traced_requires_grad
@@ -69,6 +69,8 @@ class EagerMethods:
         if value is not None:
             if requires_grad:
                 check_float_for_grad(self.dtype)
+            if requires_grad and _becomes_grad_leaf(self, value):
+                return self
             if requires_grad and value.producer is not None and value not in GRAD_TENSORS and not self.requires_grad:
                 value = self._start_chain()
             if requires_grad:
@@ -249,6 +251,28 @@ class GradFn:
 
     def __repr__(self) -> str:
         return f"<GradFn {self._op_name}>"
+
+
+def _becomes_grad_leaf(tensor: Any, value: Any) -> bool:
+    """``t.requires_grad_()`` (or ``t.requires_grad = True``) on a plain eager leaf, outside a trace: ``t`` becomes the
+    ``GradLeaf`` that ``requires_grad=True`` at creation makes (its values copied), so optimizers and a compiled step
+    train it as they do those (Yarats' SAC: ``log_alpha = torch.tensor(x); log_alpha.requires_grad = True``). A view,
+    a member of a view family or a result keeps its mark on the chain instead."""
+    from kiln.frontend.module import GradLeaf, Parameter  # lazily: the module builds on the tensor
+    from kiln.frontend.tensor import Tensor
+
+    keys = set(tensor.__dict__)
+    if type(tensor) is not Tensor or keys & _VIEW_KEYS or value in GRAD_TENSORS or _depends_on_a_leaf(value):
+        return False
+    array = ARRAYS[value]
+    del tensor.__dict__["_value"]
+    tensor.__class__ = GradLeaf
+    Parameter.__init__(tensor, array)
+    return True
+
+
+_VIEW_KEYS = frozenset({"_family", "_view_of", "_indexed_from", "_stale"})
+"""A tensor's attributes that tie it to others' storage: such a tensor is not made a ``GradLeaf``."""
 
 
 def _depends_on_a_leaf(value: Any) -> bool:

@@ -30,8 +30,9 @@ that PyTorch's native functions take (now frontend/torch_keywords.py, with ``x.p
 one-keyword size forms; tests/frontend/test_torch_keywords_vs_torch.py).
 Denis Yarats' pytorch_sac (``SquashedNormal``: a ``TransformedDistribution`` with its own ``TanhTransform`` on
 ``pyd.constraints``) needed ``kiln.distributions.constraints`` and ``.transformed_distribution`` (added); it trains as
-torch's eagerly. Its compiled update is a strict xfail: its temperature ``log_alpha = torch.tensor(...)`` marked by
-``log_alpha.requires_grad = True`` is no Parameter, and a kiln.compile'd step differentiates only Parameters.
+torch's eagerly and as a compiled update: its temperature ``log_alpha = torch.tensor(...)`` marked by
+``log_alpha.requires_grad = True`` trained eagerly only, until such a leaf became the ``GradLeaf`` that
+``requires_grad=True`` at creation makes (``frontend/tensor_eager.py``), which a compiled step differentiates.
 LeanRL refreshes ``alpha.copy_(log_alpha.detach().exp())`` after the compiled call; the same write inside the compiled
 update (a closure tensor read, then written in place) failed at the next call until a0738ce, and is tested too.
 A kiln.compile'd function may trace more than once in a call, so the tape is rewound at the
@@ -242,14 +243,7 @@ def train_yarats(tapes, compiled, updates=5, batch_size=6):
     return train
 
 
-YARATS_COMPILED_GAP = pytest.mark.xfail(strict=True, raises=kiln.TraceError, reason=(
-    "a tensor marked after it was made (log_alpha = torch.tensor(x); log_alpha.requires_grad = True, or "
-    ".requires_grad_()) trains eagerly, but a kiln.compile'd step differentiates only Parameters (what "
-    "requires_grad=True at creation makes): 'backward(): the loss depends on no trained parameter of this step'. "
-    "Lead's area: runtime/step_capture.py"))
-
-
-@pytest.mark.parametrize("compiled", [False, pytest.param(True, marks=YARATS_COMPILED_GAP)], ids=["eager", "compiled-update"])
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled-update"])
 def test_yarats_pytorch_sac_trains_as_torch(noise_tapes, compiled, float64_default):
     """Denis Yarats' pytorch_sac: ``SquashedNormal`` (a ``TransformedDistribution`` with its own ``TanhTransform`` on
     ``pyd.constraints``), ``chunk(2, dim=-1)`` mean/log-std heads, orthogonal init by ``apply``, critic targets
