@@ -27,6 +27,7 @@ import numpy as np
 from kiln.frontend import functional as F
 from kiln.frontend.eager_values import eager_array
 from kiln.frontend.fft import irfft
+from kiln.frontend.stft import check_window
 from kiln.frontend.tensor import Tensor
 from kiln.frontend.torch_functions import ones
 from kiln.frontend.trace import located_error
@@ -86,11 +87,7 @@ def _check_sizes(n_fft: int, hop: int, width: int, window: Tensor | None, frames
         raise located_error(f"istft: expected a static number of frames >= 1 (the last dim), got {frames_count!r}")
     if not 0 < hop <= width:
         raise located_error(f"istft: expected 0 < hop_length <= win_length ({width}), but got hop_length={hop}")
-    if not 0 < width <= n_fft:
-        raise located_error(f"istft: expected 0 < win_length <= n_fft ({n_fft}), but got win_length={width}")
-    if window is not None and (window.ndim != 1 or window.shape[0] != width):
-        raise located_error(f"istft: expected a 1-D window of size equal to win_length={width}, but got window with "
-                            f"size {tuple(window.shape)}")
+    check_window(n_fft, width, window, "istft")
 
 
 def _full_window(window: Tensor | None, n_fft: int, width: int, dtype: Any) -> Tensor:

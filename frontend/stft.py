@@ -85,11 +85,16 @@ def _check_sizes(length: Any, n_fft: int, hop: int, width: int, window: Tensor |
                             "signal's length, as torch's)")
     if hop <= 0:
         raise located_error(f"stft: expected hop_length > 0, but got hop_length={hop}")
+    check_window(n_fft, width, window, "stft")
+
+
+def check_window(n_fft: int, width: int, window: Tensor | None, what: str) -> None:
+    """torch's checks of ``win_length`` and the window against ``n_fft`` (``stft`` and ``istft``)."""
     if not 0 < width <= n_fft:
-        raise located_error(f"stft: expected 0 < win_length <= n_fft ({n_fft}), but got win_length={width}")
+        raise located_error(f"{what}: expected 0 < win_length <= n_fft ({n_fft}), but got win_length={width}")
     if window is not None and (window.ndim != 1 or window.shape[0] != width):
-        raise located_error(f"stft: expected a 1-D window of size equal to win_length={width}, but got window with size "
-                            f"{tuple(window.shape)}")
+        raise located_error(f"{what}: expected a 1-D window of size equal to win_length={width}, but got window with "
+                            f"size {tuple(window.shape)}")
 
 
-__all__ = ["stft"]
+__all__ = ["check_window", "stft"]
