@@ -60,8 +60,9 @@ class AttributeWrites:
         tensor may also hold what the last call set it to."""
         if not all(_same(module.__dict__.get(name, MISSING), before) for module, name, before, _ in self.writes):
             return False
-        held = [(module.__dict__.get(name, MISSING), before, last) for (module, name, before), last in zip(self.tensors, self.last_set)]
-        return all(value is before or value is last for value, before, last in held)
+        current = [module.__dict__.get(name, MISSING) for module, name, _ in self.tensors]
+        return all(value is before or value is last
+                   for value, (_, _, before), last in zip(current, self.tensors, self.last_set))
 
     def replayed(self, outputs: Sequence[Any]) -> Sequence[Any]:
         """Leave each attribute as the trace did, those set to a tensor to an eager one holding its value in this

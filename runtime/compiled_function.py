@@ -131,10 +131,11 @@ class CompiledFunction:
             if TraceContext.active():  # called inside another trace (a compiled step calling a compiled model): inlined
                 return self.fn(*args, **kwargs)
             training = _training_signature(self.fn, arrays)
-            variant = None if training is not None else self._inference_lookup(fn, arrays, extra)
+            arrays_np = [np.asarray(a) for a in arrays] if training is None else []
+            variant = None if training is not None else self._inference_lookup(fn, arrays, arrays_np, extra)
             training = training if variant is None else _closure_training(variant, arrays)
             if training is None:
-                outputs = self._inference_call(variant, arrays)
+                outputs = self._inference_call(variant, arrays, arrays_np)
             else:
                 values = eager_inputs(arrays)
                 weak = numbers_weak(fn, number_positions(arrays))  # Python numbers promote as numbers
@@ -146,19 +147,18 @@ class CompiledFunction:
         finally:
             self.running -= 1
 
-    def _inference_lookup(self, fn: Callable[..., Any], arrays: tuple[Any, ...], extra: Hashable) -> Any:
+    def _inference_lookup(self, fn: Callable[..., Any], arrays: tuple[Any, ...], arrays_np: list[np.ndarray],
+                          extra: Hashable) -> Any:
         """The inference variant for these arrays (traced on first sight), ``_EAGER`` where the call runs eagerly."""
-        arrays_np = [np.asarray(a) for a in arrays]
         batch_dim = scalars_unbatched(arrays_np, self.batch_dim)
         batch_dim = batch_dim if len(arrays_np) < 2 else _broadcast_inputs_static(arrays_np, batch_dim)
         tensors_given = any(isinstance(a, Tensor) for a in arrays)
         variant = self._variant_for(numbers_weak(fn, number_positions(arrays)), arrays_np, batch_dim, extra, tensors_given)
         return _EAGER if variant is None else variant
 
-    def _inference_call(self, variant: Any, arrays: tuple[Any, ...]) -> Any:
+    def _inference_call(self, variant: Any, arrays: tuple[Any, ...], arrays_np: list[np.ndarray]) -> Any:
         if variant is _EAGER:
             return _EAGER
-        arrays_np = [np.asarray(a) for a in arrays]
         tensors_given = any(isinstance(a, Tensor) for a in arrays)
         feeds = [*arrays_np, *[plain(p.data) for p in variant.parameters]]  # plain views: outputs written in place are them
         feeds += variant.lifted.arrays()
@@ -411,7 +411,8 @@ def _eager_reason(error: Exception) -> str:
 
 
 def _nested(structure: Structure, outputs: tuple[Any, ...]) -> Any:
-    """The outputs in the result's nesting (dicts, lists, nested tuples); one output, or a flat tuple, as it was."""
+    """The outputs in the result's nesting (dicts, lists, tuples, a 1-tuple too); without a nesting recorded, one
+    output, or a flat tuple."""
     if structure is None:
         return outputs[0] if len(outputs) == 1 else outputs
     return unflatten(structure, outputs)
@@ -466,12 +467,11 @@ def _training_signature(fn: Callable[..., Any], arrays: tuple[Any, ...]) -> tupl
 
 
 def _closure_training(variant: Any, arrays: tuple[Any, ...]) -> tuple[tuple[bool, ...], tuple[Any, ...]] | None:
-    """For a PyTorch-style call with gradients enabled whose trace read a trained parameter that is not the compiled
-    module's (a closure's model: ``kiln.compile(lambda x: model(x).sum())``) or a closure tensor that requires grad,
-    ``_training_signature``'s answer: its
-    outputs need a chain back to it, as ``torch.compile``'s. The parameters' flags and the modes the trace read key
-    the training variant, as a module's do. None for any other call, and for a whole training step (its
-    ``backward()`` is in the graph)."""
+    """``_training_signature``'s answer for a PyTorch-style call with gradients enabled whose trace read a trained
+    parameter that is not the compiled module's (a closure's model: ``kiln.compile(lambda x: model(x).sum())``) or a
+    closure tensor that requires grad: its outputs need a chain back to them, as ``torch.compile``'s. The parameters'
+    flags and the modes the trace read key the training variant, as a module's do. None for any other call, and for
+    a whole training step (its ``backward()`` is in the graph)."""
     from kiln.frontend.grad_mode import is_grad_enabled
 
     if variant is _EAGER or not variant.needs_chain or variant.captured is not None or not is_grad_enabled():
