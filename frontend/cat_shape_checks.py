@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 from kiln.compiler.errors import TraceError
 from kiln.compiler.ir.types import normalize_axis
-from kiln.frontend.trace import located_error
+from kiln.frontend.inplace_leaf_checks import located
 
 
 class CatShapeError(TraceError, RuntimeError):
@@ -63,6 +63,4 @@ def _listed(shape: tuple) -> str:
 
 
 def _refuse(message: str) -> None:
-    error = CatShapeError(*located_error(message).args)
-    error.located = True  # type: ignore[attr-defined]  (a trace's exit would name the line again)
-    raise error
+    raise located(CatShapeError, message)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from kiln.compiler.errors import TraceError
-from kiln.frontend.trace import located_error
+from kiln.frontend.inplace_leaf_checks import located
 
 
 class LayerNormShapeError(TraceError, RuntimeError):
@@ -43,6 +43,4 @@ def _listed(shape: Any) -> str:
 
 
 def _refuse(message: str) -> None:
-    error = LayerNormShapeError(*located_error(message).args)
-    error.located = True  # type: ignore[attr-defined]  (a trace's exit would name the line again)
-    raise error
+    raise located(LayerNormShapeError, message)

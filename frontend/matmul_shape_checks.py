@@ -18,7 +18,7 @@ from typing import Any
 
 from kiln.compiler.errors import BroadcastError, TraceError
 from kiln.compiler.ir.types import broadcast_shapes, dim_product
-from kiln.frontend.trace import located_error
+from kiln.frontend.inplace_leaf_checks import located
 
 
 class MatmulShapeError(TraceError, RuntimeError):
@@ -118,6 +118,4 @@ def _refuse_bmm(batch: Any, inner: Any, got_batch: Any, got_inner: Any) -> None:
 
 
 def _refuse(message: str) -> None:
-    error = MatmulShapeError(*located_error(message).args)
-    error.located = True  # type: ignore[attr-defined]  (a trace's exit would name the line again)
-    raise error
+    raise located(MatmulShapeError, message)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from kiln.compiler.errors import TraceError
-from kiln.frontend.trace import located_error
+from kiln.frontend.inplace_leaf_checks import located
 
 
 class RecurrentShapeError(TraceError, RuntimeError):
@@ -75,6 +75,4 @@ def check_cell_states(states: Sequence[Any], input: Any, hidden_size: int) -> No
 
 
 def _refuse(error_class: type[TraceError], message: str) -> None:
-    error = error_class(*located_error(message).args)
-    error.located = True  # type: ignore[attr-defined]  (a trace's exit would name the line again)
-    raise error
+    raise located(error_class, message)
