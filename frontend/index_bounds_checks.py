@@ -16,10 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from kiln.compiler.errors import TraceError
-from kiln.frontend.index_range_checks import eager_index_values
+from kiln.frontend.index_range_checks import eager_index_values, first_outside
 from kiln.frontend.inplace_leaf_checks import located
 
 
@@ -42,10 +40,7 @@ def check_index_values(index: Any, dim: int, size: Any) -> None:
     if not isinstance(size, int):
         return
     values = eager_index_values(index)
-    if values is None or values.size == 0:
-        return
-    outside = np.flatnonzero((values < 0) | (values >= size))
-    if outside.size:
-        value = int(values.reshape(-1)[outside[0]])
+    found = None if values is None else first_outside(values, size)
+    if found is not None:
         raise located(IndexValueOutOfBoundsError,
-                      f"index {value} is out of bounds for dimension {dim} with size {size}")
+                      f"index {found[1]} is out of bounds for dimension {dim} with size {size}")

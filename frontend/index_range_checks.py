@@ -33,7 +33,7 @@ def eager_index_values(index: Any) -> np.ndarray | None:
     return None if values is None or values.dtype.kind not in "iu" else values
 
 
-def _first_outside(values: np.ndarray, size: int) -> tuple[int, int] | None:
+def first_outside(values: np.ndarray, size: int) -> tuple[int, int] | None:
     """``(position in the flattened index, value)`` of the first value outside ``[0, size)``, else None."""
     outside = np.flatnonzero((values < 0) | (values >= size))
     return None if outside.size == 0 else (int(outside[0]), int(values.reshape(-1)[outside[0]]))
@@ -42,7 +42,7 @@ def _first_outside(values: np.ndarray, size: int) -> tuple[int, int] | None:
 def check_rows_in_range(op: str, index: Any, size: int) -> None:
     """torch's ``IndexError: index out of range in self`` for an eager ``index`` outside ``[0, size)``."""
     values = eager_index_values(index)
-    found = None if values is None else _first_outside(values, size)
+    found = None if values is None else first_outside(values, size)
     if found is not None:
         raise located(IndexOutOfRangeError, f"index out of range in self ({op}: index {found[1]} at flat position "
                       f"{found[0]} is outside [0, {size}); a negative index does not count from the end here, as in "
@@ -52,7 +52,7 @@ def check_rows_in_range(op: str, index: Any, size: int) -> None:
 def check_bag_indices_in_range(index: Any, size: int) -> None:
     """torch's ``embedding_bag`` error for an eager ``index`` outside ``[0, size)``."""
     values = eager_index_values(index)
-    found = None if values is None else _first_outside(values, size)
+    found = None if values is None else first_outside(values, size)
     if found is not None:
         raise located(IndexOutOfRangeError, f"Index {found[0]} of input takes value {found[1]} which is not in the "
                       f"valid range [0, {size}) (embedding_bag: a negative index does not count from the end)")
