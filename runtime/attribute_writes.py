@@ -12,13 +12,18 @@ An attribute set to a tensor the trace computed (``self.last = y``, a legacy spe
 no value to replay: it is a graph output instead, and each call sets the attribute to a new eager tensor of its
 value (without a chain); its guard accepts what the trace found there or what the last call set.
 
-Only attributes set with ``module.name = value`` on a ``Module`` are seen (not a list appended to, nor a global).
+Attributes set with ``module.name = value`` on a ``Module`` are seen by its ``__setattr__``; those of a compiled
+bound method's own object when it is no Module (``kiln.compile(agent.update)``, TD3's ``self.total_it += 1`` in an
+agent ``class TD3(object)``) by comparing its attributes before and after the trace (``watching_plain_owner``). Not
+seen: a list appended to, a global, another plain object's attribute.
 """
 
 from __future__ import annotations
 
+import functools
+import types
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -83,6 +88,47 @@ class AttributeWrites:
         return ", ".join(f"{type(module).__name__}.{name}" for module, name, _, _ in self.writes)
 
 
+def watching_plain_owner(traced: Callable[..., Any], fn: Any) -> Callable[..., Any]:
+    """``traced`` (a wrapper of ``fn`` to trace) recording, as attribute writes of the trace, the attributes it changes
+    on ``fn``'s own object where ``fn`` is a bound method of a plain Python object: that object has no ``__setattr__``
+    hook to record them, and a counter it bumps (``self.total_it += 1``) would else count once per trace, silently,
+    where ``torch.compile`` guards on it and replays the store. ``traced`` itself where ``fn`` has no such object."""
+    owner = _plain_owner(fn)
+    if owner is None:
+        return traced
+
+    @functools.wraps(traced)
+    def watched(*inputs: Any) -> Any:
+        before = dict(vars(owner))
+        try:
+            return traced(*inputs)
+        finally:  # a failed trace's writes too: the context restores them (TraceContext.restore_attributes)
+            _record_changes(owner, before)
+
+    return watched
+
+
+def _plain_owner(fn: Any) -> Any:
+    """A bound method's object that is a plain Python object (no Module, tensor, class or Python module), else None."""
+    from kiln.frontend.module import Module
+    from kiln.frontend.tensor import Tensor
+
+    owner = getattr(fn, "__self__", None)
+    if owner is None or isinstance(owner, (Module, Tensor, type, types.ModuleType)) or not hasattr(owner, "__dict__"):
+        return None
+    return owner
+
+
+def _record_changes(owner: Any, before: dict[str, Any]) -> None:
+    """Each of ``owner``'s attributes the trace set, added, or deleted, kept with its value from before the trace."""
+    writes = TraceContext.current().attribute_writes
+    after = vars(owner)
+    for name in [*before, *(name for name in after if name not in before)]:
+        old = before.get(name, MISSING)
+        if not _same(after.get(name, MISSING), old):
+            writes.setdefault((id(owner), name), (owner, name, old))
+
+
 def _traced_tensor(value: Any) -> bool:
     """Whether ``value`` is a tensor with no values outside the trace (one the trace computed)."""
     from kiln.frontend.eager_values import ARRAYS
@@ -103,4 +149,4 @@ def _same(value: Any, expected: Any) -> bool:
         return False
 
 
-__all__ = ["AttributeWrites", "MISSING"]
+__all__ = ["AttributeWrites", "MISSING", "watching_plain_owner"]

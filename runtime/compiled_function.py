@@ -37,7 +37,7 @@ from kiln.frontend.module import Parameter
 from kiln.frontend.torch_array import plain
 from kiln.frontend.tensor import Tensor
 from kiln.frontend.trace import TraceContext, trace_context, user_stacklevel
-from kiln.runtime.attribute_writes import AttributeWrites
+from kiln.runtime.attribute_writes import AttributeWrites, watching_plain_owner
 from kiln.runtime.compile_arguments import (UNCOMPILED_BACKENDS, checked_backend, named_like, number_positions,
                                             numbers_fixed, numbers_weak, traced_arguments, with_keywords)
 from kiln.runtime.compiled_training import TrainingVariant, call_training, compile_training, eager_inputs, in_call_order
@@ -322,7 +322,7 @@ class CompiledFunction:
         reason = "" if self.backend == "numpy" else f"the {self.backend} backend's arrays are not the eager chain's"
         if not reason:
             try:
-                return compile_training(fn, arrays, wants_grad, self.backend, self.pipeline)
+                return compile_training(watching_plain_owner(fn, self.fn), arrays, wants_grad, self.backend, self.pipeline)
             except KilnError as error:
                 if self.fullgraph:
                     raise
@@ -353,7 +353,7 @@ class CompiledFunction:
 
     def _compile(self, fn: Callable[..., Any], arrays: list[np.ndarray], batch_dim: BatchDim, tensors_given: bool) -> _Variant:
         captures: list[StepCapture] = []  # a training step's backward() and optimizer.step() (runtime/step_capture.py)
-        traced = capturing(fn, captures)
+        traced = watching_plain_owner(capturing(fn, captures), self.fn)
         context = trace_context(named_like(lifting_eager_tensors(traced), traced), *batch_specs(arrays, batch_dim),
                                 what="the compiled function's result")
         try:

@@ -1,0 +1,120 @@
+"""A compiled bound method of a plain Python object (no Module: TD3's ``class TD3(object)`` with
+``kiln.compile(policy.update)``) that sets its own attributes (``self.total_it += 1``, then
+``if self.total_it % self.policy_freq == 0:`` a delayed actor step) sets them once per call, as eagerly and as
+``torch.compile``, which guards on the value and replays the store (``runtime/attribute_writes.py``,
+``watching_plain_owner``). Before, such an object had no ``__setattr__`` hook: the counter counted traces, and the
+variant traced at the first call ran at every call with its branch baked in, silently (found by the TD3 probe,
+``tests/e2e/test_porting_probes_td3_dreamer_dt.py``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import kiln
+from kiln.compiler.errors import KilnError
+from oracles import libraries, require_torch
+
+
+def _agent(lib, policy_freq=2):
+    torch, nn, F = libraries(lib)
+
+    class Agent(object):
+        def __init__(self):
+            torch.manual_seed(0)
+            self.critic, self.actor = nn.Linear(3, 1).double(), nn.Linear(3, 3).double()
+            self.critic_optimizer = torch.optim.SGD(self.critic.parameters(), lr=0.1)
+            self.actor_optimizer = torch.optim.SGD(self.actor.parameters(), lr=0.1)
+            self.policy_freq, self.total_it = policy_freq, 0
+
+        def update(self, state):
+            self.total_it += 1
+            critic_loss = (self.critic(state) ** 2).mean()
+            self.critic_optimizer.zero_grad()
+            critic_loss.backward()
+            self.critic_optimizer.step()
+            if self.total_it % self.policy_freq == 0:  # the delayed policy update
+                actor_loss = -self.critic(self.actor(state)).mean()
+                self.actor_optimizer.zero_grad()
+                actor_loss.backward()
+                self.actor_optimizer.step()
+            return critic_loss
+
+    return Agent()
+
+
+def _twins():
+    torch = require_torch()
+    ours, theirs = _agent("kiln"), _agent("torch")
+    for mine, twin in ((ours.critic, theirs.critic), (ours.actor, theirs.actor)):
+        twin.load_state_dict({name: torch.tensor(np.asarray(value)) for name, value in mine.state_dict().items()})
+    return torch, ours, theirs
+
+
+def _state(call):
+    return np.random.default_rng(call).standard_normal((4, 3))
+
+
+def test_a_plain_objects_counter_counts_calls_and_its_branch_follows_it_as_torch():
+    torch, ours, theirs = _twins()
+    update = kiln.compile(ours.update, fullgraph=True)
+    for call in range(5):
+        loss, expected = update(kiln.tensor(_state(call))), theirs.update(torch.tensor(_state(call)))
+        np.testing.assert_allclose(float(loss), float(expected), rtol=1e-12)
+        assert ours.total_it == theirs.total_it == call + 1
+    for mine, twin in ((ours.critic, theirs.critic), (ours.actor, theirs.actor)):
+        for p, q in zip(mine.parameters(), twin.parameters()):
+            np.testing.assert_allclose(np.asarray(p.data), q.detach().numpy(), rtol=1e-12, atol=1e-14)
+
+
+def test_a_counter_on_a_plain_object_raises_at_the_recompile_limit_with_fullgraph_naming_it():
+    agent = _agent("kiln")
+    update = kiln.compile(agent.update, fullgraph=True)
+    for call in range(8):
+        update(kiln.tensor(_state(call)))
+    with pytest.raises(KilnError, match=r"Agent\.total_it at every call.*register_buffer"):
+        update(kiln.tensor(_state(8)))
+    assert agent.total_it == 8  # the refused call changed nothing
+
+
+def test_an_attribute_set_once_on_a_plain_object_traces_once_more_then_stays_compiled():
+    critic = _agent("kiln").critic
+
+    class Predictor(object):
+        def __init__(self):
+            self.scale = None
+
+        def predict(self, state):
+            if self.scale is None:  # a cache filled on the first call
+                self.scale = 2.0
+            return critic(state) * self.scale
+
+    predictor = Predictor()
+    predict = kiln.compile(predictor.predict)
+    with kiln.no_grad():
+        outputs = [np.asarray(predict(kiln.tensor(_state(0)))) for _ in range(3)]
+        expected = np.asarray(critic(kiln.tensor(_state(0)))) * 2.0
+    assert predictor.scale == 2.0
+    for output in outputs:
+        np.testing.assert_allclose(output, expected, rtol=1e-12)
+    traced = sum(v is not None for v in predict.variants.values()) + sum(map(len, predict.superseded.values()))
+    assert traced == 2
+
+
+def test_a_plain_objects_training_forward_that_sets_a_counter_trains_eagerly_warned_and_counts_each_call():
+    agent = _agent("kiln")
+
+    class Counting(object):
+        def __init__(self):
+            self.calls = 0
+
+        def forward(self, state):
+            self.calls += 1
+            return agent.critic(state)
+
+    counting = Counting()
+    forward = kiln.compile(counting.forward)
+    with pytest.warns(UserWarning, match=r"sets Counting\.calls"):
+        for call in range(3):
+            forward(kiln.tensor(_state(call), requires_grad=True)).sum().backward()
+    assert counting.calls == 3
