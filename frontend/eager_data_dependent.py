@@ -8,7 +8,8 @@ rows, cols = adjacency.nonzero(as_tuple=True)
 ```
 
 A trace has no values, so it refuses these (``tensor_value_dependent._data_dependent``
-says what to trace instead). Eagerly the values exist: the positions a mask
+says what to trace instead), except on a tensor built from constants only, whose
+values the trace knows (``trace_known_values.py``): there the results are constants. Eagerly the values exist: the positions a mask
 picks, the distinct values, the counts are computed from the arrays at once
 and become constants, so ``x[mask]`` and ``masked_select`` are one ``take`` of
 fixed positions, which ``backward()`` differentiates as any other op (each
@@ -40,20 +41,35 @@ def eager_with_mask(x: Any, mask: Any) -> bool:
 
 
 def concrete_array(tensor: Any) -> np.ndarray | None:
-    """The values of an eager tensor, or of a ``Parameter`` read outside a trace; None for a traced tensor."""
+    """The values of an eager tensor, of a ``Parameter`` read outside a trace, or of a traced tensor built from
+    constants only; None for any other traced tensor."""
     return _array(tensor)
 
 
 def _array(tensor: Any) -> np.ndarray | None:
+    """The values of an eager tensor or parameter, or of a traced tensor computed from constants only (DINO's
+    ``torch.unique_consecutive(torch.tensor([inp.shape[-1] for inp in x]), return_counts=True)``, known while
+    tracing, so these ops give constants there as torch's eager run gives them)."""
     from kiln.frontend.module import Parameter
+    from kiln.frontend.trace_known_values import known_value
 
     if isinstance(tensor, Parameter):
-        return None if TraceContext.active() and not TraceContext.current().eager else np.asarray(tensor.data)
-    return eager_array(tensor) if isinstance(tensor, Tensor) else None
+        return None if _tracing() else np.asarray(tensor.data)
+    if not isinstance(tensor, Tensor):
+        return None
+    array = eager_array(tensor)
+    return known_value(tensor) if array is None and _tracing() else array
+
+
+def _tracing() -> bool:
+    """Inside a trace (not the eager context, whose ops run as they are built)."""
+    return TraceContext.active() and not TraceContext.current().eager
 
 
 def _leaf(array: np.ndarray) -> Tensor:
-    return eager_leaf(np.ascontiguousarray(array))
+    """A result: a constant of the graph inside a trace, an eager tensor outside."""
+    array = np.ascontiguousarray(array)
+    return apply("tensor.constant", value=array) if _tracing() else eager_leaf(array)
 
 
 def _positions(array: np.ndarray) -> Tensor:

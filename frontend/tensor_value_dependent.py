@@ -2,7 +2,8 @@
 ``masked_select``, ``unique``, ``bincount``, ``histc``) or a Python bool (``allclose``, ``equal``, ``is_nonzero``).
 
 Eagerly they run (frontend/eager_data_dependent.py computes them from the arrays); inside a trace the values do not
-exist yet, so each raises an error that says what to trace instead. ``Tensor`` inherits them through ``ExtraMethods``.
+exist yet, so each raises an error that says what to trace instead (unless the tensor is built from constants only:
+then its values are known and the results are constants). ``Tensor`` inherits them through ``ExtraMethods``.
 """
 
 from __future__ import annotations
