@@ -112,7 +112,10 @@ def rebind(tensor: Any, result: Any, method: str, written: Any = None) -> Any:
             raise located_error(f"{method} on a parameter inside a traced function: a compiled step updates parameters "
                                 "through its optimizer, or in place under kiln.no_grad() in a kiln.compile'd function; "
                                 "compute a new tensor instead (w2 = w * 2)")
-        TraceContext.current().update_buffer(tensor, kept_type(tensor, result, method).value)
+        context = TraceContext.current()
+        if not isinstance(tensor, Buffer):  # still a trained leaf: backward() reaches it through the value written
+            context.value_of(tensor)  # (ActNorm's data-dependent init, loc.data.copy_(-mean), before its first read)
+        context.update_buffer(tensor, kept_type(tensor, result, method).value)
         return tensor
     check_fresh(tensor)
     result = kept_type(tensor, result, method)
