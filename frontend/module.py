@@ -212,6 +212,21 @@ def _registered(value: Any) -> bool:
     return isinstance(value, Parameter) and not isinstance(value, GradLeaf)
 
 
+class AssignedBeforeInitError(KilnError, AttributeError):
+    """A parameter, buffer or submodule assigned before ``super().__init__()``: PyTorch's AttributeError."""
+
+
+def _assign_before_init(module: Any, name: str, value: Any) -> None:
+    """``self.dim = dim`` before ``super().__init__()`` (pytorch_tabnet's ``Sparsemax``): a plain attribute, as
+    PyTorch's; a parameter, buffer or submodule has no registry yet and is refused in PyTorch's words."""
+    kind = "buffer" if isinstance(value, Buffer) else "parameters" if _registered(value) \
+        else "module" if isinstance(value, Module) else None
+    if kind is not None:
+        raise AssignedBeforeInitError(f"cannot assign {kind} before Module.__init__() call ({type(module).__name__}.{name}); "
+                             "call super().__init__() first in __init__")
+    object.__setattr__(module, name, value)
+
+
 def _kept_after_the_trace(tensor: Tensor) -> Tensor:
     """A traced tensor a module keeps (``self.src_mask = mask`` in ``forward``): an eager one with its values when it
     is computed from constants alone, so code after the trace can still use it, as PyTorch's cached tensor."""
@@ -283,7 +298,7 @@ class Module(HookMethods):
 
     def __setattr__(self, name: str, value: Any) -> None:
         if "_parameters" not in self.__dict__:
-            raise KilnError(f"{type(self).__name__}.__init__ must call super().__init__() before assigning {name!r}")
+            return _assign_before_init(self, name, value)
         if name in self._buffers and isinstance(value, Tensor) and not _registered(value):
             return _assign_buffer(self, name, value)  # self.running = tensor: the buffer's new value, as PyTorch's
         registry = self._buffers if isinstance(value, Buffer) else self._parameters if _registered(value) \

@@ -53,3 +53,33 @@ def test_lookups_by_dotted_path_and_registration():
     with pytest.raises(kiln.KilnError, match="kiln Parameter"):
         head.register_parameter("offset", np.zeros(3))
     assert model.zero_grad() is None
+
+
+def test_plain_attribute_before_super_init_is_kept_and_registered_values_are_refused_as_torch():
+    """pytorch_tabnet's ``Sparsemax.__init__`` sets ``self.dim = dim`` before ``super().__init__()``: PyTorch keeps
+    such a plain attribute; a parameter, buffer or submodule there raises its AttributeError."""
+    from oracles import libraries
+
+    for name in ("kiln", "torch"):
+        torch, nn, F = libraries(name)
+
+        class Sparsemax(nn.Module):
+            def __init__(self, dim=-1):
+                self.dim = dim
+                super().__init__()
+
+            def forward(self, input):
+                return input.sum(self.dim)
+
+        module = Sparsemax(dim=0)
+        assert module.dim == 0 and module(torch.ones(2, 3)).shape == (3,) and list(module.parameters()) == []
+
+        for value, words in [(nn.Parameter(torch.ones(2)), "cannot assign parameters before Module.__init__() call"),
+                             (nn.Linear(2, 2), "cannot assign module before Module.__init__() call")]:
+            class Early(nn.Module):
+                def __init__(self, value=value):
+                    self.early = value
+                    super().__init__()
+
+            with pytest.raises(AttributeError, match=words.replace("(", r"\(").replace(")", r"\)")):
+                Early()
