@@ -282,9 +282,12 @@ class Tensor(EagerMethods, InPlaceMethods, TorchMethods, MathMethods, StrideMeth
     @property
     def data(self) -> "Tensor":
         """PyTorch's ``.data``: the values detached from the graph (``output.data.max(1)``, ``action.data``), a view
-        of the tensor as ``detach()``'s, so a write through it writes the tensor (``target.data.copy_(v)``). A
-        ``Parameter``'s ``.data`` is its array (``frontend/module.py``)."""
-        return self.detach()
+        of the tensor as ``detach()``'s, so a write through it writes the tensor (``target.data.copy_(v)``), but with a
+        version counter of its own, as PyTorch's (``frontend/version_counter.py``). A ``Parameter``'s ``.data`` is its
+        array (``frontend/module.py``)."""
+        alias = self.detach()
+        alias._data_alias = True
+        return alias
 
     def transpose(self, dim0: int | None = None, dim1: int | None = None) -> "Tensor":
         """``x.transpose()`` reverses the axes; ``x.transpose(0, 1)`` swaps two, as in PyTorch."""

@@ -12,7 +12,8 @@ y.sum().backward()                   # mul saved h: PyTorch's RuntimeError "... 
 ```
 
 A parameter's writes are counted by ``eager_values.count_update``; a write through ``x.data`` is never counted, as
-PyTorch's.
+PyTorch's: ``x.data`` has a counter of its own (its views share it), so a write through it changes ``x``'s values, also
+those a backward saved (torch's shared storage), and counts nothing on ``x``; and a write to ``x`` none on ``x.data``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import contextlib
 import weakref
 from typing import Any, Iterator, NamedTuple
 
-from kiln.compiler.ir.core import Value
+from kiln.compiler.ir.core import Op, Value
 
 
 class VersionCounter:
@@ -44,6 +45,8 @@ class Overwrite(NamedTuple):
 
 OVERWRITTEN: "weakref.WeakKeyDictionary[Value, Overwrite]" = weakref.WeakKeyDictionary()
 """Eager values replaced by an in-place write of their tensor (or of a tensor sharing its storage)."""
+REWRITTEN: "weakref.WeakSet[Value]" = weakref.WeakSet()
+"""Eager values whose array a write through another counter's tensor replaced (``x.data``'s): torch's shared storage."""
 
 
 def version_of(tensor: Any) -> int:
@@ -65,13 +68,65 @@ def counted_writes(tensor: Any) -> Iterator[None]:
     write on every tensor whose value changed or went stale."""
     before = [(member, member.__dict__.get("_value"), "_stale" in member.__dict__) for member in _sharing(tensor)]
     yield
+    counted = _counter_owner(tensor)
     for member, value, stale in before:
         rebound = member.__dict__.get("_value") is not value
         if value is not None and (rebound or (not stale and "_stale" in member.__dict__)):
+            if _counter_owner(member) is not counted:
+                _rewrite_saved(member, value)
+                continue
             counter = _counter(member)
             written = _readers_on_the_way(value, member.__dict__.get("_value"))
             OVERWRITTEN[value] = Overwrite(weakref.ref(member), counter, counter.version, written)
             counter.version += 1
+
+
+def _counter_owner(tensor: Any) -> Any:
+    """The tensor whose version counter ``tensor`` shares: up its chain of views (and indexings) to the base, or to the
+    first ``x.data`` on the way, which PyTorch gives a counter of its own (``Tensor.data`` marks it ``_data_alias``)."""
+    while "_data_alias" not in tensor.__dict__:
+        indexed_from, view_of = tensor.__dict__.get("_indexed_from"), tensor.__dict__.get("_view_of")
+        if indexed_from is None and view_of is None:
+            return tensor
+        tensor = indexed_from[0] if indexed_from is not None else view_of.base
+    return tensor
+
+
+def _rewrite_saved(member: Any, old: Value) -> None:
+    """``member`` shares the written storage but not its counter (``x`` written through ``x.data``, as Tacotron 2's
+    ``outputs[0].data.masked_fill_(mask, 0.0)``): PyTorch counts nothing, and a backward that saved ``member``'s old
+    value reads the new one from the shared storage, so the old value's eager array becomes the new one."""
+    from kiln.frontend.eager_values import ARRAYS
+    from kiln.frontend.view_writes import refreshed
+
+    if "_stale" in member.__dict__:
+        refreshed(member)
+    new = member.__dict__.get("_value")
+    if new is not None and new in ARRAYS:
+        _rewrite_views(old, new)
+
+
+def _rewrite_views(old: Value, new: Value) -> None:
+    from kiln.frontend.eager_values import ARRAYS
+
+    if old in ARRAYS:
+        ARRAYS[old] = ARRAYS[new]
+        REWRITTEN.add(old)
+
+
+def rewrite_saved_views(ops: list[Op], results: dict[tuple[int, int], Value]) -> None:
+    """Make again, from the new arrays, the arrays of the views kiln's ops made of a value written through ``x.data``
+    (``conv1d``'s ``x.unsqueeze(2)``, which its backward reads): the chain ``ops`` (forward order) with their eager
+    ``results`` by (position, index), before a backward feeds them."""
+    from kiln.frontend.eager_values import ARRAYS
+    from kiln.frontend.tensor_inplace import VIEW_OPS
+    from kiln.frontend.trace import TraceContext
+
+    for position, op in enumerate(ops):
+        result = results.get((position, 0))
+        if result is not None and op.name in VIEW_OPS and op.operands and op.operands[0] in REWRITTEN:
+            ARRAYS[result] = ARRAYS[TraceContext.current().emit(op.name, *op.operands, **op.attrs)]
+            REWRITTEN.add(result)
 
 
 WRITE_DEPTH = 8
@@ -125,4 +180,4 @@ def _related(tensor: Any) -> list[Any]:
     return related
 
 
-__all__ = ["OVERWRITTEN", "Overwrite", "VersionCounter", "counted_writes", "version_of"]
+__all__ = ["OVERWRITTEN", "Overwrite", "REWRITTEN", "VersionCounter", "counted_writes", "rewrite_saved_views", "version_of"]

@@ -41,6 +41,7 @@ from kiln.frontend.eager_values import ARRAYS, GRAD_TENSORS, PARAMETERS, TENSOR_
 from kiln.frontend.module import Parameter
 from kiln.frontend.torch_array import torch_array
 from kiln.frontend.trace import located_error
+from kiln.frontend.version_counter import REWRITTEN, rewrite_saved_views
 from kiln.runtime.eager import op_signature
 from kiln.runtime.eager_hooks import REACHED
 from kiln.runtime.eager_sparse_grad import sparse_reads, with_sparse_gradients
@@ -96,6 +97,8 @@ class EagerChain:
         self.key = (tuple(wiring), tuple(map(self._reference, self.outputs)),
                     tuple(None if t is None else self._reference(t) for t in self.targets),
                     tuple((i.type, i.trained is not None) for i in self.inputs))
+        if REWRITTEN:
+            rewrite_saved_views(self.ops, self._results)  # a write through x.data reaches views kiln's ops made of x
         check_saved_versions(self)  # PyTorch's version-counter check, on the values the backward reads
 
     def reaches(self, value: Value) -> bool:
