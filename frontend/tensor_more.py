@@ -40,7 +40,7 @@ from kiln.frontend.functional_half import computes_in_opmath, in_opmath
 from kiln.frontend.tensor_extras import (_constant, _cut, _float_pair, _in_place_form, _is_tensor, _static_shape, _vector_index,
                                          _where)
 from kiln.frontend.tensor_inplace import in_place
-from kiln.frontend.tensor_methods import _flatten_args, _floating
+from kiln.frontend.tensor_methods import _flatten_args, _floating, _tensor_class
 from kiln.frontend.tensor_nan_statistics import _nan_last_order, _quantile_at, _stack_levels
 from kiln.frontend.tensor_scatter import same_dtype
 from kiln.frontend.tensor_scatter_writes import (_REDUCES, _as_tensor, _assigned, _check_reduce, _combined, _flat_leading_index,
@@ -412,6 +412,17 @@ class MoreMethods:
     def new_empty(self, *size: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Any:
         """Zeros: a traced program has no uninitialised memory to give."""
         return self.new_zeros(*size, dtype=dtype)  # type: ignore[attr-defined]
+
+    def new(self, *args: Any) -> Any:
+        """The legacy ``x.new(*sizes)`` (zeros, as ``new_empty``; Tacotron 2's ``memory.data.new(B, n).zero_()``) or
+        ``x.new(data)`` (a copy of ``data``), in this tensor's dtype: ``torch.Tensor(...)`` of ``x``'s type. A tuple or
+        list is data, as in PyTorch; a ``Size`` is sizes."""
+        from kiln.frontend.torch_legacy import legacy_value
+
+        sizes = args[0] if len(args) == 1 and type(args[0]).__name__ == "Size" else args
+        if sizes and all(not isinstance(size, (bool, list, tuple)) and not hasattr(size, "shape") for size in sizes):
+            return self.new_zeros(*sizes)  # type: ignore[attr-defined]  (symbolic dims too)
+        return _tensor_class()(legacy_value(args, self.dtype))  # type: ignore[attr-defined]
 
     def byte(self) -> Any:
         return self.to(DType.u8)  # type: ignore[attr-defined]

@@ -8,6 +8,7 @@ kiln.autograd.backward([loss1, loss2])                         # .grad of the pa
 kiln.autograd.functional.jacobian(f, x)                        # torch.autograd.functional
 class RoundSTE(kiln.autograd.Function): ...                    # your own backward (frontend/custom_function.py)
 with kiln.autograd.detect_anomaly(): loss.backward()          # names the op whose gradient is NaN
+state = kiln.autograd.Variable(memory.data.new(B, 4).zero_())  # the pre-0.4 wrapper: data.detach() (legacy_variable.py)
 ```
 """
 
@@ -15,6 +16,7 @@ from kiln.autograd import functional
 from kiln.frontend.autograd import backward, grad
 from kiln.frontend.anomaly_mode import detect_anomaly, is_anomaly_check_nan_enabled, is_anomaly_enabled, set_detect_anomaly
 from kiln.frontend.custom_function import Function, FunctionCtx
+from kiln.frontend.legacy_variable import Variable
 
 __all__ = ["Function", "FunctionCtx", "backward", "detect_anomaly", "functional", "grad", "is_anomaly_check_nan_enabled",
-           "is_anomaly_enabled", "set_detect_anomaly"]
+           "is_anomaly_enabled", "set_detect_anomaly", "Variable"]
