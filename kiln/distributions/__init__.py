@@ -20,8 +20,10 @@ from kiln.frontend.distributions_independent import Independent
 from kiln.frontend.distributions_kl import kl_divergence, register_kl
 from kiln.frontend.distributions_lowrank import LowRankMultivariateNormal
 from kiln.frontend.distributions_multivariate import MultivariateNormal
+from kiln.frontend.distributions_one_hot import OneHotCategorical, OneHotCategoricalStraightThrough
 from kiln.frontend.distributions_transformed import LogNormal, TransformedDistribution
-from kiln.distributions import constraints, normal, transformed_distribution, transforms  # torch's submodules
+from kiln.distributions import (categorical, constraints, independent, kl, normal, one_hot_categorical,  # torch's submodules
+                                transformed_distribution, transforms)
 from kiln.distributions.transforms import (
     AffineTransform, ComposeTransform, ExpTransform, PowerTransform, SigmoidTransform, SoftplusTransform, TanhTransform,
     Transform)
@@ -29,7 +31,8 @@ from kiln.distributions.transforms import (
 __all__ = [
     "AffineTransform", "Bernoulli", "Categorical", "ComposeTransform", "Constraint", "Distribution", "ExpTransform",
     "Exponential", "Independent", "InvalidParameterError", "Laplace", "LogNormal", "LowRankMultivariateNormal",
-    "MultivariateNormal", "Normal",
+    "MultivariateNormal", "Normal", "OneHotCategorical", "OneHotCategoricalStraightThrough",
     "PowerTransform", "SigmoidTransform", "SoftplusTransform", "TanhTransform", "Transform", "TransformedDistribution",
-    "Uniform", "constraints", "kl_divergence", "normal", "register_kl", "transformed_distribution", "transforms",
+    "Uniform", "categorical", "constraints", "independent", "kl", "kl_divergence", "normal", "one_hot_categorical",
+    "register_kl", "transformed_distribution", "transforms",
 ]

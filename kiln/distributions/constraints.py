@@ -13,6 +13,7 @@ import numpy as np
 from kiln.frontend.distributions import (Constraint, boolean, nonnegative, positive, real, real_vector, unit_interval,
                                          unnormalized_simplex)
 from kiln.frontend.distributions_multivariate import lower_cholesky, positive_definite
+from kiln.frontend.distributions_one_hot import one_hot
 
 
 def _whole(x: Any) -> np.ndarray:
@@ -68,7 +69,7 @@ positive_integer = Constraint("a positive integer", lambda x: _whole(x) & (x >= 
 dependent = Constraint("anything (dependent on other parameters)", lambda x: np.ones(np.shape(x), bool))
 
 __all__ = ["Constraint", "boolean", "dependent", "greater_than", "greater_than_eq", "half_open_interval", "independent",
-           "integer_interval", "interval", "less_than", "lower_cholesky", "nonnegative", "nonnegative_integer", "positive",
+           "integer_interval", "interval", "less_than", "lower_cholesky", "nonnegative", "nonnegative_integer", "one_hot", "positive",
            "positive_definite", "positive_integer", "real", "real_vector", "simplex", "unit_interval"]
-"""torch's names that kiln has (not yet: cat, stack, one_hot, multinomial, corr_cholesky, lower_triangular, square,
+"""torch's names that kiln has (not yet: cat, stack, multinomial, corr_cholesky, lower_triangular, square,
 symmetric, positive_semidefinite, dependent_property, is_dependent)."""

@@ -167,6 +167,7 @@ def test_every_pair_torch_registers_among_kilns_families_has_a_rule_and_a_test()
                                                                                       ("TransformedDistribution", "TransformedDistribution")}
     low_rank = "LowRankMultivariateNormal"  # its pairs are tested in test_lowrank_multivariate_normal.py
     tested |= {(low_rank, low_rank), ("MultivariateNormal", low_rank), (low_rank, "MultivariateNormal")}
+    tested |= {("OneHotCategorical", "OneHotCategorical")}  # tested in test_one_hot_categorical_vs_torch.py
     assert tested == ours  # the multivariate pair is tested in test_multivariate_normal.py, the transformed one in
     # test_transformed_distribution_vs_torch.py
 
