@@ -10,9 +10,10 @@ It stores ``torch.view_as_real`` of the values, a ``(..., 2)`` float array, and 
 ``state_dict``, ``.data``, ``.grad``, ``.shape`` and ``.dtype`` see: torch's optimizers step a complex parameter as
 exactly that real view (``torch.optim.Adam``'s ``_view_as_real``), so training matches torch's step for step. Used in
 arithmetic, indexing, ``einsum``, ``.real``/``.imag``/``.conj()``/``.abs()`` it is the complex tensor
-(``complex_view()``). Where torch's ``p.grad`` is complex, kiln's is its real view; ``kiln.view_as_complex(
-kiln.tensor(p.grad))`` gives torch's. ``load_state_dict`` takes torch's complex values too (``kiln.load`` of a
-``torch.save``d state_dict), storing their pairs.
+(``complex_view()``), and ``p.to(torch.complex64)`` is that tensor cast, as torch's (RetNet's
+``x @ self.W_G.to(self.complex_type)``). Where torch's ``p.grad`` is complex, kiln's is its real view;
+``kiln.view_as_complex(kiln.tensor(p.grad))`` gives torch's. ``load_state_dict`` takes torch's complex values too
+(``kiln.load`` of a ``torch.save``d state_dict), storing their pairs.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def _as_complex(method: str) -> Any:
 
 _COMPLEX_METHODS = ("__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__", "__truediv__", "__rtruediv__",
                     "__matmul__", "__rmatmul__", "__neg__", "__pow__", "__getitem__", "__abs__", "conj", "abs",
-                    "angle", "exp", "sum", "mean")
+                    "angle", "exp", "tanh", "sigmoid", "sum", "mean", "var", "std", "to")
 _KEPT = frozenset({"detach", "clone", "cpu", "cuda", "contiguous"})
 """Methods the parameter keeps as a ``Parameter``'s (``detach`` shares its array; optimizers and checkpoints use them)."""
 

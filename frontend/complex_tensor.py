@@ -189,6 +189,32 @@ class ComplexTensor(Tensor):
         magnitude = a.exp()
         return _make(magnitude * b.cos(), magnitude * b.sin())
 
+    def tanh(self) -> "ComplexTensor":
+        """``tanh(a + ib) = (sinh a cosh a + i sin b cos b) / (sinh^2 a + cos^2 b)``, divided through by ``cosh^2 a``
+        (``sech a`` from ``exp(-|a|)``): a sum of squares below, so no cancellation near the poles (``cosh 2a +
+        cos 2b`` loses float32's digits there), and a large ``|a|`` gives ``+-1`` instead of ``inf / inf``."""
+        a, b = self._parts
+        decay = (-a.abs()).exp()
+        sech = 2 * decay / (1 + decay * decay)
+        tanh, cos_sech = a.tanh(), b.cos() * sech
+        denominator = tanh * tanh + cos_sech * cos_sech
+        return _make(tanh / denominator, b.sin() * cos_sech * sech / denominator)
+
+    def sigmoid(self) -> "ComplexTensor":
+        """``1 / (1 + exp(-z))``, torch's formula for complex inputs (RetNet's complex swish, ``x * sigmoid(x)``)."""
+        return 1 / (1 + (-self).exp())
+
+    def var(self, *args: Any, **kwargs: Any) -> Tensor:
+        """torch's variance of complex values, a real tensor: ``sum |z - mean|^2 / (N - correction)``, which is the
+        real part's variance plus the imaginary part's (torch's arguments: ``dim``, ``unbiased``/``correction``,
+        ``keepdim``)."""
+        a, b = self._parts
+        return a.var(*args, **kwargs) + b.var(*args, **kwargs)
+
+    def std(self, *args: Any, **kwargs: Any) -> Tensor:
+        """The square root of ``var``: real, as torch's."""
+        return self.var(*args, **kwargs).sqrt()
+
     # shape and reductions: the same op on both parts ---------------------------------------------------------------
     def __getitem__(self, index: Any) -> "ComplexTensor":
         return self._each("__getitem__", index)
