@@ -7,6 +7,7 @@ those of the same PyTorch model, so weights move both ways as arrays.
 
 from __future__ import annotations
 
+import inspect
 import sys
 import weakref
 from collections import OrderedDict, namedtuple
@@ -227,6 +228,14 @@ def _assign_before_init(module: Any, name: str, value: Any) -> None:
     object.__setattr__(module, name, value)
 
 
+def _names_a_method(module: Any, name: str) -> bool:
+    """Whether ``name`` is a method of the module's class (``parameters``, ``modules``): a submodule, parameter or
+    buffer registered under it is kept in its registry only, so ``module.parameters()`` still calls the method, as
+    PyTorch's (which keeps every registered entry out of ``__dict__``). N-BEATS (philipperemy/n-beats) writes
+    ``self.parameters = []`` then ``self.parameters = nn.ParameterList(self.parameters)``."""
+    return inspect.isfunction(inspect.getattr_static(type(module), name, None))
+
+
 def _kept_after_the_trace(tensor: Tensor) -> Tensor:
     """A traced tensor a module keeps (``self.src_mask = mask`` in ``forward``): an eager one with its values when it
     is computed from constants alone, so code after the trace can still use it, as PyTorch's cached tensor."""
@@ -308,6 +317,8 @@ class Module(HookMethods):
                 other.pop(name, None)
         if registry is not None:
             registry[name] = value  # a replaced entry keeps its place in the order, as PyTorch's
+            if _names_a_method(self, name):
+                return self.__dict__.pop(name, None)  # self.parameters = nn.ParameterList(...): the method stays
         elif type(value) is Tensor and TraceContext.active():
             value = _kept_after_the_trace(value)
             if "_value" in value.__dict__ and value.value not in ARRAYS:  # a kiln.compile call sets it to each
@@ -317,9 +328,9 @@ class Module(HookMethods):
         object.__setattr__(self, name, value)
 
     def __delattr__(self, name: str) -> None:
-        for registry in (self._parameters, self._modules, self._buffers):
-            registry.pop(name, None)
-        object.__delattr__(self, name)
+        registered = [registry.pop(name, None) for registry in (self._parameters, self._modules, self._buffers)]
+        if name in self.__dict__ or not any(entry is not None for entry in registered):
+            object.__delattr__(self, name)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         compiled = self.__dict__.get("_compiled_call")

@@ -83,3 +83,31 @@ def test_plain_attribute_before_super_init_is_kept_and_registered_values_are_ref
 
             with pytest.raises(AttributeError, match=words.replace("(", r"\(").replace(")", r"\)")):
                 Early()
+
+
+def test_a_registered_entry_named_like_a_method_leaves_the_method_as_torch():
+    """philipperemy's N-BEATS: ``self.parameters = []``, then ``self.parameters = nn.ParameterList(self.parameters)``
+    registers a submodule named ``parameters`` while ``model.parameters()`` still calls the method (PyTorch keeps
+    registered entries out of ``__dict__``); ``del`` of such an entry removes it."""
+    from oracles import libraries
+
+    for name in ("kiln", "torch"):
+        torch, nn, F = libraries(name)
+
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.blocks = [nn.Linear(2, 3), nn.Linear(3, 1)]  # a plain list: not registered
+                self.parameters = []
+                for block in self.blocks:
+                    self.parameters.extend(block.parameters())
+                self.parameters = nn.ParameterList(self.parameters)
+                self.modules = nn.Linear(1, 1)
+
+        net = Net()
+        assert [tuple(p.shape) for p in net.parameters()] == [(3, 2), (3,), (1, 3), (1,), (1, 1), (1,)]
+        assert list(net.state_dict()) == ["parameters.0", "parameters.1", "parameters.2", "parameters.3",
+                                          "modules.weight", "modules.bias"]
+        assert callable(net.modules) and len(list(net.modules())) == 3
+        del net.modules
+        assert len(list(net.parameters())) == 4
