@@ -37,6 +37,7 @@ from kiln.frontend.module import Parameter
 from kiln.frontend.torch_array import plain
 from kiln.frontend.tensor import Tensor
 from kiln.frontend.trace import TraceContext, trace_context, user_stacklevel
+from kiln.runtime.argument_writes import write_back_arguments
 from kiln.runtime.attribute_writes import AttributeWrites, watching_plain_owner
 from kiln.runtime.compile_arguments import (UNCOMPILED_BACKENDS, checked_backend, named_like, number_positions,
                                             numbers_fixed, numbers_weak, traced_arguments, with_keywords)
@@ -79,6 +80,8 @@ class _Variant:
     """Whether an output required grad when traced (the function read a closure's trained parameter or a tensor that
     requires grad), and the trace wrote no parameter in place: a PyTorch-style call with gradients enabled then
     takes the training path (``_closure_training``), so ``backward()`` reaches them."""
+    argument_writes: tuple[int, ...] = ()
+    """The arguments ``fn`` writes in place (SwAV's queue): their new values, the last outputs, go into the caller's."""
 
     def holds(self) -> bool:
         """Whether what the trace assumed (modules' modes, a step's ``.grad``s and optimizers, the shapes of the eager
@@ -173,6 +176,7 @@ class CompiledFunction:
             variant.lifted.write_back(written)
         outputs = written_back(variant.buffers, variant.captured, variant.donations, outputs, feeds,
                                feeds[len(arrays_np) :])
+        outputs = write_back_arguments(arrays, variant.argument_writes, outputs)
         if variant.returns_none:
             return None
         if not tensors_given:  # NumPy in: the leaves, flat
@@ -388,7 +392,7 @@ class CompiledFunction:
         executable = get_backend(self.backend).compile(context.graph)
         return _Variant(context.graph, executable, context.parameters, buffers, seed is not None, captured,
                         captures[0].returned_none, captures[0].structure, captures[0].modes(), writes, donations, lifted,
-                        needs_chain)
+                        needs_chain, argument_writes=captures[0].argument_writes)
 
     def _donations(self, context: TraceContext, step: StepCapture | None) -> dict[int, int]:
         """What the backend may update in place: each updated parameter or buffer and each optimizer state, as

@@ -10,10 +10,21 @@ flatten({"w": w, "b": b})                     # [w, b], (dict, (("w", None), ("b
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator, Union
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator, Union
 
-Structure = Union[None, tuple[type, tuple[Any, ...]]]
-"""``None`` for a leaf, else ``(tuple or list, the items' structures)`` or ``(dict, ((key, structure), ...))``."""
+
+@dataclass(frozen=True)
+class Constant:
+    """A leaf kept in the structure itself, not among the leaves: a Python value (a bool, a number, None) that a
+    compiled function returns beside its tensors, fixed when it was traced, as ``torch.compile`` returns it."""
+
+    value: Any
+
+
+Structure = Union[None, Constant, tuple[type, tuple[Any, ...]]]
+"""``None`` for a leaf, a ``Constant``, else ``(tuple or list, the items' structures)`` or ``(dict, ((key, structure),
+...))``."""
 
 
 def flatten(tree: Any) -> tuple[list[Any], Structure]:
@@ -27,6 +38,19 @@ def flatten(tree: Any) -> tuple[list[Any], Structure]:
     return [leaf for leaves, _ in parts for leaf in leaves], (kind, tuple(structure for _, structure in parts))
 
 
+def flatten_keeping(tree: Any, is_leaf: Callable[[Any], bool]) -> tuple[list[Any], Structure]:
+    """``flatten(tree)`` whose leaves that are not ``is_leaf`` (a compiled step's ``use_the_queue`` beside its loss)
+    stay in the structure as ``Constant``s: ``unflatten`` puts them back."""
+    if isinstance(tree, (tuple, list, dict)):
+        items = tree.items() if isinstance(tree, dict) else enumerate(tree)
+        parts = {key: flatten_keeping(item, is_leaf) for key, item in items}
+        structures = tuple((key, s) for key, (_, s) in parts.items()) if isinstance(tree, dict) else \
+            tuple(s for _, s in parts.values())
+        kind = dict if isinstance(tree, dict) else list if isinstance(tree, list) else tuple
+        return [leaf for leaves, _ in parts.values() for leaf in leaves], (kind, structures)
+    return ([tree], None) if is_leaf(tree) else ([], Constant(tree))
+
+
 def unflatten(structure: Structure, leaves: Iterable[Any]) -> Any:
     return _build(structure, iter(leaves))
 
@@ -34,6 +58,8 @@ def unflatten(structure: Structure, leaves: Iterable[Any]) -> Any:
 def _build(structure: Structure, leaves: Iterator[Any]) -> Any:
     if structure is None:
         return next(leaves)
+    if isinstance(structure, Constant):
+        return structure.value
     kind, items = structure
     if kind is dict:
         return {key: _build(item, leaves) for key, item in items}

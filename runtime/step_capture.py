@@ -50,8 +50,9 @@ from kiln.frontend.nn_utils import traced_total_norm, zero_norm
 from kiln.frontend.torch_array import torch_array
 from kiln.frontend.torch_functions import zeros_like
 from kiln.frontend.trace import TraceContext, located_error
+from kiln.runtime.argument_writes import values_before, written_arguments
 from kiln.runtime.eager_optim import count_step, grad_array_of, own_step
-from kiln.runtime.pytree import Structure, flatten
+from kiln.runtime.pytree import Structure, flatten_keeping
 from kiln.runtime.step_graph import _hyper_inputs, hyper_feeds
 
 Feed = Callable[[], np.ndarray]
@@ -104,6 +105,8 @@ class StepCapture:
     """Whether the function returned None (a step that returns nothing): the call returns None too."""
     structure: Structure = None
     """The result's nesting (a dict of metrics, a list): the call gives its outputs back in it."""
+    argument_writes: tuple[int, ...] = ()
+    """The positions of the arguments written in place (SwAV's queue): their new values are the last outputs."""
     modules_read: dict[int, tuple[Any, bool]] = field(default_factory=dict)
     """Each module called in the trace before any ``train()``/``eval()`` of it, with the mode it ran in (guarded)."""
     modules_set: dict[int, Any] = field(default_factory=dict)
@@ -328,7 +331,9 @@ class Modes:
 
 def capturing(fn: Callable[..., Any], captures: list[StepCapture]) -> Callable[..., Any]:
     """``fn`` traced with a ``StepCapture`` on its context (appended to ``captures``), ``.grad``s restored after; a
-    None result traces as no outputs."""
+    None result traces as no outputs, and Python values beside the tensors (``return loss, use_the_queue``) stay in
+    ``capture.structure``, returned as traced, as ``torch.compile`` returns them. The new values of the arguments it
+    wrote in place follow its own outputs (``runtime/argument_writes.py``)."""
 
     @functools.wraps(fn)
     def traced(*inputs: Any) -> Any:
@@ -336,9 +341,15 @@ def capturing(fn: Callable[..., Any], captures: list[StepCapture]) -> Callable[.
         captures.append(capture)
         TraceContext.current().step_capture = capture
         try:
+            before = values_before(inputs)
             result = fn(*inputs)
-            capture.returned_none, capture.structure = result is None, flatten(result)[1]
-            return () if result is None else result
+            capture.argument_writes = written_arguments(inputs, before)
+            written = tuple(inputs[k] for k in capture.argument_writes)  # their new values: outputs after fn's own
+            if result is None:
+                capture.returned_none = True
+                return written
+            tensors, capture.structure = flatten_keeping(result, lambda leaf: isinstance(leaf, Tensor))
+            return (*tensors, *written)
         finally:
             capture.restore()
 

@@ -1,0 +1,56 @@
+"""A ``kiln.compile``'d function that writes one of its tensor arguments in place (SwAV's queue:
+``queue[i, bs:] = queue[i, :-bs].clone()``, ``queue[i, :bs] = embedding[...]``; ``x.add_(1)``) writes the caller's
+tensor at every call, as ``torch.compile`` keeps an input's mutation.
+
+The trace sees the write as the argument's Tensor rebound to a new value (``tensor.scatter``, ``tensor.add``); the
+argument's final value becomes an extra output after the function's own, and each call copies it into the caller's
+tensor (an eager ``copy_``: its views follow or go stale, as after any in-place write).
+
+```python
+def step(x, queue):                       # traced: queue's value at the end is an output
+    queue[0, 1:] = queue[0, :-1].clone()
+    queue[0, :1] = x
+    return x.sum()
+```
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from kiln.frontend.tensor import Tensor
+
+
+def values_before(inputs: Sequence[Any]) -> list[Any]:
+    """Each traced argument's value as the trace starts (None for what is not a Tensor)."""
+    return [item.value if isinstance(item, Tensor) else None for item in inputs]
+
+
+def written_arguments(inputs: Sequence[Any], before: Sequence[Any]) -> tuple[int, ...]:
+    """The positions of the arguments the function wrote in place: their Tensor holds another value now."""
+    return tuple(k for k, (item, value) in enumerate(zip(inputs, before))
+                 if value is not None and item.value is not value)
+
+
+def write_back_arguments(arguments: Sequence[Any], written: Sequence[int], outputs: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The function's own outputs, after the last ``len(written)`` (the written arguments' new values, in order) went
+    into the caller's arguments: a tensor by ``copy_`` without gradient, a NumPy array by ``np.copyto``."""
+    if not written:
+        return outputs
+    from kiln.frontend.eager_values import eager_leaf  # lazily: eager values build on the runtime
+    from kiln.frontend.grad_mode import no_grad
+
+    own, new_values = outputs[: len(outputs) - len(written)], outputs[len(outputs) - len(written) :]
+    with no_grad():
+        for k, values in zip(written, new_values):
+            target = arguments[k]
+            if isinstance(target, Tensor):
+                target.copy_(eager_leaf(np.array(values)))
+            elif isinstance(target, np.ndarray):
+                np.copyto(target, values)
+    return own
+
+
+__all__ = ["values_before", "write_back_arguments", "written_arguments"]
