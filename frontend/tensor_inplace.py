@@ -108,7 +108,7 @@ def rebind(tensor: Any, result: Any, method: str, written: Any = None) -> Any:
 
     check_leaf_write(tensor, method)
     if isinstance(tensor, Parameter):
-        if not isinstance(tensor, Buffer) and not _written_by_a_compiled_call(tensor):
+        if not isinstance(tensor, Buffer) and not _written_in_the_graph(tensor):
             raise located_error(f"{method} on a parameter inside a traced function: a compiled step updates parameters "
                                 "through its optimizer, or in place under kiln.no_grad() in a kiln.compile'd function; "
                                 "compute a new tensor instead (w2 = w * 2)")
@@ -160,11 +160,13 @@ def _check_outside_write(tensor: Any, method: str) -> None:
     lifting.record_write(tensor)
 
 
-def _written_by_a_compiled_call(parameter: Any) -> bool:
-    """Whether an in-place write of ``parameter`` is traced as its new value, written back by each call as a buffer's:
-    in a ``kiln.compile``d function, under ``no_grad`` or of a parameter not trained (an EMA's ``ema_p.mul_(d)``, a
-    hand-written SGD's ``p -= lr * p.grad``), as PyTorch allows it (``check_leaf_write`` refused the rest)."""
-    return TraceContext.current().step_capture is not None
+def _written_in_the_graph(parameter: Any) -> bool:
+    """Whether an in-place write of ``parameter`` is traced as its new value: in a ``kiln.compile``d function, written
+    back by each call as a buffer's, under ``no_grad`` or of a parameter not trained (an EMA's ``ema_p.mul_(d)``, a
+    hand-written SGD's ``p -= lr * p.grad``), as PyTorch allows it (``check_leaf_write`` refused the rest); in an ONNX
+    export, read by the rest of the graph (``TraceContext.exporting``)."""
+    context = TraceContext.current()
+    return context.step_capture is not None or context.exporting
 
 
 def _marked_leaf(tensor: Any) -> bool:

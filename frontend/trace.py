@@ -64,6 +64,10 @@ class TraceContext:
 
     eager = False
     """True for the eager context (``runtime/eager.py``): its ops run as they are built."""
+    exporting = False
+    """True in ``export_onnx``'s trace (one inference graph, no state written back): a parameter written in place
+    under ``no_grad`` (PixelCNN's ``self.weight.data *= self.mask`` before its conv) has that value in the graph
+    from there on, as a buffer's write has, as ``torch.onnx.export``'s trace reads the written weight."""
     fallback: Callable[[], "TraceContext"] | None = None
     """What ``current()`` gives outside any trace: the eager context, once ``kiln.runtime`` installs it."""
     lifting: Any = None
@@ -295,14 +299,16 @@ def trace(fn: Callable[..., Any], *specs: TensorSpec, name: str | None = None) -
 
 
 def trace_context(fn: Callable[..., Any], *specs: TensorSpec, name: str | None = None, what: str = "the traced function's result",
-                  wants_grad: Any = ()) -> TraceContext:
+                  wants_grad: Any = (), exporting: bool = False) -> TraceContext:
     """Trace ``fn`` and return the finished context: the graph, the parameters it read (the graph inputs after
     the specs, in ``context.parameters`` order), buffer updates and the seed input, for callers that feed them.
-    ``wants_grad[k]``: whether input ``k`` stands for a tensor that requires grad (its traced ``requires_grad``)."""
+    ``wants_grad[k]``: whether input ``k`` stands for a tensor that requires grad (its traced ``requires_grad``);
+    ``exporting``: an ONNX export's trace (``TraceContext.exporting``)."""
     from kiln.frontend.tensor import Tensor
 
     graph_name = name or getattr(fn, "__name__", None) or type(fn).__name__
     context = TraceContext(graph_name)
+    context.exporting = exporting
     try:
         with context:
             _name_parameters(context, fn)

@@ -20,7 +20,7 @@ def export_onnx(model: Any, input_specs: Sequence[TensorSpec], path: str, output
     if hasattr(model, "eval"):
         model.eval()
     try:
-        context = trace_context(model, *input_specs, what="the model's output")
+        context = trace_context(model, *input_specs, what="the model's output", exporting=True)
         graph, parameters = context.graph, context.parameters
     finally:
         if hasattr(model, "train"):
