@@ -398,5 +398,21 @@ def avg_pool2d_grad(ctx, op: Op, inputs: list[str]) -> list[str]:
 
 @ONNX.register("nn.layer_norm")
 def layer_norm(ctx, op: Op, inputs: list[str]) -> list[str]:
-    axis = op.operands[0].type.rank - op.operands[1].type.rank
-    return [ctx.node("LayerNormalization", inputs, axis=axis, epsilon=op.attrs["eps"])]
+    """ONNX's LayerNormalization, whose ``epsilon`` attribute is a float32: a float64 layer (or group) norm whose eps
+    is no float32 number (1e-5 rounds by 2.5e-13, which moves outputs by 1e-9 where the variance is small) is spelled
+    out with eps a float64 constant instead."""
+    x, eps = op.operands[0], op.attrs["eps"]
+    axis = x.type.rank - op.operands[1].type.rank
+    if x.type.dtype is not DType.f64 or float(np.float32(eps)) == eps:
+        return [ctx.node("LayerNormalization", inputs, axis=axis, epsilon=eps)]
+    return [_layer_norm_float64(ctx, inputs, np.arange(axis, x.type.rank), eps)]
+
+
+def _layer_norm_float64(ctx, inputs: list[str], axes: np.ndarray, eps: float) -> str:
+    # (x - mean) / sqrt(var + eps) * weight + bias, the biased variance over the normalized axes
+    x, weight, bias = inputs
+    axes = ctx.constant(axes.astype(np.int64))
+    centered = ctx.node("Sub", [x, ctx.node("ReduceMean", [x, axes])])
+    variance = ctx.node("ReduceMean", [ctx.node("Mul", [centered, centered]), axes])
+    deviation = ctx.node("Sqrt", [ctx.node("Add", [variance, ctx.constant(np.array(eps, np.float64))])])
+    return ctx.node("Add", [ctx.node("Mul", [ctx.node("Div", [centered, deviation]), weight]), bias])
