@@ -1,7 +1,8 @@
 """``kiln.onnx.export`` of a model whose forward writes a parameter through ``.data`` before using it (PixelCNN's
 ``MaskedConv2d``: ``self.weight.data *= self.mask`` then ``super().forward(x)``; a weight clipped by
-``self.weight.data.clamp_``), as ``torch.onnx.export`` exports it: the graph reads the written weight. kiln refused the
-write ("mul_ on a parameter inside a traced function"). onnxruntime runs the file and agrees with PyTorch's forward."""
+``self.weight.data.clamp_``), as ``torch.onnx.export(dynamo=False)`` exports it: the graph reads the written
+weight. kiln refused the write ("mul_ on a parameter inside a traced function"). onnxruntime runs the file and agrees
+with PyTorch's forward."""
 
 from __future__ import annotations
 

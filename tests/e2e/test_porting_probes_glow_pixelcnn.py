@@ -1,0 +1,796 @@
+"""Porting probes: Glow (rosinality/glow-pytorch's model.py and train.py, small: 2 blocks of 2 flow steps on 3x4x4
+images) and PixelCNN (jzbontar/pixelcnn-pytorch's main.py, small: 3 masked 5x5 convolutions of 8 maps on 1x6x6
+images), each written once as that code writes it (``torch`` is ``torch`` or ``kiln``) and run in both libraries from
+kiln's initial weights: first outputs, first gradients, losses and the state after a few steps agree to 1e-10 in
+float64, eagerly and with the whole step (zero_grad, forward, loss, backward, Adam step) one
+``kiln.compile(fullgraph=True)`` graph against torch's eager loop; float32 (how both train) at float32's level.
+
+Glow: ``ActNorm`` with its data-dependent init (the ``initialized`` uint8 buffer read by ``.item()`` and set by
+``fill_(1)``, ``permute(1, 0, 2, 3).contiguous().view(C, -1)``, ``mean``/``std`` of the first batch copied into the
+parameters by ``.data.copy_`` under ``torch.no_grad``; train.py's first iteration is that init pass), the invertible
+1x1 convolution in both forms (``InvConv2d``: an orthogonal init by ``torch.linalg.qr``, ``torch.slogdet`` of the
+weight in double; ``InvConv2dLU``: ``scipy.linalg.lu`` of it through ``.numpy()``, ``torch.from_numpy`` buffers
+``w_p``, ``u_mask`` (``np.triu(ones, 1)``), ``l_mask``, ``s_sign`` (``torch.sign``), ``l_eye``, the log-abs ``w_s``,
+the weight ``w_p @ (w_l * l_mask + l_eye) @ (w_u * u_mask + torch.diag(s_sign * torch.exp(w_s)))``), the affine
+coupling (``chunk``, ``F.sigmoid(log_s + 2)``, ``torch.log(s).view(B, -1)`` summed), ``ZeroConv2d`` (zeroed
+``.data``, ``F.pad(value=1)``, ``torch.exp(self.scale * 3)``), squeeze by ``view``/``permute``/``contiguous``, split
+priors with ``gaussian_log_p``, the bits-per-dim loss of train.py (``n_bits`` = 5: ``torch.floor``, uniform
+dequantisation, its noise fed rather than drawn by ``torch.rand_like``), and ``reverse``: sampling from
+``calc_z_shapes`` at temperature 0.7 and reconstruction (``reconstruct=True``) through the inverse 1x1 convolution
+``weight.squeeze().inverse()``, compared between the libraries and with the input. The slogdet and inverse paths'
+gradients are checked in float64 against torch's. The compiled steps run with chaiyujin/glow-pytorch's Python flag
+``self.inited`` and with model.py's buffer, whose ``if self.initialized.item() == 0`` ``torch.compile(fullgraph=True)``
+refuses (torch 2.13: "Could not guard on data-dependent expression") and kiln.compile specializes and guards
+(``frontend/value_guards.py``); ActNorm's init runs in train.py's eager pass first, or inside the first compiled call.
+Glow's forward (after its init) goes through ``kiln.onnx.export`` in float32 (onnxruntime has no float64 Conv).
+
+PixelCNN: ``MaskedConv2d(nn.Conv2d)`` with ``register_buffer('mask', self.weight.data.clone())``, ``mask.fill_(1)``,
+``self.mask[:, :, kH // 2, kW // 2 + (mask_type == 'B'):] = 0`` and ``self.weight.data *= self.mask`` in ``forward``
+before ``super().forward(x)``; ``BatchNorm2d``, ``ReLU(True)``, a 256-way 1x1 head, ``F.cross_entropy`` against
+``(input.data[:, 0] * 255).long()``; sampling pixel by pixel with ``F.softmax(out[:, :, i, j])`` (implicit dim, warned
+as torch warns) and ``torch.multinomial(probs, 1).float() / 255.`` into ``sample[:, :, i, j]`` under ``no_grad`` in
+eval mode: the draws come from each library's generator, so what is compared is what can be: the probabilities of a
+fixed image, the draws' shape and values (multiples of 1/255), and that every step's probabilities are the full
+forward's of the finished sample (the masks are causal). Sampling also runs through ``kiln.compile(net)`` and the
+eval model through ``kiln.onnx.export`` in onnxruntime.
+
+What broke: a ``kiln.compile``d step that overwrites a trained parameter under ``no_grad`` before reading it (ActNorm's
+init inside the first compiled call, ``self.loc.data.copy_(-mean)``) dropped the parameter from the step: the trace
+took the written value as its only value, so ``backward()`` skipped it (the optimizer left it at the written value) or
+found no trained parameter at all; it now stays a trained leaf (``frontend/tensor_inplace.py``,
+tests/frontend/test_parameter_overwritten_in_compiled_step_vs_torch.py). ``kiln.onnx.export`` of the PixelCNN
+refused ``self.weight.data *= self.mask`` in its trace ("mul_ on a parameter inside a traced function"), which
+``torch.onnx.export`` (its TorchScript exporter, ``dynamo=False``: the default one needs onnxscript, not installed
+here) exports reading the masked weight; the export's trace now takes the written value
+(``TraceContext.exporting``, tests/onnx/test_onnx_export_parameter_written_in_forward.py). Everything else agreed to
+1e-10 as first written.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from math import log, pi
+
+import numpy as np
+import pytest
+from scipy import linalg as la
+
+import kiln
+from e2e.probe_lockstep import array, assert_same_records, gradients, run_in_lockstep, snapshot
+from oracles import require
+
+# model.py's torch.from_numpy(np.diag(w_u)): NumPy's diag is a read-only view, which torch warns about once
+pytestmark = pytest.mark.filterwarnings("ignore:The given NumPy array is not writable")
+
+IMAGE, CHANNELS, N_BITS, BATCH = 4, 3, 5, 4
+N_BINS = 2.0 ** N_BITS
+
+
+def glow(torch, nn, F, conv_lu=True, initialized_flag="buffer", n_flow=2, n_block=2, in_channel=3, filter_size=8,
+         affine=True):
+    """Glow as model.py writes it: ``conv_lu`` picks ``InvConv2dLU`` or ``InvConv2d`` (slogdet) in the split blocks;
+    ``initialized_flag`` "buffer" is model.py's uint8 buffer read by ``.item()``, "bool" chaiyujin/glow-pytorch's
+    ``self.inited`` Python flag (what ``torch.compile(fullgraph=True)`` can trace). ``InvConv2d`` casts its float64
+    slogdet back with ``.float()``, the float32 model's dtype; in float64 to the default dtype instead."""
+    logdet_cast = (lambda d: d.float()) if torch.get_default_dtype() == torch.float32 else (lambda d: d.double())
+    logabs = lambda x: torch.log(torch.abs(x))  # noqa: E731 (as model.py writes it)
+
+    class ActNorm(nn.Module):
+        def __init__(self, in_channel, logdet=True):
+            super().__init__()
+
+            self.loc = nn.Parameter(torch.zeros(1, in_channel, 1, 1))
+            self.scale = nn.Parameter(torch.ones(1, in_channel, 1, 1))
+
+            if initialized_flag == "buffer":
+                self.register_buffer("initialized", torch.tensor(0, dtype=torch.uint8))
+            else:  # chaiyujin/glow-pytorch's ``self.inited = False``: a Python flag torch.compile can read
+                self.inited = False
+            self.logdet = logdet
+
+        def initialize(self, input):
+            with torch.no_grad():
+                flatten = input.permute(1, 0, 2, 3).contiguous().view(input.shape[1], -1)
+                mean = (
+                    flatten.mean(1)
+                    .unsqueeze(1)
+                    .unsqueeze(2)
+                    .unsqueeze(3)
+                    .permute(1, 0, 2, 3)
+                )
+                std = (
+                    flatten.std(1)
+                    .unsqueeze(1)
+                    .unsqueeze(2)
+                    .unsqueeze(3)
+                    .permute(1, 0, 2, 3)
+                )
+
+                self.loc.data.copy_(-mean)
+                self.scale.data.copy_(1 / (std + 1e-6))
+
+        def forward(self, input):
+            _, _, height, width = input.shape
+
+            if initialized_flag == "buffer":
+                if self.initialized.item() == 0:
+                    self.initialize(input)
+                    self.initialized.fill_(1)
+            elif not self.inited:
+                self.initialize(input)
+                self.inited = True
+
+            log_abs = logabs(self.scale)
+
+            logdet = height * width * torch.sum(log_abs)
+
+            if self.logdet:
+                return self.scale * (input + self.loc), logdet
+
+            else:
+                return self.scale * (input + self.loc)
+
+        def reverse(self, output):
+            return output / self.scale - self.loc
+
+    class InvConv2d(nn.Module):
+        def __init__(self, in_channel):
+            super().__init__()
+
+            weight = torch.randn(in_channel, in_channel)
+            q, _ = torch.linalg.qr(weight)
+            weight = q.unsqueeze(2).unsqueeze(3)
+            self.weight = nn.Parameter(weight)
+
+        def forward(self, input):
+            _, _, height, width = input.shape
+
+            out = F.conv2d(input, self.weight)
+            logdet = (
+                height * width * logdet_cast(torch.slogdet(self.weight.squeeze().double())[1])
+            )
+
+            return out, logdet
+
+        def reverse(self, output):
+            return F.conv2d(
+                output, self.weight.squeeze().inverse().unsqueeze(2).unsqueeze(3)
+            )
+
+    class InvConv2dLU(nn.Module):
+        def __init__(self, in_channel):
+            super().__init__()
+
+            weight = torch.randn(in_channel, in_channel)
+            q, _ = torch.linalg.qr(weight)
+            w_p, w_l, w_u = la.lu(q.numpy())
+            w_s = np.diag(w_u)
+            w_u = np.triu(w_u, 1)
+            u_mask = np.triu(np.ones_like(w_u), 1)
+            l_mask = u_mask.T
+
+            w_p = torch.from_numpy(w_p)
+            w_l = torch.from_numpy(w_l)
+            w_s = torch.from_numpy(w_s)
+            w_u = torch.from_numpy(w_u)
+
+            self.register_buffer("w_p", w_p)
+            self.register_buffer("u_mask", torch.from_numpy(u_mask))
+            self.register_buffer("l_mask", torch.from_numpy(l_mask))
+            self.register_buffer("s_sign", torch.sign(w_s))
+            self.register_buffer("l_eye", torch.eye(l_mask.shape[0]))
+            self.w_l = nn.Parameter(w_l)
+            self.w_s = nn.Parameter(logabs(w_s))
+            self.w_u = nn.Parameter(w_u)
+
+        def forward(self, input):
+            _, _, height, width = input.shape
+
+            weight = self.calc_weight()
+
+            out = F.conv2d(input, weight)
+            logdet = height * width * torch.sum(self.w_s)
+
+            return out, logdet
+
+        def calc_weight(self):
+            weight = (
+                self.w_p
+                @ (self.w_l * self.l_mask + self.l_eye)
+                @ ((self.w_u * self.u_mask) + torch.diag(self.s_sign * torch.exp(self.w_s)))
+            )
+
+            return weight.unsqueeze(2).unsqueeze(3)
+
+        def reverse(self, output):
+            weight = self.calc_weight()
+
+            return F.conv2d(output, weight.squeeze().inverse().unsqueeze(2).unsqueeze(3))
+
+    class ZeroConv2d(nn.Module):
+        def __init__(self, in_channel, out_channel, padding=1):
+            super().__init__()
+
+            self.conv = nn.Conv2d(in_channel, out_channel, 3, padding=0)
+            self.conv.weight.data.zero_()
+            self.conv.bias.data.zero_()
+            self.scale = nn.Parameter(torch.zeros(1, out_channel, 1, 1))
+
+        def forward(self, input):
+            out = F.pad(input, [1, 1, 1, 1], value=1)
+            out = self.conv(out)
+            out = out * torch.exp(self.scale * 3)
+
+            return out
+
+    class AffineCoupling(nn.Module):
+        def __init__(self, in_channel, filter_size=512, affine=True):
+            super().__init__()
+
+            self.affine = affine
+
+            self.net = nn.Sequential(
+                nn.Conv2d(in_channel // 2, filter_size, 3, padding=1),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(filter_size, filter_size, 1),
+                nn.ReLU(inplace=True),
+                ZeroConv2d(filter_size, in_channel if self.affine else in_channel // 2),
+            )
+
+            self.net[0].weight.data.normal_(0, 0.05)
+            self.net[0].bias.data.zero_()
+
+            self.net[2].weight.data.normal_(0, 0.05)
+            self.net[2].bias.data.zero_()
+
+        def forward(self, input):
+            in_a, in_b = input.chunk(2, 1)
+
+            if self.affine:
+                log_s, t = self.net(in_a).chunk(2, 1)
+                # s = torch.exp(log_s)
+                s = F.sigmoid(log_s + 2)
+                # out_a = s * in_a + t
+                out_b = (in_b + t) * s
+
+                logdet = torch.sum(torch.log(s).view(input.shape[0], -1), 1)
+
+            else:
+                net_out = self.net(in_a)
+                out_b = in_b + net_out
+                logdet = None
+
+            return torch.cat([in_a, out_b], 1), logdet
+
+        def reverse(self, output):
+            out_a, out_b = output.chunk(2, 1)
+
+            if self.affine:
+                log_s, t = self.net(out_a).chunk(2, 1)
+                # s = torch.exp(log_s)
+                s = F.sigmoid(log_s + 2)
+                # in_a = (out_a - t) / s
+                in_b = out_b / s - t
+
+            else:
+                net_out = self.net(out_a)
+                in_b = out_b - net_out
+
+            return torch.cat([out_a, in_b], 1)
+
+    class Flow(nn.Module):
+        def __init__(self, in_channel, affine=True, conv_lu=True):
+            super().__init__()
+
+            self.actnorm = ActNorm(in_channel)
+
+            if conv_lu:
+                self.invconv = InvConv2dLU(in_channel)
+
+            else:
+                self.invconv = InvConv2d(in_channel)
+
+            self.coupling = AffineCoupling(in_channel, filter_size=filter_size, affine=affine)
+
+        def forward(self, input):
+            out, logdet = self.actnorm(input)
+            out, det1 = self.invconv(out)
+            out, det2 = self.coupling(out)
+
+            logdet = logdet + det1
+            if det2 is not None:
+                logdet = logdet + det2
+
+            return out, logdet
+
+        def reverse(self, output):
+            input = self.coupling.reverse(output)
+            input = self.invconv.reverse(input)
+            input = self.actnorm.reverse(input)
+
+            return input
+
+    def gaussian_log_p(x, mean, log_sd):
+        return -0.5 * log(2 * pi) - log_sd - 0.5 * (x - mean) ** 2 / torch.exp(2 * log_sd)
+
+    def gaussian_sample(eps, mean, log_sd):
+        return mean + torch.exp(log_sd) * eps
+
+    class Block(nn.Module):
+        def __init__(self, in_channel, n_flow, split=True, affine=True, conv_lu=True):
+            super().__init__()
+
+            squeeze_dim = in_channel * 4
+
+            self.flows = nn.ModuleList()
+            for i in range(n_flow):
+                self.flows.append(Flow(squeeze_dim, affine=affine, conv_lu=conv_lu))
+
+            self.split = split
+
+            if split:
+                self.prior = ZeroConv2d(in_channel * 2, in_channel * 4)
+
+            else:
+                self.prior = ZeroConv2d(in_channel * 4, in_channel * 8)
+
+        def forward(self, input):
+            b_size, n_channel, height, width = input.shape
+            squeezed = input.view(b_size, n_channel, height // 2, 2, width // 2, 2)
+            squeezed = squeezed.permute(0, 1, 3, 5, 2, 4)
+            out = squeezed.contiguous().view(b_size, n_channel * 4, height // 2, width // 2)
+
+            logdet = 0
+
+            for flow in self.flows:
+                out, det = flow(out)
+                logdet = logdet + det
+
+            if self.split:
+                out, z_new = out.chunk(2, 1)
+                mean, log_sd = self.prior(out).chunk(2, 1)
+                log_p = gaussian_log_p(z_new, mean, log_sd)
+                log_p = log_p.view(b_size, -1).sum(1)
+
+            else:
+                zero = torch.zeros_like(out)
+                mean, log_sd = self.prior(zero).chunk(2, 1)
+                log_p = gaussian_log_p(out, mean, log_sd)
+                log_p = log_p.view(b_size, -1).sum(1)
+                z_new = out
+
+            return out, logdet, log_p, z_new
+
+        def reverse(self, output, eps=None, reconstruct=False):
+            input = output
+
+            if reconstruct:
+                if self.split:
+                    input = torch.cat([output, eps], 1)
+
+                else:
+                    input = eps
+
+            else:
+                if self.split:
+                    mean, log_sd = self.prior(input).chunk(2, 1)
+                    z = gaussian_sample(eps, mean, log_sd)
+                    input = torch.cat([output, z], 1)
+
+                else:
+                    zero = torch.zeros_like(input)
+                    # zero = F.pad(zero, [1, 1, 1, 1], value=1)
+                    mean, log_sd = self.prior(zero).chunk(2, 1)
+                    z = gaussian_sample(eps, mean, log_sd)
+                    input = z
+
+            for flow in self.flows[::-1]:
+                input = flow.reverse(input)
+
+            b_size, n_channel, height, width = input.shape
+
+            unsqueezed = input.view(b_size, n_channel // 4, 2, 2, height, width)
+            unsqueezed = unsqueezed.permute(0, 1, 4, 2, 5, 3)
+            unsqueezed = unsqueezed.contiguous().view(
+                b_size, n_channel // 4, height * 2, width * 2
+            )
+
+            return unsqueezed
+
+    class Glow(nn.Module):
+        def __init__(
+            self, in_channel, n_flow, n_block, affine=True, conv_lu=True
+        ):
+            super().__init__()
+
+            self.blocks = nn.ModuleList()
+            n_channel = in_channel
+            for i in range(n_block - 1):
+                self.blocks.append(Block(n_channel, n_flow, affine=affine, conv_lu=conv_lu))
+                n_channel *= 2
+            self.blocks.append(Block(n_channel, n_flow, split=False, affine=affine))
+
+        def forward(self, input):
+            log_p_sum = 0
+            logdet = 0
+            out = input
+            z_outs = []
+
+            for block in self.blocks:
+                out, det, log_p, z_new = block(out)
+                z_outs.append(z_new)
+                logdet = logdet + det
+
+                if log_p is not None:
+                    log_p_sum = log_p_sum + log_p
+
+            return log_p_sum, logdet, z_outs
+
+        def reverse(self, z_list, reconstruct=False):
+            for i, block in enumerate(self.blocks[::-1]):
+                if i == 0:
+                    input = block.reverse(z_list[-1], z_list[-1], reconstruct=reconstruct)
+
+                else:
+                    input = block.reverse(input, z_list[-(i + 1)], reconstruct=reconstruct)
+
+            return input
+
+    return Glow(in_channel, n_flow, n_block, affine=affine, conv_lu=conv_lu)
+
+
+def calc_z_shapes(n_channel, input_size, n_flow, n_block):
+    z_shapes = []
+
+    for i in range(n_block - 1):
+        input_size //= 2
+        n_channel *= 2
+
+        z_shapes.append((n_channel, input_size, input_size))
+
+    input_size //= 2
+    z_shapes.append((n_channel * 4, input_size, input_size))
+
+    return z_shapes
+
+
+def calc_loss(log_p, logdet, image_size, n_bins):
+    # log_p = calc_log_p([z_list])
+    n_pixel = image_size * image_size * 3
+
+    loss = -log(n_bins) * n_pixel
+    loss = loss + logdet + log_p
+
+    return (
+        (-loss / (log(2) * n_pixel)).mean(),
+        (log_p / (log(2) * n_pixel)).mean(),
+        (logdet / (log(2) * n_pixel)).mean(),
+    )
+
+
+def floats(torch, values):
+    """``values`` (NumPy float64) as a tensor of the default dtype, as a DataLoader gives float32 images."""
+    return torch.tensor(values, dtype=torch.get_default_dtype())
+
+
+def _glow_batches(steps, seed=0):
+    """``steps + 1`` batches in [0, 1) (the first for the init pass) and their dequantisation noise."""
+    rng, shape = np.random.default_rng(seed), (steps + 1, BATCH, CHANNELS, IMAGE, IMAGE)
+    return rng.random(shape), rng.random(shape)
+
+
+def preprocess(torch, image):
+    """train.py's quantisation to ``n_bits``, centred."""
+    image = image * 255
+
+    if N_BITS < 8:
+        image = torch.floor(image / 2 ** (8 - N_BITS))
+
+    return image / N_BINS - 0.5
+
+
+def glow_loss(torch, model, image, noise):
+    log_p, logdet, z_outs = model(image + noise / N_BINS)
+    logdet = logdet.mean()
+    loss, log_p, log_det = calc_loss(log_p, logdet, IMAGE, N_BINS)
+    return loss, z_outs
+
+
+def z_sample_values(temp=0.7, n_sample=2, seed=1):
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal((n_sample, *shape)) * temp for shape in calc_z_shapes(CHANNELS, IMAGE, 2, 2)]
+
+
+def train_glow(steps=2):
+    """train.py's loop: the init pass (``torch.no_grad``, ``continue``), then Adam steps; then ``reverse``."""
+    images, noises = _glow_batches(steps)
+
+    def train(torch, nn, F, model):
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        record = {"losses": []}
+        for i in range(steps + 1):
+            image = preprocess(torch, floats(torch, images[i]))
+            noise = floats(torch, noises[i])
+            if i == 0:
+                with torch.no_grad():
+                    log_p, logdet, _ = model(image + noise / N_BINS)
+                record["initialized state"] = snapshot(model)
+                continue
+            loss, z_outs = glow_loss(torch, model, image, noise)
+            model.zero_grad()
+            loss.backward()
+            record.setdefault("first grads", gradients(model))
+            record.setdefault("first z", {str(k): array(z) for k, z in enumerate(z_outs)})
+            optimizer.param_groups[0]["lr"] = 1e-3
+            optimizer.step()
+            record["losses"].append(loss.item())
+        record["state"] = snapshot(model)
+        with torch.no_grad():
+            record["samples"] = array(model.reverse([floats(torch, z) for z in z_sample_values()]))
+            _, _, z_outs = model(image)
+            record["reconstruction"] = array(model.reverse(z_outs, reconstruct=True))
+            record["input"] = array(image)
+        return record
+
+    return train
+
+
+@pytest.mark.parametrize("conv_lu", [True, False], ids=["InvConv2dLU", "InvConv2d"])
+def test_glow_trains_and_samples_as_torch(conv_lu, float64_default):
+    ours, theirs = run_in_lockstep(lambda torch, nn, F: glow(torch, nn, F, conv_lu=conv_lu), train_glow())
+    assert_same_records(ours, theirs)
+    assert ours["initialized state"]["blocks.0.flows.0.actnorm.initialized"] == 1
+    np.testing.assert_allclose(ours["reconstruction"], ours["input"], atol=1e-10)  # reverse inverts forward
+    assert theirs["losses"][-1] < theirs["losses"][0]
+
+
+def compiled_glow_training(optimizer_of, init_pass=True, steps=3):
+    """The whole step (forward, bits-per-dim loss, zero_grad, backward, optimizer step) compiled in kiln, torch's
+    eager loop in torch; ActNorm's init in train.py's eager pass first, or (``init_pass`` False) in the first call."""
+    images, noises = _glow_batches(steps)
+
+    def train(torch, nn, F, model):
+        optimizer = optimizer_of(torch, model)
+        batches = [(preprocess(torch, floats(torch, images[i])), floats(torch, noises[i])) for i in range(steps + 1)]
+        if init_pass:
+            with torch.no_grad():
+                model(batches[0][0] + batches[0][1] / N_BINS)
+
+        def step(image, noise):
+            loss, _ = glow_loss(torch, model, image, noise)
+            model.zero_grad()
+            loss.backward()
+            optimizer.step()
+            return loss
+
+        run = kiln.compile(step, fullgraph=True) if torch is kiln else step
+        losses = [run(*batch).item() for batch in batches[1 if init_pass else 0:]]
+        return {"losses": losses, "state": snapshot(model)}
+
+    return train
+
+
+def adam(torch, model):
+    return torch.optim.Adam(model.parameters(), lr=1e-3)
+
+
+@pytest.mark.parametrize("conv_lu", [True, False], ids=["InvConv2dLU", "InvConv2d"])
+def test_glow_compiled_step_as_torch(conv_lu, float64_default):
+    ours, theirs = run_in_lockstep(lambda torch, nn, F: glow(torch, nn, F, conv_lu=conv_lu, initialized_flag="bool"),
+                                   compiled_glow_training(adam))
+    assert_same_records(ours, theirs)
+
+
+def test_glow_compiled_step_initializing_actnorm_in_its_first_call_as_torch(float64_default):
+    """ActNorm's init traced into the first call (``self.loc.data.copy_(-mean)`` under ``no_grad``, then the flag set:
+    the second call traces again without it, as torch.compile's guard on the flag). SGD: on the init batch the first
+    ActNorm's ``loc`` has an analytically zero gradient (the batch mean is what it removed), whose rounding noise
+    Adam (eps 1e-8) would turn into steps of ~1e-11, differently in each library."""
+    sgd = lambda torch, model: torch.optim.SGD(model.parameters(), lr=1e-2, momentum=0.9)  # noqa: E731
+    ours, theirs = run_in_lockstep(lambda torch, nn, F: glow(torch, nn, F, initialized_flag="bool"),
+                                   compiled_glow_training(sgd, init_pass=False))
+    assert_same_records(ours, theirs)
+
+
+@pytest.mark.parametrize("init_pass", [True, False], ids=["init pass first", "init in the first call"])
+def test_glow_compiled_step_with_models_initialized_buffer_as_torch(init_pass, float64_default):
+    """model.py's ``if self.initialized.item() == 0`` branches on a buffer's value: torch.compile(fullgraph=True)
+    refuses it ("Could not guard on data-dependent expression", torch 2.13), kiln.compile specializes the trace on the
+    value read and guards it (``frontend/value_guards.py``), so the step compiles whole and trains as torch's eager
+    loop, with the init in train.py's pass or in the first call (the buffer's ``fill_(1)`` written back)."""
+    sgd = lambda torch, model: torch.optim.SGD(model.parameters(), lr=1e-2, momentum=0.9)  # noqa: E731
+    ours, theirs = run_in_lockstep(glow, compiled_glow_training(adam if init_pass else sgd, init_pass=init_pass))
+    assert_same_records(ours, theirs)
+
+
+def reverse_path_loss(torch, model, image, z_values):
+    """What the slogdet and inverse paths give: the forward's log-density and log-determinant of ``image``, and the
+    sample ``reverse`` draws from ``z_values``."""
+    log_p, logdet, _ = model(floats(torch, image))
+    sample = model.reverse([floats(torch, z) for z in z_values])
+    return logdet.mean() + log_p.mean() + (sample ** 2).mean()
+
+
+@pytest.mark.parametrize("conv_lu", [True, False], ids=["InvConv2dLU", "InvConv2d"])
+def test_glow_slogdet_and_inverse_gradients_as_torch(conv_lu, float64_default):
+    """d/dweights of a loss through ``torch.slogdet`` (InvConv2d), ``sum(w_s)`` (LU) and the reverse pass's
+    ``weight.squeeze().inverse()`` after a few steps (the ZeroConv2d priors and couplings no longer zero)."""
+    z_values, image = z_sample_values(temp=1.0, n_sample=3, seed=2), _glow_batches(0, seed=3)[0][0] - 0.5
+
+    def train(torch, nn, F, model):
+        record = train_glow(steps=2)(torch, nn, F, model)
+        model.zero_grad()
+        reverse_path_loss(torch, model, image, z_values).backward()
+        return {"grads": gradients(model), "state": record["state"]}
+
+    ours, theirs = run_in_lockstep(lambda torch, nn, F: glow(torch, nn, F, conv_lu=conv_lu), train)
+    assert_same_records(ours, theirs)
+    weight = "blocks.0.flows.0.invconv." + ("w_s" if conv_lu else "weight")
+    assert np.abs(ours["grads"][weight]).max() > 1e-3
+
+
+PIXELS, MAPS = 6, 8
+
+
+def pixelcnn(torch, nn, F, fm=MAPS, layers=3, kernel=5):
+    """main.py's network (7 masked 7x7 layers of 64 maps there)."""
+
+    class MaskedConv2d(nn.Conv2d):
+        def __init__(self, mask_type, *args, **kwargs):
+            super(MaskedConv2d, self).__init__(*args, **kwargs)
+            assert mask_type in {'A', 'B'}
+            self.register_buffer('mask', self.weight.data.clone())
+            _, _, kH, kW = self.weight.size()
+            self.mask.fill_(1)
+            self.mask[:, :, kH // 2, kW // 2 + (mask_type == 'B'):] = 0
+            self.mask[:, :, kH // 2 + 1:] = 0
+
+        def forward(self, x):
+            self.weight.data *= self.mask
+            return super(MaskedConv2d, self).forward(x)
+
+    pad = kernel // 2
+    net = [MaskedConv2d('A', 1, fm, kernel, 1, pad, bias=False), nn.BatchNorm2d(fm), nn.ReLU(True)]
+    for _ in range(layers - 1):
+        net += [MaskedConv2d('B', fm, fm, kernel, 1, pad, bias=False), nn.BatchNorm2d(fm), nn.ReLU(True)]
+    net.append(nn.Conv2d(fm, 256, 1))
+    return nn.Sequential(*net)
+
+
+def _pixel_batches(steps, seed=0):
+    """MNIST-like batches: intensities k / 255 (``ToTensor`` of uint8 images)."""
+    return np.random.default_rng(seed).integers(0, 256, (steps, BATCH, 1, PIXELS, PIXELS)) / 255.
+
+
+def pixelcnn_loss(torch, F, net, input):
+    target = (input.data[:, 0] * 255).long()
+    return F.cross_entropy(net(input), target)
+
+
+def sample_pixels(torch, F, net, n_sample=2):
+    """main.py's sampling loop (eval mode, no gradients); returns the sample and each step's probabilities."""
+    sample = torch.Tensor(n_sample, 1, PIXELS, PIXELS)
+    sample.fill_(0)
+    net.train(False)
+    seen = {}
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Implicit dimension choice for softmax")
+        for i in range(PIXELS):
+            for j in range(PIXELS):
+                out = net(sample)
+                probs = F.softmax(out[:, :, i, j]).data
+                seen[(i, j)] = array(probs)
+                sample[:, :, i, j] = torch.multinomial(probs, 1).float() / 255.
+    return sample, seen
+
+
+def check_sample(torch, F, net, sample, seen):
+    """The draws are intensities k / 255 of the sample's shape, and each step's probabilities are the full forward's
+    of the finished sample at that pixel (the masks let no later pixel in)."""
+    drawn = array(sample) * 255
+    assert drawn.shape == (2, 1, PIXELS, PIXELS) and np.allclose(drawn, np.round(drawn), atol=1e-4)
+    assert drawn.min() >= 0 and drawn.max() <= 255
+    with torch.no_grad():
+        full = array(F.softmax(net(sample), dim=1))
+    rtol = 1e-9 if full.dtype == np.float64 else 1e-5
+    for (i, j), probs in seen.items():
+        np.testing.assert_allclose(probs, full[:, :, i, j], rtol=rtol, atol=1e-14)
+
+
+def train_pixelcnn(steps=3, compiled=False):
+    """main.py's loop (Adam, its default lr), then sampling; ``compiled``: the whole step and the sampler's forward
+    ``kiln.compile``d in kiln (torch's eager loop in torch)."""
+    batches = _pixel_batches(steps + 1)
+
+    def train(torch, nn, F, net):
+        optimizer = torch.optim.Adam(net.parameters())
+
+        def step(input):
+            loss = pixelcnn_loss(torch, F, net, input)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            return loss
+
+        run = kiln.compile(step, fullgraph=True) if compiled and torch is kiln else step
+        record = {"losses": [], "first logits": array(net(floats(torch, batches[0])))}
+        if not compiled:
+            pixelcnn_loss(torch, F, net, floats(torch, batches[0])).backward()
+            record["first grads"] = gradients(net)
+        for input in batches[:steps]:
+            record["losses"].append(run(floats(torch, input)).item())
+        record["state"] = snapshot(net)
+        torch.manual_seed(0)
+        sampler = kiln.compile(net, fullgraph=True) if compiled and torch is kiln else net
+        sample, seen = sample_pixels(torch, F, sampler)
+        check_sample(torch, F, net, sample, seen)
+        record["weights after sampling"] = {"A": array(net[0].weight), "B": array(net[3].weight)}
+        with torch.no_grad():
+            record["probabilities of an image"] = array(F.softmax(net(floats(torch, batches[steps])), dim=1))
+        return record
+
+    return train
+
+
+def test_pixelcnn_trains_and_samples_as_torch(float64_default):
+    ours, theirs = run_in_lockstep(pixelcnn, train_pixelcnn())
+    assert_same_records(ours, theirs)
+    for name, index in (("A", 0), ("B", 3)):  # each forward wrote the weight through .data: zero where masked
+        assert not (ours["weights after sampling"][name] * (1 - ours["state"][f"{index}.mask"])).any()
+    assert ours["state"]["0.mask"][0, 0, 2, 2] == 0 and ours["state"]["3.mask"][0, 0, 2, 2] == 1  # 'A' hides the centre
+    assert theirs["losses"][0] == pytest.approx(log(256), rel=0.1)  # about uniform over the 256 intensities
+
+
+def test_pixelcnn_compiled_step_and_sampler_as_torch(float64_default):
+    """``self.weight.data *= self.mask`` traced into the compiled step (before the conv reads it, each call) and into
+    the compiled sampler's forward."""
+    ours, theirs = run_in_lockstep(pixelcnn, train_pixelcnn(compiled=True))
+    assert_same_records(ours, theirs)
+
+
+def test_glow_and_pixelcnn_float32_as_torch():
+    """Both as they train, in float32 (InvConv2d's slogdet cast back by ``.float()``), at float32's level."""
+    glows = run_in_lockstep(lambda torch, nn, F: glow(torch, nn, F, conv_lu=False), train_glow())
+    pixelcnns = run_in_lockstep(pixelcnn, train_pixelcnn())
+    assert glows[0]["first z"]["0"].dtype == np.float32 and pixelcnns[0]["first logits"].dtype == np.float32
+    for ours, theirs in (glows, pixelcnns):
+        assert_same_records(ours, theirs, rtol=2e-4, atol=2e-5)
+
+
+def onnx_outputs(torch, model, x, output_names):
+    """kiln: ``kiln.onnx.export`` of the eval model run by onnxruntime; torch: its eval forward (the oracle)."""
+    model.eval()
+    if torch is not kiln:
+        with torch.no_grad():
+            return dict(zip(output_names, map(array, flatten(model(x)))))
+    file = io.BytesIO()
+    kiln.onnx.export(model, (x,), file, input_names=["x"], output_names=output_names)
+    return dict(zip(output_names, require("onnxruntime").InferenceSession(file.getvalue()).run(None, {"x": array(x)})))
+
+
+def flatten(outputs):
+    """Glow's ``(log_p, logdet, z_outs)`` as the export's flat outputs; a tensor as itself."""
+    outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+    return [leaf for item in outputs for leaf in (item if isinstance(item, list) else [item])]
+
+
+def test_glow_and_pixelcnn_through_onnx_as_torch():
+    """Float32 (onnxruntime has no float64 Conv): Glow's forward after train.py's init pass (chaiyujin's flag: the
+    buffer's ``.item()`` is a value the exported graph does not have) gives log_p, logdet and the z's; PixelCNN's
+    eval forward writes its masked weights through ``.data`` in the export's trace."""
+    images, noises = _glow_batches(1)
+
+    def export_glow(torch, nn, F, model):
+        with torch.no_grad():
+            model(preprocess(torch, floats(torch, images[0])))
+        return {"outputs": onnx_outputs(torch, model, preprocess(torch, floats(torch, images[1])),
+                                        ["log_p", "logdet", "z0", "z1"])}
+
+    def export_pixelcnn(torch, nn, F, net):
+        return {"logits": onnx_outputs(torch, net, floats(torch, _pixel_batches(1)[0]), ["logits"])}
+
+    for build, export in ((lambda torch, nn, F: glow(torch, nn, F, initialized_flag="bool"), export_glow),
+                          (pixelcnn, export_pixelcnn)):
+        ours, theirs = run_in_lockstep(build, export)
+        assert_same_records(ours, theirs, rtol=1e-5, atol=1e-5)
