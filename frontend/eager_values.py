@@ -29,6 +29,11 @@ PARAMETERS: "weakref.WeakKeyDictionary[Value, tuple[Parameter, int]]" = weakref.
 """The parameter each eager leaf value reads (``loss.backward()`` accumulates its gradient into ``parameter.grad``), and
 its ``updates`` count then: an ``optimizer.step()`` between the read and the backward is an error, as in PyTorch."""
 
+FROZEN_READS: "weakref.WeakKeyDictionary[Value, bool]" = weakref.WeakKeyDictionary()
+"""The eager leaf values that read a parameter while it required no grad: PyTorch decides when an op runs whether its
+result requires grad, so ``backward()`` never reaches such a read, whatever the parameter's flag is then
+(``trained_parameter``)."""
+
 
 GRAD_TENSORS: "weakref.WeakKeyDictionary[Value, weakref.ref[Any]]" = weakref.WeakKeyDictionary()
 """Eager tensors (not parameters) whose ``.grad`` a ``backward()`` fills: ``x.requires_grad_()`` on a leaf, or
@@ -42,6 +47,14 @@ TENSOR_HOOKS: "weakref.WeakKeyDictionary[Value, dict[int, Any]]" = weakref.WeakK
 def updates(parameter: Any) -> int:
     """How many eager ``optimizer.step()`` calls have written ``parameter`` in place."""
     return parameter.__dict__.get("eager_updates", 0)
+
+
+def trained_parameter(value: Value) -> "Parameter | None":
+    """The parameter the eager leaf ``value`` reads, if it required grad when read: DreamerV2's ``RequiresGrad``
+    freezes a model (``requires_grad_(False)``) after its forward and before the loss's ``backward()``, which still
+    reaches it, as in PyTorch; a parameter unfrozen after the forward gets no gradient from it."""
+    parameter = PARAMETERS.get(value, (None, 0))[0]
+    return None if parameter is None or value in FROZEN_READS else parameter
 
 
 def count_update(parameter: Any) -> None:
@@ -109,4 +122,5 @@ def trace_stack() -> Any:
 _THREAD_TRACES: Any = None
 
 
-__all__ = ["ARRAYS", "GRAD_TENSORS", "PARAMETERS", "TENSOR_HOOKS", "array_type", "count_update", "eager_array", "eager_leaf", "eager_value", "trace_stack", "updates"]
+__all__ = ["ARRAYS", "FROZEN_READS", "GRAD_TENSORS", "PARAMETERS", "TENSOR_HOOKS", "array_type", "count_update", "eager_array",
+           "eager_leaf", "eager_value", "trace_stack", "trained_parameter", "updates"]

@@ -21,7 +21,7 @@ import numpy as np
 
 import weakref
 
-from kiln.frontend.eager_values import ARRAYS, GRAD_TENSORS, PARAMETERS, eager_array, eager_value
+from kiln.frontend.eager_values import ARRAYS, GRAD_TENSORS, eager_array, eager_value, trained_parameter
 from kiln.frontend.inplace_leaf_checks import check_non_leaf_flag, warn_non_leaf_grad
 from kiln.frontend.trace import TraceContext, located_error, step_capture
 from kiln.frontend.traced_requires_grad import check_float_for_grad, mark_traced_for_grad, traced_requires_grad
@@ -285,8 +285,7 @@ def _depends_on_a_leaf(value: Any) -> bool:
         seen.add(id(current))
         if not current.type.dtype.is_float:
             continue  # an integer or bool value carries no gradient (an argmax's indices), as in PyTorch
-        parameter = PARAMETERS.get(current, (None, 0))[0]
-        if current in GRAD_TENSORS or (parameter is not None and parameter.requires_grad and current.type.dtype.is_float):
+        if current in GRAD_TENSORS or trained_parameter(current) is not None:  # float: checked above
             return True
         op = current.producer
         if op is not None and op.name != "tensor.stop_gradient":

@@ -41,7 +41,7 @@ from kiln.compiler.ir.core import Graph, Op, Value
 from kiln.compiler.ir.types import DType, TensorType
 from kiln.compiler.passes.cse import hashable_attr
 from kiln.frontend import init
-from kiln.frontend.eager_values import ARRAYS, PARAMETERS, array_type, updates
+from kiln.frontend.eager_values import ARRAYS, FROZEN_READS, PARAMETERS, array_type, updates
 from kiln.frontend.module import Parameter
 from kiln.frontend.torch_array import plain
 from kiln.frontend.trace import TraceContext, located_error, user_location
@@ -121,6 +121,8 @@ class EagerContext(TraceContext):
         array = plain(parameter.data)
         value = Value(array_type(array), None, 0, self.parameter_names.get(id(parameter)))
         ARRAYS[value], PARAMETERS[value] = array, (parameter, updates(parameter))
+        if not parameter.requires_grad:
+            FROZEN_READS[value] = True  # no gradient reaches this read, even if the flag is set before backward()
         return value
 
     def current_value_of(self, parameter: Parameter) -> Value:

@@ -37,7 +37,7 @@ from kiln.compiler.ir.core import Graph, Op, Value
 from kiln.compiler.ir.types import TensorType
 from kiln.compiler.passes.manager import PassManager
 from kiln.frontend.anomaly_mode import is_anomaly_enabled
-from kiln.frontend.eager_values import ARRAYS, GRAD_TENSORS, PARAMETERS, TENSOR_HOOKS
+from kiln.frontend.eager_values import ARRAYS, GRAD_TENSORS, PARAMETERS, TENSOR_HOOKS, trained_parameter
 from kiln.frontend.module import Parameter
 from kiln.frontend.torch_array import torch_array
 from kiln.frontend.trace import located_error
@@ -142,7 +142,7 @@ class EagerChain:
     def _leaf(self, value: Value) -> int:
         if id(value) not in self._input_of:
             parameter = PARAMETERS.get(value, (None, 0))[0]
-            trained = parameter is not None and parameter.requires_grad and value.type.dtype.is_float and \
+            trained = trained_parameter(value) is not None and value.type.dtype.is_float and \
                 (self._wanted is None or id(parameter) in self._wanted) and id(value) not in self._sparse_leaves
             self._input_of[id(value)] = self._add(value.type, value.name_hint, ARRAYS[value], parameter if trained else None)
             self.sources[-1] = value
@@ -307,8 +307,16 @@ def backward(loss: Any, gradient: Any = None, inputs: Any = None) -> None:
     if found:
         grads = with_sparse_gradients(grads, found)
     for owner, grad in _per_owner(owners, grads):
-        _accumulate(owner, grad)
-    after_accumulation([*chain.trained, *[lookup.parameter for lookup in found]])
+        if still_requires_grad(owner):
+            _accumulate(owner, grad)
+    after_accumulation([p for p in [*chain.trained, *[lookup.parameter for lookup in found]] if still_requires_grad(p)])
+
+
+def still_requires_grad(owner: Any) -> bool:
+    """Whether ``backward()`` accumulates into ``owner``: a parameter read while it required grad (the chain reaches
+    it) that was frozen since (``requires_grad_(False)`` between the forward and the backward) gets nothing, as
+    PyTorch's ``AccumulateGrad`` skips a leaf that no longer requires grad; the rest of the backward runs."""
+    return not isinstance(owner, Parameter) or bool(owner.requires_grad)
 
 
 def backward_chain(loss: Any, inputs: Any, what: str, sparse: Sequence[Any] = ()) -> tuple[EagerChain, list[Any]]:

@@ -33,7 +33,7 @@ from kiln.frontend.eager_values import eager_value
 from kiln.frontend.module import Parameter
 from kiln.frontend.trace import TraceContext, located_error
 from kiln.runtime.compiled_double_backward import differentiable_residuals
-from kiln.runtime.eager_backward import after_accumulation, backward_chain, seed_array
+from kiln.runtime.eager_backward import after_accumulation, backward_chain, seed_array, still_requires_grad
 from kiln.runtime.eager_grad import replayed
 
 
@@ -44,8 +44,9 @@ def backward_with_graph(loss: Any, gradient: Any = None, inputs: Any = None) -> 
     chain, owners = backward_chain(loss, inputs, "backward(create_graph=True)")
     grads = replayed(chain, [_seed(loss, gradient)])
     for owner, grad in _per_owner(owners, grads):
-        accumulate_with_graph(owner, grad)
-    after_accumulation(chain.trained)
+        if still_requires_grad(owner):
+            accumulate_with_graph(owner, grad)
+    after_accumulation([p for p in chain.trained if still_requires_grad(p)])
 
 
 def _seed(loss: Any, gradient: Any) -> Any:
