@@ -4,6 +4,7 @@ state after the steps)."""
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Callable
 
 import numpy as np
@@ -17,14 +18,30 @@ def array(tensor: Any) -> np.ndarray:
     return np.array((tensor.to_dense() if tensor.is_sparse else tensor).detach().numpy())
 
 
+def kiln_form(tensor: Any) -> Any:
+    """A torch complex parameter, state entry or gradient as kiln keeps them: its ``view_as_real`` pairs (see
+    ``frontend/complex_parameter.py``); anything else as it is."""
+    if type(tensor).__module__.split(".")[0] != "torch" or not tensor.is_complex():
+        return tensor
+    return sys.modules["torch"].view_as_real(tensor)
+
+
 def snapshot(module: Any) -> dict[str, np.ndarray]:
-    """The module's state_dict as arrays."""
-    return {name: array(value) for name, value in module.state_dict().items()}
+    """The module's state_dict as arrays (a complex entry as its real pairs, kiln's form)."""
+    return {name: array(kiln_form(value)) for name, value in module.state_dict().items()}
 
 
 def gradients(module: Any) -> dict[str, np.ndarray]:
-    """Each parameter's ``.grad`` by name (the ones that have one)."""
-    return {name: array(p.grad) for name, p in module.named_parameters() if p.grad is not None}
+    """Each parameter's ``.grad`` by name (the ones that have one; a complex one as its real pairs, kiln's form)."""
+    return {name: array(kiln_form(p.grad)) for name, p in module.named_parameters() if p.grad is not None}
+
+
+def _loaded(lib: Any, model: Any, initial: dict[str, np.ndarray]) -> dict[str, Any]:
+    """``initial`` (kiln's snapshot) as ``lib``'s tensors for ``model.load_state_dict``: real pairs read as complex
+    numbers where torch's entry is complex."""
+    current = model.state_dict()
+    return {key: lib.view_as_complex(lib.tensor(value)) if lib is not kiln and current[key].is_complex()
+            else lib.tensor(value) for key, value in initial.items()}
 
 
 def run_in_lockstep(build: Callable[..., Any], train: Callable[..., dict[str, Any]], seed: int = 0) -> tuple[dict, dict]:
@@ -39,7 +56,7 @@ def run_in_lockstep(build: Callable[..., Any], train: Callable[..., dict[str, An
             initial = snapshot(model)
         else:
             assert set(snapshot(model)) == set(initial), "the two libraries name the model's state differently"
-            model.load_state_dict({key: lib.tensor(value) for key, value in initial.items()})
+            model.load_state_dict(_loaded(lib, model, initial))
         records.append(train(lib, nn, F, model))
     return records[0], records[1]
 
