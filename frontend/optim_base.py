@@ -19,6 +19,7 @@ from kiln.compiler.ir.types import DType, TensorType, is_float_array_dtype
 from kiln.compiler.ops.optim import scalar_state_dtype
 from kiln.frontend.module import Parameter, clear_grads
 from kiln.frontend.optim_flags import IMPLEMENTATION_OPTIONS, check_constructor_flags, refuse_differentiable
+from kiln.frontend.optim_parameter_state import ParamGroup, ParameterState
 from kiln.frontend.optim_torch_state import from_torch_layout, is_torch_layout, to_torch_layout, torch_scalar_dtype
 from kiln.frontend.tensor import Tensor
 
@@ -47,7 +48,8 @@ class Optimizer:
         """Options a compiled update fixes (a change recompiles): every default but the graph hyper-parameters and
         PyTorch's implementation flags (``foreach``, ``fused``...: ``optim_flags.py``)."""
         self.param_groups: list[dict[str, Any]] = []
-        self.state: dict[int, dict[str, np.ndarray]] = {}
+        self.state: dict[int, dict[str, np.ndarray]] = ParameterState()
+        """Per parameter (by id; a user's ``step`` indexes it by the parameter, ``frontend/optim_parameter_state.py``)."""
         self.step_count = 0
         """Updates done so far; the compiled step reads ``step_count + 1`` as its ``step`` input."""
         self.skipped_steps: dict[int, int] = {}
@@ -75,7 +77,7 @@ class Optimizer:
         full = {**self.defaults, **group, "params": params}
         self.check_group(full)
         refuse_differentiable(type(self).__name__, full)
-        self.param_groups.append(full)
+        self.param_groups.append(ParamGroup(full))
         if self.__dict__.get("step_count"):  # added after some steps: its own count starts at 1, as torch.optim's state
             self.skipped_steps.update({id(p): self.step_count for p in params})
 
@@ -258,7 +260,7 @@ class Optimizer:
         def write() -> None:
             for group, loaded in zip(self.param_groups, options):
                 group.update(loaded)
-            self.state = {pid: _into(self.state.get(pid), value) for pid, value in arrays.items() if value is not None}
+            self.state = ParameterState({pid: _into(self.state.get(pid), value) for pid, value in arrays.items() if value is not None})
             self.step_count = step
             self.skipped_steps = skipped
 
@@ -301,8 +303,10 @@ class Optimizer:
 
 
 def _non_negative(owner: str, group: dict[str, Any], *names: str) -> None:
+    """Raise for a negative option; one a group lacks (a user's ``torch.optim.Optimizer`` subclass without
+    ``weight_decay``, as PyTorch's base accepts) is not checked."""
     for name in names:
-        if group[name] < 0:
+        if name in group and group[name] < 0:
             raise KilnError(f"{owner}: invalid {name} {group[name]}; it must be >= 0")
 
 
