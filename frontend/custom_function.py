@@ -46,6 +46,10 @@ works too. ``kiln.jvp`` transposes the VJP, so a Function's tangent follows its
 backward too (PyTorch would ask for a ``jvp`` staticmethod); ``vmap`` of its
 gradient is the per-example backward.
 
+A ``forward`` that writes an input in place without ``mark_dirty`` (pytorch_tabnet's sparsemax: ``input -=
+max_val``) writes the caller's tensor, as PyTorch's shares its storage; the op's gradient still goes to the input as
+it was (the caller's tensor keeps its gradient path, PyTorch's ``grad_fn``), never through the write.
+
 ``backward`` is traced, in eager mode too: its tensors are symbolic, so it
 cannot branch on their values or call ``.numpy()`` (``forward`` runs eagerly
 there, as any eager code). Tensors it reads that it was not given (a module's
@@ -128,13 +132,49 @@ class Function:
     def apply(cls, *args: Any, **kwargs: Any) -> Any:
         """``forward(ctx, *args)``'s outputs, whose gradients ``backward`` gives (see the module docstring)."""
         context = TraceContext.current()
+        callers = args
         args = tuple(Tensor(to_value(context, a, a.dtype)) if isinstance(a, Tensor) else a for a in args)
+        inputs = [a.value for a in args if isinstance(a, Tensor)]  # before forward writes any of them in place
         ctx = FunctionCtx(tuple(isinstance(a, Tensor) and a.dtype.is_float for a in args))
         output = _run_forward(cls, ctx, args, kwargs)
         outputs = _output_tensors(cls, output)
+        _write_back_inputs(callers, args, inputs)
         if not context.grad_enabled or not any(ctx.needs_input_grad):
             return _rebuilt(output, [context.without_gradient(t.value) for t in outputs])
-        return _rebuilt(output, _emit_custom_vjp(cls, context, ctx, args, outputs))
+        return _rebuilt(output, _emit_custom_vjp(cls, context, ctx, inputs, args, outputs))
+
+
+class _Overwritten(Function):
+    """``new``'s values with the gradient of ``tensor`` passing through unchanged: a tensor ``forward`` wrote in
+    place, as PyTorch's autograd sees it (the caller's tensor keeps its ``grad_fn``, its values changed)."""
+
+    @staticmethod
+    def forward(ctx: FunctionCtx, tensor: Tensor, new: Tensor) -> Tensor:
+        return new.clone()
+
+    @staticmethod
+    def backward(ctx: FunctionCtx, grad: Tensor) -> tuple[Tensor, None]:
+        return grad, None
+
+
+def _write_back_inputs(callers: tuple[Any, ...], args: tuple[Any, ...], inputs: list[Value]) -> None:
+    """``forward``'s in-place writes to its inputs (pytorch_tabnet's sparsemax: ``input -= max_val``) written into
+    the caller's tensors, as PyTorch's forward writes the caller's storage; the ``custom.vjp`` op reads the inputs as
+    they were before (its gradient goes to them, not through the writes)."""
+    from kiln.frontend.grad_mode import no_grad
+    from kiln.frontend.inplace_leaf_checks import requires_grad_leaf
+    from kiln.frontend.tensor_inplace import in_place
+
+    tensors = [(caller, arg) for caller, arg in zip(callers, args) if isinstance(arg, Tensor)]
+    for (caller, arg), value in zip(tensors, inputs):
+        if arg.value is value:
+            continue
+        if requires_grad_leaf(caller):  # PyTorch's forward runs without grad: a leaf's values are overwritten
+            with no_grad():
+                in_place(caller, "forward", lambda x, new=arg: new)
+        else:
+            in_place(caller, "forward", (lambda x, new=arg: _Overwritten.apply(x, new)) if arg.dtype.is_float
+                     else (lambda x, new=arg: new))
 
 
 def _run_forward(cls: type[Function], ctx: FunctionCtx, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -182,10 +222,10 @@ class _Backward:
     """The tensor input (by position among them) each graph output is the gradient of."""
 
 
-def _emit_custom_vjp(cls: type[Function], context: TraceContext, ctx: FunctionCtx, args: tuple[Any, ...],
-                     outputs: list[Tensor]) -> list[Value]:
-    """The ``custom.vjp`` op over the forward's outputs; what the caller gets back for each output."""
-    inputs = [a.value for a in args if isinstance(a, Tensor)]
+def _emit_custom_vjp(cls: type[Function], context: TraceContext, ctx: FunctionCtx, inputs: list[Value],
+                     args: tuple[Any, ...], outputs: list[Tensor]) -> list[Value]:
+    """The ``custom.vjp`` op over the inputs (as ``forward`` got them) and its outputs; what the caller gets back for
+    each output."""
     raw = [t.value for t in outputs]
     differentiable = [t.dtype.is_float and id(t.value) not in ctx.non_differentiable for t in outputs]
     saved = _saved_values(ctx)

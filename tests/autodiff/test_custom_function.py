@@ -557,3 +557,52 @@ def test_a_second_derivative_through_an_op_without_a_vjp_rule_names_it_and_the_b
     np.testing.assert_allclose(kiln.grad(inner)(X), np.sin(X), rtol=1e-15)
     with pytest.raises(AutodiffError, match=r"no VJP rule for 'tensor.sin' .*test_custom_function.py:\d+ in backward"):
         kiln.grad(lambda t: kiln.grad(inner)(t).sum())(X)
+
+
+def _shifting_function(lib):
+    """pytorch_tabnet's sparsemax pattern: ``forward`` writes its input in place (``input -= max_val``, here also
+    ``mul_``) without ``mark_dirty``; ``backward`` is a deliberate stand-in (3 * grad), not the derivative."""
+
+    class ShiftedScaled(lib.autograd.Function):
+        @staticmethod
+        def forward(ctx, input):
+            max_val, _ = input.max(dim=-1, keepdim=True)
+            input -= max_val
+            input.mul_(2)
+            return input * 3
+
+        @staticmethod
+        def backward(ctx, grad):
+            return grad * 3
+
+    return ShiftedScaled
+
+
+def test_a_forward_writing_its_input_in_place_writes_the_callers_tensor_and_the_gradient_is_backwards_as_torch():
+    """torch's forward writes the caller's storage: the caller's tensor holds the new values after ``apply``, and
+    its gradient stays the one ``backward`` gives (torch's autograd does not see the write: the tensor keeps its
+    ``grad_fn``); a leaf requiring grad is overwritten too (forward runs without grad). Eagerly and compiled."""
+    torch = require_torch()
+    results = {}
+    for lib in (kiln, torch):
+        function = _shifting_function(lib)
+        p = lib.tensor(X.copy(), requires_grad=True)
+        x = p * 1
+        y = function.apply(x)
+        (y * lib.tensor(R)).sum().backward()
+        leaf = lib.tensor(X.copy(), requires_grad=True)
+        (function.apply(leaf) * lib.tensor(R)).sum().backward()
+
+        def step(p):
+            x = p * 1
+            y = function.apply(x)
+            return (y * lib.tensor(R)).sum() + (x * x).sum(), x  # the written x, used after apply
+
+        q = lib.tensor(X.copy(), requires_grad=True)
+        loss, written = (kiln.compile(step) if lib is kiln else step)(q)
+        loss.backward()
+        results[lib.__name__] = [np.array(t.detach().numpy()) for t in (y, x, p.grad, leaf, leaf.grad, loss, written,
+                                                                        q.grad)]
+    for ours, theirs in zip(results["kiln"], results["torch"], strict=True):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(results["torch"][1], 2 * (X - X.max(-1, keepdims=True)))
