@@ -40,6 +40,23 @@ torch accumulates no gradient into them (its ``AccumulateGrad`` skips a leaf tha
 train, in torch and now in kiln; a variant stepping them inside the ``with`` blocks trains them. ``cell='gru'``
 (``nn.GRUCell`` called with ``[deter]``) fails in both.
 
+Decision Transformer (kzl/decision-transformer's ``decision_transformer.py`` over ``trajectory_gpt2.py``'s GPT-2, written
+out without HF: ``Conv1D`` by ``torch.addmm`` and ``view``, the uint8 ``tril`` ``bias`` buffer and ``masked_bias`` in
+``torch.where(mask.bool(), w, ...)``, ``split_heads``' ``permute(0, 2, 3, 1)`` keys, ``merge_heads``' ``contiguous``,
+``gelu_new``, the ``(1.0 - attention_mask) * -10000.0`` mask, HF's ``_init_weights`` by ``apply`` and
+``p.data.normal_``; no positional embeddings, as there): ``embed_timestep`` Embedding added to the return, state and
+action embeddings, ``torch.stack((returns_embeddings, state_embeddings, action_embeddings), dim=1).permute(0, 2, 1,
+3).reshape(batch_size, 3*seq_length, self.hidden_size)``, the stacked attention mask, ``x.reshape(batch_size,
+seq_length, 3, self.hidden_size).permute(0, 2, 1, 3)``, experiment.py's NumPy ``get_batch`` (left padding,
+``discount_cumsum``, ``torch.from_numpy(...).to(dtype=torch.float32)``), seq_trainer.py's ``train_step`` (the MSE on
+``action_preds.reshape(-1, act_dim)[attention_mask.reshape(-1) > 0]``, AdamW, ``clip_grad_norm_(..., .25)``,
+``LambdaLR`` warmup) and evaluate_episodes.py's ``evaluate_episode_rtg`` (``get_action``'s left padding by
+``torch.cat([torch.zeros(...), states], dim=1)`` and its ``attention_mask``, ``actions[-1] = action``, the context grown
+by ``torch.cat``). Eagerly and with ``model = kiln.compile(model, fullgraph=True)``; the reference's float32 casts in
+float32, and float64 with ``torch.float64`` in their place. The whole ``train_step`` under ``kiln.compile(fullgraph=
+True)`` is refused at the boolean-mask index (a data-dependent shape, as ``torch.compile(fullgraph=True)`` refuses);
+without ``fullgraph`` it runs eagerly, warned, and trains as torch.
+
 What broke: ``kiln.compile(policy.update)`` of ``class TD3(object)`` counted ``self.total_it += 1`` once per trace,
 not per call, and ran the first trace's branch of ``self.total_it % self.policy_freq`` at every call, silently: a
 plain object has no ``__setattr__`` hook that records the write. Now the attributes the trace changes on a compiled
@@ -52,19 +69,22 @@ object reached through a closure is still not seen: a strict xfail there). Dream
 "nothing to differentiate": kiln read ``requires_grad`` at ``backward()``; now, as torch, whether a result requires grad
 is settled when its op runs, and ``backward()`` accumulates only into parameters that still require grad
 (``frontend/eager_values.py`` ``trained_parameter``, ``runtime/eager_backward.py`` ``still_requires_grad``;
-``tests/runtime/test_requires_grad_flipped_between_forward_and_backward_vs_torch.py``).
+``tests/runtime/test_requires_grad_flipped_between_forward_and_backward_vs_torch.py``). Decision Transformer: nothing.
 """
 
 from __future__ import annotations
 
 import copy
+import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 import kiln
 import kiln.onnx
-from e2e.probe_lockstep import array, assert_same_records, gradients, run_in_lockstep, snapshot
+from e2e.probe_lockstep import (array, assert_same_records, compiled_module_training, gradients, run_in_lockstep,
+                                snapshot)
 from e2e.sac_program import ACT_DIM, HIGH, OBS_DIM, NoiseTape, SyntheticContinuousEnv
 from oracles import libraries, require, require_torch
 
@@ -1015,8 +1035,6 @@ def dreamer_program(torch, nn, F):
 
 def dreamer_config(nn, discrete, cell, step_while_unfrozen=False):
     """configs.yaml's dreamerv2 entries that the probe reads, tiny (schedules as their constant values)."""
-    from types import SimpleNamespace
-
     return SimpleNamespace(
         precision=32, device="cpu", act=nn.ELU, dyn_stoch=STOCH, dyn_deter=DETER, dyn_hidden=UNITS,
         dyn_input_layers=1, dyn_output_layers=1, dyn_rec_depth=1, dyn_shared=False,
@@ -1186,3 +1204,429 @@ def test_dreamer_rssm_with_cell_gru_is_refused_in_both():
             rssm.img_step(rssm.initial(B_SEQ), torch.zeros(B_SEQ, ACTIONS), sample=False)
         errors.append(str(raised.value))
     assert "hx must be one tensor" in errors[0] and "dim" in errors[1], errors
+
+
+# --- Decision Transformer: kzl/decision-transformer's decision_transformer.py, trajectory_gpt2.py, seq_trainer.py ---
+
+DT_STATE, DT_ACT, DT_HIDDEN, DT_HEADS, DT_K, DT_EP_LEN, DT_BATCH, DT_WARMUP = 3, 2, 8, 2, 4, 20, 3, 3
+
+
+def decision_transformer(torch, nn, F, dtype=None):
+    """``DecisionTransformer`` as decision_transformer.py writes it, over trajectory_gpt2.py's GPT-2 written out (no
+    positional embeddings, as there; HF's ``Conv1D``, the ``tril`` ``bias`` buffer with ``masked_bias``, the
+    ``(1.0 - attention_mask) * -10000.0`` extended mask, ``gelu_new``, HF's ``_init_weights``). ``dtype`` None is
+    ``get_action``'s ``torch.float32`` casts as written."""
+    dtype = dtype or torch.float32
+
+    class Conv1D(nn.Module):
+        def __init__(self, nf, nx):
+            super().__init__()
+            self.nf = nf
+            w = torch.empty(nx, nf)
+            nn.init.normal_(w, std=0.02)
+            self.weight = nn.Parameter(w)
+            self.bias = nn.Parameter(torch.zeros(nf))
+
+        def forward(self, x):
+            size_out = x.size()[:-1] + (self.nf,)
+            x = torch.addmm(self.bias, x.view(-1, x.size(-1)), self.weight)
+            x = x.view(*size_out)
+            return x
+
+    def gelu_new(x):
+        return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
+
+    class Attention(nn.Module):
+        def __init__(self, nx, n_ctx, config, scale=False):
+            super().__init__()
+            n_state = nx
+            assert n_state % config.n_head == 0
+            self.register_buffer(
+                "bias", torch.tril(torch.ones((n_ctx, n_ctx), dtype=torch.uint8)).view(1, 1, n_ctx, n_ctx))
+            self.register_buffer("masked_bias", torch.tensor(-1e4))
+            self.n_head = config.n_head
+            self.split_size = n_state
+            self.scale = scale
+            self.c_attn = Conv1D(3 * n_state, nx)
+            self.c_proj = Conv1D(n_state, nx)
+            self.attn_dropout = nn.Dropout(config.attn_pdrop)
+            self.resid_dropout = nn.Dropout(config.resid_pdrop)
+
+        def _attn(self, q, k, v, attention_mask=None):
+            w = torch.matmul(q, k)
+            if self.scale:
+                w = w / (float(v.size(-1)) ** 0.5)
+            nd, ns = w.size(-2), w.size(-1)
+            mask = self.bias[:, :, ns - nd: ns, :ns]
+            w = torch.where(mask.bool(), w, self.masked_bias.to(w.dtype))
+            if attention_mask is not None:
+                w = w + attention_mask
+            w = nn.Softmax(dim=-1)(w)
+            w = self.attn_dropout(w)
+            return torch.matmul(w, v)
+
+        def merge_heads(self, x):
+            x = x.permute(0, 2, 1, 3).contiguous()
+            new_x_shape = x.size()[:-2] + (x.size(-2) * x.size(-1),)
+            return x.view(*new_x_shape)
+
+        def split_heads(self, x, k=False):
+            new_x_shape = x.size()[:-1] + (self.n_head, x.size(-1) // self.n_head)
+            x = x.view(*new_x_shape)
+            if k:
+                return x.permute(0, 2, 3, 1)  # (batch, head, head_features, seq_length)
+            else:
+                return x.permute(0, 2, 1, 3)  # (batch, head, seq_length, head_features)
+
+        def forward(self, hidden_states, attention_mask=None):
+            query, key, value = self.c_attn(hidden_states).split(self.split_size, dim=2)
+            query = self.split_heads(query)
+            key = self.split_heads(key, k=True)
+            value = self.split_heads(value)
+            a = self._attn(query, key, value, attention_mask)
+            a = self.merge_heads(a)
+            a = self.c_proj(a)
+            a = self.resid_dropout(a)
+            return a
+
+    class MLP(nn.Module):
+        def __init__(self, n_state, config):  # in MLP: n_state=3072 (4 * n_embd)
+            super().__init__()
+            nx = config.n_embd
+            self.c_fc = Conv1D(n_state, nx)
+            self.c_proj = Conv1D(nx, n_state)
+            self.act = gelu_new
+            self.dropout = nn.Dropout(config.resid_pdrop)
+
+        def forward(self, x):
+            h = self.act(self.c_fc(x))
+            h2 = self.c_proj(h)
+            return self.dropout(h2)
+
+    class Block(nn.Module):
+        def __init__(self, n_ctx, config, scale=False):
+            super().__init__()
+            hidden_size = config.n_embd
+            inner_dim = config.n_inner if config.n_inner is not None else 4 * hidden_size
+            self.ln_1 = nn.LayerNorm(hidden_size, eps=config.layer_norm_epsilon)
+            self.attn = Attention(hidden_size, n_ctx, config, scale)
+            self.ln_2 = nn.LayerNorm(hidden_size, eps=config.layer_norm_epsilon)
+            self.mlp = MLP(inner_dim, config)
+
+        def forward(self, hidden_states, attention_mask=None):
+            attn_output = self.attn(self.ln_1(hidden_states), attention_mask=attention_mask)
+            hidden_states = attn_output + hidden_states
+            feed_forward_hidden_states = self.mlp(self.ln_2(hidden_states))
+            hidden_states = hidden_states + feed_forward_hidden_states
+            return hidden_states
+
+    class GPT2Model(nn.Module):
+        def __init__(self, config):
+            super().__init__()
+            self.config = config
+            self.drop = nn.Dropout(config.embd_pdrop)
+            self.h = nn.ModuleList([Block(config.n_ctx, config, scale=True) for _ in range(config.n_layer)])
+            self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+            self.apply(self._init_weights)
+            for name, p in self.named_parameters():
+                if "c_proj" in name and "weight" in name:
+                    p.data.normal_(mean=0.0, std=(config.initializer_range / math.sqrt(2 * config.n_layer)))
+
+        def _init_weights(self, module):
+            if isinstance(module, (nn.Linear, nn.Embedding, Conv1D)):
+                module.weight.data.normal_(mean=0.0, std=self.config.initializer_range)
+                if isinstance(module, (nn.Linear, Conv1D)) and module.bias is not None:
+                    module.bias.data.zero_()
+            elif isinstance(module, nn.LayerNorm):
+                module.bias.data.zero_()
+                module.weight.data.fill_(1.0)
+
+        def forward(self, inputs_embeds=None, attention_mask=None):
+            input_shape = inputs_embeds.size()[:-1]
+            batch_size = inputs_embeds.shape[0]
+            if attention_mask is not None:
+                attention_mask = attention_mask.view(batch_size, -1)
+                attention_mask = attention_mask[:, None, None, :]
+                attention_mask = attention_mask.to(dtype=next(self.parameters()).dtype)  # fp16 compatibility
+                attention_mask = (1.0 - attention_mask) * -10000.0
+            hidden_states = inputs_embeds  # no position embeddings (trajectory_gpt2.py)
+            hidden_states = self.drop(hidden_states)
+            output_shape = input_shape + (hidden_states.size(-1),)
+            for block in self.h:
+                hidden_states = block(hidden_states, attention_mask=attention_mask)
+            hidden_states = self.ln_f(hidden_states)
+            hidden_states = hidden_states.view(*output_shape)
+            return {'last_hidden_state': hidden_states}
+
+    class TrajectoryModel(nn.Module):
+        def __init__(self, state_dim, act_dim, max_length=None):
+            super().__init__()
+            self.state_dim = state_dim
+            self.act_dim = act_dim
+            self.max_length = max_length
+
+    class DecisionTransformer(TrajectoryModel):
+        def __init__(self, state_dim, act_dim, hidden_size, max_length=None, max_ep_len=4096, action_tanh=True,
+                     **kwargs):
+            super().__init__(state_dim, act_dim, max_length=max_length)
+            self.hidden_size = hidden_size
+            config = SimpleNamespace(vocab_size=1, n_embd=hidden_size, n_ctx=3 * max_length, n_inner=4 * hidden_size,
+                                     layer_norm_epsilon=1e-5, initializer_range=0.02, **kwargs)
+            self.transformer = GPT2Model(config)
+            self.embed_timestep = nn.Embedding(max_ep_len, hidden_size)
+            self.embed_return = torch.nn.Linear(1, hidden_size)
+            self.embed_state = torch.nn.Linear(self.state_dim, hidden_size)
+            self.embed_action = torch.nn.Linear(self.act_dim, hidden_size)
+            self.embed_ln = nn.LayerNorm(hidden_size)
+            self.predict_state = torch.nn.Linear(hidden_size, self.state_dim)
+            self.predict_action = nn.Sequential(
+                *([nn.Linear(hidden_size, self.act_dim)] + ([nn.Tanh()] if action_tanh else []))
+            )
+            self.predict_return = torch.nn.Linear(hidden_size, 1)
+
+        def forward(self, states, actions, rewards, returns_to_go, timesteps, attention_mask=None):
+            batch_size, seq_length = states.shape[0], states.shape[1]
+            if attention_mask is None:
+                attention_mask = torch.ones((batch_size, seq_length), dtype=torch.long)
+            state_embeddings = self.embed_state(states)
+            action_embeddings = self.embed_action(actions)
+            returns_embeddings = self.embed_return(returns_to_go)
+            time_embeddings = self.embed_timestep(timesteps)
+            state_embeddings = state_embeddings + time_embeddings
+            action_embeddings = action_embeddings + time_embeddings
+            returns_embeddings = returns_embeddings + time_embeddings
+            stacked_inputs = torch.stack(
+                (returns_embeddings, state_embeddings, action_embeddings), dim=1
+            ).permute(0, 2, 1, 3).reshape(batch_size, 3 * seq_length, self.hidden_size)
+            stacked_inputs = self.embed_ln(stacked_inputs)
+            stacked_attention_mask = torch.stack(
+                (attention_mask, attention_mask, attention_mask), dim=1
+            ).permute(0, 2, 1).reshape(batch_size, 3 * seq_length)
+            transformer_outputs = self.transformer(
+                inputs_embeds=stacked_inputs,
+                attention_mask=stacked_attention_mask,
+            )
+            x = transformer_outputs['last_hidden_state']
+            x = x.reshape(batch_size, seq_length, 3, self.hidden_size).permute(0, 2, 1, 3)
+            return_preds = self.predict_return(x[:, 2])
+            state_preds = self.predict_state(x[:, 2])
+            action_preds = self.predict_action(x[:, 1])
+            return state_preds, action_preds, return_preds
+
+        def get_action(self, states, actions, rewards, returns_to_go, timesteps, **kwargs):
+            states = states.reshape(1, -1, self.state_dim)
+            actions = actions.reshape(1, -1, self.act_dim)
+            returns_to_go = returns_to_go.reshape(1, -1, 1)
+            timesteps = timesteps.reshape(1, -1)
+            if self.max_length is not None:
+                states = states[:, -self.max_length:]
+                actions = actions[:, -self.max_length:]
+                returns_to_go = returns_to_go[:, -self.max_length:]
+                timesteps = timesteps[:, -self.max_length:]
+                attention_mask = torch.cat([torch.zeros(self.max_length - states.shape[1]), torch.ones(states.shape[1])])
+                attention_mask = attention_mask.to(dtype=torch.long, device=states.device).reshape(1, -1)
+                states = torch.cat(
+                    [torch.zeros((states.shape[0], self.max_length - states.shape[1], self.state_dim),
+                                 device=states.device), states],
+                    dim=1).to(dtype=dtype)
+                actions = torch.cat(
+                    [torch.zeros((actions.shape[0], self.max_length - actions.shape[1], self.act_dim),
+                                 device=actions.device), actions],
+                    dim=1).to(dtype=dtype)
+                returns_to_go = torch.cat(
+                    [torch.zeros((returns_to_go.shape[0], self.max_length - returns_to_go.shape[1], 1),
+                                 device=returns_to_go.device), returns_to_go],
+                    dim=1).to(dtype=dtype)
+                timesteps = torch.cat(
+                    [torch.zeros((timesteps.shape[0], self.max_length - timesteps.shape[1]), device=timesteps.device),
+                     timesteps],
+                    dim=1
+                ).to(dtype=torch.long)
+            else:
+                attention_mask = None
+            _, action_preds, return_preds = self.forward(
+                states, actions, None, returns_to_go, timesteps, attention_mask=attention_mask, **kwargs)
+            return action_preds[0, -1]
+
+    return DecisionTransformer(
+        state_dim=DT_STATE, act_dim=DT_ACT, max_length=DT_K, max_ep_len=DT_EP_LEN, hidden_size=DT_HIDDEN, n_layer=1,
+        n_head=DT_HEADS, activation_function='relu', n_positions=1024, resid_pdrop=0.0, attn_pdrop=0.0,
+        embd_pdrop=0.0)
+
+
+def discount_cumsum(x, gamma):
+    discount_cumsum = np.zeros_like(x)
+    discount_cumsum[-1] = x[-1]
+    for t in reversed(range(x.shape[0] - 1)):
+        discount_cumsum[t] = x[t] + gamma * discount_cumsum[t + 1]
+    return discount_cumsum
+
+
+def dt_trajectories():
+    rng = np.random.default_rng(6)
+    lengths = (6, 3, 9, 2)  # some shorter than K: left padding in get_batch
+    return [dict(observations=rng.standard_normal((n, DT_STATE)), actions=np.tanh(rng.standard_normal((n, DT_ACT))),
+                 rewards=rng.standard_normal(n), dones=np.eye(n)[-1]) for n in lengths]
+
+
+def get_batch(torch, trajectories, rng, batch_size, max_len=DT_K, scale=10., dtype=None):
+    """experiment.py's ``get_batch``: NumPy slices of random trajectories, left-padded to ``max_len`` (states with 0,
+    actions with -10, the mask with 0), ``torch.from_numpy(np.concatenate(s, axis=0)).to(dtype=torch.float32)``."""
+    dtype = dtype or torch.float32
+    states = np.concatenate([t['observations'] for t in trajectories], axis=0)
+    state_mean, state_std = np.mean(states, axis=0), np.std(states, axis=0) + 1e-6
+    batch_inds = rng.choice(np.arange(len(trajectories)), size=batch_size, replace=True)
+    s, a, r, d, rtg, timesteps, mask = [], [], [], [], [], [], []
+    for i in range(batch_size):
+        traj = trajectories[int(batch_inds[i])]
+        si = rng.integers(0, traj['rewards'].shape[0] - 1) if traj['rewards'].shape[0] > 1 else 0
+        s.append(traj['observations'][si:si + max_len].reshape(1, -1, DT_STATE))
+        a.append(traj['actions'][si:si + max_len].reshape(1, -1, DT_ACT))
+        r.append(traj['rewards'][si:si + max_len].reshape(1, -1, 1))
+        d.append(traj['dones'][si:si + max_len].reshape(1, -1))
+        timesteps.append(np.arange(si, si + s[-1].shape[1]).reshape(1, -1))
+        timesteps[-1][timesteps[-1] >= DT_EP_LEN] = DT_EP_LEN - 1  # padding cutoff
+        rtg.append(discount_cumsum(traj['rewards'][si:], gamma=1.)[:s[-1].shape[1] + 1].reshape(1, -1, 1))
+        if rtg[-1].shape[1] <= s[-1].shape[1]:
+            rtg[-1] = np.concatenate([rtg[-1], np.zeros((1, 1, 1))], axis=1)
+        tlen = s[-1].shape[1]
+        s[-1] = np.concatenate([np.zeros((1, max_len - tlen, DT_STATE)), s[-1]], axis=1)
+        s[-1] = (s[-1] - state_mean) / state_std
+        a[-1] = np.concatenate([np.ones((1, max_len - tlen, DT_ACT)) * -10., a[-1]], axis=1)
+        r[-1] = np.concatenate([np.zeros((1, max_len - tlen, 1)), r[-1]], axis=1)
+        d[-1] = np.concatenate([np.ones((1, max_len - tlen)) * 2, d[-1]], axis=1)
+        rtg[-1] = np.concatenate([np.zeros((1, max_len - tlen, 1)), rtg[-1]], axis=1) / scale
+        timesteps[-1] = np.concatenate([np.zeros((1, max_len - tlen)), timesteps[-1]], axis=1)
+        mask.append(np.concatenate([np.zeros((1, max_len - tlen)), np.ones((1, tlen))], axis=1))
+    s = torch.from_numpy(np.concatenate(s, axis=0)).to(dtype=dtype)
+    a = torch.from_numpy(np.concatenate(a, axis=0)).to(dtype=dtype)
+    r = torch.from_numpy(np.concatenate(r, axis=0)).to(dtype=dtype)
+    d = torch.from_numpy(np.concatenate(d, axis=0)).to(dtype=torch.long)
+    rtg = torch.from_numpy(np.concatenate(rtg, axis=0)).to(dtype=dtype)
+    timesteps = torch.from_numpy(np.concatenate(timesteps, axis=0)).to(dtype=torch.long)
+    mask = torch.from_numpy(np.concatenate(mask, axis=0))
+    return s, a, r, d, rtg, timesteps, mask
+
+
+def train_decision_transformer(compiled_step=None, steps=3, dtype_name=None):
+    """seq_trainer.py's ``train_step`` (AdamW, ``LambdaLR`` warmup ``min((steps+1)/warmup_steps, 1)``,
+    ``clip_grad_norm_(..., .25)``, the MSE on ``action_preds.reshape(-1, act_dim)[attention_mask.reshape(-1) > 0]``),
+    then evaluate_episodes.py's ``evaluate_episode_rtg`` rolling ``get_action`` out on a NumPy environment (the context
+    grown by ``torch.cat``, ``actions[-1] = action``, the return-to-go decremented). ``compiled_step``: kiln's
+    ``train_step`` is ``kiln.compile(train_step, **compiled_step)``."""
+
+    def train(torch, nn, F, model):
+        dtype = getattr(torch, dtype_name) if dtype_name else None
+        trajectories, rng = dt_trajectories(), np.random.default_rng(8)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=1e-4)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda steps: min((steps + 1) / DT_WARMUP, 1))
+        loss_fn = lambda s_hat, a_hat, r_hat, s, a, r: torch.mean((a_hat - a) ** 2)  # noqa: E731
+
+        def train_step(states, actions, rewards, rtg, timesteps, attention_mask):
+            action_target = torch.clone(actions)
+            state_preds, action_preds, reward_preds = model.forward(
+                states, actions, rewards, rtg[:, :-1], timesteps, attention_mask=attention_mask,
+            )
+            act_dim = action_preds.shape[2]
+            action_preds = action_preds.reshape(-1, act_dim)[attention_mask.reshape(-1) > 0]
+            action_target = action_target.reshape(-1, act_dim)[attention_mask.reshape(-1) > 0]
+            loss = loss_fn(None, action_preds, None, None, action_target, None)
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), .25)
+            optimizer.step()
+            with torch.no_grad():
+                action_error = torch.mean((action_preds - action_target) ** 2).detach()
+            return loss.detach(), action_error
+
+        run = kiln.compile(train_step, **compiled_step) if compiled_step is not None and torch is kiln else train_step
+        record = {"losses": [], "errors": [], "lrs": []}
+        model.train()
+        for _ in range(steps):
+            states, actions, rewards, dones, rtg, timesteps, attention_mask = get_batch(
+                torch, trajectories, rng, DT_BATCH, dtype=dtype)
+            loss, action_error = run(states, actions, rewards, rtg, timesteps, attention_mask)
+            record["losses"].append(loss.cpu().item())
+            record["errors"].append(action_error.cpu().item())
+            scheduler.step()
+            record["lrs"].append(scheduler.get_last_lr()[0])
+        record["state"] = snapshot(model)
+        model.eval()
+        record["rollout"] = evaluate_episode_rtg(torch, model, dtype or torch.float32)
+        return record
+
+    return train
+
+
+def evaluate_episode_rtg(torch, model, dtype, max_ep_len=5, scale=10., target_return=3.6):
+    """evaluate_episodes.py's loop (state_mean 0 and std 1), on a deterministic NumPy environment."""
+    rng = np.random.default_rng(9)
+    A, B = rng.standard_normal((DT_STATE, DT_STATE)) * 0.5, rng.standard_normal((DT_ACT, DT_STATE))
+    state, state_mean, state_std = rng.standard_normal(DT_STATE), torch.zeros(DT_STATE), torch.ones(DT_STATE)
+    states = torch.from_numpy(state).reshape(1, DT_STATE).to(dtype=torch.float32)
+    actions = torch.zeros((0, DT_ACT), dtype=torch.float32)
+    rewards = torch.zeros(0, dtype=torch.float32)
+    ep_return = target_return
+    target_return = torch.tensor(ep_return, dtype=torch.float32).reshape(1, 1)
+    timesteps = torch.tensor(0, dtype=torch.long).reshape(1, 1)
+    taken = []
+    for t in range(max_ep_len):
+        actions = torch.cat([actions, torch.zeros((1, DT_ACT))], dim=0)
+        rewards = torch.cat([rewards, torch.zeros(1)])
+        action = model.get_action(
+            (states.to(dtype=dtype) - state_mean) / state_std,
+            actions.to(dtype=dtype),
+            rewards.to(dtype=dtype),
+            target_return.to(dtype=dtype),
+            timesteps.to(dtype=torch.long),
+        )
+        actions[-1] = action
+        action = action.detach().cpu().numpy()
+        taken.append(np.array(action, np.float64))
+        state = np.tanh(state @ A + action @ B)
+        reward = float(1.0 - np.abs(state).sum())
+        cur_state = torch.from_numpy(state).reshape(1, DT_STATE)
+        states = torch.cat([states, cur_state], dim=0)
+        rewards[-1] = reward
+        pred_return = target_return[0, -1] - (reward / scale)
+        target_return = torch.cat([target_return, pred_return.reshape(1, 1)], dim=1)
+        timesteps = torch.cat([timesteps, torch.ones((1, 1), dtype=torch.long) * (t + 1)], dim=1)
+    return {"actions": np.stack(taken), "returns_to_go": array(target_return)}
+
+
+def _dt_float64(torch, nn, F):
+    return decision_transformer(torch, nn, F, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled model"])
+def test_decision_transformer_trains_and_acts_as_torch(compiled, float64_default):
+    """Eagerly, and with ``model = kiln.compile(model, fullgraph=True)`` (the trainer's ``self.model.forward(...)`` then
+    compiled, as ``torch.compile``'s ``OptimizedModule.forward``; ``get_action`` calls the module's own). The heads
+    the action loss does not reach (``predict_state``, ``predict_return``) get no ``.grad`` eagerly, so AdamW skips
+    them; through a compiled forward they get zeros, as through ``torch.compile``'s AOTAutograd (checked by hand with
+    ``backend="aot_eager"``: 5 s, too slow here), so AdamW's weight decay moves them by ``lr * weight_decay`` a step:
+    compared at that level."""
+    train = train_decision_transformer(dtype_name="float64")
+    ours, theirs = run_in_lockstep(_dt_float64, compiled_module_training(train) if compiled else train)
+    decayed_only = dict(rtol=1e-5, atol=1e-12) if compiled else dict(rtol=1e-10, atol=1e-12)
+    assert_same_records(ours, theirs, looser={"predict_state": decayed_only, "predict_return": decayed_only})
+    assert theirs["lrs"] == pytest.approx([1e-2 * 2 / 3, 1e-2, 1e-2])  # the warmup, then lr
+    assert theirs["rollout"]["actions"].shape == (5, DT_ACT)
+
+
+def test_decision_transformer_float32_as_written_trains_as_torch():
+    ours, theirs = run_in_lockstep(decision_transformer, train_decision_transformer())
+    assert ours["state"]["embed_state.weight"].dtype == np.float32
+    assert_same_records(ours, theirs, rtol=2e-4, atol=2e-5)
+
+
+def test_decision_transformer_train_step_with_its_boolean_mask_compiles_as_torch_compile_does(float64_default):
+    """The masked loss ``action_preds.reshape(-1, act_dim)[attention_mask.reshape(-1) > 0]`` has a data-dependent
+    shape: ``kiln.compile(train_step, fullgraph=True)`` refuses it, saying what to write instead (as
+    ``torch.compile(fullgraph=True)`` refuses the nonzero behind it); without ``fullgraph`` the step runs eagerly,
+    warned, as torch's graph break, and trains as torch."""
+    with pytest.raises(RuntimeError, match=r"x\[mask\] has a data-dependent shape"):
+        run_in_lockstep(_dt_float64, train_decision_transformer(dict(fullgraph=True), steps=1, dtype_name="float64"))
+    with pytest.warns(UserWarning, match="data-dependent shape"):
+        ours, theirs = run_in_lockstep(_dt_float64, train_decision_transformer({}, steps=2, dtype_name="float64"))
+    assert_same_records(ours, theirs)
