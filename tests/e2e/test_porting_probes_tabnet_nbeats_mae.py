@@ -42,7 +42,12 @@ What broke: ``Sparsemax.__init__`` sets ``self.dim`` before ``super().__init__()
 attribute is kept and a parameter, buffer or submodule there raises torch's AttributeError; frontend/module.py,
 tests/frontend/test_module_methods.py). N-BEATS' ``self.parameters = nn.ParameterList(...)`` shadowed the
 ``parameters`` method in kiln (kiln keeps registered entries in ``__dict__``; a name that is one of the class's
-methods now stays in the registry only, as torch's; same files). Everything else agreed as first written.
+methods now stays in the registry only, as torch's; same files). The sparsemax ``Function``'s ``input -= max_val``
+did not reach the caller's tensor in kiln, and kiln's ``custom.vjp`` read the input after the write, so its gradient
+also ran through the write (harmless for sparsemax, whose gradient sums to zero over a row; 2x for ``input.mul_(2)``);
+now the caller's tensor is written and the gradient is the backward's alone (frontend/custom_function.py,
+tests/autodiff/test_custom_function.py, ``test_sparsemax_shifts_its_input_in_place_as_torch``). Everything else
+agreed as first written.
 """
 
 from __future__ import annotations
@@ -164,6 +169,34 @@ def sparsemax_module(torch, nn, F):
             return entmax15(input, self.dim)
 
     return Sparsemax, Entmax15
+
+
+def test_sparsemax_shifts_its_input_in_place_as_torch(float64_default):
+    """``SparsemaxFunction.forward``'s ``input -= max_val`` writes the caller's tensor (torch's forward shares its
+    storage); the gradient is the reference backward's alone, to the tensor as it was (also for a later use of the
+    shifted tensor); outputs sum to 1 and are sparse; ``Entmax15`` rebinds instead and leaves its input alone."""
+    x0 = np.random.default_rng(4).standard_normal((4, 6)) * 2
+    weights = np.random.default_rng(5).standard_normal((4, 6))
+    records = []
+    for name in ("kiln", "torch"):
+        torch, nn, F = libraries(name)
+        Sparsemax, Entmax15 = sparsemax_module(torch, nn, F)
+        record = {}
+        for selector in (Sparsemax(dim=-1), Entmax15(dim=-1)):
+            leaf = torch.tensor(x0, requires_grad=True)
+            x = leaf * 1
+            out = selector(x)
+            ((out * torch.tensor(weights)).sum() + (x * x).sum()).backward()
+            kind = type(selector).__name__
+            record[kind] = {"out": array(out), "x after": array(x), "grad": array(leaf.grad)}
+        records.append(record)
+    assert_same_records(records[0], records[1])
+    ours = records[0]
+    np.testing.assert_allclose(ours["Sparsemax"]["x after"], x0 - x0.max(-1, keepdims=True))
+    np.testing.assert_allclose(ours["Entmax15"]["x after"], x0)
+    for kind in ("Sparsemax", "Entmax15"):
+        np.testing.assert_allclose(ours[kind]["out"].sum(-1), 1.0)
+        assert (ours[kind]["out"] == 0).any()
 
 
 # --- TabNet: pytorch_tabnet/tab_network.py ---------------------------------------------------------------------------
