@@ -123,7 +123,8 @@ def unique_consecutive(x: Tensor, return_inverse: bool = False, return_counts: b
     if moved.shape[0] == 0:
         return _with_extras(array.reshape(-1) if dim is None else array, np.zeros(array.shape if dim is None else (0,), np.int64),
                             np.zeros(0, np.int64), return_inverse, return_counts)
-    changes = np.any((moved[1:] != moved[:-1]).reshape(moved.shape[0] - 1, -1), axis=1)
+    slice_size = int(np.prod(moved.shape[1:], dtype=np.int64))  # explicit: one element leaves 0 rows, which -1 cannot size
+    changes = np.any((moved[1:] != moved[:-1]).reshape(moved.shape[0] - 1, slice_size), axis=1)
     starts = np.concatenate([[0], np.flatnonzero(changes) + 1])
     values = moved[starts] if dim is None else np.moveaxis(moved[starts], 0, axis)
     inverse = (np.cumsum(np.concatenate([[False], changes])).astype(np.int64)).reshape(array.shape if dim is None else (-1,))

@@ -63,6 +63,23 @@ def test_unique_of_an_input_is_still_refused_with_the_line():
         run(kiln.tensor(np.array([1, 1, 2])))
 
 
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "traced"])
+def test_unique_consecutive_of_one_element_as_torch(compiled, float64_default):
+    """One crop size (a MultiCropWrapper called on one tensor, or an ONNX export of it): one run. kiln's eager
+    ``unique_consecutive`` raised on a one-element tensor ('cannot reshape array of size 0')."""
+    torch = float64_default
+
+    def runs(lib, x):
+        values, inverse, counts = lib.unique_consecutive(lib.tensor([x.shape[-1]]), return_inverse=True,
+                                                         return_counts=True)
+        rows, row_counts = lib.tensor([[1, 2]]).unique_consecutive(return_counts=True, dim=0)
+        return x * values + inverse + counts + rows.sum() + row_counts
+
+    fn = kiln.compile(lambda x: runs(kiln, x), fullgraph=True) if compiled else (lambda x: runs(kiln, x))
+    ours = fn(kiln.tensor(np.arange(3.0)))
+    np.testing.assert_array_equal(np.asarray(ours), runs(torch, torch.tensor(np.arange(3.0))).numpy())
+
+
 def test_eager_results_stay_eager():
     """Outside a trace the results are eager tensors with their values, as before."""
     require_torch()
