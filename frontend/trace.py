@@ -315,7 +315,8 @@ def trace_context(fn: Callable[..., Any], *specs: TensorSpec, name: str | None =
             inputs = [Tensor(context.graph.add_input(spec.type, input_name)) for spec, input_name in zip(specs, input_names(fn, len(specs)))]
             context.grad_leaves.update(t.value for t, wanted in zip(inputs, wants_grad) if wanted and t.dtype.is_float)
             result = fn(*inputs)
-            context.graph.outputs = [as_value(item, what) for item in flatten_outputs(result)]
+            context.graph.outputs = [as_value(item, what) for item in flatten_outputs(result)
+                                     if not (exporting and item is None)]  # dropped, as torch.onnx.export does
     except BaseException:
         context.restore_attributes()
         raise
