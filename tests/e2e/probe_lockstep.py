@@ -36,7 +36,7 @@ def gradients(module: Any) -> dict[str, np.ndarray]:
     return {name: array(kiln_form(p.grad)) for name, p in module.named_parameters() if p.grad is not None}
 
 
-def _loaded(lib: Any, model: Any, initial: dict[str, np.ndarray]) -> dict[str, Any]:
+def loaded_state(lib: Any, model: Any, initial: dict[str, np.ndarray]) -> dict[str, Any]:
     """``initial`` (kiln's snapshot) as ``lib``'s tensors for ``model.load_state_dict``: real pairs read as complex
     numbers where torch's entry is complex."""
     current = model.state_dict()
@@ -56,7 +56,7 @@ def run_in_lockstep(build: Callable[..., Any], train: Callable[..., dict[str, An
             initial = snapshot(model)
         else:
             assert set(snapshot(model)) == set(initial), "the two libraries name the model's state differently"
-            model.load_state_dict(_loaded(lib, model, initial))
+            model.load_state_dict(loaded_state(lib, model, initial))
         records.append(train(lib, nn, F, model))
     return records[0], records[1]
 

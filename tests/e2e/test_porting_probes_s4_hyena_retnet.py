@@ -45,7 +45,8 @@ eager loop; float32 (how they train) at float32's level.
   ``elementwise_affine=False``: ``register_parameter('weight', None)``; ``x.float()`` then ``type_as``), the GLU FFN,
   xavier init with gains, ``embed_scale``, pre-norm ``DecoderLayer``s; the recurrent form by fairseq's incremental
   decoding (an ``incremental_state`` dict per layer holding ``prev_key_value`` and ``scale``, the parallel form's
-  outputs) and the chunkwise form (``F.pad`` to whole chunks, a loop of cross-chunk states). Programs:
+  outputs) and the chunkwise form (``F.pad`` to whole chunks, a loop of cross-chunk states). The three RetNets'
+  parallel forms export to ONNX and run in onnxruntime as torch's. Programs:
   ``tests/e2e/s4_hyena_program.py``, ``retnet_program.py``, ``torchscale_retnet_program.py``.
 
 ONNX export of the FFT models is refused by kiln by design (``backends/onnx/lowering_fft.py``: onnxruntime's DFT is
@@ -60,7 +61,9 @@ parameter's ``.to(complex dtype)`` is its complex tensor (``frontend/complex_ten
 ONNX export came out of onnxruntime 1e-9 off torch's in float64: ONNX's ``LayerNormalization`` (kiln's layer and group
 norm) carries ``epsilon`` as a float32, 1e-5 rounded by 2.5e-13, felt where the variance is small; a float64 norm now
 exports spelled out with its float64 eps (``backends/onnx/lowering_nn.py``;
-``tests/onnx/test_layer_norm_float64_epsilon.py``). The lockstep helpers load kiln's real pairs into torch's complex
+``tests/onnx/test_layer_norm_float64_epsilon.py``). ``kiln.onnx.export`` refused torchscale's output (``x, {"l_aux":
+[None, None], "attn": None, ...}``); it drops ``None`` leaves now, as torch.onnx.export (``frontend/trace.py``;
+``tests/onnx/test_export_drops_none_outputs.py``). The lockstep helpers load kiln's real pairs into torch's complex
 parameters and compare torch's complex state and gradients as pairs (``tests/e2e/probe_lockstep.py``). S4D, Hyena and
 the two real RetNets trained to 1e-10 as first written. Left as a strict xfail: torchscale's incremental decoding
 through ``kiln.compile`` (the trace's tensors stay in the ``incremental_state`` dict argument; torch.compile replays
@@ -76,7 +79,7 @@ import numpy as np
 import pytest
 
 import kiln
-from e2e.probe_lockstep import array, assert_same_records, gradients, run_in_lockstep, snapshot
+from e2e.probe_lockstep import array, assert_same_records, gradients, loaded_state, run_in_lockstep, snapshot
 from e2e.retnet_program import complex_retnet, retnet
 from e2e.s4_hyena_program import hyena, s4_model, setup_optimizer
 from e2e.torchscale_retnet_program import torchscale_retnet
@@ -358,27 +361,31 @@ def test_hyena_is_causal_as_the_reference_checks(float64_default):
     np.testing.assert_allclose(ours[0, :6], theirs[0, :6], rtol=1e-10, atol=1e-13)
 
 
-def test_retnet_parallel_form_exports_to_onnx_and_runs_in_onnxruntime_as_torch(float64_default):
-    """``kiln.onnx.export`` of the xPos RetNet's parallel form, run by onnxruntime: torch's outputs in float64 (its
-    GroupNorm and LayerNorms with their float64 eps, not ``LayerNormalization``'s float32 attribute)."""
+ONNX_INPUTS = {"retnet": RETNET_INPUTS, "complex retnet": CLM_TOKENS, "torchscale retnet": DECODER_TOKENS}
+
+
+@pytest.mark.parametrize("name", list(ONNX_INPUTS))
+def test_parallel_form_exports_to_onnx_and_runs_in_onnxruntime_as_torch(name, float64_default):
+    """``kiln.onnx.export`` of each RetNet's parallel form (eval mode), run by onnxruntime: torch's outputs in float64
+    (norms with their float64 eps, not ``LayerNormalization``'s float32 one; the complex RetNet's complex values as
+    real pairs; torchscale's ``None`` outputs dropped as torch.onnx.export drops them, its logits and inner states
+    kept)."""
     onnxruntime = require("onnxruntime")
-    outputs = []
-    for name in ("kiln", "torch"):
-        torch, nn, F = libraries(name)
-        kiln.manual_seed(0)
-        model = retnet(*libraries("kiln")).eval()
-        X = retnet_batch(kiln)[0]
-        if torch is kiln:
-            buffer = io.BytesIO()
-            kiln.onnx.export(model, (X,), buffer, input_names=["X"], output_names=["Y"])
-            session = onnxruntime.InferenceSession(buffer.getvalue())
-            outputs.append(session.run(None, {"X": RETNET_INPUTS})[0])
-        else:
-            twin = retnet(torch, nn, F).eval()
-            twin.load_state_dict({key: torch.tensor(value) for key, value in snapshot(model).items()})
-            with torch.no_grad():
-                outputs.append(array(twin(torch.tensor(RETNET_INPUTS))))
-    np.testing.assert_allclose(outputs[0], outputs[1], rtol=1e-10, atol=1e-12)
+    build, inputs = WORKLOADS[name][0], ONNX_INPUTS[name]
+    kiln.manual_seed(0)
+    model = build(*libraries("kiln")).eval()
+    buffer = io.BytesIO()
+    kiln.onnx.export(model, (kiln.tensor(inputs),), buffer, input_names=["X"])
+    ours = onnxruntime.InferenceSession(buffer.getvalue()).run(None, {"X": inputs})
+    torch, nn, F = libraries("torch")
+    twin = build(torch, nn, F).eval()
+    twin.load_state_dict(loaded_state(torch, twin, snapshot(model)))
+    with torch.no_grad():
+        theirs = twin(torch.tensor(inputs))
+    theirs = [theirs] if name != "torchscale retnet" else [theirs[0], *theirs[1]["inner_states"]]
+    assert len(ours) == len(theirs)
+    for mine, expected in zip(ours, theirs):
+        np.testing.assert_allclose(mine, array(expected), rtol=1e-10, atol=1e-12)
 
 
 def test_s4d_onnx_export_is_refused_naming_the_fft_and_the_line():
