@@ -13,9 +13,9 @@ What is in it: ``thops`` (``onehot`` by ``scatter_``, ``sum``/``mean`` over a di
 ``.data.normal_`` and an ActNorm inside; ``Permute2d`` indexing channels by a NumPy int64 array
 (``input[:, self.indices, :, :]``, reversed or ``np.random.shuffle``d); ``InvertibleConv1x1`` from ``np.linalg.qr``
 and ``scipy.linalg.lu`` as ``torch.Tensor(np_array)`` buffers and parameters, a plain-tensor ``l_mask``/``eye``,
-``self.p = self.p.to(device)`` in forward, ``torch.slogdet``, and the reverse's ``torch.inverse(l.double()).float()`` and ``self.p.inverse()``;
-squeeze and unsqueeze by ``view``/``permute``/``contiguous``; ``Split2d`` with ``GaussianDiag`` (``logp``, and
-``sample`` by ``torch.normal(mean=..., std=...)``); ``FlowStep`` dispatching through a dict of lambdas; the class
+``self.p = self.p.to(device)`` in forward, ``torch.slogdet``, and the reverse's ``torch.inverse(l.double()).float()``
+and ``self.p.inverse()``; squeeze and unsqueeze by ``view``/``permute``/``contiguous``; ``Split2d`` with
+``GaussianDiag`` (``logp``, and ``sample`` by ``torch.normal(mean=..., std=...)``); ``FlowStep`` dispatching through a dict of lambdas; the class
 conditional prior (``prior_h.detach().clone()``, ``learn_top``, ``h += yp``), ``logdet = torch.zeros_like(x[:, 0, 0,
 0]); logdet += float(...)``, ``objective += ...``, the class loss through ``nn.CrossEntropyLoss`` as a class
 attribute; trainer.py's Noam learning rate (a NumPy float) set in ``param_groups`` at each step, both gradient clips.
