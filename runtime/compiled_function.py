@@ -33,7 +33,7 @@ from kiln.frontend import init
 from kiln.frontend.autocast import autocast_signature
 from kiln.frontend.eager_values import ARRAYS, eager_leaf
 from kiln.frontend.lifted_tensors import LiftedTensors, lifted_after_parameters, lifting_eager_tensors
-from kiln.frontend.module import Parameter
+from kiln.frontend.module import Module, Parameter
 from kiln.frontend.torch_array import plain
 from kiln.frontend.tensor import Tensor
 from kiln.frontend.trace import TraceContext, trace_context, user_stacklevel
@@ -337,12 +337,13 @@ class CompiledFunction:
     def __getattr__(self, name: str) -> Any:
         """What the compiled module does not have it takes from ``fn``, as ``torch.compile``'s module is the module:
         ``model.eval()``, ``model.parameters()``, ``model.state_dict()``; a method returning ``fn`` itself (``train``,
-        ``eval``, ``to``) returns this compiled function, so ``model = model.eval()`` stays compiled."""
+        ``eval``, ``to``) returns this compiled function, so ``model = model.eval()`` stays compiled. A submodule is the
+        module itself (``compiled.retnet.retentions[0]``), as ``torch.compile``'s."""
         if name.startswith("__") or name in _FIELDS:
             raise AttributeError(name)
         fn = self.__dict__["fn"]
         attribute = getattr(fn, name)
-        if not callable(attribute) or isinstance(attribute, type):
+        if not callable(attribute) or isinstance(attribute, (type, Module)):
             return attribute
 
         def forwarded(*args: Any, **kwargs: Any) -> Any:
