@@ -12,17 +12,18 @@ parameters by ``.data.copy_`` under ``torch.no_grad``; train.py's first iteratio
 weight in double; ``InvConv2dLU``: ``scipy.linalg.lu`` of it through ``.numpy()``, ``torch.from_numpy`` buffers
 ``w_p``, ``u_mask`` (``np.triu(ones, 1)``), ``l_mask``, ``s_sign`` (``torch.sign``), ``l_eye``, the log-abs ``w_s``,
 the weight ``w_p @ (w_l * l_mask + l_eye) @ (w_u * u_mask + torch.diag(s_sign * torch.exp(w_s)))``), the affine
-coupling (``chunk``, ``F.sigmoid(log_s + 2)``, ``torch.log(s).view(B, -1)`` summed), ``ZeroConv2d`` (zeroed
-``.data``, ``F.pad(value=1)``, ``torch.exp(self.scale * 3)``), squeeze by ``view``/``permute``/``contiguous``, split
-priors with ``gaussian_log_p``, the bits-per-dim loss of train.py (``n_bits`` = 5: ``torch.floor``, uniform
-dequantisation, its noise fed rather than drawn by ``torch.rand_like``), and ``reverse``: sampling from
-``calc_z_shapes`` at temperature 0.7 and reconstruction (``reconstruct=True``) through the inverse 1x1 convolution
-``weight.squeeze().inverse()``, compared between the libraries and with the input. The slogdet and inverse paths'
-gradients are checked in float64 against torch's. The compiled steps run with chaiyujin/glow-pytorch's Python flag
-``self.inited`` and with model.py's buffer, whose ``if self.initialized.item() == 0`` ``torch.compile(fullgraph=True)``
-refuses (torch 2.13: "Could not guard on data-dependent expression") and kiln.compile specializes and guards
-(``frontend/value_guards.py``); ActNorm's init runs in train.py's eager pass first, or inside the first compiled call;
-the trained model then samples through ``kiln.compile(model.reverse)``. Glow's forward (after its init) goes through ``kiln.onnx.export`` in float32 (onnxruntime has no float64 Conv).
+coupling (``chunk``, ``F.sigmoid(log_s + 2)``, ``torch.log(s).view(B, -1)`` summed), ``ZeroConv2d`` (zeroed ``.data``,
+``F.pad(value=1)``, ``torch.exp(self.scale * 3)``), squeeze by ``view``/``permute``/``contiguous``, split priors with
+``gaussian_log_p``, the bits-per-dim loss of train.py (``n_bits`` = 5: ``torch.floor``, uniform dequantisation, its
+noise fed rather than drawn by ``torch.rand_like``), and ``reverse``: sampling from ``calc_z_shapes`` at temperature
+0.7 and reconstruction (``reconstruct=True``) through the inverse 1x1 convolution ``weight.squeeze().inverse()``,
+compared between the libraries and with the input. The slogdet and inverse paths' gradients are checked in float64
+against torch's. The compiled steps run with chaiyujin/glow-pytorch's Python flag ``self.inited`` and with model.py's
+buffer, whose ``if self.initialized.item() == 0`` ``torch.compile(fullgraph=True)`` refuses (torch 2.13: "Could not
+guard on data-dependent expression") and kiln.compile specializes and guards (``frontend/value_guards.py``); ActNorm's
+init runs in train.py's eager pass first, or inside the first compiled call; the trained model then samples through
+``kiln.compile(model.reverse)``. Glow's forward (after its init) goes through ``kiln.onnx.export`` in float32
+(onnxruntime has no float64 Conv).
 
 PixelCNN: ``MaskedConv2d(nn.Conv2d)`` with ``register_buffer('mask', self.weight.data.clone())``, ``mask.fill_(1)``,
 ``self.mask[:, :, kH // 2, kW // 2 + (mask_type == 'B'):] = 0`` and ``self.weight.data *= self.mask`` in ``forward``
