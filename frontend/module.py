@@ -238,9 +238,15 @@ def _names_a_method(module: Any, name: str) -> bool:
 
 def _kept_after_the_trace(tensor: Tensor) -> Tensor:
     """A traced tensor a module keeps (``self.src_mask = mask`` in ``forward``): an eager one with its values when it
-    is computed from constants alone, so code after the trace can still use it, as PyTorch's cached tensor."""
+    is computed from constants alone, so code after the trace can still use it, as PyTorch's cached tensor. A
+    ``kiln.compile`` trace (one lifting eager tensors) keeps the traced tensor: each call sets the attribute to its
+    value (``runtime/attribute_writes.py``), and the trace goes on reading the constant, not an eager tensor lifted to
+    an input that a write in place (Tacotron 2's ``self.attention_weights_cum += ...`` after ``zero_()``) would
+    carry over to the next call."""
     from kiln.runtime.eager import constant_leaf  # lazily: the runtime builds on the frontend
 
+    if TraceContext.current().lifting is not None:
+        return tensor
     leaf = constant_leaf(tensor.value)
     return tensor if leaf is None else Tensor(leaf)
 

@@ -170,7 +170,7 @@ def constant_leaf(value: Value) -> Value | None:
     if not all(isinstance(dim, int) for dim in value.type.shape):
         return None
     try:
-        array = _constant_array(value)
+        array = _constant_array(value, {})
     except RecursionError:  # a chain deeper than Python's stack: an activation, not a mask
         return None
     if array is None:
@@ -180,16 +180,26 @@ def constant_leaf(value: Value) -> Value | None:
     return leaf
 
 
-def _constant_array(value: Value) -> np.ndarray | None:
+def _constant_array(value: Value, seen: dict[Value, np.ndarray | None]) -> np.ndarray | None:
+    """``value``'s array if it is computed from constants and eager leaves alone, else None; ``seen`` holds the values
+    already walked, so a graph whose values are read many times (a decoder loop's states, each cached on its module by
+    ``Module.__setattr__``) is walked once, not once per path, and the walk stops at the first operand without one."""
+    if value in seen:
+        return seen[value]
+    seen[value] = None
     op = value.producer
     if op is None:
-        return ARRAYS.get(value)  # an eager leaf has its array; a graph input (parameter, batch, seed) has none
-    if op.name == "tensor.constant":
-        return np.asarray(op.attrs["value"])
-    arrays = [_constant_array(operand) for operand in op.operands]
-    if any(array is None for array in arrays):
-        return None
-    return run_op(op, arrays)[value.index]
+        seen[value] = ARRAYS.get(value)  # an eager leaf has its array; a graph input (parameter, batch, seed) has none
+    elif op.name == "tensor.constant":
+        seen[value] = np.asarray(op.attrs["value"])
+    else:
+        arrays = []
+        for operand in op.operands:
+            arrays.append(_constant_array(operand, seen))
+            if arrays[-1] is None:
+                return None
+        seen[value] = run_op(op, arrays)[value.index]
+    return seen[value]
 
 
 _EXECUTABLES: dict[Hashable, Executable] = {}
