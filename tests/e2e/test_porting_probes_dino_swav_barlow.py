@@ -1,0 +1,1141 @@
+"""Porting probes: DINO, SwAV, Barlow Twins and VICReg (self-supervised families), each written once as its reference
+writes it (``torch`` is ``torch`` or ``kiln``) and run in both from kiln's initial weights: in float64 the first
+outputs, first gradients, losses and the whole state after the steps (teacher, queue, centre, optimizer state) agree
+to 1e-10, eagerly and with the whole step (zero_grad, forward, loss, backward, optimizer step, EMA) one
+``kiln.compile(fullgraph=True)`` graph against torch's eager loop; DINO also in float32 and through ONNX.
+
+- DINO (facebookresearch/dino ``main_dino.py``, ``vision_transformer.py``, ``utils.py``, small): the ViT with
+  ``interpolate_pos_encoding`` (bicubic ``nn.functional.interpolate`` by ``scale_factor`` for the local crops), utils'
+  ``trunc_normal_`` (``uniform_``, ``erfinv_``, ``clamp_`` under ``no_grad``), ``MultiCropWrapper`` (2 global + 2 local
+  crops grouped by ``torch.cumsum(torch.unique_consecutive(torch.tensor([inp.shape[-1] for inp in x]),
+  return_counts=True)[1], 0)``, the list sliced by those tensors, features appended to ``torch.empty(0)``), ``DINOHead``
+  with ``nn.utils.weight_norm(nn.Linear(..., bias=False))``, ``weight_g.data.fill_(1)``, ``weight_g.requires_grad =
+  False`` and ``F.normalize``; ``DINOLoss`` (``student_out.chunk(ncrops)``, the ``center`` buffer rebound under
+  ``@torch.no_grad()``, the NumPy teacher-temperature schedule indexed by epoch); the teacher loaded from the student
+  and frozen, AdamW over ``get_params_groups``, NumPy cosine schedules written into ``param_groups`` each iteration,
+  ``clip_gradients``, ``cancel_gradients_last_layer`` (``p.grad = None`` in epoch 0) and the teacher EMA
+  ``param_k.data.mul_(m).add_((1 - m) * param_q.detach().data)``.
+- SwAV (facebookresearch/swav ``main_swav.py``, ``src/resnet50.py``, small): the ``ConstantPad2d`` ResNet with the
+  projection head, ``normalize`` and ``prototypes``; the prototypes normalised each iteration (``w = ....weight.data.
+  clone()``, ``nn.functional.normalize``, ``weight.copy_(w)`` under ``no_grad``), ``distributed_sinkhorn``
+  (``@torch.no_grad()``, ``torch.exp(out / epsilon).t()``, ``Q /= sum_of_rows``, ``Q *= B``), the queue made by
+  ``torch.zeros`` and shifted by ``queue[i, bs:] = queue[i, :-bs].clone()``, used once full, the swapped prediction
+  over ``np.delete(np.arange(np.sum(nmb_crops)), crop_id)``, prototypes frozen the first iterations by ``p.grad = None``.
+- Barlow Twins (``off_diagonal``: ``x.flatten()[:-1].view(n - 1, n + 1)[:, 1:].flatten()``, ``c.div_(batch)``,
+  ``torch.diagonal(c).add_(-1).pow_(2).sum()``, ``BatchNorm1d(affine=False)``) and VICReg (``F.relu(1 - std)``,
+  ``torch.sqrt(x.var(dim=0) + 0.0001)``, covariance off-diagonals, ``FullGatherLayer`` as a ``torch.autograd.Function``
+  returning a tuple), both on a small zero-init-residual ResNet, trained by their ``LARS`` (a ``torch.optim.Optimizer``
+  subclass: ``self.state[p]['mu']``, nested ``torch.where``) over weight/bias groups with ``adjust_learning_rate``.
+
+What broke (each fixed in kiln, with a unit test next to the code's):
+- ``MultiCropWrapper``'s ``torch.unique_consecutive`` of a tensor built from the crops' widths refused to trace ("has a
+  data-dependent shape"); data-dependent-shape ops on a tensor built from constants now give constants
+  (``frontend/eager_data_dependent.py``, ``tests/frontend/test_known_values_data_dependent_traced_vs_torch.py``); and
+  eager ``unique_consecutive`` of one element raised ('cannot reshape array of size 0'), met by the ONNX export.
+- ``kiln.compile`` silently dropped a step's in-place writes to a tensor argument (SwAV's queue stayed zeros, so the
+  compiled step never used it) and refused a Python value returned beside the loss (``return loss, use_the_queue``);
+  both now as torch.compile (``runtime/argument_writes.py``, ``tests/runtime/test_compiled_argument_writes.py``).
+- LARS: ``self.state[p]`` raised KeyError (torch's is a ``defaultdict(dict)``), defaults without ``weight_decay`` raised
+  KeyError in the base's check, and compiled, the user's ``step`` kept the first trace's ``g['lr']`` silently while its
+  ``zeros_like`` state had no values after the trace (``frontend/optim_parameter_state.py``,
+  ``tests/optim/test_user_defined_optimizer_vs_torch.py``).
+Not one graph, as in torch.compile(fullgraph=True): DINO's ``clip_gradients`` reads ``param_norm.item()`` and branches
+on it (refused, naming the line; the compiled run is ``--clip_grad 0``), and SwAV's "is the queue full" test reads the
+queue's values (the compiled run hoists it before the step; the step as written runs through a non-fullgraph compile).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import warnings
+from functools import partial
+
+import numpy as np
+import pytest
+
+import kiln
+from e2e.probe_lockstep import array, assert_same_records, gradients, run_in_lockstep, snapshot
+from oracles import libraries, require
+
+
+# --- DINO: vision_transformer.py ---------------------------------------------------------------------------------------
+
+PATCH, EMBED, DEPTH, HEADS, OUT_DIM, HIDDEN, BOTTLENECK, BATCH = 2, 16, 1, 2, 32, 24, 8, 2
+GLOBAL_SIZE, LOCAL_SIZE, LOCAL_CROPS = 8, 4, 2
+
+
+def dino_utils(torch):
+    """utils.py's ``trunc_normal_`` (erfinv of a uniform, in place under ``no_grad``)."""
+
+    def _no_grad_trunc_normal_(tensor, mean, std, a, b):
+        def norm_cdf(x):
+            return (1. + math.erf(x / math.sqrt(2.))) / 2.
+
+        with torch.no_grad():
+            l = norm_cdf((a - mean) / std)  # noqa: E741 (as utils.py writes it)
+            u = norm_cdf((b - mean) / std)
+            tensor.uniform_(2 * l - 1, 2 * u - 1)
+            tensor.erfinv_()
+            tensor.mul_(std * math.sqrt(2.))
+            tensor.add_(mean)
+            tensor.clamp_(min=a, max=b)
+            return tensor
+
+    def trunc_normal_(tensor, mean=0., std=1., a=-2., b=2.):
+        return _no_grad_trunc_normal_(tensor, mean, std, a, b)
+
+    return trunc_normal_
+
+
+def dino_vit(torch, nn, F, drop_path_rate=0.):
+    """vision_transformer.py's ``vit_tiny`` (small here): the ViT whose ``interpolate_pos_encoding`` resizes the
+    position embedding by bicubic ``nn.functional.interpolate`` for the local crops."""
+    trunc_normal_ = dino_utils(torch)
+
+    def drop_path(x, drop_prob: float = 0., training: bool = False):
+        if drop_prob == 0. or not training:
+            return x
+        keep_prob = 1 - drop_prob
+        shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+        random_tensor = keep_prob + torch.rand(shape, dtype=x.dtype, device=x.device)
+        random_tensor.floor_()  # binarize
+        output = x.div(keep_prob) * random_tensor
+        return output
+
+    class DropPath(nn.Module):
+        def __init__(self, drop_prob=None):
+            super(DropPath, self).__init__()
+            self.drop_prob = drop_prob
+
+        def forward(self, x):
+            return drop_path(x, self.drop_prob, self.training)
+
+    class Mlp(nn.Module):
+        def __init__(self, in_features, hidden_features=None, out_features=None, act_layer=nn.GELU, drop=0.):
+            super().__init__()
+            out_features = out_features or in_features
+            hidden_features = hidden_features or in_features
+            self.fc1 = nn.Linear(in_features, hidden_features)
+            self.act = act_layer()
+            self.fc2 = nn.Linear(hidden_features, out_features)
+            self.drop = nn.Dropout(drop)
+
+        def forward(self, x):
+            x = self.fc1(x)
+            x = self.act(x)
+            x = self.drop(x)
+            x = self.fc2(x)
+            x = self.drop(x)
+            return x
+
+    class Attention(nn.Module):
+        def __init__(self, dim, num_heads=8, qkv_bias=False, qk_scale=None, attn_drop=0., proj_drop=0.):
+            super().__init__()
+            self.num_heads = num_heads
+            head_dim = dim // num_heads
+            self.scale = qk_scale or head_dim ** -0.5
+            self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+            self.attn_drop = nn.Dropout(attn_drop)
+            self.proj = nn.Linear(dim, dim)
+            self.proj_drop = nn.Dropout(proj_drop)
+
+        def forward(self, x):
+            B, N, C = x.shape
+            qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
+            q, k, v = qkv[0], qkv[1], qkv[2]
+            attn = (q @ k.transpose(-2, -1)) * self.scale
+            attn = attn.softmax(dim=-1)
+            attn = self.attn_drop(attn)
+            x = (attn @ v).transpose(1, 2).reshape(B, N, C)
+            x = self.proj(x)
+            x = self.proj_drop(x)
+            return x, attn
+
+    class Block(nn.Module):
+        def __init__(self, dim, num_heads, mlp_ratio=4., qkv_bias=False, qk_scale=None, drop=0., attn_drop=0.,
+                     drop_path=0., act_layer=nn.GELU, norm_layer=nn.LayerNorm):
+            super().__init__()
+            self.norm1 = norm_layer(dim)
+            self.attn = Attention(dim, num_heads=num_heads, qkv_bias=qkv_bias, qk_scale=qk_scale,
+                                  attn_drop=attn_drop, proj_drop=drop)
+            self.drop_path = DropPath(drop_path) if drop_path > 0. else nn.Identity()
+            self.norm2 = norm_layer(dim)
+            mlp_hidden_dim = int(dim * mlp_ratio)
+            self.mlp = Mlp(in_features=dim, hidden_features=mlp_hidden_dim, act_layer=act_layer, drop=drop)
+
+        def forward(self, x, return_attention=False):
+            y, attn = self.attn(self.norm1(x))
+            if return_attention:
+                return attn
+            x = x + self.drop_path(y)
+            x = x + self.drop_path(self.mlp(self.norm2(x)))
+            return x
+
+    class PatchEmbed(nn.Module):
+        def __init__(self, img_size=224, patch_size=16, in_chans=3, embed_dim=768):
+            super().__init__()
+            num_patches = (img_size // patch_size) * (img_size // patch_size)
+            self.img_size = img_size
+            self.patch_size = patch_size
+            self.num_patches = num_patches
+            self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+
+        def forward(self, x):
+            B, C, H, W = x.shape
+            x = self.proj(x).flatten(2).transpose(1, 2)
+            return x
+
+    class VisionTransformer(nn.Module):
+        def __init__(self, img_size=[224], patch_size=16, in_chans=3, num_classes=0, embed_dim=768, depth=12,
+                     num_heads=12, mlp_ratio=4., qkv_bias=False, qk_scale=None, drop_rate=0., attn_drop_rate=0.,
+                     drop_path_rate=0., norm_layer=nn.LayerNorm, **kwargs):
+            super().__init__()
+            self.num_features = self.embed_dim = embed_dim
+            self.patch_embed = PatchEmbed(img_size=img_size[0], patch_size=patch_size, in_chans=in_chans,
+                                          embed_dim=embed_dim)
+            num_patches = self.patch_embed.num_patches
+            self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+            self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, embed_dim))
+            self.pos_drop = nn.Dropout(p=drop_rate)
+            dpr = [x.item() for x in torch.linspace(0, drop_path_rate, depth)]  # stochastic depth decay rule
+            self.blocks = nn.ModuleList([
+                Block(dim=embed_dim, num_heads=num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, qk_scale=qk_scale,
+                      drop=drop_rate, attn_drop=attn_drop_rate, drop_path=dpr[i], norm_layer=norm_layer)
+                for i in range(depth)])
+            self.norm = norm_layer(embed_dim)
+            self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+            trunc_normal_(self.pos_embed, std=.02)
+            trunc_normal_(self.cls_token, std=.02)
+            self.apply(self._init_weights)
+
+        def _init_weights(self, m):
+            if isinstance(m, nn.Linear):
+                trunc_normal_(m.weight, std=.02)
+                if isinstance(m, nn.Linear) and m.bias is not None:
+                    nn.init.constant_(m.bias, 0)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.constant_(m.bias, 0)
+                nn.init.constant_(m.weight, 1.0)
+
+        def interpolate_pos_encoding(self, x, w, h):
+            npatch = x.shape[1] - 1
+            N = self.pos_embed.shape[1] - 1
+            if npatch == N and w == h:
+                return self.pos_embed
+            class_pos_embed = self.pos_embed[:, 0]
+            patch_pos_embed = self.pos_embed[:, 1:]
+            dim = x.shape[-1]
+            w0 = w // self.patch_embed.patch_size
+            h0 = h // self.patch_embed.patch_size
+            # we add a small number to avoid floating point error in the interpolation
+            w0, h0 = w0 + 0.1, h0 + 0.1
+            patch_pos_embed = nn.functional.interpolate(
+                patch_pos_embed.reshape(1, int(math.sqrt(N)), int(math.sqrt(N)), dim).permute(0, 3, 1, 2),
+                scale_factor=(w0 / math.sqrt(N), h0 / math.sqrt(N)),
+                mode='bicubic',
+            )
+            assert int(w0) == patch_pos_embed.shape[-2] and int(h0) == patch_pos_embed.shape[-1]
+            patch_pos_embed = patch_pos_embed.permute(0, 2, 3, 1).view(1, -1, dim)
+            return torch.cat((class_pos_embed.unsqueeze(0), patch_pos_embed), dim=1)
+
+        def prepare_tokens(self, x):
+            B, nc, w, h = x.shape
+            x = self.patch_embed(x)  # patch linear embedding
+            cls_tokens = self.cls_token.expand(B, -1, -1)
+            x = torch.cat((cls_tokens, x), dim=1)
+            x = x + self.interpolate_pos_encoding(x, w, h)
+            return self.pos_drop(x)
+
+        def forward(self, x):
+            x = self.prepare_tokens(x)
+            for blk in self.blocks:
+                x = blk(x)
+            x = self.norm(x)
+            return x[:, 0]
+
+    return VisionTransformer(img_size=[GLOBAL_SIZE], patch_size=PATCH, embed_dim=EMBED, depth=DEPTH, num_heads=HEADS,
+                             mlp_ratio=4, qkv_bias=True, norm_layer=partial(nn.LayerNorm, eps=1e-6),
+                             drop_path_rate=drop_path_rate)
+
+
+def dino_head(torch, nn, F, in_dim, out_dim, use_bn=False, norm_last_layer=True, nlayers=3, hidden_dim=HIDDEN,
+              bottleneck_dim=BOTTLENECK):
+    """vision_transformer.py's ``DINOHead``: an MLP, ``nn.functional.normalize`` and the weight-normed last layer
+    (``weight_g`` filled with 1 and frozen when ``norm_last_layer``)."""
+    trunc_normal_ = dino_utils(torch)
+
+    class DINOHead(nn.Module):
+        def __init__(self, in_dim, out_dim, use_bn=False, norm_last_layer=True, nlayers=3, hidden_dim=2048,
+                     bottleneck_dim=256):
+            super().__init__()
+            nlayers = max(nlayers, 1)
+            if nlayers == 1:
+                self.mlp = nn.Linear(in_dim, bottleneck_dim)
+            else:
+                layers = [nn.Linear(in_dim, hidden_dim)]
+                if use_bn:
+                    layers.append(nn.BatchNorm1d(hidden_dim))
+                layers.append(nn.GELU())
+                for _ in range(nlayers - 2):
+                    layers.append(nn.Linear(hidden_dim, hidden_dim))
+                    if use_bn:
+                        layers.append(nn.BatchNorm1d(hidden_dim))
+                    layers.append(nn.GELU())
+                layers.append(nn.Linear(hidden_dim, bottleneck_dim))
+                self.mlp = nn.Sequential(*layers)
+            self.apply(self._init_weights)
+            self.last_layer = nn.utils.weight_norm(nn.Linear(bottleneck_dim, out_dim, bias=False))
+            self.last_layer.weight_g.data.fill_(1)
+            if norm_last_layer:
+                self.last_layer.weight_g.requires_grad = False
+
+        def _init_weights(self, m):
+            if isinstance(m, nn.Linear):
+                trunc_normal_(m.weight, std=.02)
+                if isinstance(m, nn.Linear) and m.bias is not None:
+                    nn.init.constant_(m.bias, 0)
+
+        def forward(self, x):
+            x = self.mlp(x)
+            x = nn.functional.normalize(x, dim=-1, p=2)
+            x = self.last_layer(x)
+            return x
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # weight_norm's deprecation, in both
+        return DINOHead(in_dim, out_dim, use_bn, norm_last_layer, nlayers, hidden_dim, bottleneck_dim)
+
+
+def multi_crop_wrapper(torch, nn, backbone, head):
+    """utils.py's ``MultiCropWrapper``: the crops grouped by resolution (``torch.unique_consecutive`` of their widths,
+    ``torch.cumsum`` of the counts), each group through the backbone in one ``torch.cat``, the features appended to
+    ``torch.empty(0)`` and the head run once."""
+
+    class MultiCropWrapper(nn.Module):
+        def __init__(self, backbone, head):
+            super(MultiCropWrapper, self).__init__()
+            backbone.fc, backbone.head = nn.Identity(), nn.Identity()
+            self.backbone = backbone
+            self.head = head
+
+        def forward(self, x):
+            if not isinstance(x, list):
+                x = [x]
+            idx_crops = torch.cumsum(torch.unique_consecutive(
+                torch.tensor([inp.shape[-1] for inp in x]),
+                return_counts=True,
+            )[1], 0)
+            start_idx, output = 0, torch.empty(0).to(x[0].device)
+            for end_idx in idx_crops:
+                _out = self.backbone(torch.cat(x[start_idx: end_idx]))
+                if isinstance(_out, tuple):
+                    _out = _out[0]
+                output = torch.cat((output, _out))
+                start_idx = end_idx
+            return self.head(output)
+
+    return MultiCropWrapper(backbone, head)
+
+
+def dino_student(torch, nn, F, use_bn_in_head=False, norm_last_layer=True):
+    """main_dino.py's student: ``MultiCropWrapper(vit, DINOHead(embed_dim, out_dim, ...))``."""
+    return multi_crop_wrapper(torch, nn, dino_vit(torch, nn, F),
+                              dino_head(torch, nn, F, EMBED, OUT_DIM, use_bn_in_head, norm_last_layer))
+
+
+# --- DINO: main_dino.py and utils.py -----------------------------------------------------------------------------------
+
+
+def dino_loss_module(torch, nn, F, out_dim, ncrops, warmup_teacher_temp, teacher_temp, warmup_teacher_temp_epochs,
+                     nepochs, student_temp=0.1, center_momentum=0.9):
+    """main_dino.py's ``DINOLoss`` (one process: ``dist.all_reduce`` and ``get_world_size`` dropped)."""
+
+    class DINOLoss(nn.Module):
+        def __init__(self, out_dim, ncrops, warmup_teacher_temp, teacher_temp, warmup_teacher_temp_epochs, nepochs,
+                     student_temp=0.1, center_momentum=0.9):
+            super().__init__()
+            self.student_temp = student_temp
+            self.center_momentum = center_momentum
+            self.ncrops = ncrops
+            self.register_buffer("center", torch.zeros(1, out_dim))
+            self.teacher_temp_schedule = np.concatenate((
+                np.linspace(warmup_teacher_temp, teacher_temp, warmup_teacher_temp_epochs),
+                np.ones(nepochs - warmup_teacher_temp_epochs) * teacher_temp
+            ))
+
+        def forward(self, student_output, teacher_output, epoch):
+            student_out = student_output / self.student_temp
+            student_out = student_out.chunk(self.ncrops)
+            temp = self.teacher_temp_schedule[epoch]
+            teacher_out = F.softmax((teacher_output - self.center) / temp, dim=-1)
+            teacher_out = teacher_out.detach().chunk(2)
+            total_loss = 0
+            n_loss_terms = 0
+            for iq, q in enumerate(teacher_out):
+                for v in range(len(student_out)):
+                    if v == iq:
+                        continue
+                    loss = torch.sum(-q * F.log_softmax(student_out[v], dim=-1), dim=-1)
+                    total_loss += loss.mean()
+                    n_loss_terms += 1
+            total_loss /= n_loss_terms
+            self.update_center(teacher_output)
+            return total_loss
+
+        @torch.no_grad()
+        def update_center(self, teacher_output):
+            batch_center = torch.sum(teacher_output, dim=0, keepdim=True)
+            batch_center = batch_center / len(teacher_output)
+            self.center = self.center * self.center_momentum + batch_center * (1 - self.center_momentum)
+
+    return DINOLoss(out_dim, ncrops, warmup_teacher_temp, teacher_temp, warmup_teacher_temp_epochs, nepochs,
+                    student_temp, center_momentum)
+
+
+def cosine_scheduler(base_value, final_value, epochs, niter_per_ep, warmup_epochs=0, start_warmup_value=0):
+    warmup_schedule = np.array([])
+    warmup_iters = warmup_epochs * niter_per_ep
+    if warmup_epochs > 0:
+        warmup_schedule = np.linspace(start_warmup_value, base_value, warmup_iters)
+    iters = np.arange(epochs * niter_per_ep - warmup_iters)
+    schedule = final_value + 0.5 * (base_value - final_value) * (1 + np.cos(np.pi * iters / len(iters)))
+    schedule = np.concatenate((warmup_schedule, schedule))
+    assert len(schedule) == epochs * niter_per_ep
+    return schedule
+
+
+def clip_gradients(model, clip):
+    norms = []
+    for name, p in model.named_parameters():
+        if p.grad is not None:
+            param_norm = p.grad.data.norm(2)
+            norms.append(param_norm.item())
+            clip_coef = clip / (param_norm + 1e-6)
+            if clip_coef < 1:
+                p.grad.data.mul_(clip_coef)
+    return norms
+
+
+def cancel_gradients_last_layer(epoch, model, freeze_last_layer):
+    if epoch >= freeze_last_layer:
+        return
+    for n, p in model.named_parameters():
+        if "last_layer" in n:
+            p.grad = None
+
+
+def get_params_groups(model):
+    regularized = []
+    not_regularized = []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        # we do not regularize biases nor Norm parameters
+        if name.endswith(".bias") or len(param.shape) == 1:
+            not_regularized.append(param)
+        else:
+            regularized.append(param)
+    return [{'params': regularized}, {'params': not_regularized, 'weight_decay': 0.}]
+
+
+EPOCHS, ITERS_PER_EPOCH = 2, 2
+
+
+def _crops(dtype=np.float64):
+    """Each iteration's 2 global and ``LOCAL_CROPS`` local crops (the loader's multi-crop output)."""
+    rng = np.random.default_rng(0)
+    return [[rng.standard_normal((BATCH, 3, size, size)).astype(dtype)
+             for size in [GLOBAL_SIZE] * 2 + [LOCAL_SIZE] * LOCAL_CROPS] for _ in range(EPOCHS * ITERS_PER_EPOCH)]
+
+
+def train_dino(compiled=False, clip_grad=3.0, dtype=np.float64, freeze_last_layer=1):
+    """main_dino.py's ``train_dino`` and ``train_one_epoch`` (2 epochs of 2 iterations): the teacher a second
+    ``MultiCropWrapper`` loaded from the student and frozen, AdamW over ``get_params_groups``, the lr, weight decay and
+    teacher momentum from ``cosine_scheduler`` written into ``param_groups`` each iteration, the teacher fed the 2 global
+    crops, ``clip_gradients``, ``cancel_gradients_last_layer`` in epoch 0 and the EMA
+    ``param_k.data.mul_(m).add_((1 - m) * param_q.detach().data)``. With ``compiled`` kiln's step from ``zero_grad``
+    to the EMA is one ``kiln.compile(fullgraph=True)`` graph, the schedules written outside it, as a torch.compile
+    user compiles the step."""
+    all_crops = _crops(dtype)
+
+    def train(torch, nn, F, student):
+        teacher = dino_student(torch, nn, F, norm_last_layer=True)
+        teacher.load_state_dict(student.state_dict())
+        for p in teacher.parameters():
+            p.requires_grad = False
+        dino_loss = dino_loss_module(torch, nn, F, OUT_DIM, LOCAL_CROPS + 2, 0.04, 0.07, 1, EPOCHS)
+        params_groups = get_params_groups(student)
+        optimizer = torch.optim.AdamW(params_groups)
+        lr_schedule = cosine_scheduler(0.05 * (BATCH * 1) / 256., 1e-6, EPOCHS, ITERS_PER_EPOCH, warmup_epochs=1)
+        wd_schedule = cosine_scheduler(0.04, 0.4, EPOCHS, ITERS_PER_EPOCH)
+        momentum_schedule = cosine_scheduler(0.9, 1, EPOCHS, ITERS_PER_EPOCH)
+        record = {"losses": []}
+
+        def step(images, epoch, m):
+            teacher_output = teacher(images[:2])
+            student_output = student(images)
+            loss = dino_loss(student_output, teacher_output, epoch)
+            optimizer.zero_grad()
+            loss.backward()
+            if not compiled:
+                record.setdefault("grads", gradients(student))
+            if clip_grad:
+                clip_gradients(student, clip_grad)
+            cancel_gradients_last_layer(epoch, student, freeze_last_layer)
+            optimizer.step()
+            with torch.no_grad():
+                for param_q, param_k in zip(student.parameters(), teacher.parameters()):
+                    param_k.data.mul_(m).add_((1 - m) * param_q.detach().data)
+            return loss
+
+        run = kiln.compile(step, fullgraph=True) if compiled and torch is kiln else step
+        with torch.no_grad():
+            record["first_output"] = array(student([torch.tensor(c) for c in all_crops[0]]))
+        for epoch in range(EPOCHS):
+            for it in range(ITERS_PER_EPOCH):
+                it = ITERS_PER_EPOCH * epoch + it
+                for i, param_group in enumerate(optimizer.param_groups):
+                    param_group["lr"] = lr_schedule[it]
+                    if i == 0:
+                        param_group["weight_decay"] = wd_schedule[it]
+                images = [torch.tensor(c) for c in all_crops[it]]
+                loss = run(images, epoch, momentum_schedule[it])
+                if not math.isfinite(loss.item()):
+                    raise AssertionError(f"Loss is {loss.item()}, stopping training")
+                record["losses"].append(loss.item())
+        record["state"], record["teacher"] = snapshot(student), snapshot(teacher)
+        record["center"] = array(dino_loss.center)
+        return record
+
+    return train
+
+
+def test_dino_trains_as_torch(float64_default):
+    ours, theirs = run_in_lockstep(dino_student, train_dino())
+    assert_same_records(ours, theirs)
+    assert "head.last_layer.weight_v" in theirs["grads"] and "head.last_layer.weight_g" not in theirs["grads"]
+    moved = np.abs(theirs["teacher"]["head.mlp.0.weight"] - theirs["state"]["head.mlp.0.weight"]).max()
+    assert moved > 0 and np.abs(theirs["center"]).max() > 0
+
+
+def test_dino_compiled_step_as_torch(float64_default):
+    """The step (teacher and student forward through ``MultiCropWrapper``, the loss, backward,
+    ``cancel_gradients_last_layer``, AdamW and the teacher EMA) one graph, without ``clip_gradients`` (DINO's
+    ``--clip_grad 0``): its ``param_norm.item()`` and ``if clip_coef < 1`` need the values (see below)."""
+    ours, theirs = run_in_lockstep(dino_student, train_dino(compiled=True, clip_grad=0))
+    assert_same_records(ours, theirs)
+
+
+def test_dino_float32_compiled_step_as_torch():
+    """DINO as it trains (float32 weights and crops), the compiled step vs torch's eager loop, at float32's level. The
+    key third of each ``qkv.bias`` is compared looser: it adds ``q . b_k`` to all of a query's scores alike, which
+    softmax cancels, so its gradient is rounding noise that AdamW turns into steps of ~lr in float32, differently in
+    each library (``probe_lockstep.split_key_bias`` says the same of ``nn.MultiheadAttention``); float64 agrees to
+    1e-10 throughout."""
+    ours, theirs = run_in_lockstep(dino_student, train_dino(compiled=True, clip_grad=0, dtype=np.float32))
+    assert ours["first_output"].dtype == theirs["first_output"].dtype == np.float32
+    assert_same_records(ours, theirs, rtol=2e-4, atol=2e-6, looser={"qkv.bias": dict(rtol=0, atol=5e-5)})
+
+
+def test_dino_clip_gradients_in_a_compiled_step_is_refused_naming_the_line(float64_default):
+    """utils.py's ``clip_gradients`` reads ``param_norm.item()`` and branches on ``clip_coef < 1``: values a trace
+    does not have (torch.compile(fullgraph=True) refuses them too); kiln says where and what to do."""
+    with pytest.raises(kiln.TraceError, match=r"(?s)test_porting_probes_dino_swav_barlow.py:\d+ in clip_gradients: "
+                                              r"norms.append\(param_norm.item\(\)\).*item\(\) of a traced"):
+        run_in_lockstep(dino_student, train_dino(compiled=True, clip_grad=3.0))
+
+
+def test_dino_student_exports_to_onnx_as_torch():
+    """``kiln.onnx.export`` of the student (one global batch: ``MultiCropWrapper``'s list of one) and of its backbone on
+    a local crop (the bicubic ``interpolate_pos_encoding``), run by onnxruntime: torch's outputs, in float32
+    (onnxruntime's CPU Conv has no float64 kernel)."""
+    onnxruntime = require("onnxruntime")
+    crops = _crops(np.float32)[0]
+    kiln.manual_seed(0)
+    model = dino_student(*libraries("kiln")).eval()
+    torch, nn, F = libraries("torch")
+    twin = dino_student(torch, nn, F).eval()
+    twin.load_state_dict({key: torch.tensor(value) for key, value in snapshot(model).items()})
+    for module, reference, crop in ((model, twin, crops[0]), (model.backbone, twin.backbone, crops[-1])):
+        buffer = io.BytesIO()
+        kiln.onnx.export(module, (kiln.tensor(crop),), buffer, input_names=["x"], output_names=["y"])
+        ours = onnxruntime.InferenceSession(buffer.getvalue()).run(None, {"x": crop})[0]
+        with torch.no_grad():
+            np.testing.assert_allclose(ours, array(reference(torch.tensor(crop))), rtol=1e-5, atol=1e-6)
+
+
+# --- SwAV: src/resnet50.py and main_swav.py ----------------------------------------------------------------------------
+
+SWAV_BATCH, FEAT_DIM, HIDDEN_MLP, PROTOTYPES, QUEUE_LENGTH, WIDTH = 4, 8, 12, 10, 8, 4
+
+
+def swav_resnet(torch, nn, F, normalize=True, output_dim=FEAT_DIM, hidden_mlp=HIDDEN_MLP,
+                nmb_prototypes=PROTOTYPES):
+    """resnet50.py's ``ResNet`` (one ``BasicBlock`` stage of width ``WIDTH`` here): the ``ConstantPad2d`` stem, the
+    projection head, ``nn.functional.normalize`` and the ``prototypes`` Linear without bias; ``forward`` groups the crops
+    by resolution as DINO's wrapper, accumulating by ``torch.cat((output, _out))``."""
+
+    class BasicBlock(nn.Module):
+        expansion = 1
+
+        def __init__(self, inplanes, planes, stride=1, downsample=None, norm_layer=None):
+            super(BasicBlock, self).__init__()
+            self.conv1 = nn.Conv2d(inplanes, planes, kernel_size=3, stride=stride, padding=1, bias=False)
+            self.bn1 = norm_layer(planes)
+            self.relu = nn.ReLU(inplace=True)
+            self.conv2 = nn.Conv2d(planes, planes, kernel_size=3, padding=1, bias=False)
+            self.bn2 = norm_layer(planes)
+            self.downsample = downsample
+
+        def forward(self, x):
+            identity = x
+            out = self.conv1(x)
+            out = self.bn1(out)
+            out = self.relu(out)
+            out = self.conv2(out)
+            out = self.bn2(out)
+            if self.downsample is not None:
+                identity = self.downsample(x)
+            out += identity
+            out = self.relu(out)
+            return out
+
+    class ResNet(nn.Module):
+        def __init__(self, block, layers, zero_init_residual=False, normalize=False, output_dim=0, hidden_mlp=0,
+                     nmb_prototypes=0, eval_mode=False):
+            super(ResNet, self).__init__()
+            norm_layer = nn.BatchNorm2d
+            self._norm_layer = norm_layer
+            self.eval_mode = eval_mode
+            self.padding = nn.ConstantPad2d(1, 0.0)
+            self.inplanes = num_out_filters = WIDTH
+            self.conv1 = nn.Conv2d(3, num_out_filters, kernel_size=3, stride=1, padding=0, bias=False)
+            self.bn1 = norm_layer(num_out_filters)
+            self.relu = nn.ReLU(inplace=True)
+            self.layer1 = self._make_layer(block, num_out_filters, layers[0])
+            num_out_filters *= 2
+            self.layer2 = self._make_layer(block, num_out_filters, layers[1], stride=2)
+            self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+            self.l2norm = normalize
+            if output_dim == 0:
+                self.projection_head = None
+            elif hidden_mlp == 0:
+                self.projection_head = nn.Linear(num_out_filters * block.expansion, output_dim)
+            else:
+                self.projection_head = nn.Sequential(
+                    nn.Linear(num_out_filters * block.expansion, hidden_mlp),
+                    nn.BatchNorm1d(hidden_mlp),
+                    nn.ReLU(inplace=True),
+                    nn.Linear(hidden_mlp, output_dim),
+                )
+            self.prototypes = None
+            if nmb_prototypes > 0:
+                self.prototypes = nn.Linear(output_dim, nmb_prototypes, bias=False)
+            for m in self.modules():
+                if isinstance(m, nn.Conv2d):
+                    nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+                    nn.init.constant_(m.weight, 1)
+                    nn.init.constant_(m.bias, 0)
+            if zero_init_residual:
+                for m in self.modules():
+                    if isinstance(m, BasicBlock):
+                        nn.init.constant_(m.bn2.weight, 0)
+
+        def _make_layer(self, block, planes, blocks, stride=1):
+            norm_layer = self._norm_layer
+            downsample = None
+            if stride != 1 or self.inplanes != planes * block.expansion:
+                downsample = nn.Sequential(
+                    nn.Conv2d(self.inplanes, planes * block.expansion, kernel_size=1, stride=stride, bias=False),
+                    norm_layer(planes * block.expansion),
+                )
+            layers = [block(self.inplanes, planes, stride, downsample, norm_layer)]
+            self.inplanes = planes * block.expansion
+            for _ in range(1, blocks):
+                layers.append(block(self.inplanes, planes, norm_layer=norm_layer))
+            return nn.Sequential(*layers)
+
+        def forward_backbone(self, x):
+            x = self.padding(x)
+            x = self.conv1(x)
+            x = self.bn1(x)
+            x = self.relu(x)
+            x = self.layer1(x)
+            x = self.layer2(x)
+            if self.eval_mode:
+                return x
+            x = self.avgpool(x)
+            x = torch.flatten(x, 1)
+            return x
+
+        def forward_head(self, x):
+            if self.projection_head is not None:
+                x = self.projection_head(x)
+            if self.l2norm:
+                x = nn.functional.normalize(x, dim=1, p=2)
+            if self.prototypes is not None:
+                return x, self.prototypes(x)
+            return x
+
+        def forward(self, inputs):
+            if not isinstance(inputs, list):
+                inputs = [inputs]
+            idx_crops = torch.cumsum(torch.unique_consecutive(
+                torch.tensor([inp.shape[-1] for inp in inputs]),
+                return_counts=True,
+            )[1], 0)
+            start_idx = 0
+            for end_idx in idx_crops:
+                _out = self.forward_backbone(torch.cat(inputs[start_idx: end_idx]))
+                if start_idx == 0:
+                    output = _out
+                else:
+                    output = torch.cat((output, _out))
+                start_idx = end_idx
+            return self.forward_head(output)
+
+    return ResNet(BasicBlock, [1, 1], normalize=normalize, output_dim=output_dim, hidden_mlp=hidden_mlp,
+                  nmb_prototypes=nmb_prototypes)
+
+
+class SwavArgs:
+    """main_swav.py's arguments (small): 2 crops of 8 and 2 of 4 pixels, both large crops assigned."""
+    nmb_crops = [2, 2]
+    crops_for_assign = [0, 1]
+    temperature = 0.1
+    epsilon = 0.05
+    sinkhorn_iterations = 3
+    world_size = 1
+    freeze_prototypes_niters = 2
+    queue_length = QUEUE_LENGTH
+    epoch_queue_starts = 0
+    base_lr, final_lr, start_warmup, warmup_epochs, epochs = 0.6, 0.0006, 0, 1, 2
+
+
+def distributed_sinkhorn_for(torch, args):
+    """main_swav.py's ``distributed_sinkhorn`` (one process: the ``dist.all_reduce`` calls dropped)."""
+
+    @torch.no_grad()
+    def distributed_sinkhorn(out):
+        Q = torch.exp(out / args.epsilon).t()  # Q is K-by-B for consistency with notations from our paper
+        B = Q.shape[1] * args.world_size  # number of samples to assign
+        K = Q.shape[0]  # how many prototypes
+        sum_Q = torch.sum(Q)
+        Q /= sum_Q
+        for it in range(args.sinkhorn_iterations):
+            # normalize each row: total weight per prototype must be 1/K
+            sum_of_rows = torch.sum(Q, dim=1, keepdim=True)
+            Q /= sum_of_rows
+            Q /= K
+            # normalize each column: total weight per sample must be 1/B
+            Q /= torch.sum(Q, dim=0, keepdim=True)
+            Q /= B
+        Q *= B  # the colomns must sum to 1 so that Q is an assignment
+        return Q.t()
+
+    return distributed_sinkhorn
+
+
+def _swav_crops(iterations, dtype=np.float64):
+    rng = np.random.default_rng(1)
+    sizes = [8] * SwavArgs.nmb_crops[0] + [4] * SwavArgs.nmb_crops[1]
+    return [[rng.standard_normal((SWAV_BATCH, 3, size, size)).astype(dtype) for size in sizes]
+            for _ in range(iterations)]
+
+
+def train_swav(compiled=False, dtype=np.float64, iterations_per_epoch=2, hoist_queue_check=False, fullgraph=True):
+    """main_swav.py's ``main`` and ``train``: SGD (LARC left out) with the warmup + cosine ``lr_schedule`` from NumPy
+    written into ``param_groups``, the queue made by ``torch.zeros`` at epoch 0 and returned across epochs, the
+    prototypes normalised under ``no_grad`` each iteration, ``distributed_sinkhorn`` on the large crops' scores (with the
+    queue's scores once it is full: ``torch.all(queue[i, -1, :] == 0)``), the swapped prediction over
+    ``np.delete(np.arange(np.sum(nmb_crops)), crop_id)``, and the prototypes' gradients dropped for the first
+    ``freeze_prototypes_niters`` iterations. With ``compiled`` kiln's step from the prototype normalisation to
+    ``optimizer.step()`` is one ``kiln.compile(fullgraph=fullgraph)`` graph; ``hoist_queue_check`` moves the queue's
+    "is it full" test (a Python bool of the queue's values, which no trace has) before the step, the one change a
+    ``fullgraph`` user makes (both rows of the queue fill together, so row 0 answers for both)."""
+    args = SwavArgs()
+    all_crops = _swav_crops(args.epochs * iterations_per_epoch, dtype)
+
+    def train(torch, nn, F, model):
+        distributed_sinkhorn = distributed_sinkhorn_for(torch, args)
+        optimizer = torch.optim.SGD(model.parameters(), lr=args.base_lr, momentum=0.9, weight_decay=1e-6)
+        warmup_lr_schedule = np.linspace(args.start_warmup, args.base_lr, iterations_per_epoch * args.warmup_epochs)
+        iters = np.arange(iterations_per_epoch * (args.epochs - args.warmup_epochs))
+        cosine_lr_schedule = np.array([args.final_lr + 0.5 * (args.base_lr - args.final_lr) * (1 + math.cos(
+            math.pi * t / (iterations_per_epoch * (args.epochs - args.warmup_epochs)))) for t in iters])
+        lr_schedule = np.concatenate((warmup_lr_schedule, cosine_lr_schedule))
+        record = {"losses": []}
+
+        def step(inputs, iteration, queue, use_the_queue):
+            # normalize the prototypes
+            with torch.no_grad():
+                w = model.prototypes.weight.data.clone()
+                w = nn.functional.normalize(w, dim=1, p=2)
+                model.prototypes.weight.copy_(w)
+            embedding, output = model(inputs)
+            embedding = embedding.detach()
+            bs = inputs[0].size(0)
+            loss = 0
+            for i, crop_id in enumerate(args.crops_for_assign):
+                with torch.no_grad():
+                    out = output[bs * crop_id: bs * (crop_id + 1)].detach()
+                    if queue is not None:
+                        if use_the_queue or (not hoist_queue_check and not torch.all(queue[i, -1, :] == 0)):
+                            use_the_queue = True
+                            out = torch.cat((torch.mm(queue[i], model.prototypes.weight.t()), out))
+                        # fill the queue
+                        queue[i, bs:] = queue[i, :-bs].clone()
+                        queue[i, :bs] = embedding[crop_id * bs: (crop_id + 1) * bs]
+                    q = distributed_sinkhorn(out)[-bs:]
+                subloss = 0
+                for v in np.delete(np.arange(np.sum(args.nmb_crops)), crop_id):
+                    x = output[bs * v: bs * (v + 1)] / args.temperature
+                    subloss -= torch.mean(torch.sum(q * F.log_softmax(x, dim=1), dim=1))
+                loss += subloss / (np.sum(args.nmb_crops) - 1)
+            loss /= len(args.crops_for_assign)
+            optimizer.zero_grad()
+            loss.backward()
+            if not compiled:
+                record.setdefault("grads", gradients(model))
+            # cancel gradients for the prototypes
+            if iteration < args.freeze_prototypes_niters:
+                for name, p in model.named_parameters():
+                    if "prototypes" in name:
+                        p.grad = None
+            optimizer.step()
+            return loss, use_the_queue
+
+        run = kiln.compile(step, fullgraph=fullgraph) if compiled and torch is kiln else step
+        queue = None
+        for epoch in range(args.epochs):
+            if args.queue_length > 0 and epoch >= args.epoch_queue_starts and queue is None:
+                queue = torch.zeros(len(args.crops_for_assign), args.queue_length // args.world_size, FEAT_DIM)
+            model.train()
+            use_the_queue = False
+            for it in range(iterations_per_epoch):
+                iteration = epoch * iterations_per_epoch + it
+                for param_group in optimizer.param_groups:
+                    param_group["lr"] = lr_schedule[iteration]
+                inputs = [torch.tensor(c) for c in all_crops[iteration]]
+                if hoist_queue_check:
+                    use_the_queue = use_the_queue or not torch.all(queue[0, -1, :] == 0)
+                loss, use_the_queue = run(inputs, iteration, queue, use_the_queue)
+                record["losses"].append(loss.item())
+                record.setdefault("queue used", []).append(bool(use_the_queue))
+        record["state"], record["queue"] = snapshot(model), array(queue)
+        with torch.no_grad():
+            model.eval()
+            embedding, output = model([torch.tensor(c) for c in all_crops[0]])
+            record["eval"] = {"embedding": array(embedding), "scores": array(output)}
+        return record
+
+    return train
+
+
+def test_swav_trains_as_torch(float64_default):
+    ours, theirs = run_in_lockstep(swav_resnet, train_swav())
+    assert_same_records(ours, theirs)
+    assert theirs["queue used"] == [False, False, True, True]
+
+
+def test_swav_compiled_step_as_torch(float64_default):
+    """The step one graph, the queue's "is it full" test hoisted before it (``hoist_queue_check``): the queue, an
+    argument the step writes in place, and ``use_the_queue``, a Python bool it returns, come back as torch's."""
+    ours, theirs = run_in_lockstep(swav_resnet, train_swav(compiled=True, hoist_queue_check=True))
+    assert_same_records(ours, theirs)
+    assert ours["queue used"] == theirs["queue used"] == [False, False, True, True]
+
+
+def test_swav_reference_step_through_kiln_compile_as_torch(float64_default):
+    """main_swav.py's step as written (``if use_the_queue or not torch.all(queue[i, -1, :] == 0)`` inside) under
+    ``kiln.compile`` without ``fullgraph``: however kiln runs the branch on the queue's values (eagerly, warned, as
+    torch.compile breaks the graph there), the numbers are torch's."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        ours, theirs = run_in_lockstep(swav_resnet, train_swav(compiled=True, fullgraph=False))
+    assert_same_records(ours, theirs)
+    assert ours["queue used"] == theirs["queue used"] == [False, False, True, True]
+
+
+# --- Barlow Twins (facebookresearch/barlowtwins main.py) and VICReg (facebookresearch/vicreg main_vicreg.py) ---------
+
+SSL_BATCH, SSL_IMAGE, EMBEDDING = 8, 6, 8
+
+
+def tiny_resnet(torch, nn, zero_init_residual=True):
+    """The ``torchvision.models.resnet50(zero_init_residual=True)`` backbone, small: a conv stem, one residual block
+    whose last BatchNorm starts at zero, global average pooling and ``fc`` (replaced by ``nn.Identity()``)."""
+
+    class Block(nn.Module):
+        def __init__(self, width):
+            super().__init__()
+            self.conv1 = nn.Conv2d(width, width, 3, padding=1, bias=False)
+            self.bn1 = nn.BatchNorm2d(width)
+            self.conv2 = nn.Conv2d(width, width, 3, padding=1, bias=False)
+            self.bn2 = nn.BatchNorm2d(width)
+            self.relu = nn.ReLU(inplace=True)
+
+        def forward(self, x):
+            out = self.relu(self.bn1(self.conv1(x)))
+            out = self.bn2(self.conv2(out))
+            return self.relu(out + x)
+
+    class ResNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv2d(3, EMBEDDING, 3, padding=1, bias=False)
+            self.bn1 = nn.BatchNorm2d(EMBEDDING)
+            self.relu = nn.ReLU(inplace=True)
+            self.layer1 = Block(EMBEDDING)
+            self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+            self.fc = nn.Linear(EMBEDDING, 10)
+            if zero_init_residual:
+                nn.init.constant_(self.layer1.bn2.weight, 0)
+
+        def forward(self, x):
+            x = self.layer1(self.relu(self.bn1(self.conv1(x))))
+            return self.fc(torch.flatten(self.avgpool(x), 1))
+
+    return ResNet()
+
+
+def off_diagonal(x):
+    # return a flattened view of the off-diagonal elements of a square matrix
+    n, m = x.shape
+    assert n == m
+    return x.flatten()[:-1].view(n - 1, n + 1)[:, 1:].flatten()
+
+
+class SslArgs:
+    projector = "16-16-12"
+    mlp = "16-12"
+    batch_size = SSL_BATCH
+    lambd = 0.0051
+    sim_coeff, std_coeff, cov_coeff = 25.0, 25.0, 1.0
+    epochs = 2
+    learning_rate_weights, learning_rate_biases = 0.2, 0.0048
+    weight_decay = 1.5e-6
+
+
+def barlow_twins(torch, nn, F, args=SslArgs()):
+    """main.py's ``BarlowTwins``: the projector of ``Linear(bias=False)``, ``BatchNorm1d``, ``ReLU(inplace=True)``;
+    ``self.bn = nn.BatchNorm1d(sizes[-1], affine=False)``; the loss from ``c = self.bn(z1).T @ self.bn(z2)``,
+    ``c.div_(batch_size)``, ``torch.diagonal(c).add_(-1).pow_(2).sum()`` (in place on a view of ``c``) and
+    ``off_diagonal(c).pow_(2).sum()``."""
+
+    class BarlowTwins(nn.Module):
+        def __init__(self, args):
+            super().__init__()
+            self.args = args
+            self.backbone = tiny_resnet(torch, nn)
+            self.backbone.fc = nn.Identity()
+            sizes = [EMBEDDING] + list(map(int, args.projector.split('-')))
+            layers = []
+            for i in range(len(sizes) - 2):
+                layers.append(nn.Linear(sizes[i], sizes[i + 1], bias=False))
+                layers.append(nn.BatchNorm1d(sizes[i + 1]))
+                layers.append(nn.ReLU(inplace=True))
+            layers.append(nn.Linear(sizes[-2], sizes[-1], bias=False))
+            self.projector = nn.Sequential(*layers)
+            self.bn = nn.BatchNorm1d(sizes[-1], affine=False)
+
+        def forward(self, y1, y2):
+            z1 = self.projector(self.backbone(y1))
+            z2 = self.projector(self.backbone(y2))
+            c = self.bn(z1).T @ self.bn(z2)
+            c.div_(self.args.batch_size)
+            on_diag = torch.diagonal(c).add_(-1).pow_(2).sum()
+            off_diag = off_diagonal(c).pow_(2).sum()
+            loss = on_diag + self.args.lambd * off_diag
+            return loss
+
+    return BarlowTwins(args)
+
+
+def vicreg(torch, nn, F, args=SslArgs()):
+    """main_vicreg.py's ``VICReg`` and ``Projector``; ``FullGatherLayer`` (a ``torch.autograd.Function`` returning a
+    tuple, its backward stacking the gradients) for one process: ``all_gather`` copies ``x`` into the one slot."""
+
+    class FullGatherLayer(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            output = [torch.zeros_like(x) for _ in range(1)]
+            output[0].copy_(x)  # dist.all_gather(output, x)
+            return tuple(output)
+
+        @staticmethod
+        def backward(ctx, *grads):
+            all_gradients = torch.stack(grads)
+            return all_gradients[0]  # dist.all_reduce(all_gradients); all_gradients[dist.get_rank()]
+
+    def Projector(args, embedding):
+        mlp_spec = f"{embedding}-{args.mlp}"
+        layers = []
+        f = list(map(int, mlp_spec.split("-")))
+        for i in range(len(f) - 2):
+            layers.append(nn.Linear(f[i], f[i + 1]))
+            layers.append(nn.BatchNorm1d(f[i + 1]))
+            layers.append(nn.ReLU(True))
+        layers.append(nn.Linear(f[-2], f[-1], bias=False))
+        return nn.Sequential(*layers)
+
+    class VICReg(nn.Module):
+        def __init__(self, args):
+            super().__init__()
+            self.args = args
+            self.num_features = int(args.mlp.split("-")[-1])
+            self.backbone, self.embedding = tiny_resnet(torch, nn), EMBEDDING
+            self.backbone.fc = nn.Identity()
+            self.projector = Projector(args, self.embedding)
+
+        def forward(self, x, y):
+            x = self.projector(self.backbone(x))
+            y = self.projector(self.backbone(y))
+            repr_loss = F.mse_loss(x, y)
+            x = torch.cat(FullGatherLayer.apply(x), dim=0)
+            y = torch.cat(FullGatherLayer.apply(y), dim=0)
+            x = x - x.mean(dim=0)
+            y = y - y.mean(dim=0)
+            std_x = torch.sqrt(x.var(dim=0) + 0.0001)
+            std_y = torch.sqrt(y.var(dim=0) + 0.0001)
+            std_loss = torch.mean(F.relu(1 - std_x)) / 2 + torch.mean(F.relu(1 - std_y)) / 2
+            cov_x = (x.T @ x) / (self.args.batch_size - 1)
+            cov_y = (y.T @ y) / (self.args.batch_size - 1)
+            cov_loss = off_diagonal(cov_x).pow_(2).sum().div(
+                self.num_features
+            ) + off_diagonal(cov_y).pow_(2).sum().div(self.num_features)
+            loss = (
+                self.args.sim_coeff * repr_loss
+                + self.args.std_coeff * std_loss
+                + self.args.cov_coeff * cov_loss
+            )
+            return loss
+
+    return VICReg(args)
+
+
+def lars_optimizer(torch):
+    """main.py's ``LARS`` (a ``torch.optim.Optimizer`` subclass: ``@torch.no_grad()`` ``step``, ``self.state[p]['mu']``
+    from ``torch.zeros_like``, the trust ratio by nested ``torch.where``) and ``exclude_bias_and_norm``."""
+
+    class LARS(torch.optim.Optimizer):
+        def __init__(self, params, lr, weight_decay=0, momentum=0.9, eta=0.001,
+                     weight_decay_filter=None, lars_adaptation_filter=None):
+            defaults = dict(lr=lr, weight_decay=weight_decay, momentum=momentum,
+                            eta=eta, weight_decay_filter=weight_decay_filter,
+                            lars_adaptation_filter=lars_adaptation_filter)
+            super().__init__(params, defaults)
+
+        @torch.no_grad()
+        def step(self):
+            for g in self.param_groups:
+                for p in g['params']:
+                    dp = p.grad
+                    if dp is None:
+                        continue
+                    if g['weight_decay_filter'] is None or not g['weight_decay_filter'](p):
+                        dp = dp.add(p, alpha=g['weight_decay'])
+                    if g['lars_adaptation_filter'] is None or not g['lars_adaptation_filter'](p):
+                        param_norm = torch.norm(p)
+                        update_norm = torch.norm(dp)
+                        one = torch.ones_like(param_norm)
+                        q = torch.where(param_norm > 0.,
+                                        torch.where(update_norm > 0,
+                                                    (g['eta'] * param_norm / update_norm), one), one)
+                        dp = dp.mul(q)
+                    param_state = self.state[p]
+                    if 'mu' not in param_state:
+                        param_state['mu'] = torch.zeros_like(p)
+                    mu = param_state['mu']
+                    mu.mul_(g['momentum']).add_(dp)
+                    p.add_(mu, alpha=-g['lr'])
+
+    return LARS
+
+
+def exclude_bias_and_norm(p):
+    return p.ndim == 1
+
+
+def adjust_learning_rate(args, optimizer, loader_length, step):
+    max_steps = args.epochs * loader_length
+    warmup_steps = 1 * loader_length  # 10 epochs in the reference
+    base_lr = args.batch_size / 256
+    if step < warmup_steps:
+        lr = base_lr * step / warmup_steps
+    else:
+        step -= warmup_steps
+        max_steps -= warmup_steps
+        q = 0.5 * (1 + math.cos(math.pi * step / max_steps))
+        end_lr = base_lr * 0.001
+        lr = base_lr * q + end_lr * (1 - q)
+    optimizer.param_groups[0]['lr'] = lr * args.learning_rate_weights
+    optimizer.param_groups[1]['lr'] = lr * args.learning_rate_biases
+
+
+def _two_views(steps, dtype=np.float64):
+    rng = np.random.default_rng(2)
+    return rng.standard_normal((steps, 2, SSL_BATCH, 3, SSL_IMAGE, SSL_IMAGE)).astype(dtype)
+
+
+def train_siamese(compiled=False, dtype=np.float64, loader_length=2):
+    """main.py's loop (both references share it): LARS over ``[{'params': param_weights}, {'params': param_biases}]``
+    split by ``param.ndim == 1``, with ``weight_decay_filter`` and ``lars_adaptation_filter`` =
+    ``exclude_bias_and_norm``, ``adjust_learning_rate`` writing both groups' ``lr`` each step, ``loss = model.forward(y1,
+    y2)``; with ``compiled`` kiln's step from ``zero_grad`` to ``optimizer.step()`` is one
+    ``kiln.compile(fullgraph=True)`` graph."""
+    views = _two_views(SslArgs.epochs * loader_length, dtype)
+
+    def train(torch, nn, F, model):
+        args = SslArgs()
+        param_weights = []
+        param_biases = []
+        for param in model.parameters():
+            if param.ndim == 1:
+                param_biases.append(param)
+            else:
+                param_weights.append(param)
+        parameters = [{'params': param_weights}, {'params': param_biases}]
+        optimizer = lars_optimizer(torch)(parameters, lr=0, weight_decay=args.weight_decay,
+                                          weight_decay_filter=exclude_bias_and_norm,
+                                          lars_adaptation_filter=exclude_bias_and_norm)
+        record = {"losses": []}
+
+        def step_fn(y1, y2):
+            optimizer.zero_grad()
+            loss = model.forward(y1, y2)
+            loss.backward()
+            if not compiled:
+                record.setdefault("grads", gradients(model))
+            optimizer.step()
+            return loss
+
+        run = kiln.compile(step_fn, fullgraph=True) if compiled and torch is kiln else step_fn
+        with torch.no_grad():
+            record["first_loss"] = model(torch.tensor(views[0, 0]), torch.tensor(views[0, 1])).item()
+        step = 0
+        for epoch in range(args.epochs):
+            for y1, y2 in views[epoch * loader_length:(epoch + 1) * loader_length]:
+                adjust_learning_rate(args, optimizer, loader_length, step)
+                loss = run(torch.tensor(y1), torch.tensor(y2))
+                record["losses"].append(loss.item())
+                step += 1
+        record["state"] = snapshot(model)
+        record["mu"] = {str(k): array(optimizer.state[p]["mu"]) for k, p in enumerate(param_weights)}
+        return record
+
+    return train
+
+
+@pytest.mark.parametrize("build", [barlow_twins, vicreg], ids=["barlow twins", "vicreg"])
+def test_barlow_twins_and_vicreg_train_as_torch(float64_default, build):
+    ours, theirs = run_in_lockstep(build, train_siamese())
+    assert_same_records(ours, theirs)
+
+
+@pytest.mark.parametrize("build", [barlow_twins, vicreg], ids=["barlow twins", "vicreg"])
+def test_barlow_twins_and_vicreg_compiled_step_as_torch(float64_default, build):
+    ours, theirs = run_in_lockstep(build, train_siamese(compiled=True))
+    assert_same_records(ours, theirs)
