@@ -72,7 +72,8 @@ def _is_bool_mask(index: Any) -> bool:
 
 def _masked_rows(input: Tensor, mask: Any) -> Tensor:
     """``input[mask]``: eagerly the rows the mask picks (frontend/eager_data_dependent.py); traced, the same where the
-    mask's values are known (built from constants: ``~torch.eye(n, dtype=torch.bool)``), else an error."""
+    mask's values are known (built from constants: ``~torch.eye(n, dtype=torch.bool)``), else rows pending for
+    ``a[mask] = b[mask]`` (frontend/pending_masked_rows.py), an error on any other use."""
     from kiln.frontend import eager_data_dependent
     from kiln.frontend.trace_known_values import known_value
 
@@ -81,8 +82,11 @@ def _masked_rows(input: Tensor, mask: Any) -> Tensor:
     known = known_value(mask) if isinstance(mask, Tensor) else np.asarray(mask)
     if known is not None and all(isinstance(dim, int) for dim in input.shape[:known.ndim]):
         return eager_data_dependent.masked_rows(input, known)
-    raise located_error("x[mask] has a data-dependent shape (the number of true elements), which kiln does not trace; "
-                        "use where(mask, x, 0) (or masked_fill) and reduce, e.g. (x * mask).sum() / mask.sum()")
+    from kiln.frontend.pending_masked_rows import pending_rows  # lazily: it builds on the Tensor this file serves
+
+    return pending_rows(input, mask, located_error(
+        "x[mask] has a data-dependent shape (the number of true elements), which kiln does not trace; use where(mask, "
+        "x, 0) (or masked_fill) and reduce, e.g. (x * mask).sum() / mask.sum(); a[mask] = b[mask] is traced"))
 
 
 def _gathered_rows(input: Tensor, indices: tuple[Tensor, ...]) -> Tensor:

@@ -217,6 +217,10 @@ def masked_assignment(x: Tensor, mask: Tensor, value: Any) -> Tensor:
     broadcasts to the trailing dims (each selected row gets it)."""
     if mask.shape != x.shape[:mask.ndim]:
         raise located_error(f"x[mask] = value: the mask {mask.type} must have the shape of {x.type} or of its leading dims")
+    from kiln.frontend.pending_masked_rows import PendingMaskedRows, assigned_under_same_mask  # lazily: builds on Tensor
+
+    if isinstance(value, PendingMaskedRows):  # a[mask] = b[mask], traced
+        return assigned_under_same_mask(x, mask, value)
     leading, source = mask.ndim, value_of(x, value)
     if source.ndim > x.ndim - leading and source.ndim > 0 and source.shape != (1,):
         known = eager_array(mask)

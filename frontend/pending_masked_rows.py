@@ -1,0 +1,76 @@
+"""``a[mask] = b[mask]`` in a trace: the rows ``b[mask]`` picks have a data-dependent count, but written back
+under the same mask they are just ``where(mask, b, a)``.
+
+``x[mask]`` with a mask known only when the graph runs has no static shape, so kiln does not trace it
+(``functional_indexing._masked_rows``). PyTorch code often uses it only to move values between two tensors under one
+mask (pytorch_tabnet's ``UnsupervisedLoss``: ``batch_stds[batch_stds == 0] = batch_means[batch_stds == 0]``). So a
+traced ``b[mask]`` is a ``PendingMaskedRows``: it remembers ``b`` and the mask as they are, and the assignment
+``a[mask2] = rows`` with ``mask2`` the same computation as ``mask`` (the same ops on the same values, as CSE would
+merge them) becomes one ``where``, with PyTorch's values and gradients:
+
+```
+batch_stds[batch_stds == 0] = batch_means[batch_stds == 0]
+    ->   %m = "tensor.equal"(%batch_stds, %zero)
+         %batch_stds.1 = "tensor.where"(%m, %batch_means, %batch_stds)
+```
+
+Any other use of the pending rows (arithmetic, a shape, another mask) raises the data-dependent-shape error, naming
+the line that indexed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kiln.compiler.ir.core import Value
+from kiln.compiler.ops.registry import has_trait
+from kiln.compiler.passes.cse import hashable_attr
+from kiln.frontend.tensor import Tensor, apply
+
+SAME_COMPUTATION_DEPTH = 12
+"""How many ops back two masks are compared before they count as different (a mask is a short expression)."""
+
+
+class PendingMaskedRows(Tensor):
+    """``source[mask]`` while tracing, not yet made: usable only as the value of ``x[mask] = ...`` (see the module
+    docstring); anything else raises ``error``, the data-dependent-shape error located at the indexing line."""
+
+    def __init__(self, source: Value, mask: Value, error: Exception):
+        self.source, self.mask, self.error = source, mask, error
+
+    @property
+    def value(self) -> Value:
+        raise self.error
+
+
+def same_computation(first: Value, second: Value, depth: int = SAME_COMPUTATION_DEPTH) -> bool:
+    """Whether two values are computed alike: the same value, or pure ops of one name and attributes over operands
+    computed alike (two ``x == 0`` each with its own constant 0)."""
+    if first is second:
+        return True
+    a, b = first.producer, second.producer
+    if depth == 0 or a is None or b is None or a.name != b.name or first.index != second.index:
+        return False
+    if not has_trait(a.name, "pure") or len(a.operands) != len(b.operands):
+        return False
+    if {k: hashable_attr(v) for k, v in a.attrs.items()} != {k: hashable_attr(v) for k, v in b.attrs.items()}:
+        return False
+    return all(same_computation(x, y, depth - 1) for x, y in zip(a.operands, b.operands))
+
+
+def assigned_under_same_mask(x: Tensor, mask: Tensor, rows: PendingMaskedRows) -> Tensor:
+    """``x[mask] = source[mask]``: ``where(mask, source, x)`` when the masks are computed alike and ``source`` has
+    ``x``'s shape; else the pending rows' error."""
+    source = Tensor(rows.source)
+    if not same_computation(mask.value, rows.mask) or tuple(source.shape) != tuple(x.shape):
+        raise rows.error
+    if mask.ndim < x.ndim:
+        mask = apply("tensor.expand_dims", mask, axes=tuple(range(mask.ndim, x.ndim)))
+    return apply("tensor.where", mask, source.to(x.dtype), x)
+
+
+def pending_rows(source: Tensor, mask: Any, error: Exception) -> Any:
+    """``source[mask]`` pending, for a bool mask tensor over ``source``'s leading dims; else ``error`` raised."""
+    if not isinstance(mask, Tensor) or tuple(mask.shape) != tuple(source.shape[:mask.ndim]):
+        raise error
+    return PendingMaskedRows(source.value, mask.value, error)
