@@ -29,6 +29,9 @@ MAX_OPS = 64
 """The most ops evaluated for one value: a mask is a few ops from its constants; a longer chain is not worth it."""
 MAX_ELEMENTS = 1 << 20
 """The largest intermediate result evaluated."""
+VALUE_PRESERVING = frozenset({"tensor.stop_gradient"})
+"""Ops whose result is their operand's values (no NumPy kernel: passes remove them): ``lengths.data``,
+``lengths.detach()``."""
 
 
 def known_value(tensor: Any) -> np.ndarray | None:
@@ -52,7 +55,7 @@ def _evaluate(value: Value, memo: dict[Value, np.ndarray | None], budget: list[i
     operands = [_evaluate(operand, memo, budget) for operand in op.operands]
     if any(operand is None for operand in operands):
         return None
-    memo[value] = _run(op, operands, value)
+    memo[value] = operands[0] if op.name in VALUE_PRESERVING else _run(op, operands, value)
     return memo[value]
 
 
