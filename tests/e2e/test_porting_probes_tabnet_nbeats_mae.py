@@ -1166,6 +1166,144 @@ def nbeats(torch, nn, F, stack_types=("trend", "seasonality", "generic"), share_
                      hidden_layer_units=UNITS)
 
 
+# --- N-BEATS: ElementAI/N-BEATS models/nbeats.py -------------------------------------------------------------------
+
+
+def elementai_nbeats(t, nn, F, interpretable=True, basis_dtype=None):
+    """models/nbeats.py's ``NBeats`` (``flip``, ``x[:, -1:]``, masked residuals) with the interpretable factory (one
+    trend and one seasonality block, each repeated in the ``ModuleList``: shared weights) or the generic one; the
+    bases are frozen ``nn.Parameter``s in ``basis_dtype`` (the reference's ``t.float32``; float64 runs: ``einsum``
+    does not mix dtypes); ``np.float`` is ``np.float64`` (NumPy 1.24 removed the alias)."""
+    basis_dtype = basis_dtype or t.float32
+
+    class NBeatsBlock(t.nn.Module):
+        def __init__(self, input_size, theta_size: int, basis_function: t.nn.Module, layers: int, layer_size: int):
+            super().__init__()
+            self.layers = t.nn.ModuleList([t.nn.Linear(in_features=input_size, out_features=layer_size)] +
+                                          [t.nn.Linear(in_features=layer_size, out_features=layer_size)
+                                           for _ in range(layers - 1)])
+            self.basis_parameters = t.nn.Linear(in_features=layer_size, out_features=theta_size)
+            self.basis_function = basis_function
+
+        def forward(self, x: t.Tensor):
+            block_input = x
+            for layer in self.layers:
+                block_input = t.relu(layer(block_input))
+            basis_parameters = self.basis_parameters(block_input)
+            return self.basis_function(basis_parameters)
+
+    class NBeats(t.nn.Module):
+        def __init__(self, blocks: t.nn.ModuleList):
+            super().__init__()
+            self.blocks = blocks
+
+        def forward(self, x: t.Tensor, input_mask: t.Tensor) -> t.Tensor:
+            residuals = x.flip(dims=(1,))
+            input_mask = input_mask.flip(dims=(1,))
+            forecast = x[:, -1:]
+            for i, block in enumerate(self.blocks):
+                backcast, block_forecast = block(residuals)
+                residuals = (residuals - backcast) * input_mask
+                forecast = forecast + block_forecast
+            return forecast
+
+    class GenericBasis(t.nn.Module):
+        def __init__(self, backcast_size: int, forecast_size: int):
+            super().__init__()
+            self.backcast_size = backcast_size
+            self.forecast_size = forecast_size
+
+        def forward(self, theta: t.Tensor):
+            return theta[:, :self.backcast_size], theta[:, -self.forecast_size:]
+
+    class TrendBasis(t.nn.Module):
+        def __init__(self, degree_of_polynomial: int, backcast_size: int, forecast_size: int):
+            super().__init__()
+            self.polynomial_size = degree_of_polynomial + 1  # degree of polynomial with constant term
+            self.backcast_time = t.nn.Parameter(
+                t.tensor(np.concatenate([np.power(np.arange(backcast_size, dtype=np.float64) / backcast_size, i)[None, :]
+                                         for i in range(self.polynomial_size)]), dtype=basis_dtype),
+                requires_grad=False)
+            self.forecast_time = t.nn.Parameter(
+                t.tensor(np.concatenate([np.power(np.arange(forecast_size, dtype=np.float64) / forecast_size, i)[None, :]
+                                         for i in range(self.polynomial_size)]), dtype=basis_dtype),
+                requires_grad=False)
+
+        def forward(self, theta: t.Tensor):
+            backcast = t.einsum('bp,pt->bt', theta[:, self.polynomial_size:], self.backcast_time)
+            forecast = t.einsum('bp,pt->bt', theta[:, :self.polynomial_size], self.forecast_time)
+            return backcast, forecast
+
+    class SeasonalityBasis(t.nn.Module):
+        def __init__(self, harmonics: int, backcast_size: int, forecast_size: int):
+            super().__init__()
+            self.frequency = np.append(np.zeros(1, dtype=np.float32),
+                                       np.arange(harmonics, harmonics / 2 * forecast_size,
+                                                 dtype=np.float32) / harmonics)[None, :]
+            backcast_grid = -2 * np.pi * (
+                np.arange(backcast_size, dtype=np.float32)[:, None] / forecast_size) * self.frequency
+            forecast_grid = 2 * np.pi * (
+                np.arange(forecast_size, dtype=np.float32)[:, None] / forecast_size) * self.frequency
+            self.backcast_cos_template = t.nn.Parameter(t.tensor(np.transpose(np.cos(backcast_grid)),
+                                                                 dtype=basis_dtype), requires_grad=False)
+            self.backcast_sin_template = t.nn.Parameter(t.tensor(np.transpose(np.sin(backcast_grid)),
+                                                                 dtype=basis_dtype), requires_grad=False)
+            self.forecast_cos_template = t.nn.Parameter(t.tensor(np.transpose(np.cos(forecast_grid)),
+                                                                 dtype=basis_dtype), requires_grad=False)
+            self.forecast_sin_template = t.nn.Parameter(t.tensor(np.transpose(np.sin(forecast_grid)),
+                                                                 dtype=basis_dtype), requires_grad=False)
+
+        def forward(self, theta: t.Tensor):
+            params_per_harmonic = theta.shape[1] // 4
+            backcast_harmonics_cos = t.einsum('bp,pt->bt', theta[:, 2 * params_per_harmonic:3 * params_per_harmonic],
+                                              self.backcast_cos_template)
+            backcast_harmonics_sin = t.einsum('bp,pt->bt', theta[:, 3 * params_per_harmonic:],
+                                              self.backcast_sin_template)
+            backcast = backcast_harmonics_sin + backcast_harmonics_cos
+            forecast_harmonics_cos = t.einsum('bp,pt->bt', theta[:, :params_per_harmonic],
+                                              self.forecast_cos_template)
+            forecast_harmonics_sin = t.einsum('bp,pt->bt', theta[:, params_per_harmonic:2 * params_per_harmonic],
+                                              self.forecast_sin_template)
+            forecast = forecast_harmonics_sin + forecast_harmonics_cos
+            return backcast, forecast
+
+    def interpretable_model(input_size, output_size, trend_blocks, trend_layers, trend_layer_size,
+                            degree_of_polynomial, seasonality_blocks, seasonality_layers, seasonality_layer_size,
+                            num_of_harmonics):
+        trend_block = NBeatsBlock(input_size=input_size,
+                                  theta_size=2 * (degree_of_polynomial + 1),
+                                  basis_function=TrendBasis(degree_of_polynomial=degree_of_polynomial,
+                                                            backcast_size=input_size,
+                                                            forecast_size=output_size),
+                                  layers=trend_layers,
+                                  layer_size=trend_layer_size)
+        seasonality_block = NBeatsBlock(input_size=input_size,
+                                        theta_size=4 * int(
+                                            np.ceil(num_of_harmonics / 2 * output_size) - (num_of_harmonics - 1)),
+                                        basis_function=SeasonalityBasis(harmonics=num_of_harmonics,
+                                                                        backcast_size=input_size,
+                                                                        forecast_size=output_size),
+                                        layers=seasonality_layers,
+                                        layer_size=seasonality_layer_size)
+        return NBeats(t.nn.ModuleList(
+            [trend_block for _ in range(trend_blocks)] + [seasonality_block for _ in range(seasonality_blocks)]))
+
+    def generic_model(input_size: int, output_size: int, stacks: int, layers: int, layer_size: int):
+        return NBeats(t.nn.ModuleList([NBeatsBlock(input_size=input_size,
+                                                   theta_size=input_size + output_size,
+                                                   basis_function=GenericBasis(backcast_size=input_size,
+                                                                               forecast_size=output_size),
+                                                   layers=layers,
+                                                   layer_size=layer_size)
+                                       for _ in range(stacks)]))
+
+    if interpretable:
+        return interpretable_model(BACKCAST, FORECAST, trend_blocks=2, trend_layers=2, trend_layer_size=UNITS,
+                                   degree_of_polynomial=2, seasonality_blocks=2, seasonality_layers=2,
+                                   seasonality_layer_size=UNITS, num_of_harmonics=1)
+    return generic_model(BACKCAST, FORECAST, stacks=3, layers=2, layer_size=UNITS)
+
+
 # --- N-BEATS: ElementAI/N-BEATS common/torch/losses.py and experiments/trainer.py ---------------------------------
 
 
@@ -1227,10 +1365,12 @@ def _series_windows(steps, dtype=np.float64):
     return batches
 
 
-def train_nbeats(loss_name="MAPE", iterations=4, compiled=False, dtype=np.float64, learning_rate=1e-3):
+def train_nbeats(loss_name="MAPE", iterations=4, compiled=False, dtype=np.float64, learning_rate=1e-3,
+                 elementai=False):
     """trainer.py's loop: Adam, ``clip_grad_norm_(..., 1.0)``, the loss NaN check by ``float(training_loss)``, the
-    step decay of ``param_group["lr"]`` after each step, on philipperemy's model (``_, forecast = model(x)``);
-    with ``compiled`` kiln's zero_grad-to-step is one ``kiln.compile(fullgraph=True)`` graph."""
+    step decay of ``param_group["lr"]`` after each step, on philipperemy's model (``_, forecast = model(x)``) or,
+    with ``elementai``, ElementAI's (``forecast = model(x, x_mask)``); with ``compiled`` kiln's zero_grad-to-step is
+    one ``kiln.compile(fullgraph=True)`` graph."""
     batches = _series_windows(iterations, dtype)
 
     def train(t, nn, F, model):
@@ -1243,11 +1383,18 @@ def train_nbeats(loss_name="MAPE", iterations=4, compiled=False, dtype=np.float6
             lr_decay_step = 1
         record = {"losses": [], "lrs": []}
         with t.no_grad():
-            record["first_output"] = dict(zip(("backcast", "forecast"), map(array, model(to_tensor(batches[0][0])))))
+            if elementai:
+                record["first_output"] = array(model(to_tensor(batches[0][0]), to_tensor(batches[0][1])))
+            else:
+                record["first_output"] = dict(zip(("backcast", "forecast"),
+                                                  map(array, model(to_tensor(batches[0][0])))))
 
         def step(x, x_mask, y, y_mask):
             optimizer.zero_grad()
-            _, forecast = model(x)
+            if elementai:
+                forecast = model(x, x_mask)
+            else:
+                _, forecast = model(x)
             training_loss = training_loss_fn(x, timeseries_frequency, forecast, y, y_mask)
             training_loss.backward()
             if not compiled and "grads" not in record:
@@ -1268,6 +1415,8 @@ def train_nbeats(loss_name="MAPE", iterations=4, compiled=False, dtype=np.float6
                 param_group["lr"] = learning_rate * 0.5 ** (i // lr_decay_step)
             record["lrs"].append(optimizer.param_groups[0]["lr"])
         record["state"] = snapshot(model)
+        if elementai:
+            return record
         model.eval()
         model._gen_intermediate_outputs = True
         with t.no_grad():
@@ -1312,6 +1461,25 @@ def test_nbeats_float32_as_torch():
     ours, theirs = run_in_lockstep(nbeats, train_nbeats("SMAPE", compiled=True, dtype=np.float32))
     assert ours["first_output"]["forecast"].dtype == np.float32
     assert_same_records(ours, theirs, rtol=2e-5, atol=2e-6)
+
+
+def _elementai_float64(torch, nn, F, **options):
+    return elementai_nbeats(torch, nn, F, basis_dtype=torch.float64, **options)
+
+
+@FLOAT_OF_LOSS
+@pytest.mark.parametrize(("interpretable", "loss_name", "compiled"),
+                         [(True, "MASE", False), (True, "SMAPE", True), (False, "MAPE", True)],
+                         ids=["interpretable-eager", "interpretable-compiled", "generic-compiled"])
+def test_elementai_nbeats_trains_as_torch(float64_default, interpretable, loss_name, compiled):
+    """The shared blocks appear once per ``ModuleList`` entry in ``state_dict`` (torch's keys) and once in
+    ``parameters()``."""
+    ours, theirs = run_in_lockstep(lambda torch, nn, F: _elementai_float64(torch, nn, F, interpretable=interpretable),
+                                   train_nbeats(loss_name, compiled=compiled, elementai=True))
+    assert_same_records(ours, theirs)
+    if interpretable:
+        assert {"blocks.0.basis_function.backcast_time", "blocks.1.basis_function.backcast_time",
+                "blocks.3.basis_function.forecast_sin_template"} <= set(ours["state"])
 
 
 def test_nbeats_float32_basis_with_float64_weights_is_refused_as_torch(float64_default):
