@@ -27,7 +27,11 @@ and the MAE encoder also through ``kiln.onnx.export`` in onnxruntime against tor
   ``self.parameters = nn.ParameterList(self.parameters)`` (a submodule named like the method), the doubly residual
   stacking, ``squeeze_last_dim``, intermediate outputs by ``f.detach().numpy()``; MAPE, SMAPE (``forecast.data``) and
   MASE with ``divide_no_nan`` (``result[result != result] = .0; result[result == np.inf] = .0``, zero targets in every
-  batch); Adam, ``clip_grad_norm_``, ``float(training_loss)``, ``param_group["lr"]`` decayed between (compiled) steps.
+  batch); Adam, ``clip_grad_norm_``, ``float(training_loss)``, ``param_group["lr"]`` decayed between (compiled) steps;
+  ElementAI's own ``NBeats`` (``x.flip(dims=(1,))``, ``x[:, -1:]``, ``(residuals - backcast) * input_mask``), its
+  generic basis (``theta[:, -forecast_size:]``) and interpretable bases (polynomial and Fourier templates as frozen
+  ``nn.Parameter``s, ``t.einsum('bp,pt->bt', ...)``), the interpretable model's blocks repeated in one ``ModuleList``
+  (shared weights: ``state_dict`` names each entry, ``parameters()`` each tensor once).
 - MAE (facebookresearch/mae ``models_mae.py``, ``util/pos_embed.py``, ``util/lr_decay.py``, ``util/lr_sched.py``): 2-D
   sin-cos tables copied by ``.data.copy_(torch.from_numpy(...).float().unsqueeze(0))`` into frozen parameters,
   ``xavier_uniform_(w.view([w.shape[0], -1]))`` of the patch conv's ``.data``, ``normal_(std=.02)`` tokens,
@@ -39,8 +43,9 @@ and the MAE encoder also through ``kiln.onnx.export`` in onnxruntime against tor
   ``kiln.compile(model, fullgraph=True)`` in the compiled runs.
 
 Adaptations: ``from torch.nn import Linear, ...`` is written ``Linear = torch.nn.Linear`` (an import names the real
-module); the N-BEATS bases are ``.double()`` in the float64 runs (the reference's ``.float()`` basis meets float64
-thetas in ``mm``, which both libraries refuse: checked); MAE's ``random_masking`` takes the noise as an argument.
+module); philipperemy's N-BEATS bases are ``.double()`` and ElementAI's templates ``t.float64`` in the float64 runs
+(the reference's float32 basis meets float64 thetas in ``mm``, which both libraries refuse: checked); ElementAI's
+``np.float`` is ``np.float64``; MAE's ``random_masking`` takes the noise as an argument.
 
 What broke: ``Sparsemax.__init__`` sets ``self.dim`` before ``super().__init__()``, which kiln refused (now a plain
 attribute is kept and a parameter, buffer or submodule there raises torch's AttributeError; frontend/module.py,
