@@ -124,9 +124,17 @@ def _record_changes(owner: Any, before: dict[str, Any]) -> None:
     writes = TraceContext.current().attribute_writes
     after = vars(owner)
     for name in [*before, *(name for name in after if name not in before)]:
-        old = before.get(name, MISSING)
-        if not _same(after.get(name, MISSING), old):
+        old, new = before.get(name, MISSING), after.get(name, MISSING)
+        if not _same(new, old) and not _holds_traced_tensors(new):
             writes.setdefault((id(owner), name), (owner, name, old))
+
+
+def _holds_traced_tensors(value: Any) -> bool:
+    """Whether ``value`` is a list, tuple or dict holding a tensor the trace computed (``self.losses = [loss_g,
+    loss_d]``): no value to replay nor a graph output, it is left as the trace set it, unguarded (a guard on it would
+    fail at every call)."""
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else ()
+    return any(_traced_tensor(item) for item in items)
 
 
 def _traced_tensor(value: Any) -> bool:

@@ -120,6 +120,29 @@ def test_a_plain_objects_training_forward_that_sets_a_counter_trains_eagerly_war
     assert counting.calls == 3
 
 
+def test_a_list_of_traced_tensors_set_on_the_object_is_left_unguarded():
+    """``self.losses = [loss]`` (a list holding a traced tensor) has no value to replay: left as the trace set it and
+    unguarded, so the update stays one variant instead of tracing again at every call."""
+    critic = _agent("kiln").critic
+
+    class Remembering(object):
+        def __init__(self):
+            self.losses = None
+
+        def loss(self, state):
+            loss = (critic(state) ** 2).mean()
+            self.losses = [loss]
+            return loss
+
+    remembering = Remembering()
+    compiled = kiln.compile(remembering.loss)
+    with kiln.no_grad():
+        for call in range(3):
+            compiled(kiln.tensor(_state(call)))
+    traced = sum(v is not None for v in compiled.variants.values()) + sum(map(len, compiled.superseded.values()))
+    assert traced == 1
+
+
 @pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
     "only a compiled bound method's own object is watched: a plain object reached through a closure or a wrapper "
     "(kiln.compile(lambda state: agent.update(state))) has no __setattr__ hook, so its counter still counts traces. "
