@@ -49,6 +49,10 @@ float32's level.
   outputs) and the chunkwise form (``F.pad`` to whole chunks, a loop of cross-chunk states). The three RetNets'
   parallel forms export to ONNX and run in onnxruntime as torch's. Programs:
   ``tests/e2e/s4_hyena_program.py``, ``retnet_program.py``, ``torchscale_retnet_program.py``.
+- LRU (a widely copied PyTorch port of Orvieto et al.'s Linear Recurrent Unit, ``tests/e2e/lru_program.py``): complex
+  ``nn.Parameter(torch.complex(B_re, B_im))``, a complex ``register_buffer('state', ...)`` assigned step by step, and a
+  parallel scan as a ``torch.autograd.Function`` working in place on views of complex tensors. Both forms are strict
+  xfails (below): kiln has no complex buffers and no custom Function over complex tensors.
 
 ONNX export of the FFT models is refused by kiln by design (``backends/onnx/lowering_fft.py``: onnxruntime's DFT is
 not exact enough); the refusal names the op and the user's line (checked).
@@ -69,9 +73,9 @@ exports spelled out with its float64 eps (``backends/onnx/lowering_nn.py``;
 now, as torch.compile's (``runtime/compiled_function.py``; ``tests/runtime/test_compiled_module_submodules.py``). The
 lockstep helpers load kiln's real pairs into torch's complex
 parameters and compare torch's complex state and gradients as pairs (``tests/e2e/probe_lockstep.py``). S4D, Hyena and
-the two real RetNets trained to 1e-10 as first written. Left as a strict xfail: torchscale's incremental decoding
+the two real RetNets trained to 1e-10 as first written. Left as strict xfails: torchscale's incremental decoding
 through ``kiln.compile`` (the trace's tensors stay in the ``incremental_state`` dict argument; torch.compile replays
-such writes). Noticed: with the reference's float32 ``decay`` buffer in a float64 run, kiln's float32 ``exp`` (NumPy's
+such writes), and the LRU's two forms (a complex buffer; a custom autograd Function over complex tensors). Noticed: with the reference's float32 ``decay`` buffer in a float64 run, kiln's float32 ``exp`` (NumPy's
 SIMD one, not correctly rounded in ~40% of random inputs against torch's ~1%) moves the outputs by ~1e-9.
 """
 
@@ -85,6 +89,7 @@ import pytest
 import kiln
 from e2e.probe_lockstep import (array, assert_same_records, compiled_module_training, gradients, loaded_state,
                                 run_in_lockstep, snapshot)
+from e2e.lru_program import deep_lru
 from e2e.retnet_program import complex_retnet, retnet
 from e2e.s4_hyena_program import hyena, s4_model, setup_optimizer
 from e2e.torchscale_retnet_program import torchscale_retnet
@@ -423,3 +428,38 @@ def test_torchscale_incremental_decoding_through_kiln_compile(float64_default):
         expected = decode_incrementally(model, tokens)
         np.testing.assert_allclose(decode_incrementally(kiln.compile(model, fullgraph=True), tokens), expected,
                                    rtol=1e-10, atol=1e-12)
+
+
+# ------------------------------------------------------------------------------------------------------------ LRU
+
+LRU_INPUTS = np.random.default_rng(8).standard_normal((2, 5, 2))
+LRU_TARGETS = np.random.default_rng(9).standard_normal((2, 5, 2))
+
+
+def lru_batch(torch):
+    return torch.tensor(LRU_INPUTS), torch.tensor(LRU_TARGETS)
+
+
+def lru_loss(torch, nn, F, model, inputs, targets):
+    outputs = model(inputs)
+    return outputs, F.mse_loss(outputs, targets)
+
+
+@pytest.mark.xfail(strict=True, raises=kiln.compiler.errors.TraceError,
+                   reason="a torch.autograd.Function on complex tensors (LRU's PScan: in-place add_/mul_ on views of "
+                          "complex tensors in its forward and backward) is not supported: apply() reads each input as "
+                          "one real tensor")
+def test_lru_parallel_scan_trains_as_torch(float64_default):
+    ours, theirs = run_in_lockstep(lambda torch, nn, F: deep_lru(torch, nn, F, scan=True),
+                                   training(lru_batch, lru_loss, adam))
+    assert_same_records(ours, theirs)
+
+
+@pytest.mark.xfail(strict=True, raises=kiln.compiler.errors.TraceError,
+                   reason="register_buffer of a complex tensor (LRU's state) keeps a Buffer of complex values that "
+                          "acts as a real tensor (is_complex() False); complex buffers, kept as a complex Parameter's "
+                          "real pairs and assigned anew by self.state = ..., are not supported")
+def test_lru_recurrent_loop_trains_as_torch(float64_default):
+    ours, theirs = run_in_lockstep(lambda torch, nn, F: deep_lru(torch, nn, F, scan=False),
+                                   training(lru_batch, lru_loss, adam))
+    assert_same_records(ours, theirs)
