@@ -75,8 +75,9 @@ lockstep helpers load kiln's real pairs into torch's complex
 parameters and compare torch's complex state and gradients as pairs (``tests/e2e/probe_lockstep.py``). S4D, Hyena and
 the two real RetNets trained to 1e-10 as first written. Left as strict xfails: torchscale's incremental decoding
 through ``kiln.compile`` (the trace's tensors stay in the ``incremental_state`` dict argument; torch.compile replays
-such writes), and the LRU's two forms (a complex buffer; a custom autograd Function over complex tensors). Noticed: with the reference's float32 ``decay`` buffer in a float64 run, kiln's float32 ``exp`` (NumPy's
-SIMD one, not correctly rounded in ~40% of random inputs against torch's ~1%) moves the outputs by ~1e-9.
+such writes), and the LRU's two forms (a complex buffer; a custom autograd Function over complex tensors).
+Noticed: with the reference's float32 ``decay`` buffer in a float64 run, kiln's float32 ``exp`` (NumPy's SIMD one,
+not correctly rounded in ~40% of random inputs against torch's ~1%) moves the outputs by ~1e-9.
 """
 
 from __future__ import annotations
