@@ -53,7 +53,8 @@ seq_length, 3, self.hidden_size).permute(0, 2, 1, 3)``, experiment.py's NumPy ``
 ``LambdaLR`` warmup) and evaluate_episodes.py's ``evaluate_episode_rtg`` (``get_action``'s left padding by
 ``torch.cat([torch.zeros(...), states], dim=1)`` and its ``attention_mask``, ``actions[-1] = action``, the context grown
 by ``torch.cat``). Eagerly and with ``model = kiln.compile(model, fullgraph=True)``; the reference's float32 casts in
-float32, and float64 with ``torch.float64`` in their place. The whole ``train_step`` under ``kiln.compile(fullgraph=
+float32, and float64 with ``torch.float64`` in their place; the action head exported by ``kiln.onnx.export`` and run by
+onnxruntime. The whole ``train_step`` under ``kiln.compile(fullgraph=
 True)`` is refused at the boolean-mask index (a data-dependent shape, as ``torch.compile(fullgraph=True)`` refuses);
 without ``fullgraph`` it runs eagerly, warned, and trains as torch.
 
@@ -1630,3 +1631,36 @@ def test_decision_transformer_train_step_with_its_boolean_mask_compiles_as_torch
     with pytest.warns(UserWarning, match="data-dependent shape"):
         ours, theirs = run_in_lockstep(_dt_float64, train_decision_transformer({}, steps=2, dtype_name="float64"))
     assert_same_records(ours, theirs)
+
+
+def test_decision_transformer_exported_to_onnx_acts_as_torch(tmp_path):
+    """The model's action head (``forward(states, actions, None, returns_to_go, timesteps, attention_mask)[1]``, the
+    left-padded context as ``get_action`` builds it) exported by ``kiln.onnx.export`` runs in onnxruntime as torch's
+    model from the same weights."""
+    onnxruntime = require("onnxruntime")
+    rng = np.random.default_rng(10)
+    feeds = dict(states=rng.standard_normal((2, DT_K, DT_STATE)).astype(np.float32),
+                 actions=rng.standard_normal((2, DT_K, DT_ACT)).astype(np.float32),
+                 returns_to_go=rng.standard_normal((2, DT_K, 1)).astype(np.float32),
+                 timesteps=np.array([[0, 0, 1, 2], [3, 4, 5, 6]]), attention_mask=np.array([[0, 1, 1, 1], [1, 1, 1, 1]]))
+
+    def act(torch, nn, F, model):
+        model.eval()
+        tensors = [torch.tensor(value) for value in feeds.values()]
+
+        class ActionHead(nn.Module):
+            def __init__(self, dt):
+                super().__init__()
+                self.dt = dt
+
+            def forward(self, states, actions, returns_to_go, timesteps, attention_mask):
+                return self.dt(states, actions, None, returns_to_go, timesteps, attention_mask=attention_mask)[1]
+
+        if torch is kiln:
+            kiln.onnx.export(ActionHead(model), tuple(tensors), str(tmp_path / "dt.onnx"), input_names=list(feeds))
+            return {"actions": onnxruntime.InferenceSession(str(tmp_path / "dt.onnx")).run(None, feeds)[0]}
+        with torch.no_grad():
+            return {"actions": array(ActionHead(model)(*tensors))}
+
+    ours, theirs = run_in_lockstep(decision_transformer, act)
+    assert_same_records(ours, theirs, rtol=1e-5, atol=1e-6)
