@@ -34,6 +34,20 @@ def written_arguments(inputs: Sequence[Any], before: Sequence[Any]) -> tuple[int
                  if value is not None and item.value is not value)
 
 
+def refuse_argument_writes(inputs: Sequence[Any], before: Sequence[Any], name: str) -> None:
+    """Raise where a function traced for a call with gradients enabled (``compiled_training.py``: its backward runs
+    later, eagerly) wrote an argument in place: that path does not write arguments back (yet), and dropping the write
+    would be silent; refused, the call runs eagerly (warned) or, with ``fullgraph``, raises."""
+    from kiln.compiler.errors import TraceError  # lazily: the runtime's errors import nothing from here
+
+    written = written_arguments(inputs, before)
+    if written:
+        raise TraceError(
+            f"{name} writes its argument {written[0]} in place (x.add_(...), x[i] = ...) in a call with gradients "
+            "enabled, whose compiled forward does not write arguments back; call it under kiln.no_grad(), compile the "
+            "whole training step (loss.backward() and optimizer.step() inside), or write the tensor outside the call")
+
+
 def write_back_arguments(arguments: Sequence[Any], written: Sequence[int], outputs: tuple[Any, ...]) -> tuple[Any, ...]:
     """The function's own outputs, after the last ``len(written)`` (the written arguments' new values, in order) went
     into the caller's arguments: a tensor by ``copy_`` without gradient, a NumPy array by ``np.copyto``."""
@@ -53,4 +67,4 @@ def write_back_arguments(arguments: Sequence[Any], written: Sequence[int], outpu
     return own
 
 
-__all__ = ["values_before", "write_back_arguments", "written_arguments"]
+__all__ = ["refuse_argument_writes", "values_before", "write_back_arguments", "written_arguments"]

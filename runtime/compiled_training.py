@@ -42,6 +42,7 @@ from kiln.frontend.sparse_embedding import TRAINED_LOOKUPS
 from kiln.frontend.trace import TensorSpec, TraceContext, trace_context, user_location
 from kiln.frontend.traced_requires_grad import traced_requires_grad
 from kiln.compiler.errors import KilnError
+from kiln.runtime.argument_writes import refuse_argument_writes, values_before
 from kiln.runtime.attribute_writes import AttributeWrites
 from kiln.runtime.compile_arguments import named_like
 from kiln.runtime.executable import Executable
@@ -222,7 +223,9 @@ def compile_training(fn: Callable[..., Any], arrays: Sequence[np.ndarray], wants
     structure: list[Any] = []
 
     def without_nones(*inputs: Any) -> list[Any]:  # MultiheadAttention's (out, None): the None comes back as is
+        before = values_before(inputs)
         leaves, nesting = flatten(fn(*inputs))
+        refuse_argument_writes(inputs, before, getattr(fn, "__name__", "the compiled function"))
         structure[:] = [nesting, [leaf is not None for leaf in leaves]]
         return [leaf for leaf in leaves if leaf is not None]
 

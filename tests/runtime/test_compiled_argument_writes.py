@@ -90,3 +90,36 @@ def test_a_view_of_the_written_argument_follows_as_torch():
     first_row = queue[0]
     kiln.compile(lambda x, q: q.add_(x), fullgraph=True)(kiln.ones(3), queue)
     np.testing.assert_array_equal(np.asarray(first_row.numpy()), np.ones(3))
+
+
+def _cache_writer(lib, linear):
+    def forward(x, cache):
+        y = linear(x)
+        cache.copy_(y.detach())
+        return y.pow(2).sum()
+    return forward
+
+
+def test_a_call_with_gradients_enabled_writing_its_argument_runs_eagerly_as_torch(float64_default):
+    """Called with gradients enabled (its backward outside the call), the compiled forward does not write arguments
+    back: it says so and runs eagerly, so the write and the gradients are torch's (it dropped the write silently);
+    with ``fullgraph`` it raises."""
+    torch = float64_default
+    results = []
+    for lib in (kiln, torch):
+        linear = lib.nn.Linear(3, 2)
+        with lib.no_grad():
+            linear.weight.copy_(lib.tensor(np.linspace(-1.0, 1.0, 6).reshape(2, 3)))
+            linear.bias.copy_(lib.tensor([0.5, -0.25]))
+        forward, cache = _cache_writer(lib, linear), lib.zeros(2, 2)
+        if lib is kiln:
+            with pytest.raises(kiln.TraceError, match="writes its argument 1 in place.*gradients enabled"):
+                kiln.compile(forward, fullgraph=True)(kiln.ones(2, 3), cache)
+            with pytest.warns(UserWarning, match="runs eagerly.*writes its argument 1 in place"):
+                loss = kiln.compile(forward)(kiln.ones(2, 3), cache)
+        else:
+            loss = forward(torch.ones(2, 3), cache)
+        loss.backward()
+        results.append((np.array(cache.numpy()), np.array(linear.weight.grad.numpy())))
+    for ours, theirs in zip(*results, strict=True):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-12)
