@@ -458,8 +458,9 @@ def test_lru_parallel_scan_trains_as_torch(float64_default):
 
 @pytest.mark.xfail(strict=True, raises=kiln.compiler.errors.TraceError,
                    reason="register_buffer of a complex tensor (LRU's state) keeps a Buffer of complex values that "
-                          "acts as a real tensor (is_complex() False); complex buffers, kept as a complex Parameter's "
-                          "real pairs and assigned anew by self.state = ..., are not supported")
+                          "acts as a real tensor (is_complex() False); and self.state = <tensor> binds a new Buffer of "
+                          "its values without its gradient history (frontend/module.py _assign_buffer), where torch "
+                          "keeps the tensor and its graph")
 def test_lru_recurrent_loop_trains_as_torch(float64_default):
     ours, theirs = run_in_lockstep(lambda torch, nn, F: deep_lru(torch, nn, F, scan=False),
                                    training(lru_batch, lru_loss, adam))
