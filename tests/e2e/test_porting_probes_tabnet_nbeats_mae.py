@@ -38,8 +38,11 @@ and the MAE encoder also through ``kiln.onnx.export`` in onnxruntime against tor
   ``self.apply(self._init_weights)``, ``random_masking`` (the noise fed: the libraries' ``torch.rand`` differ;
   ``argsort`` twice, ``gather`` with ``unsqueeze(-1).repeat(1, 1, D)``, ``mask[:, :len_keep] = 0``), ``cls_token
   .expand``, ``mask_token.repeat``, the unshuffle by gather, ``patchify``/``unpatchify`` by ``einsum``,
-  ``norm_pix_loss`` (``var``, ``** .5``), ``(loss * mask).sum() / mask.sum()``, AdamW over ``param_groups_lrd``'s
-  layer-wise groups (``lr_scale`` keys) with ``adjust_learning_rate`` each iteration, inference by
+  ``norm_pix_loss`` (``var``, ``** .5``), ``(loss * mask).sum() / mask.sum()``; engine_pretrain.py's loop with
+  ``accum_iter`` 2 (``torch.cuda.amp.autocast()``, ``loss /= accum_iter``, misc.py's ``NativeScalerWithGradNormCount``
+  over a disabled ``GradScaler`` with ``get_grad_norm_``, ``update_grad`` every other call: in the compiled runs two
+  variants of one compiled step, the gradients accumulating between calls), AdamW over ``param_groups_lrd``'s
+  layer-wise groups (``lr_scale`` keys) with ``adjust_learning_rate`` between calls, inference by
   ``kiln.compile(model, fullgraph=True)`` in the compiled runs.
 
 Adaptations: ``from torch.nn import Linear, ...`` is written ``Linear = torch.nn.Linear`` (an import names the real
@@ -1855,42 +1858,109 @@ def _images(steps, dtype=np.float64):
     return imgs, noises
 
 
-def train_mae(steps=3, compiled=False, dtype=np.float64):
-    """engine_pretrain.py's loop (``adjust_learning_rate`` per iteration from ``data_iter_step / len(data_loader) +
-    epoch``, ``loss, _, _ = model(samples, mask_ratio=...)``, ``loss.item()``) with main_finetune.py's optimizer
+def get_grad_norm_(torch, parameters, norm_type: float = 2.0):
+    """util/misc.py's gradient norm for the loss scaler's report."""
+    if isinstance(parameters, torch.Tensor):
+        parameters = [parameters]
+    parameters = [p for p in parameters if p.grad is not None]
+    norm_type = float(norm_type)
+    if len(parameters) == 0:
+        return torch.tensor(0.)
+    device = parameters[0].grad.device
+    if norm_type == math.inf:
+        total_norm = max(p.grad.detach().abs().max().to(device) for p in parameters)
+    else:
+        total_norm = torch.norm(torch.stack([torch.norm(p.grad.detach(), norm_type).to(device)
+                                             for p in parameters]), norm_type)
+    return total_norm
+
+
+def native_scaler(torch):
+    """util/misc.py's ``NativeScalerWithGradNormCount`` (``torch.cuda.amp.GradScaler``: disabled on a CPU, with
+    torch's warning, in both libraries)."""
+
+    class NativeScalerWithGradNormCount:
+        state_dict_key = "amp_scaler"
+
+        def __init__(self):
+            self._scaler = torch.cuda.amp.GradScaler()
+
+        def __call__(self, loss, optimizer, clip_grad=None, parameters=None, create_graph=False, update_grad=True):
+            self._scaler.scale(loss).backward(create_graph=create_graph)
+            if update_grad:
+                if clip_grad is not None:
+                    assert parameters is not None
+                    self._scaler.unscale_(optimizer)  # unscale the gradients of optimizer's assigned params in-place
+                    norm = torch.nn.utils.clip_grad_norm_(parameters, clip_grad)
+                else:
+                    self._scaler.unscale_(optimizer)
+                    norm = get_grad_norm_(torch, parameters)
+                self._scaler.step(optimizer)
+                self._scaler.update()
+            else:
+                norm = None
+            return norm
+
+        def state_dict(self):
+            return self._scaler.state_dict()
+
+    return NativeScalerWithGradNormCount()
+
+
+AMP_ON_CPU = pytest.mark.filterwarnings("ignore:.*is deprecated. Please use", "ignore:.*CUDA is not available")
+
+
+def train_mae(steps=4, compiled=False, dtype=np.float64):
+    """engine_pretrain.py's ``train_one_epoch`` (``accum_iter`` 2: ``adjust_learning_rate`` every other iteration from
+    ``data_iter_step / len(data_loader) + epoch``, ``torch.cuda.amp.autocast()``, ``loss /= accum_iter``, the loss
+    scaler's ``update_grad`` every other call, ``optimizer.zero_grad()`` after it) with main_finetune.py's optimizer
     (``AdamW(param_groups_lrd(...))``, the per-group ``lr_scale``); with ``compiled`` kiln's forward-to-step is one
-    ``kiln.compile(fullgraph=True)`` graph whose lr is set between calls. Then ``unpatchify`` of the prediction."""
+    ``kiln.compile(fullgraph=True)`` graph (two variants: with and without the update; the gradients accumulate across
+    calls), its lr set between calls. Then ``unpatchify`` of the prediction, ``kiln.compile``d in the compiled runs."""
     import argparse
 
     imgs, noises = _images(steps, dtype)
-    args = argparse.Namespace(lr=1e-2, min_lr=1e-4, warmup_epochs=1, epochs=2, mask_ratio=0.75, weight_decay=0.05)
+    args = argparse.Namespace(lr=1e-2, min_lr=1e-4, warmup_epochs=1, epochs=2, mask_ratio=0.75, weight_decay=0.05,
+                              accum_iter=2)
 
     def train(torch, nn, F, model):
         param_groups = param_groups_lrd(model, args.weight_decay, no_weight_decay_list={'pos_embed', 'cls_token'},
                                         layer_decay=0.75)
         optimizer = torch.optim.AdamW(param_groups, lr=args.lr, betas=(0.9, 0.95))
-        record = {"losses": [], "lrs": []}
+        loss_scaler = native_scaler(torch)
+        record = {"losses": [], "lrs": [], "norms": []}
         with torch.no_grad():
             loss, pred, mask = model(torch.tensor(imgs[0]), mask_ratio=args.mask_ratio, noise=torch.tensor(noises[0]))
             record["first"] = {"loss": loss.item(), "pred": array(pred), "mask": array(mask)}
 
-        def step(samples, noise):
-            loss, _, _ = model(samples, mask_ratio=args.mask_ratio, noise=noise)
-            optimizer.zero_grad()
-            loss.backward()
+        def step(samples, noise, update_grad):
+            with torch.cuda.amp.autocast():
+                loss, _, _ = model(samples, mask_ratio=args.mask_ratio, noise=noise)
+            loss /= accum_iter
+            norm = loss_scaler(loss, optimizer, parameters=model.parameters(), update_grad=update_grad)
             if not compiled and "grads" not in record:
                 record["grads"] = gradients(model)
-            optimizer.step()
-            return loss
+            if update_grad:
+                optimizer.zero_grad()
+            return loss, norm
 
         run = kiln.compile(step, fullgraph=True) if compiled and torch is kiln else step
         model.train(True)
-        for data_iter_step in range(steps):
-            lr = adjust_learning_rate(optimizer, data_iter_step / 2 + 0.5, args)
-            record["lrs"].append([group["lr"] for group in optimizer.param_groups])
-            loss = run(torch.tensor(imgs[data_iter_step]), torch.tensor(noises[data_iter_step]))
-            record["losses"].append(loss.item())
-            assert math.isfinite(loss.item()) and lr > 0
+        accum_iter = args.accum_iter
+        optimizer.zero_grad()
+        epoch, data_loader = 1, list(zip(imgs, noises))  # the epoch after the warmup: the cosine decay
+        for data_iter_step, (samples, noise) in enumerate(data_loader):
+            if data_iter_step % accum_iter == 0:
+                lr = adjust_learning_rate(optimizer, data_iter_step / len(data_loader) + epoch, args)
+                record["lrs"].append([group["lr"] for group in optimizer.param_groups])
+            update_grad = (data_iter_step + 1) % accum_iter == 0
+            loss, norm = run(torch.tensor(samples), torch.tensor(noise), update_grad)
+            loss_value = loss.item() * accum_iter
+            assert math.isfinite(loss_value)
+            record["losses"].append(loss_value)
+            if update_grad:
+                record["norms"].append(norm.item())
+        assert lr > 0
         record["state"] = snapshot(model)
         infer = kiln.compile(model, fullgraph=True) if compiled and torch is kiln else model
         with torch.no_grad():
@@ -1916,6 +1986,7 @@ def split_qkv_key_bias(record):
 KEY_BIAS = {"key bias": dict(rtol=0, atol=1e-10)}
 
 
+@AMP_ON_CPU
 def test_mae_trains_as_torch(float64_default):
     ours, theirs = run_in_lockstep(mae, train_mae())
     assert_same_records(split_qkv_key_bias(ours), split_qkv_key_bias(theirs), looser=KEY_BIAS)
@@ -1923,11 +1994,13 @@ def test_mae_trains_as_torch(float64_default):
     assert len(ours["lrs"][0]) == 8  # layers 0 (cls token, patch embed) to 3 (norm, decoder), decay or not
 
 
+@AMP_ON_CPU
 def test_mae_compiled_step_as_torch(float64_default):
     ours, theirs = run_in_lockstep(mae, train_mae(compiled=True))
     assert_same_records(split_qkv_key_bias(ours), split_qkv_key_bias(theirs), looser=KEY_BIAS)
 
 
+@AMP_ON_CPU
 def test_mae_float32_as_torch():
     """As written (float32 sin-cos tables, images and weights), the compiled step against torch's eager loop."""
     ours, theirs = run_in_lockstep(lambda torch, nn, F: mae(torch, nn, F, norm_pix_loss=False),
@@ -1951,6 +2024,7 @@ def mae_encoder(torch, nn, model):
     return Encoder(model)
 
 
+@AMP_ON_CPU
 def test_mae_encoder_exports_to_onnx_with_torchs_outputs(tmp_path):
     """The trained float32 MAE encoder (patch conv, sin-cos positions, argsort masking, gathers, cls token, blocks)
     in onnxruntime gives torch's latent, mask and ``ids_restore``."""
