@@ -34,7 +34,7 @@ from kiln.frontend.torch_printoptions import array2string_options, text_options
 from kiln.frontend.torch_tensor_text import tensor_text
 from kiln.frontend.torch_size import Size
 from kiln.frontend.tensor_methods import TorchMethods, _flatten_args, _floating, _is_one
-from kiln.frontend.torch_array import traced_data
+from kiln.frontend.torch_array import traced_target
 from kiln.frontend.torch_dtypes import get_default_dtype, result_type
 from kiln.frontend.trace import TraceContext, located_error
 from kiln.frontend.autocast import autocasts
@@ -725,7 +725,7 @@ _FLOATING = (DType.f32, DType.f64, DType.f16, DType.bf16)
 def _array_as_tensor(operand: Any) -> Any:
     """A NumPy array operand as the tensor it stands for: a parameter's ``.data`` in a trace, its traced value; any
     other of a real or bool dtype, a tensor of its values (``(p.data > 0).sum(1) + bias`` is float, as PyTorch's)."""
-    owner = traced_data(operand)
+    owner = traced_target(operand)
     if owner is not None:
         return owner.detach()
     if not isinstance(operand, np.ndarray) or operand.dtype.kind not in "biuf":
@@ -752,7 +752,9 @@ def to_value(context: TraceContext, operand: Any, dtype: DType | None) -> Value:
         if context.lifting is not None and context.lifting.lifts_tensor(operand):  # kiln.compile: fed at each call
             return context.lifting.lifted_input(context, operand, array)
         return context.emit("tensor.constant", value=eager_array(operand))  # an eager tensor in a trace: its values now
-    owner = traced_data(operand)
+    owner = traced_target(operand)
+    if owner is not None and not isinstance(owner, Tensor):  # p.data[i] in a trace: p's value there now
+        return owner.detach().value
     if owner is not None:  # p.data as an operand in a trace: p's value now, without a gradient (not a constant)
         return context.without_gradient(context.current_value_of(owner))
     array = np.asarray(operand)

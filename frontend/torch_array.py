@@ -54,15 +54,15 @@ class TorchArray(np.ndarray):
         shape = _view_shape(args, kwargs)
         if shape is None:
             return np.ndarray.view(self, *args, **kwargs)
-        traced = traced_data(self)
+        traced = traced_target(self)
         if traced is not None:  # p.data.view(-1) in a kiln.compile'd function: the parameter's traced value
             return traced_method(traced, "view")(*shape)
         return _viewed(self, shape)
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("_") or name == "owner":
+        if name.startswith("_") or name in ("owner", "indexed"):
             raise AttributeError(name)
-        traced = traced_data(self)
+        traced = traced_target(self)
         if traced is not None:  # p.data.mul_(0.9) in a kiln.compile'd function: p's traced value, written as p's
             return traced_method(traced, name)
         tensor = shared_parameter(self)
@@ -107,7 +107,7 @@ def _in_place_operator(name: str, method: str) -> Any:
     def operator(self: TorchArray, other: Any) -> Any:
         if not is_tensor(other):
             return numpy_operator(self, other)
-        traced = traced_data(self)
+        traced = traced_target(self)
         if traced is not None:
             traced_method(traced, method)(other)
             return self
@@ -130,8 +130,8 @@ class TracedData(TorchArray):
         """The traced tensor operation (``p.data * 0.5``, ``p.data *= 0.99``: frontend/traced_ufuncs.py); NumPy's
         ufunc once the trace has ended (a ``.data`` kept past it)."""
         out = kwargs.get("out", ())
-        if any(traced_data(x) is not None for x in (*inputs, *out)):
-            return traced_ufunc(ufunc, method, inputs, out, traced_data)
+        if any(traced_target(x) is not None for x in (*inputs, *out)):
+            return traced_ufunc(ufunc, method, inputs, out, traced_target)
         if out:
             kwargs["out"] = tuple(map(_untraced, out))
         return getattr(ufunc, method)(*map(_untraced, inputs), **kwargs)
@@ -141,6 +141,31 @@ class TracedData(TorchArray):
         if func.__name__ not in _VALUE_FREE and any(traced_data(x) is not None for x in (*args, *kwargs.values())):
             raise untraceable(func.__name__)
         return super().__array_function__(func, types, args, kwargs)
+
+    def __getitem__(self, index: Any) -> Any:
+        """``p.data[index]`` (basic indexing: a view) in a trace stands for the parameter's traced value there, as
+        ``p.data`` does for the whole: its in-place methods write the parameter at ``index`` (GatedPixelCNN's
+        ``self.vert_stack.weight.data[:, :, -1].zero_()`` in its forward), its reads are traced; NumPy alone would
+        write the array once, when the trace ran, and read its values then."""
+        view = np.ndarray.__getitem__(self, index)
+        base = _indexed_base(self)
+        if base is None or not isinstance(view, np.ndarray) or not np.may_share_memory(view, self):
+            return view  # an element, a copy (advanced indexing), or no trace
+        view = view.view(TracedData)
+        view.indexed = (base[0], base[1] + (index,))
+        return view
+
+    def __setitem__(self, index: Any, value: Any) -> None:
+        """``p.data[index] = value`` in a trace: the parameter's traced value written there (as under ``no_grad``)."""
+        target = _indexed_base(self)
+        if target is None:
+            return np.ndarray.__setitem__(self, index, value)
+        if _same_place(_indexed_base(value), (target[0], target[1] + (index,))):
+            return None  # p.data[i] *= 2: Python stores the view it wrote in place back into its own place
+        from kiln.frontend.grad_mode import no_grad  # lazily: grad mode builds on the tensor
+
+        with no_grad():
+            _indexed(target[0](), target[1])[index] = _traced(value)
 
 
 def traced_view(array: TorchArray, owner: Any) -> TracedData:
@@ -157,8 +182,8 @@ def _untraced(array: Any) -> Any:
 
 
 _VALUE_FREE = frozenset({"zeros_like", "ones_like", "empty_like", "full_like", "shape", "ndim", "size", "result_type",
-                         "iscomplexobj", "isrealobj"})
-"""NumPy's functions that read an array's shape and dtype only (an optimizer's ``np.zeros_like(p.data)`` state)."""
+                         "iscomplexobj", "isrealobj", "may_share_memory", "shares_memory"})
+"""NumPy's functions that read an array's shape, dtype or memory only (an optimizer's ``np.zeros_like(p.data)``)."""
 
 _NUMPY_KEYWORDS = frozenset({"axis", "out", "keepdims", "dtype", "ddof", "initial", "where", "decimals", "a_min", "a_max"})
 """Keywords only NumPy's methods take: NumPy's functions (``np.sum(p.data)``) pass them to the method, always."""
@@ -176,7 +201,7 @@ def _shared_method(name: str) -> Any:
     def method(self: TorchArray, *args: Any, **kwargs: Any) -> Any:
         if not _NUMPY_KEYWORDS.isdisjoint(kwargs):
             return numpy_method(self, *args, **kwargs)
-        traced = traced_data(self)
+        traced = traced_target(self)
         if traced is not None:  # p.data.sum() in a kiln.compile'd function: the parameter's value at each call
             return traced_method(traced, name)(*args, **kwargs)
         if name in _TORCH_MEANINGS or "dim" in kwargs or "keepdim" in kwargs:
@@ -191,6 +216,57 @@ def _shared_method(name: str) -> Any:
 for _name in ("sum", "mean", "prod", "max", "min", "argmax", "argmin", "cumsum", "cumprod", "all", "any", "std", "var",
               "clip", "round", "item", "tolist", "nonzero"):
     setattr(TorchArray, _name, _shared_method(_name))
+
+
+class IndexedData:
+    """What ``p.data[index]`` (``indexes`` applied in turn) stands for in a trace: ``detach()`` reads the parameter's
+    traced value there, an in-place method writes it there as under ``no_grad`` (``traced_method`` takes it as it
+    takes the parameter of a whole ``p.data``)."""
+
+    def __init__(self, parameter: Any, indexes: tuple[Any, ...], data: Any):
+        self.parameter, self.indexes, self.data = parameter, indexes, data
+
+    def detach(self) -> Any:
+        return _indexed(self.parameter.detach(), self.indexes)
+
+    def __getattr__(self, name: str) -> Any:
+        if not name.endswith("_") or name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(_indexed(self.parameter, self.indexes), name)
+
+
+def _same_place(base: Any, other: tuple[Any, tuple[Any, ...]]) -> bool:
+    """Whether ``base`` (``_indexed_base``'s) is the same parameter and indexes as ``other``."""
+    try:
+        return base is not None and bool(base == other)
+    except ValueError:  # an index array: compared elementwise, not one place
+        return False
+
+
+def _indexed(tensor: Any, indexes: tuple[Any, ...]) -> Any:
+    for index in indexes:
+        tensor = tensor[index]
+    return tensor
+
+
+def _indexed_base(array: Any) -> tuple[Any, tuple[Any, ...]] | None:
+    """In a trace, ``(owner, indexes)`` for a parameter's ``.data`` (no indexes) or a view indexed from it; else None."""
+    if type(array) is not TracedData or not tracing():
+        return None
+    indexed = array.__dict__.get("indexed")
+    if indexed is not None:
+        return indexed
+    owner = array.__dict__.get("owner")
+    return None if owner is None else (owner, ())
+
+
+def traced_target(array: Any) -> Any:
+    """``traced_data``, and for a view indexed from a parameter's ``.data`` in a trace its ``IndexedData``."""
+    owner = traced_data(array)
+    if owner is not None or type(array) is not TracedData:
+        return owner
+    base = _indexed_base(array)
+    return None if base is None or not base[1] else IndexedData(base[0](), base[1], array)
 
 
 def traced_data(array: Any) -> Any:
@@ -231,7 +307,7 @@ def traced_method(parameter: Any, name: str) -> Any:
 
 def _traced(value: Any) -> Any:
     """Another parameter's ``.data`` among the arguments (``e.data.add_(p.data, alpha=0.1)``): its traced value."""
-    owner = traced_data(value)
+    owner = traced_target(value)
     return value if owner is None else owner.detach()
 
 
