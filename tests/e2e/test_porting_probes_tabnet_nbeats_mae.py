@@ -43,7 +43,11 @@ and the MAE encoder also through ``kiln.onnx.export`` in onnxruntime against tor
   over a disabled ``GradScaler`` with ``get_grad_norm_``, ``update_grad`` every other call: in the compiled runs two
   variants of one compiled step, the gradients accumulating between calls), AdamW over ``param_groups_lrd``'s
   layer-wise groups (``lr_scale`` keys) with ``adjust_learning_rate`` between calls, inference by
-  ``kiln.compile(model, fullgraph=True)`` in the compiled runs.
+  ``kiln.compile(model, fullgraph=True)`` in the compiled runs. Fine-tuning (models_vit.py, main_finetune.py): the
+  pretraining checkpoint through ``torch.save``/``torch.load(map_location='cpu')`` into the global-pool ViT
+  (``del self.norm``), ``interpolate_pos_embed`` (bicubic ``F.interpolate`` of the 4x4 table to 6x6),
+  ``load_state_dict(strict=False)``'s ``missing_keys``/``unexpected_keys``, ``trunc_normal_`` of the head,
+  ``LabelSmoothingCrossEntropy``, AdamW over ``param_groups_lrd``.
 
 Adaptations: ``from torch.nn import Linear, ...`` is written ``Linear = torch.nn.Linear`` (an import names the real
 module); philipperemy's N-BEATS bases are ``.double()`` and ElementAI's templates ``t.float64`` in the float64 runs
@@ -1535,11 +1539,8 @@ def get_1d_sincos_pos_embed_from_grid(embed_dim, pos):
     return np.concatenate([np.sin(out), np.cos(out)], axis=1)  # (M, D)
 
 
-def mae(torch, nn, F, norm_pix_loss=True):
-    """models_mae.py's ``MaskedAutoencoderViT`` (timm's PatchEmbed, Block, Attention and Mlp inlined); ``noise`` may
-    be fed to ``random_masking`` (as later versions of the file allow) since the libraries' ``torch.rand`` differ."""
-    from functools import partial
-
+def timm_parts(torch, nn, F):
+    """timm 0.3.2's ``PatchEmbed``, ``Attention``, ``Mlp`` and ``Block`` (what models_mae.py and models_vit.py import)."""
     class PatchEmbed(nn.Module):
         def __init__(self, img_size=224, patch_size=16, in_chans=3, embed_dim=768):
             super().__init__()
@@ -1597,6 +1598,16 @@ def mae(torch, nn, F, norm_pix_loss=True):
             x = x + self.drop_path(self.attn(self.norm1(x)))
             x = x + self.drop_path(self.mlp(self.norm2(x)))
             return x
+
+    return PatchEmbed, Block
+
+
+def mae(torch, nn, F, norm_pix_loss=True):
+    """models_mae.py's ``MaskedAutoencoderViT`` (timm's parts inlined: ``timm_parts``); ``noise`` may be fed to
+    ``random_masking`` (as later versions of the file allow) since the libraries' ``torch.rand`` differ."""
+    from functools import partial
+
+    PatchEmbed, Block = timm_parts(torch, nn, F)
 
     class MaskedAutoencoderViT(nn.Module):
         """Masked Autoencoder with VisionTransformer backbone"""
@@ -2032,3 +2043,184 @@ def test_mae_encoder_exports_to_onnx_with_torchs_outputs(tmp_path):
     imgs, noises = _images(1, np.float32)
     onnx_matches_torch(mae, train_mae(steps=1, dtype=np.float32), [imgs[0], noises[0]], tmp_path, wrap=mae_encoder,
                        input_names=["imgs", "noise"])
+
+
+# --- MAE fine-tuning: models_vit.py, util/pos_embed.py's interpolate_pos_embed, main_finetune.py ---------------------
+
+
+def vit_base(torch, nn, F, img_size=12, global_pool=True, num_classes=3):
+    """models_vit.py's ``VisionTransformer`` (global pooling: ``fc_norm``, ``del self.norm``) over a minimal timm
+    ``VisionTransformer`` (patch embed, learned ``pos_embed`` and ``cls_token``, blocks, norm, head)."""
+    from functools import partial
+
+    PatchEmbed, Block = timm_parts(torch, nn, F)
+
+    class TimmVisionTransformer(nn.Module):
+        def __init__(self, img_size=224, patch_size=16, in_chans=3, num_classes=1000, embed_dim=768, depth=12,
+                     num_heads=12, mlp_ratio=4., qkv_bias=True, norm_layer=None):
+            super().__init__()
+            norm_layer = norm_layer or partial(nn.LayerNorm, eps=1e-6)
+            self.num_classes = num_classes
+            self.num_features = self.embed_dim = embed_dim
+            self.patch_embed = PatchEmbed(img_size=img_size, patch_size=patch_size, in_chans=in_chans,
+                                          embed_dim=embed_dim)
+            num_patches = self.patch_embed.num_patches
+            self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+            self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, embed_dim))
+            self.pos_drop = nn.Dropout(p=0.)
+            self.blocks = nn.ModuleList([Block(dim=embed_dim, num_heads=num_heads, mlp_ratio=mlp_ratio,
+                                               qkv_bias=qkv_bias, norm_layer=norm_layer) for i in range(depth)])
+            self.norm = norm_layer(embed_dim)
+            self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+        def forward(self, x):
+            x = self.forward_features(x)
+            x = self.head(x)
+            return x
+
+    class VisionTransformer(TimmVisionTransformer):
+        """Vision Transformer with support for global average pooling"""
+
+        def __init__(self, global_pool=False, **kwargs):
+            super(VisionTransformer, self).__init__(**kwargs)
+
+            self.global_pool = global_pool
+            if self.global_pool:
+                norm_layer = kwargs['norm_layer']
+                embed_dim = kwargs['embed_dim']
+                self.fc_norm = norm_layer(embed_dim)
+
+                del self.norm  # remove the original norm
+
+        def forward_features(self, x):
+            B = x.shape[0]
+            x = self.patch_embed(x)
+
+            cls_tokens = self.cls_token.expand(B, -1, -1)  # stole cls_tokens impl from Phil Wang, thanks
+            x = torch.cat((cls_tokens, x), dim=1)
+            x = x + self.pos_embed
+            x = self.pos_drop(x)
+
+            for blk in self.blocks:
+                x = blk(x)
+
+            if self.global_pool:
+                x = x[:, 1:, :].mean(dim=1)  # global pool without cls token
+                outcome = self.fc_norm(x)
+            else:
+                x = self.norm(x)
+                outcome = x[:, 0]
+
+            return outcome
+
+    return VisionTransformer(img_size=img_size, patch_size=PATCH, embed_dim=EMBED, depth=2, num_heads=2, mlp_ratio=2,
+                             qkv_bias=True, norm_layer=partial(nn.LayerNorm, eps=1e-6), global_pool=global_pool,
+                             num_classes=num_classes)
+
+
+def interpolate_pos_embed(torch, model, checkpoint_model):
+    """util/pos_embed.py: the checkpoint's position table resized (bicubic) to the model's grid."""
+    if 'pos_embed' in checkpoint_model:
+        pos_embed_checkpoint = checkpoint_model['pos_embed']
+        embedding_size = pos_embed_checkpoint.shape[-1]
+        num_patches = model.patch_embed.num_patches
+        num_extra_tokens = model.pos_embed.shape[-2] - num_patches
+        # height (== width) for the checkpoint position embedding
+        orig_size = int((pos_embed_checkpoint.shape[-2] - num_extra_tokens) ** 0.5)
+        # height (== width) for the new position embedding
+        new_size = int(num_patches ** 0.5)
+        # class_token and dist_token are kept unchanged
+        if orig_size != new_size:
+            extra_tokens = pos_embed_checkpoint[:, :num_extra_tokens]
+            # only the position tokens are interpolated
+            pos_tokens = pos_embed_checkpoint[:, num_extra_tokens:]
+            pos_tokens = pos_tokens.reshape(-1, orig_size, orig_size, embedding_size).permute(0, 3, 1, 2)
+            pos_tokens = torch.nn.functional.interpolate(
+                pos_tokens, size=(new_size, new_size), mode='bicubic', align_corners=False)
+            pos_tokens = pos_tokens.permute(0, 2, 3, 1).flatten(1, 2)
+            new_pos_embed = torch.cat((extra_tokens, pos_tokens), dim=1)
+            checkpoint_model['pos_embed'] = new_pos_embed
+
+
+def label_smoothing_cross_entropy(torch, nn, F, smoothing=0.1):
+    """timm's ``LabelSmoothingCrossEntropy`` (main_finetune.py's criterion without mixup)."""
+
+    class LabelSmoothingCrossEntropy(nn.Module):
+        def __init__(self, smoothing=0.1):
+            super(LabelSmoothingCrossEntropy, self).__init__()
+            assert smoothing < 1.0
+            self.smoothing = smoothing
+            self.confidence = 1. - smoothing
+
+        def forward(self, x, target):
+            logprobs = F.log_softmax(x, dim=-1)
+            nll_loss = -logprobs.gather(dim=-1, index=target.unsqueeze(1))
+            nll_loss = nll_loss.squeeze(1)
+            smooth_loss = -logprobs.mean(dim=-1)
+            loss = self.confidence * nll_loss + self.smoothing * smooth_loss
+            return loss.mean()
+
+    return LabelSmoothingCrossEntropy(smoothing)
+
+
+def finetune_mae(tmp_path, steps=2, compiled=False, img_size=12):
+    """main_finetune.py after pretraining: the MAE checkpoint (``torch.save({'model': ...})``) loaded by
+    ``torch.load(..., map_location='cpu')`` into models_vit's ViT at a larger image (positions interpolated 4x4 ->
+    6x6), head keys of another shape removed, ``load_state_dict(strict=False)`` with its ``missing_keys`` asserted,
+    ``trunc_normal_(model.head.weight, std=2e-5)`` (checked, then the head set from fed draws: the generators differ),
+    AdamW over ``param_groups_lrd`` (the use it was written for), ``LabelSmoothingCrossEntropy``; with ``compiled`` the
+    step is one ``kiln.compile(fullgraph=True)`` graph."""
+    rng = np.random.default_rng(9)
+    images = rng.standard_normal((steps, MAE_BATCH, 3, img_size, img_size))
+    labels = rng.integers(0, 3, (steps, MAE_BATCH))
+    head, head_bias = rng.standard_normal((3, EMBED)) * 2e-2, rng.standard_normal(3) * 0.1
+
+    def train(torch, nn, F, pretrained):
+        path = str(tmp_path / f"{torch.__name__}-checkpoint.pth")
+        torch.save({"model": pretrained.state_dict(), "epoch": 1}, path)
+        model = vit_base(torch, nn, F, img_size=img_size)
+        checkpoint = torch.load(path, map_location='cpu')
+        checkpoint_model = checkpoint['model']
+        state_dict = model.state_dict()
+        checkpoint_model['head.weight'] = torch.zeros(5, EMBED)  # a pretraining head of another size
+        for k in ['head.weight', 'head.bias']:
+            if k in checkpoint_model and checkpoint_model[k].shape != state_dict[k].shape:
+                del checkpoint_model[k]
+        interpolate_pos_embed(torch, model, checkpoint_model)
+        msg = model.load_state_dict(checkpoint_model, strict=False)
+        assert set(msg.missing_keys) == {'head.weight', 'head.bias', 'fc_norm.weight', 'fc_norm.bias'}
+        assert 'decoder_embed.weight' in msg.unexpected_keys and 'norm.weight' in msg.unexpected_keys
+        torch.nn.init.trunc_normal_(model.head.weight, std=2e-5)
+        assert 5e-6 < float(model.head.weight.detach().std()) < 5e-5  # the cutoff (-2, 2) is absolute: a normal draw here
+        with torch.no_grad():  # the fed draws: trunc_normal_'s, and nn.Linear's default one of the missing head.bias
+            model.head.weight.copy_(torch.tensor(head))
+            model.head.bias.copy_(torch.tensor(head_bias))
+        param_groups = param_groups_lrd(model, 0.05, no_weight_decay_list={'pos_embed', 'cls_token'},
+                                        layer_decay=0.75)
+        optimizer = torch.optim.AdamW(param_groups, lr=1e-2)
+        criterion = label_smoothing_cross_entropy(torch, nn, F)
+        record = {"pos_embed": array(model.pos_embed), "losses": []}
+
+        def step(samples, targets):
+            outputs = model(samples)
+            loss = criterion(outputs, targets)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            return loss
+
+        run = kiln.compile(step, fullgraph=True) if compiled and torch is kiln else step
+        model.train(True)
+        for samples, targets in zip(images, labels):
+            record["losses"].append(run(torch.tensor(samples), torch.tensor(targets)).item())
+        record["state"] = snapshot(model)
+        return record
+
+    return train
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled step"])
+def test_mae_finetunes_from_the_pretraining_checkpoint_as_torch(float64_default, tmp_path, compiled):
+    ours, theirs = run_in_lockstep(mae, finetune_mae(tmp_path, compiled=compiled))
+    assert_same_records(split_qkv_key_bias(ours), split_qkv_key_bias(theirs), looser=KEY_BIAS)
+    assert ours["pos_embed"].shape == (1, 37, EMBED) and "norm.weight" not in ours["state"]
