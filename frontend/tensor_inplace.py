@@ -303,6 +303,17 @@ class InPlaceMethods:
     def zero_(self) -> Any:
         return in_place(self, "zero_", lambda x: x.masked_fill(_true_like(x), 0), lambda a: np.zeros_like(a))
 
+    def resize_(self, *sizes: Any, memory_format: Any = None) -> Any:
+        """The tensor in a new shape, in place (``frontend/tensor_resize.py``)."""
+        from kiln.frontend.tensor_resize import resized  # lazily: it builds on the tensor's functions
+
+        return resized(self, sizes)
+
+    def resize_as_(self, other: Any, memory_format: Any = None) -> Any:
+        from kiln.frontend.tensor_resize import resized
+
+        return resized(self, (tuple(other.shape),), "resize_as_")
+
     def copy_(self, source: Any) -> Any:
         """This tensor's values become ``source``'s (broadcast to its shape, cast to its dtype)."""
         return in_place(self, "copy_", lambda x: _broadcast_source(x, source), lambda a: np.broadcast_to(np.asarray(source), a.shape))
