@@ -1690,7 +1690,8 @@ def dreamerv3_kl_loss(torch, rssm, post, prior, free=1.0, dyn_scale=0.5, rep_sca
 @pytest.mark.parametrize("discrete, free", [(True, 0.1), (False, 0.07)], ids=["discrete latents", "Gaussian latents"])
 def test_dreamerv3_free_nats_kl_values_and_gradients_as_torch(monkeypatch, discrete, free, float64_default):
     """The posterior and prior of one ``observe`` scored by DreamerV3's clipped KLs (``free`` between their values,
-    so some are clipped): the values and every parameter's gradient of their mean."""
+    so some are clipped): the values and every parameter's gradient of their mean; then ``RSSM.imagine`` (``static_scan``
+    of ``img_step``) from the last posterior, as ``video_pred``'s open loop."""
     tapes = dreamer_tapes(monkeypatch, float64_default)
 
     def score(torch, nn, F, behavior):
@@ -1701,7 +1702,11 @@ def test_dreamerv3_free_nats_kl_values_and_gradients_as_torch(monkeypatch, discr
         post, prior = world_model.dynamics.observe(world_model.encoder(data['obs']), data['action'])
         loss, value, dyn_loss, rep_loss = dreamerv3_kl_loss(torch, world_model.dynamics, post, prior, free=free)
         torch.mean(loss).backward()
-        return {"value": array(value), "clipped": array(dyn_loss), "grads": gradients(world_model)}
+        init = {k: v[:, -1] for k, v in post.items()}  # WorldModel.video_pred's open loop from the last posterior
+        with torch.no_grad():
+            imagined = world_model.dynamics.imagine(data['action'], init)
+        return {"value": array(value), "clipped": array(dyn_loss), "grads": gradients(world_model),
+                "imagined": array(world_model.dynamics.get_feat(imagined))}
 
     ours, theirs = run_in_lockstep(dreamer_agent(discrete), score)
     assert_same_records(ours, theirs)
