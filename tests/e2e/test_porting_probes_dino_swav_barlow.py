@@ -14,7 +14,8 @@ to 1e-10, eagerly and with the whole step (zero_grad, forward, loss, backward, o
   ``@torch.no_grad()``, the NumPy teacher-temperature schedule indexed by epoch); the teacher loaded from the student
   and frozen, AdamW over ``get_params_groups``, NumPy cosine schedules written into ``param_groups`` each iteration,
   ``clip_gradients``, ``cancel_gradients_last_layer`` (``p.grad = None`` in epoch 0) and the teacher EMA
-  ``param_k.data.mul_(m).add_((1 - m) * param_q.detach().data)``.
+  ``param_k.data.mul_(m).add_((1 - m) * param_q.detach().data)``; and eval_knn.py's weighted k-NN classifier on the
+  backbone's normalised features (``topk``, ``gather``, ``resize_(...).zero_()``, ``scatter_``, ``sort``, ``narrow``).
 - SwAV (facebookresearch/swav ``main_swav.py``, ``src/resnet50.py``, small): the ``ConstantPad2d`` ResNet with the
   projection head, ``normalize`` and ``prototypes``; the prototypes normalised each iteration (``w = ....weight.data.
   clone()``, ``nn.functional.normalize``, ``weight.copy_(w)`` under ``no_grad``), ``distributed_sinkhorn``
@@ -39,6 +40,8 @@ What broke (each fixed in kiln, with a unit test next to the code's):
   KeyError in the base's check, and compiled, the user's ``step`` kept the first trace's ``g['lr']`` silently while its
   ``zeros_like`` state had no values after the trace (``frontend/optim_parameter_state.py``,
   ``tests/optim/test_user_defined_optimizer_vs_torch.py``).
+- eval_knn.py's ``retrieval_one_hot.resize_(batch_size * k, num_classes)``: kiln had no ``Tensor.resize_``
+  (``frontend/tensor_resize.py``, ``tests/frontend/test_torch_surface_resize.py``).
 Not one graph, as in torch.compile(fullgraph=True): DINO's ``clip_gradients`` reads ``param_norm.item()`` and branches
 on it (refused, naming the line; the compiled run is ``--clip_grad 0``), and SwAV's "is the queue full" test reads the
 queue's values (the compiled run hoists it before the step; the step as written runs through a non-fullgraph compile).
@@ -563,6 +566,74 @@ def test_dino_student_exports_to_onnx_as_torch():
         ours = onnxruntime.InferenceSession(buffer.getvalue()).run(None, {"x": crop})[0]
         with torch.no_grad():
             np.testing.assert_allclose(ours, array(reference(torch.tensor(crop))), rtol=1e-5, atol=1e-6)
+
+
+def knn_classifier_for(torch, num_chunks=100):
+    """eval_knn.py's weighted k-NN classifier as written (``num_chunks`` smaller here: it splits the test set in that
+    many chunks)."""
+
+    @torch.no_grad()
+    def knn_classifier(train_features, train_labels, test_features, test_labels, k, T, num_classes=1000):
+        top1, top5, total = 0.0, 0.0, 0
+        train_features = train_features.t()
+        num_test_images = test_labels.shape[0]
+        imgs_per_chunk = num_test_images // num_chunks
+        retrieval_one_hot = torch.zeros(k, num_classes).to(train_features.device)
+        for idx in range(0, num_test_images, imgs_per_chunk):
+            features = test_features[idx: min((idx + imgs_per_chunk), num_test_images), :]
+            targets = test_labels[idx: min((idx + imgs_per_chunk), num_test_images)]
+            batch_size = targets.shape[0]
+            similarity = torch.mm(features, train_features)
+            distances, indices = similarity.topk(k, largest=True, sorted=True)
+            candidates = train_labels.view(1, -1).expand(batch_size, -1)
+            retrieved_neighbors = torch.gather(candidates, 1, indices)
+            retrieval_one_hot.resize_(batch_size * k, num_classes).zero_()
+            retrieval_one_hot.scatter_(1, retrieved_neighbors.view(-1, 1), 1)
+            distances_transform = distances.clone().div_(T).exp_()
+            probs = torch.sum(
+                torch.mul(
+                    retrieval_one_hot.view(batch_size, -1, num_classes),
+                    distances_transform.view(batch_size, -1, 1),
+                ),
+                1,
+            )
+            _, predictions = probs.sort(1, True)
+            correct = predictions.eq(targets.data.view(-1, 1))
+            top1 = top1 + correct.narrow(1, 0, 1).sum().item()
+            top5 = top5 + correct.narrow(1, 0, min(5, k)).sum().item()  # top5 does not make sense if k < 5
+            total += targets.size(0)
+        top1 = top1 * 100.0 / total
+        top5 = top5 * 100.0 / total
+        return top1, top5, probs
+
+    return knn_classifier
+
+
+def test_dino_knn_evaluation_as_torch(float64_default):
+    """eval_knn.py on the teacher backbone's features (``extract_features``: ``model(samples).clone()``,
+    ``nn.functional.normalize(dim=1, p=2)``): ``topk``, ``gather`` of the expanded labels, ``resize_(...).zero_()``,
+    ``scatter_``, ``clone().div_(T).exp_()``, ``sort(1, True)``, ``narrow`` and ``.item()`` sums; top-1, top-5 and
+    the last chunk's class scores as torch's."""
+    rng = np.random.default_rng(3)
+    images = rng.standard_normal((36, 3, GLOBAL_SIZE, GLOBAL_SIZE))
+    labels = rng.integers(0, 6, 36)
+    results = []
+    kiln.manual_seed(0)
+    model = dino_vit(*libraries("kiln")).eval()
+    initial = snapshot(model)
+    for name in ("kiln", "torch"):
+        torch, nn, F = libraries(name)
+        if name == "torch":
+            model = dino_vit(torch, nn, F).eval()
+            model.load_state_dict({key: torch.tensor(value) for key, value in initial.items()})
+        with torch.no_grad():
+            features = nn.functional.normalize(model(torch.tensor(images)).clone(), dim=1, p=2)
+        knn_classifier = knn_classifier_for(torch, num_chunks=4)
+        top1, top5, probs = knn_classifier(features[:20], torch.tensor(labels[:20]), features[20:],
+                                           torch.tensor(labels[20:]), k=5, T=0.07, num_classes=6)
+        results.append({"top1": top1, "top5": top5, "probs": array(probs)})
+    assert_same_records(*results)
+    assert isinstance(results[0]["top1"], float) and 0 < results[1]["top5"] <= 100
 
 
 # --- SwAV: src/resnet50.py and main_swav.py ----------------------------------------------------------------------------
