@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import kiln
+from kiln.frontend.inplace_leaf_checks import LeafInPlaceError
 from e2e.probe_lockstep import assert_same_records, run_in_lockstep, snapshot
 
 BATCHES = np.random.default_rng(0).standard_normal((3, 5, 4))
@@ -58,4 +59,19 @@ def compiled_training(torch, nn, F, model):
 @pytest.mark.parametrize("write", list(WRITES))
 def test_write_through_an_indexed_data_view_in_a_compiled_step_as_torch(write, float64_default):
     ours, theirs = run_in_lockstep(lambda torch, nn, F: masked_linear(torch, nn, F, write), compiled_training)
+    assert_same_records(ours, theirs)
+
+
+@pytest.mark.xfail(strict=True, raises=LeafInPlaceError,
+                   reason="a trace takes p.detach() (a tensor.stop_gradient view linked to p) for a differentiable view "
+                          "of the leaf p: check_leaf_write refuses writing it while gradients are on, and the write "
+                          "through to p is checked as a write of p itself; eagerly kiln writes it, as torch does")
+def test_write_through_detach_with_gradients_on_in_a_compiled_step_as_torch(float64_default):
+    """``p.detach()[:, -1].zero_()`` in a forward (torch: detach shares the storage, is no autograd view of ``p``)."""
+    WRITES["p.detach()[:, -1].zero_()"] = lambda w: w.detach()[:, -1].zero_()
+    try:
+        ours, theirs = run_in_lockstep(lambda torch, nn, F: masked_linear(torch, nn, F, "p.detach()[:, -1].zero_()"),
+                                       compiled_training)
+    finally:
+        del WRITES["p.detach()[:, -1].zero_()"]
     assert_same_records(ours, theirs)
