@@ -24,7 +24,7 @@ import numpy as np
 
 from kiln.frontend.complex_functions import view_as_complex
 from kiln.frontend.complex_tensor import SHAPE_METHODS, ComplexTensor
-from kiln.frontend.module import Parameter
+from kiln.frontend.module import Buffer, Parameter
 from kiln.frontend.tensor import Tensor
 from kiln.frontend.trace import located_error
 
@@ -33,10 +33,7 @@ class ComplexParameter(Parameter):
     """A trainable complex array, kept as its ``(..., 2)`` real view (see the module docstring)."""
 
     def __init__(self, data: Any, requires_grad: bool = True):
-        array = np.asarray(data.numpy() if isinstance(data, Tensor) else data)
-        if array.dtype not in (np.complex64, np.complex128):
-            raise located_error(f"a complex Parameter holds complex64 or complex128 values, got {array.dtype}")
-        super().__init__(np.stack([array.real, array.imag], axis=-1), requires_grad)
+        super().__init__(real_pairs(data, "Parameter"), requires_grad)
 
     def complex_view(self) -> ComplexTensor:
         """The parameter as a complex tensor (its real view's pairs; a gradient through it reaches this parameter)."""
@@ -56,6 +53,23 @@ class ComplexParameter(Parameter):
     @property
     def imag(self) -> Tensor:
         return self.complex_view().imag
+
+
+class ComplexBuffer(ComplexParameter, Buffer):
+    """A complex buffer (``register_buffer("freqs_cis", torch.polar(...))``, a rotary table kept with the module): its
+    ``(..., 2)`` real view, as a complex Parameter's, never trained; complex where it is used, its pairs in
+    ``state_dict`` (``load_state_dict`` takes torch's complex values)."""
+
+    def __init__(self, data: Any):
+        Buffer.__init__(self, real_pairs(data, "buffer"))
+
+
+def real_pairs(data: Any, holder: str) -> np.ndarray:
+    """``torch.view_as_real`` of complex ``data`` (a complex tensor or array), the array a complex ``holder`` keeps."""
+    array = np.asarray(data.numpy() if isinstance(data, Tensor) else data)
+    if array.dtype not in (np.complex64, np.complex128):
+        raise located_error(f"a complex {holder} holds complex64 or complex128 values, got {array.dtype}")
+    return np.stack([array.real, array.imag], axis=-1)
 
 
 def _as_complex(method: str) -> Any:

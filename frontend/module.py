@@ -53,10 +53,11 @@ class Parameter(Tensor):
 
     def __new__(cls, data: Any = None, requires_grad: bool = True) -> "Parameter":
         dtype = getattr(data, "dtype", None)  # a complex tensor's or NumPy array's: nn.Parameter(rand(..., dtype=cfloat))
-        if cls is Parameter and (getattr(dtype, "is_complex", False) is True or getattr(dtype, "kind", None) == "c"):
-            from kiln.frontend.complex_parameter import ComplexParameter  # lazily: it builds on this class
+        complex_data = getattr(dtype, "is_complex", False) is True or getattr(dtype, "kind", None) == "c"
+        if cls in (Parameter, Buffer) and complex_data:
+            from kiln.frontend.complex_parameter import ComplexBuffer, ComplexParameter  # lazily: they build on these
 
-            cls = ComplexParameter
+            cls = ComplexParameter if cls is Parameter else ComplexBuffer
         return super().__new__(cls)
 
     def __init__(self, data: Any, requires_grad: bool = True):
@@ -462,9 +463,10 @@ class Module(HookMethods):
         return self
 
     def _cast_floats(self, target: np.dtype) -> None:
-        """Cast this module's own floating parameters and buffers (a lazy module remembers ``target`` for its first call)."""
+        """Cast this module's own floating parameters and buffers (a lazy module remembers ``target`` for its first
+        call); complex ones (kept as float pairs) stay, as torch's ``float()``/``double()`` leave complex tensors."""
         for tensor in [*self._parameters.values(), *self._buffers.values()]:
-            if is_float_array_dtype(tensor.data.dtype):
+            if is_float_array_dtype(tensor.data.dtype) and getattr(tensor, "complex_view", None) is None:
                 tensor.data = tensor.data.astype(target)
                 _cast_grad(tensor, target)
 

@@ -52,7 +52,7 @@ float32's level.
 - LRU (a widely copied PyTorch port of Orvieto et al.'s Linear Recurrent Unit, ``tests/e2e/lru_program.py``): complex
   ``nn.Parameter(torch.complex(B_re, B_im))``, a complex ``register_buffer('state', ...)`` assigned step by step, and a
   parallel scan as a ``torch.autograd.Function`` working in place on views of complex tensors. Both forms are strict
-  xfails (below): kiln has no complex buffers and no custom Function over complex tensors.
+  xfails (below): the loop's buffer assignment drops the gradient history; no custom Function over complex tensors.
 
 ONNX export of the FFT models is refused by kiln by design (``backends/onnx/lowering_fft.py``: onnxruntime's DFT is
 not exact enough); the refusal names the op and the user's line (checked).
@@ -75,7 +75,11 @@ lockstep helpers load kiln's real pairs into torch's complex
 parameters and compare torch's complex state and gradients as pairs (``tests/e2e/probe_lockstep.py``). S4D, Hyena and
 the two real RetNets trained to 1e-10 as first written. Left as strict xfails: torchscale's incremental decoding
 through ``kiln.compile`` (the trace's tensors stay in the ``incremental_state`` dict argument; torch.compile replays
-such writes), and the LRU's two forms (a complex buffer; a custom autograd Function over complex tensors).
+such writes), and the LRU's two forms (a buffer assigned a tensor keeps no gradient history; a custom autograd
+Function over complex tensors). ``register_buffer`` of a complex tensor (the LRU's state, torchtitan's ``freqs_cis``)
+kept a ``Buffer`` of complex values that acted as a real tensor; it is a ``ComplexBuffer`` now, kept and used as a
+complex parameter is, and ``model.float()``/``double()`` leave complex parameters and buffers as torch's do
+(``frontend/complex_parameter.py``, ``frontend/module.py``; ``tests/frontend/test_complex_buffer_vs_torch.py``).
 Noticed: with the reference's float32 ``decay`` buffer in a float64 run, kiln's float32 ``exp`` (NumPy's SIMD one,
 not correctly rounded in ~40% of random inputs against torch's ~1%) moves the outputs by ~1e-9.
 """
@@ -456,11 +460,10 @@ def test_lru_parallel_scan_trains_as_torch(float64_default):
     assert_same_records(ours, theirs)
 
 
-@pytest.mark.xfail(strict=True, raises=kiln.compiler.errors.TraceError,
-                   reason="register_buffer of a complex tensor (LRU's state) keeps a Buffer of complex values that "
-                          "acts as a real tensor (is_complex() False); and self.state = <tensor> binds a new Buffer of "
-                          "its values without its gradient history (frontend/module.py _assign_buffer), where torch "
-                          "keeps the tensor and its graph")
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="self.state = <tensor> on a registered buffer binds a new Buffer of the tensor's values "
+                          "without its gradient history (frontend/module.py _assign_buffer), where torch keeps the "
+                          "tensor and its graph: the first outputs agree, the gradients through the recurrence do not")
 def test_lru_recurrent_loop_trains_as_torch(float64_default):
     ours, theirs = run_in_lockstep(lambda torch, nn, F: deep_lru(torch, nn, F, scan=False),
                                    training(lru_batch, lru_loss, adam))
