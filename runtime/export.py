@@ -25,6 +25,9 @@ def export_onnx(model: Any, input_specs: Sequence[TensorSpec], path: str, output
     finally:
         if hasattr(model, "train"):
             model.train(was_training)
+    if context.seed_input is not None:  # made at the first draw, maybe among the weights: after them, as their positions
+        graph.inputs.remove(context.seed_input)  # below assume (it stayed there, so each weight took its neighbour's name)
+        graph.inputs.append(context.seed_input)
     PassManager("cse,dce").run(graph)
     first = len(input_specs)
     if output_names is None:
