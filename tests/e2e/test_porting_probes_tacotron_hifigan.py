@@ -596,7 +596,8 @@ def train_tacotron(steps=3):
         model.train()
         for _ in range(steps):
             text_padded, input_lengths = torch.tensor(text_values), torch.tensor(TEXT_LENGTHS)
-            mel_padded, gate_padded = torch.tensor(mel_values), torch.tensor(gate_values)
+            floating = torch.get_default_dtype()  # parse_batch's .float(), in the run's dtype
+            mel_padded, gate_padded = torch.tensor(mel_values, dtype=floating), torch.tensor(gate_values, dtype=floating)
             output_lengths = torch.tensor(MEL_LENGTHS)
             max_len = torch.max(input_lengths.data).item()  # parse_batch
             x, y = (text_padded, input_lengths, mel_padded, max_len, output_lengths), (mel_padded, gate_padded)
@@ -667,6 +668,17 @@ def test_tacotron2_compiled_step_as_torch(float64_default):
     ours, theirs = run_in_lockstep(lambda torch, nn, F: tacotron2(torch, nn, F, mask_padding=False),
                                    compiled_tacotron())
     assert_same_records(ours, theirs, looser=LOOSER)
+
+
+def test_tacotron2_float32_as_torch():
+    """How Tacotron 2 trains (fp16_run off): float32 at float32's level; the conv biases before a BatchNorm take
+    Adam's noise steps (up to lr each), which the BatchNorm's running mean takes in (times its momentum), and so
+    the eval-mode inference."""
+    ours, theirs = run_in_lockstep(tacotron2, train_tacotron())
+    assert ours["outputs"]["mel"].dtype == np.float32
+    noise = dict(rtol=0, atol=3 * 2e-3)
+    assert_same_records(ours, theirs, rtol=2e-4, atol=2e-5,
+                        looser={"0.conv.bias": noise, "running_mean": noise, "inference": noise})
 
 
 def test_prenet_dropout_stays_on_in_eval_as_the_reference():
