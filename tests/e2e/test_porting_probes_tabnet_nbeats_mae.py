@@ -1,8 +1,9 @@
 """Porting probes: TabNet, N-BEATS and MAE, each written once as its reference writes it (``torch`` is ``torch`` or
 ``kiln``) and run in both from kiln's initial weights: first outputs, first gradients, losses, the state after a few
 steps (BatchNorm buffers included) and what the trained model computes agree to 1e-10 in float64, eagerly and with the
-whole step one ``kiln.compile(fullgraph=True)`` graph against torch's eager loop; float32 at float32's level; TabNet
-and the MAE encoder also through ``kiln.onnx.export`` in onnxruntime against torch.
+whole step one ``kiln.compile(fullgraph=True)`` graph against torch's eager loop; float32 at float32's level; TabNet,
+the MAE encoder and the whole MAE (its noise draw an input) also through ``kiln.onnx.export`` in onnxruntime against
+torch.
 
 - TabNet (dreamquark-ai/tabnet ``sparsemax.py``, ``tab_network.py``, ``abstract_model.py``, ``utils.py``):
   ``Sparsemax`` and ``Entmax15`` as ``torch.autograd.Function``s (``ctx.dim``, ``save_for_backward``, ``input -=
@@ -65,8 +66,10 @@ now the caller's tensor is written and the gradient is the backward's alone (fro
 tests/autodiff/test_custom_function.py, ``test_sparsemax_shifts_its_input_in_place_as_torch``). The compiled
 pretraining step stopped at ``batch_means[batch_stds == 0]`` (a data-dependent shape, which kiln refused to trace;
 torch.compile takes it): ``a[mask] = b[mask]`` under masks computed alike is now one ``where``
-(frontend/pending_masked_rows.py, tests/frontend/test_pending_masked_rows_traced_vs_torch.py). Everything else agreed
-as first written.
+(frontend/pending_masked_rows.py, tests/frontend/test_pending_masked_rows_traced_vs_torch.py). The whole MAE's ONNX
+file (its ``torch.rand`` a ``uniform.0`` input) did not load in onnxruntime: the seed input, made at the draw, sat
+among the weights' inputs and shifted every later weight's name and shape; it now follows them (runtime/export.py,
+tests/onnx/test_onnx_export_draw_before_weights.py). Everything else agreed as first written.
 """
 
 from __future__ import annotations
@@ -2224,3 +2227,26 @@ def test_mae_finetunes_from_the_pretraining_checkpoint_as_torch(float64_default,
     ours, theirs = run_in_lockstep(mae, finetune_mae(tmp_path, compiled=compiled))
     assert_same_records(split_qkv_key_bias(ours), split_qkv_key_bias(theirs), looser=KEY_BIAS)
     assert ours["pos_embed"].shape == (1, 37, EMBED) and "norm.weight" not in ours["state"]
+
+
+@AMP_ON_CPU
+def test_mae_with_its_own_noise_draw_exports_to_onnx_with_torchs_outputs(tmp_path):
+    """The whole MAE as written (``noise = torch.rand(N, L)`` inside ``random_masking``) through ``kiln.onnx.export``:
+    the draw is the file's ``uniform.0`` input (kiln's documented form); fed the probe's noise, onnxruntime gives the
+    loss, prediction and mask torch computes with that noise."""
+    ort = require("onnxruntime")
+    imgs, noises = _images(1, np.float32)
+    kiln.manual_seed(0)
+    model = mae(*libraries("kiln")).eval()
+    path = str(tmp_path / "mae.onnx")
+    kiln.onnx.export(model, (kiln.tensor(imgs[0]),), path, input_names=["imgs"])
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    assert [given.name for given in session.get_inputs()] == ["imgs", "rng_seed", "uniform.0"]
+    outputs = session.run(None, {"imgs": imgs[0], "rng_seed": np.array(0, np.int64), "uniform.0": noises[0]})
+    torch, nn, F = libraries("torch")
+    twin = mae(torch, nn, F)
+    twin.load_state_dict({key: torch.tensor(value) for key, value in snapshot(model).items()})
+    with torch.no_grad():
+        expected = twin.eval()(torch.tensor(imgs[0]), noise=torch.tensor(noises[0]))
+    for output, value in zip(outputs, expected, strict=True):
+        np.testing.assert_allclose(output, array(value), rtol=1e-5, atol=1e-6)
