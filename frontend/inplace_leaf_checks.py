@@ -51,9 +51,10 @@ def requires_grad_leaf(tensor: Any) -> bool:
 def view_base_to_record(view: Any, base: Any) -> Any:
     """The leaf ``view`` (made from ``base`` by a view op) remembers as ``_view_base``, so that a write through it is
     checked: ``base``'s if ``base`` is a view, else ``base`` if it is a parameter or a marked tensor, else None. A view
-    with no chain (``x.data``, one made under ``no_grad``) remembers none: PyTorch differentiates no write to it."""
+    with no chain (``x.data``, ``x.detach()``, one made under ``no_grad``; traced, a ``tensor.stop_gradient``)
+    remembers none: PyTorch differentiates no write to it."""
     value = view.__dict__.get("_value")
-    if value is not None and value.producer is None:
+    if value is not None and (value.producer is None or value.producer.name == "tensor.stop_gradient"):
         return None
     root = base.__dict__.get("_view_base")
     if root is not None:

@@ -133,6 +133,11 @@ def write_through_view(view: Any, result: Any, method: str, written: Any) -> Any
     base = view_of.base
     if isinstance(base, Parameter) and not TraceContext.active():  # eagerly, under no_grad: the parameter's array
         in_place(base, method, lambda whole: written_back(view_of, whole, view, result, method, written))
+    elif isinstance(base, Parameter) and view_of.op == "tensor.stop_gradient":  # traced p.detach().zero_(): p's values,
+        from kiln.frontend.grad_mode import no_grad  # written as through p.data (no differentiable write of the leaf)
+
+        with no_grad():
+            rebind(base, written_back(view_of, base, view, result, method, written), method)
     else:
         rebind(base, written_back(view_of, base, view, result, method, written), method)
     view._value = result.value
