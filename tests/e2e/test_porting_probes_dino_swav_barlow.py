@@ -452,7 +452,7 @@ def _crops(dtype=np.float64):
              for size in [GLOBAL_SIZE] * 2 + [LOCAL_SIZE] * LOCAL_CROPS] for _ in range(EPOCHS * ITERS_PER_EPOCH)]
 
 
-def train_dino(compiled=False, clip_grad=3.0, dtype=np.float64, freeze_last_layer=1):
+def train_dino(compiled=False, clip_grad=3.0, dtype=np.float64, freeze_last_layer=1, use_bn_in_head=False):
     """main_dino.py's ``train_dino`` and ``train_one_epoch`` (2 epochs of 2 iterations): the teacher a second
     ``MultiCropWrapper`` loaded from the student and frozen, AdamW over ``get_params_groups``, the lr, weight decay and
     teacher momentum from ``cosine_scheduler`` written into ``param_groups`` each iteration, the teacher fed the 2 global
@@ -463,7 +463,7 @@ def train_dino(compiled=False, clip_grad=3.0, dtype=np.float64, freeze_last_laye
     all_crops = _crops(dtype)
 
     def train(torch, nn, F, student):
-        teacher = dino_student(torch, nn, F, norm_last_layer=True)
+        teacher = dino_student(torch, nn, F, use_bn_in_head=use_bn_in_head)
         teacher.load_state_dict(student.state_dict())
         for p in teacher.parameters():
             p.requires_grad = False
@@ -528,6 +528,29 @@ def test_dino_compiled_step_as_torch(float64_default):
     ``--clip_grad 0``): its ``param_norm.item()`` and ``if clip_coef < 1`` need the values (see below)."""
     ours, theirs = run_in_lockstep(dino_student, train_dino(compiled=True, clip_grad=0))
     assert_same_records(ours, theirs)
+
+
+def _dino_student_with_bn_head(torch, nn, F):
+    return dino_student(torch, nn, F, use_bn_in_head=True)
+
+
+def test_dino_with_batchnorm_head_compiled_step_as_torch(float64_default):
+    """``--use_bn_in_head``: ``BatchNorm1d`` in both heads, the teacher's in training mode as main_dino.py leaves it
+    (its running statistics updated by its forward inside the compiled step, its weights by the EMA). Three biases
+    get a gradient that is rounding noise, which AdamW turns into steps of ~1e-10, differently in each library: the
+    backbone's final ``norm.bias`` and the biases of the head's ``Linear``s before a ``BatchNorm1d`` shift every
+    sample's features alike, which the ``BatchNorm1d`` subtracts, and ``qkv.bias``'s key third shifts all of a query's scores alike, which softmax
+    cancels (see the float32 test). The former stay within 1e-7 of their zero start in both, the key third within
+    1e-11 of torch's, the BatchNorm running means (which hold those biases) within 1e-8; the rest agrees to 1e-10."""
+    ours, theirs = run_in_lockstep(_dino_student_with_bn_head,
+                                   train_dino(compiled=True, clip_grad=0, use_bn_in_head=True))
+    for record in (ours, theirs):
+        for model in ("state", "teacher"):
+            for name in ("backbone.norm.bias", "head.mlp.0.bias", "head.mlp.3.bias"):
+                assert np.abs(record[model].pop(name)).max() < 1e-7
+    assert_same_records(ours, theirs, looser={"qkv.bias": dict(rtol=1e-10, atol=1e-11),
+                                              "running_mean": dict(rtol=1e-10, atol=1e-8)})
+    assert np.abs(theirs["teacher"]["head.mlp.1.running_mean"]).max() > 0
 
 
 def test_dino_float32_compiled_step_as_torch():
