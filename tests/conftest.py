@@ -44,3 +44,14 @@ def default_dtype(request):
     yield request.param
     kiln.set_default_dtype(saved[0])
     torch.set_default_dtype(saved[1])
+
+
+@pytest.fixture(autouse=True)
+def torch_validates_distributions():
+    """torch's distributions validate their arguments, as by default: the first ``torch.compile`` in a process turns
+    that off for good (``torch/_dynamo/eval_frame.py`` calls ``Distribution.set_default_validate_args(False)``), so a
+    test comparing kiln's refusals with torch's failed when a worker had run a ``torch.compile`` test before it."""
+    torch = sys.modules.get("torch")
+    if torch is not None and hasattr(torch, "distributions"):
+        torch.distributions.Distribution.set_default_validate_args(True)
+    yield
