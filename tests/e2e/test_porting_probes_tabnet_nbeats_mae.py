@@ -48,7 +48,8 @@ torch.
   pretraining checkpoint through ``torch.save``/``torch.load(map_location='cpu')`` into the global-pool ViT
   (``del self.norm``), ``interpolate_pos_embed`` (bicubic ``F.interpolate`` of the 4x4 table to 6x6),
   ``load_state_dict(strict=False)``'s ``missing_keys``/``unexpected_keys``, ``trunc_normal_`` of the head,
-  ``LabelSmoothingCrossEntropy``, AdamW over ``param_groups_lrd``.
+  ``LabelSmoothingCrossEntropy``, AdamW over ``param_groups_lrd``. misc.py's ``save_model``/``load_model``: the
+  checkpoint (model, optimizer with its ``lr_scale`` groups, scaler, ``args``) through a buffer and one more step.
 
 Adaptations: ``from torch.nn import Linear, ...`` is written ``Linear = torch.nn.Linear`` (an import names the real
 module); philipperemy's N-BEATS bases are ``.double()`` and ElementAI's templates ``t.float64`` in the float64 runs
@@ -2250,3 +2251,52 @@ def test_mae_with_its_own_noise_draw_exports_to_onnx_with_torchs_outputs(tmp_pat
         expected = twin.eval()(torch.tensor(imgs[0]), noise=torch.tensor(noises[0]))
     for output, value in zip(outputs, expected, strict=True):
         np.testing.assert_allclose(output, array(value), rtol=1e-5, atol=1e-6)
+
+
+def resume_mae(steps=3):
+    """misc.py's ``save_model`` (``{'model', 'optimizer', 'epoch', 'scaler', 'args'}``, ``args`` a Namespace) after
+    two steps, then ``load_model``: ``torch.load(..., map_location='cpu', weights_only=False)``, the state into a fresh
+    model, ``optimizer.load_state_dict`` into a fresh AdamW over ``param_groups_lrd`` (the ``lr_scale`` keys come back)
+    and the scaler's state; one more step after ``adjust_learning_rate``."""
+    import argparse
+    import io
+
+    imgs, noises = _images(steps)
+    args = argparse.Namespace(lr=1e-2, min_lr=1e-4, warmup_epochs=1, epochs=2, mask_ratio=0.75)
+
+    def fresh_optimizer(torch, model):
+        groups = param_groups_lrd(model, 0.05, no_weight_decay_list={'pos_embed', 'cls_token'}, layer_decay=0.75)
+        return torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.95))
+
+    def train(torch, nn, F, model):
+        optimizer, loss_scaler = fresh_optimizer(torch, model), native_scaler(torch)
+        for step in range(steps - 1):
+            loss, _, _ = model(torch.tensor(imgs[step]), args.mask_ratio, torch.tensor(noises[step]))
+            loss_scaler(loss, optimizer, parameters=model.parameters())
+            optimizer.zero_grad()
+        checkpoint_file = io.BytesIO()
+        torch.save({'model': model.state_dict(), 'optimizer': optimizer.state_dict(), 'epoch': 1,
+                    'scaler': loss_scaler.state_dict(), 'args': args}, checkpoint_file)
+        checkpoint_file.seek(0)
+        checkpoint = torch.load(checkpoint_file, map_location='cpu', weights_only=False)
+        resumed = mae(torch, nn, F)
+        resumed.load_state_dict(checkpoint['model'])
+        optimizer = fresh_optimizer(torch, resumed)
+        optimizer.load_state_dict(checkpoint['optimizer'])
+        loss_scaler = native_scaler(torch)
+        loss_scaler._scaler.load_state_dict(checkpoint['scaler'])
+        start_epoch = checkpoint['epoch'] + 1
+        assert start_epoch == 2 and checkpoint['args'].lr == args.lr
+        adjust_learning_rate(optimizer, 1.5, args)
+        loss, _, _ = resumed(torch.tensor(imgs[-1]), args.mask_ratio, torch.tensor(noises[-1]))
+        loss_scaler(loss, optimizer, parameters=resumed.parameters())
+        return {"lr_scales": [group["lr_scale"] for group in optimizer.param_groups], "loss": loss.item(),
+                "state": snapshot(resumed)}
+
+    return train
+
+
+@AMP_ON_CPU
+def test_mae_resumes_from_its_checkpoint_as_torch(float64_default):
+    ours, theirs = run_in_lockstep(mae, resume_mae())
+    assert_same_records(split_qkv_key_bias(ours), split_qkv_key_bias(theirs), looser=KEY_BIAS)
