@@ -215,6 +215,41 @@ class ComplexTensor(Tensor):
         """The square root of ``var``: real, as torch's."""
         return self.var(*args, **kwargs).sqrt()
 
+    # in place: both parts written (views of them follow) ------------------------------------------------------------
+    def _becomes(self, value: Any) -> "ComplexTensor":
+        """This tensor's values become ``value``'s (computed before either part is written), as torch's in-place ops
+        on a complex tensor: each part takes its new values in place, so views of the parts and gradients follow."""
+        (a, b), (c, d) = self._parts, split(value)
+        a.copy_(c)
+        b.copy_(0.0 if d is None else d)
+        return self
+
+    def add_(self, other: Any, *, alpha: Any = 1) -> "ComplexTensor":
+        return self._becomes(self.add(other, alpha=alpha))
+
+    def sub_(self, other: Any, *, alpha: Any = 1) -> "ComplexTensor":
+        return self._becomes(self.sub(other, alpha=alpha))
+
+    def mul_(self, other: Any) -> "ComplexTensor":
+        return self._becomes(self * other)
+
+    def div_(self, other: Any) -> "ComplexTensor":
+        return self._becomes(self / other)
+
+    def neg_(self) -> "ComplexTensor":
+        return self._becomes(-self)
+
+    def copy_(self, source: Any) -> "ComplexTensor":
+        return self._becomes(source)
+
+    def fill_(self, value: Any) -> "ComplexTensor":
+        return self._becomes(value)
+
+    def zero_(self) -> "ComplexTensor":
+        return self._becomes(0.0)
+
+    __iadd__, __isub__, __imul__, __itruediv__ = add_, sub_, mul_, div_
+
     # shape and reductions: the same op on both parts ---------------------------------------------------------------
     def __getitem__(self, index: Any) -> "ComplexTensor":
         return self._each("__getitem__", index)
