@@ -64,6 +64,8 @@ class EagerTensorLifting:
         if entry is None:
             value = context.graph.add_input(TensorType.of_array(array), f"captured{len(self.lifted)}")
             entry = self.lifted[id(tensor)] = (tensor, value)
+            if context.specializing is not None:
+                context.specializing.add_source(value, array)
             if value.type.dtype.is_float and tensor.requires_grad:
                 self.requiring_grad.add(id(tensor))
                 context.grad_leaves.add(value)

@@ -250,7 +250,10 @@ class Tensor(EagerMethods, InPlaceMethods, TorchMethods, MathMethods, StrideMeth
     __hash__ = object.__hash__
 
     def __bool__(self) -> bool:
+        from kiln.frontend.tensor_methods import traced_values  # lazily: the methods build on the tensor
+
         array = eager_array(self)
+        array = array if array is not None else traced_values(self)  # a kiln.compile trace specializes on it
         if array is not None:
             if array.size != 1:
                 raise RuntimeError(f"the truth value of a Tensor with {array.size} elements is ambiguous; use .any() or .all()")

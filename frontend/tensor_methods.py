@@ -325,15 +325,16 @@ class TorchMethods(BitwiseMethods):
 
     # what a trace cannot give ------------------------------------------------
     def item(self) -> Any:
-        from kiln.frontend.trace_known_values import known_value
-
-        known = known_value(self)
-        if known is not None and known.size == 1:  # from constants only (Transformer-XL's `attn_mask.any().item()`)
+        known = traced_values(self)
+        if known is not None and known.size == 1:
             return known.reshape(()).item()
         raise located_error(f"item() of a traced {self.type}: its value exists only when the compiled function runs; "
                             "return the tensor from the function (a training step returns its loss) and read it there")
 
     def tolist(self) -> Any:
+        known = traced_values(self)
+        if known is not None:
+            return known.tolist()
         raise located_error(f"tolist() of a traced {self.type}: its values exist only when the compiled function runs; "
                             "return the tensor and convert the result")
 
@@ -345,6 +346,17 @@ class TorchMethods(BitwiseMethods):
             return known.copy()
         raise located_error(f"numpy() of a traced {self.type}: its values exist only when the compiled function runs; "
                             "return the tensor (compiled functions return NumPy arrays)")
+
+
+def traced_values(tensor: Any) -> np.ndarray | None:
+    """The values of a traced tensor where the trace knows them: computed from constants only (Transformer-XL's
+    ``attn_mask.any().item()``), or, in a ``kiln.compile`` trace, from the call's inputs, specialized and guarded
+    (``frontend/value_guards.py``: Conformer's ``int(torch.max(lengths).item())``); else None."""
+    from kiln.frontend.trace_known_values import known_value
+    from kiln.frontend.value_guards import specialized_value
+
+    known = known_value(tensor)
+    return known if known is not None else specialized_value(tensor)
 
 
 def _floating(x: Any) -> Any:

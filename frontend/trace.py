@@ -72,6 +72,8 @@ class TraceContext:
     """What ``current()`` gives outside any trace: the eager context, once ``kiln.runtime`` installs it."""
     lifting: Any = None
     """In ``kiln.compile``'s traces: the eager tensors read, lifted to inputs or guarded (``frontend/lifted_tensors.py``)."""
+    specializing: Any = None
+    """In ``kiln.compile``'s traces: the inputs' arrays, for values the Python reads (``frontend/value_guards.py``)."""
 
     def __init__(self, name: str):
         self.graph = Graph(name)
@@ -170,6 +172,8 @@ class TraceContext:
             self.parameter_values[id(parameter)] = value
             self.parameter_by_value[value] = parameter
             self.parameters.append(parameter)
+            if self.specializing is not None and not parameter.requires_grad:  # a buffer, a frozen weight: values read
+                self.specializing.add_source(value, parameter.data)  # are guarded (a trained one's change every step)
         return value
 
     def current_value_of(self, parameter: "Parameter") -> Value:

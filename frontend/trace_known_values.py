@@ -61,15 +61,22 @@ def _evaluate(value: Value, memo: dict[Value, np.ndarray | None], budget: list[i
 
 def _run(op: Any, operands: list[np.ndarray], value: Value) -> np.ndarray | None:
     """``value`` (one of ``op``'s results) by the NumPy reference kernel, or None without one."""
+    result = run_reference(op.name, op.attrs, operands, (op.results.index(value), len(op.results)), value.type.dtype.numpy)
+    return result if result is not None and result.shape == value.type.shape else None
+
+
+def run_reference(name: str, attrs: dict[str, Any], operands: list[np.ndarray], result: tuple[int, int],
+                  dtype: Any) -> np.ndarray | None:
+    """Result ``result[0]`` (of ``result[1]``) of op ``name`` on ``operands`` by the NumPy backend's kernel (the CPU
+    reference, the values the compiled graph computes), in ``dtype``; None where the op has no kernel."""
     from kiln.backends.numpy.lowering import NUMPY  # the reference kernels; imported late: backends build on the frontend
 
-    kernel = NUMPY.get(op.name)
+    kernel = NUMPY.get(name)
     if kernel is None:
         return None
-    outputs: Any = kernel(*operands, **op.attrs)
-    outputs = outputs if len(op.results) > 1 else (outputs,)
-    result = np.asarray(outputs[op.results.index(value)], dtype=value.type.dtype.numpy)
-    return result if result.shape == value.type.shape else None
+    outputs: Any = kernel(*operands, **attrs)
+    index, count = result
+    return np.asarray(outputs[index] if count > 1 else outputs, dtype=dtype)
 
 
-__all__ = ["known_value"]
+__all__ = ["known_value", "run_reference"]

@@ -12,22 +12,26 @@ An attribute set to a tensor the trace computed (``self.last = y``, a legacy spe
 no value to replay: it is a graph output instead, and each call sets the attribute to a new eager tensor of its
 value (without a chain); its guard accepts what the trace found there or what the last call set.
 
-Attributes set with ``module.name = value`` on a ``Module`` are seen by its ``__setattr__``; those of a compiled
-bound method's own object when it is no Module (``kiln.compile(agent.update)``, TD3's ``self.total_it += 1`` in an
-agent ``class TD3(object)``) by comparing its attributes before and after the trace (``watching_plain_owner``). Not
-seen: a list appended to, a global, another plain object's attribute.
+Attributes set with ``module.name = value`` on a ``Module`` are seen by its ``__setattr__``; those of the plain Python
+objects the compiled function reaches (a bound method's object, TD3's ``self.total_it += 1``, or an object its closure
+holds) by ``runtime/plain_object_writes.py``, which also tells the writes of attributes first read (guarded) from
+those first set (only replayed). Not seen: a list appended to, a global, an attribute of an object those hold.
 """
 
 from __future__ import annotations
 
-import functools
-import types
+import weakref
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from kiln.frontend.trace import MISSING, TraceContext, set_attribute
+
+UNGUARDED: "weakref.WeakKeyDictionary[TraceContext, set[tuple[int, str]]]" = weakref.WeakKeyDictionary()
+"""Per trace, the ``(id(object), name)`` of the writes it made before reading the attribute (a plain object's field a
+helper re-sets at each call, ``runtime/plain_object_writes.py``): replayed, not guarded, as ``torch.compile`` guards
+only what the code read."""
 
 
 @dataclass
@@ -39,6 +43,8 @@ class AttributeWrites:
     """Attributes set to a traced tensor: ``(module, name, value before the trace)``; their values are outputs."""
     last_set: list[Any] = field(default_factory=list)
     """The eager tensor each of ``tensors`` was set to by the last call (None before the first)."""
+    unguarded: set[tuple[int, str]] = field(default_factory=set)
+    """The writes the trace made before reading the attribute (``UNGUARDED``): ``hold`` does not check them."""
 
     @classmethod
     def of(cls, context: TraceContext) -> "AttributeWrites":
@@ -49,7 +55,7 @@ class AttributeWrites:
                 tensors.append((module, name, before))
             else:
                 writes.append((module, name, before, after))
-        return cls(writes, tensors, [None] * len(tensors))
+        return cls(writes, tensors, [None] * len(tensors), set(UNGUARDED.get(context, ())))
 
     def traced_values(self) -> list[Any]:
         """The traced tensors' values (the graph's outputs for them); each attribute gets its value from before the
@@ -63,11 +69,12 @@ class AttributeWrites:
     def hold(self) -> bool:
         """Whether every written attribute holds its value from before the trace (what the trace read); one set to a
         tensor may also hold what the last call set it to."""
-        if not all(_same(module.__dict__.get(name, MISSING), before) for module, name, before, _ in self.writes):
+        if not all(_same(module.__dict__.get(name, MISSING), before) for module, name, before, _ in self.writes
+                   if (id(module), name) not in self.unguarded):
             return False
         current = [module.__dict__.get(name, MISSING) for module, name, _ in self.tensors]
-        return all(value is before or value is last
-                   for value, (_, _, before), last in zip(current, self.tensors, self.last_set))
+        return all(value is before or value is last or (id(module), name) in self.unguarded
+                   for value, (module, name, before), last in zip(current, self.tensors, self.last_set))
 
     def replayed(self, outputs: Sequence[Any]) -> Sequence[Any]:
         """Leave each attribute as the trace did, those set to a tensor to an eager one holding its value in this
@@ -86,55 +93,6 @@ class AttributeWrites:
 
     def names(self) -> str:
         return ", ".join(f"{type(module).__name__}.{name}" for module, name, _, _ in self.writes)
-
-
-def watching_plain_owner(traced: Callable[..., Any], fn: Any) -> Callable[..., Any]:
-    """``traced`` (a wrapper of ``fn`` to trace) recording, as attribute writes of the trace, the attributes it changes
-    on ``fn``'s own object where ``fn`` is a bound method of a plain Python object: that object has no ``__setattr__``
-    hook to record them, and a counter it bumps (``self.total_it += 1``) would else count once per trace, silently,
-    where ``torch.compile`` guards on it and replays the store. ``traced`` itself where ``fn`` has no such object."""
-    owner = _plain_owner(fn)
-    if owner is None:
-        return traced
-
-    @functools.wraps(traced)
-    def watched(*inputs: Any) -> Any:
-        before = dict(vars(owner))
-        try:
-            return traced(*inputs)
-        finally:  # a failed trace's writes too: the context restores them (TraceContext.restore_attributes)
-            _record_changes(owner, before)
-
-    return watched
-
-
-def _plain_owner(fn: Any) -> Any:
-    """A bound method's object that is a plain Python object (no Module, tensor, class or Python module), else None."""
-    from kiln.frontend.module import Module
-    from kiln.frontend.tensor import Tensor
-
-    owner = getattr(fn, "__self__", None)
-    if owner is None or isinstance(owner, (Module, Tensor, type, types.ModuleType)) or not hasattr(owner, "__dict__"):
-        return None
-    return owner
-
-
-def _record_changes(owner: Any, before: dict[str, Any]) -> None:
-    """Each of ``owner``'s attributes the trace set, added, or deleted, kept with its value from before the trace."""
-    writes = TraceContext.current().attribute_writes
-    after = vars(owner)
-    for name in [*before, *(name for name in after if name not in before)]:
-        old, new = before.get(name, MISSING), after.get(name, MISSING)
-        if not _same(new, old) and not _holds_traced_tensors(new):
-            writes.setdefault((id(owner), name), (owner, name, old))
-
-
-def _holds_traced_tensors(value: Any) -> bool:
-    """Whether ``value`` is a list, tuple or dict holding a tensor the trace computed (``self.losses = [loss_g,
-    loss_d]``): no value to replay nor a graph output, it is left as the trace set it, unguarded (a guard on it would
-    fail at every call)."""
-    items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else ()
-    return any(_traced_tensor(item) for item in items)
 
 
 def _traced_tensor(value: Any) -> bool:
@@ -157,4 +115,4 @@ def _same(value: Any, expected: Any) -> bool:
         return False
 
 
-__all__ = ["AttributeWrites", "MISSING", "watching_plain_owner"]
+__all__ = ["AttributeWrites", "MISSING", "UNGUARDED"]

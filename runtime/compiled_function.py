@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable
+from typing import Any, Callable, Hashable, Sequence
 
 import numpy as np
 
@@ -37,11 +37,13 @@ from kiln.frontend.module import Module, Parameter
 from kiln.frontend.torch_array import plain
 from kiln.frontend.tensor import Tensor
 from kiln.frontend.trace import TraceContext, trace_context, user_stacklevel
+from kiln.frontend.value_guards import ValueGuards, guards_of, specializing_on
 from kiln.runtime.argument_writes import write_back_arguments
-from kiln.runtime.attribute_writes import AttributeWrites, watching_plain_owner
+from kiln.runtime.attribute_writes import AttributeWrites
 from kiln.runtime.compile_arguments import (UNCOMPILED_BACKENDS, checked_backend, named_like, number_positions,
                                             numbers_fixed, numbers_weak, traced_arguments, with_keywords)
 from kiln.runtime.compiled_training import TrainingVariant, call_training, compile_training, eager_inputs, in_call_order
+from kiln.runtime.plain_object_writes import watching_plain_owner
 from kiln.runtime.compiled_write_back import written_back
 from kiln.runtime.donation import value_donations
 from kiln.runtime.executable import Executable
@@ -81,13 +83,15 @@ class _Variant:
     requires grad), and the trace wrote no parameter in place: a PyTorch-style call with gradients enabled then
     takes the training path (``_closure_training``), so ``backward()`` reaches them."""
     argument_writes: tuple[int, ...] = ()
+    value_guards: ValueGuards = field(default_factory=ValueGuards)
+    """Values the Python read from the inputs (``int(lengths.max())``): recomputed from a call's, which needs the same."""
     """The arguments ``fn`` writes in place (SwAV's queue): their new values, the last outputs, go into the caller's."""
 
-    def holds(self) -> bool:
-        """Whether what the trace assumed (modules' modes, a step's ``.grad``s and optimizers, the shapes of the eager
-        tensors it read and the values it used) still holds."""
+    def holds(self, arrays: Sequence[np.ndarray]) -> bool:
+        """Whether what the trace assumed for a call on ``arrays`` (modules' modes, a step's ``.grad``s and optimizers,
+        the shapes of the eager tensors it read and the values it used) still holds."""
         return (self.modes.hold() and self.writes.hold() and (self.captured is None or self.captured.holds())
-                and self.lifted.hold())
+                and self.lifted.hold() and self.value_guards.hold(arrays))
 
 
 @dataclass
@@ -126,6 +130,8 @@ class CompiledFunction:
     running: int = 0
     """Calls in progress: while one runs ``fn``, a module compiled in place (``Module.compile``) runs its forward."""
 
+    value_retraces: dict[tuple[Any, ...], int] = field(default_factory=dict)
+    """Training forwards traced again per signature because a value read from the inputs changed (``value_guards``)."""
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         plain = not kwargs and traced_arguments(args)
         fn, arrays, extra = (self.fn, args, None) if plain else with_keywords(self.fn, args, kwargs)
@@ -199,15 +205,28 @@ class CompiledFunction:
         None where ``fn`` cannot be traced: the call runs eagerly."""
         key = (tuple((a.shape, a.dtype.str) for a in arrays_np), wants_grad, autocast_signature(), flags, extra)
         variant = self.training_variants.get(key)
-        if variant is not None and not variant.lifted.hold():  # a closure tensor it read as a constant changed
+        if variant is not None and not variant.holds(arrays_np):  # a closure tensor or an input value it read changed
             del self.training_variants[key]
         if key not in self.training_variants:
+            if not variant.value_guards.hold(arrays_np) and self._retraced_past_limit(key):
+                return None
             if sum(variant is not None for variant in self.training_variants.values()) >= self.recompile_limit:
                 return self._over_limit(key)
             self.training_variants[key] = self._compile_training(fn, arrays_np, wants_grad)
         return self.training_variants[key]
 
     def _over_limit(self, key: tuple[Any, ...]) -> None:
+    def _retraced_past_limit(self, key: tuple[Any, ...]) -> bool:
+        """Count a training forward traced again for a value it read from its inputs; past ``recompile_limit`` such
+        traces the signature runs eagerly (warned; ``fullgraph`` raises), as the inference calls' ``_guarded_variant``."""
+        self.value_retraces[key] = self.value_retraces.get(key, 0) + 1
+        if self.value_retraces[key] < self.recompile_limit:
+            return False
+        self._eager_past_limit(f"{self.recompile_limit} variants of this call are traced (recompile_limit): {_VALUES_CHANGE}",
+                               tensors_given=True)  # fullgraph: raised
+        self.training_variants[key] = None
+        return True
+
         """None (run eagerly) for a training call past ``recompile_limit`` traced shapes, warned once, as
         ``torch.compile`` falls back at its ``cache_size_limit``; the shape keeps running eagerly."""
         self.training_variants[key] = None
@@ -227,7 +246,7 @@ class CompiledFunction:
             return self._variant_for(fn, arrays, None, extra, tensors_given, traced)
         if variant is _SPECIALIZED:
             return self._specialized_variant(key, fn, arrays, batch_dim, extra, tensors_given, traced)
-        if variant is not None and not traced and not variant.holds():  # the state changed: an earlier variant, or trace again
+        if variant is not None and not traced and not variant.holds(arrays):  # the state changed: an earlier variant, or trace again
             variant = self.variants[key] = self._guarded_variant(key, fn, arrays, batch_dim, extra, tensors_given)
         return variant
 
@@ -250,9 +269,9 @@ class CompiledFunction:
         kept (the oldest dropped)."""
         earlier = self.superseded.setdefault(key, [])
         earlier.append(self.variants[key])
-        match = next((variant for variant in earlier if variant.holds()), None)
+        match = next((variant for variant in earlier if variant.holds(arrays)), None)
         if match is None and len(earlier) >= self.recompile_limit:  # traced again at every call: none fits for long
-            return self._past_recompile_limit(earlier[-1], tensors_given)
+            return self._past_recompile_limit(earlier[-1], arrays, tensors_given)
         if match is None:
             match = self._inference_variant(fn, arrays, batch_dim, extra, tensors_given or earlier[-1].captured is not None)
         else:
@@ -260,11 +279,14 @@ class CompiledFunction:
         del earlier[: -self.recompile_limit]
         return match
 
-    def _past_recompile_limit(self, last: _Variant, tensors_given: bool) -> None:
+    def _past_recompile_limit(self, last: _Variant, arrays: list[np.ndarray], tensors_given: bool) -> None:
         """None (run eagerly from now on, warned once) where ``recompile_limit`` variants of one signature were traced
         and the state fits none of them, as ``torch.compile`` falls back at its cache limit: most often an attribute
         the function changes at every call (a counter), whose every value the graph would need."""
         changed = f"it sets {last.writes.names()} at every call" if not last.writes.hold() else "its guards fail at every call"
+        if last.writes.hold() and not last.value_guards.hold(arrays):
+            return self._eager_past_limit(f"{self.recompile_limit} variants of this call are traced (recompile_limit) "
+                                          f"and none fits: {_VALUES_CHANGE}", tensors_given)
         return self._eager_past_limit(f"{self.recompile_limit} variants of this call are traced (recompile_limit) and "
                                       f"none fits: {changed}; keep a count as a tensor buffer (register_buffer) or "
                                       "outside the compiled function", tensors_given)
@@ -359,7 +381,8 @@ class CompiledFunction:
     def _compile(self, fn: Callable[..., Any], arrays: list[np.ndarray], batch_dim: BatchDim, tensors_given: bool) -> _Variant:
         captures: list[StepCapture] = []  # a training step's backward() and optimizer.step() (runtime/step_capture.py)
         traced = watching_plain_owner(capturing(fn, captures), self.fn)
-        context = trace_context(named_like(lifting_eager_tensors(traced), traced), *batch_specs(arrays, batch_dim),
+        specializing = specializing_on(lifting_eager_tensors(traced), arrays)  # values read: guarded
+        context = trace_context(named_like(specializing, traced), *batch_specs(arrays, batch_dim),
                                 what="the compiled function's result")
         try:
             return self._compiled_trace(context, captures, tensors_given, len(arrays))
@@ -380,12 +403,14 @@ class CompiledFunction:
                 "or train it with kiln.compile_train_step, which feeds the seed")
         needs_chain = _outputs_need_chain(context)
         buffers = in_call_order(context)
+        arguments_given = context.graph.inputs[:arguments]
         parameter_inputs = [context.parameter_values[id(p)] for p in context.parameters]
         lifted_after_parameters(context.graph, context.lifting, parameter_inputs, arguments)
         captured = step.finish() if step is not None else None
         context.graph.outputs += context.lifting.restore_written()  # closure tensors written in place, then
         lifted = LiftedTensors(context.lifting)
         writes = _attribute_writes(context, lifted)
+        value_guards = guards_of(context, arguments_given, lifted)
         context.graph.outputs += writes.traced_values()  # attributes set to a traced tensor: last
         donations = self._donations(context, step)
         PassManager(self.pipeline).run(context.graph)
@@ -393,7 +418,7 @@ class CompiledFunction:
         executable = get_backend(self.backend).compile(context.graph)
         return _Variant(context.graph, executable, context.parameters, buffers, seed is not None, captured,
                         captures[0].returned_none, captures[0].structure, captures[0].modes(), writes, donations, lifted,
-                        needs_chain, argument_writes=captures[0].argument_writes)
+                        needs_chain, value_guards, argument_writes=captures[0].argument_writes)
 
     def _donations(self, context: TraceContext, step: StepCapture | None) -> dict[int, int]:
         """What the backend may update in place: each updated parameter or buffer and each optimizer state, as
@@ -407,6 +432,10 @@ class CompiledFunction:
 
 
 def _eager_reason(error: Exception) -> str:
+_VALUES_CHANGE = ("a value it reads from its inputs (item(), int() or bool() of a tensor) differs at every call; compute "
+                  "with the tensor instead (kiln.where for a branch, a mask for a length)")
+
+
     """An error's message for the eager-fallback warning, with the user's line where the error names it: a located
     error reads ``file:line in fn: source`` then the message (``frontend/trace.py`` ``located_error``)."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]

@@ -40,6 +40,7 @@ from kiln.frontend.lifted_tensors import LiftedTensors, lifted_after_parameters,
 from kiln.frontend.module import Parameter
 from kiln.frontend.sparse_embedding import TRAINED_LOOKUPS
 from kiln.frontend.trace import TensorSpec, TraceContext, trace_context, user_location
+from kiln.frontend.value_guards import ValueGuards, guards_of, specializing_on
 from kiln.frontend.traced_requires_grad import traced_requires_grad
 from kiln.compiler.errors import KilnError
 from kiln.runtime.argument_writes import refuse_argument_writes, values_before
@@ -212,6 +213,12 @@ class TrainingVariant:
     that require grad are inputs after the parameters, and the recorded op links to their chains."""
     attributes: AttributeWrites = field(default_factory=AttributeWrites)
     """Module attributes the forward set to a tensor it computed: their values follow the buffer updates."""
+    value_guards: ValueGuards = field(default_factory=ValueGuards)
+    """Values the Python read from the inputs (``int(lengths.max())``): a call giving others traces again."""
+
+    def holds(self, arrays: Sequence[np.ndarray]) -> bool:
+        """Whether the closure tensors read and the values read from the inputs are as traced, for a call on ``arrays``."""
+        return self.lifted.hold() and self.value_guards.hold(arrays)
 
 
 def compile_training(fn: Callable[..., Any], arrays: Sequence[np.ndarray], wants_grad: Sequence[bool], backend: str,
@@ -229,8 +236,9 @@ def compile_training(fn: Callable[..., Any], arrays: Sequence[np.ndarray], wants
         structure[:] = [nesting, [leaf is not None for leaf in leaves]]
         return [leaf for leaf in leaves if leaf is not None]
 
-    traced = lifting_eager_tensors(without_nones, lifts=False)  # closure tensors: guarded constants
+    traced = specializing_on(lifting_eager_tensors(without_nones, lifts=False), arrays)  # closure tensors: guarded constants
     context = trace_context(named_like(traced, fn), *specs, what="the compiled function's result", wants_grad=wants_grad)
+    arguments = context.graph.inputs[: len(specs)]
     attributes = _compiled_attribute_writes(context)
     graph, parameters = context.graph, context.parameters
     num_outputs = len(graph.outputs)
@@ -239,6 +247,7 @@ def compile_training(fn: Callable[..., Any], arrays: Sequence[np.ndarray], wants
     buffers = in_call_order(context)
     graph.outputs += attributes.traced_values()  # after the buffers': set by each call (runtime/attribute_writes.py)
     lifted = LiftedTensors(context.lifting)  # closure tensors that require grad: inputs after the parameters
+    value_guards = guards_of(context, arguments, lifted)
     lifted_after_parameters(graph, context.lifting, [context.parameter_values[id(p)] for p in parameters], len(specs))
     differentiated = [k for k, (spec, wanted) in enumerate(zip(specs, wants_grad)) if wanted and spec.type.dtype.is_float]
     differentiated += [len(specs) + k for k, p in enumerate(parameters) if p.requires_grad and p.dtype.is_float]
@@ -250,7 +259,7 @@ def compile_training(fn: Callable[..., Any], arrays: Sequence[np.ndarray], wants
     PassManager(pipeline).run(split.graph)
     name = getattr(fn, "__name__", None) or type(fn).__name__
     return TrainingVariant(split, get_backend(backend).compile(split.graph), parameters, buffers,
-                           context.seed_input is not None, *structure, name, detached, lifted, attributes)
+                           context.seed_input is not None, *structure, name, detached, lifted, attributes, value_guards)
 
 
 def _compiled_attribute_writes(context: TraceContext) -> AttributeWrites:

@@ -15,6 +15,10 @@ in both libraries from kiln's initial weights.
 Checked against torch 2.13 in float64 to 1e-10 (first outputs, first gradients, losses, parameters and BatchNorm
 buffers after the steps, eval outputs), eagerly and with the whole training step in one ``kiln.compile(fullgraph=True)``
 graph against torch's eager loop; float32 (how Conformers train) at float32's level.
+
+What broke (later): the compiled step with the mask made inside ``forward`` (``int(torch.max(lengths).item())``) was
+refused by ``kiln.compile``; a value read from the inputs is now specialized and guarded
+(``frontend/value_guards.py``, ``tests/runtime/test_compiled_value_guards.py``).
 """
 
 from __future__ import annotations
@@ -350,12 +354,10 @@ def test_conformer_compiled_step_as_torch(variant, float64_default):
     assert_same_records(ours, theirs, looser=LOOSER_FLOAT64)
 
 
-@pytest.mark.xfail(strict=True, raises=kiln.compiler.errors.TraceError,
-                   reason="kiln.compile cannot read .item() of a traced input (torch.compile specialises on it)")
 def test_conformer_compiled_step_with_lengths_to_padding_mask_inside(float64_default):
     """``Conformer.forward`` makes its mask with ``int(torch.max(lengths).item())``: torch.compile(fullgraph=True)
-    traces that (an unbacked size), kiln refuses the ``item()`` of the traced lengths (an argument, or a closure
-    tensor, which kiln lifts to an input too)."""
+    traces that (an unbacked size); kiln refused the ``item()`` of the traced lengths, and now specializes on the
+    value, guarded (``frontend/value_guards.py``)."""
     ours, theirs = map(split_key_bias, run_in_lockstep(conformer, compiled_conformer_training(mask_given=False)))
     assert_same_records(ours, theirs, looser=LOOSER_FLOAT64)
 

@@ -23,8 +23,9 @@ What broke: the numbers agreed as first written. BYOL first had ``target_proj_on
 outputs: torch refuses that ("Can't detach views in-place"), kiln wrote the detached values through the view, which
 cuts the base's gradient there; kiln now refuses it with torch's words
 (``tests/frontend/test_detach_inplace_views_vs_torch.py``), and the probe keeps byol-pytorch's current ``.detach()``.
-Not one graph: MoCo's ``ptr = int(self.queue_ptr)`` reads a buffer's value in Python, so ``kiln.compile`` runs that
-step eagerly with its warning (``test_moco_v2_compiled_step_as_torch``); BYOL's whole step is one graph.
+MoCo's ``ptr = int(self.queue_ptr)`` reads a buffer's value in Python: ``kiln.compile`` ran that step eagerly with
+its warning; it now specializes on the pointer, guarded (``frontend/value_guards.py``), so the whole step is one
+``fullgraph=True`` graph per pointer value (``test_moco_v2_compiled_step_as_torch``); BYOL's whole step is one graph.
 Tolerances: 1e-10 in float64 throughout; BYOL uses SGD, not Adam (``_byol_optimizer`` says why).
 """
 
@@ -243,7 +244,7 @@ def train_moco_compiled(steps=3):
             optimizer.step()
             return loss.detach(), output.detach()
 
-        run = kiln.compile(train_step) if torch is kiln else train_step
+        run = kiln.compile(train_step, fullgraph=True) if torch is kiln else train_step
         record = {"losses": [], "logits": []}
         for step in range(steps):
             loss, logits = run(floats(torch, images[step, 0]), floats(torch, images[step, 1]), torch.tensor(shuffles[step]))
@@ -258,11 +259,9 @@ def train_moco_compiled(steps=3):
 
 
 def test_moco_v2_compiled_step_as_torch(float64_default):
-    """Not one graph: ``int(self.queue_ptr)`` reads a buffer's value in Python, which a trace does not have, so
-    ``kiln.compile`` runs the step eagerly and says where (as ``torch.compile`` breaks the graph there, and refuses
-    it under ``fullgraph=True``)."""
-    with pytest.warns(UserWarning, match=r"runs eagerly.*item\(\) of a traced tensor<1xi64>.*int\(self.queue_ptr\)"):
-        ours, theirs = run_in_lockstep(moco, train_moco_compiled())
+    """``int(self.queue_ptr)`` reads a buffer's value in Python: the trace specializes on it, guarded, so the step is
+    one ``fullgraph=True`` graph per pointer value (the buffer written by the step fails the guard: traced again)."""
+    ours, theirs = run_in_lockstep(moco, train_moco_compiled())
     assert theirs["queue_ptr"] == [4]
     assert_same_records(ours, theirs)
 

@@ -1,7 +1,7 @@
 """A Python number argument of a ``kiln.compile``d function promotes as the number itself (torch's wrapped numbers:
 ``long_tensor * scale`` is float32, not float64), one variant serving every value; where the trace needs its value
-(``if t == 0:``, ``range(n)``) it is traced as a constant per value, as ``torch.compile`` specialises a Python int,
-up to ``recompile_limit`` values. Found by H1's DDPM probe (``p_sample(x, t, t_index)``)."""
+(``if t == 0:``, ``range(n)``) the trace specializes on what it read, guarded (a variant per branch, per loop count),
+as ``torch.compile`` specialises a Python int, up to ``recompile_limit`` variants. Found by H1's DDPM probe (``p_sample(x, t, t_index)``)."""
 
 from __future__ import annotations
 
@@ -37,8 +37,10 @@ def test_one_variant_serves_every_value_of_a_number_used_as_a_value():
     assert len(scale.variants) == 1
 
 
-def _p_sample(lib):
+def _p_sample(lib, traces=None):
     def p_sample(x, t, t_index):  # the DDPM tutorial's shape: a branch on the Python int
+        if traces is not None:
+            traces.append(t_index)
         mean = x * (1 - 0.1 * t)
         if t_index == 0:
             return mean
@@ -47,27 +49,60 @@ def _p_sample(lib):
     return p_sample
 
 
-def test_a_branch_on_a_number_traces_it_as_a_constant_per_value_and_matches_torch():
+def test_a_branch_on_a_number_traces_a_variant_per_branch_and_matches_torch():
+    """The branch reads ``t_index == 0``: specialized on that value and guarded (``frontend/value_guards.py``), so
+    one variant serves every ``t_index`` but 0."""
     torch = require_torch()
     x = np.random.default_rng(0).standard_normal((2, 3))
-    compiled = kiln.compile(_p_sample(kiln))
+    traces = []
+    compiled = kiln.compile(_p_sample(kiln, traces))
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # compiled, not eagerly
-        for t_index in (2, 1, 0, 1):
+        for t_index in (2, 1, 0, 1, 3, 0):
             ours = compiled(kiln.tensor(x), kiln.tensor(np.float64(t_index)), t_index)
             theirs = _p_sample(torch)(torch.tensor(x), torch.tensor(np.float64(t_index)), t_index)
             np.testing.assert_allclose(np.asarray(ours), theirs.numpy(), rtol=1e-15)
-    assert sorted(v for values in compiled.specialized.values() for v in values) == [(0,), (1,), (2,)]
+    assert len(traces) == 2
 
 
-def test_past_the_recompile_limit_a_branching_number_runs_eagerly_warned_and_fullgraph_raises():
+def _repeated(x, times):
+    for _ in range(times):  # the number's value decides the graph: a variant per value
+        x = x * 2
+    return x
+
+
+def test_a_number_the_graph_needs_the_value_of_traces_a_variant_per_value():
     x = kiln.tensor(np.ones((2, 3)))
-    compiled = kiln.compile(_p_sample(kiln))
+    compiled = kiln.compile(_repeated)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # compiled, not eagerly
+        results = [np.asarray(compiled(x, times))[0, 0] for times in (2, 0, 3, 2)]
+    assert results == [4.0, 1.0, 8.0, 4.0]
+    assert sum(len(earlier) for earlier in compiled.superseded.values()) + len(compiled.variants) == 3
+
+
+def test_past_the_recompile_limit_a_number_read_as_a_value_runs_eagerly_warned_and_fullgraph_raises():
+    x = kiln.tensor(np.ones((2, 3)))
+    compiled = kiln.compile(_repeated)
     with pytest.warns(UserWarning, match="recompile_limit"):
-        results = [np.asarray(compiled(x, kiln.tensor(0.0), t_index)) for t_index in range(10)]
-    np.testing.assert_allclose([r[0, 0] for r in results], [1.0] + [1.0 + 0.5 * t for t in range(1, 10)])
-    strict = kiln.compile(_p_sample(kiln), fullgraph=True)
-    for t_index in range(8):
-        strict(x, kiln.tensor(0.0), t_index)
-    with pytest.raises(KilnError, match="recompile_limit"):
-        strict(x, kiln.tensor(0.0), 8)
+        results = [np.asarray(compiled(x, times))[0, 0] for times in range(10)]
+    assert results == [2.0**times for times in range(10)]
+    strict = kiln.compile(_repeated, fullgraph=True)
+    for times in range(8):
+        strict(x, times)
+    with pytest.raises(KilnError, match="recompile_limit.*differs at every call"):
+        strict(x, 8)
+
+
+def _numpy_scaled(x, scale):
+    return x * float(np.asarray(scale) ** 2)  # NumPy reads the number: the trace needs it as a constant
+
+
+def test_a_number_numpy_reads_is_traced_as_a_constant_per_value():
+    x = kiln.tensor(np.ones(3))
+    compiled = kiln.compile(_numpy_scaled)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # compiled, not eagerly
+        results = [np.asarray(compiled(x, scale))[0] for scale in (2, 3, 2)]
+    assert results == [4.0, 9.0, 4.0]
+    assert sorted(v for values in compiled.specialized.values() for v in values) == [(2,), (3,)]

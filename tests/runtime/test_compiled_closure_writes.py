@@ -77,9 +77,9 @@ def test_a_failed_trace_leaves_the_closure_tensor_as_it_was():
 
     def branchy(x):
         total.add_(x)
-        return x * 2 if total.sum().item() > 1 else x  # Python reads the written value: not traceable
+        return x * 2 if total.numpy().sum() > 1 else x  # NumPy reads the written value: not traceable
 
-    with pytest.raises(RuntimeError, match="item"):
+    with pytest.raises(RuntimeError, match="numpy"):
         kiln.compile(branchy, fullgraph=True)(kiln.ones(3))
     assert total.tolist() == [0.0, 0.0, 0.0]
     with warnings.catch_warnings(record=True):

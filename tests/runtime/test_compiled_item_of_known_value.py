@@ -1,7 +1,8 @@
 """``.item()`` in a compiled function of a tensor built from constants only (Transformer-XL's
 ``if attn_mask is not None and attn_mask.any().item():`` on ``torch.triu(x.new_ones(q, k), diagonal=1 + m)``) gives its
 value while tracing, as the call would: kiln raised "item() of a traced tensor", so the whole step could not be
-compiled. A value that depends on an input still raises (and a non-fullgraph compile runs eagerly)."""
+compiled. A value that depends on an input is specialized and guarded (``tests/runtime/test_compiled_value_guards.py``);
+one that depends on a trained parameter or a random draw still raises."""
 
 from __future__ import annotations
 
@@ -33,6 +34,9 @@ def test_item_of_a_constant_mask_in_a_compiled_function_as_torch(rows, mlen):
     np.testing.assert_allclose(np.array(ours.numpy()), theirs, rtol=1e-15, atol=0)
 
 
-def test_item_of_an_input_dependent_value_still_raises():
+def test_item_of_a_trained_parameter_or_a_random_draw_still_raises():
+    weight = kiln.nn.Parameter(kiln.ones(3))
     with pytest.raises(Exception, match=r"item\(\) of a traced"):
-        kiln.compile(lambda x: x * x.sum().item(), fullgraph=True)(kiln.ones(3))
+        kiln.compile(lambda x: x * (weight * 2).sum().item(), fullgraph=True)(kiln.ones(3))
+    with pytest.raises(Exception, match=r"item\(\) of a traced"):
+        kiln.compile(lambda x: x * kiln.rand(1).item(), fullgraph=True, seed=0)(kiln.ones(3))

@@ -4,7 +4,8 @@
 ``torch.compile``, which guards on the value and replays the store (``runtime/attribute_writes.py``,
 ``watching_plain_owner``). Before, such an object had no ``__setattr__`` hook: the counter counted traces, and the
 variant traced at the first call ran at every call with its branch baked in, silently (found by the TD3 probe,
-``tests/e2e/test_porting_probes_td3_dreamer_dt.py``)."""
+``tests/e2e/test_porting_probes_td3_dreamer_dt.py``). The objects a compiled function's closure holds are watched too,
+and the attributes a trace sets before reading them are replayed without a guard (``runtime/plain_object_writes.py``)."""
 
 from __future__ import annotations
 
@@ -143,15 +144,47 @@ def test_a_list_of_traced_tensors_set_on_the_object_is_left_unguarded():
     assert traced == 1
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "only a compiled bound method's own object is watched: a plain object reached through a closure or a wrapper "
-    "(kiln.compile(lambda state: agent.update(state))) has no __setattr__ hook, so its counter still counts traces. "
-    "Watching every object the closure holds (tried) breaks helpers that re-set their fields at each call and hold "
-    "traced tensors (the FT-Transformer probe's MaskFeed.load(masks)): torch.compile guards only attributes read "
-    "before written and replays containers of graph inputs, which needs read tracking on plain objects"))
 def test_a_plain_objects_counter_reached_through_a_closure_counts_calls():
-    agent = _agent("kiln")
-    update = kiln.compile(lambda state: agent.update(state), fullgraph=True)
+    """``kiln.compile(lambda state: agent.update(state))``: the object the closure holds is watched too."""
+    torch, ours, theirs = _twins()
+    update = kiln.compile(lambda state: ours.update(state), fullgraph=True)
     for call in range(3):
-        update(kiln.tensor(_state(call)))
-    assert agent.total_it == 3
+        loss, expected = update(kiln.tensor(_state(call))), theirs.update(torch.tensor(_state(call)))
+        np.testing.assert_allclose(float(loss), float(expected), rtol=1e-12)
+    assert ours.total_it == theirs.total_it == 3
+
+
+def test_fields_a_helper_sets_before_reading_them_are_replayed_not_guarded():
+    """A closure's helper whose ``load`` re-sets its fields at each call (the FT-Transformer probe's ``MaskFeed``, a
+    noise tape's ``self.used = {...}``) and then counts on them: one variant serves every call, and each call leaves
+    the fields as eagerly (``torch.compile`` guards only what the code read before writing)."""
+    critic = _agent("kiln").critic
+
+    class Feed(object):
+        def __init__(self):
+            self.scales, self.at, self.used = None, 0, {}
+
+        def load(self, scales):
+            self.scales, self.at, self.used = list(scales), 0, {"calls": 0}
+
+        def next_scale(self):
+            self.at += 1
+            self.used["calls"] += 1
+            return self.scales[self.at - 1]
+
+    feed = Feed()
+
+    def loss(state, *scales):
+        feed.load(scales)
+        return (critic(state) * feed.next_scale() * feed.next_scale()).sum()
+
+    compiled = kiln.compile(loss)
+    with kiln.no_grad():
+        for call in range(4):
+            scales = [kiln.tensor(1.0 + call), kiln.tensor(2.0)]
+            expected = float((critic(kiln.tensor(_state(call))) * (2.0 + 2 * call)).sum())
+            np.testing.assert_allclose(float(compiled(kiln.tensor(_state(call)), *scales)), expected, rtol=1e-12)
+            assert feed.at == 2 and feed.used == {"calls": 2}
+    traced = sum(v is not None for v in compiled.variants.values()) + sum(map(len, compiled.superseded.values()))
+    assert traced == 1
+    assert type(feed) is Feed  # its class is the user's again after the trace

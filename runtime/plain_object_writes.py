@@ -1,0 +1,161 @@
+"""The attributes a traced function sets on plain Python objects (instances of the user's classes, which have no
+``Module.__setattr__`` hook), recorded as the trace's attribute writes (``runtime/attribute_writes.py``) so each call
+sets them as eagerly, as ``torch.compile`` replays such stores.
+
+The objects watched are those the compiled function reaches: a bound method's own object (``kiln.compile(
+policy.update)``, TD3's ``class TD3(object)`` with ``self.total_it += 1``) and the objects its closure holds, directly,
+as a bound method's object, or through the closure of a function it holds (``kiln.compile(lambda s:
+agent.update(s))``, a wrapper's). While the trace runs, each one's class is swapped for a subclass that notes which
+attributes are read before the trace writes them: as ``torch.compile`` guards only what the code read from the state
+before it, a write of such an attribute is guarded on its value before the trace (a counter: the variant runs while
+it holds that value, and traces again otherwise), and a write of one first set by the trace (a helper's ``load()``
+re-setting its fields, a noise tape's ``self.used = {...}``) is only replayed. An attribute set to a list, tuple or dict
+holding traced tensors is left as the trace set it (it has no value to replay).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import types
+from typing import Any, Callable, Iterator
+
+from kiln.frontend.trace import MISSING, TraceContext
+from kiln.runtime.attribute_writes import UNGUARDED, _same, _traced_tensor
+
+_READ_FIRST: dict[int, set[str]] = {}
+"""While a trace runs: ``id`` of a watched object -> the attributes read before the trace wrote them."""
+_WRITTEN: dict[int, set[str]] = {}
+"""While a trace runs: ``id`` of a watched object -> the attributes the trace set or deleted."""
+_TRACKING: dict[type, type] = {}
+"""Each watched class's read-tracking subclass, made once."""
+
+
+def watching_plain_owner(traced: Callable[..., Any], fn: Any) -> Callable[..., Any]:
+    """``traced`` (a wrapper of ``fn`` to trace) recording the attributes it changes on the plain objects ``fn``
+    reaches (``plain_owners``); ``traced`` itself where it reaches none."""
+    owners = plain_owners(fn)
+    if not owners:
+        return traced
+
+    @functools.wraps(traced)
+    def watched(*inputs: Any) -> Any:
+        before = [(owner, dict(vars(owner))) for owner in owners]
+        with _tracking_reads(owners):
+            try:
+                return traced(*inputs)
+            finally:  # a failed trace's writes too: the context restores them (TraceContext.restore_attributes)
+                for owner, attributes in before:
+                    _record_changes(owner, attributes)
+
+    return watched
+
+
+def plain_owners(fn: Any, depth: int = 3) -> list[Any]:
+    """The plain Python objects ``fn`` reaches: a bound method's object and those its closure holds, ``depth``
+    functions deep."""
+    found: dict[int, Any] = {}
+    _reach(fn, found, set(), depth)
+    return list(found.values())
+
+
+def _reach(item: Any, found: dict[int, Any], seen: set[int], depth: int) -> None:
+    if item is None or id(item) in seen or depth < 0:
+        return
+    seen.add(id(item))
+    if isinstance(item, types.MethodType):
+        _reach(item.__self__, found, seen, depth)
+        _reach(item.__func__, found, seen, depth)
+    elif isinstance(item, types.FunctionType):
+        for cell in item.__closure__ or ():
+            try:
+                _reach(cell.cell_contents, found, seen, depth - 1)
+            except ValueError:  # an empty cell (a name assigned later)
+                continue
+        _reach(getattr(item, "__wrapped__", None), found, seen, depth - 1)
+    elif isinstance(item, functools.partial):
+        _reach(item.func, found, seen, depth - 1)
+    elif _plain(item):
+        found[id(item)] = item
+
+
+def _plain(item: Any) -> bool:
+    """An instance of a user's class: it has a ``__dict__`` and is no Module, tensor, class, Python module or callable,
+    nor an object of kiln's (an optimizer: its state is captured otherwise), NumPy's, torch's or Python's own."""
+    from kiln.frontend.module import Module
+    from kiln.frontend.tensor import Tensor
+
+    if isinstance(item, (Module, Tensor, type, types.ModuleType)) or callable(item) or not hasattr(item, "__dict__"):
+        return False
+    return type(item).__module__.split(".")[0] not in ("kiln", "numpy", "torch", "builtins", "types")
+
+
+@contextlib.contextmanager
+def _tracking_reads(owners: list[Any]) -> Iterator[None]:
+    """Each owner's class swapped for its read-tracking subclass while the trace runs (an object whose class cannot
+    be swapped is not tracked: its writes are all guarded)."""
+    swapped = []
+    for owner in owners:
+        _READ_FIRST[id(owner)], _WRITTEN[id(owner)] = set(), set()
+        original = type(owner)
+        try:
+            object.__setattr__(owner, "__class__", _tracking_class(original))
+            swapped.append((owner, original))
+        except TypeError:  # another layout (slots), a class that refuses subclasses
+            _READ_FIRST[id(owner)] = None  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        for owner, original in swapped:
+            object.__setattr__(owner, "__class__", original)
+
+
+def _tracking_class(cls: type) -> type:
+    """``cls``'s subclass noting first reads and writes (same name, no other behaviour)."""
+    if cls in _TRACKING:
+        return _TRACKING[cls]
+
+    def __getattribute__(self: Any, name: str) -> Any:
+        key = id(self)
+        if name in object.__getattribute__(self, "__dict__") and name not in _WRITTEN.get(key, ()):
+            reads = _READ_FIRST.get(key)
+            if reads is not None:
+                reads.add(name)
+        return cls.__getattribute__(self, name)
+
+    def __setattr__(self: Any, name: str, value: Any) -> None:
+        _WRITTEN.setdefault(id(self), set()).add(name)
+        cls.__setattr__(self, name, value)
+
+    def __delattr__(self: Any, name: str) -> None:
+        _WRITTEN.setdefault(id(self), set()).add(name)
+        cls.__delattr__(self, name)
+
+    namespace = {"__getattribute__": __getattribute__, "__setattr__": __setattr__, "__delattr__": __delattr__,
+                 "__module__": cls.__module__, "__qualname__": cls.__qualname__}
+    _TRACKING[cls] = type(cls)(cls.__name__, (cls,), namespace)
+    return _TRACKING[cls]
+
+
+def _record_changes(owner: Any, before: dict[str, Any]) -> None:
+    """Each of ``owner``'s attributes the trace set, added or deleted, kept with its value from before the trace;
+    those it set before reading them marked unguarded."""
+    context = TraceContext.current()
+    after, read_first = vars(owner), _READ_FIRST.pop(id(owner), None)
+    _WRITTEN.pop(id(owner), None)
+    for name in [*before, *(name for name in after if name not in before)]:
+        old, new = before.get(name, MISSING), after.get(name, MISSING)
+        if _same(new, old) or _holds_traced_tensors(new):
+            continue
+        context.attribute_writes.setdefault((id(owner), name), (owner, name, old))
+        if read_first is not None and name not in read_first:
+            UNGUARDED.setdefault(context, set()).add((id(owner), name))
+
+
+def _holds_traced_tensors(value: Any) -> bool:
+    """Whether ``value`` is a list, tuple or dict holding a tensor the trace computed (``self.losses = [loss]``)."""
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else ()
+    return any(_traced_tensor(item) for item in items)
+
+
+__all__ = ["plain_owners", "watching_plain_owner"]
