@@ -29,6 +29,7 @@ from kiln.frontend.inplace_leaf_checks import located
 from kiln.frontend.module import Parameter
 from kiln.frontend.tensor import Tensor, to_value
 from kiln.frontend.trace import TraceContext, located_error
+from kiln.frontend.traced_data_writes import backward_reads_written
 
 
 def grad(outputs: Any, inputs: Any, grad_outputs: Any = None, retain_graph: Any = None, create_graph: bool = False,
@@ -150,7 +151,9 @@ def _traced_grad(outputs: Sequence[Any], inputs: Sequence[Any], seeds: Sequence[
     wrt = [context.value_of(i) if isinstance(i, Parameter) else i.value for i in inputs]
     used = [any(w is v for v in values) or bool(ops_between(context.graph, [w], values)) for w in wrt]
     seeds = [None if s is None else to_value(context, s, o.dtype) for s, o in zip(seeds, outputs)]
+    first = len(context.graph.ops)
     grads = differentiate_outputs(context.graph, values, wrt, seeds)
+    backward_reads_written(context.graph, first)  # x.data written since the forward read it: the new values
     return [Tensor(g if create_graph else context.without_gradient(g)) if u else None for g, u in zip(grads, used)]
 
 

@@ -47,6 +47,7 @@ from kiln.frontend.eager_values import ARRAYS, GRAD_TENSORS, count_update
 from kiln.frontend.inplace_leaf_checks import check_leaf_write, located, view_base_to_record
 from kiln.frontend.tensor_methods import _is_one
 from kiln.frontend.trace import TraceContext, located_error, user_location
+from kiln.frontend.traced_data_writes import traced_data_writes
 from kiln.frontend.version_counter import counted_writes
 from kiln.frontend.view_writes import check_overlap, record_view, refreshed, write_through_view
 
@@ -231,7 +232,8 @@ def in_place(tensor: Any, method: str, traced: Callable[[Any], Any], untraced: C
         count_update(tensor)  # a graph that read the old values refuses backward(), as PyTorch's version counter does
         return tensor
     if not TraceContext.current().eager:
-        return rebind(tensor, traced(tensor), method)
+        with traced_data_writes(tensor):  # what the backward reads after a write through x.data (traced_data_writes.py)
+            return rebind(tensor, traced(tensor), method)
     with counted_writes(tensor):  # the values overwritten, for backward()'s version check (version_counter.py)
         return rebind(tensor, traced(tensor), method)
 

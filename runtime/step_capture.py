@@ -49,6 +49,7 @@ from kiln.frontend.tensor import Tensor, apply
 from kiln.frontend.nn_utils import traced_total_norm, zero_norm
 from kiln.frontend.torch_array import torch_array
 from kiln.frontend.torch_functions import zeros_like
+from kiln.frontend.traced_data_writes import backward_reads_written
 from kiln.frontend.trace import TraceContext, located_error
 from kiln.runtime.argument_writes import values_before, written_arguments
 from kiln.runtime.eager_optim import count_step, grad_array_of, own_step
@@ -215,7 +216,9 @@ class StepCapture:
         if not candidates:
             raise located_error("backward(): the loss depends on no trained parameter of this step")
         seed = None if gradient is None else _seed(gradient, loss)
+        first = len(self.context.graph.ops)
         grads = differentiate(self.context.graph, loss.value, [self.context.current_value_of(p) for p in candidates], seed)
+        backward_reads_written(self.context.graph, first)  # x.data written since the forward read it: the new values
         for parameter, grad in zip(candidates, grads):
             grad = grad if create_graph else self.context.without_gradient(grad)
             held = self.grad_of(parameter)

@@ -54,10 +54,10 @@ What broke (each fixed in kiln, with a test next to its code):
 - Compiled: ``torch.max(lengths.data).item()`` and ``lengths.cpu().numpy()`` of lengths made from constants raised
   (``frontend/trace_known_values.py``, ``frontend/tensor_methods.py``;
   tests/runtime/test_compiled_known_values_through_data.py).
-- Not fixed: in a compiled step, a write through ``.data`` after an op saved the tensor (``parse_output``'s masking
-  with ``mask_padding=True``) leaves that op's backward reading the old values, where torch's reads the new ones (the
-  postnet's first conv weight gradient); the compiled step runs with ``mask_padding=False`` (an hparam of the
-  reference) and the gap is a strict xfail (tests/runtime/test_data_alias_writes_vs_torch.py).
+- Compiled, the same ``parse_output`` masking left the postnet's first conv weight gradient reading the outputs from
+  before the write (the trace rebinds the tensor; torch's backward reads the shared storage): the backward's ops now
+  read the values written through ``.data`` (``frontend/traced_data_writes.py``;
+  tests/runtime/test_data_alias_writes_vs_torch.py).
 
 HiFi-GAN agreed to 1e-10 as first written.
 """
@@ -663,10 +663,7 @@ def test_tacotron2_trains_as_torch(float64_default):
 
 
 def test_tacotron2_compiled_step_as_torch(float64_default):
-    """``mask_padding=False``: with it on, kiln's compiled backward reads the postnet input from before
-    ``parse_output``'s ``.data`` write (tests/runtime/test_data_alias_writes_vs_torch.py's xfail)."""
-    ours, theirs = run_in_lockstep(lambda torch, nn, F: tacotron2(torch, nn, F, mask_padding=False),
-                                   compiled_tacotron())
+    ours, theirs = run_in_lockstep(tacotron2, compiled_tacotron())
     assert_same_records(ours, theirs, looser=LOOSER)
 
 
