@@ -15,7 +15,8 @@ to 1e-10, eagerly and with the whole step (zero_grad, forward, loss, backward, o
   and frozen, AdamW over ``get_params_groups``, NumPy cosine schedules written into ``param_groups`` each iteration,
   ``clip_gradients``, ``cancel_gradients_last_layer`` (``p.grad = None`` in epoch 0) and the teacher EMA
   ``param_k.data.mul_(m).add_((1 - m) * param_q.detach().data)``; and eval_knn.py's weighted k-NN classifier on the
-  backbone's normalised features (``topk``, ``gather``, ``resize_(...).zero_()``, ``scatter_``, ``sort``, ``narrow``).
+  backbone's normalised features (``topk``, ``gather``, ``resize_(...).zero_()``, ``scatter_``, ``sort``, ``narrow``);
+  the checkpoint after epoch 0 and ``restart_from_checkpoint`` into fresh objects; ``--use_bn_in_head``.
 - SwAV (facebookresearch/swav ``main_swav.py``, ``src/resnet50.py``, small): the ``ConstantPad2d`` ResNet with the
   projection head, ``normalize`` and ``prototypes``; the prototypes normalised each iteration (``w = ....weight.data.
   clone()``, ``nn.functional.normalize``, ``weight.copy_(w)`` under ``no_grad``), ``distributed_sinkhorn``
@@ -35,7 +36,8 @@ What broke (each fixed in kiln, with a unit test next to the code's):
   eager ``unique_consecutive`` of one element raised ('cannot reshape array of size 0'), met by the ONNX export.
 - ``kiln.compile`` silently dropped a step's in-place writes to a tensor argument (SwAV's queue stayed zeros, so the
   compiled step never used it) and refused a Python value returned beside the loss (``return loss, use_the_queue``);
-  both now as torch.compile (``runtime/argument_writes.py``, ``tests/runtime/test_compiled_argument_writes.py``).
+  both now as torch.compile (``runtime/argument_writes.py``, ``tests/runtime/test_compiled_argument_writes.py``); a
+  call with gradients enabled (backward outside it) that writes an argument now says so and runs eagerly.
 - LARS: ``self.state[p]`` raised KeyError (torch's is a ``defaultdict(dict)``), defaults without ``weight_decay`` raised
   KeyError in the base's check, and compiled, the user's ``step`` kept the first trace's ``g['lr']`` silently while its
   ``zeros_like`` state had no values after the trace (``frontend/optim_parameter_state.py``,
@@ -45,12 +47,17 @@ What broke (each fixed in kiln, with a unit test next to the code's):
 Not one graph, as in torch.compile(fullgraph=True): DINO's ``clip_gradients`` reads ``param_norm.item()`` and branches
 on it (refused, naming the line; the compiled run is ``--clip_grad 0``), and SwAV's "is the queue full" test reads the
 queue's values (the compiled run hoists it before the step; the step as written runs through a non-fullgraph compile).
+Resuming (``torch.save`` of the state dicts, utils.py's ``restart_from_checkpoint``) agreed as written; torch 2.13's
+default ``weights_only`` load refuses DINO's checkpoint (NumPy floats in ``param_groups``) where ``kiln.load`` reads it
+(its format stores NumPy values natively), so the probe loads with ``weights_only=False`` in both.
 """
 
 from __future__ import annotations
 
 import io
 import math
+import os
+import pickle
 import warnings
 from functools import partial
 
@@ -452,31 +459,30 @@ def _crops(dtype=np.float64):
              for size in [GLOBAL_SIZE] * 2 + [LOCAL_SIZE] * LOCAL_CROPS] for _ in range(EPOCHS * ITERS_PER_EPOCH)]
 
 
-def train_dino(compiled=False, clip_grad=3.0, dtype=np.float64, freeze_last_layer=1, use_bn_in_head=False):
-    """main_dino.py's ``train_dino`` and ``train_one_epoch`` (2 epochs of 2 iterations): the teacher a second
-    ``MultiCropWrapper`` loaded from the student and frozen, AdamW over ``get_params_groups``, the lr, weight decay and
-    teacher momentum from ``cosine_scheduler`` written into ``param_groups`` each iteration, the teacher fed the 2 global
-    crops, ``clip_gradients``, ``cancel_gradients_last_layer`` in epoch 0 and the EMA
-    ``param_k.data.mul_(m).add_((1 - m) * param_q.detach().data)``. With ``compiled`` kiln's step from ``zero_grad``
-    to the EMA is one ``kiln.compile(fullgraph=True)`` graph, the schedules written outside it, as a torch.compile
-    user compiles the step."""
-    all_crops = _crops(dtype)
+class DinoRun:
+    """main_dino.py's ``train_dino`` set-up around a student: the teacher a second ``MultiCropWrapper`` loaded from the
+    student and frozen, ``DINOLoss``, AdamW over ``get_params_groups`` and the ``cosine_scheduler`` schedules."""
 
-    def train(torch, nn, F, student):
-        teacher = dino_student(torch, nn, F, use_bn_in_head=use_bn_in_head)
-        teacher.load_state_dict(student.state_dict())
-        for p in teacher.parameters():
+    def __init__(self, torch, nn, F, student, use_bn_in_head=False):
+        self.torch, self.student = torch, student
+        self.teacher = dino_student(torch, nn, F, use_bn_in_head=use_bn_in_head)
+        self.teacher.load_state_dict(student.state_dict())
+        for p in self.teacher.parameters():
             p.requires_grad = False
-        dino_loss = dino_loss_module(torch, nn, F, OUT_DIM, LOCAL_CROPS + 2, 0.04, 0.07, 1, EPOCHS)
+        self.dino_loss = dino_loss_module(torch, nn, F, OUT_DIM, LOCAL_CROPS + 2, 0.04, 0.07, 1, EPOCHS)
         params_groups = get_params_groups(student)
-        optimizer = torch.optim.AdamW(params_groups)
-        lr_schedule = cosine_scheduler(0.05 * (BATCH * 1) / 256., 1e-6, EPOCHS, ITERS_PER_EPOCH, warmup_epochs=1)
-        wd_schedule = cosine_scheduler(0.04, 0.4, EPOCHS, ITERS_PER_EPOCH)
-        momentum_schedule = cosine_scheduler(0.9, 1, EPOCHS, ITERS_PER_EPOCH)
-        record = {"losses": []}
+        self.optimizer = torch.optim.AdamW(params_groups)
+        self.lr_schedule = cosine_scheduler(0.05 * (BATCH * 1) / 256., 1e-6, EPOCHS, ITERS_PER_EPOCH, warmup_epochs=1)
+        self.wd_schedule = cosine_scheduler(0.04, 0.4, EPOCHS, ITERS_PER_EPOCH)
+        self.momentum_schedule = cosine_scheduler(0.9, 1, EPOCHS, ITERS_PER_EPOCH)
+
+    def step_function(self, clip_grad, freeze_last_layer, record, compiled):
+        """train_one_epoch's step, from the forward passes to the teacher's EMA."""
+        torch, student, teacher, dino_loss, optimizer = (self.torch, self.student, self.teacher, self.dino_loss,
+                                                         self.optimizer)
 
         def step(images, epoch, m):
-            teacher_output = teacher(images[:2])
+            teacher_output = teacher(images[:2])  # only the 2 global views pass through the teacher
             student_output = student(images)
             loss = dino_loss(student_output, teacher_output, epoch)
             optimizer.zero_grad()
@@ -492,24 +498,95 @@ def train_dino(compiled=False, clip_grad=3.0, dtype=np.float64, freeze_last_laye
                     param_k.data.mul_(m).add_((1 - m) * param_q.detach().data)
             return loss
 
-        run = kiln.compile(step, fullgraph=True) if compiled and torch is kiln else step
+        return kiln.compile(step, fullgraph=True) if compiled and torch is kiln else step
+
+    def train_one_epoch(self, run, epoch, all_crops, record):
+        torch = self.torch
+        for it in range(ITERS_PER_EPOCH):
+            it = ITERS_PER_EPOCH * epoch + it  # global training iteration
+            for i, param_group in enumerate(self.optimizer.param_groups):
+                param_group["lr"] = self.lr_schedule[it]
+                if i == 0:  # only the first group is regularized
+                    param_group["weight_decay"] = self.wd_schedule[it]
+            images = [torch.tensor(c) for c in all_crops[it]]
+            loss = run(images, epoch, self.momentum_schedule[it])
+            if not math.isfinite(loss.item()):
+                raise AssertionError(f"Loss is {loss.item()}, stopping training")
+            record["losses"].append(loss.item())
+
+    def finish(self, record):
+        record["state"], record["teacher"] = snapshot(self.student), snapshot(self.teacher)
+        record["center"] = array(self.dino_loss.center)
+        return record
+
+
+def train_dino(compiled=False, clip_grad=3.0, dtype=np.float64, freeze_last_layer=1, use_bn_in_head=False):
+    """main_dino.py's ``train_dino`` and ``train_one_epoch`` (2 epochs of 2 iterations): the lr, weight decay and
+    teacher momentum from ``cosine_scheduler`` written into ``param_groups`` each iteration, the teacher fed the 2 global
+    crops, ``clip_gradients``, ``cancel_gradients_last_layer`` in epoch 0 and the EMA
+    ``param_k.data.mul_(m).add_((1 - m) * param_q.detach().data)``. With ``compiled`` kiln's step from ``zero_grad``
+    to the EMA is one ``kiln.compile(fullgraph=True)`` graph, the schedules written outside it, as a torch.compile
+    user compiles the step."""
+    all_crops = _crops(dtype)
+
+    def train(torch, nn, F, student):
+        dino = DinoRun(torch, nn, F, student, use_bn_in_head)
+        record = {"losses": []}
+        run = dino.step_function(clip_grad, freeze_last_layer, record, compiled)
         with torch.no_grad():
             record["first_output"] = array(student([torch.tensor(c) for c in all_crops[0]]))
         for epoch in range(EPOCHS):
-            for it in range(ITERS_PER_EPOCH):
-                it = ITERS_PER_EPOCH * epoch + it
-                for i, param_group in enumerate(optimizer.param_groups):
-                    param_group["lr"] = lr_schedule[it]
-                    if i == 0:
-                        param_group["weight_decay"] = wd_schedule[it]
-                images = [torch.tensor(c) for c in all_crops[it]]
-                loss = run(images, epoch, momentum_schedule[it])
-                if not math.isfinite(loss.item()):
-                    raise AssertionError(f"Loss is {loss.item()}, stopping training")
-                record["losses"].append(loss.item())
-        record["state"], record["teacher"] = snapshot(student), snapshot(teacher)
-        record["center"] = array(dino_loss.center)
-        return record
+            dino.train_one_epoch(run, epoch, all_crops, record)
+        return dino.finish(record)
+
+    return train
+
+
+def restart_from_checkpoint(torch, ckp_path, run_variables=None, **kwargs):
+    """utils.py's ``restart_from_checkpoint`` (its prints dropped): ``load_state_dict(..., strict=False)``, retried
+    without ``strict`` where that raises TypeError (the optimizer's takes none). ``weights_only=False`` is the one
+    change torch 2.13 needs: the optimizer's ``param_groups`` hold the NumPy floats the schedules wrote
+    (``lr_schedule[it]``), which its default ``weights_only`` load refuses (checked below)."""
+    if not os.path.isfile(ckp_path):
+        return
+    checkpoint = torch.load(ckp_path, map_location="cpu", weights_only=False)
+    for key, value in kwargs.items():
+        if key in checkpoint and value is not None:
+            try:
+                value.load_state_dict(checkpoint[key], strict=False)
+            except TypeError:
+                try:
+                    value.load_state_dict(checkpoint[key])
+                except ValueError:
+                    raise AssertionError(f"=> failed to load '{key}' from checkpoint: '{ckp_path}'")
+    if run_variables is not None:
+        for var_name in run_variables:
+            if var_name in checkpoint:
+                run_variables[var_name] = checkpoint[var_name]
+
+
+def train_dino_resumed(folder):
+    """Epoch 0, main_dino.py's checkpoint (``{'student', 'teacher', 'optimizer', 'epoch', 'dino_loss'}`` by
+    ``torch.save``; its ``'args'`` Namespace left out: torch 2.13's ``weights_only`` load refuses it, as the DiT probe
+    checks), then everything built anew, ``restart_from_checkpoint(..., run_variables=to_restore, ...)`` and epoch 1."""
+    all_crops = _crops()
+
+    def train(torch, nn, F, student):
+        record = {"losses": []}
+        dino = DinoRun(torch, nn, F, student)
+        dino.train_one_epoch(dino.step_function(3.0, 1, record, False), 0, all_crops, record)
+        path = os.path.join(folder, f"{torch.__name__}-checkpoint.pth")
+        torch.save({'student': dino.student.state_dict(), 'teacher': dino.teacher.state_dict(),
+                    'optimizer': dino.optimizer.state_dict(), 'epoch': 1, 'dino_loss': dino.dino_loss.state_dict()},
+                   path)
+        resumed = DinoRun(torch, nn, F, dino_student(torch, nn, F))
+        to_restore = {"epoch": 0}
+        restart_from_checkpoint(torch, path, run_variables=to_restore, student=resumed.student,
+                                teacher=resumed.teacher, optimizer=resumed.optimizer, dino_loss=resumed.dino_loss)
+        record["start_epoch"] = to_restore["epoch"]
+        for epoch in range(to_restore["epoch"], EPOCHS):
+            resumed.train_one_epoch(resumed.step_function(3.0, 1, record, False), epoch, all_crops, record)
+        return resumed.finish(record)
 
     return train
 
@@ -520,6 +597,16 @@ def test_dino_trains_as_torch(float64_default):
     assert "head.last_layer.weight_v" in theirs["grads"] and "head.last_layer.weight_g" not in theirs["grads"]
     moved = np.abs(theirs["teacher"]["head.mlp.0.weight"] - theirs["state"]["head.mlp.0.weight"]).max()
     assert moved > 0 and np.abs(theirs["center"]).max() > 0
+
+
+def test_dino_resumes_from_its_checkpoint_as_torch(float64_default, tmp_path):
+    """The run saved after epoch 0 and resumed in fresh objects trains on as torch's does."""
+    ours, theirs = run_in_lockstep(dino_student, train_dino_resumed(str(tmp_path)))
+    assert_same_records(ours, theirs)
+    assert ours["start_epoch"] == theirs["start_epoch"] == 1
+    torch = float64_default
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):  # main_dino.py's own call
+        torch.load(os.path.join(tmp_path, "torch-checkpoint.pth"), map_location="cpu")
 
 
 def test_dino_compiled_step_as_torch(float64_default):
