@@ -61,10 +61,10 @@ without ``fullgraph`` it runs eagerly, warned, and trains as torch.
 
 What broke: ``kiln.compile(policy.update)`` of ``class TD3(object)`` counted ``self.total_it += 1`` once per trace,
 not per call, and ran the first trace's branch of ``self.total_it % self.policy_freq`` at every call, silently: a
-plain object has no ``__setattr__`` hook that records the write. Now the attributes the trace changes on a compiled
-bound method's own object are guarded and replayed per call as a Module's (``runtime/attribute_writes.py``
-``watching_plain_owner``; ``tests/runtime/test_compiled_plain_object_attribute_writes.py``; the same counter on an
-object reached through a closure is still not seen: a strict xfail there). Dreamer: kiln had no
+plain object has no ``__setattr__`` hook that records the write. Now the attributes a trace changes on the plain
+objects a compiled function reaches (a bound method's own, those its closure holds) are replayed per call, and guarded
+where the trace read them before writing, as ``torch.compile`` (``runtime/plain_object_writes.py``;
+``tests/runtime/test_compiled_plain_object_attribute_writes.py``). Dreamer: kiln had no
 ``OneHotCategorical`` (nor ``OneHotCategoricalStraightThrough``, ``constraints.one_hot``, and the submodules
 ``torchd.one_hot_categorical``, ``.kl``, ``.independent``, ``.categorical``): added (``frontend/distributions_one_hot.py``;
 ``tests/distributions/test_one_hot_categorical_vs_torch.py``). Its backward after ``RequiresGrad``'s exit raised
@@ -289,8 +289,8 @@ def train_td3(tapes, compiled=False, max_timesteps=9, start_timesteps=5, expl_no
         policy, env = nets.policy, SyntheticContinuousEnv(seed=4)
         replay_buffer = nets.buffer(OBS_DIM, ACT_DIM, max_size=64)
         tape = tapes[torch] = NoiseTape(torch, {(BATCH, ACT_DIM): 1}, BATCH)
-        if compiled and torch is kiln:  # one noise slot: each trace and each call draws it, no rewinding needed
-            policy.update = kiln.compile(policy.update, fullgraph=True)
+        if compiled and torch is kiln:  # the tape (a closure's object) rewound at each trace and call
+            policy.update = kiln.compile(tape.rewinding(policy.update), fullgraph=True)
         np.random.seed(0)
         max_action = float(HIGH[0])
         probe_state, probe_action = (torch.tensor(np.random.default_rng(1).uniform(-1, 1, (3, n))).to(torch.get_default_dtype())
