@@ -43,8 +43,8 @@ from kiln.runtime.attribute_writes import AttributeWrites
 from kiln.runtime.compile_arguments import (UNCOMPILED_BACKENDS, checked_backend, named_like, number_positions,
                                             numbers_fixed, numbers_weak, traced_arguments, with_keywords)
 from kiln.runtime.compiled_training import TrainingVariant, call_training, compile_training, eager_inputs, in_call_order
-from kiln.runtime.plain_object_writes import watching_plain_owner
 from kiln.runtime.compiled_write_back import written_back
+from kiln.runtime.plain_object_writes import watching_plain_owner
 from kiln.runtime.donation import value_donations
 from kiln.runtime.executable import Executable
 from kiln.runtime.batch_dims import BatchDim, batch_axes, batch_signature, batch_specs, scalars_unbatched
@@ -82,9 +82,9 @@ class _Variant:
     """Whether an output required grad when traced (the function read a closure's trained parameter or a tensor that
     requires grad), and the trace wrote no parameter in place: a PyTorch-style call with gradients enabled then
     takes the training path (``_closure_training``), so ``backward()`` reaches them."""
-    argument_writes: tuple[int, ...] = ()
     value_guards: ValueGuards = field(default_factory=ValueGuards)
     """Values the Python read from the inputs (``int(lengths.max())``): recomputed from a call's, which needs the same."""
+    argument_writes: tuple[int, ...] = ()
     """The arguments ``fn`` writes in place (SwAV's queue): their new values, the last outputs, go into the caller's."""
 
     def holds(self, arrays: Sequence[np.ndarray]) -> bool:
@@ -129,9 +129,9 @@ class CompiledFunction:
     """The number values traced as constants so far, per signature (``_SPECIALIZED``)."""
     running: int = 0
     """Calls in progress: while one runs ``fn``, a module compiled in place (``Module.compile``) runs its forward."""
-
     value_retraces: dict[tuple[Any, ...], int] = field(default_factory=dict)
     """Training forwards traced again per signature because a value read from the inputs changed (``value_guards``)."""
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         plain = not kwargs and traced_arguments(args)
         fn, arrays, extra = (self.fn, args, None) if plain else with_keywords(self.fn, args, kwargs)
@@ -207,15 +207,14 @@ class CompiledFunction:
         variant = self.training_variants.get(key)
         if variant is not None and not variant.holds(arrays_np):  # a closure tensor or an input value it read changed
             del self.training_variants[key]
-        if key not in self.training_variants:
             if not variant.value_guards.hold(arrays_np) and self._retraced_past_limit(key):
                 return None
+        if key not in self.training_variants:
             if sum(variant is not None for variant in self.training_variants.values()) >= self.recompile_limit:
                 return self._over_limit(key)
             self.training_variants[key] = self._compile_training(fn, arrays_np, wants_grad)
         return self.training_variants[key]
 
-    def _over_limit(self, key: tuple[Any, ...]) -> None:
     def _retraced_past_limit(self, key: tuple[Any, ...]) -> bool:
         """Count a training forward traced again for a value it read from its inputs; past ``recompile_limit`` such
         traces the signature runs eagerly (warned; ``fullgraph`` raises), as the inference calls' ``_guarded_variant``."""
@@ -227,6 +226,7 @@ class CompiledFunction:
         self.training_variants[key] = None
         return True
 
+    def _over_limit(self, key: tuple[Any, ...]) -> None:
         """None (run eagerly) for a training call past ``recompile_limit`` traced shapes, warned once, as
         ``torch.compile`` falls back at its ``cache_size_limit``; the shape keeps running eagerly."""
         self.training_variants[key] = None
@@ -283,10 +283,10 @@ class CompiledFunction:
         """None (run eagerly from now on, warned once) where ``recompile_limit`` variants of one signature were traced
         and the state fits none of them, as ``torch.compile`` falls back at its cache limit: most often an attribute
         the function changes at every call (a counter), whose every value the graph would need."""
-        changed = f"it sets {last.writes.names()} at every call" if not last.writes.hold() else "its guards fail at every call"
         if last.writes.hold() and not last.value_guards.hold(arrays):
             return self._eager_past_limit(f"{self.recompile_limit} variants of this call are traced (recompile_limit) "
                                           f"and none fits: {_VALUES_CHANGE}", tensors_given)
+        changed = f"it sets {last.writes.names()} at every call" if not last.writes.hold() else "its guards fail at every call"
         return self._eager_past_limit(f"{self.recompile_limit} variants of this call are traced (recompile_limit) and "
                                       f"none fits: {changed}; keep a count as a tensor buffer (register_buffer) or "
                                       "outside the compiled function", tensors_given)
@@ -402,15 +402,15 @@ class CompiledFunction:
                 f"{_first_draw(seed)}; call model.eval() first, or pass kiln.compile(fn, seed=0) to draw (each call anew), "
                 "or train it with kiln.compile_train_step, which feeds the seed")
         needs_chain = _outputs_need_chain(context)
-        buffers = in_call_order(context)
         arguments_given = context.graph.inputs[:arguments]
+        buffers = in_call_order(context)
         parameter_inputs = [context.parameter_values[id(p)] for p in context.parameters]
         lifted_after_parameters(context.graph, context.lifting, parameter_inputs, arguments)
         captured = step.finish() if step is not None else None
         context.graph.outputs += context.lifting.restore_written()  # closure tensors written in place, then
         lifted = LiftedTensors(context.lifting)
-        writes = _attribute_writes(context, lifted)
         value_guards = guards_of(context, arguments_given, lifted)
+        writes = _attribute_writes(context, lifted)
         context.graph.outputs += writes.traced_values()  # attributes set to a traced tensor: last
         donations = self._donations(context, step)
         PassManager(self.pipeline).run(context.graph)
@@ -431,11 +431,11 @@ class CompiledFunction:
         return value_donations(context.graph, pairs + (step.donated if step is not None else []))
 
 
-def _eager_reason(error: Exception) -> str:
 _VALUES_CHANGE = ("a value it reads from its inputs (item(), int() or bool() of a tensor) differs at every call; compute "
                   "with the tensor instead (kiln.where for a branch, a mask for a length)")
 
 
+def _eager_reason(error: Exception) -> str:
     """An error's message for the eager-fallback warning, with the user's line where the error names it: a located
     error reads ``file:line in fn: source`` then the message (``frontend/trace.py`` ``located_error``)."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
