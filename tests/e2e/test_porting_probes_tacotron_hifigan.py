@@ -28,7 +28,7 @@ one (``spectral_norm`` on its first scale, grouped Conv1d, ``AvgPool1d(4, 2, pad
 ``torch.from_numpy``), both steps with two AdamW and ExponentialLR. Eager, and the generator step as one
 ``kiln.compile(fullgraph=True)`` graph (its spectral-norm power iterations and the discriminators' accumulated
 gradients included) between eager discriminator steps; the generator after ``remove_weight_norm`` through
-``kiln.onnx.export`` and onnxruntime (float32).
+``kiln.onnx.export`` and onnxruntime, and ``kiln.compile`` (float32).
 
 Changes to the reference text, each a line: widths are tiny (the discriminators' 1024 channels are a few, ``Conv1d(80,
 ...)`` takes ``h.num_mels``); the mel basis is cast to the signal's dtype (``.to(y.dtype)``, the reference's
@@ -1222,7 +1222,7 @@ def test_hifigan_compiled_generator_step_as_torch(float64_default):
 
 def test_hifigan_generator_exports_to_onnx_as_torch():
     """The vocoder as deployed: ``remove_weight_norm`` then ``kiln.onnx.export``, run by onnxruntime (float32: its CPU
-    Conv has no float64 kernel), against torch's generator."""
+    Conv has no float64 kernel), and ``kiln.compile``d, against torch's generator."""
     onnxruntime = require("onnxruntime")
     mel = hifigan_batch(dtype=np.float32)[0]
     kiln.manual_seed(0)
@@ -1236,5 +1236,8 @@ def test_hifigan_generator_exports_to_onnx_as_torch():
     buffer = io.BytesIO()
     kiln.onnx.export(generator, (kiln.tensor(mel),), buffer, input_names=["mel"], output_names=["audio"])
     ours = onnxruntime.InferenceSession(buffer.getvalue()).run(None, {"mel": mel})[0]
+    compiled = array(kiln.compile(generator, fullgraph=True)(kiln.tensor(mel)))
     with torch.no_grad():
-        np.testing.assert_allclose(ours, array(twin(torch.tensor(mel))), rtol=1e-5, atol=1e-6)
+        theirs = array(twin(torch.tensor(mel)))
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(compiled, theirs, rtol=1e-5, atol=1e-6)
