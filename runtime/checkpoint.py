@@ -166,6 +166,8 @@ def _flatten(node: Any, arrays: dict[str, np.ndarray], where: str, saved: dict[i
         entry = {"array": _array_name(node, arrays, where, saved)}
         if node.dtype == BFLOAT16:
             entry["dtype"] = "bfloat16"
+        if isinstance(node, np.generic):  # a NumPy scalar (DINO's lr_schedule[it] in param_groups) loads as one
+            entry["scalar"] = True
         if parameter is not None:
             entry["parameter"] = parameter
         return entry
@@ -223,7 +225,8 @@ def _unflatten(node: Mapping[str, Any], read: Callable[[str], np.ndarray], tenso
         return unpickle(node["pickled"])
     if "array" in node:
         array = read(node["array"])
-        return tensor(array.view(BFLOAT16) if node.get("dtype") == "bfloat16" else array, node.get("parameter"))
+        array = array.view(BFLOAT16) if node.get("dtype") == "bfloat16" else array
+        return array[()] if node.get("scalar") else tensor(array, node.get("parameter"))
     (kind, content), = node.items()
     if kind == "value":
         return content
