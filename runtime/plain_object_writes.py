@@ -124,17 +124,25 @@ def _tracking_class(cls: type) -> type:
         return cls.__getattribute__(self, name)
 
     def __setattr__(self: Any, name: str, value: Any) -> None:
-        _WRITTEN.setdefault(id(self), set()).add(name)
+        _note_write(self, name)
         cls.__setattr__(self, name, value)
 
     def __delattr__(self: Any, name: str) -> None:
-        _WRITTEN.setdefault(id(self), set()).add(name)
+        _note_write(self, name)
         cls.__delattr__(self, name)
 
     namespace = {"__getattribute__": __getattribute__, "__setattr__": __setattr__, "__delattr__": __delattr__,
                  "__module__": cls.__module__, "__qualname__": cls.__qualname__}
     _TRACKING[cls] = type(cls)(cls.__name__, (cls,), namespace)
     return _TRACKING[cls]
+
+
+def _note_write(owner: Any, name: str) -> None:
+    """Note a write of ``owner``'s attribute while its trace runs (a copy the trace made, of the tracking class too, is
+    not noted)."""
+    written = _WRITTEN.get(id(owner))
+    if written is not None:
+        written.add(name)
 
 
 def _record_changes(owner: Any, before: dict[str, Any]) -> None:

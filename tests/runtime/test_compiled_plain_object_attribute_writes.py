@@ -188,3 +188,29 @@ def test_fields_a_helper_sets_before_reading_them_are_replayed_not_guarded():
     traced = sum(v is not None for v in compiled.variants.values()) + sum(map(len, compiled.superseded.values()))
     assert traced == 1
     assert type(feed) is Feed  # its class is the user's again after the trace
+
+
+def test_the_users_class_is_back_after_the_trace_and_a_copy_made_in_it_notes_nothing():
+    """The read-tracking subclass is swapped in only while the trace runs; a copy the trace makes keeps it, and its
+    writes afterwards are not noted anywhere (nothing grows)."""
+    import copy
+
+    from kiln.runtime import plain_object_writes
+
+    critic = _agent("kiln").critic
+
+    class Holder(object):
+        def __init__(self):
+            self.scale = 2.0
+
+        def predict(self, state):
+            self.copied = copy.copy(self)
+            return critic(state) * self.scale
+
+    holder = Holder()
+    with kiln.no_grad():
+        kiln.compile(holder.predict)(kiln.tensor(_state(0)))
+    assert type(holder) is Holder and holder.copied.scale == 2.0
+    for value in range(5):
+        holder.copied.scale = float(value)
+    assert not plain_object_writes._WRITTEN and not plain_object_writes._READ_FIRST
