@@ -49,7 +49,9 @@ on it (refused, naming the line; the compiled run is ``--clip_grad 0``), and SwA
 queue's values (the compiled run hoists it before the step; the step as written runs through a non-fullgraph compile).
 Resuming (``torch.save`` of the state dicts, utils.py's ``restart_from_checkpoint``) agreed as written; torch 2.13's
 default ``weights_only`` load refuses DINO's checkpoint (NumPy floats in ``param_groups``) where ``kiln.load`` reads it
-(its format stores NumPy values natively), so the probe loads with ``weights_only=False`` in both.
+(its format stores NumPy values natively), so the probe loads with ``weights_only=False`` in both; kiln gave those
+NumPy floats back as 0-d tensors, now as NumPy floats (``runtime/checkpoint.py``,
+``tests/runtime/test_save_numpy_scalars_vs_torch.py``).
 """
 
 from __future__ import annotations
@@ -584,6 +586,7 @@ def train_dino_resumed(folder):
         restart_from_checkpoint(torch, path, run_variables=to_restore, student=resumed.student,
                                 teacher=resumed.teacher, optimizer=resumed.optimizer, dino_loss=resumed.dino_loss)
         record["start_epoch"] = to_restore["epoch"]
+        assert type(resumed.optimizer.param_groups[0]["lr"]) is np.float64  # as saved (kiln gave a 0-d tensor)
         for epoch in range(to_restore["epoch"], EPOCHS):
             resumed.train_one_epoch(resumed.step_function(3.0, 1, record, False), epoch, all_crops, record)
         return resumed.finish(record)
