@@ -113,11 +113,17 @@ def ones_like(input: Any, *, dtype: Any = None, device: Any = None, requires_gra
 empty_like = zeros_like
 
 
-def arange(start: Any, end: Any = None, step: Any = 1, *, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Any:
+def arange(start: Any, end: Any = None, step: Any = 1, *, out: Any = None, dtype: Any = None, device: Any = None,
+           requires_grad: bool = False) -> Any:
     """``[start, end)`` by ``step``; int64 when every bound is an int, else float32 (a static length: plain numbers).
     In a half dtype each value is ``start + i * step`` in float64 rounded once: torch's vectorized half kernel rounds
     each 16-lane chunk's first value and steps from it, so with an inexact step its values depend on the CPU's vector
-    width and may differ from these by a few half ulps (equal for integer and dyadic steps)."""
+    width and may differ from these by a few half ulps (equal for integer and dyadic steps). ``out=`` is written and
+    returned (``frontend/out_argument.py``)."""
+    if out is not None:
+        from kiln.frontend.out_argument import out_dtype, written_to_out
+
+        return written_to_out(out, arange(start, end, step, dtype=out_dtype(out, dtype), requires_grad=requires_grad))
     if end is None:
         start, end = 0, start
     if not all(isinstance(v, (int, float, np.number)) for v in (start, end, step)):
