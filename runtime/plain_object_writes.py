@@ -101,7 +101,7 @@ def _tracking_reads(owners: list[Any]) -> Iterator[None]:
         try:
             object.__setattr__(owner, "__class__", _tracking_class(original))
             swapped.append((owner, original))
-        except TypeError:  # another layout (slots), a class that refuses subclasses
+        except Exception:  # another layout (slots), a class that refuses subclasses (an Enum's), a metaclass's check
             _READ_FIRST[id(owner)] = None  # type: ignore[assignment]
     try:
         yield

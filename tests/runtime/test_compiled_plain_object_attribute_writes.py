@@ -214,3 +214,28 @@ def test_the_users_class_is_back_after_the_trace_and_a_copy_made_in_it_notes_not
     for value in range(5):
         holder.copied.scale = float(value)
     assert not plain_object_writes._WRITTEN and not plain_object_writes._READ_FIRST
+
+
+def test_an_object_whose_class_refuses_a_subclass_is_watched_without_read_tracking():
+    """A closure's object whose class refuses subclasses (its ``__init_subclass__`` raises, as a sealed registry's;
+    an Enum's): the trace runs, and the counter it bumps is guarded (read-tracking needs a subclass)."""
+    critic = _agent("kiln").critic
+
+    class Sealed(object):
+        def __init_subclass__(cls, **kwargs):
+            raise ValueError("Sealed takes no subclasses")
+
+        def __init__(self):
+            self.calls = 0
+
+    sealed = Sealed()
+
+    def predict(state):
+        sealed.calls += 1
+        return critic(state)
+
+    compiled = kiln.compile(predict)
+    with kiln.no_grad():
+        for call in range(3):
+            compiled(kiln.tensor(_state(call)))
+    assert type(sealed) is Sealed and sealed.calls == 3
