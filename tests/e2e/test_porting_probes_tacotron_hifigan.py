@@ -9,7 +9,7 @@ training=True)``, always on), location-sensitive attention (``LocationLayer`` ov
 .unsqueeze(1), attention_weights_cum.unsqueeze(1)), dim=1)``, ``energies.squeeze(-1)``,
 ``alignment.data.masked_fill_(mask, -inf)``, ``F.softmax``, ``torch.bmm``), the decoder loop (two ``nn.LSTMCell``,
 states cached on the module by ``Variable(memory.data.new(B, n).zero_())`` and ``+=``), ``get_mask_from_lengths``
-(``torch.max(lengths).item()``, ``torch.arange(0, max_len)`` on CPU), the postnet, ``parse_output``'s masking through
+(``torch.max(lengths).item()``, ``torch.arange(0, max_len, out=torch.LongTensor(max_len))`` on CPU), the postnet, ``parse_output``'s masking through
 ``.data.masked_fill_``, ``Tacotron2Loss`` (``nn.MSELoss()`` twice + ``nn.BCEWithLogitsLoss()``), ``model.zero_grad()``,
 ``clip_grad_norm_``, Adam with weight decay; and ``inference`` (eager: the gate threshold ends a data-dependent loop).
 Eager training, and the teacher-forced step (zero_grad, forward, loss, backward, clip, Adam) as one
@@ -42,6 +42,8 @@ What broke (each fixed in kiln, with a test next to its code):
 
 - ``torch.autograd.Variable`` and ``Tensor.new`` were missing (``frontend/legacy_variable.py``,
   ``frontend/tensor_more.py``; tests/frontend/test_torch_surface_legacy_variable.py).
+- ``torch.arange(..., out=...)`` was refused (no ``out``) (``frontend/out_argument.py``;
+  tests/frontend/test_torch_surface_arange_out.py).
 - ``outputs[0].data.masked_fill_(mask, 0.0)`` after the postnet read the outputs: ``backward()`` raised "modified by
   an inplace operation"; ``x.data`` now has a version counter of its own, as torch's, and the backward of an op that
   saved ``x`` (or kiln's own view of it, conv1d's ``x.unsqueeze(2)``) reads the new values, torch's shared storage
@@ -86,7 +88,7 @@ def tacotron2(torch, nn, F, **overrides):
     carries its ``criterion`` (``Tacotron2Loss``) and ``get_mask_from_lengths``."""
     def get_mask_from_lengths(lengths):
         max_len = torch.max(lengths).item()
-        ids = torch.arange(0, max_len)
+        ids = torch.arange(0, max_len, out=torch.LongTensor(max_len))  # torch.cuda.LongTensor in the reference
         mask = (ids < lengths.unsqueeze(1)).bool()
         return mask
 
