@@ -172,8 +172,8 @@ class TraceContext:
             self.parameter_values[id(parameter)] = value
             self.parameter_by_value[value] = parameter
             self.parameters.append(parameter)
-            if self.specializing is not None and not parameter.requires_grad:  # a buffer, a frozen weight: values read
-                self.specializing.add_source(value, parameter.data)  # are guarded (a trained one's change every step)
+            if self.specializing is not None and (not parameter.requires_grad or self.exporting):
+                self.specializing.add_source(value, parameter.data)  # a buffer's, a frozen weight's values read: guarded
         return value
 
     def current_value_of(self, parameter: "Parameter") -> Value:
@@ -313,6 +313,10 @@ def trace_context(fn: Callable[..., Any], *specs: TensorSpec, name: str | None =
     graph_name = name or getattr(fn, "__name__", None) or type(fn).__name__
     context = TraceContext(graph_name)
     context.exporting = exporting
+    if exporting:  # the file holds the weights as they are now: a value read from them is theirs (value_guards.py)
+        from kiln.frontend.value_guards import SpecializedValues  # lazily: the guards build on the trace
+
+        context.specializing = SpecializedValues({})
     try:
         with context:
             _name_parameters(context, fn)

@@ -22,6 +22,10 @@ padded(x, kiln.tensor([4, 2]))                 # max is 4: traced again
 
 Values computed from anything else stay refused: a trained parameter (it changes at every step: each call would
 trace again), a random draw, a training step's gradients or optimizer state.
+
+An ONNX export (``TraceContext.exporting``) takes a value read from the model's parameters and buffers, trained ones
+too, as they are now, with no guard: the file holds those weights, as ``torch.onnx.export`` bakes the branch it took.
+A value read from the export's inputs stays refused (the file must serve any input).
 """
 
 from __future__ import annotations
