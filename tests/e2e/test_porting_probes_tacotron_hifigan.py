@@ -28,7 +28,8 @@ one (``spectral_norm`` on its first scale, grouped Conv1d, ``AvgPool1d(4, 2, pad
 ``torch.from_numpy``), both steps with two AdamW and ExponentialLR. Eager, and the generator step as one
 ``kiln.compile(fullgraph=True)`` graph (its spectral-norm power iterations and the discriminators' accumulated
 gradients included) between eager discriminator steps; the generator after ``remove_weight_norm`` through
-``kiln.onnx.export`` and onnxruntime, and ``kiln.compile`` (float32).
+``kiln.onnx.export`` and onnxruntime, and ``kiln.compile`` (float32). Both families also train eagerly in float32, at
+float32's level.
 
 Changes to the reference text, each a line: widths are tiny (the discriminators' 1024 channels are a few, ``Conv1d(80,
 ...)`` takes ``h.num_mels``); the mel basis is cast to the signal's dtype (``.to(y.dtype)``, the reference's
@@ -1088,8 +1089,8 @@ def train_hifigan(steps=2):
         msd.train()
         record = {"d": [], "g": [], "mel": []}
         for epoch in range(steps):
-            x = torch.autograd.Variable(torch.tensor(x_values))
-            y = torch.autograd.Variable(torch.tensor(y_values))
+            x = torch.autograd.Variable(torch.tensor(x_values, dtype=torch.get_default_dtype()))
+            y = torch.autograd.Variable(torch.tensor(y_values, dtype=torch.get_default_dtype()))
             y_mel = mel_spectrogram(y, h.n_fft, h.num_mels, h.sampling_rate, h.hop_size, h.win_size, h.fmin,
                                     h.fmax_for_loss)
             y = y.unsqueeze(1)
@@ -1142,7 +1143,7 @@ def train_hifigan(steps=2):
         generator.eval()
         generator.remove_weight_norm()
         with torch.no_grad():
-            record["audio"] = array(generator(torch.tensor(x_values)))
+            record["audio"] = array(generator(torch.tensor(x_values, dtype=torch.get_default_dtype())))
         record["after_removal"] = snapshot(generator)
         return record
 
@@ -1185,7 +1186,7 @@ def compiled_hifigan(steps=2):
         run = kiln.compile(generator_step, fullgraph=True) if torch is kiln else generator_step
         record = {"d": [], "g": []}
         for epoch in range(steps):
-            x, y = torch.tensor(x_values), torch.tensor(y_values)
+            x, y = torch.tensor(x_values, dtype=torch.get_default_dtype()), torch.tensor(y_values, dtype=torch.get_default_dtype())
             y_mel = mel_spectrogram(y, h.n_fft, h.num_mels, h.sampling_rate, h.hop_size, h.win_size, h.fmin,
                                     h.fmax_for_loss)
             y = y.unsqueeze(1)
@@ -1215,6 +1216,13 @@ def test_hifigan_trains_as_torch(float64_default):
     assert_same_records(ours, theirs)
     assert any(name.endswith("weight_u") for name in theirs["state"])  # the spectral norm's power iteration
     assert not any(name.endswith("weight_g") for name in theirs["after_removal"])
+
+
+def test_hifigan_float32_as_torch():
+    """How HiFi-GAN trains: float32, at float32's level."""
+    ours, theirs = run_in_lockstep(hifigan, train_hifigan())
+    assert ours["y_g_hat"].dtype == np.float32
+    assert_same_records(ours, theirs, rtol=2e-4, atol=2e-5)
 
 
 def test_hifigan_compiled_generator_step_as_torch(float64_default):
