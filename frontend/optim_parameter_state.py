@@ -101,8 +101,9 @@ def _guard(group: ParamGroup, key: Any, value: Any) -> None:
     from kiln.frontend.trace import TraceContext
 
     capture = TraceContext.current().step_capture
-    if capture is None or key == "params":
+    if capture is None or key == "params" or (id(group), key) in capture.group_reads:
         return
+    capture.group_reads.add((id(group), key))
     plain = value is None or isinstance(value, (bool, int, float, str, tuple))
     capture.guards.append(lambda: _same(dict.get(group, key, _ABSENT), value, plain))
 

@@ -108,6 +108,9 @@ class StepCapture:
     """The result's nesting (a dict of metrics, a list): the call gives its outputs back in it."""
     argument_writes: tuple[int, ...] = ()
     """The positions of the arguments written in place (SwAV's queue): their new values are the last outputs."""
+    group_reads: set[tuple[int, Any]] = field(default_factory=set)
+    """``(id(param_group), key)`` of each optimizer option a user's ``step`` read, guarded once
+    (``frontend/optim_parameter_state.py``)."""
     modules_read: dict[int, tuple[Any, bool]] = field(default_factory=dict)
     """Each module called in the trace before any ``train()``/``eval()`` of it, with the mode it ran in (guarded)."""
     modules_set: dict[int, Any] = field(default_factory=dict)
