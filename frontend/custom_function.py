@@ -46,6 +46,10 @@ works too. ``kiln.jvp`` transposes the VJP, so a Function's tangent follows its
 backward too (PyTorch would ask for a ``jvp`` staticmethod); ``vmap`` of its
 gradient is the per-example backward.
 
+Eagerly ``forward`` runs under ``no_grad``, as PyTorch's: its in-place writes to views of its own tensors (an LRU's
+or mamba.py's parallel scan) leave nothing for ``backward()``'s version check. Complex arguments run the Function
+over their real and imaginary parts (``frontend/custom_function_complex.py``).
+
 A ``forward`` that writes an input in place without ``mark_dirty`` (pytorch_tabnet's sparsemax: ``input -=
 max_val``) writes the caller's tensor, as PyTorch's shares its storage; the op's gradient still goes to the input as
 it was (the caller's tensor keeps its gradient path, PyTorch's ``grad_fn``), never through the write.
@@ -70,6 +74,7 @@ from kiln.compiler.autodiff.differentiate import unbroadcast
 from kiln.compiler.errors import ShapeError
 from kiln.compiler.ir.core import Graph, Value
 from kiln.compiler.ir.types import TensorType, broadcast_shapes, format_shape
+from kiln.frontend.custom_function_complex import apply_over_parts, is_complex_argument
 from kiln.frontend.module import Parameter
 from kiln.frontend.tensor import Tensor, to_value
 from kiln.frontend.trace import TraceContext, located_error
@@ -131,12 +136,15 @@ class Function:
     @classmethod
     def apply(cls, *args: Any, **kwargs: Any) -> Any:
         """``forward(ctx, *args)``'s outputs, whose gradients ``backward`` gives (see the module docstring)."""
+        if any(is_complex_argument(a) for a in args):  # complex tensors: the Function over their parts
+            return apply_over_parts(cls, args, kwargs)
         context = TraceContext.current()
         callers = args
         args = tuple(Tensor(to_value(context, a, a.dtype)) if isinstance(a, Tensor) else a for a in args)
         inputs = [a.value for a in args if isinstance(a, Tensor)]  # before forward writes any of them in place
         ctx = FunctionCtx(tuple(isinstance(a, Tensor) and a.dtype.is_float for a in args))
-        output = _run_forward(cls, ctx, args, kwargs)
+        with _forward_mode(context):  # as PyTorch's: forward's own ops record no gradient (backward gives it)
+            output = _run_forward(cls, ctx, args, kwargs)
         outputs = _output_tensors(cls, output)
         _write_back_inputs(callers, args, inputs)
         if not context.grad_enabled or not any(ctx.needs_input_grad):
@@ -175,6 +183,16 @@ def _write_back_inputs(callers: tuple[Any, ...], args: tuple[Any, ...], inputs: 
         else:
             in_place(caller, "forward", (lambda x, new=arg: _Overwritten.apply(x, new)) if arg.dtype.is_float
                      else (lambda x, new=arg: new))
+
+
+def _forward_mode(context: TraceContext) -> Any:
+    """Eagerly, ``no_grad`` around ``forward``: its in-place writes (an LRU's or Mamba's parallel scan on views) then
+    leave no saved values for ``backward()``'s version check, which the op's own backward never reads."""
+    from contextlib import nullcontext
+
+    from kiln.frontend.grad_mode import no_grad
+
+    return no_grad() if context.eager else nullcontext()
 
 
 def _run_forward(cls: type[Function], ctx: FunctionCtx, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
