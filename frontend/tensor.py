@@ -250,17 +250,19 @@ class Tensor(EagerMethods, InPlaceMethods, TorchMethods, MathMethods, StrideMeth
     __hash__ = object.__hash__
 
     def __bool__(self) -> bool:
-        from kiln.frontend.tensor_methods import traced_values  # lazily: the methods build on the tensor
-
         array = eager_array(self)
-        array = array if array is not None else traced_values(self)  # a kiln.compile trace specializes on it
+        if array is None:  # traced: kiln.compile specializes on a value computed from its inputs (value_guards.py)
+            from kiln.frontend.tensor_methods import traced_values  # lazily: the methods build on the tensor
+
+            array = traced_values(self)
         if array is not None:
             if array.size != 1:
                 raise RuntimeError(f"the truth value of a Tensor with {array.size} elements is ambiguous; use .any() or .all()")
             return bool(array)
         raise TraceError(
-            "a traced Tensor has no concrete truth value: Python control flow on tensor values "
-            "cannot be traced; use kiln.where(condition, a, b) instead"
+            "a traced Tensor has no concrete truth value: Python control flow on a value the graph computes (from "
+            "trained weights, a random draw, or in a trace other than kiln.compile's) cannot be traced; use "
+            "kiln.where(condition, a, b) instead"
         )
 
     # methods ----------------------------------------------------------------

@@ -193,10 +193,11 @@ class EagerMethods:
         return int(self.item())
 
     def __index__(self) -> int:
-        from kiln.frontend.tensor_methods import traced_values  # lazily: the methods build on the tensor
-
         array = eager_array(self)
-        array = array if array is not None or "_value" not in self.__dict__ else traced_values(self)
+        if array is None and "_value" in self.__dict__:  # traced: kiln.compile specializes on it (value_guards.py)
+            from kiln.frontend.tensor_methods import traced_values  # lazily: the methods build on the tensor
+
+            array = traced_values(self)
         if array is None or array.dtype.kind not in "iub" or array.size != 1:
             raise TypeError("only an eager integer tensor of one element can be used as an index")
         return int(array.item())
