@@ -771,12 +771,16 @@ def test_gatys_style_transfer_optimises_the_input_image_as_torch_does():
         lib.set_default_device(None)
     (image, scores, log, layers), (torch_image, torch_scores, torch_log, torch_layers) = results
     assert layers == torch_layers and layers[-1] == "style_loss_5"  # trimmed after the last loss module
-    np.testing.assert_allclose(scores, torch_scores, rtol=1e-9, atol=1e-12)
     assert len(scores) == 40  # two L-BFGS steps of max_iter=20 closure calls
+    # The 30th call follows an overshooting step (the loss jumps ~100x); from there rounding is amplified ~300x more.
+    # Measured as PyTorch against itself with the content image scaled by 1 ulp: scores 1e-11 apart before, 3.1e-9
+    # after, the image 1.04e-8 (kiln against PyTorch: 3.3e-12, 1.06e-9, 3.5e-9); bounds ~10x those
+    assert sum(torch_scores[29]) > 50 * sum(torch_scores[28])
+    np.testing.assert_allclose(scores[:29], torch_scores[:29], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(scores[29:], torch_scores[29:], rtol=3e-8, atol=1e-12)
     # the printed progress: the same lines (a last {:4f} digit may round apart at ~1e-10)
     assert [line.split(":")[0] for line in log] == [line.split(":")[0] for line in torch_log] and len(log) == 16
-    # 40 L-BFGS iterations (curvature pairs from differences of gradients) carry rounding to ~1e-9 of the pixels
-    np.testing.assert_allclose(image, torch_image, rtol=0, atol=5e-9)
+    np.testing.assert_allclose(image, torch_image, rtol=0, atol=1e-7)
     assert image.min() >= 0 and image.max() <= 1 and sum(scores[-1]) < sum(scores[0]) / 2
     assert not np.allclose(np.asarray(content), image)  # the input image moved; the network did not
     _assert_same_state(cnn, torch_cnn)
