@@ -284,7 +284,8 @@ def test_cyclegan_compiled_step_in_float32_as_torch():
     """float32, as CycleGAN trains: one iteration of the compiled steps against torch's eager loop, each entry to
     5e-4 of its largest value. The instance norms of small maps amplify rounding (measured against torch in float64:
     torch's float32 first gradients up to 1.9e-4 of their scale off, kiln's 6e-5); the norm-cancelled biases take
-    lr-sized steps in directions set by rounding in float32 and are only checked to stay within that."""
+    lr-sized steps in directions set by rounding in float32 and are only checked to stay within that, as are the
+    entries whose gradient is within that rounding of 0 (``set_aside_sign_decided_steps``)."""
     ours, theirs = run_in_lockstep(cyclegan, train_cyclegan(compiled=True, epochs=1, dtype=np.float32))
     assert ours["state"]["G_A.model.1.weight"].dtype == theirs["state"]["G_A.model.1.weight"].dtype == np.float32
     for name in NORMED_BIASES:
@@ -292,7 +293,23 @@ def test_cyclegan_compiled_step_in_float32_as_torch():
         for entry in ("state", "generator_grads", "discriminator_grads"):  # rounding, as in float64
             for record in (ours, theirs):
                 record[entry].pop(name[7:], None)
+    set_aside_sign_decided_steps(ours, theirs, 5e-4)
     assert_close_to_scale(ours, theirs, 5e-4)
+
+
+def set_aside_sign_decided_steps(ours, theirs, fraction, lr=2e-3):
+    """Adam's first step is ``lr * g / (|g| + eps)``, lr in the direction of the gradient's sign, so an entry whose
+    first gradient is within the gradients' tolerance (``fraction`` of their largest) of 0 may step either way in
+    float32: checked to be at most 2 lr apart, then given torch's value. Measured against float64 on an AVX-512 Xeon:
+    kiln's float32 gradients up to 6.6e-5 of their scale off, torch's 1.2e-4, so G_B.model.11.conv_block.1.weight
+    [13, 13, 1, 0] (3.7e-6 of its scale in float64) stepped 2 lr apart; a sign can only differ below 1.9e-4."""
+    for name, value in theirs["state"].items():
+        gradient = theirs["generator_grads" if name.startswith("G_") else "discriminator_grads"].get(name)
+        if gradient is None:
+            continue
+        sign_decided = np.abs(gradient) < fraction * np.abs(gradient).max()
+        assert np.all(np.abs(ours["state"][name] - value)[sign_decided] <= 2.001 * lr), name
+        ours["state"][name] = np.where(sign_decided, value, ours["state"][name])
 
 
 def assert_close_to_scale(ours, theirs, fraction, where=""):
