@@ -51,8 +51,10 @@ float32's level.
   ``tests/e2e/s4_hyena_program.py``, ``retnet_program.py``, ``torchscale_retnet_program.py``.
 - LRU (a widely copied PyTorch port of Orvieto et al.'s Linear Recurrent Unit, ``tests/e2e/lru_program.py``): complex
   ``nn.Parameter(torch.complex(B_re, B_im))``, a complex ``register_buffer('state', ...)`` assigned step by step, and a
-  parallel scan as a ``torch.autograd.Function`` working in place on views of complex tensors. Both forms are strict
-  xfails (below): the loop's buffer assignment drops the gradient history; no custom Function over complex tensors.
+  parallel scan as a ``torch.autograd.Function`` working in place on views of complex tensors (``PScan``: recursive
+  ``expand_``/``acc_rev_`` with ``Xa[:, :, 1].add_(...)``, ``Aa[:, :, 1].mul_(...)``, complex ``ctx`` attributes), the
+  ``torch.tile``/``expand`` broadcasting, ``2 * CX.real + DU``; trained with the scan as the other models are. The
+  step-by-step loop form is a strict xfail (below): its buffer assignment drops the gradient history.
 
 ONNX export of the FFT models is refused by kiln by design (``backends/onnx/lowering_fft.py``: onnxruntime's DFT is
 not exact enough); the refusal names the op and the user's line (checked).
@@ -75,8 +77,14 @@ lockstep helpers load kiln's real pairs into torch's complex
 parameters and compare torch's complex state and gradients as pairs (``tests/e2e/probe_lockstep.py``). S4D, Hyena and
 the two real RetNets trained to 1e-10 as first written. Left as strict xfails: torchscale's incremental decoding
 through ``kiln.compile`` (the trace's tensors stay in the ``incremental_state`` dict argument; torch.compile replays
-such writes), and the LRU's two forms (a buffer assigned a tensor keeps no gradient history; a custom autograd
-Function over complex tensors). ``register_buffer`` of a complex tensor (the LRU's state, torchtitan's ``freqs_cis``)
+such writes), and the LRU's loop form (a buffer assigned a tensor keeps no gradient history, where torch keeps its
+graph). The LRU's scan needed three things: in-place arithmetic on complex tensors (``add_``, ``mul_``... refused;
+``frontend/complex_tensor.py``, ``tests/frontend/test_complex_inplace_vs_torch.py``), a ``kiln.autograd.Function``
+over complex tensors (refused; run over the parts, ``frontend/custom_function_complex.py``) and a Function whose
+forward writes views of its own tensors in place (``backward()`` refused 'modified by an inplace operation': forward's
+ops were recorded with grad; it runs under ``no_grad`` now, as torch's, ``frontend/custom_function.py``;
+``tests/autodiff/test_custom_function_complex_and_inplace_forward.py``; mamba.py's real ``PScan`` is the same code).
+``register_buffer`` of a complex tensor (the LRU's state, torchtitan's ``freqs_cis``)
 kept a ``Buffer`` of complex values that acted as a real tensor; it is a ``ComplexBuffer`` now, kept and used as a
 complex parameter is, and ``model.float()``/``double()`` leave complex parameters and buffers as torch's do
 (``frontend/complex_parameter.py``, ``frontend/module.py``; ``tests/frontend/test_complex_buffer_vs_torch.py``).
@@ -267,6 +275,22 @@ def decoder_eval(torch, model, tokens, compiled):
     return record
 
 
+# ------------------------------------------------------------------------------------------------------------ LRU
+
+LRU_INPUTS = np.random.default_rng(8).standard_normal((2, 5, 2))
+LRU_TARGETS = np.random.default_rng(9).standard_normal((2, 5, 2))
+
+
+def lru_batch(torch):
+    dtype = torch.get_default_dtype()
+    return torch.tensor(LRU_INPUTS, dtype=dtype), torch.tensor(LRU_TARGETS, dtype=dtype)
+
+
+def lru_loss(torch, nn, F, model, inputs, targets):
+    outputs = model(inputs)
+    return outputs, F.mse_loss(outputs, targets)
+
+
 # --------------------------------------------------------------------------------------------------- training
 
 
@@ -311,6 +335,7 @@ WORKLOADS = {
     "retnet": (retnet, training, (retnet_batch, retnet_loss, adam, retnet_eval)),
     "complex retnet": (complex_retnet, training, (clm_batch, next_token_loss, adam, clm_eval)),
     "torchscale retnet": (torchscale_retnet, training, (decoder_batch, decoder_loss, adamw, decoder_eval)),
+    "lru": (deep_lru, training, (lru_batch, lru_loss, adam)),
 }
 
 
@@ -433,31 +458,6 @@ def test_torchscale_incremental_decoding_through_kiln_compile(float64_default):
         expected = decode_incrementally(model, tokens)
         np.testing.assert_allclose(decode_incrementally(kiln.compile(model, fullgraph=True), tokens), expected,
                                    rtol=1e-10, atol=1e-12)
-
-
-# ------------------------------------------------------------------------------------------------------------ LRU
-
-LRU_INPUTS = np.random.default_rng(8).standard_normal((2, 5, 2))
-LRU_TARGETS = np.random.default_rng(9).standard_normal((2, 5, 2))
-
-
-def lru_batch(torch):
-    return torch.tensor(LRU_INPUTS), torch.tensor(LRU_TARGETS)
-
-
-def lru_loss(torch, nn, F, model, inputs, targets):
-    outputs = model(inputs)
-    return outputs, F.mse_loss(outputs, targets)
-
-
-@pytest.mark.xfail(strict=True, raises=kiln.compiler.errors.TraceError,
-                   reason="a torch.autograd.Function on complex tensors (LRU's PScan: in-place add_/mul_ on views of "
-                          "complex tensors in its forward and backward) is not supported: apply() reads each input as "
-                          "one real tensor")
-def test_lru_parallel_scan_trains_as_torch(float64_default):
-    ours, theirs = run_in_lockstep(lambda torch, nn, F: deep_lru(torch, nn, F, scan=True),
-                                   training(lru_batch, lru_loss, adam))
-    assert_same_records(ours, theirs)
 
 
 @pytest.mark.xfail(strict=True, raises=AssertionError,
