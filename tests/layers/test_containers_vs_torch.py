@@ -16,8 +16,20 @@ from oracles import require
 RNG = np.random.default_rng(0)
 
 
+# The stacked transformers are compared in float64: in float32 a gradient entry that cancels (0.0136 in
+# layers.1.linear2.weight, whose entries reach 11.7) came out 1.35e-6 apart on an AVX-512 machine (torch's MKL/oneDNN
+# kernels and NumPy's OpenBLAS sum in different orders), one float32 ulp of the array's scale but past the per-entry
+# atol 1e-6. In float64 the largest difference measured is 7e-15 (under 1e-3 of rtol 1e-10 / atol 1e-12): a margin
+# no machine's summation order uses up, while a wrong layer order or a shared weight is off by O(1).
+_FLOAT64 = {"rtol": 1e-10, "atol": 1e-12}
+
+
 def normal(*shape):
     return RNG.standard_normal(shape).astype(np.float32)
+
+
+def normal64(*shape):
+    return RNG.standard_normal(shape)
 
 
 def _stack(nn_module, container: str):
@@ -93,33 +105,37 @@ def test_module_methods_pytorch_code_calls():
 
 @pytest.mark.parametrize("batch_first", [True, False])
 def test_transformer_encoder_matches_torch(batch_first):
+    """In float64 (the point is the stacking, not float32 rounding: see ``_FLOAT64``)."""
     torch = require("torch")
     kiln.manual_seed(1)
     options = {"dim_feedforward": 16, "dropout": 0.0, "batch_first": batch_first, "norm_first": True}
-    module = nn.TransformerEncoder(nn.TransformerEncoderLayer(8, 2, **options), 2, norm=nn.LayerNorm(8))
+    module = nn.TransformerEncoder(nn.TransformerEncoderLayer(8, 2, **options, dtype="float64"), 2,
+                                   norm=nn.LayerNorm(8, dtype="float64"))
     reference = torch.nn.TransformerEncoder(torch.nn.TransformerEncoderLayer(8, 2, **options), 2, norm=torch.nn.LayerNorm(8),
-                                            enable_nested_tensor=False)
+                                            enable_nested_tensor=False).double()
     assert list(module.state_dict()) == list(reference.state_dict())
     for name, value in module.state_dict().items():  # deep copies: every layer starts from the given layer's weights
         if name.startswith("layers.1."):
             np.testing.assert_array_equal(value, module.state_dict()["layers.0." + name[len("layers.1."):]])
-    module.layers[1].linear1.weight.data = normal(16, 8)  # then differ, so a wrong layer order would show
+    module.layers[1].linear1.weight.data = normal64(16, 8)  # then differ, so a wrong layer order would show
     padding = np.array([[False] * 5, [False, False, False, True, True]])
-    x = normal(2, 5, 8) if batch_first else normal(5, 2, 8)
+    x = normal64(2, 5, 8) if batch_first else normal64(5, 2, 8)
     call = lambda m, x, pad: m(x, src_key_padding_mask=pad)  # noqa: E731
-    assert_layer_matches_torch(torch, module, reference, [x, padding], call=call)
+    assert_layer_matches_torch(torch, module, reference, [x, padding], call=call, **_FLOAT64)
 
 
 def test_transformer_decoder_matches_torch():
+    """In float64, as the encoder's."""
     torch = require("torch")
     kiln.manual_seed(2)
     options = {"dim_feedforward": 12, "dropout": 0.0, "batch_first": True}
-    module = nn.TransformerDecoder(nn.TransformerDecoderLayer(6, 2, **options), 2)
-    reference = torch.nn.TransformerDecoder(torch.nn.TransformerDecoderLayer(6, 2, **options), 2)
-    module.layers[0].linear2.weight.data = normal(6, 12)
+    module = nn.TransformerDecoder(nn.TransformerDecoderLayer(6, 2, **options, dtype="float64"), 2)
+    reference = torch.nn.TransformerDecoder(torch.nn.TransformerDecoderLayer(6, 2, **options), 2).double()
+    module.layers[0].linear2.weight.data = normal64(6, 12)
     causal = np.triu(np.ones((4, 4), dtype=bool), 1)
     call = lambda m, tgt, memory, mask: m(tgt, memory, tgt_mask=mask)  # noqa: E731
-    assert_layer_matches_torch(torch, module, reference, [normal(2, 4, 6), normal(2, 3, 6), causal], call=call)
+    inputs = [normal64(2, 4, 6), normal64(2, 3, 6), causal]
+    assert_layer_matches_torch(torch, module, reference, inputs, call=call, **_FLOAT64)
 
 
 def test_unflatten_matches_torch_and_trains():
