@@ -64,7 +64,9 @@ def test_upper_right_and_transposed_solves_match_torch_to_1e13(n):
     k_upper, k_b = kiln.tensor(upper), kiln.tensor(b)
     right = torch.linalg.solve_triangular(t_upper, t_b, upper=True, left=False).numpy()  # X U = B: U^T is lower
     assert _relative(kiln.linalg.solve_triangular(k_upper, k_b, upper=True, left=False), right) < 1e-13
-    assert _relative(_lu_solve(np.swapaxes(upper, -1, -2), np.swapaxes(b, -1, -2)), np.swapaxes(right, -1, -2)) > 1e-12
+    lu_right = np.swapaxes(_lu_solve(np.swapaxes(upper, -1, -2), np.swapaxes(b, -1, -2)), -1, -2)
+    if n > 5:  # as in the lower test: a 5x5 LU pivots little, its gap to torch is luck (7e-16 to 6e-12 over seeds 0-5)
+        assert _relative(lu_right, right) > 1e-12
     left = torch.linalg.solve_triangular(t_upper, t_b.mT, upper=True).numpy()
     assert _relative(kiln.linalg.solve_triangular(k_upper, k_b.mT, upper=True), left) < 1e-13
     with warnings.catch_warnings():  # both warn triangular_solve's deprecation once per process
