@@ -339,10 +339,8 @@ class TorchMethods(BitwiseMethods):
                             "return the tensor and convert the result")
 
     def numpy(self) -> Any:
-        from kiln.frontend.trace_known_values import known_value
-
-        known = known_value(self)
-        if known is not None:  # computed from constants only (Tacotron 2's `input_lengths.cpu().numpy()` of fixed lengths)
+        known = traced_values(self)
+        if known is not None:  # Tacotron 2's `input_lengths.cpu().numpy()` before pack_padded_sequence
             return known.copy()
         raise located_error(f"numpy() of a traced {self.type}: its values exist only when the compiled function runs; "
                             "return the tensor (compiled functions return NumPy arrays)")

@@ -1,6 +1,6 @@
-"""Values a ``kiln.compile`` trace knows because they come from constants alone, read through ``.data``/``.detach()``
-and by ``.numpy()``, as torch eager gives them: a fixed batch's ``input_lengths = torch.tensor([5, 4, 2])`` made in
-the step, then NVIDIA Tacotron 2's ``torch.max(lengths.data).item()`` (``get_mask_from_lengths``) and
+"""Values a ``kiln.compile`` trace knows (from constants alone, or specialized from its arguments), read through
+``.data``/``.detach()`` and by ``.numpy()``, as torch eager gives them: a fixed batch's ``input_lengths =
+torch.tensor([5, 4, 2])`` made in the step, or the step's argument, then NVIDIA Tacotron 2's ``torch.max(lengths.data).item()`` (``get_mask_from_lengths``) and
 ``input_lengths.cpu().numpy()`` before ``pack_padded_sequence``. kiln refused both in a trace: ``stop_gradient`` (what
 ``.data`` traces) has no NumPy kernel, so the known-value walk stopped there (``frontend/trace_known_values.py``), and
 ``numpy()`` of a traced tensor always raised (``frontend/tensor_methods.py``)."""
@@ -16,8 +16,8 @@ from oracles import libraries
 X = np.random.default_rng(3).standard_normal((3, 5, 2))
 
 
-def encode(torch, nn, F, lstm, x):
-    lengths = torch.tensor([5, 4, 2])
+def encode(torch, nn, F, lstm, x, lengths=None):
+    lengths = torch.tensor([5, 4, 2]) if lengths is None else lengths
     max_len = torch.max(lengths.data).item()
     mask = torch.arange(0, max_len) < lengths.detach().unsqueeze(1)
     packed = nn.utils.rnn.pack_padded_sequence(x, lengths.cpu().numpy(), batch_first=True)
@@ -38,6 +38,21 @@ def test_lengths_read_through_data_and_numpy_in_a_compiled_function_as_torch(flo
         results.append((np.array(run(torch.tensor(X)).detach().numpy()),
                         {key: np.array(value.detach().numpy()) for key, value in lstm.state_dict().items()}))
     np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-12, atol=1e-14)
+
+
+def test_lengths_given_to_a_compiled_function_are_specialized_for_numpy_as_for_item(float64_default):
+    """``input_lengths.cpu().numpy()`` of the step's argument: specialized and guarded, as ``.item()``
+    (``frontend/value_guards.py``); other lengths trace again."""
+    torch = float64_default
+    kiln.manual_seed(0)
+    lstm = kiln.nn.LSTM(2, 3, batch_first=True, bidirectional=True)
+    twin = torch.nn.LSTM(2, 3, batch_first=True, bidirectional=True)
+    twin.load_state_dict({key: torch.tensor(np.array(value.detach().numpy())) for key, value in lstm.state_dict().items()})
+    run = kiln.compile(lambda x, lengths: encode(kiln, kiln.nn, None, lstm, x, lengths), fullgraph=True)
+    for lengths in ([5, 4, 2], [5, 3, 3]):
+        ours = np.array(run(kiln.tensor(X), kiln.tensor(lengths)).numpy())
+        theirs = encode(torch, torch.nn, None, twin, torch.tensor(X), torch.tensor(lengths)).detach().numpy()
+        np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-14)
 
 
 def test_numpy_of_a_value_from_a_trained_parameter_still_raises():
