@@ -205,7 +205,8 @@ def _symbol_sources(graph: Graph, names: Mapping[Value, str]) -> dict[str, tuple
 
 
 def graph_to_onnx(graph: Graph, initializers: Mapping[int, np.ndarray] | None = None, output_names: Sequence[str] | None = None) -> Any:
-    """An ONNX ModelProto computing ``graph``; inputs at the indices in ``initializers`` become weights."""
+    """An ONNX ModelProto computing ``graph``; inputs at the indices in ``initializers`` become weights (those the
+    graph never reads are left out, as onnxruntime would drop them with a warning)."""
     import onnx
 
     graph = clone_graph(graph)
@@ -221,7 +222,8 @@ def graph_to_onnx(graph: Graph, initializers: Mapping[int, np.ndarray] | None = 
     for op in graph.ops:
         env.update(zip(op.results, ONNX.require(op, graph)(ctx, op, [env[v] for v in op.operands])))
     for index, array in initializers.items():
-        ctx.initializers.append(onnx.numpy_helper.from_array(np.asarray(array), ctx.names[graph.inputs[index]]))
+        if graph.inputs[index].uses or graph.inputs[index] in graph.outputs:  # not an unread one (a flag read as a value)
+            ctx.initializers.append(onnx.numpy_helper.from_array(np.asarray(array), ctx.names[graph.inputs[index]]))
     inputs = [ctx.value_info(v, ctx.names[v]) for i, v in enumerate(graph.inputs) if i not in initializers]
     outputs = _outputs(ctx, graph, env, output_names)
     draws = [onnx.helper.make_tensor_value_info(d.name, ctx.onnx_dtype(DType.of(d.dtype)), list(d.shape)) for d in ctx.random_inputs.values()]

@@ -67,3 +67,17 @@ def test_export_still_refuses_a_value_read_from_its_inputs():
 
     with pytest.raises(kiln.TraceError, match=r"item\(\) of a traced"):
         kiln.onnx.export(Scaled(), (kiln.ones(2, 3),), io.BytesIO())
+
+
+def test_a_buffer_read_only_as_a_value_is_no_initializer_of_the_file():
+    """ActNorm's ``initialized`` flag becomes the branch taken: the file holds no initializer for it (onnxruntime
+    would drop it, warning 'Removing initializer')."""
+    onnx = require("onnx")
+    kiln.manual_seed(0)
+    model = act_norm(*libraries("kiln"))
+    model(kiln.randn(3, 2, 4, 4))
+    file = io.BytesIO()
+    proto = kiln.onnx.export(model.eval(), (kiln.randn(3, 2, 4, 4),), file, input_names=["x"])
+    proto = proto if proto is not None else onnx.load_from_string(file.getvalue())
+    shapes = sorted(tuple(init.dims) for init in proto.graph.initializer)
+    assert shapes == [(1, 2, 1, 1), (1, 2, 1, 1)]  # loc and scale; no 0-d uint8 flag
