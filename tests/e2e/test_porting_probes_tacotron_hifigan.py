@@ -34,10 +34,10 @@ float32's level.
 Changes to the reference text, each a line: widths are tiny (the discriminators' 1024 channels are a few, ``Conv1d(80,
 ...)`` takes ``h.num_mels``); the mel basis is cast to the signal's dtype (``.to(y.dtype)``, the reference's
 ``.float()`` is float32's); ``mel_spectrogram``'s range check (``if torch.min(y) < -1.: print(...)``, a data-dependent
-``if``) is off inside the compiled generator step (``torch.compile(fullgraph=True)`` refuses it too); the compiled
-Tacotron step makes its batch's lengths in the step (``torch.tensor(TEXT_LENGTHS)``): with the lengths an argument,
-``input_lengths.cpu().numpy()`` and ``torch.max(lengths).item()`` ask a traced tensor for values (and
-``torch.compile(fullgraph=True)`` refuses ``pack_padded_sequence``, a skipped function).
+``if``) is off inside the compiled generator step (``torch.compile(fullgraph=True)`` refuses it too). In the
+compiled Tacotron step, ``input_lengths.cpu().numpy()`` and ``torch.max(lengths).item()`` of the step's arguments are
+specialized and guarded (``frontend/value_guards.py``; ``torch.compile(fullgraph=True)`` refuses the step: Dynamo skips
+``pack_padded_sequence``).
 
 What broke (each fixed in kiln, with a test next to its code):
 
@@ -54,8 +54,9 @@ What broke (each fixed in kiln, with a test next to its code):
   refused the ``+=``); and deciding it was constant walked the decoder loop's graph once per path (exponential: the
   step never finished compiling) (``frontend/module.py``, ``runtime/eager.py``;
   tests/runtime/test_compiled_module_cached_constants.py).
-- Compiled: ``torch.max(lengths.data).item()`` and ``lengths.cpu().numpy()`` of lengths made from constants raised
-  (``frontend/trace_known_values.py``, ``frontend/tensor_methods.py``;
+- Compiled: ``torch.max(lengths.data).item()`` and ``lengths.cpu().numpy()`` raised (the known-value walk stopped at
+  ``.data``'s ``stop_gradient``; ``numpy()`` of a traced tensor always raised; it now gives the values the trace knows
+  or specializes on, as ``item()``) (``frontend/trace_known_values.py``, ``frontend/tensor_methods.py``;
   tests/runtime/test_compiled_known_values_through_data.py).
 - Compiled, the same ``parse_output`` masking left the postnet's first conv weight gradient reading the outputs from
   before the write (the trace rebinds the tensor; torch's backward reads the shared storage): the backward's ops now
@@ -624,7 +625,8 @@ def train_tacotron(steps=3):
 
 
 def compiled_tacotron(steps=3):
-    """train.py's step as one compiled graph in kiln (the batch's lengths made in it), torch's eager loop in torch."""
+    """train.py's step (parse_batch outside, then zero_grad, forward, loss, backward, clip, Adam) as one compiled
+    graph in kiln, torch's eager loop in torch."""
     text_values, mel_values, gate_values = tacotron_batch()
 
     def train(torch, nn, F, model):
@@ -632,10 +634,7 @@ def compiled_tacotron(steps=3):
         criterion = model.criterion
         model.train()
 
-        def train_step(text_padded, mel_padded, gate_padded):
-            input_lengths, output_lengths = torch.tensor(TEXT_LENGTHS), torch.tensor(MEL_LENGTHS)
-            max_len = torch.max(input_lengths.data).item()
-            x, y = (text_padded, input_lengths, mel_padded, max_len, output_lengths), (mel_padded, gate_padded)
+        def train_step(x, y):
             model.zero_grad()
             y_pred = model(x)
             loss = criterion(y_pred, y)
@@ -645,8 +644,11 @@ def compiled_tacotron(steps=3):
             return loss.detach()
 
         run = kiln.compile(train_step, fullgraph=True) if torch is kiln else train_step
-        batch = (torch.tensor(text_values), torch.tensor(mel_values), torch.tensor(gate_values))
-        return {"losses": [run(*batch).item() for _ in range(steps)], "state": snapshot(model)}
+        input_lengths = torch.tensor(TEXT_LENGTHS)
+        max_len = torch.max(input_lengths.data).item()
+        mel_padded, gate_padded = torch.tensor(mel_values), torch.tensor(gate_values)
+        x = (torch.tensor(text_values), input_lengths, mel_padded, max_len, torch.tensor(MEL_LENGTHS))
+        return {"losses": [run(x, (mel_padded, gate_padded)).item() for _ in range(steps)], "state": snapshot(model)}
 
     return train
 
