@@ -5,8 +5,8 @@ values, so the Function runs as one over the parts: each complex argument become
 ``forward`` gets the complex tensors rebuilt from them, and its complex outputs leave as their parts. ``backward``
 gets torch's complex gradient of each complex output (``dL/dRe + i dL/dIm``, rebuilt from the parts' cotangents) and
 its complex gradients go back as their parts, which is torch's convention for complex inputs. Complex tensors kept as
-``ctx`` attributes (``ctx.A_star = ...``) are kept as their parts and rebuilt for ``backward``;
-``ctx.save_for_backward`` takes real tensors only (keep complex ones as attributes).
+``ctx`` attributes (``ctx.A_star = ...``) or given to ``ctx.save_for_backward`` are kept as their parts and rebuilt
+for ``backward``.
 """
 
 from __future__ import annotations
@@ -46,7 +46,11 @@ def _over_parts(cls: type, layout: tuple[bool, ...], kwargs: dict[str, Any]) -> 
         @staticmethod
         def forward(ctx: Any, *flat: Any) -> Any:
             ctx.needs_input_grad = tuple(_grouped(list(ctx.needs_input_grad), layout, any))
-            output = _run_forward(cls, ctx, tuple(_grouped(list(flat), layout, _complex)), kwargs)
+            ctx.save_for_backward = _saving_parts(ctx, outputs)
+            try:
+                output = _run_forward(cls, ctx, tuple(_grouped(list(flat), layout, _complex)), kwargs)
+            finally:
+                del ctx.save_for_backward  # the method again
             items = list(output) if isinstance(output, (tuple, list)) else [output]
             outputs.update(layout=tuple(isinstance(item, ComplexTensor) for item in items),
                            tuple=isinstance(output, (tuple, list)))
@@ -56,6 +60,7 @@ def _over_parts(cls: type, layout: tuple[bool, ...], kwargs: dict[str, Any]) -> 
         @staticmethod
         def backward(ctx: Any, *grads: Any) -> Any:
             names = _unstash(ctx)
+            ctx.saved_in_backward = tuple(_grouped(list(ctx.saved_in_backward), outputs.get("saved", ()), _complex))
             try:
                 returned = cls.backward(ctx, *_grouped(list(grads), outputs["layout"], _complex_gradient))
             finally:
@@ -65,6 +70,17 @@ def _over_parts(cls: type, layout: tuple[bool, ...], kwargs: dict[str, Any]) -> 
 
     OverParts.__name__ = OverParts.__qualname__ = cls.__name__
     return OverParts, outputs
+
+
+def _saving_parts(ctx: Any, outputs: dict[str, Any]) -> Any:
+    """``ctx.save_for_backward`` taking complex tensors too: saved as their parts (``outputs["saved"]`` marks which)."""
+    save = ctx.save_for_backward
+
+    def save_for_backward(*tensors: Any) -> None:
+        outputs["saved"] = tuple(isinstance(t, ComplexTensor) for t in tensors)
+        save(*_split(list(tensors), outputs["saved"]))
+
+    return save_for_backward
 
 
 def _grouped(flat: list[Any], layout: Sequence[bool], join: Any) -> list[Any]:

@@ -103,16 +103,18 @@ def test_a_function_over_complex_tensors_differentiates_as_torchs():
 
 def _twisted(lib):
     class Twisted(lib.autograd.Function):
-        """A complex and a real output of complex inputs, complex tensors kept on ctx."""
+        """A complex and a real output of complex inputs; complex tensors saved and kept on ctx."""
 
         @staticmethod
         def forward(ctx, z, w, scale):
-            ctx.z, ctx.w, ctx.scale = z.clone(), w.clone(), scale
+            ctx.save_for_backward(z, None)
+            ctx.w, ctx.scale = w.clone(), scale
             return z * w * scale, (z * z).real
 
         @staticmethod
         def backward(ctx, g, h):
-            return (g * ctx.w.conj() * ctx.scale + 2 * h * ctx.z.conj(), g * ctx.z.conj() * ctx.scale, None)
+            z, _ = ctx.saved_tensors
+            return (g * ctx.w.conj() * ctx.scale + 2 * h * z.conj(), g * z.conj() * ctx.scale, None)
 
     return Twisted
 
