@@ -53,7 +53,8 @@ float32's level.
   ``nn.Parameter(torch.complex(B_re, B_im))``, a complex ``register_buffer('state', ...)`` assigned step by step, and a
   parallel scan as a ``torch.autograd.Function`` working in place on views of complex tensors (``PScan``: recursive
   ``expand_``/``acc_rev_`` with ``Xa[:, :, 1].add_(...)``, ``Aa[:, :, 1].mul_(...)``, complex ``ctx`` attributes), the
-  ``torch.tile``/``expand`` broadcasting, ``2 * CX.real + DU``; trained with the scan as the other models are. The
+  ``torch.tile``/``expand`` broadcasting, ``2 * CX.real + DU``; trained with the scan as the other models are, and
+  exported to ONNX. The
   step-by-step loop form is a strict xfail (below): its buffer assignment drops the gradient history.
 
 ONNX export of the FFT models is refused by kiln by design (``backends/onnx/lowering_fft.py``: onnxruntime's DFT is
@@ -407,15 +408,16 @@ def test_hyena_is_causal_as_the_reference_checks(float64_default):
     np.testing.assert_allclose(ours[0, :6], theirs[0, :6], rtol=1e-10, atol=1e-13)
 
 
-ONNX_INPUTS = {"retnet": RETNET_INPUTS, "complex retnet": CLM_TOKENS, "torchscale retnet": DECODER_TOKENS}
+ONNX_INPUTS = {"retnet": RETNET_INPUTS, "complex retnet": CLM_TOKENS, "torchscale retnet": DECODER_TOKENS,
+               "lru": LRU_INPUTS}
 
 
 @pytest.mark.parametrize("name", list(ONNX_INPUTS))
 def test_parallel_form_exports_to_onnx_and_runs_in_onnxruntime_as_torch(name, float64_default):
-    """``kiln.onnx.export`` of each RetNet's parallel form (eval mode), run by onnxruntime: torch's outputs in float64
-    (norms with their float64 eps, not ``LayerNormalization``'s float32 one; the complex RetNet's complex values as
-    real pairs; torchscale's ``None`` outputs dropped as torch.onnx.export drops them, its logits and inner states
-    kept)."""
+    """``kiln.onnx.export`` of each RetNet's parallel form and the LRU's scan (eval mode), run by onnxruntime: torch's
+    outputs in float64 (norms with their float64 eps, not ``LayerNormalization``'s float32 one; complex values as real
+    pairs, the LRU's ``PScan`` Function as its forward's ops; torchscale's ``None`` outputs dropped as
+    torch.onnx.export drops them, its logits and inner states kept)."""
     onnxruntime = require("onnxruntime")
     build, inputs = WORKLOADS[name][0], ONNX_INPUTS[name]
     kiln.manual_seed(0)
