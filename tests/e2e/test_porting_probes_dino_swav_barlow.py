@@ -2,7 +2,8 @@
 writes it (``torch`` is ``torch`` or ``kiln``) and run in both from kiln's initial weights: in float64 the first
 outputs, first gradients, losses and the whole state after the steps (teacher, queue, centre, optimizer state) agree
 to 1e-10, eagerly and with the whole step (zero_grad, forward, loss, backward, optimizer step, EMA) one
-``kiln.compile(fullgraph=True)`` graph against torch's eager loop; DINO also in float32 and through ONNX.
+``kiln.compile(fullgraph=True)`` graph against torch's eager loop, and as ``model = kiln.compile(model,
+fullgraph=True)`` in the reference's eager loop (SwAV, Barlow Twins, VICReg); DINO also in float32 and through ONNX.
 
 - DINO (facebookresearch/dino ``main_dino.py``, ``vision_transformer.py``, ``utils.py``, small): the ViT with
   ``interpolate_pos_encoding`` (bicubic ``nn.functional.interpolate`` by ``scale_factor`` for the local crops), utils'
@@ -67,7 +68,8 @@ import numpy as np
 import pytest
 
 import kiln
-from e2e.probe_lockstep import array, assert_same_records, gradients, run_in_lockstep, snapshot
+from e2e.probe_lockstep import (array, assert_same_records, compiled_module_training, gradients, run_in_lockstep,
+                                snapshot)
 from oracles import libraries, require
 
 
@@ -1322,4 +1324,14 @@ def test_barlow_twins_and_vicreg_train_as_torch(float64_default, build):
 @pytest.mark.parametrize("build", [barlow_twins, vicreg], ids=["barlow twins", "vicreg"])
 def test_barlow_twins_and_vicreg_compiled_step_as_torch(float64_default, build):
     ours, theirs = run_in_lockstep(build, train_siamese(compiled=True))
+    assert_same_records(ours, theirs)
+
+
+@pytest.mark.parametrize("build, train", [(swav_resnet, train_swav), (barlow_twins, train_siamese), (vicreg, train_siamese)],
+                         ids=["swav", "barlow twins", "vicreg"])
+def test_compiled_models_in_the_eager_loop_as_torch(float64_default, build, train):
+    """torch 2.x's ``model = torch.compile(model)`` before the reference's own eager loop, as
+    ``kiln.compile(model, fullgraph=True)`` (its forward one graph, backward and the optimizer eager; SwAV's list of
+    crops and ``(embedding, output)`` result, Barlow Twins' ``model.forward(y1, y2)``), vs torch's eager model."""
+    ours, theirs = run_in_lockstep(build, compiled_module_training(train()))
     assert_same_records(ours, theirs)
