@@ -55,6 +55,8 @@ def _kept(key: Any, value: Any) -> Any:
         return {name: _kept(name, item) for name, item in value.items()}
     if not isinstance(value, Tensor) or isinstance(value, Parameter) or eager_value(value) is not None or not _tracing():
         return value
+    if _written_in_place(value):  # an eager state tensor the step updated in place (mu.mul_(m); state['mu'] = mu)
+        return value
     known = known_value(value)
     if known is None:
         raise located_error(
@@ -62,6 +64,15 @@ def _kept(key: Any, value: Any) -> Any:
             "it has no values after the trace; make it from constants (torch.zeros_like(p)) and update it in place, "
             "or call this optimizer.step() outside the compiled function")
     return eager_leaf(np.array(known))
+
+
+def _written_in_place(tensor: Any) -> bool:
+    """Whether ``tensor`` is an eager tensor from outside the trace that it wrote in place: written back after each
+    call (``frontend/lifted_tensors.py``), so it has its values then."""
+    from kiln.frontend.trace import TraceContext
+
+    lifting = TraceContext.current().lifting
+    return lifting is not None and id(tensor) in lifting.written
 
 
 class StateEntry(dict):
@@ -134,7 +145,7 @@ class ParameterState(dict):
         return dict.__getitem__(self, _key(key))
 
     def __setitem__(self, key: Any, value: Any) -> None:
-        dict.__setitem__(self, _key(key), _kept(key, value) if isinstance(value, dict) else value)
+        dict.__setitem__(self, _key(key), StateEntry(_kept(key, value)) if isinstance(value, dict) else value)
 
     def __delitem__(self, key: Any) -> None:
         dict.__delitem__(self, _key(key))

@@ -108,3 +108,32 @@ def test_state_computed_from_other_tensors_in_a_trace_is_refused_with_the_line()
     with pytest.raises(kiln.TraceError, match=r"(?s)test_user_defined_optimizer_vs_torch.py:\d+.*'previous'.*no values "
                                               r"after the trace"):
         kiln.compile(step, fullgraph=True)(kiln.ones(1, 2))
+
+
+def heavy_ball(lib):
+    """An optimizer that sets its state entry as a dict, then fills it (``self.state[p] = {}``; ``[...]['buf'] = ...``)."""
+
+    class HeavyBall(lib.optim.Optimizer):
+        def __init__(self, params, lr):
+            super().__init__(params, dict(lr=lr, momentum=0.9))
+
+        @lib.no_grad()
+        def step(self):
+            for g in self.param_groups:
+                for p in g['params']:
+                    if p not in self.state:
+                        self.state[p] = {}
+                        self.state[p]['buf'] = lib.zeros_like(p)
+                    buf = self.state[p]['buf']
+                    buf.mul_(g['momentum']).add_(p.grad)
+                    p.add_(buf, alpha=-g['lr'])
+                    self.state[p]['mu'] = buf  # _train reads 'mu'
+
+    return HeavyBall
+
+
+def test_state_set_as_a_dict_then_filled_in_a_compiled_step_as_torch(float64_default):
+    ours = _train(kiln, True, optimizer_class=heavy_ball(kiln))
+    theirs = _train(float64_default, False, optimizer_class=heavy_ball(float64_default))
+    for mine, reference in zip(ours, theirs, strict=True):
+        np.testing.assert_allclose(mine, reference, rtol=1e-10, atol=1e-13)
