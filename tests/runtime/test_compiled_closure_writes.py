@@ -73,11 +73,11 @@ def test_a_training_step_that_refreshes_a_closure_tensor_trains_as_torch():
 
 
 def test_a_failed_trace_leaves_the_closure_tensor_as_it_was():
-    total = kiln.zeros(3)
+    total, weight = kiln.zeros(3), kiln.nn.Parameter(kiln.ones(3))
 
     def branchy(x):
         total.add_(x)
-        return x * 2 if total.numpy().sum() > 1 else x  # NumPy reads the written value: not traceable
+        return x * 2 if (total * weight).numpy().sum() > 1 else x  # NumPy reads a trained parameter: not traceable
 
     with pytest.raises(RuntimeError, match="numpy"):
         kiln.compile(branchy, fullgraph=True)(kiln.ones(3))
