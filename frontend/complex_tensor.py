@@ -133,13 +133,24 @@ class ComplexTensor(Tensor):
         return _make(*multiply(split(other), self._parts, lambda x, y: x @ y))
 
     def __pow__(self, exponent: Any) -> "ComplexTensor":
-        if not isinstance(exponent, int) or exponent < 1:
-            raise located_error(f"complex ** {exponent!r}: kiln raises complex tensors to positive integer powers "
-                                "only; write exp(exponent * log) with real parts for others")
+        """A positive integer power by products; any other exponent (a number, real or complex, or a tensor) as
+        ``exp(exponent * log z)``, torch's principal branch."""
+        if not isinstance(exponent, int) or isinstance(exponent, bool) or exponent < 1:
+            return (self.log() * exponent).exp()
         result = self
         for _ in range(exponent - 1):
             result = result * self
         return result
+
+    def __eq__(self, other: Any) -> Tensor:  # type: ignore[override]
+        """Elementwise: both parts equal (a real operand's imaginary part is zero)."""
+        (a, b), (c, d) = self._parts, split(other)
+        return (a == c) & (b == (0.0 if d is None else d))
+
+    def __ne__(self, other: Any) -> Tensor:  # type: ignore[override]
+        return ~(self == other)
+
+    __hash__ = Tensor.__hash__
 
     def add(self, other: Any, *, alpha: Any = 1) -> "ComplexTensor":
         return self + (other if alpha == 1 else other * alpha)
@@ -188,6 +199,58 @@ class ComplexTensor(Tensor):
         a, b = self._parts
         magnitude = a.exp()
         return _make(magnitude * b.cos(), magnitude * b.sin())
+
+    def log(self) -> "ComplexTensor":
+        """``log|z| + i angle(z)``: torch's principal branch."""
+        a, b = self._parts
+        return _make((a * a + b * b).log() * 0.5, b.atan2(a))
+
+    def sqrt(self) -> "ComplexTensor":
+        """The principal root ``sqrt((|z| + a) / 2) + i sign(b) sqrt((|z| - a) / 2)`` (no ``log`` of zero)."""
+        a, b = self._parts
+        modulus = self.abs()
+        imag = ((modulus - a) * 0.5).clamp(min=0).sqrt()
+        return _make(((modulus + a) * 0.5).clamp(min=0).sqrt(), imag.where(b >= 0, -imag))
+
+    def reciprocal(self) -> "ComplexTensor":
+        return 1 / self
+
+    def sin(self) -> "ComplexTensor":
+        a, b = self._parts  # sin(a + ib) = sin a cosh b + i cos a sinh b
+        return _make(a.sin() * b.cosh(), a.cos() * b.sinh())
+
+    def cos(self) -> "ComplexTensor":
+        a, b = self._parts  # cos(a + ib) = cos a cosh b - i sin a sinh b
+        return _make(a.cos() * b.cosh(), -(a.sin() * b.sinh()))
+
+    def sgn(self) -> "ComplexTensor":
+        """``z / |z|``, 0 at 0 (torch's ``sgn``)."""
+        modulus = self.abs()
+        nonzero = modulus > 0
+        scale = 1 / modulus.where(nonzero, 1.0)
+        a, b = self._parts
+        return _make((a * scale).where(nonzero, 0.0), (b * scale).where(nonzero, 0.0))
+
+    def masked_fill(self, mask: Any, value: Any) -> "ComplexTensor":
+        c, d = split(value)
+        return _make(self._parts[0].masked_fill(mask, c), self._parts[1].masked_fill(mask, 0.0 if d is None else d))
+
+    def cumsum(self, *args: Any, **kwargs: Any) -> "ComplexTensor":
+        return self._each("cumsum", *args, **kwargs)
+
+    def chunk(self, *args: Any, **kwargs: Any) -> tuple["ComplexTensor", ...]:
+        return self._each_piece("chunk", *args, **kwargs)
+
+    def split(self, *args: Any, **kwargs: Any) -> tuple["ComplexTensor", ...]:
+        return self._each_piece("split", *args, **kwargs)
+
+    def unbind(self, *args: Any, **kwargs: Any) -> tuple["ComplexTensor", ...]:
+        return self._each_piece("unbind", *args, **kwargs)
+
+    def _each_piece(self, method: str, *args: Any, **kwargs: Any) -> tuple["ComplexTensor", ...]:
+        """A method returning pieces (``chunk``, ``split``, ``unbind``) on both parts, the pieces paired."""
+        reals, imags = (getattr(part, method)(*args, **kwargs) for part in self._parts)
+        return tuple(_make(real, imag) for real, imag in zip(reals, imags))
 
     def tanh(self) -> "ComplexTensor":
         """``tanh(a + ib) = (sinh a cosh a + i sin b cos b) / (sinh^2 a + cos^2 b)``, divided through by ``cosh^2 a``
@@ -333,7 +396,8 @@ class ComplexTensor(Tensor):
 
 SHAPE_METHODS = ("reshape", "view", "permute", "transpose", "unsqueeze", "squeeze", "flatten", "expand", "expand_as",
                  "clone", "detach", "contiguous", "narrow", "flip", "roll", "movedim", "moveaxis", "t", "swapaxes",
-                 "repeat", "cpu", "cuda")
+                 "repeat", "cpu", "cuda", "tril", "triu", "repeat_interleave", "gather", "index_select", "diag_embed",
+                 "take_along_dim")
 """Methods that move or copy elements without arithmetic: a complex tensor applies them to both parts."""
 
 
