@@ -320,6 +320,13 @@ class InPlaceMethods:
         """This tensor's values become ``source``'s (broadcast to its shape, cast to its dtype)."""
         return in_place(self, "copy_", lambda x: _broadcast_source(x, source), lambda a: np.broadcast_to(np.asarray(source), a.shape))
 
+    def apply_(self, callable: Callable[[Any], Any]) -> Any:  # noqa: A002 (PyTorch's keyword)
+        """Each element replaced by ``callable(element)`` on the host (``frontend/tensor_apply.py``)."""
+        from kiln.frontend.tensor_apply import applied_elementwise, check_applicable  # lazily: they build on Tensor
+
+        check_applicable(self, callable)
+        return in_place(self, "apply_", lambda x: applied_elementwise(x, callable))
+
     def masked_fill_(self, mask: Any, value: Any) -> Any:
         return in_place(self, "masked_fill_", lambda x: x.masked_fill(mask, value))
 
