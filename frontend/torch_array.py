@@ -22,7 +22,8 @@ gives values and indices, ``p.data.std()`` is unbiased), and in a
 array's values when the trace ran; called as NumPy's functions call them (with
 ``axis``, ``out``, ``ddof``...: ``np.sum(p.data)``) they stay NumPy's. Where
 the names' meanings differ otherwise NumPy's wins (``size`` is the element
-count): use ``p.detach()``, a tensor, for PyTorch's. ``view`` takes both a
+count, an int that called answers PyTorch's ``size()`` and ``size(dim)``): use
+``p.detach()``, a tensor, for PyTorch's. ``view`` takes both a
 shape (PyTorch's, the same memory) and a dtype (NumPy's).
 """
 
@@ -46,6 +47,12 @@ class TorchArray(np.ndarray):
 
     def __repr__(self) -> str:
         return repr(np.ndarray.view(self, np.ndarray))
+
+    @property
+    def size(self) -> "ElementCount":  # type: ignore[override]
+        """NumPy's element count, which called answers PyTorch's ``size()`` / ``size(dim)`` (pytorch-ntm counts its
+        parameters by ``p.data.view(-1).size(0)``)."""
+        return ElementCount(np.ndarray.size.__get__(self), self.shape)
 
     def view(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
         """PyTorch's ``view(shape)`` given a shape (ints, or one list, tuple or ``Size`` of them): the same memory,
@@ -72,6 +79,26 @@ class TorchArray(np.ndarray):
         if not name.endswith("_") or not callable(method):
             return method
         return lambda *args, **kwargs: (method(*args, **kwargs), self)[1]  # in place: the array itself, as PyTorch's
+
+
+class ElementCount(int):
+    """A ``TorchArray``'s ``size``: NumPy's element count (an int everywhere NumPy code uses it), and called, PyTorch's
+    ``size()`` (the shape as a ``Size``) or ``size(dim)`` (one dim, negative counting from the end)."""
+
+    def __new__(cls, count: int, shape: tuple[int, ...]) -> "ElementCount":
+        element_count = super().__new__(cls, count)
+        element_count.shape = shape
+        return element_count
+
+    def __call__(self, dim: int | None = None) -> Any:
+        from kiln.frontend.torch_size import Size
+
+        if dim is None:
+            return Size(self.shape)
+        if not -len(self.shape) <= dim < max(len(self.shape), 1):
+            raise IndexError(f"Dimension out of range (expected to be in range of [{-len(self.shape)}, "
+                             f"{len(self.shape) - 1}], but got {dim})")
+        return self.shape[dim]
 
 
 def _view_shape(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[int, ...] | None:
