@@ -231,6 +231,11 @@ class ComplexTensor(Tensor):
         a, b = self._parts
         return _make((a * scale).where(nonzero, 0.0), (b * scale).where(nonzero, 0.0))
 
+    def where(self, condition: Any, other: Any) -> "ComplexTensor":
+        """``torch.where(condition, self, other)``: both parts chosen alike (a real ``other``'s imaginary part zero)."""
+        (a, b), (c, d) = self._parts, split(other)
+        return _make(a.where(condition, c), b.where(condition, 0.0 if d is None else d))
+
     def masked_fill(self, mask: Any, value: Any) -> "ComplexTensor":
         c, d = split(value)
         return _make(self._parts[0].masked_fill(mask, c), self._parts[1].masked_fill(mask, 0.0 if d is None else d))

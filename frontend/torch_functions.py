@@ -289,6 +289,11 @@ def where(condition: Tensor, input: Any = None, other: Any = None) -> Any:
     Two Python numbers are tensors of torch's dtypes (the default float, int64, bool), not the condition's bool."""
     if input is None and other is None:
         return condition.nonzero(as_tuple=True)
+    from kiln.frontend.complex_tensor import ComplexTensor, as_complex, split
+
+    if isinstance(input, ComplexTensor) or isinstance(other, ComplexTensor) or split(other)[1] is not None:
+        like = other if isinstance(other, ComplexTensor) else None  # a complex operand: both parts chosen alike
+        return as_complex(input, like=like).where(condition, other)
     if not isinstance(input, Tensor) and not isinstance(other, Tensor):
         input, other = tensor(input), tensor(other)
     from kiln.frontend.functional import bool_condition

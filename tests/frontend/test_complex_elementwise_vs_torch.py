@@ -1,6 +1,7 @@
 """Complex tensors' ``log``, ``sqrt``, ``**`` (any exponent), ``reciprocal``, ``sin``, ``cos``, ``sgn``, ``==``/``!=``
 (elementwise), ``cumsum``, ``masked_fill``, ``chunk``/``split``/``unbind`` and the movement methods ``tril``,
-``triu``, ``repeat_interleave``, ``gather``, ``index_select``, ``diag_embed`` (``frontend/complex_tensor.py``), as
+``triu``, ``repeat_interleave``, ``gather``, ``index_select``, ``diag_embed``, and ``torch.where`` with a complex
+operand (``frontend/complex_tensor.py``, ``frontend/torch_functions.py``), as
 torch 2.13's in float64: values, and gradients of a real loss to a complex leaf. Each refused before (``z == w`` gave
 one Python bool, torch an elementwise tensor)."""
 
@@ -27,6 +28,9 @@ DIFFERENTIABLE = {
     "sgn": lambda lib, z: lib.sgn(z),
     "cumsum": lambda lib, z: lib.cumsum(z, 1),
     "masked_fill": lambda lib, z: z.masked_fill(lib.tensor(np.eye(3, 4) > 0), 1 - 2j),
+    "where number": lambda lib, z: lib.where(lib.tensor(np.eye(3, 4) > 0), z, 0.5j),
+    "where real input": lambda lib, z: lib.where(lib.tensor(np.eye(3, 4) > 0), lib.tensor(Z.real), z),
+    "where method": lambda lib, z: z.where(lib.tensor(np.eye(3, 4) > 0), z * 2),
     "tril": lambda lib, z: lib.tril(z),
     "triu": lambda lib, z: z.triu(1),
     "repeat_interleave": lambda lib, z: z.repeat_interleave(2, dim=0),
