@@ -35,10 +35,15 @@ class Conv2d(Module):
         self.bias = Parameter(init.uniform((out_channels,), bound, dtype)) if bias else None
 
     def forward(self, input: Tensor) -> Tensor:
+        return self._conv_forward(input, self.weight, self.bias)
+
+    def _conv_forward(self, input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        """The convolution with the given weight and bias, as PyTorch's: subclasses override it to transform them
+        (Whisper's ``Conv1d`` casts them to ``x.dtype``, weight-standardized convolutions normalize the weight)."""
         if self.padding_mode == "zeros":
-            return F.conv2d(input, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+            return F.conv2d(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
         padded = F.pad(input, edge_pads(self.padding, self.kernel_size, self.dilation), mode=self.padding_mode)
-        return F.conv2d(padded, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+        return F.conv2d(padded, weight, bias, self.stride, 0, self.dilation, self.groups)
 
     def extra_repr(self) -> str:
         return conv_repr(self)
@@ -64,11 +69,15 @@ class Conv1d(Module):
         self.bias = Parameter(init.uniform((out_channels,), bound, dtype)) if bias else None
 
     def forward(self, input: Tensor) -> Tensor:
+        return self._conv_forward(input, self.weight, self.bias)
+
+    def _conv_forward(self, input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        """The convolution with the given weight and bias, as PyTorch's (see ``Conv2d._conv_forward``)."""
         padding = self.padding if isinstance(self.padding, str) else self.padding[0]
         if self.padding_mode == "zeros":
-            return F.conv1d(input, self.weight, self.bias, self.stride[0], padding, self.dilation[0], self.groups)
+            return F.conv1d(input, weight, bias, self.stride[0], padding, self.dilation[0], self.groups)
         padded = F.pad(input, edge_pads(self.padding, self.kernel_size, self.dilation), mode=self.padding_mode)
-        return F.conv1d(padded, self.weight, self.bias, self.stride[0], 0, self.dilation[0], self.groups)
+        return F.conv1d(padded, weight, bias, self.stride[0], 0, self.dilation[0], self.groups)
 
     def extra_repr(self) -> str:
         return conv_repr(self)

@@ -35,7 +35,11 @@ class Conv3d(Module):
         self.bias = Parameter(init.uniform((out_channels,), bound, dtype)) if bias else None
 
     def forward(self, input: Tensor) -> Tensor:
-        return F3.conv3d(input, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        return self._conv_forward(input, self.weight, self.bias)
+
+    def _conv_forward(self, input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        """The convolution with the given weight and bias, as PyTorch's (see ``Conv2d._conv_forward``)."""
+        return F3.conv3d(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
 
     def extra_repr(self) -> str:
         return conv_repr(self)
