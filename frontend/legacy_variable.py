@@ -37,8 +37,8 @@ class Variable(metaclass=_VariableMeta):
         import kiln
 
         if volatile:
-            warnings.warn("volatile was removed and now has no effect. Use `with torch.no_grad():` instead.", UserWarning,
-                          stacklevel=2)
+            warnings.warn("volatile was removed and now has no effect. Use `with torch.no_grad():` instead.",
+                          UserWarning, stacklevel=2)
         if data is None:
             data = kiln.tensor([])
         if not isinstance(data, Tensor):

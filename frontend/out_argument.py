@@ -25,8 +25,8 @@ class OutDtypeError(TraceError, RuntimeError):
 def out_dtype(out: Any, dtype: Any) -> Any:
     """The dtype a factory given ``out=`` computes in: ``out``'s; ``dtype`` must be it if given."""
     if dtype is not None and DType.of(dtype) is not out.dtype:
-        raise located_error(f"dtype {DType.of(dtype)} does not match dtype of out parameter ({out.dtype}); drop dtype= or "
-                            "pass an out tensor of that dtype", kind=OutDtypeError)
+        raise located_error(f"dtype {DType.of(dtype)} does not match dtype of out parameter ({out.dtype}); drop "
+                            "dtype= or pass an out tensor of that dtype", kind=OutDtypeError)
     return out.dtype
 
 
@@ -35,8 +35,8 @@ def written_to_out(out: Any, result: Any) -> Any:
     shape = tuple(result.shape)
     if tuple(out.shape) != shape:
         if out.numel() and out.numel() != int(np.prod(shape)):
-            warnings.warn(f"The number of elements in the out tensor of shape {list(out.shape)} is {out.numel()} which "
-                          f"does not match the computed number of elements {int(np.prod(shape))}. The out tensor will be "
-                          f"resized to a tensor of shape {shape}.", UserWarning, stacklevel=3)
+            warnings.warn(f"The number of elements in the out tensor of shape {list(out.shape)} is {out.numel()} "
+                          f"which does not match the computed number of elements {int(np.prod(shape))}. The out tensor "
+                          f"will be resized to a tensor of shape {shape}.", UserWarning, stacklevel=3)
         out.resize_(*shape)
     return out.copy_(result)

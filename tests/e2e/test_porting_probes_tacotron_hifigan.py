@@ -9,9 +9,10 @@ training=True)``, always on), location-sensitive attention (``LocationLayer`` ov
 .unsqueeze(1), attention_weights_cum.unsqueeze(1)), dim=1)``, ``energies.squeeze(-1)``,
 ``alignment.data.masked_fill_(mask, -inf)``, ``F.softmax``, ``torch.bmm``), the decoder loop (two ``nn.LSTMCell``,
 states cached on the module by ``Variable(memory.data.new(B, n).zero_())`` and ``+=``), ``get_mask_from_lengths``
-(``torch.max(lengths).item()``, ``torch.arange(0, max_len, out=torch.LongTensor(max_len))`` on CPU), the postnet, ``parse_output``'s masking through
-``.data.masked_fill_``, ``Tacotron2Loss`` (``nn.MSELoss()`` twice + ``nn.BCEWithLogitsLoss()``), ``model.zero_grad()``,
-``clip_grad_norm_``, Adam with weight decay; and ``inference`` (eager: the gate threshold ends a data-dependent loop).
+(``torch.max(lengths).item()``, ``torch.arange(0, max_len, out=torch.LongTensor(max_len))`` on CPU), the postnet,
+``parse_output``'s masking through ``.data.masked_fill_``, ``Tacotron2Loss`` (``nn.MSELoss()`` twice +
+``nn.BCEWithLogitsLoss()``), ``model.zero_grad()``, ``clip_grad_norm_``, Adam with weight decay; and ``inference``
+(eager: the gate threshold ends a data-dependent loop).
 Eager training, and the teacher-forced step (zero_grad, forward, loss, backward, clip, Adam) as one
 ``kiln.compile(fullgraph=True)`` graph against torch's eager loop. The dropouts are hparams here (``prenet_dropout``
 and the others, 0.5 in the reference, 0 in the lockstep: the two libraries draw different masks); the Prenet's
@@ -601,7 +602,8 @@ def train_tacotron(steps=3):
         for _ in range(steps):
             text_padded, input_lengths = torch.tensor(text_values), torch.tensor(TEXT_LENGTHS)
             floating = torch.get_default_dtype()  # parse_batch's .float(), in the run's dtype
-            mel_padded, gate_padded = torch.tensor(mel_values, dtype=floating), torch.tensor(gate_values, dtype=floating)
+            mel_padded = torch.tensor(mel_values, dtype=floating)
+            gate_padded = torch.tensor(gate_values, dtype=floating)
             output_lengths = torch.tensor(MEL_LENGTHS)
             max_len = torch.max(input_lengths.data).item()  # parse_batch
             x, y = (text_padded, input_lengths, mel_padded, max_len, output_lengths), (mel_padded, gate_padded)
@@ -692,7 +694,8 @@ def test_prenet_dropout_stays_on_in_eval_as_the_reference():
     layer = prenet.layers[0].linear_layer
     undropped = kiln.nn.functional.relu(layer(x))
     first = prenet.layers[0]
-    one_layer = lambda x: kiln.nn.functional.dropout(kiln.nn.functional.relu(first(x)), p=prenet.p, training=True)  # noqa: E731
+    F = kiln.nn.functional
+    one_layer = lambda x: F.dropout(F.relu(first(x)), p=prenet.p, training=True)  # noqa: E731
     for run in (one_layer, kiln.compile(one_layer, fullgraph=True)):
         dropped, again = array(run(x)), array(run(x))
         positive = array(undropped) > 0
@@ -724,7 +727,8 @@ def hifigan(torch, nn, F, h=None):
     # from torch.nn import Conv1d, ConvTranspose1d, AvgPool1d, Conv2d
     # from torch.nn.utils import weight_norm, remove_weight_norm, spectral_norm
     Conv1d, ConvTranspose1d, AvgPool1d, Conv2d = nn.Conv1d, nn.ConvTranspose1d, nn.AvgPool1d, nn.Conv2d
-    weight_norm, remove_weight_norm, spectral_norm = nn.utils.weight_norm, nn.utils.remove_weight_norm, nn.utils.spectral_norm
+    weight_norm, remove_weight_norm = nn.utils.weight_norm, nn.utils.remove_weight_norm
+    spectral_norm = nn.utils.spectral_norm
 
     h = h or H
     P = h.period_channels
@@ -1188,7 +1192,8 @@ def compiled_hifigan(steps=2):
         run = kiln.compile(generator_step, fullgraph=True) if torch is kiln else generator_step
         record = {"d": [], "g": []}
         for epoch in range(steps):
-            x, y = torch.tensor(x_values, dtype=torch.get_default_dtype()), torch.tensor(y_values, dtype=torch.get_default_dtype())
+            floating = torch.get_default_dtype()
+            x, y = torch.tensor(x_values, dtype=floating), torch.tensor(y_values, dtype=floating)
             y_mel = mel_spectrogram(y, h.n_fft, h.num_mels, h.sampling_rate, h.hop_size, h.win_size, h.fmin,
                                     h.fmax_for_loss)
             y = y.unsqueeze(1)
