@@ -288,6 +288,10 @@ def norm(input: Tensor, p: Any = "fro", dim: Any = None, keepdim: bool = False, 
     two dims (``kiln.linalg.matrix_norm``)."""
     if dtype is not None:
         input = input.to(dtype)
+    from kiln.frontend.complex_functions import is_complex  # lazily: complex tensors build on this module's tensor
+
+    if p != "nuc" and is_complex(input):
+        input = input.abs()  # a vector norm of complex values is that of their magnitudes, real (as torch's)
     _float_input("norm", input)
     if p == "nuc":
         return _nuclear_norm(input, dim, keepdim)
