@@ -10,6 +10,7 @@ import numpy as np
 from kiln.compiler.errors import TraceError
 from kiln.frontend import functional as F
 from kiln.frontend import init
+from kiln.frontend.conv_transpose_output_size import output_padding_for
 from kiln.frontend.functional_nn import _pair, edge_pads
 from kiln.frontend.module import Module, Parameter, layer_dtype
 from kiln.frontend.tensor import Tensor
@@ -86,7 +87,8 @@ class Conv1d(Module):
 class ConvTranspose2d(Module):
     """``weight (in_channels, out_channels / groups, KH, KW)``, PyTorch's layout, and its initialisation:
     U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with ``fan_in = out_channels / groups * KH * KW`` (the weight's dim 1, as
-    ``torch.nn.ConvTranspose2d`` computes it). ``forward`` takes no ``output_size``: pick ``output_padding`` instead.
+    ``torch.nn.ConvTranspose2d`` computes it). ``forward(input, output_size)`` picks this call's output padding as
+    PyTorch's (``frontend/conv_transpose_output_size.py``).
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1, padding: Any = 0, output_padding: Any = 0,
@@ -103,8 +105,9 @@ class ConvTranspose2d(Module):
         self.weight = Parameter(init.uniform((in_channels, out_channels // groups) + self.kernel_size, bound, dtype))
         self.bias = Parameter(init.uniform((out_channels,), bound, dtype)) if bias else None
 
-    def forward(self, input: Tensor) -> Tensor:
-        return F.conv_transpose2d(input, self.weight, self.bias, self.stride, self.padding, self.output_padding, self.groups, self.dilation)
+    def forward(self, input: Tensor, output_size: Any = None) -> Tensor:
+        output_padding = output_padding_for(self, input, output_size, 2)
+        return F.conv_transpose2d(input, self.weight, self.bias, self.stride, self.padding, output_padding, self.groups, self.dilation)
 
     def extra_repr(self) -> str:
         return conv_repr(self)

@@ -8,6 +8,7 @@ from typing import Any
 
 from kiln.frontend import functional_conv3d as F3
 from kiln.frontend import init
+from kiln.frontend.conv_transpose_output_size import output_padding_for
 from kiln.frontend.layers_conv import BatchNorm2d, _check_groups, conv_repr
 from kiln.frontend.layers_spatial import _ChannelDropout
 from kiln.frontend.module import Module, Parameter, layer_dtype
@@ -47,7 +48,8 @@ class Conv3d(Module):
 
 class ConvTranspose3d(Module):
     """``weight (in_channels, out_channels / groups, KD, KH, KW)`` and its initialisation as PyTorch's
-    (``fan_in = out_channels / groups * KD KH KW``); ``forward`` takes no ``output_size``: pick ``output_padding``."""
+    (``fan_in = out_channels / groups * KD KH KW``); ``forward(input, output_size)`` picks this call's output padding as
+    PyTorch's (``frontend/conv_transpose_output_size.py``)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1, padding: Any = 0, output_padding: Any = 0,
                  groups: int = 1, bias: bool = True, dilation: Any = 1, padding_mode: str = "zeros", dtype: Any = None):
@@ -67,8 +69,9 @@ class ConvTranspose3d(Module):
         self.weight = Parameter(init.uniform((in_channels, out_channels // groups) + self.kernel_size, bound, dtype))
         self.bias = Parameter(init.uniform((out_channels,), bound, dtype)) if bias else None
 
-    def forward(self, input: Tensor) -> Tensor:
-        return F3.conv_transpose3d(input, self.weight, self.bias, self.stride, self.padding, self.output_padding, self.groups, self.dilation)
+    def forward(self, input: Tensor, output_size: Any = None) -> Tensor:
+        output_padding = output_padding_for(self, input, output_size, 3)
+        return F3.conv_transpose3d(input, self.weight, self.bias, self.stride, self.padding, output_padding, self.groups, self.dilation)
 
     def extra_repr(self) -> str:
         return conv_repr(self)

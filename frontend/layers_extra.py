@@ -15,6 +15,7 @@ import numpy as np
 
 from kiln.frontend import functional as F
 from kiln.frontend import init
+from kiln.frontend.conv_transpose_output_size import output_padding_for
 from kiln.frontend.functional_nn import _pair, embedding_padding_index
 from kiln.frontend.functional_conv3d import triple
 from kiln.frontend.functional_losses import _legacy_reduction
@@ -27,8 +28,8 @@ from kiln.frontend.trace import located_error
 
 class ConvTranspose1d(Module):
     """``torch.nn.ConvTranspose1d``: ``weight (in_channels, out_channels / groups, K)``, U(-1/sqrt(fan_in), 1/sqrt(fan_in))
-    with ``fan_in = out_channels / groups * K`` (the weight's dim 1, as PyTorch). ``forward`` takes no ``output_size``:
-    pick ``output_padding`` instead."""
+    with ``fan_in = out_channels / groups * K`` (the weight's dim 1, as PyTorch). ``forward(input, output_size)`` picks
+    this call's output padding as PyTorch's (``frontend/conv_transpose_output_size.py``)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1, padding: Any = 0, output_padding: Any = 0,
                  groups: int = 1, bias: bool = True, dilation: Any = 1, padding_mode: str = "zeros", dtype: Any = None):
@@ -46,8 +47,9 @@ class ConvTranspose1d(Module):
         self.weight = Parameter(init.uniform((in_channels, out_channels // groups) + self.kernel_size, bound, dtype))
         self.bias = Parameter(init.uniform((out_channels,), bound, dtype)) if bias else None
 
-    def forward(self, input: Tensor) -> Tensor:
-        return F.conv_transpose1d(input, self.weight, self.bias, self.stride, self.padding, self.output_padding, self.groups, self.dilation)
+    def forward(self, input: Tensor, output_size: Any = None) -> Tensor:
+        output_padding = output_padding_for(self, input, output_size, 1)
+        return F.conv_transpose1d(input, self.weight, self.bias, self.stride, self.padding, output_padding, self.groups, self.dilation)
 
     def extra_repr(self) -> str:
         return conv_repr(self)
