@@ -93,6 +93,11 @@ def flatten(input: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
     return input.reshape(input.shape[:start] + (int(np.prod(merged)),) + input.shape[end + 1 :])
 
 
+def _padded_part(part: Tensor, pads: Sequence[int], mode: str, value: float | None) -> Tensor:
+    """``pad`` of one part of a complex tensor (``pad``'s own name is its argument's there)."""
+    return pad(part, pads, mode, value)
+
+
 @autocasts("reflection_pad2d", when=pads_from_edges_on_list)
 def pad(input: Tensor, pad: Sequence[int], mode: str = "constant", value: float | None = None) -> Tensor:
     """PyTorch's ``pad``: ``(before, after)`` pairs starting from the last dim.
@@ -101,8 +106,12 @@ def pad(input: Tensor, pad: Sequence[int], mode: str = "constant", value: float 
     ``tensor.pad`` of the positive pads, then a ``tensor.slice`` per cropped axis (each side of an axis is padded or
     cropped, never both, so the order does not matter; filling first never pads an axis the crop emptied).
     ``reflect``, ``replicate`` and ``circular`` fill from the input's own edges (``frontend/functional_spatial.py``),
-    so, as PyTorch, they refuse a nonzero ``value``.
+    so, as PyTorch, they refuse a nonzero ``value``. A complex input pads both parts (the imaginary one with 0).
     """
+    from kiln.frontend.complex_tensor import ComplexTensor  # lazily: complex tensors build on the tensor
+
+    if isinstance(input, ComplexTensor):
+        return ComplexTensor(_padded_part(input.real, pad, mode, value), _padded_part(input.imag, pad, mode, None))
     if mode != "constant":
         if value is not None and value != 0:
             raise located_error(f"pad(mode={mode!r}) fills from the input's edges and takes no value, got value={value!r}; "

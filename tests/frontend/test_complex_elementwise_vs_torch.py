@@ -1,9 +1,10 @@
 """Complex tensors' ``log``, ``sqrt``, ``**`` (any exponent), ``reciprocal``, ``sin``, ``cos``, ``sgn``, ``==``/``!=``
 (elementwise), ``cumsum``, ``masked_fill``, ``chunk``/``split``/``unbind`` and the movement methods ``tril``,
 ``triu``, ``repeat_interleave``, ``gather``, ``index_select``, ``diag_embed``, ``torch.where`` with a complex
-operand and vector norms (``frontend/complex_tensor.py``, ``frontend/torch_functions.py``,
-``frontend/functional.py``), as torch 2.13's in float64: values, and gradients of a real loss to a complex leaf. Each
-refused before (``z == w`` gave one Python bool, torch an elementwise tensor)."""
+operand, vector norms and ``F.pad`` (``frontend/complex_tensor.py``, ``frontend/torch_functions.py``,
+``frontend/functional.py``, ``frontend/functional_movement.py``), as torch 2.13's in float64: values, and gradients
+of a real loss to a complex leaf. Each refused before (``z == w`` gave one Python bool, torch an elementwise
+tensor)."""
 
 from __future__ import annotations
 
@@ -40,6 +41,8 @@ DIFFERENTIABLE = {
     "chunk": lambda lib, z: z.chunk(2, dim=1)[1],
     "split": lambda lib, z: z.split([1, 3], dim=1)[1],
     "unbind": lambda lib, z: z.unbind(0)[2],
+    "pad constant": lambda lib, z: lib.nn.functional.pad(z, (1, 2), value=0.5),
+    "pad reflect": lambda lib, z: lib.nn.functional.pad(z[None], (2, 1), mode="reflect")[0],
     "norm": lambda lib, z: z.norm() * (1 + 0j),
     "linalg.vector_norm": lambda lib, z: lib.linalg.vector_norm(z, ord=3, dim=1) * (1 + 0j),
     "linalg.norm fro": lambda lib, z: lib.linalg.norm(z) * (1 + 0j),
