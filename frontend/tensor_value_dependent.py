@@ -28,6 +28,9 @@ class ValueDependentMethods:
     def masked_select(self, mask: Any) -> Any:
         if _eager_ops().eager_with_mask(self, mask):
             return _eager_ops().masked_select(self, mask)
+        picks = _known_mask(mask)
+        if picks is not None:  # FastSpeech 2's loss: x.masked_select(~get_mask_from_lengths(src_lens)) in a step
+            return _eager_ops().masked_select(self, picks)
         raise located_error("masked_select() has a data-dependent shape, which kiln does not trace; use "
                             "where(mask, x, 0) and reduce, or masked_fill")
 
@@ -75,6 +78,19 @@ def _eager_ops() -> Any:
     from kiln.frontend import eager_data_dependent
 
     return eager_data_dependent
+
+
+def _known_mask(mask: Any) -> Any:
+    """The values of ``mask`` where a trace knows them: a host array or list, an eager tensor, a traced one computed
+    from constants, or (in a ``kiln.compile`` trace) from the call's inputs, specialized and guarded
+    (``frontend/value_guards.py``: a mask made from lengths); else None. With them the selection has a known shape."""
+    from kiln.frontend.tensor import Tensor
+    from kiln.frontend.tensor_methods import traced_values
+
+    if not isinstance(mask, Tensor):
+        return mask
+    known = _eager_ops().concrete_array(mask)
+    return known if known is not None else traced_values(mask)
 
 
 def _data_dependent(method: str, why: str, instead: str) -> Exception:
