@@ -2,8 +2,9 @@
 inputs (FastSpeech 2's loss ``pitch_predictions.masked_select(~get_mask_from_lengths(src_lens, max_src_len))``, made
 from the lengths it is given) it is specialized and guarded as a length read by ``.item()`` is
 (``frontend/value_guards.py``): another mask traces a variant. A constant (closure) mask gives a known shape too.
-kiln refused both ("masked_select() has a data-dependent shape"). Checked against torch 2.13's eager loop in float64;
-a mask computed from a trained parameter stays refused."""
+kiln refused both ("masked_select() has a data-dependent shape") where torch 2.13's ``torch.compile(fullgraph=True)``
+compiles such a step (one graph, the size unbacked). Checked against torch 2.13's eager loop in float64; a mask
+computed from a trained parameter stays refused."""
 
 from __future__ import annotations
 
