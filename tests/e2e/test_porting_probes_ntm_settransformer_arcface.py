@@ -19,6 +19,18 @@ loop.
   delimiter channel), ``y_out[i], _ = net()`` into ``torch.zeros(Y.size())``, ``nn.BCELoss``, RMSprop with momentum and
   alpha as copytask.py sets them, ``p.grad.data.clamp_(-10, 10)`` (or ``nn.utils.clip_grad_value_``), the binarized
   cost by ``y_out.clone().data.apply_(lambda x: 0 if x < 0.5 else 1)``; the compiled step runs the whole sequence.
+- Differentiable Neural Computer memory (ixaxaar/pytorch-dnc ``dnc/memory.py`` and ``dnc/util.py``, both interface
+  layouts: one ``interface_weights`` Linear sliced by ``ξ[:, r * w + r: ...].contiguous().view(b, 1, w)``, or
+  independent Linears), behind a tiny Linear controller: ``θ`` (batched cosine by ``T.norm(a, 2, 2, keepdim=True)
+  .expand_as(a)`` and ``bmm``), ``σ`` (softmax on an axis through ``transpose``/``contiguous``/``view``), usage by
+  ``T.prod``, the allocation weighting (``T.topk(usage, n, largest=False)``, the exclusive ``cumprod`` over
+  ``T.cat((var(sorted_usage.data.new(b, 1).fill_(1)), sorted_usage), 1)``, the inverse permutation by a second
+  ``topk`` and ``gather``), erase by ``T.prod(1 - w e, 1)``, the temporal link matrix with its ``1 - T.eye`` mask
+  (``cuda(...)`` = ``Variable(x, requires_grad=False)``), precedence, forward/backward read modes; Adam with
+  ``eps=1e-9, betas=[0.9, 0.98]`` and ``clip_grad_norm_`` as tasks/copy_task.py. The memory starts all zeros, so
+  the first allocation sorts equal usages: torch's ``topk`` orders those ties its own way ([3, 5, 4, 0, 2, 1] for
+  six equal values), kiln's keeps index order; the DNC treats its cells alike, so both give the same
+  losses and gradients (a permutation of the cells) and the records agree to 1e-10.
 - Set Transformer (juho-lee/set_transformer ``modules.py`` and the max-regression demo): MAB with
   ``torch.cat(Q_.split(dim_split, 2), 0)``, ``torch.softmax(Q_.bmm(K_.transpose(1,2))/math.sqrt(self.dim_V), 2)``, the
   optional LayerNorms found by ``getattr(self, 'ln0', None)``; ISAB's inducing points and PMA's seeds as
@@ -349,10 +361,11 @@ def encapsulated_ntm(torch, nn, F):
 
 
 def copy_task_batches(torch, num_batches, seed=1):
-    """tasks/copytask.py's ``dataloader`` (a fixed sequence length; NumPy's generator seeded here)."""
+    """tasks/copytask.py's ``dataloader`` (lengths drawn by ``random.randint(min_len, max_len)``, here by NumPy's
+    seeded generator: 3, 2, 2, so the compiled step meets two sequence lengths)."""
     rng = np.random.RandomState(seed)
     for batch_num in range(num_batches):
-        seq_len = SEQ_LEN
+        seq_len = rng.randint(2, SEQ_LEN + 1)
         seq = rng.binomial(1, 0.5, (seq_len, NTM_BATCH, SEQ_WIDTH))
         seq = torch.from_numpy(seq)
         # The input includes an additional channel used for the delimiter
@@ -899,3 +912,261 @@ def test_pairwise_distances_with_duplicate_embeddings_as_torch(float64_default):
         results.append(record)
     assert_same_records(*results)
     assert all(np.isfinite(entry["grad"]).all() for entry in results[1].values())
+
+
+# --- pytorch-dnc (dnc/memory.py, dnc/util.py) ------------------------------------------------------------------------
+
+DNC_CELLS, DNC_CELL, DNC_READS, DNC_INPUT, DNC_HIDDEN, DNC_BATCH, DNC_STEPS = 5, 3, 2, 4, 8, 2, 4
+
+
+def dnc_memory(torch, nn, F, independent_linears=False):
+    """ixaxaar/pytorch-dnc's ``Memory`` (dnc/memory.py) with its helpers (dnc/util.py: ``θ``, ``σ``, ``cuda``, ``δ``),
+    as written there; a tiny controller around it (a Linear over the input and the previous reads, tanh) stands for
+    dnc.py's RNN, and an output Linear over the controller output and the reads."""
+    T = torch
+    var = torch.autograd.Variable
+    Tensor = torch.Tensor
+    δ = 1e-6
+
+    def cuda(x, grad=False, gpu_id=-1):
+        return var(x, requires_grad=grad)
+
+    def θ(a, b, dimA=2, dimB=2, normBy=2):
+        """Batchwise Cosine distance"""
+        a_norm = T.norm(a, normBy, dimA, keepdim=True).expand_as(a) + δ
+        b_norm = T.norm(b, normBy, dimB, keepdim=True).expand_as(b) + δ
+        x = T.bmm(a, b.transpose(1, 2)).transpose(1, 2) / (
+            T.bmm(a_norm, b_norm.transpose(1, 2)).transpose(1, 2) + δ)
+        return x
+
+    def σ(input, axis=1):
+        """Softmax on an axis"""
+        input_size = input.size()
+        trans_input = input.transpose(axis, len(input_size) - 1)
+        trans_size = trans_input.size()
+        input_2d = trans_input.contiguous().view(-1, trans_size[-1])
+        soft_max_2d = F.softmax(input_2d, -1)
+        soft_max_nd = soft_max_2d.view(*trans_size)
+        return soft_max_nd.transpose(axis, len(input_size) - 1)
+
+    class Memory(nn.Module):
+        def __init__(self, input_size, nr_cells=512, cell_size=32, read_heads=4, gpu_id=-1, independent_linears=True):
+            super(Memory, self).__init__()
+            self.nr_cells = nr_cells
+            self.cell_size = cell_size
+            self.read_heads = read_heads
+            self.gpu_id = gpu_id
+            self.input_size = input_size
+            self.independent_linears = independent_linears
+            if self.independent_linears:
+                self.read_keys_transform = nn.Linear(self.input_size, self.cell_size * self.read_heads)
+                self.read_strengths_transform = nn.Linear(self.input_size, self.read_heads)
+                self.write_key_transform = nn.Linear(self.input_size, self.cell_size)
+                self.write_strength_transform = nn.Linear(self.input_size, 1)
+                self.erase_vector_transform = nn.Linear(self.input_size, self.cell_size)
+                self.write_vector_transform = nn.Linear(self.input_size, self.cell_size)
+                self.free_gates_transform = nn.Linear(self.input_size, self.read_heads)
+                self.allocation_gate_transform = nn.Linear(self.input_size, 1)
+                self.write_gate_transform = nn.Linear(self.input_size, 1)
+                self.read_modes_transform = nn.Linear(self.input_size, 3 * self.read_heads)
+            else:
+                self.interface_size = (self.cell_size * self.read_heads) + (3 * self.cell_size) + (5 * self.read_heads) + 3
+                self.interface_weights = nn.Linear(self.input_size, self.interface_size)
+            # n*n identity matrix - (1 * n * n)
+            self.identity = cuda(1 - T.eye(self.nr_cells).unsqueeze(0), gpu_id=self.gpu_id)
+
+        def new(self, batch_size=1):
+            return {
+                "memory": cuda(T.zeros(batch_size, self.nr_cells, self.cell_size), gpu_id=self.gpu_id),
+                "link_matrix": cuda(T.zeros(batch_size, 1, self.nr_cells, self.nr_cells), gpu_id=self.gpu_id),
+                "precedence": cuda(T.zeros(batch_size, 1, self.nr_cells), gpu_id=self.gpu_id),
+                "read_weights": cuda(T.zeros(batch_size, self.read_heads, self.nr_cells), gpu_id=self.gpu_id),
+                "write_weights": cuda(T.zeros(batch_size, 1, self.nr_cells), gpu_id=self.gpu_id),
+                "usage_vector": cuda(T.zeros(batch_size, self.nr_cells), gpu_id=self.gpu_id),
+            }
+
+        def get_usage_vector(self, usage: Tensor, free_gates: Tensor, read_weights: Tensor, write_weights: Tensor):
+            usage = usage + (1 - usage) * (1 - T.prod(1 - write_weights, 1))
+            ψ = T.prod(1 - free_gates.unsqueeze(2) * read_weights, 1)
+            return usage * ψ
+
+        def allocate(self, usage: Tensor, write_gate: Tensor):
+            # ensure values are not too small prior to cumprod.
+            usage = δ + (1 - δ) * usage
+            batch_size = usage.size(0)
+            # free list
+            sorted_usage, φ = T.topk(usage, self.nr_cells, dim=1, largest=False)
+            # cumprod with exclusive=True
+            v = var(sorted_usage.data.new(batch_size, 1).fill_(1))
+            cat_sorted_usage = T.cat((v, sorted_usage), 1)
+            prod_sorted_usage = T.cumprod(cat_sorted_usage, 1)[:, :-1]
+            sorted_allocation_weights = (1 - sorted_usage) * prod_sorted_usage.squeeze()
+            # construct the reverse sorting index
+            _, φ_rev = T.topk(φ, k=self.nr_cells, dim=1, largest=False)
+            allocation_weights = sorted_allocation_weights.gather(1, φ_rev.long())
+            return allocation_weights.unsqueeze(1), usage
+
+        def write_weighting(self, memory, write_content_weights, allocation_weights, write_gate, allocation_gate):
+            ag = allocation_gate.unsqueeze(-1)
+            wg = write_gate.unsqueeze(-1)
+            return wg * (ag * allocation_weights + (1 - ag) * write_content_weights)
+
+        def get_link_matrix(self, link_matrix, write_weights, precedence):
+            precedence = precedence.unsqueeze(2)
+            write_weights_i = write_weights.unsqueeze(3)
+            write_weights_j = write_weights.unsqueeze(2)
+            prev_scale = 1 - write_weights_i - write_weights_j
+            new_link_matrix = write_weights_i * precedence
+            link_matrix = prev_scale * link_matrix + new_link_matrix
+            # trick to delete diag elems
+            return self.identity.expand_as(link_matrix) * link_matrix
+
+        def update_precedence(self, precedence, write_weights):
+            return (1 - T.sum(write_weights, 2, keepdim=True)) * precedence + write_weights
+
+        def write(self, write_key, write_vector, erase_vector, free_gates, read_strengths, write_strength, write_gate,
+                  allocation_gate, hidden):
+            hidden["usage_vector"] = self.get_usage_vector(
+                hidden["usage_vector"], free_gates, hidden["read_weights"], hidden["write_weights"])
+            write_content_weights = self.content_weightings(hidden["memory"], write_key, write_strength)
+            alloc, _ = self.allocate(hidden["usage_vector"], allocation_gate * write_gate)
+            hidden["write_weights"] = self.write_weighting(
+                hidden["memory"], write_content_weights, alloc, write_gate, allocation_gate)
+            weighted_resets = hidden["write_weights"].unsqueeze(3) * erase_vector.unsqueeze(2)
+            reset_gate = T.prod(1 - weighted_resets, 1)
+            hidden["memory"] = hidden["memory"] * reset_gate
+            hidden["memory"] = hidden["memory"] + T.bmm(hidden["write_weights"].transpose(1, 2), write_vector)
+            hidden["link_matrix"] = self.get_link_matrix(
+                hidden["link_matrix"], hidden["write_weights"], hidden["precedence"])
+            hidden["precedence"] = self.update_precedence(hidden["precedence"], hidden["write_weights"])
+            return hidden
+
+        def content_weightings(self, memory, keys, strengths):
+            d = θ(memory, keys)
+            return σ(d * strengths.unsqueeze(2), 2)
+
+        def directional_weightings(self, link_matrix, read_weights):
+            rw = read_weights.unsqueeze(1)
+            f = T.matmul(link_matrix, rw.transpose(2, 3)).transpose(2, 3)
+            b = T.matmul(rw, link_matrix)
+            return f.transpose(1, 2), b.transpose(1, 2)
+
+        def read_weightings(self, memory, content_weights, link_matrix, read_modes, read_weights):
+            forward_weight, backward_weight = self.directional_weightings(link_matrix, read_weights)
+            content_mode = read_modes[:, :, 2].contiguous().unsqueeze(2) * content_weights
+            backward_mode = T.sum(read_modes[:, :, 0:1].contiguous().unsqueeze(3) * backward_weight, 2)
+            forward_mode = T.sum(read_modes[:, :, 1:2].contiguous().unsqueeze(3) * forward_weight, 2)
+            return backward_mode + content_mode + forward_mode
+
+        def read_vectors(self, memory, read_weights):
+            return T.bmm(read_weights, memory)
+
+        def read(self, read_keys, read_strengths, read_modes, hidden):
+            content_weights = self.content_weightings(hidden["memory"], read_keys, read_strengths)
+            hidden["read_weights"] = self.read_weightings(
+                hidden["memory"], content_weights, hidden["link_matrix"], read_modes, hidden["read_weights"])
+            read_vectors = self.read_vectors(hidden["memory"], hidden["read_weights"])
+            return read_vectors, hidden
+
+        def forward(self, ξ, hidden):
+            r = self.read_heads
+            w = self.cell_size
+            b = ξ.size()[0]
+            if self.independent_linears:
+                read_keys = T.tanh(self.read_keys_transform(ξ).view(b, r, w))
+                read_strengths = F.softplus(self.read_strengths_transform(ξ).view(b, r))
+                write_key = T.tanh(self.write_key_transform(ξ).view(b, 1, w))
+                write_strength = F.softplus(self.write_strength_transform(ξ).view(b, 1))
+                erase_vector = T.sigmoid(self.erase_vector_transform(ξ).view(b, 1, w))
+                write_vector = T.tanh(self.write_vector_transform(ξ).view(b, 1, w))
+                free_gates = T.sigmoid(self.free_gates_transform(ξ).view(b, r))
+                allocation_gate = T.sigmoid(self.allocation_gate_transform(ξ).view(b, 1))
+                write_gate = T.sigmoid(self.write_gate_transform(ξ).view(b, 1))
+                read_modes = σ(self.read_modes_transform(ξ).view(b, r, 3), -1)
+            else:
+                ξ = self.interface_weights(ξ)
+                read_keys = T.tanh(ξ[:, : r * w].contiguous().view(b, r, w))
+                read_strengths = F.softplus(ξ[:, r * w: r * w + r].contiguous().view(b, r))
+                write_key = T.tanh(ξ[:, r * w + r: r * w + r + w].contiguous().view(b, 1, w))
+                write_strength = F.softplus(ξ[:, r * w + r + w].contiguous().view(b, 1))
+                erase_vector = T.sigmoid(ξ[:, r * w + r + w + 1: r * w + r + 2 * w + 1].contiguous().view(b, 1, w))
+                write_vector = T.tanh(ξ[:, r * w + r + 2 * w + 1: r * w + r + 3 * w + 1].contiguous().view(b, 1, w))
+                free_gates = T.sigmoid(ξ[:, r * w + r + 3 * w + 1: r * w + 2 * r + 3 * w + 1].contiguous().view(b, r))
+                allocation_gate = T.sigmoid(ξ[:, r * w + 2 * r + 3 * w + 1].contiguous().unsqueeze(1).view(b, 1))
+                write_gate = T.sigmoid(ξ[:, r * w + 2 * r + 3 * w + 2].contiguous()).unsqueeze(1).view(b, 1)
+                read_modes = σ(ξ[:, r * w + 2 * r + 3 * w + 3: r * w + 5 * r + 3 * w + 3].contiguous().view(b, r, 3), -1)
+            hidden = self.write(write_key, write_vector, erase_vector, free_gates, read_strengths, write_strength,
+                                write_gate, allocation_gate, hidden)
+            return self.read(read_keys, read_strengths, read_modes, hidden)
+
+    class TinyDNC(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.controller = nn.Linear(DNC_INPUT + DNC_READS * DNC_CELL, DNC_HIDDEN)
+            self.memory = Memory(DNC_HIDDEN, nr_cells=DNC_CELLS, cell_size=DNC_CELL, read_heads=DNC_READS,
+                                 independent_linears=independent_linears)
+            self.output = nn.Linear(DNC_HIDDEN + DNC_READS * DNC_CELL, DNC_INPUT)
+
+        def forward(self, input):
+            batch_size, steps = input.size(0), input.size(1)
+            hidden = self.memory.new(batch_size)
+            reads = T.zeros(batch_size, DNC_READS * DNC_CELL)
+            outputs = []
+            for t in range(steps):
+                controller_output = T.tanh(self.controller(T.cat([input[:, t], reads], 1)))
+                read_vectors, hidden = self.memory(controller_output, hidden)
+                reads = read_vectors.view(batch_size, -1)
+                outputs.append(self.output(T.cat([controller_output, reads], 1)))
+            return T.stack(outputs, 1)
+
+    return TinyDNC()
+
+
+def _dnc_independent_linears(torch, nn, F):
+    return dnc_memory(torch, nn, F, independent_linears=True)
+
+
+def train_dnc(steps=3, compiled=False):
+    """tasks/copy_task.py's loss (MSE of the output against the input sequence) and optimizer (Adam, ``eps=1e-9``,
+    ``betas=[0.9, 0.98]``; lr 1e-2 here), ``T.nn.utils.clip_grad_norm_(rnn.parameters(), args.clip)``."""
+    sequences = np.random.default_rng(9).standard_normal((steps, DNC_BATCH, DNC_STEPS, DNC_INPUT))
+
+    def train(torch, nn, F, model):
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-2, eps=1e-9, betas=[0.9, 0.98])
+        record = {"losses": []}
+
+        def step(input_data):
+            optimizer.zero_grad()
+            output = model(input_data)
+            loss = F.mse_loss(output, input_data)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 50)
+            if not compiled:
+                record.setdefault("first_output", array(output))
+                record.setdefault("grads", gradients(model))
+            optimizer.step()
+            return loss
+
+        run = kiln.compile(step, fullgraph=True) if compiled and torch is kiln else step
+        for sequence in sequences:
+            record["losses"].append(run(torch.tensor(sequence)).item())
+        record["state"] = snapshot(model)
+        return record
+
+    return train
+
+
+DNC_VARIANTS = pytest.mark.parametrize("build", [dnc_memory, _dnc_independent_linears],
+                                       ids=["interface_weights", "independent_linears"])
+
+
+@DNC_VARIANTS
+def test_dnc_memory_trains_as_torch(float64_default, build):
+    ours, theirs = run_in_lockstep(build, train_dnc())
+    assert_same_records(ours, theirs)
+
+
+@DNC_VARIANTS
+def test_dnc_memory_compiled_step_as_torch(float64_default, build):
+    ours, theirs = run_in_lockstep(build, train_dnc(compiled=True))
+    assert_same_records(ours, theirs)
