@@ -397,10 +397,19 @@ def _all_false(x: Any) -> Any:
 
 
 def _flatten_args(args: tuple[Any, ...]) -> tuple[Any, ...]:
-    """``f(2, 3)``, ``f((2, 3))`` and ``f([2, 3])`` all mean the tuple ``(2, 3)``."""
+    """``f(2, 3)``, ``f((2, 3))`` and ``f([2, 3])`` all mean the tuple ``(2, 3)``; an integer tensor of one element
+    among them is its int, as torch takes it (Longformer's ``view(b, torch.div(n, 2 * w, rounding_mode="trunc"), ...)``;
+    traced, ``kiln.compile`` specializes on it)."""
     if len(args) == 1 and isinstance(args[0], (tuple, list)):
-        return tuple(args[0])
-    return tuple(args)
+        args = tuple(args[0])
+    return tuple([_index(item) for item in args])
+
+
+def _index(item: Any) -> Any:
+    """A tensor as its int (``operator.index``: its one integer value); anything else as it is."""
+    from kiln.frontend.tensor import Tensor  # lazily: the tensor builds on these methods
+
+    return item.__index__() if isinstance(item, Tensor) else item
 
 
 def _flat_gather(x: Any, axis: int, index: Any) -> Any:

@@ -13,6 +13,9 @@ x.t().stride(), x[:, 1:].storage_offset(), x.expand(4, 2, 3).stride()   # (1, 3)
 x.t().view(-1)                                                          # RuntimeError, as torch's: use .reshape
 ```
 
+``as_strided(size, stride, offset)`` reads the storage those layouts index: the values of the tensor at the root of
+the view chain, flattened, taken at ``offset + sum(i_d * stride[d])`` (a copy in kiln; a write to it is refused).
+
 As documented in ``frontend/memory_format.py``, a channels_last tensor is logically contiguous in kiln: its
 ``stride()`` is row-major (torch's are NHWC's) and ``is_contiguous(memory_format=...)`` is True for every format.
 """
@@ -20,6 +23,8 @@ As documented in ``frontend/memory_format.py``, a channels_last tensor is logica
 from __future__ import annotations
 
 from typing import Any
+
+import numpy as np
 
 from kiln.compiler.errors import TraceError
 from kiln.frontend.inplace_leaf_checks import located
@@ -37,6 +42,10 @@ NOT_A_VIEW = "not a view"
 
 class ViewShapeError(TraceError, RuntimeError):
     """``.view()`` of a tensor whose strides cannot give the shape: a ``RuntimeError``, as PyTorch's."""
+
+
+class AsStridedError(TraceError, RuntimeError):
+    """``as_strided`` with strides and sizes torch refuses: a ``RuntimeError``, as PyTorch's."""
 
 
 def layout(tensor: Any) -> Layout | str:
@@ -203,8 +212,58 @@ def _known_strides(tensor: Any, call: str) -> tuple[int, ...]:
     return strides
 
 
+def storage_root(tensor: Any) -> Any:
+    """The tensor whose row-major values are ``tensor``'s storage in PyTorch: up the view chain (and through
+    ``as_strided``, whose result reads its input's storage) to a tensor that is no view."""
+    while True:
+        view_of = tensor.__dict__.get("_view_of")
+        source = view_of.base if view_of is not None else tensor.__dict__.get("_strided_storage")
+        if source is None:
+            return tensor
+        tensor = source
+
+
+def _storage_indices(call: str, size: tuple[int, ...], stride: tuple[int, ...], offset: int, root: Any) -> np.ndarray:
+    """The storage index of each element of ``as_strided(size, stride, offset)``, checked as torch's ``setStorage``."""
+    if len(size) != len(stride):
+        raise located(AsStridedError, f"{call}: mismatch in length of strides and shape")
+    if any(s < 0 for s in stride):
+        raise located(AsStridedError, f"{call}: Negative strides are not supported at the moment, got strides: "
+                      f"{list(stride)}")
+    indices = np.full(size, offset, np.int64)
+    for axis, (length, step) in enumerate(zip(size, stride)):
+        indices += (np.arange(length) * step).reshape((-1,) + (1,) * (len(size) - axis - 1))
+    needed = int(indices.max()) + 1 if indices.size else 0
+    if needed > root.numel():
+        itemsize = root.dtype.itemsize
+        raise located(AsStridedError, f"setStorage: sizes {list(size)}, strides {list(stride)}, storage offset "
+                      f"{offset}, and itemsize {itemsize} requiring a storage size of {needed * itemsize} are out of "
+                      f"bounds for storage of size {root.numel() * itemsize}")
+    return indices
+
+
 class StrideMethods:
     """PyTorch's stride queries; ``Tensor`` inherits them."""
+
+    def as_strided(self, size: Any, stride: Any, storage_offset: int | None = None) -> Any:
+        """torch's ``as_strided``: the elements of this tensor's storage at ``storage_offset + sum(i_d * stride[d])``
+        (HF Longformer's overlapping chunks), one ``take`` from the storage's values, so gradients of overlapping
+        elements add up as torch's. The result is a new tensor in kiln, not a view: a write to it is refused."""
+        from kiln.frontend.tensor_methods import _flatten_args
+        from kiln.frontend.tensor_mixin_ops import _apply, _constant
+
+        size, stride = _flatten_args((size,)), _flatten_args((stride,))
+        root = storage_root(self)
+        if not all(isinstance(d, int) for d in root.shape):
+            raise located_error(f"as_strided of {self.type}: its storage depends on a symbolic dim (a traced batch "
+                                "size); compile with static shapes (batch_dim=None)")
+        offset = self.storage_offset() if storage_offset is None else int(storage_offset)
+        indices = _storage_indices("as_strided", size, stride, offset, root)
+        result = _apply("tensor.take", root.reshape(-1), _constant(indices), axis=0)
+        result._layout, result._strided_storage = (tuple(stride), offset), root
+        result._unfollowed_view = ("as_strided gives a new tensor in kiln, not a view of its input's storage as "
+                                   "torch's: a write to it would not reach the input. clone() it to write a copy")
+        return result
 
     def stride(self, dim: int | None = None) -> Any:
         """The strides PyTorch's tensor would have (in elements), or the one of ``dim``."""

@@ -224,6 +224,10 @@ _COMMUTATIVE = frozenset({"add", "mul", "multiply", "bitwise_and", "bitwise_or",
 _REFLECTED = {"sub": "__rsub__", "subtract": "__rsub__", "div": "__rtruediv__", "divide": "__rtruediv__",
               "true_divide": "__rtruediv__", "pow": "__rpow__"}
 """``f(number, tensor)`` of the others: the tensor's reflected operator (``torch.sub(1, x)`` is ``1 - x``)."""
+_NUMBER_INPUT = frozenset({"add", "sub", "subtract", "mul", "multiply", "div", "divide", "true_divide", "floor_divide"})
+"""The arithmetic PyTorch also takes with a Python number as ``input`` and a number as ``other``, or with keywords
+(``torch.div(seq_len, w, rounding_mode="trunc")``, ``torch.add(1, x, alpha=2)``): the number is a 0-d tensor of
+torch's dtype for it (int64, the default float, bool), as torch wraps it."""
 
 
 def _forwarder(name: str) -> Callable[..., Any]:
@@ -233,6 +237,8 @@ def _forwarder(name: str) -> Callable[..., Any]:
                 return getattr(args[0], name)(input)
             if name in _REFLECTED:
                 return getattr(args[0], _REFLECTED[name])(input)
+        if _is_number(input) and name in _NUMBER_INPUT:
+            input = tensor(input)
         return getattr(input, name)(*args, **kwargs)
 
     function.__name__ = function.__qualname__ = name
@@ -245,7 +251,7 @@ def _is_number(value: Any) -> bool:
 
 
 FORWARDED = (
-    "abs", "add", "all", "amax", "amin", "any", "argmax", "argmin", "argsort", "bmm", "chunk", "clamp", "clip", "clone", "cos", "cumsum",
+    "abs", "add", "all", "amax", "amin", "any", "argmax", "argmin", "argsort", "as_strided", "bmm", "chunk", "clamp", "clip", "clone", "cos", "cumsum",
     "div", "dot", "eq", "exp", "flatten", "flip", "gather", "ge", "gt", "index_select", "isfinite", "isinf", "isnan", "le",
     "lerp", "log", "log_softmax", "logical_and", "logical_not", "logical_or", "logical_xor", "logsumexp", "lt", "masked_fill",
     "matmul", "max", "maximum", "mean", "min", "minimum", "mm", "movedim", "mul", "narrow", "ne", "neg", "norm", "outer",

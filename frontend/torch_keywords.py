@@ -4,7 +4,8 @@
   ``keepdims`` (torch's ``python_arg_parser`` ``numpy_compatibility_arg_names``): ``x.sum(axis=-1)`` (Spinning Up's
   SAC), ``x.mean(axis=0, keepdims=True)``, ``torch.cat(xs, axis=1)``.
 - One keyword for a size that kiln takes as ``*dims``: ``x.permute(dims=(1, 0))``, ``torch.flip(x, dims=[1])``,
-  ``x.reshape(shape=(3, 2))``, ``x.expand(size=...)`` (``SEQUENCE_KEYWORDS``).
+  ``x.reshape(shape=(3, 2))``, ``x.expand(size=...)``, ``x.new_ones(size=x.size())`` (HF Longformer)
+  (``SEQUENCE_KEYWORDS``).
 
 ``accept_torch_keywords(Tensor)`` wraps the methods (``kiln.sum``, ``kiln.flip``... forward to them);
 ``kiln.cat``/``kiln.stack`` are wrapped one by one with ``numpy_keywords``.
@@ -20,7 +21,8 @@ ALIASES = {"axis": "dim", "keepdims": "keepdim"}
 """NumPy's keyword -> PyTorch's parameter it names."""
 
 SEQUENCE_KEYWORDS = {"flip": "dims", "permute": "dims", "tile": "dims", "reshape": "shape", "view": "size",
-                     "expand": "size", "repeat": "repeats"}
+                     "expand": "size", "repeat": "repeats", "new_zeros": "size", "new_ones": "size",
+                     "new_empty": "size"}
 """Methods kiln takes as ``*sizes`` -> the one keyword PyTorch also takes the sequence as."""
 
 
