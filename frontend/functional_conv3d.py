@@ -213,19 +213,31 @@ def dropout3d(input: Tensor, p: float = 0.5, training: bool = True, inplace: boo
 @autocasts("avg_pool3d")
 def avg_pool3d(input: Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0, ceil_mode: bool = False,
                count_include_pad: bool = True, divisor_override: int | None = None) -> Tensor:
-    """The mean of each ``(KD, KH, KW)`` window, zero padding counted in the divisor (PyTorch's default)."""
-    if ceil_mode or not count_include_pad or divisor_override is not None:
-        raise located_error("avg_pool3d supports ceil_mode=False, count_include_pad=True and no divisor_override; "
-                            "pad the input explicitly for other windows")
+    """The mean of each ``(KD, KH, KW)`` window with PyTorch's divisor: the window clipped to the padded volume, or to
+    the volume itself without ``count_include_pad`` (a box, so the product of the per-axis divisors), or
+    ``divisor_override``; ``ceil_mode`` keeps a last partial window on each axis. The window sums are each depth plane's
+    2-D sums (``avg_pool2d`` with divisor 1) added over the window's planes."""
+    from kiln.frontend.functional_nn import _pool_axis
+    from kiln.frontend.functional_pool2d import checked_divisor_override
+
+    checked_divisor_override("avg_pool3d", divisor_override)
     volume, kernel, stride, padding = _pool_geometry("avg_pool3d", input, kernel_size, stride, padding)
-    if padding[0]:
-        volume = pad(volume, (0, 0, 0, 0, padding[0], padding[0]))
+    axes = [_pool_axis("avg_pool3d", axis - 3, int(volume.shape[axis + 2]), kernel[axis], stride[axis], padding[axis], 1,
+                       ceil_mode) for axis in range(3)]
+    if padding[0] or axes[0].overhang:
+        volume = pad(volume, (0, 0, 0, 0, padding[0], padding[0] + axes[0].overhang))
     planes = depth_planes(volume, kernel[0], stride[0], 1, "avg_pool3d")
-    pooled = [avg_pool2d(planes_as_images(p), kernel[1:], stride[1:], padding[1:]) for p in planes]
-    total = pooled[0]
-    for other in pooled[1:]:
+    sums = [avg_pool2d(planes_as_images(p), kernel[1:], stride[1:], padding[1:], ceil_mode, True, 1) for p in planes]
+    total = sums[0]
+    for other in sums[1:]:
         total = total + other
-    return like_input(images_as_volume(total / kernel[0], planes[0].shape[2]), input)
+    if divisor_override is not None:
+        divisors = np.asarray(int(divisor_override))
+    else:
+        depth, rows, cols = (axis.divisors(count_include_pad) for axis in axes)
+        divisors = np.multiply.outer(np.multiply.outer(depth, rows), cols)
+    divided = images_as_volume(total, planes[0].shape[2]) / apply("tensor.constant", value=np.asarray(divisors, volume.dtype.numpy))
+    return like_input(divided, input)
 
 
 def _pool_geometry(function: str, input: Tensor, kernel_size: Any, stride: Any, padding: Any):

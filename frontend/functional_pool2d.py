@@ -55,13 +55,18 @@ def max_pool_nchw(function: str, image: Tensor, kernel: tuple[int, int], stride:
     return apply("tensor.max_pool2d", image, kernel_size=kernel, stride=stride, padding=padding)
 
 
+def checked_divisor_override(function: str, divisor_override: Any) -> None:
+    """PyTorch's check of an average pool's ``divisor_override``: a nonzero int, or None."""
+    if divisor_override is not None and (not isinstance(divisor_override, (int, np.integer)) or isinstance(divisor_override, bool)
+                                         or divisor_override == 0):
+        raise located_error(f"{function}: divisor_override must be a nonzero int or None, got {divisor_override!r}")
+
+
 def avg_pool_nchw(function: str, image: Tensor, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int],
                   ceil_mode: bool, count_include_pad: bool, divisor_override: int | None) -> Tensor:
     """``F.avg_pool2d`` on a checked ``(N, C, H, W)`` image with its sizes as pairs: ``tensor.avg_pool2d`` divides each
     window by ``KH KW``, then, where PyTorch's divisor differs, a constant ``KH KW / divisor`` rescales it."""
-    if divisor_override is not None and (not isinstance(divisor_override, (int, np.integer)) or isinstance(divisor_override, bool)
-                                         or divisor_override == 0):
-        raise located_error(f"{function}: divisor_override must be a nonzero int or None, got {divisor_override!r}")
+    checked_divisor_override(function, divisor_override)
     rows, cols = _pool_axes(function, image, kernel, stride, padding, (1, 1), ceil_mode)
     if rows.overhang or cols.overhang:
         image = pad(image, (0, cols.overhang, 0, rows.overhang))

@@ -144,7 +144,6 @@ def test_refused_constructor_options(make, message):
 
 
 @pytest.mark.parametrize(("layer", "message"), [
-    (nn.AvgPool3d(2, count_include_pad=False), "count_include_pad=True"),
     (nn.Conv3d(2, 2, 3, stride=2, padding="same"), "padding='same' needs stride 1"),
 ])
 def test_refused_options_name_the_users_line(layer, message):
