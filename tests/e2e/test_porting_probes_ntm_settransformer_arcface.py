@@ -40,8 +40,10 @@ loop.
 - Metric learning: arcface-pytorch's ``ArcMarginProduct`` (plain and easy margin) and ``AddMarginProduct``
   (``F.linear(F.normalize(input), F.normalize(self.weight))``, ``torch.sqrt((1.0 - torch.pow(cosine, 2)).clamp(0, 1))``,
   ``torch.where(cosine > self.th, phi, cosine - self.mm)``, ``one_hot.scatter_(1, label.view(-1, 1).long(), 1)``,
-  ``output *= self.s``) behind an embedding net with PReLU and BatchNorm1d, trained as train.py (CrossEntropyLoss, SGD
-  over two param groups with weight decay, ``StepLR``, accuracy by ``output.data.cpu().numpy()`` and ``np.argmax``),
+  ``output *= self.s``) and ``SphereProduct`` (``nn.init.xavier_uniform``, the deprecated name; ``self.iter += 1`` moving
+  the Python float ``self.lamb`` at every step, the ``mlambda`` list of lambdas, ``cos_theta.data.acos()``,
+  ``(-1.0) ** k``, ``torch.norm(input, 2, 1)``, ``output *= NormOfFeature.view(-1, 1)``) behind an embedding net with PReLU and BatchNorm1d, trained as train.py (CrossEntropyLoss, SGD
+  over two param groups with weight decay, ``StepLR``, or ``FocalLoss(gamma=2)``, accuracy by ``output.data.cpu().numpy()`` and ``np.argmax``),
   also in float32 with the reference's ``torch.FloatTensor`` weight; the batch-hard triplet loss of
   NegatioN/OnlineMiningTripletLoss (expanded-form distances, ``distances[distances < 0] = 0``, the ``eq(0)`` mask,
   ``torch.eye(...).bool()`` and ``labels.unsqueeze(0) == labels.unsqueeze(1)`` masks, ``max``/``min`` with
@@ -57,7 +59,10 @@ views, torch's refusal of a tensor requiring grad, a located error inside a comp
 ``tests/frontend/test_torch_surface_apply.py``). ``p.data.view(-1).size(0)`` (pytorch-ntm's ``calculate_num_params``)
 raised "'int' object is not callable": a parameter's ``.data`` is a NumPy-backed ``TorchArray`` whose ``size`` is
 NumPy's element count; it is now an int that called gives torch's ``size()``/``size(dim)`` (``frontend/torch_array.py``,
-tested there too). Everything else agreed to 1e-10 as first written.
+tested there too). ``nn.init.xavier_uniform(self.weight)`` (SphereProduct) raised AttributeError: kiln.nn.init lacked
+torch's deprecated names without the underscore; they are there now, with torch's FutureWarning
+(``frontend/init_deprecated.py``, ``tests/frontend/test_torch_surface_init_deprecated.py``). Everything else agreed to
+1e-10 as first written.
 """
 
 from __future__ import annotations
@@ -70,6 +75,8 @@ import pytest
 import kiln
 from e2e.probe_lockstep import array, assert_same_records, gradients, run_in_lockstep, snapshot
 from oracles import libraries
+
+pytestmark = pytest.mark.filterwarnings("ignore:`nn.init.xavier_uniform` is now deprecated:FutureWarning")
 
 # --- pytorch-ntm ------------------------------------------------------------------------------------------------------
 
@@ -685,12 +692,81 @@ def margin_heads(torch, nn, F, weight_type):
             output *= self.s
             return output
 
-    return ArcMarginProduct, AddMarginProduct
+    class SphereProduct(nn.Module):
+        def __init__(self, in_features, out_features, m=4):
+            super(SphereProduct, self).__init__()
+            self.in_features = in_features
+            self.out_features = out_features
+            self.m = m
+            self.base = 1000.0
+            self.gamma = 0.12
+            self.power = 1
+            self.LambdaMin = 5.0
+            self.iter = 0
+            self.weight = Parameter(weight_type(out_features, in_features))
+            nn.init.xavier_uniform(self.weight)
+
+            # duplication formula
+            self.mlambda = [
+                lambda x: x ** 0,
+                lambda x: x ** 1,
+                lambda x: 2 * x ** 2 - 1,
+                lambda x: 4 * x ** 3 - 3 * x,
+                lambda x: 8 * x ** 4 - 8 * x ** 2 + 1,
+                lambda x: 16 * x ** 5 - 20 * x ** 3 + 5 * x
+            ]
+
+        def forward(self, input, label):
+            # lambda = max(lambda_min,base*(1+gamma*iteration)^(-power))
+            self.iter += 1
+            self.lamb = max(self.LambdaMin, self.base * (1 + self.gamma * self.iter) ** (-1 * self.power))
+
+            # --------------------------- cos(theta) & phi(theta) ---------------------------
+            cos_theta = F.linear(F.normalize(input), F.normalize(self.weight))
+            cos_theta = cos_theta.clamp(-1, 1)
+            cos_m_theta = self.mlambda[self.m](cos_theta)
+            theta = cos_theta.data.acos()
+            k = (self.m * theta / 3.14159265).floor()
+            phi_theta = ((-1.0) ** k) * cos_m_theta - 2 * k
+            NormOfFeature = torch.norm(input, 2, 1)
+
+            # --------------------------- convert label to one-hot ---------------------------
+            one_hot = torch.zeros(cos_theta.size())
+            one_hot = one_hot.cuda() if cos_theta.is_cuda else one_hot
+            one_hot.scatter_(1, label.view(-1, 1), 1)
+
+            # --------------------------- Calculate output ---------------------------
+            output = (one_hot * (phi_theta - cos_theta) / (1 + self.lamb)) + cos_theta
+            output *= NormOfFeature.view(-1, 1)
+
+            return output
+
+    return ArcMarginProduct, AddMarginProduct, SphereProduct
+
+
+def focal_loss(torch, nn):
+    """arcface-pytorch's models/focal_loss.py (train.py's ``FocalLoss(gamma=2)``)."""
+
+    class FocalLoss(nn.Module):
+
+        def __init__(self, gamma=0, eps=1e-7):
+            super(FocalLoss, self).__init__()
+            self.gamma = gamma
+            self.eps = eps
+            self.ce = torch.nn.CrossEntropyLoss()
+
+        def forward(self, input, target):
+            logp = self.ce(input, target)
+            p = torch.exp(-logp)
+            loss = (1 - p) ** self.gamma * logp
+            return loss.mean()
+
+    return FocalLoss(gamma=2)
 
 
 def metric_model(torch, nn, F, head="arc", easy_margin=False, weight_type=None):
     """A tiny embedding net and the margin head, as arcface-pytorch's train.py pairs ``model`` and ``metric_fc``."""
-    ArcMarginProduct, AddMarginProduct = margin_heads(torch, nn, F, weight_type or torch.DoubleTensor)
+    ArcMarginProduct, AddMarginProduct, SphereProduct = margin_heads(torch, nn, F, weight_type or torch.DoubleTensor)
 
     class Embedder(nn.Module):
         def __init__(self):
@@ -699,6 +775,8 @@ def metric_model(torch, nn, F, head="arc", easy_margin=False, weight_type=None):
             self.bn = nn.BatchNorm1d(EMBEDDING)
             if head == "arc":
                 self.metric_fc = ArcMarginProduct(EMBEDDING, CLASSES, s=30, m=0.5, easy_margin=easy_margin)
+            elif head == "sphere":
+                self.metric_fc = SphereProduct(EMBEDDING, CLASSES, m=4)
             else:
                 self.metric_fc = AddMarginProduct(EMBEDDING, CLASSES, s=30, m=0.35)
 
@@ -716,12 +794,12 @@ def _metric_batches(steps, dtype=np.float64):
             for _ in range(steps)]
 
 
-def train_margin_head(steps=3, compiled=False, dtype=np.float64):
+def train_margin_head(steps=3, compiled=False, dtype=np.float64, focal=False):
     """train.py: ``criterion = torch.nn.CrossEntropyLoss()``, SGD over ``[{'params': model.parameters()},
     {'params': metric_fc.parameters()}]`` with weight decay, ``StepLR``; ``output = metric_fc(feature, label)``."""
 
     def train(torch, nn, F, model):
-        criterion = torch.nn.CrossEntropyLoss()
+        criterion = focal_loss(torch, nn) if focal else torch.nn.CrossEntropyLoss()
         body = [p for name, p in model.named_parameters() if not name.startswith("metric_fc")]
         optimizer = torch.optim.SGD([{'params': body}, {'params': model.metric_fc.parameters()}],
                                     lr=0.1, momentum=0.9, weight_decay=5e-4)
@@ -763,8 +841,12 @@ def _add_margin(torch, nn, F):
     return metric_model(torch, nn, F, head="add")
 
 
-MARGIN_HEADS = pytest.mark.parametrize("build", [metric_model, _arc_easy_margin, _add_margin],
-                                       ids=["ArcFace", "ArcFace easy margin", "CosFace"])
+def _sphere_margin(torch, nn, F):
+    return metric_model(torch, nn, F, head="sphere")
+
+
+MARGIN_HEADS = pytest.mark.parametrize("build", [metric_model, _arc_easy_margin, _add_margin, _sphere_margin],
+                                       ids=["ArcFace", "ArcFace easy margin", "CosFace", "SphereFace"])
 
 
 @MARGIN_HEADS
@@ -776,6 +858,14 @@ def test_margin_head_trains_as_torch(float64_default, build):
 @MARGIN_HEADS
 def test_margin_head_compiled_step_as_torch(float64_default, build):
     ours, theirs = run_in_lockstep(build, train_margin_head(compiled=True))
+    assert_same_records(ours, theirs)
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled step"])
+def test_sphereface_with_focal_loss_as_torch(float64_default, compiled):
+    """SphereFace's ``self.iter += 1`` in forward moves ``self.lamb`` (a Python float) at every step: each compiled
+    call uses the current one, as torch's eager loop does; ``FocalLoss(gamma=2)`` as train.py's focal_loss option."""
+    ours, theirs = run_in_lockstep(_sphere_margin, train_margin_head(steps=4, compiled=compiled, focal=True))
     assert_same_records(ours, theirs)
 
 
