@@ -100,8 +100,10 @@ class MoreMethods:
         positions = flat.reshape(-1)
         source = _as_tensor(values, self.dtype).broadcast_to(tuple(flat.shape) + rest).reshape((-1,) + rest)
         rows = self.reshape((-1,) + rest)
-        total = _apply("tensor.scatter_add", source, positions, axis=0, shape=tuple(rows.shape))
-        written = rows + total if accumulate else _rows_assigned(rows, positions, source, total, len(rest))
+        if accumulate:
+            written = rows + _apply("tensor.scatter_add", source, positions, axis=0, shape=tuple(rows.shape))
+        else:
+            written = _rows_assigned(rows, positions, source, len(rest))
         return written.reshape(self.shape)
 
     def put(self, index: Any, source: Any, accumulate: bool = False) -> Any:

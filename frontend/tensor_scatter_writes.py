@@ -129,18 +129,22 @@ def _flat_leading_index(x: Any, indices: tuple[Any, ...]) -> tuple[Any, tuple[An
     return flat, tuple(x.shape[len(indices):])
 
 
-def _rows_assigned(rows: Any, positions: Any, source: Any, total: Any, trailing: int) -> Any:
+def _rows_assigned(rows: Any, positions: Any, source: Any, trailing: int) -> Any:
     """``rows`` with the rows at ``positions`` replaced by ``source``'s rows; where a position is written more than once
     the last write stays, as PyTorch's CPU kernel writes them in order (and NumPy's). Each written row's gradient is
-    the gradient at its position, duplicates' too, as torch's: the values are the last writes, the gradient comes
-    through ``total`` (every write summed), whose value cancels (``total - total.detach()`` is exactly 0)."""
-    ones = _constant(1, _wide(rows)).broadcast_to((positions.shape[0],))
+    the gradient at its position, duplicates' too, as torch's: the values are the last writes (picked by ``where``, so
+    an infinite write stays infinite: Whisper's ``logits[:, suppress_tokens] = -np.inf``), the gradient comes through
+    every finite write's ``w - w.detach()`` summed (exactly 0; an infinite write's would be nan, so it carries none)."""
+    wide, zero = _wide(rows), _constant(0, _wide(rows))
+    ones = _constant(1, wide).broadcast_to((positions.shape[0],))
     counts = _apply("tensor.scatter_add", ones, positions, axis=0, shape=(rows.shape[0],)).reshape((-1,) + (1,) * trailing)
-    last = _last_writes(positions).reshape((-1,) + (1,) * trailing).to(_wide(rows))
-    kept = _apply("tensor.scatter_add", source.detach().to(_wide(rows)) * last, positions, axis=0, shape=tuple(rows.shape))
-    wide_total = total.to(_wide(rows))
-    written = (kept + (wide_total - wide_total.detach())).to(rows.dtype)
-    return _where(counts > 0, written, rows)
+    last = _last_writes(positions).reshape((-1,) + (1,) * trailing) > 0
+    kept = _apply("tensor.scatter_add", _where(last, source.detach().to(wide), zero), positions, axis=0,
+                  shape=tuple(rows.shape))
+    finite = _where(source.detach().isfinite(), source, _constant(0, source.dtype)).to(wide) if wide.is_float \
+        else source.to(wide)
+    carried = _apply("tensor.scatter_add", finite - finite.detach(), positions, axis=0, shape=tuple(rows.shape))
+    return _where(counts > 0, (kept + carried).to(rows.dtype), rows)
 
 
 def _last_writes(positions: Any) -> Any:
