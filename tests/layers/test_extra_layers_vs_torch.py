@@ -375,3 +375,15 @@ def test_deprecated_upsampling_matches_torch_and_warns(name, options, dtype):
     with pytest.warns(UserWarning, match="deprecated"):
         assert_function_matches_torch(lambda t: getattr(F, name)(t, **options),
                                       lambda t: getattr(torch.nn.functional, name)(t, **options), x, dtype=dtype)
+
+
+@pytest.mark.parametrize("name", ["upsample", "upsample_nearest", "upsample_bilinear"])
+def test_deprecated_upsampling_warns_in_torchs_words(name):
+    """Torch's sentence, backquotes included (a ``filterwarnings`` written for torch's message filters kiln's too)."""
+    torch = require("torch")
+    messages = []
+    for functional, lib in ((F, kiln), (torch.nn.functional, torch)):
+        with pytest.warns(UserWarning) as caught:
+            getattr(functional, name)(lib.ones(1, 1, 2, 2), scale_factor=2)
+        messages.append([str(warning.message) for warning in caught])
+    assert messages[0] == messages[1]
