@@ -25,6 +25,11 @@ where noted), eagerly and with the whole step (zero_grad, forward, loss, backwar
   ``BatchNorm3d``, ``AdaptiveAvgPool3d``, ``flatten(1)``), a 3-D U-Net level (pytorch-3dunet style: ``MaxPool3d`` with
   ``ceil_mode``, ``ConvTranspose3d(x, output_size=skip.size()[2:])``, the ``torch.cat`` skip, trilinear
   ``F.interpolate(..., align_corners=False)`` by scale and by size); SGD with weight decay, ``StepLR``.
+- I3D (piergiaj/pytorch-i3d ``pytorch_i3d.py``, ``train_i3d.py``; one Inception level): ``MaxPool3dSamePadding`` (a
+  ``nn.MaxPool3d`` subclass padding by ``F.pad`` from ``x.size()`` and ``self.stride[dim]``), ``Unit3D``,
+  ``InceptionModule``, the ``end_points`` dict registered by ``add_module`` and run through ``self._modules[...]``,
+  ``replace_logits``, ``AvgPool3d``, ``squeeze(3).squeeze(3)``, the loss over ``F.upsample(..., t, mode='linear')``
+  with ``torch.max(..., dim=2)[0]``, gradient accumulation over ``num_steps_per_update`` batches, ``MultiStepLR``.
 
 Tolerance: a bias before a BatchNorm that removes its shift has a zero gradient in exact arithmetic and rounding noise
 in both libraries; Adam divides that noise by its own size (see ``adam_dead_bias``), so those entries agree to 1e-6.
@@ -34,7 +39,9 @@ no ``output_size``); it now picks the output padding as torch's ``_output_paddin
 torch's messages (``frontend/conv_transpose_output_size.py``, ``tests/frontend/test_conv_transpose_output_size_vs_torch.py``).
 Probing the 3-D pools around C3D: ``nn.AvgPool3d`` refused ``ceil_mode``, ``count_include_pad=False`` and
 ``divisor_override``; it now takes them as torch's (``frontend/functional_conv3d.py``,
-``tests/layers/test_avg_pool3d_options_vs_torch.py``). Everything else agreed as first written.
+``tests/layers/test_avg_pool3d_options_vs_torch.py``). ``F.upsample``'s deprecation warning was not torch's sentence
+(no backquotes), so a ``filterwarnings`` written for torch's let kiln's through; now it is
+(``tests/layers/test_extra_layers_vs_torch.py``). Everything else agreed as first written.
 """
 
 from __future__ import annotations
@@ -969,3 +976,228 @@ def test_video_net_inference_compiled_and_onnx_as_torch(family, tmp_path):
     clips = [(video_batch(seed)[0].astype(np.float32),) for seed in (0, 1)]
     assert_inference_as_torch(video_family(family), lambda model, clips: model(clips), clips, ["clips"],
                               tmp_path / "video.onnx")
+
+
+# --- I3D (piergiaj/pytorch-i3d, pytorch_i3d.py and train_i3d.py), one Inception level ---------------------------------
+
+I3D_CLIP, I3D_CLASSES = (2, 3, 6, 12, 12), 3
+
+
+def i3d(torch, nn, F):
+    """pytorch_i3d.py's ``MaxPool3dSamePadding`` and ``Unit3D`` (TF 'SAME' padding by ``F.pad`` of ``x.size()``),
+    ``InceptionModule`` (``torch.cat`` of four branches) and ``InceptionI3d`` (the ``end_points`` dict registered by
+    ``add_module`` in ``build``, run through ``self._modules[end_point]``, ``replace_logits``, ``squeeze(3)``), with
+    its endpoints cut to Conv3d_1a, MaxPool3d_2a and Mixed_3b."""
+
+    class MaxPool3dSamePadding(nn.MaxPool3d):
+
+        def compute_pad(self, dim, s):
+            if s % self.stride[dim] == 0:
+                return max(self.kernel_size[dim] - self.stride[dim], 0)
+            else:
+                return max(self.kernel_size[dim] - (s % self.stride[dim]), 0)
+
+        def forward(self, x):
+            (batch, channel, t, h, w) = x.size()
+            pad_t = self.compute_pad(0, t)
+            pad_h = self.compute_pad(1, h)
+            pad_w = self.compute_pad(2, w)
+            pad_t_f = pad_t // 2
+            pad_t_b = pad_t - pad_t_f
+            pad_h_f = pad_h // 2
+            pad_h_b = pad_h - pad_h_f
+            pad_w_f = pad_w // 2
+            pad_w_b = pad_w - pad_w_f
+            pad = (pad_w_f, pad_w_b, pad_h_f, pad_h_b, pad_t_f, pad_t_b)
+            x = F.pad(x, pad)
+            return super(MaxPool3dSamePadding, self).forward(x)
+
+    class Unit3D(nn.Module):
+
+        def __init__(self, in_channels, output_channels, kernel_shape=(1, 1, 1), stride=(1, 1, 1), padding=0,
+                     activation_fn=F.relu, use_batch_norm=True, use_bias=False, name='unit_3d'):
+            super(Unit3D, self).__init__()
+            self._output_channels = output_channels
+            self._kernel_shape = kernel_shape
+            self._stride = stride
+            self._use_batch_norm = use_batch_norm
+            self._activation_fn = activation_fn
+            self._use_bias = use_bias
+            self.name = name
+            self.padding = padding
+            self.conv3d = nn.Conv3d(in_channels=in_channels, out_channels=self._output_channels,
+                                    kernel_size=self._kernel_shape, stride=self._stride, padding=0,
+                                    bias=self._use_bias)
+            if self._use_batch_norm:
+                self.bn = nn.BatchNorm3d(self._output_channels, eps=0.001, momentum=0.01)
+
+        def compute_pad(self, dim, s):
+            if s % self._stride[dim] == 0:
+                return max(self._kernel_shape[dim] - self._stride[dim], 0)
+            else:
+                return max(self._kernel_shape[dim] - (s % self._stride[dim]), 0)
+
+        def forward(self, x):
+            (batch, channel, t, h, w) = x.size()
+            pad_t = self.compute_pad(0, t)
+            pad_h = self.compute_pad(1, h)
+            pad_w = self.compute_pad(2, w)
+            pad_t_f = pad_t // 2
+            pad_t_b = pad_t - pad_t_f
+            pad_h_f = pad_h // 2
+            pad_h_b = pad_h - pad_h_f
+            pad_w_f = pad_w // 2
+            pad_w_b = pad_w - pad_w_f
+            pad = (pad_w_f, pad_w_b, pad_h_f, pad_h_b, pad_t_f, pad_t_b)
+            x = F.pad(x, pad)
+            x = self.conv3d(x)
+            if self._use_batch_norm:
+                x = self.bn(x)
+            if self._activation_fn is not None:
+                x = self._activation_fn(x)
+            return x
+
+    class InceptionModule(nn.Module):
+        def __init__(self, in_channels, out_channels, name):
+            super(InceptionModule, self).__init__()
+            self.b0 = Unit3D(in_channels=in_channels, output_channels=out_channels[0], kernel_shape=[1, 1, 1], padding=0,
+                             name=name + '/Branch_0/Conv3d_0a_1x1')
+            self.b1a = Unit3D(in_channels=in_channels, output_channels=out_channels[1], kernel_shape=[1, 1, 1],
+                              padding=0, name=name + '/Branch_1/Conv3d_0a_1x1')
+            self.b1b = Unit3D(in_channels=out_channels[1], output_channels=out_channels[2], kernel_shape=[3, 3, 3],
+                              name=name + '/Branch_1/Conv3d_0b_3x3')
+            self.b2a = Unit3D(in_channels=in_channels, output_channels=out_channels[3], kernel_shape=[1, 1, 1],
+                              padding=0, name=name + '/Branch_2/Conv3d_0a_1x1')
+            self.b2b = Unit3D(in_channels=out_channels[3], output_channels=out_channels[4], kernel_shape=[3, 3, 3],
+                              name=name + '/Branch_2/Conv3d_0b_3x3')
+            self.b3a = MaxPool3dSamePadding(kernel_size=[3, 3, 3], stride=(1, 1, 1), padding=0)
+            self.b3b = Unit3D(in_channels=in_channels, output_channels=out_channels[5], kernel_shape=[1, 1, 1],
+                              padding=0, name=name + '/Branch_3/Conv3d_0b_1x1')
+            self.name = name
+
+        def forward(self, x):
+            b0 = self.b0(x)
+            b1 = self.b1b(self.b1a(x))
+            b2 = self.b2b(self.b2a(x))
+            b3 = self.b3b(self.b3a(x))
+            return torch.cat([b0, b1, b2, b3], dim=1)
+
+    class InceptionI3d(nn.Module):
+        VALID_ENDPOINTS = ('Conv3d_1a_7x7', 'MaxPool3d_2a_3x3', 'Mixed_3b', 'Logits', 'Predictions')
+
+        def __init__(self, num_classes=400, spatial_squeeze=True, final_endpoint='Logits', name='inception_i3d',
+                     in_channels=3, dropout_keep_prob=0.5):
+            super(InceptionI3d, self).__init__()
+            self._num_classes = num_classes
+            self._spatial_squeeze = spatial_squeeze
+            self._final_endpoint = final_endpoint
+            self.logits = None
+            self.end_points = {}
+            end_point = 'Conv3d_1a_7x7'
+            self.end_points[end_point] = Unit3D(in_channels=in_channels, output_channels=4, kernel_shape=[3, 3, 3],
+                                                stride=(1, 2, 2), padding=(1, 1, 1), name=name + end_point)
+            end_point = 'MaxPool3d_2a_3x3'
+            self.end_points[end_point] = MaxPool3dSamePadding(kernel_size=[1, 3, 3], stride=(1, 2, 2), padding=0)
+            end_point = 'Mixed_3b'
+            self.end_points[end_point] = InceptionModule(4, [2, 2, 3, 2, 3, 2], name + end_point)
+            end_point = 'Logits'
+            self.avg_pool = nn.AvgPool3d(kernel_size=[2, 3, 3], stride=(1, 1, 1))
+            self.dropout = nn.Dropout(dropout_keep_prob)
+            self.logits = Unit3D(in_channels=2 + 3 + 3 + 2, output_channels=self._num_classes, kernel_shape=[1, 1, 1],
+                                 padding=0, activation_fn=None, use_batch_norm=False, use_bias=True, name='logits')
+            self.build()
+
+        def replace_logits(self, num_classes):
+            self._num_classes = num_classes
+            self.logits = Unit3D(in_channels=2 + 3 + 3 + 2, output_channels=self._num_classes, kernel_shape=[1, 1, 1],
+                                 padding=0, activation_fn=None, use_batch_norm=False, use_bias=True, name='logits')
+
+        def build(self):
+            for k in self.end_points.keys():
+                self.add_module(k, self.end_points[k])
+
+        def forward(self, x):
+            for end_point in self.VALID_ENDPOINTS:
+                if end_point in self.end_points:
+                    x = self._modules[end_point](x)  # use _modules to work with dataparallel
+            x = self.logits(self.dropout(self.avg_pool(x)))
+            if self._spatial_squeeze:
+                logits = x.squeeze(3).squeeze(3)
+            return logits
+
+    model = InceptionI3d(num_classes=5, dropout_keep_prob=0.0)
+    model.replace_logits(I3D_CLASSES)
+    return model
+
+
+def i3d_batch(seed=0):
+    rng = np.random.default_rng(seed)
+    labels = np.zeros((I3D_CLIP[0], I3D_CLASSES, I3D_CLIP[2]))
+    for b, (label, start) in enumerate(zip(rng.integers(0, I3D_CLASSES, I3D_CLIP[0]), rng.integers(0, 3, I3D_CLIP[0]))):
+        labels[b, label, start:] = 1  # the action from a start frame on (Charades-style per-frame labels)
+    return rng.standard_normal(I3D_CLIP), labels
+
+
+def i3d_loss(torch, nn, F, i3d, inputs, labels, num_steps_per_update=2):
+    t = inputs.size(2)
+    per_frame_logits = i3d(inputs)
+    per_frame_logits = F.upsample(per_frame_logits, t, mode='linear')
+    loc_loss = F.binary_cross_entropy_with_logits(per_frame_logits, labels)
+    cls_loss = F.binary_cross_entropy_with_logits(torch.max(per_frame_logits, dim=2)[0], torch.max(labels, dim=2)[0])
+    return (0.5 * loc_loss + 0.5 * cls_loss) / num_steps_per_update
+
+
+def train_i3d(steps=4, num_steps_per_update=2):
+    """train_i3d.py's loop: the loss over ``F.upsample(per_frame_logits, t, mode='linear')``, gradient accumulation
+    over ``num_steps_per_update`` batches, then ``optimizer.step()``, ``zero_grad()`` and ``MultiStepLR``."""
+    batches = [i3d_batch(seed) for seed in range(steps)]
+
+    def train(torch, nn, F, i3d):
+        optimizer = torch.optim.SGD(i3d.parameters(), lr=0.1, momentum=0.9, weight_decay=0.0000001)
+        lr_sched = torch.optim.lr_scheduler.MultiStepLR(optimizer, [1, 3])
+        record = {"losses": [], "lrs": []}
+        num_iter = 0
+        optimizer.zero_grad()
+        i3d.train(True)
+        for inputs, labels in batches:
+            num_iter += 1
+            inputs, labels = torch.Tensor(inputs), torch.Tensor(labels)
+            loss = i3d_loss(torch, nn, F, i3d, inputs, labels, num_steps_per_update)
+            loss.backward()
+            record["losses"].append(loss.item())
+            if num_iter == num_steps_per_update:
+                record.setdefault("accumulated grads", gradients(i3d))
+                num_iter = 0
+                optimizer.step()
+                optimizer.zero_grad()
+                lr_sched.step()
+                record["lrs"].append(lr_sched.get_last_lr())
+        i3d.train(False)
+        with torch.no_grad():
+            record["eval"] = array(i3d(torch.Tensor(batches[0][0])))
+        record["state"] = snapshot(i3d)
+        return record
+
+    return train
+
+
+@pytest.mark.filterwarnings("ignore:`nn.functional.upsample` is deprecated")
+def test_i3d_trains_as_torch(float64_default):
+    ours, theirs = run_in_lockstep(i3d, train_i3d())
+    assert_same_records(ours, theirs)
+    assert [lr for lr, in theirs["lrs"]] == pytest.approx([0.01, 0.01])
+
+
+@pytest.mark.filterwarnings("ignore:`nn.functional.upsample` is deprecated")
+def test_i3d_compiled_step_as_torch(float64_default):
+    inputs, labels = i3d_batch()
+    train = compiled_step_training(lambda lib: (lib.Tensor(inputs), lib.Tensor(labels)),
+                                   lambda lib, model: lib.optim.SGD(model.parameters(), lr=0.1, momentum=0.9),
+                                   i3d_loss)
+    ours, theirs = run_in_lockstep(i3d, train)
+    assert_same_records(ours, theirs)
+
+
+def test_i3d_inference_compiled_and_onnx_as_torch(tmp_path):
+    batches = [(i3d_batch(seed)[0].astype(np.float32),) for seed in (0, 1)]
+    assert_inference_as_torch(i3d, lambda model, clips: model(clips), batches, ["clips"], tmp_path / "i3d.onnx")
