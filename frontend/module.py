@@ -288,11 +288,22 @@ class Buffer(Parameter):
     """
 
     def __init__(self, data: Any):
-        self.data = np.array(data)  # keeps its dtype: counters stay int64
+        shared = _eager_storage(data)
+        self.data = np.array(data) if shared is None else shared  # keeps its dtype: counters stay int64
         self.requires_grad = False
 
     def __repr__(self) -> str:
         return f"Buffer(shape={self.data.shape}, dtype={self.data.dtype})"
+
+
+def _eager_storage(data: Any) -> np.ndarray | None:
+    """An eager tensor's own (writeable) array, else None. PyTorch's ``register_buffer(name, t)`` keeps ``t`` itself,
+    so a write into the buffer (``load_state_dict``) shows in ``t`` and in views of it, e.g. pytorch-ntm's
+    ``register_buffer("read0_bias", init_r_bias.data)`` next to ``self.init_r += [init_r_bias]``."""
+    if not isinstance(data, Tensor) or isinstance(data, Parameter) or "_stale" in data.__dict__:
+        return None  # a stale view: np.array(data) refuses it, naming the write (tensor_inplace.check_fresh)
+    array = ARRAYS.get(data.__dict__.get("_value"))
+    return array if isinstance(array, np.ndarray) and array.flags.writeable else None
 
 
 class Module(HookMethods):
