@@ -62,7 +62,10 @@ NumPy's element count; it is now an int that called gives torch's ``size()``/``s
 tested there too). ``nn.init.xavier_uniform(self.weight)`` (SphereProduct) raised AttributeError: kiln.nn.init lacked
 torch's deprecated names without the underscore; they are there now, with torch's FutureWarning
 (``frontend/init_deprecated.py``, ``tests/frontend/test_torch_surface_init_deprecated.py``). Everything else agreed to
-1e-10 as first written.
+1e-10 as first written, but for a restored checkpoint: ``register_buffer("read0_bias", init_r_bias.data)`` copied the
+tensor's array, so ``load_state_dict`` wrote the buffer and not ``init_r_bias`` (kept in ``self.init_r``), and the
+restored net read its own random initial reads; a buffer registered from an eager tensor now shares its memory, as
+torch's is the tensor (``frontend/module.py``, ``tests/frontend/test_register_buffer_shares_tensor_vs_torch.py``).
 """
 
 from __future__ import annotations
@@ -445,6 +448,35 @@ def test_ntm_copy_task_trains_as_torch(float64_default, clip_by_utility):
     assert_same_records(ours, theirs)
     assert "memory.mem_bias" in theirs["state"] and "ntm.heads.1.memory.mem_bias" in theirs["state"]
     assert set(theirs["grads"]) == {name for name, _ in encapsulated_ntm(*libraries("torch")).named_parameters()}
+
+
+def evaluate_restored(path):
+    """train.py's checkpoint (``torch.save(net.state_dict(), model_fname)``) loaded into a net built from another seed
+    (``net.load_state_dict(torch.load(model_path))``, as the repository's notebook), then its copy-task outputs under
+    ``torch.no_grad()``: the restored net must read its initial reads from the loaded ``read0_bias``."""
+
+    def train(torch, nn, F, net):
+        torch.save(net.state_dict(), str(path))
+        torch.manual_seed(7)
+        restored = encapsulated_ntm(torch, nn, F)
+        restored.load_state_dict(torch.load(str(path)))
+        _, X, Y = next(copy_task_batches(torch, 1))
+        outputs = []
+        for model in (net, restored):
+            with torch.no_grad():
+                model.init_sequence(NTM_BATCH)
+                for i in range(X.size(0)):
+                    model(X[i])
+                outputs.append(array(torch.stack([model()[0] for _ in range(Y.size(0))])))
+        np.testing.assert_array_equal(outputs[1], outputs[0])
+        return {"outputs": outputs[1]}
+
+    return train
+
+
+def test_ntm_checkpoint_restores_as_torch(float64_default, tmp_path):
+    ours, theirs = run_in_lockstep(encapsulated_ntm, evaluate_restored(tmp_path / "copy-task.model"))
+    assert_same_records(ours, theirs)
 
 
 def test_ntm_compiled_step_over_the_sequence_as_torch(float64_default):
