@@ -113,3 +113,18 @@ def _check_callable(function: Any, what: str) -> None:
 
 
 __all__ = ["checkpoint", "checkpoint_sequential"]
+
+
+def get_device_states(*args: Any) -> tuple[list[int], list[Any]]:
+    """``torch.utils.checkpoint.get_device_states``: the ids and random states of the accelerators ``args`` live on.
+    None in kiln: one generator draws every random number whatever the backend (``kiln.get_rng_state()`` holds it),
+    as torch's answer for CPU tensors."""
+    return [], []
+
+
+def set_device_states(devices: Sequence[int], states: Sequence[Any], *, device_type: str | None = None) -> None:
+    """``torch.utils.checkpoint.set_device_states``: sets what ``get_device_states`` gave, which in kiln is nothing
+    (``kiln.set_rng_state`` restores every random state)."""
+    if list(devices) or list(states):
+        raise located_error("set_device_states: kiln keeps no per-device random states (get_device_states gives none); "
+                            "restore kiln.get_rng_state() with kiln.set_rng_state")

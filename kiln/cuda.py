@@ -10,6 +10,12 @@ from __future__ import annotations
 from kiln.backends import why_unavailable
 
 
+_initialized = False
+"""``torch.cuda._initialized``: whether torch has set up CUDA's state (its generators among it), which checkpointing
+code asks before saving CUDA's random state (reformer_pytorch's ``Deterministic``). Never in kiln: one generator draws
+every random number, whatever the backend, and ``kiln.get_rng_state()`` holds all of it."""
+
+
 def is_available() -> bool:
     """Whether the CuPy backend runs here: CuPy imports and sees a GPU."""
     return why_unavailable("cupy") is None

@@ -12,11 +12,11 @@ state = kiln.autograd.Variable(memory.data.new(B, 4).zero_())  # the pre-0.4 wra
 ```
 """
 
-from kiln.autograd import functional
+from kiln.autograd import function, functional
 from kiln.frontend.autograd import backward, grad
 from kiln.frontend.anomaly_mode import detect_anomaly, is_anomaly_check_nan_enabled, is_anomaly_enabled, set_detect_anomaly
 from kiln.frontend.custom_function import Function, FunctionCtx
 from kiln.frontend.legacy_variable import Variable
 
-__all__ = ["Function", "FunctionCtx", "backward", "detect_anomaly", "functional", "grad", "is_anomaly_check_nan_enabled",
-           "is_anomaly_enabled", "set_detect_anomaly", "Variable"]
+__all__ = ["Function", "FunctionCtx", "backward", "detect_anomaly", "function", "functional", "grad",
+           "is_anomaly_check_nan_enabled", "is_anomaly_enabled", "set_detect_anomaly", "Variable"]
