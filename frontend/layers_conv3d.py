@@ -9,7 +9,8 @@ from typing import Any
 from kiln.frontend import functional_conv3d as F3
 from kiln.frontend import init
 from kiln.frontend.conv_transpose_output_size import output_padding_for
-from kiln.frontend.layers_conv import BatchNorm2d, _check_groups, conv_repr
+from kiln.frontend.functional_nn import edge_pads, pad
+from kiln.frontend.layers_conv import BatchNorm2d, _check_groups, _check_padding_mode, conv_repr
 from kiln.frontend.layers_spatial import _ChannelDropout
 from kiln.frontend.module import Module, Parameter, layer_dtype
 from kiln.frontend.tensor import Tensor
@@ -18,16 +19,15 @@ from kiln.frontend.trace import located_error
 
 class Conv3d(Module):
     """``weight (out_channels, in_channels / groups, KD, KH, KW)``, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) as PyTorch's;
-    ``padding`` ints, ``"valid"`` or ``"same"``; ``padding_mode`` zeros only."""
+    ``padding`` ints, ``"valid"`` or ``"same"``; ``padding_mode`` zeros, reflect, replicate or circular."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1, padding: Any = 0, dilation: Any = 1,
                  groups: int = 1, bias: bool = True, padding_mode: str = "zeros", dtype: Any = None):
         dtype = layer_dtype(dtype)
         super().__init__()
         _check_groups(in_channels, out_channels, groups)
-        if padding_mode != "zeros":
-            raise ValueError(f"Conv3d supports padding_mode='zeros' only, got {padding_mode!r}; pad the input with F.pad first")
-        self.in_channels, self.out_channels, self.groups, self.padding_mode = in_channels, out_channels, groups, padding_mode
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.padding_mode = _check_padding_mode(padding_mode)
         self.kernel_size = F3.triple("Conv3d", "kernel_size", kernel_size)
         self.stride, self.dilation = F3.triple("Conv3d", "stride", stride), F3.triple("Conv3d", "dilation", dilation)
         self.padding = padding if isinstance(padding, str) else F3.triple("Conv3d", "padding", padding)
@@ -39,8 +39,12 @@ class Conv3d(Module):
         return self._conv_forward(input, self.weight, self.bias)
 
     def _conv_forward(self, input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-        """The convolution with the given weight and bias, as PyTorch's (see ``Conv2d._conv_forward``)."""
-        return F3.conv3d(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+        """The convolution with the given weight and bias, as PyTorch's (see ``Conv2d._conv_forward``); a
+        ``padding_mode`` other than zeros pads the input first (``F.pad``'s reflect, replicate or circular)."""
+        if self.padding_mode == "zeros":
+            return F3.conv3d(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+        padded = pad(input, edge_pads(self.padding, self.kernel_size, self.dilation), mode=self.padding_mode)
+        return F3.conv3d(padded, weight, bias, self.stride, 0, self.dilation, self.groups)
 
     def extra_repr(self) -> str:
         return conv_repr(self)
