@@ -26,9 +26,12 @@ def getitem(input: Tensor, index: Any) -> Tensor:
     from kiln.frontend.advanced_indexing import mixed_advanced_index  # lazily, as advanced_indices
     from kiln.frontend.tensor_setitem import advanced_indices  # lazily: it builds on the Tensor this file serves
 
+    from kiln.frontend.bool_mask_positions import bool_masks_as_positions  # lazily, as advanced_indices
+
     index = uint8_as_mask(index)
     if _is_bool_mask(index):
         return _masked_rows(input, index)
+    index = bool_masks_as_positions(input, index)
     advanced = advanced_indices(input, index)
     if advanced is not None:
         return _gathered_rows(input, advanced)

@@ -32,9 +32,12 @@ def assigned(x: Tensor, index: Any, value: Any) -> Tensor:
     """``x`` with ``x[index] = value`` applied, out of place."""
     from kiln.frontend.functional_indexing import uint8_as_mask  # lazily: indexing reads through this module
 
+    from kiln.frontend.bool_mask_positions import bool_masks_as_positions  # lazily: it builds on the Tensor
+
     index = uint8_as_mask(index)
     if isinstance(index, Tensor) and index.dtype is DType.bool:
         return masked_assignment(x, index, value)
+    index = bool_masks_as_positions(x, index)
     advanced = advanced_indices(x, index)
     if advanced is not None:
         return x.index_put(advanced, value_of(x, value))

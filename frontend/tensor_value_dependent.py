@@ -28,7 +28,7 @@ class ValueDependentMethods:
     def masked_select(self, mask: Any) -> Any:
         if _eager_ops().eager_with_mask(self, mask):
             return _eager_ops().masked_select(self, mask)
-        picks = _known_mask(mask)
+        picks = known_mask(mask)
         if picks is not None:  # FastSpeech 2's loss: x.masked_select(~get_mask_from_lengths(src_lens)) in a step
             return _eager_ops().masked_select(self, picks)
         raise located_error("masked_select() has a data-dependent shape, which kiln does not trace; use "
@@ -80,7 +80,7 @@ def _eager_ops() -> Any:
     return eager_data_dependent
 
 
-def _known_mask(mask: Any) -> Any:
+def known_mask(mask: Any) -> Any:
     """The values of ``mask`` where a trace knows them: a host array or list, an eager tensor, a traced one computed
     from constants, or (in a ``kiln.compile`` trace) from the call's inputs, specialized and guarded
     (``frontend/value_guards.py``: a mask made from lengths); else None. With them the selection has a known shape."""
