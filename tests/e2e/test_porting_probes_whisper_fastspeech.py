@@ -18,7 +18,8 @@ x.dtype), 0, 1)``); ``alignment_heads`` by ``to_sparse()``; ``install_kv_cache_h
 ``torch.cat([cache[module], output], dim=1).detach()``) and decoding.py's loop with the cache, equal to the
 full-prefix decoding: ``SuppressBlank``/``SuppressTokens`` (``logits[:, self.suppress_tokens] = -np.inf``) and
 ``GreedyDecoder.update`` (``logprobs[torch.arange(n), next_tokens]``, ``sum_logprobs += ... * (tokens[:, -1] !=
-eot)``, ``next_tokens[tokens[:, -1] == eot] = eot``, ``(tokens[:, -1] == eot).all()`` ending the loop). Teacher-forced cross-entropy with AdamW, eagerly (qkv_attention and SDPA) and as one
+eot)``, ``next_tokens[tokens[:, -1] == eot] = eot``, ``(tokens[:, -1] == eot).all()`` ending the loop); ``detect_language`` (``mask[list(language_tokens)] = False``,
+``logits[:, mask] = -np.inf``, ``softmax``, ``.item()`` per language). Teacher-forced cross-entropy with AdamW, eagerly (qkv_attention and SDPA) and as one
 ``kiln.compile(fullgraph=True)`` step, to 1e-10 in float64; the reference text as is in float32; fp16 inference
 (``mel.half()``, float32 weights) at float16's level; the encoder through ``kiln.compile`` and ``kiln.onnx.export`` +
 onnxruntime. In float64 the reference's ``.float()`` casts (LayerNorm, scores, logits) would round to float32 in both
@@ -45,7 +46,10 @@ mask the trace knows (from the inputs, specialized and guarded, or constant) now
 (``frontend/tensor_value_dependent.py``; ``tests/runtime/test_compiled_masked_select.py``). ``SuppressTokens``'
 ``logits[:, ids] = -np.inf`` wrote nan (``index_put`` picked the last write by multiplying by 0/1 and carried the
 gradient by ``total - total.detach()``), so greedy decoding picked token 0; infinite writes now stay infinite
-(``frontend/tensor_scatter_writes.py``; ``tests/frontend/test_index_put_infinite_values_vs_torch.py``). Left as a strict xfail:
+(``frontend/tensor_scatter_writes.py``; ``tests/frontend/test_index_put_infinite_values_vs_torch.py``).
+``detect_language``'s ``logits[:, mask] = -np.inf`` (a bool mask after a slice) was refused; a known mask among index
+items now stands for its true positions (``frontend/bool_mask_positions.py``;
+``tests/frontend/test_bool_mask_among_indices_vs_torch.py``). Left as a strict xfail:
 ``alignment_heads.indices()`` (kiln's ``to_sparse()`` is a dense copy; no COO layout).
 """
 
@@ -509,6 +513,60 @@ def test_whisper_greedy_decoding_with_kv_cache_as_torch(float64_default):
     assert (ours["cached"]["tokens"][:, -1] == EOT).all(), "both completed: decoding stopped at the end token"
     # GreedyDecoder.update takes F.log_softmax(logits.float()): float32 log-probabilities, at float32's level
     assert_same_records(ours, theirs, looser={"sum_logprobs": dict(rtol=1e-6, atol=0)})
+
+
+LANGUAGE_TOKENS = (44, 45, 46, 47)
+
+
+def detect_language(torch, model, mel):
+    """decoding.py's detect_language (the tokenizer's language tokens as ``LANGUAGE_TOKENS``): one forward pass with
+    the SOT token, every non-language token masked by ``logits[:, mask] = -np.inf``."""
+    single = mel.ndim == 2
+    if single:
+        mel = mel.unsqueeze(0)
+
+    # skip encoder forward pass if already-encoded audio features were given
+    if mel.shape[-2:] != (model.dims.n_audio_ctx, model.dims.n_audio_state):
+        mel = model.encoder(mel)
+
+    # forward pass using a single token, startoftranscript
+    n_audio = mel.shape[0]
+    x = torch.tensor([[SOT]] * n_audio).to(mel.device)  # [n_audio, 1]
+    logits = model.logits(x, mel)[:, 0]
+
+    # collect detected languages; suppress all non-language tokens
+    mask = torch.ones(logits.shape[-1], dtype=torch.bool)
+    mask[list(LANGUAGE_TOKENS)] = False
+    logits[:, mask] = -np.inf
+    language_tokens = logits.argmax(dim=-1)
+    language_token_probs = logits.softmax(dim=-1).cpu()
+    language_probs = [
+        {c: language_token_probs[i, j].item() for j, c in zip(LANGUAGE_TOKENS, "abcd")}
+        for i in range(n_audio)
+    ]
+
+    if single:
+        language_tokens = language_tokens[0]
+        language_probs = language_probs[0]
+
+    return language_tokens, language_probs
+
+
+def test_whisper_detect_language_as_torch(float64_default):
+    """``mask[list(...)] = False`` then ``logits[:, mask] = -np.inf`` (a bool mask after a slice), ``softmax`` over
+    the rest, ``.item()`` per language; a single mel (``unsqueeze(0)``) and a batch."""
+    def detect(torch, nn, F, model):
+        mel = batch_mel(torch, F)
+        model.eval()
+        with torch.no_grad():
+            tokens, probs = detect_language(torch, model, mel)
+            single_token, single_probs = detect_language(torch, model, mel[1])
+        return {"tokens": array(tokens), "probs": [[p[c] for c in "abcd"] for p in probs],
+                "single": [int(single_token)] + [single_probs[c] for c in "abcd"]}
+
+    ours, theirs = run_in_lockstep(build_whisper(float_islands=False), detect)
+    assert np.allclose(np.sum(ours["probs"], axis=1), 1.0)
+    assert_same_records(ours, theirs)
 
 
 def test_whisper_alignment_heads_dense_values_as_torch():
