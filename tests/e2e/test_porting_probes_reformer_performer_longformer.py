@@ -983,17 +983,19 @@ def causal_performer(torch, nn, F):
     return performer(torch, nn, F, causal=True)
 
 
-def performer_training(compiled=False, steps=4):
+def performer_training(compiled=False, steps=4, fixed_projections=True):
     """Adam over ``steps`` steps. Eagerly the projections are redrawn every third call (``feature_redraw_interval=2``)
     from the fed Gaussians; with ``compiled`` they are fixed first (``fix_projection_matrices_``, so the compiled step
-    holds no redraw) and the step counts its calls in the ``calls_since_last_redraw`` buffer as torch's."""
+    holds no redraw) and the step counts its calls in the ``calls_since_last_redraw`` buffer as torch's, unless not
+    ``fixed_projections``: the step then reads the buffer in ``if calls_since_last_redraw >= interval`` (kiln.compile
+    specializes on its value and traces again for another, the redraw's ``copy_`` in the trace of 2)."""
 
     def train(torch, nn, F, model):
         tokens = torch.tensor(np.random.default_rng(2).integers(0, VOCAB, (BATCH, SEQ + 1)))
         mask = torch.tensor(np.arange(SEQ)[None, :] < np.array([[SEQ], [SEQ - 3]]))
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
         record = {"losses": []}
-        if compiled:
+        if compiled and fixed_projections:
             model.fix_projection_matrices_()
 
         def step(tokens, mask):
@@ -1024,6 +1026,16 @@ def test_performer_favor_attention_trains_as_torch(float64_default, build, compi
     assert theirs["losses"][-1] < theirs["losses"][0]
     redrawn = not compiled  # four calls: redrawn at the third, counted again at the fourth
     assert int(theirs["state"]["performer.proj_updater.calls_since_last_redraw"]) == (1 if redrawn else 4)
+
+
+def test_performer_compiled_step_redraws_its_projections_as_torch(float64_default):
+    """The redraw check inside the compiled step: five calls, the third redrawing (counter 0, 1, 2 -> 0, 1, 2)."""
+    ours, theirs = run_in_lockstep(performer, performer_training(compiled=True, steps=5, fixed_projections=False))
+    assert_same_records(ours, theirs)
+    assert int(theirs["state"]["performer.proj_updater.calls_since_last_redraw"]) == 2
+    name = "performer.net.layers.0.0.fn.fast_attention.projection_matrix"
+    drawn_first = snapshot(performer(*libraries("kiln")))[name]  # the same fed Gaussians: the initial projections
+    assert np.abs(ours["state"][name] - drawn_first).max() > 0.1
 
 
 # ----------------------------------------------------------------------------------------------------------- longformer
