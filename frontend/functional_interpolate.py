@@ -38,7 +38,7 @@ def interpolate(input: Tensor, size: Any = None, scale_factor: Any = None, mode:
 
     Modes: ``nearest`` (source ``floor(i scale)``, the OpenCV rule PyTorch keeps), ``nearest-exact`` (``floor((i + 0.5)
     scale)``), ``linear`` (3-D), ``bilinear`` and ``bicubic`` (4-D), ``trilinear`` (5-D) with ``align_corners``, and ``area``
-    (adaptive average pooling, 3-D and 4-D). ``scale = 1 / scale_factor`` when a scale factor is given (and
+    (adaptive average pooling). ``scale = 1 / scale_factor`` when a scale factor is given (and
     ``recompute_scale_factor`` is not set), else ``in / out`` -- which differ for non-integer factors, as in PyTorch.
     Spatial dims must be static; batch and channel dims may be symbolic.
     """
@@ -82,8 +82,6 @@ def _check_interpolate_mode(input: Tensor, mode: str, align_corners: bool | None
                             f"use {next(m for m, d in LINEAR_MODES.items() if d == input.ndim - 2)!r} for this one")
     if mode == "bicubic" and input.ndim != 4:
         raise located_error(f"interpolate: mode 'bicubic' needs a 4-D (N, C, H, W) input, got {input.type}")
-    if mode == "area" and input.ndim == 5:
-        raise located_error(f"interpolate: mode 'area' supports 3-D and 4-D inputs in kiln, got {input.type}")
 
 
 def _output_sizes(input: Tensor, sizes: list[int], size: Any, scale_factor: Any,
@@ -117,9 +115,14 @@ def _per_axis(name: str, value: Any, count: int, input: Tensor) -> list[Any]:
 
 
 def _area(input: Tensor, outputs: list[int]) -> Tensor:
-    """PyTorch's ``area`` mode is adaptive average pooling to the output size (1-D as 2-D of height 1)."""
+    """PyTorch's ``area`` mode is adaptive average pooling to the output size (1-D as 2-D of height 1; 3-D volumes by
+    ``adaptive_avg_pool3d``)."""
     if input.ndim == 3:
         return adaptive_avg_pool2d(input.unsqueeze(2), (1, outputs[0])).squeeze(2)
+    if input.ndim == 5:
+        from kiln.frontend.functional_conv3d import adaptive_avg_pool3d  # lazily: it builds on the 2-D functions
+
+        return adaptive_avg_pool3d(input, tuple(outputs))
     return adaptive_avg_pool2d(input, tuple(outputs))
 
 

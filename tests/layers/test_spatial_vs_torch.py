@@ -125,6 +125,16 @@ def test_interpolate_3d_matches_torch(mode, align_corners):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("sizing", [{"size": (2, 5, 3)}, {"scale_factor": (0.6, 1.3, 2.2)}, {"size": 1}])
+def test_interpolate_3d_area_matches_torch(sizing, dtype):
+    """``area`` on a volume is ``adaptive_avg_pool3d`` (kiln refused 5-D inputs before)."""
+    torch = require("torch")
+    options = dict(sizing, mode="area")
+    assert_function_matches_torch(lambda x: F.interpolate(x, **options), lambda x: torch.nn.functional.interpolate(x, **options),
+                                  normal(2, 2, 3, 5, 4, dtype=dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("rank", [1, 2, 3])
 def test_interpolate_source_indices_match_torch_over_many_sizes_and_scale_factors(rank, dtype):
     """Every mode's index arithmetic (float32 rounding, the 2-D kernel's shortcuts for kept and doubled sizes, the
