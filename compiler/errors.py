@@ -30,6 +30,11 @@ class TraceError(KilnError, RuntimeError):
     ``RuntimeError``, as PyTorch's errors at run time are: ported code's ``except RuntimeError`` catches it."""
 
 
+class IndexValueError(KilnError, IndexError, RuntimeError):
+    """A compiled graph's index tensor holds a value outside its range (``tensor.check_index``): an ``IndexError`` as
+    torch's ``index out of range in self``, and a ``RuntimeError`` as its ``gather`` and ``one_hot`` errors."""
+
+
 class VerificationError(KilnError):
     """The verifier found a malformed graph."""
 

@@ -317,7 +317,7 @@ def embedding_bag(input: Tensor, weight: Tensor, offsets: Any = None, max_norm: 
     ``offsets`` (``B`` bag starts, or ``B + 1`` with ``include_last_offset``). ``per_sample_weights`` scales each row
     (``mode='sum'``); ``padding_idx`` entries leave their bag and the mean's count; an empty bag gives zeros."""
     _check_bag_options(input, weight, mode, scale_grad_by_freq, sparse, per_sample_weights)
-    check_bag_indices_in_range(input, weight.shape[0])
+    input = check_bag_indices_in_range(input, weight.shape[0])
     if max_norm is not None:
         renormalize_rows(input, weight, max_norm, norm_type, "embedding_bag")
     rows = apply("tensor.take", weight, input, axis=0)

@@ -33,7 +33,7 @@ from kiln.frontend.functional_attention_paths import attention_in_float32, atten
 from kiln.frontend.functional_attention_paths import zero_rows_attending_nothing
 from kiln.frontend.sparse_embedding import record_sparse_lookup
 from kiln.frontend.embedding_options import frequency_scaled, renormalize_rows
-from kiln.frontend.index_range_checks import check_rows_in_range
+from kiln.frontend.index_range_checks import check_rows_in_range, checked_at_run_time
 from kiln.frontend.functional_movement import cat, chunk, concat, flatten, narrow, pad, split, squeeze, stack, unsqueeze
 from kiln.frontend.functional_indexing import getitem
 from kiln.frontend.functional_indexing import _gathered_rows  # noqa: F401  (re-exported: advanced_indexing imports it from here)
@@ -86,22 +86,27 @@ def one_hot(tensor: Tensor, num_classes: int = -1, dtype: Any = "int64") -> Tens
     is the largest class plus one: eagerly read off the values; a trace needs it given."""
     if num_classes == -1:
         num_classes = _classes_seen(tensor)
-    _check_classes(tensor, num_classes)
+    tensor = _check_classes(tensor, num_classes)
     return apply("tensor.one_hot", tensor, num_classes=num_classes, dtype=DType.of(dtype))
 
 
-def _check_classes(tensor: Any, num_classes: int) -> None:
-    """PyTorch's RuntimeError for an eager class value outside ``[0, num_classes)`` (its row would be all zeros)."""
+def _check_classes(tensor: Any, num_classes: int) -> Any:
+    """PyTorch's RuntimeError for an eager class value outside ``[0, num_classes)`` (its row would be all zeros); a
+    traced tensor is checked when the graph runs. Returns the tensor to use."""
     from kiln.frontend.eager_values import eager_array
 
     values = eager_array(tensor) if isinstance(tensor, Tensor) else np.asarray(tensor)
-    if values is None or values.size == 0:
-        return
+    if values is None:
+        return checked_at_run_time(tensor, num_classes, "Class values must be non-negative and smaller than "
+                                   f"num_classes. (one_hot got {{value}} for num_classes={num_classes})")
+    if values.size == 0:
+        return tensor
     if values.min() < 0:
         raise located_error(f"Class values must be non-negative. (one_hot got {values.min()})")
     if values.max() >= num_classes:
         raise located_error(f"Class values must be smaller than num_classes. (one_hot got {values.max()} for "
                             f"num_classes={num_classes})")
+    return tensor
 
 
 def _classes_seen(tensor: Any) -> int:
@@ -156,7 +161,7 @@ def embedding(input: Tensor, weight: Tensor, padding_idx: int | None = None, max
     """Rows of ``weight`` picked by integer ``input``: ``(..., ) -> (..., embedding_dim)``. The ``padding_idx`` row
     gets no gradient, as in PyTorch: positions holding it read the row through ``stop_gradient``. ``sparse=True``
     gives the weight a sparse COO ``.grad`` eagerly, as PyTorch's (``frontend/sparse_embedding.py``)."""
-    check_rows_in_range("embedding", input, weight.shape[0])
+    input = check_rows_in_range("embedding", input, weight.shape[0])
     if max_norm is not None:
         renormalize_rows(input, weight, max_norm, norm_type, "embedding")
     rows = apply("tensor.take", weight, input, axis=0)

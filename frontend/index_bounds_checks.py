@@ -8,8 +8,8 @@ x.scatter(0, index, 1.0)  # RuntimeError: index 5 is out of bounds for dimension
 ```
 
 ``gather`` and the ``scatter`` family lower to NumPy's ``take``/``put``, which wrap a negative index (or fail naming
-the flattened array); their eager index is checked here, as PyTorch's kernels check it. A traced index is not (its
-values exist only at run time).
+the flattened array); their eager index is checked here, as PyTorch's kernels check it, and a traced one when the
+graph runs (``tensor.check_index``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from kiln.compiler.errors import TraceError
-from kiln.frontend.index_range_checks import eager_index_values, first_outside
+from kiln.frontend.index_range_checks import checked_at_run_time, eager_index_values, first_outside
 from kiln.frontend.inplace_leaf_checks import located
 
 
@@ -35,12 +35,14 @@ def out_of_bounds(item: int, dim: int, size: int) -> IndexOutOfBoundsError:
     return located(IndexOutOfBoundsError, f"index {item} is out of bounds for dimension {dim} with size {size}")
 
 
-def check_index_values(index: Any, dim: int, size: Any) -> None:
-    """torch's error for an eager ``index`` (of ``gather``, ``scatter``...) with a value outside ``[0, size)``."""
+def check_index_values(index: Any, dim: int, size: Any) -> Any:
+    """torch's error for an eager ``index`` (of ``gather``, ``scatter``...) with a value outside ``[0, size)``;
+    returns the index to use (a traced one checked when the graph runs: ``checked_at_run_time``)."""
     if not isinstance(size, int):
-        return
+        return index
+    message = f"index {{value}} is out of bounds for dimension {dim} with size {size}"
     values = eager_index_values(index)
     found = None if values is None else first_outside(values, size)
     if found is not None:
-        raise located(IndexValueOutOfBoundsError,
-                      f"index {found[1]} is out of bounds for dimension {dim} with size {size}")
+        raise located(IndexValueOutOfBoundsError, message.format(value=found[1]))
+    return checked_at_run_time(index, size, message)

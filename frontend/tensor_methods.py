@@ -142,7 +142,7 @@ class TorchMethods(BitwiseMethods):
             raise located_error(f"index_select takes a 1-D index, got {getattr(index, 'type', index)}")
         from kiln.frontend.index_range_checks import check_rows_in_range  # lazily: it reads eager values
 
-        check_rows_in_range("index_select", index, self.shape[dim])
+        index = check_rows_in_range("index_select", index, self.shape[dim])
         return _apply("tensor.take", self, index.reshape(1) if getattr(index, "ndim", 1) == 0 else index, axis=dim)
 
     def gather(self, dim: int, index: Any) -> Any:
@@ -154,7 +154,7 @@ class TorchMethods(BitwiseMethods):
         axis = dim % self.ndim
         if index.ndim != self.ndim:
             raise located_error(f"gather: the index {index.type} needs the rank of {self.type}")
-        check_index_values(index, axis, self.shape[axis])
+        index = check_index_values(index, axis, self.shape[axis])
         source = _leading_slices(self, index, axis)
         if all(isinstance(d, int) for d in source.shape + index.shape):
             return _flat_gather(source, axis, index)

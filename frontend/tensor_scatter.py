@@ -33,7 +33,7 @@ class ScatterMethods:
     def scatter_add(self, dim: int, index: Any, src: Any) -> Any:
         """``self[index[i][j]][j] += src[i][j]`` for ``dim = 0`` (PyTorch's); duplicate indices accumulate."""
         same_dtype("scatter_add", self, src)
-        check_index_values(index, dim % self.ndim, self.shape[dim])
+        index = check_index_values(index, dim % self.ndim, self.shape[dim])
         return self + _scattered_sum(self, dim, index, _source(self, index, src))
 
     def scatter(self, dim: int, index: Any, src: Any = None, value: Any = None, *, reduce: str | None = None) -> Any:
@@ -41,7 +41,7 @@ class ScatterMethods:
         combines with what is there. Duplicate indices: see the module docstring."""
         source = value if src is None else src
         same_dtype("scatter", self, src)
-        check_index_values(index, dim % self.ndim, self.shape[dim])
+        index = check_index_values(index, dim % self.ndim, self.shape[dim])
         if reduce is None:
             return _scatter_assign(self, dim, index, source)
         if reduce == "add":

@@ -33,8 +33,10 @@ from kiln.compiler.passes.schedule_updates import ScheduleUpdates
 ROW_OPS = frozenset({"nn.softmax", "nn.log_softmax", "nn.softmax_grad", "nn.layer_norm", "nn.layer_norm_grad"})
 """Ops with a fused row kernel (``row_kernels.py``) where ``row_op_fuses`` says so."""
 
-VIEW_OPS = frozenset({"tensor.reshape", "tensor.transpose", "tensor.broadcast_to", "tensor.expand_dims", "tensor.squeeze", "tensor.slice"})
-"""Ops CuPy computes as views of their operand: no kernel (a transpose into split heads excepted: ``gemm.device_transpose``)."""
+VIEW_OPS = frozenset({"tensor.reshape", "tensor.transpose", "tensor.broadcast_to", "tensor.expand_dims", "tensor.squeeze", "tensor.slice",
+                      "tensor.check_index"})
+"""Ops CuPy computes as views of their operand: no kernel (a transpose into split heads excepted: ``gemm.device_transpose``;
+``tensor.check_index`` gives its operand back unchecked on a device, where reading the values would make the host wait)."""
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ import numpy as np
 from kiln.backends.base import is_host_array
 from kiln.backends.numpy.lowering import NUMPY, empty_reduction
 from kiln.backends.numpy.out_nn import fresh, gelu_into, layer_norm_into
+from kiln.compiler.errors import IndexValueError
 
 NUMPY.register("tensor.abs")(np.abs)
 NUMPY.register("tensor.sin")(np.sin)
@@ -99,6 +100,16 @@ def argmax(x, *, axis: int, keepdims: bool):
 @NUMPY.register("tensor.take")
 def take(x, indices, *, axis: int):
     return np.take(x, indices, axis=axis)
+
+
+@NUMPY.register("tensor.check_index")
+def check_index(index, *, size: int, message: str):
+    """``index``, after checking its values are in ``[0, size)``; on a device the check is skipped (it would make the
+    host wait for the values)."""
+    if is_host_array(index) and index.size and (index.min() < 0 or index.max() >= size):
+        position = int(np.flatnonzero((index < 0) | (index >= size))[0])
+        raise IndexValueError(message.format(value=int(index.reshape(-1)[position]), position=position))
+    return index
 
 
 @NUMPY.register("tensor.scatter_add")

@@ -124,6 +124,12 @@ def one_hot(ctx, op: Op, inputs: list[str]) -> list[str]:
     return [hot if direct else ctx.node("Cast", [hot], to=ctx.onnx_dtype(op.attrs["dtype"]))]
 
 
+@ONNX.register("tensor.check_index")
+def check_index(ctx, op: Op, inputs: list[str]) -> list[str]:
+    # ONNX has no run-time assertion: the index passes unchecked (onnxruntime's Gather rejects one past the end)
+    return [ctx.node("Identity", inputs)]
+
+
 @ONNX.register("tensor.numel")
 def numel(ctx, op: Op, inputs: list[str]) -> list[str]:
     # numel = prod(shape(x)[axes])

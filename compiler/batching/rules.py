@@ -108,7 +108,7 @@ def elementwise_batch(b: Builder, op: Op, x: Batched) -> Value:
     return b.op(op.name, *(x.aligned(b, index, rank) for index in range(len(x.values))), **op.attrs)
 
 
-@batching_rule("tensor.one_hot", "tensor.triu", "tensor.tril", "tensor.stop_gradient")
+@batching_rule("tensor.one_hot", "tensor.triu", "tensor.tril", "tensor.stop_gradient", "tensor.check_index")
 def trailing_axes_batch(b: Builder, op: Op, x: Batched) -> Value:
     # ops on the trailing axes of one operand: a leading batch axis is one more leading axis
     return b.op(op.name, x.values[0], **op.attrs)

@@ -212,6 +212,18 @@ def one_hot_shape(labels: TensorType, *, num_classes: int, dtype: DType) -> Tens
     return TensorType(labels.shape + (num_classes,), DType.of(dtype))
 
 
+@register_op("tensor.check_index", traits={"non_differentiable"}, size=0, message="")
+def check_index_shape(index: TensorType, *, size: int, message: str) -> TensorType:
+    """``index`` itself, checked at run time: a value outside ``[0, size)`` raises ``IndexValueError`` with
+    ``message`` (``{value}`` and ``{position}``, its flat position, filled in). What ``F.embedding``, ``gather`` and
+    ``one_hot`` put before a traced index, whose values the trace cannot check (PyTorch's kernels check them)."""
+    if not index.dtype.is_int:
+        raise ShapeError(f"tensor.check_index needs an integer index, got {index}")
+    if size <= 0:
+        raise ShapeError(f"tensor.check_index needs size > 0, got {size}")
+    return index
+
+
 @register_op("tensor.numel", traits={"non_differentiable"}, axes=None, dtype=DType.f32)
 def numel_shape(x: TensorType, *, axes: tuple[int, ...] | None, dtype: DType) -> TensorType:
     """The number of elements of ``x`` along ``axes`` (all by default) as a scalar; resolves symbolic dims at run time."""

@@ -221,6 +221,10 @@ def class_labels(rng: np.random.Generator, shapes, dtypes, attrs) -> list[np.nda
     return [rng.integers(0, attrs["num_classes"], shapes[0])]
 
 
+def indices_below_size(rng: np.random.Generator, shapes, dtypes, attrs) -> list[np.ndarray]:
+    return [rng.integers(0, attrs["size"], shapes[0])]
+
+
 def scaled(rng: np.random.Generator, shapes, dtypes, attrs) -> list[np.ndarray]:
     """Values with a fractional part, so casts to integers truncate."""
     return each(lambda rng, shape: rng.standard_normal(shape) * 3)(rng, shapes, dtypes, attrs)
@@ -401,6 +405,8 @@ ONE_HOT_CASES = tuple(
     Case((shape,), {"num_classes": 4, "dtype": target}) for shape in ((5,), (2, 3), (), ("N",)) for target in ("f32", "f64", "i64")
 )
 
+CHECK_INDEX_CASES = tuple(Case((shape,), {"size": 4, "message": "index {value} at {position}"}) for shape in ((5,), (2, 3), (), ("N",)))
+
 NUMEL_CASES = (
     Case(((2, 3, 4),), {"axes": None, "dtype": "f32"}),
     Case(((2, 3, 4),), {"axes": 1, "dtype": "i64"}),
@@ -473,6 +479,8 @@ def _rows() -> list[OpRow]:
         OpRow("tensor.transpose", lambda x, *, perm: np.transpose(x, perm), TRANSPOSE_CASES, normal, dtypes=FLOATS_AND_INTS),
         OpRow("tensor.broadcast_to", lambda x, *, shape: np.broadcast_to(x, shape), BROADCAST_TO_CASES, normal, dtypes=FLOATS_AND_INTS),
         OpRow("tensor.one_hot", _one_hot, ONE_HOT_CASES, class_labels, False, ("i32", "i64")),
+        OpRow("tensor.check_index", lambda index, *, size, message: index, CHECK_INDEX_CASES, indices_below_size, False,
+              ("i32", "i64")),
         OpRow("tensor.numel", _numel, NUMEL_CASES, normal, False, ("f32", "i64")),
         OpRow("tensor.stop_gradient", lambda x: x, UNARY_CASES, normal, False),
         OpRow("nn.softmax", _softmax, SOFTMAX_CASES, normal),
