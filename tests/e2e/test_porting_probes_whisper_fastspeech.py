@@ -19,7 +19,9 @@ x.dtype), 0, 1)``); ``alignment_heads`` by ``to_sparse()``; ``install_kv_cache_h
 full-prefix decoding: ``SuppressBlank``/``SuppressTokens`` (``logits[:, self.suppress_tokens] = -np.inf``) and
 ``GreedyDecoder.update`` (``logprobs[torch.arange(n), next_tokens]``, ``sum_logprobs += ... * (tokens[:, -1] !=
 eot)``, ``next_tokens[tokens[:, -1] == eot] = eot``, ``(tokens[:, -1] == eot).all()`` ending the loop); ``detect_language`` (``mask[list(language_tokens)] = False``,
-``logits[:, mask] = -np.inf``, ``softmax``, ``.item()`` per language). Teacher-forced cross-entropy with AdamW, eagerly (qkv_attention and SDPA) and as one
+``logits[:, mask] = -np.inf``, ``softmax``, ``.item()`` per language); timing.py's ``find_alignment`` (forward hooks
+on the cross-attention storing the scores by ``QKs.__setitem__``, ``torch.std_mean``, ``median_filter`` by reflect
+``F.pad`` + ``unfold`` + ``sort()[0]``) up to the DTW path. Teacher-forced cross-entropy with AdamW, eagerly (qkv_attention and SDPA) and as one
 ``kiln.compile(fullgraph=True)`` step, to 1e-10 in float64; the reference text as is in float32; fp16 inference
 (``mel.half()``, float32 weights) at float16's level; the encoder through ``kiln.compile`` and ``kiln.onnx.export`` +
 onnxruntime. In float64 the reference's ``.float()`` casts (LayerNorm, scores, logits) would round to float32 in both
@@ -566,6 +568,115 @@ def test_whisper_detect_language_as_torch(float64_default):
 
     ours, theirs = run_in_lockstep(build_whisper(float_islands=False), detect)
     assert np.allclose(np.sum(ours["probs"], axis=1), 1.0)
+    assert_same_records(ours, theirs)
+
+
+def median_filter(torch, F, x, filter_width):
+    """timing.py's median_filter (CPU path)."""
+    pad_width = filter_width // 2
+    if x.shape[-1] <= pad_width:
+        # F.pad requires the padding width to be smaller than the input dimension
+        return x
+
+    if (ndim := x.ndim) <= 2:
+        # `F.pad` does not support reflect padding for 1D or 2D tensors, so we need to add batch dimensions
+        x = x[None, None, :]
+
+    assert filter_width > 0 and filter_width % 2 == 1, "`filter_width` should be an odd number"
+
+    result = None
+    x = F.pad(x, (filter_width // 2, filter_width // 2, 0, 0), mode="reflect")
+    if result is None:
+        # sort() is faster than torch.median (https://github.com/pytorch/pytorch/issues/51450)
+        result = x.unfold(-1, filter_width, 1).sort()[0][..., filter_width // 2]
+
+    if ndim <= 2:
+        result = result[0, 0]
+
+    return result
+
+
+def dtw_cpu(x):
+    """timing.py's dtw_cpu without numba (the same loops) and its backtrace."""
+    N, M = x.shape
+    cost = np.ones((N + 1, M + 1), dtype=np.float32) * np.inf
+    trace = -np.ones((N + 1, M + 1), dtype=np.float32)
+    cost[0, 0] = 0
+    for j in range(1, M + 1):
+        for i in range(1, N + 1):
+            c0, c1, c2 = cost[i - 1, j - 1], cost[i - 1, j], cost[i, j - 1]
+            if c0 < c1 and c0 < c2:
+                c, t = c0, 0
+            elif c1 < c0 and c1 < c2:
+                c, t = c1, 1
+            else:
+                c, t = c2, 2
+            cost[i, j] = x[i - 1, j - 1] + c
+            trace[i, j] = t
+    i, j = trace.shape[0] - 1, trace.shape[1] - 1
+    trace[0, :], trace[:, 0] = 2, 1
+    result = []
+    while i > 0 or j > 0:
+        result.append((i - 1, j - 1))
+        if trace[i, j] == 0:
+            i, j = i - 1, j - 1
+        elif trace[i, j] == 1:
+            i -= 1
+        else:
+            j -= 1
+    result = np.array(result)[::-1, :].T
+    return result
+
+
+def find_alignment(torch, F, model, text_tokens, mel, num_frames, medfilt_width=3, qk_scale=1.0):
+    """timing.py's find_alignment up to the DTW path (sot_sequence is ``[SOT]``; no no_timestamps token). The heads
+    come from ``alignment_heads.to_dense().nonzero()``: the reference's ``.indices().T`` is the strict xfail below."""
+    sot_sequence = [SOT]
+    tokens = torch.tensor([*sot_sequence, *text_tokens, EOT])
+
+    # install hooks on the cross attention layers to retrieve the attention weights
+    QKs = [None] * model.dims.n_text_layer
+    hooks = [
+        block.cross_attn.register_forward_hook(
+            lambda _, ins, outs, index=i: QKs.__setitem__(index, outs[-1][0])
+        )
+        for i, block in enumerate(model.decoder.blocks)
+    ]
+
+    with torch.no_grad():
+        logits = model(mel.unsqueeze(0), tokens.unsqueeze(0))[0]
+        sampled_logits = logits[len(sot_sequence):, :EOT]
+        token_probs = sampled_logits.softmax(dim=-1)
+        text_token_probs = token_probs[np.arange(len(text_tokens)), text_tokens]
+        text_token_probs = text_token_probs.tolist()
+
+    for hook in hooks:
+        hook.remove()
+
+    # heads * tokens * frames
+    weights = torch.stack([QKs[_l][_h] for _l, _h in model.alignment_heads.to_dense().nonzero()])
+    weights = weights[:, :, : num_frames // 2]
+    weights = (weights * qk_scale).softmax(dim=-1)
+    std, mean = torch.std_mean(weights, dim=-2, keepdim=True, unbiased=False)
+    weights = (weights - mean) / std
+    weights = median_filter(torch, F, weights, medfilt_width)
+
+    matrix = weights.mean(axis=0)
+    matrix = matrix[len(sot_sequence): -1]
+    text_indices, time_indices = dtw_cpu((-matrix).double().cpu().numpy())
+    return {"probs": text_token_probs, "matrix": array(matrix), "path": np.stack([text_indices, time_indices])}
+
+
+def test_whisper_find_alignment_as_torch(float64_default):
+    """Forward hooks on the cross-attention capturing ``outs[-1][0]`` (the scores) through ``QKs.__setitem__``,
+    ``token_probs[np.arange(n), text_tokens].tolist()``, ``torch.std_mean(unbiased=False)``, the median filter
+    (``F.pad(mode="reflect")``, ``unfold``, ``sort()[0]``), ``mean(axis=0)`` and the DTW path, as torch's."""
+    def align(torch, nn, F, model):
+        model.eval()
+        mel = batch_mel(torch, F)[0]
+        return find_alignment(torch, F, model, [7, 12, 30], mel, num_frames=2 * N_AUDIO_CTX)
+
+    ours, theirs = run_in_lockstep(build_whisper(float_islands=False), align)
     assert_same_records(ours, theirs)
 
 
