@@ -16,6 +16,11 @@ where noted), eagerly and with the whole step (zero_grad, forward, loss, backwar
   ``PointNetFeaturePropagation`` (``dists.sort``, inverse-distance weights, the ``S == 1`` repeat), the NumPy
   augmentation of ``points.data.numpy()`` and ``torch.Tensor(points)``, Adam with weight decay or SGD, ``StepLR``, the
   weighted ``F.nll_loss`` of the segmentation over ``seg_pred.contiguous().view(-1, C)``.
+- DGCNN (WangYueFt/dgcnn ``pytorch/model.py``, ``util.py``, ``main.py``): ``knn`` by ``topk`` of the pairwise
+  distances of the features themselves, ``get_graph_feature`` (``idx + idx_base``, ``x.view(B * N, -1)[idx, :]``,
+  ``repeat``, ``cat((feature - x, x), dim=3).permute``), EdgeConv blocks, ``F.adaptive_max_pool1d`` and
+  ``F.adaptive_avg_pool1d``, ``cal_loss``'s label smoothing by ``zeros_like(pred).scatter(1, gold.view(-1, 1), 1)``,
+  SGD with ``CosineAnnealingLR``.
 - ConvLSTM (ndrplz/ConvLSTM_pytorch ``convlstm.py``): ``ConvLSTMCell`` (``torch.cat([input_tensor, h_cur], dim=1)``,
   ``torch.split(combined_conv, self.hidden_dim, dim=1)``, sigmoid/tanh gates), ``init_hidden`` with ``torch.zeros(...,
   device=self.conv.weight.device)``, the layer loop over time, ``torch.stack(output_inner, dim=1)``, ``batch_first``
@@ -1201,3 +1206,148 @@ def test_i3d_compiled_step_as_torch(float64_default):
 def test_i3d_inference_compiled_and_onnx_as_torch(tmp_path):
     batches = [(i3d_batch(seed)[0].astype(np.float32),) for seed in (0, 1)]
     assert_inference_as_torch(i3d, lambda model, clips: model(clips), batches, ["clips"], tmp_path / "i3d.onnx")
+
+
+# --- DGCNN (WangYueFt/dgcnn, pytorch/model.py, util.py, main.py), tiny ------------------------------------------------
+
+DGCNN_K = 4
+
+
+def dgcnn(torch, nn, F, k=DGCNN_K, emb_dims=16, output_channels=CLASSES):
+    """model.py's ``knn`` (``-2 * matmul``, ``topk(k=k, dim=-1)[1]``) and ``get_graph_feature`` (``idx_base``,
+    ``x.view(batch_size * num_points, -1)[idx, :]``, ``repeat``, ``torch.cat((feature - x, x), dim=3).permute``), the
+    EdgeConv blocks (Conv2d, BatchNorm2d, LeakyReLU(0.2), ``max(dim=-1, keepdim=False)[0]``), Conv1d to ``emb_dims``,
+    ``F.adaptive_max_pool1d`` + ``F.adaptive_avg_pool1d`` pooling and the head, widths shrunk, dropout 0."""
+
+    def knn(x, k):
+        inner = -2 * torch.matmul(x.transpose(2, 1), x)
+        xx = torch.sum(x ** 2, dim=1, keepdim=True)
+        pairwise_distance = -xx - inner - xx.transpose(2, 1)
+        idx = pairwise_distance.topk(k=k, dim=-1)[1]  # (batch_size, num_points, k)
+        return idx
+
+    def get_graph_feature(x, k=20, idx=None):
+        batch_size = x.size(0)
+        num_points = x.size(2)
+        x = x.view(batch_size, -1, num_points)
+        if idx is None:
+            idx = knn(x, k=k)  # (batch_size, num_points, k)
+        device = x.device
+        idx_base = torch.arange(0, batch_size, device=device).view(-1, 1, 1) * num_points
+        idx = idx + idx_base
+        idx = idx.view(-1)
+        _, num_dims, _ = x.size()
+        x = x.transpose(2, 1).contiguous()
+        feature = x.view(batch_size * num_points, -1)[idx, :]
+        feature = feature.view(batch_size, num_points, k, num_dims)
+        x = x.view(batch_size, num_points, 1, num_dims).repeat(1, 1, k, 1)
+        feature = torch.cat((feature - x, x), dim=3).permute(0, 3, 1, 2).contiguous()
+        return feature
+
+    class DGCNN(nn.Module):
+        def __init__(self, output_channels=40):
+            super(DGCNN, self).__init__()
+            self.k = k
+            self.bn1 = nn.BatchNorm2d(8)
+            self.bn2 = nn.BatchNorm2d(8)
+            self.bn5 = nn.BatchNorm1d(emb_dims)
+            self.conv1 = nn.Sequential(nn.Conv2d(6, 8, kernel_size=1, bias=False), self.bn1,
+                                       nn.LeakyReLU(negative_slope=0.2))
+            self.conv2 = nn.Sequential(nn.Conv2d(8 * 2, 8, kernel_size=1, bias=False), self.bn2,
+                                       nn.LeakyReLU(negative_slope=0.2))
+            self.conv5 = nn.Sequential(nn.Conv1d(16, emb_dims, kernel_size=1, bias=False), self.bn5,
+                                       nn.LeakyReLU(negative_slope=0.2))
+            self.linear1 = nn.Linear(emb_dims * 2, 12, bias=False)
+            self.bn6 = nn.BatchNorm1d(12)
+            self.dp1 = nn.Dropout(p=0.0)
+            self.linear3 = nn.Linear(12, output_channels)
+
+        def forward(self, x):
+            batch_size = x.size(0)
+            x = get_graph_feature(x, k=self.k)
+            x = self.conv1(x)
+            x1 = x.max(dim=-1, keepdim=False)[0]
+            x = get_graph_feature(x1, k=self.k)
+            x = self.conv2(x)
+            x2 = x.max(dim=-1, keepdim=False)[0]
+            x = torch.cat((x1, x2), dim=1)
+            x = self.conv5(x)
+            x1 = F.adaptive_max_pool1d(x, 1).view(batch_size, -1)
+            x2 = F.adaptive_avg_pool1d(x, 1).view(batch_size, -1)
+            x = torch.cat((x1, x2), 1)
+            x = F.leaky_relu(self.bn6(self.linear1(x)), negative_slope=0.2)
+            x = self.dp1(x)
+            x = self.linear3(x)
+            return x
+
+    return DGCNN(output_channels)
+
+
+def cal_loss(torch, F, pred, gold, smoothing=True):
+    """util.py's ``cal_loss``: label smoothing by ``torch.zeros_like(pred).scatter(1, gold.view(-1, 1), 1)``."""
+    gold = gold.contiguous().view(-1)
+    if smoothing:
+        eps = 0.2
+        n_class = pred.size(1)
+        one_hot = torch.zeros_like(pred).scatter(1, gold.view(-1, 1), 1)
+        one_hot = one_hot * (1 - eps) + (1 - one_hot) * eps / (n_class - 1)
+        log_prb = F.log_softmax(pred, dim=1)
+        loss = -(one_hot * log_prb).sum(dim=1).mean()
+    else:
+        loss = F.cross_entropy(pred, gold, reduction='mean')
+    return loss
+
+
+def dgcnn_loss(torch, nn, F, model, data, label):
+    return cal_loss(torch, F, model(data), label)
+
+
+def train_dgcnn(steps=3):
+    """main.py's train loop: ``data.permute(0, 2, 1)``, SGD(lr * 100, momentum=0.9, weight_decay=1e-4),
+    ``CosineAnnealingLR(opt, epochs, eta_min=lr)`` stepped per epoch, ``logits.max(dim=1)[1]`` predictions."""
+    batches = point_cloud_batches(steps)
+
+    def train(torch, nn, F, model):
+        opt = torch.optim.SGD(model.parameters(), lr=0.001 * 100, momentum=0.9, weight_decay=1e-4)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=0.001)
+        record = {"losses": [], "preds": []}
+        model.train()
+        for points, label, _ in batches:
+            data, label = torch.Tensor(points[:, :, :3]), torch.tensor(label).squeeze()
+            data = data.permute(0, 2, 1)
+            opt.zero_grad()
+            logits = model(data)
+            loss = cal_loss(torch, F, logits, label)
+            loss.backward()
+            record.setdefault("grads", gradients(model))
+            opt.step()
+            scheduler.step()
+            preds = logits.max(dim=1)[1]
+            record["preds"].append(preds.detach().cpu().numpy())
+            record["losses"].append(loss.item())
+        model.eval()
+        with torch.no_grad():
+            record["eval"] = array(model(torch.Tensor(batches[0][0][:, :, :3]).permute(0, 2, 1)))
+        record["state"] = snapshot(model)
+        return record
+
+    return train
+
+
+def test_dgcnn_trains_as_torch(float64_default):
+    ours, theirs = run_in_lockstep(dgcnn, train_dgcnn())
+    assert_same_records(ours, theirs)
+
+
+def test_dgcnn_compiled_step_as_torch(float64_default):
+    (points, label, _), = point_cloud_batches(1)
+    train = compiled_step_training(lambda lib: (lib.Tensor(points[:, :, :3]).permute(0, 2, 1), lib.tensor(label)),
+                                   lambda lib, model: lib.optim.SGD(model.parameters(), lr=0.1, momentum=0.9,
+                                                                    weight_decay=1e-4), dgcnn_loss)
+    ours, theirs = run_in_lockstep(dgcnn, train)
+    assert_same_records(ours, theirs)
+
+
+def test_dgcnn_inference_compiled_and_onnx_as_torch(tmp_path):
+    batches = [(points[:, :, :3].transpose(0, 2, 1).astype(np.float32),) for points, _, _ in point_cloud_batches(2)]
+    assert_inference_as_torch(dgcnn, lambda model, data: model(data), batches, ["data"], tmp_path / "dgcnn.onnx")
