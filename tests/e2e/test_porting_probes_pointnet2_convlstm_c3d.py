@@ -531,6 +531,12 @@ def test_pointnet2_trains_as_torch(optimizer_name, float64_default):
     assert_same_records(ours, theirs, looser=ADAM_DEAD_BIAS if optimizer_name == "Adam" else STATE_TOLERANCE)
 
 
+def test_pointnet2_float32_as_torch():
+    """float32, as the reference trains (``torch.ones(B, N) * 1e10`` distances, the same fps and ball picks)."""
+    ours, theirs = run_in_lockstep(pointnet2, train_pointnet2("SGD", steps=2))
+    assert_same_records(ours, theirs, rtol=2e-4, atol=2e-5)
+
+
 def test_pointnet2_part_segmentation_trains_as_torch(float64_default):
     ours, theirs = run_in_lockstep(pointnet2_seg, train_pointnet2_seg())
     assert_same_records(ours, theirs, looser=adam_dead_bias("sa2.mlp_bns.1.bias", "fp2.mlp_bns.0.running_mean"))
