@@ -43,12 +43,16 @@ def single_size(function: str, name: str, value: Any) -> int:
 @autocasts("conv1d")
 def conv1d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1,
            groups: int = 1) -> Tensor:
-    """``(N, C, L) -> (N, O, L_out)`` with weight ``(O, C/groups, K)``; ``padding`` may be an int, ``"valid"`` or ``"same"``.
+    """``(N, C, L) -> (N, O, L_out)`` (or unbatched ``(C, L)``, as PyTorch) with weight ``(O, C/groups, K)``; ``padding``
+    may be an int, ``"valid"`` or ``"same"``.
 
     Traced as ``tensor.conv2d`` on ``(N, C, 1, L)`` with weight ``(O, C/groups, 1, K)``, the height a unit axis.
     """
+    if input.ndim == 2 and weight.ndim == 3:
+        return conv1d(input.unsqueeze(0), weight, bias, stride, padding, dilation, groups).squeeze(0)
     if input.ndim != 3 or weight.ndim != 3:
-        raise TraceError(f"conv1d expects an (N, C, L) input and an (O, C/groups, K) weight, got {input.type} and {weight.type}")
+        raise TraceError(f"conv1d expects an (N, C, L) or (C, L) input and an (O, C/groups, K) weight, got {input.type} and "
+                         f"{weight.type}")
     check_conv_channels(input, weight, groups)
     stride, dilation = single_size("conv1d", "stride", stride), single_size("conv1d", "dilation", dilation)
     input, padding = _resolve_padding(input, padding, weight.shape[2], stride, dilation)
@@ -74,8 +78,8 @@ def _resolve_padding(input: Tensor, padding: Any, kernel: int, stride: int, dila
 @autocasts("conv_transpose2d")
 def conv_transpose2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Any = 1, padding: Any = 0, output_padding: Any = 0,
                      groups: int = 1, dilation: Any = 1) -> Tensor:
-    """``(N, C_in, H, W) -> (N, C_out, H_out, W_out)`` with PyTorch's weight ``(C_in, C_out/groups, KH, KW)`` and
-    ``H_out = (H - 1) stride - 2 padding + dilation (KH - 1) + output_padding + 1``.
+    """``(N, C_in, H, W) -> (N, C_out, H_out, W_out)`` (or unbatched ``(C_in, H, W)``, as PyTorch) with PyTorch's weight
+    ``(C_in, C_out/groups, KH, KW)`` and ``H_out = (H - 1) stride - 2 padding + dilation (KH - 1) + output_padding + 1``.
 
     This is ``tensor.conv2d_input_grad``: the gradient of a convolution from ``(N, C_out, H_out, W_out)`` to
     ``(N, C_in, H, W)`` with the same weight, stride, padding, dilation and groups. Its ``input_shape`` keeps the
@@ -83,6 +87,8 @@ def conv_transpose2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, 
     output; at or above it (possible when ``dilation > stride``) that convolution would see ``output_padding //
     stride`` more rows than ``input`` has, which contribute nothing, so ``input`` gets them as zeros.
     """
+    if input.ndim == 3 and weight.ndim == 4:
+        return conv_transpose2d(input.unsqueeze(0), weight, bias, stride, padding, output_padding, groups, dilation).squeeze(0)
     stride, padding, output_padding, dilation = _pair(stride), _pair(padding), _pair(output_padding), _pair(dilation)
     _check_transposed_geometry(input, weight, groups, output_padding, stride, dilation)
     size = tuple(_transposed_size(input.shape[2 + a], weight.shape[2 + a], stride[a], padding[a], output_padding[a], dilation[a])
@@ -97,7 +103,7 @@ def conv_transpose2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, 
 
 def _check_transposed_geometry(input: Tensor, weight: Tensor, groups: int, output_padding, stride, dilation) -> None:
     if input.ndim != 4 or weight.ndim != 4:
-        raise TraceError(f"conv_transpose2d expects an (N, C_in, H, W) input and a (C_in, C_out/groups, KH, KW) weight, "
+        raise TraceError(f"conv_transpose2d expects an (N, C_in, H, W) or (C_in, H, W) input and a (C_in, C_out/groups, KH, KW) weight, "
                          f"got {input.type} and {weight.type}")
     if input.shape[1] != weight.shape[0] or weight.shape[0] % groups:
         raise TraceError(f"conv_transpose2d: weight {weight.type} (C_in, C_out/groups, KH, KW) does not fit input {input.type} "
