@@ -132,8 +132,11 @@ def adaptive_avg_pool2d(input: Tensor, output_size: Any) -> Tensor:
     ``output_size`` is an int or an ``(OH, OW)`` pair; ``None`` keeps that dim. Windows that tile the image are
     ``avg_pool2d`` (kernel = stride = ``H / OH``), ``(1, 1)`` a mean over ``H, W``; other sizes (uneven,
     overlapping, larger than the input) multiply by a constant ``(OH, H)`` averaging matrix on each axis,
-    ``y = A_h x A_w^T``, which is exact and differentiates as two matmuls.
+    ``y = A_h x A_w^T``, which is exact and differentiates as two matmuls. An unbatched ``(C, H, W)`` input pools as a
+    batch of one, as PyTorch's.
     """
+    if input.ndim == 3:
+        return adaptive_avg_pool2d(input.unsqueeze(0), output_size).squeeze(0)
     size, out = _adaptive_geometry("adaptive_avg_pool2d", input, output_size)
     if out == (1, 1):
         return input.mean((2, 3), keepdim=True)
@@ -155,8 +158,12 @@ def adaptive_avg_pool2d(input: Tensor, output_size: Any) -> Tensor:
 def adaptive_max_pool2d(input: Tensor, output_size: Any, return_indices: bool = False) -> Tensor | tuple[Tensor, Tensor]:
     """PyTorch's adaptive max. Windows that tile the image (``H`` a multiple of ``OH``, ``W`` of ``OW``) are
     ``max_pool2d`` with kernel = stride = ``H / OH``; other sizes, and ``return_indices``, gather each window
-    (``F.adaptive_max_pool2d_with_indices``)."""
+    (``F.adaptive_max_pool2d_with_indices``). An unbatched ``(C, H, W)`` input pools as a batch of one, as PyTorch's."""
     from kiln.frontend.functional_extra import adaptive_max_pool2d_with_indices
+
+    if input.ndim == 3:
+        pooled = adaptive_max_pool2d(input.unsqueeze(0), output_size, return_indices)
+        return tuple(part.squeeze(0) for part in pooled) if return_indices else pooled.squeeze(0)
 
     size, out = _adaptive_geometry("adaptive_max_pool2d", input, output_size)
     if return_indices or any(s % o for s, o in zip(size, out)):
@@ -169,7 +176,7 @@ def adaptive_max_pool2d(input: Tensor, output_size: Any, return_indices: bool = 
 def _adaptive_geometry(name: str, input: Tensor, output_size: Any) -> tuple[tuple[int, int], tuple[int, int]]:
     """``((H, W), (OH, OW))`` with ``None`` entries of ``output_size`` filled from the input."""
     if input.ndim != 4 or any(isinstance(d, str) for d in input.shape[2:]):
-        raise TraceError(f"{name} expects an (N, C, H, W) input with static H and W, got {input.type}")
+        raise TraceError(f"{name} expects an (N, C, H, W) or (C, H, W) input with static H and W, got {input.type}")
     size = (int(input.shape[2]), int(input.shape[3]))
     pair = (output_size, output_size) if output_size is None or isinstance(output_size, (int, np.integer)) else tuple(output_size)
     if len(pair) != 2:

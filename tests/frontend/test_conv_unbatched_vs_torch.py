@@ -1,6 +1,7 @@
-"""Unbatched inputs of ``F.conv1d`` (``(C, L)``) and ``F.conv_transpose2d`` (``(C_in, H, W)``) and their layers, as
-torch 2.13 takes them (kiln refused both; the other convolutions took them already): values, weight, bias and input
-gradients in float64, eagerly and compiled, equal to the batched call's first sample."""
+"""Unbatched inputs of ``F.conv1d`` (``(C, L)``), ``F.conv_transpose2d``, ``F.adaptive_avg_pool2d`` and
+``F.adaptive_max_pool2d`` (``(C, H, W)``) and their layers, as torch 2.13 takes them (kiln refused them; the other
+convolutions and pools took them already): values, weight, bias and input gradients in float64, eagerly and compiled,
+equal to the batched call's first sample; the pools' indices too."""
 
 from __future__ import annotations
 
@@ -15,6 +16,10 @@ LAYERS = {
     "Conv1d_same": (lambda nn: nn.Conv1d(3, 4, 4, padding="same", dilation=2), (3, 9)),
     "ConvTranspose2d": (lambda nn: nn.ConvTranspose2d(3, 4, 3, stride=2, padding=1, output_padding=1), (3, 4, 5)),
     "ConvTranspose2d_groups": (lambda nn: nn.ConvTranspose2d(4, 6, (2, 3), stride=(1, 2), groups=2, dilation=2), (4, 3, 4)),
+    "AdaptiveAvgPool2d_tiles": (lambda nn: nn.AdaptiveAvgPool2d((3, 5)), (3, 6, 5)),
+    "AdaptiveAvgPool2d_uneven": (lambda nn: nn.AdaptiveAvgPool2d((4, None)), (3, 6, 5)),
+    "AdaptiveAvgPool2d_global": (lambda nn: nn.AdaptiveAvgPool2d(1), (3, 6, 5)),
+    "AdaptiveMaxPool2d": (lambda nn: nn.AdaptiveMaxPool2d((4, 3)), (3, 6, 5)),
 }
 
 
@@ -44,3 +49,14 @@ def test_unbatched_convolution_as_torch(case, compiled, float64_default):
     np.testing.assert_allclose(ours[0], ours[3], rtol=1e-12, atol=1e-14)
     for mine, torch_grad in zip(ours[1] + [ours[2]], theirs[1] + [theirs[2]]):
         np.testing.assert_allclose(mine, torch_grad, rtol=1e-10, atol=1e-12)
+
+
+def test_unbatched_adaptive_max_pool2d_indices_as_torch():
+    x = np.random.default_rng(1).standard_normal((3, 6, 5))
+    results = []
+    for name in ("kiln", "torch"):
+        lib, _, F = libraries(name)
+        values, indices = F.adaptive_max_pool2d(lib.tensor(x), (4, 3), return_indices=True)
+        results.append((np.array(values.numpy()), np.array(indices.numpy())))
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    np.testing.assert_array_equal(results[0][1], results[1][1])
