@@ -29,6 +29,11 @@ PARAMETERS: "weakref.WeakKeyDictionary[Value, tuple[Parameter, int]]" = weakref.
 """The parameter each eager leaf value reads (``loss.backward()`` accumulates its gradient into ``parameter.grad``), and
 its ``updates`` count then: an ``optimizer.step()`` between the read and the backward is an error, as in PyTorch."""
 
+COPIES: "weakref.WeakSet[Value]" = weakref.WeakSet()
+"""Eager values ``clone()`` made (a ``tensor.broadcast_to`` of the source to its own shape, given its own array): new
+storage in PyTorch, so no view of the source; a later write to the source leaves a backward that saved the copy
+alone (``runtime/saved_versions.py``)."""
+
 FROZEN_READS: "weakref.WeakKeyDictionary[Value, bool]" = weakref.WeakKeyDictionary()
 """The eager leaf values that read a parameter while it required no grad: PyTorch decides when an op runs whether its
 result requires grad, so ``backward()`` never reaches such a read, whatever the parameter's flag is then

@@ -16,7 +16,7 @@ import numpy as np
 from kiln.compiler.errors import TraceError
 from kiln.compiler.ir.types import Dim, DType
 from kiln.frontend.torch_dtypes import get_default_dtype, promote_types
-from kiln.frontend.eager_values import ARRAYS
+from kiln.frontend.eager_values import ARRAYS, COPIES
 from kiln.frontend.tensor_bitwise import BitwiseMethods
 from kiln.frontend.trace import TraceContext, located_error
 
@@ -105,6 +105,7 @@ class TorchMethods(BitwiseMethods):
         context = TraceContext.current()
         copied = context.emit("tensor.broadcast_to", value, shape=value.type.shape)
         ARRAYS[copied] = np.array(ARRAYS[copied])
+        COPIES.add(copied)  # its own storage: no view of the source to the version check
         if not (context.grad_enabled and self.requires_grad):  # no gradient: a leaf, so a later write to the source
             copied = context.without_gradient(copied)  # (a buffer's copy_) cannot reach backward() through it
         return _tensor_class()(copied)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable, Hashable, Sequence
 from kiln.compiler.autodiff.differentiate import differentiate_outputs
 from kiln.compiler.ir.builder import Builder
 from kiln.compiler.ir.core import Graph, Op, Value
-from kiln.frontend.eager_values import GRAD_TENSORS, PARAMETERS, updates
+from kiln.frontend.eager_values import COPIES, GRAD_TENSORS, PARAMETERS, updates
 from kiln.frontend.inplace_leaf_checks import ModifiedSinceForwardError, located
 from kiln.frontend.tensor_inplace import VIEW_OPS
 from kiln.frontend.version_counter import OVERWRITTEN
@@ -198,9 +198,11 @@ def _check(value: Value, reader: Value | None) -> None:
 
 
 def _viewed(value: Value) -> list[Value]:
-    """``value`` and, while it is made by a view op, the value it views."""
+    """``value`` and, while it is made by a view op, the value it views (not past a ``clone()``'s copy, which kiln
+    makes by a ``broadcast_to`` of its source: new storage in PyTorch)."""
     chain = [value]
-    while chain[-1].producer is not None and chain[-1].producer.name in VIEW_OPS and chain[-1].producer.operands:
+    while chain[-1].producer is not None and chain[-1].producer.name in VIEW_OPS and chain[-1].producer.operands \
+            and chain[-1] not in COPIES:
         chain.append(chain[-1].producer.operands[0])
     return chain
 
