@@ -78,7 +78,11 @@ def _positions(array: np.ndarray) -> Tensor:
 
 def nonzero(x: Tensor, as_tuple: bool = False) -> Any:
     """Indices of the nonzero elements: ``(count, ndim)`` int64, or one ``(count,)`` tensor per dim."""
-    array = _array(x)
+    return nonzero_of(_array(x), as_tuple)
+
+
+def nonzero_of(array: np.ndarray, as_tuple: bool = False) -> Any:
+    """``nonzero`` of a tensor whose values are ``array`` (constants inside a trace)."""
     if as_tuple:
         return tuple(_leaf(np.asarray(i, np.int64)) for i in (np.nonzero(array) if array.ndim else (np.flatnonzero(array),)))
     return _leaf(np.argwhere(array).astype(np.int64))

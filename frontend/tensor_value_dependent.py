@@ -3,12 +3,15 @@
 
 Eagerly they run (frontend/eager_data_dependent.py computes them from the arrays); inside a trace the values do not
 exist yet, so each raises an error that says what to trace instead (unless the tensor is built from constants only:
-then its values are known and the results are constants). ``Tensor`` inherits them through ``ExtraMethods``.
+then its values are known and the results are constants; ``nonzero`` and ``masked_select`` also take values
+``kiln.compile`` specializes on, from the call's inputs, guarded). ``Tensor`` inherits them through ``ExtraMethods``.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+import numpy as np
 
 from kiln.frontend.trace import located_error
 
@@ -19,6 +22,9 @@ class ValueDependentMethods:
     def nonzero(self, *args: Any, **kwargs: Any) -> Any:
         if _eager_ops().is_eager(self):
             return _eager_ops().nonzero(self, *args, **kwargs)
+        known = known_mask(self)
+        if known is not None:  # HF Longformer's is_index_global_attn.nonzero(as_tuple=True) of the attention mask
+            return _eager_ops().nonzero_of(np.asarray(known), *args, **kwargs)
         raise located_error("nonzero() has a data-dependent shape, which kiln does not trace; use a bool mask with "
                             "where (or masked_fill) instead")
 

@@ -126,10 +126,18 @@ def arange(start: Any, end: Any = None, step: Any = 1, *, out: Any = None, dtype
         return written_to_out(out, arange(start, end, step, dtype=out_dtype(out, dtype), requires_grad=requires_grad))
     if end is None:
         start, end = 0, start
+    start, end, step = (_bound_value(v) for v in (start, end, step))
     if not all(isinstance(v, (int, float, np.number)) for v in (start, end, step)):
         raise located_error("arange takes numbers: a length from a symbolic dim is not known while tracing")
     integral = all(isinstance(v, (int, np.integer)) for v in (start, end, step))
     return _requiring_grad(_created(cast_array(np.arange(start, end, step), _dtype(dtype, "int64" if integral else "float32"))), requires_grad)
+
+
+def _bound_value(bound: Any) -> Any:
+    """A 0-d tensor bound of ``arange`` as its Python number (an int from an integer tensor), as torch takes
+    it: HF Longformer's ``torch.arange(max_num_global_attn_indices)`` of ``num_global_attn_indices.max()``; traced,
+    ``kiln.compile`` specializes on its value (``item()``)."""
+    return bound.item() if isinstance(bound, Tensor) and bound.ndim == 0 else bound
 
 
 def linspace(start: float, end: float, steps: int, *, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Any:

@@ -165,3 +165,24 @@ def test_new_tensors_take_size_by_keyword_as_torch(method):
                         None if method == "new_empty" else np.array(made.numpy())))
     assert results[0][:2] == results[1][:2] == ((2, 3), "float64")
     np.testing.assert_array_equal(results[0][2], results[1][2])
+
+
+@pytest.mark.parametrize("bounds", [
+    lambda torch: (torch.tensor(3),),
+    lambda torch: (torch.tensor(1), torch.tensor(7.0), 2),
+    lambda torch: (torch.tensor([2, 5, 1]).max(),),  # Longformer's torch.arange(num_global_attn_indices.max())
+], ids=["int end", "float end", "max of a tensor"])
+def test_arange_takes_zero_dim_tensor_bounds_as_torch(bounds):
+    results = []
+    for name in ("kiln", "torch"):
+        torch, nn, F = libraries(name)
+        made = torch.arange(*bounds(torch))
+        results.append((np.array(made.numpy()), str(made.dtype).split(".")[-1]))
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    assert results[0][1] == results[1][1]
+
+
+def test_compiled_arange_of_a_tensor_argument_traces_again_for_another_value():
+    step = kiln.compile(lambda n: kiln.arange(n.max()) * 2, fullgraph=True)
+    np.testing.assert_array_equal(np.array(step(kiln.tensor([1, 3])).numpy()), [0, 2, 4])
+    np.testing.assert_array_equal(np.array(step(kiln.tensor([2, 1])).numpy()), [0, 2])
