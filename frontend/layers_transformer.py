@@ -221,6 +221,8 @@ class MultiheadAttention(Module):
         """``(output, weights)`` as PyTorch's: the attention weights (after dropout), averaged over the heads
         ``(N, L, S)`` or per head ``(N, heads, L, S)``; ``need_weights=False`` returns ``(output, None)`` and keeps
         attention one fused op (pass it when the weights are not read, as in PyTorch)."""
+        if query.dim() == 2:
+            return self._unbatched(query, key, value, key_padding_mask, need_weights, attn_mask, average_attn_weights, is_causal)
         if not self._qkv_same_embed_dim or self.bias_k is not None or self.add_zero_attn:
             return self._general(query, key, value, key_padding_mask, need_weights, attn_mask, average_attn_weights, is_causal)
         if not self.batch_first:  # (L, N, E): attend within each sequence, batch first inside
@@ -234,6 +236,17 @@ class MultiheadAttention(Module):
             return self._output(F.scaled_dot_product_attention(q, k, v, attn_mask=keep, dropout_p=dropout, is_causal=causal)), None
         output, weights = attention_with_weights(q, k, v, keep, dropout, causal)
         return self._output(output), weights.mean(1) if average_attn_weights else weights
+
+    def _unbatched(self, query: Tensor, key: Tensor, value: Tensor, key_padding_mask: Any, need_weights: bool, attn_mask: Any,
+                   average_attn_weights: bool, is_causal: bool) -> tuple[Tensor, Tensor | None]:
+        """PyTorch's unbatched ``(L, E)`` query with ``(S, E)`` keys and values, whatever ``batch_first``: a batch of
+        one (the key padding mask ``(S,)`` its row; a 3-D ``attn_mask`` is ``(heads, L, S)``), the output ``(L, E)``
+        and the weights ``(L, S)`` or ``(heads, L, S)``."""
+        axis = 0 if self.batch_first else 1
+        mask = None if key_padding_mask is None else key_padding_mask.unsqueeze(0)
+        output, weights = self.forward(query.unsqueeze(axis), key.unsqueeze(axis), value.unsqueeze(axis), mask, need_weights,
+                                       attn_mask, average_attn_weights, is_causal)
+        return output.squeeze(axis), None if weights is None else weights.squeeze(0)
 
     def _general(self, query: Tensor, key: Tensor, value: Tensor, key_padding_mask: Any, need_weights: bool, attn_mask: Any,
                  average_attn_weights: bool, is_causal: bool) -> tuple[Tensor, Tensor | None]:
@@ -388,7 +401,8 @@ class Transformer(Module):
     """``torch.nn.Transformer``: an encoder over ``src`` and a decoder over ``tgt`` that attends to the encoder's
     output, each ``num_*_layers`` layers and a final ``LayerNorm`` (``encoder.layers.0...``, ``encoder.norm``,
     ``decoder.layers.0...``, ``decoder.norm`` in the ``state_dict``, as PyTorch's). Every weight matrix starts
-    Xavier-uniform, as PyTorch's ``_reset_parameters``. ``(S, N, E)`` inputs, or ``(N, S, E)`` with ``batch_first``.
+    Xavier-uniform, as PyTorch's ``_reset_parameters``. ``(S, N, E)`` inputs, or ``(N, S, E)`` with ``batch_first``, or
+    unbatched ``(S, E)`` ones.
 
     Masks are PyTorch's: bool with True = masked out, or float as ``generate_square_subsequent_mask`` makes them, 0
     to attend and -inf to block. kiln's attention only blocks, so a float mask given as an array must hold nothing
@@ -435,11 +449,11 @@ class Transformer(Module):
         return tensor(np.triu(np.full((sz, sz), -np.inf, layer_dtype(dtype)), 1))
 
     def _check_inputs(self, src: Tensor, tgt: Tensor) -> None:
-        if src.ndim != 3 or tgt.ndim != 3:
+        if src.ndim not in (2, 3) or tgt.ndim != src.ndim:
             layout = "(N, S, E)" if self.batch_first else "(S, N, E)"
-            raise located_error(f"Transformer expects batched {layout} src and tgt, got {src.type} and {tgt.type}")
+            raise located_error(f"Transformer expects batched {layout} or unbatched (S, E) src and tgt, got {src.type} and {tgt.type}")
         batch = 0 if self.batch_first else 1
-        if src.shape[batch] != tgt.shape[batch]:
+        if src.ndim == 3 and src.shape[batch] != tgt.shape[batch]:
             raise located_error(f"Transformer: the batch sizes of src {src.type} and tgt {tgt.type} (dim {batch}) must be equal")
         if src.shape[-1] != self.d_model or tgt.shape[-1] != self.d_model:
             raise located_error(f"Transformer: the features of src {src.type} and tgt {tgt.type} must equal d_model={self.d_model}")
