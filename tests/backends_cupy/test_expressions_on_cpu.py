@@ -114,6 +114,10 @@ TORCH_ACTIVATIONS = {
     "gelu": ("nn.gelu", {"approximate": "none"}, lambda torch, x: torch.nn.functional.gelu(x)),
     "sigmoid": ("tensor.sigmoid", {}, lambda torch, x: torch.sigmoid(x)),
 }
+OWN_ANSWERS = {("gelu", DType.f32, np.inf): (np.inf, (np.inf, np.nan))}
+"""``(activation, dtype, x)`` -> (kiln's answer, torch's answers across its CPU kernels). At +inf GELU's x Phi(x) is inf,
+as torch's float64 and its float32 oneDNN AVX2 kernel give; oneDNN's AVX-512 kernel gives NaN (measured once,
+torch 2.13.0, ONEDNN_MAX_CPU_ISA=AVX2 vs AVX512_CORE_AMX, as tests/ops/test_extreme_values.py's ``OWN_ANSWERS``)."""
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
@@ -125,6 +129,12 @@ def test_activation_rules_match_torch_at_extremes(name: str, dtype: DType):
     with np.errstate(under="ignore"):
         x = np.array(EXTREMES, dtype.numpy)
     expected = reference(torch, torch.tensor(x)).numpy()
+    for (activation, of_dtype, point), (own, recorded) in OWN_ANSWERS.items():
+        if (activation, of_dtype) == (name, dtype):
+            answer = expected[x == point].item()
+            assert any(answer == r or np.isnan(answer) and np.isnan(r) for r in recorded), (
+                f"torch's {name} at {point} ({dtype}) is {answer}, not one of {recorded}: update OWN_ANSWERS")
+            expected[x == point] = own
     info = np.finfo(dtype.numpy)
     np.testing.assert_allclose(run_expression(op_name, [x], dtype, attrs), expected, rtol=4 * info.eps,
                                atol=4 * info.smallest_subnormal, equal_nan=True, err_msg=f"{name} {dtype}")
