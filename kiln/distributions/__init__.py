@@ -15,6 +15,7 @@ Use them inside a traced function (a Module's forward, a loss given to ``kiln.co
 
 from kiln.frontend.distributions import Constraint, Distribution, InvalidParameterError
 from kiln.frontend.distributions_continuous import Exponential, Laplace, Normal, Uniform
+from kiln.frontend.distributions_dirichlet import Dirichlet
 from kiln.frontend.distributions_discrete import Bernoulli, Categorical
 from kiln.frontend.distributions_independent import Independent
 from kiln.frontend.distributions_kl import kl_divergence, register_kl
@@ -29,7 +30,7 @@ from kiln.distributions.transforms import (
     Transform)
 
 __all__ = [
-    "AffineTransform", "Bernoulli", "Categorical", "ComposeTransform", "Constraint", "Distribution", "ExpTransform",
+    "AffineTransform", "Bernoulli", "Categorical", "ComposeTransform", "Constraint", "Dirichlet", "Distribution", "ExpTransform",
     "Exponential", "Independent", "InvalidParameterError", "Laplace", "LogNormal", "LowRankMultivariateNormal",
     "MultivariateNormal", "Normal", "OneHotCategorical", "OneHotCategoricalStraightThrough",
     "PowerTransform", "SigmoidTransform", "SoftplusTransform", "TanhTransform", "Transform", "TransformedDistribution",
