@@ -70,7 +70,9 @@ torch's deprecated names without the underscore; they are there now, with torch'
 tensor's array, so ``load_state_dict`` wrote the buffer and not ``init_r_bias`` (kept in ``self.init_r``), and the
 restored net read its own random initial reads; a buffer registered from an eager tensor now shares its memory, as
 torch's is the tensor (``frontend/module.py``, ``tests/frontend/test_register_buffer_shares_tensor_vs_torch.py``).
-Left as a strict xfail: ``mog.sample`` needs ``torch.distributions.Dirichlet``, which kiln lacks (and Gamma with it).
+``mog.sample`` raised AttributeError: kiln.distributions had no ``Dirichlet``; it has now (log_prob, entropy, moments,
+mode as torch's; ``sample`` from NumPy's gamma sampler seeded by kiln's generator, eager only; no ``rsample``:
+``frontend/distributions_dirichlet.py``, ``tests/frontend/test_torch_surface_dirichlet.py``).
 """
 
 from __future__ import annotations
@@ -846,9 +848,6 @@ def test_set_transformer_amortized_clustering_as_torch(float64_default, compiled
     assert_same_records(ours, theirs, looser={"fc_k.bias": dict(rtol=0, atol=1e-9), "pi logit": dict(rtol=0, atol=1e-9)})
 
 
-@pytest.mark.xfail(strict=True, raises=AttributeError,
-                   reason="kiln.distributions has no Dirichlet (nor Gamma, which samples it): mog.sample's "
-                          "Dirichlet(torch.ones(K)).sample(torch.Size([B])) raises AttributeError")
 def test_mixture_of_mvns_sampling_runs_as_torch(float64_default):
     """``mog.sample(B, N, K, return_gt=True)`` in kiln: Dirichlet mixing weights on the simplex, Categorical labels in
     [0, K) of shape (B, N) after ``transpose(0, 1).contiguous()``, the points gathered from their component, and the
