@@ -12,7 +12,9 @@ kiln.onnx.export(model, (x,), "model.onnx", input_names=["x"], dynamic_axes={"x"
 The example ``args`` give each input's shape and dtype; nested tuples and lists become one ONNX input per tensor, in
 order, named after ``forward``'s parameters (``hidden.0``, ``hidden.1`` for a tuple) unless ``input_names`` says;
 nested outputs become one ONNX output each (``(log_probs, (h, c))`` gives three). ``dynamic_axes`` makes the named
-inputs' axes symbolic. The model is traced in eval mode and left in its mode; ``f`` is a path or a binary file.
+inputs' axes symbolic. A Python number, bool or None among ``args`` is no input: it is hard-coded into the exported
+model, as torch's (``model(ids, mask, is_global_attn=False)``). The model is traced in eval mode and left in its mode;
+``f`` is a path or a binary file.
 """
 
 from __future__ import annotations
@@ -38,13 +40,16 @@ def export(model: Any, args: Any, f: Any, export_params: bool = True, verbose: b
     if opset_version is not None and opset_version > OPSET:
         raise KilnError(f"kiln.onnx.export writes opset {OPSET}; opset_version={opset_version} is newer than kiln knows")
     arguments = args if isinstance(args, tuple) else (args,)
-    leaves, structure = flatten(list(arguments))
-    names = list(input_names) if input_names is not None else _leaf_names(model, arguments)
+    every_leaf, structure = flatten(list(arguments))
+    constants = {index: leaf for index, leaf in enumerate(every_leaf) if _hard_coded(leaf)}
+    leaves = [leaf for index, leaf in enumerate(every_leaf) if index not in constants]
+    names = list(input_names) if input_names is not None else \
+        [name for index, name in enumerate(_leaf_names(model, arguments)) if index not in constants]
     if len(names) != len(leaves):
         raise KilnError(f"kiln.onnx.export: {len(names)} input_names for {len(leaves)} input tensors (nested tuples count "
                         "one name per tensor)")
     specs = [_spec(leaf, name, (dynamic_axes or {}).get(name)) for leaf, name in zip(leaves, names)]
-    flat = _flat_call(model, structure, names)
+    flat = _flat_call(model, structure, names, constants)
     was_training = getattr(model, "training", False)
     try:
         getattr(model, "eval", lambda: None)()
@@ -62,6 +67,11 @@ def _leaf_names(model: Any, arguments: tuple[Any, ...]) -> list[str]:
     return names
 
 
+def _hard_coded(leaf: Any) -> bool:
+    """A Python number, bool or None: hard-coded into the model, not an input (torch.onnx.export's rule)."""
+    return leaf is None or (isinstance(leaf, (bool, int, float)) and not isinstance(leaf, np.ndarray))
+
+
 def _spec(leaf: Any, name: str, axes: Any) -> TensorSpec:
     array = np.asarray(leaf)
     shape: list[Any] = list(array.shape)
@@ -70,9 +80,13 @@ def _spec(leaf: Any, name: str, axes: Any) -> TensorSpec:
     return TensorSpec(tuple(shape), str(array.dtype))
 
 
-def _flat_call(model: Any, structure: Any, names: list[str]) -> Any:
+def _flat_call(model: Any, structure: Any, names: list[str], constants: dict[int, Any]) -> Any:
+    """``model`` called on the inputs, the hard-coded ``constants`` (by leaf position) put back among them."""
     def call(*leaves: Any) -> Any:
-        return model(*unflatten(structure, leaves))
+        fed = iter(leaves)
+        every_leaf = [constants[index] if index in constants else next(fed)
+                      for index in range(len(leaves) + len(constants))]
+        return model(*unflatten(structure, every_leaf))
 
     call.input_names = names  # the graph's input names (frontend/trace.py input_names)
     if hasattr(model, "named_parameters"):
