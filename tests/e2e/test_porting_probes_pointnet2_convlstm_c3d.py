@@ -12,7 +12,8 @@ where noted), eagerly and with the whole step (zero_grad, forward, loss, backwar
   ``torch.ones(B, N) * 1e10``, ``distance[mask] = dist[mask]``, ``torch.max(distance, -1)[1]``; its ``torch.randint``
   start fed as one added argument, the randint path checked eagerly and compiled), ``query_ball_point``
   (``group_idx[sqrdists > radius ** 2] = N``, ``.sort(dim=-1)[0][:, :, :nsample]``, ``group_first[mask]``),
-  ``PointNetSetAbstraction`` (Conv2d/BatchNorm2d MLPs, ``torch.max(new_points, 2)[0]``, ``group_all``),
+  ``PointNetSetAbstraction`` (Conv2d/BatchNorm2d MLPs, ``torch.max(new_points, 2)[0]``, ``group_all``) and its
+  multi-scale ``PointNetSetAbstractionMsg`` (in-place ``grouped_xyz -= new_xyz.view(B, S, 1, C)`` on a gather),
   ``PointNetFeaturePropagation`` (``dists.sort``, inverse-distance weights, the ``S == 1`` repeat), the NumPy
   augmentation of ``points.data.numpy()`` and ``torch.Tensor(points)``, Adam with weight decay or SGD, ``StepLR``, the
   weighted ``F.nll_loss`` of the segmentation over ``seg_pred.contiguous().view(-1, C)``.
@@ -300,6 +301,91 @@ def pointnet2(torch, nn, F, num_class=CLASSES, normal_channel=True, dropout=0.0)
     return get_model(num_class, normal_channel)
 
 
+def pointnet2_msg(torch, nn, F, num_class=CLASSES):
+    """pointnet2_utils.py's ``PointNetSetAbstractionMsg`` as written there (the in-place ``grouped_xyz -=
+    new_xyz.view(B, S, 1, C)`` on an ``index_points`` result, one ball query per radius, ``torch.cat`` of the scales;
+    its fps start fed) under pointnet2_cls_msg.py's head, two scales and tiny widths."""
+    utils = pointnet2_utils(torch)
+    PointNetSetAbstraction, _ = pointnet2_modules(torch, nn, F)
+
+    class PointNetSetAbstractionMsg(nn.Module):
+        def __init__(self, npoint, radius_list, nsample_list, in_channel, mlp_list):
+            super(PointNetSetAbstractionMsg, self).__init__()
+            self.npoint = npoint
+            self.radius_list = radius_list
+            self.nsample_list = nsample_list
+            self.conv_blocks = nn.ModuleList()
+            self.bn_blocks = nn.ModuleList()
+            for i in range(len(mlp_list)):
+                convs = nn.ModuleList()
+                bns = nn.ModuleList()
+                last_channel = in_channel + 3
+                for out_channel in mlp_list[i]:
+                    convs.append(nn.Conv2d(last_channel, out_channel, 1))
+                    bns.append(nn.BatchNorm2d(out_channel))
+                    last_channel = out_channel
+                self.conv_blocks.append(convs)
+                self.bn_blocks.append(bns)
+
+        def forward(self, xyz, points, start=None):
+            xyz = xyz.permute(0, 2, 1)
+            if points is not None:
+                points = points.permute(0, 2, 1)
+            B, N, C = xyz.shape
+            S = self.npoint
+            new_xyz = utils["index_points"](xyz, utils["farthest_point_sample"](xyz, S, start))
+            new_points_list = []
+            for i, radius in enumerate(self.radius_list):
+                K = self.nsample_list[i]
+                group_idx = utils["query_ball_point"](radius, K, xyz, new_xyz)
+                grouped_xyz = utils["index_points"](xyz, group_idx)
+                grouped_xyz -= new_xyz.view(B, S, 1, C)
+                if points is not None:
+                    grouped_points = utils["index_points"](points, group_idx)
+                    grouped_points = torch.cat([grouped_points, grouped_xyz], dim=-1)
+                else:
+                    grouped_points = grouped_xyz
+                grouped_points = grouped_points.permute(0, 3, 2, 1)  # [B, D, K, S]
+                for j in range(len(self.conv_blocks[i])):
+                    conv = self.conv_blocks[i][j]
+                    bn = self.bn_blocks[i][j]
+                    grouped_points = F.relu(bn(conv(grouped_points)))
+                new_points = torch.max(grouped_points, 2)[0]  # [B, D', S]
+                new_points_list.append(new_points)
+            new_xyz = new_xyz.permute(0, 2, 1)
+            new_points_concat = torch.cat(new_points_list, dim=1)
+            return new_xyz, new_points_concat
+
+    class get_model(nn.Module):
+        def __init__(self, num_class, normal_channel=True):
+            super(get_model, self).__init__()
+            in_channel = 3 if normal_channel else 0
+            self.normal_channel = normal_channel
+            self.sa1 = PointNetSetAbstractionMsg(8, [0.4, 0.8], [3, 5], in_channel, [[4, 6], [4, 8]])
+            self.sa3 = PointNetSetAbstraction(None, None, None, 6 + 8 + 3, [12, 16], True)
+            self.fc1 = nn.Linear(16, 10)
+            self.bn1 = nn.BatchNorm1d(10)
+            self.drop1 = nn.Dropout(0.0)
+            self.fc3 = nn.Linear(10, num_class)
+
+        def forward(self, xyz, starts=(None, None)):
+            B, _, _ = xyz.shape
+            if self.normal_channel:
+                norm = xyz[:, 3:, :]
+                xyz = xyz[:, :3, :]
+            else:
+                norm = None
+            l1_xyz, l1_points = self.sa1(xyz, norm, starts[0])
+            l3_xyz, l3_points = self.sa3(l1_xyz, l1_points)
+            x = l3_points.view(B, 16)
+            x = self.drop1(F.relu(self.bn1(self.fc1(x))))
+            x = self.fc3(x)
+            x = F.log_softmax(x, -1)
+            return x, l3_points
+
+    return get_model(num_class)
+
+
 def pointnet2_seg(torch, nn, F, num_classes=CLASSES):
     """pointnet2_sem_seg.py's ``get_model``, two levels instead of four: a sampled level (fp1 interpolates from its 8
     centroids: ``dists.sort``, inverse-distance weights) and a ``group_all`` one (fp2's ``S == 1`` repeat)."""
@@ -535,6 +621,17 @@ def test_pointnet2_float32_as_torch():
     """float32, as the reference trains (``torch.ones(B, N) * 1e10`` distances, the same fps and ball picks)."""
     ours, theirs = run_in_lockstep(pointnet2, train_pointnet2("SGD", steps=2))
     assert_same_records(ours, theirs, rtol=2e-4, atol=2e-5)
+
+
+def test_pointnet2_msg_trains_as_torch(float64_default):
+    ours, theirs = run_in_lockstep(pointnet2_msg, train_pointnet2("SGD", steps=3))
+    assert_same_records(ours, theirs, looser=STATE_TOLERANCE)
+
+
+def test_pointnet2_msg_compiled_step_as_torch(float64_default):
+    """The in-place ``grouped_xyz -=`` on a gathered tensor inside the compiled step, a new batch each step."""
+    ours, theirs = run_in_lockstep(pointnet2_msg, train_pointnet2_compiled)
+    assert_same_records(ours, theirs, looser=adam_dead_bias("sa3.mlp_bns.1.bias", "bn1.running_mean"))
 
 
 def test_pointnet2_part_segmentation_trains_as_torch(float64_default):
