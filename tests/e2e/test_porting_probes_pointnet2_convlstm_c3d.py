@@ -47,7 +47,12 @@ Probing the 3-D pools around C3D: ``nn.AvgPool3d`` refused ``ceil_mode``, ``coun
 ``divisor_override``; it now takes them as torch's (``frontend/functional_conv3d.py``,
 ``tests/layers/test_avg_pool3d_options_vs_torch.py``). ``F.upsample``'s deprecation warning was not torch's sentence
 (no backquotes), so a ``filterwarnings`` written for torch's let kiln's through; now it is
-(``tests/layers/test_extra_layers_vs_torch.py``). Everything else agreed as first written.
+(``tests/layers/test_extra_layers_vs_torch.py``). Scanning the 3-D layers and unbatched inputs against torch beside
+these models also found (each fixed with its own tests): ``nn.Conv3d``'s ``padding_mode`` other than zeros refused
+(``tests/layers/test_conv3d_padding_modes_vs_torch.py``), ``F.interpolate(mode='area')`` of a volume refused
+(``tests/layers/test_spatial_vs_torch.py``), unbatched ``F.conv1d``, ``F.conv_transpose2d`` and the adaptive 2-D pools
+refused (``tests/frontend/test_conv_unbatched_vs_torch.py``), unbatched ``nn.MultiheadAttention`` and the Transformer
+layers failing (``tests/layers/test_attention_unbatched_vs_torch.py``). The models themselves agreed as first written.
 """
 
 from __future__ import annotations
