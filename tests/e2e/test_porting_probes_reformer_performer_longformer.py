@@ -29,7 +29,8 @@ run in both libraries from kiln's initial weights.
   ``torch.arange(num_global_attn_indices.max())``), the global keys and values gathered into ``new_zeros`` by index
   assignment, ``attn_probs_from_global_key[idx0, idx1, :, :] = torch.finfo(dtype).min`` through ``transpose``,
   ``narrow``, ``matmul`` of ``.clone()``s, ``query_global``/``key_global``/``value_global`` with ``bmm``, and
-  ``attn_output[is_index_global_attn_nonzero[::-1]] = ...``, ``attn_probs[is_index_global_attn_nonzero] = 0``.
+  ``attn_output[is_index_global_attn_nonzero[::-1]] = ...``, ``attn_probs[is_index_global_attn_nonzero] = 0``; and
+  ``config.onnx_export``'s ``_chunk`` (``torch.empty`` filled by slice assignment in a loop), trained and exported.
 - Linformer (lucidrains/linformer): ``init_`` by ``tensor.uniform_``, the E/F projections
   ``torch.einsum('bnd,nk->bkd')`` (sliced by ``t[:kv_len]`` for a shorter input), one key/value head ``expand``ed
   over the heads, or keys and values shared.
@@ -1054,7 +1055,8 @@ def test_performer_compiled_step_redraws_its_projections_as_torch(float64_defaul
 # ----------------------------------------------------------------------------------------------------------- longformer
 
 
-def longformer(torch, nn, F, hidden_size=8, num_heads=2, attention_window=4, layers=2, softmax_dtype=None):
+def longformer(torch, nn, F, hidden_size=8, num_heads=2, attention_window=4, layers=2, softmax_dtype=None,
+               onnx_export=False):
     """Token classifier over ``LongformerSelfAttention`` (HF's local attention, no global tokens) in post-norm layers.
     The reference's ``softmax(attn_scores, dim=-1, dtype=torch.float32)`` is the default here (``softmax_dtype``
     None keeps the scores' dtype, the one line a float64 user changes)."""
@@ -1388,8 +1390,22 @@ def longformer(torch, nn, F, hidden_size=8, num_heads=2, attention_window=4, lay
             return chunked_hidden_states
 
         @staticmethod
-        def _chunk(hidden_states, window_overlap):
+        def _chunk(hidden_states, window_overlap, onnx_export: bool = False):
             """convert into overlapping chunks. Chunk size = 2w, overlap size = w"""
+            if onnx_export:  # the reference's slow path, written for torch.onnx.export (no as_strided there)
+                chunk_size = [
+                    hidden_states.size(0),
+                    torch.div(hidden_states.size(1), window_overlap, rounding_mode="trunc") - 1,
+                    window_overlap * 2,
+                    hidden_states.size(2),
+                ]
+
+                overlapping_chunks = torch.empty(chunk_size, device=hidden_states.device)
+                for chunk in range(chunk_size[1]):
+                    overlapping_chunks[:, chunk, :, :] = hidden_states[
+                        :, chunk * window_overlap: chunk * window_overlap + 2 * window_overlap, :
+                    ]
+                return overlapping_chunks
             # non-overlapping chunks of size = 2w
             hidden_states = hidden_states.view(
                 hidden_states.size(0),
@@ -1434,8 +1450,8 @@ def longformer(torch, nn, F, hidden_size=8, num_heads=2, attention_window=4, lay
             query = query.transpose(1, 2).reshape(batch_size * num_heads, seq_len, head_dim)
             key = key.transpose(1, 2).reshape(batch_size * num_heads, seq_len, head_dim)
 
-            query = self._chunk(query, window_overlap)
-            key = self._chunk(key, window_overlap)
+            query = self._chunk(query, window_overlap, onnx_export)  # getattr(self.config, "onnx_export", False)
+            key = self._chunk(key, window_overlap, onnx_export)
 
             # matrix multiplication
             diagonal_chunked_attention_scores = torch.einsum("bcxd,bcyd->bcxy", (query, key))  # multiply
@@ -1610,6 +1626,15 @@ def test_longformer_sliding_window_attention_trains_as_torch(float64_default, co
     ours, theirs = run_in_lockstep(longformer, training(batch, longformer_loss, compiled))
     assert_same_records(ours, theirs, looser={"key.bias": dict(rtol=1e-6, atol=1e-9)})
     assert theirs["losses"][-1] < theirs["losses"][0]
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled step"])
+def test_longformer_onnx_export_chunks_train_as_torch(float64_default, compiled):
+    """``config.onnx_export``'s ``_chunk``: ``torch.empty`` of sizes holding ``torch.div(...) - 1`` filled by slice
+    assignment in a Python loop, instead of ``as_strided`` (gradients through the writes), global tokens included."""
+    batch = partial(longformer_batch, global_tokens=True)
+    ours, theirs = run_in_lockstep(partial(longformer, onnx_export=True), training(batch, longformer_loss, compiled))
+    assert_same_records(ours, theirs, looser={"key.bias": dict(rtol=1e-6, atol=1e-9)})
 
 
 # ------------------------------------------------------------------------------------------------------------ linformer
@@ -1818,6 +1843,7 @@ ONNX_WORKLOADS = {  # name: (build, the inputs of the forward, as (lib) -> tuple
     "reformer": (reformer, lambda lib: (reformer_batch(lib)[0][:, :-1], reformer_batch(lib)[1][0])),
     "performer": (performer, lambda lib: (token_batch(lib)[0][:, :-1],)),
     "longformer": (longformer, lambda lib: (*longformer_batch(lib)[:2], False)),  # is_global_attn given
+    "longformer, onnx_export": (partial(longformer, onnx_export=True), lambda lib: (*longformer_batch(lib)[:2], False)),
     "linformer": (linformer, lambda lib: (token_batch(lib)[0][:, :-1],)),
 }
 
