@@ -92,11 +92,12 @@ class ConvTranspose2d(Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1, padding: Any = 0, output_padding: Any = 0,
-                 groups: int = 1, bias: bool = True, dilation: Any = 1, dtype: Any = None):
+                 groups: int = 1, bias: bool = True, dilation: Any = 1, padding_mode: str = "zeros", dtype: Any = None):
         dtype = layer_dtype(dtype)
         super().__init__()
         _check_groups(in_channels, out_channels, groups)
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.padding_mode = transposed_padding_mode("ConvTranspose2d", padding_mode)
         self.kernel_size, self.stride, self.padding = _pair(kernel_size), _pair(stride), _pair(padding)
         self.output_padding, self.dilation = _pair(output_padding), _pair(dilation)
         if any(p >= max(s, d) for p, s, d in zip(self.output_padding, self.stride, self.dilation)):
@@ -236,6 +237,13 @@ class AdaptiveMaxPool2d(AdaptiveAvgPool2d):
 
 
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+
+
+def transposed_padding_mode(layer: str, padding_mode: str) -> str:
+    """A transposed convolution's ``padding_mode``: zeros only, refused in PyTorch's words."""
+    if padding_mode != "zeros":
+        raise ValueError(f'Only "zeros" padding mode is supported for {layer}')
+    return padding_mode
 
 
 def _check_padding_mode(padding_mode: str) -> str:

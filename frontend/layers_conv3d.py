@@ -10,7 +10,7 @@ from kiln.frontend import functional_conv3d as F3
 from kiln.frontend import init
 from kiln.frontend.conv_transpose_output_size import output_padding_for
 from kiln.frontend.functional_nn import edge_pads, pad
-from kiln.frontend.layers_conv import BatchNorm2d, _check_groups, _check_padding_mode, conv_repr
+from kiln.frontend.layers_conv import BatchNorm2d, _check_groups, _check_padding_mode, conv_repr, transposed_padding_mode
 from kiln.frontend.layers_spatial import _ChannelDropout
 from kiln.frontend.module import Module, Parameter, layer_dtype
 from kiln.frontend.tensor import Tensor
@@ -60,9 +60,8 @@ class ConvTranspose3d(Module):
         dtype = layer_dtype(dtype)
         super().__init__()
         _check_groups(in_channels, out_channels, groups)
-        if padding_mode != "zeros":
-            raise ValueError(f"ConvTranspose3d supports padding_mode='zeros' only, got {padding_mode!r}")
-        self.in_channels, self.out_channels, self.groups, self.padding_mode = in_channels, out_channels, groups, padding_mode
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.padding_mode = transposed_padding_mode("ConvTranspose3d", padding_mode)
         sizes = {name: F3.triple("ConvTranspose3d", name, value) for name, value in
                  (("kernel_size", kernel_size), ("stride", stride), ("padding", padding), ("output_padding", output_padding), ("dilation", dilation))}
         self.kernel_size, self.stride, self.padding = sizes["kernel_size"], sizes["stride"], sizes["padding"]
