@@ -22,22 +22,24 @@ from kiln.frontend.tensor import Tensor
 
 class GroupNorm(Module):
     """``torch.nn.GroupNorm``: normalize ``(N, C, *)`` over each group of ``C / num_groups`` channels and ``*``; with
-    ``affine``, per-channel ``weight`` (ones) and ``bias`` (zeros)."""
+    ``affine``, per-channel ``weight`` (ones) and, unless ``bias=False`` (keyword-only, as torch 2.13's), ``bias``
+    (zeros)."""
 
-    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, affine: bool = True, dtype: Any = None):
+    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, affine: bool = True, dtype: Any = None, *,
+                 bias: bool = True):
         dtype = layer_dtype(dtype)
         super().__init__()
         if num_groups < 1 or num_channels % num_groups:
             raise ValueError(f"GroupNorm: num_channels {num_channels} must be divisible by num_groups {num_groups}")
         self.num_groups, self.num_channels, self.eps, self.affine = num_groups, num_channels, eps, affine
         self.weight = Parameter(np.ones(num_channels, dtype)) if affine else None
-        self.bias = Parameter(np.zeros(num_channels, dtype)) if affine else None
+        self.bias = Parameter(np.zeros(num_channels, dtype)) if affine and bias else None
 
     def forward(self, input: Tensor) -> Tensor:
         return F.group_norm(input, self.num_groups, self.weight, self.bias, self.eps)
 
     def extra_repr(self) -> str:
-        return f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}"
+        return f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}, bias={self.bias is not None}"
 
 
 class RMSNorm(Module):
