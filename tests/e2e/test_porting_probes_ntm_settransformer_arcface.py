@@ -18,7 +18,8 @@ loop. The NTM and the Set Transformer also run in float32 (compiled step vs torc
   ``p.data.view(-1).size(0)`` to count parameters; the copy task (``inp[:seq_len, :, :seq_width] = seq``, the
   delimiter channel), ``y_out[i], _ = net()`` into ``torch.zeros(Y.size())``, ``nn.BCELoss``, RMSprop with momentum and
   alpha as copytask.py sets them, ``p.grad.data.clamp_(-10, 10)`` (or ``nn.utils.clip_grad_value_``), the binarized
-  cost by ``y_out.clone().data.apply_(lambda x: 0 if x < 0.5 else 1)``; the compiled step runs the whole sequence.
+  cost by ``y_out.clone().data.apply_(lambda x: 0 if x < 0.5 else 1)``; the compiled step runs the whole sequence;
+  the copy task's read-out also through ``kiln.compile`` under ``no_grad`` and ``kiln.onnx.export`` (onnxruntime).
 - Differentiable Neural Computer memory (ixaxaar/pytorch-dnc ``dnc/memory.py`` and ``dnc/util.py``, both interface
   layouts: one ``interface_weights`` Linear sliced by ``ξ[:, r * w + r: ...].contiguous().view(b, 1, w)``, or
   independent Linears), behind a tiny Linear controller: ``θ`` (batched cosine by ``T.norm(a, 2, 2, keepdim=True)
@@ -496,6 +497,42 @@ def test_ntm_checkpoint_restores_as_torch(float64_default, tmp_path):
 def test_ntm_compiled_step_over_the_sequence_as_torch(float64_default):
     ours, theirs = run_in_lockstep(encapsulated_ntm, train_ntm(compiled=True))
     assert_same_records(ours, theirs)
+
+
+def test_ntm_copy_inference_compiled_and_exported_as_torch(tmp_path):
+    """The copy task's read-out (``init_sequence``, the input loop, ``net()`` per output step) as one module: under
+    ``no_grad`` through ``kiln.compile(fullgraph=True)`` and ``kiln.onnx.export`` run by onnxruntime, against torch's
+    eager model. float32: onnxruntime has no float64 ``Conv`` kernel (the circular shift's ``F.conv1d``)."""
+    from oracles import require
+
+    onnxruntime = require("onnxruntime")
+
+    def copy_inference(torch, nn, F, net):
+        class CopyInference(nn.Module):
+            def __init__(self, net):
+                super().__init__()
+                self.net = net
+
+            def forward(self, X):
+                self.net.init_sequence(X.size(1))
+                for i in range(X.size(0)):
+                    self.net(X[i])
+                return torch.stack([self.net()[0] for _ in range(X.size(0) - 1)])
+
+        model = CopyInference(net).eval()
+        _, X, Y = next(copy_task_batches(torch, 1))
+        with torch.no_grad():
+            record = {"eager": array(model(X))}
+            if torch is kiln:
+                record["compiled"] = array(kiln.compile(model, fullgraph=True)(X))
+                kiln.onnx.export(model, (X,), str(tmp_path / "ntm.onnx"), input_names=["X"])
+                session = onnxruntime.InferenceSession(str(tmp_path / "ntm.onnx"))
+                record["onnx"] = session.run(None, {"X": array(X)})[0]
+        return record
+
+    ours, theirs = run_in_lockstep(encapsulated_ntm, copy_inference)
+    for key in ours:
+        assert_same_records(ours[key], theirs["eager"], rtol=2e-5, atol=2e-6, where=key)
 
 
 def test_ntm_float32_compiled_step_as_torch():
