@@ -75,6 +75,7 @@ from kiln.compiler.errors import ShapeError
 from kiln.compiler.ir.core import Graph, Value
 from kiln.compiler.ir.types import TensorType, broadcast_shapes, format_shape
 from kiln.frontend.custom_function_complex import apply_over_parts, is_complex_argument
+from kiln.frontend.custom_function_inner_backward import InnerBackward
 from kiln.frontend.module import Parameter
 from kiln.frontend.tensor import Tensor, to_value
 from kiln.frontend.trace import TraceContext, located_error
@@ -238,6 +239,8 @@ class _Backward:
     captured: list[Value]
     gradients: list[int]
     """The tensor input (by position among them) each graph output is the gradient of."""
+    parameter_values: list[Value]
+    """The outer values of the parameters whose gradients the graph's last outputs are (``backward()`` called in it)."""
 
 
 def _emit_custom_vjp(cls: type[Function], context: TraceContext, ctx: FunctionCtx, inputs: list[Value],
@@ -254,8 +257,12 @@ def _emit_custom_vjp(cls: type[Function], context: TraceContext, ctx: FunctionCt
     for value in backward.captured:
         operands.append(value)
         indices.append(len(operands) - 1)
+    first_captured = len(operands) - len(backward.captured)
+    to_parameters = [first_captured + next(k for k, c in enumerate(backward.captured) if c is value)
+                     for value in backward.parameter_values]  # their gradients: the graph's last outputs
     results = context.emit("custom.vjp", *operands, function=cls.__name__, num_inputs=len(inputs), num_outputs=len(raw),
-                           saved=tuple(indices), gradients=tuple(backward.gradients), backward=backward.graph)
+                           saved=tuple(indices), gradients=tuple(backward.gradients) + tuple(to_parameters),
+                           backward=backward.graph)
     results = results if isinstance(results, tuple) else (results,)
     return [r if d else context.without_gradient(v) for r, v, d in zip(results, raw, differentiable)]
 
@@ -291,12 +298,13 @@ class _BackwardTrace(TraceContext):
         super().__init__(name)
         self.outer = outer
         self.parameter_names = outer.parameter_names
+        self.inner_backward = InnerBackward(self)  # backward() called in here (custom_function_inner_backward.py)
 
     def value_of(self, parameter: Parameter) -> Value:
-        return self.outer.value_of(parameter)
+        return self.inner_backward.read(parameter, self.outer.value_of(parameter))
 
     def current_value_of(self, parameter: Parameter) -> Value:
-        return self.outer.current_value_of(parameter)
+        return self.inner_backward.read(parameter, self.outer.current_value_of(parameter))
 
     def random_seed(self) -> tuple[Value, int]:
         return self.outer.random_seed()
@@ -316,12 +324,13 @@ def _trace_backward(cls: type[Function], outer: TraceContext, ctx: FunctionCtx, 
         grads = [None if not (d or ctx.materialize_grads) else Tensor(g) for g, d in zip(grad_inputs, differentiable)]
         returned = cls.backward(ctx, *grads)
         gradients, values = _checked_gradients(cls, trace, returned, args)
-        trace.graph.outputs = values
+        parameter_grads, parameter_values = trace.inner_backward.outputs()
+        trace.graph.outputs = values + parameter_grads
     for name, tensor in attributes:
         setattr(ctx, name, tensor)
     ctx.saved_in_backward = None
     captured = _close_over(trace.graph, len(saved_inputs))
-    return _Backward(trace.graph, captured, gradients)
+    return _Backward(trace.graph, captured, gradients, parameter_values)
 
 
 def _hand_saved(ctx: FunctionCtx, attributes: list[tuple[str, Tensor]], inputs: list[Value]) -> None:

@@ -209,6 +209,10 @@ class EagerMethods:
         differentiates through it (``runtime/eager_create_graph.py``)."""
         inputs = _backward_inputs(inputs)
         if eager_array(self) is None:
+            inner = getattr(TraceContext.current(), "inner_backward", None) if TraceContext.active() else None
+            if inner is not None:  # in a kiln.autograd.Function's backward (frontend/custom_function_inner_backward.py)
+                inner.backward(self, gradient)
+                return
             capture = step_capture()
             if capture is not None:  # a kiln.compile'd training step: runtime/step_capture.py
                 capture.backward(self, gradient, inputs, create_graph)

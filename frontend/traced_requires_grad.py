@@ -84,6 +84,9 @@ def mark_traced_for_grad(tensor: Any, requires_grad: bool) -> None:
         check_float_for_grad(value.type.dtype)
     if requires_grad and not traced_requires_grad(value):
         context.grad_leaves.add(value)
+        inner = getattr(context, "inner_backward", None)
+        if inner is not None:  # in a Function's backward: a backward() there fills its .grad
+            inner.marked.append(tensor)
     elif not requires_grad and value in context.grad_leaves:
         context.grad_leaves.discard(value)
     elif not requires_grad and traced_requires_grad(value):

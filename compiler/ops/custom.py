@@ -52,7 +52,8 @@ def custom_vjp_shape(*operands: TensorType, function: str, num_inputs: int, num_
 def _check_backward(function: str, operands: tuple[TensorType, ...], outputs: tuple[TensorType, ...], saved: tuple[int, ...],
                     gradients: tuple[int, ...], backward: "Graph", num_inputs: int) -> None:
     """The sub-graph takes the saved operands then one cotangent per output, and returns one gradient per input named."""
-    if any(not 0 <= index < len(operands) for index in saved) or any(not 0 <= index < num_inputs for index in gradients):
+    if any(not 0 <= index < len(operands) for index in saved) or any(not _differentiable(index, len(operands), num_inputs,
+                                                                                             len(outputs)) for index in gradients):
         raise ShapeError(f"custom.vjp of {function}: saved {list(saved)} or gradients {list(gradients)} name an operand it lacks")
     expected = [operands[index] for index in saved] + list(outputs)
     if [value.type for value in backward.inputs] != expected:
@@ -62,6 +63,12 @@ def _check_backward(function: str, operands: tuple[TensorType, ...], outputs: tu
     if [value.type for value in backward.outputs] != wanted:
         raise ShapeError(f"custom.vjp of {function}: backward returns {_types(v.type for v in backward.outputs)}, but the "
                          f"inputs it differentiates are {_types(wanted)}")
+
+
+def _differentiable(index: int, count: int, num_inputs: int, num_outputs: int) -> bool:
+    """Whether ``gradients`` may name operand ``index``: an input, or a value ``backward`` closed over after the forward
+    outputs (a parameter a ``backward()`` inside it differentiated: frontend/custom_function_inner_backward.py)."""
+    return 0 <= index < num_inputs or num_inputs + num_outputs <= index < count
 
 
 def _types(types: Iterable[TensorType]) -> str:
