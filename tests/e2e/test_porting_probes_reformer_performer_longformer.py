@@ -55,8 +55,11 @@ Performer and the Linformer agreed to 1e-10 as first written. The Reformer on re
 met three missing names: ``from torch.autograd.function import Function`` (``kiln/autograd/function.py`` now),
 ``torch.cuda._initialized`` (False: kiln's one generator holds every random state; ``kiln/cuda.py``) and
 ``torch.utils.checkpoint.get_device_states``/``set_device_states`` (``frontend/checkpoint.py``); tests:
-``tests/frontend/test_torch_surface_reversible_rng.py``. Its training is left as a strict xfail: the reversible
-backward calls ``torch.autograd.backward`` inside a ``Function``'s backward, which kiln traces and refuses there.
+``tests/frontend/test_torch_surface_reversible_rng.py``. Then its backward, which calls ``torch.autograd.backward``
+inside a ``Function``'s backward, was refused ('backward() of a traced tensor': kiln traces a Function's backward);
+it differentiates inside that trace now, filling the marked tensors' ``.grad`` and handing the parameters' gradients
+out through the ``custom.vjp`` op (``frontend/custom_function_inner_backward.py``, ``compiler/ops/custom.py``;
+``tests/autodiff/test_custom_function_inner_backward.py``), eagerly and in the compiled step.
 Longformer's global attention met three more: ``torch.arange`` of a 0-d tensor (refused; it takes its number now,
 ``frontend/torch_functions.py``), ``backward()`` after ``attn_probs[...] = 0`` refused 'modified by an inplace
 operation' (the version check walked from a ``clone()`` up to its source; ``runtime/saved_versions.py``,
@@ -673,18 +676,17 @@ def test_reformer_lsh_attention_trains_as_torch(float64_default, build, compiled
 
 
 
-@pytest.mark.xfail(strict=True, raises=TraceError, reason=(
-    "reversible.py's _ReversibleFunction.backward recomputes each block and calls torch.autograd.backward(gy1, dy2) "
-    "inside a Function's backward, filling y1.grad and the blocks' parameters' .grad there (its backward returns None "
-    "for them); kiln traces a Function's backward into a graph (even eagerly) and refuses backward() of a traced "
-    "tensor: it would need backward() inside that trace to give .grad of the tensors marked requires_grad in it and "
-    "the parameters' gradients as further outputs of the custom vjp"))
-def test_reversible_reformer_trains_as_torch(float64_default):
-    """The Reformer on reformer_pytorch's ``reversible.py`` (``torch.cuda._initialized``, ``get_device_states``,
-    ``torch.autograd.function.Function``, ``fork_rng``/``set_rng_state`` replaying the draws, all in kiln now): the
-    eager training lockstep."""
-    ours, theirs = run_in_lockstep(reversible_reformer, reformer_training(compiled=False))
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled step"])
+def test_reversible_reformer_trains_as_torch(float64_default, compiled):
+    """The Reformer on reformer_pytorch's ``reversible.py``: ``_ReversibleFunction.backward`` recomputes each block
+    and calls ``torch.autograd.backward`` inside the Function's backward, its parameters' gradients left in ``.grad``
+    (torch's reversible gradients equal the irreversible path's, checked when this probe was written)."""
+    ours, theirs = run_in_lockstep(reversible_reformer, reformer_training(compiled=compiled))
     assert_same_records(ours, theirs)
+    assert theirs["losses"][-1] < theirs["losses"][0]
+    if not compiled:
+        assert {name for name in theirs["grads"] if "to_out" in name}  # the blocks' parameters got gradients
+
 
 # ------------------------------------------------------------------------------------------------------------ performer
 
