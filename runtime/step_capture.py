@@ -54,7 +54,7 @@ from kiln.frontend.trace import TraceContext, located_error
 from kiln.runtime.argument_writes import values_before, written_arguments
 from kiln.runtime.eager_optim import count_step, grad_array_of, own_step
 from kiln.runtime.pytree import Structure, flatten_keeping
-from kiln.runtime.step_graph import _hyper_inputs, hyper_feeds
+from kiln.runtime.step_graph import _hyper_inputs, hyper_feeds, parameter_hyper
 
 Feed = Callable[[], np.ndarray]
 WriteBack = Callable[[np.ndarray], None]
@@ -265,6 +265,7 @@ class StepCapture:
         index = next(i for i, g in enumerate(optimizer.param_groups) if g is group)
         group_hyper = {key: hyper[(index, key)] for key in optimizer.group_hyperparameters(group)} | {"step": step}
         value = self.context.current_value_of(parameter)
+        group_hyper = parameter_hyper(builder, group_hyper, value.type.dtype)
         new_value, new_state = optimizer.emit_update(builder, value, self.grads[id(parameter)], states, group_hyper, group)
         self.inputs += [(states[key], functools.partial(_state_array, optimizer, parameter, key)) for key in states]
         self.outputs += [(new_state[key], functools.partial(_write_state, optimizer, parameter, key)) for key in states]

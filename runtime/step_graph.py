@@ -171,7 +171,19 @@ def hyper_input_dtype(params: Sequence[Parameter], name: str) -> DType:
     Python float PyTorch computes with (``1 - beta1``, ``1 - beta1 ** t``) and rounds once where a kernel reads it."""
     if name != "lr":
         return DType.f64
-    return hyper_dtype(DType.of(params[0]._data.dtype)) if params else DType.f32
+    dtypes = {hyper_dtype(DType.of(param._data.dtype)) for param in params}
+    if len(dtypes) > 1:
+        return DType.f64  # a group of float32 and float64 parameters: each update reads it in its own (parameter_hyper)
+    return dtypes.pop() if dtypes else DType.f32
+
+
+def parameter_hyper(builder: Builder, hyper: dict[str, Value], dtype: DType) -> dict[str, Value]:
+    """The group's hyper-parameter inputs for a parameter of ``dtype``: a mixed group's float64 ``lr`` cast to the
+    parameter's ``hyper_dtype``, rounded once, as torch's kernel reads the Python float."""
+    lr, wanted = hyper.get("lr"), hyper_dtype(dtype)
+    if lr is None or lr.type.dtype is wanted:
+        return hyper
+    return hyper | {"lr": builder.op("tensor.cast", lr, dtype=wanted)}
 
 
 def hyper_feeds(optimizer: Optimizer, hyper_inputs: list[tuple[int, str]]) -> list[np.ndarray]:
@@ -211,6 +223,7 @@ def _emit_updates(
         group = optimizer.group_of(param)
         index = next(i for i, g in enumerate(optimizer.param_groups) if g is group)
         group_hyper = {name: hyper[(index, name)] for name in optimizer.group_hyperparameters(group)} | {"step": step}
+        group_hyper = parameter_hyper(builder, group_hyper, value.type.dtype)
         grad.name_hint = grad.name_hint or f"{value.name_hint}.grad"
         new_param, new_state = optimizer.emit_update(builder, value, grad, state, group_hyper, group)
         new_param.name_hint = f"{value.name_hint}.new"
