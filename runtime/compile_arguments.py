@@ -28,6 +28,7 @@ import numpy as np
 
 from kiln.compiler.errors import KilnError
 from kiln.frontend.trace import input_names
+from kiln.runtime.container_arguments import check_stores, snapshot
 from kiln.runtime.pytree import flatten, unflatten
 
 TORCH_MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -60,7 +61,13 @@ def with_keywords(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[st
     def call(*inputs: Any) -> Any:
         leaves = iter(inputs)
         given = {k: unflatten(trees[k][1], [next(leaves) for _ in trees[k][0]]) if k in trees else next(leaves) for k in positions}
-        return fn(*[given[k] if k in given else a for k, a in enumerate(args)], **fixed, **dict(zip(names, leaves)))
+        positional = [given[k] if k in given else a for k, a in enumerate(args)]
+        containers = [(arguments[k], snapshot(a)) for k, a in enumerate(positional)]
+        containers += [(name, snapshot(value)) for name, value in fixed.items()]
+        result = fn(*positional, **fixed, **dict(zip(names, leaves)))
+        for name, before in containers:  # stores into a dict or list argument: refused (runtime/container_arguments.py)
+            check_stores(name, before)
+        return result
 
     arguments = input_names(fn, len(args))
     leaves = [(f"{arguments[k]}{i}" if k in trees else arguments[k], leaf)

@@ -1,0 +1,104 @@
+"""A ``kiln.compile``'d function that stores into a dict or list it is given (Whisper's ``kv_cache`` filled by forward
+hooks, fairseq's ``incremental_state``) runs eagerly, warned (``fullgraph=True`` raises), and the container holds what
+PyTorch's eager run puts there (``runtime/container_arguments.py``). The trace left its tensors in the caller's dict:
+the next call raised, or ran the variant traced for the empty dict and gave silently wrong results; a dict of tensors
+given positionally was rebuilt for the trace, so the stores were dropped."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+import kiln
+from kiln.compiler.errors import KilnError
+from oracles import libraries, require_torch
+
+
+def cached_decoder(torch, nn):
+    """Whisper's kv-cache idiom: hooks on the key projection store the growing keys in the cache the call is given."""
+
+    class Decoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.key = nn.Linear(3, 3)
+            self.query = nn.Linear(3, 3)
+
+        def forward(self, x, kv_cache=None):
+            k = self.key(x)  # with the hook: the keys of every step so far (Whisper's self-attention)
+            return torch.softmax(self.query(x) @ k.transpose(-1, -2), dim=-1) @ k
+
+    def install_hooks(model, cache):
+        def save(module, _, output):
+            cache[module] = output if module not in cache else torch.cat([cache[module], output], dim=1).detach()
+            return cache[module]
+
+        return model.key.register_forward_hook(save)
+
+    return Decoder, install_hooks
+
+
+def _decode(lib, model, install_hooks, tokens, compiled=None):
+    cache = {}
+    install_hooks(model, cache)
+    run = compiled or model
+    outputs = []
+    with lib.no_grad():
+        for step in range(tokens.shape[1]):
+            outputs.append(np.array(run(lib.tensor(tokens[:, step : step + 1]), kv_cache=cache).numpy()))
+    return outputs, {tuple(value.shape) for value in cache.values()}
+
+
+def test_a_kv_cache_filled_by_hooks_decodes_as_torch():
+    torch = require_torch()
+    tokens = np.random.default_rng(0).standard_normal((1, 4, 3))
+    results = {}
+    for name in ("kiln", "torch"):
+        lib, nn, _ = libraries(name)
+        Decoder, install_hooks = cached_decoder(lib, nn)
+        kiln.manual_seed(0)
+        model = Decoder().double()
+        if lib is torch:
+            model.load_state_dict({key: torch.tensor(value) for key, value in results["state"].items()})
+        else:
+            results["state"] = {key: np.array(value.numpy()) for key, value in model.state_dict().items()}
+        compiled = kiln.compile(model) if lib is kiln else None
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            results[name] = _decode(lib, model, install_hooks, tokens, compiled)
+        if lib is kiln:
+            assert any("stores into its argument 'kv_cache'" in str(w.message) for w in caught)
+    ours, theirs = results["kiln"], results["torch"]
+    assert ours[1] == theirs[1] == {(1, 4, 3)}
+    for step, (a, b) in enumerate(zip(ours[0], theirs[0])):
+        np.testing.assert_allclose(a, b, rtol=1e-12, err_msg=f"step {step}")
+
+
+def _append(x, cache):
+    cache["k"] = kiln.cat([cache["k"], x]) if "k" in cache else x * 1
+    return cache["k"].sum()
+
+
+def test_fullgraph_refuses_and_leaves_the_dict_as_it_was():
+    cache = {"old": kiln.ones(1)}
+    with pytest.raises(KilnError, match=r"stores into its argument 'cache' \(at 'k'\).*runs eagerly"):
+        kiln.compile(_append, fullgraph=True)(kiln.ones(2), cache=cache)
+    assert list(cache) == ["old"]
+
+
+def test_a_positional_dict_of_tensors_gets_the_stores_as_eagerly():
+    cache = {"k": kiln.ones(2)}
+    with pytest.warns(UserWarning, match="stores into its argument 'cache'"):
+        total = kiln.compile(_append)(kiln.ones(2), cache)
+    assert float(total) == 4.0 and cache["k"].tolist() == [1.0, 1.0, 1.0, 1.0]  # the store was dropped before
+
+
+def test_a_function_that_only_reads_its_dict_stays_compiled():
+    def scaled(x, table):
+        return x * table["scale"]
+
+    compiled = kiln.compile(scaled, fullgraph=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert compiled(kiln.ones(2), {"scale": kiln.tensor(3.0)}).tolist() == [3.0, 3.0]
