@@ -62,11 +62,10 @@ def with_keywords(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[st
         leaves = iter(inputs)
         given = {k: unflatten(trees[k][1], [next(leaves) for _ in trees[k][0]]) if k in trees else next(leaves) for k in positions}
         positional = [given[k] if k in given else a for k, a in enumerate(args)]
-        containers = [(arguments[k], snapshot(a)) for k, a in enumerate(positional)]
-        containers += [(name, snapshot(value)) for name, value in fixed.items()]
+        containers = [(arguments[k], "its argument", snapshot(a)) for k, a in enumerate(positional)]
+        containers += [(name, "its argument", snapshot(value)) for name, value in fixed.items()]
         result = fn(*positional, **fixed, **dict(zip(names, leaves)))
-        for name, before in containers:  # stores into a dict or list argument: refused (runtime/container_arguments.py)
-            check_stores(name, before)
+        check_stores(containers)  # stores into a dict or list argument: refused (runtime/container_arguments.py)
         return result
 
     arguments = input_names(fn, len(args))

@@ -44,6 +44,7 @@ from kiln.runtime.compile_arguments import (UNCOMPILED_BACKENDS, checked_backend
                                             numbers_fixed, numbers_weak, traced_arguments, with_keywords)
 from kiln.runtime.compiled_training import TrainingVariant, call_training, compile_training, eager_inputs, in_call_order
 from kiln.runtime.compiled_write_back import written_back
+from kiln.runtime.container_arguments import checking_reachable_stores
 from kiln.runtime.plain_object_writes import watching_plain_owner
 from kiln.runtime.donation import value_donations
 from kiln.runtime.executable import Executable
@@ -348,7 +349,8 @@ class CompiledFunction:
         reason = "" if self.backend == "numpy" else f"the {self.backend} backend's arrays are not the eager chain's"
         if not reason:
             try:
-                return compile_training(watching_plain_owner(fn, self.fn), arrays, wants_grad, self.backend, self.pipeline)
+                traced = checking_reachable_stores(watching_plain_owner(fn, self.fn), self.fn)
+                return compile_training(traced, arrays, wants_grad, self.backend, self.pipeline)
             except KilnError as error:
                 if self.fullgraph:
                     raise
@@ -380,7 +382,7 @@ class CompiledFunction:
 
     def _compile(self, fn: Callable[..., Any], arrays: list[np.ndarray], batch_dim: BatchDim, tensors_given: bool) -> _Variant:
         captures: list[StepCapture] = []  # a training step's backward() and optimizer.step() (runtime/step_capture.py)
-        traced = watching_plain_owner(capturing(fn, captures), self.fn)
+        traced = checking_reachable_stores(watching_plain_owner(capturing(fn, captures), self.fn), self.fn)
         specializing = specializing_on(lifting_eager_tensors(traced), arrays)  # values read: guarded
         context = trace_context(named_like(specializing, traced), *batch_specs(arrays, batch_dim),
                                 what="the compiled function's result")

@@ -1,5 +1,5 @@
-"""Dicts and lists a ``kiln.compile``'d function is given and stores tensors into: refused, never left holding the
-trace's tensors.
+"""Dicts and lists a ``kiln.compile``'d function stores its tensors into (given to it, in its closure, among the
+globals it names, or on its modules): refused, never left holding the trace's tensors.
 
 Whisper's decoding passes ``kv_cache={}`` and its hooks store ``cache[module] = torch.cat([cache[module], output])``;
 fairseq's and torchscale's decoders keep an ``incremental_state`` dict the same way. ``torch.compile`` replays such a
@@ -7,17 +7,21 @@ mutation after each call. kiln does not (yet): a trace that stored its tensors t
 so later calls read tensors with no values (an error) or, where the variant traced for the empty dict ran again, gave
 silently wrong results; a dict of tensors given positionally is rebuilt for the trace, so its stores were dropped.
 
-``check_stores`` compares each container argument (nested dicts and lists too) with what it held before the trace:
-where the function stored into one, the container gets its contents back and the trace fails with a ``KilnError``
-naming the argument and the slot, so the call runs eagerly (warned; ``fullgraph=True`` raises it), as correct as
-PyTorch's eager run.
+A cache kept in the closure (``cache = {}``), a global, or a module's attribute (``self.cache[k] = v``) fared the
+same. ``check_stores`` compares each such container (nested dicts and lists too) with what it held before the trace:
+where the function stored a tensor it computed into one, every container gets its contents back and the trace fails with a ``KilnError``
+naming the container and the slot, so the call runs eagerly (warned; ``fullgraph=True`` raises it), as correct as
+PyTorch's eager run. Not seen: containers held deeper (an attribute of an object the closure holds), and attributes
+whose names start with ``_``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+import functools
+from typing import Any, Callable, Iterator
 
 from kiln.compiler.errors import KilnError
+from kiln.runtime.attribute_writes import _traced_tensor
 
 Snapshot = list[tuple[Any, Any]]
 """``(container, its slots before the trace)`` for each dict or list reachable from one argument."""
@@ -29,17 +33,68 @@ def snapshot(value: Any) -> Snapshot:
             for container in _containers(value, set())]
 
 
-def check_stores(name: str, before: Snapshot) -> None:
-    """Raise (after restoring every container) where the trace stored into a container of argument ``name``."""
-    changed = next((slot for container, slots in before for slot in _changed_slots(container, slots)), None)
+def check_stores(before: list[tuple[str, str, Snapshot]]) -> None:
+    """Raise where the trace stored into one of the containers snapshotted before it (``(name, what holds it,
+    snapshot)``: an argument, a closure variable, a module's attribute), after giving every one its contents back."""
+    changed = next(((name, what, slot) for name, what, snapshots in before for container, slots in snapshots
+                    for slot in _changed_slots(container, slots)), None)
     if changed is None:
         return
-    for container, slots in before:
-        _restore(container, slots)
-    raise KilnError(f"kiln.compile: the function stores into its argument {name!r} (at {changed!r}), a container "
-                    "kiln does not update after each call (torch.compile replays such stores); the call runs eagerly. "
-                    "Return the new tensors instead (a kv cache as outputs), or keep the container outside the "
-                    "compiled function")
+    for _, _, snapshots in before:
+        for container, slots in snapshots:
+            _restore(container, slots)
+    name, what, slot = changed
+    raise KilnError(f"kiln.compile: the function stores into {what} {name!r} (at {slot!r}), a container kiln does not "
+                    "update after each call (torch.compile replays such stores); the call runs eagerly. Return the new "
+                    "tensors instead (a kv cache as outputs), or keep the container outside the compiled function")
+
+
+def checking_reachable_stores(traced: Callable[..., Any], fn: Any) -> Callable[..., Any]:
+    """``traced`` (a wrapper of ``fn`` to trace) refusing stores into the dicts and lists ``fn`` reaches besides its
+    arguments: its closure's (a ``cache = {}`` the function fills) and its modules' attributes (``self.cache``)."""
+    reachable = reachable_containers(fn)
+    if not reachable:
+        return traced
+
+    @functools.wraps(traced)
+    def checked(*inputs: Any) -> Any:
+        before = [(name, what, snapshot(container)) for name, what, container in reachable]
+        result = traced(*inputs)
+        check_stores(before)
+        return result
+
+    return checked
+
+
+def reachable_containers(fn: Any) -> list[tuple[str, str, Any]]:
+    """``(name, what holds it, container)`` for each dict or list in ``fn``'s closure or among the globals it names (a
+    bound method's function's too), and among the public attributes of the modules it is, is bound to, closes over or
+    names (their submodules too)."""
+    from kiln.frontend.module import Module  # lazily: the runtime builds on the frontend
+
+    found: list[tuple[str, str, Any]] = []
+    modules = [item for item in (fn, getattr(fn, "__self__", None)) if isinstance(item, Module)]
+    function = getattr(fn, "__func__", fn)
+    cells = zip(getattr(getattr(function, "__code__", None), "co_freevars", ()), getattr(function, "__closure__", None) or ())
+    named = [(name, "the closure variable", _contents(cell)) for name, cell in cells]
+    names = getattr(getattr(function, "__code__", None), "co_names", ())
+    named += [(name, "the global", getattr(function, "__globals__", {}).get(name)) for name in names]
+    for name, what, value in named:
+        if isinstance(value, (dict, list)):
+            found.append((name, what, value))
+        elif isinstance(value, Module):
+            modules.append(value)
+    for module in {id(m): m for root in modules for m in root.modules()}.values():
+        found += [(f"{type(module).__name__}.{name}", "the module attribute", value)
+                  for name, value in vars(module).items() if not name.startswith("_") and isinstance(value, (dict, list))]
+    return found
+
+
+def _contents(cell: Any) -> Any:
+    try:
+        return cell.cell_contents
+    except ValueError:  # an empty cell (a name assigned later)
+        return None
 
 
 def _containers(value: Any, seen: set[int]) -> Iterator[Any]:
@@ -52,14 +107,24 @@ def _containers(value: Any, seen: set[int]) -> Iterator[Any]:
 
 
 def _changed_slots(container: Any, slots: Any) -> Iterator[Any]:
-    """The keys (or indices) whose value is another object than before, or that were added or removed."""
+    """The keys (or indices) the trace set to a tensor it computed (or a container holding one); a Python value
+    stored (a trace counter's ``traces.append(1)``) is the trace's own business, as before."""
     if isinstance(container, dict):
-        yield from (key for key in container.keys() | slots.keys()
-                    if key not in container or key not in slots or container[key] is not slots[key])
+        yield from (key for key, value in container.items()
+                    if (key not in slots or value is not slots[key]) and _holds_traced(value, set()))
         return
-    if len(container) != len(slots):
-        yield min(len(container), len(slots))
-    yield from (index for index, (now, then) in enumerate(zip(container, slots)) if now is not then)
+    yield from (index for index, value in enumerate(container)
+                if (index >= len(slots) or value is not slots[index]) and _holds_traced(value, set()))
+
+
+def _holds_traced(value: Any, seen: set[int]) -> bool:
+    """Whether ``value`` is a tensor the trace computed, or a dict, list or tuple holding one."""
+    if _traced_tensor(value):
+        return True
+    if not isinstance(value, (dict, list, tuple)) or id(value) in seen:
+        return False
+    seen.add(id(value))
+    return any(_holds_traced(item, seen) for item in (value.values() if isinstance(value, dict) else value))
 
 
 def _restore(container: Any, slots: Any) -> None:
@@ -70,4 +135,4 @@ def _restore(container: Any, slots: Any) -> None:
         container[:] = slots
 
 
-__all__ = ["check_stores", "snapshot"]
+__all__ = ["check_stores", "checking_reachable_stores", "reachable_containers", "snapshot"]

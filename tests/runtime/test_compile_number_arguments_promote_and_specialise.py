@@ -40,7 +40,7 @@ def test_one_variant_serves_every_value_of_a_number_used_as_a_value():
 def _p_sample(lib, traces=None):
     def p_sample(x, t, t_index):  # the DDPM tutorial's shape: a branch on the Python int
         if traces is not None:
-            traces.append(t_index)
+            traces.append(1)
         mean = x * (1 - 0.1 * t)
         if t_index == 0:
             return mean

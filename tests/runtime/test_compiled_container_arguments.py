@@ -102,3 +102,48 @@ def test_a_function_that_only_reads_its_dict_stays_compiled():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert compiled(kiln.ones(2), {"scale": kiln.tensor(3.0)}).tolist() == [3.0, 3.0]
+
+
+def _growing_cache(lib, nn):
+    class Cached(nn.Module):  # a kv cache kept on the module, filled in forward
+        def __init__(self):
+            super().__init__()
+            self.key = nn.Linear(2, 2)
+            self.cache = {}
+
+        def forward(self, x):
+            k = self.key(x) if "k" not in self.cache else lib.cat([self.cache["k"], self.key(x)])
+            self.cache["k"] = k
+            return k.sum()
+
+    return Cached
+
+
+def test_a_cache_on_the_module_or_in_the_closure_runs_eagerly_as_torch():
+    torch = require_torch()
+    results = {}
+    for name in ("kiln", "torch"):
+        lib, nn, _ = libraries(name)
+        kiln.manual_seed(0)
+        model = _growing_cache(lib, nn)().double()
+        if lib is torch:
+            model.load_state_dict({key: torch.tensor(value) for key, value in results["state"].items()})
+        else:
+            results["state"] = {key: np.array(value.numpy()) for key, value in model.state_dict().items()}
+        closure_cache = []
+
+        def step(x):
+            closure_cache.append(model(x))  # a list the function fills
+            return closure_cache[-1] * len(closure_cache)
+
+        run = kiln.compile(step) if lib is kiln else step
+        with lib.no_grad(), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            results[name] = [float(run(lib.ones(1, 2, dtype=lib.float64))) for _ in range(3)]
+        results[name + " cache"] = (tuple(model.cache["k"].shape), len(closure_cache))
+        if lib is kiln:
+            assert any("stores into" in str(w.message) for w in caught)
+    np.testing.assert_allclose(results["kiln"], results["torch"], rtol=1e-12)
+    assert results["kiln cache"] == results["torch cache"] == ((3, 2), 3)
+    with pytest.raises(KilnError, match="stores into the module attribute 'Cached.cache'"):
+        kiln.compile(_growing_cache(kiln, kiln.nn)(), fullgraph=True)(kiln.ones(1, 2))
