@@ -51,7 +51,7 @@ class AttributeWrites:
         writes, tensors = [], []
         for module, name, before in context.attribute_writes.values():
             after = module.__dict__.get(name, MISSING)
-            if _traced_tensor(after):
+            if is_traced_tensor(after):
                 tensors.append((module, name, before))
             else:
                 writes.append((module, name, before, after))
@@ -95,7 +95,7 @@ class AttributeWrites:
         return ", ".join(f"{type(module).__name__}.{name}" for module, name, _, _ in self.writes)
 
 
-def _traced_tensor(value: Any) -> bool:
+def is_traced_tensor(value: Any) -> bool:
     """Whether ``value`` is a tensor with no values outside the trace (one the trace computed)."""
     from kiln.frontend.eager_values import ARRAYS
     from kiln.frontend.tensor import Tensor
@@ -115,4 +115,4 @@ def _same(value: Any, expected: Any) -> bool:
         return False
 
 
-__all__ = ["AttributeWrites", "MISSING", "UNGUARDED"]
+__all__ = ["AttributeWrites", "MISSING", "UNGUARDED", "is_traced_tensor"]

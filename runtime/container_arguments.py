@@ -21,7 +21,7 @@ import functools
 from typing import Any, Callable, Iterator
 
 from kiln.compiler.errors import KilnError
-from kiln.runtime.attribute_writes import _traced_tensor
+from kiln.runtime.attribute_writes import is_traced_tensor
 
 Snapshot = list[tuple[Any, Any]]
 """``(container, its slots before the trace)`` for each dict or list reachable from one argument."""
@@ -119,7 +119,7 @@ def _changed_slots(container: Any, slots: Any) -> Iterator[Any]:
 
 def _holds_traced(value: Any, seen: set[int]) -> bool:
     """Whether ``value`` is a tensor the trace computed, or a dict, list or tuple holding one."""
-    if _traced_tensor(value):
+    if is_traced_tensor(value):
         return True
     if not isinstance(value, (dict, list, tuple)) or id(value) in seen:
         return False

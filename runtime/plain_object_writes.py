@@ -21,7 +21,7 @@ import types
 from typing import Any, Callable, Iterator
 
 from kiln.frontend.trace import MISSING, TraceContext
-from kiln.runtime.attribute_writes import UNGUARDED, _same, _traced_tensor
+from kiln.runtime.attribute_writes import UNGUARDED, _same, is_traced_tensor
 
 _READ_FIRST: dict[int, set[str]] = {}
 """While a trace runs: ``id`` of a watched object -> the attributes read before the trace wrote them."""
@@ -163,7 +163,7 @@ def _record_changes(owner: Any, before: dict[str, Any]) -> None:
 def _holds_traced_tensors(value: Any) -> bool:
     """Whether ``value`` is a list, tuple or dict holding a tensor the trace computed (``self.losses = [loss]``)."""
     items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else ()
-    return any(_traced_tensor(item) for item in items)
+    return any(is_traced_tensor(item) for item in items)
 
 
 __all__ = ["plain_owners", "watching_plain_owner"]
