@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from kiln.compiler.errors import TraceError
-from kiln.frontend.index_range_checks import checked_at_run_time, eager_index_values, first_outside
+from kiln.frontend.index_range_checks import checked_index
 from kiln.frontend.inplace_leaf_checks import located
 
 
@@ -41,8 +41,4 @@ def check_index_values(index: Any, dim: int, size: Any) -> Any:
     if not isinstance(size, int):
         return index
     message = f"index {{value}} is out of bounds for dimension {dim} with size {size}"
-    values = eager_index_values(index)
-    found = None if values is None else first_outside(values, size)
-    if found is not None:
-        raise located(IndexValueOutOfBoundsError, message.format(value=found[1]))
-    return checked_at_run_time(index, size, message)
+    return checked_index(index, size, message, IndexValueOutOfBoundsError)

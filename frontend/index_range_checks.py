@@ -46,7 +46,7 @@ def check_rows_in_range(op: str, index: Any, size: int) -> Any:
     message = (f"index out of range in self ({op}: index {{value}} at flat position {{position}} is outside [0, {size}); "
                "a negative index does not count from the end here, as in PyTorch: map unknown or missing values to a "
                "row of their own)")
-    return _checked(index, size, message, IndexOutOfRangeError)
+    return checked_index(index, size, message, IndexOutOfRangeError)
 
 
 def check_bag_indices_in_range(index: Any, size: int) -> Any:
@@ -54,10 +54,10 @@ def check_bag_indices_in_range(index: Any, size: int) -> Any:
     traced one checked at run time)."""
     message = (f"Index {{position}} of input takes value {{value}} which is not in the valid range [0, {size}) "
                "(embedding_bag: a negative index does not count from the end)")
-    return _checked(index, size, message, IndexOutOfRangeError)
+    return checked_index(index, size, message, IndexOutOfRangeError)
 
 
-def _checked(index: Any, size: int, message: str, error: type[TraceError]) -> Any:
+def checked_index(index: Any, size: int, message: str, error: type[TraceError]) -> Any:
     """``index`` after raising ``error`` with ``message`` (its ``{value}`` and ``{position}`` filled in) for an eager
     value outside ``[0, size)``; a traced one checked at run time (``checked_at_run_time``)."""
     values = eager_index_values(index)
