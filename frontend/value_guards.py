@@ -36,6 +36,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from kiln.compiler.ir.core import Value
+from kiln.compiler.ops.registry import has_trait
 from kiln.frontend.trace_known_values import VALUE_PRESERVING, run_reference
 
 MAX_OPS = 64
@@ -83,9 +84,9 @@ def program_for(value: Value, is_source: Callable[[Value], bool]) -> ValueProgra
     if not _collect(value, is_source, set(), order):
         return None
     sources = tuple(v for v in order if v.producer is None)
-    constants = tuple(np.asarray(v.producer.attrs["value"]) for v in order
-                      if v.producer is not None and v.producer.name == "tensor.constant")
-    slots = {v: k for k, v in enumerate((*sources, *(v for v in order if _is_constant(v))))}
+    constant_values = [v for v in order if _is_constant(v)]
+    constants = tuple(np.asarray(v.producer.attrs["value"]) for v in constant_values)
+    slots = {v: k for k, v in enumerate((*sources, *constant_values))}
     steps = []
     for v in order:
         if v in slots:
@@ -98,7 +99,8 @@ def program_for(value: Value, is_source: Callable[[Value], bool]) -> ValueProgra
 
 
 def _collect(value: Value, is_source: Callable[[Value], bool], seen: set[Value], order: list[Value]) -> bool:
-    """Add ``value``'s producers depth first (operands before results) to ``order``; False where a leaf is no source."""
+    """Add ``value``'s producers depth first (operands before results) to ``order``; False where a leaf is no source
+    or an op is not pure (as ``trace_known_values`` refuses those)."""
     if value in seen:
         return True
     seen.add(value)
@@ -106,7 +108,9 @@ def _collect(value: Value, is_source: Callable[[Value], bool], seen: set[Value],
     if op is None and not is_source(value):
         return False
     if op is not None and not _is_constant(value):
-        if len(seen) > 4 * MAX_OPS or not all(_collect(o, is_source, seen, order) for o in op.operands):
+        if len(seen) > 4 * MAX_OPS or not has_trait(op.name, "pure"):  # a comm op: not run again at each call
+            return False
+        if not all(_collect(o, is_source, seen, order) for o in op.operands):
             return False
     order.append(value)
     return True

@@ -177,3 +177,17 @@ def test_a_value_read_through_detach_is_specialized():
     compiled = kiln.compile(lambda x, n: x[: int(n.detach().sum())] * 2, fullgraph=True)
     assert compiled(kiln.arange(6.0), kiln.tensor([1.0, 1.0])).tolist() == [0.0, 2.0]
     assert compiled(kiln.arange(6.0), kiln.tensor([1.0, 2.0])).tolist() == [0.0, 2.0, 4.0]
+
+
+def test_a_value_behind_an_impure_op_is_no_guard_program():
+    """A guard program runs again before each call: an op with effects (a collective) never goes into one, as
+    ``trace_known_values`` refuses it for constants."""
+    from kiln.compiler.ir import Builder, DType, Graph, TensorType
+    from kiln.frontend.value_guards import program_for
+
+    graph = Graph("g")
+    builder = Builder(graph)
+    x = graph.add_input(TensorType((3,), DType.f32), "x")
+    total = builder.op("tensor.reduce_sum", builder.op("comm.allreduce", x, op="sum", world_size=2), axes=None)
+    assert program_for(total, lambda value: value is x) is None
+    assert program_for(builder.op("tensor.reduce_sum", x, axes=None), lambda value: value is x) is not None
