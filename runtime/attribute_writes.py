@@ -103,6 +103,17 @@ def is_traced_tensor(value: Any) -> bool:
     return isinstance(value, Tensor) and "_value" in value.__dict__ and value.__dict__["_value"] not in ARRAYS
 
 
+def holds_traced_tensor(value: Any, seen: set[int] | None = None) -> bool:
+    """Whether ``value`` is a tensor the trace computed, or a dict, list or tuple holding one at any depth."""
+    if is_traced_tensor(value):
+        return True
+    seen = set() if seen is None else seen
+    if not isinstance(value, (dict, list, tuple)) or id(value) in seen:
+        return False
+    seen.add(id(value))
+    return any(holds_traced_tensor(item, seen) for item in (value.values() if isinstance(value, dict) else value))
+
+
 def _same(value: Any, expected: Any) -> bool:
     """Equal numbers, strings, None and tuples of them; anything else only itself."""
     if value is expected:
@@ -115,4 +126,4 @@ def _same(value: Any, expected: Any) -> bool:
         return False
 
 
-__all__ = ["AttributeWrites", "MISSING", "UNGUARDED", "is_traced_tensor"]
+__all__ = ["AttributeWrites", "MISSING", "UNGUARDED", "holds_traced_tensor", "is_traced_tensor"]

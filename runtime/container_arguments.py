@@ -21,7 +21,7 @@ import functools
 from typing import Any, Callable, Iterator
 
 from kiln.compiler.errors import KilnError
-from kiln.runtime.attribute_writes import is_traced_tensor
+from kiln.runtime.attribute_writes import holds_traced_tensor
 
 Snapshot = list[tuple[Any, Any]]
 """``(container, its slots before the trace)`` for each dict or list reachable from one argument."""
@@ -111,20 +111,10 @@ def _changed_slots(container: Any, slots: Any) -> Iterator[Any]:
     stored (a trace counter's ``traces.append(1)``) is the trace's own business, as before."""
     if isinstance(container, dict):
         yield from (key for key, value in container.items()
-                    if (key not in slots or value is not slots[key]) and _holds_traced(value, set()))
+                    if (key not in slots or value is not slots[key]) and holds_traced_tensor(value))
         return
     yield from (index for index, value in enumerate(container)
-                if (index >= len(slots) or value is not slots[index]) and _holds_traced(value, set()))
-
-
-def _holds_traced(value: Any, seen: set[int]) -> bool:
-    """Whether ``value`` is a tensor the trace computed, or a dict, list or tuple holding one."""
-    if is_traced_tensor(value):
-        return True
-    if not isinstance(value, (dict, list, tuple)) or id(value) in seen:
-        return False
-    seen.add(id(value))
-    return any(_holds_traced(item, seen) for item in (value.values() if isinstance(value, dict) else value))
+                if (index >= len(slots) or value is not slots[index]) and holds_traced_tensor(value))
 
 
 def _restore(container: Any, slots: Any) -> None:

@@ -21,7 +21,7 @@ import types
 from typing import Any, Callable, Iterator
 
 from kiln.frontend.trace import MISSING, TraceContext
-from kiln.runtime.attribute_writes import UNGUARDED, _same, is_traced_tensor
+from kiln.runtime.attribute_writes import UNGUARDED, _same, holds_traced_tensor, is_traced_tensor
 
 _READ_FIRST: dict[int, set[str]] = {}
 """While a trace runs: ``id`` of a watched object -> the attributes read before the trace wrote them."""
@@ -153,17 +153,11 @@ def _record_changes(owner: Any, before: dict[str, Any]) -> None:
     _WRITTEN.pop(id(owner), None)
     for name in [*before, *(name for name in after if name not in before)]:
         old, new = before.get(name, MISSING), after.get(name, MISSING)
-        if _same(new, old) or _holds_traced_tensors(new):
+        if _same(new, old) or (not is_traced_tensor(new) and holds_traced_tensor(new)):  # [loss]: left as set
             continue
         context.attribute_writes.setdefault((id(owner), name), (owner, name, old))
         if read_first is not None and name not in read_first:
             UNGUARDED.setdefault(context, set()).add((id(owner), name))
-
-
-def _holds_traced_tensors(value: Any) -> bool:
-    """Whether ``value`` is a list, tuple or dict holding a tensor the trace computed (``self.losses = [loss]``)."""
-    items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else ()
-    return any(is_traced_tensor(item) for item in items)
 
 
 __all__ = ["plain_owners", "watching_plain_owner"]
