@@ -20,11 +20,12 @@ from kiln.frontend.distributions_discrete import Bernoulli, Categorical
 from kiln.frontend.distributions_independent import Independent
 from kiln.frontend.distributions_kl import kl_divergence, register_kl
 from kiln.frontend.distributions_lowrank import LowRankMultivariateNormal
+from kiln.frontend.distributions_mixture import MixtureSameFamily
 from kiln.frontend.distributions_multivariate import MultivariateNormal
 from kiln.frontend.distributions_one_hot import OneHotCategorical, OneHotCategoricalStraightThrough
 from kiln.frontend.distributions_transformed import LogNormal, TransformedDistribution
-from kiln.distributions import (categorical, constraints, independent, kl, normal, one_hot_categorical,  # torch's submodules
-                                transformed_distribution, transforms)
+from kiln.distributions import (categorical, constraints, independent, kl, mixture_same_family, normal,  # torch's submodules
+                                one_hot_categorical, transformed_distribution, transforms)
 from kiln.distributions.transforms import (
     AffineTransform, ComposeTransform, ExpTransform, PowerTransform, SigmoidTransform, SoftplusTransform, TanhTransform,
     Transform)
@@ -32,8 +33,8 @@ from kiln.distributions.transforms import (
 __all__ = [
     "AffineTransform", "Bernoulli", "Categorical", "ComposeTransform", "Constraint", "Dirichlet", "Distribution", "ExpTransform",
     "Exponential", "Independent", "InvalidParameterError", "Laplace", "LogNormal", "LowRankMultivariateNormal",
-    "MultivariateNormal", "Normal", "OneHotCategorical", "OneHotCategoricalStraightThrough",
+    "MixtureSameFamily", "MultivariateNormal", "Normal", "OneHotCategorical", "OneHotCategoricalStraightThrough",
     "PowerTransform", "SigmoidTransform", "SoftplusTransform", "TanhTransform", "Transform", "TransformedDistribution",
-    "Uniform", "categorical", "constraints", "independent", "kl", "kl_divergence", "normal", "one_hot_categorical",
+    "Uniform", "categorical", "constraints", "independent", "kl", "kl_divergence", "mixture_same_family", "normal", "one_hot_categorical",
     "register_kl", "transformed_distribution", "transforms",
 ]

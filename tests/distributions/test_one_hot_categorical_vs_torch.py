@@ -101,7 +101,7 @@ def test_log_prob_refuses_a_value_that_is_not_one_hot_as_torch():
 
 def test_the_submodules_and_constraint_are_torchs_names():
     torch = require_torch()
-    for name in ("one_hot_categorical", "kl", "independent", "categorical"):
+    for name in ("one_hot_categorical", "kl", "independent", "categorical", "mixture_same_family"):
         theirs, ours = getattr(torch.distributions, name), getattr(kd, name)
         assert set(ours.__all__) <= set(dir(theirs)), name
     assert kd.constraints.one_hot.event_dim == torch.distributions.constraints.one_hot.event_dim == 1
