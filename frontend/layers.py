@@ -7,6 +7,7 @@ from typing import Any, Iterable, Iterator
 
 
 from kiln.compiler.ir.types import is_float_array_dtype
+from kiln.frontend import layer_resets
 from kiln.frontend import functional as F
 from kiln.frontend import init
 from kiln.frontend.layers_activation import _InplaceActivation
@@ -16,6 +17,8 @@ from kiln.frontend.tensor import Tensor
 
 class Linear(Module):
     """``y = x W^T + b`` with ``weight`` of shape ``(out_features, in_features)``, as ``torch.nn.Linear``."""
+
+    reset_parameters = layer_resets.fan_in_uniform
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, device: Any = None, dtype: Any = None):
         """PyTorch's signature, so ``super().__init__(in_features, out_features, bias, device, dtype)`` in a subclass works

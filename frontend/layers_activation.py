@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from kiln.frontend import layer_resets
 from kiln.frontend import functional as F
 from kiln.frontend.module import Module, Parameter, layer_dtype
 from kiln.frontend.tensor import Tensor
@@ -156,6 +157,8 @@ class Identity(Module):
 class PReLU(Module):
     """``torch.nn.PReLU``: ``weight`` of shape ``(num_parameters,)`` filled with ``init``; one slope for all channels,
     or one per channel (dim 1 of the input, which must then have ``num_parameters`` channels)."""
+
+    reset_parameters = layer_resets.prelu_constant
 
     def __init__(self, num_parameters: int = 1, init: float = 0.25, dtype: Any = None):
         dtype = layer_dtype(dtype)

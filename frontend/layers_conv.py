@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from kiln.compiler.errors import TraceError
+from kiln.frontend import layer_resets
 from kiln.frontend import functional as F
 from kiln.frontend import init
 from kiln.frontend.conv_transpose_output_size import output_padding_for
@@ -19,6 +20,8 @@ from kiln.frontend.trace import TraceContext
 
 class Conv2d(Module):
     """``weight (out_channels, in_channels / groups, KH, KW)``, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) as ``torch.nn.Conv2d``."""
+
+    reset_parameters = layer_resets.fan_in_uniform
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1, padding: Any = 0, dilation: Any = 1,
                  groups: int = 1, bias: bool = True, padding_mode: str = "zeros", dtype: Any = None):
@@ -56,6 +59,8 @@ class Conv1d(Module):
     ``padding`` may be an int, ``"valid"`` or ``"same"`` (stride 1), as PyTorch's; see ``F.conv1d``.
     """
 
+    reset_parameters = layer_resets.fan_in_uniform
+
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1, padding: Any = 0, dilation: Any = 1,
                  groups: int = 1, bias: bool = True, padding_mode: str = "zeros", dtype: Any = None):
         dtype = layer_dtype(dtype)
@@ -90,6 +95,8 @@ class ConvTranspose2d(Module):
     ``torch.nn.ConvTranspose2d`` computes it). ``forward(input, output_size)`` picks this call's output padding as
     PyTorch's (``frontend/conv_transpose_output_size.py``).
     """
+
+    reset_parameters = layer_resets.fan_in_uniform
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1, padding: Any = 0, output_padding: Any = 0,
                  groups: int = 1, bias: bool = True, dilation: Any = 1, padding_mode: str = "zeros", dtype: Any = None):
@@ -179,6 +186,9 @@ class BatchNorm2d(Module):
     PyTorch's signature: with ``track_running_stats=False`` there are no buffers and every forward, eval mode included,
     normalizes with the batch's statistics; ``bias=False`` (torch 2.13) keeps the weight only.
     """
+
+    reset_parameters = layer_resets.running_stats_and_affine
+    reset_running_stats = layer_resets.running_stats
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True, track_running_stats: bool = True,
                  device: Any = None, dtype: Any = None, *, bias: bool = True):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from kiln.frontend import layer_resets
 from kiln.frontend import functional_conv3d as F3
 from kiln.frontend import init
 from kiln.frontend.conv_transpose_output_size import output_padding_for
@@ -20,6 +21,8 @@ from kiln.frontend.trace import located_error
 class Conv3d(Module):
     """``weight (out_channels, in_channels / groups, KD, KH, KW)``, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) as PyTorch's;
     ``padding`` ints, ``"valid"`` or ``"same"``; ``padding_mode`` zeros, reflect, replicate or circular."""
+
+    reset_parameters = layer_resets.fan_in_uniform
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1, padding: Any = 0, dilation: Any = 1,
                  groups: int = 1, bias: bool = True, padding_mode: str = "zeros", dtype: Any = None):
@@ -54,6 +57,8 @@ class ConvTranspose3d(Module):
     """``weight (in_channels, out_channels / groups, KD, KH, KW)`` and its initialisation as PyTorch's
     (``fan_in = out_channels / groups * KD KH KW``); ``forward(input, output_size)`` picks this call's output padding as
     PyTorch's (``frontend/conv_transpose_output_size.py``)."""
+
+    reset_parameters = layer_resets.fan_in_uniform
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1, padding: Any = 0, output_padding: Any = 0,
                  groups: int = 1, bias: bool = True, dilation: Any = 1, padding_mode: str = "zeros", dtype: Any = None):

@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from kiln.frontend import layer_resets
 from kiln.frontend import functional as F
 from kiln.frontend import init
 from kiln.frontend.conv_transpose_output_size import output_padding_for
@@ -30,6 +31,8 @@ class ConvTranspose1d(Module):
     """``torch.nn.ConvTranspose1d``: ``weight (in_channels, out_channels / groups, K)``, U(-1/sqrt(fan_in), 1/sqrt(fan_in))
     with ``fan_in = out_channels / groups * K`` (the weight's dim 1, as PyTorch). ``forward(input, output_size)`` picks
     this call's output padding as PyTorch's (``frontend/conv_transpose_output_size.py``)."""
+
+    reset_parameters = layer_resets.fan_in_uniform
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1, padding: Any = 0, output_padding: Any = 0,
                  groups: int = 1, bias: bool = True, dilation: Any = 1, padding_mode: str = "zeros", dtype: Any = None):
@@ -61,6 +64,9 @@ class _InstanceNorm(Module):
     ``bias=False``). With ``track_running_stats`` the buffers ``running_mean``, ``running_var`` and
     ``num_batches_tracked`` exist: training mode records the running statistics (see ``F.instance_norm``), eval mode
     normalizes with them, as PyTorch's."""
+
+    reset_parameters = layer_resets.running_stats_and_affine
+    reset_running_stats = layer_resets.running_stats
 
     spatial = 1
 
@@ -139,6 +145,8 @@ class FeatureAlphaDropout(AlphaDropout):
 class EmbeddingBag(Module):
     """``torch.nn.EmbeddingBag``: ``weight (num_embeddings, embedding_dim)`` initialised N(0, 1), the ``padding_idx`` row
     zero; ``forward(input, offsets=None, per_sample_weights=None)`` is ``F.embedding_bag``."""
+
+    reset_parameters = layer_resets.standard_normal_rows
 
     def __init__(self, num_embeddings: int, embedding_dim: int, max_norm: float | None = None, norm_type: float = 2.0,
                  scale_grad_by_freq: bool = False, mode: str = "mean", sparse: bool = False, _weight: Any = None,

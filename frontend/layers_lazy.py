@@ -71,6 +71,9 @@ class LazyModuleMixin:
     def has_uninitialized_params(self) -> bool:
         return "_lazy_arguments" in self.__dict__
 
+    def reset_parameters(self) -> None:
+        """Nothing to draw before the first call creates the parameters (which draws them), as PyTorch's lazy modules."""
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.has_uninitialized_params():
             self.initialize_parameters(args[0] if args else next(iter(kwargs.values()), None))

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from kiln.frontend import layer_resets
 from kiln.frontend import functional as F
 from kiln.frontend.trace import located_error
 from kiln.frontend.layers_conv import BatchNorm2d
@@ -24,6 +25,8 @@ class GroupNorm(Module):
     """``torch.nn.GroupNorm``: normalize ``(N, C, *)`` over each group of ``C / num_groups`` channels and ``*``; with
     ``affine``, per-channel ``weight`` (ones) and, unless ``bias=False`` (keyword-only, as torch 2.13's), ``bias``
     (zeros)."""
+
+    reset_parameters = layer_resets.ones_and_zeros
 
     def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, affine: bool = True, dtype: Any = None, *,
                  bias: bool = True):
@@ -45,6 +48,8 @@ class GroupNorm(Module):
 class RMSNorm(Module):
     """``torch.nn.RMSNorm``: ``x / sqrt(mean(x^2) + eps) * weight`` over the trailing ``normalized_shape`` dims (no bias);
     ``eps=None`` is the machine epsilon of the input's dtype."""
+
+    reset_parameters = layer_resets.ones_and_zeros
 
     def __init__(self, normalized_shape: int | tuple[int, ...], eps: float | None = None, elementwise_affine: bool = True,
                  dtype: Any = None):

@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable, NamedTuple, Sequence
 
 from kiln.compiler.ir.types import format_shape
+from kiln.frontend import layer_resets
 from kiln.frontend import functional as F
 from kiln.frontend import init
 from kiln.frontend.functional_nn import _filled
@@ -194,6 +195,8 @@ class RNNBase(Module):
     ``(D * num_layers, N, H_out)``, layer-major with the forward direction first. ``dropout`` drops each layer's
     output but the last's, in training only."""
 
+    reset_parameters = layer_resets.recurrent_uniform
+
     def __init__(self, mode: str, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True, batch_first: bool = False,
                  dropout: float = 0.0, bidirectional: bool = False, proj_size: int = 0, dtype: Any = None):
         dtype = layer_dtype(dtype)
@@ -248,6 +251,28 @@ class RNNBase(Module):
         suffix = f"_l{layer}{self._suffixes()[direction]}"
         names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")  # DirectionWeights' fields, in order
         return DirectionWeights(*(getattr(self, name + suffix, None) for name in names))
+
+    @property
+    def _all_weights(self) -> list[list[str]]:
+        """PyTorch's parameter names per layer and direction (``[['weight_ih_l0', 'weight_hh_l0', 'bias_ih_l0',
+        'bias_hh_l0'], ...]``), which code walks to initialise them (DeepAR sets the forget gates' biases to 1 by
+        ``for names in lstm._all_weights``)."""
+        return [[name + f"_l{layer}{suffix}" for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
+                 if hasattr(self, name + f"_l{layer}{suffix}")]
+                for layer in range(self.num_layers) for suffix in self._suffixes()]
+
+    @property
+    def _flat_weights_names(self) -> list[str]:
+        return [name for names in self._all_weights for name in names]
+
+    @property
+    def _flat_weights(self) -> list[Parameter]:
+        return [getattr(self, name) for name in self._flat_weights_names]
+
+    @property
+    def all_weights(self) -> list[list[Parameter]]:
+        """The parameters of each layer and direction, in ``_all_weights``' order (PyTorch's ``all_weights``)."""
+        return [[getattr(self, name) for name in names] for names in self._all_weights]
 
     def flatten_parameters(self) -> None:
         """Nothing to do: kiln keeps no cuDNN weight buffer (PyTorch code that calls this runs as is)."""
@@ -372,6 +397,8 @@ class GRU(RNNBase):
 class RNNCellBase(Module):
     """PyTorch's ``nn.RNNCellBase``: one step on ``(N, H_in)`` or unbatched ``(H_in,)`` with parameters
     ``weight_ih``, ``weight_hh``, ``bias_ih``, ``bias_hh``; a missing state is zeros."""
+
+    reset_parameters = layer_resets.recurrent_uniform
 
     def __init__(self, mode: str, input_size: int, hidden_size: int, bias: bool = True, dtype: Any = None):
         dtype = layer_dtype(dtype)

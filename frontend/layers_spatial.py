@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from kiln.frontend import layer_resets
 from kiln.frontend import functional as F
 from kiln.frontend import init
 from kiln.frontend.module import Module, Parameter, layer_dtype
@@ -304,6 +305,8 @@ class Dropout2d(_ChannelDropout):
 class Bilinear(Module):
     """``y = x1^T W x2 + b`` with ``weight`` ``(out_features, in1_features, in2_features)`` and ``bias``
     ``(out_features,)``, both ``U(-1/sqrt(in1_features), 1/sqrt(in1_features))`` as ``torch.nn.Bilinear``."""
+
+    reset_parameters = layer_resets.bilinear_uniform
 
     def __init__(self, in1_features: int, in2_features: int, out_features: int, bias: bool = True, dtype: Any = None):
         dtype = layer_dtype(dtype)

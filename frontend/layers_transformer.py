@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from kiln.compiler.ir.types import DType, is_float_array_dtype
+from kiln.frontend import layer_resets
 from kiln.frontend import functional as F
 from kiln.frontend import init
 from kiln.frontend.containers import ModuleList
@@ -33,6 +34,8 @@ class Embedding(Module):
     ``padding_idx`` row zero; that row gets no gradient. ``max_norm`` renormalizes the looked-up rows in place
     (eagerly; refused when traced), ``scale_grad_by_freq`` divides each row's gradient by its count in the batch, and
     ``sparse=True`` gives the dense gradient (see ``F.embedding`` and frontend/embedding_options.py)."""
+
+    reset_parameters = layer_resets.standard_normal_rows
 
     def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None = None, max_norm: float | None = None,
                  norm_type: float = 2.0, scale_grad_by_freq: bool = False, sparse: bool = False, _weight: Any = None,
@@ -70,6 +73,8 @@ class Embedding(Module):
 
 
 class LayerNorm(Module):
+    reset_parameters = layer_resets.ones_and_zeros
+
     def __init__(self, normalized_shape: int | tuple[int, ...], eps: float = 1e-5, elementwise_affine: bool = True, bias: bool = True,
                  dtype: Any = None):
         dtype = layer_dtype(dtype)
@@ -184,6 +189,8 @@ class MultiheadAttention(Module):
     widths (``kdim``, ``vdim``: cross-attention to another model's states) get separate ``q/k/v_proj_weight``;
     ``add_bias_kv`` appends learned ``bias_k``/``bias_v`` to the keys and values, ``add_zero_attn`` a zero key and value;
     those run PyTorch's general path (``F.multi_head_attention_forward``), the rest one fused attention op."""
+
+    _reset_parameters = layer_resets.attention_xavier
 
     def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True, add_bias_kv: bool = False,
                  add_zero_attn: bool = False, kdim: int | None = None, vdim: int | None = None, batch_first: bool = False,
@@ -409,6 +416,8 @@ class Transformer(Module):
     else (others are refused); a float mask that is a traced input blocks where it is -inf, its other values ignored.
     """
 
+    _reset_parameters = layer_resets.matrices_xavier
+
     def __init__(self, d_model: int = 512, nhead: int = 8, num_encoder_layers: int = 6, num_decoder_layers: int = 6,
                  dim_feedforward: int = 2048, dropout: float = 0.1, activation: Any = "relu", custom_encoder: Module | None = None,
                  custom_decoder: Module | None = None, layer_norm_eps: float = 1e-5, batch_first: bool = False, norm_first: bool = False,
@@ -421,9 +430,7 @@ class Transformer(Module):
             TransformerEncoderLayer(d_model, nhead, **layer_options), num_encoder_layers, LayerNorm(d_model, layer_norm_eps, bias=bias, dtype=dtype))
         self.decoder = custom_decoder if custom_decoder is not None else TransformerDecoder(
             TransformerDecoderLayer(d_model, nhead, **layer_options), num_decoder_layers, LayerNorm(d_model, layer_norm_eps, bias=bias, dtype=dtype))
-        for parameter in self.parameters():
-            if parameter.data.ndim > 1:
-                init.xavier_uniform_(parameter)
+        self._reset_parameters()
         self.d_model, self.nhead, self.batch_first = d_model, nhead, batch_first
 
     def forward(self, src: Tensor, tgt: Tensor, src_mask: Any = None, tgt_mask: Any = None, memory_mask: Any = None,

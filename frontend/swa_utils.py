@@ -177,7 +177,7 @@ def update_bn(loader: Iterable[Any], model: Module, device: Any = None) -> None:
         return
     momenta = {norm: norm.momentum for norm in norms}
     for norm in norms:
-        _reset_running_stats(norm)
+        norm.reset_running_stats()
     was_training = model.training
     model.train()
     try:
@@ -203,14 +203,6 @@ def _first_input(batch: Any, device: Any) -> Any:
     if isinstance(batch, (list, tuple)):
         batch = batch[0]
     return batch.to(device) if device is not None and hasattr(batch, "to") else batch
-
-
-def _reset_running_stats(norm: BatchNorm2d) -> None:
-    """PyTorch's ``reset_running_stats``: mean 0, variance 1, count 0 (a BatchNorm without them is left alone)."""
-    if norm.track_running_stats:
-        norm.running_mean.data[...] = 0
-        norm.running_var.data[...] = 1
-        norm.num_batches_tracked.data[...] = 0
 
 
 class SWALR(LRScheduler):
