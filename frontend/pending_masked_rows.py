@@ -14,13 +14,20 @@ batch_stds[batch_stds == 0] = batch_means[batch_stds == 0]
          %batch_stds.1 = "tensor.where"(%m, %batch_means, %batch_stds)
 ```
 
-Any other use of the pending rows (arithmetic, a shape, another mask) raises the data-dependent-shape error, naming
+Elementwise arithmetic on the pending rows (with a number, a tensor broadcast over a row, or other rows pending under
+a mask computed alike) keeps them pending, applied to the whole source: the rows it picks are the same. So the
+augmented assignments Rainbow's categorical projection writes, ``l[(u > 0) * (l == u)] -= 1`` (``l[m] = l[m] - 1``),
+are ``where(m, l - 1, l)``; an in-place operator keeps the rows' dtype, as PyTorch's (a float result into integer
+rows raises).
+
+Any other use of the pending rows (a reduction, a shape, another mask) raises the data-dependent-shape error, naming
 the line that indexed.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import numbers
+from typing import Any, Callable
 
 from kiln.compiler.ir.core import Value
 from kiln.compiler.ops.registry import has_trait
@@ -41,6 +48,69 @@ class PendingMaskedRows(Tensor):
     @property
     def value(self) -> Value:
         raise self.error
+
+    def elementwise(self, operation: Callable[..., Tensor], *others: Any) -> "PendingMaskedRows":
+        """``operation`` (Tensors -> Tensor) applied to the whole source, still pending under the same mask; ``others``
+        numbers, tensors broadcast over one row, or rows pending under a mask computed alike (else the error)."""
+        result = operation(Tensor(self.source), *[self._whole(other) for other in others])
+        return PendingMaskedRows(result.value, self.mask, self.error)
+
+    def _whole(self, other: Any) -> Any:
+        """``other`` as it combines with the whole source: pending rows as their source, a row-broadcast tensor or a
+        number as it is."""
+        if isinstance(other, PendingMaskedRows):
+            if not same_computation(other.mask, self.mask) or tuple(other.source.type.shape) != tuple(self.source.type.shape):
+                raise self.error
+            return Tensor(other.source)
+        row_dims = len(self.source.type.shape) - len(self.mask.type.shape)
+        if isinstance(other, numbers.Number) or (isinstance(other, Tensor) and other.ndim <= row_dims):
+            return other
+        raise self.error
+
+    def _in_place(self, method: str, operation: Callable[..., Tensor], other: Any) -> "PendingMaskedRows":
+        """``rows op= other``: the result in the rows' dtype, as PyTorch's in-place operators write it."""
+        from kiln.frontend.tensor_inplace import kept_type
+
+        return self.elementwise(lambda source, value: kept_type(source, operation(source, value), method), other)
+
+    def __add__(self, other: Any) -> Any:
+        return self.elementwise(lambda x, y: x + y, other)
+
+    def __radd__(self, other: Any) -> Any:
+        return self.elementwise(lambda x, y: y + x, other)
+
+    def __sub__(self, other: Any) -> Any:
+        return self.elementwise(lambda x, y: x - y, other)
+
+    def __rsub__(self, other: Any) -> Any:
+        return self.elementwise(lambda x, y: y - x, other)
+
+    def __mul__(self, other: Any) -> Any:
+        return self.elementwise(lambda x, y: x * y, other)
+
+    def __rmul__(self, other: Any) -> Any:
+        return self.elementwise(lambda x, y: y * x, other)
+
+    def __truediv__(self, other: Any) -> Any:
+        return self.elementwise(lambda x, y: x / y, other)
+
+    def __rtruediv__(self, other: Any) -> Any:
+        return self.elementwise(lambda x, y: y / x, other)
+
+    def __neg__(self) -> Any:
+        return self.elementwise(lambda x: -x)
+
+    def __iadd__(self, other: Any) -> Any:
+        return self._in_place("add_", lambda x, y: x + y, other)
+
+    def __isub__(self, other: Any) -> Any:
+        return self._in_place("sub_", lambda x, y: x - y, other)
+
+    def __imul__(self, other: Any) -> Any:
+        return self._in_place("mul_", lambda x, y: x * y, other)
+
+    def __itruediv__(self, other: Any) -> Any:
+        return self._in_place("div_", lambda x, y: x / y, other)
 
 
 def same_computation(first: Value, second: Value, depth: int = SAME_COMPUTATION_DEPTH) -> bool:
