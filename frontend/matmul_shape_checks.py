@@ -5,6 +5,7 @@
 x @ w          # (3, 4) @ (5, 6): mat1 and mat2 shapes cannot be multiplied (3x4 and 5x6)
 A @ v          # (3, 4) @ (5,):   size mismatch, got input (3), mat (3x4), vec (5)
 u @ v          # (4,) @ (5,):     inconsistent tensor size, expected tensor [4] and src [5] to have the same number ...
+u.dot(v)       # f64 and f32:     dot : expected both vectors to have same dtype, but found Double and Float
 a @ b          # (2, 3, 4) @ (2, 5, 6): Expected size for first two dimensions of batch2 tensor to be: [2, 4] but ...
 ```
 
@@ -19,6 +20,7 @@ from typing import Any
 from kiln.compiler.errors import BroadcastError, TraceError
 from kiln.compiler.ir.types import broadcast_shapes, dim_product
 from kiln.frontend.inplace_leaf_checks import located
+from kiln.frontend.tensor_bitwise import TORCH_NAMES
 
 
 class MatmulShapeError(TraceError, RuntimeError):
@@ -69,10 +71,15 @@ def check_mv_shapes(a: Any, b: Any) -> None:
         _refuse_mv(a.shape[0], a.shape[1], b.shape[0])
 
 
-def check_dot_shapes(a: Any, b: Any) -> None:
-    """``torch.dot``'s checks: two vectors of one length (kiln's product would broadcast a column silently)."""
+def check_dot_operands(a: Any, b: Any) -> None:
+    """``torch.dot``'s checks, in its order: two vectors (kiln's product would broadcast a column silently), of one
+    dtype (kiln's product would promote: bermanmaxim's Lovasz loss dots float64 errors with a float32 gradient, which
+    torch refuses), of one length."""
     if len(a.shape) != 1 or len(b.shape) != 1:
         _refuse(f"1D tensors expected, but got {len(a.shape)}D and {len(b.shape)}D tensors")
+    if a.dtype != b.dtype:
+        _refuse(f"dot : expected both vectors to have same dtype, but found {TORCH_NAMES.get(a.dtype, a.dtype)} and "
+                f"{TORCH_NAMES.get(b.dtype, b.dtype)}; cast one of them with .to(other.dtype)")
     if a.shape[0] != b.shape[0]:
         _refuse_dot(a.shape[0], b.shape[0])
 

@@ -257,9 +257,9 @@ class TorchMethods(BitwiseMethods):
         return self.unsqueeze(-1) * other.unsqueeze(0)
 
     def dot(self, other: Any) -> Any:
-        from kiln.frontend.matmul_shape_checks import check_dot_shapes  # lazily: it builds on the trace
+        from kiln.frontend.matmul_shape_checks import check_dot_operands  # lazily: it builds on the trace
 
-        check_dot_shapes(self, other)
+        check_dot_operands(self, other)
         return (self * other).sum()
 
     # math over the trigonometric, rounding and scan ops ---------------------

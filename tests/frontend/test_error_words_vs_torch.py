@@ -17,6 +17,10 @@ def _randn(*shape: int) -> Callable[[Any], Any]:
     return lambda lib: lib.randn(shape)
 
 
+def _randn64(*shape: int) -> Callable[[Any], Any]:
+    return lambda lib: lib.randn(shape, dtype=lib.float64)
+
+
 def _ints(*values: Any) -> Callable[[Any], Any]:
     return lambda lib: lib.tensor(list(values))
 
@@ -52,6 +56,10 @@ CASES: dict[str, tuple[Callable[[Any], Callable[..., Any]], tuple[Callable[[Any]
     "dot": (lambda lib: lib.dot, (_randn(3), _randn(4)), True),
     "dot, a column": (lambda lib: lib.dot, (_randn(3, 1), _randn(3)), True),
     "vdot": (lambda lib: lib.vdot, (_randn(3), _randn(4)), True),
+    "dot, float64 and float32 (Lovasz loss)": (lambda lib: lib.dot, (_randn64(3), _randn(3)), True),
+    "dot, dtypes before lengths": (lambda lib: lib.dot, (_randn64(3), _randn(4)), True),
+    "Tensor.dot, long and float": (lambda lib: lambda a, b: a.dot(b), (_ints(1, 2, 3), _randn(3)), True),
+    "vdot, float32 and float64": (lambda lib: lib.vdot, (_randn(3), _randn64(3)), True),
     "inner": (lambda lib: lib.inner, (_randn(2, 3), _randn(4)), True),
     "addmm": (lambda lib: lib.addmm, (_randn(3, 6), _randn(3, 4), _randn(5, 6)), True),
     "baddbmm": (lambda lib: lib.baddbmm, (_randn(2, 3, 6), _randn(2, 3, 4), _randn(2, 5, 6)), True),
