@@ -21,6 +21,7 @@ from kiln.frontend.functional_activation import _log1p, _softplus, logsigmoid
 from kiln.frontend.eager_values import eager_array
 from kiln.frontend.functional_half import in_opmath
 from kiln.frontend.tensor import Tensor, apply
+from kiln.frontend.tensor_bitwise import TORCH_NAMES
 from kiln.frontend.trace import located_error
 from kiln.frontend.autocast import autocasts
 
@@ -142,6 +143,7 @@ def binary_cross_entropy(input: Tensor, target: Tensor, weight: Any = None, redu
     broadcasts to the input. Inputs outside [0, 1] are not checked (PyTorch raises); they give NaN.
     """
     _same_shape("binary_cross_entropy", input, target)
+    _same_float_dtype("binary_cross_entropy", input, target)
     _check_reduction("binary_cross_entropy", reduction)
     (weight,) = _constants("binary_cross_entropy", input, weight=weight) or [None]
     x = input.detach()  # the value's own slope is replaced by PyTorch's below
@@ -411,5 +413,14 @@ def _constants(function: str, input: Tensor, **arrays: Any) -> list[np.ndarray |
 def _same_shape(function: str, input: Tensor, target: Tensor) -> None:
     if input.shape != target.shape:
         raise located_error(f"{function}: input {input.type} and target {target.type} differ in shape; reshape one (PyTorch would broadcast and warn)")
+
+
+def _same_float_dtype(function: str, input: Tensor, target: Any) -> None:
+    """PyTorch's ``binary_cross_entropy`` kernel refuses a target tensor of another dtype than the input (a float32
+    ``target.float()`` with float64 probabilities) rather than promoting: its error, and what to write instead."""
+    dtype = getattr(target, "dtype", None)
+    if isinstance(target, Tensor) and dtype != input.dtype:
+        raise located_error(f"Found dtype {TORCH_NAMES.get(dtype, dtype)} but expected {TORCH_NAMES.get(input.dtype, input.dtype)} "
+                            f"({function}: the target must have the input's dtype; cast it, e.g. target.to(input.dtype))")
 
 
