@@ -62,23 +62,83 @@ def _counter(tensor: Any) -> VersionCounter:
     return counter
 
 
+WRITTEN_VIEWS: "weakref.WeakKeyDictionary[Any, weakref.WeakSet[Value]]" = weakref.WeakKeyDictionary()
+"""By view family: the values eager writes gave its views (``a.div_(2)`` of ``a = m[0]``: ``a / 2``, made from ``a``'s
+old value, not from ``m``'s new one). A later write to the family overwrites them in PyTorch (one counter per storage),
+also those of views already collected whose values a backward saved (timm's ``drop_path`` of popped mask rows)."""
+
+
 @contextlib.contextmanager
 def counted_writes(tensor: Any) -> Iterator[None]:
     """Record, for an eager in-place write of ``tensor``, the values it overwrites (``OVERWRITTEN``) and count the
-    write on every tensor whose value changed or went stale."""
-    before = [(member, member.__dict__.get("_value"), "_stale" in member.__dict__) for member in _sharing(tensor)]
-    yield
+    write on every tensor sharing its counter, as PyTorch's one counter per storage: those whose value changed or went
+    stale, those the write left alone (a disjoint ``m[1]`` of a write to ``m[0]``: stale, made again from the base when
+    next read, so a backward that saved their old value refuses and one that reads them afterwards does not) and the
+    values views already collected got by their own writes (``WRITTEN_VIEWS``)."""
+    sharing = _sharing(tensor)
+    before = [(member, member.__dict__.get("_value"), _is_stale(member)) for member in sharing]
+    families = _families(sharing)
+    orphans = [value for family in families for value in WRITTEN_VIEWS.get(family, ())]
     counted = _counter_owner(tensor)
+    version = version_of(counted)
+    yield
     for member, value, stale in before:
+        if value is None:
+            continue
         rebound = member.__dict__.get("_value") is not value
-        if value is not None and (rebound or (not stale and "_stale" in member.__dict__)):
-            if _counter_owner(member) is not counted:
+        changed = rebound or (not stale and _is_stale(member))
+        if _counter_owner(member) is not counted:
+            if changed:
                 _rewrite_saved(member, value)
-                continue
-            counter = _counter(member)
-            written = _readers_on_the_way(value, member.__dict__.get("_value"))
-            OVERWRITTEN[value] = Overwrite(weakref.ref(member), counter, counter.version, written)
-            counter.version += 1
+            continue
+        if not changed and (stale or not _left_stale(member)):
+            continue
+        counter = _counter(member)
+        written = _readers_on_the_way(value, member.__dict__.get("_value"))
+        OVERWRITTEN[value] = Overwrite(weakref.ref(member), counter, counter.version, written)
+        counter.version += 1
+        if rebound and _is_view(member):
+            WRITTEN_VIEWS.setdefault(member.__dict__["_family"], weakref.WeakSet()).add(member.__dict__["_value"])
+    held = {id(member.__dict__.get("_value")) for member in sharing}
+    _count_orphans([value for value in orphans if id(value) not in held], _counter(counted), version)
+
+
+def _families(sharing: list[Any]) -> list[Any]:
+    found = {id(family): family for member in sharing
+             if (family := member.__dict__.get("_family")) is not None and not family.of_parameter}
+    return list(found.values())
+
+
+def _is_stale(member: Any) -> bool:
+    """Whether ``member`` is to be made again from its base when read (``_stale`` None: fresh, as an indexed view a
+    write went through leaves it)."""
+    return member.__dict__.get("_stale") is not None
+
+
+def _left_stale(member: Any) -> bool:
+    """Mark a view the write left alone stale (True), where it is made again from its base when read."""
+    if "_view_of" not in member.__dict__:
+        return False
+    member._stale = "an in-place write to a tensor sharing its storage"
+    return True
+
+
+def _is_view(member: Any) -> bool:
+    family = member.__dict__.get("_family")
+    return family is not None and not family.of_parameter and (
+        "_view_of" in member.__dict__ or "_indexed_from" in member.__dict__)
+
+
+def _count_orphans(orphans: list[Value], counter: VersionCounter, version: int) -> None:
+    """Written views' values no live member holds: overwritten by this write (their tensors are gone: no holder)."""
+    for value in orphans:
+        if value not in OVERWRITTEN:
+            OVERWRITTEN[value] = Overwrite(_no_holder, counter, version, weakref.WeakSet())
+
+
+def _no_holder() -> None:
+    """The holder of an overwritten value whose tensor was collected (``Overwrite.holder``'s dead reference)."""
+    return None
 
 
 def _counter_owner(tensor: Any) -> Any:
