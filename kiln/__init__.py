@@ -82,6 +82,7 @@ from kiln.frontend.istft import istft  # noqa: E402  (torch.istft: irfft, window
 from kiln.frontend.torch_generator import Generator  # noqa: E402  (torch.Generator: kiln.randn(..., generator=g))
 from kiln.backends.matmul_precision import get_float32_matmul_precision, set_float32_matmul_precision  # noqa: E402  (TF32 on CuPy)
 from kiln.frontend.torch_threads import get_num_interop_threads, get_num_threads, set_num_interop_threads, set_num_threads  # noqa: E402
+from kiln.frontend.torch_assert import _assert  # noqa: E402,F401  (torch._assert: torchvision's traceable assert)
 from math import e, inf, nan, pi  # noqa: E402  (torch.e, torch.inf, torch.nan, torch.pi: Python floats, as torch's)
 
 __version__ = "0.1.0"
