@@ -23,13 +23,23 @@ same mask and the gradients equal the plain model's exactly; that is why
 accepted for PyTorch's code (both variants trace the same), and as PyTorch
 the reentrant one takes no keyword arguments for ``function``. A checkpoint
 inside another one joins the outer region.
+
+The reentrant variant is, in PyTorch, an ``autograd.Function`` of the tensor
+arguments alone: when none of them requires grad its outputs do not either, so
+the parameters ``function`` uses get no gradient, with the warning "None of the
+inputs have requires_grad=True. Gradients will be None" (Hugging Face's
+``enable_input_require_grads`` exists for this: a frozen embedding feeding
+checkpointed layers). kiln does the same: ``function`` then runs under
+``no_grad``, with PyTorch's warning.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Callable, Sequence
 
 from kiln.compiler.ir.core import Region
+from kiln.frontend.grad_mode import no_grad
 from kiln.frontend.trace import TraceContext, flatten_outputs, located_error
 
 
@@ -39,6 +49,21 @@ def checkpoint(function: Callable[..., Any], *args: Any, use_reentrant: bool = F
     if use_reentrant and kwargs:
         raise located_error(f"checkpoint: unexpected keyword arguments {', '.join(kwargs)}; with use_reentrant=True the function "
                             "takes positional arguments only (use use_reentrant=False to pass keywords, as in PyTorch)")
+    if use_reentrant and not _any_requires_grad(args):
+        warnings.warn("None of the inputs have requires_grad=True. Gradients will be None", stacklevel=2)
+        with no_grad():
+            return _checkpointed(function, args, kwargs)
+    return _checkpointed(function, args, kwargs)
+
+
+def _any_requires_grad(args: tuple[Any, ...]) -> bool:
+    """Whether a tensor argument requires grad: what PyTorch's reentrant checkpoint differentiates with respect to."""
+    from kiln.frontend.tensor import Tensor
+
+    return any(arg.requires_grad for arg in args if isinstance(arg, Tensor))
+
+
+def _checkpointed(function: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     if not TraceContext.active() or TraceContext.current().builder.region is not None:
         return function(*args, **kwargs)  # eager, or nested: the outer region recomputes this one too
     return _traced_region(TraceContext.current(), function, args, kwargs)
