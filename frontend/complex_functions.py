@@ -180,8 +180,8 @@ def _tensor(function: Callable[..., Any]) -> Callable[..., Any]:
 
                 keep = isinstance(data, (np.ndarray, np.generic))
                 complex_dtype = DType.of(array.dtype) if keep else get_default_dtype().to_complex()
-        if complex_dtype is None:
-            return function(data, dtype=dtype, requires_grad=requires_grad, **keyword)
+        if complex_dtype is None:  # requires_grad only when set: as_tensor takes none, as torch's
+            return function(data, dtype=dtype, **({"requires_grad": True} if requires_grad else {}), **keyword)
         array = np.asarray(data) if array is None else array
         parts = (function(np.ascontiguousarray(part), dtype=complex_dtype.to_real()) for part in (array.real, array.imag))
         return _requiring_grad(ComplexTensor(*parts), requires_grad)

@@ -23,6 +23,8 @@ from kiln.frontend.grad_mode import no_grad
 from kiln.frontend.inplace_leaf_checks import check_leaf_write
 from kiln.frontend.module_hooks import HOOK_KINDS, HookMethods, RemovableHandle, call_with_hooks
 from kiln.frontend.layer_device import accept_device_keyword
+from kiln.frontend.shared_storage import is_shared
+from kiln.frontend.dynamic_ints import DynamicInt
 from kiln.frontend.tensor import Tensor, eager_tensor
 from kiln.frontend.torch_dtypes import get_default_dtype
 from kiln.frontend.tensor_eager import array_protocol
@@ -61,8 +63,11 @@ class Parameter(Tensor):
         return super().__new__(cls)
 
     def __init__(self, data: Any, requires_grad: bool = True):
-        array = np.asarray(data)
-        self.data = np.array(array, dtype=array.dtype if is_float_array_dtype(array.dtype) else np.float32)
+        array = _storage_shared_with_numpy(data)
+        if array is None:
+            array = np.asarray(data)
+            array = np.array(array, dtype=array.dtype if is_float_array_dtype(array.dtype) else np.float32)
+        self.data = array
         self.requires_grad = requires_grad
 
     @property
@@ -296,6 +301,15 @@ class Buffer(Parameter):
         return f"Buffer(shape={self.data.shape}, dtype={self.data.dtype})"
 
 
+def _storage_shared_with_numpy(data: Any) -> np.ndarray | None:
+    """The floating array of ``data`` (an eager tensor or an array) if NumPy shares it with the user
+    (``from_numpy(a)``, ``t.numpy()``), else None: PyTorch's ``Parameter(t)`` and ``t.requires_grad_()`` keep ``t``'s
+    storage, so an optimizer's update is seen in ``a`` (``frontend/shared_storage.py``)."""
+    array = data if isinstance(data, np.ndarray) else _eager_storage(data)
+    keep = array is not None and is_float_array_dtype(array.dtype) and array.flags.writeable and is_shared(array)
+    return array if keep else None
+
+
 def _eager_storage(data: Any) -> np.ndarray | None:
     """An eager tensor's own (writeable) array, else None. PyTorch's ``register_buffer(name, t)`` keeps ``t`` itself,
     so a write into the buffer (``load_state_dict``) shows in ``t`` and in views of it, e.g. pytorch-ntm's
@@ -337,7 +351,7 @@ class Module(HookMethods):
             registry[name] = value  # a replaced entry keeps its place in the order, as PyTorch's
             if _names_a_method(self, name):
                 return self.__dict__.pop(name, None)  # self.parameters = nn.ParameterList(...): the method stays
-        elif type(value) is Tensor and TraceContext.active():
+        elif type(value) in (Tensor, DynamicInt) and TraceContext.active():  # DynamicInt: a counter's new value
             value = _kept_after_the_trace(value)
             if "_value" in value.__dict__ and value.value not in ARRAYS:  # a kiln.compile call sets it to each
                 TraceContext.current().attribute_written(self, name)  # call's value (runtime/attribute_writes.py)

@@ -23,6 +23,7 @@ import weakref
 
 from kiln.frontend.eager_values import ARRAYS, GRAD_TENSORS, eager_array, eager_value, trained_parameter
 from kiln.frontend.inplace_leaf_checks import check_non_leaf_flag, warn_non_leaf_grad
+from kiln.frontend.shared_storage import shared
 from kiln.frontend.trace import TraceContext, located_error, step_capture
 from kiln.frontend.traced_requires_grad import check_float_for_grad, mark_traced_for_grad, traced_requires_grad
 
@@ -31,7 +32,7 @@ def array_protocol(array: np.ndarray, dtype: Any, copy: Any) -> np.ndarray:
     """``__array__``'s answer: ``array`` itself (``np.asarray`` shares it, as PyTorch's ``numpy()``), cast to ``dtype``,
     and a copy when NumPy asks for one (``np.array(t)``: a buffer registered from it must not alias the tensor)."""
     result = array if dtype is None else array.astype(dtype)
-    return result.copy() if copy and result is array else result
+    return result.copy() if copy and result is array else shared(result) if result is array else result
 
 
 class EagerMethods:
@@ -147,7 +148,7 @@ class EagerMethods:
         """The values as a NumPy array (the tensor's own array, as PyTorch's shares memory); a bfloat16 tensor's is an
         ``ml_dtypes.bfloat16`` array, where torch refuses ("Got unsupported ScalarType BFloat16")."""
         array = eager_array(self)
-        return super().numpy() if array is None else array  # type: ignore[misc]  (a traced tensor's refusal)
+        return super().numpy() if array is None else shared(array)  # type: ignore[misc]  (a traced tensor's refusal)
 
     def item(self) -> Any:
         array = _host_values(self)

@@ -45,6 +45,7 @@ import numpy as np
 from kiln.compiler.errors import TraceError
 from kiln.frontend.eager_values import ARRAYS, GRAD_TENSORS, count_update
 from kiln.frontend.inplace_leaf_checks import check_leaf_write, located, view_base_to_record
+from kiln.frontend.shared_storage import land_in_storage
 from kiln.frontend.tensor_methods import _is_one
 from kiln.frontend.trace import TraceContext, located_error, user_location
 from kiln.frontend.traced_data_writes import traced_data_writes
@@ -136,7 +137,8 @@ def rebind(tensor: Any, result: Any, method: str, written: Any = None) -> Any:
         for member in list(family.members.values()):
             if member is not tensor and not untouched(member, tensor, written):
                 member._stale = written_at  # made again from this tensor when read, if a followed view
-    tensor._value = result.value
+    old, tensor._value = tensor.__dict__.get("_value"), result.value
+    land_in_storage(tensor, old, result.value)  # an array shared with NumPy takes the values (shared_storage.py)
     if marked_leaf:
         GRAD_TENSORS[result.value] = weakref.ref(tensor)  # still the leaf whose .grad backward() fills
     return tensor

@@ -29,6 +29,7 @@ from kiln.frontend.tensor import Tensor, apply, eager_tensor
 from kiln.frontend.linalg_spectral import SPECTRAL_FORWARDED, nuclear_norm
 from kiln.frontend.linalg_factor import FACTOR_FORWARDED, chain_matmul, lu_unpack
 from kiln.frontend.linspace_values import torch_linspace
+from kiln.frontend.shared_storage import shared
 from kiln.frontend.tensor_extras import EXTRA_FORWARDED
 from kiln.frontend.tensor_methods import _flatten_args
 from kiln.frontend.torch_dtypes import cast_array, get_default_dtype
@@ -176,11 +177,21 @@ def _leaf(array: np.ndarray) -> Any:
     return GradLeaf(array)
 
 
-as_tensor = tensor
+def as_tensor(data: Any, dtype: Any = None, device: Any = None) -> Any:
+    """``data`` without a copy where PyTorch makes none: a tensor itself (cast if ``dtype`` differs), a NumPy array of
+    the same dtype shared (``from_numpy``: in-place writes of either are seen in the other); anything else copied, as
+    ``tensor(data, dtype=dtype)``."""
+    if isinstance(data, Tensor):
+        return data if dtype is None else data.to(dtype)
+    if isinstance(data, np.ndarray) and (dtype is None or np.dtype(DType.of(dtype).numpy) == data.dtype):
+        return from_numpy(data)
+    return tensor(data, dtype=dtype)
 
 
 def from_numpy(array: np.ndarray) -> Any:
-    return _created(np.asarray(array))
+    """A tensor sharing ``array``'s memory, as PyTorch's: in-place writes of either are seen in the other
+    (``frontend/shared_storage.py``)."""
+    return _created(shared(np.asarray(array)))
 
 
 def rand_like(input: Tensor, *, dtype: Any = None, device: Any = None, requires_grad: bool = False,
