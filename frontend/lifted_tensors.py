@@ -131,7 +131,7 @@ class LiftedTensors:
         """The lifted tensors' arrays now, to feed after the parameters."""
         from kiln.frontend.eager_values import eager_array  # lazily: the tensor values build on the trace
 
-        return [eager_array(tensor) for tensor in self.current()]
+        return [_number_array(tensor) if type(tensor) is int else eager_array(tensor) for tensor in self.current()]
 
     def write_back(self, new_values: list[np.ndarray]) -> None:
         """Write each written tensor's new values into it, as an eager ``copy_`` (its views follow or go stale)."""
@@ -159,8 +159,16 @@ class LiftedTensors:
         return True
 
 
+def _number_array(number: int) -> np.ndarray:
+    """What feeds a counter's graph input (an int attribute read as a ``DynamicInt``: ``runtime/dynamic_attributes.py``)."""
+    return np.asarray(number, dtype=np.int64)
+
+
 def _array(tensor: Any, arrays: Any) -> np.ndarray | None:
-    """The eager tensor's array now, without recording a read (None: it has none, or it went stale)."""
+    """The eager tensor's array now, without recording a read (None: it has none, or it went stale); an int attribute
+    followed (a counter's), its number's."""
+    if type(tensor) is int:
+        return _number_array(tensor)
     if not isinstance(getattr(tensor, "__dict__", None), dict):  # an attribute followed now holds no tensor
         return None
     if "_stale" in tensor.__dict__:

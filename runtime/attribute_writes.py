@@ -5,8 +5,10 @@ embedding's ``self.seq_len_cached = seq_len``) happens once per trace, not once 
 guards on such a value and replays its store, a variant here keeps each written attribute's value before and after
 the trace: a call runs the variant only while every attribute still holds its value from before (then sets the
 value from after), and traces again otherwise. A value set once (a cache filled on the first call) so costs one
-more trace; a counter changes at every call, so its calls trace until ``recompile_limit`` and then run eagerly,
-as ``torch.compile`` falls back at its cache limit, and the count stays exact.
+more trace; an int that changes at every call (a counter) is traced as a number that changes from its second
+trace on (``runtime/dynamic_attributes.py``), as ``torch.compile``'s automatic dynamic ints; any other value that
+changes at every call traces until ``recompile_limit`` and then runs eagerly, as ``torch.compile`` falls back at its
+cache limit.
 
 An attribute set to a tensor the trace computed (``self.last = y``, a legacy spectral norm's ``module.weight``) has
 no value to replay: it is a graph output instead, and each call sets the attribute to a new eager tensor of its
@@ -26,6 +28,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from kiln.frontend.dynamic_ints import DynamicInt
 from kiln.frontend.trace import MISSING, TraceContext, set_attribute
 
 UNGUARDED: "weakref.WeakKeyDictionary[TraceContext, set[tuple[int, str]]]" = weakref.WeakKeyDictionary()
@@ -45,6 +48,8 @@ class AttributeWrites:
     """The eager tensor each of ``tensors`` was set to by the last call (None before the first)."""
     unguarded: set[tuple[int, str]] = field(default_factory=set)
     """The writes the trace made before reading the attribute (``UNGUARDED``): ``hold`` does not check them."""
+    numbers: list[bool] = field(default_factory=list)
+    """Which of ``tensors`` the trace set to a ``DynamicInt`` (a counter's ``+= 1``): each call sets the Python int."""
 
     @classmethod
     def of(cls, context: TraceContext) -> "AttributeWrites":
@@ -55,7 +60,8 @@ class AttributeWrites:
                 tensors.append((module, name, before))
             else:
                 writes.append((module, name, before, after))
-        return cls(writes, tensors, [None] * len(tensors), set(UNGUARDED.get(context, ())))
+        numbers = [isinstance(module.__dict__.get(name), DynamicInt) for module, name, _ in tensors]
+        return cls(writes, tensors, [None] * len(tensors), set(UNGUARDED.get(context, ())), numbers)
 
     def traced_values(self) -> list[Any]:
         """The traced tensors' values (the graph's outputs for them); each attribute gets its value from before the
@@ -69,11 +75,11 @@ class AttributeWrites:
     def hold(self) -> bool:
         """Whether every written attribute holds its value from before the trace (what the trace read); one set to a
         tensor may also hold what the last call set it to."""
-        if not all(_same(module.__dict__.get(name, MISSING), before) for module, name, before, _ in self.writes
+        if not all(_holds(module.__dict__.get(name, MISSING), before) for module, name, before, _ in self.writes
                    if (id(module), name) not in self.unguarded):
             return False
         current = [module.__dict__.get(name, MISSING) for module, name, _ in self.tensors]
-        return all(value is before or value is last or (id(module), name) in self.unguarded
+        return all(_holds(value, before) or value is last or (id(module), name) in self.unguarded
                    for value, (module, name, before), last in zip(current, self.tensors, self.last_set))
 
     def replayed(self, outputs: Sequence[Any]) -> Sequence[Any]:
@@ -87,6 +93,9 @@ class AttributeWrites:
             return outputs
         first = len(outputs) - len(self.tensors)
         for index, ((module, name, _), array) in enumerate(zip(self.tensors, outputs[first:], strict=True)):
+            if self.numbers[index]:
+                set_attribute(module, name, int(array))
+                continue
             self.last_set[index] = eager_leaf(np.array(array))
             set_attribute(module, name, self.last_set[index])
         return outputs[:first]
@@ -114,7 +123,13 @@ def holds_traced_tensor(value: Any, seen: set[int] | None = None) -> bool:
     return any(holds_traced_tensor(item, seen) for item in (value.values() if isinstance(value, dict) else value))
 
 
-def _same(value: Any, expected: Any) -> bool:
+def _holds(value: Any, before: Any) -> bool:
+    """Whether an attribute's ``value`` now is what the trace found there: the same value, or any int for one it read
+    as a ``DynamicInt``."""
+    return type(value) is int if isinstance(before, DynamicInt) else same_value(value, before)
+
+
+def same_value(value: Any, expected: Any) -> bool:
     """Equal numbers, strings, None and tuples of them; anything else only itself."""
     if value is expected:
         return True
@@ -126,4 +141,4 @@ def _same(value: Any, expected: Any) -> bool:
         return False
 
 
-__all__ = ["AttributeWrites", "MISSING", "UNGUARDED", "holds_traced_tensor", "is_traced_tensor"]
+__all__ = ["AttributeWrites", "MISSING", "UNGUARDED", "holds_traced_tensor", "is_traced_tensor", "same_value"]

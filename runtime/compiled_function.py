@@ -45,6 +45,7 @@ from kiln.runtime.compile_arguments import (UNCOMPILED_BACKENDS, checked_backend
 from kiln.runtime.compiled_training import TrainingVariant, call_training, compile_training, eager_inputs, in_call_order
 from kiln.runtime.compiled_write_back import written_back
 from kiln.runtime.container_arguments import checking_reachable_stores
+from kiln.runtime.dynamic_attributes import DynamicAttributes
 from kiln.runtime.plain_object_writes import watching_plain_owner
 from kiln.runtime.donation import value_donations
 from kiln.runtime.executable import Executable
@@ -132,6 +133,8 @@ class CompiledFunction:
     """Calls in progress: while one runs ``fn``, a module compiled in place (``Module.compile``) runs its forward."""
     value_retraces: dict[tuple[Any, ...], int] = field(default_factory=dict)
     """Training forwards traced again per signature because a value read from the inputs changed (``value_guards``)."""
+    dynamic_ints: DynamicAttributes = field(default_factory=DynamicAttributes)
+    """Int attributes seen changing between calls (a counter), traced as numbers that change from then on."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         plain = not kwargs and traced_arguments(args)
@@ -222,8 +225,7 @@ class CompiledFunction:
         self.value_retraces[key] = self.value_retraces.get(key, 0) + 1
         if self.value_retraces[key] < self.recompile_limit:
             return False
-        self._eager_past_limit(f"{self.recompile_limit} variants of this call are traced (recompile_limit): {_VALUES_CHANGE}",
-                               tensors_given=True)  # fullgraph: raised
+        self._eager_past_limit(f"{self._variants_traced()}: {_VALUES_CHANGE}", tensors_given=True)  # fullgraph: raised
         self.training_variants[key] = None
         return True
 
@@ -270,6 +272,8 @@ class CompiledFunction:
         kept (the oldest dropped)."""
         earlier = self.superseded.setdefault(key, [])
         earlier.append(self.variants[key])
+        if self.dynamic_ints.mark_changed(earlier[-1].writes):  # a counter: traced once more, as a number that changes
+            return self._inference_variant(fn, arrays, batch_dim, extra, tensors_given or earlier[-1].captured is not None)
         match = next((variant for variant in earlier if variant.holds(arrays)), None)
         if match is None and len(earlier) >= self.recompile_limit:  # traced again at every call: none fits for long
             return self._past_recompile_limit(earlier[-1], arrays, tensors_given)
@@ -284,13 +288,20 @@ class CompiledFunction:
         """None (run eagerly from now on, warned once) where ``recompile_limit`` variants of one signature were traced
         and the state fits none of them, as ``torch.compile`` falls back at its cache limit: most often an attribute
         the function changes at every call (a counter), whose every value the graph would need."""
+        if last.writes.hold() and not last.value_guards.hold(arrays) and self.dynamic_ints.marked:
+            return self._eager_past_limit(f"{self._variants_traced()} and none fits: the Python needs the value of "
+                                          f"{self.dynamic_ints.names()}, which it changes at every call (a float or a "
+                                          "string of it), or of its inputs; keep a count as a tensor buffer "
+                                          "(register_buffer) or outside the compiled function", tensors_given)
         if last.writes.hold() and not last.value_guards.hold(arrays):
-            return self._eager_past_limit(f"{self.recompile_limit} variants of this call are traced (recompile_limit) "
-                                          f"and none fits: {_VALUES_CHANGE}", tensors_given)
+            return self._eager_past_limit(f"{self._variants_traced()} and none fits: {_VALUES_CHANGE}", tensors_given)
         changed = f"it sets {last.writes.names()} at every call" if not last.writes.hold() else "its guards fail at every call"
-        return self._eager_past_limit(f"{self.recompile_limit} variants of this call are traced (recompile_limit) and "
-                                      f"none fits: {changed}; keep a count as a tensor buffer (register_buffer) or "
-                                      "outside the compiled function", tensors_given)
+        return self._eager_past_limit(f"{self._variants_traced()} and none fits: {changed}; keep a count as a tensor "
+                                      "buffer (register_buffer) or outside the compiled function", tensors_given)
+
+    def _variants_traced(self) -> str:
+        """The start of a recompile-limit message: how many variants of one call were traced."""
+        return f"{self.recompile_limit} variants of this call are traced (recompile_limit)"
 
     def _eager_past_limit(self, reason: str, tensors_given: bool) -> None:
         """None (the call runs eagerly, warned once) past a recompile limit; with ``fullgraph``, or on a NumPy call
@@ -381,16 +392,32 @@ class CompiledFunction:
         return [variant for variant in self.variants.values() if isinstance(variant, _Variant)][-1].graph
 
     def _compile(self, fn: Callable[..., Any], arrays: list[np.ndarray], batch_dim: BatchDim, tensors_given: bool) -> _Variant:
+        """The trace of ``fn`` compiled; where it fails with a counter read as a number that changes (Python that needs
+        the int itself), traced again with that counter's value (``runtime/dynamic_attributes.py``)."""
+        try:
+            return self._compile_once(fn, arrays, batch_dim, tensors_given)
+        except Exception:  # an assert isinstance(n, int) too: the trace that did not read a counter so decides
+            if not self.dynamic_ints.refuse_placed():
+                raise
+        return self._compile_once(fn, arrays, batch_dim, tensors_given)
+
+    def _compile_once(self, fn: Callable[..., Any], arrays: list[np.ndarray], batch_dim: BatchDim,
+                      tensors_given: bool) -> _Variant:
         captures: list[StepCapture] = []  # a training step's backward() and optimizer.step() (runtime/step_capture.py)
         traced = checking_reachable_stores(watching_plain_owner(capturing(fn, captures), self.fn), self.fn)
-        specializing = specializing_on(lifting_eager_tensors(traced), arrays)  # values read: guarded
-        context = trace_context(named_like(specializing, traced), *batch_specs(arrays, batch_dim),
-                                what="the compiled function's result")
+        specializing = specializing_on(lifting_eager_tensors(self.dynamic_ints.tracing(traced)), arrays)  # values read: guarded
         try:
-            return self._compiled_trace(context, captures, tensors_given, len(arrays))
-        except KilnError:
-            context.restore_attributes()  # the call runs eagerly (or raises): the trace did not stand for it
-            raise
+            context = trace_context(named_like(specializing, traced), *batch_specs(arrays, batch_dim),
+                                    what="the compiled function's result")
+            try:
+                variant = self._compiled_trace(context, captures, tensors_given, len(arrays))
+            except KilnError:
+                context.restore_attributes()  # the call runs eagerly (or raises): the trace did not stand for it
+                raise
+            self.dynamic_ints.follow(variant.lifted)
+            return variant
+        finally:
+            self.dynamic_ints.restore()  # the counters read as numbers that change hold their ints again
 
     def _compiled_trace(self, context: TraceContext, captures: list[StepCapture], tensors_given: bool, arguments: int) -> _Variant:
         """The traced ``context`` compiled. Random ops draw at each call: from ``seed`` where given, else from kiln's

@@ -11,8 +11,8 @@ A cache kept in the closure (``cache = {}``), a global, or a module's attribute 
 same. ``check_stores`` compares each such container (nested dicts and lists too) with what it held before the trace:
 where the function stored a tensor it computed into one, every container gets its contents back and the trace fails with a ``KilnError``
 naming the container and the slot, so the call runs eagerly (warned; ``fullgraph=True`` raises it), as correct as
-PyTorch's eager run. Not seen: containers held deeper (an attribute of an object the closure holds), and attributes
-whose names start with ``_``.
+PyTorch's eager run. Not seen: containers held as an attribute of a plain object the closure holds, and module
+attributes whose names start with ``_``.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterator
 
 from kiln.compiler.errors import KilnError
 from kiln.runtime.attribute_writes import holds_traced_tensor
+from kiln.runtime.reachable_objects import reachable_objects
 
 Snapshot = list[tuple[Any, Any]]
 """``(container, its slots before the trace)`` for each dict or list reachable from one argument."""
@@ -67,34 +68,18 @@ def checking_reachable_stores(traced: Callable[..., Any], fn: Any) -> Callable[.
 
 
 def reachable_containers(fn: Any) -> list[tuple[str, str, Any]]:
-    """``(name, what holds it, container)`` for each dict or list in ``fn``'s closure or among the globals it names (a
-    bound method's function's too), and among the public attributes of the modules it is, is bound to, closes over or
-    names (their submodules too)."""
+    """``(name, what holds it, container)`` for each dict or list ``fn`` reaches (``runtime/reachable_objects.py``:
+    its closure's, the globals it names, those of the functions it holds), and among the public attributes of the
+    modules it is, is bound to, closes over or names (their submodules too)."""
     from kiln.frontend.module import Module  # lazily: the runtime builds on the frontend
 
-    found: list[tuple[str, str, Any]] = []
-    modules = [item for item in (fn, getattr(fn, "__self__", None)) if isinstance(item, Module)]
-    function = getattr(fn, "__func__", fn)
-    cells = zip(getattr(getattr(function, "__code__", None), "co_freevars", ()), getattr(function, "__closure__", None) or ())
-    named = [(name, "the closure variable", _contents(cell)) for name, cell in cells]
-    names = getattr(getattr(function, "__code__", None), "co_names", ())
-    named += [(name, "the global", getattr(function, "__globals__", {}).get(name)) for name in names]
-    for name, what, value in named:
-        if isinstance(value, (dict, list)):
-            found.append((name, what, value))
-        elif isinstance(value, Module):
-            modules.append(value)
+    reached = reachable_objects(fn)
+    found = [(name, what, value) for name, what, value in reached if isinstance(value, (dict, list))]
+    modules = [value for _, _, value in reached if isinstance(value, Module)]
     for module in {id(m): m for root in modules for m in root.modules()}.values():
         found += [(f"{type(module).__name__}.{name}", "the module attribute", value)
                   for name, value in vars(module).items() if not name.startswith("_") and isinstance(value, (dict, list))]
     return found
-
-
-def _contents(cell: Any) -> Any:
-    try:
-        return cell.cell_contents
-    except ValueError:  # an empty cell (a name assigned later)
-        return None
 
 
 def _containers(value: Any, seen: set[int]) -> Iterator[Any]:

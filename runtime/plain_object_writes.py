@@ -2,10 +2,10 @@
 ``Module.__setattr__`` hook), recorded as the trace's attribute writes (``runtime/attribute_writes.py``) so each call
 sets them as eagerly, as ``torch.compile`` replays such stores.
 
-The objects watched are those the compiled function reaches: a bound method's own object (``kiln.compile(
-policy.update)``, TD3's ``class TD3(object)`` with ``self.total_it += 1``) and the objects its closure holds, directly,
-as a bound method's object, or through the closure of a function it holds (``kiln.compile(lambda s:
-agent.update(s))``, a wrapper's). While the trace runs, each one's class is swapped for a subclass that notes which
+The objects watched are those the compiled function reaches (``runtime/reachable_objects.py``): a bound method's own
+object (``kiln.compile(policy.update)``, TD3's ``class TD3(object)`` with ``self.total_it += 1``) and the objects its
+closure and the globals it names hold, directly, as a bound method's object, or through a function it holds
+(``kiln.compile(lambda s: agent.update(s))`` with ``agent`` a closure variable or a script's global, a wrapper's). While the trace runs, each one's class is swapped for a subclass that notes which
 attributes are read before the trace writes them: as ``torch.compile`` guards only what the code read from the state
 before it, a write of such an attribute is guarded on its value before the trace (a counter: the variant runs while
 it holds that value, and traces again otherwise), and a write of one first set by the trace (a helper's ``load()``
@@ -21,7 +21,8 @@ import types
 from typing import Any, Callable, Iterator
 
 from kiln.frontend.trace import MISSING, TraceContext
-from kiln.runtime.attribute_writes import UNGUARDED, _same, holds_traced_tensor, is_traced_tensor
+from kiln.runtime.attribute_writes import UNGUARDED, holds_traced_tensor, is_traced_tensor, same_value
+from kiln.runtime.reachable_objects import is_users, reachable_objects
 
 _READ_FIRST: dict[int, set[str]] = {}
 """While a trace runs: ``id`` of a watched object -> the attributes read before the trace wrote them."""
@@ -52,31 +53,9 @@ def watching_plain_owner(traced: Callable[..., Any], fn: Any) -> Callable[..., A
 
 
 def plain_owners(fn: Any, depth: int = 3) -> list[Any]:
-    """The plain Python objects ``fn`` reaches: a bound method's object and those its closure holds, ``depth``
-    functions deep."""
-    found: dict[int, Any] = {}
-    _reach(fn, found, set(), depth)
-    return list(found.values())
-
-
-def _reach(item: Any, found: dict[int, Any], seen: set[int], depth: int) -> None:
-    if item is None or id(item) in seen or depth < 0:
-        return
-    seen.add(id(item))
-    if isinstance(item, types.MethodType):
-        _reach(item.__self__, found, seen, depth)
-        _reach(item.__func__, found, seen, depth)
-    elif isinstance(item, types.FunctionType):
-        for cell in item.__closure__ or ():
-            try:
-                _reach(cell.cell_contents, found, seen, depth - 1)
-            except ValueError:  # an empty cell (a name assigned later)
-                continue
-        _reach(getattr(item, "__wrapped__", None), found, seen, depth - 1)
-    elif isinstance(item, functools.partial):
-        _reach(item.func, found, seen, depth - 1)
-    elif _plain(item):
-        found[id(item)] = item
+    """The plain Python objects ``fn`` reaches (``runtime/reachable_objects.py``): a bound method's object and those
+    its closure and the globals it names hold, ``depth`` functions deep."""
+    return [item for _, _, item in reachable_objects(fn, depth) if _plain(item)]
 
 
 def _plain(item: Any) -> bool:
@@ -87,7 +66,7 @@ def _plain(item: Any) -> bool:
 
     if isinstance(item, (Module, Tensor, type, types.ModuleType)) or callable(item) or not hasattr(item, "__dict__"):
         return False
-    return type(item).__module__.split(".")[0] not in ("kiln", "numpy", "torch", "builtins", "types")
+    return is_users(item)
 
 
 @contextlib.contextmanager
@@ -153,7 +132,7 @@ def _record_changes(owner: Any, before: dict[str, Any]) -> None:
     _WRITTEN.pop(id(owner), None)
     for name in [*before, *(name for name in after if name not in before)]:
         old, new = before.get(name, MISSING), after.get(name, MISSING)
-        if _same(new, old) or (not is_traced_tensor(new) and holds_traced_tensor(new)):  # [loss]: left as set
+        if same_value(new, old) or (not is_traced_tensor(new) and holds_traced_tensor(new)):  # [loss]: left as set
             continue
         context.attribute_writes.setdefault((id(owner), name), (owner, name, old))
         if read_first is not None and name not in read_first:

@@ -147,3 +147,38 @@ def test_a_cache_on_the_module_or_in_the_closure_runs_eagerly_as_torch():
     assert results["kiln cache"] == results["torch cache"] == ((3, 2), 3)
     with pytest.raises(KilnError, match="stores into the module attribute 'Cached.cache'"):
         kiln.compile(_growing_cache(kiln, kiln.nn)(), fullgraph=True)(kiln.ones(1, 2))
+
+
+GLOBAL_CACHE: dict = {}
+
+
+def _store_in_global(x):
+    GLOBAL_CACHE["x"] = x * 2  # a helper filling a script's global cache
+    return GLOBAL_CACHE["x"].sum()
+
+
+def test_stores_by_a_helper_into_a_global_or_its_own_closure_run_eagerly():
+    """The dicts a called helper reaches (a global it names, its own closure's) are checked as the compiled
+    function's own: before, only the compiled function's closure and globals were, so these stores kept the trace's
+    tensors (a later read failed, or a variant traced for the empty dict ran again)."""
+    def make_helper():
+        cache = {}
+
+        def helper(x):
+            cache["y"] = x + 1
+            return cache["y"]
+
+        return helper, cache
+
+    helper, closure_cache = make_helper()
+    for step, cache in ((lambda x: _store_in_global(x), GLOBAL_CACHE), (lambda x: helper(x).sum(), closure_cache)):
+        cache.clear()
+        with pytest.raises(KilnError, match="stores into"):
+            kiln.compile(step, fullgraph=True)(kiln.ones(2))
+        assert cache == {}
+        with warnings.catch_warnings(record=True):
+            warnings.simplefilter("always")
+            compiled = kiln.compile(step)
+            assert [float(compiled(kiln.ones(2) * k)) for k in (1, 2)] == [float(step(kiln.ones(2) * k)) for k in (1, 2)]
+        assert not any(type(value).__name__ == "Value" for value in cache.values())
+        assert all(value.tolist() in ([4.0, 4.0], [3.0, 3.0]) for value in cache.values())

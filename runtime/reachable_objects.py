@@ -1,0 +1,83 @@
+"""The objects a ``kiln.compile``'d function reaches besides its arguments, as ``torch.compile``'s guards see them: a
+bound method's object, the closure's variables and the globals its code names, and through each function among
+them (a wrapper's ``__wrapped__``, a ``functools.partial``'s function, a helper the code calls) theirs, a few
+functions deep.
+
+Two checks walk them: the plain objects whose attributes a trace sets (``runtime/plain_object_writes.py``: TD3's
+``self.total_it += 1`` on an agent held in a closure or a script's global) and the dicts and lists a trace must not
+store its tensors into (``runtime/container_arguments.py``). Only the user's functions are walked into, never
+kiln's, NumPy's, torch's or Python's own: their module-level tables are not the user's state.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import sysconfig
+import types
+from typing import Any, Iterator
+
+Reached = tuple[str, str, Any]
+"""``(name, what holds it, object)``: ``("cache", "the closure variable", {...})``."""
+
+_LIBRARIES = frozenset({"kiln", "numpy", "torch", "builtins"})
+"""Top-level packages whose objects and functions are not the user's, besides Python's standard library."""
+
+
+def reachable_objects(fn: Any, depth: int = 3) -> list[Reached]:
+    """Each object ``fn`` reaches (``depth`` functions deep), once, with the name it is reached by; functions are
+    walked through, not listed."""
+    found: dict[int, Reached] = {}
+    _walk(("fn", "the compiled function", fn), found, set(), depth)
+    return list(found.values())
+
+
+def is_users(item: Any) -> bool:
+    """Whether ``item`` (an object or a function) comes from the user's code rather than a library's."""
+    module = getattr(item, "__module__", None) if isinstance(item, (types.FunctionType, type)) else type(item).__module__
+    return not _library((module or "builtins").split(".")[0])
+
+
+@functools.lru_cache(maxsize=None)
+def _library(package: str) -> bool:
+    """Whether the top-level ``package`` is kiln, NumPy, torch or the standard library's (not a user's module that
+    shadows one of its names)."""
+    if package in _LIBRARIES:
+        return True
+    if package not in sys.stdlib_module_names:
+        return False
+    file = getattr(sys.modules.get(package), "__file__", None)
+    return file is None or file.startswith(sysconfig.get_paths()["stdlib"])
+
+
+def _walk(reached: Reached, found: dict[int, Reached], seen: set[int], depth: int) -> None:
+    name, what, item = reached
+    if item is None or id(item) in seen or depth < 0:
+        return
+    seen.add(id(item))
+    if isinstance(item, types.MethodType):
+        _walk((name, "the object of the bound method", item.__self__), found, seen, depth)
+        _walk((name, what, item.__func__), found, seen, depth)
+    elif isinstance(item, types.FunctionType):
+        if is_users(item) or what == "the compiled function":
+            for held in _held_by_function(item):
+                _walk(held, found, seen, depth - 1)
+    elif isinstance(item, functools.partial):
+        _walk((name, what, item.func), found, seen, depth - 1)
+    else:
+        found.setdefault(id(item), reached)
+
+
+def _held_by_function(function: types.FunctionType) -> Iterator[Reached]:
+    """What ``function`` holds: its closure's variables, the globals its code names, the function it wraps."""
+    code = function.__code__
+    for name, cell in zip(code.co_freevars, function.__closure__ or ()):
+        try:
+            yield name, "the closure variable", cell.cell_contents
+        except ValueError:  # an empty cell (a name assigned later)
+            continue
+    yield from ((name, "the global", function.__globals__[name]) for name in code.co_names if name in function.__globals__)
+    yield "__wrapped__", "the wrapped function", getattr(function, "__wrapped__", None)
+
+
+__all__ = ["Reached", "is_users", "reachable_objects"]
