@@ -484,3 +484,207 @@ def two_tower(torch, nn, F, num_users, num_items, dim=6, hidden=8, temperature=0
             return (topk == target[:, None]).any(1).float().mean()
 
     return TwoTower()
+
+
+def torchfm_interactions(torch, nn, F, field_dims, embed_dim=4, model='dcn'):
+    """More of pytorch-fm's models, their interaction layers as ``layer.py`` writes them: DCN's ``CrossNetwork``
+    (``ParameterList`` of biases), the field-aware FM (``ModuleList`` of embeddings, ``torch.stack``), the product
+    networks (``x[:, row] * x[:, col]``; the outer product's ``kernel_type='mat'`` by ``torch.sum`` of broadcasts),
+    xDeepFM's ``CompressedInteractionNetwork`` (``Conv1d``, ``torch.split``) and the attentional FM (softmax over the
+    pairs, ``F.dropout`` with ``training=self.training``)."""
+
+    class FeaturesLinear(torch.nn.Module):
+        def __init__(self, field_dims, output_dim=1):
+            super().__init__()
+            self.fc = torch.nn.Embedding(sum(field_dims), output_dim)
+            self.bias = torch.nn.Parameter(torch.zeros((output_dim,)))
+            self.offsets = np.array((0, *np.cumsum(field_dims)[:-1]), dtype=np.int64)
+
+        def forward(self, x):
+            x = x + x.new_tensor(self.offsets).unsqueeze(0)
+            return torch.sum(self.fc(x), dim=1) + self.bias
+
+    class FeaturesEmbedding(torch.nn.Module):
+        def __init__(self, field_dims, embed_dim):
+            super().__init__()
+            self.embedding = torch.nn.Embedding(sum(field_dims), embed_dim)
+            self.offsets = np.array((0, *np.cumsum(field_dims)[:-1]), dtype=np.int64)
+            torch.nn.init.xavier_uniform_(self.embedding.weight.data)
+
+        def forward(self, x):
+            x = x + x.new_tensor(self.offsets).unsqueeze(0)
+            return self.embedding(x)
+
+    class FieldAwareFactorizationMachine(torch.nn.Module):
+        def __init__(self, field_dims, embed_dim):
+            super().__init__()
+            self.num_fields = len(field_dims)
+            self.embeddings = torch.nn.ModuleList([
+                torch.nn.Embedding(sum(field_dims), embed_dim) for _ in range(self.num_fields)
+            ])
+            self.offsets = np.array((0, *np.cumsum(field_dims)[:-1]), dtype=np.int64)
+            for embedding in self.embeddings:
+                torch.nn.init.xavier_uniform_(embedding.weight.data)
+
+        def forward(self, x):
+            x = x + x.new_tensor(self.offsets).unsqueeze(0)
+            xs = [self.embeddings[i](x) for i in range(self.num_fields)]
+            ix = list()
+            for i in range(self.num_fields - 1):
+                for j in range(i + 1, self.num_fields):
+                    ix.append(xs[j][:, i] * xs[i][:, j])
+            ix = torch.stack(ix, dim=1)
+            return ix
+
+    class CrossNetwork(torch.nn.Module):
+        def __init__(self, input_dim, num_layers):
+            super().__init__()
+            self.num_layers = num_layers
+            self.w = torch.nn.ModuleList([
+                torch.nn.Linear(input_dim, 1, bias=False) for _ in range(num_layers)
+            ])
+            self.b = torch.nn.ParameterList([
+                torch.nn.Parameter(torch.zeros((input_dim,))) for _ in range(num_layers)
+            ])
+
+        def forward(self, x):
+            x0 = x
+            for i in range(self.num_layers):
+                xw = self.w[i](x)
+                x = x0 * xw + self.b[i] + x
+            return x
+
+    class InnerProductNetwork(torch.nn.Module):
+        def forward(self, x):
+            num_fields = x.shape[1]
+            row, col = list(), list()
+            for i in range(num_fields - 1):
+                for j in range(i + 1, num_fields):
+                    row.append(i), col.append(j)
+            return torch.sum(x[:, row] * x[:, col], dim=2)
+
+    class OuterProductNetwork(torch.nn.Module):
+        def __init__(self, num_fields, embed_dim, kernel_type='mat'):
+            super().__init__()
+            num_ix = num_fields * (num_fields - 1) // 2
+            if kernel_type == 'mat':
+                kernel_shape = embed_dim, num_ix, embed_dim
+            elif kernel_type == 'vec':
+                kernel_shape = num_ix, embed_dim
+            elif kernel_type == 'num':
+                kernel_shape = num_ix, 1
+            else:
+                raise ValueError('unknown kernel type: ' + kernel_type)
+            self.kernel_type = kernel_type
+            self.kernel = torch.nn.Parameter(torch.zeros(kernel_shape))
+            torch.nn.init.xavier_uniform_(self.kernel.data)
+
+        def forward(self, x):
+            num_fields = x.shape[1]
+            row, col = list(), list()
+            for i in range(num_fields - 1):
+                for j in range(i + 1, num_fields):
+                    row.append(i), col.append(j)
+            p, q = x[:, row], x[:, col]
+            if self.kernel_type == 'mat':
+                kp = torch.sum(p.unsqueeze(1) * self.kernel, dim=-1).permute(0, 2, 1)
+                return torch.sum(kp * q, -1)
+            else:
+                return torch.sum(p * q * self.kernel.unsqueeze(0), -1)
+
+    class CompressedInteractionNetwork(torch.nn.Module):
+        def __init__(self, input_dim, cross_layer_sizes, split_half=True):
+            super().__init__()
+            self.num_layers = len(cross_layer_sizes)
+            self.split_half = split_half
+            self.conv_layers = torch.nn.ModuleList()
+            prev_dim, fc_input_dim = input_dim, 0
+            for i in range(self.num_layers):
+                cross_layer_size = cross_layer_sizes[i]
+                self.conv_layers.append(torch.nn.Conv1d(input_dim * prev_dim, cross_layer_size, 1,
+                                                        stride=1, dilation=1, bias=True))
+                if self.split_half and i != self.num_layers - 1:
+                    cross_layer_size //= 2
+                prev_dim = cross_layer_size
+                fc_input_dim += prev_dim
+            self.fc = torch.nn.Linear(fc_input_dim, 1)
+
+        def forward(self, x):
+            xs = list()
+            x0, h = x.unsqueeze(2), x
+            for i in range(self.num_layers):
+                x = x0 * h.unsqueeze(1)
+                batch_size, f0_dim, fin_dim, embed_dim = x.shape
+                x = x.view(batch_size, f0_dim * fin_dim, embed_dim)
+                x = F.relu(self.conv_layers[i](x))
+                if self.split_half and i != self.num_layers - 1:
+                    x, h = torch.split(x, x.shape[1] // 2, dim=1)
+                else:
+                    h = x
+                xs.append(x)
+            return self.fc(torch.sum(torch.cat(xs, dim=1), 2))
+
+    class AttentionalFactorizationMachine(torch.nn.Module):
+        def __init__(self, embed_dim, attn_size, dropouts):
+            super().__init__()
+            self.attention = torch.nn.Linear(embed_dim, attn_size)
+            self.projection = torch.nn.Linear(attn_size, 1)
+            self.fc = torch.nn.Linear(embed_dim, 1)
+            self.dropouts = dropouts
+
+        def forward(self, x):
+            num_fields = x.shape[1]
+            row, col = list(), list()
+            for i in range(num_fields - 1):
+                for j in range(i + 1, num_fields):
+                    row.append(i), col.append(j)
+            p, q = x[:, row], x[:, col]
+            inner_product = p * q
+            attn_scores = F.relu(self.attention(inner_product))
+            attn_scores = F.softmax(self.projection(attn_scores), dim=1)
+            attn_scores = F.dropout(attn_scores, p=self.dropouts[0], training=self.training)
+            attn_output = torch.sum(attn_scores * inner_product, dim=1)
+            attn_output = F.dropout(attn_output, p=self.dropouts[1], training=self.training)
+            return self.fc(attn_output)
+
+    class Model(torch.nn.Module):
+        """The model of ``model``: a linear term plus its interaction layer's logit, ``torch.sigmoid(x.squeeze(1))``."""
+
+        def __init__(self):
+            super().__init__()
+            num_fields = len(field_dims)
+            self.embed_output_dim = num_fields * embed_dim
+            self.linear = FeaturesLinear(field_dims)
+            if model == 'ffm':
+                self.ffm = FieldAwareFactorizationMachine(field_dims, embed_dim)
+            else:
+                self.embedding = FeaturesEmbedding(field_dims, embed_dim)
+            if model == 'dcn':
+                self.cn = CrossNetwork(self.embed_output_dim, 2)
+                self.head = torch.nn.Linear(self.embed_output_dim, 1)
+            elif model in ('ipnn', 'opnn'):
+                self.pn = InnerProductNetwork() if model == 'ipnn' else OuterProductNetwork(num_fields, embed_dim)
+                self.head = torch.nn.Linear(num_fields * (num_fields - 1) // 2 + self.embed_output_dim, 1)
+            elif model == 'xdeepfm':
+                self.cin = CompressedInteractionNetwork(num_fields, (4, 4), split_half=True)
+            elif model == 'afm':
+                self.afm = AttentionalFactorizationMachine(embed_dim, 4, (0.0, 0.0))
+
+        def forward(self, x):
+            linear = self.linear(x)
+            if model == 'ffm':
+                ffm_term = torch.sum(torch.sum(self.ffm(x), dim=1), dim=1, keepdim=True)
+                return torch.sigmoid((linear + ffm_term).squeeze(1))
+            embed_x = self.embedding(x)
+            if model == 'dcn':
+                out = self.head(self.cn(embed_x.view(-1, self.embed_output_dim)))
+            elif model in ('ipnn', 'opnn'):
+                cross_term = self.pn(embed_x)
+                out = self.head(torch.cat([embed_x.view(-1, self.embed_output_dim), cross_term], dim=1))
+            elif model == 'xdeepfm':
+                out = self.cin(embed_x)
+            else:
+                out = self.afm(embed_x)
+            return torch.sigmoid((linear + out).squeeze(1))
+
+    return Model()

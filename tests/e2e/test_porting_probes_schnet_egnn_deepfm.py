@@ -21,7 +21,11 @@ in float64, eagerly and with the whole step (zero_grad, forward, loss, backward,
   ``FeaturesLinear``, ``FactorizationMachine``, ``MultiLayerPerceptron`` with BatchNorm1d and Dropout,
   ``torch.sigmoid(x.squeeze(1))`` and ``BCELoss``, Adam with weight decay, ``model.zero_grad()``; a multi-hot field by
   ``nn.EmbeddingBag(mode='sum')`` with ``offsets`` and ``per_sample_weights``; the eval forward through
-  ``kiln.onnx.export`` run by onnxruntime.
+  ``kiln.onnx.export`` run by onnxruntime. Also pytorch-fm's DCN (``CrossNetwork``, a ``ParameterList``), field-aware
+  FM (a ``ModuleList`` of embeddings), inner and outer product networks (``x[:, row] * x[:, col]``), xDeepFM's CIN
+  (``Conv1d``, ``torch.split``) and the attentional FM.
+- SchNet's inference through ``kiln.compile(model, fullgraph=True)`` with the radius graph inside: specialized on the
+  positions' values and guarded, so other positions give torch's energies.
 - Two-tower retrieval: L2-normalized towers (``F.normalize(dim=-1)``), in-batch negatives with the logQ correction
   (``q @ c.T / temperature - torch.log(item_freq[item_ids])``, ``labels = torch.arange(B)``, ``F.cross_entropy``), and
   recall@k under ``@torch.no_grad()`` (``torch.topk``, ``(topk == target[:, None]).any(1).float().mean()``).
@@ -45,7 +49,8 @@ import pytest
 
 import kiln
 from e2e.probe_lockstep import array, assert_same_records, gradients, run_in_lockstep, snapshot
-from e2e.schnet_egnn_deepfm_program import egnn, get_edges_batch, schnet, schnet_loss, torchfm, two_tower
+from e2e.schnet_egnn_deepfm_program import (egnn, get_edges_batch, schnet, schnet_loss, torchfm, torchfm_interactions,
+                                             two_tower)
 from oracles import libraries, require
 
 RNG = np.random.default_rng(0)
@@ -144,6 +149,24 @@ def compiled_schnet_training(steps=3):
 def test_schnet_compiled_force_training_step_as_torch(float64_default):
     ours, theirs = run_in_lockstep(lambda torch, nn, F: schnet(torch, nn, F, cutoff=CUTOFF), compiled_schnet_training())
     assert_same_records(ours, theirs)
+
+
+def test_schnet_compiled_inference_with_the_radius_graph_inside(float64_default):
+    """``kiln.compile(model, fullgraph=True)`` of the whole forward, the radius graph (``cdist``, mask, ``nonzero``)
+    inside: specialized on the positions and guarded, so other positions (other edge lists, of other sizes or the same
+    size) give torch's energies."""
+    kiln.manual_seed(0)
+    model = schnet(*libraries("kiln"), cutoff=CUTOFF)
+    torch, nn, F = libraries("torch")
+    twin = schnet(torch, nn, F, cutoff=CUTOFF)
+    twin.load_state_dict({key: torch.tensor(value) for key, value in snapshot(model).items()})
+    compiled = kiln.compile(model, fullgraph=True)
+    swapped = POSITIONS[[1, 0, 2, 3, 4, 5, 6, 7, 8]]  # another edge list of the same size
+    for positions in (POSITIONS, 2 * POSITIONS, swapped, 5 * POSITIONS):
+        ours = compiled(kiln.tensor(ATOMS), kiln.tensor(positions), kiln.tensor(MOLECULE))
+        with torch.no_grad():
+            theirs = twin(torch.tensor(ATOMS), torch.tensor(positions), torch.tensor(MOLECULE))
+        np.testing.assert_allclose(array(ours), array(theirs), rtol=1e-10, atol=1e-12)
 
 
 # EGNN ------------------------------------------------------------------------------------------------------------------
@@ -265,6 +288,13 @@ def test_ctr_model_trains_as_torch(variant, float64_default):
     ours, theirs = run_in_lockstep(build, train_ctr(with_bag="bag_size" in options))
     assert_same_records(ours, theirs, looser=LOOSER_BATCH_NORM)
     assert theirs["losses"][-1] < theirs["losses"][0]
+
+
+@pytest.mark.parametrize("model", ["dcn", "ffm", "ipnn", "opnn", "xdeepfm", "afm"])
+def test_more_torchfm_models_train_as_torch(model, float64_default):
+    build = lambda torch, nn, F: torchfm_interactions(torch, nn, F, FIELD_DIMS, model=model)  # noqa: E731
+    ours, theirs = run_in_lockstep(build, train_ctr(with_bag=False))
+    assert_same_records(ours, theirs)
 
 
 def test_deepfm_float32_as_torch():
