@@ -1,0 +1,434 @@
+"""Porting probe: five "implicit / functional" families as their reference code writes them
+(``e2e/deq_np_siren_program.py``, written once, ``torch`` being ``torch`` or ``kiln``), trained a few steps in both
+libraries from kiln's initial weights and compared in float64 to 1e-10 (first outputs, first gradients, losses, the
+state after the steps):
+
+- DEQ (the implicit-layers tutorial, chapter 4): the ``anderson`` solver written with torch ops (``X[:,0], F[:,0] =
+  ...``, ``torch.bmm(G, G.transpose(1,2)) + lam*torch.eye(n)[None]`` written into ``H[:,1:n+1,1:n+1]``,
+  ``torch.linalg.solve`` on a slice, ``alpha[:,None] @ F[:,:n]``, residuals by ``.norm().item()`` and the early
+  stop), the forward under ``torch.no_grad()`` then one ``z = self.f(z, x)`` with grad, and the implicit backward:
+  ``z.register_hook(backward_hook)`` running the solver on ``autograd.grad(f0, z0, y, retain_graph=True)[0] + grad``.
+  Eagerly with Adam and ``CosineAnnealingLR`` (the same solver iterations in both, recorded); the implicit gradient
+  also against float64 central differences of the loss at the fixed point (solved tightly). ``kiln.compile(fullgraph
+  =True)`` refuses it at ``anderson``'s ``.item()`` (the user's line, what to do), as ``torch.compile(fullgraph=True)``
+  stops at a graph break there; plain ``kiln.compile`` says so in a warning, runs eagerly, and its hook-made gradients
+  are the eager ones.
+- Neural processes (deepmind's NP notebook ported): deterministic encoder with the mean aggregator, the latent path
+  ``Normal(mu, 0.1 + 0.9 * torch.sigmoid(log_sigma))``, ``posterior.rsample()`` (noise fed), the decoder's
+  ``Normal(mu, 0.1 + 0.9 * F.softplus(log_sigma))``, the ELBO with ``kl_divergence(posterior, prior).sum(-1)``; the
+  CNP is the model without the latent path; context/target split by an index tensor (``torch.from_numpy`` of drawn
+  locations); Adam, eager and as one compiled step; prediction by ``prior.sample()`` in eval.
+- Mixture density network: hand-written (``F.softmax``, ``torch.exp``, ``torch.logsumexp(log_pi +
+  Normal(mu, sigma).log_prob(y.unsqueeze(1).expand_as(mu)).sum(-1), dim=1)``) and through
+  ``MixtureSameFamily(Categorical(logits=...), Independent(Normal(mu, sigma), 1))`` (its ``log_prob``, ``mean``,
+  ``variance``, ``sample`` shape), the two losses equal, eager and compiled.
+- SIREN (vsitzmann/siren): ``SineLayer`` with its init under ``torch.no_grad()`` (``weight.uniform_`` with
+  ``np.sqrt(6 / in_features) / omega_0``), ``coords.clone().detach().requires_grad_(True)`` inside ``forward``,
+  ``gradient`` (``autograd.grad(..., create_graph=True)``) and ``laplace`` = ``divergence`` of the gradient (a loop of
+  ``autograd.grad`` per dimension), Poisson-style losses on the gradient (double backward) and on the laplacian
+  (triple backward), Adam, eager and as one compiled step; the network's inference exported to ONNX (onnxruntime).
+- HyperNetwork and FiLM: a hypernetwork whose ``self.hyper(z).view(B, out, in)`` weights act by
+  ``torch.bmm(w, x.unsqueeze(-1)).squeeze(-1)`` per sample and by ``F.linear(x, w_i, b_i)`` per task in a loop over
+  ``torch.split`` point sets (SGD with momentum); FiLM blocks (``self.film(cond).chunk(2, dim=1)``, ``gamma.view(B,
+  C, 1, 1) * x + beta.view(B, C, 1, 1)`` after a ``BatchNorm2d(affine=False)``) in a small CNN (Adam), eager and
+  compiled, its eval forward through ``kiln.onnx.export`` (onnxruntime).
+
+A conv bias right before a BatchNorm (the DEQ's stem, FiLM's convs, as the references write them) gets a gradient
+that is rounding noise (the norm removes it: ~1e-17, checked), which Adam (``lr * g / eps`` for such a ``g``) turns
+into steps of up to ~1e-9 that differ between the libraries: those entries are compared to 1e-8 absolute, and so are
+the BatchNorm running means that absorb the bias, and FiLM's eval output through them to 1e-7 relative.
+
+What broke: ``torch.distributions.MixtureSameFamily`` did not exist in kiln (AttributeError); it is now
+``frontend/distributions_mixture.py`` with torch's formulas and checks (``tests/frontend/
+test_torch_surface_mixture_same_family.py``). Everything else agreed to 1e-10 as first written.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+
+import kiln
+from kiln.compiler.errors import TraceError
+from e2e.deq_np_siren_program import (context_target_split, deq, diff_operators, film_cnn, get_mgrid, hypernetwork,
+                                      mdn, mdn_loss, neural_process, siren)
+from e2e.probe_lockstep import array, assert_same_records, gradients, run_in_lockstep, snapshot
+from e2e.sac_program import NoiseTape
+from oracles import libraries, require, require_torch
+
+BIAS_BEFORE_NORM = dict(rtol=0, atol=1e-8)
+
+
+def compiled_if(torch, compiled, step):
+    """``step`` as one ``kiln.compile(fullgraph=True)`` graph in kiln's compiled runs, else as it is."""
+    return kiln.compile(step, fullgraph=True) if compiled and torch is kiln else step
+
+
+# --- DEQ --------------------------------------------------------------------------------------------------------------
+
+DEQ_IMAGES = np.random.default_rng(0).standard_normal((3, 4, 1, 8, 8))
+DEQ_LABELS = np.random.default_rng(1).integers(0, 10, (3, 4))
+
+
+def train_deq(torch, nn, F, model, steps=3):
+    """The tutorial's ``epoch`` loop: Adam, ``CosineAnnealingLR`` stepped per batch, ``nn.CrossEntropyLoss``."""
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps * 4, 1e-6)
+    record = {"losses": [], "solver iterations": []}
+    model.train()
+    for step in range(steps):
+        X, y = torch.tensor(DEQ_IMAGES[step]), torch.tensor(DEQ_LABELS[step])
+        yp = model(X)
+        loss = nn.CrossEntropyLoss()(yp, y)
+        opt.zero_grad()
+        loss.backward()
+        if step == 0:
+            record["first output"], record["grads"] = array(yp), gradients(model)
+        record["solver iterations"].append((len(model[2].forward_res), len(model[2].backward_res)))
+        opt.step()
+        scheduler.step()
+        record["losses"].append(loss.item())
+    record["state"] = snapshot(model)
+    return record
+
+
+def _deq_quick_solver(torch, nn, F):
+    """The tutorial's model with ``max_iter=12`` (25 there): its backward solves stop there, as in both libraries."""
+    return deq(torch, nn, F, max_iter=12)
+
+
+def test_deq_with_its_implicit_backward_hook_trains_as_torch(float64_default):
+    ours, theirs = run_in_lockstep(_deq_quick_solver, train_deq)
+    assert_same_records(ours, theirs, looser={"0.bias": BIAS_BEFORE_NORM})
+    assert np.abs(theirs["grads"]["0.bias"]).max() < 1e-15 and np.abs(ours["grads"]["0.bias"]).max() < 1e-15
+    assert min(np.abs(grad).max() for name, grad in theirs["grads"].items() if name != "0.bias") > 1e-5
+    assert all(forward > 2 and backward > 2 for forward, backward in theirs["solver iterations"])
+
+
+def test_deq_implicit_gradient_is_the_fixed_points_finite_difference(float64_default):
+    """The hook's gradient (the backward fixed point) against central differences of the loss at the forward fixed
+    point along a random direction of the parameters, both solved to a residual of
+    ~1e-10 (``lam`` 1e-12 keeps Anderson converging there): agreement to the solvers' accuracy."""
+    torch, nn, F = libraries("kiln")
+    kiln.manual_seed(0)
+    model = deq(torch, nn, F, tol=1e-13, max_iter=80, lam=1e-12)
+    X, y = torch.tensor(DEQ_IMAGES[0]), torch.tensor(DEQ_LABELS[0])
+
+    def loss():
+        return nn.CrossEntropyLoss()(model(X), y).item()
+
+    nn.CrossEntropyLoss()(model(X), y).backward()
+    assert model[2].forward_res[-1] < 1e-9 and model[2].backward_res[-1] < 1e-7
+    rng, step = np.random.default_rng(6), 1e-6  # 1e-5 crosses kinks of the relus (the slope is 3% off)
+    parameters = [p for name, p in model.named_parameters() if name != "0.bias"]
+    directions, saved, losses = [rng.standard_normal(tuple(p.shape)) for p in parameters], [array(p) for p in parameters], []
+    for sign in (1, -1):
+        with torch.no_grad():
+            for p, value, direction in zip(parameters, saved, directions):
+                p.copy_(torch.tensor(value + sign * step * direction))
+        losses.append(loss())
+    implicit = sum(float((array(p.grad) * direction).sum()) for p, direction in zip(parameters, directions))
+    np.testing.assert_allclose(implicit, (losses[0] - losses[1]) / (2 * step), rtol=1e-5)
+
+
+def test_deq_under_kiln_compile(float64_default):
+    """``fullgraph=True`` refuses at ``anderson``'s ``.item()``, naming that line and saying what to do; without it the
+    call runs eagerly (a warning says why) and the hook's implicit gradients are the eager model's."""
+    torch, nn, F = libraries("kiln")
+    X, y = torch.tensor(DEQ_IMAGES[0]), torch.tensor(DEQ_LABELS[0])
+    with pytest.raises(TraceError, match=r"item\(\) of a traced tensor") as refused:
+        kiln.compile(deq(torch, nn, F), fullgraph=True)(X)
+    assert "deq_np_siren_program.py" in str(refused.value) and "in anderson" in str(refused.value)
+    grads = []
+    for compiled in (False, True):
+        kiln.manual_seed(0)
+        model = deq(torch, nn, F)
+        if compiled:
+            with pytest.warns(UserWarning, match="runs eagerly"):
+                output = kiln.compile(model)(X)
+        else:
+            output = model(X)
+        F.cross_entropy(output, y).backward()
+        grads.append(gradients(model))
+    assert_same_records(grads[1], grads[0], rtol=0, atol=0)
+
+
+# --- Neural processes -------------------------------------------------------------------------------------------------
+
+NP_BATCH, NP_POINTS, NP_CONTEXT, NP_LATENT = 3, 10, 4, 4
+
+
+def _sine_curves(steps=4, seed=0):
+    """EmilienDupont's ``SineData``: ``a * sin(x - b)`` at sorted random ``x``; the drawn target locations."""
+    rng = np.random.default_rng(seed)
+    amplitude, shift = rng.uniform(0.5, 2, (steps, NP_BATCH, 1, 1)), rng.uniform(-1, 1, (steps, NP_BATCH, 1, 1))
+    x = np.sort(rng.uniform(-3, 3, (steps, NP_BATCH, NP_POINTS, 1)), axis=2)
+    locations = [rng.permutation(NP_POINTS)[:8] for _ in range(steps)]
+    return x, amplitude * np.sin(x - shift), locations
+
+
+@pytest.fixture
+def fed_noise(monkeypatch):
+    """``tapes[lib]``: each library's ``Normal.rsample`` (and torch's ``Normal.sample``, which draws by
+    ``torch.normal``) reads its standard-normal noise from the tape the training installs."""
+    torch = require_torch()
+    from kiln.frontend.distributions import Distribution
+
+    tapes = {}
+    monkeypatch.setattr(torch.distributions.normal, "_standard_normal",
+                        lambda shape, dtype=None, device=None: tapes[torch].draw(shape))
+    monkeypatch.setattr(torch.distributions.Normal, "sample",
+                        lambda self, sample_shape=torch.Size(): self.rsample(sample_shape).detach())
+    monkeypatch.setattr(Distribution, "_standard_normal", lambda self, shape: tapes[kiln].draw(shape))
+    return tapes
+
+
+def train_neural_process(tapes, compiled, steps=3):
+    x_all, y_all, locations_all = _sine_curves()
+
+    def train(torch, nn, F, model):
+        tape = tapes[torch] = NoiseTape(torch, {(NP_BATCH, NP_LATENT): 1}, NP_BATCH)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+
+        def step(x_context, y_context, x_target, y_target):
+            _, _, _, _, loss = model(((x_context, y_context), x_target), x_target.shape[1], y_target)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            return loss
+
+        run, record = compiled_if(torch, compiled, tape.rewinding(step)), {"losses": []}
+        for i in range(steps):
+            tape.refill()
+            batch = context_target_split(torch, torch.tensor(x_all[i]), torch.tensor(y_all[i]),
+                                         torch.from_numpy(locations_all[i]), NP_CONTEXT)
+            record["losses"].append(run(*batch).item())
+        record["state"] = snapshot(model)
+        model.eval()
+        tape.refill()
+        x, y = torch.tensor(x_all[-1]), torch.tensor(y_all[-1])
+        with torch.no_grad():
+            mu, sigma, *_ = model(((x[:, :NP_CONTEXT], y[:, :NP_CONTEXT]), x), NP_POINTS)
+        record["prediction"] = array(mu), array(sigma)
+        return record
+
+    return train
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled step"])
+@pytest.mark.parametrize("latent", [True, False], ids=["NP", "CNP"])
+def test_neural_process_trains_as_torch(float64_default, fed_noise, latent, compiled):
+    def build(torch, nn, F):
+        return neural_process(torch, nn, F, latent=NP_LATENT, use_latent_path=latent)
+
+    ours, theirs = run_in_lockstep(build, train_neural_process(fed_noise, compiled))
+    assert_same_records(ours, theirs)
+    assert theirs["prediction"][1].min() >= 0.1
+
+
+# --- Mixture density network ------------------------------------------------------------------------------------------
+
+MDN_X = np.random.default_rng(2).standard_normal((3, 6, 2))
+MDN_Y = np.random.default_rng(3).standard_normal((3, 6, 2))
+
+
+def train_mdn(compiled, through_mixture, steps=3):
+    def train(torch, nn, F, model):
+        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+
+        def step(x, y):
+            if through_mixture:
+                loss = -model.mixture(x).log_prob(y).mean()
+            else:
+                pi, sigma, mu = model(x)
+                loss = mdn_loss(torch, pi, sigma, mu, y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            return loss
+
+        run = compiled_if(torch, compiled, step)
+        record = {"losses": [run(torch.tensor(MDN_X[i]), torch.tensor(MDN_Y[i])).item() for i in range(steps)]}
+        record["state"] = snapshot(model)
+        x, y = torch.tensor(MDN_X[0]), torch.tensor(MDN_Y[0])
+        with torch.no_grad():
+            mixture = model.mixture(x)
+            record.update(mean=array(mixture.mean), variance=array(mixture.variance), log_prob=array(mixture.log_prob(y)))
+            record["hand-written log_prob"] = array(-mdn_loss(torch, *model(x), y))
+            record["shapes"] = np.array([tuple(mixture.sample((5,)).shape), (*mixture.batch_shape, *mixture.event_shape)],
+                                        dtype=object)
+        return record
+
+    return train
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled step"])
+@pytest.mark.parametrize("through_mixture", [False, True], ids=["hand-written", "MixtureSameFamily"])
+def test_mixture_density_network_trains_as_torch(float64_default, through_mixture, compiled):
+    ours, theirs = run_in_lockstep(mdn, train_mdn(compiled, through_mixture))
+    shapes = ours.pop("shapes"), theirs.pop("shapes")
+    assert [list(map(tuple, s)) for s in shapes] == [[(5, 6, 2), (6, 2)]] * 2
+    assert_same_records(ours, theirs)
+    np.testing.assert_allclose(ours["log_prob"].mean(), ours["hand-written log_prob"], rtol=1e-12)
+
+
+def test_mdn_losses_agree_between_the_two_writings(float64_default):
+    """The hand-written loss and ``MixtureSameFamily``'s are one number and one gradient (kiln, eagerly)."""
+    torch, nn, F = libraries("kiln")
+    kiln.manual_seed(0)
+    model = mdn(torch, nn, F)
+    x, y = torch.tensor(MDN_X[0]), torch.tensor(MDN_Y[0])
+    records = []
+    for loss_of in (lambda: mdn_loss(torch, *model(x), y), lambda: -model.mixture(x).log_prob(y).mean()):
+        model.zero_grad()
+        loss = loss_of()
+        loss.backward()
+        records.append({"loss": loss.item(), "grads": gradients(model)})
+    assert_same_records(records[0], records[1], rtol=1e-12)
+
+
+# --- SIREN ------------------------------------------------------------------------------------------------------------
+
+SIDE = 5
+
+
+def train_siren(compiled, fit, steps=3):
+    """explore_siren.ipynb's Poisson fits: the gradient (``fit="gradient"``) or the laplacian of ``sin(3x) cos(2y)``."""
+
+    def train(torch, nn, F, model):
+        gradient, divergence, laplace = diff_operators(torch)
+        coords = get_mgrid(torch, SIDE, 2)
+        u, v = coords[:, :1], coords[:, 1:]
+        img = torch.sin(3 * u) * torch.cos(2 * v)
+        img_grad = torch.cat([3 * torch.cos(3 * u) * torch.cos(2 * v), -2 * torch.sin(3 * u) * torch.sin(2 * v)], -1)
+        img_laplace = -13 * img
+        optim = torch.optim.Adam(lr=1e-4, params=model.parameters())
+
+        def step(model_input):
+            model_output, coords = model(model_input)
+            if fit == "gradient":
+                train_loss = ((gradient(model_output, coords) - img_grad) ** 2).mean()
+            else:
+                train_loss = ((laplace(model_output, coords) - img_laplace) ** 2).mean()
+            optim.zero_grad()
+            train_loss.backward()
+            optim.step()
+            return train_loss
+
+        run = compiled_if(torch, compiled, step)
+        record = {"losses": [run(coords).item() for _ in range(steps)], "state": snapshot(model)}
+        output, _ = model(coords)
+        record["output"] = array(output)
+        return record
+
+    return train
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled step"])
+@pytest.mark.parametrize("fit", ["gradient", "laplacian"])
+def test_siren_poisson_fit_trains_as_torch(float64_default, fit, compiled):
+    ours, theirs = run_in_lockstep(siren, train_siren(compiled, fit))
+    assert_same_records(ours, theirs)
+    assert theirs["losses"][-1] < theirs["losses"][0]
+
+
+def test_siren_exports_to_onnx_as_torch():
+    """The trained-shape network's inference (float32, as SIREN runs) through ``kiln.onnx.export``, onnxruntime
+    against torch's forward."""
+    onnxruntime = require("onnxruntime")
+    coords = np.random.default_rng(4).uniform(-1, 1, (16, 2)).astype(np.float32)
+    kiln.manual_seed(0)
+    model = siren(*libraries("kiln")).net
+    torch, nn, F = libraries("torch")
+    twin = siren(torch, nn, F).net
+    twin.load_state_dict({key: torch.tensor(value) for key, value in snapshot(model).items()})
+    buffer = io.BytesIO()
+    kiln.onnx.export(model, (kiln.tensor(coords),), buffer, input_names=["coords"], output_names=["y"])
+    ours = onnxruntime.InferenceSession(buffer.getvalue()).run(None, {"coords": coords})[0]
+    with torch.no_grad():
+        np.testing.assert_allclose(ours, twin(torch.tensor(coords)).numpy(), rtol=1e-5, atol=1e-6)
+
+
+# --- HyperNetwork and FiLM --------------------------------------------------------------------------------------------
+
+_rng = np.random.default_rng(5)
+TASKS, POINTS, TARGETS = _rng.standard_normal((6, 3)), _rng.standard_normal((6, 2)), _rng.standard_normal((6, 2))
+TASK_SIZES = [2, 3, 1]
+IMAGES, CONDITIONS, LABELS = _rng.standard_normal((4, 1, 6, 6)), _rng.standard_normal((4, 3)), _rng.integers(0, 3, 4)
+
+
+def train_hypernetwork(compiled, per_task, steps=3):
+    def train(torch, nn, F, model):
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+
+        def step(z, x, y):
+            prediction = model.forward_tasks(z[:3], torch.split(x, TASK_SIZES)) if per_task else model(z, x)
+            loss = F.mse_loss(prediction, y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            return loss
+
+        run = compiled_if(torch, compiled, step)
+        batch = torch.tensor(TASKS), torch.tensor(POINTS), torch.tensor(TARGETS)
+        return {"losses": [run(*batch).item() for _ in range(steps)], "state": snapshot(model)}
+
+    return train
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled step"])
+@pytest.mark.parametrize("per_task", [False, True], ids=["bmm per sample", "F.linear per task"])
+def test_hypernetwork_trains_as_torch(float64_default, per_task, compiled):
+    ours, theirs = run_in_lockstep(hypernetwork, train_hypernetwork(compiled, per_task))
+    assert_same_records(ours, theirs)
+    assert theirs["losses"][-1] < theirs["losses"][0]
+
+
+def train_film(compiled, steps=3):
+    def train(torch, nn, F, model):
+        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+
+        def step(x, cond, y):
+            loss = F.cross_entropy(model(x, cond), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            return loss
+
+        run = compiled_if(torch, compiled, step)
+        batch = torch.tensor(IMAGES), torch.tensor(CONDITIONS), torch.tensor(LABELS)
+        record = {"losses": [run(*batch).item() for _ in range(steps)], "state": snapshot(model)}
+        model.eval()
+        with torch.no_grad():
+            record["eval output"] = array(model(*batch[:2]))
+        return record
+
+    return train
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled step"])
+def test_film_cnn_trains_as_torch(float64_default, compiled):
+    ours, theirs = run_in_lockstep(film_cnn, train_film(compiled))
+    noisy = {"conv.bias": BIAS_BEFORE_NORM, "bn.running_mean": BIAS_BEFORE_NORM, "eval output": dict(rtol=1e-7, atol=1e-9)}
+    assert_same_records(ours, theirs, looser=noisy)
+    assert np.abs(theirs["state"]["block1.bn.running_mean"]).max() > 0
+
+
+def test_film_cnn_exports_to_onnx_as_torch():
+    """The eval forward (float32, BatchNorm's running statistics) through ``kiln.onnx.export`` with two inputs."""
+    onnxruntime = require("onnxruntime")
+    images, conditions = IMAGES.astype(np.float32), CONDITIONS.astype(np.float32)
+    kiln.manual_seed(0)
+    model = film_cnn(*libraries("kiln")).eval()
+    torch, nn, F = libraries("torch")
+    twin = film_cnn(torch, nn, F).eval()
+    twin.load_state_dict({key: torch.tensor(value) for key, value in snapshot(model).items()})
+    buffer = io.BytesIO()
+    kiln.onnx.export(model, (kiln.tensor(images), kiln.tensor(conditions)), buffer, input_names=["x", "cond"],
+                     output_names=["logits"])
+    ours = onnxruntime.InferenceSession(buffer.getvalue()).run(None, {"x": images, "cond": conditions})[0]
+    with torch.no_grad():
+        np.testing.assert_allclose(ours, twin(torch.tensor(images), torch.tensor(conditions)).numpy(), rtol=1e-5,
+                                   atol=1e-6)
