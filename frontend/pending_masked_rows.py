@@ -20,14 +20,18 @@ augmented assignments Rainbow's categorical projection writes, ``l[(u > 0) * (l 
 are ``where(m, l - 1, l)``; an in-place operator keeps the rows' dtype, as PyTorch's (a float result into integer
 rows raises).
 
-Any other use of the pending rows (a reduction, a shape, another mask) raises the data-dependent-shape error, naming
-the line that indexed.
+Any other use of the pending rows (a reduction, a shape, another mask) makes them, where the mask's values can be
+known (in a ``kiln.compile`` trace, a mask made from the inputs: specialized and guarded, as ``x[:, mask]`` is;
+DeepAR's ``Normal(mu[labels != 0], sigma[labels != 0])``); else it raises the data-dependent-shape error, naming the
+line that indexed.
 """
 
 from __future__ import annotations
 
 import numbers
 from typing import Any, Callable
+
+import numpy as np
 
 from kiln.compiler.ir.core import Value
 from kiln.compiler.ops.registry import has_trait
@@ -44,10 +48,25 @@ class PendingMaskedRows(Tensor):
 
     def __init__(self, source: Value, mask: Value, error: Exception):
         self.source, self.mask, self.error = source, mask, error
+        self._rows: Value | None = None
 
     @property
     def value(self) -> Value:
-        raise self.error
+        """The rows themselves, for any use but ``a[mask] = b[mask]``, where the mask's values can be known: made from
+        a ``kiln.compile``'d function's inputs, specialized and guarded (``frontend/value_guards.py``; DeepAR's
+        ``Normal(mu[labels != 0], ...)``); else ``error``. Only such a use specializes: the write stays one ``where``."""
+        if self._rows is None:
+            self._rows = self._specialized_rows()
+        return self._rows
+
+    def _specialized_rows(self) -> Value:
+        from kiln.frontend.eager_data_dependent import masked_rows
+        from kiln.frontend.tensor_value_dependent import known_mask  # lazily: both build on the Tensor
+
+        known = known_mask(Tensor(self.mask))
+        if known is None:
+            raise self.error
+        return masked_rows(Tensor(self.source), np.asarray(known, bool)).value
 
     def elementwise(self, operation: Callable[..., Tensor], *others: Any) -> "PendingMaskedRows":
         """``operation`` (Tensors -> Tensor) applied to the whole source, still pending under the same mask; ``others``

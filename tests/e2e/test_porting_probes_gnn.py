@@ -21,14 +21,13 @@ data.y[data.train_mask])``), Adam with weight decay (PyG's gcn.py); graph classi
 
 What broke: ``sparse_coo_tensor`` built its dense form in NumPy, so the sparse GAT's attention weights silently got no
 gradient (the first gradients of ``a`` were missing); it is now built in the graph
-(``tests/frontend/test_sparse_coo_values_grad_vs_torch.py``). What does not trace (each refused by ``kiln.compile`` with an error naming the line and what to write instead, checked
-below; PyTorch 2.13's ``torch.compile(fullgraph=True)`` traces both with unbacked sizes): ``out[train_mask]`` with a mask
-that is an input of the step or a tensor the step reads from its closure (PyG's ``data.train_mask``), and
-``torch.bincount``, whose length depends on the values. kiln's trace has no data-dependent dims: a mask known while
-tracing (built from constants) works, but a closure tensor is lifted to a graph input, whose values are read at each
-call. Missing: a size known only at run time (or the count guarded per call, as torch.compile guards ints). So the
-compiled steps write the masked mean as ``(loss * mask).sum() / mask.sum()`` and count a segment's members by
-``scatter_add_`` of ones (as ``torch_scatter``'s ``scatter_mean`` does), the forms that run in both libraries.
+(``tests/frontend/test_sparse_coo_values_grad_vs_torch.py``). What does not trace: ``torch.bincount``, whose length depends on the values (refused by ``kiln.compile`` with an
+error naming the line and what to write instead, checked below; PyTorch 2.13's ``torch.compile(fullgraph=True)``
+traces it with an unbacked size). kiln's trace has no data-dependent dims, so the compiled steps count a segment's
+members by ``scatter_add_`` of ones (as ``torch_scatter``'s ``scatter_mean`` does). ``out[train_mask]`` with a mask
+that is an input of the step or a tensor the step reads from its closure (PyG's ``data.train_mask``) was refused too;
+its values are now specialized and guarded per call (``frontend/pending_masked_rows.py``), so PyG's loss compiles as
+written (checked below); the other compiled steps write the masked mean as ``(loss * mask).sum() / mask.sum()``.
 """
 
 from __future__ import annotations
@@ -382,11 +381,25 @@ def test_gat_float32_trains_as_torch():
     assert_same_records(ours, theirs, rtol=2e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("what, words", [("mask", "x[mask] has a data-dependent shape"),
-                                         ("bincount", "bincount() has a data-dependent shape")])
+def pyg_masked_node_loss(torch, nn, F, model, *batch):
+    """PyG's gcn.py loss as written: ``F.cross_entropy(out[data.train_mask], data.y[data.train_mask])``."""
+    *inputs, y, mask, _ = batch
+    out = model(*inputs)
+    return F.cross_entropy(out[mask], y[mask])
+
+
+def test_gcn_compiled_step_with_pygs_masked_loss_as_torch(float64_default):
+    """``out[train_mask]`` with the mask an input of the step: its values are specialized and guarded, so the step
+    compiles with PyG's loss as written (kiln refused it: "x[mask] has a data-dependent shape")."""
+    train = compiled_step_training(step_batch("gcn"), adam, pyg_masked_node_loss)
+    ours, theirs = run_in_lockstep(build("gcn", count_by="scatter_add"), train)
+    assert_same_records(ours, theirs)
+
+
+@pytest.mark.parametrize("what, words", [("bincount", "bincount() has a data-dependent shape")])
 def test_compiled_data_dependent_shapes_are_refused_clearly(what, words, float64_default):
     """PyG's ``train()`` reads ``data`` from its closure; kiln lifts those tensors to graph inputs, so
-    ``out[data.train_mask]`` and ``torch.bincount`` are refused with the line and what to write instead."""
+    ``torch.bincount`` is refused with the line and what to write instead."""
     kiln.manual_seed(0)
     data = tensors(kiln, graph())
     name = "gcn" if what == "mask" else "sage"

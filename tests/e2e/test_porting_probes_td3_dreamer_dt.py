@@ -56,8 +56,9 @@ seq_length, 3, self.hidden_size).permute(0, 2, 1, 3)``, experiment.py's NumPy ``
 by ``torch.cat``). Eagerly and with ``model = kiln.compile(model, fullgraph=True)``; the reference's float32 casts in
 float32, and float64 with ``torch.float64`` in their place; the action head exported by ``kiln.onnx.export`` and run by
 onnxruntime. The whole ``train_step`` under ``kiln.compile(fullgraph=
-True)`` is refused at the boolean-mask index (a data-dependent shape, as ``torch.compile(fullgraph=True)`` refuses);
-without ``fullgraph`` it runs eagerly, warned, and trains as torch.
+True)`` trains as torch: the boolean-mask index's mask is made from the step's input, so its values are specialized and
+guarded (``frontend/pending_masked_rows.py``; it was refused as a data-dependent shape, which torch 2.13's
+``torch.compile(fullgraph=True)`` traces with an unbacked size).
 
 What broke: ``kiln.compile(policy.update)`` of ``class TD3(object)`` counted ``self.total_it += 1`` once per trace,
 not per call, and ran the first trace's branch of ``self.total_it % self.policy_freq`` at every call, silently: a
@@ -1624,13 +1625,12 @@ def test_decision_transformer_float32_as_written_trains_as_torch():
 
 def test_decision_transformer_train_step_with_its_boolean_mask_compiles_as_torch_compile_does(float64_default):
     """The masked loss ``action_preds.reshape(-1, act_dim)[attention_mask.reshape(-1) > 0]`` has a data-dependent
-    shape: ``kiln.compile(train_step, fullgraph=True)`` refuses it, saying what to write instead (as
-    ``torch.compile(fullgraph=True)`` refuses the nonzero behind it); without ``fullgraph`` the step runs eagerly,
-    warned, as torch's graph break, and trains as torch."""
-    with pytest.raises(RuntimeError, match=r"x\[mask\] has a data-dependent shape"):
-        run_in_lockstep(_dt_float64, train_decision_transformer(dict(fullgraph=True), steps=1, dtype_name="float64"))
-    with pytest.warns(UserWarning, match="data-dependent shape"):
-        ours, theirs = run_in_lockstep(_dt_float64, train_decision_transformer({}, steps=2, dtype_name="float64"))
+    shape; its mask is made from the step's input, so ``kiln.compile(train_step, fullgraph=True)`` specializes and
+    guards its values (a variant per mask, as torch.compile(fullgraph=True) traces it with an unbacked size) and trains
+    as torch. kiln refused it before ("x[mask] has a data-dependent shape") and ran the step eagerly without
+    ``fullgraph``."""
+    ours, theirs = run_in_lockstep(_dt_float64, train_decision_transformer(dict(fullgraph=True), steps=2,
+                                                                          dtype_name="float64"))
     assert_same_records(ours, theirs)
 
 

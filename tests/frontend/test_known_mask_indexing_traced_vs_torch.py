@@ -1,7 +1,7 @@
 """``x[mask]`` in a ``kiln.compile``d function where the mask depends on no input (``~torch.eye(n, dtype=torch.bool)``,
 a comparison of ``arange``s, a NumPy array): its values are known while tracing (``frontend/trace_known_values.py``),
-so it traces as a gather of fixed positions, gradients included; a mask computed from an input still refuses, naming
-the line. sthalles/SimCLR's ``similarity_matrix[~mask].view(2 * n, -1)`` made its whole training step run eagerly
+so it traces as a gather of fixed positions, gradients included; a mask computed from an input is specialized and
+guarded, one from a trained weight refused, naming the line. sthalles/SimCLR's ``similarity_matrix[~mask].view(2 * n, -1)`` made its whole training step run eagerly
 (and raise under ``fullgraph=True``). Values, gradients and parameters vs torch 2.13 float64.
 """
 
@@ -50,7 +50,13 @@ def test_a_constant_mask_indexes_in_a_compiled_step_as_torch(compiled, float64_d
     np.testing.assert_allclose(ours[2], theirs[2], rtol=1e-12, atol=1e-14)
 
 
-def test_a_mask_computed_from_an_input_is_still_refused_with_the_line():
+def test_a_mask_computed_from_an_input_is_specialized_and_one_from_a_trained_weight_refused_with_the_line():
+    """A mask made from the inputs is specialized and guarded (frontend/value_guards.py: a variant per mask, as
+    ``x[:, mask]``); one made from a trained weight has no values while tracing: the error names the line."""
     run = kiln.compile(lambda x: x[x > 0].sum(), fullgraph=True)
+    for values in ([1.0, -2.0, 3.0], [-1.0, 2.0, 0.5], [1.0, -2.0, 3.0]):
+        assert run(kiln.tensor(np.array(values))).item() == sum(v for v in values if v > 0)
+    weight = kiln.nn.Parameter(kiln.tensor(np.array([1.0, 1.0, 1.0])))
+    run = kiln.compile(lambda x: x[weight * x > 0].sum(), fullgraph=True)
     with pytest.raises(kiln.TraceError, match=r"(?s)test_known_mask_indexing_traced_vs_torch.py:\d+.*x\[mask\] has a data-dependent shape"):
         run(kiln.tensor(np.array([1.0, -2.0, 3.0])))

@@ -251,9 +251,10 @@ def test_a_torch_compiled_models_checkpoint_loads_without_its_orig_mod_prefix():
 
 def test_fullgraph_names_what_stops_the_trace_once_shapes_are_static_not_the_symbolic_batchs_complaint():
     x = np.ones((3, 2), np.float32)
+    weight = kiln.nn.Parameter(kiln.tensor(np.ones(2, np.float32)))  # trained: a mask made from it has no values
 
     def joined(a, b):
-        c = kiln.cat([a, b])  # symbolic batches cannot join along it: the static trace goes further
+        c = kiln.cat([a, b]) * weight  # symbolic batches cannot join along it: the static trace goes further
         return c[c > 0].sum()  # and stops here, which is what the user must change
 
     with pytest.raises(kiln.TraceError, match=r"x\[mask\] has a data-dependent shape") as caught:
