@@ -172,6 +172,28 @@ def test_initialisation_is_pytorchs_uniform_and_follows_kilns_seed(name):
         np.testing.assert_array_equal(value, module.state_dict()[key], err_msg=key)
 
 
+@pytest.mark.parametrize("options", [dict(num_layers=2, bidirectional=True, proj_size=2), dict(bias=False)],
+                         ids=["projected-bidirectional", "no-bias"])
+@pytest.mark.parametrize("name", ["RNN", "LSTM", "GRU"])
+def test_weight_name_lists_are_pytorchs(name, options):
+    """``_all_weights``, ``_flat_weights_names``, ``_flat_weights`` and ``all_weights`` name and hold the parameters
+    as torch 2.13's do; DeepAR (zhykoties/TimeSeries) sets the forget gates' biases to 1 through them, and kiln had
+    none of them (AttributeError)."""
+    torch = require("torch")
+    options = {k: v for k, v in options.items() if k != "proj_size" or name == "LSTM"}
+    ours, theirs = getattr(nn, name)(INPUT_SIZE, HIDDEN_SIZE, **options), getattr(torch.nn, name)(INPUT_SIZE, HIDDEN_SIZE, **options)
+    assert ours._all_weights == theirs._all_weights
+    assert ours._flat_weights_names == theirs._flat_weights_names
+    assert [tuple(p.shape) for p in ours._flat_weights] == [tuple(p.shape) for p in theirs._flat_weights]
+    assert [[tuple(p.shape) for p in ps] for ps in ours.all_weights] == [[tuple(p.shape) for p in ps] for ps in theirs.all_weights]
+    for names in ours._all_weights:  # DeepAR's forget-gate initialisation, through .data
+        for bias_name in filter(lambda n: "bias" in n, names):
+            bias = getattr(ours, bias_name)
+            n = bias.size(0)
+            bias.data[n // 4:n // 2].fill_(1.)
+            np.testing.assert_array_equal(bias.detach().numpy()[n // 4:n // 2], 1.0)
+
+
 # Dropout between layers ------------------------------------------------------------------------------------------
 
 
