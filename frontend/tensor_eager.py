@@ -26,6 +26,7 @@ from kiln.frontend.inplace_leaf_checks import check_non_leaf_flag, warn_non_leaf
 from kiln.frontend.shared_storage import shared
 from kiln.frontend.trace import TraceContext, located_error, step_capture
 from kiln.frontend.traced_requires_grad import check_float_for_grad, mark_traced_for_grad, traced_requires_grad
+from kiln.frontend.whole_step_inputs import refuse_backward_in_compiled_forward
 
 
 def array_protocol(array: np.ndarray, dtype: Any, copy: Any) -> np.ndarray:
@@ -218,6 +219,7 @@ class EagerMethods:
             if capture is not None:  # a kiln.compile'd training step: runtime/step_capture.py
                 capture.backward(self, gradient, inputs, create_graph)
                 return
+            refuse_backward_in_compiled_forward()  # a whole step given tensors that require grad: traced again as one
             raise located_error("backward() of a traced tensor: inside a trace, the training step differentiates the loss "
                                 "(kiln.compile_train_step), or use kiln.grad; backward() works on eager tensors, outside a trace")
         if create_graph:

@@ -38,6 +38,7 @@ from kiln.frontend.torch_array import plain
 from kiln.frontend.tensor import Tensor
 from kiln.frontend.trace import TraceContext, trace_context, user_stacklevel
 from kiln.frontend.value_guards import ValueGuards, guards_of, specializing_on
+from kiln.frontend.whole_step_inputs import BackwardInCompiledForward, tracing_compiled_forward
 from kiln.runtime.argument_writes import write_back_arguments
 from kiln.runtime.attribute_writes import AttributeWrites
 from kiln.runtime.compile_arguments import (UNCOMPILED_BACKENDS, checked_backend, named_like, number_positions,
@@ -135,6 +136,11 @@ class CompiledFunction:
     """Training forwards traced again per signature because a value read from the inputs changed (``value_guards``)."""
     dynamic_ints: DynamicAttributes = field(default_factory=DynamicAttributes)
     """Int attributes seen changing between calls (a counter), traced as numbers that change from then on."""
+    whole_step: bool = False
+    """Whether ``fn``, given tensors that require grad, called ``backward()``: a whole training step, whose calls take
+    the step path from then on (``frontend/whole_step_inputs.py``)."""
+    grad_arguments: tuple[int, ...] = ()
+    """The positions of the arguments that require grad in the call being traced as a whole step."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         plain = not kwargs and traced_arguments(args)
@@ -143,7 +149,9 @@ class CompiledFunction:
         try:
             if TraceContext.active():  # called inside another trace (a compiled step calling a compiled model): inlined
                 return self.fn(*args, **kwargs)
-            training = _training_signature(self.fn, arrays)
+            training = None if self.whole_step else _training_signature(self.fn, arrays)
+            self.grad_arguments = tuple(k for k, a in enumerate(arrays) if isinstance(a, Tensor) and a.requires_grad
+                                        and self.whole_step)
             arrays_np = [np.asarray(a) for a in arrays] if training is None else []
             variant = None if training is not None else self._inference_lookup(fn, arrays, arrays_np, extra)
             training = training if variant is None else _closure_training(variant, arrays)
@@ -152,7 +160,11 @@ class CompiledFunction:
             else:
                 values = eager_inputs(arrays)
                 weak = numbers_weak(fn, number_positions(arrays))  # Python numbers promote as numbers
-                trained = self._training_variant(weak, [ARRAYS[value] for value in values], extra, *training)
+                try:
+                    trained = self._training_variant(weak, [ARRAYS[value] for value in values], extra, *training)
+                except BackwardInCompiledForward:  # a whole training step: traced again as one
+                    self.whole_step = True
+                    return self(*args, **kwargs)
                 outputs = _EAGER if trained is None else call_training(trained, values)
                 if variant is not None and trained is not None:  # a closure's model: the modes the function set
                     variant.modes.replay()
@@ -361,7 +373,10 @@ class CompiledFunction:
         if not reason:
             try:
                 traced = checking_reachable_stores(watching_plain_owner(fn, self.fn), self.fn)
-                return compile_training(traced, arrays, wants_grad, self.backend, self.pipeline)
+                with tracing_compiled_forward():  # a backward() inside: a whole step (frontend/whole_step_inputs.py)
+                    return compile_training(traced, arrays, wants_grad, self.backend, self.pipeline)
+            except BackwardInCompiledForward:
+                raise
             except KilnError as error:
                 if self.fullgraph:
                     raise
@@ -404,7 +419,8 @@ class CompiledFunction:
     def _compile_once(self, fn: Callable[..., Any], arrays: list[np.ndarray], batch_dim: BatchDim,
                       tensors_given: bool) -> _Variant:
         captures: list[StepCapture] = []  # a training step's backward() and optimizer.step() (runtime/step_capture.py)
-        traced = checking_reachable_stores(watching_plain_owner(capturing(fn, captures), self.fn), self.fn)
+        traced = checking_reachable_stores(watching_plain_owner(capturing(fn, captures, self.grad_arguments), self.fn),
+                                           self.fn)
         specializing = specializing_on(lifting_eager_tensors(self.dynamic_ints.tracing(traced)), arrays)  # values read: guarded
         try:
             context = trace_context(named_like(specializing, traced), *batch_specs(arrays, batch_dim),

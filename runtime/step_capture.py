@@ -50,6 +50,7 @@ from kiln.frontend.nn_utils import traced_total_norm, zero_norm
 from kiln.frontend.torch_array import torch_array
 from kiln.frontend.torch_functions import zeros_like
 from kiln.frontend.traced_data_writes import backward_reads_written
+from kiln.frontend.whole_step_inputs import check_grad_arguments_unreached
 from kiln.frontend.trace import TraceContext, located_error
 from kiln.runtime.argument_writes import values_before, written_arguments
 from kiln.runtime.eager_optim import count_step, grad_array_of, own_step
@@ -115,6 +116,9 @@ class StepCapture:
     """Each module called in the trace before any ``train()``/``eval()`` of it, with the mode it ran in (guarded)."""
     modules_set: dict[int, Any] = field(default_factory=dict)
     """Each module the trace's ``train()``/``eval()`` set (each call sets it again)."""
+    grad_arguments: list[Value] = field(default_factory=list)
+    """The arguments given tensors that require grad: a ``backward()`` whose loss reaches one is refused
+    (``frontend/whole_step_inputs.py``)."""
 
     def called(self, module: Any) -> None:
         """``Module.__call__`` in the trace: the mode it runs in is read, unless the step set it."""
@@ -212,6 +216,8 @@ class StepCapture:
         """Accumulate d(loss)/d(parameter) into the traced ``.grad`` of each trained parameter the loss reaches; with
         ``create_graph`` a later backward differentiates through them (a gradient penalty), else they are constants
         to it, as torch's."""
+        check_grad_arguments_unreached(lambda arguments: ops_between(self.context.graph, arguments, loss.value),
+                                       self.grad_arguments)
         candidates = self._candidates(inputs)
         values = [self.context.current_value_of(p) for p in candidates]
         reached = {id(v) for op in ops_between(self.context.graph, values, loss.value) for v in op.operands}
@@ -336,15 +342,16 @@ class Modes:
             object.__setattr__(module, "training", mode)
 
 
-def capturing(fn: Callable[..., Any], captures: list[StepCapture]) -> Callable[..., Any]:
+def capturing(fn: Callable[..., Any], captures: list[StepCapture], grad_arguments: Sequence[int] = ()) -> Callable[..., Any]:
     """``fn`` traced with a ``StepCapture`` on its context (appended to ``captures``), ``.grad``s restored after; a
     None result traces as no outputs, and Python values beside the tensors (``return loss, use_the_queue``) stay in
     ``capture.structure``, returned as traced, as ``torch.compile`` returns them. The new values of the arguments it
-    wrote in place follow its own outputs (``runtime/argument_writes.py``)."""
+    wrote in place follow its own outputs (``runtime/argument_writes.py``). ``grad_arguments``: the positions of the
+    arguments given tensors that require grad."""
 
     @functools.wraps(fn)
     def traced(*inputs: Any) -> Any:
-        capture = StepCapture(TraceContext.current())
+        capture = StepCapture(TraceContext.current(), grad_arguments=[inputs[k].value for k in grad_arguments])
         captures.append(capture)
         TraceContext.current().step_capture = capture
         try:
