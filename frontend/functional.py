@@ -16,6 +16,7 @@ from kiln.frontend.trace import located_error, located_kind
 from kiln.frontend.tensor_inplace import honors_inplace, in_place_variant
 from kiln.frontend.autocast import autocasts
 from kiln.frontend.linear_shape_checks import check_linear_shapes
+from kiln.frontend.zero_gradient import zeros_on_gradient_path
 
 
 @honors_inplace
@@ -308,8 +309,10 @@ def _vector_norm(input: Tensor, p: float, dims: tuple[int, ...], keepdim: bool) 
         return magnitude.amax(dims, keepdim)
     if p == -math.inf:
         return magnitude.amin(dims, keepdim)
-    if p == 0:
-        return apply("tensor.not_equal", input, 0.0).to(input.dtype).sum(dims, keepdim)
+    if p == 0:  # a nonzero count, on the gradient path of an input that requires grad (zero .grad), as torch's
+        counts = apply("tensor.not_equal", input, 0.0).to(input.dtype)
+        counts = counts + zeros_on_gradient_path(input) if input.requires_grad else counts
+        return counts.sum(dims, keepdim)
     if p == 1:
         return magnitude.sum(dims, keepdim)
     if p == 2:

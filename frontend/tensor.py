@@ -199,12 +199,17 @@ class Tensor(EagerMethods, InPlaceMethods, TorchMethods, MathMethods, StrideMeth
         return apply("tensor.rsqrt", _floating(self))
 
     def sign(self) -> "Tensor":
-        """-1, 0 or 1 (0 for NaN, as PyTorch); a select between constants, so its gradient is 0, as PyTorch's."""
+        """-1, 0 or 1 (0 for NaN, as PyTorch); a select between constants, so its gradient is 0, as PyTorch's (a
+        result that still requires grad: ``zero_gradient.py``)."""
         if self.dtype is DType.bool:
             return self
         if self.dtype is DType.u8:
             return (self > 0).to(self.dtype)  # unsigned: never below 0 (and -1 is no uint8)
         one, minus_one, zero = (apply("tensor.constant", value=np.asarray(v, self.dtype.numpy)) for v in (1, -1, 0))
+        if self.dtype.is_float and self.requires_grad:
+            from kiln.frontend.zero_gradient import zeros_on_gradient_path  # lazily: it builds on the tensor
+
+            zero = zeros_on_gradient_path(self)
         return apply("tensor.where", self > 0, one, apply("tensor.where", self < 0, minus_one, zero))
 
     def lerp(self, end: Any, weight: Any) -> "Tensor":
