@@ -232,10 +232,48 @@ def test_print_parse_round_trip():
     assert print_graph(parse(text)) == text
 
 
+@pytest.mark.parametrize("dtype", ["f64", "f32"])
+@pytest.mark.parametrize("norm", NORMS)
 @pytest.mark.parametrize(("name", "attrs"), OP_CASES, ids=lambda v: v if isinstance(v, str) else str(v))
-def test_onnx_export_refuses_naming_the_op(name, attrs):
+@pytest.mark.parametrize(("shape", "axis", "n"), CASES + [((2, 3, 6), 2, 4)], ids=str)
+def test_onnx_export_runs_in_onnxruntime_as_the_dft_matrix(shape, axis, n, name, attrs, norm, dtype):
+    """Exported as MatMuls by DFT matrices (backends/onnx/lowering_fft.py; ONNX export refused every ``fft.*`` op):
+    cropping, padding, odd lengths, other axes, a symbolic batch, and ``c2r`` given more bins than ``n//2 + 1``
+    (``(2, 3, 6)`` at ``n = 4``: cropped, where onnxruntime's DFT returns wrong values)."""
     from kiln.backends.onnx.export import graph_to_onnx
 
-    graph, _ = _graph(name, (3, 4), "f32", axis=1, n=4, **attrs)
-    with pytest.raises(LoweringError, match=f"ONNX export: {name}.*NumPy or CuPy backend"):
+    onnxruntime = pytest.importorskip("onnxruntime")
+    shape = _c2r_shape(shape, axis, n) if name == "fft.c2r" else shape
+    graph, _ = _graph(name, shape, dtype, axis=axis, n=n, norm=norm, **attrs)
+    rng = np.random.default_rng(n)
+    arrays = [rng.standard_normal(_concrete(shape, batch=3)).astype(DType.of(dtype).numpy) for _ in graph.inputs]
+    expected = _reference(name, [a.astype(np.float64) for a in arrays], axis, n, norm, attrs.get("inverse", False))
+    session = onnxruntime.InferenceSession(graph_to_onnx(graph).SerializeToString())
+    got = session.run(None, {i.name: a for i, a in zip(session.get_inputs(), arrays)})
+    for ours, theirs in zip(got, expected, strict=True):
+        assert ours.dtype == DType.of(dtype).numpy and ours.shape == theirs.shape
+        np.testing.assert_allclose(ours, theirs, **TOLERANCE[dtype])
+
+
+def test_onnx_export_of_c2r_ignores_the_imaginary_parts_of_bin_zero_and_bin_n_over_2():
+    from kiln.backends.onnx.export import graph_to_onnx
+
+    onnxruntime = pytest.importorskip("onnxruntime")
+    graph, _ = _graph("fft.c2r", (3, 5), "f64", axis=1, n=8, norm="backward")
+    session = onnxruntime.InferenceSession(graph_to_onnx(graph).SerializeToString())
+    real, imag = np.random.default_rng(0).standard_normal((2, 3, 5))
+    moved = imag.copy()
+    moved[:, [0, 4]] += 7.0
+    names = [i.name for i in session.get_inputs()]
+    np.testing.assert_array_equal(session.run(None, dict(zip(names, (real, imag))))[0],
+                                  session.run(None, dict(zip(names, (real, moved))))[0])
+
+
+@pytest.mark.parametrize(("name", "attrs"), OP_CASES, ids=lambda v: v if isinstance(v, str) else str(v))
+def test_onnx_export_refuses_a_transform_too_long_for_matrices_naming_the_op(name, attrs):
+    from kiln.backends.onnx.export import graph_to_onnx
+    from kiln.backends.onnx.lowering_fft import MAX_POINTS
+
+    graph, _ = _graph(name, (3, 4), "f32", axis=1, n=MAX_POINTS + 1, **attrs)
+    with pytest.raises(LoweringError, match=f"ONNX export: {name}.*{MAX_POINTS + 1} points.*NumPy or CuPy backend"):
         graph_to_onnx(graph)
