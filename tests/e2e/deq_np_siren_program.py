@@ -2,14 +2,16 @@
 function of ``(torch, nn, F)`` (``torch`` is ``torch`` or ``kiln``):
 
 - ``deq``: the implicit-layers tutorial's chapter 4 (``anderson``, ``ResNetLayer``, ``DEQFixedPoint`` with its
-  ``register_hook`` implicit backward), a tiny image classifier around it.
+  ``register_hook`` implicit backward), a tiny image classifier around it; ``deq_jacobian_regularized``:
+  locuslab/deq's forward (a self-removing hook, the Jacobian regularizer by ``create_graph=True``).
 - ``neural_process``: deepmind's neural-process notebook ported to torch (deterministic encoder with a mean
   aggregator, latent encoder ``Normal(mu, 0.1 + 0.9 * torch.sigmoid(log_sigma))``, decoder, the ELBO with
   ``kl_divergence(posterior, prior).sum(-1)``); the CNP is the model without its latent path.
 - ``mdn`` and ``mdn_loss``: a mixture density network, hand-written and through ``MixtureSameFamily``.
 - ``siren`` and ``gradient``/``divergence``/``laplace``: vsitzmann/siren's ``modules.py`` and ``diff_operators.py``.
 - ``hypernetwork`` and ``film_cnn``: a hypernetwork emitting a target MLP's weights (``bmm`` per sample, ``F.linear``
-  per task), FiLM conditioning in a small CNN.
+  per task), FiLM conditioning in a small CNN; ``functional_hypernetwork``: the target applied by
+  ``torch.func.functional_call`` (in a loop or under ``torch.func.vmap``).
 """
 
 from __future__ import annotations
@@ -104,6 +106,65 @@ def deq(torch, nn, F, tol=1e-2, max_iter=25, lam=1e-4, chan=4, inner=6):
                          nn.AvgPool2d(4, 4),
                          nn.Flatten(),
                          nn.Linear(chan * 2 * 2, 10))
+
+
+def deq_jacobian_regularized(torch, nn, F, width=6, x_size=3, classes=2):
+    """locuslab/deq's forward (``deq_models.py``, small): the fixed point without grad, one ``new_z1 = f(z1.requires
+    _grad_(), x)``, the Jacobian regularizer ``jac_loss_estimate(new_z1, z1)`` (a Hutchinson estimate of
+    ``||J||_F^2`` by ``autograd.grad(..., create_graph=True)``, its probe vector fed as ``noise`` for the
+    ``torch.randn`` there), and the backward hook that first removes itself (``self.hook.remove()``) then solves
+    ``y = y J + grad`` with ``autograd.grad(new_z1, z1, y, retain_graph=True)``."""
+    autograd = torch.autograd
+    anderson = anderson_solver(torch)
+
+    def jac_loss_estimate(f0, z0, noise, vecs=1, create_graph=True):
+        result = 0
+        for i in range(vecs):
+            v = noise
+            vJ = autograd.grad(f0, z0, v, retain_graph=True, create_graph=create_graph)[0]
+            result += vJ.norm() ** 2
+        return result / vecs / np.prod(z0.shape)
+
+    class Cell(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(width, width, bias=False)
+            self.injection = nn.Linear(x_size, width)
+            with torch.no_grad():
+                self.linear.weight.mul_(0.3)
+
+        def forward(self, z, x):
+            return torch.tanh(self.linear(z) + self.injection(x))
+
+    class DEQ(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.func, self.head, self.hook = Cell(), nn.Linear(width, classes), None
+            self.f_thres, self.b_thres = 30, 30
+
+        def solve(self, f, z0, threshold):
+            """anderson on ``(bsz, width)`` as the tutorial's solver takes images ``(bsz, width, 1, 1)``."""
+            z, _ = anderson(lambda z: f(z.view(-1, width)).view_as(z), z0.view(-1, width, 1, 1), tol=1e-12,
+                            max_iter=threshold, lam=1e-10)
+            return z.view(-1, width)
+
+        def forward(self, x, noise):
+            func = lambda z: self.func(z, x)  # noqa: E731 (as deq_models.py writes it)
+            with torch.no_grad():
+                z1 = self.solve(func, torch.zeros(x.shape[0], width), self.f_thres)
+            new_z1 = func(z1.requires_grad_())
+            jac_loss = jac_loss_estimate(new_z1, z1, noise)
+
+            def backward_hook(grad):
+                if self.hook is not None:
+                    self.hook.remove()
+                return self.solve(lambda y: autograd.grad(new_z1, z1, y, retain_graph=True)[0] + grad,
+                                  torch.zeros_like(grad), self.b_thres)
+
+            self.hook = new_z1.register_hook(backward_hook)
+            return self.head(new_z1), jac_loss
+
+    return DEQ()
 
 
 # --- Neural processes: deepmind's notebook ported to torch ------------------------------------------------------------
@@ -368,6 +429,40 @@ def hypernetwork(torch, nn, F, z_dim=3, in_dim=2, hidden=5, out_dim=2):
             return torch.cat(outputs, dim=0)
 
     return HyperNetwork()
+
+
+def functional_hypernetwork(torch, nn, F, z_dim=3, in_dim=2, hidden=4):
+    """A hypernetwork emitting all of a target ``nn.Sequential``'s parameters, applied by
+    ``torch.func.functional_call(self.target, params, (x,))``: per task in a loop, or ``torch.func.vmap``ped over
+    the tasks."""
+
+    class FunctionalHyperNetwork(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.target = nn.Sequential(nn.Linear(in_dim, hidden), nn.Tanh(), nn.Linear(hidden, 1))
+            self.shapes = {name: tuple(p.shape) for name, p in self.target.named_parameters()}
+            num_params = sum(int(np.prod(shape)) for shape in self.shapes.values())
+            self.hyper = nn.Sequential(nn.Linear(z_dim, 8), nn.ReLU(), nn.Linear(8, num_params))
+
+        def params_of(self, flat):
+            params, start = {}, 0
+            for name, shape in self.shapes.items():
+                size = int(np.prod(shape))
+                params[name] = flat[start:start + size].view(shape)
+                start += size
+            return params
+
+        def forward(self, z, xs, use_vmap=False):
+            flat = self.hyper(z)
+            if use_vmap:
+                def one_task(task_params, x):
+                    return torch.func.functional_call(self.target, self.params_of(task_params), (x,))
+
+                return torch.func.vmap(one_task)(flat, xs)
+            return torch.stack([torch.func.functional_call(self.target, self.params_of(flat[t]), (xs[t],))
+                                for t in range(len(xs))])
+
+    return FunctionalHyperNetwork()
 
 
 def film_cnn(torch, nn, F, cond_dim=3, channels=4, classes=3):

@@ -12,12 +12,14 @@ state after the steps):
   also against float64 central differences of the loss at the fixed point (solved tightly). ``kiln.compile(fullgraph
   =True)`` refuses it at ``anderson``'s ``.item()`` (the user's line, what to do), as ``torch.compile(fullgraph=True)``
   stops at a graph break there; plain ``kiln.compile`` says so in a warning, runs eagerly, and its hook-made gradients
-  are the eager ones.
+  are the eager ones. locuslab/deq's variant: a backward hook that removes itself (``self.hook.remove()``) and the
+  Jacobian regularizer ``jac_loss_estimate`` (``autograd.grad(f0, z0, v, create_graph=True)``, ``vJ.norm()**2``)
+  added to the loss.
 - Neural processes (deepmind's NP notebook ported): deterministic encoder with the mean aggregator, the latent path
   ``Normal(mu, 0.1 + 0.9 * torch.sigmoid(log_sigma))``, ``posterior.rsample()`` (noise fed), the decoder's
   ``Normal(mu, 0.1 + 0.9 * F.softplus(log_sigma))``, the ELBO with ``kl_divergence(posterior, prior).sum(-1)``; the
   CNP is the model without the latent path; context/target split by an index tensor (``torch.from_numpy`` of drawn
-  locations); Adam, eager and as one compiled step; prediction by ``prior.sample()`` in eval.
+  locations) or by the NumPy locations themselves (EmilienDupont/neural-processes); Adam, eager and as one compiled step; prediction by ``prior.sample()`` in eval.
 - Mixture density network: hand-written (``F.softmax``, ``torch.exp``, ``torch.logsumexp(log_pi +
   Normal(mu, sigma).log_prob(y.unsqueeze(1).expand_as(mu)).sum(-1), dim=1)``) and through
   ``MixtureSameFamily(Categorical(logits=...), Independent(Normal(mu, sigma), 1))`` (its ``log_prob``, ``mean``,
@@ -26,12 +28,15 @@ state after the steps):
   ``np.sqrt(6 / in_features) / omega_0``), ``coords.clone().detach().requires_grad_(True)`` inside ``forward``,
   ``gradient`` (``autograd.grad(..., create_graph=True)``) and ``laplace`` = ``divergence`` of the gradient (a loop of
   ``autograd.grad`` per dimension), Poisson-style losses on the gradient (double backward) and on the laplacian
-  (triple backward), Adam, eager and as one compiled step; the network's inference exported to ONNX (onnxruntime).
+  (triple backward), Adam, eager and as one compiled step (also in float32, how SIREN trains, at float32's level);
+  the network's inference exported to ONNX (onnxruntime).
 - HyperNetwork and FiLM: a hypernetwork whose ``self.hyper(z).view(B, out, in)`` weights act by
   ``torch.bmm(w, x.unsqueeze(-1)).squeeze(-1)`` per sample and by ``F.linear(x, w_i, b_i)`` per task in a loop over
   ``torch.split`` point sets (SGD with momentum); FiLM blocks (``self.film(cond).chunk(2, dim=1)``, ``gamma.view(B,
   C, 1, 1) * x + beta.view(B, C, 1, 1)`` after a ``BatchNorm2d(affine=False)``) in a small CNN (Adam), eager and
-  compiled, its eval forward through ``kiln.onnx.export`` (onnxruntime).
+  compiled, its eval forward through ``kiln.onnx.export`` (onnxruntime); the target network applied by
+  ``torch.func.functional_call(self.target, params, (x,))`` with the emitted parameters, in a loop over tasks and
+  under ``torch.func.vmap``, eager and compiled.
 
 A conv bias right before a BatchNorm (the DEQ's stem, FiLM's convs, as the references write them) gets a gradient
 that is rounding noise (the norm removes it: ~1e-17, checked), which Adam (``lr * g / eps`` for such a ``g``) turns
@@ -52,8 +57,9 @@ import pytest
 
 import kiln
 from kiln.compiler.errors import TraceError
-from e2e.deq_np_siren_program import (context_target_split, deq, diff_operators, film_cnn, get_mgrid, hypernetwork,
-                                      mdn, mdn_loss, neural_process, siren)
+from e2e.deq_np_siren_program import (context_target_split, deq, deq_jacobian_regularized, diff_operators, film_cnn,
+                                      functional_hypernetwork, get_mgrid, hypernetwork, mdn, mdn_loss, neural_process,
+                                      siren)
 from e2e.probe_lockstep import array, assert_same_records, gradients, run_in_lockstep, snapshot
 from e2e.sac_program import NoiseTape
 from oracles import libraries, require, require_torch
@@ -131,6 +137,34 @@ def test_deq_implicit_gradient_is_the_fixed_points_finite_difference(float64_def
         losses.append(loss())
     implicit = sum(float((array(p.grad) * direction).sum()) for p, direction in zip(parameters, directions))
     np.testing.assert_allclose(implicit, (losses[0] - losses[1]) / (2 * step), rtol=1e-5)
+
+
+JAC_X, JAC_NOISE = np.random.default_rng(7).standard_normal((3, 5, 3)), np.random.default_rng(8).standard_normal((3, 5, 6))
+JAC_Y = np.random.default_rng(9).integers(0, 2, (3, 5))
+
+
+def train_deq_jacobian_regularized(torch, nn, F, model, steps=3, jac_loss_weight=0.5):
+    """locuslab/deq's train step: ``loss + factor * jac_loss`` (its ``jac_loss.mean()``), Adam."""
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    record = {"losses": [], "jacobian losses": []}
+    for step in range(steps):
+        output, jac_loss = model(torch.tensor(JAC_X[step]), torch.tensor(JAC_NOISE[step]))
+        loss = F.cross_entropy(output, torch.tensor(JAC_Y[step]))
+        opt.zero_grad()
+        (loss + jac_loss_weight * jac_loss.mean()).backward()
+        if step == 0:
+            record["grads"] = gradients(model)
+        opt.step()
+        record["losses"].append(loss.item())
+        record["jacobian losses"].append(jac_loss.item())
+    record["state"] = snapshot(model)
+    return record
+
+
+def test_deq_with_jacobian_regularizer_and_self_removing_hook_trains_as_torch(float64_default):
+    ours, theirs = run_in_lockstep(deq_jacobian_regularized, train_deq_jacobian_regularized)
+    assert_same_records(ours, theirs)
+    assert min(theirs["jacobian losses"]) > 1e-3
 
 
 def test_deq_under_kiln_compile(float64_default):
@@ -226,6 +260,19 @@ def test_neural_process_trains_as_torch(float64_default, fed_noise, latent, comp
     ours, theirs = run_in_lockstep(build, train_neural_process(fed_noise, compiled))
     assert_same_records(ours, theirs)
     assert theirs["prediction"][1].min() >= 0.1
+
+
+def test_context_target_split_by_numpy_locations_as_torch(float64_default):
+    """EmilienDupont's split indexes by the NumPy array ``np.random.choice`` returns: the same tensors in both."""
+    x_all, y_all, _ = _sine_curves()
+    locations = np.random.default_rng(12).choice(NP_POINTS, size=NP_CONTEXT + 3, replace=False)
+    splits = []
+    for name in ("kiln", "torch"):
+        torch = libraries(name)[0]
+        split = context_target_split(torch, torch.tensor(x_all[0]), torch.tensor(y_all[0]), locations, NP_CONTEXT)
+        splits.append(dict(zip(("x_context", "y_context", "x_target", "y_target"), map(array, split))))
+    assert [part.shape for part in splits[1].values()] == [(NP_BATCH, NP_CONTEXT, 1)] * 2 + [(NP_BATCH, NP_CONTEXT + 3, 1)] * 2
+    assert_same_records(splits[0], splits[1], rtol=0, atol=0)
 
 
 # --- Mixture density network ------------------------------------------------------------------------------------------
@@ -334,6 +381,14 @@ def test_siren_poisson_fit_trains_as_torch(float64_default, fit, compiled):
     assert theirs["losses"][-1] < theirs["losses"][0]
 
 
+@pytest.mark.parametrize("fit", ["gradient", "laplacian"])
+def test_siren_float32_compiled_step_as_torch(fit):
+    """SIREN as it trains (float32), the compiled step against torch's eager loop, at float32's level."""
+    ours, theirs = run_in_lockstep(siren, train_siren(True, fit))
+    assert ours["output"].dtype == theirs["output"].dtype == np.float32
+    assert_same_records(ours, theirs, rtol=2e-5, atol=2e-6)
+
+
 def test_siren_exports_to_onnx_as_torch():
     """The trained-shape network's inference (float32, as SIREN runs) through ``kiln.onnx.export``, onnxruntime
     against torch's forward."""
@@ -382,6 +437,34 @@ def train_hypernetwork(compiled, per_task, steps=3):
 @pytest.mark.parametrize("per_task", [False, True], ids=["bmm per sample", "F.linear per task"])
 def test_hypernetwork_trains_as_torch(float64_default, per_task, compiled):
     ours, theirs = run_in_lockstep(hypernetwork, train_hypernetwork(compiled, per_task))
+    assert_same_records(ours, theirs)
+    assert theirs["losses"][-1] < theirs["losses"][0]
+
+
+def train_functional_hypernetwork(compiled, use_vmap, steps=3):
+    tasks, points = np.random.default_rng(10).standard_normal((5, 3)), np.random.default_rng(11).standard_normal((5, 7, 2))
+    targets = np.sin(points.sum(-1, keepdims=True))
+
+    def train(torch, nn, F, model):
+        opt = torch.optim.Adam(model.hyper.parameters(), lr=1e-2)
+
+        def step(z, xs, ys):
+            loss = F.mse_loss(model(z, xs, use_vmap), ys)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            return loss
+
+        run, batch = compiled_if(torch, compiled, step), (torch.tensor(tasks), torch.tensor(points), torch.tensor(targets))
+        return {"losses": [run(*batch).item() for _ in range(steps)], "state": snapshot(model)}
+
+    return train
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled step"])
+@pytest.mark.parametrize("use_vmap", [False, True], ids=["loop", "vmap"])
+def test_hypernetwork_through_functional_call_trains_as_torch(float64_default, use_vmap, compiled):
+    ours, theirs = run_in_lockstep(functional_hypernetwork, train_functional_hypernetwork(compiled, use_vmap))
     assert_same_records(ours, theirs)
     assert theirs["losses"][-1] < theirs["losses"][0]
 
