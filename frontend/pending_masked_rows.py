@@ -68,23 +68,29 @@ class PendingMaskedRows(Tensor):
             raise self.error
         return masked_rows(Tensor(self.source), np.asarray(known, bool)).value
 
-    def elementwise(self, operation: Callable[..., Tensor], *others: Any) -> "PendingMaskedRows":
+    def elementwise(self, operation: Callable[..., Tensor], *others: Any) -> Tensor:
         """``operation`` (Tensors -> Tensor) applied to the whole source, still pending under the same mask; ``others``
-        numbers, tensors broadcast over one row, or rows pending under a mask computed alike (else the error)."""
+        numbers, tensors broadcast over one row, or rows pending under a mask computed alike. Any other operand (rows
+        already made, RetinaNet's ``p * targets`` after ``p = sigmoid(cls_logits[valid])``) takes the rows made
+        (``value``: the mask specialized, else the error)."""
+        if not all(self._combines_whole(other) for other in others):
+            made = [Tensor(other.value) if isinstance(other, PendingMaskedRows) else other for other in others]
+            return operation(Tensor(self.value), *made)
         result = operation(Tensor(self.source), *[self._whole(other) for other in others])
         return PendingMaskedRows(result.value, self.mask, self.error)
 
-    def _whole(self, other: Any) -> Any:
-        """``other`` as it combines with the whole source: pending rows as their source, a row-broadcast tensor or a
-        number as it is."""
+    def _combines_whole(self, other: Any) -> bool:
+        """Whether ``other`` combines with the whole source as with the rows (see ``_whole``)."""
         if isinstance(other, PendingMaskedRows):
-            if not same_computation(other.mask, self.mask) or tuple(other.source.type.shape) != tuple(self.source.type.shape):
-                raise self.error
-            return Tensor(other.source)
+            same_shape = tuple(other.source.type.shape) == tuple(self.source.type.shape)
+            return same_computation(other.mask, self.mask) and same_shape
         row_dims = len(self.source.type.shape) - len(self.mask.type.shape)
-        if isinstance(other, numbers.Number) or (isinstance(other, Tensor) and other.ndim <= row_dims):
-            return other
-        raise self.error
+        return isinstance(other, numbers.Number) or (isinstance(other, Tensor) and other.ndim <= row_dims)
+
+    def _whole(self, other: Any) -> Any:
+        """``other`` (one that ``_combines_whole``) as it combines with the whole source: pending rows as their
+        source, a row-broadcast tensor or a number as it is."""
+        return Tensor(other.source) if isinstance(other, PendingMaskedRows) else other
 
     def _in_place(self, method: str, operation: Callable[..., Tensor], other: Any) -> "PendingMaskedRows":
         """``rows op= other``: the result in the rows' dtype, as PyTorch's in-place operators write it."""

@@ -83,21 +83,22 @@ def test_float_result_into_integer_rows_in_place_is_refused_as_torch():
 
 
 def test_rows_reduced_broadcast_over_their_count_or_under_another_mask_are_refused_with_the_indexing_line():
-    """What needs the rows' count stays the data-dependent-shape error naming the line that indexed: a reduction of
-    the rows under a mask whose values cannot be specialized (made from a trained weight; one made from the inputs is
-    specialized and guarded: test_pending_masked_rows_traced_vs_torch.py), a tensor broadcast along their count, rows
-    under another mask."""
+    """What needs the rows' count stays the data-dependent-shape error naming the line that indexed, under a mask
+    whose values cannot be specialized (made from a trained weight; one made from the inputs is specialized and
+    guarded, and these compute or raise as torch: test_pending_masked_rows_traced_vs_torch.py and
+    test_pending_masked_rows_made_rows_vs_torch.py): a reduction of the rows, a tensor broadcast along their count,
+    rows under another mask."""
     weight = kiln.nn.Parameter(kiln.tensor(np.array([1.0, 1.0, 1.0])))
 
     def reduced(x, y):
         return (x[weight * x > 0] * 2).sum()
 
     def count_broadcast(x, y):
-        x[x > 0] += y
+        x[weight * x > 0] += y
         return x
 
     def other_mask(x, y):
-        x[x > 0] = x[x > 0] + y[y > 0]
+        x[weight * x > 0] = x[weight * x > 0] + y[weight * y > 0]
         return x
 
     for function in (reduced, count_broadcast, other_mask):
