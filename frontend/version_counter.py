@@ -47,6 +47,9 @@ OVERWRITTEN: "weakref.WeakKeyDictionary[Value, Overwrite]" = weakref.WeakKeyDict
 """Eager values replaced by an in-place write of their tensor (or of a tensor sharing its storage)."""
 REWRITTEN: "weakref.WeakSet[Value]" = weakref.WeakSet()
 """Eager values whose array a write through another counter's tensor replaced (``x.data``'s): torch's shared storage."""
+WRITES_RUNNING: list[list[Any]] = []
+"""For each eager in-place write in progress (the innermost last), the results of the eager ops it has run so far
+(``runtime/eager.py`` appends them): the write's own ops, which ``counted_writes`` tells from those run before it."""
 
 
 def version_of(tensor: Any) -> int:
@@ -81,7 +84,8 @@ def counted_writes(tensor: Any) -> Iterator[None]:
     orphans = [value for family in families for value in WRITTEN_VIEWS.get(family, ())]
     counted = _counter_owner(tensor)
     version = version_of(counted)
-    yield
+    with _ran_by_the_write() as ran:
+        yield
     for member, value, stale in before:
         if value is None:
             continue
@@ -94,7 +98,7 @@ def counted_writes(tensor: Any) -> Iterator[None]:
         if not changed and (stale or not _left_stale(member)):
             continue
         counter = _counter(member)
-        written = _readers_on_the_way(value, member.__dict__.get("_value"))
+        written = _readers_among(value, ran)
         OVERWRITTEN[value] = Overwrite(weakref.ref(member), counter, counter.version, written)
         counter.version += 1
         if rebound and _is_view(member):
@@ -189,26 +193,27 @@ def rewrite_saved_views(ops: list[Op], results: dict[tuple[int, int], Value]) ->
             REWRITTEN.add(result)
 
 
-WRITE_DEPTH = 8
-"""How many ops back from a write's new value its own ops are looked for (``clamp_`` takes two, ``x[i] = v`` a few)."""
+@contextlib.contextmanager
+def _ran_by_the_write() -> Iterator[list[Any]]:
+    """The results of the eager ops run inside (those of a write nested in it included, as they are its own too)."""
+    WRITES_RUNNING.append([])
+    try:
+        yield WRITES_RUNNING[-1]
+    finally:
+        ran = WRITES_RUNNING.pop()
+        if WRITES_RUNNING:
+            WRITES_RUNNING[-1].extend(ran)
 
 
-def _readers_on_the_way(old: Value, new: Value | None) -> "weakref.WeakSet[Value]":
-    """The results of the ops within ``WRITE_DEPTH`` ops behind ``new`` that read ``old``: the write's own ops."""
+def _readers_among(old: Value, ran: list[Any]) -> "weakref.WeakSet[Value]":
+    """The results of the write's own ops (``ran``) that read ``old``: their backward never refuses for this write (a
+    ``tensor.add`` of ``x += y`` does, however, not exempt the ``y = x * w`` run before it, whose backward needs ``x``)."""
     found: "weakref.WeakSet[Value]" = weakref.WeakSet()
-    frontier = [] if new is None or new is old else [new]
-    seen: set[int] = set()
-    for _ in range(WRITE_DEPTH):
-        behind = []
-        for value in frontier:
+    for result in ran:
+        for value in result if isinstance(result, tuple) else (result,):
             op = value.producer
-            if op is None or id(value) in seen:
-                continue
-            seen.add(id(value))
-            if any(operand is old for operand in op.operands):
+            if op is not None and any(operand is old for operand in op.operands):
                 found.add(value)
-            behind.extend(operand for operand in op.operands if operand is not old)
-        frontier = behind
     return found
 
 

@@ -45,6 +45,7 @@ from kiln.frontend.eager_values import ARRAYS, FROZEN_READS, PARAMETERS, array_t
 from kiln.frontend.module import Parameter
 from kiln.frontend.torch_array import plain
 from kiln.frontend.trace import TraceContext, located_error, user_location
+from kiln.frontend.version_counter import WRITES_RUNNING
 from kiln.runtime.executable import Executable
 from kiln.runtime.profiler_recorder import RECORDING
 
@@ -58,6 +59,13 @@ class EagerContext(TraceContext):
         super().__init__("eager")
 
     def emit(self, name: str, *operands: Value, **attrs: Any) -> Any:
+        result = self._run(name, operands, attrs)
+        if WRITES_RUNNING:  # an eager in-place write's own ops, which its version count exempts (version_counter.py)
+            WRITES_RUNNING[-1].append(result)
+        return result
+
+    def _run(self, name: str, operands: tuple[Value, ...], attrs: dict[str, Any]) -> Any:
+        """Run op ``name`` at once; its result (or results)."""
         if RECORDING.recorder is not None and not RECORDING.recorder.inside_eager_op():  # kiln.profiler: one event
             return RECORDING.recorder.eager_op(self.emit, name, operands, attrs)
         if name == "tensor.constant":
