@@ -38,6 +38,7 @@ class Config:
     use_parallel_residual: bool = True
     final_logit_softcapping: Optional[float] = None
     gradient_checkpointing: bool = False
+    padding_side: Optional[str] = None  # the batches' padding (the tokenizer's padding_side), and so an attention_mask
     initializer_range: float = 0.1
     upcast: bool = True
 
@@ -287,7 +288,26 @@ def mistral_or_gemma(torch, nn, F, config: Config):
                                                         **gradient_checkpointing_kwargs)
             self.gradient_checkpointing = True
 
-        def forward(self, input_ids, position_ids=None, past_key_values=None, use_cache=False):
+        def _update_causal_mask(self, attention_mask, dtype, cache_position, target_length, batch_size):
+            """The 4-D additive mask from the 2-D padding mask, as later HF versions make it in place."""
+            min_dtype = torch.finfo(dtype).min
+            sequence_length = cache_position.shape[0]
+            causal_mask = torch.full((sequence_length, target_length), fill_value=min_dtype, dtype=dtype)
+            diagonal_attend_mask = torch.arange(target_length) > cache_position.reshape(-1, 1)
+            if self.config.sliding_window is not None:
+                sliding_attend_mask = torch.arange(target_length) <= (cache_position.reshape(-1, 1)
+                                                                      - self.config.sliding_window)
+                diagonal_attend_mask.bitwise_or_(sliding_attend_mask)
+            causal_mask *= diagonal_attend_mask
+            causal_mask = causal_mask[None, None, :, :].expand(batch_size, 1, -1, -1)
+            causal_mask = causal_mask.clone()  # copy to contiguous memory for in-place edit
+            mask_length = attention_mask.shape[-1]
+            padding_mask = causal_mask[:, :, :, :mask_length] + attention_mask[:, None, None, :]
+            padding_mask = padding_mask == 0
+            causal_mask[:, :, :, :mask_length] = causal_mask[:, :, :, :mask_length].masked_fill(padding_mask, min_dtype)
+            return causal_mask
+
+        def forward(self, input_ids, position_ids=None, past_key_values=None, use_cache=False, attention_mask=None):
             batch_size, seq_length = input_ids.shape
             past_key_values_length = 0 if past_key_values is None else past_key_values[0][0].shape[2]
             if position_ids is None:
@@ -298,8 +318,13 @@ def mistral_or_gemma(torch, nn, F, config: Config):
             if gemma:
                 normalizer = torch.tensor(self.config.hidden_size**0.5, dtype=hidden_states.dtype)
                 hidden_states = hidden_states * normalizer
-            attention_mask = make_causal_mask(batch_size, seq_length, hidden_states.dtype, hidden_states.device,
-                                              past_key_values_length, None if gemma else self.config.sliding_window)
+            if attention_mask is not None:
+                cache_position = torch.arange(past_key_values_length, past_key_values_length + seq_length)
+                attention_mask = self._update_causal_mask(attention_mask, hidden_states.dtype, cache_position,
+                                                          past_key_values_length + seq_length, batch_size)
+            else:
+                attention_mask = make_causal_mask(batch_size, seq_length, hidden_states.dtype, hidden_states.device,
+                                                  past_key_values_length, None if gemma else self.config.sliding_window)
             next_decoder_cache = ()
             for idx, decoder_layer in enumerate(self.layers):
                 past_key_value = past_key_values[idx] if past_key_values is not None else None
@@ -327,8 +352,10 @@ def mistral_or_gemma(torch, nn, F, config: Config):
             if config.gradient_checkpointing:
                 self.model.gradient_checkpointing_enable()
 
-        def forward(self, input_ids, labels=None, position_ids=None, past_key_values=None, use_cache=False):
-            hidden_states, past_key_values = self.model(input_ids, position_ids, past_key_values, use_cache)
+        def forward(self, input_ids, labels=None, position_ids=None, past_key_values=None, use_cache=False,
+                    attention_mask=None):
+            hidden_states, past_key_values = self.model(input_ids, position_ids, past_key_values, use_cache,
+                                                        attention_mask)
             logits = self.lm_head(hidden_states)
             if self.config.final_logit_softcapping is not None:
                 logits = logits / self.config.final_logit_softcapping

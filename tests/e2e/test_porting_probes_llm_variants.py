@@ -5,7 +5,10 @@ trained a few steps in both libraries from kiln's initial weights, then decoded.
   window's ``torch.tril(ones_like(mask, dtype=torch.bool), diagonal=-window)`` filled in place), grouped-query
   attention by ``repeat_kv`` (``[:, :, None, :, :].expand(...).reshape(...)``), RoPE with ``rotate_half`` and
   ``cos[position_ids].unsqueeze(1)`` from non-persistent cos/sin buffers, RMSNorm in float32
-  (``.to(torch.float32)``, ``.pow(2).mean(-1, keepdim=True)``, ``torch.rsqrt``, ``.to(input_dtype)``), SwiGLU.
+  (``.to(torch.float32)``, ``.pow(2).mean(-1, keepdim=True)``, ``torch.rsqrt``, ``.to(input_dtype)``), SwiGLU. Also
+  left-padded, with the later ``_update_causal_mask`` (``causal_mask *= diagonal_attend_mask`` of a boolean made by
+  ``bitwise_or_`` with the window, ``.clone()`` of an ``expand``, a slice assigned its own ``masked_fill``) and
+  ``prepare_inputs_for_generation``'s ``attention_mask.long().cumsum(-1) - 1``, ``masked_fill_(attention_mask == 0, 1)``.
 - BLOOM: ``build_alibi_tensor`` (3 heads, so the extra slopes too: ``torch.pow`` of a float32 base by int32 powers,
   ``((attention_mask.cumsum(dim=-1) - 1) * attention_mask)[:, None, :]``), ``alibi.baddbmm(batch1=, batch2=, beta=,
   alpha=)``, a boolean causal | padding mask (``torch.empty(dtype=torch.bool)`` written by slices, ``~mask.to(bool)``)
@@ -40,7 +43,10 @@ What broke: HF's reentrant gradient checkpointing over a frozen embedding. PyTor
 ``tests/frontend/test_checkpoint_reentrant_vs_torch.py``. Everything else agreed as first written, also what is not
 kept as a test here (checked once): greedy decoding through ``kiln.compile(model, fullgraph=True)``, each model's
 bfloat16 forward (``model.to(torch.bfloat16)``: logits equal to the bit), and the ONNX export of each forward with its
-``past_key_values`` as outputs.
+``past_key_values`` as outputs. Left alone: in float16/bfloat16 outside autocast (``model.half()``) a biased
+Linear rounds its product before adding the bias, where torch's kernel rounds once, so GPT-NeoX's half logits were
+an ulp off torch's in places (``tests/half/test_half_bias_rounding_vs_torch.py``, xfail strict: the fix collides with
+the CuPy backend's float16 GEMMs).
 """
 
 from __future__ import annotations
@@ -82,7 +88,8 @@ def lockstep(config, train):
     return (split_key_bias(record, head_dim) for record in run_in_lockstep(build(config), train))
 CONFIGS = {
     "mistral": Config(family="mistral"),
-    "bloom": Config(family="bloom", hidden_size=12, num_attention_heads=3),
+    "mistral, left padding": Config(family="mistral", padding_side="left"),
+    "bloom": Config(family="bloom", hidden_size=12, num_attention_heads=3, padding_side="left"),
     "gpt_neox": Config(family="gpt_neox", intermediate_size=32),
     "gemma": Config(family="gemma", num_key_value_heads=1, head_dim=8, final_logit_softcapping=2.0),
 }
@@ -91,11 +98,12 @@ TRAINED = {**CONFIGS, "gemma, gradient checkpointing": replace(CONFIGS["gemma"],
 
 def _batches(config: Config, steps=STEPS, seed=0):
     """``(input_ids, labels, attention_mask)`` per step: sequences counting up from a random start; the first two
-    labels ``-100`` (a prompt), and for BLOOM the second row left-padded by two ``PAD`` tokens (mask 0, labels -100)."""
+    labels ``-100`` (a prompt), and with ``padding_side="left"`` the second row left-padded by two ``PAD`` tokens
+    (mask 0, labels -100)."""
     starts = np.random.default_rng(seed).integers(1, config.vocab_size, (steps, BATCH, 1))
     input_ids = (starts + np.arange(SEQ)) % (config.vocab_size - 1) + 1
     attention_mask = np.ones_like(input_ids)
-    if config.family == "bloom":
+    if config.padding_side == "left":
         input_ids[:, 1, :2], attention_mask[:, 1, :2] = PAD, 0
     labels = np.where(attention_mask == 1, input_ids, -100)
     labels[..., :2] = -100
@@ -116,7 +124,7 @@ def cosine_schedule_with_warmup(torch, optimizer, num_warmup_steps, num_training
 
 def train_causal_lm(config: Config, compiled=False, steps=STEPS):
     input_values, label_values, mask_values = _batches(config, steps)
-    padded = config.family == "bloom"
+    padded = config.padding_side is not None
 
     def train(torch, nn, F, model):
         optimizer = torch.optim.AdamW(model.parameters(), lr=5e-2, weight_decay=0.01)
@@ -239,6 +247,18 @@ def logits_processors(torch, penalty=1.3, top_k=6, top_p=0.7, filter_value=-floa
     return [repetition_penalty, top_k_warper, top_p_warper]
 
 
+def mask_inputs(model, attention_mask, length):
+    """The ``attention_mask``, and for a model with positions ``prepare_inputs_for_generation``'s ``position_ids``
+    counting the real tokens (the last ``length``)."""
+    if attention_mask is None:
+        return {}
+    if not hasattr(model, "model"):  # BLOOM: ALiBi counts them itself
+        return {"attention_mask": attention_mask}
+    position_ids = attention_mask.long().cumsum(-1) - 1
+    position_ids.masked_fill_(attention_mask == 0, 1)
+    return {"attention_mask": attention_mask, "position_ids": position_ids[:, -length:]}
+
+
 def greedy_search(torch, model, input_ids, max_new_tokens, attention_mask=None, logits_processor=()):
     """HF's greedy search: the whole prompt, then one token a step over the ``past_key_values`` the forward returned
     (``prepare_inputs_for_generation``'s ``input_ids[:, -1:]``), the attention mask grown by a column of ones."""
@@ -246,7 +266,7 @@ def greedy_search(torch, model, input_ids, max_new_tokens, attention_mask=None, 
     with torch.no_grad():
         for _ in range(max_new_tokens):
             model_inputs = input_ids if past_key_values is None else input_ids[:, -1:]
-            extra = {} if attention_mask is None else {"attention_mask": attention_mask}
+            extra = mask_inputs(model, attention_mask, model_inputs.shape[1])
             _, logits, past_key_values = model(model_inputs, past_key_values=past_key_values, use_cache=True, **extra)
             next_tokens_scores = logits[:, -1, :].clone()
             for processor in logits_processor:
@@ -273,11 +293,11 @@ def train_then_generate(config: Config):
         record = train(torch, nn, F, model)
         model.eval()
         prompt = torch.tensor(input_values[0, :, :PROMPT_LENGTH])
-        mask = torch.tensor(mask_values[0, :, :PROMPT_LENGTH]) if config.family == "bloom" else None
+        mask = torch.tensor(mask_values[0, :, :PROMPT_LENGTH]) if config.padding_side else None
         tokens, full_mask, record["step_scores"] = greedy_search(torch, model, prompt, NEW_TOKENS, mask)
         record["tokens"] = array(tokens)
         with torch.no_grad():
-            extra = {} if full_mask is None else {"attention_mask": full_mask[:, :-1]}
+            extra = mask_inputs(model, None if full_mask is None else full_mask[:, :-1], tokens.shape[1] - 1)
             record["uncached_logits"] = array(model(tokens[:, :-1], **extra)[1][:, PROMPT_LENGTH - 1:])
         processed, _, record["filtered_scores"] = greedy_search(torch, model, prompt, NEW_TOKENS, mask,
                                                                 logits_processors(torch))
