@@ -364,6 +364,29 @@ def siren(torch, nn, F, in_features=2, hidden_features=8, hidden_layers=1, out_f
 
 def diff_operators(torch):
     """``(gradient, divergence, laplace)`` as diff_operators.py writes them."""
+    gradient, divergence, laplace, _, _ = all_diff_operators(torch)
+    return gradient, divergence, laplace
+
+
+def all_diff_operators(torch):
+    """diff_operators.py's ``gradient``, ``divergence``, ``laplace``, ``jacobian`` and ``hessian`` (the last two fill
+    a ``torch.zeros`` by slice assignment and report NaNs by ``if torch.any(torch.isnan(...))``)."""
+    grad = torch.autograd.grad
+
+    def hessian(y, x):
+        meta_batch_size, num_observations = y.shape[:2]
+        grad_y = torch.ones_like(y[..., 0]).to(y.device)
+        h = torch.zeros(meta_batch_size, num_observations, y.shape[-1], x.shape[-1], x.shape[-1]).to(y.device)
+        for i in range(y.shape[-1]):
+            # calculate dydx over batches for each feature value of y
+            dydx = grad(y[..., i], x, grad_y, create_graph=True)[0]
+            # calculate hessian on y for each x value
+            for j in range(x.shape[-1]):
+                h[..., i, j, :] = grad(dydx[..., j], x, grad_y, create_graph=True)[0][..., :]
+        status = 0
+        if torch.any(torch.isnan(h)):
+            status = -1
+        return h, status
 
     def laplace(y, x):
         grad = gradient(y, x)
@@ -381,7 +404,41 @@ def diff_operators(torch):
         grad = torch.autograd.grad(y, [x], grad_outputs=grad_outputs, create_graph=True)[0]
         return grad
 
-    return gradient, divergence, laplace
+    def jacobian(y, x):
+        """ jacobian of y wrt x """
+        meta_batch_size, num_observations = y.shape[:2]
+        jac = torch.zeros(meta_batch_size, num_observations, y.shape[-1], x.shape[-1]).to(y.device)
+        for i in range(y.shape[-1]):
+            # calculate dydx over batches for each feature value of y
+            y_flat = y[..., i].view(-1, 1)
+            jac[:, :, i, :] = grad(y_flat, x, torch.ones_like(y_flat), create_graph=True)[0]
+        status = 0
+        if torch.any(torch.isnan(jac)):
+            status = -1
+        return jac, status
+
+    return gradient, divergence, laplace, jacobian, hessian
+
+
+def sdf_loss(torch, F, model_output, gt):
+    """loss_functions.py's ``sdf``: the SDF on the surface, its normals, the eikonal ``|grad| = 1`` term and the
+    off-surface penalty ``exp(-100 |sdf|)``."""
+    gradient = diff_operators(torch)[0]
+    gt_sdf = gt['sdf']
+    gt_normals = gt['normals']
+    coords = model_output['model_in']
+    pred_sdf = model_output['model_out']
+    gradient = gradient(pred_sdf, coords)
+    # Wherever boundary_values is not equal to zero, we interpret it as a boundary constraint.
+    sdf_constraint = torch.where(gt_sdf != -1, pred_sdf, torch.zeros_like(pred_sdf))
+    inter_constraint = torch.where(gt_sdf != -1, torch.zeros_like(pred_sdf), torch.exp(-1e2 * torch.abs(pred_sdf)))
+    normal_constraint = torch.where(gt_sdf != -1, 1 - F.cosine_similarity(gradient, gt_normals, dim=-1)[..., None],
+                                    torch.zeros_like(gradient[..., :1]))
+    grad_constraint = torch.abs(gradient.norm(dim=-1) - 1)
+    return {'sdf': torch.abs(sdf_constraint).mean() * 3e3,
+            'inter': inter_constraint.mean() * 1e2,
+            'normal_constraint': normal_constraint.mean() * 1e2,
+            'grad_constraint': grad_constraint.mean() * 5e1}
 
 
 def get_mgrid(torch, sidelen, dim=2):

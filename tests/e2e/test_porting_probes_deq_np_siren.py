@@ -29,6 +29,12 @@ state after the steps):
   ``gradient`` (``autograd.grad(..., create_graph=True)``) and ``laplace`` = ``divergence`` of the gradient (a loop of
   ``autograd.grad`` per dimension), Poisson-style losses on the gradient (double backward) and on the laplacian
   (triple backward), Adam, eager and as one compiled step (also in float32, how SIREN trains, at float32's level);
+  loss_functions.py's ``sdf`` (``torch.where`` on ``gt_sdf != -1``, ``F.cosine_similarity`` of the gradient with the
+  normals, the eikonal ``|gradient.norm(dim=-1) - 1|``, ``exp(-1e2 * |sdf|)``) eager and compiled; losses on
+  ``jacobian`` and ``hessian`` (``torch.zeros`` filled by ``jac[:, :, i, :] = grad(...)``), eagerly: their NaN check
+  ``if torch.any(torch.isnan(jac))`` branches on the weights' values, so ``kiln.compile(fullgraph=True)`` refuses
+  there naming the line (as ``torch.compile(fullgraph=True)`` stops there) and plain ``kiln.compile`` runs the step
+  eagerly with torch's numbers;
   the network's inference exported to ONNX (onnxruntime).
 - HyperNetwork and FiLM: a hypernetwork whose ``self.hyper(z).view(B, out, in)`` weights act by
   ``torch.bmm(w, x.unsqueeze(-1)).squeeze(-1)`` per sample and by ``F.linear(x, w_i, b_i)`` per task in a loop over
@@ -57,9 +63,9 @@ import pytest
 
 import kiln
 from kiln.compiler.errors import TraceError
-from e2e.deq_np_siren_program import (context_target_split, deq, deq_jacobian_regularized, diff_operators, film_cnn,
-                                      functional_hypernetwork, get_mgrid, hypernetwork, mdn, mdn_loss, neural_process,
-                                      siren)
+from e2e.deq_np_siren_program import (all_diff_operators, context_target_split, deq, deq_jacobian_regularized,
+                                      diff_operators, film_cnn, functional_hypernetwork, get_mgrid, hypernetwork, mdn,
+                                      mdn_loss, neural_process, sdf_loss, siren)
 from e2e.probe_lockstep import array, assert_same_records, gradients, run_in_lockstep, snapshot
 from e2e.sac_program import NoiseTape
 from oracles import libraries, require, require_torch
@@ -387,6 +393,76 @@ def test_siren_float32_compiled_step_as_torch(fit):
     ours, theirs = run_in_lockstep(siren, train_siren(True, fit))
     assert ours["output"].dtype == theirs["output"].dtype == np.float32
     assert_same_records(ours, theirs, rtol=2e-5, atol=2e-6)
+
+
+_surface = np.random.default_rng(13)
+SURFACE_COORDS = _surface.uniform(-1, 1, (1, 12, 2))  # one meta-batch, as siren's dataio gives it
+SURFACE_SDF = np.where(_surface.random((1, 12, 1)) < 0.5, 0.0, -1.0)  # 0 on the surface, -1 off it
+SURFACE_NORMALS = _surface.standard_normal((1, 12, 2))
+SURFACE_NORMALS /= np.linalg.norm(SURFACE_NORMALS, axis=-1, keepdims=True)
+
+
+def train_siren_meta(compiled, loss_kind, steps=3):
+    """siren's training loop on ``{'model_in', 'model_out'}``: the SDF loss (``sum`` of its terms), or a loss on
+    ``jacobian`` (two outputs against the normals) or ``hessian``."""
+
+    def train(torch, nn, F, model):
+        _, _, _, jacobian, hessian = all_diff_operators(torch)
+        optim = torch.optim.Adam(lr=1e-4, params=model.parameters())
+
+        def step(coords, gt_sdf, gt_normals):
+            output, coords_in = model(coords)
+            model_output = {'model_in': coords_in, 'model_out': output}
+            if loss_kind == "sdf":
+                losses = sdf_loss(torch, F, model_output, {'sdf': gt_sdf, 'normals': gt_normals})
+                train_loss = 0.
+                for loss_name, loss in losses.items():
+                    train_loss += loss.mean()
+            elif loss_kind == "jacobian":
+                jac, status = jacobian(output, coords_in)
+                train_loss = ((jac - gt_normals[..., None, :]) ** 2).mean()
+            else:
+                h, status = hessian(output, coords_in)
+                train_loss = (h ** 2).mean()
+            optim.zero_grad()
+            train_loss.backward()
+            optim.step()
+            return train_loss
+
+        run = kiln.compile(step, fullgraph=compiled == "fullgraph") if compiled and torch is kiln else step
+        batch = torch.tensor(SURFACE_COORDS), torch.tensor(SURFACE_SDF), torch.tensor(SURFACE_NORMALS)
+        return {"losses": [run(*batch).item() for _ in range(steps)], "state": snapshot(model)}
+
+    return train
+
+
+def _siren_two_outputs(torch, nn, F):
+    return siren(torch, nn, F, out_features=2)
+
+
+@pytest.mark.parametrize("compiled", [None, "fullgraph"], ids=["eager", "compiled step"])
+def test_siren_sdf_with_eikonal_and_normal_terms_trains_as_torch(float64_default, compiled):
+    ours, theirs = run_in_lockstep(siren, train_siren_meta(compiled, "sdf"))
+    assert_same_records(ours, theirs)
+
+
+@pytest.mark.parametrize("loss_kind", ["jacobian", "hessian"])
+def test_siren_jacobian_and_hessian_losses_train_as_torch(float64_default, loss_kind):
+    """Eagerly, and with ``kiln.compile`` (not fullgraph): the NaN check ``if torch.any(torch.isnan(jac))`` branches
+    on a value of the weights, so the step runs eagerly (a warning says why), as torch.compile breaks its graph
+    there."""
+    build = _siren_two_outputs if loss_kind == "jacobian" else siren
+    ours, theirs = run_in_lockstep(build, train_siren_meta(None, loss_kind))
+    assert_same_records(ours, theirs)
+    with pytest.warns(UserWarning, match="runs eagerly"):
+        compiled, _ = run_in_lockstep(build, train_siren_meta("plain", loss_kind))
+    assert_same_records(compiled, theirs)
+
+
+def test_siren_jacobian_nan_check_under_fullgraph_names_the_line(float64_default):
+    with pytest.raises(TraceError, match="no concrete truth value") as refused:
+        run_in_lockstep(_siren_two_outputs, train_siren_meta("fullgraph", "jacobian"))
+    assert "deq_np_siren_program.py" in str(refused.value) and "in jacobian" in str(refused.value)
 
 
 def test_siren_exports_to_onnx_as_torch():
