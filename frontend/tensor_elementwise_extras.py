@@ -22,6 +22,7 @@ from kiln.compiler.ir.types import DType
 from kiln.frontend.tensor_math import _magnitude, _promoted, _sign_bit
 from kiln.frontend.tensor_methods import _floating
 from kiln.frontend.tensor_mixin_ops import _constant, _is_tensor, _where
+from kiln.frontend.tensor_operand_checks import check_tensor_operands
 from kiln.frontend.tensor_special import _digamma_positive, _erfc, _erfinv_inside, _lgamma_positive, _sin_pi, _sin_pi_fraction
 from kiln.frontend.trace import located_error
 
@@ -135,9 +136,11 @@ class ElementwiseExtraMethods:
 
     def fmax(self, other: Any) -> Any:
         """The larger of the two, ignoring a NaN (NaN only where both are)."""
+        check_tensor_operands("fmax", (("other", other, 1),))
         return _where(_nan_of(other), self, _where(self.isnan(), other, self.maximum(other)))
 
     def fmin(self, other: Any) -> Any:
+        check_tensor_operands("fmin", (("other", other, 1),))
         return _where(_nan_of(other), self, _where(self.isnan(), other, self.minimum(other)))
 
     def logaddexp2(self, other: Any) -> Any:

@@ -147,14 +147,14 @@ class MathMethods:
     def hypot(self, other: Any) -> Any:
         """``sqrt(x^2 + y^2)`` scaled by the larger magnitude, so it neither overflows nor underflows (0 at 0, 0)."""
         a, b = self.abs(), (other.abs() if hasattr(other, "abs") else abs(other))
-        larger, smaller = a.maximum(b), a.minimum(b)
+        larger, smaller = _apply("tensor.maximum", a, b), _apply("tensor.minimum", a, b)  # b may be a number
         safe = _apply("tensor.where", larger > 0, larger, 1.0)
         ratio = smaller / safe
         return larger * (1.0 + ratio * ratio).sqrt()
 
     def logaddexp(self, other: Any) -> Any:
         """``log(exp(x) + exp(y))`` as ``max + log1p(exp(-|x - y|))``; equal infinities give that infinity."""
-        larger, smaller = self.maximum(other), self.minimum(other)
+        larger, smaller = _apply("tensor.maximum", self, other), _apply("tensor.minimum", self, other)
         both_infinite = (larger == smaller) & (larger.abs() == math.inf)
         gap = _apply("tensor.where", both_infinite, 0.0, smaller - larger)
         return _apply("tensor.where", both_infinite, larger, larger + gap.exp().log1p())

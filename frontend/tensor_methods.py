@@ -18,6 +18,7 @@ from kiln.compiler.ir.types import Dim, DType
 from kiln.frontend.torch_dtypes import get_default_dtype, promote_types
 from kiln.frontend.eager_values import ARRAYS, COPIES
 from kiln.frontend.tensor_bitwise import BitwiseMethods
+from kiln.frontend.tensor_operand_checks import check_tensor_operands
 from kiln.frontend.trace import TraceContext, located_error
 
 
@@ -248,9 +249,11 @@ class TorchMethods(BitwiseMethods):
         return _apply("tensor.triu", self, k=diagonal)
 
     def maximum(self, other: Any) -> Any:
+        check_tensor_operands("maximum", (("other", other, 1),))  # a number is torch's TypeError (clamp takes one)
         return _apply("tensor.maximum", self, other)
 
     def minimum(self, other: Any) -> Any:
+        check_tensor_operands("minimum", (("other", other, 1),))
         return _apply("tensor.minimum", self, other)
 
     def outer(self, other: Any) -> Any:

@@ -13,6 +13,7 @@ call. PyTorch fuses the loop into few kernels; kiln calls the method per tensor 
 
 from __future__ import annotations
 
+import numbers
 from typing import Any, Callable, Sequence
 
 BINARY = ("add", "sub", "mul", "div", "lerp", "addcmul", "addcdiv", "pow", "maximum", "minimum", "clamp_min", "clamp_max")
@@ -30,8 +31,14 @@ def _entry(argument: Any, index: int, count: int, name: str) -> Any:
     return argument[index]
 
 
+_SCALAR_FORMS = {"maximum": "clamp_min", "minimum": "clamp_max", "maximum_": "clamp_min_", "minimum_": "clamp_max_"}
+"""The methods for torch's Scalar overloads ``_foreach_maximum(tensors, 0.0)``: ``Tensor.maximum`` takes only a tensor."""
+
+
 def _call(tensor: Any, method: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
     """``tensor.method(*args, **kwargs)``; an in-place form tensors lack (``maximum_``) copies the out-of-place result in."""
+    if method in _SCALAR_FORMS and args and isinstance(args[0], numbers.Number):
+        method = _SCALAR_FORMS[method]
     if hasattr(tensor, method) or not method.endswith("_"):
         return getattr(tensor, method)(*args, **kwargs)
     return tensor.copy_(getattr(tensor, method[:-1])(*args, **kwargs))

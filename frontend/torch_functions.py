@@ -32,6 +32,7 @@ from kiln.frontend.linspace_values import torch_linspace
 from kiln.frontend.shared_storage import shared
 from kiln.frontend.tensor_extras import EXTRA_FORWARDED
 from kiln.frontend.tensor_methods import _flatten_args
+from kiln.frontend.tensor_operand_checks import TENSOR_ONLY, check_tensor_operands
 from kiln.frontend.torch_dtypes import cast_array, get_default_dtype
 from kiln.frontend.torch_generator import drawing_from
 from kiln.frontend.trace import TraceContext, located_error
@@ -258,6 +259,9 @@ def _forwarder(name: str) -> Callable[..., Any]:
                 return getattr(args[0], _REFLECTED[name])(input)
         if _is_number(input) and name in _NUMBER_INPUT:
             input = tensor(input)
+        if name in TENSOR_ONLY:  # torch.maximum(t, 2.0): torch's TypeError, naming the function's positions
+            check_tensor_operands(name, (("input", input, 1), *(("other", a, 2) for a in args[:1]),
+                                         *(("other", v, None) for k, v in kwargs.items() if k == "other")))
         return getattr(input, name)(*args, **kwargs)
 
     function.__name__ = function.__qualname__ = name

@@ -28,9 +28,11 @@ _OPERATORS: dict[str, Callable[..., Any]] = {
 _METHODS = {
     "exp": "exp", "log": "log", "sqrt": "sqrt", "tanh": "tanh", "sin": "sin", "cos": "cos", "sign": "sign",
     "floor": "floor", "ceil": "ceil", "rint": "round", "square": "square", "reciprocal": "reciprocal",
-    "maximum": "maximum", "minimum": "minimum", "clip": "clamp",
+    "clip": "clamp",
 }
 """Ufuncs that are methods of the first argument, a tensor (NumPy's name: the tensor's)."""
+_EXTREMA = {"maximum": "tensor.maximum", "minimum": "tensor.minimum"}
+"""Ufuncs applied as kiln ops: either argument a tensor or a number, as NumPy takes them."""
 
 _IN_PLACE = {"add": "add_", "subtract": "sub_", "multiply": "mul_", "true_divide": "div_", "divide": "div_",
              "power": "pow_", "clip": "clamp_"}
@@ -49,6 +51,10 @@ def traced_ufunc(ufunc: Any, method: str, inputs: tuple[Any, ...], out: tuple[An
     values = [_value(x, traced) for x in inputs]
     if name in _OPERATORS:
         return _OPERATORS[name](*values)
+    if name in _EXTREMA:  # NumPy takes a number here (np.maximum(p.data, 0.0)), which Tensor.maximum refuses, as torch's
+        from kiln.frontend.tensor import apply  # lazily: the tensor builds on this module's users
+
+        return apply(_EXTREMA[name], *values)
     first = values[0]
     if name not in _METHODS or not hasattr(first, _METHODS[name]):
         raise untraceable(name)
