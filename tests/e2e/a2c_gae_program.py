@@ -1,0 +1,418 @@
+"""ikostrikov/pytorch-a2c-ppo-acktr-gail's A2C as it writes it (``torch`` is torch or kiln): ``storage.py``,
+``distributions.py``, ``utils.py``'s ``AddBias`` and ``init``, ``model.py``'s ``Policy``, ``NNBase`` (the GRU with
+``_forward_gru``'s mask splitting) and ``MLPBase``,
+``algo/a2c_acktr.py`` and ``main.py``'s loop, with a deterministic NumPy vectorised environment, for
+``test_porting_probes_rainbow_a2c_vtrace.py``."""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+
+from e2e.probe_lockstep import array
+
+
+# --- A2C with GAE (ikostrikov/pytorch-a2c-ppo-acktr-gail) ---------------------------------------------------------------
+
+class A2CArgs:
+    num_steps, num_processes, gamma, gae_lambda, use_gae, use_proper_time_limits = 5, 2, 0.99, 0.95, True, True
+    lr, eps, alpha, value_loss_coef, entropy_coef, max_grad_norm, hidden_size = 7e-3, 1e-5, 0.99, 0.5, 0.01, 0.5, 8
+    recurrent_policy = False
+
+
+class Discrete:
+    def __init__(self, n):
+        self.n = n
+
+
+class Box:
+    def __init__(self, shape):
+        self.shape = shape
+
+
+class SyntheticVecEnv:
+    """A deterministic vectorised environment as ``VecPyTorch`` serves it: ``obs' = tanh(obs A + push(action))``,
+    reward for ``obs[0]`` near 0.5, done (and reset) after each env's horizon, ``'bad_transition'`` on a time limit."""
+
+    def __init__(self, torch, action_space, num_processes, obs_dim=4, seed=0, float_dtype=None):
+        rng = np.random.default_rng(seed)
+        self.torch, self.float_dtype = torch, float_dtype or torch.float32
+        self.action_space, self.discrete = action_space, isinstance(action_space, Discrete)
+        pushes = action_space.n if self.discrete else action_space.shape[0]
+        self.A, self.B = rng.standard_normal((obs_dim, obs_dim)) * 0.5, rng.standard_normal((pushes, obs_dim)) * 0.7
+        self.start, self.horizons = rng.uniform(-0.5, 0.5, (num_processes, obs_dim)), np.array([3, 4])[:num_processes]
+
+    def reset(self):
+        self.t, self.obs = np.zeros(len(self.horizons), int), self.start.copy()
+        return self.torch.from_numpy(self.obs).to(self.float_dtype)
+
+    def step(self, actions):
+        if self.discrete:
+            actions = actions.squeeze(1)
+        actions = actions.cpu().numpy()
+        push = self.B[actions] if self.discrete else actions @ self.B
+        self.obs, self.t = np.tanh(self.obs @ self.A + push), self.t + 1
+        reward = 1.0 - np.abs(self.obs[:, 0] - 0.5)
+        done = self.t >= self.horizons
+        infos = [{"bad_transition": True} if d and env == 1 else {} for env, d in enumerate(done)]
+        self.obs[done], self.t[done] = self.start[done], 0
+        obs = self.torch.from_numpy(self.obs.copy()).to(self.float_dtype)
+        return obs, self.torch.from_numpy(reward).unsqueeze(dim=1).float(), done, infos
+
+
+def a2c_program(torch, nn, F, draws):
+    """The pieces of storage.py, distributions.py, utils.py, model.py and algo/a2c_acktr.py, as a namespace."""
+
+    def _flatten_helper(T, N, _tensor):
+        return _tensor.view(T * N, *_tensor.size()[2:])
+
+    class RolloutStorage(object):
+        def __init__(self, num_steps, num_processes, obs_shape, action_space, recurrent_hidden_state_size):
+            self.obs = torch.zeros(num_steps + 1, num_processes, *obs_shape)
+            self.recurrent_hidden_states = torch.zeros(num_steps + 1, num_processes, recurrent_hidden_state_size)
+            self.rewards = torch.zeros(num_steps, num_processes, 1)
+            self.value_preds = torch.zeros(num_steps + 1, num_processes, 1)
+            self.returns = torch.zeros(num_steps + 1, num_processes, 1)
+            self.action_log_probs = torch.zeros(num_steps, num_processes, 1)
+            if action_space.__class__.__name__ == 'Discrete':
+                action_shape = 1
+            else:
+                action_shape = action_space.shape[0]
+            self.actions = torch.zeros(num_steps, num_processes, action_shape)
+            if action_space.__class__.__name__ == 'Discrete':
+                self.actions = self.actions.long()
+            self.masks = torch.ones(num_steps + 1, num_processes, 1)
+            # Masks that indicate whether it's a true terminal state or time limit end state
+            self.bad_masks = torch.ones(num_steps + 1, num_processes, 1)
+            self.num_steps = num_steps
+            self.step = 0
+
+        def insert(self, obs, recurrent_hidden_states, actions, action_log_probs, value_preds, rewards, masks,
+                   bad_masks):
+            self.obs[self.step + 1].copy_(obs)
+            self.recurrent_hidden_states[self.step + 1].copy_(recurrent_hidden_states)
+            self.actions[self.step].copy_(actions)
+            self.action_log_probs[self.step].copy_(action_log_probs)
+            self.value_preds[self.step].copy_(value_preds)
+            self.rewards[self.step].copy_(rewards)
+            self.masks[self.step + 1].copy_(masks)
+            self.bad_masks[self.step + 1].copy_(bad_masks)
+            self.step = (self.step + 1) % self.num_steps
+
+        def after_update(self):
+            self.obs[0].copy_(self.obs[-1])
+            self.recurrent_hidden_states[0].copy_(self.recurrent_hidden_states[-1])
+            self.masks[0].copy_(self.masks[-1])
+            self.bad_masks[0].copy_(self.bad_masks[-1])
+
+        def compute_returns(self, next_value, use_gae, gamma, gae_lambda, use_proper_time_limits=True):
+            if use_proper_time_limits:
+                if use_gae:
+                    self.value_preds[-1] = next_value
+                    gae = 0
+                    for step in reversed(range(self.rewards.size(0))):
+                        delta = self.rewards[step] + gamma * self.value_preds[step + 1] * self.masks[step + 1] \
+                            - self.value_preds[step]
+                        gae = delta + gamma * gae_lambda * self.masks[step + 1] * gae
+                        gae = gae * self.bad_masks[step + 1]
+                        self.returns[step] = gae + self.value_preds[step]
+                else:
+                    self.returns[-1] = next_value
+                    for step in reversed(range(self.rewards.size(0))):
+                        self.returns[step] = (self.returns[step + 1] * gamma * self.masks[step + 1]
+                                              + self.rewards[step]) * self.bad_masks[step + 1] \
+                            + (1 - self.bad_masks[step + 1]) * self.value_preds[step]
+
+    class FixedCategorical(torch.distributions.Categorical):
+        def sample(self):
+            return draws.draw(torch, lambda: super(FixedCategorical, self).sample()).unsqueeze(-1)
+
+        def log_probs(self, actions):
+            return (
+                super()
+                .log_prob(actions.squeeze(-1))
+                .view(actions.size(0), -1)
+                .sum(-1)
+                .unsqueeze(-1)
+            )
+
+        def mode(self):
+            return self.probs.argmax(dim=-1, keepdim=True)
+
+    class FixedNormal(torch.distributions.Normal):
+        def sample(self):
+            return draws.draw(torch, lambda: super(FixedNormal, self).sample())
+
+        def log_probs(self, actions):
+            return super().log_prob(actions).sum(-1, keepdim=True)
+
+        def entropy(self):
+            return super().entropy().sum(-1)
+
+        def mode(self):
+            return self.mean
+
+    class AddBias(nn.Module):
+        def __init__(self, bias):
+            super(AddBias, self).__init__()
+            self._bias = nn.Parameter(bias.unsqueeze(1))
+
+        def forward(self, x):
+            if x.dim() == 2:
+                bias = self._bias.t().view(1, -1)
+            else:
+                bias = self._bias.t().view(1, -1, 1, 1)
+            return x + bias
+
+    def init(module, weight_init, bias_init, gain=1):
+        weight_init(module.weight.data, gain=gain)
+        bias_init(module.bias.data)
+        return module
+
+    class Categorical(nn.Module):
+        def __init__(self, num_inputs, num_outputs):
+            super(Categorical, self).__init__()
+            init_ = lambda m: init(m, nn.init.orthogonal_, lambda x: nn.init.constant_(x, 0), gain=0.01)  # noqa: E731
+            self.linear = init_(nn.Linear(num_inputs, num_outputs))
+
+        def forward(self, x):
+            x = self.linear(x)
+            return FixedCategorical(logits=x)
+
+    class DiagGaussian(nn.Module):
+        def __init__(self, num_inputs, num_outputs):
+            super(DiagGaussian, self).__init__()
+            init_ = lambda m: init(m, nn.init.orthogonal_, lambda x: nn.init.constant_(x, 0))  # noqa: E731
+            self.fc_mean = init_(nn.Linear(num_inputs, num_outputs))
+            self.logstd = AddBias(torch.zeros(num_outputs))
+
+        def forward(self, x):
+            action_mean = self.fc_mean(x)
+            #  An ugly hack for my KFAC implementation.
+            zeros = torch.zeros(action_mean.size())
+            if x.is_cuda:
+                zeros = zeros.cuda()
+            action_logstd = self.logstd(zeros)
+            return FixedNormal(action_mean, action_logstd.exp())
+
+    class NNBase(nn.Module):
+        def __init__(self, recurrent, recurrent_input_size, hidden_size):
+            super(NNBase, self).__init__()
+            self._hidden_size = hidden_size
+            self._recurrent = recurrent
+            if recurrent:
+                self.gru = nn.GRU(recurrent_input_size, hidden_size)
+                for name, param in self.gru.named_parameters():
+                    if 'bias' in name:
+                        nn.init.constant_(param, 0)
+                    elif 'weight' in name:
+                        nn.init.orthogonal_(param)
+
+        @property
+        def is_recurrent(self):
+            return self._recurrent
+
+        @property
+        def recurrent_hidden_state_size(self):
+            if self._recurrent:
+                return self._hidden_size
+            return 1
+
+        @property
+        def output_size(self):
+            return self._hidden_size
+
+        def _forward_gru(self, x, hxs, masks):
+            if x.size(0) == hxs.size(0):
+                x, hxs = self.gru(x.unsqueeze(0), (hxs * masks).unsqueeze(0))
+                x = x.squeeze(0)
+                hxs = hxs.squeeze(0)
+            else:
+                # x is a (T, N, -1) tensor that has been flatten to (T * N, -1)
+                N = hxs.size(0)
+                T = int(x.size(0) / N)
+                # unflatten
+                x = x.view(T, N, x.size(1))
+                # Same deal with masks
+                masks = masks.view(T, N)
+                # Let's figure out which steps in the sequence have a zero for any agent
+                # We will always assume t=0 has a zero in it as that makes the logic cleaner
+                has_zeros = ((masks[1:] == 0.0)
+                             .any(dim=-1)
+                             .nonzero()
+                             .squeeze()
+                             .cpu())
+                # +1 to correct the masks[1:]
+                if has_zeros.dim() == 0:
+                    # Deal with scalar
+                    has_zeros = [has_zeros.item() + 1]
+                else:
+                    has_zeros = (has_zeros + 1).numpy().tolist()
+                # add t=0 and t=T to the list
+                has_zeros = [0] + has_zeros + [T]
+                hxs = hxs.unsqueeze(0)
+                outputs = []
+                for i in range(len(has_zeros) - 1):
+                    # We can now process steps that don't have any zeros in masks together!
+                    # This is much faster
+                    start_idx = has_zeros[i]
+                    end_idx = has_zeros[i + 1]
+                    rnn_scores, hxs = self.gru(
+                        x[start_idx:end_idx],
+                        hxs * masks[start_idx].view(1, -1, 1))
+                    outputs.append(rnn_scores)
+                # assert len(outputs) == T
+                # x is a (T, N, -1) tensor
+                x = torch.cat(outputs, dim=0)
+                # flatten
+                x = x.view(T * N, -1)
+                hxs = hxs.squeeze(0)
+            return x, hxs
+
+    class MLPBase(NNBase):
+        def __init__(self, num_inputs, recurrent=False, hidden_size=64):
+            super(MLPBase, self).__init__(recurrent, num_inputs, hidden_size)
+            if recurrent:
+                num_inputs = hidden_size
+            init_ = lambda m: init(m, nn.init.orthogonal_, lambda x: nn.init.constant_(x, 0), np.sqrt(2))  # noqa: E731
+            self.actor = nn.Sequential(
+                init_(nn.Linear(num_inputs, hidden_size)), nn.Tanh(),
+                init_(nn.Linear(hidden_size, hidden_size)), nn.Tanh())
+            self.critic = nn.Sequential(
+                init_(nn.Linear(num_inputs, hidden_size)), nn.Tanh(),
+                init_(nn.Linear(hidden_size, hidden_size)), nn.Tanh())
+            relu_init_ = lambda m: init(m, nn.init.orthogonal_, lambda x: nn.init.constant_(x, 0),  # noqa: E731
+                                        nn.init.calculate_gain('relu'))
+            self.critic_linear = relu_init_(nn.Linear(hidden_size, 1))
+            self.train()
+
+        def forward(self, inputs, rnn_hxs, masks):
+            x = inputs
+            if self.is_recurrent:
+                x, rnn_hxs = self._forward_gru(x, rnn_hxs, masks)
+            hidden_critic = self.critic(x)
+            hidden_actor = self.actor(x)
+            return self.critic_linear(hidden_critic), hidden_actor, rnn_hxs
+
+    class Policy(nn.Module):
+        def __init__(self, obs_shape, action_space, base_kwargs=None):
+            super(Policy, self).__init__()
+            if base_kwargs is None:
+                base_kwargs = {}
+            self.base = MLPBase(obs_shape[0], **base_kwargs)
+            if action_space.__class__.__name__ == "Discrete":
+                num_outputs = action_space.n
+                self.dist = Categorical(self.base.output_size, num_outputs)
+            elif action_space.__class__.__name__ == "Box":
+                num_outputs = action_space.shape[0]
+                self.dist = DiagGaussian(self.base.output_size, num_outputs)
+            else:
+                raise NotImplementedError
+
+        @property
+        def is_recurrent(self):
+            return self.base.is_recurrent
+
+        @property
+        def recurrent_hidden_state_size(self):
+            return self.base.recurrent_hidden_state_size
+
+        def act(self, inputs, rnn_hxs, masks, deterministic=False):
+            value, actor_features, rnn_hxs = self.base(inputs, rnn_hxs, masks)
+            dist = self.dist(actor_features)
+            if deterministic:
+                action = dist.mode()
+            else:
+                action = dist.sample()
+            action_log_probs = dist.log_probs(action)
+            return value, action, action_log_probs, rnn_hxs
+
+        def get_value(self, inputs, rnn_hxs, masks):
+            value, _, _ = self.base(inputs, rnn_hxs, masks)
+            return value
+
+        def evaluate_actions(self, inputs, rnn_hxs, masks, action):
+            value, actor_features, rnn_hxs = self.base(inputs, rnn_hxs, masks)
+            dist = self.dist(actor_features)
+            action_log_probs = dist.log_probs(action)
+            dist_entropy = dist.entropy().mean()
+            return value, action_log_probs, dist_entropy, rnn_hxs
+
+    class A2C_ACKTR():
+        def __init__(self, actor_critic, value_loss_coef, entropy_coef, lr=None, eps=None, alpha=None,
+                     max_grad_norm=None):
+            self.actor_critic = actor_critic
+            self.value_loss_coef = value_loss_coef
+            self.entropy_coef = entropy_coef
+            self.max_grad_norm = max_grad_norm
+            self.optimizer = torch.optim.RMSprop(actor_critic.parameters(), lr, eps=eps, alpha=alpha)
+
+        def update_step(self, rollouts):
+            """``update`` up to its ``.item()``s (returns the three losses as tensors)."""
+            obs_shape = rollouts.obs.size()[2:]
+            action_shape = rollouts.actions.size()[-1]
+            num_steps, num_processes, _ = rollouts.rewards.size()
+
+            values, action_log_probs, dist_entropy, _ = self.actor_critic.evaluate_actions(
+                rollouts.obs[:-1].view(-1, *obs_shape),
+                rollouts.recurrent_hidden_states[0].view(-1, self.actor_critic.recurrent_hidden_state_size),
+                rollouts.masks[:-1].view(-1, 1),
+                rollouts.actions.view(-1, action_shape))
+
+            values = values.view(num_steps, num_processes, 1)
+            action_log_probs = action_log_probs.view(num_steps, num_processes, 1)
+
+            advantages = rollouts.returns[:-1] - values
+            value_loss = advantages.pow(2).mean()
+
+            action_loss = -(advantages.detach() * action_log_probs).mean()
+
+            self.optimizer.zero_grad()
+            (value_loss * self.value_loss_coef + action_loss - dist_entropy * self.entropy_coef).backward()
+            nn.utils.clip_grad_norm_(self.actor_critic.parameters(), self.max_grad_norm)
+            self.optimizer.step()
+            return value_loss.detach(), action_loss.detach(), dist_entropy.detach()
+
+        def update(self, rollouts, update_step=None):
+            value_loss, action_loss, dist_entropy = (update_step or self.update_step)(rollouts)
+            return value_loss.item(), action_loss.item(), dist_entropy.item()
+
+    return collections.namedtuple("A2C", "RolloutStorage Policy A2C_ACKTR flatten_helper")(
+        RolloutStorage, Policy, A2C_ACKTR, _flatten_helper)
+
+
+def a2c_main(torch, a2c, actor_critic, envs, args, num_updates, update_step=None):
+    """main.py's loop: act under ``no_grad``, ``envs.step``, masks by ``torch.FloatTensor``,
+    ``insert``, ``get_value``, ``compute_returns``, ``agent.update``, ``after_update``; a record of what it saw.
+    ``update_step(agent)`` gives the function ``update`` runs (a compiled ``agent.update_step``)."""
+    agent = a2c.A2C_ACKTR(actor_critic, args.value_loss_coef, args.entropy_coef, lr=args.lr, eps=args.eps,
+                          alpha=args.alpha, max_grad_norm=args.max_grad_norm)
+    update_step = update_step and update_step(agent)
+    rollouts = a2c.RolloutStorage(args.num_steps, args.num_processes, (4,), envs.action_space,
+                                  actor_critic.recurrent_hidden_state_size)
+    obs = envs.reset()
+    rollouts.obs[0].copy_(obs)
+    record = {"losses": [], "returns": [], "actions": []}
+    for j in range(num_updates):
+        for step in range(args.num_steps):
+            # Sample actions
+            with torch.no_grad():
+                value, action, action_log_prob, recurrent_hidden_states = actor_critic.act(
+                    rollouts.obs[step], rollouts.recurrent_hidden_states[step], rollouts.masks[step])
+            # Obser reward and next obs
+            obs, reward, done, infos = envs.step(action)
+            masks = torch.FloatTensor([[0.0] if done_ else [1.0] for done_ in done])
+            bad_masks = torch.FloatTensor([[0.0] if 'bad_transition' in info.keys() else [1.0] for info in infos])
+            rollouts.insert(obs, recurrent_hidden_states, action, action_log_prob, value, reward, masks, bad_masks)
+
+        with torch.no_grad():
+            next_value = actor_critic.get_value(rollouts.obs[-1], rollouts.recurrent_hidden_states[-1],
+                                                rollouts.masks[-1]).detach()
+        rollouts.compute_returns(next_value, args.use_gae, args.gamma, args.gae_lambda, args.use_proper_time_limits)
+        record["returns"].append(array(rollouts.returns))
+        record["actions"].append(array(rollouts.actions))
+        record["losses"].append(agent.update(rollouts, update_step))
+        rollouts.after_update()
+    record["obs0"] = array(rollouts.obs[0])
+    return record
