@@ -173,8 +173,10 @@ def schnet_loss(torch, F, model, z, pos, batch, energy, forces, edge_index=None,
 
 
 def egnn(torch, nn, F, in_node_nf=3, hidden_nf=8, out_node_nf=2, in_edge_nf=1, n_layers=2, attention=True,
-         normalize=True, tanh=True, coords_agg='mean'):
-    """EGNN as ``egnn_clean.py`` writes it (one ``nn.SiLU()`` shared by every MLP, as its default argument is)."""
+         normalize=True, tanh=True, coords_agg='mean', gcl_coord_model=False):
+    """EGNN as ``egnn_clean.py`` writes it (one ``nn.SiLU()`` shared by every MLP, as its default argument is);
+    ``gcl_coord_model`` the original ``models/gcl.py``'s coordinate update instead: ``torch.clamp(trans, min=-100,
+    max=100)`` and ``coord += agg*self.coords_weight``, in place on the coordinates given (the caller's tensor)."""
 
     def unsorted_segment_sum(data, segment_ids, num_segments):
         result_shape = (num_segments, data.size(1))
@@ -256,6 +258,8 @@ def egnn(torch, nn, F, in_node_nf=3, hidden_nf=8, out_node_nf=2, in_edge_nf=1, n
             return out, agg
 
         def coord_model(self, coord, edge_index, coord_diff, edge_feat):
+            if gcl_coord_model:
+                return self.gcl_coord_model(coord, edge_index, coord_diff, edge_feat)
             row, col = edge_index
             trans = coord_diff * self.coord_mlp(edge_feat)
             if self.coords_agg == 'sum':
@@ -265,6 +269,14 @@ def egnn(torch, nn, F, in_node_nf=3, hidden_nf=8, out_node_nf=2, in_edge_nf=1, n
             else:
                 raise Exception('Wrong coords_agg parameter' % self.coords_agg)
             coord = coord + agg
+            return coord
+
+        def gcl_coord_model(self, coord, edge_index, coord_diff, edge_feat, coords_weight=1.0):
+            row, col = edge_index
+            trans = coord_diff * self.coord_mlp(edge_feat)
+            trans = torch.clamp(trans, min=-100, max=100)  # This is never activated but just in case it explosed
+            agg = unsorted_segment_mean(trans, row, num_segments=coord.size(0))
+            coord += agg*coords_weight
             return coord
 
         def coord2radial(self, edge_index, coord):

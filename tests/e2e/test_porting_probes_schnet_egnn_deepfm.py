@@ -15,8 +15,10 @@ in float64, eagerly and with the whole step (zero_grad, forward, loss, backward,
   ``unsorted_segment_sum``/``unsorted_segment_mean`` (``data.new_full``, ``expand``, ``scatter_add_``, counts
   ``.clamp(min=1)``), the tanh-bounded coordinate MLP whose last layer is ``xavier_uniform_(gain=0.001)``, sigmoid edge
   attention, one ``nn.SiLU()`` shared by every MLP, layers by ``add_module``/``self._modules["gcl_%d" % i]``, edges by
-  ``torch.LongTensor(list)``; the trained kiln model is E(3)-equivariant (a random orthogonal map and a shift of the
-  input coordinates move the output coordinates alike and leave the node features), eagerly and compiled.
+  ``torch.LongTensor(list)``; also the original ``models/gcl.py`` coordinate update (``torch.clamp``, ``coord +=
+  agg*self.coords_weight`` in place, through main_nbody.py's ``loc.detach()`` into the batch's tensor, in both
+  libraries); the trained kiln model is E(3)-equivariant (a random orthogonal map and a shift of the input coordinates
+  move the output coordinates alike and leave the node features), eagerly and compiled.
 - DeepFM and Wide&Deep (pytorch-fm's ``layer.py``): field offsets from ``np.cumsum`` added by ``x.new_tensor(offsets)``,
   ``FeaturesLinear``, ``FactorizationMachine``, ``MultiLayerPerceptron`` with BatchNorm1d and Dropout,
   ``torch.sigmoid(x.squeeze(1))`` and ``BCELoss``, Adam with weight decay, ``model.zero_grad()``; a multi-hot field by
@@ -36,7 +38,10 @@ had no ``reset_parameters`` at all (an AttributeError here, and a silent no-op f
 ``tests/layers/test_layer_reset_parameters_vs_torch.py``). pytorch-fm's ``criterion(y, target.float())`` with float64
 weights ran in kiln (BCE promoted the float32 target) and fails in torch (``Found dtype Float but expected Double``):
 kiln now refuses it as torch (``tests/frontend/test_bce_target_dtype_vs_torch.py``); the float64 runs here cast the
-target to the default dtype, the one line a float64 user changes. Everything else, the double backward of the force
+target to the default dtype, the one line a float64 user changes. Probing gcl.py's ``coord += agg`` showed that kiln
+ran the backward of ``x += f(x)`` that torch refuses (``f`` saved ``x``): an eager write exempted every op a few ops
+behind it that read the old value, not just its own; it now exempts the ops it runs
+(``tests/runtime/test_version_counter_write_operands_vs_torch.py``). Everything else, the double backward of the force
 loss in a compiled step included, agreed to 1e-10 as first written.
 """
 
@@ -186,27 +191,27 @@ def egnn_batch(torch):
 
 
 def train_egnn(compiled, steps=3):
+    """n_body_system/main_nbody.py's loop: a fresh batch each step (the data loader's), given as ``loc.detach()``
+    (which gcl.py's in-place coordinate update writes through, into the batch's tensor in both libraries)."""
+
     def train(torch, nn, F, model):
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-        h, x, edges, edge_attr, target = egnn_batch(torch)
         record = {"losses": []}
-        if compiled:
-            def train_step(h, x, row, col, edge_attr, target):
-                optimizer.zero_grad()
-                _, _, loss = egnn_loss(torch, F, model, h, x, [row, col], edge_attr, target)
-                loss.backward()
-                optimizer.step()
-                return loss.detach()
 
-            run = kiln.compile(train_step, fullgraph=True) if torch is kiln else train_step
-            record["losses"] = [run(h, x, *edges, edge_attr, target).item() for _ in range(steps)]
-        for _ in range(0 if compiled else steps):
-            h_out, x_out, loss = egnn_loss(torch, F, model, h, x, edges, edge_attr, target)
+        def train_step(h, x, row, col, edge_attr, target):
             optimizer.zero_grad()
+            h_out, x_out, loss = egnn_loss(torch, F, model, h, x, [row, col], edge_attr, target)
             loss.backward()
-            first_records(record, h=array(h_out), x=array(x_out), grads=gradients(model))
+            if not compiled:
+                first_records(record, h=array(h_out), x=array(x_out), grads=gradients(model))
             optimizer.step()
-            record["losses"].append(loss.item())
+            return loss.detach()
+
+        run = kiln.compile(train_step, fullgraph=True) if compiled and torch is kiln else train_step
+        for _ in range(steps):
+            h, loc, edges, edge_attr, target = egnn_batch(torch)
+            record["losses"].append(run(h, loc.detach(), *edges, edge_attr, target).item())
+            first_records(record, loc_after=array(loc))
         record["state"] = snapshot(model)
         return record
 
@@ -214,10 +219,14 @@ def train_egnn(compiled, steps=3):
 
 
 @pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled step"])
-def test_egnn_trains_as_torch(compiled, float64_default):
-    ours, theirs = run_in_lockstep(egnn, train_egnn(compiled))
+@pytest.mark.parametrize("coord_model", ["egnn_clean.py", "gcl.py in place"])
+def test_egnn_trains_as_torch(coord_model, compiled, float64_default):
+    in_place = coord_model == "gcl.py in place"
+    ours, theirs = run_in_lockstep(lambda torch, nn, F: egnn(torch, nn, F, gcl_coord_model=in_place),
+                                   train_egnn(compiled))
     assert_same_records(ours, theirs)
     assert theirs["losses"][-1] < theirs["losses"][0]
+    assert np.array_equal(theirs["loc_after"], COORDINATES) != in_place  # written through loc.detach() in place
 
 
 def random_rotation(seed):
