@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from kiln.compiler.errors import TraceError
 from kiln.compiler.ir.types import DType
 from kiln.frontend.eager_values import eager_array, eager_leaf
 from kiln.frontend.tensor import Tensor, apply
@@ -154,11 +155,22 @@ def bincount(x: Tensor, weights: Any = None, minlength: int = 0) -> Tensor:
     return _leaf(np.bincount(array, weighed.astype(np.float64), minlength=minlength).astype(dtype))
 
 
+class UnsupportedDtypeError(TraceError, NotImplementedError):
+    """An op given a dtype PyTorch's CPU kernel does not take (its ``NotImplementedError``: semseg's
+    ``torch.histc`` of the long predictions)."""
+
+
 def histc(x: Tensor, bins: int = 100, min: float = 0, max: float = 0) -> Tensor:
     """``bins`` equal-width counts between ``min`` and ``max`` (the data's range when both are 0), of ``x``'s dtype."""
     array = _array(x)
-    if not DType.of(array.dtype).is_float:
-        raise located_error(f"histc: expected a floating-point tensor, got {x.type}")
+    dtype = DType.of(array.dtype)
+    if not dtype.is_float:
+        from kiln.frontend.tensor_bitwise import TORCH_NAMES  # lazily: it builds on the Tensor
+
+        kernel = "linspace_cpu" if dtype is DType.bool else "histogram_cpu"  # torch's bins fail first for bool
+        raise located_error(f'"{kernel}" not implemented for \'{TORCH_NAMES.get(dtype, dtype)}\' (as in PyTorch): '
+                            f"histc counts floating-point tensors, not {x.type}; cast first (x.float())",
+                            kind=UnsupportedDtypeError)
     low, high = (float(min), float(max)) if (min, max) != (0, 0) else (float(array.min(initial=0)), float(array.max(initial=0)))
     if low == high:
         low, high = low - 1, high + 1

@@ -129,3 +129,16 @@ def test_one_hot_infers_the_class_count_eagerly_as_torch():
         kiln.trace(lambda y: F.one_hot(y), kiln.TensorSpec((3,), "int64"))
     with pytest.raises(kiln.TraceError, match="empty tensor"):
         F.one_hot(kiln.tensor(np.zeros(0, np.int64)))
+
+
+@pytest.mark.parametrize("dtype", ["int64", "int32", "uint8", "bool"])
+def test_histc_of_a_non_float_tensor_raises_torchs_not_implemented_error(dtype):
+    """semseg's ``intersectionAndUnionGPU`` counts the long predictions with ``torch.histc``, which torch's CPU kernel
+    refuses with ``NotImplementedError``; kiln raised a ``TraceError`` (a ``RuntimeError``) in its own words."""
+    torch = require_torch()
+    raised = []
+    for lib in (torch, kiln):
+        with pytest.raises(NotImplementedError) as error:
+            lib.histc(lib.tensor([0, 1, 1, 2]).to(getattr(lib, dtype)), bins=3, min=0, max=2)
+        raised.append(str(error.value))
+    assert raised[0] in raised[1]
