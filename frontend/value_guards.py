@@ -37,6 +37,7 @@ import numpy as np
 
 from kiln.compiler.ir.core import Value
 from kiln.compiler.ops.registry import has_trait
+from kiln.frontend.host_random_draws import refusing_host_random_draws
 from kiln.frontend.trace_known_values import VALUE_PRESERVING, run_reference
 
 MAX_OPS = 64
@@ -197,13 +198,15 @@ def specialized_value(tensor: Any) -> np.ndarray | None:
 
 def specializing_on(fn: Callable[..., Any], arrays: Sequence[Any]) -> Callable[..., Any]:
     """``fn`` traced with its inputs' values known to be ``arrays`` (``TraceContext.specializing``), and the parameters
-    and buffers it reads known as their arrays; the caller names it as ``fn``."""
+    and buffers it reads known as their arrays; the caller names it as ``fn``. A draw from ``random`` or ``np.random``
+    in it is refused (``frontend/host_random_draws.py``)."""
     def traced(*inputs: Any) -> Any:
         from kiln.frontend.trace import TraceContext  # lazily: the trace builds on the tensors
 
         context = TraceContext.current()
         context.specializing = SpecializedValues({t.value: np.asarray(a) for t, a in zip(inputs, arrays)})
-        return fn(*inputs)
+        with refusing_host_random_draws():  # a draw of np.random would be a constant of the graph
+            return fn(*inputs)
 
     return traced
 
