@@ -10,6 +10,7 @@ mean        = sum_k p_k mean_k
 variance    = sum_k p_k var_k + sum_k p_k (mean_k - mean)^2     (the law of total variance)
 cdf(x)      = sum_k p_k cdf_k(x)                                 (univariate components)
 sample      = component draws gathered at the mixture's drawn index (no gradient, no rsample, as torch's)
+              (a Categorical shared over the batch draws an index per batch element; torch 2.13 cannot)
 ```
 """
 
@@ -77,8 +78,15 @@ class MixtureSameFamily(Distribution):
         return (cdf_x * self._mixture_distribution.probs).sum(-1)
 
     def sample(self, sample_shape: Any = ()) -> Tensor:
-        """Each draw is the drawn component's draw: ``gather`` of the components' samples at the mixture's index."""
-        mix_sample = self._mixture_distribution.sample(sample_shape)
+        """Each draw is the drawn component's draw: ``gather`` of the components' samples at the mixture's index,
+        drawn for each batch element. A Categorical with fewer batch elements than the components (its weights
+        shared, ``logits`` of shape ``(K,)`` or ``(1, K)``) is expanded to the batch first: torch 2.13 raises there
+        (``Index tensor must have the same number of dimensions``) or returns one draw for the whole batch, shaped
+        ``(n, 1, ...)`` against its own ``batch_shape``."""
+        mixture = self._mixture_distribution
+        if tuple(mixture.batch_shape) != tuple(self.batch_shape):
+            mixture = mixture.expand(self.batch_shape)
+        mix_sample = mixture.sample(sample_shape)
         gather_dim = len(mix_sample.shape)
         comp_samples = self._component_distribution.sample(sample_shape)  # [n, B, k, E]
         index = mix_sample.reshape(tuple(mix_sample.shape) + (1,) * (self._event_ndims + 1))

@@ -69,6 +69,51 @@ def test_mixture_draws_have_its_shape_and_moments_reproducibly(float64_default):
     np.testing.assert_allclose(draws.numpy().var(0), expected.variance.detach().numpy(), rtol=0.06)
 
 
+@pytest.mark.parametrize("mixture_logits_shape", [(3,), (1, 3)], ids=["unbatched weights", "broadcast weights"])
+def test_mixture_with_weights_shared_over_the_batch_draws_each_element(float64_default, mixture_logits_shape):
+    """Weights shared by a batch of 2 component sets: a draw per batch element, shaped ``sample_shape + batch_shape +
+    event_shape``, with the mixture's mean. torch 2.13 raises there (``(3,)``: "Index tensor must have the same
+    number of dimensions as input tensor") or returns ``(n, 1, 2)`` (``(1, 3)``), against its own batch shape (2,)."""
+    D = kiln.distributions
+    logits = kiln.tensor(LOGITS[0].reshape(mixture_logits_shape))
+    mixture = D.MixtureSameFamily(D.Categorical(logits=logits), D.Independent(D.Normal(kiln.tensor(LOC), kiln.tensor(SCALE)), 1))
+    kiln.manual_seed(5)
+    draws = mixture.sample((20000,)).numpy()
+    assert draws.shape == (20000, 2, 2) and tuple(mixture.batch_shape) == (2,)
+    np.testing.assert_allclose(draws.mean(0), mixture.mean.numpy(), atol=0.06)
+    np.testing.assert_allclose(draws.var(0), mixture.variance.numpy(), rtol=0.06)
+    torch = libraries("torch")[0]
+    theirs = torch.distributions.MixtureSameFamily(
+        torch.distributions.Categorical(logits=torch.tensor(LOGITS[0].reshape(mixture_logits_shape))),
+        torch.distributions.Independent(torch.distributions.Normal(torch.tensor(LOC), torch.tensor(SCALE)), 1))
+    np.testing.assert_allclose(mixture.mean.numpy(), theirs.mean.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(mixture.variance.numpy(), theirs.variance.numpy(), rtol=1e-12)
+
+
+def test_gaussian_mixture_model_of_multivariate_normals_as_torch(float64_default):
+    """A GMM as torch's docstring builds it: ``Categorical(probs=...)`` (broadcast over the batch) mixing
+    ``MultivariateNormal(loc, scale_tril=...)``; log_prob of sample-shaped values, mean, variance, and the refusals of
+    a value of the wrong shape (torch's ``ValueError`` words)."""
+    rng = np.random.default_rng(0)
+    loc, tril = rng.standard_normal((4, 3, 2)), np.tril(rng.standard_normal((4, 3, 2, 2)) * 0.3)
+    tril[..., [0, 1], [0, 1]] = np.abs(tril[..., [0, 1], [0, 1]]) + 0.5
+    probs, values = rng.random((1, 3)) + 0.1, rng.standard_normal((5, 4, 2))
+    records = []
+    for name in ("kiln", "torch"):
+        torch, nn, F = libraries(name)
+        D = torch.distributions
+        gmm = D.MixtureSameFamily(D.Categorical(probs=torch.tensor(probs)),
+                                  D.MultivariateNormal(torch.tensor(loc), scale_tril=torch.tensor(tril)))
+        records.append({"log_prob": gmm.log_prob(torch.tensor(values)).numpy(), "mean": gmm.mean.numpy(),
+                        "variance": gmm.variance.numpy()})
+        assert (tuple(gmm.batch_shape), tuple(gmm.event_shape)) == ((4,), (2,))
+        for value, words in ((torch.zeros(4, 3), "must match event_shape"), (torch.zeros(3, 2), "not broadcastable")):
+            with pytest.raises(ValueError, match=words):
+                gmm.log_prob(value)
+    for key in records[1]:
+        np.testing.assert_allclose(records[0][key], records[1][key], rtol=1e-10, atol=1e-12, err_msg=key)
+
+
 def test_mixture_in_a_compiled_function_and_its_gradient_as_torch(float64_default):
     def negative_log_likelihood(module, logits, loc, scale, values):
         component = module.Independent(module.Normal(loc, scale.exp()), 1)
