@@ -150,7 +150,7 @@ class LiftedTensors:
             array = _array(tensor, ARRAYS)
             if array is None or array.shape != expected.shape or array.dtype != expected.dtype.numpy:
                 return False
-            if self.only_grad and not tensor.requires_grad:
+            if self.only_grad and type(tensor) is not int and not tensor.requires_grad:  # int: a counter's
                 return False
         for tensor, values in self.guarded:
             array = _array(tensor, ARRAYS)

@@ -43,7 +43,8 @@ from kiln.runtime.argument_writes import write_back_arguments
 from kiln.runtime.attribute_writes import AttributeWrites
 from kiln.runtime.compile_arguments import (UNCOMPILED_BACKENDS, checked_backend, named_like, number_positions,
                                             numbers_fixed, numbers_weak, traced_arguments, with_keywords)
-from kiln.runtime.compiled_training import TrainingVariant, call_training, compile_training, eager_inputs, in_call_order
+from kiln.runtime.compiled_training import (AttributesSetPerTrace, TrainingVariant, call_training, compile_training,
+                                            eager_inputs, in_call_order)
 from kiln.runtime.compiled_write_back import written_back
 from kiln.runtime.container_arguments import checking_reachable_stores
 from kiln.runtime.dynamic_attributes import DynamicAttributes
@@ -372,9 +373,7 @@ class CompiledFunction:
         reason = "" if self.backend == "numpy" else f"the {self.backend} backend's arrays are not the eager chain's"
         if not reason:
             try:
-                traced = checking_reachable_stores(watching_plain_owner(fn, self.fn), self.fn)
-                with tracing_compiled_forward():  # a backward() inside: a whole step (frontend/whole_step_inputs.py)
-                    return compile_training(traced, arrays, wants_grad, self.backend, self.pipeline)
+                return self._training_trace(fn, arrays, wants_grad)
             except BackwardInCompiledForward:
                 raise
             except KilnError as error:
@@ -383,6 +382,32 @@ class CompiledFunction:
                 reason = _eager_reason(error)
         self._warn_eager(reason)
         return None
+
+    def _training_trace(self, fn: Callable[..., Any], arrays: list[np.ndarray], wants_grad: tuple[bool, ...]) -> TrainingVariant:
+        """``compile_training`` of ``fn``; where the forward sets an int attribute (a Neural ODE's ``self.nfe += 1``),
+        traced again reading it as a number that changes, and where that fails, as before (``dynamic_attributes``)."""
+        try:
+            return self._training_trace_once(fn, arrays, wants_grad)
+        except BackwardInCompiledForward:
+            raise
+        except AttributesSetPerTrace as error:
+            if not self.dynamic_ints.mark_ints(error.writes):
+                raise
+        except Exception:  # Python that needs the int itself
+            if not self.dynamic_ints.refuse_placed():
+                raise
+        return self._training_trace(fn, arrays, wants_grad)  # ends: each retry marks a new counter or refuses one
+
+    def _training_trace_once(self, fn: Callable[..., Any], arrays: list[np.ndarray],
+                             wants_grad: tuple[bool, ...]) -> TrainingVariant:
+        traced = self.dynamic_ints.tracing(checking_reachable_stores(watching_plain_owner(fn, self.fn), self.fn))
+        try:
+            with tracing_compiled_forward():  # a backward() inside: a whole step (frontend/whole_step_inputs.py)
+                variant = compile_training(traced, arrays, wants_grad, self.backend, self.pipeline)
+            self.dynamic_ints.follow(variant.lifted)
+            return variant
+        finally:
+            self.dynamic_ints.restore()  # the counters read as numbers that change hold their ints again
 
     def __getattr__(self, name: str) -> Any:
         """What the compiled module does not have it takes from ``fn``, as ``torch.compile``'s module is the module:

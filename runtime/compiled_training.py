@@ -274,10 +274,20 @@ def _compiled_attribute_writes(context: TraceContext) -> AttributeWrites:
     attributes = AttributeWrites.of(context)
     if attributes.writes:  # set once per trace, not once per call: runs eagerly (runtime/attribute_writes.py)
         context.restore_attributes()  # the eager call sets them
-        raise KilnError(f"the forward sets {attributes.names()}, a Python attribute the compiled forward would set once "
-                        "per trace, not once per call; keep it as a tensor buffer (register_buffer) or set it outside "
-                        "the forward")
+        raise AttributesSetPerTrace(attributes)
     return attributes
+
+
+class AttributesSetPerTrace(KilnError):
+    """A traced forward set plain Python attributes, which it would set once per trace, not once per call: a counter
+    among them is traced as a number that changes instead (``runtime/dynamic_attributes.py``), else the call runs
+    eagerly."""
+
+    def __init__(self, writes: AttributeWrites) -> None:
+        super().__init__(f"the forward sets {writes.names()}, a Python attribute the compiled forward would set once per "
+                         "trace, not once per call; keep it as a tensor buffer (register_buffer) or set it outside the "
+                         "forward")
+        self.writes = writes
 
 
 def in_call_order(context: TraceContext) -> list[Parameter]:
@@ -325,5 +335,5 @@ def call_training(variant: TrainingVariant, values: Sequence[Value]) -> Any:
     return unflatten(variant.structure, [next(leaves) if present else None for present in variant.present])
 
 
-__all__ = ["COMPILED_FORWARD", "SPLITS", "SplitForward", "TrainingVariant", "call_training", "compile_training",
+__all__ = ["AttributesSetPerTrace", "COMPILED_FORWARD", "SPLITS", "SplitForward", "TrainingVariant", "call_training", "compile_training",
            "eager_inputs", "in_call_order", "record_call", "split_forward"]

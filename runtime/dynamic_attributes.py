@@ -43,15 +43,23 @@ class DynamicAttributes:
 
     def mark_changed(self, writes: AttributeWrites) -> bool:
         """Mark each int attribute a failed variant guarded that holds another int now; whether one was marked."""
-        changed = False
+        return self._mark(writes, lambda now, before: type(now) is int and now != before)
+
+    def mark_ints(self, writes: AttributeWrites) -> bool:
+        """Mark each int attribute a compiled forward for training set (it cannot stand for a write once per trace:
+        it has no variants to guard); whether one was marked."""
+        return self._mark(writes, lambda now, before: True)
+
+    def _mark(self, writes: AttributeWrites, changed: Callable[[Any, int], bool]) -> bool:
+        marked = False
         for owner, name, before, _ in writes.writes:
             key = (id(owner), name)
             now = vars(owner).get(name, MISSING) if hasattr(owner, "__dict__") else MISSING
-            if (type(before) is int and type(now) is int and now != before and key not in writes.unguarded
-                    and key not in self.static and key not in self.marked):
+            if (type(before) is int and changed(now, before) and key not in writes.unguarded and key not in self.static
+                    and key not in self.marked):
                 self.marked[key] = (owner, name)
-                changed = True
-        return changed
+                marked = True
+        return marked
 
     def names(self) -> str:
         """``Agent.total_it, Field.nfe``: the marked attributes, for a message."""

@@ -116,15 +116,54 @@ def test_a_value_set_once_costs_one_more_trace_and_then_stays_compiled():
     assert _traces(compiled) == 2
 
 
-def test_a_compiled_models_forward_that_sets_a_counter_trains_eagerly_warned_and_counts_each_call():
-    _, field, _ = torch_twins(_counting_field, seed=1)
+def _ode_loss(lib, field, y0):
+    y = y0 + 0.1 * field(y0)
+    return ((y + 0.1 * field(y)) ** 2).mean()
+
+
+def test_a_compiled_models_forward_that_sets_a_counter_trains_compiled_and_counts_each_call_as_torch():
+    """The forward split for ``loss.backward()`` reads the counter as a number that changes
+    (``runtime/dynamic_attributes.py``): it ran eagerly, warned, before (``fullgraph`` raised)."""
+    torch, field, twin = torch_twins(_counting_field, seed=1)
+    compiled = kiln.compile(field, fullgraph=True)
+    optimizer, twin_optimizer = kiln.optim.SGD(field.parameters(), lr=0.1), torch.optim.SGD(twin.parameters(), lr=0.1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # never eagerly
+        for call in range(4):
+            optimizer.zero_grad()
+            twin_optimizer.zero_grad()
+            loss, twin_loss = _ode_loss(kiln, compiled, kiln.tensor(_batch(call))), _ode_loss(torch, twin, torch.tensor(_batch(call)))
+            loss.backward()
+            twin_loss.backward()
+            optimizer.step()
+            twin_optimizer.step()
+            np.testing.assert_allclose(float(loss), float(twin_loss.detach()), rtol=1e-12)
+            assert field.nfe == twin.nfe == 2 * (call + 1) and type(field.nfe) is int
+    for p, q in zip(field.parameters(), twin.parameters()):
+        np.testing.assert_allclose(np.asarray(p.data), q.detach().numpy(), rtol=1e-12, atol=1e-12)
+
+
+def _labelling_field(lib):
+    field = _counting_field(lib)
+    forward = field.forward
+
+    def labelled(y):
+        field.label = f"call {field.nfe}"  # a string set per call: the compiled forward cannot stand for it
+        return forward(y)
+
+    field.forward = labelled
+    return field
+
+
+def test_a_compiled_models_forward_that_sets_a_string_trains_eagerly_warned():
+    _, field, _ = torch_twins(_labelling_field, seed=1)
     compiled = kiln.compile(field)
-    with pytest.warns(UserWarning, match=r"sets Field\.nfe"):
+    with pytest.warns(UserWarning, match=r"sets Field\.label"):
         for call in range(3):
             compiled(kiln.tensor(_batch(call))).sum().backward()
-    assert field.nfe == 3
-    with pytest.raises(KilnError, match=r"sets Field\.nfe"):
-        kiln.compile(_counting_field(kiln), fullgraph=True)(kiln.tensor(_batch()))
+    assert field.nfe == 3 and field.label == "call 2"
+    with pytest.raises(KilnError, match=r"sets Field\.label"):
+        kiln.compile(_labelling_field(kiln), fullgraph=True)(kiln.tensor(_batch()))
 
 
 def test_modules_made_inside_the_compiled_function_are_not_guarded():

@@ -108,7 +108,9 @@ def test_an_attribute_set_once_on_a_plain_object_traces_once_more_then_stays_com
     assert traced == 2
 
 
-def test_a_plain_objects_training_forward_that_sets_a_counter_trains_eagerly_warned_and_counts_each_call():
+def test_a_plain_objects_training_forward_that_sets_a_counter_trains_compiled_and_counts_each_call():
+    """The counter is read as a number that changes (``runtime/dynamic_attributes.py``); the forward ran eagerly,
+    warned, before. The gradients are the eager forward's."""
     agent = _agent("kiln")
 
     class Counting(object):
@@ -117,14 +119,16 @@ def test_a_plain_objects_training_forward_that_sets_a_counter_trains_eagerly_war
 
         def forward(self, state):
             self.calls += 1
-            return agent.critic(state)
+            return agent.critic(state) * self.calls
 
     counting = Counting()
-    forward = kiln.compile(counting.forward)
-    with pytest.warns(UserWarning, match=r"sets Counting\.calls"):
-        for call in range(3):
-            forward(kiln.tensor(_state(call), requires_grad=True)).sum().backward()
-    assert counting.calls == 3
+    forward = kiln.compile(counting.forward, fullgraph=True)
+    for call in range(3):
+        state = kiln.tensor(_state(call), requires_grad=True)
+        forward(state).sum().backward()
+        expected = np.asarray(agent.critic.weight.detach()).repeat(4, axis=0) * (call + 1)
+        np.testing.assert_allclose(np.asarray(state.grad), expected, rtol=1e-12)
+    assert counting.calls == 3 and type(counting.calls) is int
 
 
 def test_a_list_of_traced_tensors_set_on_the_object_is_left_unguarded():
