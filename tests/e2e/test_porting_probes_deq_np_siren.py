@@ -1,7 +1,7 @@
 """Porting probe: five "implicit / functional" families as their reference code writes them
-(``e2e/deq_np_siren_program.py``, written once, ``torch`` being ``torch`` or ``kiln``), trained a few steps in both
-libraries from kiln's initial weights and compared in float64 to 1e-10 (first outputs, first gradients, losses, the
-state after the steps):
+(``e2e/deq_np_siren_program.py``, ``e2e/neural_process_program.py``, written once, ``torch`` being ``torch`` or
+``kiln``), trained a few steps in both libraries from kiln's initial weights and compared in float64 to 1e-10 (first
+outputs, first gradients, losses, the state after the steps):
 
 - DEQ (the implicit-layers tutorial, chapter 4): the ``anderson`` solver written with torch ops (``X[:,0], F[:,0] =
   ...``, ``torch.bmm(G, G.transpose(1,2)) + lam*torch.eye(n)[None]`` written into ``H[:,1:n+1,1:n+1]``,
@@ -19,7 +19,12 @@ state after the steps):
   ``Normal(mu, 0.1 + 0.9 * torch.sigmoid(log_sigma))``, ``posterior.rsample()`` (noise fed), the decoder's
   ``Normal(mu, 0.1 + 0.9 * F.softplus(log_sigma))``, the ELBO with ``kl_divergence(posterior, prior).sum(-1)``; the
   CNP is the model without the latent path; context/target split by an index tensor (``torch.from_numpy`` of drawn
-  locations) or by the NumPy locations themselves (EmilienDupont/neural-processes); Adam, eager and as one compiled step; prediction by ``prior.sample()`` in eval.
+  locations) or by the NumPy locations themselves (EmilienDupont/neural-processes);
+  EmilienDupont's image NP (``neural_process_program.py``): uint8 masks built by item writes
+  (``target_mask[row, col] = 1`` at ``int(m / width)``, ``m % width`` of NumPy ints), ``mask.nonzero()``,
+  ``img[mask_img_size]`` by a uint8 mask (torch's deprecation warning in both), ``.float()`` coordinates next to
+  float64 intensities, ``q_target.rsample()``, ``kl_divergence(q_target, q_context).mean(dim=0).sum()``, eager and
+  with the masks inputs of one compiled step; Adam, eager and as one compiled step; prediction by ``prior.sample()`` in eval.
 - Mixture density network: hand-written (``F.softmax``, ``torch.exp``, ``torch.logsumexp(log_pi +
   Normal(mu, sigma).log_prob(y.unsqueeze(1).expand_as(mu)).sum(-1), dim=1)``) and through
   ``MixtureSameFamily(Categorical(logits=...), Independent(Normal(mu, sigma), 1))`` (its ``log_prob``, ``mean``,
@@ -63,9 +68,10 @@ import pytest
 
 import kiln
 from kiln.compiler.errors import TraceError
-from e2e.deq_np_siren_program import (all_diff_operators, context_target_split, deq, deq_jacobian_regularized,
-                                      diff_operators, film_cnn, functional_hypernetwork, get_mgrid, hypernetwork, mdn,
-                                      mdn_loss, neural_process, sdf_loss, siren)
+from e2e.deq_np_siren_program import (all_diff_operators, deq, deq_jacobian_regularized, diff_operators, film_cnn,
+                                      functional_hypernetwork, get_mgrid, hypernetwork, mdn, mdn_loss, sdf_loss, siren)
+from e2e.neural_process_program import (batch_context_target_mask, context_target_split, dupont_loss,
+                                        dupont_neural_process, img_mask_to_np_input, neural_process)
 from e2e.probe_lockstep import array, assert_same_records, gradients, run_in_lockstep, snapshot
 from e2e.sac_program import NoiseTape
 from oracles import libraries, require, require_torch
@@ -266,6 +272,48 @@ def test_neural_process_trains_as_torch(float64_default, fed_noise, latent, comp
     ours, theirs = run_in_lockstep(build, train_neural_process(fed_noise, compiled))
     assert_same_records(ours, theirs)
     assert theirs["prediction"][1].min() >= 0.1
+
+
+DUPONT_IMAGES = np.random.default_rng(14).random((3, NP_BATCH, 1, 5, 5))
+
+
+def train_dupont_neural_process(tapes, compiled, steps=3):
+    """training.py's ``NeuralProcessTrainer.train`` on images: masks drawn by ``batch_context_target_mask`` (its
+    ``np.random`` a seeded ``RandomState``, the counts fixed), the loss on ``img_mask_to_np_input(img, target_mask)``'s
+    targets, Adam."""
+
+    def train(torch, nn, F, model):
+        tape = tapes[torch] = NoiseTape(torch, {(NP_BATCH, NP_LATENT): 1}, NP_BATCH)
+        optimizer, rng = torch.optim.Adam(model.parameters(), lr=1e-2), np.random.RandomState(0)
+
+        def step(img, context_mask, target_mask):
+            optimizer.zero_grad()
+            p_y_pred, q_target, q_context = model(img, context_mask, target_mask)
+            _, y_target = img_mask_to_np_input(torch, img, target_mask)
+            loss = dupont_loss(torch, p_y_pred, y_target, q_target, q_context)
+            loss.backward()
+            optimizer.step()
+            return loss
+
+        run, record = compiled_if(torch, compiled, tape.rewinding(step)), {"losses": []}
+        for i in range(steps):
+            tape.refill()
+            context_mask, target_mask = batch_context_target_mask(torch, model.img_size, 3 + i, 4, NP_BATCH, rng)
+            record["losses"].append(run(torch.tensor(DUPONT_IMAGES[i]), context_mask, target_mask).item())
+        record["state"] = snapshot(model)
+        return record
+
+    return train
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled step"])
+def test_image_neural_process_with_uint8_masks_trains_as_torch(float64_default, fed_noise, compiled):
+    def build(torch, nn, F):
+        return dupont_neural_process(torch, nn, F, z_dim=NP_LATENT)
+
+    with pytest.warns(UserWarning, match="indexing with dtype torch.uint8 is now deprecated"):
+        ours, theirs = run_in_lockstep(build, train_dupont_neural_process(fed_noise, compiled))
+    assert_same_records(ours, theirs)
 
 
 def test_context_target_split_by_numpy_locations_as_torch(float64_default):
