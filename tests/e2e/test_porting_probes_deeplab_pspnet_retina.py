@@ -30,7 +30,8 @@ after the steps, eval outputs, metrics, matches, detections), and so does the wh
 backward, SGD step) as one ``kiln.compile(fullgraph=True)`` graph against torch's eager loop: DeepLab, PSPNet with the
 Lovasz and Dice losses, and RetinaNet's loss with the anchors and the matching fed as tensors. DeepLab's eval forward
 (torchvision's dropout rates) also runs through ``kiln.compile`` and ``kiln.onnx.export`` + onnxruntime in float32
-(onnxruntime has no float64 Conv). The float64 runs read the Lovasz code's ``.float()`` of the labels as the default
+(onnxruntime has no float64 Conv); PSPNet with the losses as written and RetinaNet also train in float32, at float32's
+level. The float64 runs read the Lovasz code's ``.float()`` of the labels as the default
 dtype (``reference_float=False``), the one change a float64 user makes: as written, torch refuses the float64 errors
 dotted with a float32 gradient, and so does kiln now (checked below).
 
@@ -345,7 +346,7 @@ def numbered(items):
 
 
 def train_retinanet(torch, nn, F, model):
-    images, targets = torch.tensor(DETECTION_IMAGES), detection_targets(torch)
+    images, targets = torch.tensor(DETECTION_IMAGES, dtype=torch.get_default_dtype()), detection_targets(torch)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     record = {"losses": []}
     model.train()
@@ -377,6 +378,15 @@ def test_retinanet_trains_and_detects_as_torch(loss_type, float64_default):
     assert {-2, -1} <= set(matches.tolist()) and (matches >= 0).sum() > 10  # every kind of anchor
     kept = [len(found["scores"]) for found in theirs["detections"].values()]
     assert all(0 < count < 2 * TOPK for count in kept), kept  # of each level's top 20, NMS dropped some
+
+
+def test_retinanet_float32_as_torch():
+    """float32, as torchvision trains: the losses, first gradients and matches at float32's level (the detections'
+    order follows scores that float32 rounding may swap, so they are left to the float64 runs)."""
+    ours, theirs = run_in_lockstep(retinanet("giou"), train_retinanet)
+    assert ours["anchors"].dtype == np.float32
+    keys = ("loss_dict", "losses", "grads", "anchors", "matches")
+    assert_same_records({key: ours[key] for key in keys}, {key: theirs[key] for key in keys}, rtol=1e-4, atol=1e-6)
 
 
 def fixed_matching():
