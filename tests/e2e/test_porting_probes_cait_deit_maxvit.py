@@ -41,8 +41,9 @@ What broke:
 - ``np.random``/``random`` draws inside ``kiln.compile`` (timm's ``Mixup``: ``np.random.beta`` for ``lam``,
   ``np.random.randint`` for the CutMix box) were traced as constants: every call repeated the first call's mix. The
   trace is refused now (``frontend/host_random_draws.py``): eager with a warning, ``fullgraph=True`` raises
-  (``tests/runtime/test_compile_host_random_draws_vs_torch.py``). The probe runs the Mixup outside the compiled step,
-  as timm's loop calls ``mixup_fn`` before the model.
+  (``tests/runtime/test_compile_host_random_draws_vs_torch.py``, and the DeiT step with timm's drawing Mixup inside
+  ``kiln.compile`` below). The other runs call the Mixup (fed ``lam``) before the compiled step, as timm's loop calls
+  ``mixup_fn`` before the model.
 
 Everything else (all five families, eager and compiled, float64 and float32, ONNX) agreed as first written.
 """
@@ -61,6 +62,7 @@ from e2e.pvt_mixer_maxvit_program import (PVT_IMAGE, conv_mixer, gmlp, grid_part
 from e2e.vit_variants_program import (BATCH, CHANNELS, CLASSES, IMAGE, cait, conv_teacher, deit_distilled,
                                       distillation_loss, soft_target_cross_entropy, timm_cosine_scheduler, timm_layers,
                                       timm_mixup)
+from kiln.frontend.host_random_draws import HostRandomDrawError
 from oracles import libraries, require
 
 MASKS = 8  # drop_path calls per forward, at most
@@ -180,6 +182,45 @@ def test_deit_distillation_with_mixup_as_torch(float64_default, distillation_typ
     ours, theirs = run_in_lockstep(deit_distilled, deit_training(distillation_type, compiled))
     assert_same_records(ours, theirs)
     assert theirs["eval_output"].shape == (BATCH, CLASSES)
+
+
+def deit_step_with_mixup_inside(compile_options):
+    """The whole step, timm's Mixup included (``lam`` from ``np.random.beta``), under ``kiln.compile(step,
+    **compile_options)`` in kiln and eager in torch."""
+    x, y, _ = _batches(3)
+
+    def train(torch, nn, F, model):
+        np.random.seed(0)
+        mixup_fn = timm_mixup(torch)
+        criterion = soft_target_cross_entropy(torch, nn, F)()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.05)
+
+        def step(images, targets):
+            images, targets = mixup_fn(images, targets)
+            outputs, outputs_dist = model(images)
+            loss = criterion(outputs, targets) + criterion(outputs_dist, targets)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            return loss
+
+        run = kiln.compile(step, **compile_options) if torch is kiln else step
+        model.train()
+        losses = [run(torch.tensor(x[i]), torch.tensor(y[i])).item() for i in range(3)]
+        return {"losses": losses, "state": snapshot(model)}
+
+    return train
+
+
+def test_deit_step_with_timms_mixup_inside_kiln_compile_as_torch(float64_default):
+    """timm's Mixup draws ``lam`` from ``np.random`` inside the step: ``kiln.compile(step)`` runs it eagerly (warned),
+    drawing anew at each step as torch's eager loop (a trace would keep the first draw); ``fullgraph=True`` refuses
+    (``torch.compile(fullgraph=True)`` refuses ``np.random`` too)."""
+    with pytest.warns(UserWarning, match="np.random's global generator"):
+        ours, theirs = run_in_lockstep(deit_distilled, deit_step_with_mixup_inside({}))
+    assert_same_records(ours, theirs)
+    with pytest.raises(HostRandomDrawError, match="np.random's global generator"):
+        run_in_lockstep(deit_distilled, deit_step_with_mixup_inside(dict(fullgraph=True)))
 
 
 def test_mixup_and_cutmix_as_torch(float64_default):

@@ -389,8 +389,8 @@ def soft_target_cross_entropy(torch, nn, F):
 
 
 def timm_mixup(torch):
-    """timm ``data/mixup.py``'s ``Mixup`` in batch mode; ``_params_per_batch`` returns the fed ``(lam, use_cutmix)``
-    (timm draws them from ``np.random``), ``rand_bbox`` draws its centre from ``np.random`` as timm does."""
+    """timm ``data/mixup.py``'s ``Mixup`` in batch mode: ``_params_per_batch`` draws ``(lam, use_cutmix)`` from
+    ``np.random`` as timm's (or returns the ones fed in ``fed``), ``rand_bbox`` draws the box's centre from it."""
 
     def one_hot(x, num_classes, on_value=1., off_value=0.):
         x = x.long().view(-1, 1)
@@ -424,15 +424,38 @@ def timm_mixup(torch):
         return (yl, yu, xl, xu), lam
 
     class Mixup:
-        def __init__(self, label_smoothing=0.1, num_classes=CLASSES, correct_lam=True):
+        def __init__(self, mixup_alpha=0.8, cutmix_alpha=1.0, prob=1.0, switch_prob=0.5, label_smoothing=0.1,
+                     num_classes=CLASSES, correct_lam=True):
+            self.mixup_alpha = mixup_alpha
+            self.cutmix_alpha = cutmix_alpha
+            self.mix_prob = prob
+            self.switch_prob = switch_prob
             self.label_smoothing = label_smoothing
             self.num_classes = num_classes
             self.correct_lam = correct_lam
             self.cutmix_minmax = None
+            self.mixup_enabled = True
             self.fed = []
 
         def _params_per_batch(self):
-            return self.fed.pop(0)
+            if self.fed:
+                return self.fed.pop(0)
+            lam = 1.
+            use_cutmix = False
+            if self.mixup_enabled and np.random.rand() < self.mix_prob:
+                if self.mixup_alpha > 0. and self.cutmix_alpha > 0.:
+                    use_cutmix = np.random.rand() < self.switch_prob
+                    lam_mix = np.random.beta(self.cutmix_alpha, self.cutmix_alpha) if use_cutmix else \
+                        np.random.beta(self.mixup_alpha, self.mixup_alpha)
+                elif self.mixup_alpha > 0.:
+                    lam_mix = np.random.beta(self.mixup_alpha, self.mixup_alpha)
+                elif self.cutmix_alpha > 0.:
+                    use_cutmix = True
+                    lam_mix = np.random.beta(self.cutmix_alpha, self.cutmix_alpha)
+                else:
+                    assert False, "One of mixup_alpha > 0., cutmix_alpha > 0., cutmix_minmax not None should be true."
+                lam = float(lam_mix)
+            return lam, use_cutmix
 
         def _mix_batch(self, x):
             lam, use_cutmix = self._params_per_batch()
