@@ -51,6 +51,111 @@ def anderson_solver(torch):
     return anderson
 
 
+def broyden_solver(torch):
+    """locuslab/deq's ``lib/solvers.py`` ``broyden`` (without its Armijo line search: ``ls=False``, the default),
+    with ``rmatvec``/``matvec`` by ``einsum`` on zero-width slices at the first step, NaN entries zeroed by
+    ``vT[vT != vT] = 0`` and the low-rank factors written by ``Us[:,:,:,nstep-1] = u``."""
+
+    def line_search(update, x0, g0, g, nstep=0, on=True):
+        s = 1.0  # (not on): the full step
+        x_est = x0 + s * update
+        g0_new = g(x_est)
+        return x_est, g0_new, x_est - x0, g0_new - g0, 0
+
+    def rmatvec(part_Us, part_VTs, x):
+        # Compute x^T(-I + UV^T)
+        if part_Us.nelement() == 0:
+            return -x
+        xTU = torch.einsum('bij, bijd -> bd', x, part_Us)  # (N, threshold)
+        return -x + torch.einsum('bd, bdij -> bij', xTU, part_VTs)  # (N, 2d, L'), but should really be (N, 1, (2d*L'))
+
+    def matvec(part_Us, part_VTs, x):
+        # Compute (-I + UV^T)x
+        if part_Us.nelement() == 0:
+            return -x
+        VTx = torch.einsum('bdij, bij -> bd', part_VTs, x)  # (N, threshold)
+        return -x + torch.einsum('bijd, bd -> bij', part_Us, VTx)  # (N, 2d, L'), but should really be (N, (2d*L'), 1)
+
+    def broyden(f, x0, threshold, eps=1e-3, stop_mode="rel", ls=False, name="unknown"):
+        bsz, total_hsize, seq_len = x0.size()
+        g = lambda y: f(y) - y  # noqa: E731 (as solvers.py writes it)
+        dev = x0.device
+        alternative_mode = 'rel' if stop_mode == 'abs' else 'abs'
+
+        x_est = x0           # (bsz, 2d, L')
+        gx = g(x_est)        # (bsz, 2d, L')
+        nstep = 0
+        tnstep = 0
+
+        # For fast calculation of inv_jacobian (approximately)
+        Us = torch.zeros(bsz, total_hsize, seq_len, threshold).to(dev)
+        VTs = torch.zeros(bsz, threshold, total_hsize, seq_len).to(dev)
+        update = -matvec(Us[:, :, :, :nstep], VTs[:, :nstep], gx)  # Formally should be -torch.matmul(inv_jacobian (-I), gx)
+        prot_break = False
+
+        # To be used in protective breaks
+        protect_thres = (1e6 if stop_mode == "abs" else 1e3) * seq_len
+        new_objective = 1e8
+
+        trace_dict = {'abs': [], 'rel': []}
+        lowest_dict = {'abs': 1e8, 'rel': 1e8}
+        lowest_step_dict = {'abs': 0, 'rel': 0}
+        nstep, lowest_xest, lowest_gx = 0, x_est, gx
+
+        while nstep < threshold:
+            x_est, gx, delta_x, delta_gx, ite = line_search(update, x_est, gx, g, nstep=nstep, on=ls)
+            nstep += 1
+            tnstep += (ite + 1)
+            abs_diff = torch.norm(gx).item()
+            rel_diff = abs_diff / (1e-5 + torch.norm(gx + x_est).item())
+            diff_dict = {'abs': abs_diff, 'rel': rel_diff}
+            trace_dict['abs'].append(abs_diff)
+            trace_dict['rel'].append(rel_diff)
+            for mode in ['rel', 'abs']:
+                if diff_dict[mode] < lowest_dict[mode]:
+                    if mode == stop_mode:
+                        lowest_xest, lowest_gx = x_est.clone().detach(), gx.clone().detach()
+                    lowest_dict[mode] = diff_dict[mode]
+                    lowest_step_dict[mode] = nstep
+
+            new_objective = diff_dict[stop_mode]
+            if new_objective < eps:
+                break
+            if new_objective < 3 * eps and nstep > 30 and np.max(trace_dict[stop_mode][-30:]) / np.min(
+                    trace_dict[stop_mode][-30:]) < 1.3:
+                # if there's hardly been any progress in the last 30 steps
+                break
+            if new_objective > trace_dict[stop_mode][0] * protect_thres:
+                prot_break = True
+                break
+
+            part_Us, part_VTs = Us[:, :, :, :nstep - 1], VTs[:, :nstep - 1]
+            vT = rmatvec(part_Us, part_VTs, delta_x)
+            u = (delta_x - matvec(part_Us, part_VTs, delta_gx)) / torch.einsum('bij, bij -> b', vT, delta_gx)[:, None, None]
+            vT[vT != vT] = 0
+            u[u != u] = 0
+            VTs[:, nstep - 1] = vT
+            Us[:, :, :, nstep - 1] = u
+            update = -matvec(Us[:, :, :, :nstep], VTs[:, :nstep], gx)
+
+        del lowest_gx  # (solvers.py keeps it unused)
+        # Fill everything up to the threshold length
+        for _ in range(threshold + 1 - len(trace_dict[stop_mode])):
+            trace_dict[stop_mode].append(lowest_dict[stop_mode])
+            trace_dict[alternative_mode].append(lowest_dict[alternative_mode])
+
+        return {"result": lowest_xest,
+                "lowest": lowest_dict[stop_mode],
+                "nstep": lowest_step_dict[stop_mode],
+                "prot_break": prot_break,
+                "abs_trace": trace_dict['abs'],
+                "rel_trace": trace_dict['rel'],
+                "eps": eps,
+                "threshold": threshold}
+
+    return broyden
+
+
 def deq(torch, nn, F, tol=1e-2, max_iter=25, lam=1e-4, chan=4, inner=6):
     """The tutorial's model (``Conv2d``, ``BatchNorm2d``, ``DEQFixedPoint(ResNetLayer)``, ``BatchNorm2d``,
     ``AvgPool2d``, ``Flatten``, ``Linear``) for 8x8 one-channel images; ``lam`` is ``anderson``'s regularisation."""
@@ -106,14 +211,15 @@ def deq(torch, nn, F, tol=1e-2, max_iter=25, lam=1e-4, chan=4, inner=6):
                          nn.Linear(chan * 2 * 2, 10))
 
 
-def deq_jacobian_regularized(torch, nn, F, width=6, x_size=3, classes=2):
+def deq_jacobian_regularized(torch, nn, F, width=6, x_size=3, classes=2, solver="anderson"):
     """locuslab/deq's forward (``deq_models.py``, small): the fixed point without grad, one ``new_z1 = f(z1.requires
     _grad_(), x)``, the Jacobian regularizer ``jac_loss_estimate(new_z1, z1)`` (a Hutchinson estimate of
     ``||J||_F^2`` by ``autograd.grad(..., create_graph=True)``, its probe vector fed as ``noise`` for the
     ``torch.randn`` there), and the backward hook that first removes itself (``self.hook.remove()``) then solves
-    ``y = y J + grad`` with ``autograd.grad(new_z1, z1, y, retain_graph=True)``."""
+    ``y = y J + grad`` with ``autograd.grad(new_z1, z1, y, retain_graph=True)``; ``solver`` "anderson" (the
+    tutorial's) or "broyden" (the repository's)."""
     autograd = torch.autograd
-    anderson = anderson_solver(torch)
+    anderson, broyden = anderson_solver(torch), broyden_solver(torch)
 
     def jac_loss_estimate(f0, z0, noise, vecs=1, create_graph=True):
         result = 0
@@ -139,9 +245,15 @@ def deq_jacobian_regularized(torch, nn, F, width=6, x_size=3, classes=2):
             super().__init__()
             self.func, self.head, self.hook = Cell(), nn.Linear(width, classes), None
             self.f_thres, self.b_thres = 30, 30
+            self.nsteps = []  # broyden's steps to its lowest residual, each solve
 
         def solve(self, f, z0, threshold):
-            """anderson on ``(bsz, width)`` as the tutorial's solver takes images ``(bsz, width, 1, 1)``."""
+            """The solver on ``(bsz, width)`` states: broyden's ``(bsz, width, seq_len=1)``, anderson's images
+            ``(bsz, width, 1, 1)``."""
+            if solver == "broyden":
+                result = broyden(lambda z: f(z.view(-1, width)).view_as(z), z0.view(-1, width, 1), threshold, eps=1e-12)
+                self.nsteps.append(result["nstep"])
+                return result["result"].view(-1, width)
             z, _ = anderson(lambda z: f(z.view(-1, width)).view_as(z), z0.view(-1, width, 1, 1), tol=1e-12,
                             max_iter=threshold, lam=1e-10)
             return z.view(-1, width)

@@ -14,7 +14,8 @@ outputs, first gradients, losses, the state after the steps):
   stops at a graph break there; plain ``kiln.compile`` says so in a warning, runs eagerly, and its hook-made gradients
   are the eager ones. locuslab/deq's variant: a backward hook that removes itself (``self.hook.remove()``) and the
   Jacobian regularizer ``jac_loss_estimate`` (``autograd.grad(f0, z0, v, create_graph=True)``, ``vJ.norm()**2``)
-  added to the loss.
+  added to the loss, solved by anderson and by the repository's ``broyden`` (``einsum('bij, bijd -> bd', ...)`` on
+  zero-width slices first, ``vT[vT != vT] = 0``, ``Us[:,:,:,nstep-1] = u``; the same step counts in both).
 - Neural processes (deepmind's NP notebook ported): deterministic encoder with the mean aggregator, the latent path
   ``Normal(mu, 0.1 + 0.9 * torch.sigmoid(log_sigma))``, ``posterior.rsample()`` (noise fed), the decoder's
   ``Normal(mu, 0.1 + 0.9 * F.softplus(log_sigma))``, the ELBO with ``kl_divergence(posterior, prior).sum(-1)``; the
@@ -173,10 +174,18 @@ def train_deq_jacobian_regularized(torch, nn, F, model, steps=3, jac_loss_weight
     return record
 
 
-def test_deq_with_jacobian_regularizer_and_self_removing_hook_trains_as_torch(float64_default):
-    ours, theirs = run_in_lockstep(deq_jacobian_regularized, train_deq_jacobian_regularized)
+@pytest.mark.parametrize("solver", ["anderson", "broyden"])
+def test_deq_with_jacobian_regularizer_and_self_removing_hook_trains_as_torch(float64_default, solver):
+    def build(torch, nn, F):
+        return deq_jacobian_regularized(torch, nn, F, solver=solver)
+
+    def train(torch, nn, F, model):
+        return {**train_deq_jacobian_regularized(torch, nn, F, model), "broyden steps": list(model.nsteps)}
+
+    ours, theirs = run_in_lockstep(build, train)
     assert_same_records(ours, theirs)
     assert min(theirs["jacobian losses"]) > 1e-3
+    assert solver == "anderson" or min(theirs["broyden steps"]) > 3
 
 
 def test_deq_under_kiln_compile(float64_default):
