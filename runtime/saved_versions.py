@@ -192,8 +192,7 @@ def _check(value: Value, reader: Value | None) -> None:
             raise _modified(value, None, updates(parameter), read_at, _parameter_hint(base))
         overwrite = OVERWRITTEN.get(base)
         if overwrite is not None and (reader is None or reader not in overwrite.written):
-            producer = value.producer if reader is None or value.producer is None else \
-                _current_producer(overwrite.holder()) or value.producer
+            producer = value.producer if reader is None else _grad_fn_maker(overwrite.holder(), value)
             raise _modified(value, producer, overwrite.counter.version, overwrite.version)
 
 
@@ -215,6 +214,15 @@ def _parameter_hint(leaf: Value) -> str:
 def _current_producer(holder: object) -> Op | None:
     value = getattr(holder, "__dict__", {}).get("_value")
     return None if value is None else value.producer
+
+
+def _grad_fn_maker(holder: Any, saved: Value) -> Op | None:
+    """The op PyTorch names for a saved operand since overwritten: its tensor's current ``grad_fn``, which it has only
+    while it requires grad (``x += y`` with ``y`` requiring grad: Add; ``h.add_(1)`` of an ``h`` that does not: none);
+    the saved value's maker where the tensor is gone."""
+    if holder is None:
+        return saved.producer
+    return _current_producer(holder) if getattr(holder, "requires_grad", False) else None
 
 
 _TORCH_TYPES = {"f32": "Float", "f64": "Double", "f16": "Half", "bf16": "BFloat16", "i64": "Long", "i32": "Int",
