@@ -359,8 +359,10 @@ class InPlaceMethods:
     __iadd__, __isub__, __imul__, __itruediv__ = add_, sub_, mul_, div_
 
     def __setitem__(self, index: Any, value: Any) -> None:
+        from kiln.frontend.index_put_dtype_checks import check_index_assignment_source
         from kiln.frontend.tensor_setitem import assigned
 
+        check_index_assignment_source(self, index, value)  # an advanced index casts nothing, as torch's index_put_
         in_place(self, "index assignment", lambda x: assigned(x, index, value))  # a parameter's array eagerly
 
 

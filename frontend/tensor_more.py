@@ -37,6 +37,7 @@ import numpy as np
 from kiln.compiler.ir.types import DType
 from kiln.frontend import tensor_more_special as special
 from kiln.frontend.functional_half import computes_in_opmath, in_opmath
+from kiln.frontend.index_put_dtype_checks import check_index_put_source
 from kiln.frontend.tensor_extras import (_constant, _cut, _float_pair, _in_place_form, _is_tensor, _static_shape, _vector_index,
                                          _where)
 from kiln.frontend.tensor_inplace import in_place
@@ -92,6 +93,7 @@ class MoreMethods:
         """``self[indices] = values`` (``+=`` with ``accumulate``) for a tuple of integer index tensors (broadcast
         together, indexing the leading dims), or one bool mask."""
         indices = tuple(indices)
+        check_index_put_source(self, indices, values, accumulate)  # another dtype: torch's RuntimeError
         if len(indices) == 1 and _is_tensor(indices[0]) and indices[0].dtype is DType.bool and not accumulate:
             result = self.clone()
             result[indices[0]] = values
