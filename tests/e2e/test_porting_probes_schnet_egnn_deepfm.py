@@ -27,7 +27,8 @@ in float64, eagerly and with the whole step (zero_grad, forward, loss, backward,
   FM (a ``ModuleList`` of embeddings), inner and outer product networks (``x[:, row] * x[:, col]``), xDeepFM's CIN
   (``Conv1d``, ``torch.split``) and the attentional FM.
 - SchNet's inference through ``kiln.compile(model, fullgraph=True)`` with the radius graph inside: specialized on the
-  positions' values and guarded, so other positions give torch's energies.
+  positions' values and guarded, so other positions give torch's energies; MD inference of energies and forces (an
+  ``autograd.grad`` inside) compiled; the two-tower recall@k compiled.
 - Two-tower retrieval: L2-normalized towers (``F.normalize(dim=-1)``), in-batch negatives with the logQ correction
   (``q @ c.T / temperature - torch.log(item_freq[item_ids])``, ``labels = torch.arange(B)``, ``F.cross_entropy``), and
   recall@k under ``@torch.no_grad()`` (``torch.topk``, ``(topk == target[:, None]).any(1).float().mean()``).
@@ -172,6 +173,34 @@ def test_schnet_compiled_inference_with_the_radius_graph_inside(float64_default)
         with torch.no_grad():
             theirs = twin(torch.tensor(ATOMS), torch.tensor(positions), torch.tensor(MOLECULE))
         np.testing.assert_allclose(array(ours), array(theirs), rtol=1e-10, atol=1e-12)
+
+
+def energy_and_forces(torch, model):
+    """MD inference (ASE calculators, ``schnetpack``): the energy and ``-dE/dpos`` by ``torch.autograd.grad``."""
+
+    def predict(z, pos, batch, edge_index):
+        pos = pos.clone().requires_grad_(True)
+        energy = model(z, pos, batch, edge_index, 2)
+        forces = -torch.autograd.grad(energy.sum(), pos)[0]
+        return energy.detach(), forces
+
+    return predict
+
+
+def test_schnet_energy_and_forces_compiled_as_torch(float64_default):
+    """The force prediction (an ``autograd.grad`` inside) through ``kiln.compile(fullgraph=True)``: torch's eager
+    energies and forces."""
+    kiln.manual_seed(0)
+    model = schnet(*libraries("kiln"), cutoff=CUTOFF)
+    torch, nn, F = libraries("torch")
+    twin = schnet(torch, nn, F, cutoff=CUTOFF)
+    twin.load_state_dict({key: torch.tensor(value) for key, value in snapshot(model).items()})
+    edge_index = array(model.radius_graph(kiln.tensor(POSITIONS), CUTOFF, kiln.tensor(MOLECULE)))
+    inputs = (ATOMS, POSITIONS, MOLECULE, edge_index)
+    ours = kiln.compile(energy_and_forces(kiln, model), fullgraph=True)(*map(kiln.tensor, inputs))
+    theirs = energy_and_forces(torch, twin)(*map(torch.tensor, inputs))
+    for mine, reference in zip(ours, theirs):
+        np.testing.assert_allclose(array(mine), array(reference), rtol=1e-10, atol=1e-12)
 
 
 # EGNN ------------------------------------------------------------------------------------------------------------------
@@ -401,3 +430,15 @@ def test_two_tower_trains_as_torch(compiled, float64_default):
     ours, theirs = run_in_lockstep(build, train_two_tower(compiled))
     assert_same_records(ours, theirs)
     assert 0 < ours["recall@3"] <= 1 and theirs["losses"][-1] < theirs["losses"][0]
+
+
+def test_two_tower_recall_compiled():
+    """``recall_at_k`` (under ``@torch.no_grad()``: ``topk``, ``==`` broadcast, ``any``, ``float().mean()``) through
+    ``kiln.compile(fullgraph=True)``: the eager value."""
+    kiln.manual_seed(0)
+    model = two_tower(*libraries("kiln"), USERS, ITEMS)
+    users, items = kiln.tensor(USER_IDS), kiln.tensor(ITEM_IDS)
+    for k in (3, ITEMS):
+        compiled = kiln.compile(model.recall_at_k, fullgraph=True)(users, items, k)
+        assert compiled.item() == model.recall_at_k(users, items, k).item()
+    assert compiled.item() == 1.0  # every item is in the top ITEMS
