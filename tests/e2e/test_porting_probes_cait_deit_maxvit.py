@@ -60,8 +60,8 @@ from e2e.probe_lockstep import array, assert_same_records, gradients, run_in_loc
 from e2e.pvt_mixer_maxvit_program import (PVT_IMAGE, conv_mixer, gmlp, grid_partition, grid_reverse, maxvit, pvt,
                                           resmlp, window_partition, window_reverse)
 from e2e.vit_variants_program import (BATCH, CHANNELS, CLASSES, IMAGE, cait, conv_teacher, deit_distilled,
-                                      distillation_loss, soft_target_cross_entropy, timm_cosine_scheduler, timm_layers,
-                                      timm_mixup)
+                                      distillation_loss, param_groups_weight_decay, soft_target_cross_entropy,
+                                      timm_cosine_scheduler, timm_layers, timm_mixup)
 from kiln.frontend.host_random_draws import HostRandomDrawError
 from oracles import libraries, require
 
@@ -83,7 +83,8 @@ def cross_entropy_loss(torch, nn, F, model, x, y):
 
 def train_classifier(loss_of=cross_entropy_loss, steps=3, compiled=False, dtype=np.float64, max_norm=0.05,
                      prepare=None, image=IMAGE):
-    """timm's ``train_one_epoch``: AdamW (weight decay 0.05), ``CosineLRScheduler.step_update`` after each update,
+    """timm's ``train_one_epoch``: AdamW (weight decay 0.05 but on 1-D parameters, biases and ``no_weight_decay()``'s:
+    timm's ``param_groups_weight_decay``), ``CosineLRScheduler.step_update`` after each update,
     ``clip_grad_norm_`` (max_norm small enough to clip); with ``compiled`` kiln's whole step is one
     ``kiln.compile(fullgraph=True)`` graph. ``prepare(torch, x, y)`` (DeiT's Mixup) runs eagerly before each step, as
     timm's loop calls ``mixup_fn`` before the model."""
@@ -91,7 +92,8 @@ def train_classifier(loss_of=cross_entropy_loss, steps=3, compiled=False, dtype=
 
     def train(torch, nn, F, model):
         np.random.seed(0)  # timm's rand_bbox draws from np.random
-        optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.05)
+        skip = model.no_weight_decay() if hasattr(model, 'no_weight_decay') else ()
+        optimizer = torch.optim.AdamW(param_groups_weight_decay(model, 0.05, skip), lr=2e-3)
         scheduler = timm_cosine_scheduler(optimizer, t_initial=steps)
         drop_paths = [m for m in model.modules() if type(m).__name__ == "DropPath"]
         record = {"losses": [], "lrs": []}
@@ -116,7 +118,7 @@ def train_classifier(loss_of=cross_entropy_loss, steps=3, compiled=False, dtype=
                 images, targets = prepare(torch, images, targets)
             record["losses"].append(run(images, targets, torch.tensor(masks[i])).item())
             scheduler.step_update(num_updates=i + 1)
-            record["lrs"].append(optimizer.param_groups[0]["lr"])
+            record["lrs"].append([group["lr"] for group in optimizer.param_groups])
         model.eval()
         with torch.no_grad():
             record["eval_output"] = array(model(torch.tensor(x[0])))
@@ -134,7 +136,7 @@ IMAGES = {"pvt": PVT_IMAGE}
 def test_trains_eagerly_as_torch(float64_default, name):
     ours, theirs = run_in_lockstep(MODELS[name], train_classifier(image=IMAGES.get(name, IMAGE)))
     assert_same_records(ours, theirs)
-    assert np.isfinite(theirs["losses"]).all() and theirs["lrs"][0] > theirs["lrs"][-1]
+    assert np.isfinite(theirs["losses"]).all() and theirs["lrs"][0][1] > theirs["lrs"][-1][1]
 
 
 @pytest.mark.parametrize("name", list(MODELS))

@@ -206,6 +206,10 @@ def cait(torch, nn, F, embed_dim=16, depth=2, depth_token_only=1, num_heads=4, i
             nn.init.trunc_normal_(self.cls_token, std=.02)
             self.apply(init_vit_weights(nn))
 
+        @torch.jit.ignore
+        def no_weight_decay(self):
+            return {'pos_embed', 'cls_token'}
+
         def forward_features(self, x):
             x = self.patch_embed(x)
             x = x + self.pos_embed
@@ -284,6 +288,10 @@ def deit_distilled(torch, nn, F, embed_dim=16, depth=2, num_heads=2):
 
         def _init_weights(self, m):
             init_vit_weights(nn)(m)
+
+        @torch.jit.ignore
+        def no_weight_decay(self):
+            return {'pos_embed', 'cls_token', 'dist_token'}
 
     class DistilledVisionTransformer(VisionTransformer):
         def __init__(self, *args, **kwargs):
@@ -477,6 +485,23 @@ def timm_mixup(torch):
             return x, target
 
     return Mixup()
+
+
+def param_groups_weight_decay(model, weight_decay=1e-5, no_weight_decay_list=()):
+    """timm ``optim/_param_groups.py``: no decay for 1-D parameters, biases and the model's ``no_weight_decay()``."""
+    no_weight_decay_list = set(no_weight_decay_list)
+    decay = []
+    no_decay = []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        if param.ndim <= 1 or name.endswith(".bias") or name in no_weight_decay_list:
+            no_decay.append(param)
+        else:
+            decay.append(param)
+    return [
+        {'params': no_decay, 'weight_decay': 0.},
+        {'params': decay, 'weight_decay': weight_decay}]
 
 
 def timm_cosine_scheduler(optimizer, t_initial, lr_min=1e-5, warmup_t=1, warmup_lr_init=1e-4):
