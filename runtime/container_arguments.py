@@ -11,8 +11,8 @@ A cache kept in the closure (``cache = {}``), a global, or a module's attribute 
 same. ``check_stores`` compares each such container (nested dicts and lists too) with what it held before the trace:
 where the function stored a tensor it computed into one, every container gets its contents back and the trace fails with a ``KilnError``
 naming the container and the slot, so the call runs eagerly (warned; ``fullgraph=True`` raises it), as correct as
-PyTorch's eager run. Not seen: containers held as an attribute of a plain object the closure holds, and module
-attributes whose names start with ``_``.
+PyTorch's eager run. The containers a plain object holds as attributes (an argument, a closure's or a global: a kv
+cache object's lists) are checked too. Not seen: module attributes whose names start with ``_``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator
 
 from kiln.compiler.errors import KilnError
 from kiln.runtime.attribute_writes import holds_traced_tensor
-from kiln.runtime.reachable_objects import reachable_objects
+from kiln.runtime.reachable_objects import is_plain_object, reachable_objects
 
 Snapshot = list[tuple[Any, Any]]
 """``(container, its slots before the trace)`` for each dict or list reachable from one argument."""
@@ -68,13 +68,13 @@ def checking_reachable_stores(traced: Callable[..., Any], fn: Any) -> Callable[.
 
 
 def reachable_containers(fn: Any) -> list[tuple[str, str, Any]]:
-    """``(name, what holds it, container)`` for each dict or list ``fn`` reaches (``runtime/reachable_objects.py``:
+    """``(name, what holds it, container)`` for each dict, list or plain object ``fn`` reaches (``runtime/reachable_objects.py``:
     its closure's, the globals it names, those of the functions it holds), and among the public attributes of the
     modules it is, is bound to, closes over or names (their submodules too)."""
     from kiln.frontend.module import Module  # lazily: the runtime builds on the frontend
 
     reached = reachable_objects(fn)
-    found = [(name, what, value) for name, what, value in reached if isinstance(value, (dict, list))]
+    found = [(name, what, value) for name, what, value in reached if isinstance(value, (dict, list)) or is_plain_object(value)]
     modules = [value for _, _, value in reached if isinstance(value, Module)]
     for module in {id(m): m for root in modules for m in root.modules()}.values():
         found += [(f"{type(module).__name__}.{name}", "the module attribute", value)
@@ -83,12 +83,19 @@ def reachable_containers(fn: Any) -> list[tuple[str, str, Any]]:
 
 
 def _containers(value: Any, seen: set[int]) -> Iterator[Any]:
-    if not isinstance(value, (dict, list)) or id(value) in seen:
+    """The dicts and lists in ``value``, itself and nested ones, also those a plain object among them holds as
+    attributes (a kv cache object's ``self.key_cache = []``, as Hugging Face's ``DynamicCache``)."""
+    if id(value) in seen:
         return
-    seen.add(id(value))
-    yield value
-    for item in (value.values() if isinstance(value, dict) else value):
-        yield from _containers(item, seen)
+    if isinstance(value, (dict, list)):
+        seen.add(id(value))
+        yield value
+        for item in (value.values() if isinstance(value, dict) else value):
+            yield from _containers(item, seen)
+    elif is_plain_object(value):
+        seen.add(id(value))
+        for item in list(vars(value).values()):
+            yield from _containers(item, seen)
 
 
 def _changed_slots(container: Any, slots: Any) -> Iterator[Any]:

@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import types
 from typing import Any, Callable, Iterator
 
 from kiln.frontend.trace import MISSING, TraceContext
 from kiln.runtime.attribute_writes import UNGUARDED, holds_traced_tensor, is_traced_tensor, same_value
-from kiln.runtime.reachable_objects import is_users, reachable_objects
+from kiln.runtime.reachable_objects import is_plain_object, reachable_objects
 
 _READ_FIRST: dict[int, set[str]] = {}
 """While a trace runs: ``id`` of a watched object -> the attributes read before the trace wrote them."""
@@ -55,18 +54,7 @@ def watching_plain_owner(traced: Callable[..., Any], fn: Any) -> Callable[..., A
 def plain_owners(fn: Any, depth: int = 3) -> list[Any]:
     """The plain Python objects ``fn`` reaches (``runtime/reachable_objects.py``): a bound method's object and those
     its closure and the globals it names hold, ``depth`` functions deep."""
-    return [item for _, _, item in reachable_objects(fn, depth) if _plain(item)]
-
-
-def _plain(item: Any) -> bool:
-    """An instance of a user's class: it has a ``__dict__`` and is no Module, tensor, class, Python module or callable,
-    nor an object of kiln's (an optimizer: its state is captured otherwise), NumPy's, torch's or Python's own."""
-    from kiln.frontend.module import Module
-    from kiln.frontend.tensor import Tensor
-
-    if isinstance(item, (Module, Tensor, type, types.ModuleType)) or callable(item) or not hasattr(item, "__dict__"):
-        return False
-    return is_users(item)
+    return [item for _, _, item in reachable_objects(fn, depth) if is_plain_object(item)]
 
 
 @contextlib.contextmanager

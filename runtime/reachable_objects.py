@@ -38,6 +38,17 @@ def is_users(item: Any) -> bool:
     return not _library((module or "builtins").split(".")[0])
 
 
+def is_plain_object(item: Any) -> bool:
+    """An instance of a user's class: it has a ``__dict__`` and is no Module, tensor, class, Python module or callable,
+    nor an object of kiln's (an optimizer: its state is captured otherwise), NumPy's, torch's or Python's own."""
+    from kiln.frontend.module import Module  # lazily: the runtime builds on the frontend
+    from kiln.frontend.tensor import Tensor
+
+    if isinstance(item, (Module, Tensor, type, types.ModuleType)) or callable(item) or not hasattr(item, "__dict__"):
+        return False
+    return is_users(item)
+
+
 @functools.lru_cache(maxsize=None)
 def _library(package: str) -> bool:
     """Whether the top-level ``package`` is kiln, NumPy, torch or the standard library's (not a user's module that
@@ -80,4 +91,4 @@ def _held_by_function(function: types.FunctionType) -> Iterator[Reached]:
     yield "__wrapped__", "the wrapped function", getattr(function, "__wrapped__", None)
 
 
-__all__ = ["Reached", "is_users", "reachable_objects"]
+__all__ = ["Reached", "is_plain_object", "is_users", "reachable_objects"]

@@ -182,3 +182,45 @@ def test_stores_by_a_helper_into_a_global_or_its_own_closure_run_eagerly():
             assert [float(compiled(kiln.ones(2) * k)) for k in (1, 2)] == [float(step(kiln.ones(2) * k)) for k in (1, 2)]
         assert not any(type(value).__name__ == "Value" for value in cache.values())
         assert all(value.tolist() in ([4.0, 4.0], [3.0, 3.0]) for value in cache.values())
+
+
+class _LayerCache:
+    """A kv cache object as Hugging Face's ``DynamicCache`` keeps one: lists on a plain object, grown per step."""
+
+    def __init__(self):
+        self.key_cache = []
+
+    def update(self, key, layer):
+        if len(self.key_cache) <= layer:
+            self.key_cache.append(key)
+        else:
+            self.key_cache[layer] = kiln.cat([self.key_cache[layer], key], dim=-2)
+        return self.key_cache[layer]
+
+
+def test_stores_into_a_cache_objects_lists_run_eagerly_as_the_eager_decode():
+    """The cache object given as an argument (or held by the closure) had its list filled with the trace's tensor:
+    the next call failed on a tensor with no values. Its containers are checked as a dict argument's now."""
+    project = kiln.nn.Linear(2, 2).double()
+    held = _LayerCache()
+
+    def given(x, cache):
+        return cache.update(project(x), 0).sum()
+
+    def closed(x):
+        return held.update(project(x), 0).sum()
+
+    for step, cache_of in ((given, lambda: _LayerCache()), (closed, lambda: held)):
+        compiled, eager_cache = kiln.compile(step), _LayerCache()
+        cache = cache_of()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for k in range(3):
+                x = kiln.ones(1, 2, dtype=kiln.float64) * k
+                ours = compiled(x, cache) if step is given else compiled(x)
+                expected = float(eager_cache.update(project(x), 0).sum())
+                assert float(ours) == pytest.approx(expected, rel=1e-12)
+        assert any("stores into" in str(w.message) for w in caught)
+        assert [tuple(key.shape) for key in cache.key_cache] == [(3, 2)]
+    with pytest.raises(KilnError, match="stores into its argument 'cache'"):
+        kiln.compile(given, fullgraph=True)(kiln.ones(1, 2, dtype=kiln.float64), _LayerCache())
