@@ -160,11 +160,27 @@ def xavier_normal_(tensor, gain: float = 1.0):
     return normal_(tensor, 0.0, gain * math.sqrt(2.0 / (fan_in + fan_out)))
 
 
-def _kaiming_std(shape: tuple[int, ...], a: float, mode: str, nonlinearity: str) -> float:
-    if mode not in ("fan_in", "fan_out"):
+def correct_fan(shape: tuple[int, ...], mode: str) -> int:
+    """The fan ``mode`` names (``"fan_in"`` or ``"fan_out"``, any case, as torch's) of a weight of ``shape``."""
+    if not isinstance(mode, str) or mode.lower() not in ("fan_in", "fan_out"):
         raise ValueError(f"mode must be 'fan_in' or 'fan_out', got {mode!r}")
-    fan = fan_in_and_fan_out(shape)[0 if mode == "fan_in" else 1]
-    return calculate_gain(nonlinearity, a) / math.sqrt(fan)
+    return fan_in_and_fan_out(shape)[0 if mode.lower() == "fan_in" else 1]
+
+
+def _calculate_fan_in_and_fan_out(tensor) -> tuple[int, int]:
+    """torch.nn.init's private ``_calculate_fan_in_and_fan_out(tensor)``, which reference code calls: a custom
+    layer's ``reset_parameters`` copied from ``nn.Linear`` (``bound = 1 / math.sqrt(fan_in)``), siren's
+    ``hyper_bias_init``, timm's ``variance_scaling_``."""
+    return fan_in_and_fan_out(_shape(tensor))
+
+
+def _calculate_correct_fan(tensor, mode: str) -> int:
+    """torch.nn.init's private ``_calculate_correct_fan(tensor, mode)``: the fan a kaiming initialiser scales by."""
+    return correct_fan(_shape(tensor), mode)
+
+
+def _kaiming_std(shape: tuple[int, ...], a: float, mode: str, nonlinearity: str) -> float:
+    return calculate_gain(nonlinearity, a) / math.sqrt(correct_fan(shape, mode))
 
 
 def kaiming_uniform_(tensor, a: float = 0.0, mode: str = "fan_in", nonlinearity: str = "leaky_relu"):

@@ -1,11 +1,14 @@
 """``kiln.nn.init`` (``torch.nn.init``): initialise a Parameter in place, drawing from kiln's generator
 (``kiln.manual_seed``), e.g. ``model.apply(lambda m: isinstance(m, nn.Linear) and nn.init.xavier_uniform_(m.weight))``.
-The names without the underscore are torch's deprecated aliases (a ``FutureWarning``, then the same write)."""
+The names without the underscore are torch's deprecated aliases (a ``FutureWarning``, then the same write);
+torch's private ``_calculate_fan_in_and_fan_out`` and ``_calculate_correct_fan`` are here too, as reference code calls
+them (not in ``__all__``, as in torch)."""
 
 from kiln.frontend.init import (
     calculate_gain, constant_, eye_, kaiming_normal_, kaiming_uniform_, normal_, ones_, orthogonal_, trunc_normal_, uniform_,
     xavier_normal_, xavier_uniform_, zeros_,
 )
+from kiln.frontend.init import _calculate_correct_fan, _calculate_fan_in_and_fan_out  # noqa: F401 (private, as torch's)
 from kiln.frontend.init_deprecated import deprecated_init
 
 uniform = deprecated_init(uniform_)

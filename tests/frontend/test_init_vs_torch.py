@@ -95,3 +95,27 @@ def test_initialising_a_model_through_apply_is_what_trains():
     model.apply(initialise)
     predict = kiln.compile(model.eval())
     np.testing.assert_allclose(predict(np.ones((3, 4), np.float32)), np.full((3, 2), 0.5), rtol=1e-6)
+
+
+def test_torchs_private_fan_helpers_that_reference_code_calls():
+    """``nn.init._calculate_fan_in_and_fan_out(weight)`` (a custom layer's ``reset_parameters`` copied from
+    ``nn.Linear``, siren's ``hyper_bias_init``) and ``_calculate_correct_fan(weight, mode)``, on Parameters and
+    tensors, as torch's; fewer than 2 dims and an unknown mode refused with torch's ValueError; a mode in capitals
+    accepted by the kaiming initialisers, as torch's."""
+    torch = require("torch")
+    for shape in SHAPES:
+        expected = torch.nn.init._calculate_fan_in_and_fan_out(torch.empty(shape))
+        assert nn.init._calculate_fan_in_and_fan_out(nn.Parameter(np.zeros(shape, np.float32))) == expected
+        assert nn.init._calculate_fan_in_and_fan_out(kiln.zeros(*shape)) == expected
+        for mode in ("fan_in", "fan_out", "FAN_OUT"):
+            assert nn.init._calculate_correct_fan(kiln.zeros(*shape), mode) == torch.nn.init._calculate_correct_fan(
+                torch.empty(shape), mode)
+    for module in (nn.init, torch.nn.init):
+        zeros = kiln.zeros if module is nn.init else torch.zeros
+        with pytest.raises(ValueError):
+            module._calculate_fan_in_and_fan_out(zeros(5))
+        with pytest.raises(ValueError):
+            module._calculate_correct_fan(zeros(3, 4), "fan_avg")
+    weight = nn.Parameter(np.zeros((64, 32), np.float32))
+    nn.init.kaiming_uniform_(weight, mode="FAN_IN", nonlinearity="relu")
+    assert 0.9 * math.sqrt(6 / 32) < np.abs(weight.data).max() <= math.sqrt(6 / 32)
