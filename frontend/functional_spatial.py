@@ -200,8 +200,10 @@ def glu(input: Tensor, dim: int = -1) -> Tensor:
 
 @honors_inplace
 def hardsigmoid(input: Tensor, inplace: bool = False) -> Tensor:
-    """``relu6(x + 3) / 6``: 0 up to -3, 1 from 3 on; slope 0 at both kinks, as PyTorch."""
-    return apply("tensor.where", input <= -3.0, 0.0, apply("tensor.where", input >= 3.0, 1.0, (input + 3.0) / 6.0))
+    """``relu6(x + 3) / 6``: 0 up to -3, 1 from 3 on; slope 0 at both kinks, as PyTorch (a half input in float32,
+    rounded once, as torch's kernel)."""
+    return in_opmath(lambda x: apply("tensor.where", x <= -3.0, 0.0, apply("tensor.where", x >= 3.0, 1.0, (x + 3.0) / 6.0)),
+                     input)
 
 
 # Channel dropout -------------------------------------------------------------------------------------------------------
