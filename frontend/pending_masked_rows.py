@@ -59,6 +59,12 @@ class PendingMaskedRows(Tensor):
             self._rows = self._specialized_rows()
         return self._rows
 
+    @property
+    def dtype(self) -> Any:
+        """The rows' dtype, their source's: known without making them (``index_put``'s dtype check reads it before
+        ``a[mask] = b[mask]`` becomes one ``where``, also under a mask that cannot be specialized)."""
+        return self.source.type.dtype
+
     def _specialized_rows(self) -> Value:
         from kiln.frontend.eager_data_dependent import masked_rows
         from kiln.frontend.tensor_value_dependent import known_mask  # lazily: both build on the Tensor

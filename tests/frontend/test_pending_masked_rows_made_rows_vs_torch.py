@@ -79,3 +79,34 @@ def test_rows_under_input_masks_broadcast_or_combine_as_torch(float64_default):
     with pytest.raises(RuntimeError, match="count_broadcast") as ours:
         kiln.compile(count_broadcast, fullgraph=True)(kiln.tensor(x), kiln.tensor(y))
     assert str(theirs.value) in str(ours.value)
+
+
+def intersection_of_boxes(torch, boxes1, boxes2, scale):
+    """torchvision's ``_loss_inter_union`` (GIoU loss) on boxes a trained ``scale`` moves: its mask depends on the
+    weight, so kiln cannot specialize it, and the write under it must stay one ``where``."""
+    x1, y1, x2, y2 = (boxes1 * scale).unbind(dim=-1)
+    x1g, y1g, x2g, y2g = boxes2.unbind(dim=-1)
+    xkis1, ykis1 = torch.max(x1, x1g), torch.max(y1, y1g)
+    xkis2, ykis2 = torch.min(x2, x2g), torch.min(y2, y2g)
+    intsctk = torch.zeros_like(x1)
+    mask = (ykis2 > ykis1) & (xkis2 > xkis1)
+    intsctk[mask] = (xkis2[mask] - xkis1[mask]) * (ykis2[mask] - ykis1[mask])
+    return intsctk.sum()
+
+
+def test_rows_written_back_under_a_weight_made_mask_as_torch(float64_default):
+    """``index_put``'s dtype check (4f7d7a6) read the pending rows' ``dtype`` through their values, which made them:
+    under a mask made from a trained weight that raised the data-dependent-shape error (the compiled FCOS step's GIoU
+    loss). The rows' dtype is their source's."""
+    boxes1 = np.array([[0.0, 0.0, 2.0, 2.0], [1.0, 1.0, 3.0, 4.0], [5.0, 5.0, 6.0, 6.0]])
+    boxes2 = np.array([[1.0, 1.0, 3.0, 3.0], [0.0, 0.0, 2.0, 2.0], [0.0, 0.0, 1.0, 1.0]])
+    results = {}
+    for name in ("kiln", "torch"):
+        torch = libraries(name)[0]
+        scale = torch.nn.Parameter(torch.tensor(1.25))
+        function = lambda *boxes: intersection_of_boxes(torch, *boxes, scale)  # noqa: E731
+        run = kiln.compile(function, fullgraph=True) if torch is kiln else function
+        loss = run(torch.tensor(boxes1), torch.tensor(boxes2))
+        loss.backward()
+        results[name] = (loss.item(), scale.grad.item())
+    np.testing.assert_allclose(results["kiln"], results["torch"], rtol=1e-12)
