@@ -1,12 +1,14 @@
 """ikostrikov/pytorch-a2c-ppo-acktr-gail's A2C as it writes it (``torch`` is torch or kiln): ``storage.py``,
 ``distributions.py``, ``utils.py``'s ``AddBias`` and ``init``, ``model.py``'s ``Policy``, ``NNBase`` (the GRU with
 ``_forward_gru``'s mask splitting) and ``MLPBase``,
-``algo/a2c_acktr.py`` and ``main.py``'s loop, with a deterministic NumPy vectorised environment, for
+``algo/a2c_acktr.py``, ``algo/ppo.py`` (minibatches from ``feed_forward_generator``'s ``BatchSampler``),
+``utils.update_linear_schedule`` and ``main.py``'s loop, with a deterministic NumPy vectorised environment, for
 ``test_porting_probes_rainbow_a2c_vtrace.py``."""
 
 from __future__ import annotations
 
 import collections
+import importlib
 
 import numpy as np
 
@@ -18,7 +20,8 @@ from e2e.probe_lockstep import array
 class A2CArgs:
     num_steps, num_processes, gamma, gae_lambda, use_gae, use_proper_time_limits = 5, 2, 0.99, 0.95, True, True
     lr, eps, alpha, value_loss_coef, entropy_coef, max_grad_norm, hidden_size = 7e-3, 1e-5, 0.99, 0.5, 0.01, 0.5, 8
-    recurrent_policy = False
+    recurrent_policy, algo, use_linear_lr_decay = False, 'a2c', False
+    clip_param, ppo_epoch, num_mini_batch = 0.2, 2, 2
 
 
 class Discrete:
@@ -64,6 +67,9 @@ class SyntheticVecEnv:
 def a2c_program(torch, nn, F, draws):
     """The pieces of storage.py, distributions.py, utils.py, model.py and algo/a2c_acktr.py, as a namespace."""
 
+    sampler_module = importlib.import_module(torch.__name__ + ".utils.data.sampler")  # from torch.utils.data.sampler import
+    BatchSampler, SubsetRandomSampler = sampler_module.BatchSampler, sampler_module.SubsetRandomSampler
+
     def _flatten_helper(T, N, _tensor):
         return _tensor.view(T * N, *_tensor.size()[2:])
 
@@ -105,6 +111,37 @@ def a2c_program(torch, nn, F, draws):
             self.recurrent_hidden_states[0].copy_(self.recurrent_hidden_states[-1])
             self.masks[0].copy_(self.masks[-1])
             self.bad_masks[0].copy_(self.bad_masks[-1])
+
+        def feed_forward_generator(self, advantages, num_mini_batch=None, mini_batch_size=None):
+            num_steps, num_processes = self.rewards.size()[0:2]
+            batch_size = num_processes * num_steps
+            if mini_batch_size is None:
+                assert batch_size >= num_mini_batch, (
+                    "PPO requires the number of processes ({}) "
+                    "* number of steps ({}) = {} "
+                    "to be greater than or equal to the number of PPO mini batches ({})."
+                    "".format(num_processes, num_steps, num_processes * num_steps, num_mini_batch))
+                mini_batch_size = batch_size // num_mini_batch
+            sampler = BatchSampler(
+                SubsetRandomSampler(range(batch_size)),
+                mini_batch_size,
+                drop_last=True)
+            # kiln's run draws the minibatches, torch's replays them (its generator orders them otherwise)
+            for indices in draws.draw(torch, lambda: torch.tensor(list(sampler))).tolist():
+                obs_batch = self.obs[:-1].view(-1, *self.obs.size()[2:])[indices]
+                recurrent_hidden_states_batch = self.recurrent_hidden_states[:-1].view(
+                    -1, self.recurrent_hidden_states.size(-1))[indices]
+                actions_batch = self.actions.view(-1, self.actions.size(-1))[indices]
+                value_preds_batch = self.value_preds[:-1].view(-1, 1)[indices]
+                return_batch = self.returns[:-1].view(-1, 1)[indices]
+                masks_batch = self.masks[:-1].view(-1, 1)[indices]
+                old_action_log_probs_batch = self.action_log_probs.view(-1, 1)[indices]
+                if advantages is None:
+                    adv_targ = None
+                else:
+                    adv_targ = advantages.view(-1, 1)[indices]
+                yield obs_batch, recurrent_hidden_states_batch, actions_batch, \
+                    value_preds_batch, return_batch, masks_batch, old_action_log_probs_batch, adv_targ
 
         def compute_returns(self, next_value, use_gae, gamma, gae_lambda, use_proper_time_limits=True):
             if use_proper_time_limits:
@@ -378,16 +415,84 @@ def a2c_program(torch, nn, F, draws):
             value_loss, action_loss, dist_entropy = (update_step or self.update_step)(rollouts)
             return value_loss.item(), action_loss.item(), dist_entropy.item()
 
-    return collections.namedtuple("A2C", "RolloutStorage Policy A2C_ACKTR flatten_helper")(
-        RolloutStorage, Policy, A2C_ACKTR, _flatten_helper)
+    class PPO():
+        def __init__(self, actor_critic, clip_param, ppo_epoch, num_mini_batch, value_loss_coef, entropy_coef,
+                     lr=None, eps=None, max_grad_norm=None, use_clipped_value_loss=True):
+            self.actor_critic = actor_critic
+            self.clip_param = clip_param
+            self.ppo_epoch = ppo_epoch
+            self.num_mini_batch = num_mini_batch
+            self.value_loss_coef = value_loss_coef
+            self.entropy_coef = entropy_coef
+            self.max_grad_norm = max_grad_norm
+            self.use_clipped_value_loss = use_clipped_value_loss
+            self.optimizer = torch.optim.Adam(actor_critic.parameters(), lr=lr, eps=eps)
+
+        def update_minibatch(self, obs_batch, recurrent_hidden_states_batch, actions_batch, value_preds_batch,
+                             return_batch, masks_batch, old_action_log_probs_batch, adv_targ):
+            """The body of ``update``'s minibatch loop up to its ``.item()``s."""
+            # Reshape to do in a single forward pass for all steps
+            values, action_log_probs, dist_entropy, _ = self.actor_critic.evaluate_actions(
+                obs_batch, recurrent_hidden_states_batch, masks_batch, actions_batch)
+            ratio = torch.exp(action_log_probs - old_action_log_probs_batch)
+            surr1 = ratio * adv_targ
+            surr2 = torch.clamp(ratio, 1.0 - self.clip_param, 1.0 + self.clip_param) * adv_targ
+            action_loss = -torch.min(surr1, surr2).mean()
+            if self.use_clipped_value_loss:
+                value_pred_clipped = value_preds_batch + \
+                    (values - value_preds_batch).clamp(-self.clip_param, self.clip_param)
+                value_losses = (values - return_batch).pow(2)
+                value_losses_clipped = (value_pred_clipped - return_batch).pow(2)
+                value_loss = 0.5 * torch.max(value_losses, value_losses_clipped).mean()
+            else:
+                value_loss = 0.5 * (return_batch - values).pow(2).mean()
+            self.optimizer.zero_grad()
+            (value_loss * self.value_loss_coef + action_loss - dist_entropy * self.entropy_coef).backward()
+            nn.utils.clip_grad_norm_(self.actor_critic.parameters(), self.max_grad_norm)
+            self.optimizer.step()
+            return value_loss.detach(), action_loss.detach(), dist_entropy.detach()
+
+        def update(self, rollouts, update_minibatch=None):
+            advantages = rollouts.returns[:-1] - rollouts.value_preds[:-1]
+            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-5)
+            value_loss_epoch = 0
+            action_loss_epoch = 0
+            dist_entropy_epoch = 0
+            for e in range(self.ppo_epoch):
+                data_generator = rollouts.feed_forward_generator(advantages, self.num_mini_batch)
+                for sample in data_generator:
+                    value_loss, action_loss, dist_entropy = (update_minibatch or self.update_minibatch)(*sample)
+                    value_loss_epoch += value_loss.item()
+                    action_loss_epoch += action_loss.item()
+                    dist_entropy_epoch += dist_entropy.item()
+            num_updates = self.ppo_epoch * self.num_mini_batch
+            value_loss_epoch /= num_updates
+            action_loss_epoch /= num_updates
+            dist_entropy_epoch /= num_updates
+            return value_loss_epoch, action_loss_epoch, dist_entropy_epoch
+
+    return collections.namedtuple("A2C", "RolloutStorage Policy A2C_ACKTR PPO flatten_helper")(
+        RolloutStorage, Policy, A2C_ACKTR, PPO, _flatten_helper)
+
+
+def update_linear_schedule(optimizer, epoch, total_num_epochs, initial_lr):
+    """Decreases the learning rate linearly"""
+    lr = initial_lr - (initial_lr * (epoch / float(total_num_epochs)))
+    for param_group in optimizer.param_groups:
+        param_group['lr'] = lr
 
 
 def a2c_main(torch, a2c, actor_critic, envs, args, num_updates, update_step=None):
     """main.py's loop: act under ``no_grad``, ``envs.step``, masks by ``torch.FloatTensor``,
     ``insert``, ``get_value``, ``compute_returns``, ``agent.update``, ``after_update``; a record of what it saw.
-    ``update_step(agent)`` gives the function ``update`` runs (a compiled ``agent.update_step``)."""
-    agent = a2c.A2C_ACKTR(actor_critic, args.value_loss_coef, args.entropy_coef, lr=args.lr, eps=args.eps,
-                          alpha=args.alpha, max_grad_norm=args.max_grad_norm)
+    ``update_step(agent)`` gives the function ``update`` runs (a compiled ``agent.update_step``, or PPO's
+    ``update_minibatch``); ``args.use_linear_lr_decay``: ``update_linear_schedule`` before each update."""
+    if args.algo == 'a2c':
+        agent = a2c.A2C_ACKTR(actor_critic, args.value_loss_coef, args.entropy_coef, lr=args.lr, eps=args.eps,
+                              alpha=args.alpha, max_grad_norm=args.max_grad_norm)
+    elif args.algo == 'ppo':
+        agent = a2c.PPO(actor_critic, args.clip_param, args.ppo_epoch, args.num_mini_batch, args.value_loss_coef,
+                        args.entropy_coef, lr=args.lr, eps=args.eps, max_grad_norm=args.max_grad_norm)
     update_step = update_step and update_step(agent)
     rollouts = a2c.RolloutStorage(args.num_steps, args.num_processes, (4,), envs.action_space,
                                   actor_critic.recurrent_hidden_state_size)
@@ -395,6 +500,9 @@ def a2c_main(torch, a2c, actor_critic, envs, args, num_updates, update_step=None
     rollouts.obs[0].copy_(obs)
     record = {"losses": [], "returns": [], "actions": []}
     for j in range(num_updates):
+        if args.use_linear_lr_decay:
+            # decrease learning rate linearly
+            update_linear_schedule(agent.optimizer, j, num_updates, args.lr)
         for step in range(args.num_steps):
             # Sample actions
             with torch.no_grad():

@@ -21,7 +21,10 @@ from kiln's initial weights, tiny, on deterministic NumPy environments; kiln's r
   ``self._bias.t().view(1, -1)``); ``init_`` by ``nn.init.orthogonal_`` on ``.data`` with ``calculate_gain('relu')``;
   masks by ``torch.FloatTensor``; RMSprop(eps, alpha); the value/action/entropy weights; ``clip_grad_norm_``; the
   returns without GAE; the recurrent policy's ``_forward_gru`` (``nn.GRU`` init by ``named_parameters``, the steps
-  split where a mask is zero by ``.nonzero().squeeze().cpu()`` and ``.numpy().tolist()``), compiled too.
+  split where a mask is zero by ``.nonzero().squeeze().cpu()`` and ``.numpy().tolist()``), compiled too; PPO
+  (``algo/ppo.py``: ``feed_forward_generator`` with ``from torch.utils.data.sampler import BatchSampler,
+  SubsetRandomSampler`` and list indexing, the clipped surrogate and value losses, Adam) with
+  ``update_linear_schedule`` writing ``param_group['lr']`` between compiled minibatch steps.
 - IMPALA (torchbeast): ``vtrace.from_logits`` / ``from_importance_weights`` under ``@torch.no_grad()`` (the reversed
   ``acc`` loop, ``torch.stack``), ``action_log_probs`` by ``-F.nll_loss(..., reduction="none").view_as(actions)``, the
   three losses, ``AtariNet`` with the LSTM core reset by ``notdone`` (``tuple(nd * s for s in core_state)``),
@@ -40,7 +43,9 @@ data-dependent shape"): arithmetic on pending masked rows now stays pending and 
 IMPALA learner step refused its ``total_loss.backward()``: the batch requires grad (the actor's first forward, outside
 ``no_grad``, was written into the buffers), so kiln traced the step as a forward to differentiate later; a whole step
 given such tensors is now traced as a step (``frontend/whole_step_inputs.py``,
-``tests/runtime/test_compiled_step_given_grad_arguments_vs_torch.py``). Everything else agreed as first written.
+``tests/runtime/test_compiled_step_given_grad_arguments_vs_torch.py``). ``from torch.utils.data.sampler import ...``
+raised ("'kiln.utils.data' is not a package"): ``kiln.utils.data`` is now a package with ``sampler``, ``dataset`` and
+``dataloader`` (``tests/data/test_torch_data_submodules_vs_torch.py``). Everything else agreed as first written.
 
 Not covered: monobeast's ``t.share_memory_()`` of the buffers, which kiln refuses by design (one process; its message
 says to run the actors in turn, as here). The reference's float32 n-step returns (a float32 ``torch.matmul``) differ in
@@ -218,6 +223,10 @@ class A2CArgsRecurrent(a2c_gae_program.A2CArgs):
     recurrent_policy = True
 
 
+class PPOArgs(a2c_gae_program.A2CArgs):
+    algo, use_linear_lr_decay, lr = 'ppo', True, 3e-3
+
+
 def a2c_training(draws, space, compiled=False, num_updates=3, float_dtype=None, args=a2c_gae_program.A2CArgs):
     """main.py's loop for a few updates; with ``compiled`` kiln's update (evaluate_actions, losses, backward, clip,
     RMSprop step) is one ``kiln.compile(fullgraph=True)`` graph taking the ``RolloutStorage``."""
@@ -226,8 +235,8 @@ def a2c_training(draws, space, compiled=False, num_updates=3, float_dtype=None, 
         a2c = a2c_gae_program.a2c_program(torch, nn, F, draws)
         envs = a2c_gae_program.SyntheticVecEnv(torch, A2C_SPACES[space], args.num_processes,
                                                float_dtype=float_dtype or torch.get_default_dtype())
-        update_step = (lambda agent: kiln.compile(agent.update_step, fullgraph=True)) if compiled and torch is kiln \
-            else None
+        update_step = (lambda agent: kiln.compile(agent.update_minibatch if args.algo == 'ppo' else agent.update_step,
+                                                  fullgraph=True)) if compiled and torch is kiln else None
         record = a2c_gae_program.a2c_main(torch, a2c, actor_critic, envs, args, num_updates, update_step)
         record["state"] = snapshot(actor_critic)
         act = kiln.compile(actor_critic.act, fullgraph=True) if compiled and torch is kiln else actor_critic.act
@@ -243,8 +252,9 @@ def a2c_training(draws, space, compiled=False, num_updates=3, float_dtype=None, 
 
 
 @pytest.mark.parametrize("space, args", [("discrete", a2c_gae_program.A2CArgs), ("continuous", a2c_gae_program.A2CArgs),
-                                         ("discrete", A2CArgsWithoutGae), ("discrete", A2CArgsRecurrent)],
-                         ids=["discrete", "continuous", "without-gae", "recurrent-gru"])
+                                         ("discrete", A2CArgsWithoutGae), ("discrete", A2CArgsRecurrent),
+                                         ("continuous", PPOArgs)],
+                         ids=["discrete", "continuous", "without-gae", "recurrent-gru", "ppo-linear-lr-decay"])
 def test_a2c_gae_trains_as_torch(float64_default, space, args):
     draws = rainbow_program.KilnDrawsTorchReplays()
     ours, theirs = run_in_lockstep(a2c_build(draws, space, args), a2c_training(draws, space, args=args))
@@ -253,7 +263,8 @@ def test_a2c_gae_trains_as_torch(float64_default, space, args):
 
 
 @pytest.mark.parametrize("space, args", [("discrete", a2c_gae_program.A2CArgs), ("continuous", a2c_gae_program.A2CArgs),
-                                         ("discrete", A2CArgsRecurrent)], ids=["discrete", "continuous", "recurrent-gru"])
+                                         ("discrete", A2CArgsRecurrent), ("continuous", PPOArgs)],
+                         ids=["discrete", "continuous", "recurrent-gru", "ppo-linear-lr-decay"])
 def test_a2c_gae_compiled_update_as_torch(float64_default, space, args):
     draws = rainbow_program.KilnDrawsTorchReplays()
     ours, theirs = run_in_lockstep(a2c_build(draws, space, args), a2c_training(draws, space, compiled=True, args=args))
