@@ -34,7 +34,8 @@ The ctx of PyTorch: ``save_for_backward``/``saved_tensors`` (tensors stored as
 ctx attributes are saved too), plain attributes for non-tensor constants,
 ``needs_input_grad`` (True for every floating tensor argument: whether it is
 differentiated is known only when autodiff runs), ``mark_non_differentiable``
-and ``set_materialize_grads``. ``backward`` returns one gradient per argument
+``set_materialize_grads`` and ``mark_dirty`` (an input ``forward`` wrote in place and returns: the caller's tensor is
+the output, ``frontend/custom_function_dirty.py``). ``backward`` returns one gradient per argument
 of ``apply`` (``None`` for non-tensors and for tensors it does not
 differentiate); a gradient of a broadcast shape is summed down to its input's,
 one of another float dtype cast to it, as PyTorch's engine does. The backward
@@ -75,6 +76,7 @@ from kiln.compiler.errors import ShapeError
 from kiln.compiler.ir.core import Graph, Value
 from kiln.compiler.ir.types import TensorType, broadcast_shapes, format_shape
 from kiln.frontend.custom_function_complex import apply_over_parts, is_complex_argument
+from kiln.frontend.custom_function_dirty import dirty_callers, written_into_dirty
 from kiln.frontend.custom_function_inner_backward import InnerBackward
 from kiln.frontend.module import Parameter
 from kiln.frontend.tensor import Tensor, to_value
@@ -92,6 +94,8 @@ class FunctionCtx:
         self.non_differentiable: set[int] = set()
         """``id`` of the values of outputs marked non-differentiable."""
         self.saved_in_backward: tuple[Tensor | None, ...] | None = None
+        self.dirty: list[Tensor] = []
+        """The inputs ``forward`` wrote in place and marked (``mark_dirty``): returned, they become the op's outputs."""
 
     def save_for_backward(self, *tensors: Tensor | None) -> None:
         """Keep ``tensors`` (or ``None``s) for ``backward``'s ``ctx.saved_tensors``."""
@@ -115,8 +119,9 @@ class FunctionCtx:
         self.materialize_grads = bool(value)
 
     def mark_dirty(self, *tensors: Tensor) -> None:
-        raise located_error("mark_dirty: a kiln.autograd.Function cannot modify its inputs in place (kiln writes out of "
-                            "place); return a new tensor from forward instead")
+        """These inputs were written in place by ``forward``, which returns them: the caller's tensors take the
+        outputs, with this Function as their ``grad_fn`` (``frontend/custom_function_dirty.py``)."""
+        self.dirty.extend(tensors)
 
 
 class Function:
@@ -147,10 +152,13 @@ class Function:
         with _forward_mode(context):  # as PyTorch's: forward's own ops record no gradient (backward gives it)
             output = _run_forward(cls, ctx, args, kwargs)
         outputs = _output_tensors(cls, output)
-        _write_back_inputs(callers, args, inputs)
+        dirty = dirty_callers(cls, ctx, callers, args, outputs)
+        _write_back_inputs(callers, args, inputs, dirty)
         if not context.grad_enabled or not any(ctx.needs_input_grad):
-            return _rebuilt(output, [context.without_gradient(t.value) for t in outputs])
-        return _rebuilt(output, _emit_custom_vjp(cls, context, ctx, inputs, args, outputs))
+            values = [context.without_gradient(t.value) for t in outputs]
+        else:
+            values = _emit_custom_vjp(cls, context, ctx, inputs, args, outputs)
+        return _rebuilt(output, written_into_dirty(cls, outputs, values, dirty))
 
 
 class _Overwritten(Function):
@@ -166,17 +174,18 @@ class _Overwritten(Function):
         return grad, None
 
 
-def _write_back_inputs(callers: tuple[Any, ...], args: tuple[Any, ...], inputs: list[Value]) -> None:
+def _write_back_inputs(callers: tuple[Any, ...], args: tuple[Any, ...], inputs: list[Value], dirty: dict[int, Any]) -> None:
     """``forward``'s in-place writes to its inputs (pytorch_tabnet's sparsemax: ``input -= max_val``) written into
     the caller's tensors, as PyTorch's forward writes the caller's storage; the ``custom.vjp`` op reads the inputs as
-    they were before (its gradient goes to them, not through the writes)."""
+    they were before (its gradient goes to them, not through the writes). Inputs marked dirty take the op's outputs
+    instead (``written_into_dirty``)."""
     from kiln.frontend.grad_mode import no_grad
     from kiln.frontend.inplace_leaf_checks import requires_grad_leaf
     from kiln.frontend.tensor_inplace import in_place
 
     tensors = [(caller, arg) for caller, arg in zip(callers, args) if isinstance(arg, Tensor)]
     for (caller, arg), value in zip(tensors, inputs):
-        if arg.value is value:
+        if arg.value is value or id(arg) in dirty:
             continue
         if requires_grad_leaf(caller):  # PyTorch's forward runs without grad: a leaf's values are overwritten
             with no_grad():
@@ -219,10 +228,9 @@ def _output_tensors(cls: type[Function], output: Any) -> list[Tensor]:
     return items
 
 
-def _rebuilt(output: Any, values: Sequence[Value]) -> Any:
+def _rebuilt(output: Any, tensors: Sequence[Tensor]) -> Any:
     """The outputs in the form ``forward`` returned them (one tensor, or a tuple)."""
-    tensors = tuple(Tensor(value) for value in values)
-    return tensors if isinstance(output, (tuple, list)) else tensors[0]
+    return tuple(tensors) if isinstance(output, (tuple, list)) else tensors[0]
 
 
 def _where(function: Any) -> str:
