@@ -24,16 +24,20 @@ weights.
   num_foreground)``, and ``postprocess_detections`` (score threshold, ``topk``, ``torch.div(..., rounding_mode=
   "floor")``, ``clip_boxes_to_image``, ``_batched_nms_coordinate_trick`` over a greedy NMS written in torch:
   torchvision is not installed, so torch running that NMS is the oracle).
+- FCOS (torchvision ``detection/fcos.py``, ``e2e/fcos_program.py``): center sampling (``.abs_().max(dim=2).values``,
+  ``&=``, scale ranges by slice writes and ``float("inf")``, the smallest-area match by ``.to(torch.float32) * (1e8 -
+  gt_areas)``), ``BoxLinearCoder``, focal + GIoU + centerness loss (``torch.sqrt`` of min/max ratios over ``[:, :, [0,
+  2]]``) normalized by ``foregroud_mask.sum().item()``; GroupNorm heads.
 
 Eager training agrees to 1e-10 in float64 (first outputs, first gradients, losses, parameters and BatchNorm buffers
 after the steps, eval outputs, metrics, matches, detections), and so does the whole step (zero_grad, forward, loss,
 backward, SGD step) as one ``kiln.compile(fullgraph=True)`` graph against torch's eager loop: DeepLab, PSPNet with the
-Lovasz and Dice losses, and RetinaNet's loss with the anchors and the matching fed as tensors. DeepLab's eval forward
-(torchvision's dropout rates) also runs through ``kiln.compile`` and ``kiln.onnx.export`` + onnxruntime in float32
-(onnxruntime has no float64 Conv); PSPNet with the losses as written and RetinaNet also train in float32, at float32's
-level. The float64 runs read the Lovasz code's ``.float()`` of the labels as the default
-dtype (``reference_float=False``), the one change a float64 user makes: as written, torch refuses the float64 errors
-dotted with a float32 gradient, and so does kiln now (checked below).
+Lovasz and Dice losses, and RetinaNet's and FCOS's losses with the anchors and the matching fed as tensors. DeepLab's
+eval forward (torchvision's dropout rates) also runs through ``kiln.compile`` and ``kiln.onnx.export`` + onnxruntime
+in float32 (onnxruntime has no float64 Conv); PSPNet with the losses as written and RetinaNet also train in float32,
+at float32's level. The float64 runs read the Lovasz code's ``.float()`` of the labels as the default dtype
+(``reference_float=False``), the one change a float64 user makes: as written, torch refuses the float64 errors dotted
+with a float32 gradient, and so does kiln now (checked below).
 
 Dropout runs at p=0 in the training locksteps (the libraries draw different masks); semseg's ``histc`` counts float
 predictions (torch's CPU ``histc`` refuses the long ones, and so does kiln: checked below).
@@ -48,6 +52,9 @@ What broke:
   targets`` (rows made under a mask from the inputs, times rows still pending under it) as a data-dependent shape;
   pending rows now meet made rows as made rows (``frontend/pending_masked_rows.py``,
   ``tests/frontend/test_pending_masked_rows_made_rows_vs_torch.py``).
+- The compiled FCOS loss: GIoU's ``intsctk[mask] = (xkis2[mask] - xkis1[mask]) * ...`` under a mask made from the
+  predictions raised the data-dependent-shape error: the new index-put dtype check (4f7d7a6) read the pending rows'
+  ``dtype`` by making them; their dtype is now their source's (``frontend/pending_masked_rows.py``, same test file).
 - ``torch.histc`` of long predictions raised kiln's ``TraceError`` where torch raises ``NotImplementedError``; now
   torch's type and words (``frontend/eager_data_dependent.py``,
   ``tests/frontend/test_eager_data_dependent_vs_torch.py``).
@@ -64,6 +71,7 @@ import pytest
 import kiln
 from e2e.probe_lockstep import (array, assert_same_records, compiled_step_training, gradients, run_in_lockstep,
                                 snapshot)
+from e2e.fcos_program import fcos_program
 from e2e.retinanet_program import retinanet_program
 from e2e.segmentation_program import segmentation_losses, segmentation_metrics, segmentation_program
 from oracles import libraries, require
@@ -435,3 +443,60 @@ def test_anchor_generator_cell_anchors_usable_after_a_compiled_call(float64_defa
     compiled(images, *features)
     cell_anchors = generator.cell_anchors[0] * 1  # eager, after the compiled call
     np.testing.assert_array_equal(array(cell_anchors), array(generator.generate_anchors((16,), (0.5, 1.0, 2.0))))
+
+
+# FCOS ----------------------------------------------------------------------------------------------------------------
+def fcos(torch, nn, F):
+    return fcos_program(torch, nn, F, num_classes=CLASSES).FCOS()
+
+
+def train_fcos(torch, nn, F, model):
+    images, targets = torch.tensor(DETECTION_IMAGES, dtype=torch.get_default_dtype()), detection_targets(torch)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+    record = {"losses": []}
+    for _ in range(STEPS):
+        loss_dict = model(images, targets)
+        losses = sum(loss for loss in loss_dict.values())
+        optimizer.zero_grad()
+        losses.backward()
+        record.setdefault("loss_dict", {key: value.item() for key, value in loss_dict.items()})
+        record.setdefault("grads", gradients(model))
+        optimizer.step()
+        record["losses"].append(losses.item())
+    record["state"] = snapshot(model)
+    _, anchors, num_anchors_per_level = model.features_and_anchors(images)
+    record["matches"] = numbered(array(matched) for matched in model.match(targets, anchors, num_anchors_per_level))
+    return record
+
+
+def test_fcos_trains_as_torch(float64_default):
+    ours, theirs = run_in_lockstep(fcos, train_fcos)
+    assert_same_records(ours, theirs)
+    assert all((matched >= 0).sum() > 3 for matched in theirs["matches"].values())
+
+
+def test_fcos_compiled_loss_step_as_torch(float64_default):
+    """FCOS's ``compute_loss`` with the anchors and the center-sampling matches fed, the whole step compiled:
+    ``num_foreground = foregroud_mask.sum().item()`` and the masks come from the inputs (specialized, guarded)."""
+    kiln.manual_seed(0)
+    lib, nn, F = libraries("kiln")
+    model = fcos(lib, nn, F)
+    _, anchors, per_level = model.features_and_anchors(lib.tensor(DETECTION_IMAGES))
+    matches = [array(matched) for matched in model.match(detection_targets(lib), anchors, per_level)]
+
+    def make_batch(torch):
+        targets = detection_targets(torch)
+        return (torch.tensor(DETECTION_IMAGES), torch.tensor(array(anchors[0])), targets[0]["boxes"],
+                targets[0]["labels"], targets[1]["boxes"], targets[1]["labels"], *map(torch.tensor, matches))
+
+    def loss_of(torch, nn, F, model, images, anchors, boxes0, labels0, boxes1, labels1, matched0, matched1):
+        targets = [{"boxes": boxes0, "labels": labels0}, {"boxes": boxes1, "labels": labels1}]
+        head_outputs = model.head(list(model.backbone(images).values()))
+        loss_dict = model.head.compute_loss(targets, head_outputs, [anchors, anchors], [matched0, matched1])
+        return sum(loss for loss in loss_dict.values())
+
+    def make_optimizer(torch, model):
+        return torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+
+    ours, theirs = run_in_lockstep(fcos, compiled_step_training(make_batch, make_optimizer, loss_of))
+    assert_same_records(ours, theirs)
