@@ -313,7 +313,18 @@ class Tensor(EagerMethods, InPlaceMethods, TorchMethods, MathMethods, StrideMeth
         return apply("tensor.transpose", self, perm=tuple(perm))
 
     def permute(self, *dims: int) -> "Tensor":
-        return apply("tensor.transpose", self, perm=tuple(_flatten_args(dims)))
+        """``x.permute(2, 0, 1)``; a dim may count from the end (``w.permute(0, -1, -2)``), as in PyTorch."""
+        from kiln.frontend.functional import _one_dim
+
+        order = tuple(_flatten_args(dims))
+        if len(order) != self.ndim:
+            raise located_error(f"permute(): number of dimensions in the tensor input does not match the length of the "
+                                f"desired ordering of dimensions i.e. input.dim() = {self.ndim} is not equal to "
+                                f"len(dims) = {len(order)}")
+        perm = tuple(_one_dim("permute", self, dim) for dim in order)
+        if len(set(perm)) != len(perm):
+            raise located_error(f"permute(): duplicate dims are not allowed (got {order} for {self.type})")
+        return apply("tensor.transpose", self, perm=perm)
 
     def reshape(self, *shape: Any) -> "Tensor":
         return apply("tensor.reshape", self, shape=_resolved_reshape(tuple(self.shape), tuple(_flatten_args(shape))))
