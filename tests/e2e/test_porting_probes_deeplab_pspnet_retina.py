@@ -31,13 +31,14 @@ weights.
 
 Eager training agrees to 1e-10 in float64 (first outputs, first gradients, losses, parameters and BatchNorm buffers
 after the steps, eval outputs, metrics, matches, detections), and so does the whole step (zero_grad, forward, loss,
-backward, SGD step) as one ``kiln.compile(fullgraph=True)`` graph against torch's eager loop: DeepLab, PSPNet with the
-Lovasz and Dice losses, and RetinaNet's and FCOS's losses with the anchors and the matching fed as tensors. DeepLab's
-eval forward (torchvision's dropout rates) also runs through ``kiln.compile`` and ``kiln.onnx.export`` + onnxruntime
-in float32 (onnxruntime has no float64 Conv); PSPNet with the losses as written and RetinaNet also train in float32,
-at float32's level. The float64 runs read the Lovasz code's ``.float()`` of the labels as the default dtype
-(``reference_float=False``), the one change a float64 user makes: as written, torch refuses the float64 errors dotted
-with a float32 gradient, and so does kiln now (checked below).
+backward, SGD step) as one ``kiln.compile(fullgraph=True)`` graph against torch's eager loop: DeepLab (also as
+``kiln.compile(model)`` in the eager loop), PSPNet with the Lovasz and Dice losses, and RetinaNet's and FCOS's losses
+with the anchors and the matching fed as tensors. DeepLab's eval forward (torchvision's dropout rates) also runs
+through ``kiln.compile`` and ``kiln.onnx.export`` + onnxruntime in float32 (onnxruntime has no float64 Conv); PSPNet
+with the losses as written and RetinaNet also train in float32, at float32's level. The float64 runs read the Lovasz
+code's ``.float()`` of the labels as the default dtype (``reference_float=False``), the one change a float64 user
+makes: as written, torch refuses the float64 errors dotted with a float32 gradient, and so does kiln now (checked
+below).
 
 Dropout runs at p=0 in the training locksteps (the libraries draw different masks); semseg's ``histc`` counts float
 predictions (torch's CPU ``histc`` refuses the long ones, and so does kiln: checked below).
@@ -69,8 +70,8 @@ import numpy as np
 import pytest
 
 import kiln
-from e2e.probe_lockstep import (array, assert_same_records, compiled_step_training, gradients, run_in_lockstep,
-                                snapshot)
+from e2e.probe_lockstep import (array, assert_same_records, compiled_module_training, compiled_step_training, gradients,
+                                run_in_lockstep, snapshot)
 from e2e.fcos_program import fcos_program
 from e2e.retinanet_program import retinanet_program
 from e2e.segmentation_program import segmentation_losses, segmentation_metrics, segmentation_program
@@ -159,6 +160,13 @@ def test_deeplab_trains_as_torch(float64_default):
     ours, theirs = run_in_lockstep(deeplab, train_deeplab)
     assert_same_records(ours, theirs)
     assert theirs["losses"][-1] < theirs["losses"][0]
+
+
+def test_deeplab_compiled_model_trains_as_torch(float64_default):
+    """``model = torch.compile(model)`` before the loop: kiln's ``kiln.compile(model, fullgraph=True)``, trained and
+    evaluated (``ConfusionMatrix`` under ``inference_mode``) as torch's eager model."""
+    ours, theirs = run_in_lockstep(deeplab, compiled_module_training(train_deeplab))
+    assert_same_records(ours, theirs)
 
 
 def compiled_deeplab_training(torch, nn, F, model):
