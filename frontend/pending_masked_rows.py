@@ -98,7 +98,7 @@ class PendingMaskedRows(Tensor):
         source, a row-broadcast tensor or a number as it is."""
         return Tensor(other.source) if isinstance(other, PendingMaskedRows) else other
 
-    def _in_place(self, method: str, operation: Callable[..., Tensor], other: Any) -> "PendingMaskedRows":
+    def _in_place(self, method: str, operation: Callable[..., Tensor], other: Any) -> Tensor:
         """``rows op= other``: the result in the rows' dtype, as PyTorch's in-place operators write it."""
         from kiln.frontend.tensor_inplace import kept_type
 
