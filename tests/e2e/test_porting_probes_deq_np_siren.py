@@ -40,7 +40,9 @@ outputs, first gradients, losses, the state after the steps):
   ``jacobian`` and ``hessian`` (``torch.zeros`` filled by ``jac[:, :, i, :] = grad(...)``), eagerly: their NaN check
   ``if torch.any(torch.isnan(jac))`` branches on the weights' values, so ``kiln.compile(fullgraph=True)`` refuses
   there naming the line (as ``torch.compile(fullgraph=True)`` stops there) and plain ``kiln.compile`` runs the step
-  eagerly with torch's numbers;
+  eagerly with torch's numbers; siren's hypernetwork (``siren_hypernetwork_program.py``: ``BatchLinear`` with
+  ``weight.permute(..., -1, -2)``, torchmeta's ``MetaSequential``/``get_subdict``, ``hyper_weight_init``'s
+  ``m.weight.data = m.weight.data / 1.e2``) as an auto-decoder over images, eager and compiled;
   the network's inference exported to ONNX (onnxruntime).
 - HyperNetwork and FiLM: a hypernetwork whose ``self.hyper(z).view(B, out, in)`` weights act by
   ``torch.bmm(w, x.unsqueeze(-1)).squeeze(-1)`` per sample and by ``F.linear(x, w_i, b_i)`` per task in a loop over
@@ -55,9 +57,19 @@ that is rounding noise (the norm removes it: ~1e-17, checked), which Adam (``lr 
 into steps of up to ~1e-9 that differ between the libraries: those entries are compared to 1e-8 absolute, and so are
 the BatchNorm running means that absorb the bias, and FiLM's eval output through them to 1e-7 relative.
 
-What broke: ``torch.distributions.MixtureSameFamily`` did not exist in kiln (AttributeError); it is now
-``frontend/distributions_mixture.py`` with torch's formulas and checks (``tests/frontend/
-test_torch_surface_mixture_same_family.py``). Everything else agreed to 1e-10 as first written.
+What broke:
+
+- ``torch.distributions.MixtureSameFamily`` did not exist in kiln (AttributeError); it is now
+  ``frontend/distributions_mixture.py`` with torch's formulas and checks (``tests/frontend/
+  test_torch_surface_mixture_same_family.py``); its ``sample`` with weights shared over the batch draws per batch
+  element (torch 2.13 raises there or returns a wrongly shaped draw).
+- siren's ``hyper_bias_init`` called ``nn.init._calculate_fan_in_and_fan_out`` (AttributeError): torch's private fan
+  helpers are in ``kiln.nn.init`` now (``tests/frontend/test_init_vs_torch.py``).
+- siren's ``BatchLinear`` ``weight.permute(..., -1, -2)`` was refused ("perm (-1, -2) is not a permutation"):
+  ``Tensor.permute`` takes dims from the end, with torch's refusals (``tests/frontend/
+  test_permute_negative_dims_vs_torch.py``).
+
+Everything else agreed to 1e-10 as first written.
 """
 
 from __future__ import annotations
@@ -74,6 +86,7 @@ from e2e.deq_np_siren_program import (all_diff_operators, deq, deq_jacobian_regu
 from e2e.neural_process_program import (batch_context_target_mask, context_target_split, dupont_loss,
                                         dupont_neural_process, img_mask_to_np_input, neural_process)
 from e2e.probe_lockstep import array, assert_same_records, gradients, run_in_lockstep, snapshot
+from e2e.siren_hypernetwork_program import hypernetwork_losses, siren_hypernetwork
 from e2e.sac_program import NoiseTape
 from oracles import libraries, require, require_torch
 
@@ -520,6 +533,61 @@ def test_siren_jacobian_nan_check_under_fullgraph_names_the_line(float64_default
     with pytest.raises(TraceError, match="no concrete truth value") as refused:
         run_in_lockstep(_siren_two_outputs, train_siren_meta("fullgraph", "jacobian"))
     assert "deq_np_siren_program.py" in str(refused.value) and "in jacobian" in str(refused.value)
+
+
+HYPER_IMAGES = np.random.default_rng(15).random((4, 16, 1))
+
+
+def train_siren_hypernetwork(compiled, steps=3):
+    """siren's ``train`` over images of an auto-decoder: per batch the images' indices and coordinates,
+    ``image_hypernetwork_loss`` summed (``train_loss += loss.mean()``), Adam."""
+
+    def train(torch, nn, F, model):
+        coords = get_mgrid(torch, 4, 2)[None].repeat(2, 1, 1)
+        optim = torch.optim.Adam(lr=1e-3, params=model.parameters())
+
+        def step(idx, coords, img):
+            model_output = model({'idx': idx, 'coords': coords})
+            losses = hypernetwork_losses(torch, model_output, {'img': img})
+            train_loss = 0.
+            for loss_name, loss in losses.items():
+                train_loss += loss.mean()
+            optim.zero_grad()
+            train_loss.backward()
+            optim.step()
+            return train_loss
+
+        run, record = compiled_if(torch, compiled, step), {"losses": []}
+        for idx in ([0, 1], [2, 3], [1, 2]):
+            record["losses"].append(run(torch.tensor(idx), coords, torch.tensor(HYPER_IMAGES[idx])).item())
+        record["state"] = snapshot(model)
+        return record
+
+    return train
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled step"])
+def test_siren_hypernetwork_trains_as_torch(float64_default, compiled):
+    ours, theirs = run_in_lockstep(siren_hypernetwork, train_siren_hypernetwork(compiled))
+    assert_same_records(ours, theirs)
+
+
+def test_siren_hypernetwork_init_scales_the_last_layers_by_a_hundred(float64_default):
+    """``hyper_weight_init``'s ``m.weight.data = m.weight.data / 1.e2`` after ``kaiming_normal_`` (std sqrt(2 / 8)),
+    its bias ``uniform_(-1/in, 1/in)`` of the SIREN layer it feeds; ``hyper_bias_init``'s bias by
+    ``_calculate_fan_in_and_fan_out``; the SIREN's own first-layer init ``uniform_(-1/2, 1/2)``."""
+    kiln.manual_seed(0)
+    model = siren_hypernetwork(*libraries("kiln"))
+    state = snapshot(model)
+    names = model.hyper_net.names
+    assert names == ['net.0.0.weight', 'net.0.0.bias', 'net.1.0.weight', 'net.1.0.bias', 'net.2.0.weight', 'net.2.0.bias']
+    for i, name in enumerate(names):
+        weight, bias = state[f"hyper_net.nets.{i}.net.2.0.weight"], state[f"hyper_net.nets.{i}.net.2.0.bias"]
+        assert 0.1 * 0.005 < weight.std() < 3 * 0.005, name  # kaiming_normal_ std 0.5, over 100
+        in_features = 2 if name.startswith("net.0") else 8
+        bound = 1 / in_features if "weight" in name else 1 / 8  # hyper_bias_init: 1 / fan_in of the hyper layer
+        assert np.abs(bias).max() <= bound and (bias.size < 8 or np.abs(bias).max() > 0.5 * bound), name
+    assert np.abs(state["hypo_net.net.0.0.weight"]).max() <= 0.5
 
 
 def test_siren_exports_to_onnx_as_torch():
