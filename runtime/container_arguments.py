@@ -21,7 +21,7 @@ import functools
 from typing import Any, Callable, Iterator
 
 from kiln.compiler.errors import KilnError
-from kiln.runtime.attribute_writes import holds_traced_tensor
+from kiln.runtime.attribute_writes import holds_traced_tensor, is_traced_tensor
 from kiln.runtime.reachable_objects import is_plain_object, reachable_objects
 
 Snapshot = list[tuple[Any, Any]]
@@ -100,13 +100,28 @@ def _containers(value: Any, seen: set[int]) -> Iterator[Any]:
 
 def _changed_slots(container: Any, slots: Any) -> Iterator[Any]:
     """The keys (or indices) the trace set to a tensor it computed (or a container holding one); a Python value
-    stored (a trace counter's ``traces.append(1)``) is the trace's own business, as before."""
-    if isinstance(container, dict):
-        yield from (key for key, value in container.items()
-                    if (key not in slots or value is not slots[key]) and holds_traced_tensor(value))
-        return
-    yield from (index for index, value in enumerate(container)
-                if (index >= len(slots) or value is not slots[index]) and holds_traced_tensor(value))
+    stored (a trace counter's ``traces.append(1)``) is the trace's own business, as before, and a tensor computed from
+    constants alone (HiFi-GAN's ``hann_window[device] = torch.hann_window(n)``) is stored as the eager tensor of its
+    values, as a module keeps one (``Module.__setattr__``): each call would store the same."""
+    keys = list(container) if isinstance(container, dict) else range(len(container))
+    for key in keys:
+        value = container[key]
+        new = key not in slots if isinstance(container, dict) else key >= len(slots)
+        if (new or value is not slots[key]) and holds_traced_tensor(value):
+            constant = _eager_constant(value)
+            if constant is None:
+                yield key
+            else:
+                container[key] = constant
+
+
+def _eager_constant(value: Any) -> Any:
+    """The eager tensor of a traced tensor computed from constants alone, else None."""
+    from kiln.frontend.tensor import Tensor  # lazily: the runtime builds on the frontend
+    from kiln.runtime.eager import constant_leaf
+
+    leaf = constant_leaf(value.value) if is_traced_tensor(value) and type(value) is Tensor else None
+    return None if leaf is None else Tensor(leaf)
 
 
 def _restore(container: Any, slots: Any) -> None:

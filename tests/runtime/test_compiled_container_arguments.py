@@ -224,3 +224,22 @@ def test_stores_into_a_cache_objects_lists_run_eagerly_as_the_eager_decode():
         assert [tuple(key.shape) for key in cache.key_cache] == [(3, 2)]
     with pytest.raises(KilnError, match="stores into its argument 'cache'"):
         kiln.compile(given, fullgraph=True)(kiln.ones(1, 2, dtype=kiln.float64), _LayerCache())
+
+
+def test_a_constant_cached_in_a_closure_dict_stays_compiled_as_its_values():
+    """HiFi-GAN's ``hann_window[str(y.device)] = torch.hann_window(win_size)`` in a helper's closure dict: a tensor
+    computed from constants alone is stored as the eager tensor of its values (each call would store the same), so the
+    step stays one graph and the dict is usable after it."""
+    windows = {}
+
+    def windowed(y):
+        windows["cpu"] = kiln.hann_window(4, dtype=kiln.float64)
+        return (y * windows["cpu"]).sum()
+
+    compiled = kiln.compile(windowed, fullgraph=True)
+    y = kiln.arange(4.0, dtype=kiln.float64)
+    assert [float(compiled(y * k)) for k in (1, 2)] == [float(windowed(y * k)) for k in (1, 2)]
+    windows.clear()
+    compiled = kiln.compile(windowed, fullgraph=True)
+    compiled(y)
+    np.testing.assert_allclose(np.asarray(windows["cpu"] * 1), np.hanning(5)[:4], atol=1e-15)
