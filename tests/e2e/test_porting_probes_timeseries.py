@@ -2,8 +2,9 @@
 ``kiln``; the models in ``timeseries_program.py`` and ``timeseries_patchtst_deepar_program.py``), run in both libraries
 from kiln's initial weights: the first outputs and gradients, the losses, the state after a few Adam steps (and the
 eval outputs) agree to 1e-10 in float64, eagerly and with the whole step (zero_grad, forward, loss, backward, Adam)
-one ``kiln.compile(fullgraph=True)`` graph against torch's eager loop; inference through ``kiln.compile`` and
-``kiln.onnx.export`` + onnxruntime in float32.
+one ``kiln.compile(fullgraph=True)`` graph against torch's eager loop; each family's eager training in float32 (how
+the repositories train) at float32's level; inference through ``kiln.compile`` and ``kiln.onnx.export`` + onnxruntime
+in float32.
 
 - Informer (zhouhaoyi/Informer2020): ProbSparse attention's ``_prob_QK`` (``K.unsqueeze(-3).expand(B, H, L_Q, L_K,
   E)``, ``K_expand[:, :, torch.arange(L_Q).unsqueeze(1), index_sample, :]``, ``.squeeze()``, ``max(-1)[0]``,
@@ -95,7 +96,11 @@ def adjust_learning_rate(optimizer, epoch, learning_rate):
 
 
 def process_one_batch(torch, model, batch_x, batch_y, batch_x_mark, batch_y_mark):
-    """exp_informer.py's ``_process_one_batch``: the decoder input is the label window then zeros."""
+    """exp_informer.py's ``_process_one_batch``: the batch ``.float()`` (the default dtype here), the decoder input the
+    label window then zeros."""
+    dtype = torch.get_default_dtype()
+    batch_x, batch_y = batch_x.to(dtype), batch_y.to(dtype)  # probe: .float() for these four
+    batch_x_mark, batch_y_mark = batch_x_mark.to(dtype), batch_y_mark.to(dtype)
     dec_inp = torch.zeros([batch_y.shape[0], PRED_LEN, batch_y.shape[-1]]).to(torch.get_default_dtype())  # probe
     dec_inp = torch.cat([batch_y[:, :LABEL_LEN, :], dec_inp], dim=1).to(torch.get_default_dtype())  # probe: .float()
     outputs = model(batch_x, batch_x_mark, dec_inp, batch_y_mark)
@@ -235,6 +240,7 @@ def train_patchtst(epochs=2, compiled=False):
 
         def step(batch_x, batch_y):
             model_optim.zero_grad()
+            batch_x, batch_y = batch_x.to(torch.get_default_dtype()), batch_y.to(torch.get_default_dtype())  # .float()
             outputs = model(batch_x)
             loss = criterion(outputs, batch_y)
             loss.backward()
@@ -256,7 +262,7 @@ def train_patchtst(epochs=2, compiled=False):
         record["state"] = snapshot(model)
         model.eval()
         with torch.no_grad():
-            record["eval"] = array(model(torch.tensor(batches[0][0])))
+            record["eval"] = array(model(torch.tensor(batches[0][0]).to(torch.get_default_dtype())))
         return record
 
     return train
@@ -395,3 +401,21 @@ def test_deepar_compiled_step_refuses_the_branch_on_a_replaced_value(float64_def
     with pytest.raises(kiln.TraceError, match=r"(?s)timeseries_patchtst_deepar_program.py:\d+ in deepar_window_loss.*"
                                               r"torch.sum\(zero_index\) > 0"):
         run(*deepar_batch(kiln, values, labels, ids))
+
+
+FLOAT32 = {"informer": (informer_fed, lambda: train_former("type1")),
+           "autoformer": (autoformer, lambda: train_former("step")),
+           "patchtst": (patchtst, train_patchtst), "deepar": (deepar, train_deepar)}
+
+
+@pytest.mark.parametrize("name", list(FLOAT32))
+def test_float32_training_as_torch(name):
+    """float32 (how the repositories train): the first outputs and gradients, the losses and the forecasts at float32's
+    level. The state is left out: the parameters whose gradient is analytically zero (``LOOSER``) take Adam steps of up
+    to lr from float32 rounding noise, differently in each library."""
+    build, train = FLOAT32[name]
+    ours, theirs = run_in_lockstep(build, train())
+    assert ours["grads"][next(iter(ours["grads"]))].dtype == np.float32
+    ours, theirs = ({key: value for key, value in record.items() if key not in ("state", "eval")}
+                    for record in (ours, theirs))
+    assert_same_records(ours, theirs, rtol=2e-4, atol=2e-5, looser={"bias": dict(rtol=2e-3, atol=2e-5)})
