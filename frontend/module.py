@@ -213,6 +213,15 @@ def grad_array(parameter: Any) -> np.ndarray:
     return parameter.grad
 
 
+def _assign_plain_tensor(module: "Module", name: str, buffer: "Buffer") -> None:
+    """A buffer read from a module (``cutoff_fn.cutoff``, its copy by ``deepcopy``) set as another name: a plain
+    attribute holding the same tensor, as PyTorch's (whose buffers are plain tensors there; only a new ``nn.Buffer``
+    registers), so ``state_dict`` does not gain the name (schnetpack's ``self.cutoff = cutoff_fn.cutoff``)."""
+    for registry in (module._parameters, module._modules):
+        registry.pop(name, None)
+    object.__setattr__(module, name, buffer)
+
+
 def _registered(value: Any) -> bool:
     """Whether assigning ``value`` to a module's attribute registers it as a parameter: an ``nn.Parameter``, not a
     tensor made with ``requires_grad=True`` (``GradLeaf``), as PyTorch's."""
@@ -342,8 +351,12 @@ class Module(HookMethods):
             return _assign_before_init(self, name, value)
         if name in self._buffers and isinstance(value, Tensor) and not _registered(value):
             return _assign_buffer(self, name, value)  # self.running = tensor: the buffer's new value, as PyTorch's
+        if isinstance(value, Buffer) and name not in self._buffers and value.__dict__.get("_held_by_a_module"):
+            return _assign_plain_tensor(self, name, value)  # self.cutoff = cutoff_fn.cutoff: not registered again
         registry = self._buffers if isinstance(value, Buffer) else self._parameters if _registered(value) \
             else self._modules if isinstance(value, Module) else None
+        if registry is self._buffers:
+            value.__dict__["_held_by_a_module"] = True
         for other in (self._parameters, self._modules, self._buffers):
             if other is not registry:
                 other.pop(name, None)

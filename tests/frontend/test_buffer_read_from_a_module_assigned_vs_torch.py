@@ -1,0 +1,54 @@
+"""A buffer read from a module and set as an attribute of another (schnetpack's ``self.cutoff = cutoff_fn.cutoff``,
+PaiNN and SchNet): in PyTorch a registered buffer reads back as a plain tensor, so the assignment keeps a plain
+attribute and ``state_dict`` does not gain the name; kiln registered it again (its buffers read back as ``Buffer``),
+so kiln's state_dict had a key torch's lacks and loading one library's state into the other failed. A new
+``nn.Buffer``, ``register_buffer`` and an assignment to a buffer's own name still register, as in torch."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+
+from oracles import libraries
+
+
+def model_with_shared_cutoff(name):
+    lib, nn, _ = libraries(name)
+
+    class CosineCutoff(nn.Module):
+        def __init__(self, cutoff):
+            super().__init__()
+            self.register_buffer("cutoff", lib.tensor([cutoff]))
+
+    class Representation(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.cutoff_fn = CosineCutoff(5.0)
+            self.cutoff = self.cutoff_fn.cutoff
+            self.copied = copy.deepcopy(self.cutoff_fn.cutoff)
+            self.register_buffer("registered", self.cutoff_fn.cutoff)
+            self.fresh = nn.Buffer(lib.tensor([1.0, 2.0]))
+            self.fresh = self.fresh  # its own name again: still a buffer
+
+    return Representation()
+
+
+def test_state_dict_names_as_torch():
+    ours, theirs = model_with_shared_cutoff("kiln"), model_with_shared_cutoff("torch")
+    assert list(ours.state_dict()) == list(theirs.state_dict()) == ["registered", "fresh", "cutoff_fn.cutoff"]
+
+
+def test_the_plain_attribute_is_the_module_buffer():
+    for name in ("kiln", "torch"):
+        model = model_with_shared_cutoff(name)
+        assert model.cutoff is model.cutoff_fn.cutoff
+        assert np.array_equal(np.array(model.copied.numpy()), [5.0])
+
+
+def test_one_librarys_state_loads_into_the_other():
+    lib, _, _ = libraries("torch")
+    ours, theirs = model_with_shared_cutoff("kiln"), model_with_shared_cutoff("torch")
+    ours.load_state_dict({key: np.array(value.numpy()) * 2 for key, value in theirs.state_dict().items()})
+    theirs.load_state_dict({key: lib.tensor(np.array(value.numpy())) for key, value in ours.state_dict().items()})
+    assert float(ours.cutoff.numpy()[0]) == float(theirs.cutoff[0]) == 10.0
