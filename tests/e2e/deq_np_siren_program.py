@@ -14,6 +14,8 @@ function of ``(torch, nn, F)`` (``torch`` is ``torch`` or ``kiln``):
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 # --- DEQ: implicit-layers tutorial, chapter 4 ------------------------------------------------------------------------
@@ -313,6 +315,33 @@ def mdn_loss(torch, pi, sigma, mu, y):
     log_pi = torch.log(pi)
     log_prob = torch.distributions.Normal(mu, sigma).log_prob(y.unsqueeze(1).expand_as(mu)).sum(-1)
     return -torch.logsumexp(log_pi + log_prob, dim=1).mean()
+
+
+def sagelywizard_mdn(torch):
+    """sagelywizard/pytorch-mdn's ``mdn.py`` functions (its original product-of-densities form):
+    ``(gaussian_probability, mdn_loss, sample)``."""
+    ONEOVERSQRT2PI = 1.0 / math.sqrt(2 * math.pi)
+
+    def gaussian_probability(sigma, mu, target):
+        target = target.unsqueeze(1).expand_as(sigma)
+        ret = ONEOVERSQRT2PI * torch.exp(-0.5 * ((target - mu) / sigma)**2) / sigma
+        return torch.prod(ret, 2)
+
+    def mdn_loss(pi, sigma, mu, target):
+        prob = pi * gaussian_probability(sigma, mu, target)
+        nll = -torch.log(torch.sum(prob, dim=1))
+        return torch.mean(nll)
+
+    def sample(pi, sigma, mu):
+        # Choose which gaussian we'll sample from
+        pis = torch.distributions.Categorical(pi).sample().view(pi.size(0), 1, 1)
+        # Choose a random sample, one randn for batch X output dims
+        gaussian_noise = torch.randn((sigma.size(2), sigma.size(0)), requires_grad=False)
+        variance_samples = sigma.gather(1, pis).detach().squeeze()
+        mean_samples = mu.detach().gather(1, pis).squeeze()
+        return (gaussian_noise * variance_samples + mean_samples).transpose(0, 1)
+
+    return gaussian_probability, mdn_loss, sample
 
 
 # --- SIREN: vsitzmann/siren modules.py and diff_operators.py ----------------------------------------------------------

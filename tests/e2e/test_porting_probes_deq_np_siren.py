@@ -29,7 +29,10 @@ outputs, first gradients, losses, the state after the steps):
 - Mixture density network: hand-written (``F.softmax``, ``torch.exp``, ``torch.logsumexp(log_pi +
   Normal(mu, sigma).log_prob(y.unsqueeze(1).expand_as(mu)).sum(-1), dim=1)``) and through
   ``MixtureSameFamily(Categorical(logits=...), Independent(Normal(mu, sigma), 1))`` (its ``log_prob``, ``mean``,
-  ``variance``, ``sample`` shape), the two losses equal, eager and compiled.
+  ``variance``, ``sample`` shape), the two losses equal, eager and compiled; sagelywizard/pytorch-mdn's product of
+  densities (``torch.prod`` of ``ONEOVERSQRT2PI * torch.exp(-0.5 * ((target - mu) / sigma)**2) / sigma``,
+  ``-torch.log(torch.sum(pi * prob, dim=1))``) and its ``sample`` (``Categorical(pi).sample()``, ``sigma.gather(1,
+  pis)`` by a ``(B, 1, 1)`` index, ``torch.randn``).
 - SIREN (vsitzmann/siren): ``SineLayer`` with its init under ``torch.no_grad()`` (``weight.uniform_`` with
   ``np.sqrt(6 / in_features) / omega_0``), ``coords.clone().detach().requires_grad_(True)`` inside ``forward``,
   ``gradient`` (``autograd.grad(..., create_graph=True)``) and ``laplace`` = ``divergence`` of the gradient (a loop of
@@ -82,7 +85,8 @@ import pytest
 import kiln
 from kiln.compiler.errors import TraceError
 from e2e.deq_np_siren_program import (all_diff_operators, deq, deq_jacobian_regularized, diff_operators, film_cnn,
-                                      functional_hypernetwork, get_mgrid, hypernetwork, mdn, mdn_loss, sdf_loss, siren)
+                                      functional_hypernetwork, get_mgrid, hypernetwork, mdn, mdn_loss, sagelywizard_mdn,
+                                      sdf_loss, siren)
 from e2e.neural_process_program import (batch_context_target_mask, context_target_split, dupont_loss,
                                         dupont_neural_process, img_mask_to_np_input, neural_process)
 from e2e.probe_lockstep import array, assert_same_records, gradients, run_in_lockstep, snapshot
@@ -395,6 +399,62 @@ def test_mixture_density_network_trains_as_torch(float64_default, through_mixtur
     assert [list(map(tuple, s)) for s in shapes] == [[(5, 6, 2), (6, 2)]] * 2
     assert_same_records(ours, theirs)
     np.testing.assert_allclose(ours["log_prob"].mean(), ours["hand-written log_prob"], rtol=1e-12)
+
+
+def train_sagelywizard_mdn(compiled, steps=3):
+    """pytorch-mdn's example: ``model = nn.Sequential(nn.Linear(2, 8), nn.Tanh(), MDN(8, 2, 3))`` written with the
+    reference's ``MDN`` layer (``nn.Sequential(nn.Linear, nn.Softmax(dim=1))`` for pi), its ``mdn_loss``, Adam; then
+    its ``sample`` (its shape)."""
+
+    def train(torch, nn, F, model):
+        gaussian_probability, loss_of, sample = sagelywizard_mdn(torch)
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+
+        def step(minibatch, target):
+            pi, sigma, mu = model(minibatch)
+            loss = loss_of(pi, sigma, mu, target)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            return loss
+
+        run = compiled_if(torch, compiled, step)
+        record = {"losses": [run(torch.tensor(MDN_X[i]), torch.tensor(MDN_Y[i])).item() for i in range(steps)]}
+        record["state"] = snapshot(model)
+        with torch.no_grad():
+            pi, sigma, mu = model(torch.tensor(MDN_X[0]))
+            record["sample shape"] = np.array(sample(pi, sigma, mu).shape)
+            record["densities"] = array(gaussian_probability(sigma, mu, torch.tensor(MDN_Y[0])))
+        return record
+
+    return train
+
+
+def _sagelywizard_mdn_model(torch, nn, F):
+    class MDN(nn.Module):
+        def __init__(self, in_features, out_features, num_gaussians):
+            super(MDN, self).__init__()
+            self.in_features, self.out_features, self.num_gaussians = in_features, out_features, num_gaussians
+            self.pi = nn.Sequential(nn.Linear(in_features, num_gaussians), nn.Softmax(dim=1))
+            self.sigma = nn.Linear(in_features, out_features * num_gaussians)
+            self.mu = nn.Linear(in_features, out_features * num_gaussians)
+
+        def forward(self, minibatch):
+            pi = self.pi(minibatch)
+            sigma = torch.exp(self.sigma(minibatch))
+            sigma = sigma.view(-1, self.num_gaussians, self.out_features)
+            mu = self.mu(minibatch)
+            mu = mu.view(-1, self.num_gaussians, self.out_features)
+            return pi, sigma, mu
+
+    return nn.Sequential(nn.Linear(2, 8), nn.Tanh(), MDN(8, 2, 3))
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled step"])
+def test_pytorch_mdn_product_of_densities_trains_as_torch(float64_default, compiled):
+    ours, theirs = run_in_lockstep(_sagelywizard_mdn_model, train_sagelywizard_mdn(compiled))
+    assert list(ours.pop("sample shape")) == list(theirs.pop("sample shape")) == [6, 2]
+    assert_same_records(ours, theirs)
 
 
 def test_mdn_losses_agree_between_the_two_writings(float64_default):
