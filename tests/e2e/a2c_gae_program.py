@@ -2,7 +2,7 @@
 ``distributions.py``, ``utils.py``'s ``AddBias`` and ``init``, ``model.py``'s ``Policy``, ``NNBase`` (the GRU with
 ``_forward_gru``'s mask splitting) and ``MLPBase``,
 ``algo/a2c_acktr.py``, ``algo/ppo.py`` (minibatches from ``feed_forward_generator``'s ``BatchSampler``),
-``utils.update_linear_schedule`` and ``main.py``'s loop, with a deterministic NumPy vectorised environment, for
+``algo/gail.py``'s ``Discriminator``, ``utils.update_linear_schedule`` and ``main.py``'s loop, with a deterministic NumPy vectorised environment, for
 ``test_porting_probes_rainbow_a2c_vtrace.py``."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from e2e.probe_lockstep import array
 class A2CArgs:
     num_steps, num_processes, gamma, gae_lambda, use_gae, use_proper_time_limits = 5, 2, 0.99, 0.95, True, True
     lr, eps, alpha, value_loss_coef, entropy_coef, max_grad_norm, hidden_size = 7e-3, 1e-5, 0.99, 0.5, 0.01, 0.5, 8
-    recurrent_policy, algo, use_linear_lr_decay = False, 'a2c', False
+    recurrent_policy, algo, use_linear_lr_decay, gail, gail_epoch, gail_batch_size = False, 'a2c', False, False, 2, 5
     clip_param, ppo_epoch, num_mini_batch = 0.2, 2, 2
 
 
@@ -482,11 +482,12 @@ def update_linear_schedule(optimizer, epoch, total_num_epochs, initial_lr):
         param_group['lr'] = lr
 
 
-def a2c_main(torch, a2c, actor_critic, envs, args, num_updates, update_step=None):
+def a2c_main(torch, a2c, actor_critic, envs, args, num_updates, update_step=None, discr=None, gail_train_loader=None):
     """main.py's loop: act under ``no_grad``, ``envs.step``, masks by ``torch.FloatTensor``,
     ``insert``, ``get_value``, ``compute_returns``, ``agent.update``, ``after_update``; a record of what it saw.
     ``update_step(agent)`` gives the function ``update`` runs (a compiled ``agent.update_step``, or PPO's
-    ``update_minibatch``); ``args.use_linear_lr_decay``: ``update_linear_schedule`` before each update."""
+    ``update_minibatch``); ``args.use_linear_lr_decay``: ``update_linear_schedule`` before each update; ``args.gail``:
+    ``discr`` trained on ``gail_train_loader``'s expert pairs and the rollouts, its rewards replacing the env's."""
     if args.algo == 'a2c':
         agent = a2c.A2C_ACKTR(actor_critic, args.value_loss_coef, args.entropy_coef, lr=args.lr, eps=args.eps,
                               alpha=args.alpha, max_grad_norm=args.max_grad_norm)
@@ -517,6 +518,15 @@ def a2c_main(torch, a2c, actor_critic, envs, args, num_updates, update_step=None
         with torch.no_grad():
             next_value = actor_critic.get_value(rollouts.obs[-1], rollouts.recurrent_hidden_states[-1],
                                                 rollouts.masks[-1]).detach()
+        if args.gail:
+            gail_epoch = args.gail_epoch  # (main.py warms up with 100 epochs for the first 10 updates)
+            for _ in range(gail_epoch):
+                record.setdefault("gail losses", []).append(
+                    discr.update(gail_train_loader, rollouts, lambda obs, update=False: obs))
+            for step in range(args.num_steps):
+                rollouts.rewards[step] = discr.predict_reward(
+                    rollouts.obs[step], rollouts.actions[step], args.gamma,
+                    rollouts.masks[step])
         rollouts.compute_returns(next_value, args.use_gae, args.gamma, args.gae_lambda, args.use_proper_time_limits)
         record["returns"].append(array(rollouts.returns))
         record["actions"].append(array(rollouts.actions))
@@ -524,3 +534,104 @@ def a2c_main(torch, a2c, actor_critic, envs, args, num_updates, update_step=None
         rollouts.after_update()
     record["obs0"] = array(rollouts.obs[0])
     return record
+
+
+# --- GAIL (algo/gail.py) --------------------------------------------------------------------------------------------
+
+class RunningMeanStd(object):
+    """baselines' running moments (NumPy), as gail.py's ``ret_rms``."""
+
+    def __init__(self, epsilon=1e-4, shape=()):
+        self.mean = np.zeros(shape, 'float64')
+        self.var = np.ones(shape, 'float64')
+        self.count = epsilon
+
+    def update(self, x):
+        batch_mean = np.mean(x, axis=0)
+        batch_var = np.var(x, axis=0)
+        batch_count = x.shape[0]
+        delta = batch_mean - self.mean
+        tot_count = self.count + batch_count
+        new_mean = self.mean + delta * batch_count / tot_count
+        m_a = self.var * self.count
+        m_b = batch_var * batch_count
+        M2 = m_a + m_b + np.square(delta) * self.count * batch_count / tot_count
+        self.mean, self.var, self.count = new_mean, M2 / tot_count, tot_count
+
+
+def gail_discriminator(torch, nn, F, draws, float_tensor=None):
+    """algo/gail.py's ``Discriminator`` (``torch.rand`` of the mixup drawn through ``draws``); ``float_tensor`` stands
+    for the expert states' ``torch.FloatTensor`` in the float64 runs."""
+    autograd = torch.autograd
+    float_tensor = float_tensor or torch.FloatTensor
+
+    class Discriminator(nn.Module):
+        def __init__(self, input_dim, hidden_dim, device):
+            super(Discriminator, self).__init__()
+            self.device = device
+            self.trunk = nn.Sequential(
+                nn.Linear(input_dim, hidden_dim), nn.Tanh(),
+                nn.Linear(hidden_dim, hidden_dim), nn.Tanh(),
+                nn.Linear(hidden_dim, 1)).to(device)
+            self.trunk.train()
+            self.optimizer = torch.optim.Adam(self.trunk.parameters())
+            self.returns = None
+            self.ret_rms = RunningMeanStd(shape=())
+
+        def compute_grad_pen(self, expert_state, expert_action, policy_state, policy_action, lambda_=10):
+            alpha = draws.draw(torch, lambda: torch.rand(expert_state.size(0), 1))
+            expert_data = torch.cat([expert_state, expert_action], dim=1)
+            policy_data = torch.cat([policy_state, policy_action], dim=1)
+            alpha = alpha.expand_as(expert_data).to(expert_data.device)
+            mixup_data = alpha * expert_data + (1 - alpha) * policy_data
+            mixup_data.requires_grad = True
+            disc = self.trunk(mixup_data)
+            ones = torch.ones(disc.size()).to(disc.device)
+            grad = autograd.grad(
+                outputs=disc,
+                inputs=mixup_data,
+                grad_outputs=ones,
+                create_graph=True,
+                retain_graph=True,
+                only_inputs=True)[0]
+            grad_pen = lambda_ * (grad.norm(2, dim=1) - 1).pow(2).mean()
+            return grad_pen
+
+        def update(self, expert_loader, rollouts, obsfilt=None):
+            self.train()
+            policy_data_generator = rollouts.feed_forward_generator(None, mini_batch_size=expert_loader.batch_size)
+            loss = 0
+            n = 0
+            for expert_batch, policy_batch in zip(expert_loader, policy_data_generator):
+                policy_state, policy_action = policy_batch[0], policy_batch[2]
+                policy_d = self.trunk(torch.cat([policy_state, policy_action.float()], dim=1))
+                expert_state, expert_action = expert_batch
+                expert_state = obsfilt(expert_state.numpy(), update=False)
+                expert_state = float_tensor(expert_state).to(self.device)
+                expert_action = expert_action.to(self.device)
+                expert_d = self.trunk(torch.cat([expert_state, expert_action], dim=1))
+                expert_loss = F.binary_cross_entropy_with_logits(expert_d, torch.ones(expert_d.size()).to(self.device))
+                policy_loss = F.binary_cross_entropy_with_logits(policy_d, torch.zeros(policy_d.size()).to(self.device))
+                gail_loss = expert_loss + policy_loss
+                grad_pen = self.compute_grad_pen(expert_state, expert_action, policy_state, policy_action)
+                loss += (gail_loss + grad_pen).item()
+                n += 1
+                self.optimizer.zero_grad()
+                (gail_loss + grad_pen).backward()
+                self.optimizer.step()
+            return loss / n
+
+        def predict_reward(self, state, action, gamma, masks, update_rms=True):
+            with torch.no_grad():
+                self.eval()
+                d = self.trunk(torch.cat([state, action], dim=1))
+                s = torch.sigmoid(d)
+                reward = s.log() - (1 - s).log()
+                if self.returns is None:
+                    self.returns = reward.clone()
+                if update_rms:
+                    self.returns = self.returns * masks * gamma + reward
+                    self.ret_rms.update(self.returns.cpu().numpy())
+                return reward / np.sqrt(self.ret_rms.var[0] + 1e-8)
+
+    return Discriminator

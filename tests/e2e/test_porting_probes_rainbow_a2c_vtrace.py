@@ -24,7 +24,10 @@ from kiln's initial weights, tiny, on deterministic NumPy environments; kiln's r
   split where a mask is zero by ``.nonzero().squeeze().cpu()`` and ``.numpy().tolist()``), compiled too; PPO
   (``algo/ppo.py``: ``feed_forward_generator`` with ``from torch.utils.data.sampler import BatchSampler,
   SubsetRandomSampler`` and list indexing, the clipped surrogate and value losses, Adam) with
-  ``update_linear_schedule`` writing ``param_group['lr']`` between compiled minibatch steps.
+  ``update_linear_schedule`` writing ``param_group['lr']`` between compiled minibatch steps; GAIL (``algo/gail.py``:
+  the discriminator's gradient penalty by ``autograd.grad(create_graph=True)`` of a mixup made a leaf by
+  ``requires_grad = True``, ``binary_cross_entropy_with_logits``, ``predict_reward`` with NumPy running statistics),
+  eagerly.
 - IMPALA (torchbeast): ``vtrace.from_logits`` / ``from_importance_weights`` under ``@torch.no_grad()`` (the reversed
   ``acc`` loop, ``torch.stack``), ``action_log_probs`` by ``-F.nll_loss(..., reduction="none").view_as(actions)``, the
   three losses, ``AtariNet`` with the LSTM core reset by ``notdone`` (``tuple(nd * s for s in core_state)``),
@@ -225,6 +228,51 @@ class A2CArgsRecurrent(a2c_gae_program.A2CArgs):
 
 class PPOArgs(a2c_gae_program.A2CArgs):
     algo, use_linear_lr_decay, lr = 'ppo', True, 3e-3
+
+
+class GailArgs(PPOArgs):
+    gail = True
+
+
+def gail_build(draws):
+    def build(torch, nn, F):
+        policy = a2c_build(draws, "continuous", GailArgs)(torch, nn, F)
+        float_tensor = lambda array: torch.tensor(array, dtype=torch.get_default_dtype())  # noqa: E731  (FloatTensor)
+        Discriminator = a2c_gae_program.gail_discriminator(torch, nn, F, draws, float_tensor)
+        return nn.ModuleDict({"policy": policy, "discr": Discriminator(4 + 2, 8, "cpu")})
+
+    return build
+
+
+def gail_training(draws):
+    """main.py with ``--gail``: PPO on the discriminator's rewards, the expert pairs from a ``DataLoader`` over a
+    ``TensorDataset`` (gail.py's ``ExpertDataset`` reads recorded trajectories; in order here)."""
+    rng = np.random.default_rng(1)
+    expert_states, expert_actions = rng.uniform(-0.5, 0.5, (10, 4)), rng.standard_normal((10, 2)) * 0.3
+
+    def train(torch, nn, F, nets):
+        args = GailArgs
+        a2c = a2c_gae_program.a2c_program(torch, nn, F, draws)
+        envs = a2c_gae_program.SyntheticVecEnv(torch, A2C_SPACES["continuous"], args.num_processes,
+                                               float_dtype=torch.get_default_dtype())
+        dataset = torch.utils.data.TensorDataset(torch.tensor(expert_states), torch.tensor(expert_actions))
+        loader = torch.utils.data.DataLoader(dataset, batch_size=args.gail_batch_size, shuffle=False, drop_last=True)
+        record = a2c_gae_program.a2c_main(torch, a2c, nets["policy"], envs, args, 2, discr=nets["discr"],
+                                          gail_train_loader=loader)
+        record["state"] = snapshot(nets)
+        return record
+
+    return train
+
+
+def test_gail_with_ppo_trains_as_torch(float64_default):
+    """gail.py's discriminator: the gradient penalty by ``autograd.grad(..., create_graph=True)`` of a mixup made a
+    leaf by ``mixup_data.requires_grad = True``, ``binary_cross_entropy_with_logits``, Adam, ``predict_reward`` with the
+    NumPy running return statistics."""
+    draws = rainbow_program.KilnDrawsTorchReplays()
+    ours, theirs = run_in_lockstep(gail_build(draws), gail_training(draws))
+    assert draws.replayed == len(draws.recorded)
+    assert_same_records(ours, theirs)
 
 
 def a2c_training(draws, space, compiled=False, num_updates=3, float_dtype=None, args=a2c_gae_program.A2CArgs):
