@@ -38,7 +38,8 @@ from kiln's initial weights, tiny, on deterministic NumPy environments; kiln's r
 Checked against torch 2.13 in float64 to 1e-10 (losses, first gradients, rollouts, returns, V-trace targets,
 parameters after the updates), eagerly and with each learner update (zero_grad, forward, loss, backward, clip, step)
 one ``kiln.compile(fullgraph=True)`` graph against torch's eager loop; the acting policies' inference through
-``kiln.compile`` (and Rainbow's eval net through ``kiln.onnx.export`` in onnxruntime); float32 at float32's level.
+``kiln.compile``, and through ``kiln.onnx.export`` in onnxruntime (Rainbow's eval net, the recurrent A2C base,
+IMPALA's ``AtariNet`` with its dict of inputs and LSTM state); float32 at float32's level.
 
 What broke: the compiled Rainbow update refused the projection's ``l[(u > 0) * (l == u)] -= 1`` ("x[mask] has a
 data-dependent shape"): arithmetic on pending masked rows now stays pending and is written back as one ``where``
@@ -416,4 +417,47 @@ def test_impala_vtrace_float32_as_torch():
     draws = rainbow_program.KilnDrawsTorchReplays()
     ours, theirs = run_in_lockstep(beast_build(draws), beast_training(draws, compiled=True))
     assert ours["vs"][0].dtype == np.float32
+    assert_same_records(ours, theirs, rtol=2e-5, atol=2e-6)
+
+
+def test_acting_policies_through_onnx_as_torch():
+    """The acting policies exported by ``kiln.onnx.export`` and run by onnxruntime (float32), against torch's eager
+    outputs: ikostrikov's recurrent ``MLPBase`` (one GRU step with the mask) and torchbeast's ``AtariNet`` in eval
+    (the dict of env outputs and the LSTM state in, the dict of logits, baseline, argmax action and the state out)."""
+    onnxruntime = require("onnxruntime")
+    rng = np.random.default_rng(2)
+    obs, hxs = rng.standard_normal((2, 4)).astype(np.float32), rng.standard_normal((2, 8)).astype(np.float32)
+    masks = np.array([[1.0], [0.0]], np.float32)
+    env_outputs = {"frame": rng.integers(0, 256, (1, 2) + OBSERVATION_SHAPE, dtype=np.uint8),
+                   "reward": np.array([[0.5, -2.0]], np.float32), "done": np.array([[False, True]]),
+                   "last_action": np.array([[1, 2]])}
+    core_state = [rng.standard_normal((2, 2, 16)).astype(np.float32) for _ in range(2)]
+
+    def build(torch, nn, F):
+        a2c = a2c_gae_program.a2c_program(torch, nn, F, None)
+        AtariNet = torchbeast_program.atari_net(torch, nn, F, None)
+        return nn.ModuleDict({"a2c": a2c.Policy((4,), a2c_gae_program.Discrete(3),
+                                                base_kwargs={"recurrent": True, "hidden_size": 8}).base,
+                              "beast": AtariNet(OBSERVATION_SHAPE, FLAGS.num_actions, use_lstm=True).eval()})
+
+    def infer(torch, nn, F, nets):
+        a2c_inputs = (torch.tensor(obs), torch.tensor(hxs), torch.tensor(masks))
+        beast_inputs = ({key: torch.tensor(value) for key, value in env_outputs.items()},
+                        tuple(torch.tensor(s) for s in core_state))
+        if torch is not kiln:
+            with torch.no_grad():
+                beast_out, beast_state = nets["beast"](*beast_inputs)
+                return {"a2c": dict(enumerate(map(array, nets["a2c"](*a2c_inputs)))),
+                        "beast": dict(enumerate(map(array, (*beast_out.values(), *beast_state))))}
+        record = {}
+        for name, inputs in (("a2c", a2c_inputs), ("beast", beast_inputs)):
+            buffer = io.BytesIO()
+            kiln.onnx.export(nets[name], inputs, buffer)
+            session = onnxruntime.InferenceSession(buffer.getvalue())
+            leaves = [*a2c_inputs] if name == "a2c" else [*beast_inputs[0].values(), *beast_inputs[1]]
+            feeds = {given.name: array(leaf) for given, leaf in zip(session.get_inputs(), leaves, strict=True)}
+            record[name] = dict(enumerate(session.run(None, feeds)))
+        return record
+
+    ours, theirs = run_in_lockstep(build, infer)
     assert_same_records(ours, theirs, rtol=2e-5, atol=2e-6)
