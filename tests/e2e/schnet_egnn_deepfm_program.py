@@ -700,3 +700,165 @@ def torchfm_interactions(torch, nn, F, field_dims, embed_dim=4, model='dcn'):
             return torch.sigmoid((linear + out).squeeze(1))
 
     return Model()
+
+
+def painn(torch, nn, F, n_atom_basis=8, n_interactions=2, n_rbf=6, cutoff=3.0):
+    """PaiNN as schnetpack writes it (``representation/painn.py``, ``nn/radial.py``, ``nn/cutoff.py``, ``nn/base.py``
+    ``Dense``, ``nn/scatter.py``), with an ``Atomwise`` energy head: scalar and vector features ``(N, 1, F)`` and
+    ``(N, 3, F)``, filters ``torch.split`` per interaction, messages summed by ``index_add``; ``forward(Z, R, idx_i,
+    idx_j, idx_m, n_molecules)`` gives each molecule's energy."""
+
+    class Dense(nn.Linear):
+        def __init__(self, in_features, out_features, bias=True, activation=None,
+                     weight_init=torch.nn.init.xavier_uniform_, bias_init=torch.nn.init.zeros_):
+            self.weight_init = weight_init
+            self.bias_init = bias_init
+            super(Dense, self).__init__(in_features, out_features, bias)
+            self.activation = activation
+            if self.activation is None:
+                self.activation = nn.Identity()
+            self.reset_parameters()
+
+        def reset_parameters(self):
+            self.weight_init(self.weight)
+            if self.bias is not None:
+                self.bias_init(self.bias)
+
+        def forward(self, input):
+            y = F.linear(input, self.weight, self.bias)
+            y = self.activation(y)
+            return y
+
+    def scatter_add(x, idx_i, dim_size, dim=0):
+        shape = list(x.shape)
+        shape[dim] = dim_size
+        tmp = torch.zeros(shape, dtype=x.dtype, device=x.device)
+        y = tmp.index_add(dim, idx_i, x)
+        return y
+
+    class GaussianRBF(nn.Module):
+        def __init__(self, n_rbf, cutoff, start=0.0, trainable=False):
+            super(GaussianRBF, self).__init__()
+            self.n_rbf = n_rbf
+            offset = torch.linspace(start, cutoff, n_rbf)
+            widths = torch.abs(offset[1] - offset[0]) * torch.ones_like(offset)
+            if trainable:
+                self.widths = nn.Parameter(widths)
+                self.offsets = nn.Parameter(offset)
+            else:
+                self.register_buffer("widths", widths)
+                self.register_buffer("offsets", offset)
+
+        def forward(self, inputs):
+            coeff = -0.5 / torch.pow(self.widths, 2)
+            diff = inputs[..., None] - self.offsets
+            y = torch.exp(coeff * torch.pow(diff, 2))
+            return y
+
+    class CosineCutoff(nn.Module):
+        def __init__(self, cutoff):
+            super(CosineCutoff, self).__init__()
+            self.register_buffer("cutoff", torch.FloatTensor([cutoff]))
+
+        def forward(self, input):
+            input_cut = 0.5 * (torch.cos(input * math.pi / self.cutoff) + 1.0)
+            input_cut *= (input < self.cutoff).float()
+            return input_cut
+
+    class PaiNNInteraction(nn.Module):
+        def __init__(self, n_atom_basis, activation):
+            super(PaiNNInteraction, self).__init__()
+            self.n_atom_basis = n_atom_basis
+            self.interatomic_context_net = nn.Sequential(
+                Dense(n_atom_basis, n_atom_basis, activation=activation),
+                Dense(n_atom_basis, 3 * n_atom_basis, activation=None),
+            )
+
+        def forward(self, q, mu, Wij, dir_ij, idx_i, idx_j, n_atoms):
+            x = self.interatomic_context_net(q)
+            xj = x[idx_j]
+            muj = mu[idx_j]
+            x = Wij * xj
+            dq, dmuR, dmumu = torch.split(x, self.n_atom_basis, dim=-1)
+            dq = scatter_add(dq, idx_i, dim_size=n_atoms)
+            dmu = dmuR * dir_ij[..., None] + dmumu * muj
+            dmu = scatter_add(dmu, idx_i, dim_size=n_atoms)
+            q = q + dq
+            mu = mu + dmu
+            return q, mu
+
+    class PaiNNMixing(nn.Module):
+        def __init__(self, n_atom_basis, activation, epsilon=1e-8):
+            super(PaiNNMixing, self).__init__()
+            self.n_atom_basis = n_atom_basis
+            self.intraatomic_context_net = nn.Sequential(
+                Dense(2 * n_atom_basis, n_atom_basis, activation=activation),
+                Dense(n_atom_basis, 3 * n_atom_basis, activation=None),
+            )
+            self.mu_channel_mix = Dense(n_atom_basis, 2 * n_atom_basis, activation=None, bias=False)
+            self.epsilon = epsilon
+
+        def forward(self, q, mu):
+            mu_mix = self.mu_channel_mix(mu)
+            mu_V, mu_W = torch.split(mu_mix, self.n_atom_basis, dim=-1)
+            mu_Vn = torch.sqrt(torch.sum(mu_V**2, dim=-2, keepdim=True) + self.epsilon)
+            ctx = torch.cat([q, mu_Vn], dim=-1)
+            x = self.intraatomic_context_net(ctx)
+            dq_intra, dmu_intra, dqmu_intra = torch.split(x, self.n_atom_basis, dim=-1)
+            dmu_intra = dmu_intra * mu_W
+            dqmu_intra = dqmu_intra * torch.sum(mu_V * mu_W, dim=-2, keepdim=True)
+            q = q + dq_intra + dqmu_intra
+            mu = mu + dmu_intra
+            return q, mu
+
+    class PaiNN(nn.Module):
+        def __init__(self, n_atom_basis, n_interactions, radial_basis, cutoff_fn, activation=F.silu,
+                     max_z=100, shared_interactions=False, shared_filters=False, epsilon=1e-8):
+            super(PaiNN, self).__init__()
+            self.n_atom_basis = n_atom_basis
+            self.n_interactions = n_interactions
+            self.cutoff_fn = cutoff_fn
+            self.cutoff = cutoff_fn.cutoff
+            self.radial_basis = radial_basis
+            self.embedding = nn.Embedding(max_z, n_atom_basis, padding_idx=0)
+            self.share_filters = shared_filters
+            self.filter_net = Dense(self.radial_basis.n_rbf, self.n_interactions * n_atom_basis * 3, activation=None)
+            self.interactions = nn.ModuleList([PaiNNInteraction(n_atom_basis=self.n_atom_basis, activation=activation)
+                                               for _ in range(n_interactions)])
+            self.mixing = nn.ModuleList([PaiNNMixing(n_atom_basis=self.n_atom_basis, activation=activation,
+                                                     epsilon=epsilon) for _ in range(n_interactions)])
+            self.outnet = nn.Sequential(Dense(n_atom_basis, n_atom_basis // 2, activation=F.silu),
+                                        Dense(n_atom_basis // 2, 1, activation=None))
+
+        def forward(self, atomic_numbers, R, idx_i, idx_j, idx_m, n_molecules):
+            r_ij = R[idx_j] - R[idx_i]
+            n_atoms = atomic_numbers.shape[0]
+            d_ij = torch.norm(r_ij, dim=1, keepdim=True)
+            dir_ij = r_ij / d_ij
+            phi_ij = self.radial_basis(d_ij)
+            fcut = self.cutoff_fn(d_ij)
+            filters = self.filter_net(phi_ij) * fcut[..., None]
+            filter_list = torch.split(filters, 3 * self.n_atom_basis, dim=-1)
+            q = self.embedding(atomic_numbers)[:, None]
+            qs = q.shape
+            mu = torch.zeros((qs[0], 3, qs[2]), device=q.device)
+            for i, (interaction, mixing) in enumerate(zip(self.interactions, self.mixing)):
+                q, mu = interaction(q, mu, filter_list[i], dir_ij, idx_i, idx_j, n_atoms)
+                q, mu = mixing(q, mu)
+            q = q.squeeze(1)
+            y = self.outnet(q)
+            return torch.squeeze(scatter_add(y, idx_m, dim_size=n_molecules), -1)
+
+    return PaiNN(n_atom_basis, n_interactions, GaussianRBF(n_rbf, cutoff), CosineCutoff(cutoff))
+
+
+def painn_loss(torch, F, model, Z, R, idx_i, idx_j, idx_m, energy, forces, n_molecules=2, rho=10.0):
+    """schnetpack's ``Forces`` output module: ``-grad(energy, R, grad_outputs=torch.ones_like(energy),
+    create_graph=True, retain_graph=True)``, and a weighted MSE of energies and forces."""
+    R = R.clone().requires_grad_()
+    pred = model(Z, R, idx_i, idx_j, idx_m, n_molecules)
+    go = [torch.ones_like(pred)]
+    dEdR = torch.autograd.grad([pred], [R], grad_outputs=go, create_graph=True, retain_graph=True)[0]
+    pred_forces = -dEdR
+    loss = F.mse_loss(pred, energy) + rho * F.mse_loss(pred_forces, forces)
+    return pred, pred_forces, loss
