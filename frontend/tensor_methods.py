@@ -162,8 +162,25 @@ class TorchMethods(BitwiseMethods):
             return _flat_gather(source, axis, index)
         return _one_hot_gather(source, axis, index)
 
-    def take_along_dim(self, indices: Any, dim: int) -> Any:
-        return self.gather(dim, indices)
+    def take_along_dim(self, indices: Any, dim: int | None = None) -> Any:
+        """``self`` gathered at ``indices`` along ``dim``, the two broadcast against each other in the other dims (as
+        ``np.take_along_axis`` and torch's: ``x.take_along_dim(idx_of_shape_1x1xk, -1)`` reads every row); with no
+        ``dim``, from the flattened tensor at the flattened indices."""
+        if dim is None:
+            return self.reshape(-1).gather(0, indices.reshape(-1))
+        if indices.ndim != self.ndim:
+            raise located_error(f"torch.take_along_dim(): input and indices should have the same number of dimensions, "
+                                f"but got {self.ndim} dimensions for input, and {indices.ndim} dimensions for indices")
+        if indices.dtype is not DType.i64:
+            from kiln.frontend.tensor_bitwise import TORCH_NAMES
+
+            raise located_error(f"torch.take_along_dim(): dtype of indices should be Long but got "
+                                f"{TORCH_NAMES.get(indices.dtype, indices.dtype)}")
+        from kiln.frontend.functional import _one_dim
+
+        axis = _one_dim("take_along_dim", self, dim)
+        common = _broadcast_except(tuple(self.shape), tuple(indices.shape), axis)
+        return _broadcast_to(self, common, axis).gather(axis, _broadcast_to(indices, common, axis))
 
     # sorting ----------------------------------------------------------------
     def argsort(self, dim: int = -1, descending: bool = False, stable: bool = False) -> Any:
@@ -433,6 +450,22 @@ def _one_hot_gather(x: Any, axis: int, index: Any) -> Any:
     zero = 0.0 if x.dtype.is_float else 0  # a float zero would promote an integer source to float32
     chosen = _apply("tensor.where", picks, source.unsqueeze(-2), zero).sum(-1)
     return movedim(chosen if chosen.dtype is x.dtype else chosen.to(x.dtype), -1, axis)  # a bool sum counts in int64
+
+
+def _broadcast_except(shape: tuple[Dim, ...], other: tuple[Dim, ...], axis: int) -> tuple[Dim, ...]:
+    """The broadcast of two shapes of one rank, ignoring ``axis`` (1 there)."""
+    from kiln.compiler.ir.types import broadcast_shapes
+
+    def without_axis(dims: tuple[Dim, ...]) -> tuple[Dim, ...]:
+        return dims[:axis] + (1,) + dims[axis + 1:]
+
+    return broadcast_shapes(without_axis(shape), without_axis(other))
+
+
+def _broadcast_to(tensor: Any, common: tuple[Dim, ...], axis: int) -> Any:
+    """``tensor`` broadcast to ``common`` in every dim but ``axis``, where it keeps its size."""
+    shape = common[:axis] + (tensor.shape[axis],) + common[axis + 1:]
+    return tensor if tuple(tensor.shape) == shape else tensor.broadcast_to(shape)
 
 
 def _leading_slices(x: Any, index: Any, axis: int) -> Any:
