@@ -11,7 +11,7 @@ in float32.
   ``topk(n_top, sorted=False)[1]``, ``Q[torch.arange(B)[:, None, None], torch.arange(H)[None, :, None], M_top, :]``),
   ``_get_initial_context`` (``V.mean(dim=-2)...expand(...).clone()``, ``V.cumsum(dim=-2)`` masked),
   ``_update_context``'s advanced-index assignment with ``.type_as``, ``ProbMask`` (``triu(1)``, ``_mask_ex[...]``,
-  ``.view(scores.shape)``, ``masked_fill_`` with ``-np.inf``), the full cross-attention by ``einsum``, the distilling
+  ``.view(scores.shape)``, ``masked_fill_`` with ``-np.inf``), ``output_attention``'s maps, the full cross-attention by ``einsum``, the distilling
   ``ConvLayer`` (circular ``Conv1d``, ``BatchNorm1d``, ``ELU``, ``MaxPool1d(3, 2, 1)``), embed.py's sin/cos buffer and
   kaiming-initialised circular token conv; exp_informer.py's decoder input and ``adjust_learning_rate`` (type1, writing
   ``param_group['lr']``). ``torch.randint``'s sample is fed the same in both (their generators differ); kiln's own
@@ -218,6 +218,30 @@ def test_informer_draws_its_own_sample_with_torch_randint():
     compiled = kiln.compile(model, fullgraph=True)
     first, second = (np.array(compiled(batch_x, x_mark, dec_inp, y_mark)) for _ in range(2))
     assert np.isfinite(first).all() and np.abs(first - second).max() > 0
+
+
+def test_informer_attention_maps_as_torch(float64_default):
+    """``--output_attention``: ProbAttention's maps, ``(torch.ones([B, H, L_V, L_V]) / L_V).type_as(attn)`` with the
+    selected queries' rows written by ``attns[torch.arange(B)[:, None, None], torch.arange(H)[None, :, None], index, :]
+    = attn``; the forecast, the maps and the gradients of a loss on both, eager and through ``kiln.compile``."""
+    values = list(former_batches(count=1)[0])  # batch_x, batch_y (made the decoder input), x_mark, y_mark
+    values[1] = np.concatenate([values[1][:, :LABEL_LEN], np.zeros((BATCH, PRED_LEN, CHANNELS))], axis=1)
+
+    def run(torch, nn, F, model):
+        batch_x, dec_inp, x_mark, y_mark = [torch.tensor(v) for v in values]
+        forecast, attns = model(batch_x, x_mark, dec_inp, y_mark)
+        (forecast.sum() + sum((a * a).sum() for a in attns)).backward()
+        record = {"forecast": array(forecast), "attns": {str(i): array(a) for i, a in enumerate(attns)},
+                  "grads": gradients(model)}
+        if torch is kiln:
+            forecast, attns = kiln.compile(model, fullgraph=True)(batch_x, x_mark, dec_inp, y_mark)
+        record["compiled"] = {"forecast": array(forecast), **{str(i): array(a) for i, a in enumerate(attns)}}
+        return record
+
+    ours, theirs = run_in_lockstep(lambda torch, nn, F: informer(torch, nn, F, fixed_index_sample(torch),
+                                                                 output_attention=True), run)
+    assert [a.shape for a in theirs["attns"].values()] == [(BATCH, 2, SEQ_LEN, SEQ_LEN), (BATCH, 2, 4, 4)]
+    assert_same_records(ours, theirs)
 
 
 def patch_batches(count=2, seed=1):

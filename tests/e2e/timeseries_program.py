@@ -23,9 +23,10 @@ def fixed_index_sample(torch):
     return sample
 
 
-def informer(torch, nn, F, sample_index=None):
+def informer(torch, nn, F, sample_index=None, output_attention=False):
     """Informer with ProbSparse self-attention (unmasked in the encoder, masked in the decoder), one distilling
-    ``ConvLayer`` between the two encoder layers, full cross-attention; ``sample_index`` replaces ``torch.randint``."""
+    ``ConvLayer`` between the two encoder layers, full cross-attention; ``sample_index`` replaces ``torch.randint``;
+    ``output_attention``: the forward also returns the encoder's attention maps (``--output_attention``)."""
     sample_index = sample_index or torch.randint
 
     class TriangularCausalMask():
@@ -119,7 +120,12 @@ def informer(torch, nn, F, sample_index=None):
             context_in[torch.arange(B)[:, None, None],
                        torch.arange(H)[None, :, None],
                        index, :] = torch.matmul(attn, V).type_as(context_in)
-            return (context_in, None)
+            if self.output_attention:
+                attns = (torch.ones([B, H, L_V, L_V]) / L_V).type_as(attn).to(attn.device)
+                attns[torch.arange(B)[:, None, None], torch.arange(H)[None, :, None], index, :] = attn
+                return (context_in, attns)
+            else:
+                return (context_in, None)
 
         def forward(self, queries, keys, values, attn_mask):
             B, L_Q, H, D = queries.shape
@@ -269,7 +275,8 @@ def informer(torch, nn, F, sample_index=None):
             self.enc_embedding = DataEmbedding(torch, nn, enc_in, d_model)
             self.dec_embedding = DataEmbedding(torch, nn, dec_in, d_model)
             self.encoder = Encoder(
-                [EncoderLayer(AttentionLayer(ProbAttention(False, factor, attention_dropout=dropout), d_model, n_heads),
+                [EncoderLayer(AttentionLayer(ProbAttention(False, factor, attention_dropout=dropout,
+                                                           output_attention=output_attention), d_model, n_heads),
                               d_model, d_ff, dropout=dropout, activation=activation) for _ in range(2)],
                 [ConvLayer(d_model)],
                 norm_layer=torch.nn.LayerNorm(d_model))
@@ -286,7 +293,10 @@ def informer(torch, nn, F, sample_index=None):
             dec_out = self.dec_embedding(x_dec, x_mark_dec)
             dec_out = self.decoder(dec_out, enc_out)
             dec_out = self.projection(dec_out)
-            return dec_out[:, -self.pred_len:, :]  # [B, L, D]
+            if output_attention:
+                return dec_out[:, -self.pred_len:, :], attns
+            else:
+                return dec_out[:, -self.pred_len:, :]  # [B, L, D]
 
     return Informer(CHANNELS, CHANNELS, CHANNELS, PRED_LEN)
 
