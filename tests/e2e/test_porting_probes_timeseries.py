@@ -11,9 +11,9 @@ in float32.
   ``topk(n_top, sorted=False)[1]``, ``Q[torch.arange(B)[:, None, None], torch.arange(H)[None, :, None], M_top, :]``),
   ``_get_initial_context`` (``V.mean(dim=-2)...expand(...).clone()``, ``V.cumsum(dim=-2)`` masked),
   ``_update_context``'s advanced-index assignment with ``.type_as``, ``ProbMask`` (``triu(1)``, ``_mask_ex[...]``,
-  ``.view(scores.shape)``, ``masked_fill_`` with ``-np.inf``), ``output_attention``'s maps, the full cross-attention by ``einsum``, the distilling
-  ``ConvLayer`` (circular ``Conv1d``, ``BatchNorm1d``, ``ELU``, ``MaxPool1d(3, 2, 1)``), embed.py's sin/cos buffer and
-  kaiming-initialised circular token conv; exp_informer.py's decoder input and ``adjust_learning_rate`` (type1, writing
+  ``.view(scores.shape)``, ``masked_fill_`` with ``-np.inf``), ``output_attention``'s maps, the full cross-attention
+  by ``einsum``, the distilling ``ConvLayer`` (circular ``Conv1d``, ``BatchNorm1d``, ``ELU``, ``MaxPool1d(3, 2,
+  1)``), embed.py's sin/cos buffer and kaiming-initialised circular token conv; exp_informer.py's decoder input and ``adjust_learning_rate`` (type1, writing
   ``param_group['lr']``). ``torch.randint``'s sample is fed the same in both (their generators differ); kiln's own
   draw is checked to run, eagerly and compiled.
 - Autoformer (thuml/Autoformer): ``series_decomp``/``moving_avg`` (``repeat`` padding, ``AvgPool1d`` on a permute),
