@@ -13,9 +13,9 @@ in float32.
   ``_update_context``'s advanced-index assignment with ``.type_as``, ``ProbMask`` (``triu(1)``, ``_mask_ex[...]``,
   ``.view(scores.shape)``, ``masked_fill_`` with ``-np.inf``), ``output_attention``'s maps, the full cross-attention
   by ``einsum``, the distilling ``ConvLayer`` (circular ``Conv1d``, ``BatchNorm1d``, ``ELU``, ``MaxPool1d(3, 2,
-  1)``), embed.py's sin/cos buffer and kaiming-initialised circular token conv; exp_informer.py's decoder input and ``adjust_learning_rate`` (type1, writing
-  ``param_group['lr']``). ``torch.randint``'s sample is fed the same in both (their generators differ); kiln's own
-  draw is checked to run, eagerly and compiled.
+  1)``), embed.py's sin/cos buffer and kaiming-initialised circular token conv; exp_informer.py's decoder input and
+  ``adjust_learning_rate`` (type1, writing ``param_group['lr']``). ``torch.randint``'s sample is fed the same in both
+  (their generators differ); kiln's own draw is checked to run, eagerly and compiled.
 - Autoformer (thuml/Autoformer): ``series_decomp``/``moving_avg`` (``repeat`` padding, ``AvgPool1d`` on a permute),
   ``my_Layernorm``, AutoCorrelation (``torch.fft.rfft``, ``q_fft * torch.conj(k_fft)``, ``irfft(res, n=L)``), the
   training aggregation (``topk`` of the batch mean, ``torch.stack`` of ``mean_value[:, index[i]]``, ``torch.roll(...,
