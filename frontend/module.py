@@ -454,7 +454,9 @@ class Module(HookMethods):
         ``None`` sets the attribute to None and holds no buffer."""
         non_persistent = self.__dict__.setdefault("_non_persistent_buffers_set", set())
         (non_persistent.discard if persistent else non_persistent.add)(name)
-        setattr(self, name, None if array is None else Buffer(array))
+        if isinstance(array, Buffer) and "_parameters" in self.__dict__:  # another module's buffer: the same tensor,
+            self._buffers.setdefault(name, array)  # as PyTorch's (its in-place updates show here), registered here too
+        setattr(self, name, None if array is None else array if isinstance(array, Buffer) else Buffer(array))
 
     def register_parameter(self, name: str, parameter: "Parameter | None") -> None:
         """Register ``parameter`` as ``name`` (PyTorch's ``register_parameter``)."""

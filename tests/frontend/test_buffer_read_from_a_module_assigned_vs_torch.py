@@ -52,3 +52,20 @@ def test_one_librarys_state_loads_into_the_other():
     ours.load_state_dict({key: np.array(value.numpy()) * 2 for key, value in theirs.state_dict().items()})
     theirs.load_state_dict({key: lib.tensor(np.array(value.numpy())) for key, value in ours.state_dict().items()})
     assert float(ours.cutoff.numpy()[0]) == float(theirs.cutoff[0]) == 10.0
+
+
+def test_register_buffer_of_another_modules_buffer_shares_it_as_torch():
+    """``register_buffer(name, other.buffer)`` keeps that tensor (torch's register_buffer stores it as given): an
+    in-place update through either module shows in both, and ``named_buffers`` names it once; kiln copied it."""
+    seen = []
+    for name in ("kiln", "torch"):
+        lib, nn, _ = libraries(name)
+        inner, outer = nn.Module(), nn.Module()
+        inner.register_buffer("scale", lib.tensor([5.0]))
+        outer.inner = inner
+        outer.register_buffer("shared", inner.scale)
+        with lib.no_grad():
+            inner.scale.add_(1.0)
+        assert outer.shared is inner.scale
+        seen.append((outer.shared.tolist(), [key for key, _ in outer.named_buffers()], list(outer.state_dict())))
+    assert seen[0] == seen[1] == ([6.0], ["shared"], ["shared", "inner.scale"])
