@@ -2,7 +2,8 @@
 PaiNN and SchNet): in PyTorch a registered buffer reads back as a plain tensor, so the assignment keeps a plain
 attribute and ``state_dict`` does not gain the name; kiln registered it again (its buffers read back as ``Buffer``),
 so kiln's state_dict had a key torch's lacks and loading one library's state into the other failed. A new
-``nn.Buffer``, ``register_buffer`` and an assignment to a buffer's own name still register, as in torch."""
+``nn.Buffer``, ``register_buffer`` and an assignment to a buffer's own name still register, as in torch; and
+``register_buffer(name, other.buffer)`` registers that same tensor, as torch's (kiln registered a copy)."""
 
 from __future__ import annotations
 
