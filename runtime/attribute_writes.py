@@ -31,6 +31,9 @@ import numpy as np
 from kiln.frontend.dynamic_ints import DynamicInt
 from kiln.frontend.trace import MISSING, TraceContext, set_attribute
 
+READ: "weakref.WeakKeyDictionary[TraceContext, dict[tuple[int, str], tuple[Any, str, Any]]]" = weakref.WeakKeyDictionary()
+"""Per trace, the plain objects' attributes it read and left (``cfg.scale``, ``runtime/plain_object_writes.py``):
+``(id(object), name) -> (object, name, value)``, guarded on that value, as ``torch.compile`` guards what it reads."""
 UNGUARDED: "weakref.WeakKeyDictionary[TraceContext, set[tuple[int, str]]]" = weakref.WeakKeyDictionary()
 """Per trace, the ``(id(object), name)`` of the writes it made before reading the attribute (a plain object's field a
 helper re-sets at each call, ``runtime/plain_object_writes.py``): replayed, not guarded, as ``torch.compile`` guards
@@ -50,6 +53,8 @@ class AttributeWrites:
     """The writes the trace made before reading the attribute (``UNGUARDED``): ``hold`` does not check them."""
     numbers: list[bool] = field(default_factory=list)
     """Which of ``tensors`` the trace set to a ``DynamicInt`` (a counter's ``+= 1``): each call sets the Python int."""
+    reads: list[tuple[Any, str, Any]] = field(default_factory=list)
+    """Plain objects' attributes the trace read and left (``READ``): ``(object, name, value)``, guarded."""
 
     @classmethod
     def of(cls, context: TraceContext) -> "AttributeWrites":
@@ -61,7 +66,8 @@ class AttributeWrites:
             else:
                 writes.append((module, name, before, after))
         numbers = [isinstance(module.__dict__.get(name), DynamicInt) for module, name, _ in tensors]
-        return cls(writes, tensors, [None] * len(tensors), set(UNGUARDED.get(context, ())), numbers)
+        reads = list(READ.get(context, {}).values())
+        return cls(writes, tensors, [None] * len(tensors), set(UNGUARDED.get(context, ())), numbers, reads)
 
     def traced_values(self) -> list[Any]:
         """The traced tensors' values (the graph's outputs for them); each attribute gets its value from before the
@@ -75,12 +81,18 @@ class AttributeWrites:
     def hold(self) -> bool:
         """Whether every written attribute holds its value from before the trace (what the trace read); one set to a
         tensor may also hold what the last call set it to."""
+        if not self.reads_hold():
+            return False
         if not all(_holds(module.__dict__.get(name, MISSING), before) for module, name, before, _ in self.writes
                    if (id(module), name) not in self.unguarded):
             return False
         current = [module.__dict__.get(name, MISSING) for module, name, _ in self.tensors]
         return all(_holds(value, before) or value is last or (id(module), name) in self.unguarded
                    for value, (module, name, before), last in zip(current, self.tensors, self.last_set))
+
+    def reads_hold(self) -> bool:
+        """Whether each plain object's attribute the trace read holds the value it read (``cfg.scale``)."""
+        return all(_holds(vars(owner).get(name, MISSING), value) for owner, name, value in self.reads)
 
     def replayed(self, outputs: Sequence[Any]) -> Sequence[Any]:
         """Leave each attribute as the trace did, those set to a tensor to an eager one holding its value in this
@@ -141,4 +153,4 @@ def same_value(value: Any, expected: Any) -> bool:
         return False
 
 
-__all__ = ["AttributeWrites", "MISSING", "UNGUARDED", "holds_traced_tensor", "is_traced_tensor", "same_value"]
+__all__ = ["AttributeWrites", "MISSING", "READ", "UNGUARDED", "holds_traced_tensor", "is_traced_tensor", "same_value"]

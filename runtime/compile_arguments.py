@@ -29,6 +29,8 @@ import numpy as np
 from kiln.compiler.errors import KilnError
 from kiln.frontend.trace import input_names
 from kiln.runtime.container_arguments import check_stores, snapshot
+from kiln.runtime.plain_object_writes import watching_owners
+from kiln.runtime.reachable_objects import is_plain_object, reachable_objects
 from kiln.runtime.pytree import flatten, unflatten
 
 TORCH_MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -64,7 +66,9 @@ def with_keywords(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[st
         positional = [given[k] if k in given else a for k, a in enumerate(args)]
         containers = [(arguments[k], "its argument", snapshot(a)) for k, a in enumerate(positional)]
         containers += [(name, "its argument", snapshot(value)) for name, value in fixed.items()]
-        result = fn(*positional, **fixed, **dict(zip(names, leaves)))
+        owners = [owner for a in (*positional, *fixed.values()) if is_plain_object(a)  # cfg.scale read: guarded
+                  for _, _, owner in reachable_objects(a, depth=2) if is_plain_object(owner)]
+        result = watching_owners(fn, owners)(*positional, **fixed, **dict(zip(names, leaves)))
         check_stores(containers)  # stores into a dict or list argument: refused (runtime/container_arguments.py)
         return result
 

@@ -224,6 +224,7 @@ class CompiledFunction:
         variant = self.training_variants.get(key)
         if variant is not None and not variant.holds(arrays_np):  # a closure tensor or an input value it read changed
             del self.training_variants[key]
+            self.dynamic_ints.mark_changed(variant.attributes)  # an int it read changed: a number that changes
             if not variant.value_guards.hold(arrays_np) and self._retraced_past_limit(key):
                 return None
         if key not in self.training_variants:

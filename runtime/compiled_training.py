@@ -217,8 +217,9 @@ class TrainingVariant:
     """Values the Python read from the inputs (``int(lengths.max())``): a call giving others traces again."""
 
     def holds(self, arrays: Sequence[np.ndarray]) -> bool:
-        """Whether the closure tensors read and the values read from the inputs are as traced, for a call on ``arrays``."""
-        return self.lifted.hold() and self.value_guards.hold(arrays)
+        """Whether the closure tensors read, the values read from the inputs and the plain objects' attributes read are as
+        traced, for a call on ``arrays``."""
+        return self.lifted.hold() and self.value_guards.hold(arrays) and self.attributes.reads_hold()
 
 
 def compile_training(fn: Callable[..., Any], arrays: Sequence[np.ndarray], wants_grad: Sequence[bool], backend: str,

@@ -42,20 +42,24 @@ class DynamicAttributes:
     """The keys of the attributes the last trace read as ``DynamicInt``s (``refuse_placed``)."""
 
     def mark_changed(self, writes: AttributeWrites) -> bool:
-        """Mark each int attribute a failed variant guarded that holds another int now; whether one was marked."""
-        return self._mark(writes, lambda now, before: type(now) is int and now != before)
+        """Mark each int attribute a failed variant guarded (set or read) that holds another int now; whether one was
+        marked."""
+        entries = [*((owner, name, before) for owner, name, before, _ in writes.writes), *writes.reads]
+        return self._mark(entries, writes.unguarded, lambda now, before: type(now) is int and now != before)
 
     def mark_ints(self, writes: AttributeWrites) -> bool:
         """Mark each int attribute a compiled forward for training set (it cannot stand for a write once per trace:
         it has no variants to guard); whether one was marked."""
-        return self._mark(writes, lambda now, before: True)
+        entries = [(owner, name, before) for owner, name, before, _ in writes.writes]
+        return self._mark(entries, writes.unguarded, lambda now, before: True)
 
-    def _mark(self, writes: AttributeWrites, changed: Callable[[Any, int], bool]) -> bool:
+    def _mark(self, entries: list[tuple[Any, str, Any]], unguarded: set[tuple[int, str]],
+              changed: Callable[[Any, int], bool]) -> bool:
         marked = False
-        for owner, name, before, _ in writes.writes:
+        for owner, name, before in entries:
             key = (id(owner), name)
             now = vars(owner).get(name, MISSING) if hasattr(owner, "__dict__") else MISSING
-            if (type(before) is int and changed(now, before) and key not in writes.unguarded and key not in self.static
+            if (type(before) is int and changed(now, before) and key not in unguarded and key not in self.static
                     and key not in self.marked):
                 self.marked[key] = (owner, name)
                 marked = True

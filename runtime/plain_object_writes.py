@@ -20,7 +20,8 @@ import functools
 from typing import Any, Callable, Iterator
 
 from kiln.frontend.trace import MISSING, TraceContext
-from kiln.runtime.attribute_writes import UNGUARDED, holds_traced_tensor, is_traced_tensor, same_value
+from kiln.frontend.dynamic_ints import DynamicInt
+from kiln.runtime.attribute_writes import READ, UNGUARDED, holds_traced_tensor, is_traced_tensor, same_value
 from kiln.runtime.reachable_objects import is_plain_object, reachable_objects
 
 _READ_FIRST: dict[int, set[str]] = {}
@@ -34,16 +35,22 @@ _TRACKING: dict[type, type] = {}
 def watching_plain_owner(traced: Callable[..., Any], fn: Any) -> Callable[..., Any]:
     """``traced`` (a wrapper of ``fn`` to trace) recording the attributes it changes on the plain objects ``fn``
     reaches (``plain_owners``); ``traced`` itself where it reaches none."""
-    owners = plain_owners(fn)
+    return watching_owners(traced, plain_owners(fn))
+
+
+def watching_owners(traced: Callable[..., Any], owners: list[Any]) -> Callable[..., Any]:
+    """``traced`` recording the attributes it reads and changes on ``owners`` (plain objects not watched already by
+    an enclosing trace's wrapper); ``traced`` itself where there are none."""
+    owners = [owner for owner in owners if id(owner) not in _READ_FIRST]
     if not owners:
         return traced
 
     @functools.wraps(traced)
-    def watched(*inputs: Any) -> Any:
+    def watched(*inputs: Any, **keywords: Any) -> Any:
         before = [(owner, dict(vars(owner))) for owner in owners]
         with _tracking_reads(owners):
             try:
-                return traced(*inputs)
+                return traced(*inputs, **keywords)
             finally:  # a failed trace's writes too: the context restores them (TraceContext.restore_attributes)
                 for owner, attributes in before:
                     _record_changes(owner, attributes)
@@ -114,12 +121,15 @@ def _note_write(owner: Any, name: str) -> None:
 
 def _record_changes(owner: Any, before: dict[str, Any]) -> None:
     """Each of ``owner``'s attributes the trace set, added or deleted, kept with its value from before the trace;
-    those it set before reading them marked unguarded."""
+    those it set before reading them marked unguarded. Those it read and left, holding a Python value (``cfg.scale``),
+    are guarded on it (``READ``)."""
     context = TraceContext.current()
     after, read_first = vars(owner), _READ_FIRST.pop(id(owner), None)
     _WRITTEN.pop(id(owner), None)
     for name in [*before, *(name for name in after if name not in before)]:
         old, new = before.get(name, MISSING), after.get(name, MISSING)
+        if new is old and read_first is not None and name in read_first and _guardable(new):
+            READ.setdefault(context, {})[(id(owner), name)] = (owner, name, new)
         if same_value(new, old) or (not is_traced_tensor(new) and holds_traced_tensor(new)):  # [loss]: left as set
             continue
         context.attribute_writes.setdefault((id(owner), name), (owner, name, old))
@@ -127,4 +137,12 @@ def _record_changes(owner: Any, before: dict[str, Any]) -> None:
             UNGUARDED.setdefault(context, set()).add((id(owner), name))
 
 
-__all__ = ["plain_owners", "watching_plain_owner"]
+def _guardable(value: Any) -> bool:
+    """A value a read guards on: a number, string, None or a tuple of them, and a counter read as a number that
+    changes (``DynamicInt``); a tensor read is lifted instead, and an object is guarded by its own attributes."""
+    if isinstance(value, tuple):
+        return all(_guardable(item) for item in value)
+    return value is None or type(value) in (bool, int, float, str) or isinstance(value, DynamicInt)
+
+
+__all__ = ["plain_owners", "watching_owners", "watching_plain_owner"]

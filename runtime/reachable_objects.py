@@ -1,7 +1,7 @@
 """The objects a ``kiln.compile``'d function reaches besides its arguments, as ``torch.compile``'s guards see them: a
 bound method's object, the closure's variables and the globals its code names, and through each function among
-them (a wrapper's ``__wrapped__``, a ``functools.partial``'s function, a helper the code calls) theirs, a few
-functions deep.
+them (a wrapper's ``__wrapped__``, a ``functools.partial``'s function, a helper the code calls) theirs, and through
+each plain object (an instance of a user's class) its attributes, a few levels deep.
 
 Two checks walk them: the plain objects whose attributes a trace sets (``runtime/plain_object_writes.py``: TD3's
 ``self.total_it += 1`` on an agent held in a closure or a script's global) and the dicts and lists a trace must not
@@ -77,6 +77,9 @@ def _walk(reached: Reached, found: dict[int, Reached], seen: set[int], depth: in
         _walk((name, what, item.func), found, seen, depth - 1)
     else:
         found.setdefault(id(item), reached)
+        if is_plain_object(item):  # an agent's replay buffer, a config's sub-config
+            for attribute, value in list(vars(item).items()):
+                _walk((f"{name}.{attribute}", what, value), found, seen, depth - 1)
 
 
 def _held_by_function(function: types.FunctionType) -> Iterator[Reached]:
