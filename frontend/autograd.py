@@ -58,8 +58,7 @@ def differentiate(outputs: Any, inputs: Any, grad_outputs: Any = None, create_gr
     outputs, inputs = _sequence(outputs), _sequence(inputs)
     seeds = _seeds(grad_outputs, len(outputs))
     if is_grads_batched:
-        raise located_error("kiln.autograd.grad(is_grads_batched=True) is not supported; use kiln.vmap over kiln.vjp "
-                            "to batch cotangents")
+        return _batched_grads(outputs, inputs, seeds, create_graph, allow_unused, materialize_grads)
     _check_inputs(inputs)
     if all(_is_eager(t) for t in outputs):
         from kiln.runtime.eager_grad import check_eager, eager_grad  # lazily: the runtime builds on the frontend
@@ -69,6 +68,21 @@ def differentiate(outputs: Any, inputs: Any, grad_outputs: Any = None, create_gr
     else:
         grads = _traced_grad(outputs, inputs, seeds, create_graph)
     return tuple(_unused(g, i, index, allow_unused, materialize_grads) for index, (g, i) in enumerate(zip(grads, inputs)))
+
+
+def _batched_grads(outputs: list[Any], inputs: list[Any], seeds: list[Any], create_graph: bool,
+                   allow_unused: bool | None, materialize_grads: bool) -> tuple[Any, ...]:
+    """``is_grads_batched=True``: each ``grad_outputs`` entry holds a batch of cotangents along its first dim; one
+    differentiation per row, stacked (what torch's vmap over the backward gives: the rows of a Jacobian at once)."""
+    from kiln.frontend.functional_movement import stack  # lazily: the functional layer builds on the Tensor
+
+    sizes = {seed.shape[0] if isinstance(seed, Tensor) and seed.ndim else None for seed in seeds}
+    if len(sizes) != 1 or not isinstance(next(iter(sizes)), int):
+        raise located_error(f"kiln.autograd.grad(is_grads_batched=True): each grad_outputs entry needs one leading "
+                            f"batch dim of one static size, got {[getattr(seed, 'shape', seed) for seed in seeds]}")
+    rows = [differentiate(outputs, inputs, [seed[row] for seed in seeds], create_graph, allow_unused, False,
+                          materialize_grads) for row in range(next(iter(sizes)))]
+    return tuple(None if column[0] is None else stack(list(column)) for column in zip(*rows))
 
 
 def backward(tensors: Any, grad_tensors: Any = None, retain_graph: Any = None, create_graph: bool = False,
