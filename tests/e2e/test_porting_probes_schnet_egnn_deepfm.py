@@ -1,8 +1,9 @@
 """Porting probes: molecular graph networks and recommender models as their reference code writes them (the models in
-``schnet_egnn_deepfm_program.py``, each written once; ``torch`` is torch or kiln), trained a few steps from kiln's
-initial weights: the first outputs, the first gradients, the losses and the state after agree with torch 2.13 to 1e-10
-in float64, eagerly and with the whole step (zero_grad, forward, loss, backward, optimizer step) one
-``kiln.compile(fullgraph=True)`` graph against torch's eager loop; float32 (how they train) at float32's level.
+``schnet_egnn_deepfm_program.py`` and ``painn_torchfm_program.py``, each written once; ``torch`` is torch or kiln),
+trained a few steps from kiln's initial weights: the first outputs, the first gradients, the losses and the state after
+agree with torch 2.13 to 1e-10 in float64, eagerly and with the whole step (zero_grad, forward, loss, backward,
+optimizer step) one ``kiln.compile(fullgraph=True)`` graph against torch's eager loop; float32 (how they train) at
+float32's level.
 
 - SchNet (torch_geometric's ``schnet.py`` without PyG): ``GaussianSmearing`` (``torch.linspace`` offsets, a coefficient
   from ``(offset[1] - offset[0]).item()``, a registered buffer), ``ShiftedSoftplus`` (``torch.log(torch.tensor(2.0))
@@ -49,8 +50,11 @@ behind it that read the old value, not just its own; it now exempts the ops it r
 (``tests/runtime/test_version_counter_write_operands_vs_torch.py``). schnetpack's ``self.cutoff = cutoff_fn.cutoff``
 registered the buffer a second time in kiln (a ``cutoff`` key in the state_dict that torch's lacks, so neither state
 loaded into the other); a buffer read from a module now stays a plain attribute, as torch's
-(``tests/frontend/test_buffer_read_from_a_module_assigned_vs_torch.py``). Everything else, the double backward of the force
-loss in a compiled step included, agreed to 1e-10 as first written.
+(``tests/frontend/test_buffer_read_from_a_module_assigned_vs_torch.py``). Left as a strict xfail: gcl.py's coordinates
+fed back into the next step carry the previous step's graph, whose second backward torch refuses ("Trying to backward
+through the graph a second time") and kiln computes, its chains never being freed
+(``tests/runtime/test_backward_frees_saved_values_vs_torch.py``). Everything else, the double backward of the force loss
+in a compiled step included, agreed to 1e-10 as first written.
 """
 
 from __future__ import annotations
@@ -62,8 +66,8 @@ import pytest
 
 import kiln
 from e2e.probe_lockstep import array, assert_same_records, gradients, run_in_lockstep, snapshot
-from e2e.schnet_egnn_deepfm_program import (egnn, get_edges_batch, painn, painn_loss, schnet, schnet_loss, torchfm,
-                                             torchfm_interactions, two_tower)
+from e2e.painn_torchfm_program import painn, painn_loss, torchfm_interactions
+from e2e.schnet_egnn_deepfm_program import egnn, get_edges_batch, schnet, schnet_loss, torchfm, two_tower
 from oracles import libraries, require
 
 RNG = np.random.default_rng(0)

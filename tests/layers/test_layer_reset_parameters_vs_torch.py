@@ -61,8 +61,8 @@ def reset_values(name: str, lib_name: str) -> dict[str, np.ndarray]:
 
 
 def assert_same_distribution(ours: np.ndarray, theirs: np.ndarray, where: str) -> None:
-    """Constants (and what the reset leaves alone) equal; random draws (none left at 7) with the same spread and mean size, to the sampling error of
-    64 draws or more (35%: about three times its standard error)."""
+    """Constants (and what the reset leaves alone) equal; random draws (none left at 7) with the same spread and mean
+    size, to the sampling error of 64 draws or more (35%: about three times its standard error)."""
     if np.all(theirs == theirs.flat[0]):  # a constant, or left alone (7) as torch leaves it
         np.testing.assert_array_equal(ours, theirs, err_msg=where)
         return
