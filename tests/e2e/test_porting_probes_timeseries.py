@@ -292,9 +292,18 @@ def train_patchtst(epochs=2, compiled=False):
     return train
 
 
+PATCHTST_VARIANTS = {"batch norm": {}, "individual heads, subtract_last, layer norm":
+                     dict(individual=True, subtract_last=True, norm="LayerNorm")}
+
+
 @pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled step"])
-def test_patchtst_trains_as_torch(compiled, float64_default):
-    ours, theirs = run_in_lockstep(patchtst, train_patchtst(compiled=compiled))
+@pytest.mark.parametrize("variant", list(PATCHTST_VARIANTS))
+def test_patchtst_trains_as_torch(variant, compiled, float64_default):
+    """The second variant: ``Flatten_Head``'s ``ModuleList`` per variable and ``torch.stack(x_out, dim=1)``, RevIN's
+    ``self.last = x[:, -1, :].unsqueeze(1)``, LayerNorm in the encoder."""
+    options = PATCHTST_VARIANTS[variant]
+    ours, theirs = run_in_lockstep(lambda torch, nn, F: patchtst(torch, nn, F, **options),
+                                   train_patchtst(compiled=compiled))
     assert_same_records(ours, theirs, looser={**LOOSER, "eval": dict(rtol=0, atol=1e-9)})
     assert theirs["losses"][2] < theirs["losses"][0]  # the first batch, an epoch later
 

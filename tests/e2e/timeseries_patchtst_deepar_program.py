@@ -12,9 +12,11 @@ import numpy as np
 PATCH_SEQ, PATCH_LEN, PATCH_STRIDE, PATCH_TARGET, PATCH_VARS = 12, 4, 2, 4, 3
 
 
-def patchtst(torch, nn, F, n_layers=2, d_model=8, n_heads=2, d_ff=16, revin=True, padding_patch='end'):
+def patchtst(torch, nn, F, n_layers=2, d_model=8, n_heads=2, d_ff=16, revin=True, padding_patch='end',
+             individual=False, subtract_last=False, norm='BatchNorm'):
     """``models/PatchTST.py``'s ``Model`` (no decomposition) around ``PatchTST_backbone`` with RevIN, end padding,
-    BatchNorm in ``Transpose`` sandwiches, residual attention and the flatten head."""
+    BatchNorm in ``Transpose`` sandwiches (or ``norm='LayerNorm'``), residual attention and the flatten head (one per
+    variable with ``individual``)."""
     Tensor = torch.Tensor
 
     class RevIN(nn.Module):
@@ -354,7 +356,8 @@ def patchtst(torch, nn, F, n_layers=2, d_model=8, n_heads=2, d_ff=16, revin=True
             self.model = PatchTST_backbone(c_in=PATCH_VARS, context_window=PATCH_SEQ, target_window=PATCH_TARGET,
                                            patch_len=PATCH_LEN, stride=PATCH_STRIDE, n_layers=n_layers,
                                            d_model=d_model, n_heads=n_heads, d_ff=d_ff, padding_patch=padding_patch,
-                                           revin=revin)
+                                           revin=revin, individual=individual, subtract_last=subtract_last,
+                                           norm=norm)
 
         def forward(self, x):  # x: [Batch, Input length, Channel]
             x = x.permute(0, 2, 1)  # x: [Batch, Channel, Input length]
