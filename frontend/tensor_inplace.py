@@ -44,6 +44,7 @@ import numpy as np
 
 from kiln.compiler.errors import TraceError
 from kiln.frontend.eager_values import ARRAYS, GRAD_TENSORS, count_update
+from kiln.frontend.inplace_history import without_history
 from kiln.frontend.inplace_leaf_checks import check_leaf_write, located, view_base_to_record
 from kiln.frontend.shared_storage import land_in_storage
 from kiln.frontend.tensor_methods import _is_one
@@ -137,6 +138,8 @@ def rebind(tensor: Any, result: Any, method: str, written: Any = None) -> Any:
         for member in list(family.members.values()):
             if member is not tensor and not untouched(member, tensor, written):
                 member._stale = written_at  # made again from this tensor when read, if a followed view
+    if not marked_leaf:
+        result = without_history(result)  # no gradient reads the chain of old values: a leaf (inplace_history.py)
     old, tensor._value = tensor.__dict__.get("_value"), result.value
     land_in_storage(tensor, old, result.value)  # an array shared with NumPy takes the values (shared_storage.py)
     if marked_leaf:
