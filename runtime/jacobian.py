@@ -13,7 +13,10 @@ the output's shape followed by the input's (``out.shape + x.shape``). With
 several outputs the rows are those of all of them together (JAX's standard
 basis): ``fn`` is traced once, its backward is one walk from every output
 (``differentiate_outputs``), batched over the outputs' total size, and each
-output's Jacobian is its block of rows.
+output's Jacobian is its block of rows. An argument of ``jacrev`` may be a dict,
+tuple or list of tensors (``{name: parameter}`` for ``functional_call``, as
+torch's neural-tangent-kernel tutorial differentiates): its Jacobian has that
+structure, one ``out.shape + leaf.shape`` tensor per leaf.
 
 ``jacfwd`` is column by column: ``J[..., j] = J e_j``, one forward-mode product
 (``kiln.jvp``) per element of the input, batched by ``kiln.vmap`` over the
@@ -41,7 +44,7 @@ from kiln.compiler.ir.types import TensorType
 from kiln.frontend.tensor import Tensor
 from kiln.frontend.trace import TraceContext
 from kiln.runtime.forward_mode import jvp
-from kiln.runtime.grad import _as_tensor, grad
+from kiln.runtime.grad import _argument, _as_tensor, _float_leaf, grad
 from kiln.runtime.pytree import Structure, flatten, unflatten
 from kiln.runtime.traced_transform import Compiled, TracedTransform
 from kiln.runtime.vmap import detach, inner_context, vmap
@@ -71,17 +74,21 @@ class JacobianFunction(TracedTransform):
     def _jacobian(self, args: Sequence[Any], argnums: tuple[int, ...], rows: Sequence[Tensor], start: int,
                   out_type: TensorType) -> Any:
         """The output's Jacobian, its rows ``start:`` of ``rows``: one ``out.shape + x.shape`` Tensor per argument
-        (one Tensor for an int argnums)."""
+        (one Tensor for an int argnums); an argument that is a dict, tuple or list of tensors (``{name: parameter}``
+        for ``kiln.func.functional_call``) gets one of its structure, a Jacobian per leaf."""
         count = _size(out_type)
-        mine = [row if row.shape[0] == count else row[start : start + count] for row in rows]
-        jacobians = tuple(row.reshape(out_type.shape + args[j].shape) for row, j in zip(mine, argnums))
-        return jacobians[0] if isinstance(self.argnums, int) else jacobians
+        mine = iter(row if row.shape[0] == count else row[start : start + count] for row in rows)
+        jacobians = []
+        for j in argnums:
+            leaves, structure = flatten(args[j])
+            jacobians.append(unflatten(structure, [next(mine).reshape(out_type.shape + leaf.shape) for leaf in leaves]))
+        return jacobians[0] if isinstance(self.argnums, int) else tuple(jacobians)
 
     def _pullback(self, argnums: tuple[int, ...]) -> Callable[..., tuple[Tensor, ...]]:
         def pullback(cotangents: tuple[Tensor, ...], *primals: Any) -> tuple[Tensor, ...]:
             # e^T J: one backward walk from every output of fn, each seeded with its part of the cotangent e
             outputs = [output.value for output in flatten(self.fn(*primals))[0]]
-            wrt = [_as_tensor(primals, j).value for j in argnums]
+            wrt = [leaf.value for j in argnums for leaf in _float_leaves(primals, j)]
             seeds = [cotangent.value for cotangent in cotangents]
             return tuple(Tensor(g) for g in differentiate_outputs(TraceContext.current().graph, outputs, wrt, seeds))
 
@@ -118,6 +125,11 @@ class ForwardJacobian(JacobianFunction):
             return tuple(flatten(jvp(of_argument, (primals[j],), (tangent,))[1])[0])
 
         return pushforward
+
+
+def _float_leaves(args: Sequence[Any], index: int) -> list[Tensor]:
+    """The floating-point tensors of argument ``index``: itself, or the leaves of its dict, tuple or list."""
+    return [_float_leaf(leaf, index) for leaf in flatten(_argument(args, index))[0]]
 
 
 def output_types(fn: Callable[..., Any], args: Sequence[Any], who: str = "kiln.jacrev") -> tuple[list[TensorType], Structure]:
