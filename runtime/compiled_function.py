@@ -48,7 +48,7 @@ from kiln.runtime.compiled_training import (AttributesSetPerTrace, TrainingVaria
 from kiln.runtime.compiled_write_back import written_back
 from kiln.runtime.container_arguments import checking_reachable_stores
 from kiln.runtime.dynamic_attributes import DynamicAttributes
-from kiln.runtime.plain_object_writes import watching_plain_owner
+from kiln.runtime.plain_object_writes import plain_owners, watching_plain_owner
 from kiln.runtime.donation import value_donations
 from kiln.runtime.executable import Executable
 from kiln.runtime.batch_dims import BatchDim, batch_axes, batch_signature, batch_specs, scalars_unbatched
@@ -482,6 +482,7 @@ class CompiledFunction:
         lifted = LiftedTensors(context.lifting)
         value_guards = guards_of(context, arguments_given, lifted)
         writes = _attribute_writes(context, lifted)
+        _follow_plain_attributes(lifted, plain_owners(self.fn))
         context.graph.outputs += writes.traced_values()  # attributes set to a traced tensor: last
         donations = self._donations(context, step)
         PassManager(self.pipeline).run(context.graph)
@@ -596,6 +597,17 @@ def _attribute_writes(context: TraceContext, lifted: LiftedTensors) -> Attribute
         if id(before) in read:
             lifted.follow_attribute(before, module, name)
     return writes
+
+
+def _follow_plain_attributes(lifted: LiftedTensors, owners: list[Any]) -> None:
+    """Feed each lifted tensor a plain object's attribute holds from that attribute at each call, as ``torch.compile``
+    reads the attribute anew: the program may set it to another tensor between calls (a draw fed to the step,
+    ``holder.noise = torch.rand(...)``), which a trace keeping the tensor it read would miss."""
+    lifted_ids = {id(tensor) for tensor in lifted.tensors}
+    for owner in owners:
+        for name, value in list(getattr(owner, "__dict__", {}).items()):
+            if id(value) in lifted_ids:
+                lifted.follow_attribute(value, owner, name)
 
 
 def _outputs_need_chain(context: TraceContext) -> bool:
