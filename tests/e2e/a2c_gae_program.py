@@ -482,12 +482,14 @@ def update_linear_schedule(optimizer, epoch, total_num_epochs, initial_lr):
         param_group['lr'] = lr
 
 
-def a2c_main(torch, a2c, actor_critic, envs, args, num_updates, update_step=None, discr=None, gail_train_loader=None):
+def a2c_main(torch, a2c, actor_critic, envs, args, num_updates, update_step=None, discr=None, gail_train_loader=None,
+             discr_step=None):
     """main.py's loop: act under ``no_grad``, ``envs.step``, masks by ``torch.FloatTensor``,
     ``insert``, ``get_value``, ``compute_returns``, ``agent.update``, ``after_update``; a record of what it saw.
     ``update_step(agent)`` gives the function ``update`` runs (a compiled ``agent.update_step``, or PPO's
     ``update_minibatch``); ``args.use_linear_lr_decay``: ``update_linear_schedule`` before each update; ``args.gail``:
-    ``discr`` trained on ``gail_train_loader``'s expert pairs and the rollouts, its rewards replacing the env's."""
+    ``discr`` trained on ``gail_train_loader``'s expert pairs and the rollouts (each minibatch by ``discr_step``, else
+    its ``update_minibatch``), its rewards replacing the env's."""
     if args.algo == 'a2c':
         agent = a2c.A2C_ACKTR(actor_critic, args.value_loss_coef, args.entropy_coef, lr=args.lr, eps=args.eps,
                               alpha=args.alpha, max_grad_norm=args.max_grad_norm)
@@ -522,7 +524,7 @@ def a2c_main(torch, a2c, actor_critic, envs, args, num_updates, update_step=None
             gail_epoch = args.gail_epoch  # (main.py warms up with 100 epochs for the first 10 updates)
             for _ in range(gail_epoch):
                 record.setdefault("gail losses", []).append(
-                    discr.update(gail_train_loader, rollouts, lambda obs, update=False: obs))
+                    discr.update(gail_train_loader, rollouts, lambda obs, update=False: obs, discr_step))
             for step in range(args.num_steps):
                 rollouts.rewards[step] = discr.predict_reward(
                     rollouts.obs[step], rollouts.actions[step], args.gamma,
@@ -597,29 +599,35 @@ def gail_discriminator(torch, nn, F, draws, float_tensor=None):
             grad_pen = lambda_ * (grad.norm(2, dim=1) - 1).pow(2).mean()
             return grad_pen
 
-        def update(self, expert_loader, rollouts, obsfilt=None):
+        def update(self, expert_loader, rollouts, obsfilt=None, update_minibatch=None):
             self.train()
             policy_data_generator = rollouts.feed_forward_generator(None, mini_batch_size=expert_loader.batch_size)
             loss = 0
             n = 0
             for expert_batch, policy_batch in zip(expert_loader, policy_data_generator):
                 policy_state, policy_action = policy_batch[0], policy_batch[2]
-                policy_d = self.trunk(torch.cat([policy_state, policy_action.float()], dim=1))
                 expert_state, expert_action = expert_batch
                 expert_state = obsfilt(expert_state.numpy(), update=False)
                 expert_state = float_tensor(expert_state).to(self.device)
                 expert_action = expert_action.to(self.device)
-                expert_d = self.trunk(torch.cat([expert_state, expert_action], dim=1))
-                expert_loss = F.binary_cross_entropy_with_logits(expert_d, torch.ones(expert_d.size()).to(self.device))
-                policy_loss = F.binary_cross_entropy_with_logits(policy_d, torch.zeros(policy_d.size()).to(self.device))
-                gail_loss = expert_loss + policy_loss
-                grad_pen = self.compute_grad_pen(expert_state, expert_action, policy_state, policy_action)
-                loss += (gail_loss + grad_pen).item()
+                loss += (update_minibatch or self.update_minibatch)(policy_state, policy_action, expert_state,
+                                                                    expert_action).item()
                 n += 1
-                self.optimizer.zero_grad()
-                (gail_loss + grad_pen).backward()
-                self.optimizer.step()
             return loss / n
+
+        def update_minibatch(self, policy_state, policy_action, expert_state, expert_action):
+            """``update``'s loop body after the expert states' conversion: the discriminator on both (the policy's
+            first, as there), the losses, the gradient penalty and the Adam step."""
+            policy_d = self.trunk(torch.cat([policy_state, policy_action.float()], dim=1))
+            expert_d = self.trunk(torch.cat([expert_state, expert_action], dim=1))
+            expert_loss = F.binary_cross_entropy_with_logits(expert_d, torch.ones(expert_d.size()).to(self.device))
+            policy_loss = F.binary_cross_entropy_with_logits(policy_d, torch.zeros(policy_d.size()).to(self.device))
+            gail_loss = expert_loss + policy_loss
+            grad_pen = self.compute_grad_pen(expert_state, expert_action, policy_state, policy_action)
+            self.optimizer.zero_grad()
+            (gail_loss + grad_pen).backward()
+            self.optimizer.step()
+            return (gail_loss + grad_pen).detach()
 
         def predict_reward(self, state, action, gamma, masks, update_rms=True):
             with torch.no_grad():
