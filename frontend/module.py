@@ -384,8 +384,10 @@ class Module(HookMethods):
         if not TraceContext.active():  # eagerly, a NumPy batch is a tensor to forward: x.view(-1, 784), x.flatten(3)
             if any([isinstance(a, np.ndarray) for a in args]):
                 args = tuple([eager_tensor(np.asarray(a)) if isinstance(a, np.ndarray) else a for a in args])
-        elif step_capture() is not None:  # kiln.compile guards on the mode of each module called
-            step_capture().called(self)
+        else:
+            TraceContext.current().modules_called.setdefault(id(self), self)  # its attributes: guarded by kiln.compile
+            if step_capture() is not None:  # kiln.compile guards on the mode of each module called
+                step_capture().called(self)
         if not self.__dict__.keys().isdisjoint(HOOK_KINDS):
             return call_with_hooks(self, args, kwargs)
         return self.forward(*args, **kwargs)

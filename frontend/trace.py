@@ -106,6 +106,9 @@ class TraceContext:
         trace (``runtime/attribute_writes.py`` guards and replays them: the trace runs the Python once)."""
         self.modules_made: set[int] = set()
         """Modules constructed while tracing (their attribute writes are no state from before the trace)."""
+        self.modules_called: dict[int, Any] = {}
+        """Modules called while tracing (``Module.__call__``): their plain attributes are guarded
+        (``runtime/attribute_writes.py``, ``module_reads``)."""
         self.step_capture: Any = None
         """In a ``kiln.compile``d training step: what its ``backward()``, ``zero_grad()`` and ``optimizer.step()`` do to
         state (``runtime/step_capture.py``'s ``StepCapture``)."""

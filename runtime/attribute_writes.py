@@ -54,7 +54,8 @@ class AttributeWrites:
     numbers: list[bool] = field(default_factory=list)
     """Which of ``tensors`` the trace set to a ``DynamicInt`` (a counter's ``+= 1``): each call sets the Python int."""
     reads: list[tuple[Any, str, Any]] = field(default_factory=list)
-    """Plain objects' attributes the trace read and left (``READ``): ``(object, name, value)``, guarded."""
+    """Plain objects' attributes the trace read and left (``READ``) and the plain attributes of the modules it called
+    (``module_reads``): ``(object, name, value)``, guarded."""
 
     @classmethod
     def of(cls, context: TraceContext) -> "AttributeWrites":
@@ -67,6 +68,8 @@ class AttributeWrites:
                 writes.append((module, name, before, after))
         numbers = [isinstance(module.__dict__.get(name), DynamicInt) for module, name, _ in tensors]
         reads = list(READ.get(context, {}).values())
+        reads += module_reads([m for m in context.modules_called.values() if id(m) not in context.modules_made],
+                              context.attribute_writes)
         return cls(writes, tensors, [None] * len(tensors), set(UNGUARDED.get(context, ())), numbers, reads)
 
     def traced_values(self) -> list[Any]:
@@ -83,16 +86,16 @@ class AttributeWrites:
         tensor may also hold what the last call set it to."""
         if not self.reads_hold():
             return False
-        if not all(_holds(module.__dict__.get(name, MISSING), before) for module, name, before, _ in self.writes
+        if not all(holds_value(module.__dict__.get(name, MISSING), before) for module, name, before, _ in self.writes
                    if (id(module), name) not in self.unguarded):
             return False
         current = [module.__dict__.get(name, MISSING) for module, name, _ in self.tensors]
-        return all(_holds(value, before) or value is last or (id(module), name) in self.unguarded
+        return all(holds_value(value, before) or value is last or (id(module), name) in self.unguarded
                    for value, (module, name, before), last in zip(current, self.tensors, self.last_set))
 
     def reads_hold(self) -> bool:
         """Whether each plain object's attribute the trace read holds the value it read (``cfg.scale``)."""
-        return all(_holds(vars(owner).get(name, MISSING), value) for owner, name, value in self.reads)
+        return all(holds_value(vars(owner).get(name, MISSING), value) for owner, name, value in self.reads)
 
     def replayed(self, outputs: Sequence[Any]) -> Sequence[Any]:
         """Leave each attribute as the trace did, those set to a tensor to an eager one holding its value in this
@@ -135,7 +138,23 @@ def holds_traced_tensor(value: Any, seen: set[int] | None = None) -> bool:
     return any(holds_traced_tensor(item, seen) for item in (value.values() if isinstance(value, dict) else value))
 
 
-def _holds(value: Any, before: Any) -> bool:
+def guardable(value: Any) -> bool:
+    """A value a read guards on: a number, string, None or a tuple of them, and a counter read as a number that
+    changes (``DynamicInt``); a tensor read is lifted instead, and an object is guarded by its own attributes."""
+    if isinstance(value, tuple):
+        return all(guardable(item) for item in value)
+    return value is None or type(value) in (bool, int, float, str) or isinstance(value, DynamicInt)
+
+
+def module_reads(modules: Sequence[Any], written: Any) -> list[tuple[Any, str, Any]]:
+    """``(module, name, value)`` for each public attribute of ``modules`` holding a ``guardable`` value (``self.scale``,
+    ``self.temperature``) the trace did not set (``written``: ``context.attribute_writes``): guarded, as
+    ``torch.compile`` guards the module attributes it reads (a forward reads most of those it keeps)."""
+    return [(module, name, value) for module in modules for name, value in list(vars(module).items())
+            if name[0] != "_" and name != "training" and (id(module), name) not in written and guardable(value)]
+
+
+def holds_value(value: Any, before: Any) -> bool:
     """Whether an attribute's ``value`` now is what the trace found there: the same value, or any int for one it read
     as a ``DynamicInt``."""
     return type(value) is int if isinstance(before, DynamicInt) else same_value(value, before)
@@ -153,4 +172,5 @@ def same_value(value: Any, expected: Any) -> bool:
         return False
 
 
-__all__ = ["AttributeWrites", "MISSING", "READ", "UNGUARDED", "holds_traced_tensor", "is_traced_tensor", "same_value"]
+__all__ = ["AttributeWrites", "MISSING", "READ", "UNGUARDED", "guardable", "holds_traced_tensor", "holds_value",
+           "is_traced_tensor", "module_reads", "same_value"]

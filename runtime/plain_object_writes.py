@@ -20,8 +20,7 @@ import functools
 from typing import Any, Callable, Iterator
 
 from kiln.frontend.trace import MISSING, TraceContext
-from kiln.frontend.dynamic_ints import DynamicInt
-from kiln.runtime.attribute_writes import READ, UNGUARDED, holds_traced_tensor, is_traced_tensor, same_value
+from kiln.runtime.attribute_writes import READ, UNGUARDED, guardable, holds_traced_tensor, is_traced_tensor, same_value
 from kiln.runtime.reachable_objects import is_plain_object, reachable_objects
 
 _READ_FIRST: dict[int, set[str]] = {}
@@ -128,21 +127,13 @@ def _record_changes(owner: Any, before: dict[str, Any]) -> None:
     _WRITTEN.pop(id(owner), None)
     for name in [*before, *(name for name in after if name not in before)]:
         old, new = before.get(name, MISSING), after.get(name, MISSING)
-        if new is old and read_first is not None and name in read_first and _guardable(new):
+        if new is old and read_first is not None and name in read_first and guardable(new):
             READ.setdefault(context, {})[(id(owner), name)] = (owner, name, new)
         if same_value(new, old) or (not is_traced_tensor(new) and holds_traced_tensor(new)):  # [loss]: left as set
             continue
         context.attribute_writes.setdefault((id(owner), name), (owner, name, old))
         if read_first is not None and name not in read_first:
             UNGUARDED.setdefault(context, set()).add((id(owner), name))
-
-
-def _guardable(value: Any) -> bool:
-    """A value a read guards on: a number, string, None or a tuple of them, and a counter read as a number that
-    changes (``DynamicInt``); a tensor read is lifted instead, and an object is guarded by its own attributes."""
-    if isinstance(value, tuple):
-        return all(_guardable(item) for item in value)
-    return value is None or type(value) in (bool, int, float, str) or isinstance(value, DynamicInt)
 
 
 __all__ = ["plain_owners", "watching_owners", "watching_plain_owner"]

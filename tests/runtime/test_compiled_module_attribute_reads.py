@@ -1,0 +1,81 @@
+"""The plain attributes of the modules a compiled function calls (a Gumbel-softmax ``self.temperature`` annealed
+between steps, ProGAN's fade-in ``self.alpha``, a sampler's ``model.top_k``) are guarded on their values, as
+``torch.compile`` guards the module attributes it reads: a call finding another value traces a variant for it. Before,
+the first trace's value was baked in, silently, in the inference calls, whole compiled steps and compiled forwards for
+``backward()`` alike. An int that changes at every call is a number that changes (``runtime/dynamic_attributes.py``)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+import kiln
+from oracles import require_torch
+
+
+def _annealed(lib):
+    class Annealed(lib.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = lib.nn.Linear(3, 3).double()
+            self.temperature, self.steps_seen = 1.0, 0
+
+        def forward(self, x):
+            return lib.softmax(self.linear(x) / self.temperature, dim=-1)
+
+    return Annealed()
+
+
+def _twins():
+    torch = require_torch()
+    kiln.manual_seed(0)
+    ours, theirs = _annealed(kiln), _annealed(torch)
+    theirs.load_state_dict({name: torch.tensor(np.asarray(value)) for name, value in ours.state_dict().items()})
+    return torch, ours, theirs
+
+
+TEMPERATURES = (1.0, 0.5, 0.25, 0.5)
+
+
+def test_an_annealed_temperature_reaches_compiled_inference_as_torch():
+    torch, ours, theirs = _twins()
+    compiled, x = kiln.compile(ours), np.random.default_rng(0).standard_normal((2, 3))
+    for temperature in TEMPERATURES:
+        ours.temperature = theirs.temperature = temperature
+        with kiln.no_grad(), torch.no_grad():
+            np.testing.assert_allclose(np.asarray(compiled(kiln.tensor(x))), theirs(torch.tensor(x)).numpy(), rtol=1e-12)
+
+
+def test_an_annealed_temperature_reaches_a_compiled_step_and_a_compiled_forward_as_torch():
+    torch, ours, theirs = _twins()
+    compiled = kiln.compile(ours)
+    optimizer, twin_optimizer = kiln.optim.SGD(ours.parameters(), lr=0.5), torch.optim.SGD(theirs.parameters(), lr=0.5)
+
+    def step(lib, model, optimizer, x):
+        optimizer.zero_grad()
+        loss = (model(x)[:, 0] ** 2).sum()
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    whole = kiln.compile(lambda x: step(kiln, ours, optimizer, x), fullgraph=True)
+    for call, temperature in enumerate(TEMPERATURES * 2):
+        ours.temperature = theirs.temperature = temperature
+        x = np.random.default_rng(call).standard_normal((2, 3))
+        run = whole if call % 2 else (lambda x: step(kiln, compiled, optimizer, x))  # the step, or the forward
+        np.testing.assert_allclose(float(run(kiln.tensor(x))), float(step(torch, theirs, twin_optimizer, torch.tensor(x))),
+                                   rtol=1e-12)
+    for p, q in zip(ours.parameters(), theirs.parameters()):
+        np.testing.assert_allclose(np.asarray(p.data), q.detach().numpy(), rtol=1e-12)
+
+
+def test_a_count_kept_on_the_module_and_changed_outside_stays_compiled():
+    """A trainer's ``model.steps_seen += 1`` between calls (not read by the forward) changes at every call: it is a
+    number that changes from the second call on, so the calls trace twice, not until ``recompile_limit``."""
+    _, ours, _ = _twins()
+    compiled = kiln.compile(ours, fullgraph=True)
+    with kiln.no_grad():
+        for _ in range(12):
+            compiled(kiln.ones(2, 3, dtype=kiln.float64))
+            ours.steps_seen += 1
+    assert sum(v is not None for v in compiled.variants.values()) + sum(map(len, compiled.superseded.values())) == 2
+    assert ours.steps_seen == 12 and type(ours.steps_seen) is int
