@@ -128,11 +128,6 @@ def _argument(args: Sequence[Any], index: int) -> Any:
     return args[index]
 
 
-def _as_tensor(args: Sequence[Any], index: int) -> Tensor:
-    """Argument ``index``, which must be one floating-point tensor (``kiln.jacrev``'s arguments)."""
-    return _float_leaf(_argument(args, index), index)
-
-
 def _float_leaf(leaf: Any, index: int) -> Tensor:
     if not isinstance(leaf, Tensor) or not leaf.dtype.is_float:
         raise AutodiffError(f"kiln.grad: argument {index} must be a floating-point tensor (or a tuple, list or dict of "

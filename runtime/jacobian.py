@@ -44,7 +44,7 @@ from kiln.compiler.ir.types import TensorType
 from kiln.frontend.tensor import Tensor
 from kiln.frontend.trace import TraceContext
 from kiln.runtime.forward_mode import jvp
-from kiln.runtime.grad import _argument, _as_tensor, _float_leaf, grad
+from kiln.runtime.grad import _argument, _float_leaf, grad
 from kiln.runtime.pytree import Structure, flatten, unflatten
 from kiln.runtime.traced_transform import Compiled, TracedTransform
 from kiln.runtime.vmap import detach, inner_context, vmap
@@ -103,26 +103,36 @@ class ForwardJacobian(JacobianFunction):
         """Emit every column's JVP, batched, one batch per argument in ``argnums``; returns the Jacobian Tensors."""
         types, structure = output_types(self.fn, args, "kiln.jacfwd")
         argnums = (self.argnums,) if isinstance(self.argnums, int) else tuple(self.argnums)
-        by_argument = [self._columns(args, j, types) for j in argnums]
+        by_argument = [self._argument_columns(args, j, types) for j in argnums]
         by_output = [jacobians[0] if isinstance(self.argnums, int) else tuple(jacobians) for jacobians in zip(*by_argument)]
         return unflatten(structure, by_output)
 
-    def _columns(self, args: Sequence[Any], j: int, types: list[TensorType]) -> list[Tensor]:
-        """Every output's Jacobian w.r.t. argument ``j``: ``out.shape + x.shape``, the columns ``J e_k`` stacked last."""
-        x = _as_tensor(args, j)
+    def _argument_columns(self, args: Sequence[Any], j: int, types: list[TensorType]) -> list[Any]:
+        """Every output's Jacobian w.r.t. argument ``j``; for a dict, tuple or list of tensors, one per leaf in its
+        structure (as ``jacrev``'s)."""
+        leaves, structure = flatten(_argument(args, j))
+        by_leaf = [self._columns(args, j, k, _float_leaf(leaf, j)) for k, leaf in enumerate(leaves)]
+        return [unflatten(structure, [columns[o] for columns in by_leaf]) for o in range(len(types))]
+
+    def _columns(self, args: Sequence[Any], j: int, k: int, x: Tensor) -> list[Tensor]:
+        """Every output's Jacobian w.r.t. leaf ``k`` (``x``) of argument ``j``: ``out.shape + x.shape``, the columns
+        ``J e_k`` stacked last."""
         if not x.type.is_static:
             raise AutodiffError(f"kiln.jacfwd needs argument {j} of a static shape to build its columns, got {x.type}")
-        pushforward = vmap(self._pushforward(j), in_axes=(0,) + (None,) * len(args), out_axes=-1)
+        pushforward = vmap(self._pushforward(j, k), in_axes=(0,) + (None,) * len(args), out_axes=-1)
         columns = pushforward(identity(x.type), *args)
-        return [column.reshape(out_type.shape + x.shape) for column, out_type in zip(columns, types)]
+        return [column.reshape(column.shape[:-1] + x.shape) for column in columns]
 
-    def _pushforward(self, j: int) -> Callable[..., tuple[Tensor, ...]]:
+    def _pushforward(self, j: int, k: int) -> Callable[..., tuple[Tensor, ...]]:
         def pushforward(tangent: Tensor, *primals: Any) -> tuple[Tensor, ...]:
-            # J e: fn's tangent along e in argument j, the other arguments held fixed
-            def of_argument(x: Tensor) -> Any:
-                return self.fn(*primals[:j], x, *primals[j + 1 :])
+            # J e: fn's tangent along e in leaf k of argument j, everything else held fixed
+            leaves, structure = flatten(primals[j])
 
-            return tuple(flatten(jvp(of_argument, (primals[j],), (tangent,))[1])[0])
+            def of_leaf(x: Tensor) -> Any:
+                argument = unflatten(structure, leaves[:k] + [x] + leaves[k + 1 :])
+                return self.fn(*primals[:j], argument, *primals[j + 1 :])
+
+            return tuple(flatten(jvp(of_leaf, (leaves[k],), (tangent,))[1])[0])
 
         return pushforward
 

@@ -1,5 +1,5 @@
-"""``kiln.func.jacrev`` with respect to an argument that is a dict (or tuple) of tensors, as torch.func's: the
-Jacobian has the argument's structure, one ``out.shape + leaf.shape`` tensor per leaf. torch's neural-tangent-kernel
+"""``kiln.func.jacrev`` and ``jacfwd`` with respect to an argument that is a dict (or tuple) of tensors, as
+torch.func's: the Jacobian has the argument's structure, one ``out.shape + leaf.shape`` tensor per leaf. torch's neural-tangent-kernel
 tutorial differentiates ``functional_call(net, params, (x,))`` with respect to ``params = {name: tensor}`` under
 ``vmap(jacrev(fnet_single), (None, 0))``; kiln refused ("argument 0 must be a floating-point tensor"). float64
 against torch 2.13."""
@@ -68,3 +68,23 @@ def test_jacrev_of_dict_and_tuple_arguments_keeps_their_structure_as_torch(float
     assert {key: value.shape for key, value in ours.items()} == {key: value.shape for key, value in theirs.items()}
     for key in theirs:
         np.testing.assert_allclose(ours[key], theirs[key], rtol=1e-12, atol=1e-14, err_msg=key)
+
+
+def test_jacfwd_and_hessian_of_a_parameter_dict_as_torch(float64_default):
+    """Forward mode over the same structure (one tangent batch per leaf), and ``hessian`` (jacrev of grad): nested
+    dicts ``H[name][name]``."""
+    results = []
+    for lib, net in _both_networks():
+        params = {k: v.detach() for k, v in net.named_parameters()}
+
+        def outputs(params, x):
+            return lib.func.functional_call(net, params, (x,))
+
+        jacobians = lib.func.jacfwd(outputs)(params, lib.tensor(X1))
+        hessians = lib.func.hessian(lambda p, x: outputs(p, x).pow(2).sum())(params, lib.tensor(X1))
+        results.append({**{f"jacfwd {key}": value.numpy() for key, value in jacobians.items()},
+                        **{f"hessian {a} {b}": value.numpy() for a, row in hessians.items() for b, value in row.items()}})
+    ours, theirs = results
+    assert set(ours) == set(theirs) and len(theirs) == 4 + 16
+    for key in theirs:
+        np.testing.assert_allclose(ours[key], theirs[key], rtol=1e-11, atol=1e-13, err_msg=key)
