@@ -13,7 +13,7 @@ dicts of them) and composes with the others, traced into one compiled graph
 (``runtime/grad.py``, ``runtime/vmap.py``, ``runtime/jacobian.py``). The
 differences from kiln's own names: ``vmap`` spells its axes ``in_dims`` and
 ``out_dims``; ``grad_and_value`` returns ``(grad, value)``; ``has_aux=True``
-returns the function's second result untouched.
+(``grad``, ``jacrev``, ``jacfwd``) returns the function's second result untouched.
 """
 
 from __future__ import annotations
@@ -80,14 +80,31 @@ def vmap(func: Callable[..., Any], in_dims: Any = 0, out_dims: int = 0, randomne
 
 
 def jacrev(func: Callable[..., Any], argnums: int | Sequence[int] = 0, *, has_aux: bool = False) -> Callable[..., Any]:
-    _no_aux(has_aux, "jacrev")
-    return _jacrev(func, argnums)
+    return _jacobian_with_aux(_jacrev, func, argnums, "jacrev") if has_aux else _jacrev(func, argnums)
 
 
 def jacfwd(func: Callable[..., Any], argnums: int | Sequence[int] = 0, has_aux: bool = False, *,
            randomness: str = "error") -> Callable[..., Any]:
-    _no_aux(has_aux, "jacfwd")
-    return _jacfwd(func, argnums)
+    return _jacobian_with_aux(_jacfwd, func, argnums, "jacfwd") if has_aux else _jacfwd(func, argnums)
+
+
+def _jacobian_with_aux(transform: Callable[..., Any], func: Callable[..., Any], argnums: int | Sequence[int],
+                       who: str) -> Callable[..., Any]:
+    """``has_aux=True``: ``func`` returns ``(output, aux)``; the result is ``(jacobian of output, aux)``, as torch's
+    (a PINN's ``jacrev(lambda x: (f(x), f(x)), has_aux=True)`` gets the Jacobian and the value together). The aux
+    is ``func``'s second result from a call of its own beside the Jacobian's graph."""
+    jacobian = transform(lambda *args: _pair(func(*args), who)[0], argnums)
+
+    def run(*args: Any) -> Any:
+        return jacobian(*args), _pair(func(*args), who)[1]
+
+    return run
+
+
+def _pair(result: Any, who: str) -> tuple[Any, Any]:
+    if not isinstance(result, tuple) or len(result) != 2:
+        raise KilnError(f"{who}(has_aux=True): func must return a pair (output, aux), got {type(result).__name__}")
+    return result
 
 
 def hessian(func: Callable[..., Any], argnums: int | Sequence[int] = 0) -> Callable[..., Any]:
@@ -100,12 +117,6 @@ def vjp(func: Callable[..., Any], *primals: Any, has_aux: bool = False) -> Any:
 
 def jvp(func: Callable[..., Any], primals: Any, tangents: Any, *, strict: bool = False, has_aux: bool = False) -> Any:
     return _jvp(func, primals, tangents, has_aux=has_aux)
-
-
-def _no_aux(has_aux: bool, who: str) -> None:
-    if has_aux:
-        raise KilnError(f"kiln.func.{who}(has_aux=True) is not supported; return only the output, or use "
-                        "kiln.func.vjp(func, *primals, has_aux=True)")
 
 
 __all__ = ["functional_call", "grad", "grad_and_value", "hessian", "jacfwd", "jacrev", "jvp", "stack_module_state",
