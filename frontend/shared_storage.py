@@ -70,6 +70,22 @@ def land_in_storage(tensor: Any, old: Value | None, new: Value) -> None:
     ARRAYS[new] = storage
 
 
+def view_in_storage(view_value: Value, base_value: Value | None, index: Any) -> None:
+    """After a write through ``base[index]`` landed in ``base``'s shared array: the view's new value reads that array
+    through NumPy's view (``index`` basic: ints, slices, ``None``, ``...``), so ``v.numpy()`` shares it as torch's."""
+    if not _SHARED or base_value is None:  # nothing shared, or a parameter written in a trace
+        return
+    storage, fresh = ARRAYS.get(base_value), ARRAYS.get(view_value)
+    if storage is None or fresh is None or not is_shared(storage):
+        return
+    items = index if isinstance(index, tuple) else (index,)
+    if not all(item is None or item is Ellipsis or isinstance(item, (int, slice)) for item in items):
+        return
+    seen = storage[index]
+    if seen.shape == fresh.shape and seen.dtype == fresh.dtype and np.array_equal(seen, fresh, equal_nan=True):
+        ARRAYS[view_value] = seen
+
+
 def _keep_old_values(tensor: Any, old: Value, storage: np.ndarray) -> None:
     """Give ``old`` and the values of the tensors sharing ``tensor``'s storage (views whose arrays are views of
     ``storage``) their own copies before ``storage`` is written."""
@@ -82,4 +98,4 @@ def _keep_old_values(tensor: Any, old: Value, storage: np.ndarray) -> None:
             ARRAYS[value] = array.copy()
 
 
-__all__ = ["is_shared", "land_in_storage", "shared"]
+__all__ = ["is_shared", "land_in_storage", "shared", "view_in_storage"]

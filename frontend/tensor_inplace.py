@@ -46,7 +46,7 @@ from kiln.compiler.errors import TraceError
 from kiln.frontend.eager_values import ARRAYS, GRAD_TENSORS, count_update
 from kiln.frontend.inplace_history import without_history
 from kiln.frontend.inplace_leaf_checks import check_leaf_write, located, view_base_to_record
-from kiln.frontend.shared_storage import land_in_storage
+from kiln.frontend.shared_storage import land_in_storage, view_in_storage
 from kiln.frontend.tensor_methods import _is_one
 from kiln.frontend.trace import TraceContext, located_error, user_location
 from kiln.frontend.traced_data_writes import traced_data_writes
@@ -194,6 +194,7 @@ def write_through_index(view: Any, result: Any, method: str) -> Any:
         in_place(base, method, lambda whole: assigned(whole, index, result))
     else:
         rebind(base, assigned(base, index, result), method, written=index)
+        view_in_storage(result.value, base.__dict__.get("_value"), index)  # v.numpy() shares base's NumPy array
     view._value, view._stale = result.value, None
     link_view(view, base)
     return view

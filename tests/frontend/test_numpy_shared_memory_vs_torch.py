@@ -175,3 +175,19 @@ def test_a_compiled_function_writing_a_closed_over_tensor_writes_the_shared_arra
     count(kiln.tensor([1.0, 2.0]))
     count(kiln.tensor([1.0, 2.0]))
     np.testing.assert_array_equal(a, [2.0, 4.0])
+
+
+def test_numpy_of_a_view_written_in_place_shares_the_base_as_torchs():
+    require_torch()
+    for library in ("kiln", "torch"):
+        lib, _, _ = libraries(library)
+        a = np.zeros((3, 2), np.float32)
+        x = lib.from_numpy(a)
+        row = x[1]
+        row.add_(1.0)
+        seen = row.numpy()
+        x.mul_(3.0)
+        x[1, 0] = 7.0
+        assert seen.tolist() == [7.0, 3.0] and a[1].tolist() == [7.0, 3.0], library
+        seen[1] = -1.0
+        assert x.tolist() == [[0.0, 0.0], [7.0, -1.0], [0.0, 0.0]], library
