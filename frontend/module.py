@@ -142,7 +142,10 @@ class Parameter(Tensor):
         return detached
 
     def numpy(self) -> np.ndarray:
-        return self.data
+        """Its array as a plain ndarray sharing the memory, as PyTorch's ``.numpy()``: NumPy's methods throughout
+        (``p.detach().numpy().std()`` is NumPy's population std, ``.max()`` a NumPy scalar), where ``p.data`` (a
+        ``TorchArray``) answers PyTorch's."""
+        return np.ndarray.view(self.data, np.ndarray)
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         """``np.asarray(parameter)`` outside a trace: its array (``np.array(p.detach())``, as PyTorch's); traced, the
