@@ -18,6 +18,8 @@ import math
 
 import numpy as np
 
+import kiln
+
 # --- DEQ: implicit-layers tutorial, chapter 4 ------------------------------------------------------------------------
 
 
@@ -582,3 +584,14 @@ def film_cnn(torch, nn, F, cond_dim=3, channels=4, classes=3):
             return self.fc(torch.flatten(self.pool(x), 1))
 
     return FiLMNet()
+
+
+# --- shared by the two probe files ------------------------------------------------------------------------------------
+
+BIAS_BEFORE_NORM = dict(rtol=0, atol=1e-8)
+"""The tolerance of an entry driven by the rounding-noise gradient of a conv bias right before a BatchNorm."""
+
+
+def compiled_if(torch, compiled, step):
+    """``step`` as one ``kiln.compile(fullgraph=True)`` graph in kiln's compiled runs, else as it is."""
+    return kiln.compile(step, fullgraph=True) if compiled and torch is kiln else step
