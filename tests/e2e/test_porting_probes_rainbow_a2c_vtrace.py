@@ -27,7 +27,7 @@ from kiln's initial weights, tiny, on deterministic NumPy environments; kiln's r
   ``update_linear_schedule`` writing ``param_group['lr']`` between compiled minibatch steps; GAIL (``algo/gail.py``:
   the discriminator's gradient penalty by ``autograd.grad(create_graph=True)`` of a mixup made a leaf by
   ``requires_grad = True``, ``binary_cross_entropy_with_logits``, ``predict_reward`` with NumPy running statistics),
-  eagerly (compiled: the strict xfail below).
+  eagerly and with each discriminator minibatch compiled.
 - IMPALA (torchbeast): ``vtrace.from_logits`` / ``from_importance_weights`` under ``@torch.no_grad()`` (the reversed
   ``acc`` loop, ``torch.stack``), ``action_log_probs`` by ``-F.nll_loss(..., reduction="none").view_as(actions)``, the
   three losses, ``AtariNet`` with the LSTM core reset by ``notdone`` (``tuple(nd * s for s in core_state)``),
@@ -52,9 +52,9 @@ raised ("'kiln.utils.data' is not a package"): ``kiln.utils.data`` is now a pack
 ``dataloader`` (``tests/data/test_torch_data_submodules_vs_torch.py``). Feeding the GAIL mixup's draw to a compiled
 discriminator step through an attribute (``draws.fed``) showed a compiled function reading a plain object's tensor
 attribute kept the tensor it traced, so later calls silently reused the first draw; it now follows the attribute
-(``runtime/compiled_function.py``, ``tests/runtime/test_compiled_plain_object_tensor_rebound_vs_torch.py``), for the
-objects the compiled function reaches itself; reached only through a method it calls (``compute_grad_pen``'s closure)
-it is still the traced tensor: a strict xfail here. Everything else agreed as first written.
+(``runtime/compiled_function.py``, ``tests/runtime/test_compiled_plain_object_tensor_rebound_vs_torch.py``), also
+for an object reached only through a method the compiled one calls (``compute_grad_pen``'s closure: the bound
+object's methods its code names). Everything else agreed as first written.
 
 Not covered: monobeast's ``t.share_memory_()`` of the buffers, which kiln refuses by design (one process; its message
 says to run the actors in turn, as here). The reference's float32 n-step returns (a float32 ``torch.matmul``) differ in
@@ -307,11 +307,6 @@ def test_gail_with_ppo_trains_as_torch(float64_default):
     assert_same_records(ours, theirs)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "the draw is read as draws.fed inside compute_grad_pen, a method the compiled update_minibatch calls: kiln follows "
-    "a plain object's tensor attribute only for the objects the compiled function itself reaches (its bound object, "
-    "closure and globals: runtime/plain_object_writes.plain_owners), not those in the closures of the methods it "
-    "calls, so later calls reuse the first call's tensor (torch.compile reads the attribute anew)"))
 def test_gail_compiled_discriminator_step_as_torch(float64_default):
     """Each discriminator minibatch (the two BCE losses, the gradient penalty's double backward, Adam) one
     ``kiln.compile(fullgraph=True)`` graph; the mixup's ``torch.rand`` is fed to it from a draw made before the call
