@@ -135,7 +135,7 @@ class TorchMethods(BitwiseMethods):
 
     def new_tensor(self, data: Any, *, dtype: Any = None) -> Any:
         target = self.dtype if dtype is None else DType.of(dtype)
-        return _apply("tensor.constant", value=np.asarray(data, dtype=target.numpy))
+        return _apply("tensor.constant", value=np.array(data, dtype=target.numpy))  # a copy, as torch's
 
     # indexing ---------------------------------------------------------------
     def index_select(self, dim: int, index: Any) -> Any:

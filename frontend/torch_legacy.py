@@ -7,8 +7,9 @@ kiln.DoubleTensor([[1, 2]]), kiln.BoolTensor(3), kiln.Tensor()  # data cast to t
 ```
 
 Data (a list, an array, a tensor) is copied and cast to the constructor's dtype (``kiln.Tensor``'s is the default
-float dtype, as ``torch.Tensor``'s); integers are sizes, and the new tensor holds zeros where PyTorch leaves memory
-uninitialized. Outside a trace the result is an eager tensor, traced a constant.
+float dtype, as ``torch.Tensor``'s); an array or tensor already of that dtype is shared, as PyTorch's (``torch.Tensor(a)``
+of a float32 ``a`` sees ``a``'s writes and writes ``a``). Integers are sizes, and the new tensor holds zeros where
+PyTorch leaves memory uninitialized. Outside a trace the result is an eager tensor, traced a constant.
 """
 
 from __future__ import annotations
@@ -40,8 +41,19 @@ def _legacy_array(args: tuple[Any, ...], dtype: np.dtype) -> np.ndarray:
             raise located_error(f"a legacy tensor constructor's sizes must be non-negative, got {args!r}")
         return np.zeros(args, dtype=dtype)
     if len(args) == 1:
-        return cast_array(np.array(np.asarray(args[0])), dtype)
+        own = _storage_of_its_dtype(args[0], dtype)
+        return own if own is not None else cast_array(np.array(np.asarray(args[0])), dtype)
     raise located_error(f"a legacy tensor constructor takes one piece of data or sizes (ints), got {args!r}")
+
+
+def _storage_of_its_dtype(data: Any, dtype: np.dtype) -> np.ndarray | None:
+    """The array of ``data`` (a NumPy array or an eager tensor) if it already has ``dtype``: ``torch.Tensor(a)`` of a
+    float32 ``a`` shares its memory, as ``from_numpy`` does (``frontend/shared_storage.py``); else None (a copy)."""
+    from kiln.frontend.eager_values import eager_array  # lazily: the eager values build on the tensor
+    from kiln.frontend.shared_storage import shared
+
+    array = data if type(data) is np.ndarray else eager_array(data) if hasattr(data, "__dict__") else None
+    return shared(array) if isinstance(array, np.ndarray) and array.dtype == dtype else None
 
 
 def legacy_constructor(name: str, dtype: DType) -> Callable[..., Any]:

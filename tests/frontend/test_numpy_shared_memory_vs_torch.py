@@ -191,3 +191,12 @@ def test_numpy_of_a_view_written_in_place_shares_the_base_as_torchs():
         assert seen.tolist() == [7.0, 3.0] and a[1].tolist() == [7.0, 3.0], library
         seen[1] = -1.0
         assert x.tolist() == [[0.0, 0.0], [7.0, -1.0], [0.0, 0.0]], library
+
+
+@pytest.mark.parametrize("make", [lambda lib, a: lib.Tensor(a), lambda lib, a: lib.FloatTensor(a),
+                                  lambda lib, a: lib.Tensor(lib.from_numpy(a)),
+                                  lambda lib, a: lib.Tensor(a.astype(np.float64)), lambda lib, a: lib.DoubleTensor(a),
+                                  lambda lib, a: lib.zeros(1).new_tensor(lib.from_numpy(a).numpy())],
+                         ids=["Tensor", "FloatTensor", "Tensor_of_tensor", "Tensor_float64", "DoubleTensor", "new_tensor"])
+def test_legacy_constructors_share_an_array_of_their_dtype_and_new_tensor_copies_as_torchs(make):
+    _written("legacy", WRITES["add_"], make)
