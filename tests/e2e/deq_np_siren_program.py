@@ -281,6 +281,71 @@ def deq_jacobian_regularized(torch, nn, F, width=6, x_size=3, classes=2, solver=
     return DEQ()
 
 
+def tanh_newton_layers(torch, nn, F):
+    """The implicit-layers tutorial's chapter 2 layers for ``z = tanh(W z + x)``: ``TanhNewtonLayer`` (Newton's
+    method differentiated through its iterations; rows that did not converge zeroed by ``z[torch.norm(g, dim=1) >
+    self.tol, :] = 0``) and ``TanhNewtonImplicitLayer`` (Newton under ``torch.no_grad()``, then the implicit gradient
+    by a hook ``lambda grad: solve(J^T, grad)``). ``torch.solve(g[:,:,None], J)[0]`` of the tutorial is
+    ``torch.linalg.solve(J, g[:,:,None])`` since torch 1.13 removed ``torch.solve``. Returns ``(explicit, implicit)``
+    layer classes."""
+
+    class TanhNewtonLayer(nn.Module):
+        def __init__(self, out_features, tol=1e-4, max_iter=50):
+            super().__init__()
+            self.linear = nn.Linear(out_features, out_features, bias=False)
+            self.tol = tol
+            self.max_iter = max_iter
+
+        def forward(self, x):
+            # initialize output z to be zero
+            z = torch.tanh(x)
+            self.iterations = 0
+            # iterate until convergence
+            while self.iterations < self.max_iter:
+                z_linear = self.linear(z) + x
+                g = z - torch.tanh(z_linear)
+                self.err = torch.norm(g)
+                if self.err < self.tol:
+                    break
+                # newton step
+                J = torch.eye(z.shape[1])[None, :, :] - (1 / torch.cosh(z_linear)**2)[:, :, None] * self.linear.weight[None, :, :]
+                z = z - torch.linalg.solve(J, g[:, :, None])[:, :, 0]
+                self.iterations += 1
+            g = z - torch.tanh(self.linear(z) + x)
+            z[torch.norm(g, dim=1) > self.tol, :] = 0
+            return z
+
+    class TanhNewtonImplicitLayer(nn.Module):
+        def __init__(self, out_features, tol=1e-4, max_iter=50):
+            super().__init__()
+            self.linear = nn.Linear(out_features, out_features, bias=False)
+            self.tol = tol
+            self.max_iter = max_iter
+
+        def forward(self, x):
+            # Run Newton's method outside of the autograd framework
+            with torch.no_grad():
+                z = torch.tanh(x)
+                self.iterations = 0
+                while self.iterations < self.max_iter:
+                    z_linear = self.linear(z) + x
+                    g = z - torch.tanh(z_linear)
+                    self.err = torch.norm(g)
+                    if self.err < self.tol:
+                        break
+                    # newton step
+                    J = torch.eye(z.shape[1])[None, :, :] - (1 / torch.cosh(z_linear)**2)[:, :, None] * self.linear.weight[None, :, :]
+                    z = z - torch.linalg.solve(J, g[:, :, None])[:, :, 0]
+                    self.iterations += 1
+
+            # reengage autograd and add the gradient hook
+            z = torch.tanh(self.linear(z) + x)
+            z.register_hook(lambda grad: torch.linalg.solve(J.transpose(1, 2), grad[:, :, None])[:, :, 0])
+            return z
+
+    return TanhNewtonLayer, TanhNewtonImplicitLayer
+
+
 # --- Mixture density network ------------------------------------------------------------------------------------------
 
 

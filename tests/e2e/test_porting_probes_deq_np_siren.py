@@ -17,6 +17,9 @@ outputs, first gradients, losses, the state after the steps):
   Jacobian regularizer ``jac_loss_estimate`` (``autograd.grad(f0, z0, v, create_graph=True)``, ``vJ.norm()**2``)
   added to the loss, solved by anderson and by the repository's ``broyden`` (``einsum('bij, bijd -> bd', ...)`` on
   zero-width slices first, ``vT[vT != vT] = 0``, ``Us[:,:,:,nstep-1] = u``; the same step counts in both).
+  Chapter 2's ``TanhNewtonLayer`` (Newton differentiated through; ``if self.err < self.tol: break``; unconverged
+  rows zeroed by ``z[torch.norm(g, dim=1) > self.tol, :] = 0``) and ``TanhNewtonImplicitLayer`` (Newton under
+  ``no_grad``, the hook ``lambda grad: solve(J^T, grad)``; its gradient the unrolled one's at convergence).
 - Neural processes (deepmind's NP notebook ported): deterministic encoder with the mean aggregator, the latent path
   ``Normal(mu, 0.1 + 0.9 * torch.sigmoid(log_sigma))``, ``posterior.rsample()`` (noise fed), the decoder's
   ``Normal(mu, 0.1 + 0.9 * F.softplus(log_sigma))``, the ELBO with ``kl_divergence(posterior, prior).sum(-1)``; the
@@ -56,7 +59,7 @@ import pytest
 import kiln
 from kiln.compiler.errors import TraceError
 from e2e.deq_np_siren_program import (BIAS_BEFORE_NORM, compiled_if, deq, deq_jacobian_regularized, mdn, mdn_loss,
-                                      sagelywizard_mdn)
+                                      sagelywizard_mdn, tanh_newton_layers)
 from e2e.neural_process_program import (batch_context_target_mask, context_target_split, dupont_loss,
                                         dupont_neural_process, img_mask_to_np_input, neural_process)
 from e2e.probe_lockstep import array, assert_same_records, gradients, run_in_lockstep, snapshot
@@ -165,6 +168,60 @@ def test_deq_with_jacobian_regularizer_and_self_removing_hook_trains_as_torch(fl
     assert_same_records(ours, theirs)
     assert min(theirs["jacobian losses"]) > 1e-3
     assert solver == "anderson" or min(theirs["broyden steps"]) > 3
+
+
+NEWTON_X = np.random.default_rng(16).standard_normal((3, 8, 6))
+NEWTON_Y = np.random.default_rng(17).integers(0, 3, (3, 8))
+
+
+def newton_model(implicit, max_iter, tol):
+    def build(torch, nn, F):
+        layer = tanh_newton_layers(torch, nn, F)[implicit]
+        return nn.Sequential(nn.Linear(6, 5), layer(5, tol=tol, max_iter=max_iter), nn.Linear(5, 3))
+
+    return build
+
+
+def train_newton(torch, nn, F, model, steps=3):
+    """The tutorial's ``epoch`` loop (SGD here), recording the Newton iterations of each forward and the rows the
+    layer zeroed in the first batch."""
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    record = {"losses": [], "iterations": []}
+    record["zeroed rows"] = int((model[1](model[0](torch.tensor(NEWTON_X[0]))).detach() == 0).all(1).sum())
+    for step in range(steps):
+        yp = model(torch.tensor(NEWTON_X[step]))
+        loss = nn.CrossEntropyLoss()(yp, torch.tensor(NEWTON_Y[step]))
+        opt.zero_grad()
+        loss.backward()
+        if step == 0:
+            record["grads"], record["first output"] = gradients(model), array(yp)
+        opt.step()
+        record["losses"].append(loss.item())
+        record["iterations"].append(model[1].iterations)
+    record["state"] = snapshot(model)
+    return record
+
+
+@pytest.mark.parametrize("max_iter, tol", [(40, 1e-10), (2, 1e-6)], ids=["converged", "rows zeroed"])
+@pytest.mark.parametrize("implicit", [0, 1], ids=["TanhNewtonLayer", "TanhNewtonImplicitLayer"])
+def test_tanh_newton_layers_train_as_torch(float64_default, implicit, max_iter, tol):
+    """Chapter 2's layers: Newton differentiated through (with ``max_iter=2`` some rows stay unconverged and are
+    zeroed by the boolean-mask row write), and its implicit version whose hook solves with the Newton Jacobian."""
+    ours, theirs = run_in_lockstep(newton_model(implicit, max_iter, tol), train_newton)
+    assert_same_records(ours, theirs)
+    assert 0 < theirs["zeroed rows"] < 8 if max_iter == 2 and not implicit else theirs["zeroed rows"] == 0
+
+
+def test_tanh_newton_implicit_gradient_is_the_unrolled_one_at_convergence(float64_default):
+    """At the fixed point the hook's gradient (one solve with the Jacobian of the last Newton step, one step before
+    the returned point: an error of that step's size, ~1e-6 here) equals the gradient through every Newton step
+    (kiln against itself; torch's agree with each above)."""
+    lib, nn, F = libraries("kiln")
+    records = []
+    for implicit in (0, 1):
+        kiln.manual_seed(0)
+        records.append(train_newton(lib, nn, F, newton_model(implicit, 40, 1e-10)(lib, nn, F), steps=1)["grads"])
+    assert_same_records(records[1], records[0], rtol=1e-4, atol=1e-7)
 
 
 def test_deq_under_kiln_compile(float64_default):
