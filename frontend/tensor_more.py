@@ -98,6 +98,7 @@ class MoreMethods:
             result = self.clone()
             result[indices[0]] = values
             return result
+        indices = _known_masks_as_positions(self, indices)  # x.index_put_((mask,), v, accumulate=True), as torch's
         flat, rest = _flat_leading_index(self, indices)
         positions = flat.reshape(-1)
         source = _as_tensor(values, self.dtype).broadcast_to(tuple(flat.shape) + rest).reshape((-1,) + rest)
@@ -457,6 +458,17 @@ def _apply(*args: Any, **attrs: Any) -> Any:
     from kiln.frontend.tensor import apply
 
     return apply(*args, **attrs)
+
+
+def _known_masks_as_positions(x: Any, indices: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``indices`` with each bool mask whose values are known replaced by its true positions (int64 index tensors),
+    as torch reads a mask among ``index_put``'s indices (``bool_mask_positions.py``)."""
+    from kiln.frontend.bool_mask_positions import bool_masks_as_positions  # lazily: it builds on the Tensor
+
+    positions = bool_masks_as_positions(x, indices)
+    if positions is indices:
+        return indices
+    return tuple(item if _is_tensor(item) else _constant(np.asarray(item, np.int64)) for item in positions)
 
 
 def _in_float64(function: Callable[..., Any], *operands: Any) -> Any:
