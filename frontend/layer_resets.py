@@ -5,12 +5,13 @@ layer's parameters again, in place, from the distribution its constructor draws 
 Reference code calls them: torch_geometric's models chain ``reset_parameters`` into their layers
 (``self.embedding.reset_parameters()``), and ``for m in model.modules(): if hasattr(m, 'reset_parameters'):
 m.reset_parameters()`` re-initialises a model (which, without them, silently did nothing). Each layer class binds
-the function of its family (``reset_parameters = layer_resets.fan_in_uniform``), as a method."""
+the function of its family (``reset_parameters = layer_resets.fan_in_uniform``), as a method, and its constructor
+ends with ``reset_if_overridden``, so a subclass's own ``reset_parameters`` initialises it, as in PyTorch."""
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable
 
 from kiln.frontend import init
 
@@ -94,3 +95,11 @@ def matrices_xavier(model: Any) -> None:
     for parameter in model.parameters():
         if parameter.data.ndim > 1:
             init.xavier_uniform_(parameter)
+
+
+def reset_if_overridden(layer: Any, default: Callable[[Any], None]) -> None:
+    """The end of a layer's constructor: a subclass's own ``reset_parameters`` runs, as PyTorch's constructors end with
+    ``self.reset_parameters()`` (schnetpack's ``Dense(nn.Linear)`` puts its Xavier-uniform weight and zero bias there
+    and never calls it itself). The constructor has drawn the defaults (``default``'s distributions) already."""
+    if type(layer).reset_parameters is not default:
+        layer.reset_parameters()

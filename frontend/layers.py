@@ -29,6 +29,7 @@ class Linear(Module):
         dtype = layer_dtype(dtype)
         self.weight = Parameter(init.linear_weight(out_features, in_features, dtype))
         self.bias = Parameter(init.linear_bias(out_features, in_features, dtype)) if bias else None
+        layer_resets.reset_if_overridden(self, layer_resets.fan_in_uniform)
 
     def forward(self, input: Tensor) -> Tensor:
         return F.linear(input, self.weight, self.bias)

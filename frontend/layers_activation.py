@@ -167,6 +167,7 @@ class PReLU(Module):
             raise ValueError(f"PReLU: num_parameters must be at least 1, got {num_parameters}")
         self.num_parameters, self.init = num_parameters, init
         self.weight = Parameter(np.full(num_parameters, init, dtype))
+        layer_resets.reset_if_overridden(self, layer_resets.prelu_constant)
 
     def forward(self, input: Tensor) -> Tensor:
         return F.prelu(input, self.weight)

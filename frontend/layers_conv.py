@@ -37,6 +37,7 @@ class Conv2d(Module):
         bound = 1 / math.sqrt(fan_in)
         self.weight = Parameter(init.uniform((out_channels, in_channels // groups) + self.kernel_size, bound, dtype))
         self.bias = Parameter(init.uniform((out_channels,), bound, dtype)) if bias else None
+        layer_resets.reset_if_overridden(self, layer_resets.fan_in_uniform)
 
     def forward(self, input: Tensor) -> Tensor:
         return self._conv_forward(input, self.weight, self.bias)
@@ -73,6 +74,7 @@ class Conv1d(Module):
         bound = 1 / math.sqrt(in_channels // groups * self.kernel_size[0])
         self.weight = Parameter(init.uniform((out_channels, in_channels // groups) + self.kernel_size, bound, dtype))
         self.bias = Parameter(init.uniform((out_channels,), bound, dtype)) if bias else None
+        layer_resets.reset_if_overridden(self, layer_resets.fan_in_uniform)
 
     def forward(self, input: Tensor) -> Tensor:
         return self._conv_forward(input, self.weight, self.bias)
@@ -112,6 +114,7 @@ class ConvTranspose2d(Module):
         bound = 1 / math.sqrt(out_channels // groups * self.kernel_size[0] * self.kernel_size[1])
         self.weight = Parameter(init.uniform((in_channels, out_channels // groups) + self.kernel_size, bound, dtype))
         self.bias = Parameter(init.uniform((out_channels,), bound, dtype)) if bias else None
+        layer_resets.reset_if_overridden(self, layer_resets.fan_in_uniform)
 
     def forward(self, input: Tensor, output_size: Any = None) -> Tensor:
         output_padding = output_padding_for(self, input, output_size, 2)
@@ -202,10 +205,12 @@ class BatchNorm2d(Module):
         self.bias = Parameter(np.zeros(num_features, dtype)) if affine and bias else None
         if not track_running_stats:
             self.running_mean = self.running_var = self.num_batches_tracked = None
+            layer_resets.reset_if_overridden(self, layer_resets.running_stats_and_affine)
             return
         self.register_buffer("running_mean", np.zeros(num_features, dtype))
         self.register_buffer("running_var", np.ones(num_features, dtype))
         self.register_buffer("num_batches_tracked", np.zeros((), np.int64))
+        layer_resets.reset_if_overridden(self, layer_resets.running_stats_and_affine)
 
     def forward(self, input: Tensor) -> Tensor:
         if input.ndim != 4:

@@ -37,6 +37,7 @@ class Conv3d(Module):
         bound = 1 / math.sqrt(in_channels // groups * math.prod(self.kernel_size))
         self.weight = Parameter(init.uniform((out_channels, in_channels // groups) + self.kernel_size, bound, dtype))
         self.bias = Parameter(init.uniform((out_channels,), bound, dtype)) if bias else None
+        layer_resets.reset_if_overridden(self, layer_resets.fan_in_uniform)
 
     def forward(self, input: Tensor) -> Tensor:
         return self._conv_forward(input, self.weight, self.bias)
@@ -76,6 +77,7 @@ class ConvTranspose3d(Module):
         bound = 1 / math.sqrt(out_channels // groups * math.prod(self.kernel_size))
         self.weight = Parameter(init.uniform((in_channels, out_channels // groups) + self.kernel_size, bound, dtype))
         self.bias = Parameter(init.uniform((out_channels,), bound, dtype)) if bias else None
+        layer_resets.reset_if_overridden(self, layer_resets.fan_in_uniform)
 
     def forward(self, input: Tensor, output_size: Any = None) -> Tensor:
         output_padding = output_padding_for(self, input, output_size, 3)

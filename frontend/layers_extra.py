@@ -49,6 +49,7 @@ class ConvTranspose1d(Module):
         bound = 1 / math.sqrt(out_channels // groups * self.kernel_size[0])
         self.weight = Parameter(init.uniform((in_channels, out_channels // groups) + self.kernel_size, bound, dtype))
         self.bias = Parameter(init.uniform((out_channels,), bound, dtype)) if bias else None
+        layer_resets.reset_if_overridden(self, layer_resets.fan_in_uniform)
 
     def forward(self, input: Tensor, output_size: Any = None) -> Tensor:
         output_padding = output_padding_for(self, input, output_size, 1)
@@ -84,6 +85,7 @@ class _InstanceNorm(Module):
             self.register_buffer("num_batches_tracked", np.zeros((), np.int64))
         else:
             self.running_mean = self.running_var = self.num_batches_tracked = None
+        layer_resets.reset_if_overridden(self, layer_resets.running_stats_and_affine)
 
     def forward(self, input: Tensor) -> Tensor:
         name, batched = type(self).__name__, self.spatial + 2
@@ -159,6 +161,7 @@ class EmbeddingBag(Module):
         self.max_norm, self.norm_type, self.scale_grad_by_freq, self.sparse = max_norm, norm_type, scale_grad_by_freq, sparse
         self.include_last_offset = include_last_offset
         self.padding_idx = None if padding_idx is None else embedding_padding_index(padding_idx, num_embeddings)
+        drawn = _weight is None
         if _weight is None:
             _weight = init.normal((num_embeddings, embedding_dim), 1.0, dtype)
             if self.padding_idx is not None:
@@ -166,6 +169,8 @@ class EmbeddingBag(Module):
         elif np.shape(_weight) != (num_embeddings, embedding_dim):
             raise ValueError(f"EmbeddingBag: _weight has shape {np.shape(_weight)}, expected {(num_embeddings, embedding_dim)}")
         self.weight = Parameter(np.array(_weight))
+        if drawn:  # not from_pretrained's weight, as PyTorch's
+            layer_resets.reset_if_overridden(self, layer_resets.standard_normal_rows)
 
     @classmethod
     def from_pretrained(cls, embeddings: Any, freeze: bool = True, max_norm: float | None = None, norm_type: float = 2.0,

@@ -209,6 +209,7 @@ class RNNBase(Module):
         for layer in range(num_layers):
             for suffix in self._suffixes():
                 self._add_direction(f"_l{layer}{suffix}", input_size if layer == 0 else self._output_size * self._directions, dtype)
+        layer_resets.reset_if_overridden(self, layer_resets.recurrent_uniform)
 
     def _check_arguments(self, mode: str, input_size: int, hidden_size: int, num_layers: int, dropout: float, proj_size: int) -> None:
         owner = type(self).__name__
@@ -411,6 +412,7 @@ class RNNCellBase(Module):
         self.weight_hh = uniform_parameter((rows, hidden_size), hidden_size, dtype)
         self.bias_ih = uniform_parameter((rows,), hidden_size, dtype) if bias else None  # None without bias, as PyTorch's
         self.bias_hh = uniform_parameter((rows,), hidden_size, dtype) if bias else None
+        layer_resets.reset_if_overridden(self, layer_resets.recurrent_uniform)
 
     def forward(self, input: Tensor, hx: Any = None) -> Tensor | State:
         batched = self._check_input(input)

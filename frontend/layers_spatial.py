@@ -315,6 +315,7 @@ class Bilinear(Module):
         bound = 1.0 / math.sqrt(in1_features)
         self.weight = Parameter(init.uniform((out_features, in1_features, in2_features), bound, dtype))
         self.bias = Parameter(init.uniform((out_features,), bound, dtype)) if bias else None
+        layer_resets.reset_if_overridden(self, layer_resets.bilinear_uniform)
 
     def forward(self, input1: Tensor, input2: Tensor) -> Tensor:
         return F.bilinear(input1, input2, self.weight, self.bias)

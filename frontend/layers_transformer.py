@@ -45,6 +45,7 @@ class Embedding(Module):
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
         self.padding_idx = None if padding_idx is None else embedding_padding_index(padding_idx, num_embeddings)
         self.max_norm, self.norm_type, self.scale_grad_by_freq, self.sparse = max_norm, norm_type, scale_grad_by_freq, sparse
+        drawn = _weight is None
         if _weight is None:
             _weight = init.normal((num_embeddings, embedding_dim), 1.0, dtype)
             if self.padding_idx is not None:
@@ -53,6 +54,8 @@ class Embedding(Module):
             raise ValueError(f"Embedding: _weight has shape {np.shape(_weight)}, expected {(num_embeddings, embedding_dim)}")
         self.weight = Parameter(np.array(_weight))  # a copy, in the given array's dtype
         self.weight.requires_grad = not _freeze
+        if drawn:  # not from_pretrained's weight, as PyTorch's
+            layer_resets.reset_if_overridden(self, layer_resets.standard_normal_rows)
 
     @classmethod
     def from_pretrained(cls, embeddings: Any, freeze: bool = True, padding_idx: int | None = None, max_norm: float | None = None,
@@ -83,6 +86,7 @@ class LayerNorm(Module):
         self.eps = eps
         self.weight = Parameter(np.ones(self.normalized_shape, dtype)) if elementwise_affine else None
         self.bias = Parameter(np.zeros(self.normalized_shape, dtype)) if elementwise_affine and bias else None
+        layer_resets.reset_if_overridden(self, layer_resets.ones_and_zeros)
 
     def forward(self, input: Tensor) -> Tensor:
         return F.layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)

@@ -228,7 +228,6 @@ def painn(torch, nn, F, n_atom_basis=8, n_interactions=2, n_rbf=6, cutoff=3.0):
             self.activation = activation
             if self.activation is None:
                 self.activation = nn.Identity()
-            self.reset_parameters()
 
         def reset_parameters(self):
             self.weight_init(self.weight)

@@ -50,7 +50,10 @@ behind it that read the old value, not just its own; it now exempts the ops it r
 (``tests/runtime/test_version_counter_write_operands_vs_torch.py``). schnetpack's ``self.cutoff = cutoff_fn.cutoff``
 registered the buffer a second time in kiln (a ``cutoff`` key in the state_dict that torch's lacks, so neither state
 loaded into the other); a buffer read from a module now stays a plain attribute, as torch's
-(``tests/frontend/test_buffer_read_from_a_module_assigned_vs_torch.py``). Left as a strict xfail: gcl.py's coordinates
+(``tests/frontend/test_buffer_read_from_a_module_assigned_vs_torch.py``). schnetpack's ``Dense(nn.Linear)`` defines its
+Xavier/zeros init in ``reset_parameters`` and relies on ``nn.Linear.__init__`` calling it: kiln's constructors did not,
+so Dense kept Linear's default init, silently; a subclass's own ``reset_parameters`` now runs at construction, as
+torch's (``tests/layers/test_layer_reset_in_constructor_vs_torch.py``). Left as a strict xfail: gcl.py's coordinates
 fed back into the next step carry the previous step's graph, whose second backward torch refuses ("Trying to backward
 through the graph a second time") and kiln computes, its chains never being freed
 (``tests/runtime/test_backward_frees_saved_values_vs_torch.py``). Everything else, the double backward of the force loss
