@@ -160,9 +160,10 @@ def broyden_solver(torch):
     return broyden
 
 
-def deq(torch, nn, F, tol=1e-2, max_iter=25, lam=1e-4, chan=4, inner=6):
+def deq(torch, nn, F, tol=1e-2, max_iter=25, lam=1e-4, chan=4, inner=6, solver=None):
     """The tutorial's model (``Conv2d``, ``BatchNorm2d``, ``DEQFixedPoint(ResNetLayer)``, ``BatchNorm2d``,
-    ``AvgPool2d``, ``Flatten``, ``Linear``) for 8x8 one-channel images; ``lam`` is ``anderson``'s regularisation."""
+    ``AvgPool2d``, ``Flatten``, ``Linear``) for 8x8 one-channel images; ``lam`` is ``anderson``'s regularisation;
+    ``solver`` another solver than ``anderson`` (``solver(f, x0, **kwargs) -> (z, residuals)``)."""
     autograd = torch.autograd
 
     class ResNetLayer(nn.Module):
@@ -208,7 +209,8 @@ def deq(torch, nn, F, tol=1e-2, max_iter=25, lam=1e-4, chan=4, inner=6):
     f = ResNetLayer(chan, inner, kernel_size=3)
     return nn.Sequential(nn.Conv2d(1, chan, kernel_size=3, bias=True, padding=1),
                          nn.BatchNorm2d(chan),
-                         DEQFixedPoint(f, anderson_solver(torch), tol=tol, max_iter=max_iter, m=5, lam=lam),
+                         DEQFixedPoint(f, anderson_solver(torch), tol=tol, max_iter=max_iter, m=5, lam=lam)
+                         if solver is None else DEQFixedPoint(f, solver, max_iter=max_iter),
                          nn.BatchNorm2d(chan),
                          nn.AvgPool2d(4, 4),
                          nn.Flatten(),

@@ -13,7 +13,8 @@ outputs, first gradients, losses, the state after the steps):
   also against float64 central differences of the loss at the fixed point (solved tightly). ``kiln.compile(fullgraph
   =True)`` refuses it at ``anderson``'s ``.item()`` (the user's line, what to do), as ``torch.compile(fullgraph=True)``
   stops at a graph break there; plain ``kiln.compile`` says so in a warning, runs eagerly, and its hook-made gradients
-  are the eager ones. locuslab/deq's variant: a backward hook that removes itself (``self.hook.remove()``) and the
+  are the eager ones. With a solver free of ``.item()`` the hook itself is refused in a compiled step ("register_hook
+  on a traced tensor ... read a gradient with kiln.autograd.grad"): an ``xfail(strict=True)`` test says why. locuslab/deq's variant: a backward hook that removes itself (``self.hook.remove()``) and the
   Jacobian regularizer ``jac_loss_estimate`` (``autograd.grad(f0, z0, v, create_graph=True)``, ``vJ.norm()**2``)
   added to the loss, solved by anderson and by the repository's ``broyden`` (``einsum('bij, bijd -> bd', ...)`` on
   zero-width slices first, ``vT[vT != vT] = 0``, ``Us[:,:,:,nstep-1] = u``; the same step counts in both).
@@ -168,6 +169,51 @@ def test_deq_with_jacobian_regularizer_and_self_removing_hook_trains_as_torch(fl
     assert_same_records(ours, theirs)
     assert min(theirs["jacobian losses"]) > 1e-3
     assert solver == "anderson" or min(theirs["broyden steps"]) > 3
+
+
+def fixed_iterations(f, x0, max_iter=50):
+    """The tutorial's ``forward_iteration`` without its residuals (``.item()``) and early stop: a solver a compiled
+    step can hold."""
+    f0 = f(x0)
+    for k in range(max_iter):
+        x = f0
+        f0 = f(x)
+    return f0, []
+
+
+def _deq_fixed_iterations(torch, nn, F):
+    return deq(torch, nn, F, max_iter=6, solver=fixed_iterations)
+
+
+@pytest.mark.xfail(strict=True, raises=TraceError, reason="register_hook on a traced tensor is refused: the hook "
+                   "calls autograd.grad(f0, z0, y) on the outer graph, which a custom backward's sub-graph (how a "
+                   "hook could be traced) cannot differentiate; eagerly it trains as torch's")
+def test_deq_hook_backward_as_one_compiled_step(float64_default):
+    """The DEQ with a solver that has no ``.item()``: only the hook stands between it and one compiled step (the
+    refusal names ``self.hook = z.register_hook(backward_hook)``)."""
+    ours, theirs = run_in_lockstep(_deq_fixed_iterations, train_deq_compiled)
+    assert_same_records(ours, theirs, looser={"0.bias": BIAS_BEFORE_NORM})
+
+
+def train_deq_compiled(torch, nn, F, model, steps=2):
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    def step(X, y):
+        loss = nn.CrossEntropyLoss()(model(X), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return loss
+
+    run = compiled_if(torch, True, step)
+    losses = [run(torch.tensor(DEQ_IMAGES[i]), torch.tensor(DEQ_LABELS[i])).item() for i in range(steps)]
+    return {"losses": losses, "state": snapshot(model)}
+
+
+def test_deq_with_fixed_iterations_trains_eagerly_as_torch(float64_default):
+    """The same model eagerly (the xfail's reference point)."""
+    ours, theirs = run_in_lockstep(_deq_fixed_iterations, train_deq)
+    assert_same_records(ours, theirs, looser={"0.bias": BIAS_BEFORE_NORM})
 
 
 NEWTON_X = np.random.default_rng(16).standard_normal((3, 8, 6))
