@@ -70,12 +70,14 @@ def checking_reachable_stores(traced: Callable[..., Any], fn: Any) -> Callable[.
 def reachable_containers(fn: Any) -> list[tuple[str, str, Any]]:
     """``(name, what holds it, container)`` for each dict, list or plain object ``fn`` reaches (``runtime/reachable_objects.py``:
     its closure's, the globals it names, those of the functions it holds), and among the public attributes of the
-    modules it is, is bound to, closes over or names (their submodules too)."""
+    modules it is, is bound to, closes over or names (their submodules too). The modules a plain object holds
+    (``agent.actor``) are not searched: their forwards' logging dicts (pytorch_sac's ``self.outputs['mu'] = mu``) would
+    make the call run eagerly, where ``torch.compile`` replays the store, which kiln does not yet."""
     from kiln.frontend.module import Module  # lazily: the runtime builds on the frontend
 
     reached = reachable_objects(fn)
     found = [(name, what, value) for name, what, value in reached if isinstance(value, (dict, list)) or is_plain_object(value)]
-    modules = [value for _, _, value in reached if isinstance(value, Module)]
+    modules = [value for name, _, value in reached if isinstance(value, Module) and "." not in name]  # not agent.actor
     for module in {id(m): m for root in modules for m in root.modules()}.values():
         found += [(f"{type(module).__name__}.{name}", "the module attribute", value)
                   for name, value in vars(module).items() if not name.startswith("_") and isinstance(value, (dict, list))]
