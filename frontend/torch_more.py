@@ -360,9 +360,9 @@ __all__ = [
 def exports() -> dict[str, Any]:
     """Every ``kiln.*`` name this module and its siblings add: the nn functional forms, the samplers, the dtype queries,
     the grad modes, and the functional forms above (``kiln/__init__.py`` exports them)."""
-    from kiln.frontend import fake_quantize, grad_mode, torch_dtypes, torch_foreach, torch_nn_forms, torch_random
+    from kiln.frontend import fake_quantize, grad_mode, torch_asarray, torch_dtypes, torch_foreach, torch_nn_forms, torch_random
 
-    modules = (torch_nn_forms, torch_random, torch_dtypes, torch_foreach, fake_quantize)
+    modules = (torch_nn_forms, torch_random, torch_dtypes, torch_foreach, fake_quantize, torch_asarray)
     names = {name: getattr(module, name) for module in modules for name in module.__all__}
     names.update({name: getattr(grad_mode, name) for name in grad_mode.__all__ if name != "no_grad"})
     names.update(torch_dtypes.FUNCTIONS)
