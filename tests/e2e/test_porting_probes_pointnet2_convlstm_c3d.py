@@ -582,9 +582,10 @@ def test_pointnet2_utils_as_torch(float64_default):
     assert (results[1]["idx"] != results[1]["idx"][:, :, :1]).any()  # the balls hold more than their first point
 
 
-def test_pointnet2_fps_draws_its_start_with_randint():
+def test_pointnet2_fps_draws_its_start_with_randint(float64_default):
     """The reference's own start (``torch.randint(0, N, (B,))``): long indices, the rest as with that start fed;
-    compiled, each call draws again."""
+    compiled, each call draws again. In float64 (the points' dtype): ``distance[mask] = dist[mask]`` needs the two
+    dtypes equal, as torch's index_put."""
     (points, _, _), = point_cloud_batches(1)
     utils = pointnet2_utils(kiln)
     xyz = kiln.tensor(points[:, :, :3])

@@ -285,5 +285,15 @@ def test_only_the_users_objects_are_watched():
 
     from kiln.runtime.reachable_objects import is_users
 
-    assert is_users(GLOBAL_AGENT) and is_users(_global_step)
+    from kiln.runtime.reachable_objects import is_plain_object
+
+    class LARS(kiln.optim.Optimizer):  # a user's optimizer: kiln's state capture handles it, not the plain-object walk
+        def __init__(self, params):
+            super().__init__(params, dict(lr=0.1))
+
+    class Settings(dict):
+        pass
+
+    assert is_users(GLOBAL_AGENT) and is_users(_global_step) and is_plain_object(GLOBAL_AGENT)
     assert not any(is_users(item) for item in (argparse.Namespace(), kiln.nn.Linear(1, 1), np.zeros(1), print))
+    assert not any(is_plain_object(item) for item in (LARS([kiln.zeros(1, requires_grad=True)]), Settings()))
