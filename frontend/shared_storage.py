@@ -40,6 +40,22 @@ def shared(array: np.ndarray) -> np.ndarray:
     return array
 
 
+READ_ONLY_WARNING = (
+    "The given NumPy array is not writable, and PyTorch does not support non-writable tensors. This means writing to "
+    "this tensor will result in undefined behavior. You may want to copy the array to protect its data or make it "
+    "writable before converting it to a tensor. This type of warning will be suppressed for the rest of this program.")
+"""torch's warning (once a process) for ``from_numpy``/``as_tensor`` of a read-only array; kiln's in-place writes of
+such a tensor give it a new array of its own, leaving the read-only one as it was."""
+
+
+def warn_if_read_only(array: np.ndarray) -> None:
+    """torch's ``READ_ONLY_WARNING`` for an array NumPy will not let a tensor write."""
+    if not array.flags.writeable:
+        from kiln.frontend.warn_once import warn_once  # lazily: it reads the trace's user location
+
+        warn_once(READ_ONLY_WARNING)
+
+
 def is_shared(array: np.ndarray) -> bool:
     """Whether NumPy shares ``array``'s memory with the user (``shared``)."""
     owner = _owner(array)
@@ -98,4 +114,4 @@ def _keep_old_values(tensor: Any, old: Value, storage: np.ndarray) -> None:
             ARRAYS[value] = array.copy()
 
 
-__all__ = ["is_shared", "land_in_storage", "shared", "view_in_storage"]
+__all__ = ["READ_ONLY_WARNING", "is_shared", "land_in_storage", "shared", "view_in_storage", "warn_if_read_only"]

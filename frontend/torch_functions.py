@@ -29,7 +29,7 @@ from kiln.frontend.tensor import Tensor, apply, eager_tensor
 from kiln.frontend.linalg_spectral import SPECTRAL_FORWARDED, nuclear_norm
 from kiln.frontend.linalg_factor import FACTOR_FORWARDED, chain_matmul, lu_unpack
 from kiln.frontend.linspace_values import torch_linspace
-from kiln.frontend.shared_storage import shared
+from kiln.frontend.shared_storage import shared, warn_if_read_only
 from kiln.frontend.tensor_extras import EXTRA_FORWARDED
 from kiln.frontend.tensor_methods import _flatten_args
 from kiln.frontend.tensor_operand_checks import TENSOR_ONLY, check_tensor_operands
@@ -192,7 +192,9 @@ def as_tensor(data: Any, dtype: Any = None, device: Any = None) -> Any:
 def from_numpy(array: np.ndarray) -> Any:
     """A tensor sharing ``array``'s memory, as PyTorch's: in-place writes of either are seen in the other
     (``frontend/shared_storage.py``)."""
-    return _created(shared(np.asarray(array)))
+    array = np.asarray(array)
+    warn_if_read_only(array)  # torch's warning, once a process
+    return _created(shared(array))
 
 
 def rand_like(input: Tensor, *, dtype: Any = None, device: Any = None, requires_grad: bool = False,

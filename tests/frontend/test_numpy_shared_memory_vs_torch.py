@@ -200,3 +200,20 @@ def test_numpy_of_a_view_written_in_place_shares_the_base_as_torchs():
                          ids=["Tensor", "FloatTensor", "Tensor_of_tensor", "Tensor_float64", "DoubleTensor", "new_tensor"])
 def test_legacy_constructors_share_an_array_of_their_dtype_and_new_tensor_copies_as_torchs(make):
     _written("legacy", WRITES["add_"], make)
+
+
+def test_a_read_only_array_warns_as_torchs_and_stays_as_it_was():
+    """torch warns once a process with this text (and writes the array anyway: undefined behaviour); kiln's in-place
+    write gives the tensor an array of its own."""
+    import kiln
+    from kiln.frontend import warn_once
+    from kiln.frontend.shared_storage import READ_ONLY_WARNING
+
+    a = np.ones(2, np.float32)
+    a.flags.writeable = False
+    warn_once._GIVEN.discard(READ_ONLY_WARNING)  # the once-a-process record, for this test's place in the run
+    with pytest.warns(UserWarning, match="The given NumPy array is not writable, and PyTorch does not support") as caught:
+        t = kiln.from_numpy(a)
+    assert "test_numpy_shared_memory_vs_torch.py" in caught[0].filename
+    t.add_(1.0)
+    assert a.tolist() == [1.0, 1.0] and t.tolist() == [2.0, 2.0]
