@@ -64,8 +64,12 @@ class AttributeWrites:
             after = module.__dict__.get(name, MISSING)
             if is_traced_tensor(after):
                 tensors.append((module, name, before))
-            else:
-                writes.append((module, name, before, after))
+                continue
+            kept = eager_constants(after) if holds_traced_tensor(after) else None
+            if kept is not None:  # torchvision's self.cell_anchors = [a.to(dtype) for a in ...]: their values
+                set_attribute(module, name, kept)
+                after = kept
+            writes.append((module, name, before, after))
         numbers = [isinstance(module.__dict__.get(name), DynamicInt) for module, name, _ in tensors]
         reads = list(READ.get(context, {}).values())
         reads += module_reads([m for m in context.modules_called.values() if id(m) not in context.modules_made],
@@ -160,10 +164,35 @@ def holds_value(value: Any, before: Any) -> bool:
     return type(value) is int if isinstance(before, DynamicInt) else same_value(value, before)
 
 
+def eager_constant(value: Any) -> Any:
+    """The eager tensor of a traced tensor computed from constants alone (``torch.hann_window(n)``), else None."""
+    from kiln.frontend.tensor import Tensor  # lazily: the tensor values build on the trace
+    from kiln.runtime.eager import constant_leaf
+
+    leaf = constant_leaf(value.value) if is_traced_tensor(value) and type(value) is Tensor else None
+    return None if leaf is None else Tensor(leaf)
+
+
+def eager_constants(value: Any) -> Any:
+    """A list or tuple of traced tensors computed from constants alone as one of their eager tensors (anything else
+    in it as it is), else None."""
+    if not isinstance(value, (list, tuple)):
+        return None
+    items = [eager_constant(item) if is_traced_tensor(item) else item for item in value]
+    if any(item is None or holds_traced_tensor(item) for item in items):
+        return None
+    return type(value)(items) if type(value) in (list, tuple) else None
+
+
 def same_value(value: Any, expected: Any) -> bool:
-    """Equal numbers, strings, None and tuples of them; anything else only itself."""
+    """Equal numbers, strings, None and tuples of them, eager tensors of equal values (and lists and tuples of them:
+    a set of anchors re-made at each call); anything else only itself."""
     if value is expected:
         return True
+    if type(value) is list and type(expected) is list or type(value) is tuple and type(expected) is tuple:
+        return len(value) == len(expected) and all(same_value(a, b) for a, b in zip(value, expected))
+    if _eager_tensor_array(value) is not None:
+        return _equal_arrays(_eager_tensor_array(value), _eager_tensor_array(expected))
     if type(value) is not type(expected) or not isinstance(value, (int, float, str, tuple)):
         return False
     try:
@@ -172,5 +201,19 @@ def same_value(value: Any, expected: Any) -> bool:
         return False
 
 
-__all__ = ["AttributeWrites", "MISSING", "READ", "UNGUARDED", "guardable", "holds_traced_tensor", "holds_value",
+def _eager_tensor_array(value: Any) -> np.ndarray | None:
+    from kiln.frontend.eager_values import ARRAYS  # lazily: the tensor values build on the trace
+    from kiln.frontend.tensor import Tensor
+
+    if type(value) is not Tensor or "_stale" in value.__dict__:
+        return None
+    return ARRAYS.get(value.__dict__.get("_value"))
+
+
+def _equal_arrays(array: np.ndarray, other: np.ndarray | None) -> bool:
+    return (other is not None and array.dtype == other.dtype and array.shape == other.shape
+            and bool(np.array_equal(array, other, equal_nan=True)))
+
+
+__all__ = ["AttributeWrites", "MISSING", "READ", "UNGUARDED", "eager_constant", "eager_constants", "guardable", "holds_traced_tensor", "holds_value",
            "is_traced_tensor", "module_reads", "same_value"]

@@ -21,7 +21,7 @@ import functools
 from typing import Any, Callable, Iterator
 
 from kiln.compiler.errors import KilnError
-from kiln.runtime.attribute_writes import holds_traced_tensor, is_traced_tensor
+from kiln.runtime.attribute_writes import eager_constant, holds_traced_tensor
 from kiln.runtime.reachable_objects import is_plain_object, reachable_objects
 
 Snapshot = list[tuple[Any, Any]]
@@ -110,20 +110,11 @@ def _changed_slots(container: Any, slots: Any) -> Iterator[Any]:
         value = container[key]
         new = key not in slots if isinstance(container, dict) else key >= len(slots)
         if (new or value is not slots[key]) and holds_traced_tensor(value):
-            constant = _eager_constant(value)
+            constant = eager_constant(value)
             if constant is None:
                 yield key
             else:
                 container[key] = constant
-
-
-def _eager_constant(value: Any) -> Any:
-    """The eager tensor of a traced tensor computed from constants alone, else None."""
-    from kiln.frontend.tensor import Tensor  # lazily: the runtime builds on the frontend
-    from kiln.runtime.eager import constant_leaf
-
-    leaf = constant_leaf(value.value) if is_traced_tensor(value) and type(value) is Tensor else None
-    return None if leaf is None else Tensor(leaf)
 
 
 def _restore(container: Any, slots: Any) -> None:

@@ -190,3 +190,25 @@ def test_a_trace_that_fails_after_a_write_undoes_it_before_the_call_runs_eagerly
         for call in range(3):
             compiled(kiln.tensor(_batch(call)))
     assert field.nfe == 3
+
+
+def test_a_list_of_constant_tensors_set_in_forward_holds_their_values_after_each_call():
+    """``self.masks = [torch.tril(torch.ones(n, n)) for n in sizes]`` re-made at every forward: the list holds eager
+    tensors of their values after a compiled call (it held the trace's tensors, which fail outside it), and a list of
+    equal values satisfies the variant's guard, so the calls trace twice (the first value, then the list), not at
+    every call."""
+    class Masked(kiln.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.masks = None
+
+        def forward(self, x):
+            self.masks = [kiln.tril(kiln.ones(n, n)) for n in (2, 3)]
+            return x @ self.masks[1]
+
+    model = Masked()
+    compiled = kiln.compile(model, fullgraph=True)
+    for _ in range(4):
+        assert compiled(kiln.ones(1, 3)).tolist() == [[3.0, 2.0, 1.0]]
+        assert (model.masks[0] * 1).tolist() == [[1.0, 0.0], [1.0, 1.0]]  # eager, usable after the call
+    assert _traces(compiled) == 2
