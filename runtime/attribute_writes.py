@@ -142,12 +142,19 @@ def holds_traced_tensor(value: Any, seen: set[int] | None = None) -> bool:
     return any(holds_traced_tensor(item, seen) for item in (value.values() if isinstance(value, dict) else value))
 
 
+NUMPY_SCALARS = (np.bool_, np.integer, np.floating)
+"""NumPy's number scalars: an attribute set by NumPy math (``model.temp = np.maximum(temp * np.exp(-r * i), t_min)``,
+the Gumbel-softmax VAE's annealing) holds one, and a trace bakes it in as a constant as it does a Python number."""
+
+
 def guardable(value: Any) -> bool:
-    """A value a read guards on: a number, string, None or a tuple of them, and a counter read as a number that
-    changes (``DynamicInt``); a tensor read is lifted instead, and an object is guarded by its own attributes."""
+    """A value a read guards on: a number (a NumPy scalar too), string, None or a tuple of them, and a counter read
+    as a number that changes (``DynamicInt``); a tensor read is lifted instead, and an object is guarded by its own
+    attributes."""
     if isinstance(value, tuple):
         return all(guardable(item) for item in value)
-    return value is None or type(value) in (bool, int, float, str) or isinstance(value, DynamicInt)
+    return (value is None or type(value) in (bool, int, float, str) or isinstance(value, NUMPY_SCALARS)
+            or isinstance(value, DynamicInt))
 
 
 def module_reads(modules: Sequence[Any], written: Any) -> list[tuple[Any, str, Any]]:
@@ -185,15 +192,15 @@ def eager_constants(value: Any) -> Any:
 
 
 def same_value(value: Any, expected: Any) -> bool:
-    """Equal numbers, strings, None and tuples of them, eager tensors of equal values (and lists and tuples of them:
-    a set of anchors re-made at each call); anything else only itself."""
+    """Equal numbers (NumPy scalars of one type too), strings, None and tuples of them, eager tensors of equal values
+    (and lists and tuples of them: a set of anchors re-made at each call); anything else only itself."""
     if value is expected:
         return True
     if type(value) is list and type(expected) is list or type(value) is tuple and type(expected) is tuple:
         return len(value) == len(expected) and all(same_value(a, b) for a, b in zip(value, expected))
     if _eager_tensor_array(value) is not None:
         return _equal_arrays(_eager_tensor_array(value), _eager_tensor_array(expected))
-    if type(value) is not type(expected) or not isinstance(value, (int, float, str, tuple)):
+    if type(value) is not type(expected) or not isinstance(value, (int, float, str, tuple, *NUMPY_SCALARS)):
         return False
     try:
         return bool(value == expected)

@@ -79,3 +79,19 @@ def test_a_count_kept_on_the_module_and_changed_outside_stays_compiled():
             ours.steps_seen += 1
     assert sum(v is not None for v in compiled.variants.values()) + sum(map(len, compiled.superseded.values())) == 2
     assert ours.steps_seen == 12 and type(ours.steps_seen) is int
+
+
+def test_a_numpy_scalar_temperature_reaches_compiled_calls_as_torch():
+    """The Gumbel-softmax VAE anneals with NumPy (``model.temp = np.maximum(temp * np.exp(-rate * i), temp_min)``):
+    the attribute holds a ``np.float64`` (or a ``np.float32``, a ``np.int64``), guarded as a Python number is; it was
+    baked in silently (a whole compiled step went on with the first trace's temperature)."""
+    torch, ours, theirs = _twins()
+    compiled = kiln.compile(ours)
+    first_column = kiln.compile(lambda x: ours(x)[:, 0].sum(), fullgraph=True)
+    for temperature in (np.float64(1.0), np.maximum(np.exp(-0.3), 0.5), np.float32(0.25), np.int64(2), np.float64(1.0)):
+        ours.temperature = theirs.temperature = temperature
+        x = np.random.default_rng(0).standard_normal((2, 3))
+        with kiln.no_grad(), torch.no_grad():
+            expected = theirs(torch.tensor(x)).numpy()
+            np.testing.assert_allclose(np.asarray(compiled(kiln.tensor(x))), expected, rtol=1e-12)
+            np.testing.assert_allclose(float(first_column(kiln.tensor(x))), expected[:, 0].sum(), rtol=1e-12)

@@ -87,3 +87,16 @@ def test_a_training_forward_follows_a_temperature_read_from_an_object():
         weight.grad = None
         compiled(kiln.tensor(np.array([3.0, 4.0]))).backward()
         np.testing.assert_allclose(np.asarray(weight.grad), np.array([3.0, 4.0]) / temperature)
+
+
+def test_numpy_scalars_read_from_an_object_are_guarded():
+    """``args.temp = np.maximum(args.temp * np.exp(-rate * i), temp_min)`` leaves a ``np.float64`` on the object (and
+    NumPy math a ``np.float32`` or ``np.int64``): guarded on its value as a Python number; it was baked in silently."""
+    config = Config()
+    compiled = kiln.compile(lambda x: _scaled(x, config))
+    for scale, step, temperature in ((np.float64(1.0), np.int64(0), np.float32(1.0)),
+                                     (np.maximum(np.exp(-0.3), 0.5), np.int64(0), np.float32(1.0)),
+                                     (np.float64(2.0), np.int64(3), np.float32(0.5)), (np.float64(1.0), 0, 1.0)):
+        config.scale, config.step, config.sub.temperature = scale, step, temperature
+        x = np.arange(3.0)
+        np.testing.assert_allclose(np.asarray(compiled(kiln.tensor(x))), x * scale / temperature + step, rtol=1e-6)
