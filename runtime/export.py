@@ -6,6 +6,7 @@ from typing import Any, Sequence
 
 from kiln.backends.onnx.export import EXTERNAL_DATA_THRESHOLD, graph_to_onnx, save_model
 from kiln.backends.onnx.importer import import_onnx
+from kiln.compiler.ir.core import Graph, Value
 from kiln.compiler.passes.manager import PassManager
 from kiln.frontend.trace import TensorSpec, trace_context
 
@@ -29,6 +30,7 @@ def export_onnx(model: Any, input_specs: Sequence[TensorSpec], path: str, output
         graph.inputs.remove(context.seed_input)  # below assume (it stayed there, so each weight took its neighbour's name)
         graph.inputs.append(context.seed_input)
     PassManager("cse,dce").run(graph)
+    _drop_unused_seed(graph, context.seed_input)
     first = len(input_specs)
     if output_names is None:
         count = len(graph.outputs)
@@ -36,6 +38,14 @@ def export_onnx(model: Any, input_specs: Sequence[TensorSpec], path: str, output
     onnx_model = graph_to_onnx(graph, {first + i: p.data for i, p in enumerate(parameters)}, output_names)
     save_model(onnx_model, path, external_data_threshold)
     return onnx_model
+
+
+def _drop_unused_seed(graph: Graph, seed_input: Value | None) -> None:
+    """Remove the ``rng_seed`` input when no draw is left after DCE: an eval forward that draws and never reads the
+    draw (HF's LayerDrop: ``torch.rand([])`` compared only ``if self.training``) needs no seed, as torch.onnx.export's
+    file asks none. It is the last input, so the weights keep their positions."""
+    if seed_input is not None and not seed_input.uses:
+        graph.inputs.remove(seed_input)
 
 
 __all__ = ["export_onnx", "import_onnx"]
