@@ -2,7 +2,9 @@
 them (``gumbel_vae_iwae_program.py``; ``torch`` is ``torch`` or ``kiln``) and run in both from kiln's initial weights:
 the first forward, the first gradients, the losses and the state after the steps agree to 1e-10 in float64, eagerly
 and with the whole step (zero_grad, forward, loss, backward, Adam) one ``kiln.compile(fullgraph=True)`` graph against
-torch's eager loop, the annealed attributes changing between the calls.
+torch's eager loop, the annealed attributes changing between the calls; the float32 loop (the temperature passed to
+the compiled step as an argument, generation from NumPy one-hot codes) at float32's level, and the model exported by
+``kiln.onnx.export`` run by onnxruntime as torch's.
 
 What is in it: YongfeiYan/Gumbel_Softmax_VAE's ``VAE_gumbel`` (ericjang's sampler: ``sample_gumbel`` as
 ``-torch.log(-torch.log(U + eps) + eps)`` with ``U`` fed, ``gumbel_softmax_sample``, the straight-through hard sample
@@ -37,7 +39,7 @@ import pytest
 import kiln
 from e2e import gumbel_vae_iwae_program as program
 from e2e.probe_lockstep import array, assert_same_records, gradients, run_in_lockstep, snapshot
-from oracles import libraries, require_torch
+from oracles import libraries, require, require_torch
 
 STEPS = 5
 RNG = np.random.default_rng(0)
@@ -66,9 +68,10 @@ def train_gumbel_vae(compiled, hard=True):
     def train(lib, nn, F, model):
         model.hard = hard
         optimizer = _adam(lib, model)
-        recon, qy = model(lib.tensor(IMAGES[0]), lib.tensor(UNIFORMS[0]))
+        first = lib.tensor(IMAGES[0])
+        recon, qy = model(first, lib.tensor(UNIFORMS[0]))
         record = {"first recon": array(recon), "first qy": array(qy),
-                  **_first_forward_and_gradients(model, program.gumbel_vae_loss(lib, F, recon, lib.tensor(IMAGES[0]), qy))}
+                  **_first_forward_and_gradients(model, program.gumbel_vae_loss(lib, F, recon, first, qy))}
 
         def step(data, U):
             optimizer.zero_grad()
@@ -92,7 +95,7 @@ def train_gumbel_vae(compiled, hard=True):
 @pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled step"])
 @pytest.mark.parametrize("hard", [True, False], ids=["straight-through", "soft"])
 def test_gumbel_vae_with_annealed_temperature_as_torch(float64_default, compiled, hard):
-    ours, theirs = run_in_lockstep(lambda torch, nn, F: program.gumbel_vae(torch, nn, F), train_gumbel_vae(compiled, hard))
+    ours, theirs = run_in_lockstep(program.gumbel_vae, train_gumbel_vae(compiled, hard))
     assert_same_records(ours, theirs)
     temperatures = theirs["temperatures"]
     assert type(temperatures[-1]) is np.float64 and len(set(temperatures)) == 3  # annealed, then held at temp_min
@@ -238,10 +241,70 @@ def test_total_correlation_and_kld_against_a_float64_loop(float64_default):
     require_torch()
     for name in ("kiln", "torch"):
         torch, nn, F = libraries(name)
-        tc = program.total_correlation(torch, torch.tensor(z), torch.tensor(mu), torch.tensor(logvar), program.DATASET_SIZE)
+        tc = program.total_correlation(torch, torch.tensor(z), torch.tensor(mu), torch.tensor(logvar),
+                                       program.DATASET_SIZE)
         np.testing.assert_allclose(tc.item(), expected, rtol=1e-12)
         total_kld = program.kl_divergence(torch.tensor(mu), torch.tensor(logvar))[0]
         reference = torch.distributions.kl_divergence(
             torch.distributions.Normal(torch.tensor(mu), torch.tensor(std)),
             torch.distributions.Normal(torch.zeros(program.Z_DIM), torch.ones(program.Z_DIM))).sum(1).mean()
         np.testing.assert_allclose(total_kld.item(), reference.item(), rtol=1e-12)
+
+
+def train_gumbel_vae_float32(lib, nn, F, model):
+    """The reference's float32 loop: the temperature passed to the step as an argument (``model(data, temp, hard)``
+    there; set on the model here), a NumPy float64 after the first anneal, and its generation from NumPy one-hot codes
+    (``torch.from_numpy(z).float()``, ``model.decode(sample).cpu().data.numpy()``)."""
+    optimizer = _adam(lib, model)
+
+    def step(data, U, temp):
+        model.temp = temp
+        optimizer.zero_grad()
+        recon_batch, qy = model(data, U)
+        loss = program.gumbel_vae_loss(lib, F, recon_batch, data, qy)
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    run = kiln.compile(step, fullgraph=True) if lib is kiln else step
+    temp, losses = program.TEMP, []
+    for batch_idx in range(STEPS):
+        losses.append(run(lib.tensor(IMAGES[batch_idx], dtype=lib.float32),
+                          lib.tensor(UNIFORMS[batch_idx], dtype=lib.float32), temp).item())
+        temp = np.maximum(temp * np.exp(-program.ANNEAL_RATE * (batch_idx + 1)), program.TEMP_MIN)
+    M, N, K = 4, program.LATENT, program.CATEGORIES
+    ind = np.random.default_rng(5).integers(K, size=M * N)
+    z = np.zeros((M * N, K))
+    z[range(M * N), ind] = 1
+    sample = lib.from_numpy(z.reshape(M, N * K)).float()
+    with lib.no_grad():
+        generated = model.decode(sample).cpu().data.numpy()
+    return {"losses": losses, "state": snapshot(model), "generated": generated}
+
+
+def test_gumbel_vae_float32_compiled_step_with_temperature_argument_as_torch():
+    ours, theirs = run_in_lockstep(program.gumbel_vae, train_gumbel_vae_float32)
+    assert ours["generated"].dtype == theirs["generated"].dtype == np.float32
+    assert_same_records(ours, theirs, rtol=2e-5, atol=2e-6)
+
+
+def test_gumbel_vae_exported_to_onnx_runs_in_onnxruntime_as_torch(tmp_path):
+    """``kiln.onnx.export(model, (x, U), ...)`` of the eval-mode model (the uniform draws an input), run by
+    onnxruntime on another batch: torch's eager outputs."""
+    onnxruntime = require("onnxruntime")
+    import kiln.onnx
+
+    def outputs(torch, nn, F, model):
+        model.eval()
+        x, U = IMAGES[1].astype(np.float32), UNIFORMS[1].astype(np.float32)
+        if torch is not kiln:
+            with torch.no_grad():
+                return dict(zip(("recon", "qy"), map(array, model(torch.tensor(x), torch.tensor(U)))))
+        path = str(tmp_path / "gumbel_vae.onnx")
+        example = (torch.tensor(IMAGES[0], dtype=torch.float32), torch.tensor(UNIFORMS[0], dtype=torch.float32))
+        kiln.onnx.export(model, example, path, input_names=["x", "U"], output_names=["recon", "qy"])
+        recon, qy = onnxruntime.InferenceSession(path).run(None, {"x": x, "U": U})
+        return {"recon": recon, "qy": qy}
+
+    ours, theirs = run_in_lockstep(program.gumbel_vae, outputs)
+    assert_same_records(ours, theirs, rtol=1e-5, atol=1e-6)
