@@ -122,6 +122,12 @@ class AttributeWrites:
     def names(self) -> str:
         return ", ".join(f"{type(module).__name__}.{name}" for module, name, _, _ in self.writes)
 
+    def changed_read_names(self) -> str:
+        """The attributes read whose values differ now from those the trace read (``VAE_gumbel.temp``), named for a
+        recompile-limit message."""
+        return ", ".join(f"{type(owner).__name__}.{name}" for owner, name, value in self.reads
+                         if not holds_value(vars(owner).get(name, MISSING), value))
+
 
 def is_traced_tensor(value: Any) -> bool:
     """Whether ``value`` is a tensor with no values outside the trace (one the trace computed)."""

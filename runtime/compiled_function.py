@@ -311,6 +311,9 @@ class CompiledFunction:
                                           "(register_buffer) or outside the compiled function", tensors_given)
         if last.writes.hold() and not last.value_guards.hold(arrays):
             return self._eager_past_limit(f"{self._variants_traced()} and none fits: {_VALUES_CHANGE}", tensors_given)
+        if not last.writes.reads_hold():
+            changed_reads = _READ_CHANGES.format(last.writes.changed_read_names())
+            return self._eager_past_limit(f"{self._variants_traced()} and none fits: {changed_reads}", tensors_given)
         changed = f"it sets {last.writes.names()} at every call" if not last.writes.hold() else "its guards fail at every call"
         return self._eager_past_limit(f"{self._variants_traced()} and none fits: {changed}; keep a count as a tensor "
                                       "buffer (register_buffer) or outside the compiled function", tensors_given)
@@ -505,6 +508,9 @@ class CompiledFunction:
         return value_donations(context.graph, pairs + (step.donated if step is not None else []))
 
 
+_READ_CHANGES = ("it reads {}, which changes at every call (each trace bakes in the value it read, as "
+                 "torch.compile's guards do); keep a value that changes at every call in a tensor (a buffer filled in "
+                 "place, or an argument) so the graph takes it as an input")
 _VALUES_CHANGE = ("a value it reads from its inputs (item(), int() or bool() of a tensor) differs at every call; compute "
                   "with the tensor instead (kiln.where for a branch, a mask for a length)")
 

@@ -7,6 +7,7 @@ the first trace's value was baked in, silently, in the inference calls, whole co
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 import kiln
 from oracles import require_torch
@@ -95,3 +96,24 @@ def test_a_numpy_scalar_temperature_reaches_compiled_calls_as_torch():
             expected = theirs(torch.tensor(x)).numpy()
             np.testing.assert_allclose(np.asarray(compiled(kiln.tensor(x))), expected, rtol=1e-12)
             np.testing.assert_allclose(float(first_column(kiln.tensor(x))), expected[:, 0].sum(), rtol=1e-12)
+
+
+def test_a_temperature_changed_at_every_call_is_named_past_the_recompile_limit():
+    """A float annealed at every call traces a variant per value; past ``recompile_limit`` the fullgraph error names
+    the attribute read (it said ``it sets  at every call``, naming nothing), and its advice works: the value in a
+    buffer filled in place is one graph for every call."""
+    _, ours, _ = _twins()
+    compiled, x = kiln.compile(ours, fullgraph=True), kiln.ones(2, 3, dtype=kiln.float64)
+    with kiln.no_grad(), pytest.raises(kiln.KilnError, match=r"it reads Annealed\.temperature, which changes at every"):
+        for call in range(20):
+            ours.temperature = np.float64(1.0 / (call + 1))
+            compiled(x)
+    del ours.temperature
+    ours.register_buffer("temperature", kiln.tensor(1.0, dtype=kiln.float64))
+    compiled = kiln.compile(ours, fullgraph=True)
+    with kiln.no_grad():
+        for call in range(20):
+            ours.temperature.fill_(1.0 / (call + 1))
+            expected = kiln.softmax(ours.linear(x) / (1.0 / (call + 1)), dim=-1)
+            np.testing.assert_allclose(np.asarray(compiled(x)), np.asarray(expected), rtol=1e-12)
+    assert sum(v is not None for v in compiled.variants.values()) + sum(map(len, compiled.superseded.values())) == 1
