@@ -26,7 +26,10 @@ What broke: the NumPy float64 temperature ``np.maximum`` leaves on the model was
 the temperature stopped changing the compiled step reused a variant traced with an older one, silently (losses 1e-5
 off torch's from the 4th step). NumPy number scalars are now guarded as Python numbers are, on modules and plain
 objects alike (8128e80; tests in ``tests/runtime/test_compiled_module_attribute_reads.py`` and
-``test_compiled_plain_object_attribute_reads.py``). Everything else agreed to 1e-10 as first written.
+``test_compiled_plain_object_attribute_reads.py``). A temperature annealed at every step instead (a new value each
+call) traces until ``recompile_limit``, where the fullgraph error said ``it sets  at every call``, naming nothing: it
+now names the attribute read and says to keep such a value in a tensor (e942507). Everything else agreed to 1e-10 as
+first written.
 """
 
 from __future__ import annotations
