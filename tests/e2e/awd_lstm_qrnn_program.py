@@ -456,3 +456,127 @@ def next_word_scorer(torch, nn, model):
 
     hidden = [h for state in model.init_hidden(2) for h in (state if lstm else (state,))]
     return NextWordLogProbs(model).eval(), hidden
+
+
+def split_cross_entropy_loss(torch, nn):
+    """awd-lstm-lm's ``splitcross.py`` (SplitCrossEntropyLoss: a head softmax over the frequent words and one entry per
+    tail, each tail its own softmax), its ``forward`` and ``split_on_targets`` as written (stats and verbose left out)."""
+
+    class SplitCrossEntropyLoss(nn.Module):
+        def __init__(self, hidden_size, splits, verbose=False):
+            super(SplitCrossEntropyLoss, self).__init__()
+            self.hidden_size = hidden_size
+            self.splits = [0] + splits + [100 * 1000000]
+            self.nsplits = len(self.splits) - 1
+            self.verbose = verbose
+            if self.nsplits > 1:
+                self.tail_vectors = nn.Parameter(torch.zeros(self.nsplits - 1, hidden_size))
+                self.tail_bias = nn.Parameter(torch.zeros(self.nsplits - 1))
+
+        def logprob(self, weight, bias, hiddens, splits=None, softmaxed_head_res=None, verbose=False):
+            results = []
+            for idx in splits:
+                start, end = self.splits[idx], self.splits[idx + 1]
+                tail_weight = weight[start:end]
+                tail_bias = bias[start:end]
+                tail_res = torch.nn.functional.linear(hiddens, tail_weight, bias=tail_bias)
+                head_entropy = (softmaxed_head_res[:, -idx]).contiguous()
+                tail_entropy = torch.nn.functional.log_softmax(tail_res, dim=-1)
+                results.append(head_entropy.view(-1, 1) + tail_entropy)
+            if len(results) > 1:
+                return torch.cat(results, dim=1)
+            return results[0]
+
+        def split_on_targets(self, hiddens, targets):
+            split_targets = []
+            split_hiddens = []
+            mask = None
+            for idx in range(1, self.nsplits):
+                partial_mask = targets >= self.splits[idx]
+                mask = mask + partial_mask if mask is not None else partial_mask
+            for idx in range(self.nsplits):
+                if self.nsplits == 1:
+                    split_targets, split_hiddens = [targets], [hiddens]
+                    continue
+                if sum(len(t) for t in split_targets) == len(targets):
+                    split_targets.append([])
+                    split_hiddens.append([])
+                    continue
+                tmp_mask = mask == idx
+                split_targets.append(torch.masked_select(targets, tmp_mask))
+                split_hiddens.append(hiddens.masked_select(tmp_mask.unsqueeze(1).expand_as(hiddens)).view(
+                    -1, hiddens.size(1)))
+            return split_targets, split_hiddens
+
+        def forward(self, weight, bias, hiddens, targets, verbose=False):
+            total_loss = None
+            if len(hiddens.size()) > 2:
+                hiddens = hiddens.view(-1, hiddens.size(2))
+            split_targets, split_hiddens = self.split_on_targets(hiddens, targets)
+            start, end = self.splits[0], self.splits[1]
+            head_weight = None if end - start == 0 else weight[start:end]
+            head_bias = None if end - start == 0 else bias[start:end]
+            if self.nsplits > 1:
+                head_weight = self.tail_vectors if head_weight is None else torch.cat([head_weight, self.tail_vectors])
+                head_bias = self.tail_bias if head_bias is None else torch.cat([head_bias, self.tail_bias])
+            combo = torch.cat([split_hiddens[i] for i in range(self.nsplits) if len(split_hiddens[i])])
+            all_head_res = torch.nn.functional.linear(combo, head_weight, bias=head_bias)
+            softmaxed_all_head_res = torch.nn.functional.log_softmax(all_head_res, dim=-1)
+            running_offset = 0
+            for idx in range(self.nsplits):
+                if len(split_targets[idx]) == 0:
+                    continue
+                if idx == 0:
+                    softmaxed_head_res = softmaxed_all_head_res[running_offset:running_offset + len(split_hiddens[idx])]
+                    entropy = -torch.gather(softmaxed_head_res, dim=1, index=split_targets[idx].view(-1, 1))
+                else:
+                    softmaxed_head_res = softmaxed_all_head_res[running_offset:running_offset + len(split_hiddens[idx])]
+                    tail_res = self.logprob(weight, bias, split_hiddens[idx], splits=[idx],
+                                            softmaxed_head_res=softmaxed_head_res)
+                    head_entropy = softmaxed_head_res[:, -idx]
+                    indices = (split_targets[idx] - self.splits[idx]).view(-1, 1)
+                    tail_entropy = torch.gather(torch.nn.functional.log_softmax(tail_res, dim=-1), dim=1,
+                                                index=indices).squeeze()
+                    entropy = -(head_entropy + tail_entropy)
+                running_offset += len(split_hiddens[idx])
+                total_loss = entropy.float().sum() if total_loss is None else total_loss + entropy.float().sum()
+            return (total_loss / len(targets)).type_as(weight)
+
+    return SplitCrossEntropyLoss
+
+
+def split_criterion_training(rnn_type, splits, compiled=False, steps=4):
+    """main.py with its criterion: ``SplitCrossEntropyLoss(args.emsize, splits)`` whose tail vectors train with the
+    model (``params = list(model.parameters()) + list(criterion.parameters())``); SGD steps, eagerly or (kiln,
+    ``compiled=True``) as one ``kiln.compile(step, fullgraph=True)`` graph."""
+    stream = corpus()
+
+    def train(torch, nn, F, model):
+        import kiln
+
+        args = type("args", (Args,), {"model": rnn_type})
+        criterion = split_cross_entropy_loss(torch, nn)(args.nhid, splits)
+        train_data = batchify(torch.tensor(stream[:48]), args.batch_size)
+        params = list(model.parameters()) + list(criterion.parameters())
+        optimizer = torch.optim.SGD(params, lr=1.0)
+
+        def step(data, targets, hidden):
+            optimizer.zero_grad()
+            output, hidden = model(data, hidden)
+            loss = criterion(model.decoder.weight, model.decoder.bias, output, targets)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, args.clip)
+            optimizer.step()
+            return loss.detach(), repackage_hidden(torch, hidden)
+
+        run = kiln.compile(step, fullgraph=True) if torch is kiln and compiled else step
+        model.train()
+        hidden, losses = model.init_hidden(args.batch_size), []
+        for i in range(0, steps * args.bptt, args.bptt):
+            data, targets = get_batch(train_data, i, args.bptt)
+            loss, hidden = run(data, targets, hidden)
+            losses.append(loss.item())
+        return {"losses": losses, "tail vectors": criterion.tail_vectors.detach().numpy().copy(),
+                "state": {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}}
+
+    return train

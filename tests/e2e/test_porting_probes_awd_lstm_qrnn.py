@@ -21,7 +21,9 @@ weight set is dropout's new tensor, not the Parameter) runs the non-Parameter ``
 a module attribute written by the trace, and after each call the LSTM's ``weight_hh_l0`` holds that call's dropped
 weight (detached: torch's keeps its graph), so an eager forward after it reads what torch's does. The dropout paths'
 statistics are checked in kiln, eagerly and compiled (a fresh mask each call). Inference (WeightDrop p=0.5 in eval) in
-float32 eagerly, through ``kiln.compile(fullgraph=True)`` and ``kiln.onnx.export`` run by onnxruntime.
+float32 eagerly, through ``kiln.compile(fullgraph=True)`` and ``kiln.onnx.export`` run by onnxruntime. main.py's
+SplitCrossEntropyLoss (``splitcross.py``) with one tail, eagerly and compiled; with two tails torch 2.x fails (bool
+masks added) and kiln fails alike.
 
 What broke: kiln let ``module.weight_hh_l0 = tensor`` replace a registered Parameter (dropping it from
 ``_parameters``), where torch raises ``TypeError: cannot assign 'torch.DoubleTensor' as parameter 'weight_hh_l0'
@@ -41,7 +43,7 @@ import pytest
 
 import kiln
 from e2e.awd_lstm_qrnn_program import (Args, HighwayArgs, awd_modules, build_model, next_word_scorer, nt_asgd_training,
-                                       step_training)
+                                       split_criterion_training, step_training)
 from e2e.probe_lockstep import array, assert_same_records, run_in_lockstep
 from oracles import libraries, require
 
@@ -163,3 +165,26 @@ def test_dropout_paths_statistics_in_kiln():
     kept = layer.module.weight_hh_l0.detach().numpy() / layer.module.weight_hh_l0_raw.detach().numpy()
     assert set(np.unique(np.round(kept, 12))) == {0.0, 2.0}
     assert abs((kept == 0).mean() - 0.5) < 4 * 0.5 / np.sqrt(kept.size)
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_split_cross_entropy_criterion_trains_as_torch(compiled, float64_default):
+    """splitcross.py with one tail (splits=[4]): ``masked_select`` of the targets and hidden rows per split, ``gather``,
+    the head's tail entries; its ``entropy.float().sum()`` is float32 even in float64, hence float32's tolerance."""
+    ours, theirs = run_in_lockstep(model_of("LSTM"), split_criterion_training("LSTM", [4], compiled=compiled))
+    assert_same_records(ours, theirs, rtol=1e-6, atol=1e-7)
+    assert theirs["losses"][-1] < theirs["losses"][0]
+
+
+def test_split_cross_entropy_with_two_tails_fails_as_in_torch(float64_default):
+    """With two tails the repository's ``mask = mask + partial_mask`` adds bool masks (uint8 in PyTorch 0.4), which is
+    a logical or in torch 2.x: no target reaches split 2 and split 1's ``gather`` indexes past its softmax; kiln fails
+    with the same out-of-bounds error."""
+    messages = []
+    for name in ("kiln", "torch"):
+        torch, nn, F = libraries(name)
+        kiln.manual_seed(0)
+        with pytest.raises(RuntimeError) as caught:
+            split_criterion_training("LSTM", [4, 8])(torch, nn, F, model_of("LSTM")(torch, nn, F))
+        messages.append(str(caught.value).splitlines()[-1].strip())
+    assert messages[0] == messages[1] and "out of bounds for dimension 1 with size 4" in messages[1]
