@@ -1,6 +1,6 @@
 """Porting probe: wav2vec 2.0 pre-training as Hugging Face's ``modeling_wav2vec2.py`` and
-``run_wav2vec2_pretraining_no_trainer.py`` write it (``tests/e2e/wav2vec2_program.py``; ``torch`` is ``torch`` or
-``kiln``), run in both from kiln's initial weights.
+``run_wav2vec2_pretraining_no_trainer.py`` write it (``tests/e2e/wav2vec2_program.py``, ``wav2vec2_collator.py``;
+``torch`` is ``torch`` or ``kiln``), run in both from kiln's initial weights.
 
 - Feature encoder: ``input_values[:, None]`` made to require grad (``hidden_states.requires_grad = True``), a Conv1d
   stack, the first layer's ``GroupNorm(num_groups=dim, num_channels=dim, affine=True)``, GELU; the feature projection
@@ -21,14 +21,19 @@
   ``torch.cosine_similarity``, ``logits[1:][neg_is_pos] = float("-inf")`` (an in-place boolean-mask write through a
   slice view; the tiny codebook makes identical negatives common), ``cross_entropy(logits.transpose(0, 2).reshape(-1,
   logits.size(0)), target, reduction="sum")`` with ``-100`` targets for unmasked frames, the diversity loss.
+- wav2vec2-large-lv60's layout too: LayerNorm conv layers, the pre-norm encoder, a padded batch with its attention
+  mask (``_get_feature_vector_attention_mask``: ``cumsum``, an index-put at ``(arange, output_lengths - 1)``,
+  ``flip([-1]).cumsum(-1).flip([-1]).bool()``; ``hidden_states[~expand_attention_mask] = 0``; ``torch.finfo(dtype).min``
+  additive masks) and the masks drawn from ``sub_attention_mask``.
 - The script's loop: ``multiply_grads`` (``p.grad.data.mul_(1 / num_losses)``), ``get_grad_norm`` (``.item()``), AdamW,
   a linear warmup/decay ``LambdaLR``, the Gumbel temperature ``max(max_t * decay ** completed_steps, min_t)``.
 
 Checked against torch 2.13 in float64 to 1e-10 (first forward, first gradients, losses, grad norms, state after the
 steps, the eval forward's quantizer path), eagerly and with the whole step (zero_grad, forward, loss, backward,
-multiply_grads, AdamW) one ``kiln.compile(fullgraph=True)`` graph with masks, negatives and Gumbel noise fed as inputs;
-the reference's ``.float()`` upcasts in a float64 model at float32's level; float32 training at float32's level; the
-feature encoder + transformer forward through ``kiln.onnx.export`` and onnxruntime (float32).
+multiply_grads, AdamW) one ``kiln.compile(fullgraph=True)`` graph with masks, negatives, Gumbel noise (and the attention
+mask) fed as inputs; the reference's ``.float()`` upcasts in a float64 model at float32's level; float32 training at
+float32's level; the feature encoder + transformer forward (both layouts) through ``kiln.compile`` and
+``kiln.onnx.export`` run by onnxruntime (float32).
 
 Both libraries refuse HF's two Python branches on values the graph computes inside ``kiln.compile(fullgraph=True)`` /
 ``torch.compile(fullgraph=True)`` (LayerDrop's ``torch.rand([]) < layerdrop``, ``if neg_is_pos.any()``): the compiled
@@ -36,10 +41,11 @@ step makes the edits a torch.compile user makes (``fullgraph_edits``), and kiln'
 
 What broke: ``kiln.onnx.export`` of the eval forward asked for an ``rng_seed`` input: LayerDrop's ``torch.rand([])`` is
 drawn in eval too and never read, DCE removed the draw but kept the seed input, and onnxruntime refused the feed
-without it. The unused seed input is dropped now (``runtime/export.py``, ``tests/onnx/test_onnx_export_unused_draw.py``).
+without it. The unused seed input is dropped now (``runtime/export.py``,
+``tests/onnx/test_onnx_export_unused_draw.py``).
 Everything else (weight norm over ``dim=2`` in both forms, the boolean-mask writes, the ``-inf`` logits through a
 slice view, the gathered negatives, the straight-through quantizer, ``multiply_grads`` through ``.grad.data``, the
-annealed temperature in the compiled step) agreed with torch as first written.
+annealed temperature in the compiled step, the large layout's attention masks) agreed with torch as first written.
 """
 
 from __future__ import annotations
@@ -51,26 +57,31 @@ import pytest
 
 import kiln
 from e2e.probe_lockstep import array, assert_same_records, gradients, run_in_lockstep, snapshot
-from e2e.wav2vec2_program import (CONFIG, _compute_mask_indices, _sample_negative_indices, get_grad_norm,
-                                  multiply_grads, wav2vec2_for_pretraining)
+from e2e.wav2vec2_collator import _compute_mask_indices, _sample_negative_indices, get_grad_norm, multiply_grads
+from e2e.wav2vec2_program import CONFIG, LARGE_CONFIG, wav2vec2_for_pretraining
 from kiln.compiler.errors import TraceError
 from oracles import libraries, require
 
 BATCH, SAMPLES, STEPS = 2, 80, 3
 FRAMES = 12  # (80 - 5) // 3 + 1 = 26 frames, then (26 - 3) // 2 + 1
+PADDED_LENGTHS = [80, 47]  # the large layout's padded batch: 12 and 7 frames
 MAX_TEMPERATURE, MIN_TEMPERATURE, TEMPERATURE_DECAY = 2.0, 0.5, 0.9
 pytestmark = pytest.mark.filterwarnings("ignore:`(kiln|torch).nn.utils.weight_norm` is deprecated:FutureWarning")
 
 
-def batches(steps=STEPS, seed=0):
+def batches(steps=STEPS, seed=0, sub_attention_mask=None):
     """What ``DataCollatorForWav2Vec2Pretraining`` gives: the waveforms, the time mask and the negatives, and the
-    Gumbel noise each step's quantizer adds (``-log(Exponential(1))``, torch's draw)."""
+    Gumbel noise each step's quantizer adds (``-log(Exponential(1))``, torch's draw); ``sub_attention_mask`` (a
+    library's tensor) the frames of padded waveforms (``PADDED_LENGTHS``), which the masks keep to."""
     random = np.random.RandomState(seed)
     made = []
     for _ in range(steps):
         waves = random.standard_normal((BATCH, SAMPLES))
+        if sub_attention_mask is not None:
+            waves[np.arange(SAMPLES) >= np.array(PADDED_LENGTHS)[:, None]] = 0.0
         mask = _compute_mask_indices((BATCH, FRAMES), CONFIG.mask_time_prob, CONFIG.mask_time_length,
-                                     min_masks=CONFIG.mask_time_min_masks, random=random)
+                                     attention_mask=sub_attention_mask, min_masks=CONFIG.mask_time_min_masks,
+                                     random=random)
         negatives = _sample_negative_indices((BATCH, FRAMES), CONFIG.num_negatives, mask, random=random)
         gumbels = -np.log(random.exponential(size=(BATCH * FRAMES * CONFIG.num_codevector_groups,
                                                   CONFIG.num_codevectors_per_group)))
@@ -83,6 +94,10 @@ def as_tensors(torch, batch):
     dtype = torch.get_default_dtype()
     return (torch.tensor(waves, dtype=dtype), torch.tensor(mask, dtype=torch.long),
             torch.tensor(negatives, dtype=torch.long), torch.tensor(gumbels, dtype=dtype))
+
+
+def waveform_attention_mask(torch):
+    return torch.tensor((np.arange(SAMPLES) < np.array(PADDED_LENGTHS)[:, None]).astype(np.int64))
 
 
 def make_optimizer(torch, model):
@@ -101,20 +116,25 @@ def gumbel_temperature(completed_steps):
     return max(MAX_TEMPERATURE * TEMPERATURE_DECAY**completed_steps, MIN_TEMPERATURE)
 
 
-def train_pretraining(steps=STEPS):
-    """The script's training loop (gradient accumulation 1, one process)."""
-    data = batches(steps)
+def train_pretraining(steps=STEPS, padded=False):
+    """The script's training loop (gradient accumulation 1, one process); ``padded``: the collator's padded batch,
+    its attention mask and ``sub_attention_mask`` (``model._get_feature_vector_attention_mask``) made by the library
+    under test."""
 
     def train(torch, nn, F, model):
         optimizer, lr_scheduler = make_optimizer(torch, model)
         record = {"losses": [], "grad_norms": [], "perplexities": []}
+        attention_mask = waveform_attention_mask(torch) if padded else None
+        sub_attention_mask = model._get_feature_vector_attention_mask(FRAMES, attention_mask) if padded else None
+        data = batches(steps, sub_attention_mask=sub_attention_mask)
         model.train()
         for completed_steps, batch in enumerate(data):
             input_values, mask_time_indices, sampled_negative_indices, gumbels = as_tensors(torch, batch)
             num_losses = mask_time_indices.sum()
-            sub_attention_mask = torch.ones_like(mask_time_indices)
+            if sub_attention_mask is None:
+                sub_attention_mask = torch.ones_like(mask_time_indices)
             record.setdefault("percent_masked", (num_losses / sub_attention_mask.sum()).item())
-            outputs = model(input_values, mask_time_indices=mask_time_indices,
+            outputs = model(input_values, attention_mask=attention_mask, mask_time_indices=mask_time_indices,
                             sampled_negative_indices=sampled_negative_indices, gumbels=gumbels)
             loss = outputs.loss / 1
             loss.backward()
@@ -134,8 +154,8 @@ def train_pretraining(steps=STEPS):
     return train
 
 
-def build(upcast=False, legacy_weight_norm=True, fullgraph_edits=False):
-    return lambda torch, nn, F: wav2vec2_for_pretraining(torch, nn, F, upcast=upcast,
+def build(upcast=False, legacy_weight_norm=True, fullgraph_edits=False, config=CONFIG):
+    return lambda torch, nn, F: wav2vec2_for_pretraining(torch, nn, F, config=config, upcast=upcast,
                                                          legacy_weight_norm=legacy_weight_norm,
                                                          fullgraph_edits=fullgraph_edits)
 
@@ -145,6 +165,16 @@ def test_wav2vec2_pretraining_as_torch(legacy_weight_norm, float64_default):
     ours, theirs = run_in_lockstep(build(legacy_weight_norm=legacy_weight_norm), train_pretraining())
     assert_same_records(ours, theirs)
     assert theirs["losses"][-1] < theirs["losses"][0]
+
+
+def test_large_layout_with_padded_waveforms_as_torch(float64_default):
+    """wav2vec2-large-lv60's layout: LayerNorm conv layers (``transpose(-2, -1)``), the pre-norm encoder, and a padded
+    batch: ``_get_feature_vector_attention_mask`` (``cumsum``, an index-put of ``(arange, output_lengths - 1)``,
+    ``flip().cumsum().flip().bool()``), ``hidden_states[~expand_attention_mask] = 0``, ``torch.finfo(dtype).min``
+    additive masks, the masks drawn from ``sub_attention_mask`` (``attention_mask.detach().sum(-1).tolist()``)."""
+    ours, theirs = run_in_lockstep(build(config=LARGE_CONFIG), train_pretraining(padded=True))
+    assert_same_records(ours, theirs)
+    assert 0 < theirs["percent_masked"] < 1  # of the 19 frames that are not padding
 
 
 def test_masks_and_negatives_as_the_collator_makes_them():
@@ -160,8 +190,9 @@ def test_masks_and_negatives_as_the_collator_makes_them():
 
 
 def test_feature_lengths_from_python_ints_and_tensors_as_torch():
-    """The collator's ``model._get_feat_extract_output_lengths(batch["input_values"].shape[-1])``: ``torch.div(int - int,
-    int, rounding_mode="floor") + 1`` on a Python int, then ``int(...)``; and on a tensor of lengths."""
+    """The collator's ``model._get_feat_extract_output_lengths(batch["input_values"].shape[-1])``:
+    ``torch.div(int - int, int, rounding_mode="floor") + 1`` on a Python int, then ``int(...)``; and on a tensor of
+    lengths."""
     lengths = {}
     for name in ("kiln", "torch"):
         torch, nn, F = libraries(name)
@@ -197,17 +228,20 @@ def test_quantizer_with_drawn_gumbel_noise_picks_codebook_entries():
     assert np.abs(bias_gradient).max() > 0 and np.abs(group_sums).max() < 1e-5 * np.abs(bias_gradient).max()
 
 
-def compiled_pretraining(steps=STEPS):
-    """The whole step compiled in kiln (torch's eager loop in torch); the temperature changes between calls."""
-    data = batches(steps)
+def compiled_pretraining(steps=STEPS, padded=False):
+    """The whole step compiled in kiln (torch's eager loop in torch); the temperature changes between calls; ``padded``
+    as in ``train_pretraining``, the waveforms' attention mask an input of the step (reduced to frames inside it)."""
 
     def train(torch, nn, F, model):
         optimizer, lr_scheduler = make_optimizer(torch, model)
+        attention_mask = waveform_attention_mask(torch) if padded else None
+        sub_attention_mask = model._get_feature_vector_attention_mask(FRAMES, attention_mask) if padded else None
+        data = batches(steps, sub_attention_mask=sub_attention_mask)
 
-        def train_step(input_values, mask_time_indices, sampled_negative_indices, gumbels):
+        def train_step(input_values, mask_time_indices, sampled_negative_indices, gumbels, attention_mask=None):
             optimizer.zero_grad()
             num_losses = mask_time_indices.sum()
-            outputs = model(input_values, mask_time_indices=mask_time_indices,
+            outputs = model(input_values, attention_mask=attention_mask, mask_time_indices=mask_time_indices,
                             sampled_negative_indices=sampled_negative_indices, gumbels=gumbels)
             outputs.loss.backward()
             multiply_grads(torch, model.parameters(), 1 / num_losses)
@@ -218,7 +252,7 @@ def compiled_pretraining(steps=STEPS):
         record = {"losses": [], "perplexities": []}
         model.train()
         for completed_steps, batch in enumerate(data):
-            loss, perplexity = run(*as_tensors(torch, batch))
+            loss, perplexity = run(*as_tensors(torch, batch), attention_mask)
             lr_scheduler.step()
             model.set_gumbel_temperature(gumbel_temperature(completed_steps + 1))
             record["losses"].append(loss.item())
@@ -229,8 +263,10 @@ def compiled_pretraining(steps=STEPS):
     return train
 
 
-def test_wav2vec2_compiled_step_as_torch(float64_default):
-    ours, theirs = run_in_lockstep(build(fullgraph_edits=True), compiled_pretraining())
+@pytest.mark.parametrize("layout", ["base", "large, padded"])
+def test_wav2vec2_compiled_step_as_torch(layout, float64_default):
+    config, padded = (CONFIG, False) if layout == "base" else (LARGE_CONFIG, True)
+    ours, theirs = run_in_lockstep(build(fullgraph_edits=True, config=config), compiled_pretraining(padded=padded))
     assert_same_records(ours, theirs)
 
 
@@ -274,25 +310,32 @@ def test_wav2vec2_float32_pretraining_as_torch():
     assert_same_records(ours, theirs, rtol=2e-4, atol=2e-5)
 
 
-def test_feature_encoder_and_transformer_through_onnx_as_torch():
-    """``Wav2Vec2Model``'s eval forward (feature encoder, projection, positional conv with weight norm, encoder)
-    through ``kiln.compile`` and ``kiln.onnx.export`` run by onnxruntime, against torch's eval forward (float32)."""
+@pytest.mark.parametrize("layout", ["base", "large, padded"])
+def test_feature_encoder_and_transformer_through_onnx_as_torch(layout):
+    """``Wav2Vec2Model``'s eval forward (feature encoder, projection, positional conv with weight norm, encoder; the
+    large layout with the padded batch's attention mask as a second input) through ``kiln.compile`` and
+    ``kiln.onnx.export`` run by onnxruntime, against torch's eval forward (float32)."""
     onnxruntime = require("onnxruntime")
+    padded = layout != "base"
     waves = batches(1)[0][0].astype(np.float32)
+    if padded:
+        waves[np.arange(SAMPLES) >= np.array(PADDED_LENGTHS)[:, None]] = 0.0
     names = ("last_hidden_state", "extract_features")
 
     def evaluate(torch, nn, F, model):
         encoder = model.wav2vec2.eval()
+        inputs = (torch.tensor(waves),) + ((waveform_attention_mask(torch),) if padded else ())
+        feeds = dict(zip(("input_values", "attention_mask"), (array(tensor) for tensor in inputs)))
         with torch.no_grad():
-            eager = dict(zip(names, map(array, encoder(torch.tensor(waves)))))
+            eager = dict(zip(names, map(array, encoder(*inputs))))
         if torch is not kiln:
             return {"compiled": eager, "onnx": eager}
         with torch.no_grad():
-            compiled = dict(zip(names, map(array, kiln.compile(encoder, fullgraph=True)(torch.tensor(waves)))))
+            compiled = dict(zip(names, map(array, kiln.compile(encoder, fullgraph=True)(*inputs))))
         buffer = io.BytesIO()
-        kiln.onnx.export(encoder, (torch.tensor(waves),), buffer, input_names=["input_values"], output_names=names)
-        onnx = dict(zip(names, onnxruntime.InferenceSession(buffer.getvalue()).run(None, {"input_values": waves})))
+        kiln.onnx.export(encoder, inputs, buffer, input_names=list(feeds), output_names=names)
+        onnx = dict(zip(names, onnxruntime.InferenceSession(buffer.getvalue()).run(None, feeds)))
         return {"compiled": compiled, "onnx": onnx}
 
-    ours, theirs = run_in_lockstep(build(upcast=True), evaluate)
+    ours, theirs = run_in_lockstep(build(upcast=True, config=LARGE_CONFIG if padded else CONFIG), evaluate)
     assert_same_records(ours, theirs, rtol=1e-4, atol=1e-5)

@@ -2,8 +2,9 @@
 write it (a tiny config written out, no ``transformers`` import), as one program text over ``(torch, nn, F)`` so it
 runs on kiln and on torch (see ``test_porting_probes_wav2vec2.py``).
 
-Changes from the reference, each for lockstep runs only: the NumPy draws of ``_compute_mask_indices`` and
-``_sample_negative_indices`` come from a given ``random`` (``np.random`` by default); the Gumbel noise of the
+The collator's NumPy helpers and the script's gradient helpers are in ``wav2vec2_collator.py``.
+
+Changes from the reference, each for lockstep runs only: the Gumbel noise of the
 quantizer's ``gumbel_softmax`` can be fed (``gumbels``; kiln's generator draws other numbers than torch's), written as
 torch's ``F.gumbel_softmax`` computes it; ``upcast`` is the reference's ``.float()`` (fp16 training's upcast), which a
 float64 run replaces by the identity (``upcast=False``) to keep float64 throughout.
@@ -14,138 +15,18 @@ from __future__ import annotations
 import math
 from types import SimpleNamespace
 
-import numpy as np
-
 CONFIG = SimpleNamespace(
     conv_dim=(8, 8), conv_kernel=(5, 3), conv_stride=(3, 2), conv_bias=False, feat_extract_activation="gelu",
+    feat_extract_norm="group", do_stable_layer_norm=False,
     hidden_size=12, num_attention_heads=2, intermediate_size=16, num_hidden_layers=2, hidden_act="gelu",
     num_conv_pos_embeddings=4, num_conv_pos_embedding_groups=2, layer_norm_eps=1e-5, layerdrop=0.0,
     hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, feat_proj_dropout=0.0,
     feat_quantizer_dropout=0.0, initializer_range=0.02, mask_time_prob=0.5, mask_time_length=2, mask_time_min_masks=2,
     num_codevector_groups=2, num_codevectors_per_group=4, codevector_dim=8, proj_codevector_dim=6, num_negatives=3,
     contrastive_logits_temperature=0.1, diversity_loss_weight=0.1)
-
-
-def _compute_mask_indices(shape, mask_prob, mask_length, attention_mask=None, min_masks=0, random=np.random):
-    batch_size, sequence_length = shape
-
-    if mask_length < 1:
-        raise ValueError("`mask_length` has to be bigger than 0.")
-
-    if mask_length > sequence_length:
-        raise ValueError(
-            f"`mask_length` has to be smaller than `sequence_length`, but got `mask_length`: {mask_length}"
-            f" and `sequence_length`: {sequence_length}`"
-        )
-
-    # epsilon is used for probabilistic rounding
-    epsilon = random.rand(1).item()
-
-    def compute_num_masked_span(input_length):
-        """Given input length, compute how many spans should be masked"""
-        num_masked_span = int(mask_prob * input_length / mask_length + epsilon)
-        num_masked_span = max(num_masked_span, min_masks)
-
-        # make sure num masked span <= sequence_length
-        if num_masked_span * mask_length > sequence_length:
-            num_masked_span = sequence_length // mask_length
-
-        # make sure num_masked span is also <= input_length - (mask_length - 1)
-        if input_length - (mask_length - 1) < num_masked_span:
-            num_masked_span = max(input_length - (mask_length - 1), 0)
-
-        return num_masked_span
-
-    # compute number of masked spans in batch
-    input_lengths = (
-        attention_mask.detach().sum(-1).tolist()
-        if attention_mask is not None
-        else [sequence_length for _ in range(batch_size)]
-    )
-
-    # SpecAugment mask to fill
-    spec_aug_mask = np.zeros((batch_size, sequence_length), dtype=bool)
-    spec_aug_mask_idxs = []
-
-    max_num_masked_span = compute_num_masked_span(sequence_length)
-
-    if max_num_masked_span == 0:
-        return spec_aug_mask
-
-    for input_length in input_lengths:
-        # compute num of masked spans for this input
-        num_masked_span = compute_num_masked_span(input_length)
-
-        # get random indices to mask
-        spec_aug_mask_idx = random.choice(
-            np.arange(input_length - (mask_length - 1)), num_masked_span, replace=False
-        )
-
-        # pick first sampled index that will serve as a dummy index to pad vector
-        if len(spec_aug_mask_idx) == 0:
-            dummy_mask_idx = sequence_length - 1
-        else:
-            dummy_mask_idx = spec_aug_mask_idx[0]
-
-        spec_aug_mask_idx = np.concatenate(
-            [spec_aug_mask_idx, np.ones(max_num_masked_span - num_masked_span, dtype=np.int32) * dummy_mask_idx]
-        )
-        spec_aug_mask_idxs.append(spec_aug_mask_idx)
-
-    spec_aug_mask_idxs = np.array(spec_aug_mask_idxs)
-
-    # expand masked indices to masked spans
-    spec_aug_mask_idxs = np.broadcast_to(
-        spec_aug_mask_idxs[:, :, None], (batch_size, max_num_masked_span, mask_length)
-    )
-    spec_aug_mask_idxs = spec_aug_mask_idxs.reshape(batch_size, max_num_masked_span * mask_length)
-
-    # add offset to the starting indexes so that indexes now create a span
-    offsets = np.arange(mask_length)[None, None, :]
-    offsets = np.broadcast_to(offsets, (batch_size, max_num_masked_span, mask_length)).reshape(
-        batch_size, max_num_masked_span * mask_length
-    )
-    spec_aug_mask_idxs = spec_aug_mask_idxs + offsets
-
-    # ensure that we cannot have indices larger than sequence_length
-    if spec_aug_mask_idxs.max() > sequence_length - 1:
-        spec_aug_mask_idxs[spec_aug_mask_idxs > sequence_length - 1] = sequence_length - 1
-
-    # scatter indices to mask
-    np.put_along_axis(spec_aug_mask, spec_aug_mask_idxs, 1, -1)
-
-    return spec_aug_mask
-
-
-def _sample_negative_indices(features_shape, num_negatives, mask_time_indices=None, random=np.random):
-    batch_size, sequence_length = features_shape
-
-    # generate indices of the positive vectors themselves, repeat them `num_negatives` times
-    sequence_length_range = np.arange(sequence_length)
-
-    # get `num_negatives` random vector indices from the same utterance
-    sampled_negative_indices = np.zeros(shape=(batch_size, sequence_length, num_negatives), dtype=np.int32)
-
-    mask_time_indices = (
-        mask_time_indices.astype(bool) if mask_time_indices is not None else np.ones(features_shape, dtype=bool)
-    )
-
-    for batch_idx in range(batch_size):
-        high = mask_time_indices[batch_idx].sum() - 1
-        mapped_masked_indices = sequence_length_range[mask_time_indices[batch_idx]]
-
-        feature_indices = np.broadcast_to(np.arange(high + 1)[:, None], (high + 1, num_negatives))
-        sampled_indices = random.randint(0, high, size=(high + 1, num_negatives))
-        # avoid sampling the same positive vector, but keep the distribution uniform
-        sampled_indices[sampled_indices >= feature_indices] += 1
-
-        # remap to actual indices
-        sampled_negative_indices[batch_idx][mask_time_indices[batch_idx]] = mapped_masked_indices[sampled_indices]
-
-        # correct for batch size
-        sampled_negative_indices[batch_idx] += batch_idx * sequence_length
-
-    return sampled_negative_indices
+# wav2vec2-large-lv60's layout: layer-norm conv layers, pre-norm ("stable layer norm") encoder, attention masks
+LARGE_CONFIG = SimpleNamespace(**{**vars(CONFIG), "feat_extract_norm": "layer", "do_stable_layer_norm": True,
+                                  "conv_bias": True})
 
 
 def wav2vec2_for_pretraining(torch, nn, F, config=CONFIG, upcast=True, legacy_weight_norm=True,
@@ -178,6 +59,32 @@ def wav2vec2_for_pretraining(torch, nn, F, config=CONFIG, upcast=True, legacy_we
 
         def forward(self, hidden_states):
             hidden_states = self.conv(hidden_states)
+            hidden_states = self.activation(hidden_states)
+            return hidden_states
+
+    class Wav2Vec2LayerNormConvLayer(nn.Module):
+        def __init__(self, config, layer_id=0):
+            super().__init__()
+            self.in_conv_dim = config.conv_dim[layer_id - 1] if layer_id > 0 else 1
+            self.out_conv_dim = config.conv_dim[layer_id]
+
+            self.conv = nn.Conv1d(
+                self.in_conv_dim,
+                self.out_conv_dim,
+                kernel_size=config.conv_kernel[layer_id],
+                stride=config.conv_stride[layer_id],
+                bias=config.conv_bias,
+            )
+            self.layer_norm = nn.LayerNorm(self.out_conv_dim, elementwise_affine=True)
+            self.activation = ACT2FN[config.feat_extract_activation]
+
+        def forward(self, hidden_states):
+            hidden_states = self.conv(hidden_states)
+
+            hidden_states = hidden_states.transpose(-2, -1)
+            hidden_states = self.layer_norm(hidden_states)
+            hidden_states = hidden_states.transpose(-2, -1)
+
             hidden_states = self.activation(hidden_states)
             return hidden_states
 
@@ -249,9 +156,12 @@ def wav2vec2_for_pretraining(torch, nn, F, config=CONFIG, upcast=True, legacy_we
 
         def __init__(self, config):
             super().__init__()
-            conv_layers = [Wav2Vec2GroupNormConvLayer(config, layer_id=0)] + [
-                Wav2Vec2NoLayerNormConvLayer(config, layer_id=i + 1) for i in range(len(config.conv_dim) - 1)
-            ]
+            if config.feat_extract_norm == "group":
+                conv_layers = [Wav2Vec2GroupNormConvLayer(config, layer_id=0)] + [
+                    Wav2Vec2NoLayerNormConvLayer(config, layer_id=i + 1) for i in range(len(config.conv_dim) - 1)
+                ]
+            elif config.feat_extract_norm == "layer":
+                conv_layers = [Wav2Vec2LayerNormConvLayer(config, layer_id=i) for i in range(len(config.conv_dim))]
             self.conv_layers = nn.ModuleList(conv_layers)
             self.gradient_checkpointing = False
             self._requires_grad = True
@@ -389,6 +299,18 @@ def wav2vec2_for_pretraining(torch, nn, F, config=CONFIG, upcast=True, legacy_we
             self.layers = nn.ModuleList([Wav2Vec2EncoderLayer(config) for _ in range(config.num_hidden_layers)])
 
         def forward(self, hidden_states, attention_mask=None):
+            if attention_mask is not None:
+                # make sure padded tokens output 0
+                expand_attention_mask = attention_mask.unsqueeze(-1).repeat(1, 1, hidden_states.shape[2])
+                hidden_states[~expand_attention_mask] = 0
+
+                # extend attention_mask
+                attention_mask = 1.0 - attention_mask[:, None, None, :].to(dtype=hidden_states.dtype)
+                attention_mask = attention_mask * torch.finfo(hidden_states.dtype).min
+                attention_mask = attention_mask.expand(
+                    attention_mask.shape[0], 1, attention_mask.shape[-1], attention_mask.shape[-1]
+                )
+
             position_embeddings = self.pos_conv_embed(hidden_states)
             hidden_states = hidden_states + position_embeddings
             hidden_states = self.layer_norm(hidden_states)
@@ -407,6 +329,72 @@ def wav2vec2_for_pretraining(torch, nn, F, config=CONFIG, upcast=True, legacy_we
                     layer_outputs = layer(hidden_states, attention_mask=attention_mask)
                     hidden_states = layer_outputs[0]
 
+            return (hidden_states,)
+
+    class Wav2Vec2EncoderLayerStableLayerNorm(nn.Module):
+        def __init__(self, config):
+            super().__init__()
+            self.attention = Wav2Vec2Attention(
+                embed_dim=config.hidden_size,
+                num_heads=config.num_attention_heads,
+                dropout=config.attention_dropout,
+            )
+            self.dropout = nn.Dropout(config.hidden_dropout)
+            self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+            self.feed_forward = Wav2Vec2FeedForward(config)
+            self.final_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+        def forward(self, hidden_states, attention_mask=None):
+            attn_residual = hidden_states
+            hidden_states = self.layer_norm(hidden_states)
+            hidden_states, attn_weights, _ = self.attention(hidden_states, attention_mask=attention_mask)
+            hidden_states = self.dropout(hidden_states)
+            hidden_states = attn_residual + hidden_states
+            hidden_states = hidden_states + self.feed_forward(self.final_layer_norm(hidden_states))
+            return (hidden_states,)
+
+    class Wav2Vec2EncoderStableLayerNorm(nn.Module):
+        def __init__(self, config):
+            super().__init__()
+            self.config = config
+            self.pos_conv_embed = Wav2Vec2PositionalConvEmbedding(config)
+            self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+            self.dropout = nn.Dropout(config.hidden_dropout)
+            self.layers = nn.ModuleList(
+                [Wav2Vec2EncoderLayerStableLayerNorm(config) for _ in range(config.num_hidden_layers)]
+            )
+
+        def forward(self, hidden_states, attention_mask=None):
+            if attention_mask is not None:
+                # make sure padded tokens output 0
+                expand_attention_mask = attention_mask.unsqueeze(-1).repeat(1, 1, hidden_states.shape[2])
+                hidden_states[~expand_attention_mask] = 0
+
+                # extend attention_mask
+                attention_mask = 1.0 - attention_mask[:, None, None, :].to(dtype=hidden_states.dtype)
+                attention_mask = attention_mask * torch.finfo(hidden_states.dtype).min
+                attention_mask = attention_mask.expand(
+                    attention_mask.shape[0], 1, attention_mask.shape[-1], attention_mask.shape[-1]
+                )
+
+            position_embeddings = self.pos_conv_embed(hidden_states)
+            hidden_states = hidden_states + position_embeddings
+            hidden_states = self.dropout(hidden_states)
+
+            for layer in self.layers:
+                # add LayerDrop (see https://arxiv.org/abs/1909.11556 for description)
+                if not fullgraph_edits:
+                    dropout_probability = torch.rand([])
+
+                    skip_the_layer = True if self.training and (dropout_probability < self.config.layerdrop) else False
+                else:  # what a torch.compile(fullgraph=True) user writes: no branch on a traced draw
+                    skip_the_layer = self.training and self.config.layerdrop > 0 and (
+                        torch.rand([]) < self.config.layerdrop).item()
+                if not skip_the_layer:
+                    layer_outputs = layer(hidden_states, attention_mask=attention_mask)
+                    hidden_states = layer_outputs[0]
+
+            hidden_states = self.layer_norm(hidden_states)
             return (hidden_states,)
 
     class Wav2Vec2GumbelVectorQuantizer(nn.Module):
@@ -493,7 +481,34 @@ def wav2vec2_for_pretraining(torch, nn, F, config=CONFIG, upcast=True, legacy_we
         y_hard = torch.zeros_like(logits).scatter_(dim, index, 1.0)
         return y_hard - y_soft.detach() + y_soft
 
-    class Wav2Vec2Model(nn.Module):
+    class Wav2Vec2PreTrainedModel(nn.Module):
+        def _get_feat_extract_output_lengths(self, input_lengths):
+            def _conv_out_length(input_length, kernel_size, stride):
+                return torch.div(input_length - kernel_size, stride, rounding_mode="floor") + 1
+
+            for kernel_size, stride in zip(self.config.conv_kernel, self.config.conv_stride):
+                input_lengths = _conv_out_length(input_lengths, kernel_size, stride)
+            return input_lengths
+
+        def _get_feature_vector_attention_mask(self, feature_vector_length, attention_mask):
+            # Effectively attention_mask.sum(-1), but not inplace to be able to run
+            # on inference mode.
+            non_padded_lengths = attention_mask.cumsum(dim=-1)[:, -1]
+
+            output_lengths = self._get_feat_extract_output_lengths(non_padded_lengths)
+            output_lengths = output_lengths.to(torch.long)
+
+            batch_size = attention_mask.shape[0]
+
+            attention_mask = torch.zeros(
+                (batch_size, feature_vector_length), dtype=attention_mask.dtype, device=attention_mask.device
+            )
+            # these two operations makes sure that all values before the output lengths idxs are attended to
+            attention_mask[(torch.arange(attention_mask.shape[0], device=attention_mask.device), output_lengths - 1)] = 1
+            attention_mask = attention_mask.flip([-1]).cumsum(-1).flip([-1]).bool()
+            return attention_mask
+
+    class Wav2Vec2Model(Wav2Vec2PreTrainedModel):
         def __init__(self, config):
             super().__init__()
             self.config = config
@@ -504,7 +519,10 @@ def wav2vec2_for_pretraining(torch, nn, F, config=CONFIG, upcast=True, legacy_we
             if config.mask_time_prob > 0.0:
                 self.masked_spec_embed = nn.Parameter(torch.Tensor(config.hidden_size).uniform_())
 
-            self.encoder = Wav2Vec2Encoder(config)
+            if config.do_stable_layer_norm:
+                self.encoder = Wav2Vec2EncoderStableLayerNorm(config)
+            else:
+                self.encoder = Wav2Vec2Encoder(config)
 
         def _mask_hidden_states(self, hidden_states, mask_time_indices=None):
             if mask_time_indices is not None:
@@ -512,18 +530,22 @@ def wav2vec2_for_pretraining(torch, nn, F, config=CONFIG, upcast=True, legacy_we
                 hidden_states[mask_time_indices] = self.masked_spec_embed.to(hidden_states.dtype)
             return hidden_states
 
-        def forward(self, input_values, mask_time_indices=None):
+        def forward(self, input_values, attention_mask=None, mask_time_indices=None):
             extract_features = self.feature_extractor(input_values)
             extract_features = extract_features.transpose(1, 2)
+
+            if attention_mask is not None:
+                # compute reduced attention_mask corresponding to feature vectors
+                attention_mask = self._get_feature_vector_attention_mask(extract_features.shape[1], attention_mask)
 
             hidden_states, extract_features = self.feature_projection(extract_features)
             hidden_states = self._mask_hidden_states(hidden_states, mask_time_indices=mask_time_indices)
 
-            encoder_outputs = self.encoder(hidden_states)
+            encoder_outputs = self.encoder(hidden_states, attention_mask=attention_mask)
             hidden_states = encoder_outputs[0]
             return hidden_states, extract_features
 
-    class Wav2Vec2ForPreTraining(nn.Module):
+    class Wav2Vec2ForPreTraining(Wav2Vec2PreTrainedModel):
         def __init__(self, config):
             super().__init__()
             self.config = config
@@ -554,11 +576,12 @@ def wav2vec2_for_pretraining(torch, nn, F, config=CONFIG, upcast=True, legacy_we
             logits = logits / temperature
             return logits
 
-        def forward(self, input_values, mask_time_indices=None, sampled_negative_indices=None, gumbels=None):
+        def forward(self, input_values, attention_mask=None, mask_time_indices=None, sampled_negative_indices=None,
+                    gumbels=None):
             if mask_time_indices is not None:
                 mask_time_indices = mask_time_indices.to(torch.bool)
 
-            outputs = self.wav2vec2(input_values, mask_time_indices=mask_time_indices)
+            outputs = self.wav2vec2(input_values, attention_mask=attention_mask, mask_time_indices=mask_time_indices)
 
             # 1. project all transformed features (including masked) to final vq dim
             transformer_features = self.project_hid(outputs[0])
@@ -617,14 +640,6 @@ def wav2vec2_for_pretraining(torch, nn, F, config=CONFIG, upcast=True, legacy_we
                                    codevector_perplexity=codevector_perplexity, contrastive_loss=contrastive_loss,
                                    diversity_loss=diversity_loss)
 
-        def _get_feat_extract_output_lengths(self, input_lengths):
-            def _conv_out_length(input_length, kernel_size, stride):
-                return torch.div(input_length - kernel_size, stride, rounding_mode="floor") + 1
-
-            for kernel_size, stride in zip(self.config.conv_kernel, self.config.conv_stride):
-                input_lengths = _conv_out_length(input_lengths, kernel_size, stride)
-            return input_lengths
-
     def _init_weights(module):
         """HF's ``Wav2Vec2PreTrainedModel._init_weights``."""
         if isinstance(module, Wav2Vec2ForPreTraining):
@@ -661,23 +676,3 @@ def wav2vec2_for_pretraining(torch, nn, F, config=CONFIG, upcast=True, legacy_we
     model = Wav2Vec2ForPreTraining(config)
     model.apply(_init_weights)
     return model
-
-
-def multiply_grads(torch, params, c):
-    """Multiplies grads by a constant *c*."""
-    for p in params:
-        if p.grad is not None:
-            if torch.is_tensor(c):
-                c = c.to(p.grad.device)
-            p.grad.data.mul_(c)
-
-
-def get_grad_norm(params, scale=1):
-    """Compute grad norm given a gradient scale."""
-    total_norm = 0.0
-    for p in params:
-        if p.grad is not None:
-            param_norm = (p.grad.detach().data / scale).norm(2)
-            total_norm += param_norm.item() ** 2
-    total_norm = total_norm**0.5
-    return total_norm
