@@ -299,6 +299,13 @@ class Tensor(EagerMethods, InPlaceMethods, TorchMethods, MathMethods, StrideMeth
         alias._data_alias = True
         return alias
 
+    @data.setter
+    def data(self, new: "Tensor") -> None:
+        """PyTorch's ``x.data = y`` and ``x.data += y`` (``frontend/data_assignment.py``)."""
+        from kiln.frontend.data_assignment import assign_data  # lazily: it writes through tensors of this class
+
+        assign_data(self, new)
+
     def transpose(self, dim0: int | None = None, dim1: int | None = None) -> "Tensor":
         """``x.transpose()`` reverses the axes; ``x.transpose(0, 1)`` swaps two, as in PyTorch."""
         perm = list(reversed(range(self.ndim)))

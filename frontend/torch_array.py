@@ -45,6 +45,13 @@ class TorchArray(np.ndarray):
     def data(self) -> "TorchArray":  # type: ignore[override]  (PyTorch's ``.data``, not the buffer's memoryview)
         return self
 
+    @data.setter
+    def data(self, new: Any) -> None:
+        """PyTorch's ``p.grad.data = g``, and the end of ``p.grad.data += g`` (Python assigns the sum back, which
+        the in-place add already wrote: BigGAN's ``ortho``): ``new``'s values written in."""
+        if new is not self:
+            self.copy_(new)
+
     def __repr__(self) -> str:
         return repr(np.ndarray.view(self, np.ndarray))
 
