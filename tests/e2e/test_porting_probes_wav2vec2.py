@@ -24,7 +24,8 @@
 - wav2vec2-large-lv60's layout too: LayerNorm conv layers, the pre-norm encoder, a padded batch with its attention
   mask (``_get_feature_vector_attention_mask``: ``cumsum``, an index-put at ``(arange, output_lengths - 1)``,
   ``flip([-1]).cumsum(-1).flip([-1]).bool()``; ``hidden_states[~expand_attention_mask] = 0``; ``torch.finfo(dtype).min``
-  additive masks) and the masks drawn from ``sub_attention_mask``.
+  additive masks) and the masks drawn from ``sub_attention_mask``; SpecAugment along the feature axis drawn in
+  ``forward`` (``hidden_states[mask_feature_indices[:, None].expand(-1, sequence_length, -1)] = 0``).
 - The script's loop: ``multiply_grads`` (``p.grad.data.mul_(1 / num_losses)``), ``get_grad_norm`` (``.item()``), AdamW,
   a linear warmup/decay ``LambdaLR``, the Gumbel temperature ``max(max_t * decay ** completed_steps, min_t)``.
 
@@ -51,6 +52,7 @@ annealed temperature in the compiled step, the large layout's attention masks) a
 from __future__ import annotations
 
 import io
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -175,6 +177,21 @@ def test_large_layout_with_padded_waveforms_as_torch(float64_default):
     ours, theirs = run_in_lockstep(build(config=LARGE_CONFIG), train_pretraining(padded=True))
     assert_same_records(ours, theirs)
     assert 0 < theirs["percent_masked"] < 1  # of the 19 frames that are not padding
+
+
+def test_feature_axis_spec_augment_drawn_in_forward_as_torch(float64_default):
+    """``mask_feature_prob > 0``: ``_compute_mask_indices`` drawn inside ``forward`` (from the same-seeded
+    ``RandomState`` in both), ``torch.tensor(..., dtype=torch.bool)[:, None].expand(-1, sequence_length, -1)`` and
+    ``hidden_states[mask_feature_indices] = 0`` (a boolean index that is an expanded view)."""
+    config = SimpleNamespace(**{**vars(CONFIG), "mask_feature_prob": 0.3})
+
+    def build_with_feature_masks(torch, nn, F):
+        model = build(config=config)(torch, nn, F)
+        model.wav2vec2.spec_augment_random = np.random.RandomState(7)
+        return model
+
+    ours, theirs = run_in_lockstep(build_with_feature_masks, train_pretraining())
+    assert_same_records(ours, theirs)
 
 
 def test_masks_and_negatives_as_the_collator_makes_them():

@@ -15,6 +15,10 @@ from __future__ import annotations
 import math
 from types import SimpleNamespace
 
+import numpy as np
+
+from e2e.wav2vec2_collator import _compute_mask_indices
+
 CONFIG = SimpleNamespace(
     conv_dim=(8, 8), conv_kernel=(5, 3), conv_stride=(3, 2), conv_bias=False, feat_extract_activation="gelu",
     feat_extract_norm="group", do_stable_layer_norm=False,
@@ -22,6 +26,7 @@ CONFIG = SimpleNamespace(
     num_conv_pos_embeddings=4, num_conv_pos_embedding_groups=2, layer_norm_eps=1e-5, layerdrop=0.0,
     hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, feat_proj_dropout=0.0,
     feat_quantizer_dropout=0.0, initializer_range=0.02, mask_time_prob=0.5, mask_time_length=2, mask_time_min_masks=2,
+    mask_feature_prob=0.0, mask_feature_length=2, mask_feature_min_masks=0,
     num_codevector_groups=2, num_codevectors_per_group=4, codevector_dim=8, proj_codevector_dim=6, num_negatives=3,
     contrastive_logits_temperature=0.1, diversity_loss_weight=0.1)
 # wav2vec2-large-lv60's layout: layer-norm conv layers, pre-norm ("stable layer norm") encoder, attention masks
@@ -519,15 +524,34 @@ def wav2vec2_for_pretraining(torch, nn, F, config=CONFIG, upcast=True, legacy_we
             if config.mask_time_prob > 0.0:
                 self.masked_spec_embed = nn.Parameter(torch.Tensor(config.hidden_size).uniform_())
 
+            self.spec_augment_random = np.random  # the feature mask's draws (a RandomState in lockstep runs)
+
             if config.do_stable_layer_norm:
                 self.encoder = Wav2Vec2EncoderStableLayerNorm(config)
             else:
                 self.encoder = Wav2Vec2Encoder(config)
 
         def _mask_hidden_states(self, hidden_states, mask_time_indices=None):
+            # generate indices & apply SpecAugment along time axis
+            batch_size, sequence_length, hidden_size = hidden_states.size()
+
             if mask_time_indices is not None:
                 # apply SpecAugment along time axis with given mask_time_indices
                 hidden_states[mask_time_indices] = self.masked_spec_embed.to(hidden_states.dtype)
+
+            if self.config.mask_feature_prob > 0 and self.training:
+                # generate indices & apply SpecAugment along feature axis
+                mask_feature_indices = _compute_mask_indices(
+                    (batch_size, hidden_size),
+                    mask_prob=self.config.mask_feature_prob,
+                    mask_length=self.config.mask_feature_length,
+                    min_masks=self.config.mask_feature_min_masks,
+                    random=self.spec_augment_random,
+                )
+                mask_feature_indices = torch.tensor(mask_feature_indices, device=hidden_states.device, dtype=torch.bool)
+                mask_feature_indices = mask_feature_indices[:, None].expand(-1, sequence_length, -1)
+                hidden_states[mask_feature_indices] = 0
+
             return hidden_states
 
         def forward(self, input_values, attention_mask=None, mask_time_indices=None):
