@@ -297,6 +297,12 @@ def ortho(torch, model, strength=1e-4, blacklist=[]):
             param.grad.data += strength * grad.view(param.shape)
 
 
+def toggle_grad(model, on_or_off):
+    """BigGAN's ``utils.toggle_grad``: the train function freezes the network it is not updating."""
+    for param in model.parameters():
+        param.requires_grad = on_or_off
+
+
 class ema(object):
     """BigGAN's ``utils.ema``: the target's state_dict entries copied from the source's, then moved toward it."""
 

@@ -17,7 +17,8 @@ eager loop; the grown ProGAN generator's inference in float32 eagerly, through `
   with gains ``1 + self.gain(y)``), the shared class embedding concatenated with a z chunk, ``nn.utils.spectral_norm``
   on convs, linears and the discriminator's class embedding (projection), hinge losses, ``ortho`` (``param.grad.data
   += strength * grad`` under ``torch.no_grad()``) and the EMA generator (``utils.ema``'s ``copy_`` of a blend over
-  the state_dict, or ``mul_(decay).add_(p.detach(), alpha=1 - decay)``, or ``lerp_``).
+  the state_dict, or ``mul_(decay).add_(p.detach(), alpha=1 - decay)``, or ``lerp_``), ``toggle_grad`` freezing the
+  network not being updated (``requires_grad`` changed between the compiled steps' calls).
 
 The generator block's convs are ``bias=False`` (BigGAN's keep theirs), as the DCGAN-style probes write the layers
 before a BatchNorm: each output reaches a BatchNorm first, which subtracts the batch mean, so such a bias's gradient is
@@ -45,21 +46,22 @@ import pytest
 import kiln
 from e2e.probe_lockstep import array, assert_same_records, gradients, run_in_lockstep, snapshot
 from e2e.progan_biggan_program import (IMG_CHANNELS, N_CLASSES, Z_DIM, biggan, biggan_steps, ema, progan,
-                                       progan_steps)
+                                       progan_steps, toggle_grad)
 from oracles import require
 
 BATCH, DATASET_SIZE, EPOCHS = 4, 16, 2
 
 
-def progan_draws(updates, size=8):
+def progan_draws(updates, size=8, dtype=np.float64):
     rng = np.random.default_rng(0)
-    return [dict(real=np.tanh(rng.standard_normal((BATCH, IMG_CHANNELS, size, size))),
-                 noise=rng.standard_normal((BATCH, Z_DIM, 1, 1)), beta=rng.random((BATCH, 1, 1, 1)))
+    return [{key: value.astype(dtype) for key, value in dict(
+        real=np.tanh(rng.standard_normal((BATCH, IMG_CHANNELS, size, size))),
+        noise=rng.standard_normal((BATCH, Z_DIM, 1, 1)), beta=rng.random((BATCH, 1, 1, 1))).items()}
             for _ in range(updates)]
 
 
-def train_progan(fade="argument", compiled=False, updates=4, step=1):
-    data = progan_draws(updates)
+def train_progan(fade="argument", compiled=False, updates=4, step=1, dtype=np.float64):
+    data = progan_draws(updates, dtype=dtype)
 
     def train(torch, nn, F, both):
         gen, critic = both["gen"], both["critic"]
@@ -99,6 +101,13 @@ def test_progan_trains_as_torch(fade, compiled, float64_default):
     ours, theirs = run_in_lockstep(build, train_progan(fade, compiled))
     assert_same_records(ours, theirs)
     assert len(set(theirs["alpha"])) == 4 and min(theirs["gp"]) > 0
+
+
+def test_progan_compiled_steps_in_float32_as_torch():
+    """float32, as ProGAN trains: the compiled steps (fade-in as a module attribute) against torch's eager loop."""
+    ours, theirs = run_in_lockstep(progan, train_progan("attribute", compiled=True, dtype=np.float32))
+    assert ours["state"]["gen.initial.1.weight"].dtype == theirs["state"]["gen.initial.1.weight"].dtype == np.float32
+    assert_same_records(ours, theirs, rtol=1e-4, atol=1e-5)
 
 
 def test_progan_generator_inference_compiled_and_onnx_as_torch():
@@ -150,8 +159,12 @@ def train_biggan(ema_by="copy", compiled=False, updates=3):
         record = {"D_loss_real": [], "D_loss_fake": [], "G_loss": []}
         for draw in data:
             x, y, z, y_fake = (torch.tensor(draw[key]) for key in ("x", "y", "z", "y_fake"))
+            toggle_grad(D, True)
+            toggle_grad(G, False)
             D_loss_real, D_loss_fake = d_step(x, y, z, y_fake)
             record.setdefault("D_grads", gradients(D))
+            toggle_grad(D, False)
+            toggle_grad(G, True)
             G_loss = g_step(z, y_fake)
             record.setdefault("G_grads", gradients(G))
             averaged.update(ema_by)
@@ -163,6 +176,7 @@ def train_biggan(ema_by="copy", compiled=False, updates=3):
             z, y = torch.tensor(data[0]["z"]), torch.tensor(data[0]["y"])
             record["ema_sample"] = array(G_ema(z, G_ema.shared(y)))
         record["state"] = snapshot(models)
+        record["D_grads_last"] = gradients(D)  # the D step's, kept while D was frozen for the G step
         return record
 
     return train
