@@ -52,16 +52,18 @@ from oracles import require
 BATCH, DATASET_SIZE, EPOCHS = 4, 16, 2
 
 
-def progan_draws(updates, size=8, dtype=np.float64):
+def progan_draws(schedule, dtype=np.float64):
     rng = np.random.default_rng(0)
     return [{key: value.astype(dtype) for key, value in dict(
-        real=np.tanh(rng.standard_normal((BATCH, IMG_CHANNELS, size, size))),
+        real=np.tanh(rng.standard_normal((BATCH, IMG_CHANNELS, 4 * 2 ** step, 4 * 2 ** step))),
         noise=rng.standard_normal((BATCH, Z_DIM, 1, 1)), beta=rng.random((BATCH, 1, 1, 1))).items()}
-            for _ in range(updates)]
+            for step in schedule]
 
 
-def train_progan(fade="argument", compiled=False, updates=4, step=1, dtype=np.float64):
-    data = progan_draws(updates, dtype=dtype)
+def train_progan(fade="argument", compiled=False, schedule=(1, 1, 1, 1), dtype=np.float64):
+    """train.py's loop over ``schedule`` (the resolution step of each update): ``alpha`` grows by each batch and
+    starts again at a new resolution (``alpha = 1e-5``; nashory's fade-in layers at 0)."""
+    data = progan_draws(schedule, dtype)
 
     def train(torch, nn, F, both):
         gen, critic = both["gen"], both["critic"]
@@ -72,8 +74,11 @@ def train_progan(fade="argument", compiled=False, updates=4, step=1, dtype=np.fl
         with torch.no_grad():
             noise = torch.tensor(data[0]["noise"])
             record["first_output"] = {f"steps={s}": array(critic(gen(noise, 0.5, s), 0.5, s)) for s in range(3)}
-        alpha = 1e-5
-        for draw in data:
+        alpha, previous = 1e-5, schedule[0]
+        for step, draw in zip(schedule, data):
+            if step != previous:  # a new resolution fades in from the start
+                alpha, gen.fade.alpha, critic.fade.alpha = 1e-5, 0.0, 0.0
+            previous = step
             real, noise, beta = (torch.tensor(draw[key]) for key in ("real", "noise", "beta"))
             loss_critic, gp = critic_step(real, noise, beta, alpha, step)
             record.setdefault("critic_grads", gradients(critic))
@@ -101,6 +106,16 @@ def test_progan_trains_as_torch(fade, compiled, float64_default):
     ours, theirs = run_in_lockstep(build, train_progan(fade, compiled))
     assert_same_records(ours, theirs)
     assert len(set(theirs["alpha"])) == 4 and min(theirs["gp"]) > 0
+
+
+@pytest.mark.parametrize("fade", ["argument", "attribute"])
+def test_progan_growing_compiled_steps_as_torch(fade, float64_default):
+    """Two updates at 8x8 then two at 16x16 (the compiled steps called with another ``step`` and image size, and
+    ``alpha`` starting again), against torch's eager loop."""
+    build = lambda torch, nn, F: progan(torch, nn, F, fade)
+    ours, theirs = run_in_lockstep(build, train_progan(fade, compiled=True, schedule=(1, 1, 2, 2)))
+    assert_same_records(ours, theirs)
+    assert theirs["alpha"][0] == theirs["alpha"][2] < theirs["alpha"][1] == theirs["alpha"][3]
 
 
 def test_progan_compiled_steps_in_float32_as_torch():
