@@ -21,7 +21,7 @@ from kiln.compiler.ir.types import DType, is_float_array_dtype
 from kiln.frontend.eager_values import ARRAYS, count_update
 from kiln.frontend.grad_mode import no_grad
 from kiln.frontend.inplace_leaf_checks import check_leaf_write
-from kiln.frontend.parameter_assignment import refuse_parameter_overwrite
+from kiln.frontend.registered_assignment import check_registered_assignment
 from kiln.frontend.module_hooks import HOOK_KINDS, HookMethods, RemovableHandle, call_with_hooks
 from kiln.frontend.layer_device import accept_device_keyword
 from kiln.frontend.shared_storage import is_shared
@@ -353,8 +353,7 @@ class Module(HookMethods):
     def __setattr__(self, name: str, value: Any) -> None:
         if "_parameters" not in self.__dict__:
             return _assign_before_init(self, name, value)
-        if name in self._parameters and value is not None and not _registered(value):
-            refuse_parameter_overwrite(self, name, value)
+        check_registered_assignment(self, name, value, _registered(value))  # torch's TypeError for the wrong kind
         if name in self._buffers and isinstance(value, Tensor) and not _registered(value):
             return _assign_buffer(self, name, value)  # self.running = tensor: the buffer's new value, as PyTorch's
         if isinstance(value, Buffer) and name not in self._buffers and value.__dict__.get("_held_by_a_module"):

@@ -30,8 +30,8 @@ What broke: kiln let ``module.weight_hh_l0 = tensor`` replace a registered Param
 (torch.nn.Parameter or None expected)``. WeightDrop meets it under torch 2.x after an evaluation: eval's
 ``F.dropout(raw_w, training=False)`` returns the raw Parameter itself, whose ``setattr`` registers ``weight_hh_l0``
 again, and the next training forward's dropped tensor is refused (the repository's known break with new PyTorch). kiln
-trained on where torch stops; it now raises torch's TypeError at the user's line (``frontend/parameter_assignment.py``,
-``tests/frontend/test_parameter_assignment_vs_torch.py``).
+trained on where torch stops; it now raises torch's TypeError at the user's line (``frontend/registered_assignment.py``,
+``tests/frontend/test_registered_assignment_vs_torch.py``).
 """
 
 from __future__ import annotations
