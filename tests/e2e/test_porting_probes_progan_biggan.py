@@ -2,8 +2,9 @@
 or kiln, ``progan_biggan_program.py``) and run in both from kiln's initial state with fed noise: in float64 the first
 outputs, the first gradients, the losses and the whole state after a few updates agree to 1e-10, eagerly and with the
 critic (discriminator) step and the generator step each one ``kiln.compile(fullgraph=True)`` graph against torch's
-eager loop; the grown ProGAN generator's inference in float32 eagerly, through ``kiln.compile`` and exported by
-``kiln.onnx.export`` run by onnxruntime.
+eager loop (ProGAN also in float32, and growing from 8x8 to 16x16 between compiled calls); the grown ProGAN
+generator's inference in float32 eagerly, through ``kiln.compile`` and exported by ``kiln.onnx.export`` run by
+onnxruntime; BigGAN's EMA generator sampled through ``kiln.compile`` and its generator in eval mode through ONNX.
 
 - ProGAN (aladdinpersson's ``ProGAN``): equalized learning rate (``WSConv2d``: the conv's bias held apart,
   ``self.conv(x * self.scale) + self.bias.view(1, -1, 1, 1)``), ``PixelNorm``, the minibatch standard deviation
@@ -158,7 +159,7 @@ def test_progan_generator_inference_compiled_and_onnx_as_torch():
 
 def biggan_draws(updates):
     rng = np.random.default_rng(1)
-    return [dict(x=np.tanh(rng.standard_normal((BATCH, IMG_CHANNELS, 8, 8))), y=rng.integers(0, N_CLASSES, BATCH),
+    return [dict(x=np.tanh(rng.standard_normal((BATCH, IMG_CHANNELS, 4, 4))), y=rng.integers(0, N_CLASSES, BATCH),
                  z=rng.standard_normal((BATCH, 4)), y_fake=rng.integers(0, N_CLASSES, BATCH)) for _ in range(updates)]
 
 
@@ -190,6 +191,9 @@ def train_biggan(ema_by="copy", compiled=False, updates=3):
         with torch.no_grad():
             z, y = torch.tensor(data[0]["z"]), torch.tensor(data[0]["y"])
             record["ema_sample"] = array(G_ema(z, G_ema.shared(y)))
+        if compiled and torch is kiln:  # sample.py's G_ema(z_, G_ema.shared(y_)) as one compiled graph
+            sample = kiln.compile(lambda z, y: G_ema(z, G_ema.shared(y)), fullgraph=True)
+            record["ema_sample_compiled"] = array(sample(z, y))
         record["state"] = snapshot(models)
         record["D_grads_last"] = gradients(D)  # the D step's, kept while D was frozen for the G step
         return record
@@ -201,5 +205,39 @@ def train_biggan(ema_by="copy", compiled=False, updates=3):
                          ids=["ema-copy-eager", "ema-mul-add-eager", "ema-lerp-eager", "ema-copy-compiled-steps"])
 def test_biggan_pieces_train_as_torch(ema_by, compiled, float64_default):
     ours, theirs = run_in_lockstep(biggan, train_biggan(ema_by, compiled))
+    if compiled:
+        assert_same_records(ours.pop("ema_sample_compiled"), theirs["ema_sample"])
     assert_same_records(ours, theirs)
     assert theirs["state"]["G.output_layer.0.num_batches_tracked"] == 2 * 3
+
+
+def test_biggan_generator_onnx_as_torch():
+    """The class-conditional generator in eval mode (spectral norm's stored ``u``/``v``, ``ccbn`` and ``BatchNorm2d`` on
+    their running statistics, the shared embedding of integer labels) in float32, exported by ``kiln.onnx.export``
+    and run by onnxruntime, against torch's eager forward."""
+    onnxruntime = require("onnxruntime")
+    z, y = np.random.default_rng(3).standard_normal((BATCH, 4)).astype(np.float32), np.array([0, 2, 1, 2])
+
+    def infer(torch, nn, F, models):
+        class Sampler(nn.Module):
+            def __init__(self, G):
+                super().__init__()
+                self.G = G
+
+            def forward(self, z, y):
+                return self.G(z, self.G.shared(y))
+
+        sampler = Sampler(models["G"]).eval()
+        with torch.no_grad():
+            record = {"eager": array(sampler(torch.tensor(z), torch.tensor(y)))}
+        if torch is kiln:
+            buffer = io.BytesIO()
+            kiln.onnx.export(sampler, (torch.tensor(z), torch.tensor(y)), buffer, input_names=["z", "y"],
+                             output_names=["image"])
+            record["onnx"] = onnxruntime.InferenceSession(buffer.getvalue()).run(None, {"z": z, "y": y})[0]
+        return record
+
+    ours, theirs = run_in_lockstep(biggan, infer)
+    assert theirs["eager"].shape == (BATCH, IMG_CHANNELS, 4, 4) and np.ptp(theirs["eager"]) > 0.1
+    for key in ("eager", "onnx"):
+        np.testing.assert_allclose(ours[key], theirs["eager"], rtol=1e-5, atol=1e-6, err_msg=key)
