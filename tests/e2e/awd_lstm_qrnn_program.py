@@ -580,3 +580,52 @@ def split_criterion_training(rnn_type, splits, compiled=False, steps=4):
                 "state": {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}}
 
     return train
+
+
+def compiled_asgd_with_averaged_evaluation(rnn_type):
+    """finetune.py's ``ASGD(t0=0, lambd=0.)`` steps as one ``kiln.compile(step, fullgraph=True)`` graph in kiln (torch's
+    eager loop in torch), then main.py's evaluation on the averages (``prm.data = optimizer.state[prm]['ax'].clone()``)
+    and the trained weights swapped back, then more compiled steps."""
+    stream = corpus()
+
+    def train(torch, nn, F, model):
+        import kiln
+
+        args = type("args", (Args,), {"model": rnn_type})
+        train_data, val_data = batchify(torch.tensor(stream[:48]), 2), batchify(torch.tensor(stream[48:]), 2)
+        params = list(model.parameters())
+        optimizer = torch.optim.ASGD(params, lr=1.0, t0=0, lambd=0., weight_decay=args.wdecay)
+
+        def step(data, targets, hidden):
+            optimizer.zero_grad()
+            output, hidden = model(data, hidden)
+            loss = criterion(F, model.decoder.weight, model.decoder.bias, output, targets)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, args.clip)
+            optimizer.step()
+            return loss.detach(), repackage_hidden(torch, hidden)
+
+        run = kiln.compile(step, fullgraph=True) if torch is kiln else step
+        record = {"losses": []}
+
+        def train_on(start):
+            model.train()
+            hidden = model.init_hidden(args.batch_size)
+            for i in range(start, start + 2 * args.bptt, args.bptt):
+                loss, hidden = run(*get_batch(train_data, i, args.bptt), hidden)
+                record["losses"].append(loss.item())
+
+        train_on(0)
+        tmp = {}
+        for prm in model.parameters():
+            tmp[prm] = prm.data.clone()
+            prm.data = optimizer.state[prm]['ax'].clone()
+        record["averaged state"] = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
+        record["val (averaged)"] = evaluate(torch, F, model, val_data, args, 2)
+        for prm in model.parameters():
+            prm.data = tmp[prm].clone()
+        train_on(2 * args.bptt)
+        record["state"] = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
+        return record
+
+    return train

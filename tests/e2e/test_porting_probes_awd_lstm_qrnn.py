@@ -23,14 +23,15 @@ weight (detached: torch's keeps its graph), so an eager forward after it reads w
 statistics are checked in kiln, eagerly and compiled (a fresh mask each call). Inference (WeightDrop p=0.5 in eval) in
 float32 eagerly, through ``kiln.compile(fullgraph=True)`` and ``kiln.onnx.export`` run by onnxruntime. main.py's
 SplitCrossEntropyLoss (``splitcross.py``) with one tail, eagerly and compiled; with two tails torch 2.x fails (bool
-masks added) and kiln fails alike.
+masks added) and kiln fails alike. ASGD steps compiled, then the ``ax`` swap for an evaluation and back.
 
 What broke: kiln let ``module.weight_hh_l0 = tensor`` replace a registered Parameter (dropping it from
 ``_parameters``), where torch raises ``TypeError: cannot assign 'torch.DoubleTensor' as parameter 'weight_hh_l0'
 (torch.nn.Parameter or None expected)``. WeightDrop meets it under torch 2.x after an evaluation: eval's
 ``F.dropout(raw_w, training=False)`` returns the raw Parameter itself, whose ``setattr`` registers ``weight_hh_l0``
 again, and the next training forward's dropped tensor is refused (the repository's known break with new PyTorch). kiln
-trained on where torch stops; it now raises torch's TypeError at the user's line (``frontend/registered_assignment.py``,
+trained on where torch stops; it now raises torch's TypeError at the user's line, and so for a child module's or
+a buffer's name given another kind of value (``cannot assign 'int' as child module ...``) (``frontend/registered_assignment.py``,
 ``tests/frontend/test_registered_assignment_vs_torch.py``).
 """
 
@@ -42,7 +43,8 @@ import numpy as np
 import pytest
 
 import kiln
-from e2e.awd_lstm_qrnn_program import (Args, HighwayArgs, awd_modules, build_model, next_word_scorer, nt_asgd_training,
+from e2e.awd_lstm_qrnn_program import (Args, HighwayArgs, awd_modules, build_model, compiled_asgd_with_averaged_evaluation,
+                                       next_word_scorer, nt_asgd_training,
                                        split_criterion_training, step_training)
 from e2e.probe_lockstep import array, assert_same_records, run_in_lockstep
 from oracles import libraries, require
@@ -73,6 +75,14 @@ def test_awd_language_model_step_as_torch(variant, compiled, float64_default):
     ours, theirs = run_in_lockstep(model_of(kind, wdrop), step_training(kind, compiled=compiled))
     assert_same_records(ours, theirs)
     assert theirs["losses"][-1] < theirs["losses"][0]
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "QRNN"])
+def test_compiled_asgd_steps_then_averaged_evaluation_as_torch(kind, float64_default):
+    """ASGD's ``ax`` read from ``optimizer.state`` after compiled steps, swapped into ``prm.data`` for an evaluation
+    and back, then compiled steps again: as torch's eager loop."""
+    ours, theirs = run_in_lockstep(model_of(kind), compiled_asgd_with_averaged_evaluation(kind))
+    assert_same_records(ours, theirs)
 
 
 def test_awd_lstm_float32_as_torch():
