@@ -30,9 +30,9 @@ What broke: kiln let ``module.weight_hh_l0 = tensor`` replace a registered Param
 (torch.nn.Parameter or None expected)``. WeightDrop meets it under torch 2.x after an evaluation: eval's
 ``F.dropout(raw_w, training=False)`` returns the raw Parameter itself, whose ``setattr`` registers ``weight_hh_l0``
 again, and the next training forward's dropped tensor is refused (the repository's known break with new PyTorch). kiln
-trained on where torch stops; it now raises torch's TypeError at the user's line, and so for a child module's or
-a buffer's name given another kind of value (``cannot assign 'int' as child module ...``) (``frontend/registered_assignment.py``,
-``tests/frontend/test_registered_assignment_vs_torch.py``).
+trained on where torch stops; it now raises torch's TypeError at the user's line, and so for a child module's or a
+buffer's name given another kind of value (``cannot assign 'int' as child module ...``):
+``frontend/registered_assignment.py``, ``tests/frontend/test_registered_assignment_vs_torch.py``.
 """
 
 from __future__ import annotations
@@ -198,3 +198,26 @@ def test_split_cross_entropy_with_two_tails_fails_as_in_torch(float64_default):
             split_criterion_training("LSTM", [4, 8])(torch, nn, F, model_of("LSTM")(torch, nn, F))
         messages.append(str(caught.value).splitlines()[-1].strip())
     assert messages[0] == messages[1] and "out of bounds for dimension 1 with size 4" in messages[1]
+
+
+def test_dropout_paths_compiled_draw_fresh_masks_in_kiln():
+    """Compiled, embedded_dropout (``weight.data.new().resize_(...).bernoulli_``) and WeightDrop draw new masks at each
+    call, of the same statistics; after each call the LSTM's ``weight_hh_l0`` is that call's dropped weight."""
+    torch, nn, F = libraries("kiln")
+    WeightDrop, embedded_dropout = awd_modules(torch, nn, F)[:2]
+    kiln.manual_seed(0)
+    embed = nn.Embedding(400, 3)
+    dropped = kiln.compile(lambda words: embedded_dropout(embed, words, dropout=0.5), fullgraph=True)
+    first, second = (dropped(torch.arange(400)).detach().numpy() / embed.weight.detach().numpy() for _ in range(2))
+    assert set(np.unique(np.round(first, 12))) == {0.0, 2.0} and np.all(first == first[:, :1])
+    assert abs((first[:, 0] == 0).mean() - 0.5) < 4 * 0.5 / np.sqrt(400)
+    assert abs((first[:, 0] == second[:, 0]).mean() - 0.5) < 4 * 0.5 / np.sqrt(400)
+    layer = WeightDrop(nn.LSTM(3, 30), ['weight_hh_l0'], dropout=0.5)
+    run, x = kiln.compile(lambda x: layer(x)[0], fullgraph=True), torch.randn(2, 1, 3)
+    kept = []
+    for _ in range(2):
+        run(x)
+        kept.append(layer.module.weight_hh_l0.numpy() / layer.module.weight_hh_l0_raw.detach().numpy())
+    assert set(np.unique(np.round(kept[0], 12))) == {0.0, 2.0}
+    assert abs((kept[0] == 0).mean() - 0.5) < 4 * 0.5 / np.sqrt(kept[0].size)
+    assert abs((kept[0] == kept[1]).mean() - 0.5) < 4 * 0.5 / np.sqrt(kept[0].size)
