@@ -5,7 +5,8 @@ Python runs ``x.data += y`` as ``alias = x.data; alias += y; x.data = alias`` (B
 so giving ``x`` its own alias back changes nothing. Any other tensor's values become ``x``'s, detached from the
 graph, as PyTorch's; ``x`` keeps its identity and ``requires_grad``. Where the shape and dtype stay, the values
 are copied in (PyTorch shares ``y``'s storage instead: a later write to ``y`` is not seen in ``x`` here, and ``x``'s
-views follow the new values; in PyTorch they keep the old storage)."""
+views follow the new values; in PyTorch they keep the old storage). With another shape or dtype ``x`` takes storage
+of its own and its views keep the old one, as PyTorch's."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 
 from kiln.frontend.legacy_variable import VariableDataError
 from kiln.frontend.trace import located_error
+from kiln.frontend.view_writes import own_storage, reshape_in_place
 
 
 def assign_data(tensor: Any, new: Any) -> None:
@@ -25,9 +27,9 @@ def assign_data(tensor: Any, new: Any) -> None:
     if tuple(new.shape) == tuple(tensor.shape) and new.dtype == tensor.dtype:
         tensor.data.copy_(new)  # through the alias: a write PyTorch's autograd does not see, as a rebinding
         return
-    tensor.__dict__.pop("_view_of", None)  # another shape or dtype: no longer a view of anything (PyTorch's too)
-    tensor.__dict__.pop("_indexed_from", None)
-    tensor._value = new.detach().value
+    fresh = own_storage(new.detach(), new)  # another shape or dtype: storage of its own
+    reshape_in_place(tensor, fresh)  # the views of tensor keep the old storage (their base is its old self now)
+    own_storage(tensor, fresh)  # and tensor leaves their family, as PyTorch's, whose old views keep the old storage
 
 
 def _is_own_alias(tensor: Any, new: Any) -> bool:

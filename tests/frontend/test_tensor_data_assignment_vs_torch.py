@@ -69,6 +69,21 @@ def test_data_assignment_takes_values_shape_and_dtype(lib_name, requires_grad):
 
 
 @pytest.mark.parametrize("lib_name", ["kiln", "torch"])
+def test_views_keep_the_old_storage_after_a_new_shape(lib_name):
+    lib, _, _ = libraries(lib_name)
+    base = lib.arange(4.0)
+    view = base.view(2, 2)
+    row = view[0]
+    view.data = lib.zeros(3, dtype=lib.float64)  # the view itself takes new storage
+    base.data = lib.zeros(5)
+    row.add_(1)
+    base.add_(5)
+    np.testing.assert_array_equal(row.numpy(), [1, 2])
+    np.testing.assert_array_equal(view.numpy(), np.zeros(3))
+    np.testing.assert_array_equal(base.numpy(), np.full(5, 5.0))
+
+
+@pytest.mark.parametrize("lib_name", ["kiln", "torch"])
 def test_data_assignment_of_a_number_is_torchs_type_error(lib_name):
     lib, _, _ = libraries(lib_name)
     x = lib.ones(3)
