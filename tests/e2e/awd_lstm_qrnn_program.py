@@ -629,3 +629,60 @@ def compiled_asgd_with_averaged_evaluation(rnn_type):
         return record
 
     return train
+
+
+def pointer_evaluation(window=6, theta=1.0, lambdasm=0.3):
+    """pointer.py's continuous cache pointer over a trained model (batch 1): NumPy one-hot rows of the next words
+    (``a[0][idx] = 1`` with a 0-d tensor index, ``torch.from_numpy``), the hidden-state history, ``torch.mv`` scores,
+    softmax without ``dim`` (PyTorch's implicit-dim warning), ``p[targets[idx].data]`` and ``loss += (...).data``."""
+    stream = corpus()
+
+    def run(torch, nn, F, model):
+        Variable = torch.autograd.Variable  # pointer.py: from torch.autograd import Variable
+
+        args = type("args", (Args,), {"model": model.rnn_type})
+        ntokens = args.ntokens
+
+        def one_hot(idx, size, cuda=False):
+            a = np.zeros((1, size), np.float32)
+            a[0][idx] = 1
+            v = Variable(torch.from_numpy(a))
+            if cuda:
+                v = v.cuda()
+            return v
+
+        data_source = batchify(torch.tensor(stream[40:]), 1)
+        model.eval()
+        total_loss = 0
+        hidden = model.init_hidden(1)
+        next_word_history = None
+        pointer_history = None
+        for i in range(0, data_source.size(0) - 1, args.bptt):
+            data, targets = get_batch(data_source, i, args.bptt)
+            output, hidden, rnn_outs, _ = model(data, hidden, return_h=True)
+            rnn_out = rnn_outs[-1].squeeze()
+            output_flat = model.decoder(output).view(-1, ntokens)
+            start_idx = len(next_word_history) if next_word_history is not None else 0
+            next_word_history = torch.cat([one_hot(t.data, ntokens) for t in targets]) if next_word_history is None \
+                else torch.cat([next_word_history, torch.cat([one_hot(t.data, ntokens) for t in targets])])
+            pointer_history = Variable(rnn_out.data) if pointer_history is None \
+                else torch.cat([pointer_history, Variable(rnn_out.data)], dim=0)
+            loss = 0
+            softmax_output_flat = torch.nn.functional.softmax(output_flat)
+            for idx, vocab_loss in enumerate(softmax_output_flat):
+                p = vocab_loss
+                if start_idx + idx > window:
+                    valid_next_word = next_word_history[start_idx + idx - window:start_idx + idx]
+                    valid_pointer_history = pointer_history[start_idx + idx - window:start_idx + idx]
+                    logits = torch.mv(valid_pointer_history, rnn_out[idx])
+                    ptr_attn = torch.nn.functional.softmax(theta * logits).view(-1, 1)
+                    ptr_dist = (ptr_attn.expand_as(valid_next_word) * valid_next_word).sum(0).squeeze()
+                    p = lambdasm * ptr_dist + (1 - lambdasm) * vocab_loss
+                target_loss = p[targets[idx].data]
+                loss += (-torch.log(target_loss)).data
+            total_loss += loss / 1
+            next_word_history = next_word_history[-window:]
+            pointer_history = pointer_history[-window:]
+        return {"pointer loss": float(total_loss) / len(data_source), "history": next_word_history.numpy().copy()}
+
+    return run

@@ -23,7 +23,8 @@ weight (detached: torch's keeps its graph), so an eager forward after it reads w
 statistics are checked in kiln, eagerly and compiled (a fresh mask each call). Inference (WeightDrop p=0.5 in eval) in
 float32 eagerly, through ``kiln.compile(fullgraph=True)`` and ``kiln.onnx.export`` run by onnxruntime. main.py's
 SplitCrossEntropyLoss (``splitcross.py``) with one tail, eagerly and compiled; with two tails torch 2.x fails (bool
-masks added) and kiln fails alike. ASGD steps compiled, then the ``ax`` swap for an evaluation and back.
+masks added) and kiln fails alike. ASGD steps compiled, then the ``ax`` swap for an evaluation and back. pointer.py's
+continuous cache pointer (NumPy one-hot history, ``torch.mv``, implicit-dim softmax) evaluated as torch.
 
 What broke: kiln let ``module.weight_hh_l0 = tensor`` replace a registered Parameter (dropping it from
 ``_parameters``), where torch raises ``TypeError: cannot assign 'torch.DoubleTensor' as parameter 'weight_hh_l0'
@@ -44,7 +45,7 @@ import pytest
 
 import kiln
 from e2e.awd_lstm_qrnn_program import (Args, HighwayArgs, awd_modules, build_model, compiled_asgd_with_averaged_evaluation,
-                                       next_word_scorer, nt_asgd_training,
+                                       next_word_scorer, nt_asgd_training, pointer_evaluation,
                                        split_criterion_training, step_training)
 from e2e.probe_lockstep import array, assert_same_records, run_in_lockstep
 from oracles import libraries, require
@@ -82,6 +83,15 @@ def test_compiled_asgd_steps_then_averaged_evaluation_as_torch(kind, float64_def
     """ASGD's ``ax`` read from ``optimizer.state`` after compiled steps, swapped into ``prm.data`` for an evaluation
     and back, then compiled steps again: as torch's eager loop."""
     ours, theirs = run_in_lockstep(model_of(kind), compiled_asgd_with_averaged_evaluation(kind))
+    assert_same_records(ours, theirs)
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "QRNN"])
+def test_pointer_cache_evaluation_as_torch(kind, float64_default):
+    """pointer.py's cache pointer over the model's last-layer outputs: NumPy one-hot history, ``torch.mv``, softmax
+    without ``dim`` (both libraries warn), a 0-d tensor index, ``loss += (...).data``."""
+    with pytest.warns(UserWarning, match="Implicit dimension choice for softmax"):
+        ours, theirs = run_in_lockstep(model_of(kind), pointer_evaluation())
     assert_same_records(ours, theirs)
 
 
