@@ -185,6 +185,11 @@ def test_dropout_paths_statistics_in_kiln():
     kept = layer.module.weight_hh_l0.detach().numpy() / layer.module.weight_hh_l0_raw.detach().numpy()
     assert set(np.unique(np.round(kept, 12))) == {0.0, 2.0}
     assert abs((kept == 0).mean() - 0.5) < 4 * 0.5 / np.sqrt(kept.size)
+    variational = WeightDrop(nn.LSTM(3, 300), ['weight_hh_l0'], dropout=0.5, variational=True)
+    variational(torch.randn(2, 1, 3))  # whole rows of the weight dropped
+    kept = variational.module.weight_hh_l0.detach().numpy() / variational.module.weight_hh_l0_raw.detach().numpy()
+    assert set(np.unique(np.round(kept, 12))) == {0.0, 2.0} and np.all(kept == kept[:, :1])
+    assert abs((kept[:, 0] == 0).mean() - 0.5) < 4 * 0.5 / np.sqrt(len(kept))
 
 
 @pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
