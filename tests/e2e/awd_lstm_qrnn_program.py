@@ -585,7 +585,7 @@ def split_criterion_training(rnn_type, splits, compiled=False, steps=4):
 
 def compiled_asgd_with_averaged_evaluation(rnn_type):
     """finetune.py's ``ASGD(t0=0, lambd=0.)`` steps as one ``kiln.compile(step, fullgraph=True)`` graph in kiln (torch's
-    eager loop in torch), then main.py's evaluation on the averages (``prm.data = optimizer.state[prm]['ax'].clone()``)
+    eager loop in torch; the lr scaled by each batch's length around the call, a new length a new trace), then main.py's evaluation on the averages (``prm.data = optimizer.state[prm]['ax'].clone()``)
     and the trained weights swapped back, then more compiled steps."""
     stream = corpus()
 
@@ -609,14 +609,19 @@ def compiled_asgd_with_averaged_evaluation(rnn_type):
         run = kiln.compile(step, fullgraph=True) if torch is kiln else step
         record = {"losses": []}
 
-        def train_on(start):
+        def train_on(i, seq_lens=(5, 6)):
             model.train()
             hidden = model.init_hidden(args.batch_size)
-            for i in range(start, start + 2 * args.bptt, args.bptt):
-                loss, hidden = run(*get_batch(train_data, i, args.bptt), hidden)
+            for seq_len in seq_lens:  # main.py's variable bptt, the step's lr scaled by it
+                lr2 = optimizer.param_groups[0]['lr']
+                optimizer.param_groups[0]['lr'] = lr2 * seq_len / args.bptt
+                loss, hidden = run(*get_batch(train_data, i, args.bptt, seq_len=seq_len), hidden)
+                optimizer.param_groups[0]['lr'] = lr2
                 record["losses"].append(loss.item())
+                i += seq_len
+            return i
 
-        train_on(0)
+        position = train_on(0)
         tmp = {}
         for prm in model.parameters():
             tmp[prm] = prm.data.clone()
@@ -625,7 +630,7 @@ def compiled_asgd_with_averaged_evaluation(rnn_type):
         record["val (averaged)"] = evaluate(torch, F, model, val_data, args, 2)
         for prm in model.parameters():
             prm.data = tmp[prm].clone()
-        train_on(2 * args.bptt)
+        train_on(position)
         record["state"] = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
         return record
 
