@@ -19,7 +19,6 @@ handled by ``runtime/compile_arguments.py``.
 
 from __future__ import annotations
 
-import types
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable, Sequence
@@ -50,7 +49,6 @@ from kiln.runtime.compiled_write_back import written_back
 from kiln.runtime.container_arguments import checking_reachable_stores
 from kiln.runtime.dynamic_attributes import DynamicAttributes
 from kiln.runtime.plain_object_writes import plain_owners, watching_plain_owner
-from kiln.runtime.reachable_objects import is_users
 from kiln.runtime.donation import value_donations
 from kiln.runtime.executable import Executable
 from kiln.runtime.batch_dims import BatchDim, batch_axes, batch_signature, batch_specs, scalars_unbatched
@@ -487,7 +485,7 @@ class CompiledFunction:
         lifted = LiftedTensors(context.lifting)
         value_guards = guards_of(context, arguments_given, lifted)
         writes = _attribute_writes(context, lifted)
-        _follow_plain_attributes(lifted, [*plain_owners(self.fn), *_owners_of_methods_called(self.fn)])
+        _follow_plain_attributes(lifted, plain_owners(self.fn))
         context.graph.outputs += writes.traced_values()  # attributes set to a traced tensor: last
         donations = self._donations(context, step)
         PassManager(self.pipeline).run(context.graph)
@@ -605,17 +603,6 @@ def _attribute_writes(context: TraceContext, lifted: LiftedTensors) -> Attribute
         if id(before) in read:
             lifted.follow_attribute(before, module, name)
     return writes
-
-
-def _owners_of_methods_called(fn: Any) -> list[Any]:
-    """The plain objects the user's methods of a bound method's object that its code names reach
-    (``self.compute_grad_pen(...)``'s closure): torch.compile traces into them and reads their attributes anew."""
-    function, owner = getattr(fn, "__func__", None), getattr(fn, "__self__", None)
-    if not isinstance(function, types.FunctionType) or owner is None:
-        return []
-    members = [getattr(type(owner), name, None) for name in function.__code__.co_names]
-    return [found for member in members if isinstance(member, types.FunctionType) and is_users(member)
-            for found in plain_owners(types.MethodType(member, owner))]
 
 
 def _follow_plain_attributes(lifted: LiftedTensors, owners: list[Any]) -> None:

@@ -1,6 +1,7 @@
 """The objects a ``kiln.compile``'d function reaches besides its arguments, as ``torch.compile``'s guards see them: a
 bound method's object, the closure's variables and the globals its code names, and through each function among
-them (a wrapper's ``__wrapped__``, a ``functools.partial``'s function, a helper the code calls) theirs, and through
+them (a wrapper's ``__wrapped__``, a ``functools.partial``'s function, a helper the code calls, a method of the bound
+object it calls) theirs, and through
 each plain object (an instance of a user's class) its attributes, a few levels deep.
 
 Two checks walk them: the plain objects whose attributes a trace sets (``runtime/plain_object_writes.py``: TD3's
@@ -70,6 +71,8 @@ def _walk(reached: Reached, found: dict[int, Reached], seen: set[int], depth: in
     if isinstance(item, types.MethodType):
         _walk((name, "the object of the bound method", item.__self__), found, seen, depth)
         _walk((name, what, item.__func__), found, seen, depth)
+        for method in _methods_called(item):  # gail.py's update calling self.compute_grad_pen: traced into
+            _walk((method.__name__, "a method it calls", method), found, seen, depth - 1)
     elif isinstance(item, types.FunctionType):
         if is_users(item) or what == "the compiled function":
             for held in _held_by_function(item):
@@ -81,6 +84,15 @@ def _walk(reached: Reached, found: dict[int, Reached], seen: set[int], depth: in
         if is_plain_object(item):  # an agent's replay buffer, a config's sub-config
             for attribute, value in list(vars(item).items()):
                 _walk((f"{name}.{attribute}", what, value), found, seen, depth - 1)
+
+
+def _methods_called(bound: types.MethodType) -> list[types.FunctionType]:
+    """The user's methods of a bound method's class that its code names (``self.compute_grad_pen(...)``)."""
+    function = bound.__func__
+    if not isinstance(function, types.FunctionType):
+        return []
+    members = [getattr(type(bound.__self__), name, None) for name in function.__code__.co_names]
+    return [member for member in members if isinstance(member, types.FunctionType) and is_users(member)]
 
 
 def _held_by_function(function: types.FunctionType) -> Iterator[Reached]:
