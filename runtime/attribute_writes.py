@@ -17,7 +17,9 @@ value (without a chain); its guard accepts what the trace found there or what th
 Attributes set with ``module.name = value`` on a ``Module`` are seen by its ``__setattr__``; those of the plain Python
 objects the compiled function reaches (a bound method's object, TD3's ``self.total_it += 1``, or an object its closure
 holds) by ``runtime/plain_object_writes.py``, which also tells the writes of attributes first read (guarded) from
-those first set (only replayed). Not seen: a list appended to, a global, an attribute of an object those hold.
+those first set (only replayed); what the function reaches is found by ``runtime/reachable_objects.py`` (its closure,
+the globals it names, their plain objects' attributes). Not seen: a list appended to (``runtime/container_arguments.py``
+refuses stores of traced tensors into one).
 """
 
 from __future__ import annotations
@@ -189,12 +191,12 @@ def eager_constant(value: Any) -> Any:
 def eager_constants(value: Any) -> Any:
     """A list or tuple of traced tensors computed from constants alone as one of their eager tensors (anything else
     in it as it is), else None."""
-    if not isinstance(value, (list, tuple)):
+    if type(value) not in (list, tuple):
         return None
     items = [eager_constant(item) if is_traced_tensor(item) else item for item in value]
     if any(item is None or holds_traced_tensor(item) for item in items):
         return None
-    return type(value)(items) if type(value) in (list, tuple) else None
+    return type(value)(items)
 
 
 def same_value(value: Any, expected: Any) -> bool:
@@ -204,8 +206,9 @@ def same_value(value: Any, expected: Any) -> bool:
         return True
     if type(value) is list and type(expected) is list or type(value) is tuple and type(expected) is tuple:
         return len(value) == len(expected) and all(same_value(a, b) for a, b in zip(value, expected))
-    if _eager_tensor_array(value) is not None:
-        return _equal_arrays(_eager_tensor_array(value), _eager_tensor_array(expected))
+    array = _eager_tensor_array(value)
+    if array is not None:
+        return _equal_arrays(array, _eager_tensor_array(expected))
     if type(value) is not type(expected) or not isinstance(value, (int, float, str, tuple, *NUMPY_SCALARS)):
         return False
     try:
