@@ -58,6 +58,7 @@ from kiln.frontend.torch_printoptions import get_printoptions, set_printoptions 
 from kiln import amp  # noqa: E402  (torch.amp: autocast, GradScaler; frontend/torch_amp.py)
 from kiln.frontend.torch_amp import autocast, get_autocast_dtype, is_autocast_enabled  # noqa: E402
 from kiln import cpu  # noqa: E402  (torch.cpu: kiln.cpu.amp.autocast, deprecated as torch's)
+from kiln import serialization  # noqa: E402  (torch.serialization: add_safe_globals, safe_globals)
 from kiln import multiprocessing  # noqa: E402  (torch.multiprocessing: Python's own, for DataLoader-style workers)
 from kiln import profiler  # noqa: E402  (torch.profiler: profile, record_function, schedule; runtime/profiler.py)
 float16 = half = DType.f16  # NumPy float16; computed in float32 and rounded per op (widen-half), as torch on CPU

@@ -1,25 +1,33 @@
-"""Checkpoints: a tree of dicts, lists and arrays in one NPZ file, written atomically.
+"""Checkpoints: ``kiln.save``/``kiln.load``, written atomically; PyTorch's format, or kiln's NPZ for ``.npz`` paths.
 
 ```python
-kiln.save("run.npz", {"train": step.state_dict(), "scheduler": scheduler.state_dict()})
-state = kiln.load("run.npz")
+kiln.save(model.state_dict(), "model.pt")   # PyTorch's format: torch.load("model.pt") reads it, as kiln.load does
+kiln.save("run.npz", {"train": step.state_dict(), "scheduler": scheduler.state_dict()})   # kiln's NPZ format
+state = kiln.load("run.npz")                # either format, and files torch.save wrote
 ```
 
-Arrays are NPZ members (``allow_pickle=False`` both ways, so loading runs no
+Which format: a path ending in ``.npz`` gets kiln's NPZ format; any other path, and a binary file object, gets the zip
+format ``torch.save`` writes (``runtime/torch_checkpoint_writer.py``), so a state_dict trained in kiln deploys with
+PyTorch; a whole module (``kiln.save(model, f)``) gets kiln's format whatever the path (torch could not rebuild kiln's
+classes); ``_use_new_zipfile_serialization=False`` writes torch's legacy format (``runtime/torch_legacy_format.py``).
+``kiln.load`` tells the formats apart by their content.
+
+kiln's NPZ format: arrays are NPZ members (``allow_pickle=False`` both ways, so loading runs no
 code); the tree around them (dicts, lists, tuples, numbers, strings, None) is
 JSON in the member ``__kiln__``. Python floats round-trip exactly. A bfloat16
 array, which NPZ has no type for, is stored as its 16-bit words and marked
 ``"dtype": "bfloat16"`` in the tree, so it loads as bfloat16, bit for bit. ``load`` gives each array as
 an eager tensor, as ``torch.load`` (a saved ``Parameter`` as a ``Parameter``: ``"parameter"`` marks it); one array
 saved twice (tied weights) is one member, loaded as tensors sharing it; kiln's own resume reads arrays
-(``load_arrays``). The file
-is written to a temporary name in the same folder, flushed to disk and
+(``load_arrays``). Either format is written to a temporary name in the same folder, flushed to disk and
 renamed over the target, so a failed save leaves the previous checkpoint as
 it was.
 """
 
 from __future__ import annotations
 
+import errno
+import functools
 import io
 import json
 import os
@@ -38,7 +46,10 @@ from kiln.compiler.ir.types import DType
 from kiln.runtime.model_pickle import MEMBER as MODULE_MEMBER, is_module, pickled, unpickled
 from kiln.runtime.pickled_leaves import pickled_leaf, unpickled_leaf
 from kiln.runtime.loaded_tensors import StorageMap, loaded_tensor, storage_map
+from kiln.runtime.saved_tensors import tensor_array
 from kiln.runtime.torch_checkpoint import Tensor, is_torch_archive, load_torch_archive
+from kiln.runtime.torch_checkpoint_writer import archive_name, torch_archive
+from kiln.runtime.torch_legacy_format import is_legacy_torch_file, legacy_writer, load_legacy_torch_file
 from kiln.runtime.zip_mmap import mapped_npy
 
 FORMAT = "kiln-checkpoint"
@@ -48,13 +59,39 @@ SCALARS = (bool, int, float, str, type(None))
 BFLOAT16 = DType.bf16.numpy
 
 
-def save(path: str | os.PathLike | BinaryIO, tree: Any) -> None:
-    """Write ``tree`` to ``path`` (an ``.npz`` file) atomically. PyTorch's order, ``kiln.save(model.state_dict(), path)``
-    as ``torch.save(obj, f)``, works too: a path second and a tree first are swapped. ``path`` may be a binary file
+def save(path: str | os.PathLike | BinaryIO, tree: Any, pickle_module: Any = None, pickle_protocol: int = 2,
+         _use_new_zipfile_serialization: bool = True, _disable_byteorder_record: bool = False) -> None:
+    """Write ``tree`` to ``path`` atomically: PyTorch's format, or kiln's NPZ where the path ends in ``.npz`` or
+    ``tree`` is a whole module (see the module docstring). PyTorch's order, ``kiln.save(model.state_dict(), path)`` as
+    ``torch.save(obj, f)``, works too: a path second and a tree first are swapped. ``path`` may be a binary file
     (``with open(p, "wb") as f: kiln.save(model, f)``), written in place; a module is saved whole
-    (``runtime/model_pickle.py``)."""
+    (``runtime/model_pickle.py``). torch.save's options apply to its format: ``pickle_protocol``,
+    ``_use_new_zipfile_serialization=False`` (the legacy format, ``runtime/torch_legacy_format.py``),
+    ``_disable_byteorder_record``; ``pickle_module`` may only be ``pickle``."""
     if _is_path(tree) and not _is_path(path):
         path, tree = tree, path
+    _check_pickle_module(pickle_module, "kiln.save")
+    if is_module(tree) or not _is_file(path) and os.fspath(path).lower().endswith(".npz"):
+        write = functools.partial(np.savez, allow_pickle=False, **_npz_members(tree))
+    elif not _use_new_zipfile_serialization:
+        write = legacy_writer(tree, pickle_protocol)
+    else:
+        write = functools.partial(torch_archive(tree, pickle_protocol).write, byteorder=not _disable_byteorder_record,
+                                  name="archive" if _is_file(path) else archive_name(path))
+    if _is_file(path):
+        write(path)
+    else:
+        _write_atomically(os.fspath(path), write)
+
+
+def _check_pickle_module(pickle_module: Any, where: str) -> None:
+    if pickle_module is not None and pickle_module is not pickle:
+        raise CheckpointError(f"{where}: pickle_module={pickle_module!r}; kiln pickles with Python's pickle only, "
+                              "leave pickle_module out")
+
+
+def _npz_members(tree: Any) -> dict[str, np.ndarray]:
+    """kiln's NPZ members for ``tree``: its arrays and the JSON skeleton around them (a module pickled whole)."""
     arrays: dict[str, np.ndarray] = {}
     whole = is_module(tree)
     if whole:
@@ -62,10 +99,7 @@ def save(path: str | os.PathLike | BinaryIO, tree: Any) -> None:
     skeleton = None if whole else _flatten(tree, arrays, "state")
     meta = json.dumps({"format": FORMAT, "version": VERSION, "tree": skeleton, **({"module": MODULE_MEMBER} if whole else {})})
     arrays[META] = np.frombuffer(meta.encode(), dtype=np.uint8)
-    if _is_file(path):
-        np.savez(path, allow_pickle=False, **arrays)
-    else:
-        _write_atomically(os.fspath(path), arrays)
+    return arrays
 
 
 def _is_path(node: Any) -> bool:
@@ -80,13 +114,11 @@ def load(path: str | os.PathLike | BinaryIO, map_location: Any = None, pickle_mo
          weights_only: bool | None = None, mmap: bool | None = None) -> Any:
     """The tree saved at ``path`` (a path or a binary file), as ``torch.load`` gives it: each array an eager kiln
     tensor (a saved ``nn.Parameter`` a ``Parameter``; ``runtime/loaded_tensors.py``), numbers, strings, dicts, lists
-    and tuples as saved. A file ``torch.save`` wrote loads too (``runtime/torch_checkpoint.py``); any other file raises
-    ``CheckpointError``. ``weights_only`` (torch's default, True) refuses what would run code: a whole saved module,
+    and tuples as saved. A file ``torch.save`` wrote loads too (``runtime/torch_checkpoint.py``; its legacy format,
+    ``runtime/torch_legacy_format.py``); any other file raises ``CheckpointError``. ``weights_only`` (torch's default, True) refuses what would run code: a whole saved module,
     a torch file's custom classes; ``map_location`` takes torch's values (a device, a dict, ``fn(storage, location)``);
     ``mmap=True`` maps the arrays from the file (a path) instead of reading them."""
-    if pickle_module is not None and pickle_module is not pickle:
-        raise CheckpointError(f"kiln.load: pickle_module={pickle_module!r}; kiln unpickles with Python's pickle only, "
-                              "leave pickle_module out")
+    _check_pickle_module(pickle_module, "kiln.load")
     if mmap and _is_file(path):
         raise CheckpointError("kiln.load: mmap=True needs a file path, not a file object (torch.load's rule: "
                               "'f must be a file path in order to use the mmap argument')")
@@ -100,13 +132,13 @@ def load(path: str | os.PathLike | BinaryIO, map_location: Any = None, pickle_mo
 def load_arrays(path: str | os.PathLike) -> Any:
     """The tree saved at ``path`` with NumPy arrays where ``load`` gives tensors: for kiln's own readers (a training
     step's or trainer's resume), which take the arrays as they are."""
-    return _read(os.fspath(path), os.fspath(path), _array)
+    return _read(os.fspath(path), os.fspath(path), _array, numpy_scalars=True)
 
 
 def loads(content: bytes | memoryview, name: str) -> Any:
     """The tree in ``content``, a checkpoint file's bytes (read on one rank and broadcast), with NumPy arrays, as
     ``load_arrays``; ``name`` says which file in errors."""
-    return _read(io.BytesIO(content), name, _array)
+    return _read(io.BytesIO(content), name, _array, numpy_scalars=True)
 
 
 def _array(array: np.ndarray, parameter: bool | None) -> np.ndarray:
@@ -114,9 +146,19 @@ def _array(array: np.ndarray, parameter: bool | None) -> np.ndarray:
 
 
 def _read(source: str | io.BytesIO, path: str, tensor: Tensor, weights_only: bool = True,
-          map_storage: StorageMap | None = None, mmap: bool = False) -> Any:
+          map_storage: StorageMap | None = None, mmap: bool = False, numpy_scalars: bool = False) -> Any:
+    """``numpy_scalars``: for kiln's own resume, whose trees the NPZ format gives back with their NumPy scalars, a
+    torch-format file's (pickled, as torch.save pickles them) load too (``torch_checkpoint.NUMPY_SCALARS``)."""
     if is_torch_archive(source):  # torch.save's format (runtime/torch_checkpoint.py)
-        return load_torch_archive(source, path, weights_only=weights_only, map_storage=map_storage, mmap=mmap, tensor=tensor)
+        return load_torch_archive(source, path, weights_only=weights_only, map_storage=map_storage, mmap=mmap, tensor=tensor,
+                                  numpy_scalars=numpy_scalars)
+    if is_legacy_torch_file(source):  # torch.save's before PyTorch 1.6 (runtime/torch_legacy_format.py)
+        if mmap:
+            raise CheckpointError(f"kiln.load: {path} is in torch.save's legacy format, and mmap can only be used with "
+                                  "files saved with torch.save(_use_new_zipfile_serialization=True); save it again "
+                                  "(kiln.save(kiln.load(f), f)) to map it")
+        return load_legacy_torch_file(source, path, weights_only=weights_only, map_storage=map_storage, tensor=tensor,
+                                      numpy_scalars=numpy_scalars)
     try:
         with np.load(source, allow_pickle=False) as members:
             meta = json.loads(bytes(members[META]).decode())
@@ -161,7 +203,7 @@ def _flatten(node: Any, arrays: dict[str, np.ndarray], where: str, saved: dict[i
     """The JSON skeleton of ``node``; arrays (an eager tensor's, a parameter's too) go to ``arrays`` under fresh names,
     one array met twice (tied weights) under one name, which loads as tensors sharing it."""
     saved = {} if saved is None else saved
-    node, parameter = _tensor_array(node, where)
+    node, parameter = tensor_array(node, where)
     if isinstance(node, (np.ndarray, np.generic)):
         entry = {"array": _array_name(node, arrays, where, saved)}
         if node.dtype == BFLOAT16:
@@ -198,27 +240,6 @@ def _array_name(node: np.ndarray | np.generic, arrays: dict[str, np.ndarray], wh
     return name
 
 
-def _tensor_array(node: Any, where: str) -> tuple[Any, bool | None]:
-    """An eager tensor's array (``kiln.save({"x": x}, f)``, as ``torch.save``) and, for a ``Parameter``, its
-    ``requires_grad`` (it loads as a ``Parameter``); anything else as it is, with None."""
-    from kiln.frontend.complex_tensor import ComplexTensor
-    from kiln.frontend.eager_values import eager_array  # lazily: this file imports nothing of the frontend at load
-    from kiln.frontend.module import Parameter
-    from kiln.frontend.tensor import Tensor
-
-    if not isinstance(node, Tensor):
-        return node, None
-    if isinstance(node, Parameter):
-        return node.data, bool(node.requires_grad)
-    array = eager_array(node)
-    if array is None and isinstance(node, ComplexTensor):
-        return np.asarray(node), None  # a pair of real tensors (frontend/complex_tensor.py), saved as one complex array
-    if array is None:
-        raise CheckpointError(f"cannot save {where}: a traced tensor ({node.type}) has no values; save outside the traced "
-                              "function (the model's state_dict(), or the compiled function's outputs)")
-    return array, None
-
-
 def _unflatten(node: Mapping[str, Any], read: Callable[[str], np.ndarray], tensor: Tensor,
                unpickle: Callable[[str], Any]) -> Any:
     if "pickled" in node:
@@ -237,12 +258,14 @@ def _unflatten(node: Mapping[str, Any], read: Callable[[str], np.ndarray], tenso
     return tuple(items) if kind == "tuple" else items
 
 
-def _write_atomically(path: str, arrays: dict[str, np.ndarray]) -> None:
+def _write_atomically(path: str, write: Callable[[BinaryIO], None]) -> None:
+    """``write`` into a temporary file beside ``path``, flushed to disk, then renamed over ``path``."""
     folder = os.path.dirname(os.path.abspath(path))
+    _check_target(path, folder)
     handle, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(handle, "wb") as file:
-            np.savez(file, allow_pickle=False, **arrays)
+            write(file)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
@@ -251,6 +274,19 @@ def _write_atomically(path: str, arrays: dict[str, np.ndarray]) -> None:
             os.unlink(temporary)
         raise
     _sync_folder(folder)
+
+
+def _check_target(path: str, folder: str) -> None:
+    """torch.save's checks, before anything is written: the folder exists (its 'Parent directory ... does not
+    exist.'), and the path is not a folder. The OSError kinds stay, so ``except OSError`` still catches them."""
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise NotADirectoryError(errno.ENOTDIR, f"kiln.save: {folder} is a file, not a folder; save beside it", path)
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(errno.ENOENT, f"kiln.save: Parent directory {folder} does not exist; create it first "
+                                f"(os.makedirs({folder!r}, exist_ok=True))", path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(errno.EISDIR, "kiln.save: the path is a folder; give the file's name in it "
+                                "(os.path.join(folder, 'model.pt'))", path)
 
 
 def _sync_folder(folder: str) -> None:

@@ -17,6 +17,7 @@ from typing import IO, Any
 import numpy as np
 
 from kiln.compiler.errors import CheckpointError
+from kiln.runtime.safe_globals import user_safe_global
 
 TORCH_PROTOCOL = 2
 """torch.save's pickle protocol: a set, frozenset or bytes then names its class, which the allow-list checks as torch's
@@ -53,6 +54,8 @@ class _AllowListUnpickler(pickle.Unpickler):
         module = "builtins" if module == "__builtin__" else module  # protocol 2's name for it
         if (module, name) in ALLOWED:
             return ALLOWED[module, name]
+        if user_safe_global(module, name) is not None:  # kiln.serialization.add_safe_globals
+            return user_safe_global(module, name)
         raise WeightsOnlyError(
             f"Weights only load failed. {self.path} holds a pickled {module}.{name} (kiln.save of an object that is "
             "not an array, number, string, list or dict). Re-running kiln.load with weights_only=False will likely "

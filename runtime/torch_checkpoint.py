@@ -30,6 +30,7 @@ import numpy as np
 from kiln.compiler.errors import CheckpointError
 from kiln.compiler.ir.types import DType
 from kiln.runtime.loaded_tensors import StorageMap, loaded_tensor
+from kiln.runtime.safe_globals import user_safe_global
 from kiln.runtime.zip_mmap import mapped_words
 
 STORAGE_DTYPES = {
@@ -64,17 +65,19 @@ array itself for kiln's own readers."""
 
 
 def load_torch_archive(source: str | IO[bytes], path: str, *, weights_only: bool = True, map_storage: StorageMap | None = None,
-                       mmap: bool = False, tensor: Tensor = loaded_tensor) -> Any:
+                       mmap: bool = False, tensor: Tensor = loaded_tensor, numpy_scalars: bool = False) -> Any:
     """The object ``torch.save`` wrote to ``source``, its tensors made by ``tensor``; ``mmap`` maps the storages from
-    the file (``source`` must then be a path, as torch's)."""
+    the file (``source`` must then be a path, as torch's); ``numpy_scalars`` lets ``weights_only`` take NumPy scalars
+    (``NUMPY_SCALARS``)."""
     try:
         with zipfile.ZipFile(source) as archive:
             (pickled,) = [name for name in archive.namelist() if name.endswith("/data.pkl")]
             prefix = pickled[: -len("data.pkl")]
             names = set(archive.namelist())
             order = archive.read(prefix + "byteorder").decode().strip() if prefix + "byteorder" in names else "little"
-            unpickler = _Unpickler(io.BytesIO(archive.read(pickled)), archive, prefix, order, path)
+            unpickler = TorchUnpickler(io.BytesIO(archive.read(pickled)), archive, prefix, order, path)
             unpickler.weights_only, unpickler.map_storage, unpickler.tensor = weights_only, map_storage, tensor
+            unpickler.numpy_scalars = numpy_scalars
             unpickler.mapped_from = source if mmap and isinstance(source, str) else None
             return unpickler.load()
     except (pickle.UnpicklingError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as error:
@@ -89,14 +92,22 @@ ALLOWED = {
     ("_codecs", "encode"): _codecs.encode,
 }
 """The plain globals torch 2.13's ``weights_only`` unpickler allows (``torch._weights_only_unpickler``)."""
+NUMPY_SCALARS = {("numpy._core.multiarray", "scalar"), ("numpy.core.multiarray", "scalar"), ("numpy", "dtype")}
+"""What a NumPy scalar pickles as (NumPy 2's and 1's names): torch's allow-list leaves it out, kiln's own resume takes
+it (a file kiln.save wrote from ``step.state_dict()``, DINO's ``np.float64`` lr in ``param_groups``, which kiln's NPZ
+format keeps natively); rebuilding one runs no code of the file's."""
 
 
-class _Unpickler(pickle.Unpickler):
+class TorchUnpickler(pickle.Unpickler):
+    """torch.save's pickle with torch 2.13's ``weights_only`` rules, its tensors windows of the archive's storages
+    (``runtime/torch_legacy_format.py`` reads the legacy format's through it too)."""
+
     def __init__(self, file: IO[bytes], archive: zipfile.ZipFile, prefix: str, byteorder: str, path: str):
         super().__init__(file)
         self.archive, self.prefix, self.byteorder, self.path = archive, prefix, byteorder, path
         self.storages: dict[str, np.ndarray] = {}
         self.weights_only, self.map_storage, self.tensor, self.mapped_from = True, None, loaded_tensor, None
+        self.numpy_scalars = False
 
     def find_class(self, module: str, name: str) -> Any:
         module = "builtins" if module == "__builtin__" else module  # torch pickles with protocol 2 (Python 2's names)
@@ -106,17 +117,26 @@ class _Unpickler(pickle.Unpickler):
             return self.rebuild_tensor
         if (module, name) == ("torch._utils", "_rebuild_parameter"):
             return self.rebuild_parameter
+        if (module, name) == ("torch._utils", "_rebuild_parameter_with_state"):
+            return self.rebuild_parameter_with_state
         if module == "torch" and name in STORAGE_DTYPES:
             return STORAGE_DTYPES[name]
         if module == "torch":
             known = _torch_value(name)
             if known is not None:
                 return known
+        if self.numpy_scalars and (module, name) in NUMPY_SCALARS:
+            return super().find_class(module, name)
+        user_allowed = user_safe_global(module, name) if module.split(".")[0] != "torch" else None
+        if user_allowed is not None:  # kiln.serialization.add_safe_globals
+            return user_allowed
         if self.weights_only:
             raise WeightsOnlyError(
-                f"{self.path} holds a pickled {module}.{name}, which weights_only=True refuses, as torch.load does: it "
-                "reads tensors, dicts, lists, numbers and strings (torch.save(model.state_dict(), f)); if you trust the "
-                "file, kiln.load(f, weights_only=False) runs the pickle's code, as torch.load(f, weights_only=False)")
+                f"Weights only load failed. {self.path} holds a pickled {module}.{name}, which weights_only=True refuses, "
+                "as torch.load does: it reads tensors, dicts, lists, numbers and strings (torch.save(model.state_dict(), "
+                "f)); if you trust the file, kiln.load(f, weights_only=False) runs the pickle's code, as "
+                f"torch.load(f, weights_only=False). WeightsUnpickler error: Unsupported global: GLOBAL {module}.{name} "
+                "was not an allowed global by default.")
         if module.split(".")[0] == "torch":
             raise CheckpointError(
                 f"{self.path} holds a pickled {module}.{name}, a PyTorch object kiln cannot rebuild (a whole pickled "
@@ -125,10 +145,24 @@ class _Unpickler(pickle.Unpickler):
 
     def rebuild_tensor(self, storage: np.ndarray, offset: int, size: tuple[int, ...], stride: tuple[int, ...],
                        requires_grad: bool = False, *ignored: Any) -> Any:
-        return self.tensor(_strided_window(storage, offset, size, stride, self.path), None)
+        """A tensor saved with ``requires_grad=True`` (a leaf, not a Parameter) loads as one, as torch.load's; kiln's
+        own readers, which take arrays, ignore it."""
+        tensor = self.tensor(_strided_window(storage, offset, size, stride, self.path), None)
+        return tensor.requires_grad_() if requires_grad and hasattr(tensor, "requires_grad_") else tensor
 
     def rebuild_parameter(self, data: Any, requires_grad: bool, *ignored: Any) -> Any:
         return self.tensor(np.asarray(data), bool(requires_grad))
+
+    def rebuild_parameter_with_state(self, data: Any, requires_grad: bool, hooks: Any, state: Any) -> Any:
+        """A Parameter torch saved with attributes of the user's (``p.lr_mult = 0.5``): the Parameter, its attributes
+        set again, as ``torch._utils._set_obj_state`` does (kiln's own readers, which take arrays, drop them)."""
+        parameter = self.rebuild_parameter(data, requires_grad)
+        attributes, slots = state if isinstance(state, tuple) else (state, None)
+        if isinstance(parameter, np.ndarray):
+            return parameter
+        for name, value in {**(attributes or {}), **(slots or {})}.items():
+            setattr(parameter, name, value)
+        return parameter
 
     def persistent_load(self, saved_id: Any) -> np.ndarray:
         kind, dtype, key, location, count = saved_id
@@ -176,4 +210,4 @@ def _strided_window(storage: np.ndarray, offset: int, size: tuple[int, ...], str
     return np.lib.stride_tricks.as_strided(storage[offset:], shape=size, strides=tuple(s * storage.itemsize for s in stride))
 
 
-__all__ = ["WeightsOnlyError", "is_torch_archive", "load_torch_archive"]
+__all__ = ["TorchUnpickler", "WeightsOnlyError", "is_torch_archive", "load_torch_archive"]

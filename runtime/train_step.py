@@ -256,7 +256,7 @@ def parameter_names(model: Module) -> dict[int, str]:
 
 def training_state(model: Module, optimizer: Optimizer) -> dict[str, Any]:
     """``{"model": ..., "optimizer": ...}``, the tree ``TrainStep.save`` writes (live arrays, not copies)."""
-    return {"model": dict(model.state_dict()), "optimizer": optimizer.state_dict(parameter_names(model))}
+    return {"model": dict(model.state_dict()), "optimizer": optimizer.kiln_state_dict(parameter_names(model))}
 
 
 def prepare_training_state_load(model: Module, optimizer: Optimizer, state: Mapping[str, Any]) -> Callable[[], None]:

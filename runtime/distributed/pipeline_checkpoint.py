@@ -73,7 +73,7 @@ def gather_state(pipe: "PipelineParallel") -> dict[str, Any] | None:
     stage_states = _other_stages_optimizer_state(pipe, owners, names)
     if comm.rank != 0:
         return None
-    optimizer_state = optimizer.state_dict(names)  # rank 0's own stage, the groups and the step counter
+    optimizer_state = optimizer.kiln_state_dict(names)  # rank 0's own stage, the groups and the step counter
     merged = optimizer_state["state"] | stage_states
     optimizer_state["state"] = {key: merged[key] for key in (names.get(id(p)) for p in optimizer.parameters()) if key in merged}
     return {"model": model_state, "optimizer": optimizer_state}

@@ -52,7 +52,8 @@ if TYPE_CHECKING:
 
 
 def shard(array: np.ndarray, axis: int, rank: int, size: int) -> np.ndarray:
-    """Rank ``rank``'s equal block of ``array`` along ``axis`` (a copy)."""
+    """Rank ``rank``'s equal block of ``array`` along ``axis`` (a copy), of an array or a tensor (``kiln.load``'s)."""
+    array = np.asarray(array)
     if array.shape[axis] % size:
         raise DistributedError(f"a dim of {array.shape[axis]} features does not split into {size} equal shards; use a multiple of {size}")
     block = array.shape[axis] // size
