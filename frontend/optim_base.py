@@ -36,7 +36,7 @@ class Optimizer:
     """Options ``feed_as_input`` may turn into graph inputs: the momentum a scheduler cycles (``momentum``, or ``beta1``,
     the first of ``betas``)."""
     torch_counts_steps: bool = True
-    """Whether PyTorch's state of a parameter holds its own ``step`` (SGD's and Muon's do not): ``torch_state_dict``."""
+    """Whether PyTorch's state of a parameter holds its own ``step`` (SGD's and Muon's do not): ``state_dict``."""
     scalar_states: frozenset[str] = frozenset()
     """States that are one number per parameter in PyTorch (0-d there, parameter-shaped here): a saved 0-d value loads
     broadcast, so a ``torch.optim`` ``state_dict`` converted to arrays loads as is."""
@@ -205,11 +205,24 @@ class Optimizer:
 
     # --- state_dict ----------------------------------------------------------------------------
 
-    def state_dict(self, names: Mapping[int, str] | None = None) -> dict[str, Any]:
-        """``{"state": {param key: {name: array}}, "param_groups": [...], "step": int, "skipped_steps": {param key: int}}``.
+    def state_dict(self) -> dict[str, Any]:
+        """``torch.optim``'s ``state_dict``: ``{"state": {0: {"step": 0-d array, "exp_avg": ...}, ...}, "param_groups":
+        [{every option, "params": [0, 1, ...]}]}``, parameters keyed by position (``optim_torch_state.to_torch_layout``;
+        each parameter's own ``step`` where PyTorch keeps one). The moment arrays are the live ones, as PyTorch's
+        tensors. ``load_state_dict`` takes it back, and ``torch_optimizer.load_state_dict`` once each array is a tensor
+        (``torch.tensor``, a copy), so a kiln run resumes in PyTorch and the reverse."""
+        return to_torch_layout(self.kiln_state_dict(), self.scalar_states, self.torch_counts_steps)
 
-        Parameters are keyed by ``names[id(param)]`` (the model's parameter names) where given,
-        else by their position in the optimizer, as PyTorch does. Arrays are the live ones. ``step`` counts the
+    def torch_state_dict(self) -> dict[str, Any]:
+        """``state_dict()``, PyTorch's layout (the name it had while ``state_dict`` gave kiln's)."""
+        return self.state_dict()
+
+    def kiln_state_dict(self, names: Mapping[int, str] | None = None) -> dict[str, Any]:
+        """kiln's layout, what a ``TrainStep`` checkpoint saves: ``{"state": {param key: {name: array}}, "param_groups":
+        [...], "step": int, "skipped_steps": {param key: int}}``.
+
+        Parameters are keyed by ``names[id(param)]`` (the model's parameter names, so a checkpoint survives a reordered
+        optimizer) where given, else by their position as a string. Arrays are the live ones. ``step`` counts the
         optimizer's steps; ``skipped_steps`` the steps that found a parameter without ``.grad`` (only parameters that
         missed some), so its own count, PyTorch's ``state[p]["step"]``, is ``step - skipped_steps.get(key, 0)``.
         """
@@ -221,12 +234,6 @@ class Optimizer:
             "step": self.step_count,
             "skipped_steps": {key(p): skipped[id(p)] for p in self.parameters() if skipped.get(id(p))},
         }
-
-    def torch_state_dict(self) -> dict[str, Any]:
-        """This optimizer's ``state_dict`` in ``torch.optim``'s layout, arrays still NumPy (``optim_torch_state.to_torch_layout``):
-        ``torch_optimizer.load_state_dict`` takes it once each array is a tensor, and the run continues in PyTorch. The
-        arrays are the live ones, as ``state_dict``'s: copy them (``torch.tensor``, not ``torch.as_tensor``) to train on both."""
-        return to_torch_layout(self.state_dict(), self.scalar_states, self.torch_counts_steps)
 
     def load_state_dict(self, state: Mapping[str, Any], names: Mapping[int, str] | None = None) -> None:
         """Restore groups' options, state arrays and the step counter; everything is checked before anything is written."""

@@ -65,6 +65,19 @@ class Combined(Optimizer):
             held = {id(p) for p in optimizer.parameters()}
             optimizer.state = {key: arrays for key, arrays in value.items() if key in held}
 
+    def state_dict(self) -> dict[str, Any]:
+        """The members' ``state_dict()``s (PyTorch's layout) as one, positions counted across the members in order:
+        each entry as its member keeps it (AdamW's own ``step``, none for Muon's)."""
+        state: dict[int, Any] = {}
+        groups: list[dict[str, Any]] = []
+        offset = 0
+        for optimizer in self.optimizers:
+            own = optimizer.state_dict()
+            state.update({offset + key: entry for key, entry in own["state"].items()})
+            groups += [{**group, "params": [offset + key for key in group["params"]]} for group in own["param_groups"]]
+            offset += len(optimizer.parameters())
+        return {"state": state, "param_groups": groups}
+
     def add_param_group(self, group: dict[str, Any]) -> None:
         raise KilnError("Combined: add the group to the member optimizer that should update it (its add_param_group)")
 

@@ -49,6 +49,7 @@ from kiln.frontend.module import Parameter
 from kiln.frontend.optim import Optimizer, _non_negative
 from kiln.frontend.optim_line_search import strong_wolfe
 from kiln.frontend.tensor import Tensor
+from kiln.frontend.trace import TraceContext, located_error
 from kiln.frontend.sparse_grad import as_dense
 
 Closure = Callable[[], tuple[Any, Sequence[Any]]]
@@ -128,6 +129,17 @@ class Memory:
         return memory
 
 
+def refuse_tracing() -> None:
+    """Refuse ``step`` inside a ``kiln.compile`` trace, naming the user's line: its number of closure calls and its
+    branches depend on the values, which a trace does not have (``torch.compile(fullgraph=True)`` refuses it too, at
+    ``float(closure())``). Without ``fullgraph`` the compiled call then runs eagerly, warned, as torch's graph break."""
+    if TraceContext.active() and not TraceContext.current().eager:
+        raise located_error(
+            "LBFGS.step(closure) cannot be captured in a compiled graph: it calls the closure a data-dependent number "
+            "of times (its iterations, its line search) and branches on the losses. Call optimizer.step(closure) outside "
+            "kiln.compile (compile the closure's model instead), or compile without fullgraph=True to run it eagerly")
+
+
 def _rows(vectors: list[np.ndarray], size: int, dtype: np.dtype) -> np.ndarray:
     return np.array(vectors, dtype) if vectors else np.zeros((0, size), dtype)
 
@@ -138,6 +150,9 @@ class Objective:
 
     closure: Closure
     params: list[Parameter]
+    first_loss: Any = None
+    """The loss the first evaluation returned, as the closure returned it (PyTorch's ``orig_loss``, which ``step``
+    returns: the loss tensor of a PyTorch closure)."""
 
     @property
     def dtype(self) -> np.dtype:
@@ -145,7 +160,10 @@ class Objective:
 
     def evaluate(self) -> tuple[float, np.ndarray]:
         """``(loss, flat gradient)`` at the current parameters: one closure call."""
-        loss, grads = closure_result(self.closure(), self.params)
+        result = self.closure()
+        loss, grads = closure_result(result, self.params)
+        if self.first_loss is None:
+            self.first_loss = result[0] if isinstance(result, (tuple, list)) else result
         return loss, np.concatenate([g.reshape(-1) for g in grads]).astype(self.dtype, copy=False)
 
     def move(self, t: Any, d: np.ndarray) -> None:
@@ -286,6 +304,8 @@ class LBFGS(Optimizer):
     evaluates the loss once per call); that raises, naming ``optimizer.step(closure)``.
     """
 
+    torch_counts_steps = False  # PyTorch's LBFGS counts its iterations (n_iter), no per-parameter step
+
     def __init__(
         self, params: Iterable[Any], lr: float = 1, max_iter: int = 20, max_eval: int | None = None, tolerance_grad: float = 1e-7,
         tolerance_change: float = 1e-9, history_size: int = 100, line_search_fn: str | None = None,
@@ -307,22 +327,26 @@ class LBFGS(Optimizer):
         if group["line_search_fn"] not in (None, "strong_wolfe"):
             raise KilnError(f"LBFGS: line_search_fn {group['line_search_fn']!r} is not supported; use None or 'strong_wolfe'")
 
-    def step(self, closure: Closure) -> float:
+    def step(self, closure: Closure) -> Any:
         """Minimize from the current parameters; ``closure()`` returns ``(loss, gradients)`` at the parameters' current
-        values (``kiln.optim.loss_and_grad``). Returns the loss of the first evaluation, as PyTorch."""
+        values (``kiln.optim.loss_and_grad``), or PyTorch's closure's loss after its ``backward()``. Returns the loss of
+        the first evaluation as the closure returned it (a PyTorch closure's loss tensor), as PyTorch."""
+        refuse_tracing()
         objective = Objective(closure, self.parameters())
         first = id(objective.params[0])
         memory = Memory.of(self.state.get(first, {"func_evals": 0, "n_iter": 0}), objective.dtype)
-        loss = Minimization(objective, memory, self.param_groups[0]).run()
+        Minimization(objective, memory, self.param_groups[0]).run()
         self.state[first] = memory.arrays(objective.dtype)
         self.step_count += 1
-        return loss
+        return objective.first_loss
 
-    def torch_state_dict(self) -> dict[str, Any]:
-        raise KilnError(
-            "LBFGS: torch_state_dict() is not supported: kiln keeps the L-BFGS history as stacked arrays, PyTorch as lists of "
-            "tensors; save optimizer.state_dict() and resume in kiln (a PyTorch LBFGS state_dict loads into kiln)"
-        )
+    def state_dict(self) -> dict[str, Any]:
+        """``torch.optim.LBFGS``'s ``state_dict``: the one state under parameter ``0``, counters and ``t``, ``prev_loss``
+        as Python numbers, the history as lists of vectors (``ro`` of 0-d arrays), as PyTorch keeps them (its scratch
+        ``al`` left out: PyTorch makes it again). kiln's stacked arrays are in ``kiln_state_dict()``."""
+        layout = super().state_dict()
+        layout["state"] = {key: _torch_entry(entry) for key, entry in layout["state"].items()}
+        return layout
 
     def emit_update(self, b, param, grad, state, hyper, group):
         raise KilnError(
@@ -343,6 +367,13 @@ class LBFGS(Optimizer):
             raise CheckpointError(f"LBFGS keeps one state for all parameters, under the first ({key(params[0])!r}); "
                                   f"the saved state has one for {key(param)!r}")
         return checked_state(entry, sum(p.data.size for p in params), flat_dtype(params), group["history_size"])
+
+
+def _torch_entry(entry: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """One saved state as PyTorch's LBFGS keeps it: numbers for its Python numbers, lists for its lists of tensors."""
+    numbers = {name: entry[name].item() for name in (*COUNTERS, "t", "prev_loss") if name in entry}
+    lists = {name: list(entry[name]) for name in ("old_dirs", "old_stps", "ro") if name in entry}
+    return {**entry, **numbers, **lists}
 
 
 def checked_state(entry: Mapping[str, Any], size: int, dtype: np.dtype, history_size: int) -> dict[str, np.ndarray]:

@@ -27,6 +27,7 @@ import numpy as np
 from kiln.compiler.errors import KilnError
 from kiln.frontend.eager_values import GRAD_TENSORS, eager_array
 from kiln.frontend.module import Parameter
+from kiln.frontend.trace import located_error
 
 
 class LeafTensorParameter(Parameter):
@@ -70,9 +71,15 @@ def as_optimizer_parameter(param: Any) -> Parameter:
         return param
     value = getattr(param, "__dict__", {}).get("_value")
     array = eager_array(param) if value is not None else None
+    if value is not None and array is None:
+        raise located_error("an optimizer over a traced tensor (made or given inside a kiln.compile'd function, as "
+                            "_pgd_whitebox's optim.SGD([X_pgd])): its values exist only in the graph, which an "
+                            "optimizer cannot update in place; make the tensor and its optimizer outside the compiled "
+                            "function (the function may read and step them), differentiate the tensor with "
+                            "kiln.autograd.grad instead, or run this function eagerly")
     if array is None:
         raise KilnError(f"optimizers take kiln Parameters or eager leaf tensors marked by requires_grad_(), got "
-                        f"{type(param).__name__}{' (a traced tensor)' if value is not None else ''}")
+                        f"{type(param).__name__}")
     if value.producer is not None and (value in GRAD_TENSORS or not param.is_leaf):  # a retained or computed result
         raise KilnError("optimizers take leaf tensors: this one is computed from parameters or tensors that require "
                         "grad (PyTorch: can't optimize a non-leaf Tensor); optimize those, or a detached copy "

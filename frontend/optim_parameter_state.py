@@ -13,7 +13,8 @@ torch.compile does to keep it right at every call:
   runs eagerly (torch.compile recompiles on a changed float the same way; kiln's own optimizers feed ``lr`` instead);
 - a state tensor made in the trace from constants only (``torch.zeros_like(p)``) is stored as an eager tensor of its
   values, so the step's in-place updates of it (``mu.mul_(m).add_(dp)``) are written back at each call as any
-  closure tensor's; one computed from other values has none outside the trace, and is refused with the user's line.
+  closure tensor's; one computed from other values (SAM's ``self.state[p]["old_p"] = p.data.clone()``) is stored as
+  an eager tensor the trace writes in place with it, so each call leaves the step's value there, as torch's state.
 
 ```python
 state = ParameterState()
@@ -48,7 +49,7 @@ def _kept(key: Any, value: Any) -> Any:
     one of unknown values refused (it has no values after the trace)."""
     from kiln.frontend.eager_values import eager_leaf, eager_value  # lazily: eager values build on the tensor
     from kiln.frontend.module import Parameter
-    from kiln.frontend.trace import located_error
+    from kiln.frontend.trace import TraceContext, located_error
     from kiln.frontend.trace_known_values import known_value
 
     if isinstance(value, dict):
@@ -58,12 +59,25 @@ def _kept(key: Any, value: Any) -> Any:
     if _written_in_place(value):  # an eager state tensor the step updated in place (mu.mul_(m); state['mu'] = mu)
         return value
     known = known_value(value)
-    if known is None:
+    if known is not None:
+        return eager_leaf(np.array(known))
+    if TraceContext.current().lifting is None:  # a trace whose closure tensors are not written back (kiln.trace)
         raise located_error(
-            f"an optimizer's state[...][{key!r}] set to a tensor computed from other tensors in a kiln.compile trace: "
-            "it has no values after the trace; make it from constants (torch.zeros_like(p)) and update it in place, "
-            "or call this optimizer.step() outside the compiled function")
-    return eager_leaf(np.array(known))
+            f"an optimizer's state[...][{key!r}] set to a tensor computed from other tensors in this trace: it has no "
+            "values after the trace; make it from constants (torch.zeros_like(p)) and update it in place, or call "
+            "this optimizer.step() outside the traced function")
+    return _written_back(value)
+
+
+def _written_back(value: Any) -> Any:
+    """A state tensor computed in a ``kiln.compile`` trace (SAM's ``self.state[p]["old_p"] = p.data.clone()``): an
+    eager tensor of its shape that the trace writes in place (``copy_``), so each call leaves the step's value in it,
+    as the step's in-place updates of a closure tensor are written back; the trace reads the value it was given."""
+    from kiln.frontend.eager_values import eager_leaf  # lazily: eager values build on the tensor
+
+    holder = eager_leaf(np.zeros(tuple(value.shape), value.dtype.numpy))
+    holder.copy_(value)
+    return holder
 
 
 def _written_in_place(tensor: Any) -> bool:

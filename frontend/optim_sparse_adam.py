@@ -52,10 +52,10 @@ class SparseAdam(Optimizer):
                     group: dict[str, Any]) -> Update:
         raise RuntimeError(DENSE_REFUSAL)  # a traced step's gradients are dense (see the module doc)
 
-    def torch_state_dict(self) -> dict[str, Any]:
-        """``Optimizer.torch_state_dict`` with each ``step`` a Python int, as torch's SparseAdam keeps it (a float32
+    def state_dict(self) -> dict[str, Any]:
+        """``Optimizer.state_dict`` with each ``step`` a Python int, as torch's SparseAdam keeps it (a float32
         tensor there would make torch's bias correction float32)."""
-        state = super().torch_state_dict()
+        state = super().state_dict()
         for entry in state["state"].values():
             if "step" in entry:
                 entry["step"] = int(entry["step"])

@@ -1,6 +1,7 @@
-"""A ``torch.optim`` ``state_dict`` (``torch.save`` of a PyTorch run) read into kiln's layout, so a PyTorch-trained
-checkpoint resumes in kiln: ``optimizer.load_state_dict(kiln.load("ckpt.pt")["optimizer"])``; and kiln's state in
-PyTorch's layout (``Optimizer.torch_state_dict()``), so a kiln run resumes in PyTorch.
+"""``torch.optim``'s ``state_dict`` layout, both ways: ``Optimizer.state_dict()`` gives it (so a kiln run resumes in
+PyTorch once its arrays are tensors), and a ``torch.save`` of a PyTorch run's loads into kiln's own layout
+(``Optimizer.kiln_state_dict()``, what a ``TrainStep`` checkpoint keeps):
+``optimizer.load_state_dict(kiln.load("ckpt.pt")["optimizer"])``.
 
 PyTorch keys parameters by position as ints and counts steps per parameter (``state[i]["step"]``, a 0-d tensor);
 kiln keys them as strings and counts the optimizer's steps once (``"step"``), remembering for each parameter how
@@ -48,6 +49,8 @@ def to_torch_layout(state: Mapping[str, Any], scalar_states: frozenset[str] = fr
     skipped = state.get("skipped_steps", {})
     entries = {}
     for key, entry in state["state"].items():
+        if not entry and not counts_steps:
+            continue  # nothing kept (SGD without momentum): torch's state has no entry
         arrays = {name: _as_torch_keeps(np.asarray(value), name in scalar_states) for name, value in entry.items()}
         own_step = {"step": np.asarray(int(state["step"]) - int(skipped.get(key, 0)), torch_scalar_dtype())} if counts_steps else {}
         entries[position[key]] = {**own_step, **arrays}

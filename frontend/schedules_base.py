@@ -7,11 +7,23 @@ polynomial, on plateau), ``schedules_cyclic.py`` (one-cycle, cyclic), ``schedule
 
 from __future__ import annotations
 
+import functools
+import warnings
+import weakref
 from typing import Any, Sequence
 
 from kiln.compiler.errors import KilnError
 from kiln.frontend.optim import Optimizer
 from kiln.frontend.trace import refuse_in_step
+
+
+STEP_BEFORE_OPTIMIZER = (
+    "Detected call of `lr_scheduler.step()` before `optimizer.step()`. In PyTorch 1.1.0 and later, you should call them "
+    "in the opposite order: `optimizer.step()` before `lr_scheduler.step()`.  Failure to do this will result in PyTorch "
+    "skipping the first value of the learning rate schedule. See more details at "
+    "https://pytorch.org/docs/stable/optim.html#how-to-adjust-learning-rate")
+"""torch's warning at the first ``scheduler.step()`` when the optimizer has not stepped (a GradScaler that skipped its
+first step on inf gradients gives it too, as torch's)."""
 
 
 class LRScheduler:
@@ -21,6 +33,7 @@ class LRScheduler:
         if not isinstance(optimizer, Optimizer):
             raise KilnError(f"{type(self).__name__} needs a kiln optimizer, got {type(optimizer).__name__}")
         self.optimizer = optimizer
+        _track_step_called(optimizer)
         for index, group in enumerate(optimizer.param_groups):
             if last_epoch == -1:
                 group.setdefault("initial_lr", group["lr"])
@@ -44,16 +57,30 @@ class LRScheduler:
 
     def step(self) -> None:
         refuse_in_step("scheduler.step()", "call it after the compiled step, outside it (the learning rate is an input of the step)")
+        if self._step_count == 1 and not _optimizer_stepped(self.optimizer):
+            warnings.warn(STEP_BEFORE_OPTIMIZER, UserWarning, stacklevel=2)
         self._step_count += 1
         self._update_lr(None)
 
     def _update_lr(self, epoch: int | None) -> None:
         if epoch is None:
             self.last_epoch += 1
-            values = self.get_lr()
+            values = self._lrs_within_step(self.get_lr)
         else:
             self.last_epoch = epoch
-            values = self._closed_form_lr() if hasattr(self, "_closed_form_lr") else self.get_lr()
+            values = self._lrs_within_step(self._closed_form_lr if hasattr(self, "_closed_form_lr") else self.get_lr)
+        self._set_lrs(values)
+
+    def _lrs_within_step(self, compute: Any) -> list[float]:
+        """``compute()`` with ``_get_lr_called_within_step`` set, as PyTorch's ``_enable_get_lr_call`` (so the flag is
+        in ``state_dict()``, as torch's)."""
+        self._get_lr_called_within_step = True
+        try:
+            return compute()
+        finally:
+            self._get_lr_called_within_step = False
+
+    def _set_lrs(self, values: Sequence[float]) -> None:
         for group, lr in zip(self.optimizer.param_groups, values):
             group["lr"] = lr
         self._last_lr = self._lrs()
@@ -70,6 +97,29 @@ class LRScheduler:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+
+
+def _track_step_called(optimizer: Optimizer) -> None:
+    """Wrap the optimizer's ``step`` (on the instance, once) to note ``optimizer._opt_called``, as torch's
+    ``LRScheduler`` does: a user's subclass overriding ``step`` is seen too."""
+    if getattr(optimizer.step, "_wrapped_by_lr_sched", False):
+        return
+    owner, function = weakref.ref(optimizer), type(optimizer).step
+
+    @functools.wraps(function)
+    def step(*args: Any, **kwargs: Any) -> Any:
+        stepped = owner()
+        stepped._opt_called = True
+        return function(stepped, *args, **kwargs)
+
+    step._wrapped_by_lr_sched = True  # type: ignore[attr-defined]
+    optimizer.step = step  # type: ignore[method-assign]
+
+
+def _optimizer_stepped(optimizer: Optimizer) -> bool:
+    """Whether ``optimizer.step()`` was called since the scheduler wrapped it, or the optimizer has updated (a compiled
+    step traced before the scheduler existed calls no Python ``step``, but counts its updates)."""
+    return bool(getattr(optimizer, "_opt_called", False) or getattr(optimizer, "step_count", 0))
 
 
 def _per_group(name: str, optimizer: Optimizer, value: float | Sequence[float]) -> list[float]:

@@ -85,20 +85,7 @@ class OneCycleLR(LRScheduler):
             raise KilnError(f"OneCycleLR: pct_start must be a float in [0, 1], got {pct_start!r}")
         if anneal_strategy not in ("cos", "linear"):
             raise KilnError(f"OneCycleLR: anneal_strategy must be 'cos' or 'linear', got {anneal_strategy!r}")
-        # (end step, start key, end key) per phase, as PyTorch's _schedule_phases; the momentum's keys in _momentum_phases
-        if three_phase:
-            self._schedule_phases = [
-                (float(pct_start * self.total_steps) - 1, "initial_lr", "max_lr"),
-                (float(2 * pct_start * self.total_steps) - 2, "max_lr", "initial_lr"),
-                (self.total_steps - 1, "initial_lr", "min_lr"),
-            ]
-            self._momentum_phases = [("max_momentum", "base_momentum"), ("base_momentum", "max_momentum"), ("max_momentum", "max_momentum")]
-        else:
-            self._schedule_phases = [
-                (float(pct_start * self.total_steps) - 1, "initial_lr", "max_lr"),
-                (self.total_steps - 1, "max_lr", "min_lr"),
-            ]
-            self._momentum_phases = [("max_momentum", "base_momentum"), ("base_momentum", "max_momentum")]
+        self._schedule_phases = _one_cycle_phases(pct_start, self.total_steps, three_phase)  # PyTorch's, as state_dict has it
         self._anneal_func_type = anneal_strategy
         self.cycle_momentum = cycle_momentum
         max_lrs = _per_group("OneCycleLR max_lr", optimizer, max_lr)
@@ -119,20 +106,38 @@ class OneCycleLR(LRScheduler):
     def get_lr(self) -> list[float]:
         step = self.last_epoch
         if step > self.total_steps:
-            raise KilnError(f"OneCycleLR: stepped {step} times, past total_steps={self.total_steps}")
+            raise OneCyclePastTotalStepsError(f"Tried to step {step} times. The specified number of total steps is {self.total_steps}")
         lrs = []
         for group in self.optimizer.param_groups:
             start_step = 0.0
-            for index, (end_step, start_key, end_key) in enumerate(self._schedule_phases):
+            for index, phase in enumerate(self._schedule_phases):
+                end_step = phase["end_step"]
                 if step <= end_step or index == len(self._schedule_phases) - 1:
                     pct = (step - start_step) / (end_step - start_step)
-                    lrs.append(self._anneal(group[start_key], group[end_key], pct))
+                    lrs.append(self._anneal(group[phase["start_lr"]], group[phase["end_lr"]], pct))
                     if self.cycle_momentum:
-                        start_momentum, end_momentum = self._momentum_phases[index]
-                        _set_momentum(group, self.use_beta1, self._anneal(group[start_momentum], group[end_momentum], pct))
+                        momentum = self._anneal(group[phase["start_momentum"]], group[phase["end_momentum"]], pct)
+                        _set_momentum(group, self.use_beta1, momentum)
                     break
                 start_step = end_step
         return lrs
+
+
+class OneCyclePastTotalStepsError(KilnError, ValueError):
+    """``OneCycleLR.step()`` past ``total_steps``: a ``ValueError`` with PyTorch's words."""
+
+
+def _one_cycle_phases(pct_start: float, total_steps: int, three_phase: bool) -> list[dict[str, Any]]:
+    """PyTorch's ``_schedule_phases``: each phase's last step and the group keys its lr and momentum go between."""
+    def phase(end_step: float, start_lr: str, end_lr: str, start_momentum: str, end_momentum: str) -> dict[str, Any]:
+        return {"end_step": end_step, "start_lr": start_lr, "end_lr": end_lr, "start_momentum": start_momentum,
+                "end_momentum": end_momentum}
+
+    rise = phase(float(pct_start * total_steps) - 1, "initial_lr", "max_lr", "max_momentum", "base_momentum")
+    if not three_phase:
+        return [rise, phase(total_steps - 1, "max_lr", "min_lr", "base_momentum", "max_momentum")]
+    return [rise, phase(float(2 * pct_start * total_steps) - 2, "max_lr", "initial_lr", "base_momentum", "max_momentum"),
+            phase(total_steps - 1, "initial_lr", "min_lr", "max_momentum", "max_momentum")]
 
 
 class CyclicLR(LRScheduler):

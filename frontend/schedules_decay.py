@@ -216,8 +216,7 @@ class CosineAnnealingWarmRestarts(LRScheduler):
 
     def step(self, epoch: float | None = None) -> None:
         refuse_in_step("scheduler.step()", "call it after the compiled step, outside it (the learning rate is an input of the step)")
-        self._step_count += 1
-        if epoch is None and self.last_epoch < 0:
+        if epoch is None and self.last_epoch < 0:  # (PyTorch's leaves _step_count at 0 here: so does this, for state_dict)
             epoch = 0
         if epoch is None:
             epoch = self.last_epoch + 1
@@ -239,9 +238,7 @@ class CosineAnnealingWarmRestarts(LRScheduler):
                 self.T_i = self.T_0
                 self.T_cur = epoch
         self.last_epoch = math.floor(epoch)
-        for group, lr in zip(self.optimizer.param_groups, self.get_lr()):
-            group["lr"] = lr
-        self._last_lr = self._lrs()
+        self._set_lrs(self._lrs_within_step(self.get_lr))
 
 
 class ReduceLROnPlateau(LRScheduler):

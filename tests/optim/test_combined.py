@@ -83,7 +83,7 @@ def test_a_saved_combined_run_resumes_exactly(tmp_path):
     assert resumed.optimizer.step_count == 3
     np.testing.assert_array_equal([resumed(x, y) for x, y in data[3:]], expected)
     state = resumed.optimizer.state_dict()
-    assert [sorted(entry) for entry in state["state"].values()] == [["momentum_buffer"]] * 2 + [["exp_avg", "exp_avg_sq"]] * 2
+    assert [sorted(entry) for entry in state["state"].values()] == [["momentum_buffer"]] * 2 + [["exp_avg", "exp_avg_sq", "step"]] * 2
 
 
 def test_compile_train_step_takes_a_list_of_optimizers(torch):

@@ -329,10 +329,10 @@ def test_state_dict_round_trip_continues_identically(torch):
     evaluate = kiln.optim.loss_and_grad(original.model, original.loss_fn, optimizer)
     optimizer.step(lambda: evaluate(original.inputs, original.target))
     saved = {"model": {k: v.copy() for k, v in original.model.state_dict().items()}, "optimizer": _copied(optimizer.state_dict())}
-    assert set(saved["optimizer"]["state"]) == {"0"} and len(saved["optimizer"]["state"]["0"]["old_dirs"]) == 3
+    assert set(saved["optimizer"]["state"]) == {0} and len(saved["optimizer"]["state"][0]["old_dirs"]) == 3
     for _ in range(2):
         optimizer.step(lambda: evaluate(original.inputs, original.target))
-    assert len(optimizer.state_dict()["state"]["0"]["old_dirs"]) == 5
+    assert len(optimizer.kiln_state_dict()["state"]["0"]["old_dirs"]) == 5
     reloaded = kiln.optim.LBFGS(copy.model.parameters(), **options)
     for model, loaded in ((original.model, optimizer), (copy.model, reloaded)):
         model.load_state_dict(saved["model"])
@@ -462,10 +462,10 @@ def test_a_bad_saved_state_is_refused_and_nothing_is_written(torch, edit, messag
     optimizer = kiln.optim.LBFGS(pair.model.parameters(), max_iter=5)
     evaluate = kiln.optim.loss_and_grad(pair.model, pair.loss_fn, optimizer)
     optimizer.step(lambda: evaluate(pair.inputs, pair.target))
-    state = _copied(optimizer.state_dict())
-    before = _copied(optimizer.state_dict())
+    state = _copied(optimizer.kiln_state_dict())
+    before = _copied(optimizer.kiln_state_dict())
     edit(state)
     with pytest.raises(CheckpointError, match=message):
         optimizer.load_state_dict(state)
     for name, value in before["state"]["0"].items():
-        np.testing.assert_array_equal(optimizer.state_dict()["state"]["0"][name], value)
+        np.testing.assert_array_equal(optimizer.kiln_state_dict()["state"]["0"][name], value)

@@ -88,7 +88,7 @@ def train_with_state(
             assert float(entry["step"]) == optimizer.step_count
             theirs[str(key)] = {name: value.numpy() for name, value in entry.items() if name != "step"}
         yield (Side(loss, model.state_dict()), Side(torch_loss, {k: v.numpy() for k, v in reference.state_dict().items()}),
-               optimizer.state_dict()["state"], theirs)
+               optimizer.kiln_state_dict()["state"], theirs)
     assert step.compile_count == 1  # one graph for every step: RAdam's switch is data, not Python control flow
 
 
@@ -215,7 +215,7 @@ def test_a_checkpoint_saved_mid_run_resumes_exactly(run: Run, tmp_path):
     resumed, resumed_optimizer, _ = training(run, seed=1)  # other initial weights, empty state
     resumed.load(str(tmp_path / "mid.kiln"))
     assert resumed_optimizer.step_count == 4
-    assert set(resumed_optimizer.state_dict()["state"]["0"]) == STATE_NAMES[run.optimizer]
+    assert set(resumed_optimizer.kiln_state_dict()["state"]["0"]) == STATE_NAMES[run.optimizer]
     assert [resumed(x, y) for x, y in batches[4:]] == losses
     again = snapshot(resumed)
     assert again["step"] == expected["step"] == 12

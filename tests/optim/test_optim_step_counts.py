@@ -1,6 +1,6 @@
 """Per-parameter step counts in the optimizer's state_dict, against PyTorch 2.13 in float64: a head first trained
 late (no ``.grad`` for its first steps) has its own count, PyTorch's ``state[p]["step"]``, which Adam's bias correction
-follows. kiln's ``state_dict`` keeps it (``skipped_steps``), so a round trip through ``kiln.save``/``kiln.load`` gives
+follows. kiln keeps it (``state_dict()["state"][i]["step"]`` as PyTorch; ``skipped_steps`` in ``kiln_state_dict``), so a round trip through ``kiln.save``/``kiln.load`` gives
 the same next updates as no round trip, and it crosses to PyTorch and back (``frontend/optim_base.py``)."""
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def test_a_late_heads_own_step_count_is_torchs():
     _train(kiln, model, ours, range(TOTAL))
     _train(torch, twin, theirs, range(TOTAL))
     _assert_same_as_torch(model, twin)
-    own = {key: int(TOTAL) - ours.state_dict()["skipped_steps"].get(key, 0) for key in map(str, range(6))}
+    own = {key: int(TOTAL) - ours.kiln_state_dict()["skipped_steps"].get(key, 0) for key in map(str, range(6))}
     assert own == {str(i): int(theirs.state_dict()["state"][i]["step"]) for i in range(6)}
 
 
@@ -75,7 +75,7 @@ def test_the_round_trip_through_kiln_save_keeps_the_step_counts_and_the_next_upd
     _train(kiln, model, optimizer, range(EARLY_STEPS, TOTAL))
 
     saved = kiln.load(tmp_path / "run.npz")
-    assert saved["optimizer"]["skipped_steps"] == LATE_KEYS
+    assert {key: int(entry["step"]) for key, entry in saved["optimizer"]["state"].items()} == {0: 4, 1: 4, 2: 1, 3: 1, 4: 4, 5: 4}
     resumed, resumed_optimizer = _fresh(saved["model"])
     resumed_optimizer.load_state_dict(saved["optimizer"])
     _train(kiln, resumed, resumed_optimizer, range(EARLY_STEPS, TOTAL))
@@ -88,10 +88,10 @@ def test_a_state_saved_without_step_counts_loads_as_one_where_no_parameter_misse
     torch, model, _ = torch_twins(_two_heads)
     optimizer = kiln.optim.Adam(model.parameters(), lr=0.05)
     _train(kiln, model, optimizer, range(EARLY_STEPS))
-    old_layout = {key: value for key, value in optimizer.state_dict().items() if key != "skipped_steps"}
+    old_layout = {key: value for key, value in optimizer.kiln_state_dict().items() if key != "skipped_steps"}
     resumed, resumed_optimizer = _fresh(model.state_dict())
     resumed_optimizer.load_state_dict(old_layout)
-    assert resumed_optimizer.state_dict()["skipped_steps"] == {}
+    assert resumed_optimizer.kiln_state_dict()["skipped_steps"] == {}
     _train(kiln, model, optimizer, range(EARLY_STEPS, EARLY_STEPS + 1))
     _train(kiln, resumed, resumed_optimizer, range(EARLY_STEPS, EARLY_STEPS + 1))
     ours, uninterrupted = _parameters(resumed), _parameters(model)
@@ -122,7 +122,7 @@ def test_torchs_step_counts_resume_in_kiln_and_are_saved_again():
     resumed, optimizer = _fresh({name: value.numpy() for name, value in twin.state_dict().items()})
     optimizer.load_state_dict({"state": {k: {n: v.numpy() for n, v in entry.items()} for k, entry in saved["state"].items()},
                                "param_groups": saved["param_groups"]})
-    assert optimizer.state_dict()["skipped_steps"] == LATE_KEYS
+    assert optimizer.kiln_state_dict()["skipped_steps"] == LATE_KEYS
     _train(kiln, resumed, optimizer, range(EARLY_STEPS, TOTAL))
     _train(torch, twin, theirs, range(EARLY_STEPS, TOTAL))
     _assert_same_as_torch(resumed, twin)
@@ -133,11 +133,11 @@ def test_step_counts_are_keyed_by_the_names_a_train_step_checkpoint_uses():
     optimizer = kiln.optim.Adam(model.parameters(), lr=0.05)
     _train(kiln, model, optimizer, range(EARLY_STEPS))
     names = {id(p): name for name, p in model.named_parameters()}
-    saved = optimizer.state_dict(names)
+    saved = optimizer.kiln_state_dict(names)
     assert saved["skipped_steps"] == {"late.weight": 3, "late.bias": 3}
     resumed, resumed_optimizer = _fresh(model.state_dict())
     resumed_optimizer.load_state_dict(saved, {id(p): name for name, p in resumed.named_parameters()})
-    assert resumed_optimizer.state_dict()["skipped_steps"] == LATE_KEYS
+    assert resumed_optimizer.kiln_state_dict()["skipped_steps"] == LATE_KEYS
 
 
 @pytest.mark.parametrize(("skipped", "message"), [
@@ -148,7 +148,7 @@ def test_damaged_step_counts_are_refused_and_nothing_is_written(skipped: dict[st
     torch, model, _ = torch_twins(_two_heads)
     optimizer = kiln.optim.Adam(model.parameters(), lr=0.05)
     _train(kiln, model, optimizer, range(EARLY_STEPS))
-    saved = {**optimizer.state_dict(), "skipped_steps": skipped}
+    saved = {**optimizer.kiln_state_dict(), "skipped_steps": skipped}
     resumed, resumed_optimizer = _fresh(model.state_dict())
     with pytest.raises(CheckpointError, match=message):
         resumed_optimizer.load_state_dict(saved)

@@ -230,7 +230,7 @@ def from_torch(optimizer: Any, state: dict[str, Any]) -> dict[str, Any]:
 
 def to_torch(torch: Any, optimizer: Any, torch_optimizer: Any) -> dict[str, Any]:
     """kiln's state as a ``torch.optim`` ``state_dict``: tensors, scalar states 0-d, each parameter's ``step``."""
-    ours = optimizer.state_dict()
+    ours = optimizer.kiln_state_dict()
     theirs = torch_optimizer.state_dict()
     state = {}
     for key, entry in ours["state"].items():
@@ -273,11 +273,11 @@ def test_kilns_state_dict_loads_into_torch_and_the_run_continues_in_lockstep(tor
 def test_adafactor_state_has_the_factored_shapes_and_a_wrong_shape_does_not_load():
     step, optimizer, model = training(Run("Adafactor", {}), seed=0)
     step(*digit_like_batches(1, seed=DATA_SEED)[0])
-    state = optimizer.state_dict()["state"]
+    state = optimizer.kiln_state_dict()["state"]
     weight, bias = (p.data for p in list(model.parameters())[:2])
     assert {k: v.shape for k, v in state["0"].items()} == {"row_var": (weight.shape[0], 1), "col_var": (1, weight.shape[1])}
     assert {k: v.shape for k, v in state["1"].items()} == {"variance": bias.shape}
-    saved = optimizer.state_dict()
+    saved = optimizer.kiln_state_dict()
     saved["state"] = {**saved["state"], "0": {"row_var": np.zeros(weight.shape), "col_var": state["0"]["col_var"]}}
     with pytest.raises(CheckpointError, match=r"0.row_var has shape \(128, 64\), the parameter \(128, 64\) \(this state \(128, 1\)\)"):
         optimizer.load_state_dict(saved)

@@ -63,7 +63,7 @@ def test_updates_and_state_dicts_are_torchs_in_either_default_dtype(torch, defau
     _steps(torch, ours, optimizer, theirs, reference, 4, seed=1)
     _same_torch_state(optimizer.torch_state_dict()["state"], reference.state_dict()["state"], dtype)
     scalar = {"float32": np.float32, "float64": np.float64}[default_dtype]
-    for state in optimizer.state_dict()["state"].values():
+    for state in optimizer.kiln_state_dict()["state"].values():
         assert all(state[key].dtype == scalar for key in SCALARS[name])
 
 

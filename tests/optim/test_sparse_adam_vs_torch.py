@@ -48,7 +48,7 @@ def test_sparse_adam_state_and_untouched_rows_as_torchs(float64_default):
     torch = float64_default
     (ours, our_opt), (theirs, their_opt) = (_train(lib, OPTIMIZERS["SparseAdam"]) for lib in (kiln, torch))
     our_param, their_param = our_opt.param_groups[0]["params"][0], their_opt.param_groups[0]["params"][0]
-    our_state, their_state = our_opt.state_dict()["state"], their_opt.state[their_param]
+    our_state, their_state = our_opt.kiln_state_dict()["state"], their_opt.state[their_param]
     for name in ("exp_avg", "exp_avg_sq"):
         np.testing.assert_allclose(our_state["0"][name], their_state[name].numpy(), rtol=1e-13, atol=1e-15)
     assert our_opt.step_count == their_state["step"] == 4

@@ -8,7 +8,7 @@ checks nothing); and compiled, the step kept the first trace's ``lr`` (a Python 
 state made in the trace had no values after it. Now the state is indexed by the parameter and defaults to ``{}``, a
 group's values read by the user's code are guarded (a changed ``lr`` traces again, as torch.compile recompiles), a
 state tensor made from constants is kept as an eager tensor (written back at each call), and one made from other
-values is refused with the line. Values vs torch 2.13, float64.
+values too (SAM's ``old_p``; it was refused). Values vs torch 2.13, float64.
 """
 
 from __future__ import annotations
@@ -87,27 +87,44 @@ def test_state_is_indexed_by_the_parameter_and_by_its_id():
     assert optimizer.state[kiln.nn.Parameter(kiln.zeros(1))] == {}  # a defaultdict(dict), as torch's
 
 
-def test_state_computed_from_other_tensors_in_a_trace_is_refused_with_the_line():
-    class CopyState(kiln.optim.Optimizer):
+def _copy_state_run(lib, compiled):
+    """An optimizer whose ``step`` keeps ``p.detach().clone()`` in its state, then moves ``p``: the state after each
+    call holds the parameter as the step found it."""
+
+    class CopyState(lib.optim.Optimizer):
         def __init__(self, params):
             super().__init__(params, dict(lr=0.1))
 
-        @kiln.no_grad()
+        @lib.no_grad()
         def step(self):
             for p in self.param_groups[0]['params']:
                 self.state[p]['previous'] = p.detach().clone()
+                p.add_(p.grad, alpha=-0.1)
 
-    model = kiln.nn.Linear(2, 1)
+    model = lib.nn.Linear(2, 1)
+    with lib.no_grad():
+        model.weight.copy_(lib.tensor([[0.5, -0.25]]))
+        model.bias.fill_(0.1)
     optimizer = CopyState(model.parameters())
 
     def step(x):
         optimizer.zero_grad()
-        model(x).sum().backward()
+        model(x).pow(2).sum().backward()
         optimizer.step()
 
-    with pytest.raises(kiln.TraceError, match=r"(?s)test_user_defined_optimizer_vs_torch.py:\d+.*'previous'.*no values "
-                                              r"after the trace"):
-        kiln.compile(step, fullgraph=True)(kiln.ones(1, 2))
+    run = kiln.compile(step, fullgraph=True) if compiled else step
+    previous = []
+    for scale in (1.0, 2.0, 3.0):
+        run(lib.tensor([[scale, 1.0]]))
+        previous.append(np.array(optimizer.state[model.weight]['previous'].numpy()))
+    return previous
+
+
+def test_state_computed_from_other_tensors_in_a_trace_holds_each_calls_value_as_torch(float64_default):
+    """SAM's ``self.state[p]["old_p"] = p.data.clone()`` in a compiled step: it was refused ('no values after the
+    trace'); now the state holds each call's value, as torch's (``frontend/optim_parameter_state.py``)."""
+    for ours, theirs in zip(_copy_state_run(kiln, True), _copy_state_run(float64_default, False), strict=True):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-12)
 
 
 def heavy_ball(lib):
