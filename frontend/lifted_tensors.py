@@ -29,6 +29,7 @@ recorded op links to its chain, so ``backward()`` reaches it, as
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import numpy as np
@@ -105,8 +106,9 @@ class LiftedTensors:
         self.tensors = lifting.tensors() if lifting is not None else []
         self.types = [value.type for value in lifting.inputs()] if lifting is not None else []
         self.guarded = list(lifting.guarded.values()) if lifting is not None else []
-        self.attributes: dict[int, tuple[Any, str]] = {}
-        """Lifted tensors fed from a module attribute the function rebinds (``follow_attribute``), by index."""
+        self.sources: dict[int, Callable[[], Any]] = {}
+        """Lifted tensors fed from where they are held at each call (``follow``): a module attribute the function
+        rebinds, a global rebound between calls; by index."""
         self.requiring_grad = [id(tensor) in lifting.requiring_grad for tensor in self.tensors] if lifting is not None else []
         """Which lifted tensors required grad when traced: a call's outputs need a chain back to them."""
         self.written = lifting.written_tensors if lifting is not None else []
@@ -118,13 +120,17 @@ class LiftedTensors:
     def follow_attribute(self, tensor: Any, module: Any, name: str) -> None:
         """Feed the lifted ``tensor`` from ``module.name`` at each call: the function sets that attribute to a new
         tensor (``self.h = f(self.h)``), so the next call reads that one."""
-        self.attributes[next(k for k, t in enumerate(self.tensors) if t is tensor)] = (module, name)
+        self.follow(tensor, functools.partial(_attribute_now, module, name))
+
+    def follow(self, tensor: Any, source: Callable[[], Any]) -> None:
+        """Feed the lifted ``tensor`` from ``source()`` at each call (what holds it now)."""
+        self.sources[next(k for k, t in enumerate(self.tensors) if t is tensor)] = source
 
     def current(self) -> list[Any]:
-        """The tensors to feed now: each lifted one, or the one its attribute holds now (``follow_attribute``)."""
+        """The tensors to feed now: each lifted one, or the one its source holds now (``follow``)."""
         tensors = list(self.tensors)
-        for index, (module, name) in self.attributes.items():
-            tensors[index] = module.__dict__.get(name)
+        for index, source in self.sources.items():
+            tensors[index] = source()
         return tensors
 
     def arrays(self) -> list[np.ndarray]:
@@ -175,6 +181,10 @@ def _array(tensor: Any, arrays: Any) -> np.ndarray | None:
         return None
     value = tensor.__dict__.get("_value")
     return None if value is None else arrays.get(value)
+
+
+def _attribute_now(owner: Any, name: str) -> Any:
+    return owner.__dict__.get(name)
 
 
 def lifting_eager_tensors(fn: Callable[..., Any], lifts: bool = True) -> Callable[..., Any]:

@@ -106,9 +106,13 @@ class TraceContext:
         trace (``runtime/attribute_writes.py`` guards and replays them: the trace runs the Python once)."""
         self.modules_made: set[int] = set()
         """Modules constructed while tracing (their attribute writes are no state from before the trace)."""
-        self.modules_called: dict[int, Any] = {}
-        """Modules called while tracing (``Module.__call__``): their plain attributes are guarded
+        self.module_attribute_reads: dict[tuple[int, str], Any] = {}
+        """The public attributes of modules the trace read from their ``__dict__`` (``self.temperature``), as
+        ``(id(module), name) -> module`` (``frontend/module_attribute_reads.py``): the plain ones are guarded
         (``runtime/attribute_writes.py``, ``module_reads``)."""
+        self.undo_writes: list[Callable[[], None]] = []
+        """What puts back the writes the traced Python made outside modules (a global, a closure variable:
+        ``runtime/namespace_reads.py``) when the trace fails (``restore_attributes``)."""
         self.step_capture: Any = None
         """In a ``kiln.compile``d training step: what its ``backward()``, ``zero_grad()`` and ``optimizer.step()`` do to
         state (``runtime/step_capture.py``'s ``StepCapture``)."""
@@ -123,6 +127,8 @@ class TraceContext:
         runs eagerly and sets them itself."""
         for module, name, before in self.attribute_writes.values():
             set_attribute(module, name, before)
+        for undo in reversed(self.undo_writes):
+            undo()
         if self.lifting is not None:  # eager tensors it wrote in place get their values back
             self.lifting.restore_written()
 
@@ -311,6 +317,7 @@ def trace_context(fn: Callable[..., Any], *specs: TensorSpec, name: str | None =
     the specs, in ``context.parameters`` order), buffer updates and the seed input, for callers that feed them.
     ``wants_grad[k]``: whether input ``k`` stands for a tensor that requires grad (its traced ``requires_grad``);
     ``exporting``: an ONNX export's trace (``TraceContext.exporting``)."""
+    from kiln.frontend.module_attribute_reads import recording_module_reads
     from kiln.frontend.tensor import Tensor
 
     graph_name = name or getattr(fn, "__name__", None) or type(fn).__name__
@@ -325,7 +332,8 @@ def trace_context(fn: Callable[..., Any], *specs: TensorSpec, name: str | None =
             _name_parameters(context, fn)
             inputs = [Tensor(context.graph.add_input(spec.type, input_name)) for spec, input_name in zip(specs, input_names(fn, len(specs)))]
             context.grad_leaves.update(t.value for t, wanted in zip(inputs, wants_grad) if wanted and t.dtype.is_float)
-            result = fn(*inputs)
+            with recording_module_reads():
+                result = fn(*inputs)
             context.graph.outputs = [as_value(item, what) for item in flatten_outputs(result)
                                      if not (exporting and item is None)]  # dropped, as torch.onnx.export does
     except BaseException:

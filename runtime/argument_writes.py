@@ -67,4 +67,31 @@ def write_back_arguments(arguments: Sequence[Any], written: Sequence[int], outpu
     return own
 
 
-__all__ = ["refuse_argument_writes", "values_before", "write_back_arguments", "written_arguments"]
+def marked_arguments(inputs: Sequence[Any], marked: Sequence[Any]) -> tuple[int, ...]:
+    """The positions of the arguments a compiled step marked by ``requires_grad_()`` (rosinality's R1 step:
+    ``real_img.requires_grad = True``): the caller's tensors require grad after the call, as torch's eager code leaves
+    them, and get the ``.grad`` the step's ``backward()`` gave them."""
+    ids = {id(tensor) for tensor in marked}
+    return tuple(k for k, item in enumerate(inputs) if isinstance(item, Tensor) and id(item) in ids)
+
+
+def write_back_argument_grads(arguments: Sequence[Any], marked: Sequence[int], with_grad: Sequence[int],
+                              outputs: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The outputs before the last ``len(with_grad)`` (the ``.grad`` a step's ``backward()`` gave the arguments at
+    ``with_grad``, in order): each marked argument made to require grad, and those gradients added to its ``.grad``, as
+    torch's ``backward()`` accumulates them."""
+    from kiln.frontend.eager_values import eager_leaf  # lazily: eager values build on the runtime
+
+    own, grads = outputs[: len(outputs) - len(with_grad)], outputs[len(outputs) - len(with_grad) :]
+    for k in marked:
+        if isinstance(arguments[k], Tensor) and not arguments[k].requires_grad:
+            arguments[k].requires_grad_(True)
+    for k, grad in zip(with_grad, grads):
+        target, value = arguments[k], eager_leaf(np.array(grad))
+        if isinstance(target, Tensor):
+            target.grad = value if target.grad is None else target.grad + value
+    return own
+
+
+__all__ = ["marked_arguments", "refuse_argument_writes", "values_before", "write_back_argument_grads",
+           "write_back_arguments", "written_arguments"]

@@ -18,8 +18,8 @@ Attributes set with ``module.name = value`` on a ``Module`` are seen by its ``__
 objects the compiled function reaches (a bound method's object, TD3's ``self.total_it += 1``, or an object its closure
 holds) by ``runtime/plain_object_writes.py``, which also tells the writes of attributes first read (guarded) from
 those first set (only replayed); what the function reaches is found by ``runtime/reachable_objects.py`` (its closure,
-the globals it names, their plain objects' attributes). Not seen: a list appended to (``runtime/container_arguments.py``
-refuses stores of traced tensors into one).
+the globals it names, their plain objects' attributes). Stores into the dicts and lists it reaches are replayed by
+``runtime/container_stores.py`` (``stores``).
 """
 
 from __future__ import annotations
@@ -58,6 +58,12 @@ class AttributeWrites:
     reads: list[tuple[Any, str, Any]] = field(default_factory=list)
     """Plain objects' attributes the trace read and left (``READ``) and the plain attributes of the modules it called
     (``module_reads``): ``(object, name, value)``, guarded."""
+    namespace: Any = None
+    """The globals, closure variables and container items the function reads (``runtime/namespace_reads.py``'s
+    ``NamespaceReads``), guarded, and those it set, replayed; None where it reads none."""
+    stores: Any = None
+    """The stores of traced tensors into the dicts and lists it reaches (``runtime/container_stores.py``'s
+    ``ContainerStores``), guarded and replayed after each call; None where it made none."""
 
     @classmethod
     def of(cls, context: TraceContext) -> "AttributeWrites":
@@ -74,9 +80,13 @@ class AttributeWrites:
             writes.append((module, name, before, after))
         numbers = [isinstance(module.__dict__.get(name), DynamicInt) for module, name, _ in tensors]
         reads = list(READ.get(context, {}).values())
-        reads += module_reads([m for m in context.modules_called.values() if id(m) not in context.modules_made],
-                              context.attribute_writes)
-        return cls(writes, tensors, [None] * len(tensors), set(UNGUARDED.get(context, ())), numbers, reads)
+        reads += module_reads(context)
+        from kiln.runtime.container_stores import CONTAINER_STORES  # lazily: they build on this file
+        from kiln.runtime.namespace_reads import NAMESPACE_READS
+
+        stores = CONTAINER_STORES.get(context)
+        return cls(writes, tensors, [None] * len(tensors), set(UNGUARDED.get(context, ())), numbers, reads,
+                   NAMESPACE_READS.get(context), stores if stores is not None and stores.stores else None)
 
     def traced_values(self) -> list[Any]:
         """The traced tensors' values (the graph's outputs for them); each attribute gets its value from before the
@@ -85,7 +95,7 @@ class AttributeWrites:
         for module, name, before in self.tensors:
             values.append(module.__dict__[name].value)
             set_attribute(module, name, before)
-        return values
+        return values + (self.stores.traced_values() if self.stores is not None else [])
 
     def hold(self) -> bool:
         """Whether every written attribute holds its value from before the trace (what the trace read); one set to a
@@ -101,7 +111,8 @@ class AttributeWrites:
 
     def reads_hold(self) -> bool:
         """Whether each plain object's attribute the trace read holds the value it read (``cfg.scale``)."""
-        return all(holds_value(vars(owner).get(name, MISSING), value) for owner, name, value in self.reads)
+        return (all(holds_value(vars(owner).get(name, MISSING), value) for owner, name, value in self.reads)
+                and (self.namespace is None or self.namespace.hold()) and (self.stores is None or self.stores.hold()))
 
     def replayed(self, outputs: Sequence[Any]) -> Sequence[Any]:
         """Leave each attribute as the trace did, those set to a tensor to an eager one holding its value in this
@@ -110,6 +121,12 @@ class AttributeWrites:
 
         for module, name, _, after in self.writes:
             set_attribute(module, name, after)
+        if self.namespace is not None:
+            self.namespace.replay()
+        if self.stores is not None:  # the container stores' outputs come last
+            first = len(outputs) - self.stores.outputs
+            self.stores.replay(outputs[first:])
+            outputs = outputs[:first]
         if not self.tensors:
             return outputs
         first = len(outputs) - len(self.tensors)
@@ -127,8 +144,10 @@ class AttributeWrites:
     def changed_read_names(self) -> str:
         """The attributes read whose values differ now from those the trace read (``VAE_gumbel.temp``), named for a
         recompile-limit message."""
-        return ", ".join(f"{type(owner).__name__}.{name}" for owner, name, value in self.reads
-                         if not holds_value(vars(owner).get(name, MISSING), value))
+        names = [f"{type(owner).__name__}.{name}" for owner, name, value in self.reads
+                 if not holds_value(vars(owner).get(name, MISSING), value)]
+        names += self.namespace.changed_names() if self.namespace is not None else []
+        return ", ".join(names + (self.stores.changed_names() if self.stores is not None else []))
 
 
 def is_traced_tensor(value: Any) -> bool:
@@ -165,12 +184,18 @@ def guardable(value: Any) -> bool:
             or isinstance(value, DynamicInt))
 
 
-def module_reads(modules: Sequence[Any], written: Any) -> list[tuple[Any, str, Any]]:
-    """``(module, name, value)`` for each public attribute of ``modules`` holding a ``guardable`` value (``self.scale``,
-    ``self.temperature``) the trace did not set (``written``: ``context.attribute_writes``): guarded, as
-    ``torch.compile`` guards the module attributes it reads (a forward reads most of those it keeps)."""
-    return [(module, name, value) for module in modules for name, value in list(vars(module).items())
-            if name[0] != "_" and name != "training" and (id(module), name) not in written and guardable(value)]
+def module_reads(context: TraceContext) -> list[tuple[Any, str, Any]]:
+    """``(module, name, value)`` for each public module attribute the trace read (``self.scale``,
+    ``self.temperature``: ``frontend/module_attribute_reads.py``) that holds a ``guardable`` value and that it did not
+    set, on a module made before the trace: guarded, as ``torch.compile`` guards the module attributes its code reads
+    (one it never reads, ``model.last_loss``, may change freely). ``training`` is the modes' guard's."""
+    reads = []
+    for (key, name), module in context.module_attribute_reads.items():
+        value = vars(module).get(name, MISSING)
+        if (name != "training" and key not in context.modules_made and (key, name) not in context.attribute_writes
+                and guardable(value)):
+            reads.append((module, name, value))
+    return reads
 
 
 def holds_value(value: Any, before: Any) -> bool:

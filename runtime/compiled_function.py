@@ -34,12 +34,13 @@ from kiln.frontend.autocast import autocast_signature
 from kiln.frontend.eager_values import ARRAYS, eager_leaf
 from kiln.frontend.lifted_tensors import LiftedTensors, lifted_after_parameters, lifting_eager_tensors
 from kiln.frontend.module import Module, Parameter
+from kiln.frontend.symbolic_dims import static_on_demand
 from kiln.frontend.torch_array import plain
 from kiln.frontend.tensor import Tensor
 from kiln.frontend.trace import TraceContext, trace_context, user_stacklevel
 from kiln.frontend.value_guards import ValueGuards, guards_of, specializing_on
 from kiln.frontend.whole_step_inputs import BackwardInCompiledForward, tracing_compiled_forward
-from kiln.runtime.argument_writes import write_back_arguments
+from kiln.runtime.argument_writes import write_back_argument_grads, write_back_arguments
 from kiln.runtime.attribute_writes import AttributeWrites
 from kiln.runtime.compile_arguments import (UNCOMPILED_BACKENDS, checked_backend, named_like, number_positions,
                                             numbers_fixed, numbers_weak, traced_arguments, with_keywords)
@@ -49,10 +50,13 @@ from kiln.runtime.compiled_write_back import written_back
 from kiln.runtime.container_arguments import checking_reachable_stores
 from kiln.runtime.dynamic_attributes import DynamicAttributes
 from kiln.runtime.plain_object_writes import plain_owners, watching_plain_owner
+from kiln.runtime.module_structure import ModuleStructure
+from kiln.runtime.namespace_reads import guarding_namespace_reads
 from kiln.runtime.donation import value_donations
 from kiln.runtime.executable import Executable
-from kiln.runtime.batch_dims import BatchDim, batch_axes, batch_signature, batch_specs, scalars_unbatched
+from kiln.runtime.batch_dims import BATCH, BatchDim, batch_axes, batch_signature, batch_specs, scalars_unbatched
 from kiln.runtime.pytree import Structure, unflatten
+from kiln.runtime.rebound_names import bindings_guard
 from kiln.runtime.step_capture import CapturedStep, Modes, StepCapture, capturing
 from kiln.runtime.train_step import DEFAULT_PIPELINE
 
@@ -90,11 +94,20 @@ class _Variant:
     """Values the Python read from the inputs (``int(lengths.max())``): recomputed from a call's, which needs the same."""
     argument_writes: tuple[int, ...] = ()
     """The arguments ``fn`` writes in place (SwAV's queue): their new values, the last outputs, go into the caller's."""
+    marked_arguments: tuple[int, ...] = ()
+    """The arguments a whole step marked by ``requires_grad_()``: the caller's tensors require grad after each call."""
+    argument_grads: tuple[int, ...] = ()
+    """Those the step's ``backward()`` reached: their ``.grad``s, the very last outputs, go into the caller's ``.grad``."""
+    bindings: Callable[[], bool] = lambda: True
+    """Whether the names the function reached its modules and optimizers by hold them still (``runtime/rebound_names.py``)."""
+    module_structure: ModuleStructure | None = None
+    """The modules it reaches with their parameters and submodules (``runtime/module_structure.py``)."""
 
     def holds(self, arrays: Sequence[np.ndarray]) -> bool:
         """Whether what the trace assumed for a call on ``arrays`` (modules' modes, a step's ``.grad``s and optimizers,
-        the shapes of the eager tensors it read and the values it used) still holds."""
-        return (self.modes.hold() and self.writes.hold() and (self.captured is None or self.captured.holds())
+        the shapes of the eager tensors it read and the values it used, the objects its names held) still holds."""
+        return (self.bindings() and (self.module_structure is None or self.module_structure.hold()) and self.modes.hold()
+                and self.writes.hold() and (self.captured is None or self.captured.holds())
                 and self.lifted.hold() and self.value_guards.hold(arrays))
 
 
@@ -126,6 +139,9 @@ class CompiledFunction:
     recompile_limit: int = 8
     """Training forwards traced (one per exact input signature) before calls with new signatures run eagerly, as
     ``torch.compile``'s ``cache_size_limit``."""
+    training_superseded: dict[tuple[Any, ...], list[TrainingVariant]] = field(default_factory=dict)
+    """Earlier training forwards of a signature whose guards failed (a branch on a counter taken the other way), kept
+    as ``superseded``'s: a call whose state matches one again reuses it instead of tracing."""
     superseded: dict[tuple[Any, ...], list[_Variant]] = field(default_factory=dict)
     """Earlier variants of a signature whose guards failed (``eval()`` called, a ``.grad`` cleared), kept as
     ``torch.compile``'s cache entries are: a call whose state matches one again reuses it instead of tracing."""
@@ -154,7 +170,8 @@ class CompiledFunction:
             self.grad_arguments = tuple(k for k, a in enumerate(arrays) if isinstance(a, Tensor) and a.requires_grad
                                         and self.whole_step)
             arrays_np = [np.asarray(a) for a in arrays] if training is None else []
-            variant = None if training is not None else self._inference_lookup(fn, arrays, arrays_np, extra)
+            step_key = (extra, self.grad_arguments) if self.grad_arguments else extra  # a step traced per grad argument set
+            variant = None if training is not None else self._inference_lookup(fn, arrays, arrays_np, step_key)
             training = training if variant is None else _closure_training(variant, arrays)
             if training is None:
                 outputs = self._inference_call(variant, arrays, arrays_np)
@@ -178,14 +195,14 @@ class CompiledFunction:
         """The inference variant for these arrays (traced on first sight), ``_EAGER`` where the call runs eagerly."""
         batch_dim = scalars_unbatched(arrays_np, self.batch_dim)
         batch_dim = batch_dim if len(arrays_np) < 2 else _broadcast_inputs_static(arrays_np, batch_dim)
-        tensors_given = any(isinstance(a, Tensor) for a in arrays)
+        tensors_given = pytorch_style(arrays)
         variant = self._variant_for(numbers_weak(fn, number_positions(arrays)), arrays_np, batch_dim, extra, tensors_given)
         return _EAGER if variant is None else variant
 
     def _inference_call(self, variant: Any, arrays: tuple[Any, ...], arrays_np: list[np.ndarray]) -> Any:
         if variant is _EAGER:
             return _EAGER
-        tensors_given = any(isinstance(a, Tensor) for a in arrays)
+        tensors_given = pytorch_style(arrays)
         feeds = [*arrays_np, *[plain(p.data) for p in variant.parameters]]  # plain views: outputs written in place are them
         feeds += variant.lifted.arrays()
         feeds += variant.captured.inputs() if variant.captured is not None else []
@@ -199,6 +216,7 @@ class CompiledFunction:
             variant.lifted.write_back(written)
         outputs = written_back(variant.buffers, variant.captured, variant.donations, outputs, feeds,
                                feeds[len(arrays_np) :])
+        outputs = write_back_argument_grads(arrays, variant.marked_arguments, variant.argument_grads, outputs)
         outputs = write_back_arguments(arrays, variant.argument_writes, outputs)
         if variant.returns_none:
             return None
@@ -224,8 +242,9 @@ class CompiledFunction:
         variant = self.training_variants.get(key)
         if variant is not None and not variant.holds(arrays_np):  # a closure tensor or an input value it read changed
             del self.training_variants[key]
-            self.dynamic_ints.mark_changed(variant.attributes)  # an int it read changed: a number that changes
-            if not variant.value_guards.hold(arrays_np) and self._retraced_past_limit(key):
+            if self._earlier_training_variant(key, variant, arrays_np):
+                return self.training_variants[key]
+            if self._retraced_past_limit(key, variant, arrays_np):
                 return None
         if key not in self.training_variants:
             if sum(variant is not None for variant in self.training_variants.values()) >= self.recompile_limit:
@@ -233,13 +252,33 @@ class CompiledFunction:
             self.training_variants[key] = self._compile_training(fn, arrays_np, wants_grad)
         return self.training_variants[key]
 
-    def _retraced_past_limit(self, key: tuple[Any, ...]) -> bool:
-        """Count a training forward traced again for a value it read from its inputs; past ``recompile_limit`` such
-        traces the signature runs eagerly (warned; ``fullgraph`` raises), as the inference calls' ``_guarded_variant``."""
+    def _earlier_training_variant(self, key: tuple[Any, ...], failed: TrainingVariant, arrays_np: list[np.ndarray]) -> bool:
+        """Keep ``failed`` (its guards fail now) among the signature's earlier forwards and make the one whose guards
+        hold the current one, if any (True); an int read that changed is a number that changes from now on instead,
+        traced again (False), as is a call no earlier forward fits. At most ``recompile_limit`` are kept."""
+        earlier = self.training_superseded.setdefault(key, [])
+        earlier.append(failed)
+        del earlier[: -self.recompile_limit]
+        if self.dynamic_ints.mark_changed(failed.attributes):  # an int it read changed: a number that changes
+            return False
+        match = next((variant for variant in earlier if variant.holds(arrays_np)), None)
+        if match is not None:
+            earlier.remove(match)
+            self.training_variants[key] = match
+        return match is not None
+
+    def _retraced_past_limit(self, key: tuple[Any, ...], failed: TrainingVariant, arrays_np: list[np.ndarray]) -> bool:
+        """Count a training forward traced again because ``failed``'s guards fail and no earlier one fits (a value read
+        from the inputs, an attribute or global read); past ``recompile_limit`` such traces the signature runs eagerly
+        (warned, naming what changed; ``fullgraph`` raises), as the inference calls' ``_guarded_variant``."""
         self.value_retraces[key] = self.value_retraces.get(key, 0) + 1
         if self.value_retraces[key] < self.recompile_limit:
             return False
-        self._eager_past_limit(f"{self._variants_traced()}: {_VALUES_CHANGE}", tensors_given=True)  # fullgraph: raised
+        if failed.attributes.reads_hold():
+            reason = _VALUES_CHANGE if not failed.value_guards.hold(arrays_np) else "its guards fail at every call"
+        else:
+            reason = _READ_CHANGES.format(failed.attributes.changed_read_names())
+        self._eager_past_limit(f"{self._variants_traced()}: {reason}", tensors_given=True)  # fullgraph: raised
         self.training_variants[key] = None
         return True
 
@@ -265,6 +304,8 @@ class CompiledFunction:
             return self._specialized_variant(key, fn, arrays, batch_dim, extra, tensors_given, traced)
         if variant is not None and not traced and not variant.holds(arrays):  # the state changed: an earlier variant, or trace again
             variant = self.variants[key] = self._guarded_variant(key, fn, arrays, batch_dim, extra, tensors_given)
+            if variant is _STATIC or variant is _SPECIALIZED:  # the new trace needs static shapes or number values
+                return self._variant_for(fn, arrays, batch_dim, extra, tensors_given, True)
         return variant
 
     def _specialized_variant(self, key: tuple[Any, ...], fn: Callable[..., Any], arrays: list[np.ndarray],
@@ -404,10 +445,12 @@ class CompiledFunction:
 
     def _training_trace_once(self, fn: Callable[..., Any], arrays: list[np.ndarray],
                              wants_grad: tuple[bool, ...]) -> TrainingVariant:
-        traced = self.dynamic_ints.tracing(checking_reachable_stores(watching_plain_owner(fn, self.fn), self.fn))
+        watched = guarding_namespace_reads(checking_reachable_stores(watching_plain_owner(fn, self.fn), self.fn), self.fn)
+        traced = self.dynamic_ints.tracing(watched)
         try:
             with tracing_compiled_forward():  # a backward() inside: a whole step (frontend/whole_step_inputs.py)
                 variant = compile_training(traced, arrays, wants_grad, self.backend, self.pipeline)
+            variant.module_structure = ModuleStructure.reached_by(self.fn)
             self.dynamic_ints.follow(variant.lifted)
             return variant
         finally:
@@ -450,10 +493,12 @@ class CompiledFunction:
         captures: list[StepCapture] = []  # a training step's backward() and optimizer.step() (runtime/step_capture.py)
         traced = checking_reachable_stores(watching_plain_owner(capturing(fn, captures, self.grad_arguments), self.fn),
                                            self.fn)
+        traced = guarding_namespace_reads(traced, self.fn)
         specializing = specializing_on(lifting_eager_tensors(self.dynamic_ints.tracing(traced)), arrays)  # values read: guarded
         try:
-            context = trace_context(named_like(specializing, traced), *batch_specs(arrays, batch_dim),
-                                    what="the compiled function's result")
+            with static_on_demand(frozenset({BATCH})):  # x[0] of the batch: traced again with static shapes
+                context = trace_context(named_like(specializing, traced), *batch_specs(arrays, batch_dim),
+                                        what="the compiled function's result")
             try:
                 variant = self._compiled_trace(context, captures, tensors_given, len(arrays))
             except KilnError:
@@ -486,6 +531,10 @@ class CompiledFunction:
         value_guards = guards_of(context, arguments_given, lifted)
         writes = _attribute_writes(context, lifted)
         _follow_plain_attributes(lifted, plain_owners(self.fn))
+        if writes.namespace is not None:
+            writes.namespace.follow_lifted(lifted)
+        if writes.stores is not None:
+            writes.stores.follow_lifted(lifted)
         context.graph.outputs += writes.traced_values()  # attributes set to a traced tensor: last
         donations = self._donations(context, step)
         PassManager(self.pipeline).run(context.graph)
@@ -493,7 +542,9 @@ class CompiledFunction:
         executable = get_backend(self.backend).compile(context.graph)
         return _Variant(context.graph, executable, context.parameters, buffers, seed is not None, captured,
                         captures[0].returned_none, captures[0].structure, captures[0].modes(), writes, donations, lifted,
-                        needs_chain, value_guards, argument_writes=captures[0].argument_writes)
+                        needs_chain, value_guards, argument_writes=captures[0].argument_writes,
+                        marked_arguments=captures[0].marked_arguments, argument_grads=captures[0].argument_grads,
+                        bindings=bindings_guard(self.fn), module_structure=ModuleStructure.reached_by(self.fn))
 
     def _donations(self, context: TraceContext, step: StepCapture | None) -> dict[int, int]:
         """What the backend may update in place: each updated parameter or buffer and each optimizer state, as
@@ -557,6 +608,13 @@ _EAGER = object()
 """What a call whose trace failed gives back: run ``fn`` itself."""
 
 
+def pytorch_style(arrays: tuple[Any, ...]) -> bool:
+    """Whether a call is PyTorch's kind, which gets tensors back and runs eagerly where it cannot be traced: given a
+    tensor, or nothing at all (a step reading its model and data from a closure, as ``torch.compile``d code calls
+    ``train_step()``); a call given NumPy arrays gets NumPy arrays back."""
+    return not arrays or any(isinstance(a, Tensor) for a in arrays)
+
+
 def _training_signature(fn: Callable[..., Any], arrays: tuple[Any, ...]) -> tuple[tuple[bool, ...], tuple[bool, ...]] | None:
     """For a call whose outputs a backward may differentiate, as ``torch.compile``'s module's (outside a trace, with
     gradients enabled, given eager tensors: NumPy arrays get the inference function; and either a tensor that requires
@@ -588,7 +646,7 @@ def _closure_training(variant: Any, arrays: tuple[Any, ...]) -> tuple[tuple[bool
 
     if variant is _EAGER or not variant.needs_chain or variant.captured is not None or not is_grad_enabled():
         return None
-    if not any(isinstance(a, Tensor) for a in arrays):
+    if not pytorch_style(arrays):
         return None
     trained = tuple(p.requires_grad and p.dtype.is_float for p in variant.parameters)
     return (False,) * len(arrays), ("closure", trained, tuple(mode for _, mode in variant.modes.read))

@@ -48,6 +48,7 @@ from kiln.runtime.attribute_writes import AttributeWrites
 from kiln.runtime.compile_arguments import named_like
 from kiln.runtime.executable import Executable
 from kiln.runtime.pytree import Structure, flatten, unflatten
+from kiln.runtime.rebound_names import bindings_guard
 
 COMPILED_FORWARD = "kiln.compile"
 """The ``function`` attribute of the ``custom.vjp`` a compiled call records (before the module's name)."""
@@ -215,11 +216,17 @@ class TrainingVariant:
     """Module attributes the forward set to a tensor it computed: their values follow the buffer updates."""
     value_guards: ValueGuards = field(default_factory=ValueGuards)
     """Values the Python read from the inputs (``int(lengths.max())``): a call giving others traces again."""
+    bindings: Callable[[], bool] = lambda: True
+    """Whether the names the function reached its modules by hold them still (``runtime/rebound_names.py``)."""
+    module_structure: Any = None
+    """The modules it reaches with their parameters and submodules (``runtime/module_structure.py``'s
+    ``ModuleStructure``), set by the caller after the trace."""
 
     def holds(self, arrays: Sequence[np.ndarray]) -> bool:
-        """Whether the closure tensors read, the values read from the inputs and the plain objects' attributes read are as
-        traced, for a call on ``arrays``."""
-        return self.lifted.hold() and self.value_guards.hold(arrays) and self.attributes.reads_hold()
+        """Whether the closure tensors read, the values read from the inputs, the plain objects' attributes read and the
+        objects its names held are as traced, for a call on ``arrays``."""
+        return (self.bindings() and (self.module_structure is None or self.module_structure.hold()) and self.lifted.hold()
+                and self.value_guards.hold(arrays) and self.attributes.reads_hold())
 
 
 def compile_training(fn: Callable[..., Any], arrays: Sequence[np.ndarray], wants_grad: Sequence[bool], backend: str,
@@ -248,6 +255,8 @@ def compile_training(fn: Callable[..., Any], arrays: Sequence[np.ndarray], wants
     buffers = in_call_order(context)
     graph.outputs += attributes.traced_values()  # after the buffers': set by each call (runtime/attribute_writes.py)
     lifted = LiftedTensors(context.lifting)  # closure tensors that require grad: inputs after the parameters
+    if attributes.stores is not None:  # a container's tensors the trace read: fed from it (runtime/container_stores.py)
+        attributes.stores.follow_lifted(lifted)
     value_guards = guards_of(context, arguments, lifted)
     lifted_after_parameters(graph, context.lifting, [context.parameter_values[id(p)] for p in parameters], len(specs))
     differentiated = [k for k, (spec, wanted) in enumerate(zip(specs, wants_grad)) if wanted and spec.type.dtype.is_float]
@@ -260,7 +269,8 @@ def compile_training(fn: Callable[..., Any], arrays: Sequence[np.ndarray], wants
     PassManager(pipeline).run(split.graph)
     name = getattr(fn, "__name__", None) or type(fn).__name__
     return TrainingVariant(split, get_backend(backend).compile(split.graph), parameters, buffers,
-                           context.seed_input is not None, *structure, name, detached, lifted, attributes, value_guards)
+                           context.seed_input is not None, *structure, name, detached, lifted, attributes, value_guards,
+                           bindings_guard(fn))
 
 
 def _compiled_attribute_writes(context: TraceContext) -> AttributeWrites:

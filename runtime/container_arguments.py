@@ -11,7 +11,9 @@ A cache kept in the closure (``cache = {}``), a global, or a module's attribute 
 same. ``check_stores`` compares each such container (nested dicts and lists too) with what it held before the trace:
 where the function stored a tensor it computed into one, every container gets its contents back and the trace fails with a ``KilnError``
 naming the container and the slot, so the call runs eagerly (warned; ``fullgraph=True`` raises it), as correct as
-PyTorch's eager run. The containers a plain object holds as attributes (an argument, a closure's or a global: a kv
+PyTorch's eager run. That refusal now stays for a container given as an argument and for stores no replay redoes (a
+list the trace shrinks); the stores into a container the function reaches otherwise (its closure's, a global, a
+module's attribute) are replayed after each call (``checking_reachable_stores``, ``runtime/container_stores.py``). The containers a plain object holds as attributes (an argument, a closure's or a global: a kv
 cache object's lists) are checked too. Not seen: module attributes whose names start with ``_``.
 """
 
@@ -21,7 +23,9 @@ import functools
 from typing import Any, Callable, Iterator
 
 from kiln.compiler.errors import KilnError
+from kiln.frontend.trace import TraceContext
 from kiln.runtime.attribute_writes import eager_constant, holds_traced_tensor
+from kiln.runtime.container_stores import Unreplayable, record_stores
 from kiln.runtime.reachable_objects import is_plain_object, reachable_objects
 
 Snapshot = list[tuple[Any, Any]]
@@ -51,8 +55,9 @@ def check_stores(before: list[tuple[str, str, Snapshot]]) -> None:
 
 
 def checking_reachable_stores(traced: Callable[..., Any], fn: Any) -> Callable[..., Any]:
-    """``traced`` (a wrapper of ``fn`` to trace) refusing stores into the dicts and lists ``fn`` reaches besides its
-    arguments: its closure's (a ``cache = {}`` the function fills) and its modules' attributes (``self.cache``)."""
+    """``traced`` (a wrapper of ``fn`` to trace) noting, for replay after each call, its stores into the dicts and
+    lists ``fn`` reaches besides its arguments: its closure's (a ``cache = {}`` the function fills) and its modules'
+    attributes (``self.cache``); refusing those no replay redoes."""
     reachable = reachable_containers(fn)
     if not reachable:
         return traced
@@ -61,10 +66,24 @@ def checking_reachable_stores(traced: Callable[..., Any], fn: Any) -> Callable[.
     def checked(*inputs: Any) -> Any:
         before = [(name, what, snapshot(container)) for name, what, container in reachable]
         result = traced(*inputs)
-        check_stores(before)
+        _replaying_stores(before)
         return result
 
     return checked
+
+
+def _replaying_stores(before: list[tuple[str, str, Snapshot]]) -> None:
+    """Note the trace's stores of its tensors into the containers of ``before`` for replay after each call
+    (``runtime/container_stores.py``) and give those containers their contents back; where one cannot be replayed,
+    refuse as ``check_stores``."""
+    stored = {id(container): (container, slots) for _, _, snapshots in before for container, slots in snapshots
+              if any(True for _ in _changed_slots(container, slots))}
+    try:
+        record_stores(TraceContext.current(), list(stored.values()))
+    except Unreplayable:
+        check_stores(before)
+    for container, slots in stored.values():
+        _restore(container, slots)
 
 
 def reachable_containers(fn: Any) -> list[tuple[str, str, Any]]:

@@ -8,7 +8,8 @@ from kiln.backends.onnx.export import EXTERNAL_DATA_THRESHOLD, graph_to_onnx, sa
 from kiln.backends.onnx.importer import import_onnx
 from kiln.compiler.ir.core import Graph, Value
 from kiln.compiler.passes.manager import PassManager
-from kiln.frontend.trace import TensorSpec, trace_context
+from kiln.frontend.trace import TensorSpec, TraceContext, set_attribute, trace_context
+from kiln.runtime.attribute_writes import holds_traced_tensor
 
 
 def export_onnx(model: Any, input_specs: Sequence[TensorSpec], path: str, output_names: Sequence[str] | None = None,
@@ -23,6 +24,7 @@ def export_onnx(model: Any, input_specs: Sequence[TensorSpec], path: str, output
     try:
         context = trace_context(model, *input_specs, what="the model's output", exporting=True)
         graph, parameters = context.graph, context.parameters
+        _no_traced_attributes(context)
     finally:
         if hasattr(model, "train"):
             model.train(was_training)
@@ -38,6 +40,15 @@ def export_onnx(model: Any, input_specs: Sequence[TensorSpec], path: str, output
     onnx_model = graph_to_onnx(graph, {first + i: p.data for i, p in enumerate(parameters)}, output_names)
     save_model(onnx_model, path, external_data_threshold)
     return onnx_model
+
+
+def _no_traced_attributes(context: TraceContext) -> None:
+    """Each module attribute the export's trace set to a tensor it computed (the style tutorial's loss modules:
+    ``self.loss = F.mse_loss(input, self.target)``) gets back its value from before the export: the trace ran on
+    symbolic inputs, so that tensor has no values outside it (reading it after the export failed)."""
+    for module, name, before in context.attribute_writes.values():
+        if holds_traced_tensor(module.__dict__.get(name)):
+            set_attribute(module, name, before)
 
 
 def _drop_unused_seed(graph: Graph, seed_input: Value | None) -> None:

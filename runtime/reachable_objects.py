@@ -33,6 +33,25 @@ def reachable_objects(fn: Any, depth: int = 3) -> list[Reached]:
     return list(found.values())
 
 
+def reachable_functions(fn: Any, depth: int = 3) -> list[types.FunctionType]:
+    """The functions ``fn`` reaches as ``reachable_objects`` walks them (the compiled function itself, the user's
+    helpers, wrapped functions, methods called), and the ``forward`` of each user's module class among the modules
+    it reaches (``fn`` itself where it is one) with the methods that ``forward`` calls on ``self``: the code whose
+    globals and closure variables a trace reads (``runtime/namespace_reads.py``)."""
+    from kiln.frontend.module import Module  # lazily: the runtime builds on the frontend
+
+    found: dict[int, Reached] = {}
+    functions: list[types.FunctionType] = []
+    _walk(("fn", "the compiled function", fn), found, set(), depth, functions)
+    modules = [item for _, _, item in found.values() if isinstance(item, Module)]
+    classes = {type(module): None for root in modules for module in root.modules() if is_users(type(module))}
+    for cls in classes:
+        forward = getattr(cls, "forward", None)
+        if isinstance(forward, types.FunctionType) and forward not in functions:
+            functions += [forward, *(m for m in _class_methods_named(cls, forward) if m not in functions)]
+    return functions
+
+
 def is_users(item: Any) -> bool:
     """Whether ``item`` (an object or a function) comes from the user's code rather than a library's."""
     module = getattr(item, "__module__", None) if isinstance(item, (types.FunctionType, type)) else type(item).__module__
@@ -63,27 +82,30 @@ def _library(package: str) -> bool:
     return file is None or file.startswith(sysconfig.get_paths()["stdlib"])
 
 
-def _walk(reached: Reached, found: dict[int, Reached], seen: set[int], depth: int) -> None:
+def _walk(reached: Reached, found: dict[int, Reached], seen: set[int], depth: int,
+          functions: list[types.FunctionType] | None = None) -> None:
     name, what, item = reached
     if item is None or id(item) in seen or depth < 0:
         return
     seen.add(id(item))
     if isinstance(item, types.MethodType):
-        _walk((name, "the object of the bound method", item.__self__), found, seen, depth)
-        _walk((name, what, item.__func__), found, seen, depth)
+        _walk((name, "the object of the bound method", item.__self__), found, seen, depth, functions)
+        _walk((name, what, item.__func__), found, seen, depth, functions)
         for method in _methods_called(item):  # gail.py's update calling self.compute_grad_pen: traced into
-            _walk((method.__name__, "a method it calls", method), found, seen, depth - 1)
+            _walk((method.__name__, "a method it calls", method), found, seen, depth - 1, functions)
     elif isinstance(item, types.FunctionType):
         if is_users(item) or what == "the compiled function":
+            if functions is not None:
+                functions.append(item)
             for held in _held_by_function(item):
-                _walk(held, found, seen, depth - 1)
+                _walk(held, found, seen, depth - 1, functions)
     elif isinstance(item, functools.partial):
-        _walk((name, what, item.func), found, seen, depth - 1)
+        _walk((name, what, item.func), found, seen, depth - 1, functions)
     else:
         found.setdefault(id(item), reached)
         if is_plain_object(item):  # an agent's replay buffer, a config's sub-config
             for attribute, value in list(vars(item).items()):
-                _walk((f"{name}.{attribute}", what, value), found, seen, depth - 1)
+                _walk((f"{name}.{attribute}", what, value), found, seen, depth - 1, functions)
 
 
 def _methods_called(bound: types.MethodType) -> list[types.FunctionType]:
@@ -91,7 +113,12 @@ def _methods_called(bound: types.MethodType) -> list[types.FunctionType]:
     function = bound.__func__
     if not isinstance(function, types.FunctionType):
         return []
-    members = [getattr(type(bound.__self__), name, None) for name in function.__code__.co_names]
+    return _class_methods_named(type(bound.__self__), function)
+
+
+def _class_methods_named(cls: type, function: types.FunctionType) -> list[types.FunctionType]:
+    """The user's methods of ``cls`` that ``function``'s code names."""
+    members = [getattr(cls, name, None) for name in function.__code__.co_names]
     return [member for member in members if isinstance(member, types.FunctionType) and is_users(member)]
 
 
@@ -107,4 +134,4 @@ def _held_by_function(function: types.FunctionType) -> Iterator[Reached]:
     yield "__wrapped__", "the wrapped function", getattr(function, "__wrapped__", None)
 
 
-__all__ = ["Reached", "is_plain_object", "is_users", "reachable_objects"]
+__all__ = ["Reached", "is_plain_object", "is_users", "reachable_functions", "reachable_objects"]

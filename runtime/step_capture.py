@@ -16,7 +16,8 @@ TorchDynamo's side effects, compiled autograd and a compiled optimizer, as one g
 
 - ``backward()`` of a traced loss differentiates the graph built so far (``differentiate``) with respect to the
   trained parameters it reached; each ``.grad`` becomes a traced tensor, added to what it held (a ``.grad`` the
-  step did not clear first is a graph input, fed from the parameter at each call);
+  step did not clear first is a graph input, fed from the parameter at each call); so does the ``.grad`` of each
+  tensor the step marked by ``requires_grad_()`` that the loss reaches (an attack's ``delta``);
 - ``optimizer.step()`` appends the optimizer's update ops (``emit_update``, the compiled step's and the eager
   update's) with its state, learning rates and each parameter's step count as inputs; later reads of a parameter
   in the step see its new value;
@@ -45,14 +46,16 @@ from kiln.compiler.ir.types import DType, TensorType
 from kiln.frontend.eager_values import count_update, eager_array
 from kiln.frontend.module import Parameter
 from kiln.frontend.optim import Optimizer
+from kiln.frontend.parameter_versions import record_replaced, values_held
 from kiln.frontend.tensor import Tensor, apply
 from kiln.frontend.nn_utils import traced_total_norm, zero_norm
 from kiln.frontend.torch_array import torch_array
 from kiln.frontend.torch_functions import zeros_like
 from kiln.frontend.traced_data_writes import backward_reads_written
+from kiln.frontend.traced_requires_grad import mark_traced_for_grad
 from kiln.frontend.whole_step_inputs import check_grad_arguments_unreached
 from kiln.frontend.trace import TraceContext, located_error
-from kiln.runtime.argument_writes import values_before, written_arguments
+from kiln.runtime.argument_writes import marked_arguments, values_before, written_arguments
 from kiln.runtime.eager_optim import count_step, grad_array_of, own_step
 from kiln.runtime.pytree import Structure, flatten_keeping
 from kiln.runtime.step_graph import _hyper_inputs, hyper_feeds, parameter_hyper
@@ -119,6 +122,15 @@ class StepCapture:
     grad_arguments: list[Value] = field(default_factory=list)
     """The arguments given tensors that require grad: a ``backward()`` whose loss reaches one is refused
     (``frontend/whole_step_inputs.py``)."""
+    marked: list[Tensor] = field(default_factory=list)
+    """Tensors the step marked by ``requires_grad_()`` (an attack's ``delta.requires_grad = True``), whose traced
+    ``.grad`` a ``backward()`` reaching them fills, as it does eagerly."""
+    marked_arguments: tuple[int, ...] = ()
+    """The positions of the arguments among ``marked`` (rosinality's R1 step's ``real_img.requires_grad = True``): the
+    caller's tensors require grad after the call (``runtime/argument_writes.py``)."""
+    argument_grads: tuple[int, ...] = ()
+    """Those of them a ``backward()`` reached: their traced ``.grad``s are the very last outputs, added to the caller's
+    ``.grad`` after the call, as torch's eager step leaves them."""
 
     def called(self, module: Any) -> None:
         """``Module.__call__`` in the trace: the mode it runs in is read, unless the step set it."""
@@ -137,12 +149,20 @@ class StepCapture:
     def grad_of(self, parameter: Parameter) -> Value | None:
         """The parameter's traced ``.grad``; on first touch, the one it holds at the call (an input) or none (guarded)."""
         if id(parameter) not in self.grads:
-            held = parameter.grad
+            held = parameter.__dict__.get("grad")
             self.touched[id(parameter)] = (parameter, held)
-            self.guards.append(lambda p=parameter, had=held is not None: (p.grad is not None) == had)
+            self.guards.append(lambda p=parameter, had=held is not None: (p.__dict__.get("grad") is not None) == had)
             self.grads[id(parameter)] = None if held is None else self._grad_input(parameter)
         self._written_in_place(parameter)
         return self.grads[id(parameter)]
+
+    def traced_grad(self, parameter: Parameter) -> Any:
+        """``p.grad`` read in the step: its traced ``.grad`` (on first read, the one it holds at the call, an input),
+        so that an in-place write to it before ``backward()`` (DeepDream's ``image.grad.data.zero_()``) is traced."""
+        grad = self.grad_of(parameter)
+        if grad is not None and parameter.__dict__.get("grad") is self.touched[id(parameter)][1]:
+            parameter.__dict__["grad"] = Tensor(grad)
+        return parameter.__dict__.get("grad")
 
     def _written_in_place(self, parameter: Parameter) -> None:
         """Take the traced ``.grad``'s new value where the step wrote it in place (``p.grad.zero_()``, ``p.grad.mul_(s)``
@@ -168,7 +188,7 @@ class StepCapture:
         if grad is not None and not (isinstance(grad, Tensor) and eager_array(grad) is None):
             raise located_error("p.grad = <array> in a compiled training step: assign None or a tensor the step computes")
         if grad is None and id(parameter) not in self.grads:
-            self.touched[id(parameter)] = (parameter, parameter.grad)
+            self.touched[id(parameter)] = (parameter, parameter.__dict__.get("grad"))
             self.grads[id(parameter)] = None
         self.set_grad(parameter, None if grad is None else grad.value)
 
@@ -218,20 +238,59 @@ class StepCapture:
         to it, as torch's."""
         check_grad_arguments_unreached(lambda arguments: ops_between(self.context.graph, arguments, loss.value),
                                        self.grad_arguments)
+        self._check_outside_leaves_unreached(loss)
         candidates = self._candidates(inputs)
-        values = [self.context.current_value_of(p) for p in candidates]
-        reached = {id(v) for op in ops_between(self.context.graph, values, loss.value) for v in op.operands}
-        candidates = [p for p, v in zip(candidates, values) if id(v) in reached]
-        if not candidates:
+        leaves = self._marked_leaves() if inputs is None else []
+        held = [values_held(self.context, p) for p in candidates]  # a value replaced by a no_grad write is read too
+        reached = {id(v) for op in ops_between(self.context.graph, [v for vs in held for v in vs] + [t.value for t in leaves],
+                                               loss.value) for v in op.operands}
+        held = [[v for v in vs if id(v) in reached] for vs in held]
+        candidates, held = [p for p, vs in zip(candidates, held) if vs], [vs for vs in held if vs]
+        leaves = [t for t in leaves if id(t.value) in reached]
+        if not candidates and not leaves:
             raise located_error("backward(): the loss depends on no trained parameter of this step")
         seed = None if gradient is None else _seed(gradient, loss)
         first = len(self.context.graph.ops)
-        grads = differentiate(self.context.graph, loss.value, [self.context.current_value_of(p) for p in candidates], seed)
+        grads = differentiate(self.context.graph, loss.value, [v for vs in held for v in vs] + [t.value for t in leaves], seed)
+        grads = self._summed_by_parameter(grads, [len(vs) for vs in held])
         backward_reads_written(self.context.graph, first)  # x.data written since the forward read it: the new values
+        grads = [grad if create_graph else self.context.without_gradient(grad) for grad in grads]
         for parameter, grad in zip(candidates, grads):
-            grad = grad if create_graph else self.context.without_gradient(grad)
             held = self.grad_of(parameter)
             self.set_grad(parameter, grad if held is None else self.context.emit("tensor.add", held, grad))
+        for leaf, grad in zip(leaves, grads[len(candidates):]):
+            leaf.grad = Tensor(grad) if leaf.grad is None else leaf.grad + Tensor(grad)
+
+    def _summed_by_parameter(self, grads: list[Value], counts: list[int]) -> list[Value]:
+        """``grads`` (each parameter's ``counts[k]`` values' in turn, then the leaves') with each parameter's summed."""
+        summed, start = [], 0
+        for count in counts:
+            total = grads[start]
+            for grad in grads[start + 1:start + count]:
+                total = self.context.emit("tensor.add", total, grad)
+            summed.append(total)
+            start += count
+        return summed + grads[start:]
+
+    def _check_outside_leaves_unreached(self, loss: Tensor) -> None:
+        """Refuse a ``backward()`` whose loss reaches a tensor read from outside the step that requires grad and is
+        no parameter (DeepDream's ``image = x.clone().detach().requires_grad_(True)``, stepped by hand through
+        ``image.data``): PyTorch fills its ``.grad``, which this step would leave None."""
+        lifting = self.context.lifting
+        if lifting is None or not lifting.requiring_grad:
+            return
+        leaves = [value for tensor, value in lifting.lifted.values() if id(tensor) in lifting.requiring_grad]
+        if ops_between(self.context.graph, leaves, loss.value):
+            raise located_error("backward() in a compiled step: the loss depends on a tensor read from outside the "
+                                "function that requires grad and is no parameter (image = x.clone().detach()"
+                                ".requires_grad_()), whose .grad PyTorch's backward() fills and a compiled step "
+                                "cannot; make it a leaf of its own (x.clone().requires_grad_(), or requires_grad=True "
+                                "where it is made), mark it inside the function, or run the step eagerly")
+
+    def _marked_leaves(self) -> list[Tensor]:
+        """The tensors this step marked by ``requires_grad_()`` that are still leaves requiring grad, once each."""
+        unique = {id(t): t for t in self.marked if t.value in self.context.grad_leaves}
+        return list(unique.values())
 
     def _candidates(self, inputs: Any) -> list[Parameter]:
         if inputs is None:
@@ -273,13 +332,16 @@ class StepCapture:
         value = self.context.current_value_of(parameter)
         group_hyper = parameter_hyper(builder, group_hyper, value.type.dtype)
         new_value, new_state = optimizer.emit_update(builder, value, self.grads[id(parameter)], states, group_hyper, group)
+        for key in [key for key in states if key not in new_state and not states[key].uses]:
+            graph.inputs.remove(states.pop(key))  # a state the update leaves alone (momentum set to 0 after some steps)
         self.inputs += [(states[key], functools.partial(_state_array, optimizer, parameter, key)) for key in states]
-        self.outputs += [(new_state[key], functools.partial(_write_state, optimizer, parameter, key)) for key in states]
-        self.donated += [(states[key], new_state[key]) for key in states]
+        self.outputs += [(new_state[key], functools.partial(_write_state, optimizer, parameter, key)) for key in new_state]
+        self.donated += [(states[key], new_state[key]) for key in new_state if key in states]
         if step.uses:
             self.inputs.append((step, functools.partial(_own_step, optimizer, parameter)))
         else:
             graph.inputs.remove(step)
+        record_replaced(self.context, parameter)  # a loss read before the update still reaches the old value
         self.context.update_buffer(parameter, new_value)  # written back as the buffers are; later reads see it
         self.after_call.append(functools.partial(count_update, parameter))
 
@@ -352,6 +414,8 @@ def capturing(fn: Callable[..., Any], captures: list[StepCapture], grad_argument
     @functools.wraps(fn)
     def traced(*inputs: Any) -> Any:
         capture = StepCapture(TraceContext.current(), grad_arguments=[inputs[k].value for k in grad_arguments])
+        for k in grad_arguments:  # requires grad as the caller's tensor: autograd.grad(u, x) may differentiate by it
+            mark_traced_for_grad(inputs[k], True)
         captures.append(capture)
         TraceContext.current().step_capture = capture
         try:
@@ -359,6 +423,9 @@ def capturing(fn: Callable[..., Any], captures: list[StepCapture], grad_argument
             result = fn(*inputs)
             capture.argument_writes = written_arguments(inputs, before)
             written = tuple(inputs[k] for k in capture.argument_writes)  # their new values: outputs after fn's own
+            capture.marked_arguments = marked_arguments(inputs, capture.marked)
+            capture.argument_grads = tuple(k for k in capture.marked_arguments if inputs[k].grad is not None)
+            written += tuple(inputs[k].grad for k in capture.argument_grads)  # the .grad backward() gave them: last
             if result is None:
                 capture.returned_none = True
                 return written

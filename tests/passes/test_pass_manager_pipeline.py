@@ -6,6 +6,7 @@ import dataclasses
 import io
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 
 import pytest
@@ -21,6 +22,12 @@ SOURCE = """func @f(%x: tensor<3xf32>) {
   return %a : tensor<3xf32>
 }
 """
+
+
+@pytest.fixture(autouse=True)
+def reproducers_in_tmp_path(tmp_path, monkeypatch):
+    """The reproducers a failing pass writes (``tempfile.mkstemp``) go to the test's folder, not the machine's /tmp."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
 
 
 def test_pipeline_options_are_parsed_by_field_type():

@@ -164,3 +164,24 @@ def test_inputs_of_different_leading_sizes_compile_with_the_smaller_ones_static(
         a, b = np.arange(rows * 3.0).reshape(rows, 3), np.arange(float(others))
         np.testing.assert_allclose(compiled(a, b), a.sum(0) * 10 + b.sum())
     assert len(compiled.variants) == 3  # (2 static, N), (N, 4 static), (N, N)
+
+
+def test_a_constant_position_of_the_batch_is_picked_from_static_shapes():
+    """``x[0]``, ``x[-1]`` and a write through ``x[1]`` in a compiled function trace with static shapes, one variant per
+    batch size: a take of a symbolic position copied (the write was lost), wrapped ``x[-4]`` of 3 rows round to the
+    last, and raised NumPy's words for ``x[5]`` at run time instead of torch's at the user's line."""
+    def pick(x):
+        row = x[1]
+        row.zero_()
+        return x[0] * 2 + x[-1], x
+
+    compiled = kiln.compile(pick)
+    for rows in (4, 3, 4):
+        got, written = compiled(kiln.tensor(np.arange(rows * 2.0).reshape(rows, 2)))
+        x = np.arange(rows * 2.0).reshape(rows, 2)
+        x[1] = 0
+        np.testing.assert_array_equal(got.numpy(), x[0] * 2 + x[-1])
+        np.testing.assert_array_equal(written.numpy(), x)
+    assert [key[-1] for key in compiled.variants].count(None) == 2  # batch_dim None: one static variant per size
+    with pytest.raises(IndexError, match=r"(?s)test_batch_dim.py:\d+.*index -4 is out of bounds for dimension 0 with size 3"):
+        kiln.compile(lambda x: x[-4], fullgraph=True)(kiln.zeros(3, 2))

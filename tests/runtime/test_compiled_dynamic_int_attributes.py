@@ -83,3 +83,44 @@ def test_a_counter_the_python_needs_as_an_int_is_guarded_on_its_value_again():
     with pytest.raises(KilnError, match=r"Checked\.n at every call"):
         for _ in range(10):
             strict(kiln.ones(1))
+
+
+def _alternating(lib):
+    class Alternating(lib.nn.Module):
+        """A forward that counts its calls and takes a branch on the count's parity."""
+
+        def __init__(self):
+            super().__init__()
+            self.linear, self.calls = lib.nn.Linear(3, 2).double(), 0
+
+        def forward(self, x):
+            self.calls += 1
+            return self.linear(x) if self.calls % 2 else self.linear(x).tanh() * 2
+
+    return Alternating()
+
+
+def test_a_compiled_forward_whose_branch_flips_at_every_call_keeps_both_variants_and_trains_as_torch():
+    """A compiled forward for ``loss.backward()`` branching on a counter's parity: each flip failed the other
+    branch's guard and traced again, until ``recompile_limit`` (then every call ran eagerly, warned). Earlier training
+    forwards are kept now, as the inference calls' are: one variant per branch (a count set by a training forward is a
+    number that changes from its first trace)."""
+    from oracles import require_torch
+
+    torch = require_torch()
+    kiln.manual_seed(0)
+    ours, theirs = _alternating(kiln), _alternating(torch)
+    theirs.load_state_dict({name: torch.tensor(np.asarray(value)) for name, value in ours.state_dict().items()})
+    compiled = kiln.compile(ours, fullgraph=True)
+    optimizers = kiln.optim.SGD(ours.parameters(), lr=0.1), torch.optim.SGD(theirs.parameters(), lr=0.1)
+    for call in range(20):
+        x = np.random.default_rng(call).standard_normal((4, 3))
+        for model, optimizer, lib in ((compiled, optimizers[0], kiln), (theirs, optimizers[1], torch)):
+            optimizer.zero_grad()
+            (model(lib.tensor(x)) ** 2).sum().backward()
+            optimizer.step()
+        for mine, expected in zip(ours.parameters(), theirs.parameters(), strict=True):
+            np.testing.assert_allclose(np.asarray(mine.data), expected.detach().numpy(), rtol=1e-12)
+    assert ours.calls == theirs.calls == 20 and type(ours.calls) is int
+    kept = sum(map(len, compiled.training_superseded.values()))
+    assert sum(v is not None for v in compiled.training_variants.values()) + kept == 2

@@ -2,7 +2,9 @@
 between steps, ProGAN's fade-in ``self.alpha``, a sampler's ``model.top_k``) are guarded on their values, as
 ``torch.compile`` guards the module attributes it reads: a call finding another value traces a variant for it. Before,
 the first trace's value was baked in, silently, in the inference calls, whole compiled steps and compiled forwards for
-``backward()`` alike. An int that changes at every call is a number that changes (``runtime/dynamic_attributes.py``)."""
+``backward()`` alike. An int that changes at every call is a number that changes (``runtime/dynamic_attributes.py``).
+Only the attributes the trace reads are guarded (``frontend/module_attribute_reads.py``), on any module, called or
+not."""
 
 from __future__ import annotations
 
@@ -69,16 +71,19 @@ def test_an_annealed_temperature_reaches_a_compiled_step_and_a_compiled_forward_
         np.testing.assert_allclose(np.asarray(p.data), q.detach().numpy(), rtol=1e-12)
 
 
-def test_a_count_kept_on_the_module_and_changed_outside_stays_compiled():
-    """A trainer's ``model.steps_seen += 1`` between calls (not read by the forward) changes at every call: it is a
-    number that changes from the second call on, so the calls trace twice, not until ``recompile_limit``."""
+def test_values_kept_on_the_module_and_changed_outside_but_never_read_trace_once():
+    """A trainer's ``model.steps_seen += 1`` and ``model.last_loss = loss.item()`` between calls change at every call,
+    and the forward never reads them: as ``torch.compile`` guards only what the code reads, the calls trace once. (The
+    count traced twice, as a number that changes from the second call, and the float at every call until
+    ``recompile_limit``, when every public attribute of a called module was guarded.)"""
     _, ours, _ = _twins()
     compiled = kiln.compile(ours, fullgraph=True)
     with kiln.no_grad():
-        for _ in range(12):
-            compiled(kiln.ones(2, 3, dtype=kiln.float64))
+        for step in range(12):
+            loss = compiled(kiln.ones(2, 3, dtype=kiln.float64)).sum()
             ours.steps_seen += 1
-    assert sum(v is not None for v in compiled.variants.values()) + sum(map(len, compiled.superseded.values())) == 2
+            ours.last_loss = loss.item() + step
+    assert sum(v is not None for v in compiled.variants.values()) + sum(map(len, compiled.superseded.values())) == 1
     assert ours.steps_seen == 12 and type(ours.steps_seen) is int
 
 
@@ -117,3 +122,33 @@ def test_a_temperature_changed_at_every_call_is_named_past_the_recompile_limit()
             expected = kiln.softmax(ours.linear(x) / (1.0 / (call + 1)), dim=-1)
             np.testing.assert_allclose(np.asarray(compiled(x)), np.asarray(expected), rtol=1e-12)
     assert sum(v is not None for v in compiled.variants.values()) + sum(map(len, compiled.superseded.values())) == 1
+
+
+def _gated(lib):
+    class Gate(lib.nn.Module):  # never called: its owner reads its scale
+        def __init__(self):
+            super().__init__()
+            self.scale = 2.0
+
+    class Gated(lib.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear, self.gate = lib.nn.Linear(3, 2).double(), Gate()
+
+        def forward(self, x):
+            return self.linear(x) * self.gate.scale
+
+    return Gated()
+
+
+def test_an_attribute_read_from_a_module_that_is_not_called_is_guarded_as_torch():
+    """``self.gate.scale`` read by the owner's forward, the gate never called: its value was baked in (only the
+    modules called were guarded), silently; it is a read like any other now."""
+    torch = require_torch()
+    ours, theirs = _gated(kiln), _gated(torch)
+    theirs.load_state_dict({name: torch.tensor(np.asarray(value)) for name, value in ours.state_dict().items()})
+    compiled, x = kiln.compile(ours, fullgraph=True), np.random.default_rng(1).standard_normal((4, 3))
+    for scale in (2.0, 0.5, 3.0):
+        ours.gate.scale = theirs.gate.scale = scale
+        with kiln.no_grad(), torch.no_grad():
+            np.testing.assert_allclose(np.asarray(compiled(kiln.tensor(x))), theirs(torch.tensor(x)).numpy(), rtol=1e-12)

@@ -68,3 +68,37 @@ def test_whole_step_whose_loss_reaches_an_argument_that_requires_grad_is_refused
     with pytest.raises(kiln.TraceError, match=r"(?s)test_compiled_step_given_grad_arguments_vs_torch.py:\d+ in step.*"
                                               r"the loss depends on an argument that requires grad.*x.detach\(\)"):
         _run("kiln", compiled=True, use_targets_in_loss=True, steps=1)
+
+
+def _alternating(name):
+    """One compiled step called with an input that does not require grad, then with one that does and reaches the
+    loss, then without again: the second call's gradient for the input, as PyTorch's."""
+    torch, nn, F = libraries(name)
+    _, learner = _models(torch, nn)
+    optimizer = torch.optim.SGD(learner.parameters(), lr=0.1)
+
+    def step(inputs):
+        optimizer.zero_grad()
+        loss = learner(inputs).pow(2).sum()
+        loss.backward()
+        optimizer.step()
+        return loss.detach()
+
+    run = kiln.compile(step) if name == "kiln" else step
+    x = torch.tensor(np.linspace(-1.0, 1.0, 12).reshape(4, 3))
+    leaf = x.clone().requires_grad_()
+    losses = [run(x).item(), run(leaf).item(), run(x).item()]
+    return losses, leaf.grad.numpy(), [p.detach().numpy() for p in learner.parameters()]
+
+
+def test_a_step_traced_for_inputs_without_grad_is_not_reused_for_one_that_requires_grad(float64_default):
+    """The variant traced for an input without grad was reused for a leaf that requires grad: its ``.grad`` stayed
+    None. Now the set of arguments that require grad keys the step (that call runs eagerly, warned: the loss reaches
+    the leaf)."""
+    theirs = _alternating("torch")
+    with pytest.warns(UserWarning, match="the loss depends on an argument that requires grad"):
+        ours = _alternating("kiln")
+    np.testing.assert_allclose(ours[0], theirs[0], rtol=1e-12)
+    np.testing.assert_allclose(ours[1], theirs[1], rtol=1e-12)
+    for mine, expected in zip(ours[2], theirs[2], strict=True):
+        np.testing.assert_allclose(mine, expected, rtol=1e-12)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import kiln
-import kiln.frontend.tensor as tensor_module
+import kiln.frontend.reshape_targets as reshape_targets
 from kiln.compiler.ir.builder import Builder
 from kiln.compiler.ir.core import Graph, Value
 from kiln.compiler.ir.types import DType, TensorType
@@ -59,7 +59,7 @@ def test_a_python_number_takes_the_tensors_dtype_or_promotes_as_torch(dtype, num
 def test_reshape_cache_is_keyed_by_source_and_target(monkeypatch):
     torch = require_torch()
     cache = {}
-    monkeypatch.setattr(tensor_module, "_RESHAPES", cache)
+    monkeypatch.setattr(reshape_targets, "_RESOLVED", cache)
     for shape in ((2, 6), (4, 6), (2, 6)):  # the third is served from the cache
         x, tx = kiln.tensor(np.arange(np.prod(shape), dtype=np.float64).reshape(shape)), torch.arange(np.prod(shape), dtype=torch.float64).reshape(shape)
         for target in ((-1,), (3, -1), (-1, 2, 2)):
@@ -72,7 +72,7 @@ def test_reshape_cache_is_keyed_by_source_and_target(monkeypatch):
 
 def test_reshape_cache_keeps_plain_shapes_only_and_never_an_error(monkeypatch):
     cache = {}
-    monkeypatch.setattr(tensor_module, "_RESHAPES", cache)
+    monkeypatch.setattr(reshape_targets, "_RESOLVED", cache)
     x = kiln.tensor(np.zeros((2, 6), np.float32))
     assert x.reshape(np.int64(3), -1).shape == (3, 4) and cache == {}
     with pytest.raises(kiln.TraceError, match="bad dim True"):
