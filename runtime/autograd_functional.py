@@ -15,7 +15,9 @@ the result where PyTorch's is. With ``create_graph=True`` they run eagerly
 instead, giving tensors that keep their chain, so a later ``backward()`` or
 ``kiln.autograd.grad`` differentiates through them
 (``runtime/autograd_functional_graph.py``). ``strict``, ``vectorize`` and
-``strategy`` change nothing (the Jacobian is always one vectorized pullback).
+``strategy`` change nothing (the Jacobian is always one vectorized pullback). Inside a trace (a
+``kiln.compile``d step) ``vjp``, ``jvp``, ``hvp`` and ``vhp`` are traced as the graph-keeping ones (their compiled
+transforms read arrays), the result detached without ``create_graph``; the graph-keeping ones read traced tensors.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from kiln.runtime.autograd_functional_graph import (hessian_with_graph, jacobian_with_graph, jvp_with_graph,
+from kiln.runtime.autograd_functional_graph import (hessian_with_graph, in_trace, jacobian_with_graph, jvp_with_graph,
                                                     ones_for, vhp_with_graph, vjp_with_graph)
 from kiln.runtime.eager_transforms import as_eager
 from kiln.runtime.forward_mode import jvp as _jvp, vjp as _vjp
@@ -40,7 +42,7 @@ def jacobian(func: Callable[..., Any], inputs: Any, create_graph: bool = False, 
     args, single = _inputs(inputs)
     if create_graph:
         return jacobian_with_graph(func, args, single)
-    return as_eager(_jacrev(func, 0 if single else tuple(range(len(args))))(*args))
+    return _kept(False, as_eager(_jacrev(func, 0 if single else tuple(range(len(args))))(*args)))
 
 
 def hessian(func: Callable[..., Any], inputs: Any, create_graph: bool = False, strict: bool = False,
@@ -49,14 +51,14 @@ def hessian(func: Callable[..., Any], inputs: Any, create_graph: bool = False, s
     args, single = _inputs(inputs)
     if create_graph:
         return hessian_with_graph(func, args, single)
-    return as_eager(_hessian(func, 0 if single else tuple(range(len(args))))(*args))
+    return _kept(False, as_eager(_hessian(func, 0 if single else tuple(range(len(args))))(*args)))
 
 
 def vjp(func: Callable[..., Any], inputs: Any, v: Any = None, create_graph: bool = False, strict: bool = False) -> Any:
     """``(func(inputs), v^T J)``; ``v`` may be omitted for a scalar output."""
     args, single = _inputs(inputs)
-    if create_graph:
-        return vjp_with_graph(func, args, single, v)
+    if create_graph or in_trace():
+        return _kept(create_graph, vjp_with_graph(func, args, single, v))
     outputs, pullback = _vjp(func, *args)
     cotangent = ones_for(outputs, "vjp") if v is None else _cast_like(v, outputs)
     grads = pullback(cotangent)
@@ -66,8 +68,8 @@ def vjp(func: Callable[..., Any], inputs: Any, v: Any = None, create_graph: bool
 def jvp(func: Callable[..., Any], inputs: Any, v: Any = None, create_graph: bool = False, strict: bool = False) -> Any:
     """``(func(inputs), J v)``; ``v`` may be omitted for a single-element input."""
     args, single = _inputs(inputs)
-    if create_graph:
-        return jvp_with_graph(func, args, single, v)
+    if create_graph or in_trace():
+        return _kept(create_graph, jvp_with_graph(func, args, single, v))
     tangents = _cast_like(_inputs(v)[0], args) if v is not None else [ones_for(a, "jvp") for a in args]
     outputs, pushed = _jvp(func, tuple(args), tuple(tangents))
     return as_eager(outputs), as_eager(pushed)
@@ -76,8 +78,8 @@ def jvp(func: Callable[..., Any], inputs: Any, v: Any = None, create_graph: bool
 def hvp(func: Callable[..., Any], inputs: Any, v: Any, create_graph: bool = False, strict: bool = False) -> Any:
     """``(func(inputs), H v)`` for scalar ``func``: forward mode over its gradient."""
     args, single = _inputs(inputs)
-    if create_graph:
-        return vhp_with_graph(func, args, single, v, "hvp")  # H v = v^T H: the Hessian is symmetric
+    if create_graph or in_trace():
+        return _kept(create_graph, vhp_with_graph(func, args, single, v, "hvp"))  # H v = v^T H: the Hessian is symmetric
     tangents = _cast_like(_inputs(v)[0], args)
     argnums = 0 if single else tuple(range(len(args)))
     _, pushed = _jvp(_grad(func, argnums), tuple(args), tuple(tangents))
@@ -87,6 +89,15 @@ def hvp(func: Callable[..., Any], inputs: Any, v: Any, create_graph: bool = Fals
 def vhp(func: Callable[..., Any], inputs: Any, v: Any, create_graph: bool = False, strict: bool = False) -> Any:
     """``(func(inputs), v^T H)``: ``H v``, as the Hessian of a twice-differentiable function is symmetric."""
     return hvp(func, inputs, v, create_graph, strict)
+
+
+def _kept(create_graph: bool, result: Any) -> Any:
+    """A result as PyTorch gives it: with its chains with ``create_graph``, else detached (inside a trace the
+    transforms' results have chains back to the parameters the function read)."""
+    if create_graph:
+        return result
+    leaves, structure = flatten(result)
+    return unflatten(structure, [leaf.detach() if hasattr(leaf, "detach") else leaf for leaf in leaves])
 
 
 def _inputs(inputs: Any) -> tuple[list[Any], bool]:

@@ -25,8 +25,9 @@ import numpy as np
 from kiln.frontend.autograd import differentiate as grad  # kiln's transforms: no requires_grad checks
 from kiln.frontend.eager_values import eager_leaf, eager_value
 from kiln.frontend.module import Parameter
+from kiln.frontend.tensor import Tensor, to_value
 from kiln.frontend.torch_functions import stack
-from kiln.frontend.trace import located_error
+from kiln.frontend.trace import TraceContext, located_error
 from kiln.runtime.eager_create_graph import eager_reading
 
 
@@ -54,7 +55,7 @@ def _jacobian_of(output: Any, args: Sequence[Any]) -> list[Any]:
 
 def _stacked(rows: list[Any], output_shape: tuple[int, ...], arg: Any) -> Any:
     shape = output_shape + tuple(arg.shape)
-    return stack(rows).reshape(shape) if rows else eager_leaf(np.zeros(shape, dtype=arg.dtype.numpy))
+    return stack(rows).reshape(shape) if rows else zeros_for(shape, arg.dtype.numpy)
 
 
 def hessian_with_graph(func: Callable[..., Any], args: Sequence[Any], single: bool) -> Any:
@@ -84,7 +85,7 @@ def jvp_with_graph(func: Callable[..., Any], args: Sequence[Any], single: bool, 
     result = func(*args)
     outputs, single_output = _outputs(result, "jvp")
     tangents = [ones_for(a, "jvp") for a in args] if v is None else _matched(v, args, "v")
-    cotangents = [eager_leaf(np.zeros(tuple(o.shape), dtype=o.dtype.numpy)) for o in outputs]
+    cotangents = [zeros_for(tuple(o.shape), o.dtype.numpy) for o in outputs]
     pulled = grad(outputs, list(args), cotangents, create_graph=True, allow_unused=True)
     used = [(g, t) for g, t in zip(pulled, tangents) if g is not None]
     pushed = grad([g for g, _ in used], cotangents, [t for _, t in used], create_graph=True, allow_unused=True) \
@@ -111,15 +112,37 @@ def vhp_with_graph(func: Callable[..., Any], args: Sequence[Any], single: bool, 
 
 def differentiable(args: Sequence[Any]) -> list[Any]:
     """The inputs as tensors a gradient can be taken for: a Parameter or an eager tensor as it is (its chain, if
-    any, stays: a later backward reaches what made it), anything else (an array, a number) as a new leaf."""
+    any, stays: a later backward reaches what made it), anything else (an array, a number) as a new leaf. Inside a
+    trace (``kiln.compile``), each as the trace's value for it (``traced_operand``)."""
+    if in_trace():
+        return [traced_operand(a) for a in args]
     return [a if isinstance(a, Parameter) or eager_value(a) is not None else eager_leaf(np.array(a)) for a in args]
+
+
+def in_trace() -> bool:
+    """Inside a trace (``kiln.compile``, a transform), not the eager context: the functions then build its graph."""
+    return TraceContext.active() and not TraceContext.current().eager
+
+
+def traced_operand(item: Any) -> Any:
+    """``item`` as a tensor of the graph being traced: a traced tensor as it is; an eager tensor, a parameter or an
+    array as the value the trace reads for it (one value, so a gradient can be taken for it)."""
+    if isinstance(item, Tensor) and not isinstance(item, Parameter) and eager_value(item) is None:
+        return item
+    return Tensor(to_value(TraceContext.current(), item if isinstance(item, Tensor) else np.asarray(item), None))
+
+
+def zeros_for(shape: tuple[Any, ...], dtype: np.dtype) -> Any:
+    """Zeros of ``shape``: a constant of the graph inside a trace, an eager tensor outside."""
+    array = np.zeros(shape, dtype=dtype)
+    return Tensor(TraceContext.current().emit("tensor.constant", value=array)) if in_trace() else eager_leaf(array)
 
 
 def _outputs(result: Any, who: str) -> tuple[list[Any], bool]:
     """``func``'s result as a list of eager tensors, and whether it was a single one."""
     outputs, single = (list(result), False) if isinstance(result, (tuple, list)) else ([result], True)
     for index, output in enumerate(outputs):
-        if eager_value(output) is None:
+        if eager_value(output) is None and not (in_trace() and isinstance(output, Tensor)):
             raise located_error(f"kiln.autograd.functional.{who}(create_graph=True): the function's output {index} is "
                                 f"{type(output).__name__}, not an eager tensor; return tensors computed from the inputs")
     return outputs, single
@@ -146,7 +169,7 @@ def _matched(given: Any, like: Sequence[Any], name: str) -> list[Any]:
 def _cast(entry: Any, target: Any) -> Any:
     """An eager tensor (or a parameter) of ``target``'s type as a tensor whose chain counts; anything else as an
     array of its dtype (a float32 ``v`` for a float64 function, as PyTorch accepts)."""
-    tensor = eager_reading(entry)
+    tensor = traced_operand(entry) if in_trace() and isinstance(entry, Tensor) else eager_reading(entry)
     if tensor is not None and tensor.dtype == target.dtype and tuple(tensor.shape) == tuple(target.shape):
         return tensor
     array = np.asarray(entry, dtype=target.dtype.numpy)
@@ -158,7 +181,7 @@ def _cast(entry: Any, target: Any) -> Any:
 
 def ones_for(value: Any, who: str) -> np.ndarray:
     """The implicit ``v`` of a one-element ``value``: ones of its shape and dtype, or a clear error."""
-    array = np.asarray(value)
+    array = np.zeros(tuple(value.shape), value.dtype.numpy) if isinstance(value, Tensor) else np.asarray(value)
     if array.size != 1:
         raise located_error(f"kiln.autograd.functional.{who}: v can be omitted only when it has one element; the value "
                             f"has shape {array.shape}, so pass v of that shape")
@@ -167,8 +190,8 @@ def ones_for(value: Any, who: str) -> np.ndarray:
 
 def _filled(grads: Sequence[Any], like: Sequence[Any]) -> list[Any]:
     """Zeros (of the matching tensor's shape and dtype) where no gradient flowed, as PyTorch's ``strict=False``."""
-    return [g if g is not None else eager_leaf(np.zeros(tuple(t.shape), dtype=t.dtype.numpy)) for g, t in zip(grads, like)]
+    return [g if g is not None else zeros_for(tuple(t.shape), t.dtype.numpy) for g, t in zip(grads, like)]
 
 
-__all__ = ["differentiable", "ones_for", "hessian_with_graph", "jacobian_with_graph", "jvp_with_graph", "vhp_with_graph",
+__all__ = ["differentiable", "in_trace", "ones_for", "hessian_with_graph", "jacobian_with_graph", "jvp_with_graph", "vhp_with_graph",
            "vjp_with_graph"]

@@ -472,8 +472,8 @@ def seed_array(output: Value, gradient: Any, what: str, argument: str) -> np.nda
         if array.ndim != 0 and array.size == 1:
             return np.ones_like(array)
         if array.ndim != 0:
-            raise located_error(f"{what} of shape {array.shape}: grad can be implicitly created only for a scalar; "
-                                f"reduce it (loss.mean()) or pass {argument} of its shape")
+            raise located_error(f"grad can be implicitly created only for scalar outputs: {what} has shape "
+                                f"{array.shape}; reduce it (loss.mean()) or pass {argument} of its shape")
         return None
     seed = np.asarray(gradient.numpy() if hasattr(gradient, "numpy") else gradient, dtype=array.dtype)
     if seed.shape != array.shape:
@@ -493,7 +493,7 @@ def _accumulate(owner: Any, grad: np.ndarray) -> None:
     if getattr(grad, "is_sparse", False) or getattr(current, "is_sparse", False):  # embedding(sparse=True)
         owner.grad = grad.astype(owner.dtype.numpy) if current is None else _sparse_sum(current, grad)
     elif current is None:
-        owner.grad = torch_array(np.array(grad, dtype=owner.dtype.numpy))  # p.grad.zero_(), p.grad.norm() work
+        owner.grad = torch_array(np.array(grad, dtype=owner.dtype.numpy, order="C"))  # p.grad.zero_(), .view(-1) work
     else:
         current += grad
 

@@ -55,7 +55,7 @@ def _seed(loss: Any, gradient: Any) -> Any:
     tensor = eager_reading(gradient)
     if tensor is not None and tensor.value.type == loss.value.type:
         return tensor
-    return seed_array(loss.value, gradient, "backward(create_graph=True) of a tensor", "gradient=")
+    return seed_array(loss.value, gradient, "backward(create_graph=True): the tensor", "gradient=")
 
 
 def eager_reading(tensor: Any) -> Any:

@@ -41,7 +41,7 @@ from kiln.compiler.autodiff.differentiate import differentiate_outputs
 from kiln.compiler.ir.builder import Builder
 from kiln.compiler.ir.core import Graph, Value
 from kiln.compiler.ir.types import format_shape
-from kiln.frontend.tensor import Tensor
+from kiln.frontend.tensor import Tensor, to_value
 from kiln.frontend.trace import TraceContext, as_value, located_error
 from kiln.runtime.pytree import Structure, flatten, unflatten
 from kiln.runtime.eager_transforms import on_eager_tensors
@@ -78,7 +78,10 @@ def trace_fn(fn: Callable[..., Any], primals: Sequence[Any], has_aux: bool, who:
 
 
 def _primal(leaf: Any, index: int, who: str) -> Tensor:
-    tensor = leaf if isinstance(leaf, Tensor) else Tensor(TraceContext.current().builder.constant(np.asarray(leaf)))
+    """A primal as a tensor of the graph being built: an eager tensor (a closure's parameters dict: the NTK's
+    ``vjp(func_x1, params)`` inside ``vmap``) as the trace's value for it, as any operand; an array as a constant."""
+    context = TraceContext.current()
+    tensor = Tensor(to_value(context, leaf, None)) if isinstance(leaf, Tensor) else Tensor(context.builder.constant(np.asarray(leaf)))
     if not tensor.dtype.is_float:
         raise located_error(f"{who} differentiates floating-point inputs only, but primal {index} is {tensor.type}; close "
                             "fn over integer inputs instead (lambda x: fn(x, labels))")
@@ -113,7 +116,7 @@ def check_like(given: Sequence[Any], expected: Sequence[Value], given_structure:
                             f"array(s) nested differently")
     builder, values = TraceContext.current().builder, []
     for index, (item, like) in enumerate(zip(given, expected)):
-        value = item.value if isinstance(item, Tensor) else builder.constant(np.asarray(item))
+        value = to_value(TraceContext.current(), item, None) if isinstance(item, Tensor) else builder.constant(np.asarray(item))
         if value.type.shape != like.type.shape or value.type.dtype != like.type.dtype:
             raise located_error(f"{who}: {what} {index} is {format_shape(value.type.shape)} {value.type.dtype.name}, but "
                                 f"its {of[:-1]} is {format_shape(like.type.shape)} {like.type.dtype.name}; each must have "
@@ -122,24 +125,36 @@ def check_like(given: Sequence[Any], expected: Sequence[Value], given_structure:
     return values
 
 
-def vjp_function(traced: Traced, who: str = "kiln.vjp") -> Callable[[Any], tuple[Any, ...]]:
-    """``vjp_fn(cotangents)``: the primals' cotangents (a tuple, one entry per primal), traced into the current graph."""
-    output_values = [output.value for output in traced.outputs]
+def vjp_function(traced: Traced, who: str = "kiln.vjp",
+                 retrace: Callable[[], Traced] | None = None) -> Callable[[Any], tuple[Any, ...]]:
+    """``vjp_fn(cotangents)``: the primals' cotangents (a tuple, one entry per primal), traced into the current graph.
+    Called inside another trace than the one that made it (``vmap(get_ntk_slice)`` in the torch.func NTK tutorial:
+    the cotangents are the inner trace's), ``fn`` is traced again there by ``retrace``, so the pullback walks a graph
+    that holds its ops."""
+    made_in = TraceContext.current().graph
 
     def vjp_fn(cotangents: Any) -> tuple[Any, ...]:
-        leaves, structure = flatten(cotangents)
-        seeds = check_like(leaves, output_values, structure, traced.output_structure, "cotangent", "outputs", who)
-        seeds = [seed if seed.type.dtype.is_float else None for seed in seeds]  # integer outputs have no cotangent
-        grads = pull_back(TraceContext.current().graph, output_values, seeds, traced.primals)
-        return tuple(unflatten(traced.primal_structure, [Tensor(g) for g in grads]))
+        here = traced if retrace is None or TraceContext.current().graph is made_in else retrace()
+        return _pulled(here, cotangents, who)
 
     return vjp_fn
+
+
+def _pulled(traced: Traced, cotangents: Any, who: str) -> tuple[Any, ...]:
+    """``traced``'s primals' cotangents for ``cotangents``, nested as its primals."""
+    output_values = [output.value for output in traced.outputs]
+    leaves, structure = flatten(cotangents)
+    seeds = check_like(leaves, output_values, structure, traced.output_structure, "cotangent", "outputs", who)
+    seeds = [seed if seed.type.dtype.is_float else None for seed in seeds]  # integer outputs have no cotangent
+    grads = pull_back(TraceContext.current().graph, output_values, seeds, traced.primals)
+    return tuple(unflatten(traced.primal_structure, [Tensor(g) for g in grads]))
 
 
 def trace_vjp(fn: Callable[..., Any], primals: Sequence[Any], has_aux: bool) -> Any:
     traced = trace_fn(fn, primals, has_aux, "kiln.vjp")
     outputs = unflatten(traced.output_structure, traced.outputs)
-    return (outputs, vjp_function(traced)) + ((traced.aux,) if has_aux else ())
+    vjp_fn = vjp_function(traced, retrace=lambda: trace_fn(fn, primals, has_aux, "kiln.vjp"))
+    return (outputs, vjp_fn) + ((traced.aux,) if has_aux else ())
 
 
 def trace_jvp(fn: Callable[..., Any], primals: Sequence[Any], tangents: Sequence[Any], has_aux: bool) -> Any:

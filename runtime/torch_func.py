@@ -22,10 +22,17 @@ from typing import Any, Callable, Sequence
 
 from kiln.compiler.errors import KilnError
 from kiln.frontend.functional_call import functional_call, stack_module_state
+from kiln.frontend.tensor import Tensor
+from kiln.frontend.trace import TraceContext
+from kiln.runtime.eager_jacobian import jacobian_with_aux
 from kiln.runtime.forward_mode import jvp as _jvp, vjp as _vjp
 from kiln.runtime.grad import grad as _grad, value_and_grad as _value_and_grad
 from kiln.runtime.jacobian import hessian as _hessian, jacfwd as _jacfwd, jacrev as _jacrev
 from kiln.runtime.vmap import vmap as _vmap
+
+
+class ScalarOutputError(KilnError, RuntimeError):
+    """``grad``'s function returned no scalar tensor: a ``RuntimeError``, as torch's."""
 
 
 def grad(func: Callable[..., Any], argnums: int | Sequence[int] = 0, has_aux: bool = False) -> Callable[..., Any]:
@@ -47,7 +54,10 @@ def grad_and_value(func: Callable[..., Any], argnums: int | Sequence[int] = 0, h
 
 
 def _with_aux(func: Callable[..., Any], argnums: int | Sequence[int], args: tuple[Any, ...], value: bool) -> Any:
-    """``grad`` of ``func``'s first result through ``vjp`` (which carries the second, ``aux``, out untouched)."""
+    """``grad`` of ``func``'s first result through ``vjp`` (which carries the second, ``aux``, out untouched); on eager
+    tensors from one call of ``func``, as torch's (``runtime/eager_jacobian.py``: the Jacobian of a 0-d output)."""
+    if _eager():
+        return _eager_grad_with_aux(func, argnums, args, value)
     numbers = (argnums,) if isinstance(argnums, int) else tuple(argnums)
 
     def of_chosen(*chosen: Any) -> Any:
@@ -63,6 +73,27 @@ def _with_aux(func: Callable[..., Any], argnums: int | Sequence[int], args: tupl
     grads = pullback(1.0 if not hasattr(output, "shape") else _one_like(output))
     gradient = grads[0] if isinstance(argnums, int) else tuple(grads)
     return (gradient, (output, aux)) if value else (gradient, aux)
+
+
+def _eager_grad_with_aux(func: Callable[..., Any], argnums: int | Sequence[int], args: tuple[Any, ...], value: bool) -> Any:
+    """``(grad, aux)`` (``(grad, (value, aux))`` for ``grad_and_value``) from one eager call of ``func``."""
+    who = "grad_and_value" if value else "grad"
+
+    def scalar_pair(result: Any) -> tuple[Any, Any]:
+        output, aux = _pair(result, f"{who}(has_aux=True)")
+        if not isinstance(output, Tensor) or output.ndim != 0:  # torch's words, grad's too
+            raise ScalarOutputError(f"grad_and_value(f)(*args): Expected f(*args) to return a scalar Tensor, got tensor "
+                                    f"with {getattr(output, 'ndim', 0)} dims. Maybe you wanted to use the vjp or jacrev APIs instead?")
+        return output, (output, aux)  # the output in the aux too: its value comes back released
+
+    numbers = argnums if isinstance(argnums, int) else tuple(argnums)
+    gradient, (output, aux) = jacobian_with_aux(func, numbers, args, scalar_pair)
+    return (gradient, (output, aux)) if value else (gradient, aux)
+
+
+def _eager() -> bool:
+    """Outside any trace: the transforms' arguments are eager tensors and ``func`` may run on them as torch's does."""
+    return not TraceContext.active() or TraceContext.current().eager
 
 
 def _one_like(output: Any) -> Any:
@@ -91,11 +122,15 @@ def jacfwd(func: Callable[..., Any], argnums: int | Sequence[int] = 0, has_aux: 
 def _jacobian_with_aux(transform: Callable[..., Any], func: Callable[..., Any], argnums: int | Sequence[int],
                        who: str) -> Callable[..., Any]:
     """``has_aux=True``: ``func`` returns ``(output, aux)``; the result is ``(jacobian of output, aux)``, as torch's
-    (a PINN's ``jacrev(lambda x: (f(x), f(x)), has_aux=True)`` gets the Jacobian and the value together). The aux
-    is ``func``'s second result from a call of its own beside the Jacobian's graph."""
+    (a PINN's ``jacrev(lambda x: (f(x), f(x)), has_aux=True)`` gets the Jacobian and the value together). On eager
+    tensors ``func`` runs once per call and both come from that call (``runtime/eager_jacobian.py``); inside a trace
+    (``vmap``, ``kiln.compile``) the traced transform gives the Jacobian, and the aux is traced beside it."""
     jacobian = transform(lambda *args: _pair(func(*args), who)[0], argnums)
+    numbers = argnums if isinstance(argnums, int) else tuple(argnums)
 
     def run(*args: Any) -> Any:
+        if _eager():
+            return jacobian_with_aux(func, numbers, args, lambda result: _pair(result, who))
         return jacobian(*args), _pair(func(*args), who)[1]
 
     return run

@@ -37,7 +37,7 @@ from kiln.compiler.batching.rules import materialize, moved_axis
 from kiln.compiler.ir.builder import Builder
 from kiln.compiler.ir.core import Graph, Value
 from kiln.compiler.ir.types import Dim, normalize_axis
-from kiln.frontend.tensor import Tensor
+from kiln.frontend.tensor import Tensor, to_value
 from kiln.frontend.trace import TraceContext, as_value, located_error
 from kiln.runtime.pytree import flatten, unflatten
 from kiln.runtime.traced_transform import Compiled, TracedTransform
@@ -133,8 +133,14 @@ def _checked_axis(index: int, leaf: Any, axis: int | None) -> int | None:
 
 
 def _as_tensor(builder: Builder, leaf: Any, axis: int | None) -> Any:
-    """A mapped array becomes a constant Tensor; an unmapped Python value stays as it is, for ``fn`` to see."""
-    return leaf if isinstance(leaf, Tensor) or axis is None else Tensor(builder.constant(np.asarray(leaf)))
+    """A mapped array becomes a constant Tensor; an unmapped Python value stays as it is, for ``fn`` to see. An eager
+    tensor given inside a trace (a closure's tensor mapped under ``torch.func.grad``) becomes the trace's value for
+    it (a constant, or a lifted input under ``kiln.compile``), as any op's operand does: its eager value belongs to
+    no graph being built."""
+    if isinstance(leaf, Tensor):
+        value = to_value(TraceContext.current(), leaf, None)
+        return leaf if value is leaf.value else Tensor(value)
+    return leaf if axis is None else Tensor(builder.constant(np.asarray(leaf)))
 
 
 def batch_size(leaves: Sequence[Any], axes: Sequence[int | None]) -> Dim:

@@ -97,7 +97,7 @@ def test_bad_arguments_say_what_is_wrong():
         kiln.autograd.grad((x * x).sum(), kiln.tensor(np.arange(3)))
     with pytest.raises(kiln.KilnError, match="grad_outputs has 2 entries for 1 outputs"):
         kiln.autograd.grad((x * x).sum(), x, grad_outputs=[None, None])
-    with pytest.raises(kiln.KilnError, match="only for a scalar|needs a floating-point scalar"):
+    with pytest.raises(kiln.KilnError, match="implicitly created only for scalar outputs: kiln.autograd.grad: outputs\[0\] has shape"):
         kiln.autograd.grad(x * x, x)
     with pytest.raises(kiln.KilnError, match=r"requires_grad=False"):
         kiln.autograd.grad((x * x).sum(), nn.Parameter(np.ones(3), requires_grad=False))
