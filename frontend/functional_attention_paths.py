@@ -11,7 +11,9 @@ out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)        # softmax(q
 In a CPU autocast region, 4-d float16/bfloat16 inputs compute as PyTorch 2.13's CPU flash-attention kernel does, so the result is torch's to the
 last bit for sequences of one key block: scores ``q k^T scale (+ mask)`` in float32, ``e = exp(s - rowmax)`` and its
 row sum in float32, ``e`` rounded to the half dtype before the product with ``v`` (float32 accumulation), that product
-divided by the float32 sum and rounded once. A row every key of which is masked gives 0, as torch's kernel.
+divided by the float32 sum and rounded once. A row every key of which is masked gives 0, as torch's kernel; so does
+one every score of which a float mask makes ``-inf`` (``safe_softmax``). ``MultiheadAttention`` with ``need_weights``
+is torch's other math path, where such a row is NaN (``nan_rows_attending_nothing``).
 """
 
 from __future__ import annotations
@@ -53,8 +55,29 @@ def attention_with_float_mask(query: Tensor, key: Tensor, value: Tensor, bias: T
     """``dropout(softmax(q k^T scale + bias)) v`` (``-inf`` above the diagonal when causal), PyTorch's math path."""
     from kiln.frontend.functional_nn import dropout
 
-    weights = masked_scores(query, key, bias, causal, scale).softmax(-1)
-    return dropout(weights, dropout_p) @ value
+    scores = masked_scores(query, key, bias, causal, scale)
+    return dropout(safe_softmax(scores), dropout_p) @ value
+
+
+def attention_with_bias(query: Tensor, key: Tensor, value: Tensor, bias: Tensor, dropout_p: float, causal: bool,
+                        need_weights: bool) -> tuple[Tensor, Tensor | None]:
+    """``MultiheadAttention`` with a float mask added to the scores (``layers_transformer.additive_attention_bias``):
+    without weights ``F.scaled_dot_product_attention``'s math path (a row of ``-inf`` gives 0); with them torch's
+    ``softmax(q k^T scale + bias)``, NaN for such a row, dropped out, times ``v``."""
+    if not need_weights:
+        return attention_with_float_mask(query, key, value, bias, dropout_p, causal, None), None
+    from kiln.frontend.functional_nn import dropout
+
+    weights = dropout(masked_scores(query, key, bias, causal, None).softmax(-1), dropout_p)
+    return weights @ value, weights
+
+
+def safe_softmax(scores: Tensor) -> Tensor:
+    """``softmax(scores, -1)``, 0 for a row every score of which is ``-inf`` (a float mask of ``-inf`` over every key),
+    as torch 2.13's math attention (its ``_safe_softmax``): no NaN forward, and a gradient of 0 there, not NaN (the
+    row's scores are replaced before the softmax, so its backward never sees the NaN row)."""
+    all_masked = (scores == float("-inf")).all(-1, keepdim=True)
+    return scores.masked_fill(all_masked, 0.0).softmax(-1).masked_fill(all_masked, 0.0)
 
 
 def attention_in_float32(query: Tensor, key: Tensor, value: Tensor, attn_mask: Tensor | None, causal: bool,
@@ -86,6 +109,22 @@ def zero_rows_attending_nothing(output: Tensor, attn_mask: Tensor | None) -> Ten
     if attn_mask is None or attn_mask.dtype is not DType.bool:
         return output
     return output.masked_fill(attn_mask.any(-1, keepdim=True).logical_not(), 0.0)
+
+
+def nan_rows_attending_nothing(output: Tensor, weights: Tensor | None, keep: Tensor | None, causal: bool,
+                               keys: int) -> tuple[Tensor, Tensor | None]:
+    """``MultiheadAttention``'s output (and weights) NaN for a query whose keys are all masked (a sequence all padding
+    in ``key_padding_mask``), as torch 2.13's where it takes its math path with ``need_weights=True`` (it adds ``-inf``
+    and softmaxes, and a row of ``-inf`` gives NaN) or its inference fast path (``frontend/attention_fast_path.py``);
+    ``F.scaled_dot_product_attention`` gives 0 there instead. ``output`` is ``(N, heads, L, D)``, over ``keys`` keys."""
+    if causal:
+        allowed = _causal_keep(output.shape[-2], keys)
+        keep = allowed if keep is None else keep.logical_and(allowed)
+    if keep is None:
+        return output, weights
+    nothing = keep.any(-1, keepdim=True).logical_not()
+    nan = float("nan")
+    return output.masked_fill(nothing, nan), None if weights is None else weights.masked_fill(nothing, nan)
 
 
 def shared_key_value_heads(query: Tensor, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor]:

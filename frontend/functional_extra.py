@@ -25,10 +25,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from kiln.compiler.errors import TraceError
 from kiln.frontend.functional_half import in_opmath
 from kiln.frontend.norm_size_checks import verify_spatial_size
 from kiln.frontend.eager_values import eager_array
-from kiln.frontend.embedding_options import renormalize_rows
+from kiln.frontend.embedding_options import frequency_scaled, renormalize_rows
 from kiln.frontend.index_range_checks import check_bag_indices_in_range
 from kiln.frontend.sparse_embedding import record_sparse_lookup
 from kiln.frontend.functional_conv import conv_transpose2d, single_size
@@ -310,6 +311,10 @@ def _adaptive_window_table(size: tuple[int, ...], out: tuple[int, ...]) -> np.nd
 # EmbeddingBag --------------------------------------------------------------------------------------------------------
 
 
+class BagOptionError(TraceError, ValueError):
+    """An option ``embedding_bag`` refuses in a mode (PyTorch's ``ValueError``), located at the user's line."""
+
+
 def embedding_bag(input: Tensor, weight: Tensor, offsets: Any = None, max_norm: float | None = None, norm_type: float = 2,
                   scale_grad_by_freq: bool = False, mode: str = "mean", sparse: bool = False, per_sample_weights: Tensor | None = None,
                   include_last_offset: bool = False, padding_idx: int | None = None) -> Tensor:
@@ -323,6 +328,8 @@ def embedding_bag(input: Tensor, weight: Tensor, offsets: Any = None, max_norm: 
     rows = apply("tensor.take", weight, input, axis=0)
     if sparse:  # a sparse COO .grad eagerly, as PyTorch's (frontend/sparse_embedding.py)
         record_sparse_lookup(rows, weight, input, padding_idx, scale_grad_by_freq, "embedding_bag", mode)
+    if scale_grad_by_freq:  # each row's gradient divided by its index's count in the whole input, as torch's
+        rows = frequency_scaled(rows, input, weight.shape[0])
     if input.ndim == 2:
         if offsets is not None:
             raise located_error("embedding_bag: if input is 2D, then offsets has to be None, as input is treated is a mini-batch of "
@@ -342,9 +349,8 @@ def embedding_bag(input: Tensor, weight: Tensor, offsets: Any = None, max_norm: 
 def _check_bag_options(input, weight, mode, scale_grad_by_freq, sparse, per_sample_weights) -> None:
     if mode not in ("sum", "mean", "max"):
         raise located_error(f"embedding_bag: mode has to be one of sum, mean or max, got {mode!r}")
-    if scale_grad_by_freq:
-        raise located_error("embedding_bag: scale_grad_by_freq is not supported; leave it at False (for frequency-scaled "
-                            "gradients, nn.Embedding(scale_grad_by_freq=True) and a sum over each bag)")
+    if scale_grad_by_freq and mode == "max":
+        raise located_error("max mode does not support scaling the gradient by the frequency", kind=BagOptionError)
     if weight.ndim != 2 or input.ndim not in (1, 2) or not input.dtype.is_int:
         raise located_error(f"embedding_bag expects integer (B, L) or (T,) indices and a 2-D weight, got {input.type} and {weight.type}")
     if per_sample_weights is not None and (mode != "sum" or tuple(per_sample_weights.shape) != tuple(input.shape)):

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from kiln.frontend.functional import linear
+from kiln.frontend.functional_attention_paths import attention_with_bias, nan_rows_attending_nothing
 from kiln.frontend.functional_nn import attention_with_weights, cat, scaled_dot_product_attention
 from kiln.frontend.functional_spatial import channel_shuffle
 from kiln.frontend.module import Parameter, _to_numpy
@@ -193,8 +194,11 @@ def multi_head_attention_forward(query: Tensor, key: Tensor, value: Tensor, embe
     statics = (None, _static_heads("static_k", static_k, query, num_heads), _static_heads("static_v", static_v, query, num_heads))
     q, k, v = (linear(x.transpose(0, 1), w, b) if static is None else None  # (N, L, E)
                for x, w, b, static in zip((query, key, value), weights_of, biases, statics))
-    key_padding_mask, attn_mask = _as_bool("key_padding_mask", key_padding_mask), _as_bool("attn_mask", attn_mask)
-    from kiln.frontend.layers_transformer import attention_keep_mask, check_key_padding_mask  # it imports F
+    from kiln.frontend.layers_transformer import additive_attention_bias, attention_keep_mask, check_key_padding_mask  # it imports F
+
+    bias = additive_attention_bias(key_padding_mask, attn_mask, num_heads, query.dtype)  # a float mask torch adds
+    if bias is None:
+        key_padding_mask, attn_mask = _as_bool("key_padding_mask", key_padding_mask), _as_bool("attn_mask", attn_mask)
 
     check_key_padding_mask(key_padding_mask, query.shape[1], key.shape[0] if static_k is None else static_k.shape[1])
     if (bias_k is None) != (bias_v is None):
@@ -205,17 +209,21 @@ def multi_head_attention_forward(query: Tensor, key: Tensor, value: Tensor, embe
                                 "(PyTorch's rule); append the bias to static_k and static_v yourself")
         k, v = (cat([x, apply("tensor.broadcast_to", bias.reshape(1, 1, embed_dim), shape=(x.shape[0], 1, embed_dim))], 1)
                 for x, bias in ((k, bias_k), (v, bias_v)))
-        key_padding_mask, attn_mask = _pad_mask(key_padding_mask), _pad_mask(attn_mask)
+        key_padding_mask, attn_mask, bias = _pad_mask(key_padding_mask), _pad_mask(attn_mask), _pad_bias(bias)
     q, k, v = (_heads(x, num_heads) if static is None else static for x, static in zip((q, k, v), statics))
     if add_zero_attn:
         k, v = (cat([x, x[:, :, :1] * 0.0], 2) for x in (k, v))
-        key_padding_mask, attn_mask = _pad_mask(key_padding_mask), _pad_mask(attn_mask)
-    keep = attention_keep_mask(key_padding_mask, attn_mask, num_heads)
+        key_padding_mask, attn_mask, bias = _pad_mask(key_padding_mask), _pad_mask(attn_mask), _pad_bias(bias)
     p = dropout_p if training else 0.0
+    if bias is not None:
+        heads, weights = attention_with_bias(q, k, v, bias, p, False, need_weights)
+        output = _attention_output(heads, out_proj_weight, out_proj_bias)
+        return output, None if weights is None else weights.mean(1) if average_attn_weights else weights
+    keep = attention_keep_mask(key_padding_mask, attn_mask, num_heads)
     if not need_weights:
         heads = scaled_dot_product_attention(q, k, v, attn_mask=keep, dropout_p=p)
         return _attention_output(heads, out_proj_weight, out_proj_bias), None
-    heads, weights = attention_with_weights(q, k, v, keep, p, False)
+    heads, weights = nan_rows_attending_nothing(*attention_with_weights(q, k, v, keep, p, False), keep, False, k.shape[-2])
     return _attention_output(heads, out_proj_weight, out_proj_bias), weights.mean(1) if average_attn_weights else weights
 
 
@@ -262,6 +270,17 @@ def _as_bool(name: str, mask: Any) -> Tensor | None:
     from kiln.frontend.layers_transformer import boolean_attention_mask
 
     return boolean_attention_mask(name, mask)
+
+
+def _pad_bias(bias: Tensor | None) -> Tensor | None:
+    """A float bias (``additive_attention_bias``'s) with one more key, 0 for it (the appended bias or zero key)."""
+    if bias is None:
+        return None
+    return cat([bias, apply("tensor.broadcast_to", _zeros_like_column(bias), shape=tuple(bias.shape[:-1]) + (1,))], -1)
+
+
+def _zeros_like_column(bias: Tensor) -> Tensor:
+    return apply("tensor.constant", value=np.zeros((1,) * bias.ndim, bias.dtype.numpy))
 
 
 def _pad_mask(mask: Tensor | None) -> Tensor | None:

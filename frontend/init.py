@@ -37,11 +37,17 @@ def uniform(shape: tuple[int, ...], bound: float, dtype: str = "float32") -> np.
 
 def linear_weight(out_features: int, in_features: int, dtype: str = "float32") -> np.ndarray:
     """``nn.Linear``'s default: kaiming_uniform(a=sqrt(5)), i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
-    return uniform((out_features, in_features), 1.0 / math.sqrt(in_features), dtype)
+    return uniform((out_features, in_features), _linear_bound(in_features), dtype)
 
 
 def linear_bias(out_features: int, in_features: int, dtype: str = "float32") -> np.ndarray:
-    return uniform((out_features,), 1.0 / math.sqrt(in_features), dtype)
+    return uniform((out_features,), _linear_bound(in_features), dtype)
+
+
+def _linear_bound(in_features: int) -> float:
+    """``1/sqrt(fan_in)``, and 0 without inputs (``Linear(0, n)``: an adaptive softmax's empty tail projection for
+    small ``in_features``), as torch's ``reset_parameters``: a zero bias."""
+    return 1.0 / math.sqrt(in_features) if in_features > 0 else 0.0
 
 
 def normal(shape: tuple[int, ...], std: float = 1.0, dtype: str = "float32") -> np.ndarray:

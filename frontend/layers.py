@@ -3,6 +3,7 @@ distance modules ``CosineSimilarity`` and ``PairwiseDistance``."""
 
 from __future__ import annotations
 
+import operator
 from typing import Any, Iterable, Iterator
 
 
@@ -110,6 +111,45 @@ class Sequential(Module):
         if isinstance(index, slice):
             return self.__class__(dict(list(self._modules.items())[index]))
         return list(self._modules.values())[index]
+
+    def __setitem__(self, index: int, layer: Module) -> None:
+        """Replace the layer at ``index`` (under its name), as PyTorch's (a fine-tuning script's ``model[-1] = ...``)."""
+        setattr(self, self._name_at(index), layer)
+
+    def __delitem__(self, index: int | slice) -> None:
+        """Remove the layer(s) at ``index``; the rest are numbered ``0``, ``1``, ... again, as PyTorch's."""
+        names = list(self._modules)[index] if isinstance(index, slice) else [self._name_at(index)]
+        for name in names:
+            delattr(self, name)
+        layers = list(self._modules.values())
+        self._modules.clear()  # in place: a compiled model shares this registry
+        self._modules.update((str(position), layer) for position, layer in enumerate(layers))
+
+    def insert(self, index: int, layer: Module) -> "Sequential":
+        """Put ``layer`` at ``index``, the layers from there on moving one place up, as PyTorch's."""
+        if not isinstance(layer, Module):
+            raise AssertionError(f"module should be of type: {Module}")
+        count = len(self._modules)
+        if not -count <= index <= count:
+            raise IndexError(f"Index out of range: {index}")
+        index = index + count if index < 0 else index
+        for position in range(count, index, -1):
+            self._modules[str(position)] = self._modules[str(position - 1)]
+        self._modules[str(index)] = layer
+        return self
+
+    def pop(self, index: int | slice) -> Any:
+        """Remove the layer at ``index`` and return it."""
+        layer = self[index]
+        del self[index]
+        return layer
+
+    def _name_at(self, index: int) -> str:
+        """The name of the layer at ``index`` (negative from the end); torch's IndexError out of range."""
+        count, index = len(self._modules), operator.index(index)
+        if not -count <= index < count:
+            raise IndexError(f"index {index} is out of range")
+        return list(self._modules)[index % count]
 
     def forward(self, input: Tensor) -> Tensor:
         for layer in self._modules.values():

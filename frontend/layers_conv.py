@@ -9,13 +9,13 @@ import numpy as np
 
 from kiln.compiler.errors import TraceError
 from kiln.frontend import layer_resets
+from kiln.frontend.batch_norm_base import _BatchNorm
 from kiln.frontend import functional as F
 from kiln.frontend import init
 from kiln.frontend.conv_transpose_output_size import output_padding_for
 from kiln.frontend.functional_nn import _pair, edge_pads
 from kiln.frontend.module import Module, Parameter, layer_dtype
 from kiln.frontend.tensor import Tensor
-from kiln.frontend.trace import TraceContext
 
 
 class Conv2d(Module):
@@ -180,50 +180,15 @@ class AvgPool2d(Module):
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
 
 
-class BatchNorm2d(Module):
-    """``torch.nn.BatchNorm2d``: ``weight``, ``bias`` and the buffers ``running_mean``, ``running_var``, ``num_batches_tracked``.
-
-    In training mode each step normalizes with the batch's statistics and returns the updated running
-    statistics as extra outputs, which ``compile_train_step`` writes back; eval mode uses the running ones.
-    Under ``kiln.distributed.DataParallel`` the batch is the global one, all ranks' shards (``SyncBatchNorm``).
-    PyTorch's signature: with ``track_running_stats=False`` there are no buffers and every forward, eval mode included,
-    normalizes with the batch's statistics; ``bias=False`` (torch 2.13) keeps the weight only.
-    """
-
-    reset_parameters = layer_resets.running_stats_and_affine
-    reset_running_stats = layer_resets.running_stats
-
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True, track_running_stats: bool = True,
-                 device: Any = None, dtype: Any = None, *, bias: bool = True):
-        if momentum is None:
-            raise ValueError(f"{type(self).__name__}: momentum=None (a cumulative moving average) is not supported; pass a float such as 0.1")
-        super().__init__()
-        dtype = layer_dtype(dtype)
-        self.num_features, self.eps, self.momentum = num_features, eps, momentum
-        self.affine, self.track_running_stats = affine, track_running_stats
-        self.weight = Parameter(np.ones(num_features, dtype)) if affine else None
-        self.bias = Parameter(np.zeros(num_features, dtype)) if affine and bias else None
-        if not track_running_stats:
-            self.running_mean = self.running_var = self.num_batches_tracked = None
-            layer_resets.reset_if_overridden(self, layer_resets.running_stats_and_affine)
-            return
-        self.register_buffer("running_mean", np.zeros(num_features, dtype))
-        self.register_buffer("running_var", np.ones(num_features, dtype))
-        self.register_buffer("num_batches_tracked", np.zeros((), np.int64))
-        layer_resets.reset_if_overridden(self, layer_resets.running_stats_and_affine)
+class BatchNorm2d(_BatchNorm):
+    """``torch.nn.BatchNorm2d`` on ``(N, C, H, W)`` (``frontend/batch_norm_base.py``: the parameters, buffers and
+    options). Under ``kiln.distributed.DataParallel`` the batch is the global one, all ranks' shards
+    (``SyncBatchNorm``)."""
 
     def forward(self, input: Tensor) -> Tensor:
         if input.ndim != 4:
             raise TraceError(f"BatchNorm2d expects an (N, C, H, W) input, got {input.type}")
-        if not self.track_running_stats:
-            return F.batch_norm(input, None, None, self.weight, self.bias, True, self.momentum, self.eps)
-        if self.training:
-            TraceContext.current().update_buffer(self.num_batches_tracked, (self.num_batches_tracked + 1).value)
-        return F.batch_norm(input, self.running_mean, self.running_var, self.weight, self.bias, self.training, self.momentum, self.eps)
-
-    def extra_repr(self) -> str:
-        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, bias={self.bias is not None}, "
-                f"track_running_stats={self.track_running_stats}")
+        return self._batch_norm(input)
 
 
 class AdaptiveAvgPool2d(Module):

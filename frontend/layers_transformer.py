@@ -21,6 +21,9 @@ from kiln.frontend import layer_resets
 from kiln.frontend import functional as F
 from kiln.frontend import init
 from kiln.frontend.containers import ModuleList
+from kiln.frontend.attention_fast_path import encoder_layer_takes_fast_path, is_float_mask, off_fast_path, takes_fast_path
+from kiln.frontend.eager_values import eager_array
+from kiln.frontend.functional_attention_paths import attention_with_bias, nan_rows_attending_nothing
 from kiln.frontend.functional_nn import attention_with_weights, embedding_padding_index
 from kiln.frontend.layers import Linear
 from kiln.frontend.module import Module, Parameter, _to_numpy, layer_dtype
@@ -187,6 +190,54 @@ def attention_keep_mask(key_padding_mask: Any, attn_mask: Any, num_heads: int = 
     return keep
 
 
+def additive_attention_bias(key_padding_mask: Any, attn_mask: Any, num_heads: int, dtype: DType) -> Tensor | None:
+    """The masks as the one float bias torch adds to the scores, ``(N or 1, heads or 1, L or 1, S)``, when a float one
+    may hold values other than 0 and -inf (an ALiBi or relative-position bias, or a traced mask of unknown values); a
+    bool one gives -inf where it masks. None otherwise: the bool keep mask serves (one fused attention op)."""
+    if not any(_adds_values(mask) for mask in (key_padding_mask, attn_mask)):
+        return None
+    bias = None
+    if key_padding_mask is not None:
+        padding = _as_bias(key_padding_mask, dtype)
+        bias = padding.reshape(padding.shape[0], 1, 1, padding.shape[1])
+    if attn_mask is not None:
+        added = _as_bias(attn_mask, dtype)
+        added = added.reshape((-1, num_heads) + tuple(added.shape[1:])) if added.ndim == 3 else added
+        bias = added if bias is None else bias + added
+    return bias
+
+
+def _adds_values(mask: Any) -> bool:
+    """A float mask that may hold values other than 0 and -inf: known to, or of values unknown in a trace (a mask
+    given to a compiled function: adding it is right whatever it holds)."""
+    return is_float_mask(mask) and _other_values(mask) is not False
+
+
+def _other_values(mask: Any) -> bool | None:
+    """Whether a float mask holds values other than 0 and -inf; None where a trace does not know its values."""
+    array = _known_values(mask) if isinstance(mask, Tensor) else np.asarray(_to_numpy(mask))
+    if array is None:
+        return None
+    array = array.astype(np.float32)
+    return bool(np.any((array != 0) & ~np.isneginf(array)))
+
+
+def _known_values(tensor: Tensor) -> np.ndarray | None:
+    """An eager tensor's values, or a traced one's computed from constants only (``nn.Transformer``'s causal mask)."""
+    from kiln.frontend.trace_known_values import known_value
+
+    array = eager_array(tensor)
+    return array if array is not None else known_value(tensor)
+
+
+def _as_bias(mask: Any, dtype: DType) -> Tensor:
+    """A mask as scores to add: a float one as it is, a bool one -inf where True (masked out), 0 elsewhere."""
+    tensor = mask if isinstance(mask, Tensor) else apply("tensor.constant", value=np.asarray(_to_numpy(mask)))
+    if tensor.dtype is DType.bool:
+        return tensor.to(dtype).masked_fill(tensor, float("-inf"))
+    return tensor.to(dtype)
+
+
 class MultiheadAttention(Module):
     """``torch.nn.MultiheadAttention``, with its arguments in its order: packed ``in_proj_weight (3E, E)`` and
     ``out_proj``; ``(L, N, E)`` inputs and output, or ``(N, L, E)`` with ``batch_first=True``. Keys and values of other
@@ -236,16 +287,24 @@ class MultiheadAttention(Module):
             return self._unbatched(query, key, value, key_padding_mask, need_weights, attn_mask, average_attn_weights, is_causal)
         if not self._qkv_same_embed_dim or self.bias_k is not None or self.add_zero_attn:
             return self._general(query, key, value, key_padding_mask, need_weights, attn_mask, average_attn_weights, is_causal)
+        fast = takes_fast_path(self, query, key, value, attn_mask, key_padding_mask)
         if not self.batch_first:  # (L, N, E): attend within each sequence, batch first inside
             query, key, value = (x.transpose(0, 1) for x in (query, key, value))
         check_key_padding_mask(key_padding_mask, query.shape[0], key.shape[1])
         projected = [self._project(x, index) for index, x in enumerate((query, key, value))]
         q, k, v = (_split_heads(x, self.num_heads) for x in projected)
-        keep = attention_keep_mask(key_padding_mask, attn_mask, self.num_heads)
         causal, dropout = is_causal and attn_mask is None, self.dropout if self.training else 0.0
+        bias = additive_attention_bias(key_padding_mask, attn_mask, self.num_heads, q.dtype)
+        if bias is not None:  # a float mask of other values than 0 and -inf: added to the scores, as torch's
+            output, weights = attention_with_bias(q, k, v, bias, dropout, causal, need_weights)
+            return self._output(output), None if weights is None else weights.mean(1) if average_attn_weights else weights
+        keep = attention_keep_mask(key_padding_mask, attn_mask, self.num_heads)
         if not need_weights:
-            return self._output(F.scaled_dot_product_attention(q, k, v, attn_mask=keep, dropout_p=dropout, is_causal=causal)), None
+            output = F.scaled_dot_product_attention(q, k, v, attn_mask=keep, dropout_p=dropout, is_causal=causal)
+            output = nan_rows_attending_nothing(output, None, keep, causal, k.shape[-2])[0] if fast else output
+            return self._output(output), None
         output, weights = attention_with_weights(q, k, v, keep, dropout, causal)
+        output, weights = nan_rows_attending_nothing(output, weights, keep, causal, k.shape[-2])
         return self._output(output), weights.mean(1) if average_attn_weights else weights
 
     def _unbatched(self, query: Tensor, key: Tensor, value: Tensor, key_padding_mask: Any, need_weights: bool, attn_mask: Any,
@@ -329,6 +388,13 @@ class TransformerEncoderLayer(_FeedForward):
         self.dropout1, self.dropout2 = Dropout(dropout), Dropout(dropout)
 
     def forward(self, src: Tensor, src_mask: Tensor | None = None, src_key_padding_mask: Tensor | None = None, is_causal: bool = False) -> Tensor:
+        """PyTorch's outputs, NaN for a sequence all padding where its fused kernel runs (``frontend/attention_fast_path.py``)."""
+        if not encoder_layer_takes_fast_path(self, src):  # torch hands its attention float masks, off its fast path too
+            with off_fast_path():
+                return self._layer(src, src_mask, src_key_padding_mask, is_causal)
+        return self._layer(src, src_mask, src_key_padding_mask, is_causal)
+
+    def _layer(self, src: Tensor, src_mask: Tensor | None, src_key_padding_mask: Tensor | None, is_causal: bool) -> Tensor:
         attend = lambda x: self.dropout1(self.self_attn(x, x, x, src_key_padding_mask, False, src_mask, is_causal=is_causal)[0])  # noqa: E731
         feed = lambda x: self.dropout2(self._feedforward(x))  # noqa: E731
         if self.norm_first:
@@ -490,6 +556,10 @@ def boolean_attention_mask(name: str, mask: Any) -> Tensor | None:
             return mask
         if not mask.dtype.is_float:
             raise located_error(f"attention: {name} must be a bool or float mask, got {mask.type}")
+        if _other_values(mask):  # MultiheadAttention adds it (additive_attention_bias); a mask read as blocking cannot
+            raise located_error(f"attention: the float {name} holds values other than 0 and -inf; PyTorch adds them to the "
+                                f"attention scores, which kiln does in MultiheadAttention and the transformer layers but not "
+                                f"here (nn.Transformer's masks, an encoder's padding); pass a bool mask (True = masked out)")
         return mask.eq(-np.inf)
     array = np.asarray(_to_numpy(mask))
     if is_float_array_dtype(array.dtype):  # bfloat16's NumPy kind is "V", not "f"

@@ -22,6 +22,7 @@ from kiln.frontend.eager_values import ARRAYS, count_update
 from kiln.frontend.grad_mode import no_grad
 from kiln.frontend.inplace_leaf_checks import check_leaf_write
 from kiln.frontend.registered_assignment import check_registered_assignment
+from kiln.frontend.module_registry import Registry
 from kiln.frontend.module_hooks import HOOK_KINDS, HookMethods, RemovableHandle, call_with_hooks
 from kiln.frontend.layer_device import accept_device_keyword
 from kiln.frontend.shared_storage import is_shared
@@ -40,7 +41,11 @@ class Parameter(Tensor):
     def grad(self) -> Any:
         """The gradient an eager ``loss.backward()`` accumulated (``runtime/eager_backward.py``); None until then, and
         after ``zero_grad()``. ``compile_train_step`` computes its gradients inside the step and leaves this alone; a
-        ``kiln.compile``d step writes it as PyTorch's step would (``runtime/step_capture.py``)."""
+        ``kiln.compile``d step writes it as PyTorch's step would (``runtime/step_capture.py``), and reads it as a traced
+        tensor, so that the step's in-place writes to it are traced."""
+        capture = step_capture()
+        if capture is not None:
+            return capture.traced_grad(self)
         return self.__dict__.get("grad")
 
     @grad.setter
@@ -178,7 +183,16 @@ class Parameter(Tensor):
         return self
 
     def __repr__(self) -> str:
-        return f"Parameter(shape={self.data.shape}, dtype={self.data.dtype})"
+        """torch's: ``Parameter containing:`` over the values (``print(model.fc.weight)``)."""
+        return "Parameter containing:\n" + _values_repr(self)
+
+
+def _values_repr(tensor: Any) -> str:
+    """A parameter's or buffer's values as a tensor prints them, ``requires_grad=True`` where it has it."""
+    from kiln.frontend.eager_values import eager_leaf  # lazily: the eager values build on the tensor
+
+    text = repr(eager_leaf(np.asarray(tensor.data)))
+    return f"{text[:-1]}, requires_grad=True)" if tensor.requires_grad else text
 
 
 def _broadcasts_to(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:
@@ -292,10 +306,7 @@ class GradLeaf(Parameter):
     optimizer); wrap it in ``nn.Parameter`` to register it."""
 
     def __repr__(self) -> str:
-        from kiln.frontend.eager_values import eager_leaf  # lazily: the eager values build on the tensor
-
-        text = repr(eager_leaf(np.asarray(self.data)))
-        return f"{text[:-1]}, requires_grad=True)" if self.requires_grad else text
+        return _values_repr(self)
 
 
 class Buffer(Parameter):
@@ -306,12 +317,17 @@ class Buffer(Parameter):
     """
 
     def __init__(self, data: Any):
+        from kiln.frontend.sparse_legacy import marked_sparse, sparse_marked  # lazily: it builds on the tensor
+
         shared = _eager_storage(data)
         self.data = np.array(data) if shared is None else shared  # keeps its dtype: counters stay int64
         self.requires_grad = False
+        if sparse_marked(data):  # a to_sparse() tensor still answers indices() (whisper's alignment_heads buffer)
+            marked_sparse(self)
 
     def __repr__(self) -> str:
-        return f"Buffer(shape={self.data.shape}, dtype={self.data.dtype})"
+        """A plain tensor's, as torch's buffers are tensors (``print(bn.running_mean)``)."""
+        return _values_repr(self)
 
 
 def _storage_shared_with_numpy(data: Any) -> np.ndarray | None:
@@ -343,9 +359,9 @@ class Module(HookMethods):
         accept_device_keyword(cls)
 
     def __init__(self) -> None:
-        object.__setattr__(self, "_parameters", OrderedDict())
-        object.__setattr__(self, "_modules", OrderedDict())
-        object.__setattr__(self, "_buffers", OrderedDict())
+        object.__setattr__(self, "_parameters", Registry())  # changes counted: frontend/module_registry.py
+        object.__setattr__(self, "_modules", Registry())
+        object.__setattr__(self, "_buffers", Registry())
         object.__setattr__(self, "training", True)
         if TraceContext.active():  # made by the traced code: its attributes are no state the trace must guard
             TraceContext.current().modules_made.add(id(self))
@@ -390,7 +406,6 @@ class Module(HookMethods):
             if any([isinstance(a, np.ndarray) for a in args]):
                 args = tuple([eager_tensor(np.asarray(a)) if isinstance(a, np.ndarray) else a for a in args])
         else:
-            TraceContext.current().modules_called.setdefault(id(self), self)  # its attributes: guarded by kiln.compile
             if step_capture() is not None:  # kiln.compile guards on the mode of each module called
                 step_capture().called(self)
         if not self.__dict__.keys().isdisjoint(HOOK_KINDS):
@@ -545,6 +560,14 @@ class Module(HookMethods):
     def bfloat16(self) -> "Module":
         return self.to(DType.bf16)
 
+    def type(self, dst_type: Any) -> "Module":
+        """PyTorch's ``Module.type(dst_type)``: every parameter and buffer cast to ``dst_type`` (a dtype, a legacy
+        type such as ``torch.DoubleTensor``, or its name), integer buffers too (``frontend/module_type_cast.py``)."""
+        from kiln.frontend.module_type_cast import cast_every_tensor
+
+        cast_every_tensor(self, dst_type)
+        return self
+
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Clear the ``.grad`` eager ``backward()`` calls accumulate (a compiled step computes its gradients inside the step)."""
         clear_grads(self.parameters(), set_to_none)
@@ -582,11 +605,12 @@ class Module(HookMethods):
         for name, module in self._modules.items():
             yield from module._state_items(f"{prefix}{name}.")
 
-    def load_state_dict(self, state: Mapping[str, Any], strict: bool = True) -> IncompatibleKeys:
+    def load_state_dict(self, state: Mapping[str, Any], strict: bool = True, assign: bool = False) -> IncompatibleKeys:
         """Copy arrays into the parameters in place; every key and shape is checked before anything is written. A
         shared parameter needs only one of its names (a checkpoint that lists tied weights once still loads).
         Returns the missing and unexpected keys (``strict=False`` loads the others), as PyTorch's. A checkpoint of a
-        ``torch.compile``d model, every key prefixed ``_orig_mod.``, loads as the model's own."""
+        ``torch.compile``d model, every key prefixed ``_orig_mod.``, loads as the model's own. ``assign=True``: the
+        state's values become new parameters and buffers, in their dtype (``frontend/state_dict_assign.py``)."""
         from kiln.frontend.parametrizations import deprecated_weight_norm_keys  # lazily: it imports this module
 
         own = dict(self._state_items(""))
@@ -600,17 +624,24 @@ class Module(HookMethods):
         for name, array in arrays.items():
             if array.shape != own[name].data.shape:
                 raise KilnError(f"load_state_dict: {name} has shape {array.shape}, the model expects {own[name].data.shape}")
+        if assign:
+            from kiln.frontend.state_dict_assign import assign_state  # lazily: it builds on this module
+
+            assign_state(self, arrays, own)
+            return IncompatibleKeys(missing, unexpected)
         with no_grad():  # as PyTorch's: loading writes parameters in place
             for name, array in arrays.items():
                 own[name].copy_(array)
         return IncompatibleKeys(missing, unexpected)
 
     def train(self, mode: bool = True) -> "Module":
-        modules = [module for _, module in self.named_modules()]
+        """Set ``training`` here, then ``train(mode)`` on each child, as torch's: a child's own ``train`` runs
+        (MobileSAM's TinyViT ``Attention`` registers its cached bias table ``ab`` there on ``eval()``)."""
         if step_capture() is not None:  # each kiln.compile'd call sets them
-            step_capture().setting_modes(modules)
-        for module in modules:
-            object.__setattr__(module, "training", mode)
+            step_capture().setting_modes([self])
+        object.__setattr__(self, "training", mode)
+        for module in self.children():
+            module.train(mode)
         return self
 
     def eval(self) -> "Module":

@@ -4,7 +4,10 @@ Hooks run while the model is traced, on traced tensors, so what a hook computes 
 that stores a layer's output (feature extraction, a feature-matching loss) or rewrites it (a mask, a scale) traces as
 if the code were in ``forward``. As in PyTorch, a pre-hook may return new positional arguments (or ``(args, kwargs)``
 with ``with_kwargs=True``) and a forward hook a new output; ``None`` keeps them. Each registration returns a handle
-whose ``remove()`` (or ``with`` block) takes the hook away. Backward hooks have no place in a compiled step, whose
+whose ``remove()`` (or ``with`` block) takes the hook away. As in PyTorch, a registry (``module._forward_pre_hooks``)
+maps each handle's id to the hook itself (``torch.nn.utils.prune``'s methods find their hook there, the pruning
+tutorial prints it), and ``_forward_pre_hooks_with_kwargs`` / ``_forward_hooks_with_kwargs`` name the ids of the hooks
+registered ``with_kwargs=True``. Backward hooks have no place in a compiled step, whose
 gradients are one graph: registering one raises an error that says what to use instead.
 """
 
@@ -13,6 +16,8 @@ from __future__ import annotations
 import itertools
 from collections import OrderedDict
 from typing import Any, Callable
+
+from kiln.frontend.module_registry import Registry
 
 
 _handle_ids = itertools.count()
@@ -23,12 +28,15 @@ HOOK_KINDS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backw
 class RemovableHandle:
     """``torch.utils.hooks.RemovableHandle``: ``remove()`` takes the hook away; also a context manager."""
 
-    def __init__(self, registry: "OrderedDict[int, Any]"):
+    def __init__(self, registry: "OrderedDict[int, Any]", extra: "dict[int, Any] | None" = None):
         self.id = next(_handle_ids)
         self._registry = registry
+        self._extra = extra
 
     def remove(self) -> None:
         self._registry.pop(self.id, None)
+        if self._extra is not None:
+            self._extra.pop(self.id, None)
 
     def __enter__(self) -> "RemovableHandle":
         return self
@@ -38,20 +46,34 @@ class RemovableHandle:
 
 
 def add_hook(module: Any, kind: str, hook: Callable[..., Any], with_kwargs: bool, prepend: bool) -> RemovableHandle:
-    registry = module.__dict__.get(kind)
-    if registry is None:
-        registry = OrderedDict()
-        object.__setattr__(module, kind, registry)
-    handle = RemovableHandle(registry)
-    registry[handle.id] = (hook, with_kwargs)
+    registry, with_kwargs_ids = _registry(module, kind), _registry(module, kind + "_with_kwargs")
+    handle = RemovableHandle(registry, with_kwargs_ids)
+    registry[handle.id] = hook
+    if with_kwargs:
+        with_kwargs_ids[handle.id] = True
     if prepend:
         registry.move_to_end(handle.id, last=False)
     return handle
 
 
+def _registry(module: Any, name: str) -> "OrderedDict[int, Any]":
+    """The module's registry ``name``, made empty on first use (a plain attribute, as PyTorch's)."""
+    registry = module.__dict__.get(name)
+    if registry is None:
+        registry = Registry()  # its changes counted: a compiled call checks the hooks it traced (module_structure.py)
+        object.__setattr__(module, name, registry)
+    return registry
+
+
+def registered_hooks(module: Any, kind: str) -> list[tuple[Callable[..., Any], bool]]:
+    """``(hook, with_kwargs)`` for each hook of the module's registry ``kind``, in order."""
+    with_kwargs_ids = module.__dict__.get(kind + "_with_kwargs", {})
+    return [(hook, key in with_kwargs_ids) for key, hook in list(module.__dict__.get(kind, {}).items())]
+
+
 def call_with_hooks(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """``module.forward(*args, **kwargs)`` between its pre-hooks and its forward hooks, as PyTorch's ``__call__``."""
-    for hook, with_kwargs in list(module.__dict__.get("_forward_pre_hooks", {}).values()):
+    for hook, with_kwargs in registered_hooks(module, "_forward_pre_hooks"):
         result = hook(module, args, kwargs) if with_kwargs else hook(module, args)
         if result is not None:
             if with_kwargs:
@@ -64,7 +86,7 @@ def call_with_hooks(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) 
         output = call_with_backward_hooks(module, module.forward, args, kwargs)
     else:
         output = module.forward(*args, **kwargs)
-    for hook, with_kwargs in list(module.__dict__.get("_forward_hooks", {}).values()):
+    for hook, with_kwargs in registered_hooks(module, "_forward_hooks"):
         result = hook(module, args, kwargs, output) if with_kwargs else hook(module, args, output)
         if result is not None:
             output = result

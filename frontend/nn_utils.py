@@ -16,16 +16,23 @@ from kiln.frontend.module import Parameter, grad_array
 from kiln.frontend.tensor import Tensor, apply
 from kiln.frontend.tensor_linalg import vector_norm
 from kiln.frontend.torch_dtypes import get_default_dtype
-from kiln.frontend.torch_functions import stack
+from kiln.frontend.torch_functions import cat, stack
 from kiln.frontend.trace import TraceContext, located_error, step_capture
 
 
-def parameters_to_vector(parameters: Iterable[Parameter]) -> np.ndarray:
-    """The parameters' values flattened and joined in order: a new array (PyTorch's, on arrays)."""
-    arrays = [np.asarray(parameter.data).ravel() for parameter in parameters]
-    if not arrays:
+def parameters_to_vector(parameters: Iterable[Any]) -> Tensor:
+    """The tensors (parameters, their ``.grad``, masks) flattened and joined in order: a new tensor, as PyTorch's
+    ``torch.cat([p.view(-1) for p in parameters])``, so it is differentiable (an L2 penalty on it trains) and traced in
+    a compiled step."""
+    tensors = [_as_eager_tensor(p).view(-1) for p in parameters]
+    if not tensors:
         raise ValueError("parameters_to_vector: no parameters given")
-    return np.concatenate(arrays)
+    return cat(tensors)
+
+
+def _as_eager_tensor(item: Any) -> Any:
+    """A tensor as it is; an array (a ``.grad``) as an eager tensor of its values."""
+    return item if isinstance(item, Tensor) else eager_leaf(np.asarray(item))
 
 
 def vector_to_parameters(vector: Any, parameters: Iterable[Parameter]) -> None:
@@ -77,8 +84,9 @@ def get_total_norm(tensors: Any, norm_type: float = 2.0, error_if_nonfinite: boo
     dtype = np.result_type(*(a.dtype for a in arrays))
     total = _half_norm(np.asarray(norms, dtype), norm_type) if DType.of(dtype).is_half else _array_norm(np.asarray(norms, dtype), norm_type)
     if error_if_nonfinite and not np.isfinite(float(total)):
-        raise RuntimeError(f"the total norm of order {norm_type} of the gradients is non-finite ({float(total)}), so it cannot be "
-                           "clipped; to scale the gradients by it anyway, set error_if_nonfinite=False")
+        raise RuntimeError(f"The total norm of order {norm_type} for gradients from `parameters` is non-finite, so it cannot be "
+                           "clipped. To disable this error and scale the gradients by the non-finite norm anyway, set "
+                           "`error_if_nonfinite=False`")  # torch's words
     return eager_leaf(np.asarray(total, dtype))
 
 

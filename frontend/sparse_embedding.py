@@ -56,8 +56,8 @@ def record_sparse_lookup(rows: Any, weight: Any, input: Any, padding_idx: int | 
     if bag_mode == "max":
         raise ValueError("max mode does not support sparse weights")
     if scale_grad_by_freq:
-        raise RuntimeError(f"{caller}_backward: scale_grad_by_freq not supported with sparse gradients (PyTorch refuses it "
-                           "too); pass sparse=False to scale the dense gradient")
+        raise RuntimeError("embedding_backward: scale_grad_by_freq not supported with sparse gradients (PyTorch refuses it "
+                           "too, for EmbeddingBag as well); pass sparse=False to scale the dense gradient")
     if step_capture() is not None:
         raise located_error(f"{caller}(sparse=True) inside a kiln.compile'd training step: its weight's gradient is a sparse "
                             "tensor (for SparseAdam), which a compiled step cannot hold; kiln.compile runs this step eagerly "

@@ -63,7 +63,7 @@ class SpectralNorm:
 def _hooks_of(module: Module) -> dict[int, Any]:
     """The module's ``SpectralNorm`` pre-hooks by their handle's id."""
     registry = module.__dict__.get("_forward_pre_hooks", {})
-    return {key: hook for key, (hook, _) in registry.items() if isinstance(hook, SpectralNorm)}
+    return {key: hook for key, hook in registry.items() if isinstance(hook, SpectralNorm)}
 
 
 def _output_dim(module: Module) -> int:

@@ -21,7 +21,6 @@ from kiln.frontend.grad_mode import is_grad_enabled
 
 def nested_tensor_blocker(layer: Any) -> str:
     """Why PyTorch's ``TransformerEncoder.__init__`` sets ``use_nested_tensor = False`` for ``layer``, or ``""``."""
-    from kiln.frontend import functional as F
     from kiln.frontend.layers_transformer import TransformerEncoderLayer
 
     if not isinstance(layer, TransformerEncoderLayer):
@@ -30,11 +29,17 @@ def nested_tensor_blocker(layer: Any) -> str:
     checks = [(layer.norm_first, "norm_first was True"), (not attention.batch_first, "self_attn.batch_first was not True"),
               (not attention._qkv_same_embed_dim, "self_attn._qkv_same_embed_dim was not True"),
               (attention.in_proj_bias is None, "self_attn was passed bias=False"),
-              (layer.activation_fn not in (F.relu, F.gelu) and type(layer.activation_fn).__name__ not in ("ReLU", "GELU"),
-               "activation_relu_or_gelu was not True"),
+              (not is_relu_or_gelu(layer), "activation_relu_or_gelu was not True"),
               (layer.norm1.eps != layer.norm2.eps, "norm1.eps was not equal to norm2.eps"),
               (attention.num_heads % 2 == 1, "self_attn.num_heads is odd")]
     return next((f"encoder_layer.{why}" for blocked, why in checks if blocked), "")
+
+
+def is_relu_or_gelu(layer: Any) -> bool:
+    """PyTorch's ``TransformerEncoderLayer.activation_relu_or_gelu``: its fused kernels know only those two."""
+    from kiln.frontend import functional as F
+
+    return layer.activation_fn in (F.relu, F.gelu) or type(layer.activation_fn).__name__ in ("ReLU", "GELU")
 
 
 def zeroes_padded_outputs(encoder: Any, src: Any, mask: Any, padding: Any) -> bool:

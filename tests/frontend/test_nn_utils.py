@@ -18,11 +18,13 @@ def test_parameters_to_vector_and_back_as_torch():
     reference = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
     reference.load_state_dict({k: torch.tensor(np.array(v)) for k, v in model.state_dict().items()})
     vector = nn.utils.parameters_to_vector(model.parameters())
-    np.testing.assert_array_equal(vector, torch.nn.utils.parameters_to_vector(reference.parameters()).detach().numpy())
-    vector[...] = np.arange(vector.size)  # a copy: the parameters did not change
-    assert not np.array_equal(nn.utils.parameters_to_vector(model.parameters()), vector)
+    assert isinstance(vector, kiln.Tensor) and vector.requires_grad  # torch's: a tensor, differentiable
+    np.testing.assert_array_equal(vector.detach().numpy(), torch.nn.utils.parameters_to_vector(reference.parameters()).detach().numpy())
+    with kiln.no_grad():
+        vector[...] = kiln.arange(vector.numel())  # a copy: the parameters did not change
+    assert not np.array_equal(nn.utils.parameters_to_vector(model.parameters()).detach().numpy(), vector.numpy())
     nn.utils.vector_to_parameters(vector, model.parameters())
-    torch.nn.utils.vector_to_parameters(torch.tensor(vector), reference.parameters())
+    torch.nn.utils.vector_to_parameters(torch.tensor(vector.numpy()), reference.parameters())
     for name, value in model.state_dict().items():
         np.testing.assert_array_equal(value, reference.state_dict()[name].numpy(), err_msg=name)
     assert model[0].weight.data.dtype == np.float32

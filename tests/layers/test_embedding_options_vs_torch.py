@@ -72,11 +72,15 @@ def test_from_pretrained_needs_a_matrix():
         nn.Embedding.from_pretrained(np.zeros(5))
 
 
-@pytest.mark.parametrize(("option", "message"), [({"max_norm": 1.0}, "renormalizes the weight in place")])
-def test_refused_options_say_why_when_traced(option, message):  # sparse=True trains (dense gradient): 0046c5f
-    module = nn.Embedding(6, 3, **option)
-    with pytest.raises(kiln.TraceError, match=message):
-        kiln.compile(module)(TOKENS)
+def test_max_norm_in_a_compiled_forward_renormalizes_the_weight_as_torch():  # refused when traced until the TransE probe
+    torch = require("torch")
+    module = nn.Embedding(6, 3, max_norm=1.0, dtype="float64")
+    module.weight.data[...] = 2.0 * np.random.default_rng(0).standard_normal((6, 3))
+    reference = torch.nn.Embedding(6, 3, max_norm=1.0).double()
+    reference.weight.data = torch.tensor(np.array(module.weight.data))
+    rows = kiln.compile(module, fullgraph=True)(TOKENS)
+    np.testing.assert_allclose(np.array(rows), reference(torch.tensor(TOKENS)).detach().numpy(), rtol=1e-12)
+    np.testing.assert_allclose(module.weight.data, reference.weight.detach().numpy(), rtol=1e-12)  # written back
 
 
 def test_padding_idx_out_of_range_is_refused():
