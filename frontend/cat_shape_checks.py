@@ -24,6 +24,10 @@ class CatShapeError(TraceError, RuntimeError):
     """Tensors that ``cat`` or ``stack`` cannot join (torch's ``RuntimeError``)."""
 
 
+class JoinedTypeError(TraceError, TypeError):
+    """Something other than tensors given to ``cat`` or ``stack`` (torch's ``TypeError``)."""
+
+
 def check_cat_shapes(tensors: Sequence[Any], dim: int) -> None:
     """``torch.cat``'s checks: no 0-D tensor, one rank, equal sizes but along ``dim``."""
     shapes = [tuple(t.shape) for t in tensors if hasattr(t, "shape")]
@@ -45,6 +49,23 @@ def check_cat_shapes(tensors: Sequence[Any], dim: int) -> None:
             if i != axis and expected != got:
                 _refuse(f"Sizes of tensors must match except in dimension {axis}. Expected size {expected} but got "
                         f"size {got} for tensor number {number} in the list.")
+
+
+def check_joined_tensors(name: str, tensors: Any) -> list[Any]:
+    """torch's ``TypeError`` for ``cat``/``stack`` of anything but a sequence of tensors: a tensor itself (kiln
+    joined its rows), or an element that is a list, an array, a number, None or a dict (SAM and SD 2's samplers
+    ``torch.cat`` conditionings, which are dicts for concat-conditioned models). Returns the tensors as a list."""
+    from kiln.frontend.tensor import Tensor  # lazily: the tensor builds on these checks
+
+    if isinstance(tensors, Tensor):
+        raise located(JoinedTypeError, f"{name}(): argument 'tensors' (position 1) must be tuple of Tensors, not Tensor")
+    tensors = list(tensors)
+    for position, element in enumerate(tensors):
+        if not isinstance(element, Tensor):
+            kind = type(element)
+            kind_name = kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+            raise located(JoinedTypeError, f"expected Tensor as element {position} in argument 0, but got {kind_name}")
+    return tensors
 
 
 def check_stack_shapes(tensors: Sequence[Any]) -> None:

@@ -25,6 +25,7 @@ from typing import Any, Callable
 import numpy as np
 
 from kiln.compiler.ir.types import DType
+from kiln.frontend.cat_shape_checks import check_joined_tensors
 from kiln.frontend.complex_tensor import ComplexTensor, split
 from kiln.frontend.complex_view_checks import check_complex_view
 from kiln.frontend.torch_keywords import numpy_keywords
@@ -233,7 +234,7 @@ def _joining(function: Callable[..., Any]) -> Callable[..., Any]:
     """``cat``/``stack`` of tensors any of which is complex: the real parts joined, and the imaginary ones."""
     @functools.wraps(function)
     def joining(tensors: Any, dim: int = 0) -> Any:
-        tensors = list(tensors)
+        tensors = check_joined_tensors(function.__name__, tensors)
         if not any(map(is_complex, tensors)):
             return function(tensors, dim)
         parts = [split(tensor) for tensor in tensors]
@@ -260,7 +261,16 @@ def conj(input: Any) -> Any:  # noqa: A002
     return input.conj() if is_complex(input) else input
 
 
-EXPORTS = {"complex": complex, "polar": polar, "view_as_real": view_as_real, "view_as_complex": view_as_complex,
+def angle(input: Any) -> Tensor:  # noqa: A002
+    """``torch.angle``: a complex tensor's ``atan2(imag, real)``; for a real tensor pi where it is negative, 0 elsewhere
+    (NaN kept), as torch's."""
+    if is_complex(input):
+        return input.angle()
+    return input.where(input.isnan(), (input < 0).to(input.dtype) * math.pi) if input.dtype.is_float else angle(
+        input.float())
+
+
+EXPORTS = {"complex": complex, "angle": angle, "polar": polar, "view_as_real": view_as_real, "view_as_complex": view_as_complex,
            "real": real, "imag": imag, "conj": conj, "conj_physical": conj, "resolve_conj": conj, "complex64": DType.c64, "cfloat": DType.c64, "complex128": DType.c128,
            "cdouble": DType.c128}
 """What ``kiln/__init__.py`` adds to the ``kiln`` namespace beside ``with_complex_dtypes``."""

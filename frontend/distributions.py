@@ -230,6 +230,12 @@ class Distribution:
             self._check(f"the value given to {method}", support, array)
         return value if isinstance(value, Tensor) else constant(array, dtype or self._dtype)
 
+    def _probability(self, value: Any) -> Tensor:
+        """``value`` given to ``icdf`` as a traced tensor, never checked, as torch's ``icdf``s (no ``_validate_sample``):
+        outside ``[0, 1]`` the formula's value comes out (``Normal(0, 1).icdf(1.5)`` is NaN, ``Uniform``'s extrapolates)."""
+        self._context("icdf")
+        return value if isinstance(value, Tensor) else constant(concrete_values(value), self._dtype)
+
     def _check_sample_shape(self, shape: tuple[Dim, ...], method: str) -> None:
         """torch's ``_validate_sample``: the value ends in the event shape and broadcasts with batch + event shape,
         else its ``ValueError`` (a symbolic dim matches anything)."""

@@ -22,7 +22,7 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
-from kiln.frontend.distributions import Constraint, Distribution, concrete_values, nonnegative, positive, real, unit_interval
+from kiln.frontend.distributions import Constraint, Distribution, concrete_values, nonnegative, positive, real
 from kiln.frontend.tensor import Tensor, apply
 
 _where = lambda condition, a, b: apply("tensor.where", condition, a, b)  # noqa: E731
@@ -64,7 +64,7 @@ class Normal(_LocationScale):
         return 0.5 * (1 + ((value - self.loc) * self.scale.reciprocal() / math.sqrt(2)).erf())
 
     def icdf(self, value: Any) -> Tensor:
-        value = self._value(value, "icdf", unit_interval)
+        value = self._probability(value)
         return self.loc + self.scale * (2 * value - 1).erfinv() * math.sqrt(2)
 
     def entropy(self) -> Tensor:
@@ -109,11 +109,11 @@ class Uniform(Distribution):
         return Constraint(f"in [low, high] (low {low.tolist()}, high {high.tolist()})", lambda x: (low <= x) & (x <= high))
 
     def cdf(self, value: Any) -> Tensor:
-        value = self._value(value, "cdf")
+        value = self._value(value, "cdf", self._interval())  # torch checks it against [low, high], then clamps
         return ((value - self.low) / (self.high - self.low)).clamp(min=0, max=1)
 
     def icdf(self, value: Any) -> Tensor:
-        return self._value(value, "icdf", unit_interval) * (self.high - self.low) + self.low
+        return self._probability(value) * (self.high - self.low) + self.low
 
     def entropy(self) -> Tensor:
         return (self.high - self.low).log()
@@ -139,7 +139,7 @@ class Laplace(_LocationScale):
         return 0.5 - 0.5 * (value - self.loc).sign() * (-(value - self.loc).abs() / self.scale).expm1()
 
     def icdf(self, value: Any) -> Tensor:
-        term = self._value(value, "icdf", unit_interval) - 0.5
+        term = self._probability(value) - 0.5
         return self.loc - self.scale * term.sign() * (-2 * term.abs()).log1p()
 
     def entropy(self) -> Tensor:
@@ -174,7 +174,7 @@ class Exponential(Distribution):
         return 1 - (-self.rate * value).exp()
 
     def icdf(self, value: Any) -> Tensor:
-        return -(-self._value(value, "icdf", unit_interval)).log1p() / self.rate
+        return -(-self._probability(value)).log1p() / self.rate
 
     def entropy(self) -> Tensor:
         return 1.0 - self.rate.log()

@@ -97,7 +97,7 @@ class TransformedDistribution(Distribution):
 
     def icdf(self, value: Any) -> Tensor:
         """The base's ``icdf`` (of ``1 - value`` where the transforms decrease) pushed through the transforms."""
-        value = self.base_dist.icdf(self._monotonize_cdf(self._value(value, "icdf", real)))
+        value = self.base_dist.icdf(self._monotonize_cdf(self._probability(value)))
         for transform in self.transforms:
             value = transform(value)
         return value

@@ -14,6 +14,7 @@ from kiln.frontend.functional_half import bias_added_in_opmath, in_opmath
 from kiln.frontend.tensor import Tensor, ValuesIndices, apply
 from kiln.frontend.trace import located_error, located_kind
 from kiln.frontend.tensor_inplace import honors_inplace, in_place_variant
+from kiln.frontend.torch_array import tensor_operand
 from kiln.frontend.autocast import autocasts
 from kiln.frontend.linear_shape_checks import check_linear_shapes
 from kiln.frontend.zero_gradient import zeros_on_gradient_path
@@ -90,8 +91,10 @@ def implicit_softmax_dim(function: str, input: Tensor, dim: int | None) -> int:
     if dim is not None:
         return dim
     implicit = 0 if input.ndim in (0, 1, 3) else 1
-    warnings.warn(f"Implicit dimension choice for {function} has been deprecated (as in PyTorch); it picked dim={implicit} for "
-                  f"{input.type}. Change the call to include dim={implicit} as an argument.", UserWarning, stacklevel=3)
+    # torch's sentence first, so a filter written for torch's (``filterwarnings(..., "Implicit dimension choice for
+    # softmax has been deprecated. Change the call")``) matches kiln's; then the dim kiln picked
+    warnings.warn(f"Implicit dimension choice for {function} has been deprecated. Change the call to include dim=X as an "
+                  f"argument. (kiln picked dim={implicit} for {input.type}: write dim={implicit}.)", UserWarning, stacklevel=3)
     return implicit
 
 
@@ -237,6 +240,7 @@ def var(input: Tensor, dim: Any = None, unbiased: bool | None = None, keepdim: b
     is PyTorch's ``unbiased`` overload."""
     if isinstance(dim, bool):
         dim, unbiased = None, dim if unbiased is None else unbiased
+    input = tensor_operand(input)
     _float_input("var", input)
     dims = _dims("var", input, dim)
     subtracted = _correction("var", unbiased, correction)
@@ -253,6 +257,7 @@ def std(input: Tensor, dim: Any = None, unbiased: bool | None = None, keepdim: b
     """``sqrt(var(...))``; a constant slice has std 0 and gradient 0, as PyTorch."""
     if isinstance(dim, bool):
         dim, unbiased = None, dim if unbiased is None else unbiased
+    input = tensor_operand(input)
     _float_input("std", input)
     return in_opmath(lambda x: _root(var(x, dim, unbiased, keepdim, correction=correction), 2), input)  # one rounding
 
@@ -287,8 +292,7 @@ def norm(input: Tensor, p: Any = "fro", dim: Any = None, keepdim: bool = False, 
     ``-inf`` (smallest), 0 (nonzero count) and any other ``p`` as ``sum(|x|^p)^(1/p)``. Gradients follow PyTorch's:
     0 at a zero vector (the subgradient), shared by ties for ``+-inf``. ``'nuc'``: the sum of the singular values over
     two dims (``kiln.linalg.matrix_norm``)."""
-    if dtype is not None:
-        input = input.to(dtype)
+    input = tensor_operand(input) if dtype is None else tensor_operand(input).to(dtype)
     from kiln.frontend.complex_functions import is_complex  # lazily: complex tensors build on this module's tensor
 
     if p != "nuc" and is_complex(input):
@@ -401,6 +405,7 @@ def unbind(input: Tensor, dim: int = 0) -> tuple[Tensor, ...]:
 
 def normalize(input: Tensor, p: float = 2.0, dim: int = 1, eps: float = 1e-12) -> Tensor:
     """``x / max(norm_p(x, dim), eps)``, as PyTorch (where the norm is below ``eps`` it is a constant)."""
+    input = tensor_operand(input)
     return input / norm(input, p, dim, keepdim=True).clamp(min=eps)
 
 
@@ -409,7 +414,7 @@ def cosine_similarity(x1: Tensor, x2: Tensor, dim: int = 1, eps: float = 1e-8) -
     normalizing first keeps the result in [-1, 1]. Below ``eps`` a norm is clamped to a constant; PyTorch clamps
     without telling autograd, so for ``0 < |x| < eps`` its gradient differs from this one (the clamped formula's own
     derivative); at ``x = 0`` and above ``eps`` they agree."""
-    x1, x2 = (x if x.dtype.is_float else x.to(DType.f32) for x in (x1, x2))
+    x1, x2 = (x if x.dtype.is_float else x.to(DType.f32) for x in map(tensor_operand, (x1, x2)))
     try:
         shape = broadcast_shapes(x1.shape, x2.shape)
     except ShapeError as error:
@@ -423,7 +428,7 @@ def cosine_similarity(x1: Tensor, x2: Tensor, dim: int = 1, eps: float = 1e-8) -
 
 def pairwise_distance(x1: Tensor, x2: Tensor, p: float = 2.0, eps: float = 1e-6, keepdim: bool = False) -> Tensor:
     """``norm_p(x1 - x2 + eps)`` over the last dim, as PyTorch (``eps`` keeps the 2-norm's gradient finite)."""
-    return norm(x1 - x2 + eps, p, -1, keepdim)
+    return norm(tensor_operand(x1) - tensor_operand(x2) + eps, p, -1, keepdim)
 
 
 from kiln.frontend.functional_losses import *  # noqa: E402,F401,F403  (losses: cross_entropy, mse_loss, l1_loss, ...)

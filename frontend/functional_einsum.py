@@ -5,7 +5,7 @@ needs are summed out. Of the rest, letters both operands have are batch dims if 
 them and are contracted otherwise; the contraction is one batched ``matmul`` over ``(batch, kept, contracted)``
 layouts (a product with nothing to contract is a broadcast multiply). ``...`` stands for the same broadcast dims in
 every operand, and without ``->`` the output is the ellipsis dims and then the letters that occur once, in order, as
-in PyTorch. A letter repeated within one operand (a diagonal) is refused.
+in PyTorch. A letter repeated within one operand is that operand's diagonal first (``Tensor.diagonal``).
 
 ```
 einsum("bhqd,bhkd->bhqk", q, k)   ->   "tensor.matmul"(q, "tensor.transpose"(k) {perm = [0, 1, 3, 2]})
@@ -28,7 +28,7 @@ def einsum(equation: str, *operands: Any) -> Tensor:
     if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
         operands = tuple(operands[0])
     terms, output = parse_equation(equation.replace(" ", ""), operands)
-    items = list(zip(operands, terms))
+    items = [diagonals(operand, term) for operand, term in zip(operands, terms)]
     current, letters = items[0]
     for index, (operand, term) in enumerate(items[1:], start=1):
         later = set(output).union(*(t for _, t in items[index + 1:]))
@@ -65,6 +65,7 @@ def check_sizes(terms: list[str], operands: Sequence[Any], ellipsis: str) -> Non
     """Each explicit subscript has one size in every operand, or 1 there (broadcast), with torch's words."""
     seen: dict[str, int] = {}
     for index, (term, operand) in enumerate(zip(terms, operands)):
+        check_diagonal_sizes(term, operand, index)
         for letter, size in zip(term, operand.shape):
             if letter in ellipsis or not isinstance(size, int):
                 continue
@@ -74,15 +75,39 @@ def check_sizes(terms: list[str], operands: Sequence[Any], ellipsis: str) -> Non
             seen[letter] = max(seen.get(letter, 1), size)
 
 
+def check_diagonal_sizes(term: str, operand: Any, index: int) -> None:
+    """A letter repeated within one operand (a diagonal) names dims of one size, with torch's words."""
+    first_size: dict[str, Any] = {}
+    for letter, size in zip(term, operand.shape):
+        if first_size.setdefault(letter, size) != size:
+            raise located(EinsumDiagonalError, f"einsum(): subscript {letter} is repeated for operand {index} but the "
+                                               f"sizes don't match, {size} != {first_size[letter]}")
+
+
 def spell(term: str, operand: Tensor, ellipsis: str) -> str:
     explicit = len(term.replace("...", ""))
     if "..." in term:
         term = term.replace("...", ellipsis[len(ellipsis) - (operand.ndim - explicit):])
     if len(term) != operand.ndim:
         raise located_error(f"einsum: the subscripts {term!r} name {len(term)} dims of the operand {operand.type}")
-    if len(set(term)) != len(term):
-        raise located_error(f"einsum: {term!r} repeats a letter within one operand (a diagonal), which kiln does not trace")
     return term
+
+
+class EinsumDiagonalError(TraceError, RuntimeError):
+    """A letter repeated within one operand over dims of different sizes (torch's ``RuntimeError``)."""
+
+
+def diagonals(operand: Tensor, term: str) -> tuple[Tensor, str]:
+    """``operand`` taken along the diagonal of each letter ``term`` repeats (``einsum("ii->i", A)``, a Hessian's
+    ``"iaia->ia"``) and its letters: ``Tensor.diagonal`` of the first two dims with that letter, the diagonal last, as
+    ``torch.diagonal`` puts it."""
+    while len(set(term)) != len(term):
+        letter = next(c for c in term if term.count(c) > 1)
+        first = term.index(letter)
+        second = term.index(letter, first + 1)
+        operand = operand.diagonal(0, first, second)
+        term = term[:first] + term[first + 1:second] + term[second + 1:] + letter
+    return operand, term
 
 
 def check_output(equation: str, output: str, terms: list[str]) -> None:

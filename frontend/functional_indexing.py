@@ -15,8 +15,9 @@ from kiln.compiler.errors import TraceError
 from kiln.compiler.ir.types import DType
 from kiln.frontend.tensor import Tensor, apply
 from kiln.frontend.functional_movement import squeeze
+from kiln.frontend.symbolic_dims import symbolic_prefix, symbolic_row
 from kiln.frontend.trace import located_error
-from kiln.frontend.index_bounds_checks import out_of_bounds
+from kiln.frontend.index_bounds_checks import out_of_bounds, too_many_indices
 
 
 def getitem(input: Tensor, index: Any) -> Tensor:
@@ -39,6 +40,8 @@ def getitem(input: Tensor, index: Any) -> Tensor:
     if mixed is not None:
         return mixed
     items = list(index) if isinstance(index, tuple) else [index]
+    if sum(1 for item in items if item is not None and item is not Ellipsis) > input.ndim:
+        raise too_many_indices(input, items)
     if any(item is Ellipsis for item in items):
         at = items.index(Ellipsis)
         fill = input.ndim - sum(1 for item in items if item is not None and item is not Ellipsis)
@@ -110,15 +113,24 @@ def _index_axis(input: Tensor, axis: int, item: Any) -> Tensor:
     size = input.shape[axis]
     if isinstance(item, slice) and item == slice(None):
         return input
+    if isinstance(size, str) and isinstance(item, (int, np.integer)):
+        return symbolic_row(input, axis, int(item))
     if isinstance(size, str):
         raise TraceError(f"cannot index the symbolic dim {size} of {input.type} with {item!r}")
     if isinstance(item, (int, np.integer)):
         if not -size <= item < size:
             raise out_of_bounds(item, axis, size)  # torch's IndexError, which ends iteration, as for sequences
         item = slice(int(item) % size, int(item) % size + 1)
+    if _is_bool_mask(item):  # its values unknown here (a known mask is positions already: bool_mask_positions.py)
+        raise TraceError(f"x[..., mask] with the bool mask {item.type} among other indices picks a number of elements "
+                         "known only when the graph runs (the mask comes from a random draw, a trained parameter or "
+                         "an op kiln cannot evaluate while tracing), which kiln does not trace; keep the shape and zero "
+                         "what the mask drops (x * mask), or index outside the compiled function")
     if not isinstance(item, slice):
         raise TraceError(f"unsupported index {item!r}: use ints, slices, None, ..., integer index arrays or one bool "
                          "mask")
+    if isinstance(item.stop, str) and item.start in (None, 0) and item.step in (None, 1):
+        return symbolic_prefix(input, axis, item.stop)
     if any(isinstance(bound, str) for bound in (item.start, item.stop, item.step)):
         raise TraceError(f"cannot slice dim {axis} (size {size}) of {input.type} with the symbolic bound in {item!r}: a "
                          "slice's size must be known when tracing; compile with static shapes (batch_dim=None) or slice "

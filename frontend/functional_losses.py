@@ -22,6 +22,7 @@ from kiln.frontend.eager_values import eager_array
 from kiln.frontend.functional_half import in_opmath
 from kiln.frontend.tensor import Tensor, apply
 from kiln.frontend.tensor_bitwise import TORCH_NAMES
+from kiln.frontend.torch_dtypes import promote_types
 from kiln.frontend.trace import located_error
 from kiln.frontend.autocast import autocasts
 
@@ -116,6 +117,8 @@ def binary_cross_entropy_with_logits(
     positive term; ``weight`` rescales each element's loss before the reduction.
     """
     _same_shape("binary_cross_entropy_with_logits", input, target)
+    if _float_pair_of_two_dtypes(input, target):
+        return _bce_with_logits_in_target_dtype(input, target, weight, reduction, pos_weight)
     pos_weights = _constants("binary_cross_entropy_with_logits", input, pos_weight=pos_weight)
     if weight is None:
         return apply("nn.bce_with_logits", input, target, *pos_weights, reduction=reduction)
@@ -124,6 +127,22 @@ def binary_cross_entropy_with_logits(
     (weight,) = _constants("binary_cross_entropy_with_logits", input, weight=weight)
     loss = apply("nn.bce_with_logits", input, target, *pos_weights, reduction="none") * weight
     return loss if reduction == "none" else loss.mean() if reduction == "mean" else loss.sum()
+
+
+def _float_pair_of_two_dtypes(input: Any, target: Any) -> bool:
+    return isinstance(input, Tensor) and isinstance(target, Tensor) and input.dtype != target.dtype and \
+        input.dtype.is_float and target.dtype.is_float
+
+
+def _bce_with_logits_in_target_dtype(input: Tensor, target: Tensor, weight: Any, reduction: str, pos_weight: Any) -> Tensor:
+    """PyTorch's loss for logits and targets of two float dtypes (float64 logits against NCF's ``label.float()``): its
+    kernel writes ``(1 - target).mul_(input).sub_(log_sigmoid(input))`` in place, so the loss is in the target's dtype,
+    while its backward computes ``(sigmoid(input) - target) * grad / n`` in the logits' dtype. Here the loss is
+    computed in the wider dtype and rounded to the target's once at the end: the value agrees with PyTorch's to the
+    target dtype's precision (PyTorch rounds each element and sums in it), the gradient exactly."""
+    wide = promote_types(input.dtype, target.dtype)
+    loss = binary_cross_entropy_with_logits(input.to(wide), target.to(wide), weight, reduction=reduction, pos_weight=pos_weight)
+    return loss.to(target.dtype)
 
 
 # Losses written in primitives ---------------------------------------------------------

@@ -69,9 +69,14 @@ def check_leaf_write(tensor: Any, method: str) -> None:
         return
     if requires_grad_leaf(tensor):
         raise leaf_write_error(method, through_view=method == "index assignment")
-    base = tensor.__dict__.get("_view_base")
-    if base is not None and requires_grad_leaf(base):
+    if writes_a_grad_leaf(tensor):
         raise leaf_write_error(method, through_view=True)
+
+
+def writes_a_grad_leaf(tensor: Any) -> bool:
+    """Whether an in-place write to ``tensor`` writes a leaf that requires grad: it is one, or a view of one."""
+    base = tensor.__dict__.get("_view_base")
+    return requires_grad_leaf(tensor) or (base is not None and requires_grad_leaf(base))
 
 
 def leaf_write_error(method: str, through_view: bool) -> LeafInPlaceError:

@@ -3,6 +3,7 @@
 ```python
 decoder_input = Variable(memory.data.new(B, n_mel_channels).zero_())   # a tensor of zeros, no gradient
 weight = Variable(kiln.zeros(3), requires_grad=True)                     # a new leaf that requires grad
+w_sum = torch.sum(Variable(model.state_dict()['fc1.weight']) ** 2, dim=1)  # a state_dict entry's tensor
 isinstance(kiln.ones(2), Variable)                                       # True: every tensor is a Variable
 ```
 
@@ -18,6 +19,7 @@ from typing import Any
 
 from kiln.compiler.errors import TraceError
 from kiln.frontend.tensor import Tensor
+from kiln.frontend.torch_array import TorchArray
 from kiln.frontend.trace import located_error
 
 
@@ -41,6 +43,8 @@ class Variable(metaclass=_VariableMeta):
                           UserWarning, stacklevel=2)
         if data is None:
             data = kiln.tensor([])
+        if isinstance(data, TorchArray):  # p.data, a state_dict() entry: the tensor it stands for (traced, in a trace)
+            data = data.detach()
         if not isinstance(data, Tensor):
             raise located_error(f"Variable data has to be a tensor, but got {type(data).__name__}",
                                 kind=VariableDataError)

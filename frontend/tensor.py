@@ -16,7 +16,7 @@ import numpy as np
 
 from kiln.compiler.errors import TraceError
 from kiln.compiler.ir.core import Value
-from kiln.compiler.ir.types import Dim, DType, TensorType
+from kiln.compiler.ir.types import DType, TensorType
 from kiln.frontend.eager_values import ARRAYS, eager_array
 from kiln.frontend.tensor_device import DeviceMethods, copy_of_to, dtype_of_to
 from kiln.frontend.tensor_eager import EagerMethods
@@ -27,6 +27,7 @@ from kiln.frontend.tensor_math import MathMethods
 from kiln.frontend.tensor_more import MoreMethods
 from kiln.frontend.tensor_strides import StrideMethods
 from kiln.frontend.mask_dtype_checks import check_bool_mask
+from kiln.frontend.reshape_targets import resolved_reshape
 from kiln.frontend.matmul_shape_checks import check_bmm_shapes, check_matmul_shapes, check_mm_shapes
 from kiln.frontend.torch_keywords import accept_torch_keywords
 from kiln.frontend.tensor_type_call import TensorTypeCall
@@ -334,7 +335,7 @@ class Tensor(EagerMethods, InPlaceMethods, TorchMethods, MathMethods, StrideMeth
         return apply("tensor.transpose", self, perm=perm)
 
     def reshape(self, *shape: Any) -> "Tensor":
-        return apply("tensor.reshape", self, shape=_resolved_reshape(tuple(self.shape), tuple(_flatten_args(shape))))
+        return apply("tensor.reshape", self, shape=resolved_reshape(tuple(self.shape), tuple(_flatten_args(shape))))
 
     def view_as(self, other: "Tensor") -> "Tensor":
         return self.reshape(other.shape)
@@ -615,28 +616,6 @@ def _comparable(tensor: Tensor, other: Any) -> bool:
         isinstance(other, (Tensor, np.ndarray, np.generic, int, float, bool))
 
 
-def _resolved_reshape(source: tuple[Dim, ...], target: tuple[Any, ...]) -> tuple[Any, ...]:
-    """``target`` with its -1 filled in (``resolve_reshape``), or as given where it does not fit: the op's own shape
-    rule then reports the error with the user's line. Remembered for plain shapes (ints and symbols), which eager code
-    reshapes alike at every step."""
-    key = (source, target)
-    plain = all([type(dim) is int or type(dim) is str for dim in target])
-    resolved = _RESHAPES.get(key) if plain else None
-    if resolved is None:
-        from kiln.compiler.ops.tensor import resolve_reshape
-
-        try:
-            resolved = resolve_reshape(source, target)
-        except Exception:
-            return target
-        if plain and len(_RESHAPES) < 4096:
-            _RESHAPES[key] = resolved
-    return resolved
-
-
-_RESHAPES: dict[tuple[tuple[Dim, ...], tuple[Any, ...]], tuple[Dim, ...]] = {}
-
-
 def _check_rank(method: str, rank: int, *tensors: Tensor) -> None:
     if any(t.ndim != rank for t in tensors):
         raise located_error(f"{method} needs {rank}-D operands, got {' and '.join(str(t.type) for t in tensors)}; use matmul to broadcast")
@@ -789,10 +768,14 @@ def to_value(context: TraceContext, operand: Any, dtype: DType | None) -> Value:
     if array.dtype.kind in "fiub" and array.ndim == 0:
         array = array.astype(dtype.numpy)  # Python scalars are weakly typed, as in PyTorch
     if array.dtype.kind in "US":
-        raise located_error(
-            f"{operand!r} is a symbolic dim (a batch size kiln traces once for every size), not a number: it has no value "
-            "while tracing. Divide by it through a reduction (loss.mean() instead of loss.sum() / x.shape[0]), or "
-            "compile with batch_dim=None to trace static shapes")
+        from kiln.frontend.symbolic_dims import SymbolicDim, symbolic_scalar
+
+        if isinstance(operand, SymbolicDim):  # a batch size traced once for every size: its run-time size
+            return symbolic_scalar(str(operand), dtype or DType.i64).value
+        from kiln.frontend.tensor_operand_checks import TensorOperandError
+
+        raise located_error(f"unsupported operand type: str ({operand!r}); a tensor op takes a tensor or a number",
+                            kind=TensorOperandError)
     return context.emit("tensor.constant", value=array)
 
 

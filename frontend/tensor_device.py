@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from kiln.frontend.sparse_legacy import coalesced, coo_indices, coo_nnz, coo_values, marked_sparse
+
 DEVICE_TYPES = ("cpu", "cuda", "meta", "mps", "xpu")
 
 
@@ -121,11 +123,33 @@ class DeviceMethods:
     def to_sparse(self, *args: Any, **kwargs: Any) -> Any:
         """A copy (``clone()``: gradients flow through it, as through torch's): kiln has one layout, dense, so a sparse
         PyTorch program (gcn's ``adj.to_sparse()``, then ``spmm`` or ``@``) computes the same values, densely."""
-        return self.clone()  # type: ignore[attr-defined]
+        return marked_sparse(self.clone())  # type: ignore[attr-defined]
 
     def to_dense(self, *args: Any, **kwargs: Any) -> Any:
         """``self``, as torch's for a dense tensor: kiln's tensors are dense (``to_sparse``)."""
         return self
+
+    def coalesce(self) -> Any:
+        """``self`` for a tensor a sparse constructor built (stored dense, its repeated entries summed); torch's
+        RuntimeError for any other (``frontend/sparse_legacy.py``)."""
+        return coalesced(self)
+
+    def indices(self) -> Any:
+        """A sparse tensor's ``(sparse dims, nnz)`` entry positions, row-major (``frontend/sparse_legacy.py``)."""
+        return coo_indices(self, "indices")
+
+    def _indices(self) -> Any:
+        return coo_indices(self, "_indices")
+
+    def values(self) -> Any:
+        """A sparse tensor's entries at ``indices()``, differentiable (``frontend/sparse_legacy.py``)."""
+        return coo_values(self, "values")
+
+    def _values(self) -> Any:
+        return coo_values(self, "_values")
+
+    def _nnz(self) -> int:
+        return coo_nnz(self)
 
     def is_shared(self) -> bool:
         """False: a kiln tensor lives in its own process's memory (see ``share_memory_``)."""

@@ -25,6 +25,7 @@ from kiln.frontend.eager_values import ARRAYS, GRAD_TENSORS, eager_array, eager_
 from kiln.frontend.inplace_leaf_checks import check_non_leaf_flag, warn_non_leaf_grad
 from kiln.frontend.shared_storage import shared
 from kiln.frontend.trace import TraceContext, located_error, step_capture
+from kiln.frontend.traced_array_errors import traced_array_error
 from kiln.frontend.traced_requires_grad import check_float_for_grad, mark_traced_for_grad, traced_requires_grad
 from kiln.frontend.whole_step_inputs import refuse_backward_in_compiled_forward
 
@@ -166,9 +167,16 @@ class EagerMethods:
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         array = eager_array(self)
         if array is None:
-            raise TypeError(f"np.asarray() of a traced {getattr(self, 'type', '')}: its values exist only when the compiled "
-                            "function runs; return the tensor from the function (compiled functions return NumPy arrays)")
+            raise traced_array_error(self)
         return array_protocol(array, dtype, copy)
+
+    def __array_wrap__(self, array: np.ndarray, context: Any = None, return_scalar: bool = False) -> Any:
+        """A NumPy ufunc's result on this tensor, as a tensor: ``np.sqrt(alphas_cumprod)`` (Stable Diffusion's DDIM
+        schedule) gives a tensor in torch, whose ``__array_wrap__`` is ``torch.from_numpy``; a bool result is uint8
+        there (``np.isnan(t)``), and here."""
+        from kiln.frontend.torch_functions import from_numpy  # lazily: the functions build on the tensor
+
+        return from_numpy(array.astype(np.uint8) if array.dtype == np.bool_ else array)
 
     def __reduce_ex__(self, protocol: Any) -> Any:
         """Pickled by value (``kiln.save(model, f)`` of a module keeping a tensor, as ``self.src_mask``): it loads as an
@@ -200,6 +208,10 @@ class EagerMethods:
             from kiln.frontend.tensor_methods import traced_values  # lazily: the methods build on the tensor
 
             array = traced_values(self)
+            if array is None:
+                from kiln.frontend.traced_index_errors import traced_index_error
+
+                raise traced_index_error(self)
         if array is None or array.dtype.kind not in "iub" or array.size != 1:
             raise TypeError("only an eager integer tensor of one element can be used as an index")
         return int(array.item())

@@ -43,9 +43,10 @@ from typing import Any, Callable
 import numpy as np
 
 from kiln.compiler.errors import TraceError
-from kiln.frontend.eager_values import ARRAYS, GRAD_TENSORS, count_update
+from kiln.frontend.eager_values import ARRAYS, GRAD_TENSORS, count_update, eager_leaf
 from kiln.frontend.inplace_history import without_history
 from kiln.frontend.inplace_leaf_checks import check_leaf_write, located, view_base_to_record
+from kiln.frontend.parameter_versions import record_replaced
 from kiln.frontend.shared_storage import land_in_storage, view_in_storage
 from kiln.frontend.tensor_methods import _is_one
 from kiln.frontend.trace import TraceContext, located_error, user_location
@@ -118,6 +119,7 @@ def rebind(tensor: Any, result: Any, method: str, written: Any = None) -> Any:
         context = TraceContext.current()
         if not isinstance(tensor, Buffer):  # still a trained leaf: backward() reaches it through the value written
             context.value_of(tensor)  # (ActNorm's data-dependent init, loc.data.copy_(-mean), before its first read)
+            record_replaced(context, tensor)  # and through the value replaced (frontend/parameter_versions.py)
         context.update_buffer(tensor, kept_type(tensor, result, method).value)
         return tensor
     check_fresh(tensor)
@@ -125,9 +127,9 @@ def rebind(tensor: Any, result: Any, method: str, written: Any = None) -> Any:
     _check_outside_write(tensor, method)
     marked_leaf = _marked_leaf(tensor)
     if "_indexed_from" in tensor.__dict__:
-        return write_through_index(tensor, result, method)
+        return still_marked(write_through_index(tensor, result, method), marked_leaf)
     if "_view_of" in tensor.__dict__:
-        return write_through_view(tensor, result, method, written)
+        return still_marked(write_through_view(tensor, result, method, written), marked_leaf)
     family = tensor.__dict__.get("_family")
     if family is not None and family.of_parameter:
         raise located_error(f"{method} writes through a view of a parameter or buffer: kiln does not write through views; "
@@ -145,6 +147,16 @@ def rebind(tensor: Any, result: Any, method: str, written: Any = None) -> Any:
     if marked_leaf:
         GRAD_TENSORS[result.value] = weakref.ref(tensor)  # still the leaf whose .grad backward() fills
     return tensor
+
+
+def still_marked(view: Any, marked_leaf: bool) -> Any:
+    """``view`` (a view marked by ``requires_grad_()``, just written through under ``no_grad``: ``x = x0.detach();
+    x.requires_grad_()``, then ``x.clamp_(0, 1)``) as the leaf holding its new values that ``backward()`` fills, as
+    PyTorch's stays; unmarked, the write's result would leave it out of every later gradient."""
+    if marked_leaf and view._value in ARRAYS:
+        view._value = eager_leaf(ARRAYS[view._value])._value
+        GRAD_TENSORS[view._value] = weakref.ref(view)
+    return view
 
 
 def _check_outside_write(tensor: Any, method: str) -> None:
@@ -364,8 +376,10 @@ class InPlaceMethods:
 
     def __setitem__(self, index: Any, value: Any) -> None:
         from kiln.frontend.index_put_dtype_checks import check_index_assignment_source
+        from kiln.frontend.setitem_value_checks import check_assigned_value
         from kiln.frontend.tensor_setitem import assigned
 
+        check_assigned_value(self, value)  # a tensor or a number: torch's TypeError for a NumPy array or a list
         check_index_assignment_source(self, index, value)  # an advanced index casts nothing, as torch's index_put_
         in_place(self, "index assignment", lambda x: assigned(x, index, value))  # a parameter's array eagerly
 

@@ -134,7 +134,11 @@ class TorchMethods(BitwiseMethods):
         return self.new_full(size, 1, dtype=dtype)
 
     def new_tensor(self, data: Any, *, dtype: Any = None) -> Any:
+        """A copy of ``data`` in this tensor's dtype (or ``dtype``), detached, as torch's; a tensor ``data`` stays a
+        tensor op, so a traced one (``torch.arange(n).unfold(...)`` in a compiled step) is copied, not read."""
         target = self.dtype if dtype is None else DType.of(dtype)
+        if isinstance(data, _tensor_class()):
+            return data.detach().to(target).clone()
         return _apply("tensor.constant", value=np.array(data, dtype=target.numpy))  # a copy, as torch's
 
     # indexing ---------------------------------------------------------------

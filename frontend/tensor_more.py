@@ -66,6 +66,12 @@ def _drawing_from_its_generator(method: Callable[..., Any]) -> Callable[..., Any
 class MoreMethods:
     """See the module docstring; ``Tensor`` inherits these last, so a method defined elsewhere wins."""
 
+    def angle(self) -> Any:
+        """``torch.Tensor.angle`` of a real tensor: ``kiln.angle`` (a complex tensor's is ``ComplexTensor.angle``)."""
+        from kiln.frontend.complex_functions import angle  # lazily: complex_functions imports the Tensor
+
+        return angle(self)
+
     # scatter writes ------------------------------------------------------------------------------------------------
     def scatter_reduce(self, dim: int, index: Any, src: Any, reduce: str, *, include_self: bool = True) -> Any:
         """``src[i][j]`` combined by ``reduce`` into ``self[index[i][j]][j]`` (``dim = 0``); places no index names keep
@@ -75,7 +81,8 @@ class MoreMethods:
         axis = dim % self.ndim
         hits = _scatter_hits(self, axis, index)
         values = _moved_values(_cut(src.to(self.dtype), index.shape), axis)
-        return _combined(self, hits, values, reduce, include_self, lambda r: r.movedim(-1, axis))
+        return _combined(self, hits, values, reduce, include_self, lambda r: r.movedim(-1, axis),
+                         lambda r: r.movedim(axis, -1).unsqueeze(-2))
 
     def index_reduce(self, dim: int, index: Any, source: Any, reduce: str, *, include_self: bool = True) -> Any:
         """The slices of ``source`` along ``dim`` combined by ``reduce`` (``prod``/``mean``/``amax``/``amin``) into
@@ -87,7 +94,8 @@ class MoreMethods:
         hits = _apply("tensor.one_hot", index, num_classes=_static_dim("index_reduce", self, axis), dtype=DType.bool)
         hits = hits.reshape(tuple(hits.shape) + (1,) * (self.ndim - 1))
         values = source.to(self.dtype).movedim(axis, 0).unsqueeze(1)
-        return _combined(self, hits, values, reduce, include_self, lambda r: r.movedim(0, axis), at=0)
+        return _combined(self, hits, values, reduce, include_self, lambda r: r.movedim(0, axis),
+                         lambda r: r.movedim(axis, 0).unsqueeze(0), at=0)
 
     def index_put(self, indices: Any, values: Any, accumulate: bool = False) -> Any:
         """``self[indices] = values`` (``+=`` with ``accumulate``) for a tuple of integer index tensors (broadcast

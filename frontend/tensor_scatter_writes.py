@@ -12,10 +12,9 @@ from typing import Any, Callable
 import numpy as np
 
 from kiln.compiler.errors import TraceError
-from kiln.compiler.ir.types import DType
+from kiln.compiler.ir.types import DType, broadcast_shapes
 from kiln.frontend.inplace_leaf_checks import located
 from kiln.frontend.tensor_mixin_ops import _apply, _constant, _is_tensor, _where
-from kiln.frontend.tensor_scatter import _mean_of_writes
 from kiln.frontend.tensor_shape_extras import _static_shape
 from kiln.frontend.trace import located_error
 
@@ -89,10 +88,20 @@ def _moved_values(source: Any, axis: int) -> Any:
 _IDENTITIES = {"sum": 0.0, "mean": 0.0, "prod": 1.0, "amax": -math.inf, "amin": math.inf}
 
 
-def _combined(x: Any, hits: Any, values: Any, reduce: str, include_self: bool, back: Callable[[Any], Any], at: int = -2) -> Any:
+def _combined(x: Any, hits: Any, values: Any, reduce: str, include_self: bool, back: Callable[[Any], Any],
+              forth: Callable[[Any], Any], at: int = -2) -> Any:
     """The written values reduced over the writes (axis ``at`` of ``hits``/``values``), combined with ``x`` where
-    something was written; ``back`` moves the reduced result to ``x``'s layout."""
+    something was written; ``back`` moves the reduced result to ``x``'s layout, ``forth`` a tensor of ``x``'s layout
+    to the writes' (``at`` of size 1). ``amax``/``amin`` share the gradient between ties as PyTorch's (``_ties_share``)."""
     reduce = _ALIASES.get(reduce, reduce)
+    result = _reduced_writes(x, hits, values, reduce, include_self, back, at)
+    if reduce in ("amax", "amin") and x.dtype.is_float:
+        return _ties_share(x, hits, values, result, include_self, back, forth, at)
+    return result
+
+
+def _reduced_writes(x: Any, hits: Any, values: Any, reduce: str, include_self: bool, back: Callable[[Any], Any], at: int) -> Any:
+    """``_combined``'s values: the writes reduced (from ``reduce``'s identity), with ``x`` where ``include_self``."""
     identity = _IDENTITIES[reduce]
     if not x.dtype.is_float and math.isinf(identity):
         identity = np.iinfo(x.dtype.numpy).min if identity < 0 else np.iinfo(x.dtype.numpy).max
@@ -109,6 +118,24 @@ def _combined(x: Any, hits: Any, values: Any, reduce: str, include_self: bool, b
     return _where(counts > 0, written, x)
 
 
+def _ties_share(x: Any, hits: Any, values: Any, result: Any, include_self: bool, back: Callable[[Any], Any],
+               forth: Callable[[Any], Any], at: int) -> Any:
+    """``result`` (an ``amax``/``amin`` scatter) with PyTorch's gradient: each written place's gradient split evenly
+    between the values equal to it, ``self``'s counted even without ``include_self`` (whose own share is then 0), as
+    ``scatter_reduce_backward``. The values stay ``result``'s; the gradient comes through ``s - s.detach()`` (exactly
+    0), ``s`` linear in ``x`` and the writes with those shares (a tie at an infinite value carries none: inf - inf)."""
+    value = result.detach()
+    self_tied = x.detach() == value
+    writes_tied = hits & (values.detach() == forth(value))
+    ties = self_tied.to(x.dtype) + back(writes_tied.to(x.dtype).sum(at))
+    share, zero = 1 / _where(ties > 0, ties, _constant(1, x.dtype)), _constant(0, x.dtype)
+    surrogate = back((_where(writes_tied & values.detach().isfinite(), values, zero) * forth(share)).sum(at))
+    if include_self:
+        surrogate = surrogate + _where(self_tied & x.detach().isfinite(), x, zero) * share
+    written = back(hits.sum(at)) > 0  # elsewhere the result is x itself, its gradient whole
+    return _where(written, value + (surrogate - surrogate.detach()), result)
+
+
 # index_put ------------------------------------------------------------------------------------------------------------
 
 
@@ -120,13 +147,31 @@ def _flat_leading_index(x: Any, indices: tuple[Any, ...]) -> tuple[Any, tuple[An
     if any(i.dtype is DType.bool for i in indices):
         raise located_error("index_put with accumulate=True (or more than one index) takes integer index tensors; turn "
                             "a bool mask into a where(mask, x + v, x)")
-    lead = _static_shape("index_put", x)[: len(indices)]
-    broadcast = np.broadcast_shapes(*(tuple(i.shape) for i in indices))
+    if x.ndim == 0 or _known_into_symbolic(x, indices):
+        _static_shape("index_put", x)  # raises: a known index is checked against a static size (kiln.compile retries so)
+    broadcast = broadcast_shapes(*(tuple(i.shape) for i in indices))
     flat = None
-    for index, size in zip(indices, lead):
+    for axis, index in enumerate(indices):
+        size = _dim_size(x, axis)
         wrapped = _where(index < 0, index.long() + size, index.long()).broadcast_to(broadcast)
         flat = wrapped if flat is None else flat * size + wrapped
     return flat, tuple(x.shape[len(indices):])
+
+
+def _known_into_symbolic(x: Any, indices: tuple[Any, ...]) -> bool:
+    """Whether a symbolic dim is indexed by values known while tracing (a list, a constant): those are checked against
+    the dim's size with torch's words, which needs static shapes (``kiln.compile`` traces them so)."""
+    from kiln.frontend.trace_known_values import known_value  # lazily: it evaluates with the backend's kernels
+
+    symbolic = any(not isinstance(size, int) for size in x.shape[: len(indices)])
+    return symbolic and any(known_value(index) is not None for index in indices)
+
+
+def _dim_size(x: Any, axis: int) -> Any:
+    """The size of ``x``'s ``axis``: the int, or for a symbolic dim (a dynamic batch: DGCNN's ``x.view(batch_size *
+    num_points, -1)[idx, :]`` exported with ``dynamic_axes``) a 0-d int64 tensor of its size at run time."""
+    size = x.shape[axis]
+    return size if isinstance(size, int) else _apply("tensor.numel", x, axes=(axis,), dtype=DType.i64)
 
 
 def _rows_assigned(rows: Any, positions: Any, source: Any, trailing: int) -> Any:

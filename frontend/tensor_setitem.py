@@ -25,7 +25,7 @@ from kiln.compiler.ir.types import DType, Dim
 from kiln.frontend.eager_values import eager_array, eager_leaf
 from kiln.frontend.tensor import Tensor, apply
 from kiln.frontend.trace import located_error
-from kiln.frontend.index_bounds_checks import out_of_bounds
+from kiln.frontend.index_bounds_checks import out_of_bounds, too_many_indices
 
 
 def assigned(x: Tensor, index: Any, value: Any) -> Tensor:
@@ -70,7 +70,7 @@ def advanced_indices(x: Tensor, index: Any) -> tuple[Tensor, ...] | None:
     if not all(_is_index_array(item) or isinstance(item, (int, np.integer)) and not isinstance(item, bool) for item in items):
         return None
     if len(items) > x.ndim:
-        raise located_error(f"too many indices for {x.type}: {len(items)} index arrays")
+        raise too_many_indices(x, items)
     return tuple(_index_tensor(x, axis, item) for axis, item in enumerate(items))
 
 
@@ -133,7 +133,7 @@ def _expanded_items(x: Tensor, index: Any) -> list[Any]:
         raise located_error("an index can have only one ellipsis (...)")
     axes = sum(1 for item in items if item is not None and item is not Ellipsis)
     if axes > x.ndim:
-        raise located_error(f"too many indices for {x.type}: {index!r}")
+        raise too_many_indices(x, items)
     if Ellipsis in items:
         at = items.index(Ellipsis)
         return items[:at] + [slice(None)] * (x.ndim - axes) + items[at + 1:]

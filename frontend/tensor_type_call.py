@@ -42,7 +42,7 @@ class TensorTypeCall(TensorType):
             raise TypeError(f"type() got unexpected keyword arguments {sorted(kwargs)}")
         if dtype is None:
             return f"torch.{TYPE_NAMES[self.dtype]}"
-        target = dtype_of_type_name(dtype) if isinstance(dtype, str) else DType.of(getattr(dtype, "dtype", dtype))
+        target = dtype_of_type_argument(dtype)
         return self._tensor if target is self.dtype else self._tensor.to(target)
 
     def __eq__(self, other: object) -> bool:
@@ -56,6 +56,14 @@ class TensorTypeCall(TensorType):
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickled and copied as the plain type: the tensor stays behind."""
         return TensorType, (self.shape, self.dtype)
+
+
+def dtype_of_type_argument(dst_type: Any) -> DType:
+    """The dtype ``type(dst_type)`` casts to: a dtype, a legacy type (``kiln.DoubleTensor``, ``torch.DoubleTensor``:
+    it names its dtype) or a type string."""
+    if isinstance(dst_type, str):
+        return dtype_of_type_name(dst_type)
+    return DType.of(getattr(dst_type, "dtype", dst_type))
 
 
 def dtype_of_type_name(name: str) -> DType:
@@ -73,4 +81,4 @@ def dtype_of_type_name(name: str) -> DType:
     raise located_error(f"type({name!r}): not a tensor type kiln knows; use one of {known} or a dtype (kiln.float64)")
 
 
-__all__ = ["TYPE_NAMES", "TensorTypeCall", "dtype_of_type_name"]
+__all__ = ["TYPE_NAMES", "TensorTypeCall", "dtype_of_type_argument", "dtype_of_type_name"]

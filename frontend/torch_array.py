@@ -360,10 +360,18 @@ def torch_array(array: Any) -> Any:
     return array.view(TorchArray) if type(array) is np.ndarray else array
 
 
+def tensor_operand(value: Any) -> Any:
+    """A parameter's ``.data`` or ``.grad`` (a ``TorchArray``) as the tensor PyTorch's is: its values without a gradient
+    (in a ``kiln.compile``'d function, the parameter's traced value); anything else as it is. For the functions that
+    read their input's dtype or shape as a tensor's before emitting ops (``F.normalize(emb.weight.data)``, word2vec's
+    nearest neighbours), where a NumPy dtype has no ``is_float``."""
+    return value.detach() if isinstance(value, TorchArray) else value
+
+
 def plain(array: Any) -> Any:
     """A ``TorchArray`` as a plain ndarray view (the same memory), for compiled code: NumPy wraps every result of a
     subclass in the subclass, which costs microseconds an op; anything else as it is."""
     return array.view(np.ndarray) if type(array) in _OWNED else array
 
 
-__all__ = ["TorchArray", "TracedData", "plain", "shared_parameter", "torch_array", "traced_view", "tracing"]
+__all__ = ["TorchArray", "TracedData", "plain", "shared_parameter", "tensor_operand", "torch_array", "traced_view", "tracing"]

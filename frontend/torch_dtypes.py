@@ -56,9 +56,11 @@ def set_default_dtype(d: Any) -> None:
 def cast_array(array: Any, dtype: Any) -> np.ndarray:
     """``array`` as ``dtype``, rounded as PyTorch rounds: a float64 to float16 goes through float32 (c10's ``Half`` is
     built from a ``float``), a double rounding NumPy's direct cast skips, so ``1 + 2**-11 + 2**-40`` is 1.0 as in
-    torch, not NumPy's 1.001. ``ml_dtypes``' bfloat16 already converts through float32."""
-    array, target = np.asarray(array), np.dtype(DType.of(dtype).numpy)
-    if target == np.float16 and array.dtype == np.float64:
+    torch, not NumPy's 1.001. bfloat16 too: some ``ml_dtypes`` builds cast float64 to it directly (on an AVX-512
+    BF16 machine ``1 + 2**-8 + 2**-40`` became 1.0078 where torch gives 1.0)."""
+    array, kind = np.asarray(array), DType.of(dtype)
+    target = np.dtype(kind.numpy)
+    if kind.is_half and array.dtype == np.float64:
         array = array.astype(np.float32)
     with np.errstate(over="ignore"):  # past the dtype's range is inf, silently, as in torch
         return array.astype(target)

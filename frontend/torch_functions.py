@@ -7,7 +7,8 @@ at run time); outside a trace it gives an eager tensor holding a NumPy array (``
 PyTorch's: float32 for floats, int64 for integers (``arange(5)``), and an array's own dtype (``tensor(np_array)``).
 ``device`` is accepted and ignored (the backend places tensors), by the random draws too. ``requires_grad=True``
 outside a trace gives a leaf ``Parameter`` (``kiln.zeros(3, requires_grad=True)``, ``kiln.randn(4, 2,
-requires_grad=True)``) whose ``.grad`` an eager ``backward()`` fills; traced, it changes nothing. Random draws (``rand_like``, ``randn_like``, ``rand``,
+requires_grad=True)``) whose ``.grad`` an eager ``backward()`` fills; traced, a leaf that requires grad in the trace
+(``autograd.grad`` may differentiate by it; a compiled step's ``backward()`` fills its ``.grad``). Random draws (``rand_like``, ``randn_like``, ``rand``,
 ``randn``) trace from the step's seed, as dropout, so ``kiln.compile_train_step`` gives fresh numbers each step;
 outside a trace they draw eagerly from kiln's generator (``kiln.manual_seed``).
 
@@ -30,12 +31,14 @@ from kiln.frontend.linalg_spectral import SPECTRAL_FORWARDED, nuclear_norm
 from kiln.frontend.linalg_factor import FACTOR_FORWARDED, chain_matmul, lu_unpack
 from kiln.frontend.linspace_values import torch_linspace
 from kiln.frontend.shared_storage import shared, warn_if_read_only
+from kiln.frontend.symbolic_dims import symbolic_arange
 from kiln.frontend.tensor_extras import EXTRA_FORWARDED
 from kiln.frontend.tensor_methods import _flatten_args
 from kiln.frontend.tensor_operand_checks import TENSOR_ONLY, check_tensor_operands
 from kiln.frontend.torch_dtypes import cast_array, get_default_dtype
 from kiln.frontend.torch_generator import drawing_from
 from kiln.frontend.trace import TraceContext, located_error
+from kiln.frontend.warn_once import warn_once
 
 
 def _dtype(dtype: Any, default: str) -> np.dtype:
@@ -129,6 +132,8 @@ def arange(start: Any, end: Any = None, step: Any = 1, *, out: Any = None, dtype
     if end is None:
         start, end = 0, start
     start, end, step = (_bound_value(v) for v in (start, end, step))
+    if TraceContext.active() and any(isinstance(v, str) for v in (start, end, step)):  # a symbolic length
+        return _requiring_grad(symbolic_arange(start, end, step, DType.of(dtype or "int64")), requires_grad)
     if not all(isinstance(v, (int, float, np.number)) for v in (start, end, step)):
         raise located_error("arange takes numbers: a length from a symbolic dim is not known while tracing")
     integral = all(isinstance(v, (int, np.integer)) for v in (start, end, step))
@@ -164,8 +169,11 @@ def tensor(data: Any, *, dtype: Any = None, device: Any = None, requires_grad: b
 
 def _requiring_grad(result: Any, requires_grad: bool) -> Any:
     """``requires_grad=True`` outside a trace: a leaf ``Parameter`` of the values, whose ``.grad`` an eager ``backward()``
-    fills, as PyTorch's leaf tensor; traced, the flag changes nothing (the compiled step owns its gradients)."""
-    return _leaf(np.array(result)) if requires_grad and not TraceContext.active() else result
+    fills, as PyTorch's leaf tensor; traced, the traced tensor marked by ``requires_grad_()``, so ``autograd.grad``
+    may differentiate by it (``autograd.grad(y, [x, torch.zeros(1, requires_grad=True)], allow_unused=True)``)."""
+    if not requires_grad:
+        return result
+    return result.requires_grad_(True) if TraceContext.active() else _leaf(np.array(result))
 
 
 def _leaf(array: np.ndarray) -> Any:
@@ -338,10 +346,13 @@ def sparse_coo_tensor(indices: Any, values: Any, size: Any = None, *, dtype: Any
     ``values`` at ``indices`` (``(sparse dims, nnz)``), summed where an index repeats, as torch's ``to_dense()``. A
     graph's adjacency from its edge list: ``sparse_coo_tensor(edges.T, ones(E), (V, V))``. Values that require grad,
     and any in a trace, keep their gradient (frontend/sparse_coo_values.py)."""
+    from kiln.frontend.sparse_legacy import marked_sparse  # lazily: the legacy constructors call this one
+
     if TraceContext.active() or (isinstance(values, Tensor) and values.requires_grad):
         from kiln.frontend.sparse_coo_values import coo_with_tensor_values  # values keep their gradient
 
-        return coo_with_tensor_values(indices, values if isinstance(values, Tensor) else tensor(values), size, dtype)
+        values = values if isinstance(values, Tensor) else tensor(values)
+        return marked_sparse(coo_with_tensor_values(indices, values, size, dtype))
     index = np.asarray(indices)
     entries = np.asarray(tensor(values, dtype=dtype))
     if index.ndim != 2 or index.shape[1] != entries.shape[0] or index.dtype.kind not in "iu":
@@ -355,7 +366,7 @@ def sparse_coo_tensor(indices: Any, values: Any, size: Any = None, *, dtype: Any
                             f"[0, size[d]); got rows ranging {index.min(axis=1).tolist()}..{index.max(axis=1).tolist()}")
     dense = np.zeros(shape, entries.dtype)
     np.add.at(dense, tuple(index), entries)
-    return _requiring_grad(_created(dense), requires_grad)
+    return marked_sparse(_requiring_grad(_created(dense), requires_grad))
 
 
 def spmm(input: Tensor, mat2: Tensor) -> Tensor:
@@ -374,8 +385,16 @@ def cdist(x1: Tensor, x2: Tensor, p: float = 2.0, compute_mode: str = "use_mm_fo
     return distances(x1, x2, p, compute_mode)
 
 
-def meshgrid(*tensors: Any, indexing: str = "ij") -> tuple[Tensor, ...]:
-    """Coordinate grids from 1-D tensors: ``"ij"`` (matrix) or ``"xy"`` (Cartesian: the first two swapped)."""
+MESHGRID_INDEXING_WARNING = "torch.meshgrid: in an upcoming release, it will be required to pass the indexing argument."
+"""torch's warning (once a process) for ``meshgrid`` without ``indexing``, which then means ``"ij"``."""
+
+
+def meshgrid(*tensors: Any, indexing: str | None = None) -> tuple[Tensor, ...]:
+    """Coordinate grids from 1-D tensors: ``"ij"`` (matrix) or ``"xy"`` (Cartesian: the first two swapped); no
+    ``indexing`` is ``"ij"`` with torch's warning."""
+    if indexing is None:
+        warn_once(MESHGRID_INDEXING_WARNING)
+        indexing = "ij"
     if len(tensors) == 1 and isinstance(tensors[0], (list, tuple)):
         tensors = tuple(tensors[0])
     if indexing not in ("ij", "xy"):

@@ -60,12 +60,28 @@ def legacy_constructor(name: str, dtype: DType) -> Callable[..., Any]:
     def construct(*args: Any) -> Any:
         from kiln.frontend.tensor import Tensor  # lazily: tensor.py imports this file
 
+        if len(args) == 1 and _traced(args[0]):
+            return _of_traced(args[0], dtype)
         return Tensor(legacy_value(args, dtype))
 
     construct.__name__ = construct.__qualname__ = name
     construct.__doc__ = f"``torch.{name}(data)`` (a {np.dtype(dtype.numpy).name} copy) or ``torch.{name}(*sizes)`` (zeros)."
     construct.dtype = dtype  # type: ignore[attr-defined]  (torch.HalfTensor.dtype; x.type(kiln.HalfTensor) reads it)
     return construct
+
+
+def _traced(data: Any) -> bool:
+    """Whether ``data`` is a tensor whose values exist only when the graph runs (in a trace or an export)."""
+    from kiln.frontend.eager_values import eager_array  # lazily: the eager values build on the tensor
+    from kiln.frontend.tensor import Tensor
+
+    return isinstance(data, Tensor) and eager_array(data) is None
+
+
+def _of_traced(data: Any, dtype: DType) -> Any:
+    """``torch.LongTensor(t)`` of a traced ``t`` (SASRec's ``item_emb(torch.LongTensor(item_indices))`` in an export):
+    ``t`` itself as torch's alias when it has the dtype, else ``t`` cast (as kiln's eager constructor casts data)."""
+    return data.view(tuple(data.shape)) if data.dtype == dtype else data.to(dtype)
 
 
 LongTensor = legacy_constructor("LongTensor", DType.i64)

@@ -18,6 +18,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
 from kiln.compiler.ir.types import DType
 from kiln.frontend.tensor import Tensor, apply
 from kiln.frontend.torch_functions import rand_like, randint, randn_like, zeros
@@ -64,8 +66,26 @@ def multinomial(input: Tensor, num_samples: int, replacement: bool = False, *, g
     """``num_samples`` category indices per row of non-negative weights (normalised here), int64."""
     if input.ndim not in (1, 2):
         raise located_error(f"multinomial takes a vector or a matrix of weights, got {input.type}")
+    _check_distribution(input, num_samples)
     with drawing_from(generator):
         return _multinomial(input.detach(), num_samples, replacement)
+
+
+def _check_distribution(input: Tensor, num_samples: int) -> None:
+    """torch's refusals (its words, a RuntimeError at the user's line): no samples asked, and, where the weights'
+    values are known (eagerly), a NaN, infinite or negative weight, or a row of zeros (word2vec's ``unigram ** 0.75``
+    of an empty vocabulary)."""
+    from kiln.frontend.eager_values import eager_array  # lazily: the eager values build on the tensor
+
+    if num_samples <= 0:
+        raise located_error("cannot sample n_sample <= 0 samples")
+    weights = eager_array(input)
+    if weights is None:
+        return
+    if not np.isfinite(weights).all() or (weights < 0).any():
+        raise located_error("probability tensor contains either `inf`, `nan` or element < 0")
+    if (weights.sum(axis=-1) <= 0).any():
+        raise located_error("invalid multinomial distribution (sum of probabilities <= 0)")
 
 
 def _multinomial(weights: Tensor, num_samples: int, replacement: bool) -> Tensor:
@@ -73,7 +93,8 @@ def _multinomial(weights: Tensor, num_samples: int, replacement: bool) -> Tensor
         return _inverse_cdf(weights, num_samples)
     categories = weights.shape[-1]
     if isinstance(categories, int) and num_samples > categories:
-        raise located_error(f"multinomial: cannot draw {num_samples} samples without replacement from {categories} categories")
+        raise located_error(f"cannot sample n_sample > prob_dist.size(-1) samples without replacement (multinomial: "
+                            f"{num_samples} samples of {categories} categories)")
     noise = -(-(1.0 - rand_like(weights)).log()).log()  # Gumbel(0, 1)
     keys = apply("tensor.where", weights > 0, weights.clamp(min=1e-300 if weights.dtype is DType.f64 else 1e-38).log(), -math.inf)
     return (keys + noise).topk(num_samples, -1).indices

@@ -16,11 +16,17 @@ from __future__ import annotations
 import math
 from typing import Any, SupportsIndex
 
+from kiln.frontend.symbolic_dims import symbolic
+
 
 class Size(tuple):
     """An immutable tuple of dims (ints, or symbol names while tracing)."""
 
     __slots__ = ()
+
+    def __new__(cls, dims: Any = ()) -> "Size":
+        """The dims, a name as a ``SymbolicDim`` (its product with an int is the product dim, as torch's SymInt)."""
+        return tuple.__new__(cls, (symbolic(dim) for dim in dims))
 
     def __getitem__(self, index: SupportsIndex | slice) -> Any:  # type: ignore[override]
         item = tuple.__getitem__(self, index)

@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from kiln.compiler.errors import TraceError
-from kiln.frontend.inplace_leaf_checks import located
+from kiln.frontend.inplace_leaf_checks import located, writes_a_grad_leaf
 from kiln.frontend.tensor_strides import NOT_A_VIEW, UNKNOWN, layout, overlapping, reshape_layout
 from kiln.frontend.trace import TraceContext, located_error
 
@@ -133,8 +133,11 @@ def write_through_view(view: Any, result: Any, method: str, written: Any) -> Any
     base = view_of.base
     if isinstance(base, Parameter) and not TraceContext.active():  # eagerly, under no_grad: the parameter's array
         in_place(base, method, lambda whole: written_back(view_of, whole, view, result, method, written))
-    elif isinstance(base, Parameter) and view_of.op == "tensor.stop_gradient":  # traced p.detach().zero_(): p's values,
-        from kiln.frontend.grad_mode import no_grad  # written as through p.data (no differentiable write of the leaf)
+    elif view_of.op == "tensor.stop_gradient" and (isinstance(base, Parameter) or writes_a_grad_leaf(base)):
+        # traced p.detach().zero_(), Variable(x, requires_grad=True).data.add_(y), leaf[0].detach().fill_(v): the
+        # leaf's values, written as PyTorch writes through a detached alias (no differentiable write of the leaf,
+        # which stays the leaf backward() fills)
+        from kiln.frontend.grad_mode import no_grad
 
         with no_grad():
             rebind(base, written_back(view_of, base, view, result, method, written), method)

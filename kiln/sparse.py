@@ -3,13 +3,15 @@
 ``kiln.sparse_coo_tensor`` builds its tensor dense (``frontend/torch_functions.py``), so a graph convolution's
 ``torch.sparse.mm(adjacency, x)`` is a dense matrix product with torch's values and gradients. ``torch.sparse``'s
 softmax treats entries never given as minus infinity; a dense tensor cannot tell them from stored zeros, so it is
-refused with what to use instead.
+refused with what to use instead. The legacy constructors (``torch.sparse.FloatTensor(indices, values, size)``) are
+``frontend/sparse_legacy.py``'s.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from kiln.frontend.sparse_legacy import DoubleTensor, FloatTensor, HalfTensor, IntTensor, LongTensor  # noqa: F401
 from kiln.frontend.torch_functions import spmm
 from kiln.frontend.trace import located_error
 
@@ -43,4 +45,4 @@ def _no_masked(name: str) -> Any:
 softmax = _no_masked("softmax")
 log_softmax = _no_masked("log_softmax")
 
-__all__ = ["addmm", "log_softmax", "mm", "softmax", "sum"]
+__all__ = ["DoubleTensor", "FloatTensor", "HalfTensor", "IntTensor", "LongTensor", "addmm", "log_softmax", "mm", "softmax", "sum"]

@@ -2,7 +2,8 @@
 
 ONNX's ``MatMul`` and ``Pow`` are not defined on 8- and 16-bit integers (onnxruntime refuses the model: "Type
 'tensor(uint8)' of input parameter (a) of operator (MatMul) ... is invalid") and onnxruntime has no such ``Trilu``
-kernel, while its Add, Mul, comparisons, reductions and moves take them. Each listed op's emitter is wrapped: Cast
+kernel, nor ``ReduceSum``/``ReduceProd`` at any of those widths or ``ReduceMax``/``ReduceMin`` at int16, while its Add,
+Mul, comparisons and moves take them. Each listed op's emitter is wrapped: Cast
 the integer operands to int32, the op, Cast the results back. The narrowing Cast keeps the low bits, so the result is PyTorch's wrap-around one
 (``uint8 200 * 2 = 144``): arithmetic modulo 2^32 agrees with arithmetic modulo 2^8 or 2^16.
 
@@ -21,8 +22,10 @@ from kiln.compiler.ir.types import DType
 
 NARROW_INTEGERS = frozenset({DType.u8, DType.i8, DType.i16})
 """The integer dtypes narrower than 32 bits."""
-NO_NARROW_INT_KERNEL = ("tensor.matmul", "tensor.pow", "tensor.tril", "tensor.triu")
-"""The ops whose ONNX node has no uint8/int8/int16 type constraint."""
+NO_NARROW_INT_KERNEL = ("tensor.matmul", "tensor.pow", "tensor.tril", "tensor.triu", "tensor.reduce_sum",
+                        "tensor.reduce_prod", "tensor.reduce_max", "tensor.reduce_min")
+"""The ops whose ONNX node has no uint8/int8/int16 type constraint (``ReduceSum``/``ReduceProd`` take none of them,
+``ReduceMax``/``ReduceMin`` no int16: SAM's ``calculate_stability_score`` sums masks with ``dtype=torch.int16``)."""
 
 
 def touches_narrow_int(op: Op) -> bool:

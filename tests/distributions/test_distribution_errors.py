@@ -74,8 +74,7 @@ def test_concrete_values_outside_the_support_are_named():
         _trace(lambda r: kd.Exponential(r).log_prob(np.array([1.0, -1.0])), (2,))
     with pytest.raises(ValueError, match=r"class index, an integer in \[0, 3\]"):
         _trace(lambda l: kd.Categorical(logits=l).log_prob(4), (4,))
-    with pytest.raises(ValueError, match=r"icdf.*\[0, 1\]"):
-        _trace(lambda m: kd.Normal(m, 1.0).icdf(1.5), ())
+    _trace(lambda m: kd.Normal(m, 1.0).icdf(1.5), ())  # torch's icdf checks nothing: NaN (test_icdf_outside_0_1_vs_torch.py)
     _trace(lambda r: kd.Exponential(r, validate_args=False).log_prob(-1.0), (2,))
 
 

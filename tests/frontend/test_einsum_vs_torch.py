@@ -53,7 +53,7 @@ def test_attention_scores_are_one_matmul_and_take_a_symbolic_batch():
 
 
 @pytest.mark.parametrize(("equation", "shapes", "message"), [
-    ("ii->i", [(3, 3)], "repeats a letter"),
+    ("ii->i", [(3, 2)], "subscript i is repeated for operand 0 but the sizes don't match, 2 != 3"),
     ("ij,jk->ik", [(3, 4)], "names 2 operands, got 1"),
     ("ijk->i", [(3, 4)], "name 3 dims"),
     ("ij->iz", [(3, 4)], "distinct letters of the operands"),
