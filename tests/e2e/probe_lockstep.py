@@ -77,6 +77,18 @@ def assert_same_records(ours: Any, theirs: Any, rtol: float = 1e-10, atol: float
     np.testing.assert_allclose(np.asarray(ours, np.float64), np.asarray(theirs, np.float64), **tolerance, err_msg=where)
 
 
+def assert_same_choices(ours: np.ndarray, theirs_scores: np.ndarray, axis: int, margin: float) -> None:
+    """``ours`` (an argmax along ``axis``) equal to the argmax of torch's ``theirs_scores`` wherever torch's best score
+    leads the runner-up by more than ``margin``: a near tie may go either way with rounding (float32 logits a few ulps
+    apart), so it is compared through the scores (which ``assert_same_records`` checks) and not through the choice."""
+    ordered = np.sort(theirs_scores, axis=axis)
+    lead = np.take(ordered, -1, axis=axis) - np.take(ordered, -2, axis=axis)
+    decided = lead > margin
+    expected = np.argmax(theirs_scores, axis=axis)
+    assert decided.mean() > 0.9, f"only {decided.mean():.1%} of the choices lead by more than {margin}"
+    np.testing.assert_array_equal(np.asarray(ours)[decided], expected[decided])
+
+
 def compiled_step_training(make_batch: Callable[[Any], tuple], make_optimizer: Callable[[Any, Any], Any],
                            loss_of: Callable[..., Any], steps: int = 3) -> Callable[..., dict[str, Any]]:
     """A ``train`` for ``run_in_lockstep`` whose whole step (zero_grad, loss, backward, optimizer step) is one

@@ -25,7 +25,8 @@ tutorial runs the update after ``optimize_model()``, eagerly, as here.
 Tolerance: PointNet puts a bias before each BatchNorm (conv1/conv2/fc1 of every block, and bn2's bias before a max
 that feeds another BatchNorm). In exact arithmetic their gradient is zero (BatchNorm subtracts the batch mean); both
 libraries get rounding noise (~1e-17) that Adam divides by its own size, so those biases (and the running means that
-see them) agree to 1e-9 absolute after the Adam steps. With SGD everything agrees to 1e-10.
+see them, and the eval-mode outputs that read both) agree to 1e-9 absolute after the Adam steps (the eval outputs
+were 1.2e-10 apart on an AVX-512 machine). With SGD everything agrees to 1e-10.
 """
 
 from __future__ import annotations
@@ -274,9 +275,11 @@ def train_pointnet(optimizer_name, steps=4):
 
 def dead_bias_tolerance(state_names):
     """The entries whose gradient is zero in exact arithmetic (a bias before BatchNorm) and the running means that
-    see them: 1e-9 absolute after Adam (see the module docstring)."""
+    see them, and the eval-mode log-probabilities (BatchNorm's eval mode reads those biases against the running
+    means, so their noise no longer cancels): 1e-9 absolute after Adam (see the module docstring)."""
     dead = ("conv1.bias", "conv2.bias", "fc1.bias", "bn2.bias", "running_mean")
-    return {f"state/{name}": dict(rtol=0, atol=1e-9) for name in state_names if name.endswith(dead)}
+    noisy = {f"state/{name}": dict(rtol=0, atol=1e-9) for name in state_names if name.endswith(dead)}
+    return noisy | {"/eval": dict(rtol=0, atol=1e-9)}
 
 
 @pytest.mark.parametrize("optimizer_name", ["adam", "sgd"])

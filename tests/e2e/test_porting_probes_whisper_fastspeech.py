@@ -51,8 +51,8 @@ gradient by ``total - total.detach()``), so greedy decoding picked token 0; infi
 (``frontend/tensor_scatter_writes.py``; ``tests/frontend/test_index_put_infinite_values_vs_torch.py``).
 ``detect_language``'s ``logits[:, mask] = -np.inf`` (a bool mask after a slice) was refused; a known mask among index
 items now stands for its true positions (``frontend/bool_mask_positions.py``;
-``tests/frontend/test_bool_mask_among_indices_vs_torch.py``). Left as a strict xfail:
-``alignment_heads.indices()`` (kiln's ``to_sparse()`` is a dense copy; no COO layout). A ``kiln.compile``d decoding
+``tests/frontend/test_bool_mask_among_indices_vs_torch.py``). ``alignment_heads.indices()`` answers as torch's COO
+accessor, the sparse mark kept by ``register_buffer`` (kiln holds the tensor dense). A ``kiln.compile``d decoding
 step given the kv cache the hooks fill gave silently wrong logits from the second call (the first trace left its
 tensors in the cache); such stores into a container argument are now refused (``fullgraph=True`` raises, otherwise
 the step runs eagerly, warned), where torch.compile(fullgraph=True) replays them (checked by hand).
@@ -150,9 +150,11 @@ def test_whisper_trains_as_torch(use_sdpa, float64_default):
 
 
 def test_whisper_float32_trains_as_torch():
-    """The reference text exactly (its ``.float()`` casts are no-ops in float32), eagerly, at float32's level."""
+    """The reference text exactly (its ``.float()`` casts are no-ops in float32), eagerly, at float32's level. The
+    attention keys' weights get gradients of about 4e-8 (softmax cancels most of a key's gradient), near AdamW's eps,
+    so float32's rounding of them moves the update by up to 1e-4 of lr 1e-2 in either library: checked at that level."""
     ours, theirs = run_in_lockstep(build_whisper(), train_whisper())
-    assert_same_records(ours, theirs, rtol=2e-4, atol=2e-5)
+    assert_same_records(ours, theirs, rtol=2e-4, atol=2e-5, looser={"attn.key.weight": dict(rtol=2e-4, atol=2e-4)})
 
 
 def test_whisper_compiled_step_as_torch(float64_default):
@@ -351,7 +353,7 @@ def dtw_cpu(x):
 
 def find_alignment(torch, F, model, text_tokens, mel, num_frames, medfilt_width=3, qk_scale=1.0):
     """timing.py's find_alignment up to the DTW path (sot_sequence is ``[SOT]``; no no_timestamps token). The heads
-    come from ``alignment_heads.to_dense().nonzero()``: the reference's ``.indices().T`` is the strict xfail below."""
+    come from ``alignment_heads.to_dense().nonzero()``; the reference's ``.indices().T`` is checked below."""
     sot_sequence = [SOT]
     tokens = torch.tensor([*sot_sequence, *text_tokens, EOT])
 
@@ -409,11 +411,9 @@ def test_whisper_alignment_heads_dense_values_as_torch():
     assert ours.tolist() == [[False, False], [True, True]]
 
 
-@pytest.mark.xfail(strict=True, raises=AttributeError,
-                   reason="kiln has one tensor layout, dense: to_sparse() is a dense copy, so timing.py's "
-                          "model.alignment_heads.indices().T (a sparse COO's coordinates) has no indices(); a COO "
-                          "tensor type for to_sparse() is more than this probe's fix")
 def test_whisper_alignment_heads_indices_as_torch():
+    """timing.py's ``model.alignment_heads.indices().T``: the buffer registered from ``to_sparse()`` keeps answering
+    the COO accessors (kiln holds it dense; ``frontend/sparse_legacy.py``)."""
     ours, theirs = run_in_lockstep(build_whisper(),
                                    lambda torch, nn, F, model: array(model.alignment_heads.indices().T))
     np.testing.assert_array_equal(ours, theirs)
