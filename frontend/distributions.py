@@ -56,6 +56,15 @@ positive = Constraint("positive (> 0)", lambda x: x > 0)
 nonnegative = Constraint("non-negative (>= 0)", lambda x: x >= 0)
 unit_interval = Constraint("a probability in [0, 1]", lambda x: (x >= 0) & (x <= 1))
 boolean = Constraint("0 or 1", lambda x: (x == 0) | (x == 1))
+
+
+def whole(x: Any) -> np.ndarray:
+    """``x % 1 == 0`` as torch's integer checks compute it (False for inf and NaN), without NumPy's warning."""
+    with np.errstate(invalid="ignore"):
+        return np.asarray(x) % 1 == 0
+
+
+nonnegative_integer = Constraint("a non-negative integer", lambda x: whole(x) & (x >= 0))
 real_vector = Constraint("a vector of real numbers (not NaN)", lambda x: np.all(x == x, axis=-1), event_dim=1)
 unnormalized_simplex = Constraint(
     "a vector of non-negative finite weights with a positive sum (normalized to sum to 1)",
@@ -347,10 +356,26 @@ class Distribution:
         return f"{type(self).__name__}({params})"
 
 
+def numpy_sample(distribution: Distribution, sample_shape: Any,
+                 draw: Callable[[np.random.Generator, tuple[int, ...]], np.ndarray]) -> Tensor:
+    """Draws by NumPy from a distribution's concrete parameters: ``draw(rng, shape)`` with ``shape`` ``sample_shape +
+    batch_shape + event_shape`` and ``rng`` seeded from kiln's generator (``kiln.manual_seed`` repeats them), as a
+    tensor of the distribution's dtype with no gradient. Outside a trace only (the families whose samplers kiln does
+    not trace: Gamma, Beta, Dirichlet, Poisson, Binomial); inside one, an error at the user's line says what to do."""
+    from kiln.frontend.init import draw_seed  # lazily: kiln's generator
+
+    name = type(distribution).__name__
+    if not TraceContext.current().eager:
+        raise located_error(f"{name}.sample inside a traced function: kiln draws it from concrete parameters only; "
+                            "draw it outside the compiled function and pass it in")
+    shape = distribution._extended_shape(sample_shape)
+    return constant(draw(np.random.default_rng(int(draw_seed())), shape), distribution.dtype)
+
+
 def _describe(raw: Any) -> str:
     if isinstance(raw, Tensor) or np.ndim(raw):
         return f"shape {format_shape(shape_of(raw))}"
     return repr(raw.item())
 
 
-__all__ = ["Constraint", "Distribution", "InvalidParameterError", "concrete_values"]
+__all__ = ["Constraint", "Distribution", "InvalidParameterError", "concrete_values", "numpy_sample"]

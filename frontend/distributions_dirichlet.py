@@ -21,10 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from kiln.frontend.distributions import Constraint, Distribution, constant, shape_of
+from kiln.frontend.distributions import Constraint, Distribution, numpy_sample, shape_of
 from kiln.frontend.distributions_kl import register_kl
 from kiln.frontend.tensor import Tensor
-from kiln.frontend.trace import TraceContext, located_error
 
 positive_vector = Constraint("a vector of positive numbers (> 0)", lambda x: np.all(x > 0, axis=-1), event_dim=1)
 simplex = Constraint("on the simplex (non-negative, summing to 1)",
@@ -82,17 +81,12 @@ class Dirichlet(Distribution):
 
     def sample(self, sample_shape: Any = ()) -> Tensor:
         """Draws on the simplex, shaped ``sample_shape + batch_shape + event_shape``, with no gradient."""
-        from kiln.frontend.init import draw_seed  # lazily: kiln's generator
+        def draw(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+            gammas = rng.standard_gamma(np.broadcast_to(np.asarray(self.concentration.numpy(), np.float64), shape))
+            finfo = np.finfo(self._dtype.numpy)  # torch's clamp_probs keeps draws inside the open simplex
+            return np.clip(gammas / gammas.sum(-1, keepdims=True), finfo.tiny, 1 - finfo.eps)
 
-        if not TraceContext.current().eager:
-            raise located_error("Dirichlet.sample inside a traced function: kiln draws it from concrete concentrations "
-                                "only; draw it outside the compiled function and pass it in")
-        shape = self._extended_shape(sample_shape)
-        concentration = np.broadcast_to(np.asarray(self.concentration.numpy(), np.float64), shape)
-        gammas = np.random.default_rng(int(draw_seed())).standard_gamma(concentration)
-        draws = gammas / gammas.sum(-1, keepdims=True)
-        tiny = np.finfo(self._dtype.numpy).tiny  # torch's clamp_probs keeps draws inside the open simplex
-        return constant(np.clip(draws, tiny, 1 - np.finfo(self._dtype.numpy).eps), self._dtype)
+        return numpy_sample(self, sample_shape, draw)
 
     def rsample(self, sample_shape: Any = ()) -> Tensor:
         raise NotImplementedError("kiln's Dirichlet has no rsample (torch's implicit reparameterization gradient is not "

@@ -63,12 +63,12 @@ def kl_divergence(p: Distribution, q: Distribution) -> Tensor:
     return rule(p, q)
 
 
-def _infinite_like(p: Distribution) -> Tensor:
+def infinite_like(p: Distribution) -> Tensor:
     p._context("kl_divergence")
     return broadcast(constant(math.inf, p.dtype), p.batch_shape)
 
 
-def _where(condition: Tensor, a: Tensor | float, b: Tensor | float) -> Tensor:
+def where(condition: Tensor, a: Tensor | float, b: Tensor | float) -> Tensor:
     return apply("tensor.where", condition, a, b)
 
 
@@ -85,23 +85,23 @@ def _kl_normal_normal(p: Normal, q: Normal) -> Tensor:
 @register_kl(Bernoulli, Bernoulli)
 def _kl_bernoulli_bernoulli(p: Bernoulli, q: Bernoulli) -> Tensor:
     t1 = p.probs * (softplus(-q.logits) - softplus(-p.logits))
-    t1 = _where(p.probs.eq(0), 0.0, _where(q.probs.eq(0), math.inf, t1))
+    t1 = where(p.probs.eq(0), 0.0, where(q.probs.eq(0), math.inf, t1))
     t2 = (1 - p.probs) * (softplus(q.logits) - softplus(p.logits))
-    t2 = _where(p.probs.eq(1), 0.0, _where(q.probs.eq(1), math.inf, t2))
+    t2 = where(p.probs.eq(1), 0.0, where(q.probs.eq(1), math.inf, t2))
     return t1 + t2
 
 
 @register_kl(Categorical, Categorical)
 def _kl_categorical_categorical(p: Categorical, q: Categorical) -> Tensor:
     t = p.probs * (p.logits - q.logits)
-    t = _where(p.probs.eq(0), 0.0, _where(q.probs.eq(0), math.inf, t))
+    t = where(p.probs.eq(0), 0.0, where(q.probs.eq(0), math.inf, t))
     return t.sum(-1)
 
 
 @register_kl(Uniform, Uniform)
 def _kl_uniform_uniform(p: Uniform, q: Uniform) -> Tensor:
     result = ((q.high - q.low) / (p.high - p.low)).log()
-    return _where((q.low > p.low) | (q.high < p.high), math.inf, result)
+    return where((q.low > p.low) | (q.high < p.high), math.inf, result)
 
 
 @register_kl(Laplace, Laplace)
@@ -166,7 +166,7 @@ def _kl_uniform_normal(p: Uniform, q: Normal) -> Tensor:
 @register_kl(Uniform, Exponential)
 def _kl_uniform_exponential(p: Uniform, q: Exponential) -> Tensor:
     result = q.rate * (p.high + p.low) / 2 - ((p.high - p.low) * q.rate).log()
-    return _where(p.low < 0, math.inf, result)
+    return where(p.low < 0, math.inf, result)
 
 
 @register_kl(Exponential, Uniform)
@@ -175,8 +175,8 @@ def _kl_uniform_exponential(p: Uniform, q: Exponential) -> Tensor:
 @register_kl(Normal, Exponential)
 @register_kl(Normal, Uniform)
 def _kl_infinity(p: Distribution, q: Distribution) -> Tensor:
-    """``q``'s support is bounded and ``p``'s is not (PyTorch's ``_infinite_like(p's parameter)``)."""
-    return _infinite_like(p)
+    """``q``'s support is bounded and ``p``'s is not (PyTorch's ``infinite_like(p's parameter)``)."""
+    return infinite_like(p)
 
 
 @register_kl(MultivariateNormal, MultivariateNormal)

@@ -15,8 +15,10 @@ Use them inside a traced function (a Module's forward, a loss given to ``kiln.co
 
 from kiln.frontend.distributions import Constraint, Distribution, InvalidParameterError
 from kiln.frontend.distributions_continuous import Exponential, Laplace, Normal, Uniform
+from kiln.frontend.distributions_counts import Binomial, Poisson
 from kiln.frontend.distributions_dirichlet import Dirichlet
 from kiln.frontend.distributions_discrete import Bernoulli, Categorical
+from kiln.frontend.distributions_gamma import Beta, Chi2, Gamma
 from kiln.frontend.distributions_independent import Independent
 from kiln.frontend.distributions_kl import kl_divergence, register_kl
 from kiln.frontend.distributions_lowrank import LowRankMultivariateNormal
@@ -31,10 +33,11 @@ from kiln.distributions.transforms import (
     Transform)
 
 __all__ = [
-    "AffineTransform", "Bernoulli", "Categorical", "ComposeTransform", "Constraint", "Dirichlet", "Distribution", "ExpTransform",
-    "Exponential", "Independent", "InvalidParameterError", "Laplace", "LogNormal", "LowRankMultivariateNormal",
+    "AffineTransform", "Bernoulli", "Beta", "Binomial", "Categorical", "Chi2", "ComposeTransform", "Constraint", "Dirichlet",
+    "Distribution", "ExpTransform", "Exponential", "Gamma", "Independent", "InvalidParameterError", "Laplace", "LogNormal",
+    "LowRankMultivariateNormal",
     "MixtureSameFamily", "MultivariateNormal", "Normal", "OneHotCategorical", "OneHotCategoricalStraightThrough",
-    "PowerTransform", "SigmoidTransform", "SoftplusTransform", "TanhTransform", "Transform", "TransformedDistribution",
+    "Poisson", "PowerTransform", "SigmoidTransform", "SoftplusTransform", "TanhTransform", "Transform", "TransformedDistribution",
     "Uniform", "categorical", "constraints", "independent", "kl", "kl_divergence", "mixture_same_family", "normal", "one_hot_categorical",
     "register_kl", "transformed_distribution", "transforms",
 ]

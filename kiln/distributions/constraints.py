@@ -10,16 +10,10 @@ from typing import Any
 
 import numpy as np
 
-from kiln.frontend.distributions import (Constraint, boolean, nonnegative, positive, real, real_vector, unit_interval,
-                                         unnormalized_simplex)
+from kiln.frontend.distributions import (Constraint, boolean, nonnegative, nonnegative_integer, positive, real,
+                                         real_vector, unit_interval, unnormalized_simplex, whole)
 from kiln.frontend.distributions_multivariate import lower_cholesky, positive_definite
 from kiln.frontend.distributions_one_hot import one_hot
-
-
-def _whole(x: Any) -> np.ndarray:
-    """``x % 1 == 0`` as torch's integer checks compute it (False for inf and NaN), without NumPy's warning."""
-    with np.errstate(invalid="ignore"):
-        return np.asarray(x) % 1 == 0
 
 
 def interval(lower_bound: float, upper_bound: float) -> Constraint:
@@ -46,7 +40,7 @@ def less_than(upper_bound: float) -> Constraint:
 
 def integer_interval(lower_bound: int, upper_bound: int) -> Constraint:
     return Constraint(f"an integer in [{lower_bound}, {upper_bound}]",
-                      lambda x: _whole(x) & (lower_bound <= x) & (x <= upper_bound))
+                      lambda x: whole(x) & (lower_bound <= x) & (x <= upper_bound))
 
 
 def independent(base_constraint: Constraint, reinterpreted_batch_ndims: int) -> Constraint:
@@ -64,8 +58,7 @@ def independent(base_constraint: Constraint, reinterpreted_batch_ndims: int) -> 
 
 simplex = Constraint("a vector of non-negative numbers summing to 1",
                      lambda x: np.all(x >= 0, axis=-1) & (np.abs(np.sum(x, axis=-1) - 1) < 1e-6), event_dim=1)
-nonnegative_integer = Constraint("a non-negative integer", lambda x: _whole(x) & (x >= 0))
-positive_integer = Constraint("a positive integer", lambda x: _whole(x) & (x >= 1))
+positive_integer = Constraint("a positive integer", lambda x: whole(x) & (x >= 1))
 dependent = Constraint("anything (dependent on other parameters)", lambda x: np.ones(np.shape(x), bool))
 
 __all__ = ["Constraint", "boolean", "dependent", "greater_than", "greater_than_eq", "half_open_interval", "independent",

@@ -45,6 +45,19 @@ LOW = RNG.uniform(-2, 0, SHAPE)
 HIGH = LOW + RNG.uniform(0.5, 3, SHAPE)
 INSIDE = LOW + (HIGH - LOW) * RNG.uniform(0.01, 0.99, SHAPE)
 AROUND = RNG.uniform(-3, 3, SHAPE)  # some below LOW, some above HIGH: the cdf clamps
+TRIALS = RNG.integers(0, 9, SHAPE).astype(np.float64)  # Binomial's total_count, some 0
+COUNTS = np.floor(TRIALS * RNG.uniform(0, 1, SHAPE))  # 0 <= k <= total_count
+TRIGAMMA_RTOL = 1e-7  # torch's digamma derivative is off by up to 5e-10 relative (kiln's agrees with mpmath to 2e-16),
+# which the entropies and KLs built on digamma amplify where their terms nearly cancel (5e-8 seen in Beta || Gamma)
+
+
+def _fixed(M, array):
+    """A parameter that is not differentiated, as each library takes it (torch's Binomial wants a tensor)."""
+    return array if M is kd else require("torch").tensor(array)
+
+
+UNIT_LOW = RNG.uniform(0.05, 0.4, SHAPE)  # inside [0, 1] (Uniform || Beta finite), except where shifted below
+UNIT_HIGH = UNIT_LOW + RNG.uniform(0.1, 0.5, SHAPE)
 
 # name: (fn(M, *params, *data), params (differentiated), data)
 CASES = {
@@ -94,6 +107,26 @@ CASES = {
     "independent.log_prob": (lambda M, m, s, x: M.Independent(M.Normal(m, s), 1).log_prob(x), [_real(), _positive()], [_real()]),
     "independent.entropy": (lambda M, m, s: M.Independent(M.Normal(m, s), 2).entropy() + M.Independent(M.Normal(m, s), 0).entropy().sum(),
                             [_real(), _positive()], []),
+    "gamma.log_prob": (lambda M, a, r, x: M.Gamma(a, r).log_prob(x), [_positive(), _positive()], [_positive()]),
+    "gamma.entropy": (lambda M, a, r: M.Gamma(a, r).entropy(), [_positive(), _positive()], [], TRIGAMMA_RTOL),
+    "gamma.moments": (lambda M, a, r: M.Gamma(a, r).mean + M.Gamma(a, r).variance * 3 + M.Gamma(a, r).stddev * 5
+                      + M.Gamma(a, r).mode * 7, [_positive(), _positive()], []),
+    "chi2.log_prob": (lambda M, k, x: M.Chi2(k).log_prob(x) + M.Chi2(k).entropy() + M.Chi2(k).df, [_positive() * 3], [_positive()], TRIGAMMA_RTOL),
+    "beta.log_prob": (lambda M, a, b, x: M.Beta(a, b).log_prob(x), [_positive(), _positive()], [_probability()]),
+    "beta.entropy": (lambda M, a, b: M.Beta(a, b).entropy(), [_positive(), _positive()], [], TRIGAMMA_RTOL),
+    "beta.moments": (lambda M, a, b: M.Beta(a, b).mean + M.Beta(a, b).variance * 3 + M.Beta(a, b).stddev * 5,
+                     [_positive(), _positive()], []),
+    "poisson.log_prob": (lambda M, r, k: M.Poisson(r).log_prob(k), [_positive() * 4], [COUNTS]),
+    "poisson.moments": (lambda M, r: M.Poisson(r).mean + M.Poisson(r).variance * 3 + M.Poisson(r).stddev * 5
+                        + M.Poisson(r).mode * 7, [_positive() * 4], []),
+    "binomial_probs.log_prob": (lambda M, p, k: M.Binomial(_fixed(M, TRIALS), probs=p).log_prob(k), [_probability()], [COUNTS]),
+    "binomial_logits.log_prob": (lambda M, l, k: M.Binomial(_fixed(M, TRIALS), logits=l * 4).log_prob(k), [_real()], [COUNTS]),
+    "binomial_logits.probs": (lambda M, l: M.Binomial(_fixed(M, TRIALS), logits=l).probs, [_real()], []),
+    "binomial_probs.logits": (lambda M, p: M.Binomial(_fixed(M, TRIALS), probs=p).logits, [_probability()], []),
+    "binomial.entropy": (lambda M, p, l: M.Binomial(6, probs=p).entropy() + M.Binomial(_fixed(M, np.full(SHAPE, 3.0)), logits=l).entropy(),
+                         [_probability(), _real()], []),
+    "binomial.moments": (lambda M, p: M.Binomial(_fixed(M, TRIALS), probs=p).mean + M.Binomial(_fixed(M, TRIALS), probs=p).variance * 3
+                         + M.Binomial(_fixed(M, TRIALS), probs=p).stddev * 5 + M.Binomial(_fixed(M, TRIALS), probs=p).mode * 7, [_probability()], []),
 }
 
 KL_PAIRS = {
@@ -116,6 +149,33 @@ KL_PAIRS = {
     "laplace||exponential": (lambda M, a, b, c: M.Laplace(a, b), lambda M, a, b, c: M.Exponential(c), [_real(), _positive(), _positive()]),
     "laplace||uniform": (lambda M, a, b, c, d: M.Laplace(a, b), lambda M, a, b, c, d: M.Uniform(c, d), [_real(), _positive(), LOW, HIGH]),
     "exponential||uniform": (lambda M, a, b, c: M.Exponential(a), lambda M, a, b, c: M.Uniform(b, c), [_positive(), LOW, HIGH]),
+    "gamma||gamma": (lambda M, a, b, c, d: M.Gamma(a, b), lambda M, a, b, c, d: M.Gamma(c, d), [_positive() for _ in range(4)], TRIGAMMA_RTOL),
+    "beta||beta": (lambda M, a, b, c, d: M.Beta(a, b), lambda M, a, b, c, d: M.Beta(c, d), [_positive() for _ in range(4)], TRIGAMMA_RTOL),
+    "beta||exponential": (lambda M, a, b, c: M.Beta(a, b), lambda M, a, b, c: M.Exponential(c), [_positive() for _ in range(3)], TRIGAMMA_RTOL),
+    "beta||gamma": (lambda M, a, b, c, d: M.Beta(a, b), lambda M, a, b, c, d: M.Gamma(c, d), [_positive() for _ in range(4)], TRIGAMMA_RTOL),
+    "beta||normal": (lambda M, a, b, c, d: M.Beta(a, b), lambda M, a, b, c, d: M.Normal(c, d), [_positive(), _positive(), _real(), _positive()], TRIGAMMA_RTOL),
+    "beta||uniform": (lambda M, a, b, c, d: M.Beta(a, b), lambda M, a, b, c, d: M.Uniform(c, d),  # some inf
+                      [_positive(), _positive(), RNG.uniform(-1, 0.2, SHAPE), RNG.uniform(0.8, 2, SHAPE)], TRIGAMMA_RTOL),
+    "exponential||gamma": (lambda M, a, b, c: M.Exponential(a), lambda M, a, b, c: M.Gamma(b, c), [_positive() for _ in range(3)]),
+    "gamma||exponential": (lambda M, a, b, c: M.Gamma(a, b), lambda M, a, b, c: M.Exponential(c), [_positive() for _ in range(3)], TRIGAMMA_RTOL),
+    "gamma||normal": (lambda M, a, b, c, d: M.Gamma(a, b), lambda M, a, b, c, d: M.Normal(c, d), [_positive(), _positive(), _real(), _positive()], TRIGAMMA_RTOL),
+    "uniform||beta": (lambda M, a, b, c, d: M.Uniform(a, b), lambda M, a, b, c, d: M.Beta(c, d),  # some inf
+                      [UNIT_LOW - RNG.choice([0, 0.5], SHAPE), UNIT_HIGH, _positive(), _positive()]),
+    "uniform||gamma": (lambda M, a, b, c, d: M.Uniform(a, b), lambda M, a, b, c, d: M.Gamma(c, d),  # some inf
+                       [UNIT_LOW - RNG.choice([0, 0.5], SHAPE), UNIT_HIGH, _positive(), _positive()]),
+    "exponential||beta": (lambda M, a, b, c: M.Exponential(a), lambda M, a, b, c: M.Beta(b, c), [_positive() for _ in range(3)]),
+    "gamma||beta": (lambda M, a, b, c, d: M.Gamma(a, b), lambda M, a, b, c, d: M.Beta(c, d), [_positive() for _ in range(4)]),
+    "gamma||uniform": (lambda M, a, b, c, d: M.Gamma(a, b), lambda M, a, b, c, d: M.Uniform(c, d), [_positive(), _positive(), LOW, HIGH]),
+    "laplace||beta": (lambda M, a, b, c, d: M.Laplace(a, b), lambda M, a, b, c, d: M.Beta(c, d), [_real(), _positive(), _positive(), _positive()]),
+    "laplace||gamma": (lambda M, a, b, c, d: M.Laplace(a, b), lambda M, a, b, c, d: M.Gamma(c, d), [_real(), _positive(), _positive(), _positive()]),
+    "normal||beta": (lambda M, a, b, c, d: M.Normal(a, b), lambda M, a, b, c, d: M.Beta(c, d), [_real(), _positive(), _positive(), _positive()]),
+    "normal||gamma": (lambda M, a, b, c, d: M.Normal(a, b), lambda M, a, b, c, d: M.Gamma(c, d), [_real(), _positive(), _positive(), _positive()]),
+    "poisson||poisson": (lambda M, a, b: M.Poisson(a), lambda M, a, b: M.Poisson(b), [_positive(), _positive()]),
+    "binomial||binomial": (lambda M, a, b: M.Binomial(_fixed(M, TRIALS), probs=a), lambda M, a, b: M.Binomial(_fixed(M, np.minimum(TRIALS, 4)), logits=b),
+                           [_probability(), _real()]),  # inf where p has more trials
+    "bernoulli||poisson": (lambda M, a, b: M.Bernoulli(probs=a), lambda M, a, b: M.Poisson(b), [_probability(), _positive()]),
+    "poisson||bernoulli": (lambda M, a, b: M.Poisson(a), lambda M, a, b: M.Bernoulli(logits=b), [_positive(), _real()]),
+    "poisson||binomial": (lambda M, a, b: M.Poisson(a), lambda M, a, b: M.Binomial(_fixed(M, TRIALS), probs=b), [_positive(), _probability()]),
     # torch's digamma derivative (trigamma) is off by up to 5e-10 relative (kiln's agrees with mpmath to 1e-16)
     "dirichlet||dirichlet": (lambda M, a, b: M.Dirichlet(a), lambda M, a, b: M.Dirichlet(b), [_positive(), _positive()], 5e-9),
 }
