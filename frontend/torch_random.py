@@ -10,7 +10,8 @@ kiln.multinomial(probs, 8, replacement=True)   # inverse CDF: the count of cumul
 ```
 
 The numbers are kiln's, not PyTorch's (their distributions are PyTorch's); like every draw they need a trace, whose
-step feeds the seed. ``poisson`` is an error: its count comes from a loop as long as the draw needs.
+step feeds the seed. ``poisson`` draws eagerly only (NumPy's sampler): its count comes from a loop as long as the
+draw needs, which a trace cannot hold.
 """
 
 from __future__ import annotations
@@ -111,9 +112,22 @@ def _inverse_cdf(weights: Tensor, num_samples: int) -> Tensor:
 
 
 def poisson(input: Tensor, generator: Any = None) -> Tensor:
-    raise located_error("kiln.poisson: a Poisson count comes from a loop as long as the draw needs, which a traced "
-                        "program cannot hold; for large rates use kiln.normal(rate, rate.sqrt()).round().clamp(min=0), "
-                        "or draw the counts with numpy.random.poisson and pass them in")
+    """Counts with rates ``input`` (``input``'s dtype), drawn eagerly by NumPy's Poisson sampler seeded from kiln's
+    generator (or ``generator``), as ``kiln.distributions.Poisson(rate).sample()``."""
+    from kiln.frontend.init import draw_seed  # lazily: kiln's generator
+    from kiln.frontend.trace import TraceContext
+
+    if not TraceContext.current().eager:
+        raise located_error("kiln.poisson inside a traced function: a Poisson count comes from a loop as long as the "
+                            "draw needs, which a traced program cannot hold; draw it outside the compiled function "
+                            "and pass it in, or for large rates use kiln.normal(rate, rate.sqrt()).round().clamp(min=0)")
+    with drawing_from(generator):
+        rng = np.random.default_rng(int(draw_seed()))
+    rates = input.numpy()
+    if not np.all(rates >= 0):
+        raise RuntimeError("invalid Poisson rate, expected rate to be non-negative (kiln.poisson: a negative or NaN "
+                           "rate)")
+    return apply("tensor.constant", value=rng.poisson(rates).astype(rates.dtype))
 
 
 __all__ = ["bernoulli", "multinomial", "normal", "poisson", "randint_like", "randperm",

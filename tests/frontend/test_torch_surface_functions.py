@@ -336,8 +336,26 @@ def test_multinomial_frequencies_follow_the_weights():
     np.testing.assert_allclose(np.bincount(firsts, minlength=4) / 300, weights[0] / 10, atol=0.08)
 
 
+def test_poisson_draws_eagerly_with_the_rates_moments_reproducibly():
+    rates = kiln.tensor([[0.5], [4.0], [60.0]]).expand(3, 20000)
+    kiln.manual_seed(5)
+    counts = kiln.poisson(rates)
+    kiln.manual_seed(5)
+    again = kiln.poisson(rates)
+    values = counts.numpy()
+    assert counts.dtype == kiln.float32 and tuple(counts.shape) == (3, 20000)
+    np.testing.assert_array_equal(values, again.numpy())
+    assert np.all(values == np.round(values)) and values.min() >= 0
+    np.testing.assert_allclose(values.mean(1), [0.5, 4.0, 60.0], rtol=0.03)
+    np.testing.assert_allclose(values.var(1), [0.5, 4.0, 60.0], rtol=0.06)
+    seeded = [kiln.poisson(kiln.full((4,), 3.0), generator=kiln.Generator().manual_seed(2)).numpy() for _ in range(2)]
+    np.testing.assert_array_equal(*seeded)
+    with pytest.raises(RuntimeError, match="invalid Poisson rate, expected rate to be non-negative"):
+        kiln.poisson(kiln.tensor([1.0, -1.0]))
+
+
 def test_samplers_refuse_what_cannot_trace():
-    with pytest.raises(KilnError, match="Poisson count comes from a loop") as error:
+    with pytest.raises(KilnError, match="Poisson count comes from a loop.*draw it outside the compiled") as error:
         kiln.trace(lambda x: kiln.poisson(x), kiln.TensorSpec((3,)))
     assert "test_torch_surface_functions.py" in str(error.value)
     with pytest.raises(KilnError, match=r"cannot sample n_sample > prob_dist.size\(-1\) samples without replacement "
