@@ -27,6 +27,7 @@ import numpy as np
 
 from kiln.compiler.errors import KilnError
 from kiln.compiler.ir.types import Dim, DType, broadcast_shapes, format_shape
+from kiln.frontend.grad_mode import no_grad
 from kiln.frontend.tensor import Tensor, apply
 from kiln.frontend.torch_dtypes import get_default_dtype
 from kiln.frontend.torch_functions import rand_like, randn_like
@@ -302,7 +303,8 @@ class Distribution:
 
     def sample(self, sample_shape: Any = ()) -> Tensor:
         """Draws shaped ``sample_shape + batch_shape + event_shape``, with no gradient (PyTorch's ``torch.no_grad``)."""
-        return self.rsample(sample_shape).detach()
+        with no_grad():
+            return self.rsample(sample_shape).detach()
 
     def rsample(self, sample_shape: Any = ()) -> Tensor:
         """Reparameterized draws: a differentiable function of the parameters and of parameter-free noise."""

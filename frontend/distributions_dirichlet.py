@@ -7,12 +7,12 @@ log_prob(x)   sum (a - 1) log x + lgamma(sum a) - sum lgamma(a)
 mean          a / a0,  a0 = sum a          mode  (a - 1)+ normalised (torch's one-hot where every a < 1)
 variance      a (a0 - a) / (a0^2 (a0 + 1))
 entropy       sum lgamma(a) - lgamma(a0) - (k - a0) digamma(a0) - sum (a - 1) digamma(a)
-sample        independent Gamma(a, 1) draws over their sum (NumPy's gamma sampler, seeded from kiln's generator)
+rsample       independent Gamma(a, 1) draws over their sum (frontend/distributions_gamma_sampler.py)
 KL(p || q)    lgamma(p0) - lgamma(q0) - sum (lgamma(p) - lgamma(q)) + sum (p - q)(digamma(p) - digamma(p0))
 ```
 
-``sample`` runs on concrete concentrations (outside a trace); its numbers are kiln's, the distribution torch's.
-``rsample`` (torch's implicit reparameterization gradient) is not implemented: it raises, naming ``sample``.
+``rsample`` draws from the step's seed (in a traced step or eagerly) with the Gamma draws' implicit reparameterization
+gradient; its numbers are kiln's, the distribution torch's.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from kiln.frontend.distributions import Constraint, Distribution, numpy_sample, shape_of
+from kiln.frontend.distributions import Constraint, Distribution, shape_of
+from kiln.frontend.distributions_gamma_sampler import reparameterized_standard_gamma
 from kiln.frontend.distributions_kl import register_kl
 from kiln.frontend.tensor import Tensor
 
@@ -35,7 +36,7 @@ class Dirichlet(Distribution):
 
     arg_constraints = {"concentration": positive_vector}
     support = simplex
-    has_rsample = False
+    has_rsample = True
     event_dims = {"concentration": 1}
 
     def __init__(self, concentration: Any, validate_args: bool | None = None):
@@ -79,18 +80,11 @@ class Dirichlet(Distribution):
         return (concentration.lgamma().sum(-1) - total.lgamma() - (k - total) * total.digamma()
                 - ((concentration - 1.0) * concentration.digamma()).sum(-1))
 
-    def sample(self, sample_shape: Any = ()) -> Tensor:
-        """Draws on the simplex, shaped ``sample_shape + batch_shape + event_shape``, with no gradient."""
-        def draw(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
-            gammas = rng.standard_gamma(np.broadcast_to(np.asarray(self.concentration.numpy(), np.float64), shape))
-            finfo = np.finfo(self._dtype.numpy)  # torch's clamp_probs keeps draws inside the open simplex
-            return np.clip(gammas / gammas.sum(-1, keepdims=True), finfo.tiny, 1 - finfo.eps)
-
-        return numpy_sample(self, sample_shape, draw)
-
     def rsample(self, sample_shape: Any = ()) -> Tensor:
-        raise NotImplementedError("kiln's Dirichlet has no rsample (torch's implicit reparameterization gradient is not "
-                                  "implemented); use sample(), which has no gradient")
+        """Draws on the open simplex (torch's ``clamp_probs``), shaped ``sample_shape + batch_shape + event_shape``."""
+        gammas = reparameterized_standard_gamma(self, self.concentration, self._extended_shape(sample_shape))
+        finfo = np.finfo(self._dtype.numpy)
+        return (gammas / gammas.sum(-1, keepdim=True)).clamp(float(finfo.tiny), float(1 - finfo.eps))
 
 
 @register_kl(Dirichlet, Dirichlet)

@@ -11,10 +11,10 @@ Beta       (a - 1) log x + (b - 1) log(1 - x) + lgamma(a + b)     lgamma(a) + lg
                                                                     - (a - 1) digamma(a) - (b - 1) digamma(b)
 ```
 
-``sample`` draws from concrete parameters (outside a trace, as ``Dirichlet``'s: NumPy's gamma and beta samplers seeded
-from kiln's generator); the numbers are kiln's, the distribution torch's. ``rsample`` (torch's implicit
-reparameterization gradient) and ``Gamma.cdf`` (the regularized incomplete gamma function) are not implemented: they
-raise, saying so.
+``rsample`` draws from the step's seed, in a traced step or eagerly, with the implicit reparameterization gradient to the
+concentrations (``frontend/distributions_gamma_sampler.py``; Beta normalizes two Gamma draws); the numbers are kiln's,
+the distribution torch's. ``Gamma.cdf`` (the regularized incomplete gamma function) is not implemented: it raises,
+saying so.
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from kiln.frontend.distributions import Constraint, Distribution, numpy_sample, positive
+from kiln.frontend.distributions import Constraint, Distribution, positive
 from kiln.frontend.distributions_continuous import Exponential, Laplace, Normal, Uniform
+from kiln.frontend.distributions_gamma_sampler import reparameterized_standard_gamma
 from kiln.frontend.distributions_kl import infinite_like, register_kl, where
 from kiln.frontend.tensor import Tensor
 
@@ -33,17 +34,12 @@ unit_interval_support = Constraint("in [0, 1]", lambda x: (x >= 0) & (x <= 1))
 _EULER_GAMMA = 0.57721566490153286060
 
 
-def _no_rsample(name: str) -> NotImplementedError:
-    return NotImplementedError(f"kiln's {name} has no rsample (torch's implicit reparameterization gradient is not "
-                               "implemented); use sample(), which has no gradient")
-
-
 class Gamma(Distribution):
     """``Gamma(concentration, rate)``: density ``r^a x^(a-1) exp(-r x) / Gamma(a)`` on ``x >= 0``."""
 
     arg_constraints = {"concentration": positive, "rate": positive}
     support = Constraint("non-negative (>= 0)", lambda x: x >= 0)
-    has_rsample = False
+    has_rsample = True
 
     def __init__(self, concentration: Any, rate: Any, validate_args: bool | None = None):
         self._set_parameters(validate_args, concentration=concentration, rate=rate)
@@ -66,17 +62,11 @@ class Gamma(Distribution):
         raise NotImplementedError(f"kiln's {type(self).__name__} has no cdf (torch.special.gammainc, the regularized "
                                   "incomplete gamma function, is not implemented)")
 
-    def sample(self, sample_shape: Any = ()) -> Tensor:
-        """Draws shaped ``sample_shape + batch_shape``, at least the dtype's smallest normal number (torch's clamp)."""
-        def draw(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
-            concentration = np.broadcast_to(self.concentration.numpy(), shape)
-            draws = rng.standard_gamma(concentration) / np.broadcast_to(self.rate.numpy(), shape)
-            return np.maximum(draws, np.finfo(self.dtype.numpy).tiny)
-
-        return numpy_sample(self, sample_shape, draw)
-
     def rsample(self, sample_shape: Any = ()) -> Tensor:
-        raise _no_rsample(type(self).__name__)
+        """Draws shaped ``sample_shape + batch_shape``, at least the dtype's smallest normal number (torch's clamp)."""
+        shape = self._extended_shape(sample_shape)
+        draws = reparameterized_standard_gamma(self, self.concentration, shape) / self.rate
+        return draws.clamp(min=float(np.finfo(self.dtype.numpy).tiny))
 
 
 class Chi2(Gamma):
@@ -93,7 +83,7 @@ class Beta(Distribution):
 
     arg_constraints = {"concentration1": positive, "concentration0": positive}
     support = unit_interval_support
-    has_rsample = False
+    has_rsample = True
 
     def __init__(self, concentration1: Any, concentration0: Any, validate_args: bool | None = None):
         self._set_parameters(validate_args, concentration1=concentration1, concentration0=concentration0)
@@ -125,18 +115,13 @@ class Beta(Distribution):
         return (a.lgamma() + b.lgamma() - total.lgamma() - (2 - total) * total.digamma()
                 - ((a - 1.0) * a.digamma() + (b - 1.0) * b.digamma()))
 
-    def sample(self, sample_shape: Any = ()) -> Tensor:
-        """Draws in ``(0, 1)`` shaped ``sample_shape + batch_shape`` (torch's ``clamp_probs`` of its Dirichlet's)."""
-        def draw(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
-            a = rng.standard_gamma(np.broadcast_to(self.concentration1.numpy(), shape))
-            b = rng.standard_gamma(np.broadcast_to(self.concentration0.numpy(), shape))
-            finfo = np.finfo(self.dtype.numpy)
-            return np.clip(a / (a + b), finfo.tiny, 1 - finfo.eps)
-
-        return numpy_sample(self, sample_shape, draw)
-
     def rsample(self, sample_shape: Any = ()) -> Tensor:
-        raise _no_rsample("Beta")
+        """``X / (X + Y)`` of Gamma draws, in ``(0, 1)`` (torch's ``clamp_probs``), shaped ``sample_shape + batch_shape``."""
+        shape = self._extended_shape(sample_shape)
+        first = reparameterized_standard_gamma(self, self.concentration1, shape)
+        second = reparameterized_standard_gamma(self, self.concentration0, shape)
+        finfo = np.finfo(self.dtype.numpy)
+        return (first / (first + second)).clamp(float(finfo.tiny), float(1 - finfo.eps))
 
 
 def _x_log_x(x: Tensor) -> Tensor:
