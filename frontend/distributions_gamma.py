@@ -59,8 +59,9 @@ class Gamma(Distribution):
         return concentration - self.rate.log() + concentration.lgamma() + (1.0 - concentration) * concentration.digamma()
 
     def cdf(self, value: Any) -> Tensor:
-        raise NotImplementedError(f"kiln's {type(self).__name__} has no cdf (torch.special.gammainc, the regularized "
-                                  "incomplete gamma function, is not implemented)")
+        """The regularized lower incomplete gamma ``P(a, r x)`` (torch's ``special.gammainc``)."""
+        value = self._value(value)
+        return self.concentration.igamma(self.rate * value)
 
     def rsample(self, sample_shape: Any = ()) -> Tensor:
         """Draws shaped ``sample_shape + batch_shape``, at least the dtype's smallest normal number (torch's clamp)."""

@@ -37,6 +37,7 @@ from kiln.compiler.ir.types import Dim
 from kiln.frontend.distributions import broadcast, constant
 from kiln.frontend.grad_mode import is_grad_enabled
 from kiln.frontend.tensor import Tensor
+from kiln.frontend.tensor_special import _polynomial
 from kiln.frontend.torch_functions import where
 
 CANDIDATES = 8
@@ -108,7 +109,7 @@ def _temme_gradient(a: Tensor, x: Tensor) -> Tensor:
     eta = (lam - 1) / ratio
     series = c0 + c1 / a
     d_series = -(lam / a) * (d_c0 + d_c1 / a) - c1 / (a * a)  # dS/da at fixed x: lambda moves as -lambda / a
-    stirling = _polynomial(STIRLING, a.reciprocal())
+    stirling = _polynomial(a.reciprocal(), STIRLING[::-1])
     return lam * stirling * (-(eta / 2 - ratio) * (1 + eta * series) - series / (2 * a) + d_series)
 
 
@@ -123,14 +124,7 @@ def _temme_coefficients(mu: Tensor) -> tuple[Tensor, ...]:
               -far ** -2 + d_eta / eta ** 2, -3 * d_eta / eta ** 4 + 3 * far ** -4 + 2 * far ** -3 + 1 / (12 * far ** 2))
     c0 = tuple(-r for r in RATIO[1:])  # c0 = (1 - ratio) / mu
     taylor = (RATIO, c0, C1, _derivative(c0), _derivative(C1))
-    return tuple(where(near, _polynomial(coefficients, small), value) for coefficients, value in zip(taylor, closed))
-
-
-def _polynomial(coefficients: tuple[float, ...], x: Tensor) -> Tensor:
-    result = x * 0 + coefficients[-1]
-    for coefficient in reversed(coefficients[:-1]):
-        result = result * x + coefficient
-    return result
+    return tuple(where(near, _polynomial(small, coefficients[::-1]), value) for coefficients, value in zip(taylor, closed))
 
 
 def _derivative(coefficients: tuple[float, ...]) -> tuple[float, ...]:

@@ -256,7 +256,7 @@ class MoreMethods:
         return _in_float64(multivariate, _floating(self))
 
     def igamma(self, other: Any) -> Any:
-        """The regularized lower incomplete gamma ``P(self, other)``; differentiable in ``other`` only, as PyTorch's."""
+        """The regularized lower incomplete gamma ``P(self, other)``, differentiable in both (PyTorch: in ``other`` only)."""
         return _in_float64(special.lower_regularized_gamma, *_float_pair(self, other))
 
     def igammac(self, other: Any) -> Any:

@@ -92,17 +92,30 @@ the continued fraction in ``O(sqrt x)`` steps above; both are converged to an ul
 
 def lower_regularized_gamma(a: Any, x: Any) -> Any:
     """``P(a, x)``: values from the series or the continued fraction; the gradient in ``x`` is the density
-    ``x^(a-1) e^-x / Gamma(a)``, none in ``a`` (as PyTorch's)."""
-    a = a.detach()
-    value = _gamma_edges(a, x.detach(), _lower_gamma_value(a, _gamma_inside(a, x.detach())), upper=False)
-    return value + _zero_with_slope(x, _gamma_density(a, x.detach()))
+    ``x^(a-1) e^-x / Gamma(a)``, the one in ``a`` is ``-density * dx/da`` at fixed ``P`` (PyTorch has none)."""
+    value = _gamma_edges(a.detach(), x.detach(), _lower_gamma_value(a.detach(), _gamma_inside(a.detach(), x.detach())),
+                         upper=False)
+    return value + _gamma_slopes(a, x)
 
 
 def upper_regularized_gamma(a: Any, x: Any) -> Any:
     """``Q(a, x) = 1 - P(a, x)``, computed directly where ``P`` is near 1 (no cancellation)."""
-    a = a.detach()
-    value = _gamma_edges(a, x.detach(), _upper_gamma_value(a, _gamma_inside(a, x.detach())), upper=True)
-    return value - _zero_with_slope(x, _gamma_density(a, x.detach()))
+    value = _gamma_edges(a.detach(), x.detach(), _upper_gamma_value(a.detach(), _gamma_inside(a.detach(), x.detach())),
+                         upper=True)
+    return value - _gamma_slopes(a, x)
+
+
+def _gamma_slopes(a: Any, x: Any) -> Any:
+    """Zero, whose gradients are ``P(a, x)``'s: the density in ``x``; in ``a``, ``-density * dx/da``, ``dx/da`` being
+    the Gamma draws' implicit reparameterization gradient (only where ``a`` needs a gradient: it sums a series)."""
+    density = _gamma_density(a.detach(), x.detach())
+    slopes = _zero_with_slope(x, density)
+    if a.requires_grad:
+        from kiln.frontend.distributions_gamma_sampler import standard_gamma_gradient  # lazily: it imports Tensor
+
+        slope = -density * standard_gamma_gradient(a.detach(), x.detach()).to(density.dtype)
+        slopes = slopes + _zero_with_slope(a, _where(slope.isfinite(), slope, 0.0))
+    return slopes
 
 
 def _zero_with_slope(x: Any, slope: Any) -> Any:

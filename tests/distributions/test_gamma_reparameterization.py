@@ -77,6 +77,32 @@ def test_gradient_agrees_with_torchs_approximation_of_it():
     np.testing.assert_allclose(ours, theirs, rtol=3e-3)  # torch's fit is within 3e-3 of the exact gradient
 
 
+@pytest.mark.parametrize("upper", [False, True])
+def test_incomplete_gamma_is_differentiable_in_a_where_torchs_is_not(float64_default, upper):
+    """``dP/da = -pdf dx/da``: kiln.special.gammainc and gammaincc's gradient in ``a`` against mpmath's (torch
+    raises "derivative for aten::igamma is not implemented")."""
+    mp = require("mpmath")
+    a, x = np.array([0.05, 0.5, 3.0, 15.0, 40.0, 900.0]), np.array([0.01, 0.3, 2.0, 25.0, 42.0, 880.0])
+    concentration = kiln.tensor(a, requires_grad=True)
+    function = kiln.special.gammaincc if upper else kiln.special.gammainc
+    function(concentration, kiln.tensor(x)).sum().backward()
+    with mp.workdps(40):
+        exact = [float(mp.diff(lambda t: mp.gammainc(t, 0, float(xi), regularized=True), float(ai))) for ai, xi in zip(a, x)]
+    np.testing.assert_allclose(concentration.grad.numpy(), -np.array(exact) if upper else exact, rtol=5e-5)
+
+
+def test_gamma_cdf_gradient_in_the_concentration_matches_finite_differences(float64_default):
+    def cdf(concentration):
+        return kiln.distributions.Gamma(concentration, kiln.tensor([2.0, 0.5, 1.0])).cdf(kiln.tensor([0.4, 5.0, 30.0]))
+
+    concentration = np.array([0.7, 2.5, 28.0])
+    ours = kiln.grad(lambda c: cdf(c).sum())(kiln.tensor(concentration)).numpy()
+    step = 1e-6 * concentration
+    central = [(cdf(kiln.tensor(concentration + step * e)) - cdf(kiln.tensor(concentration - step * e))).numpy()[i]
+               / (2 * step[i]) for i, e in enumerate(np.eye(3))]
+    np.testing.assert_allclose(ours, central, rtol=4e-5)
+
+
 def _per_draw(make, parameters: list[np.ndarray], statistic, draws: int = 10000, seed: int = 3):
     """Each draw's gradient of ``statistic(x)`` to each parameter (a batch of ``draws`` copies): mean and standard
     error of the estimate."""
