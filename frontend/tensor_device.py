@@ -101,6 +101,22 @@ class DeviceMethods:
     def is_cuda(self) -> bool:
         return False
 
+    @property
+    def is_cpu(self) -> bool:
+        return True
+
+    def get_device(self) -> int:
+        """-1, torch's answer for a CPU tensor: a kiln tensor's device is ``cpu`` (the backend decides where it runs)."""
+        return -1
+
+    def is_pinned(self, device: Any = None) -> bool:
+        return False
+
+    def pin_memory(self, device: Any = None) -> Any:
+        """``self``: page-locked host memory is the backend's business in kiln (torch raises without an accelerator;
+        a loader's ``pin_memory=True`` then works on every machine)."""
+        return self
+
     def cpu(self, *args: Any, **kwargs: Any) -> Any:
         return self
 

@@ -8,6 +8,7 @@ import pytest
 
 import kiln
 import kiln.nn as nn
+from oracles import require
 
 X = np.arange(6.0).reshape(2, 3)
 
@@ -53,6 +54,15 @@ def test_tensor_introspection_as_torch():
 
     run(probe)
     assert seen == dict(device=kiln.device("cpu"), cuda=False, floating=True, integer=False, complex=False, contiguous=True, size=8, dims=2)
+
+
+def test_cpu_tensor_placement_queries_as_torchs():
+    torch = require("torch")
+    for lib in (kiln, torch):
+        x = lib.ones(2, 3)
+        assert (x.is_cpu, x.get_device(), x.is_pinned()) == (True, -1, False)
+    pinned = kiln.ones(2).pin_memory()  # torch raises without an accelerator; kiln leaves placement to the backend
+    np.testing.assert_array_equal(pinned.numpy(), np.ones(2))
 
 
 def test_device_objects_compare_and_print_as_torchs():
