@@ -20,8 +20,8 @@ import numpy as np
 
 from kiln.frontend.distributions import (Constraint, Distribution, broadcast, concrete_values, constant, nonnegative,
                                          nonnegative_integer, numpy_sample, real, unit_interval)
-from kiln.frontend.distributions_discrete import Bernoulli, _binary_logits, _one_of, clamp_probs
-from kiln.frontend.distributions_kl import infinite_like, register_kl, where
+from kiln.frontend.distributions_discrete import Bernoulli, BinaryProbabilities, _one_of
+from kiln.frontend.distributions_kl import register_infinite, register_kl, where
 from kiln.frontend.tensor import Tensor
 
 
@@ -48,7 +48,7 @@ class Poisson(Distribution):
                             lambda rng, shape: rng.poisson(np.broadcast_to(self.rate.numpy(), shape)))
 
 
-class Binomial(Distribution):
+class Binomial(BinaryProbabilities, Distribution):
     """``Binomial(total_count=n, probs=p)`` or ``(total_count=n, logits=l)``: successes in ``n`` Bernoulli trials."""
 
     arg_constraints = {"total_count": nonnegative_integer, "probs": unit_interval, "logits": real}
@@ -58,18 +58,6 @@ class Binomial(Distribution):
         self._set_parameters(validate_args, total_count=total_count, **_one_of("Binomial", probs, logits))
 
     total_count = property(lambda self: self._parameter("total_count"))
-
-    @property
-    def probs(self) -> Tensor:
-        if "probs" in self._raw:
-            return self._parameter("probs")
-        return self._traced("probs", lambda: self.logits.sigmoid())
-
-    @property
-    def logits(self) -> Tensor:
-        if "logits" in self._raw:
-            return self._parameter("logits")
-        return self._traced("logits", lambda: _binary_logits(clamp_probs(self.probs)))
 
     @property
     def support(self) -> Constraint:
@@ -144,11 +132,7 @@ def _kl_bernoulli_poisson(p: Bernoulli, q: Poisson) -> Tensor:
     return -p.entropy() - (p.probs * q.rate.log() - q.rate)
 
 
-@register_kl(Poisson, Bernoulli)
-@register_kl(Poisson, Binomial)
-def _kl_poisson_infinity(p: Poisson, q: Distribution) -> Tensor:
-    """``q`` has a largest count and ``p`` has none."""
-    return infinite_like(p)
+register_infinite((Poisson, Bernoulli), (Poisson, Binomial))  # q has a largest count and p has none
 
 
 __all__ = ["Binomial", "Poisson"]

@@ -41,15 +41,9 @@ def clamp_probs(probs: Tensor) -> Tensor:
     return probs.clamp(min=eps, max=1 - eps)
 
 
-class Bernoulli(Distribution):
-    """``Bernoulli(probs=p)`` or ``Bernoulli(logits=l)``: 1 with probability ``p = sigmoid(l)``, else 0 (as floats)."""
-
-    arg_constraints = {"probs": unit_interval, "logits": real}
-    support = boolean
-    has_enumerate_support = True
-
-    def __init__(self, probs: Any = None, logits: Any = None, validate_args: bool | None = None):
-        self._set_parameters(validate_args, **_one_of("Bernoulli", probs, logits))
+class BinaryProbabilities:
+    """``probs`` and ``logits`` of a family given either: a success probability ``p`` or its log-odds ``l``, each
+    derived from the other on first use (``p = sigmoid(l)``, ``l = logit(clamp_probs(p))``)."""
 
     @property
     def probs(self) -> Tensor:
@@ -62,6 +56,17 @@ class Bernoulli(Distribution):
         if "logits" in self._raw:
             return self._parameter("logits")
         return self._traced("logits", lambda: _binary_logits(clamp_probs(self.probs)))
+
+
+class Bernoulli(BinaryProbabilities, Distribution):
+    """``Bernoulli(probs=p)`` or ``Bernoulli(logits=l)``: 1 with probability ``p = sigmoid(l)``, else 0 (as floats)."""
+
+    arg_constraints = {"probs": unit_interval, "logits": real}
+    support = boolean
+    has_enumerate_support = True
+
+    def __init__(self, probs: Any = None, logits: Any = None, validate_args: bool | None = None):
+        self._set_parameters(validate_args, **_one_of("Bernoulli", probs, logits))
 
     @property
     def param_shape(self) -> tuple:

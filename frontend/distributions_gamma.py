@@ -27,7 +27,7 @@ import numpy as np
 from kiln.frontend.distributions import Constraint, Distribution, positive
 from kiln.frontend.distributions_continuous import Exponential, Laplace, Normal, Uniform
 from kiln.frontend.distributions_gamma_sampler import reparameterized_standard_gamma
-from kiln.frontend.distributions_kl import infinite_like, register_kl, where
+from kiln.frontend.distributions_kl import register_infinite, register_kl, where
 from kiln.frontend.tensor import Tensor
 
 unit_interval_support = Constraint("in [0, 1]", lambda x: (x >= 0) & (x <= 1))
@@ -211,16 +211,8 @@ def _kl_uniform_gamma(p: Uniform, q: Gamma) -> Tensor:
     return where(p.low < 0, math.inf, -width.log() + t2 + t3 + q.rate * (p.high + p.low) / 2)
 
 
-@register_kl(Exponential, Beta)
-@register_kl(Gamma, Beta)
-@register_kl(Gamma, Uniform)
-@register_kl(Laplace, Beta)
-@register_kl(Laplace, Gamma)
-@register_kl(Normal, Beta)
-@register_kl(Normal, Gamma)
-def _kl_infinity(p: Distribution, q: Distribution) -> Tensor:
-    """``q``'s support is bounded (below, or on both sides) where ``p``'s is not (PyTorch's infinite pairs)."""
-    return infinite_like(p)
+register_infinite((Exponential, Beta), (Gamma, Beta), (Gamma, Uniform), (Laplace, Beta), (Laplace, Gamma),
+                  (Normal, Beta), (Normal, Gamma))
 
 
 __all__ = ["Beta", "Chi2", "Gamma"]

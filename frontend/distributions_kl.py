@@ -169,14 +169,18 @@ def _kl_uniform_exponential(p: Uniform, q: Exponential) -> Tensor:
     return where(p.low < 0, math.inf, result)
 
 
-@register_kl(Exponential, Uniform)
-@register_kl(Laplace, Exponential)
-@register_kl(Laplace, Uniform)
-@register_kl(Normal, Exponential)
-@register_kl(Normal, Uniform)
-def _kl_infinity(p: Distribution, q: Distribution) -> Tensor:
-    """``q``'s support is bounded and ``p``'s is not (PyTorch's ``infinite_like(p's parameter)``)."""
+def kl_infinity(p: Distribution, q: Distribution) -> Tensor:
+    """``q``'s support is bounded where ``p``'s is not (PyTorch's ``infinite_like(p's parameter)``)."""
     return infinite_like(p)
+
+
+def register_infinite(*pairs: tuple[type, type]) -> None:
+    """``kl_infinity`` as the rule of each ``(type_p, type_q)`` pair."""
+    for type_p, type_q in pairs:
+        register_kl(type_p, type_q)(kl_infinity)
+
+
+register_infinite((Exponential, Uniform), (Laplace, Exponential), (Laplace, Uniform), (Normal, Exponential), (Normal, Uniform))
 
 
 @register_kl(MultivariateNormal, MultivariateNormal)
