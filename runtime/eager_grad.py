@@ -55,9 +55,14 @@ def eager_grad(outputs: Sequence[Any], inputs: Sequence[Any], seeds: Sequence[An
 
 
 def _checked_seed(seed: Any, output: Any, index: int) -> Any:
-    """``seed`` as given if it is an eager tensor of the output's type (``create_graph`` keeps its chain), else as an
-    array of the output's dtype."""
+    """``seed`` as given if it is an eager tensor of the output's type (``create_graph`` keeps its chain; a leaf that
+    requires grad, ``kiln.tensor(g, requires_grad=True)``, as a read of it), else as an array of the output's dtype."""
     value = eager_value(seed)
+    if value is None and isinstance(seed, Parameter) and seed.requires_grad:
+        from kiln.frontend.tensor import Tensor
+
+        value = TraceContext.current().value_of(seed)  # a read of the leaf: create_graph's result reaches its .grad
+        seed = Tensor(value)
     if value is not None and value.type == output.value.type:
         return seed
     return seed_array(output.value, seed, f"kiln.autograd.grad: outputs[{index}]", f"grad_outputs[{index}]")

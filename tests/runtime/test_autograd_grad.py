@@ -64,6 +64,22 @@ def test_create_graph_gives_a_differentiable_gradient_for_a_gradient_penalty():
             np.testing.assert_allclose(p.grad, q.grad.numpy(), rtol=1e-11, atol=1e-12)
 
 
+def test_create_graph_keeps_the_chain_of_a_leaf_grad_output_as_torch():
+    """``grad(y, x, v, create_graph=True)`` is differentiable in ``v`` too (a vector-Jacobian product's cotangent,
+    gradgradcheck's): ``d(sum(3 v))/dv = 3`` though ``y = 3x`` is linear in ``x``."""
+    results = {}
+    for lib in (kiln, require("torch")):
+        x = lib.tensor([1.0, 2.0], requires_grad=True)
+        v = lib.tensor([0.5, 0.25], requires_grad=True)
+        (vjp,) = lib.autograd.grad(x * 3.0 + x * x, x, v, create_graph=True)
+        (dv,) = lib.autograd.grad(vjp.sum(), v)
+        results[lib.__name__] = (vjp.detach().numpy(), vjp.requires_grad, dv.numpy())
+    ours, theirs = results["kiln"], results["torch"]
+    np.testing.assert_allclose(ours[0], theirs[0], rtol=1e-6)
+    assert ours[1] == theirs[1] is True
+    np.testing.assert_allclose(ours[2], theirs[2], rtol=1e-6)
+
+
 def test_second_and_third_derivatives_by_repeated_grad():
     x = kiln.tensor(np.array([0.5, -1.0, 2.0]), requires_grad=True)
     y = (x ** 3).sum()
