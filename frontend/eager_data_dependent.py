@@ -20,7 +20,7 @@ carry no gradient, as in PyTorch.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -178,6 +178,36 @@ def histc(x: Tensor, bins: int = 100, min: float = 0, max: float = 0) -> Tensor:
     return _leaf(counts.astype(array.dtype))
 
 
+class Histogram(NamedTuple):
+    """What ``torch.histogram`` returns (``torch.return_types.histogram``): the counts and the ``bins + 1`` edges."""
+
+    hist: Tensor
+    bin_edges: Tensor
+
+
+def histogram(x: Tensor, bins: Any = 100, *, range: Any = None, weight: Any = None, density: bool = False,
+              out: Any = None) -> Histogram:
+    """NumPy's ``histogram`` of a floating tensor (torch's ``histogram`` is it): ``bins`` equal-width bins over
+    ``range`` (the data's, widened by 0.5 each side when it is one value) or a 1-D tensor of edges; ``weight`` per
+    element, ``density`` normalised to integrate to 1; both results of ``x``'s dtype."""
+    array = _array(x)
+    dtype = DType.of(array.dtype)
+    if not dtype.is_float:
+        from kiln.frontend.tensor_bitwise import TORCH_NAMES  # lazily: it builds on the Tensor
+
+        raise located_error(f'"histogramdd" not implemented for \'{TORCH_NAMES.get(dtype, dtype)}\' (as in PyTorch): '
+                            f"histogram counts floating-point tensors, not {x.type}; cast first (x.float())",
+                            kind=UnsupportedDtypeError)
+    if range is not None and range[0] > range[1]:
+        raise located_error(f"torch.histogramdd: min should not exceed max, but got min {range[0]:g} max {range[1]:g} for "
+                            "dimension 0 (kiln.histogram's range=(min, max))")
+    edges = _array(bins).astype(np.float64) if isinstance(bins, Tensor) else int(bins)
+    weights = None if weight is None else _array(weight).astype(np.float64).reshape(-1)
+    counts, bin_edges = np.histogram(array.astype(np.float64).reshape(-1), bins=edges, range=range, weights=weights,
+                                     density=density)
+    return Histogram(_leaf(counts.astype(array.dtype)), _leaf(bin_edges.astype(array.dtype)))
+
+
 def repeat_by_counts(x: Tensor, repeats: Any, axis: int) -> Tensor:
     """``x.repeat_interleave(repeats, dim=axis)`` for per-slice counts (a tensor or list, one per slice along ``axis``,
     or one for all): one differentiable ``take`` of the positions the counts give."""
@@ -219,4 +249,4 @@ def _values(other: Any) -> np.ndarray:
     return array
 
 
-__all__ = ["allclose", "bincount", "concrete_array", "eager_with_mask", "histc", "equal", "is_eager", "is_nonzero", "masked_rows", "masked_select", "nonzero", "repeat_by_counts", "unique", "unique_consecutive"]
+__all__ = ["Histogram", "allclose", "bincount", "concrete_array", "eager_with_mask", "histc", "histogram", "equal", "is_eager", "is_nonzero", "masked_rows", "masked_select", "nonzero", "repeat_by_counts", "unique", "unique_consecutive"]

@@ -79,7 +79,7 @@ EXTRA_FORWARDED = (
     "greater_equal", "less", "less_equal", "bitwise_not", "bitwise_and", "bitwise_or", "bitwise_xor", "fix", "trunc",
     "frac", "remainder", "fmod", "floor_divide",
     "nansum", "nanmean", "count_nonzero", "aminmax", "quantile", "mv", "inner", "vdot", "addmv", "addr", "ger", "dist",
-    "cross", "cov", "corrcoef", "unique", "unique_consecutive", "bincount", "histc", "allclose", "equal",
+    "cross", "cov", "corrcoef", "unique", "unique_consecutive", "bincount", "histc", "histogram", "allclose", "equal",
 )
 """The ``torch.xxx(input, ...)`` functions that are ``input.xxx(...)`` here, exported as ``kiln.xxx``
 (``torch_functions.FORWARDERS``); each is a ``torch`` function (tested) not in ``torch_functions.FORWARDED``.

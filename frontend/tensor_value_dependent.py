@@ -63,6 +63,12 @@ class ValueDependentMethods:
         raise _data_dependent("histc()", "its default range comes from the values",
                               "count against fixed bin edges: kiln.bucketize(x, edges) and one-hot sums")
 
+    def histogram(self, *args: Any, **kwargs: Any) -> Any:
+        if _eager_ops().is_eager(self):
+            return _eager_ops().histogram(self, *args, **kwargs)
+        raise _data_dependent("histogram()", "its default range comes from the values",
+                              "count against fixed bin edges: kiln.bucketize(x, edges) and one-hot sums")
+
     def allclose(self, *args: Any, **kwargs: Any) -> Any:
         if _eager_ops().is_eager(self):
             return _eager_ops().allclose(self, *args, **kwargs)

@@ -142,3 +142,27 @@ def test_histc_of_a_non_float_tensor_raises_torchs_not_implemented_error(dtype):
             lib.histc(lib.tensor([0, 1, 1, 2]).to(getattr(lib, dtype)), bins=3, min=0, max=2)
         raised.append(str(error.value))
     assert raised[0] in raised[1]
+
+
+@pytest.mark.parametrize("function", [
+    lambda lib, x: lib.histogram(x, bins=5), lambda lib, x: x.double().histogram(3, range=(-1.0, 1.0)),
+    lambda lib, x: lib.histogram(x[0], bins=lib.tensor([-2.0, -0.5, 0.0, 0.3, 2.0]), weight=x[1].abs()),
+    lambda lib, x: lib.histogram(x, 4, density=True), lambda lib, x: lib.histogram(x[:1, :1], bins=2),
+    lambda lib, x: tuple(lib.histogram(x, bins=4, range=(-0.5, 0.5))),
+])
+def test_histogram_counts_and_edges_match_torch(function):
+    ours, theirs = _both(function, VALUES.astype(np.float32))
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6)
+        assert a.numpy().dtype == b.numpy().dtype and a.numpy().shape == b.numpy().shape
+
+
+def test_histogram_refuses_as_torch():
+    torch = require_torch()
+    for lib in (torch, kiln):
+        with pytest.raises(NotImplementedError, match='"histogramdd" not implemented for \'Long\''):
+            lib.histogram(lib.tensor([0, 1, 2]), 3)
+        with pytest.raises(RuntimeError, match="min should not exceed max, but got min 3 max 1 for dimension 0"):
+            lib.histogram(lib.tensor([0.0, 1.0]), 3, range=(3.0, 1.0))
+    with pytest.raises(kiln.TraceError, match="count against fixed bin edges"):
+        kiln.trace(lambda x: x.histogram(4), kiln.TensorSpec((3,)))
