@@ -26,6 +26,7 @@ from kiln.frontend.distributions_independent import Independent
 from kiln.frontend.distributions_multivariate import MultivariateNormal, half_log_det, mahalanobis
 from kiln.frontend.functional_activation import softplus
 from kiln.frontend.tensor import Tensor, apply
+from kiln.frontend.torch_functions import where as torch_where
 
 KLRule = Callable[[Distribution, Distribution], Tensor]
 _KL: dict[tuple[type, type], KLRule] = {}
@@ -69,7 +70,8 @@ def infinite_like(p: Distribution) -> Tensor:
 
 
 def where(condition: Tensor, a: Tensor | float, b: Tensor | float) -> Tensor:
-    return apply("tensor.where", condition, a, b)
+    """``a`` where ``condition``, else ``b``; two Python numbers give the default float dtype (``kiln.where``'s)."""
+    return torch_where(condition, a, b)
 
 
 # Same family ------------------------------------------------------------------------------------------------------

@@ -136,6 +136,7 @@ class _InverseTransform(Transform):
     domain = property(lambda self: self._inv.codomain)  # type: ignore[assignment]
     codomain = property(lambda self: self._inv.domain)  # type: ignore[assignment]
     sign = property(lambda self: self._inv.sign)  # type: ignore[assignment]
+    bijective = property(lambda self: self._inv.bijective)  # type: ignore[assignment]
     inv = property(lambda self: self._inv)  # type: ignore[assignment]
 
     def __call__(self, x: Tensor) -> Tensor:
@@ -190,8 +191,17 @@ class ComposeTransform(Transform):
         return sign
 
     @property
+    def bijective(self) -> bool:  # type: ignore[override]
+        return all(part.bijective for part in self.parts)
+
+    @property
     def inv(self) -> Transform:
-        return ComposeTransform([part.inv for part in reversed(self.parts)])
+        """The parts' inverses in reverse order, made once; its ``inv`` is this composition again, as torch's."""
+        inverse = self.__dict__.get("_inverse")
+        if inverse is None:
+            inverse = ComposeTransform([part.inv for part in reversed(self.parts)])
+            inverse._inverse, self._inverse = self, inverse
+        return inverse
 
     def _parameters(self) -> tuple[Any, ...]:
         return tuple(self.parts)

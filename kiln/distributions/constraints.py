@@ -12,7 +12,10 @@ import numpy as np
 
 from kiln.frontend.distributions import (Constraint, boolean, nonnegative, nonnegative_integer, positive, real,
                                          real_vector, unit_interval, unnormalized_simplex, whole)
+from kiln.frontend.distributions_multinomial import multinomial
 from kiln.frontend.distributions_multivariate import lower_cholesky, positive_definite
+from kiln.frontend.distributions_transform_functors import cat_constraint, stack_constraint
+from kiln.frontend.distributions_transforms_cholesky import corr_cholesky
 from kiln.frontend.distributions_one_hot import one_hot
 
 
@@ -59,10 +62,39 @@ def independent(base_constraint: Constraint, reinterpreted_batch_ndims: int) -> 
 simplex = Constraint("a vector of non-negative numbers summing to 1",
                      lambda x: np.all(x >= 0, axis=-1) & (np.abs(np.sum(x, axis=-1) - 1) < 1e-6), event_dim=1)
 positive_integer = Constraint("a positive integer", lambda x: whole(x) & (x >= 1))
+
+
+def cat(cseq: Any, dim: int = 0, lengths: Any = None) -> Constraint:
+    """``cseq[i]`` on the ``i``-th piece along ``dim`` (``lengths[i]`` long; 1 each by default)."""
+    cseq = list(cseq)
+    return cat_constraint(cseq, dim, [1] * len(cseq) if lengths is None else list(lengths))
+
+
+def stack(cseq: Any, dim: int = 0) -> Constraint:
+    """``cseq[i]`` on ``value.select(dim, i)``."""
+    return stack_constraint(list(cseq), dim)
+
+
+def _square(x: np.ndarray) -> np.ndarray:
+    return np.full(np.shape(x)[:-2], np.shape(x)[-1] == np.shape(x)[-2], bool)
+
+
+def _symmetric(x: np.ndarray) -> np.ndarray:
+    return _square(x) & (np.isclose(x, np.swapaxes(x, -1, -2), atol=1e-6).all((-2, -1)) if _square(x).all() else False)
+
+
+def _positive_semidefinite(x: np.ndarray) -> np.ndarray:
+    return _symmetric(x) & (np.linalg.eigvalsh(x).min(-1) >= 0) if _symmetric(x).all() else _symmetric(x)
+
+
+lower_triangular = Constraint("a lower-triangular matrix", lambda x: (np.triu(x, 1) == 0).all((-2, -1)), event_dim=2)
+square = Constraint("a square matrix", _square, event_dim=2)
+symmetric = Constraint("a symmetric matrix", _symmetric, event_dim=2)
+positive_semidefinite = Constraint("a positive-semidefinite matrix", _positive_semidefinite, event_dim=2)
 dependent = Constraint("anything (dependent on other parameters)", lambda x: np.ones(np.shape(x), bool))
 
-__all__ = ["Constraint", "boolean", "dependent", "greater_than", "greater_than_eq", "half_open_interval", "independent",
-           "integer_interval", "interval", "less_than", "lower_cholesky", "nonnegative", "nonnegative_integer", "one_hot", "positive",
-           "positive_definite", "positive_integer", "real", "real_vector", "simplex", "unit_interval"]
-"""torch's names that kiln has (not yet: cat, stack, multinomial, corr_cholesky, lower_triangular, square,
-symmetric, positive_semidefinite, dependent_property, is_dependent)."""
+__all__ = ["Constraint", "boolean", "cat", "corr_cholesky", "dependent", "greater_than", "greater_than_eq", "half_open_interval", "independent",
+           "integer_interval", "interval", "less_than", "lower_cholesky", "lower_triangular", "multinomial", "nonnegative",
+           "nonnegative_integer", "one_hot", "positive", "positive_definite", "positive_integer", "positive_semidefinite",
+           "real", "real_vector", "simplex", "square", "stack", "symmetric", "unit_interval"]
+"""torch's names that kiln has (not yet: dependent_property, is_dependent)."""

@@ -6,6 +6,8 @@ once with ``torch.distributions``: the same code, so the APIs must match too."""
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
 
@@ -230,6 +232,8 @@ def test_every_pair_torch_registers_among_kilns_families_has_a_rule_and_a_test()
     low_rank = "LowRankMultivariateNormal"  # its pairs are tested in test_lowrank_multivariate_normal.py
     tested |= {(low_rank, low_rank), ("MultivariateNormal", low_rank), (low_rank, "MultivariateNormal")}
     tested |= {("OneHotCategorical", "OneHotCategorical")}  # tested in test_one_hot_categorical_vs_torch.py
+    tested |= set(importlib.import_module("test_continuous_more_vs_torch").KL_PAIRS)  # keyed by class-name pairs
+    tested |= {tuple(pair.split("||")) for pair in importlib.import_module("test_discrete_relaxed_vs_torch").KL_PAIRS}
     assert tested == ours  # the multivariate pair is tested in test_multivariate_normal.py, the transformed one in
     # test_transformed_distribution_vs_torch.py
 

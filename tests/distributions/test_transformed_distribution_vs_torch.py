@@ -78,6 +78,16 @@ FLOWS = {
 }
 
 
+def test_composed_and_inverted_bijectivity_and_double_inverse_as_torch():
+    results = []
+    for lib in (kiln, require_torch()):
+        t = lib.distributions.transforms
+        composed = t.ComposeTransform([t.AbsTransform(), t.ExpTransform()])
+        results.append((composed.bijective, composed.inv.bijective, t.AbsTransform().inv.bijective,
+                        t.ComposeTransform([t.ExpTransform()]).bijective, composed.inv.inv is composed))
+    assert results[0] == results[1] == (False, False, False, True, True)
+
+
 @pytest.mark.parametrize("name", sorted(FLOWS))
 def test_log_prob_and_shapes_as_torch(name, float64_default):
     def score(lib, x, params):
