@@ -80,11 +80,15 @@ def _square(x: np.ndarray) -> np.ndarray:
 
 
 def _symmetric(x: np.ndarray) -> np.ndarray:
-    return _square(x) & (np.isclose(x, np.swapaxes(x, -1, -2), atol=1e-6).all((-2, -1)) if _square(x).all() else False)
+    return _square(x) & np.isclose(x, np.swapaxes(x, -1, -2), atol=1e-6).all((-2, -1)) if _square(x).all() else _square(x)
 
 
 def _positive_semidefinite(x: np.ndarray) -> np.ndarray:
-    return _symmetric(x) & (np.linalg.eigvalsh(x).min(-1) >= 0) if _symmetric(x).all() else _symmetric(x)
+    """Symmetric with no negative eigenvalue, per matrix (torch checks eigenvalues only when the whole batch is
+    symmetric, so a symmetric indefinite matrix passes beside an asymmetric one there; kiln's answer is per matrix, as
+    ``positive_definite``'s)."""
+    symmetric = _symmetric(x)
+    return symmetric & (np.linalg.eigvalsh(np.where(symmetric[..., None, None], x, np.eye(x.shape[-1]))).min(-1) >= 0)
 
 
 lower_triangular = Constraint("a lower-triangular matrix", lambda x: (np.triu(x, 1) == 0).all((-2, -1)), event_dim=2)
