@@ -162,6 +162,8 @@ class CompiledFunction:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         plain = not kwargs and traced_arguments(args)
         fn, arrays, extra = (self.fn, args, None) if plain else with_keywords(self.fn, args, kwargs)
+        override = getattr(self.fn, "__dict__", {}).get("forward")  # model.forward = ...: traced anew, as torch's guard
+        extra = extra if override is None else (extra, override)
         self.running += 1  # the module's own calls inside (Module.compile) go to its forward
         try:
             if TraceContext.active():  # called inside another trace (a compiled step calling a compiled model): inlined

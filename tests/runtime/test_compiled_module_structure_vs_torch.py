@@ -31,6 +31,7 @@ CHANGES = {
     "an appended submodule": lambda lib, model: model.append(lib.nn.Sigmoid()),
     "a forward hook": lambda lib, model: model[1].register_forward_hook(lambda module, args, output: output * 3),
     "a deleted submodule": lambda lib, model: model.__delitem__(1),
+    "an instance forward": lambda lib, model: setattr(model, "forward", lambda x: model[2](model[0](x)).tanh()),
 }
 
 
