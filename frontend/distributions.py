@@ -43,20 +43,33 @@ class InvalidParameterError(KilnError, ValueError):
 
 
 class Constraint:
-    """A set of allowed values: ``check(array)`` is elementwise, ``describe`` words it for an error."""
+    """A set of allowed values: ``check(array)`` is elementwise, ``describe`` words it for an error. ``kind`` names
+    torch's constraint class it stands for (``"interval"``, ``"positive"``; None for an ad-hoc one) and ``params``
+    holds that class's attributes, readable as torch's (``constraint.lower_bound``): what ``biject_to`` and
+    ``transform_to`` dispatch on (``frontend/distributions_constraint_registry.py``)."""
 
-    def __init__(self, describe: str, check: Callable[[np.ndarray], np.ndarray], event_dim: int = 0):
+    def __init__(self, describe: str, check: Callable[[np.ndarray], np.ndarray], event_dim: int = 0, *,
+                 kind: str | None = None, params: dict[str, Any] | None = None):
         self.describe, self.check, self.event_dim = describe, check, event_dim
+        self.kind, self.params = kind, dict(params or {})
+
+    def __getattr__(self, name: str) -> Any:
+        """A parameter of the constraint (torch's attribute: ``lower_bound``, ``base_constraint``...)."""
+        params = self.__dict__.get("params") or {}
+        if name in params:
+            return params[name]
+        raise AttributeError(f"{type(self).__name__} {self.__dict__.get('describe', '')!r} has no attribute {name!r}")
 
     def __repr__(self) -> str:
         return f"Constraint({self.describe})"
 
 
-real = Constraint("a real number (not NaN)", lambda x: x == x)
-positive = Constraint("positive (> 0)", lambda x: x > 0)
-nonnegative = Constraint("non-negative (>= 0)", lambda x: x >= 0)
-unit_interval = Constraint("a probability in [0, 1]", lambda x: (x >= 0) & (x <= 1))
-boolean = Constraint("0 or 1", lambda x: (x == 0) | (x == 1))
+real = Constraint("a real number (not NaN)", lambda x: x == x, kind="real")
+positive = Constraint("positive (> 0)", lambda x: x > 0, kind="greater_than", params={"lower_bound": 0.0})
+nonnegative = Constraint("non-negative (>= 0)", lambda x: x >= 0, kind="greater_than_eq", params={"lower_bound": 0.0})
+unit_interval = Constraint("a probability in [0, 1]", lambda x: (x >= 0) & (x <= 1), kind="interval",
+                           params={"lower_bound": 0.0, "upper_bound": 1.0})
+boolean = Constraint("0 or 1", lambda x: (x == 0) | (x == 1), kind="boolean")
 
 
 def whole(x: Any) -> np.ndarray:
@@ -65,8 +78,10 @@ def whole(x: Any) -> np.ndarray:
         return np.asarray(x) % 1 == 0
 
 
-nonnegative_integer = Constraint("a non-negative integer", lambda x: whole(x) & (x >= 0))
-real_vector = Constraint("a vector of real numbers (not NaN)", lambda x: np.all(x == x, axis=-1), event_dim=1)
+nonnegative_integer = Constraint("a non-negative integer", lambda x: whole(x) & (x >= 0), kind="integer_greater_than",
+                                 params={"lower_bound": 0})
+real_vector = Constraint("a vector of real numbers (not NaN)", lambda x: np.all(x == x, axis=-1), event_dim=1,
+                         kind="independent", params={"base_constraint": real, "reinterpreted_batch_ndims": 1})
 unnormalized_simplex = Constraint(
     "a vector of non-negative finite weights with a positive sum (normalized to sum to 1)",
     lambda x: np.all((x >= 0) & np.isfinite(x), axis=-1) & (np.sum(x, axis=-1) > 0), event_dim=1)

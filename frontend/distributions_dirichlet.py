@@ -28,7 +28,8 @@ from kiln.frontend.tensor import Tensor
 
 positive_vector = Constraint("a vector of positive numbers (> 0)", lambda x: np.all(x > 0, axis=-1), event_dim=1)
 simplex = Constraint("on the simplex (non-negative, summing to 1)",
-                     lambda x: np.all(x >= 0, axis=-1) & (np.abs(x.sum(-1) - 1) < 1e-6), event_dim=1)
+                     lambda x: np.all(x >= 0, axis=-1) & (np.abs(x.sum(-1) - 1) < 1e-6), event_dim=1,
+                     kind="simplex")
 
 
 class Dirichlet(Distribution):

@@ -24,13 +24,14 @@ from typing import Any
 
 import numpy as np
 
-from kiln.frontend.distributions import Constraint, Distribution, positive
+from kiln.frontend.distributions import Constraint, Distribution, nonnegative, positive
 from kiln.frontend.distributions_continuous import Exponential, Laplace, Normal, Uniform
 from kiln.frontend.distributions_gamma_sampler import reparameterized_standard_gamma
 from kiln.frontend.distributions_kl import register_infinite, register_kl, where
 from kiln.frontend.tensor import Tensor
 
-unit_interval_support = Constraint("in [0, 1]", lambda x: (x >= 0) & (x <= 1))
+unit_interval_support = Constraint("in [0, 1]", lambda x: (x >= 0) & (x <= 1), kind="interval",
+                                   params={"lower_bound": 0.0, "upper_bound": 1.0})
 _EULER_GAMMA = 0.57721566490153286060
 
 
@@ -38,7 +39,7 @@ class Gamma(Distribution):
     """``Gamma(concentration, rate)``: density ``r^a x^(a-1) exp(-r x) / Gamma(a)`` on ``x >= 0``."""
 
     arg_constraints = {"concentration": positive, "rate": positive}
-    support = Constraint("non-negative (>= 0)", lambda x: x >= 0)
+    support = nonnegative
     has_rsample = True
 
     def __init__(self, concentration: Any, rate: Any, validate_args: bool | None = None):

@@ -36,8 +36,9 @@ def _lower_cholesky(x: np.ndarray) -> np.ndarray:
     return lower & np.all(np.diagonal(x, axis1=-2, axis2=-1) > 0, axis=-1)
 
 
-positive_definite = Constraint("a positive-definite matrix", _positive_definite, event_dim=2)
-lower_cholesky = Constraint("lower triangular with a positive diagonal", _lower_cholesky, event_dim=2)
+positive_definite = Constraint("a positive-definite matrix", _positive_definite, event_dim=2, kind="positive_definite")
+lower_cholesky = Constraint("lower triangular with a positive diagonal", _lower_cholesky, event_dim=2,
+                            kind="lower_cholesky")
 
 MATRICES = ("covariance_matrix", "precision_matrix", "scale_tril")
 

@@ -27,7 +27,8 @@ from kiln.frontend.functional_nn import one_hot as one_hot_of
 from kiln.frontend.tensor import Tensor
 
 one_hot = Constraint("a one-hot vector (zeros and a single one)",
-                     lambda x: np.all((x == 0) | (x == 1), axis=-1) & (np.sum(x, axis=-1) == 1), event_dim=1)
+                     lambda x: np.all((x == 0) | (x == 1), axis=-1) & (np.sum(x, axis=-1) == 1), event_dim=1,
+                     kind="one_hot")
 """``torch.distributions.constraints.one_hot``."""
 
 

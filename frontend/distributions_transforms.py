@@ -26,7 +26,8 @@ from kiln.compiler.ir.types import Dim, broadcast_shapes
 from kiln.frontend.distributions import Constraint, positive, real, sum_rightmost, unit_interval
 from kiln.frontend.tensor import Tensor
 
-open_unit_ball = Constraint("a number in (-1, 1)", lambda x: (x > -1) & (x < 1))
+open_unit_ball = Constraint("a number in (-1, 1)", lambda x: (x > -1) & (x < 1), kind="interval",
+                           params={"lower_bound": -1.0, "upper_bound": 1.0})
 
 
 def independent(constraint: Constraint, dims: int) -> Constraint:

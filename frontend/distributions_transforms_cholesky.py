@@ -41,7 +41,7 @@ def _unit_rows(x: np.ndarray) -> np.ndarray:
 
 
 corr_cholesky = Constraint("the Cholesky factor of a correlation matrix (lower triangular, positive diagonal, rows of "
-                           "unit norm)", _unit_rows, event_dim=2)
+                           "unit norm)", _unit_rows, event_dim=2, kind="corr_cholesky")
 
 
 def _tril_positions(size: int, diag: int) -> np.ndarray:

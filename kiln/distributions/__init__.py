@@ -14,11 +14,13 @@ Use them inside a traced function (a Module's forward, a loss given to ``kiln.co
 """
 
 from kiln.frontend.distributions import Constraint, Distribution, InvalidParameterError
+from kiln.frontend.distributions_constraint_registry import biject_to, transform_to
 from kiln.frontend.distributions_continuous import Exponential, Laplace, Normal, Uniform
 from kiln.frontend.distributions_continuous_bernoulli import ContinuousBernoulli
 from kiln.frontend.distributions_counts import Binomial, Poisson
 from kiln.frontend.distributions_dirichlet import Dirichlet
 from kiln.frontend.distributions_discrete import Bernoulli, Categorical
+from kiln.frontend.distributions_exp_family import ExponentialFamily
 from kiln.frontend.distributions_extreme import GeneralizedPareto, Gumbel, Pareto, Weibull
 from kiln.frontend import distributions_extreme_kl  # noqa: F401  (registers Gumbel's and Pareto's KL rules)
 from kiln.frontend.distributions_gamma import Beta, Chi2, Gamma
@@ -26,6 +28,7 @@ from kiln.frontend.distributions_geometric import Geometric, NegativeBinomial
 from kiln.frontend.distributions_heavy_tails import Cauchy, HalfCauchy, HalfNormal, StudentT
 from kiln.frontend.distributions_independent import Independent
 from kiln.frontend.distributions_kl import kl_divergence, register_kl
+from kiln.frontend.distributions_lkj import LKJCholesky
 from kiln.frontend.distributions_lowrank import LowRankMultivariateNormal
 from kiln.frontend.distributions_mixture import MixtureSameFamily
 from kiln.frontend.distributions_multinomial import Multinomial
@@ -35,13 +38,15 @@ from kiln.frontend.distributions_relaxed import RelaxedBernoulli, RelaxedOneHotC
 from kiln.frontend.distributions_transformed import LogNormal, TransformedDistribution
 from kiln.frontend.distributions_transformed_more import FisherSnedecor, InverseGamma, Kumaraswamy, LogisticNormal
 from kiln.frontend.distributions_von_mises import VonMises
+from kiln.frontend.distributions_wishart import Wishart
 from kiln.distributions import (  # torch's submodules, for `from torch.distributions.normal import Normal`
-    bernoulli, beta, binomial, categorical, cauchy, chi2, constraints, continuous_bernoulli, dirichlet, distribution,
-    exponential, fishersnedecor, gamma, generalized_pareto, geometric, gumbel, half_cauchy, half_normal, independent,
-    inverse_gamma, kl, kumaraswamy, laplace, log_normal, logistic_normal, lowrank_multivariate_normal,
+    bernoulli, beta, binomial, categorical, cauchy, chi2, constraint_registry, constraints, continuous_bernoulli,
+    dirichlet, distribution, exp_family, exponential, fishersnedecor, gamma, generalized_pareto, geometric, gumbel,
+    half_cauchy, half_normal, independent, inverse_gamma, kl, kumaraswamy, laplace, lkj_cholesky, log_normal,
+    logistic_normal, lowrank_multivariate_normal,
     mixture_same_family, multinomial, multivariate_normal, negative_binomial, normal, one_hot_categorical, pareto,
     poisson, relaxed_bernoulli, relaxed_categorical, studentT, transformed_distribution, transforms, uniform, von_mises,
-    weibull)
+    weibull, wishart)
 from kiln.distributions.transforms import (
     AbsTransform, AffineTransform, CatTransform, ComposeTransform, CorrCholeskyTransform, CumulativeDistributionTransform,
     ExpTransform, IndependentTransform, LowerCholeskyTransform, PositiveDefiniteTransform, PowerTransform,
@@ -49,22 +54,23 @@ from kiln.distributions.transforms import (
     TanhTransform, Transform, identity_transform)
 
 __all__ = [
-    "AbsTransform", "AffineTransform", "Bernoulli", "Beta", "Binomial", "CatTransform", "Categorical", "Cauchy",
+    "AbsTransform", "AffineTransform", "Bernoulli", "Beta", "Binomial", "Categorical", "CatTransform", "Cauchy",
     "Chi2", "ComposeTransform", "Constraint", "ContinuousBernoulli", "CorrCholeskyTransform",
-    "CumulativeDistributionTransform", "Dirichlet", "Distribution", "ExpTransform", "Exponential", "FisherSnedecor",
-    "Gamma", "GeneralizedPareto", "Geometric", "Gumbel", "HalfCauchy", "HalfNormal", "Independent",
-    "IndependentTransform", "InvalidParameterError", "InverseGamma", "Kumaraswamy", "Laplace", "LogNormal",
-    "LogisticNormal", "LowRankMultivariateNormal", "LowerCholeskyTransform", "MixtureSameFamily", "Multinomial",
-    "MultivariateNormal", "NegativeBinomial", "Normal", "OneHotCategorical", "OneHotCategoricalStraightThrough",
-    "Pareto", "Poisson", "PositiveDefiniteTransform", "PowerTransform", "RelaxedBernoulli",
-    "RelaxedOneHotCategorical", "ReshapeTransform", "SigmoidTransform", "SoftmaxTransform", "SoftplusTransform",
-    "StackTransform", "StickBreakingTransform", "StudentT", "TanhTransform", "Transform", "TransformedDistribution",
-    "Uniform", "VonMises", "Weibull",
-    "bernoulli", "beta", "binomial", "categorical", "cauchy", "chi2", "constraints", "continuous_bernoulli",
-    "dirichlet", "distribution", "exponential", "fishersnedecor", "gamma", "generalized_pareto", "geometric",
-    "gumbel", "half_cauchy", "half_normal", "identity_transform", "independent", "inverse_gamma", "kl",
-    "kl_divergence", "kumaraswamy", "laplace", "log_normal", "logistic_normal", "lowrank_multivariate_normal",
-    "mixture_same_family", "multinomial", "multivariate_normal", "negative_binomial", "normal",
-    "one_hot_categorical", "pareto", "poisson", "register_kl", "relaxed_bernoulli", "relaxed_categorical",
-    "studentT", "transformed_distribution", "transforms", "uniform", "von_mises", "weibull",
+    "CumulativeDistributionTransform", "Dirichlet", "Distribution", "Exponential", "ExponentialFamily",
+    "ExpTransform", "FisherSnedecor", "Gamma", "GeneralizedPareto", "Geometric", "Gumbel", "HalfCauchy", "HalfNormal",
+    "Independent", "IndependentTransform", "InvalidParameterError", "InverseGamma", "Kumaraswamy", "Laplace",
+    "LKJCholesky", "LogisticNormal", "LogNormal", "LowerCholeskyTransform", "LowRankMultivariateNormal",
+    "MixtureSameFamily", "Multinomial", "MultivariateNormal", "NegativeBinomial", "Normal", "OneHotCategorical",
+    "OneHotCategoricalStraightThrough", "Pareto", "Poisson", "PositiveDefiniteTransform", "PowerTransform",
+    "RelaxedBernoulli", "RelaxedOneHotCategorical", "ReshapeTransform", "SigmoidTransform", "SoftmaxTransform",
+    "SoftplusTransform", "StackTransform", "StickBreakingTransform", "StudentT", "TanhTransform", "Transform",
+    "TransformedDistribution", "Uniform", "VonMises", "Weibull", "Wishart",
+    "bernoulli", "beta", "biject_to", "binomial", "categorical", "cauchy", "chi2", "constraint_registry",
+    "constraints", "continuous_bernoulli", "dirichlet", "distribution", "exp_family", "exponential", "fishersnedecor",
+    "gamma", "generalized_pareto", "geometric", "gumbel", "half_cauchy", "half_normal", "identity_transform",
+    "independent", "inverse_gamma", "kl", "kl_divergence", "kumaraswamy", "laplace", "lkj_cholesky", "log_normal",
+    "logistic_normal", "lowrank_multivariate_normal", "mixture_same_family", "multinomial", "multivariate_normal",
+    "negative_binomial", "normal", "one_hot_categorical", "pareto", "poisson", "register_kl", "relaxed_bernoulli",
+    "relaxed_categorical", "studentT", "transform_to", "transformed_distribution", "transforms", "uniform",
+    "von_mises", "weibull", "wishart",
 ]

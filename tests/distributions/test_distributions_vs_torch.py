@@ -234,6 +234,7 @@ def test_every_pair_torch_registers_among_kilns_families_has_a_rule_and_a_test()
     tested |= {("OneHotCategorical", "OneHotCategorical")}  # tested in test_one_hot_categorical_vs_torch.py
     tested |= set(importlib.import_module("test_continuous_more_vs_torch").KL_PAIRS)  # keyed by class-name pairs
     tested |= {tuple(pair.split("||")) for pair in importlib.import_module("test_discrete_relaxed_vs_torch").KL_PAIRS}
+    tested |= {("ExponentialFamily", "ExponentialFamily")}  # the Bregman rule: test_wishart_lkj_registry_vs_torch.py
     assert tested == ours  # the multivariate pair is tested in test_multivariate_normal.py, the transformed one in
     # test_transformed_distribution_vs_torch.py
 
