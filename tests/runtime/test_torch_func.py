@@ -178,3 +178,46 @@ def test_a_tuple_argnums_of_one_gives_a_tuple_of_one_as_torch_func():
     assert isinstance(gradient, tuple)
     traced = kiln.compile(lambda v: grad(f, argnums=(0,))(v)[0] * 2, batch_dim=None)(x)
     np.testing.assert_allclose(traced, 2 * expected[0].numpy())
+
+
+def test_linearize_gives_torchs_output_and_jacobian_vector_products():
+    torch = require_torch()
+    x, tangents = np.array([0.3, -1.2, 2.0]), [np.array([1.0, 0.5, -2.0]), np.array([0.0, 3.0, 1.0])]
+    results = {}
+    for lib in (kiln, torch):
+        out, jvp_fn = lib.func.linearize(lambda t: (t.sin() * t).sum(0, keepdim=True) * t, lib.tensor(x))
+        results[lib.__name__] = [np.asarray(out.detach().numpy())] + [jvp_fn(lib.tensor(t)).detach().numpy() for t in tangents]
+    for ours, theirs in zip(results["kiln"], results["torch"]):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-12)
+
+
+def test_functionalize_keeps_in_place_programs_composable_as_torch():
+    torch = require_torch()
+    x = np.array([0.5, -1.0, 2.0])
+    results = []
+    for lib in (kiln, torch):
+        def f(t):
+            y = t.clone()
+            y.mul_(2.0).add_(t.sin())
+            return (y * y).sum()
+
+        results.append(lib.func.grad(lib.func.functionalize(f))(lib.tensor(x)).numpy())
+    np.testing.assert_allclose(results[0], results[1], rtol=1e-12)
+
+
+def test_replace_all_batch_norm_modules_uses_batch_statistics_as_torch():
+    torch = require_torch()
+    x = np.random.default_rng(0).standard_normal((6, 3))
+    outputs = []
+    for lib in (kiln, torch):
+        model = lib.nn.Sequential(lib.nn.Linear(3, 3), lib.nn.BatchNorm1d(3)).double()
+        with lib.no_grad():
+            model[0].weight.copy_(lib.tensor(np.eye(3) * 2.0))
+            model[0].bias.zero_()
+        assert lib.func.replace_all_batch_norm_modules_(model) is model
+        norm = model[1]
+        assert (norm.running_mean, norm.running_var, norm.num_batches_tracked, norm.track_running_stats) == (None,) * 3 + (False,)
+        model.eval()  # still batch statistics: nothing is tracked
+        outputs.append(model(lib.tensor(x)).detach().numpy())
+    np.testing.assert_allclose(outputs[0], outputs[1], rtol=1e-10)
+    assert kiln.func.debug_unwrap(kiln.ones(2)).shape == (2,)
