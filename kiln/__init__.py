@@ -85,6 +85,11 @@ from kiln.backends.matmul_precision import get_float32_matmul_precision, set_flo
 from kiln.frontend.torch_threads import get_num_interop_threads, get_num_threads, set_num_interop_threads, set_num_threads  # noqa: E402
 from kiln.frontend.torch_assert import _assert  # noqa: E402,F401  (torch._assert: torchvision's traceable assert)
 from math import e, inf, nan, pi  # noqa: E402  (torch.e, torch.inf, torch.nan, torch.pi: Python floats, as torch's)
+from kiln.frontend import torch_global_modes as _torch_global_modes  # noqa: E402  (use_deterministic_algorithms, ...)
+from kiln.frontend import torch_tensor_queries as _torch_tensor_queries  # noqa: E402  (typename, empty_strided, ...)
+
+globals().update({name: getattr(_torch_global_modes, name) for name in _torch_global_modes.__all__})
+globals().update({name: getattr(_torch_tensor_queries, name) for name in _torch_tensor_queries.__all__})
 
 __version__ = "0.1.0"
 
@@ -97,4 +102,5 @@ __all__ = [
     "BFloat16Tensor", "BoolTensor", "ByteTensor", "CharTensor", "ShortTensor", "DoubleTensor", "HalfTensor", "FloatTensor", "IntTensor", "LongTensor", "ShapeError", "Tensor", "TensorSpec", "TensorType", "trace", "TraceError", "TrainStep", "utils", "value_and_grad",
     "VerificationError", *_torch_functions.__all__, *_torch_functions.FORWARDERS,
     *_torch_functions.DTYPES, *_torch_more.exports(), *_complex_functions.EXPORTS, "fft", "stft", "istft",
+    *_torch_global_modes.__all__, *_torch_tensor_queries.__all__,
 ]
