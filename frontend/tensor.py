@@ -26,6 +26,7 @@ from kiln.frontend.tensor_linalg import LinalgMethods
 from kiln.frontend.tensor_math import MathMethods
 from kiln.frontend.tensor_more import MoreMethods
 from kiln.frontend.tensor_strides import StrideMethods
+from kiln.frontend.tensor_storage import StorageMethods
 from kiln.frontend.mask_dtype_checks import check_bool_mask
 from kiln.frontend.reshape_targets import resolved_reshape
 from kiln.frontend.matmul_shape_checks import check_bmm_shapes, check_matmul_shapes, check_mm_shapes
@@ -49,7 +50,8 @@ class ValuesIndices(NamedTuple):
     indices: "Tensor"
 
 
-class Tensor(EagerMethods, InPlaceMethods, TorchMethods, MathMethods, StrideMethods, DeviceMethods, ExtraMethods, LinalgMethods, MoreMethods):
+class Tensor(EagerMethods, InPlaceMethods, TorchMethods, MathMethods, StrideMethods, DeviceMethods, ExtraMethods, LinalgMethods, MoreMethods,
+             StorageMethods):
     """A symbolic tensor during tracing; in-place methods rebind it (``frontend/tensor_inplace.py``), more of PyTorch's
     methods are in ``frontend/tensor_methods.py`` and ``frontend/tensor_math.py``."""
 
