@@ -155,6 +155,37 @@ def eye_(tensor):
     return _fill(tensor, np.eye(*shape))
 
 
+def dirac_(tensor, groups: int = 1):
+    """A convolution that passes its input through: 1 at the kernel's centre from each input channel to the output
+    channel of the same index (per group), 0 elsewhere (torch's ``dirac_``, for 3-, 4- and 5-d weights)."""
+    shape = _shape(tensor)
+    if len(shape) not in (3, 4, 5):
+        raise ValueError("Only tensors with 3, 4, or 5 dimensions are supported")
+    if shape[0] % groups != 0:
+        raise ValueError("dim 0 must be divisible by groups")
+    per_group = shape[0] // groups
+    values = np.zeros(shape)
+    centre = tuple(size // 2 for size in shape[2:])
+    for group in range(groups):
+        for channel in range(min(per_group, shape[1])):
+            values[(group * per_group + channel, channel) + centre] = 1.0
+    return _fill(tensor, values)
+
+
+def sparse_(tensor, sparsity: float, std: float = 0.01):
+    """N(0, std^2) with ``ceil(sparsity * rows)`` entries of each column set to 0 (Martens' sparse initialisation, as
+    torch's ``sparse_``, for matrices)."""
+    shape = _shape(tensor)
+    if len(shape) != 2:
+        raise ValueError("Only tensors with 2 dimensions are supported")
+    rows, columns = shape
+    values = std * _generator.standard_normal(size=shape)
+    zeros = int(math.ceil(sparsity * rows))
+    for column in range(columns):
+        values[_generator.permutation(rows)[:zeros], column] = 0.0
+    return _fill(tensor, values)
+
+
 def xavier_uniform_(tensor, gain: float = 1.0):
     fan_in, fan_out = fan_in_and_fan_out(_shape(tensor))
     bound = gain * math.sqrt(6.0 / (fan_in + fan_out))
