@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kiln.frontend.sparse_legacy import coalesced, coo_indices, coo_nnz, coo_values, marked_sparse
+from kiln.frontend.sparse_legacy import coalesced, coo_indices, coo_nnz, coo_values, marked_sparse, sparse_marked
 
 DEVICE_TYPES = ("cpu", "cuda", "meta", "mps", "xpu")
 
@@ -126,15 +126,16 @@ class DeviceMethods:
 
     @property
     def is_sparse(self) -> bool:
-        """False: kiln has one layout, dense (``to_sparse``)."""
-        return False
+        """True for a tensor ``to_sparse()`` or a sparse constructor built (held dense: ``to_sparse``), as torch's."""
+        return sparse_marked(self)
 
     @property
     def layout(self) -> Any:
-        """``kiln.strided``: kiln's tensors are dense (a sparse ``.grad`` is ``frontend/sparse_grad.py``'s)."""
-        from kiln.frontend.sparse_grad import strided
+        """``kiln.sparse_coo`` for a tensor built sparse (``is_sparse``), else ``kiln.strided`` (a sparse ``.grad`` is
+        ``frontend/sparse_grad.py``'s)."""
+        from kiln.frontend.sparse_grad import sparse_coo, strided
 
-        return strided
+        return sparse_coo if sparse_marked(self) else strided
 
     def to_sparse(self, *args: Any, **kwargs: Any) -> Any:
         """A copy (``clone()``: gradients flow through it, as through torch's): kiln has one layout, dense, so a sparse
@@ -142,8 +143,8 @@ class DeviceMethods:
         return marked_sparse(self.clone())  # type: ignore[attr-defined]
 
     def to_dense(self, *args: Any, **kwargs: Any) -> Any:
-        """``self``, as torch's for a dense tensor: kiln's tensors are dense (``to_sparse``)."""
-        return self
+        """``self`` for a dense tensor, as torch's; for one built sparse, a dense copy (gradients flow through it)."""
+        return self.clone() if sparse_marked(self) else self  # type: ignore[attr-defined]
 
     def coalesce(self) -> Any:
         """``self`` for a tensor a sparse constructor built (stored dense, its repeated entries summed); torch's

@@ -61,8 +61,10 @@ def test_to_sparse_copies_as_torchs_and_passes_gradients_to_dense_keeps_a_dense_
     values = np.arange(6.0).reshape(2, 3)
     ours, theirs = kiln.tensor(values, requires_grad=True), torch.tensor(values, requires_grad=True)
     sparse, torch_sparse = ours.to_sparse(), theirs.to_sparse()
-    assert sparse is not ours and not sparse.is_sparse and torch_sparse.is_sparse
-    assert sparse.to_dense() is sparse and theirs.to_dense() is theirs
+    assert sparse is not ours and sparse.is_sparse and torch_sparse.is_sparse
+    assert str(sparse.layout).split(".")[-1] == str(torch_sparse.layout).split(".")[-1] == "sparse_coo"
+    assert not sparse.to_dense().is_sparse and not torch_sparse.to_dense().is_sparse
+    assert ours.to_dense() is ours and theirs.to_dense() is theirs
     (sparse.to_dense() * kiln.tensor(values)).sum().backward()
     (torch_sparse.to_dense() * torch.tensor(values)).sum().backward()
     np.testing.assert_array_equal(ours.grad.numpy(), theirs.grad.numpy())
