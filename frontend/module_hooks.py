@@ -28,7 +28,9 @@ HOOK_KINDS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backw
 class RemovableHandle:
     """``torch.utils.hooks.RemovableHandle``: ``remove()`` takes the hook away; also a context manager."""
 
-    def __init__(self, registry: "OrderedDict[int, Any]", extra: "dict[int, Any] | None" = None):
+    def __init__(self, registry: "OrderedDict[int, Any]", extra: "dict[int, Any] | None" = None, *,
+                 extra_dict: "dict[int, Any] | None" = None):
+        extra = extra if extra is not None else extra_dict  # torch's keyword
         self.id = next(_handle_ids)
         self._registry = registry
         self._extra = extra
