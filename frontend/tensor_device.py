@@ -182,6 +182,20 @@ class DeviceMethods:
     def is_complex(self) -> bool:
         return False
 
+    def is_conj(self) -> bool:
+        """False: kiln materializes a conjugate (no lazy conjugate bit), as ``torch.is_conj`` of a resolved tensor."""
+        return False
+
+    def is_neg(self) -> bool:
+        return False
+
+    def resolve_neg(self) -> Any:
+        return self
+
+    def is_inference(self) -> bool:
+        """False: ``inference_mode`` is ``no_grad`` in kiln, whose results are ordinary tensors."""
+        return False
+
     def element_size(self) -> int:
         return self.dtype.numpy.itemsize  # type: ignore[attr-defined]
 

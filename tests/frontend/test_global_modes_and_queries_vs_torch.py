@@ -81,3 +81,4 @@ def test_tensor_queries_as_torchs():
         assert tuple(lib.empty_strided((2, 3), (1, 2)).shape) == (2, 3) == tuple(lib.empty_permuted((2, 3), (1, 0)).shape)
         assert (lib.is_conj(x), lib.is_neg(x), lib.is_inference(x), lib.get_device(x)) == (False, False, False, -1)
         assert lib.resolve_neg(x) is x
+        assert (x.is_conj(), x.is_neg(), x.is_inference(), x.resolve_neg() is x) == (False, False, False, True)
