@@ -90,10 +90,28 @@ def _written_in_place(tensor: Any) -> bool:
 
 
 class StateEntry(dict):
-    """One parameter's state: a dict whose tensors set in a trace are kept as ``_kept`` says."""
+    """One parameter's state: a dict whose tensors set in a trace are kept as ``_kept`` says. Read by the user's
+    code (not kiln's), a kiln optimizer's state array comes as a ``TorchArray`` of the same memory, so it answers as
+    torch's state tensor does: ``state["exp_avg"].norm()``, and ``state["exp_avg"].mul_(0.5)`` writes the state."""
 
     def __setitem__(self, key: Any, value: Any) -> None:
         dict.__setitem__(self, key, _kept(key, value))
+
+    def __getitem__(self, key: Any) -> Any:
+        return _as_read(dict.__getitem__(self, key))
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return _as_read(dict.__getitem__(self, key)) if key in self else default
+
+
+def _as_read(value: Any) -> Any:
+    """``value``, a plain array seen as a ``TorchArray`` where the caller (two frames up) is the user's code."""
+    from kiln.frontend.torch_array import torch_array
+    from kiln.frontend.trace import _inside_kiln
+
+    if type(value) is np.ndarray and not _inside_kiln(sys._getframe(2).f_code.co_filename):
+        return torch_array(value)
+    return value
 
 
 class ParamGroup(dict):
@@ -149,6 +167,11 @@ def _same(current: Any, traced: Any, plain: bool) -> bool:
 class ParameterState(dict):
     """A dict of per-parameter state keyed by ``id(parameter)``, indexed by the parameter too; a missing entry is a new
     empty dict (PyTorch's ``defaultdict(dict)``)."""
+
+    def __init__(self, entries: Any = ()) -> None:
+        dict.__init__(self)
+        for key, value in dict(entries).items():
+            self[key] = value
 
     def __missing__(self, key: Any) -> dict[str, Any]:
         entry = StateEntry()
