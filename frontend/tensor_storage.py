@@ -68,7 +68,7 @@ def _root_array(tensor: Any, what: str) -> np.ndarray:
     root = tensor
     while root.__dict__.get("_view_of") is not None:
         root = root.__dict__["_view_of"].base
-    array = np.asarray(root.data) if isinstance(root, Parameter) else eager_array(root)
+    array = np.asarray(root._data) if isinstance(root, Parameter) else eager_array(root)  # _data: no sync, no version bump
     if array is None:
         raise located_error(f"{what} of a traced tensor: it has no memory until the compiled function runs; ask it of "
                             "the eager tensor or parameter outside the trace")
