@@ -244,6 +244,12 @@ class Distribution:
     def dtype(self) -> DType:
         return self._dtype
 
+    def _filled(self, value: float) -> Tensor:
+        """``value`` over the batch shape in the distribution's dtype (torch's ``full(batch_shape, value)``: an
+        infinite variance, a base distribution's unit scale)."""
+        self._context("a constant")
+        return broadcast(constant(value, self._dtype), self._batch_shape)
+
     def _value(self, value: Any, method: str = "log_prob", support: Constraint | None = None, dtype: DType | None = None) -> Tensor:
         """``value`` given to ``method`` as a traced tensor; a concrete one is first checked against ``support`` (the
         distribution's by default) when ``validate_args``."""

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from kiln.frontend.distributions import Distribution, broadcast, constant, nonnegative, positive, real
+from kiln.frontend.distributions import Distribution, nonnegative, positive, real
 from kiln.frontend.distributions_continuous import Normal, _LocationScale
 from kiln.frontend.distributions_gamma import Chi2
 from kiln.frontend.distributions_kl import kl_divergence, register_kl, where
@@ -29,12 +29,6 @@ from kiln.frontend.distributions_transformed_family import TransformedFamily
 from kiln.frontend.distributions_transforms import Transform
 from kiln.frontend.distributions_transforms_more import AbsTransform
 from kiln.frontend.tensor import Tensor
-
-
-def full(distribution: Distribution, value: float) -> Tensor:
-    """``value`` over the distribution's batch shape (torch's ``torch.full(self._extended_shape(), value)``)."""
-    distribution._context("a moment")
-    return broadcast(constant(value, distribution.dtype), distribution.batch_shape)
 
 
 class StudentT(Distribution):
@@ -58,7 +52,7 @@ class StudentT(Distribution):
         """``s^2 v / (v - 2)`` for ``v > 2``, infinite for ``1 < v <= 2``, NaN below (torch's masked assignments)."""
         df = self.df
         safe_df = where(df > 2, df, 3.0)  # the other branches' slopes stay 0, not 0 * inf
-        infinite_or_nan = where(df > 1, full(self, math.inf), math.nan)  # a tensor: where of two numbers gives bools
+        infinite_or_nan = where(df > 1, self._filled(math.inf), math.nan)  # in the distribution's dtype
         return where(df > 2, self.scale.pow(2) * safe_df / (safe_df - 2), infinite_or_nan)
 
     def rsample(self, sample_shape: Any = ()) -> Tensor:
@@ -83,8 +77,8 @@ class StudentT(Distribution):
 class Cauchy(_LocationScale):
     """``Cauchy(loc, scale)``: density ``1 / (pi s (1 + ((x - m) / s)^2))``; its mean is NaN, its variance infinite."""
 
-    mean = property(lambda self: full(self, math.nan))
-    variance = property(lambda self: full(self, math.inf))
+    mean = property(lambda self: self._filled(math.nan))
+    variance = property(lambda self: self._filled(math.inf))
 
     def rsample(self, sample_shape: Any = ()) -> Tensor:
         noise = (math.pi * (self._uniform(self._extended_shape(sample_shape)) - 0.5)).tan()  # torch's cauchy_
@@ -150,7 +144,7 @@ class HalfCauchy(_Half):
     """``HalfCauchy(scale)``: ``|Cauchy(0, scale)|``; its mean and variance are infinite."""
 
     _full = Cauchy
-    mean = property(lambda self: full(self, math.inf))
+    mean = property(lambda self: self._filled(math.inf))
     variance = property(lambda self: self.base_dist.variance)
 
 

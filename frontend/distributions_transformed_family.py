@@ -22,10 +22,9 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from kiln.compiler.ir.types import Dim
-from kiln.frontend.distributions import Distribution, broadcast, constant
+from kiln.frontend.distributions import Distribution
 from kiln.frontend.distributions_transformed import TransformedDistribution
 from kiln.frontend.distributions_transforms import Transform
-from kiln.frontend.tensor import Tensor
 
 
 class TransformedFamily(TransformedDistribution):
@@ -48,11 +47,6 @@ class TransformedFamily(TransformedDistribution):
 
     def _transforms(self) -> list[Transform]:
         raise NotImplementedError(f"{type(self).__name__} defines no transforms")
-
-    def _filled(self, value: float) -> Tensor:
-        """``value`` over the batch shape in the distribution's dtype (torch's ``full_like(parameter, value)``)."""
-        self._context("a parameter")
-        return broadcast(constant(value, self._dtype), self._batch_shape)
 
     def expand(self, batch_shape: Sequence[Dim], _instance: Any = None) -> "TransformedFamily":
         """The same family with its parameters broadcast to ``batch_shape`` (its base and transforms follow them)."""
