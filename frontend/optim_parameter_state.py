@@ -103,15 +103,30 @@ class StateEntry(dict):
     def get(self, key: Any, default: Any = None) -> Any:
         return _as_read(dict.__getitem__(self, key)) if key in self else default
 
+    def values(self) -> Any:
+        return [_as_read(value, user=True) for value in dict.values(self)] if _read_by_user_here() else dict.values(self)
 
-def _as_read(value: Any) -> Any:
+    def items(self) -> Any:
+        if not _read_by_user_here():
+            return dict.items(self)
+        return [(key, _as_read(value, user=True)) for key, value in dict.items(self)]
+
+
+def _read_by_user_here() -> bool:
+    """Whether the caller of the ``StateEntry`` method calling this is the user's code (not kiln's)."""
+    from kiln.frontend.trace import _inside_kiln
+
+    return not _inside_kiln(sys._getframe(2).f_code.co_filename)
+
+
+def _as_read(value: Any, user: bool | None = None) -> Any:
     """``value``, a plain array seen as a ``TorchArray`` where the caller (two frames up) is the user's code."""
     from kiln.frontend.torch_array import torch_array
     from kiln.frontend.trace import _inside_kiln
 
-    if type(value) is np.ndarray and not _inside_kiln(sys._getframe(2).f_code.co_filename):
-        return torch_array(value)
-    return value
+    if user is None:
+        user = not _inside_kiln(sys._getframe(2).f_code.co_filename)
+    return torch_array(value) if user and type(value) is np.ndarray else value
 
 
 class ParamGroup(dict):

@@ -28,6 +28,10 @@ def test_state_reads_and_in_place_writes_follow_torch(make, name):
         _step(lib, model, optimizer)
     norms = [float(optimizer.state[model.weight][name].norm()) for model, optimizer in pairs]
     np.testing.assert_allclose(norms[0], norms[1], rtol=1e-6)
+    for model, optimizer in pairs:  # iterated as torch users do: every entry a tensor
+        entry = optimizer.state[model.weight]
+        assert all(hasattr(value, "mul_") for value in entry.values())
+        assert all(hasattr(value, "norm") for _, value in entry.items())
     for lib, (model, optimizer) in zip((kiln, torch), pairs):
         optimizer.state[model.weight][name].mul_(0.5)  # written in place, read by the next step
         optimizer.state[model.bias][name].zero_()
