@@ -98,34 +98,24 @@ class StateEntry(dict):
         dict.__setitem__(self, key, _kept(key, value))
 
     def __getitem__(self, key: Any) -> Any:
-        return _as_read(dict.__getitem__(self, key))
+        return _as_read(dict.__getitem__(self, key), _read_by_user())
 
     def get(self, key: Any, default: Any = None) -> Any:
-        return _as_read(dict.__getitem__(self, key)) if key in self else default
+        return _as_read(dict.__getitem__(self, key), _read_by_user()) if key in self else default
 
     def values(self) -> Any:
-        return [_as_read(value, user=True) for value in dict.values(self)] if _read_by_user_here() else dict.values(self)
+        user = _read_by_user()
+        return [_as_read(value, user) for value in dict.values(self)] if user else dict.values(self)
 
     def items(self) -> Any:
-        if not _read_by_user_here():
-            return dict.items(self)
-        return [(key, _as_read(value, user=True)) for key, value in dict.items(self)]
+        user = _read_by_user()
+        return [(key, _as_read(value, user)) for key, value in dict.items(self)] if user else dict.items(self)
 
 
-def _read_by_user_here() -> bool:
-    """Whether the caller of the ``StateEntry`` method calling this is the user's code (not kiln's)."""
-    from kiln.frontend.trace import _inside_kiln
-
-    return not _inside_kiln(sys._getframe(2).f_code.co_filename)
-
-
-def _as_read(value: Any, user: bool | None = None) -> Any:
-    """``value``, a plain array seen as a ``TorchArray`` where the caller (two frames up) is the user's code."""
+def _as_read(value: Any, user: bool) -> Any:
+    """``value``, a plain array seen as a ``TorchArray`` (the same memory) when the user's code reads it."""
     from kiln.frontend.torch_array import torch_array
-    from kiln.frontend.trace import _inside_kiln
 
-    if user is None:
-        user = not _inside_kiln(sys._getframe(2).f_code.co_filename)
     return torch_array(value) if user and type(value) is np.ndarray else value
 
 
@@ -141,17 +131,18 @@ class ParamGroup(dict):
         return self._read(key, dict.__getitem__(self, key)) if key in self else default
 
     def _read(self, key: Any, value: Any) -> Any:
-        if _tracing() and _read_by_user():
+        if _tracing() and _read_by_user(depth=3):
             _guard(self, key, value)
         return value
 
 
-def _read_by_user() -> bool:
-    """Whether the read comes from outside kiln (a user's optimizer's ``step``): the frame calling ``__getitem__``
-    or ``get``."""
+def _read_by_user(depth: int = 2) -> bool:
+    """Whether the read comes from outside kiln (a user's optimizer's ``step``, a user reading ``state[p]``): the
+    frame ``depth`` up from here, the caller of the ``__getitem__`` / ``get`` that asks (a ``StateEntry``'s calls
+    this directly, a ``ParamGroup``'s through ``_read``: ``depth=3``)."""
     from kiln.frontend.trace import _inside_kiln
 
-    return not _inside_kiln(sys._getframe(3).f_code.co_filename)
+    return not _inside_kiln(sys._getframe(depth).f_code.co_filename)
 
 
 def _guard(group: ParamGroup, key: Any, value: Any) -> None:

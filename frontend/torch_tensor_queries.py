@@ -1,9 +1,9 @@
 """torch's small functions about a tensor's kind and storage, for code that calls them: ``typename``,
 ``empty_strided``, ``empty_permuted``, ``is_inference``, ``is_conj``, ``is_neg``, ``resolve_neg``, ``get_device``.
 
-kiln's tensors are dense and materialized: no lazy conjugate or negative bit (``is_conj``/``is_neg`` are False and
-``resolve_neg`` is the tensor), no strides to choose (``empty_strided``/``empty_permuted`` are ``empty``), no
-inference tensors (``inference_mode`` is ``no_grad``), one device as seen from the program (``get_device`` is -1).
+kiln's tensors are dense and materialized: no strides to choose (``empty_strided``/``empty_permuted`` are ``empty``);
+``is_conj``, ``is_neg``, ``resolve_neg``, ``is_inference`` and ``get_device`` are the Tensor methods'
+(``frontend/tensor_device.py``).
 """
 
 from __future__ import annotations
@@ -44,23 +44,23 @@ def empty_permuted(size: Any, physical_layout: Any, *, dtype: Any = None, layout
 
 
 def is_inference(input: Any) -> bool:
-    return False
+    return input.is_inference()
 
 
 def is_conj(input: Any) -> bool:
-    return False
+    return input.is_conj()
 
 
 def is_neg(input: Any) -> bool:
-    return False
+    return input.is_neg()
 
 
 def resolve_neg(input: Any) -> Any:
-    return input
+    return input.resolve_neg()
 
 
 def get_device(input: Any) -> int:
-    return -1
+    return input.get_device()
 
 
 __all__ = ["empty_permuted", "empty_strided", "get_device", "is_conj", "is_inference", "is_neg", "resolve_neg",
