@@ -18,6 +18,7 @@ import kiln
 import kiln.distributions as kd
 from oracles import require
 from test_distributions_vs_torch import check_against_torch
+from test_transformed_distribution_vs_torch import assert_same_values_and_grads
 
 RNG = np.random.default_rng(1)
 SHAPE = (3, 4)
@@ -469,14 +470,7 @@ def _run_transform(library, name):
 @pytest.mark.parametrize("name", sorted(TRANSFORMS))
 def test_transforms_forward_inverse_and_log_det_are_torchs(name):
     torch = require("torch")
-    (ours, our_grads), (theirs, their_grads) = _run_transform(kiln, name), _run_transform(torch, name)
-    for mine, reference in zip(ours, theirs):
-        assert mine.shape == reference.shape
-        np.testing.assert_allclose(mine, reference, rtol=1e-12, atol=1e-14)
-    for mine, reference in zip(our_grads, their_grads):
-        assert (mine is None) == (reference is None)
-        if reference is not None:
-            np.testing.assert_allclose(mine, reference, rtol=1e-11, atol=1e-13)
+    assert_same_values_and_grads(_run_transform(kiln, name), _run_transform(torch, name))
 
 
 @pytest.mark.parametrize("name", sorted(TRANSFORMS))

@@ -39,7 +39,12 @@ def _run(lib, function):
 
 def _same(function):
     torch = require_torch()
-    (ours, our_grads), (theirs, their_grads) = (_run(lib, function) for lib in (kiln, torch))
+    assert_same_values_and_grads(*(_run(lib, function) for lib in (kiln, torch)))
+
+
+def assert_same_values_and_grads(ours_run, theirs_run):
+    """Two ``(values, gradients)`` runs agree: shapes, values to 1e-12, the same gradients present, to 1e-11."""
+    (ours, our_grads), (theirs, their_grads) = ours_run, theirs_run
     for a, b in zip(ours, theirs):
         assert a.shape == b.shape
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
