@@ -277,3 +277,44 @@ def test_pad_of_an_empty_axis_is_all_fill():
     np.testing.assert_array_equal(got, np.full((2, 3, 4), 7, np.float32))
     np.testing.assert_array_equal(lowering_movement.pad(np.arange(3.0), low=(1,), high=(0,), interior=(2,), value=0.0),
                                   [0, 0, 0, 0, 1, 0, 0, 2])
+
+
+class _Recurrence(nn.Module):
+    """``h = tanh(h @ w.T + x_t)`` over ``steps`` time steps: ``w.T`` is the right operand of one matmul per step."""
+
+    def __init__(self, steps: int):
+        super().__init__()
+        self.steps, self.cell = steps, nn.Linear(4, 4, bias=False)
+
+    def forward(self, x):
+        h = x[:, 0]
+        for t in range(1, self.steps):
+            h = kiln.tanh(self.cell(h) + x[:, t])
+        return h
+
+
+@pytest.mark.parametrize("steps, packed", [(6, True), (3, False)])
+def test_a_transpose_many_matmuls_read_on_the_right_is_copied_row_major_once(steps, packed):
+    import re
+
+    from kiln.backends.numpy.codegen import PACKED_TRANSPOSE_READERS
+
+    assert (steps - 1 >= PACKED_TRANSPOSE_READERS) == packed
+    torch = require("torch")
+    x = np.random.default_rng(3).standard_normal((5, steps, 4)).astype(np.float32)
+    kiln.manual_seed(0)
+    model = _Recurrence(steps)
+    reference = torch.nn.Linear(4, 4, bias=False)
+    reference.weight.data = torch.tensor(np.array(model.cell.weight))
+    optimizer = torch.optim.SGD(reference.parameters(), lr=0.5)
+    step = kiln.compile_train_step(model, F.mse_loss, kiln.optim.SGD(model.parameters(), lr=0.5))
+    for _ in range(3):  # the weight is updated in place after the step's reads of its row-major copy
+        step(x, np.zeros((5, 4), np.float32))
+        h = torch.from_numpy(x[:, 0])
+        for t in range(1, steps):
+            h = torch.tanh(reference(h) + torch.from_numpy(x[:, t]))
+        optimizer.zero_grad()
+        torch.nn.functional.mse_loss(h, torch.zeros(5, 4)).backward()
+        optimizer.step()
+    np.testing.assert_allclose(np.array(model.cell.weight), reference.weight.detach().numpy(), rtol=1e-5, atol=1e-6)
+    assert bool(re.search(r"= np\.ascontiguousarray\(v_\w+\.T\)\n", _source(step))) == packed
