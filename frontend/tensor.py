@@ -32,7 +32,7 @@ from kiln.frontend.reshape_targets import resolved_reshape
 from kiln.frontend.matmul_shape_checks import check_bmm_shapes, check_matmul_shapes, check_mm_shapes
 from kiln.frontend.torch_keywords import accept_torch_keywords
 from kiln.frontend.tensor_type_call import TensorTypeCall
-from kiln.frontend.torch_printoptions import array2string_options, text_options
+from kiln.frontend.torch_printoptions import text_options
 from kiln.frontend.torch_tensor_text import tensor_text
 from kiln.frontend.torch_size import Size
 from kiln.frontend.tensor_methods import TorchMethods, _flatten_args, _floating, _is_one
@@ -111,11 +111,7 @@ class Tensor(EagerMethods, InPlaceMethods, TorchMethods, MathMethods, StrideMeth
         array = eager_array(self)
         if array is None:
             return f"Tensor({self.type})"
-        default = get_default_dtype().numpy
-        if DType.of(array.dtype).is_half:
-            return tensor_text(array, text_options(), default)  # PyTorch's text, digit for digit (frontend/torch_tensor_text.py)
-        body = np.array2string(array, separator=", ", prefix="tensor(", **array2string_options(array))  # kiln.set_printoptions
-        return f"tensor({body}{'' if array.dtype in (default, np.int64, np.bool_) else f', dtype=kiln.{array.dtype}'})"
+        return tensor_text(array, text_options(), get_default_dtype().numpy)  # PyTorch's text, digit for digit
 
     # arithmetic -----------------------------------------------------------
     def __add__(self, other: Any) -> "Tensor":

@@ -286,6 +286,28 @@ def restored_printoptions():
     torch_printoptions._options.update(saved)
 
 
+def _printed_cases() -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    cases = []
+    for dtype in (np.float32, np.float64):
+        cases += [rng.standard_normal(shape).astype(dtype) for shape in [(), (5,), (3, 4), (2, 3, 4), (7, 13), (1001,), (2, 0)]]
+        cases += [np.array(values, dtype) for values in ([1.5, 2.25, -3.0], 0.1234567, [1e-5, 1e5], [1.0, 2.0, 3.0],
+                                                         [np.nan, np.inf, -np.inf, 1.0], [0.0, 0.0], [123456789.0, 1.0],
+                                                         [-0.0, 1.0], [1e-20])]
+    cases += [rng.integers(-100, 100, shape).astype(dtype) for dtype in (np.int64, np.int32, np.uint8) for shape in [(), (3, 4), (2000,)]]
+    return cases + [rng.random((3, 4)) > 0.5, np.array(True)]
+
+
+def test_tensors_print_as_torchs_by_default(restored_printoptions):
+    from kiln.frontend import torch_printoptions
+
+    torch = require("torch")
+    torch_printoptions._options.clear()
+    for array in _printed_cases():
+        assert repr(kiln.tensor(array)) == repr(torch.from_numpy(array.copy())).replace("torch.", "kiln."), (array.dtype, array.shape)
+    assert str(kiln.nn.Parameter(kiln.tensor([0.5, 0.25]))) == str(torch.nn.Parameter(torch.tensor([0.5, 0.25])))
+
+
 def test_printoptions_change_eager_repr_as_torchs(restored_printoptions):
     torch = require("torch")
     values = np.array([0.123456789, -2.5, 1234.5678])
