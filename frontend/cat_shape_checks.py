@@ -59,7 +59,9 @@ def check_joined_tensors(name: str, tensors: Any) -> list[Any]:
 
     if isinstance(tensors, Tensor):
         raise located(JoinedTypeError, f"{name}(): argument 'tensors' (position 1) must be tuple of Tensors, not Tensor")
-    tensors = list(tensors)
+    from kiln.frontend.torch_array import tensor_operand
+
+    tensors = [tensor_operand(element) for element in tensors]  # p.grad, p.data: tensors in PyTorch
     for position, element in enumerate(tensors):
         if not isinstance(element, Tensor):
             kind = type(element)

@@ -17,7 +17,7 @@ import numpy as np
 from kiln.compiler.errors import TraceError
 from kiln.frontend.eager_values import eager_array, trace_stack
 from kiln.frontend.inplace_leaf_checks import located
-from kiln.frontend.torch_dtypes import is_tensor
+from kiln.frontend.torch_dtypes import is_kiln_tensor
 
 
 class IndexOutOfRangeError(TraceError, IndexError):
@@ -30,7 +30,7 @@ def eager_index_values(index: Any) -> np.ndarray | None:
     ``kiln.compile`` trace (reading it there would make each new index value trace again)."""
     if trace_stack():
         return None
-    values = eager_array(index) if is_tensor(index) else np.asarray(index)
+    values = eager_array(index) if is_kiln_tensor(index) else np.asarray(index)
     return None if values is None or values.dtype.kind not in "iu" else values
 
 
@@ -70,7 +70,7 @@ def checked_index(index: Any, size: int, message: str, error: type[TraceError]) 
 def checked_at_run_time(index: Any, size: Any, message: str) -> Any:
     """``index`` behind a ``tensor.check_index`` where it is traced (its values exist only when the graph runs), so
     the graph raises ``message`` for a value outside ``[0, size)``, as PyTorch's kernels check; else ``index``."""
-    if not trace_stack() or not is_tensor(index) or not isinstance(size, int) or size <= 0 or not index.dtype.is_int:
+    if not trace_stack() or not is_kiln_tensor(index) or not isinstance(size, int) or size <= 0 or not index.dtype.is_int:
         return index
     from kiln.frontend.tensor import apply  # lazily: the tensor builds on these checks
 

@@ -25,6 +25,11 @@ the names' meanings differ otherwise NumPy's wins (``size`` is the element
 count, an int that called answers PyTorch's ``size()`` and ``size(dim)``): use
 ``p.detach()``, a tensor, for PyTorch's. ``view`` takes both a
 shape (PyTorch's, the same memory) and a dtype (NumPy's).
+
+Where PyTorch code hands one to kiln's functions it is the tensor it is in
+PyTorch: ``kiln.is_tensor(p.grad)`` is True, ``kiln.cat([p.grad.view(-1) for p
+in ps])``, ``kiln.randn_like(p.grad)`` and ``kiln.dot(g, g)`` take its values
+(``tensor_operand``), and it prints as PyTorch's tensor text.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from kiln.frontend.eager_values import trace_stack
-from kiln.frontend.torch_dtypes import is_tensor
+from kiln.frontend.torch_dtypes import is_kiln_tensor
 from kiln.frontend.traced_ufuncs import traced_ufunc, untraceable
 
 
@@ -53,7 +58,12 @@ class TorchArray(np.ndarray):
             self.copy_(new)
 
     def __repr__(self) -> str:
-        return repr(np.ndarray.view(self, np.ndarray))
+        """PyTorch's text of the values (``print(p.grad)``), as a tensor's."""
+        from kiln.frontend.tensor import eager_tensor  # lazily: the tensor builds on this module
+
+        return repr(eager_tensor(self.view(np.ndarray)))
+
+    __str__ = __repr__
 
     @property
     def size(self) -> "ElementCount":  # type: ignore[override]
@@ -139,7 +149,7 @@ def _in_place_operator(name: str, method: str) -> Any:
     numpy_operator = getattr(np.ndarray, name)
 
     def operator(self: TorchArray, other: Any) -> Any:
-        if not is_tensor(other):
+        if not is_kiln_tensor(other):
             return numpy_operator(self, other)
         traced = traced_target(self)
         if traced is not None:

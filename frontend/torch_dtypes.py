@@ -70,12 +70,21 @@ _TENSOR: list[type] = []
 """``Tensor``, imported once on first use (tensor.py imports this module)."""
 
 
-def is_tensor(obj: Any) -> bool:
+def is_kiln_tensor(obj: Any) -> bool:
+    """Whether ``obj`` is a ``kiln.Tensor`` (kiln's own checks: a parameter's array is not one)."""
     if not _TENSOR:
         from kiln.frontend.tensor import Tensor
 
         _TENSOR.append(Tensor)
     return isinstance(obj, _TENSOR[0])
+
+
+def is_tensor(obj: Any) -> bool:
+    """``torch.is_tensor``: a ``kiln.Tensor``, or a parameter's ``.data`` or ``.grad`` (a ``TorchArray``, PyTorch's
+    tensor there)."""
+    from kiln.frontend.torch_array import TorchArray  # lazily: torch_array imports this module
+
+    return is_kiln_tensor(obj) or isinstance(obj, TorchArray)
 
 
 def promote_types(type1: Any, type2: Any) -> DType:
@@ -125,7 +134,7 @@ def _complex_with_floats(result: DType, top: int, ranked: list[tuple[DType, int]
 
 def _ranked(operand: Any) -> tuple[DType, int]:
     """An operand's dtype and rank: 2 a tensor with dims, 1 a 0-d tensor, 0 a Python number (at the default width)."""
-    if is_tensor(operand):
+    if is_kiln_tensor(operand):
         if operand.__dict__.get("wrapped_number"):  # a Python number argument of a kiln.compile'd function, traced
             return _ranked(operand.dtype.numpy.type(0).item())
         return operand.dtype, 2 if operand.ndim else 1

@@ -35,6 +35,7 @@ from kiln.frontend.symbolic_dims import symbolic_arange
 from kiln.frontend.tensor_extras import EXTRA_FORWARDED
 from kiln.frontend.tensor_methods import _flatten_args
 from kiln.frontend.tensor_operand_checks import TENSOR_ONLY, check_tensor_operands
+from kiln.frontend.torch_array import tensor_operand
 from kiln.frontend.torch_dtypes import cast_array, get_default_dtype
 from kiln.frontend.torch_generator import drawing_from
 from kiln.frontend.trace import TraceContext, located_error
@@ -209,6 +210,7 @@ def rand_like(input: Tensor, *, dtype: Any = None, device: Any = None, requires_
               memory_format: Any = None) -> Tensor:
     """Uniform on [0, 1), from the traced step's seed (a fresh draw per step). In float16/bfloat16 the draw is a
     multiple of 2**-11 / 2**-8 (the dtype's significand), as PyTorch's: a float32 draw rounded to half could be 1.0."""
+    input = tensor_operand(input)  # p.grad: the parameter's gradient array, a tensor in PyTorch
     target = input.dtype if dtype is None else DType.of(dtype)
     seed, stream = _seed("rand_like")
     draw = apply("tensor.random_uniform", seed, input, dtype=DType.f32 if target.is_half else target, stream=stream)
@@ -222,6 +224,7 @@ def randn_like(input: Tensor, *, dtype: Any = None, device: Any = None, requires
                memory_format: Any = None) -> Tensor:
     """Standard normal by Box-Muller on two uniform draws: ``sqrt(-2 log(1 - u)) cos(2 pi v)``; a half dtype's draw is
     computed in float32 and rounded once (PyTorch's opmath)."""
+    input = tensor_operand(input)
     target = input.dtype if dtype is None else DType.of(dtype)
     if target.is_half:
         return _requiring_grad(randn_like(input, dtype=DType.f32).to(target), requires_grad)
@@ -262,6 +265,7 @@ torch's dtype for it (int64, the default float, bool), as torch wraps it."""
 
 def _forwarder(name: str) -> Callable[..., Any]:
     def function(input: Tensor, *args: Any, **kwargs: Any) -> Any:
+        input = tensor_operand(input)  # torch.dot(p.grad, g): the gradient array as the tensor it is in PyTorch
         if _is_number(input) and len(args) == 1 and not kwargs and isinstance(args[0], Tensor):
             if name in _COMMUTATIVE:
                 return getattr(args[0], name)(input)

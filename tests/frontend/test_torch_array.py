@@ -47,10 +47,10 @@ def test_in_place_initialisers_write_into_the_parameter_and_return_the_array():
     assert float(clone.sum()) == 200.0 and not layer.bias.data.any()
 
 
-def test_numpy_names_keep_numpy_meaning_and_print_as_arrays():
+def test_numpy_names_keep_numpy_meaning_and_print_as_tensors():
     data = nn.Linear(3, 2).weight.data
     assert isinstance(data, TorchArray) and data.size == 6 and data.numel() == 6 and data.dim() == 2
-    assert repr(data).startswith("array(")
+    assert repr(data).startswith("tensor([[")  # print(p.data) as PyTorch's
     assert data.data is data  # PyTorch's .data, not NumPy's memoryview
 
 
