@@ -15,6 +15,7 @@ import numpy as np
 
 from kiln.frontend import functional as F
 from kiln.frontend import layer_resets
+from kiln.frontend.eager_values import eager_array
 from kiln.frontend.module import Module, Parameter, layer_dtype
 from kiln.frontend.tensor import Tensor
 from kiln.frontend.trace import TraceContext
@@ -24,7 +25,8 @@ class _BatchNorm(Module):
     """``weight``, ``bias`` and the buffers ``running_mean``, ``running_var``, ``num_batches_tracked``.
 
     In training mode each step normalizes with the batch's statistics and returns the updated running statistics as
-    extra outputs, which ``compile_train_step`` writes back; eval mode uses the running ones. PyTorch's signature: with
+    extra outputs, which ``compile_train_step`` writes back; eval mode uses the running ones. ``momentum=None`` makes
+    the running statistics the cumulative average of every batch seen (PyTorch's). PyTorch's signature: with
     ``track_running_stats=False`` there are no buffers and every forward, eval mode included, normalizes with the
     batch's statistics; ``bias=False`` (torch 2.13) keeps the weight only.
     """
@@ -32,10 +34,8 @@ class _BatchNorm(Module):
     reset_parameters = layer_resets.running_stats_and_affine
     reset_running_stats = layer_resets.running_stats
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True,
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
                  track_running_stats: bool = True, device: Any = None, dtype: Any = None, *, bias: bool = True):
-        if momentum is None:
-            raise ValueError(f"{type(self).__name__}: momentum=None (a cumulative moving average) is not supported; pass a float such as 0.1")
         super().__init__()
         dtype = layer_dtype(dtype)
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
@@ -65,10 +65,24 @@ class _BatchNorm(Module):
         statistics, else the running ones."""
         if not self.track_running_stats:
             return F.batch_norm(input, None, None, self.weight, self.bias, True, self.momentum, self.eps)
+        momentum = self.momentum
         if self.training:
-            TraceContext.current().update_buffer(self.num_batches_tracked, (self.num_batches_tracked + 1).value)
+            count = self.num_batches_tracked + 1
+            TraceContext.current().update_buffer(self.num_batches_tracked, count.value)
+            momentum = self._average_factor(count)
         return F.batch_norm(input, self.running_mean, self.running_var, self.weight, self.bias, self.training,
-                            self.momentum, self.eps)
+                            momentum, self.eps)
+
+    def _average_factor(self, count: Tensor) -> Any:
+        """The running statistics' update factor: ``momentum``, or with ``momentum=None`` PyTorch's cumulative average,
+        ``1 / num_batches_tracked`` after this batch's increment (a Python float eagerly, as torch's; a tensor of the
+        statistics' dtype in a traced step, where the count is only known when the step runs)."""
+        if self.momentum is not None:
+            return self.momentum
+        known = eager_array(count)
+        if known is not None:
+            return 1.0 / float(known)
+        return 1.0 / count.to(self.running_mean.dtype)
 
     def extra_repr(self) -> str:
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, bias={self.bias is not None}, "

@@ -28,7 +28,7 @@ import numpy as np
 
 from kiln.compiler.ir.types import is_float_array_dtype
 from kiln.frontend.grad_mode import no_grad
-from kiln.frontend.layers_conv import BatchNorm2d
+from kiln.frontend.batch_norm_base import _BatchNorm
 from kiln.frontend.module import Module, Parameter
 from kiln.frontend.optim import Optimizer
 from kiln.frontend.schedules import LRScheduler, _per_group
@@ -170,33 +170,25 @@ class AveragedModel(Module):
 
 def update_bn(loader: Iterable[Any], model: Module, device: Any = None) -> None:
     """Recompute every BatchNorm's running statistics in one pass over ``loader`` (batches, or tuples whose first item is
-    the batch): reset, then a cumulative average over the batches (PyTorch's ``momentum=None``: batch ``k`` weighs
-    ``1/k``), in training mode under ``no_grad``; each momentum and the training mode are restored afterwards."""
-    norms = [module for module in model.modules() if isinstance(module, BatchNorm2d)]
+    the batch): reset, then a cumulative average over the batches (``momentum=None``: batch ``k`` weighs ``1/k``), in
+    training mode under ``no_grad``; each momentum and the training mode are restored afterwards, as PyTorch's."""
+    norms = [module for module in model.modules() if isinstance(module, _BatchNorm)]
     if not norms:
         return
     momenta = {norm: norm.momentum for norm in norms}
     for norm in norms:
         norm.reset_running_stats()
+        norm.momentum = None
     was_training = model.training
     model.train()
     try:
         with no_grad():
             for batch in loader:
-                _forward_with_cumulative_momentum(model, norms, _first_input(batch, device))
+                model(_first_input(batch, device))
     finally:
         for norm, momentum in momenta.items():
             norm.momentum = momentum
         model.train(was_training)
-
-
-def _forward_with_cumulative_momentum(model: Module, norms: list[BatchNorm2d], batch: Any) -> None:
-    """One forward with each tracking BatchNorm's momentum ``1 / (num_batches_tracked + 1)``: PyTorch's
-    ``momentum=None`` factor ``1 / num_batches_tracked`` after the count's increment."""
-    for norm in norms:
-        if norm.track_running_stats:
-            norm.momentum = 1.0 / float(int(norm.num_batches_tracked.data) + 1)
-    model(batch)
 
 
 def _first_input(batch: Any, device: Any) -> Any:

@@ -73,11 +73,6 @@ def test_compiled_steps_with_the_options_match_torch(name, options, shape):
         np.testing.assert_allclose(np.asarray(model.state_dict()[key]), value.numpy(), **TIGHT, err_msg=key)
 
 
-def test_momentum_none_is_refused_by_name():
-    with pytest.raises(ValueError, match="BatchNorm2d: momentum=None"):
-        nn.BatchNorm2d(3, momentum=None)
-
-
 def test_an_array_fed_eagerly_to_a_norm_without_affine_parameters():
     torch = require_torch()
     x = np.random.default_rng(4).normal(size=(4, 3, 2, 2))
