@@ -23,7 +23,7 @@ from kiln.frontend.grad_mode import no_grad
 from kiln.frontend.inplace_leaf_checks import check_leaf_write
 from kiln.frontend.registered_assignment import check_registered_assignment
 from kiln.frontend.module_registry import Registry
-from kiln.frontend.module_hooks import HOOK_KINDS, HookMethods, RemovableHandle, call_with_hooks
+from kiln.frontend.module_hooks import HOOK_KINDS, HookMethods, RemovableHandle, any_global_hooks, call_with_hooks
 from kiln.frontend.layer_device import accept_device_keyword
 from kiln.frontend.shared_storage import is_shared
 from kiln.frontend.dynamic_ints import DynamicInt
@@ -408,7 +408,7 @@ class Module(HookMethods):
         else:
             if step_capture() is not None:  # kiln.compile guards on the mode of each module called
                 step_capture().called(self)
-        if not self.__dict__.keys().isdisjoint(HOOK_KINDS):
+        if not self.__dict__.keys().isdisjoint(HOOK_KINDS) or any_global_hooks():
             return call_with_hooks(self, args, kwargs)
         return self.forward(*args, **kwargs)
 

@@ -9,6 +9,9 @@ maps each handle's id to the hook itself (``torch.nn.utils.prune``'s methods fin
 tutorial prints it), and ``_forward_pre_hooks_with_kwargs`` / ``_forward_hooks_with_kwargs`` name the ids of the hooks
 registered ``with_kwargs=True``. Backward hooks have no place in a compiled step, whose
 gradients are one graph: registering one raises an error that says what to use instead.
+
+``torch.nn.modules.module.register_module_forward_hook`` and its siblings register a *global* hook, run for every
+module's call before the module's own hooks of that kind, as PyTorch's (a tracer that logs each layer's output shape).
 """
 
 from __future__ import annotations
@@ -23,6 +26,10 @@ from kiln.frontend.module_registry import Registry
 _handle_ids = itertools.count()
 HOOK_KINDS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
 """The registries whose presence sends a module's call through ``call_with_hooks``."""
+GLOBAL_HOOKS: dict[str, Registry] = {kind: Registry() for kind in HOOK_KINDS}
+"""The global hooks of each kind (``register_module_forward_hook``...), by handle id, run for every module."""
+_GLOBAL_WITH_KWARGS: dict[str, dict[int, bool]] = {kind: {} for kind in HOOK_KINDS}
+_GLOBAL_FORWARD, _GLOBAL_FORWARD_PRE, _GLOBAL_BACKWARD, _GLOBAL_BACKWARD_PRE = (GLOBAL_HOOKS[kind] for kind in HOOK_KINDS)
 
 
 class RemovableHandle:
@@ -68,9 +75,52 @@ def _registry(module: Any, name: str) -> "OrderedDict[int, Any]":
 
 
 def registered_hooks(module: Any, kind: str) -> list[tuple[Callable[..., Any], bool]]:
-    """``(hook, with_kwargs)`` for each hook of the module's registry ``kind``, in order."""
+    """``(hook, with_kwargs)`` for each global hook of ``kind`` and then each of the module's registry ``kind``, in order."""
     with_kwargs_ids = module.__dict__.get(kind + "_with_kwargs", {})
-    return [(hook, key in with_kwargs_ids) for key, hook in list(module.__dict__.get(kind, {}).items())]
+    global_with_kwargs = _GLOBAL_WITH_KWARGS[kind]
+    return [(hook, key in global_with_kwargs) for key, hook in list(GLOBAL_HOOKS[kind].items())] + \
+        [(hook, key in with_kwargs_ids) for key, hook in list(module.__dict__.get(kind, {}).items())]
+
+
+def any_global_hooks() -> bool:
+    """Whether a global hook of any kind is registered (a module's call then goes through ``call_with_hooks``)."""
+    return bool(_GLOBAL_FORWARD_PRE or _GLOBAL_FORWARD or _GLOBAL_BACKWARD or _GLOBAL_BACKWARD_PRE)  # once per module call: no loop
+
+
+def has_backward_hooks(module: Any) -> bool:
+    """Whether a backward or backward pre-hook, global or the module's own, applies to ``module``."""
+    return any(GLOBAL_HOOKS[kind] or module.__dict__.get(kind) for kind in ("_backward_hooks", "_backward_pre_hooks"))
+
+
+def _add_global_hook(kind: str, hook: Callable[..., Any], with_kwargs: bool = False) -> RemovableHandle:
+    handle = RemovableHandle(GLOBAL_HOOKS[kind], _GLOBAL_WITH_KWARGS[kind])
+    GLOBAL_HOOKS[kind][handle.id] = hook
+    if with_kwargs:
+        _GLOBAL_WITH_KWARGS[kind][handle.id] = True
+    return handle
+
+
+def register_module_forward_pre_hook(hook: Callable[..., Any]) -> RemovableHandle:
+    """``torch.nn.modules.module.register_module_forward_pre_hook``: ``hook(module, args)`` before every module's forward."""
+    return _add_global_hook("_forward_pre_hooks", hook)
+
+
+def register_module_forward_hook(hook: Callable[..., Any], *, with_kwargs: bool = False, always_call: bool = False) -> RemovableHandle:
+    """``hook(module, args, output)`` (``hook(module, args, kwargs, output)`` with ``with_kwargs``) after every module's forward."""
+    return _add_global_hook("_forward_hooks", hook, with_kwargs)
+
+
+def register_module_full_backward_hook(hook: Callable[..., Any]) -> RemovableHandle:
+    """``hook(module, grad_input, grad_output)`` at every module's eager backward (``register_full_backward_hook``'s rules)."""
+    return _add_global_hook("_backward_hooks", hook)
+
+
+def register_module_full_backward_pre_hook(hook: Callable[..., Any]) -> RemovableHandle:
+    """``hook(module, grad_output)`` before every module's eager input gradients."""
+    return _add_global_hook("_backward_pre_hooks", hook)
+
+
+register_module_backward_hook = register_module_full_backward_hook
 
 
 def call_with_hooks(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -82,7 +132,7 @@ def call_with_hooks(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) 
                 args, kwargs = result
             else:
                 args = result if isinstance(result, tuple) else (result,)
-    if module.__dict__.get("_backward_hooks") or module.__dict__.get("_backward_pre_hooks"):
+    if has_backward_hooks(module):
         from kiln.runtime.eager_hooks import call_with_backward_hooks  # lazily: the runtime builds on the frontend
 
         output = call_with_backward_hooks(module, module.forward, args, kwargs)

@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 from kiln.compiler.ir.core import Value
 from kiln.frontend.eager_values import ARRAYS, TENSOR_HOOKS
-from kiln.frontend.module_hooks import RemovableHandle
+from kiln.frontend.module_hooks import RemovableHandle, registered_hooks
 from kiln.frontend.trace import TraceContext, located_error
 
 
@@ -68,7 +68,7 @@ class ModuleBackward:
     def on_output(self, index: int, grad: Any) -> Any:
         self.grad_outputs[index] = grad
         if len(self.grad_outputs) == len(self.outputs):
-            for hook in list(self.module.__dict__.get("_backward_pre_hooks", {}).values()):
+            for hook, _ in registered_hooks(self.module, "_backward_pre_hooks"):  # the global ones first
                 replaced = hook(self.module, self._grad_output())
                 if replaced is not None:
                     self.grad_outputs = dict(enumerate(replaced))
@@ -87,7 +87,7 @@ class ModuleBackward:
 
     def _fire(self) -> None:
         grad_input = tuple(self.grad_inputs.get(i) for i in range(len(self.inputs)))
-        for hook in list(self.module.__dict__.get("_backward_hooks", {}).values()):
+        for hook, _ in registered_hooks(self.module, "_backward_hooks"):
             replaced = hook(self.module, grad_input, self._grad_output())
             if replaced is not None:
                 grad_input = tuple(replaced)

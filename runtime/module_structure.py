@@ -17,7 +17,7 @@ from __future__ import annotations
 import operator
 from typing import Any
 
-from kiln.frontend.module_hooks import HOOK_KINDS
+from kiln.frontend.module_hooks import GLOBAL_HOOKS, HOOK_KINDS
 from kiln.frontend.module_registry import CHANGES
 from kiln.runtime.reachable_objects import reachable_objects
 
@@ -59,6 +59,8 @@ def _snapshot(roots: list[Any]) -> list[Any]:
                 flat += registry.values()
             for kind in HOOK_KINDS:  # torch.compile traces again where forward hooks were added or removed
                 flat += module.__dict__.get(kind, {}).values()
+    for registry in GLOBAL_HOOKS.values():  # and where a global one was (nn.modules.module.register_module_forward_hook)
+        flat += registry.values()
     return flat
 
 
