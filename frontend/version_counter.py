@@ -206,15 +206,29 @@ def _ran_by_the_write() -> Iterator[list[Any]]:
 
 
 def _readers_among(old: Value, ran: list[Any]) -> "weakref.WeakSet[Value]":
-    """The results of the write's own ops (``ran``) that read ``old``: their backward never refuses for this write (a
-    ``tensor.add`` of ``x += y`` does, however, not exempt the ``y = x * w`` run before it, whose backward needs ``x``)."""
+    """The results of the write's own ops (``ran``) that read ``old``, or a view of it (``y[:2].mul_(w)`` reads the
+    slice of ``y``'s old value): their backward never refuses for this write (a ``tensor.add`` of ``x += y`` does,
+    however, not exempt the ``y = x * w`` run before it, whose backward needs ``x``)."""
     found: "weakref.WeakSet[Value]" = weakref.WeakSet()
     for result in ran:
         for value in result if isinstance(result, tuple) else (result,):
             op = value.producer
-            if op is not None and any(operand is old for operand in op.operands):
+            if op is not None and any(_views(operand, old) for operand in op.operands):
                 found.add(value)
     return found
+
+
+def _views(value: Value, old: Value) -> bool:
+    """Whether ``value`` is ``old`` or made from it by view ops alone (not past a ``clone()``'s copy)."""
+    from kiln.frontend.eager_values import COPIES
+    from kiln.frontend.tensor_inplace import VIEW_OPS  # lazily: the in-place methods build on this module
+
+    while value is not old:
+        op = value.producer
+        if op is None or op.name not in VIEW_OPS or not op.operands or value in COPIES:
+            return False
+        value = op.operands[0]
+    return True
 
 
 def _sharing(tensor: Any) -> list[Any]:
