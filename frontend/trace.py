@@ -306,9 +306,23 @@ def _inside_kiln(filename: str) -> bool:
     return filename.startswith(_KILN_DIRS + (facade,))
 
 
-def trace(fn: Callable[..., Any], *specs: TensorSpec, name: str | None = None) -> Graph:
-    """Trace ``fn`` (a function or a Module) on symbolic inputs of the given specs; returns the Graph."""
+def trace(fn: Callable[..., Any], *specs: TensorSpec, name: str | None = None) -> Any:
+    """Trace ``fn`` (a function or a Module) on symbolic inputs of the given specs; returns the Graph. Given a tensor
+    instead (``kiln.trace(A)``), PyTorch's ``torch.trace``: the sum of a matrix's diagonal, as ``A.trace()``."""
+    if _is_matrix(fn):
+        if specs or name is not None:
+            raise located_error("kiln.trace(input) is torch.trace, the sum of a matrix's diagonal: it takes one tensor")
+        from kiln.frontend.torch_array import tensor_operand  # lazily: the tensor builds on this module
+
+        return tensor_operand(fn).trace()
     return trace_context(fn, *specs, name=name).graph
+
+
+def _is_matrix(value: Any) -> bool:
+    """A kiln tensor or a parameter's array: ``torch.trace``'s input, not a function to trace."""
+    from kiln.frontend.torch_dtypes import is_tensor  # lazily: the tensor builds on this module
+
+    return is_tensor(value)
 
 
 def trace_context(fn: Callable[..., Any], *specs: TensorSpec, name: str | None = None, what: str = "the traced function's result",
