@@ -88,7 +88,7 @@ from math import e, inf, nan, pi  # noqa: E402  (torch.e, torch.inf, torch.nan, 
 from kiln.frontend import torch_global_modes as _torch_global_modes  # noqa: E402  (use_deterministic_algorithms, ...)
 from kiln.frontend import torch_tensor_queries as _torch_tensor_queries  # noqa: E402  (typename, empty_strided, ...)
 from kiln.frontend.lowrank_svd import pca_lowrank, svd_lowrank  # noqa: E402  (randomized SVD: frontend/lowrank_svd.py)
-from kiln.frontend.control_flow import cond  # noqa: E402  (torch.cond: both branches traced, one selected)
+from kiln.frontend.control_flow import cond, while_loop  # noqa: E402  (torch.cond: both branches traced, one selected)
 
 globals().update({name: getattr(_torch_global_modes, name) for name in _torch_global_modes.__all__})
 globals().update({name: getattr(_torch_tensor_queries, name) for name in _torch_tensor_queries.__all__})
@@ -104,5 +104,5 @@ __all__ = [
     "BFloat16Tensor", "BoolTensor", "ByteTensor", "CharTensor", "ShortTensor", "DoubleTensor", "HalfTensor", "FloatTensor", "IntTensor", "LongTensor", "ShapeError", "Tensor", "TensorSpec", "TensorType", "trace", "TraceError", "TrainStep", "utils", "value_and_grad",
     "VerificationError", *_torch_functions.__all__, *_torch_functions.FORWARDERS,
     *_torch_functions.DTYPES, *_torch_more.exports(), *_complex_functions.EXPORTS, "fft", "stft", "istft",
-    *_torch_global_modes.__all__, *_torch_tensor_queries.__all__, "pca_lowrank", "svd_lowrank", "cond",
+    *_torch_global_modes.__all__, *_torch_tensor_queries.__all__, "pca_lowrank", "svd_lowrank", "cond", "while_loop",
 ]
