@@ -65,10 +65,14 @@ class ElementwiseExtraMethods:
         return _where(reflect & (fraction == 0), pole, result)
 
     def xlogy(self, other: Any) -> Any:
-        """``x * log(y)``, 0 where ``x`` is 0 (unless ``y`` is NaN), as PyTorch's; its slopes too."""
+        """``x * log(y)``, 0 where ``x`` is 0 (unless ``y`` is NaN), as PyTorch's. Its slopes are torch's (``log y``
+        and ``x / y``; at ``x == 0`` the slope in ``x`` is ``log y`` for ``y > 0``, 0 for ``y <= 0``), except at
+        ``x == y == 0``, where torch's slope in ``y`` is ``0 / 0 = nan`` and kiln's 0: a NaN slope next to a finite value
+        takes a custom backward, and this one is a ``where`` of two formulas."""
         x, y = _float_pair(self, other)
         zero = (x == 0) & ~y.isnan()
-        return _where(zero, 0.0, x * _where(zero, 1.0, y).log())
+        singular = zero & ((y <= 0) | y.isinf())  # where x * log(y) would be nan (0 * -inf, 0 * log(negative), 0 * inf)
+        return _where(singular, 0.0, x * _where(singular, 1.0, y).log())
 
     def logit(self, eps: float | None = None) -> Any:
         """``log(p / (1 - p))`` of ``p`` clamped to ``[eps, 1 - eps]`` when ``eps`` is given, as ``log(p) - log1p(-p)``

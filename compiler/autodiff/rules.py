@@ -113,11 +113,26 @@ def div_vjp(b: Builder, op: Op, g: Value) -> Cotangents:
 
 @vjp_rule("tensor.pow")
 def pow_vjp(b: Builder, op: Op, g: Value) -> Cotangents:
-    # d x^y = y x^(y-1) dx + x^y log(x) dy
+    # d x^y = y x^(y-1) dx + x^y log(x) dy, each 0 where PyTorch's is (pow_backward_self/_exponent): dx where y == 0
+    # (x^0 is constant; the formula reads 0 * 0^-1 = NaN at x = 0), dy where x == 0 and y >= 0 (0^y log 0 = 0 * -inf;
+    # PyTorch's polynomial features x ** arange(n) rely on both). Written as PyTorch's, a where around the formula, so
+    # that higher derivatives match its too (NaN included); a constant operand without zeros needs no mask.
     x, y = op.operands
+    zero = b.scalar_like(0.0, g)
     dx = b.mul(g, b.mul(y, b.pow(x, b.sub(y, _one(b, y)))))
-    dy = b.mul(g, b.mul(op.result, b.log(x)))
-    return dx, dy
+    if _may_hold_zero(y):
+        dx = b.where(b.equal(y, b.scalar_like(0.0, y)), zero, dx)
+    dy = b.mul(op.result, b.log(x))
+    if _may_hold_zero(x):
+        x_zero = b.equal(x, b.scalar_like(0.0, x))
+        dy = b.where(b.where(x_zero, b.greater_equal(y, b.scalar_like(0.0, y)), x_zero), zero, dy)
+    return dx, b.mul(g, dy)
+
+
+def _may_hold_zero(value: Value) -> bool:
+    """False only for a constant none of whose elements is 0 (the exponent of ``x ** 2``): its mask would keep all."""
+    producer = value.producer
+    return producer is None or producer.name != "tensor.constant" or bool((producer.attrs["value"] == 0).any())
 
 
 def _select_vjp(strict: str):

@@ -48,13 +48,15 @@ def _plus(b: Builder, x: Value | None, y: Value) -> Value:
 
 
 def _divide_nonzero(b: Builder, numerator: Value, denominator: Value) -> Value:
-    """``numerator / denominator``, 0 where the numerator is exactly 0: a cotangent that is 0 stays 0 at a zero gap or
+    """``numerator / denominator``, 0 where both are exactly 0: a cotangent that is 0 stays 0 at a zero gap or
     singular value (``pinv`` of a rank-deficient matrix zeroes the cut vectors' cotangents), where plain division
-    gives 0/0 = NaN; a nonzero one over a zero gap is still inf, as PyTorch. The divisor sees 1 there, so neither
-    result nor gradient meets the 0/0."""
-    zero = b.equal(numerator, b.scalar_like(0.0, numerator))
-    safe = b.where(zero, b.scalar_like(1.0, denominator), denominator)
-    return b.where(zero, b.scalar_like(0.0, numerator), b.div(numerator, safe))
+    gives 0/0 = NaN; a nonzero one over a zero gap is still inf, as PyTorch. Only the divisor is masked (1 there), and
+    only where it is 0 too: the quotient stays linear in the numerator with slope ``1 / denominator`` even where the
+    numerator is 0. ``kiln.jvp`` transposes this rule at a zero cotangent, so a mask on the numerator alone (0 wherever
+    it is 0) zeroed every tangent through svd and eigh (``jacfwd(jacrev(svdvals))``)."""
+    both_zero = b.where(b.equal(numerator, b.scalar_like(0.0, numerator)),
+                        b.equal(denominator, b.scalar_like(0.0, denominator)), b.constant(False, "bool"))
+    return b.div(numerator, b.where(both_zero, b.scalar_like(1.0, denominator), denominator))
 
 
 def _skew(b: Builder, x: Value) -> Value:
