@@ -32,8 +32,9 @@ gradient, as in PyTorch.
 
 The ctx of PyTorch: ``save_for_backward``/``saved_tensors`` (tensors stored as
 ctx attributes are saved too), plain attributes for non-tensor constants,
-``needs_input_grad`` (True for every floating tensor argument: whether it is
-differentiated is known only when autodiff runs), ``mark_non_differentiable``
+``needs_input_grad`` (``_needs_input_grad``: eagerly PyTorch's, whether each tensor argument requires grad; traced,
+False only where kiln knows no gradient can reach the argument, as the tensors of
+``kiln.vjp``/``kiln.jvp`` are differentiated without requiring grad), ``mark_non_differentiable``
 ``set_materialize_grads`` and ``mark_dirty`` (an input ``forward`` wrote in place and returns: the caller's tensor is
 the output, ``frontend/custom_function_dirty.py``). ``backward`` returns one gradient per argument
 of ``apply`` (``None`` for non-tensors and for tensors it does not
@@ -43,9 +44,13 @@ is traced once, before autodiff knows which outputs get a gradient: every
 gradient it receives is a tensor (zeros for an unused output), except that with
 ``set_materialize_grads(False)`` an output marked non-differentiable gets
 ``None``. The ``forward(*args)`` + ``setup_context(ctx, inputs, output)`` form
-works too. ``kiln.jvp`` transposes the VJP, so a Function's tangent follows its
-backward too (PyTorch would ask for a ``jvp`` staticmethod); ``vmap`` of its
-gradient is the per-example backward.
+works too. ``kiln.jvp`` (``torch.func.jvp``, forward AD) transposes the VJP, so a Function's tangent follows its
+backward; ``vmap`` of its gradient is the per-example backward. A Function that defines ``jvp(ctx, *tangents)``
+(reading ``ctx.save_for_forward``'s tensors as ``ctx.saved_tensors``) and no ``backward`` gets the transpose of its
+``jvp`` as its backward (``_backward_from_jvp``), so forward mode gives exactly its ``jvp`` (torch's
+``torch.func.jvp``), and ``backward()`` works too (PyTorch refuses it: "You must implement either the backward or vjp
+method"). With both defined, kiln's tangent follows ``backward``: they differ only where the two disagree.
+``@once_differentiable`` (``custom_function_once.py``) runs ``backward`` without grad and refuses its derivative.
 
 Eagerly ``forward`` runs under ``no_grad``, as PyTorch's: its in-place writes to views of its own tensors (an LRU's
 or mamba.py's parallel scan) leave nothing for ``backward()``'s version check. Complex arguments run the Function
@@ -71,6 +76,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+import numpy as np
+
 from kiln.compiler.autodiff.differentiate import unbroadcast
 from kiln.compiler.errors import ShapeError
 from kiln.compiler.ir.core import Graph, Value
@@ -88,9 +95,12 @@ class FunctionCtx:
 
     def __init__(self, needs_input_grad: tuple[bool, ...]):
         self.needs_input_grad = needs_input_grad
-        """Per argument of ``apply``: True for a floating tensor (see the module docstring)."""
+        """Per argument of ``apply``: whether its gradient may be asked for (``_needs_input_grad``)."""
         self.materialize_grads = True
         self.to_save: tuple[Tensor | None, ...] = ()
+        self.to_save_forward: tuple[Tensor | None, ...] = ()
+        """``save_for_forward``'s tensors: ``jvp``'s ``ctx.saved_tensors``."""
+        self.saved_for_jvp: tuple[Tensor | None, ...] | None = None
         self.non_differentiable: set[int] = set()
         """``id`` of the values of outputs marked non-differentiable."""
         self.saved_in_backward: tuple[Tensor | None, ...] | None = None
@@ -99,11 +109,11 @@ class FunctionCtx:
 
     def save_for_backward(self, *tensors: Tensor | None) -> None:
         """Keep ``tensors`` (or ``None``s) for ``backward``'s ``ctx.saved_tensors``."""
-        for index, tensor in enumerate(tensors):
-            if tensor is not None and not isinstance(tensor, Tensor):
-                raise located_error(f"save_for_backward takes tensors (or None), got {type(tensor).__name__} at position {index}; "
-                                    "keep other values as attributes of ctx (ctx.scale = 2.0)")
-        self.to_save = tuple(None if t is None else Tensor(t.value) for t in tensors)
+        self.to_save = _saved_tensors("save_for_backward", tensors)
+
+    def save_for_forward(self, *tensors: Tensor | None) -> None:
+        """Keep ``tensors`` for ``jvp``, which reads them as ``ctx.saved_tensors`` (PyTorch's forward-mode ctx)."""
+        self.to_save_forward = _saved_tensors("save_for_forward", tensors)
 
     @property
     def saved_tensors(self) -> tuple[Tensor | None, ...]:
@@ -122,6 +132,14 @@ class FunctionCtx:
         """These inputs were written in place by ``forward``, which returns them: the caller's tensors take the
         outputs, with this Function as their ``grad_fn`` (``frontend/custom_function_dirty.py``)."""
         self.dirty.extend(tensors)
+
+
+def _saved_tensors(method: str, tensors: tuple[Any, ...]) -> tuple[Tensor | None, ...]:
+    for index, tensor in enumerate(tensors):
+        if tensor is not None and not isinstance(tensor, Tensor):
+            raise located_error(f"{method} takes tensors (or None), got {type(tensor).__name__} at position {index}; "
+                                "keep other values as attributes of ctx (ctx.scale = 2.0)")
+    return tuple(None if t is None else Tensor(t.value) for t in tensors)
 
 
 class Function:
@@ -148,7 +166,7 @@ class Function:
         callers = args
         args = tuple(Tensor(to_value(context, a, a.dtype)) if isinstance(a, Tensor) else a for a in args)
         inputs = [a.value for a in args if isinstance(a, Tensor)]  # before forward writes any of them in place
-        ctx = FunctionCtx(tuple(isinstance(a, Tensor) and a.dtype.is_float for a in args))
+        ctx = FunctionCtx(_needs_input_grad(context, args))
         with _forward_mode(context):  # as PyTorch's: forward's own ops record no gradient (backward gives it)
             output = _run_forward(cls, ctx, args, kwargs)
         outputs = _output_tensors(cls, output)
@@ -193,6 +211,24 @@ def _write_back_inputs(callers: tuple[Any, ...], args: tuple[Any, ...], inputs: 
         else:
             in_place(caller, "forward", (lambda x, new=arg: _Overwritten.apply(x, new)) if arg.dtype.is_float
                      else (lambda x, new=arg: new))
+
+
+def _needs_input_grad(context: TraceContext, args: tuple[Any, ...]) -> tuple[bool, ...]:
+    """``ctx.needs_input_grad``: eagerly PyTorch's (each tensor argument's ``requires_grad``, under ``no_grad`` too);
+    traced, True for a floating tensor unless kiln knows no gradient reaches it (a ``detach()``/``no_grad`` result, a
+    constant, a frozen parameter): ``kiln.vjp``, ``kiln.jvp`` and ``vmap`` differentiate values that do not require
+    grad, so a traced batch stays True (a backward skipping it would lose their gradient)."""
+    return tuple(isinstance(a, Tensor) and a.dtype.is_float and _may_need_grad(context, a) for a in args)
+
+
+def _may_need_grad(context: TraceContext, tensor: Tensor) -> bool:
+    if context.eager:
+        return bool(tensor.requires_grad)
+    value = tensor.value
+    if value.producer is not None and value.producer.name in ("tensor.stop_gradient", "tensor.constant"):
+        return False
+    parameter = context.parameter_by_value.get(value)
+    return parameter is None or bool(parameter.requires_grad)
 
 
 def _forward_mode(context: TraceContext) -> Any:
@@ -277,7 +313,7 @@ def _emit_custom_vjp(cls: type[Function], context: TraceContext, ctx: FunctionCt
 
 def _saved_values(ctx: FunctionCtx) -> list[Value]:
     """What ``backward`` may read: the tensors given to ``save_for_backward``, then tensors kept as ctx attributes."""
-    saved = [t.value for t in ctx.to_save if t is not None]
+    saved = [t.value for t in (*ctx.to_save, *ctx.to_save_forward) if t is not None]
     return saved + [t.value for _, t in _tensor_attributes(ctx)]
 
 
@@ -330,13 +366,13 @@ def _trace_backward(cls: type[Function], outer: TraceContext, ctx: FunctionCtx, 
         grad_inputs = [trace.graph.add_input(v.type, f"grad{k}") for k, v in enumerate(raw)]
         _hand_saved(ctx, attributes, saved_inputs)
         grads = [None if not (d or ctx.materialize_grads) else Tensor(g) for g, d in zip(grad_inputs, differentiable)]
-        returned = cls.backward(ctx, *grads)
+        returned = _backward_from_jvp(cls, ctx, trace, args, grads) if _jvp_only(cls) else cls.backward(ctx, *grads)
         gradients, values = _checked_gradients(cls, trace, returned, args)
         parameter_grads, parameter_values = trace.inner_backward.outputs()
         trace.graph.outputs = values + parameter_grads
     for name, tensor in attributes:
         setattr(ctx, name, tensor)
-    ctx.saved_in_backward = None
+    ctx.saved_in_backward = ctx.saved_for_jvp = None
     captured = _close_over(trace.graph, len(saved_inputs))
     return _Backward(trace.graph, captured, gradients, parameter_values)
 
@@ -345,8 +381,44 @@ def _hand_saved(ctx: FunctionCtx, attributes: list[tuple[str, Tensor]], inputs: 
     """In ``backward``, ctx's saved tensors and tensor attributes are the backward graph's inputs."""
     feed = iter(inputs)
     ctx.saved_in_backward = tuple(None if t is None else Tensor(next(feed)) for t in ctx.to_save)
+    ctx.saved_for_jvp = tuple(None if t is None else Tensor(next(feed)) for t in ctx.to_save_forward)
     for name, _ in attributes:
         setattr(ctx, name, Tensor(next(feed)))
+
+
+def _jvp_only(cls: type[Function]) -> bool:
+    """Whether ``cls`` defines ``jvp`` and no ``backward``: its backward is then its ``jvp`` transposed."""
+    defined = _defined_by(cls)
+    return "jvp" in defined and "backward" not in defined
+
+
+def _backward_from_jvp(cls: type[Function], ctx: FunctionCtx, trace: TraceContext, args: tuple[Any, ...],
+                       grads: list[Tensor | None]) -> tuple[Tensor | None, ...]:
+    """``backward``'s gradients as the transpose of ``jvp``: ``jvp`` is traced on placeholder tangents (zeros, one per
+    floating tensor argument; None for the others, as PyTorch passes), and its tangent outputs are differentiated with
+    respect to them, seeded with ``grads``. ``jvp`` is linear in the tangents, so this is ``J^T g`` exactly, and
+    ``kiln.jvp``'s transpose of it gives ``jvp`` back (its dead tangent ops are dropped by the cleanup)."""
+    from kiln.compiler.autodiff.differentiate import differentiate_outputs
+
+    tangents = [Tensor(_zeros(trace, a.value)) if isinstance(a, Tensor) and a.dtype.is_float else None for a in args]
+    ctx.saved_in_backward, saved_for_backward = ctx.saved_for_jvp, ctx.saved_in_backward
+    try:
+        returned = cls.jvp(ctx, *tangents)
+    finally:
+        ctx.saved_in_backward = saved_for_backward
+    outputs = list(returned) if isinstance(returned, (tuple, list)) else [returned]
+    if len(outputs) != len(grads) or not all(isinstance(o, Tensor) for o in outputs):
+        raise located_error(f"{cls.__name__}.jvp ({_where(cls.jvp)}) must return one tangent Tensor per output of "
+                            f"forward ({len(grads)}), got {len(outputs)}")
+    seeded = [(o.value, g.value) for o, g in zip(outputs, grads) if g is not None]
+    wrt = [t.value for t in tangents if t is not None]
+    found = iter(differentiate_outputs(trace.graph, [o for o, _ in seeded], wrt, [g for _, g in seeded]))
+    return tuple(Tensor(next(found)) if t is not None else None for t in tangents)
+
+
+def _zeros(trace: TraceContext, like: Value) -> Value:
+    zero = trace.emit("tensor.constant", value=np.zeros((), like.type.dtype.numpy))
+    return trace.emit("tensor.broadcast_to", zero, shape=like.type.shape)
 
 
 def _checked_gradients(cls: type[Function], trace: TraceContext, returned: Any, args: tuple[Any, ...]) -> tuple[list[int], list[Value]]:
@@ -418,4 +490,6 @@ def _close_over(graph: Graph, after: int) -> list[Value]:
     return captured
 
 
-__all__ = ["Function", "FunctionCtx"]
+from kiln.frontend.custom_function_once import once_differentiable  # noqa: E402  (it builds on nothing here)
+
+__all__ = ["Function", "FunctionCtx", "once_differentiable"]

@@ -125,12 +125,19 @@ class EagerMethods:
 
     @property
     def grad_fn(self) -> Any:
-        """Eagerly, the op that made this tensor if a gradient flows back through it (``grad_fn.name()`` is its IR op
-        name), else None, as PyTorch's for leaves and tensors needing no gradient."""
-        value = eager_value(self)
-        if value is None or value.producer is None or not self.requires_grad:
-            return None
-        return GradFn(value.producer.name)
+        """Eagerly, the autograd node of the op that made this tensor if a gradient flows back through it, else None,
+        as PyTorch's for leaves and tensors needing no gradient: named as torch's (``MulBackward0``), walkable through
+        ``next_functions`` to ``AccumulateGrad`` leaves, with node hooks (``frontend/autograd_graph.py``)."""
+        from kiln.frontend.autograd_graph import grad_fn_of  # lazily: the graph view builds on the tensor
+
+        return grad_fn_of(self)
+
+    @property
+    def _version(self) -> int:
+        """PyTorch's version counter: how many in-place writes changed this tensor's storage (``autograd_graph``)."""
+        from kiln.frontend.autograd_graph import tensor_version
+
+        return tensor_version(self)
 
     @property
     def retains_grad(self) -> bool:
@@ -261,19 +268,6 @@ def _unpickled_tensor(array: np.ndarray) -> Any:
     from kiln.frontend.tensor import apply  # lazily: Tensor builds on this file
 
     return apply("tensor.constant", value=array)
-
-
-class GradFn:
-    """What ``tensor.grad_fn`` gives eagerly: the producing op's name (kiln's chain is its ops, not autograd nodes)."""
-
-    def __init__(self, op_name: str):
-        self._op_name = op_name
-
-    def name(self) -> str:
-        return self._op_name
-
-    def __repr__(self) -> str:
-        return f"<GradFn {self._op_name}>"
 
 
 def _becomes_grad_leaf(tensor: Any, value: Any) -> bool:

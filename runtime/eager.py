@@ -48,6 +48,7 @@ from kiln.frontend.trace import TraceContext, located_error, user_location
 from kiln.frontend.version_counter import WRITES_RUNNING
 from kiln.runtime.executable import Executable
 from kiln.runtime.profiler_recorder import RECORDING
+from kiln.runtime.saved_tensor_hooks import HOOKS as SAVED_HOOKS, pack_saved
 
 
 class EagerContext(TraceContext):
@@ -62,6 +63,8 @@ class EagerContext(TraceContext):
         result = self._run(name, operands, attrs)
         if WRITES_RUNNING:  # an eager in-place write's own ops, which its version count exempts (version_counter.py)
             WRITES_RUNNING[-1].append(result)
+        if SAVED_HOOKS:  # under saved_tensors_hooks: pack what this op's backward reads (saved_tensor_hooks.py)
+            pack_saved(self.grad_enabled, result)
         return result
 
     def _run(self, name: str, operands: tuple[Value, ...], attrs: dict[str, Any]) -> Any:

@@ -37,6 +37,8 @@ from kiln.compiler.ir.core import Graph, Op, Value
 from kiln.compiler.ir.types import TensorType
 from kiln.compiler.passes.manager import PassManager
 from kiln.frontend.anomaly_mode import is_anomaly_enabled
+from kiln.frontend.autograd_graph import requires_grad_of, started_backward
+from kiln.frontend.custom_function_once import USED as ONCE_USED, check_once_differentiable
 from kiln.frontend.eager_values import ARRAYS, GRAD_TENSORS, PARAMETERS, TENSOR_HOOKS, trained_parameter
 from kiln.frontend.module import Parameter
 from kiln.frontend.torch_array import torch_array
@@ -47,6 +49,7 @@ from kiln.runtime.eager_hooks import REACHED
 from kiln.runtime.eager_sparse_grad import sparse_reads, with_sparse_gradients
 from kiln.frontend.sparse_embedding import SPARSE_READS
 from kiln.runtime.executable import Executable
+from kiln.runtime.saved_tensor_hooks import PACKED, quiet, unpack_originals, unpacked_arrays
 from kiln.runtime.saved_versions import check_saved_versions
 from kiln.runtime.train_step import DEFAULT_PIPELINE, collection_paused
 
@@ -82,6 +85,9 @@ class EagerChain:
         self._sparse_leaves = sparse_leaves
         """``id``s of parameter leaves read by sparse lookups only: not differentiated (their targets' rows are)."""
         self.ops = chain_of(outputs)
+        started_backward(self)  # multi-grad hooks count per backward (frontend/autograd_graph.py)
+        if ONCE_USED[0]:  # a derivative through a @once_differentiable backward is refused (custom_function_once.py)
+            check_once_differentiable(self.ops, requires_grad_of)
         self.inputs: list[EagerInput] = []
         self.sources: list[Value | None] = []
         """The eager value each input stands for: a leaf, or a fed constant's result."""
@@ -100,6 +106,10 @@ class EagerChain:
         if REWRITTEN:
             rewrite_saved_views(self.ops, self._results)  # a write through x.data reaches views kiln's ops made of x
         check_saved_versions(self)  # PyTorch's version-counter check, on the values the backward reads
+
+    def op_results(self) -> dict[tuple[int, int], Value]:
+        """The eager results of the chain's ops that it refers to, by (position, index)."""
+        return self._results
 
     def reaches(self, value: Value) -> bool:
         """Whether ``value`` is one of the chain's leaves or results (an output depends on it)."""
@@ -226,6 +236,12 @@ class EagerChain:
         """``graph(seeded)`` to replay op by op (not to compile: passes would edit it), shared by every chain of this
         structure: a ``create_graph`` loop differentiates its chain once, not at every step. A hooked chain's graph
         marks its own hooked values, so it is built anew."""
+        graph = self._replay_graph(seeded)
+        if PACKED:  # values packed by saved_tensors_hooks: the backward reads what unpack gives
+            unpack_originals(self, graph, self.originals)
+        return graph
+
+    def _replay_graph(self, seeded: Sequence[bool]) -> Graph:
         if self.hooked:
             return self.graph(seeded)
         key = (self.key, tuple(seeded))
@@ -420,11 +436,12 @@ def gradients(chain: EagerChain, seeds: Sequence[np.ndarray | None]) -> list[np.
     """The chain's gradients (``EagerChain.graph``'s outputs). A structure's first backward runs its ops one by one
     (``eager_grad.replayed``), so a chain that never repeats (an episode of a new length) pays no compilation; one seen
     before runs its compiled backward, compiled at its second sight. A hooked chain always runs op by op."""
-    if chain.hooked or is_anomaly_enabled() or not _seen_before(_key(chain, seeds)):
-        from kiln.runtime.eager_grad import replayed  # lazily: it builds on this module
+    with quiet():  # a backward without create_graph records nothing: its ops pack no saved tensors
+        if chain.hooked or is_anomaly_enabled() or not _seen_before(_key(chain, seeds)):
+            from kiln.runtime.eager_grad import replayed  # lazily: it builds on this module
 
-        return [np.asarray(g) for g in replayed(chain, seeds)]
-    return run_backward(chain, seeds)
+            return [np.asarray(g) for g in replayed(chain, seeds)]
+        return run_backward(chain, seeds)
 
 
 _SEEN: dict[Hashable, None] = {}
@@ -456,8 +473,10 @@ def run_backward(chain: EagerChain, seeds: Sequence[np.ndarray | None]) -> list[
         graph = chain.graph(key[1])
         compiled = _COMPILED[key] = (_compile(graph), chain.saved)
     executable, saved = compiled
-    return executable(*[i.array for i in chain.inputs], *[seed for seed in seeds if seed is not None],
-                      *chain.saved_arrays(saved))
+    inputs, saved_arrays = [i.array for i in chain.inputs], chain.saved_arrays(saved)
+    if PACKED:  # values packed by saved_tensors_hooks: the backward is fed what unpack gives
+        inputs, saved_arrays = unpacked_arrays(chain, inputs, saved, saved_arrays)
+    return executable(*inputs, *[seed for seed in seeds if seed is not None], *saved_arrays)
 
 
 def _seed(loss: Any, gradient: Any) -> np.ndarray | None:
