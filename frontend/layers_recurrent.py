@@ -5,8 +5,9 @@ The time loop is unrolled at trace time, so the sequence length must be static; 
 layer and direction projects the whole sequence through ``weight_ih`` in one ``F.linear`` (as cuDNN does), then
 each step adds ``F.linear(h, weight_hh, bias_hh)`` and applies its gates. A missing initial state is zeros broadcast
 to the batch, built from the input so that a symbolic batch dim works. Given a ``PackedSequence``
-(``frontend/rnn_utils.py``), the layers mask: a row past its length keeps its state and outputs zeros. The step
-functions below are the math of PyTorch's documentation, written once and shared by the layers and the cells:
+(``frontend/rnn_utils.py``), the layers run its padded batch in the batch's order and mask: a row past its length
+keeps its state and outputs zeros; the output is packed again in the input's layout. The step functions below are
+the math of PyTorch's documentation, written once and shared by the layers and the cells:
 
     RNN:  h' = tanh(W_ih x + b_ih + W_hh h + b_hh)                     (relu instead of tanh with nonlinearity="relu")
     LSTM: i, f, g, o = chunks of W_ih x + b_ih + W_hh h + b_hh          (gate order i, f, g, o)
@@ -28,7 +29,7 @@ from kiln.frontend import functional as F
 from kiln.frontend import init
 from kiln.frontend.functional_nn import _filled
 from kiln.frontend.module import Module, Parameter, layer_dtype
-from kiln.frontend.rnn_utils import PackedSequence, lengths_tensor, step_masks
+from kiln.frontend.rnn_utils import PackedSequence, repacked, step_masks, unpacked_batch
 from kiln.frontend.tensor import Tensor
 from kiln.frontend.trace import located_error
 from kiln.frontend.recurrent_shape_checks import (check_cell_input, check_cell_states, check_sequence_input,
@@ -115,16 +116,17 @@ def hoisted_biases(step: Callable[[Tensor, State, DirectionWeights], State], seq
 
 
 def unroll(step: Callable[[Tensor, State, DirectionWeights], State], input_gates: Tensor, state: State, weights: DirectionWeights,
-           reverse: bool, masks: Sequence[Tensor] | None = None) -> tuple[Tensor, State]:
+           reverse: bool, masks: Sequence[Tensor | None] | None = None) -> tuple[Tensor, State]:
     """Run ``step`` along axis 0 (time) of ``input_gates`` ``(L, N, gates * hidden)``, last to first if ``reverse``:
     the hidden states stacked in time order ``(L, N, hidden)`` whichever the direction, and the final state. With
-    ``masks`` (per step, which rows still run: bool ``(N, 1)``) a stopped row keeps its state and outputs zeros."""
+    ``masks`` (per step, which rows still run: bool ``(N, 1)``, or None where all do) a stopped row keeps its state
+    and outputs zeros."""
     per_step = input_gates.unbind(0)
     times = range(len(per_step))
     hidden_at: dict[int, Tensor] = {}
     for time in reversed(times) if reverse else times:
         new = step(per_step[time], state, weights)
-        if masks is None:
+        if masks is None or masks[time] is None:
             state, hidden_at[time] = new, new[0]
         else:
             state, hidden_at[time] = masked_step(masks[time], new, state)
@@ -289,16 +291,18 @@ class RNNBase(Module):
         return (output.transpose(0, 1) if self.batch_first else output), pack_state(self.recurrence, final)
 
     def _forward_packed(self, packed: PackedSequence, hx: Any) -> tuple[PackedSequence, Tensor | State]:
-        """A padded batch with lengths (``data`` time-major whatever ``batch_first``): every step masked by
-        ``t < lengths``; the output is a ``PackedSequence`` with the same lengths."""
-        if packed.data.ndim != 3:
-            raise located_error(f"{type(self).__name__}(input_size={self.input_size}): a PackedSequence must hold a padded batch "
-                                f"(L, N, H_in), got {packed.data.type}")
-        self._check_input(packed.data, time_major=True)
-        packed = PackedSequence(packed.data, lengths_tensor(type(self).__name__, packed.lengths, packed.data))  # one built by hand too
-        initial = self._initial_state(hx, packed.data, batched=True)
-        output, final = self._run_layers(packed.data, initial, step_masks(packed))
-        return PackedSequence(output, packed.lengths), pack_state(self.recurrence, final)
+        """PyTorch's packed path (``frontend/rnn_utils.py``): the sequences as the padded batch ``(T, N, H_in)``,
+        time-major in the batch's order whatever ``batch_first``, each step masked by ``t < lengths`` (no mask where
+        every row runs), the output in the input's form and layout. ``hx`` and ``h_n`` are in the batch's order, as
+        PyTorch's (which permutes them by ``sorted_indices`` around its sorted run)."""
+        padded, lengths = unpacked_batch(packed)
+        if padded.ndim != 3:
+            raise located_error(f"{type(self).__name__}(input_size={self.input_size}): a PackedSequence must hold rows (sum(lengths), "
+                                f"H_in) (masked, with traced lengths: a padded batch (L, N, H_in)), got {packed.data.type}")
+        self._check_input(padded, time_major=True)
+        initial = self._initial_state(hx, padded, batched=True)
+        output, final = self._run_layers(padded, initial, step_masks(lengths, padded.shape[0]))
+        return repacked(packed, output), pack_state(self.recurrence, final)
 
     def _check_input(self, input: Tensor, time_major: bool = False) -> bool:
         """Whether ``input`` is batched; a TraceError for a wrong rank, feature size or a symbolic or empty time axis.
@@ -330,7 +334,7 @@ class RNNBase(Module):
             return tuple(check_state(owner, name, state, (layers, sequence.shape[1], size)) for name, state, size in zip(names, given, sizes))
         return tuple(check_state(owner, name, state, (layers, size)).unsqueeze(1) for name, state, size in zip(names, given, sizes))
 
-    def _run_layers(self, sequence: Tensor, initial: State, masks: Sequence[Tensor] | None = None) -> tuple[Tensor, State]:
+    def _run_layers(self, sequence: Tensor, initial: State, masks: Sequence[Tensor | None] | None = None) -> tuple[Tensor, State]:
         """The last layer's hidden states ``(L, N, D * H_out)`` and the final states stacked ``(D * num_layers, N, size)``;
         ``masks`` (``unroll``'s) for a packed sequence."""
         finals: list[State] = []
@@ -340,7 +344,8 @@ class RNNBase(Module):
             sequence = self._run_layer(layer, sequence, initial, finals, masks)
         return sequence, tuple(F.stack([final[which] for final in finals]) for which in range(self.recurrence.states))
 
-    def _run_layer(self, layer: int, sequence: Tensor, initial: State, finals: list[State], masks: Sequence[Tensor] | None) -> Tensor:
+    def _run_layer(self, layer: int, sequence: Tensor, initial: State, finals: list[State],
+                   masks: Sequence[Tensor | None] | None) -> Tensor:
         """One layer over ``sequence`` ``(L, N, features)``: its directions' hidden states concatenated
         ``(L, N, D * H_out)``; each direction's final state is appended to ``finals``."""
         outputs = []

@@ -28,11 +28,11 @@ CASES = {
 
 
 def packed_call(library, states, batch_first, constant_lengths=None, **pad_options):
-    """``call(module, x, lengths, *initial)`` for the parity harness (``library``: kiln or torch): pack (kiln with its
-    default ``enforce_sorted=True``, PyTorch with ``False``), run, pad back; the padded output and final states as
-    one vector."""
+    """``call(module, x, lengths, *initial)`` for the parity harness (``library``: kiln or torch): pack (with
+    ``enforce_sorted=False``: the lengths are unsorted), run, pad back; the padded output and final states as one
+    vector."""
     utils, cat = library.nn.utils.rnn, F.cat if library is kiln else library.cat
-    sorting = {} if library is kiln else {"enforce_sorted": False}
+    sorting = {"enforce_sorted": False}
 
     def call(module, x, lengths, *initial):
         lengths = lengths if constant_lengths is None else constant_lengths
@@ -89,7 +89,7 @@ def test_constant_lengths_trim_the_padded_output_to_the_longest_as_torch(kind):
     for pad_options in ({}, {"total_length": LENGTH + 2, "padding_value": -1.5}):
         assert_layer_matches_torch(torch, module, reference, arrays, call=packed_call(kiln, states, True, lengths, **pad_options),
                                    torch_call=packed_call(torch, states, True, **pad_options), **tolerances("float64"))
-    graph = kiln.trace(lambda x: rnn_utils.pad_packed_sequence(module(rnn_utils.pack_padded_sequence(x, lengths, batch_first=True))[0])[0],
+    graph = kiln.trace(lambda x: rnn_utils.pad_packed_sequence(module(rnn_utils.pack_padded_sequence(x, lengths, True, False))[0])[0],
                        kiln.TensorSpec((3, LENGTH, INPUT_SIZE), "float64"))
     assert tuple(graph.outputs[0].type.shape) == (4, 3, 2 * HIDDEN_SIZE)
 
@@ -120,16 +120,16 @@ def test_pack_sequence_of_traced_tensors_matches_torch():
                                torch_call=call(torch.nn.utils.rnn, torch.cat), **tolerances("float64"))
 
 
-def test_a_packed_output_is_zero_past_each_length_and_padding_refills_transformed_data():
-    """kiln's ``PackedSequence.data`` is padded: a layer writes zeros past each length; a function of ``data`` may
-    write anything there, and ``pad_packed_sequence`` fills ``padding_value`` afresh. A returned PackedSequence is
-    its two tensors."""
+def test_a_masked_output_is_zero_past_each_length_and_padding_refills_transformed_data():
+    """With traced lengths (the masked form), ``PackedSequence.data`` is padded: a layer writes zeros past each
+    length; a function of ``data`` rewrapped by ``_replace`` may write anything there, and ``pad_packed_sequence``
+    fills ``padding_value`` afresh."""
     gru = nn.GRU(INPUT_SIZE, HIDDEN_SIZE, bidirectional=True)
 
     def run(x, lengths):
-        output, _ = gru(rnn_utils.pack_padded_sequence(x, lengths))
-        shifted = rnn_utils.PackedSequence(output.data + 1.0, output.lengths)
-        return output, rnn_utils.pad_packed_sequence(shifted, padding_value=-3.0)[0]
+        output, _ = gru(rnn_utils.pack_padded_sequence(x, lengths, enforce_sorted=False))
+        shifted = output._replace(data=output.data + 1.0)
+        return output.data, output.lengths, rnn_utils.pad_packed_sequence(shifted, padding_value=-3.0)[0]
 
     data, lengths, refilled = kiln.compile(run, batch_dim=(1, 0))(normal(LENGTH, 4, INPUT_SIZE), LENGTHS)
     running = np.arange(LENGTH)[:, None] < LENGTHS
@@ -142,7 +142,7 @@ def test_the_unpacked_path_emits_no_masking_ops():
     """Masking costs ops (``where``, ``greater``) only when a PackedSequence comes in."""
     lstm = nn.LSTM(INPUT_SIZE, HIDDEN_SIZE, bidirectional=True)
     plain = kiln.trace(lambda x: lstm(x), kiln.TensorSpec((LENGTH, "N", INPUT_SIZE)))
-    packed = kiln.trace(lambda x, lengths: lstm(rnn_utils.pack_padded_sequence(x, lengths)),
+    packed = kiln.trace(lambda x, lengths: lstm(rnn_utils.pack_padded_sequence(x, lengths))[0].data,
                         kiln.TensorSpec((LENGTH, "N", INPUT_SIZE)), kiln.TensorSpec(("N",), "int64"))
     plain_ops, packed_ops = [op.name for op in plain.ops], [op.name for op in packed.ops]
     assert "tensor.where" not in plain_ops and "tensor.greater" not in plain_ops
@@ -285,7 +285,8 @@ def test_misused_packed_sequences_are_errors():
     with pytest.raises(kiln.TraceError, match=r"total_length must be an int of at least 5, the padded length L"):
         kiln.trace(lambda x, n: rnn_utils.pad_packed_sequence(rnn_utils.pack_padded_sequence(x, n), total_length=4)[0], spec, lengths)
     with pytest.raises(kiln.TraceError, match=r"total_length must be an int of at least 4, the longest length"):
-        kiln.trace(lambda x: rnn_utils.pad_packed_sequence(rnn_utils.pack_padded_sequence(x, [4, 1, 2]), total_length=3)[0], spec)
+        kiln.trace(lambda x: rnn_utils.pad_packed_sequence(rnn_utils.pack_padded_sequence(x, [4, 1, 2], enforce_sorted=False),
+                                                     total_length=3)[0], spec)
     with pytest.raises(kiln.TraceError, match="pad_packed_sequence: expected a PackedSequence"):
         kiln.trace(lambda x: rnn_utils.pad_packed_sequence(x)[0], spec)
     with pytest.raises(kiln.TraceError, match=r"pack_padded_sequence: input must be a traced tensor \(L, N, \*\)"):
