@@ -13,6 +13,12 @@ attribute and its registry entry) and restored afterwards, even on error.
 Tied parameters (one ``Parameter`` under two names) are replaced together
 unless ``tie_weights=False``; ``strict=True`` requires every parameter and
 buffer to be given.
+
+In-place updates land on the tensors given, as torch's: a BatchNorm in training
+mode updates the running statistics passed for it (here, eagerly, through a
+buffer sharing the given tensor's storage; inside ``torch.func`` transforms,
+written back after the run: ``runtime/traced_transform.py``), and the module's
+own buffers only where the given tensors share their storage (``.detach()``).
 """
 
 from __future__ import annotations
@@ -39,21 +45,36 @@ def functional_call(module: Module, parameter_and_buffer_dicts: Mapping[str, Any
 
 def stack_module_state(models: Sequence[Module]) -> tuple[dict[str, Any], dict[str, Any]]:
     """``(params, buffers)``: each name's arrays of ``models`` (same architecture) stacked on a new leading axis, for
-    ``vmap`` over an ensemble (``torch.func.stack_module_state``)."""
-    if not models:
-        raise KilnError("stack_module_state needs at least one model")
+    ``vmap`` over an ensemble (``torch.func.stack_module_state``). A stacked parameter is a new leaf that requires
+    grad where the models' do, so an ensemble trains through it (``params[name].grad``); buffers require none."""
+    _check_stackable(models)
     names = [list(dict(m.named_parameters())) for m in models]
     if any(n != names[0] for n in names):
         raise KilnError("stack_module_state: the models differ in their parameters; stack models of one architecture")
-    params = {name: _stacked([dict(m.named_parameters())[name] for m in models]) for name in names[0]}
-    buffers = {name: _stacked([dict(m.named_buffers())[name] for m in models]) for name, _ in models[0].named_buffers()}
+    params = {name: _stacked([dict(m.named_parameters())[name] for m in models], name) for name in names[0]}
+    buffers = {name: _stacked([dict(m.named_buffers())[name] for m in models], name) for name, _ in models[0].named_buffers()}
     return params, buffers
 
 
-def _stacked(tensors: Sequence[Any]) -> Any:
+def _check_stackable(models: Sequence[Module]) -> None:
+    """torch's checks: at least one model, all in one mode (training or eval), all of one class."""
+    if len(models) == 0:
+        raise RuntimeError("stack_module_state: Expected at least one model, got 0.")
+    if len({bool(m.training) for m in models}) > 1:
+        raise RuntimeError("stack_module_state: Expected all models to have the same training/eval mode.")
+    if any(type(m) is not type(models[0]) for m in models):
+        raise RuntimeError("stack_module_state: Expected all models to be of the same class.")
+
+
+def _stacked(tensors: Sequence[Any], name: str) -> Any:
+    """The tensors stacked, as a new leaf that requires grad if they all do (torch's ``construct_stacked_leaf``)."""
     from kiln.frontend.eager_values import eager_leaf
 
-    return eager_leaf(np.stack([np.asarray(t.data) for t in tensors]))
+    flags = {bool(t.requires_grad) for t in tensors}
+    if len(flags) > 1:
+        raise RuntimeError(f"Expected {name} from each model to have the same .requires_grad")
+    stacked = eager_leaf(np.stack([np.asarray(t.data) for t in tensors]))
+    return stacked.requires_grad_() if flags == {True} else stacked
 
 
 def _merged(dicts: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -84,7 +105,7 @@ def substituted(module: Module, given: Mapping[str, Any], tie_weights: bool, str
     try:
         for name, (owner, leaf, _) in slots.items():
             if chosen[name] is not None:
-                _put(owner, leaf, _as_tensor(chosen[name]))
+                _put(owner, leaf, _standing_in(owner, leaf, _as_tensor(chosen[name])))
         yield
     finally:
         for owner, registry, leaf, original in reversed(saved):
@@ -111,6 +132,23 @@ def _put(owner: Module, leaf: str, value: Any) -> None:
     for registry in _registries(owner, leaf):
         registry[leaf] = value
     object.__setattr__(owner, leaf, value)
+
+
+def _standing_in(owner: Module, leaf: str, tensor: Any) -> Any:
+    """What the module holds for ``tensor`` during the call: ``tensor`` itself, except an eager tensor (not a
+    parameter, needing no gradient) given for a buffer, which becomes a ``Buffer`` sharing its storage, so that an
+    eager in-place update (``TraceContext.update_buffer``, which writes a buffer's array) lands on ``tensor``."""
+    from kiln.frontend.eager_values import eager_value
+    from kiln.frontend.module import Buffer, Parameter
+    from kiln.frontend.trace import TraceContext
+
+    eager = not TraceContext.active() or TraceContext.current().eager
+    if not eager or leaf not in owner._buffers or isinstance(tensor, Parameter) or eager_value(tensor) is None:
+        return tensor
+    if tensor.requires_grad:
+        return tensor
+    buffer = Buffer(tensor)
+    return buffer if np.shares_memory(buffer.data, tensor.numpy()) else tensor
 
 
 def _as_tensor(value: Any) -> Any:

@@ -14,10 +14,17 @@ dicts of them) and composes with the others, traced into one compiled graph
 differences from kiln's own names: ``vmap`` spells its axes ``in_dims`` and
 ``out_dims``; ``grad_and_value`` returns ``(grad, value)``; ``has_aux=True``
 (``grad``, ``jacrev``, ``jacfwd``) returns the function's second result untouched.
+
+In-place updates land as torch's do: a BatchNorm in training mode given its buffers through ``functional_call``
+updates those tensors (``runtime/traced_transform.py``), batched under ``vmap`` as torch's (``runtime/vmap.py``). One
+that updates the module's own buffers (closed over) writes them, where torch.func refuses ("mutate a captured
+Tensor"). ``chunk_size`` (``vmap``, ``jacrev``) only bounds torch's memory: kiln accepts it and computes
+the whole batch at once, the same values.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from kiln.compiler.errors import KilnError
@@ -26,9 +33,10 @@ from kiln.frontend.tensor import Tensor
 from kiln.frontend.trace import TraceContext
 from kiln.runtime.eager_jacobian import jacobian_with_aux
 from kiln.runtime.forward_mode import jvp as _jvp, vjp as _vjp
-from kiln.runtime.grad import grad as _grad, value_and_grad as _value_and_grad
+from kiln.runtime.grad import GradFunction, grad as _grad, value_and_grad as _value_and_grad
 from kiln.runtime.jacobian import hessian as _hessian, jacfwd as _jacfwd, jacrev as _jacrev
-from kiln.runtime.vmap import vmap as _vmap
+from kiln.runtime.traced_transform import Compiled, TracedTransform, writes_suppressed
+from kiln.runtime.vmap import TORCH_SPELLING, VmapFunction
 
 
 class ScalarOutputError(KilnError, RuntimeError):
@@ -39,15 +47,33 @@ def grad(func: Callable[..., Any], argnums: int | Sequence[int] = 0, has_aux: bo
     """The gradient of scalar ``func`` w.r.t. ``argnums`` (a tensor, or a tuple/list/dict of them, per argument);
     with ``has_aux``, ``func`` returns ``(value, aux)`` and this returns ``(grad, aux)``."""
     if not has_aux:
-        return _grad(func, argnums)
+        return _GradTransform(_grad(func, argnums))
     return lambda *args: _with_aux(func, argnums, args, value=False)
+
+
+@dataclass
+class _GradTransform(TracedTransform):
+    """kiln's ``grad`` (``runtime/grad.py``) run as a ``TracedTransform``: on eager tensors the function's in-place
+    writes to its arguments (the buffers given to ``functional_call``) land on them, as torch.func's do."""
+
+    gradient: GradFunction
+    backend: str = "numpy"
+    compiled: dict[tuple[Any, ...], Compiled] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.__wrapped__, self.__name__ = self.gradient.fn, self.gradient.__name__
+
+    def trace_into(self, *args: Any) -> Any:
+        return self.gradient.trace_into(*args)
 
 
 def grad_and_value(func: Callable[..., Any], argnums: int | Sequence[int] = 0, has_aux: bool = False) -> Callable[..., Any]:
     """``(grad, value)`` (``(grad, (value, aux))`` with ``has_aux``), as ``torch.func.grad_and_value``."""
     if not has_aux:
+        transform = _GradTransform(_value_and_grad(func, argnums))
+
         def run(*args: Any) -> Any:
-            value, gradient = _value_and_grad(func, argnums)(*args)
+            value, gradient = transform(*args)
             return gradient, value
         return run
     return lambda *args: _with_aux(func, argnums, args, value=True)
@@ -102,20 +128,34 @@ def _one_like(output: Any) -> Any:
     return np.ones_like(np.asarray(output))
 
 
-def vmap(func: Callable[..., Any], in_dims: Any = 0, out_dims: int = 0, randomness: str = "error",
+def vmap(func: Callable[..., Any], in_dims: Any = 0, out_dims: Any = 0, randomness: str = "error",
          *, chunk_size: int | None = None) -> Callable[..., Any]:
-    """``func`` mapped over axis ``in_dims`` of its arguments, stacked along ``out_dims`` (``torch.func.vmap``)."""
-    if randomness != "error":
-        raise KilnError(f"vmap(randomness={randomness!r}): kiln's vmap refuses random ops inside; keep the default")
-    return _vmap(func, in_dims, out_dims)
+    """``func`` mapped over axis ``in_dims`` of its arguments, stacked along ``out_dims`` (an int, None, or a tuple
+    nested as the results); keyword arguments pass through unmapped (``torch.func.vmap``). ``randomness`` 'same' and
+    'different' are accepted; a random op inside is still refused (kiln does not batch draws yet)."""
+    _check_randomness(randomness)
+    if not (chunk_size is None or chunk_size > 0):
+        raise ValueError(f"vmap: chunk_size should be None or greater than 0. (got {chunk_size})")
+    return VmapFunction(func, in_dims, out_dims, spelling=TORCH_SPELLING, randomness=randomness)
 
 
-def jacrev(func: Callable[..., Any], argnums: int | Sequence[int] = 0, *, has_aux: bool = False) -> Callable[..., Any]:
+def _check_randomness(randomness: str) -> None:
+    if randomness not in ("error", "different", "same"):
+        raise RuntimeError(f"Only allowed values for randomness are 'error', 'different', or 'same'. Got {randomness}")
+
+
+def jacrev(func: Callable[..., Any], argnums: int | Sequence[int] = 0, *, has_aux: bool = False,
+           chunk_size: int | None = None, _preallocate_and_copy: bool = False) -> Callable[..., Any]:
+    """The Jacobian by reverse mode (``torch.func.jacrev``); every row at once whatever ``chunk_size``."""
+    if not (chunk_size is None or chunk_size > 0):
+        raise ValueError("jacrev: `chunk_size` should be greater than 0.")
     return _jacobian_with_aux(_jacrev, func, argnums, "jacrev") if has_aux else _jacrev(func, argnums)
 
 
 def jacfwd(func: Callable[..., Any], argnums: int | Sequence[int] = 0, has_aux: bool = False, *,
            randomness: str = "error") -> Callable[..., Any]:
+    """The Jacobian by forward mode (``torch.func.jacfwd``); ``randomness`` is checked as torch's (see ``vmap``)."""
+    _check_randomness(randomness)
     return _jacobian_with_aux(_jacfwd, func, argnums, "jacfwd") if has_aux else _jacfwd(func, argnums)
 
 
@@ -147,7 +187,16 @@ def hessian(func: Callable[..., Any], argnums: int | Sequence[int] = 0) -> Calla
 
 
 def vjp(func: Callable[..., Any], *primals: Any, has_aux: bool = False) -> Any:
-    return _vjp(func, *primals, has_aux=has_aux)
+    """``(func(*primals), vjp_fn)``; ``vjp_fn`` evaluates ``func`` again (its pullback is traced from it), whose
+    in-place writes, already made by the first evaluation, it drops."""
+    result = _vjp(func, *primals, has_aux=has_aux)
+    pullback = result[1]
+
+    def vjp_fn(*cotangents: Any) -> Any:
+        with writes_suppressed():
+            return pullback(*cotangents)
+
+    return (result[0], vjp_fn) + tuple(result[2:])
 
 
 def jvp(func: Callable[..., Any], primals: Any, tangents: Any, *, strict: bool = False, has_aux: bool = False) -> Any:

@@ -14,18 +14,21 @@ from typing import Any, Callable
 
 from kiln.frontend.module import Module
 from kiln.runtime.torch_func import jvp
+from kiln.runtime.traced_transform import writes_suppressed
 
 
 def linearize(func: Callable[..., Any], *primals: Any) -> tuple[Any, Callable[..., Any]]:
     """``(func(*primals), jvp_fn)`` with ``jvp_fn(*tangents)`` the Jacobian-vector product at ``primals``. torch
     traces the linearized function once; kiln's ``jvp_fn`` runs ``kiln.func.jvp`` at each call (its forward again
-    with it): the same values, at a forward's cost more per call."""
+    with it): the same values, at a forward's cost more per call. ``func``'s in-place writes (BatchNorm's running
+    statistics) are made once, by the first call, as torch's."""
     output = func(*primals)
 
     def jvp_fn(*tangents: Any) -> Any:
         if len(tangents) != len(primals):
             raise RuntimeError(f"linearize: jvp_fn takes {len(primals)} tangent(s), one per primal, got {len(tangents)}")
-        return jvp(func, primals, tangents)[1]
+        with writes_suppressed():
+            return jvp(func, primals, tangents)[1]
 
     return output, jvp_fn
 
