@@ -38,7 +38,7 @@ from kiln.frontend.torch_size import Size
 from kiln.frontend.tensor_methods import TorchMethods, _flatten_args, _floating, _is_one
 from kiln.frontend.torch_array import traced_target
 from kiln.frontend.torch_dtypes import get_default_dtype, result_type
-from kiln.frontend.trace import TraceContext, located_error
+from kiln.frontend.trace import TraceContext, called_from_user, located_error
 from kiln.frontend.autocast import autocasts
 
 
@@ -606,12 +606,20 @@ def eager_tensor(array: np.ndarray) -> Tensor:
 def _comparable(tensor: Tensor, other: Any) -> bool:
     """Whether ``tensor == other`` compares elementwise: against a tensor, array or number, while tracing or when either
     side is an eager tensor. Outside a trace a ``Parameter`` compares elementwise with a number or array
-    (``kiln.tensor(x, requires_grad=True) == 0``) but by identity with another tensor, so parameters stay usable in
-    lists and sets (``p in optimizer_params``)."""
+    (``kiln.tensor(x, requires_grad=True) == 0``), and with another parameter elementwise where the user's code compares
+    them (``(ema.weight == model.weight).all()``, as PyTorch's) but by identity where kiln's own code does, so
+    parameters stay usable in kiln's lists and sets (``p in optimizer_params``; in PyTorch that raises for a
+    parameter of more than one element, and it does here too from the user's code)."""
     eager = eager_array(tensor) is not None or (isinstance(other, Tensor) and eager_array(other) is not None)
-    parameter_with_values = "_data" in tensor.__dict__ and not isinstance(other, Tensor)
+    parameter_with_values = "_data" in tensor.__dict__ and (not isinstance(other, Tensor) or _parameters_compared_by_user(other))
     return (TraceContext.active() or eager or parameter_with_values) and \
         isinstance(other, (Tensor, np.ndarray, np.generic, int, float, bool))
+
+
+def _parameters_compared_by_user(other: Tensor) -> bool:
+    """``other`` is a parameter too, and ``==`` was called from outside kiln (frames: this, ``_comparable``,
+    ``__eq__``, its caller)."""
+    return "_data" in other.__dict__ and called_from_user(depth=4)
 
 
 def _check_rank(method: str, rank: int, *tensors: Tensor) -> None:

@@ -300,6 +300,12 @@ def _code_inside_kiln(code_filename: str) -> bool:
     return _inside_kiln(os.path.abspath(code_filename))
 
 
+def called_from_user(depth: int = 2) -> bool:
+    """Whether the frame ``depth`` up from here (1: this function's caller) runs code outside kiln: an operator or
+    a read that answers the user's code as PyTorch does and kiln's own code as kiln needs."""
+    return not _inside_kiln(sys._getframe(depth).f_code.co_filename)
+
+
 def _inside_kiln(filename: str) -> bool:
     """Kiln's own files: its four packages and the facade (installed, the facade folder holds them all)."""
     facade = os.path.dirname(os.path.abspath(sys.modules["kiln"].__file__ or "")) + os.sep

@@ -113,10 +113,19 @@ def test_what_a_trace_cannot_give_is_an_error_at_the_users_line(name):
     assert "test_more_tensor_methods_vs_torch.py" in str(error.value)
 
 
-def test_equality_is_identity_outside_a_trace_and_for_non_numbers():
-    layer = kiln.nn.Linear(2, 2)
-    assert layer.weight in [layer.bias, layer.weight] and layer.weight != layer.bias and layer.weight == layer.weight
-    assert len({layer.weight, layer.bias, layer.weight}) == 2
+def test_parameters_compare_elementwise_in_user_code_and_hash_by_identity():
+    torch = require("torch")
+    layers = (kiln.nn.Linear(2, 2), torch.nn.Linear(2, 2))
+    for layer in layers:
+        assert layer.weight in [layer.weight, layer.bias] and len({layer.weight, layer.bias, layer.weight}) == 2
+        assert bool((layer.weight == layer.weight).all()) and not bool((layer.weight != layer.weight).any())
+        with pytest.raises(RuntimeError, match="ambiguous"):
+            layer.weight in [layer.bias, layer.weight]  # noqa: B015  (weight == bias first: a 2x2 result)
+    ours, theirs = layers
+    other = kiln.nn.Parameter(kiln.tensor(np.array(ours.weight.data) + np.eye(2, dtype=np.float32)))
+    torch_other = torch.nn.Parameter(torch.from_numpy(np.array(other.data)))
+    theirs.weight.data = torch.from_numpy(np.array(ours.weight.data))
+    np.testing.assert_array_equal(np.array(ours.weight == other), (theirs.weight == torch_other).numpy())
 
     def membership(x):
         assert x in [None, "x", x] and x != None and not (x == "x")  # noqa: E711

@@ -58,7 +58,8 @@ def test_a_new_parameter_group_recompiles():
     step, optimizer, model = adam_step()
     step(X, Y)
     frozen_weight = model[2].weight
-    optimizer.param_groups[0]["params"].remove(frozen_weight)  # train it in its own group, at its own lr
+    params = optimizer.param_groups[0]["params"]  # train it in its own group, at its own lr (by identity: == of two
+    del params[next(i for i, p in enumerate(params) if p is frozen_weight)]  # parameters is elementwise, as torch's)
     optimizer.add_param_group({"params": [frozen_weight], "lr": 0.0})
     before = frozen_weight.data.copy()
     step(X, Y)
