@@ -30,6 +30,7 @@ from kiln.frontend.complex_tensor import ComplexTensor, split
 from kiln.frontend.complex_view_checks import check_complex_view
 from kiln.frontend.torch_keywords import numpy_keywords
 from kiln.frontend.tensor import Tensor
+from kiln.frontend.tensor_creation_nesting import nested_array
 from kiln.frontend.trace import TraceContext, located_error
 
 
@@ -175,7 +176,7 @@ def _tensor(function: Callable[..., Any]) -> Callable[..., Any]:
         complex_dtype = _complex_dtype(dtype)
         array = None
         if complex_dtype is None and dtype is None and not isinstance(data, Tensor):
-            array = np.asarray(data)
+            array = nested_array(data, copy=False)  # ragged nested lists: torch's error, not NumPy's
             if array.dtype.kind == "c":
                 from kiln.frontend.torch_dtypes import get_default_dtype
 
@@ -201,7 +202,11 @@ def with_complex_dtypes(functions: dict[str, Any]) -> dict[str, Any]:
     real_einsum = functions["einsum"]
 
     @functools.wraps(real_einsum)
-    def einsum_any(equation: str, *operands: Any) -> Any:
+    def einsum_any(equation: Any, *operands: Any) -> Any:
+        if not isinstance(equation, str) and operands:  # torch's sublist form: einsum(q, [0, 1], k, [1, 2], [0, 2])
+            from kiln.frontend.functional_einsum import sublist_equation
+
+            equation, operands = sublist_equation((equation, *operands))
         flat = operands[0] if len(operands) == 1 and isinstance(operands[0], (list, tuple)) else operands
         return einsum(equation, *flat) if any(map(is_complex, flat)) else real_einsum(equation, *operands)
 

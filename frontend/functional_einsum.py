@@ -24,7 +24,12 @@ from kiln.frontend.tensor import Tensor
 from kiln.frontend.trace import located_error
 
 
-def einsum(equation: str, *operands: Any) -> Tensor:
+def einsum(equation: Any, *operands: Any) -> Tensor:
+    if not operands:
+        raise ValueError("einsum(): must specify the equation string and at least one operand, or at least one "
+                         "operand and its subscripts list")
+    if not isinstance(equation, str):  # torch's sublist form: einsum(q, [0, 1], k, [1, 2], [0, 2])
+        equation, operands = sublist_equation((equation, *operands))
     if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
         operands = tuple(operands[0])
     terms, output = parse_equation(equation.replace(" ", ""), operands)
@@ -35,6 +40,27 @@ def einsum(equation: str, *operands: Any) -> Tensor:
         current, letters = contract(current, letters, operand, term, later)
     current, letters = sum_out(current, letters, set(output))
     return current.permute(*(letters.index(letter) for letter in output)) if letters != output else current
+
+
+def sublist_equation(args: Sequence[Any]) -> tuple[str, tuple[Any, ...]]:
+    """torch's sublist form (``operand, sublist, operand, sublist, ..., [output sublist]``) as an equation and its
+    operands, as ``torch.einsum`` converts it: subscripts 0-25 are ``A``-``Z``, 26-51 ``a``-``z``, ``...`` an
+    Ellipsis; an odd count of arguments ends with the output's sublist."""
+    equation = ",".join("".join(map(_subscript, sublist)) for sublist in args[1::2])
+    if len(args) % 2 == 1:
+        return equation + "->" + "".join(map(_subscript, args[-1])), tuple(args[:-1:2])
+    return equation, tuple(args[::2])
+
+
+def _subscript(n: Any) -> str:
+    """One sublist entry as an equation letter, with torch's words for one out of range."""
+    if n is Ellipsis:
+        return "..."
+    if 0 <= n < 26:
+        return chr(ord("A") + n)
+    if 26 <= n < 52:
+        return chr(ord("a") + n - 26)
+    raise ValueError("einsum(): subscript in subscript list is not within the valid range [0, 52)")
 
 
 def parse_equation(equation: str, operands: Sequence[Any]) -> tuple[list[str], str]:

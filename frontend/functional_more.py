@@ -178,6 +178,10 @@ def multi_head_attention_forward(query: Tensor, key: Tensor, value: Tensor, embe
     value, ``add_zero_attn`` a zero one, as PyTorch's. ``static_k``/``static_v`` (``(N * num_heads, S, E / num_heads)``,
     unbatched ``(num_heads, S, E / num_heads)``) replace the projected, head-split keys/values (no projection is
     computed for them); a zero key/value is still appended after them, and they refuse ``bias_k``/``bias_v``."""
+    from kiln.frontend.layers_transformer import check_attention_masks  # it imports F
+
+    padding = key_padding_mask if static_k is None else None  # static keys set the key count it is checked against (below)
+    check_attention_masks(query, key, padding, attn_mask, num_heads, batch_first=False)  # torch's, at the user's line
     if query.ndim == 2:
         masks = key_padding_mask if key_padding_mask is None else _as_bool("key_padding_mask", key_padding_mask).unsqueeze(0)
         output, weights = multi_head_attention_forward(

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from kiln.compiler.errors import TraceError
 from kiln.compiler.ir.types import DType, is_float_array_dtype
 from kiln.frontend import layer_resets
 from kiln.frontend import functional as F
@@ -28,6 +29,7 @@ from kiln.frontend.functional_nn import attention_with_weights, embedding_paddin
 from kiln.frontend.layers import Linear
 from kiln.frontend.module import Module, Parameter, _to_numpy, layer_dtype
 from kiln.frontend.tensor import Tensor, apply
+from kiln.frontend.torch_size import Size
 from kiln.frontend.trace import located_error
 from kiln.frontend.transformer_nested_padding import nested_tensor_blocker, zeroes_padded_outputs
 
@@ -160,17 +162,92 @@ def _merge_heads(x: Tensor) -> Tensor:
     return x.permute(0, 2, 1, 3).reshape(n, length, heads * head_dim)
 
 
-def check_key_padding_mask(key_padding_mask: Any, batch: Any, keys: Any) -> None:
-    """PyTorch's check that ``key_padding_mask`` is ``(N, S)``: a sequence-first ``(S, N)`` one (``src == PAD_IDX``
-    without ``.transpose(0, 1)``) is refused here, saying what to do, not by a broadcast error deep inside attention.
-    Symbolic dims are left to the shape rules."""
-    shape = () if key_padding_mask is None else tuple(np.shape(key_padding_mask))
-    if key_padding_mask is None or (len(shape) == 2 and all(
-            got == want or not (isinstance(got, int) and isinstance(want, int)) for got, want in zip(shape, (batch, keys)))):
+class AttentionMaskShapeError(TraceError, RuntimeError):
+    """An ``attn_mask`` not ``(L, S)`` nor ``(N * num_heads, L, S)`` (torch's ``RuntimeError``)."""
+
+
+class AttentionMaskAssertionError(TraceError, AssertionError):
+    """A mask of the wrong rank, or a ``key_padding_mask`` not ``(N, S)``: what torch asserts (an ``AssertionError``)."""
+
+
+def check_attention_masks(query: Any, key: Any, key_padding_mask: Any, attn_mask: Any, num_heads: int,
+                          batch_first: bool) -> None:
+    """``MultiheadAttention``'s mask checks, in torch's order and words (``F.multi_head_attention_forward``'s): each
+    mask's rank, an unbatched query's per-head mask, then ``attn_mask``'s shape, then ``key_padding_mask``'s. Without
+    them a wrong mask fails as a broadcast or reshape deep inside attention, naming shapes the user never made.
+    Symbolic dims (a compiled call's batch) are left to the shape rules."""
+    batched = np.ndim(query) == 3
+    _check_mask_ranks(batched, key_padding_mask, attn_mask)
+    if batched:
+        sequence, across = (1, 0) if batch_first else (0, 1)
+        batch, length, keys = np.shape(query)[across], np.shape(query)[sequence], np.shape(key)[sequence]
+    else:
+        batch, length, keys = 1, np.shape(query)[0], np.shape(key)[0]
+        _check_unbatched_mask(attn_mask, (num_heads, length, keys))
+    _check_attn_mask_shape(attn_mask, batch, length, keys, num_heads)
+    if key_padding_mask is not None:  # an unbatched query's (S,) mask is a batch of one, as torch unsqueezes it
+        _check_padding_shape(tuple(np.shape(key_padding_mask)) if batched else (1, *np.shape(key_padding_mask)), batch,
+                             keys)
+
+
+def _check_mask_ranks(batched: bool, key_padding_mask: Any, attn_mask: Any) -> None:
+    """torch's ``_mha_shape_check`` of the masks' ranks."""
+    kind = "batched (3-D)" if batched else "unbatched (2-D)"
+    if key_padding_mask is not None and np.ndim(key_padding_mask) != (2 if batched else 1):
+        raise located_error(f"For {kind} `query`, expected `key_padding_mask` to be `None` or {2 if batched else 1}-D but "
+                            f"found {np.ndim(key_padding_mask)}-D tensor instead", kind=AttentionMaskAssertionError)
+    if attn_mask is not None and np.ndim(attn_mask) not in (2, 3):
+        raise located_error(f"For {kind} `query`, expected `attn_mask` to be `None`, 2-D or 3-D but found "
+                            f"{np.ndim(attn_mask)}-D tensor instead", kind=AttentionMaskAssertionError)
+
+
+def _check_unbatched_mask(attn_mask: Any, expected: tuple[Any, ...]) -> None:
+    """An unbatched query's 3-D ``attn_mask`` is per head, ``(num_heads, L, S)``."""
+    if attn_mask is not None and np.ndim(attn_mask) == 3 and not _same_shape(np.shape(attn_mask), expected):
+        raise located_error(f"Expected `attn_mask` shape to be {expected} but got {_size(attn_mask)}",
+                            kind=AttentionMaskAssertionError)
+
+
+def _check_attn_mask_shape(attn_mask: Any, batch: Any, length: Any, keys: Any, num_heads: int) -> None:
+    """A 2-D ``attn_mask`` is ``(L, S)``, a 3-D one ``(N * num_heads, L, S)``: torch's check and words."""
+    if attn_mask is None:
         return
-    raise located_error(f"attention: key_padding_mask must be (N, S) = ({batch}, {keys}) (batch, keys), got shape "
-                        f"{shape} (PyTorch: 'Expected key_padded_mask.shape[0] to be {batch}'); "
-                        "a sequence-first (S, N) mask needs .transpose(0, 1)")
+    rank = np.ndim(attn_mask)
+    rows = batch * num_heads if isinstance(batch, int) else None
+    expected = (length, keys) if rank == 2 else (rows, length, keys)
+    if not _same_shape(np.shape(attn_mask), expected):
+        shown = expected if rows is not None or rank == 2 else "(bsz*num_heads, L, S)"
+        raise located_error(f"The shape of the {rank}D attn_mask is {_size(attn_mask)}, but should be {shown}.",
+                            kind=AttentionMaskShapeError)
+
+
+def _same_shape(shape: tuple[Any, ...], expected: tuple[Any, ...]) -> bool:
+    """Whether ``shape`` is ``expected``, where a dim either side is not a known int (symbolic, or None) matching any."""
+    return len(shape) == len(expected) and all(
+        got == want or not (isinstance(got, int) and isinstance(want, int)) for got, want in zip(shape, expected))
+
+
+def _size(mask: Any) -> Size:
+    return Size(np.shape(mask))
+
+
+def check_key_padding_mask(key_padding_mask: Any, batch: Any, keys: Any) -> None:
+    """PyTorch's check that ``key_padding_mask`` is ``(N, S)``, in its words (an ``AssertionError``), then kiln's: a
+    sequence-first ``(S, N)`` one (``src == PAD_IDX`` without ``.transpose(0, 1)``) is refused here, saying what to do,
+    not by a broadcast error deep inside attention. Symbolic dims are left to the shape rules."""
+    if key_padding_mask is not None:
+        _check_padding_shape(tuple(np.shape(key_padding_mask)), batch, keys)
+
+
+def _check_padding_shape(shape: tuple[Any, ...], batch: Any, keys: Any) -> None:
+    if _same_shape(shape, (batch, keys)):
+        return
+    axis = 0 if len(shape) < 1 or not _same_shape(shape[:1], (batch,)) else 1
+    got = shape[axis] if len(shape) > axis else None
+    hint = "; a sequence-first (S, N) mask needs .transpose(0, 1)" if _same_shape(shape, (keys, batch)) else ""
+    raise located_error(f"Expected key_padded_mask.shape[{axis}] to be {(batch, keys)[axis]}, but got {got}: "
+                        f"key_padding_mask must be (N, S) = ({batch}, {keys}) (batch, keys), got shape {shape}{hint}",
+                        kind=AttentionMaskAssertionError)
 
 
 def attention_keep_mask(key_padding_mask: Any, attn_mask: Any, num_heads: int = 1) -> Tensor | None:
@@ -283,6 +360,7 @@ class MultiheadAttention(Module):
         """``(output, weights)`` as PyTorch's: the attention weights (after dropout), averaged over the heads
         ``(N, L, S)`` or per head ``(N, heads, L, S)``; ``need_weights=False`` returns ``(output, None)`` and keeps
         attention one fused op (pass it when the weights are not read, as in PyTorch)."""
+        check_attention_masks(query, key, key_padding_mask, attn_mask, self.num_heads, self.batch_first)
         if query.dim() == 2:
             return self._unbatched(query, key, value, key_padding_mask, need_weights, attn_mask, average_attn_weights, is_causal)
         if not self._qkv_same_embed_dim or self.bias_k is not None or self.add_zero_attn:
@@ -290,7 +368,6 @@ class MultiheadAttention(Module):
         fast = takes_fast_path(self, query, key, value, attn_mask, key_padding_mask)
         if not self.batch_first:  # (L, N, E): attend within each sequence, batch first inside
             query, key, value = (x.transpose(0, 1) for x in (query, key, value))
-        check_key_padding_mask(key_padding_mask, query.shape[0], key.shape[1])
         projected = [self._project(x, index) for index, x in enumerate((query, key, value))]
         q, k, v = (_split_heads(x, self.num_heads) for x in projected)
         causal, dropout = is_causal and attn_mask is None, self.dropout if self.training else 0.0

@@ -19,7 +19,7 @@ from kiln.compiler.ir.types import DType, TensorType, is_float_array_dtype
 from kiln.compiler.ops.optim import scalar_state_dtype
 from kiln.frontend.module import Parameter, clear_grads
 from kiln.frontend.optim_flags import IMPLEMENTATION_OPTIONS, check_constructor_flags, refuse_differentiable
-from kiln.frontend.optim_parameter_state import ParamGroup, ParameterState
+from kiln.frontend.optim_parameter_state import ParamGroup, ParameterState, StepCounter
 from kiln.frontend.optim_torch_state import from_torch_layout, is_torch_layout, to_torch_layout, torch_scalar_dtype
 from kiln.frontend.tensor import Tensor
 
@@ -37,6 +37,8 @@ class Optimizer:
     the first of ``betas``)."""
     torch_counts_steps: bool = True
     """Whether PyTorch's state of a parameter holds its own ``step`` (SGD's and Muon's do not): ``state_dict``."""
+    torch_step_is_int: bool = False
+    """Whether PyTorch keeps that ``step`` as a Python int (SparseAdam's) rather than a 0-d float tensor."""
     scalar_states: frozenset[str] = frozenset()
     """States that are one number per parameter in PyTorch (0-d there, parameter-shaped here): a saved 0-d value loads
     broadcast, so a ``torch.optim`` ``state_dict`` converted to arrays loads as is."""
@@ -48,7 +50,7 @@ class Optimizer:
         """Options a compiled update fixes (a change recompiles): every default but the graph hyper-parameters and
         PyTorch's implementation flags (``foreach``, ``fused``...: ``optim_flags.py``)."""
         self.param_groups: list[dict[str, Any]] = []
-        self.state: dict[int, dict[str, np.ndarray]] = ParameterState()
+        self.state: dict[int, dict[str, np.ndarray]] = ParameterState(counter=StepCounter(self))
         """Per parameter (by id; a user's ``step`` indexes it by the parameter, ``frontend/optim_parameter_state.py``)."""
         self.step_count = 0
         """Updates done so far; the compiled step reads ``step_count + 1`` as its ``step`` input."""
@@ -177,13 +179,37 @@ class Optimizer:
         """This parameter's state arrays, created on first use in its dtype (as PyTorch's ``zeros_like(p)``: a model
         made half by ``model.half()`` before its first step gets half state). State made before the parameter's dtype
         changed is cast to the new dtype (PyTorch would keep it and mix dtypes in its update; kiln's update ops take
-        state in the parameter's dtype, as PyTorch's ``load_state_dict`` casts it)."""
-        if id(param) not in self.state:
+        state in the parameter's dtype, as PyTorch's ``load_state_dict`` casts it). The arrays come in a plain dict
+        of its own (the same arrays): ``state[p]`` adds torch's ``step`` for the user's code, which kiln's readers
+        of the arrays, by name or all of them, do not want."""
+        if not dict.get(self.state, id(param)):  # none yet, or the empty one a user's read of state[p] made (torch's)
             self.state[id(param)] = self.initial_state(param, self.group_of(param))
         state = self.state[id(param)]  # below: param._data, not .data, which would bring a device-resident parameter back
         if any(array.dtype != self.state_dtype(param, name) and is_float_array_dtype(array.dtype) for name, array in state.items()):
             state = self.state[id(param)] = {name: _cast_float(array, self.state_dtype(param, name)) for name, array in state.items()}
-        return state
+        return dict.copy(state)
+
+    def torch_step(self, key: int) -> int | None:
+        """torch's ``state[p]["step"]`` of the parameter ``id`` ``key``: the updates made of it (``step_count`` less the
+        steps that found it without ``.grad``), which its next update's bias correction follows. None where torch's
+        state keeps no ``step`` (``torch_counts_steps``), and for a user's optimizer updating in its own ``step``
+        (not kiln's ``emit_update``): it does not count through ``step_count``, and keeps its own ``step`` if any."""
+        if not self.torch_counts_steps or type(self).emit_update is Optimizer.emit_update:
+            return None
+        return self.step_count - self.__dict__.get("skipped_steps", {}).get(key, 0)
+
+    def set_torch_step(self, key: int, count: int) -> None:
+        """``state[p]["step"] = count`` (torch code restarting Adam's bias correction): the parameter's own count
+        becomes ``count``. A count beyond ``step_count`` moves the optimizer's count up to it, each other parameter
+        skipping as many more steps, so theirs stay and every ``skipped_steps`` stays within ``[0, step_count]``."""
+        skipped = self.__dict__.setdefault("skipped_steps", {})
+        if count > self.step_count:
+            for param in self.parameters():
+                skipped[id(param)] = skipped.get(id(param), 0) + count - self.step_count
+            self.step_count = count
+        skipped[key] = self.step_count - count
+        if not skipped[key]:
+            del skipped[key]
 
     def signature(self) -> tuple[Any, ...]:
         """What a compiled update fixes: group membership, which parameters train (requires_grad), their dtypes (a
@@ -267,7 +293,8 @@ class Optimizer:
         def write() -> None:
             for group, loaded in zip(self.param_groups, options):
                 group.update(loaded)
-            self.state = ParameterState({pid: _into(self.state.get(pid), value) for pid, value in arrays.items() if value is not None})
+            self.state = ParameterState({pid: _into(self.state.get(pid), value) for pid, value in arrays.items() if value is not None},
+                                        StepCounter(self))
             self.step_count = step
             self.skipped_steps = skipped
 

@@ -16,6 +16,9 @@ torch.compile does to keep it right at every call:
   closure tensor's; one computed from other values (SAM's ``self.state[p]["old_p"] = p.data.clone()``) is stored as
   an eager tensor the trace writes in place with it, so each call leaves the step's value there, as torch's state.
 
+A kiln optimizer's entry also shows torch's ``state[p]["step"]`` to the user's code (``StateEntry``): computed from
+the optimizer's count of the parameter's updates, which a write of ``step`` sets.
+
 ```python
 state = ParameterState()
 state[p]["mu"] = kiln.zeros_like(p)       # a user's optimizer
@@ -25,12 +28,13 @@ state[id(p)]["mu"]                          # the same entry, as kiln's optimize
 
 from __future__ import annotations
 
-import sys
+import weakref
 from typing import Any
 
 import numpy as np
 
 from kiln.frontend.tensor import Tensor
+from kiln.frontend.trace import called_from_user
 
 
 def _key(key: Any) -> Any:
@@ -89,27 +93,133 @@ def _written_in_place(tensor: Any) -> bool:
     return lifting is not None and id(tensor) in lifting.written
 
 
+class StepCounter:
+    """A kiln optimizer's per-parameter step counts, as torch's ``state[p]["step"]``: called with a parameter's key, the
+    updates it made of that parameter, or None where torch's state keeps no ``step`` (SGD, Muon, L-BFGS, a user's
+    optimizer that counts its own); ``set(key, n)`` makes that count ``n`` (``Optimizer.torch_step``,
+    ``Optimizer.set_torch_step``). It holds the optimizer weakly: the optimizer holds its state."""
+
+    def __init__(self, optimizer: Any) -> None:
+        self.optimizer = weakref.ref(optimizer)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled and copied with the optimizer (a copied optimizer's state counts the copy's steps)."""
+        return StepCounter, (self.optimizer(),)
+
+    def __call__(self, key: Any) -> int | None:
+        optimizer = self.optimizer()
+        return None if optimizer is None else optimizer.torch_step(key)
+
+    def set(self, key: Any, count: int) -> None:
+        optimizer = self.optimizer()
+        if optimizer is not None:
+            optimizer.set_torch_step(key, count)
+
+    def as_int(self) -> bool:
+        """Whether torch keeps the count as a Python int (SparseAdam), not a 0-d float tensor."""
+        return bool(getattr(self.optimizer(), "torch_step_is_int", False))
+
+
 class StateEntry(dict):
     """One parameter's state: a dict whose tensors set in a trace are kept as ``_kept`` says. Read by the user's
     code (not kiln's), a kiln optimizer's state array comes as a ``TorchArray`` of the same memory, so it answers as
-    torch's state tensor does: ``state["exp_avg"].norm()``, and ``state["exp_avg"].mul_(0.5)`` writes the state."""
+    torch's state tensor does: ``state["exp_avg"].norm()``, and ``state["exp_avg"].mul_(0.5)`` writes the state.
+
+    The user's code sees torch's ``step`` too (a 0-d float tensor): kiln counts a parameter's updates once per
+    optimizer (``Optimizer.step_count`` less its ``skipped_steps``), not per entry, so ``step`` is computed from that
+    count (``counter``) when read, and a write sets the count. kiln's own code sees the arrays only, so its
+    checkpoints and updates are unchanged."""
+
+    counter: _BoundCounter | None = None
+    """This parameter's own step count (``StepCounter`` bound to its key), set by the ``ParameterState`` holding it."""
 
     def __setitem__(self, key: Any, value: Any) -> None:
-        dict.__setitem__(self, key, _kept(key, value))
+        if key == "step" and self._counts_steps():
+            _set_step(self, value)
+        else:
+            dict.__setitem__(self, key, _kept(key, value))
 
     def __getitem__(self, key: Any) -> Any:
-        return _as_read(dict.__getitem__(self, key), _read_by_user())
+        user = called_from_user()
+        if user and key == "step" and self._shows_step():
+            return _step_tensor(self)
+        return _as_read(dict.__getitem__(self, key), user)
 
     def get(self, key: Any, default: Any = None) -> Any:
-        return _as_read(dict.__getitem__(self, key), _read_by_user()) if key in self else default
+        user = called_from_user()
+        if user and key == "step" and self._shows_step():
+            return _step_tensor(self)
+        return _as_read(dict.__getitem__(self, key), user) if dict.__contains__(self, key) else default
+
+    def __contains__(self, key: object) -> bool:
+        return dict.__contains__(self, key) or (key == "step" and called_from_user() and self._shows_step())
+
+    def __iter__(self) -> Any:
+        return iter(self._keys(called_from_user()))
+
+    def __len__(self) -> int:
+        return dict.__len__(self) + (called_from_user() and self._shows_step())
+
+    def keys(self) -> Any:
+        return self._keys(called_from_user())
 
     def values(self) -> Any:
-        user = _read_by_user()
-        return [_as_read(value, user) for value in dict.values(self)] if user else dict.values(self)
+        return [value for _, value in self._items(True)] if called_from_user() else dict.values(self)
 
     def items(self) -> Any:
-        user = _read_by_user()
-        return [(key, _as_read(value, user)) for key, value in dict.items(self)] if user else dict.items(self)
+        return self._items(True) if called_from_user() else dict.items(self)
+
+    def __repr__(self) -> str:
+        return repr(dict(self._items(True))) if called_from_user() else dict.__repr__(self)
+
+    def _keys(self, user: bool) -> Any:
+        return ["step", *dict.keys(self)] if user and self._shows_step() else dict.keys(self)
+
+    def _items(self, user: bool) -> list[tuple[Any, Any]]:
+        """The user's view: ``step`` first (torch's order), each array as a ``TorchArray``."""
+        step = [("step", _step_tensor(self))] if user and self._shows_step() else []
+        return step + [(key, _as_read(value, user)) for key, value in dict.items(self)]
+
+    def _counts_steps(self) -> bool:
+        return self.counter is not None and self.counter() is not None and not dict.__contains__(self, "step")
+
+    def _shows_step(self) -> bool:
+        """Whether torch's state would hold ``step``: a kiln optimizer counting steps that updated the parameter (its
+        state exists from the first update on, as torch's)."""
+        return dict.__len__(self) > 0 and self._counts_steps()
+
+
+def _step_tensor(entry: StateEntry) -> Any:
+    """The parameter's own step count as torch's ``state[p]["step"]``: a 0-d tensor in ``torch_scalar_dtype`` (float32,
+    or float64 under a float64 default dtype). A new tensor at each read, so inside a ``kiln.compile`` trace it would
+    be a constant of the traced count: refused there."""
+    from kiln.frontend.eager_values import eager_leaf  # lazily: eager values build on the tensor
+    from kiln.frontend.optim_torch_state import torch_scalar_dtype
+
+    _refuse_in_trace("read")
+    counter = entry.counter
+    assert counter is not None  # _shows_step said so
+    return counter() if counter.as_int() else eager_leaf(np.array(counter(), torch_scalar_dtype()))
+
+
+def _set_step(entry: StateEntry, value: Any) -> None:
+    """``state[p]["step"] = n`` (warm-restart code resetting Adam): the parameter's own count becomes ``n``, which its
+    next update's bias correction reads, eager or compiled (``Optimizer.set_torch_step``)."""
+    _refuse_in_trace("set")
+    number = float(np.asarray(value.detach() if isinstance(value, Tensor) else value))
+    if not number.is_integer() or number < 0:
+        raise ValueError(f"optimizer.state[p]['step'] counts the parameter's updates: a whole number >= 0, got {value!r}")
+    entry.counter.set(int(number))  # type: ignore[union-attr]  (_counts_steps said so)
+
+
+def _refuse_in_trace(verb: str) -> None:
+    from kiln.frontend.trace import located_error
+
+    if _tracing():
+        raise located_error(
+            f"optimizer.state[p]['step'] {verb} inside a compiled function: kiln counts steps per optimizer, and the "
+            "traced count would not change between calls; use it outside the compiled function (or read "
+            "optimizer.step_count)")
 
 
 def _as_read(value: Any, user: bool) -> Any:
@@ -131,18 +241,9 @@ class ParamGroup(dict):
         return self._read(key, dict.__getitem__(self, key)) if key in self else default
 
     def _read(self, key: Any, value: Any) -> Any:
-        if _tracing() and _read_by_user(depth=3):
+        if _tracing() and called_from_user(depth=3):
             _guard(self, key, value)
         return value
-
-
-def _read_by_user(depth: int = 2) -> bool:
-    """Whether the read comes from outside kiln (a user's optimizer's ``step``, a user reading ``state[p]``): the
-    frame ``depth`` up from here, the caller of the ``__getitem__`` / ``get`` that asks (a ``StateEntry``'s calls
-    this directly, a ``ParamGroup``'s through ``_read``: ``depth=3``)."""
-    from kiln.frontend.trace import _inside_kiln
-
-    return not _inside_kiln(sys._getframe(depth).f_code.co_filename)
 
 
 def _guard(group: ParamGroup, key: Any, value: Any) -> None:
@@ -174,21 +275,38 @@ class ParameterState(dict):
     """A dict of per-parameter state keyed by ``id(parameter)``, indexed by the parameter too; a missing entry is a new
     empty dict (PyTorch's ``defaultdict(dict)``)."""
 
-    def __init__(self, entries: Any = ()) -> None:
+    def __init__(self, entries: Any = (), counter: StepCounter | None = None) -> None:
         dict.__init__(self)
+        self.counter = counter
+        """Each parameter's own step count, shown as its entry's ``step`` (``StateEntry``)."""
         for key, value in dict(entries).items():
             self[key] = value
 
     def __missing__(self, key: Any) -> dict[str, Any]:
-        entry = StateEntry()
+        entry = self._linked(StateEntry(), key)
         dict.__setitem__(self, key, entry)
+        return entry
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled and copied as its entries and counter, so the entries are linked to the counter when rebuilt (a
+        dict subclass's default rebuilds its items before its attributes)."""
+        return ParameterState, ({key: dict(dict.items(entry)) if isinstance(entry, StateEntry) else entry
+                                 for key, entry in dict.items(self)}, self.counter)
+
+    def _linked(self, entry: Any, key: Any) -> Any:
+        """``entry``, told how to count its parameter's steps."""
+        if isinstance(entry, StateEntry) and self.counter is not None:
+            entry.counter = _BoundCounter(self.counter, key)
+            if dict.__contains__(entry, "step") and entry.counter() is not None:  # state[p] = {"step": ..., ...}
+                StateEntry.__setitem__(entry, "step", dict.pop(entry, "step"))
         return entry
 
     def __getitem__(self, key: Any) -> Any:
         return dict.__getitem__(self, _key(key))
 
     def __setitem__(self, key: Any, value: Any) -> None:
-        dict.__setitem__(self, _key(key), StateEntry(_kept(key, value)) if isinstance(value, dict) else value)
+        entry = StateEntry(_kept(key, value)) if isinstance(value, dict) else value
+        dict.__setitem__(self, _key(key), self._linked(entry, _key(key)))
 
     def __delitem__(self, key: Any) -> None:
         dict.__delitem__(self, _key(key))
@@ -206,4 +324,20 @@ class ParameterState(dict):
         return dict.setdefault(self, _key(key), default)
 
 
-__all__ = ["ParamGroup", "ParameterState", "StateEntry"]
+class _BoundCounter:
+    """A ``StepCounter`` bound to one parameter's key: called, its count; ``set(n)``, a new count."""
+
+    def __init__(self, counter: StepCounter, key: Any) -> None:
+        self.counter, self.key = counter, key
+
+    def __call__(self) -> int | None:
+        return self.counter(self.key)
+
+    def set(self, count: int) -> None:
+        self.counter.set(self.key, count)
+
+    def as_int(self) -> bool:
+        return self.counter.as_int()
+
+
+__all__ = ["ParamGroup", "ParameterState", "StateEntry", "StepCounter"]

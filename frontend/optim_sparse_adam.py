@@ -35,6 +35,7 @@ class SparseAdam(Optimizer):
     """``torch.optim.SparseAdam(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, maximize=False)``."""
 
     torch_counts_steps = True
+    torch_step_is_int = True  # torch's SparseAdam counts state["step"] as a Python int
 
     def __init__(self, params: Iterable[Any], lr: Any = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  maximize: bool = False):

@@ -32,6 +32,7 @@ from kiln.frontend.linalg_factor import FACTOR_FORWARDED, chain_matmul, lu_unpac
 from kiln.frontend.linspace_values import torch_linspace
 from kiln.frontend.shared_storage import shared, warn_if_read_only
 from kiln.frontend.symbolic_dims import symbolic_arange
+from kiln.frontend.tensor_creation_nesting import nested_array
 from kiln.frontend.tensor_extras import EXTRA_FORWARDED
 from kiln.frontend.tensor_methods import _flatten_args
 from kiln.frontend.tensor_operand_checks import TENSOR_ONLY, check_tensor_operands
@@ -160,7 +161,7 @@ def eye(n: int, m: int | None = None, *, dtype: Any = None, device: Any = None, 
 def tensor(data: Any, *, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Any:
     """``data`` as a constant: Python floats as float32, ints as int64, bools as bool; an array, a NumPy scalar or a
     tensor keeps its dtype and is copied, as PyTorch's (``from_numpy`` shares it)."""
-    array = np.array(data)
+    array = nested_array(data)  # ragged nested lists: torch's error, not NumPy's
     if dtype is not None:
         array = cast_array(array, _dtype(dtype, "float32"))
     elif not isinstance(data, (np.ndarray, np.generic, Tensor)) and array.dtype.kind in "fi":

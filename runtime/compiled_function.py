@@ -15,10 +15,15 @@ with its effects on ``.grad`` and the optimizer (``runtime/step_capture.py``). W
 PyTorch-style call (a branch on ``.item()``, a scheduler stepped inside a step) runs eagerly, warned once, as
 ``torch.compile`` runs what it cannot capture; ``torch.compile``'s own arguments and keyword arguments of calls are
 handled by ``runtime/compile_arguments.py``.
+
+``@kiln.compile`` on a method in a class body binds as a function does (``CompiledFunction.__get__``): each instance
+gets its own compiled function of its bound method, kept in the instance's ``__dict__`` so it dies with it.
 """
 
 from __future__ import annotations
 
+import inspect
+import types
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable, Sequence
@@ -158,8 +163,36 @@ class CompiledFunction:
     the step path from then on (``frontend/whole_step_inputs.py``)."""
     grad_arguments: tuple[int, ...] = ()
     """The positions of the arguments that require grad in the call being traced as a whole step."""
+    method_owner: type | None = None
+    """The class whose body compiled ``fn`` as a method (``__set_name__``): ``Base.forward(self, x)`` binds ``self``."""
+    method_key: object = field(default_factory=object, repr=False, compare=False)
+    """This method's key in each instance's ``_CompiledMethods`` (``__get__``)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.method_owner = owner
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        """A method compiled in a class body (``@kiln.compile def forward(self, x)``) is bound as a function is: each
+        instance gets its own compiled function of the bound method (its own traces, guards and parameters, as
+        ``torch.compile`` guards on ``self``), made on first access and cached on the instance. Inside a trace the
+        bound method itself is given: a compiled call there is inlined anyway, and the trace writes nothing. A module
+        or bound method compiled is no method: it is returned as it is."""
+        if instance is None or not inspect.isfunction(self.fn):
+            return self
+        if TraceContext.active():
+            return types.MethodType(self.fn, instance)
+        return _bound_method(self, instance)
+
+    def bound_to(self, instance: Any) -> CompiledFunction:
+        """A compiled function of ``fn`` bound to ``instance``, compiled with this one's settings."""
+        compiled = CompiledFunction(types.MethodType(self.fn, instance), self.backend, self.pipeline, self.batch_dim,
+                                    self.seed)
+        compiled.fullgraph, compiled.recompile_limit = self.fullgraph, self.recompile_limit
+        return compiled
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.method_owner is not None and args and isinstance(args[0], self.method_owner) and inspect.isfunction(self.fn):
+            return self.__get__(args[0])(*args[1:], **kwargs)  # Base.forward(self, x): the instance's bound method
         plain = not kwargs and traced_arguments(args)
         fn, arrays, extra = (self.fn, args, None) if plain else with_keywords(self.fn, args, kwargs)
         override = getattr(self.fn, "__dict__", {}).get("forward")  # model.forward = ...: traced anew, as torch's guard
@@ -598,6 +631,55 @@ def _broadcast_inputs_static(arrays: list[np.ndarray], batch_dim: BatchDim) -> B
     if all(size in (None, largest) for size in sizes):
         return batch_dim
     return tuple(None if size != largest else axis for size, axis in zip(sizes, axes))
+
+
+class _CompiledMethods(dict):
+    """An instance's compiled methods by their class's ``method_key``. It lives in the instance's ``__dict__``, so it
+    dies with the instance (the cycle instance -> compiled -> bound method -> instance is the collector's to free);
+    held by the class's compiled function instead, it would keep every instance alive, since a bound trace holds its
+    module. A copy or pickle of the instance starts empty, as ``Module.compile``'s: generated code is not copied,
+    the copy's methods compile afresh for the copy."""
+
+    def __copy__(self) -> _CompiledMethods:
+        return _CompiledMethods()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _CompiledMethods:
+        return _CompiledMethods()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _CompiledMethods, ()
+
+
+_METHODS_ATTRIBUTE = "_kiln_compiled_methods"
+_SLOTTED: dict[tuple[int, int], CompiledFunction] = {}
+"""Compiled methods of instances without a ``__dict__`` (``__slots__``), by ``(id(method_key), id(instance))``: their
+bound method holds the instance, which such a cache keeps alive."""
+
+
+def _bound_method(method: CompiledFunction, instance: Any) -> CompiledFunction:
+    """``method`` bound to ``instance``: the one made on its first access, cached in the instance's ``__dict__``."""
+    namespace = getattr(instance, "__dict__", None)
+    if not isinstance(namespace, dict):
+        return _bound_slotted(method, instance)
+    cache = namespace.get(_METHODS_ATTRIBUTE)
+    compiled = None if cache is None else cache.get(method.method_key)
+    if compiled is not None and compiled.fn.__self__ is instance:
+        return compiled
+    if compiled is not None:  # a shallow copy shares the original's cache: the copy gets its own
+        cache = None
+    if cache is None:
+        cache = namespace[_METHODS_ATTRIBUTE] = _CompiledMethods()
+    compiled = cache[method.method_key] = method.bound_to(instance)
+    return compiled
+
+
+def _bound_slotted(method: CompiledFunction, instance: Any) -> CompiledFunction:
+    """``_bound_method`` for an instance without a ``__dict__``: cached in ``_SLOTTED``."""
+    key = (id(method.method_key), id(instance))
+    compiled = _SLOTTED.get(key)
+    if compiled is None or compiled.fn.__self__ is not instance:
+        compiled = _SLOTTED[key] = method.bound_to(instance)
+    return compiled
 
 
 _FIELDS = frozenset(CompiledFunction.__dataclass_fields__)
