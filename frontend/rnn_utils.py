@@ -157,44 +157,12 @@ class PackedSequence(tuple):
     def __reduce__(self) -> tuple[Any, ...]:
         return _rebuilt, (type(self), tuple(tuple.__iter__(self)), masked_lengths(self))
 
-    # Devices and dtypes: data converted, the indices follow its device, batch_sizes stays (PyTorch's) --------------
+    # Devices and dtypes: data converted, the indices follow its device, batch_sizes stays (PyTorch's); cpu, double
+    # and the other conversions are made by _converting below -------------------------------------------------------
 
     def to(self, *args: Any, **kwargs: Any) -> "PackedSequence":
         """``data.to(...)`` in this layout; ``self`` when ``data`` is unchanged, as PyTorch's."""
         return self._with_data(self.data.to(*args, **kwargs))
-
-    def cpu(self, *args: Any, **kwargs: Any) -> "PackedSequence":
-        return self._with_data(self.data.cpu(*args, **kwargs))
-
-    def cuda(self, *args: Any, **kwargs: Any) -> "PackedSequence":
-        return self._with_data(self.data.cuda(*args, **kwargs))
-
-    def pin_memory(self) -> "PackedSequence":
-        return self._with_data(self.data.pin_memory())
-
-    def double(self) -> "PackedSequence":
-        return self._with_data(self.data.double())
-
-    def float(self) -> "PackedSequence":
-        return self._with_data(self.data.float())
-
-    def half(self) -> "PackedSequence":
-        return self._with_data(self.data.half())
-
-    def long(self) -> "PackedSequence":
-        return self._with_data(self.data.long())
-
-    def int(self) -> "PackedSequence":
-        return self._with_data(self.data.int())
-
-    def short(self) -> "PackedSequence":
-        return self._with_data(self.data.short())
-
-    def char(self) -> "PackedSequence":
-        return self._with_data(self.data.char())
-
-    def byte(self) -> "PackedSequence":
-        return self._with_data(self.data.byte())
 
     @property
     def is_cuda(self) -> bool:
@@ -212,6 +180,19 @@ class PackedSequence(tuple):
             return masked_sequence(data, lengths)
         moved = [None if index is None else index.to(data.device) for index in (self.sorted_indices, self.unsorted_indices)]
         return tuple.__new__(type(self), (data, self.batch_sizes, *moved))
+
+
+def _converting(name: str) -> Any:
+    """``PackedSequence.<name>``: ``data.<name>(...)`` in the same layout (``cpu``, ``double``, ``half``...)."""
+    def method(self: PackedSequence, *args: Any, **kwargs: Any) -> PackedSequence:
+        return self._with_data(getattr(self.data, name)(*args, **kwargs))
+
+    method.__name__ = method.__qualname__ = name
+    return method
+
+
+for _name in ("cpu", "cuda", "pin_memory", "double", "float", "half", "long", "int", "short", "char", "byte"):
+    setattr(PackedSequence, _name, _converting(_name))
 
 
 def _rebuilt(kind: type, fields: tuple[Any, ...], lengths: Tensor | None) -> PackedSequence:

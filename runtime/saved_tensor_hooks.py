@@ -38,7 +38,7 @@ from __future__ import annotations
 import contextlib
 import weakref
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Hashable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -159,24 +159,11 @@ def _number(value: Value) -> bool:
     return value.producer is not None and value.producer.name == "tensor.constant" and not value.type.shape
 
 
-_READS: dict[Hashable, tuple[frozenset[int], frozenset[int]]] = {}
-
-
 def saved_reads(op: Any, needs: tuple[bool, ...]) -> tuple[frozenset[int], frozenset[int]]:
     """The operands and results kiln's VJP rule of ``op`` reads, for the operands in ``needs`` (cached per signature)."""
-    from kiln.runtime.eager import op_signature
-    from kiln.runtime.saved_versions import _derived
+    from kiln.runtime.saved_versions import vjp_reads  # lazily: it builds on the eager runtime
 
-    key = (op_signature(op), needs)
-    found = _READS.get(key)
-    if found is None:
-        try:
-            found = _derived(op, needs)
-        except Exception:  # noqa: BLE001 - a VJP this standalone build cannot make: every value counts as read
-            found = frozenset(range(len(op.operands))), frozenset({0})
-        if len(_READS) < 4096:
-            _READS[key] = found
-    return found
+    return vjp_reads(op, needs)
 
 
 def _handle(value: Value) -> Any:

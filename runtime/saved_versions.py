@@ -66,15 +66,22 @@ def saved_by(op: Op, needs: tuple[bool, ...]) -> Saved:
     gradient."""
     if op.name in TORCH_SAVES:
         return TORCH_SAVES[op.name](op, needs)
+    known = vjp_reads(op, needs)
+    if _compiled_call(op):
+        known = known[0] | frozenset(range(op.attrs["num_inputs"])), known[1]
+    return known
+
+
+def vjp_reads(op: Op, needs: tuple[bool, ...]) -> Saved:
+    """The operands and results kiln's VJP rule of ``op`` reads for the operands in ``needs``, cached per op
+    signature (``saved_by`` without PyTorch's exceptions; the saved-tensor hooks pack these)."""
     key = (op_signature(op), needs)
     known = _SAVED_BY_OP.get(key)
     if known is None:
         try:
             known = _derived(op, needs)
-        except Exception:  # noqa: BLE001 - a VJP this standalone build cannot make: every value counts as saved
+        except Exception:  # noqa: BLE001 - a VJP this standalone build cannot make: every value counts as read
             known = frozenset(range(len(op.operands))), frozenset({0})
-        if _compiled_call(op):
-            known = known[0] | frozenset(range(op.attrs["num_inputs"])), known[1]
         if len(_SAVED_BY_OP) < CACHE_LIMIT:
             _SAVED_BY_OP[key] = known
     return known
