@@ -339,15 +339,40 @@ def _kept(values, mask):
 @NUMPY.register("tensor.max_pool2d_grad")
 def max_pool2d_grad(x, g, *, kernel_size, stride, padding):
     # the first largest element of each window (row-major) takes the window's cotangent, as PyTorch
+    if _tiles(x, kernel_size, stride, padding):
+        return _tiled_max_pool2d_grad(x, g, kernel_size)
     winner = _winners(x, kernel_size, stride, padding)
     per_offset = lambda i, j: _kept(g, winner == i * kernel_size[1] + j)  # noqa: E731
-    if _tiles(x, kernel_size, stride, padding):  # each offset's kept cotangent bits as one plane, interleaved back at once
-        planes = np.empty(tuple(kernel_size) + (g.size,), dtype=_bits_dtype(g.dtype))
-        bits, winners = g.reshape(-1).view(planes.dtype), winner.reshape(-1)
-        for k, plane in enumerate(planes.reshape(-1, g.size)):
-            np.bitwise_and(bits, np.negative(winners == k, dtype=planes.dtype), out=plane)  # _kept, into its plane
-        return _from_offset_planes(planes, x.shape, kernel_size).view(g.dtype)
     return _scatter_windows(per_offset, g, _padded_shape(x.shape, padding), kernel_size, stride, padding)
+
+
+def _tiled_max_pool2d_grad(x, g, kernel_size):
+    """Each offset's kept cotangent bits as one plane, interleaved back at once."""
+    masks = _pair_winner_masks(x) if tuple(kernel_size) == (2, 2) and is_host_array(x) else None
+    if masks is None:
+        winner = _winners(x, kernel_size, kernel_size, (0, 0)).reshape(-1)
+        masks = (winner == k for k in range(kernel_size[0] * kernel_size[1]))
+    planes = np.empty(tuple(kernel_size) + (g.size,), dtype=_bits_dtype(g.dtype))
+    bits = g.reshape(-1).view(planes.dtype)
+    for mask, plane in zip(masks, planes.reshape(-1, g.size)):
+        np.bitwise_and(bits, np.negative(mask, dtype=planes.dtype), out=plane)  # _kept, into its plane
+    return _from_offset_planes(planes, x.shape, kernel_size).view(g.dtype)
+
+
+def _pair_winner_masks(x):
+    """Per offset of a tiling 2x2 window, whether it is the window's winner, as ``_winners`` picks it, decided as a
+    tournament: each row's pair (the right element wins only if larger), then the rows' winners (the lower only if
+    larger), so ties go to the first row-major. Five passes where ``_winners`` makes a dozen (the gradient 25-45%
+    faster at W5's shapes, its step 4.7% in an in-process A/B). None where a window holds a NaN (torch's pick there
+    is the last NaN: ``_winners`` fixes it up)."""
+    a, b, c, d = _offset_planes(x, (2, 2)).reshape(4, -1)
+    right_above, right_below = np.greater(b, a), np.greater(d, c)
+    above, below = np.maximum(a, b), np.maximum(c, d)
+    if np.isnan(np.add.reduce(above) + np.add.reduce(below)):  # a NaN, or inf - inf: the general path decides
+        return None
+    lower = np.greater(below, above)
+    upper = np.logical_not(lower)
+    return upper & ~right_above, upper & right_above, lower & ~right_below, lower & right_below
 
 
 @NUMPY.register("tensor.max_pool2d_select")

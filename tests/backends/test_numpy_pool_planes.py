@@ -78,3 +78,24 @@ def test_offset_planes_round_trip_bit_for_bit():
         for j in range(2):
             np.testing.assert_array_equal(_bits(planes[i, j].reshape(2, 3, 2, 4)), _bits(x[:, :, i::3, j::2]))
     np.testing.assert_array_equal(_bits(lowering_conv._from_offset_planes(planes, x.shape, (3, 2))), _bits(x))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("shape", [(3, 4, 8, 8), (2, 3, 4, 6), (256, 16, 8, 8)])
+def test_a_2x2_gradient_without_nans_is_decided_by_the_pair_tournament_bit_for_bit(shape, dtype):
+    # ties (ReLU's zeros, rounded values), -0.0 against 0.0 and infinities, no NaN: the tournament decides, and the
+    # first largest of each window takes its cotangent
+    x = _input(shape, dtype, seed=shape[0])
+    x[np.isnan(x)] = np.inf
+    x.reshape(-1)[::7] = -0.0
+    g = np.random.default_rng(2).standard_normal(_windows(x, (2, 2)).shape[:4]).astype(dtype)
+    assert lowering_conv._pair_winner_masks(x) is not None
+    grad = lowering_conv.max_pool2d_grad(x, g, kernel_size=(2, 2), stride=(2, 2), padding=(0, 0))
+    np.testing.assert_array_equal(_bits(grad), _bits(_reference_grad(x, g, (2, 2))))
+
+
+def test_a_2x2_window_with_nans_leaves_the_tournament_for_torchs_last_nan():
+    x = np.array([[[[np.nan, 1.0], [np.nan, 2.0]]]], np.float32)  # torch's running maximum keeps the last NaN
+    assert lowering_conv._pair_winner_masks(x) is None
+    grad = lowering_conv.max_pool2d_grad(x, np.ones((1, 1, 1, 1), np.float32), kernel_size=(2, 2), stride=(2, 2), padding=(0, 0))
+    np.testing.assert_array_equal(grad, [[[[0, 0], [1, 0]]]])
