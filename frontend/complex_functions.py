@@ -185,7 +185,7 @@ def _tensor(function: Callable[..., Any]) -> Callable[..., Any]:
         if complex_dtype is None:  # requires_grad only when set: as_tensor takes none, as torch's
             return function(data, dtype=dtype, **({"requires_grad": True} if requires_grad else {}), **keyword)
         array = np.asarray(data) if array is None else array
-        parts = (function(np.ascontiguousarray(part), dtype=complex_dtype.to_real()) for part in (array.real, array.imag))
+        parts = (function(np.array(part, order="C"), dtype=complex_dtype.to_real()) for part in (array.real, array.imag))
         return _requiring_grad(ComplexTensor(*parts), requires_grad)
 
     return tensor

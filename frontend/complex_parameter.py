@@ -26,6 +26,7 @@ from kiln.frontend.complex_functions import view_as_complex
 from kiln.frontend.complex_tensor import SHAPE_METHODS, ComplexTensor
 from kiln.frontend.module import Buffer, Parameter
 from kiln.frontend.tensor import Tensor
+from kiln.frontend.torch_printoptions import printed
 from kiln.frontend.trace import located_error
 
 
@@ -46,6 +47,10 @@ class ComplexParameter(Parameter):
     def is_complex(self) -> bool:
         return True
 
+    def __repr__(self) -> str:
+        """torch's: ``Parameter containing:`` over the complex values (not the pairs kept)."""
+        return "Parameter containing:\n" + printed(self.complex_view().numpy(), self.requires_grad)
+
     @property
     def real(self) -> Tensor:
         return self.complex_view().real
@@ -62,6 +67,10 @@ class ComplexBuffer(ComplexParameter, Buffer):
 
     def __init__(self, data: Any):
         Buffer.__init__(self, real_pairs(data, "buffer"))
+
+    def __repr__(self) -> str:
+        """A plain complex tensor's, as torch's buffers are tensors."""
+        return printed(self.complex_view().numpy())
 
 
 def real_pairs(data: Any, holder: str) -> np.ndarray:

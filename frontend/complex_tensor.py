@@ -26,6 +26,7 @@ import numpy as np
 
 from kiln.compiler.ir.types import DType
 from kiln.frontend.tensor import Tensor
+from kiln.frontend.torch_printoptions import printed
 from kiln.frontend.trace import located_error
 
 Part = Any
@@ -366,14 +367,12 @@ class ComplexTensor(Tensor):
         return self.numpy().tolist()
 
     def __repr__(self) -> str:
+        """torch's text, digit for digit (``frontend/torch_tensor_text.py``); ``requires_grad=True`` for a leaf."""
         try:
-            body = np.array2string(self.numpy(), separator=", ", prefix="tensor(")
+            array = self.numpy()
         except Exception:  # traced parts have no values
             return f"ComplexTensor({self.type})"
-        from kiln.frontend.torch_dtypes import get_default_dtype
-
-        default = self.dtype is get_default_dtype().to_complex()  # torch names no dtype for the default's complex one
-        return f"tensor({body})" if default else f"tensor({body}, dtype={self.dtype})"
+        return printed(array, self.requires_grad and all(part.is_leaf for part in self._parts))
 
     # autograd ----------------------------------------------------------------------------------------------------
     def requires_grad_(self, requires_grad: bool = True) -> "ComplexTensor":

@@ -7,8 +7,9 @@ kiln.set_printoptions(sci_mode=True)                  # tensor([1.6803e-01, ...]
 kiln.set_printoptions(profile="default")              # PyTorch's defaults: precision 4, threshold 1000, edgeitems 3, linewidth 80
 ```
 
-Every real tensor prints as PyTorch's, digit for digit, under these options (``text_options``; the rules are in
-``frontend/torch_tensor_text.py``): ``tensor([ 1.5000,  2.2500, -3.0000])``, ``tensor(0.1235)``.
+Every tensor, real or complex, prints as PyTorch's, digit for digit, under these options (``text_options``; the rules
+are in ``frontend/torch_tensor_text.py``): ``tensor([ 1.5000,  2.2500, -3.0000])``, ``tensor(0.1235)``,
+``tensor([1.+2.j, 3.-1.j])``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from kiln.frontend.torch_tensor_text import TextOptions
+import numpy as np
+
+from kiln.frontend.torch_dtypes import get_default_dtype
+from kiln.frontend.torch_tensor_text import TextOptions, tensor_text
 
 _PROFILES = {"default": {"precision": 4, "threshold": 1000, "edgeitems": 3, "linewidth": 80},
              "short": {"precision": 2, "threshold": 1000, "edgeitems": 2, "linewidth": 80},
@@ -51,6 +55,12 @@ def text_options() -> TextOptions:
     """The options in force for PyTorch's text (``torch_tensor_text.py``), PyTorch's defaults for those not set."""
     given = {name: _options[name] for name in ("precision", "threshold", "edgeitems", "linewidth", "sci_mode") if name in _options}
     return TextOptions(**given)
+
+
+def printed(array: np.ndarray, requires_grad: bool = False) -> str:
+    """An eager tensor of ``array`` as PyTorch prints it under the options and default dtype in force (real or
+    complex; ``requires_grad=True`` for a leaf that requires grad)."""
+    return tensor_text(array, text_options(), get_default_dtype().numpy, requires_grad)
 
 
 __all__ = ["get_printoptions", "set_printoptions"]

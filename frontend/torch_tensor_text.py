@@ -12,12 +12,15 @@ digit: ``precision`` digits after the point for every element, or ``d.dddde+xx``
 magnitudes span more than 1000x, exceed 1e8 or fall below 1e-4; whole numbers as ``2.``; a tensor of more than
 ``threshold`` elements summarised by ``edgeitems`` at each end; rows wrapped at ``linewidth``; ``dtype=`` last, on a
 line of its own when it would overflow. Every value is formatted as the float64 it is exactly (half to float64 is exact).
+A complex tensor prints each element as ``real+imagj``, the real and the imaginary parts with a formatter each (their
+own notation and width): ``tensor([ 1.0000+2.5000e-05j, -3.0000-1.0000e+00j])``.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -41,9 +44,18 @@ class TextOptions:
     """True or False forces scientific or fixed notation; None lets the values decide."""
 
 
-def tensor_text(array: np.ndarray, options: TextOptions, default_dtype: np.dtype) -> str:
+class _Elements(Protocol):
+    """How every element of one tensor prints: ``format`` one value; ``width``, what a line counts per element."""
+
+    width: int
+
+    def format(self, value: object) -> str: ...
+
+
+def tensor_text(array: np.ndarray, options: TextOptions, default_dtype: np.dtype, requires_grad: bool = False) -> str:
     """``tensor([...], dtype=kiln.<dtype>)`` for ``array``; the dtype is left out when it is ``default_dtype`` (the
-    default float dtype), int64 or bool, as PyTorch leaves it out."""
+    default float dtype), its complex counterpart, int64 or bool, as PyTorch leaves it out. ``requires_grad`` adds
+    PyTorch's ``requires_grad=True`` (a leaf's), wrapped as the other suffixes are."""
     suffixes = []
     if array.size == 0:
         body = "[]"
@@ -55,9 +67,16 @@ def tensor_text(array: np.ndarray, options: TextOptions, default_dtype: np.dtype
         body = _body(array, len(PREFIX), options)
         if not options.edgeitems:
             suffixes.append(f"size={tuple(array.shape)}")
-        if array.dtype not in (default_dtype, np.dtype(np.int64), np.dtype(np.bool_)):
+        if array.dtype not in (default_dtype, _default_complex(default_dtype), np.dtype(np.int64), np.dtype(np.bool_)):
             suffixes.append(f"dtype=kiln.{array.dtype.name}")
+    if requires_grad:
+        suffixes.append("requires_grad=True")
     return _with_suffixes(PREFIX + body, suffixes, len(PREFIX), options.linewidth)
+
+
+def _default_complex(default_dtype: np.dtype) -> np.dtype:
+    """PyTorch's complex dtype that goes unnamed: complex128 beside a float64 default, else complex64."""
+    return np.dtype(np.complex128 if np.dtype(default_dtype) == np.float64 else np.complex64)
 
 
 def _with_suffixes(text: str, suffixes: list[str], indent: int, linewidth: int) -> str:
@@ -78,7 +97,11 @@ def _with_suffixes(text: str, suffixes: list[str], indent: int, linewidth: int) 
 
 def _body(array: np.ndarray, indent: int, options: TextOptions) -> str:
     summarize = array.size > options.threshold
-    formatter = _Formatter(_summarized(array, options.edgeitems) if summarize else array, options)
+    shown = _summarized(array, options.edgeitems) if summarize else array
+    if np.iscomplexobj(array):  # PyTorch formats the real and the imaginary parts each with its own formatter
+        formatter: _Elements = _ComplexFormatter(_Formatter(shown.real, options), _Formatter(shown.imag, options))
+    else:
+        formatter = _Formatter(shown, options)
     return _nested(array, indent, summarize, formatter, options)
 
 
@@ -94,7 +117,7 @@ def _summarized(array: np.ndarray, edgeitems: int) -> np.ndarray:
     return np.stack([_summarized(row, edgeitems) for row in rows])
 
 
-def _nested(array: np.ndarray, indent: int, summarize: bool, formatter: "_Formatter", options: TextOptions) -> str:
+def _nested(array: np.ndarray, indent: int, summarize: bool, formatter: _Elements, options: TextOptions) -> str:
     if array.ndim == 0:
         return formatter.format(array.item())
     if array.ndim == 1:
@@ -108,7 +131,7 @@ def _nested(array: np.ndarray, indent: int, summarize: bool, formatter: "_Format
     return "[" + ("," + "\n" * (array.ndim - 1) + " " * (indent + 1)).join(slices) + "]"
 
 
-def _vector(array: np.ndarray, indent: int, summarize: bool, formatter: "_Formatter", options: TextOptions) -> str:
+def _vector(array: np.ndarray, indent: int, summarize: bool, formatter: _Elements, options: TextOptions) -> str:
     edge = options.edgeitems
     if summarize and not edge:
         items = ["..."]
@@ -159,6 +182,20 @@ class _Formatter:
         else:
             text = f"{value:.{self.precision}f}"
         return text.rjust(self.width)
+
+
+class _ComplexFormatter:
+    """PyTorch's complex element: the real part padded to its formatter's width, then the imaginary part unpadded with
+    its sign (``+`` added unless it has one: ``1.5000-0.0000j``, ``1.+nanj``) and ``j``. ``width`` is what a line
+    counts per element: both parts' widths and the ``j``."""
+
+    def __init__(self, real: _Formatter, imag: _Formatter):
+        self.real, self.imag = real, imag
+        self.width = real.width + imag.width + 1
+
+    def format(self, value: complex) -> str:
+        imag = self.imag.format(value.imag).lstrip() + "j"
+        return self.real.format(value.real) + ("" if imag[0] in "+-" else "+") + imag
 
 
 __all__ = ["TextOptions", "tensor_text"]
