@@ -29,6 +29,7 @@ from kiln.frontend.shared_storage import is_shared
 from kiln.frontend.dynamic_ints import DynamicInt
 from kiln.frontend.tensor import Tensor, eager_tensor
 from kiln.frontend.torch_dtypes import get_default_dtype
+from kiln.frontend.torch_printoptions import printed
 from kiln.frontend.tensor_eager import array_protocol
 from kiln.frontend.torch_array import TorchArray, torch_array, traced_view, tracing
 from kiln.frontend.trace import TraceContext, step_capture
@@ -145,6 +146,7 @@ class Parameter(Tensor):
             return super().detach()
         detached = Parameter.__new__(Parameter)
         detached._data, detached.requires_grad = self.data, False
+        detached.__dict__["_detached"] = True  # a plain tensor to modules (not registered), as PyTorch's
         return detached
 
     def numpy(self) -> np.ndarray:
@@ -183,16 +185,14 @@ class Parameter(Tensor):
         return self
 
     def __repr__(self) -> str:
-        """torch's: ``Parameter containing:`` over the values (``print(model.fc.weight)``)."""
-        return "Parameter containing:\n" + _values_repr(self)
+        """torch's: ``Parameter containing:`` over the values (``print(model.fc.weight)``); a ``detach()`` prints as a
+        tensor."""
+        return _values_repr(self) if "_detached" in self.__dict__ else "Parameter containing:\n" + _values_repr(self)
 
 
 def _values_repr(tensor: Any) -> str:
     """A parameter's or buffer's values as a tensor prints them, ``requires_grad=True`` where it has it."""
-    from kiln.frontend.eager_values import eager_leaf  # lazily: the eager values build on the tensor
-
-    text = repr(eager_leaf(np.asarray(tensor.data)))
-    return f"{text[:-1]}, requires_grad=True)" if tensor.requires_grad else text
+    return printed(np.asarray(tensor.data), tensor.requires_grad)
 
 
 def _broadcasts_to(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:
@@ -242,8 +242,9 @@ def _assign_plain_tensor(module: "Module", name: str, buffer: "Buffer") -> None:
 
 def _registered(value: Any) -> bool:
     """Whether assigning ``value`` to a module's attribute registers it as a parameter: an ``nn.Parameter``, not a
-    tensor made with ``requires_grad=True`` (``GradLeaf``), as PyTorch's."""
-    return isinstance(value, Parameter) and not isinstance(value, GradLeaf)
+    tensor made with ``requires_grad=True`` (``GradLeaf``) nor a parameter's ``detach()`` (``self.ref =
+    lin.weight.detach()`` is a plain attribute, not in ``parameters()`` or ``state_dict``), as PyTorch's."""
+    return isinstance(value, Parameter) and not isinstance(value, GradLeaf) and "_detached" not in value.__dict__
 
 
 class AssignedBeforeInitError(KilnError, AttributeError):
