@@ -80,6 +80,8 @@ def _effective_dtype() -> DType | None:
 
 def innermost(device: str) -> Region | None:
     """The innermost region entered for ``device``, or None."""
+    if not _STATE.regions:  # outside every region (most calls): no generator to start
+        return None
     return next((region for region in reversed(_STATE.regions) if region.device == device), None)
 
 

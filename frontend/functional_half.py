@@ -21,6 +21,7 @@ import functools
 from typing import Any, Callable
 
 from kiln.compiler.ir.types import DType
+from kiln.frontend.autocast import region_enabled
 
 
 def opmath_dtype(dtype: DType) -> DType:
@@ -48,8 +49,6 @@ def bias_added_in_opmath(function: Callable[..., Any], input: Any, weight: Any, 
     """``function(input, weight, bias)``, a product plus its bias, rounded once in a CPU autocast region, as torch's
     addmm and convolution kernels add the bias in float32 before rounding; elsewhere each op rounds (a half model's
     product stays a half GEMM on CuPy, its bias a second kernel)."""
-    from kiln.frontend.autocast import region_enabled
-
     if region_enabled("cpu"):
         return in_opmath(function, input, weight, bias)
     return function(input, weight, bias)

@@ -20,6 +20,7 @@ is refused, and reading a non-leaf's ``.grad`` (never filled unless ``retain_gra
 
 from __future__ import annotations
 
+import functools
 import warnings
 from typing import Any
 
@@ -40,9 +41,7 @@ class ViewDetachError(TraceError, RuntimeError):
 def requires_grad_leaf(tensor: Any) -> bool:
     """Whether ``tensor`` is a leaf autograd differentiates by: a parameter that requires grad (not a buffer, not a
     frozen one), or an eager tensor marked by ``requires_grad_()`` (no op made it)."""
-    from kiln.frontend.module import Parameter  # lazily: the module builds on the tensor, which builds on this file
-
-    if isinstance(tensor, Parameter):
+    if isinstance(tensor, parameter_class()):
         return bool(tensor.requires_grad)
     value = tensor.__dict__.get("_value")
     return value is not None and value.producer is None and value in GRAD_TENSORS
@@ -124,10 +123,17 @@ def located(error_class: type[TraceError], message: str) -> TraceError:
 
 
 def _is_parameter(tensor: Any) -> bool:
+    return isinstance(tensor, parameter_class())
+
+
+@functools.cache
+def parameter_class() -> type:
+    """``Parameter``, imported on first use (the module builds on the tensor, which builds on this file) and kept: an
+    import statement in a function runs at every call (~0.3 µs), and every eager view op asks."""
     from kiln.frontend.module import Parameter
 
-    return isinstance(tensor, Parameter)
+    return Parameter
 
 
 __all__ = ["LeafInPlaceError", "ModifiedSinceForwardError", "NonLeafFlagError", "check_leaf_write", "check_non_leaf_flag", "leaf_write_error",
-           "located", "requires_grad_leaf", "view_base_to_record", "warn_non_leaf_grad"]
+           "located", "parameter_class", "requires_grad_leaf", "view_base_to_record", "warn_non_leaf_grad"]

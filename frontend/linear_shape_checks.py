@@ -16,9 +16,10 @@ class LinearShapeError(TraceError, RuntimeError):
 
 def check_linear_shapes(input: Tensor, weight: Tensor) -> None:  # noqa: A002  (torch's names)
     """Raise torch's error when a 2-D ``weight``'s in_features differ from ``input``'s last dim."""
-    if weight.ndim != 2 or input.ndim == 0:
+    input_shape, weight_shape = input.shape, weight.shape  # each a new Size: read once
+    if len(weight_shape) != 2 or len(input_shape) == 0:
         return
-    features, in_features = input.shape[-1], weight.shape[1]
+    features, in_features = input_shape[-1], weight_shape[1]
     if not isinstance(features, int) or not isinstance(in_features, int) or features == in_features:
         return
     rows = dim_product(tuple(input.shape[:-1]))

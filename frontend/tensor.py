@@ -32,13 +32,12 @@ from kiln.frontend.reshape_targets import resolved_reshape
 from kiln.frontend.matmul_shape_checks import check_bmm_shapes, check_matmul_shapes, check_mm_shapes
 from kiln.frontend.torch_keywords import accept_torch_keywords
 from kiln.frontend.tensor_type_call import TensorTypeCall
-from kiln.frontend.torch_printoptions import text_options
-from kiln.frontend.torch_tensor_text import tensor_text
+from kiln.frontend.torch_printoptions import printed
 from kiln.frontend.torch_size import Size
 from kiln.frontend.tensor_methods import TorchMethods, _flatten_args, _floating, _is_one
 from kiln.frontend.torch_array import traced_target
 from kiln.frontend.torch_dtypes import get_default_dtype, result_type
-from kiln.frontend.trace import TraceContext, called_from_user, located_error
+from kiln.frontend.trace import TraceContext, called_from_user, located_error, user_location
 from kiln.frontend.autocast import autocasts
 
 
@@ -111,7 +110,8 @@ class Tensor(EagerMethods, InPlaceMethods, TorchMethods, MathMethods, StrideMeth
         array = eager_array(self)
         if array is None:
             return f"Tensor({self.type})"
-        return tensor_text(array, text_options(), get_default_dtype().numpy)  # PyTorch's text, digit for digit
+        node = self.grad_fn
+        return printed(array, grad_fn=None if node is None else type(node).__name__)  # PyTorch's text, digit for digit
 
     # arithmetic -----------------------------------------------------------
     def __add__(self, other: Any) -> "Tensor":
@@ -397,7 +397,8 @@ class Tensor(EagerMethods, InPlaceMethods, TorchMethods, MathMethods, StrideMeth
 
     def sum(self, dim: int | tuple[int, ...] | None = None, keepdim: bool = False, *, dtype: Any = None) -> "Tensor":
         """A bool or integer tensor sums in int64, as PyTorch's (``pred.eq(target).sum()`` counts); ``dtype`` casts first."""
-        source = self.to(dtype) if dtype is not None else self.long() if self.dtype is not DType.i64 and not self.dtype.is_float else self
+        own = self.dtype
+        source = self.to(dtype) if dtype is not None else self.long() if own is not DType.i64 and not own.is_float else self
         return apply("tensor.reduce_sum", source, axes=dim, keepdims=keepdim)
 
     def mean(self, dim: int | tuple[int, ...] | None = None, keepdim: bool = False, *, dtype: Any = None) -> "Tensor":
@@ -631,6 +632,12 @@ def apply(op_name: str, *operands: Any, **attrs: Any) -> Any:
     """Emit ``op_name`` on tensors (numbers become constants of the tensors' dtype, a non-bool one first: the values'
     of ``where(mask, x, 0.5)``, not the mask's); returns Tensor(s)."""
     context = TraceContext.current()
+    if context.eager:
+        number_dtype = _plain_number_dtype(op_name, operands)
+        if number_dtype is not None:  # the common case: what the general path would do, without its steps
+            location = user_location(1)  # the user's line (past this frame), once for the op and its constants
+            values = _plain_values(context, operands, number_dtype, location)
+            return _tensors_of(context, op_name, operands, attrs, context.emit_values(op_name, values, attrs, location))
     if op_name in PROMOTING_OPS:
         operands = promoted(op_name, operands)
     if _has_constant(operands):
@@ -646,15 +653,79 @@ def apply(op_name: str, *operands: Any, **attrs: Any) -> Any:
         values = [o.value if "_stale" not in o.__dict__ else _checked_value(o) for o in operands]
     else:
         values = [to_value(context, o, None) for o in operands]
-    result = context.emit(op_name, *values, **attrs)
+    return _tensors_of(context, op_name, operands, attrs, context.emit(op_name, *values, **attrs))
+
+
+def _tensors_of(context: TraceContext, op_name: str, operands: tuple[Any, ...], attrs: dict[str, Any], result: Any) -> Any:
+    """The tensor (or tensors) of ``op_name``'s result: without a gradient under ``no_grad``, linked as a view of its
+    first operand where PyTorch's op makes one."""
     if not context.grad_enabled:
         result = tuple(map(context.without_gradient, result)) if isinstance(result, tuple) else context.without_gradient(result)
     if isinstance(result, tuple):
         return tuple([_tensor_of(r) for r in result])
-    tensor = _tensor_of(result)
+    tensor = _new_tensor(Tensor)  # _tensor_of, inline
+    tensor._value = result
     if op_name in VIEW_OPS and isinstance(operands[0], Tensor):
         link_view(tensor, operands[0], op_name, attrs)
     return tensor
+
+
+def _plain_number_dtype(op_name: str, operands: tuple[Any, ...]) -> Any:
+    """Whether ``apply``'s general path would only read the operands' values (and make its numbers constants): every
+    operand a tensor or a Python float or int, the tensors such that ``promoted`` leaves them alone (one floating
+    dtype), no number meeting a half tensor in ``mul``/``div``. Then the dtype ``_constant_dtype`` gives the numbers
+    (``_NO_NUMBERS`` where there are none); else None, and the general path judges."""
+    numbers = False
+    for operand in operands:
+        kind = type(operand)
+        if kind is float or kind is int:
+            numbers = True
+        elif kind is not Tensor and not isinstance(operand, Tensor):
+            return None  # an array, a bool, a complex or NumPy number, a symbolic dim...
+    if op_name in PROMOTING_OPS and not _promotes_nothing(op_name, operands):
+        return None
+    if not numbers:
+        return _NO_NUMBERS
+    dtype = _constant_dtype(operands)
+    return None if dtype.is_half and op_name in NUMBER_IN_FLOAT32_OPS else dtype
+
+
+_NO_NUMBERS = object()
+"""``_plain_number_dtype`` of tensors alone."""
+
+
+def _plain_values(context: TraceContext, operands: tuple[Any, ...], number_dtype: Any, location: Any) -> list[Value]:
+    """The values of operands ``_plain_number_dtype`` passed: the tensors' own, each number a constant (``to_value``'s)."""
+    if number_dtype is _NO_NUMBERS:
+        return [o.value if "_stale" not in o.__dict__ else _checked_value(o) for o in operands]
+    return [_number_value(context, o, number_dtype, location) if type(o) is float or type(o) is int else
+            o.value if "_stale" not in o.__dict__ else _checked_value(o) for o in operands]
+
+
+def _promotes_nothing(op_name: str, operands: tuple[Any, ...]) -> bool:
+    """``promoted``'s common case, with no array among ``operands``: its tensors (past ``where``'s condition) share one
+    floating dtype, which is the target whatever the numbers are."""
+    dtype = None
+    for operand in operands[1:] if op_name == "tensor.where" else operands:
+        kind = type(operand)
+        if kind is float or kind is int:
+            continue
+        operand_dtype = operand._value.type.dtype if kind is Tensor else operand.dtype  # Tensor.dtype, inline
+        if dtype is None:
+            dtype = operand_dtype
+            if dtype not in _FLOATING:
+                return False
+        elif operand_dtype is not dtype:
+            return False
+    return dtype is not None
+
+
+def _number_value(context: TraceContext, number: float | int, dtype: DType, location: Any) -> Value:
+    """``to_value`` of a Python float or int in ``dtype``: a constant, eagerly run at once, made at ``location``."""
+    array = np.asarray(number)
+    if array.dtype.kind not in "fiub":  # an int past int64: to_value says what it makes of it
+        return to_value(context, number, dtype)
+    return context.emit_constant(array.astype(dtype.numpy), location)
 
 
 def _checked_value(tensor: Tensor) -> Value:

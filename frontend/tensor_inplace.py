@@ -45,7 +45,7 @@ import numpy as np
 from kiln.compiler.errors import TraceError
 from kiln.frontend.eager_values import ARRAYS, GRAD_TENSORS, count_update, eager_leaf
 from kiln.frontend.inplace_history import without_history
-from kiln.frontend.inplace_leaf_checks import check_leaf_write, located, view_base_to_record
+from kiln.frontend.inplace_leaf_checks import check_leaf_write, located, parameter_class, view_base_to_record
 from kiln.frontend.parameter_versions import record_replaced
 from kiln.frontend.shared_storage import land_in_storage, view_in_storage
 from kiln.frontend.tensor_methods import _is_one
@@ -72,8 +72,6 @@ def link_view(view: Any, base: Any, op: str | None = None, attrs: dict[str, Any]
     """Record that ``view`` (a result of a ``VIEW_OPS`` op, ``op(base, **attrs)``) shares ``base``'s storage in PyTorch
     (not where torch's op copies: ``view_writes.record_view``). Views of a parameter share one family with no members:
     every ``Linear`` forward takes one (``weight.T``)."""
-    from kiln.frontend.module import Parameter
-
     if op is not None and not record_view(view, base, op, attrs or {}):
         return
     leaf = view_base_to_record(view, base)
@@ -81,7 +79,7 @@ def link_view(view: Any, base: Any, op: str | None = None, attrs: dict[str, Any]
         view._view_base = leaf  # a write through the view is checked as PyTorch's (inplace_leaf_checks.py)
     family = base.__dict__.get("_family")
     if family is None:
-        if isinstance(base, Parameter):
+        if isinstance(base, parameter_class()):
             view._family = _PARAMETER_VIEWS
             return
         family = base._family = ViewFamily()

@@ -9,6 +9,7 @@ the data (``nonzero``, ``masked_select``) cannot be traced: they raise an error 
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -28,7 +29,9 @@ def _apply(*args: Any, **attrs: Any) -> Any:
     return apply(*args, **attrs)
 
 
+@functools.cache
 def _tensor_class() -> type:
+    """``Tensor``, imported on first use (it builds on these methods) and kept: an import statement runs at each call."""
     from kiln.frontend.tensor import Tensor
 
     return Tensor
@@ -427,14 +430,15 @@ def _flatten_args(args: tuple[Any, ...]) -> tuple[Any, ...]:
     traced, ``kiln.compile`` specializes on it)."""
     if len(args) == 1 and isinstance(args[0], (tuple, list)):
         args = tuple(args[0])
-    return tuple([_index(item) for item in args])
+    for item in args:
+        if type(item) is not int:
+            return tuple([_index(item) for item in args])
+    return tuple(args)  # plain ints (most calls): as they are
 
 
 def _index(item: Any) -> Any:
     """A tensor as its int (``operator.index``: its one integer value); anything else as it is."""
-    from kiln.frontend.tensor import Tensor  # lazily: the tensor builds on these methods
-
-    return item.__index__() if isinstance(item, Tensor) else item
+    return item.__index__() if isinstance(item, _tensor_class()) else item
 
 
 def _flat_gather(x: Any, axis: int, index: Any) -> Any:

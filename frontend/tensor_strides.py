@@ -151,14 +151,23 @@ _STRIDE_RULES = {"tensor.transpose": _transposed, "tensor.squeeze": _squeezed, "
 
 def reshape_layout(base: Layout | str, old: tuple[Any, ...], new: tuple[Any, ...]) -> Layout | str:
     """The layout of ``reshape(new)`` when PyTorch makes it a view, else ``NOT_A_VIEW`` (torch's ``computeStride``)."""
-    if base == UNKNOWN:
-        return UNKNOWN
-    if base[0] is None:
-        return (None, base[1])  # a row-major tensor reshapes to a row-major view
+    shapeless = shapeless_reshape_layout(base)
+    if shapeless is not None:
+        return shapeless
     if not all(isinstance(d, int) for d in old + new):
         return UNKNOWN
     strides = compute_stride(old, base[0], new)
     return NOT_A_VIEW if strides is None else (strides, base[1])
+
+
+def shapeless_reshape_layout(base: Layout | str) -> Layout | str | None:
+    """``reshape_layout``'s answer where it reads no shape (the base's layout is unknown, or row-major), else None: an
+    eager reshape of a fresh tensor then builds neither shape."""
+    if base == UNKNOWN:
+        return UNKNOWN
+    if base[0] is None:
+        return (None, base[1])  # a row-major tensor reshapes to a row-major view
+    return None
 
 
 def compute_stride(old: tuple[int, ...], old_strides: tuple[int, ...], new: tuple[int, ...]) -> tuple[int, ...] | None:

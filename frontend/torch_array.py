@@ -381,7 +381,7 @@ def tensor_operand(value: Any) -> Any:
 def plain(array: Any) -> Any:
     """A ``TorchArray`` as a plain ndarray view (the same memory), for compiled code: NumPy wraps every result of a
     subclass in the subclass, which costs microseconds an op; anything else as it is."""
-    return array.view(np.ndarray) if type(array) in _OWNED else array
+    return np.ndarray.view(array, np.ndarray) if type(array) in _OWNED else array  # (not TorchArray.view's shape parsing)
 
 
 __all__ = ["TorchArray", "TracedData", "plain", "shared_parameter", "tensor_operand", "torch_array", "traced_view", "tracing"]

@@ -57,10 +57,10 @@ def text_options() -> TextOptions:
     return TextOptions(**given)
 
 
-def printed(array: np.ndarray, requires_grad: bool = False) -> str:
+def printed(array: np.ndarray, requires_grad: bool = False, grad_fn: str | None = None) -> str:
     """An eager tensor of ``array`` as PyTorch prints it under the options and default dtype in force (real or
-    complex; ``requires_grad=True`` for a leaf that requires grad)."""
-    return tensor_text(array, text_options(), get_default_dtype().numpy, requires_grad)
+    complex; ``requires_grad=True`` for a leaf that requires grad, ``grad_fn=<MulBackward0>`` for a result)."""
+    return tensor_text(array, text_options(), get_default_dtype().numpy, requires_grad, grad_fn)
 
 
 __all__ = ["get_printoptions", "set_printoptions"]

@@ -26,6 +26,8 @@ class Size(tuple):
 
     def __new__(cls, dims: Any = ()) -> "Size":
         """The dims, a name as a ``SymbolicDim`` (its product with an int is the product dim, as torch's SymInt)."""
+        if type(dims) is tuple and str not in map(type, dims):  # no name (x.shape of a static type): as they are
+            return tuple.__new__(cls, dims)
         return tuple.__new__(cls, (symbolic(dim) for dim in dims))
 
     def __getitem__(self, index: SupportsIndex | slice) -> Any:  # type: ignore[override]

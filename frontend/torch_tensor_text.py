@@ -52,10 +52,12 @@ class _Elements(Protocol):
     def format(self, value: object) -> str: ...
 
 
-def tensor_text(array: np.ndarray, options: TextOptions, default_dtype: np.dtype, requires_grad: bool = False) -> str:
+def tensor_text(array: np.ndarray, options: TextOptions, default_dtype: np.dtype, requires_grad: bool = False,
+                grad_fn: str | None = None) -> str:
     """``tensor([...], dtype=kiln.<dtype>)`` for ``array``; the dtype is left out when it is ``default_dtype`` (the
-    default float dtype), its complex counterpart, int64 or bool, as PyTorch leaves it out. ``requires_grad`` adds
-    PyTorch's ``requires_grad=True`` (a leaf's), wrapped as the other suffixes are."""
+    default float dtype), its complex counterpart, int64 or bool, as PyTorch leaves it out. ``grad_fn`` (the name of
+    the node that made it) adds PyTorch's ``grad_fn=<MulBackward0>``, else ``requires_grad`` its
+    ``requires_grad=True`` (a leaf's), wrapped as the other suffixes are."""
     suffixes = []
     if array.size == 0:
         body = "[]"
@@ -69,7 +71,9 @@ def tensor_text(array: np.ndarray, options: TextOptions, default_dtype: np.dtype
             suffixes.append(f"size={tuple(array.shape)}")
         if array.dtype not in (default_dtype, _default_complex(default_dtype), np.dtype(np.int64), np.dtype(np.bool_)):
             suffixes.append(f"dtype=kiln.{array.dtype.name}")
-    if requires_grad:
+    if grad_fn is not None:
+        suffixes.append(f"grad_fn=<{grad_fn}>")
+    elif requires_grad:
         suffixes.append("requires_grad=True")
     return _with_suffixes(PREFIX + body, suffixes, len(PREFIX), options.linewidth)
 

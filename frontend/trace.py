@@ -246,15 +246,29 @@ def refuse_in_step(what: str, instead: str) -> None:
                             f"act once, not at every call; {instead}")
 
 
-def user_location() -> SourceLocation | None:
-    """The innermost stack frame outside kiln itself: the user's line that made this op."""
-    frame = sys._getframe(1)
+def user_location(skip: int = 0) -> SourceLocation | None:
+    """The innermost stack frame outside kiln itself: the user's line that made this op. ``skip``: how many frames
+    above the caller's are kiln's for certain (``apply``'s own), passed over without a look: each frame looked at costs
+    ~0.1 µs (built as a Python object first, then asked for its file), and eager mode asks at every op."""
+    frame = sys._getframe(1 + skip)
+    inside_by_file = _INSIDE_BY_FILE
     while frame is not None:
         code = frame.f_code
-        if not _code_inside_kiln(code.co_filename):
-            return _source_location(code.co_filename, frame.f_lineno, code.co_name)
+        filename = code.co_filename
+        inside = inside_by_file.get(filename)
+        if inside is None:
+            inside = _code_inside_kiln(filename)
+            if len(inside_by_file) < 4096:
+                inside_by_file[filename] = inside
+        if not inside:
+            return _source_location(filename, frame.f_lineno, code.co_name)
         frame = frame.f_back
     return None
+
+
+_INSIDE_BY_FILE: dict[str, bool] = {}
+"""``_code_inside_kiln`` per file name, as a plain dict: the walk asks it at every frame of every eager op, and a dict
+lookup is half the cost of the cached function's call."""
 
 
 def user_stacklevel() -> int:

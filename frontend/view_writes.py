@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 
 from kiln.compiler.errors import TraceError
 from kiln.frontend.inplace_leaf_checks import located, writes_a_grad_leaf
-from kiln.frontend.tensor_strides import NOT_A_VIEW, UNKNOWN, layout, overlapping, reshape_layout
+from kiln.frontend.tensor_strides import NOT_A_VIEW, UNKNOWN, layout, overlapping, reshape_layout, shapeless_reshape_layout
 from kiln.frontend.trace import TraceContext, located_error
 
 UNIFORM_WRITES = frozenset({"fill_", "zero_"})
@@ -48,7 +48,10 @@ def record_view(view: Any, base: Any, op: str, attrs: dict[str, Any]) -> bool:
     if op == "tensor.broadcast_to":
         return True  # linked, not followed: kiln broadcasts for its own fresh tensors too (new_full); see expanded_view
     if op == "tensor.reshape":
-        found = reshape_layout(layout(base), tuple(base.shape), tuple(view.shape))
+        base_layout = layout(base)
+        found = shapeless_reshape_layout(base_layout)
+        if found is None:
+            found = reshape_layout(base_layout, tuple(base.shape), tuple(view.shape))
         if found == NOT_A_VIEW:
             view._reshape_copied = True
             return False

@@ -17,9 +17,13 @@ one-op graph compiled once per op signature and cached. An op seen before
 builder and its shape rule: the first sighting ran them, raised any error,
 and left its result types and function to reuse. A constant (each Python
 number an op meets: ``x * 2.0``) is typed by its array, with no builder either
-(``_emit_constant``). The op's results keep their arrays (``frontend/eager_values.py``) and a link to the op, which
-links to its operands: that chain is the autograd graph, freed with the
-tensors that hold it, as PyTorch's. Nothing is kept in a global tape.
+(``_emit_constant``). ``apply``'s common case (fresh tensors and Python
+numbers needing no promotion) comes in through ``emit_values`` and
+``emit_constant`` with the user's line already found: one stack walk for the
+op and its constants. The op's results keep their arrays
+(``frontend/eager_values.py``) and a link to the op, which links to its
+operands: that chain is the autograd graph, freed with the tensors that hold
+it, as PyTorch's. Nothing is kept in a global tape.
 
 ``loss.backward()`` rebuilds the chain as one graph, differentiates it with
 the autodiff pass and runs the compiled result (``runtime/eager_backward.py``).
@@ -31,7 +35,7 @@ debugging and notebooks.
 from __future__ import annotations
 
 import threading
-from typing import Any, Hashable
+from typing import Any, Hashable, Sequence
 
 import numpy as np
 
@@ -41,10 +45,12 @@ from kiln.compiler.ir.core import Graph, Op, Value
 from kiln.compiler.ir.types import DType, TensorType
 from kiln.compiler.passes.cse import hashable_attr
 from kiln.frontend import init
-from kiln.frontend.eager_values import ARRAYS, FROZEN_READS, PARAMETERS, array_type, updates
+from kiln.frontend.eager_values import ARRAYS, FROZEN_READS, PARAMETERS, array_type, eager_leaf, updates
+from kiln.frontend.grad_mode import no_grad
 from kiln.frontend.module import Parameter
+from kiln.frontend.tensor import Tensor
 from kiln.frontend.torch_array import plain
-from kiln.frontend.trace import TraceContext, located_error, user_location
+from kiln.frontend.trace import SourceLocation, TraceContext, located_error, user_location
 from kiln.frontend.version_counter import WRITES_RUNNING
 from kiln.runtime.executable import Executable
 from kiln.runtime.profiler_recorder import RECORDING
@@ -67,6 +73,27 @@ class EagerContext(TraceContext):
             pack_saved(self.grad_enabled, result)
         return result
 
+    def emit_values(self, name: str, operands: list[Value], attrs: dict[str, Any], location: SourceLocation | None) -> Any:
+        """``emit(name, *operands, **attrs)`` from ``apply``'s common case, which found the user's ``location`` (the
+        line ``emit`` would find): an op seen before, with no profiler, in-place write or saved-tensor hooks running,
+        is built and run here, without packing the arguments again; the rest goes through ``emit``."""
+        if RECORDING.recorder is not None or WRITES_RUNNING or SAVED_HOOKS or name == "tensor.constant":
+            return self.emit(name, *operands, **attrs)
+        arrays = _arrays_of(name, operands)
+        key = known_signature(name, attrs, operands)
+        known = _KNOWN.get(key) if key is not None else None
+        if known is None:
+            return self.emit(name, *operands, **attrs)
+        return self._run_known(name, operands, arrays, known, location)
+
+    def emit_constant(self, array: np.ndarray, location: SourceLocation | None) -> Value:
+        """``emit("tensor.constant", value=array)`` (the constant a Python number an eager op meets becomes) where the
+        user's ``location`` is known."""
+        attrs = {"value": array}
+        if RECORDING.recorder is not None or WRITES_RUNNING or SAVED_HOOKS or not _plain_constant(attrs):
+            return self.emit("tensor.constant", **attrs)
+        return self._constant(attrs, location)
+
     def _run(self, name: str, operands: tuple[Value, ...], attrs: dict[str, Any]) -> Any:
         """Run op ``name`` at once; its result (or results)."""
         if RECORDING.recorder is not None and not RECORDING.recorder.inside_eager_op():  # kiln.profiler: one event
@@ -75,18 +102,18 @@ class EagerContext(TraceContext):
             constant = self._emit_constant(attrs)
             if constant is not None:
                 return constant
-        arrays = []
-        for value in operands:
-            array = ARRAYS.get(value)
-            if array is None:
-                raise _traced_operand_error(name)
-            arrays.append(array)
+        arrays = _arrays_of(name, operands)
         key = known_signature(name, attrs, operands)
         known = _KNOWN.get(key) if key is not None else None
         if known is None:
             return self._emit_first(name, key, operands, arrays, attrs)
-        full_attrs, result_types, executable = known  # seen before: its shape rule passed and gives these types
-        location = user_location()
+        return self._run_known(name, operands, arrays, known, user_location())
+
+    def _run_known(self, name: str, operands: Sequence[Value], arrays: list[np.ndarray],
+                   known: tuple[dict[str, Any], tuple[TensorType, ...], Executable], location: SourceLocation | None) -> Any:
+        """Run an op seen before (its shape rule passed then and gives these types, its function is compiled), made
+        at the user's ``location``."""
+        full_attrs, result_types, executable = known
         builder = self.builder
         builder.location = location.short if location else None
         return _run_detached(_detached_op(name, operands, result_types, full_attrs, builder), executable, arrays)
@@ -95,13 +122,13 @@ class EagerContext(TraceContext):
         """A constant (each Python number an eager op meets is one) built as the builder builds it: one
         ``tensor.constant`` op holding the array, typed as the array; None where the builder must judge (an attribute
         other than one ndarray ``value``, a dtype kiln lacks: its error names the user's line)."""
-        array = attrs.get("value")
-        if len(attrs) != 1 or type(array) is not np.ndarray or array.dtype not in _KILN_NUMPY_DTYPES:
-            return None
-        location = user_location()
-        self.builder.location = location.short if location else None
-        op = Op("tensor.constant", (), (array_type(array),), attrs, self.builder.location, self.builder.region)
-        return _run_detached(op, None, [])
+        return self._constant(attrs, user_location()) if _plain_constant(attrs) else None
+
+    def _constant(self, attrs: dict[str, Any], location: SourceLocation | None) -> Value:
+        """The constant of ``attrs`` that ``_plain_constant`` passed, made at ``location`` and run."""
+        builder = self.builder
+        builder.location = location.short if location else None
+        return _run_detached(_detached_op("tensor.constant", (), (array_type(attrs["value"]),), attrs, builder), None, [])
 
     def _emit_first(self, name: str, key: Hashable | None, operands: tuple[Value, ...], arrays: list[np.ndarray],
                     attrs: dict[str, Any]) -> Any:
@@ -140,8 +167,10 @@ class EagerContext(TraceContext):
         return self.value_of(parameter)  # buffer updates are written at once (update_buffer)
 
     def update_buffer(self, buffer: Parameter, value: Value) -> None:
-        """A buffer's new value (BatchNorm's running statistics in training mode) is written now, as PyTorch's."""
-        np.copyto(buffer.data, ARRAYS[value], casting="same_kind")
+        """A buffer's new value (BatchNorm's running statistics in training mode) is written now, as PyTorch's; the
+        buffer may be a plain tensor standing in for one (``functional_call`` keeps a tensor whose storage no
+        ``Buffer`` can share, an ``expand``ed or read-only one, as it is)."""
+        write_in_place(buffer, ARRAYS[value])
 
     def random_seed(self) -> tuple[Value, int]:
         """A fresh seed per random op, drawn from kiln's generator (``kiln.manual_seed`` makes eager dropout repeat)."""
@@ -150,8 +179,35 @@ class EagerContext(TraceContext):
         return seed, 0
 
 
+def write_in_place(target: Tensor, array: np.ndarray) -> None:
+    """``array`` written into ``target`` as PyTorch's in-place update of a buffer: a parameter's or buffer's own array
+    (a tensor ``detach()`` gave is one too), or a plain eager tensor through ``copy_``, outside autograd."""
+    if isinstance(target, Parameter):
+        np.copyto(target.data, array, casting="same_kind")
+        return
+    with no_grad():
+        target.copy_(eager_leaf(array))
+
+
 _SEED_TYPE = TensorType((), DType.i64)
 _KILN_NUMPY_DTYPES = frozenset(dtype.numpy for dtype in DType)
+
+
+def _plain_constant(attrs: dict[str, Any]) -> bool:
+    """Whether a ``tensor.constant``'s ``attrs`` are one ndarray ``value`` of a dtype kiln has (typed by the array)."""
+    array = attrs.get("value")
+    return len(attrs) == 1 and type(array) is np.ndarray and array.dtype in _KILN_NUMPY_DTYPES
+
+
+def _arrays_of(name: str, operands: Sequence[Value]) -> list[np.ndarray]:
+    """The operands' arrays; an operand without one (a traced tensor kept past its trace) is an error."""
+    arrays = []
+    for value in operands:
+        array = ARRAYS.get(value)
+        if array is None:
+            raise _traced_operand_error(name)
+        arrays.append(array)
+    return arrays
 
 
 def _traced_operand_error(name: str) -> Exception:
@@ -159,14 +215,17 @@ def _traced_operand_error(name: str) -> Exception:
                          "the traced function (kiln.compile) instead of keeping it")
 
 
-def _detached_op(name: str, operands: tuple[Value, ...], result_types: tuple[TensorType, ...], attrs: dict[str, Any],
+def _detached_op(name: str, operands: Sequence[Value], result_types: tuple[TensorType, ...], attrs: dict[str, Any],
                  builder: Builder) -> Op:
     """The op ``Op(name, (), result_types, attrs, ...)`` builds, its operands set without uses (the graph keeps
     nothing, as ``_emit_first`` leaves it); built slot by slot: a known op skips ``Op.__init__``'s operand walk."""
     op = Op.__new__(Op)
     op.name, op.operands, op.attrs = name, list(operands), dict(attrs)
     op.location, op.region = builder.location, builder.region
-    op.results = [Value(result_type, op, index) for index, result_type in enumerate(result_types)]
+    if len(result_types) == 1:  # most ops: no comprehension to run
+        op.results = [Value(result_types[0], op, 0)]
+    else:
+        op.results = [Value(result_type, op, index) for index, result_type in enumerate(result_types)]
     return op
 
 
@@ -332,4 +391,5 @@ def install() -> None:
     TraceContext.fallback = eager_context
 
 
-__all__ = ["EagerContext", "constant_leaf", "eager_context", "executable_of", "install", "known_signature", "op_signature", "run_op"]
+__all__ = ["EagerContext", "constant_leaf", "eager_context", "executable_of", "install", "known_signature", "op_signature", "run_op",
+           "write_in_place"]

@@ -45,7 +45,7 @@ from kiln.frontend.tensor import Tensor, to_value
 from kiln.frontend.trace import TraceContext, as_value, located_error
 from kiln.runtime.pytree import Structure, flatten, unflatten
 from kiln.runtime.eager_transforms import on_eager_tensors
-from kiln.runtime.traced_transform import Compiled, TracedTransform
+from kiln.runtime.traced_transform import Compiled, TracedTransform, writes_suppressed
 
 
 @dataclass
@@ -75,6 +75,14 @@ def trace_fn(fn: Callable[..., Any], primals: Sequence[Any], has_aux: bool, who:
     # the caller's handles stay valid after a vjp_fn call expands the composite (without a VJP rule) that made one
     outputs = [Tensor(alias(builder, as_value(output, f"{who}: fn's result"))) for output in outputs]
     return Traced(aliases, structure, outputs, output_structure, aux)
+
+
+def replay_fn(fn: Callable[..., Any], primals: Sequence[Any], has_aux: bool, who: str) -> Traced:
+    """``fn`` traced again for its pullback (``vjp_fn`` recomputes the forward it walks back through): the in-place
+    writes ``fn`` records there (BatchNorm's running statistics) were made by the forward already, so they are
+    dropped, and land once, as torch's (its ``vjp_fn`` reuses the forward's graph and runs no forward)."""
+    with writes_suppressed():
+        return trace_fn(fn, primals, has_aux, who)
 
 
 def _primal(leaf: Any, index: int, who: str) -> Tensor:
@@ -153,7 +161,7 @@ def _pulled(traced: Traced, cotangents: Any, who: str) -> tuple[Any, ...]:
 def trace_vjp(fn: Callable[..., Any], primals: Sequence[Any], has_aux: bool) -> Any:
     traced = trace_fn(fn, primals, has_aux, "kiln.vjp")
     outputs = unflatten(traced.output_structure, traced.outputs)
-    vjp_fn = vjp_function(traced, retrace=lambda: trace_fn(fn, primals, has_aux, "kiln.vjp"))
+    vjp_fn = vjp_function(traced, retrace=lambda: replay_fn(fn, primals, has_aux, "kiln.vjp"))
     return (outputs, vjp_fn) + ((traced.aux,) if has_aux else ())
 
 
@@ -199,7 +207,7 @@ def _forward(transform: _Transform, *primals: Any) -> Any:
 
 
 def _pullback(transform: _Transform, primals: tuple[Any, ...], cotangents: Any) -> tuple[Any, ...]:
-    return vjp_function(trace_fn(transform.fn, primals, transform.has_aux, "kiln.vjp"))(cotangents)
+    return vjp_function(replay_fn(transform.fn, primals, transform.has_aux, "kiln.vjp"))(cotangents)
 
 
 def _pushforward(transform: _Transform, primals: tuple[Any, ...], tangents: tuple[Any, ...]) -> Any:

@@ -143,11 +143,15 @@ def _float_leaves(args: Sequence[Any], index: int) -> list[Tensor]:
 
 
 def output_types(fn: Callable[..., Any], args: Sequence[Any], who: str = "kiln.jacrev") -> tuple[list[TensorType], Structure]:
-    """The types of ``fn(*args)``'s results and their nesting, from a trace into a scratch graph (then dropped)."""
+    """The types of ``fn(*args)``'s results and their nesting, from a trace into a scratch graph (then dropped).
+    Every tensor of ``args``, nested ones too (``functional_call``'s buffers dict), is a fresh input of the scratch
+    graph: an in-place write ``fn`` makes there (BatchNorm's running statistics) rebinds that stand-in, never the
+    caller's tensor, which would otherwise hold a value of the dropped graph."""
     probe = inner_context(TraceContext.current(), "probe")
+    given, given_structure = flatten(tuple(args))
     with probe:
-        inputs = [Tensor(probe.graph.add_input(arg.type)) if isinstance(arg, Tensor) else arg for arg in args]
-        leaves, structure = flatten(fn(*inputs))
+        inputs = [Tensor(probe.graph.add_input(arg.type)) if isinstance(arg, Tensor) else arg for arg in given]
+        leaves, structure = flatten(fn(*unflatten(given_structure, inputs)))
     detach(probe.graph)
     for leaf in leaves:
         if not isinstance(leaf, Tensor) or not leaf.dtype.is_float or not leaf.type.is_static:

@@ -35,7 +35,7 @@ from kiln.runtime.eager_jacobian import jacobian_with_aux
 from kiln.runtime.forward_mode import jvp as _jvp, vjp as _vjp
 from kiln.runtime.grad import GradFunction, grad as _grad, value_and_grad as _value_and_grad
 from kiln.runtime.jacobian import hessian as _hessian, jacfwd as _jacfwd, jacrev as _jacrev
-from kiln.runtime.traced_transform import Compiled, TracedTransform, writes_suppressed
+from kiln.runtime.traced_transform import Compiled, TracedTransform
 from kiln.runtime.vmap import TORCH_SPELLING, VmapFunction
 
 
@@ -188,15 +188,8 @@ def hessian(func: Callable[..., Any], argnums: int | Sequence[int] = 0) -> Calla
 
 def vjp(func: Callable[..., Any], *primals: Any, has_aux: bool = False) -> Any:
     """``(func(*primals), vjp_fn)``; ``vjp_fn`` evaluates ``func`` again (its pullback is traced from it), whose
-    in-place writes, already made by the first evaluation, it drops."""
-    result = _vjp(func, *primals, has_aux=has_aux)
-    pullback = result[1]
-
-    def vjp_fn(*cotangents: Any) -> Any:
-        with writes_suppressed():
-            return pullback(*cotangents)
-
-    return (result[0], vjp_fn) + tuple(result[2:])
+    in-place writes, already made by the first evaluation, it drops (``runtime/forward_mode.py``'s ``replay_fn``)."""
+    return _vjp(func, *primals, has_aux=has_aux)
 
 
 def jvp(func: Callable[..., Any], primals: Any, tangents: Any, *, strict: bool = False, has_aux: bool = False) -> Any:

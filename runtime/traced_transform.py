@@ -26,11 +26,11 @@ from kiln.compiler.errors import KilnError
 from kiln.compiler.ir.core import Value
 from kiln.compiler.ir.types import DType
 from kiln.frontend.autocast import autocast_signature
-from kiln.frontend.eager_values import eager_leaf
 from kiln.frontend.grad_mode import no_grad
 from kiln.frontend.module import Parameter
 from kiln.frontend.tensor import Tensor
 from kiln.frontend.trace import TensorSpec, TraceContext, located_error, trace_context
+from kiln.runtime.eager import write_in_place
 from kiln.runtime.eager_transform_replay import needs_chain, replayed_transform
 from kiln.runtime.eager_transforms import as_eager, on_eager_tensors
 from kiln.runtime.executable import Executable
@@ -51,12 +51,19 @@ _SUPPRESSED = threading.local()
 @contextmanager
 def writes_suppressed() -> Iterator[None]:
     """Transforms run inside drop their functions' in-place writes: a second evaluation of a function whose writes
-    already landed (``vjp``'s pullback replays the forward; ``linearize``'s ``jvp_fn``) must not update them again."""
+    already landed (``vjp``'s pullback replays the forward; ``linearize``'s ``jvp_fn``) must not update them again.
+    Run on eager tensors, nothing is written back (``write_back``); traced (the pullback mapped by ``vmap``, as
+    torch's ``jacrev`` maps it, or called inside ``kiln.compile``), the buffer updates recorded meanwhile in the trace
+    being built are dropped, so the enclosing transform does not write them either."""
+    updates = TraceContext.current().buffer_updates if TraceContext.active() else {}
+    before = dict(updates)
     _SUPPRESSED.depth = getattr(_SUPPRESSED, "depth", 0) + 1
     try:
         yield
     finally:
         _SUPPRESSED.depth -= 1
+        updates.clear()
+        updates.update(before)
 
 
 class TracedTransform:
@@ -184,8 +191,5 @@ def write_back(writes: Writes, leaves: Sequence[Any], parameters: Sequence[Any])
     with no_grad():
         for key, new in writes.items():
             target = leaves[key] if key < len(leaves) else parameters[key - len(leaves)]
-            array = new.detach().numpy() if isinstance(new, Tensor) else np.asarray(new)
-            if isinstance(target, Parameter):  # a buffer, or a tensor detach() gave: its array, in place
-                np.copyto(target.data, array, casting="same_kind")
-            elif isinstance(target, Tensor):
-                target.copy_(eager_leaf(array))
+            if isinstance(target, Tensor):
+                write_in_place(target, new.detach().numpy() if isinstance(new, Tensor) else np.asarray(new))
