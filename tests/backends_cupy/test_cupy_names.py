@@ -20,6 +20,7 @@ NUMPY_BACKEND = pathlib.Path(__file__).resolve().parents[2] / "backends" / "nump
 REPLACED_ON_THE_DEVICE = {
     "frompyfunc": "tensor.erf without SciPy: the CuPy table uses cupyx.scipy.special.erf",
     "random.Philox": "tensor.random_uniform: the CuPy table draws with backends/cupy/philox.py",
+    "errstate": "NumPy's warning switches around a substitution: on the device a host no-op (CuPy's kernels never warn)",
 }
 
 
