@@ -299,8 +299,10 @@ def test_unet3d_dice_compiled_step_as_torch(float64_default):
 def test_unet3d_float32_as_torch():
     ours, theirs = run_in_lockstep(build_unet(), train_unet3d(epochs=1))
     assert ours["logits"].dtype == np.float32
-    # float32 Adam steps of weights whose gradient is small against its rounding differ by up to ~1e-2 of lr
-    looser = {"/state/": dict(rtol=2e-5, atol=1e-4),
+    # float32 Adam steps of weights whose gradient is small against its rounding differ by a few percent of lr (5e-3):
+    # one element of 3,456 moved from 2.0% to 2.2% of lr when the convolution GEMMs changed orientation (the same
+    # sums, another order of float32 rounding)
+    looser = {"/state/": dict(rtol=2e-5, atol=2e-4),
               **{key: dict(rtol=0, atol=2 * 5e-3) for key in biases_before_instance_norm(theirs)}}
     # the eval logits carry those weights' differences (2e-4 apart at most); a voxel whose two best logits are nearer
     # than twice that may be predicted either way, so the predictions are compared through torch's logits
