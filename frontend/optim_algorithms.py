@@ -94,6 +94,7 @@ class Adam(Optimizer):
     """Adam (``torch.optim.Adam``): L2 ``weight_decay`` added to the gradient (decoupled, AdamW's, with
     ``decoupled_weight_decay=True``), optional AMSGrad; one ``optim.adam_update`` per parameter."""
 
+    lr_on_host = True
     feedable_hyperparameters = frozenset({"beta1"})
 
     def __init__(
@@ -165,6 +166,8 @@ class RMSprop(Optimizer):
 class Adagrad(Optimizer):
     """Adagrad (``torch.optim.Adagrad``): ``lr_decay``, ``initial_accumulator_value``; one ``optim.adagrad_update`` per parameter."""
 
+    lr_on_host = True
+
     def __init__(
         self, params: Iterable[Any], lr: float = 1e-2, lr_decay: float = 0.0, weight_decay: float = 0.0,
         initial_accumulator_value: float = 0.0, eps: float = 1e-10, foreach: bool | None = None, *, maximize: bool = False,
@@ -192,6 +195,7 @@ class Adagrad(Optimizer):
 class Adamax(Optimizer):
     """Adamax (``torch.optim.Adamax``): Adam with the infinity norm ``exp_inf`` for the second moment; one ``optim.adamax_update`` per parameter."""
 
+    lr_on_host = True
     feedable_hyperparameters = frozenset({"beta1"})
 
     def __init__(
@@ -224,6 +228,7 @@ class NAdam(Optimizer):
     PyTorch's 0-d float32 tensor: ``state_dtype``). It starts at ones. A PyTorch ``state_dict``'s 0-d ``mu_product`` loads broadcast.
     """
 
+    lr_on_host = True
     scalar_states = frozenset({"mu_product"})
     feedable_hyperparameters = frozenset({"beta1"})
 
@@ -261,6 +266,7 @@ class RAdam(Optimizer):
     """RAdam (``torch.optim.RAdam``): Adam whose adaptive step is switched on, rectified, once the variance of its
     second moment is tractable (``rho_t > 5``, a ``where`` on the step input); one ``optim.radam_update`` per parameter."""
 
+    lr_on_host = True
     feedable_hyperparameters = frozenset({"beta1"})
 
     def __init__(
@@ -360,6 +366,7 @@ class ASGD(Optimizer):
     ``mu_product``; float32 for a half parameter). A PyTorch ``state_dict``'s 0-d ``eta`` and ``mu`` load broadcast.
     """
 
+    lr_on_host = True
     scalar_states = frozenset({"eta", "mu"})
 
     def __init__(
@@ -393,6 +400,8 @@ class Adafactor(Optimizer):
     ``d``; weight decay is decoupled. ``eps[0]`` (None: the dtype's machine epsilon) floors the second moment. One
     ``optim.adafactor_update`` per parameter.
     """
+
+    lr_on_host = True
 
     def __init__(
         self, params: Iterable[Any], lr: float = 1e-2, beta2_decay: float = -0.8, eps: tuple[float | None, float] = (None, 1e-3),

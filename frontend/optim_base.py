@@ -42,6 +42,11 @@ class Optimizer:
     scalar_states: frozenset[str] = frozenset()
     """States that are one number per parameter in PyTorch (0-d there, parameter-shaped here): a saved 0-d value loads
     broadcast, so a ``torch.optim`` ``state_dict`` converted to arrays loads as is."""
+    lr_on_host: bool = False
+    """Whether PyTorch computes with ``lr`` on the host before a kernel reads the result (Adam's ``lr / (1 -
+    beta1^t)``, AdamW's ``1 - lr * weight_decay``): the compiled update is then fed ``lr`` in float64, its Python float;
+    otherwise PyTorch's kernels read ``lr`` itself, rounded to the parameter's dtype, and it is fed so
+    (``runtime/step_graph.py``: ``hyper_input_dtype``)."""
 
     def __init__(self, params: Iterable[Any], defaults: dict[str, Any]):
         self.defaults = dict(defaults)
@@ -105,6 +110,10 @@ class Optimizer:
     def group_hyperparameters(self, group: dict[str, Any]) -> tuple[str, ...]:
         """The hyper-parameters of ``group`` fed as graph inputs, in input order."""
         return self.graph_hyperparameters
+
+    def computes_lr_on_host(self, group: dict[str, Any]) -> bool:
+        """``lr_on_host`` for ``group`` (a ``Combined`` asks the group's optimizer)."""
+        return self.lr_on_host
 
     def hyperparameter(self, group: dict[str, Any], name: str) -> float:
         """The current value of graph hyper-parameter ``name`` in ``group`` (``beta1``: ``betas[0]``)."""

@@ -100,6 +100,9 @@ class Combined(Optimizer):
     def hyperparameter(self, group: dict[str, Any], name: str) -> float:
         return self._owner_of_group(group).hyperparameter(group, name)
 
+    def computes_lr_on_host(self, group: dict[str, Any]) -> bool:
+        return self._owner_of_group(group).computes_lr_on_host(group)
+
     def state_names(self, group: dict[str, Any]) -> tuple[str, ...]:
         return self._owner_of_group(group).state_names(group)
 

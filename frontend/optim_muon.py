@@ -27,7 +27,7 @@ from kiln.compiler.ir.builder import Builder
 from kiln.compiler.ir.core import Value
 from kiln.compiler.ir.types import DType
 from kiln.compiler.ops.optim import lerp
-from kiln.compiler.ops.optim_opmath import complement, keep, lerp_by
+from kiln.compiler.ops.optim_opmath import as_dtype_of, complement, f64, host_scalar, keep
 from kiln.frontend.optim import Optimizer, Update, _non_negative
 
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
@@ -40,6 +40,7 @@ class Muon(Optimizer):
     """``torch.optim.Muon``'s arguments and defaults; every parameter must be 2-D (module docstring)."""
 
     torch_counts_steps = False  # PyTorch's Muon keeps only the momentum buffer
+    lr_on_host = True  # 1 - lr * weight_decay and the adjusted lr
     feedable_hyperparameters = frozenset({"momentum"})  # cycled by OneCycleLR/CyclicLR: a graph input, read each step
 
     def __init__(
@@ -78,10 +79,12 @@ class Muon(Optimizer):
         buffer = _lerp(b, state["momentum_buffer"], grad, complement(b, momentum))
         update = _lerp(b, grad, buffer, momentum) if group["nesterov"] else buffer
         orthogonal = _newton_schulz(b, update, group["ns_coefficients"], group["ns_steps"], group["eps"])
-        lr = hyper["lr"]
-        decayed = b.mul(param, b.sub(b.scalar_like(1.0, lr), b.mul(lr, b.scalar_like(group["weight_decay"], lr))))
+        # p (1 - lr wd) - adjusted_lr update, both factors computed in f64 and read in p's dtype
+        # (torch: param.mul_(1 - lr * weight_decay); param.add_(update, alpha=-adjusted_lr))
+        lr = host_scalar(b, hyper["lr"])
+        decayed = b.mul(param, as_dtype_of(b, b.sub(f64(b, 1.0), b.mul(lr, f64(b, group["weight_decay"]))), param))
         rows, cols = param.type.shape
-        step = b.mul(lr, b.scalar_like(_lr_ratio(group["adjust_lr_fn"], rows, cols), lr))
+        step = as_dtype_of(b, b.mul(lr, f64(b, _lr_ratio(group["adjust_lr_fn"], rows, cols))), param)
         return b.sub(decayed, b.mul(step, orthogonal)), {"momentum_buffer": buffer}
 
 
@@ -111,12 +114,8 @@ def _half_update(b: Builder, param: Value, grad: Value, buffer: Value, lr: Value
 
 def _lerp(b: Builder, start: Value, end: Value, weight: float | Value) -> Value:
     """``torch.lerp(start, end, weight)`` as PyTorch computes it: from ``start`` below weight 0.5, from ``end`` above
-    (a weight fed each step: both, one selected on it)."""
-    if isinstance(weight, Value):
-        return lerp_by(b, keep, start, end, weight)
-    if weight < 0.5:
-        return b.add(start, b.mul(b.scalar_like(weight, start), b.sub(end, start)))
-    return b.sub(end, b.mul(b.sub(end, start), b.scalar_like(1 - weight, start)))
+    (a weight fed each step: both, one selected on it), ``w - 1`` in the tensor's dtype as PyTorch's (``lerp``)."""
+    return lerp(b, keep, start, end, weight)
 
 
 def _newton_schulz(b: Builder, update: Value, coefficients: tuple[float, float, float], steps: int, eps: float) -> Value:

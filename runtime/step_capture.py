@@ -330,7 +330,7 @@ class StepCapture:
         index = next(i for i, g in enumerate(optimizer.param_groups) if g is group)
         group_hyper = {key: hyper[(index, key)] for key in optimizer.group_hyperparameters(group)} | {"step": step}
         value = self.context.current_value_of(parameter)
-        group_hyper = parameter_hyper(builder, group_hyper, value.type.dtype)
+        group_hyper = parameter_hyper(builder, optimizer, group, group_hyper, value.type.dtype)
         new_value, new_state = optimizer.emit_update(builder, value, self.grads[id(parameter)], states, group_hyper, group)
         for key in [key for key in states if key not in new_state and not states[key].uses]:
             graph.inputs.remove(states.pop(key))  # a state the update leaves alone (momentum set to 0 after some steps)

@@ -154,7 +154,7 @@ def _hyper_inputs(
     hyper, order = {}, []
     for index, group in enumerate(optimizer.param_groups):
         for name in optimizer.group_hyperparameters(group):
-            dtype = hyper_input_dtype(group["params"], name)
+            dtype = hyper_input_dtype(optimizer, group, name)
             hyper[(index, name)] = graph.add_input(TensorType((), dtype), _hyper_input_name(name, index))
             order.append((index, name))
     return hyper, order
@@ -166,22 +166,27 @@ def _hyper_input_name(name: str, index: int) -> str:
     return f"{name}_{index}" if name[-1].isdigit() else f"{name}{index}"
 
 
-def hyper_input_dtype(params: Sequence[Parameter], name: str) -> DType:
-    """``lr`` in the group's parameter dtype (float32 for a half group: ``hyper_dtype``); a fed momentum in float64, the
-    Python float PyTorch computes with (``1 - beta1``, ``1 - beta1 ** t``) and rounds once where a kernel reads it."""
-    if name != "lr":
+def hyper_input_dtype(optimizer: Optimizer, group: dict, name: str) -> DType:
+    """A hyper-parameter is PyTorch's Python float: float64 where PyTorch computes with it on the host first (a fed
+    momentum's ``1 - beta1``, Adam's ``lr / (1 - beta1^t)``: ``Optimizer.lr_on_host``; a float32 lr there put Adam's
+    step a float32 ulp off torch's in one element in eight). Where PyTorch's kernels read ``lr`` itself (SGD's
+    ``add_(grad, alpha=-lr)``), in the group's parameter dtype (``hyper_dtype``: float64 for a half group), so no cast
+    sits between the input and the update; a group of float32 and float64 parameters gets float64, read in each
+    parameter's dtype (``parameter_hyper``)."""
+    if name != "lr" or optimizer.computes_lr_on_host(group):
         return DType.f64
-    dtypes = {hyper_dtype(DType.of(param._data.dtype)) for param in params}
+    dtypes = {hyper_dtype(DType.of(param._data.dtype)) for param in group["params"]}
     if len(dtypes) > 1:
-        return DType.f64  # a group of float32 and float64 parameters: each update reads it in its own (parameter_hyper)
+        return DType.f64
     return dtypes.pop() if dtypes else DType.f32
 
 
-def parameter_hyper(builder: Builder, hyper: dict[str, Value], dtype: DType) -> dict[str, Value]:
+def parameter_hyper(builder: Builder, optimizer: Optimizer, group: dict, hyper: dict[str, Value], dtype: DType) -> dict[str, Value]:
     """The group's hyper-parameter inputs for a parameter of ``dtype``: a mixed group's float64 ``lr`` cast to the
-    parameter's ``hyper_dtype``, rounded once, as torch's kernel reads the Python float."""
+    parameter's ``hyper_dtype``, rounded once, as torch's kernel reads the Python float; left in float64 where PyTorch
+    computes with it on the host (``lr_on_host``)."""
     lr, wanted = hyper.get("lr"), hyper_dtype(dtype)
-    if lr is None or lr.type.dtype is wanted:
+    if lr is None or lr.type.dtype is wanted or optimizer.computes_lr_on_host(group):
         return hyper
     return hyper | {"lr": builder.op("tensor.cast", lr, dtype=wanted)}
 
@@ -194,7 +199,7 @@ def hyper_feeds(optimizer: Optimizer, hyper_inputs: list[tuple[int, str]]) -> li
 def hyper_value(optimizer: Optimizer, group: int, name: str) -> np.ndarray:
     """Group ``group``'s hyper-parameter ``name`` as its graph input: 0-d, in ``hyper_input_dtype``."""
     entries = optimizer.param_groups[group]
-    return np.asarray(optimizer.hyperparameter(entries, name), dtype=hyper_input_dtype(entries["params"], name).numpy)
+    return np.asarray(optimizer.hyperparameter(entries, name), dtype=hyper_input_dtype(optimizer, entries, name).numpy)
 
 
 def transform_gradients(graph: Graph, loss: Value, params: list[Value], scale: Value | None, options: GradientOptions) -> list[Value]:
@@ -223,7 +228,7 @@ def _emit_updates(
         group = optimizer.group_of(param)
         index = next(i for i, g in enumerate(optimizer.param_groups) if g is group)
         group_hyper = {name: hyper[(index, name)] for name in optimizer.group_hyperparameters(group)} | {"step": step}
-        group_hyper = parameter_hyper(builder, group_hyper, value.type.dtype)
+        group_hyper = parameter_hyper(builder, optimizer, group, group_hyper, value.type.dtype)
         grad.name_hint = grad.name_hint or f"{value.name_hint}.grad"
         new_param, new_state = optimizer.emit_update(builder, value, grad, state, group_hyper, group)
         new_param.name_hint = f"{value.name_hint}.new"

@@ -18,6 +18,11 @@ def _with_l2(grad, param, weight_decay: float):
     return grad + weight_decay * param if weight_decay else grad
 
 
+def _read(lr, like):
+    # a float64 lr as PyTorch's kernel reads its Python float: rounded to the tensor's dtype (add's alpha, addcdiv's value)
+    return like.dtype.type(lr)
+
+
 def _lerp(start, end, weight: float):
     # torch.lerp: start + w (end - start) for w < 0.5, else end - (end - start)(1 - w)
     if weight < 0.5:
@@ -32,7 +37,7 @@ def _decayed_average_of_squares(average, grad, decay: float):
 
 @NUMPY.register("optim.sgd_update")
 def sgd_update(param, grad, lr, *, weight_decay: float = 0.0):
-    return param - lr * _with_l2(grad, param, weight_decay)
+    return param - _read(lr, param) * _with_l2(grad, param, weight_decay)
 
 
 @NUMPY.register("optim.sgd_momentum_update")
@@ -41,7 +46,7 @@ def sgd_momentum_update(param, grad, buf, lr, step, *, momentum: float, dampenin
     # buf' = g on the first step, else buf m + (1 - dampening) g
     new_buf = grad if step == 1 else buf * momentum + (1 - dampening) * grad
     direction = grad + momentum * new_buf if nesterov else new_buf
-    return param - lr * direction, new_buf
+    return param - _read(lr, param) * direction, new_buf
 
 
 @NUMPY.register("optim.adam_update")
@@ -65,6 +70,7 @@ def adam_update(
 @NUMPY.register("optim.rmsprop_update")
 def rmsprop_update(param, grad, square_avg, *rest, alpha: float, eps: float, weight_decay: float, momentum: float, centered: bool):
     *others, lr = rest
+    lr = _read(lr, param)
     grad = _with_l2(grad, param, weight_decay)
     new_square_avg = _decayed_average_of_squares(square_avg, grad, alpha)
     new_states = [new_square_avg]

@@ -153,6 +153,9 @@ def log_softmax(ctx, op: Op, inputs: list[str]) -> list[str]:
 
 @ONNX.register("optim.sgd_update")
 def sgd_update(ctx, op: Op, inputs: list[str]) -> list[str]:
-    # p' = p - lr * g
+    # p' = p - lr * g, a float64 lr read in p's dtype (as PyTorch's kernel reads its Python float)
     param, grad, lr = inputs
+    dtype = op.operands[0].type.dtype
+    if op.operands[2].type.dtype is not dtype:
+        lr = ctx.node("Cast", [lr], to=ctx.onnx_dtype(dtype))
     return [ctx.node("Sub", [param, ctx.node("Mul", [lr, grad])])]

@@ -14,7 +14,9 @@ operation (``buf.mul_(m).add_(g, alpha=1 - d)`` is ``buf * m + (1 - d) * g``),
 so float32 results agree with PyTorch's to rounding. Scalar factors that
 PyTorch computes on the host in double precision (bias corrections, Adagrad's
 decayed lr, RAdam's rectification, NAdam's momentum schedule) are computed here
-in f64 from the ``step`` operand and cast to the parameter's dtype; a choice
+in f64 from the ``step`` operand and cast to the parameter's dtype (``lr``
+itself is then a 0-d f64 operand whatever the parameter's dtype: ``check_lr``,
+``Optimizer.lr_on_host``); a choice
 PyTorch makes with a Python ``if`` on such a scalar is a ``tensor.where``, so one
 compiled step serves every step number.
 

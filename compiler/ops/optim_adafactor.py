@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from kiln.compiler.errors import ShapeError
 from kiln.compiler.ir.types import TensorType
 from kiln.compiler.ops.optim_opmath import Store, as_dtype_of, constant, decay_weights, f64, host_scalar, lerp_by, register_update
-from kiln.compiler.ops.optim_types import UPDATE, check_like, check_scalar, check_step, split_operands
+from kiln.compiler.ops.optim_types import UPDATE, check_like, check_lr, check_step, split_operands
 from kiln.compiler.ops.registry import register_op
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ def adafactor_update_shape(param: TensorType, grad: TensorType, *rest: TensorTyp
     for state, kept in zip(states, expected):
         if state != kept:
             raise ShapeError(f"optim.adafactor_update: expected a second moment of type {kept} for a parameter {param}, got {state}")
-    check_scalar("optim.adafactor_update", param, lr)
+    check_lr("optim.adafactor_update", param, lr)
     check_step("optim.adafactor_update", step)
     return (param, *states)
 

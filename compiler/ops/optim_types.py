@@ -40,6 +40,16 @@ def check_scalar(op: str, param: TensorType, *scalars: TensorType) -> None:
             raise ShapeError(f"{op}: hyper-parameter operands are 0-d {hyper_dtype(param.dtype).value} scalars, got {scalar}")
 
 
+def check_lr(op: str, param: TensorType, lr: TensorType) -> None:
+    """``lr`` is 0-d float64, PyTorch's Python float (where PyTorch computes with it on the host, ``lr / (1 -
+    beta1^t)``, it is not rounded first; where a kernel reads it, the rule rounds it to the parameter's dtype), or a 0-d
+    scalar in ``hyper_dtype`` (an lr already rounded, as a graph written by hand may hold it)."""
+    rounded = hyper_dtype(param.dtype)
+    if lr.shape != () or lr.dtype not in (DType.f64, rounded):
+        kinds = "" if rounded is DType.f64 else f" or 0-d {rounded.value}"
+        raise ShapeError(f"{op}: hyper-parameter operands are 0-d f64 (PyTorch's Python float){kinds} scalars, got {lr}")
+
+
 def check_scalar_state(op: str, param: TensorType, *states: TensorType) -> None:
     """A state that is one number per parameter in PyTorch (a 0-d tensor in its scalar dtype, float32 or float64 by the
     default dtype, or the parameter's once loaded): shaped like the parameter here, every element that number, in
@@ -61,7 +71,7 @@ def update_types(op: str, param: TensorType, grad: TensorType, states: "list[Ten
     """Check an update's operands (gradient and state like the parameter, ``lr`` a scalar, ``step`` a counter);
     returns the result types: the new parameter, then one per state."""
     check_like(op, param, grad, *states)
-    check_scalar(op, param, lr)
+    check_lr(op, param, lr)
     if step is not None:
         check_step(op, step)
     return (param,) * (1 + len(states))

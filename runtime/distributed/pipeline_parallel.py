@@ -138,7 +138,7 @@ class PipelineParallel:
         return feeds
 
     def _hyper(self, group: int, name: str) -> np.ndarray:
-        return hyper_value(self.optimizer, group, name)  # float64 for half parameters, as the step graph's input
+        return hyper_value(self.optimizer, group, name)  # in the step graph's input dtype (float64 for half parameters)
 
     def _write_back(self, outputs: dict[int, Any]) -> None:
         """Joint output ``1 + i`` is parameter ``i``'s new value; the optimizer states follow, then the buffers."""

@@ -45,8 +45,7 @@ def _tolerance(dtype):
 
 def _same_torch_state(state, torch_state, dtype):
     """Each entry's keys, dtypes and values as torch's (kiln's arrays 0-d where torch's tensors are), to the parameters'
-    tolerance: a float32 parameter's lr is a float32 input in kiln (``hyper_dtype``), so ASGD's ``eta`` made from it
-    in float64 is a float32 ulp from torch's."""
+    tolerance."""
     assert state.keys() == torch_state.keys()
     for key, entry in torch_state.items():
         assert entry.keys() == state[key].keys()
