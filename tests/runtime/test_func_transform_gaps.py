@@ -13,33 +13,15 @@ import pytest
 
 import kiln
 from oracles import libraries, require
+from tree_close import assert_trees_close
 
 RTOL = 1e-10
 X = np.random.default_rng(0).standard_normal((6, 3))
 BN_X = np.array([[1.0, 2.0], [3.0, 5.0]])
 
 
-def _numpy(tree):
-    """Tensors (nested in tuples, lists and dicts) as arrays; anything else as it is."""
-    if isinstance(tree, dict):
-        return {key: _numpy(value) for key, value in tree.items()}
-    if isinstance(tree, (tuple, list)):
-        return type(tree)(_numpy(item) for item in tree)
-    return np.array(tree.detach().numpy()) if hasattr(tree, "detach") else tree
-
-
 def _close(ours, theirs):
-    ours, theirs = _numpy(ours), _numpy(theirs)
-    if isinstance(theirs, dict):
-        assert ours.keys() == theirs.keys()
-        for key in theirs:
-            _close(ours[key], theirs[key])
-    elif isinstance(theirs, (tuple, list)):
-        assert len(ours) == len(theirs)
-        for a, b in zip(ours, theirs):
-            _close(a, b)
-    else:
-        np.testing.assert_allclose(ours, theirs, rtol=RTOL, atol=1e-12)
+    assert_trees_close(ours, theirs, RTOL)
 
 
 def _both(program):
