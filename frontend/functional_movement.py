@@ -6,6 +6,7 @@ Re-exported by ``frontend/functional_nn.py`` (so ``F.cat``, ``F.pad``...).
 
 from __future__ import annotations
 
+import operator
 from typing import Sequence
 
 import numpy as np
@@ -58,8 +59,11 @@ def split(tensor: Tensor, split_size_or_sections: int | Sequence[int], dim: int 
     if isinstance(size, str):
         raise TraceError(f"split: axis {dim} of {tensor.type} is symbolic; split a static axis")
     sizes = split_size_or_sections
+    if not isinstance(sizes, (list, tuple)):
+        sizes = operator.index(sizes)
     if isinstance(sizes, int):
         sizes = [min(sizes, size - start) for start in range(0, size, sizes)]
+    sizes = [operator.index(s) for s in sizes]  # 0-d int tensors as PyTorch takes them (``H_ * W_`` of a shapes tensor)
     starts = np.cumsum([0] + list(sizes))
     return tuple(narrow(tensor, dim, int(start), int(length)) for start, length in zip(starts, sizes))
 

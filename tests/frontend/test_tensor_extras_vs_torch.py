@@ -226,6 +226,23 @@ def test_split_with_sizes_select_narrow_copy():
     _check(_same("narrow_copy", 2, 1, 3), _same("narrow_copy", 2, 1, 3), X)
 
 
+def _split_by_shapes(lib):
+    """Deformable DETR's ``value.split([H_ * W_ for H_, W_ in value_spatial_shapes], dim=1)``: 0-d int64 tensors
+    (of a shapes tensor built from constants) as the sizes, and one as the split size."""
+    def split(t):
+        shapes = lib.as_tensor([(1, 2), (3, 1)], dtype=lib.long)
+        pieces = t.split([h * w for h, w in shapes], dim=2)
+        return pieces[1] * 2 + t.split(shapes[0, 1], 2)[-1].sum(2, keepdim=True)
+    return split
+
+
+def test_split_sizes_given_as_int_tensors():
+    torch = require("torch")
+    _check(_split_by_shapes(kiln), _split_by_shapes(torch), X)
+    np.testing.assert_allclose(_split_by_shapes(kiln)(kiln.tensor(X)).numpy(),
+                               _split_by_shapes(torch)(torch.tensor(X)).numpy(), rtol=1e-12)
+
+
 @pytest.mark.parametrize(("offset", "dim1", "dim2"), [(0, -2, -1), (1, 0, 2), (-2, 2, 0), (2, 1, 3), (-1, -1, 1)])
 def test_diag_embed(offset, dim1, dim2):
     _check(_same("diag_embed", offset, dim1, dim2), _same("diag_embed", offset, dim1, dim2), X)
