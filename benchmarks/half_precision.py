@@ -245,7 +245,7 @@ def generated_function(executable: Any) -> Any:
     """The NumPy backend's generated step function inside ``executable`` (under its ``np.errstate`` wrapper)."""
     function = executable.function
     while not function.__code__.co_filename.startswith("<kiln:"):  # codegen compiles its source as "<kiln:graph name>"
-        function = next(cell.cell_contents for cell in function.__closure__ or () if callable(cell.cell_contents))
+        function = function.__wrapped__  # under_errstate's wrapper
     return function
 
 
