@@ -115,9 +115,10 @@ class Parameter(Tensor):
         return self
 
     def register_hook(self, hook: Callable[[Any], Any]) -> "RemovableHandle":
-        """``hook(grad)`` on this parameter's whole gradient at each eager ``backward()``, before it is accumulated
-        into ``.grad`` (a tensor it returns replaces the gradient), as PyTorch's."""
-        hooks = self.__dict__.setdefault("_grad_hooks", {})
+        """``hook(grad)`` on this parameter's whole gradient at each ``backward()``, before it is accumulated into
+        ``.grad`` (a tensor it returns replaces the gradient), as PyTorch's; a ``kiln.compile``d step's traced backward
+        calls it too (``frontend/traced_hooks.py``)."""
+        hooks = self.__dict__.setdefault("_grad_hooks", Registry())  # a change retraces a compiled step that calls them
         handle = RemovableHandle(hooks)
         hooks[handle.id] = hook
         return handle

@@ -26,6 +26,7 @@ from kiln.frontend.inplace_leaf_checks import check_non_leaf_flag, warn_non_leaf
 from kiln.frontend.shared_storage import shared
 from kiln.frontend.trace import TraceContext, located_error, step_capture
 from kiln.frontend.traced_array_errors import traced_array_error
+from kiln.frontend.traced_hooks import register_traced_hook
 from kiln.frontend.traced_requires_grad import check_float_for_grad, mark_traced_for_grad, traced_requires_grad
 from kiln.frontend.whole_step_inputs import refuse_backward_in_compiled_forward
 
@@ -93,15 +94,14 @@ class EagerMethods:
 
     def register_hook(self, hook: Any) -> Any:
         """``hook(grad)`` at every eager backward through this tensor, with its complete gradient; a tensor it returns
-        replaces the gradient (``runtime/eager_hooks.py``). Traced tensors refuse: a compiled step's gradients are one
-        graph (read them with ``kiln.autograd.grad``)."""
+        replaces the gradient (``runtime/eager_hooks.py``). Traced, the step's ``backward()`` calls it on the traced
+        gradient, its ops in the step's graph (``frontend/traced_hooks.py``)."""
         value = eager_value(self)
-        if value is None:
-            raise located_error("register_hook on a traced tensor: a compiled step's gradients are one graph with no "
-                                "place for Python hooks; read a gradient with kiln.autograd.grad(loss, tensor) instead")
         if not self.requires_grad:
             raise located_error("register_hook: this tensor does not require a gradient (it depends on no parameter and "
                                 "no tensor marked by requires_grad_()), so no gradient will flow through it")
+        if value is None:  # traced: the backward traced after this calls it (frontend/traced_hooks.py)
+            return register_traced_hook(TraceContext.current(), self.value, hook)
         from kiln.runtime.eager_hooks import register_tensor_hook  # lazily: the runtime builds on the frontend
 
         return register_tensor_hook(value, hook)

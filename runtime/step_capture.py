@@ -39,7 +39,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from kiln.compiler.autodiff.differentiate import differentiate, ops_between
+from kiln.compiler.autodiff.differentiate import differentiate_outputs, ops_between
 from kiln.compiler.ir.builder import Builder
 from kiln.compiler.ir.core import Value
 from kiln.compiler.ir.types import DType, TensorType
@@ -52,6 +52,7 @@ from kiln.frontend.nn_utils import traced_total_norm, zero_norm
 from kiln.frontend.torch_array import torch_array
 from kiln.frontend.torch_functions import zeros_like
 from kiln.frontend.traced_data_writes import backward_reads_written
+from kiln.frontend.traced_hooks import cotangent_hooks, parameter_hooked
 from kiln.frontend.traced_requires_grad import mark_traced_for_grad
 from kiln.frontend.whole_step_inputs import check_grad_arguments_unreached
 from kiln.frontend.trace import TraceContext, located_error
@@ -251,8 +252,10 @@ class StepCapture:
             raise located_error("backward(): the loss depends on no trained parameter of this step")
         seed = None if gradient is None else _seed(gradient, loss)
         first = len(self.context.graph.ops)
-        grads = differentiate(self.context.graph, loss.value, [v for vs in held for v in vs] + [t.value for t in leaves], seed)
+        grads = differentiate_outputs(self.context.graph, [loss.value], [v for vs in held for v in vs] + [t.value for t in leaves],
+                                      [seed], on_cotangent=cotangent_hooks(self.context))
         grads = self._summed_by_parameter(grads, [len(vs) for vs in held])
+        grads = [parameter_hooked(p, g) for p, g in zip(candidates, grads)] + grads[len(candidates):]
         backward_reads_written(self.context.graph, first)  # x.data written since the forward read it: the new values
         grads = [grad if create_graph else self.context.without_gradient(grad) for grad in grads]
         for parameter, grad in zip(candidates, grads):

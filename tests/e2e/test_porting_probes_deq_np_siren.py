@@ -185,12 +185,10 @@ def _deq_fixed_iterations(torch, nn, F):
     return deq(torch, nn, F, max_iter=6, solver=fixed_iterations)
 
 
-@pytest.mark.xfail(strict=True, raises=TraceError, reason="register_hook on a traced tensor is refused: the hook "
-                   "calls autograd.grad(f0, z0, y) on the outer graph, which a custom backward's sub-graph (how a "
-                   "hook could be traced) cannot differentiate; eagerly it trains as torch's")
 def test_deq_hook_backward_as_one_compiled_step(float64_default):
-    """The DEQ with a solver that has no ``.item()``: only the hook stands between it and one compiled step (the
-    refusal names ``self.hook = z.register_hook(backward_hook)``)."""
+    """The DEQ with a solver that has no ``.item()``, as one ``fullgraph`` compiled step: its hook
+    (``self.hook = z.register_hook(backward_hook)``, which calls ``autograd.grad(f0, z0, y)`` on the forward's graph
+    to solve the implicit backward) is traced into the step's backward (``frontend/traced_hooks.py``)."""
     ours, theirs = run_in_lockstep(_deq_fixed_iterations, train_deq_compiled)
     assert_same_records(ours, theirs, looser={"0.bias": BIAS_BEFORE_NORM})
 

