@@ -101,6 +101,11 @@ class EagerMethods:
             raise located_error("register_hook: this tensor does not require a gradient (it depends on no parameter and "
                                 "no tensor marked by requires_grad_()), so no gradient will flow through it")
         if value is None:  # traced: the backward traced after this calls it (frontend/traced_hooks.py)
+            if step_capture() is None:
+                raise located_error("register_hook on a traced tensor outside a kiln.compile'd step that calls "
+                                    "backward() itself (a compiled forward or compile_train_step differentiates it "
+                                    "elsewhere, with no place for the hook); compile the whole step with kiln.compile, "
+                                    "or read the gradient with kiln.autograd.grad(loss, tensor)")
             return register_traced_hook(TraceContext.current(), self.value, hook)
         from kiln.runtime.eager_hooks import register_tensor_hook  # lazily: the runtime builds on the frontend
 

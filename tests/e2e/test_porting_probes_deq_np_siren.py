@@ -287,7 +287,9 @@ def test_deq_under_kiln_compile(float64_default):
             output = model(X)
         F.cross_entropy(output, y).backward()
         grads.append(gradients(model))
-    assert_same_records(grads[1], grads[0], rtol=0, atol=0)
+    # to the last bits: an eager backward seen before (the one-graph DEQ test's, in the same process) runs compiled
+    # where a first one runs op by op, and the two round differently in the last place
+    assert_same_records(grads[1], grads[0], rtol=1e-12, atol=1e-15)  # a bias before a norm: its gradient is rounding
 
 
 # --- Neural processes -------------------------------------------------------------------------------------------------

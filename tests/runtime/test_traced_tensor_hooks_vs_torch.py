@@ -132,3 +132,22 @@ def test_a_parameters_hook_runs_in_the_compiled_backward_and_its_changes_retrace
     # kiln compiled the step without the hook and then ignored hooks registered on parameters: a silent wrong step
     for ours, theirs in zip(clipped_steps("kiln"), clipped_steps("torch")):
         np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-14)
+
+
+def test_hooks_where_no_traced_backward_can_call_them_are_refused():
+    lin = kiln.nn.Linear(3, 3).double()
+
+    def forward(x):  # a compiled forward: the backward is differentiated elsewhere
+        h = lin(x)
+        h.register_hook(lambda grad: grad * 2)
+        return h
+
+    with pytest.raises(kiln.KilnError, match="outside a kiln.compile'd step that calls backward"):
+        kiln.compile(forward, fullgraph=True)(kiln.tensor(X))
+    handle = lin.weight.register_hook(lambda grad: grad * 0)
+    step = kiln.compile_train_step(lin, lambda out, y: ((out - y) ** 2).mean(), kiln.optim.SGD(lin.parameters(), lr=0.1))
+    with pytest.raises(kiln.KilnError, match="cannot call the register_hook hooks of weight"):
+        step(X, X)
+    handle.remove()
+    step(X, X)
+
