@@ -30,6 +30,7 @@ from kiln.frontend.module import Parameter
 from kiln.frontend.tensor import Tensor, to_value
 from kiln.frontend.trace import TraceContext, located_error
 from kiln.frontend.traced_data_writes import backward_reads_written
+from kiln.frontend.traced_hooks import cotangent_hooks
 
 
 def grad(outputs: Any, inputs: Any, grad_outputs: Any = None, retain_graph: Any = None, create_graph: bool = False,
@@ -166,7 +167,7 @@ def _traced_grad(outputs: Sequence[Any], inputs: Sequence[Any], seeds: Sequence[
     used = [any(w is v for v in values) or bool(ops_between(context.graph, [w], values)) for w in wrt]
     seeds = [None if s is None else to_value(context, s, o.dtype) for s, o in zip(seeds, outputs)]
     first = len(context.graph.ops)
-    grads = differentiate_outputs(context.graph, values, wrt, seeds)
+    grads = differentiate_outputs(context.graph, values, wrt, seeds, on_cotangent=cotangent_hooks(context))
     backward_reads_written(context.graph, first)  # x.data written since the forward read it: the new values
     return [Tensor(g if create_graph else context.without_gradient(g)) if u else None for g, u in zip(grads, used)]
 
