@@ -23,7 +23,7 @@ from kiln.frontend.grad_mode import no_grad
 from kiln.frontend.inplace_leaf_checks import check_leaf_write
 from kiln.frontend.registered_assignment import check_registered_assignment
 from kiln.frontend.module_registry import Registry
-from kiln.frontend.module_hooks import HOOK_KINDS, HookMethods, RemovableHandle, any_global_hooks, call_with_hooks
+from kiln.frontend.module_hooks import HOOK_KINDS, HookMethods, RemovableHandle, any_global_hooks, call_with_hooks, held_hook
 from kiln.frontend.layer_device import accept_device_keyword
 from kiln.frontend.shared_storage import is_shared
 from kiln.frontend.dynamic_ints import DynamicInt
@@ -118,18 +118,12 @@ class Parameter(Tensor):
         """``hook(grad)`` on this parameter's whole gradient at each ``backward()``, before it is accumulated into
         ``.grad`` (a tensor it returns replaces the gradient), as PyTorch's; a ``kiln.compile``d step's traced backward
         calls it too (``frontend/traced_hooks.py``)."""
-        hooks = self.__dict__.setdefault("_grad_hooks", Registry())  # a change retraces a compiled step that calls them
-        handle = RemovableHandle(hooks)
-        hooks[handle.id] = hook
-        return handle
+        return held_hook(self.__dict__.setdefault("_grad_hooks", Registry()), hook)  # a change retraces a compiled step
 
     def register_post_accumulate_grad_hook(self, hook: Callable[["Parameter"], None]) -> "RemovableHandle":
         """``hook(parameter)`` after each eager ``backward()`` has accumulated into ``.grad`` (PyTorch's; e.g. an
         optimizer step per parameter). A compiled training step keeps its gradients inside and calls no hook."""
-        hooks = self.__dict__.setdefault("_post_accumulate_grad_hooks", {})
-        handle = RemovableHandle(hooks)
-        hooks[handle.id] = hook
-        return handle
+        return held_hook(self.__dict__.setdefault("_post_accumulate_grad_hooks", {}), hook)
 
     @property
     def shape(self) -> tuple[int, ...]:

@@ -54,6 +54,13 @@ class RemovableHandle:
         self.remove()
 
 
+def held_hook(registry: Any, hook: Callable[..., Any]) -> RemovableHandle:
+    """``hook`` kept in ``registry`` (a dict by handle id, in order) under a new handle, which ``remove()`` takes it out of."""
+    handle = RemovableHandle(registry)
+    registry[handle.id] = hook
+    return handle
+
+
 def add_hook(module: Any, kind: str, hook: Callable[..., Any], with_kwargs: bool, prepend: bool) -> RemovableHandle:
     registry, with_kwargs_ids = _registry(module, kind), _registry(module, kind + "_with_kwargs")
     handle = RemovableHandle(registry, with_kwargs_ids)

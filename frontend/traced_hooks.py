@@ -20,16 +20,13 @@ from collections import OrderedDict
 from typing import Any, Callable
 
 from kiln.compiler.ir.core import Value
-from kiln.frontend.module_hooks import RemovableHandle
+from kiln.frontend.module_hooks import RemovableHandle, held_hook
 from kiln.frontend.trace import TraceContext, located_error
 
 
 def register_traced_hook(context: TraceContext, value: Value, hook: Callable[[Any], Any]) -> RemovableHandle:
     """Keep ``hook`` for ``value``'s gradient in the backwards ``context`` traces after this."""
-    hooks = context.__dict__.setdefault("tensor_hooks", {}).setdefault(value, OrderedDict())
-    handle = RemovableHandle(hooks)
-    hooks[handle.id] = hook
-    return handle
+    return held_hook(context.__dict__.setdefault("tensor_hooks", {}).setdefault(value, OrderedDict()), hook)
 
 
 def cotangent_hooks(context: TraceContext) -> Callable[[Value, Value], Value] | None:

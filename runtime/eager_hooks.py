@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 from kiln.compiler.ir.core import Value
 from kiln.frontend.eager_values import ARRAYS, TENSOR_HOOKS
-from kiln.frontend.module_hooks import RemovableHandle, registered_hooks
+from kiln.frontend.module_hooks import RemovableHandle, held_hook, registered_hooks
 from kiln.frontend.trace import TraceContext, located_error
 
 
@@ -34,9 +34,7 @@ def register_tensor_hook(value: Value, hook: Callable[[Any], Any]) -> RemovableH
     hooks = TENSOR_HOOKS.get(value)
     if hooks is None:
         hooks = TENSOR_HOOKS[value] = {}
-    handle = RemovableHandle(hooks)  # type: ignore[arg-type]
-    hooks[handle.id] = hook
-    return handle
+    return held_hook(hooks, hook)
 
 
 def run_hooks(value: Value, grad: Any) -> Any:

@@ -125,7 +125,7 @@ def _trace_loss(
             batch_inputs += [tensor.value for tensor in inputs]
             losses.append(as_value(loss_fn(model(*inputs[:-1]), inputs[-1]), "the loss function's result"))
         parameters = optimizer.trained_parameters()  # requires_grad=False: frozen, as in PyTorch
-        _refuse_parameter_hooks(model, parameters)
+        _refuse_parameter_hooks(context.parameter_names, parameters)
         param_values = [context.value_of(p) for p in parameters]
         trained = set(map(id, parameters))
         frozen = [p for p in context.parameters if id(p) not in trained]
@@ -137,10 +137,10 @@ def _trace_loss(
     return graph, loss, parameters, frozen, list(context.buffer_updates.values())
 
 
-def _refuse_parameter_hooks(model: Module, parameters: list[Parameter]) -> None:
+def _refuse_parameter_hooks(names: dict[int, str], parameters: list[Parameter]) -> None:
     """``compile_train_step`` differentiates in the IR, outside the trace, where a ``Parameter.register_hook`` hook
-    cannot run: refused by name (its steps ignored them), where a ``kiln.compile``d step calls them."""
-    names = {id(p): name for name, p in model.named_parameters()}
+    cannot run: refused by name (``names``: the trace's ``parameter_names``; its steps ignored them), where a
+    ``kiln.compile``d step calls them."""
     hooked = [names.get(id(p), "a parameter") for p in parameters if p.__dict__.get("_grad_hooks")]
     if hooked:
         raise InputError(f"compile_train_step cannot call the register_hook hooks of {', '.join(hooked)}: its gradients are "
