@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any, Callable
 
@@ -96,15 +97,10 @@ def under_errstate(function: Callable[..., Any], float_errors: str, graph: Graph
     return float_error_state(float_errors).around(function)  # np.errstate's, at a quarter of its cost
 
 
-_FLOAT_ERROR_STATES: dict[str, FloatErrorState] = {}
-
-
+@functools.cache
 def float_error_state(mode: str) -> FloatErrorState:
     """One shared ``FloatErrorState`` per mode: every executable meets the same few NumPy error states."""
-    state = _FLOAT_ERROR_STATES.get(mode)
-    if state is None:
-        state = _FLOAT_ERROR_STATES[mode] = FloatErrorState(mode)
-    return state
+    return FloatErrorState(mode)
 
 
 __all__ = ["NUMPY", "NumpyBackend"]
