@@ -5,7 +5,7 @@
     python benchmarks/eager_dispatch.py --clock cpu     # this thread's CPU time: steadier on a shared machine
 
 Each row is one call on small operands, where the time is the framework's
-own overhead, not arithmetic: kiln eager (``frontend/tensor.py`` ``apply``
+own overhead, not arithmetic: kiln eager (``frontend/op_dispatch.py`` ``apply``
 into ``runtime/eager.py``: the op is built and its cached one-op function
 run), PyTorch eager (CPU tensors without ``requires_grad``) and the NumPy
 expression it computes (the floor: one NumPy call). The last row is the

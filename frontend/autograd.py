@@ -27,7 +27,8 @@ from kiln.compiler.ir.core import Value
 from kiln.frontend.eager_values import ARRAYS
 from kiln.frontend.inplace_leaf_checks import located
 from kiln.frontend.module import Parameter
-from kiln.frontend.tensor import Tensor, to_value
+from kiln.frontend.op_dispatch import to_value
+from kiln.frontend.tensor import Tensor
 from kiln.frontend.trace import TraceContext, located_error
 from kiln.frontend.traced_data_writes import backward_reads_written
 from kiln.frontend.traced_hooks import cotangent_hooks

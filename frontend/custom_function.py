@@ -86,7 +86,8 @@ from kiln.frontend.custom_function_complex import apply_over_parts, is_complex_a
 from kiln.frontend.custom_function_dirty import dirty_callers, written_into_dirty
 from kiln.frontend.custom_function_inner_backward import InnerBackward
 from kiln.frontend.module import Parameter
-from kiln.frontend.tensor import Tensor, to_value
+from kiln.frontend.op_dispatch import to_value
+from kiln.frontend.tensor import Tensor
 from kiln.frontend.trace import TraceContext, located_error
 
 

@@ -20,7 +20,8 @@ import numpy as np
 from kiln.compiler.errors import TraceError
 from kiln.compiler.ir.core import Graph, Value
 from kiln.frontend.module import Module, Parameter
-from kiln.frontend.tensor import Tensor, to_value
+from kiln.frontend.op_dispatch import to_value
+from kiln.frontend.tensor import Tensor
 from kiln.frontend.trace import TraceContext
 
 

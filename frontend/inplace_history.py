@@ -23,7 +23,7 @@ from kiln.frontend.eager_values import ARRAYS, array_type
 
 def without_history(result: Any) -> Any:
     """``result`` (an eager write's result), or where it requires no gradient a leaf holding its array."""
-    from kiln.frontend.tensor import _tensor_of  # lazily: the tensor builds on the in-place writes
+    from kiln.frontend.op_dispatch import tensor_of  # lazily: the tensor builds on the in-place writes
     from kiln.frontend.tensor_eager import _depends_on_a_leaf
 
     value = result.__dict__.get("_value")
@@ -32,7 +32,7 @@ def without_history(result: Any) -> Any:
         return result
     leaf = Value(array_type(array), None, 0, None)
     ARRAYS[leaf] = array
-    return _tensor_of(leaf)
+    return tensor_of(leaf)
 
 
 __all__ = ["without_history"]

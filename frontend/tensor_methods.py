@@ -103,7 +103,7 @@ class TorchMethods(BitwiseMethods):
         if value not in ARRAYS:  # traced: values are immutable, writes rebind
             return _tensor_class()(value)
         if not TraceContext.current().eager:  # an eager tensor read in a trace (a closure's): its traced value, a graph
-            from kiln.frontend.tensor import to_value  # input in kiln.compile (lifted: a write to the copy rebinds it alone)
+            from kiln.frontend.op_dispatch import to_value  # input in kiln.compile (lifted: a write to the copy rebinds it alone)
 
             return _tensor_class()(to_value(TraceContext.current(), self, None))
         context = TraceContext.current()

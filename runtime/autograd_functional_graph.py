@@ -25,7 +25,8 @@ import numpy as np
 from kiln.frontend.autograd import differentiate as grad  # kiln's transforms: no requires_grad checks
 from kiln.frontend.eager_values import eager_leaf, eager_value
 from kiln.frontend.module import Parameter
-from kiln.frontend.tensor import Tensor, to_value
+from kiln.frontend.op_dispatch import to_value
+from kiln.frontend.tensor import Tensor
 from kiln.frontend.torch_functions import stack
 from kiln.frontend.trace import TraceContext, located_error
 from kiln.runtime.eager_create_graph import eager_reading

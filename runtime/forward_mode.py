@@ -41,7 +41,8 @@ from kiln.compiler.autodiff.differentiate import differentiate_outputs
 from kiln.compiler.ir.builder import Builder
 from kiln.compiler.ir.core import Graph, Value
 from kiln.compiler.ir.types import format_shape
-from kiln.frontend.tensor import Tensor, to_value
+from kiln.frontend.op_dispatch import to_value
+from kiln.frontend.tensor import Tensor
 from kiln.frontend.trace import TraceContext, as_value, located_error
 from kiln.runtime.pytree import Structure, flatten, unflatten
 from kiln.runtime.eager_transforms import on_eager_tensors

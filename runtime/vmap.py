@@ -47,7 +47,8 @@ from kiln.compiler.errors import TraceError
 from kiln.compiler.ir.builder import Builder
 from kiln.compiler.ir.core import Graph, Value
 from kiln.compiler.ir.types import Dim, normalize_axis
-from kiln.frontend.tensor import Tensor, to_value
+from kiln.frontend.op_dispatch import to_value
+from kiln.frontend.tensor import Tensor
 from kiln.frontend.trace import TraceContext, as_value, located_error
 from kiln.runtime.pytree import Structure, flatten, flatten_keeping, unflatten
 from kiln.runtime.traced_transform import Compiled, TracedTransform, written

@@ -1,4 +1,4 @@
-"""``apply``'s eager fast path (``frontend/tensor.py`` ``_plain_number_dtype`` into ``runtime/eager.py``
+"""``apply``'s eager fast path (``frontend/op_dispatch.py`` ``_plain_number_dtype`` into ``runtime/eager.py``
 ``emit_values``/``emit_constant``): an op on fresh tensors and Python numbers that needs no promotion, seen before,
 is built and run without the general path's steps. Everything the general path honours must hold on it too: the user's
 line on each op and in errors, grad and inference mode, version counters, saved-tensor hooks, tensor hooks, the

@@ -1,4 +1,4 @@
-"""The eager dispatch path's shortcuts (``frontend/tensor.py`` ``apply``, ``runtime/eager.py``): each must give what the
+"""The eager dispatch path's shortcuts (``frontend/op_dispatch.py`` ``apply``, ``runtime/eager.py``): each must give what the
 general path gives. Promotion's one-floating-dtype shortcut (result dtypes and values against torch), the reshape
 cache (keyed by source and target, plain shapes only, errors never cached), constants built without the builder (the
 same op, type and location; anything unusual still goes through the builder and its errors) and the int-tuple
