@@ -49,6 +49,7 @@ from kiln.runtime.argument_writes import write_back_argument_grads, write_back_a
 from kiln.runtime.attribute_writes import AttributeWrites
 from kiln.runtime.compile_arguments import (UNCOMPILED_BACKENDS, checked_backend, named_like, number_positions,
                                             numbers_fixed, numbers_weak, traced_arguments, with_keywords)
+from kiln.runtime.compiled_methods import bound_method
 from kiln.runtime.compiled_training import (AttributesSetPerTrace, TrainingVariant, call_training, compile_training,
                                             eager_inputs, in_call_order)
 from kiln.runtime.compiled_write_back import written_back
@@ -166,7 +167,7 @@ class CompiledFunction:
     method_owner: type | None = None
     """The class whose body compiled ``fn`` as a method (``__set_name__``): ``Base.forward(self, x)`` binds ``self``."""
     method_key: object = field(default_factory=object, repr=False, compare=False)
-    """This method's key in each instance's ``_CompiledMethods`` (``__get__``)."""
+    """This method's key in each instance's compiled methods (``runtime/compiled_methods.py``)."""
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.method_owner = owner
@@ -181,7 +182,7 @@ class CompiledFunction:
             return self
         if TraceContext.active():
             return types.MethodType(self.fn, instance)
-        return _bound_method(self, instance)
+        return bound_method(self, instance)
 
     def bound_to(self, instance: Any) -> CompiledFunction:
         """A compiled function of ``fn`` bound to ``instance``, compiled with this one's settings."""
@@ -631,55 +632,6 @@ def _broadcast_inputs_static(arrays: list[np.ndarray], batch_dim: BatchDim) -> B
     if all(size in (None, largest) for size in sizes):
         return batch_dim
     return tuple(None if size != largest else axis for size, axis in zip(sizes, axes))
-
-
-class _CompiledMethods(dict):
-    """An instance's compiled methods by their class's ``method_key``. It lives in the instance's ``__dict__``, so it
-    dies with the instance (the cycle instance -> compiled -> bound method -> instance is the collector's to free);
-    held by the class's compiled function instead, it would keep every instance alive, since a bound trace holds its
-    module. A copy or pickle of the instance starts empty, as ``Module.compile``'s: generated code is not copied,
-    the copy's methods compile afresh for the copy."""
-
-    def __copy__(self) -> _CompiledMethods:
-        return _CompiledMethods()
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> _CompiledMethods:
-        return _CompiledMethods()
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return _CompiledMethods, ()
-
-
-_METHODS_ATTRIBUTE = "_kiln_compiled_methods"
-_SLOTTED: dict[tuple[int, int], CompiledFunction] = {}
-"""Compiled methods of instances without a ``__dict__`` (``__slots__``), by ``(id(method_key), id(instance))``: their
-bound method holds the instance, which such a cache keeps alive."""
-
-
-def _bound_method(method: CompiledFunction, instance: Any) -> CompiledFunction:
-    """``method`` bound to ``instance``: the one made on its first access, cached in the instance's ``__dict__``."""
-    namespace = getattr(instance, "__dict__", None)
-    if not isinstance(namespace, dict):
-        return _bound_slotted(method, instance)
-    cache = namespace.get(_METHODS_ATTRIBUTE)
-    compiled = None if cache is None else cache.get(method.method_key)
-    if compiled is not None and compiled.fn.__self__ is instance:
-        return compiled
-    if compiled is not None:  # a shallow copy shares the original's cache: the copy gets its own
-        cache = None
-    if cache is None:
-        cache = namespace[_METHODS_ATTRIBUTE] = _CompiledMethods()
-    compiled = cache[method.method_key] = method.bound_to(instance)
-    return compiled
-
-
-def _bound_slotted(method: CompiledFunction, instance: Any) -> CompiledFunction:
-    """``_bound_method`` for an instance without a ``__dict__``: cached in ``_SLOTTED``."""
-    key = (id(method.method_key), id(instance))
-    compiled = _SLOTTED.get(key)
-    if compiled is None or compiled.fn.__self__ is not instance:
-        compiled = _SLOTTED[key] = method.bound_to(instance)
-    return compiled
 
 
 _FIELDS = frozenset(CompiledFunction.__dataclass_fields__)
