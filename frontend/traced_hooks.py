@@ -17,11 +17,12 @@ h.register_hook(lambda g: g * 0.5)     # d loss / d lin's weight halves
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from kiln.compiler.ir.core import Value
+from kiln.frontend.hooked_gradient import hooked_gradient
 from kiln.frontend.module_hooks import RemovableHandle, held_hook
-from kiln.frontend.trace import TraceContext, located_error
+from kiln.frontend.trace import TraceContext
 
 
 def register_traced_hook(context: TraceContext, value: Value, hook: Callable[[Any], Any]) -> RemovableHandle:
@@ -36,9 +37,7 @@ def cotangent_hooks(context: TraceContext) -> Callable[[Value, Value], Value] | 
         return None
 
     def on_cotangent(value: Value, cotangent: Value) -> Value:
-        for hook in list(registered.get(value, {}).values()):
-            cotangent = _hooked(hook, value, cotangent)
-        return cotangent
+        return _hooked(registered.get(value, {}).values(), cotangent)
 
     return on_cotangent
 
@@ -46,23 +45,13 @@ def cotangent_hooks(context: TraceContext) -> Callable[[Value, Value], Value] | 
 def parameter_hooked(parameter: Any, grad: Value) -> Value:
     """``grad``, a parameter's whole gradient from a traced backward, through the parameter's ``register_hook``
     hooks, before it is accumulated into ``.grad``, as torch's ``AccumulateGrad`` calls them."""
-    for hook in list(parameter.__dict__.get("_grad_hooks", {}).values()):
-        grad = _hooked(hook, grad, grad)
-    return grad
+    return _hooked(parameter.__dict__.get("_grad_hooks", {}).values(), grad)
 
 
-def _hooked(hook: Callable[[Any], Any], value: Value, cotangent: Value) -> Value:
+def _hooked(hooks: Iterable[Callable[[Any], Any]], cotangent: Value) -> Value:
     from kiln.frontend.tensor import Tensor  # lazily: the tensor builds on the trace
 
-    result = hook(Tensor(cotangent))
-    if result is None:
-        return cotangent
-    if not isinstance(result, Tensor):
-        raise located_error(f"a tensor hook returned {type(result).__name__}; it returns a Tensor (the new gradient) or None")
-    if result.value.type != cotangent.type:
-        raise located_error(f"a tensor hook changed the gradient of {value.type} to {result.value.type}; it returns a "
-                            "tensor of the gradient's shape and dtype, as torch requires")
-    return result.value
+    return hooked_gradient(hooks, Tensor(cotangent)).value
 
 
 __all__ = ["cotangent_hooks", "parameter_hooked", "register_traced_hook"]

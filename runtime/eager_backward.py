@@ -40,6 +40,7 @@ from kiln.frontend.anomaly_mode import is_anomaly_enabled
 from kiln.frontend.autograd_graph import requires_grad_of, started_backward
 from kiln.frontend.custom_function_once import USED as ONCE_USED, check_once_differentiable
 from kiln.frontend.eager_values import ARRAYS, GRAD_TENSORS, PARAMETERS, TENSOR_HOOKS, trained_parameter
+from kiln.frontend.hooked_gradient import hooked_gradient
 from kiln.frontend.module import Parameter
 from kiln.frontend.torch_array import torch_array
 from kiln.frontend.trace import located_error
@@ -375,16 +376,14 @@ def _per_owner(owners: list[Any], grads: Sequence[Any]) -> list[tuple[Any, np.nd
 
 
 def _parameter_hooks(owner: Any, grad: np.ndarray) -> np.ndarray:
+    """``grad`` through a parameter's ``register_hook`` hooks, given to them as a tensor."""
     hooks = list(owner.__dict__.get("_grad_hooks", {}).values()) if isinstance(owner, Parameter) else []
     if not hooks:
         return grad
     from kiln.frontend.eager_values import eager_leaf
 
     sparse = getattr(grad, "is_sparse", False)  # a SparseGrad goes to the hooks as is, as PyTorch's sparse .grad
-    tensor = grad if sparse else eager_leaf(np.array(grad))
-    for hook in hooks:
-        result = hook(tensor)
-        tensor = tensor if result is None else result
+    tensor = hooked_gradient(hooks, grad if sparse else eager_leaf(np.array(grad)))
     return tensor if getattr(tensor, "is_sparse", False) else np.asarray(tensor)
 
 

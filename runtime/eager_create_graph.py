@@ -30,8 +30,9 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from kiln.frontend.eager_values import eager_value
+from kiln.frontend.hooked_gradient import hooked_gradient
 from kiln.frontend.module import Parameter
-from kiln.frontend.trace import TraceContext, located_error
+from kiln.frontend.trace import TraceContext
 from kiln.runtime.compiled_double_backward import differentiable_residuals
 from kiln.runtime.eager_backward import after_accumulation, backward_chain, seed_array, still_requires_grad
 from kiln.runtime.eager_grad import replayed
@@ -80,20 +81,7 @@ def _per_owner(owners: Sequence[Any], grads: Sequence[Any]) -> list[tuple[Any, A
 
 def _parameter_hooks(owner: Any, grad: Any) -> Any:
     """``grad`` through a parameter's ``register_hook`` hooks in order (a tensor a hook returns replaces it)."""
-    if not isinstance(owner, Parameter):
-        return grad
-    for hook in list(owner.__dict__.get("_grad_hooks", {}).values()):
-        result = hook(grad)
-        grad = grad if result is None else _checked_hook_result(result, grad)
-    return grad
-
-
-def _checked_hook_result(result: Any, grad: Any) -> Any:
-    if eager_value(result) is None or tuple(result.shape) != tuple(grad.shape):
-        raise located_error(f"a parameter's gradient hook returned {type(result).__name__} "
-                            f"{tuple(getattr(result, 'shape', ()))} during backward(create_graph=True); return None or "
-                            f"an eager tensor of the gradient's shape {tuple(grad.shape)}")
-    return result
+    return hooked_gradient(owner.__dict__.get("_grad_hooks", {}).values(), grad) if isinstance(owner, Parameter) else grad
 
 
 def accumulate_with_graph(owner: Any, grad: Any) -> None:

@@ -26,6 +26,7 @@ from typing import Any, Callable
 from kiln.compiler.ir.core import Value
 from kiln.frontend.eager_values import ARRAYS, TENSOR_HOOKS
 from kiln.frontend.module_hooks import RemovableHandle, held_hook, registered_hooks
+from kiln.frontend.hooked_gradient import hooked_gradient
 from kiln.frontend.trace import TraceContext, located_error
 
 
@@ -39,17 +40,7 @@ def register_tensor_hook(value: Value, hook: Callable[[Any], Any]) -> RemovableH
 
 def run_hooks(value: Value, grad: Any) -> Any:
     """``grad`` (an eager Tensor) through ``value``'s hooks in order; a hook returning a tensor replaces it."""
-    from kiln.frontend.tensor import Tensor
-
-    for hook in list(TENSOR_HOOKS.get(value, {}).values()):
-        result = hook(grad)
-        if result is not None:
-            if not isinstance(result, Tensor) or tuple(result.shape) != tuple(grad.shape):
-                raise located_error(f"a gradient hook returned {type(result).__name__} "
-                                    f"{tuple(getattr(result, 'shape', ()))}; return None or a tensor of the gradient's "
-                                    f"shape {tuple(grad.shape)}")
-            grad = result
-    return grad
+    return hooked_gradient(TENSOR_HOOKS.get(value, {}).values(), grad)
 
 
 @dataclass

@@ -237,7 +237,7 @@ def test_errors_say_what_and_what_to_do():
     with pytest.raises(kiln.TraceError, match=r"implicitly created only for scalar outputs: backward\(create_graph=True\): the tensor has shape \(3,\)"):
         (w * 2).backward(create_graph=True)
     w.register_hook(lambda g: np.zeros(3))
-    with pytest.raises(kiln.TraceError, match="gradient hook returned ndarray.*return None or an eager tensor"):
+    with pytest.raises(kiln.TraceError, match="gradient hook .<lambda>. returned ndarray; a hook returns None or a tensor"):
         (w * 2).sum().backward(create_graph=True)
 
 

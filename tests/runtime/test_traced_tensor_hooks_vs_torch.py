@@ -86,7 +86,7 @@ def test_a_hook_that_changes_the_gradients_shape_is_refused_at_its_line():
         h.sum().backward()
         return h.sum()
 
-    with pytest.raises(kiln.KilnError, match="changed the gradient of .* as torch requires"):
+    with pytest.raises(kiln.KilnError, match=r"gradient hook .<lambda>. changed the gradient.s shape from \(2, 3\) to \(3,\)"):
         kiln.compile(step, fullgraph=True)(kiln.tensor(X))
 
 
