@@ -122,8 +122,9 @@ class Parameter(Tensor):
 
     def register_post_accumulate_grad_hook(self, hook: Callable[["Parameter"], None]) -> "RemovableHandle":
         """``hook(parameter)`` after each eager ``backward()`` has accumulated into ``.grad`` (PyTorch's; e.g. an
-        optimizer step per parameter). A compiled training step keeps its gradients inside and calls no hook."""
-        return held_hook(self.__dict__.setdefault("_post_accumulate_grad_hooks", {}), hook)
+        optimizer step per parameter, as torch's "optimizer in backward" recipe). A ``kiln.compile``d step's backward
+        calls it too, tracing its ops into the step; ``compile_train_step`` refuses it."""
+        return held_hook(self.__dict__.setdefault("_post_accumulate_grad_hooks", Registry()), hook)  # a change retraces
 
     @property
     def shape(self) -> tuple[int, ...]:

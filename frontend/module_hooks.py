@@ -25,6 +25,8 @@ from kiln.frontend.module_registry import Registry
 
 _handle_ids = itertools.count()
 HOOK_KINDS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+PARAMETER_HOOK_KINDS = ("_grad_hooks", "_post_accumulate_grad_hooks")
+"""Where a parameter keeps its ``register_hook`` and ``register_post_accumulate_grad_hook`` hooks (``Registry``s)."""
 """The registries whose presence sends a module's call through ``call_with_hooks``."""
 GLOBAL_HOOKS: dict[str, Registry] = {kind: Registry() for kind in HOOK_KINDS}
 """The global hooks of each kind (``register_module_forward_hook``...), by handle id, run for every module."""

@@ -407,15 +407,17 @@ def after_backward(owner: Any, callback: Callable[[list[Parameter]], None]) -> N
     _AFTER_BACKWARD[owner] = callback
 
 
-def after_accumulation(trained: list[Parameter]) -> None:
-    """Each parameter's ``register_post_accumulate_grad_hook`` hooks (once per parameter), then the callbacks."""
+def after_accumulation(trained: list[Parameter], callbacks: bool = True) -> None:
+    """Each parameter's ``register_post_accumulate_grad_hook`` hooks (once per parameter), then the callbacks. A
+    ``kiln.compile``d step's backward calls the hooks alone: their ops (an optimizer stepped per parameter in the
+    backward) are traced into the step."""
     seen: set[int] = set()
     for parameter in trained:
         if id(parameter) not in seen:
             seen.add(id(parameter))
             for hook in list(parameter.__dict__.get("_post_accumulate_grad_hooks", {}).values()):
                 hook(parameter)
-    for callback in list(_AFTER_BACKWARD.values()):
+    for callback in list(_AFTER_BACKWARD.values()) if callbacks else ():
         callback(trained)
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import operator
 from typing import Any
 
-from kiln.frontend.module_hooks import GLOBAL_HOOKS, HOOK_KINDS
+from kiln.frontend.module_hooks import GLOBAL_HOOKS, HOOK_KINDS, PARAMETER_HOOK_KINDS
 from kiln.frontend.module_registry import CHANGES
 from kiln.runtime.reachable_objects import reachable_objects
 
@@ -58,7 +58,8 @@ def _snapshot(roots: list[Any]) -> list[Any]:
             for registry in (module._modules, module._parameters, module._buffers):
                 flat += registry.values()
             for parameter in module._parameters.values():  # a compiled backward calls their hooks (traced_hooks.py)
-                flat += parameter.__dict__.get("_grad_hooks", {}).values() if parameter is not None else ()
+                for kind in PARAMETER_HOOK_KINDS if parameter is not None else ():
+                    flat += parameter.__dict__.get(kind, {}).values()
             for kind in HOOK_KINDS:  # torch.compile traces again where forward hooks were added or removed
                 flat += module.__dict__.get(kind, {}).values()
     for registry in GLOBAL_HOOKS.values():  # and where a global one was (nn.modules.module.register_module_forward_hook)

@@ -57,6 +57,7 @@ from kiln.frontend.traced_requires_grad import mark_traced_for_grad
 from kiln.frontend.whole_step_inputs import check_grad_arguments_unreached
 from kiln.frontend.trace import TraceContext, located_error
 from kiln.runtime.argument_writes import marked_arguments, values_before, written_arguments
+from kiln.runtime.eager_backward import after_accumulation
 from kiln.runtime.eager_optim import count_step, grad_array_of, own_step
 from kiln.runtime.pytree import Structure, flatten_keeping
 from kiln.runtime.step_graph import _hyper_inputs, hyper_feeds, parameter_hyper
@@ -263,6 +264,7 @@ class StepCapture:
             self.set_grad(parameter, grad if held is None else self.context.emit("tensor.add", held, grad))
         for leaf, grad in zip(leaves, grads[len(candidates):]):
             leaf.grad = Tensor(grad) if leaf.grad is None else leaf.grad + Tensor(grad)
+        after_accumulation(candidates, callbacks=False)
 
     def _summed_by_parameter(self, grads: list[Value], counts: list[int]) -> list[Value]:
         """``grads`` (each parameter's ``counts[k]`` values' in turn, then the leaves') with each parameter's summed."""

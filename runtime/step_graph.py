@@ -28,6 +28,7 @@ from kiln.compiler.ir.core import Graph, Value
 from kiln.compiler.ir.types import DType, TensorType
 from kiln.compiler.ops.optim import hyper_dtype, scaled
 from kiln.frontend.module import Module, Parameter
+from kiln.frontend.module_hooks import PARAMETER_HOOK_KINDS
 from kiln.frontend.optim import Optimizer
 from kiln.frontend.tensor import Tensor
 from kiln.frontend.trace import TensorSpec, TraceContext, as_value, input_names
@@ -125,7 +126,7 @@ def _trace_loss(
             batch_inputs += [tensor.value for tensor in inputs]
             losses.append(as_value(loss_fn(model(*inputs[:-1]), inputs[-1]), "the loss function's result"))
         parameters = optimizer.trained_parameters()  # requires_grad=False: frozen, as in PyTorch
-        _refuse_parameter_hooks(context.parameter_names, parameters)
+        refuse_parameter_hooks(parameters, lambda: context.parameter_names)
         param_values = [context.value_of(p) for p in parameters]
         trained = set(map(id, parameters))
         frozen = [p for p in context.parameters if id(p) not in trained]
@@ -137,15 +138,17 @@ def _trace_loss(
     return graph, loss, parameters, frozen, list(context.buffer_updates.values())
 
 
-def _refuse_parameter_hooks(names: dict[int, str], parameters: list[Parameter]) -> None:
-    """``compile_train_step`` differentiates in the IR, outside the trace, where a ``Parameter.register_hook`` hook
-    cannot run: refused by name (``names``: the trace's ``parameter_names``; its steps ignored them), where a
-    ``kiln.compile``d step calls them."""
-    hooked = [names.get(id(p), "a parameter") for p in parameters if p.__dict__.get("_grad_hooks")]
+def refuse_parameter_hooks(parameters: Sequence[Parameter], names: Callable[[], dict[int, str]]) -> None:
+    """``compile_train_step`` differentiates in the IR, outside the trace, where a parameter's ``register_hook`` and
+    ``register_post_accumulate_grad_hook`` hooks cannot run: refused by name (``names()``: by ``id``), where a
+    ``kiln.compile``d step calls them. Checked when the step is traced and again when hooks may have been added."""
+    hooked = [p for p in parameters if any(p.__dict__.get(kind) for kind in PARAMETER_HOOK_KINDS)]
     if hooked:
-        raise InputError(f"compile_train_step cannot call the register_hook hooks of {', '.join(hooked)}: its gradients are "
-                         "computed in the compiled graph; compile a step that calls loss.backward() with kiln.compile "
-                         "(which calls them), or remove the hooks")
+        named = names()
+        raise InputError(f"compile_train_step cannot call the register_hook or register_post_accumulate_grad_hook hooks "
+                         f"of {', '.join(named.get(id(p), 'a parameter') for p in hooked)}: its gradients are computed "
+                         "in the compiled graph; compile a step that calls loss.backward() with kiln.compile (which calls "
+                         "them), or remove the hooks")
 
 
 def _mean(b: Builder, losses: list[Value]) -> Value:

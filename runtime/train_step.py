@@ -48,6 +48,7 @@ from kiln.compiler.ops.optim import hyper_dtype
 from kiln.compiler.passes.manager import PassManager
 from kiln.frontend.autocast import autocast_signature
 from kiln.frontend.module import Module
+from kiln.frontend.module_registry import CHANGES
 from kiln.frontend.optim import Optimizer
 from kiln.frontend.optim_combined import Combined
 from kiln.frontend.tensor import Tensor
@@ -58,7 +59,7 @@ from kiln.runtime.batch_dims import BatchDim, batch_signature, batch_specs, spli
 from kiln.runtime.donation import buffer_inputs, step_donations
 from kiln.runtime.lazy import LazyScalar
 from kiln.runtime.resident import ResidentState
-from kiln.runtime.step_graph import GradientOptions, StepGraph, build_step_graph, hyper_feeds
+from kiln.runtime.step_graph import GradientOptions, StepGraph, build_step_graph, hyper_feeds, refuse_parameter_hooks
 
 DEFAULT_PIPELINE = "canonicalize,constant-fold,cse,rematerialize,dce"
 """Graph-level cleanup; backends lower further (the NumPy backend fuses and plans memory on its copy)."""
@@ -102,6 +103,8 @@ class TrainStep:
     compile_count: int = 0
     """How many times a graph was traced and compiled (a new input signature or optimizer option each)."""
     _resident: ResidentState = field(default_factory=ResidentState, repr=False)
+    _hooks_checked: int = field(default=-1, repr=False)
+    """``CHANGES`` when the parameters were last checked for hooks the step cannot call (``refuse_parameter_hooks``)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.accumulate, int) or self.accumulate < 1:
@@ -166,7 +169,11 @@ class TrainStep:
         key = (batch_signature(arrays, self.batch_dim), self.optimizer.signature(), autocast_signature())  # a region around the call
         if key not in self.compiled:
             self.compiled[key] = self.compile(*batch_specs(arrays, self.batch_dim))  # specs (and their checks) only when compiling
-        return self.compiled[key]
+        compiled = self.compiled[key]
+        if self._hooks_checked != CHANGES[0]:  # a hook registered since (each registration counts a change)
+            refuse_parameter_hooks(compiled.step_graph.parameters, lambda: {id(p): n for n, p in self.model.named_parameters()})
+            self._hooks_checked = CHANGES[0]
+        return compiled
 
     def _feeds(self, step_graph: StepGraph, micro_batches: list[np.ndarray]) -> list[np.ndarray]:
         """The arrays for every graph input, in the graph's order."""
