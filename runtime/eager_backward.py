@@ -397,28 +397,31 @@ def _summed(previous: Any, grad: Any) -> Any:
     return summed(previous, grad)
 
 
-_AFTER_BACKWARD: "weakref.WeakKeyDictionary[Any, Callable[[list[Parameter]], None]]" = weakref.WeakKeyDictionary()
-"""Callbacks run once per ``backward()`` with the parameters it accumulated, keyed (weakly) by their owner:
-``DistributedDataParallel`` averages its gradients across ranks there."""
+_AFTER_BACKWARD: "weakref.WeakKeyDictionary[Any, tuple[Callable[..., None], Callable[..., None]]]" = weakref.WeakKeyDictionary()
+"""Callbacks run once per ``backward()`` with the parameters it accumulated, keyed (weakly) by their owner, each an
+eager one and one for a backward traced into a ``kiln.compile``d step: ``DistributedDataParallel`` averages its
+gradients across ranks there."""
 
 
-def after_backward(owner: Any, callback: Callable[[list[Parameter]], None]) -> None:
-    """Call ``callback(parameters)`` after each ``backward()`` that accumulates gradients, while ``owner`` lives."""
-    _AFTER_BACKWARD[owner] = callback
+def after_backward(owner: Any, callback: Callable[[list[Parameter]], None],
+                   traced: Callable[[Any, list[Parameter]], None]) -> None:
+    """Call ``callback(parameters)`` after each eager ``backward()`` that accumulates gradients, while ``owner``
+    lives, and ``traced(capture, parameters)`` after each one traced into a compiled step (``StepCapture``)."""
+    _AFTER_BACKWARD[owner] = (callback, traced)
 
 
-def after_accumulation(trained: list[Parameter], callbacks: bool = True) -> None:
-    """Each parameter's ``register_post_accumulate_grad_hook`` hooks (once per parameter), then the callbacks. A
-    ``kiln.compile``d step's backward calls the hooks alone: their ops (an optimizer stepped per parameter in the
-    backward) are traced into the step."""
+def after_accumulation(trained: list[Parameter], capture: Any = None) -> None:
+    """Each parameter's ``register_post_accumulate_grad_hook`` hooks (once per parameter), then the callbacks: the
+    eager ones, or, given the ``capture`` of a ``kiln.compile``d step whose backward is being traced, the traced ones
+    (the hooks' and their ops go into the step: an optimizer stepped per parameter in the backward, DDP's allreduce)."""
     seen: set[int] = set()
     for parameter in trained:
         if id(parameter) not in seen:
             seen.add(id(parameter))
             for hook in list(parameter.__dict__.get("_post_accumulate_grad_hooks", {}).values()):
                 hook(parameter)
-    for callback in list(_AFTER_BACKWARD.values()) if callbacks else ():
-        callback(trained)
+    for eager, traced in list(_AFTER_BACKWARD.values()):
+        eager(trained) if capture is None else traced(capture, trained)
 
 
 def _marked(loss: Value) -> list[tuple[Any, Value]]:

@@ -264,7 +264,7 @@ class StepCapture:
             self.set_grad(parameter, grad if held is None else self.context.emit("tensor.add", held, grad))
         for leaf, grad in zip(leaves, grads[len(candidates):]):
             leaf.grad = Tensor(grad) if leaf.grad is None else leaf.grad + Tensor(grad)
-        after_accumulation(candidates, callbacks=False)
+        after_accumulation(candidates, capture=self)
 
     def _summed_by_parameter(self, grads: list[Value], counts: list[int]) -> list[Value]:
         """``grads`` (each parameter's ``counts[k]`` values' in turn, then the leaves') with each parameter's summed."""

@@ -34,7 +34,9 @@ from typing import Any, Iterator
 import numpy as np
 
 from kiln.frontend.module import Module, Parameter
-from kiln.runtime.distributed.communicator import Communicator, broadcast_arrays, current, to_host
+from kiln.frontend.tensor import Tensor, apply
+from kiln.frontend.trace import TraceContext
+from kiln.runtime.distributed.communicator import Communicator, DistributedError, broadcast_arrays, current, to_host
 
 
 class DistributedDataParallel(Module):
@@ -51,11 +53,18 @@ class DistributedDataParallel(Module):
         broadcast_arrays([p.data for p in module.parameters()] + [b.data for b in module.buffers()], root=0, comm=self.comm)
         from kiln.runtime.eager_backward import after_backward  # lazily: the NumPy backend imports this package
 
-        after_backward(self, self._average_gradients)
+        after_backward(self, self._average_gradients, self._average_traced_gradients)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         if self.broadcast_buffers and self.training:
-            broadcast_arrays([b.data for b in self.module.buffers()], root=0, comm=self.comm)
+            context = TraceContext.current()
+            if context.eager:
+                broadcast_arrays([b.data for b in self.module.buffers()], root=0, comm=self.comm)
+            else:  # kiln.compile: rank 0's buffers at every call, as ops of the graph
+                self._check_traced_communicator()
+                for buffer in self.module.buffers():
+                    sent = apply("comm.broadcast", Tensor(context.current_value_of(buffer)), root=0)
+                    context.update_buffer(buffer, sent.value)
         return self.module(*args, **kwargs)
 
     @contextmanager
@@ -79,6 +88,39 @@ class DistributedDataParallel(Module):
                 size = parameter.data.size
                 parameter.grad[...] = averaged[offset:offset + size].reshape(parameter.data.shape)
                 offset += size
+
+
+    def _average_traced_gradients(self, capture: Any, accumulated: list[Parameter]) -> None:
+        """``_average_gradients`` in a backward traced into a ``kiln.compile``d step: one ``comm.allreduce`` per
+        bucket in the step's graph, run at every call (without it each rank stepped on its own gradients)."""
+        trained = [p for p in self.module.parameters() if p.requires_grad]
+        capture.guards.append(lambda syncing=self._syncing: self._syncing == syncing)  # no_sync() traces its own step
+        if not self._syncing or not any(id(p) in {id(q) for q in trained} for p in accumulated):
+            return
+        self._check_traced_communicator()
+        for bucket in _buckets(trained, self.bucket_bytes):
+            grads = [_traced_gradient(capture, p) for p in bucket]
+            flat = apply("tensor.concat", *[g.reshape(-1) for g in grads], axis=0) if len(grads) > 1 else grads[0].reshape(-1)
+            averaged = apply("comm.allreduce", flat, op="mean", world_size=self.comm.size)
+            offset = 0
+            for parameter, grad in zip(bucket, grads):
+                capture.set_grad(parameter, averaged[offset:offset + grad.numel()].reshape(grad.shape).value)
+                offset += grad.numel()
+
+    def _check_traced_communicator(self) -> None:
+        """A compiled step's collectives run on the current communicator (``init_process_group``'s)."""
+        if self.comm is not current():
+            raise DistributedError("DistributedDataParallel(process_group=...) in a kiln.compile'd step: the step's "
+                                   "collectives run on the communicator kiln.distributed.init_process_group made; wrap "
+                                   "the model without process_group, or train it eagerly")
+
+
+def _traced_gradient(capture: Any, parameter: Parameter) -> Tensor:
+    """The parameter's traced ``.grad``, zeros where the backward did not reach it (every rank sends whole buckets)."""
+    grad = capture.grad_of(parameter)
+    if grad is None:
+        return Tensor(capture.context.emit("tensor.constant", value=np.zeros_like(np.asarray(parameter.data))))
+    return Tensor(grad)
 
 
 def _gradient(parameter: Parameter) -> np.ndarray:
