@@ -26,7 +26,7 @@ from kiln.frontend.inplace_leaf_checks import check_non_leaf_flag, warn_non_leaf
 from kiln.frontend.shared_storage import shared
 from kiln.frontend.trace import TraceContext, located_error, step_capture
 from kiln.frontend.traced_array_errors import traced_array_error
-from kiln.frontend.traced_hooks import register_traced_hook
+from kiln.frontend.traced_hooks import register_traced_hook, retain_traced_grad, traced_retains_grad
 from kiln.frontend.traced_requires_grad import check_float_for_grad, mark_traced_for_grad, traced_requires_grad
 from kiln.frontend.whole_step_inputs import refuse_backward_in_compiled_forward
 
@@ -112,7 +112,13 @@ class EagerMethods:
         return register_tensor_hook(value, hook)
 
     def retain_grad(self) -> None:
-        """Keep this intermediate's gradient in ``.grad`` at the next ``backward()`` (eager tensors)."""
+        """Keep this intermediate's gradient in ``.grad`` at the next ``backward()``; traced, in a ``kiln.compile``d
+        step's backward (``frontend/traced_hooks.py``). A tensor that requires no gradient is refused, as torch's."""
+        if not self.requires_grad:
+            raise located_error("can't retain_grad on a tensor that does not require a gradient (it depends on no "
+                                "parameter and no tensor marked by requires_grad_()); mark a leaf with requires_grad_()")
+        if eager_value(self) is None:
+            return retain_traced_grad(self)
         self._mark_for_grad(True)
 
     @property
@@ -148,6 +154,8 @@ class EagerMethods:
     def retains_grad(self) -> bool:
         """Whether ``backward()`` fills this non-leaf tensor's ``.grad`` (``retain_grad()``)."""
         value = self.__dict__.get("_value")
+        if value is not None and eager_value(self) is None:
+            return traced_retains_grad(self)
         return value is not None and value in GRAD_TENSORS and value.producer is not None
 
     @property

@@ -254,7 +254,7 @@ class StepCapture:
         seed = None if gradient is None else _seed(gradient, loss)
         first = len(self.context.graph.ops)
         grads = differentiate_outputs(self.context.graph, [loss.value], [v for vs in held for v in vs] + [t.value for t in leaves],
-                                      [seed], on_cotangent=cotangent_hooks(self.context))
+                                      [seed], on_cotangent=cotangent_hooks(self.context, retain=True, keep_graph=create_graph))
         grads = self._summed_by_parameter(grads, [len(vs) for vs in held])
         grads = [parameter_hooked(p, g) for p, g in zip(candidates, grads)] + grads[len(candidates):]
         backward_reads_written(self.context.graph, first)  # x.data written since the forward read it: the new values
