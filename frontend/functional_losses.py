@@ -79,7 +79,7 @@ def nll_loss(input: Tensor, target: Tensor, weight: Any = None, *, ignore_index:
 @_legacy_reduction
 def mse_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
     """Mean squared error ``(input - target)^2``."""
-    _same_shape("mse_loss", input, target)
+    input, target = _broadcast_as_torch("mse_loss", input, target)
     return apply("nn.mse", input, target, reduction=reduction)
 
 
@@ -87,7 +87,7 @@ def mse_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
 @_legacy_reduction
 def l1_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
     """Mean absolute error ``|input - target|``."""
-    _same_shape("l1_loss", input, target)
+    input, target = _broadcast_as_torch("l1_loss", input, target)
     return apply("nn.l1", input, target, reduction=reduction)
 
 
@@ -95,14 +95,14 @@ def l1_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
 @_legacy_reduction
 def smooth_l1_loss(input: Tensor, target: Tensor, reduction: str = "mean", beta: float = 1.0) -> Tensor:
     """``0.5 d^2 / beta`` where ``|d| < beta``, else ``|d| - 0.5 beta`` (``d = input - target``)."""
-    _same_shape("smooth_l1_loss", input, target)
+    input, target = _broadcast_as_torch("smooth_l1_loss", input, target)
     return apply("nn.smooth_l1", input, target, reduction=reduction, beta=float(beta))
 
 
 @autocasts("huber_loss")
 def huber_loss(input: Tensor, target: Tensor, reduction: str = "mean", delta: float = 1.0) -> Tensor:
     """``0.5 d^2`` where ``|d| < delta``, else ``delta (|d| - 0.5 delta)`` (``d = input - target``)."""
-    _same_shape("huber_loss", input, target)
+    input, target = _broadcast_as_torch("huber_loss", input, target)
     return apply("nn.huber", input, target, reduction=reduction, delta=float(delta))
 
 
@@ -429,9 +429,39 @@ def _constants(function: str, input: Tensor, **arrays: Any) -> list[np.ndarray |
     return constants
 
 
+_BROADCAST_WARNING = ("Using a target size ({target}) that is different to the input size ({input}). This will likely lead "
+                      "to incorrect results due to broadcasting. Please ensure they have the same size.")
+
+
+def _broadcast_as_torch(function: str, input: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+    """``(input, target)`` broadcast together where their shapes differ, with PyTorch's warning at the user's line:
+    torch's regression losses (mse, l1, smooth_l1, huber) broadcast, so a ``(N, 1)`` prediction against a ``(N,)``
+    target scores all ``N x N`` pairs, a slip that published code trains with (attention-learn-to-route's critic
+    baseline, ``F.mse_loss(v, c.detach())``); shapes that do not broadcast are an error naming the line."""
+    if input.shape == target.shape:
+        return input, target
+    from kiln.frontend.functional_spatial import _warn_at_user_line
+    from kiln.frontend.torch_size import Size
+
+    _warn_at_user_line(_BROADCAST_WARNING.format(target=Size(target.shape), input=Size(input.shape)))
+    shape = _broadcast_shape(function, input, target)
+    return input.broadcast_to(shape), target.broadcast_to(shape)
+
+
+def _broadcast_shape(function: str, input: Tensor, target: Tensor) -> tuple[Any, ...]:
+    """The shape ``input`` and ``target`` broadcast to; an error naming the line where they do not."""
+    from kiln.frontend.torch_more import broadcast_shapes
+
+    try:
+        return broadcast_shapes(input.shape, target.shape)
+    except Exception:
+        raise located_error(f"{function}: input {input.type} and target {target.type} differ in shape and do not "
+                            f"broadcast") from None
+
+
 def _same_shape(function: str, input: Tensor, target: Tensor) -> None:
     if input.shape != target.shape:
-        raise located_error(f"{function}: input {input.type} and target {target.type} differ in shape; reshape one (PyTorch would broadcast and warn)")
+        raise located_error(f"{function}: input {input.type} and target {target.type} differ in shape; reshape one to the other's shape")
 
 
 def _same_float_dtype(function: str, input: Tensor, target: Any) -> None:

@@ -57,7 +57,26 @@ def manual_seed(seed: int) -> None:
 
 manual_seed_all = manual_seed
 
-__all__ = ["device_count", "is_available", "is_bf16_supported", "manual_seed", "manual_seed_all", "synchronize"]
+
+def get_rng_state_all() -> list:
+    """``torch.cuda.get_rng_state_all``: the random state of each GPU, which kiln keeps none of (one generator draws
+    every random number whatever the backend; ``kiln.get_rng_state()`` holds it), so an empty list, as torch's CPU
+    wheel answers. Training scripts save it in their checkpoints next to ``get_rng_state()``."""
+    return []
+
+
+def set_rng_state_all(new_states: list) -> None:
+    """``torch.cuda.set_rng_state_all``: restores what ``get_rng_state_all`` gave, which in kiln is nothing; a state
+    given is refused (``kiln.set_rng_state`` restores every random state)."""
+    if len(new_states):
+        from kiln.frontend.trace import located_error
+
+        raise located_error("set_rng_state_all: kiln keeps no per-GPU random states (get_rng_state_all gives none); "
+                            "restore kiln.get_rng_state() with kiln.set_rng_state")
+
+
+__all__ = ["device_count", "get_rng_state_all", "is_available", "is_bf16_supported", "manual_seed", "manual_seed_all",
+           "set_rng_state_all", "synchronize"]
 
 
 def _amp() -> object:
