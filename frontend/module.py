@@ -33,6 +33,7 @@ from kiln.frontend.torch_printoptions import printed
 from kiln.frontend.tensor_eager import array_protocol
 from kiln.frontend.torch_array import TorchArray, torch_array, traced_view, tracing
 from kiln.frontend.trace import TraceContext, step_capture
+from kiln.frontend.torch_size import Size
 
 
 class Parameter(Tensor):
@@ -127,8 +128,9 @@ class Parameter(Tensor):
         return held_hook(self.__dict__.setdefault("_post_accumulate_grad_hooks", Registry()), hook)  # a change retraces
 
     @property
-    def shape(self) -> tuple[int, ...]:
-        return self.data.shape
+    def shape(self) -> Size:
+        """``torch.Size`` of the values, as PyTorch's (it prints ``kiln.Size([2, 1])``)."""
+        return Size(self._data.shape)
 
     @property
     def dtype(self) -> DType:
