@@ -51,6 +51,22 @@ class SymbolicDim(str):
 
     __rmul__ = __mul__
 
+    def __eq__(self, other: Any) -> bool:  # type: ignore[override]
+        """A name equals a name (``"N" == "N"``). Compared with a number in the user's code under ``kiln.compile``
+        (``if x.shape[0] == 2``), the trace is refused, so it is traced again with static shapes, as torch.compile
+        specializes a size it compares: as a ``str`` the answer was False whatever the size, a branch taken silently
+        wrong. Kiln's own shape checks compare as a ``str``."""
+        if _is_number(other):
+            _refuse_number_comparison(self, other, "==")
+        return str.__eq__(self, other)
+
+    def __ne__(self, other: Any) -> bool:  # type: ignore[override]
+        if _is_number(other):
+            _refuse_number_comparison(self, other, "!=")
+        return str.__ne__(self, other)
+
+    __hash__ = str.__hash__
+
     def __floordiv__(self, other: Any) -> Any:
         """``dim // int`` or ``dim // dim`` where it divides exactly: ``"2*N" // 2`` is ``"N"``, as torch's SymInt
         traces ldm's ``b_h // h`` after heads were merged into the batch (``(b h) n d``). Else a ``TypeError``."""
@@ -66,6 +82,19 @@ class SymbolicDim(str):
         if other_factor <= 0 or factor % other_factor:
             return NotImplemented
         return symbolic(dim_product([factor // other_factor, *remaining]))
+
+
+def _is_number(other: Any) -> bool:
+    return isinstance(other, (int, np.integer)) and not isinstance(other, bool)
+
+
+def _refuse_number_comparison(dim: SymbolicDim, number: Any, operator: str) -> None:
+    """Raise where the user's code (frames: this, the operator, its caller) compares ``dim``, a symbol a static retrace
+    replaces, with a number."""
+    from kiln.frontend.trace import called_from_user  # lazily: the trace builds on the dims
+
+    if set(dim_factors(str(dim))[1]) & _STATIC_ON_DEMAND.get() and called_from_user(depth=3):
+        raise TraceError(f"the dynamic dim {dim} compared with {number} ({operator}): traced again with static shapes")
 
 
 def symbolic(dim: Any) -> Any:
