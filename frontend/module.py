@@ -285,16 +285,20 @@ def _kept_after_the_trace(tensor: Tensor) -> Tensor:
 
 def _assign_buffer(module: "Module", name: str, value: Tensor) -> None:
     """A tensor assigned to a registered buffer's name stays that buffer (in ``state_dict``, ``named_buffers``): traced,
-    its new value is recorded for the step to write back (as BatchNorm's running statistics); eagerly, the name is
-    bound to a new buffer holding the tensor's values (PyTorch rebinds it too, so an older reference keeps the old
-    values), of the tensor's shape and dtype; the tensor's gradient history is not kept."""
+    its new value is recorded for the step to write back (as BatchNorm's running statistics) and the attribute reads
+    the tensor until the trace ends (``TraceContext.rebind_buffer``); eagerly, the name is bound to a new buffer holding
+    the tensor's values (PyTorch rebinds it too, so an older reference keeps the old values), of the tensor's shape and
+    dtype. PyTorch's buffer is the tensor itself, gradient history included: so, eagerly, reading the attribute gives
+    the tensor where it requires grad (snnTorch's ``Leaky`` keeps its membrane potential in a ``mem`` buffer, ``self.mem
+    = self.state_function(input_)``, and backpropagates through time through it), while the registry holds its values
+    (``state_dict`` detaches, as PyTorch's)."""
     context = TraceContext.current()
     if not context.eager:
-        context.update_buffer(module._buffers[name], value.value)
+        context.rebind_buffer(module, name, value)
         return
     buffer = Buffer(np.array(value.detach().numpy()))
     module._buffers[name] = buffer  # a replaced entry keeps its place in the order, as PyTorch's
-    object.__setattr__(module, name, buffer)
+    object.__setattr__(module, name, value if value.requires_grad else buffer)
 
 
 class GradLeaf(Parameter):
@@ -530,6 +534,15 @@ class Module(HookMethods):
             if is_float_array_dtype(tensor.data.dtype) and getattr(tensor, "complex_view", None) is None:
                 tensor.data = tensor.data.astype(target)
                 _cast_grad(tensor, target)
+        self._read_buffers_again()
+
+    def _read_buffers_again(self) -> None:
+        """Each buffer's attribute the registered buffer again where an eager assignment left the tensor assigned
+        (one that requires grad, ``_assign_buffer``): the buffers were just written in place (loaded, cast), and
+        later reads see what was written, as they see PyTorch's buffer, the tensor itself, written in place."""
+        for name, buffer in self._buffers.items():
+            if buffer is not None and self.__dict__.get(name) is not buffer:
+                object.__setattr__(self, name, buffer)
 
     def double(self) -> "Module":
         return self.to(np.float64)
@@ -631,6 +644,8 @@ class Module(HookMethods):
         with no_grad():  # as PyTorch's: loading writes parameters in place
             for name, array in arrays.items():
                 own[name].copy_(array)
+        for module in self.modules():
+            module._read_buffers_again()
         return IncompatibleKeys(missing, unexpected)
 
     def train(self, mode: bool = True) -> "Module":

@@ -383,12 +383,16 @@ class InPlaceMethods:
 
 
 def _float_like(tensor: Any, other: Any) -> Any:
-    """A floating tensor operand in ``tensor``'s floating dtype: the result is written in that dtype anyway (PyTorch
-    computes ``f32.add_(f64)`` in float64 and rounds once; kiln rounds the operand first)."""
+    """A floating tensor operand of another float dtype in the dtype PyTorch computes the op in, ``result_type(tensor,
+    other)``: ``tensor``'s own for a 0-d ``other`` (rounded first, as torch's), ``other``'s for a wider one with dims,
+    whose result is rounded once when written: ``f32.add_(f64)`` is ``f32(f64(x) + y)``, not ``x + f32(y)`` (snnTorch's
+    ``ce_rate_loss`` sums float64 per-sample losses into ``torch.zeros(B, dtype=torch.float)`` by ``loss += ...``)."""
     from kiln.frontend.tensor import Tensor
+    from kiln.frontend.torch_dtypes import result_type
 
     if isinstance(other, Tensor) and other.dtype.is_float and tensor.dtype.is_float and other.dtype is not tensor.dtype:
-        return other.to(tensor.dtype)
+        computed = result_type(tensor, other)
+        return other if computed is other.dtype else other.to(computed)
     return other
 
 

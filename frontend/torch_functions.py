@@ -294,7 +294,7 @@ FORWARDED = (
     "lerp", "log", "log_softmax", "logical_and", "logical_not", "logical_or", "logical_xor", "logsumexp", "lt", "masked_fill",
     "matmul", "max", "maximum", "mean", "min", "minimum", "mm", "movedim", "mul", "narrow", "ne", "neg", "norm", "outer",
     "permute", "pow", "prod", "reciprocal", "relu", "repeat_interleave", "reshape", "roll", "rsqrt", "sigmoid", "sign", "sin",
-    "softmax", "sort", "split", "sqrt", "square", "squeeze", "std", "sub", "sum", "t", "take_along_dim", "tanh", "tile", "topk",
+    "softmax", "sort", "sqrt", "square", "squeeze", "std", "sub", "sum", "t", "take_along_dim", "tanh", "tile", "topk",
     "transpose", "tril", "triu", "msort", "log1p", "expm1", "log2", "log10", "exp2", "sinh", "cosh", "tan", "erf", "hypot",
     "logaddexp", "heaviside", "nan_to_num", "addcmul", "addcdiv", "addmm", "baddbmm", "diag", "diagonal", "diff", "kron", "take",
     "kthvalue", "median", "numel", "broadcast_to", "expand_as",
@@ -320,6 +320,13 @@ def cat(tensors: Any, dim: int = 0) -> Tensor:
 
 
 concat = concatenate = cat
+
+
+def split(tensor: Any, split_size_or_sections: Any, dim: int = 0) -> tuple[Any, ...]:
+    """``torch.split`` (torch/functional.py's Python function): its parameter names, which code passes by keyword
+    (``torch.split(x, split_size_or_sections=d, dim=-1)``, xLSTM's mLSTM layer), where the method
+    ``Tensor.split(split_size, dim)`` names the first ``split_size``."""
+    return tensor_operand(tensor).split(split_size_or_sections, dim)  # p.grad's array: a tensor, as the forwarders take
 
 
 def stack(tensors: Any, dim: int = 0) -> Tensor:
@@ -464,7 +471,8 @@ def einsum(equation: str, *operands: Any) -> Tensor:
 
 __all__ = [
     "arange", "as_tensor", "bucketize", "cat", "cdist", "concat", "concatenate", "einsum", "empty", "empty_like", "eye", "from_numpy", "full", "full_like",
-    "linspace", "meshgrid", "ones", "ones_like", "rand", "rand_like", "randint", "randn", "randn_like", "searchsorted", "stack",
+    "linspace", "meshgrid", "ones", "ones_like", "rand", "rand_like", "randint", "randn", "randn_like", "searchsorted", "split",
+    "stack",
     "tensor", "trapezoid", "trapz", "where", "zeros",
     "zeros_like",
 ]

@@ -116,6 +116,9 @@ class TraceContext:
         self.step_capture: Any = None
         """In a ``kiln.compile``d training step: what its ``backward()``, ``zero_grad()`` and ``optimizer.step()`` do to
         state (``runtime/step_capture.py``'s ``StepCapture``)."""
+        self.rebound_buffers: dict[tuple[int, str], tuple[Any, str, "Parameter"]] = {}
+        """Module buffers the traced Python assigned a tensor (``self.mem = mem``), whose attribute reads that tensor
+        until the trace ends (``rebind_buffer``)."""
 
     def attribute_written(self, module: Any, name: str) -> None:
         """``module.name = <plain value>`` in the trace: its value before the first such write is kept."""
@@ -139,6 +142,28 @@ class TraceContext:
     def update_buffer(self, buffer: "Parameter", value: Value) -> None:
         """Record ``value`` as ``buffer``'s new value (BatchNorm's running statistics); the training step returns and writes it."""
         self.buffer_updates[id(buffer)] = (buffer, value)
+
+    def rebind_buffer(self, module: Any, name: str, tensor: Any) -> None:
+        """``module.name = tensor`` for a registered buffer: its new value, and, until the trace ends, the attribute is
+        the tensor itself, as PyTorch's buffer is the tensor assigned. A reference taken before keeps the value it had:
+        snnTorch's ``Leaky`` returns ``self.mem`` at each time step (``mem_rec.append(mem)``) and assigns it anew at
+        the next; reading the buffer would give every step the last value."""
+        buffer = module._buffers[name]
+        self.update_buffer(buffer, tensor.value)
+        self.rebound_buffers[(id(module), name)] = (module, name, buffer)
+        object.__setattr__(module, name, tensor)
+
+    def _restore_rebound_buffers(self) -> None:
+        """At the trace's end, each rebound buffer's update is its tensor's latest value (an in-place write after the
+        assignment counts), and its attribute the buffer again, which the step's write-back updates."""
+        for module, name, buffer in self.rebound_buffers.values():
+            if module._buffers.get(name) is not buffer:  # registered anew or removed since: the module's business
+                continue
+            tensor = module.__dict__.get(name)
+            if tensor is not buffer and tensor is not None:
+                self.update_buffer(buffer, tensor.value)
+            object.__setattr__(module, name, buffer)
+        self.rebound_buffers.clear()
 
     def random_seed(self) -> tuple[Value, int]:
         """The graph's seed input (created on first use) and a fresh stream number for one more draw."""
@@ -169,6 +194,8 @@ class TraceContext:
 
     def __exit__(self, kind: Any, error: Any, traceback: Any) -> None:
         self._local.stack.pop()
+        if self.rebound_buffers and self not in self._local.stack:
+            self._restore_rebound_buffers()
         if isinstance(error, TraceError) and not getattr(error, "located", False):
             _locate(error, traceback)  # raised without the user's line (a check in a layer or function): add it
 

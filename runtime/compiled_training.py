@@ -46,6 +46,7 @@ from kiln.compiler.errors import KilnError
 from kiln.runtime.argument_writes import refuse_argument_writes, values_before
 from kiln.runtime.attribute_writes import AttributeWrites
 from kiln.runtime.compile_arguments import named_like
+from kiln.runtime.compiled_write_back import write_buffer
 from kiln.runtime.executable import Executable
 from kiln.runtime.pytree import Structure, flatten, unflatten
 from kiln.runtime.rebound_names import bindings_guard
@@ -335,7 +336,7 @@ def call_training(variant: TrainingVariant, values: Sequence[Value]) -> Any:
     split = variant.split
     updates = results[split.num_outputs : split.num_outputs + split.num_buffers]
     for buffer, update in zip(variant.buffers, updates):
-        np.copyto(buffer.data, update)
+        write_buffer(buffer, update)
     variant.attributes.replayed(updates[len(variant.buffers) :])
     context = TraceContext.current()
     operands = [*values, *[context.value_of(p) for p in variant.parameters], *map(eager_value, variant.lifted.tensors)]

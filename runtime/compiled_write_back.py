@@ -33,11 +33,21 @@ def written_back(buffers: Sequence[Parameter], captured: CapturedStep | None, do
     updates = [np.asarray(o) for o in outputs[first:]]
     for buffer, update, done in zip(buffers, updates, in_place[first:]):
         if not done:
-            np.copyto(buffer.data, update)
+            write_buffer(buffer, update)
     if captured is not None:
         skip = first + len(buffers)
         captured.write_back(updates[len(buffers) :], in_place[skip:])
     return own
+
+
+def write_buffer(buffer: Parameter, update: np.ndarray) -> None:
+    """``update`` into ``buffer``'s array; a new array where its shape or dtype differs: the step assigned the buffer's
+    name a tensor of another shape (snnTorch's ``self.mem = torch.zeros_like(input_)`` over a ``zeros(0)`` buffer),
+    which PyTorch's buffer becomes, as an eager assignment's does (``frontend/module.py``'s ``_assign_buffer``)."""
+    if buffer.data.shape == update.shape and buffer.data.dtype == update.dtype:
+        np.copyto(buffer.data, update)
+    else:
+        buffer.data = np.array(update)
 
 
 def _owner(array: Any) -> Any:
@@ -54,4 +64,4 @@ def _written_in_place(outputs: Sequence[Any], feeds: Sequence[Any], donations: d
     return in_place
 
 
-__all__ = ["written_back"]
+__all__ = ["write_buffer", "written_back"]

@@ -55,7 +55,7 @@ float32's level.
   ``expand_``/``acc_rev_`` with ``Xa[:, :, 1].add_(...)``, ``Aa[:, :, 1].mul_(...)``, complex ``ctx`` attributes), the
   ``torch.tile``/``expand`` broadcasting, ``2 * CX.real + DU``; trained with the scan as the other models are, and
   exported to ONNX. The
-  step-by-step loop form is a strict xfail (below): its buffer assignment drops the gradient history.
+  step-by-step loop form trains as torch's since a buffer assigned a tensor that requires grad is that tensor.
 
 ONNX export of the FFT models was refused by kiln (onnxruntime's DFT is not exact enough); the transforms now export as
 MatMuls by DFT matrices (``backends/onnx/lowering_fft.py``) and the S4D model runs in onnxruntime as torch's (checked).
@@ -78,9 +78,9 @@ lockstep helpers load kiln's real pairs into torch's complex
 parameters and compare torch's complex state and gradients as pairs (``tests/e2e/probe_lockstep.py``). S4D, Hyena and
 the two real RetNets trained to 1e-10 as first written. torchscale's incremental decoding through ``kiln.compile``
 left the trace's tensors in the ``incremental_state`` dict argument (the next call failed); such stores are now
-refused (``fullgraph=True`` raises, otherwise the calls run eagerly), where torch.compile replays them. Left as a
-strict xfail: the LRU's loop form (a buffer assigned a tensor keeps no gradient history, where torch keeps its
-graph). The LRU's scan needed three things: in-place arithmetic on complex tensors (``add_``, ``mul_``... refused;
+refused (``fullgraph=True`` raises, otherwise the calls run eagerly), where torch.compile replays them. The LRU's
+loop form was a strict xfail until a buffer assigned a tensor that requires grad kept its gradient history, as torch's
+(found again by the snnTorch probe, ``e2e/test_porting_probes_xlstm_snn.py``). The LRU's scan needed three things: in-place arithmetic on complex tensors (``add_``, ``mul_``... refused;
 ``frontend/complex_tensor.py``, ``tests/frontend/test_complex_inplace_vs_torch.py``), a ``kiln.autograd.Function``
 over complex tensors (refused; run over the parts, ``frontend/custom_function_complex.py``) and a Function whose
 forward writes views of its own tensors in place (``backward()`` refused 'modified by an inplace operation': forward's
@@ -472,10 +472,6 @@ def test_torchscale_incremental_decoding_through_kiln_compile(float64_default):
             np.testing.assert_allclose(decode_incrementally(kiln.compile(model), tokens), expected, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="self.state = <tensor> on a registered buffer binds a new Buffer of the tensor's values "
-                          "without its gradient history (frontend/module.py _assign_buffer), where torch keeps the "
-                          "tensor and its graph: the first outputs agree, the gradients through the recurrence do not")
 def test_lru_recurrent_loop_trains_as_torch(float64_default):
     ours, theirs = run_in_lockstep(lambda torch, nn, F: deep_lru(torch, nn, F, scan=False),
                                    training(lru_batch, lru_loss, adam))

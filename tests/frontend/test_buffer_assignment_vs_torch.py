@@ -81,3 +81,66 @@ def test_compiled_training_step_writes_the_assigned_buffer_back(float64_default)
         ((theirs(torch.tensor(X)) - 0) ** 2).mean().backward()
         optimizer.step()
     _same_state(ours, theirs)
+
+
+def _leaky(lib):
+    """snnTorch's ``Leaky`` pattern: the membrane kept in a buffer registered as ``zeros(0)``, assigned a tensor of the
+    input's shape, then the integrated value at each step, and returned (the caller keeps each step's)."""
+
+    class Leaky(lib.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = lib.nn.Linear(3, 3)
+            self.register_buffer("mem", lib.zeros(0), False)
+
+        def forward(self, x):
+            if not self.mem.shape == x.shape:
+                self.mem = lib.zeros_like(x)
+            self.mem = 0.9 * self.mem + self.lin(x)
+            return self.mem
+
+    return Leaky()
+
+
+def _unrolled(lib, model, x, steps=3):
+    """The time loop: each step's membrane, stacked, and the loss of them all."""
+    model.mem = lib.zeros(0)
+    mems = [model(x) for _ in range(steps)]
+    return lib.stack(mems), (lib.stack(mems) ** 2).sum()
+
+
+def test_a_buffer_assigned_a_tensor_that_requires_grad_is_that_tensor_as_torch(float64_default):
+    """PyTorch's buffer is the tensor assigned, gradient history included: the loss of the unrolled loop reaches the
+    weights through every step's read of ``self.mem`` (kiln kept only the values: the gradient of one step)."""
+    torch = float64_default
+    kiln.manual_seed(0)
+    records = []
+    for lib, model in zip((kiln, torch), (_leaky(kiln), _leaky(torch))):
+        if lib is torch:
+            model.load_state_dict({k: torch.tensor(v) for k, v in _state(ours)})
+        mems, loss = _unrolled(lib, model, lib.tensor(X))
+        loss.backward()
+        assert model.mem.requires_grad
+        records.append([mems.detach().numpy(), model.lin.weight.grad.numpy(), model.state_dict()["lin.bias"].numpy()])
+        ours = model
+    for a, b in zip(*records):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
+
+
+def test_compiled_buffer_reassigned_each_step_is_read_as_torch(float64_default):
+    """In ``kiln.compile``: each step's ``self.mem`` is the tensor assigned then (kiln read the buffer's last value for
+    all of them), and the buffer registered as ``zeros(0)`` takes the new shape when written back (kiln raised a
+    broadcast error there); the next (eager) steps start from it."""
+    torch = float64_default
+    kiln.manual_seed(0)
+    ours, theirs = _leaky(kiln), _leaky(torch)
+    theirs.load_state_dict({name: torch.tensor(np.array(value)) for name, value in ours.state_dict().items()})
+    # dynamic=False: a symbolic batch dim compares unequal to every number (``self.mem.shape == x.shape``), see
+    # e2e/test_porting_probes_xlstm_snn.py's test_compiled_shape_comparison_with_the_batch_dim_as_torch
+    mems = kiln.compile(lambda x: kiln.stack([ours(x) for _ in range(3)]), fullgraph=True, dynamic=False)(kiln.tensor(X))
+    expected = torch.stack([theirs(torch.tensor(X)) for _ in range(3)])
+    np.testing.assert_allclose(mems.numpy(), expected.detach().numpy(), rtol=1e-12)
+    assert tuple(ours.mem.shape) == tuple(theirs.mem.shape) == X.shape
+    np.testing.assert_allclose(np.asarray(ours.mem.data), theirs.mem.detach().numpy(), rtol=1e-12)
+    with kiln.no_grad(), torch.no_grad():
+        np.testing.assert_allclose(ours(kiln.tensor(X)).numpy(), theirs(torch.tensor(X)).numpy(), rtol=1e-12)

@@ -154,6 +154,31 @@ def _stale_read_cases():
     return [write_reshaped_then_read_base, write_base_then_read_view, write_transposed_then_read_base]
 
 
+def test_in_place_ops_with_a_wider_float_operand_round_once_as_torch():
+    """``f32 += f64`` with dims is computed in float64 and rounded once when written (snnTorch's ``ce_rate_loss``
+    sums float64 per-sample losses into a float32 ``torch.zeros(B)``); a 0-d float64 operand is rounded first, as
+    torch's type promotion computes in float32 then; the same on a parameter under ``no_grad`` and into float16. kiln
+    rounded every operand first (a quarter of the elements a last bit apart)."""
+    torch = require("torch")
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal(4096).astype(np.float32)
+    v, s = rng.standard_normal(4096) * 1e-3 + 0.3, 0.1234567890123
+
+    def writes(lib):
+        x, y, w = lib.tensor(a), lib.tensor(a), lib.tensor(a).half()
+        x += lib.tensor(v)
+        y.mul_(lib.tensor(s, dtype=lib.float64))
+        w.sub_(lib.tensor(v.astype(np.float32)), alpha=2)
+        p = lib.nn.Parameter(lib.tensor(a))
+        with lib.no_grad():
+            p.div_(lib.tensor(v))
+        return [np.array(t.detach().numpy()) for t in (x, y, w, p)]
+
+    for ours, theirs in zip(writes(kiln), writes(torch)):
+        assert ours.dtype == theirs.dtype
+        np.testing.assert_array_equal(ours, theirs)
+
+
 @pytest.mark.parametrize("fn", _stale_read_cases(), ids=lambda fn: fn.__name__)
 def test_writes_through_reshaped_and_transposed_views_reach_the_base_and_its_views_as_torch(fn):
     """kiln follows these writes now (``frontend/view_writes.py``); they used to be refused on the read."""

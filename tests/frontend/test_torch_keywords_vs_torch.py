@@ -40,6 +40,8 @@ CALLS = [
     lambda lib, x: x.view(size=(4, 3)),
     lambda lib, x: x.expand(size=(2, 3, 4)),
     lambda lib, x: x.repeat(repeats=(1, 2)),
+    lambda lib, x: lib.cat(lib.split(x, split_size_or_sections=2, dim=-1), dim=0),  # torch/functional.py's names (xLSTM)
+    lambda lib, x: lib.split(tensor=x, split_size_or_sections=[1, 2], dim=0)[1],
 ]
 
 
