@@ -53,6 +53,8 @@ class EagerTensorLifting:
         """Tensors the trace wrote in place, with the eager value each held before (``record_write``)."""
         self.written_tensors: list[Any] = []
         """The written tensors, in the order their new values follow the graph's other outputs (``restore_written``)."""
+        self.followed: list[tuple[Any, Callable[[], Any]]] = []
+        """``(tensor, source)``: a tensor whose slot the trace set to another (``follow``)."""
 
     def lifts_tensor(self, tensor: Any) -> bool:
         """Whether reading the eager ``tensor`` makes it a graph input (else a constant)."""
@@ -71,6 +73,12 @@ class EagerTensorLifting:
                 self.requiring_grad.add(id(tensor))
                 context.grad_leaves.add(value)
         return entry[1]
+
+    def follow(self, tensor: Any, source: Callable[[], Any]) -> None:
+        """If the trace reads (lifts) ``tensor``, feed that input from ``source()`` at each call: the trace set the slot
+        holding ``tensor`` to a tensor it computed (an optimizer's ``state[p]["momentum_buffer"] = grad``), which the
+        next call reads there (``LiftedTensors.follow``)."""
+        self.followed.append((tensor, source))
 
     def guard(self, tensor: Any, array: np.ndarray) -> None:
         """The trace used ``tensor``'s values ``array`` as constants: later calls need the same values."""
@@ -116,6 +124,9 @@ class LiftedTensors:
         self.only_grad = lifting is not None and not lifting.lifts
         """Whether only tensors requiring grad were lifted (a training forward): a call finding one that no longer
         does traces again (it would be a constant)."""
+        for tensor, source in lifting.followed if lifting is not None else []:
+            if any(lifted is tensor for lifted in self.tensors):
+                self.follow(tensor, source)
 
     def follow_attribute(self, tensor: Any, module: Any, name: str) -> None:
         """Feed the lifted ``tensor`` from ``module.name`` at each call: the function sets that attribute to a new

@@ -21,6 +21,7 @@ from kiln.frontend.module import Parameter, clear_grads
 from kiln.frontend.optim_flags import IMPLEMENTATION_OPTIONS, check_constructor_flags, refuse_differentiable
 from kiln.frontend.optim_parameter_state import ParamGroup, ParameterState, StepCounter
 from kiln.frontend.optim_torch_state import from_torch_layout, is_torch_layout, to_torch_layout, torch_scalar_dtype
+from kiln.frontend.optim_user_state import load_own_state_dict, own_state_dict
 from kiln.frontend.tensor import Tensor
 
 Update = tuple[Value, dict[str, Value]]
@@ -126,8 +127,11 @@ class Optimizer:
         return _hashable(group[key])
 
     def check_group(self, group: dict[str, Any]) -> None:
-        """Raise ``KilnError`` for invalid options (a negative lr, nesterov without momentum...)."""
-        _non_negative(type(self).__name__, group, "lr", "weight_decay")
+        """Raise ``KilnError`` for invalid options (a negative lr, nesterov without momentum...). An option left None
+        is not checked: a user's optimizer may compute it (transformers' ``Adafactor(lr=None, relative_step=True)``),
+        and PyTorch's base checks none."""
+        given = {key: value for key, value in group.items() if value is not None}
+        _non_negative(type(self).__name__, given, "lr", "weight_decay")
 
     def parameters(self) -> list[Parameter]:
         return [p for group in self.param_groups for p in group["params"]]
@@ -203,9 +207,20 @@ class Optimizer:
         steps that found it without ``.grad``), which its next update's bias correction follows. None where torch's
         state keeps no ``step`` (``torch_counts_steps``), and for a user's optimizer updating in its own ``step``
         (not kiln's ``emit_update``): it does not count through ``step_count``, and keeps its own ``step`` if any."""
-        if not self.torch_counts_steps or type(self).emit_update is Optimizer.emit_update:
+        if not self.counts_torch_steps():
             return None
         return self.step_count - self.__dict__.get("skipped_steps", {}).get(key, 0)
+
+    def updates_in_own_step(self) -> bool:
+        """Whether this is a user's ``torch.optim.Optimizer`` subclass updating in its own ``step`` (not kiln's
+        ``emit_update``): its state holds what its code puts there, and checkpoints as PyTorch's base class does
+        (``optim_user_state.py``)."""
+        return type(self).emit_update is Optimizer.emit_update
+
+    def counts_torch_steps(self) -> bool:
+        """Whether kiln keeps torch's ``state[p]["step"]`` for this optimizer: ``torch_counts_steps``, and not a user's
+        optimizer (its own ``step`` holds a ``step`` of its own or none, as Lion's)."""
+        return self.torch_counts_steps and not self.updates_in_own_step()
 
     def set_torch_step(self, key: int, count: int) -> None:
         """``state[p]["step"] = count`` (torch code restarting Adam's bias correction): the parameter's own count
@@ -246,7 +261,9 @@ class Optimizer:
         each parameter's own ``step`` where PyTorch keeps one). The moment arrays are the live ones, as PyTorch's
         tensors. ``load_state_dict`` takes it back, and ``torch_optimizer.load_state_dict`` once each array is a tensor
         (``torch.tensor``, a copy), so a kiln run resumes in PyTorch and the reverse."""
-        return to_torch_layout(self.kiln_state_dict(), self.scalar_states, self.torch_counts_steps)
+        if self.updates_in_own_step():
+            return own_state_dict(self)
+        return to_torch_layout(self.kiln_state_dict(), self.scalar_states, self.counts_torch_steps())
 
     def torch_state_dict(self) -> dict[str, Any]:
         """``state_dict()``, PyTorch's layout (the name it had while ``state_dict`` gave kiln's)."""
@@ -271,8 +288,17 @@ class Optimizer:
         }
 
     def load_state_dict(self, state: Mapping[str, Any], names: Mapping[int, str] | None = None) -> None:
-        """Restore groups' options, state arrays and the step counter; everything is checked before anything is written."""
+        """Restore groups' options, state arrays and the step counter; everything is checked before anything is written.
+        A user's optimizer loads its ``state_dict()`` as PyTorch's base class does (``optim_user_state.py``)."""
+        if self.updates_in_own_step() and names is None and is_torch_layout(state):
+            load_own_state_dict(self, state)
+            return
         self.prepare_load(state, names)()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """PyTorch's: the attributes ``state`` holds (``load_state_dict`` gives ``state`` and ``param_groups``), which a
+        user's subclass may extend (``SophiaG`` fills in options an older checkpoint lacks)."""
+        self.__dict__.update(state)
 
     def prepare_load(self, state: Mapping[str, Any], names: Mapping[int, str] | None = None) -> Callable[[], None]:
         """Check ``state`` (kiln's layout or ``torch.optim``'s) against this optimizer; returns the function that writes it.

@@ -14,7 +14,15 @@ torch.compile does to keep it right at every call:
 - a state tensor made in the trace from constants only (``torch.zeros_like(p)``) is stored as an eager tensor of its
   values, so the step's in-place updates of it (``mu.mul_(m).add_(dp)``) are written back at each call as any
   closure tensor's; one computed from other values (SAM's ``self.state[p]["old_p"] = p.data.clone()``) is stored as
-  an eager tensor the trace writes in place with it, so each call leaves the step's value there, as torch's state.
+  an eager tensor the trace writes in place with it, so each call leaves the step's value there, as torch's state;
+  the input that read the entry's tensor before is fed from the entry at each call (Shampoo's
+  ``state["momentum_buffer"] = grad``, read by the next step), as torch.compile reads the dict anew;
+- what the trace saw of an entry is guarded, as torch.compile guards the dict (``_EntryGuard``): its keys (Lion's
+  ``if len(state) == 0:`` initialisation runs in the first call's trace only, so the second call traces again), its
+  plain values (transformers' Adafactor's ``state["step"]``, an int) and which tensors it holds (a
+  ``load_state_dict`` replacing them); and what the trace stores in an entry is undone when it ends and stored
+  again after each call (``state["step"] += 1``, a tensor the trace made), as torch.compile replays a dict's
+  mutations, so a call that reuses the trace, running no Python, leaves the state as the Python would.
 
 A kiln optimizer's entry also shows torch's ``state[p]["step"]`` to the user's code (``StateEntry``): computed from
 the optimizer's count of the parameter's updates, which a write of ``step`` sets.
@@ -134,40 +142,44 @@ class StateEntry(dict):
     """This parameter's own step count (``StepCounter`` bound to its key), set by the ``ParameterState`` holding it."""
 
     def __setitem__(self, key: Any, value: Any) -> None:
+        user = _seen_by_user(self)
         if key == "step" and self._counts_steps():
             _set_step(self, value)
         else:
-            dict.__setitem__(self, key, _kept(key, value))
+            kept = _kept(key, value)
+            if user and _tracing():
+                _stored_in_trace(self, key, value, kept)
+            dict.__setitem__(self, key, kept)
 
     def __getitem__(self, key: Any) -> Any:
-        user = called_from_user()
+        user = _seen_by_user(self)
         if user and key == "step" and self._shows_step():
             return _step_tensor(self)
         return _as_read(dict.__getitem__(self, key), user)
 
     def get(self, key: Any, default: Any = None) -> Any:
-        user = called_from_user()
+        user = _seen_by_user(self)
         if user and key == "step" and self._shows_step():
             return _step_tensor(self)
         return _as_read(dict.__getitem__(self, key), user) if dict.__contains__(self, key) else default
 
     def __contains__(self, key: object) -> bool:
-        return dict.__contains__(self, key) or (key == "step" and called_from_user() and self._shows_step())
+        return dict.__contains__(self, key) or (key == "step" and _seen_by_user(self) and self._shows_step())
 
     def __iter__(self) -> Any:
-        return iter(self._keys(called_from_user()))
+        return iter(self._keys(_seen_by_user(self)))
 
     def __len__(self) -> int:
-        return dict.__len__(self) + (called_from_user() and self._shows_step())
+        return dict.__len__(self) + (_seen_by_user(self) and self._shows_step())
 
     def keys(self) -> Any:
-        return self._keys(called_from_user())
+        return self._keys(_seen_by_user(self))
 
     def values(self) -> Any:
-        return [value for _, value in self._items(True)] if called_from_user() else dict.values(self)
+        return [value for _, value in self._items(True)] if _seen_by_user(self) else dict.values(self)
 
     def items(self) -> Any:
-        return self._items(True) if called_from_user() else dict.items(self)
+        return self._items(True) if _seen_by_user(self) else dict.items(self)
 
     def __repr__(self) -> str:
         return repr(dict(self._items(True))) if called_from_user() else dict.__repr__(self)
@@ -187,6 +199,108 @@ class StateEntry(dict):
         """Whether torch's state would hold ``step``: a kiln optimizer counting steps that updated the parameter (its
         state exists from the first update on, as torch's)."""
         return dict.__len__(self) > 0 and self._counts_steps()
+
+
+def _seen_by_user(entry: StateEntry) -> bool:
+    """Whether the caller of ``entry``'s method (two frames up) is the user's code; if so, inside a ``kiln.compile``
+    trace, the entry as it was before the trace is guarded (``_EntryGuard``)."""
+    user = called_from_user(depth=3)
+    if user and _tracing():
+        _EntryGuard.of(entry)
+    return user
+
+
+class _EntryGuard:
+    """What a trace saw of one state entry, checked before each call that would reuse the trace (``StepCapture``'s
+    guards), as ``torch.compile`` guards a dict its code reads: the entry is still its optimizer's, with the keys,
+    plain values and tensors it had when the trace first touched it (before any store of the trace). The keys whose
+    tensor the trace replaced by one it computed are left out of the last (``follow``). When the trace ends the
+    entry gets those contents back (``restore``: the call that traced runs the graph from them), and after each call
+    the contents the trace left (``replay``)."""
+
+    def __init__(self, entry: StateEntry) -> None:
+        self.entry, self.before, self.followed = entry, dict(dict.items(entry)), set()
+        self.after: dict[Any, Any] = self.before
+        self.owner = _owner_now(entry)
+
+    @staticmethod
+    def of(entry: StateEntry) -> _EntryGuard | None:
+        """The trace's guard of ``entry``, made (and added to the step's guards) on first touch; None outside a
+        ``kiln.compile``d step."""
+        from kiln.frontend.trace import TraceContext
+
+        capture = TraceContext.current().step_capture
+        if capture is None or not _of_users_optimizer(entry):
+            return None
+        guard = capture.state_entries.get(id(entry))
+        if guard is None:
+            guard = capture.state_entries[id(entry)] = _EntryGuard(entry)
+            capture.guards.append(guard.holds)
+            capture.after_call.append(guard.replay)
+        return guard
+
+    def restore(self) -> None:
+        """At the trace's end: keep what it left in the entry, and give the entry its contents from before."""
+        self.after = dict(dict.items(self.entry))
+        _refill(self.entry, self.before)
+
+    def replay(self) -> None:
+        """After each call: the entry as the trace left it (its plain values, its tensors: the graph wrote their new
+        values)."""
+        _refill(self.entry, self.after)
+
+    def follow(self, key: Any, old: Any) -> None:
+        """The trace stored a tensor it computed at ``key``, in place of ``old``: an input that read ``old`` is fed
+        from the entry at each call (the last call's tensor there), so the entry's tensor there is not guarded."""
+        from kiln.frontend.trace import TraceContext
+
+        self.followed.add(key)
+        lifting = TraceContext.current().lifting
+        if isinstance(old, Tensor) and lifting is not None:
+            lifting.follow(old, lambda entry=self.entry: dict.get(entry, key))
+
+    def holds(self) -> bool:
+        entry = self.entry
+        if _owner_now(entry) is not self.owner or dict.keys(entry) != self.before.keys():
+            return False
+        return all(key in self.followed or _same_item(dict.__getitem__(entry, key), value)
+                   for key, value in self.before.items())
+
+
+def _refill(entry: StateEntry, contents: dict[Any, Any]) -> None:
+    dict.clear(entry)
+    dict.update(entry, contents)
+
+
+def _of_users_optimizer(entry: StateEntry) -> bool:
+    """Whether ``entry`` is the state of a user's optimizer (its ``step`` keeps what it likes there); a kiln
+    optimizer's state arrays are the compiled update's inputs and outputs (``runtime/step_capture.py``)."""
+    optimizer = entry.counter.counter.optimizer() if entry.counter is not None else None
+    return optimizer is not None and optimizer.updates_in_own_step()
+
+
+def _owner_now(entry: StateEntry) -> Any:
+    """The optimizer state holding ``entry`` now (None: none; a ``load_state_dict`` makes new entries)."""
+    counter = entry.counter
+    optimizer = counter.counter.optimizer() if counter is not None else None
+    state = getattr(optimizer, "state", None)
+    return state if isinstance(state, dict) and dict.get(state, counter.key) is entry else None  # type: ignore[union-attr]
+
+
+def _same_item(current: Any, traced: Any) -> bool:
+    """A tensor or array: the very object; a plain value: an equal one (``_same``)."""
+    if isinstance(traced, (Tensor, np.ndarray)):
+        return current is traced
+    return _same(current, traced, traced is None or isinstance(traced, (bool, int, float, str, tuple)))
+
+
+def _stored_in_trace(entry: StateEntry, key: Any, value: Any, kept: Any) -> None:
+    """The user's ``state[key] = value`` in a ``kiln.compile`` trace (``kept``: what the entry keeps): a tensor the
+    trace computed (``_written_back``'s holder, which the graph writes at each call) is followed
+    (``_EntryGuard.follow``)."""
+    guard = _EntryGuard.of(entry)
+    if guard is not None and isinstance(kept, Tensor) and kept is not value and _written_in_place(kept):
+        guard.follow(key, dict.get(entry, key))
 
 
 def _step_tensor(entry: StateEntry) -> Any:

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from kiln.frontend.sparse_legacy import coalesced, coo_indices, coo_nnz, coo_values, marked_sparse, sparse_marked
 
 DEVICE_TYPES = ("cpu", "cuda", "meta", "mps", "xpu")
@@ -80,7 +82,9 @@ def dtype_of_to(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         dtype = positional[0]
     from kiln.frontend.tensor import Tensor
 
-    return dtype.dtype if isinstance(dtype, Tensor) else dtype
+    # a tensor's dtype; an array's too: an eager ``p.grad`` is a ``TorchArray`` (transformers' Adafactor makes its
+    # state by ``torch.zeros(grad_shape[:-1]).to(grad)``)
+    return dtype.dtype if isinstance(dtype, (Tensor, np.ndarray)) else dtype
 
 
 def copy_of_to(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:

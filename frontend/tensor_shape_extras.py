@@ -120,13 +120,13 @@ class ShapeExtraMethods:
         return (diagonal if diagonal.dtype.is_float else diagonal.long()).sum()
 
     def transpose_(self, dim0: int, dim1: int) -> Any:
-        return _reshaped_in_place(self, self.transpose(dim0, dim1), "transpose_")
+        return _reshaped_in_place(self, _transposed(self, dim0, dim1), "transpose_")
 
     def t_(self) -> Any:
         return _reshaped_in_place(self, self.t(), "t_")
 
     def swapdims_(self, dim0: int, dim1: int) -> Any:
-        return _reshaped_in_place(self, self.transpose(dim0, dim1), "swapdims_")
+        return _reshaped_in_place(self, _transposed(self, dim0, dim1), "swapdims_")
 
     swapaxes_ = swapdims_
 
@@ -171,13 +171,24 @@ def _even_split(method: str, x: Any, sections: Any, dim: int) -> tuple[Any, ...]
     return x.tensor_split(sections, dim)
 
 
+def _transposed(x: Any, dim0: int, dim1: int) -> Any:
+    """``x.transpose(dim0, dim1)``, or ``x`` itself where both name one dim: PyTorch's ``transpose_(0, 0)`` changes
+    nothing, so it is allowed where a view that changes cannot be made (Shampoo's first mode,
+    ``p.grad.data.transpose_(0, dim_id)``, on the array behind ``.grad``)."""
+    rank = max(x.ndim, 1)
+    same = -rank <= dim0 < rank and -rank <= dim1 < rank and dim0 % rank == dim1 % rank
+    return x if same else x.transpose(dim0, dim1)  # (a dim out of range: transpose's error)
+
+
 def _reshaped_in_place(tensor: Any, result: Any, method: str) -> Any:
     """PyTorch's metadata-only in-place ops (``t_``, ``squeeze_``...): the tensor becomes another view of the same
-    storage; no element is written, so the other views stay valid. A write through it later is an ordinary one."""
+    storage; no element is written, so the other views stay valid. A write through it later is an ordinary one. A
+    parameter, buffer or ``.grad`` array keeps its shape: refused there, unless the op changes nothing (``result`` is
+    ``tensor``: ``squeeze_`` of no size-1 dim, ``transpose_(0, 0)``)."""
     from kiln.frontend.module import Parameter
 
     check_leaf_write(tensor, method)  # PyTorch's refusal for a leaf that requires grad, with gradients on
-    if isinstance(tensor, Parameter):
+    if isinstance(tensor, Parameter) and result is not tensor:
         raise located_error(f"{method} on a parameter or buffer would change its shape; take the view out of place")
     check_fresh(tensor)
     if result is not tensor:

@@ -154,7 +154,14 @@ def linspace(start: float, end: float, steps: int, *, dtype: Any = None, device:
     return _requiring_grad(_created(cast_array(torch_linspace(float(start), float(end), int(steps), dtype), dtype)), requires_grad)
 
 
-def eye(n: int, m: int | None = None, *, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Any:
+def eye(n: int, m: int | None = None, *, out: Any = None, dtype: Any = None, device: Any = None,
+        requires_grad: bool = False) -> Any:
+    """The identity; ``out=`` is written and returned (Shampoo's ``torch.eye(dim, out=grad.new(dim, dim))``:
+    ``frontend/out_argument.py``)."""
+    if out is not None:
+        from kiln.frontend.out_argument import out_dtype, written_to_out
+
+        return written_to_out(out, eye(n, m, dtype=out_dtype(out, dtype), requires_grad=requires_grad))
     return _requiring_grad(_created(np.eye(n, m, dtype=_dtype(dtype, "float32"))), requires_grad)
 
 

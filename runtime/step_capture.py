@@ -117,6 +117,9 @@ class StepCapture:
     group_reads: set[tuple[int, Any]] = field(default_factory=set)
     """``(id(param_group), key)`` of each optimizer option a user's ``step`` read, guarded once
     (``frontend/optim_parameter_state.py``)."""
+    state_entries: dict[int, Any] = field(default_factory=dict)
+    """Per optimizer state entry a user's ``step`` touched (by ``id``), its guard (``_EntryGuard``,
+    ``frontend/optim_parameter_state.py``)."""
     modules_read: dict[int, tuple[Any, bool]] = field(default_factory=dict)
     """Each module called in the trace before any ``train()``/``eval()`` of it, with the mode it ran in (guarded)."""
     modules_set: dict[int, Any] = field(default_factory=dict)
@@ -385,10 +388,13 @@ class StepCapture:
         return lambda: [p.requires_grad for p in parameters] == flags
 
     def restore(self) -> None:
-        """Give each touched parameter back the ``.grad`` it held before the trace (the call writes the real ones)."""
+        """Give each touched parameter back the ``.grad`` it held before the trace, and each optimizer state entry its
+        contents (the call writes the real ones)."""
         for parameter, held in self.touched.values():
             self._written_in_place(parameter)
             parameter.__dict__["grad"] = held
+        for entry in self.state_entries.values():  # the optimizer state entries a user's step stored into
+            entry.restore()
 
 
 @dataclass

@@ -7,7 +7,9 @@
   user's line (it failed as a broadcast deep inside attention);
 - ``optimizer.state[p]["step"]`` is there as torch's (a 0-d float tensor) for the optimizers that keep one, after
   eager and compiled steps and after ``load_state_dict``; a write sets the parameter's count;
-- ``kiln.tensor`` of ragged nested lists raises torch's error, not NumPy's.
+- ``kiln.tensor`` of ragged nested lists raises torch's error, not NumPy's;
+- what user-written optimizers call on an eager ``p.grad`` (transformers' Adafactor, shampoo.pytorch's Shampoo):
+  ``torch.zeros(shape).to(grad)``, ``torch.eye(dim, out=grad.new(dim, dim))``, ``grad.transpose_(0, 0)``.
 """
 
 from __future__ import annotations
@@ -444,3 +446,45 @@ def test_nested_data_torch_accepts_gives_its_shape_and_dtype(data):
     torch = require("torch")
     ours, theirs = kiln.tensor(data), torch.tensor(np.array(data) if isinstance(data[0], np.ndarray) else data)
     assert tuple(ours.shape) == tuple(theirs.shape) and str(ours.dtype).split(".")[1] == str(theirs.dtype).split(".")[1]
+
+
+# --- user-written optimizers' calls on an eager ``p.grad`` -----------------------------------------------------------
+
+def _eager_grads(lib):
+    """A float64 linear layer's weight and its eager ``.grad`` (kiln: a ``TorchArray``, the array behind it)."""
+    layer = lib.nn.Linear(3, 2).double()
+    layer(lib.ones(4, 3, dtype=lib.float64)).sum().backward()
+    return layer.weight, layer.weight.grad
+
+
+def test_to_another_tensor_takes_an_eager_grads_dtype():
+    """Adafactor's ``torch.zeros(grad_shape[:-1]).to(grad)``: the ``.grad`` array was taken for a dtype (NumPy's
+    ambiguous truth value)."""
+    torch = require("torch")
+    for lib in (kiln, torch):
+        _, grad = _eager_grads(lib)
+        assert str(lib.zeros(grad.shape[:-1]).to(grad).dtype).endswith("float64")
+
+
+def test_eye_writes_its_out_argument_as_torch():
+    """Shampoo's ``torch.eye(dim, out=grad.new(dim, dim))``: ``out=`` was missing."""
+    torch = require("torch")
+    for lib in (kiln, torch):
+        _, grad = _eager_grads(lib)
+        out = grad.new(3, 3)
+        result = lib.eye(3, out=out)
+        assert result is out and str(out.dtype).endswith("float64")
+        np.testing.assert_array_equal(np.array(out.numpy()), np.eye(3))
+
+
+def test_a_no_op_transpose_in_place_of_an_eager_grad_as_torch():
+    """Shampoo's ``grad = p.grad.data; grad.transpose_(0, dim_id)`` at ``dim_id == 0`` changes nothing: it was
+    refused as a shape change of a parameter's array; a real one still is (kiln's ``.grad`` keeps its shape)."""
+    torch = require("torch")
+    for lib in (kiln, torch):
+        _, grad = _eager_grads(lib)
+        before, data = np.array(grad.numpy()), grad.data
+        assert data.transpose_(0, 0) is data and data.swapdims_(-2, 0).shape == (2, 3)
+        np.testing.assert_array_equal(np.array(grad.numpy()), before)
+    with pytest.raises(TraceError, match="would change its shape"):
+        _eager_grads(kiln)[1].data.transpose_(0, 1)
