@@ -35,7 +35,7 @@ from kiln.compiler.ir.types import DType
 from kiln.compiler.passes.cse import CSE, freeze_graph_key
 from kiln.compiler.passes.decompose import decompose_where
 from kiln.compiler.passes.manager import PassManager
-from kiln.frontend.eager_values import ARRAYS, eager_leaf, eager_value
+from kiln.frontend.eager_values import ARRAYS, PARAMETERS, count_update, eager_leaf, eager_value
 from kiln.frontend.lifted_tensors import LiftedTensors, lifted_after_parameters, lifting_eager_tensors
 from kiln.frontend.module import Parameter
 from kiln.frontend.sparse_embedding import TRAINED_LOOKUPS
@@ -107,10 +107,12 @@ def split_forward(graph: Graph, num_inputs: int, num_outputs: int, differentiate
 
 def _merged(graph: Graph, grads: list[Value], kernels: Container[str]) -> list[Value]:
     """Merge the backward's recomputations into the forward ops they repeat (``cse``: dropout's VJP draws its mask
-    from the seed again), so the backward reads the forward's result as a residual instead of computing it twice."""
+    from the seed again), so the backward reads the forward's result as a residual instead of computing it twice.
+    ``tensor.stop_gradient`` stays (the backend's pipeline expands it): the forward a double backward replays
+    (``SplitForward.recompute``) keeps what ``no_grad`` and ``detach()`` cut, a spectral norm's power iteration."""
     count = len(graph.outputs)
     graph.outputs = [*graph.outputs, *grads]
-    decompose_where(graph, lambda op: op.name not in kernels)
+    decompose_where(graph, lambda op: op.name not in kernels and op.name != "tensor.stop_gradient")
     CSE().run(graph)
     grads, graph.outputs = graph.outputs[count:], graph.outputs[:count]
     return grads
@@ -322,6 +324,22 @@ def eager_inputs(inputs: Sequence[Any]) -> list[Value]:
             for a in inputs]
 
 
+def _reads_before_writes(parameters: Sequence[Parameter], written: Sequence[Parameter]) -> list[Value]:
+    """The eager reads of the parameters a call was fed, as the forward read them: a buffer the call writes (a
+    spectral norm's ``weight_u``) is read as a copy of its values before the write, so that a double backward, which
+    replays the forward from these operands (``runtime/compiled_double_backward.py``), iterates from the same vectors
+    (it read the written ones: the second derivative's sigma came from two power iterations). The copy is no read of
+    the buffer for the version check, as the ``u.clone()`` PyTorch's spectral norm saves is not."""
+    context = TraceContext.current()
+    reads = [context.value_of(p) for p in parameters]
+    written_ids = {id(buffer) for buffer in written}
+    for parameter, value in zip(parameters, reads):
+        if id(parameter) in written_ids:
+            ARRAYS[value] = np.array(ARRAYS[value])
+            PARAMETERS.pop(value, None)
+    return reads
+
+
 def call_training(variant: TrainingVariant, values: Sequence[Value]) -> Any:
     """Run the compiled forward on the arrays of ``values`` (``eager_inputs``) and the parameters as they are now;
     write the buffer updates; return the outputs as eager tensors, in ``fn``'s structure."""
@@ -335,11 +353,13 @@ def call_training(variant: TrainingVariant, values: Sequence[Value]) -> Any:
     results = [np.asarray(result) for result in variant.executable(*feeds)]
     split = variant.split
     updates = results[split.num_outputs : split.num_outputs + split.num_buffers]
+    context = TraceContext.current()
+    reads = _reads_before_writes(variant.parameters, variant.buffers)
     for buffer, update in zip(variant.buffers, updates):
         write_buffer(buffer, update)
+        count_update(buffer)  # a backward that saved the old values refuses, as after an eager forward's copy_
     variant.attributes.replayed(updates[len(variant.buffers) :])
-    context = TraceContext.current()
-    operands = [*values, *[context.value_of(p) for p in variant.parameters], *map(eager_value, variant.lifted.tensors)]
+    operands = [*values, *reads, *map(eager_value, variant.lifted.tensors)]
     outputs = record_call(split, variant.name, operands, results)
     detached = variant.detached or [False] * len(outputs)
     tensors = [Tensor(context.without_gradient(v) if cut or not v.type.dtype.is_float else v) for v, cut in zip(outputs, detached)]

@@ -68,7 +68,7 @@ def saved_by(op: Op, needs: tuple[bool, ...]) -> Saved:
         return TORCH_SAVES[op.name](op, needs)
     known = vjp_reads(op, needs)
     if _compiled_call(op):
-        known = known[0] | frozenset(range(op.attrs["num_inputs"])), known[1]
+        known = known[0] | _viewed_by_residuals(op), known[1]
     return known
 
 
@@ -88,12 +88,31 @@ def vjp_reads(op: Op, needs: tuple[bool, ...]) -> Saved:
 
 
 def _compiled_call(op: Op) -> bool:
-    """Whether ``op`` records a ``kiln.compile``d call (``runtime/compiled_training.py``): its residuals are computed
-    from its inputs inside (a weight's transpose, a view PyTorch counts with the weight), so every input counts as
-    saved, conservatively."""
+    """Whether ``op`` records a ``kiln.compile``d call (``runtime/compiled_training.py``), whose residuals are computed
+    from its inputs inside (``_viewed_by_residuals``)."""
     from kiln.runtime.compiled_training import COMPILED_FORWARD  # lazily: it builds on the eager runtime
 
     return op.name == "custom.vjp" and str(op.attrs.get("function", "")).startswith(f"{COMPILED_FORWARD}(")
+
+
+def _viewed_by_residuals(op: Op) -> frozenset[int]:
+    """The inputs of a compiled call whose views its backward reads as residuals (a weight's transpose, computed inside
+    the forward): PyTorch saves such a view, which shares the weight's version counter, so they count as saved. An
+    input the residuals only computed from (a spectral norm's ``weight_u``, read under ``no_grad`` by the power
+    iteration) does not: PyTorch saves none of it, and a second forward writing it leaves the first's backward alone.
+    Every input where the forward as traced is not at hand, conservatively."""
+    from kiln.runtime.compiled_training import SPLITS  # lazily: it builds on the eager runtime
+
+    num_inputs = op.attrs["num_inputs"]
+    split = SPLITS.get(op.attrs["backward"])
+    if split is None or split.recompute is None:
+        return frozenset(range(num_inputs))
+    graph = split.recompute
+    inputs = {id(value): index for index, value in enumerate(graph.inputs[:num_inputs])}
+    first_residual = num_inputs + split.num_outputs
+    residuals = graph.outputs[split.num_outputs + split.num_buffers:]
+    bases = [_viewed(residuals[index - first_residual])[-1] for index in op.attrs["saved"] if index >= first_residual]
+    return frozenset(inputs[id(base)] for base in bases if id(base) in inputs)
 
 
 def _derived(op: Op, needs: tuple[bool, ...]) -> Saved:

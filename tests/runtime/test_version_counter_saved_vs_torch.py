@@ -385,3 +385,54 @@ def test_a_compiled_call_on_the_chain_refuses_as_torch_eager(write):
             assert "modified by an inplace operation" in str(error)
             outcomes.append("refused")
     assert outcomes[0] == outcomes[1] == ("ran" if write == "nothing" else "refused")
+
+
+def _spectral_norm_net(lib):
+    return lib.nn.Sequential(lib.nn.utils.spectral_norm(lib.nn.Linear(2, 4)), lib.nn.Tanh(), lib.nn.Linear(4, 1))
+
+
+@pytest.mark.parametrize("second", ["eager", "compiled"])
+def test_a_compiled_spectral_norm_call_then_another_forward_trains_as_torch(second):
+    """JEM's ``f(x_p) ... f.classify(x_lab)`` with spectral-normed layers: a compiled call in training mode writes
+    ``weight_u``/``weight_v`` (the power iteration, under ``no_grad``) and its backward reads copies of them, so a second
+    forward writing them again before ``backward()`` leaves the first one's gradient alone, as in PyTorch. The compiled
+    call counted every input as saved and refused, where the next forward was eager."""
+    torch = require_torch()
+    x = np.random.default_rng(0).standard_normal((5, 2))
+    kiln.manual_seed(0)
+    ours = _spectral_norm_net(kiln).double()
+    theirs = _spectral_norm_net(torch).double()
+    theirs.load_state_dict({key: torch.tensor(np.array(value)) for key, value in ours.state_dict().items()})
+    grads = []
+    for lib, net in ((kiln, ours), (torch, theirs)):
+        run = kiln.compile(net, fullgraph=True) if lib is kiln else net
+        again = run if second == "compiled" else net
+        loss = run(lib.tensor(x)).sum() - again(lib.tensor(2 * x)).sum()
+        loss.backward()
+        grads.append({name: np.array(p.grad) for name, p in net.named_parameters()})
+        grads[-1]["weight_u"] = np.array(net[0].weight_u)
+    for name in grads[1]:
+        np.testing.assert_allclose(grads[0][name], grads[1][name], rtol=1e-12, atol=1e-14, err_msg=name)
+
+
+def test_a_compiled_call_writing_a_buffer_another_call_saved_refuses_as_torch():
+    """A compiled call in eval mode reads ``weight_u`` itself (saved, as PyTorch's ``mul`` saves it); a compiled call in
+    training mode then writes it: the first call's ``backward()`` refuses, as PyTorch's. The compiled call's buffer
+    write was not counted, so the backward read the new values silently."""
+    torch = require_torch()
+    outcomes = []
+    for lib in (kiln, torch):
+        net = _spectral_norm_net(lib).double()
+        run = kiln.compile(net, fullgraph=True) if lib is kiln else net
+        x = lib.tensor(np.ones((3, 2)))
+        net.eval()
+        loss = run(x).sum()
+        net.train()
+        run(x)
+        try:
+            loss.backward()
+            outcomes.append("ran")
+        except RuntimeError as error:
+            assert "modified by an inplace operation" in str(error)
+            outcomes.append("refused")
+    assert outcomes == ["refused", "refused"]
