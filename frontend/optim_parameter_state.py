@@ -259,12 +259,28 @@ class _EntryGuard:
         if isinstance(old, Tensor) and lifting is not None:
             lifting.follow(old, lambda entry=self.entry: dict.get(entry, key))
 
+    def describe(self) -> str:
+        """What changed since the trace, for the recompile-limit message: the keys, or the values that differ."""
+        optimizer = type(self.entry.counter.counter.optimizer()).__name__ if self.entry.counter is not None else "an optimizer"
+        entry = f"{optimizer}'s state[p]"
+        if dict.keys(self.entry) != self.before.keys():
+            return f"the keys of {entry} ({sorted(map(str, self.before))}, now {sorted(map(str, dict.keys(self.entry)))})"
+        changed = [key for key, value in self.before.items()
+                   if key not in self.followed and not _same_item(dict.__getitem__(self.entry, key), value)]
+        return ", ".join(f"{entry}[{key!r}] ({_shown(self.before[key])}, now {_shown(dict.__getitem__(self.entry, key))})"
+                         for key in changed) or f"the optimizer holding {entry}"
+
     def holds(self) -> bool:
         entry = self.entry
         if _owner_now(entry) is not self.owner or dict.keys(entry) != self.before.keys():
             return False
         return all(key in self.followed or _same_item(dict.__getitem__(entry, key), value)
                    for key, value in self.before.items())
+
+
+def _shown(value: Any) -> str:
+    """A plain value as it is, a tensor or array by its type (``_EntryGuard.describe``)."""
+    return repr(value) if value is None or isinstance(value, (bool, int, float, str)) else f"a new {type(value).__name__}"
 
 
 def _refill(entry: StateEntry, contents: dict[Any, Any]) -> None:

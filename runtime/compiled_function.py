@@ -389,6 +389,11 @@ class CompiledFunction:
         if not last.writes.reads_hold():
             changed_reads = _READ_CHANGES.format(last.writes.changed_read_names())
             return self._eager_past_limit(f"{self._variants_traced()} and none fits: {changed_reads}", tensors_given)
+        described = last.captured.changes() if last.captured is not None else []
+        if described:  # a user's optimizer keeping a Python int in its state (transformers' Adafactor's step)
+            return self._eager_past_limit(f"{self._variants_traced()} and none fits: it changes {'; '.join(described)} "
+                                          "at every call; keep such a count in a tensor (state['step'] = "
+                                          "torch.zeros(()), as torch's optimizers do)", tensors_given)
         changed = f"it sets {last.writes.names()} at every call" if not last.writes.hold() else "its guards fail at every call"
         return self._eager_past_limit(f"{self._variants_traced()} and none fits: {changed}; keep a count as a tensor "
                                       "buffer (register_buffer) or outside the compiled function", tensors_given)

@@ -80,6 +80,11 @@ class CapturedStep:
         """Whether the state the trace assumed (which ``.grad`` existed, the optimizers' options) still holds."""
         return all(guard() for guard in self.guards)
 
+    def changes(self) -> list[str]:
+        """What failing guards that can say so name as changed (a user's optimizer state entry: ``_EntryGuard``)."""
+        return list(dict.fromkeys(guard.__self__.describe() for guard in self.guards
+                                  if hasattr(getattr(guard, "__self__", None), "describe") and not guard()))
+
     def inputs(self) -> list[np.ndarray]:
         return [feed() for feed in self.feeds]
 
