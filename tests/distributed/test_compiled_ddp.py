@@ -6,14 +6,10 @@ gradients and the ranks' parameters drifted apart silently."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
-import kiln
-import kiln.nn.functional as F
-from dist_models import BATCH, dataset, make_model
 from mpi_launch import assert_ran, run_mpi
-from test_eager_ddp import _one_process
+from test_eager_ddp import assert_accumulated_as_one_process, assert_ranks_trained_as_one_process
 
 
 @pytest.fixture(scope="module")
@@ -26,13 +22,7 @@ def compiled_run(tmp_path_factory):
 
 @pytest.mark.parametrize("name", ["sgd", "adam"])
 def test_two_ranks_in_a_compiled_step_train_as_one_process_with_the_full_batch(compiled_run, name):
-    out, _ = compiled_run
-    model, losses = _one_process(name)
-    ranks = [np.load(out / f"{name}_rank{r}.npz") for r in (0, 1)]
-    np.testing.assert_allclose((ranks[0]["losses"] + ranks[1]["losses"]) / 2, losses, rtol=1e-12)
-    for key, value in model.state_dict().items():
-        for saved in ranks:
-            np.testing.assert_allclose(saved[key], value, rtol=1e-10, atol=1e-13)
+    assert_ranks_trained_as_one_process(compiled_run[0], name)
 
 
 def test_the_step_holds_one_allreduce_per_bucket(compiled_run):
@@ -44,13 +34,7 @@ def test_the_step_holds_one_allreduce_per_bucket(compiled_run):
 
 
 def test_no_sync_in_compiled_backwards_accumulates_locally_then_averages(compiled_run):
-    out, _ = compiled_run
-    x, y = dataset(steps=6, dtype="float64")
-    model = make_model(seed=0, dtype="float64")
-    F.cross_entropy(model(kiln.tensor(x[:BATCH])), kiln.tensor(y[:BATCH])).backward()
-    for saved in (np.load(out / f"accumulated_rank{r}.npz") for r in (0, 1)):
-        for name, parameter in model.named_parameters():
-            np.testing.assert_allclose(saved[name], parameter.grad, rtol=1e-10, atol=1e-14)
+    assert_accumulated_as_one_process(compiled_run[0])
 
 
 def test_buffers_are_broadcast_at_every_compiled_call_as_eagerly(compiled_run):

@@ -34,9 +34,9 @@ def _one_process(name):
     return model, np.array(losses)
 
 
-@pytest.mark.parametrize("name", ["sgd", "adam"])
-def test_two_ranks_with_half_batches_train_as_one_process_with_the_full_batch(ddp_run, name):
-    out, _ = ddp_run
+def assert_ranks_trained_as_one_process(out, name):
+    """Both ranks' saved ``{name}_rank{r}.npz`` (half of every batch each): their mean losses and each one's
+    parameters those of one process with the full batch."""
     model, losses = _one_process(name)
     ranks = [np.load(out / f"{name}_rank{r}.npz") for r in (0, 1)]
     np.testing.assert_allclose((ranks[0]["losses"] + ranks[1]["losses"]) / 2, losses, rtol=1e-12)
@@ -45,14 +45,24 @@ def test_two_ranks_with_half_batches_train_as_one_process_with_the_full_batch(dd
             np.testing.assert_allclose(saved[key], value, rtol=1e-10, atol=1e-13)
 
 
-def test_no_sync_accumulates_locally_and_the_next_backward_averages_the_sum(ddp_run):
-    out, _ = ddp_run
+def assert_accumulated_as_one_process(out):
+    """Both ranks' saved ``accumulated_rank{r}.npz`` (two quarters of the first batch each, the first under
+    ``no_sync``): the gradient of one process's full first batch."""
     x, y = dataset(steps=6, dtype="float64")
     model = make_model(seed=0, dtype="float64")
     F.cross_entropy(model(kiln.tensor(x[:BATCH])), kiln.tensor(y[:BATCH])).backward()
     for saved in (np.load(out / f"accumulated_rank{r}.npz") for r in (0, 1)):
         for name, parameter in model.named_parameters():
             np.testing.assert_allclose(saved[name], parameter.grad, rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam"])
+def test_two_ranks_with_half_batches_train_as_one_process_with_the_full_batch(ddp_run, name):
+    assert_ranks_trained_as_one_process(ddp_run[0], name)
+
+
+def test_no_sync_accumulates_locally_and_the_next_backward_averages_the_sum(ddp_run):
+    assert_accumulated_as_one_process(ddp_run[0])
 
 
 def test_collectives_and_state_dict_names_follow_torch(ddp_run):
