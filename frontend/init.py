@@ -15,7 +15,14 @@ _seed = 0
 
 
 def manual_seed(seed: int) -> None:
-    """Seed kiln's initialisation generator."""
+    """Seed kiln's generator (initialisation, eager random ops, the seeds compiled calls draw). In a ``kiln.compile``
+    trace it is refused, so the function runs eagerly (``fullgraph=True`` raises), as torch.compile breaks the graph
+    there: its random ops draw once per call from the generator, which the trace would have seeded once only."""
+    from kiln.frontend.trace import TraceContext, located_error  # lazily: the trace builds on initialisation
+
+    if not TraceContext.current().eager:
+        raise located_error(f"manual_seed({seed}) inside a compiled function: the graph draws its random numbers at each "
+                            "call, so seeding once while tracing would not repeat them; seed before calling it")
     global _generator, _seed
     _generator, _seed = np.random.default_rng(seed), int(seed)
 
