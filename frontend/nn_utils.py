@@ -12,6 +12,7 @@ import numpy as np
 from kiln.compiler.errors import KilnError
 from kiln.compiler.ir.types import DType
 from kiln.frontend.eager_values import eager_array, eager_leaf
+from kiln.frontend.grad_mode import no_grad
 from kiln.frontend.module import Parameter, grad_array
 from kiln.frontend.tensor import Tensor, apply
 from kiln.frontend.tensor_linalg import vector_norm
@@ -36,17 +37,25 @@ def _as_eager_tensor(item: Any) -> Any:
 
 
 def vector_to_parameters(vector: Any, parameters: Iterable[Parameter]) -> None:
-    """Write consecutive slices of the 1-D ``vector`` into the parameters, in place (each keeps its dtype)."""
-    vector, parameters = np.asarray(vector), list(parameters)
+    """Write consecutive slices of the 1-D ``vector`` into the parameters, in place (each keeps its dtype), as
+    torch's ``param.data = vec[...].view_as(param).data``: outside autograd, and in a ``kiln.compile``d step from a
+    vector the step computed (a flat natural-gradient or line-search update)."""
+    vector = vector if isinstance(vector, Tensor) else np.asarray(vector)
+    parameters = list(parameters)
     if vector.ndim != 1:
-        raise ValueError(f"vector_to_parameters: expected a 1-D vector, got shape {vector.shape}")
+        raise ValueError(f"vector_to_parameters: expected a 1-D vector, got shape {tuple(vector.shape)}")
     total = sum(int(np.prod(p.data.shape)) for p in parameters)
-    if vector.size != total:
-        raise ValueError(f"vector_to_parameters: the vector has {vector.size} elements, the parameters {total}")
+    if vector.shape[0] != total:
+        raise ValueError(f"vector_to_parameters: the vector has {vector.shape[0]} elements, the parameters {total}")
     start = 0
     for parameter in parameters:
         size = int(np.prod(parameter.data.shape))
-        parameter.data[...] = vector[start : start + size].reshape(parameter.data.shape)
+        piece = vector[start : start + size].reshape(parameter.data.shape)
+        if isinstance(piece, Tensor):
+            with no_grad():
+                parameter.copy_(piece)
+        else:
+            parameter.data[...] = piece
         start += size
 
 

@@ -83,3 +83,25 @@ def test_vector_to_parameters_from_the_vector_as_torch():
         lib.nn.utils.vector_to_parameters(vector.detach() * 2 - 1, model.parameters())
     for (name, p), q in zip(ours.named_parameters(), theirs.parameters()):
         np.testing.assert_allclose(np.asarray(p.data), q.detach().numpy(), rtol=1e-14, err_msg=name)
+
+
+def test_vector_to_parameters_of_a_vector_a_compiled_step_computes_as_torch():
+    """A flat update in a ``kiln.compile(fullgraph=True)``'d step (natural-gradient and line-search code): the
+    vector is traced, written into the parameters at each call (it was refused: NumPy of a traced tensor)."""
+    torch, ours, theirs = _twins()
+    losses = {}
+    for lib, model in ((kiln, ours), (torch, theirs)):
+
+        def step():
+            loss = model(lib.tensor(X)).pow(2).mean()
+            grads = lib.autograd.grad(loss, list(model.parameters()))
+            flat = lib.cat([g.reshape(-1) for g in grads])
+            vector = lib.nn.utils.parameters_to_vector(model.parameters())
+            lib.nn.utils.vector_to_parameters(vector - 0.5 * flat, model.parameters())
+            return loss
+
+        run = kiln.compile(step, fullgraph=True) if lib is kiln else step
+        losses[lib.__name__] = [run().item() for _ in range(3)]
+    np.testing.assert_allclose(losses["kiln"], losses["torch"], rtol=1e-12)
+    for (name, p), q in zip(ours.named_parameters(), theirs.parameters()):
+        np.testing.assert_allclose(np.asarray(p.data), q.detach().numpy(), rtol=1e-12, atol=1e-15, err_msg=name)
