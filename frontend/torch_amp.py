@@ -177,8 +177,10 @@ def custom_bwd(bwd: Callable[..., Any] | None = None, *, device_type: str) -> An
 # GradScaler -----------------------------------------------------------------------------------------------------------
 
 def _float32(value: float) -> float:
-    """``value`` rounded to float32: torch keeps the scale in a float32 tensor."""
-    return float(np.float32(value))
+    """``value`` rounded to float32: torch keeps the scale in a float32 tensor. Past float32's range it is inf, quietly,
+    as torch's tensor product (a growth that would overflow, which ``_update_scale`` then declines)."""
+    with np.errstate(over="ignore"):
+        return float(np.float32(value))
 
 
 class GradScaler:

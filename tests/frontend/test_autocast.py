@@ -575,6 +575,28 @@ def test_grad_scaler_scale_is_float32_as_torchs():
     assert histories[1][2] == float(np.float32(float(np.float32(0.1)) * 1.1))  # the oracle rounds the scale to float32
 
 
+
+def test_grad_scaler_declines_a_growth_past_float32_quietly_as_torch():
+    """A scale whose growth would overflow float32 (timm's NativeScaler with a huge init_scale) stays where it is, with
+    no warning: torch's float32 tensor product overflows to inf silently and ``_amp_update_scale_`` declines it."""
+    import warnings
+
+    torch = require_torch()
+    scales = []
+    for lib in (kiln, torch):
+        p = lib.nn.Parameter(lib.tensor(np.array([1.0, 2.0])))
+        optimizer = lib.optim.SGD([p], lr=0.1)
+        scaler = lib.amp.GradScaler("cpu", init_scale=3e38, growth_interval=1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            for _ in range(2):
+                scaler.scale((p * p).sum()).backward()  # float64 gradients: finite, so the scale tries to grow
+                scaler.step(optimizer)
+                scaler.update()
+        scales.append(scaler.state_dict())
+    assert scales[0] == scales[1]
+    assert scales[1]["scale"] == float(np.float32(3e38))
+
 def test_a_listed_function_runs_its_body_with_autocast_off():
     """As PyTorch's dispatcher excludes autocast below an autocast kernel: a float32-list function built from ops on
     the lower-precision list computes them in float32, and its result stays float32."""
