@@ -9,6 +9,7 @@ own names are defined, so either can be imported first.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -116,10 +117,26 @@ def _promotes_nothing(op_name: str, operands: tuple[Any, ...]) -> bool:
 
 def _number_value(context: TraceContext, number: float | int, dtype: DType, location: Any) -> Value:
     """``to_value`` of a Python float or int in ``dtype``: a constant, eagerly run at once, made at ``location``."""
+    bound = _ROUNDS_TO_INF.get(dtype)
+    if bound is not None and abs(number) >= bound:  # _scalar_in's check, on the Python number (NaN stays NaN)
+        number = math.copysign(math.inf, number)
     array = np.asarray(number)
     if array.dtype.kind not in "fiub":  # an int past int64: to_value says what it makes of it
         return to_value(context, number, dtype)
     return context.emit_constant(array.astype(dtype.numpy), location)
+
+
+def _scalar_in(array: np.ndarray, dtype: DType) -> np.ndarray:
+    """A 0-d array of a Python number in ``dtype``; a float past the dtype's range is inf, quietly, as torch rounds
+    it (``x_f32 * 1e39``: NumPy's cast warns of the overflow), with one comparison on the common path."""
+    bound = _ROUNDS_TO_INF.get(dtype)
+    if bound is not None and array.dtype.kind == "f" and abs(float(array)) >= bound:
+        array = np.asarray(np.copysign(np.inf, array))
+    return array.astype(dtype.numpy)
+
+
+_ROUNDS_TO_INF = {DType.f32: (2 - 2**-24) * 2.0**127, DType.f16: 65520.0, DType.bf16: (2 - 2**-8) * 2.0**127}
+"""Per narrow float dtype, the magnitude from which a float rounds to inf (its largest finite value and half an ulp)."""
 
 
 def checked_value(tensor: Tensor) -> Value:
@@ -237,7 +254,7 @@ def to_value(context: TraceContext, operand: Any, dtype: DType | None) -> Value:
         return context.without_gradient(context.current_value_of(owner))
     array = np.asarray(operand)
     if array.dtype.kind in "fiub" and array.ndim == 0:
-        array = array.astype(dtype.numpy)  # Python scalars are weakly typed, as in PyTorch
+        array = _scalar_in(array, dtype)  # Python scalars are weakly typed, as in PyTorch
     if array.dtype.kind in "US":
         from kiln.frontend.symbolic_dims import SymbolicDim, symbolic_scalar
 
