@@ -31,7 +31,8 @@ BatchNorm is traced with the global batch's statistics (``SyncBatchNorm``,
 """
 
 from kiln.runtime.distributed.communicator import (
-    Communicator, DistributedError, MPICommunicator, NCCLCommunicator, broadcast_arrays, current, init, is_initialized, shutdown, use,
+    Communicator, DistributedError, MPICommunicator, NCCLCommunicator, broadcast_arrays, current, init, is_available, is_initialized,
+    shutdown, use,
 )
 from kiln.runtime.distributed.data_parallel import DataParallel
 from kiln.runtime.distributed.eager_ddp import DistributedDataParallel
@@ -42,7 +43,7 @@ from kiln.runtime.distributed.torch_api import (ReduceOp, all_reduce, barrier, b
 
 __all__ = [
     "ColumnParallelLinear", "RowParallelLinear", "Communicator", "DataParallel", "DistributedError", "MPICommunicator", "NCCLCommunicator", "PipelineParallel", "broadcast_arrays",
-    "current", "init", "is_initialized", "shutdown", "use",
+    "current", "init", "is_available", "is_initialized", "shutdown", "use",
 ]
 __all__ += ["DistributedDataParallel", "ReduceOp", "all_reduce", "barrier", "broadcast", "destroy_process_group", "get_rank",
             "get_world_size", "init_process_group"]

@@ -9,6 +9,8 @@ MPI. mpi4py is imported only when a communicator is made.
 
 from __future__ import annotations
 
+import importlib.util
+
 import sys
 import time
 from contextlib import contextmanager
@@ -256,6 +258,12 @@ def current(world_size: int = 0) -> Communicator:
 
 def is_initialized() -> bool:
     return _CURRENT is not None
+
+
+def is_available() -> bool:
+    """``torch.distributed.is_available()``: whether distributed mode can run here (mpi4py is installed), without
+    importing it (``dist.is_available() and dist.is_initialized()`` guards single-process code)."""
+    return importlib.util.find_spec("mpi4py") is not None
 
 
 def shutdown() -> None:
