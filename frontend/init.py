@@ -7,6 +7,7 @@ A module-level NumPy generator makes initialisation reproducible:
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -14,7 +15,7 @@ _generator = np.random.default_rng(0)
 _seed = 0
 
 
-def manual_seed(seed: int) -> None:
+def manual_seed(seed: int) -> Any:
     """Seed kiln's generator (initialisation, eager random ops, the seeds compiled calls draw). In a ``kiln.compile``
     trace it is refused, so the function runs eagerly (``fullgraph=True`` raises), as torch.compile breaks the graph
     there: its random ops draw once per call from the generator, which the trace would have seeded once only."""
@@ -25,6 +26,9 @@ def manual_seed(seed: int) -> None:
                             "call, so seeding once while tracing would not repeat them; seed before calling it")
     global _generator, _seed
     _generator, _seed = np.random.default_rng(seed), int(seed)
+    from kiln.frontend.torch_generator import default_generator  # lazily: the generator reads this module
+
+    return default_generator  # as torch's: the global stream, seeded
 
 
 def draw_seed() -> np.ndarray:

@@ -71,6 +71,44 @@ class Generator:
         return f"<kiln.Generator seed={self._seed}>"
 
 
+class DefaultGenerator(Generator):
+    """``torch.default_generator``: kiln's global stream (``frontend/init.py``) as a ``Generator``, which
+    ``kiln.manual_seed`` returns, as torch's (diffusers' ``generator = torch.manual_seed(0)``, then
+    ``pipe(..., generator=generator)``): seeding it seeds the global stream, and a draw given it draws from it."""
+
+    def __init__(self) -> None:
+        self.device = "cpu"
+
+    @property
+    def _numpy(self) -> np.random.Generator:  # type: ignore[override]
+        from kiln.frontend import init  # lazily: initialisation returns this generator
+
+        return init._generator
+
+    @property
+    def _seed(self) -> int:  # type: ignore[override]
+        from kiln.frontend import init
+
+        return init.current_seed()
+
+    def manual_seed(self, seed: int) -> "Generator":
+        from kiln.frontend import init
+
+        init.manual_seed(seed)
+        return self
+
+    def seed(self) -> int:
+        seed = secrets.randbits(63)
+        self.manual_seed(seed)
+        return seed
+
+    def __repr__(self) -> str:
+        return f"<kiln.default_generator seed={self._seed}>"
+
+
+default_generator = DefaultGenerator()
+
+
 @contextlib.contextmanager
 def drawing_from(generator: Generator | None) -> Iterator[None]:
     """Eager draws inside take their seeds from ``generator`` (none given: kiln's global generator, unchanged)."""
@@ -90,4 +128,4 @@ def drawing_from(generator: Generator | None) -> Iterator[None]:
         init._generator = saved
 
 
-__all__ = ["Generator"]
+__all__ = ["DefaultGenerator", "Generator", "default_generator"]

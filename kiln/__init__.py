@@ -80,7 +80,7 @@ globals().update(_complex_functions.EXPORTS)  # kiln.complex64, kiln.complex, ki
 from kiln import fft  # noqa: E402  (torch.fft: kiln.fft.rfft, fftn, fftfreq, ... frontend/fft.py)
 from kiln.frontend.stft import stft  # noqa: E402  (torch.stft: frames, window, rfft; frontend/stft.py)
 from kiln.frontend.istft import istft  # noqa: E402  (torch.istft: irfft, window, overlap-add; frontend/istft.py)
-from kiln.frontend.torch_generator import Generator  # noqa: E402  (torch.Generator: kiln.randn(..., generator=g))
+from kiln.frontend.torch_generator import Generator, default_generator  # noqa: E402  (torch.Generator: kiln.randn(..., generator=g))
 from kiln.backends.matmul_precision import get_float32_matmul_precision, set_float32_matmul_precision  # noqa: E402  (TF32 on CuPy)
 from kiln.frontend.torch_threads import get_num_interop_threads, get_num_threads, set_num_interop_threads, set_num_threads  # noqa: E402
 from kiln.frontend.torch_assert import _assert  # noqa: E402,F401  (torch._assert: torchvision's traceable assert)
@@ -100,7 +100,7 @@ __all__ = [
     "autograd", "CheckpointError", "compile", "cuda", "random", "sparse", "func", "device", "distributions", "linalg", "compile_train_step", "CompiledFunction", "differentiate", "DType",
     "get_default_device", "set_default_device",
     "export_onnx", "export_onnx_train_step", "fit", "grad", "Graph", "import_onnx", "InputError", "KilnError",
-    "load", "load_onnx_train_step", "manual_seed", "nn", "no_grad", "onnx", "optim", "parity", "PassManager", "saliency", "save", "amp", "autocast", "cpu", "get_autocast_dtype", "is_autocast_enabled", "bfloat16", "float16", "half", "Generator", "get_printoptions", "set_printoptions", "Size", "sparse_coo", "strided", "special", "testing", "jit", *_memory_formats,
+    "load", "load_onnx_train_step", "manual_seed", "nn", "no_grad", "onnx", "optim", "parity", "PassManager", "saliency", "save", "amp", "autocast", "cpu", "get_autocast_dtype", "is_autocast_enabled", "bfloat16", "float16", "half", "Generator", "default_generator", "get_printoptions", "set_printoptions", "Size", "sparse_coo", "strided", "special", "testing", "jit", *_memory_formats,
     "BFloat16Tensor", "BoolTensor", "ByteTensor", "CharTensor", "ShortTensor", "DoubleTensor", "HalfTensor", "FloatTensor", "IntTensor", "LongTensor", "ShapeError", "Tensor", "TensorSpec", "TensorType", "trace", "TraceError", "TrainStep", "utils", "value_and_grad",
     "VerificationError", *_torch_functions.__all__, *_torch_functions.FORWARDERS,
     *_torch_functions.DTYPES, *_torch_more.exports(), *_complex_functions.EXPORTS, "fft", "stft", "istft",
