@@ -22,7 +22,7 @@ from kiln.frontend.eager_values import ARRAYS, count_update
 from kiln.frontend.grad_mode import no_grad
 from kiln.frontend.inplace_leaf_checks import check_leaf_write
 from kiln.frontend.registered_assignment import check_registered_assignment
-from kiln.frontend.module_registry import Registry
+from kiln.frontend.module_registry import CHANGES, Registry
 from kiln.frontend.module_hooks import HOOK_KINDS, HookMethods, RemovableHandle, any_global_hooks, call_with_hooks, held_hook
 from kiln.frontend.layer_device import accept_device_keyword
 from kiln.frontend.shared_storage import is_shared
@@ -101,7 +101,10 @@ class Parameter(Tensor):
             return
         if isinstance(array, Tensor):  # p.data = kiln.randn(...): its values (a copy; PyTorch would share the storage)
             array = np.array(array.numpy())
+        old = self.__dict__.get("_data")
         self._data = torch_array(array)  # p.data.add_(...), p.data.normal_(...) as in PyTorch (frontend/torch_array.py)
+        if old is not None and (old.shape != self._data.shape or old.dtype != self._data.dtype):
+            CHANGES[0] += 1  # a compiled variant traced with the old shape checks it again (runtime/module_structure.py)
         if type(self._data) is TorchArray:  # traced, p.data stands for p's traced value (torch_array.traced_data)
             self._data.owner = weakref.ref(self)
         self.version = self.__dict__.get("version", 0) + 1

@@ -28,6 +28,7 @@ class ModuleStructure:
     def __init__(self, roots: list[Any]) -> None:
         self.roots = roots
         self.snapshot = _snapshot(roots)
+        self.types = _array_types(roots)
         self.checked = CHANGES[0]
 
     @classmethod
@@ -44,6 +45,8 @@ class ModuleStructure:
             return True
         now = _snapshot(self.roots)
         if len(now) != len(self.snapshot) or not all(map(operator.is_, now, self.snapshot)):
+            return False
+        if _array_types(self.roots) != self.types:  # p.data = <another shape>, a buffer assigned one in a call
             return False
         self.checked = CHANGES[0]
         return True
@@ -65,6 +68,18 @@ def _snapshot(roots: list[Any]) -> list[Any]:
     for registry in GLOBAL_HOOKS.values():  # and where a global one was (nn.modules.module.register_module_forward_hook)
         flat += registry.values()
     return flat
+
+
+def _array_types(roots: list[Any]) -> list[tuple[Any, Any]]:
+    """The shape and dtype of each parameter's and buffer's array under ``roots``: a trace bakes them in (its input
+    types, Python that branched on them: ``if self.mem.shape[0] == 0: mem = torch.zeros_like(x)`` over a ``zeros(0)``
+    buffer the call assigns a ``(B, H)`` tensor). A replacement of another shape or dtype counts in ``CHANGES``."""
+    types = []
+    for root in roots:
+        for module in root.modules():
+            for registry in (module._parameters, module._buffers):
+                types += [(p._data.shape, p._data.dtype) for p in registry.values() if p is not None and "_data" in p.__dict__]
+    return types
 
 
 __all__ = ["ModuleStructure"]
