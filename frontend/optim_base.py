@@ -367,8 +367,10 @@ class Optimizer:
         return self.state_dtype(param, name)
 
     def __repr__(self) -> str:
-        settings = ", ".join(f"{k}={v}" for k, v in self.defaults.items())
-        return f"{type(self).__name__}({settings})"
+        """PyTorch's text: each param group's options, sorted by name (``print(optimizer)`` in training logs)."""
+        groups = ["\n".join([f"Parameter Group {index}"] + [f"    {key}: {group[key]}" for key in sorted(group) if key != "params"])
+                  for index, group in enumerate(self.param_groups)]
+        return f"{type(self).__name__} (\n" + "\n\n".join(groups) + "\n)"
 
 
 def _non_negative(owner: str, group: dict[str, Any], *names: str) -> None:
