@@ -97,11 +97,6 @@ class DefaultGenerator(Generator):
         init.manual_seed(seed)
         return self
 
-    def seed(self) -> int:
-        seed = secrets.randbits(63)
-        self.manual_seed(seed)
-        return seed
-
     def __repr__(self) -> str:
         return f"<kiln.default_generator seed={self._seed}>"
 
