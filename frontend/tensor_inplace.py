@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 import numbers
 import warnings
 import weakref
@@ -140,11 +141,35 @@ def rebind(tensor: Any, result: Any, method: str, written: Any = None) -> Any:
                 member._stale = written_at  # made again from this tensor when read, if a followed view
     if not marked_leaf:
         result = without_history(result)  # no gradient reads the chain of old values: a leaf (inplace_history.py)
+    result = kept_gradient_path(tensor, result)
     old, tensor._value = tensor.__dict__.get("_value"), result.value
     land_in_storage(tensor, old, result.value)  # an array shared with NumPy takes the values (shared_storage.py)
     if marked_leaf:
         GRAD_TENSORS[result.value] = weakref.ref(tensor)  # still the leaf whose .grad backward() fills
     return tensor
+
+
+def kept_gradient_path(tensor: Any, result: Any) -> Any:
+    """``result`` of a traced write under ``no_grad`` into a tensor that requires grad (a PGD attack's ``with
+    torch.no_grad(): delta.clamp_(-eps, eps)`` between backwards of a compiled step) carrying ``tensor``'s gradient
+    path: its values plus the identity to what ``tensor`` held (``values + (x - stop_gradient(x))``, as a write through
+    ``x.data``, ``frontend/view_writes.py``; 0 where ``x`` is not finite, whose difference would be NaN: a
+    ``masked_fill_(m, -inf)`` written over), as PyTorch's write outside autograd leaves the tensor's history as it
+    was (a marked leaf stays the leaf ``backward()`` fills). Without it a later backward left the leaf's ``.grad`` as it
+    was, silently. Eager tensors keep theirs through ``GRAD_TENSORS`` (``still_marked``)."""
+    from kiln.frontend.grad_mode import enable_grad
+    from kiln.frontend.tensor import apply
+    from kiln.frontend.traced_requires_grad import traced_requires_grad
+
+    context = TraceContext.current()
+    if context.eager or context.grad_enabled or "_value" not in tensor.__dict__:
+        return result
+    if not traced_requires_grad(tensor.value) or traced_requires_grad(result.value):
+        return result
+    with enable_grad():
+        held = apply("tensor.stop_gradient", tensor)
+        path = apply("tensor.where", (held == held) & (held.abs() != math.inf), tensor - held, 0.0)
+        return apply("tensor.stop_gradient", result) + path
 
 
 def still_marked(view: Any, marked_leaf: bool) -> Any:

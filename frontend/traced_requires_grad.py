@@ -90,6 +90,7 @@ def mark_traced_for_grad(tensor: Any, requires_grad: bool) -> None:
         capture = getattr(context, "step_capture", None)
         if capture is not None:  # in a kiln.compile'd step: so does a backward() there (runtime/step_capture.py)
             capture.marked.append(tensor)
+            capture.marked_values[id(tensor)] = value
     elif not requires_grad and value in context.grad_leaves:
         context.grad_leaves.discard(value)
     elif not requires_grad and traced_requires_grad(value):

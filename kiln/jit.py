@@ -10,17 +10,19 @@ class SwinTransformer(nn.Module):
         if torch.jit.is_scripting(): ...         # False: kiln never scripts
 ```
 
-``ignore``, ``unused``, ``export``, ``script_if_tracing`` and ``script_method`` return the function unchanged (they only steer the
-TorchScript compiler, which kiln does not have); ``is_scripting()`` and ``is_tracing()`` are False (also inside
-``kiln.compile``, as torch's are inside ``torch.compile``); ``annotate(type, value)`` is ``value``; ``Final`` is
-``typing.Final``. ``ScriptModule`` is an ``nn.Module`` whose methods run as the Python they are (RWKV's
-``class RWKV_RNN(torch.jit.ScriptModule)`` with ``@torch.jit.script_method``s: torch compiles them to TorchScript,
-which computes what the Python computes). ``script``, ``trace``, ``save`` and ``load`` raise an error that names kiln's counterparts:
+``ignore``, ``unused``, ``export``, ``script_if_tracing`` and ``script_method`` return the function unchanged (they
+only steer the TorchScript compiler, which kiln does not have), and so does ``script`` on a function;
+``is_scripting()`` and ``is_tracing()`` are False (also inside ``kiln.compile``, as torch's are inside
+``torch.compile``); ``annotate(type, value)`` is ``value``; ``Final`` is ``typing.Final``. ``ScriptModule`` is an
+``nn.Module`` whose methods run as the Python they are (RWKV's ``class RWKV_RNN(torch.jit.ScriptModule)`` with
+``@torch.jit.script_method``s: torch compiles them to TorchScript, which computes what the Python computes).
+``script`` of anything else, ``trace``, ``save`` and ``load`` raise an error that names kiln's counterparts:
 ``kiln.compile`` for a compiled function or module, ``kiln.onnx.export`` for a file to deploy, ``kiln.save``/``load``.
 """
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from typing import Any, Callable, Final, TypeVar
 
@@ -94,8 +96,21 @@ def _no_torchscript(name: str, instead: str) -> Callable[..., Any]:
     return refuse
 
 
-script = _no_torchscript("script", "use kiln.compile(model_or_function) for a compiled one (it runs the Python as "
-                                   "written), or kiln.onnx.export to write a file to deploy")
+_refuse_script = _no_torchscript("script", "use kiln.compile(model_or_function) for a compiled one (it runs the Python "
+                                           "as written), or kiln.onnx.export to write a file to deploy")
+
+
+def script(obj: Any = None, *args: Any, **kwargs: Any) -> Any:
+    """``@torch.jit.script`` on a function (Graphormer's ``convert_to_single_emb``, fused-activation helpers): the
+    function itself, run as Python (torch's ScriptFunction computes what the Python computes), with torch 2.13's
+    DeprecationWarning. Anything else (a module to script and save) raises, naming ``kiln.compile`` and
+    ``kiln.onnx.export``."""
+    if not inspect.isfunction(obj):
+        return _refuse_script(obj, *args, **kwargs)
+    warnings.warn("`kiln.jit.script` is deprecated. Please switch to `kiln.compile`.", DeprecationWarning, stacklevel=2)
+    return obj
+
+
 trace = _no_torchscript("trace", "use kiln.compile(model_or_function) for a compiled one, or "
                                  "kiln.onnx.export(model, example_inputs, path) to write a file to deploy")
 save = _no_torchscript("save", "save the weights with kiln.save(model.state_dict(), path), or export the model with "

@@ -135,6 +135,10 @@ class StepCapture:
     marked: list[Tensor] = field(default_factory=list)
     """Tensors the step marked by ``requires_grad_()`` (an attack's ``delta.requires_grad = True``), whose traced
     ``.grad`` a ``backward()`` reaching them fills, as it does eagerly."""
+    marked_values: dict[int, Value] = field(default_factory=dict)
+    """Each of ``marked``'s value when marked (by ``id``): the leaf a ``backward()`` differentiates by. A write through
+    its ``.data`` since (FLAG's ``perturb.data = perturb_data.data`` between two backwards) rebinds the tensor to a value
+    whose gradient flows to that leaf (``frontend/view_writes.py``), as PyTorch's tensor stays the one leaf."""
     marked_arguments: tuple[int, ...] = ()
     """The positions of the arguments among ``marked`` (rosinality's R1 step's ``real_img.requires_grad = True``): the
     caller's tensors require grad after the call (``runtime/argument_writes.py``)."""
@@ -252,16 +256,16 @@ class StepCapture:
         candidates = self._candidates(inputs)
         leaves = self._marked_leaves() if inputs is None else []
         held = [values_held(self.context, p) for p in candidates]  # a value replaced by a no_grad write is read too
-        reached = {id(v) for op in ops_between(self.context.graph, [v for vs in held for v in vs] + [t.value for t in leaves],
+        reached = {id(v) for op in ops_between(self.context.graph, [v for vs in held for v in vs] + [v for _, v in leaves],
                                                loss.value) for v in op.operands}
         held = [[v for v in vs if id(v) in reached] for vs in held]
         candidates, held = [p for p, vs in zip(candidates, held) if vs], [vs for vs in held if vs]
-        leaves = [t for t in leaves if id(t.value) in reached]
+        leaves = [(t, v) for t, v in leaves if id(v) in reached]
         if not candidates and not leaves:
             raise located_error("backward(): the loss depends on no trained parameter of this step")
         seed = None if gradient is None else _seed(gradient, loss)
         first = len(self.context.graph.ops)
-        grads = differentiate_outputs(self.context.graph, [loss.value], [v for vs in held for v in vs] + [t.value for t in leaves],
+        grads = differentiate_outputs(self.context.graph, [loss.value], [v for vs in held for v in vs] + [v for _, v in leaves],
                                       [seed], on_cotangent=cotangent_hooks(self.context, retain=True, keep_graph=create_graph))
         grads = self._summed_by_parameter(grads, [len(vs) for vs in held])
         grads = [parameter_hooked(p, g) for p, g in zip(candidates, grads)] + grads[len(candidates):]
@@ -270,7 +274,7 @@ class StepCapture:
         for parameter, grad in zip(candidates, grads):
             held = self.grad_of(parameter)
             self.set_grad(parameter, grad if held is None else self.context.emit("tensor.add", held, grad))
-        for leaf, grad in zip(leaves, grads[len(candidates):]):
+        for (leaf, _), grad in zip(leaves, grads[len(candidates):]):
             leaf.grad = Tensor(grad) if leaf.grad is None else leaf.grad + Tensor(grad)
         after_accumulation(candidates, capture=self)
 
@@ -300,9 +304,11 @@ class StepCapture:
                                 "cannot; make it a leaf of its own (x.clone().requires_grad_(), or requires_grad=True "
                                 "where it is made), mark it inside the function, or run the step eagerly")
 
-    def _marked_leaves(self) -> list[Tensor]:
-        """The tensors this step marked by ``requires_grad_()`` that are still leaves requiring grad, once each."""
-        unique = {id(t): t for t in self.marked if t.value in self.context.grad_leaves}
+    def _marked_leaves(self) -> list[tuple[Tensor, Value]]:
+        """The tensors this step marked by ``requires_grad_()`` that are still leaves requiring grad, once each, with
+        their leaf values (``marked_values``)."""
+        values = {id(t): self.marked_values.get(id(t), t.value) for t in self.marked}
+        unique = {id(t): (t, values[id(t)]) for t in self.marked if values[id(t)] in self.context.grad_leaves}
         return list(unique.values())
 
     def _candidates(self, inputs: Any) -> list[Parameter]:

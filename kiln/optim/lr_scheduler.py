@@ -10,3 +10,8 @@ __all__ = [
     "LambdaLR", "LinearLR", "MultiStepLR", "MultiplicativeLR", "OneCycleLR", "PolynomialLR", "ReduceLROnPlateau", "SequentialLR",
     "StepLR", "warmup_cosine",
 ]
+
+
+class _LRScheduler(LRScheduler):
+    """torch's pre-2.0 name for the base class, still there in 2.13 (a subclass adding nothing) and still subclassed
+    by user schedulers (Graphormer's ``PolynomialDecayLR(_LRScheduler)``); like torch's, not in ``__all__``."""

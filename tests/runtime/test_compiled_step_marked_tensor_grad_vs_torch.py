@@ -141,3 +141,90 @@ def test_an_optimizer_over_a_traced_tensor_runs_eagerly_without_fullgraph_as_tor
         else:
             results.append(np.array(step(torch.tensor(X))[0].numpy()))
     np.testing.assert_array_equal(results[0], results[1])
+
+
+def _flag_ascent(lib, model, zeroing):
+    """Graphormer's FLAG (tasks/graph_prediction.py): a marked perturbation moved by ``perturb.data = ...`` between
+    backwards, its ``.grad`` zeroed (``perturb.grad[:] = 0``, ``zero_()``, or set to None) or kept accumulating."""
+    def step(x):
+        perturb = (0.1 * x).requires_grad_()
+        model.zero_grad()
+        loss = (model(x + perturb) ** 2).sum() / 3
+        grads = []
+        for _ in range(2):
+            loss.backward()
+            grads.append(perturb.grad.detach().clone())
+            perturb_data = perturb.detach() + 0.01 * lib.sign(perturb.grad.detach())
+            perturb.data = perturb_data.data
+            if zeroing == "slice":
+                perturb.grad[:] = 0
+            elif zeroing == "zero_":
+                perturb.grad.zero_()
+            elif zeroing == "none":
+                perturb.grad = None
+            loss = (model(x + perturb) ** 2).sum() / 3
+        loss.backward()
+        return (*grads, perturb.grad, perturb.detach())
+    return step
+
+
+def test_a_marked_tensor_moved_through_data_between_backwards_keeps_its_grad():
+    """``perturb.data = ...`` in the step rebound the traced leaf to a value ``backward()`` no longer counted as the
+    leaf: its later ``.grad`` stayed as zeroed (the parameters' gradients through it right), silently, and a loss
+    reaching no parameter was refused. Each zeroing form, and none, as torch's."""
+    for zeroing in ("slice", "zero_", "none", "keep"):
+        _assert_same(_both(lambda lib, model: _flag_ascent(lib, model, zeroing)))
+
+
+def test_reads_before_and_after_a_data_write_both_reach_the_marked_tensor():
+    """One backward of a loss reading the marked tensor before and after ``x.data = ...``: the gradient of both
+    reads, as torch's one leaf gets it."""
+    def step_of(lib, model):
+        def step(x):
+            delta = lib.zeros_like(x).requires_grad_()
+            before = model(x + delta).tanh().sum()
+            delta.data = (delta.detach() + 0.5).data
+            (before + (model(x * delta) ** 2).sum()).backward()
+            return delta.grad, delta.detach()
+        return step
+
+    _assert_same(_both(step_of))
+
+
+def test_writes_under_no_grad_keep_a_tensors_gradient_path():
+    """``with torch.no_grad(): delta.add_(...)`` / ``.clamp_(...)`` (a PGD step) on a marked tensor, and on a result
+    that requires grad, between backwards: PyTorch's tensor keeps its history, so a later backward reaches the leaf
+    (and the parameters) through it. The traced write's result had no path back: the leaf's ``.grad`` stayed as it
+    was, silently, and a non-leaf's loss was refused."""
+    def step_of(lib, model, write):
+        def step(x):
+            delta = (0.1 * x).requires_grad_()
+            model(x + delta).tanh().sum().backward()
+            hidden = model(x + delta)
+            with lib.no_grad():
+                getattr(delta, write)(*((0.05,) if write == "add_" else (-0.1, 0.1)))
+                hidden.mul_(0.5)
+            (model(x * delta) ** 2 + hidden).sum().backward()
+            return delta.grad, delta.detach(), hidden.detach()
+        return step
+
+    for write in ("add_", "clamp_"):
+        _assert_same(_both(lambda lib, model: step_of(lib, model, write)))
+
+
+def test_a_write_under_no_grad_over_minus_inf_keeps_the_values_and_the_path():
+    """Scores masked to ``-inf`` under ``no_grad`` and written again: the kept path adds nothing where the old value
+    is not finite (``-inf - -inf`` would be NaN), as torch's values and gradients."""
+    def step_of(lib, model):
+        def step(x):
+            scores = model(x)
+            with lib.no_grad():
+                scores.masked_fill_(x[:, :2] > 0.5, float("-inf"))
+                scores.mul_(2)
+            (scores.softmax(-1) * lib.tensor([1.0, 2.0], dtype=lib.float64)).sum().backward()
+            return (scores.detach(),)
+        return step
+
+    results = _both(step_of)
+    _assert_same(results)
+    assert np.isneginf(results[0][0][0]).any()
