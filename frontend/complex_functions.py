@@ -31,6 +31,7 @@ from kiln.frontend.complex_view_checks import check_complex_view
 from kiln.frontend.torch_keywords import numpy_keywords
 from kiln.frontend.tensor import Tensor
 from kiln.frontend.tensor_creation_nesting import nested_array
+from kiln.frontend.tensor_from_tensors import holds_tensors
 from kiln.frontend.trace import TraceContext, located_error
 
 
@@ -175,7 +176,7 @@ def _tensor(function: Callable[..., Any]) -> Callable[..., Any]:
             data = data.numpy()
         complex_dtype = _complex_dtype(dtype)
         array = None
-        if complex_dtype is None and dtype is None and not isinstance(data, Tensor):
+        if complex_dtype is None and dtype is None and not holds_tensors(data):  # tensor_from_tensors.py's
             array = nested_array(data, copy=False)  # ragged nested lists: torch's error, not NumPy's
             if array.dtype.kind == "c":
                 from kiln.frontend.torch_dtypes import get_default_dtype

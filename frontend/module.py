@@ -623,7 +623,8 @@ class Module(HookMethods):
     def load_state_dict(self, state: Mapping[str, Any], strict: bool = True, assign: bool = False) -> IncompatibleKeys:
         """Copy arrays into the parameters in place; every key and shape is checked before anything is written. A
         shared parameter needs only one of its names (a checkpoint that lists tied weights once still loads).
-        Returns the missing and unexpected keys (``strict=False`` loads the others), as PyTorch's. A checkpoint of a
+        Returns the missing and unexpected keys (``strict=False`` loads the others), as PyTorch's: a tied name the
+        state lacks is missing there too (HF drops such names from its report by ``_tied_weights_keys``). A checkpoint of a
         ``torch.compile``d model, every key prefixed ``_orig_mod.``, loads as the model's own. ``assign=True``: the
         state's values become new parameters and buffers, in their dtype (``frontend/state_dict_assign.py``)."""
         from kiln.frontend.parametrizations import deprecated_weight_norm_keys  # lazily: it imports this module
@@ -631,10 +632,11 @@ class Module(HookMethods):
         own = dict(self._state_items(""))
         state = deprecated_weight_norm_keys(self, _without_compile_prefix(state, own), own)
         loaded = {id(own[name]) for name in state if name in own}
-        missing = [name for name in own if name not in state and id(own[name]) not in loaded]
+        missing = [name for name in own if name not in state]
+        unloaded = [name for name in missing if id(own[name]) not in loaded]
         unexpected = [name for name in state if name not in own]
-        if strict and (missing or unexpected):
-            raise KilnError(f"load_state_dict: missing keys {missing}, unexpected keys {unexpected}")
+        if strict and (unloaded or unexpected):
+            raise KilnError(f"load_state_dict: missing keys {unloaded}, unexpected keys {unexpected}")
         arrays = {name: _stored_form(own[name], np.asarray(_to_numpy(value))) for name, value in state.items() if name in own}
         for name, array in arrays.items():
             if array.shape != own[name].data.shape:

@@ -34,6 +34,7 @@ from kiln.frontend.shared_storage import shared, warn_if_read_only
 from kiln.frontend.symbolic_dims import symbolic_arange
 from kiln.frontend.tensor_creation_nesting import nested_array
 from kiln.frontend.tensor_extras import EXTRA_FORWARDED
+from kiln.frontend.tensor_from_tensors import holds_tensors, tensor_of_tensors
 from kiln.frontend.tensor_methods import _flatten_args
 from kiln.frontend.tensor_operand_checks import TENSOR_ONLY, check_tensor_operands
 from kiln.frontend.torch_array import tensor_operand
@@ -167,7 +168,10 @@ def eye(n: int, m: int | None = None, *, out: Any = None, dtype: Any = None, dev
 
 def tensor(data: Any, *, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Any:
     """``data`` as a constant: Python floats as float32, ints as int64, bools as bool; an array, a NumPy scalar or a
-    tensor keeps its dtype and is copied, as PyTorch's (``from_numpy`` shares it)."""
+    tensor keeps its dtype and is copied, as PyTorch's (``from_numpy`` shares it); tensors, alone or in lists, are
+    read as PyTorch reads them, traced ones too (``frontend/tensor_from_tensors.py``)."""
+    if holds_tensors(data):
+        return _requiring_grad(tensor_of_tensors(data, dtype), requires_grad)
     array = nested_array(data)  # ragged nested lists: torch's error, not NumPy's
     if dtype is not None:
         array = cast_array(array, _dtype(dtype, "float32"))

@@ -12,7 +12,10 @@ A call's keyword arguments become a function of positional arrays only (``with_k
 keywords are inputs after the positional ones; any other argument, keyword or positional (a flag, a string, None), is
 fixed in the trace and part of the compiled variant's key, so another value traces anew, as ``torch.compile`` guards
 on it. Positional numbers stay inputs (0-d arrays), as they always were; so does each tensor of a list, tuple or dict
-of tensors (micro-batches), the nesting part of the key.
+holding tensors (micro-batches; lucidrains' ``Electra.forward(input, noise={...})``), positional or keyword, the
+nesting and its other leaves (a flag beside the tensors) part of the key. Such a container was once fixed as a whole,
+keyed by its repr, which prints tensors rounded: a call with other values close by reused the graph holding the first
+call's tensors, silently wrong.
 
 A Python number input is traced as a wrapped number (``numbers_weak``): it promotes as the number itself would
 (``long_tensor * scale`` is float32, not float64), one variant serving every value. Where the trace needs its value (a
@@ -31,7 +34,7 @@ from kiln.frontend.trace import input_names
 from kiln.runtime.container_arguments import check_stores, snapshot
 from kiln.runtime.plain_object_writes import watching_owners
 from kiln.runtime.reachable_objects import is_plain_object, reachable_objects
-from kiln.runtime.pytree import flatten, unflatten
+from kiln.runtime.pytree import Structure, flatten, flatten_keeping, unflatten
 
 TORCH_MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 """``torch.compile``'s modes: kiln compiles one way for each (its pass pipeline and memory plan)."""
@@ -55,30 +58,34 @@ def with_keywords(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[st
     """``fn`` as a function of its array inputs only, those inputs, and what its variant's key adds: which positional
     arguments and which keywords are arrays, and the values of the fixed ones (anything else: ``None``, a flag, a
     string)."""
-    trees = {k: flatten(value) for k, value in enumerate(args) if _is_array_tree(value)}  # lists of micro-batches
+    trees = {k: _array_leaves(value) for k, value in [*enumerate(args), *kwargs.items()] if _holds_arrays(value)}
     positions = [k for k, value in enumerate(args) if _is_input(value) or k in trees]
-    names = [name for name, value in kwargs.items() if _is_array(value)]
+    names = [name for name, value in kwargs.items() if _is_array(value) or name in trees]
     fixed = {name: value for name, value in kwargs.items() if name not in names}
 
     def call(*inputs: Any) -> Any:
         leaves = iter(inputs)
-        given = {k: unflatten(trees[k][1], [next(leaves) for _ in trees[k][0]]) if k in trees else next(leaves) for k in positions}
+        given = {k: unflatten(trees[k][1], [next(leaves) for _ in trees[k][0]]) if k in trees else next(leaves)
+                 for k in (*positions, *names)}
         positional = [given[k] if k in given else a for k, a in enumerate(args)]
+        keywords = {**fixed, **{name: given[name] for name in names}}
         containers = [(arguments[k], "its argument", snapshot(a)) for k, a in enumerate(positional)]
-        containers += [(name, "its argument", snapshot(value)) for name, value in fixed.items()]
+        containers += [(name, "its argument", snapshot(value)) for name, value in keywords.items()]
+        containers += [(labels[k], "its argument", snapshot(values[k])) for k in trees]  # the caller's, rebuilt above:
+        # a hook's closure may still store into it (Whisper's kv_cache)
         owners = [owner for a in (*positional, *fixed.values()) if is_plain_object(a)  # cfg.scale read: guarded
                   for _, _, owner in reachable_objects(a, depth=2) if is_plain_object(owner)]
-        result = watching_owners(fn, owners)(*positional, **fixed, **dict(zip(names, leaves)))
+        result = watching_owners(fn, owners)(*positional, **keywords)
         check_stores(containers)  # stores into a dict or list argument: refused (runtime/container_arguments.py)
         return result
 
-    arguments = input_names(fn, len(args))
-    leaves = [(f"{arguments[k]}{i}" if k in trees else arguments[k], leaf)
-              for k in positions for i, leaf in enumerate(trees[k][0] if k in trees else [args[k]])]
-    inputs = (*[leaf for _, leaf in leaves], *[kwargs[name] for name in names])
+    arguments, values = input_names(fn, len(args)), {**dict(enumerate(args)), **kwargs}
+    labels = {k: arguments[k] if isinstance(k, int) else k for k in (*positions, *names)}
+    leaves = [(f"{labels[k]}{i}" if k in trees else labels[k], leaf)
+              for k in (*positions, *names) for i, leaf in enumerate(trees[k][0] if k in trees else [values[k]])]
     fixed_key = tuple((k, _key(a)) for k, a in enumerate(args) if k not in positions) + tuple((k, _key(v)) for k, v in fixed.items())
-    key = (tuple(positions), tuple(names), fixed_key, tuple((k, structure) for k, (_, structure) in trees.items()))
-    return named_like(call, fn, [*[name for name, _ in leaves], *names]), inputs, key
+    key = (tuple(positions), tuple(names), fixed_key, tuple((k, _key(structure)) for k, (_, structure) in trees.items()))
+    return named_like(call, fn, [name for name, _ in leaves]), tuple(leaf for _, leaf in leaves), key
 
 
 def number_positions(inputs: tuple[Any, ...]) -> tuple[int, ...]:
@@ -118,10 +125,22 @@ def traced_arguments(args: tuple[Any, ...]) -> bool:
     return all(_is_input(a) for a in args)
 
 
-def _is_array_tree(value: Any) -> bool:
-    """A non-empty list, tuple or dict whose leaves are all arrays or tensors: each leaf is an input, as
-    ``torch.compile`` takes a list of tensors (not a constant of the trace, fixed by its values)."""
-    return isinstance(value, (list, tuple, dict)) and bool(value) and all(_is_array(leaf) for leaf in flatten(value)[0])
+def _holds_arrays(value: Any) -> bool:
+    """A list, tuple or dict of arrays and tensors only, or one with a tensor among its (nested) leaves: each array or
+    tensor is an input, as ``torch.compile`` takes a list or dict of tensors (not a constant of the trace, fixed by its
+    values). NumPy arrays beside other leaves stay fixed (OpenKE's batch dict with its ``"mode"`` string, read by
+    ``torch.from_numpy``), as NumPy code needs their values."""
+    from kiln.frontend.tensor import Tensor
+
+    if not isinstance(value, (list, tuple, dict)):
+        return False
+    arrays = _array_leaves(value)[0]
+    return bool(arrays) and (any(isinstance(a, Tensor) for a in arrays) or all(_is_array(leaf) for leaf in flatten(value)[0]))
+
+
+def _array_leaves(value: Any) -> tuple[list[Any], Structure]:
+    """The arrays and tensors in ``value``, and its structure holding the other leaves as constants."""
+    return flatten_keeping(value, _is_array)
 
 
 def _is_input(value: Any) -> bool:

@@ -601,8 +601,9 @@ class CompiledFunction:
 _READ_CHANGES = ("it reads {}, which changes at every call (each trace bakes in the value it read, as "
                  "torch.compile's guards do); keep a value that changes at every call in a tensor (a buffer filled in "
                  "place, or an argument) so the graph takes it as an input")
-_VALUES_CHANGE = ("a value it reads from its inputs (item(), int() or bool() of a tensor) differs at every call; compute "
-                  "with the tensor instead (kiln.where for a branch, a mask for a length)")
+_VALUES_CHANGE = ("a value it reads from its inputs (item(), int() or bool() of a tensor, or a mask's positions: nonzero(), "
+                  "x[mask]) differs at every call; compute with the tensor instead (kiln.where for a branch, a mask for a "
+                  "length, the mask as weights for a selection)")
 
 
 def _eager_reason(error: Exception) -> str:

@@ -1,5 +1,7 @@
 """Nested tuples, lists and dicts of leaves, taken apart and put back (JAX's pytrees; a dict's leaves in its key
-order, as ``torch.utils._pytree``'s, so ``{name: parameter}`` dicts of ``torch.func`` code keep their order).
+order, as ``torch.utils._pytree``'s, so ``{name: parameter}`` dicts of ``torch.func`` code keep their order). A
+namedtuple comes back as its own class, as ``torch.compile`` returns it (lucidrains' ``Electra`` returns ``Results(loss,
+mlm_loss, ...)``, read as ``out.loss``).
 
 ```python
 leaves, structure = flatten((x, (w, b)))      # [x, w, b], (tuple, (None, (tuple, (None, None))))
@@ -34,7 +36,7 @@ def flatten(tree: Any) -> tuple[list[Any], Structure]:
     if not isinstance(tree, (tuple, list)):
         return [tree], None
     parts = [flatten(item) for item in tree]
-    kind = list if isinstance(tree, list) else tuple
+    kind = _sequence_kind(tree)
     return [leaf for leaves, _ in parts for leaf in leaves], (kind, tuple(structure for _, structure in parts))
 
 
@@ -46,9 +48,21 @@ def flatten_keeping(tree: Any, is_leaf: Callable[[Any], bool]) -> tuple[list[Any
         parts = {key: flatten_keeping(item, is_leaf) for key, item in items}
         structures = tuple((key, s) for key, (_, s) in parts.items()) if isinstance(tree, dict) else \
             tuple(s for _, s in parts.values())
-        kind = dict if isinstance(tree, dict) else list if isinstance(tree, list) else tuple
+        kind = dict if isinstance(tree, dict) else _sequence_kind(tree)
         return [leaf for leaves, _ in parts.values() for leaf in leaves], (kind, structures)
     return ([tree], None) if is_leaf(tree) else ([], Constant(tree))
+
+
+def _sequence_kind(tree: tuple | list) -> type:
+    """``list``, ``tuple``, or the namedtuple class of ``tree`` (other subclasses rebuild as their base)."""
+    if isinstance(tree, list):
+        return list
+    return type(tree) if _is_namedtuple(type(tree)) else tuple
+
+
+def _is_namedtuple(kind: type) -> bool:
+    """A namedtuple class (or one built as one, ``PackedSequence``: ``_fields`` and ``_make``)."""
+    return issubclass(kind, tuple) and hasattr(kind, "_fields") and hasattr(kind, "_make")
 
 
 def unflatten(structure: Structure, leaves: Iterable[Any]) -> Any:
@@ -63,4 +77,5 @@ def _build(structure: Structure, leaves: Iterator[Any]) -> Any:
     kind, items = structure
     if kind is dict:
         return {key: _build(item, leaves) for key, item in items}
-    return kind(_build(item, leaves) for item in items)
+    built = [_build(item, leaves) for item in items]
+    return kind._make(built) if _is_namedtuple(kind) else kind(built)  # type: ignore[attr-defined]

@@ -260,3 +260,42 @@ def test_fullgraph_names_what_stops_the_trace_once_shapes_are_static_not_the_sym
     with pytest.raises(kiln.TraceError, match=r"x\[mask\] has a data-dependent shape") as caught:
         kiln.compile(joined, fullgraph=True)(kiln.tensor(x), kiln.tensor(x))
     assert "c[c > 0]" in str(caught.value)
+
+
+def test_tensors_in_a_keyword_or_mixed_container_are_inputs_not_values_fixed_by_their_repr():
+    """lucidrains' ``Electra.forward(input, noise={...})``: a dict of tensors given as a keyword (or a container
+    holding a flag beside its tensors) was fixed whole, keyed by its repr, which prints tensors rounded, so a call with
+    values close by reused the graph holding the first call's tensors (1.00001 for 1.00002). Its tensors are inputs
+    now, as ``torch.compile`` takes them; the other leaves stay fixed per variant."""
+
+    @kiln.compile(fullgraph=True)
+    def scaled(x, *, extra):
+        return x * extra["a"]
+
+    @kiln.compile(fullgraph=True)
+    def mixed(x, extra):
+        return x * extra["a"] if extra["flag"] else x
+
+    x = kiln.ones(2, dtype=kiln.float64)
+    for value in (1.00001, 1.00002, 3.0):
+        a = kiln.tensor([value, 1.0], dtype=kiln.float64)
+        np.testing.assert_array_equal(scaled(x, extra={"a": a}).numpy(), [value, 1.0])
+        np.testing.assert_array_equal(mixed(x, {"a": a, "flag": True}).numpy(), [value, 1.0])
+        np.testing.assert_array_equal(mixed(x, {"a": a, "flag": False}).numpy(), [1.0, 1.0])
+    assert len(scaled.variants) == 1 and len(mixed.variants) == 2
+
+
+def test_a_namedtuple_comes_back_as_its_class():
+    """A compiled function returning a namedtuple (lucidrains' ``Electra``'s ``Results``) gave a plain tuple, so
+    ``out.loss`` failed; torch.compile returns the namedtuple."""
+    from collections import namedtuple
+
+    Results = namedtuple("Results", ["loss", "parts"])
+    model = kiln.nn.Linear(3, 2)
+    step = kiln.compile(lambda x: Results(model(x).sum(), (model(x), model(x) * 2)), fullgraph=True)
+    with kiln.no_grad():
+        out = step(kiln.ones(4, 3))
+    assert type(out) is Results and out.parts[1].shape == (4, 2)
+    out = step(kiln.ones(4, 3))
+    out.loss.backward()
+    assert type(out) is Results and model.weight.grad is not None
