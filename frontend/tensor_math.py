@@ -18,6 +18,7 @@ The running scans are IR ops (``compiler/ops/scan.py``), each one linear pass on
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import ml_dtypes
@@ -28,6 +29,21 @@ from kiln.frontend.functional_half import computes_in_opmath, in_opmath
 from kiln.frontend.tensor_methods import _floating
 from kiln.frontend.trace import located_error
 from kiln.frontend.autocast import autocasts
+
+
+def _value_first(method: str, tensor1: Any, tensor2: Any, deprecated: tuple[Any, ...],
+                 value: Any) -> tuple[Any, Any, Any]:
+    """``(tensor1, tensor2, value)``, also from PyTorch's deprecated overload ``x.addcmul_(value, tensor1, tensor2)``
+    that older optimizers call (LiyuanLucasLiu's RAdam, as HashNeRF ships it: ``exp_avg_sq.mul_(beta2).addcmul_(1 -
+    beta2, grad, grad)``), with PyTorch's warning."""
+    if not deprecated:
+        return tensor1, tensor2, value
+    if len(deprecated) != 1 or not isinstance(tensor1, (int, float)) or value != 1:
+        raise located_error(f"{method} takes (tensor1, tensor2, *, value=number), or PyTorch's deprecated (value "
+                            f"number, tensor1, tensor2); got {2 + len(deprecated)} positional arguments")
+    warnings.warn(f"This overload of {method} is deprecated: {method}(Number value, Tensor tensor1, Tensor tensor2); "
+                  f"use {method}(Tensor tensor1, Tensor tensor2, *, Number value=1) instead", UserWarning, stacklevel=3)
+    return tensor2, deprecated[0], tensor1
 
 
 def _apply(*args: Any, **attrs: Any) -> Any:
@@ -175,10 +191,12 @@ class MathMethods:
         return _apply("tensor.where", cleaned == -math.inf, low, cleaned)
 
     # the fused forms below compute half operands in float32 and round once, as PyTorch's kernels (functional_half.py)
-    def addcmul(self, tensor1: Any, tensor2: Any, *, value: float = 1) -> Any:
+    def addcmul(self, tensor1: Any, tensor2: Any, *deprecated: Any, value: float = 1) -> Any:
+        tensor1, tensor2, value = _value_first("addcmul", tensor1, tensor2, deprecated, value)
         return in_opmath(lambda x, a, b: x + value * a * b, self, tensor1, tensor2)
 
-    def addcdiv(self, tensor1: Any, tensor2: Any, *, value: float = 1) -> Any:
+    def addcdiv(self, tensor1: Any, tensor2: Any, *deprecated: Any, value: float = 1) -> Any:
+        tensor1, tensor2, value = _value_first("addcdiv", tensor1, tensor2, deprecated, value)
         return in_opmath(lambda x, a, b: x + value * a / b, self, tensor1, tensor2)
 
     @autocasts("addmm")

@@ -38,6 +38,9 @@ def assigned(x: Tensor, index: Any, value: Any) -> Tensor:
     if isinstance(index, Tensor) and index.dtype is DType.bool:
         return masked_assignment(x, index, value)
     index = bool_masks_as_positions(x, index)
+    traced_mask = traced_mask_among_basic(x, index, value)
+    if traced_mask is not None:
+        return traced_mask
     advanced = advanced_indices(x, index)
     if advanced is not None:
         return x.index_put(advanced, value_of(x, value))
@@ -233,6 +236,37 @@ def masked_assignment(x: Tensor, mask: Tensor, value: Any) -> Tensor:
     if leading < x.ndim:
         mask = apply("tensor.expand_dims", mask, axes=tuple(range(leading, x.ndim)))
     return apply("tensor.where", mask, source, x)
+
+
+def traced_mask_among_basic(x: Tensor, index: Any, value: Any) -> Tensor | None:
+    """``x[..., mask, ...] = value`` for one bool mask among basic items whose values are only known when the graph
+    runs (HashNeRF's ``outputs_flat[~keep_mask, -1] = 0``): the basic assignment with the mask's dims taken whole, kept
+    where the mask (along its dims) is True, one ``where``. None for other indices, and for a value with one entry per
+    True element (its rows need the mask's positions)."""
+    items = list(index) if isinstance(index, tuple) else []
+    masks = [at for at, item in enumerate(items) if isinstance(item, Tensor) and item.dtype is DType.bool and item.ndim]
+    if len(masks) != 1 or Ellipsis in items[:masks[0]]:
+        return None
+    at, mask = masks[0], items[masks[0]]
+    if any(isinstance(item, (list, range, np.ndarray, Tensor)) for item in items[:at] + items[at + 1:]):
+        return None
+    from kiln.frontend.bool_mask_positions import _check_mask_shape  # lazily: it builds on the Tensor
+
+    axis = sum(item is not None for item in items[:at])
+    if all(isinstance(size, int) for size in mask.shape):
+        _check_mask_shape(x, np.empty(tuple(mask.shape), bool), axis)
+    whole = tuple(items[:at]) + (slice(None),) * mask.ndim + tuple(items[at + 1:])
+    _, order = basic_selections(x, whole)
+    after = len(order) - order.index(axis) - mask.ndim  # the selection's dims after the mask's one
+    source = value_of(x, value)
+    while source.ndim > after and source.shape[0] == 1:
+        source = apply("tensor.squeeze", source, axes=(0,))
+    if source.ndim > after:
+        return None
+    within = apply("tensor.expand_dims", mask, axes=tuple(range(axis))) if axis else mask
+    trailing = x.ndim - axis - mask.ndim
+    within = apply("tensor.expand_dims", within, axes=tuple(range(x.ndim - trailing, x.ndim))) if trailing else within
+    return apply("tensor.where", within, assigned(x, whole, source), x)
 
 
 def traced_mask_values(x: Tensor, mask: Tensor, source: Tensor) -> Tensor:
