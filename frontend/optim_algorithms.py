@@ -29,7 +29,9 @@ def _check_adam_like(owner: str, group: dict[str, Any]) -> None:
 
 
 def _update_op(b: Builder, name: str, *operands: Value, **attrs: Any) -> Any:
-    """Op ``name``, or its decomposition where an attribute is a graph input (a fed momentum: ``emit_decomposed``)."""
+    """Op ``name``, or its decomposition where an attribute is a graph input (a fed momentum: ``emit_decomposed``). An
+    option given as an int (torch's defaults: ``weight_decay=0``) is the op's float attribute (``weight_decay = 0.0``)."""
+    attrs = {key: float(value) if type(value) is int else value for key, value in attrs.items()}
     if any(isinstance(value, Value) for value in attrs.values()):
         return emit_decomposed(b, name, *operands, **attrs)
     return b.op(name, *operands, **attrs)
@@ -75,7 +77,7 @@ class SGD(Optimizer):
     def emit_update(self, b, param, grad, state, hyper, group):
         grad = _direction(b, grad, group)
         if not self.state_names(group):
-            return b.sgd_update(param, grad, hyper["lr"], weight_decay=group["weight_decay"]), {}
+            return _update_op(b, "optim.sgd_update", param, grad, hyper["lr"], weight_decay=group["weight_decay"]), {}
         options = {name: group[name] for name in ("dampening", "nesterov", "weight_decay")} | {"momentum": hyper.get("momentum", group["momentum"])}
         new_param, new_buf = _update_op(b, "optim.sgd_momentum_update", param, grad, state["momentum_buffer"], hyper["lr"], hyper["step"], **options)
         return new_param, {"momentum_buffer": new_buf}
@@ -188,7 +190,7 @@ class Adagrad(Optimizer):
 
     def emit_update(self, b, param, grad, state, hyper, group):
         options = {name: group[name] for name in ("lr_decay", "eps", "weight_decay")}
-        new_param, new_sum = b.adagrad_update(param, _direction(b, grad, group), state["sum"], hyper["lr"], hyper["step"], **options)
+        new_param, new_sum = _update_op(b, "optim.adagrad_update", param, _direction(b, grad, group), state["sum"], hyper["lr"], hyper["step"], **options)
         return new_param, {"sum": new_sum}
 
 
@@ -313,7 +315,7 @@ class Adadelta(Optimizer):
 
     def emit_update(self, b, param, grad, state, hyper, group):
         options = {name: group[name] for name in ("rho", "eps", "weight_decay")}
-        new_param, new_square_avg, new_acc_delta = b.adadelta_update(
+        new_param, new_square_avg, new_acc_delta = _update_op(b, "optim.adadelta_update",
             param, _direction(b, grad, group), state["square_avg"], state["acc_delta"], hyper["lr"], **options
         )
         return new_param, {"square_avg": new_square_avg, "acc_delta": new_acc_delta}
@@ -349,7 +351,7 @@ class Rprop(Optimizer):
 
     def emit_update(self, b, param, grad, state, hyper, group):
         (etaminus, etaplus), (step_size_min, step_size_max) = group["etas"], group["step_sizes"]
-        new_param, new_prev, new_step_size = b.rprop_update(
+        new_param, new_prev, new_step_size = _update_op(b, "optim.rprop_update",
             param, _direction(b, grad, group), state["prev"], state["step_size"],
             etaminus=etaminus, etaplus=etaplus, step_size_min=step_size_min, step_size_max=step_size_max,
         )
@@ -386,7 +388,7 @@ class ASGD(Optimizer):
 
     def emit_update(self, b, param, grad, state, hyper, group):
         options = {name: group[name] for name in ("lambd", "alpha", "t0", "weight_decay")}
-        new_param, new_eta, new_mu, new_ax = b.asgd_update(
+        new_param, new_eta, new_mu, new_ax = _update_op(b, "optim.asgd_update",
             param, _direction(b, grad, group), state["eta"], state["mu"], state["ax"], hyper["lr"], hyper["step"], **options
         )
         return new_param, {"eta": new_eta, "mu": new_mu, "ax": new_ax}
@@ -436,7 +438,7 @@ class Adafactor(Optimizer):
     def emit_update(self, b, param, grad, state, hyper, group):
         names = _second_moment_names(param.type.rank)
         eps1, eps2 = group["eps"]
-        results = b.adafactor_update(
+        results = _update_op(b, "optim.adafactor_update",
             param, _direction(b, grad, group), *[state[name] for name in names], hyper["lr"], hyper["step"],
             beta2_decay=group["beta2_decay"], eps1=float(ml_dtypes.finfo(param.type.dtype.numpy).eps) if eps1 is None else eps1, eps2=eps2,
             d=group["d"], weight_decay=group["weight_decay"],
