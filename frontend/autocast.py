@@ -197,10 +197,10 @@ def _cache_key(tensor: Any, dtype: DType) -> tuple[int, int, DType, bool] | None
     """PyTorch caches the cast of a float32 leaf that requires grad to the region's dtype; here an eager parameter's,
     until the outermost region exits or an optimizer step writes it."""
     from kiln.frontend.eager_values import updates
-    from kiln.frontend.module import Parameter
+    from kiln.frontend.module import ArrayLeaf
     from kiln.frontend.trace import TraceContext
 
-    if not (isinstance(tensor, Parameter) and tensor.requires_grad and tensor.dtype is DType.f32 and cache_enabled()):
+    if not (isinstance(tensor, ArrayLeaf) and tensor.requires_grad and tensor.dtype is DType.f32 and cache_enabled()):
         return None
     context = TraceContext.current()
     if not getattr(context, "eager", False):

@@ -26,7 +26,7 @@ from kiln.compiler.errors import TraceError
 from kiln.compiler.ir.core import Value
 from kiln.frontend.eager_values import ARRAYS
 from kiln.frontend.inplace_leaf_checks import located
-from kiln.frontend.module import Parameter
+from kiln.frontend.module import ArrayLeaf
 from kiln.frontend.op_dispatch import to_value
 from kiln.frontend.tensor import Tensor
 from kiln.frontend.trace import TraceContext, located_error
@@ -147,7 +147,7 @@ def _check_inputs(inputs: Sequence[Any]) -> None:
     if not inputs:
         raise empty_inputs_error("grad", "name the tensors to differentiate with respect to")
     for index, tensor in enumerate(inputs):
-        if isinstance(tensor, Parameter) and not tensor.requires_grad:
+        if isinstance(tensor, ArrayLeaf) and not tensor.requires_grad:
             raise located(GradRequirementError, f"One of the differentiated Tensors does not require grad: "
                           f"kiln.autograd.grad's inputs[{index}] is a Parameter with requires_grad=False")
         if not isinstance(tensor, Tensor) or not tensor.dtype.is_float:
@@ -164,7 +164,7 @@ def _is_eager(tensor: Any) -> bool:
 def _traced_grad(outputs: Sequence[Any], inputs: Sequence[Any], seeds: Sequence[Any], create_graph: bool) -> list[Any]:
     context = TraceContext.current()
     values = [o.value for o in outputs]
-    wrt = [context.value_of(i) if isinstance(i, Parameter) else i.value for i in inputs]
+    wrt = [context.value_of(i) if isinstance(i, ArrayLeaf) else i.value for i in inputs]
     used = [any(w is v for v in values) or bool(ops_between(context.graph, [w], values)) for w in wrt]
     seeds = [None if s is None else to_value(context, s, o.dtype) for s, o in zip(seeds, outputs)]
     first = len(context.graph.ops)

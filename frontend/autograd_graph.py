@@ -499,10 +499,10 @@ def get_gradient_edge(tensor: Any) -> GradientEdge:
 
 def tensor_version(tensor: Any) -> int:
     """``tensor._version``: the in-place writes of its storage so far (a parameter's: its in-place updates)."""
-    from kiln.frontend.module import Parameter
+    from kiln.frontend.module import ArrayLeaf
     from kiln.frontend.version_counter import _counter_owner, version_of
 
-    if isinstance(tensor, Parameter):
+    if isinstance(tensor, ArrayLeaf):
         from kiln.frontend.eager_values import updates
 
         return updates(tensor)
@@ -514,12 +514,12 @@ def increment_version(tensor: Any) -> None:
     values before now refuses, as after any in-place op. A tensor that is not a parameter takes a copy of its values
     as its new value (``clone()``, keeping its gradient path), so later reads are not refused."""
     from kiln.frontend.eager_values import count_update
-    from kiln.frontend.module import Parameter
+    from kiln.frontend.module import ArrayLeaf
     from kiln.frontend.tensor_inplace import in_place
 
     tensors = [tensor] if not isinstance(tensor, Iterable) or hasattr(tensor, "value") else list(tensor)
     for item in tensors:
-        if isinstance(item, Parameter):
+        if isinstance(item, ArrayLeaf):
             count_update(item)
         elif eager_value(item) is not None:
             in_place(item, "increment_version", lambda x: x.clone())
@@ -569,13 +569,13 @@ def register_multi_grad_hook(tensors: Sequence[Any], fn: Callable[..., Any], *, 
 def _expected(tensors: list[Any]) -> int:
     """How many of ``tensors`` the current backward gives a gradient: reached results, and the parameters (or leaves
     made with ``requires_grad=True``) it accumulates into."""
-    from kiln.frontend.module import Parameter
+    from kiln.frontend.module import ArrayLeaf
     from kiln.runtime.eager_hooks import REACHED
 
     chain = _CURRENT[0]() if _CURRENT[0] is not None else None
     trained = {id(p) for p in chain.trained} if chain is not None else set()
     return sum(1 for t in tensors
-               if (id(t) in trained if isinstance(t, Parameter) else id(eager_value(t)) in REACHED))
+               if (id(t) in trained if isinstance(t, ArrayLeaf) else id(eager_value(t)) in REACHED))
 
 
 __all__ = ["AccumulateGrad", "GradientEdge", "Node", "OpNode", "accumulator_of", "edge_of", "get_gradient_edge",

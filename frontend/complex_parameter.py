@@ -24,14 +24,14 @@ import numpy as np
 
 from kiln.frontend.complex_functions import view_as_complex
 from kiln.frontend.complex_tensor import SHAPE_METHODS, ComplexTensor
-from kiln.frontend.module import Buffer, Parameter
+from kiln.frontend.module import ArrayLeaf, Buffer, Parameter
 from kiln.frontend.tensor import Tensor
 from kiln.frontend.torch_printoptions import printed
 from kiln.frontend.trace import located_error
 
 
-class ComplexParameter(Parameter):
-    """A trainable complex array, kept as its ``(..., 2)`` real view (see the module docstring)."""
+class ComplexLeaf(ArrayLeaf):
+    """A complex array kept as its ``(..., 2)`` real view (see the module docstring): a parameter's or a buffer's."""
 
     def __init__(self, data: Any, requires_grad: bool = True):
         super().__init__(real_pairs(data, "Parameter"), requires_grad)
@@ -48,8 +48,8 @@ class ComplexParameter(Parameter):
         return True
 
     def __repr__(self) -> str:
-        """torch's: ``Parameter containing:`` over the complex values (not the pairs kept)."""
-        return "Parameter containing:\n" + printed(self.complex_view().numpy(), self.requires_grad)
+        """A plain complex tensor's: the complex values, not the pairs kept."""
+        return printed(self.complex_view().numpy(), self.requires_grad)
 
     @property
     def real(self) -> Tensor:
@@ -60,17 +60,21 @@ class ComplexParameter(Parameter):
         return self.complex_view().imag
 
 
-class ComplexBuffer(ComplexParameter, Buffer):
+class ComplexParameter(ComplexLeaf, Parameter):
+    """A trainable complex array (``nn.Parameter`` of complex values)."""
+
+    def __repr__(self) -> str:
+        """torch's: ``Parameter containing:`` over the complex values."""
+        return "Parameter containing:\n" + super().__repr__()
+
+
+class ComplexBuffer(ComplexLeaf, Buffer):
     """A complex buffer (``register_buffer("freqs_cis", torch.polar(...))``, a rotary table kept with the module): its
     ``(..., 2)`` real view, as a complex Parameter's, never trained; complex where it is used, its pairs in
     ``state_dict`` (``load_state_dict`` takes torch's complex values)."""
 
     def __init__(self, data: Any):
         Buffer.__init__(self, real_pairs(data, "buffer"))
-
-    def __repr__(self) -> str:
-        """A plain complex tensor's, as torch's buffers are tensors."""
-        return printed(self.complex_view().numpy())
 
 
 def real_pairs(data: Any, holder: str) -> np.ndarray:
@@ -82,7 +86,7 @@ def real_pairs(data: Any, holder: str) -> np.ndarray:
 
 
 def _as_complex(method: str) -> Any:
-    def forwarded(self: ComplexParameter, *args: Any, **kwargs: Any) -> Any:
+    def forwarded(self: ComplexLeaf, *args: Any, **kwargs: Any) -> Any:
         return getattr(self.complex_view(), method)(*args, **kwargs)
 
     forwarded.__name__ = method
@@ -97,7 +101,7 @@ _KEPT = frozenset({"detach", "clone", "cpu", "cuda", "contiguous"})
 """Methods the parameter keeps as a ``Parameter``'s (``detach`` shares its array; optimizers and checkpoints use them)."""
 
 for _method in _COMPLEX_METHODS + tuple(name for name in SHAPE_METHODS if name not in _KEPT):
-    setattr(ComplexParameter, _method, _as_complex(_method))
+    setattr(ComplexLeaf, _method, _as_complex(_method))
 
 
 def is_complex_data(data: Any) -> bool:

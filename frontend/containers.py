@@ -11,7 +11,7 @@ from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 
-from kiln.frontend.module import Buffer, Module, Parameter, _to_numpy
+from kiln.frontend.module import ArrayLeaf, Buffer, Module, Parameter, _to_numpy
 
 
 class ModuleList(Module):
@@ -126,7 +126,7 @@ def _as_parameter(value: Any, where: Any) -> Parameter:
     PyTorch's containers wrap plain tensors."""
     if isinstance(value, Buffer):
         raise TypeError(f"a parameter container holds trainable Parameters; entry {where!r} is a Buffer")
-    if isinstance(value, Parameter):
+    if isinstance(value, ArrayLeaf):
         return value
     array = np.asarray(_to_numpy(value))
     if array.dtype.kind not in "fiub":

@@ -51,10 +51,10 @@ def _array(tensor: Any) -> np.ndarray | None:
     """The values of an eager tensor or parameter, or of a traced tensor computed from constants only (DINO's
     ``torch.unique_consecutive(torch.tensor([inp.shape[-1] for inp in x]), return_counts=True)``, known while
     tracing, so these ops give constants there as torch's eager run gives them)."""
-    from kiln.frontend.module import Parameter
+    from kiln.frontend.module import ArrayLeaf
     from kiln.frontend.trace_known_values import known_value
 
-    if isinstance(tensor, Parameter):
+    if isinstance(tensor, ArrayLeaf):
         return None if _tracing() else np.asarray(tensor.data)
     if not isinstance(tensor, Tensor):
         return None

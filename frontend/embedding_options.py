@@ -101,9 +101,9 @@ def _host_array(input: Any) -> np.ndarray | None:
 
 def _weight_array(weight: Any) -> np.ndarray | None:
     """The array a renormalization writes: a parameter's own, or an eager tensor's (as PyTorch's in-place write)."""
-    from kiln.frontend.module import Parameter
+    from kiln.frontend.module import ArrayLeaf
 
-    if isinstance(weight, Parameter):
+    if isinstance(weight, ArrayLeaf):
         return plain(weight.data)
     return eager_array(weight) if isinstance(weight, Tensor) else None
 

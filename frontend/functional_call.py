@@ -139,11 +139,11 @@ def _standing_in(owner: Module, leaf: str, tensor: Any) -> Any:
     parameter, needing no gradient) given for a buffer, which becomes a ``Buffer`` sharing its storage, so that an
     eager in-place update (``TraceContext.update_buffer``, which writes a buffer's array) lands on ``tensor``."""
     from kiln.frontend.eager_values import eager_value
-    from kiln.frontend.module import Buffer, Parameter
+    from kiln.frontend.module import ArrayLeaf, Buffer
     from kiln.frontend.trace import TraceContext
 
     eager = not TraceContext.active() or TraceContext.current().eager
-    if not eager or leaf not in owner._buffers or isinstance(tensor, Parameter) or eager_value(tensor) is None:
+    if not eager or leaf not in owner._buffers or isinstance(tensor, ArrayLeaf) or eager_value(tensor) is None:
         return tensor
     if tensor.requires_grad:
         return tensor

@@ -20,7 +20,7 @@ from kiln.frontend.functional import linear
 from kiln.frontend.functional_attention_paths import attention_with_bias, nan_rows_attending_nothing
 from kiln.frontend.functional_nn import attention_with_weights, cat, scaled_dot_product_attention
 from kiln.frontend.functional_spatial import channel_shuffle
-from kiln.frontend.module import Parameter, _to_numpy
+from kiln.frontend.module import ArrayLeaf, _to_numpy
 from kiln.frontend.tensor import Tensor, apply
 from kiln.frontend.trace import TraceContext, located_error
 from kiln.frontend.autocast import autocasts
@@ -104,7 +104,7 @@ def _samples(function: str, dims: int, input: Tensor, samples: Any) -> Tensor:
         ones = apply("tensor.constant", value=np.ones((1, 1, 1), input.dtype.numpy))
         like = apply("tensor.broadcast_to", ones, shape=(input.shape[0], input.shape[1], dims))
         return apply("tensor.random_uniform", Tensor(seed), like, dtype=input.dtype, stream=stream)
-    if isinstance(samples, Parameter):  # a module's _random_samples buffer: a graph input, as its other state
+    if isinstance(samples, ArrayLeaf):  # a module's _random_samples buffer: a graph input, as its other state
         samples = Tensor(TraceContext.current().current_value_of(samples))
     if not isinstance(samples, Tensor):
         samples = apply("tensor.constant", value=np.asarray(_to_numpy(samples), input.dtype.numpy))

@@ -55,7 +55,7 @@ import numpy as np
 
 from kiln.frontend.autograd import grad
 from kiln.frontend.eager_values import eager_array, eager_leaf
-from kiln.frontend.module import Parameter
+from kiln.frontend.module import ArrayLeaf
 from kiln.frontend.tensor import Tensor
 
 
@@ -226,7 +226,7 @@ def _numerical_jacobian(func: Callable[..., Any], inputs: tuple[Any, ...], outpu
 def _storage(x: Tensor) -> np.ndarray:
     """The array whose elements ``func`` reads: a parameter's (or ``requires_grad=True`` leaf's) ``.data``, an eager
     result's own array; a write there is torch's write through ``x.data``, seen by no version counter."""
-    array = x.data if isinstance(x, Parameter) else eager_array(x)
+    array = x.data if isinstance(x, ArrayLeaf) else eager_array(x)
     if array is None:
         raise TypeError("kiln.autograd.gradcheck runs eagerly: its inputs are eager tensors (kiln.tensor(...), "
                         "results of eager ops), not tensors traced inside kiln.compile or vmap; call it outside them")

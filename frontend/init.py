@@ -113,13 +113,13 @@ def _fill(tensor, values: np.ndarray):
     is written; an eager tensor (``nn.init.normal_(kiln.empty(3, 4))``) takes them through ``copy_``, which rebinds
     it (frontend/tensor_inplace.py)."""
     from kiln.frontend.grad_mode import no_grad  # lazily, as the classes: init loads first
-    from kiln.frontend.module import Parameter
+    from kiln.frontend.module import ArrayLeaf
     from kiln.frontend.tensor import Tensor
 
-    if isinstance(tensor, Tensor) and not isinstance(tensor, Parameter):
+    if isinstance(tensor, Tensor) and not isinstance(tensor, ArrayLeaf):
         with no_grad():
             return tensor.copy_(values.astype(tensor.dtype.numpy))
-    target = tensor.data if isinstance(tensor, Parameter) else tensor
+    target = tensor.data if isinstance(tensor, ArrayLeaf) else tensor
     target[...] = values.astype(target.dtype)
     return tensor
 

@@ -128,11 +128,12 @@ def _is_parameter(tensor: Any) -> bool:
 
 @functools.cache
 def parameter_class() -> type:
-    """``Parameter``, imported on first use (the module builds on the tensor, which builds on this file) and kept: an
-    import statement in a function runs at every call (~0.3 µs), and every eager view op asks."""
-    from kiln.frontend.module import Parameter
+    """``ArrayLeaf`` (parameters, buffers, ``requires_grad=True`` leaves), imported on first use (the module builds on the
+    tensor, which builds on this file) and kept: an import statement in a function runs at every call (~0.3 µs), and
+    every eager view op asks."""
+    from kiln.frontend.module import ArrayLeaf
 
-    return Parameter
+    return ArrayLeaf
 
 
 __all__ = ["LeafInPlaceError", "ModifiedSinceForwardError", "NonLeafFlagError", "check_leaf_write", "check_non_leaf_flag", "leaf_write_error",

@@ -25,7 +25,7 @@ from kiln.frontend.layers_conv import BatchNorm2d, Conv1d, Conv2d, ConvTranspose
 from kiln.frontend.layers_conv3d import BatchNorm3d, Conv3d, ConvTranspose3d
 from kiln.frontend.layers_extra import ConvTranspose1d, InstanceNorm1d, InstanceNorm2d, InstanceNorm3d
 from kiln.frontend.layers_norm import BatchNorm1d
-from kiln.frontend.module import Buffer, Module, Parameter, _float_dtype
+from kiln.frontend.module import ArrayLeaf, Buffer, Module, Parameter, _float_dtype
 from kiln.frontend.trace import TraceContext, located_error
 
 
@@ -63,7 +63,7 @@ class LazyModuleMixin:
             init.set_rng_state(saved)
         for name, value in template.__dict__.items():
             if name not in ("_parameters", "_buffers", "_modules", "training"):
-                object.__setattr__(self, name, UninitializedParameter() if isinstance(value, Parameter) else value)
+                object.__setattr__(self, name, UninitializedParameter() if isinstance(value, ArrayLeaf) else value)
         object.__setattr__(self, self.inferred, 0)
         object.__setattr__(self, "_lazy_arguments", arguments)
         object.__setattr__(self, "_lazy_dtype", _float_dtype(dtype) if dtype is not None else None)

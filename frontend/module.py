@@ -36,8 +36,11 @@ from kiln.frontend.trace import TraceContext, step_capture
 from kiln.frontend.torch_size import Size
 
 
-class Parameter(Tensor):
-    """A trainable array; during tracing, the graph input that stands for it."""
+class ArrayLeaf(Tensor):
+    """A leaf tensor holding its own array: a module's parameters and buffers, a tensor made with
+    ``requires_grad=True``, a parameter's ``detach()``; during tracing, the graph input that stands for it. Only
+    ``Parameter`` (trainable, registered by a module) is an ``nn.Parameter`` to the user, as PyTorch's:
+    ``isinstance(bn.running_mean, nn.Parameter)`` is False."""
 
     @property
     def grad(self) -> Any:
@@ -61,7 +64,7 @@ class Parameter(Tensor):
     requires_grad: bool = True
     """Whether ``backward()`` and the training step give this parameter a gradient (an instance attribute)."""
 
-    def __new__(cls, data: Any = None, requires_grad: bool = True) -> "Parameter":
+    def __new__(cls, data: Any = None, requires_grad: bool = True) -> "ArrayLeaf":
         dtype = getattr(data, "dtype", None)  # a complex tensor's or NumPy array's: nn.Parameter(rand(..., dtype=cfloat))
         complex_data = getattr(dtype, "is_complex", False) is True or getattr(dtype, "kind", None) == "c"
         if cls in (Parameter, Buffer) and complex_data:
@@ -113,7 +116,7 @@ class Parameter(Tensor):
     def value(self) -> Value:
         return TraceContext.current().current_value_of(self)
 
-    def requires_grad_(self, requires_grad: bool = True) -> "Parameter":
+    def requires_grad_(self, requires_grad: bool = True) -> "ArrayLeaf":
         """Freeze (False) or unfreeze this parameter, as PyTorch's: the next compiled step or ``backward()`` sees it."""
         self.requires_grad = bool(requires_grad)
         return self
@@ -124,7 +127,7 @@ class Parameter(Tensor):
         calls it too (``frontend/traced_hooks.py``)."""
         return held_hook(self.__dict__.setdefault("_grad_hooks", Registry()), hook)  # a change retraces a compiled step
 
-    def register_post_accumulate_grad_hook(self, hook: Callable[["Parameter"], None]) -> "RemovableHandle":
+    def register_post_accumulate_grad_hook(self, hook: Callable[["ArrayLeaf"], None]) -> "RemovableHandle":
         """``hook(parameter)`` after each eager ``backward()`` has accumulated into ``.grad`` (PyTorch's; e.g. an
         optimizer step per parameter, as torch's "optimizer in backward" recipe). A ``kiln.compile``d step's backward
         calls it too, tracing its ops into the step; ``compile_train_step`` refuses it."""
@@ -145,7 +148,7 @@ class Parameter(Tensor):
         one's array, as PyTorch's ``detach`` shares storage (``p.detach().numpy()``)."""
         if TraceContext.active():
             return super().detach()
-        detached = Parameter.__new__(Parameter)
+        detached = ArrayLeaf.__new__(ArrayLeaf)
         detached._data, detached.requires_grad = self.data, False
         detached.__dict__["_detached"] = True  # a plain tensor to modules (not registered), as PyTorch's
         return detached
@@ -170,7 +173,7 @@ class Parameter(Tensor):
         state.pop("_pending_sync", None)
         return state
 
-    def copy_(self, array: Any) -> "Parameter":
+    def copy_(self, array: Any) -> "ArrayLeaf":
         """Overwrite the value in place from an array broadcast to its shape and cast to its dtype, as PyTorch's. Traced,
         a buffer's new value is ``array`` (``self.running.copy_(new)``, which the training step writes back); a
         parameter refuses."""
@@ -186,9 +189,16 @@ class Parameter(Tensor):
         return self
 
     def __repr__(self) -> str:
-        """torch's: ``Parameter containing:`` over the values (``print(model.fc.weight)``); a ``detach()`` prints as a
-        tensor."""
-        return _values_repr(self) if "_detached" in self.__dict__ else "Parameter containing:\n" + _values_repr(self)
+        """A plain tensor's (a ``detach()``, a buffer, a ``requires_grad=True`` leaf)."""
+        return _values_repr(self)
+
+
+class Parameter(ArrayLeaf):
+    """``nn.Parameter``: a trainable array a module registers (``parameters()``, ``state_dict``)."""
+
+    def __repr__(self) -> str:
+        """torch's: ``Parameter containing:`` over the values (``print(model.fc.weight)``)."""
+        return "Parameter containing:\n" + _values_repr(self)
 
 
 def _values_repr(tensor: Any) -> str:
@@ -245,7 +255,7 @@ def _registered(value: Any) -> bool:
     """Whether assigning ``value`` to a module's attribute registers it as a parameter: an ``nn.Parameter``, not a
     tensor made with ``requires_grad=True`` (``GradLeaf``) nor a parameter's ``detach()`` (``self.ref =
     lin.weight.detach()`` is a plain attribute, not in ``parameters()`` or ``state_dict``), as PyTorch's."""
-    return isinstance(value, Parameter) and not isinstance(value, GradLeaf) and "_detached" not in value.__dict__
+    return isinstance(value, ArrayLeaf) and not isinstance(value, GradLeaf) and "_detached" not in value.__dict__
 
 
 class AssignedBeforeInitError(KilnError, AttributeError):
@@ -304,18 +314,15 @@ def _assign_buffer(module: "Module", name: str, value: Tensor) -> None:
     object.__setattr__(module, name, value if value.requires_grad else buffer)
 
 
-class GradLeaf(Parameter):
+class GradLeaf(ArrayLeaf):
     """A tensor made with ``requires_grad=True`` (``kiln.zeros(1, requires_grad=True)``, ``kiln.tensor(x,
     requires_grad=True)``): trained as a parameter is (``.grad``, optimizers, a compiled step differentiate it), but a
     plain tensor to a module, as PyTorch's: assigned to a module's attribute it is not registered, so
     ``named_parameters()``, ``parameters()`` and ``state_dict()`` leave it out (SAC's ``self.log_alpha`` with its own
     optimizer); wrap it in ``nn.Parameter`` to register it."""
 
-    def __repr__(self) -> str:
-        return _values_repr(self)
 
-
-class Buffer(Parameter):
+class Buffer(ArrayLeaf):
     """A non-trainable array a module keeps (BatchNorm's running statistics), saved in ``state_dict``.
 
     While tracing it is a graph input like a frozen parameter; a layer in training mode may give it a new
@@ -331,10 +338,6 @@ class Buffer(Parameter):
         if sparse_marked(data):  # a to_sparse() tensor still answers indices() (whisper's alignment_heads buffer)
             marked_sparse(self)
 
-    def __repr__(self) -> str:
-        """A plain tensor's, as torch's buffers are tensors (``print(bn.running_mean)``)."""
-        return _values_repr(self)
-
 
 def _storage_shared_with_numpy(data: Any) -> np.ndarray | None:
     """The floating array of ``data`` (an eager tensor or an array) if NumPy shares it with the user
@@ -349,7 +352,7 @@ def _eager_storage(data: Any) -> np.ndarray | None:
     """An eager tensor's own (writeable) array, else None. PyTorch's ``register_buffer(name, t)`` keeps ``t`` itself,
     so a write into the buffer (``load_state_dict``) shows in ``t`` and in views of it, e.g. pytorch-ntm's
     ``register_buffer("read0_bias", init_r_bias.data)`` next to ``self.init_r += [init_r_bias]``."""
-    if not isinstance(data, Tensor) or isinstance(data, Parameter) or "_stale" in data.__dict__:
+    if not isinstance(data, Tensor) or isinstance(data, ArrayLeaf) or "_stale" in data.__dict__:
         return None  # a stale view: np.array(data) refuses it, naming the write (tensor_inplace.check_fresh)
     array = ARRAYS.get(data.__dict__.get("_value"))
     return array if isinstance(array, np.ndarray) and array.flags.writeable else None
@@ -488,7 +491,7 @@ class Module(HookMethods):
 
     def register_parameter(self, name: str, parameter: "Parameter | None") -> None:
         """Register ``parameter`` as ``name`` (PyTorch's ``register_parameter``)."""
-        if parameter is not None and not isinstance(parameter, Parameter):
+        if parameter is not None and not isinstance(parameter, ArrayLeaf):
             raise KilnError(f"register_parameter({name!r}) takes a kiln Parameter, got {type(parameter).__name__}")
         setattr(self, name, parameter)
 
@@ -608,10 +611,20 @@ class Module(HookMethods):
         fn(self)
         return self
 
-    def state_dict(self) -> "OrderedDict[str, np.ndarray]":
+    def state_dict(self, *args: Any, destination: Any = None, prefix: str = "",
+                   keep_vars: bool = False) -> "OrderedDict[str, Any]":
         """The arrays by dotted name in PyTorch's order (each module's parameters, its buffers, then its children's);
-        a parameter shared by two modules (tied embeddings) appears under both names, as in PyTorch."""
-        return OrderedDict((name, value.data) for name, value in self._state_items(""))
+        a parameter shared by two modules (tied embeddings) appears under both names, as in PyTorch. As torch's:
+        ``keep_vars=True`` gives the parameters and buffers themselves, ``destination`` is a mapping filled and
+        returned, ``prefix`` starts each name; torch's deprecated positional ``(destination, prefix, keep_vars)`` too."""
+        if len(args) > 3:
+            raise TypeError(f"state_dict() takes at most 3 positional arguments (destination, prefix, keep_vars), "
+                            f"got {len(args)}")
+        destination, prefix, keep_vars = (*args, *(destination, prefix, keep_vars)[len(args):])
+        state = OrderedDict() if destination is None else destination
+        for name, value in self._state_items(prefix):
+            state[name] = value if keep_vars else value.data
+        return state
 
     def _state_items(self, prefix: str) -> Iterator[tuple[str, Parameter]]:
         skipped = self.__dict__.get("_non_persistent_buffers_set", ())

@@ -13,7 +13,7 @@ from kiln.compiler.errors import KilnError
 from kiln.compiler.ir.types import DType
 from kiln.frontend.eager_values import eager_array, eager_leaf
 from kiln.frontend.grad_mode import no_grad
-from kiln.frontend.module import Parameter, grad_array
+from kiln.frontend.module import ArrayLeaf, Parameter, grad_array
 from kiln.frontend.tensor import Tensor, apply
 from kiln.frontend.tensor_linalg import vector_norm
 from kiln.frontend.torch_dtypes import get_default_dtype
@@ -199,7 +199,7 @@ def _no_grad_message(clip_value: float) -> str:
 
 
 def _listed(parameters: Any) -> list[Any]:
-    return [parameters] if isinstance(parameters, (Parameter, Tensor)) else list(parameters)
+    return [parameters] if isinstance(parameters, (ArrayLeaf, Tensor)) else list(parameters)
 
 
 def _grads(parameters: Any) -> list[np.ndarray]:

@@ -26,7 +26,7 @@ import numpy as np
 
 from kiln.compiler.errors import KilnError
 from kiln.frontend.eager_values import GRAD_TENSORS, eager_array
-from kiln.frontend.module import Parameter
+from kiln.frontend.module import ArrayLeaf, Parameter
 from kiln.frontend.trace import located_error
 
 
@@ -67,7 +67,7 @@ class LeafTensorParameter(Parameter):
 def as_optimizer_parameter(param: Any) -> Parameter:
     """``param`` itself if it is a ``Parameter``; a ``LeafTensorParameter`` for an eager leaf tensor marked by
     ``requires_grad_()``; else a ``KilnError`` saying what an optimizer takes."""
-    if isinstance(param, Parameter):
+    if isinstance(param, ArrayLeaf):
         return param
     value = getattr(param, "__dict__", {}).get("_value")
     array = eager_array(param) if value is not None else None

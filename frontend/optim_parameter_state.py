@@ -60,13 +60,13 @@ def _kept(key: Any, value: Any) -> Any:
     """What the state keeps of ``value`` set in a trace: a traced tensor of known values as an eager tensor of them;
     one of unknown values refused (it has no values after the trace)."""
     from kiln.frontend.eager_values import eager_leaf, eager_value  # lazily: eager values build on the tensor
-    from kiln.frontend.module import Parameter
+    from kiln.frontend.module import ArrayLeaf
     from kiln.frontend.trace import TraceContext, located_error
     from kiln.frontend.trace_known_values import known_value
 
     if isinstance(value, dict):
         return {name: _kept(name, item) for name, item in value.items()}
-    if not isinstance(value, Tensor) or isinstance(value, Parameter) or eager_value(value) is not None or not _tracing():
+    if not isinstance(value, Tensor) or isinstance(value, ArrayLeaf) or eager_value(value) is not None or not _tracing():
         return value
     if _written_in_place(value):  # an eager state tensor the step updated in place (mu.mul_(m); state['mu'] = mu)
         return value

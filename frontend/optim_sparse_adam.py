@@ -21,7 +21,7 @@ import numpy as np
 
 from kiln.compiler.ir.builder import Builder
 from kiln.compiler.ir.core import Value
-from kiln.frontend.module import Parameter
+from kiln.frontend.module import ArrayLeaf, Parameter
 from kiln.frontend.optim_base import Optimizer, Update
 from kiln.frontend.sparse_embedding import looked_up_sparsely_in_a_trace
 from kiln.frontend.sparse_grad import SparseGrad, is_sparse_grad
@@ -122,7 +122,7 @@ def _check_options(lr: float, betas: tuple[float, float], eps: float) -> None:
 
 def _refuse_complex(groups: list[dict[str, Any]]) -> None:
     complex_params = [[g, p] for g, group in enumerate(groups) for p, param in enumerate(group["params"])
-                      if isinstance(param, Parameter) and np.iscomplexobj(plain(param._data))]
+                      if isinstance(param, ArrayLeaf) and np.iscomplexobj(plain(param._data))]
     if complex_params:
         raise ValueError(f"Complex params at indices {complex_params}: SparseAdam does not support complex parameters")
 

@@ -29,7 +29,7 @@ from kiln.compiler.errors import KilnError
 from kiln.frontend import functional as F
 from kiln.frontend import init
 from kiln.frontend.grad_mode import no_grad
-from kiln.frontend.module import Module, Parameter
+from kiln.frontend.module import ArrayLeaf, Module
 from kiln.frontend.parametrize import ParametrizationError, on_arrays, register_parametrization
 
 
@@ -40,7 +40,7 @@ class DimensionError(KilnError, IndexError):
 def _tensor_named(module: Module, name: str) -> Any:
     """The value of ``module.<name>`` (a Parameter, a Buffer, or an array read from a parametrized tensor)."""
     value = getattr(module, name, None)
-    if isinstance(value, Parameter):
+    if isinstance(value, ArrayLeaf):
         return value.data
     if isinstance(value, np.ndarray):
         return value

@@ -39,7 +39,7 @@ import numpy as np
 
 from kiln.compiler.errors import KilnError
 from kiln.frontend.containers import ModuleDict, ModuleList
-from kiln.frontend.module import Buffer, Module, Parameter, _to_numpy
+from kiln.frontend.module import ArrayLeaf, Buffer, Module, Parameter, _to_numpy
 from kiln.frontend.trace import TensorSpec, TraceContext, located_error, trace_context
 
 
@@ -173,7 +173,7 @@ class ParametrizationList(ModuleList):
         if TraceContext.active():
             raise located_error("assigning to a parametrized tensor inside a traced function: a compiled step updates the "
                                 "originals through its optimizer; assign outside the trace (it runs right_inverse)")
-        value = np.asarray(_to_numpy(value.data if isinstance(value, Parameter) else value))
+        value = np.asarray(_to_numpy(value.data if isinstance(value, ArrayLeaf) else value))
         for module in reversed(list(self)):
             if not hasattr(module, "right_inverse"):
                 raise ParametrizationError(f"parametrization {type(module).__name__} does not implement right_inverse.")

@@ -29,7 +29,7 @@ import numpy as np
 from kiln.compiler.ir.types import is_float_array_dtype
 from kiln.frontend.grad_mode import no_grad
 from kiln.frontend.batch_norm_base import _BatchNorm
-from kiln.frontend.module import Module, Parameter
+from kiln.frontend.module import ArrayLeaf, Module, Parameter
 from kiln.frontend.optim import Optimizer
 from kiln.frontend.schedules import LRScheduler, _per_group
 from kiln.frontend.swa_traced import ema_update_traced, swa_update_traced, tracing, update_traced
@@ -259,7 +259,7 @@ def _is_floating(tensor: Any) -> bool:
 
 def _array(tensor: Any) -> np.ndarray:
     """The values of a parameter (its array, brought back from a device first) or of a kiln tensor or array."""
-    return np.asarray(tensor.data if isinstance(tensor, Parameter) else tensor)  # a plain ndarray: its ufuncs are fast
+    return np.asarray(tensor.data if isinstance(tensor, ArrayLeaf) else tensor)  # a plain ndarray: its ufuncs are fast
 
 
 def _write(target: Parameter, value: Any) -> None:

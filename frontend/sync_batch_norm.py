@@ -69,14 +69,14 @@ def _layer_name(running_mean: Tensor | None) -> str:
 
 def record_running_statistics(running_mean: Tensor, running_var: Tensor, mean: Tensor, unbiased_var: Tensor, momentum: float) -> None:
     """``running = (1 - momentum) running + momentum batch`` (PyTorch's update), recorded for the training step to write back."""
-    from kiln.frontend.module import Parameter
+    from kiln.frontend.module import ArrayLeaf
     from kiln.frontend.tensor_inplace import rebind
     from kiln.frontend.trace import TraceContext
 
     context = TraceContext.current()
     for running, batch in ((running_mean, mean), (running_var, unbiased_var)):
         update = (1 - momentum) * running + momentum * batch
-        if isinstance(running, Parameter):  # a module's buffer: written now eagerly, by the training step when traced
+        if isinstance(running, ArrayLeaf):  # a module's buffer: written now eagerly, by the training step when traced
             context.update_buffer(running, update.value)
         else:  # a plain tensor given to F.batch_norm: updated in place, outside autograd, as PyTorch's
             rebind(running, update.detach(), "batch_norm")

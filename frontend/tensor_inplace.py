@@ -107,10 +107,10 @@ def check_fresh(tensor: Any) -> None:
 def rebind(tensor: Any, result: Any, method: str, written: Any = None) -> Any:
     """Make ``tensor`` hold ``result`` (PyTorch's in-place write); the rest of its view family goes stale. A buffer
     records ``result`` as its new value, which the training step writes back (a parameter refuses)."""
-    from kiln.frontend.module import Buffer, Parameter
+    from kiln.frontend.module import ArrayLeaf, Buffer
 
     check_leaf_write(tensor, method)
-    if isinstance(tensor, Parameter):
+    if isinstance(tensor, ArrayLeaf):
         if not isinstance(tensor, Buffer) and not _written_in_the_graph(tensor):
             raise located_error(f"{method} on a parameter inside a traced function: a compiled step updates parameters "
                                 "through its optimizer, or in place under kiln.no_grad() in a kiln.compile'd function; "
@@ -222,10 +222,10 @@ def write_through_index(view: Any, result: Any, method: str) -> Any:
     and the view both hold the new values, the base's other views go stale."""
     from kiln.frontend.tensor_setitem import assigned
 
-    from kiln.frontend.module import Parameter
+    from kiln.frontend.module import ArrayLeaf
 
     base, index = view._indexed_from
-    if isinstance(base, Parameter) and not TraceContext.active():  # eagerly, under no_grad: the parameter's array
+    if isinstance(base, ArrayLeaf) and not TraceContext.active():  # eagerly, under no_grad: the parameter's array
         in_place(base, method, lambda whole: assigned(whole, index, result))
     else:
         rebind(base, assigned(base, index, result), method, written=index)
@@ -263,10 +263,10 @@ class InPlaceCastError(TraceError, RuntimeError):
 
 def in_place(tensor: Any, method: str, traced: Callable[[Any], Any], untraced: Callable[[np.ndarray], np.ndarray] | None = None) -> Any:
     """Apply ``traced`` (Tensor -> Tensor) in place; on a parameter outside a trace, ``untraced`` on its array."""
-    from kiln.frontend.module import Parameter
+    from kiln.frontend.module import ArrayLeaf
 
     check_overlap(tensor, method)
-    if isinstance(tensor, Parameter) and not TraceContext.active():
+    if isinstance(tensor, ArrayLeaf) and not TraceContext.active():
         check_leaf_write(tensor, method)
         data = tensor.data
         data[...] = untraced(data) if untraced is not None else _eager_values(tensor, traced, method)

@@ -41,13 +41,13 @@ def _grown(flat: Any, extra: int) -> Any:
 
 
 def _check_resizable(tensor: Any, shape: tuple[int, ...], method: str) -> None:
-    from kiln.frontend.module import Parameter
+    from kiln.frontend.module import ArrayLeaf
 
     if any(size < 0 for size in shape):
         raise located_error(f"{method}: Trying to create tensor with negative dimension {min(shape)}: {list(shape)}")
     if tensor.requires_grad:
         raise located_error("cannot resize variables that require grad")
-    if isinstance(tensor, Parameter) or any(key in tensor.__dict__ for key in ("_view_of", "_indexed_from")) \
+    if isinstance(tensor, ArrayLeaf) or any(key in tensor.__dict__ for key in ("_view_of", "_indexed_from")) \
             or _has_live_views(tensor):
         raise located_error(f"{method} of a parameter or of a tensor sharing storage with views: kiln resizes only a "
                             f"tensor that owns its values; make a new one instead (x = x.new_zeros({list(shape)}))")

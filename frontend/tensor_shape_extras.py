@@ -185,10 +185,10 @@ def _reshaped_in_place(tensor: Any, result: Any, method: str) -> Any:
     storage; no element is written, so the other views stay valid. A write through it later is an ordinary one. A
     parameter, buffer or ``.grad`` array keeps its shape: refused there, unless the op changes nothing (``result`` is
     ``tensor``: ``squeeze_`` of no size-1 dim, ``transpose_(0, 0)``)."""
-    from kiln.frontend.module import Parameter
+    from kiln.frontend.module import ArrayLeaf
 
     check_leaf_write(tensor, method)  # PyTorch's refusal for a leaf that requires grad, with gradients on
-    if isinstance(tensor, Parameter) and result is not tensor:
+    if isinstance(tensor, ArrayLeaf) and result is not tensor:
         raise located_error(f"{method} on a parameter or buffer would change its shape; take the view out of place")
     check_fresh(tensor)
     if result is not tensor:

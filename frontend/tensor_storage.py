@@ -63,12 +63,12 @@ class StorageMethods:
 def _root_array(tensor: Any, what: str) -> np.ndarray:
     """The array at the root of ``tensor``'s view chain, refused for a traced tensor (no memory until it runs)."""
     from kiln.frontend.eager_values import eager_array
-    from kiln.frontend.module import Parameter
+    from kiln.frontend.module import ArrayLeaf
 
     root = tensor
     while root.__dict__.get("_view_of") is not None:
         root = root.__dict__["_view_of"].base
-    array = np.asarray(root._data) if isinstance(root, Parameter) else eager_array(root)  # _data: no sync, no version bump
+    array = np.asarray(root._data) if isinstance(root, ArrayLeaf) else eager_array(root)  # _data: no sync, no version bump
     if array is None:
         raise located_error(f"{what} of a traced tensor: it has no memory until the compiled function runs; ask it of "
                             "the eager tensor or parameter outside the trace")

@@ -356,10 +356,10 @@ def _traced(value: Any) -> Any:
 
 
 def shared_parameter(array: np.ndarray) -> Any:
-    """A non-trainable ``Parameter`` whose array is ``array`` itself (not a copy)."""
-    from kiln.frontend.module import Parameter  # lazily: the module builds on this one
+    """A non-trainable leaf tensor whose array is ``array`` itself (not a copy)."""
+    from kiln.frontend.module import ArrayLeaf  # lazily: the module builds on this one
 
-    parameter = Parameter.__new__(Parameter)
+    parameter = ArrayLeaf.__new__(ArrayLeaf)
     parameter.requires_grad = False
     parameter.data = np.asarray(array)
     return parameter

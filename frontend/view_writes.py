@@ -129,14 +129,14 @@ def _unfollowed(tensor: Any) -> str | None:
 def write_through_view(view: Any, result: Any, method: str, written: Any) -> Any:
     """``view`` takes ``result``; its base takes the values that puts there (and so on up the chain); the base's other
     views go stale. ``written``: the index of ``view`` the write was to (None: all of it)."""
-    from kiln.frontend.module import Parameter
+    from kiln.frontend.module import ArrayLeaf
     from kiln.frontend.tensor_inplace import in_place, rebind
 
     view_of = view._view_of
     base = view_of.base
-    if isinstance(base, Parameter) and not TraceContext.active():  # eagerly, under no_grad: the parameter's array
+    if isinstance(base, ArrayLeaf) and not TraceContext.active():  # eagerly, under no_grad: the parameter's array
         in_place(base, method, lambda whole: written_back(view_of, whole, view, result, method, written))
-    elif view_of.op == "tensor.stop_gradient" and (isinstance(base, Parameter) or writes_a_grad_leaf(base)):
+    elif view_of.op == "tensor.stop_gradient" and (isinstance(base, ArrayLeaf) or writes_a_grad_leaf(base)):
         # traced p.detach().zero_(), Variable(x, requires_grad=True).data.add_(y), leaf[0].detach().fill_(v): the
         # leaf's values, written as PyTorch writes through a detached alias (no differentiable write of the leaf,
         # which stays the leaf backward() fills)

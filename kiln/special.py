@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from kiln.frontend import torch_special_namespace as _kernels
-from kiln.frontend.module import Parameter
+from kiln.frontend.module import ArrayLeaf
 from kiln.frontend.torch_special_namespace import (chebyshev_polynomial_t, chebyshev_polynomial_u, entr, erfcx, hermite_polynomial_h,
                                                    hermite_polynomial_he, i0e, i1, i1e, laguerre_polynomial_l,
                                                    legendre_polynomial_p, log_ndtr, ndtr, ndtri, spherical_bessel_j0, xlog1py,
@@ -129,7 +129,7 @@ def logsumexp(input: Any, dim: Any, keepdim: bool = False) -> Any:
 def _operand(input: Any) -> Any:
     """A Parameter (``kiln.tensor(a, requires_grad=True)``) compares by identity outside a trace, so that it can key
     dicts; the reused kernels' ``x == 0`` would see a bool. They get a view of it instead (on the autograd tape)."""
-    return input.view_as(input) if isinstance(input, Parameter) else input
+    return input.view_as(input) if isinstance(input, ArrayLeaf) else input
 
 
 globals().update(_kernels.MISSING)

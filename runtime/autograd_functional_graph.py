@@ -24,7 +24,7 @@ import numpy as np
 
 from kiln.frontend.autograd import differentiate as grad  # kiln's transforms: no requires_grad checks
 from kiln.frontend.eager_values import eager_leaf, eager_value
-from kiln.frontend.module import Parameter
+from kiln.frontend.module import ArrayLeaf
 from kiln.frontend.op_dispatch import to_value
 from kiln.frontend.tensor import Tensor
 from kiln.frontend.torch_functions import stack
@@ -117,7 +117,7 @@ def differentiable(args: Sequence[Any]) -> list[Any]:
     trace (``kiln.compile``), each as the trace's value for it (``traced_operand``)."""
     if in_trace():
         return [traced_operand(a) for a in args]
-    return [a if isinstance(a, Parameter) or eager_value(a) is not None else eager_leaf(np.array(a)) for a in args]
+    return [a if isinstance(a, ArrayLeaf) or eager_value(a) is not None else eager_leaf(np.array(a)) for a in args]
 
 
 def in_trace() -> bool:
@@ -128,7 +128,7 @@ def in_trace() -> bool:
 def traced_operand(item: Any) -> Any:
     """``item`` as a tensor of the graph being traced: a traced tensor as it is; an eager tensor, a parameter or an
     array as the value the trace reads for it (one value, so a gradient can be taken for it)."""
-    if isinstance(item, Tensor) and not isinstance(item, Parameter) and eager_value(item) is None:
+    if isinstance(item, Tensor) and not isinstance(item, ArrayLeaf) and eager_value(item) is None:
         return item
     return Tensor(to_value(TraceContext.current(), item if isinstance(item, Tensor) else np.asarray(item), None))
 

@@ -37,7 +37,7 @@ from kiln.compiler.passes.decompose import decompose_where
 from kiln.compiler.passes.manager import PassManager
 from kiln.frontend.eager_values import ARRAYS, PARAMETERS, count_update, eager_leaf, eager_value
 from kiln.frontend.lifted_tensors import LiftedTensors, lifted_after_parameters, lifting_eager_tensors
-from kiln.frontend.module import Parameter
+from kiln.frontend.module import ArrayLeaf, Parameter
 from kiln.frontend.sparse_embedding import TRAINED_LOOKUPS
 from kiln.frontend.trace import TensorSpec, TraceContext, trace_context, user_location
 from kiln.frontend.value_guards import ValueGuards, guards_of, specializing_on
@@ -320,7 +320,7 @@ def eager_inputs(inputs: Sequence[Any]) -> list[Value]:
     of a ``Parameter`` (``kiln.ones(2, requires_grad=True)`` is one: its ``.grad`` is filled), a new leaf for an
     array or a number."""
     context = TraceContext.current()
-    return [context.value_of(a) if isinstance(a, Parameter) else eager_value(a) or eager_value(eager_leaf(a))
+    return [context.value_of(a) if isinstance(a, ArrayLeaf) else eager_value(a) or eager_value(eager_leaf(a))
             for a in inputs]
 
 

@@ -47,7 +47,7 @@ from kiln.compiler.passes.cse import hashable_attr
 from kiln.frontend import init
 from kiln.frontend.eager_values import ARRAYS, FROZEN_READS, PARAMETERS, array_type, eager_leaf, updates
 from kiln.frontend.grad_mode import no_grad
-from kiln.frontend.module import Parameter
+from kiln.frontend.module import ArrayLeaf, Parameter
 from kiln.frontend.tensor import Tensor
 from kiln.frontend.torch_array import plain
 from kiln.frontend.trace import SourceLocation, TraceContext, located_error, user_location
@@ -182,7 +182,7 @@ class EagerContext(TraceContext):
 def write_in_place(target: Tensor, array: np.ndarray) -> None:
     """``array`` written into ``target`` as PyTorch's in-place update of a buffer: a parameter's or buffer's own array
     (a tensor ``detach()`` gave is one too), or a plain eager tensor through ``copy_``, outside autograd."""
-    if isinstance(target, Parameter):
+    if isinstance(target, ArrayLeaf):
         np.copyto(target.data, array, casting="same_kind")
         return
     with no_grad():

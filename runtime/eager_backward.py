@@ -41,7 +41,7 @@ from kiln.frontend.autograd_graph import requires_grad_of, started_backward
 from kiln.frontend.custom_function_once import USED as ONCE_USED, check_once_differentiable
 from kiln.frontend.eager_values import ARRAYS, GRAD_TENSORS, PARAMETERS, TENSOR_HOOKS, trained_parameter
 from kiln.frontend.hooked_gradient import hooked_gradient
-from kiln.frontend.module import Parameter
+from kiln.frontend.module import ArrayLeaf, Parameter
 from kiln.frontend.torch_array import torch_array
 from kiln.frontend.trace import located_error
 from kiln.frontend.version_counter import REWRITTEN, rewrite_saved_views
@@ -333,7 +333,7 @@ def still_requires_grad(owner: Any) -> bool:
     """Whether ``backward()`` accumulates into ``owner``: a parameter read while it required grad (the chain reaches
     it) that was frozen since (``requires_grad_(False)`` between the forward and the backward) gets nothing, as
     PyTorch's ``AccumulateGrad`` skips a leaf that no longer requires grad; the rest of the backward runs."""
-    return not isinstance(owner, Parameter) or bool(owner.requires_grad)
+    return not isinstance(owner, ArrayLeaf) or bool(owner.requires_grad)
 
 
 def backward_chain(loss: Any, inputs: Any, what: str, sparse: Sequence[Any] = ()) -> tuple[EagerChain, list[Any]]:
@@ -343,7 +343,7 @@ def backward_chain(loss: Any, inputs: Any, what: str, sparse: Sequence[Any] = ()
     weights, whose leaves are not differentiated."""
     chosen = _chosen(inputs)
     wanted = _wanted(inputs)
-    found = _marked(loss.value) if chosen is None else [(t, t.value) for t in chosen if not isinstance(t, Parameter)]
+    found = _marked(loss.value) if chosen is None else [(t, t.value) for t in chosen if not isinstance(t, ArrayLeaf)]
     marked = [tensor for tensor, _ in found]
     chain = EagerChain([loss.value], wanted, [*[value for _, value in found], *[lookup.rows for lookup in sparse]],
                        frozenset(id(lookup.leaf) for lookup in sparse))
@@ -362,7 +362,7 @@ def _chosen(inputs: Any) -> list[Any] | None:
 
 def _wanted(inputs: Any) -> set[int] | None:
     chosen = _chosen(inputs)
-    return None if chosen is None else {id(p) for p in chosen if isinstance(p, Parameter)}
+    return None if chosen is None else {id(p) for p in chosen if isinstance(p, ArrayLeaf)}
 
 
 def _per_owner(owners: list[Any], grads: Sequence[Any]) -> list[tuple[Any, np.ndarray]]:
@@ -377,7 +377,7 @@ def _per_owner(owners: list[Any], grads: Sequence[Any]) -> list[tuple[Any, np.nd
 
 def _parameter_hooks(owner: Any, grad: np.ndarray) -> np.ndarray:
     """``grad`` through a parameter's ``register_hook`` hooks, given to them as a tensor."""
-    hooks = list(owner.__dict__.get("_grad_hooks", {}).values()) if isinstance(owner, Parameter) else []
+    hooks = list(owner.__dict__.get("_grad_hooks", {}).values()) if isinstance(owner, ArrayLeaf) else []
     if not hooks:
         return grad
     from kiln.frontend.eager_values import eager_leaf

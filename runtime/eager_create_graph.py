@@ -31,7 +31,7 @@ from typing import Any, Sequence
 
 from kiln.frontend.eager_values import eager_value
 from kiln.frontend.hooked_gradient import hooked_gradient
-from kiln.frontend.module import Parameter
+from kiln.frontend.module import ArrayLeaf
 from kiln.frontend.trace import TraceContext
 from kiln.runtime.compiled_double_backward import differentiable_residuals
 from kiln.runtime.eager_backward import after_accumulation, backward_chain, seed_array, still_requires_grad
@@ -62,7 +62,7 @@ def _seed(loss: Any, gradient: Any) -> Any:
 def eager_reading(tensor: Any) -> Any:
     """An eager tensor as it is; a ``Parameter`` as an eager tensor reading it (a gradient through it reaches the
     parameter); anything else None."""
-    if isinstance(tensor, Parameter):
+    if isinstance(tensor, ArrayLeaf):
         from kiln.frontend.tensor import Tensor  # lazily: the tensor builds on the runtime's eager ops
 
         return Tensor(TraceContext.current().value_of(tensor))
@@ -81,7 +81,7 @@ def _per_owner(owners: Sequence[Any], grads: Sequence[Any]) -> list[tuple[Any, A
 
 def _parameter_hooks(owner: Any, grad: Any) -> Any:
     """``grad`` through a parameter's ``register_hook`` hooks in order (a tensor a hook returns replaces it)."""
-    return hooked_gradient(owner.__dict__.get("_grad_hooks", {}).values(), grad) if isinstance(owner, Parameter) else grad
+    return hooked_gradient(owner.__dict__.get("_grad_hooks", {}).values(), grad) if isinstance(owner, ArrayLeaf) else grad
 
 
 def accumulate_with_graph(owner: Any, grad: Any) -> None:

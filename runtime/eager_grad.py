@@ -26,7 +26,7 @@ import numpy as np
 from kiln.compiler.ir.core import Graph, Value
 from kiln.frontend.anomaly_mode import check_gradient, is_anomaly_check_nan_enabled, is_anomaly_enabled
 from kiln.frontend.eager_values import eager_leaf, eager_value
-from kiln.frontend.module import Parameter
+from kiln.frontend.module import ArrayLeaf
 from kiln.frontend.trace import TraceContext, located_error
 from kiln.runtime.compiled_double_backward import differentiable_residuals
 from kiln.runtime.eager_backward import EagerChain, gradients, seed_array
@@ -38,8 +38,8 @@ def eager_grad(outputs: Sequence[Any], inputs: Sequence[Any], seeds: Sequence[An
 
     ``outputs`` and ``inputs`` are eager tensors (an input may be a ``Parameter``: every read of it counts);
     ``seeds`` are arrays, tensors or None (a scalar output's 1)."""
-    parameters = {id(p): p for p in inputs if isinstance(p, Parameter)}
-    targets = [t.value for t in inputs if not isinstance(t, Parameter)]
+    parameters = {id(p): p for p in inputs if isinstance(p, ArrayLeaf)}
+    targets = [t.value for t in inputs if not isinstance(t, ArrayLeaf)]
     if create_graph:
         differentiable_residuals([o.value for o in outputs], "kiln.autograd.grad(create_graph=True)")
     chain = EagerChain([o.value for o in outputs], set(parameters), targets)
@@ -51,14 +51,14 @@ def eager_grad(outputs: Sequence[Any], inputs: Sequence[Any], seeds: Sequence[An
         by_parameter[id(eager_input.trained)] = grad if previous is None else previous + grad
     by_target = iter(grads[len(grads) - sum(t is not None for t in chain.targets):])
     targeted = iter([None if t is None else next(by_target) for t in chain.targets])
-    return [by_parameter.get(id(i)) if isinstance(i, Parameter) else next(targeted) for i in inputs]
+    return [by_parameter.get(id(i)) if isinstance(i, ArrayLeaf) else next(targeted) for i in inputs]
 
 
 def _checked_seed(seed: Any, output: Any, index: int) -> Any:
     """``seed`` as given if it is an eager tensor of the output's type (``create_graph`` keeps its chain; a leaf that
     requires grad, ``kiln.tensor(g, requires_grad=True)``, as a read of it), else as an array of the output's dtype."""
     value = eager_value(seed)
-    if value is None and isinstance(seed, Parameter) and seed.requires_grad:
+    if value is None and isinstance(seed, ArrayLeaf) and seed.requires_grad:
         from kiln.frontend.tensor import Tensor
 
         value = TraceContext.current().value_of(seed)  # a read of the leaf: create_graph's result reaches its .grad
@@ -113,7 +113,7 @@ def _seed_value(seed: Any) -> Value:
 
 def check_eager(tensors: Sequence[Any], role: str) -> None:
     for index, tensor in enumerate(tensors):
-        if not isinstance(tensor, Parameter) and eager_value(tensor) is None:
+        if not isinstance(tensor, ArrayLeaf) and eager_value(tensor) is None:
             raise located_error(f"kiln.autograd.grad: {role}[{index}] is {type(tensor).__name__}, not an eager tensor; "
                                 "pass the tensors the computation made (or a kiln.nn.Parameter)")
 

@@ -29,7 +29,7 @@ from kiln.compiler.errors import KilnError
 from kiln.compiler.ir.core import Value
 from kiln.frontend.eager_values import eager_leaf, eager_value
 from kiln.frontend.grad_mode import is_grad_enabled
-from kiln.frontend.module import Parameter
+from kiln.frontend.module import ArrayLeaf
 from kiln.frontend.tensor import Tensor
 from kiln.frontend.trace import TensorSpec, TraceContext, trace_context
 from kiln.runtime.pytree import flatten, unflatten
@@ -42,7 +42,7 @@ def needs_chain(tensors: Sequence[Any]) -> bool:
 
 
 def _requires_grad(tensor: Any) -> bool:
-    if isinstance(tensor, Parameter):
+    if isinstance(tensor, ArrayLeaf):
         return bool(tensor.requires_grad) and tensor.dtype.is_float
     return eager_value(tensor) is not None and bool(tensor.requires_grad)
 
@@ -75,7 +75,7 @@ def replayed_transform(trace_into: Callable[..., Any], name: str, args: tuple[An
 def _eager_feed(leaf: Any) -> Value:
     """The eager value an argument leaf stands for: a tensor's own (its chain kept), a fresh read of a parameter, or
     a new leaf holding an array or a number."""
-    if isinstance(leaf, Parameter):
+    if isinstance(leaf, ArrayLeaf):
         return TraceContext.current().value_of(leaf)
     value = eager_value(leaf)
     if value is not None:

@@ -20,14 +20,14 @@ def tensor_array(node: Any, where: str) -> tuple[Any, bool | None]:
     for anything that is not a kiln tensor (a NumPy array among them: the caller decides what it is)."""
     from kiln.frontend.complex_tensor import ComplexTensor
     from kiln.frontend.eager_values import eager_array  # lazily: the runtime imports nothing of the frontend at load
-    from kiln.frontend.module import Buffer, Parameter
+    from kiln.frontend.module import ArrayLeaf, Buffer
     from kiln.frontend.tensor import Tensor
 
     if not isinstance(node, Tensor):
         return node, None
     if isinstance(node, Buffer):  # a module's buffer, kiln's Parameter subclass: torch's is a plain tensor
         return node.data, None
-    if isinstance(node, Parameter):
+    if isinstance(node, ArrayLeaf):
         return node.data, bool(node.requires_grad)
     array = eager_array(node)
     if array is None and isinstance(node, ComplexTensor):

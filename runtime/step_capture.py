@@ -44,7 +44,7 @@ from kiln.compiler.ir.builder import Builder
 from kiln.compiler.ir.core import Value
 from kiln.compiler.ir.types import DType, TensorType
 from kiln.frontend.eager_values import count_update, eager_array
-from kiln.frontend.module import Parameter
+from kiln.frontend.module import ArrayLeaf, Parameter
 from kiln.frontend.optim import Optimizer
 from kiln.frontend.parameter_versions import record_replaced, values_held
 from kiln.frontend.tensor import Tensor, apply
@@ -315,7 +315,7 @@ class StepCapture:
         if inputs is None:
             return [p for p in self.context.parameters if p.requires_grad]
         inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
-        if not all(isinstance(i, Parameter) for i in inputs):
+        if not all(isinstance(i, ArrayLeaf) for i in inputs):
             raise located_error("backward(inputs=...) in a compiled step takes parameters only; differentiate other "
                                 "tensors with kiln.autograd.grad")
         return inputs
@@ -460,7 +460,7 @@ def capturing(fn: Callable[..., Any], captures: list[StepCapture], grad_argument
 
 
 def _listed(parameters: Any) -> list[Parameter]:
-    return [parameters] if isinstance(parameters, Parameter) else list(parameters)
+    return [parameters] if isinstance(parameters, ArrayLeaf) else list(parameters)
 
 
 def _seed(gradient: Any, loss: Tensor) -> Value:

@@ -333,11 +333,11 @@ def _tensor(pickler: TorchPickler, node: Any) -> tuple[Any, ...]:
     """A kiln tensor as torch's: a ``Parameter`` as ``_rebuild_parameter`` (a complex one of its complex values, not the
     real pairs kiln keeps); a buffer, a leaf made with ``requires_grad=True`` and any other eager tensor as a plain
     tensor with its ``requires_grad`` (kiln's ``Buffer`` and ``GradLeaf`` are ``Parameter`` subclasses, torch's are not)."""
-    from kiln.frontend.complex_parameter import ComplexParameter
+    from kiln.frontend.complex_parameter import ComplexLeaf
     from kiln.frontend.module import GradLeaf
 
     array, requires_grad = tensor_array(node, pickler.where)  # a Buffer's requires_grad is None: a plain tensor
-    if isinstance(node, ComplexParameter):
+    if isinstance(node, ComplexLeaf):
         array = np.asarray(node.complex_view())
     if requires_grad is not None and not isinstance(node, GradLeaf):
         return REBUILD_PARAMETER, (array, requires_grad, OrderedDict())

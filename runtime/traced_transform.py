@@ -27,7 +27,7 @@ from kiln.compiler.ir.core import Value
 from kiln.compiler.ir.types import DType
 from kiln.frontend.autocast import autocast_signature
 from kiln.frontend.grad_mode import no_grad
-from kiln.frontend.module import Parameter
+from kiln.frontend.module import ArrayLeaf
 from kiln.frontend.tensor import Tensor
 from kiln.frontend.trace import TensorSpec, TraceContext, located_error, trace_context
 from kiln.runtime.eager import write_in_place
@@ -124,7 +124,7 @@ class TracedTransform:
         for key, (target, value) in context.buffer_updates.items():
             if key in own:
                 continue
-            if not isinstance(target, Parameter):
+            if not isinstance(target, ArrayLeaf):
                 raise located_error(f"{self.__name__}: During a grad (vjp, jvp, grad, etc) transform, the function "
                                     "provided attempted to call in-place operation (a running statistic's update) that "
                                     "would mutate a captured Tensor. This is not supported; please rewrite the function "

@@ -79,11 +79,11 @@ def broadcast(tensor: Any, src: int, group: Any = None, async_op: bool = False) 
 def _array_of(tensor: Any, who: str) -> np.ndarray:
     """The array holding ``tensor``'s values (written in place)."""
     from kiln.frontend.eager_values import eager_array
-    from kiln.frontend.module import Parameter
+    from kiln.frontend.module import ArrayLeaf
 
     if isinstance(tensor, np.ndarray):  # a NumPy array, p.grad or p.data (a TorchArray)
         return tensor
-    array = tensor.data if isinstance(tensor, Parameter) else eager_array(tensor)
+    array = tensor.data if isinstance(tensor, ArrayLeaf) else eager_array(tensor)
     if not isinstance(array, np.ndarray):
         raise DistributedError(f"{who}: needs an eager tensor, a Parameter or a NumPy array, got {type(tensor).__name__}")
     return array
