@@ -193,6 +193,40 @@ class DeviceMethods:
     def is_neg(self) -> bool:
         return False
 
+    def conj(self) -> Any:
+        """A real tensor's conjugate: the tensor itself, as torch's (``ComplexTensor.conj`` conjugates)."""
+        return self
+
+    conj_physical = resolve_conj = conj
+
+    @property
+    def real(self) -> Any:
+        """A real tensor's real part: the tensor itself, as torch's."""
+        return self
+
+    @property
+    def imag(self) -> Any:
+        """Refused for a real tensor, as torch's."""
+        from kiln.frontend.trace import located_error  # lazily: the trace builds on the tensor
+
+        raise located_error("imag is not implemented for tensors with non-complex dtypes (as in torch); "
+                            "kiln.complex(x, y).imag is y")
+
+    def cfloat(self) -> Any:
+        """``self.to(torch.cfloat)``: complex64 with a zero imaginary part."""
+        from kiln.frontend.complex_functions import EXPORTS  # lazily: complex tensors build on this
+
+        return self.to(EXPORTS["cfloat"])  # type: ignore[attr-defined]
+
+    def cdouble(self) -> Any:
+        """``self.to(torch.cdouble)``: complex128 with a zero imaginary part."""
+        from kiln.frontend.complex_functions import EXPORTS  # lazily: complex tensors build on this
+
+        return self.to(EXPORTS["cdouble"])  # type: ignore[attr-defined]
+
+    is_meta = is_mps = is_xpu = False
+    """kiln's tensors live in host memory (a CuPy step's are the step's, not the tensor's)."""
+
     def resolve_neg(self) -> Any:
         return self
 
