@@ -76,20 +76,24 @@ def marked_arguments(inputs: Sequence[Any], marked: Sequence[Any]) -> tuple[int,
 
 
 def write_back_argument_grads(arguments: Sequence[Any], marked: Sequence[int], with_grad: Sequence[int],
-                              outputs: tuple[Any, ...]) -> tuple[Any, ...]:
+                              outputs: tuple[Any, ...], whole: Sequence[int] = ()) -> tuple[Any, ...]:
     """The outputs before the last ``len(with_grad)`` (the ``.grad`` a step's ``backward()`` gave the arguments at
     ``with_grad``, in order): each marked argument made to require grad, and those gradients added to its ``.grad``, as
-    torch's ``backward()`` accumulates them."""
+    torch's ``backward()`` accumulates them. The arguments at ``whole`` (leaves given to the step, whose traced ``.grad``
+    started from theirs) take the step's ``.grad`` as it is, None where the step cleared it."""
     from kiln.frontend.eager_values import eager_leaf  # lazily: eager values build on the runtime
 
     own, grads = outputs[: len(outputs) - len(with_grad)], outputs[len(outputs) - len(with_grad) :]
     for k in marked:
         if isinstance(arguments[k], Tensor) and not arguments[k].requires_grad:
             arguments[k].requires_grad_(True)
+    for k in whole:
+        if k not in with_grad:
+            arguments[k].grad = None
     for k, grad in zip(with_grad, grads):
         target, value = arguments[k], eager_leaf(np.array(grad))
         if isinstance(target, Tensor):
-            target.grad = value if target.grad is None else target.grad + value
+            target.grad = value if target.grad is None or k in whole else target.grad + value
     return own
 
 

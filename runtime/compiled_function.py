@@ -44,7 +44,7 @@ from kiln.frontend.torch_array import plain
 from kiln.frontend.tensor import Tensor
 from kiln.frontend.trace import TraceContext, trace_context, user_stacklevel
 from kiln.frontend.value_guards import ValueGuards, guards_of, specializing_on
-from kiln.frontend.whole_step_inputs import BackwardInCompiledForward, tracing_compiled_forward
+from kiln.frontend.whole_step_inputs import BackwardInCompiledForward, GradArguments, tracing_compiled_forward
 from kiln.runtime.argument_writes import write_back_argument_grads, write_back_arguments
 from kiln.runtime.attribute_writes import AttributeWrites
 from kiln.runtime.compile_arguments import (UNCOMPILED_BACKENDS, checked_backend, named_like, number_positions,
@@ -104,6 +104,8 @@ class _Variant:
     """The arguments a whole step marked by ``requires_grad_()``: the caller's tensors require grad after each call."""
     argument_grads: tuple[int, ...] = ()
     """Those the step's ``backward()`` reached: their ``.grad``s, the very last outputs, go into the caller's ``.grad``."""
+    grad_leaves: tuple[int, ...] = ()
+    """The arguments given leaves that require grad: their traced ``.grad`` is whole (replaces the caller's)."""
     bindings: Callable[[], bool] = lambda: True
     """Whether the names the function reached its modules and optimizers by hold them still (``runtime/rebound_names.py``)."""
     module_structure: ModuleStructure | None = None
@@ -162,8 +164,11 @@ class CompiledFunction:
     whole_step: bool = False
     """Whether ``fn``, given tensors that require grad, called ``backward()``: a whole training step, whose calls take
     the step path from then on (``frontend/whole_step_inputs.py``)."""
-    grad_arguments: tuple[int, ...] = ()
-    """The positions of the arguments that require grad in the call being traced as a whole step."""
+    grad_arguments: GradArguments = GradArguments()
+    """The arguments that require grad in the call being traced as a whole step, and which are leaves, whose ``.grad``
+    the step's ``backward()`` fills (``frontend/whole_step_inputs.py``)."""
+    arguments_now: tuple[Any, ...] = ()
+    """The call's arguments, where a step's feeds read them (a leaf argument's ``.grad``)."""
     method_owner: type | None = None
     """The class whose body compiled ``fn`` as a method (``__set_name__``): ``Base.forward(self, x)`` binds ``self``."""
     method_key: object = field(default_factory=object, repr=False, compare=False)
@@ -203,10 +208,10 @@ class CompiledFunction:
             if TraceContext.active():  # called inside another trace (a compiled step calling a compiled model): inlined
                 return self.fn(*args, **kwargs)
             training = None if self.whole_step else _training_signature(self.fn, arrays)
-            self.grad_arguments = tuple(k for k, a in enumerate(arrays) if isinstance(a, Tensor) and a.requires_grad
-                                        and self.whole_step)
+            positions = tuple(k for k, a in enumerate(arrays) if isinstance(a, Tensor) and a.requires_grad and self.whole_step)
+            self.grad_arguments, self.arguments_now = GradArguments.of(arrays, positions), arrays
             arrays_np = [np.asarray(a) for a in arrays] if training is None else []
-            step_key = (extra, self.grad_arguments) if self.grad_arguments else extra  # a step traced per grad argument set
+            step_key = (extra, self.grad_arguments) if positions else extra  # a step traced per grad argument set
             variant = None if training is not None else self._inference_lookup(fn, arrays, arrays_np, step_key)
             training = training if variant is None else _closure_training(variant, arrays)
             if training is None:
@@ -252,7 +257,8 @@ class CompiledFunction:
             variant.lifted.write_back(written)
         outputs = written_back(variant.buffers, variant.captured, variant.donations, outputs, feeds,
                                feeds[len(arrays_np) :])
-        outputs = write_back_argument_grads(arrays, variant.marked_arguments, variant.argument_grads, outputs)
+        outputs = write_back_argument_grads(arrays, variant.marked_arguments, variant.argument_grads, outputs,
+                                            variant.grad_leaves)
         outputs = write_back_arguments(arrays, variant.argument_writes, outputs)
         if variant.returns_none:
             return None
@@ -532,8 +538,8 @@ class CompiledFunction:
     def _compile_once(self, fn: Callable[..., Any], arrays: list[np.ndarray], batch_dim: BatchDim,
                       tensors_given: bool) -> _Variant:
         captures: list[StepCapture] = []  # a training step's backward() and optimizer.step() (runtime/step_capture.py)
-        traced = checking_reachable_stores(watching_plain_owner(capturing(fn, captures, self.grad_arguments), self.fn),
-                                           self.fn)
+        step = capturing(fn, captures, self.grad_arguments, lambda: self.arguments_now)
+        traced = checking_reachable_stores(watching_plain_owner(step, self.fn), self.fn)
         traced = guarding_namespace_reads(traced, self.fn)
         specializing = specializing_on(lifting_eager_tensors(self.dynamic_ints.tracing(traced)), arrays)  # values read: guarded
         try:
@@ -585,7 +591,7 @@ class CompiledFunction:
                         captures[0].returned_none, captures[0].structure, captures[0].modes(), writes, donations, lifted,
                         needs_chain, value_guards, argument_writes=captures[0].argument_writes,
                         marked_arguments=captures[0].marked_arguments, argument_grads=captures[0].argument_grads,
-                        bindings=bindings_guard(self.fn), module_structure=ModuleStructure.reached_by(self.fn))
+                        grad_leaves=self.grad_arguments.leaves, bindings=bindings_guard(self.fn), module_structure=ModuleStructure.reached_by(self.fn))
 
     def _donations(self, context: TraceContext, step: StepCapture | None) -> dict[int, int]:
         """What the backend may update in place: each updated parameter or buffer and each optimizer state, as

@@ -54,7 +54,7 @@ from kiln.frontend.torch_functions import zeros_like
 from kiln.frontend.traced_data_writes import backward_reads_written
 from kiln.frontend.traced_hooks import cotangent_hooks, parameter_hooked
 from kiln.frontend.traced_requires_grad import mark_traced_for_grad
-from kiln.frontend.whole_step_inputs import check_grad_arguments_unreached
+from kiln.frontend.whole_step_inputs import GradArguments, check_grad_arguments_unreached
 from kiln.frontend.trace import TraceContext, located_error
 from kiln.runtime.argument_writes import marked_arguments, values_before, written_arguments
 from kiln.runtime.eager_backward import after_accumulation
@@ -184,6 +184,13 @@ class StepCapture:
         held = parameter.__dict__.get("grad")
         if self.grads[id(parameter)] is not None and isinstance(held, Tensor) and eager_array(held) is None:
             self.grads[id(parameter)] = held.value
+
+    def argument_grad_input(self, traced: Tensor, argument: Callable[[], Any]) -> Value:
+        """The ``.grad`` a leaf argument holds at each call (``argument()`` is that call's), a graph input shaped as the
+        argument's traced value."""
+        value = self.context.graph.add_input(traced.value.type, "argument.grad")
+        self.inputs.append((value, lambda: np.asarray(argument().grad)))
+        return value
 
     def _grad_input(self, parameter: Parameter) -> Value:
         name = self.context.parameter_names.get(id(parameter), "param")
@@ -426,20 +433,25 @@ class Modes:
             object.__setattr__(module, "training", mode)
 
 
-def capturing(fn: Callable[..., Any], captures: list[StepCapture], grad_arguments: Sequence[int] = ()) -> Callable[..., Any]:
+def capturing(fn: Callable[..., Any], captures: list[StepCapture], grad_arguments: GradArguments = GradArguments(),
+              arguments_now: Callable[[], Sequence[Any]] = tuple) -> Callable[..., Any]:
     """``fn`` traced with a ``StepCapture`` on its context (appended to ``captures``), ``.grad``s restored after; a
     None result traces as no outputs, and Python values beside the tensors (``return loss, use_the_queue``) stay in
     ``capture.structure``, returned as traced, as ``torch.compile`` returns them. The new values of the arguments it
-    wrote in place follow its own outputs (``runtime/argument_writes.py``). ``grad_arguments``: the positions of the
-    arguments given tensors that require grad."""
+    wrote in place follow its own outputs (``runtime/argument_writes.py``). ``grad_arguments``: the arguments given
+    tensors that require grad; leaves among them are the step's own leaves, their ``.grad`` read at each call from
+    ``arguments_now()`` where they hold one (``frontend/whole_step_inputs.py``)."""
 
     @functools.wraps(fn)
     def traced(*inputs: Any) -> Any:
-        capture = StepCapture(TraceContext.current(), grad_arguments=[inputs[k].value for k in grad_arguments])
-        for k in grad_arguments:  # requires grad as the caller's tensor: autograd.grad(u, x) may differentiate by it
-            mark_traced_for_grad(inputs[k], True)
+        chained = [inputs[k].value for k in grad_arguments.positions if k not in grad_arguments.leaves]
+        capture = StepCapture(TraceContext.current(), grad_arguments=chained)
         captures.append(capture)
         TraceContext.current().step_capture = capture
+        for k in grad_arguments.positions:  # requires grad as the caller's: autograd.grad(u, x) may differentiate by it
+            mark_traced_for_grad(inputs[k], True)  # a leaf among them is marked on the capture too (a backward fills it)
+        for k in grad_arguments.held:
+            inputs[k].grad = Tensor(capture.argument_grad_input(inputs[k], lambda k=k: arguments_now()[k]))
         try:
             before = values_before(inputs)
             result = fn(*inputs)

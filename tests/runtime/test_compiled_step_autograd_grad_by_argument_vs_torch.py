@@ -3,12 +3,11 @@ grad (a leaf made with ``requires_grad=True``, as PINN and EBM code makes its in
 step. The whole-step trace took such an argument as a tensor that requires no grad, so ``autograd.grad`` by it raised
 "One of the differentiated Tensors does not require grad ... mark it with requires_grad_()" about a tensor that does;
 the argument now requires grad in the trace as it does at the call (``runtime/step_capture.py``). Where the loss then
-reaches it, the step is refused as for any argument that requires grad (``frontend/whole_step_inputs.py``)."""
+reaches it, the step fills its ``.grad``, as a leaf of the step's own (``frontend/whole_step_inputs.py``)."""
 
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 import kiln
 from oracles import libraries
@@ -52,13 +51,12 @@ def test_autograd_grad_by_an_argument_that_requires_grad_in_a_compiled_step(floa
     assert ours[2] is None and theirs[2] is None  # the loss does not reach x: no gradient for it, as torch
 
 
-def test_a_loss_through_the_argument_gradient_is_refused_naming_the_argument(float64_default):
-    """With ``create_graph`` the loss reaches ``x`` (torch gives ``x.grad``): the compiled step says so, not that ``x``
-    does not require grad; without ``fullgraph`` the call runs eagerly, as torch."""
-    with pytest.raises(kiln.TraceError, match=r"the loss depends on an argument that requires grad"):
-        _energy_matching("kiln", compiled=True, create_graph=True)
+def test_a_loss_through_the_argument_gradient_fills_its_grad_as_torch(float64_default):
+    """With ``create_graph`` the loss reaches ``x``, a leaf argument: the compiled step fills ``x.grad`` and adds to it
+    at each call (fed the ``.grad`` it holds from the second call on), as torch's eager step."""
     theirs = _energy_matching("torch", compiled=False, create_graph=True)
-    with pytest.warns(UserWarning, match=r"runs eagerly.*the loss depends on an argument that requires grad"):
-        ours = _energy_matching("kiln", compiled=True, create_graph=True, fullgraph=False)
+    ours = _energy_matching("kiln", compiled=True, create_graph=True)
     np.testing.assert_allclose(ours[0], theirs[0], rtol=1e-12)
+    for mine, expected in zip(ours[1], theirs[1], strict=True):
+        np.testing.assert_allclose(mine, expected, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(ours[2].numpy(), theirs[2].numpy(), rtol=1e-12)
