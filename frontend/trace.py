@@ -380,6 +380,7 @@ def trace_context(fn: Callable[..., Any], *specs: TensorSpec, name: str | None =
     ``exporting``: an ONNX export's trace (``TraceContext.exporting``)."""
     from kiln.frontend.module_attribute_reads import recording_module_reads
     from kiln.frontend.tensor import Tensor
+    from kiln.frontend.traced_builtins import traced_builtin_extremes
 
     graph_name = name or getattr(fn, "__name__", None) or type(fn).__name__
     context = TraceContext(graph_name)
@@ -393,7 +394,7 @@ def trace_context(fn: Callable[..., Any], *specs: TensorSpec, name: str | None =
             _name_parameters(context, fn)
             inputs = [Tensor(context.graph.add_input(spec.type, input_name)) for spec, input_name in zip(specs, input_names(fn, len(specs)))]
             context.grad_leaves.update(t.value for t, wanted in zip(inputs, wants_grad) if wanted and t.dtype.is_float)
-            with recording_module_reads():
+            with recording_module_reads(), traced_builtin_extremes():
                 result = fn(*inputs)
             context.graph.outputs = [as_value(item, what) for item in flatten_outputs(result)
                                      if not (exporting and item is None)]  # dropped, as torch.onnx.export does

@@ -32,6 +32,7 @@ from kiln.frontend.module_hooks import PARAMETER_HOOK_KINDS
 from kiln.frontend.optim import Optimizer
 from kiln.frontend.tensor import Tensor
 from kiln.frontend.trace import TensorSpec, TraceContext, as_value, input_names
+from kiln.frontend.traced_builtins import traced_builtin_extremes
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,7 @@ def _trace_loss(
     Also returns the buffers the model updated while tracing, with their new values.
     """
     _check_model_inputs(model, len(specs) - 1)
-    with TraceContext("train_step") as context:
+    with TraceContext("train_step") as context, traced_builtin_extremes():
         context.parameter_names.update({id(p): name for name, p in [*model.named_parameters(), *model.named_buffers()]})
         context.data_parallel_ranks = options.data_parallel_ranks
         names = input_names(model, len(specs) - 1) + ["target"]
