@@ -73,8 +73,8 @@ class ComplexBuffer(ComplexLeaf, Buffer):
     ``(..., 2)`` real view, as a complex Parameter's, never trained; complex where it is used, its pairs in
     ``state_dict`` (``load_state_dict`` takes torch's complex values)."""
 
-    def __init__(self, data: Any):
-        Buffer.__init__(self, real_pairs(data, "buffer"))
+    def __init__(self, data: Any, *, persistent: bool = True):
+        Buffer.__init__(self, real_pairs(data, "buffer"), persistent=persistent)
 
 
 def real_pairs(data: Any, holder: str) -> np.ndarray:

@@ -329,12 +329,19 @@ class Buffer(ArrayLeaf):
     value (``TraceContext.update_buffer``), which the training step returns and writes back.
     """
 
-    def __init__(self, data: Any):
+    def __new__(cls, data: Any = None, *, persistent: bool = True) -> "Buffer":
+        return ArrayLeaf.__new__(cls, data)
+
+    def __init__(self, data: Any, *, persistent: bool = True):
+        """``nn.Buffer(t, persistent=False)`` assigned to a module's attribute registers a buffer left out of
+        ``state_dict``, as ``register_buffer(name, t, persistent=False)``."""
         from kiln.frontend.sparse_legacy import marked_sparse, sparse_marked  # lazily: it builds on the tensor
 
         shared = _eager_storage(data)
         self.data = np.array(data) if shared is None else shared  # keeps its dtype: counters stay int64
         self.requires_grad = False
+        if not persistent:
+            self.__dict__["_not_persistent"] = True
         if sparse_marked(data):  # a to_sparse() tensor still answers indices() (whisper's alignment_heads buffer)
             marked_sparse(self)
 
@@ -387,6 +394,8 @@ class Module(HookMethods):
             else self._modules if isinstance(value, Module) else None
         if registry is self._buffers:
             value.__dict__["_held_by_a_module"] = True
+            if value.__dict__.pop("_not_persistent", False):  # nn.Buffer(t, persistent=False)
+                self.__dict__.setdefault("_non_persistent_buffers_set", set()).add(name)
         for other in (self._parameters, self._modules, self._buffers):
             if other is not registry:
                 other.pop(name, None)
