@@ -70,6 +70,15 @@ class Softmax(Module):
         return f"dim={self.dim}"
 
 
+def _repeat_count(times: Any) -> int:
+    """``Sequential * times``'s count, refused as torch's unless a positive int (TypeError, ValueError)."""
+    if not isinstance(times, int):
+        raise TypeError(f"unsupported operand type(s) for *: {Sequential} and {type(times)}")
+    if times <= 0:
+        raise ValueError(f"Non-positive multiplication factor {times} for {Sequential}")
+    return times
+
+
 class Sequential(Module):
     """Applies its layers in order; layers are named ``0``, ``1``, ... as in PyTorch, or by the keys of one
     ``OrderedDict`` of layers (``Sequential(OrderedDict(conv=..., relu=...))``, ``conv.weight`` in the ``state_dict``)."""
@@ -143,6 +152,26 @@ class Sequential(Module):
         layer = self[index]
         del self[index]
         return layer
+
+    def __add__(self, other: "Sequential") -> "Sequential":
+        """A new ``Sequential`` of this one's layers then ``other``'s (the same layers), as PyTorch's."""
+        if not isinstance(other, Sequential):
+            raise ValueError(f"add operator supports only objects of Sequential class, but {type(other)} is given.")
+        return Sequential(*self, *other)
+
+    def __iadd__(self, other: "Sequential") -> "Sequential":
+        if not isinstance(other, Sequential):
+            raise ValueError(f"add operator supports only objects of Sequential class, but {type(other)} is given.")
+        return self.extend(list(other))
+
+    def __mul__(self, times: int) -> "Sequential":
+        """A new ``Sequential`` repeating these layers ``times`` times (the same layers, shared), as PyTorch's."""
+        return Sequential(*(list(self) * _repeat_count(times)))
+
+    __rmul__ = __mul__
+
+    def __imul__(self, times: int) -> "Sequential":
+        return self.extend(list(self) * (_repeat_count(times) - 1))
 
     def _name_at(self, index: int) -> str:
         """The name of the layer at ``index`` (negative from the end); torch's IndexError out of range."""

@@ -23,6 +23,7 @@ from kiln.frontend.grad_mode import no_grad
 from kiln.frontend.inplace_leaf_checks import check_leaf_write
 from kiln.frontend.registered_assignment import check_registered_assignment
 from kiln.frontend.module_registry import CHANGES, Registry
+from kiln.frontend.module_paths import ModulePaths
 from kiln.frontend.module_hooks import HOOK_KINDS, HookMethods, RemovableHandle, any_global_hooks, call_with_hooks, held_hook
 from kiln.frontend.layer_device import accept_device_keyword
 from kiln.frontend.shared_storage import is_shared
@@ -365,7 +366,7 @@ def _eager_storage(data: Any) -> np.ndarray | None:
     return array if isinstance(array, np.ndarray) and array.flags.writeable else None
 
 
-class Module(HookMethods):
+class Module(HookMethods, ModulePaths):
     """Base class of models and layers: subclass, assign layers and Parameters in ``__init__``, write ``forward``;
     forward hooks as PyTorch's (``frontend/module_hooks.py``)."""
 
@@ -508,22 +509,6 @@ class Module(HookMethods):
         for _, buffer in self.named_buffers(recurse=recurse):
             yield buffer
 
-    def get_submodule(self, target: str) -> "Module":
-        """The submodule at the dotted path ``target`` (``"encoder.layers.0"``); ``""`` is this module."""
-        module = self
-        for name in target.split(".") if target else []:
-            if name not in module._modules:
-                raise AttributeError(f"{type(module).__name__} has no submodule {name!r} (looking up {target!r})")
-            module = module._modules[name]
-        return module
-
-    def get_parameter(self, target: str) -> "Parameter":
-        path, _, name = target.rpartition(".")
-        module = self.get_submodule(path)
-        if name not in module._parameters:
-            raise AttributeError(f"{type(module).__name__} has no parameter {name!r} (looking up {target!r})")
-        return module._parameters[name]
-
     def requires_grad_(self, requires_grad: bool = True) -> "Module":
         """Freeze (False) or unfreeze every parameter: a training step leaves frozen ones as they are."""
         for parameter in self.parameters():
@@ -540,6 +525,15 @@ class Module(HookMethods):
         if target is not None:
             for module in self.modules():
                 module._cast_floats(target)
+        return self
+
+    def to_empty(self, *, device: Any = None, recurse: bool = True) -> "Module":
+        """Each parameter and buffer given new, uninitialized memory of its shape and dtype, as PyTorch's (then an
+        ``init`` or ``load_state_dict`` fills it); the device is the backend's choice in kiln."""
+        for module in self.modules() if recurse else [self]:
+            for tensor in [*module._parameters.values(), *module._buffers.values()]:
+                if tensor is not None:
+                    tensor.data = np.empty_like(tensor.data)
         return self
 
     def _cast_floats(self, target: np.dtype) -> None:
@@ -612,6 +606,8 @@ class Module(HookMethods):
     def add_module(self, name: str, module: "Module | None") -> None:
         """Register ``module`` as the child ``name`` (``setattr`` with a name that need not be an identifier)."""
         setattr(self, name, module)
+
+    register_module = add_module
 
     def apply(self, fn: Callable[["Module"], Any]) -> "Module":
         """Call ``fn`` on every submodule, children first, then on this module (PyTorch's order, as for weight init)."""
