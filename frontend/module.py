@@ -27,6 +27,8 @@ from kiln.frontend.module_paths import ModulePaths
 from kiln.frontend.module_hooks import HOOK_KINDS, HookMethods, RemovableHandle, any_global_hooks, call_with_hooks, held_hook
 from kiln.frontend.layer_device import accept_device_keyword
 from kiln.frontend.shared_storage import is_shared
+from kiln.frontend.state_dict_hooks import (StateDictHookMethods, has_hooks, hooked_state_dict, run_load_post_hooks,
+                                            state_after_pre_hooks)
 from kiln.frontend.dynamic_ints import DynamicInt
 from kiln.frontend.tensor import Tensor, eager_tensor
 from kiln.frontend.torch_dtypes import get_default_dtype
@@ -366,7 +368,7 @@ def _eager_storage(data: Any) -> np.ndarray | None:
     return array if isinstance(array, np.ndarray) and array.flags.writeable else None
 
 
-class Module(HookMethods, ModulePaths):
+class Module(HookMethods, ModulePaths, StateDictHookMethods):
     """Base class of models and layers: subclass, assign layers and Parameters in ``__init__``, write ``forward``;
     forward hooks as PyTorch's (``frontend/module_hooks.py``)."""
 
@@ -627,16 +629,21 @@ class Module(HookMethods, ModulePaths):
                             f"got {len(args)}")
         destination, prefix, keep_vars = (*args, *(destination, prefix, keep_vars)[len(args):])
         state = OrderedDict() if destination is None else destination
+        if has_hooks(self.modules(), "_state_dict_pre_hooks", "_state_dict_hooks"):
+            return hooked_state_dict(self, state, prefix, keep_vars)  # frontend/state_dict_hooks.py
         for name, value in self._state_items(prefix):
             state[name] = value if keep_vars else value.data
         return state
 
     def _state_items(self, prefix: str) -> Iterator[tuple[str, Parameter]]:
+        yield from self._own_state_items(prefix)
+        for name, module in self._modules.items():
+            yield from module._state_items(f"{prefix}{name}.")
+
+    def _own_state_items(self, prefix: str) -> Iterator[tuple[str, Parameter]]:
         skipped = self.__dict__.get("_non_persistent_buffers_set", ())
         yield from ((prefix + name, value) for name, value in self._parameters.items() if value is not None)
         yield from ((prefix + name, value) for name, value in self._buffers.items() if value is not None and name not in skipped)
-        for name, module in self._modules.items():
-            yield from module._state_items(f"{prefix}{name}.")
 
     def load_state_dict(self, state: Mapping[str, Any], strict: bool = True, assign: bool = False) -> IncompatibleKeys:
         """Copy arrays into the parameters in place; every key and shape is checked before anything is written. A
@@ -647,13 +654,16 @@ class Module(HookMethods, ModulePaths):
         state's values become new parameters and buffers, in their dtype (``frontend/state_dict_assign.py``)."""
         from kiln.frontend.parametrizations import deprecated_weight_norm_keys  # lazily: it imports this module
 
-        own = dict(self._state_items(""))
-        state = deprecated_weight_norm_keys(self, _without_compile_prefix(state, own), own)
+        own, keys = dict(self._state_items("")), IncompatibleKeys([], [])
+        state = state_after_pre_hooks(self, _without_compile_prefix(state, own), strict, keys)  # state_dict_hooks.py
+        state = deprecated_weight_norm_keys(self, state, own)
         loaded = {id(own[name]) for name in state if name in own}
-        missing = [name for name in own if name not in state]
+        keys.missing_keys[:0] = [name for name in own if name not in state]
+        keys.unexpected_keys[:0] = [name for name in state if name not in own]
+        missing, unexpected = keys
         unloaded = [name for name in missing if id(own[name]) not in loaded]
-        unexpected = [name for name in state if name not in own]
-        if strict and (unloaded or unexpected):
+        checked_after = has_hooks(self.modules(), "_load_state_dict_post_hooks")
+        if strict and (unloaded or unexpected) and not checked_after:
             raise KilnError(f"load_state_dict: missing keys {unloaded}, unexpected keys {unexpected}")
         arrays = {name: _stored_form(own[name], np.asarray(_to_numpy(value))) for name, value in state.items() if name in own}
         for name, array in arrays.items():
@@ -663,13 +673,18 @@ class Module(HookMethods, ModulePaths):
             from kiln.frontend.state_dict_assign import assign_state  # lazily: it builds on this module
 
             assign_state(self, arrays, own)
-            return IncompatibleKeys(missing, unexpected)
-        with no_grad():  # as PyTorch's: loading writes parameters in place
-            for name, array in arrays.items():
-                own[name].copy_(array)
-        for module in self.modules():
-            module._read_buffers_again()
-        return IncompatibleKeys(missing, unexpected)
+        else:
+            with no_grad():  # as PyTorch's: loading writes parameters in place
+                for name, array in arrays.items():
+                    own[name].copy_(array)
+            for module in self.modules():
+                module._read_buffers_again()
+        if checked_after:
+            run_load_post_hooks(self, keys)
+            unloaded = [name for name in missing if id(own[name]) not in loaded]
+            if strict and (unloaded or unexpected):
+                raise KilnError(f"load_state_dict: missing keys {unloaded}, unexpected keys {unexpected}")
+        return keys
 
     def train(self, mode: bool = True) -> "Module":
         """Set ``training`` here, then ``train(mode)`` on each child, as torch's: a child's own ``train`` runs

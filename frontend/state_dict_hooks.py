@@ -1,0 +1,142 @@
+"""PyTorch's state-dict hooks on a ``Module``: what ``state_dict()`` and ``load_state_dict()`` call per module.
+
+```python
+def rename_old_keys(module, state_dict, prefix, local_metadata, strict, missing, unexpected, errors):
+    if prefix + "gamma" in state_dict:                   # an old checkpoint's name
+        state_dict[prefix + "weight"] = state_dict.pop(prefix + "gamma")
+norm.register_load_state_dict_pre_hook(rename_old_keys)
+model.register_load_state_dict_post_hook(lambda module, keys: keys.missing_keys.clear())
+model.register_state_dict_post_hook(lambda module, state_dict, prefix, local_metadata: state_dict.pop(prefix + "cache"))
+```
+
+As torch's: ``state_dict`` calls each module's pre hooks ``(module, prefix, keep_vars)`` before writing its entries,
+and its post hooks ``(module, state_dict, prefix, local_metadata)`` after its children's (the private
+``_register_state_dict_hook``'s result, where not None, is the dict returned from there). ``load_state_dict`` copies
+the state and calls each module's pre hooks, parents first, with the entries under its prefix (renames there reach
+the load), then loads, then calls the post hooks ``(module, incompatible_keys)`` children first, which may change the
+missing and unexpected keys before ``strict`` is checked (``frontend/module.py``). Loading stays all or nothing where
+no post hook is registered; with one, the loadable entries are written before ``strict`` raises, as torch's.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any, Callable, Iterator, Mapping
+
+from kiln.compiler.errors import KilnError
+from kiln.frontend.module_hooks import RemovableHandle, held_hook
+
+_KINDS = ("_state_dict_pre_hooks", "_state_dict_hooks", "_load_state_dict_pre_hooks", "_load_state_dict_post_hooks")
+
+
+class StateDictHookMethods:
+    """The mixin ``Module`` takes the registration methods from."""
+
+    def register_state_dict_pre_hook(self, hook: Callable[..., None]) -> RemovableHandle:
+        """``hook(module, prefix, keep_vars)`` before ``state_dict`` writes this module's entries."""
+        return held_hook(_registry(self, "_state_dict_pre_hooks"), hook)
+
+    def register_state_dict_post_hook(self, hook: Callable[..., None]) -> RemovableHandle:
+        """``hook(module, state_dict, prefix, local_metadata)`` after this module's entries and its children's are
+        written; it changes ``state_dict`` in place (a result other than None is refused, as torch's)."""
+        return held_hook(_registry(self, "_state_dict_hooks"), _returning_none(hook))
+
+    def _register_state_dict_hook(self, hook: Callable[..., Any]) -> RemovableHandle:
+        """torch's private form: a result that is not None replaces the dict this module's ``state_dict`` returns."""
+        return held_hook(_registry(self, "_state_dict_hooks"), hook)
+
+    def register_load_state_dict_pre_hook(self, hook: Callable[..., None]) -> RemovableHandle:
+        """``hook(module, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)``
+        before this module's entries load; ``state_dict`` holds the entries under ``prefix``, renames there load."""
+        return held_hook(_registry(self, "_load_state_dict_pre_hooks"), hook)
+
+    def _register_load_state_dict_pre_hook(self, hook: Callable[..., None], with_module: bool = False) -> RemovableHandle:
+        """torch's private form: the hook takes no module unless ``with_module``."""
+        return held_hook(_registry(self, "_load_state_dict_pre_hooks"),
+                         hook if with_module else lambda module, *arguments: hook(*arguments))
+
+    def register_load_state_dict_post_hook(self, hook: Callable[..., None]) -> RemovableHandle:
+        """``hook(module, incompatible_keys)`` after the load; it may change the missing and unexpected keys in place
+        (before ``strict`` is checked)."""
+        return held_hook(_registry(self, "_load_state_dict_post_hooks"), _returning_none(hook, "load_state_dict"))
+
+
+def _registry(module: Any, kind: str) -> "OrderedDict[int, Callable[..., Any]]":
+    return module.__dict__.setdefault(kind, OrderedDict())
+
+
+def _hooks(module: Any, kind: str) -> list[Callable[..., Any]]:
+    return list(module.__dict__.get(kind, {}).values())
+
+
+def _returning_none(hook: Callable[..., Any], what: str = "state_dict") -> Callable[..., None]:
+    def checked(*arguments: Any) -> None:
+        if hook(*arguments) is not None:
+            raise KilnError(f"a {what} post hook ({getattr(hook, '__qualname__', hook)}) returned a value: it must "
+                            "change its arguments in place and return None, as torch's")
+
+    return checked
+
+
+def has_hooks(modules: Iterator[Any], *kinds: str) -> bool:
+    """Whether any of ``modules`` holds a hook of ``kinds`` (all kinds where none are named)."""
+    kinds = kinds or _KINDS
+    return any(module.__dict__.get(kind) for module in modules for kind in kinds)
+
+
+def hooked_state_dict(module: Any, state: Any, prefix: str, keep_vars: bool) -> Any:
+    """``state_dict`` of ``module`` into ``state`` with its hooks and its children's, as torch's recursion."""
+    for hook in _hooks(module, "_state_dict_pre_hooks"):
+        hook(module, prefix, keep_vars)
+    for name, value in module._own_state_items(prefix):
+        state[name] = value if keep_vars else value.data
+    for name, child in module._modules.items():
+        if child is not None:
+            hooked_state_dict(child, state, f"{prefix}{name}.", keep_vars)  # a child's new dict is dropped, as torch's
+    for hook in _hooks(module, "_state_dict_hooks"):
+        result = hook(module, state, prefix, {"version": getattr(module, "_version", 1)})
+        state = state if result is None else result
+    return state
+
+
+def state_after_pre_hooks(root: Any, state: Mapping[str, Any], strict: bool, keys: Any) -> Mapping[str, Any]:
+    """A copy of ``state`` after each module's load pre hooks, parents first, each given the entries under its prefix
+    (what it renames, adds or drops there is what loads); ``keys``' lists take what the hooks append."""
+    if not has_hooks(root.modules(), "_load_state_dict_pre_hooks"):
+        return state
+    metadata = getattr(state, "_metadata", None) or {}  # torch's saved state_dict carries one
+    state, errors = OrderedDict(state), []
+    for prefix, module in _modules_with_prefixes(root, ""):
+        hooks = _hooks(module, "_load_state_dict_pre_hooks")
+        if not hooks:
+            continue
+        local = OrderedDict((key, value) for key, value in state.items() if key.startswith(prefix))
+        for hook in hooks:
+            hook(module, local, prefix, dict(metadata.get(prefix[:-1], {})), strict, keys.missing_keys,
+                 keys.unexpected_keys, errors)
+        state = OrderedDict([*((k, v) for k, v in state.items() if not k.startswith(prefix)), *local.items()])
+    if errors:
+        raise KilnError("Error(s) in loading state_dict:\n\t" + "\n\t".join(errors))
+    return state
+
+
+def run_load_post_hooks(root: Any, keys: Any) -> None:
+    """Each module's load post hooks, children before their parent, as torch's ``load`` recursion calls them."""
+    for _, module in _modules_with_prefixes(root, "", parents_first=False):
+        for hook in _hooks(module, "_load_state_dict_post_hooks"):
+            hook(module, keys)
+
+
+def _modules_with_prefixes(module: Any, prefix: str, parents_first: bool = True) -> Iterator[tuple[str, Any]]:
+    """Each module under ``module`` with the prefix its entries have (every occurrence of a shared one), a parent
+    before or after its children."""
+    if parents_first:
+        yield prefix, module
+    for name, child in module._modules.items():
+        if child is not None:
+            yield from _modules_with_prefixes(child, f"{prefix}{name}.", parents_first)
+    if not parents_first:
+        yield prefix, module
+
+
+__all__ = ["StateDictHookMethods", "has_hooks", "hooked_state_dict", "run_load_post_hooks", "state_after_pre_hooks"]
