@@ -47,6 +47,21 @@ def concrete_array(tensor: Any) -> np.ndarray | None:
     return _array(tensor)
 
 
+def argument_values(value: Any, refusal: str) -> Any:
+    """A number, list or array as it is; a tensor given where PyTorch reads its values on the host (``quantile``'s
+    ``q``, ``tensor_split``'s indices) as its array: an eager one's, a traced one's computed from constants or, in a
+    ``kiln.compile`` trace, from the call's inputs (guarded); else the located ``refusal``."""
+    from kiln.frontend.tensor_methods import traced_values  # lazily: the methods build on this module
+
+    if not isinstance(value, Tensor):
+        return value
+    array = concrete_array(value)
+    array = traced_values(value) if array is None else array
+    if array is None:
+        raise located_error(refusal)
+    return np.asarray(array)
+
+
 def _array(tensor: Any) -> np.ndarray | None:
     """The values of an eager tensor or parameter, or of a traced tensor computed from constants only (DINO's
     ``torch.unique_consecutive(torch.tensor([inp.shape[-1] for inp in x]), return_counts=True)``, known while
@@ -249,4 +264,4 @@ def _values(other: Any) -> np.ndarray:
     return array
 
 
-__all__ = ["Histogram", "allclose", "bincount", "concrete_array", "eager_with_mask", "histc", "histogram", "equal", "is_eager", "is_nonzero", "masked_rows", "masked_select", "nonzero", "repeat_by_counts", "unique", "unique_consecutive"]
+__all__ = ["Histogram", "allclose", "argument_values", "bincount", "concrete_array", "eager_with_mask", "histc", "histogram", "equal", "is_eager", "is_nonzero", "masked_rows", "masked_select", "nonzero", "repeat_by_counts", "unique", "unique_consecutive"]

@@ -14,7 +14,7 @@ from kiln.frontend.autocast import autocasts
 from kiln.frontend.matmul_shape_checks import check_inner_shapes, check_mv_shapes
 from kiln.frontend.tensor_math import _promoted, _scaled
 from kiln.frontend.tensor_methods import _floating
-from kiln.frontend.tensor_mixin_ops import _is_tensor, _where
+from kiln.frontend.tensor_mixin_ops import _where
 from kiln.frontend.trace import located_error
 
 
@@ -135,8 +135,10 @@ _INTERPOLATIONS = ("linear", "lower", "higher", "midpoint", "nearest")
 
 def _quantile_ranks(q: Any, length: Any, interpolation: str) -> np.ndarray:
     """``q (n - 1)``: where each quantile sits among the ``n`` sorted values (float64, as PyTorch's for float64)."""
-    if _is_tensor(q):
-        raise located_error("quantile takes q as a number or a list: a traced tensor's values are unknown while tracing")
+    from kiln.frontend.eager_data_dependent import argument_values  # lazily: it builds on the tensor
+
+    q = argument_values(q, "quantile: q is a tensor whose values exist only when the graph runs (computed from "
+                           "trained weights or a random draw); give it as a number, a list or an eager tensor")
     if interpolation not in _INTERPOLATIONS:
         raise located_error(f"quantile: interpolation must be one of {_INTERPOLATIONS}, got {interpolation!r}")
     if not isinstance(length, int) or length == 0:

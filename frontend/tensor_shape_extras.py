@@ -15,7 +15,7 @@ from kiln.frontend.autocast import autocasts
 from kiln.frontend.inplace_leaf_checks import check_leaf_write
 from kiln.frontend.tensor_inplace import check_fresh
 from kiln.frontend.view_writes import reshape_in_place
-from kiln.frontend.tensor_mixin_ops import _apply, _constant, _is_tensor, _where
+from kiln.frontend.tensor_mixin_ops import _apply, _constant, _where
 from kiln.frontend.trace import located_error
 
 
@@ -154,8 +154,12 @@ def _static_shape(method: str, x: Any) -> tuple[int, ...]:
 
 def _section_cuts(length: int, indices_or_sections: Any) -> list[int]:
     """Where ``tensor_split`` cuts: after each near-equal section, or at the listed indices."""
-    if _is_tensor(indices_or_sections):
-        raise located_error("tensor_split takes an int or a list of indices: a traced tensor's values are unknown")
+    from kiln.frontend.eager_data_dependent import argument_values  # lazily: it builds on the tensor
+
+    indices_or_sections = argument_values(indices_or_sections, "tensor_split: the indices are a tensor whose values "
+                                          "exist only when the graph runs; give an int, a list or an eager tensor")
+    if isinstance(indices_or_sections, np.ndarray) and indices_or_sections.ndim == 0:  # a 0-d tensor: sections
+        indices_or_sections = int(indices_or_sections)
     if isinstance(indices_or_sections, (int, np.integer)):
         sections = int(indices_or_sections)
         if sections <= 0:
