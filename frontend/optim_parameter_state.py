@@ -403,7 +403,8 @@ def _same(current: Any, traced: Any, plain: bool) -> bool:
 
 class ParameterState(dict):
     """A dict of per-parameter state keyed by ``id(parameter)``, indexed by the parameter too; a missing entry is a new
-    empty dict (PyTorch's ``defaultdict(dict)``)."""
+    empty dict (PyTorch's ``defaultdict(dict)``). The user's code iterating it sees the parameters as keys, as
+    torch's (``_seen_by_user``)."""
 
     def __init__(self, entries: Any = (), counter: StepCounter | None = None) -> None:
         dict.__init__(self)
@@ -433,6 +434,26 @@ class ParameterState(dict):
 
     def __getitem__(self, key: Any) -> Any:
         return dict.__getitem__(self, _key(key))
+
+    def __iter__(self) -> Any:
+        return iter(self._seen_by_user()) if called_from_user() else dict.__iter__(self)
+
+    def keys(self) -> Any:
+        return self._seen_by_user().keys() if called_from_user() else dict.keys(self)
+
+    def items(self) -> Any:
+        return self._seen_by_user().items() if called_from_user() else dict.items(self)
+
+    def _seen_by_user(self) -> dict[Any, Any]:
+        """The entries keyed as torch's ``defaultdict`` keys them, by parameter (``for p, s in
+        optimizer.state.items()``); kiln's own code sees its ``id(parameter)`` keys. A key of no parameter of the
+        optimizer stays as it is."""
+        parameters = self._parameters_by_id()
+        return {parameters.get(key, key): entry for key, entry in dict.items(self)}
+
+    def _parameters_by_id(self) -> dict[int, Any]:
+        optimizer = self.counter.optimizer() if self.counter is not None else None
+        return {id(p): p for group in getattr(optimizer, "param_groups", ()) for p in group["params"]}
 
     def __setitem__(self, key: Any, value: Any) -> None:
         entry = StateEntry(_kept(key, value)) if isinstance(value, dict) else value
