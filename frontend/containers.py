@@ -136,15 +136,18 @@ def _as_parameter(value: Any, where: Any) -> Parameter:
 
 class ParameterList(Module):
     """``torch.nn.ParameterList``: parameters named ``0``, ``1``, ... (``params.0`` in the ``state_dict``); indexing,
-    slicing (a new list of the same parameters), ``append``, ``extend``, ``+=``."""
+    slicing (a new list of the same parameters), ``append``, ``extend``, ``+=``. An entry may be ``None``
+    (Transformer-XL's ``out_projs.append(None)``): it counts and indexes as torch's, and is no parameter."""
 
     def __init__(self, values: Iterable[Any] | None = None):
         super().__init__()
+        self._size = 0
         if values is not None:
             self.extend(values)
 
     def append(self, value: Any) -> "ParameterList":
-        setattr(self, str(len(self)), _as_parameter(value, len(self)))
+        self._size += 1
+        self[self._size - 1] = value
         return self
 
     def extend(self, values: Iterable[Any]) -> "ParameterList":
@@ -156,17 +159,18 @@ class ParameterList(Module):
         return self.extend(values)
 
     def __getitem__(self, index: int | slice) -> Any:
-        parameters = list(self._parameters.values())
-        return ParameterList(parameters[index]) if isinstance(index, slice) else parameters[self._position(index)]
+        if isinstance(index, slice):
+            return ParameterList(list(self)[index])
+        return getattr(self, str(self._position(index)))
 
     def __setitem__(self, index: int, value: Any) -> None:
-        setattr(self, str(self._position(index)), _as_parameter(value, index))
+        setattr(self, str(self._position(index)), None if value is None else _as_parameter(value, index))
 
     def __len__(self) -> int:
-        return len(self._parameters)
+        return self._size
 
-    def __iter__(self) -> Iterator[Parameter]:
-        return iter(list(self._parameters.values()))
+    def __iter__(self) -> Iterator[Parameter | None]:
+        return iter([getattr(self, str(position)) for position in range(self._size)])
 
     def _position(self, index: int) -> int:
         if not -len(self) <= index < len(self):

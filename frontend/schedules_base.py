@@ -25,6 +25,13 @@ STEP_BEFORE_OPTIMIZER = (
 """torch's warning at the first ``scheduler.step()`` when the optimizer has not stepped (a GradScaler that skipped its
 first step on inf gradients gives it too, as torch's)."""
 
+EPOCH_DEPRECATION = (
+    "The epoch parameter in `scheduler.step()` was not necessary and is being deprecated where possible. Please use "
+    "`scheduler.step()` to step the scheduler. During the deprecation, if epoch is different from None, the closed form "
+    "is used instead of the new chainable form, where available. Please open an issue if you are unable to replicate "
+    "your use case: https://github.com/pytorch/pytorch/issues/new/choose.")
+"""torch's warning at ``scheduler.step(epoch)``."""
+
 
 class LRScheduler:
     """Base class: ``base_lrs`` from each group's ``initial_lr``, ``last_epoch`` counting ``step()`` calls."""
@@ -55,12 +62,16 @@ class LRScheduler:
         """The learning rates after this step, from the current ones (PyTorch's chainable form)."""
         raise NotImplementedError
 
-    def step(self) -> None:
+    def step(self, epoch: int | None = None) -> None:
+        """The next learning rates; ``step(epoch)``, deprecated in PyTorch and still taken (Transformer-XL's train.py
+        writes ``scheduler.step(train_step)``), jumps to ``epoch`` by the closed form where there is one."""
         refuse_in_step("scheduler.step()", "call it after the compiled step, outside it (the learning rate is an input of the step)")
         if self._step_count == 1 and not _optimizer_stepped(self.optimizer):
             warnings.warn(STEP_BEFORE_OPTIMIZER, UserWarning, stacklevel=2)
         self._step_count += 1
-        self._update_lr(None)
+        if epoch is not None:
+            warnings.warn(EPOCH_DEPRECATION, UserWarning, stacklevel=2)
+        self._update_lr(epoch)
 
     def _update_lr(self, epoch: int | None) -> None:
         if epoch is None:
