@@ -22,5 +22,17 @@ def check_conv_channels(input: Tensor, weight: Tensor, groups: int) -> None:  # 
                                     f"{_sizes(input)} to have {expected} channels, but got {got} channels instead")
 
 
+class ConvRankError(TraceError, RuntimeError):
+    """An input with neither the unbatched nor the batched rank of the convolution (torch's ``RuntimeError``)."""
+
+
+def check_conv_rank(function: str, input: Tensor, spatial: int) -> None:  # noqa: A002  (torch's names)
+    """Raise torch's error when ``input`` is neither ``(C, *spatial)`` nor ``(N, C, *spatial)``: a (C, L) image given
+    to ``conv2d`` is no image of 8 channels."""
+    if input.ndim not in (spatial + 1, spatial + 2):
+        raise located(ConvRankError, f"Expected {spatial + 1}D (unbatched) or {spatial + 2}D (batched) input to "
+                                     f"{function}, but got input of size: {_sizes(input)}")
+
+
 def _sizes(tensor: Tensor) -> str:
     return "[" + ", ".join(str(d) for d in tensor.shape) + "]"

@@ -26,7 +26,7 @@ from kiln.frontend.functional_nn import _pair, avg_pool2d, max_pool2d, pad, same
 from kiln.frontend.tensor import Tensor, apply
 from kiln.frontend.trace import located_error
 from kiln.frontend.autocast import autocasts
-from kiln.frontend.conv_channel_checks import check_conv_channels
+from kiln.frontend.conv_channel_checks import check_conv_channels, check_conv_rank
 
 
 def single_size(function: str, name: str, value: Any) -> int:
@@ -48,6 +48,7 @@ def conv1d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: An
 
     Traced as ``tensor.conv2d`` on ``(N, C, 1, L)`` with weight ``(O, C/groups, 1, K)``, the height a unit axis.
     """
+    check_conv_rank("conv1d", input, 1)
     if input.ndim == 2 and weight.ndim == 3:
         return conv1d(input.unsqueeze(0), weight, bias, stride, padding, dilation, groups).squeeze(0)
     if input.ndim != 3 or weight.ndim != 3:

@@ -23,6 +23,8 @@ from kiln.frontend.functional_half import in_opmath
 from kiln.frontend.tensor import Tensor, apply
 from kiln.frontend.tensor_bitwise import TORCH_NAMES
 from kiln.frontend.torch_dtypes import promote_types
+from kiln.compiler.errors import TraceError
+from kiln.frontend.inplace_leaf_checks import located
 from kiln.frontend.trace import located_error
 from kiln.frontend.autocast import autocasts
 
@@ -159,8 +161,9 @@ def binary_cross_entropy(input: Tensor, target: Tensor, weight: Any = None, redu
     The gradient w.r.t. ``input`` is PyTorch's hand-written one, ``w (x - t) / max(x (1 - x), 1e-12)``: finite and
     steep (not 0) at ``x`` exactly 0 or 1, where a saturated sigmoid lands. The gradient w.r.t. ``target`` is the
     derivative of the clamped loss (PyTorch's is the unclamped ``-logit(x)``, infinite at 0 and 1). ``weight``
-    broadcasts to the input. Inputs outside [0, 1] are not checked (PyTorch raises); they give NaN.
+    broadcasts to the input. Eager inputs outside [0, 1] (NaN too) are refused as PyTorch's; traced ones give NaN.
     """
+    _check_probabilities(input)
     _same_shape("binary_cross_entropy", input, target)
     _same_float_dtype("binary_cross_entropy", input, target)
     _check_reduction("binary_cross_entropy", reduction)
@@ -173,6 +176,19 @@ def binary_cross_entropy(input: Tensor, target: Tensor, weight: Any = None, redu
     slope = (x - target) / apply("tensor.maximum", (1.0 - x) * x, TORCH_EPSILON)
     loss = loss + _zero_with_unit_slope(input) * slope
     return _reduce(loss if weight is None else loss * weight, reduction)
+
+
+class ProbabilityRangeError(TraceError, RuntimeError):
+    """``binary_cross_entropy`` given values outside [0, 1] (torch's ``RuntimeError``)."""
+
+
+def _check_probabilities(input: Tensor) -> None:  # noqa: A002  (torch's name)
+    """PyTorch's check that BCE's input holds probabilities, where the values are known now (an eager tensor): logits
+    given by mistake (BCE where ``binary_cross_entropy_with_logits`` was meant) otherwise give a NaN loss."""
+    values = eager_array(input)
+    if values is not None and not np.all((values >= 0) & (values <= 1)):
+        raise located(ProbabilityRangeError, "all elements of input should be between 0 and 1 (binary_cross_entropy "
+                                             "takes probabilities; for logits use binary_cross_entropy_with_logits)")
 
 
 @autocasts("kl_div")

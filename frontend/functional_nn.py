@@ -27,7 +27,7 @@ from kiln.frontend.tensor import Tensor, apply
 from kiln.frontend.trace import located_error
 from kiln.frontend.tensor_inplace import honors_inplace
 from kiln.frontend.autocast import autocasts
-from kiln.frontend.conv_channel_checks import check_conv_channels
+from kiln.frontend.conv_channel_checks import check_conv_channels, check_conv_rank
 from kiln.frontend.functional_half import bias_added_in_opmath, mixed_norm
 from kiln.frontend.functional_attention_paths import attention_in_float32, attention_with_float_mask, shared_key_value_heads, takes_float32_path
 from kiln.frontend.functional_attention_paths import zero_rows_attending_nothing
@@ -238,6 +238,7 @@ def logical_not(input: Tensor) -> Tensor:
 def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1) -> Tensor:
     """``(N, C, H, W)`` (or unbatched ``(C, H, W)``) by weight ``(O, C/groups, KH, KW)``; ``padding`` may be ints,
     ``"valid"`` or ``"same"`` (stride 1; an odd total puts the extra zero at the end, as PyTorch)."""
+    check_conv_rank("conv2d", input, 2)
     if input.ndim == 3:
         return conv2d(input.unsqueeze(0), weight, bias, stride, padding, dilation, groups).squeeze(0)
     check_conv_channels(input, weight, groups)

@@ -27,6 +27,10 @@ from kiln.frontend.tensor import Tensor
 Update = tuple[Value, dict[str, Value]]
 
 
+class EmptyParametersError(KilnError, ValueError):
+    """An optimizer given no parameters (torch's ``ValueError``)."""
+
+
 class Optimizer:
     """Base class: parameter groups, per-parameter state, the step counter, and the ops of one update."""
 
@@ -64,10 +68,10 @@ class Optimizer:
         """Per parameter (by id), the eager steps that found it without ``.grad`` (``runtime/eager_optim.py``)."""
         groups = list(params)
         if not groups:
-            raise KilnError(
-                f"{type(self).__name__} got no parameters; build the model first "
-                "(model.build(input_shape), or give the first Dense an input_dim)"
-            )
+            raise EmptyParametersError(
+                f"{type(self).__name__}: optimizer got an empty parameter list (as PyTorch refuses it). model.parameters() "
+                "is a generator, used up by one pass: make a list of it to use it twice; a Keras model builds its "
+                "weights first (model.build(input_shape), or give the first Dense an input_dim)")
         if not isinstance(groups[0], dict):
             groups = [{"params": groups}]
         for group in groups:

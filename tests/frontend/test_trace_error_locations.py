@@ -24,7 +24,7 @@ def bad_dim(x):
 
 
 @pytest.mark.parametrize(("fn", "specs", "line", "what"), [
-    (bad_conv, [(2, 3, 4, 5), (4, 3, 3)], "return F.conv1d(x, w)", "conv1d expects"),
+    (bad_conv, [(2, 3, 4, 5), (4, 3, 3)], "return F.conv1d(x, w)", "Expected 2D (unbatched) or 3D (batched) input to conv1d"),
     (bad_attention, [(2, 4, 8)], "return F.scaled_dot_product_attention(q, q, q, dropout_p=1.5)", "dropout_p must be in [0, 1)"),
     (bad_dim, [(2, 3)], "return x.var(dim=5)", "var: dim 5 does not fit"),
 ])
