@@ -20,7 +20,7 @@ from kiln.compiler.ir.core import Value
 from kiln.compiler.ir.types import DType, is_float_array_dtype
 from kiln.frontend.eager_values import ARRAYS, count_update
 from kiln.frontend.grad_mode import no_grad
-from kiln.frontend.inplace_leaf_checks import check_leaf_write
+from kiln.frontend.inplace_leaf_checks import check_leaf_write, located
 from kiln.frontend.registered_assignment import check_registered_assignment
 from kiln.frontend.module_registry import CHANGES, Registry
 from kiln.frontend.module_paths import ModulePaths
@@ -35,7 +35,7 @@ from kiln.frontend.torch_dtypes import get_default_dtype
 from kiln.frontend.torch_printoptions import printed
 from kiln.frontend.tensor_eager import array_protocol
 from kiln.frontend.torch_array import TorchArray, torch_array, traced_view, tracing
-from kiln.frontend.trace import TraceContext, step_capture
+from kiln.frontend.trace import TraceContext, called_from_user, step_capture
 from kiln.frontend.torch_size import Size
 
 
@@ -62,6 +62,8 @@ class ArrayLeaf(Tensor):
         if capture is not None:  # p.grad = None in a kiln.compile'd step: the step's own .grad from here on
             capture.assign_grad(self, value)
             return
+        if _mismatched_grad(self, value) and called_from_user():
+            raise located(GradAssignmentError, _mismatched_grad(self, value))
         self.__dict__["grad"] = value
 
     requires_grad: bool = True
@@ -202,6 +204,24 @@ class Parameter(ArrayLeaf):
     def __repr__(self) -> str:
         """torch's: ``Parameter containing:`` over the values (``print(model.fc.weight)``)."""
         return "Parameter containing:\n" + _values_repr(self)
+
+
+class GradAssignmentError(KilnError, RuntimeError):
+    """``p.grad = g`` with ``g`` of another shape or dtype than ``p`` (torch's ``RuntimeError``)."""
+
+
+def _mismatched_grad(leaf: ArrayLeaf, grad: Any) -> str:
+    """torch's refusal of ``leaf.grad = grad`` where their shapes or dtypes differ; "" where they agree (or ``grad``
+    has neither: None, a number)."""
+    shape, dtype = getattr(grad, "shape", None), getattr(grad, "dtype", None)
+    own = leaf._data
+    if shape is not None and tuple(shape) != tuple(own.shape):
+        return (f"attempting to assign a gradient of size '{list(shape)}' to a tensor of size '{list(own.shape)}'. "
+                "Please ensure that the gradient and the tensor are the same size")
+    if dtype is not None and np.dtype(getattr(dtype, "numpy", dtype)) != own.dtype:
+        return (f"attempting to assign a gradient with dtype '{DType.of(dtype)}' to a tensor with dtype "
+                f"'{DType.of(own.dtype)}': the gradient must match the tensor's dtype, as in PyTorch")
+    return ""
 
 
 def _values_repr(tensor: Any) -> str:

@@ -161,6 +161,9 @@ class TorchMethods(BitwiseMethods):
         from kiln.frontend.index_bounds_checks import check_index_values  # lazily: it reads eager values
 
         axis = dim % self.ndim
+        if not index.dtype.is_int:  # type: ignore[attr-defined]
+            raise located_error("gather(): Expected dtype int32/int64 for index (as in PyTorch; a float index would be "
+                                f"truncated), got {index.type}")
         if index.ndim != self.ndim:
             raise located_error(f"gather: the index {index.type} needs the rank of {self.type}")
         index = check_index_values(index, axis, self.shape[axis])

@@ -139,6 +139,11 @@ def arange(start: Any, end: Any = None, step: Any = 1, *, out: Any = None, dtype
         return _requiring_grad(symbolic_arange(start, end, step, DType.of(dtype or "int64")), requires_grad)
     if not all(isinstance(v, (int, float, np.number)) for v in (start, end, step)):
         raise located_error("arange takes numbers: a length from a symbolic dim is not known while tracing")
+    if step == 0:
+        raise located_error("arange: step must be nonzero (as in PyTorch)")
+    if (end - start) * step < 0:
+        raise located_error("arange: upper bound and lower bound inconsistent with step sign (as in PyTorch): "
+                            f"start={start}, end={end}, step={step}")
     integral = all(isinstance(v, (int, np.integer)) for v in (start, end, step))
     return _requiring_grad(_created(cast_array(np.arange(start, end, step), _dtype(dtype, "int64" if integral else "float32"))), requires_grad)
 
@@ -441,6 +446,9 @@ def randint(low: int, high: int | None = None, size: Any = None, *, dtype: Any =
         low, high = 0, low
     elif size is None and isinstance(high, (tuple, list)):  # randint(high, (n,))
         low, high, size = 0, low, high
+    if isinstance(low, (int, np.integer)) and isinstance(high, (int, np.integer)) and low >= high:
+        raise located_error(f"random_ expects 'from' to be less than 'to', but got from={low} >= to={high} (randint's "
+                            "range is [low, high), as in PyTorch)")
     draw = rand(*tuple(size), dtype="float64", generator=generator)
     return (draw * (high - low)).floor().to(DType.of("int64" if dtype is None else dtype)) + low
 
