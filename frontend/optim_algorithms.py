@@ -13,19 +13,18 @@ from typing import Any, Iterable
 import ml_dtypes
 import numpy as np
 
-from kiln.compiler.errors import KilnError
 from kiln.compiler.ir.builder import Builder
 from kiln.compiler.ir.core import Value
 from kiln.compiler.ops.optim import emit_decomposed
 from kiln.frontend.module import Parameter
-from kiln.frontend.optim_base import Optimizer, _non_negative
+from kiln.frontend.optim_base import InvalidOptionError, Optimizer, _non_negative
 
 
 def _check_adam_like(owner: str, group: dict[str, Any]) -> None:
     """lr, eps and weight_decay >= 0; two betas in [0, 1)."""
     _non_negative(owner, group, "lr", "eps", "weight_decay")
     if len(group["betas"]) != 2 or not all(0.0 <= beta < 1.0 for beta in group["betas"]):
-        raise KilnError(f"{owner}: invalid betas {group['betas']}; both must be in [0, 1)")
+        raise InvalidOptionError(f"{owner}: invalid betas {group['betas']}; both must be in [0, 1)")
 
 
 def _update_op(b: Builder, name: str, *operands: Value, **attrs: Any) -> Any:
@@ -69,7 +68,7 @@ class SGD(Optimizer):
     def check_group(self, group: dict[str, Any]) -> None:
         _non_negative("SGD", group, "lr", "momentum", "weight_decay")
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
-            raise KilnError("SGD: nesterov momentum requires momentum > 0 and dampening = 0")
+            raise InvalidOptionError("SGD: nesterov momentum requires momentum > 0 and dampening = 0")
 
     def state_names(self, group: dict[str, Any]) -> tuple[str, ...]:
         return ("momentum_buffer",) if group["momentum"] != 0 or "momentum" in self.graph_hyperparameters else ()
@@ -308,7 +307,7 @@ class Adadelta(Optimizer):
     def check_group(self, group: dict[str, Any]) -> None:
         _non_negative("Adadelta", group, "lr", "eps", "weight_decay")
         if not 0.0 <= group["rho"] <= 1.0:
-            raise KilnError(f"Adadelta: invalid rho {group['rho']}; it must be in [0, 1]")
+            raise InvalidOptionError(f"Adadelta: invalid rho {group['rho']}; it must be in [0, 1]")
 
     def state_names(self, group: dict[str, Any]) -> tuple[str, ...]:
         return ("square_avg", "acc_delta")
@@ -341,7 +340,7 @@ class Rprop(Optimizer):
         _non_negative("Rprop", group, "lr")
         etaminus, etaplus = group["etas"]
         if not 0.0 < etaminus < 1.0 < etaplus:
-            raise KilnError(f"Rprop: invalid etas {group['etas']}; they must satisfy 0 < etas[0] < 1 < etas[1]")
+            raise InvalidOptionError(f"Rprop: invalid etas {group['etas']}; they must satisfy 0 < etas[0] < 1 < etas[1]")
 
     def state_names(self, group: dict[str, Any]) -> tuple[str, ...]:
         return ("prev", "step_size")
@@ -416,11 +415,11 @@ class Adafactor(Optimizer):
         _non_negative("Adafactor", group, "lr", "weight_decay")
         eps1, eps2 = group["eps"]
         if group["beta2_decay"] > 0:
-            raise KilnError(f"Adafactor: invalid beta2_decay {group['beta2_decay']}; it must be <= 0")
+            raise InvalidOptionError(f"Adafactor: invalid beta2_decay {group['beta2_decay']}; it must be <= 0")
         if (eps1 is not None and eps1 < 0) or eps2 < 0:
-            raise KilnError(f"Adafactor: invalid eps {group['eps']}; both must be >= 0 (the first may be None)")
+            raise InvalidOptionError(f"Adafactor: invalid eps {group['eps']}; both must be >= 0 (the first may be None)")
         if group["d"] < 1:
-            raise KilnError(f"Adafactor: invalid d {group['d']}; the clipping threshold must be >= 1")
+            raise InvalidOptionError(f"Adafactor: invalid d {group['d']}; the clipping threshold must be >= 1")
 
     def state_names(self, group: dict[str, Any]) -> tuple[str, ...]:
         """Every name a parameter of this group may keep; each keeps ``param_state_names``."""

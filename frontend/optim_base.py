@@ -31,6 +31,10 @@ class EmptyParametersError(KilnError, ValueError):
     """An optimizer given no parameters (torch's ``ValueError``)."""
 
 
+class InvalidOptionError(KilnError, ValueError):
+    """An optimizer option out of its range, or a parameter listed twice (torch's ``ValueError``)."""
+
+
 class Optimizer:
     """Base class: parameter groups, per-parameter state, the step counter, and the ops of one update."""
 
@@ -85,7 +89,7 @@ class Optimizer:
         params = [as_optimizer_parameter(param) for param in params]
         seen = {id(p) for p in self.parameters()}
         if any(id(p) in seen for p in params) or len({id(p) for p in params}) != len(params):
-            raise KilnError("some parameters appear in more than one parameter group (or twice in one); list each once")
+            raise InvalidOptionError("some parameters appear in more than one parameter group (or twice in one); list each once")
         full = {**self.defaults, **group, "params": params}
         self.check_group(full)
         refuse_differentiable(type(self).__name__, full)
@@ -382,7 +386,7 @@ def _non_negative(owner: str, group: dict[str, Any], *names: str) -> None:
     ``weight_decay``, as PyTorch's base accepts) is not checked."""
     for name in names:
         if name in group and group[name] < 0:
-            raise KilnError(f"{owner}: invalid {name} {group[name]}; it must be >= 0")
+            raise InvalidOptionError(f"{owner}: invalid {name} {group[name]}; it must be >= 0")
 
 
 

@@ -47,6 +47,7 @@ import numpy as np
 from kiln.compiler.errors import CheckpointError, KilnError
 from kiln.frontend.module import Parameter
 from kiln.frontend.optim import Optimizer, _non_negative
+from kiln.frontend.optim_base import InvalidOptionError
 from kiln.frontend.optim_line_search import strong_wolfe
 from kiln.frontend.tensor import Tensor
 from kiln.frontend.trace import TraceContext, located_error
@@ -323,7 +324,7 @@ class LBFGS(Optimizer):
         _non_negative("LBFGS", group, "lr")
         for name in ("max_iter", "max_eval", "history_size"):
             if not isinstance(group[name], (int, np.integer)) or group[name] < 1:
-                raise KilnError(f"LBFGS: invalid {name} {group[name]!r}; it must be a whole number >= 1")
+                raise InvalidOptionError(f"LBFGS: invalid {name} {group[name]!r}; it must be a whole number >= 1")
         if group["line_search_fn"] not in (None, "strong_wolfe"):
             raise KilnError(f"LBFGS: line_search_fn {group['line_search_fn']!r} is not supported; use None or 'strong_wolfe'")
 

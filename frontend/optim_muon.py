@@ -29,6 +29,7 @@ from kiln.compiler.ir.types import DType
 from kiln.compiler.ops.optim import lerp
 from kiln.compiler.ops.optim_opmath import as_dtype_of, complement, f64, host_scalar, keep
 from kiln.frontend.optim import Optimizer, Update, _non_negative
+from kiln.frontend.optim_base import InvalidOptionError
 
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 """PyTorch's (Keller Jordan's) quintic Newton-Schulz coefficients ``(a, b, c)``."""
@@ -55,12 +56,12 @@ class Muon(Optimizer):
     def check_group(self, group: dict[str, Any]) -> None:
         _non_negative("Muon", group, "lr", "weight_decay", "momentum")
         if group["adjust_lr_fn"] not in LR_ADJUSTMENTS:
-            raise KilnError(f"Muon: adjust_lr_fn {group['adjust_lr_fn']!r} is not one of {LR_ADJUSTMENTS}")
+            raise InvalidOptionError(f"Muon: adjust_lr_fn {group['adjust_lr_fn']!r} is not one of {LR_ADJUSTMENTS}")
         if len(group["ns_coefficients"]) != 3:
-            raise KilnError(f"Muon: ns_coefficients are the three (a, b, c) of the Newton-Schulz polynomial, got {group['ns_coefficients']}")
+            raise InvalidOptionError(f"Muon: ns_coefficients are the three (a, b, c) of the Newton-Schulz polynomial, got {group['ns_coefficients']}")
         steps = group["ns_steps"]
         if isinstance(steps, bool) or not isinstance(steps, int) or not 0 <= steps < 100:
-            raise KilnError(f"Muon: ns_steps must be an int in [0, 100) (PyTorch's bound), got {steps!r}")
+            raise InvalidOptionError(f"Muon: ns_steps must be an int in [0, 100) (PyTorch's bound), got {steps!r}")
         for param in group["params"]:
             if param.data.ndim != 2:
                 raise KilnError(

@@ -57,3 +57,53 @@ def test_bce_of_probabilities_and_traced_inputs_still_compute():
     assert F.binary_cross_entropy(kiln.tensor([0.0, 1.0, 0.5]), kiln.tensor([0.0, 1.0, 1.0])).item() > 0
     compiled = kiln.compile(lambda x, t: F.binary_cross_entropy(x.sigmoid(), t))
     assert compiled(kiln.tensor([3.0, -2.0]), kiln.tensor([1.0, 0.0])).item() > 0
+
+
+def _grad_of_another_shape(lib):
+    lib.nn.Parameter(lib.ones(2)).grad = lib.ones(1, 2)
+
+
+def _grad_of_another_dtype(lib):
+    lib.nn.Parameter(lib.ones(2)).grad = lib.ones(2, dtype=lib.float64)
+
+
+def _gather_by_floats(lib):
+    return lib.ones(2, 3).gather(1, lib.tensor([[0.0]]))
+
+
+def _empty_randint_range(lib):
+    return lib.randint(3, 3, (2,))
+
+
+def _arange_against_its_step(lib):
+    return lib.arange(0, 5, -1)
+
+
+@pytest.mark.parametrize("mistake, words", [
+    (_grad_of_another_shape, "attempting to assign a gradient of size '[1, 2]' to a tensor of size '[2]'"),
+    (_grad_of_another_dtype, "attempting to assign a gradient with dtype"),
+    (_gather_by_floats, "Expected dtype int32/int64 for index"),
+    (_empty_randint_range, "random_ expects 'from' to be less than 'to', but got from=3 >= to=3"),
+    (_arange_against_its_step, "upper bound and lower bound inconsistent with step sign"),
+])
+def test_silently_accepted_before_now_refused_as_torch(mistake, words):
+    """kiln stored the mismatched ``.grad`` (a later step broke or broadcast it), truncated float indices, drew from an
+    empty range and returned an empty ``arange``."""
+    import kiln
+
+    torch = require_torch()
+    for lib in (torch, kiln):
+        with pytest.raises(RuntimeError) as caught:
+            mistake(lib)
+        assert words in str(caught.value)
+
+
+@pytest.mark.parametrize("options", [dict(lr=-1.0), dict(betas=(1.0, 0.9)), dict(eps=-1e-8), dict(weight_decay=-0.1)])
+def test_invalid_optimizer_options_are_value_errors_as_torch(options):
+    """torch raises ValueError for an option out of range; kiln's was a KilnError that ``except ValueError`` missed."""
+    import kiln
+
+    torch = require_torch()
+    for lib in (torch, kiln):
+        with pytest.raises(ValueError):
+            lib.optim.Adam([lib.nn.Parameter(lib.ones(1))], **options)
