@@ -32,7 +32,8 @@ from kiln.frontend.torch_keywords import numpy_keywords
 from kiln.frontend.tensor import Tensor
 from kiln.frontend.tensor_creation_nesting import nested_array
 from kiln.frontend.tensor_from_tensors import holds_tensors
-from kiln.frontend.trace import TraceContext, located_error
+from kiln.frontend.trace import TraceContext, called_from_user, located_error
+from kiln.frontend.warn_once import COPY_CONSTRUCT, warn_at_user_line
 
 
 def is_complex(value: Any) -> bool:
@@ -172,6 +173,8 @@ def _tensor(function: Callable[..., Any]) -> Callable[..., Any]:
     NumPy array keeps its dtype) or with a complex ``dtype``."""
     @functools.wraps(function)
     def tensor(data: Any, *, dtype: Any = None, requires_grad: bool = False, **keyword: Any) -> Any:
+        if isinstance(data, Tensor) and called_from_user():  # torch's advice; kiln's own calls copy on purpose
+            warn_at_user_line(COPY_CONSTRUCT)
         if is_complex(data):
             data = data.numpy()
         complex_dtype = _complex_dtype(dtype)

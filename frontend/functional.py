@@ -13,6 +13,7 @@ from kiln.compiler.ir.types import DType, broadcast_shapes, dim_product, normali
 from kiln.frontend.functional_half import bias_added_in_opmath, in_opmath
 from kiln.frontend.tensor import Tensor, ValuesIndices, apply
 from kiln.frontend.trace import located_error, located_kind
+from kiln.frontend.warn_once import NONPOSITIVE_DOF, warn_at_user_line
 from kiln.frontend.tensor_inplace import honors_inplace, in_place_variant
 from kiln.frontend.torch_array import tensor_operand
 from kiln.frontend.autocast import autocasts, region_enabled
@@ -246,13 +247,22 @@ def var(input: Tensor, dim: Any = None, unbiased: bool | None = None, keepdim: b
     _float_input("var", input)
     dims = _dims("var", input, dim)
     subtracted = _correction("var", unbiased, correction)
+    _warn_nonpositive_dof("var", input, dims, subtracted)
+    return in_opmath(lambda x: _variance(x, dims, subtracted, keepdim), input)  # a half input: float32 inside, one rounding
 
-    def variance(x: Tensor) -> Tensor:
-        centered = x - x.mean(dims, keepdim=True)
-        count = apply("tensor.numel", x, axes=dims, dtype=x.dtype)
-        return (centered * centered).sum(dims, keepdim) / apply("tensor.maximum", count - subtracted, 0.0)
 
-    return in_opmath(variance, input)  # a half input: float32 inside (squares of 300 overflow float16), one rounding
+def _variance(x: Tensor, dims: Any, subtracted: float, keepdim: bool) -> Tensor:
+    centered = x - x.mean(dims, keepdim=True)
+    count = apply("tensor.numel", x, axes=dims, dtype=x.dtype)
+    return (centered * centered).sum(dims, keepdim) / apply("tensor.maximum", count - subtracted, 0.0)
+
+
+def _warn_nonpositive_dof(name: str, input: Tensor, dims: Any, subtracted: float) -> None:
+    """torch's warning where the reduced count is known and ``correction`` leaves no degree of freedom (the std of one
+    sample: NaN)."""
+    sizes = [input.shape[d] for d in (dims if dims is not None else range(input.ndim))]
+    if all(isinstance(size, int) for size in sizes) and math.prod(sizes) - subtracted <= 0:
+        warn_at_user_line(NONPOSITIVE_DOF.format(name))
 
 
 def std(input: Tensor, dim: Any = None, unbiased: bool | None = None, keepdim: bool = False, *, correction: float | None = None) -> Tensor:
@@ -261,7 +271,9 @@ def std(input: Tensor, dim: Any = None, unbiased: bool | None = None, keepdim: b
         dim, unbiased = None, dim if unbiased is None else unbiased
     input = tensor_operand(input)
     _float_input("std", input)
-    return in_opmath(lambda x: _root(var(x, dim, unbiased, keepdim, correction=correction), 2), input)  # one rounding
+    dims, subtracted = _dims("std", input, dim), _correction("std", unbiased, correction)
+    _warn_nonpositive_dof("std", input, dims, subtracted)
+    return in_opmath(lambda x: _root(_variance(x, dims, subtracted, keepdim), 2), input)  # one rounding
 
 
 def _nuclear_norm(input: Tensor, dim: Any, keepdim: bool) -> Tensor:

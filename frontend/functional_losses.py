@@ -26,6 +26,7 @@ from kiln.frontend.torch_dtypes import promote_types
 from kiln.compiler.errors import TraceError
 from kiln.frontend.inplace_leaf_checks import located
 from kiln.frontend.trace import located_error
+from kiln.frontend.warn_once import warn_at_user_line
 from kiln.frontend.autocast import autocasts
 
 __all__ = [
@@ -456,10 +457,9 @@ def _broadcast_as_torch(function: str, input: Tensor, target: Tensor) -> tuple[T
     baseline, ``F.mse_loss(v, c.detach())``); shapes that do not broadcast are an error naming the line."""
     if input.shape == target.shape:
         return input, target
-    from kiln.frontend.functional_spatial import _warn_at_user_line
     from kiln.frontend.torch_size import Size
 
-    _warn_at_user_line(_BROADCAST_WARNING.format(target=Size(target.shape), input=Size(input.shape)))
+    warn_at_user_line(_BROADCAST_WARNING.format(target=Size(target.shape), input=Size(input.shape)))
     shape = _broadcast_shape(function, input, target)
     return input.broadcast_to(shape), target.broadcast_to(shape)
 

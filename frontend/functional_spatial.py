@@ -23,7 +23,6 @@ and ``F.interpolate`` in ``functional_interpolate.py``; this file re-exports the
 
 from __future__ import annotations
 
-import warnings
 from typing import Any, Sequence
 
 import numpy as np
@@ -32,7 +31,8 @@ from kiln.compiler.ir.types import DType, normalize_axis
 from kiln.frontend.functional_half import in_opmath
 from kiln.frontend.functional_nn import _pair, dropout, pad
 from kiln.frontend.tensor import Tensor, apply
-from kiln.frontend.trace import located_error, user_location
+from kiln.frontend.trace import located_error
+from kiln.frontend.warn_once import DROPOUT2D_OF_3D, warn_at_user_line
 from kiln.frontend.tensor_inplace import honors_inplace
 from kiln.frontend.functional_edge_pad import _static_dims, _take
 from kiln.frontend.functional_edge_pad import pad_from_edges  # noqa: F401  (re-exported: F.pad imports it from here)
@@ -227,24 +227,13 @@ def dropout2d(input: Tensor, p: float = 0.5, training: bool = True, inplace: boo
     (pytorch/examples' mnist_rnn applies ``nn.Dropout2d`` to an LSTM's last output)."""
     if input.ndim < 2:
         raise located_error(f"dropout2d needs a channel dim: an (N, C, H, W) input (or (N, C, L)), got shape {tuple(input.shape)}")
+    if input.ndim == 3:
+        warn_at_user_line(DROPOUT2D_OF_3D)
     if input.ndim not in (3, 4):
-        _warn_at_user_line(f"dropout2d: received a {input.ndim}-D input of shape {tuple(input.shape)}; as PyTorch, its dim 1 "
+        warn_at_user_line(f"dropout2d: received a {input.ndim}-D input of shape {tuple(input.shape)}; as PyTorch, its dim 1 "
                            "is read as the channels (a 2-D input drops each element alone). Use dropout for that, or give "
                            "an (N, C, H, W) input")
     return _channel_dropout(input, p, training)
-
-
-_WARNED: dict[Any, bool] = {}
-"""The warnings registry of ``_warn_at_user_line``: each user line warns once, as ``warnings.warn`` does."""
-
-
-def _warn_at_user_line(message: str) -> None:
-    """A ``UserWarning`` attributed to the user's line that called into kiln (``nn.Dropout2d(p)(x)``), not to kiln's."""
-    location = user_location()
-    if location is None:
-        warnings.warn(message, UserWarning, stacklevel=3)
-    else:
-        warnings.warn_explicit(message, UserWarning, location.filename, location.line, registry=_WARNED)
 
 
 def _channel_dropout(input: Tensor, p: float, training: bool) -> Tensor:
