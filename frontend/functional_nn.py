@@ -25,6 +25,7 @@ from kiln.frontend.layer_norm_shape_checks import check_layer_norm_shapes
 from kiln.frontend.norm_size_checks import verify_batch_size
 from kiln.frontend.tensor import Tensor, apply
 from kiln.frontend.trace import located_error
+from kiln.frontend.symbolic_dims import symbolic_arange
 from kiln.frontend.tensor_inplace import honors_inplace
 from kiln.frontend.autocast import autocasts
 from kiln.frontend.conv_channel_checks import check_conv_channels, check_conv_rank
@@ -195,8 +196,29 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn
         raise TraceError(f"scaled_dot_product_attention: dropout_p must be in [0, 1), got {dropout_p}")
     if enable_gqa:
         key, value = shared_key_value_heads(query, key, value)
-    output = _attention(query, key, value, attn_mask, dropout_p, is_causal, scale)
+    keep = attn_mask
+    if is_causal and attn_mask is None and _symbolic_lengths(query, key):  # an export with a dynamic sequence
+        keep, is_causal = causal_keep(query.shape[-2], key.shape[-2]), False
+    output = _attention(query, key, value, keep, dropout_p, is_causal, scale)
     return zero_rows_attending_nothing(output, attn_mask)
+
+
+def _symbolic_lengths(query: Tensor, key: Tensor) -> bool:
+    return isinstance(query.shape[-2], str) or isinstance(key.shape[-2], str)
+
+
+def causal_keep(queries: Any, keys: Any) -> Tensor:
+    """torch's ``is_causal`` mask, ``ones(L, S).tril()``: query ``i`` may attend key ``j <= i``; from two ranges where a
+    length is symbolic (one graph for every sequence length, as an ONNX export with a dynamic axis needs)."""
+    if isinstance(queries, int) and isinstance(keys, int):
+        return apply("tensor.constant", value=np.tril(np.ones((queries, keys), bool)))
+    rows, columns = (_positions(n) for n in (queries, keys))
+    return columns.unsqueeze(0) <= rows.unsqueeze(-1)
+
+
+def _positions(length: Any) -> Tensor:
+    return symbolic_arange(0, length, 1, DType.i64) if isinstance(length, str) else apply(
+        "tensor.constant", value=np.arange(length, dtype=np.int64))
 
 
 def _attention(query: Tensor, key: Tensor, value: Tensor, attn_mask: Tensor | None, dropout_p: float, is_causal: bool,
@@ -217,10 +239,8 @@ def attention_with_weights(query: Tensor, key: Tensor, value: Tensor, keep: Tens
     the weighted sum, ``weights = dropout(softmax(where(keep, (q scale) k^T, -1e9)))``, ``output = weights v``; each op
     a primitive with its own gradient. For attention dropout and ``MultiheadAttention(need_weights=True)``."""
     queries, keys = query.shape[-2], key.shape[-2]
-    if causal and (isinstance(queries, str) or isinstance(keys, str)):
-        raise TraceError(f"scaled_dot_product_attention: a causal mask needs static sequence lengths, got {query.type} and {key.type}")
     scores = (query * (scale if scale is not None else 1 / np.sqrt(query.shape[-1]))) @ key.transpose(-2, -1)
-    masks = ([keep] if keep is not None else []) + ([apply("tensor.constant", value=np.tril(np.ones((queries, keys), bool)))] if causal else [])
+    masks = ([keep] if keep is not None else []) + ([causal_keep(queries, keys)] if causal else [])
     for mask in masks[:-1]:
         scores = apply("tensor.where", mask, scores, np.asarray(MASKED_SCORE, scores.dtype.numpy))
     weights = dropout(apply("nn.masked_softmax", scores, masks[-1]) if masks else apply("nn.softmax", scores, axis=-1), p)

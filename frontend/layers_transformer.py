@@ -25,7 +25,7 @@ from kiln.frontend.containers import ModuleList
 from kiln.frontend.attention_fast_path import encoder_layer_takes_fast_path, is_float_mask, off_fast_path, takes_fast_path
 from kiln.frontend.eager_values import eager_array
 from kiln.frontend.functional_attention_paths import attention_with_bias, nan_rows_attending_nothing
-from kiln.frontend.functional_nn import attention_with_weights, embedding_padding_index
+from kiln.frontend.functional_nn import attention_with_weights, causal_keep, embedding_padding_index
 from kiln.frontend.layers import Linear
 from kiln.frontend.module import Module, Parameter, _to_numpy, layer_dtype
 from kiln.frontend.tensor import Tensor, apply
@@ -597,9 +597,13 @@ class Transformer(Module):
     def generate_square_subsequent_mask(sz: int, device: Any = None, dtype: Any = None) -> Tensor:
         """``(sz, sz)``, -inf above the diagonal and 0 elsewhere (float32 unless ``dtype``), as PyTorch's: position
         ``i`` attends to positions ``0..i``. A tensor, as PyTorch's (``mask.size(0)``, ``mask.to(device)``): eager
-        outside a trace, a constant in one; ``device`` is ignored."""
+        outside a trace, a constant in one; ``device`` is ignored. Of a symbolic ``sz`` (``x.size(1)`` in an export
+        with a dynamic sequence), traced from ranges: one graph for every length."""
         from kiln.frontend.torch_functions import tensor  # lazily: the torch surface builds on the layers
 
+        if isinstance(sz, str):
+            zero = apply("tensor.constant", value=np.zeros((), layer_dtype(dtype)))
+            return F.where(causal_keep(sz, sz), zero, -np.inf)
         return tensor(np.triu(np.full((sz, sz), -np.inf, layer_dtype(dtype)), 1))
 
     def _check_inputs(self, src: Tensor, tgt: Tensor) -> None:
