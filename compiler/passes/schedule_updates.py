@@ -46,8 +46,15 @@ class ScheduleUpdates(Pass):
         if not after:
             return False
         moved = {op for group in after.values() for op in group}
-        graph.ops = after[None] + [placed for op in ops if op not in moved for placed in (op, *after.get(op, ()))]
+        kept = [op for op in ops if op not in moved]
+        graph.ops = [placed for op in after.pop(None, []) + kept for placed in _with_followers(op, after)]
         return True
+
+
+def _with_followers(op: Op, after: dict[Op | None, list[Op]]) -> list[Op]:
+    """``op``, then the updates placed after it, each with its own followers: an update anchored on another update
+    (a second optimizer stepping the parameter the first updated) moves with it."""
+    return [op, *(placed for follower in after.get(op, ()) for placed in _with_followers(follower, after))]
 
 
 def _last_dependency(update: Op, position: dict[Op, int], inputs: set[Value]) -> Op | None:
