@@ -66,7 +66,7 @@ def test_dense_builds_on_first_call_and_matches_linear_layout():
 def test_unknown_activation_and_unbuilt_optimizer_are_clear_errors():
     with pytest.raises(kiln.KilnError, match="unknown activation"):
         nn.Dense(3, activation="swishy")
-    with pytest.raises(kiln.KilnError, match="build the model first"):
+    with pytest.raises(kiln.KilnError, match=r"empty parameter list.*a Keras model builds its weights first \(model.build\(input_shape\)"):
         kiln.optim.SGD(nn.Sequential([nn.Dense(3)]).parameters(), lr=0.1)
 
 
