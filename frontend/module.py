@@ -27,6 +27,7 @@ from kiln.frontend.module_paths import ModulePaths
 from kiln.frontend.module_hooks import HOOK_KINDS, HookMethods, RemovableHandle, any_global_hooks, call_with_hooks, held_hook
 from kiln.frontend.layer_device import accept_device_keyword
 from kiln.frontend.shared_storage import is_shared
+from kiln.frontend.state_dict_loading import load_module_by_module, overridden
 from kiln.frontend.state_dict_hooks import (StateDictHookMethods, has_hooks, hooked_state_dict, run_load_post_hooks,
                                             state_after_pre_hooks)
 from kiln.frontend.dynamic_ints import DynamicInt
@@ -649,7 +650,7 @@ class Module(HookMethods, ModulePaths, StateDictHookMethods):
                             f"got {len(args)}")
         destination, prefix, keep_vars = (*args, *(destination, prefix, keep_vars)[len(args):])
         state = OrderedDict() if destination is None else destination
-        if has_hooks(self.modules(), "_state_dict_pre_hooks", "_state_dict_hooks"):
+        if has_hooks(self.modules(), "_state_dict_pre_hooks", "_state_dict_hooks") or overridden(self.modules(), "_save_to_state_dict"):
             return hooked_state_dict(self, state, prefix, keep_vars)  # frontend/state_dict_hooks.py
         for name, value in self._state_items(prefix):
             state[name] = value if keep_vars else value.data
@@ -675,6 +676,11 @@ class Module(HookMethods, ModulePaths, StateDictHookMethods):
         from kiln.frontend.parametrizations import deprecated_weight_norm_keys  # lazily: it imports this module
 
         own, keys = dict(self._state_items("")), IncompatibleKeys([], [])
+        if overridden(self.modules(), "_load_from_state_dict"):  # torch's protocol, module by module
+            if assign:
+                raise KilnError("load_state_dict(assign=True) of a model whose module overrides _load_from_state_dict: "
+                                "load without assign, or assign the parameters yourself")
+            return load_module_by_module(self, _without_compile_prefix(state, own), strict)
         state = state_after_pre_hooks(self, _without_compile_prefix(state, own), strict, keys)  # state_dict_hooks.py
         state = deprecated_weight_norm_keys(self, state, own)
         loaded = {id(own[name]) for name in state if name in own}

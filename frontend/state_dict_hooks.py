@@ -15,7 +15,9 @@ and its post hooks ``(module, state_dict, prefix, local_metadata)`` after its ch
 the state and calls each module's pre hooks, parents first, with the entries under its prefix (renames there reach
 the load), then loads, then calls the post hooks ``(module, incompatible_keys)`` children first, which may change the
 missing and unexpected keys before ``strict`` is checked (``frontend/module.py``). Loading stays all or nothing where
-no post hook is registered; with one, the loadable entries are written before ``strict`` raises, as torch's.
+no post hook is registered; with one, the loadable entries are written before ``strict`` raises, as torch's. A module
+overriding torch's ``_save_to_state_dict`` or ``_load_from_state_dict`` (the base methods here) is called as torch
+calls it (``frontend/state_dict_loading.py``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 from kiln.compiler.errors import KilnError
 from kiln.frontend.module_hooks import RemovableHandle, held_hook
+from kiln.frontend.state_dict_loading import load_own_entries
 
 _KINDS = ("_state_dict_pre_hooks", "_state_dict_hooks", "_load_state_dict_pre_hooks", "_load_state_dict_post_hooks")
 
@@ -54,6 +57,18 @@ class StateDictHookMethods:
         """torch's private form: the hook takes no module unless ``with_module``."""
         return held_hook(_registry(self, "_load_state_dict_pre_hooks"),
                          hook if with_module else lambda module, *arguments: hook(*arguments))
+
+    def _save_to_state_dict(self, destination: Any, prefix: str, keep_vars: bool) -> None:
+        """torch's: this module's own parameters and persistent buffers into ``destination`` (its children apart); a
+        subclass overrides it to save otherwise (``state_dict`` then calls each module's)."""
+        for name, value in self._own_state_items(prefix):  # type: ignore[attr-defined]
+            destination[name] = value if keep_vars else value.data
+
+    def _load_from_state_dict(self, state_dict: Any, prefix: str, local_metadata: dict[str, Any], strict: bool,
+                              missing_keys: list[str], unexpected_keys: list[str], error_msgs: list[str]) -> None:
+        """torch's: this module's load pre hooks, then its own entries (``frontend/state_dict_loading.py``); a subclass
+        overrides it to load otherwise (``load_state_dict`` then goes module by module, as torch's)."""
+        load_own_entries(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
 
     def register_load_state_dict_post_hook(self, hook: Callable[..., None]) -> RemovableHandle:
         """``hook(module, incompatible_keys)`` after the load; it may change the missing and unexpected keys in place
@@ -88,8 +103,7 @@ def hooked_state_dict(module: Any, state: Any, prefix: str, keep_vars: bool) -> 
     """``state_dict`` of ``module`` into ``state`` with its hooks and its children's, as torch's recursion."""
     for hook in _hooks(module, "_state_dict_pre_hooks"):
         hook(module, prefix, keep_vars)
-    for name, value in module._own_state_items(prefix):
-        state[name] = value if keep_vars else value.data
+    module._save_to_state_dict(state, prefix, keep_vars)
     for name, child in module._modules.items():
         if child is not None:
             hooked_state_dict(child, state, f"{prefix}{name}.", keep_vars)  # a child's new dict is dropped, as torch's
