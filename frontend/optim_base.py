@@ -18,6 +18,7 @@ from kiln.compiler.ir.core import Value
 from kiln.compiler.ir.types import DType, TensorType, is_float_array_dtype
 from kiln.compiler.ops.optim import scalar_state_dtype
 from kiln.frontend.module import Parameter, clear_grads
+from kiln.frontend.optim_hooks import OptimizerHookMethods, hook_methods_of, without_hooks
 from kiln.frontend.optim_flags import IMPLEMENTATION_OPTIONS, check_constructor_flags, refuse_differentiable
 from kiln.frontend.optim_parameter_state import ParamGroup, ParameterState, StepCounter
 from kiln.frontend.optim_torch_state import from_torch_layout, is_torch_layout, to_torch_layout, torch_scalar_dtype
@@ -35,7 +36,7 @@ class InvalidOptionError(KilnError, ValueError):
     """An optimizer option out of its range, or a parameter listed twice (torch's ``ValueError``)."""
 
 
-class Optimizer:
+class Optimizer(OptimizerHookMethods):
     """Base class: parameter groups, per-parameter state, the step counter, and the ops of one update."""
 
     graph_hyperparameters: tuple[str, ...] = ("lr",)
@@ -58,6 +59,7 @@ class Optimizer:
     (``runtime/step_graph.py``: ``hyper_input_dtype``)."""
 
     def __init__(self, params: Iterable[Any], defaults: dict[str, Any]):
+        hook_methods_of(type(self))  # step, state_dict and load_state_dict call the hooks (frontend/optim_hooks.py)
         self.defaults = dict(defaults)
         check_constructor_flags(type(self).__name__, self.defaults)
         self.fixed_options = self._fixed_options()
@@ -302,6 +304,10 @@ class Optimizer:
             load_own_state_dict(self, state)
             return
         self.prepare_load(state, names)()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (``kiln.save(optimizer)``, ``copy.deepcopy``) without its hooks, as torch's leaves them out."""
+        return without_hooks(self.__dict__)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """PyTorch's: the attributes ``state`` holds (``load_state_dict`` gives ``state`` and ``param_groups``), which a

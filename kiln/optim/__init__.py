@@ -6,9 +6,9 @@ from kiln.frontend.optim_combined import Combined
 from kiln.frontend.optim_muon import Muon
 from kiln.frontend.optim_sparse_adam import SparseAdam
 from kiln.runtime.grad import loss_and_grad
-from kiln.optim import lr_scheduler, swa_utils
+from kiln.optim import lr_scheduler, optimizer, swa_utils
 
 __all__ = [
     "ASGD", "Adadelta", "Adafactor", "Adagrad", "Adam", "Adamax", "AdamW", "Combined", "GD", "LBFGS", "Muon", "NAdam", "Optimizer", "RAdam", "RMSprop", "Rprop", "SGD", "SparseAdam",
-    "loss_and_grad", "lr_scheduler", "swa_utils",
+    "loss_and_grad", "lr_scheduler", "optimizer", "swa_utils",
 ]
