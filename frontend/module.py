@@ -393,6 +393,9 @@ class Module(HookMethods, ModulePaths, StateDictHookMethods):
     """Base class of models and layers: subclass, assign layers and Parameters in ``__init__``, write ``forward``;
     forward hooks as PyTorch's (``frontend/module_hooks.py``)."""
 
+    _version: int = 1
+    """torch's state-dict format version of the module (``local_metadata["version"]`` in ``_load_from_state_dict``)."""
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Each kiln layer takes PyTorch's ``device=`` keyword (frontend/layer_device.py)."""
         super().__init_subclass__(**kwargs)
@@ -725,6 +728,10 @@ class Module(HookMethods, ModulePaths, StateDictHookMethods):
     def eval(self) -> "Module":
         return self.train(False)
 
+    def _get_name(self) -> str:
+        """The class name ``repr`` starts with (torch's; a subclass may override it)."""
+        return type(self).__name__
+
     def extra_repr(self) -> str:
         return ""
 
@@ -734,9 +741,9 @@ class Module(HookMethods, ModulePaths, StateDictHookMethods):
         extra = self.extra_repr().split("\n") if self.extra_repr() else []
         children = [f"({name}): " + repr(module).replace("\n", "\n  ") for name, module in self._modules.items()]
         if len(extra) == 1 and not children:
-            return f"{type(self).__name__}({extra[0]})"
+            return f"{self._get_name()}({extra[0]})"
         lines = extra + children
-        return f"{type(self).__name__}(" + ("\n  " + "\n  ".join(lines) + "\n" if lines else "") + ")"
+        return f"{self._get_name()}(" + ("\n  " + "\n  ".join(lines) + "\n" if lines else "") + ")"
 
 
 class IncompatibleKeys(namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])):
