@@ -173,7 +173,8 @@ def _tensor(function: Callable[..., Any]) -> Callable[..., Any]:
     NumPy array keeps its dtype) or with a complex ``dtype``."""
     @functools.wraps(function)
     def tensor(data: Any, *, dtype: Any = None, requires_grad: bool = False, **keyword: Any) -> Any:
-        if isinstance(data, Tensor) and called_from_user():  # torch's advice; kiln's own calls copy on purpose
+        copied_tensor = function.__name__ == "tensor" and isinstance(data, Tensor)  # as_tensor shares it: no warning
+        if copied_tensor and called_from_user():  # torch's advice; kiln's own calls copy on purpose
             warn_at_user_line(COPY_CONSTRUCT)
         if is_complex(data):
             data = data.numpy()

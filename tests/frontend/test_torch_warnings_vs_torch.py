@@ -17,6 +17,7 @@ CASES = {
     "dropout2d of 3-D": lambda lib: lib.nn.functional.dropout2d(lib.ones(2, 3, 4)),
     "no warning: std of two": lambda lib: lib.ones(2).std(),
     "no warning: tensor of a list": lambda lib: lib.tensor([1.0, 2.0]),
+    "no warning: as_tensor of a tensor": lambda lib: lib.as_tensor(lib.ones(2)),
 }
 
 
