@@ -21,8 +21,10 @@ draw from the step's seed and their stream, so a recomputed dropout draws the
 same mask and the gradients equal the plain model's exactly; that is why
 ``preserve_rng_state=False`` changes nothing here. ``use_reentrant`` is
 accepted for PyTorch's code (both variants trace the same), and as PyTorch
-the reentrant one takes no keyword arguments for ``function``. A checkpoint
-inside another one joins the outer region.
+the reentrant one takes no keyword arguments for ``function``. Left out, it is
+PyTorch 2.13's default: a warning that it should be passed, then the reentrant
+variant (``checkpoint(block, x)`` in open_clip, timm or an older script behaves
+as there). A checkpoint inside another one joins the outer region.
 
 The reentrant variant is, in PyTorch, an ``autograd.Function`` of the tensor
 arguments alone: when none of them requires grad its outputs do not either, so
@@ -38,22 +40,50 @@ from __future__ import annotations
 import warnings
 from typing import Any, Callable, Sequence
 
+from kiln.compiler.errors import TraceError
 from kiln.compiler.ir.core import Region
 from kiln.frontend.grad_mode import no_grad
 from kiln.frontend.trace import TraceContext, flatten_outputs, located_error
 
 
-def checkpoint(function: Callable[..., Any], *args: Any, use_reentrant: bool = False, preserve_rng_state: bool = True, **kwargs: Any) -> Any:
+class ReentrantKeywordError(TraceError, ValueError):
+    """Keyword arguments for ``function`` with the reentrant checkpoint: a ``ValueError``, as PyTorch's."""
+
+
+def checkpoint(function: Callable[..., Any], *args: Any, use_reentrant: bool | None = None, preserve_rng_state: bool = True, **kwargs: Any) -> Any:
     """``function(*args, **kwargs)``, its activations recomputed in the backward instead of saved (see the module)."""
     _check_callable(function, "checkpoint's function")
+    use_reentrant = _reentrant_by_default(use_reentrant, "checkpoint")
     if use_reentrant and kwargs:
         raise located_error(f"checkpoint: unexpected keyword arguments {', '.join(kwargs)}; with use_reentrant=True the function "
-                            "takes positional arguments only (use use_reentrant=False to pass keywords, as in PyTorch)")
+                            "takes positional arguments only (use use_reentrant=False to pass keywords, as in PyTorch)",
+                            kind=ReentrantKeywordError)
     if use_reentrant and not _any_requires_grad(args):
         warnings.warn("None of the inputs have requires_grad=True. Gradients will be None", stacklevel=2)
         with no_grad():
             return _checkpointed(function, args, kwargs)
     return _checkpointed(function, args, kwargs)
+
+
+_RECOMMENDATION = ("use_reentrant=False is recommended, but if you need to preserve the current default behavior, you "
+                   "can pass use_reentrant=True. Refer to docs for more details on the differences between the two "
+                   "variants.")
+_UNSET_REENTRANT_WARNINGS = {
+    "checkpoint": "torch.utils.checkpoint: the use_reentrant parameter should be passed explicitly. Starting in "
+                  "PyTorch 2.9, calling checkpoint without use_reentrant will raise an exception. " + _RECOMMENDATION,
+    "checkpoint_sequential": "torch.utils.checkpoint.checkpoint_sequential: the use_reentrant parameter should be "
+                             "passed explicitly. In version 2.9 we will raise an exception if use_reentrant is not "
+                             "passed. " + _RECOMMENDATION,
+}
+"""PyTorch 2.13's words when ``use_reentrant`` is left out."""
+
+
+def _reentrant_by_default(use_reentrant: bool | None, name: str) -> bool:
+    """``use_reentrant`` as given, or PyTorch 2.13's default when left out: its warning, then ``True``."""
+    if use_reentrant is None:
+        warnings.warn(_UNSET_REENTRANT_WARNINGS[name], stacklevel=3)
+        return True
+    return use_reentrant
 
 
 def _any_requires_grad(args: tuple[Any, ...]) -> bool:
@@ -91,9 +121,10 @@ def _mark_outputs(result: Any, region: Region) -> None:
             producer.region = Region(region.id, "output")
 
 
-def checkpoint_sequential(functions: Any, segments: int, input: Any, use_reentrant: bool = False, preserve_rng_state: bool = True) -> Any:
+def checkpoint_sequential(functions: Any, segments: int, input: Any, use_reentrant: bool | None = None, preserve_rng_state: bool = True) -> Any:
     """Run ``functions`` (a ``Sequential`` or a list of callables) in order on ``input``, split into ``segments``
     chunks of ``len(functions) // segments``; every chunk but the last is checkpointed, as PyTorch's."""
+    use_reentrant = _reentrant_by_default(use_reentrant, "checkpoint_sequential")
     layers = _layers(functions)
     _check_segments(segments, len(layers))
     size = len(layers) // segments

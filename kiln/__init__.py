@@ -63,6 +63,7 @@ from kiln import multiprocessing  # noqa: E402  (torch.multiprocessing: Python's
 from kiln import profiler  # noqa: E402  (torch.profiler: profile, record_function, schedule; runtime/profiler.py)
 float16 = half = DType.f16  # NumPy float16; computed in float32 and rounded per op (widen-half), as torch on CPU
 bfloat16 = DType.bf16
+dtype = DType  # torch.dtype: the class of kiln.float32, ... (``-> torch.dtype`` annotations, isinstance checks)
 from kiln.frontend.tensor import Tensor  # noqa: E402  (torch.Tensor: isinstance(h, kiln.Tensor), traced or eager)
 from kiln.frontend.torch_legacy import BoolTensor, DoubleTensor, FloatTensor, IntTensor, LongTensor  # noqa: E402
 from kiln.frontend.torch_legacy import BFloat16Tensor, ByteTensor, CharTensor, HalfTensor, ShortTensor  # noqa: E402
@@ -97,7 +98,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "hessian", "jacfwd", "jacrev", "jvp", "vjp", "vmap", "accelerator",
-    "autograd", "CheckpointError", "compile", "cuda", "random", "sparse", "func", "device", "distributions", "linalg", "compile_train_step", "CompiledFunction", "differentiate", "DType",
+    "autograd", "CheckpointError", "compile", "cuda", "random", "sparse", "func", "device", "distributions", "linalg", "compile_train_step", "CompiledFunction", "differentiate", "DType", "dtype",
     "get_default_device", "set_default_device",
     "export_onnx", "export_onnx_train_step", "fit", "grad", "Graph", "import_onnx", "InputError", "KilnError",
     "load", "load_onnx_train_step", "manual_seed", "nn", "no_grad", "onnx", "optim", "parity", "PassManager", "saliency", "save", "amp", "autocast", "cpu", "get_autocast_dtype", "is_autocast_enabled", "bfloat16", "float16", "half", "Generator", "default_generator", "get_printoptions", "set_printoptions", "Size", "sparse_coo", "strided", "special", "testing", "jit", *_memory_formats,

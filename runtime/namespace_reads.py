@@ -6,7 +6,8 @@ calls, a closure's ``scale`` rebound by its ``nonlocal`` setter, ``CFG["dropout"
 notebook's ``model = Net()`` run again, or ``noise = torch.randn(...)`` drawn anew for each call were read once, and
 every later call silently used the first value. Now each place the function reads (``Slot``: a global its code names,
 a closure cell, an item of a user's dict or list held there; ``runtime/reachable_objects.py`` finds the functions) is
-checked at each call:
+checked at each call (an item through what holds it now, a path, as ``torch.compile``'s guard sources: a closure's
+``accum = []`` rebound between calls is read anew):
 
 - a number, string, None or tuple of them is guarded on its value (another value traces a variant for it);
 - a module, an optimizer or a user's function on its identity;
@@ -39,6 +40,10 @@ from kiln.runtime.reachable_objects import is_users, reachable_functions
 
 ITEMS_LIMIT = 64
 """A dict or list held in a slot is guarded item by item up to this many items (a config, a schedule's table)."""
+
+NESTING_LIMIT = 3
+"""Dicts and lists held in those are read through too, this many levels deep (open_clip's ``accum_features[key][j]``),
+while the items so found number ``ITEMS_LIMIT`` at most."""
 
 NAMESPACE_READS: "weakref.WeakKeyDictionary[TraceContext, NamespaceReads]" = weakref.WeakKeyDictionary()
 """Per trace, what ``guarding_namespace_reads`` found (``runtime/attribute_writes.py`` takes it into the variant)."""
@@ -95,17 +100,29 @@ def _cell_slot(cell: types.CellType, name: str) -> Slot:
     return Slot(get, functools.partial(setattr, cell, "cell_contents"), f"the closure variable {name}")
 
 
-def _item_slot(container: dict[Any, Any] | list[Any], key: Any, name: str) -> Slot:
+def _item_slot(holder: Slot, container: dict[Any, Any] | list[Any], key: Any) -> Slot:
+    """Item ``key`` of the dict or list ``holder`` holds at each call (read through it, as ``torch.compile``'s guard
+    sources are paths: a closure's ``accum = []`` rebound between calls is read anew); ``container`` is the one it held
+    at the trace."""
+
     def get() -> Any:
-        if isinstance(container, dict):
-            return container.get(key, MISSING)
-        return container[key] if key < len(container) else MISSING
+        now = holder.get()
+        if type(now) is dict:
+            return now.get(key, MISSING)
+        return now[key] if type(now) is list and key < len(now) else MISSING
 
-    return Slot(get, functools.partial(container.__setitem__, key), f"{name}[{key!r}]", container, key=key)
+    def put(value: Any) -> None:
+        holder.get()[key] = value
+
+    return Slot(get, put, f"{holder.name}[{key!r}]", container, key=key)
 
 
-def _length_slot(container: list[Any], name: str) -> Slot:
-    return Slot(container.__len__, _no_put, f"len({name})", container)
+def _length_slot(holder: Slot, container: list[Any]) -> Slot:
+    def get() -> Any:
+        now = holder.get()
+        return len(now) if type(now) is list else MISSING
+
+    return Slot(get, _no_put, f"len({holder.name})", container)
 
 
 def _no_put(value: Any) -> None:
@@ -132,11 +149,24 @@ def _global_names(code: types.CodeType) -> set[str]:
 
 
 def _item_slots(slot: Slot) -> list[Slot]:
+    """The items of the dict or list ``slot`` holds, and those of the containers they hold, ``NESTING_LIMIT`` levels
+    deep while they number ``ITEMS_LIMIT`` at most (the first level's items always)."""
+    found: list[Slot] = []
+    holders = [slot]
+    for _ in range(NESTING_LIMIT):
+        holders = [item for holder in holders for item in _direct_item_slots(holder)]
+        if found and len(found) + len(holders) > ITEMS_LIMIT:
+            break
+        found += holders
+    return found
+
+
+def _direct_item_slots(slot: Slot) -> list[Slot]:
     container = slot.get()
     if type(container) is dict and len(container) <= ITEMS_LIMIT:
-        return [_item_slot(container, key, slot.name) for key in list(container) if guardable(key)]
+        return [_item_slot(slot, container, key) for key in list(container) if guardable(key)]
     if type(container) is list and len(container) <= ITEMS_LIMIT:
-        return [_length_slot(container, slot.name), *(_item_slot(container, k, slot.name) for k in range(len(container)))]
+        return [_length_slot(slot, container), *(_item_slot(slot, container, k) for k in range(len(container)))]
     return []
 
 
