@@ -27,9 +27,8 @@ from kiln.frontend.module_paths import ModulePaths
 from kiln.frontend.module_hooks import HOOK_KINDS, HookMethods, RemovableHandle, any_global_hooks, call_with_hooks, held_hook
 from kiln.frontend.layer_device import accept_device_keyword
 from kiln.frontend.shared_storage import is_shared
-from kiln.frontend.state_dict_loading import load_module_by_module, overridden
-from kiln.frontend.state_dict_hooks import (StateDictHookMethods, has_hooks, hooked_state_dict, run_load_post_hooks,
-                                            state_after_pre_hooks)
+from kiln.frontend.state_dict_loading import by_torch_protocol, load_module_by_module, overridden
+from kiln.frontend.state_dict_hooks import StateDictHookMethods, has_hooks, hooked_state_dict
 from kiln.frontend.dynamic_ints import DynamicInt
 from kiln.frontend.tensor import Tensor, eager_tensor
 from kiln.frontend.torch_dtypes import get_default_dtype
@@ -678,21 +677,18 @@ class Module(HookMethods, ModulePaths, StateDictHookMethods):
         state's values become new parameters and buffers, in their dtype (``frontend/state_dict_assign.py``)."""
         from kiln.frontend.parametrizations import deprecated_weight_norm_keys  # lazily: it imports this module
 
-        own, keys = dict(self._state_items("")), IncompatibleKeys([], [])
-        if overridden(self.modules(), "_load_from_state_dict"):  # torch's protocol, module by module
+        own = dict(self._state_items(""))
+        state = deprecated_weight_norm_keys(self, _without_compile_prefix(state, own), own)
+        if by_torch_protocol(self):  # a load hook or a _load_from_state_dict override: module by module, as torch's
             if assign:
-                raise KilnError("load_state_dict(assign=True) of a model whose module overrides _load_from_state_dict: "
-                                "load without assign, or assign the parameters yourself")
-            return load_module_by_module(self, _without_compile_prefix(state, own), strict)
-        state = state_after_pre_hooks(self, _without_compile_prefix(state, own), strict, keys)  # state_dict_hooks.py
-        state = deprecated_weight_norm_keys(self, state, own)
+                raise KilnError("load_state_dict(assign=True) of a model with load hooks or a _load_from_state_dict "
+                                "override: load without assign, or assign the parameters yourself")
+            return load_module_by_module(self, state, strict)
         loaded = {id(own[name]) for name in state if name in own}
-        keys.missing_keys[:0] = [name for name in own if name not in state]
-        keys.unexpected_keys[:0] = [name for name in state if name not in own]
-        missing, unexpected = keys
+        missing = [name for name in own if name not in state]
         unloaded = [name for name in missing if id(own[name]) not in loaded]
-        checked_after = has_hooks(self.modules(), "_load_state_dict_post_hooks")
-        if strict and (unloaded or unexpected) and not checked_after:
+        unexpected = [name for name in state if name not in own]
+        if strict and (unloaded or unexpected):
             raise KilnError(f"load_state_dict: missing keys {unloaded}, unexpected keys {unexpected}")
         arrays = {name: _stored_form(own[name], np.asarray(_to_numpy(value))) for name, value in state.items() if name in own}
         for name, array in arrays.items():
@@ -702,18 +698,13 @@ class Module(HookMethods, ModulePaths, StateDictHookMethods):
             from kiln.frontend.state_dict_assign import assign_state  # lazily: it builds on this module
 
             assign_state(self, arrays, own)
-        else:
-            with no_grad():  # as PyTorch's: loading writes parameters in place
-                for name, array in arrays.items():
-                    own[name].copy_(array)
-            for module in self.modules():
-                module._read_buffers_again()
-        if checked_after:
-            run_load_post_hooks(self, keys)
-            unloaded = [name for name in missing if id(own[name]) not in loaded]
-            if strict and (unloaded or unexpected):
-                raise KilnError(f"load_state_dict: missing keys {unloaded}, unexpected keys {unexpected}")
-        return keys
+            return IncompatibleKeys(missing, unexpected)
+        with no_grad():  # as PyTorch's: loading writes parameters in place
+            for name, array in arrays.items():
+                own[name].copy_(array)
+        for module in self.modules():
+            module._read_buffers_again()
+        return IncompatibleKeys(missing, unexpected)
 
     def train(self, mode: bool = True) -> "Module":
         """Set ``training`` here, then ``train(mode)`` on each child, as torch's: a child's own ``train`` runs

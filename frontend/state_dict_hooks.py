@@ -6,24 +6,25 @@ def rename_old_keys(module, state_dict, prefix, local_metadata, strict, missing,
         state_dict[prefix + "weight"] = state_dict.pop(prefix + "gamma")
 norm.register_load_state_dict_pre_hook(rename_old_keys)
 model.register_load_state_dict_post_hook(lambda module, keys: keys.missing_keys.clear())
-model.register_state_dict_post_hook(lambda module, state_dict, prefix, local_metadata: state_dict.pop(prefix + "cache"))
+def drop_cache(module, state_dict, prefix, local_metadata):   # changes the dict in place, returns None
+    del state_dict[prefix + "cache"]
+model.register_state_dict_post_hook(drop_cache)
 ```
 
 As torch's: ``state_dict`` calls each module's pre hooks ``(module, prefix, keep_vars)`` before writing its entries,
 and its post hooks ``(module, state_dict, prefix, local_metadata)`` after its children's (the private
-``_register_state_dict_hook``'s result, where not None, is the dict returned from there). ``load_state_dict`` copies
-the state and calls each module's pre hooks, parents first, with the entries under its prefix (renames there reach
-the load), then loads, then calls the post hooks ``(module, incompatible_keys)`` children first, which may change the
-missing and unexpected keys before ``strict`` is checked (``frontend/module.py``). Loading stays all or nothing where
-no post hook is registered; with one, the loadable entries are written before ``strict`` raises, as torch's. A module
-overriding torch's ``_save_to_state_dict`` or ``_load_from_state_dict`` (the base methods here) is called as torch
-calls it (``frontend/state_dict_loading.py``).
+``_register_state_dict_hook``'s result, where not None, is the dict returned from there). A model with load hooks
+loads module by module by torch's protocol (``frontend/state_dict_loading.py``): each module's pre hooks, parents
+first, with the entries under its prefix (renames there reach the load), its own entries, its children, then its post
+hooks ``(module, incompatible_keys)``, which may change the missing and unexpected keys before ``strict`` is checked;
+entries loaded before an error stay loaded, as torch's. A module overriding torch's ``_save_to_state_dict`` or
+``_load_from_state_dict`` (the base methods here) is called as torch calls it.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator
 
 from kiln.compiler.errors import KilnError
 from kiln.frontend.module_hooks import RemovableHandle, held_hook
@@ -113,44 +114,4 @@ def hooked_state_dict(module: Any, state: Any, prefix: str, keep_vars: bool) -> 
     return state
 
 
-def state_after_pre_hooks(root: Any, state: Mapping[str, Any], strict: bool, keys: Any) -> Mapping[str, Any]:
-    """A copy of ``state`` after each module's load pre hooks, parents first, each given the entries under its prefix
-    (what it renames, adds or drops there is what loads); ``keys``' lists take what the hooks append."""
-    if not has_hooks(root.modules(), "_load_state_dict_pre_hooks"):
-        return state
-    metadata = getattr(state, "_metadata", None) or {}  # torch's saved state_dict carries one
-    state, errors = OrderedDict(state), []
-    for prefix, module in _modules_with_prefixes(root, ""):
-        hooks = _hooks(module, "_load_state_dict_pre_hooks")
-        if not hooks:
-            continue
-        local = OrderedDict((key, value) for key, value in state.items() if key.startswith(prefix))
-        for hook in hooks:
-            hook(module, local, prefix, dict(metadata.get(prefix[:-1], {})), strict, keys.missing_keys,
-                 keys.unexpected_keys, errors)
-        state = OrderedDict([*((k, v) for k, v in state.items() if not k.startswith(prefix)), *local.items()])
-    if errors:
-        raise KilnError("Error(s) in loading state_dict:\n\t" + "\n\t".join(errors))
-    return state
-
-
-def run_load_post_hooks(root: Any, keys: Any) -> None:
-    """Each module's load post hooks, children before their parent, as torch's ``load`` recursion calls them."""
-    for _, module in _modules_with_prefixes(root, "", parents_first=False):
-        for hook in _hooks(module, "_load_state_dict_post_hooks"):
-            hook(module, keys)
-
-
-def _modules_with_prefixes(module: Any, prefix: str, parents_first: bool = True) -> Iterator[tuple[str, Any]]:
-    """Each module under ``module`` with the prefix its entries have (every occurrence of a shared one), a parent
-    before or after its children."""
-    if parents_first:
-        yield prefix, module
-    for name, child in module._modules.items():
-        if child is not None:
-            yield from _modules_with_prefixes(child, f"{prefix}{name}.", parents_first)
-    if not parents_first:
-        yield prefix, module
-
-
-__all__ = ["StateDictHookMethods", "has_hooks", "hooked_state_dict", "run_load_post_hooks", "state_after_pre_hooks"]
+__all__ = ["StateDictHookMethods", "has_hooks", "hooked_state_dict"]

@@ -1,4 +1,5 @@
-"""``load_state_dict`` module by module, as torch's, where a module overrides ``_load_from_state_dict``.
+"""``load_state_dict`` module by module, as torch's, where a module overrides ``_load_from_state_dict`` or has load
+hooks.
 
 ```python
 class Legacy(nn.Linear):
@@ -86,6 +87,16 @@ def load_module_by_module(root: Any, state: Mapping[str, Any], strict: bool) -> 
     return IncompatibleKeys(missing, unexpected)
 
 
+def by_torch_protocol(root: Any) -> bool:
+    """Whether ``root``'s load goes module by module: a module in it has load hooks or overrides
+    ``_load_from_state_dict``."""
+    from kiln.frontend.state_dict_hooks import has_hooks  # lazily: the hooks' mixin builds on this file
+
+    modules = list(root.modules())
+    return has_hooks(modules, "_load_state_dict_pre_hooks", "_load_state_dict_post_hooks") or overridden(
+        modules, "_load_from_state_dict")
+
+
 def overridden(modules: Any, method: str) -> bool:
     """Whether a module among ``modules`` has its own ``method`` (``_load_from_state_dict``, ``_save_to_state_dict``)."""
     from kiln.frontend.state_dict_hooks import StateDictHookMethods  # lazily: the hooks' mixin builds on this file
@@ -94,4 +105,4 @@ def overridden(modules: Any, method: str) -> bool:
     return any(getattr(type(module), method) is not base for module in modules)
 
 
-__all__ = ["load_module_by_module", "load_own_entries", "overridden"]
+__all__ = ["by_torch_protocol", "load_module_by_module", "load_own_entries", "overridden"]
