@@ -230,6 +230,8 @@ class CompiledFunction:
             return self.fn(*args, **kwargs) if outputs is _EAGER else outputs
         finally:
             self.running -= 1
+            if not self.running:
+                self.arguments_now = ()  # the call's tensors are not kept past it
 
     def _inference_lookup(self, fn: Callable[..., Any], arrays: tuple[Any, ...], arrays_np: list[np.ndarray],
                           extra: Hashable) -> Any:
