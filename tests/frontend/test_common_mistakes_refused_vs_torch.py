@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.oracles import require_torch
+from oracles import require_torch
 
 
 def _conv2d_of_a_matrix(lib):

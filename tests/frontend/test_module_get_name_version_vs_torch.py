@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from tests.oracles import require_torch
+from oracles import require_torch
 
 
 def _printed(lib):

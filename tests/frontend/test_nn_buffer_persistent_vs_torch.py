@@ -3,7 +3,7 @@ as torch's (``register_buffer(name, t, persistent=False)``); kiln's ``Buffer`` t
 
 from __future__ import annotations
 
-from tests.oracles import require_torch
+from oracles import require_torch
 
 
 def _layout(torch):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.oracles import require_torch
+from oracles import require_torch
 
 
 def _kinds(torch):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.oracles import require_torch
+from oracles import require_torch
 
 
 def _model(lib, scale=1.0):

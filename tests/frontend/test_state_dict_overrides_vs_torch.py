@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.oracles import require_torch
+from oracles import require_torch
 
 
 def _classes(lib):

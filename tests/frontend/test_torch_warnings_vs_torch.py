@@ -8,7 +8,7 @@ import warnings
 
 import pytest
 
-from tests.oracles import require_torch
+from oracles import require_torch
 
 CASES = {
     "copy construct": lambda lib: lib.tensor(lib.ones(2)),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.oracles import require_torch
+from oracles import require_torch
 
 
 def _shapes(lib):
