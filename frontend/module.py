@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 import sys
 import weakref
-from collections import OrderedDict, namedtuple
+from collections import OrderedDict
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
@@ -20,14 +20,16 @@ from kiln.compiler.ir.core import Value
 from kiln.compiler.ir.types import DType, is_float_array_dtype
 from kiln.frontend.eager_values import ARRAYS, count_update
 from kiln.frontend.grad_mode import no_grad
-from kiln.frontend.inplace_leaf_checks import check_leaf_write, located
+from kiln.frontend.inplace_leaf_checks import check_leaf_write
 from kiln.frontend.registered_assignment import check_registered_assignment
 from kiln.frontend.module_registry import CHANGES, Registry
 from kiln.frontend.module_paths import ModulePaths
 from kiln.frontend.module_hooks import HOOK_KINDS, HookMethods, RemovableHandle, any_global_hooks, call_with_hooks, held_hook
 from kiln.frontend.layer_device import accept_device_keyword
 from kiln.frontend.shared_storage import is_shared
-from kiln.frontend.state_dict_loading import by_torch_protocol, load_module_by_module, overridden
+from kiln.frontend.grad_assignment_checks import check_assigned_grad
+from kiln.frontend.state_dict_loading import (IncompatibleKeys, by_torch_protocol, load_module_by_module, overridden,
+                                              without_compile_prefix)
 from kiln.frontend.state_dict_hooks import StateDictHookMethods, has_hooks, hooked_state_dict
 from kiln.frontend.dynamic_ints import DynamicInt
 from kiln.frontend.tensor import Tensor, eager_tensor
@@ -35,7 +37,7 @@ from kiln.frontend.torch_dtypes import get_default_dtype
 from kiln.frontend.torch_printoptions import printed
 from kiln.frontend.tensor_eager import array_protocol
 from kiln.frontend.torch_array import TorchArray, torch_array, traced_view, tracing
-from kiln.frontend.trace import TraceContext, called_from_user, step_capture
+from kiln.frontend.trace import TraceContext, step_capture
 from kiln.frontend.torch_size import Size
 
 
@@ -62,8 +64,7 @@ class ArrayLeaf(Tensor):
         if capture is not None:  # p.grad = None in a kiln.compile'd step: the step's own .grad from here on
             capture.assign_grad(self, value)
             return
-        if _mismatched_grad(self, value) and called_from_user():
-            raise located(GradAssignmentError, _mismatched_grad(self, value))
+        check_assigned_grad(self, value)  # torch's refusal of another shape or dtype (frontend/grad_assignment_checks.py)
         self.__dict__["grad"] = value
 
     requires_grad: bool = True
@@ -204,24 +205,6 @@ class Parameter(ArrayLeaf):
     def __repr__(self) -> str:
         """torch's: ``Parameter containing:`` over the values (``print(model.fc.weight)``)."""
         return "Parameter containing:\n" + _values_repr(self)
-
-
-class GradAssignmentError(KilnError, RuntimeError):
-    """``p.grad = g`` with ``g`` of another shape or dtype than ``p`` (torch's ``RuntimeError``)."""
-
-
-def _mismatched_grad(leaf: ArrayLeaf, grad: Any) -> str:
-    """torch's refusal of ``leaf.grad = grad`` where their shapes or dtypes differ; "" where they agree (or ``grad``
-    has neither: None, a number)."""
-    shape, dtype = getattr(grad, "shape", None), getattr(grad, "dtype", None)
-    own = leaf._data
-    if shape is not None and tuple(shape) != tuple(own.shape):
-        return (f"attempting to assign a gradient of size '{list(shape)}' to a tensor of size '{list(own.shape)}'. "
-                "Please ensure that the gradient and the tensor are the same size")
-    if dtype is not None and np.dtype(getattr(dtype, "numpy", dtype)) != own.dtype:
-        return (f"attempting to assign a gradient with dtype '{DType.of(dtype)}' to a tensor with dtype "
-                f"'{DType.of(own.dtype)}': the gradient must match the tensor's dtype, as in PyTorch")
-    return ""
 
 
 def _values_repr(tensor: Any) -> str:
@@ -678,7 +661,7 @@ class Module(HookMethods, ModulePaths, StateDictHookMethods):
         from kiln.frontend.parametrizations import deprecated_weight_norm_keys  # lazily: it imports this module
 
         own = dict(self._state_items(""))
-        state = deprecated_weight_norm_keys(self, _without_compile_prefix(state, own), own)
+        state = deprecated_weight_norm_keys(self, without_compile_prefix(state, own), own)
         if by_torch_protocol(self):  # a load hook or a _load_from_state_dict override: module by module, as torch's
             if assign:
                 raise KilnError("load_state_dict(assign=True) of a model with load hooks or a _load_from_state_dict "
@@ -737,15 +720,6 @@ class Module(HookMethods, ModulePaths, StateDictHookMethods):
         return f"{self._get_name()}(" + ("\n  " + "\n  ".join(lines) + "\n" if lines else "") + ")"
 
 
-class IncompatibleKeys(namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])):
-    """What ``load_state_dict`` did not load, as PyTorch's ``_IncompatibleKeys`` (module order; the state's order)."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "<All keys matched successfully>" if not self.missing_keys and not self.unexpected_keys else super().__repr__()
-
-
 def _stored_form(parameter: Any, array: np.ndarray) -> np.ndarray:
     """``array`` as ``parameter`` stores it: a complex parameter's complex values (torch's state_dict) as their
     ``view_as_real`` pairs (``frontend/complex_parameter.py``)."""
@@ -787,18 +761,6 @@ def _float_dtype(dtype: Any) -> np.dtype | None:
     if not is_float_array_dtype(result):
         raise KilnError(f"Module.to: parameters stay floating point; got {dtype!r}")
     return result
-
-
-COMPILE_PREFIX = "_orig_mod."
-"""What ``torch.compile``'s module puts before every key of its ``state_dict``."""
-
-
-def _without_compile_prefix(state: Mapping[str, Any], own: Mapping[str, Any]) -> Mapping[str, Any]:
-    """``state`` with ``_orig_mod.`` taken off its keys when every key has it and none of the model's does."""
-    prefixed = [key.startswith(COMPILE_PREFIX) for key in state]
-    if not prefixed or not all(prefixed) or any(key.startswith(COMPILE_PREFIX) for key in own):
-        return state
-    return {key[len(COMPILE_PREFIX):]: value for key, value in state.items()}
 
 
 def _dotted(prefix: str) -> str:

@@ -20,13 +20,34 @@ loaded, as torch's.
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, namedtuple
 from typing import Any, Mapping
 
 import numpy as np
 
 from kiln.compiler.errors import KilnError
 from kiln.frontend.torch_size import Size
+
+
+class IncompatibleKeys(namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])):
+    """What ``load_state_dict`` did not load, as PyTorch's ``_IncompatibleKeys`` (module order; the state's order)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<All keys matched successfully>" if not self.missing_keys and not self.unexpected_keys else super().__repr__()
+
+
+COMPILE_PREFIX = "_orig_mod."
+"""What ``torch.compile``'s module puts before every key of its ``state_dict``."""
+
+
+def without_compile_prefix(state: Mapping[str, Any], own: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``state`` with ``_orig_mod.`` taken off its keys when every key has it and none of the model's does."""
+    prefixed = [key.startswith(COMPILE_PREFIX) for key in state]
+    if not prefixed or not all(prefixed) or any(key.startswith(COMPILE_PREFIX) for key in own):
+        return state
+    return {key[len(COMPILE_PREFIX):]: value for key, value in state.items()}
 
 
 def load_own_entries(module: Any, state_dict: Mapping[str, Any], prefix: str, local_metadata: dict[str, Any],
@@ -58,8 +79,6 @@ def load_own_entries(module: Any, state_dict: Mapping[str, Any], prefix: str, lo
 
 def load_module_by_module(root: Any, state: Mapping[str, Any], strict: bool) -> Any:
     """``root.load_state_dict(state, strict)`` by torch's recursion (see the module docstring)."""
-    from kiln.frontend.module import IncompatibleKeys  # lazily: the module builds on this file
-
     metadata = getattr(state, "_metadata", None) or {}
     missing: list[str] = []
     unexpected: list[str] = []
@@ -105,4 +124,4 @@ def overridden(modules: Any, method: str) -> bool:
     return any(getattr(type(module), method) is not base for module in modules)
 
 
-__all__ = ["by_torch_protocol", "load_module_by_module", "load_own_entries", "overridden"]
+__all__ = ["COMPILE_PREFIX", "IncompatibleKeys", "by_torch_protocol", "load_module_by_module", "load_own_entries", "overridden", "without_compile_prefix"]
