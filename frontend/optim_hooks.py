@@ -11,7 +11,8 @@ As torch's, the methods of each optimizer class are wrapped once, when its first
 return new ``(args, kwargs)``; a ``state_dict`` post hook ``(optimizer, state_dict)`` and a ``load_state_dict`` pre hook
 ``(optimizer, state_dict)`` may return a new dict. A wrapped method called inside another (a subclass's ``step``
 calling ``super().step()``) runs the hooks once. In a ``kiln.compile``d step the hooks run while it is traced, their
-tensor ops traced into the step, as torch.compile traces them.
+tensor ops traced into the step, as torch.compile traces them; a step hook added or removed after a compiled step
+was traced makes it trace again.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any, Callable
 
 from kiln.compiler.errors import KilnError
 from kiln.frontend.module_hooks import RemovableHandle, held_hook
+from kiln.frontend.trace import step_capture
 
 GLOBAL_STEP_PRE_HOOKS: "OrderedDict[int, Callable[..., Any]]" = OrderedDict()
 GLOBAL_STEP_POST_HOOKS: "OrderedDict[int, Callable[..., Any]]" = OrderedDict()
@@ -110,6 +112,9 @@ def _once(method: Callable[..., Any], around: Callable[..., Any]) -> Callable[..
 def _stepping(step: Callable[..., Any]) -> Callable[..., Any]:
     def around(self: Any, method: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         args = (self, *args)  # as torch's: the hooks see the call's own arguments, the optimizer first
+        capture = step_capture()
+        if capture is not None:  # a kiln.compile'd step runs the hooks it traced: one added or removed later retraces
+            capture.guards.append(_same_step_hooks(self))
         for hook in [*GLOBAL_STEP_PRE_HOOKS.values(), *_hooks(self, "_optimizer_step_pre_hooks")]:
             result = hook(self, args, kwargs)
             if result is not None:
@@ -122,6 +127,16 @@ def _stepping(step: Callable[..., Any]) -> Callable[..., Any]:
         return out
 
     return _once(step, around)
+
+
+def _same_step_hooks(optimizer: Any) -> Callable[[], bool]:
+    """Whether the step hooks (global and ``optimizer``'s) are still those registered now."""
+    def registered() -> tuple[tuple[int, ...], ...]:
+        own = [optimizer.__dict__.get(kind, {}) for kind in ("_optimizer_step_pre_hooks", "_optimizer_step_post_hooks")]
+        return tuple(tuple(registry) for registry in (GLOBAL_STEP_PRE_HOOKS, GLOBAL_STEP_POST_HOOKS, *own))
+
+    traced = registered()
+    return lambda: registered() == traced
 
 
 def _saving(state_dict: Callable[..., Any]) -> Callable[..., Any]:

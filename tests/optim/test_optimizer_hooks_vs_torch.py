@@ -122,3 +122,34 @@ def test_an_optimizer_with_hooks_pickles_without_them():
     kiln.save(optimizer, buffer)
     copied = copy.deepcopy(optimizer)
     assert not copied.__dict__.get("_optimizer_step_post_hooks")
+
+
+def test_a_post_hook_registered_after_the_first_compiled_call_runs(float64_default):
+    """The compiled step traced without the hook; registering it later retraces (it was silently never run)."""
+    torch, ours, theirs = torch_twins(lambda lib: lib.nn.Linear(3, 2))
+    results = []
+    for lib, model in ((kiln, ours), (torch, theirs)):
+        ema = [p.detach().clone() for p in model.parameters()]
+        optimizer = lib.optim.SGD(model.parameters(), lr=0.1)
+
+        def step(x, optimizer=optimizer, model=model):
+            optimizer.zero_grad()
+            loss = model(x).pow(2).sum()
+            loss.backward()
+            optimizer.step()
+            return loss
+
+        def update_ema(opt, args, kwargs, ema=ema, model=model, lib=lib):
+            with lib.no_grad():
+                for average, p in zip(ema, model.parameters()):
+                    average.mul_(0.5).add_(p, alpha=0.5)
+
+        run = kiln.compile(step) if lib is kiln else step
+        x = lib.tensor(np.linspace(-1, 1, 12).reshape(4, 3))
+        run(x)
+        optimizer.register_step_post_hook(update_ema)
+        for _ in range(3):
+            run(x)
+        results.append([a.numpy().copy() for a in ema])
+    for a, b in zip(*results, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
