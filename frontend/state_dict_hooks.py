@@ -30,9 +30,6 @@ from kiln.compiler.errors import KilnError
 from kiln.frontend.module_hooks import RemovableHandle, held_hook
 from kiln.frontend.state_dict_loading import load_own_entries
 
-_KINDS = ("_state_dict_pre_hooks", "_state_dict_hooks", "_load_state_dict_pre_hooks", "_load_state_dict_post_hooks")
-
-
 class StateDictHookMethods:
     """The mixin ``Module`` takes the registration methods from."""
 
@@ -95,8 +92,7 @@ def _returning_none(hook: Callable[..., Any], what: str = "state_dict") -> Calla
 
 
 def has_hooks(modules: Iterator[Any], *kinds: str) -> bool:
-    """Whether any of ``modules`` holds a hook of ``kinds`` (all kinds where none are named)."""
-    kinds = kinds or _KINDS
+    """Whether any of ``modules`` holds a hook of ``kinds``."""
     return any(module.__dict__.get(kind) for module in modules for kind in kinds)
 
 
