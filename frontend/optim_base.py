@@ -21,7 +21,7 @@ from kiln.frontend.module import Parameter, clear_grads
 from kiln.frontend.optim_hooks import OptimizerHookMethods, hook_methods_of, without_hooks
 from kiln.frontend.optim_flags import IMPLEMENTATION_OPTIONS, check_constructor_flags, refuse_differentiable
 from kiln.frontend.optim_parameter_state import ParamGroup, ParameterState, StepCounter
-from kiln.frontend.optim_torch_state import from_torch_layout, is_torch_layout, to_torch_layout, torch_scalar_dtype
+from kiln.frontend.optim_torch_state import LiveSteps, from_torch_layout, is_torch_layout, to_torch_layout, torch_scalar_dtype
 from kiln.frontend.optim_user_state import load_own_state_dict, own_state_dict
 from kiln.frontend.tensor import Tensor
 
@@ -68,8 +68,6 @@ class Optimizer(OptimizerHookMethods):
         self.param_groups: list[dict[str, Any]] = []
         self.state: dict[int, dict[str, np.ndarray]] = ParameterState(counter=StepCounter(self))
         """Per parameter (by id; a user's ``step`` indexes it by the parameter, ``frontend/optim_parameter_state.py``)."""
-        self.step_count = 0
-        """Updates done so far; the compiled step reads ``step_count + 1`` as its ``step`` input."""
         self.skipped_steps: dict[int, int] = {}
         """Per parameter (by id), the eager steps that found it without ``.grad`` (``runtime/eager_optim.py``)."""
         groups = list(params)
@@ -96,7 +94,7 @@ class Optimizer(OptimizerHookMethods):
         self.check_group(full)
         refuse_differentiable(type(self).__name__, full)
         self.param_groups.append(ParamGroup(full))
-        if self.__dict__.get("step_count"):  # added after some steps: its own count starts at 1, as torch.optim's state
+        if self.step_count:  # added after some steps: its own count starts at 1, as torch.optim's state
             self.skipped_steps.update({id(p): self.step_count for p in params})
 
     def feed_as_input(self, name: str) -> None:
@@ -212,6 +210,28 @@ class Optimizer(OptimizerHookMethods):
             state = self.state[id(param)] = {name: _cast_float(array, self.state_dtype(param, name)) for name, array in state.items()}
         return dict.copy(state)
 
+    @property
+    def step_count(self) -> int:
+        """Updates done so far; the compiled step reads ``step_count + 1`` as its ``step`` input."""
+        return self.__dict__.get("_steps_counted", 0)
+
+    @step_count.setter
+    def step_count(self, count: int) -> None:
+        self.__dict__["_steps_counted"] = count
+        self.refresh_live_steps()
+
+    def live_step(self, key: int) -> np.ndarray:
+        """torch's ``state[p]["step"]`` of the parameter ``id`` ``key`` as a live 0-d array: each later step (or load)
+        rewrites it, as torch's optimizers update their step tensors in place (``LiveSteps``)."""
+        live = self.__dict__.setdefault("live_steps", LiveSteps())
+        return live.of(key, self.torch_step(key))
+
+    def refresh_live_steps(self) -> None:
+        """The live step arrays handed out so far given the counts now (after a step, a load, a set count)."""
+        live = self.__dict__.get("live_steps")
+        if live:
+            live.refresh(self.torch_step)
+
     def torch_step(self, key: int) -> int | None:
         """torch's ``state[p]["step"]`` of the parameter ``id`` ``key``: the updates made of it (``step_count`` less the
         steps that found it without ``.grad``), which its next update's bias correction follows. None where torch's
@@ -244,6 +264,7 @@ class Optimizer(OptimizerHookMethods):
         skipped[key] = self.step_count - count
         if not skipped[key]:
             del skipped[key]
+        self.refresh_live_steps()
 
     def signature(self) -> tuple[Any, ...]:
         """What a compiled update fixes: group membership, which parameters train (requires_grad), their dtypes (a
@@ -268,12 +289,17 @@ class Optimizer(OptimizerHookMethods):
     def state_dict(self) -> dict[str, Any]:
         """``torch.optim``'s ``state_dict``: ``{"state": {0: {"step": 0-d array, "exp_avg": ...}, ...}, "param_groups":
         [{every option, "params": [0, 1, ...]}]}``, parameters keyed by position (``optim_torch_state.to_torch_layout``;
-        each parameter's own ``step`` where PyTorch keeps one). The moment arrays are the live ones, as PyTorch's
-        tensors. ``load_state_dict`` takes it back, and ``torch_optimizer.load_state_dict`` once each array is a tensor
+        each parameter's own ``step`` where PyTorch keeps one). The arrays are the live ones, as PyTorch's tensors,
+        its ``step`` arrays too (``live_step``). ``load_state_dict`` takes it back, and ``torch_optimizer.load_state_dict`` once each array is a tensor
         (``torch.tensor``, a copy), so a kiln run resumes in PyTorch and the reverse."""
         if self.updates_in_own_step():
             return own_state_dict(self)
-        return to_torch_layout(self.kiln_state_dict(), self.scalar_states, self.counts_torch_steps())
+        layout = to_torch_layout(self.kiln_state_dict(), self.scalar_states, self.counts_torch_steps())
+        for position, param in enumerate(self.parameters()):
+            entry = layout["state"].get(position, {})
+            if "step" in entry:
+                entry["step"] = self.live_step(id(param))
+        return layout
 
     def torch_state_dict(self) -> dict[str, Any]:
         """``state_dict()``, PyTorch's layout (the name it had while ``state_dict`` gave kiln's)."""
@@ -312,6 +338,9 @@ class Optimizer(OptimizerHookMethods):
     def __setstate__(self, state: dict[str, Any]) -> None:
         """PyTorch's: the attributes ``state`` holds (``load_state_dict`` gives ``state`` and ``param_groups``), which a
         user's subclass may extend (``SophiaG`` fills in options an older checkpoint lacks)."""
+        if "step_count" in state:  # pickled before step_count became a property
+            state = {**state, "_steps_counted": state["step_count"]}
+            del state["step_count"]
         self.__dict__.update(state)
 
     def prepare_load(self, state: Mapping[str, Any], names: Mapping[int, str] | None = None) -> Callable[[], None]:
@@ -344,8 +373,8 @@ class Optimizer(OptimizerHookMethods):
                 group.update(loaded)
             self.state = ParameterState({pid: _into(self.state.get(pid), value) for pid, value in arrays.items() if value is not None},
                                         StepCounter(self))
-            self.step_count = step
             self.skipped_steps = skipped
+            self.step_count = step  # (after skipped_steps: it refreshes the live step arrays from both)
 
         return write
 

@@ -321,15 +321,15 @@ def _stored_in_trace(entry: StateEntry, key: Any, value: Any, kept: Any) -> None
 
 def _step_tensor(entry: StateEntry) -> Any:
     """The parameter's own step count as torch's ``state[p]["step"]``: a 0-d tensor in ``torch_scalar_dtype`` (float32,
-    or float64 under a float64 default dtype). A new tensor at each read, so inside a ``kiln.compile`` trace it would
-    be a constant of the traced count: refused there."""
+    or float64 under a float64 default dtype) of the optimizer's live step array (``Optimizer.live_step``), which
+    each later step rewrites as torch's in-place ``step`` update. Inside a ``kiln.compile`` trace it would be a
+    constant of the traced count: refused there."""
     from kiln.frontend.eager_values import eager_leaf  # lazily: eager values build on the tensor
-    from kiln.frontend.optim_torch_state import torch_scalar_dtype
 
     _refuse_in_trace("read")
     counter = entry.counter
     assert counter is not None  # _shows_step said so
-    return counter() if counter.as_int() else eager_leaf(np.array(counter(), torch_scalar_dtype()))
+    return counter() if counter.as_int() else eager_leaf(counter.live())
 
 
 def _set_step(entry: StateEntry, value: Any) -> None:
@@ -489,6 +489,10 @@ class _BoundCounter:
 
     def as_int(self) -> bool:
         return self.counter.as_int()
+
+    def live(self) -> np.ndarray:
+        """The optimizer's live step array of this parameter (``Optimizer.live_step``)."""
+        return self.counter.optimizer().live_step(self.key)  # type: ignore[union-attr]  (counting: it is alive)
 
 
 __all__ = ["ParamGroup", "ParameterState", "StateEntry", "StepCounter"]

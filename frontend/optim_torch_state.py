@@ -11,7 +11,7 @@ follows its own count as PyTorch's).
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -58,6 +58,28 @@ def to_torch_layout(state: Mapping[str, Any], scalar_states: frozenset[str] = fr
     return {"state": entries, "param_groups": groups}
 
 
+class LiveSteps(dict):
+    """torch's ``state[p]["step"]`` tensors, which its optimizers update in place: a ``state_dict()`` kept without a
+    copy (a "best so far") follows the steps after it, and loading it back changes nothing. kiln counts steps per
+    optimizer (``Optimizer.step_count`` less ``skipped_steps``); this holds one 0-d array per parameter key that
+    ``state_dict()`` and ``state[p]["step"]`` hand out, rewritten whenever the counts change (``refresh``)."""
+
+    def of(self, key: int, count: int) -> np.ndarray:
+        """The parameter's live step array, holding ``count`` (made on first use, in ``torch_scalar_dtype``)."""
+        array = self.get(key)
+        if array is None:
+            array = self[key] = np.zeros((), torch_scalar_dtype())
+        array[...] = count
+        return array
+
+    def refresh(self, count_of: Callable[[int], int | None]) -> None:
+        """Each array handed out so far given its parameter's count now."""
+        for key, array in self.items():
+            count = count_of(key)
+            if count is not None:
+                array[...] = count
+
+
 def _as_torch_keeps(array: np.ndarray, scalar: bool) -> np.ndarray:
     """A state array as PyTorch keeps it: a scalar state (every element the same here) 0-d, anything else as is."""
     return np.array(array.reshape(-1)[0]) if scalar else array
@@ -69,4 +91,4 @@ def _own_step(entry: Mapping[str, Any]) -> int:
     return int(np.asarray(entry["step"])) if "step" in entry else int(bool(entry))
 
 
-__all__ = ["from_torch_layout", "is_torch_layout", "to_torch_layout", "torch_scalar_dtype"]
+__all__ = ["LiveSteps", "from_torch_layout", "is_torch_layout", "to_torch_layout", "torch_scalar_dtype"]

@@ -46,10 +46,10 @@ and queue, the initial weights) is kiln's, loaded into torch.
 What broke: ``optimizer.state.items()`` (and iterating ``optimizer.state``) gave kiln's ``id(parameter)`` keys where
 torch gives the parameters, so the user's ``{names[p]: s for p, s in optimizer.state.items()}`` failed with a
 ``KeyError``; the user's code now sees the parameters, kiln's own code still the ids
-(``frontend/optim_parameter_state.py``, ``tests/optim/test_optimizer_state_keys_vs_torch.py``). Left as a strict
-xfail (``tests/optim/test_optimizer_state_dict_live_vs_torch.py``), found by a resume from a state dict kept in
-memory: ``optimizer.state_dict()``'s moment arrays are live as torch's but its ``step`` entries are not, so a kept
-dict loaded back after more steps rewinds Adam's step counts where torch's changes nothing; the probe resumes from
+(``frontend/optim_parameter_state.py``, ``tests/optim/test_optimizer_state_keys_vs_torch.py``). A resume from a
+state dict kept in memory found that ``optimizer.state_dict()``'s ``step`` entries were snapshots where torch's are
+live tensors, so a kept dict loaded back after more steps rewound Adam's step counts; they are live now
+(``Optimizer.live_step``, ``tests/optim/test_optimizer_state_dict_live_vs_torch.py``). The probe resumes from
 ``torch.save``d files, as main_moco.py does. Otherwise the numbers agreed as first written, at 1e-10 in float64.
 
 Also covered: rosinality's ``CycleScheduler`` (``scheduler.py``) writing ``group['lr']`` and Adam's

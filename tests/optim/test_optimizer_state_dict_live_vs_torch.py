@@ -1,9 +1,12 @@
 """``optimizer.state_dict()`` holds the optimizer's live state, as torch's: a state dict kept in memory without a
 ``copy.deepcopy`` (a "best so far" kept for later) follows the steps taken after it, so loading it back later changes
-nothing in torch. kiln's moment arrays are the live ones; its ``step`` entries are not (a strict xfail below).
+nothing in torch. kiln counts steps per optimizer; the ``step`` arrays it hands out are rewritten at each step
+(``Optimizer.live_step``).
 Found by the VQ-VAE/MoCo porting probe (``tests/e2e/test_porting_probes_vqvae_moco.py``)."""
 
 from __future__ import annotations
+
+import copy
 
 import numpy as np
 import pytest
@@ -44,18 +47,47 @@ def test_kept_moments_follow_the_steps_as_torchs():
     np.testing.assert_allclose(np.asarray(kept[0]), np.asarray(optimizers[0].state[ours.weight]["exp_avg"]))
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "optimizer.state_dict()'s 'step' entries are 0-d arrays computed from the optimizer's step count when the dict is "
-    "made (to_torch_layout), not live as torch's step tensors (updated in place by each step) while the moment arrays "
-    "are: a state dict kept without a deepcopy and loaded back after two more steps rewinds kiln's step counts (Adam's "
-    "bias correction of step 2 again) but keeps the moments of step 3, where torch's load changes nothing (torch's "
-    "load_state_dict keeps the very tensors: Tensor.to of the same dtype and device). A read of "
-    "optimizer.state[p]['step'] is a snapshot likewise (_step_tensor). Making 'step' live needs one array per "
-    "parameter that the optimizer updates whenever its step_count or skipped_steps change (every eager, compiled and "
-    "L-BFGS step), handed out by both"))
 def test_a_kept_state_dict_loaded_back_changes_nothing_as_torchs():
     torch, ours, theirs = torch_twins(lambda lib: lib.nn.Linear(3, 2))
     ran = [_kept_then_reloaded(lib, model, lib.optim.Adam(model.parameters(), lr=0.1))
            for lib, model in ((kiln, ours), (torch, theirs))]
     assert ran[0][1] == ran[1][1] == 4.0
     np.testing.assert_allclose(np.asarray(ours.weight.data), theirs.weight.detach().numpy(), rtol=1e-5, atol=1e-7)
+
+
+def _steps_read(lib, model, optimizer, compiled):
+    """``state[p]['step']`` and a kept ``state_dict()``'s step read after one step, then again after two more (through
+    a compiled step where ``compiled``), with a deep copy taken at the first read."""
+    def train():
+        optimizer.zero_grad()
+        model(lib.tensor(X, dtype=lib.float32)).pow(2).mean().backward()
+        optimizer.step()
+
+    step = lib.compile(train) if compiled else train
+    step()
+    read, kept = optimizer.state[model.weight]["step"], optimizer.state_dict()
+    copied = copy.deepcopy(kept)
+    step()
+    step()
+    return [float(np.asarray(t)) for t in (read, kept["state"][0]["step"], copied["state"][0]["step"])]
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_a_read_step_follows_the_steps_and_a_deep_copy_does_not(compiled):
+    torch, ours, theirs = torch_twins(lambda lib: lib.nn.Linear(3, 2))
+    expected = _steps_read(torch, theirs, torch.optim.Adam(theirs.parameters(), lr=0.1), compiled=False)
+    assert expected == [3.0, 3.0, 1.0]
+    assert _steps_read(kiln, ours, kiln.optim.Adam(ours.parameters(), lr=0.1), compiled) == expected
+
+
+def test_an_optimizer_pickled_with_a_plain_step_count_loads_it():
+    """``step_count`` became a property (it rewrites the live step arrays): a pickle from before holds it as a plain
+    attribute, which loading keeps."""
+    model = kiln.nn.Linear(3, 2)
+    optimizer = kiln.optim.Adam(model.parameters(), lr=0.1)
+    _step(kiln, model, optimizer)
+    state = optimizer.__getstate__()
+    state["step_count"] = state.pop("_steps_counted")
+    restored = kiln.optim.Adam.__new__(kiln.optim.Adam)
+    restored.__setstate__(state)
+    assert restored.step_count == 1 and "step_count" not in restored.__dict__
