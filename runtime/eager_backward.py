@@ -325,7 +325,7 @@ def backward(loss: Any, gradient: Any = None, inputs: Any = None) -> None:
         grads = with_sparse_gradients(grads, found)
     for owner, grad in _per_owner(owners, grads):
         if still_requires_grad(owner):
-            _accumulate(owner, grad)
+            accumulate_grad(owner, grad)
     after_accumulation([p for p in [*chain.trained, *[lookup.parameter for lookup in found]] if still_requires_grad(p)])
 
 
@@ -343,7 +343,7 @@ def backward_chain(loss: Any, inputs: Any, what: str, sparse: Sequence[Any] = ()
     weights, whose leaves are not differentiated."""
     chosen = _chosen(inputs)
     wanted = _wanted(inputs)
-    found = _marked(loss.value) if chosen is None else [(t, t.value) for t in chosen if not isinstance(t, ArrayLeaf)]
+    found = marked_tensors(loss.value) if chosen is None else [(t, t.value) for t in chosen if not isinstance(t, ArrayLeaf)]
     marked = [tensor for tensor, _ in found]
     chain = EagerChain([loss.value], wanted, [*[value for _, value in found], *[lookup.rows for lookup in sparse]],
                        frozenset(id(lookup.leaf) for lookup in sparse))
@@ -424,7 +424,7 @@ def after_accumulation(trained: list[Parameter], capture: Any = None) -> None:
         eager(trained) if capture is None else traced(capture, trained)
 
 
-def _marked(loss: Value) -> list[tuple[Any, Value]]:
+def marked_tensors(loss: Value) -> list[tuple[Any, Value]]:
     """The live tensors marked by ``requires_grad_()``/``retain_grad()`` whose values ``loss`` depends on, each with
     the value ``loss`` read (a leaf written under ``no_grad`` since holds a new one: PyTorch's leaf is the same)."""
     if not GRAD_TENSORS:
@@ -510,7 +510,7 @@ def _compile(graph: Graph) -> Executable:
         return get_backend("numpy").compile(graph)
 
 
-def _accumulate(owner: Any, grad: np.ndarray) -> None:
+def accumulate_grad(owner: Any, grad: np.ndarray) -> None:
     """``owner.grad += grad`` as PyTorch's backward does (a copy: the compiled function may reuse its buffers)."""
     current = getattr(owner, "grad", None)
     if getattr(grad, "is_sparse", False) or getattr(current, "is_sparse", False):  # embedding(sparse=True)

@@ -31,6 +31,7 @@ from kiln.frontend.trace import TraceContext, located_error
 from kiln.runtime.compiled_double_backward import differentiable_residuals
 from kiln.runtime.eager_backward import EagerChain, gradients, seed_array
 from kiln.runtime.eager_hooks import run_hooks
+from kiln.runtime.eager_retained_grads import fill_retained, retained_between
 
 
 def eager_grad(outputs: Sequence[Any], inputs: Sequence[Any], seeds: Sequence[Any], create_graph: bool) -> list[Any]:
@@ -42,7 +43,8 @@ def eager_grad(outputs: Sequence[Any], inputs: Sequence[Any], seeds: Sequence[An
     targets = [t.value for t in inputs if not isinstance(t, ArrayLeaf)]
     if create_graph:
         differentiable_residuals([o.value for o in outputs], "kiln.autograd.grad(create_graph=True)")
-    chain = EagerChain([o.value for o in outputs], set(parameters), targets)
+    retained = retained_between([o.value for o in outputs], inputs)  # their .grad is filled too, as torch's
+    chain = EagerChain([o.value for o in outputs], set(parameters), _unique([*targets, *[v for _, v in retained]]))
     seeds = [_checked_seed(seed, output, index) for index, (seed, output) in enumerate(zip(seeds, outputs))]
     grads = replayed(chain, seeds) if create_graph else [_leaf(g) for g in gradients(chain, [_array(s) for s in seeds])]
     by_parameter: dict[int, Any] = {}
@@ -50,8 +52,14 @@ def eager_grad(outputs: Sequence[Any], inputs: Sequence[Any], seeds: Sequence[An
         previous = by_parameter.get(id(eager_input.trained))
         by_parameter[id(eager_input.trained)] = grad if previous is None else previous + grad
     by_target = iter(grads[len(grads) - sum(t is not None for t in chain.targets):])
-    targeted = iter([None if t is None else next(by_target) for t in chain.targets])
-    return [by_parameter.get(id(i)) if isinstance(i, ArrayLeaf) else next(targeted) for i in inputs]
+    targeted = {id(t): next(by_target) for t in chain.targets if t is not None}
+    fill_retained(retained, [targeted.get(id(value)) for _, value in retained], create_graph)
+    return [by_parameter.get(id(i)) if isinstance(i, ArrayLeaf) else targeted.get(id(i.value)) for i in inputs]
+
+
+def _unique(values: list[Value]) -> list[Value]:
+    """``values`` without repeats (a retained tensor that is an input too is differentiated once)."""
+    return list({id(value): value for value in values}.values())
 
 
 def _checked_seed(seed: Any, output: Any, index: int) -> Any:

@@ -25,7 +25,7 @@ from kiln.frontend.autograd import grad as autograd_grad
 from kiln.frontend.grad_mode import enable_grad, is_grad_enabled
 from kiln.frontend.tensor import Tensor
 from kiln.frontend.torch_functions import eye, zeros
-from kiln.runtime.eager_backward import EagerChain, _marked
+from kiln.runtime.eager_backward import EagerChain, marked_tensors
 from kiln.runtime.pytree import flatten, unflatten
 
 
@@ -96,7 +96,7 @@ def _detached_unless_chained(leaf: Any, copies: list[Tensor]) -> Any:
     own = {id(copy) for copy in copies}
     if id(leaf) in own:
         return leaf.detach()
-    reached = EagerChain([leaf.value], None).trained or any(id(tensor) not in own for tensor, _ in _marked(leaf.value))
+    reached = EagerChain([leaf.value], None).trained or any(id(tensor) not in own for tensor, _ in marked_tensors(leaf.value))
     return leaf if reached else leaf.detach()
 
 
