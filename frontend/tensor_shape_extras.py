@@ -14,6 +14,7 @@ import numpy as np
 from kiln.frontend.autocast import autocasts
 from kiln.frontend.inplace_leaf_checks import check_leaf_write
 from kiln.frontend.tensor_inplace import check_fresh
+from kiln.frontend.version_counter import count_metadata_change
 from kiln.frontend.view_writes import reshape_in_place
 from kiln.frontend.tensor_mixin_ops import _apply, _constant, _where
 from kiln.frontend.trace import located_error
@@ -197,4 +198,6 @@ def _reshaped_in_place(tensor: Any, result: Any, method: str) -> Any:
     check_fresh(tensor)
     if result is not tensor:
         reshape_in_place(tensor, result)  # a view of its old self, which its earlier views now hang from
+    if not isinstance(tensor, ArrayLeaf):
+        count_metadata_change(tensor)
     return tensor

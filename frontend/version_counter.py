@@ -107,6 +107,14 @@ def counted_writes(tensor: Any) -> Iterator[None]:
     _count_orphans([value for value in orphans if id(value) not in held], _counter(counted), version)
 
 
+def count_metadata_change(tensor: Any) -> None:
+    """``t_``, ``squeeze_`` and the other metadata-only in-place ops: PyTorch counts them on the storage's counter
+    though no element changes (``x._version`` goes up, on its views too). kiln's backward still reads the old
+    values, which hold the same elements: nothing is recorded as overwritten (torch's backward refuses a tensor
+    saved before such an op; kiln's gives the gradient)."""
+    _counter(_counter_owner(tensor)).version += 1
+
+
 def _families(sharing: list[Any]) -> list[Any]:
     found = {id(family): family for member in sharing
              if (family := member.__dict__.get("_family")) is not None and not family.of_parameter}
@@ -259,4 +267,4 @@ def _related(tensor: Any) -> list[Any]:
     return related
 
 
-__all__ = ["OVERWRITTEN", "Overwrite", "REWRITTEN", "VersionCounter", "counted_writes", "rewrite_saved_views", "version_of"]
+__all__ = ["OVERWRITTEN", "Overwrite", "REWRITTEN", "VersionCounter", "count_metadata_change", "counted_writes", "rewrite_saved_views", "version_of"]

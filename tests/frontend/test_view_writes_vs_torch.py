@@ -183,7 +183,8 @@ def test_metadata_in_place_ops_keep_the_storage_as_torch():
     for lib in (kiln, torch):
         y = lib.tensor(x0) * 1.0
         outputs = squeezed_in_place(lib, y)
-        results.append([o.numpy().copy() for o in outputs] + [outputs[0].stride()])
+        results.append([o.numpy().copy() for o in outputs] + [outputs[0].stride(), [o._version for o in outputs]])
+    assert results[1][-1] == [5, 5]  # each in-place op counts on the storage, the metadata-only ones too
     for ours, theirs in zip(*results):
         np.testing.assert_array_equal(ours, theirs)
 
