@@ -118,8 +118,9 @@ def _promotes_nothing(op_name: str, operands: tuple[Any, ...]) -> bool:
 def _number_value(context: TraceContext, number: float | int, dtype: DType, location: Any) -> Value:
     """``to_value`` of a Python float or int in ``dtype``: a constant, eagerly run at once, made at ``location``."""
     bound = _ROUNDS_TO_INF.get(dtype)
-    if bound is not None and abs(number) >= bound:  # _scalar_in's check, on the Python number (NaN stays NaN)
-        number = math.copysign(math.inf, number)
+    if bound is not None:  # _scalar_in's rounding, on the Python number (NaN stays NaN)
+        array = np.asarray(math.copysign(math.inf, number) if abs(number) >= bound else number, np.float32)
+        return context.emit_constant(array.astype(dtype.numpy, copy=False), location)
     array = np.asarray(number)
     if array.dtype.kind not in "fiub":  # an int past int64: to_value says what it makes of it
         return to_value(context, number, dtype)
@@ -128,11 +129,15 @@ def _number_value(context: TraceContext, number: float | int, dtype: DType, loca
 
 def _scalar_in(array: np.ndarray, dtype: DType) -> np.ndarray:
     """A 0-d array of a Python number in ``dtype``; a float past the dtype's range is inf, quietly, as torch rounds
-    it (``x_f32 * 1e39``: NumPy's cast warns of the overflow), with one comparison on the common path."""
+    it (``x_f32 * 1e39``: NumPy's cast warns of the overflow), with one comparison on the common path. A half dtype's
+    goes through float32, as c10 builds ``Half`` and ``BFloat16`` from a float (``1 + 2**-8 + 2**-30`` is 1.0 in
+    bfloat16, where a direct rounding gives 1.0078)."""
     bound = _ROUNDS_TO_INF.get(dtype)
-    if bound is not None and array.dtype.kind == "f" and abs(float(array)) >= bound:
+    if bound is None:
+        return array.astype(dtype.numpy)
+    if array.dtype.kind == "f" and abs(float(array)) >= bound:
         array = np.asarray(np.copysign(np.inf, array))
-    return array.astype(dtype.numpy)
+    return array.astype(np.float32).astype(dtype.numpy, copy=False)
 
 
 _ROUNDS_TO_INF = {DType.f32: (2 - 2**-24) * 2.0**127, DType.f16: 65520.0, DType.bf16: (2 - 2**-8) * 2.0**127}

@@ -50,6 +50,7 @@ from kiln.frontend.inplace_leaf_checks import check_leaf_write, located, paramet
 from kiln.frontend.parameter_versions import record_replaced
 from kiln.frontend.shared_storage import land_in_storage, view_in_storage
 from kiln.frontend.tensor_methods import _is_one
+from kiln.frontend.torch_dtypes import cast_array
 from kiln.frontend.trace import TraceContext, located_error, user_location
 from kiln.frontend.traced_data_writes import traced_data_writes
 from kiln.frontend.version_counter import counted_writes
@@ -341,7 +342,8 @@ class InPlaceMethods:
         return self.clamp_(max=max)
 
     def fill_(self, value: Any) -> Any:
-        return in_place(self, "fill_", lambda x: x.masked_fill(_true_like(x), value), lambda a: np.full_like(a, value))
+        return in_place(self, "fill_", lambda x: x.masked_fill(_true_like(x), value),
+                        lambda a: np.full_like(a, cast_array(value, a.dtype)))
 
     def zero_(self) -> Any:
         return in_place(self, "zero_", lambda x: x.masked_fill(_true_like(x), 0), lambda a: np.zeros_like(a))
@@ -432,7 +434,7 @@ def _broadcast_source(x: Any, source: Any) -> Any:
     from kiln.frontend.tensor import Tensor, apply
 
     if not isinstance(source, Tensor):
-        source = apply("tensor.constant", value=np.asarray(source, dtype=x.dtype.numpy))
+        source = apply("tensor.constant", value=cast_array(source, x.dtype))
     source = source if source.dtype is x.dtype else source.to(x.dtype)
     return source if source.shape == x.shape else source.broadcast_to(x.shape)
 

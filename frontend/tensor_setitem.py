@@ -26,6 +26,7 @@ from kiln.frontend.eager_values import eager_array, eager_leaf
 from kiln.frontend.tensor import Tensor, apply
 from kiln.frontend.trace import located_error
 from kiln.frontend.index_bounds_checks import out_of_bounds, too_many_indices
+from kiln.frontend.torch_dtypes import cast_array
 
 
 def assigned(x: Tensor, index: Any, value: Any) -> Tensor:
@@ -162,10 +163,10 @@ def axis_selection(x: Tensor, axis: int, item: Any) -> Selection | None:
 
 
 def value_of(x: Tensor, value: Any) -> Tensor:
-    """The assigned value as a tensor of ``x``'s dtype."""
+    """The assigned value as a tensor of ``x``'s dtype (a number rounded as torch rounds it: ``cast_array``)."""
     if isinstance(value, Tensor):
         return value if value.dtype is x.dtype else value.to(x.dtype)
-    return apply("tensor.constant", value=np.asarray(value, dtype=x.dtype.numpy))
+    return apply("tensor.constant", value=cast_array(value, x.dtype))
 
 
 def broadcast_value(source: Tensor, shape: tuple[Dim, ...]) -> Tensor:

@@ -43,7 +43,9 @@ when a step has pushed it out), more than NumPy spends on a few thousand values 
 _F16 = np.dtype(np.float16)
 _F32 = np.dtype(np.float32)
 _F64 = np.dtype(np.float64)
-_BFLOAT16_PAIR = {_F32, np.dtype(ml_dtypes.bfloat16)}
+_BF16 = np.dtype(ml_dtypes.bfloat16)
+_BFLOAT16_PAIR = {_F32, _BF16}
+_HALVES = {_F16, _BF16}
 _U32 = np.uint32
 # float32 bit patterns and shifts, as NumPy scalars made once (a Python int costs a conversion per call)
 _MAGNITUDE, _SIGN, _ONE, _THIRTEEN, _SIXTEEN = _U32(0x7FFFFFFF), _U32(0x8000), _U32(1), _U32(13), _U32(16)
@@ -64,8 +66,8 @@ def cast_into(source: Any, out: np.ndarray) -> None:
     """``np.copyto(out, source, casting="unsafe")``, with the float32 <-> float16 conversions done here and transposed
     float32 <-> bfloat16 ones staged (the same bits either way)."""
     source = np.asarray(source)
-    if source.dtype == _F64 and out.dtype == _F16:
-        source = source.astype(_F32)  # PyTorch's double rounding: c10's Half is built from a float (1 + 2**-11 + 2**-40 -> 1.0)
+    if source.dtype == _F64 and out.dtype in _HALVES:
+        source = source.astype(_F32)  # PyTorch rounds twice: c10 builds Half and BFloat16 from a float (1 + 2**-30 + 2**-8 -> 1)
     if source.dtype == _F32 and out.dtype == _F16 and out.size >= FEW_ELEMENTS:
         float32_to_float16_into(_broadcast(source, out), out)
     elif source.dtype == _F16 and out.dtype == _F32 and out.size >= TABLE_FROM:
@@ -81,7 +83,7 @@ def cast_into(source: Any, out: np.ndarray) -> None:
 def cast(source: Any, dtype: np.dtype) -> np.ndarray:
     """``np.asarray(source).astype(dtype, copy=False)`` through ``cast_into`` for the float32 <-> float16 pairs."""
     source = np.asarray(source)
-    if source.dtype == _F64 and dtype == _F16:
+    if source.dtype == _F64 and dtype in _HALVES:
         source = source.astype(_F32)  # through float32, as cast_into
     if source.dtype == dtype or {source.dtype, np.dtype(dtype)} != {_F32, _F16}:
         return source.astype(dtype, copy=False)

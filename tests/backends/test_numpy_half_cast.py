@@ -5,6 +5,7 @@ strides; compiled and eager float16 code goes through them."""
 
 from __future__ import annotations
 
+import ml_dtypes
 import numpy as np
 import pytest
 
@@ -121,19 +122,23 @@ def test_cast_is_astype_for_every_pair(pair):
     assert (cast(x, x.dtype) is x) and cast(2.5, np.dtype(np.float16)).dtype == np.float16
 
 
-def test_float64_rounds_to_float16_through_float32_as_torch():
-    """c10's Half is built from a float: PyTorch rounds a double to float32, then to float16. A value just above a
-    float16 tie rounds up in one step (NumPy's astype) but to the tie, then to even, in two (PyTorch's)."""
+@pytest.mark.parametrize("half, tie, target", [("half", 2**-11, np.dtype(np.float16)),
+                                               ("bfloat16", 2**-8, np.dtype(ml_dtypes.bfloat16))])
+def test_float64_rounds_to_half_through_float32_as_torch(half, tie, target):
+    """c10's Half and BFloat16 are built from a float: PyTorch rounds a double to float32, then to the half type. A
+    value just above a half tie rounds up in one step (NumPy's and ml_dtypes' astype) but to the tie, then to even, in
+    two (PyTorch's): Muon's ``G.bfloat16()`` of a float64 gradient."""
     torch = require_torch()
     import kiln
 
-    values = np.array([1 + 2**-11 + 2**-40, -(1 + 2**-11 + 2**-40), 3.0, 1e-9, 6e4])
-    expected = torch.tensor(values).half().numpy()
-    assert not np.array_equal(values.astype(np.float16), expected)  # the oracle tells the two roundings apart
-    out = np.empty(values.shape, np.float16)
+    values = np.array([1 + tie + 2**-40, -(1 + tie + 2**-30), 1 + 3 * tie + 2**-35, 3.0, 1e-9, 6e4])
+    expected = getattr(torch.tensor(values), half)()
+    assert not np.array_equal(values.astype(target), expected.float().numpy().astype(target))  # tells them apart
+    out = np.empty(values.shape, target)
     cast_into(values, out)
-    for got in (out, cast(values, np.dtype(np.float16)), kiln.compile(lambda x: x.half(), batch_dim=None)(values), kiln.tensor(values).half().numpy()):
-        assert same_bits(np.asarray(got), expected)
+    compiled = kiln.compile(lambda x: getattr(x, half)(), batch_dim=None)(values)
+    for got in (out, cast(values, target), compiled, getattr(kiln.tensor(values), half)().numpy()):
+        assert np.array_equal(np.asarray(got).view(np.uint16), expected.view(torch.int16).numpy().view(np.uint16))
 
 
 def test_a_compiled_float16_step_matches_torch_on_values_subnormal_in_half():

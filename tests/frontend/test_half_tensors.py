@@ -83,6 +83,40 @@ def test_constructors_give_torchs_bits(torch, name, dtype):
     same(make(kiln, getattr(kiln, dtype)), make(torch, getattr(torch, dtype)))
 
 
+NUMBER_WRITES = {
+    "fill_": lambda lib, d, v: lib.zeros(3, dtype=d).fill_(v),
+    "setitem": lambda lib, d, v: _assigned(lib.zeros(3, dtype=d), 0, v),
+    "slice_setitem": lambda lib, d, v: _assigned(lib.zeros(3, dtype=d), slice(1, None), v),
+    "add_number": lambda lib, d, v: lib.zeros(3, dtype=d) + v,
+    "sub_number": lambda lib, d, v: lib.zeros(3, dtype=d) - -v,
+    "masked_fill": lambda lib, d, v: lib.zeros(3, dtype=d).masked_fill(lib.tensor([True, False, True]), v),
+    "parameter_data_fill_": lambda lib, d, v: _filled_data(lib.nn.Parameter(lib.zeros(2, dtype=d)), v),
+    "float64_to_half": lambda lib, d, v: lib.tensor([v, -v, 1.0], dtype=lib.float64).to(d),
+    "float64_copy_": lambda lib, d, v: lib.zeros(2, dtype=d).copy_(lib.tensor([v, -v], dtype=lib.float64)),
+}
+"""Numbers and float64 values just past a half tie written into half tensors."""
+
+
+def _assigned(x, index, value):
+    x[index] = value
+    return x
+
+
+def _filled_data(parameter, value):
+    parameter.data.fill_(value)
+    return parameter.data
+
+
+@pytest.mark.parametrize("name", NUMBER_WRITES)
+@pytest.mark.parametrize("dtype, tie", [("float16", 2**-11), ("bfloat16", 2**-8)])
+def test_numbers_past_a_tie_round_through_float32_as_torch(torch, name, dtype, tie):
+    """c10's Half and BFloat16 are built from a float: torch rounds a Python number or a float64 to float32, then to
+    the half type, so ``1 + tie + 2**-30`` lands on the tie and rounds to even (1.0); NumPy's and ml_dtypes' direct
+    casts round it up."""
+    value = 1 + tie + 2**-30
+    same(NUMBER_WRITES[name](kiln, getattr(kiln, dtype), value), NUMBER_WRITES[name](torch, getattr(torch, dtype), value))
+
+
 @pytest.mark.parametrize("dtype", HALVES)
 def test_arange_with_an_inexact_step_is_the_float64_sequence_rounded(torch, dtype):
     """torch's vectorized half arange rounds each 16-lane chunk's first value to half and steps from it, so its values
