@@ -315,6 +315,10 @@ class BagOptionError(TraceError, ValueError):
     """An option ``embedding_bag`` refuses in a mode (PyTorch's ``ValueError``), located at the user's line."""
 
 
+class BagDtypeError(TraceError, RuntimeError):
+    """``per_sample_weights`` of another dtype than the table (PyTorch's ``RuntimeError``), located at the user's line."""
+
+
 def embedding_bag(input: Tensor, weight: Tensor, offsets: Any = None, max_norm: float | None = None, norm_type: float = 2,
                   scale_grad_by_freq: bool = False, mode: str = "mean", sparse: bool = False, per_sample_weights: Tensor | None = None,
                   include_last_offset: bool = False, padding_idx: int | None = None) -> Tensor:
@@ -356,6 +360,10 @@ def _check_bag_options(input, weight, mode, scale_grad_by_freq, sparse, per_samp
     if per_sample_weights is not None and (mode != "sum" or tuple(per_sample_weights.shape) != tuple(input.shape)):
         raise located_error(f"embedding_bag: per_sample_weights {per_sample_weights.type} must have the input's shape {input.type}, "
                             f"and is only supported for mode='sum' (got mode={mode!r})")
+    if per_sample_weights is not None and per_sample_weights.dtype is not weight.dtype:  # torch refuses, not promotes
+        raise located_error(f"Expected tensor for argument #1 'weight' to have the same type as tensor for argument #1 "
+                            f"'per_sample_weights'; but type {weight.type()} does not equal {per_sample_weights.type()} "
+                            "(while checking arguments for embedding_bag)", kind=BagDtypeError)
 
 
 def _bag_membership(input: Tensor, offsets: Any, include_last_offset: bool) -> Tensor:

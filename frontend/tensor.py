@@ -27,6 +27,7 @@ from kiln.frontend.tensor_math import MathMethods
 from kiln.frontend.tensor_more import MoreMethods
 from kiln.frontend.tensor_strides import StrideMethods
 from kiln.frontend.tensor_storage import StorageMethods
+from kiln.frontend.lerp_dtype_checks import check_lerp_operands
 from kiln.frontend.mask_dtype_checks import check_bool_mask
 from kiln.frontend.reshape_targets import resolved_reshape
 from kiln.frontend.matmul_shape_checks import check_bmm_shapes, check_matmul_shapes, check_mm_shapes
@@ -212,6 +213,7 @@ class Tensor(EagerMethods, InPlaceMethods, TorchMethods, MathMethods, StrideMeth
 
     def lerp(self, end: Any, weight: Any) -> "Tensor":
         """``self + weight (end - self)``, from the nearer end as PyTorch computes it (``lerp(a, b, 1)`` is exactly ``b``)."""
+        check_lerp_operands(self, end, weight)
         difference = end - self
         if not isinstance(weight, Tensor):
             return self + difference * weight if abs(weight) < 0.5 else end - difference * (1 - weight)

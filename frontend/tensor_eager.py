@@ -28,6 +28,7 @@ from kiln.frontend.trace import TraceContext, located_error, step_capture
 from kiln.frontend.traced_array_errors import traced_array_error
 from kiln.frontend.traced_hooks import register_traced_hook, retain_traced_grad, traced_retains_grad
 from kiln.frontend.traced_requires_grad import check_float_for_grad, mark_traced_for_grad, traced_requires_grad
+from kiln.frontend.warn_once import FLOAT_OF_GRAD_TENSOR, warn_once, warned
 from kiln.frontend.whole_step_inputs import refuse_backward_in_compiled_forward
 
 
@@ -217,6 +218,10 @@ class EagerMethods:
         return object.__format__(self, format_spec)
 
     def __float__(self) -> float:
+        """``float(loss)``: PyTorch warns once a process when the tensor requires grad (``item()`` and ``int()`` do
+        not); once warned, the check (a walk of the tensor's history) is skipped."""
+        if not warned(FLOAT_OF_GRAD_TENSOR) and self.requires_grad:  # type: ignore[attr-defined]
+            warn_once(FLOAT_OF_GRAD_TENSOR)
         return float(self.item())
 
     def __int__(self) -> int:

@@ -47,6 +47,7 @@ from kiln.compiler.errors import TraceError
 from kiln.frontend.eager_values import ARRAYS, GRAD_TENSORS, count_update, eager_leaf
 from kiln.frontend.inplace_history import without_history
 from kiln.frontend.inplace_leaf_checks import check_leaf_write, located, parameter_class, view_base_to_record
+from kiln.frontend.lerp_dtype_checks import check_lerp_operands
 from kiln.frontend.parameter_versions import record_replaced
 from kiln.frontend.shared_storage import land_in_storage, view_in_storage
 from kiln.frontend.tensor_methods import _is_one
@@ -374,7 +375,8 @@ class InPlaceMethods:
         return in_place(self, "masked_fill_", lambda x: x.masked_fill(mask, value))
 
     def lerp_(self, end: Any, weight: Any) -> Any:
-        return in_place(self, "lerp_", lambda x: x.lerp(_float_like(x, end), _float_like(x, weight)))
+        check_lerp_operands(self, end, weight)
+        return in_place(self, "lerp_", lambda x: x.lerp(end, _float_like(x, weight)))
 
     def relu_(self) -> Any:
         return in_place(self, "relu_", lambda x: x.relu())

@@ -30,11 +30,18 @@ DROPOUT2D_OF_3D = (
 COPY_CONSTRUCT = (
     "To copy construct from a tensor, it is recommended to use sourceTensor.detach().clone() or "
     "sourceTensor.detach().clone().requires_grad_(True), rather than kiln.tensor(sourceTensor).")
+FLOAT_OF_GRAD_TENSOR = ("Converting a tensor with requires_grad=True to a scalar may lead to unexpected behavior.\n"
+                        "Consider using tensor.detach() first.")
 NONPOSITIVE_DOF = ("{}(): degrees of freedom is <= 0. Correction should be strictly less than the reduction factor "
                    "(input numel divided by output numel).")
 
 _AT_LINES: dict[Any, bool] = {}
 """The warnings registry of ``warn_at_user_line``: each user line warns once, as ``warnings.warn`` does."""
+
+
+def warned(message: str) -> bool:
+    """Whether this process has warned ``message`` (a caller skips a costly check for a warning already given)."""
+    return message in _GIVEN
 
 
 def warn_once(message: str) -> None:

@@ -137,7 +137,7 @@ def test_a_compiled_models_forward_that_sets_a_counter_trains_compiled_and_count
             twin_loss.backward()
             optimizer.step()
             twin_optimizer.step()
-            np.testing.assert_allclose(float(loss), float(twin_loss.detach()), rtol=1e-12)
+            np.testing.assert_allclose(float(loss.detach()), float(twin_loss.detach()), rtol=1e-12)
             assert field.nfe == twin.nfe == 2 * (call + 1) and type(field.nfe) is int
     for p, q in zip(field.parameters(), twin.parameters()):
         np.testing.assert_allclose(np.asarray(p.data), q.detach().numpy(), rtol=1e-12, atol=1e-12)
