@@ -1,5 +1,5 @@
-"""Porting probes: I-JEPA and top-k sparse autoencoders (``e2e/ijepa_sae_program.py``, written once, ``torch`` being
-torch or kiln), trained a few steps in both libraries from kiln's initial weights and compared in float64 to 1e-10
+"""Porting probes: I-JEPA and top-k sparse autoencoders (``e2e/ijepa_program.py``, ``e2e/sae_program.py``, written
+once, ``torch`` being torch or kiln), trained a few steps in both libraries from kiln's initial weights and compared in float64 to 1e-10
 (losses, first gradients, parameters, the EMA target encoder, the SAEs' dead-latent counters, optimizer state, EMA
 weights and an eval under them), eagerly and with the step ``kiln.compile``d, and in float32 at float32's level.
 
@@ -94,8 +94,9 @@ import numpy as np
 import pytest
 
 import kiln
-from e2e.ijepa_sae_program import (IJEPA_ARGS, SAE_AUXK, SAE_BATCH, SAE_INPUTS, SAE_K, SAE_LATENTS, IJepaRun, SaeRun,
-                                   eleuther_config, eleuther_sae, openai_fast_sae, topk_sae)
+from e2e.ijepa_program import IJEPA_ARGS, IJepaRun
+from e2e.sae_program import (SAE_AUXK, SAE_BATCH, SAE_INPUTS, SAE_K, SAE_LATENTS, SaeRun, eleuther_config, eleuther_sae,
+                             openai_fast_sae, topk_sae)
 from e2e.probe_lockstep import array, assert_same_records, gradients, run_in_lockstep, snapshot
 from oracles import libraries
 
