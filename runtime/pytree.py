@@ -1,7 +1,9 @@
 """Nested tuples, lists and dicts of leaves, taken apart and put back (JAX's pytrees; a dict's leaves in its key
 order, as ``torch.utils._pytree``'s, so ``{name: parameter}`` dicts of ``torch.func`` code keep their order). A
 namedtuple comes back as its own class, as ``torch.compile`` returns it (lucidrains' ``Electra`` returns ``Results(loss,
-mlm_loss, ...)``, read as ``out.loss``).
+mlm_loss, ...)``, read as ``out.loss``), and so does a dict subclass (Hugging Face's ``ModelOutput``, read as
+``out.logits``; an ``OrderedDict``), rebuilt from its items as keywords as ``transformers`` registers ``ModelOutput``
+with torch's pytree (a ``defaultdict`` comes back without its ``default_factory``).
 
 ```python
 leaves, structure = flatten((x, (w, b)))      # [x, w, b], (tuple, (None, (tuple, (None, None))))
@@ -25,14 +27,15 @@ class Constant:
 
 
 Structure = Union[None, Constant, tuple[type, tuple[Any, ...]]]
-"""``None`` for a leaf, a ``Constant``, else ``(tuple or list, the items' structures)`` or ``(dict, ((key, structure),
-...))``."""
+"""``None`` for a leaf, a ``Constant``, else ``(tuple or list, the items' structures)`` or ``(dict or its subclass,
+((key, structure), ...))``."""
 
 
 def flatten(tree: Any) -> tuple[list[Any], Structure]:
     if isinstance(tree, dict):
         parts = [(key, flatten(item)) for key, item in tree.items()]
-        return [leaf for _, (leaves, _) in parts for leaf in leaves], (dict, tuple((key, s) for key, (_, s) in parts))
+        structures = tuple((key, s) for key, (_, s) in parts)
+        return [leaf for _, (leaves, _) in parts for leaf in leaves], (_mapping_kind(tree), structures)
     if not isinstance(tree, (tuple, list)):
         return [tree], None
     parts = [flatten(item) for item in tree]
@@ -48,7 +51,7 @@ def flatten_keeping(tree: Any, is_leaf: Callable[[Any], bool]) -> tuple[list[Any
         parts = {key: flatten_keeping(item, is_leaf) for key, item in items}
         structures = tuple((key, s) for key, (_, s) in parts.items()) if isinstance(tree, dict) else \
             tuple(s for _, s in parts.values())
-        kind = dict if isinstance(tree, dict) else _sequence_kind(tree)
+        kind = _mapping_kind(tree) if isinstance(tree, dict) else _sequence_kind(tree)
         return [leaf for leaves, _ in parts.values() for leaf in leaves], (kind, structures)
     return ([tree], None) if is_leaf(tree) else ([], Constant(tree))
 
@@ -58,6 +61,12 @@ def _sequence_kind(tree: tuple | list) -> type:
     if isinstance(tree, list):
         return list
     return type(tree) if _is_namedtuple(type(tree)) else tuple
+
+
+def _mapping_kind(tree: dict) -> type:
+    """``type(tree)``: ``dict`` or the subclass to rebuild (its keys strings, to pass as keywords); else ``dict``."""
+    kind = type(tree)
+    return kind if kind is dict or all(isinstance(key, str) for key in tree) else dict
 
 
 def _is_namedtuple(kind: type) -> bool:
@@ -75,7 +84,19 @@ def _build(structure: Structure, leaves: Iterator[Any]) -> Any:
     if isinstance(structure, Constant):
         return structure.value
     kind, items = structure
-    if kind is dict:
-        return {key: _build(item, leaves) for key, item in items}
+    if issubclass(kind, dict):
+        built = {key: _build(item, leaves) for key, item in items}
+        return built if kind is dict else _rebuilt_mapping(kind, built)
     built = [_build(item, leaves) for item in items]
     return kind._make(built) if _is_namedtuple(kind) else kind(built)  # type: ignore[attr-defined]
+
+
+def _rebuilt_mapping(kind: type, items: dict) -> dict:
+    """``items`` as a ``kind``: by keywords (HF's ``ModelOutput`` dataclasses set their fields so), or, where its
+    ``__init__`` takes no such keywords, an empty instance filled, as ``torch.compile`` rebuilds a dict subclass."""
+    try:
+        return kind(**items)
+    except TypeError:
+        mapping = kind.__new__(kind)
+        dict.update(mapping, items)
+        return mapping

@@ -122,16 +122,17 @@ def compiled_module_training(train: Callable[..., dict[str, Any]]) -> Callable[.
     return train_compiled
 
 
-def split_key_bias(record: dict[str, Any]) -> dict[str, Any]:
-    """The record with each ``nn.MultiheadAttention``'s ``state`` entry ``in_proj_bias`` split into its key third
-    (``... key bias``) and the rest (``... in_proj_bias (query, value)``). The key bias adds ``q . b_k`` to every score
-    of a query alike, so softmax cancels it: its gradient is rounding noise (1e-18 in float64), which Adam with a
-    small eps turns into steps of ~1e-11 to 1e-10 in float64 and up to lr in float32, differently in each library.
-    Compare the key bias looser (``looser={"key bias": ...}``) and keep the query and value thirds tight."""
+def split_key_bias(record: dict[str, Any], suffix: str = "in_proj_bias") -> dict[str, Any]:
+    """The record with each ``state`` entry named ``...<suffix>`` (``nn.MultiheadAttention``'s ``in_proj_bias``, GPT-2's
+    ``attn.c_attn.bias``: query, key and value biases in thirds) split into its key third (``... key bias``) and the
+    rest (``...<suffix> (query, value)``). The key bias adds ``q . b_k`` to every score of a query alike, so softmax
+    cancels it: its gradient is rounding noise (1e-18 in float64), which Adam with a small eps turns into steps of
+    ~1e-12 to 1e-10 in float64 and up to lr in float32, differently in each library. Compare the key bias looser
+    (``looser={"key bias": ...}``) and keep the query and value thirds tight."""
     state = dict(record["state"])
-    for name in [name for name in state if name.endswith("in_proj_bias")]:
+    for name in [name for name in state if name.endswith(suffix)]:
         bias = state.pop(name)
         third = len(bias) // 3
         state[name + " (query, value)"] = np.concatenate([bias[:third], bias[2 * third:]])
-        state[name.replace("in_proj_bias", "key bias")] = bias[third:2 * third]
+        state[name[:-len(suffix)] + "key bias"] = bias[third:2 * third]
     return {**record, "state": state}
