@@ -67,6 +67,19 @@ class SymbolicDim(str):
 
     __hash__ = str.__hash__
 
+    def __int__(self) -> int:
+        """``int(x.shape[0])``: a dim without a value. Under ``kiln.compile`` the trace is refused, so it is traced
+        again with static shapes, as torch.compile specializes a size made an int (``int("N")`` was a ``ValueError``,
+        ``invalid literal``, that failed the call)."""
+        _refuse_conversion(self, "int")
+        raise TypeError(f"int() of the symbolic dim {self}: it has no value while tracing (a dynamic axis); keep it "
+                        "as x.shape[...] in tensor ops, or export with a fixed size")
+
+    def __float__(self) -> float:
+        _refuse_conversion(self, "float")
+        raise TypeError(f"float() of the symbolic dim {self}: it has no value while tracing (a dynamic axis); keep it "
+                        "as x.shape[...] in tensor ops, or export with a fixed size")
+
     def __floordiv__(self, other: Any) -> Any:
         """``dim // int`` or ``dim // dim`` where it divides exactly: ``"2*N" // 2`` is ``"N"``, as torch's SymInt
         traces ldm's ``b_h // h`` after heads were merged into the batch (``(b h) n d``). Else a ``TypeError``."""
@@ -95,6 +108,12 @@ def _refuse_number_comparison(dim: SymbolicDim, number: Any, operator: str) -> N
 
     if set(dim_factors(str(dim))[1]) & _STATIC_ON_DEMAND.get() and called_from_user(depth=3):
         raise TraceError(f"the dynamic dim {dim} compared with {number} ({operator}): traced again with static shapes")
+
+
+def _refuse_conversion(dim: SymbolicDim, kind: str) -> None:
+    """Raise where ``dim``, a symbol a static retrace replaces, is made a Python number."""
+    if set(dim_factors(str(dim))[1]) & _STATIC_ON_DEMAND.get():
+        raise TraceError(f"{kind}() of the dynamic dim {dim}: traced again with static shapes")
 
 
 def symbolic(dim: Any) -> Any:
