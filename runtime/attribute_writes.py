@@ -86,7 +86,7 @@ class AttributeWrites:
 
         stores = CONTAINER_STORES.get(context)
         return cls(writes, tensors, [None] * len(tensors), set(UNGUARDED.get(context, ())), numbers, reads,
-                   NAMESPACE_READS.get(context), stores if stores is not None and stores.stores else None)
+                   NAMESPACE_READS.get(context), stores if stores is not None and (stores.stores or stores.wholes) else None)
 
     def traced_values(self) -> list[Any]:
         """The traced tensors' values (the graph's outputs for them); each attribute gets its value from before the

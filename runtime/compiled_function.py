@@ -135,6 +135,10 @@ class CompiledFunction:
     call refuses them: a model left in training mode at inference is an error, not silently random."""
     calls: int = 0
     """Calls that drew random numbers so far (the ``k`` above)."""
+    trace_count: int = 0
+    """How many times ``fn`` was traced so far (each new signature, each retrace a failed guard made), as
+    ``torch._dynamo``'s ``unique_graphs`` counter. A Python side effect in ``fn`` counts calls, not traces: a
+    ``traces.append(1)`` is replayed after each call, as ``torch.compile`` replays it."""
     variants: dict[tuple[Any, ...], _Variant | None] = field(default_factory=dict)
     """Inference functions by input signature; None where the trace failed on a PyTorch-style call (it runs eagerly)."""
     training_variants: dict[tuple[Any, ...], TrainingVariant | None] = field(default_factory=dict)
@@ -494,6 +498,7 @@ class CompiledFunction:
 
     def _training_trace_once(self, fn: Callable[..., Any], arrays: list[np.ndarray],
                              wants_grad: tuple[bool, ...]) -> TrainingVariant:
+        self.trace_count += 1
         watched = guarding_namespace_reads(checking_reachable_stores(watching_plain_owner(fn, self.fn), self.fn), self.fn)
         traced = self.dynamic_ints.tracing(watched)
         try:
@@ -539,6 +544,7 @@ class CompiledFunction:
 
     def _compile_once(self, fn: Callable[..., Any], arrays: list[np.ndarray], batch_dim: BatchDim,
                       tensors_given: bool) -> _Variant:
+        self.trace_count += 1
         captures: list[StepCapture] = []  # a training step's backward() and optimizer.step() (runtime/step_capture.py)
         step = capturing(fn, captures, self.grad_arguments, lambda: self.arguments_now)
         traced = checking_reachable_stores(watching_plain_owner(step, self.fn), self.fn)

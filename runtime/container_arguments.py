@@ -19,14 +19,18 @@ cache object's lists) are checked too. Not seen: module attributes whose names s
 
 from __future__ import annotations
 
+import collections
 import functools
 from typing import Any, Callable, Iterator
 
 from kiln.compiler.errors import KilnError
 from kiln.frontend.trace import TraceContext
 from kiln.runtime.attribute_writes import eager_constant, holds_traced_tensor
-from kiln.runtime.container_stores import Unreplayable, record_stores
+from kiln.runtime.container_stores import Unreplayable, record_stores, refill, same_slots
 from kiln.runtime.reachable_objects import is_plain_object, reachable_objects
+
+MUTABLE_CONTAINERS = (dict, list, collections.deque, set)
+"""The containers whose changes a trace's are checked and replayed: dicts, lists, deques and sets."""
 
 Snapshot = list[tuple[Any, Any]]
 """``(container, its slots before the trace)`` for each dict or list reachable from one argument."""
@@ -38,16 +42,18 @@ def snapshot(value: Any) -> Snapshot:
             for container in _containers(value, set())]
 
 
-def check_stores(before: list[tuple[str, str, Snapshot]]) -> None:
+def check_stores(before: list[tuple[str, str, Snapshot]], python_values: bool = False) -> None:
     """Raise where the trace stored into one of the containers snapshotted before it (``(name, what holds it,
-    snapshot)``: an argument, a closure variable, a module's attribute), after giving every one its contents back."""
+    snapshot)``: an argument, a closure variable, a module's attribute), after giving every one its contents back.
+    A Python value an argument's container was given (``stats["n"] += 1``) is the trace's own business (a read of it
+    is guarded: each new count traces again) unless ``python_values``; one it lost (``fed.pop(0)``) is not."""
     changed = next(((name, what, slot) for name, what, snapshots in before for container, slots in snapshots
-                    for slot in _changed_slots(container, slots)), None)
+                    for slot in _changed_slots(container, slots, python_values)), None)
     if changed is None:
         return
     for _, _, snapshots in before:
         for container, slots in snapshots:
-            _restore(container, slots)
+            refill(container, slots)
     name, what, slot = changed
     raise KilnError(f"kiln.compile: the function stores into {what} {name!r} (at {slot!r}), a container kiln does not "
                     "update after each call (torch.compile replays such stores); the call runs eagerly. Return the new "
@@ -65,7 +71,13 @@ def checking_reachable_stores(traced: Callable[..., Any], fn: Any) -> Callable[.
     @functools.wraps(traced)
     def checked(*inputs: Any) -> Any:
         before = [(name, what, snapshot(container)) for name, what, container in reachable]
-        result = traced(*inputs)
+        try:
+            result = traced(*inputs)
+        except BaseException:  # a failed trace changed nothing (the call runs eagerly, or traces again)
+            for _, _, snapshots in before:
+                for container, slots in snapshots:
+                    refill(container, slots)
+            raise
         _replaying_stores(before)
         return result
 
@@ -77,13 +89,13 @@ def _replaying_stores(before: list[tuple[str, str, Snapshot]]) -> None:
     (``runtime/container_stores.py``) and give those containers their contents back; where one cannot be replayed,
     refuse as ``check_stores``."""
     stored = {id(container): (container, slots) for _, _, snapshots in before for container, slots in snapshots
-              if any(True for _ in _changed_slots(container, slots))}
+              if any(True for _ in _changed_slots(container, slots, python_values=True))}
     try:
         record_stores(TraceContext.current(), list(stored.values()))
     except Unreplayable:
-        check_stores(before)
+        check_stores(before, python_values=True)
     for container, slots in stored.values():
-        _restore(container, slots)
+        refill(container, slots)
 
 
 def reachable_containers(fn: Any) -> list[tuple[str, str, Any]]:
@@ -95,11 +107,11 @@ def reachable_containers(fn: Any) -> list[tuple[str, str, Any]]:
     from kiln.frontend.module import Module  # lazily: the runtime builds on the frontend
 
     reached = reachable_objects(fn)
-    found = [(name, what, value) for name, what, value in reached if isinstance(value, (dict, list)) or is_plain_object(value)]
+    found = [(name, what, value) for name, what, value in reached if isinstance(value, MUTABLE_CONTAINERS) or is_plain_object(value)]
     modules = [value for name, _, value in reached if isinstance(value, Module) and "." not in name]  # not agent.actor
     for module in {id(m): m for root in modules for m in root.modules()}.values():
         found += [(f"{type(module).__name__}.{name}", "the module attribute", value)
-                  for name, value in vars(module).items() if not name.startswith("_") and isinstance(value, (dict, list))]
+                  for name, value in vars(module).items() if not name.startswith("_") and isinstance(value, MUTABLE_CONTAINERS)]
     return found
 
 
@@ -108,10 +120,10 @@ def _containers(value: Any, seen: set[int]) -> Iterator[Any]:
     attributes (a kv cache object's ``self.key_cache = []``, as Hugging Face's ``DynamicCache``)."""
     if id(value) in seen:
         return
-    if isinstance(value, (dict, list)):
+    if isinstance(value, MUTABLE_CONTAINERS):
         seen.add(id(value))
         yield value
-        for item in (value.values() if isinstance(value, dict) else value):
+        for item in (value.values() if isinstance(value, dict) else list(value)):
             yield from _containers(item, seen)
     elif is_plain_object(value):
         seen.add(id(value))
@@ -119,29 +131,32 @@ def _containers(value: Any, seen: set[int]) -> Iterator[Any]:
             yield from _containers(item, seen)
 
 
-def _changed_slots(container: Any, slots: Any) -> Iterator[Any]:
-    """The keys (or indices) the trace set to a tensor it computed (or a container holding one); a Python value
-    stored (a trace counter's ``traces.append(1)``) is the trace's own business, as before, and a tensor computed from
-    constants alone (HiFi-GAN's ``hann_window[device] = torch.hann_window(n)``) is stored as the eager tensor of its
-    values, as a module keeps one (``Module.__setattr__``): each call would store the same."""
+def _changed_slots(container: Any, slots: Any, python_values: bool) -> Iterator[Any]:
+    """The keys (or indices) the trace set, to a tensor it computed (or a container holding one) or, where
+    ``python_values``, to a Python value (``log.append(step)``), and the keys it removed (a list's ``pop()``: the
+    indices past its new length). A tensor
+    computed from constants alone (HiFi-GAN's ``hann_window[device] = torch.hann_window(n)``) is stored as the eager
+    tensor of its values, as a module keeps one (``Module.__setattr__``): each call would store the same."""
+    if not isinstance(container, (dict, list)):  # a deque or a set: its contents as a whole
+        if not same_slots(container, slots):
+            yield "its contents"
+        return
     keys = list(container) if isinstance(container, dict) else range(len(container))
     for key in keys:
         value = container[key]
         new = key not in slots if isinstance(container, dict) else key >= len(slots)
-        if (new or value is not slots[key]) and holds_traced_tensor(value):
-            constant = eager_constant(value)
-            if constant is None:
+        if not new and value is slots[key]:
+            continue
+        if not holds_traced_tensor(value):
+            if python_values:
                 yield key
-            else:
-                container[key] = constant
-
-
-def _restore(container: Any, slots: Any) -> None:
-    if isinstance(container, dict):
-        container.clear()
-        container.update(slots)
-    else:
-        container[:] = slots
+            continue
+        constant = eager_constant(value)
+        if constant is None:
+            yield key
+        else:
+            container[key] = constant
+    yield from (key for key in slots if key not in container) if isinstance(container, dict) else range(len(container), len(slots))
 
 
 __all__ = ["check_stores", "checking_reachable_stores", "reachable_containers", "snapshot"]

@@ -14,7 +14,13 @@ beside them. Reads of a stored tensor later in the trace see the traced value: t
 Guards, as ``torch.compile``'s: each key a dict item set was present (or absent) before the trace, each list stored
 into has its length from before (an append's place, an index set's slot); ``runtime/namespace_reads.py`` guards the
 identity of a global or closure variable holding such a container and leaves the stored items unguarded (each call
-sets them). A list the trace shrinks or inserts into is not replayed: the store is refused as before.
+sets them).
+
+Python values are stores too (``log.append(step)``, ``stats["seen"] = n``), replayed the same way. A container the
+trace shrank (timm Mixup's fed parameters, ``self.fed.pop(0)``; a dict key deleted) is replayed whole: guarded on
+all its contents from before the trace (the very objects; equal plain values), given the contents the trace left
+(``wholes``); so are the deques and sets it changed (a ``deque.popleft()`` of queued values). The call after one that popped finds the list changed, so it traces again with the next item, as
+``torch.compile`` guards the list's length and recompiles.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ APPEND = object()
 
 
 class Unreplayable(Exception):
-    """A container changed in a way a replay cannot redo (a list shrunk or inserted into)."""
+    """A container changed in a way a replay cannot redo (a traced tensor in a container kiln cannot rebuild)."""
 
 
 @dataclass
@@ -50,6 +56,9 @@ class ContainerStores:
     """``(dict, key, whether it was there before the trace)``."""
     lengths: list[tuple[list[Any], int]] = field(default_factory=list)
     """``(list, its length before the trace)``."""
+    wholes: list[tuple[Any, Any, Any]] = field(default_factory=list)
+    """``(container, its slots before the trace, its contents after)``: a container the trace shrank, replayed whole
+    and guarded on all its slots."""
     replaced: list[tuple[Any, Any, Any]] = field(default_factory=list)
     """``(container, key, tensor)``: a tensor a store replaced, guarded on its identity (the trace may have read it)
     until ``follow_lifted`` tells the ones it read, fed from their slot at each call, from those it did not."""
@@ -63,7 +72,8 @@ class ContainerStores:
     def hold(self) -> bool:
         return (all((key in container) is was for container, key, was in self.present)
                 and all(len(container) == length for container, length in self.lengths)
-                and all(container[key] is tensor for container, key, tensor in self.replaced))
+                and all(container[key] is tensor for container, key, tensor in self.replaced)
+                and all(same_slots(container, before) for container, before, _ in self.wholes))
 
     def follow_lifted(self, lifted: Any) -> None:
         """Feed each replaced tensor the trace read as an input (lifted) from its slot at each call, as
@@ -87,12 +97,16 @@ class ContainerStores:
                 container.append(value)
             else:
                 container[key] = value
+        for container, _, after in self.wholes:
+            refill(container, _filled(after, tensors))
 
     def changed_names(self) -> list[str]:
         names = [f"the key {key!r} of a dict it stores into" for container, key, was in self.present
                  if (key in container) is not was]
-        return names + [f"the length of a list it stores into ({length} before)" for container, length in self.lengths
-                        if len(container) != length]
+        names += [f"the length of a list it stores into ({length} before)" for container, length in self.lengths
+                  if len(container) != length]
+        return names + [f"the contents of a {type(container).__name__} it shrank ({len(before)} items before, now "
+                        f"{len(container)})" for container, before, _ in self.wholes if not same_slots(container, before)]
 
 
 @dataclass(frozen=True)
@@ -107,23 +121,41 @@ def record_stores(context: TraceContext, changed: list[tuple[Any, Any]]) -> None
     for container, before in changed:
         if isinstance(container, dict):
             _dict_stores(stores, container, before)
-        else:
+        elif isinstance(container, list):
             _list_stores(stores, container, before)
+        else:  # a deque or a set
+            _whole(stores, container, before)
     CONTAINER_STORES[context] = stores
 
 
 def stored_slots(context: TraceContext) -> tuple[set[int], set[tuple[int, Any]]]:
-    """The ids of the containers the trace ``context`` stored into, and ``(id(container), key)`` of each item it set
+    """The ids of the containers the trace ``context`` stored into, and ``(id(container), key)`` of each tensor it set
     (``runtime/namespace_reads.py`` guards the first on identity and leaves the second unguarded)."""
     stores = CONTAINER_STORES.get(context)
     if stores is None:
         return set(), set()
-    return {id(c) for c, _, _ in stores.stores}, {(id(c), key) for c, key, _ in stores.stores if key is not APPEND}
+    return ({id(c) for c, _, _ in [*stores.stores, *stores.wholes]},
+            {(id(c), key) for c, key, value in stores.stores if key is not APPEND and not _plain(value)})
+
+
+def _plain(value: Any) -> bool:
+    """A Python value holding no tensor: a read of the slot it is stored at stays guarded (``stats["n"] += 1`` traces
+    again for the next count, as ``torch.compile`` guards the number it read)."""
+    from kiln.frontend.tensor import Tensor  # lazily: the tensor builds on the trace
+
+    if isinstance(value, (_Output, Tensor)):
+        return False
+    if type(value) in (list, tuple):
+        return all(_plain(item) for item in value)
+    if type(value) is dict:
+        return all(_plain(item) for item in value.values())
+    return True
 
 
 def _dict_stores(stores: ContainerStores, container: dict[Any, Any], before: dict[Any, Any]) -> None:
     if any(key not in container for key in before):
-        raise Unreplayable("a key deleted")
+        _whole(stores, container, before)
+        return
     for key, value in container.items():
         if key not in before or value is not before[key]:
             stores.stores.append((container, key, _placeheld(value, stores)))
@@ -133,12 +165,48 @@ def _dict_stores(stores: ContainerStores, container: dict[Any, Any], before: dic
 
 def _list_stores(stores: ContainerStores, container: list[Any], before: list[Any]) -> None:
     if len(container) < len(before):
-        raise Unreplayable("a list shrunk")
+        _whole(stores, container, before)
+        return
     for index, value in enumerate(container):
         if index >= len(before) or value is not before[index]:
             stores.stores.append((container, index if index < len(before) else APPEND, _placeheld(value, stores)))
             _note_replaced(stores, container, index, before[index] if index < len(before) else None)
     stores.lengths.append((container, len(before)))
+
+
+def _whole(stores: ContainerStores, container: Any, before: Any) -> None:
+    """A container the trace shrank: replayed whole, guarded on every slot it had (``ContainerStores.wholes``)."""
+    after = dict(container) if isinstance(container, dict) else list(container)
+    stores.wholes.append((container, before, _placeheld(after, stores)))
+
+
+def same_slots(container: Any, before: Any) -> bool:
+    """Whether ``container`` holds what ``before`` held: the same keys in order, each slot the very object or an equal
+    plain value (a float the trace read); a set the same items."""
+    if isinstance(container, dict):
+        return list(container) == list(before) and all(_same_item(container[key], before[key]) for key in before)
+    if isinstance(container, set):
+        return container == set(before)
+    return len(container) == len(before) and all(_same_item(now, was) for now, was in zip(container, before))
+
+
+def _same_item(now: Any, was: Any) -> bool:
+    if now is was:
+        return True
+    plain = (bool, int, float, str, type(None))
+    return type(now) is type(was) and isinstance(was, plain) and now == was
+
+
+def refill(container: Any, contents: Any) -> None:
+    """``container`` holding ``contents`` (a dict's items, a list's slots), itself kept."""
+    if isinstance(container, list):
+        container[:] = contents
+        return
+    container.clear()
+    if isinstance(container, (dict, set)):
+        container.update(contents)
+    else:  # a deque
+        container.extend(contents)
 
 
 def _note_replaced(stores: ContainerStores, container: Any, key: Any, old: Any) -> None:
@@ -176,4 +244,4 @@ def _filled(value: Any, tensors: list[Any]) -> Any:
     return value
 
 
-__all__ = ["APPEND", "CONTAINER_STORES", "ContainerStores", "Unreplayable", "record_stores", "stored_slots"]
+__all__ = ["APPEND", "CONTAINER_STORES", "ContainerStores", "Unreplayable", "record_stores", "refill", "same_slots", "stored_slots"]

@@ -59,13 +59,14 @@ def is_users(item: Any) -> bool:
 
 
 def is_plain_object(item: Any) -> bool:
-    """An instance of a user's class: it has a ``__dict__`` and is no Module, tensor, class, Python module or callable,
-    nor an object of kiln's (an optimizer, a user's subclass of one too: its state is captured otherwise), NumPy's,
-    torch's or Python's own (a subclass of ``dict`` or ``Enum``)."""
+    """An instance of a user's class, a callable one too (timm's ``Mixup``, compiled itself): it has a ``__dict__``
+    and is no Module, tensor, class or Python module, nor an object of kiln's (an optimizer, a user's subclass of
+    one too: its state is captured otherwise), NumPy's, torch's or Python's own (a function, a ``partial``, a
+    subclass of ``dict`` or ``Enum``)."""
     from kiln.frontend.module import Module  # lazily: the runtime builds on the frontend
     from kiln.frontend.tensor import Tensor
 
-    if isinstance(item, (Module, Tensor, type, types.ModuleType)) or callable(item) or not hasattr(item, "__dict__"):
+    if isinstance(item, (Module, Tensor, type, types.ModuleType)) or not hasattr(item, "__dict__"):
         return False
     return all(is_users(cls) for cls in type(item).__mro__[:-1])  # a user's LARS(Optimizer) is kiln's
 

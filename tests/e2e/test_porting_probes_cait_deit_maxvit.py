@@ -45,8 +45,10 @@ What broke:
   ``kiln.compile`` below). The other runs call the Mixup (fed ``lam``) before the compiled step, as timm's loop calls
   ``mixup_fn`` before the model.
 
-Left as a strict xfail: a compiled call popping Python values from a list it reaches (the Mixup's fed parameters
-``self.fed.pop(0)``) reuses the first trace's value at every call (``test_compiled_mixup_popping_its_fed_params_as_torch``).
+A compiled call popping Python values from a list it reaches (the Mixup's fed parameters ``self.fed.pop(0)``, the
+Mixup itself compiled) reused the first trace's value at every call, the list popped once; the list is now replayed
+whole and guarded, so each call traces with its own value as torch.compile's
+(``test_compiled_mixup_popping_its_fed_params_as_torch``, ``runtime/container_stores.py``).
 
 Everything else (all five families, eager and compiled, float64 and float32, ONNX) agreed as first written.
 """
@@ -228,10 +230,6 @@ def test_deit_step_with_timms_mixup_inside_kiln_compile_as_torch(float64_default
         run_in_lockstep(deit_distilled, deit_step_with_mixup_inside(dict(fullgraph=True)))
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "kiln.compile traces a Python value the function pops from a list it reaches (Mixup's fed (lam, use_cutmix) by "
-    "self.fed.pop(0)) once: later calls reuse the first trace's lam and the list is popped only once; torch.compile "
-    "guards on the list and replays the pop. runtime/container_arguments.py refuses only stores of traced tensors"))
 def test_compiled_mixup_popping_its_fed_params_as_torch(float64_default):
     x, y, _ = _batches(1)
     results = {}

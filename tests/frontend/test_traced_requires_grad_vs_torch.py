@@ -60,12 +60,10 @@ def test_traced_requires_grad_matches_torch_eager(x_requires_grad):
             run = lambda x, y: _flags(lib, x, y, trained, frozen, log)  # noqa: E731
             (kiln.compile(run) if form == "compiled" and lib is kiln else run)(x, y)
     assert logs["kiln", "eager"] == logs["torch", "eager"]
-    # Each trace logs once: given no tensor that requires grad, the call is traced for inference first, then (the
-    # outputs read a trained closure parameter, so they need a chain) for training; every trace must see torch's flags.
-    expected = logs["torch", "compiled"]
-    traces = len(logs["kiln", "compiled"]) // len(expected)
-    assert traces == (1 if x_requires_grad else 2)
-    assert logs["kiln", "compiled"] == expected * traces
+    # Given no tensor that requires grad, the call is traced for inference first, then (the outputs read a trained
+    # closure parameter, so they need a chain) for training; the log the failed first trace appended to is given its
+    # contents back, and the one that stands is replayed once per call, as torch.compile's side effects.
+    assert logs["kiln", "compiled"] == logs["torch", "compiled"]
     assert ("detach", False) in logs["kiln", "compiled"]  # the case that was wrong
 
 

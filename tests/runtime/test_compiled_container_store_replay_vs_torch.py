@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 import kiln
-from kiln.compiler.errors import KilnError
 from oracles import libraries, require_torch
 
 
@@ -178,22 +177,27 @@ def test_a_logging_dict_in_a_training_step_is_replayed_as_torch(whole_step):
         np.testing.assert_allclose(a, b, rtol=1e-10)
 
 
-def test_a_list_emptied_and_refilled_by_the_trace_is_refused_and_runs_eagerly():
-    """No replay redoes a list the trace shrinks: the call runs eagerly (warned; ``fullgraph`` raises), as correct as
-    the eager run, and the refused trace leaves the list as it was."""
-    kept = [kiln.zeros(2), kiln.zeros(2)]
+def test_a_list_emptied_and_refilled_by_the_trace_is_replayed_whole_as_torch():
+    """A list the trace shrinks is replayed whole, guarded on all it held (``ContainerStores.wholes``): each call
+    leaves it as torch's eager run does; the next call finds it changed and traces again, as ``torch.compile``'s
+    length guard recompiles. It used to be refused (the call ran eagerly)."""
+    require_torch()
+    seen = {}
+    for name in ("kiln", "torch"):
+        lib, _, _ = libraries(name)
+        kept = [lib.zeros(2), lib.zeros(2)]
 
-    def refill(x):
-        kept.clear()
-        kept.append(x * 3)
-        return x.sum()
+        def refill(x):
+            kept.clear()
+            kept.append(x * 3)
+            return x.sum()
 
-    with pytest.raises(KilnError, match="stores into the closure variable 'kept'"):
-        kiln.compile(refill, fullgraph=True)(kiln.ones(2))
-    assert len(kept) == 2
-    with pytest.warns(UserWarning, match="stores into the closure variable 'kept'"):
-        kiln.compile(refill)(kiln.ones(2))
-    assert len(kept) == 1 and kept[0].tolist() == [3.0, 3.0]
+        run = kiln.compile(refill, fullgraph=True) if lib is kiln else refill
+        seen[name] = []
+        for scale in (1.0, 2.0):
+            run(lib.ones(2) * scale)
+            seen[name].append([t.tolist() for t in kept])
+    assert seen["kiln"] == seen["torch"] == [[[3.0, 3.0]], [[6.0, 6.0]]]
 
 
 ACTIVATIONS: dict = {}
