@@ -62,6 +62,7 @@ from kiln.runtime.donation import value_donations
 from kiln.runtime.executable import Executable
 from kiln.runtime.batch_dims import BATCH, BatchDim, batch_axes, batch_signature, batch_specs, scalars_unbatched
 from kiln.runtime.pytree import Structure, unflatten
+from kiln.runtime.reachable_iterators import refusing_reachable_iterators
 from kiln.runtime.rebound_names import bindings_guard
 from kiln.runtime.step_capture import CapturedStep, Modes, StepCapture, capturing
 from kiln.runtime.train_step import DEFAULT_PIPELINE
@@ -499,7 +500,8 @@ class CompiledFunction:
     def _training_trace_once(self, fn: Callable[..., Any], arrays: list[np.ndarray],
                              wants_grad: tuple[bool, ...]) -> TrainingVariant:
         self.trace_count += 1
-        watched = guarding_namespace_reads(checking_reachable_stores(watching_plain_owner(fn, self.fn), self.fn), self.fn)
+        watched = checking_reachable_stores(watching_plain_owner(fn, self.fn), self.fn)
+        watched = guarding_namespace_reads(refusing_reachable_iterators(watched, self.fn), self.fn)
         traced = self.dynamic_ints.tracing(watched)
         try:
             with tracing_compiled_forward():  # a backward() inside: a whole step (frontend/whole_step_inputs.py)
@@ -548,6 +550,7 @@ class CompiledFunction:
         captures: list[StepCapture] = []  # a training step's backward() and optimizer.step() (runtime/step_capture.py)
         step = capturing(fn, captures, self.grad_arguments, lambda: self.arguments_now)
         traced = checking_reachable_stores(watching_plain_owner(step, self.fn), self.fn)
+        traced = refusing_reachable_iterators(traced, self.fn)
         traced = guarding_namespace_reads(traced, self.fn)
         specializing = specializing_on(lifting_eager_tensors(self.dynamic_ints.tracing(traced)), arrays)  # values read: guarded
         try:
