@@ -53,6 +53,7 @@ from kiln.runtime.compiled_methods import bound_method
 from kiln.runtime.compiled_training import (AttributesSetPerTrace, TrainingVariant, call_training, compile_training,
                                             eager_inputs, in_call_order)
 from kiln.runtime.compiled_write_back import written_back
+from kiln.runtime.class_attribute_writes import refusing_class_attribute_writes
 from kiln.runtime.container_arguments import checking_reachable_stores
 from kiln.runtime.dynamic_attributes import DynamicAttributes
 from kiln.runtime.plain_object_writes import plain_owners, watching_plain_owner
@@ -501,7 +502,8 @@ class CompiledFunction:
                              wants_grad: tuple[bool, ...]) -> TrainingVariant:
         self.trace_count += 1
         watched = checking_reachable_stores(watching_plain_owner(fn, self.fn), self.fn)
-        watched = guarding_namespace_reads(refusing_reachable_iterators(watched, self.fn), self.fn)
+        watched = refusing_class_attribute_writes(refusing_reachable_iterators(watched, self.fn), self.fn)
+        watched = guarding_namespace_reads(watched, self.fn)
         traced = self.dynamic_ints.tracing(watched)
         try:
             with tracing_compiled_forward():  # a backward() inside: a whole step (frontend/whole_step_inputs.py)
@@ -550,7 +552,7 @@ class CompiledFunction:
         captures: list[StepCapture] = []  # a training step's backward() and optimizer.step() (runtime/step_capture.py)
         step = capturing(fn, captures, self.grad_arguments, lambda: self.arguments_now)
         traced = checking_reachable_stores(watching_plain_owner(step, self.fn), self.fn)
-        traced = refusing_reachable_iterators(traced, self.fn)
+        traced = refusing_class_attribute_writes(refusing_reachable_iterators(traced, self.fn), self.fn)
         traced = guarding_namespace_reads(traced, self.fn)
         specializing = specializing_on(lifting_eager_tensors(self.dynamic_ints.tracing(traced)), arrays)  # values read: guarded
         try:

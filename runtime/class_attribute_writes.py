@@ -1,0 +1,76 @@
+"""Class attributes a ``kiln.compile``'d function sets: refused, so the call runs eagerly.
+
+```python
+class Block(nn.Module):
+    calls = 0
+    def forward(self, x):
+        Block.calls += 1                 # a class-level counter (type(self).calls += 1 alike)
+        return self.linear(x) * Block.calls
+```
+
+A trace runs the Python once: the class attribute was set once and the graph kept the value it read, so later calls
+neither counted nor read the new count (silently); ``torch.compile`` replays the store and guards the value read. The
+user's classes the function reaches (those it names, a bound method's, its modules' and their submodules', a plain
+object's) are compared with what they held before the trace; a change is undone and refused with a ``KilnError``
+naming the attribute, so the call runs eagerly, warned (``fullgraph=True`` raises it).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+from kiln.compiler.errors import KilnError
+from kiln.runtime.reachable_objects import is_plain_object, is_users, reachable_objects
+
+
+def refusing_class_attribute_writes(traced: Callable[..., Any], fn: Any) -> Callable[..., Any]:
+    """``traced`` (a wrapper of ``fn`` to trace) refusing a change to an attribute of a user's class ``fn`` reaches."""
+    classes = _reached_classes(fn)
+    if not classes:
+        return traced
+
+    @functools.wraps(traced)
+    def refusing(*inputs: Any) -> Any:
+        before = [(cls, dict(vars(cls))) for cls in classes]
+        try:
+            result = traced(*inputs)
+        finally:
+            changed = [(cls, name) for cls, attributes in before for name in _changed(cls, attributes)]
+            for cls, attributes in before:
+                _restore(cls, attributes)
+        if changed:
+            cls, name = changed[0]
+            raise KilnError(f"kiln.compile: the function sets the class attribute {cls.__name__}.{name}, which a trace "
+                            "would set once, keeping the value it read (torch.compile replays it); the call runs "
+                            "eagerly. Keep the count on the instance (self.calls) or outside the compiled function")
+        return result
+
+    return refusing
+
+
+def _reached_classes(fn: Any) -> list[type]:
+    """The user's classes ``fn`` names, and those of the modules (submodules too) and plain objects it reaches."""
+    from kiln.frontend.module import Module  # lazily: the runtime builds on the frontend
+
+    reached = [item for _, _, item in reachable_objects(fn)]
+    modules = {id(m): m for root in reached if isinstance(root, Module) for m in root.modules()}
+    found = [item for item in reached if isinstance(item, type)]
+    found += [type(item) for item in [*reached, *modules.values()] if isinstance(item, Module) or is_plain_object(item)]
+    return [cls for cls in {id(c): c for c in found}.values() if is_users(cls)]
+
+
+def _changed(cls: type, attributes: dict[str, Any]) -> list[str]:
+    now = vars(cls)
+    return [name for name in {*attributes, *now} if name not in now or name not in attributes or now[name] is not attributes[name]]
+
+
+def _restore(cls: type, attributes: dict[str, Any]) -> None:
+    for name in _changed(cls, attributes):
+        if name in attributes:
+            setattr(cls, name, attributes[name])
+        else:
+            delattr(cls, name)
+
+
+__all__ = ["refusing_class_attribute_writes"]
