@@ -11,8 +11,10 @@ class Block(nn.Module):
 A trace runs the Python once: the class attribute was set once and the graph kept the value it read, so later calls
 neither counted nor read the new count (silently); ``torch.compile`` replays the store and guards the value read. The
 user's classes the function reaches (those it names, a bound method's, its modules' and their submodules', a plain
-object's) are compared with what they held before the trace; a change is undone and refused with a ``KilnError``
-naming the attribute, so the call runs eagerly, warned (``fullgraph=True`` raises it).
+object's) are compared with what they held before the trace; a number, string or flag set there (a count, which
+the trace may have read) is undone and refused with a ``KilnError`` naming the attribute, so the call runs eagerly,
+warned (``fullgraph=True`` raises it). An attribute set to another object (a list of fed masks the forward pops) is
+left as the trace set it, as before.
 """
 
 from __future__ import annotations
@@ -37,8 +39,8 @@ def refusing_class_attribute_writes(traced: Callable[..., Any], fn: Any) -> Call
             result = traced(*inputs)
         finally:
             changed = [(cls, name) for cls, attributes in before for name in _changed(cls, attributes)]
-            for cls, attributes in before:
-                _restore(cls, attributes)
+            for cls, name in changed:
+                _restore(cls, name, before)
         if changed:
             cls, name = changed[0]
             raise KilnError(f"kiln.compile: the function sets the class attribute {cls.__name__}.{name}, which a trace "
@@ -61,16 +63,18 @@ def _reached_classes(fn: Any) -> list[type]:
 
 
 def _changed(cls: type, attributes: dict[str, Any]) -> list[str]:
+    """The attributes of ``cls`` set to another number, string or flag than before (``attributes``)."""
     now = vars(cls)
-    return [name for name in {*attributes, *now} if name not in now or name not in attributes or now[name] is not attributes[name]]
+    return [name for name, value in now.items()
+            if isinstance(value, (bool, int, float, str)) and (name not in attributes or attributes[name] is not value)]
 
 
-def _restore(cls: type, attributes: dict[str, Any]) -> None:
-    for name in _changed(cls, attributes):
-        if name in attributes:
-            setattr(cls, name, attributes[name])
-        else:
-            delattr(cls, name)
+def _restore(cls: type, name: str, before: list[tuple[type, dict[str, Any]]]) -> None:
+    attributes = next(attributes for owner, attributes in before if owner is cls)
+    if name in attributes:
+        setattr(cls, name, attributes[name])
+    else:
+        delattr(cls, name)
 
 
 __all__ = ["refusing_class_attribute_writes"]

@@ -63,6 +63,7 @@ from kiln.runtime.donation import value_donations
 from kiln.runtime.executable import Executable
 from kiln.runtime.batch_dims import BATCH, BatchDim, batch_axes, batch_signature, batch_specs, scalars_unbatched
 from kiln.runtime.pytree import Structure, unflatten
+from kiln.runtime.reachable_host_state import refusing_host_state_changes
 from kiln.runtime.reachable_iterators import refusing_reachable_iterators
 from kiln.runtime.rebound_names import bindings_guard
 from kiln.runtime.step_capture import CapturedStep, Modes, StepCapture, capturing
@@ -120,6 +121,14 @@ class _Variant:
                 and self.writes.hold() and (self.captured is None or self.captured.holds())
                 and self.lifted.hold() and self.value_guards.hold(arrays))
 
+
+
+def _refusing_unreplayable(traced: Callable[..., Any], fn: Any) -> Callable[..., Any]:
+    """``traced`` refusing the host-side effects a replay after each call cannot redo (``next()`` of an iterator
+    ``fn`` reaches, a class attribute set, a NumPy array or random generator changed), so the call runs eagerly."""
+    for refusing in (refusing_reachable_iterators, refusing_class_attribute_writes, refusing_host_state_changes):
+        traced = refusing(traced, fn)
+    return traced
 
 @dataclass
 class CompiledFunction:
@@ -502,8 +511,7 @@ class CompiledFunction:
                              wants_grad: tuple[bool, ...]) -> TrainingVariant:
         self.trace_count += 1
         watched = checking_reachable_stores(watching_plain_owner(fn, self.fn), self.fn)
-        watched = refusing_class_attribute_writes(refusing_reachable_iterators(watched, self.fn), self.fn)
-        watched = guarding_namespace_reads(watched, self.fn)
+        watched = guarding_namespace_reads(_refusing_unreplayable(watched, self.fn), self.fn)
         traced = self.dynamic_ints.tracing(watched)
         try:
             with tracing_compiled_forward():  # a backward() inside: a whole step (frontend/whole_step_inputs.py)
@@ -552,8 +560,7 @@ class CompiledFunction:
         captures: list[StepCapture] = []  # a training step's backward() and optimizer.step() (runtime/step_capture.py)
         step = capturing(fn, captures, self.grad_arguments, lambda: self.arguments_now)
         traced = checking_reachable_stores(watching_plain_owner(step, self.fn), self.fn)
-        traced = refusing_class_attribute_writes(refusing_reachable_iterators(traced, self.fn), self.fn)
-        traced = guarding_namespace_reads(traced, self.fn)
+        traced = guarding_namespace_reads(_refusing_unreplayable(traced, self.fn), self.fn)
         specializing = specializing_on(lifting_eager_tensors(self.dynamic_ints.tracing(traced)), arrays)  # values read: guarded
         try:
             with static_on_demand(frozenset({BATCH})):  # x[0] of the batch: traced again with static shapes

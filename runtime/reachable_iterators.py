@@ -26,14 +26,15 @@ import functools
 from typing import Any, Callable, Iterator
 
 from kiln.compiler.errors import KilnError
-from kiln.runtime.reachable_objects import reachable_objects
+from kiln.runtime.reachable_objects import reachable_with_module_attributes
 
 _BUILTIN_NEXT = builtins.next
 
 
 def refusing_reachable_iterators(traced: Callable[..., Any], fn: Any) -> Callable[..., Any]:
     """``traced`` (a wrapper of ``fn`` to trace) refusing ``next()`` of the iterators ``fn`` reaches."""
-    iterators = {id(item): (name, what) for name, what, item in _reached(fn) if _is_iterator(item)}
+    iterators = {id(item): (name, what) for name, what, item in reachable_with_module_attributes(fn)
+                 if _is_iterator(item)}
     if not iterators:
         return traced
 
@@ -43,17 +44,6 @@ def refusing_reachable_iterators(traced: Callable[..., Any], fn: Any) -> Callabl
             return traced(*inputs)
 
     return refusing
-
-
-def _reached(fn: Any) -> list[tuple[str, str, Any]]:
-    """What ``fn`` reaches (``reachable_objects``), and the attributes of the modules among it and their submodules."""
-    from kiln.frontend.module import Module  # lazily: the runtime builds on the frontend
-
-    reached = reachable_objects(fn)
-    modules = [item for _, _, item in reached if isinstance(item, Module)]
-    for module in {id(m): m for root in modules for m in root.modules()}.values():
-        reached += [(f"{type(module).__name__}.{name}", "the module attribute", value) for name, value in vars(module).items()]
-    return reached
 
 
 def _is_iterator(item: Any) -> bool:

@@ -33,6 +33,18 @@ def reachable_objects(fn: Any, depth: int = 3) -> list[Reached]:
     return list(found.values())
 
 
+def reachable_with_module_attributes(fn: Any) -> list[Reached]:
+    """``reachable_objects(fn)``, and the attributes of the modules among them and of their submodules (a module's
+    ``self.batches`` iterator, ``self.rng`` generator)."""
+    from kiln.frontend.module import Module  # lazily: the runtime builds on the frontend
+
+    reached = reachable_objects(fn)
+    modules = [item for _, _, item in reached if isinstance(item, Module)]
+    for module in {id(m): m for root in modules for m in root.modules()}.values():
+        reached += [(f"{type(module).__name__}.{name}", "the module attribute", value) for name, value in vars(module).items()]
+    return reached
+
+
 def reachable_functions(fn: Any, depth: int = 3) -> list[types.FunctionType]:
     """The functions ``fn`` reaches as ``reachable_objects`` walks them (the compiled function itself, the user's
     helpers, wrapped functions, methods called), and the ``forward`` of each user's module class among the modules
@@ -135,4 +147,5 @@ def _held_by_function(function: types.FunctionType) -> Iterator[Reached]:
     yield "__wrapped__", "the wrapped function", getattr(function, "__wrapped__", None)
 
 
-__all__ = ["Reached", "is_plain_object", "is_users", "reachable_functions", "reachable_objects"]
+__all__ = ["Reached", "is_plain_object", "is_users", "reachable_functions", "reachable_objects",
+           "reachable_with_module_attributes"]
