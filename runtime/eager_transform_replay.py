@@ -25,10 +25,10 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from kiln.compiler.errors import KilnError
 from kiln.compiler.ir.core import Value
 from kiln.frontend.eager_values import eager_leaf, eager_value
 from kiln.frontend.grad_mode import is_grad_enabled
+from kiln.frontend.init import draw_seed
 from kiln.frontend.module import ArrayLeaf
 from kiln.frontend.tensor import Tensor
 from kiln.frontend.trace import TensorSpec, TraceContext, trace_context
@@ -61,11 +61,11 @@ def replayed_transform(trace_into: Callable[..., Any], name: str, args: tuple[An
     feeds = [_eager_feed(leaf) for leaf in leaves]
     specs = [TensorSpec(feed.type.shape, feed.type.dtype) for feed in feeds]
     context = trace_context(traced, *specs, name=name, what=f"{name}'s result")
-    if context.seed_input is not None:
-        raise KilnError(f"{name} traced random ops (dropout in training mode); call model.eval() first")
     eager = TraceContext.current()
     reads = [eager.value_of(parameter) for parameter in context.parameters]
     values: dict[int, Value] = {id(i): v for i, v in zip(context.graph.inputs, [*feeds, *reads])}
+    if context.seed_input is not None:  # random ops (dropout in training mode) draw anew, as torch.func's eager draws
+        values[id(context.seed_input)] = eager_leaf(draw_seed()).value
     for op in context.graph.ops:
         made = eager.emit(op.name, *[values[id(operand)] for operand in op.operands], **op.attrs)
         values.update({id(r): v for r, v in zip(op.results, made if isinstance(made, tuple) else (made,))})

@@ -123,16 +123,21 @@ def _eager() -> bool:
 
 
 def _one_like(output: Any) -> Any:
+    """The cotangent 1 of ``output``, an array of its shape and dtype: a traced tensor (``grad(has_aux=True)`` inside
+    ``vmap`` or ``kiln.compile``) has no values to read, only its type."""
     import numpy as np
 
+    if isinstance(output, Tensor):
+        return np.ones(tuple(output.shape), output.type.dtype.numpy)
     return np.ones_like(np.asarray(output))
 
 
 def vmap(func: Callable[..., Any], in_dims: Any = 0, out_dims: Any = 0, randomness: str = "error",
          *, chunk_size: int | None = None) -> Callable[..., Any]:
     """``func`` mapped over axis ``in_dims`` of its arguments, stacked along ``out_dims`` (an int, None, or a tuple
-    nested as the results); keyword arguments pass through unmapped (``torch.func.vmap``). ``randomness`` 'same' and
-    'different' are accepted; a random op inside is still refused (kiln does not batch draws yet)."""
+    nested as the results); keyword arguments pass through unmapped (``torch.func.vmap``). With ``randomness=
+    'different'`` each example draws its own numbers (dropout: a mask per example); 'error' refuses random ops, as
+    torch's, and 'same' (one draw shared by every example) still refuses them."""
     _check_randomness(randomness)
     if not (chunk_size is None or chunk_size > 0):
         raise ValueError(f"vmap: chunk_size should be None or greater than 0. (got {chunk_size})")

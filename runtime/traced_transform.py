@@ -11,6 +11,9 @@ graph returns the new values beside the results, and they are copied in after th
 closes over and updates (``functional_call(model, params)`` on a model in training mode) is written back too, as a
 compiled training step writes it: torch.func refuses that ("mutate a captured Tensor"), but kiln's own transforms
 and existing kiln code rely on it (``vmap`` refuses it where a mapped input reaches the update, as torch's).
+
+Random ops (dropout in training mode, ``vmap(randomness="different")``'s per-example draws) draw at each call from a
+seed drawn from kiln's generator, as torch.func's eager calls draw from torch's.
 """
 
 from __future__ import annotations
@@ -22,23 +25,22 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from kiln.backends import get_backend
-from kiln.compiler.errors import KilnError
 from kiln.compiler.ir.core import Value
 from kiln.compiler.ir.types import DType
 from kiln.frontend.autocast import autocast_signature
 from kiln.frontend.grad_mode import no_grad
+from kiln.frontend.init import draw_seed
 from kiln.frontend.module import ArrayLeaf
 from kiln.frontend.tensor import Tensor
 from kiln.frontend.trace import TensorSpec, TraceContext, located_error, trace_context
 from kiln.runtime.eager import write_in_place
 from kiln.runtime.eager_transform_replay import needs_chain, replayed_transform
 from kiln.runtime.eager_transforms import as_eager, on_eager_tensors
-from kiln.runtime.executable import Executable
 from kiln.runtime.pytree import Structure, flatten, unflatten
 
-Compiled = tuple[Executable, list[Any], Structure]
-"""The executable, the parameters it reads after the arguments, and the structure of its results: the pair
-``(the transform's result, its writes)`` (``Writes``)."""
+Compiled = tuple[Callable[..., Any], list[Any], Structure]
+"""The executable (``seeded`` where the function draws random numbers), the parameters it reads after the
+arguments, and the structure of its results: the pair ``(the transform's result, its writes)`` (``Writes``)."""
 
 Writes = dict[int, Any]
 """New values of what the traced function wrote in place: by argument leaf index, or, past the last leaf, by the
@@ -158,9 +160,18 @@ class TracedTransform:
 
         specs = [TensorSpec(a.shape, DType.of(a.dtype)) for a in arrays]
         context = trace_context(traced, *specs, name=self.__name__, what=f"{self.__name__}'s result")
-        if context.seed_input is not None:
-            raise KilnError(f"{self.__name__} traced random ops (dropout in training mode); call model.eval() first")
-        return get_backend(self.backend).compile(context.graph), list(context.parameters), results[0]
+        if context.seed_input is None:
+            return get_backend(self.backend).compile(context.graph), list(context.parameters), results[0]
+        context.graph.inputs.remove(context.seed_input)  # the seed last, after the parameters: fed at each call
+        context.graph.inputs.append(context.seed_input)
+        return seeded(get_backend(self.backend).compile(context.graph)), list(context.parameters), results[0]
+
+
+def seeded(executable: Callable[..., Any]) -> Callable[..., Any]:
+    """``executable`` given a fresh seed from kiln's generator as its last input at each call: the function's random
+    ops (dropout in training mode, ``vmap(randomness="different")``) draw anew each call, as torch.func's eager draws,
+    repeated by ``kiln.manual_seed``."""
+    return lambda *inputs: executable(*inputs, draw_seed())
 
 
 def held(tensor: Any) -> Value | None:

@@ -21,10 +21,11 @@ nested like the results) is where the batch axis goes in each result; a result
 that no mapped input reaches is repeated along it (returned as it is where its
 entry is ``None``). Keyword arguments are passed to ``fn`` unmapped, as torch's.
 
-Randomness: ``fn`` may not draw random numbers (dropout in training mode): vmap
-refuses, as JAX's ``vmap(randomness="error")`` does, since whether each example
-should get its own draws ("different") or one shared draw ("same") is the
-caller's choice that kiln does not guess (and does not implement yet).
+Randomness: with ``randomness="different"`` (torch.func's) each example draws
+its own numbers (dropout in training mode: a mask per example), from the
+enclosing graph's seed; with "error" (the default) vmap refuses random ops, as
+torch's and JAX's do; "same" (one draw shared by every example) is refused too,
+not implemented yet.
 
 In-place writes (BatchNorm's running statistics in training mode) batch as
 torch's: a write onto a mapped argument (``stack_module_state``'s buffers given
@@ -154,7 +155,7 @@ class VmapFunction(TracedTransform):
                 before.append(value)
             result = self.fn(*unflatten(structure, examples))
             inner.graph.outputs = [as_value(item, f"{self.__name__}'s function result") for item in flatten(result)[0]]
-        self._refuse_random(inner)
+        self._bind_seed(outer, inner, bindings)
         own = written(inner, [e for e in examples if isinstance(e, Tensor)], before)
         indices = [index for index, example in enumerate(examples) if isinstance(example, Tensor)]
         mine = {id(example) for example in examples}
@@ -163,15 +164,27 @@ class VmapFunction(TracedTransform):
         inner.graph.outputs += list(own.values()) + [value for _, value in captured]
         return inner, result, bindings, writes
 
-    def _refuse_random(self, inner: TraceContext) -> None:
+    def _bind_seed(self, outer: TraceContext, inner: TraceContext, bindings: dict[Value, Slot]) -> None:
+        """With ``randomness="different"``, ``fn``'s draws become draws of the enclosing trace: its seed is the outer
+        one and its streams are renumbered past the outer's, so every example (a batched draw) and every other draw
+        of the enclosing graph gets numbers of its own. Other modes refuse random ops."""
         if inner.seed_input is None:
             return
+        if self.randomness != "different":
+            self._refuse_random(inner)
+        seed, offset = outer.random_seed()
+        outer.random_streams += inner.random_streams - 1
+        for op, _ in inner.seed_input.uses:
+            op.attrs["stream"] += offset
+        bindings[inner.seed_input] = (seed, False)
+
+    def _refuse_random(self, inner: TraceContext) -> None:
         draws = sorted({op.location or op.name for op, _ in inner.seed_input.uses})
         mode = ("called random operation while in randomness error mode, as JAX's" if self.randomness == "error" else
-                "kiln draws neither per-example nor shared noise inside vmap yet")
+                "kiln does not draw one shared sample for every example inside vmap yet")
         raise located_error(f"{self.spelling.who} does not batch random ops ({', '.join(draws)}), randomness="
-                            f"{self.randomness!r}: {mode}. Call model.eval() to trace dropout out, or draw outside the "
-                            "mapped function and pass the noise in")
+                            f"{self.randomness!r}: {mode}. Call model.eval() to trace dropout out, draw outside the "
+                            "mapped function and pass the noise in, or use torch.func.vmap's randomness='different'")
 
     def _write(self, outer: TraceContext, builder: Builder, writes: list[tuple[int | None, Any]], slots: list[Slot],
                given: list[Any], axes: list[int | None], size: Dim) -> None:

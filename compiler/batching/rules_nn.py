@@ -4,12 +4,13 @@ Where a case does not fit one op (per-example layer-norm weights, a class-weight
 cross-entropy, attention operands of different ranks) a rule returns ``None`` and
 the walk batches the op's decomposition instead. ``nn.layer_norm_grad``,
 ``nn.cross_entropy_grad``, ``nn.batch_norm``, ``nn.gelu``'s neighbours and the
-other losses have no rule here at all: their decompositions are batched.
+other losses have no rule here at all: their decompositions are batched. ``tensor.random_uniform``
+(``nn.dropout``'s draw) is here because dropout is its one use inside ``vmap``.
 """
 
 from __future__ import annotations
 
-from kiln.compiler.batching.rules import Batched, batching_rule, moved_axis
+from kiln.compiler.batching.rules import Batched, BatchingError, batching_rule, moved_axis
 from kiln.compiler.ir.builder import Builder
 from kiln.compiler.ir.core import Op, Value
 
@@ -55,3 +56,13 @@ def attention_batch(b: Builder, op: Op, x: Batched) -> Value | tuple[Value, ...]
 @batching_rule("nn.masked_softmax")
 def masked_softmax_batch(b: Builder, op: Op, x: Batched) -> Value:
     return b.masked_softmax(x.materialized(b, 0), x.aligned(b, 1, x.rank(0)))
+
+
+@batching_rule("tensor.random_uniform")
+def random_uniform_batch(b: Builder, op: Op, x: Batched) -> Value:
+    # shaped like a batched operand: one draw per example (vmap's randomness="different"), from the shared (seed, stream)
+    seed, like = x.values
+    if x.batched[0]:
+        raise BatchingError(f"kiln.vmap cannot batch tensor.random_uniform (traced at {op.location or 'an unknown line'}) "
+                            "over a batched seed; draw outside the mapped function and pass the noise in")
+    return b.random_uniform(seed, like, **op.attrs)
