@@ -19,7 +19,7 @@ from kiln.compiler.ir.core import Value
 from kiln.compiler.ir.types import DType, TensorType
 from kiln.frontend.eager_values import ARRAYS, eager_array
 from kiln.frontend.tensor_device import DeviceMethods, copy_of_to, dtype_of_to
-from kiln.frontend.tensor_eager import EagerMethods
+from kiln.frontend.tensor_eager import EagerMethods, host_values
 from kiln.frontend.tensor_extras import ExtraMethods
 from kiln.frontend.tensor_inplace import InPlaceMethods, link_view
 from kiln.frontend.tensor_linalg import LinalgMethods
@@ -256,6 +256,8 @@ class Tensor(EagerMethods, InPlaceMethods, TorchMethods, MathMethods, StrideMeth
 
     def __bool__(self) -> bool:
         array = eager_array(self)
+        if array is None:  # outside a trace, a buffer's or parameter's own (``if self.inited:``)
+            array = host_values(self)
         if array is None:  # traced: kiln.compile specializes on a value computed from its inputs (value_guards.py)
             from kiln.frontend.tensor_methods import traced_values  # lazily: the methods build on the tensor
 

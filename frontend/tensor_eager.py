@@ -174,7 +174,7 @@ class EagerMethods:
         return super().numpy() if array is None else shared(array)  # type: ignore[misc]  (a traced tensor's refusal)
 
     def item(self) -> Any:
-        array = _host_values(self)
+        array = host_values(self)
         if array is None:
             return super().item()  # type: ignore[misc]
         if array.size != 1:
@@ -182,7 +182,7 @@ class EagerMethods:
         return array.item()
 
     def tolist(self) -> Any:
-        array = _host_values(self)
+        array = host_values(self)
         return super().tolist() if array is None else array.tolist()  # type: ignore[misc]
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
@@ -328,13 +328,13 @@ def _depends_on_a_leaf(value: Any) -> bool:
     return False
 
 
-def _host_values(tensor: Any) -> np.ndarray | None:
-    """An eager tensor's array, or outside a trace a ``Parameter``'s own (``nn.Parameter(torch.tensor(2.)).item()``);
-    None for a traced tensor, whose ``item()`` refuses."""
+def host_values(tensor: Any) -> np.ndarray | None:
+    """An eager tensor's array, or outside a trace a ``Parameter``'s or buffer's own (``nn.Parameter(torch.tensor(2.))
+    .item()``, ``if self.inited:``); None for a traced tensor, whose ``item()`` refuses."""
     array = eager_array(tensor)
     if array is None and "_data" in tensor.__dict__ and not TraceContext.active():
         return tensor.data
     return array
 
 
-__all__ = ["EagerMethods", "array_protocol"]
+__all__ = ["EagerMethods", "array_protocol", "host_values"]

@@ -266,6 +266,13 @@ def step_capture() -> Any:
     return TraceContext.current().step_capture if TraceContext.active() else None
 
 
+def is_compiling() -> bool:
+    """``torch.compiler.is_compiling()``: True while ``kiln.compile`` (or ``kiln.trace``, an ONNX export) runs the
+    Python to record its graph, False when it runs eagerly (model code keeps eager-only work, a codebook's k-means
+    initialization, out of the compiled graph with it)."""
+    return TraceContext.active() and not TraceContext.current().eager
+
+
 def refuse_in_step(what: str, instead: str) -> None:
     """Raise where a training step being traced calls ``what``, which a trace cannot keep (the step then runs eagerly)."""
     if step_capture() is not None:

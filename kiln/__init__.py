@@ -49,6 +49,10 @@ from kiln.frontend.tensor_device import device, get_default_device, set_default_
 from kiln import accelerator  # noqa: E402  (torch.accelerator: is_available(), current_accelerator())
 from kiln import special, testing  # noqa: E402  (torch.special: kiln.special.erfcx, ndtri...; torch.testing: assert_close)
 from kiln import jit  # noqa: E402  (torch.jit's decorators for model code: @kiln.jit.ignore, is_scripting(); no TorchScript)
+from kiln import compiler as _compiler  # noqa: E402  (the IR's package, which also answers as torch.compiler:)
+from kiln.frontend.trace import is_compiling as _is_compiling  # noqa: E402
+
+_compiler.is_compiling = _compiler.is_dynamo_compiling = _is_compiling  # torch.compiler.is_compiling()
 from kiln.frontend.memory_format import EXPORTS as _memory_formats  # noqa: E402  (kiln.channels_last: a layout hint)
 
 globals().update(_memory_formats)
