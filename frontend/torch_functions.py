@@ -282,6 +282,8 @@ torch's dtype for it (int64, the default float, bool), as torch wraps it."""
 
 def _forwarder(name: str) -> Callable[..., Any]:
     def function(input: Tensor, *args: Any, **kwargs: Any) -> Any:
+        if "out" in kwargs:  # torch.nan_to_num(p.grad, ..., out=p.grad): computed, then written into out
+            return _into_out(kwargs.pop("out"), function(input, *args, **kwargs))
         input = tensor_operand(input)  # torch.dot(p.grad, g): the gradient array as the tensor it is in PyTorch
         if _is_number(input) and len(args) == 1 and not kwargs and isinstance(args[0], Tensor):
             if name in _COMMUTATIVE:
@@ -298,6 +300,19 @@ def _forwarder(name: str) -> Callable[..., Any]:
     function.__name__ = function.__qualname__ = name
     function.__doc__ = f"``torch.{name}(input, ...)``: ``input.{name}(...)``."
     return function
+
+
+def _into_out(out: Any, result: Any) -> Any:
+    """PyTorch's ``out=`` of a ``torch.*`` function: ``result`` written into ``out`` (resized, cast to its dtype) and
+    ``out`` returned; a tuple result (``torch.sort``, ``torch.max(x, dim)``) into a tuple of outs; ``out=None`` is
+    no out."""
+    from kiln.frontend.out_argument import written_to_out
+
+    if out is None:
+        return result
+    if isinstance(result, tuple):
+        return type(result)(*(written_to_out(o, r) for o, r in zip(out, result)))
+    return written_to_out(out, result)
 
 
 def _is_number(value: Any) -> bool:

@@ -189,6 +189,18 @@ def rrelu(input: Tensor, lower: float = 1 / 8, upper: float = 1 / 3, training: b
 rrelu_ = _in_place("rrelu_", rrelu)
 
 
+def _softmax_backward_data(grad_output: Tensor, output: Tensor, dim: int, input_dtype: Any) -> Tensor:
+    """ATen's softmax backward kernel (what custom ``autograd.Function``s such as EDM's ``AttentionOp`` call): the
+    gradient of the input of ``output = softmax(x, dim)``, ``output * (g - (g * output).sum(dim))``, in ``input_dtype``."""
+    return (output * (grad_output - (grad_output * output).sum(dim, keepdim=True))).to(input_dtype)
+
+
+def _log_softmax_backward_data(grad_output: Tensor, output: Tensor, dim: int, input_dtype: Any) -> Tensor:
+    """ATen's log-softmax backward kernel: ``g - exp(output) * g.sum(dim)`` for ``output = log_softmax(x, dim)``, in
+    ``input_dtype``."""
+    return (grad_output - output.exp() * grad_output.sum(dim, keepdim=True)).to(input_dtype)
+
+
 # recurrent cells (the steps of frontend/layers_recurrent.py) ------------------------------------------------------------
 
 
@@ -338,6 +350,7 @@ grid_sampler_3d = grid_sampler  # 5-D input (trilinear or nearest)
 
 
 __all__ = [
+    "_log_softmax_backward_data", "_softmax_backward_data",
     "adaptive_avg_pool1d", "adaptive_max_pool1d", "affine_grid_generator", "alpha_dropout", "alpha_dropout_", "avg_pool1d",
     "batch_norm", "bilinear", "binary_cross_entropy_with_logits", "celu", "celu_", "channel_shuffle", "constant_pad_nd",
     "conv1d", "conv2d", "convolution", "gru_cell", "lstm_cell", "rnn_relu_cell", "rnn_tanh_cell", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d", "cosine_embedding_loss",

@@ -60,7 +60,7 @@ from kiln.runtime.argument_writes import marked_arguments, values_before, writte
 from kiln.runtime.eager_backward import after_accumulation
 from kiln.runtime.eager_optim import count_step, grad_array_of, own_step
 from kiln.runtime.pytree import Structure, flatten_keeping
-from kiln.runtime.step_graph import _hyper_inputs, hyper_feeds, parameter_hyper
+from kiln.runtime.step_graph import _hyper_inputs, computed_hyper, hyper_feeds, parameter_hyper
 
 Feed = Callable[[], np.ndarray]
 WriteBack = Callable[[np.ndarray], None]
@@ -340,7 +340,9 @@ class StepCapture:
             return
         graph = self.context.graph
         hyper, order = _hyper_inputs(graph, optimizer, updated)
+        computed = computed_hyper(graph, optimizer, hyper, order)
         self.inputs += [(hyper[key], functools.partial(_hyper_feed, optimizer, key)) for key in order]
+        self.outputs += [(value, functools.partial(_write_hyper, optimizer, key)) for key, value in computed.items()]
         builder = Builder(graph, location="optimizer")
         for parameter in updated:
             self._update(builder, optimizer, parameter, hyper)
@@ -483,6 +485,16 @@ def _seed(gradient: Any, loss: Tensor) -> Value:
 
 def _hyper_feed(optimizer: Optimizer, key: tuple[int, str]) -> np.ndarray:
     return hyper_feeds(optimizer, [key])[0]
+
+
+def _write_hyper(optimizer: Optimizer, key: tuple[int, str], value: np.ndarray) -> None:
+    """A hyper-parameter the step computed (``computed_hyper``) written into its group as a Python float (a fed
+    ``beta1`` as ``betas[0]``)."""
+    group, name = optimizer.param_groups[key[0]], key[1]
+    if name == "beta1" and name not in group:
+        group["betas"] = (float(value), *group["betas"][1:])
+    else:
+        group[name] = float(value)
 
 
 def _state_array(optimizer: Optimizer, parameter: Parameter, name: str) -> np.ndarray:

@@ -176,6 +176,25 @@ def _hyper_inputs(
     return hyper, order
 
 
+def computed_hyper(graph: Graph, optimizer: Optimizer, hyper: dict[tuple[int, str], Value],
+                   order: list[tuple[int, str]]) -> dict[tuple[int, str], Value]:
+    """The hyper-parameters the step itself wrote into their groups as tensors it computed (EDM's ramp-up ``g['lr'] =
+    lr * min(cur_nimg / ..., 1)`` of a traced ``cur_nimg``), each that value: in ``hyper`` it replaces the input (which
+    leaves the graph and ``order``), cast to the input's dtype. The caller writes its value back into the group after
+    each call, as the Python float PyTorch's store leaves there."""
+    from kiln.runtime.attribute_writes import is_traced_tensor
+
+    builder, computed = Builder(graph, location="optimizer"), {}
+    for key in list(order):
+        value = optimizer.hyperparameter(optimizer.param_groups[key[0]], key[1])
+        if is_traced_tensor(value):
+            graph.inputs.remove(hyper[key])
+            order.remove(key)
+            computed[key] = value.value
+            hyper[key] = builder.op("tensor.cast", value.value, dtype=hyper[key].type.dtype)
+    return computed
+
+
 def _hyper_input_name(name: str, index: int) -> str:
     if index == 0:
         return name
