@@ -23,12 +23,13 @@ import functools
 from typing import Any, Callable
 
 from kiln.compiler.errors import KilnError
-from kiln.runtime.reachable_objects import is_plain_object, is_users, reachable_objects
+from kiln.runtime.reachable_objects import Reached, is_plain_object, is_users
 
 
-def refusing_class_attribute_writes(traced: Callable[..., Any], fn: Any) -> Callable[..., Any]:
-    """``traced`` (a wrapper of ``fn`` to trace) refusing a change to an attribute of a user's class ``fn`` reaches."""
-    classes = _reached_classes(fn)
+def refusing_class_attribute_writes(traced: Callable[..., Any], reached: list[Reached]) -> Callable[..., Any]:
+    """``traced`` refusing a change to an attribute of a user's class among what its function ``reached``
+    (``reachable_with_module_attributes``)."""
+    classes = _reached_classes([item for _, _, item in reached])
     if not classes:
         return traced
 
@@ -51,11 +52,10 @@ def refusing_class_attribute_writes(traced: Callable[..., Any], fn: Any) -> Call
     return refusing
 
 
-def _reached_classes(fn: Any) -> list[type]:
-    """The user's classes ``fn`` names, and those of the modules (submodules too) and plain objects it reaches."""
+def _reached_classes(reached: list[Any]) -> list[type]:
+    """The user's classes among ``reached``, and those of the modules (submodules too) and plain objects there."""
     from kiln.frontend.module import Module  # lazily: the runtime builds on the frontend
 
-    reached = [item for _, _, item in reachable_objects(fn)]
     modules = {id(m): m for root in reached if isinstance(root, Module) for m in root.modules()}
     found = [item for item in reached if isinstance(item, type)]
     found += [type(item) for item in [*reached, *modules.values()] if isinstance(item, Module) or is_plain_object(item)]

@@ -65,6 +65,7 @@ from kiln.runtime.batch_dims import BATCH, BatchDim, batch_axes, batch_signature
 from kiln.runtime.pytree import Structure, unflatten
 from kiln.runtime.reachable_host_state import refusing_host_state_changes
 from kiln.runtime.reachable_iterators import refusing_reachable_iterators
+from kiln.runtime.reachable_objects import reachable_with_module_attributes
 from kiln.runtime.rebound_names import bindings_guard
 from kiln.runtime.step_capture import CapturedStep, Modes, StepCapture, capturing
 from kiln.runtime.train_step import DEFAULT_PIPELINE
@@ -126,8 +127,9 @@ class _Variant:
 def _refusing_unreplayable(traced: Callable[..., Any], fn: Any) -> Callable[..., Any]:
     """``traced`` refusing the host-side effects a replay after each call cannot redo (``next()`` of an iterator
     ``fn`` reaches, a class attribute set, a NumPy array or random generator changed), so the call runs eagerly."""
+    reached = reachable_with_module_attributes(fn)
     for refusing in (refusing_reachable_iterators, refusing_class_attribute_writes, refusing_host_state_changes):
-        traced = refusing(traced, fn)
+        traced = refusing(traced, reached)
     return traced
 
 @dataclass

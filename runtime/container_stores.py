@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from kiln.frontend.trace import TraceContext
-from kiln.runtime.attribute_writes import eager_constant, holds_traced_tensor, is_traced_tensor
+from kiln.runtime.attribute_writes import eager_constant, holds_traced_tensor, is_traced_tensor, same_value
 
 CONTAINER_STORES: "weakref.WeakKeyDictionary[TraceContext, ContainerStores]" = weakref.WeakKeyDictionary()
 """Per trace, the stores ``record_stores`` found (``AttributeWrites.of`` takes them into the variant)."""
@@ -182,19 +182,12 @@ def _whole(stores: ContainerStores, container: Any, before: Any) -> None:
 
 def same_slots(container: Any, before: Any) -> bool:
     """Whether ``container`` holds what ``before`` held: the same keys in order, each slot the very object or an equal
-    plain value (a float the trace read); a set the same items."""
+    value (``same_value``: a float the trace read); a set the same items."""
     if isinstance(container, dict):
-        return list(container) == list(before) and all(_same_item(container[key], before[key]) for key in before)
+        return list(container) == list(before) and all(same_value(container[key], before[key]) for key in before)
     if isinstance(container, set):
         return container == set(before)
-    return len(container) == len(before) and all(_same_item(now, was) for now, was in zip(container, before))
-
-
-def _same_item(now: Any, was: Any) -> bool:
-    if now is was:
-        return True
-    plain = (bool, int, float, str, type(None))
-    return type(now) is type(was) and isinstance(was, plain) and now == was
+    return len(container) == len(before) and all(same_value(now, was) for now, was in zip(container, before))
 
 
 def refill(container: Any, contents: Any) -> None:

@@ -29,12 +29,13 @@ from typing import Any, Callable
 import numpy as np
 
 from kiln.compiler.errors import KilnError
-from kiln.runtime.reachable_objects import reachable_with_module_attributes
+from kiln.runtime.reachable_objects import Reached
 
 
-def refusing_host_state_changes(traced: Callable[..., Any], fn: Any) -> Callable[..., Any]:
-    """``traced`` (a wrapper of ``fn`` to trace) refusing a change to a NumPy array or random generator ``fn`` reaches."""
-    watched = [(name, what, item) for name, what, item in reachable_with_module_attributes(fn) if _kind(item)]
+def refusing_host_state_changes(traced: Callable[..., Any], reached: list[Reached]) -> Callable[..., Any]:
+    """``traced`` refusing a change to a NumPy array or random generator among what its function ``reached``
+    (``reachable_with_module_attributes``)."""
+    watched = [(name, what, item) for name, what, item in reached if _kind(item)]
     if not watched:
         return traced
 

@@ -26,15 +26,15 @@ import functools
 from typing import Any, Callable, Iterator
 
 from kiln.compiler.errors import KilnError
-from kiln.runtime.reachable_objects import reachable_with_module_attributes
+from kiln.runtime.reachable_objects import Reached
 
 _BUILTIN_NEXT = builtins.next
 
 
-def refusing_reachable_iterators(traced: Callable[..., Any], fn: Any) -> Callable[..., Any]:
-    """``traced`` (a wrapper of ``fn`` to trace) refusing ``next()`` of the iterators ``fn`` reaches."""
-    iterators = {id(item): (name, what) for name, what, item in reachable_with_module_attributes(fn)
-                 if _is_iterator(item)}
+def refusing_reachable_iterators(traced: Callable[..., Any], reached: list[Reached]) -> Callable[..., Any]:
+    """``traced`` refusing ``next()`` of the iterators among what its function ``reached``
+    (``reachable_with_module_attributes``)."""
+    iterators = {id(item): (name, what) for name, what, item in reached if _is_iterator(item)}
     if not iterators:
         return traced
 
