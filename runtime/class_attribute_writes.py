@@ -39,11 +39,11 @@ def refusing_class_attribute_writes(traced: Callable[..., Any], reached: list[Re
         try:
             result = traced(*inputs)
         finally:
-            changed = [(cls, name) for cls, attributes in before for name in _changed(cls, attributes)]
-            for cls, name in changed:
-                _restore(cls, name, before)
+            changed = [(cls, name, attributes) for cls, attributes in before for name in _changed(cls, attributes)]
+            for cls, name, attributes in changed:
+                _restore(cls, name, attributes)
         if changed:
-            cls, name = changed[0]
+            cls, name, _ = changed[0]
             raise KilnError(f"kiln.compile: the function sets the class attribute {cls.__name__}.{name}, which a trace "
                             "would set once, keeping the value it read (torch.compile replays it); the call runs "
                             "eagerly. Keep the count on the instance (self.calls) or outside the compiled function")
@@ -69,8 +69,8 @@ def _changed(cls: type, attributes: dict[str, Any]) -> list[str]:
             if isinstance(value, (bool, int, float, str)) and (name not in attributes or attributes[name] is not value)]
 
 
-def _restore(cls: type, name: str, before: list[tuple[type, dict[str, Any]]]) -> None:
-    attributes = next(attributes for owner, attributes in before if owner is cls)
+def _restore(cls: type, name: str, attributes: dict[str, Any]) -> None:
+    """``cls.name`` as it was in ``attributes`` (deleted where it had none)."""
     if name in attributes:
         setattr(cls, name, attributes[name])
     else:

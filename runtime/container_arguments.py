@@ -51,9 +51,7 @@ def check_stores(before: list[tuple[str, str, Snapshot]], python_values: bool = 
                     for slot in _changed_slots(container, slots, python_values)), None)
     if changed is None:
         return
-    for _, _, snapshots in before:
-        for container, slots in snapshots:
-            refill(container, slots)
+    _given_back(before)
     name, what, slot = changed
     raise KilnError(f"kiln.compile: the function stores into {what} {name!r} (at {slot!r}), a container kiln does not "
                     "update after each call (torch.compile replays such stores); the call runs eagerly. Return the new "
@@ -74,14 +72,19 @@ def checking_reachable_stores(traced: Callable[..., Any], fn: Any) -> Callable[.
         try:
             result = traced(*inputs)
         except BaseException:  # a failed trace changed nothing (the call runs eagerly, or traces again)
-            for _, _, snapshots in before:
-                for container, slots in snapshots:
-                    refill(container, slots)
+            _given_back(before)
             raise
         _replaying_stores(before)
         return result
 
     return checked
+
+
+def _given_back(before: list[tuple[str, str, Snapshot]]) -> None:
+    """Each container snapshotted in ``before`` given its contents from then."""
+    for _, _, snapshots in before:
+        for container, slots in snapshots:
+            refill(container, slots)
 
 
 def _replaying_stores(before: list[tuple[str, str, Snapshot]]) -> None:
@@ -134,9 +137,9 @@ def _containers(value: Any, seen: set[int]) -> Iterator[Any]:
 def _changed_slots(container: Any, slots: Any, python_values: bool) -> Iterator[Any]:
     """The keys (or indices) the trace set, to a tensor it computed (or a container holding one) or, where
     ``python_values``, to a Python value (``log.append(step)``), and the keys it removed (a list's ``pop()``: the
-    indices past its new length). A tensor
-    computed from constants alone (HiFi-GAN's ``hann_window[device] = torch.hann_window(n)``) is stored as the eager
-    tensor of its values, as a module keeps one (``Module.__setattr__``): each call would store the same."""
+    indices past its new length). A tensor computed from constants alone (HiFi-GAN's ``hann_window[device] =
+    torch.hann_window(n)``) is stored as the eager tensor of its values, as a module keeps one
+    (``Module.__setattr__``): each call would store the same."""
     if not isinstance(container, (dict, list)):  # a deque or a set: its contents as a whole
         if not same_slots(container, slots):
             yield "its contents"
